@@ -1,0 +1,345 @@
+"""Data lake: one zone layout over S3 or a local folder, behind one small storage interface.
+
+Pipeline steps read and write the lake through keys such as ``raw/2024/visits.csv``; the
+same code then runs against ``s3://bucket/prefix`` in SageMaker and a folder in tests.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import typing
+import uuid
+from pathlib import Path
+from typing import Any, Callable
+from urllib.parse import unquote, urlparse
+
+ZONES: tuple[str, ...] = ("raw", "curated", "features", "artifacts", "capture", "feedback", "quarantine")
+
+_TMP_SUFFIX = ".lake-tmp"  # local temp files end with this; list() never reports them
+_S3_MISSING = {"NoSuchKey", "404", "NotFound"}
+
+
+class LakeError(Exception):
+    """Base error for the lake; messages name the key or URI involved."""
+
+
+class ObjectNotFound(LakeError, FileNotFoundError):
+    """The key does not exist."""
+
+
+class ObjectExists(LakeError, FileExistsError):
+    """A write-once key already holds different content."""
+
+
+class InvalidKey(LakeError, ValueError):
+    """The key is not a clean relative '/'-separated path (or names no zone)."""
+
+
+def validate_key(key: str) -> str:
+    """Reject keys that could escape the root or differ between S3 and a filesystem."""
+    if not isinstance(key, str) or not key:
+        raise InvalidKey(f"invalid key {key!r}: must be a non-empty string")
+    if key.startswith("/"):
+        raise InvalidKey(f"invalid key {key!r}: must be relative (no leading '/')")
+    if "\\" in key or "\x00" in key:
+        raise InvalidKey(f"invalid key {key!r}: backslashes and NUL are not allowed")
+    for segment in key.split("/"):
+        if segment in ("", ".", ".."):
+            raise InvalidKey(f"invalid key {key!r}: empty, '.' and '..' segments are not allowed")
+    return key
+
+
+def _validate_prefix(prefix: str) -> str:
+    """A list prefix is '' or a key, optionally with one trailing '/'."""
+    if prefix:
+        validate_key(prefix[:-1] if prefix.endswith("/") else prefix)
+    return prefix
+
+
+class Storage(typing.Protocol):
+    """Minimal object store; keys are relative to ``uri``."""
+
+    uri: str
+
+    def put_bytes(self, key: str, data: bytes) -> None: ...
+    def get_bytes(self, key: str) -> bytes: ...
+    def put_file(self, local_path: str | os.PathLike, key: str) -> None: ...
+    def get_file(self, key: str, local_path: str | os.PathLike) -> None: ...
+    def exists(self, key: str) -> bool: ...
+    def list(self, prefix: str = "") -> list[str]: ...
+    def delete(self, key: str) -> None: ...
+    def url(self, key: str) -> str: ...
+
+
+class LocalStorage:
+    """Keys are files under ``root``; writes go to a sibling temp file and are renamed into place."""
+
+    def __init__(self, root: str | os.PathLike) -> None:
+        self.root = Path(root).expanduser().resolve()
+        self.uri = self.root.as_uri()
+
+    def _path(self, key: str) -> Path:
+        validate_key(key)
+        if key.endswith(_TMP_SUFFIX):
+            raise InvalidKey(f"invalid key {key!r}: suffix {_TMP_SUFFIX!r} is reserved for temp files")
+        return self.root / key
+
+    def _atomic_write(self, key: str, write: Callable[[Path], None]) -> None:
+        """Readers see the old object or the new one, never a partial file."""
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}{_TMP_SUFFIX}")
+        try:
+            write(tmp)
+            os.replace(tmp, path)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+            raise
+
+    def _existing(self, key: str) -> Path:
+        path = self._path(key)
+        if not path.is_file():
+            raise ObjectNotFound(f"no object {key!r} in {self.uri}")
+        return path
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        def write(tmp: Path) -> None:
+            with open(tmp, "xb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+
+        self._atomic_write(key, write)
+
+    def get_bytes(self, key: str) -> bytes:
+        return self._existing(key).read_bytes()
+
+    def put_file(self, local_path: str | os.PathLike, key: str) -> None:
+        self._atomic_write(key, lambda tmp: shutil.copyfile(local_path, tmp))
+
+    def get_file(self, key: str, local_path: str | os.PathLike) -> None:
+        src = self._existing(key)
+        Path(local_path).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, local_path)
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def list(self, prefix: str = "") -> list[str]:
+        _validate_prefix(prefix)
+        start = self.root / prefix.rpartition("/")[0]  # only walk the directory the prefix lives in
+        keys = []
+        for dirpath, _dirs, files in os.walk(start):
+            rel_dir = Path(dirpath).relative_to(self.root).as_posix()
+            for name in files:
+                key = name if rel_dir == "." else f"{rel_dir}/{name}"
+                if not name.endswith(_TMP_SUFFIX) and key.startswith(prefix):
+                    keys.append(key)
+        return sorted(keys)
+
+    def delete(self, key: str) -> None:
+        """Deleting a missing key is a no-op, as on S3."""
+        self._path(key).unlink(missing_ok=True)
+
+    def url(self, key: str) -> str:
+        return self._path(key).as_uri()
+
+
+class S3Storage:
+    """Keys live under ``s3://bucket/prefix/``; S3 writes are already atomic per object."""
+
+    def __init__(self, bucket: str, prefix: str = "", client: Any = None) -> None:
+        if not bucket:
+            raise LakeError("S3Storage needs a bucket name")
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        if self.prefix:
+            validate_key(self.prefix)
+        if client is None:
+            import boto3
+
+            client = boto3.client("s3")
+        self.client = client
+        self.uri = f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}"
+
+    def _full(self, key: str) -> str:
+        validate_key(key)
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def _missing(self, err: Exception) -> bool:
+        code = getattr(err, "response", {}).get("Error", {}).get("Code")
+        return code in _S3_MISSING
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        self.client.put_object(Bucket=self.bucket, Key=self._full(key), Body=data)
+
+    def get_bytes(self, key: str) -> bytes:
+        from botocore.exceptions import ClientError
+
+        try:
+            return self.client.get_object(Bucket=self.bucket, Key=self._full(key))["Body"].read()
+        except ClientError as err:
+            if self._missing(err):
+                raise ObjectNotFound(f"no object {key!r} in {self.uri}") from err
+            raise
+
+    def put_file(self, local_path: str | os.PathLike, key: str) -> None:
+        self.client.upload_file(os.fspath(local_path), self.bucket, self._full(key))
+
+    def get_file(self, key: str, local_path: str | os.PathLike) -> None:
+        from botocore.exceptions import ClientError
+
+        full = self._full(key)
+        Path(local_path).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.client.download_file(self.bucket, full, os.fspath(local_path))
+        except ClientError as err:
+            if self._missing(err):
+                raise ObjectNotFound(f"no object {key!r} in {self.uri}") from err
+            raise
+
+    def exists(self, key: str) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=self._full(key))
+        except ClientError as err:
+            if self._missing(err):
+                return False
+            raise
+        return True
+
+    def list(self, prefix: str = "") -> list[str]:
+        _validate_prefix(prefix)
+        root = f"{self.prefix}/" if self.prefix else ""
+        keys = []
+        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=root + prefix):
+            keys.extend(obj["Key"][len(root):] for obj in page.get("Contents", []))
+        return sorted(keys)
+
+    def delete(self, key: str) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=self._full(key))
+
+    def url(self, key: str) -> str:
+        return f"s3://{self.bucket}/{self._full(key)}"
+
+
+class DataLake:
+    """Zone-aware front for a Storage: every key starts with one of ZONES."""
+
+    def __init__(self, storage: Storage) -> None:
+        self.storage = storage
+        self.uri = storage.uri
+
+    def __repr__(self) -> str:
+        return f"DataLake({self.uri!r})"
+
+    @classmethod
+    def from_uri(cls, uri: str, *, s3_client: Any = None) -> DataLake:
+        """Pick the storage from the URI so configs can name a lake with one string."""
+        if not isinstance(uri, str) or not uri.strip():
+            raise LakeError(f"empty lake URI {uri!r}")
+        if "://" not in uri:
+            return cls(LocalStorage(uri))
+        parsed = urlparse(uri)
+        if parsed.scheme == "s3":
+            if not parsed.netloc:
+                raise LakeError(f"lake URI {uri!r} has no bucket (expected s3://bucket[/prefix])")
+            return cls(S3Storage(parsed.netloc, parsed.path.strip("/"), client=s3_client))
+        if parsed.scheme == "file":
+            if parsed.netloc not in ("", "localhost") or not parsed.path:
+                raise LakeError(f"lake URI {uri!r} must be file:///absolute/path")
+            return cls(LocalStorage(unquote(parsed.path)))
+        raise LakeError(f"unsupported lake URI {uri!r}: use s3://bucket[/prefix], file:///path or a plain path")
+
+    def key(self, zone: str, *parts: str) -> str:
+        """Build ``zone/part1/part2`` and validate it."""
+        self._check_zone(zone)
+        return validate_key("/".join((zone, *parts)))
+
+    def _check_zone(self, zone: str) -> None:
+        if zone not in ZONES:
+            raise InvalidKey(f"unknown zone {zone!r}; zones are {', '.join(ZONES)}")
+
+    def _k(self, key: str) -> str:
+        validate_key(key)
+        zone = key.split("/", 1)[0]
+        if zone not in ZONES:
+            raise InvalidKey(f"key {key!r} is not in a zone; zones are {', '.join(ZONES)}")
+        return key
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        self.storage.put_bytes(self._k(key), data)
+
+    def get_bytes(self, key: str) -> bytes:
+        return self.storage.get_bytes(self._k(key))
+
+    def put_file(self, local_path: str | os.PathLike, key: str) -> None:
+        self.storage.put_file(local_path, self._k(key))
+
+    def get_file(self, key: str, local_path: str | os.PathLike) -> None:
+        self.storage.get_file(self._k(key), local_path)
+
+    def exists(self, key: str) -> bool:
+        return self.storage.exists(self._k(key))
+
+    def list(self, prefix: str = "") -> list[str]:
+        return self.storage.list(prefix)
+
+    def delete(self, key: str) -> None:
+        self.storage.delete(self._k(key))
+
+    def url(self, key: str) -> str:
+        return self.storage.url(self._k(key))
+
+    def put_bytes_once(self, key: str, data: bytes) -> bool:
+        """Write-once (raw files are never modified): True if written, False if already identical.
+
+        Check-then-write is not atomic; write-once keys assume a single writer per key.
+        """
+        if self.exists(key):
+            if self.get_bytes(key) == data:
+                return False
+            raise ObjectExists(f"{key!r} already exists in {self.uri} with different content")
+        self.put_bytes(key, data)
+        return True
+
+    def put_file_once(self, local_path: str | os.PathLike, key: str) -> bool:
+        """Same as put_bytes_once for a local file, compared by sha256."""
+        if self.exists(key):
+            if self.sha256(key) == _file_sha256(local_path):
+                return False
+            raise ObjectExists(f"{key!r} already exists in {self.uri} with different content")
+        self.put_file(local_path, key)
+        return True
+
+    def put_json(self, key: str, obj: Any) -> None:
+        """Deterministic JSON so identical content gives identical bytes (and hashes)."""
+        text = json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+        self.put_bytes(key, text.encode("utf-8"))
+
+    def get_json(self, key: str) -> Any:
+        return json.loads(self.get_bytes(key).decode("utf-8"))
+
+    def sha256(self, key: str) -> str:
+        return hashlib.sha256(self.get_bytes(key)).hexdigest()
+
+    def init_zones(self) -> None:
+        """Create the zone folders locally; S3 prefixes are implicit, so nothing to do there."""
+        if isinstance(self.storage, LocalStorage):
+            for zone in ZONES:
+                (self.storage.root / zone).mkdir(parents=True, exist_ok=True)
+
+
+def _file_sha256(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -1,0 +1,355 @@
+"""Behavioural tests for diagnosa.lake, run against a local folder and S3 (moto)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from diagnosa import lake as lake_mod
+from diagnosa.lake import (
+    ZONES,
+    DataLake,
+    InvalidKey,
+    LakeError,
+    LocalStorage,
+    ObjectExists,
+    ObjectNotFound,
+    S3Storage,
+)
+
+BUCKET = "diagnosa-lake"
+REGION = "eu-west-1"
+
+
+@pytest.fixture
+def aws(monkeypatch):
+    """Fake credentials + moto, and an S3 client with the lake bucket created."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    with mock_aws():
+        client = boto3.client("s3", region_name=REGION)
+        client.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION})
+        yield client
+
+
+@pytest.fixture(params=["local", "s3", "s3-prefix"])
+def lake(request, tmp_path):
+    if request.param == "local":
+        return DataLake.from_uri(str(tmp_path / "lake"))
+    client = request.getfixturevalue("aws")
+    uri = f"s3://{BUCKET}" if request.param == "s3" else f"s3://{BUCKET}/team/lake"
+    return DataLake.from_uri(uri, s3_client=client)
+
+
+@pytest.fixture
+def local_lake(tmp_path):
+    return DataLake.from_uri(str(tmp_path / "lake"))
+
+
+def _all_files(root: Path) -> list[str]:
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+
+
+# --- round trips -------------------------------------------------------------------------
+
+def test_bytes_round_trip_and_overwrite(lake):
+    data = bytes(range(256)) * 3
+    lake.put_bytes("raw/site=a/blob.bin", data)
+    assert lake.get_bytes("raw/site=a/blob.bin") == data
+    lake.put_bytes("raw/site=a/blob.bin", b"v2")
+    assert lake.get_bytes("raw/site=a/blob.bin") == b"v2"
+    lake.put_bytes("curated/empty", b"")
+    assert lake.get_bytes("curated/empty") == b""
+
+
+def test_file_round_trip_creates_parent_dirs(lake, tmp_path):
+    src = tmp_path / "in" / "visits.csv"
+    src.parent.mkdir()
+    src.write_bytes(b"id,age\n1,42\n")
+    lake.put_file(src, "raw/2024/visits.csv")
+    dest = tmp_path / "out" / "deep" / "nested" / "visits.csv"
+    lake.get_file("raw/2024/visits.csv", str(dest))
+    assert dest.read_bytes() == b"id,age\n1,42\n"
+    assert lake.get_bytes("raw/2024/visits.csv") == b"id,age\n1,42\n"
+
+
+def test_exists_and_delete(lake):
+    assert not lake.exists("features/f.parquet")
+    lake.put_bytes("features/f.parquet", b"x")
+    assert lake.exists("features/f.parquet")
+    lake.delete("features/f.parquet")
+    assert not lake.exists("features/f.parquet")
+    assert lake.list() == []
+    lake.delete("features/f.parquet")  # deleting a missing key is a no-op
+
+
+def test_json_round_trip_is_deterministic_utf8(lake):
+    obj = {"b": [1, 2], "a": "Diagnose über café"}
+    lake.put_json("artifacts/meta.json", obj)
+    assert lake.get_json("artifacts/meta.json") == obj
+    raw = lake.get_bytes("artifacts/meta.json")
+    assert raw.decode("utf-8").startswith('{\n  "a": "Diagnose über café"')
+    assert raw == (json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+def test_sha256(lake):
+    lake.put_bytes("raw/x", b"hello")
+    assert lake.sha256("raw/x") == hashlib.sha256(b"hello").hexdigest()
+
+
+# --- list --------------------------------------------------------------------------------
+
+def test_list_is_recursive_sorted_relative_and_honours_prefix(lake):
+    keys = ["raw/b.csv", "raw/a/2.csv", "raw/a/1.csv", "curated/z.csv", "raw-ish/x", "feedback/f/g/h.json"]
+    for k in keys:
+        lake.storage.put_bytes(k, b"1")  # storage is zone-agnostic; "raw-ish" tests string vs folder prefix
+    assert lake.list() == sorted(keys)
+    assert lake.list("raw/") == ["raw/a/1.csv", "raw/a/2.csv", "raw/b.csv"]
+    assert lake.list("raw/a") == ["raw/a/1.csv", "raw/a/2.csv"]
+    assert lake.list("feedback") == ["feedback/f/g/h.json"]
+    assert lake.list("quarantine/") == []
+
+
+def test_list_empty_lake(lake):
+    assert lake.list() == []
+    assert lake.list("raw/") == []
+
+
+def test_s3_list_paginates(aws):
+    """Force 2-key pages; a single list_objects_v2 call would miss keys."""
+    aws.meta.events.register(
+        "provide-client-params.s3.ListObjectsV2", lambda params, **_: params.update(MaxKeys=2)
+    )
+    lake = DataLake.from_uri(f"s3://{BUCKET}/p", s3_client=aws)
+    keys = [f"raw/{i}.csv" for i in range(7)]
+    for k in keys:
+        lake.put_bytes(k, b"1")
+    assert lake.list() == keys
+
+
+def test_s3_prefix_isolates_lake(aws):
+    """Objects next to the lake prefix (including a string-prefix lookalike) are invisible."""
+    aws.put_object(Bucket=BUCKET, Key="team/lakeside/raw/x", Body=b"no")
+    aws.put_object(Bucket=BUCKET, Key="team/other.csv", Body=b"no")
+    lake = DataLake.from_uri(f"s3://{BUCKET}/team/lake/", s3_client=aws)
+    lake.put_bytes("raw/x", b"yes")
+    assert lake.list() == ["raw/x"]
+    assert aws.get_object(Bucket=BUCKET, Key="team/lake/raw/x")["Body"].read() == b"yes"
+    assert not lake.exists("raw/other.csv")
+
+
+# --- errors ------------------------------------------------------------------------------
+
+def test_missing_object_names_key(lake, tmp_path):
+    key = "curated/missing/thing.csv"
+    for call in (
+        lambda: lake.get_bytes(key),
+        lambda: lake.get_file(key, tmp_path / "dl" / "x"),
+        lambda: lake.sha256(key),
+        lambda: lake.get_json(key),
+    ):
+        with pytest.raises(ObjectNotFound, match="curated/missing/thing.csv") as info:
+            call()
+        assert isinstance(info.value, FileNotFoundError)
+        assert isinstance(info.value, LakeError)
+
+
+BAD_KEYS = ["", "/raw/a", "raw/../x", "..", "raw/./x", "raw//x", "raw/a/", "raw\\a", "raw/a\x00b"]
+
+
+@pytest.mark.parametrize("bad", BAD_KEYS)
+def test_invalid_keys_rejected_everywhere(lake, tmp_path, bad):
+    src = tmp_path / "src"
+    src.write_bytes(b"x")
+    calls = {
+        "put_bytes": lambda s: s.put_bytes(bad, b"x"),
+        "get_bytes": lambda s: s.get_bytes(bad),
+        "put_file": lambda s: s.put_file(src, bad),
+        "get_file": lambda s: s.get_file(bad, tmp_path / "dst"),
+        "exists": lambda s: s.exists(bad),
+        "delete": lambda s: s.delete(bad),
+        "url": lambda s: s.url(bad),
+    }
+    for target in (lake, lake.storage):  # both the zone-aware lake and the bare storage validate
+        for name, call in calls.items():
+            with pytest.raises(InvalidKey) as info:
+                call(target)
+            assert repr(bad) in str(info.value), (name, str(info.value))
+    assert lake.list() == []
+
+
+@pytest.mark.parametrize("bad", ["/raw", "raw//", "../x", "raw\\"])
+def test_invalid_list_prefix_rejected(lake, bad):
+    with pytest.raises(InvalidKey):
+        lake.list(bad)
+
+
+def test_local_invalid_key_cannot_escape_root(tmp_path):
+    storage = LocalStorage(tmp_path / "lake")
+    with pytest.raises(InvalidKey):
+        storage.put_bytes("../escaped", b"x")
+    assert not (tmp_path / "escaped").exists()
+
+
+def test_unknown_zone_rejected(lake):
+    with pytest.raises(InvalidKey, match="bronze") as info:
+        lake.key("bronze", "x.csv")
+    assert all(zone in str(info.value) for zone in ZONES)
+    with pytest.raises(InvalidKey, match="bronze/x.csv"):
+        lake.put_bytes("bronze/x.csv", b"x")
+    assert lake.list() == []
+
+
+def test_key_builder(lake):
+    assert lake.key("raw", "2024", "visits.csv") == "raw/2024/visits.csv"
+    assert lake.key("features") == "features"
+    with pytest.raises(InvalidKey):
+        lake.key("raw", "..", "x")
+    with pytest.raises(InvalidKey):
+        lake.key("raw", "")
+
+
+# --- write-once --------------------------------------------------------------------------
+
+def test_put_bytes_once(lake):
+    assert lake.put_bytes_once("raw/v.csv", b"original") is True
+    assert lake.put_bytes_once("raw/v.csv", b"original") is False
+    with pytest.raises(ObjectExists, match="raw/v.csv") as info:
+        lake.put_bytes_once("raw/v.csv", b"tampered")
+    assert isinstance(info.value, FileExistsError)
+    assert lake.get_bytes("raw/v.csv") == b"original"
+    assert lake.list() == ["raw/v.csv"]
+
+
+def test_put_file_once(lake, tmp_path):
+    a, b = tmp_path / "a.csv", tmp_path / "b.csv"
+    a.write_bytes(b"1,2\n")
+    b.write_bytes(b"1,3\n")
+    assert lake.put_file_once(a, "raw/f.csv") is True
+    assert lake.put_file_once(a, "raw/f.csv") is False
+    with pytest.raises(ObjectExists, match="raw/f.csv"):
+        lake.put_file_once(b, "raw/f.csv")
+    assert lake.get_bytes("raw/f.csv") == b"1,2\n"
+
+
+# --- from_uri and url --------------------------------------------------------------------
+
+def test_from_uri_s3(aws):
+    plain = DataLake.from_uri(f"s3://{BUCKET}", s3_client=aws)
+    assert isinstance(plain.storage, S3Storage)
+    assert (plain.storage.bucket, plain.storage.prefix, plain.uri) == (BUCKET, "", f"s3://{BUCKET}")
+    prefixed = DataLake.from_uri(f"s3://{BUCKET}/team/lake", s3_client=aws)
+    assert (prefixed.storage.bucket, prefixed.storage.prefix) == (BUCKET, "team/lake")
+    assert prefixed.uri == f"s3://{BUCKET}/team/lake"
+
+
+def test_from_uri_s3_default_client(aws):
+    lake = DataLake.from_uri(f"s3://{BUCKET}/x")
+    lake.put_bytes("raw/a", b"1")
+    assert aws.get_object(Bucket=BUCKET, Key="x/raw/a")["Body"].read() == b"1"
+
+
+def test_from_uri_local(tmp_path, monkeypatch):
+    root = tmp_path / "my lake"
+    by_file = DataLake.from_uri(root.as_uri())
+    by_path = DataLake.from_uri(str(root))
+    for lake in (by_file, by_path):
+        assert isinstance(lake.storage, LocalStorage)
+        assert lake.storage.root == root.resolve()
+        assert lake.uri == root.resolve().as_uri()
+    monkeypatch.chdir(tmp_path)
+    relative = DataLake.from_uri("rel/lake")
+    assert relative.storage.root == (tmp_path / "rel" / "lake").resolve()
+    relative.put_bytes("raw/a", b"1")
+    assert (tmp_path / "rel" / "lake" / "raw" / "a").read_bytes() == b"1"
+
+
+@pytest.mark.parametrize("bad", ["gs://x", "s3://", "s3:///prefix", "", "http://host/x", "file://remote/x"])
+def test_from_uri_rejects_bad_uris(bad):
+    with pytest.raises(LakeError) as info:
+        DataLake.from_uri(bad)
+    assert repr(bad) in str(info.value)
+
+
+def test_url(lake, tmp_path):
+    url = lake.url("raw/a b.csv")
+    if isinstance(lake.storage, LocalStorage):
+        assert url == (tmp_path / "lake" / "raw" / "a b.csv").resolve().as_uri()
+        assert url.startswith("file:///")
+    elif lake.storage.prefix:
+        assert url == f"s3://{BUCKET}/team/lake/raw/a b.csv"
+    else:
+        assert url == f"s3://{BUCKET}/raw/a b.csv"
+
+
+# --- local specifics ---------------------------------------------------------------------
+
+def test_local_root_created_on_first_write_and_no_temp_files(tmp_path):
+    root = tmp_path / "lake"
+    lake = DataLake.from_uri(str(root))
+    assert not root.exists()
+    src = tmp_path / "src.bin"
+    src.write_bytes(b"file")
+    lake.put_bytes("raw/a", b"1")
+    lake.put_bytes("raw/a", b"2")
+    lake.put_file(src, "curated/b")
+    lake.put_json("artifacts/c.json", {"k": 1})
+    lake.put_bytes_once("raw/d", b"d")
+    assert _all_files(root) == ["artifacts/c.json", "curated/b", "raw/a", "raw/d"]
+
+
+@pytest.mark.parametrize("method", ["put_bytes", "put_file"])
+def test_local_failed_write_keeps_previous_object(local_lake, tmp_path, monkeypatch, method):
+    local_lake.put_bytes("curated/t.csv", b"previous")
+    src = tmp_path / "new.csv"
+    src.write_bytes(b"new content")
+
+    def boom(*_args, **_kwargs):
+        raise OSError("disk on fire")
+
+    monkeypatch.setattr(lake_mod.os, "replace", boom)
+    with pytest.raises(OSError, match="disk on fire"):
+        if method == "put_bytes":
+            local_lake.put_bytes("curated/t.csv", b"new content")
+        else:
+            local_lake.put_file(src, "curated/t.csv")
+    monkeypatch.undo()
+    assert local_lake.get_bytes("curated/t.csv") == b"previous"
+    assert _all_files(local_lake.storage.root) == ["curated/t.csv"]
+
+
+def test_local_list_skips_leftover_temp_files(local_lake, monkeypatch):
+    """A crash between write and rename leaves a temp file; it must never be listed or read."""
+    local_lake.put_bytes("raw/a", b"ok")
+    monkeypatch.setattr(lake_mod.os, "replace", lambda *a, **k: (_ for _ in ()).throw(OSError("crash")))
+    monkeypatch.setattr(lake_mod.os, "unlink", lambda *a, **k: None)  # simulate no cleanup
+    with pytest.raises(OSError):
+        local_lake.put_bytes("raw/b", b"partial")
+    monkeypatch.undo()
+    files = _all_files(local_lake.storage.root)
+    assert len(files) == 2  # the leftover temp file really is on disk
+    assert local_lake.list() == ["raw/a"]
+    assert not local_lake.exists("raw/b")
+
+
+def test_init_zones_local(local_lake):
+    local_lake.init_zones()
+    root = local_lake.storage.root
+    assert sorted(p.name for p in root.iterdir()) == sorted(ZONES)
+    assert all((root / z).is_dir() for z in ZONES)
+    assert local_lake.list() == []
+    local_lake.init_zones()  # idempotent
+
+
+def test_init_zones_s3_is_noop(aws):
+    lake = DataLake.from_uri(f"s3://{BUCKET}/team/lake", s3_client=aws)
+    lake.init_zones()
+    assert aws.list_objects_v2(Bucket=BUCKET).get("KeyCount", 0) == 0
