@@ -1,0 +1,433 @@
+"""The synthetic patient cohort: deterministic, vectorised, realistic in imbalance and noise.
+
+Who is in it:
+- healthy patients (NO ENFERMO) with background complaints, so classes overlap as in a clinic;
+- common-disease patients drawn from the curated catalogue (``catalogue/common_diseases.json``);
+- orphan-disease patients, a handful per rare disease, drawn from the HPO annotations by the
+  rules of :mod:`diagnosa.data.orphan`; their symptoms are sampled only from their disease's
+  annotations, at the annotated frequencies.
+
+Everything is drawn from one ``numpy.random.Generator`` seeded by ``seed``, in a fixed order, so the
+same (patients, seed, config) gives the same bytes.
+"""
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+from importlib.resources import files
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from diagnosa.data.hpo import Ontology, load_ontology
+from diagnosa.data.orphan import OrphanCatalogue, build_catalogue
+from diagnosa.data.physiology import BY_NAME, LABS, VARIABLES, VITALS
+from diagnosa.labels import ACUTE, CATEGORIES, CHRONIC, HEALTHY, MILD, TERMINAL
+
+MIN_PATIENTS, MAX_PATIENTS = 1_000, 1_000_000
+
+# Complaints healthy people bring to a clinic too (HPO id, name, probability per healthy patient);
+# common-disease patients carry them at half the rate. Orphan patients do not, so every symptom of
+# an orphan patient is an annotation of its disease.
+BACKGROUND_SYMPTOMS: tuple[tuple[str, str, float], ...] = (
+    ("HP:0002315", "Headache", 0.09),
+    ("HP:0012378", "Fatigue", 0.10),
+    ("HP:0012735", "Cough", 0.05),
+    ("HP:0031417", "Rhinorrhea", 0.04),
+    ("HP:0003419", "Low back pain", 0.07),
+    ("HP:0100785", "Insomnia", 0.05),
+    ("HP:0002027", "Abdominal pain", 0.03),
+    ("HP:0002829", "Arthralgia", 0.05),
+    ("HP:0002018", "Nausea", 0.02),
+    ("HP:0002321", "Vertigo", 0.02),
+    ("HP:0000739", "Anxiety", 0.05),
+    ("HP:0000989", "Pruritus", 0.03),
+)
+
+# Background diagnoses in the history (ICD-10 code, adult prevalence at ~65 years, age midpoint).
+COMORBIDITIES: tuple[tuple[str, float, float], ...] = (
+    ("I10", 0.45, 55),  # essential hypertension
+    ("E11", 0.18, 60),  # type 2 diabetes
+    ("E78.5", 0.30, 55),  # hyperlipidaemia
+    ("E66.9", 0.22, 45),  # obesity
+    ("J45", 0.07, 30),  # asthma
+    ("F32", 0.08, 40),  # depressive episode
+    ("K21", 0.12, 45),  # gastro-oesophageal reflux
+)
+KNOWN_CONDITION_RATE = 0.5  # a chronic or terminal common condition already appears in the history
+
+# Kinds of recording defects the generator can inject, so ingestion's quarantine is exercised on
+# every run. Counts are reported so a test can check that ingestion catches each one.
+RECORD_DEFECTS = ("unknown_field", "wrong_type", "impossible_value", "unknown_label", "malformed_json", "duplicate")
+LAB_DEFECTS = ("lab_wrong_type", "lab_impossible_value", "lab_unknown_patient", "lab_duplicate")
+
+
+@dataclass(frozen=True)
+class CohortConfig:
+    patients: int = 20_000
+    seed: int = 7
+    healthy_fraction: float = 0.40
+    orphan_fraction: float = 0.02
+    # Share of common-disease patients (the rest of the cohort) in each category.
+    common_mix: dict[str, float] = field(
+        default_factory=lambda: {MILD: 0.45, ACUTE: 0.28, CHRONIC: 0.23, TERMINAL: 0.04}
+    )
+    orphan_patients_per_disease: float = 4.0  # mean; at least 2 each while patients allow
+    defect_rate: float = 0.001  # fraction of records with an injected recording defect
+    vital_missing_rate: float = 0.03
+    lab_panel_rate_healthy: float = 0.5  # share of healthy patients who had blood drawn
+    lab_panel_rate_ill: float = 0.9
+    lab_missing_rate: float = 0.08  # a single test missing from a drawn panel
+    start_date: str = "2025-01-01"
+
+    def validate(self) -> None:
+        if not MIN_PATIENTS <= self.patients <= MAX_PATIENTS:
+            raise ValueError(f"patients must be between {MIN_PATIENTS:,} and {MAX_PATIENTS:,}, got {self.patients:,}")
+        if self.seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {self.seed}")
+        for name in ("healthy_fraction", "orphan_fraction", "defect_rate", "vital_missing_rate", "lab_missing_rate"):
+            value = getattr(self, name)
+            if not 0.0 <= value < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {value}")
+        if self.healthy_fraction + self.orphan_fraction >= 1.0:
+            raise ValueError("healthy_fraction + orphan_fraction must leave room for common diseases")
+        if set(self.common_mix) != {MILD, ACUTE, CHRONIC, TERMINAL} or min(self.common_mix.values()) < 0:
+            raise ValueError(f"common_mix needs a non-negative share for each of {MILD}, {ACUTE}, {CHRONIC}, {TERMINAL}")
+
+    @property
+    def batch(self) -> str:
+        return f"cohort-n{self.patients}-s{self.seed}"
+
+
+@dataclass
+class Cohort:
+    """The cohort as the two hospital sources deliver it, plus what the generator knows about it."""
+
+    records: pd.DataFrame  # one clinical record per patient (before defects)
+    labs: pd.DataFrame  # one lab panel per patient who had blood drawn (before defects)
+    record_lines: list[str]  # the JSON Lines as written, defects included
+    labs_csv: str  # the CSV as written, defects included
+    defects: dict[str, int]
+    expected: dict[str, int]  # what ingestion must accept and quarantine
+    config: CohortConfig
+    orphan_diseases: int
+    hpo_release: str
+
+    def summary(self) -> dict[str, Any]:
+        counts = self.records.groupby(["label", "is_orphan"]).size()
+        return {
+            "batch": self.config.batch,
+            "config": asdict(self.config),
+            "hpo_release": self.hpo_release,
+            "patients": len(self.records),
+            "lab_panels": len(self.labs),
+            "per_class": {k: int(v) for k, v in self.records["label"].value_counts().reindex(CATEGORIES, fill_value=0).items()},
+            "per_class_slice": {f"{k[0]}|{'orphan' if k[1] else 'common'}": int(v) for k, v in counts.items()},
+            "orphan_patients": int(self.records["is_orphan"].sum()),
+            "orphan_diseases_sampled": self.orphan_diseases,
+            "defects": self.defects,
+            "expected_ingestion": self.expected,
+        }
+
+
+@lru_cache(maxsize=1)
+def load_common_catalogue() -> dict[str, Any]:
+    return json.loads((files("diagnosa.data") / "catalogue" / "common_diseases.json").read_text(encoding="utf-8"))
+
+
+@lru_cache(maxsize=1)
+def load_phenotype_effects() -> dict[str, Any]:
+    return json.loads((files("diagnosa.data") / "catalogue" / "phenotype_effects.json").read_text(encoding="utf-8"))
+
+
+def _effect_matrix(terms: np.ndarray, ontology: Ontology) -> np.ndarray:
+    """Shift of every variable caused by each term (sum of the effects of its listed ancestors)."""
+    effects = {e["hpo_id"]: e["shifts"] for e in load_phenotype_effects()["effects"]}
+    column = {v.name: i for i, v in enumerate(VARIABLES)}
+    matrix = np.zeros((len(terms), len(VARIABLES)))
+    for row, term in enumerate(terms):
+        for ancestor in ontology.ancestors(term) & effects.keys():
+            for name, shift in effects[ancestor].items():
+                matrix[row, column[name]] += shift
+    return matrix
+
+
+def _sample_symptoms(rng: np.random.Generator, patients: np.ndarray, terms: np.ndarray, probability: np.ndarray,
+                     force_one: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Bernoulli draw of each annotated term for each patient of one disease → (patient, term) pairs."""
+    hits = rng.random((len(patients), len(terms))) < probability
+    if force_one:  # a patient who consults shows at least the disease's most frequent sign
+        empty = ~hits.any(axis=1)
+        hits[empty, int(np.argmax(probability))] = True
+    rows, cols = np.nonzero(hits)
+    return patients[rows], terms[cols]
+
+
+def generate(config: CohortConfig | None = None, *, orphans: OrphanCatalogue | None = None,
+             ontology: Ontology | None = None) -> Cohort:
+    config = config or CohortConfig()
+    config.validate()
+    ontology = ontology or load_ontology()
+    orphans = orphans or build_catalogue(ontology=ontology)
+    common = load_common_catalogue()["conditions"]
+    rng = np.random.default_rng(config.seed)
+    n = config.patients
+
+    # 1. Who is who: healthy, common (by category, then condition by weight), orphan (few per disease).
+    n_orphan = round(n * config.orphan_fraction)
+    n_healthy = round(n * config.healthy_fraction)
+    categories = [MILD, ACUTE, CHRONIC, TERMINAL]
+    shares = np.array([config.common_mix[c] for c in categories], dtype=float)
+    n_common_by_cat = rng.multinomial(n - n_orphan - n_healthy, shares / shares.sum())
+    condition = []
+    for category, count in zip(categories, n_common_by_cat):
+        idx = [i for i, c in enumerate(common) if c["category"] == category]
+        weights = np.array([common[i]["weight"] for i in idx], dtype=float)
+        condition.append(rng.choice(idx, size=count, p=weights / weights.sum()))
+    common_idx = np.concatenate(condition).astype(int)
+
+    n_diseases = min(len(orphans), max(1, round(n_orphan / config.orphan_patients_per_disease)))
+    chosen = np.sort(rng.choice(len(orphans), size=n_diseases, replace=False)) if n_orphan else np.array([], int)
+    base = min(2, n_orphan // max(n_diseases, 1))
+    per_disease = np.full(n_diseases, base) + np.bincount(
+        rng.integers(0, n_diseases, size=n_orphan - base * n_diseases), minlength=n_diseases
+    ) if n_orphan else np.array([], int)
+    orphan_idx = np.repeat(chosen, per_disease)
+
+    kind = np.concatenate([np.zeros(n_healthy, int), np.ones(len(common_idx), int), np.full(len(orphan_idx), 2)])
+    disease = np.concatenate([np.full(n_healthy, -1), common_idx, orphan_idx])
+    order = rng.permutation(n)  # ids in arrival order carry no information about the class
+    kind, disease = kind[order], disease[order]
+    is_healthy, is_common, is_orphan = kind == 0, kind == 1, kind == 2
+
+    diseases = orphans.diseases
+    label = np.full(n, HEALTHY, dtype=object)
+    label[is_common] = [common[i]["category"] for i in disease[is_common]]
+    label[is_orphan] = diseases["category"].to_numpy()[disease[is_orphan]]
+    disease_id = np.full(n, "", dtype=object)
+    disease_id[is_common] = [common[i]["id"] for i in disease[is_common]]
+    disease_id[is_orphan] = diseases["disease_id"].to_numpy()[disease[is_orphan]]
+    disease_name = np.full(n, "", dtype=object)
+    disease_name[is_common] = [common[i]["name"] for i in disease[is_common]]
+    disease_name[is_orphan] = diseases["disease_name"].to_numpy()[disease[is_orphan]]
+
+    # 2. Age and sex.
+    age = np.clip(rng.normal(42, 20, n), 0, 95)
+    female_p = np.full(n, 0.5)
+    if is_common.any():
+        ages = np.array([[c["age"]["mean"], c["age"]["sd"], c["age"]["min"], c["age"]["max"]] for c in common])[
+            disease[is_common]
+        ]
+        age[is_common] = np.clip(rng.normal(ages[:, 0], ages[:, 1]), ages[:, 2], ages[:, 3])
+        female_p[is_common] = np.array([c["female_fraction"] for c in common])[disease[is_common]]
+    else:
+        rng.normal(size=0)
+    lo = diseases["age_min"].to_numpy()[disease[is_orphan]]
+    hi = diseases["age_max"].to_numpy()[disease[is_orphan]]
+    age[is_orphan] = rng.uniform(lo, hi)
+    age = np.floor(age).astype(int)
+    sex = np.where(rng.random(n) < female_p, "F", "M")
+
+    # 3. Symptoms: (patient, term) pairs, drawn per disease from annotated frequencies.
+    pairs_p: list[np.ndarray] = []
+    pairs_t: list[np.ndarray] = []
+    background = np.array([b[0] for b in BACKGROUND_SYMPTOMS])
+    background_p = np.array([b[2] for b in BACKGROUND_SYMPTOMS])
+    for patients, rate in ((np.flatnonzero(is_healthy), 1.0), (np.flatnonzero(is_common), 0.5)):
+        p, t = _sample_symptoms(rng, patients, background, background_p * rate, force_one=False)
+        pairs_p.append(p)
+        pairs_t.append(t)
+    for i, c in enumerate(common):
+        patients = np.flatnonzero(is_common & (disease == i))
+        terms = np.array([s["hpo_id"] for s in c["symptoms"]])
+        p, t = _sample_symptoms(rng, patients, terms, np.array([s["frequency"] for s in c["symptoms"]]), True)
+        pairs_p.append(p)
+        pairs_t.append(t)
+    phenotypes = orphans.phenotypes
+    starts = phenotypes["disease_id"].searchsorted(diseases["disease_id"].to_numpy(), side="left")
+    ends = phenotypes["disease_id"].searchsorted(diseases["disease_id"].to_numpy(), side="right")
+    orphan_rows = np.flatnonzero(is_orphan)
+    orphan_pairs_start = len(pairs_p)
+    for d in np.unique(disease[is_orphan]):
+        patients = orphan_rows[disease[orphan_rows] == d]
+        block = phenotypes.iloc[starts[d]:ends[d]]
+        p, t = _sample_symptoms(rng, patients, block["hpo_id"].to_numpy(), block["probability"].to_numpy(), True)
+        pairs_p.append(p)
+        pairs_t.append(t)
+    all_p = np.concatenate(pairs_p) if pairs_p else np.array([], int)
+    all_t = np.concatenate(pairs_t) if pairs_t else np.array([], object)
+    # Deduplicate (a background complaint may repeat a disease sign) and order by patient then term.
+    pairs = pd.DataFrame({"p": all_p, "t": all_t}).drop_duplicates().sort_values(["p", "t"], kind="stable")
+    symptom_counts = np.bincount(pairs["p"].to_numpy(), minlength=n)
+    offsets = np.concatenate([[0], np.cumsum(symptom_counts)])
+    flat_terms = pairs["t"].to_numpy()
+    symptoms = [flat_terms[offsets[i]:offsets[i + 1]].tolist() for i in range(n)]
+
+    # 4. Vitals and labs: healthy reference by age/sex, plus disease shifts scaled by a severity factor.
+    values = np.empty((n, len(VARIABLES)))
+    for j, v in enumerate(VARIABLES):
+        if v.lognormal:
+            values[:, j] = np.log(v.mean) + v.sd * rng.standard_normal(n)
+        else:
+            values[:, j] = v.mean + v.sd * rng.standard_normal(n)
+    col = {v.name: j for j, v in enumerate(VARIABLES)}
+    values[:, col["systolic_bp_mmhg"]] += 0.45 * np.maximum(age - 40, 0)  # pressure rises with age
+    values[:, col["hemoglobin_g_dl"]] += np.where(sex == "F", -0.9, 0.6)
+    values[:, col["creatinine_mg_dl"]] += np.where(sex == "F", -0.12, 0.1)
+    child = age < 12
+    values[child, col["heart_rate_bpm"]] += 25 - 2 * age[child]
+    values[child, col["respiratory_rate_bpm"]] += 10 - 0.8 * age[child]
+
+    severity = rng.lognormal(0.0, 0.35, n)
+    shifts = np.zeros((n, len(VARIABLES)))
+    if len(common):
+        table = np.array([[c.get("shifts", {}).get(v.name, 0.0) for v in VARIABLES] for c in common])
+        shifts[is_common] = table[disease[is_common]]
+    orphan_p = np.concatenate(pairs_p[orphan_pairs_start:]) if len(pairs_p) > orphan_pairs_start else np.array([], int)
+    orphan_t = np.concatenate(pairs_t[orphan_pairs_start:]) if len(pairs_t) > orphan_pairs_start else np.array([])
+    if len(orphan_p):
+        unique_terms, inverse = np.unique(orphan_t, return_inverse=True)
+        np.add.at(shifts, orphan_p, _effect_matrix(unique_terms, ontology)[inverse])
+    shifts *= severity[:, None]
+    for j, v in enumerate(VARIABLES):
+        if v.lognormal:  # shift the arithmetic value, keep the skew of the analyte
+            values[:, j] = np.exp(values[:, j]) + shifts[:, j] * rng.lognormal(0.0, 0.3, n)
+        else:
+            values[:, j] += shifts[:, j]
+        # Stay strictly inside the possible: only injected defects may break the limits.
+        span = v.high - v.low
+        values[:, j] = np.round(np.clip(values[:, j], v.low + 0.01 * span, v.high - 0.01 * span), v.decimals)
+    spo2 = col["spo2_pct"]
+    values[:, spo2] = np.minimum(values[:, spo2], 100.0)
+    sbp, dbp = col["systolic_bp_mmhg"], col["diastolic_bp_mmhg"]
+    values[:, dbp] = np.minimum(values[:, dbp], values[:, sbp] - 15)
+
+    vital_idx = [col[name] for name in VITALS]
+    vitals = values[:, vital_idx]
+    vitals[rng.random(vitals.shape) < config.vital_missing_rate] = np.nan
+    lab_idx = [col[name] for name in LABS]
+    labs = values[:, lab_idx]
+    labs[rng.random(labs.shape) < config.lab_missing_rate] = np.nan
+    drawn = rng.random(n) < np.where(is_healthy, config.lab_panel_rate_healthy, config.lab_panel_rate_ill)
+
+    # 5. History, encounter date, identifiers and a short note.
+    history = np.zeros((n, len(COMORBIDITIES)), dtype=bool)
+    for j, (_, prevalence, midpoint) in enumerate(COMORBIDITIES):
+        p = prevalence / (1 + np.exp(-(age - midpoint) / 10))
+        history[:, j] = rng.random(n) < p
+    known = is_common & np.isin(label, [CHRONIC, TERMINAL]) & (rng.random(n) < KNOWN_CONDITION_RATE)
+    codes = [c[0] for c in COMORBIDITIES]
+    icd = [c["icd10"] for c in common]
+    prior = [[codes[j] for j in np.flatnonzero(row)] for row in history]
+    for i in np.flatnonzero(known):
+        if icd[disease[i]] not in prior[i]:
+            prior[i].append(icd[disease[i]])
+    date = (np.datetime64(config.start_date) + rng.integers(0, 365, n)).astype(str)
+    patient_id = np.char.add("P", np.char.zfill(np.arange(1, n + 1).astype(str), 7))
+    names = {t: ontology.name(t) for t in pd.unique(flat_terms)}
+    notes = [_note(int(a), s, sym, names) for a, s, sym in zip(age, sex, symptoms)]
+
+    records = pd.DataFrame({"patient_id": patient_id, "encounter_date": date, "age": age, "sex": sex})
+    for k, name in enumerate(VITALS):
+        records[name] = vitals[:, k]
+    records["symptoms"] = symptoms
+    records["prior_diagnoses"] = prior
+    records["note"] = notes
+    records["label"] = label
+    records["disease_id"] = disease_id
+    records["disease_name"] = disease_name
+    records["is_orphan"] = is_orphan
+    lab_frame = pd.DataFrame({"patient_id": patient_id, "collected_at": date})
+    for k, name in enumerate(LABS):
+        lab_frame[name] = labs[:, k]
+    lab_frame = lab_frame[drawn].reset_index(drop=True)
+
+    lines, labs_csv, defects, expected = _write_with_defects(records, lab_frame, config, rng)
+    return Cohort(records, lab_frame, lines, labs_csv, defects, expected, config, n_diseases,
+                  orphans.release or ontology.release)
+
+
+def _note(age: int, sex: str, symptoms: list[str], names: dict[str, str]) -> str:
+    who = f"{age}-year-old {'woman' if sex == 'F' else 'man'}" if age >= 18 else f"{age}-year-old {'girl' if sex == 'F' else 'boy'}"
+    if not symptoms:
+        return f"{who}, routine visit, no complaints."
+    shown = [names.get(s, s).lower() for s in symptoms[:3]]
+    more = f" and {len(symptoms) - 3} more findings" if len(symptoms) > 3 else ""
+    return f"{who} presenting with {', '.join(shown)}{more}."
+
+
+def _records_to_lines(records: pd.DataFrame) -> list[str]:
+    text = records.to_json(orient="records", lines=True, force_ascii=False, double_precision=4)
+    return text.rstrip("\n").split("\n") if text else []
+
+
+def _write_with_defects(records: pd.DataFrame, labs: pd.DataFrame, config: CohortConfig,
+                        rng: np.random.Generator) -> tuple[list[str], str, dict[str, int], dict[str, int]]:
+    """Serialise both sources, injecting recording defects into a known set of rows."""
+    lines = _records_to_lines(records)
+    n = len(lines)
+    k = round(n * config.defect_rate)
+    victims = rng.choice(n, size=min(k, n), replace=False)
+    defects: Counter[str] = Counter()
+    broken_ids: set[str] = set()
+    duplicates: list[str] = []
+    for i, row in enumerate(victims):
+        kind = RECORD_DEFECTS[i % len(RECORD_DEFECTS)]
+        defects[kind] += 1
+        record = json.loads(lines[row])
+        if kind == "duplicate":  # the same record delivered twice: the copy is quarantined
+            duplicates.append(lines[row])
+            continue
+        broken_ids.add(record["patient_id"])
+        if kind == "unknown_field":
+            record["bed_number"] = int(row % 40)
+        elif kind == "wrong_type":
+            record["age"] = "forty-two"
+        elif kind == "impossible_value":
+            record["heart_rate_bpm"] = 900
+        elif kind == "unknown_label":
+            record["label"] = "ENFERMEDAD RARA"
+        if kind == "malformed_json":
+            text = json.dumps(record, ensure_ascii=False)
+            lines[row] = text[: len(text) // 2]
+        else:
+            lines[row] = json.dumps(record, ensure_ascii=False)
+    lines.extend(duplicates)
+
+    lab_rows = labs.copy()
+    k_labs = round(len(lab_rows) * config.defect_rate)
+    healthy_rows = np.flatnonzero(~lab_rows["patient_id"].isin(broken_ids).to_numpy())
+    lab_victims = rng.choice(healthy_rows, size=min(k_labs, len(healthy_rows)), replace=False)
+    text_rows = lab_rows.astype(object).where(lab_rows.notna(), "")
+    extra: list[pd.Series] = []
+    lab_defects: Counter[str] = Counter()
+    for i, row in enumerate(lab_victims):
+        kind = LAB_DEFECTS[i % len(LAB_DEFECTS)]
+        lab_defects[kind] += 1
+        if kind == "lab_wrong_type":
+            text_rows.iat[row, text_rows.columns.get_loc("crp_mg_l")] = "high"
+        elif kind == "lab_impossible_value":
+            text_rows.iat[row, text_rows.columns.get_loc("potassium_mmol_l")] = 45.0
+        elif kind == "lab_unknown_patient":
+            text_rows.iat[row, 0] = f"X{row:07d}"
+        else:
+            extra.append(text_rows.iloc[row].copy())
+    if extra:
+        text_rows = pd.concat([text_rows, pd.DataFrame(extra)], ignore_index=True)
+    labs_csv = text_rows.to_csv(index=False, lineterminator="\n")
+
+    defects.update(lab_defects)
+    broken_labs = int(lab_rows["patient_id"].isin(broken_ids).sum())
+    expected = {
+        "records_read": len(lines),
+        "records_quarantined": len(broken_ids) + len(duplicates),
+        "records_accepted": n - len(broken_ids),
+        "labs_read": len(text_rows),
+        # labs of a quarantined record cannot be joined, so they are quarantined with it
+        "labs_quarantined": sum(lab_defects.values()) + broken_labs,
+    }
+    expected["labs_accepted"] = expected["labs_read"] - expected["labs_quarantined"]
+    return lines, labs_csv, {k: defects.get(k, 0) for k in RECORD_DEFECTS + LAB_DEFECTS}, expected
