@@ -1,0 +1,397 @@
+"""Ingestion: raw zone → validated, versioned curated dataset; every rejected row to quarantine.
+
+Guarantees:
+- a raw object is never modified (user files are first copied into ``raw/`` write-once);
+- for every source, rows read = rows accepted + rows quarantined, and each quarantined row keeps its
+  original content and the list of reasons;
+- a curated version is identified by the hash of its inputs and schema, so ingesting the same raw
+  data twice yields the same version and writes nothing new; its ``manifest.json`` is written last,
+  so a version without a manifest is incomplete and never read.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import re
+import time
+from collections import Counter
+from collections.abc import Callable, Hashable
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from diagnosa.data.hpo import Ontology, load_ontology
+from diagnosa.data.schema import (CLINICAL_RECORD_FIELDS, LAB_RESULT_FIELDS, Schema, SchemaError, cohort_schema,
+                                  load_dataset_config, schema_from_config)
+from diagnosa.data.validate import validate_frame
+from diagnosa.lake import DataLake
+
+INGEST_VERSION = "1"  # bump when ingestion changes what it writes for the same input
+RECORDS_SOURCE = "clinical_records"
+LABS_SOURCE = "lab_results"
+BATCH_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+
+class IngestError(ValueError):
+    """Ingestion cannot start: missing or unreadable input, bad config. Nothing was written."""
+
+
+@dataclass
+class SourceCounts:
+    source: str
+    key: str
+    sha256: str
+    read: int
+    accepted: int
+    quarantined: int
+
+    def __post_init__(self) -> None:
+        assert self.read == self.accepted + self.quarantined, f"{self.key}: counts do not add up"
+
+
+@dataclass
+class IngestReport:
+    dataset: str
+    version: str
+    rows: int
+    sources: list[SourceCounts]
+    reasons: dict[str, int]  # reason kind → rows
+    data_key: str
+    manifest_key: str
+    quarantine_keys: list[str] = field(default_factory=list)
+    reused: bool = False  # the version existed already: nothing was written
+    seconds: float = 0.0
+
+    def summary(self) -> str:
+        lines = [f"dataset {self.dataset} version {self.version}" + (" (already ingested)" if self.reused else "")]
+        for s in self.sources:
+            lines.append(f"  {s.source}: read {s.read:,} / accepted {s.accepted:,} / quarantined {s.quarantined:,}")
+        for reason, count in sorted(self.reasons.items(), key=lambda kv: (-kv[1], kv[0])):
+            lines.append(f"    quarantined for {reason}: {count:,}")
+        lines.append(f"  curated rows: {self.rows:,} → {self.data_key}")
+        return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------------ readers
+
+def read_jsonl(data: bytes) -> tuple[list[dict[str, Any]], list[int], list[str], dict[int, list[str]]]:
+    """Parse JSON Lines; returns records, their 1-based line numbers, every line's text, and parse errors."""
+    records: list[dict[str, Any]] = []
+    numbers: list[int] = []
+    texts: list[str] = []
+    errors: dict[int, list[str]] = {}
+    raw_lines = data.split(b"\n")
+    if raw_lines and raw_lines[-1] == b"":
+        raw_lines.pop()  # the newline that ends the last line does not start a new one
+    decoder = json.JSONDecoder()
+    for number, raw in enumerate(raw_lines, start=1):
+        try:
+            line = raw.decode("utf-8").rstrip("\r")
+        except UnicodeDecodeError as err:
+            texts.append(raw.decode("utf-8", errors="replace"))
+            errors[number] = [f"line is not valid UTF-8 (byte {err.start})"]
+            continue
+        texts.append(line)
+        if not line.strip():
+            errors[number] = ["empty line"]
+            continue
+        try:
+            obj = decoder.decode(line)
+        except json.JSONDecodeError as err:
+            errors[number] = [f"malformed JSON: {err.msg} at column {err.colno}"]
+            continue
+        if not isinstance(obj, dict):
+            errors[number] = [f"a record must be a JSON object, got {type(obj).__name__}"]
+            continue
+        records.append(obj)
+        numbers.append(number)
+    return records, numbers, texts, errors
+
+
+def read_csv_text(data: bytes, source: str) -> pd.DataFrame:
+    """A CSV as exact strings (nothing coerced, empty cells stay empty strings)."""
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise IngestError(f"{source} is not UTF-8 text (byte {err.start})") from None
+    if not text.strip():
+        raise IngestError(f"{source} is empty: a CSV needs a header row")
+    try:
+        frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, na_filter=False)
+    except pd.errors.ParserError as err:
+        raise IngestError(f"{source} cannot be parsed as CSV: {err}") from None
+    duplicated = sorted({c for c in frame.columns if str(c).rsplit(".", 1)[0] in frame.columns and "." in str(c)})
+    if duplicated:
+        raise IngestError(f"{source}: duplicated column names in the header: {', '.join(duplicated)}")
+    return frame
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+
+def _reason_kind(reason: str) -> str:
+    """A reason without its specifics (the text before ':'), for counting."""
+    return reason.split(":", 1)[0]
+
+
+def _duplicates(ids: pd.Series, content: Callable[[int], Hashable]) -> dict[int, list[str]]:
+    """Exact repeats: keep the first, quarantine the copies. Same id, other content: quarantine all.
+
+    ``content(position)`` gives a row's original content; it is only called for repeated ids.
+    """
+    out: dict[int, list[str]] = {}
+    valid = ids.notna()
+    dup = ids[valid & ids.duplicated(keep=False)]
+    for key, group in dup.groupby(dup, sort=False):
+        positions = list(group.index)
+        if len({content(p) for p in positions}) == 1:
+            for pos in positions[1:]:
+                out[pos] = [f"duplicate row: same content as an earlier row for id '{key}'"]
+        else:
+            for pos in positions:
+                out[pos] = [f"conflicting rows: {len(positions)} rows with different content for id '{key}'"]
+    return out
+
+
+def _merge(*parts: dict[int, list[str]]) -> dict[int, list[str]]:
+    merged: dict[int, list[str]] = {}
+    for part in parts:
+        for pos, reasons in part.items():
+            merged.setdefault(pos, []).extend(reasons)
+    return merged
+
+
+def _write_quarantine(lake: DataLake, key: str, entries: list[dict[str, Any]]) -> None:
+    body = "".join(json.dumps(e, ensure_ascii=False, default=str) + "\n" for e in entries)
+    lake.put_bytes(key, body.encode("utf-8"))
+
+
+def _parquet_bytes(frame: pd.DataFrame, schema: Schema) -> bytes:
+    arrow_fields = []
+    for f in schema.fields:
+        if f.type in ("number",):
+            t = pa.float64()
+        elif f.type == "integer":
+            t = pa.int64()
+        elif f.type == "boolean":
+            t = pa.bool_()
+        elif f.type in ("hpo_terms", "codes"):
+            t = pa.list_(pa.string())
+        else:
+            t = pa.string()
+        arrow_fields.append(pa.field(f.name, t))
+    table = pa.Table.from_pandas(frame[[f.name for f in schema.fields]], schema=pa.schema(arrow_fields),
+                                 preserve_index=False)
+    sink = io.BytesIO()
+    pq.write_table(table, sink, compression="zstd")
+    return sink.getvalue()
+
+
+def _version(schema: Schema, hashes: list[str]) -> str:
+    digest = hashlib.sha256("|".join([INGEST_VERSION, schema.fingerprint(), *hashes]).encode()).hexdigest()
+    return digest[:12]
+
+
+def curated_prefix(dataset: str, version: str) -> str:
+    return f"curated/{dataset}/{version}"
+
+
+def _existing(lake: DataLake, dataset: str, version: str) -> IngestReport | None:
+    key = f"{curated_prefix(dataset, version)}/manifest.json"
+    if not lake.exists(key):
+        return None
+    manifest = lake.get_json(key)
+    return IngestReport(
+        dataset=dataset, version=version, rows=manifest["rows"],
+        sources=[SourceCounts(**s) for s in manifest["sources"]], reasons=manifest["quarantine_reasons"],
+        data_key=manifest["data_key"], manifest_key=key, quarantine_keys=manifest["quarantine_keys"], reused=True,
+    )
+
+
+def _commit(lake: DataLake, schema: Schema, version: str, curated: pd.DataFrame, sources: list[SourceCounts],
+            quarantine: dict[str, list[dict[str, Any]]], started: float, extra: dict[str, Any]) -> IngestReport:
+    prefix = curated_prefix(schema.name, version)
+    reasons: Counter[str] = Counter()
+    quarantine_keys = []
+    for source, entries in quarantine.items():
+        if not entries:
+            continue
+        key = f"quarantine/{schema.name}/{version}/{source}.jsonl"
+        _write_quarantine(lake, key, entries)
+        quarantine_keys.append(key)
+        for entry in entries:
+            reasons.update({_reason_kind(r) for r in entry["reasons"]})
+    data_key = f"{prefix}/data.parquet"
+    lake.put_bytes(data_key, _parquet_bytes(curated, schema))
+    target = schema.target
+    manifest = {
+        "dataset": schema.name,
+        "version": version,
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "ingest_version": INGEST_VERSION,
+        "rows": len(curated),
+        "label_counts": {str(k): int(v) for k, v in curated[target].value_counts().reindex(schema.labels, fill_value=0).items()},
+        "schema": schema.to_dict(),
+        "sources": [asdict(s) for s in sources],
+        "quarantine_keys": quarantine_keys,
+        "quarantine_reasons": dict(sorted(reasons.items())),
+        "data_key": data_key,
+        **extra,
+    }
+    manifest_key = f"{prefix}/manifest.json"
+    lake.put_json(manifest_key, manifest)
+    lake.put_json(f"curated/{schema.name}/LATEST.json", {"version": version, "manifest": manifest_key})
+    return IngestReport(schema.name, version, len(curated), sources, dict(reasons), data_key, manifest_key,
+                        quarantine_keys, seconds=time.perf_counter() - started)
+
+
+# ------------------------------------------------------------------------------------------------ cohort
+
+def cohort_batches(lake: DataLake) -> list[str]:
+    """Batches present in the raw zone with both a records and a labs file."""
+    records = {k.rsplit("/", 1)[-1].removesuffix(".jsonl") for k in lake.list(f"raw/{RECORDS_SOURCE}/") if k.endswith(".jsonl")}
+    labs = {k.rsplit("/", 1)[-1].removesuffix(".csv") for k in lake.list(f"raw/{LABS_SOURCE}/") if k.endswith(".csv")}
+    return sorted(records & labs)
+
+
+def raw_keys(batch: str) -> tuple[str, str]:
+    return f"raw/{RECORDS_SOURCE}/{batch}.jsonl", f"raw/{LABS_SOURCE}/{batch}.csv"
+
+
+def stage_cohort_files(lake: DataLake, records_path: Path, labs_path: Path, batch: str | None = None) -> str:
+    """Copy a hospital delivery (records JSONL + labs CSV) into the raw zone, write-once; returns the batch."""
+    for path in (records_path, labs_path):
+        if not path.is_file():
+            raise IngestError(f"input file not found: {path}")
+    if batch is None:
+        digest = hashlib.sha256(records_path.read_bytes() + b"\0" + labs_path.read_bytes()).hexdigest()[:12]
+        batch = f"{records_path.stem}-{digest}"
+    if not BATCH_NAME.match(batch):
+        raise IngestError(f"batch name {batch!r} may hold only letters, digits, '.', '_' and '-'")
+    records_key, labs_key = raw_keys(batch)
+    lake.put_file_once(records_path, records_key)
+    lake.put_file_once(labs_path, labs_key)
+    return batch
+
+
+def ingest_cohort(lake: DataLake, batch: str, *, ontology: Ontology | None = None) -> IngestReport:
+    started = time.perf_counter()
+    records_key, labs_key = raw_keys(batch)
+    for key in (records_key, labs_key):
+        if not lake.exists(key):
+            available = ", ".join(cohort_batches(lake)) or "none"
+            raise IngestError(f"raw batch '{batch}' is incomplete: {lake.url(key)} does not exist (batches: {available})")
+    schema = cohort_schema()
+    records_bytes, labs_bytes = lake.get_bytes(records_key), lake.get_bytes(labs_key)
+    hashes = [hashlib.sha256(records_bytes).hexdigest(), hashlib.sha256(labs_bytes).hexdigest()]
+    version = _version(schema, hashes)
+    existing = _existing(lake, schema.name, version)
+    if existing is not None:
+        return existing
+    ontology = ontology or load_ontology()
+
+    # Clinical records.
+    parsed, line_numbers, texts, parse_errors = read_jsonl(records_bytes)
+    raw = pd.DataFrame.from_records(parsed) if parsed else pd.DataFrame()
+    typed, row_errors = validate_frame(raw, CLINICAL_RECORD_FIELDS, text=False, ontology=ontology)
+    row_errors = _merge(row_errors, _duplicates(typed["patient_id"], lambda p: texts[line_numbers[p] - 1]))
+    bad_rows = np.zeros(len(typed), dtype=bool)
+    bad_rows[list(row_errors)] = True
+    records = typed[~bad_rows]
+    quarantined_records = [
+        {"source": records_key, "line": n, "reasons": r, "raw": texts[n - 1]} for n, r in sorted(parse_errors.items())
+    ] + [{"source": records_key, "line": line_numbers[p], "reasons": r, "raw": texts[line_numbers[p] - 1]}
+         for p, r in sorted(row_errors.items())]
+    quarantined_records.sort(key=lambda e: e["line"])
+    rejected_ids = set(typed.loc[bad_rows, "patient_id"].dropna())
+
+    # Lab results.
+    labs_raw = read_csv_text(labs_bytes, lake.url(labs_key))
+    lab_typed, lab_errors = validate_frame(labs_raw, LAB_RESULT_FIELDS, text=True)
+    lab_errors = _merge(lab_errors, _duplicates(lab_typed["patient_id"], lambda p: tuple(labs_raw.iloc[p])))
+    accepted_ids = set(records["patient_id"])
+    orphans = ~lab_typed["patient_id"].isin(accepted_ids) & lab_typed["patient_id"].notna()
+    for pos in np.flatnonzero(orphans.to_numpy()):
+        pid = lab_typed["patient_id"].iat[pos]
+        why = (f"clinical record quarantined: patient '{pid}'" if pid in rejected_ids
+               else f"no clinical record: patient '{pid}'")
+        lab_errors.setdefault(int(pos), []).append(why)
+    lab_bad = np.zeros(len(lab_typed), dtype=bool)
+    lab_bad[list(lab_errors)] = True
+    labs = lab_typed[~lab_bad]
+    quarantined_labs = [{"source": labs_key, "line": p + 2, "reasons": r, "raw": labs_raw.iloc[p].to_dict()}
+                        for p, r in sorted(lab_errors.items())]
+
+    curated = records.merge(labs.drop(columns=[]), on="patient_id", how="left", validate="one_to_one")
+    curated = curated.sort_values("patient_id", kind="stable").reset_index(drop=True)
+    sources = [
+        SourceCounts(RECORDS_SOURCE, records_key, hashes[0], len(texts), len(records), len(quarantined_records)),
+        SourceCounts(LABS_SOURCE, labs_key, hashes[1], len(labs_raw), len(labs), len(quarantined_labs)),
+    ]
+    extra = {"batch": batch, "hpo_release": ontology.release,
+             "orphan_rows": int(curated["is_orphan"].fillna(False).sum())}
+    return _commit(lake, schema, version, curated, sources,
+                   {RECORDS_SOURCE: quarantined_records, LABS_SOURCE: quarantined_labs}, started, extra)
+
+
+# ------------------------------------------------------------------------------------------------ own CSV
+
+def ingest_csv(lake: DataLake, path: Path, config_path: Path) -> IngestReport:
+    """A user's own labelled CSV, described by a TOML config (see docs/data.md)."""
+    started = time.perf_counter()
+    try:
+        config = load_dataset_config(config_path)
+    except SchemaError as err:
+        raise IngestError(str(err)) from None
+    if not path.is_file():
+        raise IngestError(f"input file not found: {path}")
+    data = path.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    raw_key = f"raw/{config['name']}/{path.stem}-{digest[:12]}.csv"
+    frame = read_csv_text(data, str(path))
+    header = [str(c) for c in frame.columns]
+    sample = {c: frame[c].head(1000).tolist() for c in header}
+    try:
+        schema = schema_from_config(config, header, sample)
+    except SchemaError as err:
+        raise IngestError(str(err)) from None
+    version = _version(schema, [digest])
+    existing = _existing(lake, schema.name, version)
+    if existing is not None:
+        return existing
+    lake.put_bytes_once(raw_key, data)
+
+    kept = frame.drop(columns=list(schema.exclude))
+    typed, errors = validate_frame(kept, schema.fields, text=True)
+    errors = _merge(errors, _duplicates(typed[schema.id_column], lambda p: tuple(kept.iloc[p])))
+    bad = np.zeros(len(typed), dtype=bool)
+    bad[list(errors)] = True
+    # Excluded columns (names, contact details) never reach quarantine either.
+    quarantined = [{"source": raw_key, "line": p + 2, "reasons": r, "raw": kept.iloc[p].to_dict()}
+                   for p, r in sorted(errors.items())]
+    curated = typed[~bad].reset_index(drop=True)
+    sources = [SourceCounts(schema.name, raw_key, digest, len(frame), len(curated), len(quarantined))]
+    return _commit(lake, schema, version, curated, sources, {schema.name: quarantined}, started,
+                   {"config": config})
+
+
+# ------------------------------------------------------------------------------------------------ readers of curated data
+
+def latest_version(lake: DataLake, dataset: str) -> str:
+    key = f"curated/{dataset}/LATEST.json"
+    if not lake.exists(key):
+        raise IngestError(f"no curated dataset '{dataset}' in {lake.uri}: run `diagnosa data ingest` first")
+    return lake.get_json(key)["version"]
+
+
+def load_curated(lake: DataLake, dataset: str = "patients", version: str | None = None) -> tuple[pd.DataFrame, dict[str, Any]]:
+    version = version or latest_version(lake, dataset)
+    manifest = lake.get_json(f"{curated_prefix(dataset, version)}/manifest.json")
+    frame = pq.read_table(io.BytesIO(lake.get_bytes(manifest["data_key"]))).to_pandas()
+    return frame, manifest

@@ -1,0 +1,169 @@
+"""Row-level validation of raw data against schema fields, vectorised per column.
+
+Input is a frame of raw values as they arrived: Python objects parsed from JSON (``text=False``) or
+the exact strings of a CSV (``text=True``). Output is the typed frame and, for every row that breaks
+a rule, the list of reasons, each naming the field, the value and the rule.
+"""
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from diagnosa.data.hpo import HPO_ID, Ontology
+from diagnosa.data.schema import Field
+
+TRUE_TEXT = {"true", "1", "yes"}
+FALSE_TEXT = {"false", "0", "no"}
+CODE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.:_-]{0,31}$")  # ICD-10, ORPHA:…, OMIM:… and the like
+LIST_SEPARATOR = ";"  # how a CSV cell holds a list
+
+
+def _show(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _missing(col: pd.Series, text: bool) -> pd.Series:
+    missing = col.isna()
+    if text:
+        missing |= col.astype(object).eq("")
+    return missing
+
+
+def _type_mask(col: pd.Series, allowed: tuple[type, ...]) -> pd.Series:
+    """True where the value is of an allowed Python type (missing values are judged elsewhere)."""
+    if col.dtype == object:
+        return col.map(lambda v: type(v) in allowed)
+    if pd.api.types.is_bool_dtype(col):
+        return pd.Series(bool in allowed, index=col.index)
+    if pd.api.types.is_numeric_dtype(col):
+        return pd.Series(float in allowed or int in allowed, index=col.index)
+    return pd.Series(str in allowed, index=col.index)  # pandas string dtype
+
+
+def validate_frame(raw: pd.DataFrame, fields: Sequence[Field], *, text: bool,
+                   ontology: Ontology | None = None) -> tuple[pd.DataFrame, dict[int, list[str]]]:
+    """Typed columns for ``fields`` and, per failing row position, why it fails."""
+    reasons: dict[int, list[str]] = defaultdict(list)
+    n = len(raw)
+    positions = np.arange(n)
+
+    def flag(mask: pd.Series | np.ndarray, message) -> None:
+        hits = np.flatnonzero(np.asarray(mask, dtype=bool))
+        for pos in hits:
+            reasons[int(pos)].append(message(int(pos)))
+
+    known = {f.name for f in fields}
+    for column in raw.columns:
+        if column not in known:
+            present = ~_missing(raw[column], text)
+            flag(present, lambda pos, c=column: f"unknown field '{c}'")
+
+    typed: dict[str, pd.Series] = {}
+    for f in fields:
+        col = raw[f.name] if f.name in raw.columns else pd.Series([None] * n, index=raw.index, dtype=object)
+        col = col.reset_index(drop=True)
+        missing = _missing(col, text)
+        if f.required:
+            flag(missing, lambda pos, f=f: f"missing required field '{f.name}'")
+        present = ~missing
+        values = col.where(present, None) if col.dtype == object else col
+
+        if f.type in ("number", "integer"):
+            if text:
+                number = pd.to_numeric(values.where(present), errors="coerce")
+                wrong = present & number.isna()
+            else:
+                wrong = present & ~_type_mask(col, (int, float))
+                number = pd.to_numeric(col.where(~wrong & present), errors="coerce")
+            number = number.astype(float)
+            flag(wrong, lambda pos, f=f, c=col: f"wrong type for '{f.name}': expected a number, got {_show(c[pos])}")
+            infinite = present & ~wrong & ~np.isfinite(number.fillna(0.0))
+            flag(infinite, lambda pos, f=f, c=col: f"not a finite number for '{f.name}': {_show(c[pos])}")
+            number = number.where(~infinite)
+            if f.type == "integer":
+                fractional = number.notna() & (number % 1 != 0)
+                flag(fractional, lambda pos, f=f, x=number: f"wrong type for '{f.name}': expected an integer, got {x[pos]}")
+                number = number.where(~fractional)
+            if f.min is not None or f.max is not None:
+                low = -np.inf if f.min is None else f.min
+                high = np.inf if f.max is None else f.max
+                outside = number.notna() & ((number < low) | (number > high))
+                unit = f" {f.unit}" if f.unit else ""
+                flag(outside, lambda pos, f=f, x=number, u=unit, lo=low, hi=high:
+                     f"impossible value for '{f.name}': {x[pos]:g} (possible range {lo:g} to {hi:g}{u})")
+            typed[f.name] = number.astype("Int64") if f.type == "integer" else number
+
+        elif f.type in ("string", "text", "category"):
+            wrong = present & ~_type_mask(col, (str,)) if not text else pd.Series(False, index=col.index)
+            flag(wrong, lambda pos, f=f, c=col: f"wrong type for '{f.name}': expected a string, got {_show(c[pos])}")
+            strings = col.where(present & ~wrong).astype(object)
+            if f.type == "category" and f.values is not None:
+                unknown = present & ~wrong & ~strings.isin(f.values)
+                what = "label" if f.role == "target" else f"value for '{f.name}'"
+                flag(unknown, lambda pos, c=col, w=what, v=f.values:
+                     f"unknown {w}: {_show(c[pos])} (expected one of: {', '.join(v)})")
+            if f.role == "id":
+                blank = present & ~wrong & strings.astype(str).str.strip().eq("")
+                flag(blank, lambda pos, f=f: f"empty identifier in '{f.name}'")
+            typed[f.name] = strings
+
+        elif f.type == "date":
+            wrong = present & ~_type_mask(col, (str,)) if not text else pd.Series(False, index=col.index)
+            parsed = pd.to_datetime(col.where(present & ~wrong), format="%Y-%m-%d", errors="coerce")
+            invalid = present & ~wrong & parsed.isna()
+            flag(wrong | invalid, lambda pos, f=f, c=col: f"invalid date for '{f.name}': {_show(c[pos])} (expected YYYY-MM-DD)")
+            typed[f.name] = col.where(present & ~wrong & ~invalid).astype(object)
+
+        elif f.type == "boolean":
+            if text:
+                lowered = col.astype(object).where(present, "").astype(str).str.strip().str.lower()
+                truth = lowered.isin(TRUE_TEXT)
+                wrong = present & ~truth & ~lowered.isin(FALSE_TEXT)
+            else:
+                wrong = present & ~_type_mask(col, (bool,))
+                truth = col.where(present & ~wrong, False).astype(bool)
+            flag(wrong, lambda pos, f=f, c=col: f"wrong type for '{f.name}': expected true or false, got {_show(c[pos])}")
+            typed[f.name] = truth.astype("boolean").where(present & ~wrong)
+
+        else:  # hpo_terms, codes: lists of strings (a ';'-separated cell in a CSV)
+            if text:
+                lists = col.astype(object).where(present, "").map(
+                    lambda s: [x.strip() for x in str(s).split(LIST_SEPARATOR) if x.strip()])
+                wrong = pd.Series(False, index=col.index)
+            else:
+                wrong = present & ~col.map(lambda v: isinstance(v, list) and all(type(x) is str for x in v))
+                lists = col.where(present & ~wrong).map(lambda v: v if isinstance(v, list) else [])
+            flag(wrong, lambda pos, f=f, c=col: f"wrong type for '{f.name}': expected a list of strings, got {_show(c[pos])}")
+            flat = lists.explode().dropna()
+            if f.type == "hpo_terms":
+                malformed = ~flat.astype(str).str.match(HPO_ID.pattern)
+                unknown = ~malformed & ~flat.isin(_known_terms(ontology)) if ontology is not None else malformed & False
+                for pos, term in flat[malformed].items():
+                    reasons[int(pos)].append(f"malformed HPO id in '{f.name}': {_show(term)} (expected HP:nnnnnnn)")
+                for pos, term in flat[unknown].items():
+                    reasons[int(pos)].append(f"unknown HPO term in '{f.name}': '{term}'")
+                if ontology is not None and ontology.alt_ids:
+                    lists = lists.map(lambda terms: [ontology.primary(t) for t in terms])
+            else:
+                malformed = ~flat.astype(str).str.match(CODE.pattern)
+                for pos, code in flat[malformed].items():
+                    reasons[int(pos)].append(f"malformed code in '{f.name}': {_show(code)}")
+            typed[f.name] = lists
+
+    frame = pd.DataFrame(typed, index=positions)
+    return frame, dict(reasons)
+
+
+_KNOWN: dict[int, frozenset[str]] = {}
+
+
+def _known_terms(ontology: Ontology) -> frozenset[str]:
+    key = id(ontology)
+    if key not in _KNOWN:
+        _KNOWN[key] = frozenset(t for t in ontology.names if t not in ontology.obsolete) | frozenset(ontology.alt_ids)
+    return _KNOWN[key]
