@@ -1,0 +1,104 @@
+"""The ``diagnosa data`` commands as a user runs them, including bad input and the S3 lake."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from diagnosa.cli import main
+from diagnosa.data.card import render_card
+from diagnosa.data.cohort import CohortConfig, generate
+from diagnosa.data.orphan import build_catalogue
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_generate_then_ingest_in_a_workspace(tmp_path, capsys):
+    ws = str(tmp_path / "ws")
+    code, out, _ = run(capsys, "--workspace", ws, "data", "generate", "--patients", "1000", "--seed", "3")
+    assert code == 0 and "generated batch cohort-n1000-s3: 1,000 patients" in out
+    lake = tmp_path / "ws" / "lake"
+    assert sorted(p.name for p in lake.iterdir()) == sorted(
+        ["raw", "curated", "features", "artifacts", "capture", "feedback", "quarantine"])
+    summary = json.loads((lake / "raw/cohort_cards/cohort-n1000-s3.json").read_text())
+    code, out, _ = run(capsys, "--workspace", ws, "data", "ingest")
+    assert code == 0
+    expected = summary["expected_ingestion"]
+    assert (f"clinical_records: read {expected['records_read']:,} / accepted {expected['records_accepted']:,} / "
+            f"quarantined {expected['records_quarantined']:,}") in out
+    # Generating the same batch again is a no-op: raw data is write-once.
+    code, out, _ = run(capsys, "--workspace", ws, "data", "generate", "--patients", "1000", "--seed", "3")
+    assert code == 0 and "nothing to do" in out
+    # A second batch makes the default ambiguous: the user is told to choose.
+    run(capsys, "--workspace", ws, "data", "generate", "--patients", "1000", "--seed", "4")
+    code, _, err = run(capsys, "--workspace", ws, "data", "ingest")
+    assert code == 2 and "several raw batches" in err and "cohort-n1000-s4" in err
+    code, out, _ = run(capsys, "--workspace", ws, "data", "ingest", "--batch", "cohort-n1000-s4")
+    assert code == 0 and "curated rows" in out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["data", "generate", "--patients", "5"], "--patients must be between 1,000 and 1,000,000, got 5"),
+    (["data", "generate", "--patients", "lots"], "--patients must be an integer, got 'lots'"),
+    (["data", "generate", "--orphan-fraction", "2"], "--orphan-fraction must be in [0, 1), got 2.0"),
+    (["data", "generate", "--seed", "-1"], "--seed must be between 0"),
+])
+def test_bad_flags_exit_2_naming_the_flag(tmp_path, capsys, argv, message):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--workspace", str(tmp_path), *argv])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["data", "ingest"], "no raw batch in"),
+    (["data", "ingest", "--batch", "ghost"], "raw batch 'ghost' is incomplete"),
+    (["data", "ingest", "missing.jsonl", "--labs", "missing.csv"], "input file not found: missing.jsonl"),
+    (["data", "ingest", "records.jsonl"], "need their lab results: add --labs"),
+    (["data", "ingest", "own.csv"], "describe it with --config"),
+    (["data", "ingest", "--config", "x.toml"], "give its path too"),
+])
+def test_bad_ingest_input_exits_2_with_one_clear_line(tmp_path, capsys, monkeypatch, argv, message):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run(capsys, "--workspace", str(tmp_path / "ws"), *argv)
+    assert code == 2
+    assert message in err and err.count("\n") == 1
+
+
+def test_lake_on_s3_from_the_command_line(capsys):
+    with mock_aws():
+        boto3.client("s3").create_bucket(Bucket="lake", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+        assert run(capsys, "--lake", "s3://lake/dev", "data", "generate", "--patients", "1000")[0] == 0
+        code, out, _ = run(capsys, "--lake", "s3://lake/dev", "data", "ingest")
+        assert code == 0 and "curated rows" in out
+        keys = [o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket="lake")["Contents"]]
+        assert "dev/raw/clinical_records/cohort-n1000-s7.jsonl" in keys
+        assert any(k.startswith("dev/curated/patients/") and k.endswith("data.parquet") for k in keys)
+
+
+def test_bad_lake_uri_is_refused(capsys):
+    code, _, err = run(capsys, "--lake", "gs://somewhere", "data", "ingest")
+    assert code == 2 and "gs://somewhere" in err
+
+
+def test_console_script_is_installed(tmp_path):
+    result = subprocess.run([str(Path(sys.executable).parent / "diagnosa"), "--help"], capture_output=True, text=True)
+    assert result.returncode == 0 and "data" in result.stdout
+
+
+def test_committed_data_card_is_current():
+    orphans = build_catalogue()
+    cohort = generate(CohortConfig(), orphans=orphans)
+    assert (ROOT / "docs" / "data.md").read_text(encoding="utf-8") == render_card(cohort.summary(), orphans), (
+        "docs/data.md is stale: run `diagnosa --workspace /tmp/card data generate --card docs/data.md`")
