@@ -62,7 +62,7 @@ def _fraction(what: str):
 
 def cmd_data_generate(args: argparse.Namespace) -> int:
     from diagnosa.data.card import render_card
-    from diagnosa.data.cohort import CohortConfig, generate
+    from diagnosa.data.cohort import CohortConfig, generate, write_raw
     from diagnosa.data.hpo import load_ontology
     from diagnosa.data.ingest import raw_keys
     from diagnosa.data.orphan import build_catalogue
@@ -80,8 +80,7 @@ def cmd_data_generate(args: argparse.Namespace) -> int:
     cohort = generate(config, orphans=orphans, ontology=ontology)
     summary = cohort.summary() | {"batch": batch}
     card = render_card(summary, orphans)
-    lake.put_bytes_once(records_key, ("\n".join(cohort.record_lines) + "\n").encode("utf-8"))
-    lake.put_bytes_once(labs_key, cohort.labs_csv.encode("utf-8"))
+    write_raw(cohort, lake, batch)
     lake.put_bytes_once(f"raw/cohort_cards/{batch}.json",
                         (json.dumps(summary, indent=2, ensure_ascii=False, sort_keys=True) + "\n").encode("utf-8"))
     lake.put_bytes_once(f"raw/cohort_cards/{batch}.md", card.encode("utf-8"))

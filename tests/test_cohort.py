@@ -28,8 +28,8 @@ def test_same_seed_same_bytes_other_seed_other_bytes(orphans):
     a = generate(CohortConfig(patients=2_000, seed=3), orphans=orphans)
     b = generate(CohortConfig(patients=2_000, seed=3), orphans=orphans)
     c = generate(CohortConfig(patients=2_000, seed=4), orphans=orphans)
-    assert a.record_lines == b.record_lines and a.labs_csv == b.labs_csv
-    assert a.record_lines != c.record_lines
+    assert a.records_bytes() == b.records_bytes() and a.labs_bytes() == b.labs_bytes()
+    assert a.records_bytes() != c.records_bytes()
 
 
 def test_class_and_slice_proportions(cohort):
@@ -110,7 +110,7 @@ def test_vitals_and_labs_are_possible_noisy_and_sometimes_missing(cohort):
 
 
 def test_written_sources_hold_every_record_and_the_injected_defects(cohort):
-    lines = cohort.record_lines
+    lines = cohort.records_bytes().decode("utf-8").splitlines()
     parsed = []
     for line in lines:
         try:
@@ -121,7 +121,9 @@ def test_written_sources_hold_every_record_and_the_injected_defects(cohort):
     assert len(lines) - len(parsed) == cohort.defects["malformed_json"]
     assert sum(r.get("label") == "ENFERMEDAD RARA" for r in parsed) == cohort.defects["unknown_label"]
     assert sum("bed_number" in r for r in parsed) == cohort.defects["unknown_field"]
-    assert cohort.labs_csv.count("\n") == cohort.expected["labs_read"] + 1  # header
+    labs_text = cohort.labs_bytes().decode("utf-8")
+    assert labs_text.count("\n") == cohort.expected["labs_read"] + 1  # header
+    assert labs_text.count(",high,") == cohort.defects["lab_wrong_type"]
 
 
 def test_config_validation_names_the_problem():

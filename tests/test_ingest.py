@@ -8,7 +8,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from diagnosa.data.cohort import CohortConfig, generate
+from diagnosa.data.cohort import CohortConfig, generate, write_raw
 from diagnosa.data.ingest import IngestError, ingest_cohort, ingest_csv, load_curated, raw_keys, stage_cohort_files
 from diagnosa.data.orphan import build_catalogue
 from diagnosa.lake import DataLake
@@ -151,9 +151,7 @@ def test_generated_cohort_ingests_with_exactly_the_expected_counts(lake):
 
 
 def put_batch_from(lake: DataLake, cohort, batch: str = "gen") -> str:
-    records_key, labs_key = raw_keys(batch)
-    lake.put_bytes_once(records_key, ("\n".join(cohort.record_lines) + "\n").encode())
-    lake.put_bytes_once(labs_key, cohort.labs_csv.encode())
+    write_raw(cohort, lake, batch)
     return batch
 
 

@@ -12,12 +12,13 @@ same (patients, seed, config) gives the same bytes.
 """
 from __future__ import annotations
 
+import io
 import json
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from importlib.resources import files
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import pandas as pd
@@ -25,6 +26,7 @@ import pandas as pd
 from diagnosa.data.hpo import Ontology, load_ontology
 from diagnosa.data.orphan import OrphanCatalogue, build_catalogue
 from diagnosa.data.physiology import BY_NAME, LABS, VARIABLES, VITALS
+from diagnosa.lake import DataLake
 from diagnosa.labels import ACUTE, CATEGORIES, CHRONIC, HEALTHY, MILD, TERMINAL
 
 MIN_PATIENTS, MAX_PATIENTS = 1_000, 1_000_000
@@ -104,14 +106,14 @@ class CohortConfig:
 
 @dataclass
 class Cohort:
-    """The cohort as the two hospital sources deliver it, plus what the generator knows about it."""
+    """The cohort and the plan of its recording defects; ``write_*`` serialise it as the sources arrive."""
 
-    records: pd.DataFrame  # one clinical record per patient (before defects)
-    labs: pd.DataFrame  # one lab panel per patient who had blood drawn (before defects)
-    record_lines: list[str]  # the JSON Lines as written, defects included
-    labs_csv: str  # the CSV as written, defects included
+    records: pd.DataFrame  # one clinical record per patient (clean)
+    labs: pd.DataFrame  # one lab panel per patient who had blood drawn (clean)
+    record_defects: dict[int, str]  # row of ``records`` → defect injected when written
+    lab_defects: dict[int, str]  # row of ``labs`` → defect injected when written
     defects: dict[str, int]
-    expected: dict[str, int]  # what ingestion must accept and quarantine
+    expected: dict[str, int]  # what ingestion must read, accept and quarantine
     config: CohortConfig
     orphan_diseases: int
     hpo_release: str
@@ -131,6 +133,68 @@ class Cohort:
             "defects": self.defects,
             "expected_ingestion": self.expected,
         }
+
+    def write_records(self, out: BinaryIO, chunk: int = 100_000) -> None:
+        """JSON Lines, in chunks so a million records never sit in memory as one string."""
+        duplicates: list[str] = []
+        for start in range(0, len(self.records), chunk):
+            text = self.records.iloc[start:start + chunk].to_json(
+                orient="records", lines=True, force_ascii=False, double_precision=4)
+            lines = text.rstrip("\n").split("\n")
+            for row in (r for r in self.record_defects if start <= r < start + chunk):
+                kind = self.record_defects[row]
+                if kind == "duplicate":  # the same record delivered twice: the copy is quarantined
+                    duplicates.append(lines[row - start])
+                else:
+                    lines[row - start] = _break_record(lines[row - start], kind, row)
+            out.write(("\n".join(lines) + "\n").encode("utf-8"))
+        if duplicates:
+            out.write(("\n".join(duplicates) + "\n").encode("utf-8"))
+
+    def write_labs(self, out: BinaryIO) -> None:
+        """CSV; rows with an injected defect (and duplicate copies) come after the clean rows."""
+        victims = np.array(sorted(self.lab_defects), dtype=int)
+        clean = self.labs.drop(index=victims)
+        out.write(clean.to_csv(index=False, lineterminator="\n").encode("utf-8"))
+        if len(victims):
+            broken = self.labs.loc[victims].astype(object).where(self.labs.loc[victims].notna(), "")
+            extra = []
+            for row, kind in sorted(self.lab_defects.items()):
+                if kind == "lab_wrong_type":
+                    broken.loc[row, "crp_mg_l"] = "high"
+                elif kind == "lab_impossible_value":
+                    broken.loc[row, "potassium_mmol_l"] = 45.0
+                elif kind == "lab_unknown_patient":
+                    broken.loc[row, "patient_id"] = f"X{row:07d}"
+                else:
+                    extra.append(broken.loc[row])
+            if extra:
+                broken = pd.concat([broken, pd.DataFrame(extra)])
+            out.write(broken.to_csv(index=False, header=False, lineterminator="\n").encode("utf-8"))
+
+    def records_bytes(self) -> bytes:
+        buffer = io.BytesIO()
+        self.write_records(buffer)
+        return buffer.getvalue()
+
+    def labs_bytes(self) -> bytes:
+        buffer = io.BytesIO()
+        self.write_labs(buffer)
+        return buffer.getvalue()
+
+
+def _break_record(line: str, kind: str, row: int) -> str:
+    record = json.loads(line)
+    if kind == "unknown_field":
+        record["bed_number"] = row % 40
+    elif kind == "wrong_type":
+        record["age"] = "forty-two"
+    elif kind == "impossible_value":
+        record["heart_rate_bpm"] = 900
+    elif kind == "unknown_label":
+        record["label"] = "ENFERMEDAD RARA"
+    text = json.dumps(record, ensure_ascii=False)
+    return text[: len(text) // 2] if kind == "malformed_json" else text
 
 
 @lru_cache(maxsize=1)
@@ -345,8 +409,8 @@ def generate(config: CohortConfig | None = None, *, orphans: OrphanCatalogue | N
         lab_frame[name] = labs[:, k]
     lab_frame = lab_frame[drawn].reset_index(drop=True)
 
-    lines, labs_csv, defects, expected = _write_with_defects(records, lab_frame, config, rng)
-    return Cohort(records, lab_frame, lines, labs_csv, defects, expected, config, n_diseases,
+    record_defects, lab_defects, defects, expected = _plan_defects(records, lab_frame, config, rng)
+    return Cohort(records, lab_frame, record_defects, lab_defects, defects, expected, config, n_diseases,
                   orphans.release or ontology.release)
 
 
@@ -359,75 +423,43 @@ def _note(age: int, sex: str, symptoms: list[str], names: dict[str, str]) -> str
     return f"{who} presenting with {', '.join(shown)}{more}."
 
 
-def _records_to_lines(records: pd.DataFrame) -> list[str]:
-    text = records.to_json(orient="records", lines=True, force_ascii=False, double_precision=4)
-    return text.rstrip("\n").split("\n") if text else []
-
-
-def _write_with_defects(records: pd.DataFrame, labs: pd.DataFrame, config: CohortConfig,
-                        rng: np.random.Generator) -> tuple[list[str], str, dict[str, int], dict[str, int]]:
-    """Serialise both sources, injecting recording defects into a known set of rows."""
-    lines = _records_to_lines(records)
-    n = len(lines)
-    k = round(n * config.defect_rate)
-    victims = rng.choice(n, size=min(k, n), replace=False)
-    defects: Counter[str] = Counter()
-    broken_ids: set[str] = set()
-    duplicates: list[str] = []
-    for i, row in enumerate(victims):
-        kind = RECORD_DEFECTS[i % len(RECORD_DEFECTS)]
-        defects[kind] += 1
-        record = json.loads(lines[row])
-        if kind == "duplicate":  # the same record delivered twice: the copy is quarantined
-            duplicates.append(lines[row])
-            continue
-        broken_ids.add(record["patient_id"])
-        if kind == "unknown_field":
-            record["bed_number"] = int(row % 40)
-        elif kind == "wrong_type":
-            record["age"] = "forty-two"
-        elif kind == "impossible_value":
-            record["heart_rate_bpm"] = 900
-        elif kind == "unknown_label":
-            record["label"] = "ENFERMEDAD RARA"
-        if kind == "malformed_json":
-            text = json.dumps(record, ensure_ascii=False)
-            lines[row] = text[: len(text) // 2]
-        else:
-            lines[row] = json.dumps(record, ensure_ascii=False)
-    lines.extend(duplicates)
-
-    lab_rows = labs.copy()
-    k_labs = round(len(lab_rows) * config.defect_rate)
-    healthy_rows = np.flatnonzero(~lab_rows["patient_id"].isin(broken_ids).to_numpy())
-    lab_victims = rng.choice(healthy_rows, size=min(k_labs, len(healthy_rows)), replace=False)
-    text_rows = lab_rows.astype(object).where(lab_rows.notna(), "")
-    extra: list[pd.Series] = []
-    lab_defects: Counter[str] = Counter()
-    for i, row in enumerate(lab_victims):
-        kind = LAB_DEFECTS[i % len(LAB_DEFECTS)]
-        lab_defects[kind] += 1
-        if kind == "lab_wrong_type":
-            text_rows.iat[row, text_rows.columns.get_loc("crp_mg_l")] = "high"
-        elif kind == "lab_impossible_value":
-            text_rows.iat[row, text_rows.columns.get_loc("potassium_mmol_l")] = 45.0
-        elif kind == "lab_unknown_patient":
-            text_rows.iat[row, 0] = f"X{row:07d}"
-        else:
-            extra.append(text_rows.iloc[row].copy())
-    if extra:
-        text_rows = pd.concat([text_rows, pd.DataFrame(extra)], ignore_index=True)
-    labs_csv = text_rows.to_csv(index=False, lineterminator="\n")
-
-    defects.update(lab_defects)
-    broken_labs = int(lab_rows["patient_id"].isin(broken_ids).sum())
+def _plan_defects(records: pd.DataFrame, labs: pd.DataFrame, config: CohortConfig, rng: np.random.Generator
+                  ) -> tuple[dict[int, str], dict[int, str], dict[str, int], dict[str, int]]:
+    """Which rows get which recording defect, and what ingestion must then accept and quarantine."""
+    n = len(records)
+    victims = rng.choice(n, size=min(round(n * config.defect_rate), n), replace=False)
+    record_defects = {int(row): RECORD_DEFECTS[i % len(RECORD_DEFECTS)] for i, row in enumerate(victims)}
+    broken_ids = set(records["patient_id"].to_numpy()[[r for r, k in record_defects.items() if k != "duplicate"]])
+    clean_labs = np.flatnonzero(~labs["patient_id"].isin(broken_ids).to_numpy())
+    lab_victims = rng.choice(clean_labs, size=min(round(len(labs) * config.defect_rate), len(clean_labs)), replace=False)
+    lab_defects = {int(row): LAB_DEFECTS[i % len(LAB_DEFECTS)] for i, row in enumerate(lab_victims)}
+    counts = Counter(record_defects.values()) + Counter(lab_defects.values())
     expected = {
-        "records_read": len(lines),
-        "records_quarantined": len(broken_ids) + len(duplicates),
+        "records_read": n + counts["duplicate"],
+        "records_quarantined": len(broken_ids) + counts["duplicate"],
         "records_accepted": n - len(broken_ids),
-        "labs_read": len(text_rows),
+        "labs_read": len(labs) + counts["lab_duplicate"],
         # labs of a quarantined record cannot be joined, so they are quarantined with it
-        "labs_quarantined": sum(lab_defects.values()) + broken_labs,
+        # (a duplicated row's original is accepted; its copy is quarantined)
+        "labs_quarantined": len(lab_defects) + int(labs["patient_id"].isin(broken_ids).sum()),
     }
     expected["labs_accepted"] = expected["labs_read"] - expected["labs_quarantined"]
-    return lines, labs_csv, {k: defects.get(k, 0) for k in RECORD_DEFECTS + LAB_DEFECTS}, expected
+    return record_defects, lab_defects, {k: counts.get(k, 0) for k in RECORD_DEFECTS + LAB_DEFECTS}, expected
+
+
+def write_raw(cohort: Cohort, lake: DataLake, batch: str) -> tuple[str, str]:
+    """Publish both sources into the raw zone, write-once, through temp files (bounded memory)."""
+    import tempfile
+
+    from diagnosa.data.ingest import raw_keys
+
+    records_key, labs_key = raw_keys(batch)
+    with tempfile.TemporaryDirectory(prefix="diagnosa-raw-") as tmp:
+        records_path, labs_path = f"{tmp}/records.jsonl", f"{tmp}/labs.csv"
+        with open(records_path, "wb") as out:
+            cohort.write_records(out)
+        with open(labs_path, "wb") as out:
+            cohort.write_labs(out)
+        lake.put_file_once(records_path, records_key)
+        lake.put_file_once(labs_path, labs_key)
+    return records_key, labs_key

@@ -16,7 +16,7 @@ import json
 import re
 import time
 from collections import Counter
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -81,38 +81,54 @@ class IngestReport:
 
 # ------------------------------------------------------------------------------------------------ readers
 
-def read_jsonl(data: bytes) -> tuple[list[dict[str, Any]], list[int], list[str], dict[int, list[str]]]:
-    """Parse JSON Lines; returns records, their 1-based line numbers, every line's text, and parse errors."""
-    records: list[dict[str, Any]] = []
-    numbers: list[int] = []
-    texts: list[str] = []
-    errors: dict[int, list[str]] = {}
-    raw_lines = data.split(b"\n")
-    if raw_lines and raw_lines[-1] == b"":
-        raw_lines.pop()  # the newline that ends the last line does not start a new one
-    decoder = json.JSONDecoder()
-    for number, raw in enumerate(raw_lines, start=1):
-        try:
-            line = raw.decode("utf-8").rstrip("\r")
-        except UnicodeDecodeError as err:
-            texts.append(raw.decode("utf-8", errors="replace"))
-            errors[number] = [f"line is not valid UTF-8 (byte {err.start})"]
-            continue
-        texts.append(line)
-        if not line.strip():
-            errors[number] = ["empty line"]
-            continue
-        try:
-            obj = decoder.decode(line)
-        except json.JSONDecodeError as err:
-            errors[number] = [f"malformed JSON: {err.msg} at column {err.colno}"]
-            continue
-        if not isinstance(obj, dict):
-            errors[number] = [f"a record must be a JSON object, got {type(obj).__name__}"]
-            continue
-        records.append(obj)
-        numbers.append(number)
-    return records, numbers, texts, errors
+class JsonLines:
+    """A JSON Lines object held once in memory and parsed chunk by chunk (bounded extra memory)."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        newlines = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == ord("\n"))
+        self.starts = np.concatenate([[0], newlines + 1]).astype(np.int64)
+        self.ends = np.concatenate([newlines, [len(data)]]).astype(np.int64)
+        if len(data) == 0 or data.endswith(b"\n"):  # the final newline ends a line, it does not start one
+            self.starts, self.ends = self.starts[:-1], self.ends[:-1]
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def raw(self, number: int) -> bytes:
+        """Line ``number`` (1-based) exactly as stored."""
+        return self.data[self.starts[number - 1]:self.ends[number - 1]]
+
+    def text(self, number: int) -> str:
+        return self.raw(number).decode("utf-8", errors="replace").rstrip("\r")
+
+    def chunks(self, size: int = 100_000) -> Iterator[tuple[list[dict[str, Any]], list[int], dict[int, list[str]]]]:
+        """(records, their 1-based line numbers, reasons of the lines that are not records) per chunk."""
+        decoder = json.JSONDecoder()
+        for first in range(0, len(self), size):
+            records: list[dict[str, Any]] = []
+            numbers: list[int] = []
+            errors: dict[int, list[str]] = {}
+            for number in range(first + 1, min(first + size, len(self)) + 1):
+                try:
+                    line = self.raw(number).decode("utf-8").rstrip("\r")
+                except UnicodeDecodeError as err:
+                    errors[number] = [f"line is not valid UTF-8 (byte {err.start})"]
+                    continue
+                if not line.strip():
+                    errors[number] = ["empty line"]
+                    continue
+                try:
+                    obj = decoder.decode(line)
+                except json.JSONDecodeError as err:
+                    errors[number] = [f"malformed JSON: {err.msg} at column {err.colno}"]
+                    continue
+                if not isinstance(obj, dict):
+                    errors[number] = [f"a record must be a JSON object, got {type(obj).__name__}"]
+                    continue
+                records.append(obj)
+                numbers.append(number)
+            yield records, numbers, errors
 
 
 def read_csv_text(data: bytes, source: str) -> pd.DataFrame:
@@ -296,18 +312,31 @@ def ingest_cohort(lake: DataLake, batch: str, *, ontology: Ontology | None = Non
         return existing
     ontology = ontology or load_ontology()
 
-    # Clinical records.
-    parsed, line_numbers, texts, parse_errors = read_jsonl(records_bytes)
-    raw = pd.DataFrame.from_records(parsed) if parsed else pd.DataFrame()
-    typed, row_errors = validate_frame(raw, CLINICAL_RECORD_FIELDS, text=False, ontology=ontology)
-    row_errors = _merge(row_errors, _duplicates(typed["patient_id"], lambda p: texts[line_numbers[p] - 1]))
+    # Clinical records, parsed and validated a chunk at a time.
+    lines = JsonLines(records_bytes)
+    parts: list[pd.DataFrame] = []
+    line_numbers: list[int] = []
+    parse_errors: dict[int, list[str]] = {}
+    row_errors: dict[int, list[str]] = {}
+    for chunk, numbers, errors in lines.chunks():
+        parse_errors.update(errors)
+        raw = pd.DataFrame.from_records(chunk) if chunk else pd.DataFrame()
+        part, part_errors = validate_frame(raw, CLINICAL_RECORD_FIELDS, text=False, ontology=ontology)
+        offset = len(line_numbers)
+        row_errors.update({offset + p: r for p, r in part_errors.items()})
+        parts.append(part)
+        line_numbers.extend(numbers)
+        del chunk, raw
+    typed = pd.concat(parts, ignore_index=True) if parts else validate_frame(pd.DataFrame(), CLINICAL_RECORD_FIELDS, text=False)[0]
+    del parts
+    row_errors = _merge(row_errors, _duplicates(typed["patient_id"], lambda p: lines.raw(line_numbers[p])))
     bad_rows = np.zeros(len(typed), dtype=bool)
     bad_rows[list(row_errors)] = True
     records = typed[~bad_rows]
     quarantined_records = [
-        {"source": records_key, "line": n, "reasons": r, "raw": texts[n - 1]} for n, r in sorted(parse_errors.items())
-    ] + [{"source": records_key, "line": line_numbers[p], "reasons": r, "raw": texts[line_numbers[p] - 1]}
-         for p, r in sorted(row_errors.items())]
+        {"source": records_key, "line": n, "reasons": r, "raw": lines.text(n)} for n, r in parse_errors.items()
+    ] + [{"source": records_key, "line": line_numbers[p], "reasons": r, "raw": lines.text(line_numbers[p])}
+         for p, r in row_errors.items()]
     quarantined_records.sort(key=lambda e: e["line"])
     rejected_ids = set(typed.loc[bad_rows, "patient_id"].dropna())
 
@@ -315,8 +344,7 @@ def ingest_cohort(lake: DataLake, batch: str, *, ontology: Ontology | None = Non
     labs_raw = read_csv_text(labs_bytes, lake.url(labs_key))
     lab_typed, lab_errors = validate_frame(labs_raw, LAB_RESULT_FIELDS, text=True)
     lab_errors = _merge(lab_errors, _duplicates(lab_typed["patient_id"], lambda p: tuple(labs_raw.iloc[p])))
-    accepted_ids = set(records["patient_id"])
-    orphans = ~lab_typed["patient_id"].isin(accepted_ids) & lab_typed["patient_id"].notna()
+    orphans = ~lab_typed["patient_id"].isin(records["patient_id"]) & lab_typed["patient_id"].notna()
     for pos in np.flatnonzero(orphans.to_numpy()):
         pid = lab_typed["patient_id"].iat[pos]
         why = (f"clinical record quarantined: patient '{pid}'" if pid in rejected_ids
@@ -328,10 +356,10 @@ def ingest_cohort(lake: DataLake, batch: str, *, ontology: Ontology | None = Non
     quarantined_labs = [{"source": labs_key, "line": p + 2, "reasons": r, "raw": labs_raw.iloc[p].to_dict()}
                         for p, r in sorted(lab_errors.items())]
 
-    curated = records.merge(labs.drop(columns=[]), on="patient_id", how="left", validate="one_to_one")
+    curated = records.merge(labs, on="patient_id", how="left", validate="one_to_one")
     curated = curated.sort_values("patient_id", kind="stable").reset_index(drop=True)
     sources = [
-        SourceCounts(RECORDS_SOURCE, records_key, hashes[0], len(texts), len(records), len(quarantined_records)),
+        SourceCounts(RECORDS_SOURCE, records_key, hashes[0], len(lines), len(records), len(quarantined_records)),
         SourceCounts(LABS_SOURCE, labs_key, hashes[1], len(labs_raw), len(labs), len(quarantined_labs)),
     ]
     extra = {"batch": batch, "hpo_release": ontology.release,
