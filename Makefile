@@ -1,6 +1,6 @@
 # The README's two commands: `make run` (set up + main job) and `make test` (set up + whole test suite).
 # Only Python 3.11, node and npm are needed on the machine; everything else lands in .venv/.
-PYTHON ?= python3.11
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 BIN := $(VENV)/bin
 PATIENTS ?= 20000
