@@ -17,3 +17,20 @@ for key in ("AWS_PROFILE", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE", "DI
     os.environ.pop(key, None)
 os.environ["AWS_CONFIG_FILE"] = os.devnull
 os.environ["AWS_SHARED_CREDENTIALS_FILE"] = os.devnull
+
+
+import pytest  # noqa: E402  (after the environment is set)
+
+
+@pytest.fixture(scope="session")
+def curated_cohort(tmp_path_factory):
+    """A small generated and ingested cohort: (curated frame, manifest), shared by the step tests."""
+    from diagnosa.data.cohort import CohortConfig, generate, write_raw
+    from diagnosa.data.ingest import ingest_cohort, load_curated
+    from diagnosa.lake import DataLake
+
+    lake = DataLake.from_uri(str(tmp_path_factory.mktemp("cohort") / "lake"))
+    cohort = generate(CohortConfig(patients=4_000, seed=21, orphan_fraction=0.05))
+    write_raw(cohort, lake, "small")
+    ingest_cohort(lake, "small")
+    return load_curated(lake)

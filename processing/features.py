@@ -1,0 +1,172 @@
+"""The feature pipeline: raw curated columns → one dense float32 matrix, fitted on train only.
+
+Built from the dataset's schema, so a user's own CSV gets the same treatment as the cohort:
+numbers are imputed (with missing-value indicators: an absent lab panel is information) and
+scaled; categories one-hot encoded; HPO symptom lists become sparse indicators, optionally rolled
+up to their HPO ancestors so that rare diseases with different leaf terms share signal; other code
+lists (prior diagnoses) become indicators too. An optional reduction (PCA, LDA or PCA then LDA)
+follows. The whole thing is one sklearn estimator, saved inside the model artifact.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.compose import ColumnTransformer
+from sklearn.decomposition import PCA
+from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+from sklearn.impute import SimpleImputer
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
+
+from diagnosa.data.hpo import PHENOTYPIC_ABNORMALITY, load_ontology
+from diagnosa.data.schema import Schema
+
+REDUCTIONS = ("none", "pca", "lda", "both")
+
+
+@dataclass(frozen=True)
+class FeatureParams:
+    reduction: str = "none"
+    hpo_rollup: bool = True
+    min_term_count: int = 5  # indicator columns seen fewer times in train are dropped (noise, and size)
+    pca_components: float = 0.95  # share of variance kept (0 < x < 1) or a number of components (>= 1)
+
+    def validate(self) -> None:
+        if self.reduction not in REDUCTIONS:
+            raise ValueError(f"reduction must be one of {', '.join(REDUCTIONS)}, got {self.reduction!r}")
+        if self.min_term_count < 1:
+            raise ValueError(f"min_term_count must be at least 1, got {self.min_term_count}")
+        if not (0 < self.pca_components < 1 or (self.pca_components >= 1 and float(self.pca_components).is_integer())):
+            raise ValueError(f"pca_components must be a variance share in (0, 1) or a whole number >= 1, "
+                             f"got {self.pca_components}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _as_lists(X: Any) -> list[list[str]]:
+    values = X.iloc[:, 0] if isinstance(X, pd.DataFrame) else X
+    out = []
+    for v in values:
+        if isinstance(v, (list, tuple, np.ndarray)):
+            out.append([str(x) for x in v])
+        else:
+            out.append([])  # missing list: no indicator set
+    return out
+
+
+class MultiLabelIndicator(TransformerMixin, BaseEstimator):
+    """Lists of codes → sparse 0/1 columns; HPO terms optionally roll up to their ancestors.
+
+    Roll-up stops below *Phenotypic abnormality* (HP:0000118), whose ancestors say nothing.
+    Terms unseen at fit time still light up the ancestors that were seen.
+    """
+
+    def __init__(self, rollup: bool = False, min_count: int = 5):
+        self.rollup = rollup
+        self.min_count = min_count
+
+    def _expand(self, term: str) -> tuple[str, ...]:
+        if not self.rollup:
+            return (term,)
+        cache = self.__dict__.setdefault("_cache", {})
+        found = cache.get(term)
+        if found is None:
+            ontology = load_ontology()
+            if term in ontology:
+                found = tuple(sorted(a for a in ontology.ancestors(term)
+                                     if a != PHENOTYPIC_ABNORMALITY and ontology.is_under(a, PHENOTYPIC_ABNORMALITY)))
+            else:
+                found = (term,)
+            cache[term] = found
+        return found
+
+    def fit(self, X: Any, y: Any = None) -> MultiLabelIndicator:
+        counts: Counter[str] = Counter()
+        for terms in _as_lists(X):
+            counts.update({t for term in terms for t in self._expand(term)})
+        kept = sorted(t for t, c in counts.items() if c >= self.min_count)
+        self.vocabulary_ = {t: i for i, t in enumerate(kept)}
+        return self
+
+    def transform(self, X: Any) -> sp.csr_matrix:
+        vocabulary = self.vocabulary_
+        indptr = [0]
+        indices: list[int] = []
+        for terms in _as_lists(X):
+            row = {vocabulary[t] for term in terms for t in self._expand(term) if t in vocabulary}
+            indices.extend(sorted(row))
+            indptr.append(len(indices))
+        data = np.ones(len(indices), dtype=np.float32)
+        return sp.csr_matrix((data, indices, indptr), shape=(len(indptr) - 1, len(vocabulary)))
+
+    def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
+        return np.array(list(self.vocabulary_), dtype=object)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state.pop("_cache", None)  # rebuilt on demand; keeps the artifact small
+        return state
+
+
+def _to_float32(X: Any) -> np.ndarray:
+    return np.asarray(X.toarray() if sp.issparse(X) else X, dtype=np.float32)
+
+
+def _fill_missing_category(X: Any) -> pd.DataFrame:
+    frame = pd.DataFrame(X).astype(object)
+    return frame.where(frame.notna(), "<missing>")
+
+
+def _bool_to_float(X: Any) -> np.ndarray:
+    frame = pd.DataFrame(X)
+    return frame.apply(lambda c: c.map({True: 1.0, False: 0.0})).astype(float).to_numpy()
+
+
+def build_feature_pipeline(schema: Schema, params: FeatureParams | None = None, *, seed: int = 0) -> Pipeline:
+    """An unfitted pipeline for the schema's feature fields (metadata, id and target never enter)."""
+    params = params or FeatureParams()
+    params.validate()
+    numeric = schema.features("number", "integer")
+    categories = schema.features("category", "string")
+    flags = schema.features("boolean")
+    blocks: list[tuple[str, Any, Any]] = []
+    if numeric:
+        blocks.append(("numeric", make_pipeline(
+            SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True), StandardScaler()), numeric))
+    if categories:
+        blocks.append(("categorical", make_pipeline(
+            FunctionTransformer(_fill_missing_category, feature_names_out="one-to-one"),
+            OneHotEncoder(handle_unknown="ignore", min_frequency=params.min_term_count)), categories))
+    if flags:
+        blocks.append(("flags", make_pipeline(FunctionTransformer(_bool_to_float, feature_names_out="one-to-one"),
+                                              SimpleImputer(strategy="most_frequent", keep_empty_features=True)), flags))
+    for name in schema.features("hpo_terms"):
+        blocks.append((f"hpo:{name}", MultiLabelIndicator(rollup=params.hpo_rollup, min_count=params.min_term_count), name))
+    for name in schema.features("codes"):
+        blocks.append((f"codes:{name}", MultiLabelIndicator(rollup=False, min_count=params.min_term_count), name))
+    if not blocks:
+        raise ValueError(f"schema '{schema.name}' declares no feature fields")
+    steps: list[tuple[str, Any]] = [
+        ("columns", ColumnTransformer(blocks, sparse_threshold=0.0, remainder="drop")),
+        ("float32", FunctionTransformer(_to_float32, feature_names_out="one-to-one")),
+    ]
+    if params.reduction in ("pca", "both"):
+        n = params.pca_components if params.pca_components < 1 else int(params.pca_components)
+        steps.append(("pca", PCA(n_components=n, svd_solver="full", random_state=seed)))
+    if params.reduction in ("lda", "both"):
+        steps.append(("lda", LinearDiscriminantAnalysis()))
+    if params.reduction != "none":
+        steps.append(("float32_out", FunctionTransformer(_to_float32, feature_names_out="one-to-one")))
+    return Pipeline(steps)
+
+
+def binary_columns(X: np.ndarray) -> np.ndarray:
+    """Columns holding only 0 and 1 (indicators): SMOTENC treats them as categorical."""
+    return np.array([np.isin(np.unique(X[:, j]), (0.0, 1.0)).all() for j in range(X.shape[1])], dtype=bool)

@@ -1,0 +1,186 @@
+"""Preprocessing job: curated dataset → split, fitted feature pipeline, resampled training matrix.
+
+Container contract (SageMaker Processing): input ``/opt/ml/processing/input/curated`` holds a
+curated version (``data.parquet`` + ``manifest.json``); outputs go to
+``/opt/ml/processing/output/{train,validation,test,transformer}``. Parameters arrive as
+arguments. The entry point is thin: ``preprocess`` does the work and tests call it directly.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import joblib
+import numpy as np
+import pandas as pd
+
+from diagnosa.data.schema import Schema
+from processing.features import REDUCTIONS, FeatureParams, binary_columns, build_feature_pipeline
+from processing.resample import METHODS, Resampled, resample
+from processing.split import DEFAULT_FRACTIONS, Splits, split_dataset
+
+log = logging.getLogger("diagnosa.preprocess")
+OUTPUTS = ("train", "validation", "test", "transformer")
+
+
+@dataclass(frozen=True)
+class PreprocessParams:
+    features: FeatureParams = field(default_factory=FeatureParams)
+    resampling: str = "smote"
+    seed: int = 0
+    fractions: tuple[float, float, float] = DEFAULT_FRACTIONS
+
+    def validate(self) -> None:
+        self.features.validate()
+        if self.resampling not in METHODS:
+            raise ValueError(f"resampling must be one of {', '.join(METHODS)}, got {self.resampling!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.features.to_dict(), "resampling": self.resampling, "seed": self.seed,
+                "fractions": list(self.fractions)}
+
+
+@dataclass
+class Preprocessed:
+    splits: Splits
+    pipeline: Any  # fitted on the training split only
+    train: Resampled
+    feature_names: list[str]
+    labels: list[str]
+    timings: dict[str, float]
+
+
+def _feature_names(pipeline: Any, width: int) -> list[str]:
+    try:
+        return [str(n) for n in pipeline.get_feature_names_out()]
+    except (AttributeError, ValueError):
+        return [f"f{i}" for i in range(width)]
+
+
+def preprocess(frame: pd.DataFrame, schema: Schema, params: PreprocessParams | None = None) -> Preprocessed:
+    params = params or PreprocessParams()
+    params.validate()
+    missing = [f.name for f in schema.fields if f.role in ("id", "target") and f.name not in frame.columns]
+    missing += [name for name in schema.features() if name not in frame.columns]
+    if missing:
+        raise ValueError(f"the dataset lacks columns the schema declares: {', '.join(missing)}")
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    splits = split_dataset(frame, schema, fractions=params.fractions, seed=params.seed)
+    timings["split"] = time.perf_counter() - started
+
+    labels = list(schema.labels)
+    index = {label: i for i, label in enumerate(labels)}
+    y = splits.train[schema.target].map(index).to_numpy(dtype=np.int64)
+    started = time.perf_counter()
+    pipeline = build_feature_pipeline(schema, params.features, seed=params.seed)
+    X = pipeline.fit_transform(splits.train, y)
+    timings["fit_features"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    categorical = binary_columns(X) if params.resampling == "smote" else None
+    train = resample(X, y, params.resampling, seed=params.seed, categorical=categorical)
+    timings["resample"] = time.perf_counter() - started
+    return Preprocessed(splits, pipeline, train, _feature_names(pipeline, X.shape[1]), labels, timings)
+
+
+def fingerprint(result: Preprocessed, manifest: dict[str, Any], params: PreprocessParams) -> str:
+    """Identifies the training data: dataset version, parameters and the exact split membership."""
+    digest = hashlib.sha256()
+    digest.update(json.dumps({"dataset": manifest.get("dataset"), "version": manifest.get("version"),
+                              "params": params.to_dict()}, sort_keys=True).encode())
+    id_column = Schema.from_dict(manifest["schema"]).id_column
+    for name, part in result.splits.items():
+        digest.update(name.encode() + b"\0" + "\n".join(map(str, part[id_column])).encode())
+    return digest.hexdigest()
+
+
+def write_outputs(result: Preprocessed, manifest: dict[str, Any], params: PreprocessParams, out: dict[str, Path]) -> None:
+    """Write each output folder; a non-empty folder is refused so no run overwrites another's outputs."""
+    for name, path in out.items():
+        if path.exists() and any(path.iterdir()):
+            raise FileExistsError(f"output folder {path} is not empty: refusing to overwrite another run's outputs")
+    for path in out.values():
+        path.mkdir(parents=True, exist_ok=True)
+    t = result.train
+    np.savez_compressed(out["train"] / "train.npz", X=t.X, y=t.y, sample_weight=t.sample_weight)
+    result.splits.validation.to_parquet(out["validation"] / "validation.parquet", index=False)
+    result.splits.test.to_parquet(out["test"] / "test.parquet", index=False)
+    joblib.dump(result.pipeline, out["transformer"] / "feature_pipeline.joblib", compress=3)
+    summary = {
+        "labels": result.labels,
+        "schema": manifest["schema"],
+        "params": params.to_dict(),
+        "dataset": {"name": manifest.get("dataset"), "version": manifest.get("version")},
+        "feature_names": result.feature_names,
+        "fingerprint": fingerprint(result, manifest, params),
+        "rows": {name: len(part) for name, part in result.splits.items()} | {"train_resampled": len(t.y)},
+        "resampling": t.info,
+        "timings_seconds": {k: round(v, 3) for k, v in result.timings.items()},
+    }
+    (out["transformer"] / "preprocess.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n",
+                                                         encoding="utf-8")
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Diagnosa preprocessing job")
+    parser.add_argument("--base-dir", default="/opt/ml/processing", help="container root (tests use a temp folder)")
+    parser.add_argument("--reduction", choices=REDUCTIONS, default="none")
+    parser.add_argument("--resampling", choices=METHODS, default="smote")
+    parser.add_argument("--hpo-rollup", choices=("true", "false"), default="true")
+    parser.add_argument("--min-term-count", type=int, default=5)
+    parser.add_argument("--pca-components", type=float, default=0.95)
+    parser.add_argument("--seed", type=int, default=0)
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stdout)
+    args = parse_args(argv)
+    base = Path(args.base_dir)
+    try:
+        params = PreprocessParams(
+            features=FeatureParams(reduction=args.reduction, hpo_rollup=args.hpo_rollup == "true",
+                                   min_term_count=args.min_term_count, pca_components=args.pca_components),
+            resampling=args.resampling, seed=args.seed)
+        params.validate()
+        source = base / "input" / "curated"
+        manifest_path, data_path = source / "manifest.json", source / "data.parquet"
+        for path in (manifest_path, data_path):
+            if not path.is_file():
+                raise FileNotFoundError(f"input {path} does not exist")
+        started = time.perf_counter()
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        frame = pd.read_parquet(data_path)
+        log.info("read %s rows from %s (dataset %s version %s) in %.2f s", len(frame), data_path,
+                 manifest.get("dataset"), manifest.get("version"), time.perf_counter() - started)
+        result = preprocess(frame, Schema.from_dict(manifest["schema"]), params)
+        for phase, seconds in result.timings.items():
+            log.info("phase %s took %.2f s", phase, seconds)
+        log.info("splits: %s; train after %s: %s rows x %s features", {n: len(p) for n, p in result.splits.items()},
+                 params.resampling, len(result.train.y), result.train.X.shape[1])
+        started = time.perf_counter()
+        out = {name: base / "output" / name for name in OUTPUTS}
+        write_outputs(result, manifest, params, out)
+        log.info("wrote %s in %.2f s", ", ".join(str(p) for p in out.values()), time.perf_counter() - started)
+        return 0
+    except (ValueError, FileNotFoundError, FileExistsError, KeyError) as err:
+        log.error("preprocessing failed: %s", err)
+        failure = base / "output" / "failure"  # what the run's status shows
+        try:
+            failure.parent.mkdir(parents=True, exist_ok=True)
+            failure.write_text(str(err) + "\n", encoding="utf-8")
+        except OSError:
+            pass
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

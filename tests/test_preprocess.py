@@ -1,0 +1,212 @@
+"""Preprocessing: split, feature pipeline fitted on train only, resampling of train only, the job."""
+from __future__ import annotations
+
+import json
+import pickle
+import shutil
+from pathlib import Path
+
+import joblib
+import numpy as np
+import pandas as pd
+import pytest
+
+from diagnosa.data.schema import Schema
+from diagnosa.labels import CATEGORIES, TERMINAL
+from processing.features import FeatureParams, MultiLabelIndicator, binary_columns, build_feature_pipeline
+from processing.preprocess import PreprocessParams, main, preprocess
+from processing.resample import resample
+from processing.split import SplitError, split_dataset
+
+
+@pytest.fixture(scope="module")
+def data(curated_cohort):
+    frame, manifest = curated_cohort
+    return frame, Schema.from_dict(manifest["schema"]), manifest
+
+
+# ------------------------------------------------------------------------------------------------ split
+
+def test_split_is_stratified_disjoint_and_spreads_orphan_diseases(data):
+    frame, schema, _ = data
+    splits = split_dataset(frame, schema, seed=1)
+    sizes = {name: len(part) for name, part in splits.items()}
+    assert sum(sizes.values()) == len(frame)
+    ids = [set(part["patient_id"]) for _, part in splits.items()]
+    assert not (ids[0] & ids[1] or ids[0] & ids[2] or ids[1] & ids[2])
+    for label in CATEGORIES:
+        n = (frame["label"] == label).sum()
+        for (name, part), share in zip(splits.items(), (0.7, 0.2, 0.1)):
+            assert (part["label"] == label).sum() == pytest.approx(n * share, abs=max(3, 0.03 * n)), (name, label)
+    orphan = frame[frame["is_orphan"]]
+    big = orphan["disease_id"].value_counts()
+    big = big[big >= 3].index
+    assert len(big) > 10
+    for _, part in splits.items():
+        assert set(big) <= set(part["disease_id"]), "a disease with 3+ patients is in every split"
+    assert splits.test["is_orphan"].sum() > 0 and splits.validation["is_orphan"].sum() > 0
+
+
+def test_split_is_deterministic_per_seed(data):
+    frame, schema, _ = data
+    a, b, c = (split_dataset(frame, schema, seed=s) for s in (4, 4, 5))
+    assert a.test["patient_id"].tolist() == b.test["patient_id"].tolist()
+    assert a.test["patient_id"].tolist() != c.test["patient_id"].tolist()
+
+
+def test_split_refuses_what_cannot_be_stratified(data):
+    frame, schema, _ = data
+    tiny = pd.concat([frame[frame["label"] != TERMINAL], frame[frame["label"] == TERMINAL].head(2)])
+    with pytest.raises(SplitError, match=f"class '{TERMINAL}' has 2 rows"):
+        split_dataset(tiny, schema)
+    with pytest.raises(SplitError, match="appears more than once"):
+        split_dataset(pd.concat([frame, frame.head(1)]), schema)
+    with pytest.raises(SplitError, match="fractions"):
+        split_dataset(frame, schema, fractions=(0.5, 0.5, 0.5))
+    odd = frame.copy()
+    odd.loc[odd.index[0], "label"] = "ENFERMEDAD RARA"
+    with pytest.raises(SplitError, match="ENFERMEDAD RARA"):
+        split_dataset(odd, schema)
+
+
+# ------------------------------------------------------------------------------------------------ features
+
+def test_feature_pipeline_is_fitted_on_train_only(data):
+    frame, schema, _ = data
+    splits = split_dataset(frame, schema, seed=2)
+    pipeline = build_feature_pipeline(schema, FeatureParams())
+    pipeline.fit(splits.train)
+    numeric = schema.features("number", "integer")
+    scaler = pipeline.named_steps["columns"].named_transformers_["numeric"][-1]
+    train_values = splits.train[numeric].astype(float)
+    expected = train_values.fillna(train_values.median()).mean().to_numpy()
+    assert np.allclose(scaler.mean_[: len(numeric)], expected, rtol=1e-6)
+    # Refitting on train with validation/test altered beyond recognition changes nothing.
+    before = pipeline.transform(splits.test)
+    other = build_feature_pipeline(schema, FeatureParams()).fit(splits.train)
+    assert np.array_equal(before, other.transform(splits.test))
+    assert before.dtype == np.float32 and before.shape[0] == len(splits.test)
+
+
+def test_hpo_rollup_shares_ancestors_and_handles_unseen_terms():
+    # Microcytic anemia (HP:0001935) and Macrocytic anemia (HP:0001972) are both under Anemia (HP:0001903).
+    train = pd.Series([["HP:0001935"], ["HP:0001972"], ["HP:0001935"], ["HP:0001972"]])
+    rolled = MultiLabelIndicator(rollup=True, min_count=2).fit(train)
+    assert "HP:0001903" in rolled.vocabulary_ and "HP:0000118" not in rolled.vocabulary_
+    flat = MultiLabelIndicator(rollup=False, min_count=2).fit(train)
+    assert set(flat.vocabulary_) == {"HP:0001935", "HP:0001972"}
+    # An unseen anemia still lights the shared ancestor column; an unknown id lights nothing.
+    unseen = rolled.transform(pd.Series([["HP:0001891"], ["HP:9999999"], []])).toarray()
+    assert unseen[0, rolled.vocabulary_["HP:0001903"]] == 1
+    assert unseen[1].sum() == 0 and unseen[2].sum() == 0
+    assert "_cache" not in pickle.loads(pickle.dumps(rolled)).__dict__
+
+
+@pytest.mark.parametrize("reduction, width", [("pca", None), ("lda", 4), ("both", 4)])
+def test_reductions(data, reduction, width):
+    frame, schema, _ = data
+    splits = split_dataset(frame, schema, seed=3)
+    y = splits.train["label"].map({c: i for i, c in enumerate(CATEGORIES)}).to_numpy()
+    pipeline = build_feature_pipeline(schema, FeatureParams(reduction=reduction))
+    X = pipeline.fit_transform(splits.train, y)
+    full = build_feature_pipeline(schema, FeatureParams()).fit_transform(splits.train, y)
+    assert X.shape[1] == (width or X.shape[1]) and X.shape[1] < full.shape[1]
+    assert pipeline.transform(splits.validation).shape == (len(splits.validation), X.shape[1])
+
+
+def test_feature_params_are_checked():
+    with pytest.raises(ValueError, match="reduction must be one of"):
+        FeatureParams(reduction="tsne").validate()
+    with pytest.raises(ValueError, match="pca_components"):
+        FeatureParams(pca_components=1.5).validate()
+
+
+# ------------------------------------------------------------------------------------------------ resampling
+
+def test_resampling_balances_train_only_and_keeps_indicators_binary(data):
+    frame, schema, _ = data
+    result = preprocess(frame, schema, PreprocessParams(resampling="smote", seed=0))
+    natural = split_dataset(frame, schema, seed=0)
+    # Validation and test keep the natural class mix, untouched.
+    for name in ("validation", "test"):
+        assert getattr(result.splits, name)["patient_id"].tolist() == getattr(natural, name)["patient_id"].tolist()
+    counts = np.bincount(result.train.y)
+    assert (counts == counts.max()).all() and len(result.train.y) > len(natural.train)
+    # Synthetic patients have or have not a symptom.
+    original = build_feature_pipeline(schema, FeatureParams()).fit_transform(natural.train)
+    indicators = binary_columns(original)
+    assert np.isin(result.train.X[:, indicators], (0.0, 1.0)).all()
+
+
+@pytest.mark.parametrize("method", ["smote", "adasyn", "undersample", "class_weights", "none"])
+def test_each_method_and_tiny_classes(method):
+    rng = np.random.default_rng(0)
+    X = np.vstack([rng.normal(0, 1, (60, 3)), rng.normal(0.5, 1, (3, 3)), rng.normal(-1, 1, (30, 3))])
+    y = np.array([0] * 60 + [1] * 3 + [2] * 30)
+    out = resample(X, y, method, seed=0)
+    counts = np.bincount(out.y, minlength=3)
+    if method in ("smote", "adasyn"):
+        assert out.info["k_neighbors"] == 2  # a class of 3 samples: k adapts to 2
+        assert counts[1] > 3
+    elif method == "undersample":
+        assert counts.tolist() == [3, 3, 3]
+    elif method == "class_weights":
+        assert np.allclose(np.bincount(out.y, weights=out.sample_weight), len(y) / 3)
+    else:
+        assert counts.tolist() == [60, 3, 30] and (out.sample_weight == 1).all()
+
+
+def test_adasyn_refusal_is_explained():
+    X = np.vstack([np.zeros((10, 2)), np.full((4, 2), 50.0)]) + np.arange(14)[:, None] * 0.01
+    y = np.array([0] * 10 + [1] * 4)
+    with pytest.raises(ValueError, match="adasyn could not resample the training split"):
+        resample(X, y, "adasyn")
+
+
+def test_a_single_sample_class_falls_back_to_duplication():
+    X = np.vstack([np.zeros((10, 2)), np.ones((1, 2))])
+    y = np.array([0] * 10 + [1])
+    out = resample(X, y, "smote")
+    assert "random oversampling" in out.info["fallback"] and np.bincount(out.y).tolist() == [10, 10]
+
+
+# ------------------------------------------------------------------------------------------------ the job
+
+def container(tmp_path: Path, data) -> Path:
+    frame, _, manifest = data
+    base = tmp_path / "opt" / "ml" / "processing"
+    source = base / "input" / "curated"
+    source.mkdir(parents=True)
+    frame.to_parquet(source / "data.parquet", index=False)
+    (source / "manifest.json").write_text(json.dumps(manifest))
+    return base
+
+
+def test_job_end_to_end_in_the_container_layout(tmp_path, data):
+    base = container(tmp_path, data)
+    assert main(["--base-dir", str(base), "--resampling", "class_weights", "--reduction", "pca"]) == 0
+    out = base / "output"
+    npz = np.load(out / "train" / "train.npz")
+    summary = json.loads((out / "transformer" / "preprocess.json").read_text())
+    assert npz["X"].shape == (summary["rows"]["train_resampled"], len(summary["feature_names"]))
+    assert npz["sample_weight"].std() > 0  # class weights delivered as sample weights
+    assert summary["params"]["reduction"] == "pca" and summary["labels"] == list(CATEGORIES)
+    pipeline = joblib.load(out / "transformer" / "feature_pipeline.joblib")
+    test = pd.read_parquet(out / "test" / "test.parquet")
+    assert pipeline.transform(test).shape[1] == npz["X"].shape[1]
+    assert summary["rows"]["test"] == len(test)
+    # Running again into the same outputs is refused: no run overwrites another's.
+    assert main(["--base-dir", str(base)]) == 1
+    assert "refusing to overwrite" in (out / "failure").read_text()
+
+
+def test_job_fails_at_once_on_bad_input(tmp_path, data, capsys):
+    base = container(tmp_path, data)
+    with pytest.raises(SystemExit):
+        main(["--base-dir", str(base), "--reduction", "tsne"])
+    assert "invalid choice: 'tsne'" in capsys.readouterr().err
+    assert main(["--base-dir", str(base), "--pca-components", "2.5"]) == 1
+    assert "pca_components" in (base / "output" / "failure").read_text()
+    shutil.rmtree(base / "input")
+    assert main(["--base-dir", str(base)]) == 1
+    assert "does not exist" in (base / "output" / "failure").read_text()
