@@ -1,0 +1,81 @@
+"""The deployable model: fitted feature pipeline + classifier as one object, plus its metadata.
+
+Training writes it into the model directory (``/opt/ml/model``; SageMaker tars that folder into
+``model.tar.gz``), evaluation and serving load it from there. Keeping the feature pipeline inside
+the artifact is what guarantees that serving applies exactly the transform training saw.
+"""
+from __future__ import annotations
+
+import json
+import platform
+from dataclasses import dataclass, field
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+from typing import Any
+
+import joblib
+import numpy as np
+import pandas as pd
+
+MODEL_FILE = "model.joblib"
+METADATA_FILE = "metadata.json"
+PINNED_LIBRARIES = ("scikit-learn", "xgboost-cpu", "imbalanced-learn", "numpy", "pandas", "pyarrow", "pyhpo", "joblib")
+
+
+def library_versions() -> dict[str, str]:
+    """Versions that produced an artifact; serving refuses to load one made by other versions."""
+    versions = {"python": platform.python_version()}
+    for name in PINNED_LIBRARIES:
+        try:
+            versions[name] = importlib_metadata.version(name)
+        except importlib_metadata.PackageNotFoundError:
+            versions[name] = "absent"
+    return versions
+
+
+class ModelLoadError(RuntimeError):
+    """The model directory is missing, incomplete or was built with other library versions."""
+
+
+@dataclass
+class DiagnosaModel:
+    """``pipeline`` maps a frame of raw curated columns to class probabilities in ``labels`` order."""
+
+    pipeline: Any  # sklearn Pipeline: ("features", fitted transformer), ("classifier", fitted estimator)
+    labels: list[str]
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
+        proba = np.asarray(self.pipeline.predict_proba(frame), dtype=float)
+        classes = list(self.pipeline.classes_)
+        if classes != list(range(len(self.labels))):  # a class absent at training time gets probability 0
+            full = np.zeros((len(frame), len(self.labels)))
+            full[:, classes] = proba
+            proba = full
+        return proba
+
+    def predict(self, frame: pd.DataFrame) -> list[str]:
+        return [self.labels[i] for i in self.predict_proba(frame).argmax(axis=1)]
+
+    def save(self, model_dir: str | Path) -> None:
+        model_dir = Path(model_dir)
+        model_dir.mkdir(parents=True, exist_ok=True)
+        joblib.dump(self.pipeline, model_dir / MODEL_FILE, compress=3)
+        meta = {**self.metadata, "labels": self.labels, "versions": self.metadata.get("versions") or library_versions()}
+        (model_dir / METADATA_FILE).write_text(json.dumps(meta, indent=2, ensure_ascii=False, sort_keys=True) + "\n",
+                                               encoding="utf-8")
+
+    @classmethod
+    def load(cls, model_dir: str | Path, *, check_versions: bool = True) -> DiagnosaModel:
+        model_dir = Path(model_dir)
+        for name in (MODEL_FILE, METADATA_FILE):
+            if not (model_dir / name).is_file():
+                raise ModelLoadError(f"model directory {model_dir} has no {name}")
+        meta = json.loads((model_dir / METADATA_FILE).read_text(encoding="utf-8"))
+        if check_versions:
+            built, here = meta.get("versions", {}), library_versions()
+            differ = {k: (built.get(k), here[k]) for k in here if k != "python" and built.get(k) != here[k]}
+            if differ:
+                detail = ", ".join(f"{k} built {b} / here {h}" for k, (b, h) in sorted(differ.items()))
+                raise ModelLoadError(f"model in {model_dir} was built with other library versions: {detail}")
+        return cls(pipeline=joblib.load(model_dir / MODEL_FILE), labels=list(meta["labels"]), metadata=meta)

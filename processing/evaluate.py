@@ -1,0 +1,96 @@
+"""Evaluation job: the champion model on the untouched test split → evaluation.json + report.
+
+Container contract (SageMaker Processing): ``input/model/model.tar.gz`` (the training job's
+artifact, or an extracted model folder) and ``input/test/test.parquet``; writes
+``output/evaluation/evaluation.json`` (SageMaker model-quality layout plus Diagnosa's sections;
+the pipeline's condition gate reads it through a PropertyFile) and ``output/report/``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from diagnosa.data.schema import Schema
+from diagnosa.model import DiagnosaModel
+from processing.evaluation import evaluate, write_report
+
+log = logging.getLogger("diagnosa.evaluate")
+
+
+def evaluate_model(model: DiagnosaModel, test: pd.DataFrame) -> dict[str, Any]:
+    """Scores of ``model`` on ``test``: per class, per orphan/common slice, ordinal, calibration."""
+    schema = Schema.from_dict(model.metadata["schema"]) if "schema" in model.metadata else None
+    target = schema.target if schema else model.metadata.get("target", "label")
+    slice_column = schema.slice_column if schema else model.metadata.get("slice_column")
+    if target not in test.columns:
+        raise ValueError(f"the test split has no target column '{target}'")
+    proba = model.predict_proba(test)
+    orphan = (test[slice_column].fillna(False).to_numpy(dtype=bool)
+              if slice_column and slice_column in test.columns else None)
+    result = evaluate(test[target].tolist(), proba, model.labels, orphan=orphan)
+    result["model"] = {k: model.metadata.get(k) for k in ("family", "hyperparameters", "fingerprint", "dataset",
+                                                          "validation") if k in model.metadata}
+    return result
+
+
+def _model_dir(path: Path, scratch: Path) -> Path:
+    if path.is_dir() and (path / "model.tar.gz").is_file():
+        path = path / "model.tar.gz"
+    if path.is_file():
+        with tarfile.open(path, "r:gz") as archive:
+            archive.extractall(scratch, filter="data")
+        return scratch
+    return path
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stdout)
+    parser = argparse.ArgumentParser(description="Diagnosa evaluation job")
+    parser.add_argument("--base-dir", default="/opt/ml/processing")
+    args = parser.parse_args(argv)
+    base = Path(args.base_dir)
+    out_eval, out_report = base / "output" / "evaluation", base / "output" / "report"
+    try:
+        for folder in (out_eval, out_report):
+            if folder.exists() and any(folder.iterdir()):
+                raise FileExistsError(f"output folder {folder} is not empty: refusing to overwrite another run's outputs")
+        test_path = base / "input" / "test" / "test.parquet"
+        if not test_path.is_file():
+            raise FileNotFoundError(f"input {test_path} does not exist")
+        with tempfile.TemporaryDirectory() as scratch:
+            started = time.perf_counter()
+            model = DiagnosaModel.load(_model_dir(base / "input" / "model", Path(scratch)))
+            test = pd.read_parquet(test_path)
+            log.info("read model (%s) and %s test rows in %.2f s", model.metadata.get("family"), len(test),
+                     time.perf_counter() - started)
+            started = time.perf_counter()
+            result = evaluate_model(model, test)
+            log.info("evaluated in %.2f s", time.perf_counter() - started)
+        out_eval.mkdir(parents=True, exist_ok=True)
+        (out_eval / "evaluation.json").write_text(json.dumps(result, indent=2, ensure_ascii=False, allow_nan=False)
+                                                  + "\n", encoding="utf-8")
+        paths = write_report(result, out_report)
+        d = result["diagnosa"]
+        log.info("test macro recall %.4f, worst class %s %.4f; wrote %s and %s", d["macro"]["recall"],
+                 d["worst_class_recall"]["label"], d["worst_class_recall"]["recall"], out_eval / "evaluation.json",
+                 paths["report"])
+        for label, scores in d["per_class"].items():
+            print(f"test:recall[{label}]={np.nan if scores['recall'] is None else scores['recall']:.4f}")
+        return 0
+    except (ValueError, FileNotFoundError, FileExistsError, KeyError, OSError) as err:
+        log.error("evaluation failed: %s", err)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
