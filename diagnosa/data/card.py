@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from diagnosa.data.cohort import BACKGROUND_SYMPTOMS, COMORBIDITIES, load_common_catalogue
+from diagnosa.data.cohort import (BACKGROUND_SYMPTOMS, COMORBIDITIES, SEVERITY_SIGMA, TYPICALITY_BETA, TYPICALITY_MEAN,
+                                   load_common_catalogue)
 from diagnosa.data.orphan import MIN_PHENOTYPES, RULES, OrphanCatalogue
 from diagnosa.data.physiology import VARIABLES
 from diagnosa.data.schema import cohort_schema
@@ -77,7 +78,9 @@ noise, missing values, recording errors), not to estimate any real prevalence.
   phenotypes (`diagnosa/data/catalogue/phenotype_effects.json`; an effect applies through HPO
   ancestors, so *Microcytic anemia* lowers haemoglobin as *Anemia* does). Age follows the onset
   annotations (e.g. *Infantile onset* → 0–4 years).
-- **Severity**: each patient's disease shifts are scaled by a log-normal factor (σ = 0.35), so classes overlap.
+- **Overlap**: each patient's disease shifts are scaled by a log-normal severity (σ = {SEVERITY_SIGMA}), and a
+  common-disease patient shows each textbook sign with its frequency times a per-patient typicality
+  (Beta({TYPICALITY_BETA:g}, {TYPICALITY_BETA:g}) scaled to mean {TYPICALITY_MEAN}), so classes overlap as in a clinic.
 - **History**: background diagnoses rise with age ({", ".join(c[0] for c in COMORBIDITIES)}); a chronic or
   terminal common condition is already in the history for half of its patients.
 - **Missing values**: each vital missing with p = {cfg['vital_missing_rate']}; blood drawn for

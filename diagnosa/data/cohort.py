@@ -59,6 +59,12 @@ COMORBIDITIES: tuple[tuple[str, float, float], ...] = (
     ("F32", 0.08, 40),  # depressive episode
     ("K21", 0.12, 45),  # gastro-oesophageal reflux
 )
+# Overlap between classes, as in a clinic: disease shifts of vitals and labs are scaled per patient
+# by a log-normal severity (some cases barely move), and common-disease symptom frequencies by a
+# per-patient typicality drawn from Beta(2, 2) scaled to mean 0.75 (atypical presentations).
+SEVERITY_SIGMA = 0.55
+TYPICALITY_BETA = 2.0
+TYPICALITY_MEAN = 0.75
 KNOWN_CONDITION_RATE = 0.5  # a chronic or terminal common condition already appears in the history
 
 # Kinds of recording defects the generator can inject, so ingestion's quarantine is exercised on
@@ -222,10 +228,11 @@ def _effect_matrix(terms: np.ndarray, ontology: Ontology) -> np.ndarray:
 def _sample_symptoms(rng: np.random.Generator, patients: np.ndarray, terms: np.ndarray, probability: np.ndarray,
                      force_one: bool) -> tuple[np.ndarray, np.ndarray]:
     """Bernoulli draw of each annotated term for each patient of one disease → (patient, term) pairs."""
-    hits = rng.random((len(patients), len(terms))) < probability
+    hits = rng.random((len(patients), len(terms))) < probability  # probability: per term, or per patient × term
     if force_one:  # a patient who consults shows at least the disease's most frequent sign
         empty = ~hits.any(axis=1)
-        hits[empty, int(np.argmax(probability))] = True
+        most_frequent = np.broadcast_to(probability, hits.shape).argmax(axis=1)
+        hits[np.flatnonzero(empty), most_frequent[empty]] = True
     rows, cols = np.nonzero(hits)
     return patients[rows], terms[cols]
 
@@ -307,7 +314,10 @@ def generate(config: CohortConfig | None = None, *, orphans: OrphanCatalogue | N
     for i, c in enumerate(common):
         patients = np.flatnonzero(is_common & (disease == i))
         terms = np.array([s["hpo_id"] for s in c["symptoms"]])
-        p, t = _sample_symptoms(rng, patients, terms, np.array([s["frequency"] for s in c["symptoms"]]), True)
+        # Presentations vary: a per-patient typicality scales how many of the textbook signs show.
+        typicality = rng.beta(TYPICALITY_BETA, TYPICALITY_BETA, size=len(patients)) * 2 * TYPICALITY_MEAN
+        frequency = np.array([s["frequency"] for s in c["symptoms"]])
+        p, t = _sample_symptoms(rng, patients, terms, np.clip(typicality[:, None] * frequency, 0, 1), True)
         pairs_p.append(p)
         pairs_t.append(t)
     phenotypes = orphans.phenotypes
@@ -345,7 +355,7 @@ def generate(config: CohortConfig | None = None, *, orphans: OrphanCatalogue | N
     values[child, col["heart_rate_bpm"]] += 25 - 2 * age[child]
     values[child, col["respiratory_rate_bpm"]] += 10 - 0.8 * age[child]
 
-    severity = rng.lognormal(0.0, 0.35, n)
+    severity = rng.lognormal(0.0, SEVERITY_SIGMA, n)
     shifts = np.zeros((n, len(VARIABLES)))
     if len(common):
         table = np.array([[c.get("shifts", {}).get(v.name, 0.0) for v in VARIABLES] for c in common])
