@@ -1,0 +1,368 @@
+"""Training container end to end on a tiny container layout, plus the hyperparameter tables.
+
+The fixture mimics the preprocessing job's outputs (train.npz, validation.parquet, a fitted transformer
+and preprocess.json) for a 3-feature, 5-label toy dataset with an orphan slice, so every family runs the
+real ``main()`` in a second or two.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import joblib
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.compose import ColumnTransformer
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import FunctionTransformer, StandardScaler
+from threadpoolctl import threadpool_limits
+
+from diagnosa.data.schema import Field, Schema
+from diagnosa.labels import CATEGORIES
+from diagnosa.model import METADATA_FILE, MODEL_FILE, DiagnosaModel
+from training import train as train_module
+from training.models import FAMILIES, PARAMS, WeightedPipeline, check_seed, make_classifier, resolve_hyperparameters
+
+LABELS = list(CATEGORIES)
+FEATURES = ["heart_rate", "temperature", "crp"]
+SCHEMA = Schema(
+    "toy",
+    (Field("patient_id", "string", role="id", required=True),
+     Field("heart_rate", "number", min=20, max=250, unit="bpm"),
+     Field("temperature", "number", min=30, max=45, unit="°C"),
+     Field("crp", "number", min=0, max=500, unit="mg/L"),
+     Field("label", "category", role="target", required=True, values=tuple(LABELS)),
+     Field("is_orphan", "boolean", role="metadata", required=True)),
+    tuple(LABELS), slice_column="is_orphan")
+# Small settings so each family fits in about a second; defaults are checked separately.
+FAST = {"random_forest": {"n_estimators": "60"}, "xgboost": {"n_estimators": "60"},
+        "gradient_boosting": {"max_iter": "60"}, "svm": {"n_components": "100"}, "mlp": {},
+        "logistic_regression": {}}
+
+
+@pytest.fixture(autouse=True)
+def _one_native_thread():
+    """One OpenMP/BLAS thread. On a shared 2-core machine, spinning OpenMP barriers made an xgboost fit
+    on this fixture ~400x slower (0.14 s -> 63 s) while another process kept one core busy."""
+    with threadpool_limits(limits=1):
+        yield
+
+
+def make_frame(counts: list[int], seed: int, noise: float = 1.0) -> pd.DataFrame:
+    """Rows whose three features rise with the label index; ``noise`` scales the class overlap."""
+    rng = np.random.default_rng(seed)
+    k = np.repeat(np.arange(len(counts)), counts)
+    rng.shuffle(k)
+    n = len(k)
+    return pd.DataFrame({
+        "patient_id": [f"P{seed}-{i:05d}" for i in range(n)],
+        "heart_rate": 70 + 15 * k + rng.normal(0, 5 * noise, n),
+        "temperature": 36.5 + 0.6 * k + rng.normal(0, 0.2 * noise, n),
+        "crp": 5 + 20 * k + rng.normal(0, 7 * noise, n),
+        "label": [LABELS[i] for i in k],
+        "is_orphan": rng.random(n) < 0.15,
+    })
+
+
+def make_transformer() -> Pipeline:
+    columns = ColumnTransformer([("num", StandardScaler(), FEATURES)], sparse_threshold=0)
+    return Pipeline([("columns", columns),
+                     ("float32", FunctionTransformer(np.asarray, kw_args={"dtype": np.float32}))])
+
+
+def write_channels(root: Path, train: pd.DataFrame, validation: pd.DataFrame,
+                   weight: np.ndarray | None = None) -> dict[str, Path]:
+    """The preprocessing job's three outputs, laid out as SageMaker channels under ``root/input/data``."""
+    data = root / "input" / "data"
+    dirs = {name: data / name for name in ("train", "validation", "transformer")}
+    for folder in dirs.values():
+        folder.mkdir(parents=True, exist_ok=True)
+    transformer = make_transformer().fit(train)
+    X = transformer.transform(train)
+    y = np.array([LABELS.index(v) for v in train["label"]], dtype=np.int64)
+    w = np.ones(len(y)) if weight is None else weight
+    np.savez(dirs["train"] / "train.npz", X=X, y=y, sample_weight=w)
+    validation.to_parquet(dirs["validation"] / "validation.parquet", index=False)
+    joblib.dump(transformer, dirs["transformer"] / "feature_pipeline.joblib")
+    record = {"labels": LABELS, "schema": SCHEMA.to_dict(), "params": {"class_weight": None, "resample": "none"},
+              "dataset": {"name": "toy", "version": "v1"}, "feature_names": [f"num__{f}" for f in FEATURES],
+              "fingerprint": "0123abcd"}
+    (dirs["transformer"] / "preprocess.json").write_text(json.dumps(record), encoding="utf-8")
+    return dirs
+
+
+@pytest.fixture()
+def layout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
+    """A container filesystem under tmp_path with env vars pointing at it (defaults for the channels)."""
+    dirs = write_channels(tmp_path, make_frame([120] * 5, seed=1), make_frame([40] * 5, seed=2))
+    (tmp_path / "input" / "config").mkdir(parents=True)
+    for key in ("SM_HPS", "SM_CHANNEL_TRAIN", "SM_CHANNEL_VALIDATION", "SM_CHANNEL_TRANSFORMER",
+                "SM_OUTPUT_DATA_DIR"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("SM_INPUT_DIR", str(tmp_path / "input"))
+    monkeypatch.setenv("SM_MODEL_DIR", str(tmp_path / "model"))
+    monkeypatch.setenv("SM_OUTPUT_DIR", str(tmp_path / "output"))
+    return {**dirs, "root": tmp_path, "model": tmp_path / "model", "output": tmp_path / "output",
+            "config": tmp_path / "input" / "config" / "hyperparameters.json"}
+
+
+def write_hps(layout: dict[str, Path], hps: dict[str, Any]) -> None:
+    """As SageMaker writes them: every value a string (here JSON-encoded, like the SDK does)."""
+    layout["config"].write_text(json.dumps({k: json.dumps(v) for k, v in hps.items()}), encoding="utf-8")
+
+
+def model_files(layout: dict[str, Path]) -> list[str]:
+    folder = layout["model"]
+    return sorted(p.name for p in folder.rglob("*")) if folder.exists() else []
+
+
+# ------------------------------------------------------------------------------------------------
+# End to end, every family
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_main_end_to_end_every_family(layout, family, capsys):
+    write_hps(layout, {"family": family, "seed": 3, "sagemaker_program": "train.py", **FAST[family]})
+    assert train_module.main([]) == 0
+
+    model = DiagnosaModel.load(layout["model"])
+    validation = pd.read_parquet(layout["validation"] / "validation.parquet")
+    proba = model.predict_proba(validation.drop(columns=["label"]))
+    assert proba.shape == (len(validation), len(LABELS))
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-6)
+    assert model.pipeline.named_steps["features"].__class__.__name__ == "Pipeline"
+    assert not isinstance(model.pipeline.named_steps["classifier"], WeightedPipeline)  # stock sklearn only
+
+    meta = model.metadata
+    assert meta["family"] == family and meta["seed"] == 3 and meta["labels"] == LABELS
+    assert set(meta["hyperparameters"]) == set(PARAMS[family])
+    for name, value in FAST[family].items():
+        assert meta["hyperparameters"][name] == int(value)
+    assert [f["name"] for f in meta["input_schema"]] == FEATURES
+    assert meta["input_schema"][0] == {"name": "heart_rate", "type": "number", "unit": "bpm", "min": 20,
+                                       "max": 250, "values": None}
+    assert meta["dataset"] == {"name": "toy", "version": "v1"}
+    assert meta["preprocess_params"] == {"class_weight": None, "resample": "none"}
+    assert meta["fingerprint"]["preprocess"] == "0123abcd"
+    assert len(meta["fingerprint"]["train_npz_sha256"]) == 64
+    assert meta["train_seconds"] > 0
+    v = meta["validation"]
+    assert v["macro_recall"] > 0.8  # chance is 0.2; the toy classes are nearly separable
+    assert set(v["per_class_recall"]) == set(LABELS)
+    assert v["worst_class_recall"]["label"] in LABELS
+    assert v["worst_class_recall"]["recall"] == min(v["per_class_recall"].values())
+    assert v["orphan_macro_recall"] is not None and 0 <= v["orphan_macro_recall"] <= 1
+
+    report = json.loads((layout["output"] / "data" / "validation.json").read_text(encoding="utf-8"))
+    assert report["diagnosa"]["macro"]["recall"] == pytest.approx(v["macro_recall"])
+    assert report["diagnosa"]["slices"]["orphan"]["n"] == int(validation["is_orphan"].sum())
+    out = capsys.readouterr().out
+    assert f"validation:macro_recall={v['macro_recall']:.6f}" in out
+    assert f"validation:worst_class_recall={v['worst_class_recall']['recall']:.6f}" in out
+    assert model_files(layout) == [METADATA_FILE, MODEL_FILE]
+    assert not (layout["output"] / "failure").exists()
+    assert not [p for p in layout["root"].iterdir() if p.name.startswith(".model")]  # staging cleaned up
+
+
+# ------------------------------------------------------------------------------------------------
+# Hyperparameters: sources, precedence, parsing
+
+
+def test_string_hyperparameters_parsed_and_cli_overrides(layout):
+    layout["config"].write_text(json.dumps({"family": "\"xgboost\"", "n_estimators": "\"20\"", "max_depth": "6",
+                                            "learning_rate": "0.3", "sagemaker_region": "\"eu-west-1\""}))
+    assert train_module.main(["--max_depth", "2", "--subsample=0.5", "--seed", "9"]) == 0
+    meta = DiagnosaModel.load(layout["model"]).metadata
+    assert meta["hyperparameters"]["n_estimators"] == 20
+    assert meta["hyperparameters"]["max_depth"] == 2
+    assert meta["hyperparameters"]["learning_rate"] == pytest.approx(0.3)
+    assert meta["hyperparameters"]["subsample"] == pytest.approx(0.5)
+    assert meta["hyperparameters"]["min_child_weight"] == 1.0  # default filled in
+    assert meta["seed"] == 9
+    assert DiagnosaModel.load(layout["model"]).pipeline.named_steps["classifier"].get_params()["max_depth"] == 2
+
+
+def test_sm_hps_wins_over_file_and_channels_from_env(layout, monkeypatch, tmp_path):
+    write_hps(layout, {"family": "xgboost"})
+    monkeypatch.setenv("SM_HPS", json.dumps({"family": "logistic_regression", "C": "0.5"}))
+    moved = tmp_path / "elsewhere"
+    layout["train"].rename(moved)
+    monkeypatch.setenv("SM_CHANNEL_TRAIN", str(moved))
+    assert train_module.main([]) == 0
+    meta = DiagnosaModel.load(layout["model"]).metadata
+    assert meta["family"] == "logistic_regression" and meta["hyperparameters"]["C"] == 0.5
+
+
+def test_read_hyperparameters_decodes_and_drops_sagemaker_keys(tmp_path):
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "hyperparameters.json").write_text(json.dumps(
+        {"family": "\"mlp\"", "hidden_layer_sizes": "128,64", "alpha": "1e-3", "sagemaker_program": "\"t.py\""}))
+    hps = train_module.read_hyperparameters(["--max-iter", "50"], {"SM_INPUT_DIR": str(tmp_path)})
+    assert hps == {"family": "mlp", "hidden_layer_sizes": "128,64", "alpha": 1e-3, "max_iter": 50}
+    with pytest.raises(ValueError, match="has no value"):
+        train_module.parse_cli(["--family"])
+    with pytest.raises(ValueError, match="unexpected command-line argument 'xgboost'"):
+        train_module.parse_cli(["xgboost"])
+
+
+def test_defaults_per_family():
+    xgb = make_classifier("xgboost")
+    assert (xgb.n_estimators, xgb.max_depth, xgb.learning_rate) == (300, 6, 0.1)
+    assert xgb.tree_method == "hist" and xgb.objective == "multi:softprob" and xgb.n_jobs == -1
+    assert make_classifier("logistic_regression").max_iter == 2000
+    rf = make_classifier("random_forest")
+    assert (rf.n_estimators, rf.max_depth, rf.n_jobs) == (300, None, -1)
+    assert make_classifier("mlp").early_stopping is True
+    assert make_classifier("mlp").hidden_layer_sizes == (128, 64)
+    assert type(make_classifier("gradient_boosting")).__name__ == "HistGradientBoostingClassifier"
+    svm = make_classifier("svm", {"gamma": "0.05", "C": "2"})
+    assert svm.named_steps["kernel"].gamma == 0.05 and svm.named_steps["svm"].estimator.C == 2.0
+    assert make_classifier("svm").named_steps["kernel"].gamma is None  # 0 -> 1/n_features
+    for family in FAMILIES:
+        assert hasattr(make_classifier(family), "predict_proba")
+
+
+def test_hyperparameter_parsing():
+    assert make_classifier("mlp", {"hidden_layer_sizes": "64, 32,16"}).hidden_layer_sizes == (64, 32, 16)
+    assert make_classifier("mlp", {"hidden_layer_sizes": [8]}).hidden_layer_sizes == (8,)
+    assert make_classifier("xgboost", {"n_estimators": "\"300\""}).n_estimators == 300
+    assert make_classifier("xgboost", {"n_estimators": "3e2"}).n_estimators == 300
+    assert make_classifier("xgboost", {"learning_rate": "1"}).learning_rate == 1.0
+    assert make_classifier("random_forest", {"max_depth": 12.0}).max_depth == 12
+    assert resolve_hyperparameters("logistic_regression", {"C": "0.25"}) == {"C": 0.25, "max_iter": 2000}
+    assert check_seed("\"7\"") == 7
+
+
+@pytest.mark.parametrize(("family", "hps", "expected"), [
+    ("catboost", {}, ["unknown model family 'catboost'", "xgboost"]),
+    ("xgboost", {"max_dept": 3}, ["xgboost", "'max_dept'", "allowed: n_estimators, max_depth"]),
+    ("xgboost", {"learning_rate": "0"}, ["xgboost", "'learning_rate'", "out of range", "(0, 1]"]),
+    ("xgboost", {"max_depth": "21"}, ["xgboost", "'max_depth'", "out of range", "[1, 20]"]),
+    ("random_forest", {"n_estimators": "many"}, ["random_forest", "'n_estimators'", "must be an integer"]),
+    ("random_forest", {"n_estimators": "2.5"}, ["'n_estimators'", "must be an integer"]),
+    ("logistic_regression", {"C": "nan"}, ["'C'", "finite number"]),
+    ("logistic_regression", {"max_iter": True}, ["'max_iter'", "must be an integer"]),
+    ("mlp", {"hidden_layer_sizes": "128,0"}, ["mlp", "'hidden_layer_sizes'", "out of range"]),
+    ("mlp", {"hidden_layer_sizes": "a,b"}, ["'hidden_layer_sizes'", "comma-separated integers"]),
+])
+def test_bad_hyperparameters_name_the_problem(family, hps, expected):
+    with pytest.raises(ValueError) as err:
+        make_classifier(family, hps)
+    for fragment in expected:
+        assert fragment in str(err.value)
+
+
+def test_bad_seed():
+    with pytest.raises(ValueError, match="seed out of range"):
+        make_classifier("xgboost", seed=-1)
+    with pytest.raises(ValueError, match="seed must be an integer"):
+        check_seed("abc")
+
+
+# ------------------------------------------------------------------------------------------------
+# Failures: exit 1, a reason in /opt/ml/output/failure, no model written
+
+
+def _replace_npz(layout: dict[str, Path], **changes: Any) -> None:
+    path = layout["train"] / "train.npz"
+    with np.load(path) as data:
+        arrays = {k: data[k] for k in data.files}
+    arrays.update(changes)
+    np.savez(path, **arrays)
+
+
+def _drop_feature_names(layout: dict[str, Path]) -> None:
+    path = layout["transformer"] / "preprocess.json"
+    record = json.loads(path.read_text(encoding="utf-8"))
+    del record["feature_names"]
+    path.write_text(json.dumps(record), encoding="utf-8")
+
+
+BAD_INPUTS = {
+    "unknown family": (lambda lay: None, {"family": "catboost"}, ["unknown model family 'catboost'"]),
+    "unknown hyperparameter": (lambda lay: None, {"family": "xgboost", "depth": 3},
+                               ["xgboost", "'depth'", "allowed:"]),
+    "out of range": (lambda lay: None, {"family": "xgboost", "n_estimators": 0},
+                     ["xgboost", "'n_estimators'", "out of range"]),
+    "missing family": (lambda lay: None, {"C": 1}, ["missing required hyperparameter 'family'"]),
+    "bad seed": (lambda lay: None, {"family": "xgboost", "seed": "x"}, ["seed must be an integer"]),
+    "missing train.npz": (lambda lay: (lay["train"] / "train.npz").unlink(), {"family": "logistic_regression"},
+                          ["train.npz not found"]),
+    "X/y mismatch": (lambda lay: _replace_npz(lay, y=np.zeros(599, dtype=np.int64)),
+                     {"family": "logistic_regression"}, ["X has 600 rows but y has 599"]),
+    "label out of range": (lambda lay: _replace_npz(lay, y=np.full(600, 7, dtype=np.int64)),
+                           {"family": "logistic_regression"}, ["out of range [0, 5)", "[7]"]),
+    "non-finite X": (lambda lay: _replace_npz(lay, X=np.full((600, 3), np.nan, dtype=np.float32)),
+                     {"family": "logistic_regression"}, ["non-finite"]),
+    "missing target": (lambda lay: pd.read_parquet(lay["validation"] / "validation.parquet").drop(columns=["label"])
+                       .to_parquet(lay["validation"] / "validation.parquet"),
+                       {"family": "logistic_regression"}, ["target column 'label' missing"]),
+    "missing slice column": (lambda lay: pd.read_parquet(lay["validation"] / "validation.parquet")
+                             .drop(columns=["is_orphan"]).to_parquet(lay["validation"] / "validation.parquet"),
+                             {"family": "logistic_regression"}, ["slice column 'is_orphan' missing"]),
+    "feature_names/X width mismatch": (lambda lay: _replace_npz(lay, X=np.zeros((600, 4), dtype=np.float32)),
+                                       {"family": "logistic_regression"},
+                                       ["X has 4 columns but preprocess.json names 3 features"]),
+    "transformer/X width mismatch": (lambda lay: (_replace_npz(lay, X=np.zeros((600, 4), dtype=np.float32)),
+                                                  _drop_feature_names(lay)),
+                                     {"family": "logistic_regression"},
+                                     ["makes 3 feature(s) but train.npz X has 4 columns"]),
+    "missing transformer": (lambda lay: (lay["transformer"] / "feature_pipeline.joblib").unlink(),
+                            {"family": "logistic_regression"}, ["feature_pipeline.joblib not found"]),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_failures_exit_1_with_reason_and_no_model(layout, case):
+    damage, hps, expected = BAD_INPUTS[case]
+    damage(layout)
+    write_hps(layout, hps)
+    assert train_module.main([]) == 1
+    failure = (layout["output"] / "failure").read_text(encoding="utf-8")
+    for fragment in expected:
+        assert fragment in failure
+    assert model_files(layout) == []
+    assert not (layout["output"] / "data" / "validation.json").exists()
+
+
+def test_save_model_replaces_a_stale_model(layout, tmp_path):
+    stale = layout["model"]
+    stale.mkdir()
+    (stale / METADATA_FILE).write_text("{}")
+    (stale / MODEL_FILE).write_bytes(b"old")
+    result = train_module.train(layout["train"], layout["validation"], layout["transformer"], "logistic_regression")
+    train_module.save_model(result.model, stale)
+    assert DiagnosaModel.load(stale).metadata["family"] == "logistic_regression"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".model")]
+
+
+# ------------------------------------------------------------------------------------------------
+# Sample weights and determinism, through the pure train()
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_upweighting_a_rare_class_raises_its_recall(tmp_path, family):
+    """Class weights arrive as sample weights; every family must honour them (trees less than linear)."""
+    rare = LABELS.index(CATEGORIES[-1])
+    train = make_frame([300, 300, 300, 300, 25], seed=5, noise=2.0)
+    validation = make_frame([100] * 5, seed=6, noise=2.0)
+    boost = np.where(train["label"] == LABELS[rare], 12.0, 1.0)
+    recalls = []
+    for name, weight in (("plain", None), ("weighted", boost)):
+        dirs = write_channels(tmp_path / name, train, validation, weight)
+        result = train_module.train(dirs["train"], dirs["validation"], dirs["transformer"], family,
+                                    FAST[family], seed=0)
+        recalls.append(result.model.metadata["validation"]["per_class_recall"][LABELS[rare]])
+    assert recalls[1] > recalls[0] + 0.05, recalls
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_same_seed_same_predictions(layout, family):
+    validation = pd.read_parquet(layout["validation"] / "validation.parquet")
+    runs = [train_module.train(layout["train"], layout["validation"], layout["transformer"], family,
+                               FAST[family], seed=seed).model.predict_proba(validation) for seed in (4, 4, 5)]
+    np.testing.assert_array_equal(runs[0], runs[1])
+    if family in ("random_forest", "mlp", "svm"):  # families whose fit draws random numbers
+        assert not np.array_equal(runs[0], runs[2])
