@@ -1,0 +1,226 @@
+"""Champion selection: pick one trained candidate by its validation metrics (a SageMaker processing job).
+
+Selection reads only what training measured on the validation channel (metadata.json's ``validation``):
+the test set stays untouched until the champion's single, final evaluation, so it cannot leak into the
+choice. The rule favours macro recall (every class counts the same, so a rare class is not drowned out)
+and, on a tie, the model whose worst class is found more often.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import shutil
+import sys
+import tarfile
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+TIE_TOLERANCE = 1e-9
+RULE = (f"highest validation macro recall; ties (|difference| < {TIE_TOLERANCE:g}) broken by the higher "
+        "worst-class recall, then by candidate name (ascending)")
+MODEL_TARBALL = "model.tar.gz"
+MODEL_FILE = "model.joblib"  # mirrors diagnosa.model; not imported so selection needs no ML libraries
+METADATA_FILE = "metadata.json"
+
+
+def _metric(candidate: dict[str, Any], *path: str) -> float:
+    name = candidate.get("name")
+    value: Any = candidate
+    for key in ("validation", *path):
+        if not isinstance(value, dict) or key not in value:
+            raise ValueError(f"candidate {name!r} has no validation metric {'.'.join(path)}")
+        value = value[key]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"candidate {name!r}: validation {'.'.join(path)} must be a finite number, got {value!r}")
+    return float(value)
+
+
+def _better(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """True when ``a`` ranks above ``b`` under RULE."""
+    if abs(a["macro_recall"] - b["macro_recall"]) >= TIE_TOLERANCE:
+        return a["macro_recall"] > b["macro_recall"]
+    wa, wb = a["worst_class_recall"]["recall"], b["worst_class_recall"]["recall"]
+    if abs(wa - wb) >= TIE_TOLERANCE:
+        return wa > wb
+    return a["name"] < b["name"]
+
+
+def select_champion(candidates: list[dict[str, Any]]) -> dict[str, Any]:
+    """Rank candidates by RULE; returns {"champion", "rule", "ranking"}. Pure: no I/O."""
+    if not candidates:
+        raise ValueError("no candidates to select from")
+    rows, seen = [], set()
+    for candidate in candidates:
+        name = candidate.get("name") if isinstance(candidate, dict) else None
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"candidate without a name: {candidate!r}")
+        if name in seen:
+            raise ValueError(f"candidate name {name!r} appears twice")
+        seen.add(name)
+        if not isinstance(candidate.get("validation"), dict):
+            raise ValueError(f"candidate {name!r} has no validation metrics")
+        worst = candidate["validation"].get("worst_class_recall")
+        rows.append({"name": name, "macro_recall": _metric(candidate, "macro_recall"),
+                     "worst_class_recall": {"label": worst.get("label") if isinstance(worst, dict) else None,
+                                            "recall": _metric(candidate, "worst_class_recall", "recall")}})
+    # Repeated pick-the-best rather than sort(): a tolerance makes "tied" non-transitive, and this keeps
+    # the champion exactly the candidate the rule picks.
+    ranking: list[dict[str, Any]] = []
+    while rows:
+        best = rows[0]
+        for row in rows[1:]:
+            if _better(row, best):
+                best = row
+        ranking.append(best)
+        rows.remove(best)
+    return {"champion": ranking[0]["name"], "rule": RULE, "ranking": ranking}
+
+
+# ------------------------------------------------------------------------------------------------
+# The processing container
+
+
+def _member_name(name: str) -> str:
+    return name[2:] if name.startswith("./") else name
+
+
+def _read_tar_metadata(tarball: Path) -> dict[str, Any]:
+    """metadata.json from a model tarball's root, read without extracting anything."""
+    try:
+        with tarfile.open(tarball, "r:gz") as tar:
+            members = {_member_name(m.name): m for m in tar.getmembers() if m.isfile()}
+            for required in (MODEL_FILE, METADATA_FILE):
+                if required not in members:
+                    raise ValueError(f"{tarball} has no {required} at its root")
+            raw = tar.extractfile(members[METADATA_FILE]).read()  # type: ignore[union-attr]
+    except (tarfile.TarError, OSError, EOFError) as err:
+        raise ValueError(f"{tarball} is not a readable gzip tar: {err}") from None
+    return _parse_metadata(raw, tarball)
+
+
+def _parse_metadata(raw: bytes, source: Path) -> dict[str, Any]:
+    try:
+        meta = json.loads(raw.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError) as err:
+        raise ValueError(f"{source}: {METADATA_FILE} is not valid JSON: {err}") from None
+    if not isinstance(meta, dict):
+        raise ValueError(f"{source}: {METADATA_FILE} must hold a JSON object")
+    return meta
+
+
+def load_candidates(candidates_dir: Path) -> list[tuple[str, Path, dict[str, Any]]]:
+    """(name, source, metadata) per candidate folder; source is its model.tar.gz or the folder itself."""
+    if not candidates_dir.is_dir():
+        raise ValueError(f"no candidates: {candidates_dir} does not exist")
+    found = []
+    for entry in sorted(candidates_dir.iterdir()):
+        if entry.name.startswith("."):
+            continue
+        if not entry.is_dir():
+            raise ValueError(f"unexpected file {entry} in {candidates_dir}: each candidate must be a folder")
+        tarball = entry / MODEL_TARBALL
+        if tarball.is_file():
+            meta = _read_tar_metadata(tarball)
+            source = tarball
+        elif (entry / METADATA_FILE).is_file():
+            if not (entry / MODEL_FILE).is_file():
+                raise ValueError(f"candidate {entry.name!r}: {entry} has {METADATA_FILE} but no {MODEL_FILE}")
+            meta = _parse_metadata((entry / METADATA_FILE).read_bytes(), entry / METADATA_FILE)
+            source = entry
+        else:
+            raise ValueError(f"candidate {entry.name!r}: {entry} holds neither {MODEL_TARBALL} "
+                             f"nor an extracted model ({METADATA_FILE} + {MODEL_FILE})")
+        logger.info("candidate %s: read %s (family %s)", entry.name, source, meta.get("family"))
+        found.append((entry.name, source, meta))
+    if not found:
+        raise ValueError(f"no candidates found in {candidates_dir}")
+    return found
+
+
+def _check_comparable(candidates: list[tuple[str, Path, dict[str, Any]]]) -> None:
+    """Validation metrics only compare when every candidate saw the same labels and preprocessed data."""
+    for key, get in (("labels", lambda m: m.get("labels")),
+                     ("preprocessing fingerprint", lambda m: (m.get("fingerprint") or {}).get("preprocess"))):
+        values = {name: get(meta) for name, _, meta in candidates if get(meta) is not None}
+        if len({json.dumps(v, sort_keys=True) for v in values.values()}) > 1:
+            detail = "; ".join(f"{name}: {value}" for name, value in values.items())
+            raise ValueError(f"candidates are not comparable: their {key} differ ({detail})")
+
+
+def _copy_atomic(src: Path, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(f".{dst.name}.partial")
+    shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)
+
+
+def _tar_folder_atomic(folder: Path, dst: Path) -> None:
+    """A SageMaker-style model.tar.gz: the folder's files at the archive root."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(f".{dst.name}.partial")
+    with tarfile.open(tmp, "w:gz") as tar:
+        for path in sorted(folder.rglob("*")):
+            if path.is_file():
+                tar.add(path, arcname=path.relative_to(folder).as_posix(), recursive=False)
+    os.replace(tmp, dst)
+
+
+def _write_json_atomic(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.partial")
+    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def run(base_dir: str | os.PathLike) -> dict[str, Any]:
+    """Read candidates under ``<base>/input/candidates``, write the champion and selection.json."""
+    base = Path(base_dir)
+    candidates = load_candidates(base / "input" / "candidates")
+    _check_comparable(candidates)
+    selection = select_champion([{"name": name, "validation": meta.get("validation")}
+                                 for name, _, meta in candidates])
+    by_name = {name: (source, meta) for name, source, meta in candidates}
+    source, meta = by_name[selection["champion"]]
+    selection["candidates"] = {name: {"source": "tarball" if src.is_file() else "directory",
+                                      "family": m.get("family"), "hyperparameters": m.get("hyperparameters"),
+                                      "seed": m.get("seed")}
+                               for name, (src, m) in by_name.items()}
+    selection["fingerprint"] = meta.get("fingerprint")
+
+    champion_path = base / "output" / "champion" / MODEL_TARBALL
+    if source.is_file():
+        _copy_atomic(source, champion_path)
+    else:
+        _tar_folder_atomic(source, champion_path)
+    selection_path = base / "output" / "selection" / "selection.json"
+    _write_json_atomic(selection_path, selection)
+    logger.info("champion %s (macro recall %.4f); wrote %s and %s", selection["champion"],
+                selection["ranking"][0]["macro_recall"], champion_path, selection_path)
+    return selection
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Processing container entry point; 0 on success, 1 with a logged reason on any error."""
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, stream=sys.stdout,
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--base-dir", default="/opt/ml/processing",
+                        help="holds input/candidates/<name>/ and receives output/champion, output/selection")
+    args = parser.parse_args(argv)
+    try:
+        run(args.base_dir)
+    except Exception as err:  # the job log must say what was wrong
+        message = str(err) if isinstance(err, ValueError) else f"{type(err).__name__}: {err}"
+        logger.error("champion selection failed: %s", message, exc_info=not isinstance(err, ValueError))
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
