@@ -33,7 +33,7 @@ OUTPUTS = ("train", "validation", "test", "transformer")
 @dataclass(frozen=True)
 class PreprocessParams:
     features: FeatureParams = field(default_factory=FeatureParams)
-    resampling: str = "smote"
+    resampling: str = "class_weights"  # chosen from benchmarks/bench_models.py (docs/model-benchmark.md)
     seed: int = 0
     fractions: tuple[float, float, float] = DEFAULT_FRACTIONS
 
@@ -133,7 +133,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Diagnosa preprocessing job")
     parser.add_argument("--base-dir", default="/opt/ml/processing", help="container root (tests use a temp folder)")
     parser.add_argument("--reduction", choices=REDUCTIONS, default="none")
-    parser.add_argument("--resampling", choices=METHODS, default="smote")
+    parser.add_argument("--resampling", choices=METHODS, default=PreprocessParams.resampling)
     parser.add_argument("--hpo-rollup", choices=("true", "false"), default="true")
     parser.add_argument("--min-term-count", type=int, default=5)
     parser.add_argument("--pca-components", type=float, default=0.95)
