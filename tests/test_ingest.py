@@ -274,3 +274,12 @@ def test_generate_and_ingest_on_s3_under_moto():
         assert "dev/curated/patients/LATEST.json" in keys
         curated, _ = load_curated(lake)
         assert len(curated) == report.rows
+
+
+def test_schema_round_trip_keeps_zero_limits():
+    from diagnosa.data.schema import Schema, cohort_schema
+
+    schema = cohort_schema()
+    again = Schema.from_dict(json.loads(json.dumps(schema.to_dict())))
+    assert again == schema
+    assert again.field("age").min == 0 and again.field("crp_mg_l").min == 0.0

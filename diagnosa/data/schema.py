@@ -89,8 +89,9 @@ class Schema:
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
-        out["fields"] = [{k: v for k, v in asdict(f).items() if v not in (None, "", False)} | {"name": f.name}
-                         for f in self.fields]
+        # Drop unset options only; a limit of 0 is a limit (0 == False, so no `in (None, False)` test).
+        out["fields"] = [{k: v for k, v in asdict(f).items() if v is not None and v is not False and v != ""}
+                         | {"name": f.name} for f in self.fields]
         return out
 
     @classmethod
