@@ -37,3 +37,32 @@ def curated_cohort(tmp_path_factory):
     write_raw(cohort, lake, "small")
     ingest_cohort(lake, "small")
     return load_curated(lake)
+
+
+@pytest.fixture(scope="session")
+def trained_model_dir(tmp_path_factory, curated_cohort):
+    """A real model folder: the preprocess and train jobs run on the small cohort (logistic regression)."""
+    import json as _json
+
+    from processing import preprocess as preprocess_job
+    from training import train as train_job
+
+    frame, manifest = curated_cohort
+    root = tmp_path_factory.mktemp("model")
+    source = root / "pre" / "input" / "curated"
+    source.mkdir(parents=True)
+    frame.to_parquet(source / "data.parquet", index=False)
+    (source / "manifest.json").write_text(_json.dumps(manifest))
+    assert preprocess_job.main(["--base-dir", str(root / "pre")]) == 0
+    env = {f"SM_CHANNEL_{c.upper()}": str(root / "pre" / "output" / c) for c in ("train", "validation", "transformer")}
+    env |= {"SM_MODEL_DIR": str(root / "model"), "SM_OUTPUT_DATA_DIR": str(root / "out" / "data"),
+            "SM_OUTPUT_DIR": str(root / "out"), "SM_INPUT_DIR": str(root / "in"),
+            "SM_HPS": _json.dumps({"family": "logistic_regression"})}
+    patch = pytest.MonkeyPatch()
+    for key, value in env.items():
+        patch.setenv(key, value)
+    try:
+        assert train_job.main([]) == 0
+    finally:
+        patch.undo()
+    return root / "model"

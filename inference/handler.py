@@ -1,0 +1,182 @@
+"""The inference handler, in the SageMaker framework-container convention.
+
+``model_fn`` loads the training artifact (feature pipeline + classifier) from the model folder;
+``input_fn`` parses and validates a request (``application/json``: one patient, a list, or
+``{"instances": [...]}``; ``text/csv`` with a header row, lists ``;``-separated); ``predict_fn``
+scores it; ``output_fn`` renders ``application/json`` (default) or ``text/csv``. Bad input raises
+:class:`RequestError` carrying a 4xx status and, per problem, the row, the field and what is wrong.
+The same functions run in the managed container and behind ``diagnosa serve``.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from diagnosa.data.schema import Schema
+from diagnosa.model import DiagnosaModel
+from inference.schema import Problem, RequestSchema
+
+MAX_BODY_BYTES = 6 * 1024 * 1024  # SageMaker's real-time invocation payload limit
+JSON = "application/json"
+CSV = "text/csv"
+DEFAULT_TOP_K = 3
+_LOADED: dict[str, Any] = {}  # the service model_fn loaded in this process (SageMaker toolkit calling style)
+
+
+class RequestError(Exception):
+    """A request the endpoint refuses: ``status`` is 4xx and ``errors`` name each problem."""
+
+    def __init__(self, status: int, message: str, errors: list[Problem] | None = None):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.errors = errors or []
+
+    def body(self) -> dict[str, Any]:
+        return {"error": self.message, "errors": [e.to_dict() for e in self.errors]}
+
+
+@dataclass
+class Service:
+    model: DiagnosaModel
+    schema: RequestSchema
+    version: str
+    columns: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Request:
+    frame: pd.DataFrame
+    ids: list[str | None]
+    top_k: int = DEFAULT_TOP_K
+
+
+def _media_type(content_type: str | None) -> str:
+    return (content_type or "").split(";", 1)[0].strip().lower()
+
+
+def model_fn(model_dir: str) -> Service:
+    model = DiagnosaModel.load(model_dir)
+    schema = Schema.from_dict(model.metadata["schema"])
+    request_schema = RequestSchema(schema)
+    version = str(model.metadata.get("model_version") or model.metadata.get("fingerprint", {}).get("preprocess", "")[:12]
+                  or "unversioned")
+    columns = [schema.id_column, *request_schema.fields]
+    service = Service(model, request_schema, version, columns)
+    _LOADED["service"] = service
+    return service
+
+
+def _records_from_json(body: bytes) -> tuple[list[Any], int]:
+    try:
+        data = json.loads(body.decode("utf-8"))
+    except UnicodeDecodeError as err:
+        raise RequestError(400, f"the body is not UTF-8 (byte {err.start})") from None
+    except json.JSONDecodeError as err:
+        raise RequestError(400, f"malformed JSON: {err.msg} at line {err.lineno} column {err.colno}") from None
+    top_k = DEFAULT_TOP_K
+    if isinstance(data, dict) and "instances" in data:
+        extra = sorted(set(data) - {"instances", "top_k"})
+        if extra:
+            raise RequestError(400, f"unknown top-level keys: {', '.join(extra)} (allowed: instances, top_k)")
+        top_k = data.get("top_k", DEFAULT_TOP_K)
+        data = data["instances"]
+        if not isinstance(data, list):
+            raise RequestError(400, "'instances' must be a list of patient records")
+    records = data if isinstance(data, list) else [data]
+    return records, top_k
+
+
+def _records_from_csv(body: bytes) -> list[dict[str, str]]:
+    try:
+        text = body.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise RequestError(400, f"the body is not UTF-8 (byte {err.start})") from None
+    reader = csv.DictReader(io.StringIO(text))
+    if not reader.fieldnames:
+        raise RequestError(400, "a CSV request needs a header row naming the fields")
+    rows = []
+    try:
+        for row in reader:
+            if None in row:
+                raise RequestError(400, f"CSV row {reader.line_num - 1} has more cells than the header")
+            rows.append(row)
+    except csv.Error as err:
+        raise RequestError(400, f"malformed CSV: {err}") from None
+    return rows
+
+
+def input_fn(body: bytes | str, content_type: str | None, service: Service | None = None) -> Request:
+    """Parse and validate; every problem of every row is reported at once.
+
+    SageMaker's toolkit calls ``input_fn(body, content_type)``: the service is then the one
+    ``model_fn`` loaded in this process.
+    """
+    service = service or _LOADED.get("service")
+    if service is None:
+        raise RuntimeError("input_fn called before model_fn loaded a model")
+    if isinstance(body, str):
+        body = body.encode("utf-8")
+    if len(body) > MAX_BODY_BYTES:
+        raise RequestError(413, f"the body is {len(body):,} bytes; the limit is {MAX_BODY_BYTES:,} (6 MB)")
+    if not body.strip():
+        raise RequestError(400, "the body is empty: send one patient record or a list of them")
+    media = _media_type(content_type)
+    if media == JSON:
+        records, top_k = _records_from_json(body)
+        text = False
+    elif media == CSV:
+        records, top_k, text = _records_from_csv(body), DEFAULT_TOP_K, True
+    else:
+        raise RequestError(415, f"unsupported content type {content_type!r}: use {JSON} or {CSV}")
+    if not records:
+        raise RequestError(400, "no patient records in the request")
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= len(service.model.labels):
+        raise RequestError(400, f"top_k must be an integer from 1 to {len(service.model.labels)}, got {top_k!r}")
+    clean, problems = [], []
+    for row, record in enumerate(records):
+        values, found = service.schema.validate(row, record, text=text)
+        clean.append(values)
+        problems.extend(found)
+    if problems:
+        raise RequestError(400, f"{len(problems)} problem(s) in the request", problems)
+    frame = pd.DataFrame(clean, columns=service.columns)
+    return Request(frame, [values[service.schema.id_field] for values in clean], top_k)
+
+
+def predict_fn(request: Request, service: Service) -> list[dict[str, Any]]:
+    proba = service.model.predict_proba(request.frame)
+    labels = service.model.labels
+    order = np.argsort(-proba, axis=1, kind="stable")[:, : request.top_k]
+    results = []
+    for i, pid in enumerate(request.ids):
+        results.append({
+            "patient_id": pid,
+            "category": labels[int(order[i, 0])],
+            "probabilities": {label: round(float(p), 6) for label, p in zip(labels, proba[i])},
+            "top_k": [{"category": labels[int(j)], "probability": round(float(proba[i, j]), 6)} for j in order[i]],
+            "model_version": service.version,
+        })
+    return results
+
+
+def output_fn(prediction: list[dict[str, Any]], accept: str | None) -> tuple[bytes, str]:
+    media = _media_type(accept)
+    if media in ("", "*/*", JSON, "application/*"):
+        return json.dumps({"predictions": prediction}, ensure_ascii=False).encode("utf-8"), JSON
+    if media == CSV:
+        out = io.StringIO()
+        labels = list(prediction[0]["probabilities"]) if prediction else []
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(["patient_id", "category", *(f"p[{label}]" for label in labels), "model_version"])
+        for p in prediction:
+            writer.writerow([p["patient_id"] or "", p["category"], *(p["probabilities"][label] for label in labels),
+                             p["model_version"]])
+        return out.getvalue().encode("utf-8"), CSV
+    raise RequestError(406, f"cannot answer in {accept!r}: accept {JSON} or {CSV}")

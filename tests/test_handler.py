@@ -1,0 +1,115 @@
+"""The inference handler functions, called directly as SageMaker's toolkit calls them."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from diagnosa.labels import CATEGORIES
+from inference import handler
+from inference.handler import RequestError, input_fn, model_fn, output_fn, predict_fn
+
+PATIENT = {"patient_id": "A1", "age": 67, "sex": "M", "temperature_c": 38.9, "heart_rate_bpm": 112,
+           "respiratory_rate_bpm": 26, "systolic_bp_mmhg": 104, "diastolic_bp_mmhg": 62, "spo2_pct": 90,
+           "crp_mg_l": 180.0, "wbc_10e9_l": 16.2, "symptoms": ["HP:0001945", "HP:0012735", "HP:0002094"],
+           "prior_diagnoses": ["I10"]}
+
+
+@pytest.fixture(scope="module")
+def service(trained_model_dir):
+    return model_fn(str(trained_model_dir))
+
+
+def test_one_patient_json_round_trip(service):
+    request = input_fn(json.dumps(PATIENT), "application/json", service)
+    [result] = predict_fn(request, service)
+    assert result["patient_id"] == "A1"
+    assert list(result["probabilities"]) == list(CATEGORIES)
+    assert sum(result["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
+    assert result["category"] == max(result["probabilities"], key=result["probabilities"].get)
+    assert [t["category"] for t in result["top_k"]][0] == result["category"] and len(result["top_k"]) == 3
+    assert result["model_version"] == service.version != "unversioned"
+    body, content_type = output_fn([result], "application/json")
+    assert content_type == "application/json" and json.loads(body)["predictions"][0]["patient_id"] == "A1"
+
+
+def test_list_instances_and_top_k(service):
+    healthy = {"age": 30, "sex": "F", "temperature_c": 36.7, "symptoms": []}
+    request = input_fn(json.dumps({"instances": [PATIENT, healthy], "top_k": 5}), "application/json; charset=utf-8",
+                       service)
+    results = predict_fn(request, service)
+    assert len(results) == 2 and results[1]["patient_id"] is None
+    probs = [t["probability"] for t in results[0]["top_k"]]
+    assert probs == sorted(probs, reverse=True) and len(probs) == 5
+    assert results[0]["category"] != "NO ENFERMO"  # febrile, hypoxic, raised CRP
+
+
+def test_csv_in_and_out(service):
+    body = "patient_id,age,sex,temperature_c,symptoms\nB1,45,F,37.0,HP:0002315;HP:0012378\nB2,80,M,,\n"
+    results = predict_fn(input_fn(body, "text/csv", service), service)
+    assert [r["patient_id"] for r in results] == ["B1", "B2"]
+    out, content_type = output_fn(results, "text/csv")
+    lines = out.decode().splitlines()
+    assert content_type == "text/csv" and lines[0].startswith("patient_id,category,p[NO ENFERMO]")
+    assert len(lines) == 3
+
+
+def test_toolkit_calling_style_uses_the_loaded_model(service):
+    # SageMaker's toolkit calls input_fn(body, content_type) after model_fn in the same process.
+    assert handler._LOADED["service"] is service
+    assert len(input_fn(json.dumps(PATIENT), "application/json").frame) == 1
+
+
+@pytest.mark.parametrize("body, content_type, status, field, text", [
+    ("{", "application/json", 400, None, "malformed JSON"),
+    ("", "application/json", 400, None, "the body is empty"),
+    ("[]", "application/json", 400, None, "no patient records"),
+    (json.dumps({"age": 40, "blood_type": "A"}), "application/json", 400, "blood_type", "unknown field"),
+    (json.dumps({"age": "forty"}), "application/json", 400, "age", "expected a number"),
+    (json.dumps({"age": True}), "application/json", 400, "age", "expected a number"),
+    (json.dumps({"heart_rate_bpm": 900}), "application/json", 400, "heart_rate_bpm", "impossible value 900"),
+    (json.dumps({"sex": "X"}), "application/json", 400, "sex", "unknown value 'X'"),
+    (json.dumps({"symptoms": ["HP:9999999"]}), "application/json", 400, "symptoms", "unknown HPO term"),
+    (json.dumps({"symptoms": "fever"}), "application/json", 400, "symptoms", "expected a list of strings"),
+    (json.dumps({}), "application/json", 400, None, "none of the model's input fields"),
+    (json.dumps([1, 2]), "application/json", 400, None, "must be a JSON object"),
+    (json.dumps({"instances": [PATIENT], "top_k": 9}), "application/json", 400, None, "top_k must be"),
+    ("age,colour\n40,red\n", "text/csv", 400, "colour", "unknown field"),
+    ("age\nold\n", "text/csv", 400, "age", "expected a number"),
+    ("age", "text/plain", 415, None, "unsupported content type"),
+])
+def test_bad_input_is_a_4xx_naming_the_field(service, body, content_type, status, field, text):
+    with pytest.raises(RequestError) as err:
+        input_fn(body, content_type, service)
+    assert err.value.status == status
+    payload = err.value.body()
+    json.dumps(payload)
+    messages = [payload["error"]] + [e["problem"] for e in payload["errors"]]
+    assert any(text in m for m in messages), payload
+    if field:
+        assert field in [e["field"] for e in payload["errors"]]
+
+
+def test_every_problem_of_every_row_is_reported(service):
+    body = json.dumps([{"age": -1, "sex": "Q"}, PATIENT, {"spo2_pct": 140}])
+    with pytest.raises(RequestError) as err:
+        input_fn(body, "application/json", service)
+    found = {(e.row, e.field) for e in err.value.errors}
+    assert found == {(0, "age"), (0, "sex"), (2, "spo2_pct")}
+
+
+def test_oversized_body_and_unknown_accept(service):
+    with pytest.raises(RequestError) as err:
+        input_fn(b" " * (handler.MAX_BODY_BYTES + 1), "application/json", service)
+    assert err.value.status == 413
+    with pytest.raises(RequestError) as err:
+        output_fn([], "application/xml")
+    assert err.value.status == 406
+
+
+def test_json_schema_describes_the_request(service):
+    schema = service.schema.to_json_schema()
+    assert schema["additionalProperties"] is False
+    assert schema["properties"]["heart_rate_bpm"]["maximum"] == 250
+    assert schema["properties"]["sex"]["enum"][:2] == ["F", "M"]
+    assert "label" not in schema["properties"] and "is_orphan" not in schema["properties"]
