@@ -54,6 +54,7 @@ def resample(X: np.ndarray, y: np.ndarray, method: str, *, seed: int = 0,
         info["class_weight"] = {int(c): float(weight[y == c][0]) for c in before}
     elif method == "undersample":
         X, y = RandomUnderSampler(random_state=seed).fit_resample(X, y)
+        weight = np.ones(len(y))
     else:
         snap: np.ndarray | None = None
         smallest = min(before.values())

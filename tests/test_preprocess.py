@@ -145,6 +145,7 @@ def test_each_method_and_tiny_classes(method):
     y = np.array([0] * 60 + [1] * 3 + [2] * 30)
     out = resample(X, y, method, seed=0)
     counts = np.bincount(out.y, minlength=3)
+    assert len(out.X) == len(out.y) == len(out.sample_weight)
     if method in ("smote", "adasyn"):
         assert out.info["k_neighbors"] == 2  # a class of 3 samples: k adapts to 2
         assert counts[1] > 3
