@@ -133,6 +133,82 @@ def cmd_data_ingest(args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------------------------ serving
+
+def _model_folder(path: Path, ws: Path) -> Path:
+    """A model folder, or a SageMaker model.tar.gz unpacked once into the workspace."""
+    import hashlib
+    import tarfile
+
+    if path.is_dir():
+        return path
+    if not path.is_file():
+        raise UsageError(f"model not found: {path} (a model folder or a model.tar.gz)")
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    target = ws / "models" / digest
+    if not (target / "metadata.json").is_file():
+        try:
+            with tarfile.open(path, "r:gz") as archive:
+                archive.extractall(target, filter="data")
+        except (tarfile.TarError, OSError) as err:
+            raise UsageError(f"{path} is not a readable model.tar.gz: {err}") from None
+    return target
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from inference.capture import DataCapture
+    from inference.server import LocalEndpoint
+
+    model_dir = _model_folder(Path(args.model), workspace(args))
+    capture = None
+    if args.capture_sampling > 0:
+        capture = DataCapture(open_lake(args), args.endpoint_name, sampling_percentage=args.capture_sampling)
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    endpoint = LocalEndpoint(str(model_dir), endpoint_name=args.endpoint_name, host=args.host, port=args.port,
+                             capture=capture)
+    try:
+        endpoint.start()
+    except OSError as err:
+        raise UsageError(f"cannot listen on {args.host}:{args.port}: {err.strerror or err}") from None
+    print(f"local endpoint '{args.endpoint_name}' on {endpoint.url} (model {model_dir})\n"
+          f"  curl -s {endpoint.url}/invocations -H 'Content-Type: application/json' -d '{{\"age\": 67, \"sex\": \"M\", "
+          f"\"temperature_c\": 38.9, \"symptoms\": [\"HP:0001945\"]}}'\n"
+          f"  diagnosa predict patients.json --endpoint-url {endpoint.url}", flush=True)
+    endpoint.serve_forever()
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from inference.client import ClientFailure, DiagnosaClient
+
+    source = sys.stdin if args.input == "-" else None
+    try:
+        text = source.read() if source else Path(args.input).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise UsageError(f"cannot read {args.input}: {err}") from None
+    client = DiagnosaClient(args.endpoint_name, endpoint_url=args.endpoint_url, region=args.region,
+                            timeout=args.timeout)
+    is_csv = args.format == "csv" or (args.format == "auto" and args.input.endswith(".csv"))
+    try:
+        if is_csv:
+            prediction = client.predict_csv(text)
+        else:
+            try:
+                patients = json.loads(text)
+            except json.JSONDecodeError as err:
+                raise UsageError(f"{args.input} is not valid JSON: {err.msg} at line {err.lineno}") from None
+            if isinstance(patients, dict) and "instances" in patients:
+                patients = patients["instances"]
+            prediction = client.predict(patients, top_k=args.top_k)
+    except ClientFailure as err:
+        raise UsageError(str(err)) from None
+    print(json.dumps({"predictions": prediction.results, "event_id": prediction.event_id}, indent=2,
+                     ensure_ascii=False))
+    return 0
+
+
 # ------------------------------------------------------------------------------------------------ parser
 
 def build_parser() -> argparse.ArgumentParser:
@@ -159,6 +235,25 @@ def build_parser() -> argparse.ArgumentParser:
     ing.add_argument("--batch", help="raw batch to ingest, or the name to give a staged one")
     ing.add_argument("--config", help="TOML config describing your own CSV (id, target, labels, exclusions)")
     ing.set_defaults(func=cmd_data_ingest)
+
+    serve = commands.add_parser("serve", help="run the local endpoint (SageMaker container and runtime APIs)")
+    serve.add_argument("--model", required=True, help="a model folder or a model.tar.gz")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=_int_in(0, 65535, "--port"), default=8080)
+    serve.add_argument("--endpoint-name", default="diagnosa")
+    serve.add_argument("--capture-sampling", type=_int_in(0, 100, "--capture-sampling"), default=100,
+                       help="percentage of requests written to the lake's capture/ zone (0 turns capture off)")
+    serve.set_defaults(func=cmd_serve)
+
+    predict = commands.add_parser("predict", help="send patients (JSON or CSV) to an endpoint")
+    predict.add_argument("input", help="a .json or .csv file, or - for standard input")
+    predict.add_argument("--format", choices=("auto", "json", "csv"), default="auto")
+    predict.add_argument("--endpoint-url", help="e.g. http://127.0.0.1:8080 for the local endpoint")
+    predict.add_argument("--endpoint-name", default="diagnosa")
+    predict.add_argument("--region", help="AWS region of a SageMaker endpoint")
+    predict.add_argument("--top-k", type=_int_in(1, 5, "--top-k"), default=3)
+    predict.add_argument("--timeout", type=float, default=10.0)
+    predict.set_defaults(func=cmd_predict)
     return parser
 
 

@@ -61,6 +61,15 @@ def _media_type(content_type: str | None) -> str:
     return (content_type or "").split(";", 1)[0].strip().lower()
 
 
+def _accepted(accept: str | None) -> str:
+    """The first media type of an Accept list that we can produce ('' when none is given)."""
+    for candidate in (accept or "").split(","):
+        media = _media_type(candidate)
+        if media in ("", "*/*", JSON, "application/*", CSV):
+            return media
+    raise RequestError(406, f"cannot answer in {accept!r}: accept {JSON} or {CSV}")
+
+
 def model_fn(model_dir: str) -> Service:
     model = DiagnosaModel.load(model_dir)
     schema = Schema.from_dict(model.metadata["schema"])
@@ -80,6 +89,10 @@ def _records_from_json(body: bytes) -> tuple[list[Any], int]:
         raise RequestError(400, f"the body is not UTF-8 (byte {err.start})") from None
     except json.JSONDecodeError as err:
         raise RequestError(400, f"malformed JSON: {err.msg} at line {err.lineno} column {err.colno}") from None
+    except RecursionError:
+        raise RequestError(400, "malformed JSON: nested too deeply") from None
+    except ValueError as err:  # e.g. an integer literal longer than Python converts
+        raise RequestError(400, f"malformed JSON: {err}") from None
     top_k = DEFAULT_TOP_K
     if isinstance(data, dict) and "instances" in data:
         extra = sorted(set(data) - {"instances", "top_k"})
@@ -99,10 +112,10 @@ def _records_from_csv(body: bytes) -> list[dict[str, str]]:
     except UnicodeDecodeError as err:
         raise RequestError(400, f"the body is not UTF-8 (byte {err.start})") from None
     reader = csv.DictReader(io.StringIO(text))
-    if not reader.fieldnames:
-        raise RequestError(400, "a CSV request needs a header row naming the fields")
     rows = []
     try:
+        if not reader.fieldnames:
+            raise RequestError(400, "a CSV request needs a header row naming the fields")
         for row in reader:
             if None in row:
                 raise RequestError(400, f"CSV row {reader.line_num - 1} has more cells than the header")
@@ -167,16 +180,13 @@ def predict_fn(request: Request, service: Service) -> list[dict[str, Any]]:
 
 
 def output_fn(prediction: list[dict[str, Any]], accept: str | None) -> tuple[bytes, str]:
-    media = _media_type(accept)
-    if media in ("", "*/*", JSON, "application/*"):
+    if _accepted(accept) != CSV:
         return json.dumps({"predictions": prediction}, ensure_ascii=False).encode("utf-8"), JSON
-    if media == CSV:
-        out = io.StringIO()
-        labels = list(prediction[0]["probabilities"]) if prediction else []
-        writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(["patient_id", "category", *(f"p[{label}]" for label in labels), "model_version"])
-        for p in prediction:
-            writer.writerow([p["patient_id"] or "", p["category"], *(p["probabilities"][label] for label in labels),
-                             p["model_version"]])
-        return out.getvalue().encode("utf-8"), CSV
-    raise RequestError(406, f"cannot answer in {accept!r}: accept {JSON} or {CSV}")
+    out = io.StringIO()
+    labels = list(prediction[0]["probabilities"]) if prediction else []
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["patient_id", "category", *(f"p[{label}]" for label in labels), "model_version"])
+    for p in prediction:
+        writer.writerow([p["patient_id"] or "", p["category"], *(p["probabilities"][label] for label in labels),
+                         p["model_version"]])
+    return out.getvalue().encode("utf-8"), CSV

@@ -108,15 +108,21 @@ class RequestSchema:
                 except ValueError:
                     return None, f"expected a number, got {value!r}"
             if isinstance(value, bool) or not isinstance(value, (int, float)):
-                return None, f"expected a number, got {type(value).__name__} {value!r}"
-            if not math.isfinite(value):
-                return None, f"expected a finite number, got {value}"
-            if f.type == "integer" and float(value) != int(value):
-                return None, f"expected an integer, got {value}"
-            if (f.min is not None and value < f.min) or (f.max is not None and value > f.max):
+                return None, f"expected a number, got {type(value).__name__} {str(value)[:40]!r}"
+            try:
+                number = float(value)
+            except OverflowError:
+                return None, "number too large"
+            if not math.isfinite(number):
+                return None, f"expected a finite number, got {number}"
+            if f.type == "integer" and not number.is_integer():
+                return None, f"expected an integer, got {number:g}"
+            if (f.min is not None and number < f.min) or (f.max is not None and number > f.max):
+                low = "-inf" if f.min is None else f"{f.min:g}"
+                high = "inf" if f.max is None else f"{f.max:g}"
                 unit = f" {f.unit}" if f.unit else ""
-                return None, f"impossible value {value:g} (possible range {f.min:g} to {f.max:g}{unit})"
-            return float(value), None
+                return None, f"impossible value {number:g} (possible range {low} to {high}{unit})"
+            return number, None
         if f.type == "boolean":
             if text and isinstance(value, str) and value.strip().lower() in TRUE_TEXT | FALSE_TEXT:
                 return value.strip().lower() in TRUE_TEXT, None

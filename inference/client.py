@@ -1,0 +1,108 @@
+"""Client for applications: ``predict(patients) -> results`` over the SageMaker runtime API.
+
+The same code talks to a real SageMaker endpoint (region + endpoint name, credentials from the
+usual AWS chain) and to the local endpoint (``endpoint_url="http://127.0.0.1:8080"``). Timeouts and
+retries come from botocore: "standard" retry mode retries throttling and transient 5xx errors with
+exponential backoff; a rejected request (the model's 4xx) is not retried and surfaces as
+:class:`PredictionRejected` with the field errors the endpoint sent.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+JSON = "application/json"
+CSV = "text/csv"
+
+
+class ClientFailure(RuntimeError):
+    """The endpoint could not be reached or failed; the message says which and why."""
+
+
+@dataclass
+class PredictionRejected(ClientFailure):
+    """The endpoint refused the input (4xx); ``errors`` lists row, field and problem."""
+
+    message: str
+    status: int
+    errors: list[dict[str, Any]] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        details = "; ".join(f"row {e.get('row')} {e.get('field') or ''}: {e.get('problem')}".replace("  ", " ")
+                            for e in self.errors)
+        return f"{self.message} ({details})" if details else self.message
+
+
+@dataclass
+class Prediction:
+    results: list[dict[str, Any]]
+    event_id: str | None  # data-capture event id (local endpoint): what feedback refers to
+
+
+class DiagnosaClient:
+    def __init__(self, endpoint_name: str = "diagnosa", *, endpoint_url: str | None = None, region: str | None = None,
+                 timeout: float = 10.0, max_attempts: int = 4, runtime: Any = None):
+        if timeout <= 0:
+            raise ValueError(f"timeout must be positive, got {timeout}")
+        if max_attempts < 1:
+            raise ValueError(f"max_attempts must be at least 1, got {max_attempts}")
+        self.endpoint_name = endpoint_name
+        config = Config(connect_timeout=timeout, read_timeout=timeout,
+                        retries={"total_max_attempts": max_attempts, "mode": "standard"})
+        self.runtime = runtime or boto3.client("sagemaker-runtime", endpoint_url=endpoint_url,
+                                               region_name=region or boto3.session.Session().region_name or "eu-west-1",
+                                               config=config)
+
+    def invoke(self, body: bytes | str, content_type: str = JSON, accept: str = JSON,
+               inference_id: str | None = None) -> tuple[bytes, dict[str, str]]:
+        kwargs: dict[str, Any] = {"EndpointName": self.endpoint_name, "Body": body, "ContentType": content_type,
+                                  "Accept": accept}
+        if inference_id:
+            kwargs["InferenceId"] = inference_id
+        try:
+            response = self.runtime.invoke_endpoint(**kwargs)
+        except ClientError as err:
+            raise self._failure(err) from None
+        except BotoCoreError as err:
+            raise ClientFailure(f"could not reach endpoint '{self.endpoint_name}': {err}") from None
+        headers = response.get("ResponseMetadata", {}).get("HTTPHeaders", {})
+        return response["Body"].read(), headers
+
+    def predict(self, patients: dict[str, Any] | list[dict[str, Any]], *, top_k: int = 3,
+                inference_id: str | None = None) -> Prediction:
+        records = [patients] if isinstance(patients, dict) else list(patients)
+        body = json.dumps({"instances": records, "top_k": top_k}, ensure_ascii=False)
+        return self._results(*self.invoke(body, JSON, JSON, inference_id))
+
+    def predict_csv(self, text: str, *, inference_id: str | None = None) -> Prediction:
+        return self._results(*self.invoke(text.encode("utf-8"), CSV, JSON, inference_id))
+
+    @staticmethod
+    def _results(body: bytes, headers: dict[str, str]) -> Prediction:
+        try:
+            payload = json.loads(body)
+        except json.JSONDecodeError:
+            raise ClientFailure(f"the endpoint answered something that is not JSON: {body[:200]!r}") from None
+        return Prediction(payload["predictions"], headers.get("x-diagnosa-event-id"))
+
+    def _failure(self, err: ClientError) -> ClientFailure:
+        code = err.response.get("Error", {}).get("Code", "")
+        message = err.response.get("Error", {}).get("Message", str(err))
+        if code == "ModelError":
+            original = err.response.get("OriginalMessage") or "{}"
+            try:
+                detail = json.loads(original)
+            except json.JSONDecodeError:
+                detail = {"error": original}
+            status = int(err.response.get("OriginalStatusCode") or 400)
+            if 400 <= status < 500:
+                return PredictionRejected(detail.get("error", message), status, detail.get("errors", []))
+            return ClientFailure(f"the model failed ({status}): {detail.get('error', original)}")
+        if code == "ValidationError":
+            return ClientFailure(f"endpoint '{self.endpoint_name}' rejected the call: {message}")
+        return ClientFailure(f"endpoint '{self.endpoint_name}' failed: {code} {message}")

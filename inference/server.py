@@ -1,0 +1,518 @@
+"""The local endpoint: the SageMaker container contract and the runtime API over real HTTP.
+
+``/ping`` and ``/invocations`` are what SageMaker calls inside a serving container;
+``/endpoints/{name}/invocations`` is the public ``sagemaker-runtime`` ``InvokeEndpoint`` route,
+so ``boto3.client("sagemaker-runtime", endpoint_url=endpoint.url)`` (and our own client) talk to
+this server exactly as to a deployed endpoint, errors included. Every invocation gets an event id
+(``X-Diagnosa-Event-Id``) that data capture stores and doctors' feedback refers to.
+
+Transport rules: HTTP/1.1 keep-alive, a socket timeout so a slow or silent client cannot hold a
+thread, bodies bounded before they are read, and a clean stop (no new connections, in-flight
+requests finish, capture flushed) on :meth:`LocalEndpoint.stop` or SIGTERM/SIGINT.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import re
+import signal
+import socket
+import threading
+import time
+import uuid
+from datetime import datetime, timezone
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Callable
+from urllib.parse import unquote
+
+from inference import handler
+from inference.capture import DEFAULT_VARIANT, DataCapture
+
+log = logging.getLogger("diagnosa.server")
+
+ACCOUNT = "000000000000"  # the account id AWS-shaped error messages name
+SOCKET_TIMEOUT = 10.0  # seconds a connection may stay silent (idle keep-alive or a stalled body)
+LINGER_SECONDS = 2.0  # after refusing an oversized body, how long its remainder is discarded before closing
+STOP_TIMEOUT = 30.0
+JSON = "application/json"
+_RUNTIME = re.compile(r"^/endpoints/([^/]+)/invocations$")
+_DIGITS = re.compile(r"^[0-9]{1,15}$")
+_PING, _INVOCATIONS, _RUNTIME_ROUTE = "ping", "invocations", "runtime"
+_ALLOWED = {_PING: ("GET", "HEAD"), _INVOCATIONS: ("POST",), _RUNTIME_ROUTE: ("POST",)}
+
+
+def _path(target: str) -> str:
+    """The path of a request target (origin or absolute form), query and fragment dropped; never raises."""
+    if not target.startswith("/") and "://" in target:
+        target = "/" + target.split("://", 1)[1].partition("/")[2]
+    return target.split("?", 1)[0].split("#", 1)[0]
+
+
+def _route(path: str) -> tuple[str | None, str | None]:
+    """``(route, endpoint name)`` for a request path (query ignored); route None when unknown."""
+    if path == "/ping":
+        return _PING, None
+    if path == "/invocations":
+        return _INVOCATIONS, None
+    match = _RUNTIME.match(path)
+    if match:
+        return _RUNTIME_ROUTE, unquote(match.group(1))
+    return None, None
+
+
+class _Reply(Exception):
+    """A response decided before the handler runs (bad transport, unknown endpoint...)."""
+
+    def __init__(self, status: int, message: str, *, close: bool = False, linger: bool = False,
+                 aws_type: str = "ValidationError"):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.close = close
+        self.linger = linger
+        self.aws_type = aws_type
+
+
+class _Server(ThreadingHTTPServer):
+    """Tracks connections so stop() can close idle keep-alive ones and wait for busy ones."""
+
+    daemon_threads = True
+    request_queue_size = 128
+
+    def __init__(self, address: tuple[str, int], endpoint: LocalEndpoint):
+        self.endpoint = endpoint
+        self.lock = threading.Lock()
+        self.drained = threading.Condition(self.lock)
+        self.connections: dict[socket.socket, bool] = {}  # socket -> busy with a request
+        self.in_flight = 0
+        self.stopping = False
+        super().__init__(address, _Handler)
+
+    def close_idle(self) -> None:
+        """Wake the threads waiting for a next request on a keep-alive connection (call under lock)."""
+        for sock, busy in self.connections.items():
+            if not busy:
+                try:
+                    sock.shutdown(socket.SHUT_RD)  # their readline returns b"": the thread ends cleanly
+                except OSError:
+                    pass
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "Diagnosa"
+    timeout = SOCKET_TIMEOUT
+    # Headers and body go out in two writes; with Nagle on, the second waits for the client's delayed
+    # ACK (~40 ms on Linux) on every keep-alive request.
+    disable_nagle_algorithm = True
+    server: _Server
+
+    # -- connection bookkeeping --------------------------------------------------------------
+    def setup(self) -> None:
+        self.timeout = self.server.endpoint.socket_timeout  # StreamRequestHandler applies it to the socket
+        super().setup()
+        self._busy = False
+        with self.server.lock:
+            self.server.connections[self.connection] = False
+            if self.server.stopping:
+                self.server.close_idle()
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        finally:
+            with self.server.lock:
+                self.server.connections.pop(self.connection, None)
+
+    def parse_request(self) -> bool:
+        # A request line arrived: from here on the connection is busy and stop() waits for it.
+        with self.server.lock:
+            self.server.in_flight += 1
+            self.server.connections[self.connection] = True
+            self._busy = True
+        self._started = time.perf_counter()
+        self._status = 0
+        self._linger = False
+        if not super().parse_request():
+            return False
+        if self.request_version == "HTTP/0.9":  # "GET /path" with no version: answered, but not in 0.9 style
+            self.send_error(400, "HTTP/0.9 requests are not supported")
+            return False
+        return True
+
+    def handle_one_request(self) -> None:
+        self._busy = False
+        try:
+            super().handle_one_request()
+        finally:
+            if self._busy:
+                self._log_request()
+                with self.server.lock:
+                    self.server.in_flight -= 1
+                    self.server.connections[self.connection] = False
+                    if self.server.stopping:
+                        self.close_connection = True
+                        self.server.drained.notify_all()
+
+    def version_string(self) -> str:
+        return self.server_version  # no Python version in the Server header
+
+    # -- logging: one line per request, never a body ----------------------------------------
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        pass  # replaced by _log_request, which knows the duration
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002  (base-class signature)
+        log.warning("%s: %s", self.client_address[0], format % args)
+
+    def _log_request(self) -> None:
+        command = getattr(self, "command", None) or "-"
+        path = _path(getattr(self, "path", "") or "")[:200] or "-"
+        elapsed = 1000 * (time.perf_counter() - self._started)
+        log.info("%s %s %s %.1f ms", command, path.encode("unicode_escape").decode("ascii"), self._status or "-",
+                 elapsed)
+
+    # -- responses ---------------------------------------------------------------------------
+    def _send(self, status: int, body: bytes, content_type: str = JSON, headers: dict[str, str] | None = None,
+              close: bool = False) -> None:
+        self._status = status
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        if close or self.server.stopping:
+            self.send_header("Connection", "close")  # also sets close_connection
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _send_json(self, status: int, payload: Any, headers: dict[str, str] | None = None,
+                   close: bool = False) -> None:
+        self._send(status, json.dumps(payload, ensure_ascii=False).encode("utf-8"), JSON, headers, close)
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """Transport-level errors from the base class (bad request line, headers...) as JSON."""
+        try:
+            phrase = HTTPStatus(code).phrase
+        except ValueError:
+            phrase = "error"
+        self._status = code
+        if getattr(self, "request_version", "HTTP/0.9") == "HTTP/0.9":
+            self.request_version = "HTTP/1.0"  # garbage request lines still get a status line and headers
+        self.send_response(code, message)
+        body = json.dumps({"error": message or phrase}).encode("utf-8")
+        self.send_header("Content-Type", JSON)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Connection", "close")
+        self.end_headers()
+        if getattr(self, "command", None) != "HEAD" and code >= 200 and code not in (204, 304):
+            self.wfile.write(body)
+
+    # -- methods -----------------------------------------------------------------------------
+    def do_GET(self) -> None:  # noqa: N802
+        self._dispatch()
+
+    def do_HEAD(self) -> None:  # noqa: N802
+        self._dispatch()
+
+    def do_POST(self) -> None:  # noqa: N802
+        self._dispatch()
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("do_"):  # any other method token: 405 on a known path, 404 elsewhere
+            return self._dispatch
+        raise AttributeError(name)
+
+    def _body_pending(self) -> bool:
+        return self.headers.get("Content-Length", "0").strip() not in ("", "0") or "Transfer-Encoding" in self.headers
+
+    def _dispatch(self) -> None:
+        path = _path(self.path)
+        route, name = _route(path)
+        try:
+            if route is None:
+                self._send_json(404, {"error": f"no such path {path[:200]!r}"}, close=self._body_pending())
+            elif self.command not in _ALLOWED[route]:
+                allowed = ", ".join(_ALLOWED[route])
+                self._send_json(405, {"error": f"method {self.command} not allowed here (allowed: {allowed})"},
+                                {"Allow": allowed}, close=self._body_pending())
+            elif route == _PING:
+                self._ping()
+            else:
+                self._invocation(route == _RUNTIME_ROUTE, name)
+        except (ConnectionError, TimeoutError) as err:  # the client went away or stalled: nothing to answer
+            log.info("connection from %s dropped during %s: %s", self.client_address[0], self.command,
+                     type(err).__name__)
+            self.close_connection = True
+            return
+        except Exception:  # noqa: BLE001  (a bug here must answer 500, not drop the connection silently)
+            event_id = str(uuid.uuid4())
+            log.exception("unexpected error handling %s %s (event %s)", self.command, route, event_id)
+            if not self._status:
+                self._send_json(500, {"error": "internal error", "event_id": event_id}, close=True)
+            self.close_connection = True
+        if self._linger:
+            self._linger_close()
+
+    # -- body --------------------------------------------------------------------------------
+    def _length_problem(self) -> _Reply | None:
+        if "Transfer-Encoding" in self.headers:
+            return _Reply(411, "chunked request bodies are not supported: send a Content-Length", close=True)
+        values = self.headers.get_all("Content-Length") or []
+        if not values:
+            return _Reply(411, "a Content-Length header is required", close=True)
+        if len(set(v.strip() for v in values)) > 1 or not _DIGITS.match(values[0].strip()):
+            return _Reply(400, f"invalid Content-Length {values[0][:40]!r}", close=True)
+        length = int(values[0].strip())
+        if length > handler.MAX_BODY_BYTES:
+            return _Reply(413, f"the body is {length:,} bytes; the limit is {handler.MAX_BODY_BYTES:,} (6 MB)",
+                          close=True, linger=True)
+        return None
+
+    def handle_expect_100(self) -> bool:
+        # Refuse a body we will not read before the client sends it: no "100 Continue" then.
+        if self.command == "POST" and self._length_problem() is not None:
+            return True
+        return super().handle_expect_100()
+
+    def _read_body(self) -> bytes:
+        problem = self._length_problem()
+        if problem is not None:
+            raise problem
+        length = int(self.headers["Content-Length"].strip())
+        try:
+            body = self.rfile.read(length)
+        except TimeoutError:
+            raise _Reply(408, f"the body did not arrive within {self.timeout:g} s", close=True) from None
+        if len(body) < length:
+            raise _Reply(400, f"the body ended after {len(body)} of {length} bytes", close=True)
+        return body
+
+    def _linger_close(self) -> None:
+        """Discard what the client is still sending (bounded), so it can read our 413 before we close."""
+        self.close_connection = True
+        try:
+            self.connection.shutdown(socket.SHUT_WR)
+            deadline = time.monotonic() + LINGER_SECONDS
+            budget = 2 * handler.MAX_BODY_BYTES
+            while budget > 0 and time.monotonic() < deadline:
+                self.connection.settimeout(max(0.05, deadline - time.monotonic()))
+                chunk = self.connection.recv(65536)
+                if not chunk:
+                    break
+                budget -= len(chunk)
+        except OSError:
+            pass
+
+    # -- routes ------------------------------------------------------------------------------
+    def _ping(self) -> None:
+        endpoint = self.server.endpoint
+        service = endpoint.service
+        if service is not None:
+            self._send_json(200, {"status": "ok", "model_version": service.version})
+        elif endpoint.load_error is not None:
+            self._send_json(500, {"status": "failed", "error": "the model failed to load (see the server log)"})
+        else:
+            self._send_json(503, {"status": "loading"})
+
+    def _invocation(self, runtime: bool, name: str | None) -> None:
+        endpoint = self.server.endpoint
+        event_id = str(uuid.uuid4())
+        when = datetime.now(timezone.utc)
+        headers = {"X-Diagnosa-Event-Id": event_id}
+        if runtime:
+            headers["x-amzn-RequestId"] = str(uuid.uuid4())
+        try:
+            body = self._read_body()
+            if runtime and name != endpoint.endpoint_name:
+                raise _Reply(400, f"Endpoint {name} of account {ACCOUNT} not found.")
+            inference_id = self.headers.get("X-Amzn-SageMaker-Inference-Id")
+            if inference_id is not None and not (1 <= len(inference_id) <= 64 and inference_id.isprintable()
+                                                 and not inference_id[0].isspace()):
+                raise _Reply(400, "X-Amzn-SageMaker-Inference-Id must be 1 to 64 printable characters")
+            service = endpoint.service
+            if service is None:
+                raise _Reply(503, "the model is not loaded yet" if endpoint.load_error is None
+                             else "the model failed to load", aws_type="ServiceUnavailable")
+        except _Reply as reply:
+            if reply.linger:
+                self._linger = True
+            if runtime:
+                headers["x-amzn-ErrorType"] = reply.aws_type
+                self._send_json(reply.status, {"message": reply.message}, headers, close=reply.close)
+            else:
+                self._send_json(reply.status, {"error": reply.message}, headers, close=reply.close)
+            return
+
+        content_type = self.headers.get("Content-Type")
+        accept = self.headers.get("Accept")
+        try:
+            request = handler.input_fn(body, content_type, service)
+            prediction = handler.predict_fn(request, service)
+            output, output_type = handler.output_fn(prediction, accept)
+        except handler.RequestError as err:
+            self._model_error(runtime, err.status, json.dumps(err.body(), ensure_ascii=False), headers)
+            return
+        except Exception:  # noqa: BLE001  (logged with the event id; the client gets no internals)
+            log.exception("invocation failed unexpectedly (event %s)", event_id)
+            self._model_error(runtime, 500, json.dumps({"error": "internal error", "event_id": event_id}), headers)
+            return
+        if endpoint.capture is not None:
+            try:
+                endpoint.capture.record(event_id, inference_id, body, content_type, output, output_type, when)
+            except Exception:  # noqa: BLE001  (capture must never fail a prediction)
+                log.exception("capture failed for event %s", event_id)
+        if runtime:
+            headers["x-Amzn-Invoked-Production-Variant"] = endpoint.variant
+        self._send(200, output, output_type, headers)
+
+    def _model_error(self, runtime: bool, status: int, text: str, headers: dict[str, str]) -> None:
+        """The handler's refusal as is on the container path, wrapped as AWS's ModelError on the runtime path."""
+        if not runtime:
+            self._send(status, text.encode("utf-8"), JSON, headers)
+            return
+        kind = "client" if status < 500 else "server"
+        headers["x-amzn-ErrorType"] = "ModelError"
+        self._send_json(424, {"message": f"Received {kind} error ({status}) from primary with message \"{text}\"",
+                              "OriginalStatusCode": status, "OriginalMessage": text}, headers)
+
+
+class LocalEndpoint:
+    """One model behind a loopback HTTP server; ``start()`` returns at once, the model loads in the background."""
+
+    def __init__(self, model_dir: str, endpoint_name: str = "diagnosa", host: str = "127.0.0.1", port: int = 0,
+                 capture: DataCapture | None = None, *,
+                 loader: Callable[[str], handler.Service] | None = None, socket_timeout: float = SOCKET_TIMEOUT):
+        self.model_dir = str(model_dir)
+        self.endpoint_name = endpoint_name
+        self.host = host
+        self._port = port
+        self.capture = capture
+        self.variant = capture.variant if capture is not None else DEFAULT_VARIANT
+        self._loader = loader or handler.model_fn  # a hook: tests gate or break loading through it
+        if not socket_timeout > 0:
+            raise ValueError(f"socket_timeout must be positive, got {socket_timeout!r}")
+        self.socket_timeout = float(socket_timeout)
+        self.service: handler.Service | None = None
+        self.load_error: BaseException | None = None
+        self._loaded = threading.Event()
+        self._httpd: _Server | None = None
+        self._serve_thread: threading.Thread | None = None
+        self._stopped = threading.Event()
+        self._stop_lock = threading.Lock()
+
+    @property
+    def port(self) -> int:
+        return self._httpd.server_address[1] if self._httpd is not None else self._port
+
+    @property
+    def url(self) -> str:
+        """Where a client on this machine reaches the endpoint (a wildcard bind is reached via loopback)."""
+        host = "127.0.0.1" if self.host in ("", "0.0.0.0") else self.host
+        return f"http://{host}:{self.port}"
+
+    def start(self) -> LocalEndpoint:
+        """Bind and serve in a background thread; the model loads in another (``/ping`` says when)."""
+        if self._httpd is not None:
+            return self
+        self._httpd = _Server((self.host, self._port), self)
+        self._serve_thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.2},
+                                              name=f"serve-{self.endpoint_name}", daemon=True)
+        self._serve_thread.start()
+        threading.Thread(target=self._load, name=f"load-{self.endpoint_name}", daemon=True).start()
+        log.info("endpoint %s listening on %s (model %s loading)", self.endpoint_name, self.url, self.model_dir)
+        return self
+
+    def _load(self) -> None:
+        started = time.perf_counter()
+        try:
+            service = self._loader(self.model_dir)
+            self._warm_up(service)
+        except BaseException as err:  # noqa: BLE001  (reported by /ping and wait_until_ready)
+            self.load_error = err
+            log.exception("model %s failed to load", self.model_dir)
+        else:
+            self.service = service
+            log.info("model %s loaded in %.2f s", service.version, time.perf_counter() - started)
+        finally:
+            self._loaded.set()
+
+    @staticmethod
+    def _warm_up(service: handler.Service) -> None:
+        """Pay one-off costs (HPO ontology, first predict) before /ping says ready, not on a patient's request."""
+        fields = service.schema.fields
+        record = {name: (["HP:0000118"] if f.type == "hpo_terms" else None) for name, f in fields.items()}
+        if not any(v is not None for v in record.values()):
+            record = {next(iter(service.schema.fields)): None}
+        try:
+            request = handler.input_fn(json.dumps(record).encode("utf-8"), handler.JSON, service)
+        except handler.RequestError:
+            return  # the record is not valid for this schema; the lazy costs are paid on first use instead
+        handler.predict_fn(request, service)
+
+    def wait_until_ready(self, timeout: float = 60.0) -> None:
+        """Block until the model serves; TimeoutError if it takes longer, RuntimeError if loading failed."""
+        if not self._loaded.wait(timeout):
+            raise TimeoutError(f"model {self.model_dir} not loaded within {timeout} s")
+        if self.load_error is not None:
+            raise RuntimeError(f"model {self.model_dir} failed to load: {self.load_error}") from self.load_error
+
+    def stop(self, timeout: float = STOP_TIMEOUT) -> None:
+        """Stop accepting, let in-flight requests finish (up to ``timeout``), close idle connections, flush capture.
+
+        The endpoint owns the capture it was given: stop() closes it, started or not.
+        """
+        with self._stop_lock:
+            if self._stopped.is_set():
+                return
+            if self._httpd is None:
+                if self.capture is not None:
+                    self.capture.close()
+                self._stopped.set()
+                return
+            httpd = self._httpd
+            with httpd.lock:
+                httpd.stopping = True
+            httpd.shutdown()  # the accept loop ends; no new connections
+            with httpd.lock:
+                httpd.close_idle()
+                if not httpd.drained.wait_for(lambda: httpd.in_flight == 0, timeout):
+                    log.warning("%d request(s) still in flight after %s s; stopping anyway", httpd.in_flight, timeout)
+                httpd.close_idle()
+            httpd.server_close()
+            if self._serve_thread is not None:
+                self._serve_thread.join(timeout)
+            if self.capture is not None:
+                self.capture.close()
+            self._stopped.set()
+            log.info("endpoint %s stopped", self.endpoint_name)
+
+    def serve_forever(self) -> None:
+        """Serve until SIGTERM/SIGINT (or stop() from another thread), then stop cleanly: the CLI's mode."""
+        self.start()
+        requested = threading.Event()
+
+        def on_signal(signum: int, _frame: object) -> None:
+            log.info("received %s: stopping", signal.Signals(signum).name)
+            requested.set()
+
+        previous: dict[int, Any] = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                previous[sig] = signal.signal(sig, on_signal)
+        else:
+            log.warning("serve_forever outside the main thread: no signal handlers installed")
+        try:
+            while not requested.wait(0.2) and not self._stopped.is_set():
+                pass
+        finally:
+            self.stop()
+            for sig, old in previous.items():
+                signal.signal(sig, old)
+
+    def __enter__(self) -> LocalEndpoint:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

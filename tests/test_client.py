@@ -1,0 +1,157 @@
+"""The application client and `diagnosa predict`, against the real local endpoint over loopback."""
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from diagnosa.cli import main
+from inference.client import ClientFailure, DiagnosaClient, PredictionRejected
+from inference.server import LocalEndpoint
+
+PATIENT = {"patient_id": "A1", "age": 67, "sex": "M", "temperature_c": 38.9, "spo2_pct": 90,
+           "symptoms": ["HP:0001945", "HP:0012735"]}
+
+
+@pytest.fixture(scope="module")
+def endpoint(trained_model_dir):
+    server = LocalEndpoint(str(trained_model_dir), endpoint_name="diagnosa", port=0)
+    server.start()
+    server.wait_until_ready(60)
+    yield server
+    server.stop()
+
+
+def test_predict_one_and_many(endpoint):
+    client = DiagnosaClient("diagnosa", endpoint_url=endpoint.url)
+    one = client.predict(PATIENT)
+    assert [r["patient_id"] for r in one.results] == ["A1"] and one.event_id
+    many = client.predict([PATIENT, {"age": 30, "sex": "F"}], top_k=2)
+    assert len(many.results) == 2 and len(many.results[1]["top_k"]) == 2
+    csv = client.predict_csv("patient_id,age,sex\nC1,50,F\n")
+    assert csv.results[0]["patient_id"] == "C1"
+
+
+def test_rejected_input_names_the_field(endpoint):
+    client = DiagnosaClient("diagnosa", endpoint_url=endpoint.url)
+    with pytest.raises(PredictionRejected) as err:
+        client.predict({"age": 400, "colour": "red"})
+    fields = {e["field"] for e in err.value.errors}
+    assert err.value.status == 400 and fields == {"age", "colour"}
+    assert "age" in str(err.value)
+
+
+def test_unknown_endpoint_and_unreachable_endpoint(endpoint):
+    with pytest.raises(ClientFailure, match="Endpoint nope of account"):
+        DiagnosaClient("nope", endpoint_url=endpoint.url).predict(PATIENT)
+    with pytest.raises(ClientFailure, match="could not reach endpoint"):
+        DiagnosaClient("diagnosa", endpoint_url="http://127.0.0.1:9", timeout=1, max_attempts=1).predict(PATIENT)
+
+
+def test_throttling_is_retried_by_botocore():
+    calls = []
+
+    class Throttling(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self) -> None:  # noqa: N802
+            self.rfile.read(int(self.headers["Content-Length"]))
+            calls.append(self.path)
+            if len(calls) <= 2:
+                body, status, headers = b'{"message": "slow down"}', 400, {"x-amzn-ErrorType": "ThrottlingException"}
+            else:
+                body, status, headers = json.dumps({"predictions": [{"patient_id": "A1"}]}).encode(), 200, {}
+            self.send_response(status)
+            for key, value in {"Content-Type": "application/json", "Content-Length": str(len(body)), **headers}.items():
+                self.send_header(key, value)
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Throttling)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        client = DiagnosaClient("diagnosa", endpoint_url=f"http://127.0.0.1:{server.server_address[1]}", max_attempts=4)
+        assert client.predict(PATIENT).results == [{"patient_id": "A1"}]
+        assert len(calls) == 3
+        calls.clear()
+        with pytest.raises(ClientFailure, match="ThrottlingException"):
+            DiagnosaClient("diagnosa", endpoint_url=f"http://127.0.0.1:{server.server_address[1]}",
+                           max_attempts=2).predict(PATIENT)
+    finally:
+        server.shutdown()
+
+
+def test_client_arguments_are_checked():
+    with pytest.raises(ValueError, match="timeout must be positive"):
+        DiagnosaClient(timeout=0)
+
+
+def test_predict_command(endpoint, tmp_path, capsys):
+    patients = tmp_path / "patients.json"
+    patients.write_text(json.dumps([PATIENT]))
+    assert main(["predict", str(patients), "--endpoint-url", endpoint.url]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["predictions"][0]["patient_id"] == "A1" and out["event_id"]
+    rows = tmp_path / "patients.csv"
+    rows.write_text("patient_id,age\nZ9,44\n")
+    assert main(["predict", str(rows), "--endpoint-url", endpoint.url]) == 0
+    assert json.loads(capsys.readouterr().out)["predictions"][0]["patient_id"] == "Z9"
+    bad = tmp_path / "bad.json"
+    bad.write_text("{nope")
+    assert main(["predict", str(bad), "--endpoint-url", endpoint.url]) == 2
+    assert "is not valid JSON" in capsys.readouterr().err
+    bad.write_text(json.dumps({"age": 999}))
+    assert main(["predict", str(bad), "--endpoint-url", endpoint.url]) == 2
+    assert "age" in capsys.readouterr().err
+
+
+def test_serve_command_runs_until_sigterm(trained_model_dir, tmp_path):
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+    from pathlib import Path
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [str(Path(sys.executable).parent / "diagnosa"), "--workspace", str(tmp_path / "ws"), "serve",
+               "--model", str(trained_model_dir), "--port", str(port)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=1) as reply:
+                    if reply.status == 200:
+                        break
+            except OSError:
+                time.sleep(0.2)
+        else:
+            pytest.fail("the endpoint never answered /ping")
+        client = DiagnosaClient("diagnosa", endpoint_url=f"http://127.0.0.1:{port}")
+        event = client.predict(PATIENT).event_id
+    finally:
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=30)
+    assert process.returncode == 0, err
+    assert f"http://127.0.0.1:{port}" in out and "curl" in out
+    # The request was captured into the workspace lake in SageMaker's layout.
+    captured = list((tmp_path / "ws" / "lake" / "capture" / "diagnosa" / "AllTraffic").rglob("*.jsonl"))
+    assert captured and event in captured[0].read_text()
+
+
+def test_serve_command_bad_model(tmp_path, capsys):
+    assert main(["--workspace", str(tmp_path), "serve", "--model", str(tmp_path / "missing")]) == 2
+    assert "model not found" in capsys.readouterr().err
+    junk = tmp_path / "model.tar.gz"
+    junk.write_bytes(b"not a tarball")
+    assert main(["--workspace", str(tmp_path), "serve", "--model", str(junk)]) == 2
+    assert "not a readable model.tar.gz" in capsys.readouterr().err
