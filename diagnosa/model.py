@@ -46,10 +46,20 @@ class DiagnosaModel:
     metadata: dict[str, Any] = field(default_factory=dict)
 
     def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
-        proba = np.asarray(self.pipeline.predict_proba(frame), dtype=float)
+        return self._in_label_order(np.asarray(self.pipeline.predict_proba(frame), dtype=float))
+
+    @property
+    def features(self) -> Any:
+        return self.pipeline.steps[0][1]
+
+    def predict_proba_features(self, X: np.ndarray) -> np.ndarray:
+        """Probabilities from already transformed features (serving's compiled feature path)."""
+        return self._in_label_order(np.asarray(self.pipeline.steps[-1][1].predict_proba(X), dtype=float))
+
+    def _in_label_order(self, proba: np.ndarray) -> np.ndarray:
         classes = list(self.pipeline.classes_)
         if classes != list(range(len(self.labels))):  # a class absent at training time gets probability 0
-            full = np.zeros((len(frame), len(self.labels)))
+            full = np.zeros((len(proba), len(self.labels)))
             full[:, classes] = proba
             proba = full
         return proba

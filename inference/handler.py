@@ -20,6 +20,7 @@ import pandas as pd
 
 from diagnosa.data.schema import Schema
 from diagnosa.model import DiagnosaModel
+from inference.fastpath import CompiledFeatures, compile_features
 from inference.schema import Problem, RequestSchema
 
 MAX_BODY_BYTES = 6 * 1024 * 1024  # SageMaker's real-time invocation payload limit
@@ -48,13 +49,44 @@ class Service:
     schema: RequestSchema
     version: str
     columns: list[str] = field(default_factory=list)
+    fast: CompiledFeatures | None = None  # the compiled feature path, when it matches sklearn's
 
 
 @dataclass
 class Request:
-    frame: pd.DataFrame
+    records: list[dict[str, Any]]
     ids: list[str | None]
+    columns: list[str]
     top_k: int = DEFAULT_TOP_K
+
+    @property
+    def frame(self) -> pd.DataFrame:
+        return pd.DataFrame(self.records, columns=self.columns)
+
+
+def _probe_records(schema: RequestSchema, features: Any) -> list[dict[str, Any]]:
+    """Records that exercise every input (missing, typical, edge values) to check the fast path."""
+    empty = {name: ([] if f.type in ("hpo_terms", "codes") else None) for name, f in schema.fields.items()}
+    probes = [dict(empty)]
+    for pick in (0, -1):
+        record = dict(empty)
+        for name, f in schema.fields.items():
+            if f.type in ("number", "integer"):
+                low = f.min if f.min is not None else 0.0
+                high = f.max if f.max is not None else low + 10.0
+                record[name] = float(low if pick == 0 else (low + high) / 2)
+            elif f.type == "boolean":
+                record[name] = bool(pick)
+            elif f.type in ("category", "string"):
+                record[name] = f.values[pick] if f.values else "zz-unseen"
+            else:
+                vocabulary = []
+                for _, transformer, selected in getattr(features.steps[0][1], "transformers_", []):
+                    if selected == name and hasattr(transformer, "vocabulary_"):
+                        vocabulary = list(transformer.vocabulary_)
+                record[name] = vocabulary[pick * 3:][:3] if pick == 0 else vocabulary[-3:]
+        probes.append(record)
+    return probes
 
 
 def _media_type(content_type: str | None) -> str:
@@ -77,7 +109,8 @@ def model_fn(model_dir: str) -> Service:
     version = str(model.metadata.get("model_version") or model.metadata.get("fingerprint", {}).get("preprocess", "")[:12]
                   or "unversioned")
     columns = [schema.id_column, *request_schema.fields]
-    service = Service(model, request_schema, version, columns)
+    fast = compile_features(model.features, _probe_records(request_schema, model.features), columns)
+    service = Service(model, request_schema, version, columns, fast)
     _LOADED["service"] = service
     return service
 
@@ -159,12 +192,14 @@ def input_fn(body: bytes | str, content_type: str | None, service: Service | Non
         problems.extend(found)
     if problems:
         raise RequestError(400, f"{len(problems)} problem(s) in the request", problems)
-    frame = pd.DataFrame(clean, columns=service.columns)
-    return Request(frame, [values[service.schema.id_field] for values in clean], top_k)
+    return Request(clean, [values[service.schema.id_field] for values in clean], service.columns, top_k)
 
 
 def predict_fn(request: Request, service: Service) -> list[dict[str, Any]]:
-    proba = service.model.predict_proba(request.frame)
+    if service.fast is not None:
+        proba = service.model.predict_proba_features(service.fast.transform(request.records))
+    else:
+        proba = service.model.predict_proba(request.frame)
     labels = service.model.labels
     order = np.argsort(-proba, axis=1, kind="stable")[:, : request.top_k]
     results = []

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 
+import pandas as pd
 import pytest
 
 from diagnosa.labels import CATEGORIES
@@ -113,3 +114,37 @@ def test_json_schema_describes_the_request(service):
     assert schema["properties"]["heart_rate_bpm"]["maximum"] == 250
     assert schema["properties"]["sex"]["enum"][:2] == ["F", "M"]
     assert "label" not in schema["properties"] and "is_orphan" not in schema["properties"]
+
+
+def test_compiled_feature_path_matches_sklearn_on_real_records(service, curated_cohort):
+    from dataclasses import replace
+
+    frame, _ = curated_cohort
+    assert service.fast is not None, "the default feature pipeline compiles"
+    fields = list(service.schema.fields)
+    sample = frame.sample(400, random_state=0)
+    def plain(value):
+        if isinstance(value, str):
+            return value
+        if hasattr(value, "__len__"):
+            return [str(x) for x in value]
+        return None if pd.isna(value) else float(value)
+
+    records = [{k: plain(v) for k, v in row.items()} for row in sample[fields].to_dict("records")]
+    body = json.dumps(records)
+    request = input_fn(body, "application/json", service)
+    fast = predict_fn(request, service)
+    slow = predict_fn(request, replace(service, fast=None))
+    for a, b in zip(fast, slow):
+        assert a["category"] == b["category"]
+        assert a["probabilities"] == pytest.approx(b["probabilities"], abs=1e-4)
+
+
+def test_compiled_path_refuses_what_it_does_not_know(service):
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import FunctionTransformer
+
+    from inference.fastpath import compile_features
+
+    odd = Pipeline([("scale", FunctionTransformer(lambda X: X))])
+    assert compile_features(odd, [{}], ["patient_id"]) is None
