@@ -426,7 +426,7 @@ class _Exploding:
 def test_an_unexpected_error_is_a_500_with_an_event_id_and_a_logged_traceback(model_dir, caplog):
     def loader(path: str) -> handler.Service:
         service = handler.model_fn(path)
-        return dataclasses.replace(service, model=_Exploding(service.model))
+        return dataclasses.replace(service, model=_Exploding(service.model), fast=None)  # use the frame path
 
     ep = _started(model_dir, loader=loader)
     try:
