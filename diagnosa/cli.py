@@ -209,6 +209,44 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------------------------ registry
+
+def open_registry(args: argparse.Namespace):
+    from pipelines.registry import LocalModelRegistry
+
+    return LocalModelRegistry(workspace(args) / "registry")
+
+
+def cmd_registry_list(args: argparse.Namespace) -> int:
+    registry = open_registry(args)
+    groups = [args.group] if args.group else registry.groups()
+    if not groups:
+        print(f"no model packages in {registry.root}")
+        return 0
+    for group in groups:
+        packages = registry.list_model_packages(group)
+        print(f"{group}: {len(packages)} version(s)")
+        for p in packages:
+            metrics = p.get("CustomerMetadataProperties", {})
+            summary = ", ".join(f"{k}={v}" for k, v in sorted(metrics.items()))
+            print(f"  v{p['ModelPackageVersion']:<4} {p['ModelApprovalStatus']:<22} {p['CreationTime']}  {summary}")
+    return 0
+
+
+def cmd_registry_decide(args: argparse.Namespace) -> int:
+    from pipelines.registry import ARN_PREFIX, RegistryError
+
+    registry = open_registry(args)
+    status = "Approved" if args.registry_command == "approve" else "Rejected"
+    arn = f"{ARN_PREFIX}/{args.group}/{args.version}"
+    try:
+        registry.update_model_package(arn, status, args.reason)
+    except RegistryError as err:
+        raise UsageError(str(err)) from None
+    print(f"{args.group} v{args.version}: {status}")
+    return 0
+
+
 # ------------------------------------------------------------------------------------------------ parser
 
 def build_parser() -> argparse.ArgumentParser:
@@ -254,6 +292,18 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--top-k", type=_int_in(1, 5, "--top-k"), default=3)
     predict.add_argument("--timeout", type=float, default=10.0)
     predict.set_defaults(func=cmd_predict)
+
+    registry = commands.add_parser("registry", help="the local model registry").add_subparsers(
+        dest="registry_command", required=True)
+    listing = registry.add_parser("list", help="model package groups and their versions")
+    listing.add_argument("--group", help="only this model package group")
+    listing.set_defaults(func=cmd_registry_list)
+    for verb in ("approve", "reject"):
+        decide = registry.add_parser(verb, help=f"{verb} a model package version")
+        decide.add_argument("version", type=_int_in(1, 10**9, "version"))
+        decide.add_argument("--group", default="diagnosa")
+        decide.add_argument("--reason", help="approval description kept with the version")
+        decide.set_defaults(func=cmd_registry_decide)
     return parser
 
 

@@ -1,0 +1,145 @@
+"""The local model registry: SageMaker Model Registry semantics in a workspace folder.
+
+It takes the request of ``CreateModelPackage`` exactly as a pipeline's RegisterModel step sends it
+(checked against botocore's service model, so what registers locally would register on SageMaker)
+and answers like ``DescribeModelPackage`` / ``ListModelPackages``: model package groups, versions
+numbered from 1, approval status ``PendingManualApproval`` → ``Approved`` / ``Rejected``, model
+metrics and lineage kept with each version. Versions are allocated under a file lock and each
+package is written atomically, so concurrent registrations never share a number or half-write.
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import re
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator
+
+import botocore.session
+from botocore.validate import ParamValidator
+
+from diagnosa.lake import LocalStorage
+
+APPROVAL_STATUSES = ("PendingManualApproval", "Approved", "Rejected")
+ARN_PREFIX = "arn:aws:sagemaker:local:000000000000:model-package"
+GROUP_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")  # SageMaker's EntityName pattern
+
+
+class RegistryError(ValueError):
+    """A registry request that SageMaker would refuse too; the message names the problem."""
+
+
+def _operation(name: str) -> Any:
+    return botocore.session.get_session().get_service_model("sagemaker").operation_model(name)
+
+
+def validate_request(operation: str, arguments: dict[str, Any]) -> None:
+    """Raise RegistryError if ``arguments`` do not fit the operation's request shape in botocore."""
+    report = ParamValidator().validate(arguments, _operation(operation).input_shape)
+    if report.has_errors():
+        raise RegistryError(f"{operation} request is invalid: {report.generate_report()}")
+
+
+class LocalModelRegistry:
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        self.storage = LocalStorage(self.root)
+
+    # -------------------------------------------------------------------------------- writes
+    @contextmanager
+    def _lock(self, group: str) -> Iterator[None]:
+        path = self.root / group / ".lock"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "w") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def create_model_package(self, **arguments: Any) -> dict[str, str]:
+        validate_request("CreateModelPackage", arguments)
+        group = arguments.get("ModelPackageGroupName")
+        if not group:
+            raise RegistryError("only versioned packages are supported: give ModelPackageGroupName")
+        if not GROUP_NAME.match(group):
+            raise RegistryError(f"model package group name {group!r} must match {GROUP_NAME.pattern}")
+        status = arguments.get("ModelApprovalStatus", "PendingManualApproval")
+        now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        with self._lock(group):
+            version = len(self._versions(group)) + 1
+            arn = f"{ARN_PREFIX}/{group}/{version}"
+            package = {
+                **arguments,
+                "ModelPackageGroupName": group,
+                "ModelPackageVersion": version,
+                "ModelPackageArn": arn,
+                "ModelApprovalStatus": status,
+                "ModelPackageStatus": "Completed",
+                "CreationTime": now,
+                "LastModifiedTime": now,
+            }
+            self.storage.put_bytes(self._key(group, version), json.dumps(package, indent=2, sort_keys=True).encode())
+        return {"ModelPackageArn": arn}
+
+    def update_model_package(self, ModelPackageArn: str, ModelApprovalStatus: str,  # noqa: N803 (AWS names)
+                             ApprovalDescription: str | None = None) -> dict[str, str]:
+        if ModelApprovalStatus not in APPROVAL_STATUSES:
+            raise RegistryError(f"approval status must be one of {', '.join(APPROVAL_STATUSES)}, "
+                                f"got {ModelApprovalStatus!r}")
+        group, version = self._parse(ModelPackageArn)
+        with self._lock(group):
+            package = self.describe_model_package(ModelPackageArn)
+            package["ModelApprovalStatus"] = ModelApprovalStatus
+            package["LastModifiedTime"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+            if ApprovalDescription is not None:
+                package["ApprovalDescription"] = ApprovalDescription
+            self.storage.put_bytes(self._key(group, version), json.dumps(package, indent=2, sort_keys=True).encode())
+        return {"ModelPackageArn": ModelPackageArn}
+
+    # -------------------------------------------------------------------------------- reads
+    def describe_model_package(self, ModelPackageName: str) -> dict[str, Any]:  # noqa: N803
+        group, version = self._parse(ModelPackageName)
+        key = self._key(group, version)
+        if not self.storage.exists(key):
+            raise RegistryError(f"model package {ModelPackageName} does not exist")
+        return json.loads(self.storage.get_bytes(key))
+
+    def list_model_packages(self, ModelPackageGroupName: str,  # noqa: N803
+                            ModelApprovalStatus: str | None = None) -> list[dict[str, Any]]:
+        packages = [json.loads(self.storage.get_bytes(self._key(ModelPackageGroupName, v)))
+                    for v in self._versions(ModelPackageGroupName)]
+        if ModelApprovalStatus:
+            packages = [p for p in packages if p["ModelApprovalStatus"] == ModelApprovalStatus]
+        return packages
+
+    def groups(self) -> list[str]:
+        return sorted({key.split("/", 1)[0] for key in self.storage.list() if key.endswith(".json")})
+
+    def latest_approved(self, group: str) -> dict[str, Any] | None:
+        approved = self.list_model_packages(group, "Approved")
+        return approved[-1] if approved else None
+
+    # -------------------------------------------------------------------------------- helpers
+    def _versions(self, group: str) -> list[int]:
+        found = []
+        for key in self.storage.list(f"{group}/"):
+            name = key.rsplit("/", 1)[-1]
+            if name.endswith(".json") and name[:-5].isdigit():
+                found.append(int(name[:-5]))
+        return sorted(found)
+
+    @staticmethod
+    def _key(group: str, version: int) -> str:
+        return f"{group}/{version:06d}.json"
+
+    @staticmethod
+    def _parse(name: str) -> tuple[str, int]:
+        """An ARN or ``group/version`` → (group, version)."""
+        tail = name.removeprefix(f"{ARN_PREFIX}/")
+        group, _, version = tail.rpartition("/")
+        if not group or not version.isdigit():
+            raise RegistryError(f"not a model package ARN or group/version: {name!r}")
+        return group, int(version)

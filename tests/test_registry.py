@@ -1,0 +1,88 @@
+"""The local model registry behaves like SageMaker's, request for request (compared under moto)."""
+from __future__ import annotations
+
+import threading
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from diagnosa.cli import main
+from pipelines.registry import LocalModelRegistry, RegistryError
+
+PACKAGE = {
+    "ModelPackageGroupName": "diagnosa",
+    "ModelPackageDescription": "champion of execution abc",
+    "InferenceSpecification": {
+        "Containers": [{"Image": "123456789012.dkr.ecr.eu-west-1.amazonaws.com/sklearn:1.2-1",
+                        "ModelDataUrl": "s3://lake/artifacts/abc/model.tar.gz"}],
+        "SupportedContentTypes": ["application/json", "text/csv"],
+        "SupportedResponseMIMETypes": ["application/json", "text/csv"],
+    },
+    "ModelMetrics": {"ModelQuality": {"Statistics": {"ContentType": "application/json",
+                                                     "S3Uri": "s3://lake/artifacts/abc/evaluation.json"}}},
+    "CustomerMetadataProperties": {"macro_recall": "0.953", "orphan_macro_recall": "0.799"},
+    "ModelApprovalStatus": "PendingManualApproval",
+}
+
+
+@pytest.fixture
+def registry(tmp_path):
+    return LocalModelRegistry(tmp_path / "registry")
+
+
+def test_versions_and_approval_like_sagemaker(registry):
+    with mock_aws():
+        aws = boto3.client("sagemaker")
+        aws.create_model_package_group(ModelPackageGroupName="diagnosa")
+        for _ in range(2):
+            aws_arn = aws.create_model_package(**PACKAGE)["ModelPackageArn"]
+            local_arn = registry.create_model_package(**PACKAGE)["ModelPackageArn"]
+            assert aws_arn.rsplit("/", 2)[-2:] == local_arn.rsplit("/", 2)[-2:]  # group/version alike
+        aws.update_model_package(ModelPackageArn=aws_arn, ModelApprovalStatus="Approved")
+        registry.update_model_package(local_arn, "Approved", "gate passed, reviewed by Dr. Ruiz")
+        aws_view = aws.describe_model_package(ModelPackageName=aws_arn)
+        local_view = registry.describe_model_package(local_arn)
+        for key in ("ModelPackageGroupName", "ModelPackageVersion", "ModelApprovalStatus", "InferenceSpecification",
+                    "ModelMetrics", "ModelPackageDescription"):
+            assert local_view[key] == aws_view[key], key
+    # moto 5.2.5 does not echo CustomerMetadataProperties; SageMaker does, and so do we.
+    assert local_view["CustomerMetadataProperties"] == PACKAGE["CustomerMetadataProperties"]
+    assert [p["ModelApprovalStatus"] for p in registry.list_model_packages("diagnosa")] == [
+        "PendingManualApproval", "Approved"]
+    assert registry.latest_approved("diagnosa")["ModelPackageVersion"] == 2
+    assert registry.describe_model_package("diagnosa/2")["ApprovalDescription"].startswith("gate passed")
+
+
+def test_requests_sagemaker_would_refuse_are_refused(registry):
+    with pytest.raises(RegistryError, match='Unknown parameter in input: "Bogus"'):
+        registry.create_model_package(**PACKAGE, Bogus=1)
+    with pytest.raises(RegistryError, match="Invalid type for parameter ModelMetrics"):
+        registry.create_model_package(**{**PACKAGE, "ModelMetrics": "good"})
+    with pytest.raises(RegistryError, match="must match"):
+        registry.create_model_package(**{**PACKAGE, "ModelPackageGroupName": "bad name!"})
+    arn = registry.create_model_package(**PACKAGE)["ModelPackageArn"]
+    with pytest.raises(RegistryError, match="approval status must be one of"):
+        registry.update_model_package(arn, "Maybe")
+    with pytest.raises(RegistryError, match="does not exist"):
+        registry.describe_model_package("diagnosa/9")
+    assert registry.latest_approved("diagnosa") is None
+
+
+def test_concurrent_registrations_get_distinct_versions(registry):
+    threads = [threading.Thread(target=registry.create_model_package, kwargs=PACKAGE) for _ in range(8)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert [p["ModelPackageVersion"] for p in registry.list_model_packages("diagnosa")] == list(range(1, 9))
+
+
+def test_registry_commands(tmp_path, capsys):
+    registry = LocalModelRegistry(tmp_path / "ws" / "registry")
+    registry.create_model_package(**PACKAGE)
+    ws = ["--workspace", str(tmp_path / "ws")]
+    assert main([*ws, "registry", "list"]) == 0
+    assert "v1    PendingManualApproval" in capsys.readouterr().out
+    assert main([*ws, "registry", "approve", "1", "--reason", "ok"]) == 0
+    assert registry.describe_model_package("diagnosa/1")["ModelApprovalStatus"] == "Approved"
+    assert main([*ws, "registry", "reject", "7"]) == 2
+    assert "does not exist" in capsys.readouterr().err
