@@ -1,0 +1,72 @@
+"""A CreateProcessingJob request run locally: inputs from the lake, container paths remapped, outputs back."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from diagnosa.lake import DataLake
+from pipelines.local_jobs import JobError, LakeMapping, run_processing
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def request(name: str, curated_prefix: str, extra_args: list[str] | None = None) -> dict:
+    def output(kind: str) -> dict:
+        return {"OutputName": kind, "S3Output": {"S3Uri": f"s3://lake/features/{name}/{kind}",
+                                                 "LocalPath": f"/opt/ml/processing/output/{kind}",
+                                                 "S3UploadMode": "EndOfJob"}}
+    return {
+        "ProcessingJobName": name,
+        "RoleArn": "arn:aws:iam::123456789012:role/diagnosa-processing",
+        "ProcessingResources": {"ClusterConfig": {"InstanceCount": 1, "InstanceType": "ml.m5.xlarge",
+                                                  "VolumeSizeInGB": 30}},
+        "AppSpecification": {"ImageUri": "123456789012.dkr.ecr.eu-west-1.amazonaws.com/sklearn:1.2-1",
+                             "ContainerEntrypoint": ["python3", "-m", "processing.preprocess"],
+                             "ContainerArguments": ["--base-dir", "/opt/ml/processing", *(extra_args or [])]},
+        "ProcessingInputs": [{"InputName": "curated", "S3Input": {
+            "S3Uri": f"s3://lake/{curated_prefix}", "LocalPath": "/opt/ml/processing/input/curated",
+            "S3DataType": "S3Prefix", "S3InputMode": "File"}}],
+        "ProcessingOutputConfig": {"Outputs": [output(k) for k in ("train", "validation", "test", "transformer")]},
+        "Environment": {"PYTHONPATH": str(ROOT)},
+    }
+
+
+@pytest.fixture
+def lake_with_curated(tmp_path, curated_cohort):
+    frame, manifest = curated_cohort
+    lake = DataLake.from_uri(str(tmp_path / "lake"))
+    prefix = f"curated/patients/{manifest['version']}"
+    data = tmp_path / "data.parquet"
+    frame.to_parquet(data, index=False)
+    lake.put_file(data, f"{prefix}/data.parquet")
+    lake.put_json(f"{prefix}/manifest.json", manifest)
+    return lake, prefix
+
+
+def test_preprocess_request_runs_against_the_lake(tmp_path, lake_with_curated):
+    lake, prefix = lake_with_curated
+    result = run_processing(request("pre-1", prefix, ["--resampling", "undersample"]), tmp_path / "run",
+                            LakeMapping("lake", lake))
+    assert result["ProcessingJobStatus"] == "Completed"
+    assert result["ProcessingOutputConfig"]["Outputs"]["train"]["S3Output"]["S3Uri"] == "s3://lake/features/pre-1/train"
+    assert lake.exists("features/pre-1/train/train.npz")
+    summary = json.loads(lake.get_bytes("features/pre-1/transformer/preprocess.json"))
+    assert summary["params"]["resampling"] == "undersample"
+    assert "wrote" in Path(result["LogPath"]).read_text()
+
+
+def test_failures_name_the_job_and_keep_the_log(tmp_path, lake_with_curated):
+    lake, prefix = lake_with_curated
+    with pytest.raises(JobError, match=r"job pre-2 exited with 1 .*log: .*job.log"):
+        run_processing(request("pre-2", prefix, ["--pca-components", "7.5"]), tmp_path / "run2", LakeMapping("lake", lake))
+    assert not lake.list("features/pre-2/"), "a failed job writes nothing back to the lake"
+    with pytest.raises(JobError, match="is empty or missing"):
+        run_processing(request("pre-3", "curated/patients/none"), tmp_path / "run3", LakeMapping("lake", lake))
+    with pytest.raises(JobError, match="outside the data lake"):
+        run_processing(request("pre-4", prefix), tmp_path / "run4", LakeMapping("other-bucket", lake))
+    bad = request("pre-5", prefix)
+    del bad["RoleArn"]
+    with pytest.raises(JobError, match="Missing required parameter in input: \"RoleArn\""):
+        run_processing(bad, tmp_path / "run5", LakeMapping("lake", lake))
