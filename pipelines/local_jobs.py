@@ -9,9 +9,12 @@ success each output folder is copied back to its ``S3Uri`` in the lake. The answ
 """
 from __future__ import annotations
 
+import json
 import os
+import re
 import subprocess
 import sys
+import tarfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +26,7 @@ from botocore.validate import ParamValidator
 from diagnosa.lake import DataLake
 
 PROCESSING_ROOT = "/opt/ml/processing"
+TRAINING_ROOT = "/opt/ml"
 
 
 class JobError(RuntimeError):
@@ -87,14 +91,9 @@ def run_processing(arguments: dict[str, Any], run_dir: Path, mapping: LakeMappin
         raise JobError(f"job {name}: no ContainerEntrypoint to run")
     if command[0] in ("python", "python3"):
         command[0] = python  # the container's interpreter is this environment's, with the same pins
-    started = time.perf_counter()
     environment = {**os.environ, **arguments.get("Environment", {}), **(env or {})}
-    with open(log_path, "w", encoding="utf-8") as log:
-        code = subprocess.run(command, cwd=run_dir, env=environment, stdout=log, stderr=subprocess.STDOUT).returncode
-    seconds = time.perf_counter() - started
-    if code != 0:
-        tail = log_path.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-5:]
-        raise JobError(f"job {name} exited with {code} after {seconds:.1f} s (log: {log_path}): " + " | ".join(tail))
+    seconds = _run(name, command, run_dir, environment, log_path)
+    code = 0
 
     outputs = {}
     for spec in arguments.get("ProcessingOutputConfig", {}).get("Outputs", []):
@@ -107,3 +106,72 @@ def run_processing(arguments: dict[str, Any], run_dir: Path, mapping: LakeMappin
     return {"ProcessingJobName": name, "ProcessingJobStatus": "Completed", "ExitCode": code,
             "ProcessingOutputConfig": {"Outputs": outputs}, "DurationSeconds": round(seconds, 3),
             "LogPath": str(log_path)}
+
+
+def _run(name: str, command: list[str], run_dir: Path, environment: dict[str, str], log_path: Path) -> float:
+    started = time.perf_counter()
+    with open(log_path, "w", encoding="utf-8") as log:
+        code = subprocess.run(command, cwd=run_dir, env=environment, stdout=log, stderr=subprocess.STDOUT).returncode
+    seconds = time.perf_counter() - started
+    if code != 0:
+        tail = log_path.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-5:]
+        raise JobError(f"job {name} exited with {code} after {seconds:.1f} s (log: {log_path}): " + " | ".join(tail))
+    return seconds
+
+
+def run_training(arguments: dict[str, Any], run_dir: Path, mapping: LakeMapping, *,
+                 env: dict[str, str] | None = None, python: str = sys.executable) -> dict[str, Any]:
+    """A CreateTrainingJob request: channels from the lake, SM_* variables, model.tar.gz back to the lake."""
+    check_request("CreateTrainingJob", arguments)
+    name = arguments["TrainingJobName"]
+    algorithm = arguments["AlgorithmSpecification"]
+    command = [*algorithm.get("ContainerEntrypoint", []), *algorithm.get("ContainerArguments", [])]
+    if not command:
+        raise JobError(f"job {name}: no ContainerEntrypoint to run")
+    if command[0] in ("python", "python3"):
+        command[0] = python
+    base = run_dir / "opt-ml"
+    channels = {}
+    for channel in arguments.get("InputDataConfig", []):
+        source = channel["DataSource"].get("S3DataSource")
+        if source is None:
+            raise JobError(f"job {name}: channel {channel['ChannelName']} is not an S3 channel (not supported locally)")
+        target = base / "input" / "data" / channel["ChannelName"]
+        key = mapping.key(source["S3Uri"])
+        keys = [key] if mapping.lake.exists(key) else mapping.lake.list(f"{key}/")
+        if not keys:
+            raise JobError(f"job {name}: channel {channel['ChannelName']} at {source['S3Uri']} is empty or missing")
+        for item in keys:
+            mapping.lake.get_file(item, target / (Path(item).name if item == key else item[len(key) + 1:]))
+        channels[channel["ChannelName"]] = target
+    hyperparameters = arguments.get("HyperParameters", {})
+    config = base / "input" / "config"
+    config.mkdir(parents=True, exist_ok=True)
+    (config / "hyperparameters.json").write_text(json.dumps(hyperparameters), encoding="utf-8")
+    model_dir, output_dir = base / "model", base / "output"
+    sm = {"SM_MODEL_DIR": str(model_dir), "SM_INPUT_DIR": str(base / "input"), "SM_OUTPUT_DIR": str(output_dir),
+          "SM_OUTPUT_DATA_DIR": str(output_dir / "data"), "SM_HPS": json.dumps(hyperparameters),
+          "SM_CHANNELS": json.dumps(sorted(channels)), "SM_TRAINING_ENV": json.dumps({"job_name": name})}
+    sm |= {f"SM_CHANNEL_{c.upper()}": str(path) for c, path in channels.items()}
+    environment = {**os.environ, **arguments.get("Environment", {}), **sm, **(env or {})}
+    remapped = [str(base) + part[len(TRAINING_ROOT):] if part.startswith(TRAINING_ROOT + "/") else part
+                for part in command]
+    log_path = run_dir / "job.log"
+    seconds = _run(name, remapped, run_dir, environment, log_path)
+
+    tarball = run_dir / "model.tar.gz"
+    with tarfile.open(tarball, "w:gz") as archive:
+        for item in sorted(model_dir.iterdir()) if model_dir.exists() else []:
+            archive.add(item, arcname=item.name)
+    output_uri = arguments["OutputDataConfig"]["S3OutputPath"].rstrip("/")
+    model_uri = f"{output_uri}/{name}/output/model.tar.gz"
+    mapping.lake.put_file(tarball, mapping.key(model_uri))
+    log_text = log_path.read_text(encoding="utf-8", errors="replace")
+    metrics = []
+    for definition in algorithm.get("MetricDefinitions", []):
+        found = re.findall(definition["Regex"], log_text)
+        if found:
+            metrics.append({"MetricName": definition["Name"], "Value": float(found[-1])})
+    return {"TrainingJobName": name, "TrainingJobStatus": "Completed", "ModelArtifacts": {"S3ModelArtifacts": model_uri},
+            "FinalMetricDataList": metrics, "HyperParameters": hyperparameters,
+            "DurationSeconds": round(seconds, 3), "LogPath": str(log_path)}

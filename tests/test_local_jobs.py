@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from diagnosa.lake import DataLake
-from pipelines.local_jobs import JobError, LakeMapping, run_processing
+from pipelines.local_jobs import JobError, LakeMapping, run_processing, run_training
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -70,3 +70,42 @@ def test_failures_name_the_job_and_keep_the_log(tmp_path, lake_with_curated):
     del bad["RoleArn"]
     with pytest.raises(JobError, match="Missing required parameter in input: \"RoleArn\""):
         run_processing(bad, tmp_path / "run5", LakeMapping("lake", lake))
+
+
+def training_request(name: str, features: str, family: str = "logistic_regression") -> dict:
+    return {
+        "TrainingJobName": name,
+        "RoleArn": "arn:aws:iam::123456789012:role/diagnosa-training",
+        "AlgorithmSpecification": {
+            "TrainingImage": "123456789012.dkr.ecr.eu-west-1.amazonaws.com/sklearn:1.2-1",
+            "TrainingInputMode": "File",
+            "ContainerEntrypoint": ["python3", "-m", "training.train"],
+            "MetricDefinitions": [{"Name": "validation:macro_recall", "Regex": r"validation:macro_recall=([0-9.]+)"}],
+        },
+        "HyperParameters": {"family": family, "seed": "0"},
+        "InputDataConfig": [{"ChannelName": c, "DataSource": {"S3DataSource": {
+            "S3DataType": "S3Prefix", "S3Uri": f"s3://lake/{features}/{c}", "S3DataDistributionType": "FullyReplicated"}}}
+            for c in ("train", "validation", "transformer")],
+        "OutputDataConfig": {"S3OutputPath": "s3://lake/artifacts/models"},
+        "ResourceConfig": {"InstanceType": "ml.m5.xlarge", "InstanceCount": 1, "VolumeSizeInGB": 30},
+        "StoppingCondition": {"MaxRuntimeInSeconds": 3600},
+        "Environment": {"PYTHONPATH": str(ROOT)},
+    }
+
+
+def test_training_request_runs_and_publishes_model_tar_gz(tmp_path, lake_with_curated):
+    import tarfile
+
+    lake, prefix = lake_with_curated
+    run_processing(request("pre-t", prefix), tmp_path / "pre", LakeMapping("lake", lake))
+    result = run_training(training_request("train-lr", "features/pre-t"), tmp_path / "train", LakeMapping("lake", lake))
+    assert result["ModelArtifacts"]["S3ModelArtifacts"] == "s3://lake/artifacts/models/train-lr/output/model.tar.gz"
+    [metric] = result["FinalMetricDataList"]
+    assert metric["MetricName"] == "validation:macro_recall" and 0.5 < metric["Value"] <= 1.0
+    local = tmp_path / "model.tar.gz"
+    lake.get_file("artifacts/models/train-lr/output/model.tar.gz", local)
+    with tarfile.open(local) as archive:
+        assert {"model.joblib", "metadata.json"} <= set(archive.getnames())
+    with pytest.raises(JobError, match="job train-bad exited with 1"):
+        run_training(training_request("train-bad", "features/pre-t", family="catboost"), tmp_path / "bad",
+                     LakeMapping("lake", lake))
