@@ -20,10 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import botocore.session
-from botocore.validate import ParamValidator
-
 from diagnosa.lake import DataLake
+from pipelines.service_model import request_problems
 
 PROCESSING_ROOT = "/opt/ml/processing"
 TRAINING_ROOT = "/opt/ml"
@@ -49,10 +47,19 @@ class LakeMapping:
 
 
 def check_request(operation: str, arguments: dict[str, Any]) -> None:
-    shape = botocore.session.get_session().get_service_model("sagemaker").operation_model(operation).input_shape
-    report = ParamValidator().validate(arguments, shape)
-    if report.has_errors():
-        raise JobError(f"{operation} request is invalid: {report.generate_report()}")
+    problems = request_problems(operation, arguments)
+    if problems:
+        raise JobError(f"{operation} request is invalid: {problems}")
+
+
+def _download(mapping: LakeMapping, uri: str, target: Path, what: str) -> None:
+    """An S3 object, or every object under an S3 prefix, copied from the lake into ``target``."""
+    key = mapping.key(uri)
+    keys = [key] if mapping.lake.exists(key) else mapping.lake.list(f"{key}/")
+    if not keys:
+        raise JobError(f"{what} at {uri} is empty or missing")
+    for item in keys:
+        mapping.lake.get_file(item, target / (Path(item).name if item == key else item[len(key) + 1:]))
 
 
 def _remap(value: str, run_dir: Path) -> str:
@@ -75,14 +82,7 @@ def run_processing(arguments: dict[str, Any], run_dir: Path, mapping: LakeMappin
         source = spec.get("S3Input")
         if source is None:
             raise JobError(f"job {name}: input {spec.get('InputName')} is not an S3 input (not supported locally)")
-        target = _local(source["LocalPath"], run_dir)
-        key = mapping.key(source["S3Uri"])
-        keys = [key] if mapping.lake.exists(key) else [k for k in mapping.lake.list(f"{key}/")]
-        if not keys:
-            raise JobError(f"job {name}: input {spec.get('InputName')} at {source['S3Uri']} is empty or missing")
-        for item in keys:
-            relative = Path(item).name if item == key else item[len(key) + 1:]
-            mapping.lake.get_file(item, target / relative)
+        _download(mapping, source["S3Uri"], _local(source["LocalPath"], run_dir), f"job {name}: input {spec.get('InputName')}")
 
     app = arguments["AppSpecification"]
     command = [_remap(part, run_dir) for part in app.get("ContainerEntrypoint", [])]
@@ -137,12 +137,7 @@ def run_training(arguments: dict[str, Any], run_dir: Path, mapping: LakeMapping,
         if source is None:
             raise JobError(f"job {name}: channel {channel['ChannelName']} is not an S3 channel (not supported locally)")
         target = base / "input" / "data" / channel["ChannelName"]
-        key = mapping.key(source["S3Uri"])
-        keys = [key] if mapping.lake.exists(key) else mapping.lake.list(f"{key}/")
-        if not keys:
-            raise JobError(f"job {name}: channel {channel['ChannelName']} at {source['S3Uri']} is empty or missing")
-        for item in keys:
-            mapping.lake.get_file(item, target / (Path(item).name if item == key else item[len(key) + 1:]))
+        _download(mapping, source["S3Uri"], target, f"job {name}: channel {channel['ChannelName']}")
         channels[channel["ChannelName"]] = target
     hyperparameters = arguments.get("HyperParameters", {})
     config = base / "input" / "config"

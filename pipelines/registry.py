@@ -17,10 +17,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
-import botocore.session
-from botocore.validate import ParamValidator
-
 from diagnosa.lake import LocalStorage
+from pipelines.service_model import request_problems
 
 APPROVAL_STATUSES = ("PendingManualApproval", "Approved", "Rejected")
 ARN_PREFIX = "arn:aws:sagemaker:local:000000000000:model-package"
@@ -31,15 +29,11 @@ class RegistryError(ValueError):
     """A registry request that SageMaker would refuse too; the message names the problem."""
 
 
-def _operation(name: str) -> Any:
-    return botocore.session.get_session().get_service_model("sagemaker").operation_model(name)
-
-
 def validate_request(operation: str, arguments: dict[str, Any]) -> None:
     """Raise RegistryError if ``arguments`` do not fit the operation's request shape in botocore."""
-    report = ParamValidator().validate(arguments, _operation(operation).input_shape)
-    if report.has_errors():
-        raise RegistryError(f"{operation} request is invalid: {report.generate_report()}")
+    problems = request_problems(operation, arguments)
+    if problems:
+        raise RegistryError(f"{operation} request is invalid: {problems}")
 
 
 class LocalModelRegistry:
