@@ -22,7 +22,7 @@ import pandas as pd
 
 from diagnosa.data.schema import Schema
 from diagnosa.model import DiagnosaModel
-from processing.evaluation import evaluate, write_report
+from processing.evaluation import evaluate, recall_gate, write_report
 
 log = logging.getLogger("diagnosa.evaluate")
 
@@ -43,6 +43,27 @@ def evaluate_model(model: DiagnosaModel, test: pd.DataFrame) -> dict[str, Any]:
     return result
 
 
+def _thresholds(text: str) -> dict[str, float]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise argparse.ArgumentTypeError(f"--thresholds must be a JSON object: {err.msg}") from None
+    if not isinstance(value, dict) or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                              for v in value.values()):
+        raise argparse.ArgumentTypeError('--thresholds must map labels to numbers, e.g. {"NO ENFERMO": 0.8}')
+    return {str(k): float(v) for k, v in value.items()}
+
+
+def gate_section(result: dict[str, Any], thresholds: dict[str, float], orphan: float | None) -> dict[str, Any]:
+    """The recall gate's verdict and a message naming each miss and by how much (the FailStep shows it)."""
+    failures = recall_gate(result, thresholds, orphan) if thresholds or orphan is not None else []
+    if not failures:
+        return {"passed": True, "failures": [], "message": "recall gate passed"}
+    parts = [f"{f['check']} {'undefined' if f['value'] is None else format(f['value'], '.3f')} < "
+             f"{f['threshold']:.3f} (short by {f['shortfall']:.3f})" for f in failures]
+    return {"passed": False, "failures": failures, "message": "recall gate failed: " + "; ".join(parts)}
+
+
 def _model_dir(path: Path, scratch: Path) -> Path:
     if path.is_dir() and (path / "model.tar.gz").is_file():
         path = path / "model.tar.gz"
@@ -57,6 +78,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stdout)
     parser = argparse.ArgumentParser(description="Diagnosa evaluation job")
     parser.add_argument("--base-dir", default="/opt/ml/processing")
+    parser.add_argument("--thresholds", type=_thresholds, default={},
+                        help='per-class test recall thresholds as JSON, e.g. {"ENFERMEDAD TERMINAL": 0.8}')
+    parser.add_argument("--orphan-threshold", type=float, default=None, help="orphan-slice macro recall threshold")
     args = parser.parse_args(argv)
     base = Path(args.base_dir)
     out_eval, out_report = base / "output" / "evaluation", base / "output" / "report"
@@ -75,6 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                      time.perf_counter() - started)
             started = time.perf_counter()
             result = evaluate_model(model, test)
+            result["gate"] = gate_section(result, args.thresholds, args.orphan_threshold)
             log.info("evaluated in %.2f s", time.perf_counter() - started)
         out_eval.mkdir(parents=True, exist_ok=True)
         (out_eval / "evaluation.json").write_text(json.dumps(result, indent=2, ensure_ascii=False, allow_nan=False)

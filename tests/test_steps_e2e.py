@@ -65,7 +65,10 @@ def pipeline_run(tmp_path_factory, curated_cohort):
     (ev / "input" / "test").mkdir(parents=True)
     shutil.copy(champion, ev / "input" / "model" / "model.tar.gz")
     shutil.copy(pre / "output" / "test" / "test.parquet", ev / "input" / "test" / "test.parquet")
-    assert evaluate_job.main(["--base-dir", str(ev)]) == 0
+    with pytest.raises(SystemExit):
+        evaluate_job.main(["--base-dir", str(ev), "--thresholds", "[0.8]"])
+    assert evaluate_job.main(["--base-dir", str(ev), "--thresholds", json.dumps({TERMINAL: 0.3}),
+                              "--orphan-threshold", "0.1"]) == 0
     return root
 
 
@@ -123,3 +126,15 @@ def test_no_imbalance_handling_misses_more_of_the_rarest_class(tmp_path):
         recall[name] = (d["per_class"][TERMINAL]["recall"], d["worst_class_recall"]["recall"])
     assert recall["default"][0] > recall["none"][0] + 0.1, recall
     assert recall["default"][1] > recall["none"][1], recall
+
+
+def test_the_gate_names_each_class_that_missed_and_by_how_much(pipeline_run):
+    from processing.evaluate import gate_section
+
+    evaluation = json.loads((pipeline_run / "evaluate" / "output" / "evaluation" / "evaluation.json").read_text())
+    assert evaluation["gate"] == {"passed": True, "failures": [], "message": "recall gate passed"}
+    recall = evaluation["diagnosa"]["per_class"][TERMINAL]["recall"]
+    verdict = gate_section(evaluation, {TERMINAL: 1.01, "NO ENFERMO": 0.0}, orphan=1.5)
+    assert not verdict["passed"]
+    assert f"recall[{TERMINAL}] {recall:.3f} < 1.010 (short by {1.01 - recall:.3f})" in verdict["message"]
+    assert "orphan_macro_recall" in verdict["message"] and "NO ENFERMO" not in verdict["message"]
