@@ -1,0 +1,231 @@
+"""The Diagnosa SageMaker Pipeline, as code (SageMaker Python SDK v3).
+
+preprocess → train one candidate per model family (in parallel) → select the champion → evaluate
+on test (PropertyFile) → gate: one condition per class on test recall plus one on the orphan slice
+→ register the champion in the Model Package Group with its metrics, or fail naming each class
+that missed its threshold and by how much.
+
+Reproducible: step code is one content-hashed ``sourcedir.tar.gz`` (``pipelines/staging.py``) and
+processing job names carry that hash, so the same code and settings give byte-identical JSON. How
+each SDK call behaves offline is recorded in docs/design/sagemaker-sdk-v3.md.
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from diagnosa.labels import CATEGORIES
+
+DEFAULT_FAMILIES = ("mlp", "logistic_regression", "xgboost")  # docs/model-benchmark.md
+DEFAULT_RECALL_THRESHOLD = 0.80
+DEFAULT_ORPHAN_THRESHOLD = 0.50
+SKLEARN_IMAGE_VERSION = "1.2-1"  # the container; our pins are installed on top from requirements.txt
+
+
+def class_parameter(label: str) -> str:
+    """'ENFERMEDAD CRÓNICA' → 'RecallThresholdEnfermedadCronica' (parameter names are ASCII words)."""
+    ascii_label = label.replace("Ó", "O").replace("ó", "o")
+    return "RecallThreshold" + "".join(w.capitalize() for w in re.split(r"[^A-Za-z0-9]+", ascii_label) if w)
+
+
+@dataclass(frozen=True)
+class PipelineSettings:
+    bucket: str
+    role_arn: str
+    code_uri: str  # s3://.../artifacts/code/<hash>/sourcedir.tar.gz
+    code_sha256: str
+    name: str = "diagnosa"
+    region: str = "eu-west-1"
+    families: tuple[str, ...] = DEFAULT_FAMILIES
+    model_package_group: str = "diagnosa"
+    processing_instance_type: str = "ml.m5.xlarge"
+    training_instance_type: str = "ml.m5.xlarge"
+    recall_thresholds: dict[str, float] = field(
+        default_factory=lambda: {label: DEFAULT_RECALL_THRESHOLD for label in CATEGORIES})
+    orphan_threshold: float = DEFAULT_ORPHAN_THRESHOLD
+
+
+def check_settings(settings: PipelineSettings) -> None:
+    from training.models import FAMILIES
+
+    unknown = sorted(set(settings.families) - set(FAMILIES))
+    if not settings.families or unknown:
+        raise ValueError(f"families must be a non-empty subset of {', '.join(FAMILIES)}; unknown: {unknown}")
+    if set(settings.recall_thresholds) != set(CATEGORIES):
+        raise ValueError(f"recall_thresholds needs exactly the labels {list(CATEGORIES)}")
+    for name, value in [*settings.recall_thresholds.items(), ("orphan", settings.orphan_threshold)]:
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"recall threshold for {name} must be in [0, 1], got {value}")
+    if not settings.code_uri.startswith(f"s3://{settings.bucket}/"):
+        raise ValueError(f"code_uri {settings.code_uri} must be in the pipeline's bucket {settings.bucket}")
+
+
+def build_pipeline(settings: PipelineSettings, session: Any) -> Any:
+    from sagemaker.core import image_uris
+    from sagemaker.core.model_metrics import MetricsSource, ModelMetrics
+    from sagemaker.core.processing import FrameworkProcessor
+    from sagemaker.core.shapes import ProcessingInput, ProcessingOutput, ProcessingS3Input, ProcessingS3Output
+    from sagemaker.core.workflow.conditions import ConditionGreaterThanOrEqualTo
+    from sagemaker.core.workflow.execution_variables import ExecutionVariables
+    from sagemaker.core.workflow.functions import Join, JsonGet
+    from sagemaker.core.workflow.parameters import ParameterFloat, ParameterString
+    from sagemaker.core.workflow.properties import PropertyFile
+    from sagemaker.mlops.workflow import (CacheConfig, ConditionStep, FailStep, ModelStep, Pipeline, ProcessingStep,
+                                          SageMakerJobExceptionTypeEnum, SageMakerJobStepRetryPolicy,
+                                          StepExceptionTypeEnum, StepRetryPolicy, TrainingStep)
+    from sagemaker.serve.model_builder import ModelBuilder
+    from sagemaker.train import ModelTrainer
+    from sagemaker.train.configs import Compute, InputData
+
+    check_settings(settings)
+    image = image_uris.retrieve(framework="sklearn", region=settings.region, version=SKLEARN_IMAGE_VERSION,
+                                py_version="py3", instance_type=settings.processing_instance_type)
+    tag = settings.code_sha256[:16]
+    bucket = f"s3://{settings.bucket}"
+
+    input_uri = ParameterString(name="InputDataUri", default_value=f"{bucket}/curated/patients/")
+    reduction = ParameterString(name="Reduction", default_value="none")
+    resampling = ParameterString(name="Resampling", default_value="class_weights")
+    approval = ParameterString(name="ModelApprovalStatus", default_value="PendingManualApproval")
+    thresholds = {label: ParameterFloat(name=class_parameter(label), default_value=settings.recall_thresholds[label])
+                  for label in CATEGORIES}
+    orphan_threshold = ParameterFloat(name="OrphanRecallThreshold", default_value=settings.orphan_threshold)
+    parameters = [input_uri, reduction, resampling, approval, *thresholds.values(), orphan_threshold]
+
+    run = Join(on="/", values=[bucket, "artifacts", "runs", ExecutionVariables.PIPELINE_EXECUTION_ID])
+    cache = CacheConfig(enable_caching=True, expire_after="P30D")
+    job_retry = SageMakerJobStepRetryPolicy(
+        exception_types=[SageMakerJobExceptionTypeEnum.CAPACITY_ERROR, SageMakerJobExceptionTypeEnum.INTERNAL_ERROR,
+                         SageMakerJobExceptionTypeEnum.RESOURCE_LIMIT],
+        max_attempts=3, interval_seconds=30, backoff_rate=2.0)
+    step_retry = StepRetryPolicy(exception_types=[StepExceptionTypeEnum.THROTTLING, StepExceptionTypeEnum.SERVICE_FAULT],
+                                 max_attempts=5, interval_seconds=10, backoff_rate=2.0)
+    processor = FrameworkProcessor(image_uri=image, role=settings.role_arn, instance_count=1,
+                                   instance_type=settings.processing_instance_type, sagemaker_session=session,
+                                   code_location=f"{bucket}/artifacts/code/runners")
+
+    def s3_in(name: str, uri: Any, path: str) -> Any:
+        return ProcessingInput(input_name=name, s3_input=ProcessingS3Input(
+            s3_uri=uri, local_path=f"/opt/ml/processing/input/{path}", s3_data_type="S3Prefix", s3_input_mode="File"))
+
+    def s3_out(name: str) -> Any:
+        return ProcessingOutput(output_name=name, s3_output=ProcessingS3Output(
+            s3_uri=Join(on="/", values=[run, name]), local_path=f"/opt/ml/processing/output/{name}",
+            s3_upload_mode="EndOfJob"))
+
+    def processing(name: str, script: str, inputs: list[Any], outputs: list[str], arguments: list[Any] | None = None,
+                   **kwargs: Any) -> Any:
+        args = processor.run(code=script, source_dir=settings.code_uri, requirements="requirements.txt",
+                             job_name=f"{name.lower()}-{tag}", inputs=inputs, outputs=[s3_out(o) for o in outputs],
+                             arguments=arguments or None)  # [] is refused: ContainerArguments min length 1
+        return ProcessingStep(name=name, step_args=args, cache_config=cache, retry_policies=[job_retry, step_retry],
+                              **kwargs)
+
+    preprocess = processing("Preprocess", "preprocess.py", [s3_in("curated", input_uri, "curated")],
+                            ["train", "validation", "test", "transformer"],
+                            ["--reduction", reduction, "--resampling", resampling])
+    outputs = preprocess.properties.ProcessingOutputConfig.Outputs
+
+    trainings = []
+    for family in settings.families:
+        trainer = ModelTrainer(
+            training_image=image, role=settings.role_arn, sagemaker_session=session,
+            base_job_name=f"diagnosa-{family.replace('_', '-')}",
+            compute=Compute(instance_type=settings.training_instance_type, instance_count=1, volume_size_in_gb=30),
+            hyperparameters={"family": family, "seed": "0", "sagemaker_program": "train.py",
+                             "sagemaker_submit_directory": settings.code_uri})
+        channels = [InputData(channel_name=c, data_source=outputs[c].S3Output.S3Uri)
+                    for c in ("train", "validation", "transformer")]
+        trainings.append(TrainingStep(name=f"Train-{family}", step_args=trainer.train(input_data_config=channels),
+                                      cache_config=cache, retry_policies=[job_retry, step_retry]))
+
+    select = processing("Select", "select.py",
+                        [s3_in(f"candidate-{step.name}", step.properties.ModelArtifacts.S3ModelArtifacts,
+                               f"candidates/{step.name.removeprefix('Train-')}") for step in trainings],
+                        ["champion", "selection"])
+    report = PropertyFile(name="Evaluation", output_name="evaluation", path="evaluation.json")
+    evaluate = processing(
+        "Evaluate", "evaluate.py",
+        [s3_in("model", select.properties.ProcessingOutputConfig.Outputs["champion"].S3Output.S3Uri, "model"),
+         s3_in("test", outputs["test"].S3Output.S3Uri, "test")],
+        ["evaluation", "report"],
+        ["--thresholds", Join(on="", values=["{", *_threshold_json(thresholds), "}"]),
+         "--orphan-threshold", orphan_threshold.to_string()],
+        property_files=[report])
+
+    def recall_of(path: str) -> Any:
+        return JsonGet(step_name=evaluate.name, property_file=report, json_path=path)
+
+    conditions = [ConditionGreaterThanOrEqualTo(left=recall_of(f"diagnosa.per_class['{label}'].recall"), right=p)
+                  for label, p in thresholds.items()]
+    conditions.append(ConditionGreaterThanOrEqualTo(left=recall_of("diagnosa.slices.orphan.macro_recall"),
+                                                    right=orphan_threshold))
+    champion_model = Join(on="/", values=[select.properties.ProcessingOutputConfig.Outputs["champion"].S3Output.S3Uri,
+                                          "model.tar.gz"])
+    evaluation_uri = Join(on="/", values=[evaluate.properties.ProcessingOutputConfig.Outputs["evaluation"].S3Output.S3Uri,
+                                          "evaluation.json"])
+    builder = ModelBuilder(image_uri=image, s3_model_data_url=champion_model, role_arn=settings.role_arn,
+                           sagemaker_session=session)
+    register = ModelStep(name="Register", step_args=builder.register(
+        model_package_group_name=settings.model_package_group, approval_status=approval,
+        model_metrics=ModelMetrics(model_statistics=MetricsSource(content_type="application/json",
+                                                                  s3_uri=evaluation_uri)),
+        content_types=["application/json", "text/csv"], response_types=["application/json", "text/csv"],
+        inference_instances=["ml.m5.large"], transform_instances=["ml.m5.large"]))
+    fail = FailStep(name="RecallGateFailed", error_message=recall_of("gate.message"))
+    gate = ConditionStep(name="RecallGate", conditions=conditions, if_steps=[register], else_steps=[fail])
+    return Pipeline(name=settings.name, parameters=parameters,
+                    steps=[preprocess, *trainings, select, evaluate, gate], sagemaker_session=session)
+
+
+def _threshold_json(thresholds: dict[str, Any]) -> list[Any]:
+    """Pieces of a Join that renders {"label": value, ...} with the run's parameter values."""
+    pieces: list[Any] = []
+    for i, (label, parameter) in enumerate(thresholds.items()):
+        pieces += [("," if i else "") + json.dumps(label, ensure_ascii=True) + ":", parameter.to_string()]
+    return pieces
+
+
+OPERATIONS = {"Processing": "CreateProcessingJob", "Training": "CreateTrainingJob",
+              "RegisterModel": "CreateModelPackage", "Model": "CreateModel",
+              "EndpointConfig": "CreateEndpointConfig", "Endpoint": "CreateEndpoint"}
+# Names the SDK leaves out of the definition (the service sets them per execution) but the API requires.
+GENERATED_NAMES = {"CreateProcessingJob": {"ProcessingJobName": "generated"},
+                   "CreateTrainingJob": {"TrainingJobName": "generated"}, "CreateModel": {"ModelName": "generated"}}
+
+
+def validate_definition(definition: dict[str, Any]) -> dict[str, str | None]:
+    """botocore's report for each step's request, with parameters at their defaults and run-time
+    values (step properties, JsonGet) at placeholders of the right kind; None means valid."""
+    from pipelines.expressions import Resolver
+    from pipelines.graph import build_graph
+    from pipelines.service_model import request_problems
+
+    class Placeholder(dict):
+        def __getitem__(self, key: Any) -> Any:
+            return self
+
+    def as_value(value: Any) -> Any:
+        return "s3://placeholder/key" if isinstance(value, Placeholder) else value
+
+    defaults = {p["Name"]: p.get("DefaultValue") for p in definition.get("Parameters", [])}
+    execution = {"PipelineExecutionId": "execution", "PipelineExecutionArn": "arn", "PipelineName": "pipeline",
+                 "StartDateTime": "2026-01-01T00:00:00Z", "CurrentDateTime": "2026-01-01T00:00:00Z"}
+    resolver = Resolver(defaults, execution, lambda step: Placeholder(), lambda step, name: Placeholder())
+    report = {}
+    for node in build_graph(definition).values():
+        operation = OPERATIONS.get(node.type)
+        if operation:
+            resolved = _map(resolver(node.arguments), as_value)
+            report[node.name] = request_problems(operation, {**GENERATED_NAMES.get(operation, {}), **resolved})
+    return report
+
+
+def _map(value: Any, leaf: Any) -> Any:
+    if isinstance(value, dict) and type(value) is dict:
+        return {k: _map(v, leaf) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_map(v, leaf) for v in value]
+    return leaf(value)

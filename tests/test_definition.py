@@ -1,0 +1,115 @@
+"""The pipeline definition: reproducible, valid request by request, gated per class, upsertable."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from diagnosa.labels import CATEGORIES
+from diagnosa.lake import DataLake
+from pipelines.definition import PipelineSettings, build_pipeline, class_parameter, validate_definition
+from pipelines.graph import build_graph, order
+from pipelines.staging import stage_code
+
+SNAPSHOT = Path(__file__).parent / "snapshots" / "pipeline-definition.json"
+ROLE = "arn:aws:iam::123456789012:role/diagnosa-pipeline"
+
+
+@pytest.fixture(scope="module")
+def aws():
+    with mock_aws():
+        s3 = boto3.client("s3", region_name="eu-west-1")
+        s3.create_bucket(Bucket="diagnosa-lake", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+        staged = stage_code(DataLake.from_uri("s3://diagnosa-lake", s3_client=s3))
+        from sagemaker.core.workflow.pipeline_context import PipelineSession
+
+        session = PipelineSession(boto_session=boto3.Session(region_name="eu-west-1"), default_bucket="diagnosa-lake")
+        settings = PipelineSettings(bucket="diagnosa-lake", role_arn=ROLE, code_sha256=staged.sha256,
+                                    code_uri=f"s3://diagnosa-lake/{staged.key}")
+        yield settings, session, staged
+
+
+@pytest.fixture(scope="module")
+def definition(aws):
+    settings, session, _ = aws
+    return build_pipeline(settings, session).definition()
+
+
+def test_same_code_and_settings_give_byte_identical_json(aws, definition):
+    settings, session, _ = aws
+    assert build_pipeline(settings, session).definition() == definition
+
+
+def test_snapshot(aws, definition):
+    # The code hash changes with every commit; everything else must match the reviewed snapshot.
+    text = json.dumps(json.loads(definition), indent=1, ensure_ascii=False, sort_keys=True)
+    text = text.replace(aws[2].sha256[:16], "<code-sha>").replace(aws[2].sha256, "<code-sha>")
+    if os.environ.get("UPDATE_SNAPSHOTS") == "1":
+        SNAPSHOT.write_text(text + "\n", encoding="utf-8")
+    assert text + "\n" == SNAPSHOT.read_text(encoding="utf-8"), "run with UPDATE_SNAPSHOTS=1 after reviewing the diff"
+
+
+def test_every_request_fits_botocore(definition):
+    report = validate_definition(json.loads(definition))
+    assert set(report) == {"Preprocess", "Train-mlp", "Train-logistic_regression", "Train-xgboost", "Select",
+                           "Evaluate", "Register"}
+    assert report == {name: None for name in report}, report
+
+
+def test_a_broken_request_is_reported():
+    broken = {"Parameters": [], "Steps": [{"Name": "P", "Type": "Processing", "Arguments": {
+        "AppSpecification": {"ImageUri": "i"}, "RoleArn": "short",
+        "ProcessingResources": {"ClusterConfig": {"InstanceCount": "1", "InstanceType": "ml.m5.xlarge",
+                                                  "VolumeSizeInGB": 30}}}}]}
+    problems = validate_definition(broken)["P"]
+    assert "Invalid length for parameter RoleArn" in problems and "InstanceCount" in problems
+
+
+def test_shape_parallel_training_and_gate(definition):
+    d = json.loads(definition)
+    waves = order(build_graph(d))
+    assert waves[:4] == [["Preprocess"], ["Train-logistic_regression", "Train-mlp", "Train-xgboost"], ["Select"],
+                         ["Evaluate"]]
+    gate = next(s for s in d["Steps"] if s["Name"] == "RecallGate")
+    conditions = gate["Arguments"]["Conditions"]
+    assert len(conditions) == len(CATEGORIES) + 1
+    for label, condition in zip(CATEGORIES, conditions):
+        assert condition["RightValue"] == {"Get": f"Parameters.{class_parameter(label)}"}
+        assert label in condition["LeftValue"]["Std:JsonGet"]["Path"]
+    assert conditions[-1]["RightValue"] == {"Get": "Parameters.OrphanRecallThreshold"}
+    [fail] = gate["Arguments"]["ElseSteps"]
+    assert fail["Arguments"]["ErrorMessage"]["Std:JsonGet"]["Path"] == "gate.message"
+    [register] = gate["Arguments"]["IfSteps"]
+    assert register["Arguments"]["ModelApprovalStatus"] == {"Get": "Parameters.ModelApprovalStatus"}
+    assert register["Arguments"]["ModelMetrics"]["ModelQuality"]["Statistics"]["ContentType"] == "application/json"
+    train = next(s for s in d["Steps"] if s["Name"] == "Train-xgboost")
+    assert train["Arguments"]["HyperParameters"]["family"] == "xgboost"
+    assert train["RetryPolicies"] and train["CacheConfig"]["Enabled"] is True
+
+
+def test_upsert_and_start_with_overrides(aws):
+    settings, session, _ = aws
+    pipeline = build_pipeline(settings, session)
+    first = pipeline.upsert(role_arn=ROLE)["PipelineArn"]
+    assert pipeline.upsert(role_arn=ROLE)["PipelineArn"] == first
+    execution = pipeline.start(parameters={"Resampling": "smote", class_parameter("ENFERMEDAD TERMINAL"): 0.9})
+    described = boto3.client("sagemaker", region_name="eu-west-1").describe_pipeline_execution(
+        PipelineExecutionArn=execution.arn)
+    assert described["PipelineArn"] == first
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"families": ("catboost",)}, "unknown: \\['catboost'\\]"),
+    ({"orphan_threshold": 1.5}, "must be in \\[0, 1\\]"),
+    ({"code_uri": "s3://elsewhere/code.tar.gz"}, "must be in the pipeline's bucket"),
+])
+def test_bad_settings_fail_before_building(aws, change, message):
+    from dataclasses import replace
+
+    settings, session, _ = aws
+    with pytest.raises(ValueError, match=message):
+        build_pipeline(replace(settings, **change), session)
