@@ -247,6 +247,94 @@ def cmd_registry_decide(args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------------------------ pipeline (AWS)
+
+def _pipeline(args: argparse.Namespace, role_arn: str | None = None):
+    """Stage the step code into the bucket and build the pipeline object (definition, upsert, start)."""
+    import boto3
+
+    from pipelines.definition import PipelineSettings, build_pipeline
+    from pipelines.staging import stage_code
+    from sagemaker.core.workflow.pipeline_context import PipelineSession
+
+    bucket = args.bucket or os.environ.get("DIAGNOSA_BUCKET")
+    if not bucket:
+        raise UsageError("give the pipeline's bucket with --bucket (or DIAGNOSA_BUCKET)")
+    region = args.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    if not region:
+        raise UsageError("give an AWS region with --region (or AWS_REGION)")
+    boto_session = boto3.Session(region_name=region)
+    staged = stage_code(DataLake.from_uri(f"s3://{bucket}", s3_client=boto_session.client("s3")))
+    session = PipelineSession(boto_session=boto_session, default_bucket=bucket)
+    families = tuple(args.families.split(",")) if getattr(args, "families", None) else None
+    settings = PipelineSettings(bucket=bucket, role_arn=role_arn or args.role_arn or "arn:aws:iam::000000000000:role/unset",
+                                code_uri=f"s3://{bucket}/{staged.key}", code_sha256=staged.sha256, name=args.name,
+                                region=region, **({"families": families} if families else {}))
+    try:
+        return build_pipeline(settings, session)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+
+
+def _parse_overrides(pairs: list[str], definition: dict) -> dict:
+    declared = {p["Name"]: p["Type"] for p in definition.get("Parameters", [])}
+    values = {}
+    for pair in pairs:
+        name, sep, text = pair.partition("=")
+        if not sep:
+            raise UsageError(f"--param takes NAME=VALUE, got {pair!r}")
+        if name not in declared:
+            raise UsageError(f"unknown pipeline parameter {name!r} (known: {', '.join(sorted(declared))})")
+        kind = declared[name]
+        try:
+            values[name] = float(text) if kind == "Float" else int(text) if kind == "Integer" else (
+                {"true": True, "false": False}[text.lower()] if kind == "Boolean" else text)
+        except (ValueError, KeyError):
+            raise UsageError(f"parameter {name} is a {kind}, got {text!r}") from None
+    return values
+
+
+def cmd_pipeline(args: argparse.Namespace) -> int:
+    import boto3
+
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        if args.pipeline_command in ("status", "list"):
+            client = boto3.client("sagemaker", region_name=args.region or os.environ.get("AWS_REGION")
+                                  or os.environ.get("AWS_DEFAULT_REGION"))
+            arns = [args.execution] if getattr(args, "execution", None) else [
+                e["PipelineExecutionArn"] for e in client.list_pipeline_executions(
+                    PipelineName=args.name, SortBy="CreationTime", SortOrder="Descending")["PipelineExecutionSummaries"]]
+            if args.pipeline_command == "status":
+                arns = arns[:1]
+                if not arns:
+                    raise UsageError(f"pipeline {args.name} has no executions")
+            for arn in arns:
+                d = client.describe_pipeline_execution(PipelineExecutionArn=arn)
+                print(f"{arn}  {d['PipelineExecutionStatus']}  started {d.get('CreationTime')}")
+            return 0
+        if args.pipeline_command == "upsert" and not args.role_arn:
+            raise UsageError("upsert needs the pipeline execution role: --role-arn")
+        pipeline = _pipeline(args)
+        definition = json.loads(pipeline.definition())
+        if args.pipeline_command == "definition":
+            text = json.dumps(definition, indent=2, ensure_ascii=False)
+            if args.out:
+                Path(args.out).write_text(text + "\n", encoding="utf-8")
+                print(f"wrote {args.out}")
+            else:
+                print(text)
+        elif args.pipeline_command == "upsert":
+            print(pipeline.upsert(role_arn=args.role_arn)["PipelineArn"])
+        elif args.pipeline_command == "start":
+            execution = pipeline.start(parameters=_parse_overrides(args.param, definition))
+            print(execution.arn)
+        return 0
+    except (ClientError, BotoCoreError) as err:
+        raise UsageError(f"AWS refused {args.pipeline_command}: {err}") from None
+
+
 # ------------------------------------------------------------------------------------------------ parser
 
 def build_parser() -> argparse.ArgumentParser:
@@ -292,6 +380,26 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--top-k", type=_int_in(1, 5, "--top-k"), default=3)
     predict.add_argument("--timeout", type=float, default=10.0)
     predict.set_defaults(func=cmd_predict)
+
+    pipeline = commands.add_parser("pipeline", help="the SageMaker Pipeline: definition, upsert, start, status, list")
+    pipeline_commands = pipeline.add_subparsers(dest="pipeline_command", required=True)
+    for verb, text in (("definition", "print or save the definition JSON"), ("upsert", "create or update the pipeline"),
+                       ("start", "start an execution"), ("status", "the latest (or a given) execution's status"),
+                       ("list", "executions, newest first")):
+        sub = pipeline_commands.add_parser(verb, help=text)
+        sub.add_argument("--name", default="diagnosa", help="pipeline name")
+        sub.add_argument("--region", help="AWS region (default AWS_REGION)")
+        if verb in ("definition", "upsert", "start"):
+            sub.add_argument("--bucket", help="the data lake bucket (default DIAGNOSA_BUCKET)")
+            sub.add_argument("--role-arn", help="pipeline execution role")
+            sub.add_argument("--families", help="comma-separated candidate model families")
+        if verb == "definition":
+            sub.add_argument("--out", help="write the JSON here instead of printing it")
+        if verb == "start":
+            sub.add_argument("--param", action="append", default=[], help="NAME=VALUE override (repeatable)")
+        if verb == "status":
+            sub.add_argument("execution", nargs="?", help="execution ARN (default: the latest)")
+        sub.set_defaults(func=cmd_pipeline)
 
     registry = commands.add_parser("registry", help="the local model registry").add_subparsers(
         dest="registry_command", required=True)

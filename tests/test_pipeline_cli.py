@@ -1,0 +1,55 @@
+"""`diagnosa pipeline ...` against AWS, proven under moto."""
+from __future__ import annotations
+
+import json
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from diagnosa.cli import main
+
+ROLE = "arn:aws:iam::123456789012:role/diagnosa-pipeline"
+COMMON = ["--bucket", "lake", "--region", "eu-west-1"]
+
+
+@pytest.fixture
+def aws():
+    with mock_aws():
+        boto3.client("s3", region_name="eu-west-1").create_bucket(
+            Bucket="lake", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+        yield boto3.client("sagemaker", region_name="eu-west-1")
+
+
+def test_definition_upsert_start_status_list(aws, tmp_path, capsys):
+    out = tmp_path / "definition.json"
+    assert main(["pipeline", "definition", *COMMON, "--out", str(out)]) == 0
+    definition = json.loads(out.read_text())
+    assert definition["Steps"][0]["Name"] == "Preprocess"
+    capsys.readouterr()
+    assert main(["pipeline", "upsert", *COMMON, "--role-arn", ROLE]) == 0
+    arn = capsys.readouterr().out.strip()
+    assert aws.describe_pipeline(PipelineName="diagnosa")["PipelineArn"] == arn
+    assert main(["pipeline", "start", *COMMON, "--param", "Resampling=smote",
+                 "--param", "RecallThresholdEnfermedadTerminal=0.9"]) == 0
+    execution = capsys.readouterr().out.strip()
+    assert execution.startswith(arn)
+    assert main(["pipeline", "status", "--region", "eu-west-1"]) == 0
+    assert execution in capsys.readouterr().out
+    assert main(["pipeline", "list", "--region", "eu-west-1"]) == 0
+    assert execution in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["pipeline", "start", *COMMON, "--param", "Nope=1"], "unknown pipeline parameter 'Nope'"),
+    (["pipeline", "start", *COMMON, "--param", "OrphanRecallThreshold=high"], "is a Float, got 'high'"),
+    (["pipeline", "start", *COMMON, "--param", "Resampling"], "takes NAME=VALUE"),
+    (["pipeline", "upsert", *COMMON], "needs the pipeline execution role"),
+    (["pipeline", "definition", "--region", "eu-west-1"], "give the pipeline's bucket"),
+    (["pipeline", "definition", *COMMON, "--families", "catboost"], "unknown: ['catboost']"),
+    (["pipeline", "status", "--region", "eu-west-1"], "Could not find pipeline with PipelineName diagnosa"),
+])
+def test_bad_input_is_refused_before_aws_is_changed(aws, capsys, argv, message):
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+    assert aws.list_pipelines()["PipelineSummaries"] == []
