@@ -34,18 +34,13 @@ class RequestSchema:
         self.id_field = schema.id_column
         self.fields: dict[str, Field] = {f.name: f for f in schema.fields if f.role == "feature"}
         self._ontology = ontology
-        self._known_terms: frozenset[str] | None = None
 
     @property
     def accepted(self) -> list[str]:
         return [self.id_field, *self.fields]
 
     def _terms(self) -> frozenset[str]:
-        if self._known_terms is None:
-            ontology = self._ontology or load_ontology()
-            self._known_terms = frozenset(t for t in ontology.names if t not in ontology.obsolete) | frozenset(
-                ontology.alt_ids)
-        return self._known_terms
+        return (self._ontology or load_ontology()).known_terms
 
     def to_json_schema(self) -> dict[str, Any]:
         """A JSON Schema of one patient record, for clients and docs."""

@@ -47,6 +47,11 @@ class Ontology:
     obsolete: frozenset[str]
     _ancestors: dict[str, frozenset[str]] = field(default_factory=dict, repr=False, compare=False)
 
+    @functools.cached_property
+    def known_terms(self) -> frozenset[str]:
+        """Every id a record may carry: current terms and their alternative ids (not obsolete ones)."""
+        return frozenset(t for t in self.names if t not in self.obsolete) | frozenset(self.alt_ids)
+
     def __contains__(self, term: str) -> bool:
         return term in self.names and term not in self.obsolete
 

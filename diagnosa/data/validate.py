@@ -142,7 +142,7 @@ def validate_frame(raw: pd.DataFrame, fields: Sequence[Field], *, text: bool,
             flat = lists.explode().dropna()
             if f.type == "hpo_terms":
                 malformed = ~flat.astype(str).str.match(HPO_ID.pattern)
-                unknown = ~malformed & ~flat.isin(_known_terms(ontology)) if ontology is not None else malformed & False
+                unknown = ~malformed & ~flat.isin(ontology.known_terms) if ontology is not None else malformed & False
                 for pos, term in flat[malformed].items():
                     reasons[int(pos)].append(f"malformed HPO id in '{f.name}': {_show(term)} (expected HP:nnnnnnn)")
                 for pos, term in flat[unknown].items():
@@ -157,13 +157,3 @@ def validate_frame(raw: pd.DataFrame, fields: Sequence[Field], *, text: bool,
 
     frame = pd.DataFrame(typed, index=positions)
     return frame, dict(reasons)
-
-
-_KNOWN: dict[int, frozenset[str]] = {}
-
-
-def _known_terms(ontology: Ontology) -> frozenset[str]:
-    key = id(ontology)
-    if key not in _KNOWN:
-        _KNOWN[key] = frozenset(t for t in ontology.names if t not in ontology.obsolete) | frozenset(ontology.alt_ids)
-    return _KNOWN[key]
