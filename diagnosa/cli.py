@@ -138,7 +138,8 @@ def cmd_data_ingest(args: argparse.Namespace) -> int:
 def _model_folder(path: Path, ws: Path) -> Path:
     """A model folder, or a SageMaker model.tar.gz unpacked once into the workspace."""
     import hashlib
-    import tarfile
+
+    from diagnosa.model import ModelLoadError, unpack_model
 
     if path.is_dir():
         return path
@@ -148,10 +149,9 @@ def _model_folder(path: Path, ws: Path) -> Path:
     target = ws / "models" / digest
     if not (target / "metadata.json").is_file():
         try:
-            with tarfile.open(path, "r:gz") as archive:
-                archive.extractall(target, filter="data")
-        except (tarfile.TarError, OSError) as err:
-            raise UsageError(f"{path} is not a readable model.tar.gz: {err}") from None
+            unpack_model(path, target)
+        except ModelLoadError as err:
+            raise UsageError(str(err)) from None
     return target
 
 

@@ -37,6 +37,18 @@ class ModelLoadError(RuntimeError):
     """The model directory is missing, incomplete or was built with other library versions."""
 
 
+def unpack_model(archive: str | Path, target: str | Path) -> Path:
+    """Extract a SageMaker ``model.tar.gz`` (model.joblib + metadata.json at its root) into ``target``."""
+    import tarfile
+
+    try:
+        with tarfile.open(archive, "r:gz") as tar:
+            tar.extractall(target, filter="data")
+    except (tarfile.TarError, OSError, EOFError) as err:
+        raise ModelLoadError(f"{archive} is not a readable model.tar.gz: {err}") from None
+    return Path(target)
+
+
 @dataclass
 class DiagnosaModel:
     """``pipeline`` maps a frame of raw curated columns to class probabilities in ``labels`` order."""

@@ -11,7 +11,6 @@ import argparse
 import json
 import logging
 import sys
-import tarfile
 import tempfile
 import time
 from pathlib import Path
@@ -21,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from diagnosa.data.schema import Schema
-from diagnosa.model import DiagnosaModel
+from diagnosa.model import DiagnosaModel, ModelLoadError, unpack_model
 from processing.evaluation import evaluate, recall_gate, write_report
 
 log = logging.getLogger("diagnosa.evaluate")
@@ -67,11 +66,7 @@ def gate_section(result: dict[str, Any], thresholds: dict[str, float], orphan: f
 def _model_dir(path: Path, scratch: Path) -> Path:
     if path.is_dir() and (path / "model.tar.gz").is_file():
         path = path / "model.tar.gz"
-    if path.is_file():
-        with tarfile.open(path, "r:gz") as archive:
-            archive.extractall(scratch, filter="data")
-        return scratch
-    return path
+    return unpack_model(path, scratch) if path.is_file() else path
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -112,7 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for label, scores in d["per_class"].items():
             print(f"test:recall[{label}]={np.nan if scores['recall'] is None else scores['recall']:.4f}")
         return 0
-    except (ValueError, FileNotFoundError, FileExistsError, KeyError, OSError) as err:
+    except (ValueError, FileNotFoundError, FileExistsError, KeyError, OSError, ModelLoadError) as err:
         log.error("evaluation failed: %s", err)
         return 1
 

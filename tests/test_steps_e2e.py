@@ -138,3 +138,13 @@ def test_the_gate_names_each_class_that_missed_and_by_how_much(pipeline_run):
     assert not verdict["passed"]
     assert f"recall[{TERMINAL}] {recall:.3f} < 1.010 (short by {1.01 - recall:.3f})" in verdict["message"]
     assert "orphan_macro_recall" in verdict["message"] and "NO ENFERMO" not in verdict["message"]
+
+
+def test_evaluation_of_an_unreadable_model_fails_cleanly(tmp_path, pipeline_run):
+    base = tmp_path / "ev"
+    (base / "input" / "model").mkdir(parents=True)
+    (base / "input" / "test").mkdir(parents=True)
+    (base / "input" / "model" / "model.tar.gz").write_bytes(b"not a tarball")
+    shutil.copy(pipeline_run / "evaluate" / "input" / "test" / "test.parquet", base / "input" / "test" / "test.parquet")
+    assert evaluate_job.main(["--base-dir", str(base)]) == 1
+    assert not (base / "output" / "evaluation").exists()
