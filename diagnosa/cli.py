@@ -17,6 +17,8 @@ from typing import Sequence
 from diagnosa.lake import DataLake, LakeError
 
 EXIT_BAD_INPUT = 2
+# Command groups kept in modules of their own (diagnosa/commands/); each has register(commands, cli).
+COMMAND_MODULES: tuple[str, ...] = ()
 
 
 class UsageError(Exception):
@@ -412,6 +414,10 @@ def build_parser() -> argparse.ArgumentParser:
         decide.add_argument("--group", default="diagnosa")
         decide.add_argument("--reason", help="approval description kept with the version")
         decide.set_defaults(func=cmd_registry_decide)
+
+    import importlib
+    for module in COMMAND_MODULES:
+        importlib.import_module(module).register(commands, sys.modules[__name__])
     return parser
 
 
