@@ -18,6 +18,8 @@ DEV = [
     "moto[s3,sagemaker,iam,sts,events]==5.2.5",
     "pytest==9.2.0",
     "hypothesis==6.170.15",
+    # drives the system Chromium (diagnosa/browser.py); never downloads a browser of its own
+    "playwright==1.65.2",
 ]
 
 setup(
