@@ -13,6 +13,7 @@ RUNTIME = STEPS + [
     "aws-cdk-lib==2.275.0",
     "constructs==10.8.1",
     "cdk-nag==3.0.2",
+    "streamlit==1.67.0",  # the doctors' app (app/, `diagnosa app`)
 ]
 DEV = [
     "moto[s3,sagemaker,iam,sts,events]==5.2.5",
@@ -32,7 +33,7 @@ setup(
     python_requires=">=3.11,<3.12",
     packages=find_packages(include=["diagnosa", "diagnosa.*", "pipelines", "pipelines.*", "processing",
                                     "processing.*", "training", "training.*", "inference", "inference.*",
-                                    "infra", "infra.*"]),
+                                    "infra", "infra.*", "app", "app.*"]),
     package_data={"diagnosa.data": ["catalogue/*.json"]},
     install_requires=RUNTIME,
     extras_require={"dev": DEV},
