@@ -1,0 +1,99 @@
+"""Which endpoint the app calls, and with which model's request schema.
+
+``diagnosa app`` passes the configuration to the Streamlit process through environment variables
+(``DIAGNOSA_APP_*``), which is also how a deployment sets it:
+
+| variable | meaning |
+|---|---|
+| ``DIAGNOSA_APP_ENDPOINT_URL`` | the local endpoint, e.g. ``http://127.0.0.1:8080``; unset for a real SageMaker endpoint |
+| ``DIAGNOSA_APP_ENDPOINT_NAME`` | the SageMaker endpoint name (default ``diagnosa``, also the local endpoint's) |
+| ``DIAGNOSA_APP_REGION`` | the AWS region of a SageMaker endpoint (else the AWS SDK's default) |
+| ``DIAGNOSA_APP_MODEL`` | a model folder (``metadata.json``) whose request schema shapes the form |
+| ``DIAGNOSA_APP_LAKE`` | the data lake (folder or ``s3://bucket/prefix``) confirmed diagnoses go to when the endpoint has no feedback route (SageMaker) |
+| ``DIAGNOSA_APP_TIMEOUT`` | seconds to wait for an answer (default 10) |
+| ``DIAGNOSA_APP_ATTEMPTS`` | attempts per call, retries included (default 2) |
+| ``DIAGNOSA_APP_TOP_K`` | categories listed in the top-k (default 3) |
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Mapping
+
+from diagnosa.labels import CATEGORIES
+
+PREFIX = "DIAGNOSA_APP_"
+DEFAULT_ENDPOINT_NAME = "diagnosa"
+DEFAULT_TIMEOUT = 10.0
+DEFAULT_ATTEMPTS = 2
+DEFAULT_TOP_K = 3
+
+
+class ConfigError(ValueError):
+    """A configuration value the app cannot use; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class AppConfig:
+    endpoint_name: str = DEFAULT_ENDPOINT_NAME
+    endpoint_url: str | None = None
+    region: str | None = None
+    model: str | None = None
+    lake: str | None = None
+    timeout: float = DEFAULT_TIMEOUT
+    attempts: int = DEFAULT_ATTEMPTS
+    top_k: int = DEFAULT_TOP_K
+
+    def __post_init__(self) -> None:
+        if not self.endpoint_name.strip():
+            raise ConfigError("the endpoint name is empty")
+        if self.endpoint_url is not None and not self.endpoint_url.startswith(("http://", "https://")):
+            raise ConfigError(f"the endpoint URL must start with http:// or https://, got {self.endpoint_url!r}")
+        if not (math.isfinite(self.timeout) and self.timeout > 0):
+            raise ConfigError(f"the timeout must be a positive number of seconds, got {self.timeout!r}")
+        if not 1 <= self.attempts <= 10:
+            raise ConfigError(f"attempts must be from 1 to 10, got {self.attempts!r}")
+        if not 1 <= self.top_k <= len(CATEGORIES):
+            raise ConfigError(f"top_k must be from 1 to {len(CATEGORIES)}, got {self.top_k!r}")
+
+    @property
+    def is_local(self) -> bool:
+        return self.endpoint_url is not None
+
+    @property
+    def description(self) -> str:
+        """Where predictions come from, in words for the page header."""
+        if self.endpoint_url:
+            return f"local endpoint {self.endpoint_url}"
+        region = self.region or "the default AWS region"
+        return f"SageMaker endpoint '{self.endpoint_name}' in {region}"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> AppConfig:
+        def text(name: str) -> str | None:
+            value = env.get(PREFIX + name, "").strip()
+            return value or None
+
+        def number(name: str, kind: type, default: float) -> float:
+            raw = text(name)
+            if raw is None:
+                return default
+            try:
+                return kind(raw)
+            except ValueError:
+                raise ConfigError(f"{PREFIX}{name} must be {'an integer' if kind is int else 'a number'}, "
+                                  f"got {raw!r}") from None
+
+        return cls(endpoint_name=text("ENDPOINT_NAME") or DEFAULT_ENDPOINT_NAME,
+                   endpoint_url=(text("ENDPOINT_URL") or "").rstrip("/") or None,
+                   region=text("REGION"), model=text("MODEL"), lake=text("LAKE"),
+                   timeout=float(number("TIMEOUT", float, DEFAULT_TIMEOUT)),
+                   attempts=int(number("ATTEMPTS", int, DEFAULT_ATTEMPTS)),
+                   top_k=int(number("TOP_K", int, DEFAULT_TOP_K)))
+
+    def to_env(self) -> dict[str, str]:
+        """The variables that make :meth:`from_env` return this configuration."""
+        values = {"ENDPOINT_NAME": self.endpoint_name, "ENDPOINT_URL": self.endpoint_url, "REGION": self.region,
+                  "MODEL": self.model, "LAKE": self.lake, "TIMEOUT": f"{self.timeout:g}", "ATTEMPTS": str(self.attempts),
+                  "TOP_K": str(self.top_k)}
+        return {PREFIX + k: v for k, v in values.items() if v is not None}

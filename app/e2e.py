@@ -1,0 +1,148 @@
+"""End-to-end check of the doctors' app in a real browser, and the screenshot in the docs.
+
+Starts the local endpoint (in this process) and ``streamlit run`` of the app (a subprocess, the
+same command ``diagnosa app`` runs) on free loopback ports, opens the app in headless Debian
+Chromium through Playwright (:mod:`diagnosa.browser`), accepts the policy, searches and adds a
+symptom, fills the form, asks for the diagnosis, waits for it, checks that no patient value
+reached the browser's storage, and saves a screenshot::
+
+    python -m app.e2e --model path/to/model --out docs/app-diagnosis.png
+
+``tests/test_app_e2e.py`` runs the same function with the test model.
+"""
+from __future__ import annotations
+
+import argparse
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+from app.config import AppConfig
+
+# A febrile, tachycardic, hypoxic patient with a high CRP (the docs' example patient).
+PATIENT = {"age": "67", "temperature_c": "38.9", "heart_rate_bpm": "112", "respiratory_rate_bpm": "26",
+           "spo2_pct": "90", "crp_mg_l": "180", "wbc_10e9_l": "15.2"}
+SEX = "Male"
+SYMPTOM_QUERY, SYMPTOM = "short breath", "Dyspnea"
+STARTUP_TIMEOUT = 60.0
+
+
+@dataclass
+class E2EResult:
+    headline: str  # the diagnosis as the page shows it
+    screenshot: Path
+    seconds: float
+    storage: str  # what the page keeps in localStorage and sessionStorage (JSON)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_healthy(url: str, process: subprocess.Popen, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"streamlit exited with status {process.returncode} before serving")
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.2)
+    raise TimeoutError(f"the app at {url} was not up within {timeout:g} s")
+
+
+@contextmanager
+def running_app(config: AppConfig, *, log: Path | None = None) -> Iterator[str]:
+    """``streamlit run`` of the app, exactly as ``diagnosa app`` starts it; yields its URL."""
+    from diagnosa.commands.app import streamlit_command
+
+    port = free_port()
+    argv, env = streamlit_command(config.to_env(), host="127.0.0.1", port=port)
+    sink = open(log, "wb") if log else subprocess.DEVNULL
+    process = subprocess.Popen(argv, env=env, stdout=sink, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_healthy(url, process, STARTUP_TIMEOUT)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        if log:
+            sink.close()  # type: ignore[union-attr]
+
+
+def drive(url: str, out: Path, *, timeout_ms: int = 30_000) -> tuple[str, str]:
+    """Fill the form in headless Chromium, ask for the diagnosis, save a screenshot: (headline, storage)."""
+    from diagnosa.browser import launch
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with launch(timeout_ms=timeout_ms) as browser:
+        page = browser.new_page(viewport={"width": 1400, "height": 1700})
+        page.set_default_timeout(timeout_ms)
+        page.goto(url, wait_until="load")
+        page.get_by_label("I have read the data-use policy and accept it").check(force=True)
+        search = page.locator(".st-key-symptom_query input")
+        search.fill(SYMPTOM_QUERY)
+        search.press("Enter")
+        page.locator(".st-key-field-symptoms").get_by_role("button", name=SYMPTOM).first.click()
+        page.locator(".st-key-remove-HP_0002094").wait_for()
+        search.fill("fever")
+        search.press("Enter")
+        page.locator(".st-key-add-HP_0001945 button").click()
+        page.locator(".st-key-remove-HP_0001945").wait_for()
+        search.fill("")
+        search.press("Enter")
+        for name, value in PATIENT.items():
+            page.locator(f".st-key-in-{name} input").fill(value)
+        page.locator(".st-key-in-sex").click()
+        page.get_by_role("option", name=SEX, exact=True).click()
+        page.locator(".st-key-submit button").click()
+        result = page.locator(".st-key-result")
+        result.get_by_text("supports and does not replace clinical judgement").wait_for()
+        page.locator(".st-key-result .vega-embed").first.wait_for()
+        page.wait_for_timeout(600)  # let the chart finish its first paint
+        headline = result.locator("h3").nth(1).inner_text()
+        storage = page.evaluate("JSON.stringify({local: {...localStorage}, session: {...sessionStorage}})")
+        page.screenshot(path=str(out), full_page=False)
+    return headline, storage
+
+
+def run(model_dir: str | Path, out: Path, *, log: Path | None = None) -> E2EResult:
+    """Local endpoint + app + browser, end to end; the screenshot goes to ``out``."""
+    from inference.server import LocalEndpoint
+
+    started = time.perf_counter()
+    with LocalEndpoint(str(model_dir)) as endpoint:
+        endpoint.wait_until_ready()
+        config = AppConfig(endpoint_url=endpoint.url, model=str(model_dir), timeout=10, attempts=1)
+        with running_app(config, log=log) as url:
+            headline, storage = drive(url, out)
+    return E2EResult(headline, out, time.perf_counter() - started, storage)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", required=True, help="a model folder")
+    parser.add_argument("--out", default="docs/app-diagnosis.png", help="where to save the screenshot")
+    args = parser.parse_args(argv)
+    result = run(args.model, Path(args.out))
+    print(f"diagnosis shown: {result.headline}; screenshot {result.screenshot} ({result.seconds:.1f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,243 @@
+"""The patient form, built from the model's request schema; the request built from the form.
+
+The fields, their types, limits, units and allowed values come from the JSON Schema of the
+endpoint's request (:meth:`inference.schema.RequestSchema.to_json_schema`), generated from the
+model's own metadata: a model trained on other columns gets another form, with no code change.
+The endpoint stays the judge of what is valid; the form does not clamp values, so an impossible
+value comes back as the endpoint's field error, shown next to the field it names
+(:func:`field_errors`).
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Mapping
+
+from diagnosa.data.physiology import BY_NAME, LABS, VITALS
+from diagnosa.data.schema import Schema, cohort_schema
+from inference.schema import RequestSchema
+
+Kind = Literal["integer", "number", "choice", "boolean", "terms", "codes", "text"]
+GROUPS = ("Patient", "Vital signs", "Lab results", "Other measurements", "Symptoms", "History")
+LABELS = {"age": "Age", "sex": "Sex", "symptoms": "Symptoms", "prior_diagnoses": "Prior diagnoses (ICD-10 codes)"}
+CHOICE_LABELS = {"sex": {"F": "Female", "M": "Male"}}
+BOOLEAN_CHOICES = {"Yes": True, "No": False}
+_CODE_SPLIT = re.compile(r"[\s,;]+")
+
+
+class FormError(ValueError):
+    """The form cannot be built: no model metadata, or a schema without input fields."""
+
+
+@dataclass(frozen=True)
+class FormField:
+    name: str
+    kind: Kind
+    label: str
+    group: str
+    unit: str = ""
+    minimum: float | None = None
+    maximum: float | None = None
+    choices: tuple[str, ...] = ()
+
+    @property
+    def title(self) -> str:
+        """The widget label: the name and, for measurements, the unit."""
+        return f"{self.label} ({self.unit})" if self.unit and self.kind in ("integer", "number") else self.label
+
+    @property
+    def help(self) -> str | None:
+        if self.minimum is None and self.maximum is None:
+            return None
+        low = "−∞" if self.minimum is None else f"{self.minimum:g}"
+        high = "∞" if self.maximum is None else f"{self.maximum:g}"
+        unit = f" {self.unit}" if self.unit else ""
+        return f"Possible values: {low} to {high}{unit}. Leave empty if not measured."
+
+    def choice_label(self, value: str) -> str:
+        return CHOICE_LABELS.get(self.name, {}).get(value, value)
+
+
+@dataclass(frozen=True)
+class FormSpec:
+    fields: tuple[FormField, ...]
+    id_field: str = "patient_id"
+    known_terms: frozenset[str] = frozenset()  # HPO terms the model has a feature for
+    known_codes: tuple[str, ...] = ()  # prior-diagnosis codes the model has a feature for
+    model_family: str | None = None
+
+    def by_name(self, name: str) -> FormField:
+        for f in self.fields:
+            if f.name == name:
+                return f
+        raise KeyError(name)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(f.name for f in self.fields)
+
+    def groups(self) -> list[tuple[str, list[FormField]]]:
+        """Fields by group, in display order; empty groups left out."""
+        return [(g, [f for f in self.fields if f.group == g]) for g in GROUPS if any(f.group == g for f in self.fields)]
+
+    @property
+    def terms_field(self) -> FormField | None:
+        return next((f for f in self.fields if f.kind == "terms"), None)
+
+
+def _group(name: str, kind: Kind) -> str:
+    if kind == "terms":
+        return "Symptoms"
+    if kind == "codes":
+        return "History"
+    if name in VITALS:
+        return "Vital signs"
+    if name in LABS:
+        return "Lab results"
+    if kind in ("integer", "number") and name != "age":
+        return "Other measurements"
+    return "Patient"
+
+
+def _label(name: str) -> str:
+    if name in LABELS:
+        return LABELS[name]
+    if name in BY_NAME and BY_NAME[name].label:
+        return BY_NAME[name].label
+    return name.replace("_", " ").capitalize()
+
+
+def _kind(prop: Mapping[str, Any]) -> Kind:
+    types = prop.get("type")
+    types = [types] if isinstance(types, str) else list(types or [])
+    if "array" in types:
+        return "terms" if "pattern" in prop.get("items", {}) else "codes"
+    if "integer" in types:
+        return "integer"
+    if "number" in types:
+        return "number"
+    if "boolean" in types:
+        return "boolean"
+    if prop.get("enum"):
+        return "choice"
+    return "text"
+
+
+def form_spec(json_schema: Mapping[str, Any], *, id_field: str = "patient_id",
+              feature_names: list[str] | tuple[str, ...] = (), model_family: str | None = None) -> FormSpec:
+    """The form for one patient record described by a request JSON Schema (the id is not asked)."""
+    fields = []
+    for name, prop in json_schema.get("properties", {}).items():
+        if name == id_field:
+            continue
+        kind = _kind(prop)
+        choices = tuple(v for v in prop.get("enum", ()) if v is not None) if kind == "choice" else ()
+        fields.append(FormField(name, kind, _label(name), _group(name, kind), unit=prop.get("description", ""),
+                                minimum=prop.get("minimum"), maximum=prop.get("maximum"), choices=choices))
+    if not fields:
+        raise FormError("the model's request schema has no input fields")
+    terms, codes = set(), []
+    for feature in feature_names:  # "hpo:<field>__HP:0000001", "codes:<field>__I10"
+        prefix, _, value = feature.partition("__")
+        if prefix.startswith("hpo:"):
+            terms.add(value)
+        elif prefix.startswith("codes:"):
+            codes.append(value)
+    return FormSpec(tuple(fields), id_field, frozenset(terms), tuple(sorted(set(codes))), model_family)
+
+
+def load_form_spec(model_dir: str | None = None) -> FormSpec:
+    """The form for a model folder's request schema; without a model, the built-in cohort's."""
+    if model_dir is None:
+        schema, metadata = cohort_schema(), {}
+    else:
+        path = Path(model_dir) / "metadata.json"
+        try:
+            metadata = json.loads(path.read_text(encoding="utf-8"))
+            schema = Schema.from_dict(metadata["schema"])
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise FormError(f"cannot read the model's request schema from {path}: {err}") from None
+    request = RequestSchema(schema)
+    return form_spec(request.to_json_schema(), id_field=request.id_field,
+                     feature_names=metadata.get("feature_names", ()), model_family=metadata.get("family"))
+
+
+def parse_codes(text: str) -> list[str]:
+    """'I10, E11.9; J45' → ['I10', 'E11.9', 'J45'] (upper case, order kept, duplicates dropped)."""
+    out: list[str] = []
+    for code in _CODE_SPLIT.split(text.strip()):
+        code = code.upper()
+        if code and code not in out:
+            out.append(code)
+    return out
+
+
+def build_record(spec: FormSpec, values: Mapping[str, Any]) -> dict[str, Any]:
+    """The patient record to send: only the fields given a value, typed as the schema says.
+
+    ``values`` maps field names to what the widgets hold (None or "" for empty). Numbers are
+    passed through unclamped (the endpoint judges them); a whole float in an integer field becomes
+    an int; booleans come as "Yes"/"No"; codes as a list or as text separated by commas, spaces
+    or semicolons.
+    """
+    record: dict[str, Any] = {}
+    for f in spec.fields:
+        value = values.get(f.name)
+        if value is None or value == "" or value == []:
+            continue
+        if f.kind in ("integer", "number"):
+            if isinstance(value, float) and f.kind == "integer" and value.is_integer():
+                value = int(value)
+        elif f.kind == "boolean":
+            if isinstance(value, str):
+                if value not in BOOLEAN_CHOICES:
+                    continue
+                value = BOOLEAN_CHOICES[value]
+        elif f.kind == "terms":
+            value = list(dict.fromkeys(value))
+        elif f.kind == "codes":
+            value = parse_codes(value) if isinstance(value, str) else list(dict.fromkeys(value))
+            if not value:
+                continue
+        elif isinstance(value, str):
+            value = value.strip()
+            if not value:
+                continue
+        record[f.name] = value
+    return record
+
+
+@dataclass(frozen=True)
+class FieldErrors:
+    """A 4xx body's problems: those naming a form field, and the rest (shown above the form)."""
+
+    by_field: dict[str, list[str]] = field(default_factory=dict)
+    general: list[str] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.by_field or self.general)
+
+
+def field_errors(spec: FormSpec, errors: list[Mapping[str, Any]], message: str | None = None) -> FieldErrors:
+    """Map the endpoint's ``errors`` (row, field, problem) onto the form's fields.
+
+    The form sends one patient, so every problem is row 0's. A problem naming no field, or a field
+    the form does not show, goes to ``general``; so does ``message`` when no problem is listed.
+    """
+    names = set(spec.names)
+    by_field: dict[str, list[str]] = {}
+    general: list[str] = []
+    for error in errors:
+        problem = str(error.get("problem") or error.get("message") or "invalid")
+        name = error.get("field")
+        if name in names:
+            by_field.setdefault(str(name), []).append(problem)
+        elif name:
+            general.append(f"{name}: {problem}")
+        else:
+            general.append(problem)
+    if not by_field and not general and message:
+        general.append(message)
+    return FieldErrors(by_field, general)

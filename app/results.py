@@ -1,0 +1,230 @@
+"""Calling the endpoint through Diagnosa's client, and what the doctor reads back.
+
+:func:`diagnose` never raises: it returns an :class:`Outcome` holding either the prediction or a
+:class:`Failure` whose ``kind`` tells the cases apart, each with its own message:
+
+| kind | when |
+|---|---|
+| ``unreachable`` | nothing listens at the endpoint address (down, wrong URL, no network) |
+| ``timeout`` | the endpoint took longer than the configured timeout to answer |
+| ``rejected`` | the endpoint refused the input (4xx); the field errors go next to the fields |
+| ``unavailable`` | the endpoint is up but cannot serve yet (model loading, 503) |
+| ``server_error`` | the endpoint failed while scoring (5xx) |
+| ``not_found`` | no endpoint of that name (a configuration problem) |
+| ``failed`` | anything else the client reported |
+
+Nothing here logs or prints patient values; failure texts name the endpoint, never the record.
+"""
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any, Literal, Mapping
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import (
+    ClientError,
+    ConnectionClosedError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    NoCredentialsError,
+    ReadTimeoutError,
+)
+
+from app.config import AppConfig
+from app.form import FieldErrors, FormSpec, field_errors
+from diagnosa.labels import CATEGORIES
+from inference.client import ClientFailure, DiagnosaClient, PredictionRejected
+
+FailureKind = Literal["unreachable", "timeout", "rejected", "unavailable", "server_error", "not_found", "failed"]
+WARNING = ("This result supports and does not replace clinical judgement: it is a statistical estimate from a model, "
+           "to be weighed with the examination, the history and the tests.")
+
+
+@dataclass(frozen=True)
+class Failure:
+    kind: FailureKind
+    message: str
+    fields: FieldErrors = FieldErrors()
+
+
+@dataclass(frozen=True)
+class Outcome:
+    result: dict[str, Any] | None = None  # the one patient's prediction
+    event_id: str | None = None  # the case reference feedback refers to (local endpoint)
+    failure: Failure | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.result is not None
+
+
+def make_client(config: AppConfig) -> DiagnosaClient:
+    """Diagnosa's client for the configured endpoint.
+
+    The local endpoint checks no AWS signature, but botocore refuses to send a request it cannot
+    sign: without credentials in the environment, the local endpoint gets placeholder ones (a real
+    SageMaker endpoint always uses the AWS credential chain).
+    """
+    runtime = None
+    if config.is_local and boto3.Session().get_credentials() is None:
+        runtime = boto3.client("sagemaker-runtime", endpoint_url=config.endpoint_url,
+                               region_name=config.region or "eu-west-1", aws_access_key_id="local",
+                               aws_secret_access_key="local",
+                               config=Config(connect_timeout=config.timeout, read_timeout=config.timeout,
+                                             retries={"total_max_attempts": config.attempts, "mode": "standard"}))
+    extra: dict[str, Any] = {}
+    if config.lake:  # where feedback goes when the endpoint has no feedback route (a SageMaker endpoint)
+        from diagnosa.lake import DataLake
+
+        extra["lake"] = DataLake.from_uri(config.lake)
+    return DiagnosaClient(config.endpoint_name, endpoint_url=config.endpoint_url, region=config.region,
+                          timeout=config.timeout, max_attempts=config.attempts, runtime=runtime, **extra)
+
+
+def _cause(err: BaseException) -> BaseException | None:
+    """The botocore error a ClientFailure was raised from (the client raises ``from None``, keeping the context)."""
+    return err.__cause__ or err.__context__
+
+
+def explain_failure(err: BaseException, config: AppConfig, spec: FormSpec) -> Failure:
+    """One clear message per kind of failure (see the module docstring)."""
+    where = config.description
+    if isinstance(err, PredictionRejected):
+        fields = field_errors(spec, err.errors, err.message)
+        return Failure("rejected", "The endpoint did not accept these values: correct the fields marked "
+                                   f"in red and ask again (HTTP {err.status}).", fields)
+    cause = _cause(err)
+    if isinstance(cause, ReadTimeoutError):
+        return Failure("timeout", f"The {where} did not answer within {config.timeout:g} s. It may be overloaded: "
+                                  "wait a moment and ask again. No diagnosis was received.")
+    if isinstance(cause, (EndpointConnectionError, ConnectTimeoutError, ConnectionClosedError)):
+        return Failure("unreachable", f"Cannot reach the {where}: it is down or the address is wrong. "
+                                      "Check that the endpoint is running, then ask again.")
+    if isinstance(cause, NoCredentialsError):
+        return Failure("failed", f"No AWS credentials to call the {where}: configure them (AWS_PROFILE, "
+                                 "environment variables or an instance role) and ask again.")
+    if isinstance(cause, ClientError):
+        response: Mapping[str, Any] = cause.response
+        code = response.get("Error", {}).get("Code", "")
+        status = int(response.get("OriginalStatusCode") or response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+                     or 0)
+        if code == "ServiceUnavailable" or status == 503:
+            return Failure("unavailable", f"The {where} is up but cannot serve yet (the model may still be loading). "
+                                          "Ask again in a few seconds.")
+        if code == "ValidationError" and "not found" in str(response.get("Error", {}).get("Message", "")):
+            return Failure("not_found", f"There is no endpoint named '{config.endpoint_name}' at the {where}: "
+                                        "check the app's endpoint configuration.")
+        if code == "ModelError" or status >= 500:
+            return Failure("server_error", f"The {where} failed while computing the diagnosis (HTTP {status or 500}). "
+                                           "This is not caused by the patient's values; try again, and tell the "
+                                           "administrator if it persists.")
+    return Failure("failed", f"The {where} could not give a diagnosis: {err}")
+
+
+def diagnose(client: DiagnosaClient, record: Mapping[str, Any], config: AppConfig, spec: FormSpec) -> Outcome:
+    """Send one patient; the prediction or the failure, never an exception."""
+    if not record:
+        return Outcome(failure=Failure("rejected", "Enter at least one value (age, sex, a vital sign, a lab "
+                                                   "result or a symptom) before asking for a diagnosis."))
+    try:
+        prediction = client.predict(dict(record), top_k=config.top_k, inference_id=str(uuid.uuid4()))
+    except ClientFailure as err:
+        return Outcome(failure=explain_failure(err, config, spec))
+    except Exception as err:  # noqa: BLE001  (a bug must not show a traceback with the patient's values)
+        return Outcome(failure=Failure("failed", f"The {config.description} could not give a diagnosis "
+                                                 f"({type(err).__name__})."))
+    if not prediction.results:
+        return Outcome(failure=Failure("failed", f"The {config.description} answered with no prediction."))
+    return Outcome(result=prediction.results[0], event_id=prediction.event_id)
+
+
+# ------------------------------------------------------------------------------------------------ display
+
+def percent(p: float) -> str:
+    """A probability as the doctor reads it: '95.0 %', 'under 0.1 %', 'over 99.9 %' (words: tables render markdown)."""
+    value = 100.0 * float(p)
+    if 0 < value < 0.1:
+        return "under 0.1 %"
+    if 99.9 < value < 100:
+        return "over 99.9 %"
+    return f"{value:.1f} %"
+
+
+def probability_rows(result: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """One row per category in clinical order (the model's own order for other labels), for the chart."""
+    probabilities: Mapping[str, float] = result.get("probabilities", {})
+    order = [c for c in CATEGORIES if c in probabilities] + [c for c in probabilities if c not in CATEGORIES]
+    return [{"category": c, "probability": float(probabilities[c]), "label": percent(probabilities[c])} for c in order]
+
+
+def top_k_rows(result: Mapping[str, Any]) -> list[dict[str, Any]]:
+    return [{"rank": i, "category": item["category"], "probability": percent(item["probability"])}
+            for i, item in enumerate(result.get("top_k", []), start=1)]
+
+
+def headline(result: Mapping[str, Any]) -> str:
+    """'ENFERMEDAD AGUDA (95.0 %)': the predicted category and its probability."""
+    category = result["category"]
+    p = result.get("probabilities", {}).get(category)
+    return f"{category} ({percent(p)})" if p is not None else category
+
+
+# ------------------------------------------------------------------------------------------------ feedback
+
+def feedback_supported(client: Any) -> bool:
+    """Whether this client can record a confirmed diagnosis (the monitoring feedback route)."""
+    return callable(getattr(client, "send_feedback", None))
+
+
+@dataclass(frozen=True)
+class FeedbackOutcome:
+    key: str | None = None  # where the feedback was stored
+    message: str | None = None  # the failure, when not stored
+    fields: Mapping[str, str] | None = None  # field errors from a 400
+
+    @property
+    def ok(self) -> bool:
+        return self.key is not None
+
+
+def record_feedback(client: Any, event_id: str, diagnosis: str, note: str | None, config: AppConfig) -> FeedbackOutcome:
+    """Record the confirmed diagnosis for a case reference; never raises."""
+    event_id = event_id.strip()
+    if not event_id:
+        return FeedbackOutcome(message="Enter the case reference shown with the diagnosis.", fields={"event_id": "required"})
+    if not feedback_supported(client):
+        return FeedbackOutcome(message="Recording a confirmed diagnosis is not available with this version of the client.")
+    try:
+        key = client.send_feedback(event_id, diagnosis, note=(note or "").strip() or None)
+    except ClientFailure as err:
+        raw = getattr(err, "fields", None) or {}
+        fields = {str(k): str(v) for k, v in raw.items()} if isinstance(raw, Mapping) else {}
+        if not fields and getattr(err, "errors", None):
+            fields = {str(e.get("field")): str(e.get("problem")) for e in err.errors if e.get("field")}
+        cause = _cause(err)
+        if isinstance(cause, ReadTimeoutError):
+            return FeedbackOutcome(message=f"The {config.description} did not answer within {config.timeout:g} s; "
+                                           "the confirmed diagnosis may not be recorded. Try again.")
+        if isinstance(cause, (EndpointConnectionError, ConnectTimeoutError, ConnectionClosedError)):
+            return FeedbackOutcome(message=f"Cannot reach the {config.description}: the confirmed diagnosis was "
+                                           "not recorded. Try again when it is running.")
+        return FeedbackOutcome(message=f"The confirmed diagnosis was not recorded: {err}", fields=fields or None)
+    except Exception as err:  # noqa: BLE001
+        return FeedbackOutcome(message=f"The confirmed diagnosis was not recorded ({type(err).__name__}).")
+    return FeedbackOutcome(key=str(key))
+
+
+def probability_chart(rows: list[dict[str, Any]]) -> Any:
+    """Horizontal bars, one per category in clinical order, labelled with the percentage."""
+    import altair as alt
+
+    order = [r["category"] for r in rows]
+    base = alt.Chart(alt.Data(values=rows)).encode(
+        y=alt.Y("category:N", sort=order, title=None, axis=alt.Axis(labelLimit=260)),
+        x=alt.X("probability:Q", title="probability", scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format="%")),
+    )
+    bars = base.mark_bar(color="#2f6f9f")
+    labels = base.mark_text(align="left", dx=4).encode(text="label:N")
+    return (bars + labels).properties(height=36 * max(len(rows), 1))

@@ -1,0 +1,261 @@
+"""The doctors' app: data-use policy, patient form, diagnosis, confirmed diagnosis.
+
+Run it with ``diagnosa app`` (see docs/app.md). This script only lays out widgets; what they do
+lives in the ``app`` package, tested on its own. Patient values stay in this browser session's
+server-side state (``st.session_state``): nothing is logged, written to disk, put in the URL or
+in browser storage.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import streamlit as st
+
+from app.config import AppConfig, ConfigError
+from app.form import BOOLEAN_CHOICES, FormError, FormField, FormSpec, build_record, load_form_spec
+from app.policy import ACCEPT_LABEL, POLICY_MARKDOWN, POLICY_VERSION
+from app.results import (
+    WARNING,
+    FeedbackOutcome,
+    Outcome,
+    diagnose,
+    feedback_supported,
+    headline,
+    make_client,
+    probability_chart,
+    probability_rows,
+    record_feedback,
+    top_k_rows,
+)
+from app.terms import TermIndex, build_index
+from diagnosa.labels import CATEGORIES
+
+# Request bodies must never reach a log, whatever level the host process configured.
+for _name in ("botocore", "boto3", "urllib3", "s3transfer"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
+
+FIELD = "in-"  # widget keys of the patient form: "in-<field name>"
+SYMPTOMS = "symptoms"  # the chosen HPO ids
+
+
+@st.cache_resource(show_spinner=False)
+def _spec(model: str | None) -> FormSpec:
+    return load_form_spec(model)
+
+
+@st.cache_resource(show_spinner="Loading the symptom index…")
+def _index(preferred: tuple[str, ...]) -> TermIndex:
+    return build_index(preferred)
+
+
+@st.cache_resource(show_spinner=False)
+def _client(endpoint_name: str, endpoint_url: str | None, region: str | None, lake: str | None, timeout: float,
+            attempts: int) -> Any:
+    return make_client(AppConfig(endpoint_name, endpoint_url, region, lake=lake, timeout=timeout, attempts=attempts))
+
+
+def client_for(config: AppConfig) -> Any:
+    return _client(config.endpoint_name, config.endpoint_url, config.region, config.lake, config.timeout,
+                   config.attempts)
+
+
+# ------------------------------------------------------------------------------------------------ callbacks
+
+def add_symptom(term: str) -> None:
+    chosen = list(st.session_state.get(SYMPTOMS, []))
+    if term not in chosen:
+        st.session_state[SYMPTOMS] = chosen + [term]
+
+
+def remove_symptom(term: str) -> None:
+    st.session_state[SYMPTOMS] = [t for t in st.session_state.get(SYMPTOMS, []) if t != term]
+
+
+def submit(config: AppConfig, spec: FormSpec) -> None:
+    st.session_state.pop("feedback", None)
+    if not st.session_state.get("policy_accepted"):
+        st.session_state["outcome"] = None
+        st.session_state["blocked"] = True
+        return
+    st.session_state["blocked"] = False
+    values = {f.name: st.session_state.get(FIELD + f.name) for f in spec.fields}
+    if spec.terms_field is not None:
+        values[spec.terms_field.name] = list(st.session_state.get(SYMPTOMS, []))
+    outcome = diagnose(client_for(config), build_record(spec, values), config, spec)
+    st.session_state["outcome"] = outcome
+    if outcome.ok and outcome.event_id:
+        st.session_state["fb-event"] = outcome.event_id
+
+
+def send_feedback(config: AppConfig) -> None:
+    if not st.session_state.get("policy_accepted"):
+        st.session_state["feedback"] = FeedbackOutcome(message="Accept the data-use policy first.")
+        return
+    st.session_state["feedback"] = record_feedback(client_for(config), st.session_state.get("fb-event") or "",
+                                                   st.session_state.get("fb-diagnosis") or CATEGORIES[0],
+                                                   st.session_state.get("fb-note"), config)
+
+
+def new_patient(spec: FormSpec) -> None:
+    for key in [k for k in st.session_state if str(k).startswith((FIELD, "fb-"))]:
+        del st.session_state[key]
+    for key in (SYMPTOMS, "outcome", "feedback", "symptom_query", "blocked"):
+        st.session_state.pop(key, None)
+
+
+# ------------------------------------------------------------------------------------------------ widgets
+
+def term_key(term: str) -> str:
+    """A widget key for an HPO id that is also a valid CSS class ('HP:0001945' → 'HP_0001945')."""
+    return term.replace(":", "_")
+
+
+def field_widget(f: FormField, codes: tuple[str, ...]) -> None:
+    key = FIELD + f.name
+    if f.kind in ("integer", "number"):
+        if f.kind == "integer":
+            st.number_input(f.title, value=None, step=1, format="%d", key=key, help=f.help, placeholder="not recorded")
+        else:
+            st.number_input(f.title, value=None, step=0.1, format="%.2f", key=key, help=f.help,
+                            placeholder="not recorded")
+    elif f.kind == "choice":
+        st.selectbox(f.title, f.choices, index=None, format_func=f.choice_label, key=key, placeholder="not recorded")
+    elif f.kind == "boolean":
+        st.selectbox(f.title, tuple(BOOLEAN_CHOICES), index=None, key=key, placeholder="not recorded")
+    elif f.kind == "codes":
+        st.multiselect(f.title, codes, key=key, accept_new_options=True, placeholder="type or choose codes",
+                       help="Codes the model knows are listed; others can be typed.")
+    else:
+        st.text_input(f.title, key=key)
+
+
+def show_errors(problems: list[str]) -> None:
+    for problem in problems:
+        st.error(problem, icon=":material/error:")
+
+
+def symptom_picker(f: FormField, index: TermIndex, problems: list[str]) -> None:
+    with st.container(key="field-" + f.name):
+        st.markdown(f"**{f.label}**")
+        query = st.text_input("Search symptoms by name", key="symptom_query", type="search", live=True,
+                              placeholder="e.g. fever, shortness of breath, abdominal pain")
+        for term in index.search(query or ""):
+            if term.id not in st.session_state.get(SYMPTOMS, []):
+                st.button(term.label, key="add-" + term_key(term.id), icon=":material/add:", on_click=add_symptom,
+                          args=(term.id,), type="tertiary")
+        if query and not index.search(query):
+            st.caption("No symptom matches that search.")
+        chosen = st.session_state.get(SYMPTOMS, [])
+        if chosen:
+            st.caption("Chosen (click to remove):")
+            with st.container(horizontal=True):
+                for term in chosen:
+                    st.button(index.name(term), key="remove-" + term_key(term), icon=":material/close:", on_click=remove_symptom,
+                              args=(term,))
+        else:
+            st.caption("No symptoms chosen.")
+        show_errors(problems)
+
+
+def show_result(outcome: Outcome) -> None:
+    result = outcome.result or {}
+    with st.container(key="result", border=True):
+        st.subheader("Diagnosis")
+        st.markdown(f"### {headline(result)}")
+        st.warning(WARNING, icon=":material/stethoscope:")
+        st.markdown("**Probability of each category**")
+        st.altair_chart(probability_chart(probability_rows(result)), width="stretch")
+        st.markdown("**Most likely categories**")
+        st.table(top_k_rows(result), hide_index=True)
+        reference = f" · case reference `{outcome.event_id}`" if outcome.event_id else ""
+        st.caption(f"Model version `{result.get('model_version', 'unknown')}`{reference}")
+
+
+def feedback_section(config: AppConfig, client: Any) -> None:
+    with st.expander("Record the confirmed diagnosis (for this or an earlier case)",
+                     expanded=bool(st.session_state.get("outcome") and st.session_state["outcome"].ok)):
+        if not feedback_supported(client):
+            st.info("Recording a confirmed diagnosis needs the endpoint's feedback route, which this version of "
+                    "the client does not offer.")
+            return
+        outcome: FeedbackOutcome | None = st.session_state.get("feedback")
+        problems = dict((outcome.fields or {}) if outcome else {})
+        with st.form("feedback", border=False):
+            st.text_input("Case reference", key="fb-event", help="Shown with each diagnosis.")
+            show_errors([problems.pop("event_id")] if "event_id" in problems else [])
+            st.selectbox("Confirmed diagnosis", CATEGORIES, key="fb-diagnosis")
+            show_errors([problems.pop("diagnosis")] if "diagnosis" in problems else [])
+            st.text_area("Note (optional; no names or identifying details)", key="fb-note", max_chars=2000)
+            show_errors([f"{k}: {v}" for k, v in problems.items()])
+            st.form_submit_button("Record confirmed diagnosis", key="fb-submit", on_click=send_feedback,
+                                  args=(config,))
+        if outcome is not None:
+            if outcome.ok:
+                st.success(f"Confirmed diagnosis recorded ({outcome.key}).")
+            elif outcome.message:
+                st.error(outcome.message)
+
+
+def patient_form(config: AppConfig, spec: FormSpec, failure: Any, accepted: bool) -> None:
+    by_field = failure.fields.by_field if failure is not None else {}
+    if spec.terms_field is not None:
+        symptom_picker(spec.terms_field, _index(tuple(sorted(spec.known_terms))),
+                       by_field.get(spec.terms_field.name, []))
+    with st.form("patient", enter_to_submit=False):
+        for group, fields in spec.groups():
+            fields = [f for f in fields if f.kind != "terms"]
+            if not fields:
+                continue
+            st.markdown(f"**{group}**")
+            columns = st.columns(2 if len(fields) > 1 else 1)
+            for i, f in enumerate(fields):
+                with columns[i % len(columns)], st.container(key="field-" + f.name):
+                    field_widget(f, spec.known_codes)
+                    show_errors(by_field.get(f.name, []))
+        if failure is not None:
+            st.error(failure.message, icon=":material/block:")
+            show_errors(failure.fields.general)
+        st.form_submit_button("Get diagnosis", key="submit", type="primary", disabled=not accepted,
+                              on_click=submit, args=(config, spec))
+    st.button("New patient", key="new-patient", on_click=new_patient, args=(spec,),
+              help="Clear the form, the symptoms and the result.")
+
+
+# ------------------------------------------------------------------------------------------------ page
+
+def main() -> None:
+    st.set_page_config(page_title="Diagnosa", page_icon=":material/stethoscope:", layout="wide")
+    st.title("Diagnosa")
+    try:
+        config = AppConfig.from_env(os.environ)
+        spec = _spec(config.model)
+    except (ConfigError, FormError) as err:
+        st.error(f"The app is not configured correctly: {err}")
+        st.stop()
+    st.caption(f"Clinical triage support · predictions from the {config.description}")
+
+    with st.expander(f"Data-use policy (version {POLICY_VERSION})", expanded=not st.session_state.get("policy_accepted")):
+        st.markdown(POLICY_MARKDOWN)
+    accepted = st.checkbox(ACCEPT_LABEL, key="policy_accepted")
+    if not accepted:
+        st.info("Accept the data-use policy to send a patient's data for a diagnosis.")
+    if st.session_state.get("blocked"):
+        st.error("Nothing was sent: accept the data-use policy first.")
+
+    outcome: Outcome | None = st.session_state.get("outcome")
+    failure = outcome.failure if outcome is not None else None
+
+    form_column, result_column = st.columns([3, 2], gap="large")
+    with form_column:
+        patient_form(config, spec, failure, accepted)
+    with result_column:
+        if outcome is not None and outcome.ok:
+            show_result(outcome)
+        else:
+            st.info("The diagnosis appears here.", icon=":material/clinical_notes:")
+        feedback_section(config, client_for(config))
+
+
+main()

@@ -1,0 +1,87 @@
+"""``diagnosa app``: the doctors' Streamlit app over the local endpoint or a SageMaker endpoint.
+
+The command becomes (``exec``) ``streamlit run app/web/diagnosa_app.py``, with the endpoint
+configuration in ``DIAGNOSA_APP_*`` variables (:mod:`app.config`), headless, without usage
+statistics, without a file watcher, and with Streamlit's own log at ``error`` level.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Mapping
+
+STREAMLIT_OPTIONS: tuple[str, ...] = (
+    "--server.headless=true",
+    "--browser.gatherUsageStats=false",
+    "--server.fileWatcherType=none",
+    "--server.runOnSave=false",
+    "--logger.level=error",
+    "--client.toolbarMode=minimal",
+    "--client.showErrorDetails=type",  # an unexpected error shows its type, never values in a traceback
+)
+
+
+def script_path() -> Path:
+    import app
+
+    return Path(app.__file__).resolve().parent / "web" / "diagnosa_app.py"
+
+
+def streamlit_command(config_env: Mapping[str, str], *, host: str, port: int,
+                      base_env: Mapping[str, str] | None = None) -> tuple[list[str], dict[str, str]]:
+    """The ``streamlit run`` argv and environment for an app configuration (``AppConfig.to_env()``)."""
+    argv = [sys.executable, "-m", "streamlit", "run", str(script_path()), *STREAMLIT_OPTIONS,
+            f"--server.address={host}", f"--server.port={port}"]
+    env = {k: v for k, v in (os.environ if base_env is None else base_env).items() if not k.startswith("DIAGNOSA_APP_")}
+    env.update(config_env)
+    env["STREAMLIT_BROWSER_GATHER_USAGE_STATS"] = "false"
+    return argv, env
+
+
+def cmd_app(args: argparse.Namespace, common: ModuleType) -> int:
+    from app.config import AppConfig, ConfigError
+    from app.form import FormError, load_form_spec
+
+    model = str(common._model_folder(Path(args.model), common.workspace(args))) if args.model else None
+    if args.endpoint_url and args.region:
+        raise common.UsageError("--region is for a SageMaker endpoint; the local endpoint is chosen by --endpoint-url")
+    try:
+        config = AppConfig(endpoint_name=args.endpoint_name, endpoint_url=(args.endpoint_url or "").rstrip("/") or None,
+                           region=args.region, model=model, lake=args.feedback_lake, timeout=args.timeout, attempts=args.attempts,
+                           top_k=args.top_k)
+        load_form_spec(model)  # a bad model folder fails here, not in the browser
+    except (ConfigError, FormError) as err:
+        raise common.UsageError(str(err)) from None
+    argv, env = streamlit_command(config.to_env(), host=args.host, port=args.port)
+    print(f"Diagnosa app on http://{args.host}:{args.port} → {config.description} (Ctrl-C stops it)", flush=True)
+    # Become the Streamlit server: SIGTERM and Ctrl-C reach it directly, no orphan is left behind.
+    os.execve(argv[0], argv, env)
+    return 0  # pragma: no cover - execve does not return
+
+
+def register(commands: argparse._SubParsersAction, common: ModuleType) -> None:
+    parser = commands.add_parser("app", help="the doctors' app (Streamlit) over an endpoint",
+                                 description="Serve the doctors' app: data-use policy, patient form, diagnosis. "
+                                             "Give --endpoint-url for the local endpoint, or --endpoint-name and "
+                                             "--region for a SageMaker endpoint.")
+    parser.add_argument("--endpoint-url", default=os.environ.get("DIAGNOSA_APP_ENDPOINT_URL"),
+                        help="the local endpoint, e.g. http://127.0.0.1:8080 (default $DIAGNOSA_APP_ENDPOINT_URL)")
+    parser.add_argument("--endpoint-name", default=os.environ.get("DIAGNOSA_APP_ENDPOINT_NAME", "diagnosa"),
+                        help="the SageMaker endpoint name (default diagnosa)")
+    parser.add_argument("--region", default=os.environ.get("DIAGNOSA_APP_REGION"),
+                        help="AWS region of a SageMaker endpoint (default: the AWS SDK's)")
+    parser.add_argument("--model", default=os.environ.get("DIAGNOSA_APP_MODEL"),
+                        help="the model folder or model.tar.gz whose request schema shapes the form "
+                             "(default: the built-in cohort's schema)")
+    parser.add_argument("--feedback-lake", default=os.environ.get("DIAGNOSA_APP_LAKE"),
+                        help="data lake (folder or s3://bucket/prefix) for confirmed diagnoses when the endpoint is a "
+                             "SageMaker endpoint, which has no feedback route")
+    parser.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for a diagnosis (default 10)")
+    parser.add_argument("--attempts", type=int, default=2, help="attempts per call, retries included (default 2)")
+    parser.add_argument("--top-k", type=int, default=3, help="categories in the top-k list (default 3)")
+    parser.add_argument("--host", default="127.0.0.1", help="address the app listens on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8501, help="port the app listens on (default 8501)")
+    parser.set_defaults(func=lambda args: cmd_app(args, common))

@@ -1,0 +1,295 @@
+"""The doctors' app logic, without Streamlit: configuration, form, symptom search, results, failures."""
+from __future__ import annotations
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from app.config import AppConfig, ConfigError
+from app.form import FieldErrors, build_record, field_errors, form_spec, load_form_spec, parse_codes
+from app.results import (
+    Outcome,
+    diagnose,
+    explain_failure,
+    feedback_supported,
+    headline,
+    make_client,
+    percent,
+    probability_chart,
+    probability_rows,
+    top_k_rows,
+)
+from app.terms import TermIndex, build_index, fold
+from diagnosa.labels import CATEGORIES
+
+
+# ------------------------------------------------------------------------------------------------ config
+
+def test_config_round_trips_through_the_environment():
+    config = AppConfig(endpoint_url="http://127.0.0.1:8080", model="/m", lake="/lake", timeout=2.5, attempts=1, top_k=5)
+    assert AppConfig.from_env(config.to_env()) == config
+    assert AppConfig.from_env({}) == AppConfig()
+    assert AppConfig.from_env({"DIAGNOSA_APP_ENDPOINT_URL": "http://h:1/"}).endpoint_url == "http://h:1"
+
+
+def test_config_describes_the_endpoint():
+    assert AppConfig(endpoint_url="http://127.0.0.1:8080").description == "local endpoint http://127.0.0.1:8080"
+    assert AppConfig(endpoint_name="triage", region="eu-west-1").description == \
+        "SageMaker endpoint 'triage' in eu-west-1"
+
+
+@pytest.mark.parametrize("env, word", [
+    ({"DIAGNOSA_APP_TIMEOUT": "soon"}, "DIAGNOSA_APP_TIMEOUT"),
+    ({"DIAGNOSA_APP_TIMEOUT": "0"}, "timeout"),
+    ({"DIAGNOSA_APP_TOP_K": "9"}, "top_k"),
+    ({"DIAGNOSA_APP_ATTEMPTS": "two"}, "DIAGNOSA_APP_ATTEMPTS"),
+    ({"DIAGNOSA_APP_ENDPOINT_URL": "127.0.0.1:8080"}, "http://"),
+])
+def test_bad_configuration_names_the_variable(env, word):
+    with pytest.raises(ConfigError, match=word):
+        AppConfig.from_env(env)
+
+
+# ------------------------------------------------------------------------------------------------ form
+
+def test_form_comes_from_the_models_request_schema(trained_model_dir):
+    spec = load_form_spec(str(trained_model_dir))
+    assert "patient_id" not in spec.names
+    assert {"age", "sex", "temperature_c", "crp_mg_l", "symptoms", "prior_diagnoses"} <= set(spec.names)
+    hr = spec.by_name("heart_rate_bpm")
+    assert (hr.kind, hr.group, hr.title, hr.minimum, hr.maximum) == \
+        ("number", "Vital signs", "Heart rate (beats/min)", 20, 250)
+    assert "20 to 250 beats/min" in hr.help
+    assert spec.by_name("sex").choices == ("F", "M") and spec.by_name("sex").choice_label("F") == "Female"
+    assert spec.by_name("age").kind == "integer" and spec.by_name("crp_mg_l").group == "Lab results"
+    assert spec.terms_field.name == "symptoms" and spec.known_terms and all(t.startswith("HP:") for t in spec.known_terms)
+    assert "I10" in spec.known_codes
+    assert [g for g, _ in spec.groups()] == ["Patient", "Vital signs", "Lab results", "Symptoms", "History"]
+
+
+def test_form_follows_any_schema_not_hard_coded_fields():
+    schema = {"properties": {"rid": {"type": "string"}, "ferritin": {"type": ["number", "null"], "minimum": 0,
+                                                                     "description": "ng/mL"},
+                             "smoker": {"type": ["boolean", "null"]},
+                             "ward": {"type": ["string", "null"], "enum": ["A", "B", None]}}}
+    spec = form_spec(schema, id_field="rid")
+    assert [(f.name, f.kind, f.group) for f in spec.fields] == [
+        ("ferritin", "number", "Other measurements"), ("smoker", "boolean", "Patient"), ("ward", "choice", "Patient")]
+    assert spec.by_name("ferritin").title == "Ferritin (ng/mL)" and spec.by_name("ward").choices == ("A", "B")
+    assert build_record(spec, {"ferritin": 30.0, "smoker": "No", "ward": None}) == {"ferritin": 30.0, "smoker": False}
+
+
+def test_record_holds_only_given_values_typed_as_the_schema_says():
+    spec = load_form_spec(None)
+    values = {"age": 67.0, "sex": "M", "temperature_c": 38.9, "heart_rate_bpm": None, "spo2_pct": "",
+              "symptoms": ["HP:0001945", "HP:0001945", "HP:0012735"], "prior_diagnoses": ["I10", "I10", "E11.9"]}
+    record = build_record(spec, values)
+    assert record == {"age": 67, "sex": "M", "temperature_c": 38.9, "symptoms": ["HP:0001945", "HP:0012735"],
+                      "prior_diagnoses": ["I10", "E11.9"]}
+    assert isinstance(record["age"], int)
+    assert build_record(spec, {"heart_rate_bpm": 400.0}) == {"heart_rate_bpm": 400.0}  # not clamped: the endpoint judges
+    assert build_record(spec, {}) == {}
+    assert parse_codes(" i10, E11.9;J45  i10 ") == ["I10", "E11.9", "J45"]
+
+
+def test_endpoint_errors_map_onto_the_form_fields():
+    spec = load_form_spec(None)
+    errors = [{"row": 0, "field": "heart_rate_bpm", "problem": "impossible value 400"},
+              {"row": 0, "field": "heart_rate_bpm", "problem": "second"},
+              {"row": 0, "field": "mystery", "problem": "unknown field"},
+              {"row": 0, "field": None, "problem": "the record has none of the model's input fields"}]
+    mapped = field_errors(spec, errors, "2 problem(s)")
+    assert mapped.by_field == {"heart_rate_bpm": ["impossible value 400", "second"]}
+    assert mapped.general == ["mystery: unknown field", "the record has none of the model's input fields"]
+    assert field_errors(spec, [], "malformed JSON").general == ["malformed JSON"]
+    assert not FieldErrors()
+
+
+# ------------------------------------------------------------------------------------------------ symptom search
+
+@pytest.fixture(scope="module")
+def index() -> TermIndex:
+    return build_index(preferred=["HP:0012735"])
+
+
+def test_search_finds_terms_by_name_synonym_prefix_and_id(index):
+    assert index.search("fever")[0].id == "HP:0001945"
+    assert index.search("Fever")[0].synonym is None
+    hypertension = index.search("high blood pressure")[0]
+    assert (hypertension.id, hypertension.synonym) == ("HP:0000822", "High blood pressure")
+    assert "High blood pressure" in hypertension.label and "HP:0000822" in hypertension.label
+    assert index.search("abd pain")[0].name == "Abdominal pain"
+    assert index.search("pyrexia")[0].id == "HP:0001945"
+    assert [t.id for t in index.search("HP:0001945")] == [t.id for t in index.search("0001945")] == ["HP:0001945"]
+    assert index.search("HP:9999999") == [] and index.search("") == [] and index.search("zzqx") == []
+    assert len(index.search("pain", limit=5)) == 5
+
+
+def test_search_covers_phenotypes_only_and_folds_accents(index):
+    assert "HP:0000006" not in index  # Autosomal dominant inheritance: not a symptom
+    assert "HP:0000118" not in index
+    assert fold("Fiébre AGUDA") == "fiebre aguda"
+    assert TermIndex({"HP:0000001": "Dolor torácico"}).search("toracico")[0].name == "Dolor torácico"
+
+
+def test_search_prefers_the_terms_the_model_knows_on_ties():
+    names = {"HP:0000001": "Pain in leg", "HP:0000002": "Pain in arm"}
+    assert TermIndex(names).search("pain")[0].id == "HP:0000002"  # shorter name... equal length: alphabetical
+    assert TermIndex(names, preferred=["HP:0000001"]).search("pain")[0].id == "HP:0000001"
+
+
+def test_search_is_fast(index):
+    queries = ["fever", "short breath", "abd pain", "seizure", "cough", "hyper", "weight loss", "rash"] * 25
+    started = time.perf_counter()
+    for q in queries:
+        index.search(q)
+    assert (time.perf_counter() - started) / len(queries) < 0.01  # well under the 250 ms typing pause
+    started = time.perf_counter()
+    assert index.search("a") == [] and index.search("ab")  # one letter waits for a second one
+    assert time.perf_counter() - started < 0.25
+
+
+# ------------------------------------------------------------------------------------------------ results
+
+RESULT = {"category": "ENFERMEDAD AGUDA", "model_version": "abc",
+          "probabilities": {"ENFERMEDAD TERMINAL": 0.00001, "NO ENFERMO": 0.02, "ENFERMEDAD LEVE": 0.03,
+                            "ENFERMEDAD AGUDA": 0.94999, "ENFERMEDAD CRÓNICA": 0.0},
+          "top_k": [{"category": "ENFERMEDAD AGUDA", "probability": 0.94999},
+                    {"category": "ENFERMEDAD LEVE", "probability": 0.03}]}
+
+
+def test_results_are_formatted_in_clinical_order():
+    assert [r["category"] for r in probability_rows(RESULT)] == list(CATEGORIES)
+    assert probability_rows(RESULT)[-1]["label"] == "under 0.1 %"
+    assert top_k_rows(RESULT) == [{"rank": 1, "category": "ENFERMEDAD AGUDA", "probability": "95.0 %"},
+                                  {"rank": 2, "category": "ENFERMEDAD LEVE", "probability": "3.0 %"}]
+    assert headline(RESULT) == "ENFERMEDAD AGUDA (95.0 %)"
+    assert (percent(0), percent(1), percent(0.99999)) == ("0.0 %", "100.0 %", "over 99.9 %")
+    chart = probability_chart(probability_rows(RESULT)).to_dict()
+    assert chart["layer"][0]["encoding"]["y"]["sort"] == list(CATEGORIES)
+
+
+class _Stub(BaseHTTPRequestHandler):
+    """A stand-in endpoint: slow, or failing the way SageMaker reports a model's 5xx."""
+
+    delay = 0.0
+    status, body, headers = 200, b"{}", {}
+
+    def do_POST(self):  # noqa: N802
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        time.sleep(self.delay)
+        try:
+            self.send_response(self.status)
+            for k, v in {**self.headers_out, "Content-Length": str(len(self.body))}.items():
+                self.send_header(k, v)
+            self.end_headers()
+            self.wfile.write(self.body)
+        except OSError:
+            pass
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def stub():
+    servers = []
+
+    def start(**attrs):
+        handler = type("Handler", (_Stub,), attrs)
+        server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        server.daemon_threads = True
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return f"http://127.0.0.1:{server.server_address[1]}"
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+def _closed_port_url() -> str:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
+def _outcome(url: str, record=None, **config) -> Outcome:
+    cfg = AppConfig(endpoint_url=url, attempts=1, **({"timeout": 2.0} | config))
+    return diagnose(make_client(cfg), record or {"age": 40}, cfg, load_form_spec(None))
+
+
+def test_each_failure_has_its_own_message(stub):
+    down = _outcome(_closed_port_url())
+    slow = _outcome(stub(delay=2.0, headers_out={}), timeout=0.5)
+    model_error = {"message": "Received server error (500)", "OriginalStatusCode": 500,
+                   "OriginalMessage": json.dumps({"error": "internal error"})}
+    broken = _outcome(stub(status=424, body=json.dumps(model_error).encode(),
+                           headers_out={"x-amzn-ErrorType": "ModelError", "Content-Type": "application/json"}))
+    loading = _outcome(stub(status=503, body=b'{"message": "the model is not loaded yet"}',
+                            headers_out={"x-amzn-ErrorType": "ServiceUnavailable", "Content-Type": "application/json"}))
+    kinds = {o.failure.kind: o.failure.message for o in (down, slow, broken, loading)}
+    assert list(kinds) == ["unreachable", "timeout", "server_error", "unavailable"]
+    assert "Cannot reach" in kinds["unreachable"] and "within 0.5 s" in kinds["timeout"]
+    assert "HTTP 500" in kinds["server_error"] and "loading" in kinds["unavailable"]
+    assert len(set(kinds.values())) == 4
+
+
+def test_nothing_is_sent_for_an_empty_form(stub):
+    outcome = diagnose(None, {}, AppConfig(), load_form_spec(None))  # no client needed: nothing is sent
+    assert outcome.failure.kind == "rejected" and "at least one value" in outcome.failure.message
+
+
+@pytest.fixture(scope="module")
+def endpoint(trained_model_dir):
+    from inference.server import LocalEndpoint
+
+    with LocalEndpoint(str(trained_model_dir)) as ep:
+        ep.wait_until_ready()
+        yield ep
+
+
+def test_real_endpoint_answers_and_refuses_with_field_errors(endpoint):
+    ok = _outcome(endpoint.url, {"age": 67, "sex": "M", "temperature_c": 38.9, "symptoms": ["HP:0001945"]})
+    assert ok.ok and ok.result["category"] in CATEGORIES and ok.event_id
+    bad = _outcome(endpoint.url, {"age": 67, "heart_rate_bpm": 400.0, "symptoms": ["HP:0001945"]})
+    assert bad.failure.kind == "rejected"
+    assert bad.failure.fields.by_field == {"heart_rate_bpm": ["impossible value 400 (possible range 20 to 250 beats/min)"]}
+    unknown = _outcome(endpoint.url, {"age": 67}, endpoint_name="nope")
+    assert unknown.failure.kind == "not_found"
+    failure = explain_failure(RuntimeError("boom"), AppConfig(), load_form_spec(None))
+    assert failure.kind == "failed"
+
+
+def test_feedback_is_offered_only_when_the_client_can_send_it():
+    assert not feedback_supported(object())
+
+
+# ------------------------------------------------------------------------------------------------ command
+
+def test_app_command_runs_streamlit_headless_with_the_endpoint_configuration():
+    from diagnosa.commands.app import script_path, streamlit_command
+
+    config = AppConfig(endpoint_url="http://127.0.0.1:8080", model="/m")
+    argv, env = streamlit_command(config.to_env(), host="127.0.0.1", port=8599,
+                                  base_env={"PATH": "/bin", "DIAGNOSA_APP_REGION": "stale"})
+    assert argv[1:4] == ["-m", "streamlit", "run"] and argv[4] == str(script_path()) and script_path().is_file()
+    for option in ("--server.headless=true", "--browser.gatherUsageStats=false", "--server.fileWatcherType=none",
+                   "--logger.level=error", "--server.port=8599", "--server.address=127.0.0.1"):
+        assert option in argv
+    assert AppConfig.from_env(env) == config and env["PATH"] == "/bin" and "DIAGNOSA_APP_REGION" not in env
+
+
+def test_app_command_refuses_a_bad_configuration(tmp_path, capsys):
+    from diagnosa.cli import main
+
+    assert main(["app", "--model", str(tmp_path)]) == 2
+    assert "metadata.json" in capsys.readouterr().err
+    assert main(["app", "--endpoint-url", "localhost:8080"]) == 2
+    assert "http://" in capsys.readouterr().err
