@@ -33,7 +33,7 @@ setup(
     python_requires=">=3.11,<3.12",
     packages=find_packages(include=["diagnosa", "diagnosa.*", "pipelines", "pipelines.*", "processing",
                                     "processing.*", "training", "training.*", "inference", "inference.*",
-                                    "infra", "infra.*", "app", "app.*"]),
+                                    "infra", "infra.*", "app", "app.*", "monitoring", "monitoring.*"]),
     package_data={"diagnosa.data": ["catalogue/*.json"]},
     install_requires=RUNTIME,
     extras_require={"dev": DEV},

@@ -3,7 +3,11 @@
 Container contract (SageMaker Processing): ``input/model/model.tar.gz`` (the training job's
 artifact, or an extracted model folder) and ``input/test/test.parquet``; writes
 ``output/evaluation/evaluation.json`` (SageMaker model-quality layout plus Diagnosa's sections;
-the pipeline's condition gate reads it through a PropertyFile) and ``output/report/``.
+the pipeline's condition gate reads it through a PropertyFile) and ``output/report/``. Beside
+evaluation.json go the monitoring baselines of the model's outputs (``monitoring/baseline.py``):
+``prediction_baseline.json`` (predicted-category distribution, per-class test quality, orphan
+slice, the gate thresholds) and ``model_quality_constraints.json`` (SageMaker's multiclass
+model-quality constraints).
 """
 from __future__ import annotations
 
@@ -69,6 +73,21 @@ def _model_dir(path: Path, scratch: Path) -> Path:
     return unpack_model(path, scratch) if path.is_file() else path
 
 
+def _write_monitoring_baselines(result: dict[str, Any], thresholds: dict[str, float], orphan: float | None,
+                                out_eval: Path) -> None:
+    """prediction_baseline.json and model_quality_constraints.json beside evaluation.json."""
+    try:
+        from monitoring.baseline import (MODEL_QUALITY_CONSTRAINTS, PREDICTIONS, model_quality_constraints,
+                                         prediction_baseline, write_json)
+    except ImportError as err:  # the gate must not depend on monitoring; say loudly what is missing
+        log.error("monitoring baselines NOT written: %s (the step bundle must include the 'monitoring' package, "
+                  "pipelines/staging.py PACKAGES)", err)
+        return
+    for path in (write_json(out_eval / PREDICTIONS, prediction_baseline(result, thresholds, orphan)),
+                 write_json(out_eval / MODEL_QUALITY_CONSTRAINTS, model_quality_constraints(result))):
+        log.info("wrote monitoring baseline %s", path)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stdout)
     parser = argparse.ArgumentParser(description="Diagnosa evaluation job")
@@ -99,6 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         out_eval.mkdir(parents=True, exist_ok=True)
         (out_eval / "evaluation.json").write_text(json.dumps(result, indent=2, ensure_ascii=False, allow_nan=False)
                                                   + "\n", encoding="utf-8")
+        _write_monitoring_baselines(result, args.thresholds, args.orphan_threshold, out_eval)
         paths = write_report(result, out_report)
         d = result["diagnosa"]
         log.info("test macro recall %.4f, worst class %s %.4f; wrote %s and %s", d["macro"]["recall"],

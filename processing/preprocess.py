@@ -2,8 +2,11 @@
 
 Container contract (SageMaker Processing): input ``/opt/ml/processing/input/curated`` holds a
 curated version (``data.parquet`` + ``manifest.json``); outputs go to
-``/opt/ml/processing/output/{train,validation,test,transformer}``. Parameters arrive as
-arguments. The entry point is thin: ``preprocess`` does the work and tests call it directly.
+``/opt/ml/processing/output/{train,validation,test,transformer}``, and the monitoring data baseline
+(``statistics.json`` + ``constraints.json`` of the training split's raw feature fields, SageMaker
+Model Monitor layout: ``monitoring/baseline.py``) into ``--baseline-dir`` — by default
+``/opt/ml/processing/output/baseline`` when that folder exists (the pipeline declares it as an
+output), else no baseline is written. Parameters arrive as arguments. The entry point is thin: ``preprocess`` does the work and tests call it directly.
 """
 from __future__ import annotations
 
@@ -138,6 +141,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--min-term-count", type=int, default=5)
     parser.add_argument("--pca-components", type=float, default=0.95)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--baseline-dir", default=None,
+                        help="where to write the monitoring baseline (default: <base-dir>/output/baseline if it exists)")
     return parser.parse_args(argv)
 
 
@@ -168,8 +173,21 @@ def main(argv: Sequence[str] | None = None) -> int:
                  params.resampling, len(result.train.y), result.train.X.shape[1])
         started = time.perf_counter()
         out = {name: base / "output" / name for name in OUTPUTS}
+        baseline_dir = Path(args.baseline_dir) if args.baseline_dir else base / "output" / "baseline"
+        write_baseline = args.baseline_dir is not None or baseline_dir.is_dir()
+        if write_baseline and baseline_dir.exists() and any(baseline_dir.iterdir()):
+            raise FileExistsError(f"output folder {baseline_dir} is not empty: refusing to overwrite another run's outputs")
         write_outputs(result, manifest, params, out)
         log.info("wrote %s in %.2f s", ", ".join(str(p) for p in out.values()), time.perf_counter() - started)
+        if write_baseline:
+            from monitoring.baseline import write_data_baseline
+
+            started = time.perf_counter()
+            paths = write_data_baseline(result.splits.train, Schema.from_dict(manifest["schema"]), baseline_dir)
+            log.info("wrote the monitoring baseline %s in %.2f s", ", ".join(map(str, paths)),
+                     time.perf_counter() - started)
+        else:
+            log.info("no monitoring baseline written (%s does not exist; pass --baseline-dir)", baseline_dir)
         return 0
     except (ValueError, FileNotFoundError, FileExistsError, KeyError) as err:
         log.error("preprocessing failed: %s", err)
