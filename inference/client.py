@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import boto3
+from botocore import UNSIGNED
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -39,6 +40,19 @@ class PredictionRejected(ClientFailure):
 
 
 @dataclass
+class FeedbackRejected(ClientFailure):
+    """The feedback record was refused; ``fields`` maps each bad field to its problem."""
+
+    message: str
+    status: int
+    fields: dict[str, str] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        details = "; ".join(f"{k}: {v}" for k, v in self.fields.items())
+        return f"{self.message} ({details})" if details else self.message
+
+
+@dataclass
 class Prediction:
     results: list[dict[str, Any]]
     event_id: str | None  # data-capture event id (local endpoint): what feedback refers to
@@ -46,14 +60,21 @@ class Prediction:
 
 class DiagnosaClient:
     def __init__(self, endpoint_name: str = "diagnosa", *, endpoint_url: str | None = None, region: str | None = None,
-                 timeout: float = 10.0, max_attempts: int = 4, runtime: Any = None):
+                 timeout: float = 10.0, max_attempts: int = 4, runtime: Any = None, lake: Any = None):
         if timeout <= 0:
             raise ValueError(f"timeout must be positive, got {timeout}")
         if max_attempts < 1:
             raise ValueError(f"max_attempts must be at least 1, got {max_attempts}")
         self.endpoint_name = endpoint_name
+        self.endpoint_url = endpoint_url.rstrip("/") if endpoint_url else None
+        self.timeout = timeout
+        self.lake = lake  # a diagnosa.lake.DataLake: where feedback goes when the endpoint has no feedback route
+        # A local endpoint needs no AWS credentials: with none configured, requests to an explicit
+        # endpoint URL go unsigned (the local server does not check signatures).
+        unsigned = endpoint_url is not None and runtime is None and boto3.session.Session().get_credentials() is None
         config = Config(connect_timeout=timeout, read_timeout=timeout,
-                        retries={"total_max_attempts": max_attempts, "mode": "standard"})
+                        retries={"total_max_attempts": max_attempts, "mode": "standard"},
+                        **({"signature_version": UNSIGNED} if unsigned else {}))
         self.runtime = runtime or boto3.client("sagemaker-runtime", endpoint_url=endpoint_url,
                                                region_name=region or boto3.session.Session().region_name or "eu-west-1",
                                                config=config)
@@ -89,6 +110,55 @@ class DiagnosaClient:
         except json.JSONDecodeError:
             raise ClientFailure(f"the endpoint answered something that is not JSON: {body[:200]!r}") from None
         return Prediction(payload["predictions"], headers.get("x-diagnosa-event-id"))
+
+    def send_feedback(self, event_id: str, diagnosis: str, note: str | None = None) -> str:
+        """Send a doctor's confirmed diagnosis for a prediction (by its event id); returns the lake key written.
+
+        The local endpoint takes it on ``POST /feedback``. A SageMaker endpoint has no such route: the
+        record is then written straight to the lake's ``feedback/`` zone if the client was given a
+        ``lake``; otherwise :class:`ClientFailure` says so. A refused record raises
+        :class:`FeedbackRejected` with the problem of each field.
+        """
+        from monitoring.feedback import FeedbackError, parse_feedback, store_feedback
+
+        body: dict[str, Any] = {"event_id": event_id, "diagnosis": diagnosis}
+        if note is not None:
+            body["note"] = note
+        try:
+            feedback = parse_feedback(body)
+        except FeedbackError as err:
+            raise FeedbackRejected("invalid feedback", 400, fields=err.fields) from None
+        if self.endpoint_url is None:
+            if self.lake is None:
+                raise ClientFailure(f"endpoint '{self.endpoint_name}' is a SageMaker endpoint, which has no feedback "
+                                    "route: give the client the data lake (DiagnosaClient(..., lake=DataLake.from_uri("
+                                    "'s3://bucket/prefix'))) so feedback is written to its feedback/ zone")
+            return store_feedback(self.lake, self.endpoint_name, feedback)
+        return self._post_feedback(body)
+
+    def _post_feedback(self, body: dict[str, Any]) -> str:
+        import urllib.error
+        import urllib.request
+
+        request = urllib.request.Request(f"{self.endpoint_url}/feedback", method="POST",
+                                         data=json.dumps(body, ensure_ascii=False).encode("utf-8"),
+                                         headers={"Content-Type": JSON, "Accept": JSON})
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                answer = json.loads(response.read())
+        except urllib.error.HTTPError as err:
+            try:
+                detail = json.loads(err.read())
+            except (ValueError, OSError):
+                detail = {}
+            if err.code == 400:
+                raise FeedbackRejected(detail.get("error", "invalid feedback"), 400,
+                                       fields=detail.get("fields", {})) from None
+            raise ClientFailure(f"endpoint '{self.endpoint_name}' refused the feedback ({err.code}): "
+                                f"{detail.get('error', err.reason)}") from None
+        except (urllib.error.URLError, OSError, ValueError) as err:
+            raise ClientFailure(f"could not send feedback to {self.endpoint_url}: {err}") from None
+        return answer["key"]
 
     def _failure(self, err: ClientError) -> ClientFailure:
         code = err.response.get("Error", {}).get("Code", "")

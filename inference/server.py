@@ -38,8 +38,8 @@ STOP_TIMEOUT = 30.0
 JSON = "application/json"
 _RUNTIME = re.compile(r"^/endpoints/([^/]+)/invocations$")
 _DIGITS = re.compile(r"^[0-9]{1,15}$")
-_PING, _INVOCATIONS, _RUNTIME_ROUTE = "ping", "invocations", "runtime"
-_ALLOWED = {_PING: ("GET", "HEAD"), _INVOCATIONS: ("POST",), _RUNTIME_ROUTE: ("POST",)}
+_PING, _INVOCATIONS, _RUNTIME_ROUTE, _FEEDBACK = "ping", "invocations", "runtime", "feedback"
+_ALLOWED = {_PING: ("GET", "HEAD"), _INVOCATIONS: ("POST",), _RUNTIME_ROUTE: ("POST",), _FEEDBACK: ("POST",)}
 
 
 def _path(target: str) -> str:
@@ -55,6 +55,8 @@ def _route(path: str) -> tuple[str | None, str | None]:
         return _PING, None
     if path == "/invocations":
         return _INVOCATIONS, None
+    if path == "/feedback":
+        return _FEEDBACK, None
     match = _RUNTIME.match(path)
     if match:
         return _RUNTIME_ROUTE, unquote(match.group(1))
@@ -239,6 +241,8 @@ class _Handler(BaseHTTPRequestHandler):
                                 {"Allow": allowed}, close=self._body_pending())
             elif route == _PING:
                 self._ping()
+            elif route == _FEEDBACK:
+                self._feedback()
             else:
                 self._invocation(route == _RUNTIME_ROUTE, name)
         except (ConnectionError, TimeoutError) as err:  # the client went away or stalled: nothing to answer
@@ -315,6 +319,42 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(500, {"status": "failed", "error": "the model failed to load (see the server log)"})
         else:
             self._send_json(503, {"status": "loading"})
+
+    def _feedback(self) -> None:
+        """Doctors' confirmed diagnosis for a captured prediction → a new object in the lake's feedback/ zone.
+
+        201 ``{"event_id", "key"}``; a bad body is a 400 ``{"error", "fields": {field: problem}}`` (plus the
+        invocations' ``errors`` list of ``{"row", "field", "problem"}``). Needs the endpoint's data lake
+        (the one data capture writes to).
+        """
+        from monitoring.feedback import FeedbackError, parse_feedback, store_feedback
+
+        endpoint = self.server.endpoint
+        try:
+            body = self._read_body()
+        except _Reply as reply:
+            self._linger = reply.linger
+            self._send_json(reply.status, {"error": reply.message}, close=reply.close)
+            return
+        media = (self.headers.get("Content-Type") or "").split(";", 1)[0].strip().lower()
+        if media != JSON:
+            self._send_json(415, {"error": f"feedback must be {JSON}, got {media or 'no content type'!r}"})
+            return
+        try:
+            feedback = parse_feedback(json.loads(body.decode("utf-8")))
+        except (ValueError, UnicodeDecodeError) as err:  # FeedbackError and JSONDecodeError are ValueErrors
+            fields = err.fields if isinstance(err, FeedbackError) else {"body": f"not valid JSON: {err}"}
+            self._send_json(400, {"error": "invalid feedback", "fields": fields,
+                                  "errors": [{"row": 0, "field": k, "problem": v} for k, v in fields.items()]})
+            return
+        lake = endpoint.capture.lake if endpoint.capture is not None else None
+        if lake is None:
+            self._send_json(503, {"error": "this endpoint has no data lake (start it with data capture): "
+                                           "feedback cannot be stored"})
+            return
+        key = store_feedback(lake, endpoint.endpoint_name, feedback)
+        log.info("feedback for event %s stored as %s", feedback.event_id, key)
+        self._send_json(201, {"event_id": feedback.event_id, "key": key})
 
     def _invocation(self, runtime: bool, name: str | None) -> None:
         endpoint = self.server.endpoint
