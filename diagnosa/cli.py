@@ -18,7 +18,7 @@ from diagnosa.lake import DataLake, LakeError
 
 EXIT_BAD_INPUT = 2
 # Command groups kept in modules of their own (diagnosa/commands/); each has register(commands, cli).
-COMMAND_MODULES: tuple[str, ...] = ("diagnosa.commands.app",)
+COMMAND_MODULES: tuple[str, ...] = ("diagnosa.commands.app", "diagnosa.commands.monitor")
 
 
 class UsageError(Exception):

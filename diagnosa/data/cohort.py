@@ -123,10 +123,12 @@ class Cohort:
     config: CohortConfig
     orphan_diseases: int
     hpo_release: str
+    drift: dict[str, Any] | None = None  # set by apply_drift: the scenario and what it changed
 
     def summary(self) -> dict[str, Any]:
         counts = self.records.groupby(["label", "is_orphan"]).size()
-        return {
+        extra = {"drift": self.drift} if self.drift is not None else {}
+        return extra | {
             "batch": self.config.batch,
             "config": asdict(self.config),
             "hpo_release": self.hpo_release,
@@ -187,6 +189,97 @@ class Cohort:
         buffer = io.BytesIO()
         self.write_labs(buffer)
         return buffer.getvalue()
+
+
+# ------------------------------------------------------------------------------------------------ drift
+
+# Scenarios for showing the monitoring loop end to end (docs/operations.md): the same cohort, changed
+# the way a hospital's population or practice changes after a model ships.
+DRIFT_SCENARIOS: dict[str, str] = {
+    "labs": "a new laboratory analyser: CRP reads at 35% and WBC at 60% of the old assay (acute infections "
+            "look milder), glucose +35 mg/dL, and haemoglobin is dropped from the panel for half the patients",
+    "symptoms": "a respiratory outbreak: cough, fever and sore throat added to 45% of patients, whatever "
+                "their category",
+    "orphan": "a rise of one orphan disease: 8% of the healthy patients replaced by new cases of the cohort's "
+              "most frequent rare disease of the ENFERMEDAD TERMINAL class (features copied from its patients, "
+              "with noise)",
+}
+OUTBREAK_TERMS = ("HP:0012735", "HP:0001945", "HP:0033050")  # cough, fever, sore throat
+
+
+def apply_drift(cohort: Cohort, scenario: str, *, seed: int = 0, strength: float = 1.0) -> Cohort:
+    """A drifted copy of ``cohort`` (``DRIFT_SCENARIOS``); the original is not modified.
+
+    A drifted batch is clean: recording defects are not injected (it stands for traffic the
+    endpoint accepted), so its expected ingestion counts are all-accepted. ``strength`` in (0, 1]
+    scales how many patients or how far values move.
+    """
+    if scenario not in DRIFT_SCENARIOS:
+        raise ValueError(f"unknown drift scenario {scenario!r}; scenarios: {', '.join(DRIFT_SCENARIOS)}")
+    if not 0 < strength <= 1:
+        raise ValueError(f"drift strength must be in (0, 1], got {strength}")
+    rng = np.random.default_rng([seed, list(DRIFT_SCENARIOS).index(scenario), 7919])
+    records = cohort.records.copy(deep=True)
+    labs = cohort.labs.copy(deep=True)
+    changed: dict[str, Any] = {}
+    if scenario == "labs":
+        def scale(name: str, factor: float) -> None:
+            v = BY_NAME[name]
+            span = v.high - v.low
+            labs[name] = np.round(np.clip(labs[name] * (1 - strength * (1 - factor)), v.low + 0.01 * span,
+                                          v.high - 0.01 * span), v.decimals)
+        scale("crp_mg_l", 0.35)
+        scale("wbc_10e9_l", 0.60)
+        glucose = BY_NAME["glucose_mg_dl"]
+        labs["glucose_mg_dl"] = np.round(np.clip(labs["glucose_mg_dl"] + 35 * strength, glucose.low, glucose.high * 0.99),
+                                         glucose.decimals)
+        dropped = rng.random(len(labs)) < 0.5 * strength
+        labs.loc[dropped, "hemoglobin_g_dl"] = np.nan
+        changed = {"crp_mg_l": "x0.35", "wbc_10e9_l": "x0.60", "glucose_mg_dl": "+35",
+                   "hemoglobin_g_dl": f"missing for {int(dropped.sum())} more panels"}
+    elif scenario == "symptoms":
+        hit = np.flatnonzero(rng.random(len(records)) < 0.45 * strength)
+        for i in hit:
+            terms = set(records.at[i, "symptoms"]) | {t for t in OUTBREAK_TERMS if rng.random() < 0.8}
+            records.at[i, "symptoms"] = sorted(terms)
+        changed = {"patients_with_outbreak_terms": int(hit.size), "terms": list(OUTBREAK_TERMS)}
+    else:
+        orphan = records[records["is_orphan"] & (records["label"] == TERMINAL)]
+        if orphan.empty:
+            raise ValueError("the cohort has no ENFERMEDAD TERMINAL orphan patients to spread: raise --orphan-fraction")
+        disease = orphan["disease_id"].value_counts().sort_index(kind="stable").idxmax()
+        sources = records.index[records["disease_id"] == disease].to_numpy()
+        healthy = records.index[records["label"] == HEALTHY].to_numpy()
+        targets = np.sort(rng.choice(healthy, size=max(1, round(len(healthy) * 0.08 * strength)), replace=False))
+        picks = rng.choice(sources, size=targets.size)
+        copied = [c for c in records.columns if c not in ("patient_id", "encounter_date")]
+        for target, source in zip(targets, picks):
+            for column in copied:
+                records.at[target, column] = records.at[source, column]
+        for name in VITALS:
+            v = BY_NAME[name]
+            noise = rng.normal(0, 0.05 * v.sd, targets.size) if not v.lognormal else 0.0
+            records.loc[targets, name] = np.round(np.clip(records.loc[targets, name] + noise, v.low, v.high), v.decimals)
+        lab_of = {pid: i for i, pid in enumerate(labs["patient_id"])}
+        new_labs = labs[~labs["patient_id"].isin(records.loc[targets, "patient_id"])]
+        extra = []
+        for target, source in zip(targets, picks):
+            row = lab_of.get(records.at[source, "patient_id"])
+            if row is not None:
+                copy = labs.iloc[row].copy()
+                copy["patient_id"] = records.at[target, "patient_id"]
+                copy["collected_at"] = records.at[target, "encounter_date"]
+                extra.append(copy)
+        labs = pd.concat([new_labs, pd.DataFrame(extra)], ignore_index=True) if extra else new_labs.reset_index(drop=True)
+        labs = labs.sort_values("patient_id", kind="stable").reset_index(drop=True)
+        changed = {"disease_id": disease, "disease_name": str(records.at[int(sources[0]), "disease_name"]),
+                   "new_cases": int(targets.size)}
+    expected = {"records_read": len(records), "records_quarantined": 0, "records_accepted": len(records),
+                "labs_read": len(labs), "labs_quarantined": 0, "labs_accepted": len(labs)}
+    drift = {"scenario": scenario, "description": DRIFT_SCENARIOS[scenario], "strength": strength, "seed": seed,
+             "changed": changed}
+    return Cohort(records, labs, {}, {}, {k: 0 for k in cohort.defects}, expected, cohort.config,
+                  cohort.orphan_diseases, cohort.hpo_release, drift)
 
 
 def _break_record(line: str, kind: str, row: int) -> str:

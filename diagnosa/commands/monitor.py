@@ -1,0 +1,264 @@
+"""``diagnosa monitor`` (drift + live quality report, optional retraining), ``diagnosa feedback`` and the
+``--drift`` scenario of ``diagnosa data generate``. See docs/operations.md."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+EXIT_ALERT = 3  # with --fail-on-alert: the report's verdict is "alert"
+
+
+# ------------------------------------------------------------------------------------------------ monitor
+
+def _positive_fraction(cli: ModuleType, what: str):
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{what} must be a number, got {text!r}") from None
+        if not 0 < value <= 1:
+            raise argparse.ArgumentTypeError(f"{what} must be in (0, 1], got {value}")
+        return value
+    return parse
+
+
+def cmd_monitor(args: argparse.Namespace, cli: ModuleType) -> int:
+    from monitoring.baseline import BaselineError, load_baseline
+    from monitoring.drift import DriftThresholds
+    from monitoring.monitor import WindowError, parse_window, report_prefix, run_monitor, settings_from_baseline, \
+        write_report
+
+    lake = cli.open_lake(args)
+    try:
+        start, end = parse_window(args.since, args.until, args.last)
+        baseline = load_baseline([Path(p) for p in args.baseline])
+        drift = DriftThresholds(psi_warn=args.psi_warn, psi_drift=args.psi_drift, p_value=args.p_value,
+                                min_rows=args.min_rows, missing_rate_delta=args.missing_rate_delta)
+        settings = settings_from_baseline(baseline, drift, args.min_feedback)
+        settings.validate()
+    except (WindowError, BaselineError, ValueError) as err:
+        raise cli.UsageError(str(err)) from None
+    now = datetime.now(timezone.utc)
+    report = run_monitor(lake, args.endpoint_name, baseline, start, end, settings, now=now)
+    out = Path(args.out) if args.out else cli.workspace(args) / "monitoring" / args.endpoint_name / f"{now:%Y%m%dT%H%M%SZ}"
+    if out.exists() and any(out.iterdir()):
+        raise cli.UsageError(f"output folder {out} is not empty: refusing to overwrite an earlier report")
+    paths = write_report(report, out)
+    prefix = report_prefix(args.endpoint_name, start, end, now)
+    for path in paths.values():
+        lake.put_file(path, f"{prefix}/{path.name}")
+    _print_summary(report, paths, lake.url(prefix + "/report.json"))
+    status = 0
+    if args.retrain:
+        if report["retrain"]["recommended"] or args.force_retrain:
+            status = _retrain(args, cli, lake, start, end)
+        else:
+            print("retraining: not needed (no drift and no class below its threshold); --force-retrain starts it anyway")
+    if status == 0 and args.fail_on_alert and report["verdict"] == "alert":
+        return EXIT_ALERT
+    return status
+
+
+def _print_summary(report: dict[str, Any], paths: dict[str, Path], lake_url: str) -> None:
+    t = report["traffic"]
+    print(f"monitoring {report['endpoint']}: window {report['window']['start'] or 'beginning'} → "
+          f"{report['window']['end'] or 'now'}; {t['events']} captured requests, {t['patients']} patients, "
+          f"{t['skipped']['total']} skipped")
+    for entry in t["skipped"]["by_reason"]:
+        print(f"  skipped {entry['count']}: {entry['reason']}")
+    fb = report["quality"]["feedback"]
+    print(f"feedback: {fb['records']} records ({fb['superseded']} superseded), {fb['matched']} joined with captures, "
+          f"{fb['skipped']['total']} not used")
+    for entry in fb["skipped"]["by_reason"]:
+        print(f"  not used {entry['count']}: {entry['reason']}")
+    print(f"verdict: {report['verdict'].upper()}")
+    for alert in report["alerts"]:
+        print(f"  ALERT {alert}")
+    for f in report["features"]:
+        if f["verdict"] in ("drift", "warn"):
+            print(f"  {f['verdict']:5} {f['name']}: {'; '.join(f['reasons'])}")
+    print(f"report: {paths['html']}\n        {paths['json']}\n        {lake_url}")
+
+
+def _retrain(args: argparse.Namespace, cli: ModuleType, lake: Any, start: Any, end: Any) -> int:
+    from monitoring.retrain import RetrainError, feedback_dataset, start_retraining
+
+    try:
+        dataset = feedback_dataset(lake, args.endpoint_name, base_version=args.base_version, start=None, end=end)
+    except RetrainError as err:
+        raise cli.UsageError(f"retraining not started: {err}") from None
+    print(dataset.summary())
+    print(f"retraining: starting a local pipeline execution on curated version {dataset.version}")
+    return start_retraining(dataset.version, lake_uri=lake.uri, workspace=str(cli.workspace(args)), params=args.param)
+
+
+# ------------------------------------------------------------------------------------------------ feedback
+
+def cmd_feedback(args: argparse.Namespace, cli: ModuleType) -> int:
+    from monitoring.feedback import FeedbackError, parse_feedback, store_feedback
+
+    if args.file:
+        if args.event_id or args.diagnosis:
+            raise cli.UsageError("give either EVENT_ID DIAGNOSIS or --file, not both")
+        return _feedback_file(args, cli)
+    if not (args.event_id and args.diagnosis):
+        raise cli.UsageError("give EVENT_ID and DIAGNOSIS (or --file FEEDBACK.jsonl)")
+    body = {"event_id": args.event_id, "diagnosis": args.diagnosis}
+    for name in ("note", "source", "disease_id"):
+        if getattr(args, name) is not None:
+            body[name] = getattr(args, name)
+    try:
+        feedback = parse_feedback(body)
+    except FeedbackError as err:
+        raise cli.UsageError(str(err)) from None
+    if args.endpoint_url:
+        from inference.client import ClientFailure, DiagnosaClient
+
+        if set(body) - {"event_id", "diagnosis", "note"}:
+            raise cli.UsageError("--source and --disease-id go straight to the lake: drop --endpoint-url")
+        try:
+            key = DiagnosaClient(args.endpoint_name, endpoint_url=args.endpoint_url).send_feedback(
+                feedback.event_id, feedback.diagnosis, feedback.note)
+        except ClientFailure as err:
+            raise cli.UsageError(str(err)) from None
+    else:
+        key = store_feedback(cli.open_lake(args), args.endpoint_name, feedback)
+    print(f"feedback for event {feedback.event_id} ({feedback.diagnosis}) stored as {key}")
+    return 0
+
+
+def _feedback_file(args: argparse.Namespace, cli: ModuleType) -> int:
+    """Feedback from a JSON Lines file (a hospital system's export): good lines stored, bad lines named."""
+    from monitoring.feedback import FeedbackError, parse_feedback, store_feedback
+
+    path = Path(args.file)
+    try:
+        lines = (sys.stdin.read() if args.file == "-" else path.read_text(encoding="utf-8")).splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        raise cli.UsageError(f"cannot read {args.file}: {err}") from None
+    lake = cli.open_lake(args)
+    stored, bad = 0, []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            feedback = parse_feedback(json.loads(line))
+        except FeedbackError as err:
+            bad.append(f"line {number}: {'; '.join(f'{k}: {v}' for k, v in err.fields.items())}")
+            continue
+        except ValueError as err:
+            bad.append(f"line {number}: not JSON ({err})")
+            continue
+        store_feedback(lake, args.endpoint_name, feedback)
+        stored += 1
+    print(f"feedback from {args.file}: {stored} stored, {len(bad)} refused")
+    for problem in bad:
+        print(f"  refused {problem}")
+    return 0 if not bad else cli.EXIT_BAD_INPUT
+
+
+# ------------------------------------------------------------------------------------------------ data generate --drift
+
+def cmd_generate_drift(args: argparse.Namespace, cli: ModuleType) -> int:
+    from diagnosa.data.cohort import CohortConfig, apply_drift, generate, write_raw
+    from diagnosa.data.hpo import load_ontology
+    from diagnosa.data.ingest import raw_keys
+    from diagnosa.data.orphan import build_catalogue
+
+    if args.card:
+        raise cli.UsageError("--card documents the default cohort; a drifted batch has no card of its own")
+    config = CohortConfig(patients=args.patients, seed=args.seed, orphan_fraction=args.orphan_fraction,
+                          defect_rate=args.defect_rate)
+    lake = cli.open_lake(args)
+    batch = args.batch or f"{config.batch}-drift-{args.drift}"
+    records_key, labs_key = raw_keys(batch)
+    if lake.exists(records_key):
+        print(f"raw batch {batch} already in {lake.uri}: nothing to do (raw data is write-once)")
+        return 0
+    ontology = load_ontology()
+    cohort = generate(config, orphans=build_catalogue(ontology=ontology), ontology=ontology)
+    try:
+        drifted = apply_drift(cohort, args.drift, seed=args.seed, strength=args.drift_strength)
+    except ValueError as err:
+        raise cli.UsageError(str(err)) from None
+    write_raw(drifted, lake, batch)
+    summary = drifted.summary() | {"batch": batch}
+    lake.put_bytes_once(f"raw/cohort_cards/{batch}.json",
+                        (json.dumps(summary, indent=2, ensure_ascii=False, sort_keys=True, default=str) + "\n")
+                        .encode("utf-8"))
+    print(f"generated drifted batch {batch} ({args.drift}: {drifted.drift['description']}): "
+          f"{summary['patients']:,} patients, {summary['lab_panels']:,} lab panels")
+    print(f"  changed: {json.dumps(drifted.drift['changed'], ensure_ascii=False, default=str)}")
+    print(f"  → {lake.url(records_key)}\n  → {lake.url(labs_key)}")
+    return 0
+
+
+def _extend_data_generate(commands: Any, cli: ModuleType) -> None:
+    """Add --drift/--drift-strength to ``diagnosa data generate`` (the CLI module itself stays untouched)."""
+    from diagnosa.data.cohort import DRIFT_SCENARIOS
+
+    data = commands.choices.get("data")
+    if data is None:
+        return
+    subparsers = next((a for a in data._actions if isinstance(a, argparse._SubParsersAction)), None)
+    generate = subparsers.choices.get("generate") if subparsers is not None else None
+    if generate is None:
+        return
+    generate.add_argument("--drift", choices=list(DRIFT_SCENARIOS),
+                          help="write a drifted batch instead (for showing monitoring): "
+                               + "; ".join(f"{k}: {v}" for k, v in DRIFT_SCENARIOS.items()).replace("%", "%%"))
+    generate.add_argument("--drift-strength", type=_positive_fraction(cli, "--drift-strength"), default=1.0,
+                          help="how strong the drift is, in (0, 1] (default 1)")
+    original = generate.get_default("func")
+
+    def dispatch(args: argparse.Namespace) -> int:
+        return cmd_generate_drift(args, cli) if args.drift else original(args)
+
+    generate.set_defaults(func=dispatch)
+
+
+# ------------------------------------------------------------------------------------------------ parser
+
+def register(commands: Any, cli: ModuleType) -> None:
+    monitor = commands.add_parser("monitor", help="drift and live-quality report of captured traffic (docs/operations.md)")
+    monitor.add_argument("--baseline", action="append", required=True, metavar="DIR",
+                         help="folder with statistics.json + constraints.json (preprocess 'baseline' output); repeat "
+                              "for the folder with prediction_baseline.json (evaluate 'evaluation' output)")
+    monitor.add_argument("--endpoint-name", default="diagnosa")
+    monitor.add_argument("--since", help="window start, ISO 8601 (UTC unless an offset is given)")
+    monitor.add_argument("--until", help="window end (exclusive), ISO 8601")
+    monitor.add_argument("--last", help="window of this length before --until or now: 30m, 24h, 7d, 2w")
+    monitor.add_argument("--out", help="report folder (default <workspace>/monitoring/<endpoint>/<time>)")
+    monitor.add_argument("--psi-warn", type=float, default=0.10)
+    monitor.add_argument("--psi-drift", type=float, default=0.25)
+    monitor.add_argument("--p-value", type=float, default=0.01)
+    monitor.add_argument("--min-rows", type=cli._int_in(1, 10**9, "--min-rows"), default=30)
+    monitor.add_argument("--missing-rate-delta", type=float, default=0.10)
+    monitor.add_argument("--min-feedback", type=cli._int_in(1, 10**9, "--min-feedback"), default=None,
+                         help="confirmed cases a class needs before its recall can fail it (default 5)")
+    monitor.add_argument("--fail-on-alert", action="store_true", help=f"exit {EXIT_ALERT} when the verdict is alert")
+    monitor.add_argument("--retrain", action="store_true",
+                         help="when the report recommends it: add accepted feedback to the training data and start "
+                              "a local pipeline execution (`diagnosa run --local`)")
+    monitor.add_argument("--force-retrain", action="store_true", help="with --retrain: retrain even without an alert")
+    monitor.add_argument("--base-version", help="curated version to add feedback to (default: the latest)")
+    monitor.add_argument("--param", action="append", default=[], help="NAME=VALUE for the pipeline run (repeatable)")
+    monitor.set_defaults(func=lambda args: cmd_monitor(args, cli))
+
+    feedback = commands.add_parser("feedback", help="store a doctor's confirmed diagnosis for a prediction")
+    feedback.add_argument("event_id", nargs="?", help="the prediction's X-Diagnosa-Event-Id")
+    feedback.add_argument("diagnosis", nargs="?", help="the confirmed category, e.g. 'ENFERMEDAD AGUDA'")
+    feedback.add_argument("--note", help="free text, up to 1000 characters")
+    feedback.add_argument("--source", help="who sends it (e.g. the hospital system), up to 100 characters")
+    feedback.add_argument("--disease-id", help="the confirmed disease (ORPHA:..., OMIM:... put it in the orphan slice)")
+    feedback.add_argument("--file", help="JSON Lines of feedback objects ('-' for standard input)")
+    feedback.add_argument("--endpoint-name", default="diagnosa")
+    feedback.add_argument("--endpoint-url", help="send through the local endpoint's POST /feedback instead of the lake")
+    feedback.set_defaults(func=lambda args: cmd_feedback(args, cli))
+
+    _extend_data_generate(commands, cli)

@@ -1,0 +1,294 @@
+"""Data drift of a window of captured traffic against the training baseline, with a verdict per feature.
+
+Per feature kind:
+- numbers: PSI over the baseline's deciles and a two-sample Kolmogorov–Smirnov test;
+- categories: PSI and a chi-square goodness-of-fit test over the categories;
+- term sets (symptoms, prior diagnoses): PSI and chi-square over the distribution of mentions
+  (the baseline's most frequent terms + "other"), plus a two-proportion test per term
+  (Bonferroni-corrected) naming the terms whose frequency changed, and terms never seen in training;
+- every feature: the missing-value rate against the baseline's (two-proportion test) and
+  SageMaker-style constraint checks (data type, completeness, domain, baseline distance).
+
+Verdicts: ``drift`` when PSI ≥ psi_drift, or the test is significant and PSI ≥ psi_warn, or the
+missing rate moved by ≥ missing_rate_delta significantly; ``warn`` when PSI ≥ psi_warn, the
+test alone is significant or a constraint is violated; ``insufficient data`` below min_rows live
+values; else ``ok``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import numpy as np
+import pandas as pd
+
+from diagnosa.labels import CATEGORIES
+from monitoring.baseline import DataBaseline, FeatureBaseline
+from monitoring.stats import binned, chi_square, ks_weighted, psi, quantile_edges, two_proportions
+
+OK, WARN, DRIFT, INSUFFICIENT = "ok", "warn", "drift", "insufficient data"
+_RANK = {INSUFFICIENT: 0, OK: 1, WARN: 2, DRIFT: 3}
+TOP_TERMS = 30
+
+
+@dataclass(frozen=True)
+class DriftThresholds:
+    psi_warn: float = 0.10
+    psi_drift: float = 0.25
+    p_value: float = 0.01
+    min_rows: int = 30  # live values a feature needs before a verdict
+    missing_rate_delta: float = 0.10  # absolute change of the missing-value rate that counts as drift
+
+    def validate(self) -> None:
+        if not 0 < self.psi_warn <= self.psi_drift:
+            raise ValueError(f"need 0 < psi_warn <= psi_drift, got {self.psi_warn} and {self.psi_drift}")
+        if not 0 < self.p_value < 1:
+            raise ValueError(f"p_value must be in (0, 1), got {self.p_value}")
+        if self.min_rows < 1:
+            raise ValueError(f"min_rows must be at least 1, got {self.min_rows}")
+        if not 0 < self.missing_rate_delta <= 1:
+            raise ValueError(f"missing_rate_delta must be in (0, 1], got {self.missing_rate_delta}")
+
+
+def worst(verdicts: list[str]) -> str:
+    return max(verdicts, key=_RANK.__getitem__) if verdicts else INSUFFICIENT
+
+
+@dataclass
+class FeatureDrift:
+    name: str
+    kind: str
+    verdict: str
+    n_live: int
+    n_present: int
+    reasons: list[str] = field(default_factory=list)
+    tests: dict[str, Any] = field(default_factory=dict)
+    missing: dict[str, Any] = field(default_factory=dict)
+    violations: list[dict[str, str]] = field(default_factory=list)
+    plot: dict[str, Any] = field(default_factory=dict)  # bins, baseline and live shares
+    terms: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "kind": self.kind, "verdict": self.verdict, "n_live": self.n_live,
+                "n_present": self.n_present, "reasons": self.reasons, "tests": self.tests,
+                "missing": self.missing, "violations": self.violations, "distribution": self.plot,
+                **({"terms": self.terms} if self.terms else {})}
+
+
+def _verdict(psi_value: float, p: float, th: DriftThresholds, what: str, reasons: list[str]) -> str:
+    if psi_value >= th.psi_drift:
+        reasons.append(f"{what}: PSI {psi_value:.3f} ≥ {th.psi_drift}")
+        return DRIFT
+    if p < th.p_value and psi_value >= th.psi_warn:
+        reasons.append(f"{what}: PSI {psi_value:.3f} ≥ {th.psi_warn} and p = {p:.2g} < {th.p_value}")
+        return DRIFT
+    if psi_value >= th.psi_warn:
+        reasons.append(f"{what}: PSI {psi_value:.3f} ≥ {th.psi_warn} (not significant, p = {p:.2g})")
+        return WARN
+    if p < th.p_value:
+        reasons.append(f"{what}: significant (p = {p:.2g}) but small (PSI {psi_value:.3f})")
+        return WARN
+    return OK
+
+
+def _shares(counts: np.ndarray) -> list[float]:
+    total = counts.sum()
+    return [float(c / total) if total else 0.0 for c in counts]
+
+
+def _numeric(fb: FeatureBaseline, live: np.ndarray, th: DriftThresholds, result: FeatureDrift,
+             config: Mapping[str, Any]) -> str:
+    if fb.values.size == 0:
+        result.reasons.append("the baseline has no values for this feature")
+        return INSUFFICIENT
+    edges = quantile_edges(fb.values, fb.weights)
+    base_counts = binned(fb.values, edges, fb.weights)
+    live_counts = binned(live, edges)
+    value = psi(base_counts, live_counts)
+    ks = ks_weighted(fb.values, fb.weights, live)
+    result.tests = {"psi": round(value, 6), "ks": {"statistic": round(ks.statistic, 6), "p_value": ks.p_value},
+                    "baseline_mean": fb.mean, "live_mean": float(live.mean()),
+                    "baseline_std": fb.std_dev, "live_std": float(live.std())}
+    labels = ["≤ %.4g" % edges[0]] + [f"({a:.4g}, {b:.4g}]" for a, b in zip(edges[:-1], edges[1:])] + \
+             (["> %.4g" % edges[-1]] if edges.size else [])
+    result.plot = {"type": "bins", "bins": labels if edges.size else ["all"], "baseline": _shares(base_counts),
+                   "live": _shares(live_counts)}
+    threshold = float(config.get("distribution_constraints", {}).get("comparison_threshold", 0.1))
+    if ks.statistic > threshold:
+        result.violations.append({"constraint_check_type": "baseline_drift_check",
+                                  "description": f"distance {ks.statistic:.3f} exceeds threshold {threshold}"})
+    if fb.is_non_negative and (live < 0).any():
+        result.violations.append({"constraint_check_type": "data_type_check",
+                                  "description": f"{int((live < 0).sum())} negative values; the baseline had none"})
+    return _verdict(value, ks.p_value, th, "distribution", result.reasons)
+
+
+def _category(fb: FeatureBaseline, live: pd.Series, th: DriftThresholds, result: FeatureDrift,
+              config: Mapping[str, Any]) -> str:
+    observed = live.value_counts().to_dict()
+    keys = sorted(set(fb.counts) | set(observed))
+    base = np.array([fb.counts.get(k, 0.0) for k in keys])
+    now = np.array([float(observed.get(k, 0)) for k in keys])
+    value = psi(base, now)
+    chi = chi_square(fb.counts, observed)
+    base_share, live_share = np.array(_shares(base)), np.array(_shares(now))
+    linf = float(np.max(np.abs(base_share - live_share)))
+    result.tests = {"psi": round(value, 6), "chi2": {"statistic": round(chi.statistic, 6), "p_value": chi.p_value},
+                    "l_infinity": round(linf, 6)}
+    result.plot = {"type": "categories", "bins": keys, "baseline": list(base_share), "live": list(live_share)}
+    dist = config.get("distribution_constraints", {})
+    if linf > float(dist.get("categorical_comparison_threshold", 0.1)):
+        result.violations.append({"constraint_check_type": "baseline_drift_check",
+                                  "description": f"L-infinity distance {linf:.3f} exceeds threshold "
+                                                 f"{dist.get('categorical_comparison_threshold', 0.1)}"})
+    if fb.domain:
+        outside = {k: int(v) for k, v in observed.items() if k not in fb.domain}
+        if outside:
+            share = sum(outside.values()) / max(1, int(now.sum()))
+            result.violations.append({"constraint_check_type": "categorical_values_check",
+                                      "description": f"{sum(outside.values())} values ({share:.1%}) outside the "
+                                                     f"domain: {', '.join(sorted(outside))[:200]}"})
+    return _verdict(value, chi.p_value, th, "categories", result.reasons)
+
+
+def _terms(fb: FeatureBaseline, lists: pd.Series, th: DriftThresholds, result: FeatureDrift) -> str:
+    n_live = len(lists)
+    live_counts: dict[str, int] = {}
+    for terms in lists:
+        for term in set(terms):
+            live_counts[term] = live_counts.get(term, 0) + 1
+    top = [t for t, _ in sorted(fb.counts.items(), key=lambda kv: (-kv[1], kv[0]))[:TOP_TERMS]]
+    rest_base = sum(c for t, c in fb.counts.items() if t not in top)
+    rest_live = sum(c for t, c in live_counts.items() if t not in top)
+    base = np.array([fb.counts[t] for t in top] + [rest_base], dtype=float)
+    now = np.array([live_counts.get(t, 0) for t in top] + [rest_live], dtype=float)
+    if now.sum() == 0:
+        result.reasons.append("no terms in the live window")
+        result.tests = {"mentions": 0}
+        return INSUFFICIENT
+    value = psi(base, now)
+    chi = chi_square(dict(zip(top + ["(other)"], base)), dict(zip(top + ["(other)"], now)))
+    result.tests = {"psi": round(value, 6), "chi2": {"statistic": round(chi.statistic, 6), "p_value": chi.p_value},
+                    "mentions_per_patient": {"baseline": float(sum(fb.counts.values()) / max(fb.item_count, 1)),
+                                             "live": float(sum(live_counts.values()) / max(n_live, 1))}}
+    result.plot = {"type": "categories", "bins": top + ["(other)"], "baseline": _shares(base), "live": _shares(now)}
+    # Which terms changed: per-term frequency among patients, Bonferroni over the terms tested.
+    tested = sorted(set(fb.counts) | set(live_counts))
+    alpha = th.p_value / max(1, len(tested))
+    changed = []
+    for term in tested:
+        kb, kl = fb.counts.get(term, 0.0), float(live_counts.get(term, 0))
+        z = two_proportions(kb, fb.item_count, kl, n_live)
+        if z.p_value < alpha:
+            changed.append({"term": term, "baseline_share": kb / fb.item_count, "live_share": kl / n_live,
+                            "p_value": z.p_value})
+    changed.sort(key=lambda c: -abs(c["live_share"] - c["baseline_share"]))
+    new_terms = sorted(t for t in live_counts if t not in fb.counts)
+    result.terms = {"changed": changed[:15], "changed_count": len(changed), "new_terms": new_terms[:20],
+                    "new_terms_count": len(new_terms)}
+    verdict = _verdict(value, chi.p_value, th, "term mix", result.reasons)
+    if changed:
+        shown = ", ".join(f"{c['term']} {c['baseline_share']:.1%}→{c['live_share']:.1%}" for c in changed[:3])
+        result.reasons.append(f"{len(changed)} term(s) changed frequency: {shown}")
+    if new_terms:
+        result.reasons.append(f"{len(new_terms)} term(s) never seen in training (e.g. {', '.join(new_terms[:3])})")
+    return verdict
+
+
+def feature_drift(fb: FeatureBaseline, column: pd.Series, th: DriftThresholds, type_errors: int = 0,
+                  config: Mapping[str, Any] | None = None) -> FeatureDrift:
+    """Drift of one feature's live values (numbers as float/None, categories as str/None, terms as lists)."""
+    config = config or {}
+    n = len(column)
+    if fb.kind == "terms":
+        present_mask = column.map(lambda v: bool(v)).to_numpy(dtype=bool) if n else np.array([], bool)
+    else:
+        present_mask = column.notna().to_numpy(dtype=bool)
+    n_present = int(present_mask.sum())
+    result = FeatureDrift(fb.name, fb.kind, OK, n, n_present)
+    # Missing values (an empty term list counts as "none", reported but not a completeness problem).
+    live_missing = (n - n_present) / n if n else None
+    result.missing = {"baseline_rate": round(fb.missing_rate, 6), "live_rate": live_missing}
+    verdicts = []
+    if n >= th.min_rows and fb.num_present + fb.num_missing > 0:
+        z = two_proportions(fb.num_missing, fb.num_present + fb.num_missing, n - n_present, n)
+        result.missing["p_value"] = z.p_value
+        delta = (live_missing or 0.0) - fb.missing_rate
+        if abs(delta) >= th.missing_rate_delta and z.p_value < th.p_value:
+            what = "empty" if fb.kind == "terms" else "missing"
+            result.reasons.append(f"{what} rate {fb.missing_rate:.1%} → {live_missing:.1%}")
+            verdicts.append(DRIFT)
+        if fb.completeness is not None and fb.kind != "terms" and \
+                1 - (live_missing or 0.0) < fb.completeness - th.missing_rate_delta:
+            result.violations.append({"constraint_check_type": "completeness_check",
+                                      "description": f"completeness {1 - live_missing:.3f} below the baseline's "
+                                                     f"{fb.completeness:.3f} (tolerance {th.missing_rate_delta})"})
+        if n_present == 0 and fb.num_present > 0 and fb.kind != "terms":
+            result.violations.append({"constraint_check_type": "missing_column_check",
+                                      "description": "the feature is absent from every live record"})
+    if type_errors:
+        share = type_errors / max(n, 1)
+        limit = float(config.get("datatype_check_threshold", 0.1))
+        result.violations.append({"constraint_check_type": "data_type_check",
+                                  "description": f"{type_errors} values ({share:.1%}) not of type {fb.inferred_type}"
+                                                 + (f" (over the {limit} threshold)" if share > limit else "")})
+    if n_present < th.min_rows:
+        result.reasons.append(f"only {n_present} live values (need {th.min_rows})")
+        result.verdict = worst(verdicts) if verdicts else INSUFFICIENT
+        return result
+    values = column[present_mask]
+    if fb.kind == "numeric":
+        verdicts.append(_numeric(fb, values.to_numpy(dtype=float), th, result, config))
+    elif fb.kind == "category":
+        verdicts.append(_category(fb, values.astype(str), th, result, config))
+    else:
+        verdicts.append(_terms(fb, column, th, result))
+    if result.violations and worst(verdicts) == OK:
+        verdicts.append(WARN)
+        result.reasons.append("constraint violated: " + ", ".join(v["constraint_check_type"] for v in result.violations))
+    result.verdict = worst(verdicts)
+    return result
+
+
+def data_drift(baseline: DataBaseline, rows: pd.DataFrame, th: DriftThresholds,
+               type_errors: Mapping[str, int] | None = None) -> list[FeatureDrift]:
+    type_errors = type_errors or {}
+    out = []
+    for name, fb in baseline.features.items():
+        column = rows[name] if name in rows.columns else pd.Series([None] * len(rows), dtype=object)
+        out.append(feature_drift(fb, column, th, int(type_errors.get(name, 0)), baseline.monitoring_config))
+    return out
+
+
+def prediction_drift(predictions: Mapping[str, Any] | None, predicted: pd.Series, th: DriftThresholds
+                     ) -> dict[str, Any]:
+    """The live distribution of predicted categories against the test-time one."""
+    labels = list(predictions["labels"]) if predictions else list(CATEGORIES)
+    live = predicted.dropna().astype(str).value_counts()
+    live_counts = {label: int(live.get(label, 0)) for label in labels}
+    unknown = {k: int(v) for k, v in live.items() if k not in labels}
+    result: dict[str, Any] = {"labels": labels, "live_counts": live_counts, "n_live": int(live.sum()),
+                              "unknown_categories": unknown, "reasons": []}
+    if predictions is None:
+        result.update(verdict=INSUFFICIENT, reasons=["no prediction baseline given"])
+        return result
+    base = {label: float(predictions["predicted_distribution"].get(label, 0)) for label in labels}
+    result["baseline_counts"] = base
+    if result["n_live"] < th.min_rows:
+        result.update(verdict=INSUFFICIENT, reasons=[f"only {result['n_live']} live predictions (need {th.min_rows})"])
+        return result
+    b = np.array([base[label] for label in labels])
+    l_ = np.array([live_counts[label] for label in labels], dtype=float)
+    value = psi(b, l_)
+    chi = chi_square(base, live_counts)
+    result["tests"] = {"psi": round(value, 6), "chi2": {"statistic": round(chi.statistic, 6), "p_value": chi.p_value}}
+    result["baseline_share"] = _shares(b)
+    result["live_share"] = _shares(l_)
+    reasons: list[str] = []
+    result["verdict"] = _verdict(value, chi.p_value, th, "predicted categories", reasons)
+    shifts = sorted(((label, s2 - s1) for label, s1, s2 in zip(labels, result["baseline_share"], result["live_share"])),
+                    key=lambda t: -abs(t[1]))
+    if result["verdict"] != OK:
+        reasons.append("largest shifts: " + ", ".join(f"{label} {d:+.1%}" for label, d in shifts[:2]))
+    result["reasons"] = reasons
+    return result

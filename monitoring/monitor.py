@@ -1,0 +1,189 @@
+"""The monitoring run: a window of captured traffic + doctors' feedback against the training baseline.
+
+``run_monitor`` returns the report as a plain dict (what ``report.json`` holds);
+``write_report`` writes ``report.json``, ``report.html`` and SageMaker's
+``constraint_violations.json`` to a folder. The report's ``verdict`` is ``alert`` when a feature
+drifted, the predicted-category mix drifted, a class's live recall fell below its gate threshold or
+the orphan slice did; ``warn`` for weaker signals; ``ok``; or ``no data`` for an empty window.
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+from diagnosa.lake import DataLake
+from monitoring.baseline import Baseline
+from monitoring.drift import DRIFT, OK, WARN, DriftThresholds, data_drift, prediction_drift
+from monitoring.feedback import read_feedback
+from monitoring.quality import BELOW, SUSPECT, QualityThresholds, join_feedback, live_quality
+from monitoring.traffic import Skipped, read_traffic
+from monitoring.report import render_html
+
+REPORT_VERSION = 1
+ALERT, NO_DATA = "alert", "no data"
+_DURATION = re.compile(r"^(\d+)\s*([mhdw])$")
+_UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+class WindowError(ValueError):
+    """A monitoring window that cannot be used; the message says which bound and why."""
+
+
+def _instant(text: str, what: str) -> datetime:
+    value = text.strip()
+    if value.endswith(("Z", "z")):
+        value = value[:-1] + "+00:00"
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        raise WindowError(f"{what} {text!r} is not an ISO 8601 date or time (e.g. 2026-11-27 or "
+                          f"2026-11-27T08:00:00Z)") from None
+    return when.replace(tzinfo=timezone.utc) if when.tzinfo is None else when.astimezone(timezone.utc)
+
+
+def parse_window(since: str | None = None, until: str | None = None, last: str | None = None,
+                 now: datetime | None = None) -> tuple[datetime | None, datetime | None]:
+    """``[start, end)`` in UTC from ``--since/--until`` (ISO) or ``--last 24h`` (m, h, d, w); None = open."""
+    now = (now or datetime.now(timezone.utc)).astimezone(timezone.utc)
+    if last is not None and since is not None:
+        raise WindowError("give either --last or --since, not both")
+    end = _instant(until, "--until") if until else None
+    if last is not None:
+        match = _DURATION.match(last.strip().lower())
+        if not match or int(match[1]) == 0:
+            raise WindowError(f"--last {last!r} must be a positive duration like 30m, 24h, 7d or 2w")
+        start = (end or now) - timedelta(**{_UNITS[match[2]]: int(match[1])})
+        return start, end
+    start = _instant(since, "--since") if since else None
+    if start is not None and end is not None and start >= end:
+        raise WindowError(f"--since {since} is not before --until {until}")
+    return start, end
+
+
+@dataclass(frozen=True)
+class MonitorSettings:
+    drift: DriftThresholds = field(default_factory=DriftThresholds)
+    quality: QualityThresholds = field(default_factory=QualityThresholds)
+
+    def validate(self) -> None:
+        self.drift.validate()
+        self.quality.validate()
+
+    def to_dict(self) -> dict[str, Any]:
+        quality = asdict(self.quality)
+        quality["recall"] = dict(self.quality.recall)
+        return {"drift": asdict(self.drift), "quality": quality}
+
+
+def settings_from_baseline(baseline: Baseline, drift: DriftThresholds | None = None,
+                           min_feedback: int | None = None) -> MonitorSettings:
+    """Recall thresholds default to the gate the model passed (kept in the prediction baseline)."""
+    quality = QualityThresholds()
+    gate = (baseline.predictions or {}).get("thresholds") or {}
+    if gate.get("recall"):
+        quality = QualityThresholds(recall={**quality.recall, **gate["recall"]},
+                                    orphan_macro_recall=gate.get("orphan_macro_recall") or quality.orphan_macro_recall)
+    if min_feedback is not None:
+        quality = QualityThresholds(quality.recall, quality.orphan_macro_recall, min_feedback)
+    return MonitorSettings(drift or DriftThresholds(), quality)
+
+
+def _iso(when: datetime | None) -> str | None:
+    return when.strftime("%Y-%m-%dT%H:%M:%SZ") if when else None
+
+
+def run_monitor(lake: DataLake, endpoint: str, baseline: Baseline, start: datetime | None = None,
+                end: datetime | None = None, settings: MonitorSettings | None = None,
+                now: datetime | None = None) -> dict[str, Any]:
+    settings = settings or settings_from_baseline(baseline)
+    settings.validate()
+    kinds = {name: fb.kind for name, fb in baseline.data.features.items()}
+    traffic = read_traffic(lake, endpoint, start, end, kinds)
+    rows = traffic.rows
+    features = data_drift(baseline.data, rows, settings.drift, traffic.type_errors)
+    predictions = prediction_drift(baseline.predictions, rows["predicted"], settings.drift)
+
+    feedback = read_feedback(lake, endpoint)
+    fb_skipped = Skipped()
+    for reason, count in feedback.problems.items():
+        for example in feedback.examples.get(reason, []):
+            fb_skipped.add(reason, example, 0)
+        fb_skipped.counts[reason] += count
+    joined = join_feedback(rows, feedback.latest, fb_skipped)
+    quality = live_quality(joined, settings.quality)
+    quality["feedback"] = {"records": feedback.records, "superseded": feedback.superseded, "latest": len(feedback.latest),
+                           "matched": len(joined), "skipped": fb_skipped.to_dict()}
+
+    drifted = [f.name for f in features if f.verdict == DRIFT]
+    alerts = []
+    if drifted:
+        alerts.append(f"data drift in {len(drifted)} feature(s): {', '.join(drifted)}")
+    if predictions["verdict"] == DRIFT:
+        alerts.append("the mix of predicted categories drifted (" + "; ".join(predictions["reasons"]) + ")")
+    for label in quality["failing_classes"]:
+        c = quality["per_class"][label]
+        alerts.append(f"live recall of {label} {c['recall']:.3f} < {c['threshold']:.3f} "
+                      f"({c['hits']} of {c['n']} confirmed cases predicted right)")
+    o = quality["orphan"]
+    if o["status"] == BELOW:
+        alerts.append(f"orphan-slice macro recall {o['macro_recall']:.3f} < {o['threshold']:.3f} (n={o['n']})")
+    patients = len(rows)
+    if alerts:
+        verdict = ALERT
+    elif patients == 0 and quality["n"] == 0:
+        verdict = NO_DATA
+    elif any(f.verdict == WARN for f in features) or predictions["verdict"] == WARN or quality["suspect_classes"] \
+            or o["status"] == SUSPECT:
+        verdict = WARN
+    else:
+        verdict = OK
+    reasons = []
+    if drifted:
+        reasons.append(f"drift: {', '.join(drifted)}")
+    if quality["failing_classes"]:
+        reasons.append(f"live recall below threshold: {', '.join(quality['failing_classes'])}")
+    if o["status"] == BELOW:
+        reasons.append("orphan slice below threshold")
+    if predictions["verdict"] == DRIFT:
+        reasons.append("predicted-category mix drifted")
+    violations = [{"feature_name": f.name, **v} for f in features for v in f.violations]
+    return {
+        "version": REPORT_VERSION,
+        "endpoint": endpoint,
+        "window": {"start": _iso(start), "end": _iso(end)},
+        "generated_at": _iso(now or datetime.now(timezone.utc)),
+        "baseline": {"sources": baseline.sources, "item_count": baseline.data.item_count,
+                     "has_prediction_baseline": baseline.predictions is not None},
+        "thresholds": settings.to_dict(),
+        "verdict": verdict,
+        "alerts": alerts,
+        "drifted_features": drifted,
+        "failing_classes": list(quality["failing_classes"]) + (["orphan slice"] if o["status"] == BELOW else []),
+        "retrain": {"recommended": bool(reasons), "reasons": reasons},
+        "traffic": {"events": traffic.events, "patients": patients, "skipped": traffic.skipped.to_dict()},
+        "features": [f.to_dict() for f in features],
+        "predictions": predictions,
+        "quality": quality,
+        "constraint_violations": violations,
+    }
+
+
+def write_report(report: dict[str, Any], out_dir: Path) -> dict[str, Path]:
+    """report.json, report.html and constraint_violations.json (SageMaker's layout) in ``out_dir``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {"json": out_dir / "report.json", "html": out_dir / "report.html",
+             "violations": out_dir / "constraint_violations.json"}
+    paths["json"].write_text(json.dumps(report, indent=2, ensure_ascii=False, allow_nan=False) + "\n", encoding="utf-8")
+    paths["html"].write_text(render_html(report), encoding="utf-8")
+    paths["violations"].write_text(json.dumps({"violations": report["constraint_violations"]}, indent=2,
+                                              ensure_ascii=False) + "\n", encoding="utf-8")
+    return paths
+
+
+def report_prefix(endpoint: str, start: datetime | None, end: datetime | None, now: datetime) -> str:
+    """Lake prefix for a run's outputs: artifacts/monitoring/<endpoint>/<run time>/."""
+    return f"artifacts/monitoring/{endpoint}/{now:%Y%m%dT%H%M%SZ}"

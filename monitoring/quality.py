@@ -1,0 +1,130 @@
+"""Live model quality: doctors' confirmed diagnoses joined with the captured predictions.
+
+Per class: recall = confirmed cases of the class the model predicted as that class, with the
+count and a Wilson 95% interval. A class *fails* (alert) when it has at least ``min_feedback``
+confirmed cases and even the interval's upper bound is below its gate threshold — the shortfall
+is beyond sampling noise; a point estimate below the threshold whose interval still reaches it is
+reported as "below threshold, not significant" (a warning: collect more feedback). With 25
+confirmed cases a true recall of 0.80 shows as 0.76 or lower about a third of the time, which is
+why the point estimate alone would page doctors for noise. The orphan slice (feedback naming a
+rare-disease id) gets its macro recall, as the evaluation job computes it on test.
+"""
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import pandas as pd
+
+from diagnosa.labels import CATEGORIES
+from monitoring.feedback import Feedback
+from monitoring.traffic import Skipped
+
+BELOW, SUSPECT, PASSED, FEW, NONE = ("below threshold", "below threshold, not significant", "ok",
+                                     "insufficient feedback", "no feedback")
+DEFAULT_RECALL = 0.80  # the pipeline's default gate (pipelines/definition.py)
+DEFAULT_ORPHAN = 0.50
+
+
+@dataclass(frozen=True)
+class QualityThresholds:
+    recall: Mapping[str, float] = field(default_factory=lambda: {c: DEFAULT_RECALL for c in CATEGORIES})
+    orphan_macro_recall: float = DEFAULT_ORPHAN
+    min_feedback: int = 5  # confirmed cases a class needs before its recall can fail it
+
+    def validate(self) -> None:
+        unknown = sorted(set(self.recall) - set(CATEGORIES))
+        if unknown:
+            raise ValueError(f"recall thresholds name unknown classes: {unknown}")
+        for name, value in [*self.recall.items(), ("orphan", self.orphan_macro_recall)]:
+            if not 0 <= value <= 1:
+                raise ValueError(f"recall threshold for {name} must be in [0, 1], got {value}")
+        if self.min_feedback < 1:
+            raise ValueError(f"min_feedback must be at least 1, got {self.min_feedback}")
+
+
+def wilson(hits: int, n: int, z: float = 1.96) -> tuple[float, float] | None:
+    if n == 0:
+        return None
+    p = hits / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def join_feedback(rows: pd.DataFrame, feedback: Mapping[str, Feedback], skipped: Skipped) -> pd.DataFrame:
+    """One row per feedback that matches a single-patient captured event: predicted, confirmed, orphan."""
+    columns = ["event_id", "predicted", "confirmed", "orphan"]
+    if not feedback:
+        return pd.DataFrame(columns=columns)
+    by_event = {event: part for event, part in rows.groupby("event_id", sort=False)} if len(rows) else {}
+    joined = []
+    for event_id, item in feedback.items():
+        part = by_event.get(event_id)
+        if part is None:
+            skipped.add("feedback for an event id not captured in this window", event_id)
+            continue
+        if len(part) != 1 or int(part["rows_in_event"].iloc[0]) != 1:
+            skipped.add("feedback for a multi-patient request (which patient is ambiguous)",
+                        f"{event_id}: {int(part['rows_in_event'].iloc[0])} patients")
+            continue
+        joined.append({"event_id": event_id, "predicted": part["predicted"].iloc[0], "confirmed": item.diagnosis,
+                       "orphan": item.orphan})
+    return pd.DataFrame(joined, columns=columns)
+
+
+def live_quality(joined: pd.DataFrame, th: QualityThresholds) -> dict[str, Any]:
+    labels = list(CATEGORIES)
+    per_class: dict[str, Any] = {}
+    failing = []
+    for label in labels:
+        mine = joined[joined["confirmed"] == label]
+        n = len(mine)
+        hits = int((mine["predicted"] == label).sum())
+        threshold = float(th.recall.get(label, DEFAULT_RECALL))
+        recall = hits / n if n else None
+        if n == 0:
+            status = NONE
+        elif n < th.min_feedback:
+            status = FEW
+        elif recall is not None and recall < threshold:
+            interval = wilson(hits, n)
+            if interval is not None and interval[1] < threshold:
+                status = BELOW
+                failing.append(label)
+            else:
+                status = SUSPECT
+        else:
+            status = PASSED
+        predicted_as = dict(Counter(mine["predicted"].fillna("(none)")))
+        per_class[label] = {"n": n, "hits": hits, "recall": recall, "interval_95": wilson(hits, n),
+                            "threshold": threshold, "status": status, "predicted_as": predicted_as}
+    orphan_rows = joined[joined["orphan"] == True]  # noqa: E712  (None means "not stated")
+    orphan: dict[str, Any] = {"n": len(orphan_rows), "threshold": th.orphan_macro_recall, "recall_per_class": {}}
+    recalls = []
+    for label in labels:
+        mine = orphan_rows[orphan_rows["confirmed"] == label]
+        if len(mine):
+            r = float((mine["predicted"] == label).mean())
+            orphan["recall_per_class"][label] = {"n": len(mine), "recall": r}
+            recalls.append(r)
+    orphan["macro_recall"] = sum(recalls) / len(recalls) if recalls else None
+    hits = int((orphan_rows["predicted"] == orphan_rows["confirmed"]).sum())
+    upper = (wilson(hits, len(orphan_rows)) or (0.0, 1.0))[1]
+    orphan["interval_95_micro"] = wilson(hits, len(orphan_rows))
+    if orphan["n"] == 0:
+        orphan["status"] = NONE
+    elif orphan["n"] < th.min_feedback:
+        orphan["status"] = FEW
+    elif orphan["macro_recall"] < th.orphan_macro_recall:
+        # the macro recall's own interval is not simple; the micro (pooled) interval stands in for it
+        orphan["status"] = BELOW if upper < th.orphan_macro_recall else SUSPECT
+    else:
+        orphan["status"] = PASSED
+    n = len(joined)
+    return {"n": n, "accuracy": float((joined["predicted"] == joined["confirmed"]).mean()) if n else None,
+            "per_class": per_class, "orphan": orphan, "failing_classes": failing,
+            "suspect_classes": [label for label, c in per_class.items() if c["status"] == SUSPECT],
+            "orphan_failing": orphan["status"] == BELOW}

@@ -1,0 +1,204 @@
+"""The monitoring report for people: one self-contained HTML page (plots inline as base64 PNG).
+
+Order of the page: the overall verdict and its alerts, live quality per class with counts (the
+orphan slice beside it), the verdict per feature with its reasons, the predicted-category mix,
+constraint violations, and what was skipped and why. Every number shown comes from the JSON report.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import io
+from typing import Any
+
+COLOURS = {"ok": "#1b7f3b", "warn": "#b26a00", "drift": "#b3261e", "alert": "#b3261e", "insufficient data": "#666",
+           "no data": "#666", "below threshold": "#b3261e", "below threshold, not significant": "#b26a00", "insufficient feedback": "#666", "no feedback": "#666"}
+_VERDICT_ORDER = {"drift": 0, "warn": 1, "ok": 2, "insufficient data": 3}
+
+
+def _e(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _badge(verdict: str) -> str:
+    return f'<span class="badge" style="background:{COLOURS.get(verdict, "#444")}">{_e(verdict)}</span>'
+
+
+def _fmt(x: Any, pct: bool = False) -> str:
+    if x is None:
+        return "—"
+    if isinstance(x, float):
+        return f"{x:.1%}" if pct else f"{x:.3f}"
+    return _e(x)
+
+
+def _png(fig: Any) -> str:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(fig)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=80, bbox_inches="tight")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _bars(title: str, labels: list[str], baseline: list[float], live: list[float]) -> str:
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(5.2, 2.4))
+    ax = fig.add_subplot()
+    xs = range(len(labels))
+    width = 0.4
+    ax.bar([x - width / 2 for x in xs], baseline, width, label="baseline (training)", color="#8aa4c8")
+    ax.bar([x + width / 2 for x in xs], live, width, label="live window", color="#d9822b")
+    ax.set_title(title, fontsize=9)
+    ax.set_ylabel("share", fontsize=8)
+    short = [label if len(label) <= 14 else label[:13] + "…" for label in labels]
+    ax.set_xticks(list(xs), short, rotation=60 if len(labels) > 4 else 0, ha="right" if len(labels) > 4 else "center",
+                  fontsize=6)
+    ax.tick_params(axis="y", labelsize=7)
+    ax.legend(fontsize=7, frameon=False)
+    return _png(fig)
+
+
+def _recall_plot(per_class: dict[str, Any]) -> str:
+    from matplotlib.figure import Figure
+
+    labels = list(per_class)
+    fig = Figure(figsize=(6.0, 2.6))
+    ax = fig.add_subplot()
+    for i, label in enumerate(labels):
+        c = per_class[label]
+        if c["recall"] is None:
+            continue
+        colour = COLOURS.get(c["status"], "#1b7f3b") if c["status"] != "ok" else "#1b7f3b"
+        ax.bar(i, c["recall"], 0.6, color=colour)
+        if c["interval_95"]:
+            low, high = c["interval_95"]
+            ax.plot([i, i], [low, high], color="black", linewidth=1)
+        ax.text(i, 0.02, f"n={c['n']}", ha="center", fontsize=7, color="white")
+        ax.plot([i - 0.35, i + 0.35], [c["threshold"], c["threshold"]], color="black", linestyle="--", linewidth=1)
+    ax.set_ylim(0, 1.05)
+    ax.set_xticks(range(len(labels)), [label.replace("ENFERMEDAD ", "ENF. ") for label in labels], fontsize=7)
+    ax.set_ylabel("live recall", fontsize=8)
+    ax.set_title("Live recall per class (dashed: gate threshold; bar: 95% interval)", fontsize=9)
+    return _png(fig)
+
+
+CSS = """
+body{font-family:system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;margin:24px;color:#1d1d1f;max-width:1200px}
+h1{font-size:22px;margin-bottom:4px} h2{font-size:17px;margin-top:28px;border-bottom:1px solid #ddd;padding-bottom:4px}
+.meta{color:#555;font-size:13px} table{border-collapse:collapse;font-size:13px;margin:8px 0}
+th,td{border:1px solid #ddd;padding:4px 8px;text-align:left;vertical-align:top} th{background:#f4f4f6}
+.badge{color:#fff;border-radius:4px;padding:2px 8px;font-size:12px;font-weight:600;white-space:nowrap}
+.verdict{font-size:20px;margin:12px 0} .alerts li{margin:3px 0} .grid{display:flex;flex-wrap:wrap;gap:12px}
+.card{border:1px solid #ddd;border-radius:6px;padding:8px;width:430px} .card h3{font-size:14px;margin:2px 0 6px}
+.reasons{font-size:12px;color:#333;margin:4px 0 0 16px;padding:0} img{max-width:100%}
+.num{text-align:right;font-variant-numeric:tabular-nums}
+"""
+
+
+def render_html(report: dict[str, Any]) -> str:
+    r = report
+    parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>Diagnosa monitoring — "
+             f"{_e(r['endpoint'])}</title><style>{CSS}</style></head><body>"]
+    parts.append(f"<h1>Diagnosa monitoring report — endpoint <code>{_e(r['endpoint'])}</code></h1>")
+    parts.append(f"<div class='meta'>window {_e(r['window']['start'] or 'beginning')} → "
+                 f"{_e(r['window']['end'] or 'now')} · generated {_e(r['generated_at'])} · "
+                 f"{r['traffic']['events']} captured requests, {r['traffic']['patients']} patients · "
+                 f"{r['quality']['feedback']['matched']} confirmed diagnoses joined</div>")
+    parts.append(f"<div class='verdict' id='overall'>Overall: {_badge(r['verdict'])}</div>")
+    if r["alerts"]:
+        parts.append("<ul class='alerts' id='alerts'>" + "".join(f"<li>{_e(a)}</li>" for a in r["alerts"]) + "</ul>")
+    else:
+        parts.append("<p id='alerts'>No alert: no feature drifted and no class fell below its recall threshold.</p>")
+    retrain = r["retrain"]
+    parts.append(f"<p>Retraining: <b>{'recommended' if retrain['recommended'] else 'not needed'}</b>"
+                 + (f" — {_e('; '.join(retrain['reasons']))}" if retrain["reasons"] else "") + "</p>")
+
+    # Live quality.
+    q = r["quality"]
+    parts.append("<h2 id='quality'>Live quality (doctors' confirmed diagnoses)</h2>")
+    if q["n"]:
+        parts.append(f"<img alt='live recall per class' src='{_recall_plot(q['per_class'])}'>")
+    parts.append("<table><tr><th>class</th><th class='num'>confirmed</th><th class='num'>predicted right</th>"
+                 "<th class='num'>recall</th><th>95% interval</th><th class='num'>threshold</th><th>status</th>"
+                 "<th>predicted as</th></tr>")
+    for label, c in q["per_class"].items():
+        interval = "—" if not c["interval_95"] else f"{c['interval_95'][0]:.2f}–{c['interval_95'][1]:.2f}"
+        predicted_as = ", ".join(f"{_e(k)}: {v}" for k, v in sorted(c["predicted_as"].items(), key=lambda t: -t[1]))
+        parts.append(f"<tr><td>{_e(label)}</td><td class='num'>{c['n']}</td><td class='num'>{c['hits']}</td>"
+                     f"<td class='num'>{_fmt(c['recall'])}</td><td>{interval}</td><td class='num'>{c['threshold']:.2f}</td>"
+                     f"<td>{_badge(c['status'])}</td><td>{predicted_as or '—'}</td></tr>")
+    o = q["orphan"]
+    parts.append(f"<tr><td><b>orphan slice</b> (macro)</td><td class='num'>{o['n']}</td><td></td>"
+                 f"<td class='num'>{_fmt(o['macro_recall'])}</td><td></td><td class='num'>{o['threshold']:.2f}</td>"
+                 f"<td>{_badge(o['status'])}</td><td>"
+                 + ", ".join(f"{_e(k)}: {v['recall']:.2f} (n={v['n']})" for k, v in o["recall_per_class"].items())
+                 + "</td></tr></table>")
+    fb = q["feedback"]
+    parts.append(f"<p class='meta'>feedback objects read: {fb['records']} ({fb['superseded']} superseded by a later "
+                 f"feedback for the same event), matched to a capture of this window: {fb['matched']}, minimum per "
+                 f"class before a recall can fail: {r['thresholds']['quality']['min_feedback']}.</p>")
+
+    # Features.
+    parts.append("<h2 id='features'>Data drift per feature</h2>")
+    parts.append("<table id='feature-table'><tr><th>feature</th><th>kind</th><th>verdict</th><th class='num'>live n</th>"
+                 "<th class='num'>PSI</th><th>test</th><th class='num'>missing (base → live)</th><th>why</th></tr>")
+    features = sorted(r["features"], key=lambda f: (_VERDICT_ORDER.get(f["verdict"], 9), f["name"]))
+    for f in features:
+        tests = f["tests"]
+        test = ""
+        if "ks" in tests:
+            test = f"KS D={tests['ks']['statistic']:.3f}, p={tests['ks']['p_value']:.2g}"
+        elif "chi2" in tests:
+            test = f"χ² p={tests['chi2']['p_value']:.2g}"
+        miss = f["missing"]
+        missing = f"{_fmt(miss.get('baseline_rate'), True)} → {_fmt(miss.get('live_rate'), True)}"
+        parts.append(f"<tr data-feature='{_e(f['name'])}'><td><code>{_e(f['name'])}</code></td><td>{_e(f['kind'])}</td>"
+                     f"<td>{_badge(f['verdict'])}</td><td class='num'>{f['n_present']}</td>"
+                     f"<td class='num'>{_fmt(tests.get('psi'))}</td><td>{_e(test)}</td><td class='num'>{missing}</td>"
+                     f"<td>{_e('; '.join(f['reasons']))}</td></tr>")
+    parts.append("</table><div class='grid'>")
+    for f in features:
+        dist = f.get("distribution") or {}
+        if not dist.get("bins") or f["verdict"] == "insufficient data":
+            continue
+        parts.append(f"<div class='card'><h3><code>{_e(f['name'])}</code> {_badge(f['verdict'])}</h3>"
+                     f"<img alt='{_e(f['name'])} baseline vs live' src='{_bars(f['name'], dist['bins'], dist['baseline'], dist['live'])}'>"
+                     "</div>")
+    parts.append("</div>")
+
+    # Predictions.
+    p = r["predictions"]
+    parts.append(f"<h2 id='predictions'>Predicted categories {_badge(p['verdict'])}</h2>")
+    if p.get("baseline_share"):
+        parts.append(f"<img alt='predicted categories' src='{_bars('predicted category', p['labels'], p['baseline_share'], p['live_share'])}'>")
+    parts.append("<table><tr><th>category</th><th class='num'>test (baseline)</th><th class='num'>live</th></tr>")
+    for label in p["labels"]:
+        base = p.get("baseline_counts", {}).get(label)
+        parts.append(f"<tr><td>{_e(label)}</td><td class='num'>{'—' if base is None else int(base)}</td>"
+                     f"<td class='num'>{p['live_counts'].get(label, 0)}</td></tr>")
+    parts.append("</table>" + (f"<p>{_e('; '.join(p['reasons']))}</p>" if p["reasons"] else ""))
+
+    # Violations.
+    parts.append("<h2 id='violations'>Constraint violations (SageMaker checks)</h2>")
+    if r["constraint_violations"]:
+        parts.append("<table><tr><th>feature</th><th>check</th><th>description</th></tr>" + "".join(
+            f"<tr><td><code>{_e(v['feature_name'])}</code></td><td>{_e(v['constraint_check_type'])}</td>"
+            f"<td>{_e(v['description'])}</td></tr>" for v in r["constraint_violations"]) + "</table>")
+    else:
+        parts.append("<p>None.</p>")
+
+    # Skipped.
+    parts.append("<h2 id='skipped'>Skipped input</h2>")
+    for title, block in (("capture lines and events", r["traffic"]["skipped"]), ("feedback", fb["skipped"])):
+        parts.append(f"<h3 style='font-size:14px'>{_e(title)}: {block['total']} skipped</h3>")
+        if block["by_reason"]:
+            parts.append("<table class='skipped'><tr><th>reason</th><th class='num'>count</th><th>examples</th></tr>"
+                         + "".join(f"<tr><td>{_e(s['reason'])}</td><td class='num'>{s['count']}</td>"
+                                   f"<td>{'<br>'.join(_e(x) for x in s['examples'])}</td></tr>"
+                                   for s in block["by_reason"]) + "</table>")
+    parts.append(f"<p class='meta'>baseline: {_e(', '.join(r['baseline']['sources']))} "
+                 f"({r['baseline']['item_count']} training rows). Thresholds: {_e(r['thresholds']['drift'])}.</p>")
+    parts.append("</body></html>")
+    return "\n".join(parts)

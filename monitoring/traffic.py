@@ -1,0 +1,170 @@
+"""Captured traffic → one row per patient: the request's fields, the predicted category, the event.
+
+Reads what ``inference/capture.py`` (or SageMaker's own data capture) wrote. Nothing is dropped
+silently: every line or event that cannot be used is counted under a reason (``Skipped``), with a
+few examples naming the object and line.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Iterable
+
+import pandas as pd
+
+from diagnosa.data.validate import LIST_SEPARATOR
+from diagnosa.lake import DataLake
+from inference.capture import decode_payload, read_capture
+
+MAX_EXAMPLES = 5
+
+
+@dataclass
+class Skipped:
+    """Counts of what could not be used, by reason, with up to MAX_EXAMPLES examples each."""
+
+    counts: Counter[str] = field(default_factory=Counter)
+    examples: dict[str, list[str]] = field(default_factory=dict)
+
+    def add(self, reason: str, example: str, n: int = 1) -> None:
+        self.counts[reason] += n
+        shown = self.examples.setdefault(reason, [])
+        if len(shown) < MAX_EXAMPLES:
+            shown.append(example[:300])
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"total": self.total, "by_reason": [{"reason": r, "count": c, "examples": self.examples.get(r, [])}
+                                                   for r, c in self.counts.most_common()]}
+
+
+@dataclass
+class Traffic:
+    rows: pd.DataFrame  # event_id, row, inference_time, predicted, <fields...>
+    events: int  # capture events read (valid lines)
+    skipped: Skipped
+    type_errors: Counter[str] = field(default_factory=Counter)  # field → values of the wrong type
+
+
+def _records(body: bytes, content_type: str) -> list[Any]:
+    media = content_type.split(";", 1)[0].strip().lower()
+    text = body.decode("utf-8")
+    if media == "application/json" or media.endswith("+json"):
+        payload = json.loads(text)
+        if isinstance(payload, dict) and "instances" in payload:
+            payload = payload["instances"]
+        records = payload if isinstance(payload, list) else [payload]
+        return records
+    if media == "text/csv":
+        reader = csv.DictReader(io.StringIO(text))
+        return [dict(row) for row in reader]
+    raise ValueError(f"unsupported input content type {content_type!r}")
+
+
+def _coerce(kind: str, value: Any, text: bool) -> tuple[Any, bool]:
+    """(value for the monitor, type ok). Missing → None; CSV text is parsed like the endpoint does."""
+    if value is None or (text and value == ""):
+        return ([] if kind == "terms" else None), True
+    if kind == "numeric":
+        if text and isinstance(value, str):
+            try:
+                return float(value), True
+            except ValueError:
+                return None, False
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return None, False
+        return float(value), True
+    if kind == "terms":
+        if text and isinstance(value, str):
+            value = [x.strip() for x in value.split(LIST_SEPARATOR) if x.strip()]
+        if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
+            return [], False
+        return list(value), True
+    if isinstance(value, bool):
+        return str(value).lower(), True
+    if isinstance(value, (str, int, float)):
+        return str(value), True
+    return None, False
+
+
+def traffic_from_events(events: Iterable[dict[str, Any]], kinds: dict[str, str], skipped: Skipped | None = None
+                        ) -> Traffic:
+    """Rows for the monitor from capture events; ``kinds`` maps each field to numeric/category/terms."""
+    skipped = skipped or Skipped()
+    type_errors: Counter[str] = Counter()
+    rows: list[dict[str, Any]] = []
+    count = 0
+    for event in events:
+        count += 1
+        meta = event.get("eventMetadata", {})
+        event_id = meta.get("eventId", "?")
+        where = f"event {event_id}"
+        data = event["captureData"]
+        try:
+            content_type = data["endpointInput"].get("observedContentType") or ""
+            records = _records(decode_payload(data["endpointInput"]), content_type)
+        except (ValueError, UnicodeDecodeError) as err:  # JSONDecodeError is a ValueError
+            skipped.add("input is not a readable JSON or CSV request", f"{where}: {err}")
+            continue
+        try:
+            output = json.loads(decode_payload(data["endpointOutput"]).decode("utf-8"))
+            predictions = output["predictions"]
+            if not isinstance(predictions, list):
+                raise TypeError("'predictions' is not a list")
+        except (ValueError, UnicodeDecodeError, KeyError, TypeError) as err:
+            skipped.add("output has no JSON predictions", f"{where}: {err}")
+            continue
+        if len(predictions) != len(records):
+            skipped.add("input and output hold different numbers of patients",
+                        f"{where}: {len(records)} records, {len(predictions)} predictions", len(records) or 1)
+            continue
+        text = content_type.split(";", 1)[0].strip().lower() == "text/csv"
+        when = meta.get("inferenceTime")
+        for i, (record, prediction) in enumerate(zip(records, predictions)):
+            if not isinstance(record, dict):
+                skipped.add("a patient record is not a JSON object", f"{where} row {i}")
+                continue
+            category = prediction.get("category") if isinstance(prediction, dict) else None
+            row: dict[str, Any] = {"event_id": event_id, "row": i, "rows_in_event": len(records),
+                                   "inference_time": when, "predicted": category}
+            for name, kind in kinds.items():
+                value, ok = _coerce(kind, record.get(name), text)
+                if not ok:
+                    type_errors[name] += 1
+                row[name] = value
+            rows.append(row)
+    columns = ["event_id", "row", "rows_in_event", "inference_time", "predicted", *kinds]
+    return Traffic(pd.DataFrame(rows, columns=columns), count, skipped, type_errors)
+
+
+def read_traffic(lake: DataLake, endpoint: str, start: datetime | None, end: datetime | None,
+                 kinds: dict[str, str], variant: str | None = None) -> Traffic:
+    """Captured traffic of ``endpoint`` in ``[start, end)`` with the capture problems counted."""
+    read = read_capture(lake, endpoint, start, end, variant)
+    skipped = Skipped()
+    for problem in read.problems:
+        if problem.endswith(": not in the capture layout"):
+            skipped.add("object not in the capture layout", problem)
+        elif problem.endswith(": impossible date in the path"):
+            skipped.add("impossible date in the capture path", problem)
+        else:
+            key, _, why = problem.partition(": ")
+            reason = "malformed capture line: " + _reason_kind(why)
+            skipped.add(reason, problem)
+    return traffic_from_events(read.events, kinds, skipped)
+
+
+def _reason_kind(why: str) -> str:
+    """Group free-text parse errors into a few stable reasons (examples keep the details)."""
+    if why.startswith(("Expecting", "Unterminated", "Extra data", "Invalid", "'utf-8'")):
+        return "not JSON"
+    if why.startswith("inferenceTime") or "isoformat" in why or "Invalid isoformat" in why:
+        return "bad inferenceTime"
+    return why.split(" (")[0][:80]

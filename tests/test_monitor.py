@@ -1,0 +1,253 @@
+"""The monitoring loop on a real local endpoint: captured traffic without drift → no alert; drifted traffic and
+feedback where classes fail → an alert naming the features and the classes; feedback becomes training data through
+ingestion; and bad input (no captures, malformed lines, unknown event ids) is counted, never a crash."""
+from __future__ import annotations
+
+import json
+import math
+import time
+from datetime import datetime, timedelta, timezone
+
+import numpy as np
+import pytest
+
+from diagnosa import browser
+from diagnosa.data.cohort import CohortConfig, apply_drift, generate
+from diagnosa.data.schema import Schema
+from diagnosa.lake import DataLake
+from monitoring.baseline import load_baseline, prediction_baseline, write_data_baseline, write_json
+from monitoring.feedback import parse_feedback, store_feedback
+from monitoring.monitor import WindowError, parse_window, run_monitor, write_report
+
+FEATURES = ("age", "sex", "temperature_c", "heart_rate_bpm", "respiratory_rate_bpm", "systolic_bp_mmhg",
+            "diastolic_bp_mmhg", "spo2_pct", "symptoms", "prior_diagnoses", "wbc_10e9_l", "crp_mg_l",
+            "hemoglobin_g_dl", "platelets_10e9_l", "glucose_mg_dl", "hba1c_pct", "creatinine_mg_dl", "alt_u_l",
+            "sodium_mmol_l", "potassium_mmol_l")
+
+
+def requests(cohort, n, seed):
+    """Single-patient requests as a hospital system would send them, with the truth kept aside."""
+    frame = cohort.records.merge(cohort.labs.drop(columns=["collected_at"]), on="patient_id", how="left")
+    frame = frame.iloc[np.random.default_rng(seed).choice(len(frame), n, replace=False)]
+    out = []
+    for _, row in frame.iterrows():
+        record = {}
+        for name in FEATURES:
+            value = row[name]
+            if isinstance(value, (list, np.ndarray)):
+                record[name] = [str(v) for v in value]
+            elif isinstance(value, str):
+                record[name] = value
+            elif value is not None and not math.isnan(value):
+                record[name] = int(value) if name == "age" else float(value)
+        out.append((record, row["label"]))
+    return out
+
+
+@pytest.fixture(scope="module")
+def baseline_dir(tmp_path_factory, curated_cohort, trained_model_dir):
+    """The baseline files as the pipeline writes them (preprocess: data; evaluate: predictions)."""
+    from diagnosa.model import DiagnosaModel
+    from processing.evaluate import evaluate_model
+    from processing.split import split_dataset
+
+    frame, manifest = curated_cohort
+    schema = Schema.from_dict(manifest["schema"])
+    splits = split_dataset(frame, schema, seed=0)  # the preprocess job's split (seed 0)
+    folder = tmp_path_factory.mktemp("baseline")
+    write_data_baseline(splits.train, schema, folder)
+    evaluation = evaluate_model(DiagnosaModel.load(trained_model_dir), splits.test)
+    write_json(folder / "prediction_baseline.json", prediction_baseline(evaluation))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def baseline(baseline_dir):
+    return load_baseline([baseline_dir])
+
+
+@pytest.fixture(scope="module")
+def loop(tmp_path_factory, curated_cohort, trained_model_dir, baseline):
+    """Serve the model, send clean then drifted traffic (half of it with doctors' feedback); monitor each."""
+    import os
+
+    from inference.capture import DataCapture
+    from inference.client import DiagnosaClient
+    from inference.server import LocalEndpoint
+
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+    lake = DataLake.from_uri(str(tmp_path_factory.mktemp("loop") / "lake"))
+    lake.init_zones()
+    cohort = generate(CohortConfig(patients=1500, seed=5, orphan_fraction=0.05, defect_rate=0))
+    drifted = apply_drift(apply_drift(apply_drift(cohort, "labs", seed=1), "orphan", seed=1), "symptoms", seed=1)
+    phases = {}
+    with LocalEndpoint(str(trained_model_dir), capture=DataCapture(lake, "diagnosa", flush_seconds=0.1)) as endpoint:
+        endpoint.wait_until_ready()
+        client = DiagnosaClient("diagnosa", endpoint_url=endpoint.url)
+        for phase, source in (("clean", cohort), ("drift", drifted)):
+            # Capture stamps whole seconds: each phase starts on a fresh second so the windows do not overlap.
+            start = datetime.now(timezone.utc).replace(microsecond=0) + timedelta(seconds=1)
+            while datetime.now(timezone.utc) < start:
+                time.sleep(0.05)
+            truth = []
+            for i, (record, label) in enumerate(requests(source, 300, seed=len(phases))):
+                prediction = client.predict(record)
+                if i % 2 == 0:
+                    client.send_feedback(prediction.event_id, label)
+                    truth.append((prediction.results[0]["category"], label))
+            assert endpoint.capture.flush()
+            phases[phase] = {"start": start, "truth": truth}
+    for phase in phases:
+        stop = phases["drift"]["start"] if phase == "clean" else None
+        phases[phase]["report"] = run_monitor(lake, "diagnosa", baseline, phases[phase]["start"], stop)
+    return lake, phases
+
+
+def test_clean_traffic_raises_no_alert(loop):
+    _, phases = loop
+    report = phases["clean"]["report"]
+    assert report["traffic"]["patients"] == 300 and report["traffic"]["skipped"]["total"] == 0
+    assert report["verdict"] in ("ok", "warn") and report["alerts"] == []
+    assert report["drifted_features"] == [] and report["failing_classes"] == []
+    assert not report["retrain"]["recommended"]
+
+
+def test_drifted_traffic_alerts_naming_the_features_and_the_failing_classes(loop):
+    _, phases = loop
+    report = phases["drift"]["report"]
+    assert report["verdict"] == "alert" and report["retrain"]["recommended"]
+    # The scenarios moved these fields (labs analyser, haemoglobin dropped, outbreak symptoms).
+    assert {"crp_mg_l", "wbc_10e9_l", "glucose_mg_dl", "hemoglobin_g_dl", "symptoms"} <= set(report["drifted_features"])
+    assert "age" not in report["drifted_features"] and "sex" not in report["drifted_features"]
+    symptoms = next(f for f in report["features"] if f["name"] == "symptoms")
+    assert {"HP:0012735", "HP:0001945"} <= {c["term"] for c in symptoms["terms"]["changed"]}
+    # Live recall is exactly what the doctors' feedback says about the predictions the client saw.
+    truth = phases["drift"]["truth"]
+    quality = report["quality"]
+    assert quality["n"] == len(truth) and quality["feedback"]["matched"] == len(truth)
+    for label, c in quality["per_class"].items():
+        mine = [p for p, t in truth if t == label]
+        assert c["n"] == len(mine) and c["hits"] == sum(p == label for p in mine)
+    assert quality["failing_classes"], "the outbreak makes healthy patients look ill"
+    assert "NO ENFERMO" in quality["failing_classes"]
+    for label in quality["failing_classes"]:
+        c = quality["per_class"][label]
+        assert c["recall"] < c["threshold"] and c["interval_95"][1] < c["threshold"]
+        assert any(label in alert for alert in report["alerts"])
+    assert any("crp_mg_l" in alert for alert in report["alerts"])
+
+
+def test_feedback_of_the_window_becomes_a_new_curated_version_through_ingestion(tmp_path, loop, curated_cohort):
+    from diagnosa.data.ingest import ingest_cohort, load_curated
+    from diagnosa.data.cohort import write_raw
+    from monitoring.retrain import feedback_dataset, start_retraining
+
+    lake, phases = loop
+    base = generate(CohortConfig(patients=1000, seed=3, defect_rate=0))
+    write_raw(base, lake, "base")
+    base_version = ingest_cohort(lake, "base").version
+    dataset = feedback_dataset(lake, "diagnosa", base_version=base_version)
+    feedback_count = sum(len(p["truth"]) for p in phases.values())
+    assert dataset.feedback_rows == feedback_count
+    frame, manifest = load_curated(lake, version=dataset.version)
+    fed = frame[frame["patient_id"].str.startswith("FB-")]
+    assert len(frame) == 1000 + len(fed)
+    # Every feedback row is either accepted or quarantined with its reason: none is lost.
+    quarantined = manifest["sources"][0]["quarantined"]
+    assert len(fed) + quarantined == feedback_count
+    assert set(fed["label"]) <= {t for p in phases.values() for _, t in p["truth"]}
+    calls = []
+    assert start_retraining(dataset.version, lake_uri=lake.uri, params=["Resampling=none"],
+                            run=lambda argv: calls.append(argv) or 0) == 0
+    assert calls == [["--lake", lake.uri, "run", "--local", "--param",
+                      f"InputDataUri=s3://diagnosa-local/curated/patients/{dataset.version}",
+                      "--param", "Resampling=none"]]
+
+
+def test_an_empty_window_reports_no_data(tmp_path, baseline):
+    lake = DataLake.from_uri(str(tmp_path))
+    report = run_monitor(lake, "diagnosa", baseline)
+    assert report["verdict"] == "no data" and report["traffic"]["patients"] == 0
+    assert all(f["verdict"] == "insufficient data" for f in report["features"])
+    paths = write_report(report, tmp_path / "out")
+    assert "no data" in paths["html"].read_text()
+
+
+def test_malformed_captures_and_unknown_feedback_are_counted_with_reasons(tmp_path, baseline):
+    lake = DataLake.from_uri(str(tmp_path))
+    good = {"captureData": {
+        "endpointInput": {"observedContentType": "application/json", "mode": "INPUT", "encoding": "JSON",
+                          "data": json.dumps({"age": 40, "sex": "F"})},
+        "endpointOutput": {"observedContentType": "application/json", "mode": "OUTPUT", "encoding": "JSON",
+                           "data": json.dumps({"predictions": [{"category": "NO ENFERMO"}]})}},
+        "eventMetadata": {"eventId": "ok-1", "inferenceTime": "2026-11-27T10:00:00Z"}, "eventVersion": "0"}
+    bad_output = json.loads(json.dumps(good))
+    bad_output["eventMetadata"]["eventId"] = "bad-out"
+    bad_output["captureData"]["endpointOutput"]["data"] = "<html>"
+    lines = [json.dumps(good), "{truncated", json.dumps({"captureData": {}}), json.dumps(bad_output)]
+    lake.put_bytes("capture/diagnosa/AllTraffic/2026/11/27/10/00-00-000-x.jsonl", ("\n".join(lines) + "\n").encode())
+    lake.put_bytes("capture/diagnosa/AllTraffic/notes.txt", b"hello")
+    store_feedback(lake, "diagnosa", parse_feedback({"event_id": "ok-1", "diagnosis": "NO ENFERMO"}))
+    store_feedback(lake, "diagnosa", parse_feedback({"event_id": "ghost", "diagnosis": "ENFERMEDAD AGUDA"}))
+    report = run_monitor(lake, "diagnosa", baseline)
+    assert report["traffic"]["patients"] == 1
+    skipped = {s["reason"]: s["count"] for s in report["traffic"]["skipped"]["by_reason"]}
+    assert skipped == {"malformed capture line: not JSON": 1,
+                       "malformed capture line: missing captureData or eventMetadata": 1,
+                       "output has no JSON predictions": 1, "object not in the capture layout": 1}
+    fb = report["quality"]["feedback"]
+    assert fb["matched"] == 1
+    assert {s["reason"]: s["count"] for s in fb["skipped"]["by_reason"]} == \
+        {"feedback for an event id not captured in this window": 1}
+    assert fb["skipped"]["by_reason"][0]["examples"] == ["ghost"]
+
+
+def test_window_parsing_names_the_bad_bound():
+    now = datetime(2026, 11, 27, 12, tzinfo=timezone.utc)
+    assert parse_window(last="24h", now=now) == (datetime(2026, 11, 26, 12, tzinfo=timezone.utc), None)
+    assert parse_window("2026-11-27", "2026-11-27T06:00:00Z")[1].hour == 6
+    for kwargs, message in (({"last": "soon"}, "--last"), ({"since": "yesterday"}, "--since"),
+                            ({"since": "2026-11-28", "until": "2026-11-27"}, "not before"),
+                            ({"since": "2026-11-01", "last": "1d"}, "either")):
+        with pytest.raises(WindowError, match=message):
+            parse_window(**kwargs)
+
+
+@pytest.mark.skipif(browser.chromium_path() is None, reason=browser.MISSING_REASON)
+def test_html_report_renders_in_chromium_with_verdicts_and_plots(tmp_path, loop):
+    _, phases = loop
+    paths = write_report(phases["drift"]["report"], tmp_path / "report")
+    html = paths["html"].read_text()
+    assert "http://" not in html and "https://" not in html  # self-contained: plots are inline data URIs
+    with browser.launch() as chromium:
+        page = chromium.new_page(viewport={"width": 1280, "height": 900})
+        page.goto(paths["html"].resolve().as_uri())
+        assert "alert" in page.inner_text("#overall")
+        assert "drift" in page.inner_text("tr[data-feature='crp_mg_l']")
+        assert "NO ENFERMO" in page.inner_text("#alerts")
+        images = page.eval_on_selector_all("img", "els => els.map(e => e.naturalWidth)")
+        assert len(images) >= 5 and all(width > 100 for width in images)  # every inline PNG decoded
+    shot = browser.screenshot(str(paths["html"]), tmp_path / "report.png", wait_for="#skipped")
+    assert shot.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_cli_monitor_writes_the_report_and_fails_on_alert_when_asked(tmp_path, loop, baseline_dir, capsys):
+    from diagnosa.cli import main
+
+    lake, phases = loop
+    start = phases["drift"]["start"].strftime("%Y-%m-%dT%H:%M:%SZ")
+    argv = ["--lake", lake.uri, "--workspace", str(tmp_path / "ws"), "monitor", "--since", start]
+    assert main([*argv, "--baseline", str(tmp_path / "nowhere")]) == 2
+    assert "baseline folder" in capsys.readouterr().err
+    assert main([*argv, "--baseline", str(baseline_dir), "--last", "2h"]) == 2
+    assert "either --last or --since" in capsys.readouterr().err
+    out = tmp_path / "out"
+    assert main([*argv, "--baseline", str(baseline_dir), "--out", str(out), "--fail-on-alert"]) == 3
+    printed = capsys.readouterr().out
+    assert "verdict: ALERT" in printed and "crp_mg_l" in printed
+    report = json.loads((out / "report.json").read_text())
+    assert report["verdict"] == "alert" and (out / "report.html").is_file()
+    violations = json.loads((out / "constraint_violations.json").read_text())["violations"]
+    assert {v["feature_name"] for v in violations} >= {"hemoglobin_g_dl"}
+    assert [k for k in lake.list("artifacts/monitoring/diagnosa/") if k.endswith("report.json")]
+    assert main([*argv, "--baseline", str(baseline_dir), "--out", str(out)]) == 2  # never overwrites a report
