@@ -1,0 +1,128 @@
+"""Per-stage settings of the CDK app, read from CDK context (``cdk.json`` or ``-c``).
+
+One app deploys several stages (dev, prod, ...). Each stage is a block under the context key
+``diagnosa:stages``; ``-c stage=dev`` picks one (default: every stage in the block). Values given
+for a stage override the defaults below, and ``-c diagnosa:<field>=<value>`` overrides a field for
+the stages being synthesized (handy for ``-c diagnosa:account=123456789012``).
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+from diagnosa.labels import CATEGORIES
+
+STAGE_NAME = re.compile(r"^[a-z][a-z0-9]{1,11}$")
+
+
+@dataclass(frozen=True)
+class StageConfig:
+    stage: str
+    region: str
+    account: str | None = None  # None: the CLI's account (CDK_DEFAULT_ACCOUNT)
+    # Training pipeline
+    processing_instance_type: str = "ml.m5.xlarge"
+    training_instance_type: str = "ml.m5.xlarge"
+    families: tuple[str, ...] = ("mlp", "logistic_regression", "xgboost")
+    recall_threshold: float = 0.80
+    orphan_threshold: float = 0.50
+    retrain_schedule: str = "rate(7 days)"  # EventBridge schedule expression; "" turns the schedule off
+    # Endpoint
+    endpoint_instance_type: str = "ml.m5.large"
+    endpoint_min_instances: int = 1
+    endpoint_max_instances: int = 2
+    invocations_per_instance: int = 200  # target tracking: SageMakerVariantInvocationsPerInstance per minute
+    capture_sampling_percent: int = 100
+    traffic_shifting: str = "CANARY"  # CANARY (canary_percent first, then the rest) or ALL_AT_ONCE
+    canary_percent: int = 10
+    bake_seconds: int = 600  # wait between traffic shifts and before the blue fleet is terminated
+    serving_program: str = "serve.py"  # SAGEMAKER_PROGRAM: the script at the root of the staged sourcedir
+    # Alarms (they roll a blue/green deployment back)
+    alarm_5xx_errors: int = 5  # Invocation5XXErrors per minute
+    alarm_model_latency_ms: int = 500  # ModelLatency p95
+    drift_metric_namespace: str = "Diagnosa/Monitoring"
+    drift_metric_name: str = "DriftScore"
+    drift_threshold: float = 0.2  # the retraining hook: the drift alarm starts an execution
+    # Data lake
+    capture_expiry_days: int = 90
+    noncurrent_version_days: int = 30
+    access_log_days: int = 2190  # six years, the HIPAA documentation retention period
+    log_retention_days: int = 365
+    # Network
+    vpc: bool = False  # private subnets, VPC endpoints, functions and the endpoint's model in the VPC
+    vpc_cidr: str = "10.40.0.0/16"
+
+    @property
+    def prefix(self) -> str:
+        """Name of the pipeline, the Model Package Group and the endpoint, and prefix of the rest."""
+        return f"diagnosa-{self.stage}"
+
+    @property
+    def recall_thresholds(self) -> dict[str, float]:
+        return {label: self.recall_threshold for label in CATEGORIES}
+
+    def check(self) -> "StageConfig":
+        problems = []
+        if not STAGE_NAME.match(self.stage):
+            problems.append(f"stage name {self.stage!r} must be 2-12 lowercase letters or digits, starting with a letter")
+        if not re.match(r"^[a-z]{2}(-[a-z]+)+-\d$", self.region):
+            problems.append(f"region {self.region!r} must be a concrete AWS region (image URIs depend on it)")
+        if self.account is not None and not re.match(r"^\d{12}$", self.account):
+            problems.append(f"account {self.account!r} must be 12 digits")
+        if not 1 <= self.endpoint_min_instances <= self.endpoint_max_instances:
+            problems.append("need 1 <= endpoint_min_instances <= endpoint_max_instances")
+        if self.traffic_shifting not in ("CANARY", "ALL_AT_ONCE"):
+            problems.append("traffic_shifting must be CANARY or ALL_AT_ONCE")
+        if not 1 <= self.canary_percent <= 50:
+            problems.append("canary_percent must be in [1, 50]")
+        if not 0 <= self.capture_sampling_percent <= 100:
+            problems.append("capture_sampling_percent must be in [0, 100]")
+        for name in ("recall_threshold", "orphan_threshold"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                problems.append(f"{name} must be in [0, 1]")
+        if problems:
+            raise ValueError(f"stage {self.stage}: " + "; ".join(problems))
+        return self
+
+
+def _coerce(name: str, value: Any, default: Any) -> Any:
+    if isinstance(default, bool) or name == "vpc":
+        return value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes")
+    if isinstance(default, tuple):
+        return tuple(value.split(",")) if isinstance(value, str) else tuple(value)
+    if isinstance(default, int):
+        return int(value)
+    if isinstance(default, float):
+        return float(value)
+    return value
+
+
+def stage_config(stage: str, values: dict[str, Any]) -> StageConfig:
+    known = {f.name: f for f in fields(StageConfig)}
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ValueError(f"stage {stage}: unknown settings {unknown}")
+    if "region" not in values:
+        raise ValueError(f"stage {stage}: needs a region")
+    base = StageConfig(stage=stage, region=values["region"])
+    coerced = {k: _coerce(k, v, getattr(base, k)) for k, v in values.items() if k not in ("stage", "region")}
+    return replace(base, **coerced).check()
+
+
+def stages_from_context(get: Any) -> list[StageConfig]:
+    """``get`` is ``node.try_get_context``. Returns the stages to synthesize."""
+    declared: dict[str, dict[str, Any]] = get("diagnosa:stages") or {}
+    if not declared:
+        raise ValueError("no stages: set the context key diagnosa:stages (see cdk.json)")
+    wanted = get("stage")
+    names = [wanted] if wanted else list(declared)
+    missing = [n for n in names if n not in declared]
+    if missing:
+        raise ValueError(f"unknown stage {missing[0]!r} (declared: {', '.join(declared)})")
+    overrides = {f.name: get(f"diagnosa:{f.name}") for f in fields(StageConfig)}
+    overrides = {k: v for k, v in overrides.items() if v is not None and k != "stage"}
+    return [stage_config(name, {**declared[name], **overrides}) for name in names]
+
+
+__all__ = ["StageConfig", "stage_config", "stages_from_context"]

@@ -1,0 +1,126 @@
+"""The pipeline definition embedded in the stack: the one ``pipelines/`` builds, not a second copy.
+
+``pipelines.offline.build_offline`` builds the definition with no AWS at all, for a sentinel bucket
+and job role. Here the sentinels are replaced by the stack's own tokens (the lake bucket's name
+and the job role's ARN) with ``Fn::Join``, so CloudFormation resolves them at deploy time, and the
+objects the definition expects in the bucket (the step-code tarball, the processing runner and
+``install_requirements.py``) are written to an asset folder that a BucketDeployment copies into the
+lake. ``diagnosa pipeline definition --bucket B --role-arn R`` prints the same JSON with B and R.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from infra.config import StageConfig
+
+# Sentinels: valid names that cannot occur in a real definition by accident.
+SENTINEL_BUCKET = "diagnosa-sentinel-bucket-4f1c9e"
+SENTINEL_ROLE = "arn:aws:iam::000000000000:role/diagnosa-sentinel-job-role"
+CODE_PREFIX = "artifacts/code/"
+RUNS_PREFIX = "artifacts/runs/"
+
+
+@dataclass(frozen=True)
+class EmbeddedDefinition:
+    text: str  # the definition JSON with the sentinels in it
+    objects: tuple[tuple[str, bytes], ...]  # lake key -> bytes, every key under artifacts/code/
+    code_key: str  # lake key of sourcedir.tar.gz
+    parameters: tuple[str, ...]  # the pipeline's parameter names
+    training_output_prefixes: tuple[str, ...]  # keys (no bucket) under which training jobs write model.tar.gz
+
+    def pieces(self, bucket: Any, role_arn: Any) -> list[Any]:
+        """The definition as a list for ``Fn.join("", ...)``: text with the sentinels swapped for tokens."""
+        out: list[Any] = []
+        for part in re.split(f"({re.escape(SENTINEL_BUCKET)}|{re.escape(SENTINEL_ROLE)})", self.text):
+            if part == SENTINEL_BUCKET:
+                out.append(bucket)
+            elif part == SENTINEL_ROLE:
+                out.append(role_arn)
+            elif part:
+                out.append(part)
+        return out
+
+    def substitute(self, bucket: str, role_arn: str) -> str:
+        return self.text.replace(SENTINEL_BUCKET, bucket).replace(SENTINEL_ROLE, role_arn)
+
+    def write_objects(self, folder: Path) -> Path:
+        """Lay the objects out under ``folder`` by key relative to artifacts/code/ (an asset source)."""
+        for key, data in self.objects:
+            target = folder / key.removeprefix(CODE_PREFIX)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
+        return folder
+
+
+def pipeline_settings(config: StageConfig) -> dict[str, Any]:
+    """The PipelineSettings fields a stage sets (besides bucket, role and code)."""
+    return {"name": config.prefix, "model_package_group": config.prefix, "families": config.families,
+            "processing_instance_type": config.processing_instance_type,
+            "training_instance_type": config.training_instance_type,
+            "recall_thresholds": config.recall_thresholds, "orphan_threshold": config.orphan_threshold}
+
+
+@lru_cache(maxsize=8)
+def _build(region: str, frozen_settings: tuple[tuple[str, Any], ...]) -> EmbeddedDefinition:
+    import logging
+    import warnings
+
+    from pipelines.offline import build_offline
+    os.environ.setdefault("AWS_DEFAULT_REGION", region)  # the SDK reads a region at import time
+    settings = {k: (dict(v) if k == "recall_thresholds" else v) for k, v in frozen_settings}
+    logging.disable(logging.WARNING)  # the SDK narrates every default it applies, at every level
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            build = build_offline(SENTINEL_BUCKET, SENTINEL_ROLE, region=region, **settings)
+    finally:
+        logging.disable(logging.NOTSET)
+    outside = sorted(k for k in build.objects if not k.startswith(CODE_PREFIX))
+    if outside:
+        raise ValueError(f"the pipeline build staged objects outside {CODE_PREFIX}: {outside}")
+    definition = json.loads(build.definition)
+    # Training jobs write where the definition says; the job role may write there (and under artifacts/runs/).
+    outputs = sorted({key for job in _steps(definition["Steps"]) if job["Type"] == "Training"
+                      for key in [_key(job["Arguments"]["OutputDataConfig"]["S3OutputPath"])]
+                      if not (key + "/").startswith(RUNS_PREFIX)})
+    return EmbeddedDefinition(text=build.definition, objects=tuple(sorted(build.objects.items())),
+                              code_key=build.code_key,
+                              parameters=tuple(p["Name"] for p in definition.get("Parameters", [])),
+                              training_output_prefixes=tuple(outputs))
+
+
+def embedded_definition(config: StageConfig) -> EmbeddedDefinition:
+    settings = pipeline_settings(config)
+    frozen = tuple(sorted((k, tuple(sorted(v.items())) if isinstance(v, dict) else v) for k, v in settings.items()))
+    return _build(config.region, frozen)
+
+
+def _steps(steps: list[dict[str, Any]]):
+    for step in steps:
+        yield step
+        if step["Type"] == "Condition":
+            yield from _steps(step["Arguments"]["IfSteps"] + step["Arguments"]["ElseSteps"])
+
+
+def _render(value: Any) -> str:
+    """A definition value as text, with every run-time part (Get, JsonGet) as ``*``."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict) and "Std:Join" in value:
+        return value["Std:Join"]["On"].join(_render(v) for v in value["Std:Join"]["Values"])
+    return "*"
+
+
+def _key(uri: Any) -> str:
+    """The fixed key prefix (no bucket) under which a training job writes: text before any run-time part."""
+    prefix = f"s3://{SENTINEL_BUCKET}/"
+    text = _render(uri)
+    if not (text + "/").startswith(prefix):
+        raise ValueError(f"training output {uri!r} is not in the pipeline's bucket")
+    return text[len(prefix):].split("*", 1)[0].strip("/")

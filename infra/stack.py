@@ -1,0 +1,608 @@
+"""One Diagnosa stage: the data lake, one role per job, the pipeline, its registry and the endpoint's
+deployment machinery, alarms and retraining triggers.
+
+Security posture (health data): one customer-managed KMS key (rotated) encrypts the lake, the logs,
+the queues and the topic; the lake is private, versioned, TLS-only, access-logged and its raw zone
+cannot be deleted or rewritten without trace; every role may do only its job, on the resources of
+this stage. Each wildcard left in a policy is there because AWS leaves no choice and is
+acknowledged below, in place, with its full cdk-nag finding id and the reason.
+"""
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import aws_cdk as cdk
+from aws_cdk import Duration, Fn, RemovalPolicy, Stack
+from aws_cdk import aws_cloudwatch as cloudwatch
+from aws_cdk import aws_cloudwatch_actions as cw_actions
+from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_events as events
+from aws_cdk import aws_events_targets as targets
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_s3_deployment as s3deploy
+from aws_cdk import aws_sagemaker as sagemaker
+from aws_cdk import aws_sns as sns
+from aws_cdk import aws_sqs as sqs
+from constructs import Construct
+
+from infra.config import StageConfig
+from infra.pipeline_definition import CODE_PREFIX, EmbeddedDefinition, embedded_definition
+
+FUNCTIONS = Path(__file__).parent / "functions"
+ZONES = ("raw", "curated", "features", "artifacts", "capture", "feedback", "quarantine")
+VARIANT = "AllTraffic"
+SKLEARN_ACCOUNT = "141502667606"  # AWS's account for the sklearn framework images in most commercial regions
+RUNTIME = lambda_.Runtime.PYTHON_3_14  # cdk-nag AwsSolutions-L1 wants the latest
+
+
+def acknowledge(scope: Construct, finding: str, reason: str) -> None:
+    """Acknowledge one cdk-nag finding (full id, e.g. ``AwsSolutions-IAM5[Resource::*]``) on ``scope``."""
+    cdk.Validations.of(scope).acknowledge(cdk.Acknowledgment(id=finding, reason=reason))
+
+
+class DiagnosaStack(Stack):
+    def __init__(self, scope: Construct, construct_id: str, *, config: StageConfig,
+                 definition: EmbeddedDefinition | None = None, **kwargs) -> None:
+        super().__init__(scope, construct_id, **kwargs)
+        self.config = config
+        self._policies: dict[str, iam.ManagedPolicy] = {}
+        self.definition = definition or embedded_definition(config)
+        self.prefix = config.prefix
+        self.endpoint_name = config.prefix
+        cdk.Tags.of(self).add("project", "diagnosa")
+        cdk.Tags.of(self).add("stage", config.stage)
+        cdk.Tags.of(self).add("data-classification", "phi")
+
+        self.key = self._key()
+        self.vpc, self.function_sg = self._network() if config.vpc else (None, None)
+        self.access_logs, self.lake = self._lake()
+        self.alerts = sns.Topic(self, "Alerts", topic_name=f"{self.prefix}-alerts", master_key=self.key,
+                                enforce_ssl=True)
+        self.dead_letters = self._dead_letter_queue()
+        self.job_role = self._job_role()
+        self.pipeline_role = self._pipeline_role()
+        self.model_role = self._model_role()
+        self.app_role = self._app_role()
+        self.model_package_group = sagemaker.CfnModelPackageGroup(
+            self, "ModelPackageGroup", model_package_group_name=self.prefix,
+            model_package_group_description=f"Diagnosa triage models ({config.stage}); approving a version deploys it")
+        self.code_deployment = self._stage_code()
+        self.pipeline = self._pipeline()
+        self.alarms = self._endpoint_alarms()
+        self.deploy_function = self._deploy_function()
+        self.retrain_function, self.drift_alarm = self._retraining()
+        cdk.CfnOutput(self, "LakeBucket", value=self.lake.bucket_name)
+        cdk.CfnOutput(self, "PipelineName", value=self.prefix)
+        cdk.CfnOutput(self, "EndpointName", value=self.endpoint_name)
+        cdk.CfnOutput(self, "JobRoleArn", value=self.job_role.role_arn)
+        cdk.CfnOutput(self, "PipelineRoleArn", value=self.pipeline_role.role_arn)
+        cdk.CfnOutput(self, "AppRoleArn", value=self.app_role.role_arn)
+
+    # ------------------------------------------------------------------------------------------ helpers
+
+    def ack(self, scope: Construct, finding: str, reason: str) -> None:
+        """:func:`acknowledge`, with ``<AWS::Region>``/``<AWS::AccountId>`` in the finding id written as cdk-nag
+        renders them for this stack (the concrete value when the stack's environment fixes it)."""
+        if not cdk.Token.is_unresolved(self.region):
+            finding = finding.replace("<AWS::Region>", self.region)
+        if not cdk.Token.is_unresolved(self.account):
+            finding = finding.replace("<AWS::AccountId>", self.account)
+        acknowledge(scope, finding, reason)
+        policy = self._policies.get(scope.node.path)
+        if policy is not None:  # a role's permissions live in its own managed policy
+            acknowledge(policy, finding, reason)
+
+    def arn(self, service: str, resource: str, name: str | None = None, *, account: str | None = None,
+            sep: cdk.ArnFormat = cdk.ArnFormat.SLASH_RESOURCE_NAME) -> str:
+        return self.format_arn(service=service, resource=resource, resource_name=name, account=account,
+                               arn_format=sep)
+
+    def objects(self, *prefixes: str) -> list[str]:
+        return [self.lake.arn_for_objects(f"{p}*") for p in prefixes]
+
+    def kms_for_s3(self, *actions: str) -> iam.PolicyStatement:
+        return iam.PolicyStatement(actions=list(actions), resources=[self.key.key_arn], conditions={
+            "StringEquals": {"kms:ViaService": f"s3.{self.region}.amazonaws.com"}})
+
+    def log_group(self, name: str, ident: str) -> logs.LogGroup:
+        return logs.LogGroup(self, ident, log_group_name=name, encryption_key=self.key,
+                             retention=_retention(self.config.log_retention_days),
+                             removal_policy=RemovalPolicy.RETAIN)
+
+    # ------------------------------------------------------------------------------------------ key, network
+
+    def _key(self) -> kms.Key:
+        key = kms.Key(self, "Key", alias=f"alias/{self.prefix}", enable_key_rotation=True,
+                      description=f"Diagnosa {self.config.stage}: lake, logs, queues and alerts",
+                      removal_policy=RemovalPolicy.RETAIN)
+        key.add_to_resource_policy(iam.PolicyStatement(
+            sid="CloudWatchLogs", principals=[iam.ServicePrincipal(f"logs.{self.region}.amazonaws.com")],
+            actions=["kms:Encrypt*", "kms:Decrypt*", "kms:ReEncrypt*", "kms:GenerateDataKey*", "kms:Describe*"],
+            resources=["*"], conditions={"ArnLike": {"kms:EncryptionContext:aws:logs:arn":
+                                                     self.arn("logs", "log-group", "*", sep=cdk.ArnFormat.COLON_RESOURCE_NAME)}}))
+        key.add_to_resource_policy(iam.PolicyStatement(
+            sid="AlarmsAndRulesPublishEncrypted",
+            principals=[iam.ServicePrincipal("cloudwatch.amazonaws.com"), iam.ServicePrincipal("events.amazonaws.com")],
+            actions=["kms:Decrypt", "kms:GenerateDataKey*"], resources=["*"],
+            conditions={"StringEquals": {"aws:SourceAccount": self.account}}))
+        return key
+
+    def _network(self) -> tuple[ec2.Vpc, ec2.SecurityGroup]:
+        vpc = ec2.Vpc(self, "Vpc", ip_addresses=ec2.IpAddresses.cidr(self.config.vpc_cidr), max_azs=2,
+                      nat_gateways=0, subnet_configuration=[ec2.SubnetConfiguration(
+                          name="private", subnet_type=ec2.SubnetType.PRIVATE_ISOLATED, cidr_mask=22)],
+                      gateway_endpoints={"S3": ec2.GatewayVpcEndpointOptions(service=ec2.GatewayVpcEndpointAwsService.S3)})
+        flow_logs = vpc.add_flow_log("FlowLogs", destination=ec2.FlowLogDestination.to_cloud_watch_logs(
+            self.log_group(f"/diagnosa/{self.config.stage}/vpc-flow-logs", "FlowLogGroup")))
+        self.ack(flow_logs, "HIPAA.Security-IAMNoInlinePolicy",
+                 "CDK's flow-log delivery role: its grant (write to the flow-log group only) is generated inline.")
+        self.ack(vpc, "HIPAA.Security-VPCDefaultSecurityGroupClosed",
+                 "Nothing is attached to the default security group: every function, endpoint and VPC endpoint "
+                 "uses its own group with explicit HTTPS-only rules.")
+        endpoints = ec2.SecurityGroup(self, "EndpointsSg", vpc=vpc, allow_all_outbound=False,
+                                      description="VPC interface endpoints: HTTPS from inside the VPC")
+        endpoints.add_ingress_rule(ec2.Peer.ipv4(self.config.vpc_cidr), ec2.Port.tcp(443), "HTTPS from the VPC")
+        for name, service in {"SageMakerApi": ec2.InterfaceVpcEndpointAwsService.SAGEMAKER_API,
+                              "SageMakerRuntime": ec2.InterfaceVpcEndpointAwsService.SAGEMAKER_RUNTIME,
+                              "Sts": ec2.InterfaceVpcEndpointAwsService.STS,
+                              "Logs": ec2.InterfaceVpcEndpointAwsService.CLOUDWATCH_LOGS,
+                              "Monitoring": ec2.InterfaceVpcEndpointAwsService.CLOUDWATCH_MONITORING,
+                              "EcrApi": ec2.InterfaceVpcEndpointAwsService.ECR,
+                              "EcrDocker": ec2.InterfaceVpcEndpointAwsService.ECR_DOCKER,
+                              "Kms": ec2.InterfaceVpcEndpointAwsService.KMS,
+                              "Sqs": ec2.InterfaceVpcEndpointAwsService.SQS,
+                              "AutoScaling": ec2.InterfaceVpcEndpointAwsService.APPLICATION_AUTOSCALING}.items():
+            vpc.add_interface_endpoint(name, service=service, private_dns_enabled=True, security_groups=[endpoints],
+                                     open=False)  # the group above already admits HTTPS from the VPC only
+        functions = ec2.SecurityGroup(self, "FunctionsSg", vpc=vpc, allow_all_outbound=False,
+                                      description="Diagnosa functions and endpoint: HTTPS to the VPC endpoints only")
+        functions.add_egress_rule(ec2.Peer.ipv4(self.config.vpc_cidr), ec2.Port.tcp(443), "HTTPS to interface endpoints")
+        # Isolated subnets have no route out: 443 reaches only the interface endpoints and the S3 gateway.
+        functions.add_egress_rule(ec2.Peer.any_ipv4(), ec2.Port.tcp(443), "HTTPS to S3 through the gateway endpoint")
+        return vpc, functions
+
+    # ------------------------------------------------------------------------------------------ data lake
+
+    def _lake(self) -> tuple[s3.Bucket, s3.Bucket]:
+        c = self.config
+        access_logs = s3.Bucket(
+            self, "AccessLogs", encryption=s3.BucketEncryption.S3_MANAGED, versioned=True, enforce_ssl=True,
+            minimum_tls_version=1.2, block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
+            object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED, removal_policy=RemovalPolicy.RETAIN,
+            lifecycle_rules=[s3.LifecycleRule(id="age-out", expiration=Duration.days(c.access_log_days),
+                                              noncurrent_version_expiration=Duration.days(c.noncurrent_version_days))])
+        for finding, reason in (
+                ("AwsSolutions-S1", "This is the access-log bucket: logging it into itself would loop; it is written "
+                                    "only by the S3 log delivery service."),
+                ("HIPAA.Security-S3BucketLoggingEnabled", "This is the access-log bucket (see AwsSolutions-S1)."),
+                ("HIPAA.Security-S3DefaultEncryptionKMS", "S3 server access log delivery supports only SSE-S3 "
+                                                          "(AES-256) on the target bucket, not SSE-KMS."),
+                ("HIPAA.Security-S3BucketReplicationEnabled", "Access logs stay in the stage's region; versioning "
+                                                              "and the six-year lifecycle keep them.")):
+            self.ack(access_logs, finding, reason)
+
+        rules = [s3.LifecycleRule(id="abort-incomplete-uploads", abort_incomplete_multipart_upload_after=Duration.days(7)),
+                 s3.LifecycleRule(id="capture-expires", prefix="capture/", expiration=Duration.days(c.capture_expiry_days),
+                                  noncurrent_version_expiration=Duration.days(7))]
+        for prefix in ("curated/", "features/", "artifacts/", "feedback/", "quarantine/",
+                       *(p + "/" for p in self.definition.training_output_prefixes)):
+            rules.append(s3.LifecycleRule(id=f"noncurrent-{prefix.strip('/')}", prefix=prefix,
+                                          noncurrent_version_expiration=Duration.days(c.noncurrent_version_days)))
+        lake = s3.Bucket(
+            self, "Lake", encryption=s3.BucketEncryption.KMS, encryption_key=self.key, bucket_key_enabled=True,
+            versioned=True, enforce_ssl=True, minimum_tls_version=1.2,
+            block_public_access=s3.BlockPublicAccess.BLOCK_ALL, object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
+            server_access_logs_bucket=access_logs, server_access_logs_prefix="lake/", object_lock_enabled=True,
+            lifecycle_rules=rules, removal_policy=RemovalPolicy.RETAIN)
+        # The raw zone is evidence: no principal (administrators included) may delete a raw object or any of
+        # its versions, or bypass an object-lock retention; with versioning on, a rewrite keeps the original.
+        lake.add_to_resource_policy(iam.PolicyStatement(
+            sid="RawZoneIsImmutable", effect=iam.Effect.DENY, principals=[iam.AnyPrincipal()],
+            actions=["s3:DeleteObject", "s3:DeleteObjectVersion", "s3:BypassGovernanceRetention",
+                     "s3:PutObjectRetention", "s3:PutObjectLegalHold"],
+            resources=[lake.arn_for_objects("raw/*")]))
+        self.ack(lake, "HIPAA.Security-S3BucketReplicationEnabled",
+                    "Patient data stays in the stage's region (data residency); durability comes from S3, "
+                    "versioning, the immutable raw zone and RETAIN removal policies. Cross-region replication "
+                    "is a per-deployment decision outside this app.")
+        return access_logs, lake
+
+    def _dead_letter_queue(self) -> sqs.Queue:
+        queue = sqs.Queue(self, "DeadLetters", queue_name=f"{self.prefix}-dead-letters", encryption_master_key=self.key,
+                          enforce_ssl=True, retention_period=Duration.days(14))
+        self.ack(queue, "AwsSolutions-SQS3", "This queue is itself the dead-letter queue of the functions and "
+                                                "their EventBridge targets.")
+        return queue
+
+    # ------------------------------------------------------------------------------------------ roles
+
+    def _role(self, ident: str, name: str, description: str, principal: iam.IPrincipal,
+              statements: list[iam.PolicyStatement], managed: list[iam.IManagedPolicy] | None = None) -> iam.Role:
+        """A role whose only permissions are ``statements``, in a customer-managed policy of its own
+        (HIPAA.Security-IAMNoInlinePolicy), plus the AWS-managed ``managed`` ones named by the caller."""
+        role = iam.Role(self, ident, role_name=f"{self.prefix}-{name}", description=description, assumed_by=principal,
+                        managed_policies=managed or None)
+        self._policies[role.node.path] = iam.ManagedPolicy(
+            self, f"{ident}Policy", managed_policy_name=f"{self.prefix}-{name}",
+            description=f"Least privilege: {description}", statements=statements, roles=[role])
+        return role
+
+    def _sagemaker_role(self, ident: str, name: str, description: str, statements: list[iam.PolicyStatement]) -> iam.Role:
+        return self._role(ident, name, description, iam.ServicePrincipal("sagemaker.amazonaws.com", conditions={
+            "StringEquals": {"aws:SourceAccount": self.account}}), statements)
+
+    def _image_pull(self) -> list[iam.PolicyStatement]:
+        return [iam.PolicyStatement(sid="PullSklearnImage", actions=[
+                    "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer", "ecr:BatchCheckLayerAvailability"],
+                    resources=[self.arn("ecr", "repository", "sagemaker-scikit-learn", account=SKLEARN_ACCOUNT)]),
+                iam.PolicyStatement(sid="EcrLogin", actions=["ecr:GetAuthorizationToken"], resources=["*"])]
+
+    def _job_logs(self, *kinds: str) -> iam.PolicyStatement:
+        return iam.PolicyStatement(sid="JobLogs", actions=["logs:CreateLogGroup", "logs:CreateLogStream",
+                                                           "logs:PutLogEvents", "logs:DescribeLogStreams"],
+                                   resources=[self.arn("logs", "log-group", f"/aws/sagemaker/{k}:*",
+                                                       sep=cdk.ArnFormat.COLON_RESOURCE_NAME) for k in kinds])
+
+    def _acknowledge_image_and_logs(self, role: iam.Role, kinds: tuple[str, ...]) -> None:
+        self.ack(role, "AwsSolutions-IAM5[Resource::*]",
+                    "ecr:GetAuthorizationToken has no resource-level permissions; it only yields a registry login, "
+                    "image pulls are limited to the sagemaker-scikit-learn repository.")
+        for kind in kinds:
+            self.ack(role, f"AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:logs:<AWS::Region>:<AWS::AccountId>:"
+                              f"log-group:/aws/sagemaker/{kind}:*]",
+                        f"SageMaker names one log stream per job under /aws/sagemaker/{kind}; the wildcard is the "
+                        f"stream name (the log group is fixed).")
+
+    def _job_role(self) -> iam.Role:
+        """Processing and training jobs: read curated/, features/ and artifacts/; write features/, the run
+        folders under artifacts/runs/ and the training output locations of the definition; nothing else."""
+        writes = ["features/", "artifacts/runs/", *(p + "/" for p in self.definition.training_output_prefixes)]
+        reads = ["curated/", *writes, CODE_PREFIX]
+        statements = [
+            iam.PolicyStatement(sid="ReadInputs", actions=["s3:GetObject"], resources=self.objects(*reads)),
+            iam.PolicyStatement(sid="WriteOutputs", actions=["s3:PutObject", "s3:AbortMultipartUpload"],
+                                resources=self.objects(*writes)),
+            iam.PolicyStatement(sid="ListOwnPrefixes", actions=["s3:ListBucket"], resources=[self.lake.bucket_arn],
+                                conditions={"StringLike": {"s3:prefix": [f"{p}*" for p in reads]}}),
+            self.kms_for_s3("kms:Decrypt", "kms:GenerateDataKey"),
+            self._job_logs("ProcessingJobs", "TrainingJobs"),
+            *self._image_pull(),
+        ]
+        role = self._sagemaker_role("JobRole", "jobs", "SageMaker processing and training jobs of the pipeline",
+                                    statements)
+        self._acknowledge_image_and_logs(role, ("ProcessingJobs", "TrainingJobs"))
+        for prefix in reads:
+            self.ack(role, f"AwsSolutions-IAM5[Resource::<{self._logical(self.lake)}.Arn>/{prefix}*]",
+                        f"Jobs read and write objects whose keys are made per execution under {prefix}; the "
+                        f"wildcard is limited to that prefix of the stage's lake.")
+        return role
+
+    def _pipeline_role(self) -> iam.Role:
+        """The pipeline service: start and watch the jobs (passing only the job role), read the evaluation
+        report for the gate, register versions in this stage's Model Package Group, track the experiment."""
+        group = self.prefix
+        statements = [
+            iam.PolicyStatement(sid="RunJobs", actions=[
+                "sagemaker:CreateProcessingJob", "sagemaker:DescribeProcessingJob", "sagemaker:StopProcessingJob",
+                "sagemaker:CreateTrainingJob", "sagemaker:DescribeTrainingJob", "sagemaker:StopTrainingJob",
+                "sagemaker:AddTags"],
+                resources=[self.arn("sagemaker", "processing-job", "pipelines-*"),
+                           self.arn("sagemaker", "training-job", "pipelines-*")]),
+            iam.PolicyStatement(sid="RegisterVersions", actions=[
+                "sagemaker:CreateModelPackage", "sagemaker:DescribeModelPackage", "sagemaker:AddTags"],
+                resources=[self.arn("sagemaker", "model-package-group", group),
+                           self.arn("sagemaker", "model-package", f"{group}/*")]),
+            iam.PolicyStatement(sid="TrackExperiment", actions=[
+                "sagemaker:CreateExperiment", "sagemaker:DescribeExperiment", "sagemaker:CreateTrial",
+                "sagemaker:DescribeTrial", "sagemaker:CreateTrialComponent", "sagemaker:UpdateTrialComponent",
+                "sagemaker:DescribeTrialComponent", "sagemaker:AssociateTrialComponent", "sagemaker:AddAssociation",
+                "sagemaker:AddTags"],
+                resources=[self.arn("sagemaker", "experiment", self.prefix),
+                           self.arn("sagemaker", "experiment-trial", "*"),
+                           self.arn("sagemaker", "experiment-trial-component", "*")]),
+            iam.PolicyStatement(sid="PassOnlyTheJobRole", actions=["iam:PassRole"], resources=[self.job_role.role_arn],
+                                conditions={"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}}),
+            iam.PolicyStatement(sid="ReadRunOutputs", actions=["s3:GetObject"], resources=self.objects("artifacts/runs/")),
+            self.kms_for_s3("kms:Decrypt"),
+        ]
+        role = self._sagemaker_role("PipelineRole", "pipeline", "SageMaker Pipelines execution role", statements)
+        for kind in ("processing-job", "training-job"):
+            self.ack(role, f"AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:sagemaker:<AWS::Region>:"
+                              f"<AWS::AccountId>:{kind}/pipelines-*]",
+                        "SageMaker Pipelines names each job it starts 'pipelines-<execution id>-<step>-<suffix>', "
+                        "generated per execution; the wildcard covers only names with that prefix.")
+        self.ack(role, f"AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:sagemaker:<AWS::Region>:<AWS::AccountId>:"
+                          f"model-package/{group}/*]",
+                    "Model package versions are numbered by the registry; the wildcard is the version number "
+                    "within this stage's group.")
+        for kind in ("experiment-trial", "experiment-trial-component"):
+            self.ack(role, f"AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:sagemaker:<AWS::Region>:"
+                              f"<AWS::AccountId>:{kind}/*]",
+                        "Pipelines names one trial per execution (the execution id) and one trial component per "
+                        "job, all generated; the experiment itself is fixed to the pipeline's name.")
+        self.ack(role, f"AwsSolutions-IAM5[Resource::<{self._logical(self.lake)}.Arn>/artifacts/runs/*]",
+                    "The gate reads evaluation.json from the execution's run folder (named by execution id).")
+        return role
+
+    def _model_role(self) -> iam.Role:
+        """The endpoint's model: read the model artifacts and the serving code, write data capture."""
+        statements = [
+            iam.PolicyStatement(sid="ReadModelAndCode", actions=["s3:GetObject"],
+                                resources=self.objects("artifacts/runs/", CODE_PREFIX)),
+            iam.PolicyStatement(sid="WriteCapture", actions=["s3:PutObject", "s3:AbortMultipartUpload"],
+                                resources=self.objects(f"capture/{self.endpoint_name}/")),
+            self.kms_for_s3("kms:Decrypt", "kms:GenerateDataKey"),
+            self._job_logs("Endpoints"),
+            *self._image_pull(),
+        ]
+        role = self._sagemaker_role("ModelRole", "model", "The Diagnosa endpoint's model", statements)
+        self._acknowledge_image_and_logs(role, ("Endpoints",))
+        for prefix in ("artifacts/runs/", CODE_PREFIX, f"capture/{self.endpoint_name}/"):
+            self.ack(role, f"AwsSolutions-IAM5[Resource::<{self._logical(self.lake)}.Arn>/{prefix}*]",
+                        f"Object keys under {prefix} are made per execution or per captured request.")
+        return role
+
+    def _app_role(self) -> iam.Role:
+        """Applications (the doctors' app): may only invoke this stage's endpoint."""
+        return self._role("AppRole", "app", "Applications: sagemaker:InvokeEndpoint on the Diagnosa endpoint only",
+                          iam.AccountRootPrincipal(), [iam.PolicyStatement(
+                              sid="InvokeDiagnosaEndpoint", actions=["sagemaker:InvokeEndpoint"],
+                              resources=[self.arn("sagemaker", "endpoint", self.endpoint_name)])])
+
+    # ------------------------------------------------------------------------------------------ pipeline
+
+    def _stage_code(self) -> s3deploy.BucketDeployment:
+        """Copy the step code and the SDK's runner scripts into artifacts/code/ (write-once keys, no pruning)."""
+        folder = self.definition.write_objects(Path(tempfile.mkdtemp(prefix="diagnosa-code-")))
+        deployment = s3deploy.BucketDeployment(
+            self, "StepCode", destination_bucket=self.lake, destination_key_prefix=CODE_PREFIX,
+            sources=[s3deploy.Source.asset(str(folder))], prune=False, retain_on_delete=True, extract=True,
+            server_side_encryption=s3deploy.ServerSideEncryption.AWS_KMS,
+            server_side_encryption_aws_kms_key_id=self.key.key_id, memory_limit=512,
+            log_group=self.log_group(f"/diagnosa/{self.config.stage}/step-code-deployment", "StepCodeLogs"))
+        # The copy runs in CDK's own singleton handler (a custom resource), whose role and runtime CDK fixes.
+        [handler] = [c for c in self.node.children if c.node.id.startswith("Custom::CDKBucketDeployment")]
+        why = ("CDK's BucketDeployment handler, which copies the content-hashed step code into artifacts/code/ "
+               "at deploy time (prune disabled, so it never deletes); its role and function are generated by CDK")
+        for finding, reason in (
+                ("AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/"
+                 "AWSLambdaBasicExecutionRole]", f"{why}: logging permissions for its log group."),
+                *((f"AwsSolutions-IAM5[Action::{a}]", f"{why}: CDK grants read on the asset and read-write on "
+                                                      f"the destination bucket with action wildcards.")
+                  for a in ("s3:GetObject*", "s3:GetBucket*", "s3:List*", "s3:DeleteObject*", "s3:Abort*",
+                            "kms:GenerateDataKey*", "kms:ReEncrypt*")),
+                (f"AwsSolutions-IAM5[Resource::<{self._logical(self.lake)}.Arn>/*]",
+                 f"{why}: CDK grants on the whole bucket; the raw zone stays protected by the bucket policy."),
+                ("AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:s3:::cdk-hnb659fds-assets-<AWS::AccountId>-"
+                 "<AWS::Region>/*]", f"{why}: it reads the asset from the CDK bootstrap bucket."),
+                ("AwsSolutions-L1", f"{why}: CDK pins the handler's runtime."),
+                ("HIPAA.Security-IAMNoInlinePolicy", f"{why}: CDK writes its grants as an inline policy."),
+                ("HIPAA.Security-LambdaConcurrency", f"{why}: runs once per deployment, invoked by CloudFormation."),
+                ("HIPAA.Security-LambdaDLQ", f"{why}: invoked synchronously by CloudFormation, which reports failure."),
+                ("HIPAA.Security-LambdaInsideVPC", f"{why}: it moves only code (no patient data) between S3 buckets.")):
+            self.ack(handler, finding, reason)
+        return deployment
+
+    def _pipeline(self) -> sagemaker.CfnPipeline:
+        body = Fn.join("", self.definition.pieces(self.lake.bucket_name, self.job_role.role_arn))
+        pipeline = sagemaker.CfnPipeline(
+            self, "Pipeline", pipeline_name=self.prefix, role_arn=self.pipeline_role.role_arn,
+            pipeline_display_name=self.prefix, pipeline_description="Diagnosa: preprocess, train, select, evaluate, "
+                                                                    "recall gate, register",
+            pipeline_definition={"PipelineDefinitionBody": body})
+        pipeline.node.add_dependency(self.code_deployment)
+        pipeline.node.add_dependency(self.model_package_group)
+        return pipeline
+
+    # ------------------------------------------------------------------------------------------ endpoint
+
+    def _endpoint_alarms(self) -> list[cloudwatch.Alarm]:
+        c = self.config
+        dims = {"EndpointName": self.endpoint_name, "VariantName": VARIANT}
+        errors = cloudwatch.Alarm(
+            self, "Endpoint5xxAlarm", alarm_name=f"{self.prefix}-5xx",
+            alarm_description="Endpoint 5xx errors: rolls a blue/green deployment back",
+            metric=cloudwatch.Metric(namespace="AWS/SageMaker", metric_name="Invocation5XXErrors",
+                                     dimensions_map=dims, statistic="Sum", period=Duration.minutes(1)),
+            threshold=c.alarm_5xx_errors, evaluation_periods=2, datapoints_to_alarm=2,
+            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING)
+        latency = cloudwatch.Alarm(
+            self, "EndpointLatencyAlarm", alarm_name=f"{self.prefix}-model-latency",
+            alarm_description="Endpoint model latency p95: rolls a blue/green deployment back",
+            metric=cloudwatch.Metric(namespace="AWS/SageMaker", metric_name="ModelLatency", dimensions_map=dims,
+                                     statistic="p95", period=Duration.minutes(1)),
+            threshold=c.alarm_model_latency_ms * 1000,  # ModelLatency is in microseconds
+            evaluation_periods=3, datapoints_to_alarm=2,
+            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING)
+        for alarm in (errors, latency):
+            alarm.add_alarm_action(cw_actions.SnsAction(self.alerts))
+            alarm.add_ok_action(cw_actions.SnsAction(self.alerts))
+        return [errors, latency]
+
+    def _function(self, ident: str, name: str, description: str, environment: dict[str, str],
+                  statements: list[iam.PolicyStatement]) -> lambda_.Function:
+        log_group = self.log_group(f"/aws/lambda/{self.prefix}-{name}", f"{ident}Logs")
+        managed = []
+        if self.vpc is not None:
+            managed.append(iam.ManagedPolicy.from_aws_managed_policy_name("service-role/AWSLambdaVPCAccessExecutionRole"))
+        role = self._role(f"{ident}Role", f"{name}-function", description, iam.ServicePrincipal("lambda.amazonaws.com"),
+                          [*statements,
+                           iam.PolicyStatement(sid="OwnLogs", actions=["logs:CreateLogStream", "logs:PutLogEvents"],
+                                               resources=[log_group.log_group_arn]),
+                           iam.PolicyStatement(sid="DeadLetters", actions=["sqs:SendMessage"],
+                                               resources=[self.dead_letters.queue_arn]),
+                           iam.PolicyStatement(sid="EnvironmentAndQueueKey", actions=["kms:Decrypt", "kms:GenerateDataKey"],
+                                               resources=[self.key.key_arn])],
+                          managed)
+        vpc_kwargs = {}
+        if self.vpc is not None:
+            vpc_kwargs = {"vpc": self.vpc, "security_groups": [self.function_sg],
+                          "vpc_subnets": ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_ISOLATED)}
+        # The role's permissions are exactly the managed policy above: CDK's automatic grants are refused.
+        function = lambda_.Function(
+            self, ident, function_name=f"{self.prefix}-{name}", description=description, runtime=RUNTIME,
+            handler="handler.handler", code=lambda_.Code.from_asset(str(FUNCTIONS / name)),
+            role=role.without_policy_updates(), environment=environment, environment_encryption=self.key,
+            timeout=Duration.minutes(2), memory_size=256, reserved_concurrent_executions=1,
+            dead_letter_queue=self.dead_letters, log_group=log_group, **vpc_kwargs)
+        function.node.add_dependency(role)
+        if self.vpc is None:
+            self.ack(function, "HIPAA.Security-LambdaInsideVPC",
+                        "The function only calls AWS APIs over TLS and reads no patient data; set the context flag "
+                        "vpc=true to run it in private subnets with VPC endpoints.")
+        else:
+            self.ack(role, "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/"
+                              "AWSLambdaVPCAccessExecutionRole]",
+                        "The AWS-managed policy a function needs to attach its network interfaces in the VPC "
+                        "(ec2:CreateNetworkInterface and friends have no resource-level permissions).")
+        return function
+
+    def _deploy_function(self) -> lambda_.Function:
+        c = self.config
+        group = self.prefix
+        statements = [
+            iam.PolicyStatement(sid="ReadApprovedPackage", actions=["sagemaker:DescribeModelPackage"],
+                                resources=[self.arn("sagemaker", "model-package", f"{group}/*")]),
+            iam.PolicyStatement(sid="CreateVersionedResources", actions=[
+                "sagemaker:CreateModel", "sagemaker:CreateEndpointConfig", "sagemaker:DescribeEndpointConfig",
+                "sagemaker:AddTags"],
+                resources=[self.arn("sagemaker", "model", f"{self.endpoint_name}-*"),
+                           self.arn("sagemaker", "endpoint-config", f"{self.endpoint_name}-*")]),
+            iam.PolicyStatement(sid="CreateOrUpdateTheEndpoint", actions=[
+                "sagemaker:CreateEndpoint", "sagemaker:UpdateEndpoint", "sagemaker:DescribeEndpoint",
+                "sagemaker:UpdateEndpointWeightsAndCapacities", "sagemaker:AddTags"],
+                resources=[self.arn("sagemaker", "endpoint", self.endpoint_name),
+                           self.arn("sagemaker", "endpoint-config", f"{self.endpoint_name}-*")]),
+            iam.PolicyStatement(sid="PassOnlyTheModelRole", actions=["iam:PassRole"],
+                                resources=[self.model_role.role_arn],
+                                conditions={"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}}),
+            iam.PolicyStatement(sid="EncryptCaptureAndVolumes", actions=["kms:CreateGrant", "kms:DescribeKey"],
+                                resources=[self.key.key_arn],
+                                conditions={"Bool": {"kms:GrantIsForAWSResource": "true"}}),
+            iam.PolicyStatement(sid="Autoscaling", actions=[
+                "application-autoscaling:RegisterScalableTarget", "application-autoscaling:DeregisterScalableTarget",
+                "application-autoscaling:DescribeScalableTargets", "application-autoscaling:PutScalingPolicy",
+                "application-autoscaling:DescribeScalingPolicies"],
+                resources=[self.arn("application-autoscaling", "scalable-target", "*")]),
+            iam.PolicyStatement(sid="TargetTrackingAlarms", actions=[
+                "cloudwatch:PutMetricAlarm", "cloudwatch:DescribeAlarms", "cloudwatch:DeleteAlarms"],
+                resources=[self.arn("cloudwatch", "alarm", f"TargetTracking-endpoint/{self.endpoint_name}/*",
+                                    sep=cdk.ArnFormat.COLON_RESOURCE_NAME)]),
+            iam.PolicyStatement(sid="AutoscalingServiceLinkedRole", actions=["iam:CreateServiceLinkedRole"],
+                                resources=[f"arn:{self.partition}:iam::{self.account}:role/aws-service-role/"
+                                           "sagemaker.application-autoscaling.amazonaws.com/"
+                                           "AWSServiceRoleForApplicationAutoScaling_SageMakerEndpointVariant"],
+                                conditions={"StringEquals": {"iam:AWSServiceName":
+                                                             "sagemaker.application-autoscaling.amazonaws.com"}}),
+        ]
+        environment = {
+            "ENDPOINT_NAME": self.endpoint_name, "MODEL_PACKAGE_GROUP": group, "VARIANT_NAME": VARIANT,
+            "MODEL_ROLE_ARN": self.model_role.role_arn, "KMS_KEY_ARN": self.key.key_arn,
+            "CAPTURE_URI": f"s3://{self.lake.bucket_name}/capture",
+            "CAPTURE_PERCENT": str(c.capture_sampling_percent),
+            "CODE_URI": f"s3://{self.lake.bucket_name}/{self.definition.code_key}",
+            "SERVING_PROGRAM": c.serving_program, "INSTANCE_TYPE": c.endpoint_instance_type,
+            "MIN_INSTANCES": str(c.endpoint_min_instances), "MAX_INSTANCES": str(c.endpoint_max_instances),
+            "INVOCATIONS_PER_INSTANCE": str(c.invocations_per_instance), "TRAFFIC_SHIFTING": c.traffic_shifting,
+            "CANARY_PERCENT": str(c.canary_percent), "BAKE_SECONDS": str(c.bake_seconds),
+            "ROLLBACK_ALARMS": f"{self.prefix}-5xx,{self.prefix}-model-latency",  # the alarms above, by name
+        }
+        if self.vpc is not None:
+            environment["SUBNET_IDS"] = ",".join(s.subnet_id for s in self.vpc.isolated_subnets)
+            environment["SECURITY_GROUP_IDS"] = self.function_sg.security_group_id
+        function = self._function("DeployFunction", "deploy",
+                                  "Deploys an Approved model package to the Diagnosa endpoint (blue/green)",
+                                  environment, statements)
+        role = self.node.find_child("DeployFunctionRole")
+        arn = "arn:<AWS::Partition>:sagemaker:<AWS::Region>:<AWS::AccountId>"  # as cdk-nag writes it
+        for resource, reason in (
+                (f"{arn}:model-package/{group}/*", "Any version of this stage's group may be approved; the "
+                                                   "wildcard is the version number."),
+                (f"{arn}:model/{self.endpoint_name}-*", "Each deployment creates a model named after the "
+                                                        "endpoint, the package version and a timestamp."),
+                (f"{arn}:endpoint-config/{self.endpoint_name}-*", "Each deployment creates an endpoint config "
+                                                                  "named like its model."),
+                ("arn:<AWS::Partition>:application-autoscaling:<AWS::Region>:<AWS::AccountId>:scalable-target/*",
+                 "Application Auto Scaling generates scalable-target ids; the target itself is the endpoint "
+                 "variant named in the request, which the function fixes."),
+                (f"arn:<AWS::Partition>:cloudwatch:<AWS::Region>:<AWS::AccountId>:alarm:TargetTracking-endpoint/"
+                 f"{self.endpoint_name}/*", "Target tracking names its alarms after the endpoint variant and a "
+                                            "generated id.")):
+            self.ack(role, f"AwsSolutions-IAM5[Resource::{resource}]", reason)
+
+        rule = events.Rule(self, "OnModelApproved", rule_name=f"{self.prefix}-model-approved",
+                           description="A model package of this stage's group became Approved: deploy it",
+                           event_pattern=events.EventPattern(
+                               source=["aws.sagemaker"], detail_type=["SageMaker Model Package State Change"],
+                               detail={"ModelPackageGroupName": [group], "ModelApprovalStatus": ["Approved"]}))
+        rule.add_target(targets.LambdaFunction(function, dead_letter_queue=self.dead_letters, retry_attempts=2,
+                                               max_event_age=Duration.hours(2)))
+        in_service = events.Rule(self, "OnEndpointInService", rule_name=f"{self.prefix}-endpoint-in-service",
+                                 description="The endpoint is InService: (re)register its target-tracking autoscaling",
+                                 event_pattern=events.EventPattern(
+                                     source=["aws.sagemaker"], detail_type=["SageMaker Endpoint State Change"],
+                                     detail={"EndpointName": [self.endpoint_name], "EndpointStatus": ["IN_SERVICE"]}))
+        in_service.add_target(targets.LambdaFunction(function, dead_letter_queue=self.dead_letters, retry_attempts=2,
+                                                     max_event_age=Duration.hours(2)))
+        return function
+
+    # ------------------------------------------------------------------------------------------ retraining
+
+    def _retraining(self) -> tuple[lambda_.Function, cloudwatch.Alarm]:
+        c = self.config
+        function = self._function(
+            "RetrainFunction", "retrain", "Starts a Diagnosa pipeline execution (schedule or drift alarm)",
+            {"PIPELINE_NAME": self.prefix, "PIPELINE_PARAMETERS": ",".join(self.definition.parameters)},
+            [iam.PolicyStatement(sid="StartThePipeline", actions=["sagemaker:StartPipelineExecution"],
+                                 resources=[self.arn("sagemaker", "pipeline", self.prefix)])])
+        schedule = cdk.CfnParameter(self, "RetrainSchedule", type="String", default=c.retrain_schedule or "rate(7 days)",
+                                    description="EventBridge schedule expression of the retraining executions")
+        rule = events.Rule(self, "RetrainSchedule" + "Rule", rule_name=f"{self.prefix}-retrain-schedule",
+                           description="Scheduled retraining", enabled=bool(c.retrain_schedule),
+                           schedule=events.Schedule.expression(schedule.value_as_string))
+        rule.add_target(targets.LambdaFunction(
+            function, event=events.RuleTargetInput.from_object({"reason": "schedule", "parameters": {}}),
+            dead_letter_queue=self.dead_letters, retry_attempts=2))
+        drift = cloudwatch.Alarm(
+            self, "DriftAlarm", alarm_name=f"{self.prefix}-drift",
+            alarm_description="Model or data drift above the threshold: starts a retraining execution",
+            metric=cloudwatch.Metric(namespace=c.drift_metric_namespace, metric_name=c.drift_metric_name,
+                                     dimensions_map={"EndpointName": self.endpoint_name}, statistic="Maximum",
+                                     period=Duration.hours(1)),
+            threshold=c.drift_threshold, evaluation_periods=1,
+            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING)
+        drift.add_alarm_action(cw_actions.SnsAction(self.alerts))
+        on_drift = events.Rule(self, "OnDriftAlarm", rule_name=f"{self.prefix}-retrain-on-drift",
+                               description="The drift alarm went to ALARM: retrain",
+                               event_pattern=events.EventPattern(
+                                   source=["aws.cloudwatch"], detail_type=["CloudWatch Alarm State Change"],
+                                   resources=[drift.alarm_arn], detail={"state": {"value": ["ALARM"]}}))
+        on_drift.add_target(targets.LambdaFunction(function, dead_letter_queue=self.dead_letters, retry_attempts=2))
+        return function, drift
+
+    # ------------------------------------------------------------------------------------------ misc
+
+    def _logical(self, construct: Construct) -> str:
+        child = construct.node.default_child
+        return self.get_logical_id(child)
+
+
+RETENTION = {1: "ONE_DAY", 3: "THREE_DAYS", 5: "FIVE_DAYS", 7: "ONE_WEEK", 14: "TWO_WEEKS", 30: "ONE_MONTH",
+             60: "TWO_MONTHS", 90: "THREE_MONTHS", 120: "FOUR_MONTHS", 150: "FIVE_MONTHS", 180: "SIX_MONTHS",
+             365: "ONE_YEAR", 400: "THIRTEEN_MONTHS", 545: "EIGHTEEN_MONTHS", 731: "TWO_YEARS", 1096: "THREE_YEARS",
+             1827: "FIVE_YEARS", 2192: "SIX_YEARS", 2557: "SEVEN_YEARS", 2922: "EIGHT_YEARS", 3288: "NINE_YEARS",
+             3653: "TEN_YEARS"}
+
+
+def _retention(days: int) -> logs.RetentionDays:
+    """The shortest CloudWatch Logs retention period that keeps logs at least ``days``."""
+    value = min((d for d in RETENTION if d >= days), default=max(RETENTION))
+    return getattr(logs.RetentionDays, RETENTION[value])

@@ -1,0 +1,67 @@
+"""One synthesis per test session: the app with a dev stage (no VPC) and a prod stage (VPC mode)."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION", "1")
+FUNCTIONS = Path(__file__).resolve().parents[2] / "infra" / "functions"
+
+
+@pytest.fixture(scope="session")
+def assembly(tmp_path_factory):
+    from infra.app import build_app, new_app
+    from infra.config import stage_config
+    from infra.nag import synth
+
+    stages = [stage_config("dev", {"region": "eu-west-1", "account": "123456789012"}),
+              stage_config("prod", {"region": "eu-west-1", "account": "123456789012", "vpc": True,
+                                    "endpoint_min_instances": 2, "endpoint_max_instances": 6})]
+    app = build_app(new_app(outdir=str(tmp_path_factory.mktemp("cdk.out"))), stages)
+    return app, synth(app)
+
+
+@pytest.fixture(scope="session")
+def stacks(assembly):
+    app, _ = assembly
+    return {c.node.id: c for c in app.node.children if c.node.id.startswith("Diagnosa-")}
+
+
+@pytest.fixture(scope="session")
+def templates(assembly):
+    from aws_cdk.assertions import Template
+
+    _, cloud = assembly
+    return {s.stack_name: Template.from_json(json.loads(Path(cloud.directory, s.template_file).read_text()))
+            for s in cloud.stacks}
+
+
+@pytest.fixture(scope="session")
+def dev(templates):
+    return templates["Diagnosa-dev"]
+
+
+@pytest.fixture(scope="session")
+def prod(templates):
+    return templates["Diagnosa-prod"]
+
+
+def load_function(name: str):
+    spec = importlib.util.spec_from_file_location(f"diagnosa_fn_{name}", FUNCTIONS / name / "handler.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def deploy_fn():
+    return load_function("deploy")
+
+
+@pytest.fixture(scope="session")
+def retrain_fn():
+    return load_function("retrain")

@@ -1,0 +1,173 @@
+"""The deploy and retrain functions under moto: create first, blue/green update after, refuse what is
+not Approved; target-tracking autoscaling; retraining with checked overrides."""
+from __future__ import annotations
+
+import boto3
+import pytest
+from moto import mock_aws
+
+REGION = "eu-west-1"
+IMAGE = "141502667606.dkr.ecr.eu-west-1.amazonaws.com/sagemaker-scikit-learn:1.2-1-cpu-py3"
+ENV = {
+    "ENDPOINT_NAME": "diagnosa-dev", "MODEL_PACKAGE_GROUP": "diagnosa-dev", "VARIANT_NAME": "AllTraffic",
+    "MODEL_ROLE_ARN": "arn:aws:iam::123456789012:role/diagnosa-dev-model",
+    "KMS_KEY_ARN": "arn:aws:kms:eu-west-1:123456789012:key/11111111-2222-3333-4444-555555555555",
+    "CAPTURE_URI": "s3://lake/capture", "CAPTURE_PERCENT": "100",
+    "CODE_URI": "s3://lake/artifacts/code/abc/sourcedir.tar.gz", "SERVING_PROGRAM": "serve.py",
+    "INSTANCE_TYPE": "ml.m5.large", "MIN_INSTANCES": "1", "MAX_INSTANCES": "3", "INVOCATIONS_PER_INSTANCE": "200",
+    "TRAFFIC_SHIFTING": "CANARY", "CANARY_PERCENT": "10", "BAKE_SECONDS": "600",
+    "ROLLBACK_ALARMS": "diagnosa-dev-5xx,diagnosa-dev-model-latency",
+}
+
+
+@pytest.fixture
+def sm():
+    with mock_aws():
+        client = boto3.client("sagemaker", region_name=REGION)
+        client.create_model_package_group(ModelPackageGroupName="diagnosa-dev")
+        client.create_model_package_group(ModelPackageGroupName="other")
+        yield client
+
+
+def package(sm, status="Approved", group="diagnosa-dev"):
+    arn = sm.create_model_package(
+        ModelPackageGroupName=group, ModelApprovalStatus=status,
+        InferenceSpecification={"Containers": [{"Image": IMAGE, "ModelDataUrl": "s3://lake/artifacts/runs/x/champion/model.tar.gz",
+                                                "Environment": {"SAGEMAKER_PROGRAM": "", "SAGEMAKER_REGION": REGION}}],
+                                "SupportedContentTypes": ["application/json"],
+                                "SupportedResponseMIMETypes": ["application/json"]})["ModelPackageArn"]
+    return arn
+
+
+def approved_event(arn):
+    return {"detail-type": "SageMaker Model Package State Change", "source": "aws.sagemaker",
+            "detail": {"ModelPackageArn": arn, "ModelPackageGroupName": "diagnosa-dev", "ModelApprovalStatus": "Approved"}}
+
+
+def test_first_approval_creates_the_endpoint_with_data_capture(sm, deploy_fn):
+    arn = package(sm)
+    result = deploy_fn.handler(approved_event(arn), sagemaker=sm, env=ENV, now=0)
+    assert result["action"] == "created"
+    endpoint = sm.describe_endpoint(EndpointName="diagnosa-dev")
+    config = sm.describe_endpoint_config(EndpointConfigName=endpoint["EndpointConfigName"])
+    assert config["EndpointConfigName"].startswith("diagnosa-dev-v1-19700101")
+    capture = config["DataCaptureConfig"]
+    assert capture["EnableCapture"] and capture["InitialSamplingPercentage"] == 100
+    assert capture["DestinationS3Uri"] == "s3://lake/capture" and capture["KmsKeyId"] == ENV["KMS_KEY_ARN"]
+    assert [o["CaptureMode"] for o in capture["CaptureOptions"]] == ["Input", "Output"]
+    assert config["KmsKeyId"] == ENV["KMS_KEY_ARN"]
+    [variant] = config["ProductionVariants"]
+    assert variant["VariantName"] == "AllTraffic" and variant["InstanceType"] == "ml.m5.large"
+    model = sm.describe_model(ModelName=variant["ModelName"])
+    assert model["ExecutionRoleArn"] == ENV["MODEL_ROLE_ARN"]
+    container = model["PrimaryContainer"]
+    assert container["Image"] == IMAGE and container["ModelDataUrl"].endswith("champion/model.tar.gz")
+    assert container["Environment"]["SAGEMAKER_PROGRAM"] == "serve.py"
+    assert container["Environment"]["SAGEMAKER_SUBMIT_DIRECTORY"] == ENV["CODE_URI"]
+
+
+def test_later_approval_updates_blue_green_with_rollback_alarms(sm, deploy_fn, monkeypatch):
+    deploy_fn.handler(approved_event(package(sm)), sagemaker=sm, env=ENV, now=0)
+    calls = []
+    # moto has no UpdateEndpoint: stub that one call and record the request.
+    monkeypatch.setattr(sm, "update_endpoint", lambda **kw: calls.append(kw) or {"EndpointArn": "arn"}, raising=False)
+    second = package(sm)
+    result = deploy_fn.handler(approved_event(second), sagemaker=sm, env=ENV, now=3600)
+    assert result["action"] == "updated"
+    [request] = calls
+    assert request["EndpointName"] == "diagnosa-dev"
+    assert request["EndpointConfigName"] == result["endpoint_config"] != sm.describe_endpoint(
+        EndpointName="diagnosa-dev")["EndpointConfigName"]
+    sm.describe_endpoint_config(EndpointConfigName=request["EndpointConfigName"])  # created before the update
+    policy = request["DeploymentConfig"]["BlueGreenUpdatePolicy"]
+    assert policy["TrafficRoutingConfiguration"] == {"Type": "CANARY", "WaitIntervalInSeconds": 600,
+                                                     "CanarySize": {"Type": "CAPACITY_PERCENT", "Value": 10}}
+    assert request["DeploymentConfig"]["AutoRollbackConfiguration"] == {
+        "Alarms": [{"AlarmName": "diagnosa-dev-5xx"}, {"AlarmName": "diagnosa-dev-model-latency"}]}
+    # botocore accepts the request shape
+    from botocore.validate import ParamValidator
+    shape = sm.meta.service_model.operation_model("UpdateEndpoint").input_shape
+    assert not ParamValidator().validate(request, shape).has_errors()
+
+
+def test_all_at_once_traffic_shifting(deploy_fn):
+    config = deploy_fn.deployment_config({**ENV, "TRAFFIC_SHIFTING": "ALL_AT_ONCE"})
+    assert config["BlueGreenUpdatePolicy"]["TrafficRoutingConfiguration"] == {"Type": "ALL_AT_ONCE",
+                                                                              "WaitIntervalInSeconds": 600}
+
+
+@pytest.mark.parametrize("status", ["PendingManualApproval", "Rejected"])
+def test_a_package_that_is_not_approved_is_refused_and_nothing_changes(sm, deploy_fn, status):
+    arn = package(sm, status=status)
+    with pytest.raises(deploy_fn.Refused, match="not Approved"):
+        deploy_fn.handler(approved_event(arn), sagemaker=sm, env=ENV, now=0)  # the event lies; the registry decides
+    assert sm.list_models()["Models"] == [] and sm.list_endpoint_configs()["EndpointConfigs"] == []
+    assert sm.list_endpoints()["Endpoints"] == []
+
+
+def test_a_package_of_another_group_is_refused(sm, deploy_fn):
+    arn = package(sm, group="other")
+    with pytest.raises(deploy_fn.Refused, match="belongs to group 'other'"):
+        deploy_fn.handler(approved_event(arn), sagemaker=sm, env=ENV, now=0)
+    assert sm.list_models()["Models"] == []
+
+
+def test_endpoint_in_service_registers_target_tracking(deploy_fn):
+    with mock_aws():
+        autoscaling = boto3.client("application-autoscaling", region_name=REGION)
+        event = {"detail-type": "SageMaker Endpoint State Change",
+                 "detail": {"EndpointName": "diagnosa-dev", "EndpointStatus": "IN_SERVICE"}}
+        deploy_fn.handler(event, sagemaker=object(), autoscaling=autoscaling, env=ENV)
+        [target] = autoscaling.describe_scalable_targets(ServiceNamespace="sagemaker")["ScalableTargets"]
+        assert target["ResourceId"] == "endpoint/diagnosa-dev/variant/AllTraffic"
+        assert (target["MinCapacity"], target["MaxCapacity"]) == (1, 3)
+        [policy] = autoscaling.describe_scaling_policies(ServiceNamespace="sagemaker")["ScalingPolicies"]
+        tracking = policy["TargetTrackingScalingPolicyConfiguration"]
+        assert policy["PolicyType"] == "TargetTrackingScaling" and tracking["TargetValue"] == 200.0
+        assert tracking["PredefinedMetricSpecification"]["PredefinedMetricType"] == "SageMakerVariantInvocationsPerInstance"
+        other = {"detail-type": "SageMaker Endpoint State Change",
+                 "detail": {"EndpointName": "someone-else", "EndpointStatus": "IN_SERVICE"}}
+        with pytest.raises(deploy_fn.Refused):
+            deploy_fn.handler(other, sagemaker=object(), autoscaling=autoscaling, env=ENV)
+
+
+# ------------------------------------------------------------------------------------------ retrain
+
+RETRAIN_ENV = {"PIPELINE_NAME": "diagnosa-dev", "PIPELINE_PARAMETERS": "InputDataUri,Resampling,OrphanRecallThreshold"}
+
+
+@pytest.fixture
+def pipeline():
+    with mock_aws():
+        client = boto3.client("sagemaker", region_name=REGION)
+        client.create_pipeline(PipelineName="diagnosa-dev", RoleArn="arn:aws:iam::123456789012:role/diagnosa-dev-pipeline",
+                               PipelineDefinition='{"Version": "2020-12-01", "Parameters": [], "Steps": []}')
+        yield client
+
+
+def test_schedule_starts_an_execution(pipeline, retrain_fn):
+    result = retrain_fn.handler({"reason": "schedule", "parameters": {}}, sagemaker=pipeline, env=RETRAIN_ENV)
+    executions = pipeline.list_pipeline_executions(PipelineName="diagnosa-dev")["PipelineExecutionSummaries"]
+    assert [e["PipelineExecutionArn"] for e in executions] == [result["execution"]]
+
+
+def test_overrides_reach_the_execution(pipeline, retrain_fn):
+    result = retrain_fn.handler({"reason": "new data", "parameters": {"Resampling": "smote", "OrphanRecallThreshold": 0.6}},
+                                sagemaker=pipeline, env=RETRAIN_ENV)
+    parameters = pipeline.list_pipeline_parameters_for_execution(
+        PipelineExecutionArn=result["execution"])["PipelineParameters"]
+    assert {p["Name"]: p["Value"] for p in parameters} == {"Resampling": "smote", "OrphanRecallThreshold": "0.6"}
+
+
+def test_drift_alarm_event_starts_an_execution(pipeline, retrain_fn):
+    event = {"detail-type": "CloudWatch Alarm State Change", "source": "aws.cloudwatch",
+             "detail": {"alarmName": "diagnosa-dev-drift", "state": {"value": "ALARM"}}}
+    result = retrain_fn.handler(event, sagemaker=pipeline, env=RETRAIN_ENV)
+    assert result["reason"] == "alarm diagnosa-dev-drift"
+    assert pipeline.describe_pipeline_execution(PipelineExecutionArn=result["execution"])
+
+
+def test_unknown_parameters_are_refused_before_sagemaker(pipeline, retrain_fn):
+    with pytest.raises(retrain_fn.Refused, match="unknown pipeline parameter"):
+        retrain_fn.handler({"parameters": {"Nope": 1}}, sagemaker=pipeline, env=RETRAIN_ENV)
+    assert pipeline.list_pipeline_executions(PipelineName="diagnosa-dev")["PipelineExecutionSummaries"] == []

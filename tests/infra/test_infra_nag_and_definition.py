@@ -1,0 +1,95 @@
+"""cdk-nag gates synth (zero unacknowledged findings, and a bad resource fails), and the pipeline
+embedded in the stack is the one ``pipelines/`` builds for the same bucket, role and region."""
+from __future__ import annotations
+
+import json
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from infra.nag import findings
+
+
+def test_both_packs_ran_with_zero_unacknowledged_findings(assembly):
+    app, cloud = assembly
+    assert findings(cloud.directory) == []
+    # The packs are registered on the app (Validations plugins), both of them.
+    from infra.nag import PACKS
+    assert PACKS == ("AwsSolutions", "HIPAA.Security")
+
+
+def test_an_unacknowledged_finding_fails_synth(tmp_path):
+    import aws_cdk as cdk
+    from aws_cdk import aws_s3 as s3
+
+    from infra.app import new_app
+    from infra.nag import NagFindings, apply_packs, synth
+
+    app = new_app(outdir=str(tmp_path))
+    stack = cdk.Stack(app, "Bad")
+    s3.Bucket(stack, "Plain")  # no KMS, no TLS-only policy, no logging, no versioning
+    apply_packs(app)
+    with pytest.raises(NagFindings) as err:
+        synth(app)
+    found = "\n".join(err.value.findings)
+    assert "AwsSolutions-S10 Bad/Plain/Resource" in found
+    assert "HIPAA.Security-S3DefaultEncryptionKMS Bad/Plain/Resource" in found
+
+
+def test_app_main_exits_nonzero_on_findings(tmp_path, monkeypatch, capsys):
+    from infra import app as app_module
+
+    monkeypatch.setattr(app_module, "build_app", lambda: (_ for _ in ()).throw(ValueError("stage dev: bad")))
+    assert app_module.main() == 1
+    assert "synth failed: stage dev: bad" in capsys.readouterr().err
+
+
+def _resolve(value, refs):
+    """Render a CloudFormation string expression (Fn::Join / Ref / Fn::GetAtt) with concrete values."""
+    if isinstance(value, str):
+        return value
+    if "Fn::Join" in value:
+        sep, parts = value["Fn::Join"]
+        return sep.join(_resolve(p, refs) for p in parts)
+    if "Ref" in value:
+        return refs[value["Ref"]]
+    if "Fn::GetAtt" in value:
+        return refs["/".join(value["Fn::GetAtt"])]
+    raise AssertionError(f"unexpected expression {value}")
+
+
+def test_embedded_definition_is_the_one_pipelines_builds(dev, stacks):
+    from infra.pipeline_definition import SENTINEL_BUCKET, SENTINEL_ROLE
+    from pipelines.definition import PipelineSettings, build_pipeline
+    from pipelines.staging import stage_code
+    from diagnosa.lake import DataLake
+
+    stack = stacks["Diagnosa-dev"]
+    [pipeline] = dev.find_resources("AWS::SageMaker::Pipeline").values()
+    body = pipeline["Properties"]["PipelineDefinition"]["PipelineDefinitionBody"]
+    lake = stack.get_logical_id(stack.lake.node.default_child)
+    job_role = stack.get_logical_id(stack.job_role.node.default_child)
+    bucket, role = "diagnosa-dev-lake-123456789012", "arn:aws:iam::123456789012:role/diagnosa-dev-jobs"
+    embedded = _resolve(body, {lake: bucket, f"{job_role}/Arn": role})
+    assert SENTINEL_BUCKET not in embedded and SENTINEL_ROLE not in embedded
+
+    # What `diagnosa pipeline definition --bucket B --role-arn R --name diagnosa-dev` builds (cli._pipeline),
+    # with the stage's group (the CLI's default is "diagnosa").
+    with mock_aws():
+        session_boto = boto3.Session(region_name="eu-west-1")
+        s3 = session_boto.client("s3")
+        s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+        staged = stage_code(DataLake.from_uri(f"s3://{bucket}", s3_client=s3))
+        from sagemaker.core.workflow.pipeline_context import PipelineSession
+
+        session = PipelineSession(boto_session=session_boto, default_bucket=bucket)
+        settings = PipelineSettings(bucket=bucket, role_arn=role, code_uri=f"s3://{bucket}/{staged.key}",
+                                    code_sha256=staged.sha256, name="diagnosa-dev", region="eu-west-1",
+                                    model_package_group="diagnosa-dev")
+        expected = build_pipeline(settings, session).definition()
+        uploaded = {o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]}
+    assert json.loads(embedded) == json.loads(expected)
+    assert embedded == expected  # byte for byte: one source of truth
+    # and the stack deploys every object the definition expects in the bucket
+    assert {key for key, _ in stack.definition.objects} == uploaded

@@ -1,0 +1,292 @@
+"""CDK assertions on the synthesized stacks: every security property of the lake, the roles, the
+pipeline, the deployment and retraining wiring."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from aws_cdk.assertions import Match
+
+ZONES = ("raw", "curated", "features", "artifacts", "capture", "feedback", "quarantine")
+
+
+def resources(template, kind):
+    return template.find_resources(kind)
+
+
+def logical(template, kind, predicate):
+    found = [k for k, v in resources(template, kind).items() if predicate(v.get("Properties", {}))]
+    assert len(found) == 1, found
+    return found[0]
+
+
+def role_id(template, name):
+    return logical(template, "AWS::IAM::Role", lambda p: p.get("RoleName") == name)
+
+
+def statements_of(template, name):
+    """Every statement granted to the role (its managed policies and any inline/default policy)."""
+    rid = role_id(template, name)
+    role = resources(template, "AWS::IAM::Role")[rid]["Properties"]
+    out = [s for p in role.get("Policies", []) for s in p["PolicyDocument"]["Statement"]]
+    for kind in ("AWS::IAM::ManagedPolicy", "AWS::IAM::Policy"):
+        for policy in resources(template, kind).values():
+            props = policy["Properties"]
+            if {"Ref": rid} in props.get("Roles", []):
+                out += props["PolicyDocument"]["Statement"]
+    return out
+
+
+def actions(statements):
+    return sorted({a for s in statements if s.get("Effect", "Allow") == "Allow"
+                   for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])})
+
+
+def text(value):
+    return json.dumps(value, sort_keys=True)
+
+
+# ------------------------------------------------------------------------------------------ data lake
+
+def lake(template):
+    return logical(template, "AWS::S3::Bucket", lambda p: "ObjectLockEnabled" in p)
+
+
+def test_lake_is_kms_encrypted_with_a_rotated_customer_key(dev):
+    dev.has_resource_properties("AWS::KMS::Key", {"EnableKeyRotation": True})
+    key = next(iter(resources(dev, "AWS::KMS::Key")))
+    props = resources(dev, "AWS::S3::Bucket")[lake(dev)]["Properties"]
+    [rule] = props["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+    assert rule["ServerSideEncryptionByDefault"] == {"SSEAlgorithm": "aws:kms",
+                                                     "KMSMasterKeyID": {"Fn::GetAtt": [key, "Arn"]}}
+    assert rule["BucketKeyEnabled"] is True
+
+
+def test_buckets_block_public_access_are_versioned_and_logged(dev):
+    for bucket in resources(dev, "AWS::S3::Bucket").values():
+        props = bucket["Properties"]
+        assert props["PublicAccessBlockConfiguration"] == {
+            "BlockPublicAcls": True, "BlockPublicPolicy": True, "IgnorePublicAcls": True, "RestrictPublicBuckets": True}
+        assert props["VersioningConfiguration"] == {"Status": "Enabled"}
+        assert bucket["DeletionPolicy"] == "Retain"
+    props = resources(dev, "AWS::S3::Bucket")[lake(dev)]["Properties"]
+    assert props["LoggingConfiguration"]["LogFilePrefix"] == "lake/"
+    assert props["ObjectLockEnabled"] is True
+
+
+def test_bucket_policies_deny_plain_http_and_old_tls(dev):
+    for policy in resources(dev, "AWS::S3::BucketPolicy").values():
+        statements = policy["Properties"]["PolicyDocument"]["Statement"]
+        assert any(s["Effect"] == "Deny" and s["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+                   for s in statements)
+        assert any(s["Effect"] == "Deny" and s["Condition"] == {"NumericLessThan": {"s3:TlsVersion": 1.2}}
+                   for s in statements)
+
+
+def test_raw_zone_cannot_be_deleted_or_unlocked_by_anyone(dev):
+    [policy] = [p for p in resources(dev, "AWS::S3::BucketPolicy").values()
+                if p["Properties"]["Bucket"] == {"Ref": lake(dev)}]
+    [raw] = [s for s in policy["Properties"]["PolicyDocument"]["Statement"] if s.get("Sid") == "RawZoneIsImmutable"]
+    assert raw["Effect"] == "Deny" and raw["Principal"] == {"AWS": "*"}
+    assert {"s3:DeleteObject", "s3:DeleteObjectVersion", "s3:BypassGovernanceRetention"} <= set(raw["Action"])
+    assert raw["Resource"] == {"Fn::Join": ["", [{"Fn::GetAtt": [lake(dev), "Arn"]}, "/raw/*"]]}
+
+
+def test_lifecycle_expires_capture_and_ages_out_noncurrent_versions_but_never_raw(dev):
+    rules = {r["Id"]: r for r in resources(dev, "AWS::S3::Bucket")[lake(dev)]["Properties"]
+             ["LifecycleConfiguration"]["Rules"]}
+    assert rules["capture-expires"]["Prefix"] == "capture/" and rules["capture-expires"]["ExpirationInDays"] == 90
+    for zone in ("curated", "features", "artifacts", "feedback", "quarantine"):
+        assert rules[f"noncurrent-{zone}"]["NoncurrentVersionExpiration"] == {"NoncurrentDays": 30}
+    assert not any(r.get("Prefix", "").startswith("raw") for r in rules.values())
+    assert all("Prefix" in r for r in rules.values() if "ExpirationInDays" in r or "NoncurrentVersionExpiration" in r)
+
+
+def test_access_logs_bucket_receives_lake_logs(dev):
+    logs_bucket = resources(dev, "AWS::S3::Bucket")[lake(dev)]["Properties"]["LoggingConfiguration"]["DestinationBucketName"]
+    assert logs_bucket["Ref"] in resources(dev, "AWS::S3::Bucket")
+
+
+# ------------------------------------------------------------------------------------------ roles
+
+def test_no_full_access_managed_policies_and_no_action_star(templates):
+    for template in templates.values():
+        for role in resources(template, "AWS::IAM::Role").values():
+            assert "FullAccess" not in text(role["Properties"].get("ManagedPolicyArns", []))
+        for kind in ("AWS::IAM::ManagedPolicy", "AWS::IAM::Policy"):
+            for policy in resources(template, kind).values():
+                for s in policy["Properties"]["PolicyDocument"]["Statement"]:
+                    acts = [s["Action"]] if isinstance(s["Action"], str) else s["Action"]
+                    assert "*" not in acts and not any(a.endswith(":*") for a in acts), s
+
+
+def test_app_role_may_only_invoke_the_diagnosa_endpoint(dev):
+    statements = statements_of(dev, "diagnosa-dev-app")
+    assert actions(statements) == ["sagemaker:InvokeEndpoint"]
+    [s] = statements
+    assert text(s["Resource"]).endswith(':endpoint/diagnosa-dev"]]}')
+    role = resources(dev, "AWS::IAM::Role")[role_id(dev, "diagnosa-dev-app")]["Properties"]
+    assert "ManagedPolicyArns" not in role
+
+
+def test_job_role_reads_curated_writes_features_and_runs_only(dev):
+    statements = statements_of(dev, "diagnosa-dev-jobs")
+    writes = text([s["Resource"] for s in statements if "s3:PutObject" in s["Action"]])
+    reads = text([s["Resource"] for s in statements if s["Action"] == "s3:GetObject"])
+    assert "/features/*" in writes and "/artifacts/runs/*" in writes
+    for zone in ("raw", "curated", "capture", "feedback", "quarantine"):
+        assert f"/{zone}/" not in writes
+    assert "/artifacts/code/" not in writes  # jobs cannot tamper with the step code
+    assert "/curated/*" in reads and "/raw/" not in reads and "/capture/" not in reads
+    assert not any(a.startswith(("s3:Delete", "iam:", "sagemaker:")) for a in actions(statements))
+    kms = [s for s in statements if "kms:Decrypt" in s["Action"]]
+    assert kms and all(s["Condition"]["StringEquals"]["kms:ViaService"] == "s3.eu-west-1.amazonaws.com" for s in kms)
+
+
+def test_pipeline_role_passes_only_the_job_role_to_sagemaker(dev):
+    statements = statements_of(dev, "diagnosa-dev-pipeline")
+    [passrole] = [s for s in statements if s["Action"] == "iam:PassRole"]
+    assert passrole["Resource"] == {"Fn::GetAtt": [role_id(dev, "diagnosa-dev-jobs"), "Arn"]}
+    assert passrole["Condition"] == {"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}}
+    assert {"sagemaker:CreateProcessingJob", "sagemaker:CreateTrainingJob", "sagemaker:CreateModelPackage"} <= set(
+        actions(statements))
+    assert "sagemaker:CreateEndpoint" not in actions(statements)
+    resources_text = text([s["Resource"] for s in statements if "sagemaker:CreateModelPackage" in s["Action"]])
+    assert "model-package-group/diagnosa-dev" in resources_text and "model-package/diagnosa-dev/*" in resources_text
+    assert not [s for s in statements if "s3:PutObject" in s["Action"]]
+
+
+def test_model_role_reads_artifacts_and_writes_capture_only(dev):
+    statements = statements_of(dev, "diagnosa-dev-model")
+    writes = text([s["Resource"] for s in statements if "s3:PutObject" in s["Action"]])
+    assert writes.count("/capture/diagnosa-dev/*") == 1 and "/artifacts/" not in writes
+    reads = text([s["Resource"] for s in statements if s["Action"] == "s3:GetObject"])
+    assert "/artifacts/runs/*" in reads and "/artifacts/code/*" in reads and "/curated/" not in reads
+    assert not any(a.startswith(("iam:", "sagemaker:")) for a in actions(statements))
+
+
+def test_deploy_function_role_is_scoped_to_the_stage(dev):
+    statements = statements_of(dev, "diagnosa-dev-deploy-function")
+    acts = actions(statements)
+    assert {"sagemaker:DescribeModelPackage", "sagemaker:CreateModel", "sagemaker:CreateEndpointConfig",
+            "sagemaker:CreateEndpoint", "sagemaker:UpdateEndpoint", "application-autoscaling:RegisterScalableTarget",
+            "application-autoscaling:PutScalingPolicy"} <= set(acts)
+    assert not any(a.startswith("s3:") for a in acts) and "sagemaker:DeleteEndpoint" not in acts
+    [passrole] = [s for s in statements if s["Action"] == "iam:PassRole"]
+    assert passrole["Resource"] == {"Fn::GetAtt": [role_id(dev, "diagnosa-dev-model"), "Arn"]}
+    assert passrole["Condition"] == {"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}}
+    sm = text([s["Resource"] for s in statements if any(a.startswith("sagemaker:") for a in
+                                                          ([s["Action"]] if isinstance(s["Action"], str) else s["Action"]))])
+    assert "endpoint/diagnosa-dev" in sm and "model-package/diagnosa-dev/*" in sm and '"*"' not in sm
+
+
+def test_retrain_function_may_only_start_this_pipeline(dev):
+    statements = statements_of(dev, "diagnosa-dev-retrain-function")
+    sm = [s for s in statements if str(s["Action"]).startswith("sagemaker")]
+    [start] = sm
+    assert start["Action"] == "sagemaker:StartPipelineExecution"
+    assert text(start["Resource"]).endswith(':pipeline/diagnosa-dev"]]}')
+
+
+def test_only_acknowledged_wildcards(dev):
+    # Resource "*" appears only for actions AWS gives no resource-level permissions.
+    for kind in ("AWS::IAM::ManagedPolicy",):
+        for policy in resources(dev, kind).values():
+            for s in policy["Properties"]["PolicyDocument"]["Statement"]:
+                if s["Resource"] == "*":
+                    assert s["Action"] == "ecr:GetAuthorizationToken", s
+
+
+# ------------------------------------------------------------------------------------------ SageMaker
+
+def test_model_package_group_and_pipeline(dev):
+    dev.has_resource_properties("AWS::SageMaker::ModelPackageGroup", {"ModelPackageGroupName": "diagnosa-dev"})
+    dev.has_resource_properties("AWS::SageMaker::Pipeline", {
+        "PipelineName": "diagnosa-dev",
+        "RoleArn": {"Fn::GetAtt": [role_id(dev, "diagnosa-dev-pipeline"), "Arn"]},
+        "PipelineDefinition": {"PipelineDefinitionBody": {"Fn::Join": ["", Match.any_value()]}}})
+
+
+def test_step_code_is_copied_into_artifacts_code_without_pruning(dev):
+    [deployment] = resources(dev, "Custom::CDKBucketDeployment").values()
+    props = deployment["Properties"]
+    assert props["DestinationBucketKeyPrefix"] == "artifacts/code/"
+    assert props["Prune"] is False and props["SystemMetadata"]["sse"] == "aws:kms"
+
+
+def test_approval_rule_targets_the_deploy_function(dev):
+    function = logical(dev, "AWS::Lambda::Function", lambda p: p.get("FunctionName") == "diagnosa-dev-deploy")
+    dev.has_resource_properties("AWS::Events::Rule", {
+        "EventPattern": {"source": ["aws.sagemaker"], "detail-type": ["SageMaker Model Package State Change"],
+                         "detail": {"ModelPackageGroupName": ["diagnosa-dev"], "ModelApprovalStatus": ["Approved"]}},
+        "Targets": [Match.object_like({"Arn": {"Fn::GetAtt": [function, "Arn"]},
+                                       "DeadLetterConfig": Match.any_value(),
+                                       "RetryPolicy": Match.object_like({"MaximumRetryAttempts": 2})})]})
+    dev.has_resource_properties("AWS::Events::Rule", {
+        "EventPattern": {"source": ["aws.sagemaker"], "detail-type": ["SageMaker Endpoint State Change"],
+                         "detail": {"EndpointName": ["diagnosa-dev"], "EndpointStatus": ["IN_SERVICE"]}},
+        "Targets": [Match.object_like({"Arn": {"Fn::GetAtt": [function, "Arn"]}})]})
+
+
+def test_deploy_function_configuration(dev, stacks):
+    props = resources(dev, "AWS::Lambda::Function")[logical(
+        dev, "AWS::Lambda::Function", lambda p: p.get("FunctionName") == "diagnosa-dev-deploy")]["Properties"]
+    env = props["Environment"]["Variables"]
+    assert env["ENDPOINT_NAME"] == "diagnosa-dev" and env["ROLLBACK_ALARMS"] == "diagnosa-dev-5xx,diagnosa-dev-model-latency"
+    assert env["CAPTURE_URI"] == {"Fn::Join": ["", ["s3://", {"Ref": lake(dev)}, "/capture"]]}
+    assert env["TRAFFIC_SHIFTING"] == "CANARY" and env["INVOCATIONS_PER_INSTANCE"] == "200"
+    assert (env["MIN_INSTANCES"], env["MAX_INSTANCES"]) == ("1", "2")
+    code_key = stacks["Diagnosa-dev"].definition.code_key
+    assert env["CODE_URI"] == {"Fn::Join": ["", ["s3://", {"Ref": lake(dev)}, f"/{code_key}"]]}
+    assert props["ReservedConcurrentExecutions"] == 1 and "DeadLetterConfig" in props and "KmsKeyArn" in props
+
+
+def test_rollback_alarms_on_5xx_and_latency_notify_the_topic(dev):
+    dims = [{"Name": "EndpointName", "Value": "diagnosa-dev"}, {"Name": "VariantName", "Value": "AllTraffic"}]
+    dev.has_resource_properties("AWS::CloudWatch::Alarm", {
+        "AlarmName": "diagnosa-dev-5xx", "MetricName": "Invocation5XXErrors", "Namespace": "AWS/SageMaker",
+        "Dimensions": dims, "Threshold": 5, "AlarmActions": [Match.any_value()]})
+    dev.has_resource_properties("AWS::CloudWatch::Alarm", {
+        "AlarmName": "diagnosa-dev-model-latency", "MetricName": "ModelLatency", "ExtendedStatistic": "p95",
+        "Threshold": 500_000, "Dimensions": dims})
+
+
+def test_retraining_schedule_and_drift_alarm_start_the_retrain_function(dev):
+    function = logical(dev, "AWS::Lambda::Function", lambda p: p.get("FunctionName") == "diagnosa-dev-retrain")
+    dev.has_parameter("RetrainSchedule", {"Type": "String", "Default": "rate(7 days)"})
+    dev.has_resource_properties("AWS::Events::Rule", {
+        "ScheduleExpression": {"Ref": "RetrainSchedule"}, "State": "ENABLED",
+        "Targets": [Match.object_like({"Arn": {"Fn::GetAtt": [function, "Arn"]},
+                                       "Input": json.dumps({"reason": "schedule", "parameters": {}}, separators=(",", ":"))})]})
+    alarm = logical(dev, "AWS::CloudWatch::Alarm", lambda p: p.get("AlarmName") == "diagnosa-dev-drift")
+    dev.has_resource_properties("AWS::Events::Rule", {
+        "EventPattern": {"source": ["aws.cloudwatch"], "detail-type": ["CloudWatch Alarm State Change"],
+                         "resources": [{"Fn::GetAtt": [alarm, "Arn"]}], "detail": {"state": {"value": ["ALARM"]}}},
+        "Targets": [Match.object_like({"Arn": {"Fn::GetAtt": [function, "Arn"]}})]})
+    env = resources(dev, "AWS::Lambda::Function")[function]["Properties"]["Environment"]["Variables"]
+    assert env["PIPELINE_NAME"] == "diagnosa-dev" and "RecallThresholdEnfermedadTerminal" in env["PIPELINE_PARAMETERS"]
+
+
+def test_logs_are_encrypted_and_retained(templates):
+    for template in templates.values():
+        for group in resources(template, "AWS::Logs::LogGroup").values():
+            assert "KmsKeyId" in group["Properties"] and group["Properties"]["RetentionInDays"] >= 365
+
+
+# ------------------------------------------------------------------------------------------ VPC mode
+
+def test_vpc_mode_private_subnets_endpoints_and_functions_inside(prod, dev):
+    assert not resources(dev, "AWS::EC2::VPC")
+    assert not resources(prod, "AWS::EC2::InternetGateway") and not resources(prod, "AWS::EC2::NatGateway")
+    services = text([e["Properties"]["ServiceName"] for e in resources(prod, "AWS::EC2::VPCEndpoint").values()])
+    for service in ("sagemaker.api", "sagemaker.runtime", "sts", "logs", "ecr.dkr", ".s3"):
+        assert service in services
+    prod.resource_count_is("AWS::EC2::FlowLog", 1)
+    for function in ("diagnosa-prod-deploy", "diagnosa-prod-retrain"):
+        props = resources(prod, "AWS::Lambda::Function")[logical(
+            prod, "AWS::Lambda::Function", lambda p: p.get("FunctionName") == function)]["Properties"]
+        assert props["VpcConfig"]["SubnetIds"]
+    env = resources(prod, "AWS::Lambda::Function")[logical(
+        prod, "AWS::Lambda::Function", lambda p: p.get("FunctionName") == "diagnosa-prod-deploy")]["Properties"][
+        "Environment"]["Variables"]
+    assert "SUBNET_IDS" in env and "SECURITY_GROUP_IDS" in env
