@@ -8,7 +8,7 @@ SEED ?= 7
 # Pass extra pytest arguments with `make test PYTEST_ARGS="-k lake"`.
 PYTEST_ARGS ?=
 
-.PHONY: install run test bench clean
+.PHONY: install run test bench clean browser
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,18 @@ test: install
 
 bench: install
 	$(BIN)/python benchmarks/bench_data.py
+
+# Debian's Chromium for the browser tests (tests/test_app_e2e.py, diagnosa/browser.py), which skip without it.
+# As root it is installed with apt; otherwise the command to run is printed.
+browser:
+	@if [ -x /usr/bin/chromium ] || command -v chromium >/dev/null 2>&1; then \
+		echo "chromium present: $$(chromium --version 2>/dev/null || /usr/bin/chromium --version)"; \
+	elif [ "$$(id -u)" = 0 ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null && \
+		echo "installed $$(chromium --version)"; \
+	else \
+		echo "Debian chromium is not installed; run as root: apt-get install chromium"; \
+	fi
 
 clean:
 	rm -rf $(VENV) .diagnosa .pytest_cache

@@ -74,7 +74,7 @@ def remove_symptom(term: str) -> None:
 
 
 def submit(config: AppConfig, spec: FormSpec) -> None:
-    st.session_state.pop("feedback", None)
+    st.session_state.pop("feedback_outcome", None)
     if not st.session_state.get("policy_accepted"):
         st.session_state["outcome"] = None
         st.session_state["blocked"] = True
@@ -91,9 +91,9 @@ def submit(config: AppConfig, spec: FormSpec) -> None:
 
 def send_feedback(config: AppConfig) -> None:
     if not st.session_state.get("policy_accepted"):
-        st.session_state["feedback"] = FeedbackOutcome(message="Accept the data-use policy first.")
+        st.session_state["feedback_outcome"] = FeedbackOutcome(message="Accept the data-use policy first.")
         return
-    st.session_state["feedback"] = record_feedback(client_for(config), st.session_state.get("fb-event") or "",
+    st.session_state["feedback_outcome"] = record_feedback(client_for(config), st.session_state.get("fb-event") or "",
                                                    st.session_state.get("fb-diagnosis") or CATEGORIES[0],
                                                    st.session_state.get("fb-note"), config)
 
@@ -101,7 +101,7 @@ def send_feedback(config: AppConfig) -> None:
 def new_patient(spec: FormSpec) -> None:
     for key in [k for k in st.session_state if str(k).startswith((FIELD, "fb-"))]:
         del st.session_state[key]
-    for key in (SYMPTOMS, "outcome", "feedback", "symptom_query", "blocked"):
+    for key in (SYMPTOMS, "outcome", "feedback_outcome", "symptom_query", "blocked"):
         st.session_state.pop(key, None)
 
 
@@ -180,7 +180,7 @@ def feedback_section(config: AppConfig, client: Any) -> None:
             st.info("Recording a confirmed diagnosis needs the endpoint's feedback route, which this version of "
                     "the client does not offer.")
             return
-        outcome: FeedbackOutcome | None = st.session_state.get("feedback")
+        outcome: FeedbackOutcome | None = st.session_state.get("feedback_outcome")
         problems = dict((outcome.fields or {}) if outcome else {})
         with st.form("feedback", border=False):
             st.text_input("Case reference", key="fb-event", help="Shown with each diagnosis.")

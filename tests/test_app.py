@@ -1,0 +1,208 @@
+"""The doctors' app driven through Streamlit's testing API against a real local endpoint.
+
+Only slowness and a down endpoint are simulated (a tiny server that answers late, a closed port).
+"""
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("streamlit")
+from streamlit.testing.v1 import AppTest  # noqa: E402
+
+from diagnosa.labels import CATEGORIES  # noqa: E402
+from inference.client import DiagnosaClient  # noqa: E402
+
+SCRIPT = str(Path(__file__).resolve().parents[1] / "app" / "web" / "diagnosa_app.py")
+PATIENT = {"age": 67, "temperature_c": 38.9, "heart_rate_bpm": 112.0, "spo2_pct": 90.0, "crp_mg_l": 180.0}
+
+
+@pytest.fixture(scope="module")
+def endpoint(trained_model_dir):
+    from inference.server import LocalEndpoint
+
+    with LocalEndpoint(str(trained_model_dir)) as ep:
+        ep.wait_until_ready()
+        yield ep
+
+
+class _Counting(BaseHTTPRequestHandler):
+    """An endpoint stand-in that counts requests and answers after ``delay`` seconds (or never in time)."""
+
+    delay = 0.0
+    requests: list[str] = []
+
+    def do_POST(self):  # noqa: N802
+        self.requests.append(self.path)
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        time.sleep(self.delay)
+        try:
+            self.send_response(500)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+        except OSError:
+            pass
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def counting_endpoint():
+    servers = []
+
+    def start(delay: float = 0.0):
+        handler = type("Handler", (_Counting,), {"delay": delay, "requests": []})
+        server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        server.daemon_threads = True
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return f"http://127.0.0.1:{server.server_address[1]}", handler.requests
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+def _app(monkeypatch, url: str, model_dir, timeout: float = 10.0) -> AppTest:
+    monkeypatch.setenv("DIAGNOSA_APP_ENDPOINT_URL", url)
+    monkeypatch.setenv("DIAGNOSA_APP_MODEL", str(model_dir))
+    monkeypatch.setenv("DIAGNOSA_APP_TIMEOUT", str(timeout))
+    monkeypatch.setenv("DIAGNOSA_APP_ATTEMPTS", "1")
+    at = AppTest.from_file(SCRIPT, default_timeout=60).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def _fill(at: AppTest, values: dict, symptom_query: str | None = "fever", symptom: str = "HP_0001945") -> AppTest:
+    if symptom_query:
+        at.text_input(key="symptom_query").input(symptom_query).run()
+        at.button(key=f"add-{symptom}").click().run()
+    for name, value in values.items():
+        at.number_input(key=f"in-{name}").set_value(value)
+    at.selectbox(key="in-sex").select("M")
+    return at
+
+
+def _errors(node) -> list[str]:
+    return [e.value for e in node.error]
+
+
+def test_nothing_is_sent_until_the_policy_is_accepted(monkeypatch, counting_endpoint, trained_model_dir):
+    url, requests = counting_endpoint()
+    at = _fill(_app(monkeypatch, url, trained_model_dir), PATIENT).run()
+    submit = at.button(key="submit")
+    assert submit.disabled
+    assert any("Accept the data-use policy" in i.value for i in at.info)
+    with pytest.raises(Exception, match="disabled"):
+        submit.click()
+    assert requests == []
+    at.checkbox(key="policy_accepted").check().run()
+    assert not at.button(key="submit").disabled
+    at.button(key="submit").click().run()
+    assert requests == ["/endpoints/diagnosa/invocations"]  # accepted: exactly one call
+
+
+def test_a_valid_patient_gets_a_diagnosis(monkeypatch, endpoint, trained_model_dir):
+    at = _app(monkeypatch, endpoint.url, trained_model_dir)
+    at.checkbox(key="policy_accepted").check().run()
+    assert [b.label for b in at.get_by_key("field-symptoms").button] == []
+    _fill(at, PATIENT)
+    assert at.button(key="remove-HP_0001945").label == "Fever"
+    at.button(key="submit").click().run()
+    assert not at.exception and not _errors(at)
+    result = at.get_by_key("result")
+    headline = [m.value for m in result.markdown if m.value.startswith("### ")][0]
+    assert any(category in headline for category in CATEGORIES) and "%" in headline
+    assert "supports and does not replace clinical judgement" in result.warning[0].value
+    assert len(result.table[0].value) == 3  # top-k
+    assert any("vega_lite" in str(getattr(node, "type", "")) for node in result)  # the probability chart
+    caption = result.caption[0].value
+    assert "Model version" in caption and "case reference" in caption
+    assert at.text_input(key="fb-event").value in caption  # the feedback form knows the case
+
+
+def test_an_invalid_value_shows_the_endpoints_error_next_to_the_field(monkeypatch, endpoint, trained_model_dir):
+    at = _app(monkeypatch, endpoint.url, trained_model_dir)
+    at.checkbox(key="policy_accepted").check().run()
+    _fill(at, PATIENT | {"heart_rate_bpm": 400.0}).button(key="submit").click().run()
+    assert _errors(at.get_by_key("field-heart_rate_bpm")) == ["impossible value 400 (possible range 20 to 250 beats/min)"]
+    assert _errors(at.get_by_key("field-age")) == []
+    assert any("did not accept these values" in e for e in _errors(at))
+    assert not [n for n in at.get("flex_container") if getattr(n, "key", None) == "result"]
+    at.number_input(key="in-heart_rate_bpm").set_value(112.0)
+    at.button(key="submit").click().run()
+    assert _errors(at) == [] and at.get_by_key("result")
+
+
+def test_an_endpoint_that_is_down_gets_a_clear_message(monkeypatch, trained_model_dir):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    at = _app(monkeypatch, url, trained_model_dir)
+    at.checkbox(key="policy_accepted").check().run()
+    _fill(at, PATIENT, symptom_query=None).button(key="submit").click().run()
+    assert any(e.startswith("Cannot reach the local endpoint") and "running" in e for e in _errors(at))
+
+
+def test_a_slow_endpoint_gets_its_own_message(monkeypatch, counting_endpoint, trained_model_dir):
+    url, requests = counting_endpoint(delay=2.0)
+    at = _app(monkeypatch, url, trained_model_dir, timeout=0.5)
+    at.checkbox(key="policy_accepted").check().run()
+    _fill(at, PATIENT, symptom_query=None).button(key="submit").click().run()
+    assert any("did not answer within 0.5 s" in e for e in _errors(at))
+    assert len(requests) == 1
+
+
+def test_no_patient_value_reaches_the_logs(monkeypatch, endpoint, trained_model_dir, caplog):
+    caplog.set_level(logging.DEBUG)
+    at = _app(monkeypatch, endpoint.url, trained_model_dir)
+    at.checkbox(key="policy_accepted").check().run()
+    _fill(at, PATIENT | {"temperature_c": 39.37, "crp_mg_l": 123.45}).button(key="submit").click().run()
+    assert at.get_by_key("result")
+    assert "39.37" not in caplog.text and "123.45" not in caplog.text
+    assert "HP:0001945" not in caplog.text
+
+
+def test_new_patient_clears_the_form_and_the_result(monkeypatch, endpoint, trained_model_dir):
+    at = _app(monkeypatch, endpoint.url, trained_model_dir)
+    at.checkbox(key="policy_accepted").check().run()
+    _fill(at, PATIENT).button(key="submit").click().run()
+    at.button(key="new-patient").click().run()
+    assert at.number_input(key="in-age").value is None and "symptoms" not in at.session_state
+    assert not [n for n in at.get("flex_container") if getattr(n, "key", None) == "result"]
+    assert at.checkbox(key="policy_accepted").value  # the policy stays accepted for the session
+
+
+@pytest.mark.skipif(not hasattr(DiagnosaClient, "send_feedback"),
+                    reason="DiagnosaClient.send_feedback (the monitoring feedback route) is not there yet")
+def test_the_confirmed_diagnosis_is_recorded_through_the_feedback_route(monkeypatch, trained_model_dir, tmp_path):
+    from diagnosa.lake import DataLake
+    from inference.capture import DataCapture
+    from inference.server import LocalEndpoint
+
+    lake = DataLake.from_uri(str(tmp_path / "lake"))
+    with LocalEndpoint(str(trained_model_dir), capture=DataCapture(lake, "diagnosa")) as ep:
+        ep.wait_until_ready()
+        at = _app(monkeypatch, ep.url, trained_model_dir)
+        at.checkbox(key="policy_accepted").check().run()
+        _fill(at, PATIENT).button(key="submit").click().run()
+        event_id = at.text_input(key="fb-event").value
+        assert event_id
+        at.selectbox(key="fb-diagnosis").select("ENFERMEDAD CRÓNICA")
+        at.text_area(key="fb-note").input("confirmed at follow-up")
+        at.button(key="fb-submit").click().run()
+        assert any("Confirmed diagnosis recorded" in s.value for s in at.success), [e.value for e in at.error]
+        stored = [k for k in lake.list("feedback/")]
+        assert stored and any(event_id in lake.get_bytes(k).decode("utf-8") for k in stored)
+        at.text_input(key="fb-event").input("not an event!")
+        at.button(key="fb-submit").click().run()
+        assert not at.success and any("not recorded" in e for e in _errors(at))
+        assert any("X-Diagnosa-Event-Id" in e for e in _errors(at))  # the field's problem, next to the field
