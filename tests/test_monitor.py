@@ -251,3 +251,25 @@ def test_cli_monitor_writes_the_report_and_fails_on_alert_when_asked(tmp_path, l
     assert {v["feature_name"] for v in violations} >= {"hemoglobin_g_dl"}
     assert [k for k in lake.list("artifacts/monitoring/diagnosa/") if k.endswith("report.json")]
     assert main([*argv, "--baseline", str(baseline_dir), "--out", str(out)]) == 2  # never overwrites a report
+
+
+def test_processing_job_reads_the_container_contract(tmp_path, loop, baseline_dir, capsys):
+    import shutil
+
+    from processing import monitor as job
+
+    lake, _ = loop
+    base = tmp_path / "job"
+    shutil.copytree(baseline_dir, base / "input" / "baseline")
+    assert job.main(["--base-dir", str(base)]) == 0  # no capture mounted: a "no data" report, not a crash
+    assert "monitor:alert=0" in capsys.readouterr().out
+    assert job.main(["--base-dir", str(base)]) == 1  # never overwrites a report
+    assert "not empty" in (base / "output" / "failure").read_text()
+    shutil.rmtree(base / "output")
+    root = lake.storage.root
+    for zone in ("capture", "feedback"):
+        shutil.copytree(root / zone, base / "input" / "lake" / zone)
+    assert job.main(["--base-dir", str(base)]) == 0
+    printed = capsys.readouterr().out
+    assert "monitor:alert=1" in printed and "monitor:drifted_features=0" not in printed
+    assert json.loads((base / "output" / "report" / "report.json").read_text())["verdict"] == "alert"

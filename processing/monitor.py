@@ -1,0 +1,72 @@
+"""Monitoring job (scheduled in AWS, or by hand): a window of captured traffic + feedback → report.
+
+Container contract (SageMaker Processing):
+- ``input/lake/capture/`` and ``input/lake/feedback/``: the lake's capture and feedback prefixes
+  (two ProcessingInputs, S3Prefix), read as a lake folder;
+- ``input/baseline/``: ``statistics.json`` + ``constraints.json`` (preprocess ``baseline`` output) and
+  ``prediction_baseline.json`` (evaluate ``evaluation`` output), in one folder or two
+  (``input/baseline/data`` and ``input/baseline/predictions``);
+- writes ``output/report/{report.json,report.html,constraint_violations.json}``.
+
+Prints ``monitor:drifted_features=N``, ``monitor:failing_classes=N`` and ``monitor:alert=0|1`` for
+metric definitions / an alarm; the exit status is 0 whatever the verdict (1 only when the job
+could not run), so an alert never looks like a broken job.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from diagnosa.lake import DataLake
+
+log = logging.getLogger("diagnosa.monitor")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stdout)
+    parser = argparse.ArgumentParser(description="Diagnosa monitoring job")
+    parser.add_argument("--base-dir", default="/opt/ml/processing")
+    parser.add_argument("--endpoint-name", default="diagnosa")
+    parser.add_argument("--since")
+    parser.add_argument("--until")
+    parser.add_argument("--last", help="e.g. 24h (the schedule's period)")
+    parser.add_argument("--min-feedback", type=int, default=None)
+    args = parser.parse_args(argv)
+    base = Path(args.base_dir)
+    out = base / "output" / "report"
+    from monitoring.baseline import BaselineError, load_baseline
+    from monitoring.monitor import WindowError, parse_window, run_monitor, settings_from_baseline, write_report
+
+    try:
+        if out.exists() and any(out.iterdir()):
+            raise FileExistsError(f"output folder {out} is not empty: refusing to overwrite another run's report")
+        start, end = parse_window(args.since, args.until, args.last)
+        root = base / "input" / "baseline"
+        folders = [p for p in (root, root / "data", root / "predictions") if p.is_dir()]
+        baseline = load_baseline(folders or [root])
+        lake_dir = base / "input" / "lake"
+        lake_dir.mkdir(parents=True, exist_ok=True)  # no capture at all is a report of "no data", not a crash
+        report = run_monitor(DataLake.from_uri(str(lake_dir)), args.endpoint_name, baseline, start, end,
+                             settings_from_baseline(baseline, min_feedback=args.min_feedback))
+        paths = write_report(report, out)
+    except (WindowError, BaselineError, FileExistsError, ValueError, OSError) as err:
+        log.error("monitoring failed: %s", err)
+        try:
+            (base / "output").mkdir(parents=True, exist_ok=True)
+            (base / "output" / "failure").write_text(str(err) + "\n", encoding="utf-8")
+        except OSError:
+            pass
+        return 1
+    log.info("verdict %s; %s", report["verdict"], "; ".join(report["alerts"]) or "no alert")
+    log.info("wrote %s", ", ".join(str(p) for p in paths.values()))
+    print(f"monitor:drifted_features={len(report['drifted_features'])}")
+    print(f"monitor:failing_classes={len(report['failing_classes'])}")
+    print(f"monitor:alert={int(report['verdict'] == 'alert')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
