@@ -8,7 +8,7 @@ SEED ?= 7
 # Pass extra pytest arguments with `make test PYTEST_ARGS="-k lake"`.
 PYTEST_ARGS ?=
 
-.PHONY: install run test bench clean browser
+.PHONY: install run test bench clean synth browser
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,18 @@ test: install
 
 bench: install
 	$(BIN)/python benchmarks/bench_data.py
+
+# The CDK app's CloudFormation templates into cdk.out/ (offline: no AWS account needed). The CDK CLI is
+# pinned in package.json/package-lock.json and installed into ./node_modules; synth fails on any
+# unacknowledged cdk-nag finding. Pick stages with `make synth CDK_ARGS="-c stage=dev"`.
+CDK_ARGS ?=
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund
+	touch $@
+
+synth: install node_modules/.installed
+	JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION=20 CDK_DISABLE_CLI_TELEMETRY=true \
+		npx --no-install cdk synth --quiet --no-notices --no-version-reporting $(CDK_ARGS)
 
 # Debian's Chromium for the browser tests (tests/test_app_e2e.py, diagnosa/browser.py), which skip without it.
 # As root it is installed with apt; otherwise the command to run is printed.
