@@ -34,7 +34,7 @@ def test_entry_points_run_from_the_unpacked_bundle(tmp_path):
         archive.extractall(tmp_path / "code", filter="data")
         assert all(m.mtime == 0 and m.uid == 0 for m in archive.getmembers())
     # The container's working directory is the unpacked bundle; --help proves the imports resolve there.
-    for script in ("preprocess.py", "select.py", "evaluate.py"):
+    for script in ("preprocess_job.py", "select_job.py", "evaluate_job.py"):
         result = subprocess.run([sys.executable, script, "--help"], cwd=tmp_path / "code", capture_output=True,
                                 text=True, env={"PYTHONPATH": "", "PATH": "/usr/bin:/bin"})
         assert result.returncode == 0, result.stderr
@@ -42,3 +42,10 @@ def test_entry_points_run_from_the_unpacked_bundle(tmp_path):
     (tmp_path / "code" / "where.py").write_text("import processing, diagnosa\nprint(processing.__file__, diagnosa.__file__)\n")
     where = subprocess.run([sys.executable, "where.py"], cwd=tmp_path / "code", capture_output=True, text=True).stdout
     assert where.count(str(tmp_path / "code")) == 2, "the bundle's own packages are the ones imported"
+
+
+def test_no_root_script_shadows_a_standard_library_module():
+    # The bundle root comes first on sys.path in the container: a root "select.py" once replaced the
+    # stdlib `select`, so any job importing subprocess ran the selection job's argument parser instead.
+    roots = {name.removesuffix(".py") for name in bundle_files() if "/" not in name and name.endswith(".py")}
+    assert roots and not roots & set(sys.stdlib_module_names)
