@@ -2,7 +2,9 @@
 
 preprocess → train one candidate per model family (in parallel) → select the champion → evaluate
 on test (PropertyFile) → gate: one condition per class on test recall plus one on the orphan slice
-→ register the champion in the Model Package Group with its metrics, or fail naming each class
+→ register the champion in the Model Package Group with its metrics and lineage (input data, code,
+execution) and, when the approval status parameter is ``Approved``, deploy it: model → endpoint
+config with data capture → endpoint (created, or updated when it exists); or fail naming each class
 that missed its threshold and by how much.
 
 Reproducible: step code is one content-hashed ``sourcedir.tar.gz`` (``pipelines/staging.py``) and
@@ -40,6 +42,9 @@ class PipelineSettings:
     region: str = "eu-west-1"
     families: tuple[str, ...] = DEFAULT_FAMILIES
     model_package_group: str = "diagnosa"
+    endpoint_name: str = "diagnosa"
+    endpoint_instance_type: str = "ml.m5.large"
+    capture_sampling: int = 100  # percentage of requests the endpoint captures for monitoring
     processing_instance_type: str = "ml.m5.xlarge"
     training_instance_type: str = "ml.m5.xlarge"
     recall_thresholds: dict[str, float] = field(
@@ -72,12 +77,14 @@ def build_pipeline(settings: PipelineSettings, session: Any) -> Any:
     from sagemaker.core.workflow.functions import Join, JsonGet
     from sagemaker.core.workflow.parameters import ParameterFloat, ParameterString
     from sagemaker.core.workflow.properties import PropertyFile
-    from sagemaker.mlops.workflow import (CacheConfig, ConditionStep, FailStep, ModelStep, Pipeline, ProcessingStep,
-                                          SageMakerJobExceptionTypeEnum, SageMakerJobStepRetryPolicy,
-                                          StepExceptionTypeEnum, StepRetryPolicy, TrainingStep)
+    from sagemaker.core.workflow.conditions import ConditionEquals
+    from sagemaker.mlops.workflow import (CacheConfig, ConditionStep, EndpointConfigStep, EndpointStep, FailStep,
+                                          ModelStep, Pipeline, ProcessingStep, SageMakerJobExceptionTypeEnum,
+                                          SageMakerJobStepRetryPolicy, StepExceptionTypeEnum, StepRetryPolicy,
+                                          TrainingStep)
     from sagemaker.serve.model_builder import ModelBuilder
     from sagemaker.train import ModelTrainer
-    from sagemaker.train.configs import Compute, InputData
+    from sagemaker.core.training.configs import Compute, InputData, OutputDataConfig
 
     check_settings(settings)
     image = image_uris.retrieve(framework="sklearn", region=settings.region, version=SKLEARN_IMAGE_VERSION,
@@ -92,7 +99,8 @@ def build_pipeline(settings: PipelineSettings, session: Any) -> Any:
     thresholds = {label: ParameterFloat(name=class_parameter(label), default_value=settings.recall_thresholds[label])
                   for label in CATEGORIES}
     orphan_threshold = ParameterFloat(name="OrphanRecallThreshold", default_value=settings.orphan_threshold)
-    parameters = [input_uri, reduction, resampling, approval, *thresholds.values(), orphan_threshold]
+    endpoint_name = ParameterString(name="EndpointName", default_value=settings.endpoint_name)
+    parameters = [input_uri, reduction, resampling, approval, *thresholds.values(), orphan_threshold, endpoint_name]
 
     run = Join(on="/", values=[bucket, "artifacts", "runs", ExecutionVariables.PIPELINE_EXECUTION_ID])
     cache = CacheConfig(enable_caching=True, expire_after="P30D")
@@ -117,13 +125,15 @@ def build_pipeline(settings: PipelineSettings, session: Any) -> Any:
 
     def processing(name: str, script: str, inputs: list[Any], outputs: list[str], arguments: list[Any] | None = None,
                    **kwargs: Any) -> Any:
+        # The container root is passed explicitly: an executor that maps /opt/ml/processing elsewhere
+        # (the local one) remaps it like every other container path in the request.
         args = processor.run(code=script, source_dir=settings.code_uri, requirements="requirements.txt",
                              job_name=f"{name.lower()}-{tag}", inputs=inputs, outputs=[s3_out(o) for o in outputs],
-                             arguments=arguments or None)  # [] is refused: ContainerArguments min length 1
+                             arguments=["--base-dir", "/opt/ml/processing", *(arguments or [])])
         return ProcessingStep(name=name, step_args=args, cache_config=cache, retry_policies=[job_retry, step_retry],
                               **kwargs)
 
-    preprocess = processing("Preprocess", "preprocess.py", [s3_in("curated", input_uri, "curated")],
+    preprocess = processing("Preprocess", "preprocess_job.py", [s3_in("curated", input_uri, "curated")],
                             ["train", "validation", "test", "transformer"],
                             ["--reduction", reduction, "--resampling", resampling])
     outputs = preprocess.properties.ProcessingOutputConfig.Outputs
@@ -134,20 +144,21 @@ def build_pipeline(settings: PipelineSettings, session: Any) -> Any:
             training_image=image, role=settings.role_arn, sagemaker_session=session,
             base_job_name=f"diagnosa-{family.replace('_', '-')}",
             compute=Compute(instance_type=settings.training_instance_type, instance_count=1, volume_size_in_gb=30),
-            hyperparameters={"family": family, "seed": "0", "sagemaker_program": "train.py",
+            output_data_config=OutputDataConfig(s3_output_path=Join(on="/", values=[run, "models", family])),
+            hyperparameters={"family": family, "seed": "0", "sagemaker_program": "train_job.py",
                              "sagemaker_submit_directory": settings.code_uri})
         channels = [InputData(channel_name=c, data_source=outputs[c].S3Output.S3Uri)
                     for c in ("train", "validation", "transformer")]
         trainings.append(TrainingStep(name=f"Train-{family}", step_args=trainer.train(input_data_config=channels),
                                       cache_config=cache, retry_policies=[job_retry, step_retry]))
 
-    select = processing("Select", "select.py",
+    select = processing("Select", "select_job.py",
                         [s3_in(f"candidate-{step.name}", step.properties.ModelArtifacts.S3ModelArtifacts,
                                f"candidates/{step.name.removeprefix('Train-')}") for step in trainings],
                         ["champion", "selection"])
     report = PropertyFile(name="Evaluation", output_name="evaluation", path="evaluation.json")
     evaluate = processing(
-        "Evaluate", "evaluate.py",
+        "Evaluate", "evaluate_job.py",
         [s3_in("model", select.properties.ProcessingOutputConfig.Outputs["champion"].S3Output.S3Uri, "model"),
          s3_in("test", outputs["test"].S3Output.S3Uri, "test")],
         ["evaluation", "report"],
@@ -166,18 +177,58 @@ def build_pipeline(settings: PipelineSettings, session: Any) -> Any:
                                           "model.tar.gz"])
     evaluation_uri = Join(on="/", values=[evaluate.properties.ProcessingOutputConfig.Outputs["evaluation"].S3Output.S3Uri,
                                           "evaluation.json"])
+    serving_env = {"SAGEMAKER_PROGRAM": "serve_endpoint.py", "SAGEMAKER_SUBMIT_DIRECTORY": settings.code_uri,
+                   "SAGEMAKER_CONTAINER_LOG_LEVEL": "20"}
     builder = ModelBuilder(image_uri=image, s3_model_data_url=champion_model, role_arn=settings.role_arn,
-                           sagemaker_session=session)
+                           sagemaker_session=session, env_vars=serving_env)
     register = ModelStep(name="Register", step_args=builder.register(
         model_package_group_name=settings.model_package_group, approval_status=approval,
         model_metrics=ModelMetrics(model_statistics=MetricsSource(content_type="application/json",
                                                                   s3_uri=evaluation_uri)),
         content_types=["application/json", "text/csv"], response_types=["application/json", "text/csv"],
-        inference_instances=["ml.m5.large"], transform_instances=["ml.m5.large"]))
+        inference_instances=[settings.endpoint_instance_type], transform_instances=[settings.endpoint_instance_type],
+        customer_metadata_properties={"diagnosa:input-data": input_uri, "diagnosa:code-sha256": settings.code_sha256,
+                                      "diagnosa:execution": ExecutionVariables.PIPELINE_EXECUTION_ID}))
+    deploy_steps = _deployment(settings, session, image, champion_model, serving_env, endpoint_name, bucket)
+    deploy = ConditionStep(name="DeployIfApproved", conditions=[ConditionEquals(left=approval, right="Approved")],
+                           if_steps=deploy_steps, else_steps=[], depends_on=[register])
     fail = FailStep(name="RecallGateFailed", error_message=recall_of("gate.message"))
-    gate = ConditionStep(name="RecallGate", conditions=conditions, if_steps=[register], else_steps=[fail])
+    gate = ConditionStep(name="RecallGate", conditions=conditions, if_steps=[register, deploy], else_steps=[fail])
     return Pipeline(name=settings.name, parameters=parameters,
                     steps=[preprocess, *trainings, select, evaluate, gate], sagemaker_session=session)
+
+
+def _captured(session: Any) -> Any:
+    """The request a PipelineSession intercepted (create_endpoint_config/create_endpoint have no step_args helper)."""
+    arguments, session.context = session.context, None
+    return arguments
+
+
+def _deployment(settings: PipelineSettings, session: Any, image: str, model_data: Any, environment: dict[str, str],
+                endpoint_name: Any, bucket: str) -> list[Any]:
+    """Model → endpoint config (data capture to capture/) → endpoint; the service updates an existing endpoint."""
+    from sagemaker.core.workflow.execution_variables import ExecutionVariables
+    from sagemaker.core.workflow.functions import Join
+    from sagemaker.mlops.workflow import EndpointConfigStep, EndpointStep, ModelStep, StepExceptionTypeEnum, StepRetryPolicy
+    from sagemaker.serve.model_builder import ModelBuilder
+
+    retry = [StepRetryPolicy(exception_types=[StepExceptionTypeEnum.THROTTLING, StepExceptionTypeEnum.SERVICE_FAULT],
+                             max_attempts=5, interval_seconds=10, backoff_rate=2.0)]
+    model = ModelStep(name="CreateModel", retry_policies=retry, step_args=ModelBuilder(
+        image_uri=image, s3_model_data_url=model_data, role_arn=settings.role_arn, sagemaker_session=session,
+        env_vars=environment).build())
+    session.create_endpoint_config(
+        name=Join(on="-", values=[endpoint_name, ExecutionVariables.PIPELINE_EXECUTION_ID]),
+        production_variants=[{"VariantName": "AllTraffic", "ModelName": model.properties.ModelName,
+                              "InitialInstanceCount": 1, "InstanceType": settings.endpoint_instance_type}],
+        data_capture_config_dict={"EnableCapture": True, "InitialSamplingPercentage": settings.capture_sampling,
+                                  "DestinationS3Uri": f"{bucket}/capture",
+                                  "CaptureOptions": [{"CaptureMode": "Input"}, {"CaptureMode": "Output"}],
+                                  "CaptureContentTypeHeader": {"JsonContentTypes": ["application/json"],
+                                                               "CsvContentTypes": ["text/csv"]}})
+    config = EndpointConfigStep(name="EndpointConfig", step_args=_captured(session), retry_policies=retry)
+    session.create_endpoint(endpoint_name=endpoint_name, config_name=config.properties.EndpointConfigName)
+    return [model, config, EndpointStep(name="Deploy", step_args=_captured(session))]
 
 
 def _threshold_json(thresholds: dict[str, Any]) -> list[Any]:

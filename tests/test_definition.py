@@ -56,7 +56,7 @@ def test_snapshot(aws, definition):
 def test_every_request_fits_botocore(definition):
     report = validate_definition(json.loads(definition))
     assert set(report) == {"Preprocess", "Train-mlp", "Train-logistic_regression", "Train-xgboost", "Select",
-                           "Evaluate", "Register"}
+                           "Evaluate", "Register", "CreateModel", "EndpointConfig", "Deploy"}
     assert report == {name: None for name in report}, report
 
 
@@ -83,12 +83,28 @@ def test_shape_parallel_training_and_gate(definition):
     assert conditions[-1]["RightValue"] == {"Get": "Parameters.OrphanRecallThreshold"}
     [fail] = gate["Arguments"]["ElseSteps"]
     assert fail["Arguments"]["ErrorMessage"]["Std:JsonGet"]["Path"] == "gate.message"
-    [register] = gate["Arguments"]["IfSteps"]
+    register, deploy = gate["Arguments"]["IfSteps"]
     assert register["Arguments"]["ModelApprovalStatus"] == {"Get": "Parameters.ModelApprovalStatus"}
     assert register["Arguments"]["ModelMetrics"]["ModelQuality"]["Statistics"]["ContentType"] == "application/json"
+    assert register["Arguments"]["CustomerMetadataProperties"]["diagnosa:execution"] == {
+        "Get": "Execution.PipelineExecutionId"}
+    # Deployment only for an approved registration, after it; data capture on; the endpoint named by a parameter.
+    assert deploy["DependsOn"] == ["Register"] and deploy["Arguments"]["Conditions"] == [
+        {"Type": "Equals", "LeftValue": {"Get": "Parameters.ModelApprovalStatus"}, "RightValue": "Approved"}]
+    model, config, endpoint = deploy["Arguments"]["IfSteps"]
+    assert model["Arguments"]["PrimaryContainer"]["Environment"]["SAGEMAKER_PROGRAM"] == "serve_endpoint.py"
+    capture = config["Arguments"]["DataCaptureConfig"]
+    assert capture["EnableCapture"] is True and capture["DestinationS3Uri"] == "s3://diagnosa-lake/capture"
+    assert config["Arguments"]["ProductionVariants"][0]["ModelName"] == {"Get": "Steps.CreateModel.ModelName"}
+    assert endpoint["Arguments"]["EndpointName"] == {"Get": "Parameters.EndpointName"}
+    # Every processing job gets the container root explicitly, so executors can map it.
+    for step in d["Steps"]:
+        if step["Type"] == "Processing":
+            assert step["Arguments"]["AppSpecification"]["ContainerArguments"][:2] == ["--base-dir", "/opt/ml/processing"]
     train = next(s for s in d["Steps"] if s["Name"] == "Train-xgboost")
     assert train["Arguments"]["HyperParameters"]["family"] == "xgboost"
     assert train["RetryPolicies"] and train["CacheConfig"]["Enabled"] is True
+    assert train["Arguments"]["OutputDataConfig"]["S3OutputPath"]["Std:Join"]["Values"][-2:] == ["models", "xgboost"]
 
 
 def test_upsert_and_start_with_overrides(aws):
