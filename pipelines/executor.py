@@ -1,0 +1,458 @@
+"""The local executor: runs a SageMaker pipeline definition (the JSON itself) on this machine.
+
+It reads what SageMaker reads — parameters, steps, ``DependsOn``, property references, property
+files, conditions — and does what the service would do with each step type: processing and training
+requests run as subprocesses against the local data lake (``pipelines/local_jobs.py``),
+``RegisterModel`` goes to the local model registry, ``Model``/``EndpointConfig``/``Endpoint`` create
+or update a local endpoint (``pipelines/local_endpoints.py``), ``Fail`` ends the execution with its
+message. A step starts as soon as the steps it needs have succeeded, up to ``max_parallel`` at a time.
+
+Every execution lives in ``<root>/<execution id>/``: the definition it ran, ``execution.json``
+(status, parameters, each step's status, times, properties and failure — the shape of
+``DescribePipelineExecution``/``ListPipelineExecutionSteps``), and one folder per step with its job
+log. Step outputs reach the lake only when the step succeeds, under ``artifacts/runs/<id>/``, so a
+failed execution leaves nothing half-written; :meth:`LocalExecutor.resume` reruns the failed step
+and what follows, reusing the steps that succeeded.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import sys
+import threading
+import time
+import traceback
+import uuid
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+from diagnosa.lake import DataLake
+from pipelines.expressions import ExpressionError, Resolver, evaluate_condition, step_references
+from pipelines.graph import DefinitionError, StepNode, build_graph
+from pipelines.local_jobs import JobError, LakeMapping, run_processing, run_training
+from pipelines.registry import LocalModelRegistry, RegistryError
+
+LOCAL_ACCOUNT = "000000000000"
+LOCAL_REGION = "local"
+PARAMETER_TYPES = {"String": str, "Integer": int, "Float": float, "Boolean": bool}
+TERMINAL = ("Succeeded", "Failed", "Stopped")
+
+
+class ExecutionError(ValueError):
+    """The execution cannot start: bad parameters, unsupported steps, missing inputs. Nothing ran."""
+
+
+class StepFailure(RuntimeError):
+    """A step failed; ``reason`` is what ``FailureReason`` shows."""
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+# ------------------------------------------------------------------------------------------------ parameters
+
+def resolve_parameters(definition: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Declared defaults with ``overrides`` applied; unknown names and wrong types are refused."""
+    declared = {p["Name"]: p for p in definition.get("Parameters", [])}
+    unknown = sorted(set(overrides) - set(declared))
+    if unknown:
+        raise ExecutionError(f"unknown pipeline parameter(s) {', '.join(unknown)} "
+                             f"(declared: {', '.join(sorted(declared)) or 'none'})")
+    values: dict[str, Any] = {}
+    for name, spec in declared.items():
+        kind = spec.get("Type", "String")
+        if kind not in PARAMETER_TYPES:
+            raise ExecutionError(f"parameter {name} has type {kind!r}, not one of {', '.join(PARAMETER_TYPES)}")
+        if name in overrides:
+            values[name] = coerce_parameter(name, kind, overrides[name])
+        elif "DefaultValue" in spec:
+            values[name] = coerce_parameter(name, kind, spec["DefaultValue"])
+        else:
+            raise ExecutionError(f"parameter {name} has no default: give it a value")
+        allowed = spec.get("EnumValues")
+        if allowed and values[name] not in allowed:
+            raise ExecutionError(f"parameter {name} must be one of {allowed}, got {values[name]!r}")
+    return values
+
+
+def coerce_parameter(name: str, kind: str, value: Any) -> Any:
+    """A value of the declared type (text from the command line is parsed; a float is not an integer)."""
+    if isinstance(value, str) and kind != "String":
+        text = value.strip()
+        try:
+            if kind == "Boolean":
+                value = {"true": True, "false": False}[text.lower()]
+            elif kind == "Integer":
+                value = int(text)
+            else:
+                value = float(text)
+        except (KeyError, ValueError):
+            raise ExecutionError(f"parameter {name} is {'an' if kind == 'Integer' else 'a'} {kind}, "
+                                 f"got {value!r}") from None
+    ok = {"String": isinstance(value, str), "Boolean": isinstance(value, bool),
+          "Integer": isinstance(value, int) and not isinstance(value, bool),
+          "Float": isinstance(value, (int, float)) and not isinstance(value, bool)}[kind]
+    if not ok:
+        raise ExecutionError(f"parameter {name} is a {kind}, got {value!r} ({type(value).__name__})")
+    return float(value) if kind == "Float" else value
+
+
+# ------------------------------------------------------------------------------------------------ records
+
+@dataclass
+class ExecutionRecord:
+    """``execution.json``: what DescribePipelineExecution and ListPipelineExecutionSteps would say."""
+
+    path: Path
+    data: dict[str, Any]
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def id(self) -> str:
+        return self.data["PipelineExecutionId"]
+
+    @property
+    def status(self) -> str:
+        return self.data["PipelineExecutionStatus"]
+
+    @property
+    def steps(self) -> dict[str, dict[str, Any]]:
+        return self.data["Steps"]
+
+    @property
+    def folder(self) -> Path:
+        return self.path.parent
+
+    def update(self, change: Callable[[dict[str, Any]], None]) -> None:
+        with self._lock:
+            change(self.data)
+            self.data["LastModifiedTime"] = _now()
+            tmp = self.path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(self.data, indent=2, ensure_ascii=False, default=str), encoding="utf-8")
+            os.replace(tmp, self.path)
+
+    @classmethod
+    def load(cls, path: Path) -> ExecutionRecord:
+        return cls(path, json.loads(path.read_text(encoding="utf-8")))
+
+
+def list_executions(root: Path) -> list[dict[str, Any]]:
+    """Past executions, newest first."""
+    found = []
+    for path in root.glob("*/execution.json") if root.is_dir() else []:
+        try:
+            found.append(json.loads(path.read_text(encoding="utf-8")))
+        except (OSError, ValueError):
+            continue  # an execution folder being created right now
+    return sorted(found, key=lambda e: e.get("CreationTime", ""), reverse=True)
+
+
+# ------------------------------------------------------------------------------------------------ executor
+
+@dataclass
+class LocalExecutor:
+    """Runs definitions against one data lake, model registry and set of local endpoints."""
+
+    lake: DataLake
+    bucket: str  # the bucket the definition names for the data lake
+    root: Path  # executions folder
+    registry: LocalModelRegistry
+    endpoints: Any = None  # pipelines.local_endpoints.LocalEndpoints, or None to report deploys without doing them
+    python: str = sys.executable
+    max_parallel: int = max(1, min(4, os.cpu_count() or 1))
+    progress: Callable[[str], None] = print
+
+    @property
+    def mapping(self) -> LakeMapping:
+        return LakeMapping(self.bucket, self.lake)
+
+    # -------------------------------------------------------------------------------- entry points
+    def start(self, definition: dict[str, Any], overrides: dict[str, Any] | None = None,
+              execution_id: str | None = None, pipeline_name: str = "diagnosa") -> ExecutionRecord:
+        """Check everything that can be checked, then run the definition to the end."""
+        graph, parameters = self.preflight(definition, overrides or {})
+        name = pipeline_name
+        execution_id = execution_id or (datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-"
+                                        + uuid.uuid4().hex[:6])
+        folder = self.root / execution_id
+        folder.mkdir(parents=True, exist_ok=False)
+        text = json.dumps(definition, indent=2, ensure_ascii=False, sort_keys=True)
+        (folder / "definition.json").write_text(text + "\n", encoding="utf-8")
+        record = ExecutionRecord(folder / "execution.json", {
+            "PipelineName": name,
+            "PipelineExecutionId": execution_id,
+            "PipelineExecutionArn": f"arn:aws:sagemaker:{LOCAL_REGION}:{LOCAL_ACCOUNT}:pipeline/{name}/"
+                                    f"execution/{execution_id}",
+            "PipelineExecutionStatus": "Executing",
+            "CreationTime": _now(),
+            "DefinitionSha256": hashlib.sha256(text.encode()).hexdigest(),
+            "Parameters": parameters,
+            "Steps": {},
+            "Attempts": 1,
+        })
+        record.update(lambda d: None)
+        return self._run(record, definition, graph)
+
+    def resume(self, execution_id: str) -> ExecutionRecord:
+        """Rerun a failed execution from its failed step; steps that succeeded keep their results."""
+        path = self.root / execution_id / "execution.json"
+        if not path.is_file():
+            known = ", ".join(e["PipelineExecutionId"] for e in list_executions(self.root)[:5]) or "none"
+            raise ExecutionError(f"no local execution {execution_id!r} under {self.root} (latest: {known})")
+        record = ExecutionRecord.load(path)
+        if record.status == "Succeeded":
+            raise ExecutionError(f"execution {execution_id} already succeeded: nothing to resume")
+        if record.status == "Executing":
+            raise ExecutionError(f"execution {execution_id} is still executing (or was killed: its status was "
+                                 "never closed); resume it only once no process runs it")
+        definition = json.loads((record.folder / "definition.json").read_text(encoding="utf-8"))
+        graph, _ = self.preflight(definition, record.data["Parameters"])
+
+        def reopen(d: dict[str, Any]) -> None:
+            d["PipelineExecutionStatus"] = "Executing"
+            d.pop("FailureReason", None)
+            d["Attempts"] = d.get("Attempts", 1) + 1
+            for name in [n for n, s in d["Steps"].items() if s["StepStatus"] != "Succeeded"]:
+                d["Steps"].pop(name)
+        record.update(reopen)
+        return self._run(record, definition, graph)
+
+    # -------------------------------------------------------------------------------- checks
+    def preflight(self, definition: dict[str, Any], overrides: dict[str, Any]) -> tuple[dict[str, StepNode],
+                                                                                         dict[str, Any]]:
+        """Everything wrong that is knowable before a step runs, as one ExecutionError."""
+        if not isinstance(definition, dict) or "Steps" not in definition:
+            raise ExecutionError("not a pipeline definition: no Steps")
+        try:
+            graph = build_graph(definition)
+        except DefinitionError as err:
+            raise ExecutionError(str(err)) from None
+        parameters = resolve_parameters(definition, overrides)
+        resolve = Resolver(parameters, self._variables({"PipelineExecutionId": "preflight"}),
+                           lambda step: {}, lambda step, name: {})
+        problems = []
+        for node in graph.values():
+            for uri in _static_inputs(node):
+                try:
+                    value = resolve(uri)
+                    key = self.mapping.key(value)
+                except (ExpressionError, JobError) as err:
+                    problems.append(f"step {node.name}: {err}")
+                    continue
+                if not self.lake.exists(key) and not self.lake.list(f"{key}/"):
+                    problems.append(f"step {node.name}: input {value} does not exist in the data lake {self.lake.uri}")
+        if problems:
+            raise ExecutionError("; ".join(problems))
+        return graph, parameters
+
+    def _variables(self, data: dict[str, Any]) -> dict[str, Any]:
+        name = data.get("PipelineName", "diagnosa")
+        execution_id = data["PipelineExecutionId"]
+        return {"PipelineExecutionId": execution_id, "PipelineName": name,
+                "PipelineExecutionArn": data.get("PipelineExecutionArn", f"arn:aws:sagemaker:{LOCAL_REGION}:"
+                                                 f"{LOCAL_ACCOUNT}:pipeline/{name}/execution/{execution_id}"),
+                "StartDateTime": data.get("CreationTime", _now()), "CurrentDateTime": _now()}
+
+    # -------------------------------------------------------------------------------- scheduling
+    def _run(self, record: ExecutionRecord, definition: dict[str, Any], graph: dict[str, StepNode]) -> ExecutionRecord:
+        started = time.perf_counter()
+        resolver = Resolver(record.data["Parameters"], self._variables(record.data),
+                            lambda step: record.steps.get(step, {}).get("Properties", {}),
+                            lambda step, name: _property_file(record, step, name))
+        done = {n for n, s in record.steps.items() if s["StepStatus"] == "Succeeded"}
+        for name in sorted(done):
+            self.progress(f"  {name:<28} reused from the previous attempt")
+        skipped: set[str] = set()
+        failure: str | None = None
+        running: dict[Future, str] = {}
+        with ThreadPoolExecutor(max_workers=self.max_parallel, thread_name_prefix="step") as pool:
+            while True:
+                if failure is None:  # after a failure, running steps finish and nothing new starts
+                    free = self.max_parallel - len(running)
+                    for name in self._ready(graph, record, done, skipped, running)[:max(0, free)]:
+                        running[pool.submit(self._step, record, graph[name], resolver, started)] = name
+                if not running:
+                    break
+                finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    name = running.pop(future)
+                    reason = future.result()
+                    if reason is None:
+                        done.add(name)
+                    elif failure is None:
+                        failure = reason
+        status = "Failed" if failure else "Succeeded"
+
+        def close(d: dict[str, Any]) -> None:
+            d["PipelineExecutionStatus"] = status
+            if failure:
+                d["FailureReason"] = failure
+            d["EndTime"] = _now()
+            d["Skipped"] = sorted(skipped)
+        record.update(close)
+        self.progress(f"execution {record.id} {status.lower()} in {time.perf_counter() - started:.1f} s"
+                      + (f": {failure}" if failure else ""))
+        return record
+
+    def _ready(self, graph: dict[str, StepNode], record: ExecutionRecord, done: set[str], skipped: set[str],
+               running: dict[Future, str]) -> list[str]:
+        """Steps whose needs are met, after marking those that can no longer run (branch not taken)."""
+        busy = set(running.values())
+        changed = True
+        while changed:
+            changed = False
+            for name, node in graph.items():
+                if name in done or name in skipped or name in busy:
+                    continue
+                branch = node.branch_of
+                not_taken = branch and branch[0] in done and \
+                    record.steps[branch[0]]["Properties"].get("Outcome") is not branch[1]
+                if not_taken or node.needs & skipped:
+                    skipped.add(name)
+                    changed = True
+        return sorted(name for name, node in graph.items()
+                      if name not in done | skipped | busy and name not in record.steps and node.needs <= done)
+
+    def _step(self, record: ExecutionRecord, node: StepNode, resolve: Resolver, started: float) -> str | None:
+        """Run one step; the failure reason, or None when it succeeded."""
+        run_dir = record.folder / "steps" / node.name
+        if run_dir.exists():  # an earlier attempt: keep its log next to the new one
+            attempt = 1
+            while run_dir.with_name(f"{node.name}.attempt{attempt}").exists():
+                attempt += 1
+            run_dir.rename(run_dir.with_name(f"{node.name}.attempt{attempt}"))
+        run_dir.mkdir(parents=True)
+        record.update(lambda d: d["Steps"].__setitem__(node.name, {
+            "StepName": node.name, "StepType": node.type, "StepStatus": "Executing", "StartTime": _now(),
+            "RunFolder": str(run_dir)}))
+        self.progress(f"[{time.perf_counter() - started:6.1f}s] {node.name:<28} started")
+        t0 = time.perf_counter()
+        try:
+            properties = self._execute(record, node, resolve, run_dir)
+            status, reason = "Succeeded", None
+        except StepFailure as err:
+            properties, status, reason = {}, "Failed", str(err)
+        except (JobError, RegistryError, ExpressionError, ValueError, OSError) as err:
+            properties, status, reason = {}, "Failed", f"step {node.name}: {err}"
+        except Exception as err:  # noqa: BLE001 (an executor bug must still close the step and keep the trace)
+            (run_dir / "executor-error.txt").write_text(traceback.format_exc(), encoding="utf-8")
+            properties, status, reason = {}, "Failed", f"step {node.name}: internal error {err!r} (see {run_dir})"
+        seconds = time.perf_counter() - t0
+
+        def close(d: dict[str, Any]) -> None:
+            step = d["Steps"][node.name]
+            step.update({"StepStatus": status, "EndTime": _now(), "DurationSeconds": round(seconds, 3),
+                         "Properties": properties})
+            if reason:
+                step["FailureReason"] = reason
+        record.update(close)
+        self.progress(f"[{time.perf_counter() - started:6.1f}s] {node.name:<28} {status.lower()} in {seconds:.1f} s"
+                      + (f": {reason}" if reason else _summary(node, properties)))
+        return reason
+
+    # -------------------------------------------------------------------------------- step types
+    def _thread_budget(self) -> dict[str, str]:
+        """On SageMaker each job has its instance; here concurrent jobs share the cores, so each gets its part."""
+        threads = str(max(1, (os.cpu_count() or 1) // self.max_parallel))
+        return {"OMP_NUM_THREADS": threads, "OPENBLAS_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+
+    def _execute(self, record: ExecutionRecord, node: StepNode, resolve: Resolver, run_dir: Path) -> dict[str, Any]:
+        job_name = _job_name(node.name, record.id)
+        if node.type == "Processing":
+            arguments = {**resolve(node.arguments), "ProcessingJobName": job_name}
+            result = run_processing(arguments, run_dir, self.mapping, python=self.python, env=self._thread_budget())
+            files = {}
+            for spec in node.definition.get("PropertyFiles", []):
+                output = result["ProcessingOutputConfig"]["Outputs"].get(spec["OutputName"])
+                if output is None:
+                    raise StepFailure(f"step {node.name}: property file {spec['PropertyFileName']} names output "
+                                      f"{spec['OutputName']!r}, which the job does not have")
+                key = f"{self.mapping.key(output['S3Output']['S3Uri'])}/{spec['FilePath']}"
+                try:
+                    files[spec["PropertyFileName"]] = json.loads(self.lake.get_bytes(key))
+                except (OSError, ValueError) as err:
+                    raise StepFailure(f"step {node.name}: property file {spec['PropertyFileName']} "
+                                      f"({key}) is missing or not JSON: {err}") from None
+            return {**result, "ProcessingJobArn": self._arn("processing-job", job_name), "PropertyFiles": files}
+        if node.type == "Training":
+            arguments = {**resolve(node.arguments), "TrainingJobName": job_name}
+            result = run_training(arguments, run_dir, self.mapping, python=self.python, env=self._thread_budget())
+            return {**result, "TrainingJobArn": self._arn("training-job", job_name)}
+        if node.type == "Condition":
+            outcome = all(evaluate_condition(c, resolve) for c in node.arguments.get("Conditions", []))
+            return {"Outcome": outcome}
+        if node.type == "Fail":
+            message = resolve(node.arguments.get("ErrorMessage", ""))
+            raise StepFailure(str(message) or f"step {node.name} (Fail) was reached")
+        if node.type == "RegisterModel":
+            return self.registry.create_model_package(**resolve(node.arguments))
+        if node.type in ("Model", "CreateModel", "EndpointConfig", "Endpoint"):
+            if self.endpoints is None:
+                (run_dir / "deploy.json").write_text(json.dumps(resolve(node.arguments), indent=2), encoding="utf-8")
+                raise StepFailure(f"step {node.name}: no local endpoints configured; the request it would send is "
+                                  f"in {run_dir / 'deploy.json'}")
+            arguments = resolve(node.arguments)
+            if node.type in ("Model", "CreateModel"):
+                return self.endpoints.create_model(job_name, arguments)
+            if node.type == "EndpointConfig":
+                return self.endpoints.create_endpoint_config(arguments)
+            return self.endpoints.deploy(arguments["EndpointName"], arguments["EndpointConfigName"],
+                                         log=run_dir / "deploy.log")
+        raise StepFailure(f"step {node.name}: type {node.type} is not run locally")
+
+    def _arn(self, kind: str, name: str) -> str:
+        return f"arn:aws:sagemaker:{LOCAL_REGION}:{LOCAL_ACCOUNT}:{kind}/{name}"
+
+
+def _job_name(step: str, execution_id: str) -> str:
+    """SageMaker job names: [a-zA-Z0-9-], at most 63 characters."""
+    clean = re.sub(r"[^a-zA-Z0-9-]+", "-", f"{step}-{execution_id}").strip("-")
+    return clean[:63].rstrip("-")
+
+
+def _static_inputs(node: StepNode) -> list[Any]:
+    """Input locations of a step that depend only on parameters (checkable before anything runs)."""
+    candidates = []
+    if node.type == "Processing":
+        candidates = [i.get("S3Input", {}).get("S3Uri") for i in node.arguments.get("ProcessingInputs", [])]
+    elif node.type == "Training":
+        candidates = [c.get("DataSource", {}).get("S3DataSource", {}).get("S3Uri")
+                      for c in node.arguments.get("InputDataConfig", [])]
+    return [c for c in candidates if c is not None and not step_references(c)]
+
+
+def _property_file(record: ExecutionRecord, step: str, name: str) -> Any:
+    files = record.steps.get(step, {}).get("Properties", {}).get("PropertyFiles", {})
+    if name not in files:
+        raise ExpressionError(f"step {step} has no property file {name!r} (has it run?)")
+    return files[name]
+
+
+def _summary(node: StepNode, properties: dict[str, Any]) -> str:
+    if node.type == "Condition":
+        return f" → {'if' if properties.get('Outcome') else 'else'} branch"
+    if node.type == "RegisterModel":
+        return f" → {properties.get('ModelPackageArn')}"
+    if node.type == "Training":
+        metrics = ", ".join(f"{m['MetricName']}={m['Value']:.3f}" for m in properties.get("FinalMetricDataList", []))
+        return f" ({metrics})" if metrics else ""
+    if node.type == "Endpoint":
+        return f" → {properties.get('Url', '')}"
+    return ""
+
+
+def open_local(workspace: Path, lake: DataLake, bucket: str, *, endpoints: Any = None,
+               progress: Callable[[str], None] = print, max_parallel: int | None = None) -> LocalExecutor:
+    """The executor for a workspace: executions in ``<workspace>/executions``, registry in ``<workspace>/registry``."""
+    kwargs = {"max_parallel": max_parallel} if max_parallel else {}
+    return LocalExecutor(lake=lake, bucket=bucket, root=workspace / "executions",
+                         registry=LocalModelRegistry(workspace / "registry"), endpoints=endpoints,
+                         progress=progress, **kwargs)
+
+

@@ -1,0 +1,253 @@
+"""Local endpoints: what CreateModel, CreateEndpointConfig and CreateEndpoint/UpdateEndpoint do, on this machine.
+
+A model and an endpoint config are records (the request, validated against botocore's shape); an
+endpoint is a ``diagnosa serve`` process (inference/server.py, the SageMaker container and runtime
+APIs) started in the background with the config's model and data-capture sampling, recorded in
+``<workspace>/endpoints/<name>/endpoint.json``. Deploying to an endpoint that exists updates it:
+the new model is started on the same port once the old process has stopped; if it does not answer
+``/ping`` in time the previous model is started again (auto-rollback) and the deploy fails.
+Approving a version in the local registry deploys it the same way, as the AWS deploy function does
+on the "Model Package State Change" event.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from diagnosa.model import ModelLoadError, unpack_model
+from pipelines.local_jobs import JobError, LakeMapping, check_request
+
+DEFAULT_PORT = 8080
+HEALTH_TIMEOUT = 120.0
+STOP_TIMEOUT = 30.0
+ARN = "arn:aws:sagemaker:local:000000000000"
+
+
+class DeployError(JobError):
+    """A deployment that did not reach InService; the message says why and what is serving now."""
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, ProcessLookupError):
+        return False
+    return b"serve" in cmdline  # the pid was not reused by an unrelated process
+
+
+def _free_port(host: str) -> int:
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        return probe.getsockname()[1]
+
+
+class LocalEndpoints:
+    def __init__(self, workspace: Path, mapping: LakeMapping, *, lake_uri: str | None = None,
+                 python: str = sys.executable, host: str = "127.0.0.1", port: int | None = None):
+        self.workspace = Path(workspace)
+        self.root = self.workspace / "endpoints"
+        self.mapping = mapping
+        self.lake_uri = lake_uri
+        self.python = python
+        self.host = host
+        self.port = DEFAULT_PORT if port is None else port  # 0: any free port
+
+    # -------------------------------------------------------------------------------- records
+    def _write(self, path: Path, data: dict[str, Any]) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False), encoding="utf-8")
+        os.replace(tmp, path)
+
+    def _read(self, path: Path, what: str) -> dict[str, Any]:
+        if not path.is_file():
+            raise DeployError(f"{what} does not exist locally ({path})")
+        return json.loads(path.read_text(encoding="utf-8"))
+
+    def create_model(self, name: str, arguments: dict[str, Any]) -> dict[str, Any]:
+        request = {**arguments, "ModelName": arguments.get("ModelName") or name}
+        check_request("CreateModel", request)
+        container = request.get("PrimaryContainer") or (request.get("Containers") or [{}])[0]
+        if not container.get("ModelDataUrl"):
+            raise DeployError(f"model {request['ModelName']} has no ModelDataUrl")
+        self.mapping.key(container["ModelDataUrl"])  # inside the lake, or refused now
+        self._write(self.root / "models" / f"{request['ModelName']}.json", request)
+        return {"ModelName": request["ModelName"], "ModelArn": f"{ARN}:model/{request['ModelName']}"}
+
+    def create_endpoint_config(self, arguments: dict[str, Any]) -> dict[str, Any]:
+        check_request("CreateEndpointConfig", arguments)
+        name = arguments["EndpointConfigName"]
+        path = self.root / "configs" / f"{name}.json"
+        if path.exists():
+            raise DeployError(f"endpoint config {name} already exists (configs are immutable)")
+        if len(arguments["ProductionVariants"]) != 1:
+            raise DeployError(f"endpoint config {name}: the local endpoint serves one production variant")
+        self._write(path, arguments)
+        return {"EndpointConfigName": name, "EndpointConfigArn": f"{ARN}:endpoint-config/{name}"}
+
+    def describe(self, name: str) -> dict[str, Any] | None:
+        path = self.root / name / "endpoint.json"
+        if not path.is_file():
+            return None
+        record = json.loads(path.read_text(encoding="utf-8"))
+        if record.get("EndpointStatus") == "InService" and not _alive(record.get("Pid")):
+            record["EndpointStatus"] = "OutOfService"  # the process is gone (reboot, kill)
+        return record
+
+    def list(self) -> list[dict[str, Any]]:
+        return [r for r in (self.describe(p.parent.name) for p in sorted(self.root.glob("*/endpoint.json"))) if r]
+
+    # -------------------------------------------------------------------------------- deploy
+    def deploy(self, endpoint_name: str, config_name: str, *, log: Path | None = None) -> dict[str, Any]:
+        """CreateEndpoint, or UpdateEndpoint when it exists; returns the endpoint's record."""
+        check_request("CreateEndpoint", {"EndpointName": endpoint_name, "EndpointConfigName": config_name})
+        config = self._read(self.root / "configs" / f"{config_name}.json", f"endpoint config {config_name}")
+        variant = config["ProductionVariants"][0]
+        model = self._read(self.root / "models" / f"{variant['ModelName']}.json", f"model {variant['ModelName']}")
+        container = model.get("PrimaryContainer") or model["Containers"][0]
+        capture = config.get("DataCaptureConfig") or {}
+        sampling = int(capture.get("InitialSamplingPercentage", 0)) if capture.get("EnableCapture") else 0
+        folder = self.root / endpoint_name
+        model_dir = folder / "models" / config_name
+        if not (model_dir / "metadata.json").is_file():
+            archive = folder / "models" / f"{config_name}.tar.gz"
+            archive.parent.mkdir(parents=True, exist_ok=True)
+            self.mapping.lake.get_file(self.mapping.key(container["ModelDataUrl"]), archive)
+            try:
+                unpack_model(archive, model_dir)
+            except ModelLoadError as err:
+                raise DeployError(f"endpoint {endpoint_name}: {err}") from None
+            archive.unlink()
+        previous = self.describe(endpoint_name)
+        port = previous["Port"] if previous else (self.port or _free_port(self.host))
+        if previous and _alive(previous.get("Pid")):
+            self._stop(previous["Pid"])
+        try:
+            pid = self._start(endpoint_name, model_dir, port, sampling, folder / "server.log")
+        except DeployError as err:
+            if previous and previous.get("ModelDir") and Path(previous["ModelDir"]).is_dir():
+                pid = self._start(endpoint_name, Path(previous["ModelDir"]), port, previous.get("CaptureSampling", 0),
+                                  folder / "server.log")
+                self._write(folder / "endpoint.json", {**previous, "Pid": pid, "EndpointStatus": "InService",
+                                                        "LastModifiedTime": _now()})
+                raise DeployError(f"{err}; rolled back to {previous['EndpointConfigName']}") from None
+            raise
+        history = (previous or {}).get("History", [])
+        if previous:
+            history = [*history, {k: previous.get(k) for k in ("EndpointConfigName", "ModelDataUrl", "LastModifiedTime")}]
+        record = {
+            "EndpointName": endpoint_name, "EndpointArn": f"{ARN}:endpoint/{endpoint_name}",
+            "EndpointConfigName": config_name, "EndpointStatus": "InService",
+            "ModelName": variant["ModelName"], "ModelDataUrl": container["ModelDataUrl"], "ModelDir": str(model_dir),
+            "CaptureSampling": sampling, "Port": port, "Pid": pid, "Url": f"http://{self.host}:{port}",
+            "CreationTime": (previous or {}).get("CreationTime", _now()), "LastModifiedTime": _now(),
+            "History": history[-20:],
+        }
+        self._write(folder / "endpoint.json", record)
+        if log:
+            log.write_text(f"endpoint {endpoint_name} InService on {record['Url']} with {config_name} "
+                           f"({'updated' if previous else 'created'}); server log {folder / 'server.log'}\n",
+                           encoding="utf-8")
+        return record
+
+    def deploy_model_package(self, package: dict[str, Any], endpoint_name: str = "diagnosa",
+                             capture_sampling: int = 100) -> dict[str, Any]:
+        """What the deploy function does for an approved package: model → config with capture → endpoint."""
+        if package.get("ModelApprovalStatus") != "Approved":
+            raise DeployError(f"model package {package.get('ModelPackageArn')} is "
+                              f"{package.get('ModelApprovalStatus')}, not Approved: not deployed")
+        container = package["InferenceSpecification"]["Containers"][0]
+        tag = f"{package['ModelPackageGroupName']}-v{package['ModelPackageVersion']}-{int(time.time())}"
+        model = self.create_model(f"{tag}-model", {
+            "ExecutionRoleArn": f"arn:aws:iam::000000000000:role/{endpoint_name}-local",
+            "PrimaryContainer": {k: v for k, v in container.items() if k in ("Image", "ModelDataUrl", "Environment")}})
+        instance = (package["InferenceSpecification"].get("SupportedRealtimeInferenceInstanceTypes") or ["ml.m5.large"])[0]
+        config = self.create_endpoint_config({
+            "EndpointConfigName": f"{endpoint_name}-{tag}",
+            "ProductionVariants": [{"VariantName": "AllTraffic", "ModelName": model["ModelName"],
+                                    "InitialInstanceCount": 1, "InstanceType": instance}],
+            "DataCaptureConfig": {"EnableCapture": capture_sampling > 0, "InitialSamplingPercentage": capture_sampling,
+                                  "DestinationS3Uri": f"s3://{self.mapping.bucket}/capture",
+                                  "CaptureOptions": [{"CaptureMode": "Input"}, {"CaptureMode": "Output"}]}})
+        record = self.deploy(endpoint_name, config["EndpointConfigName"])
+        record["ModelPackageArn"] = package["ModelPackageArn"]
+        self._write(self.root / endpoint_name / "endpoint.json", record)
+        return record
+
+    def stop(self, endpoint_name: str) -> bool:
+        record = self.describe(endpoint_name)
+        if not record:
+            raise DeployError(f"no local endpoint {endpoint_name}")
+        was_running = _alive(record.get("Pid"))
+        if was_running:
+            self._stop(record["Pid"])
+        self._write(self.root / endpoint_name / "endpoint.json", {**record, "EndpointStatus": "OutOfService",
+                                                                   "Pid": None, "LastModifiedTime": _now()})
+        return was_running
+
+    # -------------------------------------------------------------------------------- processes
+    def _start(self, endpoint_name: str, model_dir: Path, port: int, sampling: int, log_path: Path) -> int:
+        command = [self.python, "-m", "diagnosa.cli", "--workspace", str(self.workspace)]
+        if self.lake_uri:
+            command += ["--lake", self.lake_uri]
+        command += ["serve", "--model", str(model_dir), "--host", self.host, "--port", str(port),
+                    "--endpoint-name", endpoint_name, "--capture-sampling", str(sampling)]
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(log_path, "a", encoding="utf-8") as log:
+            log.write(f"--- {_now()} starting {model_dir} on port {port}\n")
+            log.flush()
+            process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                       start_new_session=True,  # outlives the command that deployed it
+                                       env={**os.environ, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")})
+        url = f"http://{self.host}:{port}/ping"
+        deadline = time.monotonic() + HEALTH_TIMEOUT
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                tail = log_path.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-3:]
+                raise DeployError(f"endpoint {endpoint_name}: the server exited with {process.returncode} "
+                                  f"(log {log_path}): {' | '.join(tail)}")
+            try:
+                with urllib.request.urlopen(url, timeout=2) as answer:
+                    if answer.status == 200:
+                        return process.pid
+            except (urllib.error.URLError, OSError):
+                pass
+            time.sleep(0.2)
+        self._stop(process.pid)
+        raise DeployError(f"endpoint {endpoint_name}: /ping did not answer 200 within {HEALTH_TIMEOUT:.0f} s "
+                          f"(log {log_path})")
+
+    @staticmethod
+    def _stop(pid: int) -> None:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + STOP_TIMEOUT
+        while time.monotonic() < deadline:
+            try:
+                finished, _ = os.waitpid(pid, os.WNOHANG)  # our child: reap it
+                if finished:
+                    return
+            except ChildProcessError:  # started by another command: poll until it is gone
+                if not _alive(pid):
+                    return
+            time.sleep(0.1)
+        os.kill(pid, signal.SIGKILL)

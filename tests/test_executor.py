@@ -1,0 +1,198 @@
+"""The local executor on small hand-written definitions: checks before running, order, branches, failure, resume.
+
+The steps are real processing requests (validated against botocore) whose container command is a
+few lines of Python, so each behaviour is visible in what the steps wrote.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from diagnosa.lake import DataLake
+from pipelines.executor import ExecutionError, LocalExecutor, coerce_parameter, list_executions, resolve_parameters
+from pipelines.registry import LocalModelRegistry
+
+BUCKET = "test-lake"
+RUN = {"Std:Join": {"On": "/", "Values": [f"s3://{BUCKET}/artifacts/runs", {"Get": "Execution.PipelineExecutionId"}]}}
+
+# Copies every input file to the output, appending the step name; fails while a marker file exists.
+SCRIPT = """
+import os, pathlib, sys, time
+name, marker, sleep, root = sys.argv[1], sys.argv[2], float(sys.argv[3]), pathlib.Path(sys.argv[4])
+if os.path.exists(marker):
+    sys.exit(f"{name}: injected failure")
+out = root / "output" / "out"
+out.mkdir(parents=True, exist_ok=True)
+seen = sorted(p.read_text() for p in (root / "input").rglob("*.txt"))
+(out / f"{name}.txt").write_text("|".join(seen + [name]))
+(out / "started").write_text(str(time.time()))
+time.sleep(sleep)
+"""
+
+
+def processing(name: str, inputs: list, marker: Path, sleep: float = 0.0, **extra) -> dict:
+    return {"Name": name, "Type": "Processing", **extra, "Arguments": {
+        "ProcessingResources": {"ClusterConfig": {"InstanceCount": 1, "InstanceType": "ml.m5.large",
+                                                  "VolumeSizeInGB": 1}},
+        "AppSpecification": {"ImageUri": "local", "ContainerEntrypoint": ["python3", "-c", SCRIPT],
+                             "ContainerArguments": [name, str(marker), str(sleep), "/opt/ml/processing"]},
+        "RoleArn": "arn:aws:iam::000000000000:role/test",
+        "ProcessingInputs": [{"InputName": f"in{i}", "S3Input": {
+            "S3Uri": uri, "LocalPath": f"/opt/ml/processing/input/in{i}", "S3DataType": "S3Prefix",
+            "S3InputMode": "File"}} for i, uri in enumerate(inputs)],
+        "ProcessingOutputConfig": {"Outputs": [{"OutputName": "out", "S3Output": {
+            "S3Uri": {"Std:Join": {"On": "/", "Values": [RUN, name]}}, "LocalPath": "/opt/ml/processing/output/out",
+            "S3UploadMode": "EndOfJob"}}]},
+    }}
+
+
+def output_of(step: str) -> dict:
+    return {"Get": f"Steps.{step}.ProcessingOutputConfig.Outputs['out'].S3Output.S3Uri"}
+
+
+def definition(marker: Path, *, sleep: float = 0.0) -> dict:
+    """seed → (left, right in parallel) → join → gate: join's result passes a threshold → ok, else Fail."""
+    return {
+        "Version": "2020-12-01",
+        "Parameters": [{"Name": "InputUri", "Type": "String", "DefaultValue": f"s3://{BUCKET}/curated/seed"},
+                       {"Name": "Threshold", "Type": "Float", "DefaultValue": 0.5}],
+        "Steps": [
+            processing("Seed", [{"Get": "Parameters.InputUri"}], marker),
+            processing("Left", [output_of("Seed")], marker, sleep),
+            processing("Right", [output_of("Seed")], marker, sleep),
+            processing("Join", [output_of("Left"), output_of("Right")], Path(f"{marker}.join"),
+                       PropertyFiles=[{"PropertyFileName": "Result", "OutputName": "out", "FilePath": "score.json"}]),
+            {"Name": "Gate", "Type": "Condition", "DependsOn": ["Join"], "Arguments": {
+                "Conditions": [{"Type": "GreaterThanOrEqualTo", "LeftValue": {"Get": "Parameters.Threshold"},
+                                "RightValue": 0.5}],
+                "IfSteps": [processing("Publish", [output_of("Join")], marker)],
+                "ElseSteps": [{"Name": "Stop", "Type": "Fail", "Arguments": {"ErrorMessage": {"Std:Join": {
+                    "On": " ", "Values": ["threshold", {"Get": "Parameters.Threshold"}, "is below 0.5"]}}}}]}},
+        ],
+    }
+
+
+@pytest.fixture
+def setup(tmp_path):
+    lake = DataLake.from_uri(str(tmp_path / "lake"))
+    lake.put_bytes("curated/seed/seed.txt", b"seed")
+    lines: list[str] = []
+    executor = LocalExecutor(lake=lake, bucket=BUCKET, root=tmp_path / "executions",
+                             registry=LocalModelRegistry(tmp_path / "registry"), max_parallel=2,
+                             progress=lines.append, python=sys.executable)
+    return executor, lake, tmp_path / "fail-marker", lines
+
+
+def without_property_files(d: dict) -> dict:
+    for step in d["Steps"]:
+        step.pop("PropertyFiles", None)
+    return d
+
+
+def test_runs_in_dependency_order_with_parallel_branches(setup):
+    executor, lake, marker, lines = setup
+    record = executor.start(without_property_files(definition(marker, sleep=1.0)))
+    assert record.status == "Succeeded", record.data.get("FailureReason")
+    run = f"artifacts/runs/{record.id}"
+    # Each step saw exactly what its inputs' steps wrote: the data edges were followed.
+    assert lake.get_bytes(f"{run}/Join/Join.txt").decode() == "seed|Seed|Left|seed|Seed|Right|Join"
+    assert lake.get_bytes(f"{run}/Publish/Publish.txt").decode() == "seed|Seed|Left|seed|Seed|Right|Join|Publish"
+    steps = record.steps
+    assert [steps[s]["StepStatus"] for s in ("Seed", "Left", "Right", "Join", "Gate", "Publish")] == ["Succeeded"] * 6
+    assert "Stop" not in steps and record.data["Skipped"] == ["Stop"]
+    # Left and Right overlapped: each started before the other ended.
+    assert steps["Left"]["StartTime"] < steps["Right"]["EndTime"] and steps["Right"]["StartTime"] < steps["Left"]["EndTime"]
+    assert steps["Join"]["StartTime"] > max(steps["Left"]["EndTime"], steps["Right"]["EndTime"])
+    assert Path(steps["Join"]["RunFolder"], "job.log").is_file()
+    assert any("Join" in line and "succeeded" in line for line in lines)
+    assert [e["PipelineExecutionId"] for e in list_executions(executor.root)] == [record.id]
+
+
+def test_fail_step_ends_the_execution_with_its_message(setup):
+    executor, lake, marker, _ = setup
+    record = executor.start(without_property_files(definition(marker)), {"Threshold": "0.25"})
+    assert record.status == "Failed"
+    assert record.data["FailureReason"] == "threshold 0.25 is below 0.5"
+    assert record.steps["Stop"]["StepStatus"] == "Failed" and "Publish" not in record.steps
+
+
+def test_bad_input_is_refused_before_any_step_runs(setup):
+    executor, lake, marker, _ = setup
+    d = without_property_files(definition(marker))
+    cases = [
+        ({"Treshold": "0.4"}, "unknown pipeline parameter.*Treshold.*declared: InputUri, Threshold"),
+        ({"Threshold": "high"}, "parameter Threshold is a Float, got 'high'"),
+        ({"InputUri": f"s3://{BUCKET}/curated/missing"}, "step Seed: input s3://test-lake/curated/missing does not exist"),
+        ({"InputUri": "s3://another-bucket/curated/seed"}, "outside the data lake"),
+    ]
+    for overrides, message in cases:
+        with pytest.raises(ExecutionError, match=message):
+            executor.start(d, overrides)
+    unsupported = json.loads(json.dumps(d))
+    unsupported["Steps"].append({"Name": "Emr", "Type": "EMR", "Arguments": {}})
+    with pytest.raises(ExecutionError, match="step 'Emr' has type 'EMR', which the local executor does not run"):
+        executor.start(unsupported)
+    assert not executor.root.exists() or not any(executor.root.iterdir()), "nothing ran, nothing was recorded"
+    assert lake.list("artifacts/") == []
+
+
+def test_failed_step_leaves_logs_and_nothing_downstream_then_resume_reruns_from_it(setup):
+    executor, lake, marker, _ = setup
+    Path(f"{marker}.join").write_text("x")  # Join fails
+    record = executor.start(without_property_files(definition(marker)))
+    assert record.status == "Failed" and "Join: injected failure" in record.data["FailureReason"]
+    assert record.steps["Join"]["StepStatus"] == "Failed"
+    assert "injected failure" in Path(record.steps["Join"]["RunFolder"], "job.log").read_text()
+    assert "Gate" not in record.steps and "Publish" not in record.steps
+    assert not lake.list(f"artifacts/runs/{record.id}/Join/"), "a failed step writes nothing to the lake"
+    before = {name: dict(step) for name, step in record.steps.items()}
+
+    Path(f"{marker}.join").unlink()
+    resumed = executor.resume(record.id)
+    assert resumed.id == record.id and resumed.status == "Succeeded" and resumed.data["Attempts"] == 2
+    for name in ("Seed", "Left", "Right"):  # reused, not rerun
+        assert resumed.steps[name]["StartTime"] == before[name]["StartTime"]
+    assert resumed.steps["Join"]["StartTime"] > before["Join"]["StartTime"]
+    assert {"Gate", "Publish"} <= set(resumed.steps)
+    assert Path(resumed.steps["Join"]["RunFolder"] + ".attempt1", "job.log").is_file(), "the failed attempt's log is kept"
+    with pytest.raises(ExecutionError, match="already succeeded"):
+        executor.resume(record.id)
+    with pytest.raises(ExecutionError, match="no local execution 'nope'"):
+        executor.resume("nope")
+
+
+def test_property_files_feed_conditions(setup):
+    executor, lake, marker, _ = setup
+    d = definition(marker)
+    # Join writes score.json through an extra command; the gate compares its value.
+    join = next(s for s in d["Steps"] if s["Name"] == "Join")
+    join["Arguments"]["AppSpecification"]["ContainerEntrypoint"] = ["python3", "-c", SCRIPT + (
+        "\nimport json\n(out / 'score.json').write_text(json.dumps({'metrics': {'recall': 0.42}}))\n")]
+    gate = d["Steps"][-1]["Arguments"]
+    gate["Conditions"] = [{"Type": "GreaterThanOrEqualTo", "LeftValue": {"Std:JsonGet": {
+        "PropertyFile": {"Get": "Steps.Join.PropertyFiles.Result"}, "Path": "metrics.recall"}},
+        "RightValue": {"Get": "Parameters.Threshold"}}]
+    assert executor.start(d, {"Threshold": 0.4}).status == "Succeeded"
+    failed = executor.start(d, {"Threshold": 0.5})
+    assert failed.status == "Failed" and failed.steps["Join"]["Properties"]["PropertyFiles"] == {
+        "Result": {"metrics": {"recall": 0.42}}}
+
+
+def test_parameter_types_follow_the_service():
+    declared = {"Parameters": [{"Name": "N", "Type": "Integer", "DefaultValue": 3},
+                               {"Name": "On", "Type": "Boolean", "DefaultValue": False},
+                               {"Name": "Mode", "Type": "String", "DefaultValue": "a", "EnumValues": ["a", "b"]},
+                               {"Name": "Required", "Type": "String"}]}
+    assert resolve_parameters(declared, {"Required": "x", "N": "7", "On": "true"}) == {
+        "N": 7, "On": True, "Mode": "a", "Required": "x"}
+    for overrides, message in [({}, "parameter Required has no default"),
+                               ({"Required": "x", "N": "7.5"}, "parameter N is an Integer, got '7.5'"),
+                               ({"Required": "x", "N": True}, "parameter N is a Integer"),
+                               ({"Required": "x", "Mode": "c"}, "must be one of"),
+                               ({"Required": "x", "On": "yes"}, "parameter On is a Boolean")]:
+        with pytest.raises(ExecutionError, match=message):
+            resolve_parameters(declared, overrides)
+    assert coerce_parameter("F", "Float", 1) == 1.0
