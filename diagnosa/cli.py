@@ -18,7 +18,7 @@ from diagnosa.lake import DataLake, LakeError
 
 EXIT_BAD_INPUT = 2
 # Command groups kept in modules of their own (diagnosa/commands/); each has register(commands, cli).
-COMMAND_MODULES: tuple[str, ...] = ("diagnosa.commands.app", "diagnosa.commands.monitor")
+COMMAND_MODULES: tuple[str, ...] = ("diagnosa.commands.local", "diagnosa.commands.app", "diagnosa.commands.monitor")
 
 
 class UsageError(Exception):
@@ -243,9 +243,14 @@ def cmd_registry_decide(args: argparse.Namespace) -> int:
     arn = f"{ARN_PREFIX}/{args.group}/{args.version}"
     try:
         registry.update_model_package(arn, status, args.reason)
+        package = registry.describe_model_package(arn)
     except RegistryError as err:
         raise UsageError(str(err)) from None
     print(f"{args.group} v{args.version}: {status}")
+    if status == "Approved" and not args.no_deploy:
+        from diagnosa.commands.local import approve_and_deploy
+
+        approve_and_deploy(sys.modules[__name__], args, package)
     return 0
 
 
@@ -413,6 +418,13 @@ def build_parser() -> argparse.ArgumentParser:
         decide.add_argument("version", type=_int_in(1, 10**9, "version"))
         decide.add_argument("--group", default="diagnosa")
         decide.add_argument("--reason", help="approval description kept with the version")
+        if verb == "approve":
+            decide.add_argument("--endpoint-name", default="diagnosa", help="local endpoint the approved version goes to")
+            decide.add_argument("--port", type=_int_in(0, 65535, "--port"), default=None,
+                                help="port if the endpoint is created (default 8080; 0 picks a free one)")
+            decide.add_argument("--no-deploy", action="store_true", help="approve without deploying")
+        else:
+            decide.set_defaults(no_deploy=True)
         decide.set_defaults(func=cmd_registry_decide)
 
     import importlib

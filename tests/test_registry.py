@@ -82,7 +82,10 @@ def test_registry_commands(tmp_path, capsys):
     ws = ["--workspace", str(tmp_path / "ws")]
     assert main([*ws, "registry", "list"]) == 0
     assert "v1    PendingManualApproval" in capsys.readouterr().out
-    assert main([*ws, "registry", "approve", "1", "--reason", "ok"]) == 0
+    assert main([*ws, "registry", "approve", "1", "--reason", "ok", "--no-deploy"]) == 0
     assert registry.describe_model_package("diagnosa/1")["ModelApprovalStatus"] == "Approved"
+    # Approving deploys to the local endpoint; a model outside the local lake is approved but not deployed.
+    assert main([*ws, "registry", "approve", "1"]) == 2
+    assert "approved, but not deployed" in capsys.readouterr().err
     assert main([*ws, "registry", "reject", "7"]) == 2
     assert "does not exist" in capsys.readouterr().err

@@ -1,0 +1,210 @@
+"""``diagnosa run --local``, ``diagnosa executions`` and ``diagnosa endpoint``: the pipeline on this machine.
+
+``run --local`` builds the same definition ``diagnosa pipeline definition`` prints (with the local
+lake standing for the bucket ``s3://diagnosa-local``; the SDK's uploads land in the lake) — or
+takes a saved definition with ``--definition`` — and hands the JSON to the local executor
+(pipelines/executor.py).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+LOCAL_BUCKET = "diagnosa-local"
+LOCAL_ROLE = "arn:aws:iam::000000000000:role/diagnosa-local"
+EXAMPLE = {"age": 67, "sex": "M", "temperature_c": 38.9, "symptoms": ["HP:0001945"]}
+
+
+def _local_lake(cli: ModuleType, args: argparse.Namespace):
+    lake = cli.open_lake(args)
+    if lake.uri.startswith("s3://"):
+        raise cli.UsageError("the local executor runs against a local lake folder; for s3:// use "
+                             "`diagnosa pipeline upsert` and `diagnosa pipeline start`")
+    return lake
+
+
+def _endpoints(cli: ModuleType, args: argparse.Namespace, lake):
+    from pipelines.local_endpoints import LocalEndpoints
+    from pipelines.local_jobs import LakeMapping
+
+    return LocalEndpoints(cli.workspace(args), LakeMapping(LOCAL_BUCKET, lake),
+                          lake_uri=args.lake or os.environ.get("DIAGNOSA_LAKE"), port=getattr(args, "port", None))
+
+
+def local_definition(lake, families: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """The pipeline definition for the local lake; what the SDK uploads while building it goes into the lake."""
+    from pipelines.offline import build_offline
+
+    build = build_offline(LOCAL_BUCKET, LOCAL_ROLE, **({"families": families} if families else {}))
+    for key, data in build.objects.items():
+        if not lake.exists(key) or lake.get_bytes(key) != data:
+            lake.put_bytes(key, data)
+    return json.loads(build.definition)
+
+
+def _parameters(cli: ModuleType, pairs: list[str]) -> dict[str, str]:
+    values = {}
+    for pair in pairs:
+        name, sep, text = pair.partition("=")
+        if not sep or not name:
+            raise cli.UsageError(f"--param takes NAME=VALUE, got {pair!r}")
+        values[name] = text
+    return values
+
+
+def cmd_run(args: argparse.Namespace, cli: ModuleType) -> int:
+    from diagnosa.data.ingest import latest_version
+    from pipelines.executor import ExecutionError, open_local
+
+    if not args.local:
+        raise cli.UsageError("only --local runs here; on SageMaker use `diagnosa pipeline upsert` then "
+                             "`diagnosa pipeline start`")
+    lake = _local_lake(cli, args)
+    executor = open_local(cli.workspace(args), lake, LOCAL_BUCKET, endpoints=_endpoints(cli, args, lake),
+                          max_parallel=args.max_parallel)
+    try:
+        if args.resume:
+            record = executor.resume(args.resume)
+        else:
+            overrides = _parameters(cli, args.param)
+            if args.definition:
+                try:
+                    definition = json.loads(Path(args.definition).read_text(encoding="utf-8"))
+                except (OSError, ValueError) as err:
+                    raise cli.UsageError(f"cannot read the definition {args.definition}: {err}") from None
+            else:
+                families = tuple(f for f in args.families.split(",") if f) if args.families else None
+                try:
+                    definition = local_definition(lake, families)
+                except ValueError as err:
+                    raise cli.UsageError(str(err)) from None
+            declared = {p["Name"] for p in definition.get("Parameters", [])} if isinstance(definition, dict) else set()
+            if "InputDataUri" in declared and "InputDataUri" not in overrides:
+                try:
+                    version = latest_version(lake, "patients")
+                except Exception:  # noqa: BLE001 (no curated data yet: say what to do)
+                    raise cli.UsageError(f"no curated dataset in {lake.uri}: run `diagnosa data generate` and "
+                                         "`diagnosa data ingest` first (or give --param InputDataUri=...)") from None
+                overrides["InputDataUri"] = f"s3://{LOCAL_BUCKET}/curated/patients/{version}"
+            print(f"local execution of pipeline diagnosa on {lake.uri}")
+            record = executor.start(definition, overrides)
+    except ExecutionError as err:
+        raise cli.UsageError(str(err)) from None
+    _report(record, lake)
+    return 0 if record.status == "Succeeded" else 1
+
+
+def _report(record, lake) -> None:
+    print(f"execution {record.id}: {record.status} (details: {record.path})")
+    steps = record.steps
+    evaluate = steps.get("Evaluate", {}).get("Properties", {})
+    report = evaluate.get("ProcessingOutputConfig", {}).get("Outputs", {}).get("report")
+    if report:
+        key = report["S3Output"]["S3Uri"].split("/", 3)[3]
+        print(f"  evaluation report: {lake.url(key + '/report.md').removeprefix('file://')}")
+    registered = steps.get("Register", {}).get("Properties", {}).get("ModelPackageArn")
+    if registered:
+        print(f"  registered: {registered}")
+    deploy = steps.get("Deploy", {}).get("Properties", {})
+    if deploy.get("Url"):
+        url = deploy["Url"]
+        print(f"  endpoint {deploy['EndpointName']} serving on {url}\n"
+              f"    curl -s {url}/invocations -H 'Content-Type: application/json' -d '{json.dumps(EXAMPLE)}'\n"
+              f"    echo '{json.dumps(EXAMPLE)}' | diagnosa predict - --endpoint-url {url}")
+    elif registered:
+        print("  not deployed (ModelApprovalStatus is not Approved): approve it with "
+              f"`diagnosa registry approve {registered.rsplit('/', 1)[-1]}`")
+    if record.status == "Failed":
+        print(f"  failed: {record.data.get('FailureReason')}")
+        if not any(s["StepType"] == "Fail" and s["StepStatus"] == "Failed" for s in steps.values()):
+            print(f"  after fixing the cause, resume with `diagnosa run --local --resume {record.id}`")
+
+
+def cmd_executions(args: argparse.Namespace, cli: ModuleType) -> int:
+    from pipelines.executor import list_executions
+
+    root = cli.workspace(args) / "executions"
+    executions = list_executions(root)
+    if args.execution:
+        match = [e for e in executions if e["PipelineExecutionId"] == args.execution]
+        if not match:
+            raise cli.UsageError(f"no local execution {args.execution!r} in {root}")
+        execution = match[0]
+        print(f"{execution['PipelineExecutionId']}  {execution['PipelineExecutionStatus']}  "
+              f"started {execution['CreationTime']}")
+        if execution.get("FailureReason"):
+            print(f"  failure: {execution['FailureReason']}")
+        for step in sorted(execution["Steps"].values(), key=lambda s: s["StartTime"]):
+            print(f"  {step['StepName']:<28} {step['StepStatus']:<10} {step.get('DurationSeconds', 0):7.1f} s  "
+                  f"{step['RunFolder']}")
+        for name in execution.get("Skipped", []):
+            print(f"  {name:<28} not run (branch not taken)")
+        return 0
+    if not executions:
+        print(f"no local executions in {root}")
+    for e in executions:
+        steps = e["Steps"].values()
+        print(f"{e['PipelineExecutionId']}  {e['PipelineExecutionStatus']:<10} started {e['CreationTime']}  "
+              f"{sum(s['StepStatus'] == 'Succeeded' for s in steps)}/{len(steps)} steps succeeded")
+    return 0
+
+
+def cmd_endpoint(args: argparse.Namespace, cli: ModuleType) -> int:
+    from pipelines.local_endpoints import DeployError
+
+    endpoints = _endpoints(cli, args, _local_lake(cli, args))
+    if args.endpoint_command == "list":
+        records = endpoints.list()
+        if not records:
+            print(f"no local endpoints in {endpoints.root}")
+        for r in records:
+            print(f"{r['EndpointName']:<16} {r['EndpointStatus']:<13} {r['Url']}  config {r['EndpointConfigName']}")
+        return 0
+    try:
+        stopped = endpoints.stop(args.name)
+    except DeployError as err:
+        raise cli.UsageError(str(err)) from None
+    print(f"endpoint {args.name}: {'stopped' if stopped else 'was not running'}")
+    return 0
+
+
+def approve_and_deploy(cli: ModuleType, args: argparse.Namespace, package: dict[str, Any]) -> None:
+    """The local counterpart of the AWS deploy function: an approved version goes to the endpoint."""
+    from pipelines.local_jobs import JobError
+
+    lake = _local_lake(cli, args)
+    try:
+        record = _endpoints(cli, args, lake).deploy_model_package(package, endpoint_name=args.endpoint_name)
+    except JobError as err:  # DeployError, or a model outside the local lake
+        raise cli.UsageError(f"approved, but not deployed: {err}") from None
+    print(f"endpoint {record['EndpointName']} now serves v{package['ModelPackageVersion']} on {record['Url']}")
+
+
+def register(commands: Any, cli: ModuleType) -> None:
+    run = commands.add_parser("run", help="run the pipeline definition locally (the main job)")
+    run.add_argument("--local", action="store_true", help="run on this machine with the local executor")
+    run.add_argument("--param", action="append", default=[], help="NAME=VALUE parameter override (repeatable)")
+    run.add_argument("--definition", help="a saved definition JSON to run instead of building it")
+    run.add_argument("--families", help="comma-separated candidate model families (when building the definition)")
+    run.add_argument("--resume", metavar="EXECUTION_ID", help="rerun a failed execution from its failed step")
+    run.add_argument("--max-parallel", type=cli._int_in(1, 64, "--max-parallel"), default=None,
+                     help="steps running at once (default: cores, at most 4)")
+    run.add_argument("--port", type=cli._int_in(0, 65535, "--port"), default=None,
+                     help="port of a new local endpoint (default 8080; 0 picks a free one)")
+    run.set_defaults(func=lambda a: cmd_run(a, cli))
+
+    executions = commands.add_parser("executions", help="past local executions, or one execution's steps")
+    executions.add_argument("execution", nargs="?", help="an execution id")
+    executions.set_defaults(func=lambda a: cmd_executions(a, cli))
+
+    endpoint = commands.add_parser("endpoint", help="local endpoints deployed by runs and approvals")
+    endpoint_commands = endpoint.add_subparsers(dest="endpoint_command", required=True)
+    endpoint_commands.add_parser("list", help="local endpoints and their status").set_defaults(
+        func=lambda a: cmd_endpoint(a, cli))
+    stop = endpoint_commands.add_parser("stop", help="stop a local endpoint's server")
+    stop.add_argument("name")
+    stop.set_defaults(func=lambda a: cmd_endpoint(a, cli))

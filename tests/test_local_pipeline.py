@@ -1,0 +1,121 @@
+"""The whole pipeline definition run by the local executor on a small cohort: gate, registry, endpoint, approval.
+
+One logistic-regression candidate keeps this to about a minute; the definition is otherwise the
+one `diagnosa pipeline definition` prints (same builder, bucket ``diagnosa-local``).
+"""
+from __future__ import annotations
+
+import json
+import urllib.request
+
+import pytest
+
+from diagnosa.cli import main as cli
+from diagnosa.commands.local import LOCAL_BUCKET, local_definition
+from diagnosa.lake import DataLake
+from inference.client import DiagnosaClient
+from pipelines.executor import open_local
+from pipelines.local_endpoints import LocalEndpoints
+from pipelines.local_jobs import LakeMapping
+
+pytestmark = pytest.mark.slow
+LOW = {"RecallThresholdNoEnfermo": "0.3", "RecallThresholdEnfermedadLeve": "0.3", "RecallThresholdEnfermedadAguda": "0.3",
+       "RecallThresholdEnfermedadCronica": "0.3", "RecallThresholdEnfermedadTerminal": "0.3",
+       "OrphanRecallThreshold": "0.1"}
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory, curated_cohort):
+    frame, manifest = curated_cohort
+    root = tmp_path_factory.mktemp("workspace")
+    lake = DataLake.from_uri(str(root / "lake"))
+    prefix = f"curated/patients/{manifest['version']}"
+    frame.to_parquet(root / "data.parquet", index=False)
+    lake.put_file(root / "data.parquet", f"{prefix}/data.parquet")
+    lake.put_json(f"{prefix}/manifest.json", manifest)
+    endpoints = LocalEndpoints(root, LakeMapping(LOCAL_BUCKET, lake), port=0)
+    lines: list[str] = []
+    executor = open_local(root, lake, LOCAL_BUCKET, endpoints=endpoints, progress=lines.append)
+    definition = local_definition(lake, ("logistic_regression",))
+    yield {"root": root, "lake": lake, "executor": executor, "definition": definition, "endpoints": endpoints,
+           "input": f"s3://{LOCAL_BUCKET}/{prefix}", "lines": lines}
+    for record in endpoints.list():
+        if record["EndpointStatus"] == "InService":
+            endpoints.stop(record["EndpointName"])
+
+
+@pytest.fixture(scope="module")
+def approved_run(workspace):
+    return workspace["executor"].start(workspace["definition"], {
+        "InputDataUri": workspace["input"], "ModelApprovalStatus": "Approved", **LOW})
+
+
+def evaluation(workspace, record) -> dict:
+    outputs = record.steps["Evaluate"]["Properties"]["ProcessingOutputConfig"]["Outputs"]
+    key = outputs["evaluation"]["S3Output"]["S3Uri"].removeprefix(f"s3://{LOCAL_BUCKET}/") + "/evaluation.json"
+    return json.loads(workspace["lake"].get_bytes(key))
+
+
+def test_champion_is_registered_with_metrics_and_lineage(workspace, approved_run):
+    assert approved_run.status == "Succeeded", approved_run.data.get("FailureReason")
+    arn = approved_run.steps["Register"]["Properties"]["ModelPackageArn"]
+    package = workspace["executor"].registry.describe_model_package(arn)
+    assert package["ModelApprovalStatus"] == "Approved" and package["ModelPackageVersion"] == 1
+    metrics_uri = package["ModelMetrics"]["ModelQuality"]["Statistics"]["S3Uri"]
+    metrics = json.loads(workspace["lake"].get_bytes(metrics_uri.removeprefix(f"s3://{LOCAL_BUCKET}/")))
+    assert metrics == evaluation(workspace, approved_run)
+    assert set(metrics["diagnosa"]["per_class"]) == {"NO ENFERMO", "ENFERMEDAD LEVE", "ENFERMEDAD AGUDA",
+                                                      "ENFERMEDAD CRÓNICA", "ENFERMEDAD TERMINAL"}
+    lineage = package["CustomerMetadataProperties"]
+    assert lineage["diagnosa:input-data"] == workspace["input"]
+    assert lineage["diagnosa:execution"] == approved_run.id
+    model_uri = package["InferenceSpecification"]["Containers"][0]["ModelDataUrl"]
+    assert workspace["lake"].exists(model_uri.removeprefix(f"s3://{LOCAL_BUCKET}/"))
+    # Only this execution's prefix was written by the steps.
+    assert workspace["lake"].list(f"artifacts/runs/{approved_run.id}/")
+
+
+def test_approved_champion_is_deployed_with_data_capture(workspace, approved_run):
+    deploy = approved_run.steps["Deploy"]["Properties"]
+    assert deploy["EndpointStatus"] == "InService" and deploy["CaptureSampling"] == 100
+    client = DiagnosaClient("diagnosa", endpoint_url=deploy["Url"])
+    prediction = client.predict([{"age": 67, "sex": "M", "temperature_c": 38.9, "symptoms": ["HP:0001945"]}])
+    assert prediction.results[0]["category"] in metrics_labels(workspace, approved_run)
+    assert prediction.event_id
+
+
+def metrics_labels(workspace, record) -> set[str]:
+    return set(evaluation(workspace, record)["diagnosa"]["per_class"])
+
+
+def test_same_inputs_give_the_same_definition_and_metrics_and_approval_redeploys(workspace, approved_run):
+    pending = workspace["executor"].start(workspace["definition"], {"InputDataUri": workspace["input"], **LOW})
+    assert pending.status == "Succeeded"
+    assert pending.data["DefinitionSha256"] == approved_run.data["DefinitionSha256"]
+    assert local_definition(workspace["lake"], ("logistic_regression",)) == workspace["definition"]
+    first, second = evaluation(workspace, approved_run), evaluation(workspace, pending)
+    assert first["diagnosa"]["per_class"] == second["diagnosa"]["per_class"]
+    assert first["diagnosa"]["slices"] == second["diagnosa"]["slices"]
+    assert "Deploy" not in pending.steps and "DeployIfApproved" in pending.steps, "pending versions are not deployed"
+    before = workspace["endpoints"].describe("diagnosa")
+
+    code = cli(["--workspace", str(workspace["root"]), "registry", "approve", "2", "--reason", "reviewed"])
+    assert code == 0
+    after = workspace["endpoints"].describe("diagnosa")
+    assert after["EndpointStatus"] == "InService" and after["Port"] == before["Port"]
+    assert after["ModelPackageArn"].endswith("/diagnosa/2") and after["History"][-1]["EndpointConfigName"] == \
+        before["EndpointConfigName"]
+    with urllib.request.urlopen(f"{after['Url']}/ping", timeout=5) as answer:
+        assert answer.status == 200
+
+
+def test_a_model_below_a_threshold_is_stopped_by_the_gate(workspace, approved_run):
+    registry = workspace["executor"].registry
+    versions = len(registry.list_model_packages("diagnosa"))
+    record = workspace["executor"].start(workspace["definition"], {
+        "InputDataUri": workspace["input"], **LOW, "RecallThresholdEnfermedadTerminal": "0.999"})
+    assert record.status == "Failed"
+    assert record.steps["RecallGateFailed"]["StepStatus"] == "Failed"
+    assert "ENFERMEDAD TERMINAL" in record.data["FailureReason"] and "short by" in record.data["FailureReason"]
+    assert "Register" not in record.steps and len(registry.list_model_packages("diagnosa")) == versions
+    assert record.data["Skipped"] == ["CreateModel", "Deploy", "DeployIfApproved", "EndpointConfig", "Register"]
