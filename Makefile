@@ -21,15 +21,21 @@ $(VENV)/.installed: setup.py requirements/steps.txt | $(BIN)/python
 
 install: $(VENV)/.installed
 
+# The main job: data (generated once; raw data is write-once) → curated version → the pipeline definition
+# run by the local executor → champion registered and, since this local run approves what passes the
+# gate, serving on http://127.0.0.1:$(PORT) (on SageMaker the default is PendingManualApproval).
+PORT ?= 8080
 run: install
 	$(BIN)/diagnosa data generate --patients $(PATIENTS) --seed $(SEED)
 	$(BIN)/diagnosa data ingest --batch cohort-n$(PATIENTS)-s$(SEED)
+	OMP_WAIT_POLICY=PASSIVE $(BIN)/diagnosa run --local --port $(PORT) --param ModelApprovalStatus=Approved
 
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: install
 	$(BIN)/python benchmarks/bench_data.py
+	OMP_WAIT_POLICY=PASSIVE $(BIN)/python benchmarks/bench_pipeline.py
 
 # The CDK app's CloudFormation templates into cdk.out/ (offline: no AWS account needed). The CDK CLI is
 # pinned in package.json/package-lock.json and installed into ./node_modules; synth fails on any

@@ -37,7 +37,7 @@ class StageConfig:
     traffic_shifting: str = "CANARY"  # CANARY (canary_percent first, then the rest) or ALL_AT_ONCE
     canary_percent: int = 10
     bake_seconds: int = 600  # wait between traffic shifts and before the blue fleet is terminated
-    serving_program: str = "serve.py"  # SAGEMAKER_PROGRAM: the script at the root of the staged sourcedir
+    serving_program: str = "serve_endpoint.py"  # SAGEMAKER_PROGRAM: the script at the root of the staged sourcedir
     # Alarms (they roll a blue/green deployment back)
     alarm_5xx_errors: int = 5  # Invocation5XXErrors per minute
     alarm_model_latency_ms: int = 500  # ModelLatency p95

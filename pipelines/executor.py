@@ -167,6 +167,7 @@ class LocalExecutor:
     python: str = sys.executable
     max_parallel: int = max(1, min(4, os.cpu_count() or 1))
     progress: Callable[[str], None] = print
+    use_cache: bool = True  # honour each step's CacheConfig, as the service does
 
     @property
     def mapping(self) -> LakeMapping:
@@ -333,8 +334,16 @@ class LocalExecutor:
             "RunFolder": str(run_dir)}))
         self.progress(f"[{time.perf_counter() - started:6.1f}s] {node.name:<28} started")
         t0 = time.perf_counter()
+        cache_hit = None
         try:
-            properties = self._execute(record, node, resolve, run_dir)
+            cache = self._cache_entry(node, resolve)
+            cache_hit = cache.lookup() if cache else None
+            if cache_hit:
+                properties = cache_hit["Properties"]
+            else:
+                properties = self._execute(record, node, resolve, run_dir)
+                if cache:
+                    cache.store(properties, record.data["PipelineExecutionArn"])
             status, reason = "Succeeded", None
         except StepFailure as err:
             properties, status, reason = {}, "Failed", str(err)
@@ -349,12 +358,29 @@ class LocalExecutor:
             step = d["Steps"][node.name]
             step.update({"StepStatus": status, "EndTime": _now(), "DurationSeconds": round(seconds, 3),
                          "Properties": properties})
+            if cache_hit:
+                step["CacheHitResult"] = {"SourcePipelineExecutionArn": cache_hit["SourcePipelineExecutionArn"]}
             if reason:
                 step["FailureReason"] = reason
         record.update(close)
-        self.progress(f"[{time.perf_counter() - started:6.1f}s] {node.name:<28} {status.lower()} in {seconds:.1f} s"
+        if cache_hit:
+            status_text = f"reused from {cache_hit['SourcePipelineExecutionArn'].rsplit('/', 1)[-1]} (cache)"
+        else:
+            status_text = f"{status.lower()} in {seconds:.1f} s"
+        self.progress(f"[{time.perf_counter() - started:6.1f}s] {node.name:<28} {status_text}"
                       + (f": {reason}" if reason else _summary(node, properties)))
         return reason
+
+    def _cache_entry(self, node: StepNode, resolve: Resolver) -> StepCache | None:
+        config = node.definition.get("CacheConfig") or {}
+        if not self.use_cache or not config.get("Enabled") or node.type not in CACHE_KEYS:
+            return None
+        arguments = resolve(node.arguments)
+        attributes = {k: arguments.get(k) for k in CACHE_KEYS[node.type]}
+        digest = hashlib.sha256(json.dumps([node.type, node.name, attributes, node.definition.get("PropertyFiles")],
+                                           sort_keys=True, default=str).encode()).hexdigest()
+        return StepCache(self.root.parent / "step-cache" / f"{digest}.json", _duration(config.get("ExpireAfter")),
+                         self)
 
     # -------------------------------------------------------------------------------- step types
     def _thread_budget(self) -> dict[str, str]:
@@ -410,6 +436,59 @@ class LocalExecutor:
         return f"arn:aws:sagemaker:{LOCAL_REGION}:{LOCAL_ACCOUNT}:{kind}/{name}"
 
 
+# What the service compares to find an earlier run of a step (docs: "Default cache key attributes by
+# pipeline step type"); output locations are not part of the key, so a hit reuses the earlier outputs.
+CACHE_KEYS = {
+    "Processing": ("AppSpecification", "Environment", "ProcessingInputs"),
+    "Training": ("AlgorithmSpecification", "CheckpointConfig", "DebugHookConfig", "DebugRuleConfigurations",
+                 "Environment", "HyperParameters", "InputDataConfig"),
+}
+_DURATION = re.compile(r"^P(?:(\d+)Y)?(?:(\d+)M)?(?:(\d+)W)?(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?)?$")
+
+
+def _duration(text: str | None) -> float | None:
+    """ISO 8601 duration (the CacheConfig ExpireAfter) in seconds; None means no expiry."""
+    if not text:
+        return None
+    match = _DURATION.match(text.upper() if text.upper().startswith("P") else "P" + text.upper())
+    if not match or not any(match.groups()):
+        raise ExecutionError(f"CacheConfig ExpireAfter {text!r} is not an ISO 8601 duration such as P30D or PT1H")
+    years, months, weeks, days, hours, minutes = (int(g or 0) for g in match.groups())
+    return ((((years * 365 + months * 30 + weeks * 7 + days) * 24) + hours) * 60 + minutes) * 60.0
+
+
+@dataclass
+class StepCache:
+    """One cache entry: the properties of an earlier successful run of a step with the same key attributes."""
+
+    path: Path
+    expire_after: float | None
+    executor: LocalExecutor
+
+    def lookup(self) -> dict[str, Any] | None:
+        try:
+            entry = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        if self.expire_after is not None and time.time() - entry["StoredAt"] > self.expire_after:
+            return None
+        for uri in entry.get("Outputs", []):  # outputs deleted since: run again
+            key = self.executor.mapping.key(uri)
+            if not self.executor.lake.exists(key) and not self.executor.lake.list(f"{key}/"):
+                return None
+        return entry
+
+    def store(self, properties: dict[str, Any], execution_arn: str) -> None:
+        outputs = [o["S3Output"]["S3Uri"] for o in properties.get("ProcessingOutputConfig", {}).get("Outputs", {}).values()]
+        if properties.get("ModelArtifacts"):
+            outputs.append(properties["ModelArtifacts"]["S3ModelArtifacts"])
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(f".{uuid.uuid4().hex}.tmp")
+        tmp.write_text(json.dumps({"Properties": properties, "SourcePipelineExecutionArn": execution_arn,
+                                   "StoredAt": time.time(), "Outputs": outputs}, default=str), encoding="utf-8")
+        os.replace(tmp, self.path)
+
+
 def _job_name(step: str, execution_id: str) -> str:
     """SageMaker job names: [a-zA-Z0-9-], at most 63 characters."""
     clean = re.sub(r"[^a-zA-Z0-9-]+", "-", f"{step}-{execution_id}").strip("-")
@@ -448,11 +527,12 @@ def _summary(node: StepNode, properties: dict[str, Any]) -> str:
 
 
 def open_local(workspace: Path, lake: DataLake, bucket: str, *, endpoints: Any = None,
-               progress: Callable[[str], None] = print, max_parallel: int | None = None) -> LocalExecutor:
+               progress: Callable[[str], None] = print, max_parallel: int | None = None,
+               use_cache: bool = True) -> LocalExecutor:
     """The executor for a workspace: executions in ``<workspace>/executions``, registry in ``<workspace>/registry``."""
     kwargs = {"max_parallel": max_parallel} if max_parallel else {}
     return LocalExecutor(lake=lake, bucket=bucket, root=workspace / "executions",
                          registry=LocalModelRegistry(workspace / "registry"), endpoints=endpoints,
-                         progress=progress, **kwargs)
+                         progress=progress, use_cache=use_cache, **kwargs)
 
 

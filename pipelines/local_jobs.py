@@ -116,6 +116,8 @@ def run_processing(arguments: dict[str, Any], run_dir: Path, mapping: LakeMappin
             raise JobError(f"job {name}: input {spec.get('InputName')} is not an S3 input (not supported locally)")
         _download(mapping, source["S3Uri"], _local(source["LocalPath"], run_dir), f"job {name}: input {spec.get('InputName')}")
 
+    for spec in arguments.get("ProcessingOutputConfig", {}).get("Outputs", []):
+        _local(spec["S3Output"]["LocalPath"], run_dir).mkdir(parents=True, exist_ok=True)  # as the service does
     app = arguments["AppSpecification"]
     command = [_remap(part, run_dir) for part in app.get("ContainerEntrypoint", [])]
     command += [_remap(part, run_dir) for part in app.get("ContainerArguments", [])]

@@ -196,3 +196,29 @@ def test_parameter_types_follow_the_service():
         with pytest.raises(ExecutionError, match=message):
             resolve_parameters(declared, overrides)
     assert coerce_parameter("F", "Float", 1) == 1.0
+
+
+def test_step_cache_reuses_an_earlier_run_with_the_same_inputs(setup):
+    executor, lake, marker, _ = setup
+    d = without_property_files(definition(marker))
+    for step in d["Steps"][:3]:
+        step["CacheConfig"] = {"Enabled": True, "ExpireAfter": "P30D"}
+    first = executor.start(d)
+    second = executor.start(d)
+    assert first.status == second.status == "Succeeded"
+    for name in ("Seed", "Left", "Right"):  # same code and inputs: the earlier outputs are reused
+        assert second.steps[name]["CacheHitResult"] == {"SourcePipelineExecutionArn": first.data["PipelineExecutionArn"]}
+        assert second.steps[name]["Properties"] == first.steps[name]["Properties"]
+    assert "CacheHitResult" not in second.steps["Join"], "steps without CacheConfig always run"
+    assert not lake.list(f"artifacts/runs/{second.id}/Seed/")
+    # A changed input (parameter) misses; deleted outputs miss too.
+    lake.put_bytes("curated/seed2/seed.txt", b"other")
+    third = executor.start(d, {"InputUri": f"s3://{BUCKET}/curated/seed2"})
+    assert "CacheHitResult" not in third.steps["Seed"]
+    for key in lake.list(f"artifacts/runs/{first.id}/Left/"):
+        lake.delete(key)
+    fourth = executor.start(d)
+    assert "CacheHitResult" in fourth.steps["Seed"] and "CacheHitResult" not in fourth.steps["Left"]
+    uncached = LocalExecutor(lake=lake, bucket=BUCKET, root=executor.root, registry=executor.registry,
+                             progress=lambda line: None, use_cache=False).start(d)
+    assert not any("CacheHitResult" in step for step in uncached.steps.values())

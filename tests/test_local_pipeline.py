@@ -35,7 +35,8 @@ def workspace(tmp_path_factory, curated_cohort):
     lake.put_json(f"{prefix}/manifest.json", manifest)
     endpoints = LocalEndpoints(root, LakeMapping(LOCAL_BUCKET, lake), port=0)
     lines: list[str] = []
-    executor = open_local(root, lake, LOCAL_BUCKET, endpoints=endpoints, progress=lines.append)
+    # No step cache: every run below really runs each job (the determinism check compares two real runs).
+    executor = open_local(root, lake, LOCAL_BUCKET, endpoints=endpoints, progress=lines.append, use_cache=False)
     definition = local_definition(lake, ("logistic_regression",))
     yield {"root": root, "lake": lake, "executor": executor, "definition": definition, "endpoints": endpoints,
            "input": f"s3://{LOCAL_BUCKET}/{prefix}", "lines": lines}

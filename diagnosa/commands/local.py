@@ -65,7 +65,7 @@ def cmd_run(args: argparse.Namespace, cli: ModuleType) -> int:
                              "`diagnosa pipeline start`")
     lake = _local_lake(cli, args)
     executor = open_local(cli.workspace(args), lake, LOCAL_BUCKET, endpoints=_endpoints(cli, args, lake),
-                          max_parallel=args.max_parallel)
+                          max_parallel=args.max_parallel, use_cache=not args.no_cache)
     try:
         if args.resume:
             record = executor.resume(args.resume)
@@ -139,8 +139,11 @@ def cmd_executions(args: argparse.Namespace, cli: ModuleType) -> int:
         if execution.get("FailureReason"):
             print(f"  failure: {execution['FailureReason']}")
         for step in sorted(execution["Steps"].values(), key=lambda s: s["StartTime"]):
+            cached = " (cache hit)" if step.get("CacheHitResult") else ""
             print(f"  {step['StepName']:<28} {step['StepStatus']:<10} {step.get('DurationSeconds', 0):7.1f} s  "
-                  f"{step['RunFolder']}")
+                  f"{step['RunFolder']}{cached}")
+            if step.get("FailureReason"):
+                print(f"    {step['FailureReason']}")
         for name in execution.get("Skipped", []):
             print(f"  {name:<28} not run (branch not taken)")
         return 0
@@ -191,6 +194,8 @@ def register(commands: Any, cli: ModuleType) -> None:
     run.add_argument("--definition", help="a saved definition JSON to run instead of building it")
     run.add_argument("--families", help="comma-separated candidate model families (when building the definition)")
     run.add_argument("--resume", metavar="EXECUTION_ID", help="rerun a failed execution from its failed step")
+    run.add_argument("--no-cache", action="store_true",
+                     help="run every step even when an earlier run with the same inputs is cached")
     run.add_argument("--max-parallel", type=cli._int_in(1, 64, "--max-parallel"), default=None,
                      help="steps running at once (default: cores, at most 4)")
     run.add_argument("--port", type=cli._int_in(0, 65535, "--port"), default=None,

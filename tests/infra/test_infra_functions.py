@@ -13,7 +13,7 @@ ENV = {
     "MODEL_ROLE_ARN": "arn:aws:iam::123456789012:role/diagnosa-dev-model",
     "KMS_KEY_ARN": "arn:aws:kms:eu-west-1:123456789012:key/11111111-2222-3333-4444-555555555555",
     "CAPTURE_URI": "s3://lake/capture", "CAPTURE_PERCENT": "100",
-    "CODE_URI": "s3://lake/artifacts/code/abc/sourcedir.tar.gz", "SERVING_PROGRAM": "serve.py",
+    "CODE_URI": "s3://lake/artifacts/code/abc/sourcedir.tar.gz", "SERVING_PROGRAM": "serve_endpoint.py",
     "INSTANCE_TYPE": "ml.m5.large", "MIN_INSTANCES": "1", "MAX_INSTANCES": "3", "INVOCATIONS_PER_INSTANCE": "200",
     "TRAFFIC_SHIFTING": "CANARY", "CANARY_PERCENT": "10", "BAKE_SECONDS": "600",
     "ROLLBACK_ALARMS": "diagnosa-dev-5xx,diagnosa-dev-model-latency",
@@ -62,7 +62,7 @@ def test_first_approval_creates_the_endpoint_with_data_capture(sm, deploy_fn):
     assert model["ExecutionRoleArn"] == ENV["MODEL_ROLE_ARN"]
     container = model["PrimaryContainer"]
     assert container["Image"] == IMAGE and container["ModelDataUrl"].endswith("champion/model.tar.gz")
-    assert container["Environment"]["SAGEMAKER_PROGRAM"] == "serve.py"
+    assert container["Environment"]["SAGEMAKER_PROGRAM"] == "serve_endpoint.py"
     assert container["Environment"]["SAGEMAKER_SUBMIT_DIRECTORY"] == ENV["CODE_URI"]
 
 
