@@ -149,11 +149,13 @@ def input_data_uri(version: str, bucket: str = LOCAL_BUCKET) -> str:
 
 
 def start_retraining(version: str, *, lake_uri: str, workspace: str | None = None,
-                     params: Sequence[str] = (), run: Callable[[list[str]], int] | None = None) -> int:
+                     params: Sequence[str] = (), run_args: Sequence[str] = (),
+                     run: Callable[[list[str]], int] | None = None) -> int:
     """Start a local pipeline execution on curated ``version``; returns the CLI's exit status.
 
     The single place that knows how an execution starts locally: ``diagnosa run --local`` with
-    ``InputDataUri`` set to the version (the local executor maps the bucket onto the lake). In AWS the
+    ``InputDataUri`` set to the version (the local executor maps the bucket onto the lake); ``params``
+    are more ``NAME=VALUE`` pipeline parameters, ``run_args`` more ``run`` options (``--families``). In AWS the
     same happens through ``StartPipelineExecution`` (the infra's retrain function).
     """
     if run is None:
@@ -162,4 +164,4 @@ def start_retraining(version: str, *, lake_uri: str, workspace: str | None = Non
     argv += ["run", "--local", "--param", f"InputDataUri={input_data_uri(version)}"]
     for param in params:
         argv += ["--param", param]
-    return run(argv)
+    return run(argv + list(run_args))

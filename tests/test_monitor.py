@@ -273,3 +273,37 @@ def test_processing_job_reads_the_container_contract(tmp_path, loop, baseline_di
     printed = capsys.readouterr().out
     assert "monitor:alert=1" in printed and "monitor:drifted_features=0" not in printed
     assert json.loads((base / "output" / "report" / "report.json").read_text())["verdict"] == "alert"
+
+
+
+@pytest.mark.slow
+def test_retraining_runs_the_pipeline_on_the_feedback_version_and_the_gate_decides(tmp_path, loop, baseline_dir,
+                                                                                   capsys):
+    """The end of the loop: `diagnosa monitor --retrain` on the drifted window → a new curated version holding the
+    feedback → a local pipeline execution on it → the recall gate registers the new model or stops it."""
+    from diagnosa.cli import main
+    from diagnosa.data.cohort import write_raw
+    from diagnosa.data.ingest import ingest_cohort, latest_version
+    from pipelines.executor import list_executions
+
+    lake, phases = loop
+    base = generate(CohortConfig(patients=1000, seed=3, defect_rate=0))
+    write_raw(base, lake, "base")
+    base_version = ingest_cohort(lake, "base").version
+    workspace = tmp_path / "ws"
+    start = phases["drift"]["start"].strftime("%Y-%m-%dT%H:%M:%SZ")
+    code = main(["--lake", lake.uri, "--workspace", str(workspace), "monitor", "--baseline", str(baseline_dir),
+                 "--since", start, "--retrain", "--base-version", base_version, "--families", "logistic_regression"])
+    printed = capsys.readouterr().out
+    assert "verdict: ALERT" in printed and "retraining: starting a local pipeline execution" in printed
+    version = latest_version(lake, "patients")
+    assert version != base_version
+    (execution,) = list_executions(workspace / "executions")
+    assert execution["Parameters"]["InputDataUri"] == f"s3://diagnosa-local/curated/patients/{version}"
+    steps = execution["Steps"]
+    assert {"Preprocess", "Evaluate", "RecallGate"} <= set(steps)
+    # The gate decided: either the new model was registered, or the run stopped at the gate's FailStep.
+    if execution["PipelineExecutionStatus"] == "Succeeded":
+        assert code == 0 and "Register" in steps
+    else:
+        assert code == 1 and "RecallGateFailed" in steps and "Register" not in steps

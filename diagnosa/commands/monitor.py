@@ -94,7 +94,9 @@ def _retrain(args: argparse.Namespace, cli: ModuleType, lake: Any, start: Any, e
         raise cli.UsageError(f"retraining not started: {err}") from None
     print(dataset.summary())
     print(f"retraining: starting a local pipeline execution on curated version {dataset.version}")
-    return start_retraining(dataset.version, lake_uri=lake.uri, workspace=str(cli.workspace(args)), params=args.param)
+    run_args = ["--families", args.families] if args.families else []
+    return start_retraining(dataset.version, lake_uri=lake.uri, workspace=str(cli.workspace(args)), params=args.param,
+                            run_args=run_args)
 
 
 # ------------------------------------------------------------------------------------------------ feedback
@@ -248,6 +250,7 @@ def register(commands: Any, cli: ModuleType) -> None:
     monitor.add_argument("--force-retrain", action="store_true", help="with --retrain: retrain even without an alert")
     monitor.add_argument("--base-version", help="curated version to add feedback to (default: the latest)")
     monitor.add_argument("--param", action="append", default=[], help="NAME=VALUE for the pipeline run (repeatable)")
+    monitor.add_argument("--families", help="candidate model families for the retraining run (comma-separated)")
     monitor.set_defaults(func=lambda args: cmd_monitor(args, cli))
 
     feedback = commands.add_parser("feedback", help="store a doctor's confirmed diagnosis for a prediction")
