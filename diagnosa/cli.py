@@ -274,9 +274,12 @@ def _pipeline(args: argparse.Namespace, role_arn: str | None = None):
     staged = stage_code(DataLake.from_uri(f"s3://{bucket}", s3_client=boto_session.client("s3")))
     session = PipelineSession(boto_session=boto_session, default_bucket=bucket)
     families = tuple(args.families.split(",")) if getattr(args, "families", None) else None
+    extra = {"families": families} if families else {}
+    if getattr(args, "model_package_group", None):
+        extra["model_package_group"] = args.model_package_group
     settings = PipelineSettings(bucket=bucket, role_arn=role_arn or args.role_arn or "arn:aws:iam::000000000000:role/unset",
                                 code_uri=f"s3://{bucket}/{staged.key}", code_sha256=staged.sha256, name=args.name,
-                                region=region, **({"families": families} if families else {}))
+                                region=region, **extra)
     try:
         return build_pipeline(settings, session)
     except ValueError as err:
@@ -400,6 +403,8 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("--bucket", help="the data lake bucket (default DIAGNOSA_BUCKET)")
             sub.add_argument("--role-arn", help="pipeline execution role")
             sub.add_argument("--families", help="comma-separated candidate model families")
+            sub.add_argument("--model-package-group", help="Model Package Group the champion is registered in "
+                                                           "(default diagnosa)")
         if verb == "definition":
             sub.add_argument("--out", help="write the JSON here instead of printing it")
         if verb == "start":

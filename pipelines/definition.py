@@ -69,6 +69,7 @@ def check_settings(settings: PipelineSettings) -> None:
 
 def build_pipeline(settings: PipelineSettings, session: Any) -> Any:
     from sagemaker.core import image_uris
+    from sagemaker.core.drift_check_baselines import DriftCheckBaselines
     from sagemaker.core.model_metrics import MetricsSource, ModelMetrics
     from sagemaker.core.processing import FrameworkProcessor
     from sagemaker.core.shapes import ProcessingInput, ProcessingOutput, ProcessingS3Input, ProcessingS3Output
@@ -134,7 +135,7 @@ def build_pipeline(settings: PipelineSettings, session: Any) -> Any:
                               **kwargs)
 
     preprocess = processing("Preprocess", "preprocess_job.py", [s3_in("curated", input_uri, "curated")],
-                            ["train", "validation", "test", "transformer"],
+                            ["train", "validation", "test", "transformer", "baseline"],
                             ["--reduction", reduction, "--resampling", resampling])
     outputs = preprocess.properties.ProcessingOutputConfig.Outputs
 
@@ -175,20 +176,34 @@ def build_pipeline(settings: PipelineSettings, session: Any) -> Any:
                                                     right=orphan_threshold))
     champion_model = Join(on="/", values=[select.properties.ProcessingOutputConfig.Outputs["champion"].S3Output.S3Uri,
                                           "model.tar.gz"])
-    evaluation_uri = Join(on="/", values=[evaluate.properties.ProcessingOutputConfig.Outputs["evaluation"].S3Output.S3Uri,
-                                          "evaluation.json"])
+    evaluation_dir = evaluate.properties.ProcessingOutputConfig.Outputs["evaluation"].S3Output.S3Uri
+
+    def metrics(folder: Any, name: str) -> Any:
+        return MetricsSource(content_type="application/json", s3_uri=Join(on="/", values=[folder, name]))
+
+    baseline_dir = outputs["baseline"].S3Output.S3Uri
+    # Model Monitor's layout: the registry entry points at what the quality and drift checks compare with.
+    model_metrics = ModelMetrics(model_statistics=metrics(evaluation_dir, "evaluation.json"),
+                                 model_constraints=metrics(evaluation_dir, "model_quality_constraints.json"),
+                                 model_data_statistics=metrics(baseline_dir, "statistics.json"),
+                                 model_data_constraints=metrics(baseline_dir, "constraints.json"))
+    drift_baselines = DriftCheckBaselines(model_statistics=metrics(evaluation_dir, "evaluation.json"),
+                                          model_constraints=metrics(evaluation_dir, "model_quality_constraints.json"),
+                                          model_data_statistics=metrics(baseline_dir, "statistics.json"),
+                                          model_data_constraints=metrics(baseline_dir, "constraints.json"))
     serving_env = {"SAGEMAKER_PROGRAM": "serve_endpoint.py", "SAGEMAKER_SUBMIT_DIRECTORY": settings.code_uri,
                    "SAGEMAKER_CONTAINER_LOG_LEVEL": "20"}
     builder = ModelBuilder(image_uri=image, s3_model_data_url=champion_model, role_arn=settings.role_arn,
                            sagemaker_session=session, env_vars=serving_env)
     register = ModelStep(name="Register", step_args=builder.register(
         model_package_group_name=settings.model_package_group, approval_status=approval,
-        model_metrics=ModelMetrics(model_statistics=MetricsSource(content_type="application/json",
-                                                                  s3_uri=evaluation_uri)),
+        model_metrics=model_metrics, drift_check_baselines=drift_baselines,
         content_types=["application/json", "text/csv"], response_types=["application/json", "text/csv"],
         inference_instances=[settings.endpoint_instance_type], transform_instances=[settings.endpoint_instance_type],
         customer_metadata_properties={"diagnosa:input-data": input_uri, "diagnosa:code-sha256": settings.code_sha256,
-                                      "diagnosa:execution": ExecutionVariables.PIPELINE_EXECUTION_ID}))
+                                      "diagnosa:execution": ExecutionVariables.PIPELINE_EXECUTION_ID,
+                                      "diagnosa:prediction-baseline": Join(on="/", values=[
+                                          evaluation_dir, "prediction_baseline.json"])}))
     deploy_steps = _deployment(settings, session, image, champion_model, serving_env, endpoint_name, bucket)
     deploy = ConditionStep(name="DeployIfApproved", conditions=[ConditionEquals(left=approval, right="Approved")],
                            if_steps=deploy_steps, else_steps=[], depends_on=[register])

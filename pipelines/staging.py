@@ -18,7 +18,7 @@ from pathlib import Path
 from diagnosa.lake import DataLake
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("diagnosa", "processing", "training", "inference")
+PACKAGES = ("diagnosa", "processing", "training", "inference", "monitoring")
 # Root scripts of the bundle. Suffixed so none shadows a standard-library module: the container runs
 # them with the bundle root first on sys.path, and a root "select.py" replaced the stdlib ``select``.
 ENTRY_POINTS = {
@@ -26,6 +26,7 @@ ENTRY_POINTS = {
     "train_job.py": "training.train",
     "select_job.py": "processing.select",
     "evaluate_job.py": "processing.evaluate",
+    "monitor_job.py": "processing.monitor",
 }
 # The serving container imports SAGEMAKER_PROGRAM and looks for model_fn/input_fn/predict_fn/output_fn.
 SERVING_ENTRY = ("serve_endpoint.py", "inference.handler")

@@ -67,6 +67,17 @@ def test_champion_is_registered_with_metrics_and_lineage(workspace, approved_run
     assert metrics == evaluation(workspace, approved_run)
     assert set(metrics["diagnosa"]["per_class"]) == {"NO ENFERMO", "ENFERMEDAD LEVE", "ENFERMEDAD AGUDA",
                                                       "ENFERMEDAD CRÓNICA", "ENFERMEDAD TERMINAL"}
+    # The monitoring baselines the registry entry points at exist, in Model Monitor's layout.
+    lake = workspace["lake"]
+    for source in (package["ModelMetrics"]["ModelDataQuality"]["Statistics"],
+                   package["ModelMetrics"]["ModelDataQuality"]["Constraints"],
+                   package["ModelMetrics"]["ModelQuality"]["Constraints"],
+                   package["DriftCheckBaselines"]["ModelDataQuality"]["Constraints"]):
+        document = json.loads(lake.get_bytes(source["S3Uri"].removeprefix(f"s3://{LOCAL_BUCKET}/")))
+        assert document.get("version") == 0.0 or "multiclass_classification_constraints" in document, source
+    statistics = json.loads(lake.get_bytes(package["ModelMetrics"]["ModelDataQuality"]["Statistics"]["S3Uri"]
+                                           .removeprefix(f"s3://{LOCAL_BUCKET}/")))
+    assert statistics["dataset"]["item_count"] > 0 and statistics["features"]
     lineage = package["CustomerMetadataProperties"]
     assert lineage["diagnosa:input-data"] == workspace["input"]
     assert lineage["diagnosa:execution"] == approved_run.id

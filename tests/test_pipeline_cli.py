@@ -26,6 +26,9 @@ def test_definition_upsert_start_status_list(aws, tmp_path, capsys):
     assert main(["pipeline", "definition", *COMMON, "--out", str(out)]) == 0
     definition = json.loads(out.read_text())
     assert definition["Steps"][0]["Name"] == "Preprocess"
+    assert main(["pipeline", "definition", *COMMON, "--model-package-group", "diagnosa-prod", "--out", str(out)]) == 0
+    gate = json.loads(out.read_text())["Steps"][-1]
+    assert gate["Arguments"]["IfSteps"][0]["Arguments"]["ModelPackageGroupName"] == "diagnosa-prod"
     capsys.readouterr()
     assert main(["pipeline", "upsert", *COMMON, "--role-arn", ROLE]) == 0
     arn = capsys.readouterr().out.strip()
