@@ -96,6 +96,16 @@ def test_approved_champion_is_deployed_with_data_capture(workspace, approved_run
     assert prediction.event_id
 
 
+def test_monitor_finds_the_served_versions_baselines(workspace, approved_run, capsys):
+    out = workspace["root"] / "report-v1"
+    assert cli(["--workspace", str(workspace["root"]), "monitor", "--last", "1h", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "baselines of arn:aws:sagemaker:local:000000000000:model-package/diagnosa/1" in printed
+    assert (out / "report.json").is_file()
+    assert cli(["--workspace", str(workspace["root"]), "monitor", "--endpoint-name", "nope"]) == 2
+    assert "no local endpoint 'nope'" in capsys.readouterr().err
+
+
 def metrics_labels(workspace, record) -> set[str]:
     return set(evaluation(workspace, record)["diagnosa"]["per_class"])
 

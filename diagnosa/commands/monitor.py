@@ -15,6 +15,36 @@ EXIT_ALERT = 3  # with --fail-on-alert: the report's verdict is "alert"
 
 # ------------------------------------------------------------------------------------------------ monitor
 
+def _served_baselines(args: argparse.Namespace, cli: ModuleType, lake: Any) -> list[Path]:
+    """The baseline folders of the registered version the local endpoint serves (its ModelMetrics)."""
+    from diagnosa.commands.local import LOCAL_BUCKET
+    from pipelines.registry import LocalModelRegistry
+
+    ws = cli.workspace(args)
+    path = ws / "endpoints" / args.endpoint_name / "endpoint.json"
+    if lake.uri.startswith("s3://") or not path.is_file():
+        raise cli.UsageError(f"no local endpoint {args.endpoint_name!r} in {ws}: give the baseline folders with "
+                             "--baseline (preprocess 'baseline' output and evaluate 'evaluation' output)")
+    served = json.loads(path.read_text(encoding="utf-8"))["ModelDataUrl"]
+    registry = LocalModelRegistry(ws / "registry")
+    for group in registry.groups():
+        for package in reversed(registry.list_model_packages(group)):
+            if package["InferenceSpecification"]["Containers"][0]["ModelDataUrl"] != served:
+                continue
+            metrics = package.get("ModelMetrics", {})
+            uris = [metrics.get("ModelDataQuality", {}).get("Statistics", {}).get("S3Uri"),
+                    metrics.get("ModelQuality", {}).get("Statistics", {}).get("S3Uri")]
+            if not all(uris):
+                break
+            root = lake.storage.root  # a local lake (checked above)
+            folders = [root / uri.removeprefix(f"s3://{LOCAL_BUCKET}/").rsplit("/", 1)[0] for uri in uris]
+            print(f"baselines of {package['ModelPackageArn']} (served by {args.endpoint_name}): "
+                  + ", ".join(map(str, folders)))
+            return folders
+    raise cli.UsageError(f"the model endpoint {args.endpoint_name!r} serves ({served}) has no registered version with "
+                         "baselines: give them with --baseline")
+
+
 def _positive_fraction(cli: ModuleType, what: str):
     def parse(text: str) -> float:
         try:
@@ -36,7 +66,8 @@ def cmd_monitor(args: argparse.Namespace, cli: ModuleType) -> int:
     lake = cli.open_lake(args)
     try:
         start, end = parse_window(args.since, args.until, args.last)
-        baseline = load_baseline([Path(p) for p in args.baseline])
+        folders = [Path(p) for p in args.baseline] if args.baseline else _served_baselines(args, cli, lake)
+        baseline = load_baseline(folders)
         drift = DriftThresholds(psi_warn=args.psi_warn, psi_drift=args.psi_drift, p_value=args.p_value,
                                 min_rows=args.min_rows, missing_rate_delta=args.missing_rate_delta)
         settings = settings_from_baseline(baseline, drift, args.min_feedback)
@@ -228,9 +259,10 @@ def _extend_data_generate(commands: Any, cli: ModuleType) -> None:
 
 def register(commands: Any, cli: ModuleType) -> None:
     monitor = commands.add_parser("monitor", help="drift and live-quality report of captured traffic (docs/operations.md)")
-    monitor.add_argument("--baseline", action="append", required=True, metavar="DIR",
+    monitor.add_argument("--baseline", action="append", metavar="DIR",
                          help="folder with statistics.json + constraints.json (preprocess 'baseline' output); repeat "
-                              "for the folder with prediction_baseline.json (evaluate 'evaluation' output)")
+                              "for the folder with prediction_baseline.json (evaluate 'evaluation' output); default: "
+                              "the baselines registered with the version the local endpoint serves")
     monitor.add_argument("--endpoint-name", default="diagnosa")
     monitor.add_argument("--since", help="window start, ISO 8601 (UTC unless an offset is given)")
     monitor.add_argument("--until", help="window end (exclusive), ISO 8601")
