@@ -66,3 +66,13 @@ def trained_model_dir(tmp_path_factory, curated_cohort):
     finally:
         patch.undo()
     return root / "model"
+
+
+@pytest.fixture(scope="module")
+def local_endpoint(trained_model_dir):
+    """The local endpoint serving ``trained_model_dir`` on a free port, ready (no data capture)."""
+    from inference.server import LocalEndpoint
+
+    with LocalEndpoint(str(trained_model_dir)) as endpoint:
+        endpoint.wait_until_ready()
+        yield endpoint

@@ -24,12 +24,8 @@ PATIENT = {"age": 67, "temperature_c": 38.9, "heart_rate_bpm": 112.0, "spo2_pct"
 
 
 @pytest.fixture(scope="module")
-def endpoint(trained_model_dir):
-    from inference.server import LocalEndpoint
-
-    with LocalEndpoint(str(trained_model_dir)) as ep:
-        ep.wait_until_ready()
-        yield ep
+def endpoint(local_endpoint):
+    return local_endpoint
 
 
 class _Counting(BaseHTTPRequestHandler):

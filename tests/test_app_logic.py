@@ -247,12 +247,8 @@ def test_nothing_is_sent_for_an_empty_form(stub):
 
 
 @pytest.fixture(scope="module")
-def endpoint(trained_model_dir):
-    from inference.server import LocalEndpoint
-
-    with LocalEndpoint(str(trained_model_dir)) as ep:
-        ep.wait_until_ready()
-        yield ep
+def endpoint(local_endpoint):
+    return local_endpoint
 
 
 def test_real_endpoint_answers_and_refuses_with_field_errors(endpoint):
