@@ -90,15 +90,21 @@ def build_offline(bucket: str, role_arn: str, *, region: str = "eu-west-1", root
     import logging
     import warnings
 
-    # The SDK narrates every object it builds at INFO and warns about popped job names; a build that
-    # only renders JSON keeps WARNING-level SDK logs for real problems.
-    logging.getLogger("sagemaker").setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore", message="Running within a PipelineSession")
-    from sagemaker.core.workflow.pipeline_context import PipelineSession
+    # The SDK narrates every object it builds (some of its loggers at DEBUG, with their own handlers)
+    # and warns about the job names it pops; a build that only renders JSON keeps errors only.
+    previous = logging.root.manager.disable
+    logging.disable(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Running within a PipelineSession")
+            from sagemaker.core.workflow.pipeline_context import PipelineSession
 
-    session = PipelineSession(boto_session=boto_session, default_bucket=bucket)
-    pipeline_settings = PipelineSettings(bucket=bucket, role_arn=role_arn, code_uri=f"s3://{bucket}/{staged.key}",
-                                         code_sha256=staged.sha256, region=region, **settings)
-    definition = build_pipeline(pipeline_settings, session).definition()
+            session = PipelineSession(boto_session=boto_session, default_bucket=bucket)
+            pipeline_settings = PipelineSettings(bucket=bucket, role_arn=role_arn,
+                                                 code_uri=f"s3://{bucket}/{staged.key}", code_sha256=staged.sha256,
+                                                 region=region, **settings)
+            definition = build_pipeline(pipeline_settings, session).definition()
+    finally:
+        logging.disable(previous)
     return OfflineBuild(definition=definition, objects={staged.key: bundle, **offline.objects},
                         code_sha256=staged.sha256, code_key=staged.key)
