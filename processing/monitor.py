@@ -8,8 +8,9 @@ Container contract (SageMaker Processing):
   (``input/baseline/data`` and ``input/baseline/predictions``);
 - writes ``output/report/{report.json,report.html,constraint_violations.json}``.
 
-Prints ``monitor:drifted_features=N``, ``monitor:failing_classes=N`` and ``monitor:alert=0|1`` for
-metric definitions / an alarm; the exit status is 0 whatever the verdict (1 only when the job
+Prints ``monitor:drifted_features=N``, ``monitor:failing_classes=N`` and ``monitor:alert=0|1``;
+with ``--metrics-namespace`` it also publishes them to CloudWatch (``monitoring/metrics.py``), where
+the CDK app's drift alarm starts retraining; the exit status is 0 whatever the verdict (1 only when the job
 could not run), so an alert never looks like a broken job.
 """
 from __future__ import annotations
@@ -34,6 +35,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--until")
     parser.add_argument("--last", help="e.g. 24h (the schedule's period)")
     parser.add_argument("--min-feedback", type=int, default=None)
+    parser.add_argument("--metrics-namespace", help="also publish the verdict as CloudWatch metrics in this namespace "
+                                                    "(the CDK app's drift alarm watches Diagnosa/Monitoring DriftScore)")
     args = parser.parse_args(argv)
     base = Path(args.base_dir)
     out = base / "output" / "report"
@@ -65,6 +68,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"monitor:drifted_features={len(report['drifted_features'])}")
     print(f"monitor:failing_classes={len(report['failing_classes'])}")
     print(f"monitor:alert={int(report['verdict'] == 'alert')}")
+    if args.metrics_namespace:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        from monitoring.metrics import publish
+
+        try:
+            data = publish(report, args.endpoint_name, args.metrics_namespace)
+        except (BotoCoreError, ClientError) as err:  # the report is written; the alarm would miss this run
+            log.error("could not publish the metrics to CloudWatch %s: %s", args.metrics_namespace, err)
+            return 1
+        log.info("published %s to CloudWatch %s", ", ".join(f"{d['MetricName']}={d['Value']:g}" for d in data),
+                 args.metrics_namespace)
     return 0
 
 

@@ -272,7 +272,27 @@ def test_processing_job_reads_the_container_contract(tmp_path, loop, baseline_di
     assert job.main(["--base-dir", str(base)]) == 0
     printed = capsys.readouterr().out
     assert "monitor:alert=1" in printed and "monitor:drifted_features=0" not in printed
-    assert json.loads((base / "output" / "report" / "report.json").read_text())["verdict"] == "alert"
+    report = json.loads((base / "output" / "report" / "report.json").read_text())
+    assert report["verdict"] == "alert"
+
+    # In AWS the job also publishes the verdict where the CDK app's drift alarm looks for it.
+    import boto3
+    from moto import mock_aws
+
+    from monitoring.metrics import drift_score
+
+    shutil.rmtree(base / "output")
+    with mock_aws():
+        assert job.main(["--base-dir", str(base), "--metrics-namespace", "Diagnosa/Monitoring"]) == 0
+        cloudwatch = boto3.client("cloudwatch", region_name="eu-west-1")
+        listed = cloudwatch.list_metrics(Namespace="Diagnosa/Monitoring")["Metrics"]
+        assert {m["MetricName"] for m in listed} == {"DriftScore", "RetrainRecommended", "DriftedFeatures",
+                                                     "FailingClasses"}
+        assert all(m["Dimensions"] == [{"Name": "EndpointName", "Value": "diagnosa"}] for m in listed)
+    score = drift_score(report)
+    assert score == len(report["drifted_features"]) / len(report["features"]) and 0 < score <= 1
+    assert drift_score({**report, "drifted_features": [], "retrain": {"recommended": True}}) == 1.0
+    assert drift_score({**report, "drifted_features": [], "retrain": {"recommended": False}}) == 0.0
 
 
 

@@ -1,0 +1,43 @@
+"""The monitoring report as CloudWatch metrics: what the CDK app's drift alarm watches.
+
+``DriftScore`` is the share of monitored features whose verdict is drift, raised to 1.0 when the
+report recommends retraining for another reason (a class or the orphan slice failing on live data,
+or the predicted-category mix drifting), so one alarm (``DriftScore > threshold``) starts
+retraining for any of them. ``RetrainRecommended``, ``DriftedFeatures`` and ``FailingClasses`` are
+published next to it for dashboards. Dimension: ``EndpointName``.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+DEFAULT_NAMESPACE = "Diagnosa/Monitoring"
+
+
+def drift_score(report: dict[str, Any]) -> float:
+    features = report.get("features", [])
+    share = len(report.get("drifted_features", [])) / len(features) if features else 0.0
+    return 1.0 if report.get("retrain", {}).get("recommended") and not report.get("drifted_features") else share
+
+
+def metric_data(report: dict[str, Any], endpoint_name: str) -> list[dict[str, Any]]:
+    """``PutMetricData`` entries for one report (timestamped at the end of its window)."""
+    from datetime import datetime
+
+    dimensions = [{"Name": "EndpointName", "Value": endpoint_name}]
+    stamp = report["window"].get("end") or report["generated_at"]  # an open window ends when it was read
+    when = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    values = {"DriftScore": (drift_score(report), "None"),
+              "RetrainRecommended": (float(bool(report["retrain"]["recommended"])), "None"),
+              "DriftedFeatures": (float(len(report["drifted_features"])), "Count"),
+              "FailingClasses": (float(len(report["failing_classes"])), "Count")}
+    return [{"MetricName": name, "Dimensions": dimensions, "Timestamp": when, "Value": value, "Unit": unit}
+            for name, (value, unit) in values.items()]
+
+
+def publish(report: dict[str, Any], endpoint_name: str, namespace: str = DEFAULT_NAMESPACE,
+            client: Any = None) -> list[dict[str, Any]]:
+    import boto3
+
+    data = metric_data(report, endpoint_name)
+    (client or boto3.client("cloudwatch")).put_metric_data(Namespace=namespace, MetricData=data)
+    return data
