@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -58,7 +59,7 @@ def _parameters(cli: ModuleType, pairs: list[str]) -> dict[str, str]:
 
 def cmd_run(args: argparse.Namespace, cli: ModuleType) -> int:
     from diagnosa.data.ingest import latest_version
-    from pipelines.executor import ExecutionError, open_local
+    from pipelines.executor import ExecutionError, open_local, resolve_parameters
 
     if not args.local:
         raise cli.UsageError("only --local runs here; on SageMaker use `diagnosa pipeline upsert` then "
@@ -82,7 +83,10 @@ def cmd_run(args: argparse.Namespace, cli: ModuleType) -> int:
                     definition = local_definition(lake, families)
                 except ValueError as err:
                     raise cli.UsageError(str(err)) from None
-            declared = {p["Name"] for p in definition.get("Parameters", [])} if isinstance(definition, dict) else set()
+            if not isinstance(definition, dict):
+                raise cli.UsageError(f"{args.definition}: a pipeline definition is a JSON object")
+            resolve_parameters(definition, overrides)  # names and types first: a typo is reported before data is looked for
+            declared = {p["Name"] for p in definition.get("Parameters", [])}
             if "InputDataUri" in declared and "InputDataUri" not in overrides:
                 try:
                     version = latest_version(lake, "patients")
@@ -110,11 +114,13 @@ def _report(record, lake) -> None:
     if registered:
         print(f"  registered: {registered}")
     deploy = steps.get("Deploy", {}).get("Properties", {})
+    # Name the command as it was run (e.g. .venv/bin/diagnosa from make), so the hint works when copied.
+    prog = sys.argv[0] if os.path.basename(sys.argv[0]) == "diagnosa" else "diagnosa"
     if deploy.get("Url"):
         url = deploy["Url"]
         print(f"  endpoint {deploy['EndpointName']} serving on {url}\n"
               f"    curl -s {url}/invocations -H 'Content-Type: application/json' -d '{json.dumps(EXAMPLE)}'\n"
-              f"    echo '{json.dumps(EXAMPLE)}' | diagnosa predict - --endpoint-url {url}")
+              f"    echo '{json.dumps(EXAMPLE)}' | {prog} predict - --endpoint-url {url}")
     elif registered:
         print("  not deployed (ModelApprovalStatus is not Approved): approve it with "
               f"`diagnosa registry approve {registered.rsplit('/', 1)[-1]}`")

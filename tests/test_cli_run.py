@@ -1,0 +1,57 @@
+"""`diagnosa run --local`, `executions` and `endpoint` on bad input: one clear line, exit status 2, nothing run."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from diagnosa.cli import main
+
+
+@pytest.fixture
+def ws(tmp_path):
+    return ["--workspace", str(tmp_path / "ws")]
+
+
+def test_run_needs_curated_data_first(ws, capsys):
+    assert main([*ws, "run", "--local"]) == 2
+    err = capsys.readouterr().err
+    assert "no curated dataset" in err and "`diagnosa data ingest`" in err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["run"], "only --local runs here"),
+    (["run", "--local", "--param", "Nope=1"], "unknown pipeline parameter(s) Nope"),
+    (["run", "--local", "--param", "OrphanRecallThreshold=high"], "parameter OrphanRecallThreshold is a Float"),
+    (["run", "--local", "--param", "Resampling"], "--param takes NAME=VALUE"),
+    (["run", "--local", "--param", "InputDataUri=s3://diagnosa-local/curated/patients/none"],
+     "input s3://diagnosa-local/curated/patients/none does not exist"),
+    (["run", "--local", "--families", "catboost"], "unknown: ['catboost']"),
+    (["run", "--local", "--resume", "nope"], "no local execution 'nope'"),
+    (["executions", "nope"], "no local execution 'nope'"),
+    (["endpoint", "stop", "nope"], "no local endpoint nope"),
+])
+def test_bad_input_is_one_line_and_nothing_runs(ws, tmp_path, capsys, argv, message):
+    assert main([*ws, *argv]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert not (tmp_path / "ws" / "executions").exists() or not any((tmp_path / "ws" / "executions").iterdir())
+
+
+def test_a_saved_definition_is_checked_before_it_runs(ws, tmp_path, capsys):
+    broken = tmp_path / "broken.json"
+    broken.write_text("{not json")
+    assert main([*ws, "run", "--local", "--definition", str(broken)]) == 2
+    assert "cannot read the definition" in capsys.readouterr().err
+    emr = tmp_path / "emr.json"
+    emr.write_text(json.dumps({"Version": "2020-12-01", "Parameters": [],
+                               "Steps": [{"Name": "Cluster", "Type": "EMR", "Arguments": {}}]}))
+    assert main([*ws, "run", "--local", "--definition", str(emr)]) == 2
+    assert "step 'Cluster' has type 'EMR', which the local executor does not run" in capsys.readouterr().err
+
+
+def test_listing_an_empty_workspace(ws, capsys):
+    assert main([*ws, "executions"]) == 0
+    assert "no local executions" in capsys.readouterr().out
+    assert main([*ws, "endpoint", "list"]) == 0
+    assert "no local endpoints" in capsys.readouterr().out
