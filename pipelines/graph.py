@@ -13,7 +13,7 @@ from typing import Any
 from pipelines.expressions import step_references
 
 SUPPORTED_TYPES = ("Processing", "Training", "Condition", "Fail", "RegisterModel", "Model", "CreateModel",
-                   "EndpointConfig", "Endpoint", "Lambda")
+                   "EndpointConfig", "Endpoint")
 
 
 class DefinitionError(ValueError):
