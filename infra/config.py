@@ -44,6 +44,10 @@ class StageConfig:
     drift_metric_namespace: str = "Diagnosa/Monitoring"
     drift_metric_name: str = "DriftScore"
     drift_threshold: float = 0.2  # the retraining hook: the drift alarm starts an execution
+    # Monitoring job (processing/monitor.py on SageMaker Processing), which publishes the drift metric
+    monitor_schedule: str = "rate(1 day)"  # EventBridge schedule expression; "" turns the schedule off
+    monitor_window: str = ""  # traffic each run reads (30m, 24h, 7d, 2w); "" = the period of a rate() schedule
+    monitor_instance_type: str = "ml.m5.large"
     # Data lake
     capture_expiry_days: int = 90
     noncurrent_version_days: int = 30
@@ -78,6 +82,11 @@ class StageConfig:
             problems.append("canary_percent must be in [1, 50]")
         if not 0 <= self.capture_sampling_percent <= 100:
             problems.append("capture_sampling_percent must be in [0, 100]")
+        if self.monitor_window and not re.match(r"^[1-9]\d*[mhdw]$", self.monitor_window):
+            problems.append(f"monitor_window {self.monitor_window!r} must be a duration like 30m, 24h, 7d or 2w")
+        if (self.monitor_schedule and not self.monitor_window
+                and not re.match(r"^rate\(\s*\d+\s+(minute|minutes|hour|hours|day|days)\s*\)$", self.monitor_schedule)):
+            problems.append("monitor_window is required when monitor_schedule is not rate(N minutes|hours|days)")
         for name in ("recall_threshold", "orphan_threshold"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 problems.append(f"{name} must be in [0, 1]")

@@ -33,6 +33,12 @@ class EmbeddedDefinition:
     code_key: str  # lake key of sourcedir.tar.gz
     parameters: tuple[str, ...]  # the pipeline's parameter names
     training_output_prefixes: tuple[str, ...]  # keys (no bucket) under which training jobs write model.tar.gz
+    processing_image: str = ""  # the image of the pipeline's processing jobs (sklearn 1.2-1 for the region)
+
+    @property
+    def code_prefix(self) -> str:
+        """``artifacts/code/<sha16>/``: the folder of sourcedir.tar.gz (a processing job's ``code`` input)."""
+        return self.code_key.rsplit("/", 1)[0] + "/"
 
     def pieces(self, bucket: Any, role_arn: Any) -> list[Any]:
         """The definition as a list for ``Fn.join("", ...)``: text with the sentinels swapped for tokens."""
@@ -89,10 +95,14 @@ def _build(region: str, frozen_settings: tuple[tuple[str, Any], ...]) -> Embedde
     outputs = sorted({key for job in _steps(definition["Steps"]) if job["Type"] == "Training"
                       for key in [_key(job["Arguments"]["OutputDataConfig"]["S3OutputPath"])]
                       if not (key + "/").startswith(RUNS_PREFIX)})
+    images = {job["Arguments"]["AppSpecification"]["ImageUri"] for job in _steps(definition["Steps"])
+              if job["Type"] == "Processing"}
+    if len(images) != 1:
+        raise ValueError(f"expected one processing image in the definition, found {sorted(images)}")
     return EmbeddedDefinition(text=build.definition, objects=tuple(sorted(build.objects.items())),
                               code_key=build.code_key,
                               parameters=tuple(p["Name"] for p in definition.get("Parameters", [])),
-                              training_output_prefixes=tuple(outputs))
+                              training_output_prefixes=tuple(outputs), processing_image=images.pop())
 
 
 def embedded_definition(config: StageConfig) -> EmbeddedDefinition:

@@ -67,6 +67,7 @@ class DiagnosaStack(Stack):
         self.job_role = self._job_role()
         self.pipeline_role = self._pipeline_role()
         self.model_role = self._model_role()
+        self.monitoring_role = self._monitoring_role()
         self.app_role = self._app_role()
         self.model_package_group = sagemaker.CfnModelPackageGroup(
             self, "ModelPackageGroup", model_package_group_name=self.prefix,
@@ -76,11 +77,13 @@ class DiagnosaStack(Stack):
         self.alarms = self._endpoint_alarms()
         self.deploy_function = self._deploy_function()
         self.retrain_function, self.drift_alarm = self._retraining()
+        self.monitor_function = self._monitoring()
         cdk.CfnOutput(self, "LakeBucket", value=self.lake.bucket_name)
         cdk.CfnOutput(self, "PipelineName", value=self.prefix)
         cdk.CfnOutput(self, "EndpointName", value=self.endpoint_name)
         cdk.CfnOutput(self, "JobRoleArn", value=self.job_role.role_arn)
         cdk.CfnOutput(self, "PipelineRoleArn", value=self.pipeline_role.role_arn)
+        cdk.CfnOutput(self, "MonitoringRoleArn", value=self.monitoring_role.role_arn)
         cdk.CfnOutput(self, "AppRoleArn", value=self.app_role.role_arn)
 
     # ------------------------------------------------------------------------------------------ helpers
@@ -248,10 +251,10 @@ class DiagnosaStack(Stack):
                                    resources=[self.arn("logs", "log-group", f"/aws/sagemaker/{k}:*",
                                                        sep=cdk.ArnFormat.COLON_RESOURCE_NAME) for k in kinds])
 
-    def _acknowledge_image_and_logs(self, role: iam.Role, kinds: tuple[str, ...]) -> None:
+    def _acknowledge_image_and_logs(self, role: iam.Role, kinds: tuple[str, ...], star_reason: str = "") -> None:
         self.ack(role, "AwsSolutions-IAM5[Resource::*]",
                     "ecr:GetAuthorizationToken has no resource-level permissions; it only yields a registry login, "
-                    "image pulls are limited to the sagemaker-scikit-learn repository.")
+                    "image pulls are limited to the sagemaker-scikit-learn repository." + star_reason)
         for kind in kinds:
             self.ack(role, f"AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:logs:<AWS::Region>:<AWS::AccountId>:"
                               f"log-group:/aws/sagemaker/{kind}:*]",
@@ -345,6 +348,49 @@ class DiagnosaStack(Stack):
         for prefix in ("artifacts/runs/", CODE_PREFIX, f"capture/{self.endpoint_name}/"):
             self.ack(role, f"AwsSolutions-IAM5[Resource::<{self._logical(self.lake)}.Arn>/{prefix}*]",
                         f"Object keys under {prefix} are made per execution or per captured request.")
+        return role
+
+    @property
+    def monitoring_prefix(self) -> str:
+        """``artifacts/monitoring/<endpoint>/``: ``baseline/`` (the serving model's) and ``reports/<job>/``."""
+        return f"artifacts/monitoring/{self.endpoint_name}/"
+
+    def _monitoring_role(self) -> iam.Role:
+        """The scheduled monitoring job: read the endpoint's capture and feedback, the step code and the serving
+        model's baselines; write its report; publish the verdict to the drift metric's namespace only."""
+        c, ep = self.config, self.endpoint_name
+        reads = [f"capture/{ep}/", f"feedback/{ep}/", self.definition.code_prefix, self.monitoring_prefix + "baseline/"]
+        writes = [self.monitoring_prefix + "reports/"]
+        statements = [
+            iam.PolicyStatement(sid="ReadTrafficCodeAndBaselines", actions=["s3:GetObject"],
+                                resources=self.objects(*reads)),
+            iam.PolicyStatement(sid="WriteReport", actions=["s3:PutObject", "s3:AbortMultipartUpload"],
+                                resources=self.objects(*writes)),
+            iam.PolicyStatement(sid="ListOwnPrefixes", actions=["s3:ListBucket"], resources=[self.lake.bucket_arn],
+                                conditions={"StringLike": {"s3:prefix": [f"{p}*" for p in reads]}}),
+            self.kms_for_s3("kms:Decrypt", "kms:GenerateDataKey"),
+            self._job_logs("ProcessingJobs"),
+            iam.PolicyStatement(sid="PublishDriftMetrics", actions=["cloudwatch:PutMetricData"], resources=["*"],
+                                conditions={"StringEquals": {"cloudwatch:namespace": c.drift_metric_namespace}}),
+            *self._image_pull(),
+        ]
+        star = (" cloudwatch:PutMetricData has no resource-level permissions either; it is limited by the "
+                f"cloudwatch:namespace condition to {c.drift_metric_namespace}, the drift alarm's namespace.")
+        if self.vpc is not None:
+            # SageMaker attaches the job's network interfaces with the execution role's permissions.
+            statements.append(iam.PolicyStatement(sid="JobNetworkInterfaces", actions=[
+                "ec2:CreateNetworkInterface", "ec2:CreateNetworkInterfacePermission", "ec2:DeleteNetworkInterface",
+                "ec2:DeleteNetworkInterfacePermission", "ec2:DescribeNetworkInterfaces", "ec2:DescribeVpcs",
+                "ec2:DescribeDhcpOptions", "ec2:DescribeSubnets", "ec2:DescribeSecurityGroups"], resources=["*"]))
+            star += (" In VPC mode the ec2 network-interface actions SageMaker needs to place the job in the "
+                     "private subnets have no resource-level scoping for Describe* and CreateNetworkInterface.")
+        role = self._sagemaker_role("MonitoringRole", "monitoring", "The scheduled SageMaker monitoring job",
+                                    statements)
+        self._acknowledge_image_and_logs(role, ("ProcessingJobs",), star)
+        for prefix in (*reads, *writes):
+            self.ack(role, f"AwsSolutions-IAM5[Resource::<{self._logical(self.lake)}.Arn>/{prefix}*]",
+                     f"Object keys under {prefix} are made per captured request, per feedback, per job or per "
+                     f"baseline file; the wildcard is limited to that prefix of the stage's lake.")
         return role
 
     def _app_role(self) -> iam.Role:
@@ -472,7 +518,7 @@ class DiagnosaStack(Stack):
                                 resources=[self.arn("sagemaker", "model-package", f"{group}/*")]),
             iam.PolicyStatement(sid="CreateVersionedResources", actions=[
                 "sagemaker:CreateModel", "sagemaker:CreateEndpointConfig", "sagemaker:DescribeEndpointConfig",
-                "sagemaker:AddTags"],
+                "sagemaker:AddTags", "sagemaker:ListTags"],
                 resources=[self.arn("sagemaker", "model", f"{self.endpoint_name}-*"),
                            self.arn("sagemaker", "endpoint-config", f"{self.endpoint_name}-*")]),
             iam.PolicyStatement(sid="CreateOrUpdateTheEndpoint", actions=[
@@ -495,6 +541,15 @@ class DiagnosaStack(Stack):
                 "cloudwatch:PutMetricAlarm", "cloudwatch:DescribeAlarms", "cloudwatch:DeleteAlarms"],
                 resources=[self.arn("cloudwatch", "alarm", f"TargetTracking-endpoint/{self.endpoint_name}/*",
                                     sep=cdk.ArnFormat.COLON_RESOURCE_NAME)]),
+            # Monitoring baselines: copied from the serving package's run folder into the endpoint's baseline
+            # prefix (server-side copy), and removed from it before another model takes traffic.
+            iam.PolicyStatement(sid="ReadRegisteredBaselines", actions=["s3:GetObject"],
+                                resources=self.objects("artifacts/runs/", self.monitoring_prefix + "baseline/")),
+            iam.PolicyStatement(sid="ReplaceMonitoringBaselines", actions=["s3:PutObject", "s3:DeleteObject"],
+                                resources=self.objects(self.monitoring_prefix + "baseline/")),
+            iam.PolicyStatement(sid="ListMonitoringBaselines", actions=["s3:ListBucket"],
+                                resources=[self.lake.bucket_arn],
+                                conditions={"StringLike": {"s3:prefix": [self.monitoring_prefix + "baseline/*"]}}),
             iam.PolicyStatement(sid="AutoscalingServiceLinkedRole", actions=["iam:CreateServiceLinkedRole"],
                                 resources=[f"arn:{self.partition}:iam::{self.account}:role/aws-service-role/"
                                            "sagemaker.application-autoscaling.amazonaws.com/"
@@ -504,6 +559,7 @@ class DiagnosaStack(Stack):
         ]
         environment = {
             "ENDPOINT_NAME": self.endpoint_name, "MODEL_PACKAGE_GROUP": group, "VARIANT_NAME": VARIANT,
+            "LAKE_BUCKET": self.lake.bucket_name,
             "MODEL_ROLE_ARN": self.model_role.role_arn, "KMS_KEY_ARN": self.key.key_arn,
             "CAPTURE_URI": f"s3://{self.lake.bucket_name}/capture",
             "CAPTURE_PERCENT": str(c.capture_sampling_percent),
@@ -534,7 +590,12 @@ class DiagnosaStack(Stack):
                  "variant named in the request, which the function fixes."),
                 (f"arn:<AWS::Partition>:cloudwatch:<AWS::Region>:<AWS::AccountId>:alarm:TargetTracking-endpoint/"
                  f"{self.endpoint_name}/*", "Target tracking names its alarms after the endpoint variant and a "
-                                            "generated id.")):
+                                            "generated id."),
+                (f"<{self._logical(self.lake)}.Arn>/artifacts/runs/*", "The serving package's baselines live in the "
+                                                                       "run folder of the execution that registered it "
+                                                                       "(named by execution id)."),
+                (f"<{self._logical(self.lake)}.Arn>/{self.monitoring_prefix}baseline/*",
+                 "The four baseline files of the serving model under this endpoint's fixed baseline prefix.")):
             self.ack(role, f"AwsSolutions-IAM5[Resource::{resource}]", reason)
 
         rule = events.Rule(self, "OnModelApproved", rule_name=f"{self.prefix}-model-approved",
@@ -587,6 +648,62 @@ class DiagnosaStack(Stack):
                                    resources=[drift.alarm_arn], detail={"state": {"value": ["ALARM"]}}))
         on_drift.add_target(targets.LambdaFunction(function, dead_letter_queue=self.dead_letters, retry_attempts=2))
         return function, drift
+
+    # ------------------------------------------------------------------------------------------ monitoring
+
+    def _monitoring(self) -> lambda_.Function:
+        """Schedule → function → CreateProcessingJob (processing/monitor.py) → DriftScore → the drift alarm."""
+        c, ep = self.config, self.endpoint_name
+        job_prefix = f"{self.prefix}-monitor"
+        environment = {
+            "LAKE_BUCKET": self.lake.bucket_name, "ENDPOINT_NAME": ep, "JOB_PREFIX": job_prefix,
+            "JOB_ROLE_ARN": self.monitoring_role.role_arn, "IMAGE_URI": self.definition.processing_image,
+            "CODE_PREFIX": self.definition.code_prefix, "INSTANCE_TYPE": c.monitor_instance_type,
+            "KMS_KEY_ARN": self.key.key_arn, "METRICS_NAMESPACE": c.drift_metric_namespace,
+            "SCHEDULE": c.monitor_schedule or "rate(1 day)",
+        }
+        if c.monitor_window:
+            environment["WINDOW"] = c.monitor_window
+        if self.vpc is not None:  # the job runs in the private subnets, like the functions and the endpoint
+            environment["SUBNET_IDS"] = ",".join(s.subnet_id for s in self.vpc.isolated_subnets)
+            environment["SECURITY_GROUP_IDS"] = self.function_sg.security_group_id
+        baseline = self.monitoring_prefix + "baseline/"
+        function = self._function(
+            "MonitorFunction", "monitor", "Starts the Diagnosa monitoring job (schedule): drift metric for the alarm",
+            environment,
+            [iam.PolicyStatement(sid="StartMonitoringJobs", actions=["sagemaker:CreateProcessingJob", "sagemaker:AddTags"],
+                                 resources=[self.arn("sagemaker", "processing-job", f"{job_prefix}-*")]),
+             iam.PolicyStatement(sid="PassOnlyTheMonitoringRole", actions=["iam:PassRole"],
+                                 resources=[self.monitoring_role.role_arn],
+                                 conditions={"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}}),
+             iam.PolicyStatement(sid="FindBaselinesAndTraffic", actions=["s3:ListBucket"],
+                                 resources=[self.lake.bucket_arn], conditions={"StringLike": {"s3:prefix": [
+                                     f"{baseline}*", f"capture/{ep}/*", f"feedback/{ep}/*"]}}),
+             iam.PolicyStatement(sid="ReadBaselineMetadata", actions=["s3:GetObject"],
+                                 resources=self.objects(baseline))])
+        role = self.node.find_child("MonitorFunctionRole")
+        self.ack(role, f"AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:sagemaker:<AWS::Region>:<AWS::AccountId>:"
+                       f"processing-job/{job_prefix}-*]",
+                 "Each run is a new processing job named after the endpoint and its start time; the wildcard is "
+                 "the timestamp.")
+        self.ack(role, f"AwsSolutions-IAM5[Resource::<{self._logical(self.lake)}.Arn>/{baseline}*]",
+                 "HeadObject on the serving model's baseline files (their serving-since metadata) under this "
+                 "endpoint's fixed baseline prefix.")
+        schedule = cdk.CfnParameter(self, "MonitorSchedule", type="String", default=c.monitor_schedule or "rate(1 day)",
+                                    description="EventBridge schedule expression of the monitoring job")
+        window = cdk.CfnParameter(self, "MonitorWindow", type="String", default=c.monitor_window,
+                                  allowed_pattern=r"^([1-9][0-9]*[mhdw])?$",
+                                  description="Traffic each monitoring run reads (30m, 24h, 7d, 2w); empty: the "
+                                              "period of a rate() schedule")
+        rule = events.Rule(self, "MonitorScheduleRule", rule_name=f"{self.prefix}-monitor-schedule",
+                           description="Scheduled monitoring job (drift and live quality of the endpoint)",
+                           enabled=bool(c.monitor_schedule),
+                           schedule=events.Schedule.expression(schedule.value_as_string))
+        rule.add_target(targets.LambdaFunction(
+            function, event=events.RuleTargetInput.from_object({
+                "reason": "schedule", "schedule": schedule.value_as_string, "window": window.value_as_string}),
+            dead_letter_queue=self.dead_letters, retry_attempts=2, max_event_age=Duration.hours(2)))
+        return function
 
     # ------------------------------------------------------------------------------------------ misc
 

@@ -65,3 +65,8 @@ def deploy_fn():
 @pytest.fixture(scope="session")
 def retrain_fn():
     return load_function("retrain")
+
+
+@pytest.fixture(scope="session")
+def monitor_fn():
+    return load_function("monitor")

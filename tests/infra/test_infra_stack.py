@@ -46,6 +46,10 @@ def text(value):
     return json.dumps(value, sort_keys=True)
 
 
+def _list(action):
+    return [action] if isinstance(action, str) else action
+
+
 # ------------------------------------------------------------------------------------------ data lake
 
 def lake(template):
@@ -171,7 +175,17 @@ def test_deploy_function_role_is_scoped_to_the_stage(dev):
     assert {"sagemaker:DescribeModelPackage", "sagemaker:CreateModel", "sagemaker:CreateEndpointConfig",
             "sagemaker:CreateEndpoint", "sagemaker:UpdateEndpoint", "application-autoscaling:RegisterScalableTarget",
             "application-autoscaling:PutScalingPolicy"} <= set(acts)
-    assert not any(a.startswith("s3:") for a in acts) and "sagemaker:DeleteEndpoint" not in acts
+    assert "sagemaker:DeleteEndpoint" not in acts
+    # S3: read the registered baselines from the run folders, replace the endpoint's monitoring baselines; no more
+    assert {a for a in acts if a.startswith("s3:")} == {"s3:GetObject", "s3:PutObject", "s3:DeleteObject",
+                                                        "s3:ListBucket"}
+    writes = [s for s in statements if {"s3:PutObject", "s3:DeleteObject"} & set(_list(s["Action"]))]
+    assert writes and all(text(s["Resource"]).endswith('/artifacts/monitoring/diagnosa-dev/baseline/*"]]}')
+                          for s in writes)
+    reads = text([s["Resource"] for s in statements if "s3:GetObject" in _list(s["Action"])])
+    assert "/artifacts/runs/*" in reads and "/curated/" not in reads and "/capture/" not in reads
+    [listing] = [s for s in statements if s["Action"] == "s3:ListBucket"]
+    assert listing["Condition"] == {"StringLike": {"s3:prefix": ["artifacts/monitoring/diagnosa-dev/baseline/*"]}}
     [passrole] = [s for s in statements if s["Action"] == "iam:PassRole"]
     assert passrole["Resource"] == {"Fn::GetAtt": [role_id(dev, "diagnosa-dev-model"), "Arn"]}
     assert passrole["Condition"] == {"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}}
@@ -188,12 +202,18 @@ def test_retrain_function_may_only_start_this_pipeline(dev):
     assert text(start["Resource"]).endswith(':pipeline/diagnosa-dev"]]}')
 
 
-def test_only_acknowledged_wildcards(dev):
+def test_only_acknowledged_wildcards(dev, prod):
     # Resource "*" appears only for actions AWS gives no resource-level permissions.
-    for kind in ("AWS::IAM::ManagedPolicy",):
-        for policy in resources(dev, kind).values():
+    for template in (dev, prod):
+        for policy in resources(template, "AWS::IAM::ManagedPolicy").values():
             for s in policy["Properties"]["PolicyDocument"]["Statement"]:
-                if s["Resource"] == "*":
+                if s["Resource"] != "*":
+                    continue
+                if s["Action"] == "cloudwatch:PutMetricData":  # limited to the drift metric's namespace
+                    assert s["Condition"] == {"StringEquals": {"cloudwatch:namespace": "Diagnosa/Monitoring"}}, s
+                elif s.get("Sid") == "JobNetworkInterfaces":  # VPC mode only
+                    assert template is prod and all(a.startswith("ec2:") for a in s["Action"]), s
+                else:
                     assert s["Action"] == "ecr:GetAuthorizationToken", s
 
 
@@ -290,3 +310,110 @@ def test_vpc_mode_private_subnets_endpoints_and_functions_inside(prod, dev):
         prod, "AWS::Lambda::Function", lambda p: p.get("FunctionName") == "diagnosa-prod-deploy")]["Properties"][
         "Environment"]["Variables"]
     assert "SUBNET_IDS" in env and "SECURITY_GROUP_IDS" in env
+
+
+# ------------------------------------------------------------------------------------------ monitoring
+
+def test_monitoring_job_role_reads_traffic_code_and_baselines_writes_reports_only(dev, stacks):
+    statements = statements_of(dev, "diagnosa-dev-monitoring")
+    acts = actions(statements)
+    code = stacks["Diagnosa-dev"].definition.code_prefix
+    reads = text([s["Resource"] for s in statements if s["Action"] == "s3:GetObject"])
+    for prefix in ("capture/diagnosa-dev/", "feedback/diagnosa-dev/", code, "artifacts/monitoring/diagnosa-dev/baseline/"):
+        assert f"/{prefix}*" in reads
+    for zone in ("raw/", "curated/", "features/", "quarantine/", "artifacts/runs/"):
+        assert f"/{zone}" not in reads
+    writes = [s for s in statements if "s3:PutObject" in _list(s["Action"])]
+    assert [s["Resource"] for s in writes] == [
+        {"Fn::Join": ["", [{"Fn::GetAtt": [lake(dev), "Arn"]}, "/artifacts/monitoring/diagnosa-dev/reports/*"]]}]
+    assert not any(a.startswith(("s3:Delete", "iam:", "sagemaker:")) for a in acts)
+    [listing] = [s for s in statements if s["Action"] == "s3:ListBucket"]
+    assert listing["Condition"]["StringLike"]["s3:prefix"] == [
+        "capture/diagnosa-dev/*", "feedback/diagnosa-dev/*", f"{code}*", "artifacts/monitoring/diagnosa-dev/baseline/*"]
+    # CloudWatch: only PutMetricData, only into the drift alarm's namespace
+    [metrics] = [s for s in statements if "cloudwatch:PutMetricData" in _list(s["Action"])]
+    assert metrics["Action"] == "cloudwatch:PutMetricData" and metrics["Resource"] == "*"
+    assert metrics["Condition"] == {"StringEquals": {"cloudwatch:namespace": "Diagnosa/Monitoring"}}
+    assert [a for a in acts if a.startswith("cloudwatch:")] == ["cloudwatch:PutMetricData"]
+    assert {"ecr:BatchGetImage", "ecr:GetAuthorizationToken", "logs:PutLogEvents"} <= set(acts)
+    kms = [s for s in statements if "kms:Decrypt" in _list(s["Action"])]
+    assert kms and all(s["Condition"]["StringEquals"]["kms:ViaService"] == "s3.eu-west-1.amazonaws.com" for s in kms)
+    assert not any(a.startswith("ec2:") for a in acts)  # network interfaces only in VPC mode
+
+
+def _allowed(statements, action, resource_text):
+    """Whether some Allow statement grants ``action`` on a resource whose rendering contains ``resource_text``."""
+    return any(action in _list(s["Action"]) and resource_text in text(s["Resource"]) for s in statements
+               if s.get("Effect", "Allow") == "Allow")
+
+
+def test_monitoring_job_role_cannot_write_other_zones_or_other_namespaces(dev):
+    statements = statements_of(dev, "diagnosa-dev-monitoring")
+    for zone in ("raw/", "curated/", "features/", "capture/", "feedback/", "artifacts/code/", "artifacts/runs/",
+                 "artifacts/monitoring/diagnosa-dev/baseline/"):
+        assert not _allowed(statements, "s3:PutObject", f"/{zone}"), zone
+    # the one PutMetricData statement carries the namespace condition; there is no other
+    assert [s.get("Condition") for s in statements if "cloudwatch:PutMetricData" in _list(s["Action"])] == [
+        {"StringEquals": {"cloudwatch:namespace": "Diagnosa/Monitoring"}}]
+
+
+def test_monitoring_job_role_in_vpc_mode_may_attach_network_interfaces(prod):
+    statements = statements_of(prod, "diagnosa-prod-monitoring")
+    [network] = [s for s in statements if s.get("Sid") == "JobNetworkInterfaces"]
+    assert {"ec2:CreateNetworkInterface", "ec2:CreateNetworkInterfacePermission", "ec2:DeleteNetworkInterface",
+            "ec2:DescribeVpcs", "ec2:DescribeSubnets", "ec2:DescribeSecurityGroups"} <= set(network["Action"])
+
+
+def test_monitor_function_role_starts_only_monitor_jobs_and_passes_only_the_monitoring_role(dev):
+    statements = statements_of(dev, "diagnosa-dev-monitor-function")
+    acts = actions(statements)
+    assert [a for a in acts if a.startswith("sagemaker:")] == ["sagemaker:AddTags", "sagemaker:CreateProcessingJob"]
+    [start] = [s for s in statements if "sagemaker:CreateProcessingJob" in _list(s["Action"])]
+    assert text(start["Resource"]).endswith(':processing-job/diagnosa-dev-monitor-*"]]}')
+    [passrole] = [s for s in statements if s["Action"] == "iam:PassRole"]
+    assert passrole["Resource"] == {"Fn::GetAtt": [role_id(dev, "diagnosa-dev-monitoring"), "Arn"]}
+    assert passrole["Condition"] == {"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}}
+    assert {a for a in acts if a.startswith("s3:")} == {"s3:ListBucket", "s3:GetObject"}
+    [read] = [s for s in statements if s["Action"] == "s3:GetObject"]
+    assert text(read["Resource"]).endswith('/artifacts/monitoring/diagnosa-dev/baseline/*"]]}')
+    [listing] = [s for s in statements if s["Action"] == "s3:ListBucket"]
+    assert listing["Condition"] == {"StringLike": {"s3:prefix": [
+        "artifacts/monitoring/diagnosa-dev/baseline/*", "capture/diagnosa-dev/*", "feedback/diagnosa-dev/*"]}}
+
+
+def test_monitor_schedule_runs_the_monitor_function(dev, stacks):
+    function = logical(dev, "AWS::Lambda::Function", lambda p: p.get("FunctionName") == "diagnosa-dev-monitor")
+    dev.has_parameter("MonitorSchedule", {"Type": "String", "Default": "rate(1 day)"})
+    dev.has_parameter("MonitorWindow", {"Type": "String", "Default": ""})
+    [rule] = [r["Properties"] for r in resources(dev, "AWS::Events::Rule").values()
+              if r["Properties"].get("Name") == "diagnosa-dev-monitor-schedule"]
+    assert rule["ScheduleExpression"] == {"Ref": "MonitorSchedule"} and rule["State"] == "ENABLED"
+    [target] = rule["Targets"]
+    assert target["Arn"] == {"Fn::GetAtt": [function, "Arn"]} and "DeadLetterConfig" in target
+    assert target["RetryPolicy"]["MaximumRetryAttempts"] == 2
+    # {"reason": "schedule", "schedule": <MonitorSchedule>, "window": <MonitorWindow>}, resolved at deploy time
+    parts = target["Input"]["Fn::Join"][1]
+    assert {"Ref": "MonitorSchedule"} in parts and {"Ref": "MonitorWindow"} in parts and '"reason":"schedule"' in parts[0]
+    props = resources(dev, "AWS::Lambda::Function")[function]["Properties"]
+    env = props["Environment"]["Variables"]
+    stack = stacks["Diagnosa-dev"]
+    assert env["IMAGE_URI"] == "141502667606.dkr.ecr.eu-west-1.amazonaws.com/sagemaker-scikit-learn:1.2-1-cpu-py3"
+    assert env["IMAGE_URI"] == stack.definition.processing_image
+    assert env["CODE_PREFIX"] == stack.definition.code_prefix == stack.definition.code_key.removesuffix("sourcedir.tar.gz")
+    assert env["JOB_PREFIX"] == "diagnosa-dev-monitor" and env["METRICS_NAMESPACE"] == "Diagnosa/Monitoring"
+    assert env["JOB_ROLE_ARN"] == {"Fn::GetAtt": [role_id(dev, "diagnosa-dev-monitoring"), "Arn"]}
+    assert env["SCHEDULE"] == "rate(1 day)" and "WINDOW" not in env
+    assert props["ReservedConcurrentExecutions"] == 1 and "DeadLetterConfig" in props and "KmsKeyArn" in props
+    # the metric the job publishes is the one the drift alarm watches
+    dev.has_resource_properties("AWS::CloudWatch::Alarm", {
+        "AlarmName": "diagnosa-dev-drift", "Namespace": env["METRICS_NAMESPACE"], "MetricName": "DriftScore",
+        "Dimensions": [{"Name": "EndpointName", "Value": "diagnosa-dev"}]})
+
+
+def test_monitor_function_in_vpc_mode_puts_the_job_in_the_private_subnets(prod):
+    props = resources(prod, "AWS::Lambda::Function")[logical(
+        prod, "AWS::Lambda::Function", lambda p: p.get("FunctionName") == "diagnosa-prod-monitor")]["Properties"]
+    assert props["VpcConfig"]["SubnetIds"]
+    env = props["Environment"]["Variables"]
+    assert "SUBNET_IDS" in env and "SECURITY_GROUP_IDS" in env
+    prod.has_parameter("MonitorSchedule", {"Type": "String", "Default": "rate(1 day)"})

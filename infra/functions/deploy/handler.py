@@ -13,6 +13,24 @@ Two EventBridge events reach it:
   ``SageMakerVariantInvocationsPerInstance`` is (re)registered; registration needs an endpoint in
   service, which a freshly created one is not.
 
+Monitoring baselines follow the model that serves, never the one merely approved. The monitoring
+job (``infra/functions/monitor``) reads them from one fixed prefix per endpoint,
+``artifacts/monitoring/<endpoint>/baseline/`` (``data/statistics.json``, ``data/constraints.json``,
+``predictions/prediction_baseline.json``, ``predictions/model_quality_constraints.json``):
+
+* before a deployment starts (create or blue/green update) every object under that prefix is
+  deleted, so while traffic shifts, and until the new model serves alone, monitoring is skipped
+  ("no baseline") instead of comparing one model's traffic with another's baselines;
+* when the endpoint is InService, the package it actually serves is read from its endpoint
+  config's ``diagnosa:model-package`` tag (after a rollback that is the old package again) and its
+  baselines are copied server-side (SSE-KMS, like the rest of the lake) from the run folder the
+  package points at: ``ModelMetrics.ModelDataQuality`` (else ``DriftCheckBaselines``) statistics
+  and constraints, ``CustomerMetadataProperties["diagnosa:prediction-baseline"]`` and
+  ``ModelMetrics.ModelQuality.Constraints``. Each copy carries the package ARN and the time it
+  started serving as metadata; the monitor reads no traffic from before that time.
+  A package without data baselines is deployed anyway (a warning is logged) and the prefix stays
+  empty: the endpoint is served unmonitored until a version with baselines is deployed.
+
 Configuration comes from environment variables set by the stack (``infra/stack.py``).
 """
 from __future__ import annotations
@@ -43,21 +61,25 @@ def settings() -> dict[str, str]:
 
 
 def handler(event: dict[str, Any], context: Any = None, *, sagemaker: Any = None, autoscaling: Any = None,
-            env: dict[str, str] | None = None, now: float | None = None) -> dict[str, Any]:
+            s3: Any = None, env: dict[str, str] | None = None, now: float | None = None) -> dict[str, Any]:
     env = env or settings()
     sagemaker = sagemaker or boto3.client("sagemaker")
+    now = time.time() if now is None else now
     kind = event.get("detail-type")
     if kind == PACKAGE_EVENT:
-        return deploy(event["detail"], sagemaker, env, now=time.time() if now is None else now)
+        return deploy(event["detail"], sagemaker, env, now=now, s3=s3)
     if kind == ENDPOINT_EVENT:
         detail = event.get("detail", {})
         if detail.get("EndpointName") != env["ENDPOINT_NAME"] or detail.get("EndpointStatus") != "IN_SERVICE":
             raise Refused(f"not this function's endpoint event: {json.dumps(detail)[:300]}")
-        return register_autoscaling(autoscaling or boto3.client("application-autoscaling"), env)
+        result = register_autoscaling(autoscaling or boto3.client("application-autoscaling"), env)
+        if env.get("LAKE_BUCKET"):
+            result["baselines"] = install_baselines(sagemaker, s3 or boto3.client("s3"), env, now=now)
+        return result
     raise Refused(f"unexpected event type {kind!r}")
 
 
-def deploy(detail: dict[str, Any], sagemaker: Any, env: dict[str, str], *, now: float) -> dict[str, Any]:
+def deploy(detail: dict[str, Any], sagemaker: Any, env: dict[str, str], *, now: float, s3: Any = None) -> dict[str, Any]:
     arn = detail.get("ModelPackageArn")
     if not arn:
         raise Refused("the event names no ModelPackageArn")
@@ -101,14 +123,20 @@ def deploy(detail: dict[str, Any], sagemaker: Any, env: dict[str, str], *, now: 
         Tags=[{"Key": "diagnosa:model-package", "Value": arn}])
 
     current = _describe_endpoint(sagemaker, endpoint)
+    if current is not None and current["EndpointStatus"] not in ("InService", "Failed"):
+        # EventBridge retries the event; a deployment in progress is never interrupted.
+        raise RuntimeError(f"endpoint {endpoint} is {current['EndpointStatus']}; retry once it settles")
+    if env.get("LAKE_BUCKET"):
+        # From here traffic may come from the new model: no monitoring against the old one's baselines.
+        removed = clear_baselines(s3 or boto3.client("s3"), env)
+        if removed:
+            log.info("removed %d baseline object(s) of the model served so far; monitoring resumes when %s is "
+                     "InService", removed, endpoint)
     if current is None:
         sagemaker.create_endpoint(EndpointName=endpoint, EndpointConfigName=name,
                                   Tags=[{"Key": "diagnosa:model-package", "Value": arn}])
         log.info("created endpoint %s with %s (%s)", endpoint, name, arn)
         return {"action": "created", "endpoint": endpoint, "endpoint_config": name, "model_package": arn}
-    if current["EndpointStatus"] not in ("InService", "Failed"):
-        # EventBridge retries the event; a deployment in progress is never interrupted.
-        raise RuntimeError(f"endpoint {endpoint} is {current['EndpointStatus']}; retry once it settles")
     sagemaker.update_endpoint(EndpointName=endpoint, EndpointConfigName=name,
                               DeploymentConfig=deployment_config(env))
     log.info("updating endpoint %s to %s (%s), blue/green", endpoint, name, arn)
@@ -143,6 +171,105 @@ def register_autoscaling(autoscaling: Any, env: dict[str, str]) -> dict[str, Any
     log.info("target tracking on %s: %s invocations per instance, %s..%s instances", resource,
              env["INVOCATIONS_PER_INSTANCE"], env["MIN_INSTANCES"], env["MAX_INSTANCES"])
     return {"action": "autoscaling", "resource": resource}
+
+
+# ------------------------------------------------------------------------------------------ baselines
+
+BASELINE_FILES = {  # file under artifacts/monitoring/<endpoint>/baseline/ → where the package says it is
+    "data/statistics.json": (("ModelMetrics", "ModelDataQuality", "Statistics"),
+                             ("DriftCheckBaselines", "ModelDataQuality", "Statistics")),
+    "data/constraints.json": (("ModelMetrics", "ModelDataQuality", "Constraints"),
+                              ("DriftCheckBaselines", "ModelDataQuality", "Constraints")),
+    "predictions/prediction_baseline.json": (("CustomerMetadataProperties", "diagnosa:prediction-baseline"),),
+    "predictions/model_quality_constraints.json": (("ModelMetrics", "ModelQuality", "Constraints"),
+                                                   ("DriftCheckBaselines", "ModelQuality", "Constraints")),
+}
+REQUIRED = ("data/statistics.json", "data/constraints.json")  # the monitoring job cannot run without them
+PACKAGE_TAG = "diagnosa:model-package"
+
+
+def baseline_prefix(env: dict[str, str]) -> str:
+    return f"artifacts/monitoring/{env['ENDPOINT_NAME']}/baseline/"
+
+
+def baseline_sources(package: dict[str, Any], bucket: str) -> dict[str, str]:
+    """Baseline file → source key in the lake, for the files the package names. Only objects of this
+    lake's run folders (``artifacts/runs/``) are accepted: a package cannot make the function copy
+    anything else into the monitoring prefix."""
+    found: dict[str, str] = {}
+    for name, paths in BASELINE_FILES.items():
+        for path in paths:
+            value: Any = package
+            for part in path:
+                value = value.get(part) if isinstance(value, dict) else None
+            uri = value.get("S3Uri") if isinstance(value, dict) else value
+            if not isinstance(uri, str) or not uri:
+                continue
+            prefix = f"s3://{bucket}/artifacts/runs/"
+            if not uri.startswith(prefix) or "/../" in uri:
+                log.warning("%s: %s is not in this lake's run folders (%s); ignored", name, uri, prefix)
+                continue
+            found[name] = uri[len(f"s3://{bucket}/"):]
+            break
+    return found
+
+
+def clear_baselines(s3: Any, env: dict[str, str]) -> int:
+    """Delete every object under the endpoint's baseline prefix; returns how many there were."""
+    bucket, prefix = env["LAKE_BUCKET"], baseline_prefix(env)
+    keys = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+            for o in page.get("Contents", [])]
+    for start in range(0, len(keys), 1000):
+        s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": k} for k in keys[start:start + 1000]],
+                                                 "Quiet": True})
+    return len(keys)
+
+
+def serving_package(sagemaker: Any, endpoint: str) -> str | None:
+    """ARN of the model package the endpoint serves now (its config's tag), or None when not InService."""
+    current = _describe_endpoint(sagemaker, endpoint)
+    if current is None or current.get("EndpointStatus") != "InService":
+        return None
+    config = sagemaker.describe_endpoint_config(EndpointConfigName=current["EndpointConfigName"])
+    tags = sagemaker.list_tags(ResourceArn=config["EndpointConfigArn"]).get("Tags", [])
+    return next((t["Value"] for t in tags if t["Key"] == PACKAGE_TAG), None)
+
+
+def install_baselines(sagemaker: Any, s3: Any, env: dict[str, str], *, now: float) -> dict[str, Any]:
+    """Make the endpoint's baseline prefix hold the baselines of the package it serves, and only those."""
+    endpoint, bucket, prefix = env["ENDPOINT_NAME"], env["LAKE_BUCKET"], baseline_prefix(env)
+    arn = serving_package(sagemaker, endpoint)
+    if arn is None:
+        # Updating again already, or an endpoint this function did not configure: nothing is trusted.
+        cleared = clear_baselines(s3, env)
+        log.warning("%s serves no package this function deployed (or is not InService): baselines cleared (%d)",
+                    endpoint, cleared)
+        return {"status": "cleared", "reason": "no serving package known"}
+    try:
+        current = s3.head_object(Bucket=bucket, Key=prefix + REQUIRED[0])["Metadata"]
+    except ClientError as err:
+        if err.response.get("Error", {}).get("Code") not in ("404", "NoSuchKey", "NotFound"):
+            raise
+        current = {}
+    if current.get("model-package") == arn:
+        return {"status": "unchanged", "model_package": arn}  # e.g. InService again after a scaling event
+    package = sagemaker.describe_model_package(ModelPackageName=arn)
+    sources = baseline_sources(package, bucket)
+    clear_baselines(s3, env)
+    missing = [name for name in REQUIRED if name not in sources]
+    if missing:
+        log.warning("%s serves %s, which registers no %s: the endpoint is not monitored until a version with "
+                    "baselines is deployed", endpoint, arn, " and ".join(missing))
+        return {"status": "missing", "model_package": arn, "missing": missing}
+    since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))
+    # The required files last: the monitor treats data/statistics.json as "baselines present".
+    for name in sorted(sources, key=lambda n: (n in REQUIRED, n)):
+        s3.copy_object(Bucket=bucket, Key=prefix + name, CopySource={"Bucket": bucket, "Key": sources[name]},
+                       MetadataDirective="REPLACE", ContentType="application/json",
+                       Metadata={"model-package": arn, "serving-since": since, "source": sources[name]},
+                       ServerSideEncryption="aws:kms", SSEKMSKeyId=env["KMS_KEY_ARN"], BucketKeyEnabled=True)
+    log.info("baselines of %s installed under s3://%s/%s (%s)", arn, bucket, prefix, ", ".join(sorted(sources)))
+    return {"status": "installed", "model_package": arn, "files": sorted(sources), "serving_since": since}
 
 
 def _describe_endpoint(sagemaker: Any, name: str) -> dict[str, Any] | None:

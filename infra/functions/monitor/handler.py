@@ -1,0 +1,166 @@
+"""Starts the Diagnosa monitoring job on SageMaker Processing (AWS Lambda, plain boto3).
+
+Invoked by the monitoring schedule (``{"reason": "schedule", "schedule": "rate(1 day)", "window": ""}``)
+or directly (``{"window": "7d"}``). It starts ``processing/monitor.py`` — ``monitor_job.py`` at the
+root of the staged step code, the same ``sourcedir.tar.gz`` and sklearn image the pipeline's jobs
+use — over the lake's ``capture/<endpoint>/`` and ``feedback/<endpoint>/`` prefixes and the
+baselines of the model the endpoint serves (``artifacts/monitoring/<endpoint>/baseline/``, put
+there by the deploy function). The job writes its report under
+``artifacts/monitoring/<endpoint>/reports/<job name>/`` and publishes ``DriftScore`` (and friends)
+to CloudWatch, where the drift alarm starts retraining.
+
+The window is the last ``window`` (``30m``, ``24h``, ``7d``, ``2w``); an empty window is derived from
+a ``rate(N unit)`` schedule (``rate(1 day)`` → ``1d``), so each run reads the traffic since the
+previous one. It never reaches before the time the serving model started serving (the baselines'
+``serving-since`` metadata): one model's traffic is never compared with another's baselines.
+
+Nothing is started, and the result says why, when the endpoint has no baselines (no deployment yet,
+a deployment in progress, or a package registered without them) or no captured traffic at all.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import boto3
+
+log = logging.getLogger()
+log.setLevel(logging.INFO)
+
+REQUIRED = ("data/statistics.json", "data/constraints.json")
+CONTAINER = "/opt/ml/processing"
+# The staged code is a sourcedir.tar.gz: unpack it, install the exact pins, run the job's root script
+# with the arguments that follow ("$@"). The same steps as the SDK's runproc.sh for the pipeline's jobs.
+SCRIPT = ("set -euo pipefail; cd /opt/ml/processing/input/code; tar -xzf sourcedir.tar.gz; "
+          "pip uninstall --yes --quiet typing >/dev/null 2>&1 || true; "
+          "python -m pip install --quiet --disable-pip-version-check -r requirements.txt; "
+          'exec python monitor_job.py "$@"')
+_RATE = re.compile(r"^rate\(\s*(\d+)\s+(minute|minutes|hour|hours|day|days)\s*\)$")
+_WINDOW = re.compile(r"^(\d+)(m|h|d|w)$")
+_UNIT = {"minute": "m", "minutes": "m", "hour": "h", "hours": "h", "day": "d", "days": "d"}
+
+
+class Refused(Exception):
+    """The event cannot start a monitoring job; nothing was started."""
+
+
+def window_of(event: dict[str, Any], env: dict[str, str]) -> str:
+    window = str(event.get("window") or env.get("WINDOW") or "").strip().lower()
+    if not window:
+        schedule = str(event.get("schedule") or env.get("SCHEDULE") or "").strip()
+        match = _RATE.match(schedule)
+        if not match:
+            raise Refused(f"no window given and none derivable from schedule {schedule!r}: set the MonitorWindow "
+                          f"parameter (e.g. 24h) for a cron schedule")
+        window = f"{int(match[1])}{_UNIT[match[2]]}"
+    match = _WINDOW.match(window)
+    if not match or int(match[1]) == 0:
+        raise Refused(f"window {window!r} must be a positive duration like 30m, 24h, 7d or 2w")
+    return window
+
+
+def _duration(window: str) -> timedelta:
+    n, unit = int(window[:-1]), window[-1]
+    return timedelta(**{{"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}[unit]: n})
+
+
+def _has_objects(s3: Any, bucket: str, prefix: str) -> bool:
+    return bool(s3.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=1).get("KeyCount", 0))
+
+
+def handler(event: dict[str, Any], context: Any = None, *, sagemaker: Any = None, s3: Any = None,
+            env: dict[str, str] | None = None, now: float | None = None) -> dict[str, Any]:
+    env = env if env is not None else dict(os.environ)
+    event = event or {}
+    s3 = s3 or boto3.client("s3")
+    when = datetime.fromtimestamp(time.time() if now is None else now, timezone.utc)
+    window = window_of(event, env)
+    bucket, endpoint = env["LAKE_BUCKET"], env["ENDPOINT_NAME"]
+    base = f"artifacts/monitoring/{endpoint}"
+    baseline = f"{base}/baseline/"
+
+    present = {o["Key"][len(baseline):] for o in s3.list_objects_v2(Bucket=bucket, Prefix=baseline).get("Contents", [])}
+    missing = [name for name in REQUIRED if name not in present]
+    if missing:
+        log.warning("skipped: no baseline for %s (%s missing under s3://%s/%s): no model with baselines is "
+                    "serving yet, or a deployment is in progress", endpoint, ", ".join(missing), bucket, baseline)
+        return {"status": "skipped", "reason": "no baseline", "missing": missing}
+    if not _has_objects(s3, bucket, f"capture/{endpoint}/"):
+        log.warning("skipped: nothing captured yet under s3://%s/capture/%s/", bucket, endpoint)
+        return {"status": "skipped", "reason": "no captured traffic"}
+
+    metadata = s3.head_object(Bucket=bucket, Key=baseline + REQUIRED[0]).get("Metadata", {})
+    arguments = ["--base-dir", CONTAINER, "--endpoint-name", endpoint]
+    since = _since(metadata.get("serving-since"))
+    if since is not None and since > when - _duration(window):
+        # The serving model started within the window: read only its own traffic.
+        arguments += ["--since", since.strftime("%Y-%m-%dT%H:%M:%SZ")]
+    else:
+        arguments += ["--last", window]
+    arguments += ["--metrics-namespace", env["METRICS_NAMESPACE"]]
+
+    name = f"{env['JOB_PREFIX']}-{when.strftime('%Y%m%d-%H%M%S')}"[:63]
+    request = processing_request(env, name, arguments,
+                                 with_feedback=_has_objects(s3, bucket, f"feedback/{endpoint}/"))
+    (sagemaker or boto3.client("sagemaker")).create_processing_job(**request)
+    log.info("started %s for %s (%s), baselines of %s", name, endpoint, " ".join(arguments[4:6]),
+             metadata.get("model-package", "?"))
+    return {"status": "started", "job": name, "arguments": arguments, "model_package": metadata.get("model-package"),
+            "report": f"s3://{bucket}/{base}/reports/{name}/"}
+
+
+def _since(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        return datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+    except ValueError:
+        log.warning("ignoring unreadable serving-since %r", value)
+        return None
+
+
+def processing_request(env: dict[str, str], name: str, arguments: list[str], *, with_feedback: bool) -> dict[str, Any]:
+    """The CreateProcessingJob request (checked against botocore's shape in the tests)."""
+    bucket, endpoint = env["LAKE_BUCKET"], env["ENDPOINT_NAME"]
+    lake = f"s3://{bucket}"
+
+    def s3_input(input_name: str, uri: str, path: str) -> dict[str, Any]:
+        return {"InputName": input_name, "S3Input": {
+            "S3Uri": uri, "LocalPath": f"{CONTAINER}/input/{path}", "S3DataType": "S3Prefix", "S3InputMode": "File",
+            "S3DataDistributionType": "FullyReplicated", "S3CompressionType": "None"}}
+
+    # The lake folder the job reads looks like the lake itself: capture/<endpoint>/..., feedback/<endpoint>/...
+    inputs = [s3_input("code", f"{lake}/{env['CODE_PREFIX']}", "code"),
+              s3_input("capture", f"{lake}/capture/{endpoint}/", f"lake/capture/{endpoint}"),
+              s3_input("baseline", f"{lake}/artifacts/monitoring/{endpoint}/baseline/", "baseline")]
+    if with_feedback:  # an empty prefix would fail the download; no feedback is a valid input
+        inputs.insert(2, s3_input("feedback", f"{lake}/feedback/{endpoint}/", f"lake/feedback/{endpoint}"))
+    request: dict[str, Any] = {
+        "ProcessingJobName": name,
+        "RoleArn": env["JOB_ROLE_ARN"],
+        "AppSpecification": {"ImageUri": env["IMAGE_URI"],
+                             "ContainerEntrypoint": ["/bin/bash", "-c", SCRIPT, "monitor_job"],
+                             "ContainerArguments": arguments},
+        "ProcessingInputs": inputs,
+        "ProcessingOutputConfig": {
+            "Outputs": [{"OutputName": "report", "S3Output": {
+                "S3Uri": f"{lake}/artifacts/monitoring/{endpoint}/reports/{name}/",
+                "LocalPath": f"{CONTAINER}/output/report", "S3UploadMode": "EndOfJob"}}],
+            "KmsKeyId": env["KMS_KEY_ARN"]},
+        "ProcessingResources": {"ClusterConfig": {"InstanceCount": 1, "InstanceType": env["INSTANCE_TYPE"],
+                                                  "VolumeSizeInGB": int(env.get("VOLUME_GB", "30"))}},
+        "StoppingCondition": {"MaxRuntimeInSeconds": int(env.get("MAX_RUNTIME_SECONDS", "3600"))},
+        "Environment": {"AWS_DEFAULT_REGION": env["AWS_REGION"], "PYTHONUNBUFFERED": "1"},
+        "Tags": [{"Key": "diagnosa:endpoint", "Value": endpoint}],
+    }
+    if env.get("SUBNET_IDS"):
+        request["NetworkConfig"] = {"VpcConfig": {"Subnets": env["SUBNET_IDS"].split(","),
+                                                  "SecurityGroupIds": env["SECURITY_GROUP_IDS"].split(",")}}
+    return request
+
+
+__all__ = ["Refused", "handler", "processing_request", "window_of"]
