@@ -62,7 +62,21 @@ def _fraction(what: str):
 
 # ------------------------------------------------------------------------------------------------ data
 
+def _strength(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--drift-strength must be a number, got {text!r}") from None
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"--drift-strength must be in (0, 1], got {value}")
+    return value
+
+
 def cmd_data_generate(args: argparse.Namespace) -> int:
+    if args.drift:  # a drifted batch for showing the monitoring loop (docs/operations.md)
+        from diagnosa.commands.monitor import cmd_generate_drift
+
+        return cmd_generate_drift(args, sys.modules[__name__])
     from diagnosa.data.card import render_card
     from diagnosa.data.cohort import CohortConfig, generate, write_raw
     from diagnosa.data.hpo import load_ontology
@@ -362,6 +376,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help="share of rows with an injected recording defect (exercises quarantine)")
     gen.add_argument("--batch", help="raw batch name (default cohort-n<patients>-s<seed>)")
     gen.add_argument("--card", help="also write the data card to this path (e.g. docs/data.md)")
+    from diagnosa.data.cohort import DRIFT_SCENARIOS
+
+    gen.add_argument("--drift", choices=list(DRIFT_SCENARIOS),
+                     help="write a drifted batch instead (for showing monitoring): "
+                          + "; ".join(f"{k}: {v}" for k, v in DRIFT_SCENARIOS.items()).replace("%", "%%"))
+    gen.add_argument("--drift-strength", type=_strength, default=1.0, help="how strong the drift is, in (0, 1] (default 1)")
     gen.set_defaults(func=cmd_data_generate)
 
     ing = data.add_parser("ingest", help="validate raw data into a versioned curated dataset")

@@ -45,18 +45,6 @@ def _served_baselines(args: argparse.Namespace, cli: ModuleType, lake: Any) -> l
                          "baselines: give them with --baseline")
 
 
-def _positive_fraction(cli: ModuleType, what: str):
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{what} must be a number, got {text!r}") from None
-        if not 0 < value <= 1:
-            raise argparse.ArgumentTypeError(f"{what} must be in (0, 1], got {value}")
-        return value
-    return parse
-
-
 def cmd_monitor(args: argparse.Namespace, cli: ModuleType) -> int:
     from monitoring.baseline import BaselineError, load_baseline
     from monitoring.drift import DriftThresholds
@@ -231,30 +219,6 @@ def cmd_generate_drift(args: argparse.Namespace, cli: ModuleType) -> int:
     return 0
 
 
-def _extend_data_generate(commands: Any, cli: ModuleType) -> None:
-    """Add --drift/--drift-strength to ``diagnosa data generate`` (the CLI module itself stays untouched)."""
-    from diagnosa.data.cohort import DRIFT_SCENARIOS
-
-    data = commands.choices.get("data")
-    if data is None:
-        return
-    subparsers = next((a for a in data._actions if isinstance(a, argparse._SubParsersAction)), None)
-    generate = subparsers.choices.get("generate") if subparsers is not None else None
-    if generate is None:
-        return
-    generate.add_argument("--drift", choices=list(DRIFT_SCENARIOS),
-                          help="write a drifted batch instead (for showing monitoring): "
-                               + "; ".join(f"{k}: {v}" for k, v in DRIFT_SCENARIOS.items()).replace("%", "%%"))
-    generate.add_argument("--drift-strength", type=_positive_fraction(cli, "--drift-strength"), default=1.0,
-                          help="how strong the drift is, in (0, 1] (default 1)")
-    original = generate.get_default("func")
-
-    def dispatch(args: argparse.Namespace) -> int:
-        return cmd_generate_drift(args, cli) if args.drift else original(args)
-
-    generate.set_defaults(func=dispatch)
-
-
 # ------------------------------------------------------------------------------------------------ parser
 
 def register(commands: Any, cli: ModuleType) -> None:
@@ -296,4 +260,3 @@ def register(commands: Any, cli: ModuleType) -> None:
     feedback.add_argument("--endpoint-url", help="send through the local endpoint's POST /feedback instead of the lake")
     feedback.set_defaults(func=lambda args: cmd_feedback(args, cli))
 
-    _extend_data_generate(commands, cli)
