@@ -33,7 +33,8 @@ class EmbeddedDefinition:
     code_key: str  # lake key of sourcedir.tar.gz
     parameters: tuple[str, ...]  # the pipeline's parameter names
     training_output_prefixes: tuple[str, ...]  # keys (no bucket) under which training jobs write model.tar.gz
-    processing_image: str = ""  # the image of the pipeline's processing jobs (sklearn 1.2-1 for the region)
+    processing_image: str = ""  # the image of the pipeline's processing jobs (for the monitoring job too)
+    images: tuple[str, ...] = ()  # every container image the definition names: job roles may pull these only
 
     @property
     def code_prefix(self) -> str:
@@ -99,10 +100,12 @@ def _build(region: str, frozen_settings: tuple[tuple[str, Any], ...]) -> Embedde
               if job["Type"] == "Processing"}
     if len(images) != 1:
         raise ValueError(f"expected one processing image in the definition, found {sorted(images)}")
+    every_image = set(images) | set(re.findall(r'"(?:ImageUri|TrainingImage|Image)": "([^"]+)"', build.definition))
     return EmbeddedDefinition(text=build.definition, objects=tuple(sorted(build.objects.items())),
                               code_key=build.code_key,
                               parameters=tuple(p["Name"] for p in definition.get("Parameters", [])),
-                              training_output_prefixes=tuple(outputs), processing_image=images.pop())
+                              training_output_prefixes=tuple(outputs), processing_image=images.pop(),
+                              images=tuple(sorted(every_image)))
 
 
 def embedded_definition(config: StageConfig) -> EmbeddedDefinition:

@@ -36,7 +36,6 @@ from infra.pipeline_definition import CODE_PREFIX, EmbeddedDefinition, embedded_
 FUNCTIONS = Path(__file__).parent / "functions"
 ZONES = ("raw", "curated", "features", "artifacts", "capture", "feedback", "quarantine")
 VARIANT = "AllTraffic"
-SKLEARN_ACCOUNT = "141502667606"  # AWS's account for the sklearn framework images in most commercial regions
 RUNTIME = lambda_.Runtime.PYTHON_3_14  # cdk-nag AwsSolutions-L1 wants the latest
 
 
@@ -240,9 +239,12 @@ class DiagnosaStack(Stack):
             "StringEquals": {"aws:SourceAccount": self.account}}), statements)
 
     def _image_pull(self) -> list[iam.PolicyStatement]:
-        return [iam.PolicyStatement(sid="PullSklearnImage", actions=[
+        """Pull only the repositories of the images the pipeline definition names (AWS's framework images)."""
+        repositories = sorted({(uri.split(".", 1)[0], uri.split("/", 1)[1].split(":", 1)[0])
+                               for uri in self.definition.images})
+        return [iam.PolicyStatement(sid="PullFrameworkImages", actions=[
                     "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer", "ecr:BatchCheckLayerAvailability"],
-                    resources=[self.arn("ecr", "repository", "sagemaker-scikit-learn", account=SKLEARN_ACCOUNT)]),
+                    resources=[self.arn("ecr", "repository", repo, account=account) for account, repo in repositories]),
                 iam.PolicyStatement(sid="EcrLogin", actions=["ecr:GetAuthorizationToken"], resources=["*"])]
 
     def _job_logs(self, *kinds: str) -> iam.PolicyStatement:
@@ -254,7 +256,8 @@ class DiagnosaStack(Stack):
     def _acknowledge_image_and_logs(self, role: iam.Role, kinds: tuple[str, ...], star_reason: str = "") -> None:
         self.ack(role, "AwsSolutions-IAM5[Resource::*]",
                     "ecr:GetAuthorizationToken has no resource-level permissions; it only yields a registry login, "
-                    "image pulls are limited to the sagemaker-scikit-learn repository." + star_reason)
+                    "image pulls are limited to the repositories of the images the pipeline definition names."
+                    + star_reason)
         for kind in kinds:
             self.ack(role, f"AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:logs:<AWS::Region>:<AWS::AccountId>:"
                               f"log-group:/aws/sagemaker/{kind}:*]",
@@ -563,7 +566,6 @@ class DiagnosaStack(Stack):
             "MODEL_ROLE_ARN": self.model_role.role_arn, "KMS_KEY_ARN": self.key.key_arn,
             "CAPTURE_URI": f"s3://{self.lake.bucket_name}/capture",
             "CAPTURE_PERCENT": str(c.capture_sampling_percent),
-            "CODE_URI": f"s3://{self.lake.bucket_name}/{self.definition.code_key}",
             "SERVING_PROGRAM": c.serving_program, "INSTANCE_TYPE": c.endpoint_instance_type,
             "MIN_INSTANCES": str(c.endpoint_min_instances), "MAX_INSTANCES": str(c.endpoint_max_instances),
             "INVOCATIONS_PER_INSTANCE": str(c.invocations_per_instance), "TRAFFIC_SHIFTING": c.traffic_shifting,

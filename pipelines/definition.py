@@ -19,11 +19,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from diagnosa.labels import CATEGORIES
+from inference.artifact import SERVING_PROGRAM
 
 DEFAULT_FAMILIES = ("mlp", "logistic_regression", "xgboost")  # docs/model-benchmark.md
 DEFAULT_RECALL_THRESHOLD = 0.80
 DEFAULT_ORPHAN_THRESHOLD = 0.50
-SKLEARN_IMAGE_VERSION = "1.2-1"  # the container; our pins are installed on top from requirements.txt
+# The job and serving containers: AWS's PyTorch CPU images, chosen for their Python 3.11 — the pins in
+# requirements/steps.txt (numpy 2.4, scikit-learn 1.9) need it, and the newest scikit-learn image
+# (1.2-1) runs an older Python they do not install on. The containers pip-install the pins on top.
+FRAMEWORK = "pytorch"
+FRAMEWORK_VERSION = "2.5"
+PY_VERSION = "py311"
 
 
 def class_parameter(label: str) -> str:
@@ -88,8 +94,12 @@ def build_pipeline(settings: PipelineSettings, session: Any) -> Any:
     from sagemaker.core.training.configs import Compute, InputData, OutputDataConfig
 
     check_settings(settings)
-    image = image_uris.retrieve(framework="sklearn", region=settings.region, version=SKLEARN_IMAGE_VERSION,
-                                py_version="py3", instance_type=settings.processing_instance_type)
+    image = image_uris.retrieve(framework=FRAMEWORK, region=settings.region, version=FRAMEWORK_VERSION,
+                                py_version=PY_VERSION, instance_type=settings.processing_instance_type,
+                                image_scope="training")
+    serving_image = image_uris.retrieve(framework=FRAMEWORK, region=settings.region, version=FRAMEWORK_VERSION,
+                                        py_version=PY_VERSION, instance_type=settings.endpoint_instance_type,
+                                        image_scope="inference")
     tag = settings.code_sha256[:16]
     bucket = f"s3://{settings.bucket}"
 
@@ -191,9 +201,10 @@ def build_pipeline(settings: PipelineSettings, session: Any) -> Any:
                                           model_constraints=metrics(evaluation_dir, "model_quality_constraints.json"),
                                           model_data_statistics=metrics(baseline_dir, "statistics.json"),
                                           model_data_constraints=metrics(baseline_dir, "constraints.json"))
-    serving_env = {"SAGEMAKER_PROGRAM": "serve_endpoint.py", "SAGEMAKER_SUBMIT_DIRECTORY": settings.code_uri,
+    # The model artifact carries its serving code (model.tar.gz/code/, written by the training job).
+    serving_env = {"SAGEMAKER_PROGRAM": SERVING_PROGRAM, "SAGEMAKER_SUBMIT_DIRECTORY": "/opt/ml/model/code",
                    "SAGEMAKER_CONTAINER_LOG_LEVEL": "20"}
-    builder = ModelBuilder(image_uri=image, s3_model_data_url=champion_model, role_arn=settings.role_arn,
+    builder = ModelBuilder(image_uri=serving_image, s3_model_data_url=champion_model, role_arn=settings.role_arn,
                            sagemaker_session=session, env_vars=serving_env)
     register = ModelStep(name="Register", step_args=builder.register(
         model_package_group_name=settings.model_package_group, approval_status=approval,
@@ -204,7 +215,7 @@ def build_pipeline(settings: PipelineSettings, session: Any) -> Any:
                                       "diagnosa:execution": ExecutionVariables.PIPELINE_EXECUTION_ID,
                                       "diagnosa:prediction-baseline": Join(on="/", values=[
                                           evaluation_dir, "prediction_baseline.json"])}))
-    deploy_steps = _deployment(settings, session, image, champion_model, serving_env, endpoint_name, bucket)
+    deploy_steps = _deployment(settings, session, serving_image, champion_model, serving_env, endpoint_name, bucket)
     deploy = ConditionStep(name="DeployIfApproved", conditions=[ConditionEquals(left=approval, right="Approved")],
                            if_steps=deploy_steps, else_steps=[], depends_on=[register])
     fail = FailStep(name="RecallGateFailed", error_message=recall_of("gate.message"))

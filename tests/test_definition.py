@@ -75,6 +75,7 @@ def test_shape_parallel_training_and_gate(definition):
     assert waves[:4] == [["Preprocess"], ["Train-logistic_regression", "Train-mlp", "Train-xgboost"], ["Select"],
                          ["Evaluate"]]
     gate = next(s for s in d["Steps"] if s["Name"] == "RecallGate")
+    train = next(s for s in d["Steps"] if s["Name"] == "Train-xgboost")
     conditions = gate["Arguments"]["Conditions"]
     assert len(conditions) == len(CATEGORIES) + 1
     for label, condition in zip(CATEGORIES, conditions):
@@ -92,7 +93,13 @@ def test_shape_parallel_training_and_gate(definition):
     assert deploy["DependsOn"] == ["Register"] and deploy["Arguments"]["Conditions"] == [
         {"Type": "Equals", "LeftValue": {"Get": "Parameters.ModelApprovalStatus"}, "RightValue": "Approved"}]
     model, config, endpoint = deploy["Arguments"]["IfSteps"]
-    assert model["Arguments"]["PrimaryContainer"]["Environment"]["SAGEMAKER_PROGRAM"] == "serve_endpoint.py"
+    container = model["Arguments"]["PrimaryContainer"]
+    assert container["Environment"]["SAGEMAKER_PROGRAM"] == "serve_endpoint.py"
+    assert container["Environment"]["SAGEMAKER_SUBMIT_DIRECTORY"] == "/opt/ml/model/code"  # the artifact's own code
+    # Python 3.11 images: the pinned libraries install on them (the scikit-learn 1.2-1 image's Python is older).
+    assert container["Image"].endswith("/pytorch-inference:2.5-cpu-py311")
+    assert register["Arguments"]["InferenceSpecification"]["Containers"][0]["Image"] == container["Image"]
+    assert train["Arguments"]["AlgorithmSpecification"]["TrainingImage"].endswith("/pytorch-training:2.5-cpu-py311")
     capture = config["Arguments"]["DataCaptureConfig"]
     assert capture["EnableCapture"] is True and capture["DestinationS3Uri"] == "s3://diagnosa-lake/capture"
     assert config["Arguments"]["ProductionVariants"][0]["ModelName"] == {"Get": "Steps.CreateModel.ModelName"}

@@ -114,8 +114,10 @@ def write_hps(layout: dict[str, Path], hps: dict[str, Any]) -> None:
 
 
 def model_files(layout: dict[str, Path]) -> list[str]:
+    """The model dir's files, apart from the serving code it carries (code/, tests/test_artifact.py)."""
     folder = layout["model"]
-    return sorted(p.name for p in folder.rglob("*")) if folder.exists() else []
+    return sorted(p.name for p in folder.rglob("*") if "code" not in p.relative_to(folder).parts) \
+        if folder.exists() else []
 
 
 # ------------------------------------------------------------------------------------------------
@@ -162,6 +164,7 @@ def test_main_end_to_end_every_family(layout, family, capsys):
     assert f"validation:macro_recall={v['macro_recall']:.6f}" in out
     assert f"validation:worst_class_recall={v['worst_class_recall']['recall']:.6f}" in out
     assert model_files(layout) == [METADATA_FILE, MODEL_FILE]
+    assert (layout["model"] / "code" / "serve_endpoint.py").is_file()
     assert not (layout["output"] / "failure").exists()
     assert not [p for p in layout["root"].iterdir() if p.name.startswith(".model")]  # staging cleaned up
 

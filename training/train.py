@@ -26,6 +26,7 @@ from sklearn.pipeline import Pipeline
 
 from diagnosa.data.schema import Schema
 from diagnosa.model import METADATA_FILE, MODEL_FILE, DiagnosaModel
+from inference.artifact import write_serving_code
 from processing.evaluation import evaluate
 from training.models import check_seed, make_classifier, portable, resolve_hyperparameters
 
@@ -406,6 +407,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         _write_json_atomic(data_dir / VALIDATION_REPORT, result.evaluation)
         logger.info("wrote %s", data_dir / VALIDATION_REPORT)
         save_model(result.model, model_dir)
+        # The artifact carries its serving code and pins (model.tar.gz/code/, SageMaker's layout).
+        write_serving_code(model_dir / "code")
         logger.info("phase write: %.2f s", time.perf_counter() - started_write)
     except Exception as err:  # the container must always leave a readable reason
         message = str(err) if isinstance(err, ValueError) else f"{type(err).__name__}: {err}"

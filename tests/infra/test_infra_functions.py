@@ -7,7 +7,7 @@ import pytest
 from moto import mock_aws
 
 REGION = "eu-west-1"
-IMAGE = "141502667606.dkr.ecr.eu-west-1.amazonaws.com/sagemaker-scikit-learn:1.2-1-cpu-py3"
+IMAGE = "763104351884.dkr.ecr.eu-west-1.amazonaws.com/pytorch-inference:2.5-cpu-py311"
 ENV = {
     "ENDPOINT_NAME": "diagnosa-dev", "MODEL_PACKAGE_GROUP": "diagnosa-dev", "VARIANT_NAME": "AllTraffic",
     "MODEL_ROLE_ARN": "arn:aws:iam::123456789012:role/diagnosa-dev-model",
@@ -63,7 +63,7 @@ def test_first_approval_creates_the_endpoint_with_data_capture(sm, deploy_fn):
     container = model["PrimaryContainer"]
     assert container["Image"] == IMAGE and container["ModelDataUrl"].endswith("champion/model.tar.gz")
     assert container["Environment"]["SAGEMAKER_PROGRAM"] == "serve_endpoint.py"
-    assert container["Environment"]["SAGEMAKER_SUBMIT_DIRECTORY"] == ENV["CODE_URI"]
+    assert container["Environment"]["SAGEMAKER_SUBMIT_DIRECTORY"] == "/opt/ml/model/code"  # the artifact's code/
 
 
 def test_later_approval_updates_blue_green_with_rollback_alarms(sm, deploy_fn, monkeypatch):

@@ -12,7 +12,7 @@ from moto import mock_aws
 from pipelines.service_model import request_problems
 
 REGION = "eu-west-1"
-IMAGE = "141502667606.dkr.ecr.eu-west-1.amazonaws.com/sagemaker-scikit-learn:1.2-1-cpu-py3"
+IMAGE = "763104351884.dkr.ecr.eu-west-1.amazonaws.com/pytorch-training:2.5-cpu-py311"
 ENV = {
     "ENDPOINT_NAME": "diagnosa-dev", "MODEL_PACKAGE_GROUP": "diagnosa-dev", "VARIANT_NAME": "AllTraffic",
     "MODEL_ROLE_ARN": "arn:aws:iam::123456789012:role/diagnosa-dev-model",

@@ -256,8 +256,7 @@ def test_deploy_function_configuration(dev, stacks):
     assert env["CAPTURE_URI"] == {"Fn::Join": ["", ["s3://", {"Ref": lake(dev)}, "/capture"]]}
     assert env["TRAFFIC_SHIFTING"] == "CANARY" and env["INVOCATIONS_PER_INSTANCE"] == "200"
     assert (env["MIN_INSTANCES"], env["MAX_INSTANCES"]) == ("1", "2")
-    code_key = stacks["Diagnosa-dev"].definition.code_key
-    assert env["CODE_URI"] == {"Fn::Join": ["", ["s3://", {"Ref": lake(dev)}, f"/{code_key}"]]}
+    assert "CODE_URI" not in env, "a version is served by the code in its own artifact, not the stack's"
     assert props["ReservedConcurrentExecutions"] == 1 and "DeadLetterConfig" in props and "KmsKeyArn" in props
 
 
@@ -397,7 +396,7 @@ def test_monitor_schedule_runs_the_monitor_function(dev, stacks):
     props = resources(dev, "AWS::Lambda::Function")[function]["Properties"]
     env = props["Environment"]["Variables"]
     stack = stacks["Diagnosa-dev"]
-    assert env["IMAGE_URI"] == "141502667606.dkr.ecr.eu-west-1.amazonaws.com/sagemaker-scikit-learn:1.2-1-cpu-py3"
+    assert env["IMAGE_URI"] == "763104351884.dkr.ecr.eu-west-1.amazonaws.com/pytorch-training:2.5-cpu-py311"
     assert env["IMAGE_URI"] == stack.definition.processing_image
     assert env["CODE_PREFIX"] == stack.definition.code_prefix == stack.definition.code_key.removesuffix("sourcedir.tar.gz")
     assert env["JOB_PREFIX"] == "diagnosa-dev-monitor" and env["METRICS_NAMESPACE"] == "Diagnosa/Monitoring"
@@ -417,3 +416,15 @@ def test_monitor_function_in_vpc_mode_puts_the_job_in_the_private_subnets(prod):
     env = props["Environment"]["Variables"]
     assert "SUBNET_IDS" in env and "SECURITY_GROUP_IDS" in env
     prod.has_parameter("MonitorSchedule", {"Type": "String", "Default": "rate(1 day)"})
+
+
+def test_job_model_and_monitoring_roles_pull_only_the_definitions_images(dev):
+    # The pipeline runs on AWS's PyTorch 2.5 CPU / Python 3.11 images (training scope for jobs, inference for
+    # the endpoint); the roles may pull those two repositories of AWS's image account and nothing else.
+    expected = {f"repository/{repo}" for repo in ("pytorch-training", "pytorch-inference")}
+    for role in ("diagnosa-dev-jobs", "diagnosa-dev-model", "diagnosa-dev-monitoring"):
+        pulls = [s for s in statements_of(dev, role) if "ecr:BatchGetImage" in _list(s["Action"])]
+        assert pulls, role
+        granted = {text(r).rsplit(":", 1)[-1].rstrip('"]}') for s in pulls for r in _list(s["Resource"])}
+        assert {g for g in granted if g.startswith("repository/")} == expected, (role, granted)
+        assert all("763104351884" in text(r) for s in pulls for r in _list(s["Resource"])), role

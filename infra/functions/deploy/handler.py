@@ -96,9 +96,12 @@ def deploy(detail: dict[str, Any], sagemaker: Any, env: dict[str, str], *, now: 
     [container] = package["InferenceSpecification"]["Containers"][:1] or [None]
     if container is None:
         raise Refused(f"{arn} has no inference container")
-    environment = {k: v for k, v in (container.get("Environment") or {}).items() if v != ""}
-    environment |= {"SAGEMAKER_PROGRAM": env["SERVING_PROGRAM"], "SAGEMAKER_SUBMIT_DIRECTORY": env["CODE_URI"],
-                    "SAGEMAKER_REGION": sagemaker.meta.region_name, "SAGEMAKER_CONTAINER_LOG_LEVEL": "20"}
+    # The version is served by the code it was trained with: model.tar.gz carries code/ and the package's
+    # environment names it; a package registered without that environment gets the same layout's defaults.
+    environment = {"SAGEMAKER_PROGRAM": env["SERVING_PROGRAM"], "SAGEMAKER_SUBMIT_DIRECTORY": "/opt/ml/model/code",
+                   "SAGEMAKER_CONTAINER_LOG_LEVEL": "20"}
+    environment |= {k: v for k, v in (container.get("Environment") or {}).items() if v != ""}
+    environment["SAGEMAKER_REGION"] = sagemaker.meta.region_name
     model: dict[str, Any] = {
         "ModelName": name, "ExecutionRoleArn": env["MODEL_ROLE_ARN"],
         "PrimaryContainer": {"Image": container["Image"], "ModelDataUrl": container["ModelDataUrl"],

@@ -1,0 +1,36 @@
+"""A trained model carries its serving code: model dir + code/ (SageMaker's model.tar.gz layout)."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from inference.artifact import SERVING_PROGRAM, ServingCodeError, write_serving_code
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_the_trained_model_holds_code_the_serving_toolkit_can_load(trained_model_dir, tmp_path):
+    code = trained_model_dir / "code"
+    assert (code / "requirements.txt").read_bytes() == (ROOT / "requirements" / "steps.txt").read_bytes()
+    assert (code / SERVING_PROGRAM).is_file() and not list(code.rglob("__pycache__"))
+    # The inference toolkit imports SAGEMAKER_PROGRAM with the code folder first on sys.path; nothing else.
+    probe = ("import sys, serve_endpoint, inference; "
+             "assert inference.__file__.startswith(sys.argv[1]), inference.__file__; "
+             "service = serve_endpoint.model_fn(sys.argv[2]); "
+             "request = serve_endpoint.input_fn(b'{\"age\": 67, \"symptoms\": [\"HP:0001945\"]}', 'application/json', service); "
+             "body, kind = serve_endpoint.output_fn(serve_endpoint.predict_fn(request, service), 'application/json'); "
+             "print(kind, body.decode()[:40])")
+    result = subprocess.run([sys.executable, "-c", probe, str(code), str(trained_model_dir)], cwd=code,
+                            capture_output=True, text=True, env={"PATH": "/usr/bin:/bin", "OMP_WAIT_POLICY": "PASSIVE",
+                                                          "PYTHONDONTWRITEBYTECODE": "1"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.startswith("application/json {\"predictions\"")
+
+
+def test_serving_code_is_never_mixed_with_an_older_copy(tmp_path):
+    write_serving_code(tmp_path / "code")
+    with pytest.raises(ServingCodeError, match="already exists"):
+        write_serving_code(tmp_path / "code")
