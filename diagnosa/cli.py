@@ -291,6 +291,8 @@ def _pipeline(args: argparse.Namespace, role_arn: str | None = None):
     extra = {"families": families} if families else {}
     if getattr(args, "model_package_group", None):
         extra["model_package_group"] = args.model_package_group
+    if getattr(args, "no_deploy_steps", False):
+        extra["deploy_steps"] = False
     settings = PipelineSettings(bucket=bucket, role_arn=role_arn or args.role_arn or "arn:aws:iam::000000000000:role/unset",
                                 code_uri=f"s3://{bucket}/{staged.key}", code_sha256=staged.sha256, name=args.name,
                                 region=region, **extra)
@@ -425,6 +427,8 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("--families", help="comma-separated candidate model families")
             sub.add_argument("--model-package-group", help="Model Package Group the champion is registered in "
                                                            "(default diagnosa)")
+            sub.add_argument("--no-deploy-steps", action="store_true",
+                             help="leave deployment to the approval event's deploy function (as the CDK app does)")
         if verb == "definition":
             sub.add_argument("--out", help="write the JSON here instead of printing it")
         if verb == "start":

@@ -70,7 +70,9 @@ def pipeline_settings(config: StageConfig) -> dict[str, Any]:
     return {"name": config.prefix, "model_package_group": config.prefix, "families": config.families,
             "processing_instance_type": config.processing_instance_type,
             "training_instance_type": config.training_instance_type,
-            "recall_thresholds": config.recall_thresholds, "orphan_threshold": config.orphan_threshold}
+            "recall_thresholds": config.recall_thresholds, "orphan_threshold": config.orphan_threshold,
+            # The deploy function, on the approval event, deploys in AWS (see PipelineSettings.deploy_steps).
+            "deploy_steps": False}
 
 
 @lru_cache(maxsize=8)

@@ -51,6 +51,10 @@ class PipelineSettings:
     endpoint_name: str = "diagnosa"
     endpoint_instance_type: str = "ml.m5.large"
     capture_sampling: int = 100  # percentage of requests the endpoint captures for monitoring
+    # Deploy steps in the pipeline (DeployIfApproved → CreateModel → EndpointConfig → Endpoint). The CDK app
+    # turns them off: there the deploy function, on the registry's approval event, is the one deployment
+    # path (blue/green with rollback, autoscaling, monitoring baselines), so two deployers never race.
+    deploy_steps: bool = True
     processing_instance_type: str = "ml.m5.xlarge"
     training_instance_type: str = "ml.m5.xlarge"
     recall_thresholds: dict[str, float] = field(
@@ -111,7 +115,9 @@ def build_pipeline(settings: PipelineSettings, session: Any) -> Any:
                   for label in CATEGORIES}
     orphan_threshold = ParameterFloat(name="OrphanRecallThreshold", default_value=settings.orphan_threshold)
     endpoint_name = ParameterString(name="EndpointName", default_value=settings.endpoint_name)
-    parameters = [input_uri, reduction, resampling, approval, *thresholds.values(), orphan_threshold, endpoint_name]
+    parameters = [input_uri, reduction, resampling, approval, *thresholds.values(), orphan_threshold]
+    if settings.deploy_steps:
+        parameters.append(endpoint_name)
 
     run = Join(on="/", values=[bucket, "artifacts", "runs", ExecutionVariables.PIPELINE_EXECUTION_ID])
     cache = CacheConfig(enable_caching=True, expire_after="P30D")
@@ -215,11 +221,13 @@ def build_pipeline(settings: PipelineSettings, session: Any) -> Any:
                                       "diagnosa:execution": ExecutionVariables.PIPELINE_EXECUTION_ID,
                                       "diagnosa:prediction-baseline": Join(on="/", values=[
                                           evaluation_dir, "prediction_baseline.json"])}))
-    deploy_steps = _deployment(settings, session, serving_image, champion_model, serving_env, endpoint_name, bucket)
-    deploy = ConditionStep(name="DeployIfApproved", conditions=[ConditionEquals(left=approval, right="Approved")],
-                           if_steps=deploy_steps, else_steps=[], depends_on=[register])
+    on_pass = [register]
+    if settings.deploy_steps:
+        deploy_steps = _deployment(settings, session, serving_image, champion_model, serving_env, endpoint_name, bucket)
+        on_pass.append(ConditionStep(name="DeployIfApproved", depends_on=[register], if_steps=deploy_steps,
+                                     conditions=[ConditionEquals(left=approval, right="Approved")], else_steps=[]))
     fail = FailStep(name="RecallGateFailed", error_message=recall_of("gate.message"))
-    gate = ConditionStep(name="RecallGate", conditions=conditions, if_steps=[register, deploy], else_steps=[fail])
+    gate = ConditionStep(name="RecallGate", conditions=conditions, if_steps=on_pass, else_steps=[fail])
     return Pipeline(name=settings.name, parameters=parameters,
                     steps=[preprocess, *trainings, select, evaluate, gate], sagemaker_session=session)
 

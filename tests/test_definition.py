@@ -136,3 +136,15 @@ def test_bad_settings_fail_before_building(aws, change, message):
     settings, session, _ = aws
     with pytest.raises(ValueError, match=message):
         build_pipeline(replace(settings, **change), session)
+
+
+def test_deploy_steps_can_be_left_to_the_approval_event(aws):
+    from dataclasses import replace
+
+    settings, session, _ = aws
+    d = json.loads(build_pipeline(replace(settings, deploy_steps=False), session).definition())
+    gate = next(s for s in d["Steps"] if s["Name"] == "RecallGate")
+    assert [s["Name"] for s in gate["Arguments"]["IfSteps"]] == ["Register"]
+    assert "EndpointName" not in {p["Name"] for p in d["Parameters"]}
+    assert set(validate_definition(d)) == {"Preprocess", "Train-mlp", "Train-logistic_regression", "Train-xgboost",
+                                           "Select", "Evaluate", "Register"}

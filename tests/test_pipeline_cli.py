@@ -29,6 +29,9 @@ def test_definition_upsert_start_status_list(aws, tmp_path, capsys):
     assert main(["pipeline", "definition", *COMMON, "--model-package-group", "diagnosa-prod", "--out", str(out)]) == 0
     gate = json.loads(out.read_text())["Steps"][-1]
     assert gate["Arguments"]["IfSteps"][0]["Arguments"]["ModelPackageGroupName"] == "diagnosa-prod"
+    assert [s["Name"] for s in gate["Arguments"]["IfSteps"]] == ["Register", "DeployIfApproved"]
+    assert main(["pipeline", "definition", *COMMON, "--no-deploy-steps", "--out", str(out)]) == 0
+    assert [s["Name"] for s in json.loads(out.read_text())["Steps"][-1]["Arguments"]["IfSteps"]] == ["Register"]
     capsys.readouterr()
     assert main(["pipeline", "upsert", *COMMON, "--role-arn", ROLE]) == 0
     arn = capsys.readouterr().out.strip()

@@ -59,7 +59,7 @@ def _resolve(value, refs):
     raise AssertionError(f"unexpected expression {value}")
 
 
-def test_embedded_definition_is_the_one_pipelines_builds(dev, stacks):
+def test_embedded_definition_is_the_one_pipelines_builds(dev, stacks, tmp_path):
     from infra.pipeline_definition import SENTINEL_BUCKET, SENTINEL_ROLE
     from pipelines.definition import PipelineSettings, build_pipeline
     from pipelines.staging import stage_code
@@ -74,22 +74,21 @@ def test_embedded_definition_is_the_one_pipelines_builds(dev, stacks):
     embedded = _resolve(body, {lake: bucket, f"{job_role}/Arn": role})
     assert SENTINEL_BUCKET not in embedded and SENTINEL_ROLE not in embedded
 
-    # What `diagnosa pipeline definition --bucket B --role-arn R --name diagnosa-dev` builds (cli._pipeline),
-    # with the stage's group (the CLI's default is "diagnosa").
-    with mock_aws():
-        session_boto = boto3.Session(region_name="eu-west-1")
-        s3 = session_boto.client("s3")
-        s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
-        staged = stage_code(DataLake.from_uri(f"s3://{bucket}", s3_client=s3))
-        from sagemaker.core.workflow.pipeline_context import PipelineSession
+    # What `diagnosa pipeline definition` prints for the stage (its bucket, role, name, group; deployment left
+    # to the deploy function), run through the CLI itself against moto's S3.
+    from diagnosa.cli import main
 
-        session = PipelineSession(boto_session=session_boto, default_bucket=bucket)
-        settings = PipelineSettings(bucket=bucket, role_arn=role, code_uri=f"s3://{bucket}/{staged.key}",
-                                    code_sha256=staged.sha256, name="diagnosa-dev", region="eu-west-1",
-                                    model_package_group="diagnosa-dev")
-        expected = build_pipeline(settings, session).definition()
+    out = tmp_path / "definition.json"
+    with mock_aws():
+        s3 = boto3.client("s3", region_name="eu-west-1")
+        s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+        assert main(["pipeline", "definition", "--bucket", bucket, "--region", "eu-west-1", "--role-arn", role,
+                     "--name", "diagnosa-dev", "--model-package-group", "diagnosa-dev", "--no-deploy-steps",
+                     "--families", ",".join(stack.config.families), "--out", str(out)]) == 0
         uploaded = {o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]}
-    assert json.loads(embedded) == json.loads(expected)
-    assert embedded == expected  # byte for byte: one source of truth
+    printed = json.loads(out.read_text(encoding="utf-8"))
+    expected = json.dumps(printed)  # the CLI pretty-prints; compare the canonical compact form below
+    assert json.loads(embedded) == printed
+    assert embedded == expected  # byte for byte (same key order and separators): one source of truth
     # and the stack deploys every object the definition expects in the bucket
     assert {key for key, _ in stack.definition.objects} == uploaded
