@@ -189,15 +189,21 @@ class FeedbackOutcome:
         return self.key is not None
 
 
-def record_feedback(client: Any, event_id: str, diagnosis: str, note: str | None, config: AppConfig) -> FeedbackOutcome:
-    """Record the confirmed diagnosis for a case reference; never raises."""
+def record_feedback(client: Any, event_id: str, diagnosis: str | None, note: str | None, config: AppConfig,
+                    disease_id: str | None = None) -> FeedbackOutcome:
+    """Record the confirmed diagnosis for a case reference; never raises. Nothing is assumed: no diagnosis chosen,
+    nothing sent."""
     event_id = event_id.strip()
     if not event_id:
         return FeedbackOutcome(message="Enter the case reference shown with the diagnosis.", fields={"event_id": "required"})
+    if not diagnosis:
+        return FeedbackOutcome(message="Choose the confirmed diagnosis.", fields={"diagnosis": "required"})
+    disease_id = (disease_id or "").strip() or None
     if not feedback_supported(client):
         return FeedbackOutcome(message="Recording a confirmed diagnosis is not available with this version of the client.")
     try:
-        key = client.send_feedback(event_id, diagnosis, note=(note or "").strip() or None)
+        key = client.send_feedback(event_id, diagnosis, note=(note or "").strip() or None,
+                                   **({"disease_id": disease_id} if disease_id else {}))
     except ClientFailure as err:
         raw = getattr(err, "fields", None) or {}
         fields = {str(k): str(v) for k, v in raw.items()} if isinstance(raw, Mapping) else {}

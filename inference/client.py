@@ -111,7 +111,8 @@ class DiagnosaClient:
             raise ClientFailure(f"the endpoint answered something that is not JSON: {body[:200]!r}") from None
         return Prediction(payload["predictions"], headers.get("x-diagnosa-event-id"))
 
-    def send_feedback(self, event_id: str, diagnosis: str, note: str | None = None) -> str:
+    def send_feedback(self, event_id: str, diagnosis: str, note: str | None = None,
+                      disease_id: str | None = None) -> str:
         """Send a doctor's confirmed diagnosis for a prediction (by its event id); returns the lake key written.
 
         The local endpoint takes it on ``POST /feedback``. A SageMaker endpoint has no such route: the
@@ -124,6 +125,8 @@ class DiagnosaClient:
         body: dict[str, Any] = {"event_id": event_id, "diagnosis": diagnosis}
         if note is not None:
             body["note"] = note
+        if disease_id is not None:  # ORPHA:/OMIM:/DECIPHER: puts the case in the live orphan slice
+            body["disease_id"] = disease_id
         try:
             feedback = parse_feedback(body)
         except FeedbackError as err:

@@ -4,6 +4,8 @@ Only slowness and a down endpoint are simulated (a tiny server that answers late
 """
 from __future__ import annotations
 
+import json
+
 import logging
 import socket
 import threading
@@ -192,12 +194,18 @@ def test_the_confirmed_diagnosis_is_recorded_through_the_feedback_route(monkeypa
         _fill(at, PATIENT).button(key="submit").click().run()
         event_id = at.text_input(key="fb-event").value
         assert event_id
+        at.button(key="fb-submit").click().run()  # no diagnosis chosen: nothing is assumed, nothing sent
+        assert not at.success and any("Choose the confirmed diagnosis" in e for e in _errors(at))
+        assert not lake.list("feedback/")
         at.selectbox(key="fb-diagnosis").select("ENFERMEDAD CRÓNICA")
+        at.text_input(key="fb-disease").input("ORPHA:558")
         at.text_area(key="fb-note").input("confirmed at follow-up")
         at.button(key="fb-submit").click().run()
         assert any("Confirmed diagnosis recorded" in s.value for s in at.success), [e.value for e in at.error]
         stored = [k for k in lake.list("feedback/")]
-        assert stored and any(event_id in lake.get_bytes(k).decode("utf-8") for k in stored)
+        records = [json.loads(lake.get_bytes(k)) for k in stored]
+        assert [(r["event_id"], r["diagnosis"], r.get("disease_id")) for r in records] == [
+            (event_id, "ENFERMEDAD CRÓNICA", "ORPHA:558")]
         at.text_input(key="fb-event").input("not an event!")
         at.button(key="fb-submit").click().run()
         assert not at.success and any("not recorded" in e for e in _errors(at))

@@ -94,8 +94,9 @@ def send_feedback(config: AppConfig) -> None:
         st.session_state["feedback_outcome"] = FeedbackOutcome(message="Accept the data-use policy first.")
         return
     st.session_state["feedback_outcome"] = record_feedback(client_for(config), st.session_state.get("fb-event") or "",
-                                                   st.session_state.get("fb-diagnosis") or CATEGORIES[0],
-                                                   st.session_state.get("fb-note"), config)
+                                                   st.session_state.get("fb-diagnosis"),
+                                                   st.session_state.get("fb-note"), config,
+                                                   disease_id=st.session_state.get("fb-disease"))
 
 
 def new_patient(spec: FormSpec) -> None:
@@ -185,8 +186,13 @@ def feedback_section(config: AppConfig, client: Any) -> None:
         with st.form("feedback", border=False):
             st.text_input("Case reference", key="fb-event", help="Shown with each diagnosis.")
             show_errors([problems.pop("event_id")] if "event_id" in problems else [])
-            st.selectbox("Confirmed diagnosis", CATEGORIES, key="fb-diagnosis")
+            # No preselected answer: a default would be recorded for every doctor who did not change it.
+            st.selectbox("Confirmed diagnosis", CATEGORIES, index=None, key="fb-diagnosis",
+                         placeholder="choose the confirmed diagnosis")
             show_errors([problems.pop("diagnosis")] if "diagnosis" in problems else [])
+            st.text_input("Rare disease (optional: ORPHA:, OMIM: or DECIPHER: id)", key="fb-disease",
+                          help="Counts the case in the orphan-disease slice of live quality monitoring.")
+            show_errors([problems.pop("disease_id")] if "disease_id" in problems else [])
             st.text_area("Note (optional; no names or identifying details)", key="fb-note", max_chars=2000)
             show_errors([f"{k}: {v}" for k, v in problems.items()])
             st.form_submit_button("Record confirmed diagnosis", key="fb-submit", on_click=send_feedback,
