@@ -354,8 +354,19 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
         elif args.pipeline_command == "upsert":
             print(pipeline.upsert(role_arn=args.role_arn)["PipelineArn"])
         elif args.pipeline_command == "start":
-            execution = pipeline.start(parameters=_parse_overrides(args.param, definition))
-            print(execution.arn)
+            overrides = _parse_overrides(args.param, definition)
+            if "InputDataUri" not in overrides:  # the default names the dataset's prefix: train on its latest version
+                from diagnosa.data.ingest import IngestError, latest_version
+
+                bucket = args.bucket or os.environ.get("DIAGNOSA_BUCKET")
+                try:
+                    version = latest_version(DataLake.from_uri(f"s3://{bucket}", s3_client=boto3.client(
+                        "s3", region_name=args.region or os.environ.get("AWS_REGION"))), "patients")
+                except IngestError as err:
+                    raise UsageError(f"{err} (or give --param InputDataUri=s3://...)") from None
+                overrides["InputDataUri"] = f"s3://{bucket}/curated/patients/{version}"
+            execution = pipeline.start(parameters=overrides)
+            print(f"{execution.arn}  (InputDataUri={overrides['InputDataUri']})")
         return 0
     except (ClientError, BotoCoreError) as err:
         raise UsageError(f"AWS refused {args.pipeline_command}: {err}") from None

@@ -622,9 +622,14 @@ class DiagnosaStack(Stack):
         c = self.config
         function = self._function(
             "RetrainFunction", "retrain", "Starts a Diagnosa pipeline execution (schedule or drift alarm)",
-            {"PIPELINE_NAME": self.prefix, "PIPELINE_PARAMETERS": ",".join(self.definition.parameters)},
+            {"PIPELINE_NAME": self.prefix, "PIPELINE_PARAMETERS": ",".join(self.definition.parameters),
+             "LAKE_BUCKET": self.lake.bucket_name},
             [iam.PolicyStatement(sid="StartThePipeline", actions=["sagemaker:StartPipelineExecution"],
-                                 resources=[self.arn("sagemaker", "pipeline", self.prefix)])])
+                                 resources=[self.arn("sagemaker", "pipeline", self.prefix)]),
+             # Which curated version to train on: the pointer ingestion writes last, nothing else.
+             iam.PolicyStatement(sid="ReadLatestCuratedVersion", actions=["s3:GetObject"],
+                                 resources=[self.lake.arn_for_objects("curated/patients/LATEST.json")]),
+             self.kms_for_s3("kms:Decrypt")])
         schedule = cdk.CfnParameter(self, "RetrainSchedule", type="String", default=c.retrain_schedule or "rate(7 days)",
                                     description="EventBridge schedule expression of the retraining executions")
         rule = events.Rule(self, "RetrainSchedule" + "Rule", rule_name=f"{self.prefix}-retrain-schedule",

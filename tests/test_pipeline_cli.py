@@ -36,10 +36,19 @@ def test_definition_upsert_start_status_list(aws, tmp_path, capsys):
     assert main(["pipeline", "upsert", *COMMON, "--role-arn", ROLE]) == 0
     arn = capsys.readouterr().out.strip()
     assert aws.describe_pipeline(PipelineName="diagnosa")["PipelineArn"] == arn
+    # Without InputDataUri, start trains on the lake's latest curated version, and says so.
+    assert main(["pipeline", "start", *COMMON, "--param", "Resampling=smote"]) == 2
+    assert "no curated dataset" in capsys.readouterr().err
+    boto3.client("s3", region_name="eu-west-1").put_object(
+        Bucket="lake", Key="curated/patients/LATEST.json", Body=json.dumps({"version": "abc123def456"}))
     assert main(["pipeline", "start", *COMMON, "--param", "Resampling=smote",
                  "--param", "RecallThresholdEnfermedadTerminal=0.9"]) == 0
-    execution = capsys.readouterr().out.strip()
-    assert execution.startswith(arn)
+    execution, used = capsys.readouterr().out.split()
+    assert execution.startswith(arn) and used == "(InputDataUri=s3://lake/curated/patients/abc123def456)"
+    parameters = {p["Name"]: p["Value"] for p in aws.list_pipeline_parameters_for_execution(
+        PipelineExecutionArn=execution)["PipelineParameters"]}
+    assert parameters["InputDataUri"] == "s3://lake/curated/patients/abc123def456"
+    assert parameters["Resampling"] == "smote"
     assert main(["pipeline", "status", "--region", "eu-west-1"]) == 0
     assert execution in capsys.readouterr().out
     assert main(["pipeline", "list", "--region", "eu-west-1"]) == 0

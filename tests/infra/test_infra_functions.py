@@ -167,6 +167,23 @@ def test_drift_alarm_event_starts_an_execution(pipeline, retrain_fn):
     assert pipeline.describe_pipeline_execution(PipelineExecutionArn=result["execution"])
 
 
+def test_without_an_input_the_latest_curated_version_is_trained_on(pipeline, retrain_fn):
+    import json
+
+    s3 = boto3.client("s3", region_name=REGION)
+    s3.create_bucket(Bucket="lake", CreateBucketConfiguration={"LocationConstraint": REGION})
+    env = {**RETRAIN_ENV, "LAKE_BUCKET": "lake"}
+    with pytest.raises(retrain_fn.Refused, match="no curated dataset in s3://lake/curated/patients/"):
+        retrain_fn.handler({"reason": "schedule"}, sagemaker=pipeline, s3=s3, env=env)
+    s3.put_object(Bucket="lake", Key="curated/patients/LATEST.json",
+                  Body=json.dumps({"version": "d1e44cbc09b6", "manifest": "curated/patients/d1e44cbc09b6/manifest.json"}))
+    result = retrain_fn.handler({"reason": "schedule"}, sagemaker=pipeline, s3=s3, env=env)
+    assert result["parameters"] == {"InputDataUri": "s3://lake/curated/patients/d1e44cbc09b6"}
+    given = retrain_fn.handler({"parameters": {"InputDataUri": "s3://lake/curated/patients/abc123"}},
+                               sagemaker=pipeline, s3=s3, env=env)
+    assert given["parameters"] == {"InputDataUri": "s3://lake/curated/patients/abc123"}  # an explicit input wins
+
+
 def test_unknown_parameters_are_refused_before_sagemaker(pipeline, retrain_fn):
     with pytest.raises(retrain_fn.Refused, match="unknown pipeline parameter"):
         retrain_fn.handler({"parameters": {"Nope": 1}}, sagemaker=pipeline, env=RETRAIN_ENV)

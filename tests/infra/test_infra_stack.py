@@ -200,6 +200,10 @@ def test_retrain_function_may_only_start_this_pipeline(dev):
     [start] = sm
     assert start["Action"] == "sagemaker:StartPipelineExecution"
     assert text(start["Resource"]).endswith(':pipeline/diagnosa-dev"]]}')
+    # It reads one object, the pointer to the latest curated version, and writes nothing.
+    s3 = [s for s in statements if any(a.startswith("s3:") for a in _list(s["Action"]))]
+    assert [s["Action"] for s in s3] == ["s3:GetObject"]
+    assert text(s3[0]["Resource"]).endswith('/curated/patients/LATEST.json"]]}')
 
 
 def test_only_acknowledged_wildcards(dev, prod):

@@ -4,7 +4,9 @@ Invoked by the retraining schedule (``{"reason": "schedule", "parameters": {...}
 alarm through EventBridge (``CloudWatch Alarm State Change`` to ALARM) or directly with
 ``{"reason": "...", "parameters": {"Name": value}}``. Parameter overrides must name parameters the
 pipeline declares (the stack passes their names in ``PIPELINE_PARAMETERS``); anything else is
-refused before SageMaker is called.
+refused before SageMaker is called. Without an ``InputDataUri`` override the execution trains on the
+lake's latest curated version (``curated/patients/LATEST.json``, written last by ingestion): the
+definition's default names the dataset's prefix, not a version.
 """
 from __future__ import annotations
 
@@ -25,7 +27,21 @@ class Refused(Exception):
     """The event cannot start an execution; nothing was started."""
 
 
-def handler(event: dict[str, Any], context: Any = None, *, sagemaker: Any = None,
+def latest_input(s3: Any, bucket: str, dataset: str = "patients") -> str:
+    """``s3://<bucket>/curated/<dataset>/<version>`` of the latest curated version; Refused when there is none."""
+    import json
+
+    key = f"curated/{dataset}/LATEST.json"
+    try:
+        version = json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())["version"]
+    except s3.exceptions.NoSuchKey:
+        raise Refused(f"no curated dataset in s3://{bucket}/curated/{dataset}/ (no {key}): ingest data first") from None
+    if not isinstance(version, str) or not re.fullmatch(r"[0-9a-f]{6,64}", version):
+        raise Refused(f"s3://{bucket}/{key} names no valid version: {version!r}")
+    return f"s3://{bucket}/curated/{dataset}/{version}"
+
+
+def handler(event: dict[str, Any], context: Any = None, *, sagemaker: Any = None, s3: Any = None,
             env: dict[str, str] | None = None) -> dict[str, Any]:
     env = env if env is not None else dict(os.environ)
     pipeline = env["PIPELINE_NAME"]
@@ -43,6 +59,8 @@ def handler(event: dict[str, Any], context: Any = None, *, sagemaker: Any = None
     unknown = sorted(set(overrides) - declared)
     if unknown:
         raise Refused(f"unknown pipeline parameter(s) {unknown} (declared: {sorted(declared)})")
+    if "InputDataUri" in declared and "InputDataUri" not in overrides and env.get("LAKE_BUCKET"):
+        overrides = {**overrides, "InputDataUri": latest_input(s3 or boto3.client("s3"), env["LAKE_BUCKET"])}
     sagemaker = sagemaker or boto3.client("sagemaker")
     description = re.sub(r"[^\w\s.:/=+-]", " ", f"Diagnosa retraining: {reason}")[:3072]
     response = sagemaker.start_pipeline_execution(
