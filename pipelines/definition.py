@@ -115,7 +115,11 @@ def build_pipeline(settings: PipelineSettings, session: Any) -> Any:
                   for label in CATEGORIES}
     orphan_threshold = ParameterFloat(name="OrphanRecallThreshold", default_value=settings.orphan_threshold)
     endpoint_name = ParameterString(name="EndpointName", default_value=settings.endpoint_name)
-    parameters = [input_uri, reduction, resampling, approval, *thresholds.values(), orphan_threshold]
+    # Instance types per run; counts stay 1: every job is single-node (scikit-learn/xgboost fits, no sharding).
+    processing_type = ParameterString(name="ProcessingInstanceType", default_value=settings.processing_instance_type)
+    training_type = ParameterString(name="TrainingInstanceType", default_value=settings.training_instance_type)
+    parameters = [input_uri, reduction, resampling, approval, *thresholds.values(), orphan_threshold,
+                  processing_type, training_type]
     if settings.deploy_steps:
         parameters.append(endpoint_name)
 
@@ -128,7 +132,7 @@ def build_pipeline(settings: PipelineSettings, session: Any) -> Any:
     step_retry = StepRetryPolicy(exception_types=[StepExceptionTypeEnum.THROTTLING, StepExceptionTypeEnum.SERVICE_FAULT],
                                  max_attempts=5, interval_seconds=10, backoff_rate=2.0)
     processor = FrameworkProcessor(image_uri=image, role=settings.role_arn, instance_count=1,
-                                   instance_type=settings.processing_instance_type, sagemaker_session=session,
+                                   instance_type=processing_type, sagemaker_session=session,
                                    code_location=f"{bucket}/artifacts/code/runners")
 
     def s3_in(name: str, uri: Any, path: str) -> Any:
@@ -160,7 +164,7 @@ def build_pipeline(settings: PipelineSettings, session: Any) -> Any:
         trainer = ModelTrainer(
             training_image=image, role=settings.role_arn, sagemaker_session=session,
             base_job_name=f"diagnosa-{family.replace('_', '-')}",
-            compute=Compute(instance_type=settings.training_instance_type, instance_count=1, volume_size_in_gb=30),
+            compute=Compute(instance_type=training_type, instance_count=1, volume_size_in_gb=30),
             output_data_config=OutputDataConfig(s3_output_path=Join(on="/", values=[run, "models", family])),
             hyperparameters={"family": family, "seed": "0", "sagemaker_program": "train_job.py",
                              "sagemaker_submit_directory": settings.code_uri})

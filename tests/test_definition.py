@@ -112,6 +112,12 @@ def test_shape_parallel_training_and_gate(definition):
     assert train["Arguments"]["HyperParameters"]["family"] == "xgboost"
     assert train["RetryPolicies"] and train["CacheConfig"]["Enabled"] is True
     assert train["Arguments"]["OutputDataConfig"]["S3OutputPath"]["Std:Join"]["Values"][-2:] == ["models", "xgboost"]
+    # Instance types are run-time parameters (counts stay 1: single-node jobs).
+    assert train["Arguments"]["ResourceConfig"]["InstanceType"] == {"Get": "Parameters.TrainingInstanceType"}
+    for step in d["Steps"]:
+        if step["Type"] == "Processing":
+            cluster = step["Arguments"]["ProcessingResources"]["ClusterConfig"]
+            assert cluster["InstanceType"] == {"Get": "Parameters.ProcessingInstanceType"} and cluster["InstanceCount"] == 1
 
 
 def test_upsert_and_start_with_overrides(aws):
