@@ -196,6 +196,7 @@ class LocalExecutor:
             "Parameters": parameters,
             "Steps": {},
             "Attempts": 1,
+            "ExecutorPid": os.getpid(),  # lets resume tell a running execution from a killed one
         })
         record.update(lambda d: None)
         return self._run(record, definition, graph)
@@ -209,14 +210,15 @@ class LocalExecutor:
         record = ExecutionRecord.load(path)
         if record.status == "Succeeded":
             raise ExecutionError(f"execution {execution_id} already succeeded: nothing to resume")
-        if record.status == "Executing":
-            raise ExecutionError(f"execution {execution_id} is still executing (or was killed: its status was "
-                                 "never closed); resume it only once no process runs it")
+        if record.status == "Executing" and _process_alive(record.data.get("ExecutorPid")):
+            raise ExecutionError(f"execution {execution_id} is still executing (process "
+                                 f"{record.data.get('ExecutorPid')}); resume it once that process has ended")
         definition = json.loads((record.folder / "definition.json").read_text(encoding="utf-8"))
         graph, _ = self.preflight(definition, record.data["Parameters"])
 
-        def reopen(d: dict[str, Any]) -> None:
+        def reopen(d: dict[str, Any]) -> None:  # a failed, stopped or killed (status never closed) execution
             d["PipelineExecutionStatus"] = "Executing"
+            d["ExecutorPid"] = os.getpid()
             d.pop("FailureReason", None)
             d["Attempts"] = d.get("Attempts", 1) + 1
             for name in [n for n, s in d["Steps"].items() if s["StepStatus"] != "Succeeded"]:
@@ -272,15 +274,21 @@ class LocalExecutor:
         skipped: set[str] = set()
         failure: str | None = None
         running: dict[Future, str] = {}
+        interrupted = False
         with ThreadPoolExecutor(max_workers=self.max_parallel, thread_name_prefix="step") as pool:
             while True:
-                if failure is None:  # after a failure, running steps finish and nothing new starts
+                if failure is None and not interrupted:  # after a failure, running steps finish, nothing new starts
                     free = self.max_parallel - len(running)
                     for name in self._ready(graph, record, done, skipped, running)[:max(0, free)]:
                         running[pool.submit(self._step, record, graph[name], resolver, started)] = name
                 if not running:
                     break
-                finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                try:
+                    finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                except KeyboardInterrupt:  # Ctrl-C: the jobs got it too; let them end, then record a stop
+                    interrupted = True
+                    self.progress("interrupted: waiting for running steps to end (resume later with --resume)")
+                    continue
                 for future in finished:
                     name = running.pop(future)
                     reason = future.result()
@@ -288,7 +296,10 @@ class LocalExecutor:
                         done.add(name)
                     elif failure is None:
                         failure = reason
-        status = "Failed" if failure else "Succeeded"
+        if interrupted:
+            status, failure = "Stopped", "interrupted" + (f" ({failure})" if failure else "")
+        else:
+            status = "Failed" if failure else "Succeeded"
 
         def close(d: dict[str, Any]) -> None:
             d["PipelineExecutionStatus"] = status
@@ -487,6 +498,18 @@ class StepCache:
         tmp.write_text(json.dumps({"Properties": properties, "SourcePipelineExecutionArn": execution_arn,
                                    "StoredAt": time.time(), "Outputs": outputs}, default=str), encoding="utf-8")
         os.replace(tmp, self.path)
+
+
+def _process_alive(pid: Any) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by someone else
+        return True
+    return True
 
 
 def _job_name(step: str, execution_id: str) -> str:

@@ -222,3 +222,26 @@ def test_step_cache_reuses_an_earlier_run_with_the_same_inputs(setup):
     uncached = LocalExecutor(lake=lake, bucket=BUCKET, root=executor.root, registry=executor.registry,
                              progress=lambda line: None, use_cache=False).start(d)
     assert not any("CacheHitResult" in step for step in uncached.steps.values())
+
+
+def test_a_killed_execution_can_be_resumed_but_a_running_one_cannot(setup):
+    import os
+    import subprocess
+
+    executor, lake, marker, _ = setup
+    Path(f"{marker}.join").write_text("x")
+    record = executor.start(without_property_files(definition(marker)))
+    Path(f"{marker}.join").unlink()
+    # As if the process running it had been killed mid-step: status never closed.
+    data = json.loads(record.path.read_text())
+    data["PipelineExecutionStatus"] = "Executing"
+    data["ExecutorPid"] = os.getppid()  # a live process that is not this one
+    record.path.write_text(json.dumps(data))
+    with pytest.raises(ExecutionError, match=r"still executing \(process \d+\)"):
+        executor.resume(record.id)
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    data["ExecutorPid"] = gone.pid  # that process has ended
+    record.path.write_text(json.dumps(data))
+    resumed = executor.resume(record.id)
+    assert resumed.status == "Succeeded" and resumed.data["ExecutorPid"] == os.getpid()

@@ -99,7 +99,7 @@ def cmd_run(args: argparse.Namespace, cli: ModuleType) -> int:
     except ExecutionError as err:
         raise cli.UsageError(str(err)) from None
     _report(record, lake)
-    return 0 if record.status == "Succeeded" else 1
+    return 0 if record.status == "Succeeded" else 130 if record.status == "Stopped" else 1
 
 
 def _report(record, lake) -> None:
@@ -124,6 +124,8 @@ def _report(record, lake) -> None:
     elif registered:
         print("  not deployed (ModelApprovalStatus is not Approved): approve it with "
               f"`diagnosa registry approve {registered.rsplit('/', 1)[-1]}`")
+    if record.status == "Stopped":
+        print(f"  stopped before the end: resume with `diagnosa run --local --resume {record.id}`")
     if record.status == "Failed":
         print(f"  failed: {record.data.get('FailureReason')}")
         if not any(s["StepType"] == "Fail" and s["StepStatus"] == "Failed" for s in steps.values()):
