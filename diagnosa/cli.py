@@ -233,6 +233,32 @@ def open_registry(args: argparse.Namespace):
     return LocalModelRegistry(workspace(args) / "registry")
 
 
+def _test_summary(args: argparse.Namespace, package: dict) -> str:
+    """Test-set recall figures of a version, from the evaluation its ModelMetrics point at (local lake)."""
+    uri = package.get("ModelMetrics", {}).get("ModelQuality", {}).get("Statistics", {}).get("S3Uri", "")
+    bucket, _, key = uri.removeprefix("s3://").partition("/")
+    try:
+        if bucket != "diagnosa-local":
+            raise LakeError(f"not in the local lake: {uri}")
+        report = json.loads(open_lake(args).get_bytes(key))["diagnosa"]
+    except (LakeError, ValueError, KeyError):
+        return "test metrics not available locally"
+    worst = report["worst_class_recall"]
+    orphan = report["slices"].get("orphan", {}).get("macro_recall")
+    return (f"test recall: macro {report['macro']['recall']:.3f}, worst {worst['label']} {worst['recall']:.3f}"
+            + (f", orphan slice {orphan:.3f}" if orphan is not None else ""))
+
+
+def _served_models(args: argparse.Namespace) -> dict[str, str]:
+    """Local endpoint name → the model URL it serves (endpoints that are in service)."""
+    served = {}
+    for path in sorted((workspace(args) / "endpoints").glob("*/endpoint.json")):
+        record = json.loads(path.read_text(encoding="utf-8"))
+        if record.get("EndpointStatus") == "InService":
+            served[record["EndpointName"]] = record.get("ModelDataUrl")
+    return served
+
+
 def cmd_registry_list(args: argparse.Namespace) -> int:
     registry = open_registry(args)
     groups = [args.group] if args.group else registry.groups()
@@ -242,10 +268,16 @@ def cmd_registry_list(args: argparse.Namespace) -> int:
     for group in groups:
         packages = registry.list_model_packages(group)
         print(f"{group}: {len(packages)} version(s)")
+        served = _served_models(args)
         for p in packages:
-            metrics = p.get("CustomerMetadataProperties", {})
-            summary = ", ".join(f"{k}={v}" for k, v in sorted(metrics.items()))
-            print(f"  v{p['ModelPackageVersion']:<4} {p['ModelApprovalStatus']:<22} {p['CreationTime']}  {summary}")
+            model_url = p["InferenceSpecification"]["Containers"][0].get("ModelDataUrl")
+            serving = "".join(f"  [serving on {name}]" for name, url in served.items() if url == model_url)
+            print(f"  v{p['ModelPackageVersion']:<4} {p['ModelApprovalStatus']:<22} {p['CreationTime']}  "
+                  f"{_test_summary(args, p)}{serving}")
+            lineage = p.get("CustomerMetadataProperties", {})
+            if lineage:
+                print(f"        execution {lineage.get('diagnosa:execution', '?')} · data "
+                      f"{lineage.get('diagnosa:input-data', '?')} · code {lineage.get('diagnosa:code-sha256', '?')[:12]}")
     return 0
 
 

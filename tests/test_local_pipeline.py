@@ -110,7 +110,7 @@ def metrics_labels(workspace, record) -> set[str]:
     return set(evaluation(workspace, record)["diagnosa"]["per_class"])
 
 
-def test_same_inputs_give_the_same_definition_and_metrics_and_approval_redeploys(workspace, approved_run):
+def test_same_inputs_give_the_same_definition_and_metrics_and_approval_redeploys(workspace, approved_run, capsys):
     pending = workspace["executor"].start(workspace["definition"], {"InputDataUri": workspace["input"], **LOW})
     assert pending.status == "Succeeded"
     assert pending.data["DefinitionSha256"] == approved_run.data["DefinitionSha256"]
@@ -129,6 +129,12 @@ def test_same_inputs_give_the_same_definition_and_metrics_and_approval_redeploys
         before["EndpointConfigName"]
     with urllib.request.urlopen(f"{after['Url']}/ping", timeout=5) as answer:
         assert answer.status == 200
+    assert cli(["--workspace", str(workspace["root"]), "registry", "list"]) == 0
+    listing = capsys.readouterr().out.splitlines()
+    [v2] = [line for line in listing if line.strip().startswith("v2 ")]
+    recall = first["diagnosa"]["macro"]["recall"]
+    assert "Approved" in v2 and f"test recall: macro {recall:.3f}" in v2 and v2.endswith("[serving on diagnosa]")
+    assert not any("[serving" in line for line in listing if line.strip().startswith("v1 "))
 
 
 def test_a_model_below_a_threshold_is_stopped_by_the_gate(workspace, approved_run):
