@@ -228,8 +228,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------------------------------ registry
 
 def open_registry(args: argparse.Namespace):
-    from pipelines.registry import LocalModelRegistry
+    """The local registry, or SageMaker's Model Registry with --region (approving there triggers the deploy function)."""
+    from pipelines.registry import LocalModelRegistry, SageMakerRegistry
 
+    if getattr(args, "region", None):
+        import boto3
+
+        return SageMakerRegistry(boto3.client("sagemaker", region_name=args.region))
     return LocalModelRegistry(workspace(args) / "registry")
 
 
@@ -286,13 +291,17 @@ def cmd_registry_decide(args: argparse.Namespace) -> int:
 
     registry = open_registry(args)
     status = "Approved" if args.registry_command == "approve" else "Rejected"
-    arn = f"{ARN_PREFIX}/{args.group}/{args.version}"
     try:
+        arn = registry.package_arn(args.group, args.version) if args.region else f"{ARN_PREFIX}/{args.group}/{args.version}"
         registry.update_model_package(arn, status, args.reason)
         package = registry.describe_model_package(arn)
     except RegistryError as err:
         raise UsageError(str(err)) from None
     print(f"{args.group} v{args.version}: {status}")
+    if args.region:
+        if status == "Approved":
+            print("  on AWS the approval event starts the deploy function (docs/deploy.md)")
+        return 0
     if status == "Approved" and not args.no_deploy:
         from diagnosa.commands.local import approve_and_deploy
 
@@ -483,6 +492,7 @@ def build_parser() -> argparse.ArgumentParser:
     registry = commands.add_parser("registry", help="the local model registry").add_subparsers(
         dest="registry_command", required=True)
     listing = registry.add_parser("list", help="model package groups and their versions")
+    listing.add_argument("--region", help="SageMaker's Model Registry in this region instead of the local one")
     listing.add_argument("--group", help="only this model package group")
     listing.set_defaults(func=cmd_registry_list)
     for verb in ("approve", "reject"):
@@ -490,6 +500,7 @@ def build_parser() -> argparse.ArgumentParser:
         decide.add_argument("version", type=_int_in(1, 10**9, "version"))
         decide.add_argument("--group", default="diagnosa")
         decide.add_argument("--reason", help="approval description kept with the version")
+        decide.add_argument("--region", help="decide in SageMaker's Model Registry in this region (the local one otherwise)")
         if verb == "approve":
             decide.add_argument("--endpoint-name", default="diagnosa", help="local endpoint the approved version goes to")
             decide.add_argument("--port", type=_int_in(0, 65535, "--port"), default=None,

@@ -137,3 +137,55 @@ class LocalModelRegistry:
         if not group or not version.isdigit():
             raise RegistryError(f"not a model package ARN or group/version: {name!r}")
         return group, int(version)
+
+
+class SageMakerRegistry:
+    """The same reads and approval decisions against SageMaker's Model Registry (boto3), for the CLI."""
+
+    def __init__(self, client: Any):
+        self.client = client
+        self.root = f"SageMaker Model Registry ({client.meta.region_name})"
+
+    def _call(self, operation: str, **arguments: Any) -> Any:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            return getattr(self.client, operation)(**arguments)
+        except (ClientError, BotoCoreError) as err:
+            raise RegistryError(f"SageMaker refused {operation}: {err}") from None
+
+    def groups(self) -> list[str]:
+        pages = self._call("get_paginator", operation_name="list_model_package_groups").paginate()
+        return sorted(g["ModelPackageGroupName"] for page in pages for g in page["ModelPackageGroupSummaryList"])
+
+    def list_model_packages(self, ModelPackageGroupName: str,  # noqa: N803
+                            ModelApprovalStatus: str | None = None) -> list[dict[str, Any]]:
+        kwargs: dict[str, Any] = {"ModelPackageGroupName": ModelPackageGroupName, "SortBy": "CreationTime",
+                                  "SortOrder": "Ascending"}
+        if ModelApprovalStatus:
+            kwargs["ModelApprovalStatus"] = ModelApprovalStatus
+        pages = self._call("get_paginator", operation_name="list_model_packages").paginate(**kwargs)
+        return [self.describe_model_package(s["ModelPackageArn"]) for page in pages
+                for s in page["ModelPackageSummaryList"]]
+
+    def describe_model_package(self, ModelPackageName: str) -> dict[str, Any]:  # noqa: N803
+        package = self._call("describe_model_package", ModelPackageName=ModelPackageName)
+        package.pop("ResponseMetadata", None)
+        package["CreationTime"] = str(package.get("CreationTime", ""))
+        return package
+
+    def update_model_package(self, ModelPackageArn: str, ModelApprovalStatus: str,  # noqa: N803
+                             ApprovalDescription: str | None = None) -> dict[str, str]:
+        if ModelApprovalStatus not in APPROVAL_STATUSES:
+            raise RegistryError(f"approval status must be one of {', '.join(APPROVAL_STATUSES)}, "
+                                f"got {ModelApprovalStatus!r}")
+        kwargs = {"ModelPackageArn": ModelPackageArn, "ModelApprovalStatus": ModelApprovalStatus}
+        if ApprovalDescription is not None:
+            kwargs["ApprovalDescription"] = ApprovalDescription
+        return {"ModelPackageArn": self._call("update_model_package", **kwargs)["ModelPackageArn"]}
+
+    def package_arn(self, group: str, version: int) -> str:
+        for package in self.list_model_packages(group):
+            if package.get("ModelPackageVersion") == version:
+                return package["ModelPackageArn"]
+        raise RegistryError(f"model package {group}/{version} does not exist in {self.root}")

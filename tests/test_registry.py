@@ -89,3 +89,24 @@ def test_registry_commands(tmp_path, capsys):
     assert "approved, but not deployed" in capsys.readouterr().err
     assert main([*ws, "registry", "reject", "7"]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_registry_commands_against_sagemaker(tmp_path, capsys):
+    with mock_aws():
+        sm = boto3.client("sagemaker", region_name="eu-west-1")
+        sm.create_model_package_group(ModelPackageGroupName="diagnosa-dev")
+        for _ in range(2):
+            sm.create_model_package(**{**PACKAGE, "ModelPackageGroupName": "diagnosa-dev"})
+        aws = ["--workspace", str(tmp_path / "ws"), "registry"]
+        assert main([*aws, "list", "--region", "eu-west-1", "--group", "diagnosa-dev"]) == 0
+        out = capsys.readouterr().out
+        assert "diagnosa-dev: 2 version(s)" in out and out.count("PendingManualApproval") == 2
+        assert main([*aws, "approve", "2", "--group", "diagnosa-dev", "--region", "eu-west-1",
+                     "--reason", "reviewed"]) == 0
+        assert "approval event starts the deploy function" in capsys.readouterr().out
+        statuses = {p["ModelPackageVersion"]: p["ModelApprovalStatus"] for p in sm.list_model_packages(
+            ModelPackageGroupName="diagnosa-dev")["ModelPackageSummaryList"]}
+        assert statuses == {1: "PendingManualApproval", 2: "Approved"}
+        assert not (tmp_path / "ws" / "endpoints").exists(), "nothing is deployed locally for an AWS approval"
+        assert main([*aws, "reject", "7", "--group", "diagnosa-dev", "--region", "eu-west-1"]) == 2
+        assert "diagnosa-dev/7 does not exist" in capsys.readouterr().err
