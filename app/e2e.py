@@ -13,17 +13,16 @@ reached the browser's storage, and saves a screenshot::
 from __future__ import annotations
 
 import argparse
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
 from app.config import AppConfig
+from diagnosa.net import free_port, wait_until_ok
 
 # A febrile, tachycardic, hypoxic patient with a high CRP (the docs' example patient).
 PATIENT = {"age": "67", "temperature_c": "38.9", "heart_rate_bpm": "112", "respiratory_rate_bpm": "26",
@@ -41,26 +40,6 @@ class E2EResult:
     storage: str  # what the page keeps in localStorage and sessionStorage (JSON)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _wait_healthy(url: str, process: subprocess.Popen, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"streamlit exited with status {process.returncode} before serving")
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.2)
-    raise TimeoutError(f"the app at {url} was not up within {timeout:g} s")
-
-
 @contextmanager
 def running_app(config: AppConfig, *, log: Path | None = None) -> Iterator[str]:
     """``streamlit run`` of the app, exactly as ``diagnosa app`` starts it; yields its URL."""
@@ -72,7 +51,7 @@ def running_app(config: AppConfig, *, log: Path | None = None) -> Iterator[str]:
     process = subprocess.Popen(argv, env=env, stdout=sink, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_healthy(url, process, STARTUP_TIMEOUT)
+        wait_until_ok(f"{url}/_stcore/health", timeout=STARTUP_TIMEOUT, process=process)
         yield url
     finally:
         process.terminate()

@@ -255,13 +255,14 @@ def _test_summary(args: argparse.Namespace, package: dict) -> str:
 
 
 def _served_models(args: argparse.Namespace) -> dict[str, str]:
-    """Local endpoint name → the model URL it serves (endpoints that are in service)."""
-    served = {}
-    for path in sorted((workspace(args) / "endpoints").glob("*/endpoint.json")):
-        record = json.loads(path.read_text(encoding="utf-8"))
-        if record.get("EndpointStatus") == "InService":
-            served[record["EndpointName"]] = record.get("ModelDataUrl")
-    return served
+    """Local endpoint name → the model URL it serves (endpoints in service; none for SageMaker's registry)."""
+    from diagnosa.commands.local import local_endpoints
+
+    lake = open_lake(args)
+    if args.region or lake.uri.startswith("s3://"):
+        return {}
+    return {r["EndpointName"]: r["ModelDataUrl"] for r in local_endpoints(sys.modules[__name__], args, lake).list()
+            if r["EndpointStatus"] == "InService"}
 
 
 def cmd_registry_list(args: argparse.Namespace) -> int:
@@ -270,10 +271,10 @@ def cmd_registry_list(args: argparse.Namespace) -> int:
     if not groups:
         print(f"no model packages in {registry.root}")
         return 0
+    served = _served_models(args)
     for group in groups:
         packages = registry.list_model_packages(group)
         print(f"{group}: {len(packages)} version(s)")
-        served = _served_models(args)
         for p in packages:
             model_url = p["InferenceSpecification"]["Containers"][0].get("ModelDataUrl")
             serving = "".join(f"  [serving on {name}]" for name, url in served.items() if url == model_url)
@@ -343,22 +344,27 @@ def _pipeline(args: argparse.Namespace, role_arn: str | None = None):
         raise UsageError(str(err)) from None
 
 
-def _parse_overrides(pairs: list[str], definition: dict) -> dict:
-    declared = {p["Name"]: p["Type"] for p in definition.get("Parameters", [])}
+def split_params(pairs: list[str]) -> dict[str, str]:
+    """``--param NAME=VALUE`` flags as text; names and types are checked against a definition later."""
     values = {}
     for pair in pairs:
         name, sep, text = pair.partition("=")
-        if not sep:
+        if not sep or not name:
             raise UsageError(f"--param takes NAME=VALUE, got {pair!r}")
-        if name not in declared:
-            raise UsageError(f"unknown pipeline parameter {name!r} (known: {', '.join(sorted(declared))})")
-        kind = declared[name]
-        try:
-            values[name] = float(text) if kind == "Float" else int(text) if kind == "Integer" else (
-                {"true": True, "false": False}[text.lower()] if kind == "Boolean" else text)
-        except (ValueError, KeyError):
-            raise UsageError(f"parameter {name} is a {kind}, got {text!r}") from None
+        values[name] = text
     return values
+
+
+def _parse_overrides(pairs: list[str], definition: dict) -> dict:
+    """Overrides typed as the definition declares them (the executor's rules, so local and AWS runs agree)."""
+    from pipelines.executor import ExecutionError, resolve_parameters
+
+    raw = split_params(pairs)
+    try:
+        resolved = resolve_parameters(definition, raw)
+    except ExecutionError as err:
+        raise UsageError(str(err)) from None
+    return {name: resolved[name] for name in raw}
 
 
 def cmd_pipeline(args: argparse.Namespace) -> int:

@@ -10,7 +10,6 @@ lake. ``diagnosa pipeline definition --bucket B --role-arn R`` prints the same J
 from __future__ import annotations
 
 import json
-import os
 import re
 from dataclasses import dataclass
 from functools import lru_cache
@@ -77,19 +76,10 @@ def pipeline_settings(config: StageConfig) -> dict[str, Any]:
 
 @lru_cache(maxsize=8)
 def _build(region: str, frozen_settings: tuple[tuple[str, Any], ...]) -> EmbeddedDefinition:
-    import logging
-    import warnings
+    from pipelines.offline import build_offline  # sets the region and quiets the SDK while it builds
 
-    from pipelines.offline import build_offline
-    os.environ.setdefault("AWS_DEFAULT_REGION", region)  # the SDK reads a region at import time
     settings = {k: (dict(v) if k == "recall_thresholds" else v) for k, v in frozen_settings}
-    logging.disable(logging.WARNING)  # the SDK narrates every default it applies, at every level
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            build = build_offline(SENTINEL_BUCKET, SENTINEL_ROLE, region=region, **settings)
-    finally:
-        logging.disable(logging.NOTSET)
+    build = build_offline(SENTINEL_BUCKET, SENTINEL_ROLE, region=region, **settings)
     outside = sorted(k for k in build.objects if not k.startswith(CODE_PREFIX))
     if outside:
         raise ValueError(f"the pipeline build staged objects outside {CODE_PREFIX}: {outside}")

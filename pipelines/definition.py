@@ -89,10 +89,9 @@ def build_pipeline(settings: PipelineSettings, session: Any) -> Any:
     from sagemaker.core.workflow.parameters import ParameterFloat, ParameterString
     from sagemaker.core.workflow.properties import PropertyFile
     from sagemaker.core.workflow.conditions import ConditionEquals
-    from sagemaker.mlops.workflow import (CacheConfig, ConditionStep, EndpointConfigStep, EndpointStep, FailStep,
-                                          ModelStep, Pipeline, ProcessingStep, SageMakerJobExceptionTypeEnum,
-                                          SageMakerJobStepRetryPolicy, StepExceptionTypeEnum, StepRetryPolicy,
-                                          TrainingStep)
+    from sagemaker.mlops.workflow import (CacheConfig, ConditionStep, FailStep, ModelStep, Pipeline, ProcessingStep,
+                                          SageMakerJobExceptionTypeEnum, SageMakerJobStepRetryPolicy,
+                                          StepExceptionTypeEnum, StepRetryPolicy, TrainingStep)
     from sagemaker.serve.model_builder import ModelBuilder
     from sagemaker.train import ModelTrainer
     from sagemaker.core.training.configs import Compute, InputData, OutputDataConfig

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from diagnosa.lake import DataLake
+from diagnosa.net import process_alive
 from pipelines.expressions import ExpressionError, Resolver, evaluate_condition, step_references
 from pipelines.graph import DefinitionError, StepNode, build_graph
 from pipelines.local_jobs import JobError, LakeMapping, run_processing, run_training
@@ -40,7 +41,6 @@ from pipelines.registry import LocalModelRegistry, RegistryError
 LOCAL_ACCOUNT = "000000000000"
 LOCAL_REGION = "local"
 PARAMETER_TYPES = {"String": str, "Integer": int, "Float": float, "Boolean": bool}
-TERMINAL = ("Succeeded", "Failed", "Stopped")
 
 
 class ExecutionError(ValueError):
@@ -188,8 +188,7 @@ class LocalExecutor:
         record = ExecutionRecord(folder / "execution.json", {
             "PipelineName": name,
             "PipelineExecutionId": execution_id,
-            "PipelineExecutionArn": f"arn:aws:sagemaker:{LOCAL_REGION}:{LOCAL_ACCOUNT}:pipeline/{name}/"
-                                    f"execution/{execution_id}",
+            "PipelineExecutionArn": _execution_arn(name, execution_id),
             "PipelineExecutionStatus": "Executing",
             "CreationTime": _now(),
             "DefinitionSha256": hashlib.sha256(text.encode()).hexdigest(),
@@ -210,7 +209,7 @@ class LocalExecutor:
         record = ExecutionRecord.load(path)
         if record.status == "Succeeded":
             raise ExecutionError(f"execution {execution_id} already succeeded: nothing to resume")
-        if record.status == "Executing" and _process_alive(record.data.get("ExecutorPid")):
+        if record.status == "Executing" and process_alive(record.data.get("ExecutorPid")):
             raise ExecutionError(f"execution {execution_id} is still executing (process "
                                  f"{record.data.get('ExecutorPid')}); resume it once that process has ended")
         definition = json.loads((record.folder / "definition.json").read_text(encoding="utf-8"))
@@ -258,8 +257,7 @@ class LocalExecutor:
         name = data.get("PipelineName", "diagnosa")
         execution_id = data["PipelineExecutionId"]
         return {"PipelineExecutionId": execution_id, "PipelineName": name,
-                "PipelineExecutionArn": data.get("PipelineExecutionArn", f"arn:aws:sagemaker:{LOCAL_REGION}:"
-                                                 f"{LOCAL_ACCOUNT}:pipeline/{name}/execution/{execution_id}"),
+                "PipelineExecutionArn": _execution_arn(name, execution_id),
                 "StartDateTime": data.get("CreationTime", _now()), "CurrentDateTime": _now()}
 
     # -------------------------------------------------------------------------------- scheduling
@@ -500,16 +498,8 @@ class StepCache:
         os.replace(tmp, self.path)
 
 
-def _process_alive(pid: Any) -> bool:
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, owned by someone else
-        return True
-    return True
+def _execution_arn(pipeline: str, execution_id: str) -> str:
+    return f"arn:aws:sagemaker:{LOCAL_REGION}:{LOCAL_ACCOUNT}:pipeline/{pipeline}/execution/{execution_id}"
 
 
 def _job_name(step: str, execution_id: str) -> str:

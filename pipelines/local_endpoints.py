@@ -14,17 +14,15 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from diagnosa.model import ModelLoadError, unpack_model
+from diagnosa.net import ServerExited, free_port, process_alive, wait_until_ok
 from pipelines.local_jobs import JobError, LakeMapping, check_request
 
 DEFAULT_PORT = 8080
@@ -42,20 +40,13 @@ def _now() -> str:
 
 
 def _alive(pid: int | None) -> bool:
-    if not pid:
+    """Our server still runs: the pid exists and was not reused by an unrelated process."""
+    if not process_alive(pid):
         return False
     try:
-        os.kill(pid, 0)
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except (OSError, ProcessLookupError):
+        return b"serve" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
         return False
-    return b"serve" in cmdline  # the pid was not reused by an unrelated process
-
-
-def _free_port(host: str) -> int:
-    with socket.socket() as probe:
-        probe.bind((host, 0))
-        return probe.getsockname()[1]
 
 
 class LocalEndpoints:
@@ -115,7 +106,8 @@ class LocalEndpoints:
         return [r for r in (self.describe(p.parent.name) for p in sorted(self.root.glob("*/endpoint.json"))) if r]
 
     # -------------------------------------------------------------------------------- deploy
-    def deploy(self, endpoint_name: str, config_name: str, *, log: Path | None = None) -> dict[str, Any]:
+    def deploy(self, endpoint_name: str, config_name: str, *, log: Path | None = None,
+               package_arn: str | None = None) -> dict[str, Any]:
         """CreateEndpoint, or UpdateEndpoint when it exists; returns the endpoint's record."""
         check_request("CreateEndpoint", {"EndpointName": endpoint_name, "EndpointConfigName": config_name})
         config = self._read(self.root / "configs" / f"{config_name}.json", f"endpoint config {config_name}")
@@ -136,7 +128,7 @@ class LocalEndpoints:
                 raise DeployError(f"endpoint {endpoint_name}: {err}") from None
             archive.unlink()
         previous = self.describe(endpoint_name)
-        port = previous["Port"] if previous else (self.port or _free_port(self.host))
+        port = previous["Port"] if previous else (self.port or free_port(self.host))
         if previous and _alive(previous.get("Pid")):
             self._stop(previous["Pid"])
         try:
@@ -159,6 +151,7 @@ class LocalEndpoints:
             "CaptureSampling": sampling, "Port": port, "Pid": pid, "Url": f"http://{self.host}:{port}",
             "CreationTime": (previous or {}).get("CreationTime", _now()), "LastModifiedTime": _now(),
             "History": history[-20:],
+            **({"ModelPackageArn": package_arn} if package_arn else {}),
         }
         self._write(folder / "endpoint.json", record)
         if log:
@@ -186,10 +179,7 @@ class LocalEndpoints:
             "DataCaptureConfig": {"EnableCapture": capture_sampling > 0, "InitialSamplingPercentage": capture_sampling,
                                   "DestinationS3Uri": f"s3://{self.mapping.bucket}/capture",
                                   "CaptureOptions": [{"CaptureMode": "Input"}, {"CaptureMode": "Output"}]}})
-        record = self.deploy(endpoint_name, config["EndpointConfigName"])
-        record["ModelPackageArn"] = package["ModelPackageArn"]
-        self._write(self.root / endpoint_name / "endpoint.json", record)
-        return record
+        return self.deploy(endpoint_name, config["EndpointConfigName"], package_arn=package["ModelPackageArn"])
 
     def stop(self, endpoint_name: str) -> bool:
         record = self.describe(endpoint_name)
@@ -216,23 +206,17 @@ class LocalEndpoints:
             process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                        start_new_session=True,  # outlives the command that deployed it
                                        env={**os.environ, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")})
-        url = f"http://{self.host}:{port}/ping"
-        deadline = time.monotonic() + HEALTH_TIMEOUT
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                tail = log_path.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-3:]
-                raise DeployError(f"endpoint {endpoint_name}: the server exited with {process.returncode} "
-                                  f"(log {log_path}): {' | '.join(tail)}")
-            try:
-                with urllib.request.urlopen(url, timeout=2) as answer:
-                    if answer.status == 200:
-                        return process.pid
-            except (urllib.error.URLError, OSError):
-                pass
-            time.sleep(0.2)
-        self._stop(process.pid)
-        raise DeployError(f"endpoint {endpoint_name}: /ping did not answer 200 within {HEALTH_TIMEOUT:.0f} s "
-                          f"(log {log_path})")
+        try:
+            wait_until_ok(f"http://{self.host}:{port}/ping", timeout=HEALTH_TIMEOUT, process=process)
+        except ServerExited:
+            tail = log_path.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-3:]
+            raise DeployError(f"endpoint {endpoint_name}: the server exited with {process.returncode} "
+                              f"(log {log_path}): {' | '.join(tail)}") from None
+        except TimeoutError:
+            self._stop(process.pid)
+            raise DeployError(f"endpoint {endpoint_name}: /ping did not answer 200 within {HEALTH_TIMEOUT:.0f} s "
+                              f"(log {log_path})") from None
+        return process.pid
 
     @staticmethod
     def _stop(pid: int) -> None:

@@ -41,7 +41,6 @@ class _OfflineAws:
     def __init__(self, bucket: str) -> None:
         self.bucket = bucket
         self.objects: dict[str, bytes] = {}
-        self._pending: dict[int, dict[str, Any]] = {}
 
     def install(self, boto_session: Any) -> None:
         events = boto_session.events

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from diagnosa.lake import DataLake
+from inference.artifact import PACKAGES  # the same packages the model artifact carries for serving
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("diagnosa", "processing", "training", "inference", "monitoring")
 # Root scripts of the bundle. Suffixed so none shadows a standard-library module: the container runs
 # them with the bundle root first on sys.path, and a root "select.py" replaced the stdlib ``select``.
 ENTRY_POINTS = {

@@ -112,30 +112,18 @@ def test_predict_command(endpoint, tmp_path, capsys):
 
 def test_serve_command_runs_until_sigterm(trained_model_dir, tmp_path):
     import signal
-    import socket
     import subprocess
     import sys
-    import time
-    import urllib.request
     from pathlib import Path
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    from diagnosa.net import free_port, wait_until_ok
+
+    port = free_port()
     command = [str(Path(sys.executable).parent / "diagnosa"), "--workspace", str(tmp_path / "ws"), "serve",
                "--model", str(trained_model_dir), "--port", str(port)]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=1) as reply:
-                    if reply.status == 200:
-                        break
-            except OSError:
-                time.sleep(0.2)
-        else:
-            pytest.fail("the endpoint never answered /ping")
+        wait_until_ok(f"http://127.0.0.1:{port}/ping", timeout=60, process=process)
         client = DiagnosaClient("diagnosa", endpoint_url=f"http://127.0.0.1:{port}")
         event = client.predict(PATIENT).event_id
     finally:

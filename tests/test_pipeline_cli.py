@@ -56,8 +56,9 @@ def test_definition_upsert_start_status_list(aws, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["pipeline", "start", *COMMON, "--param", "Nope=1"], "unknown pipeline parameter 'Nope'"),
-    (["pipeline", "start", *COMMON, "--param", "OrphanRecallThreshold=high"], "is a Float, got 'high'"),
+    (["pipeline", "start", *COMMON, "--param", "Nope=1"], "unknown pipeline parameter(s) Nope"),
+    (["pipeline", "start", *COMMON, "--param", "OrphanRecallThreshold=high"],
+     "parameter OrphanRecallThreshold is a Float, got 'high'"),
     (["pipeline", "start", *COMMON, "--param", "Resampling"], "takes NAME=VALUE"),
     (["pipeline", "upsert", *COMMON], "needs the pipeline execution role"),
     (["pipeline", "definition", "--region", "eu-west-1"], "give the pipeline's bucket"),

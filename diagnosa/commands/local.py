@@ -28,7 +28,8 @@ def _local_lake(cli: ModuleType, args: argparse.Namespace):
     return lake
 
 
-def _endpoints(cli: ModuleType, args: argparse.Namespace, lake):
+def local_endpoints(cli: ModuleType, args: argparse.Namespace, lake):
+    """The workspace's local endpoints (records under <workspace>/endpoints/, servers deployed from the lake)."""
     from pipelines.local_endpoints import LocalEndpoints
     from pipelines.local_jobs import LakeMapping
 
@@ -47,31 +48,21 @@ def local_definition(lake, families: tuple[str, ...] | None = None) -> dict[str,
     return json.loads(build.definition)
 
 
-def _parameters(cli: ModuleType, pairs: list[str]) -> dict[str, str]:
-    values = {}
-    for pair in pairs:
-        name, sep, text = pair.partition("=")
-        if not sep or not name:
-            raise cli.UsageError(f"--param takes NAME=VALUE, got {pair!r}")
-        values[name] = text
-    return values
-
-
 def cmd_run(args: argparse.Namespace, cli: ModuleType) -> int:
-    from diagnosa.data.ingest import latest_version
+    from diagnosa.data.ingest import IngestError, latest_version
     from pipelines.executor import ExecutionError, open_local, resolve_parameters
 
     if not args.local:
         raise cli.UsageError("only --local runs here; on SageMaker use `diagnosa pipeline upsert` then "
                              "`diagnosa pipeline start`")
     lake = _local_lake(cli, args)
-    executor = open_local(cli.workspace(args), lake, LOCAL_BUCKET, endpoints=_endpoints(cli, args, lake),
+    executor = open_local(cli.workspace(args), lake, LOCAL_BUCKET, endpoints=local_endpoints(cli, args, lake),
                           max_parallel=args.max_parallel, use_cache=not args.no_cache)
     try:
         if args.resume:
             record = executor.resume(args.resume)
         else:
-            overrides = _parameters(cli, args.param)
+            overrides = cli.split_params(args.param)
             if args.definition:
                 try:
                     definition = json.loads(Path(args.definition).read_text(encoding="utf-8"))
@@ -90,7 +81,7 @@ def cmd_run(args: argparse.Namespace, cli: ModuleType) -> int:
             if "InputDataUri" in declared and "InputDataUri" not in overrides:
                 try:
                     version = latest_version(lake, "patients")
-                except Exception:  # noqa: BLE001 (no curated data yet: say what to do)
+                except IngestError:
                     raise cli.UsageError(f"no curated dataset in {lake.uri}: run `diagnosa data generate` and "
                                          "`diagnosa data ingest` first (or give --param InputDataUri=...)") from None
                 overrides["InputDataUri"] = f"s3://{LOCAL_BUCKET}/curated/patients/{version}"
@@ -167,7 +158,7 @@ def cmd_executions(args: argparse.Namespace, cli: ModuleType) -> int:
 def cmd_endpoint(args: argparse.Namespace, cli: ModuleType) -> int:
     from pipelines.local_endpoints import DeployError
 
-    endpoints = _endpoints(cli, args, _local_lake(cli, args))
+    endpoints = local_endpoints(cli, args, _local_lake(cli, args))
     if args.endpoint_command == "list":
         records = endpoints.list()
         if not records:
@@ -189,7 +180,7 @@ def approve_and_deploy(cli: ModuleType, args: argparse.Namespace, package: dict[
 
     lake = _local_lake(cli, args)
     try:
-        record = _endpoints(cli, args, lake).deploy_model_package(package, endpoint_name=args.endpoint_name)
+        record = local_endpoints(cli, args, lake).deploy_model_package(package, endpoint_name=args.endpoint_name)
     except JobError as err:  # DeployError, or a model outside the local lake
         raise cli.UsageError(f"approved, but not deployed: {err}") from None
     print(f"endpoint {record['EndpointName']} now serves v{package['ModelPackageVersion']} on {record['Url']}")

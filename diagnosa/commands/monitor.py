@@ -17,15 +17,15 @@ EXIT_ALERT = 3  # with --fail-on-alert: the report's verdict is "alert"
 
 def _served_baselines(args: argparse.Namespace, cli: ModuleType, lake: Any) -> list[Path]:
     """The baseline folders of the registered version the local endpoint serves (its ModelMetrics)."""
-    from diagnosa.commands.local import LOCAL_BUCKET
+    from diagnosa.commands.local import LOCAL_BUCKET, local_endpoints
     from pipelines.registry import LocalModelRegistry
 
     ws = cli.workspace(args)
-    path = ws / "endpoints" / args.endpoint_name / "endpoint.json"
-    if lake.uri.startswith("s3://") or not path.is_file():
+    record = None if lake.uri.startswith("s3://") else local_endpoints(cli, args, lake).describe(args.endpoint_name)
+    if record is None:
         raise cli.UsageError(f"no local endpoint {args.endpoint_name!r} in {ws}: give the baseline folders with "
                              "--baseline (preprocess 'baseline' output and evaluate 'evaluation' output)")
-    served = json.loads(path.read_text(encoding="utf-8"))["ModelDataUrl"]
+    served = record["ModelDataUrl"]
     registry = LocalModelRegistry(ws / "registry")
     for group in registry.groups():
         for package in reversed(registry.list_model_packages(group)):

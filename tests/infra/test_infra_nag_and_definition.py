@@ -61,9 +61,6 @@ def _resolve(value, refs):
 
 def test_embedded_definition_is_the_one_pipelines_builds(dev, stacks, tmp_path):
     from infra.pipeline_definition import SENTINEL_BUCKET, SENTINEL_ROLE
-    from pipelines.definition import PipelineSettings, build_pipeline
-    from pipelines.staging import stage_code
-    from diagnosa.lake import DataLake
 
     stack = stacks["Diagnosa-dev"]
     [pipeline] = dev.find_resources("AWS::SageMaker::Pipeline").values()

@@ -1,0 +1,50 @@
+"""Local server processes (the endpoint, the doctors' app): a free loopback port, waiting until one answers,
+whether one still runs."""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+
+
+class ServerExited(RuntimeError):
+    """The server process ended before it answered."""
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port free right now (another process may still take it before it is bound again)."""
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        return probe.getsockname()[1]
+
+
+def wait_until_ok(url: str, *, timeout: float, process: subprocess.Popen | None = None) -> None:
+    """Poll ``url`` until it answers 200; ServerExited if ``process`` ends first, TimeoutError after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise ServerExited(f"the server exited with status {process.returncode} before {url} answered")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as answer:
+                if answer.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.2)
+    raise TimeoutError(f"{url} did not answer 200 within {timeout:g} s")
+
+
+def process_alive(pid: object) -> bool:
+    """Whether a process with this pid exists (owned by anyone)."""
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by someone else
+        return True
+    return True
