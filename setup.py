@@ -21,6 +21,15 @@ DEV = [
     "hypothesis==6.170.15",
     # drives the system Chromium (diagnosa/browser.py); never downloads a browser of its own
     "playwright==1.65.2",
+    # AWS's own container toolkits, run without Docker by the container-parity tests (tests/containers/):
+    # the training toolkit of the framework images, the inference toolkit and the PyTorch serving
+    # toolkit with TorchServe (its frontend needs a Java runtime). torch is the CPU build (the PyTorch
+    # serving toolkit imports it); nothing of Diagnosa imports torch.
+    "sagemaker-training==5.1.4",
+    "sagemaker-inference==1.10.1",
+    "sagemaker-pytorch-inference==2.0.25",
+    "torchserve==0.12.0",
+    "torch==2.13.0",
 ]
 
 setup(
