@@ -30,6 +30,7 @@ DEV = [
     "sagemaker-pytorch-inference==2.0.25",
     "torchserve==0.12.0",
     "torch==2.13.0",
+    "setuptools==80.9.0",  # the PyTorch serving toolkit imports pkg_resources, gone from later setuptools
 ]
 
 setup(

@@ -1,11 +1,12 @@
-"""The inference handler, in the SageMaker framework-container convention.
+"""The inference library: load a model, parse and validate a request, score it, render the answer.
 
-``model_fn`` loads the training artifact (feature pipeline + classifier) from the model folder;
-``input_fn`` parses and validates a request (``application/json``: one patient, a list, or
-``{"instances": [...]}``; ``text/csv`` with a header row, lists ``;``-separated); ``predict_fn``
-scores it; ``output_fn`` renders ``application/json`` (default) or ``text/csv``. Bad input raises
-:class:`RequestError` carrying a 4xx status and, per problem, the row, the field and what is wrong.
-The same functions run in the managed container and behind ``diagnosa serve``.
+``load_service`` loads the training artifact (feature pipeline + classifier) from the model folder;
+``parse_request`` parses and validates a request (``application/json``: one patient, a list, or
+``{"instances": [...]}``; ``text/csv`` with a header row, lists ``;``-separated); ``predict``
+scores it; ``render`` writes ``application/json`` (default) or ``text/csv``; ``invoke`` chains the
+three. Bad input raises :class:`RequestError` carrying a 4xx status and, per problem, the row, the
+field and what is wrong. ``diagnosa serve`` (inference/server.py) and SageMaker's serving toolkits
+(through inference/toolkit.py, the model artifact's entry module) both call these.
 """
 from __future__ import annotations
 
@@ -27,7 +28,6 @@ MAX_BODY_BYTES = 6 * 1024 * 1024  # SageMaker's real-time invocation payload lim
 JSON = "application/json"
 CSV = "text/csv"
 DEFAULT_TOP_K = 3
-_LOADED: dict[str, Any] = {}  # the service model_fn loaded in this process (SageMaker toolkit calling style)
 
 
 class RequestError(Exception):
@@ -102,7 +102,7 @@ def _accepted(accept: str | None) -> str:
     raise RequestError(406, f"cannot answer in {accept!r}: accept {JSON} or {CSV}")
 
 
-def model_fn(model_dir: str) -> Service:
+def load_service(model_dir: str) -> Service:
     model = DiagnosaModel.load(model_dir)
     schema = Schema.from_dict(model.metadata["schema"])
     request_schema = RequestSchema(schema)
@@ -110,9 +110,20 @@ def model_fn(model_dir: str) -> Service:
                   or "unversioned")
     columns = [schema.id_column, *request_schema.fields]
     fast = compile_features(model.features, _probe_records(request_schema, model.features), columns)
-    service = Service(model, request_schema, version, columns, fast)
-    _LOADED["service"] = service
-    return service
+    return Service(model, request_schema, version, columns, fast)
+
+
+def warm_up(service: Service) -> None:
+    """Pay one-off costs (HPO ontology, first predict) before the endpoint reports ready, not on a patient's request."""
+    fields = service.schema.fields
+    record = {name: (["HP:0000118"] if f.type == "hpo_terms" else None) for name, f in fields.items()}
+    if not any(v is not None for v in record.values()):
+        record = {next(iter(fields)): None}
+    try:
+        request = parse_request(json.dumps(record).encode("utf-8"), JSON, service)
+    except RequestError:
+        return  # the record is not valid for this schema; the lazy costs are paid on first use instead
+    predict(request, service)
 
 
 def _records_from_json(body: bytes) -> tuple[list[Any], int]:
@@ -158,15 +169,8 @@ def _records_from_csv(body: bytes) -> list[dict[str, str]]:
     return rows
 
 
-def input_fn(body: bytes | str, content_type: str | None, service: Service | None = None) -> Request:
-    """Parse and validate; every problem of every row is reported at once.
-
-    SageMaker's toolkit calls ``input_fn(body, content_type)``: the service is then the one
-    ``model_fn`` loaded in this process.
-    """
-    service = service or _LOADED.get("service")
-    if service is None:
-        raise RuntimeError("input_fn called before model_fn loaded a model")
+def parse_request(body: bytes | str, content_type: str | None, service: Service) -> Request:
+    """Parse and validate; every problem of every row is reported at once."""
     if isinstance(body, str):
         body = body.encode("utf-8")
     if len(body) > MAX_BODY_BYTES:
@@ -195,7 +199,7 @@ def input_fn(body: bytes | str, content_type: str | None, service: Service | Non
     return Request(clean, [values[service.schema.id_field] for values in clean], service.columns, top_k)
 
 
-def predict_fn(request: Request, service: Service) -> list[dict[str, Any]]:
+def predict(request: Request, service: Service) -> list[dict[str, Any]]:
     if service.fast is not None:
         proba = service.model.predict_proba_features(service.fast.transform(request.records))
     else:
@@ -217,7 +221,7 @@ def predict_fn(request: Request, service: Service) -> list[dict[str, Any]]:
     return results
 
 
-def output_fn(prediction: list[dict[str, Any]], accept: str | None) -> tuple[bytes, str]:
+def render(prediction: list[dict[str, Any]], accept: str | None) -> tuple[bytes, str]:
     if _accepted(accept) != CSV:
         return json.dumps({"predictions": prediction}, ensure_ascii=False).encode("utf-8"), JSON
     out = io.StringIO()
@@ -228,3 +232,9 @@ def output_fn(prediction: list[dict[str, Any]], accept: str | None) -> tuple[byt
         writer.writerow([p["patient_id"] or "", p["category"], *(p["probabilities"][label] for label in labels),
                          p["model_version"]])
     return out.getvalue().encode("utf-8"), CSV
+
+
+def invoke(service: Service, body: bytes | str, content_type: str | None, accept: str | None) -> tuple[bytes, str]:
+    """One invocation: parse → predict → render; :class:`RequestError` for anything the client must fix."""
+    _accepted(accept)  # refuse an Accept we cannot produce before scoring anything
+    return render(predict(parse_request(body, content_type, service), service), accept)

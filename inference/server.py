@@ -388,9 +388,7 @@ class _Handler(BaseHTTPRequestHandler):
         content_type = self.headers.get("Content-Type")
         accept = self.headers.get("Accept")
         try:
-            request = handler.input_fn(body, content_type, service)
-            prediction = handler.predict_fn(request, service)
-            output, output_type = handler.output_fn(prediction, accept)
+            output, output_type = handler.invoke(service, body, content_type, accept)
         except handler.RequestError as err:
             self._model_error(runtime, err.status, json.dumps(err.body(), ensure_ascii=False), headers)
             return
@@ -430,7 +428,7 @@ class LocalEndpoint:
         self._port = port
         self.capture = capture
         self.variant = capture.variant if capture is not None else DEFAULT_VARIANT
-        self._loader = loader or handler.model_fn  # a hook: tests gate or break loading through it
+        self._loader = loader or handler.load_service  # a hook: tests gate or break loading through it
         if not socket_timeout > 0:
             raise ValueError(f"socket_timeout must be positive, got {socket_timeout!r}")
         self.socket_timeout = float(socket_timeout)
@@ -468,7 +466,7 @@ class LocalEndpoint:
         started = time.perf_counter()
         try:
             service = self._loader(self.model_dir)
-            self._warm_up(service)
+            handler.warm_up(service)
         except BaseException as err:  # noqa: BLE001  (reported by /ping and wait_until_ready)
             self.load_error = err
             log.exception("model %s failed to load", self.model_dir)
@@ -477,19 +475,6 @@ class LocalEndpoint:
             log.info("model %s loaded in %.2f s", service.version, time.perf_counter() - started)
         finally:
             self._loaded.set()
-
-    @staticmethod
-    def _warm_up(service: handler.Service) -> None:
-        """Pay one-off costs (HPO ontology, first predict) before /ping says ready, not on a patient's request."""
-        fields = service.schema.fields
-        record = {name: (["HP:0000118"] if f.type == "hpo_terms" else None) for name, f in fields.items()}
-        if not any(v is not None for v in record.values()):
-            record = {next(iter(service.schema.fields)): None}
-        try:
-            request = handler.input_fn(json.dumps(record).encode("utf-8"), handler.JSON, service)
-        except handler.RequestError:
-            return  # the record is not valid for this schema; the lazy costs are paid on first use instead
-        handler.predict_fn(request, service)
 
     def wait_until_ready(self, timeout: float = 60.0) -> None:
         """Block until the model serves; TimeoutError if it takes longer, RuntimeError if loading failed."""

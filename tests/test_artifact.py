@@ -17,11 +17,12 @@ def test_the_trained_model_holds_code_the_serving_toolkit_can_load(trained_model
     assert (code / "requirements.txt").read_bytes() == (ROOT / "requirements" / "steps.txt").read_bytes()
     assert (code / SERVING_PROGRAM).is_file() and not list(code.rglob("__pycache__"))
     # The inference toolkit imports SAGEMAKER_PROGRAM with the code folder first on sys.path; nothing else.
+    # (How the toolkit then calls it is tested with the toolkit itself: tests/containers/test_serving_toolkit.py.)
     probe = ("import sys, serve_endpoint, inference; "
              "assert inference.__file__.startswith(sys.argv[1]), inference.__file__; "
              "service = serve_endpoint.model_fn(sys.argv[2]); "
-             "request = serve_endpoint.input_fn(b'{\"age\": 67, \"symptoms\": [\"HP:0001945\"]}', 'application/json', service); "
-             "body, kind = serve_endpoint.output_fn(serve_endpoint.predict_fn(request, service), 'application/json'); "
+             "body, kind = serve_endpoint.transform_fn(service, b'{\"age\": 67, \"symptoms\": [\"HP:0001945\"]}', "
+             "'application/json', 'application/json'); "
              "print(kind, body.decode()[:40])")
     result = subprocess.run([sys.executable, "-c", probe, str(code), str(trained_model_dir)], cwd=code,
                             capture_output=True, text=True, env={"PATH": "/usr/bin:/bin", "OMP_WAIT_POLICY": "PASSIVE",

@@ -1,4 +1,4 @@
-"""The inference handler functions, called directly as SageMaker's toolkit calls them."""
+"""The inference library (load, parse, predict, render), called directly; the toolkits call it through inference/toolkit.py."""
 from __future__ import annotations
 
 import json
@@ -8,7 +8,7 @@ import pytest
 
 from diagnosa.labels import CATEGORIES
 from inference import handler
-from inference.handler import RequestError, input_fn, model_fn, output_fn, predict_fn
+from inference.handler import RequestError, load_service, parse_request, predict, render
 
 PATIENT = {"patient_id": "A1", "age": 67, "sex": "M", "temperature_c": 38.9, "heart_rate_bpm": 112,
            "respiratory_rate_bpm": 26, "systolic_bp_mmhg": 104, "diastolic_bp_mmhg": 62, "spo2_pct": 90,
@@ -18,27 +18,27 @@ PATIENT = {"patient_id": "A1", "age": 67, "sex": "M", "temperature_c": 38.9, "he
 
 @pytest.fixture(scope="module")
 def service(trained_model_dir):
-    return model_fn(str(trained_model_dir))
+    return load_service(str(trained_model_dir))
 
 
 def test_one_patient_json_round_trip(service):
-    request = input_fn(json.dumps(PATIENT), "application/json", service)
-    [result] = predict_fn(request, service)
+    request = parse_request(json.dumps(PATIENT), "application/json", service)
+    [result] = predict(request, service)
     assert result["patient_id"] == "A1"
     assert list(result["probabilities"]) == list(CATEGORIES)
     assert sum(result["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
     assert result["category"] == max(result["probabilities"], key=result["probabilities"].get)
     assert [t["category"] for t in result["top_k"]][0] == result["category"] and len(result["top_k"]) == 3
     assert result["model_version"] == service.version != "unversioned"
-    body, content_type = output_fn([result], "application/json")
+    body, content_type = render([result], "application/json")
     assert content_type == "application/json" and json.loads(body)["predictions"][0]["patient_id"] == "A1"
 
 
 def test_list_instances_and_top_k(service):
     healthy = {"age": 30, "sex": "F", "temperature_c": 36.7, "symptoms": []}
-    request = input_fn(json.dumps({"instances": [PATIENT, healthy], "top_k": 5}), "application/json; charset=utf-8",
+    request = parse_request(json.dumps({"instances": [PATIENT, healthy], "top_k": 5}), "application/json; charset=utf-8",
                        service)
-    results = predict_fn(request, service)
+    results = predict(request, service)
     assert len(results) == 2 and results[1]["patient_id"] is None
     probs = [t["probability"] for t in results[0]["top_k"]]
     assert probs == sorted(probs, reverse=True) and len(probs) == 5
@@ -47,18 +47,12 @@ def test_list_instances_and_top_k(service):
 
 def test_csv_in_and_out(service):
     body = "patient_id,age,sex,temperature_c,symptoms\nB1,45,F,37.0,HP:0002315;HP:0012378\nB2,80,M,,\n"
-    results = predict_fn(input_fn(body, "text/csv", service), service)
+    results = predict(parse_request(body, "text/csv", service), service)
     assert [r["patient_id"] for r in results] == ["B1", "B2"]
-    out, content_type = output_fn(results, "text/csv")
+    out, content_type = render(results, "text/csv")
     lines = out.decode().splitlines()
     assert content_type == "text/csv" and lines[0].startswith("patient_id,category,p[NO ENFERMO]")
     assert len(lines) == 3
-
-
-def test_toolkit_calling_style_uses_the_loaded_model(service):
-    # SageMaker's toolkit calls input_fn(body, content_type) after model_fn in the same process.
-    assert handler._LOADED["service"] is service
-    assert len(input_fn(json.dumps(PATIENT), "application/json").frame) == 1
 
 
 @pytest.mark.parametrize("body, content_type, status, field, text", [
@@ -81,7 +75,7 @@ def test_toolkit_calling_style_uses_the_loaded_model(service):
 ])
 def test_bad_input_is_a_4xx_naming_the_field(service, body, content_type, status, field, text):
     with pytest.raises(RequestError) as err:
-        input_fn(body, content_type, service)
+        parse_request(body, content_type, service)
     assert err.value.status == status
     payload = err.value.body()
     json.dumps(payload)
@@ -94,17 +88,17 @@ def test_bad_input_is_a_4xx_naming_the_field(service, body, content_type, status
 def test_every_problem_of_every_row_is_reported(service):
     body = json.dumps([{"age": -1, "sex": "Q"}, PATIENT, {"spo2_pct": 140}])
     with pytest.raises(RequestError) as err:
-        input_fn(body, "application/json", service)
+        parse_request(body, "application/json", service)
     found = {(e.row, e.field) for e in err.value.errors}
     assert found == {(0, "age"), (0, "sex"), (2, "spo2_pct")}
 
 
 def test_oversized_body_and_unknown_accept(service):
     with pytest.raises(RequestError) as err:
-        input_fn(b" " * (handler.MAX_BODY_BYTES + 1), "application/json", service)
+        parse_request(b" " * (handler.MAX_BODY_BYTES + 1), "application/json", service)
     assert err.value.status == 413
     with pytest.raises(RequestError) as err:
-        output_fn([], "application/xml")
+        render([], "application/xml")
     assert err.value.status == 406
 
 
@@ -132,9 +126,9 @@ def test_compiled_feature_path_matches_sklearn_on_real_records(service, curated_
 
     records = [{k: plain(v) for k, v in row.items()} for row in sample[fields].to_dict("records")]
     body = json.dumps(records)
-    request = input_fn(body, "application/json", service)
-    fast = predict_fn(request, service)
-    slow = predict_fn(request, replace(service, fast=None))
+    request = parse_request(body, "application/json", service)
+    fast = predict(request, service)
+    slow = predict(request, replace(service, fast=None))
     for a, b in zip(fast, slow):
         assert a["category"] == b["category"]
         assert a["probabilities"] == pytest.approx(b["probabilities"], abs=1e-4)

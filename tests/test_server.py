@@ -126,7 +126,7 @@ def test_ping_is_503_while_the_model_loads_and_200_after(model_dir):
 
     def slow_loader(path: str) -> handler.Service:
         assert gate.wait(30)
-        return handler.model_fn(path)
+        return handler.load_service(path)
 
     ep = LocalEndpoint(model_dir, loader=slow_loader).start()
     try:
@@ -425,7 +425,7 @@ class _Exploding:
 
 def test_an_unexpected_error_is_a_500_with_an_event_id_and_a_logged_traceback(model_dir, caplog):
     def loader(path: str) -> handler.Service:
-        service = handler.model_fn(path)
+        service = handler.load_service(path)
         return dataclasses.replace(service, model=_Exploding(service.model), fast=None)  # use the frame path
 
     ep = _started(model_dir, loader=loader)
