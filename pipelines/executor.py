@@ -401,7 +401,9 @@ class LocalExecutor:
         job_name = _job_name(node.name, record.id)
         if node.type == "Processing":
             arguments = {**resolve(node.arguments), "ProcessingJobName": job_name}
-            result = run_processing(arguments, run_dir, self.mapping, python=self.python, env=self._thread_budget())
+            _record_request(run_dir, "CreateProcessingJob", arguments)
+            result = run_processing(arguments, run_dir, self.mapping, python=self.python, env=self._thread_budget(),
+                                    job_arn=self._arn("processing-job", job_name))
             files = {}
             for spec in node.definition.get("PropertyFiles", []):
                 output = result["ProcessingOutputConfig"]["Outputs"].get(spec["OutputName"])
@@ -417,7 +419,9 @@ class LocalExecutor:
             return {**result, "ProcessingJobArn": self._arn("processing-job", job_name), "PropertyFiles": files}
         if node.type == "Training":
             arguments = {**resolve(node.arguments), "TrainingJobName": job_name}
-            result = run_training(arguments, run_dir, self.mapping, python=self.python, env=self._thread_budget())
+            _record_request(run_dir, "CreateTrainingJob", arguments)
+            result = run_training(arguments, run_dir, self.mapping, python=self.python, env=self._thread_budget(),
+                                  job_arn=self._arn("training-job", job_name))
             return {**result, "TrainingJobArn": self._arn("training-job", job_name)}
         if node.type == "Condition":
             outcome = all(evaluate_condition(c, resolve) for c in node.arguments.get("Conditions", []))
@@ -496,6 +500,21 @@ class StepCache:
         tmp.write_text(json.dumps({"Properties": properties, "SourcePipelineExecutionArn": execution_arn,
                                    "StoredAt": time.time(), "Outputs": outputs}, default=str), encoding="utf-8")
         os.replace(tmp, self.path)
+
+
+REQUEST_FILE = "request.json"
+
+
+def _record_request(run_dir: Path, operation: str, arguments: dict[str, Any]) -> None:
+    """The resolved request a job step sent, kept in its run folder (``request.json``) for people and tests."""
+    (run_dir / REQUEST_FILE).write_text(json.dumps({"Operation": operation, "Request": arguments}, indent=2,
+                                                   ensure_ascii=False, default=str), encoding="utf-8")
+
+
+def recorded_request(run_folder: str | Path) -> tuple[str, dict[str, Any]]:
+    """(operation, resolved request) of a job step, from its run folder."""
+    data = json.loads((Path(run_folder) / REQUEST_FILE).read_text(encoding="utf-8"))
+    return data["Operation"], data["Request"]
 
 
 def _execution_arn(pipeline: str, execution_id: str) -> str:

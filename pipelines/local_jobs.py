@@ -1,19 +1,32 @@
-"""Run SageMaker processing and training job requests locally: the container contract mapped to a run folder.
+"""Run SageMaker processing and training job requests locally: each job in a container root of its own.
 
 The request is the ``CreateProcessingJob``/``CreateTrainingJob`` arguments a pipeline step resolves
-to (checked against botocore's request shape first). Inputs under ``S3Uri`` are copied from the data
-lake into the run folder where the container would see them (``/opt/ml/...`` → ``<run>/...``), the
-job runs as a subprocess, its output is logged per job, and only on success are outputs copied back
-to the lake. Answers have the shape of ``DescribeProcessingJob``/``DescribeTrainingJob``.
+to (checked against botocore's request shape first). ``pipelines/containers.py`` renders it into a
+container root — ``<run>/opt-ml`` standing for ``/opt/ml``, with the config files the service writes
+and the inputs copied from the data lake — the container's program runs there as a subprocess, its
+output is logged per job, and only on success are outputs copied back to the lake. Answers have the
+shape of ``DescribeProcessingJob``/``DescribeTrainingJob``.
 
 The "container image" is this Python environment, which already holds the step pins: ``python``,
 ``python3`` and ``pip`` resolve to it (small shims first on ``PATH``) and pip runs with
-``PIP_NO_INDEX=1``, so the SDK's own runner scripts work unchanged — ``runproc.sh`` untars the code
-and "installs" ``requirements.txt``, which succeeds only if every pin is already satisfied: a job
-whose pins differ from this environment fails instead of changing it. Framework training images run
-in script mode like the SageMaker training toolkit: ``sagemaker_submit_directory`` is unpacked into
-the code folder, its ``requirements.txt`` checked the same way, and ``sagemaker_program`` runs with
-the other hyperparameters as ``--name value`` arguments and the ``SM_*`` variables.
+``PIP_NO_INDEX=1``, so the containers' own runners work unchanged and "install" ``requirements.txt``
+only if every pin is already satisfied: a job whose pins differ from this environment fails instead
+of changing it.
+
+* Processing: ``ContainerEntrypoint`` + ``ContainerArguments`` run as given (the SDK's ``runproc.sh``
+  untars the code and installs the pins), with ``/opt/ml`` paths mapped to the root.
+* Training on a framework image (no ``ContainerEntrypoint``): the image's entrypoint, AWS's training
+  toolkit (``sagemaker-training``, ``python -m sagemaker_training.cli.train``), runs with
+  ``SAGEMAKER_BASE_DIR`` at the root. The toolkit itself unpacks ``sagemaker_submit_directory``,
+  installs its ``requirements.txt``, builds the ``SM_*`` environment and runs ``sagemaker_program``
+  with the hyperparameters as arguments. Deviations from the service, all outside the program's
+  view: ``sagemaker_submit_directory`` in ``hyperparameters.json`` names a local copy of the S3
+  object (the toolkit would download the s3:// URI with boto3; the container-parity tests check
+  that path against an S3 endpoint); ``SM_STUDIO_LOCAL_MODE=true`` (the toolkit's own switch) skips
+  waiting for the host name ``algo-1`` to resolve; and ``SAGEMAKER_TRAINING_MODULE`` is unset: the
+  PyTorch image sets it to ``sagemaker_pytorch_container.training:main``, which calls the same
+  ``entry_point.run`` with ``capture_error=True`` (stderr in the failure reason) after setting
+  NCCL/``MASTER_ADDR`` variables for multi-node training.
 """
 from __future__ import annotations
 
@@ -29,10 +42,19 @@ from pathlib import Path
 from typing import Any
 
 from diagnosa.lake import DataLake
+from pipelines.containers import (ContainerError, Fetch, TrainingContainer, localise, render_processing,
+                                  render_training, training_environment)
 from pipelines.service_model import request_problems
 
-PROCESSING_ROOT = "/opt/ml/processing"
-TRAINING_ROOT = "/opt/ml"
+ROOT_NAME = "opt-ml"  # <run>/opt-ml stands for /opt/ml
+TOOLKIT = ("-m", "sagemaker_training.cli.train")  # the framework training images' entrypoint (`train`)
+FAILURE_LIMIT = 1024  # the service shows the first 1024 characters of the failure file as FailureReason
+# Lines a container's runner prints about its own housekeeping, never about the job: the SDK's runproc.sh
+# runs `pip uninstall --yes typing` before installing the pins ("some py3 containers have typing, which
+# may break pip install"), and pip answers with this warning whenever typing is not installed — always.
+NOISE = (re.compile(r"^WARNING: Skipping \S+ as it is not installed\.$"),)
+# The training toolkit ends a failed job by logging the failure file's text again, then the exit code.
+TOOLKIT_EPILOGUE = "Reporting training FAILURE"
 
 
 class JobError(RuntimeError):
@@ -60,24 +82,16 @@ def check_request(operation: str, arguments: dict[str, Any]) -> None:
         raise JobError(f"{operation} request is invalid: {problems}")
 
 
-def _download(mapping: LakeMapping, uri: str, target: Path, what: str) -> None:
-    """An S3 object, or every object under an S3 prefix, copied from the lake into ``target``."""
-    key = mapping.key(uri)
-    keys = [key] if mapping.lake.exists(key) else mapping.lake.list(f"{key}/")
-    if not keys:
-        raise JobError(f"{what} at {uri} is empty or missing")
-    for item in keys:
-        mapping.lake.get_file(item, target / (Path(item).name if item == key else item[len(key) + 1:]))
-
-
-def _remap(value: str, run_dir: Path) -> str:
-    return str(run_dir) + value[len(PROCESSING_ROOT):] if value.startswith(PROCESSING_ROOT) else value
-
-
-def _local(path: str, run_dir: Path) -> Path:
-    if not path.startswith(PROCESSING_ROOT):
-        raise JobError(f"local path {path} is not under {PROCESSING_ROOT}")
-    return Path(_remap(path, run_dir))
+def _fetcher(mapping: LakeMapping, name: str) -> Fetch:
+    """What the service's download does for a container root: an S3 object, or every object under a prefix."""
+    def fetch(uri: str, target: Path) -> None:
+        key = mapping.key(uri)
+        keys = [key] if mapping.lake.exists(key) else mapping.lake.list(f"{key}/")
+        if not keys:
+            raise JobError(f"job {name}: input {uri} (for {target.name}) is empty or missing")
+        for item in keys:
+            mapping.lake.get_file(item, target / (Path(item).name if item == key else item[len(key) + 1:]))
+    return fetch
 
 
 def container_environment(run_dir: Path, python: str, extra: dict[str, str]) -> dict[str, str]:
@@ -94,104 +108,98 @@ def container_environment(run_dir: Path, python: str, extra: dict[str, str]) -> 
             "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE"), **extra}
 
 
-def _localise_script(command: list[str], run_dir: Path, container_root: str) -> None:
-    """A shell entrypoint from an input (the SDK's runproc.sh) names container paths: point them at the run folder."""
-    if len(command) > 1 and Path(command[0]).name in ("bash", "sh"):
-        script = Path(command[1])
-        if script.is_file() and run_dir in script.parents:
-            text = script.read_text(encoding="utf-8")
-            script.write_text(text.replace(container_root, str(run_dir) + container_root[len(PROCESSING_ROOT):]),
-                              encoding="utf-8")
-
-
 def run_processing(arguments: dict[str, Any], run_dir: Path, mapping: LakeMapping, *,
-                   env: dict[str, str] | None = None, python: str = sys.executable) -> dict[str, Any]:
+                   env: dict[str, str] | None = None, python: str = sys.executable,
+                   job_arn: str | None = None) -> dict[str, Any]:
+    """A CreateProcessingJob request: inputs at their local paths, the entrypoint run, outputs back to the lake."""
     check_request("CreateProcessingJob", arguments)
     name = arguments["ProcessingJobName"]
     run_dir.mkdir(parents=True, exist_ok=True)
-    log_path = run_dir / "job.log"
-    for spec in arguments.get("ProcessingInputs", []):
-        source = spec.get("S3Input")
-        if source is None:
-            raise JobError(f"job {name}: input {spec.get('InputName')} is not an S3 input (not supported locally)")
-        _download(mapping, source["S3Uri"], _local(source["LocalPath"], run_dir), f"job {name}: input {spec.get('InputName')}")
-
-    for spec in arguments.get("ProcessingOutputConfig", {}).get("Outputs", []):
-        _local(spec["S3Output"]["LocalPath"], run_dir).mkdir(parents=True, exist_ok=True)  # as the service does
-    app = arguments["AppSpecification"]
-    command = [_remap(part, run_dir) for part in app.get("ContainerEntrypoint", [])]
-    command += [_remap(part, run_dir) for part in app.get("ContainerArguments", [])]
-    if not command:
-        raise JobError(f"job {name}: no ContainerEntrypoint to run")
-    _localise_script(command, run_dir, PROCESSING_ROOT)
+    try:
+        container = render_processing(arguments, run_dir / ROOT_NAME, _fetcher(mapping, name),
+                                      job_arn or f"arn:aws:sagemaker:local:000000000000:processing-job/{name}")
+    except ContainerError as err:
+        raise JobError(f"job {name}: {err}") from None
     environment = container_environment(run_dir, python, {**arguments.get("Environment", {}), **(env or {})})
-    seconds = _run(name, command, run_dir, environment, log_path)
-    code = 0
+    log_path = run_dir / "job.log"
+    seconds = _run(name, container.command, container.root, environment, log_path)
 
     outputs = {}
     for spec in arguments.get("ProcessingOutputConfig", {}).get("Outputs", []):
-        target = spec["S3Output"]
-        folder = _local(target["LocalPath"], run_dir)
-        prefix = mapping.key(target["S3Uri"])
-        for path in sorted(p for p in folder.rglob("*") if p.is_file()) if folder.exists() else []:
+        folder, prefix = container.outputs[spec["OutputName"]], mapping.key(spec["S3Output"]["S3Uri"])
+        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
             mapping.lake.put_file(path, f"{prefix}/{path.relative_to(folder).as_posix()}")
         outputs[spec["OutputName"]] = spec
-    return {"ProcessingJobName": name, "ProcessingJobStatus": "Completed", "ExitCode": code,
+    return {"ProcessingJobName": name, "ProcessingJobStatus": "Completed", "ExitCode": 0,
             "ProcessingOutputConfig": {"Outputs": outputs}, "DurationSeconds": round(seconds, 3),
             "LogPath": str(log_path)}
 
 
-def _run(name: str, command: list[str], run_dir: Path, environment: dict[str, str], log_path: Path) -> float:
+def failure_reason(log_text: str, failure_text: str | None = None, lines: int = 3) -> str:
+    """What a failed job's message shows: the container's failure file (what the service reports as
+    FailureReason), then the last meaningful lines of its log — without the runner's housekeeping
+    noise and without the toolkit's closing repetition of the failure file."""
+    log_lines = log_text.splitlines()
+    ends = [i for i, line in enumerate(log_lines) if TOOLKIT_EPILOGUE in line]
+    if ends:
+        log_lines = log_lines[:ends[-1]]
+    meaningful = [line.strip() for line in log_lines
+                  if line.strip() and not any(p.match(line.strip()) for p in NOISE)]
+    parts = [_brief(failure_text)] if failure_text and failure_text.strip() else []
+    tail = [line for line in meaningful[-lines:] if not any(line in part or part in line for part in parts)]
+    return " | ".join(parts + tail)
+
+
+def _brief(text: str) -> str:
+    """A failure file on one line: a Python traceback shrinks to its heading and its final message."""
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    if "Traceback (most recent call last):" in lines:
+        start = lines.index("Traceback (most recent call last):")
+        lines = lines[:start] + lines[-1:]
+    return " ".join(lines)[:FAILURE_LIMIT]
+
+
+def _run(name: str, command: list[str], cwd: Path, environment: dict[str, str], log_path: Path,
+         failure_file: Path | None = None) -> float:
     started = time.perf_counter()
     with open(log_path, "w", encoding="utf-8") as log:
-        code = subprocess.run(command, cwd=run_dir, env=environment, stdout=log, stderr=subprocess.STDOUT).returncode
+        code = subprocess.run(command, cwd=cwd, env=environment, stdout=log, stderr=subprocess.STDOUT).returncode
     seconds = time.perf_counter() - started
     if code != 0:
-        tail = log_path.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-3:]
-        raise JobError(f"job {name} exited with {code} after {seconds:.1f} s (log: {log_path}): " + " | ".join(tail))
+        failure = failure_file.read_text(encoding="utf-8", errors="replace") \
+            if failure_file is not None and failure_file.is_file() else None
+        reason = failure_reason(log_path.read_text(encoding="utf-8", errors="replace"), failure)
+        raise JobError(f"job {name} exited with {code} after {seconds:.1f} s (log: {log_path}): {reason}")
     return seconds
 
 
 def run_training(arguments: dict[str, Any], run_dir: Path, mapping: LakeMapping, *,
-                 env: dict[str, str] | None = None, python: str = sys.executable) -> dict[str, Any]:
-    """A CreateTrainingJob request: channels from the lake, SM_* variables, model.tar.gz back to the lake."""
+                 env: dict[str, str] | None = None, python: str = sys.executable,
+                 job_arn: str | None = None) -> dict[str, Any]:
+    """A CreateTrainingJob request: a container root with its channels, the image's entrypoint (AWS's training
+    toolkit for framework images), model.tar.gz back to the lake."""
     check_request("CreateTrainingJob", arguments)
     name = arguments["TrainingJobName"]
     algorithm = arguments["AlgorithmSpecification"]
-    hyperparameters = arguments.get("HyperParameters", {})
-    base = run_dir / "opt-ml"
-    channels = {}
-    for channel in arguments.get("InputDataConfig", []):
-        source = channel["DataSource"].get("S3DataSource")
-        if source is None:
-            raise JobError(f"job {name}: channel {channel['ChannelName']} is not an S3 channel (not supported locally)")
-        target = base / "input" / "data" / channel["ChannelName"]
-        _download(mapping, source["S3Uri"], target, f"job {name}: channel {channel['ChannelName']}")
-        channels[channel["ChannelName"]] = target
+    run_dir.mkdir(parents=True, exist_ok=True)
+    root = run_dir / ROOT_NAME
     command = [*algorithm.get("ContainerEntrypoint", []), *algorithm.get("ContainerArguments", [])]
-    user_hyperparameters = {k: v for k, v in hyperparameters.items() if not k.startswith("sagemaker_")}
-    if not command:
-        command = _script_mode(name, hyperparameters, user_hyperparameters, base / "code", mapping)
-    config = base / "input" / "config"
-    config.mkdir(parents=True, exist_ok=True)
-    (config / "hyperparameters.json").write_text(json.dumps(hyperparameters), encoding="utf-8")
-    model_dir, output_dir = base / "model", base / "output"
-    sm = {"SM_MODEL_DIR": str(model_dir), "SM_INPUT_DIR": str(base / "input"), "SM_OUTPUT_DIR": str(output_dir),
-          "SM_OUTPUT_DATA_DIR": str(output_dir / "data"), "SM_HPS": json.dumps(user_hyperparameters),
-          "SM_CHANNELS": json.dumps(sorted(channels)), "SM_MODULE_DIR": str(base / "code"),
-          "SM_TRAINING_ENV": json.dumps({"job_name": name, "hyperparameters": user_hyperparameters})}
-    sm |= {f"SM_CHANNEL_{c.upper()}": str(path) for c, path in channels.items()}
-    sm |= {f"SM_HP_{k.upper()}": str(v) for k, v in user_hyperparameters.items()}
-    environment = container_environment(run_dir, python, {**arguments.get("Environment", {}), **sm, **(env or {})})
-    remapped = [str(base) + part[len(TRAINING_ROOT):] if part.startswith(TRAINING_ROOT + "/") else part
-                for part in command]
+    submit = None
+    if not command:  # a framework image: its entrypoint is the training toolkit, in script mode
+        submit = str(_submitted_code(name, arguments.get("HyperParameters", {}), run_dir, mapping))
+        command = [python, *TOOLKIT]
+    try:
+        container = render_training(arguments, root, _fetcher(mapping, name), submit_directory=submit)
+    except ContainerError as err:
+        raise JobError(f"job {name}: {err}") from None
+    command = [localise(part, root) for part in command]
+    extra = training_environment(arguments, root, job_arn)
+    extra["SM_STUDIO_LOCAL_MODE"] = "true"  # no cluster network here: the toolkit's switch to skip the DNS wait
+    environment = container_environment(run_dir, python, {**extra, **(env or {})})
     log_path = run_dir / "job.log"
-    seconds = _run(name, remapped, base / "code" if (base / "code").is_dir() else run_dir, environment, log_path)
+    seconds = _run(name, command, root, environment, log_path, container.failure_file)
 
-    tarball = run_dir / "model.tar.gz"
-    with tarfile.open(tarball, "w:gz") as archive:
-        for item in sorted(model_dir.iterdir()) if model_dir.exists() else []:
-            archive.add(item, arcname=item.name)
+    tarball = _model_tarball(container, run_dir)
     output_uri = arguments["OutputDataConfig"]["S3OutputPath"].rstrip("/")
     model_uri = f"{output_uri}/{name}/output/model.tar.gz"
     mapping.lake.put_file(tarball, mapping.key(model_uri))
@@ -202,28 +210,29 @@ def run_training(arguments: dict[str, Any], run_dir: Path, mapping: LakeMapping,
         if found:
             metrics.append({"MetricName": definition["Name"], "Value": float(found[-1])})
     return {"TrainingJobName": name, "TrainingJobStatus": "Completed", "ModelArtifacts": {"S3ModelArtifacts": model_uri},
-            "FinalMetricDataList": metrics, "HyperParameters": hyperparameters,
+            "FinalMetricDataList": metrics, "HyperParameters": arguments.get("HyperParameters", {}),
             "DurationSeconds": round(seconds, 3), "LogPath": str(log_path)}
 
 
-def _script_mode(name: str, hyperparameters: dict[str, str], user: dict[str, str], code_dir: Path,
-                 mapping: LakeMapping) -> list[str]:
-    """What a framework image's training toolkit runs: the submitted program with hyperparameters as flags."""
+def _submitted_code(name: str, hyperparameters: dict[str, str], run_dir: Path, mapping: LakeMapping) -> Path:
+    """A local copy of the ``sagemaker_submit_directory`` object, for the toolkit to unpack."""
     program, submitted = hyperparameters.get("sagemaker_program"), hyperparameters.get("sagemaker_submit_directory")
     if not program or not submitted:
         raise JobError(f"job {name}: no ContainerEntrypoint and no sagemaker_program/sagemaker_submit_directory "
                        "hyperparameters: nothing to run")
-    program, submitted = (value.strip('"') for value in (program, submitted))  # v2 SDKs JSON-quote them
-    archive = code_dir.parent / "sourcedir.tar.gz"
-    archive.parent.mkdir(parents=True, exist_ok=True)
-    mapping.lake.get_file(mapping.key(submitted), archive)
-    code_dir.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(archive) as bundle:
-        bundle.extractall(code_dir, filter="data")
-    if not (code_dir / program).is_file():
-        raise JobError(f"job {name}: sagemaker_program {program} is not in {submitted}")
-    command = ["/bin/sh", "-c", 'set -e; if [ -f requirements.txt ]; then pip install --quiet -r requirements.txt; fi; '
-               'exec python "$0" "$@"', program]
-    for key, value in user.items():
-        command += [f"--{key}", str(value)]
-    return command
+    uri = submitted.strip('"')  # v2 SDKs JSON-quote the value; the toolkit decodes it
+    key = mapping.key(uri)
+    if not mapping.lake.exists(key):
+        raise JobError(f"job {name}: sagemaker_submit_directory {uri} does not exist in the data lake")
+    local = run_dir / "submitted" / Path(key).name
+    mapping.lake.get_file(key, local)
+    return local
+
+
+def _model_tarball(container: TrainingContainer, run_dir: Path) -> Path:
+    """``/opt/ml/model`` packed the way the service packs it: its contents at the archive root."""
+    tarball = run_dir / "model.tar.gz"
+    with tarfile.open(tarball, "w:gz") as archive:
+        for item in sorted(container.model_dir.iterdir()):
+            archive.add(item, arcname=item.name)
+    return tarball

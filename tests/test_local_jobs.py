@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from diagnosa.lake import DataLake
-from pipelines.local_jobs import JobError, LakeMapping, run_processing, run_training
+from pipelines.local_jobs import JobError, LakeMapping, failure_reason, run_processing, run_training
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -72,40 +72,79 @@ def test_failures_name_the_job_and_keep_the_log(tmp_path, lake_with_curated):
         run_processing(bad, tmp_path / "run5", LakeMapping("lake", lake))
 
 
-def training_request(name: str, features: str, family: str = "logistic_regression") -> dict:
+def training_request(name: str, features: str, code_uri: str, family: str = "logistic_regression") -> dict:
+    """A framework-image request in script mode, as the pipeline definition's training steps are."""
     return {
         "TrainingJobName": name,
         "RoleArn": "arn:aws:iam::123456789012:role/diagnosa-training",
         "AlgorithmSpecification": {
-            "TrainingImage": "123456789012.dkr.ecr.eu-west-1.amazonaws.com/sklearn:1.2-1",
+            "TrainingImage": "763104351884.dkr.ecr.eu-west-1.amazonaws.com/pytorch-training:2.5-cpu-py311",
             "TrainingInputMode": "File",
-            "ContainerEntrypoint": ["python3", "-m", "training.train"],
             "MetricDefinitions": [{"Name": "validation:macro_recall", "Regex": r"validation:macro_recall=([0-9.]+)"}],
         },
-        "HyperParameters": {"family": family, "seed": "0"},
+        "HyperParameters": {"family": family, "seed": "0", "sagemaker_program": "train_job.py",
+                            "sagemaker_submit_directory": code_uri},
         "InputDataConfig": [{"ChannelName": c, "DataSource": {"S3DataSource": {
             "S3DataType": "S3Prefix", "S3Uri": f"s3://lake/{features}/{c}", "S3DataDistributionType": "FullyReplicated"}}}
             for c in ("train", "validation", "transformer")],
         "OutputDataConfig": {"S3OutputPath": "s3://lake/artifacts/models"},
         "ResourceConfig": {"InstanceType": "ml.m5.xlarge", "InstanceCount": 1, "VolumeSizeInGB": 30},
         "StoppingCondition": {"MaxRuntimeInSeconds": 3600},
-        "Environment": {"PYTHONPATH": str(ROOT)},
     }
 
 
-def test_training_request_runs_and_publishes_model_tar_gz(tmp_path, lake_with_curated):
+def test_training_request_runs_the_training_toolkit_and_publishes_model_tar_gz(tmp_path, lake_with_curated):
     import tarfile
 
+    from pipelines.staging import stage_code
+
     lake, prefix = lake_with_curated
+    code_uri = f"s3://lake/{stage_code(lake).key}"
     run_processing(request("pre-t", prefix), tmp_path / "pre", LakeMapping("lake", lake))
-    result = run_training(training_request("train-lr", "features/pre-t"), tmp_path / "train", LakeMapping("lake", lake))
+    result = run_training(training_request("train-lr", "features/pre-t", code_uri), tmp_path / "train",
+                          LakeMapping("lake", lake))
     assert result["ModelArtifacts"]["S3ModelArtifacts"] == "s3://lake/artifacts/models/train-lr/output/model.tar.gz"
     [metric] = result["FinalMetricDataList"]
     assert metric["MetricName"] == "validation:macro_recall" and 0.5 < metric["Value"] <= 1.0
+    log = Path(result["LogPath"]).read_text()
+    assert "sagemaker-training-toolkit" in log and "Installing dependencies from requirements.txt" in log
+    assert 'SM_HPS={"family":"logistic_regression","seed":0}' in log  # what the toolkit handed the program
     local = tmp_path / "model.tar.gz"
     lake.get_file("artifacts/models/train-lr/output/model.tar.gz", local)
     with tarfile.open(local) as archive:
-        assert {"model.joblib", "metadata.json"} <= set(archive.getnames())
-    with pytest.raises(JobError, match="job train-bad exited with 1"):
-        run_training(training_request("train-bad", "features/pre-t", family="catboost"), tmp_path / "bad",
+        assert {"model.joblib", "metadata.json", "code/serve_endpoint.py"} <= set(archive.getnames())
+    with pytest.raises(JobError, match=r"job train-bad exited with 1 .*log: .*job.log\): .*catboost"):
+        run_training(training_request("train-bad", "features/pre-t", code_uri, family="catboost"), tmp_path / "bad",
                      LakeMapping("lake", lake))
+    with pytest.raises(JobError, match=r"sagemaker_submit_directory s3://lake/artifacts/code/none.tar.gz does not exist"):
+        run_training(training_request("train-nocode", "features/pre-t", "s3://lake/artifacts/code/none.tar.gz"),
+                     tmp_path / "nocode", LakeMapping("lake", lake))
+
+
+SDK_RUNNER_LOG = """Files in /opt/ml/processing/input/code/ before extraction:
+total 8
+WARNING: Skipping typing as it is not installed.
+2026-11-30 13:20:46 diagnosa.preprocess ERROR preprocessing failed: class ENFERMEDAD LEVE has 2 rows
+"""
+TOOLKIT_LOG = """2026-11-30 13:20:46,210 sagemaker-training-toolkit INFO     Installing dependencies from requirements.txt
+ERROR: Could not find a version that satisfies the requirement numpy==0.0.1 (from versions: none)
+ERROR: No matching distribution found for numpy==0.0.1
+2026-11-30 13:20:48,001 sagemaker-training-toolkit ERROR    Reporting training FAILURE
+2026-11-30 13:20:48,001 sagemaker-training-toolkit ERROR    InstallRequirementsError:
+ExitCode 1
+ErrorMessage ""
+Command "/venv/bin/python -m pip install -r requirements.txt"
+2026-11-30 13:20:48,002 sagemaker-training-toolkit ERROR    Encountered exit_code 1
+"""
+
+
+def test_failure_reasons_show_the_jobs_own_error_not_the_runners_noise():
+    reason = failure_reason(SDK_RUNNER_LOG)
+    assert "Skipping typing" not in reason and reason.endswith("preprocessing failed: class ENFERMEDAD LEVE has 2 rows")
+    failure = 'InstallRequirementsError:\nExitCode 1\nErrorMessage ""\nCommand "/venv/bin/python -m pip install -r requirements.txt"\n'
+    reason = failure_reason(TOOLKIT_LOG, failure)
+    assert reason.startswith("InstallRequirementsError: ExitCode 1")  # the failure file: the service's FailureReason
+    assert reason.endswith("ERROR: No matching distribution found for numpy==0.0.1")  # the pin, from pip
+    assert "Encountered exit_code" not in reason  # the toolkit's closing lines repeat the failure file
+    traceback = "Framework Error: \nTraceback (most recent call last):\n  File \"x.py\", line 1\nOSError: gone\ngone"
+    assert failure_reason("", traceback) == "Framework Error: gone"
