@@ -26,10 +26,26 @@ DEFAULT_RECALL_THRESHOLD = 0.80
 DEFAULT_ORPHAN_THRESHOLD = 0.50
 # The job and serving containers: AWS's PyTorch CPU images, chosen for their Python 3.11 — the pins in
 # requirements/steps.txt (numpy 2.4, scikit-learn 1.9) need it, and the newest scikit-learn image
-# (1.2-1) runs an older Python they do not install on. The containers pip-install the pins on top.
+# (1.2-1) runs an older Python they do not install on. The containers pip-install the pins on top, or,
+# with ``job_image``/``serving_image`` set, run images with the pins baked in (infra/images/).
 FRAMEWORK = "pytorch"
 FRAMEWORK_VERSION = "2.5"
 PY_VERSION = "py311"
+# An image override: an ECR image URI with a tag or a digest (what SageMaker pulls for jobs and models).
+IMAGE_URI = re.compile(r"^\d{12}\.dkr\.ecr\.[a-z0-9-]+\.amazonaws\.com(\.cn)?/[a-z0-9][a-z0-9._/-]*"
+                       r"(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}|@sha256:[0-9a-f]{64})$")
+
+
+def framework_images(region: str, processing_instance_type: str = "ml.m5.xlarge",
+                     endpoint_instance_type: str = "ml.m5.large") -> tuple[str, str]:
+    """AWS's job (training scope, for processing and training) and serving images for ``region``."""
+    from sagemaker.core import image_uris
+
+    def retrieve(scope: str, instance_type: str) -> str:
+        return image_uris.retrieve(framework=FRAMEWORK, region=region, version=FRAMEWORK_VERSION,
+                                   py_version=PY_VERSION, instance_type=instance_type, image_scope=scope)
+
+    return retrieve("training", processing_instance_type), retrieve("inference", endpoint_instance_type)
 
 
 def class_parameter(label: str) -> str:
@@ -60,6 +76,13 @@ class PipelineSettings:
     recall_thresholds: dict[str, float] = field(
         default_factory=lambda: {label: DEFAULT_RECALL_THRESHOLD for label in CATEGORIES})
     orphan_threshold: float = DEFAULT_ORPHAN_THRESHOLD
+    # Images with the pins baked in (infra/images/: built and pushed by the CDK app). None: AWS's framework
+    # images, on which each container pip-installs requirements.txt from the package index at start.
+    # The containers still run that install with baked images (the SDK's runproc.sh, the training and
+    # the serving toolkits install a requirements.txt they find; none can be told not to): the images set
+    # PIP_NO_INDEX=1, so with every pin satisfied it is a no-op and a drifted pin fails the job at once.
+    job_image: str | None = None  # processing and training jobs
+    serving_image: str | None = None  # the registered model's container (and the deploy steps)
 
 
 def check_settings(settings: PipelineSettings) -> None:
@@ -75,10 +98,14 @@ def check_settings(settings: PipelineSettings) -> None:
             raise ValueError(f"recall threshold for {name} must be in [0, 1], got {value}")
     if not settings.code_uri.startswith(f"s3://{settings.bucket}/"):
         raise ValueError(f"code_uri {settings.code_uri} must be in the pipeline's bucket {settings.bucket}")
+    for name in ("job_image", "serving_image"):
+        value = getattr(settings, name)
+        if value is not None and not (isinstance(value, str) and IMAGE_URI.match(value)):
+            raise ValueError(f"{name} {value!r} must be an ECR image URI "
+                             f"(<account>.dkr.ecr.<region>.amazonaws.com/<repository>:<tag> or @sha256:<digest>)")
 
 
 def build_pipeline(settings: PipelineSettings, session: Any) -> Any:
-    from sagemaker.core import image_uris
     from sagemaker.core.drift_check_baselines import DriftCheckBaselines
     from sagemaker.core.model_metrics import MetricsSource, ModelMetrics
     from sagemaker.core.processing import FrameworkProcessor
@@ -97,12 +124,10 @@ def build_pipeline(settings: PipelineSettings, session: Any) -> Any:
     from sagemaker.core.training.configs import Compute, InputData, OutputDataConfig
 
     check_settings(settings)
-    image = image_uris.retrieve(framework=FRAMEWORK, region=settings.region, version=FRAMEWORK_VERSION,
-                                py_version=PY_VERSION, instance_type=settings.processing_instance_type,
-                                image_scope="training")
-    serving_image = image_uris.retrieve(framework=FRAMEWORK, region=settings.region, version=FRAMEWORK_VERSION,
-                                        py_version=PY_VERSION, instance_type=settings.endpoint_instance_type,
-                                        image_scope="inference")
+    aws_job_image, aws_serving_image = framework_images(settings.region, settings.processing_instance_type,
+                                                        settings.endpoint_instance_type)
+    image = settings.job_image or aws_job_image
+    serving_image = settings.serving_image or aws_serving_image
     tag = settings.code_sha256[:16]
     bucket = f"s3://{settings.bucket}"
 
