@@ -56,6 +56,10 @@ class StageConfig:
     # Network
     vpc: bool = False  # private subnets, VPC endpoints, functions and the endpoint's model in the VPC
     vpc_cidr: str = "10.40.0.0/16"
+    # Job and serving images with the pins baked in (infra/images/), built by `cdk deploy` and pushed to the
+    # stage's own ECR repository; required in VPC mode (isolated subnets: no package index to install from).
+    # Unset in a stage with vpc=true it is turned on; an explicit false with vpc=true stops synth.
+    baked_images: bool = False
 
     @property
     def prefix(self) -> str:
@@ -87,6 +91,10 @@ class StageConfig:
         if (self.monitor_schedule and not self.monitor_window
                 and not re.match(r"^rate\(\s*\d+\s+(minute|minutes|hour|hours|day|days)\s*\)$", self.monitor_schedule)):
             problems.append("monitor_window is required when monitor_schedule is not rate(N minutes|hours|days)")
+        if self.vpc and not self.baked_images:
+            problems.append("vpc mode needs baked_images=true: the isolated subnets reach no package index, so "
+                            "containers that pip-install their pins at start would fail (remove baked_images=false "
+                            "or set vpc=false)")
         for name in ("recall_threshold", "orphan_threshold"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 problems.append(f"{name} must be in [0, 1]")
@@ -95,15 +103,30 @@ class StageConfig:
         return self
 
 
+TRUE, FALSE = ("true", "yes", "1"), ("false", "no", "0")
+
+
 def _coerce(name: str, value: Any, default: Any) -> Any:
-    if isinstance(default, bool) or name == "vpc":
-        return value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes")
+    """``value`` (from cdk.json: typed; from ``-c``: a string) as the field's type, or a ValueError naming it."""
+    if isinstance(default, bool):
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in TRUE or text in FALSE:
+            return text in TRUE
+        raise ValueError(f"{name} must be true or false, got {value!r}")
     if isinstance(default, tuple):
         return tuple(value.split(",")) if isinstance(value, str) else tuple(value)
-    if isinstance(default, int):
-        return int(value)
-    if isinstance(default, float):
-        return float(value)
+    try:
+        if isinstance(default, int):
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            return int(value)
+        if isinstance(default, float):
+            return float(value)
+    except (TypeError, ValueError):
+        kind = "an integer" if isinstance(default, int) else "a number"
+        raise ValueError(f"{name} must be {kind}, got {value!r}") from None
     return value
 
 
@@ -115,7 +138,12 @@ def stage_config(stage: str, values: dict[str, Any]) -> StageConfig:
     if "region" not in values:
         raise ValueError(f"stage {stage}: needs a region")
     base = StageConfig(stage=stage, region=values["region"])
-    coerced = {k: _coerce(k, v, getattr(base, k)) for k, v in values.items() if k not in ("stage", "region")}
+    try:
+        coerced = {k: _coerce(k, v, getattr(base, k)) for k, v in values.items() if k not in ("stage", "region")}
+    except ValueError as err:
+        raise ValueError(f"stage {stage}: {err}") from None
+    if coerced.get("vpc") and "baked_images" not in coerced:
+        coerced["baked_images"] = True  # VPC mode bakes the images unless told otherwise (which check() refuses)
     return replace(base, **coerced).check()
 
 
