@@ -12,6 +12,7 @@ import sys
 import aws_cdk as cdk
 
 from infra.config import StageConfig, stages_from_context
+from infra.images import ImagesStack, synthesizer
 from infra.nag import NagFindings, apply_packs, synth
 from infra.stack import DiagnosaStack
 
@@ -33,10 +34,18 @@ def build_app(app: cdk.App | None = None, stages: list[StageConfig] | None = Non
     app = app or new_app()
     for config in stages or stages_from_context(app.node.try_get_context):
         account = config.account or os.environ.get("CDK_DEFAULT_ACCOUNT")
-        DiagnosaStack(app, f"Diagnosa-{config.stage}", config=config,
-                      env=cdk.Environment(account=account, region=config.region),
-                      description=f"Diagnosa {config.stage}: data lake, SageMaker pipeline, registry and endpoint",
-                      termination_protection=config.stage == "prod")
+        env = cdk.Environment(account=account, region=config.region)
+        stack = DiagnosaStack(app, f"Diagnosa-{config.stage}", config=config, env=env,
+                              description=f"Diagnosa {config.stage}: data lake, SageMaker pipeline, registry and "
+                                          f"endpoint", termination_protection=config.stage == "prod",
+                              synthesizer=synthesizer(config))
+        if config.baked_images:
+            # The repository the stage's image assets are pushed to: deployed first, since `cdk deploy` publishes
+            # a stack's assets only once the stacks it depends on are deployed.
+            images = ImagesStack(app, f"Diagnosa-{config.stage}-images", config=config, env=env,
+                                 description=f"Diagnosa {config.stage}: ECR repository of the baked job and serving "
+                                             f"images", termination_protection=config.stage == "prod")
+            stack.add_stack_dependency(images, "the stage's image assets are pushed to the images stack's repository")
     apply_packs(app)
     return app
 

@@ -1,8 +1,9 @@
 """The pipeline definition embedded in the stack: the one ``pipelines/`` builds, not a second copy.
 
 ``pipelines.offline.build_offline`` builds the definition with no AWS at all, for a sentinel bucket
-and job role. Here the sentinels are replaced by the stack's own tokens (the lake bucket's name
-and the job role's ARN) with ``Fn::Join``, so CloudFormation resolves them at deploy time, and the
+and job role (and, with baked images, sentinel job and serving images). Here the sentinels are
+replaced by the stack's own tokens (the lake bucket's name, the job role's ARN and the image assets'
+URIs) with ``Fn::Join``, so CloudFormation resolves them at deploy time, and the
 objects the definition expects in the bucket (the step-code tarball, the processing runner and
 ``install_requirements.py``) are written to an asset folder that a BucketDeployment copies into the
 lake. ``diagnosa pipeline definition --bucket B --role-arn R`` prints the same JSON with B and R.
@@ -21,6 +22,8 @@ from infra.config import StageConfig
 # Sentinels: valid names that cannot occur in a real definition by accident.
 SENTINEL_BUCKET = "diagnosa-sentinel-bucket-4f1c9e"
 SENTINEL_ROLE = "arn:aws:iam::000000000000:role/diagnosa-sentinel-job-role"
+SENTINEL_JOB_IMAGE = "000000000000.dkr.ecr.eu-west-1.amazonaws.com/diagnosa-sentinel-images:jobs-4f1c9e"
+SENTINEL_SERVING_IMAGE = "000000000000.dkr.ecr.eu-west-1.amazonaws.com/diagnosa-sentinel-images:serving-4f1c9e"
 CODE_PREFIX = "artifacts/code/"
 RUNS_PREFIX = "artifacts/runs/"
 
@@ -34,26 +37,38 @@ class EmbeddedDefinition:
     training_output_prefixes: tuple[str, ...]  # keys (no bucket) under which training jobs write model.tar.gz
     processing_image: str = ""  # the image of the pipeline's processing jobs (for the monitoring job too)
     images: tuple[str, ...] = ()  # every container image the definition names: job roles may pull these only
+    baked: bool = False  # built with the sentinel images (the stack's image assets take their place)
 
     @property
     def code_prefix(self) -> str:
         """``artifacts/code/<sha16>/``: the folder of sourcedir.tar.gz (a processing job's ``code`` input)."""
         return self.code_key.rsplit("/", 1)[0] + "/"
 
-    def pieces(self, bucket: Any, role_arn: Any) -> list[Any]:
+    def _values(self, bucket: Any, role_arn: Any, job_image: Any, serving_image: Any) -> dict[str, Any]:
+        values = {SENTINEL_BUCKET: bucket, SENTINEL_ROLE: role_arn}
+        if self.baked:
+            if job_image is None or serving_image is None:
+                raise ValueError("a definition built for baked images needs the job and serving image URIs")
+            values |= {SENTINEL_JOB_IMAGE: job_image, SENTINEL_SERVING_IMAGE: serving_image}
+        return values
+
+    def pieces(self, bucket: Any, role_arn: Any, job_image: Any = None, serving_image: Any = None) -> list[Any]:
         """The definition as a list for ``Fn.join("", ...)``: text with the sentinels swapped for tokens."""
+        values = self._values(bucket, role_arn, job_image, serving_image)
         out: list[Any] = []
-        for part in re.split(f"({re.escape(SENTINEL_BUCKET)}|{re.escape(SENTINEL_ROLE)})", self.text):
-            if part == SENTINEL_BUCKET:
-                out.append(bucket)
-            elif part == SENTINEL_ROLE:
-                out.append(role_arn)
+        for part in re.split("(" + "|".join(map(re.escape, values)) + ")", self.text):
+            if part in values:
+                out.append(values[part])
             elif part:
                 out.append(part)
         return out
 
-    def substitute(self, bucket: str, role_arn: str) -> str:
-        return self.text.replace(SENTINEL_BUCKET, bucket).replace(SENTINEL_ROLE, role_arn)
+    def substitute(self, bucket: str, role_arn: str, job_image: str | None = None,
+                   serving_image: str | None = None) -> str:
+        text = self.text
+        for sentinel, value in self._values(bucket, role_arn, job_image, serving_image).items():
+            text = text.replace(sentinel, value)
+        return text
 
     def write_objects(self, folder: Path) -> Path:
         """Lay the objects out under ``folder`` by key relative to artifacts/code/ (an asset source)."""
@@ -66,12 +81,15 @@ class EmbeddedDefinition:
 
 def pipeline_settings(config: StageConfig) -> dict[str, Any]:
     """The PipelineSettings fields a stage sets (besides bucket, role and code)."""
-    return {"name": config.prefix, "model_package_group": config.prefix, "families": config.families,
-            "processing_instance_type": config.processing_instance_type,
-            "training_instance_type": config.training_instance_type,
-            "recall_thresholds": config.recall_thresholds, "orphan_threshold": config.orphan_threshold,
-            # The deploy function, on the approval event, deploys in AWS (see PipelineSettings.deploy_steps).
-            "deploy_steps": False}
+    settings = {"name": config.prefix, "model_package_group": config.prefix, "families": config.families,
+                "processing_instance_type": config.processing_instance_type,
+                "training_instance_type": config.training_instance_type,
+                "recall_thresholds": config.recall_thresholds, "orphan_threshold": config.orphan_threshold,
+                # The deploy function, on the approval event, deploys in AWS (see PipelineSettings.deploy_steps).
+                "deploy_steps": False}
+    if config.baked_images:  # the stack's image assets, swapped in by pieces()
+        settings |= {"job_image": SENTINEL_JOB_IMAGE, "serving_image": SENTINEL_SERVING_IMAGE}
+    return settings
 
 
 @lru_cache(maxsize=8)
@@ -93,11 +111,14 @@ def _build(region: str, frozen_settings: tuple[tuple[str, Any], ...]) -> Embedde
     if len(images) != 1:
         raise ValueError(f"expected one processing image in the definition, found {sorted(images)}")
     every_image = set(images) | set(re.findall(r'"(?:ImageUri|TrainingImage|Image)": "([^"]+)"', build.definition))
+    baked = "job_image" in settings
+    if baked and every_image != {SENTINEL_JOB_IMAGE, SENTINEL_SERVING_IMAGE}:
+        raise ValueError(f"with baked images the definition must name only them, found {sorted(every_image)}")
     return EmbeddedDefinition(text=build.definition, objects=tuple(sorted(build.objects.items())),
                               code_key=build.code_key,
                               parameters=tuple(p["Name"] for p in definition.get("Parameters", [])),
                               training_output_prefixes=tuple(outputs), processing_image=images.pop(),
-                              images=tuple(sorted(every_image)))
+                              images=tuple(sorted(every_image)), baked=baked)
 
 
 def embedded_definition(config: StageConfig) -> EmbeddedDefinition:

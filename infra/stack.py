@@ -31,6 +31,7 @@ from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from infra.config import StageConfig
+from infra.images import BakedImages, repository_name
 from infra.pipeline_definition import CODE_PREFIX, EmbeddedDefinition, embedded_definition
 
 FUNCTIONS = Path(__file__).parent / "functions"
@@ -51,6 +52,11 @@ class DiagnosaStack(Stack):
         self.config = config
         self._policies: dict[str, iam.ManagedPolicy] = {}
         self.definition = definition or embedded_definition(config)
+        if self.definition.baked != config.baked_images:
+            raise ValueError(f"stage {config.stage}: baked_images={config.baked_images} but the pipeline definition "
+                             f"was built {'with' if self.definition.baked else 'without'} baked images")
+        # Baked images (infra/images/): built and pushed by `cdk deploy` into the stage's own repository.
+        self.images = BakedImages(self, "Images", config=config) if config.baked_images else None
         self.prefix = config.prefix
         self.endpoint_name = config.prefix
         cdk.Tags.of(self).add("project", "diagnosa")
@@ -238,14 +244,24 @@ class DiagnosaStack(Stack):
         return self._role(ident, name, description, iam.ServicePrincipal("sagemaker.amazonaws.com", conditions={
             "StringEquals": {"aws:SourceAccount": self.account}}), statements)
 
+    @property
+    def job_image(self) -> str:
+        """The image of the pipeline's jobs and of the monitoring job: baked, or AWS's framework image."""
+        return self.images.job_image if self.images else self.definition.processing_image
+
     def _image_pull(self) -> list[iam.PolicyStatement]:
-        """Pull only the repositories of the images the pipeline definition names (AWS's framework images)."""
-        repositories = sorted({(uri.split(".", 1)[0], uri.split("/", 1)[1].split(":", 1)[0])
-                               for uri in self.definition.images})
-        return [iam.PolicyStatement(sid="PullFrameworkImages", actions=[
-                    "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer", "ecr:BatchCheckLayerAvailability"],
-                    resources=[self.arn("ecr", "repository", repo, account=account) for account, repo in repositories]),
-                iam.PolicyStatement(sid="EcrLogin", actions=["ecr:GetAuthorizationToken"], resources=["*"])]
+        """Pull only the repositories of the images the pipeline definition names: AWS's framework images, or
+        with baked images the stage's own image repository (which holds nothing but them)."""
+        pull = ["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer", "ecr:BatchCheckLayerAvailability"]
+        if self.images:
+            statement = iam.PolicyStatement(sid="PullBakedImages", actions=pull, resources=[
+                self.arn("ecr", "repository", repository_name(self.config))])
+        else:
+            repositories = sorted({(uri.split(".", 1)[0], uri.split("/", 1)[1].split(":", 1)[0])
+                                   for uri in self.definition.images})
+            statement = iam.PolicyStatement(sid="PullFrameworkImages", actions=pull, resources=[
+                self.arn("ecr", "repository", repo, account=account) for account, repo in repositories])
+        return [statement, iam.PolicyStatement(sid="EcrLogin", actions=["ecr:GetAuthorizationToken"], resources=["*"])]
 
     def _job_logs(self, *kinds: str) -> iam.PolicyStatement:
         return iam.PolicyStatement(sid="JobLogs", actions=["logs:CreateLogGroup", "logs:CreateLogStream",
@@ -438,7 +454,8 @@ class DiagnosaStack(Stack):
         return deployment
 
     def _pipeline(self) -> sagemaker.CfnPipeline:
-        body = Fn.join("", self.definition.pieces(self.lake.bucket_name, self.job_role.role_arn))
+        images = (self.images.job_image, self.images.serving_image) if self.images else (None, None)
+        body = Fn.join("", self.definition.pieces(self.lake.bucket_name, self.job_role.role_arn, *images))
         pipeline = sagemaker.CfnPipeline(
             self, "Pipeline", pipeline_name=self.prefix, role_arn=self.pipeline_role.role_arn,
             pipeline_display_name=self.prefix, pipeline_description="Diagnosa: preprocess, train, select, evaluate, "
@@ -572,6 +589,8 @@ class DiagnosaStack(Stack):
             "CANARY_PERCENT": str(c.canary_percent), "BAKE_SECONDS": str(c.bake_seconds),
             "ROLLBACK_ALARMS": f"{self.prefix}-5xx,{self.prefix}-model-latency",  # the alarms above, by name
         }
+        if self.images:  # models are served by the baked serving image (see the deploy function)
+            environment["SERVING_IMAGE"] = self.images.serving_image
         if self.vpc is not None:
             environment["SUBNET_IDS"] = ",".join(s.subnet_id for s in self.vpc.isolated_subnets)
             environment["SECURITY_GROUP_IDS"] = self.function_sg.security_group_id
@@ -664,7 +683,7 @@ class DiagnosaStack(Stack):
         job_prefix = f"{self.prefix}-monitor"
         environment = {
             "LAKE_BUCKET": self.lake.bucket_name, "ENDPOINT_NAME": ep, "JOB_PREFIX": job_prefix,
-            "JOB_ROLE_ARN": self.monitoring_role.role_arn, "IMAGE_URI": self.definition.processing_image,
+            "JOB_ROLE_ARN": self.monitoring_role.role_arn, "IMAGE_URI": self.job_image,
             "CODE_PREFIX": self.definition.code_prefix, "INSTANCE_TYPE": c.monitor_instance_type,
             "KMS_KEY_ARN": self.key.key_arn, "METRICS_NAMESPACE": c.drift_metric_namespace,
             "SCHEDULE": c.monitor_schedule or "rate(1 day)",

@@ -4,8 +4,9 @@ Two EventBridge events reach it:
 
 * ``SageMaker Model Package State Change`` (the rule matches Approved versions of this stage's
   group): the package is described again — the event is a hint, the registry is the truth — and
-  refused unless it is Approved and in the expected group. Then a Model (the package's image and
-  artifact, the serving code from the staged sourcedir) and an EndpointConfig (data capture to the
+  refused unless it is Approved and in the expected group. Then a Model (the package's image — with
+  baked images, one of the stage's image repository: see ``serving_image`` — and artifact, the
+  serving code from the staged sourcedir) and an EndpointConfig (data capture to the
   lake's ``capture/`` zone, KMS) are created, named after the endpoint, the version and the time.
   The first time the endpoint is created; afterwards it is updated blue/green (canary or all at
   once) with automatic rollback on the endpoint's CloudWatch alarms.
@@ -38,6 +39,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import time
 from typing import Any
 
@@ -79,6 +81,25 @@ def handler(event: dict[str, Any], context: Any = None, *, sagemaker: Any = None
     raise Refused(f"unexpected event type {kind!r}")
 
 
+def serving_image(image: str, env: dict[str, str]) -> str:
+    """The image the model runs: the package's own, unless the stage bakes its images (``SERVING_IMAGE``) and
+    the package names an image outside the stage's image repository (AWS's framework image, e.g. a version
+    registered before images were baked), which would pip-install its pins at start from an index the VPC
+    mode cannot reach: then the stage's serving image. A package registered with a baked image keeps it
+    (tags are immutable and kept), so every version is served with the pins it was built with."""
+    baked = env.get("SERVING_IMAGE")
+    if not baked:
+        return image
+
+    def repository(uri: str) -> str:  # registry/repository, without the :tag or @digest (ECR hosts have no port)
+        return re.split(r"[:@]", uri, maxsplit=1)[0]
+
+    if repository(image) == repository(baked):
+        return image
+    log.warning("the package names %s, outside the stage's image repository: serving it with %s", image, baked)
+    return baked
+
+
 def deploy(detail: dict[str, Any], sagemaker: Any, env: dict[str, str], *, now: float, s3: Any = None) -> dict[str, Any]:
     arn = detail.get("ModelPackageArn")
     if not arn:
@@ -104,7 +125,7 @@ def deploy(detail: dict[str, Any], sagemaker: Any, env: dict[str, str], *, now: 
     environment["SAGEMAKER_REGION"] = sagemaker.meta.region_name
     model: dict[str, Any] = {
         "ModelName": name, "ExecutionRoleArn": env["MODEL_ROLE_ARN"],
-        "PrimaryContainer": {"Image": container["Image"], "ModelDataUrl": container["ModelDataUrl"],
+        "PrimaryContainer": {"Image": serving_image(container["Image"], env), "ModelDataUrl": container["ModelDataUrl"],
                              "Environment": environment},
         "Tags": [{"Key": "diagnosa:model-package", "Value": arn}],
     }
