@@ -312,31 +312,53 @@ def cmd_registry_decide(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------------------------------------ pipeline (AWS)
 
-def _pipeline(args: argparse.Namespace, role_arn: str | None = None):
-    """Stage the step code into the bucket and build the pipeline object (definition, upsert, start)."""
-    import boto3
-
-    from pipelines.definition import PipelineSettings, build_pipeline
-    from pipelines.staging import stage_code
-    from sagemaker.core.workflow.pipeline_context import PipelineSession
-
+def _pipeline_target(args: argparse.Namespace) -> tuple[str, str, dict]:
+    """The bucket, region and definition settings the pipeline commands were given."""
     bucket = args.bucket or os.environ.get("DIAGNOSA_BUCKET")
     if not bucket:
         raise UsageError("give the pipeline's bucket with --bucket (or DIAGNOSA_BUCKET)")
     region = args.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
     if not region:
         raise UsageError("give an AWS region with --region (or AWS_REGION)")
-    boto_session = boto3.Session(region_name=region)
-    staged = stage_code(DataLake.from_uri(f"s3://{bucket}", s3_client=boto_session.client("s3")))
-    session = PipelineSession(boto_session=boto_session, default_bucket=bucket)
     families = tuple(args.families.split(",")) if getattr(args, "families", None) else None
-    extra = {"families": families} if families else {}
+    extra: dict = {"name": args.name}
+    if families:
+        extra["families"] = families
     if getattr(args, "model_package_group", None):
         extra["model_package_group"] = args.model_package_group
     if getattr(args, "no_deploy_steps", False):
         extra["deploy_steps"] = False
-    settings = PipelineSettings(bucket=bucket, role_arn=role_arn or args.role_arn or "arn:aws:iam::000000000000:role/unset",
-                                code_uri=f"s3://{bucket}/{staged.key}", code_sha256=staged.sha256, name=args.name,
+    return bucket, region, extra
+
+
+UNSET_ROLE = "arn:aws:iam::000000000000:role/unset"
+
+
+def _definition_offline(args: argparse.Namespace) -> str:
+    """The definition ``upsert`` would send, built with no AWS call (and so no credentials)."""
+    from pipelines.offline import build_offline
+
+    bucket, region, extra = _pipeline_target(args)
+    try:
+        return build_offline(bucket, args.role_arn or UNSET_ROLE, region=region, **extra).definition
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+
+
+def _pipeline(args: argparse.Namespace, role_arn: str | None = None):
+    """Stage the step code into the bucket and build the pipeline object (upsert, start)."""
+    import boto3
+
+    from pipelines.definition import PipelineSettings, build_pipeline
+    from pipelines.staging import stage_code
+    from sagemaker.core.workflow.pipeline_context import PipelineSession
+
+    bucket, region, extra = _pipeline_target(args)
+    boto_session = boto3.Session(region_name=region)
+    staged = stage_code(DataLake.from_uri(f"s3://{bucket}", s3_client=boto_session.client("s3")))
+    session = PipelineSession(boto_session=boto_session, default_bucket=bucket)
+    settings = PipelineSettings(bucket=bucket, role_arn=role_arn or args.role_arn or UNSET_ROLE,
+                                code_uri=f"s3://{bucket}/{staged.key}", code_sha256=staged.sha256,
                                 region=region, **extra)
     try:
         return build_pipeline(settings, session)
@@ -387,18 +409,21 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
                 d = client.describe_pipeline_execution(PipelineExecutionArn=arn)
                 print(f"{arn}  {d['PipelineExecutionStatus']}  started {d.get('CreationTime')}")
             return 0
-        if args.pipeline_command == "upsert" and not args.role_arn:
-            raise UsageError("upsert needs the pipeline execution role: --role-arn")
-        pipeline = _pipeline(args)
-        definition = json.loads(pipeline.definition())
         if args.pipeline_command == "definition":
-            text = json.dumps(definition, indent=2, ensure_ascii=False)
+            text = _definition_offline(args)
+            if args.pretty:
+                text = json.dumps(json.loads(text), indent=2, ensure_ascii=False)
             if args.out:
                 Path(args.out).write_text(text + "\n", encoding="utf-8")
                 print(f"wrote {args.out}")
             else:
                 print(text)
-        elif args.pipeline_command == "upsert":
+            return 0
+        if args.pipeline_command == "upsert" and not args.role_arn:
+            raise UsageError("upsert needs the pipeline execution role: --role-arn")
+        pipeline = _pipeline(args)
+        definition = json.loads(pipeline.definition())
+        if args.pipeline_command == "upsert":
             print(pipeline.upsert(role_arn=args.role_arn)["PipelineArn"])
         elif args.pipeline_command == "start":
             overrides = _parse_overrides(args.param, definition)
@@ -473,7 +498,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     pipeline = commands.add_parser("pipeline", help="the SageMaker Pipeline: definition, upsert, start, status, list")
     pipeline_commands = pipeline.add_subparsers(dest="pipeline_command", required=True)
-    for verb, text in (("definition", "print or save the definition JSON"), ("upsert", "create or update the pipeline"),
+    for verb, text in (("definition", "print or save the definition JSON (offline: no AWS credentials needed)"), ("upsert", "create or update the pipeline"),
                        ("start", "start an execution"), ("status", "the latest (or a given) execution's status"),
                        ("list", "executions, newest first")):
         sub = pipeline_commands.add_parser(verb, help=text)
@@ -489,6 +514,8 @@ def build_parser() -> argparse.ArgumentParser:
                              help="leave deployment to the approval event's deploy function (as the CDK app does)")
         if verb == "definition":
             sub.add_argument("--out", help="write the JSON here instead of printing it")
+            sub.add_argument("--pretty", action="store_true",
+                             help="indent the JSON for reading (default: byte for byte what upsert sends)")
         if verb == "start":
             sub.add_argument("--param", action="append", default=[], help="NAME=VALUE override (repeatable)")
         if verb == "status":

@@ -55,6 +55,24 @@ def test_definition_upsert_start_status_list(aws, tmp_path, capsys):
     assert execution in capsys.readouterr().out
 
 
+def test_definition_needs_no_credentials_and_is_what_upsert_sends(aws, monkeypatch, capsys):
+    argv = ["pipeline", "definition", *COMMON, "--role-arn", ROLE]
+    with monkeypatch.context() as offline:
+        for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+            offline.delenv(key, raising=False)
+        capsys.readouterr()
+        assert main(argv) == 0
+        first = capsys.readouterr().out
+        assert main(argv) == 0
+        assert capsys.readouterr().out == first  # byte-identical between runs
+    assert main(["pipeline", "upsert", *COMMON, "--role-arn", ROLE]) == 0
+    sent = aws.describe_pipeline(PipelineName="diagnosa")["PipelineDefinition"]
+    assert first == sent + "\n"
+    capsys.readouterr()
+    assert main([*argv, "--pretty"]) == 0
+    assert json.loads(capsys.readouterr().out) == json.loads(sent)
+
+
 @pytest.mark.parametrize("argv, message", [
     (["pipeline", "start", *COMMON, "--param", "Nope=1"], "unknown pipeline parameter(s) Nope"),
     (["pipeline", "start", *COMMON, "--param", "OrphanRecallThreshold=high"],
