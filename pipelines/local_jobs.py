@@ -55,6 +55,7 @@ FAILURE_LIMIT = 1024  # the service shows the first 1024 characters of the failu
 NOISE = (re.compile(r"^WARNING: Skipping \S+ as it is not installed\.$"),)
 # The training toolkit ends a failed job by logging the failure file's text again, then the exit code.
 TOOLKIT_EPILOGUE = "Reporting training FAILURE"
+TRACEBACK = "Traceback (most recent call last):"
 
 
 class JobError(RuntimeError):
@@ -82,7 +83,7 @@ def check_request(operation: str, arguments: dict[str, Any]) -> None:
         raise JobError(f"{operation} request is invalid: {problems}")
 
 
-def _fetcher(mapping: LakeMapping, name: str) -> Fetch:
+def lake_fetcher(mapping: LakeMapping, name: str) -> Fetch:
     """What the service's download does for a container root: an S3 object, or every object under a prefix."""
     def fetch(uri: str, target: Path) -> None:
         key = mapping.key(uri)
@@ -116,7 +117,7 @@ def run_processing(arguments: dict[str, Any], run_dir: Path, mapping: LakeMappin
     name = arguments["ProcessingJobName"]
     run_dir.mkdir(parents=True, exist_ok=True)
     try:
-        container = render_processing(arguments, run_dir / ROOT_NAME, _fetcher(mapping, name),
+        container = render_processing(arguments, run_dir / ROOT_NAME, lake_fetcher(mapping, name),
                                       job_arn or f"arn:aws:sagemaker:local:000000000000:processing-job/{name}")
     except ContainerError as err:
         raise JobError(f"job {name}: {err}") from None
@@ -138,13 +139,17 @@ def run_processing(arguments: dict[str, Any], run_dir: Path, mapping: LakeMappin
 def failure_reason(log_text: str, failure_text: str | None = None, lines: int = 3) -> str:
     """What a failed job's message shows: the container's failure file (what the service reports as
     FailureReason), then the last meaningful lines of its log — without the runner's housekeeping
-    noise and without the toolkit's closing repetition of the failure file."""
+    noise, a closing traceback reduced to its final line, and without the toolkit's closing repetition
+    of the failure file."""
     log_lines = log_text.splitlines()
     ends = [i for i, line in enumerate(log_lines) if TOOLKIT_EPILOGUE in line]
     if ends:
         log_lines = log_lines[:ends[-1]]
     meaningful = [line.strip() for line in log_lines
                   if line.strip() and not any(p.match(line.strip()) for p in NOISE)]
+    if TRACEBACK in meaningful:  # a Python traceback closing the log: its frames say where, its last line what
+        start = len(meaningful) - 1 - meaningful[::-1].index(TRACEBACK)
+        meaningful = meaningful[:start] + meaningful[-1:]
     parts = [_brief(failure_text)] if failure_text and failure_text.strip() else []
     tail = [line for line in meaningful[-lines:] if not any(line in part or part in line for part in parts)]
     return " | ".join(parts + tail)
@@ -153,8 +158,8 @@ def failure_reason(log_text: str, failure_text: str | None = None, lines: int = 
 def _brief(text: str) -> str:
     """A failure file on one line: a Python traceback shrinks to its heading and its final message."""
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
-    if "Traceback (most recent call last):" in lines:
-        start = lines.index("Traceback (most recent call last):")
+    if TRACEBACK in lines:
+        start = lines.index(TRACEBACK)
         lines = lines[:start] + lines[-1:]
     return " ".join(lines)[:FAILURE_LIMIT]
 
@@ -189,7 +194,7 @@ def run_training(arguments: dict[str, Any], run_dir: Path, mapping: LakeMapping,
         submit = str(_submitted_code(name, arguments.get("HyperParameters", {}), run_dir, mapping))
         command = [python, *TOOLKIT]
     try:
-        container = render_training(arguments, root, _fetcher(mapping, name), submit_directory=submit)
+        container = render_training(arguments, root, lake_fetcher(mapping, name), submit_directory=submit)
     except ContainerError as err:
         raise JobError(f"job {name}: {err}") from None
     command = [localise(part, root) for part in command]

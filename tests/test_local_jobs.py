@@ -146,5 +146,12 @@ def test_failure_reasons_show_the_jobs_own_error_not_the_runners_noise():
     assert reason.startswith("InstallRequirementsError: ExitCode 1")  # the failure file: the service's FailureReason
     assert reason.endswith("ERROR: No matching distribution found for numpy==0.0.1")  # the pin, from pip
     assert "Encountered exit_code" not in reason  # the toolkit's closing lines repeat the failure file
+    runner = SDK_RUNNER_LOG.splitlines()[:3] + [
+        "ERROR: No matching distribution found for numpy==0.0.1", "Traceback (most recent call last):",
+        '  File "install_requirements.py", line 191, in install_requirements', "    subprocess.check_call(pip_cmd)",
+        "subprocess.CalledProcessError: Command 'pip install -r requirements.txt' returned non-zero exit status 1."]
+    assert failure_reason("\n".join(runner)) == ("total 8 | ERROR: No matching distribution found for numpy==0.0.1 | "
+                                                 "subprocess.CalledProcessError: Command 'pip install -r requirements.txt' "
+                                                 "returned non-zero exit status 1.")
     traceback = "Framework Error: \nTraceback (most recent call last):\n  File \"x.py\", line 1\nOSError: gone\ngone"
     assert failure_reason("", traceback) == "Framework Error: gone"
