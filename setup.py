@@ -14,6 +14,7 @@ RUNTIME = STEPS + [
     "constructs==10.8.1",
     "cdk-nag==3.0.2",
     "streamlit==1.67.0",  # the doctors' app (app/, `diagnosa app`)
+    "sagemaker-training==5.1.4",  # AWS's training toolkit: runs the training jobs of `diagnosa run --local`
 ]
 DEV = [
     "moto[s3,sagemaker,iam,sts,events]==5.2.5",
@@ -25,7 +26,6 @@ DEV = [
     # the training toolkit of the framework images, the inference toolkit and the PyTorch serving
     # toolkit with TorchServe (its frontend needs a Java runtime). torch is the CPU build (the PyTorch
     # serving toolkit imports it); nothing of Diagnosa imports torch.
-    "sagemaker-training==5.1.4",
     "sagemaker-inference==1.10.1",
     "sagemaker-pytorch-inference==2.0.25",
     "torchserve==0.12.0",
