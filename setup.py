@@ -17,13 +17,13 @@ RUNTIME = STEPS + [
     "sagemaker-training==5.1.4",  # AWS's training toolkit: runs the training jobs of `diagnosa run --local`
 ]
 DEV = [
-    "moto[s3,sagemaker,iam,sts,events]==5.2.5",
+    "moto[s3,sagemaker,iam,sts,events,cloudwatch,server]==5.2.5",  # server: the S3 the container-parity tests give the toolkits
     "pytest==9.2.0",
     "hypothesis==6.170.15",
     # drives the system Chromium (diagnosa/browser.py); never downloads a browser of its own
     "playwright==1.65.2",
-    # AWS's own container toolkits, run without Docker by the container-parity tests (tests/containers/):
-    # the training toolkit of the framework images, the inference toolkit and the PyTorch serving
+    # AWS's serving toolkits, run without Docker by the container-parity tests (tests/containers/; the
+    # training toolkit is a runtime dependency above): the inference toolkit and the PyTorch serving
     # toolkit with TorchServe (its frontend needs a Java runtime). torch is the CPU build (the PyTorch
     # serving toolkit imports it); nothing of Diagnosa imports torch.
     "sagemaker-inference==1.10.1",
