@@ -36,7 +36,6 @@ from infra.config import StageConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 PINS = "requirements/steps.txt"
-PLATFORM = "linux/amd64"  # SageMaker's ml.m5/ml.c5 instances are x86_64, whatever machine builds the image
 QUALIFIER = cdk.DefaultStackSynthesizer.DEFAULT_QUALIFIER
 
 
@@ -121,6 +120,7 @@ class BakedImages(Construct):
         bases = base_images(config)
         self.assets = {role.name: ecr_assets.DockerImageAsset(
             self, role.name.capitalize(), directory=str(ROOT), file=role.dockerfile,
+            # SageMaker's ml.m5/ml.c5 instances are x86_64, whatever machine builds the image.
             build_args={"BASE_IMAGE": bases[role.name]}, platform=ecr_assets.Platform.LINUX_AMD64,
             exclude=role.exclude, ignore_mode=cdk.IgnoreMode.DOCKER, display_name=f"{config.prefix}-{role.name}")
             for role in ROLES}

@@ -1,4 +1,5 @@
-"""One synthesis per test session: the app with a dev stage (no VPC) and a prod stage (VPC mode)."""
+"""One synthesis per test session: the app with a dev stage (no VPC, AWS's images) and a prod stage
+(VPC mode, so baked images)."""
 from __future__ import annotations
 
 import importlib.util
