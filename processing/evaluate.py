@@ -35,12 +35,13 @@ def evaluate_model(model: DiagnosaModel, test: pd.DataFrame) -> dict[str, Any]:
     schema = Schema.from_dict(model.metadata["schema"]) if "schema" in model.metadata else None
     target = schema.target if schema else model.metadata.get("target", "label")
     slice_column = schema.slice_column if schema else model.metadata.get("slice_column")
+    slice_name = (schema.slice if schema else None) or "orphan"
     if target not in test.columns:
         raise ValueError(f"the test split has no target column '{target}'")
     proba = model.predict_proba(test)
-    orphan = (test[slice_column].fillna(False).to_numpy(dtype=bool)
-              if slice_column and slice_column in test.columns else None)
-    result = evaluate(test[target].tolist(), proba, model.labels, orphan=orphan)
+    in_slice = (test[slice_column].fillna(False).to_numpy(dtype=bool)
+                if slice_column and slice_column in test.columns else None)
+    result = evaluate(test[target].tolist(), proba, model.labels, orphan=in_slice, slice_name=slice_name)
     result["model"] = {k: model.metadata.get(k) for k in ("family", "hyperparameters", "fingerprint", "dataset",
                                                           "validation") if k in model.metadata}
     return result
@@ -57,9 +58,21 @@ def _thresholds(text: str) -> dict[str, float]:
     return {str(k): float(v) for k, v in value.items()}
 
 
-def gate_section(result: dict[str, Any], thresholds: dict[str, float], orphan: float | None) -> dict[str, Any]:
+def _slice_threshold(text: str) -> tuple[str, float]:
+    name, sep, value = text.partition("=")
+    try:
+        if not sep or not name:
+            raise ValueError
+        return name, float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--slice-threshold takes NAME=NUMBER, got {text!r}") from None
+
+
+def gate_section(result: dict[str, Any], thresholds: dict[str, float], orphan: float | None,
+                 slices: dict[str, float] | None = None) -> dict[str, Any]:
     """The recall gate's verdict and a message naming each miss and by how much (the FailStep shows it)."""
-    failures = recall_gate(result, thresholds, orphan) if thresholds or orphan is not None else []
+    failures = (recall_gate(result, thresholds, orphan, slices) if thresholds or orphan is not None or slices
+                else [])
     if not failures:
         return {"passed": True, "failures": [], "message": "recall gate passed"}
     parts = [f"{f['check']} {'undefined' if f['value'] is None else format(f['value'], '.3f')} < "
@@ -91,6 +104,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--thresholds", type=_thresholds, default={},
                         help='per-class test recall thresholds as JSON, e.g. {"ENFERMEDAD TERMINAL": 0.8}')
     parser.add_argument("--orphan-threshold", type=float, default=None, help="orphan-slice macro recall threshold")
+    parser.add_argument("--slice-threshold", type=_slice_threshold, action="append", default=[],
+                        help="NAME=VALUE: minimum macro recall on the dataset's slice NAME (repeatable)")
     args = parser.parse_args(argv)
     base = Path(args.base_dir)
     out_eval, out_report = base / "output" / "evaluation", base / "output" / "report"
@@ -109,7 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                      time.perf_counter() - started)
             started = time.perf_counter()
             result = evaluate_model(model, test)
-            result["gate"] = gate_section(result, args.thresholds, args.orphan_threshold)
+            result["gate"] = gate_section(result, args.thresholds, args.orphan_threshold, dict(args.slice_threshold))
             log.info("evaluated in %.2f s", time.perf_counter() - started)
         out_eval.mkdir(parents=True, exist_ok=True)
         (out_eval / "evaluation.json").write_text(json.dumps(result, indent=2, ensure_ascii=False, allow_nan=False)

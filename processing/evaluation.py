@@ -111,8 +111,11 @@ def _slice(t: np.ndarray, pred: np.ndarray, labels: list[str]) -> dict[str, Any]
 
 
 def evaluate(y_true: Sequence[str], proba: np.ndarray, labels: Sequence[str], *,
-             orphan: np.ndarray | None = None) -> dict[str, Any]:
-    """Score predicted probabilities against true labels; ``labels`` order is the ordinal order."""
+             orphan: np.ndarray | None = None, slice_name: str = "orphan") -> dict[str, Any]:
+    """Score predicted probabilities against true labels; ``labels`` order is the ordinal order.
+
+    ``orphan`` marks the rows of the dataset's slice, reported as ``slices[slice_name]`` (the built-in
+    cohort's slice is ``orphan``) beside ``slices["common"]``, the rows outside it."""
     t, p, mask = _validate(y_true, proba, labels, orphan)
     labels = [str(label) for label in labels]
     k, n = len(labels), t.size
@@ -153,7 +156,7 @@ def evaluate(y_true: Sequence[str], proba: np.ndarray, labels: Sequence[str], *,
     normalised = np.divide(cm, row_sums, out=np.zeros(cm.shape, dtype=float), where=row_sums > 0)
     slices: dict[str, Any] = {}
     if mask is not None:
-        slices = {"orphan": _slice(t[mask], pred[mask], labels), "common": _slice(t[~mask], pred[~mask], labels)}
+        slices = {slice_name: _slice(t[mask], pred[mask], labels), "common": _slice(t[~mask], pred[~mask], labels)}
 
     return {
         "multiclass_classification_metrics": _sagemaker_section(t, pred, labels, cm),
@@ -173,17 +176,23 @@ def evaluate(y_true: Sequence[str], proba: np.ndarray, labels: Sequence[str], *,
 
 
 def recall_gate(evaluation: dict, thresholds: Mapping[str, float],
-                orphan_threshold: float | None = None) -> list[dict]:
-    """Failed recall checks (empty = pass). Undefined recall fails: we cannot show the class is found."""
+                orphan_threshold: float | None = None, slice_thresholds: Mapping[str, float] | None = None) -> list[dict]:
+    """Failed recall checks (empty = pass). Undefined recall fails: we cannot show the class is found.
+
+    ``slice_thresholds`` maps a slice's name to its minimum macro recall (``orphan_threshold`` is the
+    ``orphan`` slice's); a slice the evaluation does not have is undefined, so it fails."""
     d = evaluation["diagnosa"]
     unknown = sorted(set(thresholds) - set(d["labels"]))
     if unknown:
         raise ValueError(f"recall thresholds name labels not in the evaluation: {unknown!r} "
                          f"(labels: {d['labels']!r})")
     checks = [(f"recall[{label}]", d["per_class"][label]["recall"], float(th)) for label, th in thresholds.items()]
+    slices = dict(slice_thresholds or {})
     if orphan_threshold is not None:
-        orphan = d.get("slices", {}).get("orphan") or {}
-        checks.append(("orphan_macro_recall", orphan.get("macro_recall"), float(orphan_threshold)))
+        slices["orphan"] = orphan_threshold
+    for name, threshold in slices.items():
+        found = d.get("slices", {}).get(name) or {}
+        checks.append((f"{name}_macro_recall", found.get("macro_recall"), float(threshold)))
     return [{"check": name, "value": value, "threshold": th, "shortfall": th - (value or 0.0)}
             for name, value, th in checks if value is None or value < th]
 
@@ -232,7 +241,7 @@ def _plot_recall(d: dict[str, Any], path: Path, title: str) -> None:
 
     labels = d["labels"]
     series = [("all", [d["per_class"][lb]["recall"] for lb in labels])]
-    for name in ("orphan", "common"):
+    for name in d["slices"]:  # the dataset's slice (the cohort's: orphan), then common
         if name in d["slices"]:
             series.append((name, [d["slices"][name]["recall_per_class"][lb] for lb in labels]))
     fig = Figure(figsize=(max(7.0, 1.6 * len(labels) + 2), 5), layout="constrained")
@@ -295,7 +304,7 @@ def write_report(evaluation: dict, out_dir: str | os.PathLike, *,
             lines.append(f"| Recall {_cell(label)} | "
                          + " | ".join(_fmt(d["slices"][s]["recall_per_class"][label]) for s in names) + " |")
     else:
-        lines.append("No orphan/common slices were evaluated.")
+        lines.append("No slices were evaluated (the dataset has no slice).")
     lines += ["", "## Ordinal errors", "",
               f"Mean absolute error {_fmt(d['ordinal']['mae'])} and mean squared error {_fmt(d['ordinal']['mse'])} "
               "in label-index units (order: " + " < ".join(d["labels"]) + ").", "",
