@@ -3,6 +3,13 @@
 Training writes it into the model directory (``/opt/ml/model``; SageMaker tars that folder into
 ``model.tar.gz``), evaluation and serving load it from there. Keeping the feature pipeline inside
 the artifact is what guarantees that serving applies exactly the transform training saw.
+
+Two fitted post-processing steps travel as plain numbers in ``metadata.json`` (training fits both
+out of fold, ``training/decisions.py``): ``calibration`` (temperature scaling, optionally with a
+per-class bias, on the classifier's log-probabilities) -- ``predict_proba`` returns the calibrated
+probabilities, which are what is served and shown -- and ``decision_weights`` (one multiplicative
+weight per label): the predicted category is the argmax of weight x calibrated probability
+(``decide``/``predict``). A model without them behaves as before (raw probabilities, plain argmax).
 """
 from __future__ import annotations
 
@@ -33,6 +40,30 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
+def apply_calibration(proba: np.ndarray, calibration: dict[str, Any] | None) -> np.ndarray:
+    """softmax(log(p) / T + b): ``calibration`` = {"temperature": T, "bias": [b per class] or None}."""
+    proba = np.asarray(proba, dtype=float)
+    if not calibration:
+        return proba
+    temperature = float(calibration.get("temperature", 1.0))
+    bias = calibration.get("bias")
+    logits = np.log(np.clip(proba, 1e-12, 1.0)) / temperature
+    if bias is not None:
+        logits = logits + np.asarray(bias, dtype=float)
+    logits -= logits.max(axis=1, keepdims=True)
+    out = np.exp(logits)
+    out[proba <= 0] = 0.0  # a class the classifier never saw stays impossible
+    return out / out.sum(axis=1, keepdims=True)
+
+
+def decide(proba: np.ndarray, weights: Any = None) -> np.ndarray:
+    """Index of the predicted class per row: argmax of weights x probabilities (ties to the lower index)."""
+    proba = np.asarray(proba, dtype=float)
+    if weights is None:
+        return proba.argmax(axis=1)
+    return (proba * np.asarray(weights, dtype=float)).argmax(axis=1)
+
+
 class ModelLoadError(RuntimeError):
     """The model directory is missing, incomplete or was built with other library versions."""
 
@@ -58,7 +89,22 @@ class DiagnosaModel:
     metadata: dict[str, Any] = field(default_factory=dict)
 
     def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
+        """Calibrated probabilities (what is served); the classifier's own when the model has no calibration."""
+        return apply_calibration(self.predict_proba_raw(frame), self.metadata.get("calibration"))
+
+    def predict_proba_raw(self, frame: pd.DataFrame) -> np.ndarray:
+        """The classifier's probabilities before calibration."""
         return self._in_label_order(np.asarray(self.pipeline.predict_proba(frame), dtype=float))
+
+    @property
+    def decision_weights(self) -> list[float] | None:
+        """Per-label weights in ``labels`` order, or None (plain argmax)."""
+        weights = self.metadata.get("decision_weights")
+        return None if not weights else [float(weights[label]) for label in self.labels]
+
+    def decide(self, proba: np.ndarray) -> np.ndarray:
+        """Predicted label indices from calibrated probabilities, with the model's decision weights."""
+        return decide(proba, self.decision_weights)
 
     @property
     def features(self) -> Any:
@@ -66,7 +112,8 @@ class DiagnosaModel:
 
     def predict_proba_features(self, X: np.ndarray) -> np.ndarray:
         """Probabilities from already transformed features (serving's compiled feature path)."""
-        return self._in_label_order(np.asarray(self.pipeline.steps[-1][1].predict_proba(X), dtype=float))
+        raw = self._in_label_order(np.asarray(self.pipeline.steps[-1][1].predict_proba(X), dtype=float))
+        return apply_calibration(raw, self.metadata.get("calibration"))
 
     def _in_label_order(self, proba: np.ndarray) -> np.ndarray:
         classes = list(self.pipeline.classes_)
@@ -77,7 +124,7 @@ class DiagnosaModel:
         return proba
 
     def predict(self, frame: pd.DataFrame) -> list[str]:
-        return [self.labels[i] for i in self.predict_proba(frame).argmax(axis=1)]
+        return [self.labels[i] for i in self.decide(self.predict_proba(frame))]
 
     def save(self, model_dir: str | Path) -> None:
         model_dir = Path(model_dir)

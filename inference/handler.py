@@ -205,6 +205,9 @@ def predict(request: Request, service: Service) -> list[dict[str, Any]]:
     else:
         proba = service.model.predict_proba(request.frame)
     labels = service.model.labels
+    # The category is the model's decision (argmax of decision weight x calibrated probability); the
+    # probabilities and top_k shown are the calibrated probabilities themselves.
+    category = service.model.decide(proba).tolist()
     order = np.argsort(-proba, axis=1, kind="stable")[:, : request.top_k]
     rounded = np.round(proba, 6).tolist()  # one numpy call instead of a float() per cell
     top_p = np.take_along_axis(np.round(proba, 6), order, axis=1).tolist()
@@ -213,7 +216,7 @@ def predict(request: Request, service: Service) -> list[dict[str, Any]]:
     for i, pid in enumerate(request.ids):
         results.append({
             "patient_id": pid,
-            "category": labels[order[i][0]],
+            "category": labels[category[i]],
             "probabilities": dict(zip(labels, rounded[i])),
             "top_k": [{"category": labels[j], "probability": p} for j, p in zip(order[i], top_p[i])],
             "model_version": service.version,

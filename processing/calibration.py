@@ -1,0 +1,121 @@
+"""Honest-number metrics: Wilson intervals on recall, calibration error, Brier score, reliability plots.
+
+Pure functions over true label indices ``y`` (ints in ``[0, k)``) and probability rows ``proba``
+(n x k). Evaluation uses them for the test report; training uses them to report calibration out of
+fold. Conventions: the expected calibration error (ECE) is the top-label one -- rows binned by
+their highest probability into ``bins`` equal-width bins, ECE = sum over bins of
+(rows in bin / n) * |accuracy in bin - mean top probability in bin| -- and the Brier score is the
+multiclass one, mean over rows of sum over classes of (p - onehot)^2 (0 is perfect, 2 the worst).
+"""
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+Z_95 = 1.959963984540054  # two-sided 95 % normal quantile
+DEFAULT_BINS = 10
+
+
+def wilson_interval(successes: int, n: int, z: float = Z_95) -> tuple[float, float] | None:
+    """Wilson score interval for a binomial proportion; None when n == 0 (nothing to estimate)."""
+    if n < 0 or successes < 0 or successes > n:
+        raise ValueError(f"need 0 <= successes <= n, got successes={successes}, n={n}")
+    if n == 0:
+        return None
+    p = successes / n
+    denominator = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denominator
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denominator
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def _check(y: np.ndarray, proba: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    y, proba = np.asarray(y), np.asarray(proba, dtype=float)
+    if proba.ndim != 2 or y.ndim != 1 or len(y) != len(proba) or len(y) == 0:
+        raise ValueError(f"need n labels and an n x k probability matrix, got {y.shape} and {proba.shape}")
+    if y.min() < 0 or y.max() >= proba.shape[1]:
+        raise ValueError(f"label indices must lie in [0, {proba.shape[1]})")
+    return y.astype(np.int64), proba
+
+
+def reliability_bins(y: np.ndarray, proba: np.ndarray, bins: int = DEFAULT_BINS) -> list[dict[str, Any]]:
+    """Per non-empty bin of top probability: its edges, row count, mean confidence and accuracy."""
+    y, proba = _check(y, proba)
+    confidence, correct = proba.max(axis=1), proba.argmax(axis=1) == y
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.searchsorted(edges, confidence, side="left") - 1, 0, bins - 1)
+    out = []
+    for b in range(bins):
+        in_bin = which == b
+        if in_bin.any():
+            out.append({"low": float(edges[b]), "high": float(edges[b + 1]), "n": int(in_bin.sum()),
+                        "confidence": float(confidence[in_bin].mean()), "accuracy": float(correct[in_bin].mean())})
+    return out
+
+
+def expected_calibration_error(y: np.ndarray, proba: np.ndarray, bins: int = DEFAULT_BINS) -> float:
+    """Top-label ECE (see the module docstring); 0 for a predictor whose confidence matches its accuracy."""
+    y, proba = _check(y, proba)
+    return float(sum(b["n"] * abs(b["accuracy"] - b["confidence"]) for b in reliability_bins(y, proba, bins))
+                 / len(y))
+
+
+def brier_score(y: np.ndarray, proba: np.ndarray) -> float:
+    """Multiclass Brier score: mean over rows of the squared distance to the one-hot truth."""
+    y, proba = _check(y, proba)
+    onehot = np.zeros_like(proba)
+    onehot[np.arange(len(y)), y] = 1.0
+    return float(((proba - onehot) ** 2).sum(axis=1).mean())
+
+
+def calibration_summary(y: np.ndarray, proba: np.ndarray, bins: int = DEFAULT_BINS) -> dict[str, Any]:
+    """ECE, Brier score, mean top probability, accuracy and the reliability bins, as plain JSON."""
+    y, proba = _check(y, proba)
+    return {"ece": expected_calibration_error(y, proba, bins), "brier": brier_score(y, proba),
+            "mean_confidence": float(proba.max(axis=1).mean()),
+            "accuracy": float((proba.argmax(axis=1) == y).mean()), "bins": reliability_bins(y, proba, bins)}
+
+
+def recall_table(y: np.ndarray, pred: np.ndarray, labels: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Per label: support, hits, recall (None without support) and its 95 % Wilson interval."""
+    y, pred = np.asarray(y), np.asarray(pred)
+    out = {}
+    for j, label in enumerate(labels):
+        n = int((y == j).sum())
+        hits = int(((y == j) & (pred == j)).sum())
+        interval = wilson_interval(hits, n)
+        out[str(label)] = {"support": n, "hits": hits, "recall": hits / n if n else None,
+                           "recall_ci95": list(interval) if interval else None}
+    return out
+
+
+def plot_reliability(curves: Mapping[str, Sequence[Mapping[str, Any]]], path: str | os.PathLike,
+                     title: str = "Reliability") -> Path:
+    """A reliability diagram: accuracy against mean confidence per bin, one line per named curve."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(5.5, 5.5), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    ax.plot([0, 1], [0, 1], linestyle="--", color="grey", label="perfectly calibrated")
+    for name, bins in curves.items():
+        xs = [b["confidence"] for b in bins]
+        ys = [b["accuracy"] for b in bins]
+        sizes = [12 + 60 * math.sqrt(b["n"] / max(1, max(bb["n"] for bb in bins))) for b in bins]
+        ax.plot(xs, ys, marker="o", label=name)
+        ax.scatter(xs, ys, s=sizes, alpha=0.3)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("Mean top probability (confidence)")
+    ax.set_ylabel("Accuracy")
+    ax.set_title(title)
+    ax.legend(loc="upper left", fontsize=8)
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    return path
