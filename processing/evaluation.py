@@ -111,16 +111,24 @@ def _slice(t: np.ndarray, pred: np.ndarray, labels: list[str]) -> dict[str, Any]
 
 
 def evaluate(y_true: Sequence[str], proba: np.ndarray, labels: Sequence[str], *,
-             orphan: np.ndarray | None = None, slice_name: str = "orphan") -> dict[str, Any]:
+             orphan: np.ndarray | None = None, slice_name: str = "orphan",
+             predicted: Sequence[int] | None = None) -> dict[str, Any]:
     """Score predicted probabilities against true labels; ``labels`` order is the ordinal order.
 
     ``orphan`` marks the rows of the dataset's slice, reported as ``slices[slice_name]`` (the built-in
-    cohort's slice is ``orphan``) beside ``slices["common"]``, the rows outside it."""
+    cohort's slice is ``orphan``) beside ``slices["common"]``, the rows outside it. ``predicted`` (label
+    indices) are the model's decisions when they are not the plain argmax of ``proba`` (a model with
+    decision weights); threshold-free scores (log loss, average precision) use ``proba``."""
     t, p, mask = _validate(y_true, proba, labels, orphan)
     labels = [str(label) for label in labels]
     k, n = len(labels), t.size
     ks = list(range(k))
-    pred = p.argmax(axis=1)  # ties go to the lower (milder) index
+    if predicted is None:
+        pred = p.argmax(axis=1)  # ties go to the lower (milder) index
+    else:
+        pred = np.asarray(predicted, dtype=np.int64)
+        if pred.shape != t.shape or pred.min() < 0 or pred.max() >= k:
+            raise ValueError(f"predicted must hold {n} label indices in [0, {k})")
     cm = confusion_matrix(t, pred, labels=ks)
     support = cm.sum(axis=1)
 
