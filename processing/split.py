@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from diagnosa.data.schema import Schema
+from diagnosa.data.schema import Schema, too_small_classes
 
 SPLITS = ("train", "validation", "test")
 DEFAULT_FRACTIONS = (0.7, 0.2, 0.1)
@@ -63,15 +63,15 @@ def split_dataset(frame: pd.DataFrame, schema: Schema, *, fractions: tuple[float
     unknown = sorted(set(frame[target].dropna()) - set(schema.labels))
     if unknown:
         raise SplitError(f"labels not in the schema's label set: {unknown}")
-    counts = frame[target].value_counts()
-    for label in schema.labels:
-        if counts.get(label, 0) < 3:
-            raise SplitError(f"class '{label}' has {counts.get(label, 0)} rows; a stratified three-way split needs "
-                             "at least 3 (one per split)")
+    problem = too_small_classes(frame[target].value_counts().to_dict(), schema.labels)
+    if problem:
+        raise SplitError(problem)
 
     rng = np.random.default_rng(seed)
     assignment = np.full(len(frame), -1)
     positions = np.arange(len(frame))
+    # Orphan diseases (the built-in cohort's slice) are placed disease by disease; other slices have no
+    # disease column and are stratified like everyone else.
     is_orphan = (frame[slice_column].fillna(False).to_numpy(dtype=bool)
                  if slice_column and slice_column in frame.columns else np.zeros(len(frame), dtype=bool))
     by_disease = is_orphan & (frame[DISEASE_COLUMN].notna().to_numpy() if DISEASE_COLUMN in frame.columns else False)

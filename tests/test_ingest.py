@@ -188,6 +188,11 @@ max = 120
 """
 
 
+# Rows that make every class of CONFIG large enough for the 70/20/10 split (3 rows each).
+FILLER = ("f1,X,50,13.0,smooth,benign\nf2,X,50,13.0,smooth,borderline\nf3,X,50,13.0,smooth,borderline\n"
+          "f4,X,50,13.0,smooth,malignant\nf5,X,50,13.0,smooth,malignant\n")
+
+
 def test_own_csv_with_another_label_set(lake, tmp_path):
     csv = tmp_path / "biopsies.csv"
     csv.write_text(
@@ -199,14 +204,16 @@ def test_own_csv_with_another_label_set(lake, tmp_path):
         "c5,Rosa Gil,50,abc,smooth,benign\n"
         "c6,Pau Roca,52,13.0,smooth,cancer\n"
         "c1,Ana Ruiz,54,12.5,smooth,benign\n"
+        + FILLER
     )
     config = tmp_path / "biopsies.toml"
     config.write_text(CONFIG)
     report = ingest_csv(lake, csv, config)
     source = report.sources[0]
-    assert (source.read, source.accepted, source.quarantined) == (7, 4, 3)
+    assert (source.read, source.accepted, source.quarantined) == (12, 9, 3)
     curated, manifest = load_curated(lake, "breast-biopsy")
-    assert list(curated["case"]) == ["c1", "c2", "c3", "c5"]
+    assert list(curated["case"]) == ["c1", "c2", "c3", "c5", "f1", "f2", "f3", "f4", "f5"]
+    assert manifest["label_counts"] == {"benign": 3, "borderline": 3, "malignant": 3}
     assert "patient_name" not in curated.columns
     assert manifest["schema"]["labels"] == ["benign", "borderline", "malignant"]
     fields = {f["name"]: f for f in manifest["schema"]["fields"]}
@@ -222,7 +229,10 @@ def test_own_csv_with_another_label_set(lake, tmp_path):
 
 def test_own_csv_declared_number_rejects_text(lake, tmp_path):
     csv = tmp_path / "x.csv"
-    csv.write_text("case,patient_name,age,radius,outcome\nc1,A,54,1.0,benign\nc2,B,55,big,benign\n")
+    csv.write_text("case,patient_name,age,radius,outcome\nc1,A,54,1.0,benign\nc2,B,55,big,benign\n"
+                   + "".join(f"f{i},X,50,1.0,{label}\n" for i, label in enumerate(
+                       ["benign", "benign", "borderline", "borderline", "borderline", "malignant", "malignant",
+                        "malignant"])))
     config = tmp_path / "x.toml"
     config.write_text(CONFIG + '\n[columns.radius]\ntype = "number"\n')
     report = ingest_csv(lake, csv, config)
@@ -232,8 +242,8 @@ def test_own_csv_declared_number_rejects_text(lake, tmp_path):
 
 @pytest.mark.parametrize("config_text, message", [
     ('name = "x"\nid_column = "case"\ntarget = "outcome"\n', "missing required key 'labels'"),
-    ('name = "x"\nid_column = "case"\ntarget = "nope"\nlabels = ["a", "b"]\n', "column 'nope' named in the config is not in the CSV header"),
-    ('name = "x"\nid_column = "case"\ntarget = "outcome"\nlabels = ["a", "a"]\n', "labels must be at least two distinct values"),
+    ('name = "x"\nid_column = "case"\ntarget = "nope"\nlabels = ["a", "b"]\n', "named in the config not in the CSV header: target 'nope'"),
+    ('name = "x"\nid_column = "case"\ntarget = "outcome"\nlabels = ["a", "a"]\n', "duplicate labels 'a'"),
     ('name = "x"\nid_column = "case"\ntarget = "outcome"\nlabels = ["a", "b"]\ncolour = 1\n', "unknown keys colour"),
     ('name = "x"\nid_column = "case"\ntarget = "outcome"\nlabels = ["a", "b"]\n[columns.age]\ntype = "float"\n', "unknown type 'float'"),
     ('name = x', "is not valid TOML"),

@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 
 from diagnosa.data.hpo import Ontology, load_ontology
 from diagnosa.data.schema import (CLINICAL_RECORD_FIELDS, LAB_RESULT_FIELDS, Schema, SchemaError, cohort_schema,
-                                  load_dataset_config, schema_from_config)
+                                  config_slice, load_dataset_config, schema_from_config, too_small_classes)
 from diagnosa.data.validate import validate_frame
 from diagnosa.lake import DataLake
 
@@ -371,7 +371,12 @@ def ingest_cohort(lake: DataLake, batch: str, *, ontology: Ontology | None = Non
 # ------------------------------------------------------------------------------------------------ own CSV
 
 def ingest_csv(lake: DataLake, path: Path, config_path: Path) -> IngestReport:
-    """A user's own labelled CSV, described by a TOML config (see docs/data.md)."""
+    """A user's own labelled CSV, described by a TOML config (see docs/data.md).
+
+    Everything is checked before anything is written: the config, the header, and the classes the
+    accepted rows leave (a label of the config with no rows, or too few for the 70/20/10 split, is
+    refused with every such class named).
+    """
     started = time.perf_counter()
     try:
         config = load_dataset_config(config_path)
@@ -388,25 +393,55 @@ def ingest_csv(lake: DataLake, path: Path, config_path: Path) -> IngestReport:
     try:
         schema = schema_from_config(config, header, sample)
     except SchemaError as err:
-        raise IngestError(str(err)) from None
+        raise IngestError(f"{config_path}: {err}") from None
     version = _version(schema, [digest])
     existing = _existing(lake, schema.name, version)
     if existing is not None:
         return existing
-    lake.put_bytes_once(raw_key, data)
 
     kept = frame.drop(columns=list(schema.exclude))
-    typed, errors = validate_frame(kept, schema.fields, text=True)
+    slice_ = config_slice(config)
+    fields = schema.fields
+    if slice_ and slice_[2] is not None:  # the marker column is filled here, not read from the CSV
+        fields = tuple(f for f in schema.fields if f.name != schema.slice_column)
+    typed, errors = validate_frame(kept, fields, text=True)
     errors = _merge(errors, _duplicates(typed[schema.id_column], lambda p: tuple(kept.iloc[p])))
+    if slice_ and slice_[2] is not None:
+        typed[schema.slice_column] = _slice_marker(typed, kept, schema, slice_[1], slice_[2])
     bad = np.zeros(len(typed), dtype=bool)
     bad[list(errors)] = True
     # Excluded columns (names, contact details) never reach quarantine either.
     quarantined = [{"source": raw_key, "line": p + 2, "reasons": r, "raw": kept.iloc[p].to_dict()}
                    for p, r in sorted(errors.items())]
     curated = typed[~bad].reset_index(drop=True)
+    problem = too_small_classes(curated[schema.target].value_counts().to_dict(), schema.labels)
+    if problem:
+        raise IngestError(f"{path} (config {config_path}), after {len(quarantined):,} of {len(frame):,} rows were "
+                          f"rejected: {problem}. Nothing was written")
+    if slice_ and not curated[schema.slice_column].fillna(False).astype(bool).any():
+        raise IngestError(f"{path}: no accepted row is in the slice '{schema.slice}' (column '{slice_[1]}'"
+                          + (f" = {slice_[2]!r}" if slice_[2] is not None else " true") + "). Nothing was written")
+    lake.put_bytes_once(raw_key, data)
     sources = [SourceCounts(schema.name, raw_key, digest, len(frame), len(curated), len(quarantined))]
     return _commit(lake, schema, version, curated, sources, {schema.name: quarantined}, started,
                    {"config": config})
+
+
+def _slice_marker(typed: pd.DataFrame, kept: pd.DataFrame, schema: Schema, column: str, value: Any) -> pd.Series:
+    """True where ``column`` holds ``value`` (numerically for a number column: 4 matches '4.0')."""
+    kind = schema.field(column).type
+    if kind in ("number", "integer") and not isinstance(value, str) or kind in ("number", "integer") and _float(value):
+        target = float(value)
+        return pd.Series(pd.to_numeric(typed[column], errors="coerce").eq(target).to_numpy(), index=typed.index)
+    return pd.Series(kept[column].astype(str).str.strip().eq(str(value)).to_numpy(), index=typed.index)
+
+
+def _float(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 # ------------------------------------------------------------------------------------------------ readers of curated data

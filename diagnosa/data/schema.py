@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import tomllib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Any
 from diagnosa.data.physiology import AGE_RANGE, LABS, SEXES, VARIABLES, VITALS
 from diagnosa.labels import CATEGORIES
 
+MIN_CLASS_ROWS = 3  # a stratified 70/20/10 split needs one row of each class in each split
 TYPES = ("number", "integer", "string", "category", "date", "boolean", "hpo_terms", "codes", "text")
 ROLES = ("id", "feature", "target", "metadata")  # metadata: kept for slices and audit, never a feature
 
@@ -53,7 +55,9 @@ class Schema:
     fields: tuple[Field, ...]
     labels: tuple[str, ...]  # in order: the order ordinal metrics and reports use
     exclude: tuple[str, ...] = ()  # source columns dropped on ingestion (names, contact details)
-    slice_column: str | None = None  # boolean marker of the orphan slice, if the dataset has one
+    slice_column: str | None = None  # boolean marker of the dataset's slice (the cohort's: is_orphan), if any
+    slice_name: str | None = None  # the slice's name; None: the column's name without an ``is_`` prefix
+    ordinal: bool = True  # the labels' order is a severity order (ordinal errors mean something)
 
     def __post_init__(self) -> None:
         names = [f.name for f in self.fields]
@@ -69,6 +73,13 @@ class Schema:
         clash = sorted(set(self.exclude) & set(names))
         if clash:
             raise SchemaError(f"schema '{self.name}': columns both declared and excluded: {', '.join(clash)}")
+        if self.slice_column is not None:
+            marker = next((f for f in self.fields if f.name == self.slice_column), None)
+            if marker is None or marker.type != "boolean":
+                raise SchemaError(f"schema '{self.name}': slice column '{self.slice_column}' must be a boolean field")
+            if not SLICE_NAME.match(self.slice or ""):
+                raise SchemaError(f"schema '{self.name}': slice name {self.slice!r} must start with a letter and "
+                                  "hold only ASCII letters, digits and '_' (at most 63)")
 
     @property
     def id_column(self) -> str:
@@ -77,6 +88,13 @@ class Schema:
     @property
     def target(self) -> str:
         return next(f.name for f in self.fields if f.role == "target")
+
+    @property
+    def slice(self) -> str | None:
+        """The slice's name (the built-in cohort's is ``orphan``), None when the dataset has no slice."""
+        if self.slice_column is None:
+            return None
+        return self.slice_name or self.slice_column.removeprefix("is_")
 
     def field(self, name: str) -> Field:
         for f in self.fields:
@@ -92,6 +110,11 @@ class Schema:
         # Drop unset options only; a limit of 0 is a limit (0 == False, so no `in (None, False)` test).
         out["fields"] = [{k: v for k, v in asdict(f).items() if v is not None and v is not False and v != ""}
                          | {"name": f.name} for f in self.fields]
+        # Options at their defaults stay out, so schemas written before they existed keep their fingerprint.
+        if self.slice_name is None:
+            del out["slice_name"]
+        if self.ordinal:
+            del out["ordinal"]
         return out
 
     @classmethod
@@ -100,10 +123,27 @@ class Schema:
             Field(**{**f, "values": tuple(f["values"]) if f.get("values") is not None else None}) for f in data["fields"]
         )
         return cls(name=data["name"], fields=fields, labels=tuple(data["labels"]), exclude=tuple(data.get("exclude", ())),
-                   slice_column=data.get("slice_column"))
+                   slice_column=data.get("slice_column"), slice_name=data.get("slice_name"),
+                   ordinal=data.get("ordinal", True))
 
     def fingerprint(self) -> str:
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+SLICE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,62}$")
+
+
+def too_small_classes(counts: dict[str, int], labels: tuple[str, ...] | list[str]) -> str | None:
+    """Why the classes cannot be split 70/20/10 (every too-small class named at once), or None."""
+    small = [(label, int(counts.get(label, 0))) for label in labels if counts.get(label, 0) < MIN_CLASS_ROWS]
+    if not small:
+        return None
+    named = ", ".join(f"class '{label}' has " + ("no rows (not in the data)" if n == 0 else f"{n} row{'s' * (n != 1)}")
+                      for label, n in small)
+    return (f"{len(small)} class{'es' * (len(small) != 1)} too small for the 70/20/10 split (each class needs at "
+            f"least {MIN_CLASS_ROWS} rows, one per split): {named}. Merge such a class into a neighbouring label "
+            "(recode it in the CSV), drop it by leaving it out of `labels` in the dataset config (its rows are "
+            "then quarantined as unknown labels), or collect more rows")
 
 
 def _physiology_fields(names: tuple[str, ...]) -> list[Field]:
@@ -139,52 +179,158 @@ def cohort_schema() -> Schema:
 
 
 # ------------------------------------------------------------------------------------------------
-# Bring-your-own CSV: a small TOML config names the id, the target, the label order and exclusions.
+# Bring-your-own CSV: a small TOML config names the id, the target, the label order and exclusions
+# (reference: docs/data.md, "Your own data").
 
-CONFIG_KEYS = {"name", "id_column", "target", "labels", "exclude", "columns", "slice_column"}
+CONFIG_KEYS = {"name", "id_column", "target", "labels", "ordinal", "exclude", "columns", "slice_column", "slice"}
 COLUMN_KEYS = {"type", "role", "required", "min", "max", "values", "unit"}
+SLICE_KEYS = {"name", "column", "value"}
+DATASET_NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9])?$")
+# A label becomes a key in JSON paths the pipeline's gate reads (diagnosa.per_class['<label>'].recall).
+LABEL_FORBIDDEN = re.compile(r"['\\\[\]\x00-\x1f\x7f]")
+
+
+def _is_str_list(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(x, str) for x in value)
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def load_dataset_config(path: str | Path) -> dict[str, Any]:
+    """A dataset config read and checked key by key; every error names the key and what it needs."""
     path = Path(path)
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise SchemaError(f"dataset config not found: {path}") from None
+    except UnicodeDecodeError as err:
+        raise SchemaError(f"dataset config {path} is not UTF-8 text (byte {err.start})") from None
     except tomllib.TOMLDecodeError as err:
         raise SchemaError(f"dataset config {path} is not valid TOML: {err}") from None
+    where = f"dataset config {path}"
     unknown = sorted(set(data) - CONFIG_KEYS)
     if unknown:
-        raise SchemaError(f"dataset config {path}: unknown keys {', '.join(unknown)} (allowed: {', '.join(sorted(CONFIG_KEYS))})")
+        raise SchemaError(f"{where}: unknown keys {', '.join(unknown)} (allowed: {', '.join(sorted(CONFIG_KEYS))}; "
+                          "see docs/data.md)")
     for key in ("name", "id_column", "target", "labels"):
         if key not in data:
-            raise SchemaError(f"dataset config {path}: missing required key '{key}'")
-    if not isinstance(data["labels"], list) or not all(isinstance(x, str) for x in data["labels"]):
-        raise SchemaError(f"dataset config {path}: 'labels' must be a list of strings in their order")
-    name = str(data["name"])
-    if not name.replace("-", "").replace("_", "").isalnum():
-        raise SchemaError(f"dataset config {path}: name '{name}' may hold only letters, digits, '-' and '_'")
-    for column, spec in data.get("columns", {}).items():
+            raise SchemaError(f"{where}: missing required key '{key}'")
+    for key in ("name", "id_column", "target", "slice_column"):
+        if key in data and not (isinstance(data[key], str) and data[key]):
+            raise SchemaError(f"{where}: '{key}' must be a non-empty string, got {data[key]!r}")
+    if not DATASET_NAME.match(data["name"]):
+        raise SchemaError(f"{where}: name '{data['name']}' must be 1 to 63 ASCII letters, digits, '-' and '_', "
+                          "starting and ending with a letter or digit (it names the model package group and the "
+                          "endpoint)")
+    labels = data["labels"]
+    if not _is_str_list(labels) or not all(labels):
+        raise SchemaError(f"{where}: 'labels' must be a list of non-empty strings in their order, got {labels!r}")
+    duplicated = sorted({x for x in labels if labels.count(x) > 1})
+    if duplicated:
+        raise SchemaError(f"{where}: duplicate labels {', '.join(repr(x) for x in duplicated)} in 'labels'")
+    if len(labels) < 2:
+        raise SchemaError(f"{where}: 'labels' needs at least two labels, got {labels!r}")
+    bad = [x for x in labels if LABEL_FORBIDDEN.search(x)]
+    if bad:
+        raise SchemaError(f"{where}: labels {', '.join(repr(x) for x in bad)} hold a quote, backslash, bracket or "
+                          "control character (not allowed: labels are keys in the gate's JSON paths)")
+    if "ordinal" in data and not isinstance(data["ordinal"], bool):
+        raise SchemaError(f"{where}: 'ordinal' must be true or false, got {data['ordinal']!r}")
+    if "exclude" in data and not _is_str_list(data["exclude"]):
+        raise SchemaError(f"{where}: 'exclude' must be a list of column names, got {data['exclude']!r}")
+    if "slice" in data:
+        spec = data["slice"]
         if not isinstance(spec, dict):
-            raise SchemaError(f"dataset config {path}: [columns.{column}] must be a table")
-        bad = sorted(set(spec) - COLUMN_KEYS)
-        if bad:
-            raise SchemaError(f"dataset config {path}: [columns.{column}] has unknown keys {', '.join(bad)}")
+            raise SchemaError(f"{where}: 'slice' must be a table ([slice] with column, and optionally name, value)")
+        if "slice_column" in data:
+            raise SchemaError(f"{where}: give either 'slice_column' or a [slice] table, not both")
+        bad_keys = sorted(set(spec) - SLICE_KEYS)
+        if bad_keys:
+            raise SchemaError(f"{where}: [slice] has unknown keys {', '.join(bad_keys)} "
+                              f"(allowed: {', '.join(sorted(SLICE_KEYS))})")
+        if not (isinstance(spec.get("column"), str) and spec["column"]):
+            raise SchemaError(f"{where}: [slice] needs 'column', the column that defines the slice")
+        if "name" in spec and not (isinstance(spec["name"], str) and SLICE_NAME.match(spec["name"])):
+            raise SchemaError(f"{where}: [slice] name {spec['name']!r} must start with a letter and hold only ASCII "
+                              "letters, digits and '_' (at most 63)")
+        if "value" in spec and not (isinstance(spec["value"], (str, int, float)) and not isinstance(spec["value"], bool)):
+            raise SchemaError(f"{where}: [slice] value must be a string or a number, got {spec['value']!r}")
+    columns = data.get("columns", {})
+    if not isinstance(columns, dict):
+        raise SchemaError(f"{where}: 'columns' must be a table of [columns.<name>] tables")
+    for column, spec in columns.items():
+        if not isinstance(spec, dict):
+            raise SchemaError(f"{where}: [columns.{column}] must be a table")
+        bad_keys = sorted(set(spec) - COLUMN_KEYS)
+        if bad_keys:
+            raise SchemaError(f"{where}: [columns.{column}] has unknown keys {', '.join(bad_keys)} "
+                              f"(allowed: {', '.join(sorted(COLUMN_KEYS))})")
+        for key, ok, what in (("type", lambda v: isinstance(v, str), "a string"),
+                              ("role", lambda v: isinstance(v, str), "a string"),
+                              ("unit", lambda v: isinstance(v, str), "a string"),
+                              ("required", lambda v: isinstance(v, bool), "true or false"),
+                              ("min", _number, "a number"), ("max", _number, "a number"),
+                              ("values", lambda v: isinstance(v, list) and all(isinstance(x, (str, int, float))
+                                                                              and not isinstance(x, bool) for x in v),
+                               "a list of strings or numbers")):
+            if key in spec and not ok(spec[key]):
+                raise SchemaError(f"{where}: [columns.{column}] '{key}' must be {what}, got {spec[key]!r}")
     return data
+
+
+def config_slice(config: dict[str, Any]) -> tuple[str, str, Any] | None:
+    """(name, column, value or None) of the config's slice, or None without one."""
+    if "slice_column" in config:
+        column = config["slice_column"]
+        return column.removeprefix("is_"), column, None
+    spec = config.get("slice")
+    if not spec:
+        return None
+    return spec.get("name", spec["column"].removeprefix("is_")), spec["column"], spec.get("value")
+
+
+def slice_marker(name: str) -> str:
+    """The boolean column ingestion adds for a slice defined by a value of another column."""
+    return f"in_{name}"
 
 
 def schema_from_config(config: dict[str, Any], header: list[str], sample: dict[str, list[str]]) -> Schema:
     """Schema for a user's CSV: declared columns as declared, the others inferred from the sample.
 
     A column is inferred as a number when every non-empty sampled value parses as one, else as a
-    category whose values are not restricted.
+    category whose values are not restricted. A boolean slice column is a boolean metadata field
+    unless declared otherwise; a slice defined by a value gets a boolean marker column of its own
+    (``in_<name>``), filled by ingestion.
     """
     id_column, target = config["id_column"], config["target"]
     exclude = tuple(config.get("exclude", ()))
     declared: dict[str, dict[str, Any]] = config.get("columns", {})
-    for column in (id_column, target, *exclude, *declared):
-        if column not in header:
-            raise SchemaError(f"column '{column}' named in the config is not in the CSV header ({', '.join(header)})")
+    slice_ = config_slice(config)
+    named = [("id_column", id_column), ("target", target), *(("exclude", c) for c in exclude),
+             *(("columns", c) for c in declared)]
+    if slice_:
+        named.append(("slice column", slice_[1]))
+    missing = [f"{what} '{column}'" for what, column in named if column not in header]
+    if missing:
+        raise SchemaError(f"column{'s' * (len(missing) > 1)} named in the config not in the CSV header: "
+                          f"{', '.join(missing)} (header: {', '.join(header)})")
+    if id_column == target:
+        raise SchemaError(f"the id column and the target are the same column '{id_column}'")
+    for role, column in (("id column", id_column), ("target", target)):
+        if column in exclude:
+            raise SchemaError(f"the {role} '{column}' is also in 'exclude'")
+    if slice_:
+        name, column, value = slice_
+        if column in exclude or column in (id_column, target):
+            raise SchemaError(f"the slice column '{column}' cannot be the id, the target or an excluded column")
+        if value is None and declared.get(column, {}).get("type", "boolean") != "boolean":
+            raise SchemaError(f"the slice column '{column}' is declared as {declared[column]['type']}: a slice column "
+                              "without a 'value' must be boolean (true/false, yes/no, 1/0)")
+        if value is not None and slice_marker(name) in header:
+            raise SchemaError(f"the slice '{name}' needs a marker column '{slice_marker(name)}', which the CSV "
+                              "already has: name the slice otherwise")
     fields = []
     for column in header:
         if column in exclude:
@@ -194,13 +340,21 @@ def schema_from_config(config: dict[str, Any], header: list[str], sample: dict[s
             spec = {"type": "string", "role": "id", "required": True} | spec
         elif column == target:
             spec = {"type": "category", "role": "target", "required": True, "values": config["labels"]} | spec
+        elif slice_ and slice_[2] is None and column == slice_[1]:
+            spec = {"type": "boolean", "role": "metadata"} | spec
         elif "type" not in spec:
             spec["type"] = "number" if _all_numeric(sample.get(column, [])) else "category"
         if "values" in spec and spec["values"] is not None:
             spec["values"] = tuple(str(v) for v in spec["values"])
         fields.append(Field(name=column, **spec))
+    slice_column = slice_name = None
+    if slice_:
+        slice_name, slice_column, value = slice_
+        if value is not None:
+            slice_column = slice_marker(slice_name)
+            fields.append(Field(slice_column, "boolean", role="metadata"))
     return Schema(config["name"], tuple(fields), tuple(config["labels"]), exclude=exclude,
-                  slice_column=config.get("slice_column"))
+                  slice_column=slice_column, slice_name=slice_name, ordinal=config.get("ordinal", True))
 
 
 def _all_numeric(values: list[str]) -> bool:

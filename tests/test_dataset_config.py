@@ -1,0 +1,137 @@
+"""The dataset config (TOML) of a user's own CSV: every bad config is refused naming what is wrong, before
+anything is written; classes too small for the 70/20/10 split are all named at once; slices by a boolean
+column or by a value."""
+from __future__ import annotations
+
+import pytest
+
+from diagnosa.cli import main
+from diagnosa.data.ingest import IngestError, ingest_csv, load_curated
+from diagnosa.data.schema import Schema, SchemaError, cohort_schema
+from diagnosa.lake import DataLake
+
+BASE = 'name = "x"\nid_column = "case"\ntarget = "outcome"\nlabels = ["a", "b"]\n'
+# 3 rows of each class: the smallest data the 70/20/10 split takes.
+ROWS = "case,age,flag,outcome\n" + "".join(
+    f"c{i},{30 + i},{'yes' if i % 2 else 'no'},{label}\n" for i, label in enumerate("aaabbb"))
+
+
+@pytest.fixture
+def lake(tmp_path) -> DataLake:
+    return DataLake.from_uri(str(tmp_path / "lake"))
+
+
+def ingest(lake, tmp_path, config_text: str, rows: str = ROWS):
+    csv, config = tmp_path / "x.csv", tmp_path / "x.toml"
+    csv.write_text(rows)
+    config.write_text(config_text)
+    return ingest_csv(lake, csv, config)
+
+
+@pytest.mark.parametrize("config_text, message", [
+    # unknown keys, at the top and inside tables
+    (BASE + "colour = 1\n", "unknown keys colour (allowed: columns, exclude, id_column, labels, name, ordinal, slice, "
+                            "slice_column, target; see docs/data.md)"),
+    (BASE + "[columns.age]\ntype = \"number\"\nunits = \"y\"\n", "[columns.age] has unknown keys units"),
+    (BASE + "[slice]\ncolumn = \"flag\"\nwhen = \"yes\"\n", "[slice] has unknown keys when"),
+    # missing keys
+    ('name = "x"\nid_column = "case"\ntarget = "outcome"\n', "missing required key 'labels'"),
+    # wrong types
+    ('name = 3\nid_column = "case"\ntarget = "outcome"\nlabels = ["a", "b"]\n', "'name' must be a non-empty string, got 3"),
+    ('name = "x"\nid_column = ["case"]\ntarget = "outcome"\nlabels = ["a", "b"]\n', "'id_column' must be a non-empty string"),
+    ('name = "x"\nid_column = "case"\ntarget = "outcome"\nlabels = "a,b"\n', "'labels' must be a list of non-empty strings"),
+    ('name = "x"\nid_column = "case"\ntarget = "outcome"\nlabels = [1, 2]\n', "'labels' must be a list of non-empty strings"),
+    (BASE + "ordinal = \"yes\"\n", "'ordinal' must be true or false, got 'yes'"),
+    (BASE + "exclude = \"age\"\n", "'exclude' must be a list of column names"),
+    (BASE + "[columns.age]\nmin = \"0\"\n", "[columns.age] 'min' must be a number, got '0'"),
+    (BASE + "[columns.age]\nrequired = 1\n", "[columns.age] 'required' must be true or false"),
+    (BASE + "[columns.age]\ntype = \"float\"\n", "unknown type 'float'"),
+    (BASE + "[columns.age]\nrole = \"label\"\n", "unknown role 'label'"),
+    (BASE + "slice = \"flag\"\n", "'slice' must be a table"),
+    # bad values
+    ('name = "my data"\nid_column = "case"\ntarget = "outcome"\nlabels = ["a", "b"]\n', "name 'my data' must be"),
+    ('name = "x"\nid_column = "case"\ntarget = "outcome"\nlabels = ["a", "b", "a"]\n', "duplicate labels 'a'"),
+    ('name = "x"\nid_column = "case"\ntarget = "outcome"\nlabels = ["a"]\n', "'labels' needs at least two labels"),
+    ('name = "x"\nid_column = "case"\ntarget = "outcome"\nlabels = ["a", "b\'s"]\n', "labels \"b's\" hold a quote"),
+    (BASE + "slice_column = \"flag\"\n[slice]\ncolumn = \"flag\"\n", "either 'slice_column' or a [slice] table"),
+    (BASE + "[slice]\nname = \"1st\"\ncolumn = \"flag\"\n", "[slice] name '1st' must start with a letter"),
+    (BASE + "[slice]\nname = \"s\"\n", "[slice] needs 'column'"),
+    # columns the CSV does not have (all named), roles that collide
+    ('name = "x"\nid_column = "id"\ntarget = "outcome"\nlabels = ["a", "b"]\nexclude = ["nme"]\n',
+     "columns named in the config not in the CSV header: id_column 'id', exclude 'nme'"),
+    (BASE + "[columns.weight]\ntype = \"number\"\n", "columns 'weight'"),
+    (BASE + "slice_column = \"smoker\"\n", "slice column 'smoker'"),
+    (BASE + "exclude = [\"outcome\"]\n", "the target 'outcome' is also in 'exclude'"),
+    ('name = "x"\nid_column = "outcome"\ntarget = "outcome"\nlabels = ["a", "b"]\n', "same column 'outcome'"),
+    (BASE + "slice_column = \"flag\"\n[columns.flag]\ntype = \"category\"\n", "without a 'value' must be boolean"),
+    # labels and data
+    ('name = "x"\nid_column = "case"\ntarget = "outcome"\nlabels = ["a", "b", "c"]\n',
+     "class 'c' has no rows (not in the data)"),
+    (BASE + "[slice]\nname = \"old\"\ncolumn = \"age\"\nvalue = 99\n", "no accepted row is in the slice 'old' (column 'age' = 99)"),
+    ("name = x", "is not valid TOML"),
+])
+def test_bad_config_is_refused_naming_what_is_wrong_and_nothing_is_written(lake, tmp_path, config_text, message):
+    with pytest.raises(IngestError) as caught:
+        ingest(lake, tmp_path, config_text)
+    assert message in str(caught.value)
+    assert lake.list("curated/") == [] and lake.list("raw/") == [] and lake.list("quarantine/") == []
+
+
+def test_every_class_too_small_for_the_split_is_named_at_once_with_what_to_do(lake, tmp_path, capsys):
+    rows = "case,age,outcome\n" + "".join(f"c{i},{30 + i},{label}\n" for i, label in enumerate(
+        ["mild"] * 5 + ["moderate"] * 2 + ["severe"] + ["critical"] * 2 + ["moderate-x"]))
+    (tmp_path / "x.csv").write_text(rows)
+    (tmp_path / "x.toml").write_text('name = "sev"\nid_column = "case"\ntarget = "outcome"\n'
+                                     'labels = ["mild", "moderate", "severe", "critical", "fatal"]\n')
+    code = main(["--workspace", str(tmp_path / "ws"), "data", "ingest", str(tmp_path / "x.csv"),
+                 "--config", str(tmp_path / "x.toml")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1
+    assert "after 1 of 11 rows were rejected: 4 classes too small for the 70/20/10 split" in err
+    for named in ("class 'moderate' has 2 rows", "class 'severe' has 1 row,", "class 'critical' has 2 rows",
+                  "class 'fatal' has no rows (not in the data)"):
+        assert named in err
+    assert "'mild'" not in err
+    assert "Merge such a class" in err and "leaving it out of `labels`" in err and "collect more rows" in err
+    assert not (tmp_path / "ws" / "lake" / "raw" / "sev").exists()
+    assert not (tmp_path / "ws" / "lake" / "curated" / "sev").exists()
+
+
+def test_a_boolean_slice_column_is_a_metadata_field_named_without_is(lake, tmp_path):
+    rows = ROWS.replace("flag", "is_smoker")
+    report = ingest(lake, tmp_path, BASE + 'slice_column = "is_smoker"\nordinal = false\n', rows)
+    curated, manifest = load_curated(lake, "x")
+    schema = Schema.from_dict(manifest["schema"])
+    assert schema.slice == "smoker" and schema.slice_column == "is_smoker" and schema.ordinal is False
+    assert schema.field("is_smoker").type == "boolean" and schema.field("is_smoker").role == "metadata"
+    assert curated["is_smoker"].tolist() == [False, True, False, True, False, True]
+    assert report.rows == 6
+
+
+def test_a_slice_defined_by_a_value_gets_a_marker_column(lake, tmp_path):
+    rows = "case,stage,outcome\n" + "".join(f"c{i},{s},{label}\n" for i, (s, label) in enumerate(
+        [("4.0", "a"), ("3.0", "a"), ("4", "a"), ("1", "b"), ("2", "b"), ("4.0", "b")]))
+    ingest(lake, tmp_path, BASE + '[slice]\nname = "advanced"\ncolumn = "stage"\nvalue = 4\n', rows)
+    curated, manifest = load_curated(lake, "x")
+    schema = Schema.from_dict(manifest["schema"])
+    assert schema.slice == "advanced" and schema.slice_column == "in_advanced"
+    assert schema.field("stage").role == "feature"  # the column itself keeps its role
+    assert curated["in_advanced"].tolist() == [True, False, True, False, False, True]
+    # A text value compares as text.
+    rows = "case,site,outcome\n" + "".join(f"c{i},{s},{label}\n" for i, (s, label) in enumerate(
+        [("north", "a"), ("south", "a"), ("north", "a"), ("east", "b"), ("north", "b"), ("south", "b")]))
+    other = DataLake.from_uri(str(tmp_path / "lake2"))
+    ingest(other, tmp_path, BASE.replace('"x"', '"y"') + '[slice]\ncolumn = "site"\nvalue = "north"\n', rows)
+    curated, manifest = load_curated(other, "y")
+    assert Schema.from_dict(manifest["schema"]).slice == "site"
+    assert curated["in_site"].tolist() == [True, False, True, False, True, False]
+
+
+def test_the_cohort_schema_keeps_its_fingerprint_and_slice():
+    schema = cohort_schema()
+    assert schema.slice == "orphan" and schema.ordinal is True
+    assert "slice_name" not in schema.to_dict() and "ordinal" not in schema.to_dict()
+    assert Schema.from_dict(schema.to_dict()) == schema
+    assert schema.fingerprint() == "ade79f0270e237dc"  # as before slices got names: curated versions unchanged
+    with pytest.raises(SchemaError, match="slice column 'age' must be a boolean field"):
+        Schema("y", schema.fields, schema.labels, slice_column="age")
