@@ -15,15 +15,22 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
+import unicodedata
+from dataclasses import dataclass
 from typing import Any
 
+from diagnosa.data.schema import DATASET_NAME, SLICE_NAME
 from diagnosa.labels import CATEGORIES
 from inference.artifact import SERVING_PROGRAM
 
 DEFAULT_FAMILIES = ("mlp", "logistic_regression", "xgboost")  # docs/model-benchmark.md
 DEFAULT_RECALL_THRESHOLD = 0.80
 DEFAULT_ORPHAN_THRESHOLD = 0.50
+DEFAULT_SLICE_THRESHOLD = DEFAULT_ORPHAN_THRESHOLD  # minimum macro recall on a dataset's slice
+BUILTIN_DATASET = "patients"  # the built-in cohort: its model package group and endpoint keep the name diagnosa
+BUILTIN_RESOURCE = "diagnosa"
+# SageMaker's names of pipelines, model package groups and endpoints.
+RESOURCE_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 # The job and serving containers: AWS's PyTorch CPU images, chosen for their Python 3.11 — the pins in
 # requirements/steps.txt (numpy 2.4, scikit-learn 1.9) need it, and the newest scikit-learn image
 # (1.2-1) runs an older Python they do not install on. The containers pip-install the pins on top, or,
@@ -48,10 +55,46 @@ def framework_images(region: str, processing_instance_type: str = "ml.m5.xlarge"
     return retrieve("training", processing_instance_type), retrieve("inference", endpoint_instance_type)
 
 
+def _ascii_words(text: str) -> str:
+    """Letters and digits of ``text`` as capitalised ASCII words: accents dropped (Ó → O), any other
+    non-ASCII letter or digit written as U+hex (肺 → U80ba), every other character a word break."""
+    words, word = [], ""
+    for char in unicodedata.normalize("NFKD", text):
+        if unicodedata.combining(char):
+            continue
+        if char.isascii() and char.isalnum():
+            word += char
+        elif not char.isascii() and unicodedata.category(char)[0] in "LN":
+            word += f"U{ord(char):04x}"
+        else:
+            words.append(word)
+            word = ""
+    words.append(word)
+    return "".join(w.capitalize() for w in words if w)
+
+
 def class_parameter(label: str) -> str:
-    """'ENFERMEDAD CRÓNICA' → 'RecallThresholdEnfermedadCronica' (parameter names are ASCII words)."""
-    ascii_label = label.replace("Ó", "O").replace("ó", "o")
-    return "RecallThreshold" + "".join(w.capitalize() for w in re.split(r"[^A-Za-z0-9]+", ascii_label) if w)
+    """'ENFERMEDAD CRÓNICA' → 'RecallThresholdEnfermedadCronica', '1' → 'RecallThreshold1' (ASCII names)."""
+    words = _ascii_words(label)
+    if not words:
+        raise ValueError(f"label {label!r} has no letter or digit to name its recall-threshold parameter")
+    return "RecallThreshold" + words
+
+
+def slice_parameter(name: str) -> str:
+    """'orphan' → 'OrphanRecallThreshold': the minimum macro recall on the dataset's slice of that name."""
+    return _ascii_words(name) + "RecallThreshold"
+
+
+def resource_name(dataset: str) -> str:
+    """The model package group and endpoint of a dataset: its name ('_' → '-'); the built-in cohort's: diagnosa."""
+    return BUILTIN_RESOURCE if dataset == BUILTIN_DATASET else dataset.replace("_", "-")
+
+
+def dataset_settings(dataset: str, labels: tuple[str, ...] | list[str], slice_name: str | None) -> dict[str, Any]:
+    """The PipelineSettings fields that come from a dataset: its labels, slice, group and endpoint."""
+    return {"dataset": dataset, "labels": tuple(labels), "slice_name": slice_name,
+            "model_package_group": resource_name(dataset), "endpoint_name": resource_name(dataset)}
 
 
 @dataclass(frozen=True)
@@ -63,8 +106,14 @@ class PipelineSettings:
     name: str = "diagnosa"
     region: str = "eu-west-1"
     families: tuple[str, ...] = DEFAULT_FAMILIES
-    model_package_group: str = "diagnosa"
-    endpoint_name: str = "diagnosa"
+    # The dataset the pipeline is built for: its labels (one recall-threshold parameter each, in this
+    # order) and its slice (one gate condition on the slice's macro recall; None: no slice condition).
+    # dataset_settings() fills these, with the group and endpoint named after the dataset.
+    dataset: str = BUILTIN_DATASET
+    labels: tuple[str, ...] = CATEGORIES
+    slice_name: str | None = "orphan"
+    model_package_group: str = BUILTIN_RESOURCE
+    endpoint_name: str = BUILTIN_RESOURCE
     endpoint_instance_type: str = "ml.m5.large"
     capture_sampling: int = 100  # percentage of requests the endpoint captures for monitoring
     # Deploy steps in the pipeline (DeployIfApproved → CreateModel → EndpointConfig → Endpoint). The CDK app
@@ -73,9 +122,8 @@ class PipelineSettings:
     deploy_steps: bool = True
     processing_instance_type: str = "ml.m5.xlarge"
     training_instance_type: str = "ml.m5.xlarge"
-    recall_thresholds: dict[str, float] = field(
-        default_factory=lambda: {label: DEFAULT_RECALL_THRESHOLD for label in CATEGORIES})
-    orphan_threshold: float = DEFAULT_ORPHAN_THRESHOLD
+    recall_thresholds: dict[str, float] | None = None  # label → default threshold; None: 0.80 for every label
+    orphan_threshold: float = DEFAULT_ORPHAN_THRESHOLD  # the slice's default threshold (whatever its name)
     # Images with the pins baked in (infra/images/: built and pushed by the CDK app). None: AWS's framework
     # images, on which each container pip-installs requirements.txt from the package index at start.
     # The containers still run that install with baked images (the SDK's runproc.sh, the training and
@@ -84,6 +132,23 @@ class PipelineSettings:
     job_image: str | None = None  # processing and training jobs
     serving_image: str | None = None  # the registered model's container (and the deploy steps)
 
+    def thresholds(self) -> dict[str, float]:
+        if self.recall_thresholds is None:
+            return {label: DEFAULT_RECALL_THRESHOLD for label in self.labels}
+        return dict(self.recall_thresholds)
+
+    def parameter_names(self) -> dict[str, str]:
+        """Label → its recall-threshold parameter, in label order (refused when two labels share a name)."""
+        names: dict[str, str] = {}
+        for label in self.labels:
+            name = class_parameter(label)
+            clash = [other for other, taken in names.items() if taken == name]
+            if clash:
+                raise ValueError(f"labels {clash[0]!r} and {label!r} both map to the parameter name {name}: "
+                                 "rename one of them (docs/pipeline.md: parameter names)")
+            names[label] = name
+        return names
+
 
 def check_settings(settings: PipelineSettings) -> None:
     from training.models import FAMILIES
@@ -91,11 +156,29 @@ def check_settings(settings: PipelineSettings) -> None:
     unknown = sorted(set(settings.families) - set(FAMILIES))
     if not settings.families or unknown:
         raise ValueError(f"families must be a non-empty subset of {', '.join(FAMILIES)}; unknown: {unknown}")
-    if set(settings.recall_thresholds) != set(CATEGORIES):
-        raise ValueError(f"recall_thresholds needs exactly the labels {list(CATEGORIES)}")
-    for name, value in [*settings.recall_thresholds.items(), ("orphan", settings.orphan_threshold)]:
+    if not DATASET_NAME.match(settings.dataset):
+        raise ValueError(f"dataset name {settings.dataset!r} must be 1 to 63 ASCII letters, digits, '-' and '_'")
+    if len(settings.labels) < 2 or len(set(settings.labels)) != len(settings.labels):
+        raise ValueError(f"labels must be at least two distinct values, got {list(settings.labels)}")
+    names = settings.parameter_names()
+    if settings.slice_name is not None:
+        if not SLICE_NAME.match(settings.slice_name):
+            raise ValueError(f"slice name {settings.slice_name!r} must start with a letter and hold only ASCII "
+                             "letters, digits and '_'")
+        if slice_parameter(settings.slice_name) in names.values():
+            raise ValueError(f"the slice '{settings.slice_name}' and a label both map to the parameter name "
+                             f"{slice_parameter(settings.slice_name)}: rename one of them")
+    thresholds = settings.thresholds()
+    if set(thresholds) != set(settings.labels):
+        raise ValueError(f"recall_thresholds needs exactly the labels {list(settings.labels)}")
+    for name, value in [*thresholds.items(), (settings.slice_name or "the slice", settings.orphan_threshold)]:
         if not 0.0 <= value <= 1.0:
             raise ValueError(f"recall threshold for {name} must be in [0, 1], got {value}")
+    for what in ("name", "model_package_group", "endpoint_name"):
+        value = getattr(settings, what)
+        if not RESOURCE_NAME.match(value):
+            raise ValueError(f"{what} {value!r} is not a SageMaker name (ASCII letters, digits and inner '-', "
+                             "at most 63)")
     if not settings.code_uri.startswith(f"s3://{settings.bucket}/"):
         raise ValueError(f"code_uri {settings.code_uri} must be in the pipeline's bucket {settings.bucket}")
     for name in ("job_image", "serving_image"):
@@ -113,7 +196,7 @@ def build_pipeline(settings: PipelineSettings, session: Any) -> Any:
     from sagemaker.core.workflow.conditions import ConditionGreaterThanOrEqualTo
     from sagemaker.core.workflow.execution_variables import ExecutionVariables
     from sagemaker.core.workflow.functions import Join, JsonGet
-    from sagemaker.core.workflow.parameters import ParameterFloat, ParameterString
+    from sagemaker.core.workflow.parameters import ParameterFloat, ParameterInteger, ParameterString
     from sagemaker.core.workflow.properties import PropertyFile
     from sagemaker.core.workflow.conditions import ConditionEquals
     from sagemaker.mlops.workflow import (CacheConfig, ConditionStep, FailStep, ModelStep, Pipeline, ProcessingStep,
@@ -131,19 +214,23 @@ def build_pipeline(settings: PipelineSettings, session: Any) -> Any:
     tag = settings.code_sha256[:16]
     bucket = f"s3://{settings.bucket}"
 
-    input_uri = ParameterString(name="InputDataUri", default_value=f"{bucket}/curated/patients/")
+    input_uri = ParameterString(name="InputDataUri", default_value=f"{bucket}/curated/{settings.dataset}/")
     reduction = ParameterString(name="Reduction", default_value="none")
     resampling = ParameterString(name="Resampling", default_value="class_weights")
     approval = ParameterString(name="ModelApprovalStatus", default_value="PendingManualApproval")
-    thresholds = {label: ParameterFloat(name=class_parameter(label), default_value=settings.recall_thresholds[label])
-                  for label in CATEGORIES}
-    orphan_threshold = ParameterFloat(name="OrphanRecallThreshold", default_value=settings.orphan_threshold)
+    defaults = settings.thresholds()
+    thresholds = {label: ParameterFloat(name=name, default_value=defaults[label])
+                  for label, name in settings.parameter_names().items()}
+    slice_threshold = (ParameterFloat(name=slice_parameter(settings.slice_name), default_value=settings.orphan_threshold)
+                       if settings.slice_name else None)
+    # One seed for the split (Preprocess) and the models (the training hyperparameter ``seed``).
+    seed = ParameterInteger(name="Seed", default_value=0)
     endpoint_name = ParameterString(name="EndpointName", default_value=settings.endpoint_name)
     # Instance types per run; counts stay 1: every job is single-node (scikit-learn/xgboost fits, no sharding).
     processing_type = ParameterString(name="ProcessingInstanceType", default_value=settings.processing_instance_type)
     training_type = ParameterString(name="TrainingInstanceType", default_value=settings.training_instance_type)
-    parameters = [input_uri, reduction, resampling, approval, *thresholds.values(), orphan_threshold,
-                  processing_type, training_type]
+    parameters = [input_uri, reduction, resampling, approval, *thresholds.values(),
+                  *([slice_threshold] if slice_threshold else []), processing_type, training_type, seed]
     if settings.deploy_steps:
         parameters.append(endpoint_name)
 
@@ -180,7 +267,7 @@ def build_pipeline(settings: PipelineSettings, session: Any) -> Any:
 
     preprocess = processing("Preprocess", "preprocess_job.py", [s3_in("curated", input_uri, "curated")],
                             ["train", "validation", "test", "transformer", "baseline"],
-                            ["--reduction", reduction, "--resampling", resampling])
+                            ["--reduction", reduction, "--resampling", resampling, "--seed", seed.to_string()])
     outputs = preprocess.properties.ProcessingOutputConfig.Outputs
 
     trainings = []
@@ -190,7 +277,7 @@ def build_pipeline(settings: PipelineSettings, session: Any) -> Any:
             base_job_name=f"diagnosa-{family.replace('_', '-')}",
             compute=Compute(instance_type=training_type, instance_count=1, volume_size_in_gb=30),
             output_data_config=OutputDataConfig(s3_output_path=Join(on="/", values=[run, "models", family])),
-            hyperparameters={"family": family, "seed": "0", "sagemaker_program": "train_job.py",
+            hyperparameters={"family": family, "seed": seed.to_string(), "sagemaker_program": "train_job.py",
                              "sagemaker_submit_directory": settings.code_uri})
         channels = [InputData(channel_name=c, data_source=outputs[c].S3Output.S3Uri)
                     for c in ("train", "validation", "transformer")]
@@ -208,7 +295,7 @@ def build_pipeline(settings: PipelineSettings, session: Any) -> Any:
          s3_in("test", outputs["test"].S3Output.S3Uri, "test")],
         ["evaluation", "report"],
         ["--thresholds", Join(on="", values=["{", *_threshold_json(thresholds), "}"]),
-         "--orphan-threshold", orphan_threshold.to_string()],
+         *_slice_arguments(settings.slice_name, slice_threshold)],
         property_files=[report])
 
     def recall_of(path: str) -> Any:
@@ -216,8 +303,9 @@ def build_pipeline(settings: PipelineSettings, session: Any) -> Any:
 
     conditions = [ConditionGreaterThanOrEqualTo(left=recall_of(f"diagnosa.per_class['{label}'].recall"), right=p)
                   for label, p in thresholds.items()]
-    conditions.append(ConditionGreaterThanOrEqualTo(left=recall_of("diagnosa.slices.orphan.macro_recall"),
-                                                    right=orphan_threshold))
+    if slice_threshold is not None:  # only a dataset with a slice has a slice condition
+        conditions.append(ConditionGreaterThanOrEqualTo(
+            left=recall_of(f"diagnosa.slices.{settings.slice_name}.macro_recall"), right=slice_threshold))
     champion_model = Join(on="/", values=[select.properties.ProcessingOutputConfig.Outputs["champion"].S3Output.S3Uri,
                                           "model.tar.gz"])
     evaluation_dir = evaluate.properties.ProcessingOutputConfig.Outputs["evaluation"].S3Output.S3Uri
@@ -291,6 +379,18 @@ def _deployment(settings: PipelineSettings, session: Any, image: str, model_data
     config = EndpointConfigStep(name="EndpointConfig", step_args=_captured(session), retry_policies=retry)
     session.create_endpoint(endpoint_name=endpoint_name, config_name=config.properties.EndpointConfigName)
     return [model, config, EndpointStep(name="Deploy", step_args=_captured(session))]
+
+
+def _slice_arguments(name: str | None, parameter: Any) -> list[Any]:
+    """The evaluation job's slice threshold: --orphan-threshold V for the cohort's orphan slice, else
+    --slice-threshold NAME=V."""
+    from sagemaker.core.workflow.functions import Join
+
+    if parameter is None:
+        return []
+    if name == "orphan":
+        return ["--orphan-threshold", parameter.to_string()]
+    return ["--slice-threshold", Join(on="", values=[f"{name}=", parameter.to_string()])]
 
 
 def _threshold_json(thresholds: dict[str, Any]) -> list[Any]:

@@ -154,3 +154,77 @@ def test_deploy_steps_can_be_left_to_the_approval_event(aws):
     assert "EndpointName" not in {p["Name"] for p in d["Parameters"]}
     assert set(validate_definition(d)) == {"Preprocess", "Train-mlp", "Train-logistic_regression", "Train-xgboost",
                                            "Select", "Evaluate", "Register"}
+
+
+def test_class_parameter_names_are_ascii_and_keep_the_built_in_ones():
+    from pipelines.definition import slice_parameter
+
+    assert [class_parameter(label) for label in CATEGORIES] == [
+        "RecallThresholdNoEnfermo", "RecallThresholdEnfermedadLeve", "RecallThresholdEnfermedadAguda",
+        "RecallThresholdEnfermedadCronica", "RecallThresholdEnfermedadTerminal"]
+    assert [class_parameter(x) for x in ("1", "4.0", "stage II", "non-small cell", "Ödem", "肺癌")] == [
+        "RecallThreshold1", "RecallThreshold40", "RecallThresholdStageIi", "RecallThresholdNonSmallCell",
+        "RecallThresholdOdem", "RecallThresholdU80bau764c"]
+    assert slice_parameter("orphan") == "OrphanRecallThreshold" and slice_parameter("advanced") == "AdvancedRecallThreshold"
+    with pytest.raises(ValueError, match="no letter or digit"):
+        class_parameter("—")
+
+
+def test_a_definition_for_another_dataset(aws):
+    from dataclasses import replace
+
+    from pipelines.definition import dataset_settings
+
+    settings, session, _ = aws
+    d = json.loads(build_pipeline(replace(settings, **dataset_settings("pbc_study", ("1", "2", "3", "4"), None)),
+                                  session).definition())
+    parameters = {p["Name"]: p.get("DefaultValue") for p in d["Parameters"]}
+    assert [n for n in parameters if n.startswith("RecallThreshold")] == [
+        "RecallThreshold1", "RecallThreshold2", "RecallThreshold3", "RecallThreshold4"]
+    assert "OrphanRecallThreshold" not in parameters and parameters["Seed"] == 0
+    assert parameters["InputDataUri"] == "s3://diagnosa-lake/curated/pbc_study/"
+    assert parameters["EndpointName"] == "pbc-study"
+    steps = {s["Name"]: s for s in d["Steps"]}
+    gate = steps["RecallGate"]
+    conditions = gate["Arguments"]["Conditions"]
+    assert [c["RightValue"]["Get"] for c in conditions] == [f"Parameters.RecallThreshold{i}" for i in range(1, 5)]
+    assert [c["LeftValue"]["Std:JsonGet"]["Path"] for c in conditions] == [
+        f"diagnosa.per_class['{i}'].recall" for i in range(1, 5)]
+    assert gate["Arguments"]["IfSteps"][0]["Arguments"]["ModelPackageGroupName"] == "pbc-study"
+    evaluate_args = steps["Evaluate"]["Arguments"]["AppSpecification"]["ContainerArguments"]
+    assert "--orphan-threshold" not in evaluate_args and "--slice-threshold" not in evaluate_args
+    # The seed reaches the split and every model.
+    preprocess_args = steps["Preprocess"]["Arguments"]["AppSpecification"]["ContainerArguments"]
+    seed = preprocess_args[preprocess_args.index("--seed") + 1]
+    assert seed == {"Std:Join": {"On": "", "Values": [{"Get": "Parameters.Seed"}]}}
+    for name in ("Train-mlp", "Train-logistic_regression", "Train-xgboost"):
+        assert steps[name]["Arguments"]["HyperParameters"]["seed"] == seed
+    assert validate_definition(d) == {name: None for name in validate_definition(d)}
+
+    # A dataset with a named slice: one slice condition, its own parameter, the evaluation told its name.
+    d = json.loads(build_pipeline(replace(settings, **dataset_settings("pbc", ("1", "2"), "advanced")),
+                                  session).definition())
+    assert "AdvancedRecallThreshold" in {p["Name"] for p in d["Parameters"]}
+    steps = {s["Name"]: s for s in d["Steps"]}
+    last = steps["RecallGate"]["Arguments"]["Conditions"][-1]
+    assert last["LeftValue"]["Std:JsonGet"]["Path"] == "diagnosa.slices.advanced.macro_recall"
+    assert last["RightValue"] == {"Get": "Parameters.AdvancedRecallThreshold"}
+    evaluate_args = steps["Evaluate"]["Arguments"]["AppSpecification"]["ContainerArguments"]
+    assert evaluate_args[evaluate_args.index("--slice-threshold") + 1] == {"Std:Join": {"On": "", "Values": [
+        "advanced=", {"Std:Join": {"On": "", "Values": [{"Get": "Parameters.AdvancedRecallThreshold"}]}}]}}
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"labels": ("a b", "c", "A-B")}, "labels 'a b' and 'A-B' both map to the parameter name RecallThresholdAB"),
+    ({"labels": ("x", "x")}, "at least two distinct values"),
+    ({"labels": ("a", "b"), "recall_thresholds": {"a": 0.5}}, "needs exactly the labels \\['a', 'b'\\]"),
+    ({"labels": ("a", "b"), "slice_name": "bad-name"}, "slice name 'bad-name'"),
+    ({"dataset": "my data"}, "dataset name 'my data'"),
+    ({"model_package_group": "my_group"}, "model_package_group 'my_group' is not a SageMaker name"),
+])
+def test_bad_dataset_settings_fail_before_building(aws, change, message):
+    from dataclasses import replace
+
+    settings, session, _ = aws
+    with pytest.raises(ValueError, match=message):
+        build_pipeline(replace(settings, **change), session)
