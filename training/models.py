@@ -249,6 +249,34 @@ def make_classifier(family: str, hyperparameters: Mapping[str, Any] | None = Non
                                           min_samples_leaf=hp["min_samples_leaf"], random_state=seed)
 
 
+def adapt_to_rows(estimator: Any, y: Any) -> Any:
+    """Adjust a family's estimator to tiny classes among the rows it will be fitted on (same object back).
+
+    - MLP: early stopping holds out a stratified 10 %, which fails when a class has one row and is noise
+      when it has a few; below ``MLP_EARLY_STOPPING_MIN_CLASS`` rows in some class it is switched off.
+    - SVM: its internal sigmoid calibration (which only turns margins into probabilities; training
+      calibrates the result out of fold) is a stratified 3-fold CV; a class of 2 rows gets 2 folds, a
+      class of 1 row one split that fits and calibrates on all rows.
+    """
+    import numpy as np
+
+    counts = np.bincount(np.asarray(y, dtype=int))
+    smallest = int(counts[counts > 0].min()) if counts.size else 0
+    if isinstance(estimator, MLPClassifier) and estimator.early_stopping and smallest < MLP_EARLY_STOPPING_MIN_CLASS:
+        estimator.set_params(early_stopping=False)
+    if isinstance(estimator, Pipeline) and isinstance(estimator.steps[-1][1], CalibratedClassifierCV):
+        calibrated = estimator.steps[-1][1]
+        if smallest == 2:
+            calibrated.set_params(cv=2)
+        elif smallest < 2:  # one split, fitted and calibrated in sample (training recalibrates out of fold)
+            rows = np.arange(len(y))
+            calibrated.set_params(cv=[(rows, rows)])
+    return estimator
+
+
+MLP_EARLY_STOPPING_MIN_CLASS = 20
+
+
 def portable(estimator: Any) -> Any:
     """The fitted estimator as stock sklearn objects, so an artifact unpickles without this module.
 

@@ -17,6 +17,7 @@ import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import joblib
@@ -27,8 +28,14 @@ from sklearn.pipeline import Pipeline
 from diagnosa.data.schema import Schema
 from diagnosa.model import METADATA_FILE, MODEL_FILE, DiagnosaModel
 from inference.artifact import write_serving_code
+from sklearn.utils.class_weight import compute_sample_weight
+
+from processing.calibration import calibration_summary
 from processing.evaluation import evaluate
-from training.models import check_seed, make_classifier, portable, resolve_hyperparameters
+from training.decisions import MAX_PRECISION_LOSS, calibrate_and_decide
+from training.models import adapt_to_rows, check_seed, make_classifier, portable, resolve_hyperparameters
+from training.tuning import (DEFAULT_CV_MAX_ROWS, DEFAULT_MAX_CONFIGS, DEFAULT_MAX_FOLDS, DEFAULT_SEARCH_BUDGET,
+                             describe_plan, search)
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +51,47 @@ RESERVED_PREFIX = "sagemaker_"  # keys SageMaker script mode adds (sagemaker_pro
 
 class TrainResult(NamedTuple):
     model: DiagnosaModel
-    evaluation: dict[str, Any]  # the full processing.evaluation.evaluate() output on the validation channel
+    evaluation: dict[str, Any]  # processing.evaluation.evaluate() on the cross-validated rows (out of fold)
+
+
+# Job settings that are not the family's hyperparameters (SageMaker passes them the same way).
+SETTING_NAMES = ("search_budget", "search_max_configs", "cv_max_folds", "cv_max_rows", "max_precision_loss")
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    """How much cross-validated search a training job does, and the decision weights' precision bound."""
+
+    budget: int = DEFAULT_SEARCH_BUDGET  # rows fitted by the search, over all folds and configurations
+    max_configs: int = DEFAULT_MAX_CONFIGS
+    max_folds: int = DEFAULT_MAX_FOLDS
+    cv_max_rows: int = DEFAULT_CV_MAX_ROWS
+    max_precision_loss: float = MAX_PRECISION_LOSS
+
+    @classmethod
+    def pop_from(cls, hps: dict[str, Any]) -> SearchSettings:
+        """Take the settings out of a hyperparameter dict (strings as SageMaker sends them)."""
+        raw = {name: hps.pop(name) for name in SETTING_NAMES if name in hps}
+        try:
+            return cls(budget=int(float(raw.get("search_budget", cls.budget))),
+                       max_configs=int(float(raw.get("search_max_configs", cls.max_configs))),
+                       max_folds=int(float(raw.get("cv_max_folds", cls.max_folds))),
+                       cv_max_rows=int(float(raw.get("cv_max_rows", cls.cv_max_rows))),
+                       max_precision_loss=float(raw.get("max_precision_loss", cls.max_precision_loss)))
+        except (TypeError, ValueError):
+            raise ValueError(f"search settings must be numbers, got {raw}") from None
+
+    def validate(self) -> None:
+        if self.budget < 1 or self.max_configs < 1 or self.cv_max_rows < 20:
+            raise ValueError("search_budget and search_max_configs must be at least 1, cv_max_rows at least 20")
+        if self.max_folds < 2:
+            raise ValueError(f"cv_max_folds must be at least 2, got {self.max_folds}")
+        if not 0 <= self.max_precision_loss <= 1:
+            raise ValueError(f"max_precision_loss must lie in [0, 1], got {self.max_precision_loss}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"search_budget": self.budget, "search_max_configs": self.max_configs, "cv_max_folds": self.max_folds,
+                "cv_max_rows": self.cv_max_rows, "max_precision_loss": self.max_precision_loss}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -224,15 +271,8 @@ def check_validation_frame(frame: pd.DataFrame, schema: Schema) -> np.ndarray | 
     return mask
 
 
-def validation_metrics(model: DiagnosaModel, frame: pd.DataFrame, schema: Schema) -> dict[str, Any]:
-    """``evaluate`` on the validation rows; the target is dropped first, as serving never sees it."""
-    orphan = check_validation_frame(frame, schema)
-    proba = model.predict_proba(frame.drop(columns=[schema.target]))
-    return evaluate([str(v) for v in frame[schema.target]], proba, model.labels, orphan=orphan)
-
-
 def validation_summary(evaluation: Mapping[str, Any]) -> dict[str, Any]:
-    """The few validation numbers champion selection and the registry need, kept in metadata.json."""
+    """The few cross-validated numbers champion selection and the registry need, kept in metadata.json."""
     d = evaluation["diagnosa"]
     orphan = d.get("slices", {}).get("orphan")
     return {
@@ -251,51 +291,134 @@ def _input_schema(schema: Schema) -> list[dict[str, Any]]:
             for f in schema.fields if f.role == "feature"]
 
 
+class Pools(NamedTuple):
+    """Rows cross-validated (``cv_*``) and rows the final model is fitted on (``fit_*``)."""
+    cv_X: np.ndarray
+    cv_y: np.ndarray
+    cv_w: np.ndarray
+    validation_rows: np.ndarray  # bool per CV row
+    fit_X: np.ndarray
+    fit_y: np.ndarray
+    fit_w: np.ndarray
+    method: str
+
+
+def build_pools(X: np.ndarray, y: np.ndarray, weight: np.ndarray, X_val: np.ndarray, y_val: np.ndarray,
+                resampling: Mapping[str, Any] | None) -> Pools:
+    """Train + validation rows for cross-validation and for the final fit, by the split's resampling.
+
+    ``class_weights`` / ``none``: both pools are the training rows + the validation rows, weighted
+    "balanced" over the whole pool (resp. all ones). Over-samplers (``smote``, ``adasyn``): the CV pool
+    holds only real rows (train.npz's originals come first) weighted "balanced", so no synthetic row
+    is scored or shares a fold with its source; the final fit uses the resampled rows as delivered + the
+    validation rows. ``undersample``: train.npz's rows + validation rows, "balanced", for both.
+    """
+    info = dict(resampling or {})
+    method = str(info.get("method") or ("none" if np.allclose(weight, 1.0) else "class_weights"))
+    real = len(y)
+    if method in ("smote", "adasyn") and isinstance(info.get("before"), dict):
+        real = int(sum(int(v) for v in info["before"].values()))
+    cv_X = np.vstack([X[:real], X_val]).astype(X.dtype, copy=False)
+    cv_y = np.concatenate([y[:real], y_val])
+    balanced = compute_sample_weight("balanced", cv_y)
+    cv_w = np.ones(len(cv_y)) if method == "none" else balanced
+    validation_rows = np.r_[np.zeros(real, dtype=bool), np.ones(len(y_val), dtype=bool)]
+    if method in ("smote", "adasyn"):
+        fit_X, fit_y = np.vstack([X, X_val]).astype(X.dtype, copy=False), np.concatenate([y, y_val])
+        fit_w = np.r_[weight, np.ones(len(y_val))]
+    else:
+        fit_X, fit_y, fit_w = cv_X, cv_y, cv_w
+    return Pools(cv_X, cv_y, cv_w, validation_rows, fit_X, fit_y, fit_w, method)
+
+
 def train(train_dir: str | os.PathLike, validation_dir: str | os.PathLike, transformer_dir: str | os.PathLike,
-          family: str, hyperparameters: Mapping[str, Any] | None = None, seed: int = 0) -> TrainResult:
-    """Fit ``family`` on the preprocessed rows, wrap it with the fitted transformer and score on validation."""
-    resolved = resolve_hyperparameters(family, hyperparameters)  # bad hyperparameters fail before any I/O
+          family: str, hyperparameters: Mapping[str, Any] | None = None, seed: int = 0, *,
+          settings: SearchSettings | None = None) -> TrainResult:
+    """Choose ``family``'s hyperparameters by cross-validation on train + validation, calibrate and fit
+    decision weights out of fold, refit on all rows and wrap with the fitted transformer.
+
+    ``hyperparameters`` given are held fixed; the search varies the others (training/tuning.py)."""
+    given = resolve_hyperparameters(family, hyperparameters)  # bad hyperparameters fail before any I/O
+    given = {k: v for k, v in given.items() if k in (hyperparameters or {})}
     seed = check_seed(seed)
-    classifier = make_classifier(family, resolved, seed=seed)
+    settings = settings or SearchSettings()
+    settings.validate()
 
     started = time.perf_counter()
     transformer, record, schema = load_transformer(transformer_dir)
     labels = list(record["labels"])
-    X, y, weight, train_sha = load_train(train_dir, len(labels), allow_nan=family in NAN_TOLERANT)
+    k = len(labels)
+    X, y, weight, train_sha = load_train(train_dir, k, allow_nan=family in NAN_TOLERANT)
     names = record.get("feature_names")
     if names is not None and len(names) != X.shape[1]:
         raise ValueError(f"train channel: X has {X.shape[1]} columns but preprocess.json names {len(names)} features")
-    absent = [labels[i] for i in range(len(labels)) if not (y == i).any()]
+    validation = load_validation(validation_dir)
+    orphan = check_validation_frame(validation, schema)
+    unknown = sorted({str(v) for v in validation[schema.target]} - set(labels))
+    if unknown:
+        raise ValueError(f"validation channel: labels not in the label set: {unknown}")
+    X_val = np.asarray(transformer.transform(validation.drop(columns=[schema.target])), dtype=X.dtype)
+    if X_val.ndim != 2 or X_val.shape[1] != X.shape[1]:  # fail now, not after a long fit
+        raise ValueError(f"transformer channel: the transformer makes {X_val.shape[-1]} feature(s) but "
+                         f"train.npz X has {X.shape[1]} columns")
+    if family not in NAN_TOLERANT and not np.isfinite(X_val).all():
+        raise ValueError(f"validation channel: the transformer made {int((~np.isfinite(X_val)).sum())} "
+                         "non-finite value(s)")
+    y_val = np.array([labels.index(str(v)) for v in validation[schema.target]], dtype=np.int64)
+    pools = build_pools(X, y, weight, X_val, y_val, record.get("resampling"))
+    absent = [labels[i] for i in range(k) if not (pools.fit_y == i).any()]
     if absent:
         if family == "xgboost":
             raise ValueError(f"train channel: no training rows for label(s) {absent}; xgboost needs every label")
         logger.warning("train channel: no training rows for label(s) %s; the model gives them probability 0", absent)
-    validation = load_validation(validation_dir)
-    check_validation_frame(validation, schema)
-    probe = np.asarray(transformer.transform(validation.drop(columns=[schema.target]).head(5)))
-    if probe.ndim != 2 or probe.shape[1] != X.shape[1]:  # fail now, not after a long fit
-        raise ValueError(f"transformer channel: the transformer makes {probe.shape[-1]} feature(s) but "
-                         f"train.npz X has {X.shape[1]} columns")
     logger.info("phase load: %.2f s", time.perf_counter() - started)
 
     started = time.perf_counter()
-    classifier.fit(X, y, sample_weight=weight)
-    train_seconds = time.perf_counter() - started
-    logger.info("phase fit: %s on %d rows x %d features in %.2f s", family, X.shape[0], X.shape[1], train_seconds)
+    found = search(family, pools.cv_X, pools.cv_y, pools.cv_w, k, given=given, seed=seed, budget=settings.budget,
+                   max_configs=settings.max_configs, max_folds=settings.max_folds, max_rows=settings.cv_max_rows,
+                   adapt=adapt_to_rows)
+    search_seconds = time.perf_counter() - started
+    logger.info("phase search: %s in %.2f s; best %s", describe_plan(found.plan, len(found.rows), len(found.trials)),
+                search_seconds, found.hyperparameters)
+
+    started = time.perf_counter()
+    y_cv = pools.cv_y[found.rows]
+    post = calibrate_and_decide(found.oof_proba, y_cv, found.row_weight, max_precision_loss=settings.max_precision_loss,
+                                seed=seed)
+    weights = post["decision_weights"]
+    cv_orphan = None
+    if orphan is not None:  # the slice is known for the validation rows only; others count as outside it
+        flags = np.zeros(len(pools.cv_y), dtype=bool)
+        flags[pools.validation_rows] = np.asarray(orphan, dtype=bool)
+        cv_orphan = flags[found.rows]
+    truth = [labels[i] for i in y_cv]
+    evaluation = evaluate(truth, post["calibrated"], labels, orphan=cv_orphan, predicted=post["cross_fitted_pred"])
+    plain = evaluate(truth, post["calibrated"], labels, predicted=post["calibrated"].argmax(axis=1))
+    summary = validation_summary(evaluation)
+    summary["method"] = ("cross-validation: out-of-fold calibrated probabilities, decision weights cross-fitted "
+                         "(fitted on one half of the rows, scored on the other)")
+    summary["plain_argmax"] = {"macro_recall": plain["diagnosa"]["macro"]["recall"],
+                               "worst_class_recall": plain["diagnosa"]["worst_class_recall"]}
+    calibration_oof = {"before": _calibration_numbers(y_cv, found.oof_proba),
+                       "after": _calibration_numbers(y_cv, post["calibrated"])}
+    logger.info("phase calibrate+decide: %.2f s; %s T=%.3f; weights %s; CV macro recall %.4f (plain argmax %.4f), "
+                "worst class %s %.4f; OOF ECE %.4f -> %.4f", time.perf_counter() - started,
+                post["calibration"]["method"], post["calibration"]["temperature"], np.round(weights, 3).tolist(),
+                summary["macro_recall"], summary["plain_argmax"]["macro_recall"], summary["worst_class_recall"]["label"],
+                summary["worst_class_recall"]["recall"], calibration_oof["before"]["ece"],
+                calibration_oof["after"]["ece"])
+
+    started = time.perf_counter()
+    classifier = adapt_to_rows(make_classifier(family, found.hyperparameters, seed=seed), pools.fit_y)
+    classifier.fit(pools.fit_X, pools.fit_y, sample_weight=pools.fit_w)
+    fit_seconds = time.perf_counter() - started
+    logger.info("phase fit: %s on %d rows x %d features in %.2f s", family, len(pools.fit_y), X.shape[1], fit_seconds)
 
     pipeline = Pipeline([("features", transformer), ("classifier", portable(classifier))])
     model = DiagnosaModel(pipeline=pipeline, labels=labels)
-
-    started = time.perf_counter()
-    evaluation = validation_metrics(model, validation, schema)
-    summary = validation_summary(evaluation)
-    logger.info("phase validate: %d rows in %.2f s, macro recall %.4f, worst class %s %.4f", summary["n"],
-                time.perf_counter() - started, summary["macro_recall"], summary["worst_class_recall"]["label"],
-                summary["worst_class_recall"]["recall"])
-
     model.metadata = {
         "family": family,
-        "hyperparameters": {k: list(v) if isinstance(v, tuple) else v for k, v in resolved.items()},
+        "hyperparameters": {k_: list(v) if isinstance(v, tuple) else v for k_, v in found.hyperparameters.items()},
         "seed": seed,
         "labels": labels,
         "input_schema": _input_schema(schema),
@@ -305,12 +428,29 @@ def train(train_dir: str | os.PathLike, validation_dir: str | os.PathLike, trans
         "dataset": record.get("dataset"),
         "preprocess_params": record.get("params"),
         "feature_names": names,
-        "n_train": int(X.shape[0]),
+        "n_train": int(len(pools.fit_y)),
         "fingerprint": {"preprocess": record.get("fingerprint"), "train_npz_sha256": train_sha},
         "validation": summary,
-        "train_seconds": round(train_seconds, 3),
+        "calibration": post["calibration"],
+        "decision_weights": {label: float(w) for label, w in zip(labels, weights)},
+        "decision_rule": (f"argmax of decision weight x calibrated probability; weights fitted out of fold to "
+                          f"maximise the worst class's recall with macro precision at most "
+                          f"{settings.max_precision_loss:g} below the plain argmax's"),
+        "calibration_oof": calibration_oof,
+        "search": {"settings": settings.to_dict(), "folds": found.plan.k, "repeats": found.plan.repeats,
+                   "smallest_class": found.plan.smallest_class, "rows": int(len(found.rows)),
+                   "pool_rows": int(len(pools.cv_y)), "resampling": pools.method, "trials": found.trials,
+                   "given": {k_: list(v) if isinstance(v, tuple) else v for k_, v in given.items()}},
+        "train_seconds": round(search_seconds + fit_seconds, 3),
+        "search_seconds": round(search_seconds, 3),
     }
     return TrainResult(model, evaluation)
+
+
+def _calibration_numbers(y: np.ndarray, proba: np.ndarray) -> dict[str, float]:
+    summary = calibration_summary(y, proba)
+    return {"ece": summary["ece"], "brier": summary["brier"], "mean_confidence": summary["mean_confidence"],
+            "accuracy": summary["accuracy"]}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -394,6 +534,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not isinstance(family, str):
             raise ValueError(f"hyperparameter 'family' must be a string, got {family!r}")
         seed = check_seed(hps.pop("seed", 0))
+        settings = SearchSettings.pop_from(hps)
         inputs = Path(env.get("SM_INPUT_DIR", "/opt/ml/input")) / "data"
         channels = {name: Path(env.get(f"SM_CHANNEL_{name.upper()}", inputs / name))
                     for name in ("train", "validation", "transformer")}
@@ -401,7 +542,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         data_dir = Path(env.get("SM_OUTPUT_DATA_DIR", output_dir / "data"))
         logger.info("family %s, seed %d, hyperparameters %s", family, seed, hps)
 
-        result = train(channels["train"], channels["validation"], channels["transformer"], family, hps, seed)
+        result = train(channels["train"], channels["validation"], channels["transformer"], family, hps, seed,
+                       settings=settings)
 
         started_write = time.perf_counter()
         _write_json_atomic(data_dir / VALIDATION_REPORT, result.evaluation)

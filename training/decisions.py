@@ -1,0 +1,201 @@
+"""Out-of-fold post-processing: probability calibration and per-class decision weights.
+
+Both are fitted on out-of-fold (OOF) predictions -- each row scored by a model that never saw it
+(``training/tuning.py``) -- and shipped as plain numbers in the model's metadata, where
+``diagnosa.model.apply_calibration`` / ``diagnosa.model.decide`` apply them at serving time.
+
+Calibration: temperature scaling of the log-probabilities, ``softmax(log p / T + b)``. ``b`` (one
+bias per class, summing to 0) is fitted only when every class has at least ``BIAS_MIN_CLASS_ROWS``
+OOF rows; with fewer, a bias per class would be fitted on a handful of rows, so only ``T`` is.
+Fitted by minimising the (optionally row-weighted) log loss. Temperature alone never changes the
+argmax; the bias can (it corrects the prior shift that class-weighted training puts into the
+probabilities), and the decision weights are then fitted on the calibrated probabilities.
+
+Decision weights: ``w`` (one per class), prediction = argmax(w * calibrated p). Fitted by
+coordinate search over log-weights to maximise the worst class's recall, ties broken by macro
+recall, subject to macro precision staying within ``max_precision_loss`` (default 0.05) of the plain
+argmax's. Recall per class does not depend on class priors; precision does, so rows carry optional
+``sample_weight`` (e.g. restoring the natural class mix of a subsample).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from scipy.optimize import minimize
+from sklearn.model_selection import StratifiedKFold
+
+from diagnosa.model import apply_calibration, decide
+
+BIAS_MIN_CLASS_ROWS = 30
+MAX_PRECISION_LOSS = 0.05
+LOG_WEIGHT_GRID = np.round(np.linspace(-3.0, 3.0, 61), 3)  # weights from e^-3 (0.05) to e^3 (20)
+MAX_ROUNDS = 8
+
+
+def _check(proba: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None) -> tuple[np.ndarray, np.ndarray,
+                                                                                         np.ndarray]:
+    proba, y = np.asarray(proba, dtype=float), np.asarray(y, dtype=np.int64)
+    if proba.ndim != 2 or y.shape != (len(proba),) or len(y) == 0:
+        raise ValueError(f"need an n x k probability matrix and n labels, got {proba.shape} and {y.shape}")
+    if y.min() < 0 or y.max() >= proba.shape[1]:
+        raise ValueError(f"labels must lie in [0, {proba.shape[1]})")
+    w = np.ones(len(y)) if sample_weight is None else np.asarray(sample_weight, dtype=float)
+    if w.shape != y.shape or (w < 0).any() or not np.isfinite(w).all() or w.sum() <= 0:
+        raise ValueError("sample_weight must be n finite, non-negative numbers, not all zero")
+    return proba, y, w
+
+
+# ------------------------------------------------------------------------------------------------
+# Calibration
+
+
+def fit_calibration(proba: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None,
+                    method: str = "auto") -> dict[str, Any]:
+    """Fit {"method", "temperature", "bias"} on OOF probabilities; method "auto", "temperature" or
+    "temperature_bias" ("auto" = temperature_bias when every class has >= BIAS_MIN_CLASS_ROWS rows)."""
+    proba, y, w = _check(proba, y, sample_weight)
+    k = proba.shape[1]
+    if method not in ("auto", "temperature", "temperature_bias"):
+        raise ValueError(f"calibration method must be auto, temperature or temperature_bias, got {method!r}")
+    counts = np.bincount(y, minlength=k)
+    if method == "auto":
+        method = "temperature_bias" if counts.min() >= BIAS_MIN_CLASS_ROWS else "temperature"
+    logp = np.log(np.clip(proba, 1e-12, 1.0))
+    w = w / w.sum()
+    rows = np.arange(len(y))
+    with_bias = method == "temperature_bias"
+
+    def loss(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        inv_t = np.exp(-theta[0])
+        bias = np.zeros(k)
+        if with_bias:
+            bias[1:] = theta[1:]
+            bias[0] = -theta[1:].sum()
+        z = logp * inv_t + bias
+        z -= z.max(axis=1, keepdims=True)
+        q = np.exp(z)
+        q /= q.sum(axis=1, keepdims=True)
+        value = -(w * np.log(np.clip(q[rows, y], 1e-300, None))).sum()
+        residual = q.copy()
+        residual[rows, y] -= 1.0  # d loss / d z, per row
+        residual *= w[:, None]
+        grad_t = -(residual * logp * inv_t).sum()
+        grad_b = residual.sum(axis=0)
+        grad = np.concatenate([[grad_t], grad_b[1:] - grad_b[0]]) if with_bias else np.array([grad_t])
+        return float(value), grad
+
+    start = np.zeros(k if with_bias else 1)
+    bounds = [(np.log(0.05), np.log(20.0))] + [(-10.0, 10.0)] * (k - 1 if with_bias else 0)
+    fitted = minimize(loss, start, jac=True, method="L-BFGS-B", bounds=bounds)
+    theta = fitted.x if np.isfinite(fitted.fun) else start
+    bias = None
+    if with_bias:
+        b = np.concatenate([[-theta[1:].sum()], theta[1:]])
+        bias = [float(v) for v in b]
+    return {"method": method, "temperature": float(np.exp(theta[0])), "bias": bias}
+
+
+# ------------------------------------------------------------------------------------------------
+# Decision weights
+
+
+@dataclass(frozen=True)
+class DecisionScores:
+    recall: np.ndarray  # per class (NaN for a class without rows)
+    precision: np.ndarray  # per class present in y (0 when never predicted)
+    macro_recall: float
+    worst_recall: float
+    macro_precision: float
+
+
+def decision_scores(y: np.ndarray, pred: np.ndarray, k: int, sample_weight: np.ndarray | None = None
+                    ) -> DecisionScores:
+    """Recall and precision per class of predictions ``pred`` (row-weighted), over classes present in y."""
+    y, pred = np.asarray(y), np.asarray(pred)
+    w = np.ones(len(y)) if sample_weight is None else np.asarray(sample_weight, dtype=float)
+    truth = np.bincount(y, weights=w, minlength=k)
+    predicted = np.bincount(pred, weights=w, minlength=k)
+    hits = np.bincount(y[y == pred], weights=w[y == pred], minlength=k)
+    present = truth > 0
+    recall = np.where(present, hits / np.where(present, truth, 1), np.nan)
+    precision = np.where(predicted > 0, hits / np.where(predicted > 0, predicted, 1), 0.0)
+    return DecisionScores(recall, precision, float(np.nanmean(recall[present])), float(np.nanmin(recall[present])),
+                          float(precision[present].mean()))
+
+
+def fit_decision_weights(proba: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None, *,
+                         max_precision_loss: float = MAX_PRECISION_LOSS) -> np.ndarray:
+    """Per-class weights maximising the worst class's recall (then macro recall) of argmax(w * p), with
+    macro precision at most ``max_precision_loss`` below the plain argmax's. Weights are normalised so
+    their geometric mean is 1; all ones when nothing beats the plain argmax."""
+    proba, y, w = _check(proba, y, sample_weight)
+    if not 0 <= max_precision_loss <= 1:
+        raise ValueError(f"max_precision_loss must lie in [0, 1], got {max_precision_loss}")
+    k = proba.shape[1]
+    logp = np.log(np.clip(proba, 1e-12, 1.0))
+    base = decision_scores(y, logp.argmax(axis=1), k, w)
+    floor = base.macro_precision - max_precision_loss - 1e-12
+
+    def key(log_w: np.ndarray) -> tuple[float, float] | None:
+        s = decision_scores(y, (logp + log_w).argmax(axis=1), k, w)
+        if s.macro_precision < floor:
+            return None
+        return round(s.worst_recall, 12), round(s.macro_recall, 12)
+
+    log_w = np.zeros(k)
+    best = key(log_w)
+    assert best is not None  # the plain argmax meets its own bound
+    for _ in range(MAX_ROUNDS):
+        improved = False
+        for j in range(k):
+            candidates = []
+            for value in LOG_WEIGHT_GRID:
+                trial = log_w.copy()
+                trial[j] = value
+                score = key(trial)
+                if score is not None:
+                    candidates.append((score, -abs(value), value))
+            if not candidates:
+                continue
+            score, _, value = max(candidates)
+            if score > best:
+                best, log_w[j], improved = score, value, True
+        if not improved:
+            break
+    log_w -= log_w.mean()
+    return np.exp(log_w)
+
+
+def cross_fitted_predictions(proba: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None, *,
+                             max_precision_loss: float = MAX_PRECISION_LOSS, seed: int = 0) -> np.ndarray:
+    """Decisions scored honestly: weights fitted on one half of the OOF rows decide the other half (2-fold,
+    stratified where every class has two rows). Used to compare candidates after their decision weights."""
+    proba, y, w = _check(proba, y, sample_weight)
+    counts = np.bincount(y, minlength=proba.shape[1])
+    if counts[counts > 0].min() >= 2:
+        folds = StratifiedKFold(2, shuffle=True, random_state=seed).split(proba, y)
+    else:
+        order = np.random.default_rng(seed).permutation(len(y))
+        folds = [(order[len(y) // 2:], order[: len(y) // 2]), (order[: len(y) // 2], order[len(y) // 2:])]
+    pred = proba.argmax(axis=1)
+    for fit_rows, score_rows in folds:
+        weights = fit_decision_weights(proba[fit_rows], y[fit_rows], w[fit_rows],
+                                       max_precision_loss=max_precision_loss)
+        pred[score_rows] = decide(proba[score_rows], weights)
+    return pred
+
+
+def calibrate_and_decide(proba: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None, *,
+                         max_precision_loss: float = MAX_PRECISION_LOSS, calibration_method: str = "auto",
+                         seed: int = 0) -> dict[str, Any]:
+    """Everything fitted on OOF probabilities: calibration, decision weights on the calibrated
+    probabilities, the calibrated OOF probabilities, and honest (cross-fitted) decisions for scoring."""
+    proba, y, w = _check(proba, y, sample_weight)
+    calibration = fit_calibration(proba, y, w, calibration_method)
+    calibrated = apply_calibration(proba, calibration)
+    weights = fit_decision_weights(calibrated, y, w, max_precision_loss=max_precision_loss)
+    return {"calibration": calibration, "decision_weights": weights, "calibrated": calibrated,
+            "cross_fitted_pred": cross_fitted_predictions(calibrated, y, w, max_precision_loss=max_precision_loss,
+                                                          seed=seed)}

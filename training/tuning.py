@@ -1,0 +1,216 @@
+"""Hyperparameter search by stratified k-fold cross-validation, and the out-of-fold predictions it leaves.
+
+One validation split where a rare class has 1-3 rows cannot tell two models apart, so training
+pools the training and validation rows and cross-validates on the pool:
+
+- **Folds** (``plan_folds``): stratified; k follows the smallest class m in the pool -- k = 3 when
+  m >= 100 (every fold still holds >= 33 rows of it), k = ``max_folds`` (5) when 10 <= m < 100,
+  k = max(2, min(max_folds, m)) and ``TINY_REPEATS`` (3) repeats with fresh shuffles when m < 10.
+  A row's OOF probabilities are the mean over its repeats.
+- **Rows** (``cv_rows``): pools above ``max_rows`` are subsampled for the search, stratified with a
+  floor that keeps every row of a class smaller than ``max_rows / (2 k_classes)``; each kept row
+  carries a weight restoring the pool's class mix (recall per class does not depend on it; precision,
+  calibration and the decision weights do).
+- **Budget** (``search_budget``): the search fits at most this many rows in total (summed over folds
+  and configurations; default 16,000), so a 400-row table tries the whole grid (``max_configs``,
+  default 6) and a 20,000-patient cohort two configurations. The family's defaults -- with any
+  hyperparameter the job was given -- always come first.
+- **Score** of a configuration: OOF macro recall of the plain argmax, ties broken by worst-class
+  recall, then by grid order.
+
+A fold whose training rows lack a class (possible only with classes of < k rows) is fitted on the
+classes it has, and gives the missing one probability 0.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+import warnings
+
+import numpy as np
+from sklearn.base import clone
+from sklearn.model_selection import StratifiedKFold
+
+from training.decisions import decision_scores
+from training.models import make_classifier, resolve_hyperparameters
+
+DEFAULT_SEARCH_BUDGET = 16_000  # rows fitted by the search, over all folds and configurations
+DEFAULT_MAX_CONFIGS = 6
+DEFAULT_MAX_FOLDS = 5
+DEFAULT_CV_MAX_ROWS = 4_000
+TINY_CLASS = 10
+LARGE_CLASS = 100
+TINY_REPEATS = 3
+
+# Per-family candidates, tried in this order after the defaults (each entry overrides the defaults).
+GRIDS: dict[str, list[dict[str, Any]]] = {
+    "logistic_regression": [{"C": 0.1}, {"C": 0.01}, {"C": 10.0}, {"C": 0.3}, {"C": 3.0}],
+    "random_forest": [{"min_samples_leaf": 3}, {"max_depth": 8}, {"min_samples_leaf": 5, "max_depth": 12},
+                      {"n_estimators": 500, "min_samples_leaf": 2}, {"max_depth": 4}],
+    "xgboost": [{"max_depth": 3, "n_estimators": 200}, {"max_depth": 4, "learning_rate": 0.05, "subsample": 0.8,
+                                                         "colsample_bytree": 0.8},
+                {"max_depth": 2, "n_estimators": 300, "min_child_weight": 3.0}, {"max_depth": 6, "reg_lambda": 10.0},
+                {"max_depth": 3, "learning_rate": 0.03, "n_estimators": 500}],
+    "mlp": [{"alpha": 0.01}, {"hidden_layer_sizes": (64,), "alpha": 0.001}, {"alpha": 1.0, "hidden_layer_sizes": (64,)},
+            {"hidden_layer_sizes": (256, 128), "alpha": 0.001}, {"alpha": 0.1}],
+    "svm": [{"C": 0.1}, {"C": 10.0}, {"C": 0.3}, {"C": 3.0}, {"C": 30.0}],
+    "gradient_boosting": [{"learning_rate": 0.05, "max_leaf_nodes": 15}, {"max_leaf_nodes": 7, "min_samples_leaf": 5},
+                          {"learning_rate": 0.03, "max_iter": 500, "max_leaf_nodes": 15},
+                          {"max_leaf_nodes": 63, "min_samples_leaf": 10}, {"max_leaf_nodes": 4, "min_samples_leaf": 3}],
+}
+
+
+@dataclass(frozen=True)
+class FoldPlan:
+    folds: list[tuple[np.ndarray, np.ndarray]]  # (fit rows, scored rows), over all repeats
+    k: int
+    repeats: int
+    smallest_class: int
+
+
+@dataclass
+class SearchResult:
+    hyperparameters: dict[str, Any]  # resolved, of the best configuration
+    oof_proba: np.ndarray  # OOF probabilities of the best configuration, rows of the CV pool
+    rows: np.ndarray  # indices into the pool of the rows cross-validated
+    row_weight: np.ndarray  # weight per cross-validated row restoring the pool's class mix
+    plan: FoldPlan
+    trials: list[dict[str, Any]] = field(default_factory=list)  # per configuration: hyperparameters, scores
+
+
+def plan_folds(y: np.ndarray, *, max_folds: int = DEFAULT_MAX_FOLDS, seed: int = 0) -> FoldPlan:
+    """Stratified folds with k adapted to the smallest class (see the module docstring)."""
+    y = np.asarray(y)
+    counts = np.bincount(y)
+    smallest = int(counts[counts > 0].min())
+    if max_folds < 2:
+        raise ValueError(f"max_folds must be at least 2, got {max_folds}")
+    if smallest >= LARGE_CLASS:
+        k, repeats = min(3, max_folds), 1
+    elif smallest >= TINY_CLASS:
+        k, repeats = max_folds, 1
+    else:
+        k, repeats = max(2, min(max_folds, smallest)), TINY_REPEATS
+    if len(y) < 2 * k:
+        raise ValueError(f"{len(y)} rows are too few for {k}-fold cross-validation")
+    folds = []
+    for r in range(repeats):
+        splitter = StratifiedKFold(k, shuffle=True, random_state=seed + r)
+        # StratifiedKFold warns when a class has fewer than k rows; that case is the reason for repeats.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            folds.extend((fit, score) for fit, score in splitter.split(np.zeros(len(y)), y))
+    return FoldPlan(folds, k, repeats, smallest)
+
+
+def cv_rows(y: np.ndarray, max_rows: int = DEFAULT_CV_MAX_ROWS, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Rows to cross-validate (all when the pool is small) and weights restoring the pool's class mix."""
+    y = np.asarray(y)
+    if len(y) <= max_rows:
+        return np.arange(len(y)), np.ones(len(y))
+    rng = np.random.default_rng(seed)
+    classes, counts = np.unique(y, return_counts=True)
+    floor = max_rows // (2 * len(classes))
+    keep_small = np.minimum(counts, floor)
+    budget_left = max_rows - keep_small.sum()
+    extra = counts - keep_small
+    share = np.floor(budget_left * extra / max(1, extra.sum())).astype(int)
+    take = keep_small + share
+    rows, weight = [], []
+    for c, n_c, t in zip(classes, counts, take):
+        members = np.flatnonzero(y == c)
+        chosen = np.sort(rng.choice(members, size=int(t), replace=False)) if t < n_c else members
+        rows.append(chosen)
+        weight.append(np.full(len(chosen), n_c / len(chosen)))
+    order = np.argsort(np.concatenate(rows))
+    return np.concatenate(rows)[order], np.concatenate(weight)[order]
+
+
+def candidate_configs(family: str, given: Mapping[str, Any] | None = None,
+                      max_configs: int = DEFAULT_MAX_CONFIGS) -> list[dict[str, Any]]:
+    """Resolved configurations to try: the defaults (+ ``given``) first, then the family's grid with
+    ``given`` values always winning; duplicates dropped; at most ``max_configs``."""
+    given = dict(given or {})
+    out: list[dict[str, Any]] = []
+    for entry in [{}, *GRIDS.get(family, [])]:
+        config = resolve_hyperparameters(family, {**entry, **given})
+        if config not in out:
+            out.append(config)
+        if len(out) >= max_configs:
+            break
+    return out
+
+
+def fit_full_classes(estimator: Any, X: np.ndarray, y: np.ndarray, w: np.ndarray, k: int) -> Callable[[np.ndarray],
+                                                                                                   np.ndarray]:
+    """Fit on the classes present (relabelled 0..m-1, as xgboost requires); returns X -> k-column proba."""
+    present = np.unique(y)
+    remap = np.full(k, -1)
+    remap[present] = np.arange(len(present))
+    fitted = estimator.fit(X, remap[y], sample_weight=w)
+
+    def predict(X_new: np.ndarray) -> np.ndarray:
+        out = np.zeros((len(X_new), k))
+        out[:, present[np.asarray(fitted.classes_, dtype=int)]] = fitted.predict_proba(X_new)
+        return out
+
+    return predict
+
+
+def oof_proba(estimator: Any, X: np.ndarray, y: np.ndarray, w: np.ndarray, plan: FoldPlan, k: int) -> np.ndarray:
+    """Out-of-fold probabilities: each row scored by the fits that did not see it, averaged over repeats."""
+    total = np.zeros((len(y), k))
+    seen = np.zeros(len(y))
+    for fit_rows, score_rows in plan.folds:
+        predict = fit_full_classes(clone(estimator), X[fit_rows], y[fit_rows], w[fit_rows], k)
+        total[score_rows] += predict(X[score_rows])
+        seen[score_rows] += 1
+    return total / seen[:, None]
+
+
+def configs_within_budget(n_rows: int, plan: FoldPlan, budget: int, max_configs: int) -> int:
+    """How many configurations the row budget allows (at least one)."""
+    per_config = n_rows * (plan.k - 1) * plan.repeats  # each row is fitted k-1 times per repeat
+    return max(1, min(max_configs, int(budget // max(1.0, per_config))))
+
+
+def search(family: str, X: np.ndarray, y: np.ndarray, w: np.ndarray, k: int, *,
+           given: Mapping[str, Any] | None = None, seed: int = 0, budget: int = DEFAULT_SEARCH_BUDGET,
+           max_configs: int = DEFAULT_MAX_CONFIGS, max_folds: int = DEFAULT_MAX_FOLDS,
+           max_rows: int = DEFAULT_CV_MAX_ROWS,
+           adapt: Callable[[Any, np.ndarray], Any] | None = None) -> SearchResult:
+    """Cross-validate ``family``'s candidate configurations on (X, y, w); the best one's OOF predictions.
+
+    ``adapt(estimator, y_fit)`` may adjust an estimator to the rows it will see (e.g. tiny classes)."""
+    rows, row_weight = cv_rows(y, max_rows, seed)
+    Xs, ys, ws = X[rows], y[rows], w[rows]
+    plan = plan_folds(ys, max_folds=max_folds, seed=seed)
+    configs = candidate_configs(family, given, max_configs)
+    configs = configs[: configs_within_budget(len(ys), plan, budget, max_configs)]
+    best: tuple[tuple[float, float, int], dict[str, Any], np.ndarray] | None = None
+    trials = []
+    for i, config in enumerate(configs):
+        estimator = make_classifier(family, config, seed=seed)
+        if adapt is not None:
+            estimator = adapt(estimator, ys)
+        proba = oof_proba(estimator, Xs, ys, ws, plan, k)
+        s = decision_scores(ys, proba.argmax(axis=1), k)
+        trials.append({"hyperparameters": _jsonable(config), "macro_recall": s.macro_recall,
+                       "worst_class_recall": s.worst_recall})
+        rank = (round(s.macro_recall, 12), round(s.worst_recall, 12), -i)
+        if best is None or rank > best[0]:
+            best = (rank, config, proba)
+    assert best is not None
+    return SearchResult(best[1], best[2], rows, row_weight, plan, trials)
+
+
+def _jsonable(config: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in config.items()}
+
+
+def describe_plan(plan: FoldPlan, n_rows: int, n_configs: int) -> str:
+    return (f"{plan.k}-fold x {plan.repeats} repeat(s) on {n_rows} rows (smallest class {plan.smallest_class}), "
+            f"{n_configs} configuration(s), {n_configs * len(plan.folds)} fits")
+
+
