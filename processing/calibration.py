@@ -119,3 +119,73 @@ def plot_reliability(curves: Mapping[str, Sequence[Mapping[str, Any]]], path: st
     path = Path(path)
     fig.savefig(path, dpi=110)
     return path
+
+
+def honest_section(y: np.ndarray, raw: np.ndarray, calibrated: np.ndarray, decided: np.ndarray,
+                   labels: Sequence[str], decision_weights: Sequence[float] | None = None,
+                   calibration: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """What evaluation.json adds for honest numbers: per-class recall with its Wilson interval and support,
+    with and without the decision weights, and calibration before (raw) and after (served probabilities)."""
+    y = np.asarray(y)
+    plain = np.asarray(calibrated).argmax(axis=1)
+    with_weights, without = recall_table(y, decided, labels), recall_table(y, plain, labels)
+
+    def macro(table: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+        present = {k: v["recall"] for k, v in table.items() if v["support"]}
+        worst = min(present, key=lambda k: present[k])
+        return {"macro_recall": float(np.mean(list(present.values()))),
+                "worst_class_recall": {"label": worst, "recall": present[worst]}}
+
+    return {
+        "recall": with_weights,
+        "recall_without_decision_weights": without,
+        "with_decision_weights": macro(with_weights),
+        "without_decision_weights": macro(without),
+        "decision_weights": (None if decision_weights is None
+                             else {str(label): float(w) for label, w in zip(labels, decision_weights)}),
+        "calibration": {"method": dict(calibration) if calibration else None,
+                        "before": calibration_summary(y, raw), "after": calibration_summary(y, calibrated)},
+    }
+
+
+def _fmt(x: float | None, digits: int = 3) -> str:
+    return "n/a" if x is None else f"{x:.{digits}f}"
+
+
+def report_lines(section: Mapping[str, Any], out_dir: str | os.PathLike, title: str = "") -> tuple[list[str],
+                                                                                                    dict[str, str]]:
+    """Markdown for the report (recall with intervals, with/without decision weights, calibration) and the
+    reliability plot it links, written into ``out_dir``."""
+    path = Path(out_dir) / "reliability.png"
+    cal = section["calibration"]
+    plot_reliability({f"before calibration (ECE {cal['before']['ece']:.3f})": cal["before"]["bins"],
+                      f"served, calibrated (ECE {cal['after']['ece']:.3f})": cal["after"]["bins"]},
+                     path, f"{title}: reliability" if title else "Reliability")
+    lines = ["", "## Recall per class, with 95 % Wilson intervals", "",
+             "| Label | Support | Recall (decision weights) | 95 % interval | Recall (plain argmax) | Weight |",
+             "|---|---:|---:|---|---:|---:|"]
+    weights = section.get("decision_weights") or {}
+    for label, row in section["recall"].items():
+        ci = row["recall_ci95"]
+        plain = section["recall_without_decision_weights"][label]["recall"]
+        lines.append(f"| {label.replace('|', chr(92) + '|')} | {row['support']} | {_fmt(row['recall'])} | "
+                     f"{'n/a' if ci is None else f'{ci[0]:.3f}–{ci[1]:.3f}'} | {_fmt(plain)} | "
+                     f"{_fmt(weights.get(label), 2)} |")
+    w, wo = section["with_decision_weights"], section["without_decision_weights"]
+    lines += ["", f"Macro recall {_fmt(w['macro_recall'])} with the decision weights, {_fmt(wo['macro_recall'])} "
+              f"without; worst class {w['worst_class_recall']['label']} {_fmt(w['worst_class_recall']['recall'])} "
+              f"with, {wo['worst_class_recall']['label']} {_fmt(wo['worst_class_recall']['recall'])} without. "
+              "A small class's interval is wide: read its recall with it.", "",
+              "## Calibration", "",
+              "| Probabilities | ECE | Brier | Mean top probability | Accuracy |", "|---|---:|---:|---:|---:|"]
+    for name, key in (("before calibration (classifier)", "before"), ("served (calibrated)", "after")):
+        c = cal[key]
+        lines.append(f"| {name} | {c['ece']:.4f} | {c['brier']:.4f} | {c['mean_confidence']:.3f} | "
+                     f"{c['accuracy']:.3f} |")
+    method = cal.get("method")
+    if method:
+        lines += ["", f"Calibration: {method.get('method')}, temperature {method.get('temperature', 1.0):.3f}"
+                  + (", per-class bias " + ", ".join(f"{b:+.2f}" for b in method["bias"]) if method.get("bias")
+                     else "") + " (fitted out of fold at training)."]
+    lines += ["", f"![Reliability]({path.name})", ""]
+    return lines, {"reliability": str(path)}

@@ -24,7 +24,8 @@ import numpy as np
 import pandas as pd
 
 from diagnosa.data.schema import Schema
-from diagnosa.model import DiagnosaModel, ModelLoadError, unpack_model
+from diagnosa.model import DiagnosaModel, ModelLoadError, apply_calibration, unpack_model
+from processing.calibration import honest_section
 from processing.evaluation import evaluate, recall_gate, write_report
 
 log = logging.getLogger("diagnosa.evaluate")
@@ -38,12 +39,22 @@ def evaluate_model(model: DiagnosaModel, test: pd.DataFrame) -> dict[str, Any]:
     slice_name = (schema.slice if schema else None) or "orphan"
     if target not in test.columns:
         raise ValueError(f"the test split has no target column '{target}'")
-    proba = model.predict_proba(test)
+    raw = model.predict_proba_raw(test)
+    proba = apply_calibration(raw, model.metadata.get("calibration"))  # what the endpoint serves
+    decided = model.decide(proba)
     in_slice = (test[slice_column].fillna(False).to_numpy(dtype=bool)
                 if slice_column and slice_column in test.columns else None)
-    result = evaluate(test[target].tolist(), proba, model.labels, orphan=in_slice, slice_name=slice_name)
+    result = evaluate(test[target].tolist(), proba, model.labels, orphan=in_slice, slice_name=slice_name,
+                      predicted=decided)
+    index = {label: i for i, label in enumerate(model.labels)}
+    result["diagnosa"]["honest"] = honest_section(
+        np.array([index[str(v)] for v in test[target]]), raw, proba, decided, model.labels,
+        model.decision_weights, model.metadata.get("calibration"))
+    for label, row in result["diagnosa"]["honest"]["recall"].items():
+        result["diagnosa"]["per_class"][label]["recall_ci95"] = row["recall_ci95"]
     result["model"] = {k: model.metadata.get(k) for k in ("family", "hyperparameters", "fingerprint", "dataset",
-                                                          "validation") if k in model.metadata}
+                                                          "validation", "calibration", "decision_weights")
+                       if k in model.metadata}
     return result
 
 

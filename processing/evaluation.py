@@ -301,6 +301,12 @@ def write_report(evaluation: dict, out_dir: str | os.PathLike, *,
         c = d["per_class"][label]
         lines.append(f"| {_cell(label)} | {c['support']} | {_fmt(c['precision'])} | {_fmt(c['recall'])} | "
                      f"{_fmt(c['f1'])} | {_fmt(c['specificity'])} | {_fmt(c['average_precision'])} |")
+    if "honest" in d:  # recall intervals, decision weights and calibration (processing/calibration.py)
+        from processing.calibration import report_lines
+
+        extra, extra_paths = report_lines(d["honest"], out, title)
+        lines += extra
+        paths.update({key: Path(value) for key, value in extra_paths.items()})
     lines += ["", "## Slices", ""]
     if d["slices"]:
         names = list(d["slices"])
