@@ -17,7 +17,7 @@ Any other table can be added as ``--dataset my.csv:my.toml`` (a labelled CSV and
 
 Usage: python benchmarks/bench_real.py [--tables pbc,aids2,...] [--dataset x.csv:x.toml ...]
        [--seeds 0,1,2,3,4] [--families mlp,logistic_regression,xgboost] [--out docs/x.md]
-       [--data-dir DIR] [--via inprocess|cli] [--quick]
+       [--data-dir DIR] [--threads 1] [--quick]
 """
 from __future__ import annotations
 
@@ -26,7 +26,6 @@ import json
 import logging
 import math
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -155,8 +154,9 @@ def prepare_table(table: Table, folder: Path) -> tuple[Path, Path]:
     if id_column != "rownames" and "rownames" in frame.columns and "rownames" not in exclude:
         exclude.append("rownames")
     frame[table.target] = frame[table.target].map(_label_text)
-    present = sorted(frame[table.target].unique(),
-                     key=lambda v: (float(v), v) if all(_is_number(x) for x in frame[table.target].unique()) else (0, v))
+    values = list(frame[table.target].unique())
+    numeric = all(_is_number(v) for v in values)
+    present = sorted(values, key=lambda v: (float(v), v) if numeric else (0.0, v))
     labels = list(table.labels) if table.labels else present
     for column in frame.columns:  # integral floats (R's numeric) as integers, so the CSV reads naturally
         if frame[column].dtype.kind == "f" and column != table.target:
@@ -245,8 +245,8 @@ def _baseline_frame(frame: pd.DataFrame, schema: Schema) -> pd.DataFrame:
         out[name] = pd.to_numeric(frame[name].map(lambda v: float(v) if v is not None and not pd.isna(v) else np.nan),
                                   errors="coerce")
     for name in schema.features(*CATEGORY_TYPES):
-        out[name] = frame[name].map(lambda v: np.nan if v is None or (isinstance(v, float) and math.isnan(v)) else str(v))
-        out[name] = out[name].astype(object)
+        out[name] = frame[name].map(lambda v: np.nan if v is None or (isinstance(v, float) and math.isnan(v))
+                                    else str(v)).astype(object)
     return out
 
 
@@ -306,17 +306,6 @@ def diagnosa_inprocess(frame: pd.DataFrame, manifest: dict[str, Any], seed: int,
     return DiagnosaRun(selection["champion"], model, train_rows, test)
 
 
-def diagnosa_cli(csv_path: Path, toml_path: Path, dataset: str, seed: int, families: Sequence[str],
-                 work: Path) -> DiagnosaRun:
-    """The advertised commands: ``data ingest x.csv --config x.toml`` + ``run --local --dataset x``."""
-    help_text = subprocess.run([sys.executable, "-m", "diagnosa.cli", "run", "--help"], capture_output=True,
-                               text=True, cwd=ROOT).stdout
-    if "--dataset" not in help_text:
-        raise SystemExit("--via cli needs `diagnosa run --local --dataset NAME` (issue 13 part 1), which this "
-                         "checkout does not have yet; use --via inprocess")
-    raise SystemExit("--via cli: reading the champion and test split of a local execution is not wired yet")
-
-
 # ------------------------------------------------------------------------------------------------ the run
 
 @dataclass
@@ -333,7 +322,7 @@ class TableResult:
 
 
 def run_table(name: str, csv_path: Path, toml_path: Path, seeds: Sequence[int], families: Sequence[str],
-              via: str, work: Path, log: Callable[[str], None]) -> TableResult:
+              work: Path, log: Callable[[str], None]) -> TableResult:
     started = time.perf_counter()
     lake = DataLake.from_uri(str(work / "lake"))
     report = ingest_csv(lake, csv_path, toml_path)
@@ -348,12 +337,10 @@ def run_table(name: str, csv_path: Path, toml_path: Path, seeds: Sequence[int], 
         f"classes {counts}")
     for seed in seeds:
         try:
-            if via == "cli":
-                run = diagnosa_cli(csv_path, toml_path, report.dataset, seed, families, work / f"seed{seed}")
-            else:
-                run = diagnosa_inprocess(frame, manifest, seed, families, work / f"seed{seed}")
-        except (ValueError, KeyError) as err:  # e.g. a class too small for the protocol: say so, go on
-            result.failure = f"Diagnosa refused or failed: {type(err).__name__}: {err}"
+            run = diagnosa_inprocess(frame, manifest, seed, families, work / f"seed{seed}")
+        except Exception as err:  # e.g. a class too small for the protocol, a family that fails: say so, go on
+            first_line = str(err).strip().splitlines()[0] if str(err).strip() else ""
+            result.failure = f"Diagnosa refused or failed (seed {seed}): {type(err).__name__}: {first_line}"
             log(f"  {name} seed {seed}: {result.failure}")
             break
         y_test = run.test[schema.target].astype(str).tolist()
@@ -393,8 +380,8 @@ def goal(result: TableResult) -> dict[str, Any]:
             "met": d_macro >= 0.02 - 1e-12 and d_worst > 0}
 
 
-def markdown(results: Sequence[TableResult], seeds: Sequence[int], families: Sequence[str], via: str) -> str:
-    lines = [f"Seeds {', '.join(map(str, seeds))}; Diagnosa candidate families {', '.join(families)} (via {via}); "
+def markdown(results: Sequence[TableResult], seeds: Sequence[int], families: Sequence[str]) -> str:
+    lines = [f"Seeds {', '.join(map(str, seeds))}; Diagnosa candidate families {', '.join(families)}; "
              "test split = 10% of each table, stratified; baselines fit on train+validation.", ""]
     lines += ["| table | model | macro recall | worst-class recall | ECE (top label) |", "|---|---|---|---|---|"]
     for r in results:
@@ -406,7 +393,8 @@ def markdown(results: Sequence[TableResult], seeds: Sequence[int], families: Seq
             lines.append(f"| {r.name} | {model} | {_ms([x['macro_recall'] for x in s])} | "
                          f"{_ms([x['worst_class_recall'] for x in s])} | {_ms([x['ece'] for x in s])} |")
     lines += ["", "| table | rows | features | missing cells | classes (rows) | Diagnosa champion per seed | "
-              "better baseline | Δ macro | Δ worst class | goal met |", "|---|---:|---:|---:|---|---|---|---:|---:|---|"]
+              "better baseline | Δ macro | Δ worst class | goal met |",
+              "|---|---:|---:|---:|---|---|---|---:|---:|---|"]
     for r in results:
         classes = ", ".join(f"{k} ({v})" for k, v in r.counts.items())
         champions = ", ".join(f"{s}: {c}" for s, c in zip(seeds, r.champions)) or "—"
@@ -443,8 +431,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="also benchmark your own labelled CSV with its dataset config (repeatable)")
     parser.add_argument("--seeds", help="comma-separated split and model seeds (default 0,1,2,3,4)")
     parser.add_argument("--families", help="Diagnosa candidate families (default: the pipeline's)")
-    parser.add_argument("--via", choices=("inprocess", "cli"), default="inprocess",
-                        help="inprocess: the jobs' library functions; cli: diagnosa data ingest + run --local")
     parser.add_argument("--data-dir", help="write the CSV + TOML pairs here (default: a temporary folder)")
     parser.add_argument("--out", help="also write the Markdown table to this file")
     parser.add_argument("--threads", type=int, default=1, help="threads per numeric library (default 1)")
@@ -476,9 +462,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     with threadpool_limits(limits=args.threads), tempfile.TemporaryDirectory(prefix="bench-real-") as tmp:
         data_dir = Path(args.data_dir) if args.data_dir else Path(tmp) / "data"
         jobs = [(name, *prepare_table(TABLES[name], data_dir)) for name in names] + list(args.dataset)
-        results = [run_table(name, csv_path, toml_path, seeds, families, args.via, Path(tmp) / "work" / name, log)
+        results = [run_table(name, csv_path, toml_path, seeds, families, Path(tmp) / "work" / name, log)
                    for name, csv_path, toml_path in jobs]
-    table = markdown(results, seeds, families, args.via)
+    table = markdown(results, seeds, families)
     print(table, end="")
     log(f"done in {time.perf_counter() - started:.0f} s on {date.today().isoformat()}")
     if args.out:
