@@ -128,7 +128,7 @@ class LocalEndpoints:
                 raise DeployError(f"endpoint {endpoint_name}: {err}") from None
             archive.unlink()
         previous = self.describe(endpoint_name)
-        port = previous["Port"] if previous else (self.port or free_port(self.host))
+        port = previous["Port"] if previous else self._new_port(endpoint_name)
         if previous and _alive(previous.get("Pid")):
             self._stop(previous["Pid"])
         try:
@@ -159,6 +159,14 @@ class LocalEndpoints:
                            f"({'updated' if previous else 'created'}); server log {folder / 'server.log'}\n",
                            encoding="utf-8")
         return record
+
+    def _new_port(self, endpoint_name: str) -> int:
+        """A new endpoint's port: the one asked for; the default port only when no other endpoint of this
+        workspace holds it (each dataset has its own endpoint: the second one gets a free port)."""
+        if not self.port:
+            return free_port(self.host)
+        taken = {r["Port"] for r in self.list() if r["EndpointStatus"] == "InService" and r["EndpointName"] != endpoint_name}
+        return free_port(self.host) if self.port == DEFAULT_PORT and self.port in taken else self.port
 
     def deploy_model_package(self, package: dict[str, Any], endpoint_name: str = "diagnosa",
                              capture_sampling: int = 100) -> dict[str, Any]:
