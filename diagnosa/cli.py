@@ -312,6 +312,55 @@ def cmd_registry_decide(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------------------------------------ pipeline (AWS)
 
+def _pipeline_name(args: argparse.Namespace) -> str:
+    """--name, else the dataset's resource name (diagnosa for the built-in cohort)."""
+    from pipelines.definition import resource_name
+
+    dataset = _dataset_name(args)
+    return args.name or resource_name(dataset)
+
+
+def _dataset_name(args: argparse.Namespace) -> str:
+    if getattr(args, "dataset_config", None):
+        from diagnosa.data.schema import load_dataset_config
+
+        return load_dataset_config(args.dataset_config)["name"]
+    return getattr(args, "dataset", None) or "patients"
+
+
+def _dataset_settings(args: argparse.Namespace, bucket: str) -> dict:
+    """The definition's dataset settings (labels, slice, group, endpoint; docs/pipeline.md):
+    --dataset-config FILE.toml (offline), else the built-in cohort, else the latest curated version of
+    --dataset in the data lake (--lake or DIAGNOSA_LAKE; otherwise the workspace's lake for
+    `definition`, s3://<bucket> for upsert and start)."""
+    from diagnosa.data.ingest import IngestError, curated_prefix, latest_version
+    from diagnosa.data.schema import Schema, cohort_schema, config_slice, load_dataset_config
+    from pipelines.definition import BUILTIN_DATASET, dataset_settings
+
+    if getattr(args, "dataset_config", None):
+        config = load_dataset_config(args.dataset_config)
+        if args.dataset not in (None, config["name"]):
+            raise UsageError(f"--dataset {args.dataset} but {args.dataset_config} describes dataset {config['name']}")
+        slice_ = config_slice(config)
+        return dataset_settings(config["name"], config["labels"], slice_[0] if slice_ else None)
+    dataset = args.dataset or BUILTIN_DATASET
+    if dataset == BUILTIN_DATASET:
+        schema = cohort_schema()
+        return dataset_settings(schema.name, schema.labels, schema.slice)
+    if args.lake or os.environ.get("DIAGNOSA_LAKE") or args.pipeline_command == "definition":
+        lake = open_lake(args)
+    else:
+        import boto3
+
+        lake = DataLake.from_uri(f"s3://{bucket}", s3_client=boto3.client("s3", region_name=args.region))
+    try:
+        version = latest_version(lake, dataset)
+    except IngestError as err:
+        raise UsageError(f"{err} (or describe it with --dataset-config FILE.toml)") from None
+    schema = Schema.from_dict(lake.get_json(f"{curated_prefix(dataset, version)}/manifest.json")["schema"])
+    return dataset_settings(schema.name, schema.labels, schema.slice)
+
+
 def _pipeline_target(args: argparse.Namespace) -> tuple[str, str, dict]:
     """The bucket, region and definition settings the pipeline commands were given."""
     bucket = args.bucket or os.environ.get("DIAGNOSA_BUCKET")
@@ -321,7 +370,7 @@ def _pipeline_target(args: argparse.Namespace) -> tuple[str, str, dict]:
     if not region:
         raise UsageError("give an AWS region with --region (or AWS_REGION)")
     families = tuple(args.families.split(",")) if getattr(args, "families", None) else None
-    extra: dict = {"name": args.name}
+    extra: dict = {**_dataset_settings(args, bucket), "name": _pipeline_name(args)}
     if families:
         extra["families"] = families
     if getattr(args, "model_package_group", None):
@@ -398,13 +447,14 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
         if args.pipeline_command in ("status", "list"):
             client = boto3.client("sagemaker", region_name=args.region or os.environ.get("AWS_REGION")
                                   or os.environ.get("AWS_DEFAULT_REGION"))
+            name = _pipeline_name(args)
             arns = [args.execution] if getattr(args, "execution", None) else [
                 e["PipelineExecutionArn"] for e in client.list_pipeline_executions(
-                    PipelineName=args.name, SortBy="CreationTime", SortOrder="Descending")["PipelineExecutionSummaries"]]
+                    PipelineName=name, SortBy="CreationTime", SortOrder="Descending")["PipelineExecutionSummaries"]]
             if args.pipeline_command == "status":
                 arns = arns[:1]
                 if not arns:
-                    raise UsageError(f"pipeline {args.name} has no executions")
+                    raise UsageError(f"pipeline {name} has no executions")
             for arn in arns:
                 d = client.describe_pipeline_execution(PipelineExecutionArn=arn)
                 print(f"{arn}  {d['PipelineExecutionStatus']}  started {d.get('CreationTime')}")
@@ -431,12 +481,13 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
                 from diagnosa.data.ingest import IngestError, latest_version
 
                 bucket = args.bucket or os.environ.get("DIAGNOSA_BUCKET")
+                dataset = _dataset_name(args)
                 try:
                     version = latest_version(DataLake.from_uri(f"s3://{bucket}", s3_client=boto3.client(
-                        "s3", region_name=args.region or os.environ.get("AWS_REGION"))), "patients")
+                        "s3", region_name=args.region or os.environ.get("AWS_REGION"))), dataset)
                 except IngestError as err:
                     raise UsageError(f"{err} (or give --param InputDataUri=s3://...)") from None
-                overrides["InputDataUri"] = f"s3://{bucket}/curated/patients/{version}"
+                overrides["InputDataUri"] = f"s3://{bucket}/curated/{dataset}/{version}"
             execution = pipeline.start(parameters=overrides)
             print(f"{execution.arn}  (InputDataUri={overrides['InputDataUri']})")
         return 0
@@ -502,8 +553,12 @@ def build_parser() -> argparse.ArgumentParser:
                        ("start", "start an execution"), ("status", "the latest (or a given) execution's status"),
                        ("list", "executions, newest first")):
         sub = pipeline_commands.add_parser(verb, help=text)
-        sub.add_argument("--name", default="diagnosa", help="pipeline name")
+        sub.add_argument("--name", default=None, help="pipeline name (default: the dataset's, diagnosa for the "
+                                                      "built-in cohort)")
         sub.add_argument("--region", help="AWS region (default AWS_REGION)")
+        sub.add_argument("--dataset", help="the dataset the pipeline is for (default patients, the built-in cohort); "
+                                           "its labels and slice come from its latest curated manifest in the lake")
+        sub.add_argument("--dataset-config", help="the dataset's TOML config instead (labels and slice; no lake read)")
         if verb in ("definition", "upsert", "start"):
             sub.add_argument("--bucket", help="the data lake bucket (default DIAGNOSA_BUCKET)")
             sub.add_argument("--role-arn", help="pipeline execution role")
@@ -535,7 +590,8 @@ def build_parser() -> argparse.ArgumentParser:
         decide.add_argument("--reason", help="approval description kept with the version")
         decide.add_argument("--region", help="decide in SageMaker's Model Registry in this region (the local one otherwise)")
         if verb == "approve":
-            decide.add_argument("--endpoint-name", default="diagnosa", help="local endpoint the approved version goes to")
+            decide.add_argument("--endpoint-name", default=None,
+                                help="local endpoint the approved version goes to (default: the group's name)")
             decide.add_argument("--port", type=_int_in(0, 65535, "--port"), default=None,
                                 help="port if the endpoint is created (default 8080; 0 picks a free one)")
             decide.add_argument("--no-deploy", action="store_true", help="approve without deploying")

@@ -37,32 +37,73 @@ def local_endpoints(cli: ModuleType, args: argparse.Namespace, lake):
                           lake_uri=args.lake or os.environ.get("DIAGNOSA_LAKE"), port=getattr(args, "port", None))
 
 
-def local_definition(lake, families: tuple[str, ...] | None = None) -> dict[str, Any]:
-    """The pipeline definition for the local lake; what the SDK uploads while building it goes into the lake."""
+def local_definition(lake, families: tuple[str, ...] | None = None, **dataset: Any) -> dict[str, Any]:
+    """The pipeline definition for the local lake; what the SDK uploads while building it goes into the lake.
+
+    ``dataset``: the settings of the dataset it is built for (``pipelines.definition.dataset_settings``);
+    none: the built-in cohort."""
     from pipelines.offline import build_offline
 
-    build = build_offline(LOCAL_BUCKET, LOCAL_ROLE, **({"families": families} if families else {}))
+    build = build_offline(LOCAL_BUCKET, LOCAL_ROLE, **({"families": families} if families else {}), **dataset)
     for key, data in build.objects.items():
         if not lake.exists(key) or lake.get_bytes(key) != data:
             lake.put_bytes(key, data)
     return json.loads(build.definition)
 
 
+def curated_manifest(lake, dataset: str, input_uri: str | None = None) -> dict[str, Any] | None:
+    """The manifest of the curated version a run trains on: the one ``input_uri`` names (when it is a
+    curated version in this lake), else the dataset's latest; None when there is none."""
+    from diagnosa.data.ingest import IngestError, curated_prefix, latest_version
+
+    if input_uri:
+        key = input_uri.removeprefix(f"s3://{LOCAL_BUCKET}/").rstrip("/") + "/manifest.json"
+        return lake.get_json(key) if input_uri.startswith(f"s3://{LOCAL_BUCKET}/curated/") and lake.exists(key) else None
+    try:
+        version = latest_version(lake, dataset)
+    except IngestError:
+        return None
+    return lake.get_json(f"{curated_prefix(dataset, version)}/manifest.json")
+
+
+def dataset_of(manifest: dict[str, Any] | None, dataset: str) -> dict[str, Any]:
+    """The definition's dataset settings: from the curated manifest's schema (labels, slice), or the
+    built-in cohort's when there is no manifest yet."""
+    from diagnosa.data.schema import Schema, cohort_schema
+    from pipelines.definition import dataset_settings
+
+    schema = Schema.from_dict(manifest["schema"]) if manifest else cohort_schema()
+    return dataset_settings(schema.name, schema.labels, schema.slice)
+
+
 def cmd_run(args: argparse.Namespace, cli: ModuleType) -> int:
-    from diagnosa.data.ingest import IngestError, latest_version
+    from diagnosa.data.ingest import curated_prefix
+    from diagnosa.data.schema import too_small_classes
+    from pipelines.definition import BUILTIN_DATASET
     from pipelines.executor import ExecutionError, open_local, resolve_parameters
 
     if not args.local:
         raise cli.UsageError("only --local runs here; on SageMaker use `diagnosa pipeline upsert` then "
                              "`diagnosa pipeline start`")
     lake = _local_lake(cli, args)
+    dataset = args.dataset
     executor = open_local(cli.workspace(args), lake, LOCAL_BUCKET, endpoints=local_endpoints(cli, args, lake),
                           max_parallel=args.max_parallel, use_cache=not args.no_cache)
+    manifest = None
     try:
         if args.resume:
             record = executor.resume(args.resume)
         else:
             overrides = cli.split_params(args.param)
+            manifest = curated_manifest(lake, dataset, overrides.get("InputDataUri"))
+            if manifest is None and dataset != BUILTIN_DATASET and "InputDataUri" not in overrides:
+                raise cli.UsageError(f"no curated dataset '{dataset}' in {lake.uri}: ingest it first "
+                                     f"(`diagnosa data ingest FILE.csv --config FILE.toml`, docs/data.md)")
+            if manifest is not None:  # preflight: a class the split cannot place stops the run before any step
+                problem = too_small_classes(manifest.get("label_counts", {}), manifest["schema"]["labels"])
+                if problem:
+                    raise cli.UsageError(f"curated dataset {manifest['dataset']} version {manifest['version']}: "
+                                         f"{problem}; then ingest again")
             if args.definition:
                 try:
                     definition = json.loads(Path(args.definition).read_text(encoding="utf-8"))
@@ -71,7 +112,8 @@ def cmd_run(args: argparse.Namespace, cli: ModuleType) -> int:
             else:
                 families = tuple(f for f in args.families.split(",") if f) if args.families else None
                 try:
-                    definition = local_definition(lake, families)
+                    # Built for the dataset it trains on: its labels and slice come from the curated manifest.
+                    definition = local_definition(lake, families, **dataset_of(manifest, dataset))
                 except ValueError as err:
                     raise cli.UsageError(str(err)) from None
             if not isinstance(definition, dict):
@@ -79,21 +121,41 @@ def cmd_run(args: argparse.Namespace, cli: ModuleType) -> int:
             resolve_parameters(definition, overrides)  # names and types first: a typo is reported before data is looked for
             declared = {p["Name"] for p in definition.get("Parameters", [])}
             if "InputDataUri" in declared and "InputDataUri" not in overrides:
-                try:
-                    version = latest_version(lake, "patients")
-                except IngestError:
+                if manifest is None:
                     raise cli.UsageError(f"no curated dataset in {lake.uri}: run `diagnosa data generate` and "
-                                         "`diagnosa data ingest` first (or give --param InputDataUri=...)") from None
-                overrides["InputDataUri"] = f"s3://{LOCAL_BUCKET}/curated/patients/{version}"
-            print(f"local execution of pipeline diagnosa on {lake.uri}")
+                                         "`diagnosa data ingest` first (or give --param InputDataUri=...)")
+                overrides["InputDataUri"] = f"s3://{LOCAL_BUCKET}/{curated_prefix(dataset, manifest['version'])}"
+            print(f"local execution of pipeline diagnosa on {lake.uri}"
+                  + (f" (dataset {manifest['dataset']} version {manifest['version']})" if manifest else ""))
             record = executor.start(definition, overrides)
     except ExecutionError as err:
         raise cli.UsageError(str(err)) from None
-    _report(record, lake)
+    _report(record, lake, _example(lake, manifest, record))
     return 0 if record.status == "Succeeded" else 130 if record.status == "Stopped" else 1
 
 
-def _report(record, lake) -> None:
+def _example(lake, manifest: dict[str, Any] | None, record) -> dict[str, Any]:
+    """An example request for the hints: the built-in cohort's, else a curated row's feature values."""
+    import math
+
+    if manifest is None and record.data.get("Parameters", {}).get("InputDataUri"):
+        manifest = curated_manifest(lake, "", record.data["Parameters"]["InputDataUri"])
+    if not manifest or manifest.get("dataset") == "patients":
+        return EXAMPLE
+    from diagnosa.data.ingest import load_curated
+
+    frame, _ = load_curated(lake, manifest["dataset"], manifest["version"])
+    features = [f["name"] for f in manifest["schema"]["fields"] if f.get("role", "feature") == "feature"]
+    example: dict[str, Any] = {}
+    for name in features:  # the first row's known values (a missing value is simply left out)
+        value = frame[name].iloc[0] if name in frame.columns and len(frame) else None
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            continue
+        example[name] = value.tolist() if hasattr(value, "tolist") else value
+    return example
+
+
+def _report(record, lake, example: dict[str, Any] = EXAMPLE) -> None:
     print(f"execution {record.id}: {record.status} (details: {record.path})")
     steps = record.steps
     evaluate = steps.get("Evaluate", {}).get("Properties", {})
@@ -109,12 +171,15 @@ def _report(record, lake) -> None:
     prog = sys.argv[0] if os.path.basename(sys.argv[0]) == "diagnosa" else "diagnosa"
     if deploy.get("Url"):
         url = deploy["Url"]
+        body = json.dumps(example, ensure_ascii=False).replace("'", "'\\''")  # quoted for a POSIX shell
         print(f"  endpoint {deploy['EndpointName']} serving on {url}\n"
-              f"    curl -s {url}/invocations -H 'Content-Type: application/json' -d '{json.dumps(EXAMPLE)}'\n"
-              f"    echo '{json.dumps(EXAMPLE)}' | {prog} predict - --endpoint-url {url}")
+              f"    curl -s {url}/invocations -H 'Content-Type: application/json' -d '{body}'\n"
+              f"    echo '{body}' | {prog} predict - --endpoint-url {url}"
+              + (f" --endpoint-name {deploy['EndpointName']}" if deploy["EndpointName"] != "diagnosa" else ""))
     elif registered:
+        group, version = registered.rsplit("/", 2)[-2:]
         print("  not deployed (ModelApprovalStatus is not Approved): approve it with "
-              f"`diagnosa registry approve {registered.rsplit('/', 1)[-1]}`")
+              f"`diagnosa registry approve {version}" + (f" --group {group}`" if group != "diagnosa" else "`"))
     if record.status == "Stopped":
         print(f"  stopped before the end: resume with `diagnosa run --local --resume {record.id}`")
     if record.status == "Failed":
@@ -180,7 +245,9 @@ def approve_and_deploy(cli: ModuleType, args: argparse.Namespace, package: dict[
 
     lake = _local_lake(cli, args)
     try:
-        record = local_endpoints(cli, args, lake).deploy_model_package(package, endpoint_name=args.endpoint_name)
+        # Each dataset's group has its endpoint of the same name (diagnosa for the built-in cohort).
+        record = local_endpoints(cli, args, lake).deploy_model_package(
+            package, endpoint_name=args.endpoint_name or package["ModelPackageGroupName"])
     except JobError as err:  # DeployError, or a model outside the local lake
         raise cli.UsageError(f"approved, but not deployed: {err}") from None
     print(f"endpoint {record['EndpointName']} now serves v{package['ModelPackageVersion']} on {record['Url']}")
@@ -190,6 +257,9 @@ def register(commands: Any, cli: ModuleType) -> None:
     run = commands.add_parser("run", help="run the pipeline definition locally (the main job)")
     run.add_argument("--local", action="store_true", help="run on this machine with the local executor")
     run.add_argument("--param", action="append", default=[], help="NAME=VALUE parameter override (repeatable)")
+    run.add_argument("--dataset", default="patients",
+                     help="the curated dataset to train on, its latest version (default: the built-in cohort, patients); "
+                          "the definition is built for its labels and slice")
     run.add_argument("--definition", help="a saved definition JSON to run instead of building it")
     run.add_argument("--families", help="comma-separated candidate model families (when building the definition)")
     run.add_argument("--resume", metavar="EXECUTION_ID", help="rerun a failed execution from its failed step")
