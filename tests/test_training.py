@@ -346,19 +346,47 @@ def test_save_model_replaces_a_stale_model(layout, tmp_path):
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_upweighting_a_rare_class_raises_its_recall(tmp_path, family):
-    """Class weights arrive as sample weights; every family must honour them (trees less than linear)."""
+def test_upweighting_a_rare_class_raises_its_recall(family):
+    """Class weights arrive as sample weights; every family's fit must honour them (trees less than linear).
+
+    Checked on the estimators themselves: train() recomputes balanced weights over train + validation and
+    adds out-of-fold decision weights on top, which lift the rare class whatever train.npz's weights say."""
     rare = LABELS.index(CATEGORIES[-1])
     train = make_frame([300, 300, 300, 300, 25], seed=5, noise=2.0)
     validation = make_frame([100] * 5, seed=6, noise=2.0)
-    boost = np.where(train["label"] == LABELS[rare], 12.0, 1.0)
+    transformer = make_transformer().fit(train)
+    X, X_val = transformer.transform(train), transformer.transform(validation)
+    y = np.array([LABELS.index(v) for v in train["label"]])
+    y_val = np.array([LABELS.index(v) for v in validation["label"]])
     recalls = []
-    for name, weight in (("plain", None), ("weighted", boost)):
-        dirs = write_channels(tmp_path / name, train, validation, weight)
-        result = train_module.train(dirs["train"], dirs["validation"], dirs["transformer"], family,
-                                    FAST[family], seed=0)
-        recalls.append(result.model.metadata["validation"]["per_class_recall"][LABELS[rare]])
+    for weight in (np.ones(len(y)), np.where(y == rare, 12.0, 1.0)):
+        classifier = make_classifier(family, FAST[family], seed=0).fit(X, y, sample_weight=weight)
+        recalls.append(float((classifier.predict_proba(X_val).argmax(axis=1)[y_val == rare] == rare).mean()))
     assert recalls[1] > recalls[0] + 0.05, recalls
+
+
+def test_train_searches_calibrates_and_ships_decision_weights(tmp_path):
+    """A rare class of 12 training rows: the search cross-validates (5 folds, k set by the smallest class),
+    keeps given hyperparameters fixed, and the artifact carries calibration and decision weights."""
+    train = make_frame([300, 300, 300, 300, 12], seed=5, noise=2.0)
+    validation = make_frame([100, 100, 100, 100, 4], seed=6, noise=2.0)
+    dirs = write_channels(tmp_path, train, validation)
+    result = train_module.train(dirs["train"], dirs["validation"], dirs["transformer"], "logistic_regression",
+                                {"max_iter": "500"}, seed=0)
+    meta = result.model.metadata
+    assert meta["search"]["folds"] == 5 and meta["search"]["smallest_class"] == 16
+    assert meta["search"]["pool_rows"] == len(train) + len(validation) == meta["n_train"]
+    assert len(meta["search"]["trials"]) > 1
+    assert all(t["hyperparameters"]["max_iter"] == 500 for t in meta["search"]["trials"])
+    assert meta["calibration"]["method"] == "temperature"  # 16 rows: too few for a bias per class
+    assert set(meta["decision_weights"]) == set(LABELS)
+    assert meta["validation"]["method"].startswith("cross-validation")
+    assert meta["calibration_oof"]["after"]["ece"] <= meta["calibration_oof"]["before"]["ece"] + 1e-9
+    frame = validation.drop(columns=["label"])
+    raw, served = result.model.predict_proba_raw(frame), result.model.predict_proba(frame)
+    assert not np.allclose(raw, served)  # the served probabilities are the calibrated ones
+    weights = np.array([meta["decision_weights"][label] for label in LABELS])
+    assert result.model.predict(frame) == [LABELS[i] for i in (served * weights).argmax(axis=1)]
 
 
 @pytest.mark.parametrize("family", FAMILIES)
