@@ -12,8 +12,8 @@ pools the training and validation rows and cross-validates on the pool:
   carries a weight restoring the pool's class mix (recall per class does not depend on it; precision,
   calibration and the decision weights do).
 - **Budget** (``search_budget``): the search fits at most this many rows in total (summed over folds
-  and configurations; default 16,000), so a 400-row table tries the whole grid (``max_configs``,
-  default 6) and a 20,000-patient cohort two configurations. The family's defaults -- with any
+  and configurations; default 12,000), so a 400-row table tries the whole grid (``max_configs``,
+  default 6) and a 20,000-patient cohort (3,000 rows cross-validated, 3 folds) two configurations. The family's defaults -- with any
   hyperparameter the job was given -- always come first.
 - **Score** of a configuration: OOF macro recall of the plain argmax, ties broken by worst-class
   recall, then by grid order.
@@ -35,10 +35,10 @@ from sklearn.model_selection import StratifiedKFold
 from training.decisions import decision_scores
 from training.models import make_classifier, resolve_hyperparameters
 
-DEFAULT_SEARCH_BUDGET = 16_000  # rows fitted by the search, over all folds and configurations
+DEFAULT_SEARCH_BUDGET = 12_000  # rows fitted by the search, over all folds and configurations
 DEFAULT_MAX_CONFIGS = 6
 DEFAULT_MAX_FOLDS = 5
-DEFAULT_CV_MAX_ROWS = 4_000
+DEFAULT_CV_MAX_ROWS = 3_000
 TINY_CLASS = 10
 LARGE_CLASS = 100
 TINY_REPEATS = 3
