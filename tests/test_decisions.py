@@ -1,0 +1,188 @@
+"""Honest numbers and recall-tuned decisions: Wilson intervals, calibration error, calibration fits,
+decision weights, cross-validation planning, and the served model applying them."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+
+from diagnosa.model import DiagnosaModel, apply_calibration, decide
+from processing.calibration import (brier_score, calibration_summary, expected_calibration_error, honest_section,
+                                    recall_table, wilson_interval)
+from training.decisions import (calibrate_and_decide, decision_scores, fit_calibration, fit_decision_weights)
+from training.tuning import candidate_configs, cv_rows, oof_proba, plan_folds
+
+
+# ------------------------------------------------------------------------------------------------
+# Metrics
+
+
+def test_wilson_interval_matches_known_values():
+    low, high = wilson_interval(8, 10)  # Wilson (1927); e.g. Newcombe (1998) table I: 0.4902-0.9433
+    assert (round(low, 4), round(high, 4)) == (0.4902, 0.9433)
+    assert wilson_interval(0, 10)[0] == 0.0 and wilson_interval(10, 10)[1] == 1.0
+    assert wilson_interval(0, 0) is None
+    with pytest.raises(ValueError):
+        wilson_interval(3, 2)
+
+
+def test_ece_of_a_calibrated_predictor_is_near_zero_and_of_an_overconfident_one_is_not():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 2, size=(40_000, 3))
+    proba = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    y = np.array([rng.choice(3, p=p) for p in proba])  # labels drawn from the probabilities themselves
+    assert expected_calibration_error(y, proba) < 0.01
+    sharp = proba ** 4 / (proba ** 4).sum(axis=1, keepdims=True)
+    assert expected_calibration_error(y, sharp) > 0.1
+
+
+def test_brier_score_bounds():
+    y = np.array([0, 1, 2])
+    assert brier_score(y, np.eye(3)) == 0.0
+    assert brier_score(y, np.full((3, 3), 1 / 3)) == pytest.approx(2 / 3)
+    assert brier_score(y, np.eye(3)[[1, 2, 0]]) == pytest.approx(2.0)
+
+
+def test_recall_table_and_honest_section():
+    y = np.array([0, 0, 0, 0, 1, 1, 2])
+    plain = np.array([[0.9, 0.1, 0.0]] * 4 + [[0.6, 0.4, 0.0]] * 2 + [[0.5, 0.2, 0.3]])
+    table = recall_table(y, plain.argmax(axis=1), ["a", "b", "c"])
+    assert table["a"] == {"support": 4, "hits": 4, "recall": 1.0, "recall_ci95": list(wilson_interval(4, 4))}
+    assert table["b"]["recall"] == 0.0 and table["c"]["support"] == 1
+    weighted = decide(plain, [1.0, 2.0, 2.0])
+    section = honest_section(y, plain, plain, weighted, ["a", "b", "c"], [1.0, 2.0, 2.0])
+    assert section["without_decision_weights"]["worst_class_recall"]["recall"] == 0.0
+    assert section["with_decision_weights"]["macro_recall"] == pytest.approx(1.0)
+    assert section["calibration"]["before"]["ece"] == section["calibration"]["after"]["ece"]
+
+
+# ------------------------------------------------------------------------------------------------
+# Calibration and decision weights
+
+
+def test_temperature_recovers_an_overconfident_model():
+    rng = np.random.default_rng(1)
+    logits = rng.normal(0, 1.5, size=(5_000, 4))
+    proba = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    y = np.array([rng.choice(4, p=p) for p in proba])
+    sharp = proba ** 3 / (proba ** 3).sum(axis=1, keepdims=True)  # temperature 1/3 applied
+    fitted = fit_calibration(sharp, y)
+    assert fitted["method"] == "temperature" and fitted["bias"] is None
+    assert fitted["temperature"] == pytest.approx(3.0, rel=0.1)
+    calibrated = apply_calibration(sharp, fitted)
+    assert (calibrated.argmax(axis=1) == sharp.argmax(axis=1)).all()  # temperature never changes the decision
+    assert calibration_summary(y, calibrated)["ece"] < calibration_summary(y, sharp)["ece"] / 3
+    with_bias = fit_calibration(sharp, y, method="temperature_bias")
+    assert len(with_bias["bias"]) == 4 and sum(with_bias["bias"]) == pytest.approx(0.0, abs=1e-9)
+    assert apply_calibration(sharp, None) is not None and np.allclose(apply_calibration(sharp, None), sharp)
+
+
+def imbalanced_problem(seed: int, n_rare: int = 40):
+    """Three overlapping classes, the last rare: a plain argmax of the true posteriors rarely picks it."""
+    rng = np.random.default_rng(seed)
+    counts = [1_000, 600, n_rare]
+    y = np.repeat(np.arange(3), counts)
+    x = rng.normal(np.array([0.0, 1.5, 3.0])[y], 1.0)
+    prior = np.array(counts) / sum(counts)
+    like = np.exp(-0.5 * (x[:, None] - np.array([0.0, 1.5, 3.0])) ** 2)
+    proba = like * prior
+    return proba / proba.sum(axis=1, keepdims=True), y
+
+
+def test_decision_weights_raise_the_worst_class_recall_within_the_precision_bound():
+    proba, y = imbalanced_problem(2)
+    base = decision_scores(y, proba.argmax(axis=1), 3)
+    assert base.worst_recall < 0.4  # the rare class is mostly missed by the plain argmax
+    weights = fit_decision_weights(proba, y, max_precision_loss=0.2)
+    tuned = decision_scores(y, decide(proba, weights), 3)
+    assert tuned.worst_recall > base.worst_recall + 0.3
+    assert tuned.macro_precision >= base.macro_precision - 0.2 - 1e-9
+    assert np.exp(np.log(weights).mean()) == pytest.approx(1.0)
+    assert weights[2] > weights[0]
+    # the default bound (0.05) buys less, and holds
+    default = decision_scores(y, decide(proba, fit_decision_weights(proba, y)), 3)
+    assert default.macro_precision >= base.macro_precision - 0.05 - 1e-9
+    assert base.worst_recall < default.worst_recall < tuned.worst_recall
+
+
+def test_decision_weights_generalise_to_fresh_rows():
+    proba, y = imbalanced_problem(3)
+    fresh, y_fresh = imbalanced_problem(4)
+    fitted = calibrate_and_decide(proba, y)
+    before = decision_scores(y_fresh, fresh.argmax(axis=1), 3)
+    after = decision_scores(y_fresh, decide(apply_calibration(fresh, fitted["calibration"]),
+                                            fitted["decision_weights"]), 3)
+    assert after.worst_recall > before.worst_recall + 0.1
+
+
+def test_useless_weights_are_dropped():
+    y = np.repeat([0, 1], 50)
+    proba = np.eye(2)[y] * 0.8 + 0.1  # already perfect: nothing to gain
+    fitted = calibrate_and_decide(proba, y)
+    assert np.allclose(fitted["decision_weights"], 1.0)
+    assert (fitted["cross_fitted_pred"] == y).all()
+
+
+# ------------------------------------------------------------------------------------------------
+# Cross-validation planning
+
+
+def test_folds_adapt_to_the_smallest_class():
+    y = np.repeat([0, 1, 2], [200, 150, 4])
+    plan = plan_folds(y, seed=0)
+    assert (plan.k, plan.repeats, plan.smallest_class) == (4, 3, 4)
+    assert len(plan.folds) == 12
+    for fit, score in plan.folds:
+        assert not set(fit) & set(score)
+        assert (y[score] == 2).sum() == 1  # stratified: each fold scores one of the four rare rows
+    assert (plan_folds(np.repeat([0, 1], [500, 40])).k, plan_folds(np.repeat([0, 1], [500, 40])).repeats) == (5, 1)
+    assert plan_folds(np.repeat([0, 1], [500, 400])).k == 3
+
+
+def test_cv_rows_keep_small_classes_whole_and_weights_restore_the_mix():
+    y = np.repeat([0, 1, 2], [9_000, 900, 30])
+    rows, weight = cv_rows(y, max_rows=1_000, seed=0)
+    assert len(rows) <= 1_000 and (y[rows] == 2).sum() == 30
+    for c, n in ((0, 9_000), (1, 900), (2, 30)):
+        assert weight[y[rows] == c].sum() == pytest.approx(n)
+    assert cv_rows(y[:500], max_rows=1_000)[0].tolist() == list(range(500))
+
+
+def test_candidate_configs_put_defaults_first_and_keep_given_values():
+    configs = candidate_configs("logistic_regression", {"max_iter": 50}, max_configs=3)
+    assert configs[0]["C"] == 1.0 and len(configs) == 3
+    assert all(c["max_iter"] == 50 for c in configs)
+    assert candidate_configs("svm", {"C": 2.0}, max_configs=6) == [candidate_configs("svm", {"C": 2.0})[0]]
+
+
+def test_oof_probabilities_cover_every_row_and_a_class_missing_from_a_fold():
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1, 2], [60, 40, 1])  # the single row of class 2 is never in its own fit
+    X = rng.normal(y[:, None], 0.5, size=(len(y), 2))
+    plan = plan_folds(y, seed=0)
+    proba = oof_proba(LogisticRegression(max_iter=500), X, y, np.ones(len(y)), plan, 3)
+    assert proba.shape == (101, 3)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0)
+    assert proba[y == 2, 2][0] < 0.5  # scored by fits that never saw class 2 in at least one repeat
+
+
+# ------------------------------------------------------------------------------------------------
+# The model applies them
+
+
+def test_model_serves_calibrated_probabilities_and_decides_with_weights():
+    X = pd.DataFrame({"a": [0.0, 0.1, 1.0, 1.1, 2.0, 2.1], "b": [1.0, 0.9, 0.0, 0.1, 0.5, 0.4]})
+    y = np.array([0, 0, 1, 1, 2, 2])
+    pipeline = Pipeline([("features", StandardScaler()), ("classifier", LogisticRegression())]).fit(X, y)
+    model = DiagnosaModel(pipeline, ["x", "y", "z"], {"calibration": {"method": "temperature", "temperature": 2.0,
+                                                                     "bias": None},
+                                                     "decision_weights": {"x": 1.0, "y": 1.0, "z": 50.0}})
+    raw = model.predict_proba_raw(X)
+    served = model.predict_proba(X)
+    np.testing.assert_allclose(served, apply_calibration(raw, {"temperature": 2.0}))
+    assert served.max() < raw.max()  # softened
+    assert model.predict(X) == ["z"] * 6 or model.predict(X).count("z") > 2
+    assert DiagnosaModel(pipeline, ["x", "y", "z"]).predict(X) == ["x", "x", "y", "y", "z", "z"]
