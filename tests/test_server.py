@@ -422,6 +422,9 @@ class _Exploding:
             raise RuntimeError("secret internals")
         return self.model.predict_proba(frame)
 
+    def decide(self, proba: Any) -> Any:
+        return self.model.decide(proba)
+
 
 def test_an_unexpected_error_is_a_500_with_an_event_id_and_a_logged_traceback(model_dir, caplog):
     def loader(path: str) -> handler.Service:
