@@ -141,3 +141,23 @@ def test_run_refuses_a_dataset_it_cannot_find_or_split_before_any_step(tmp_path,
     assert err.count("\n") == 1 and "curated dataset tiny version v1: 3 classes too small" in err
     assert "class 'b' has 2 rows, class 'c' has 1 row, class 'd' has no rows" in err and "'a'" not in err
     assert not (tmp_path / "ws" / "executions").exists() or not any((tmp_path / "ws" / "executions").iterdir())
+
+
+def test_evaluation_and_gate_for_any_labels_and_slice():
+    import numpy as np
+
+    from processing.evaluate import gate_section
+    from processing.evaluation import evaluate
+
+    y = ["1", "2", "3", "1", "2", "3"]
+    proba = np.eye(3)[[0, 1, 2, 0, 0, 2]]  # one '2' (in the slice) predicted '1'
+    result = evaluate(y, proba, ["1", "2", "3"], orphan=np.array([False, True, False, True, True, False]),
+                      slice_name="edema")
+    assert set(result["diagnosa"]["slices"]) == {"edema", "common"}
+    assert result["diagnosa"]["slices"]["edema"]["macro_recall"] == 0.75  # 1: 1/1, 2: 1/2
+    passed = gate_section(result, {"1": 0.5, "2": 0.5, "3": 0.5}, None, {"edema": 0.5})
+    assert passed["passed"] is True
+    failed = gate_section(result, {"1": 0.5, "2": 0.9, "3": 0.5}, None, {"edema": 0.8, "smokers": 0.1})
+    assert not failed["passed"] and "recall[2] 0.500 < 0.900" in failed["message"]
+    assert "edema_macro_recall 0.750 < 0.800 (short by 0.050)" in failed["message"]
+    assert "smokers_macro_recall undefined < 0.100" in failed["message"]  # a slice the evaluation lacks fails
