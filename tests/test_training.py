@@ -371,12 +371,13 @@ def test_train_searches_calibrates_and_ships_decision_weights(tmp_path):
     train = make_frame([300, 300, 300, 300, 12], seed=5, noise=2.0)
     validation = make_frame([100, 100, 100, 100, 4], seed=6, noise=2.0)
     dirs = write_channels(tmp_path, train, validation)
+    settings = train_module.SearchSettings(budget=40_000, max_configs=3)  # 1,616 rows x 4 fits per configuration
     result = train_module.train(dirs["train"], dirs["validation"], dirs["transformer"], "logistic_regression",
-                                {"max_iter": "500"}, seed=0)
+                                {"max_iter": "500"}, seed=0, settings=settings)
     meta = result.model.metadata
     assert meta["search"]["folds"] == 5 and meta["search"]["smallest_class"] == 16
     assert meta["search"]["pool_rows"] == len(train) + len(validation) == meta["n_train"]
-    assert len(meta["search"]["trials"]) > 1
+    assert len(meta["search"]["trials"]) == 3  # the budget allows 6; max_configs caps at 3
     assert all(t["hyperparameters"]["max_iter"] == 500 for t in meta["search"]["trials"])
     assert meta["calibration"]["method"] == "temperature"  # 16 rows: too few for a bias per class
     assert set(meta["decision_weights"]) == set(LABELS)
