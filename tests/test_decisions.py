@@ -186,3 +186,18 @@ def test_model_serves_calibrated_probabilities_and_decides_with_weights():
     assert served.max() < raw.max()  # softened
     assert model.predict(X) == ["z"] * 6 or model.predict(X).count("z") > 2
     assert DiagnosaModel(pipeline, ["x", "y", "z"]).predict(X) == ["x", "x", "y", "y", "z", "z"]
+
+
+def test_weights_are_kept_only_for_a_gain_beyond_noise():
+    from training.decisions import DecisionScores, weights_pay_off
+
+    y = np.repeat([0, 1, 2], [400, 400, 100])  # the worst class (2) has 100 rows: one standard error ~0.045 at 0.7
+
+    def scores(recalls):
+        r = np.array(recalls, dtype=float)
+        return DecisionScores(r, np.ones(3), float(r.mean()), float(r.min()), 1.0)
+
+    plain = scores([0.95, 0.95, 0.70])
+    assert not weights_pay_off(y, plain, scores([0.95, 0.93, 0.75]))  # +0.05: within two standard errors
+    assert weights_pay_off(y, plain, scores([0.94, 0.93, 0.85]))  # +0.15, macro recall up
+    assert not weights_pay_off(y, plain, scores([0.80, 0.80, 0.85]))  # worst class up, macro recall down

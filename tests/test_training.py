@@ -390,6 +390,30 @@ def test_train_searches_calibrates_and_ships_decision_weights(tmp_path):
     assert result.model.predict(frame) == [LABELS[i] for i in (served * weights).argmax(axis=1)]
 
 
+def test_enough_validation_rows_per_class_select_on_the_split_and_ship_the_model_fitted_on_train(tmp_path):
+    """Every class with >= holdout_min_class validation rows: no cross-validation, no refit; the shipped
+    classifier is the one fitted on the training rows and scored on validation."""
+    train = make_frame([200, 200, 200, 200, 60], seed=5, noise=2.0)
+    validation = make_frame([60, 60, 60, 60, 20], seed=6, noise=2.0)
+    dirs = write_channels(tmp_path, train, validation)
+    holdout = train_module.train(dirs["train"], dirs["validation"], dirs["transformer"], "logistic_regression",
+                                 seed=0, settings=train_module.SearchSettings(holdout_min_class=20))
+    meta = holdout.model.metadata
+    assert meta["search"]["regime"] == "holdout" and meta["search"]["rows"] == len(validation)
+    assert meta["n_train"] == len(train) and meta["validation"]["method"].startswith("validation split")
+    fitted = make_classifier("logistic_regression", meta["hyperparameters"], seed=0)
+    with np.load(dirs["train"] / "train.npz") as npz:
+        fitted.fit(npz["X"], npz["y"], sample_weight=npz["sample_weight"])
+    X_val = holdout.model.features.transform(validation.drop(columns=["label"]))
+    np.testing.assert_allclose(holdout.model.predict_proba_raw(validation.drop(columns=["label"])),
+                               fitted.predict_proba(X_val), atol=1e-9)
+    # one validation row fewer than asked for in the smallest class: cross-validation on train + validation
+    crossed = train_module.train(dirs["train"], dirs["validation"], dirs["transformer"], "logistic_regression",
+                                 seed=0, settings=train_module.SearchSettings(holdout_min_class=21))
+    assert crossed.model.metadata["search"]["regime"] == "cross-validation"
+    assert crossed.model.metadata["n_train"] == len(train) + len(validation)
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 def test_same_seed_same_predictions(layout, family):
     validation = pd.read_parquet(layout["validation"] / "validation.parquet")
@@ -398,3 +422,13 @@ def test_same_seed_same_predictions(layout, family):
     np.testing.assert_array_equal(runs[0], runs[1])
     if family in ("random_forest", "mlp", "svm"):  # families whose fit draws random numbers
         assert not np.array_equal(runs[0], runs[2])
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_every_family_fits_a_two_label_dataset(family):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(120, 3))
+    y = (X[:, 0] + 0.3 * rng.normal(size=120) > 0).astype(int)
+    proba = make_classifier(family, FAST[family], seed=0).fit(X, y, sample_weight=np.ones(120)).predict_proba(X)
+    assert proba.shape == (120, 2) and np.allclose(proba.sum(axis=1), 1.0)
+    assert (proba.argmax(axis=1) == y).mean() > 0.65  # learns something (classes are about even)

@@ -226,8 +226,9 @@ def make_classifier(family: str, hyperparameters: Mapping[str, Any] | None = Non
         return XGBClassifier(n_estimators=hp["n_estimators"], max_depth=hp["max_depth"],
                              learning_rate=hp["learning_rate"], subsample=hp["subsample"],
                              colsample_bytree=hp["colsample_bytree"], min_child_weight=hp["min_child_weight"],
-                             reg_lambda=hp["reg_lambda"], tree_method="hist", objective="multi:softprob",
-                             n_jobs=-1, random_state=seed)
+                             reg_lambda=hp["reg_lambda"], tree_method="hist", n_jobs=-1, random_state=seed)
+        # No objective: XGBClassifier takes multi:softprob for 3+ classes and binary:logistic for two
+        # (a fixed multi:softprob fails on a two-label dataset: "num_class should be greater equal to 1").
     if family == "mlp":
         return MLPClassifier(hidden_layer_sizes=hp["hidden_layer_sizes"], alpha=hp["alpha"],
                              learning_rate_init=hp["learning_rate_init"], max_iter=hp["max_iter"],

@@ -35,7 +35,7 @@ from processing.evaluation import evaluate
 from training.decisions import MAX_PRECISION_LOSS, calibrate_and_decide
 from training.models import adapt_to_rows, check_seed, make_classifier, portable, resolve_hyperparameters
 from training.tuning import (DEFAULT_CV_MAX_ROWS, DEFAULT_MAX_CONFIGS, DEFAULT_MAX_FOLDS, DEFAULT_SEARCH_BUDGET,
-                             describe_plan, search)
+                             HOLDOUT_MIN_CLASS, describe_plan, holdout_search, search, use_holdout)
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +55,8 @@ class TrainResult(NamedTuple):
 
 
 # Job settings that are not the family's hyperparameters (SageMaker passes them the same way).
-SETTING_NAMES = ("search_budget", "search_max_configs", "cv_max_folds", "cv_max_rows", "max_precision_loss")
+SETTING_NAMES = ("search_budget", "search_max_configs", "cv_max_folds", "cv_max_rows", "max_precision_loss",
+                 "holdout_min_class")
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,7 @@ class SearchSettings:
     max_folds: int = DEFAULT_MAX_FOLDS
     cv_max_rows: int = DEFAULT_CV_MAX_ROWS
     max_precision_loss: float = MAX_PRECISION_LOSS
+    holdout_min_class: int = HOLDOUT_MIN_CLASS  # validation rows per class from which the split selects
 
     @classmethod
     def pop_from(cls, hps: dict[str, Any]) -> SearchSettings:
@@ -77,7 +79,8 @@ class SearchSettings:
                        max_configs=int(float(raw.get("search_max_configs", cls.max_configs))),
                        max_folds=int(float(raw.get("cv_max_folds", cls.max_folds))),
                        cv_max_rows=int(float(raw.get("cv_max_rows", cls.cv_max_rows))),
-                       max_precision_loss=float(raw.get("max_precision_loss", cls.max_precision_loss)))
+                       max_precision_loss=float(raw.get("max_precision_loss", cls.max_precision_loss)),
+                       holdout_min_class=int(float(raw.get("holdout_min_class", cls.holdout_min_class))))
         except (TypeError, ValueError):
             raise ValueError(f"search settings must be numbers, got {raw}") from None
 
@@ -86,12 +89,15 @@ class SearchSettings:
             raise ValueError("search_budget and search_max_configs must be at least 1, cv_max_rows at least 20")
         if self.max_folds < 2:
             raise ValueError(f"cv_max_folds must be at least 2, got {self.max_folds}")
+        if self.holdout_min_class < 1:
+            raise ValueError(f"holdout_min_class must be at least 1, got {self.holdout_min_class}")
         if not 0 <= self.max_precision_loss <= 1:
             raise ValueError(f"max_precision_loss must lie in [0, 1], got {self.max_precision_loss}")
 
     def to_dict(self) -> dict[str, Any]:
         return {"search_budget": self.budget, "search_max_configs": self.max_configs, "cv_max_folds": self.max_folds,
-                "cv_max_rows": self.cv_max_rows, "max_precision_loss": self.max_precision_loss}
+                "cv_max_rows": self.cv_max_rows, "max_precision_loss": self.max_precision_loss,
+                "holdout_min_class": self.holdout_min_class}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -334,10 +340,13 @@ def build_pools(X: np.ndarray, y: np.ndarray, weight: np.ndarray, X_val: np.ndar
 def train(train_dir: str | os.PathLike, validation_dir: str | os.PathLike, transformer_dir: str | os.PathLike,
           family: str, hyperparameters: Mapping[str, Any] | None = None, seed: int = 0, *,
           settings: SearchSettings | None = None) -> TrainResult:
-    """Choose ``family``'s hyperparameters by cross-validation on train + validation, calibrate and fit
-    decision weights out of fold, refit on all rows and wrap with the fitted transformer.
+    """Choose ``family``'s hyperparameters, calibrate and fit decision weights on rows the model did not
+    see, and wrap the model with the fitted transformer.
 
-    ``hyperparameters`` given are held fixed; the search varies the others (training/tuning.py)."""
+    Two regimes (training/tuning.py): when every class has ``settings.holdout_min_class`` validation
+    rows, configurations are fitted on the training rows and scored on the validation split, and that
+    fitted model is shipped; otherwise (tiny classes) by cross-validation on train + validation, out of
+    fold, and refitted on all rows. ``hyperparameters`` given are held fixed; the search varies the others."""
     given = resolve_hyperparameters(family, hyperparameters)  # bad hyperparameters fail before any I/O
     given = {k: v for k, v in given.items() if k in (hyperparameters or {})}
     seed = check_seed(seed)
@@ -374,51 +383,75 @@ def train(train_dir: str | os.PathLike, validation_dir: str | os.PathLike, trans
     logger.info("phase load: %.2f s", time.perf_counter() - started)
 
     started = time.perf_counter()
-    found = search(family, pools.cv_X, pools.cv_y, pools.cv_w, k, given=given, seed=seed, budget=settings.budget,
-                   max_configs=settings.max_configs, max_folds=settings.max_folds, max_rows=settings.cv_max_rows,
-                   adapt=adapt_to_rows)
+    if use_holdout(y_val, k, settings.holdout_min_class):
+        # Enough validation rows in every class: the split selects, calibrates and decides; the model
+        # fitted on the training rows is the one shipped (no refit, so the calibration is its own).
+        held = holdout_search(family, X, y, weight, X_val, y_val, k, given=given, seed=seed, budget=settings.budget,
+                              max_configs=settings.max_configs)
+        hyper, proba, y_eval, trials, classifier = held.hyperparameters, held.proba, y_val, held.trials, held.estimator
+        w_eval = np.ones(len(y_val)) if pools.method == "none" else compute_sample_weight("balanced", y_val)
+        eval_orphan = None if orphan is None else np.asarray(orphan, dtype=bool)
+        plan_info = {"regime": "holdout", "rows": int(len(y_val)), "smallest_class": int(np.bincount(y_val).min())}
+        method = ("validation split (every class has at least "
+                  f"{settings.holdout_min_class} rows there): calibrated probabilities, decision weights cross-fitted "
+                  "(fitted on one half of the rows, scored on the other)")
+        logger.info("phase search: %d configuration(s) fitted on %d training rows, scored on %d validation rows; "
+                    "best %s", len(trials), len(y), len(y_val), hyper)
+    else:
+        found = search(family, pools.cv_X, pools.cv_y, pools.cv_w, k, given=given, seed=seed, budget=settings.budget,
+                       max_configs=settings.max_configs, max_folds=settings.max_folds, max_rows=settings.cv_max_rows,
+                       adapt=adapt_to_rows)
+        hyper, proba, y_eval, trials, classifier = found.hyperparameters, found.oof_proba, pools.cv_y[found.rows], \
+            found.trials, None
+        w_eval = found.row_weight
+        eval_orphan = None
+        if orphan is not None:  # the slice is known for the validation rows only; others count as outside it
+            flags = np.zeros(len(pools.cv_y), dtype=bool)
+            flags[pools.validation_rows] = np.asarray(orphan, dtype=bool)
+            eval_orphan = flags[found.rows]
+        plan_info = {"regime": "cross-validation", "folds": found.plan.k, "repeats": found.plan.repeats,
+                     "smallest_class": found.plan.smallest_class, "rows": int(len(found.rows)),
+                     "pool_rows": int(len(pools.cv_y))}
+        method = ("cross-validation: out-of-fold calibrated probabilities, decision weights cross-fitted "
+                  "(fitted on one half of the rows, scored on the other)")
+        logger.info("phase search: %s; best %s", describe_plan(found.plan, len(found.rows), len(trials)), hyper)
     search_seconds = time.perf_counter() - started
-    logger.info("phase search: %s in %.2f s; best %s", describe_plan(found.plan, len(found.rows), len(found.trials)),
-                search_seconds, found.hyperparameters)
+    logger.info("phase search: %.2f s", search_seconds)
 
     started = time.perf_counter()
-    y_cv = pools.cv_y[found.rows]
-    post = calibrate_and_decide(found.oof_proba, y_cv, found.row_weight, max_precision_loss=settings.max_precision_loss,
-                                seed=seed)
+    post = calibrate_and_decide(proba, y_eval, w_eval, max_precision_loss=settings.max_precision_loss, seed=seed)
     weights = post["decision_weights"]
-    cv_orphan = None
-    if orphan is not None:  # the slice is known for the validation rows only; others count as outside it
-        flags = np.zeros(len(pools.cv_y), dtype=bool)
-        flags[pools.validation_rows] = np.asarray(orphan, dtype=bool)
-        cv_orphan = flags[found.rows]
-    truth = [labels[i] for i in y_cv]
-    evaluation = evaluate(truth, post["calibrated"], labels, orphan=cv_orphan, predicted=post["cross_fitted_pred"])
+    truth = [labels[i] for i in y_eval]
+    evaluation = evaluate(truth, post["calibrated"], labels, orphan=eval_orphan, predicted=post["cross_fitted_pred"])
     plain = evaluate(truth, post["calibrated"], labels, predicted=post["calibrated"].argmax(axis=1))
     summary = validation_summary(evaluation)
-    summary["method"] = ("cross-validation: out-of-fold calibrated probabilities, decision weights cross-fitted "
-                         "(fitted on one half of the rows, scored on the other)")
+    summary["method"] = method
     summary["plain_argmax"] = {"macro_recall": plain["diagnosa"]["macro"]["recall"],
                                "worst_class_recall": plain["diagnosa"]["worst_class_recall"]}
-    calibration_oof = {"before": _calibration_numbers(y_cv, found.oof_proba),
-                       "after": _calibration_numbers(y_cv, post["calibrated"])}
-    logger.info("phase calibrate+decide: %.2f s; %s T=%.3f; weights %s; CV macro recall %.4f (plain argmax %.4f), "
-                "worst class %s %.4f; OOF ECE %.4f -> %.4f", time.perf_counter() - started,
+    calibration_oof = {"before": _calibration_numbers(y_eval, proba),
+                       "after": _calibration_numbers(y_eval, post["calibrated"])}
+    logger.info("phase calibrate+decide: %.2f s; %s T=%.3f; weights %s; macro recall %.4f (plain argmax %.4f), "
+                "worst class %s %.4f; ECE %.4f -> %.4f", time.perf_counter() - started,
                 post["calibration"]["method"], post["calibration"]["temperature"], np.round(weights, 3).tolist(),
                 summary["macro_recall"], summary["plain_argmax"]["macro_recall"], summary["worst_class_recall"]["label"],
                 summary["worst_class_recall"]["recall"], calibration_oof["before"]["ece"],
                 calibration_oof["after"]["ece"])
 
     started = time.perf_counter()
-    classifier = adapt_to_rows(make_classifier(family, found.hyperparameters, seed=seed), pools.fit_y)
-    classifier.fit(pools.fit_X, pools.fit_y, sample_weight=pools.fit_w)
+    if classifier is None:
+        classifier = adapt_to_rows(make_classifier(family, hyper, seed=seed), pools.fit_y)
+        classifier.fit(pools.fit_X, pools.fit_y, sample_weight=pools.fit_w)
+        n_fit = len(pools.fit_y)
+    else:
+        n_fit = len(y)
     fit_seconds = time.perf_counter() - started
-    logger.info("phase fit: %s on %d rows x %d features in %.2f s", family, len(pools.fit_y), X.shape[1], fit_seconds)
+    logger.info("phase fit: %s on %d rows x %d features in %.2f s", family, n_fit, X.shape[1], fit_seconds)
 
     pipeline = Pipeline([("features", transformer), ("classifier", portable(classifier))])
     model = DiagnosaModel(pipeline=pipeline, labels=labels)
     model.metadata = {
         "family": family,
-        "hyperparameters": {k_: list(v) if isinstance(v, tuple) else v for k_, v in found.hyperparameters.items()},
+        "hyperparameters": {k_: list(v) if isinstance(v, tuple) else v for k_, v in hyper.items()},
         "seed": seed,
         "labels": labels,
         "input_schema": _input_schema(schema),
@@ -428,7 +461,7 @@ def train(train_dir: str | os.PathLike, validation_dir: str | os.PathLike, trans
         "dataset": record.get("dataset"),
         "preprocess_params": record.get("params"),
         "feature_names": names,
-        "n_train": int(len(pools.fit_y)),
+        "n_train": int(n_fit),
         "fingerprint": {"preprocess": record.get("fingerprint"), "train_npz_sha256": train_sha},
         "validation": summary,
         "calibration": post["calibration"],
@@ -437,9 +470,7 @@ def train(train_dir: str | os.PathLike, validation_dir: str | os.PathLike, trans
                           f"maximise the worst class's recall with macro precision at most "
                           f"{settings.max_precision_loss:g} below the plain argmax's"),
         "calibration_oof": calibration_oof,
-        "search": {"settings": settings.to_dict(), "folds": found.plan.k, "repeats": found.plan.repeats,
-                   "smallest_class": found.plan.smallest_class, "rows": int(len(found.rows)),
-                   "pool_rows": int(len(pools.cv_y)), "resampling": pools.method, "trials": found.trials,
+        "search": {"settings": settings.to_dict(), **plan_info, "resampling": pools.method, "trials": trials,
                    "given": {k_: list(v) if isinstance(v, tuple) else v for k_, v in given.items()}},
         "train_seconds": round(search_seconds + fit_seconds, 3),
         "search_seconds": round(search_seconds, 3),
