@@ -323,18 +323,35 @@ class TableResult:
 
 def run_table(name: str, csv_path: Path, toml_path: Path, seeds: Sequence[int], families: Sequence[str],
               work: Path, log: Callable[[str], None]) -> TableResult:
-    started = time.perf_counter()
+    """A CSV + dataset config through the BYOD ingestion, then ``run_curated``."""
     lake = DataLake.from_uri(str(work / "lake"))
     report = ingest_csv(lake, csv_path, toml_path)
     frame, manifest = load_curated(lake, report.dataset, report.version)
+    log(f"{name}: {report.sources[0].read} rows read")
+    return run_curated(name, frame, manifest, seeds, families, work, log)
+
+
+def cohort_table(patients: int, work: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The built-in generated cohort (seed 7, as `make run`), curated by its own ingestion."""
+    from diagnosa.data.cohort import CohortConfig, generate, write_raw
+    from diagnosa.data.ingest import ingest_cohort
+
+    lake = DataLake.from_uri(str(work / "lake"))
+    write_raw(generate(CohortConfig(patients=patients, seed=7)), lake, "bench")
+    ingest_cohort(lake, "bench")
+    return load_curated(lake)
+
+
+def run_curated(name: str, frame: pd.DataFrame, manifest: dict[str, Any], seeds: Sequence[int],
+                families: Sequence[str], work: Path, log: Callable[[str], None]) -> TableResult:
+    started = time.perf_counter()
     schema = Schema.from_dict(manifest["schema"])
     features = schema.features()
     counts = {str(k): int(v) for k, v in frame[schema.target].astype(str).value_counts()
               .reindex(list(schema.labels), fill_value=0).items()}
     missing = float(frame[features].isna().to_numpy().mean()) if features else 0.0
     result = TableResult(name, len(frame), len(features), missing, counts)
-    log(f"{name}: {report.sources[0].read} rows read, {len(frame)} curated, {len(features)} features, "
-        f"classes {counts}")
+    log(f"{name}: {len(frame)} curated rows, {len(features)} features, classes {counts}")
     for seed in seeds:
         try:
             run = diagnosa_inprocess(frame, manifest, seed, families, work / f"seed{seed}")
@@ -406,6 +423,13 @@ def markdown(results: Sequence[TableResult], seeds: Sequence[int], families: Seq
             tail = "— | — | — | —"
         lines.append(f"| {r.name} | {r.rows:,} | {r.features} | {r.missing_share:.1%} | {classes} | {champions} | "
                      f"{tail} |")
+    lines += ["", "Diagnosa recall per class (mean over seeds):", ""]
+    for r in results:
+        per = r.per_seed.get(DIAGNOSA, [])
+        if per:
+            lines.append(f"- {r.name}: " + ", ".join(
+                f"{label} {np.mean([s['recall'][label] for s in per if label in s['recall']]):.3f}"
+                for label in r.counts if any(label in s["recall"] for s in per)))
     failures = [r for r in results if r.failure]
     if failures:
         lines += [""] + [f"- {r.name}: {r.failure}" for r in failures]
@@ -432,6 +456,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seeds", help="comma-separated split and model seeds (default 0,1,2,3,4)")
     parser.add_argument("--families", help="Diagnosa candidate families (default: the pipeline's)")
     parser.add_argument("--data-dir", help="write the CSV + TOML pairs here (default: a temporary folder)")
+    parser.add_argument("--cohort", type=int, metavar="PATIENTS",
+                        help="also run the built-in generated cohort of this size (seed 7, as `make run`): the "
+                             "check that no class of the default data loses recall")
     parser.add_argument("--out", help="also write the Markdown table to this file")
     parser.add_argument("--threads", type=int, default=1, help="threads per numeric library (default 1)")
     parser.add_argument("--quick", action="store_true",
@@ -445,8 +472,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unknown table(s) {', '.join(unknown)}; known: {', '.join(TABLES)}")
     seeds = [int(s) for s in (args.seeds or ("0" if args.quick else "0,1,2,3,4")).split(",")]
     families = tuple(args.families.split(",")) if args.families else default_families()
-    if not names and not args.dataset:
-        parser.error("nothing to run: give --tables or --dataset")
+    if not names and not args.dataset and not args.cohort:
+        parser.error("nothing to run: give --tables, --dataset or --cohort")
 
     logging.basicConfig(level=logging.WARNING)
     warnings.filterwarnings("ignore")  # convergence chatter of small folds; the figures say what matters
@@ -464,6 +491,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         jobs = [(name, *prepare_table(TABLES[name], data_dir)) for name in names] + list(args.dataset)
         results = [run_table(name, csv_path, toml_path, seeds, families, Path(tmp) / "work" / name, log)
                    for name, csv_path, toml_path in jobs]
+        if args.cohort:
+            work = Path(tmp) / "work" / "cohort"
+            results.append(run_curated(f"cohort-{args.cohort}", *cohort_table(args.cohort, work), seeds, families,
+                                       work, log))
     table = markdown(results, seeds, families)
     print(table, end="")
     log(f"done in {time.perf_counter() - started:.0f} s on {date.today().isoformat()}")
