@@ -213,7 +213,9 @@ def test_read_hyperparameters_decodes_and_drops_sagemaker_keys(tmp_path):
 def test_defaults_per_family():
     xgb = make_classifier("xgboost")
     assert (xgb.n_estimators, xgb.max_depth, xgb.learning_rate) == (300, 6, 0.1)
-    assert xgb.tree_method == "hist" and xgb.objective == "multi:softprob" and xgb.n_jobs == -1
+    assert xgb.tree_method == "hist" and xgb.n_jobs == -1
+    fitted = make_classifier("xgboost", {"n_estimators": "5"}).fit(np.eye(3).repeat(4, axis=0), np.arange(3).repeat(4))
+    assert fitted.get_xgb_params()["objective"] == "multi:softprob"  # taken from the labels (3 here)
     assert make_classifier("logistic_regression").max_iter == 2000
     rf = make_classifier("random_forest")
     assert (rf.n_estimators, rf.max_depth, rf.n_jobs) == (300, None, -1)
