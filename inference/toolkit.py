@@ -56,7 +56,7 @@ def transform_fn(model: Service, input_data: bytes | str, content_type: str | No
 
 def refuse(status: int, body: dict[str, Any], context: Any) -> tuple[bytes, str]:
     """An error answer with ``status`` and the JSON ``body``, through the context when the toolkit gave one."""
-    text = json.dumps(body, ensure_ascii=False)
+    text = json.dumps(body, ensure_ascii=True)  # escaped: a lone surrogate a client sent must not break the answer
     if context is not None and hasattr(context, "set_response_status"):
         context.set_response_status(code=status, phrase=HTTPStatus(status).phrase)
         return text.encode("utf-8"), JSON

@@ -39,3 +39,11 @@ def test_without_a_context_a_refusal_is_the_toolkits_own_error_class():
         toolkit.refuse(415, {"error": "unsupported content type", "errors": []}, None)
     assert err.value.status_code == 415 and err.value.phrase == "Unsupported Media Type"
     assert json.loads(err.value.message)["error"] == "unsupported content type"
+
+
+def test_a_refusal_naming_a_lone_surrogate_is_still_valid_json():
+    ctx = context()
+    body, _ = toolkit.refuse(400, {"error": "1 problem(s)", "errors": [{"row": 0, "field": "\ud800", "problem": "x"}]},
+                             ctx)
+    assert json.loads(body.decode("utf-8"))["errors"][0]["field"] == "\ud800"
+    assert ctx.get_response_status(0)[0] == 400
