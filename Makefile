@@ -30,7 +30,8 @@ run: install
 	$(BIN)/diagnosa data ingest --batch cohort-n$(PATIENTS)-s$(SEED)
 	OMP_WAIT_POLICY=PASSIVE $(BIN)/diagnosa run --local --port $(PORT) --param ModelApprovalStatus=Approved
 
-test: install
+# The pinned CDK CLI too (node_modules/): a test reads its bootstrap template (tests/infra/test_images.py).
+test: install node_modules/.installed
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: install
