@@ -197,15 +197,14 @@ def scores(y_true: Sequence[str], predicted: Sequence[str], proba: np.ndarray, l
     The top label is the model's decision and its confidence the probability it gives that label
     (for an argmax decision, the usual top-label ECE).
     """
+    from processing.calibration import expected_calibration_error
+
     y, pred = np.asarray(y_true, dtype=object), np.asarray(predicted, dtype=object)
     recalls = {str(label): float(np.mean(pred[y == label] == label)) for label in labels if (y == label).any()}
     worst = min(recalls, key=lambda k: (recalls[k], list(labels).index(k)))
     index = {label: i for i, label in enumerate(labels)}
-    confidence = np.asarray(proba, dtype=float)[np.arange(len(pred)), [index[p] for p in pred]]
-    correct = (pred == y).astype(float)
-    bins = np.minimum((confidence * ECE_BINS).astype(int), ECE_BINS - 1)
-    ece = sum(abs(correct[bins == b].mean() - confidence[bins == b].mean()) * (bins == b).mean()
-              for b in range(ECE_BINS) if (bins == b).any())
+    ece = expected_calibration_error(np.array([index[v] for v in y]), proba, ECE_BINS,
+                                     predicted=np.array([index[p] for p in pred]))
     return {"macro_recall": float(np.mean(list(recalls.values()))), "worst_class": worst,
             "worst_class_recall": recalls[worst], "ece": float(ece), "recall": recalls}
 

@@ -11,7 +11,6 @@ rare-disease id) gets its macro recall, as the evaluation job computes it on tes
 """
 from __future__ import annotations
 
-import math
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Mapping
@@ -20,6 +19,7 @@ import pandas as pd
 
 from diagnosa.labels import CATEGORIES
 from monitoring.feedback import Feedback
+from processing.calibration import wilson_interval
 from monitoring.traffic import Skipped
 
 BELOW, SUSPECT, PASSED, FEW, NONE = ("below threshold", "below threshold, not significant", "ok",
@@ -43,15 +43,6 @@ class QualityThresholds:
                 raise ValueError(f"recall threshold for {name} must be in [0, 1], got {value}")
         if self.min_feedback < 1:
             raise ValueError(f"min_feedback must be at least 1, got {self.min_feedback}")
-
-
-def wilson(hits: int, n: int, z: float = 1.96) -> tuple[float, float] | None:
-    if n == 0:
-        return None
-    p = hits / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def join_feedback(rows: pd.DataFrame, feedback: Mapping[str, Feedback], skipped: Skipped) -> pd.DataFrame:
@@ -90,7 +81,7 @@ def live_quality(joined: pd.DataFrame, th: QualityThresholds) -> dict[str, Any]:
         elif n < th.min_feedback:
             status = FEW
         elif recall is not None and recall < threshold:
-            interval = wilson(hits, n)
+            interval = wilson_interval(hits, n)
             if interval is not None and interval[1] < threshold:
                 status = BELOW
                 failing.append(label)
@@ -99,7 +90,7 @@ def live_quality(joined: pd.DataFrame, th: QualityThresholds) -> dict[str, Any]:
         else:
             status = PASSED
         predicted_as = dict(Counter(mine["predicted"].fillna("(none)")))
-        per_class[label] = {"n": n, "hits": hits, "recall": recall, "interval_95": wilson(hits, n),
+        per_class[label] = {"n": n, "hits": hits, "recall": recall, "interval_95": wilson_interval(hits, n),
                             "threshold": threshold, "status": status, "predicted_as": predicted_as}
     orphan_rows = joined[joined["orphan"] == True]  # noqa: E712  (None means "not stated")
     orphan: dict[str, Any] = {"n": len(orphan_rows), "threshold": th.orphan_macro_recall, "recall_per_class": {}}
@@ -112,8 +103,8 @@ def live_quality(joined: pd.DataFrame, th: QualityThresholds) -> dict[str, Any]:
             recalls.append(r)
     orphan["macro_recall"] = sum(recalls) / len(recalls) if recalls else None
     hits = int((orphan_rows["predicted"] == orphan_rows["confirmed"]).sum())
-    upper = (wilson(hits, len(orphan_rows)) or (0.0, 1.0))[1]
-    orphan["interval_95_micro"] = wilson(hits, len(orphan_rows))
+    upper = (wilson_interval(hits, len(orphan_rows)) or (0.0, 1.0))[1]
+    orphan["interval_95_micro"] = wilson_interval(hits, len(orphan_rows))
     if orphan["n"] == 0:
         orphan["status"] = NONE
     elif orphan["n"] < th.min_feedback:

@@ -45,10 +45,16 @@ def _check(y: np.ndarray, proba: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return y.astype(np.int64), proba
 
 
-def reliability_bins(y: np.ndarray, proba: np.ndarray, bins: int = DEFAULT_BINS) -> list[dict[str, Any]]:
-    """Per non-empty bin of top probability: its edges, row count, mean confidence and accuracy."""
+def reliability_bins(y: np.ndarray, proba: np.ndarray, bins: int = DEFAULT_BINS,
+                     predicted: np.ndarray | None = None) -> list[dict[str, Any]]:
+    """Per non-empty bin of confidence: its edges, row count, mean confidence and accuracy. The
+    confidence of a row is the probability of its decision: ``predicted`` (e.g. decision weights'
+    choices), else the top label."""
     y, proba = _check(y, proba)
-    confidence, correct = proba.max(axis=1), proba.argmax(axis=1) == y
+    decision = proba.argmax(axis=1) if predicted is None else np.asarray(predicted, dtype=np.int64)
+    if decision.shape != y.shape:
+        raise ValueError(f"need one decision per row, got {decision.shape} for {y.shape}")
+    confidence, correct = proba[np.arange(len(y)), decision], decision == y
     edges = np.linspace(0.0, 1.0, bins + 1)
     which = np.clip(np.searchsorted(edges, confidence, side="left") - 1, 0, bins - 1)
     out = []
@@ -60,11 +66,13 @@ def reliability_bins(y: np.ndarray, proba: np.ndarray, bins: int = DEFAULT_BINS)
     return out
 
 
-def expected_calibration_error(y: np.ndarray, proba: np.ndarray, bins: int = DEFAULT_BINS) -> float:
-    """Top-label ECE (see the module docstring); 0 for a predictor whose confidence matches its accuracy."""
+def expected_calibration_error(y: np.ndarray, proba: np.ndarray, bins: int = DEFAULT_BINS,
+                               predicted: np.ndarray | None = None) -> float:
+    """Top-label ECE (see the module docstring), of ``predicted`` decisions when given; 0 for a predictor
+    whose confidence matches its accuracy."""
     y, proba = _check(y, proba)
-    return float(sum(b["n"] * abs(b["accuracy"] - b["confidence"]) for b in reliability_bins(y, proba, bins))
-                 / len(y))
+    return float(sum(b["n"] * abs(b["accuracy"] - b["confidence"])
+                     for b in reliability_bins(y, proba, bins, predicted)) / len(y))
 
 
 def brier_score(y: np.ndarray, proba: np.ndarray) -> float:

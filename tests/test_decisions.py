@@ -201,3 +201,14 @@ def test_weights_are_kept_only_for_a_gain_beyond_noise():
     assert not weights_pay_off(y, plain, scores([0.95, 0.93, 0.75]))  # +0.05: within two standard errors
     assert weights_pay_off(y, plain, scores([0.94, 0.93, 0.85]))  # +0.15, macro recall up
     assert not weights_pay_off(y, plain, scores([0.80, 0.80, 0.85]))  # worst class up, macro recall down
+
+
+def test_ece_of_given_decisions_uses_the_probability_of_each_decision():
+    from processing.calibration import expected_calibration_error
+
+    y = np.array([0, 1, 1, 0])
+    proba = np.array([[0.9, 0.1], [0.6, 0.4], [0.3, 0.7], [0.8, 0.2]])
+    assert expected_calibration_error(y, proba, predicted=proba.argmax(axis=1)) == expected_calibration_error(y, proba)
+    # deciding 1 everywhere: confidences 0.1, 0.4, 0.7, 0.2 against correctness 0, 1, 1, 0
+    assert expected_calibration_error(y, proba, bins=10, predicted=np.ones(4, dtype=int)) == pytest.approx(
+        (0.1 + 0.6 + 0.3 + 0.2) / 4)

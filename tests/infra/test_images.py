@@ -294,7 +294,7 @@ def test_cdks_bootstrap_repository_has_immutable_tags_but_no_scanning():
     """Why the images go to a repository of our own: the bootstrap template of the pinned CDK CLI."""
     template = ROOT / "node_modules" / "aws-cdk" / "lib" / "api" / "bootstrap" / "bootstrap-template.yaml"
     if not template.exists():
-        pytest.skip("the CDK CLI is not installed (make synth installs it into node_modules/)")
+        pytest.skip("the pinned CDK CLI is not in node_modules/ (make test and make synth install it; plain pytest may not)")
     text = template.read_text()
     block = re.search(r"\n  ContainerAssetsRepository:\n((?:    .*\n|\s*\n)+)", text)[1]
     assert re.search(r"^      ImageTagMutability: IMMUTABLE$", block, re.M)
