@@ -40,6 +40,25 @@ def curated_cohort(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def seed_lake(curated_cohort):
+    """``seed_lake(root)``: a local data lake at ``root/lake`` holding the small cohort's curated version;
+    returns (lake, the version's key prefix)."""
+    from diagnosa.lake import DataLake
+
+    frame, manifest = curated_cohort
+
+    def seed(root):
+        lake = DataLake.from_uri(str(root / "lake"))
+        prefix = f"curated/patients/{manifest['version']}"
+        frame.to_parquet(root / "data.parquet", index=False)
+        lake.put_file(root / "data.parquet", f"{prefix}/data.parquet")
+        lake.put_json(f"{prefix}/manifest.json", manifest)
+        return lake, prefix
+
+    return seed
+
+
+@pytest.fixture(scope="session")
 def trained_model_dir(tmp_path_factory, curated_cohort):
     """A real model folder: the preprocess and train jobs run on the small cohort (logistic regression)."""
     import json as _json

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 
-from diagnosa.lake import DataLake
 from pipelines.local_jobs import JobError, LakeMapping, failure_reason, run_processing, run_training
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,15 +33,8 @@ def request(name: str, curated_prefix: str, extra_args: list[str] | None = None)
 
 
 @pytest.fixture
-def lake_with_curated(tmp_path, curated_cohort):
-    frame, manifest = curated_cohort
-    lake = DataLake.from_uri(str(tmp_path / "lake"))
-    prefix = f"curated/patients/{manifest['version']}"
-    data = tmp_path / "data.parquet"
-    frame.to_parquet(data, index=False)
-    lake.put_file(data, f"{prefix}/data.parquet")
-    lake.put_json(f"{prefix}/manifest.json", manifest)
-    return lake, prefix
+def lake_with_curated(tmp_path, seed_lake):
+    return seed_lake(tmp_path)
 
 
 def test_preprocess_request_runs_against_the_lake(tmp_path, lake_with_curated):

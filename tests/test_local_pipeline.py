@@ -12,7 +12,6 @@ import pytest
 
 from diagnosa.cli import main as cli
 from diagnosa.commands.local import LOCAL_BUCKET, local_definition
-from diagnosa.lake import DataLake
 from inference.client import DiagnosaClient
 from pipelines.executor import open_local
 from pipelines.local_endpoints import LocalEndpoints
@@ -25,14 +24,9 @@ LOW = {"RecallThresholdNoEnfermo": "0.3", "RecallThresholdEnfermedadLeve": "0.3"
 
 
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory, curated_cohort):
-    frame, manifest = curated_cohort
+def workspace(tmp_path_factory, seed_lake):
     root = tmp_path_factory.mktemp("workspace")
-    lake = DataLake.from_uri(str(root / "lake"))
-    prefix = f"curated/patients/{manifest['version']}"
-    frame.to_parquet(root / "data.parquet", index=False)
-    lake.put_file(root / "data.parquet", f"{prefix}/data.parquet")
-    lake.put_json(f"{prefix}/manifest.json", manifest)
+    lake, prefix = seed_lake(root)
     endpoints = LocalEndpoints(root, LakeMapping(LOCAL_BUCKET, lake), port=0)
     lines: list[str] = []
     # No step cache: every run below really runs each job (the determinism check compares two real runs).

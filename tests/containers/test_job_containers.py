@@ -55,15 +55,11 @@ ENTRYPOINT = ["/bin/bash", "/opt/ml/processing/input/entrypoint/runproc.sh"]
 
 
 @pytest.fixture(scope="module")
-def execution(tmp_path_factory, curated_cohort):
+def execution(tmp_path_factory, curated_cohort, seed_lake):
     """The default definition run once by the local executor (pending approval: no deployment)."""
-    frame, manifest = curated_cohort
+    frame, _ = curated_cohort
     root = tmp_path_factory.mktemp("parity")
-    lake = DataLake.from_uri(str(root / "lake"))
-    prefix = f"curated/patients/{manifest['version']}"
-    frame.to_parquet(root / "data.parquet", index=False)
-    lake.put_file(root / "data.parquet", f"{prefix}/data.parquet")
-    lake.put_json(f"{prefix}/manifest.json", manifest)
+    lake, prefix = seed_lake(root)
     definition = local_definition(lake)
     executor = open_local(root, lake, LOCAL_BUCKET, endpoints=None, progress=lambda line: None, use_cache=False,
                           max_parallel=2)
