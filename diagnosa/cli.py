@@ -321,11 +321,13 @@ def _pipeline_name(args: argparse.Namespace) -> str:
 
 
 def _dataset_name(args: argparse.Namespace) -> str:
+    from pipelines.definition import BUILTIN_DATASET
+
     if getattr(args, "dataset_config", None):
         from diagnosa.data.schema import load_dataset_config
 
         return load_dataset_config(args.dataset_config)["name"]
-    return getattr(args, "dataset", None) or "patients"
+    return getattr(args, "dataset", None) or BUILTIN_DATASET
 
 
 def _dataset_settings(args: argparse.Namespace, bucket: str) -> dict:
@@ -333,8 +335,8 @@ def _dataset_settings(args: argparse.Namespace, bucket: str) -> dict:
     --dataset-config FILE.toml (offline), else the built-in cohort, else the latest curated version of
     --dataset in the data lake (--lake or DIAGNOSA_LAKE; otherwise the workspace's lake for
     `definition`, s3://<bucket> for upsert and start)."""
-    from diagnosa.data.ingest import IngestError, curated_prefix, latest_version
-    from diagnosa.data.schema import Schema, cohort_schema, config_slice, load_dataset_config
+    from diagnosa.commands.local import curated_manifest, dataset_of
+    from diagnosa.data.schema import config_slice, load_dataset_config
     from pipelines.definition import BUILTIN_DATASET, dataset_settings
 
     if getattr(args, "dataset_config", None):
@@ -345,20 +347,18 @@ def _dataset_settings(args: argparse.Namespace, bucket: str) -> dict:
         return dataset_settings(config["name"], config["labels"], slice_[0] if slice_ else None)
     dataset = args.dataset or BUILTIN_DATASET
     if dataset == BUILTIN_DATASET:
-        schema = cohort_schema()
-        return dataset_settings(schema.name, schema.labels, schema.slice)
+        return dataset_of(None, dataset)
     if args.lake or os.environ.get("DIAGNOSA_LAKE") or args.pipeline_command == "definition":
         lake = open_lake(args)
     else:
         import boto3
 
         lake = DataLake.from_uri(f"s3://{bucket}", s3_client=boto3.client("s3", region_name=args.region))
-    try:
-        version = latest_version(lake, dataset)
-    except IngestError as err:
-        raise UsageError(f"{err} (or describe it with --dataset-config FILE.toml)") from None
-    schema = Schema.from_dict(lake.get_json(f"{curated_prefix(dataset, version)}/manifest.json")["schema"])
-    return dataset_settings(schema.name, schema.labels, schema.slice)
+    manifest = curated_manifest(lake, dataset)
+    if manifest is None:
+        raise UsageError(f"no curated dataset '{dataset}' in {lake.uri}: run `diagnosa data ingest` first "
+                         "(or describe it with --dataset-config FILE.toml)")
+    return dataset_of(manifest, dataset)
 
 
 def _pipeline_target(args: argparse.Namespace) -> tuple[str, str, dict]:
