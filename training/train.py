@@ -309,6 +309,11 @@ class Pools(NamedTuple):
     method: str
 
 
+def resampling_method(resampling: Mapping[str, Any] | None, weight: np.ndarray) -> str:
+    """How Preprocess balanced the training rows (its record, else read off the weights)."""
+    return str(dict(resampling or {}).get("method") or ("none" if np.allclose(weight, 1.0) else "class_weights"))
+
+
 def build_pools(X: np.ndarray, y: np.ndarray, weight: np.ndarray, X_val: np.ndarray, y_val: np.ndarray,
                 resampling: Mapping[str, Any] | None) -> Pools:
     """Train + validation rows for cross-validation and for the final fit, by the split's resampling.
@@ -320,7 +325,7 @@ def build_pools(X: np.ndarray, y: np.ndarray, weight: np.ndarray, X_val: np.ndar
     validation rows. ``undersample``: train.npz's rows + validation rows, "balanced", for both.
     """
     info = dict(resampling or {})
-    method = str(info.get("method") or ("none" if np.allclose(weight, 1.0) else "class_weights"))
+    method = resampling_method(resampling, weight)
     real = len(y)
     if method in ("smote", "adasyn") and isinstance(info.get("before"), dict):
         real = int(sum(int(v) for v in info["before"].values()))
@@ -374,8 +379,12 @@ def train(train_dir: str | os.PathLike, validation_dir: str | os.PathLike, trans
         raise ValueError(f"validation channel: the transformer made {int((~np.isfinite(X_val)).sum())} "
                          "non-finite value(s)")
     y_val = np.array([labels.index(str(v)) for v in validation[schema.target]], dtype=np.int64)
-    pools = build_pools(X, y, weight, X_val, y_val, record.get("resampling"))
-    absent = [labels[i] for i in range(k) if not (pools.fit_y == i).any()]
+    holdout = use_holdout(y_val, k, settings.holdout_min_class)
+    method = resampling_method(record.get("resampling"), weight)
+    # The train + validation pools (a copy of both) only where cross-validation and the refit need them.
+    pools = None if holdout else build_pools(X, y, weight, X_val, y_val, record.get("resampling"))
+    fit_y = y if pools is None else pools.fit_y
+    absent = [labels[i] for i in range(k) if not (fit_y == i).any()]
     if absent:
         if family == "xgboost":
             raise ValueError(f"train channel: no training rows for label(s) {absent}; xgboost needs every label")
@@ -383,13 +392,13 @@ def train(train_dir: str | os.PathLike, validation_dir: str | os.PathLike, trans
     logger.info("phase load: %.2f s", time.perf_counter() - started)
 
     started = time.perf_counter()
-    if use_holdout(y_val, k, settings.holdout_min_class):
+    if pools is None:
         # Enough validation rows in every class: the split selects, calibrates and decides; the model
         # fitted on the training rows is the one shipped (no refit, so the calibration is its own).
         held = holdout_search(family, X, y, weight, X_val, y_val, k, given=given, seed=seed, budget=settings.budget,
                               max_configs=settings.max_configs)
         hyper, proba, y_eval, trials, classifier = held.hyperparameters, held.proba, y_val, held.trials, held.estimator
-        w_eval = np.ones(len(y_val)) if pools.method == "none" else compute_sample_weight("balanced", y_val)
+        w_eval = np.ones(len(y_val)) if method == "none" else compute_sample_weight("balanced", y_val)
         eval_orphan = None if orphan is None else np.asarray(orphan, dtype=bool)
         plan_info = {"regime": "holdout", "rows": int(len(y_val)), "smallest_class": int(np.bincount(y_val).min())}
         method = ("validation split (every class has at least "
@@ -438,7 +447,7 @@ def train(train_dir: str | os.PathLike, validation_dir: str | os.PathLike, trans
                 calibration_oof["after"]["ece"])
 
     started = time.perf_counter()
-    if classifier is None:
+    if pools is not None:
         classifier = adapt_to_rows(make_classifier(family, hyper, seed=seed), pools.fit_y)
         classifier.fit(pools.fit_X, pools.fit_y, sample_weight=pools.fit_w)
         n_fit = len(pools.fit_y)
@@ -470,7 +479,7 @@ def train(train_dir: str | os.PathLike, validation_dir: str | os.PathLike, trans
                           f"maximise the worst class's recall with macro precision at most "
                           f"{settings.max_precision_loss:g} below the plain argmax's"),
         "calibration_oof": calibration_oof,
-        "search": {"settings": settings.to_dict(), **plan_info, "resampling": pools.method, "trials": trials,
+        "search": {"settings": settings.to_dict(), **plan_info, "resampling": method, "trials": trials,
                    "given": {k_: list(v) if isinstance(v, tuple) else v for k_, v in given.items()}},
         "train_seconds": round(search_seconds + fit_seconds, 3),
         "search_seconds": round(search_seconds, 3),
