@@ -4,11 +4,15 @@ Who is in it:
 - healthy patients (NO ENFERMO) with background complaints, so classes overlap as in a clinic;
 - common-disease patients drawn from the curated catalogue (``catalogue/common_diseases.json``);
 - orphan-disease patients, a handful per rare disease, drawn from the HPO annotations by the
-  rules of :mod:`diagnosa.data.orphan`; their symptoms are sampled only from their disease's
-  annotations, at the annotated frequencies.
+  rules of :mod:`diagnosa.data.orphan`. They present like real patients: their disease's findings
+  at the annotated frequencies (scaled by the patient's stage where the disease has stages), some
+  not recorded, some recorded at a less specific HPO level, now and then a finding of another
+  disease, and the same background complaints as common-disease patients.
 
 Everything is drawn from one ``numpy.random.Generator`` seeded by ``seed``, in a fixed order, so the
-same (patients, seed, config) gives the same bytes.
+same (patients, seed, config) gives the same bytes. What only orphan patients need (stage, reporting
+noise, background complaints) comes from a second generator seeded by ``[seed, ORPHAN_STREAM]``, so
+those knobs never change a healthy or common-disease patient.
 """
 from __future__ import annotations
 
@@ -24,7 +28,8 @@ import numpy as np
 import pandas as pd
 
 from diagnosa.data.hpo import Ontology, load_ontology
-from diagnosa.data.orphan import OrphanCatalogue, build_catalogue
+from diagnosa.data.hpo import PHENOTYPIC_ABNORMALITY
+from diagnosa.data.orphan import ATTACK, BETWEEN_ATTACKS, EARLY, LATE, STAGE_RULES, UNSTAGED, OrphanCatalogue, build_catalogue
 from diagnosa.data.physiology import BY_NAME, LABS, VARIABLES, VITALS
 from diagnosa.lake import DataLake
 from diagnosa.labels import ACUTE, CATEGORIES, CHRONIC, HEALTHY, MILD, TERMINAL
@@ -32,8 +37,8 @@ from diagnosa.labels import ACUTE, CATEGORIES, CHRONIC, HEALTHY, MILD, TERMINAL
 MIN_PATIENTS, MAX_PATIENTS = 1_000, 1_000_000
 
 # Complaints healthy people bring to a clinic too (HPO id, name, probability per healthy patient);
-# common-disease patients carry them at half the rate. Orphan patients do not, so every symptom of
-# an orphan patient is an annotation of its disease.
+# common-disease patients carry them at half the rate, orphan patients at orphan_background_rate
+# (half, by default).
 BACKGROUND_SYMPTOMS: tuple[tuple[str, str, float], ...] = (
     ("HP:0002315", "Headache", 0.09),
     ("HP:0012378", "Fatigue", 0.10),
@@ -67,6 +72,21 @@ TYPICALITY_BETA = 2.0
 TYPICALITY_MEAN = 0.75
 KNOWN_CONDITION_RATE = 0.5  # a chronic or terminal common condition already appears in the history
 
+# The second generator, for what only orphan patients draw: np.random.default_rng([seed, ORPHAN_STREAM]).
+ORPHAN_STREAM = 14
+# How an orphan patient's stage (diagnosa.data.orphan.STAGE_RULES) shows: (scale of the annotated
+# frequency of every finding, scale of the severity factor of vital and lab shifts). Late-stage and
+# attack patients show more findings and larger shifts, early-stage and between-attack ones fewer.
+STAGE_PRESENTATION: dict[str, tuple[float, float]] = {
+    UNSTAGED: (1.0, 1.0),
+    EARLY: (0.6, 0.6),
+    LATE: (1.5, 1.7),
+    BETWEEN_ATTACKS: (0.8, 0.7),
+    ATTACK: (1.2, 2.0),
+}
+# The CohortConfig field holding the share of the first stage of each rule of STAGE_RULES.
+STAGE_SHARE_FIELDS = ("orphan_early_stage_share", "orphan_attack_share")
+
 # Kinds of recording defects the generator can inject, so ingestion's quarantine is exercised on
 # every run. Counts are reported so a test can check that ingestion catches each one.
 RECORD_DEFECTS = ("unknown_field", "wrong_type", "impossible_value", "unknown_label", "malformed_json", "duplicate")
@@ -90,6 +110,15 @@ class CohortConfig:
     lab_panel_rate_ill: float = 0.9
     lab_missing_rate: float = 0.08  # a single test missing from a drawn panel
     start_date: str = "2025-01-01"
+    # How orphan patients present (see docs/data.md, "How patients are made"):
+    orphan_background_rate: float = 0.5  # background complaints at this multiple of the healthy rate
+    orphan_underreport_rate: float = 0.15  # a drawn disease finding is not recorded
+    orphan_imprecise_rate: float = 0.3  # a recorded disease finding is recorded as a random is_a parent
+    orphan_imprecise_two_levels: float = 0.3  # ... and of those, this share one level further up
+    orphan_unrelated_rate: float = 0.25  # a patient also shows one finding of another catalogue disease
+    orphan_stages: bool = True  # stage patients where the annotations support it (orphan.STAGE_RULES)
+    orphan_early_stage_share: float = 0.5  # staged TERMINAL disease: share of early-stage (CRÓNICA) patients
+    orphan_attack_share: float = 0.35  # staged CHRONIC disease: share of patients in an attack (AGUDA)
 
     def validate(self) -> None:
         if not MIN_PATIENTS <= self.patients <= MAX_PATIENTS:
@@ -104,6 +133,15 @@ class CohortConfig:
             raise ValueError("healthy_fraction + orphan_fraction must leave room for common diseases")
         if set(self.common_mix) != {MILD, ACUTE, CHRONIC, TERMINAL} or min(self.common_mix.values()) < 0:
             raise ValueError(f"common_mix needs a non-negative share for each of {MILD}, {ACUTE}, {CHRONIC}, {TERMINAL}")
+        for name in ("orphan_background_rate", "orphan_underreport_rate", "orphan_imprecise_rate",
+                     "orphan_imprecise_two_levels", "orphan_unrelated_rate", *STAGE_SHARE_FIELDS):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be a number in [0, 1], got {value!r}")
+        if self.orphan_underreport_rate == 1.0:
+            raise ValueError("orphan_underreport_rate must be below 1: a patient keeps at least one finding")
+        if not isinstance(self.orphan_stages, bool):
+            raise ValueError(f"orphan_stages must be true or false, got {self.orphan_stages!r}")
 
     @property
     def batch(self) -> str:
@@ -124,10 +162,17 @@ class Cohort:
     orphan_diseases: int
     hpo_release: str
     drift: dict[str, Any] | None = None  # set by apply_drift: the scenario and what it changed
+    # The stage of each generated orphan patient (index: row of ``records``); metadata for tests and
+    # the card, never a record field.
+    orphan_stage: pd.Series | None = None
 
     def summary(self) -> dict[str, Any]:
         counts = self.records.groupby(["label", "is_orphan"]).size()
         extra = {"drift": self.drift} if self.drift is not None else {}
+        stages = {}
+        if self.orphan_stage is not None:  # "stage|label" → orphan patients
+            pairs = pd.DataFrame({"stage": self.orphan_stage, "label": self.records["label"].reindex(self.orphan_stage.index)})
+            stages = {"orphan_stages": {f"{s}|{lab}": int(v) for (s, lab), v in pairs.groupby(["stage", "label"]).size().items()}}
         return extra | {
             "batch": self.config.batch,
             "config": asdict(self.config),
@@ -140,7 +185,7 @@ class Cohort:
             "orphan_diseases_sampled": self.orphan_diseases,
             "defects": self.defects,
             "expected_ingestion": self.expected,
-        }
+        } | stages
 
     def write_records(self, out: BinaryIO, chunk: int = 100_000) -> None:
         """JSON Lines, in chunks so a million records never sit in memory as one string."""
@@ -279,7 +324,7 @@ def apply_drift(cohort: Cohort, scenario: str, *, seed: int = 0, strength: float
     drift = {"scenario": scenario, "description": DRIFT_SCENARIOS[scenario], "strength": strength, "seed": seed,
              "changed": changed}
     return Cohort(records, labs, {}, {}, {k: 0 for k in cohort.defects}, expected, cohort.config,
-                  cohort.orphan_diseases, cohort.hpo_release, drift)
+                  cohort.orphan_diseases, cohort.hpo_release, drift, cohort.orphan_stage)
 
 
 def _break_record(line: str, kind: str, row: int) -> str:
@@ -371,6 +416,12 @@ def generate(config: CohortConfig | None = None, *, orphans: OrphanCatalogue | N
     label = np.full(n, HEALTHY, dtype=object)
     label[is_common] = [common[i]["category"] for i in disease[is_common]]
     label[is_orphan] = diseases["category"].to_numpy()[disease[is_orphan]]
+    orphan_rows = np.flatnonzero(is_orphan)
+    orng = np.random.default_rng([config.seed, ORPHAN_STREAM])  # only orphan patients draw from it
+    stage = _orphan_stages(orng, diseases, disease[orphan_rows], config)
+    label[orphan_rows] = _stage_labels(diseases, disease[orphan_rows], stage)
+    frequency_scale = np.ones(n)
+    frequency_scale[orphan_rows] = [STAGE_PRESENTATION[s][0] for s in stage]
     disease_id = np.full(n, "", dtype=object)
     disease_id[is_common] = [common[i]["id"] for i in disease[is_common]]
     disease_id[is_orphan] = diseases["disease_id"].to_numpy()[disease[is_orphan]]
@@ -416,14 +467,26 @@ def generate(config: CohortConfig | None = None, *, orphans: OrphanCatalogue | N
     phenotypes = orphans.phenotypes
     starts = phenotypes["disease_id"].searchsorted(diseases["disease_id"].to_numpy(), side="left")
     ends = phenotypes["disease_id"].searchsorted(diseases["disease_id"].to_numpy(), side="right")
-    orphan_rows = np.flatnonzero(is_orphan)
-    orphan_pairs_start = len(pairs_p)
+    found_p: list[np.ndarray] = []  # an orphan patient's findings (recorded or not): they move vitals and labs
+    found_t: list[np.ndarray] = []
     for d in np.unique(disease[is_orphan]):
         patients = orphan_rows[disease[orphan_rows] == d]
         block = phenotypes.iloc[starts[d]:ends[d]]
-        p, t = _sample_symptoms(rng, patients, block["hpo_id"].to_numpy(), block["probability"].to_numpy(), True)
-        pairs_p.append(p)
-        pairs_t.append(t)
+        # The stage scales how many findings show (the uniforms drawn do not depend on it).
+        probability = np.clip(frequency_scale[patients][:, None] * block["probability"].to_numpy()[None, :], 0, 1)
+        p, t = _sample_symptoms(rng, patients, block["hpo_id"].to_numpy(), probability, True)
+        found_p.append(p)
+        found_t.append(t)
+    found_p_all = np.concatenate(found_p) if found_p else np.array([], int)
+    found_t_all = np.concatenate(found_t) if found_t else np.array([], object)
+    # What is recorded: findings under-reported or recorded less precisely, another disease's finding
+    # now and then, and background complaints (all from the orphan generator).
+    recorded_p, recorded_t = _report_findings(orng, found_p_all, found_t_all, ontology, config)
+    extra_p, extra_t = _unrelated_findings(orng, orphan_rows, disease[orphan_rows], phenotypes, starts, ends, config)
+    background_p_o, background_t_o = _sample_symptoms(orng, orphan_rows, background,
+                                                      background_p * config.orphan_background_rate, force_one=False)
+    pairs_p += [recorded_p, extra_p, background_p_o]
+    pairs_t += [recorded_t, extra_t, background_t_o]
     all_p = np.concatenate(pairs_p) if pairs_p else np.array([], int)
     all_t = np.concatenate(pairs_t) if pairs_t else np.array([], object)
     # Deduplicate (a background complaint may repeat a disease sign) and order by patient then term.
@@ -453,11 +516,14 @@ def generate(config: CohortConfig | None = None, *, orphans: OrphanCatalogue | N
     if len(common):
         table = np.array([[c.get("shifts", {}).get(v.name, 0.0) for v in VARIABLES] for c in common])
         shifts[is_common] = table[disease[is_common]]
-    orphan_p = np.concatenate(pairs_p[orphan_pairs_start:]) if len(pairs_p) > orphan_pairs_start else np.array([], int)
-    orphan_t = np.concatenate(pairs_t[orphan_pairs_start:]) if len(pairs_t) > orphan_pairs_start else np.array([])
+    # An orphan patient's own findings (recorded or not) and an unrelated finding move physiology.
+    physiology = pd.DataFrame({"p": np.concatenate([found_p_all, extra_p]), "t": np.concatenate([found_t_all, extra_t])})
+    physiology = physiology.drop_duplicates()
+    orphan_p, orphan_t = physiology["p"].to_numpy(dtype=int), physiology["t"].to_numpy(dtype=object)
     if len(orphan_p):
         unique_terms, inverse = np.unique(orphan_t, return_inverse=True)
         np.add.at(shifts, orphan_p, _effect_matrix(unique_terms, ontology)[inverse])
+    severity[orphan_rows] *= [STAGE_PRESENTATION[s][1] for s in stage]  # after the draw: the stream is unchanged
     shifts *= severity[:, None]
     for j, v in enumerate(VARIABLES):
         if v.lognormal:  # shift the arithmetic value, keep the skew of the analyte
@@ -514,7 +580,78 @@ def generate(config: CohortConfig | None = None, *, orphans: OrphanCatalogue | N
 
     record_defects, lab_defects, defects, expected = _plan_defects(records, lab_frame, config, rng)
     return Cohort(records, lab_frame, record_defects, lab_defects, defects, expected, config, n_diseases,
-                  orphans.release or ontology.release)
+                  orphans.release or ontology.release, orphan_stage=pd.Series(stage, index=orphan_rows, name="stage"))
+
+
+def _orphan_stages(rng: np.random.Generator, diseases: pd.DataFrame, disease: np.ndarray,
+                   config: CohortConfig) -> np.ndarray:
+    """Each orphan patient's stage (``orphan.STAGE_RULES``, first match; UNSTAGED where none applies)."""
+    u = rng.random(len(disease))  # drawn whatever the config, so later draws do not move
+    stage = np.full(len(disease), UNSTAGED, dtype=object)
+    if not config.orphan_stages or not len(disease):
+        return stage
+    category = diseases["category"].to_numpy()[disease]
+    for (placed, column, first, _, second, _, _), share_field in zip(STAGE_RULES, STAGE_SHARE_FIELDS):
+        match = (stage == UNSTAGED) & (category == placed) & diseases[column].to_numpy(dtype=bool)[disease]
+        share = getattr(config, share_field)
+        stage[match] = np.where(u[match] < share, first, second)
+    return stage
+
+
+def _stage_labels(diseases: pd.DataFrame, disease: np.ndarray, stage: np.ndarray) -> np.ndarray:
+    label = diseases["category"].to_numpy()[disease].copy()
+    for _, _, first, first_label, second, second_label, _ in STAGE_RULES:
+        label[stage == first] = first_label
+        label[stage == second] = second_label
+    return label
+
+
+def _vaguer_terms(term: str, ontology: Ontology) -> tuple[str, ...]:
+    """The is_a parents a finding may be recorded as: strictly below Phenotypic abnormality and not an
+    organ-system heading (a direct child of it), sorted; empty when there is none."""
+    return tuple(sorted(
+        p for p in ontology.parents.get(ontology.primary(term), ())
+        if p != PHENOTYPIC_ABNORMALITY and ontology.is_under(p, PHENOTYPIC_ABNORMALITY)
+        and PHENOTYPIC_ABNORMALITY not in ontology.parents.get(p, ())
+    ))
+
+
+def _report_findings(rng: np.random.Generator, patients: np.ndarray, terms: np.ndarray, ontology: Ontology,
+                     config: CohortConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Findings as recorded: each under-reported with ``orphan_underreport_rate`` (a patient keeps at
+    least the first drawn), each kept one recorded as a random is_a parent with
+    ``orphan_imprecise_rate`` (and of those, ``orphan_imprecise_two_levels`` one level further up)."""
+    m = len(patients)
+    dropped = rng.random(m) < config.orphan_underreport_rate
+    imprecise = rng.random(m) < config.orphan_imprecise_rate
+    two_levels = rng.random(m) < config.orphan_imprecise_two_levels
+    picks = rng.random((m, 2))
+    if not m:
+        return patients, terms
+    _, first = np.unique(patients, return_index=True)
+    kept = np.bincount(patients[~dropped], minlength=patients.max() + 1)
+    dropped[first[kept[patients[first]] == 0]] = False  # at least one disease finding per patient
+    terms = terms.copy()
+    for i in np.flatnonzero(imprecise & ~dropped):
+        for level in range(2 if two_levels[i] else 1):
+            parents = _vaguer_terms(terms[i], ontology)
+            if parents:
+                terms[i] = parents[int(picks[i, level] * len(parents))]
+    return patients[~dropped], terms[~dropped]
+
+
+def _unrelated_findings(rng: np.random.Generator, rows: np.ndarray, disease: np.ndarray, phenotypes: pd.DataFrame,
+                        starts: np.ndarray, ends: np.ndarray, config: CohortConfig) -> tuple[np.ndarray, np.ndarray]:
+    """With ``orphan_unrelated_rate``, one phenotype of another random catalogue disease per patient."""
+    m, n_diseases = len(rows), len(starts)
+    hit = rng.random(m) < config.orphan_unrelated_rate
+    other = (disease + 1 + rng.integers(0, max(n_diseases - 1, 1), size=m)) % max(n_diseases, 1)
+    pick = rng.random(m)
+    if n_diseases < 2:
+        return rows[:0], np.array([], dtype=object)
+    index = starts[other] + np.floor(pick * (ends[other] - starts[other])).astype(int)
+    terms = phenotypes["hpo_id"].to_numpy()[index]
+    return rows[hit], terms[hit].astype(object)
 
 
 def _note(age: int, sex: str, symptoms: list[str], names: dict[str, str]) -> str:

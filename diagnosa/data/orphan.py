@@ -13,6 +13,18 @@ Rules, first match wins (documented in docs/data.md; ``RULES`` below is the sing
 
 Diseases no rule places, or with fewer than ``MIN_PHENOTYPES`` positive phenotype annotations,
 stay out of the catalogue. ``NOT`` annotations never count as evidence nor as symptoms.
+
+The placed category is the disease's; a patient's category also follows the stage the patient is
+in, where the annotations support stages (``STAGE_RULES``, first match wins):
+
+- a disease placed ENFERMEDAD TERMINAL that also has a Chronic/Progressive course (``course_chronic``)
+  is staged: an early-stage patient is ENFERMEDAD CRÓNICA (the disease has not yet shortened life),
+  a late-stage patient ENFERMEDAD TERMINAL;
+- a disease placed ENFERMEDAD CRÓNICA that also has an Acute/Recurrent/Episodic/Triggered course
+  (``course_acute``) is staged: a patient presenting in an attack is ENFERMEDAD AGUDA, one between
+  attacks ENFERMEDAD CRÓNICA.
+
+Every other disease is unstaged: its patients carry its placed category.
 """
 from __future__ import annotations
 
@@ -36,6 +48,21 @@ RULES: tuple[tuple[str, str], ...] = (
     (CHRONIC, "a course or modifier under Chronic HP:0011010 or Progressive HP:0003676"),
     (ACUTE, "a course or modifier under Acute HP:0011009, Recurrent/Episodic HP:0031796 or Triggered by HP:0025204"),
     (MILD, "a Mild HP:0012825 modifier and no Severe HP:0012828 / Profound HP:0012829 modifier"),
+)
+
+# Stages a patient of a disease can be in, where its course annotations support them (first match).
+# Each rule: (placed category, catalogue column that must be true, stage drawn with the cohort's
+# share for the rule, its label, the other stage, its label, the rule in words). The share of the
+# first stage is a CohortConfig knob (orphan_early_stage_share, orphan_attack_share).
+EARLY, LATE, ATTACK, BETWEEN_ATTACKS, UNSTAGED = "early", "late", "attack", "between attacks", "unstaged"
+STAGE_RULES: tuple[tuple[str, str, str, str, str, str, str], ...] = (
+    (TERMINAL, "course_chronic", EARLY, CHRONIC, LATE, TERMINAL,
+     "placed ENFERMEDAD TERMINAL and a Chronic HP:0011010 / Progressive HP:0003676 course or modifier: "
+     "an early-stage patient is ENFERMEDAD CRÓNICA, a late-stage patient ENFERMEDAD TERMINAL"),
+    (CHRONIC, "course_acute", ATTACK, ACUTE, BETWEEN_ATTACKS, CHRONIC,
+     "placed ENFERMEDAD CRÓNICA and an Acute HP:0011009 / Recurrent-Episodic HP:0031796 / Triggered by "
+     "HP:0025204 course or modifier: a patient presenting in an attack is ENFERMEDAD AGUDA, one between "
+     "attacks ENFERMEDAD CRÓNICA"),
 )
 
 # Onset terms → typical age range (years) of the patients we sample for the disease.
@@ -63,7 +90,10 @@ DEFAULT_AGES = (0.0, 70.0)
 class OrphanCatalogue:
     """Placed rare diseases and the phenotype annotations patients are sampled from."""
 
-    diseases: pd.DataFrame  # disease_id, disease_name, source, category, rule, age_min, age_max
+    # disease_id, disease_name, source, category, rule, age_min, age_max, and what the annotations
+    # support beside the placing rule: course_chronic (a Chronic/Progressive course or modifier),
+    # course_acute (an Acute/Recurrent/Episodic/Triggered course or modifier)
+    diseases: pd.DataFrame
     phenotypes: pd.DataFrame  # disease_id, hpo_id, probability (positive P-aspect annotations)
     release: str
 
@@ -134,5 +164,7 @@ def build_catalogue(annotations: pd.DataFrame | None = None, ontology: Ontology 
     diseases = diseases.join(ages, on="disease_id")
     diseases["age_min"] = diseases["age_min"].fillna(DEFAULT_AGES[0]).astype(float)
     diseases["age_max"] = np.maximum(diseases["age_max"].fillna(DEFAULT_AGES[1]), diseases["age_min"] + 1.0)
+    diseases["course_chronic"] = np.isin(ids, sorted(chronic))
+    diseases["course_acute"] = np.isin(ids, sorted(acute))
     phenotypes = phenotypes[phenotypes["disease_id"].isin(placed)].reset_index(drop=True)
     return OrphanCatalogue(diseases=diseases, phenotypes=phenotypes, release=annotations.attrs.get("release", ""))
