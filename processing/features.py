@@ -3,7 +3,9 @@
 Built from the dataset's schema, so a user's own CSV gets the same treatment as the cohort:
 numbers are imputed (with missing-value indicators: an absent lab panel is information) and
 scaled; categories one-hot encoded; HPO symptom lists become sparse indicators, optionally rolled
-up to their HPO ancestors so that rare diseases with different leaf terms share signal; other code
+up to their HPO ancestors so that rare diseases with different leaf terms share signal, and are
+scored against the knowledge base's rare diseases (semantic similarity per illness category,
+processing/phenotype.py, fitted from the knowledge base rather than from labels); other code
 lists (prior diagnoses) become indicators too. An optional reduction (PCA, LDA or PCA then LDA)
 follows. The whole thing is one sklearn estimator, saved inside the model artifact.
 """
@@ -26,6 +28,8 @@ from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardSc
 
 from diagnosa.data.hpo import PHENOTYPIC_ABNORMALITY, load_ontology
 from diagnosa.data.schema import Schema
+from processing.phenotype import PhenotypeSimilarity
+from processing.phenotype import as_lists as _as_lists
 
 REDUCTIONS = ("none", "pca", "lda", "both")
 
@@ -36,29 +40,24 @@ class FeatureParams:
     hpo_rollup: bool = True
     min_term_count: int = 5  # indicator columns seen fewer times in train are dropped (noise, and size)
     pca_components: float = 0.95  # share of variance kept (0 < x < 1) or a number of components (>= 1)
+    # Similarity of each HPO list to the knowledge base's rare diseases, per illness category
+    # (processing/phenotype.py): signal for diseases no training patient had.
+    phenotype_similarity: bool = True
+    phenotype_top: int = 3  # the "mean of the top k" diseases per category
 
     def validate(self) -> None:
         if self.reduction not in REDUCTIONS:
             raise ValueError(f"reduction must be one of {', '.join(REDUCTIONS)}, got {self.reduction!r}")
         if self.min_term_count < 1:
             raise ValueError(f"min_term_count must be at least 1, got {self.min_term_count}")
+        if isinstance(self.phenotype_top, bool) or not isinstance(self.phenotype_top, int) or self.phenotype_top < 1:
+            raise ValueError(f"phenotype_top must be a whole number >= 1, got {self.phenotype_top!r}")
         if not (0 < self.pca_components < 1 or (self.pca_components >= 1 and float(self.pca_components).is_integer())):
             raise ValueError(f"pca_components must be a variance share in (0, 1) or a whole number >= 1, "
                              f"got {self.pca_components}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def _as_lists(X: Any) -> list[list[str]]:
-    values = X.iloc[:, 0] if isinstance(X, pd.DataFrame) else X
-    out = []
-    for v in values:
-        if isinstance(v, (list, tuple, np.ndarray)):
-            out.append([str(x) for x in v])
-        else:
-            out.append([])  # missing list: no indicator set
-    return out
 
 
 class MultiLabelIndicator(TransformerMixin, BaseEstimator):
@@ -149,6 +148,8 @@ def build_feature_pipeline(schema: Schema, params: FeatureParams | None = None, 
                                               SimpleImputer(strategy="most_frequent", keep_empty_features=True)), flags))
     for name in schema.features("hpo_terms"):
         blocks.append((f"hpo:{name}", MultiLabelIndicator(rollup=params.hpo_rollup, min_count=params.min_term_count), name))
+        if params.phenotype_similarity:
+            blocks.append((f"phenotype:{name}", PhenotypeSimilarity(top=params.phenotype_top), name))
     for name in schema.features("codes"):
         blocks.append((f"codes:{name}", MultiLabelIndicator(rollup=False, min_count=params.min_term_count), name))
     if not blocks:

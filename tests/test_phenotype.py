@@ -1,0 +1,189 @@
+"""PhenotypeSimilarity: Resnik information content + best-match average (Phenomizer) over the knowledge base."""
+from __future__ import annotations
+
+import math
+import pickle
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.base import clone
+
+from diagnosa.data.hpo import Ontology
+from diagnosa.labels import ACUTE, CHRONIC, DISEASE_CATEGORIES, MILD, TERMINAL
+from processing.phenotype import Knowledge, PhenotypeSimilarity
+
+ALL, ABNORMAL = "HP:0000001", "HP:0000118"
+NERVOUS, SEIZURE, GENERALIZED, INTELLECT = "HP:0000707", "HP:0001250", "HP:0002069", "HP:0001249"
+EYE, VISUAL = "HP:0000478", "HP:0000505"
+ALT_OF_INTELLECT, OBSOLETE = "HP:0007000", "HP:0000005"
+
+# A hand-built fragment of the HPO: All → Phenotypic abnormality → {nervous → {seizure → generalized, ID}, eye → visual}.
+ONTOLOGY = Ontology(
+    release="test",
+    names={ALL: "All", ABNORMAL: "Phenotypic abnormality", NERVOUS: "Abnormality of the nervous system",
+           SEIZURE: "Seizure", GENERALIZED: "Generalized seizure", INTELLECT: "Intellectual disability",
+           EYE: "Abnormality of the eye", VISUAL: "Visual impairment", OBSOLETE: "obsolete term"},
+    parents={ABNORMAL: (ALL,), NERVOUS: (ABNORMAL,), SEIZURE: (NERVOUS,), GENERALIZED: (SEIZURE,),
+             INTELLECT: (NERVOUS,), EYE: (ABNORMAL,), VISUAL: (EYE,), OBSOLETE: (ALL,)},
+    alt_ids={ALT_OF_INTELLECT: INTELLECT},
+    obsolete=frozenset({OBSOLETE}),
+)
+PROFILES = {  # disease → (category, annotated terms)
+    "ORPHA:1": (TERMINAL, [GENERALIZED, INTELLECT]),
+    "OMIM:2": (CHRONIC, [SEIZURE, VISUAL]),
+    "OMIM:3": (MILD, [VISUAL]),
+    "ORPHA:4": (ACUTE, [INTELLECT, VISUAL]),
+}
+
+
+def knowledge(profiles=PROFILES) -> Knowledge:
+    diseases = pd.DataFrame({"disease_id": list(profiles), "disease_name": [f"disease {d}" for d in profiles],
+                             "category": [c for c, _ in profiles.values()]})
+    phenotypes = pd.DataFrame([(d, t) for d, (_, terms) in profiles.items() for t in terms],
+                              columns=["disease_id", "hpo_id"])
+    return Knowledge(diseases, phenotypes, release="2025-01-16")
+
+
+@pytest.fixture()
+def model() -> PhenotypeSimilarity:
+    return PhenotypeSimilarity(knowledge=knowledge(), ontology=ONTOLOGY).fit(None)
+
+
+def ic(share: float) -> float:
+    """Normalised IC of a term carried by ``share`` of the 4 diseases."""
+    return -math.log(share) / math.log(4)
+
+
+def score(model: PhenotypeSimilarity, terms: list[str]) -> dict[str, float]:
+    return dict(zip(model.diseases["disease_id"], model.scores([terms])[0].tolist()))
+
+
+def test_information_content_orders_terms_by_specificity(model):
+    ic_of = dict(zip(model.terms_, model.ic_.tolist()))
+    assert ic_of[ALL] == ic_of[ABNORMAL] == 0.0  # every disease carries them
+    assert ic_of[GENERALIZED] > ic_of[SEIZURE] > ic_of[NERVOUS] > 0  # 1, 2 and 3 of the 4 diseases
+    assert ic_of[GENERALIZED] == pytest.approx(1.0) and ic_of[SEIZURE] == pytest.approx(ic(2 / 4))
+
+
+def test_best_match_average_patient_to_disease(model):
+    s = score(model, [GENERALIZED])
+    # The disease sharing the specific term beats the one sharing only its parent, which beats a cousin.
+    assert s["ORPHA:1"] == pytest.approx(1.0)
+    assert s["OMIM:2"] == pytest.approx(ic(2 / 4))
+    assert s["ORPHA:4"] == pytest.approx(ic(3 / 4))  # MICA = the nervous system
+    assert s["OMIM:3"] == 0.0  # only the root is shared
+    # Mean over the patient's terms of the best match of each.
+    two = score(model, [GENERALIZED, VISUAL])
+    assert two["OMIM:2"] == pytest.approx((ic(2 / 4) + ic(3 / 4)) / 2)
+    assert two["ORPHA:1"] == pytest.approx((1.0 + 0.0) / 2)
+
+
+def test_unknown_obsolete_and_alternative_terms(model):
+    base = score(model, [INTELLECT])
+    assert score(model, [INTELLECT, "HP:9999999"]) == base  # unknown: ignored
+    assert score(model, [INTELLECT, OBSOLETE]) == base  # obsolete: ignored
+    assert score(model, [ALT_OF_INTELLECT]) == base  # alternative id: its primary term
+    assert score(model, [INTELLECT, INTELLECT]) == base  # a repeated term counts once
+
+
+def test_no_known_term_scores_zero_everywhere(model):
+    X = pd.Series([[], None, ["HP:9999999"]], dtype=object)
+    out = model.transform(X)
+    assert out.shape == (3, 9) and out.dtype == np.float32 and not out.any()
+    assert model.rank([[]], 2) == [[{"disease_id": "OMIM:2", "name": "disease OMIM:2", "source": "OMIM",
+                                      "category": CHRONIC, "score": 0.0},
+                                     {"disease_id": "OMIM:3", "name": "disease OMIM:3", "source": "OMIM",
+                                      "category": MILD, "score": 0.0}]]  # ties by id
+
+
+def test_features_per_category(model):
+    names = model.get_feature_names_out().tolist()
+    assert names == [f"{c}:{k}" for c in DISEASE_CATEGORIES for k in ("max", "top3")] + ["best"]
+    X = pd.DataFrame({"symptoms": [[GENERALIZED], [VISUAL]]})
+    out = model.transform(X)
+    row = dict(zip(names, out[0].tolist()))
+    assert row[f"{TERMINAL}:max"] == pytest.approx(1.0) == row["best"]
+    assert row[f"{CHRONIC}:max"] == pytest.approx(ic(2 / 4)) == row[f"{CHRONIC}:top3"]  # one disease: its score
+    assert row[f"{MILD}:max"] == 0.0
+    assert ((out >= 0) & (out <= 1)).all()
+    # top-k is the mean of the k best of the category, with more diseases than k.
+    many = {**PROFILES, **{f"OMIM:1{i}": (TERMINAL, [SEIZURE if i % 2 else VISUAL]) for i in range(4)}}
+    big = PhenotypeSimilarity(top=2, knowledge=knowledge(many), ontology=ONTOLOGY).fit(None)
+    s = big.scores([[GENERALIZED]])[0]
+    terminal = np.sort(s[(big.diseases["category"] == TERMINAL).to_numpy()])[::-1]
+    feats = dict(zip(big.get_feature_names_out(), big.transform(pd.Series([[GENERALIZED]]))[0].tolist()))
+    assert feats[f"{TERMINAL}:top2"] == pytest.approx(terminal[:2].mean())
+
+
+def test_fitted_from_the_knowledge_base_not_labels(model):
+    other = PhenotypeSimilarity(knowledge=knowledge(), ontology=ONTOLOGY).fit(pd.Series([[VISUAL]] * 3), y=[1, 2, 3])
+    X = pd.Series([[GENERALIZED, VISUAL]])
+    np.testing.assert_array_equal(model.transform(X), other.transform(X))
+    np.testing.assert_array_equal(clone(model).fit(None).transform(X), model.transform(X))
+    with pytest.raises(ValueError, match="top"):
+        PhenotypeSimilarity(top=0, knowledge=knowledge(), ontology=ONTOLOGY).fit(None)
+
+
+def test_rank_and_nearest_category(model):
+    [ranked] = model.rank([[GENERALIZED, INTELLECT]], 3)
+    # OMIM:2 (seizure + nervous system) and ORPHA:4 (nervous system + ID) tie: by id.
+    assert [r["disease_id"] for r in ranked] == ["ORPHA:1", "OMIM:2", "ORPHA:4"]
+    assert ranked[1]["score"] == ranked[2]["score"] == round((ic(2 / 4) + ic(3 / 4)) / 2, 3)
+    assert ranked[0] == {"disease_id": "ORPHA:1", "name": "disease ORPHA:1", "source": "ORPHA", "category": TERMINAL,
+                         "score": 0.75}  # (IC(generalized) = 1 + IC(ID) = 0.5) / 2
+    scores = [r["score"] for r in ranked]
+    assert scores == sorted(scores, reverse=True) and all(round(s, 3) == s for s in scores)
+    assert len(model.rank([[VISUAL]], 50)[0]) == 4  # at most the whole knowledge base
+    near = model.nearest_category([[GENERALIZED], [GENERALIZED], [], [VISUAL]], ["ORPHA:1", None, None, "OMIM:3"])
+    assert near == [CHRONIC, TERMINAL, None, CHRONIC]  # OMIM:2 is next after ORPHA:1; OMIM:3's nearest other is OMIM:2
+    with pytest.raises(ValueError):
+        model.nearest_category([[GENERALIZED]], [])
+
+
+def test_pickle_drops_caches(model):
+    X = pd.Series([[GENERALIZED, VISUAL], [INTELLECT]])
+    before = model.transform(X)
+    assert model.__dict__.get("_rows")
+    restored = pickle.loads(pickle.dumps(model))
+    assert "_rows" not in restored.__dict__ and "_index" not in restored.__dict__
+    np.testing.assert_array_equal(restored.transform(X), before)
+
+
+# ------------------------------------------------------------------------------------------------ the shipped knowledge base
+
+@pytest.fixture(scope="module")
+def shipped() -> PhenotypeSimilarity:
+    return PhenotypeSimilarity().fit(None)
+
+
+def test_shipped_knowledge_base_recognises_its_own_diseases(shipped):
+    from diagnosa.data.orphan import build_catalogue
+
+    catalogue = build_catalogue()
+    assert len(shipped.diseases) == len(catalogue) and shipped.release == catalogue.release
+    assert set(shipped.diseases["category"]) == set(DISEASE_CATEGORIES)
+    sample = catalogue.diseases["disease_id"].sample(200, random_state=0).tolist()
+    profiles = catalogue.phenotypes.groupby("disease_id")["hpo_id"].apply(list)
+    ranked = shipped.rank([profiles[d] for d in sample], 1)
+    first = sum(r[0]["disease_id"] == d for r, d in zip(ranked, sample))
+    assert first >= 0.9 * len(sample), f"only {first} of {len(sample)} diseases rank first on their own profile"
+    near = shipped.nearest_category([profiles[d] for d in sample], sample)
+    assert all(c in DISEASE_CATEGORIES for c in near)
+
+
+def test_single_patient_transform_is_fast(shipped):
+    from diagnosa.data.orphan import build_catalogue
+
+    profiles = build_catalogue().phenotypes.groupby("disease_id")["hpo_id"].apply(list).tolist()
+    rng = np.random.default_rng(0)
+    patients = [list(rng.choice(p, size=min(len(p), 8), replace=False)) for p in profiles[:200]]
+    times = []
+    for terms in patients:
+        started = time.perf_counter()
+        shipped.transform(pd.Series([terms], dtype=object))
+        times.append(time.perf_counter() - started)
+    assert np.median(times) < 0.005, f"median {np.median(times) * 1e3:.2f} ms per single-patient transform"
+    size = len(pickle.dumps(shipped))
+    assert size < 2_000_000, size
