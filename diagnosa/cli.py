@@ -344,7 +344,8 @@ def _dataset_settings(args: argparse.Namespace, bucket: str) -> dict:
         if args.dataset not in (None, config["name"]):
             raise UsageError(f"--dataset {args.dataset} but {args.dataset_config} describes dataset {config['name']}")
         slice_ = config_slice(config)
-        return dataset_settings(config["name"], config["labels"], slice_[0] if slice_ else None)
+        return dataset_settings(config["name"], config["labels"], slice_[0] if slice_ else None,
+                                grouped=bool((config.get("slice") or {}).get("group")))
     dataset = args.dataset or BUILTIN_DATASET
     if dataset == BUILTIN_DATASET:
         return dataset_of(None, dataset)

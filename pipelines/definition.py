@@ -27,6 +27,9 @@ DEFAULT_FAMILIES = ("mlp", "logistic_regression", "xgboost")  # docs/model-bench
 DEFAULT_RECALL_THRESHOLD = 0.80
 DEFAULT_ORPHAN_THRESHOLD = 0.50
 DEFAULT_SLICE_THRESHOLD = DEFAULT_ORPHAN_THRESHOLD  # minimum macro recall on a dataset's slice
+# Minimum macro recall on the slice's groups held out of training (the cohort's: orphan diseases with no
+# training patient; docs/model-benchmark.md, "Unseen orphan diseases").
+DEFAULT_UNSEEN_THRESHOLD = 0.40
 BUILTIN_DATASET = "patients"  # the built-in cohort: its model package group and endpoint keep the name diagnosa
 BUILTIN_RESOURCE = "diagnosa"
 # SageMaker's names of pipelines, model package groups and endpoints.
@@ -86,14 +89,27 @@ def slice_parameter(name: str) -> str:
     return _ascii_words(name) + "RecallThreshold"
 
 
+def unseen_slice(slice_name: str) -> str:
+    """'orphan' → 'orphan_unseen': the sub-slice of groups (diseases) held out of training."""
+    return f"{slice_name}_unseen"
+
+
+def unseen_parameter(slice_name: str) -> str:
+    """'orphan' → 'UnseenOrphanRecallThreshold'."""
+    return "Unseen" + slice_parameter(slice_name)
+
+
 def resource_name(dataset: str) -> str:
     """The model package group and endpoint of a dataset: its name ('_' → '-'); the built-in cohort's: diagnosa."""
     return BUILTIN_RESOURCE if dataset == BUILTIN_DATASET else dataset.replace("_", "-")
 
 
-def dataset_settings(dataset: str, labels: tuple[str, ...] | list[str], slice_name: str | None) -> dict[str, Any]:
-    """The PipelineSettings fields that come from a dataset: its labels, slice, group and endpoint."""
+def dataset_settings(dataset: str, labels: tuple[str, ...] | list[str], slice_name: str | None,
+                     grouped: bool = False) -> dict[str, Any]:
+    """The PipelineSettings fields that come from a dataset: its labels, slice (``grouped``: with groups
+    held out of training, hence an unseen sub-slice), model package group and endpoint."""
     return {"dataset": dataset, "labels": tuple(labels), "slice_name": slice_name,
+            "slice_grouped": bool(grouped and slice_name),
             "model_package_group": resource_name(dataset), "endpoint_name": resource_name(dataset)}
 
 
@@ -112,6 +128,9 @@ class PipelineSettings:
     dataset: str = BUILTIN_DATASET
     labels: tuple[str, ...] = CATEGORIES
     slice_name: str | None = "orphan"
+    # The slice has groups held out of training (the cohort's orphan diseases): one more gate condition on
+    # the unseen sub-slice's macro recall (parameter Unseen<Slice>RecallThreshold).
+    slice_grouped: bool = True
     model_package_group: str = BUILTIN_RESOURCE
     endpoint_name: str = BUILTIN_RESOURCE
     endpoint_instance_type: str = "ml.m5.large"
@@ -124,6 +143,7 @@ class PipelineSettings:
     training_instance_type: str = "ml.m5.xlarge"
     recall_thresholds: dict[str, float] | None = None  # label → default threshold; None: 0.80 for every label
     orphan_threshold: float = DEFAULT_ORPHAN_THRESHOLD  # the slice's default threshold (whatever its name)
+    unseen_threshold: float = DEFAULT_UNSEEN_THRESHOLD  # the unseen sub-slice's default threshold
     # Images with the pins baked in (infra/images/: built and pushed by the CDK app). None: AWS's framework
     # images, on which each container pip-installs requirements.txt from the package index at start.
     # The containers still run that install with baked images (the SDK's runproc.sh, the training and
@@ -171,7 +191,8 @@ def check_settings(settings: PipelineSettings) -> None:
     thresholds = settings.thresholds()
     if set(thresholds) != set(settings.labels):
         raise ValueError(f"recall_thresholds needs exactly the labels {list(settings.labels)}")
-    for name, value in [*thresholds.items(), (settings.slice_name or "the slice", settings.orphan_threshold)]:
+    for name, value in [*thresholds.items(), (settings.slice_name or "the slice", settings.orphan_threshold),
+                        ("the unseen sub-slice", settings.unseen_threshold)]:
         if not 0.0 <= value <= 1.0:
             raise ValueError(f"recall threshold for {name} must be in [0, 1], got {value}")
     for what in ("name", "model_package_group", "endpoint_name"):
@@ -223,6 +244,9 @@ def build_pipeline(settings: PipelineSettings, session: Any) -> Any:
                   for label, name in settings.parameter_names().items()}
     slice_threshold = (ParameterFloat(name=slice_parameter(settings.slice_name), default_value=settings.orphan_threshold)
                        if settings.slice_name else None)
+    unseen_threshold = (ParameterFloat(name=unseen_parameter(settings.slice_name),
+                                       default_value=settings.unseen_threshold)
+                        if settings.slice_name and settings.slice_grouped else None)
     # One seed for the split (Preprocess) and the models (the training hyperparameter ``seed``).
     seed = ParameterInteger(name="Seed", default_value=0)
     endpoint_name = ParameterString(name="EndpointName", default_value=settings.endpoint_name)
@@ -230,7 +254,8 @@ def build_pipeline(settings: PipelineSettings, session: Any) -> Any:
     processing_type = ParameterString(name="ProcessingInstanceType", default_value=settings.processing_instance_type)
     training_type = ParameterString(name="TrainingInstanceType", default_value=settings.training_instance_type)
     parameters = [input_uri, reduction, resampling, approval, *thresholds.values(),
-                  *([slice_threshold] if slice_threshold else []), processing_type, training_type, seed]
+                  *([slice_threshold] if slice_threshold else []), *([unseen_threshold] if unseen_threshold else []),
+                  processing_type, training_type, seed]
     if settings.deploy_steps:
         parameters.append(endpoint_name)
 
@@ -295,7 +320,8 @@ def build_pipeline(settings: PipelineSettings, session: Any) -> Any:
          s3_in("test", outputs["test"].S3Output.S3Uri, "test")],
         ["evaluation", "report"],
         ["--thresholds", Join(on="", values=["{", *_threshold_json(thresholds), "}"]),
-         *_slice_arguments(settings.slice_name, slice_threshold)],
+         *_slice_arguments(settings.slice_name, slice_threshold),
+         *_slice_arguments(unseen_slice(settings.slice_name) if unseen_threshold else None, unseen_threshold)],
         property_files=[report])
 
     def recall_of(path: str) -> Any:
@@ -306,6 +332,10 @@ def build_pipeline(settings: PipelineSettings, session: Any) -> Any:
     if slice_threshold is not None:  # only a dataset with a slice has a slice condition
         conditions.append(ConditionGreaterThanOrEqualTo(
             left=recall_of(f"diagnosa.slices.{settings.slice_name}.macro_recall"), right=slice_threshold))
+    if unseen_threshold is not None:
+        conditions.append(ConditionGreaterThanOrEqualTo(
+            left=recall_of(f"diagnosa.slices.{unseen_slice(settings.slice_name)}.macro_recall"),
+            right=unseen_threshold))
     champion_model = Join(on="/", values=[select.properties.ProcessingOutputConfig.Outputs["champion"].S3Output.S3Uri,
                                           "model.tar.gz"])
     evaluation_dir = evaluate.properties.ProcessingOutputConfig.Outputs["evaluation"].S3Output.S3Uri

@@ -27,12 +27,17 @@ from diagnosa.data.schema import Schema
 from diagnosa.model import DiagnosaModel, ModelLoadError, apply_calibration, unpack_model
 from processing.calibration import honest_section
 from processing.evaluation import evaluate, recall_gate, write_report
+from processing.split import read_train_groups, unseen_mask
 
 log = logging.getLogger("diagnosa.evaluate")
 
 
-def evaluate_model(model: DiagnosaModel, test: pd.DataFrame) -> dict[str, Any]:
-    """Scores of ``model`` on ``test``: per class, per orphan/common slice, ordinal, calibration."""
+def evaluate_model(model: DiagnosaModel, test: pd.DataFrame,
+                   train_groups: frozenset[str] | None = None) -> dict[str, Any]:
+    """Scores of ``model`` on ``test``: per class, per orphan/common slice, ordinal, calibration.
+
+    ``train_groups`` (the slice's groups with training patients, from the split's groups.json) adds the
+    seen and unseen sub-slices (the cohort's: orphan diseases with and without training patients)."""
     schema = Schema.from_dict(model.metadata["schema"]) if "schema" in model.metadata else None
     target = schema.target if schema else model.metadata.get("target", "label")
     slice_column = schema.slice_column if schema else model.metadata.get("slice_column")
@@ -44,8 +49,9 @@ def evaluate_model(model: DiagnosaModel, test: pd.DataFrame) -> dict[str, Any]:
     decided = model.decide(proba)
     in_slice = (test[slice_column].fillna(False).to_numpy(dtype=bool)
                 if slice_column and slice_column in test.columns else None)
+    unseen = unseen_mask(test, schema, train_groups) if schema is not None and in_slice is not None else None
     result = evaluate(test[target].tolist(), proba, model.labels, orphan=in_slice, slice_name=slice_name,
-                      predicted=decided)
+                      predicted=decided, unseen=unseen)
     index = {label: i for i, label in enumerate(model.labels)}
     result["diagnosa"]["honest"] = honest_section(
         np.array([index[str(v)] for v in test[target]]), raw, proba, decided, model.labels,
@@ -134,7 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             log.info("read model (%s) and %s test rows in %.2f s", model.metadata.get("family"), len(test),
                      time.perf_counter() - started)
             started = time.perf_counter()
-            result = evaluate_model(model, test)
+            result = evaluate_model(model, test, read_train_groups(test_path.parent))
             result["gate"] = gate_section(result, args.thresholds, args.orphan_threshold, dict(args.slice_threshold))
             log.info("evaluated in %.2f s", time.perf_counter() - started)
         out_eval.mkdir(parents=True, exist_ok=True)
@@ -149,7 +155,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for label, scores in d["per_class"].items():
             print(f"test:recall[{label}]={np.nan if scores['recall'] is None else scores['recall']:.4f}")
         return 0
-    except (ValueError, FileNotFoundError, FileExistsError, KeyError, OSError, ModelLoadError) as err:
+    except (ValueError, FileNotFoundError, FileExistsError, KeyError, OSError, ModelLoadError) as err:  # SplitError too
         log.error("evaluation failed: %s", err)
         return 1
 

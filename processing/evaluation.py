@@ -112,13 +112,16 @@ def _slice(t: np.ndarray, pred: np.ndarray, labels: list[str]) -> dict[str, Any]
 
 def evaluate(y_true: Sequence[str], proba: np.ndarray, labels: Sequence[str], *,
              orphan: np.ndarray | None = None, slice_name: str = "orphan",
-             predicted: Sequence[int] | None = None) -> dict[str, Any]:
+             predicted: Sequence[int] | None = None, unseen: np.ndarray | None = None) -> dict[str, Any]:
     """Score predicted probabilities against true labels; ``labels`` order is the ordinal order.
 
     ``orphan`` marks the rows of the dataset's slice, reported as ``slices[slice_name]`` (the built-in
     cohort's slice is ``orphan``) beside ``slices["common"]``, the rows outside it. ``predicted`` (label
     indices) are the model's decisions when they are not the plain argmax of ``proba`` (a model with
-    decision weights); threshold-free scores (log loss, average precision) use ``proba``."""
+    decision weights); threshold-free scores (log loss, average precision) use ``proba``.
+
+    ``unseen`` (a subset of the slice: rows whose group, e.g. orphan disease, had no training patient)
+    splits the slice further into ``slices[f"{slice_name}_seen"]`` and ``slices[f"{slice_name}_unseen"]``."""
     t, p, mask = _validate(y_true, proba, labels, orphan)
     labels = [str(label) for label in labels]
     k, n = len(labels), t.size
@@ -165,6 +168,12 @@ def evaluate(y_true: Sequence[str], proba: np.ndarray, labels: Sequence[str], *,
     slices: dict[str, Any] = {}
     if mask is not None:
         slices = {slice_name: _slice(t[mask], pred[mask], labels), "common": _slice(t[~mask], pred[~mask], labels)}
+        if unseen is not None:
+            unseen = np.asarray(unseen, dtype=bool)
+            if unseen.shape != mask.shape or (unseen & ~mask).any():
+                raise ValueError("unseen mask must mark a subset of the slice's rows")
+            slices[f"{slice_name}_seen"] = _slice(t[mask & ~unseen], pred[mask & ~unseen], labels)
+            slices[f"{slice_name}_unseen"] = _slice(t[unseen], pred[unseen], labels)
 
     return {
         "multiclass_classification_metrics": _sagemaker_section(t, pred, labels, cm),

@@ -27,7 +27,7 @@ import pandas as pd
 from diagnosa.data.schema import Schema
 from processing.features import REDUCTIONS, FeatureParams, binary_columns, build_feature_pipeline
 from processing.resample import METHODS, Resampled, resample
-from processing.split import DEFAULT_FRACTIONS, Splits, split_dataset
+from processing.split import DEFAULT_FRACTIONS, DEFAULT_UNSEEN_SHARE, GROUPS_FILE, Splits, split_dataset
 
 log = logging.getLogger("diagnosa.preprocess")
 OUTPUTS = ("train", "validation", "test", "transformer")
@@ -39,15 +39,18 @@ class PreprocessParams:
     resampling: str = "class_weights"  # chosen from benchmarks/bench_models.py (docs/model-benchmark.md)
     seed: int = 0
     fractions: tuple[float, float, float] = DEFAULT_FRACTIONS
+    unseen_share: float = DEFAULT_UNSEEN_SHARE  # of the slice's groups held out of training (processing/split.py)
 
     def validate(self) -> None:
         self.features.validate()
         if self.resampling not in METHODS:
             raise ValueError(f"resampling must be one of {', '.join(METHODS)}, got {self.resampling!r}")
+        if not 0.0 <= self.unseen_share < 1.0:
+            raise ValueError(f"unseen share must be in [0, 1), got {self.unseen_share}")
 
     def to_dict(self) -> dict[str, Any]:
         return {**self.features.to_dict(), "resampling": self.resampling, "seed": self.seed,
-                "fractions": list(self.fractions)}
+                "fractions": list(self.fractions), "unseen_share": self.unseen_share}
 
 
 @dataclass
@@ -76,7 +79,8 @@ def preprocess(frame: pd.DataFrame, schema: Schema, params: PreprocessParams | N
         raise ValueError(f"the dataset lacks columns the schema declares: {', '.join(missing)}")
     timings: dict[str, float] = {}
     started = time.perf_counter()
-    splits = split_dataset(frame, schema, fractions=params.fractions, seed=params.seed)
+    splits = split_dataset(frame, schema, fractions=params.fractions, seed=params.seed,
+                           unseen_share=params.unseen_share)
     timings["split"] = time.perf_counter() - started
 
     labels = list(schema.labels)
@@ -116,6 +120,11 @@ def write_outputs(result: Preprocessed, manifest: dict[str, Any], params: Prepro
     np.savez_compressed(out["train"] / "train.npz", X=t.X, y=t.y, sample_weight=t.sample_weight)
     result.splits.validation.to_parquet(out["validation"] / "validation.parquet", index=False)
     result.splits.test.to_parquet(out["test"] / "test.parquet", index=False)
+    if result.splits.train_groups is not None:
+        groups = {"column": Schema.from_dict(manifest["schema"]).group_column,
+                  "in_train": sorted(result.splits.train_groups)}
+        for name in ("validation", "test"):
+            (out[name] / GROUPS_FILE).write_text(json.dumps(groups, ensure_ascii=False) + "\n", encoding="utf-8")
     joblib.dump(result.pipeline, out["transformer"] / "feature_pipeline.joblib", compress=3)
     summary = {
         "labels": result.labels,
@@ -141,6 +150,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--min-term-count", type=int, default=5)
     parser.add_argument("--pca-components", type=float, default=0.95)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--unseen-share", type=float, default=DEFAULT_UNSEEN_SHARE,
+                        help="share of the slice's groups (orphan diseases) held out of training, in [0, 1)")
     parser.add_argument("--baseline-dir", default=None,
                         help="where to write the monitoring baseline (default: <base-dir>/output/baseline if it exists)")
     return parser.parse_args(argv)
@@ -154,7 +165,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         params = PreprocessParams(
             features=FeatureParams(reduction=args.reduction, hpo_rollup=args.hpo_rollup == "true",
                                    min_term_count=args.min_term_count, pca_components=args.pca_components),
-            resampling=args.resampling, seed=args.seed)
+            resampling=args.resampling, seed=args.seed, unseen_share=args.unseen_share)
         params.validate()
         source = base / "input" / "curated"
         manifest_path, data_path = source / "manifest.json", source / "data.parquet"

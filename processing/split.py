@@ -1,15 +1,28 @@
-"""Train / validation / test split: stratified by class, orphan diseases spread over all three.
+"""Train / validation / test split: stratified by class; orphan diseases seen and unseen.
 
-Patients are split by class with the fractions asked. Orphan-disease patients are placed first,
-disease by disease: a disease with three or more
-patients gets at least one in each split, a disease with two gets one in train and one in test,
-a lone patient goes to train — so the test split measures rare diseases the model has seen a few
-cases of, which is the realistic setting for an orphan disease. The other patients of the class
-then fill each split to its share. A patient id is never in two splits.
+Patients are split by class with the fractions asked. When the schema names a group column inside
+its slice (the cohort's: ``disease_id`` of the orphan patients), slice patients are placed first,
+group by group:
+
+- **held out** (``unseen_share`` of the groups, at least one when there are two or more): every
+  patient of the group goes to validation or to test, never to train -- whole groups, split between
+  validation and test in proportion to their fractions. Most rare diseases have no training
+  patients at all; these groups measure that case, and selection (validation) sees it too.
+- **seen** (the others): a group with three or more patients gets at least one in each split, a group
+  with two gets one in train and one in test, a lone patient goes to train -- rare diseases the model
+  has seen a few cases of.
+
+The other patients of each class then fill each split to its share (a class whose held-out patients
+exceed the validation and test shares ends a little short in train). A patient id is never in two
+splits; ``Splits.train_groups`` lists the groups with training patients, so the evaluation can tell
+the seen slice from the unseen one.
 """
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -18,7 +31,8 @@ from diagnosa.data.schema import Schema, too_small_classes
 
 SPLITS = ("train", "validation", "test")
 DEFAULT_FRACTIONS = (0.7, 0.2, 0.1)
-DISEASE_COLUMN = "disease_id"
+DEFAULT_UNSEEN_SHARE = 0.3  # of the slice's groups, held out of training (the cohort's: orphan diseases)
+GROUPS_FILE = "groups.json"  # written beside the validation and test splits: {"column", "in_train": [...]}
 
 
 class SplitError(ValueError):
@@ -30,6 +44,9 @@ class Splits:
     train: pd.DataFrame
     validation: pd.DataFrame
     test: pd.DataFrame
+    # Groups of the slice with patients in train (None: the schema has no group column). A validation or
+    # test patient of the slice whose group is not here belongs to a group the model has never seen.
+    train_groups: frozenset[str] | None = None
 
     def items(self) -> list[tuple[str, pd.DataFrame]]:
         return [("train", self.train), ("validation", self.validation), ("test", self.test)]
@@ -48,12 +65,59 @@ def _allocate(n: int, fractions: np.ndarray) -> np.ndarray:
     return counts
 
 
+def unseen_mask(frame: pd.DataFrame, schema: Schema, train_groups: frozenset[str] | set[str] | None) -> np.ndarray | None:
+    """Rows of the slice whose group has no training patient; None when there are no groups to tell."""
+    slice_column, group_column = schema.slice_column, schema.group_column
+    if train_groups is None or not slice_column or not group_column or group_column not in frame.columns \
+            or slice_column not in frame.columns:
+        return None
+    in_slice = frame[slice_column].fillna(False).to_numpy(dtype=bool)
+    groups = frame[group_column]
+    return in_slice & groups.notna().to_numpy() & ~groups.astype(str).isin(train_groups).to_numpy()
+
+
+def read_train_groups(folder: str | os.PathLike) -> frozenset[str] | None:
+    """The slice's groups seen in training, from a split's folder (None when it has no groups file)."""
+    path = Path(folder) / GROUPS_FILE
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise SplitError(f"{path} is not a JSON document: {err}") from None
+    groups = data.get("in_train") if isinstance(data, dict) else None
+    if not isinstance(groups, list) or not all(isinstance(g, str) for g in groups):
+        raise SplitError(f"{path}: 'in_train' must be a list of group names")
+    return frozenset(groups)
+
+
+def _hold_out(groups: np.ndarray, sizes: np.ndarray, share: float, fractions: np.ndarray,
+              rng: np.random.Generator) -> dict[str, int]:
+    """Held-out group → split (1 validation, 2 test): whole groups, patients in proportion to the fractions."""
+    n_out = int(round(share * len(groups)))
+    if share > 0 and len(groups) >= 2:
+        n_out = min(max(n_out, 1), len(groups) - 1)  # at least one unseen group, at least one seen
+    chosen = rng.permutation(len(groups))[:n_out]
+    target = fractions[1:] / fractions[1:].sum()
+    placed = np.zeros(2)
+    plan = {}
+    for i in chosen:  # each group where it leaves the two splits closest to their share of patients
+        deficit = target * (placed.sum() + sizes[i]) - placed
+        where = int(np.argmax(deficit))
+        placed[where] += sizes[i]
+        plan[str(groups[i])] = where + 1
+    return plan
+
+
 def split_dataset(frame: pd.DataFrame, schema: Schema, *, fractions: tuple[float, float, float] = DEFAULT_FRACTIONS,
-                  seed: int = 0) -> Splits:
+                  seed: int = 0, unseen_share: float = DEFAULT_UNSEEN_SHARE) -> Splits:
     target, id_column, slice_column = schema.target, schema.id_column, schema.slice_column
+    group_column = schema.group_column
     fr = np.asarray(fractions, dtype=float)
     if fr.shape != (3,) or (fr <= 0).any() or abs(fr.sum() - 1.0) > 1e-9:
         raise SplitError(f"split fractions must be three positive numbers summing to 1, got {list(fractions)}")
+    if isinstance(unseen_share, bool) or not isinstance(unseen_share, (int, float)) or not 0.0 <= unseen_share < 1.0:
+        raise SplitError(f"unseen_share must be a number in [0, 1), got {unseen_share!r}")
     for column in (target, id_column):
         if column not in frame.columns:
             raise SplitError(f"the dataset has no column '{column}'")
@@ -70,17 +134,22 @@ def split_dataset(frame: pd.DataFrame, schema: Schema, *, fractions: tuple[float
     rng = np.random.default_rng(seed)
     assignment = np.full(len(frame), -1)
     positions = np.arange(len(frame))
-    # Orphan diseases (the built-in cohort's slice) are placed disease by disease; other slices have no
-    # disease column and are stratified like everyone else.
-    is_orphan = (frame[slice_column].fillna(False).to_numpy(dtype=bool)
-                 if slice_column and slice_column in frame.columns else np.zeros(len(frame), dtype=bool))
-    by_disease = is_orphan & (frame[DISEASE_COLUMN].notna().to_numpy() if DISEASE_COLUMN in frame.columns else False)
+    # Groups of the slice (the cohort's orphan diseases) are placed group by group; a slice without a
+    # group column is stratified like everyone else.
+    in_slice = (frame[slice_column].fillna(False).to_numpy(dtype=bool)
+                if slice_column and slice_column in frame.columns else np.zeros(len(frame), dtype=bool))
+    has_groups = bool(group_column and group_column in frame.columns)
+    by_group = in_slice & (frame[group_column].notna().to_numpy() if has_groups else False)
 
-    if by_disease.any():
-        diseases = frame.loc[by_disease, DISEASE_COLUMN].to_numpy()
-        for disease in np.unique(diseases):
-            members = rng.permutation(positions[by_disease][diseases == disease])
-            if len(members) == 1:
+    if by_group.any():
+        groups = frame.loc[by_group, group_column].astype(str).to_numpy()
+        names, sizes = np.unique(groups, return_counts=True)
+        held_out = _hold_out(names, sizes, float(unseen_share), fr, rng)
+        for disease in names:
+            members = rng.permutation(positions[by_group][groups == disease])
+            if disease in held_out:
+                plan = [held_out[disease]] * len(members)
+            elif len(members) == 1:
                 plan = [0]
             elif len(members) == 2:
                 plan = [0, 2]
@@ -104,4 +173,8 @@ def split_dataset(frame: pd.DataFrame, schema: Schema, *, fractions: tuple[float
         missing = [label for label in schema.labels if not (part[target] == label).any()]
         if missing:
             raise SplitError(f"the {name} split would have no rows of class {missing}")
-    return Splits(*parts)
+    train_groups = None
+    if group_column and slice_column:
+        train_groups = frozenset(frame.loc[by_group & (assignment == 0), group_column].astype(str)) if has_groups \
+            else frozenset()
+    return Splits(*parts, train_groups=train_groups)

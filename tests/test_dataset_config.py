@@ -56,6 +56,9 @@ def ingest(lake, tmp_path, config_text: str, rows: str = ROWS):
     (BASE + "slice_column = \"flag\"\n[slice]\ncolumn = \"flag\"\n", "either 'slice_column' or a [slice] table"),
     (BASE + "[slice]\nname = \"1st\"\ncolumn = \"flag\"\n", "[slice] name '1st' must start with a letter"),
     (BASE + "[slice]\nname = \"s\"\n", "[slice] needs 'column'"),
+    (BASE + "[slice]\ncolumn = \"flag\"\ngroup = 3\n", "[slice] group must be a column name"),
+    (BASE + "[slice]\ncolumn = \"flag\"\ngroup = \"family\"\n", "slice group 'family'"),
+    (BASE + "[slice]\ncolumn = \"flag\"\ngroup = \"case\"\n", "slice group 'case' cannot be the id"),
     # columns the CSV does not have (all named), roles that collide
     ('name = "x"\nid_column = "id"\ntarget = "outcome"\nlabels = ["a", "b"]\nexclude = ["nme"]\n',
      "columns named in the config not in the CSV header: id_column 'id', exclude 'nme'"),
@@ -127,11 +130,25 @@ def test_a_slice_defined_by_a_value_gets_a_marker_column(lake, tmp_path):
     assert curated["in_site"].tolist() == [True, False, True, False, True, False]
 
 
+def test_a_slice_group_is_metadata_and_reaches_the_definition(lake, tmp_path):
+    from pipelines.definition import dataset_settings
+
+    rows = "case,age,family,is_rare,outcome\n" + "".join(
+        f"c{i},{30 + i},{'F' + str(i % 2) if i < 4 else ''},{'yes' if i < 4 else 'no'},{label}\n"
+        for i, label in enumerate("aaabbb"))
+    ingest(lake, tmp_path, BASE + '[slice]\ncolumn = "is_rare"\ngroup = "family"\n', rows)
+    _, manifest = load_curated(lake, "x")
+    schema = Schema.from_dict(manifest["schema"])
+    assert schema.group_column == "family" and schema.field("family").role == "metadata"
+    assert dataset_settings(schema.name, schema.labels, schema.slice, grouped=True)["slice_grouped"] is True
+
+
 def test_the_cohort_schema_keeps_its_fingerprint_and_slice():
     schema = cohort_schema()
     assert schema.slice == "orphan" and schema.ordinal is True
     assert "slice_name" not in schema.to_dict() and "ordinal" not in schema.to_dict()
     assert Schema.from_dict(schema.to_dict()) == schema
-    assert schema.fingerprint() == "ade79f0270e237dc"  # as before slices got names: curated versions unchanged
+    # Changed once, by issue 14: the cohort names its slice's group column (disease_id), held out by disease.
+    assert schema.fingerprint() == "b9dbbad5f155c767"
     with pytest.raises(SchemaError, match="slice column 'age' must be a boolean field"):
         Schema("y", schema.fields, schema.labels, slice_column="age")

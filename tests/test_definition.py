@@ -77,11 +77,14 @@ def test_shape_parallel_training_and_gate(definition):
     gate = next(s for s in d["Steps"] if s["Name"] == "RecallGate")
     train = next(s for s in d["Steps"] if s["Name"] == "Train-xgboost")
     conditions = gate["Arguments"]["Conditions"]
-    assert len(conditions) == len(CATEGORIES) + 1
+    assert len(conditions) == len(CATEGORIES) + 2
     for label, condition in zip(CATEGORIES, conditions):
         assert condition["RightValue"] == {"Get": f"Parameters.{class_parameter(label)}"}
         assert label in condition["LeftValue"]["Std:JsonGet"]["Path"]
-    assert conditions[-1]["RightValue"] == {"Get": "Parameters.OrphanRecallThreshold"}
+    assert conditions[-2]["RightValue"] == {"Get": "Parameters.OrphanRecallThreshold"}
+    # Orphan diseases held out of training: their own condition (issue 14).
+    assert conditions[-1]["RightValue"] == {"Get": "Parameters.UnseenOrphanRecallThreshold"}
+    assert conditions[-1]["LeftValue"]["Std:JsonGet"]["Path"] == "diagnosa.slices.orphan_unseen.macro_recall"
     [fail] = gate["Arguments"]["ElseSteps"]
     assert fail["Arguments"]["ErrorMessage"]["Std:JsonGet"]["Path"] == "gate.message"
     register, deploy = gate["Arguments"]["IfSteps"]

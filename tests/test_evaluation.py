@@ -222,3 +222,21 @@ def test_write_report(tmp_path, with_slices):
     assert "](confusion_matrix.png)" in report and "](per_class_recall.png)" in report
     assert ("| orphan | common |" in report) == with_slices
     assert f"{ev['diagnosa']['log_loss']:.4f}" in report
+
+
+def test_unseen_groups_get_their_own_sub_slices_and_gate():
+    labels = ["a", "b"]
+    y = ["a", "b", "a", "b", "a", "b"]
+    proba = np.array([[0.9, 0.1], [0.2, 0.8], [0.3, 0.7], [0.6, 0.4], [0.8, 0.2], [0.1, 0.9]])
+    in_slice = np.array([True, True, True, True, False, False])
+    unseen = np.array([False, False, True, True, False, False])  # rows 2-3: groups never in training, both missed
+    result = evaluate(y, proba, labels, orphan=in_slice, unseen=unseen)
+    slices = result["diagnosa"]["slices"]
+    assert list(slices) == ["orphan", "common", "orphan_seen", "orphan_unseen"]
+    assert slices["orphan_seen"]["macro_recall"] == 1.0 and slices["orphan_unseen"]["macro_recall"] == 0.0
+    assert slices["orphan"]["macro_recall"] == 0.5 and slices["orphan_unseen"]["n"] == 2
+    failed = recall_gate(result, {}, slice_thresholds={"orphan_unseen": 0.4})
+    assert [f["check"] for f in failed] == ["orphan_unseen_macro_recall"]
+    assert recall_gate(result, {}, slice_thresholds={"orphan_seen": 0.9}) == []
+    with pytest.raises(ValueError, match="subset of the slice"):
+        evaluate(y, proba, labels, orphan=in_slice, unseen=np.array([False] * 5 + [True]))

@@ -1,6 +1,7 @@
 """Preprocessing: split, feature pipeline fitted on train only, resampling of train only, the job."""
 from __future__ import annotations
 
+from dataclasses import replace
 import json
 import pickle
 import shutil
@@ -16,7 +17,7 @@ from diagnosa.labels import CATEGORIES, TERMINAL
 from processing.features import FeatureParams, MultiLabelIndicator, binary_columns, build_feature_pipeline
 from processing.preprocess import PreprocessParams, main, preprocess
 from processing.resample import resample
-from processing.split import SplitError, split_dataset
+from processing.split import SplitError, split_dataset, unseen_mask
 
 
 @pytest.fixture(scope="module")
@@ -34,17 +35,46 @@ def test_split_is_stratified_disjoint_and_spreads_orphan_diseases(data):
     assert sum(sizes.values()) == len(frame)
     ids = [set(part["patient_id"]) for _, part in splits.items()]
     assert not (ids[0] & ids[1] or ids[0] & ids[2] or ids[1] & ids[2])
+    orphan = frame[frame["is_orphan"]]
+    held_out = orphan[~orphan["disease_id"].isin(splits.train_groups)]
     for label in CATEGORIES:
         n = (frame["label"] == label).sum()
+        # Whole held-out diseases go to validation/test, so a class may be off its share by their patients.
+        slack = (held_out["label"] == label).sum()
         for (name, part), share in zip(splits.items(), (0.7, 0.2, 0.1)):
-            assert (part["label"] == label).sum() == pytest.approx(n * share, abs=max(3, 0.03 * n)), (name, label)
-    orphan = frame[frame["is_orphan"]]
+            assert (part["label"] == label).sum() == pytest.approx(n * share, abs=max(3, 0.03 * n) + slack), \
+                (name, label)
     big = orphan["disease_id"].value_counts()
-    big = big[big >= 3].index
+    big = set(big[big >= 3].index) & splits.train_groups  # seen diseases
     assert len(big) > 10
     for _, part in splits.items():
-        assert set(big) <= set(part["disease_id"]), "a disease with 3+ patients is in every split"
+        assert big <= set(part["disease_id"]), "a seen disease with 3+ patients is in every split"
     assert splits.test["is_orphan"].sum() > 0 and splits.validation["is_orphan"].sum() > 0
+
+
+def test_held_out_orphan_diseases_never_reach_train(data):
+    frame, schema, _ = data
+    diseases = set(frame.loc[frame["is_orphan"], "disease_id"])
+    for seed in (0, 1, 2):
+        splits = split_dataset(frame, schema, seed=seed)
+        train = set(splits.train.loc[splits.train["is_orphan"], "disease_id"])
+        assert train == splits.train_groups
+        unseen = diseases - train
+        assert len(unseen) == round(0.3 * len(diseases)), "the default share of diseases is held out"
+        validation = set(splits.validation.loc[splits.validation["is_orphan"], "disease_id"])
+        test = set(splits.test.loc[splits.test["is_orphan"], "disease_id"])
+        assert unseen <= validation | test and not (unseen & validation & test), "whole diseases, one split each"
+        assert unseen & validation and unseen & test, "both selection and the final test see unseen diseases"
+        mask = unseen_mask(splits.test, schema, splits.train_groups)
+        assert set(splits.test.loc[mask, "disease_id"]) == unseen & test
+        assert not splits.test.loc[mask & ~splits.test["is_orphan"]].shape[0]
+    none_held = split_dataset(frame, schema, seed=0, unseen_share=0.0)
+    assert set(none_held.train.loc[none_held.train["is_orphan"], "disease_id"]) == diseases
+    with pytest.raises(SplitError, match="unseen_share"):
+        split_dataset(frame, schema, unseen_share=1.0)
+    # A slice without a group column has nothing to hold out.
+    plain = replace(schema, group_column=None)
+    assert split_dataset(frame, plain, seed=0).train_groups is None
 
 
 def test_split_is_deterministic_per_seed(data):

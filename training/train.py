@@ -32,6 +32,7 @@ from sklearn.utils.class_weight import compute_sample_weight
 
 from processing.calibration import calibration_summary
 from processing.evaluation import evaluate
+from processing.split import read_train_groups, unseen_mask
 from training.decisions import MAX_PRECISION_LOSS, calibrate_and_decide
 from training.models import adapt_to_rows, check_seed, make_classifier, portable, resolve_hyperparameters
 from training.tuning import (DEFAULT_CV_MAX_ROWS, DEFAULT_MAX_CONFIGS, DEFAULT_MAX_FOLDS, DEFAULT_SEARCH_BUDGET,
@@ -281,6 +282,7 @@ def validation_summary(evaluation: Mapping[str, Any]) -> dict[str, Any]:
     """The few cross-validated numbers champion selection and the registry need, kept in metadata.json."""
     d = evaluation["diagnosa"]
     orphan = d.get("slices", {}).get("orphan")
+    unseen = d.get("slices", {}).get("orphan_unseen")
     return {
         "n": d["n"],
         "macro_recall": d["macro"]["recall"],
@@ -288,6 +290,7 @@ def validation_summary(evaluation: Mapping[str, Any]) -> dict[str, Any]:
                                "recall": d["worst_class_recall"]["recall"]},
         "per_class_recall": {label: d["per_class"][label]["recall"] for label in d["labels"]},
         "orphan_macro_recall": orphan["macro_recall"] if orphan else None,
+        "orphan_unseen_macro_recall": unseen["macro_recall"] if unseen else None,
     }
 
 
@@ -400,6 +403,9 @@ def train(train_dir: str | os.PathLike, validation_dir: str | os.PathLike, trans
         hyper, proba, y_eval, trials, classifier = held.hyperparameters, held.proba, y_val, held.trials, held.estimator
         w_eval = np.ones(len(y_val)) if method == "none" else compute_sample_weight("balanced", y_val)
         eval_orphan = None if orphan is None else np.asarray(orphan, dtype=bool)
+        # Validation patients of slice groups held out of training (never seen): their own sub-slice.
+        eval_unseen = (None if eval_orphan is None
+                       else unseen_mask(validation, schema, read_train_groups(validation_dir)))
         plan_info = {"regime": "holdout", "rows": int(len(y_val)), "smallest_class": int(np.bincount(y_val).min())}
         method = ("validation split (every class has at least "
                   f"{settings.holdout_min_class} rows there): calibrated probabilities, decision weights cross-fitted "
@@ -413,7 +419,7 @@ def train(train_dir: str | os.PathLike, validation_dir: str | os.PathLike, trans
         hyper, proba, y_eval, trials, classifier = found.hyperparameters, found.oof_proba, pools.cv_y[found.rows], \
             found.trials, None
         w_eval = found.row_weight
-        eval_orphan = None
+        eval_orphan = eval_unseen = None  # cross-validation folds mix the held-out groups into training
         if orphan is not None:  # the slice is known for the validation rows only; others count as outside it
             flags = np.zeros(len(pools.cv_y), dtype=bool)
             flags[pools.validation_rows] = np.asarray(orphan, dtype=bool)
@@ -431,7 +437,8 @@ def train(train_dir: str | os.PathLike, validation_dir: str | os.PathLike, trans
     post = calibrate_and_decide(proba, y_eval, w_eval, max_precision_loss=settings.max_precision_loss, seed=seed)
     weights = post["decision_weights"]
     truth = [labels[i] for i in y_eval]
-    evaluation = evaluate(truth, post["calibrated"], labels, orphan=eval_orphan, predicted=post["cross_fitted_pred"])
+    evaluation = evaluate(truth, post["calibrated"], labels, orphan=eval_orphan, predicted=post["cross_fitted_pred"],
+                          unseen=eval_unseen)
     plain = evaluate(truth, post["calibrated"], labels, predicted=post["calibrated"].argmax(axis=1))
     summary = validation_summary(evaluation)
     summary["method"] = method

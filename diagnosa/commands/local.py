@@ -73,7 +73,7 @@ def dataset_of(manifest: dict[str, Any] | None, dataset: str) -> dict[str, Any]:
     from pipelines.definition import dataset_settings
 
     schema = Schema.from_dict(manifest["schema"]) if manifest else cohort_schema()
-    return dataset_settings(schema.name, schema.labels, schema.slice)
+    return dataset_settings(schema.name, schema.labels, schema.slice, grouped=schema.group_column is not None)
 
 
 def cmd_run(args: argparse.Namespace, cli: ModuleType) -> int:

@@ -58,6 +58,9 @@ class Schema:
     slice_column: str | None = None  # boolean marker of the dataset's slice (the cohort's: is_orphan), if any
     slice_name: str | None = None  # the slice's name; None: the column's name without an ``is_`` prefix
     ordinal: bool = True  # the labels' order is a severity order (ordinal errors mean something)
+    # Within the slice, the column whose values are held out together (the cohort's: disease_id): a share
+    # of them never reaches training, so the evaluation measures groups the model has never seen.
+    group_column: str | None = None
 
     def __post_init__(self) -> None:
         names = [f.name for f in self.fields]
@@ -80,6 +83,13 @@ class Schema:
             if not SLICE_NAME.match(self.slice or ""):
                 raise SchemaError(f"schema '{self.name}': slice name {self.slice!r} must start with a letter and "
                                   "hold only ASCII letters, digits and '_' (at most 63)")
+        if self.group_column is not None:
+            if self.slice_column is None:
+                raise SchemaError(f"schema '{self.name}': a group column ('{self.group_column}') needs a slice column")
+            group = next((f for f in self.fields if f.name == self.group_column), None)
+            if group is None or group.role == "feature" or group.type not in ("string", "category", "integer"):
+                raise SchemaError(f"schema '{self.name}': group column '{self.group_column}' must be a declared "
+                                  "string, category or integer field that is not a feature")
 
     @property
     def id_column(self) -> str:
@@ -115,6 +125,8 @@ class Schema:
             del out["slice_name"]
         if self.ordinal:
             del out["ordinal"]
+        if self.group_column is None:
+            del out["group_column"]
         return out
 
     @classmethod
@@ -124,7 +136,7 @@ class Schema:
         )
         return cls(name=data["name"], fields=fields, labels=tuple(data["labels"]), exclude=tuple(data.get("exclude", ())),
                    slice_column=data.get("slice_column"), slice_name=data.get("slice_name"),
-                   ordinal=data.get("ordinal", True))
+                   ordinal=data.get("ordinal", True), group_column=data.get("group_column"))
 
     def fingerprint(self) -> str:
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
@@ -175,7 +187,8 @@ LAB_RESULT_FIELDS: tuple[Field, ...] = (
 def cohort_schema() -> Schema:
     """The curated cohort: a clinical record joined with its lab panel (labs may be absent)."""
     labs = tuple(f for f in LAB_RESULT_FIELDS if f.name != "patient_id")
-    return Schema("patients", CLINICAL_RECORD_FIELDS + labs, CATEGORIES, slice_column="is_orphan")
+    return Schema("patients", CLINICAL_RECORD_FIELDS + labs, CATEGORIES, slice_column="is_orphan",
+                  group_column="disease_id")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -184,7 +197,7 @@ def cohort_schema() -> Schema:
 
 CONFIG_KEYS = {"name", "id_column", "target", "labels", "ordinal", "exclude", "columns", "slice_column", "slice"}
 COLUMN_KEYS = {"type", "role", "required", "min", "max", "values", "unit"}
-SLICE_KEYS = {"name", "column", "value"}
+SLICE_KEYS = {"name", "column", "value", "group"}
 DATASET_NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9])?$")
 # A label becomes a key in JSON paths the pipeline's gate reads (diagnosa.per_class['<label>'].recall).
 LABEL_FORBIDDEN = re.compile(r"['\\\[\]\x00-\x1f\x7f]")
@@ -255,6 +268,8 @@ def load_dataset_config(path: str | Path) -> dict[str, Any]:
         if "name" in spec and not (isinstance(spec["name"], str) and SLICE_NAME.match(spec["name"])):
             raise SchemaError(f"{where}: [slice] name {spec['name']!r} must start with a letter and hold only ASCII "
                               "letters, digits and '_' (at most 63)")
+        if "group" in spec and not (isinstance(spec["group"], str) and spec["group"]):
+            raise SchemaError(f"{where}: [slice] group must be a column name, got {spec['group']!r}")
         if "value" in spec and not (isinstance(spec["value"], (str, int, float)) and not isinstance(spec["value"], bool)):
             raise SchemaError(f"{where}: [slice] value must be a string or a number, got {spec['value']!r}")
     columns = data.get("columns", {})
@@ -310,8 +325,11 @@ def schema_from_config(config: dict[str, Any], header: list[str], sample: dict[s
     slice_ = config_slice(config)
     named = [("id_column", id_column), ("target", target), *(("exclude", c) for c in exclude),
              *(("columns", c) for c in declared)]
+    group = (config.get("slice") or {}).get("group")
     if slice_:
         named.append(("slice column", slice_[1]))
+    if group:
+        named.append(("slice group", group))
     missing = [f"{what} '{column}'" for what, column in named if column not in header]
     if missing:
         raise SchemaError(f"column{'s' * (len(missing) > 1)} named in the config not in the CSV header: "
@@ -342,6 +360,8 @@ def schema_from_config(config: dict[str, Any], header: list[str], sample: dict[s
             spec = {"type": "category", "role": "target", "required": True, "values": config["labels"]} | spec
         elif slice_ and slice_[2] is None and column == slice_[1]:
             spec = {"type": "boolean", "role": "metadata"} | spec
+        elif column == group:  # held out by value, never a feature (it would name the answer)
+            spec = {"type": "string", "role": "metadata"} | spec
         elif "type" not in spec:
             spec["type"] = "number" if _all_numeric(sample.get(column, [])) else "category"
         if "values" in spec and spec["values"] is not None:
@@ -353,8 +373,11 @@ def schema_from_config(config: dict[str, Any], header: list[str], sample: dict[s
         if value is not None:
             slice_column = slice_marker(slice_name)
             fields.append(Field(slice_column, "boolean", role="metadata"))
+    if group and group in (id_column, target, *exclude):
+        raise SchemaError(f"the slice group '{group}' cannot be the id, the target or an excluded column")
     return Schema(config["name"], tuple(fields), tuple(config["labels"]), exclude=exclude,
-                  slice_column=slice_column, slice_name=slice_name, ordinal=config.get("ordinal", True))
+                  slice_column=slice_column, slice_name=slice_name, ordinal=config.get("ordinal", True),
+                  group_column=group or None)
 
 
 def _all_numeric(values: list[str]) -> bool:
