@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from diagnosa.data.cohort import (BACKGROUND_SYMPTOMS, COMORBIDITIES, SEVERITY_SIGMA, TYPICALITY_BETA, TYPICALITY_MEAN,
-                                   load_common_catalogue)
-from diagnosa.data.orphan import MIN_PHENOTYPES, RULES, OrphanCatalogue
+from diagnosa.data.cohort import (BACKGROUND_SYMPTOMS, COMORBIDITIES, ORPHAN_STREAM, SEVERITY_SIGMA, STAGE_PRESENTATION,
+                                   STAGE_SHARE_FIELDS, TYPICALITY_BETA, TYPICALITY_MEAN, load_common_catalogue)
+from diagnosa.data.orphan import MIN_PHENOTYPES, RULES, STAGE_RULES, OrphanCatalogue
 from diagnosa.data.own_data import OWN_DATA
 from diagnosa.data.physiology import VARIABLES
 from diagnosa.data.schema import cohort_schema
@@ -43,6 +43,15 @@ def render_card(summary: dict[str, Any], orphans: OrphanCatalogue) -> str:
                f"{f.min:g} to {f.max:g}" if f.min is not None else (", ".join(f.values) if f.values else ""), f.unit]
               for f in schema.fields]
     cfg = summary["config"]
+    d = orphans.diseases
+    stage_rows = []
+    for (placed, column, first, first_label, second, second_label, rule), share in zip(STAGE_RULES, STAGE_SHARE_FIELDS):
+        staged = int(((d["category"] == placed) & d[column]).sum()) if column in d else 0
+        stage_rows.append([placed, rule, staged, f"{first} {cfg.get(share, 0):.0%} → {first_label}; "
+                           f"{second} {1 - cfg.get(share, 0):.0%} → {second_label}"])
+    presentation = ", ".join(f"{stage} ×{f:g} / ×{v:g}" for stage, (f, v) in STAGE_PRESENTATION.items())
+    by_stage = summary.get("orphan_stages", {})
+    stage_counts = [[*key.split("|", 1), f"{count:,}"] for key, count in sorted(by_stage.items())]
     defects = [[k, v] for k, v in summary["defects"].items()]
     expected = summary["expected_ingestion"]
 
@@ -72,13 +81,28 @@ noise, missing values, recording errors), not to estimate any real prevalence.
   They carry background complaints at half the healthy rate.
 - **Orphan diseases**: {cfg['orphan_fraction']:.0%} of patients, about {cfg['orphan_patients_per_disease']:g} per
   disease ({summary['orphan_diseases_sampled']} diseases sampled in this batch), from the HPO
-  annotations of rare diseases (release {summary['hpo_release']}). Every symptom of an orphan patient
-  is drawn from its disease's positive phenotype annotations at the annotated frequency (HPO
-  frequency terms at the midpoint of their range, `n/m` and `x%` as given, none given → 50%); a patient
-  shows at least the most frequent sign. Vitals and labs move by the effects of the sampled
-  phenotypes (`diagnosa/data/catalogue/phenotype_effects.json`; an effect applies through HPO
+  annotations of rare diseases (release {summary['hpo_release']}). An orphan patient presents like a
+  real one, not like the annotation list (the `orphan_*` knobs of `CohortConfig`, values of this batch):
+  - *findings*: each of its disease's positive phenotype annotations shows at the annotated frequency
+    (HPO frequency terms at the midpoint of their range, `n/m` and `x%` as given, none given → 50%),
+    times the patient's stage scale (below); a patient shows at least the most frequent sign;
+  - *under-reported*: each finding is not recorded with p = {cfg.get('orphan_underreport_rate', 0)}
+    (`orphan_underreport_rate`); a patient keeps at least one;
+  - *imprecise*: each recorded finding is recorded as a random is_a parent with p =
+    {cfg.get('orphan_imprecise_rate', 0)} (`orphan_imprecise_rate`), and {cfg.get('orphan_imprecise_two_levels', 0):.0%} of those as a
+    grandparent (`orphan_imprecise_two_levels`); never *Phenotypic abnormality* HP:0000118, anything
+    above it, or an organ-system heading right under it (a finding with no such parent stays as it is);
+  - *unrelated*: with p = {cfg.get('orphan_unrelated_rate', 0)} (`orphan_unrelated_rate`) one phenotype of another random
+    catalogue disease;
+  - *background complaints* at {cfg.get('orphan_background_rate', 0):g} × the healthy rate (`orphan_background_rate`), as
+    common-disease patients, and the same age-related history as everyone.
+
+  Vitals and labs move by the effects of the patient's findings, recorded or not, and of an unrelated
+  one (`diagnosa/data/catalogue/phenotype_effects.json`; an effect applies through HPO
   ancestors, so *Microcytic anemia* lowers haemoglobin as *Anemia* does). Age follows the onset
-  annotations (e.g. *Infantile onset* → 0–4 years).
+  annotations (e.g. *Infantile onset* → 0–4 years). These draws come from a second generator seeded
+  by `[seed, {ORPHAN_STREAM}]`, so no orphan knob changes a healthy or common-disease patient; with all of
+  them off (rates 0, `orphan_stages = false`) orphan patients show exactly their disease's annotations.
 - **Overlap**: each patient's disease shifts are scaled by a log-normal severity (σ = {SEVERITY_SIGMA}), and a
   common-disease patient shows each textbook sign with its frequency times a per-patient typicality
   (Beta({TYPICALITY_BETA:g}, {TYPICALITY_BETA:g}) scaled to mean {TYPICALITY_MEAN}), so classes overlap as in a clinic.
@@ -103,6 +127,21 @@ Diseases placed ({len(orphans)} in all), by annotation source:
 
 Orphanet entries carry few clinical-course annotations in this HPO release, so most placed rare
 diseases come from OMIM; both are rare diseases and both count in the orphan slice.
+
+**A patient's stage.** The placed category is the disease's; where its course annotations support
+stages, a patient's category follows its stage (`STAGE_RULES` in `diagnosa/data/orphan.py`, first
+match; `orphan_stages`, shares `{"`, `".join(STAGE_SHARE_FIELDS)}`). Other diseases' patients are unstaged
+and carry the placed category.
+
+{_table(["placed", "rule", "diseases", "stage of a patient → label"], stage_rows)}
+
+The stage shows in the patient, so the category can be learnt from the presentation: the annotated
+frequency of every finding and the severity factor of the vital and lab shifts are scaled by stage
+(frequency / severity: {presentation}).
+
+Orphan patients of this batch by stage:
+
+{_table(["stage", "label", "patients"], stage_counts)}
 
 ## Counts of this batch
 
