@@ -13,6 +13,7 @@
 | ``DIAGNOSA_APP_TIMEOUT`` | seconds to wait for an answer (default 10) |
 | ``DIAGNOSA_APP_ATTEMPTS`` | attempts per call, retries included (default 2) |
 | ``DIAGNOSA_APP_TOP_K`` | categories listed in the top-k (default 3) |
+| ``DIAGNOSA_APP_DIFFERENTIAL`` | rare diseases listed as decision support under the diagnosis (default 5; 0: none) |
 """
 from __future__ import annotations
 
@@ -27,6 +28,8 @@ DEFAULT_ENDPOINT_NAME = "diagnosa"
 DEFAULT_TIMEOUT = 10.0
 DEFAULT_ATTEMPTS = 2
 DEFAULT_TOP_K = 3
+DEFAULT_DIFFERENTIAL = 5
+MAX_DIFFERENTIAL = 20  # the endpoint's limit
 
 
 class ConfigError(ValueError):
@@ -43,6 +46,7 @@ class AppConfig:
     timeout: float = DEFAULT_TIMEOUT
     attempts: int = DEFAULT_ATTEMPTS
     top_k: int = DEFAULT_TOP_K
+    differential: int = DEFAULT_DIFFERENTIAL  # rare diseases matching the symptoms (decision support); 0: none
 
     def __post_init__(self) -> None:
         if not self.endpoint_name.strip():
@@ -55,6 +59,8 @@ class AppConfig:
             raise ConfigError(f"attempts must be from 1 to 10, got {self.attempts!r}")
         if not 1 <= self.top_k <= len(CATEGORIES):
             raise ConfigError(f"top_k must be from 1 to {len(CATEGORIES)}, got {self.top_k!r}")
+        if not 0 <= self.differential <= MAX_DIFFERENTIAL:
+            raise ConfigError(f"differential must be from 0 to {MAX_DIFFERENTIAL}, got {self.differential!r}")
 
     @property
     def is_local(self) -> bool:
@@ -89,11 +95,12 @@ class AppConfig:
                    region=text("REGION"), model=text("MODEL"), lake=text("LAKE"),
                    timeout=float(number("TIMEOUT", float, DEFAULT_TIMEOUT)),
                    attempts=int(number("ATTEMPTS", int, DEFAULT_ATTEMPTS)),
-                   top_k=int(number("TOP_K", int, DEFAULT_TOP_K)))
+                   top_k=int(number("TOP_K", int, DEFAULT_TOP_K)),
+                   differential=int(number("DIFFERENTIAL", int, DEFAULT_DIFFERENTIAL)))
 
     def to_env(self) -> dict[str, str]:
         """The variables that make :meth:`from_env` return this configuration."""
         values = {"ENDPOINT_NAME": self.endpoint_name, "ENDPOINT_URL": self.endpoint_url, "REGION": self.region,
                   "MODEL": self.model, "LAKE": self.lake, "TIMEOUT": f"{self.timeout:g}", "ATTEMPTS": str(self.attempts),
-                  "TOP_K": str(self.top_k)}
+                  "TOP_K": str(self.top_k), "DIFFERENTIAL": str(self.differential)}
         return {PREFIX + k: v for k, v in values.items() if v is not None}

@@ -40,6 +40,7 @@ from inference.client import ClientFailure, DiagnosaClient, PredictionRejected
 FailureKind = Literal["unreachable", "timeout", "rejected", "unavailable", "server_error", "not_found", "failed"]
 WARNING = ("This result supports and does not replace clinical judgement: it is a statistical estimate from a model, "
            "to be weighed with the examination, the history and the tests.")
+DIFFERENTIAL_LABEL = "Decision support — not a diagnosis"
 
 
 @dataclass(frozen=True)
@@ -128,8 +129,18 @@ def diagnose(client: DiagnosaClient, record: Mapping[str, Any], config: AppConfi
     if not record:
         return Outcome(failure=Failure("rejected", "Enter at least one value (age, sex, a vital sign, a lab "
                                                    "result or a symptom) before asking for a diagnosis."))
+    # The differential is asked for only when the model scores symptoms and the patient has some.
+    terms = spec.terms_field.name if spec.terms_field is not None else None
+    differential = config.differential if config.differential and terms and record.get(terms) else None
     try:
-        prediction = client.predict(dict(record), top_k=config.top_k, inference_id=str(uuid.uuid4()))
+        try:
+            prediction = client.predict(dict(record), top_k=config.top_k, differential=differential,
+                                        inference_id=str(uuid.uuid4()))
+        except PredictionRejected as err:
+            if differential is None or not err.message.startswith("differential"):
+                raise
+            # An endpoint whose model has no knowledge-base similarity: the diagnosis without the differential.
+            prediction = client.predict(dict(record), top_k=config.top_k, inference_id=str(uuid.uuid4()))
     except ClientFailure as err:
         return Outcome(failure=explain_failure(err, config, spec))
     except Exception as err:  # noqa: BLE001  (a bug must not show a traceback with the patient's values)
@@ -162,6 +173,15 @@ def probability_rows(result: Mapping[str, Any]) -> list[dict[str, Any]]:
 def top_k_rows(result: Mapping[str, Any]) -> list[dict[str, Any]]:
     return [{"rank": i, "category": item["category"], "probability": percent(item["probability"])}
             for i, item in enumerate(result.get("top_k", []), start=1)]
+
+
+def differential_rows(result: Mapping[str, Any]) -> list[str]:
+    """The rare diseases that best match the symptoms, as the doctor reads them: 'name (ORPHA:123) — 0.512'.
+
+    Diseases with a score of 0 (nothing in common beyond the root of the ontology) are left out.
+    """
+    return [f"{d['name']} ({d['disease_id']}) — {float(d['score']):.3f}"
+            for d in result.get("differential") or [] if float(d.get("score", 0)) > 0]
 
 
 def headline(result: Mapping[str, Any]) -> str:

@@ -95,9 +95,14 @@ class DiagnosaClient:
         return response["Body"].read(), headers
 
     def predict(self, patients: dict[str, Any] | list[dict[str, Any]], *, top_k: int = 3,
-                inference_id: str | None = None) -> Prediction:
+                differential: int | None = None, inference_id: str | None = None) -> Prediction:
+        """Predictions for one or more patients; ``differential`` (1-20) also asks, per patient, for the rare
+        diseases whose HPO annotations best match the symptoms (decision support, ``result["differential"]``)."""
         records = [patients] if isinstance(patients, dict) else list(patients)
-        body = json.dumps({"instances": records, "top_k": top_k}, ensure_ascii=False)
+        payload: dict[str, Any] = {"instances": records, "top_k": top_k}
+        if differential is not None:
+            payload["differential"] = differential
+        body = json.dumps(payload, ensure_ascii=False)
         return self._results(*self.invoke(body, JSON, JSON, inference_id))
 
     def predict_csv(self, text: str, *, inference_id: str | None = None) -> Prediction:

@@ -2,11 +2,14 @@
 
 ``load_service`` loads the training artifact (feature pipeline + classifier) from the model folder;
 ``parse_request`` parses and validates a request (``application/json``: one patient, a list, or
-``{"instances": [...]}``; ``text/csv`` with a header row, lists ``;``-separated); ``predict``
-scores it; ``render`` writes ``application/json`` (default) or ``text/csv``; ``invoke`` chains the
-three. Bad input raises :class:`RequestError` carrying a 4xx status and, per problem, the row, the
-field and what is wrong. ``diagnosa serve`` (inference/server.py) and SageMaker's serving toolkits
-(through inference/toolkit.py, the model artifact's entry module) both call these.
+``{"instances": [...], "top_k": 3, "differential": 5}``; ``text/csv`` with a header row, lists
+``;``-separated); ``predict`` scores it and, when asked (``differential``: 1 to 20), adds per patient
+the rare diseases of the knowledge base whose HPO annotations best match the symptoms — decision
+support from the model's fitted :class:`processing.phenotype.PhenotypeSimilarity`, not a diagnosis;
+``render`` writes ``application/json`` (default) or ``text/csv``; ``invoke`` chains the three. Bad
+input raises :class:`RequestError` carrying a 4xx status and, per problem, the row, the field and
+what is wrong. ``diagnosa serve`` (inference/server.py) and SageMaker's serving toolkits (through
+inference/toolkit.py, the model artifact's entry module) both call these.
 """
 from __future__ import annotations
 
@@ -23,11 +26,15 @@ from diagnosa.data.schema import Schema
 from diagnosa.model import DiagnosaModel
 from inference.fastpath import CompiledFeatures, compile_features
 from inference.schema import Problem, RequestSchema
+from processing.phenotype import PhenotypeSimilarity
 
 MAX_BODY_BYTES = 6 * 1024 * 1024  # SageMaker's real-time invocation payload limit
 JSON = "application/json"
 CSV = "text/csv"
 DEFAULT_TOP_K = 3
+MAX_DIFFERENTIAL = 20
+DIFFERENTIAL_NOTE = ("Decision support: rare diseases whose HPO annotations best match the reported symptoms "
+                     "(Orphanet/OMIM via HPO {release}); not a diagnosis.")
 
 
 class RequestError(Exception):
@@ -50,6 +57,8 @@ class Service:
     version: str
     columns: list[str] = field(default_factory=list)
     fast: CompiledFeatures | None = None  # the compiled feature path, when it matches sklearn's
+    phenotype: PhenotypeSimilarity | None = None  # the fitted knowledge-base similarity (the differential)
+    phenotype_field: str | None = None  # the HPO list field it scores
 
 
 @dataclass
@@ -58,6 +67,7 @@ class Request:
     ids: list[str | None]
     columns: list[str]
     top_k: int = DEFAULT_TOP_K
+    differential: int = 0  # rare diseases listed per patient (0: none)
 
     @property
     def frame(self) -> pd.DataFrame:
@@ -110,7 +120,19 @@ def load_service(model_dir: str) -> Service:
                   or "unversioned")
     columns = [schema.id_column, *request_schema.fields]
     fast = compile_features(model.features, _probe_records(request_schema, model.features), columns)
-    return Service(model, request_schema, version, columns, fast)
+    phenotype, phenotype_field = find_phenotype(model.features)
+    return Service(model, request_schema, version, columns, fast, phenotype, phenotype_field)
+
+
+def find_phenotype(features: Any) -> tuple[PhenotypeSimilarity | None, str | None]:
+    """The fitted :class:`PhenotypeSimilarity` of a feature pipeline and the field it scores (None, None without)."""
+    steps = getattr(features, "steps", None) or [(None, features)]
+    for _, step in steps:
+        for _, transformer, selected in getattr(step, "transformers_", []):
+            if isinstance(transformer, PhenotypeSimilarity):
+                field_name = selected if isinstance(selected, str) else list(selected)[0]
+                return transformer, str(field_name)
+    return None, None
 
 
 def warm_up(service: Service) -> None:
@@ -137,17 +159,19 @@ def _records_from_json(body: bytes) -> tuple[list[Any], int]:
         raise RequestError(400, "malformed JSON: nested too deeply") from None
     except ValueError as err:  # e.g. an integer literal longer than Python converts
         raise RequestError(400, f"malformed JSON: {err}") from None
-    top_k = DEFAULT_TOP_K
+    top_k, differential = DEFAULT_TOP_K, 0
     if isinstance(data, dict) and "instances" in data:
-        extra = sorted(set(data) - {"instances", "top_k"})
+        extra = sorted(set(data) - {"instances", "top_k", "differential"})
         if extra:
-            raise RequestError(400, f"unknown top-level keys: {', '.join(extra)} (allowed: instances, top_k)")
+            raise RequestError(400, f"unknown top-level keys: {', '.join(extra)} (allowed: instances, top_k, "
+                                    "differential)")
         top_k = data.get("top_k", DEFAULT_TOP_K)
+        differential = data.get("differential", 0)
         data = data["instances"]
         if not isinstance(data, list):
             raise RequestError(400, "'instances' must be a list of patient records")
     records = data if isinstance(data, list) else [data]
-    return records, top_k
+    return records, top_k, differential
 
 
 def _records_from_csv(body: bytes) -> list[dict[str, str]]:
@@ -179,16 +203,24 @@ def parse_request(body: bytes | str, content_type: str | None, service: Service)
         raise RequestError(400, "the body is empty: send one patient record or a list of them")
     media = _media_type(content_type)
     if media == JSON:
-        records, top_k = _records_from_json(body)
+        records, top_k, differential = _records_from_json(body)
         text = False
     elif media == CSV:
-        records, top_k, text = _records_from_csv(body), DEFAULT_TOP_K, True
+        records, top_k, differential, text = _records_from_csv(body), DEFAULT_TOP_K, 0, True
     else:
         raise RequestError(415, f"unsupported content type {content_type!r}: use {JSON} or {CSV}")
     if not records:
         raise RequestError(400, "no patient records in the request")
     if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= len(service.model.labels):
         raise RequestError(400, f"top_k must be an integer from 1 to {len(service.model.labels)}, got {top_k!r}")
+    if isinstance(differential, bool) or not isinstance(differential, int) or not 0 <= differential <= MAX_DIFFERENTIAL:
+        shown = repr(differential)
+        shown = shown if len(shown) <= 60 else shown[:57] + "..."
+        raise RequestError(400, f"differential must be an integer from 1 to {MAX_DIFFERENTIAL} (0 or absent: none), "
+                                f"got {shown}")
+    if differential and service.phenotype is None:
+        raise RequestError(400, "differential is not available for this model: it has no HPO symptom field, so no "
+                                "rare-disease knowledge base to match against")
     clean, problems = [], []
     for row, record in enumerate(records):
         values, found = service.schema.validate(row, record, text=text)
@@ -196,7 +228,7 @@ def parse_request(body: bytes | str, content_type: str | None, service: Service)
         problems.extend(found)
     if problems:
         raise RequestError(400, f"{len(problems)} problem(s) in the request", problems)
-    return Request(clean, [values[service.schema.id_field] for values in clean], service.columns, top_k)
+    return Request(clean, [values[service.schema.id_field] for values in clean], service.columns, top_k, differential)
 
 
 def predict(request: Request, service: Service) -> list[dict[str, Any]]:
@@ -221,6 +253,13 @@ def predict(request: Request, service: Service) -> list[dict[str, Any]]:
             "top_k": [{"category": labels[j], "probability": p} for j, p in zip(order[i], top_p[i])],
             "model_version": service.version,
         })
+    if request.differential and service.phenotype is not None:
+        ranked = service.phenotype.rank([r.get(service.phenotype_field) or [] for r in request.records],
+                                        request.differential)
+        note = DIFFERENTIAL_NOTE.format(release=service.phenotype.release or "annotations")
+        for result, differential in zip(results, ranked):
+            result["differential"] = differential
+            result["differential_note"] = note
     return results
 
 
@@ -230,10 +269,14 @@ def render(prediction: list[dict[str, Any]], accept: str | None) -> tuple[bytes,
     out = io.StringIO()
     labels = list(prediction[0]["probabilities"]) if prediction else []
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["patient_id", "category", *(f"p[{label}]" for label in labels), "model_version"])
+    differential = any("differential" in p for p in prediction)
+    writer.writerow(["patient_id", "category", *(f"p[{label}]" for label in labels), "model_version",
+                     *(["differential"] if differential else [])])
     for p in prediction:
+        # The differential as "ORPHA:1 0.5;OMIM:2 0.4" (disease id and score, best first).
+        extra = [";".join(f"{d['disease_id']} {d['score']}" for d in p.get("differential", []))] if differential else []
         writer.writerow([p["patient_id"] or "", p["category"], *(p["probabilities"][label] for label in labels),
-                         p["model_version"]])
+                         p["model_version"], *extra])
     return out.getvalue().encode("utf-8"), CSV
 
 

@@ -122,7 +122,8 @@ def test_a_valid_patient_gets_a_diagnosis(monkeypatch, endpoint, trained_model_d
     assert "supports and does not replace clinical judgement" in result.warning[0].value
     assert len(result.table[0].value) == 3  # top-k
     assert any("vega_lite" in str(getattr(node, "type", "")) for node in result)  # the probability chart
-    caption = result.caption[0].value
+    caption = [c.value for c in result.caption if "Model version" in c.value][0]
+    assert [m.value for m in at.get_by_key("differential").markdown][0] == "**Decision support — not a diagnosis**"
     assert "Model version" in caption and "case reference" in caption
     assert at.text_input(key="fb-event").value in caption  # the feedback form knows the case
 

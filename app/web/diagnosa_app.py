@@ -17,10 +17,12 @@ from app.config import AppConfig, ConfigError
 from app.form import BOOLEAN_CHOICES, FormError, FormField, FormSpec, build_record, load_form_spec
 from app.policy import ACCEPT_LABEL, POLICY_MARKDOWN, POLICY_VERSION
 from app.results import (
+    DIFFERENTIAL_LABEL,
     WARNING,
     FeedbackOutcome,
     Outcome,
     diagnose,
+    differential_rows,
     feedback_supported,
     headline,
     make_client,
@@ -108,6 +110,11 @@ def new_patient(spec: FormSpec) -> None:
 
 # ------------------------------------------------------------------------------------------------ widgets
 
+def escape_markdown(text: str) -> str:
+    """Text that st.markdown shows as is: markdown and HTML characters escaped (a name cannot format or link)."""
+    return "".join("\\" + c if c in "\\`*_{}[]()#+-.!|<>~" else c for c in str(text))
+
+
 def term_key(term: str) -> str:
     """A widget key for an HPO id that is also a valid CSS class ('HP:0001945' → 'HP_0001945')."""
     return term.replace(":", "_")
@@ -166,6 +173,16 @@ def show_result(outcome: Outcome) -> None:
         st.subheader("Diagnosis")
         st.markdown(f"### {headline(result)}")
         st.warning(WARNING, icon=":material/stethoscope:")
+        if "differential" in result:
+            with st.container(key="differential"):
+                st.markdown(f"**{DIFFERENTIAL_LABEL}**")
+                rows = differential_rows(result)
+                if rows:
+                    # Plain text, no links: escape markdown so a disease name cannot format or link anything.
+                    st.markdown("\n".join(f"{i}. {escape_markdown(row)}" for i, row in enumerate(rows, start=1)))
+                else:
+                    st.caption("No rare disease in the knowledge base matches these symptoms.")
+                st.caption(escape_markdown(result.get("differential_note", "")))
         st.markdown("**Probability of each category**")
         st.altair_chart(probability_chart(probability_rows(result)), width="stretch")
         st.markdown("**Most likely categories**")

@@ -51,7 +51,7 @@ def cmd_app(args: argparse.Namespace, common: ModuleType) -> int:
     try:
         config = AppConfig(endpoint_name=args.endpoint_name, endpoint_url=(args.endpoint_url or "").rstrip("/") or None,
                            region=args.region, model=model, lake=args.feedback_lake, timeout=args.timeout, attempts=args.attempts,
-                           top_k=args.top_k)
+                           top_k=args.top_k, differential=args.differential)
         load_form_spec(model)  # a bad model folder fails here, not in the browser
     except (ConfigError, FormError) as err:
         raise common.UsageError(str(err)) from None
@@ -82,6 +82,9 @@ def register(commands: argparse._SubParsersAction, common: ModuleType) -> None:
     parser.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for a diagnosis (default 10)")
     parser.add_argument("--attempts", type=int, default=2, help="attempts per call, retries included (default 2)")
     parser.add_argument("--top-k", type=int, default=3, help="categories in the top-k list (default 3)")
+    parser.add_argument("--differential", type=int, default=int(os.environ.get("DIAGNOSA_APP_DIFFERENTIAL", "5")),
+                        help="rare diseases whose annotations best match the symptoms, listed under the diagnosis as "
+                             "decision support (default 5; 0: none)")
     parser.add_argument("--host", default="127.0.0.1", help="address the app listens on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8501, help="port the app listens on (default 8501)")
     parser.set_defaults(func=lambda args: cmd_app(args, common))
