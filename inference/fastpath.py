@@ -21,6 +21,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
 
 from processing.features import MultiLabelIndicator, _fill_missing_category, _to_float32
+from processing.phenotype import PhenotypeSimilarity
 
 log = logging.getLogger("diagnosa.fastpath")
 MISSING = "<missing>"
@@ -92,6 +93,17 @@ class _Indicators:
         return self.indicator.transform(pd.Series([r.get(self.column) or [] for r in records], dtype=object)).toarray()
 
 
+class _Similarity:
+    """Knowledge-base similarity (processing/phenotype.py): already plain numpy over term lists."""
+
+    def __init__(self, column: str, similarity: PhenotypeSimilarity):
+        self.column = column
+        self.similarity = similarity
+
+    def __call__(self, records: list[dict[str, Any]]) -> np.ndarray:
+        return self.similarity.transform([r.get(self.column) or [] for r in records])
+
+
 class CompiledFeatures:
     def __init__(self, blocks: list[Any], tail: list[Any]):
         self.blocks = blocks
@@ -109,6 +121,8 @@ class CompiledFeatures:
                 continue
             if isinstance(transformer, MultiLabelIndicator):
                 blocks.append(_Indicators(selected, transformer))
+            elif isinstance(transformer, PhenotypeSimilarity):
+                blocks.append(_Similarity(selected, transformer))
             elif isinstance(transformer, Pipeline) and [type(s) for _, s in transformer.steps] == [SimpleImputer,
                                                                                                 StandardScaler]:
                 blocks.append(_Numeric(list(selected), *[s for _, s in transformer.steps]))
