@@ -26,7 +26,7 @@ from diagnosa.data.schema import Schema
 from diagnosa.model import DiagnosaModel
 from inference.fastpath import CompiledFeatures, compile_features
 from inference.schema import Problem, RequestSchema
-from processing.phenotype import PhenotypeSimilarity
+from processing.phenotype import PhenotypeSimilarity, find_similarity
 
 MAX_BODY_BYTES = 6 * 1024 * 1024  # SageMaker's real-time invocation payload limit
 JSON = "application/json"
@@ -120,19 +120,8 @@ def load_service(model_dir: str) -> Service:
                   or "unversioned")
     columns = [schema.id_column, *request_schema.fields]
     fast = compile_features(model.features, _probe_records(request_schema, model.features), columns)
-    phenotype, phenotype_field = find_phenotype(model.features)
+    phenotype, phenotype_field = find_similarity(model.features)
     return Service(model, request_schema, version, columns, fast, phenotype, phenotype_field)
-
-
-def find_phenotype(features: Any) -> tuple[PhenotypeSimilarity | None, str | None]:
-    """The fitted :class:`PhenotypeSimilarity` of a feature pipeline and the field it scores (None, None without)."""
-    steps = getattr(features, "steps", None) or [(None, features)]
-    for _, step in steps:
-        for _, transformer, selected in getattr(step, "transformers_", []):
-            if isinstance(transformer, PhenotypeSimilarity):
-                field_name = selected if isinstance(selected, str) else list(selected)[0]
-                return transformer, str(field_name)
-    return None, None
 
 
 def warm_up(service: Service) -> None:

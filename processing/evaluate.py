@@ -26,7 +26,8 @@ import pandas as pd
 from diagnosa.data.schema import Schema
 from diagnosa.model import DiagnosaModel, ModelLoadError, apply_calibration, unpack_model
 from processing.calibration import honest_section
-from processing.evaluation import evaluate, recall_gate, write_report
+from processing.evaluation import evaluate, recall_gate, slice_scores, write_report
+from processing.phenotype import find_similarity
 from processing.split import read_train_groups, unseen_mask
 
 log = logging.getLogger("diagnosa.evaluate")
@@ -52,6 +53,10 @@ def evaluate_model(model: DiagnosaModel, test: pd.DataFrame,
     unseen = unseen_mask(test, schema, train_groups) if schema is not None and in_slice is not None else None
     result = evaluate(test[target].tolist(), proba, model.labels, orphan=in_slice, slice_name=slice_name,
                       predicted=decided, unseen=unseen)
+    if schema is not None and in_slice is not None:
+        reference = knowledge_reference(model, test, schema, in_slice, unseen)
+        if reference is not None:
+            result["diagnosa"]["knowledge_reference"] = reference
     index = {label: i for i, label in enumerate(model.labels)}
     result["diagnosa"]["honest"] = honest_section(
         np.array([index[str(v)] for v in test[target]]), raw, proba, decided, model.labels,
@@ -62,6 +67,35 @@ def evaluate_model(model: DiagnosaModel, test: pd.DataFrame,
                                                           "validation", "calibration", "decision_weights")
                        if k in model.metadata}
     return result
+
+
+REFERENCE_METHOD = ("the category of the best-matching knowledge-base disease other than the patient's own "
+                    "(processing/phenotype.py, Resnik best-match average); no model, no training data")
+
+
+def knowledge_reference(model: DiagnosaModel, test: pd.DataFrame, schema: Schema, in_slice: np.ndarray,
+                        unseen: np.ndarray | None) -> dict[str, Any] | None:
+    """Recall of the knowledge-only reference on the slice (and its seen/unseen parts), beside the model's.
+
+    Defined when the model carries a knowledge-base similarity, the slice has a group column naming each
+    patient's disease, and the knowledge base's categories are labels of the model; else None."""
+    similarity, field = find_similarity(model.features)
+    group = schema.group_column
+    if similarity is None or group is None or group not in test.columns or field not in test.columns \
+            or not set(similarity.categories_) <= set(model.labels):
+        return None
+    rows = np.flatnonzero(in_slice)
+    own = [g if isinstance(g, str) and g else None for g in test[group].iloc[rows]]
+    nearest = similarity.nearest_category(test[field].iloc[rows], own)
+    index = {label: i for i, label in enumerate(model.labels)}
+    predicted = np.full(len(test), -1, dtype=np.int64)  # -1: no match (no known term), a miss
+    predicted[rows] = [index.get(c, -1) if c is not None else -1 for c in nearest]
+    truth = np.array([index[str(v)] for v in test[schema.target]])
+    masks = {schema.slice: in_slice}
+    if unseen is not None:
+        masks |= {f"{schema.slice}_seen": in_slice & ~unseen, f"{schema.slice}_unseen": unseen}
+    return {"method": REFERENCE_METHOD,
+            "slices": {name: slice_scores(truth[m], predicted[m], list(model.labels)) for name, m in masks.items()}}
 
 
 def _thresholds(text: str) -> dict[str, float]:

@@ -98,7 +98,7 @@ def _sagemaker_section(t: np.ndarray, pred: np.ndarray, labels: list[str], cm: n
     return section
 
 
-def _slice(t: np.ndarray, pred: np.ndarray, labels: list[str]) -> dict[str, Any]:
+def slice_scores(t: np.ndarray, pred: np.ndarray, labels: list[str]) -> dict[str, Any]:
     """Recall per class inside one patient subset; macro over the classes that occur in it."""
     if t.size == 0:
         return {"n": 0, "recall_per_class": {label: None for label in labels}, "macro_recall": None,
@@ -167,13 +167,13 @@ def evaluate(y_true: Sequence[str], proba: np.ndarray, labels: Sequence[str], *,
     normalised = np.divide(cm, row_sums, out=np.zeros(cm.shape, dtype=float), where=row_sums > 0)
     slices: dict[str, Any] = {}
     if mask is not None:
-        slices = {slice_name: _slice(t[mask], pred[mask], labels), "common": _slice(t[~mask], pred[~mask], labels)}
+        slices = {slice_name: slice_scores(t[mask], pred[mask], labels), "common": slice_scores(t[~mask], pred[~mask], labels)}
         if unseen is not None:
             unseen = np.asarray(unseen, dtype=bool)
             if unseen.shape != mask.shape or (unseen & ~mask).any():
                 raise ValueError("unseen mask must mark a subset of the slice's rows")
-            slices[f"{slice_name}_seen"] = _slice(t[mask & ~unseen], pred[mask & ~unseen], labels)
-            slices[f"{slice_name}_unseen"] = _slice(t[unseen], pred[unseen], labels)
+            slices[f"{slice_name}_seen"] = slice_scores(t[mask & ~unseen], pred[mask & ~unseen], labels)
+            slices[f"{slice_name}_unseen"] = slice_scores(t[unseen], pred[unseen], labels)
 
     return {
         "multiclass_classification_metrics": _sagemaker_section(t, pred, labels, cm),
@@ -326,6 +326,13 @@ def write_report(evaluation: dict, out_dir: str | os.PathLike, *,
         for label in d["labels"]:
             lines.append(f"| Recall {_cell(label)} | "
                          + " | ".join(_fmt(d["slices"][s]["recall_per_class"][label]) for s in names) + " |")
+        reference = d.get("knowledge_reference")
+        if reference:
+            names = [s for s in reference["slices"] if s in d["slices"]]
+            lines += ["", f"Knowledge-only reference: {reference['method']}. The model must beat it.", "",
+                      "| Macro recall | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names),
+                      "| model | " + " | ".join(_fmt(d["slices"][s]["macro_recall"]) for s in names) + " |",
+                      "| reference | " + " | ".join(_fmt(reference["slices"][s]["macro_recall"]) for s in names) + " |"]
     else:
         lines.append("No slices were evaluated (the dataset has no slice).")
     lines += ["", "## Ordinal errors", "",

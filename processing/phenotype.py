@@ -17,7 +17,11 @@ patient's HPO terms against every disease there with the semantic similarity of 
   which is what is computed: per patient term, over the term's ancestors, one dense row of 1371
   diseases each.
 
-Scores are divided by log(N), so they lie in [0, 1]. The transformer is fitted from the knowledge
+Scores are divided by log(N), so they lie in [0, 1]. Two more measures see both directions (patient
+→ disease and disease → patient): simGIC (Pesquita et al. 2008) and the mean of the best-match
+average and the disease's covered information (:meth:`PhenotypeSimilarity.measures`); the
+best-match average alone rates a patient with one vague complaint a perfect match of every disease
+that carries it. The transformer is fitted from the knowledge
 base, never from labels (``y`` is ignored): features per category ("how close is the nearest
 terminal disease?") carry over to diseases no training patient had. Unknown terms are ignored
 (alternative ids map to their primary term); a patient without known terms scores 0 everywhere.
@@ -42,6 +46,7 @@ from diagnosa.labels import DISEASE_CATEGORIES
 
 CITATION = ("Resnik information content over the HPO disease annotations (Orphanet/OMIM); best-match average "
             "patient → disease as in Köhler et al. 2009, Am J Hum Genet 85:457 (the Phenomizer)")
+LEADING_MEASURES = ("simgic", "symmetric")  # per category: max, the leader's score, the gap to the leader
 ROW_CACHE_LIMIT = 4096  # per-term similarity rows kept per process (1371 float32 each, ~22 MB at most)
 
 
@@ -81,9 +86,13 @@ def _source(disease_id: str) -> str:
 class PhenotypeSimilarity(TransformerMixin, BaseEstimator):
     """HPO term lists → similarity to the knowledge base's diseases, summarised per illness category.
 
-    Output (dense float32, all in [0, 1]): per category of ``diagnosa.labels.DISEASE_CATEGORIES``,
-    the best score of any of its diseases (``<category>:max``) and the mean of its ``top`` best
-    (``<category>:top<k>``), then the best score overall (``best``).
+    Output (dense float32): per category of ``diagnosa.labels.DISEASE_CATEGORIES``, the best Resnik
+    score of any of its diseases (``<category>:max``) and the mean of its ``top`` best
+    (``<category>:top<k>``), then the best score overall (``best``); then, for each of
+    ``LEADING_MEASURES`` (:meth:`measures`), per category its best score (``max``), that score when the
+    category holds the nearest disease overall else 0 (``leads``), and its gap to the nearest (``gap``,
+    <= 0). On the 20k cohort with 30% of the orphan diseases held out, the last two measures lifted
+    unseen-disease macro recall of xgboost from 0.66 (Resnik alone) to 0.85 (2 seeds; docs/model-benchmark.md).
 
     ``knowledge`` (an ``OrphanCatalogue`` or :class:`Knowledge`) and ``ontology`` default to the
     shipped knowledge base and ontology; tests pass hand-built ones.
@@ -128,6 +137,8 @@ class PhenotypeSimilarity(TransformerMixin, BaseEstimator):
         self.ic_ = (ic / scale).astype(np.float32)  # normalised information content, in [0, 1]
         self.closure_indptr_ = closure_matrix.indptr.astype(np.int32)
         self.closure_indices_ = closure_matrix.indices.astype(np.int16 if len(ids) < 2**15 else np.int32)
+        self.disease_ic_ = np.asarray(closure_matrix.T.astype(np.float64) @ self.ic_.astype(np.float64)).ravel() \
+            .astype(np.float32)  # each disease's closure IC
         self.disease_ids_ = ids.astype(object)
         self.disease_names_ = diseases["disease_name"].fillna("").astype(str).to_numpy(dtype=object)
         self.disease_categories_ = category_of.astype(object)
@@ -166,6 +177,50 @@ class PhenotypeSimilarity(TransformerMixin, BaseEstimator):
         cache[term] = row
         return row
 
+    def _closure(self, terms: list[str]) -> np.ndarray:
+        """Indices (into ``terms_``) of the patient's terms and all their ancestors the knowledge base knows."""
+        ontology = self._ontology()
+        index: dict[str, int] = self.__dict__.get("_index") or self.__dict__.setdefault(
+            "_index", {t: j for j, t in enumerate(self.terms_)})
+        found: set[int] = set()
+        for term in terms:
+            primary = ontology.primary(term)
+            if primary in ontology:
+                found.update(index[a] for a in ontology.ancestors(primary) if a in index)
+        return np.fromiter(found, dtype=np.int64, count=len(found))
+
+    def measures(self, term_lists: Any) -> dict[str, np.ndarray]:
+        """Patients x diseases similarity under three measures (all in [0, 1]):
+
+        - ``resnik``: best-match average patient → disease (Phenomizer; :meth:`scores`);
+        - ``simgic``: IC-weighted Jaccard of the two ancestor closures (Pesquita et al. 2008, "Metrics
+          for GO based protein semantic similarity: a systematic evaluation", BMC Bioinformatics 9:S4):
+          sum IC(closure(Q) ∩ closure(D)) / sum IC(closure(Q) ∪ closure(D));
+        - ``symmetric``: the mean of ``resnik`` and the share of the disease's closure IC the patient
+          covers (disease → patient), so a patient with one vague complaint is not a perfect match of
+          every disease carrying it.
+        """
+        lists = as_lists(term_lists)
+        n_d = len(self.disease_ids_)
+        resnik = self.scores(lists)
+        inter = np.zeros((len(lists), n_d), dtype=np.float64)
+        patient_ic = np.zeros(len(lists), dtype=np.float64)
+        indptr, indices, ic = self.closure_indptr_, self.closure_indices_, self.ic_.astype(np.float64)
+        for i, terms in enumerate(lists):
+            closure = self._closure(terms)
+            if not len(closure):
+                continue
+            patient_ic[i] = ic[closure].sum()
+            lengths = indptr[closure + 1] - indptr[closure]
+            columns = np.concatenate([indices[indptr[j]:indptr[j + 1]] for j in closure]).astype(np.int64)
+            inter[i] = np.bincount(columns, weights=np.repeat(ic[closure], lengths), minlength=n_d)
+        disease_ic = self.disease_ic_.astype(np.float64)
+        union = disease_ic[None, :] + patient_ic[:, None] - inter
+        simgic = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+        coverage = np.divide(inter, disease_ic[None, :], out=np.zeros_like(inter), where=disease_ic[None, :] > 0)
+        return {"resnik": resnik, "simgic": simgic.astype(np.float32),
+                "symmetric": ((resnik + coverage) / 2).astype(np.float32)}
+
     def scores(self, term_lists: Any) -> np.ndarray:
         """sim(patient → disease) for every patient (rows) and disease (columns, in :attr:`diseases` order)."""
         lists = as_lists(term_lists)
@@ -190,25 +245,43 @@ class PhenotypeSimilarity(TransformerMixin, BaseEstimator):
     # -------------------------------------------------------------------------------------------- features
 
     def transform(self, X: Any) -> np.ndarray:
-        S = self.scores(X)
+        m = self.measures(X)
+        S = m["resnik"]
         k = int(self.top)
-        out = np.zeros((S.shape[0], 2 * len(self.categories_) + 1), dtype=np.float32)
+        blocks = []
+        resnik = np.zeros((S.shape[0], 2 * len(self.categories_) + 1), dtype=np.float32)
         for c, members in enumerate(self.category_members_):
             if not len(members):
                 continue
             part = S[:, members]
-            out[:, 2 * c] = part.max(axis=1)
+            resnik[:, 2 * c] = part.max(axis=1)
             if len(members) <= k:
-                out[:, 2 * c + 1] = part.mean(axis=1)
+                resnik[:, 2 * c + 1] = part.mean(axis=1)
             else:
-                out[:, 2 * c + 1] = np.partition(part, len(members) - k, axis=1)[:, -k:].mean(axis=1)
+                resnik[:, 2 * c + 1] = np.partition(part, len(members) - k, axis=1)[:, -k:].mean(axis=1)
         if S.shape[1]:
-            out[:, -1] = S.max(axis=1)
+            resnik[:, -1] = S.max(axis=1)
+        blocks.append(resnik)
+        for name in LEADING_MEASURES:
+            best = self._per_category_max(m[name])
+            top = best.max(axis=1, keepdims=True)
+            # Which category the nearest disease belongs to, and by how much it leads: a model reads
+            # "the closest match is a terminal disease" directly, whatever the disease.
+            blocks += [best, (best == top) * top, best - top]
+        return np.hstack(blocks).astype(np.float32)
+
+    def _per_category_max(self, S: np.ndarray) -> np.ndarray:
+        out = np.zeros((S.shape[0], len(self.categories_)), dtype=np.float32)
+        for c, members in enumerate(self.category_members_):
+            if len(members):
+                out[:, c] = S[:, members].max(axis=1)
         return out
 
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
-        names = [f"{c}:{kind}" for c in self.categories_ for kind in ("max", f"top{int(self.top)}")]
-        return np.array([*names, "best"], dtype=object)
+        names = [f"{c}:{kind}" for c in self.categories_ for kind in ("max", f"top{int(self.top)}")] + ["best"]
+        for name in LEADING_MEASURES:
+            names += [f"{name}:{c}:{kind}" for kind in ("max", "leads", "gap") for c in self.categories_]
+        return np.array(names, dtype=object)
 
     # -------------------------------------------------------------------------------------------- decision support
 
@@ -249,3 +322,14 @@ class PhenotypeSimilarity(TransformerMixin, BaseEstimator):
         state.pop("_rows", None)  # rebuilt on demand; keeps the artifact small
         state.pop("_index", None)
         return state
+
+
+def find_similarity(features: Any) -> tuple[PhenotypeSimilarity | None, str | None]:
+    """The fitted :class:`PhenotypeSimilarity` of a feature pipeline and the field it scores (None, None without)."""
+    steps = getattr(features, "steps", None) or [(None, features)]
+    for _, step in steps:
+        for _, transformer, selected in getattr(step, "transformers_", []):
+            if isinstance(transformer, PhenotypeSimilarity):
+                field_name = selected if isinstance(selected, str) else list(selected)[0]
+                return transformer, str(field_name)
+    return None, None

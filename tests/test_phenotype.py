@@ -91,7 +91,7 @@ def test_unknown_obsolete_and_alternative_terms(model):
 def test_no_known_term_scores_zero_everywhere(model):
     X = pd.Series([[], None, ["HP:9999999"]], dtype=object)
     out = model.transform(X)
-    assert out.shape == (3, 9) and out.dtype == np.float32 and not out.any()
+    assert out.shape == (3, 9 + 6 * len(model.categories_)) and out.dtype == np.float32 and not out.any()
     assert model.rank([[]], 2) == [[{"disease_id": "OMIM:2", "name": "disease OMIM:2", "source": "OMIM",
                                       "category": CHRONIC, "score": 0.0},
                                      {"disease_id": "OMIM:3", "name": "disease OMIM:3", "source": "OMIM",
@@ -100,14 +100,21 @@ def test_no_known_term_scores_zero_everywhere(model):
 
 def test_features_per_category(model):
     names = model.get_feature_names_out().tolist()
-    assert names == [f"{c}:{k}" for c in DISEASE_CATEGORIES for k in ("max", "top3")] + ["best"]
+    assert names[:9] == [f"{c}:{k}" for c in DISEASE_CATEGORIES for k in ("max", "top3")] + ["best"]
+    assert names[9:] == [f"{m}:{c}:{k}" for m in ("simgic", "symmetric") for k in ("max", "leads", "gap")
+                         for c in DISEASE_CATEGORIES]
     X = pd.DataFrame({"symptoms": [[GENERALIZED], [VISUAL]]})
     out = model.transform(X)
     row = dict(zip(names, out[0].tolist()))
     assert row[f"{TERMINAL}:max"] == pytest.approx(1.0) == row["best"]
     assert row[f"{CHRONIC}:max"] == pytest.approx(ic(2 / 4)) == row[f"{CHRONIC}:top3"]  # one disease: its score
     assert row[f"{MILD}:max"] == 0.0
-    assert ((out >= 0) & (out <= 1)).all()
+    assert ((out[:, :9] >= 0) & (out[:, :9] <= 1)).all()
+    gaps = out[:, [i for i, n in enumerate(names) if n.endswith(":gap")]]
+    assert ((gaps <= 0) & (gaps >= -1)).all()
+    # GENERALIZED is ORPHA:1's own term: under both measures the nearest disease is terminal, and leads.
+    assert row[f"simgic:{TERMINAL}:leads"] == row[f"simgic:{TERMINAL}:max"] > 0 == row[f"simgic:{MILD}:leads"]
+    assert row[f"symmetric:{TERMINAL}:gap"] == 0.0 > row[f"symmetric:{CHRONIC}:gap"]
     # top-k is the mean of the k best of the category, with more diseases than k.
     many = {**PROFILES, **{f"OMIM:1{i}": (TERMINAL, [SEIZURE if i % 2 else VISUAL]) for i in range(4)}}
     big = PhenotypeSimilarity(top=2, knowledge=knowledge(many), ontology=ONTOLOGY).fit(None)
@@ -173,17 +180,24 @@ def test_shipped_knowledge_base_recognises_its_own_diseases(shipped):
     assert all(c in DISEASE_CATEGORIES for c in near)
 
 
-def test_single_patient_transform_is_fast(shipped):
-    from diagnosa.data.orphan import build_catalogue
+def test_the_fitted_transformer_pickles_small(shipped):
+    # Its time per patient is a benchmark figure (benchmarks/bench_serving.py), not a test.
+    assert len(pickle.dumps(shipped)) < 2_000_000
 
-    profiles = build_catalogue().phenotypes.groupby("disease_id")["hpo_id"].apply(list).tolist()
-    rng = np.random.default_rng(0)
-    patients = [list(rng.choice(p, size=min(len(p), 8), replace=False)) for p in profiles[:200]]
-    times = []
-    for terms in patients:
-        started = time.perf_counter()
-        shipped.transform(pd.Series([terms], dtype=object))
-        times.append(time.perf_counter() - started)
-    assert np.median(times) < 0.005, f"median {np.median(times) * 1e3:.2f} ms per single-patient transform"
-    size = len(pickle.dumps(shipped))
-    assert size < 2_000_000, size
+
+def test_both_directions_tell_a_full_presentation_from_one_vague_complaint(model):
+    """simGIC and the symmetric measure rank a patient with a disease's whole profile above a patient
+    with one of its terms; the one-directional best-match average cannot (both score the maximum)."""
+    full, single = [[SEIZURE, VISUAL]], [[SEIZURE]]  # OMIM:2's whole profile, and one of its terms
+    j = list(model.disease_ids_).index("OMIM:2")
+    for name in ("simgic", "symmetric"):
+        a, b = model.measures(full)[name], model.measures(single)[name]
+        assert 0.0 <= b.min() and a.max() <= 1.0 + 1e-6
+        assert a[0, j] > b[0, j], name
+    assert model.measures(full)["simgic"][0, j] == pytest.approx(1.0)  # identical closures
+    names = model.get_feature_names_out().tolist()
+    out = model.transform(pd.Series([[SEIZURE, INTELLECT]], dtype=object))[0]
+    assert len(names) == len(out) == 9 + 2 * 3 * len(model.categories_)
+    gaps = [v for n, v in zip(names, out) if n.endswith(":gap")]
+    leads = [v for n, v in zip(names, out) if n.endswith(":leads")]
+    assert max(gaps) == 0.0 and min(gaps) <= 0.0 and sum(v > 0 for v in leads) >= 1
