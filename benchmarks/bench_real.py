@@ -278,18 +278,20 @@ class DiagnosaRun:
     model: Any  # DiagnosaModel
     train: pd.DataFrame  # rows the baselines fit on: train + validation of this split
     test: pd.DataFrame
+    train_groups: frozenset[str] | None = None  # the slice's groups with training patients (processing/split.py)
 
 
 def diagnosa_inprocess(frame: pd.DataFrame, manifest: dict[str, Any], seed: int, families: Sequence[str],
-                       work: Path) -> DiagnosaRun:
-    """Preprocess → train each family → select → champion, through the functions the pipeline's jobs call."""
+                       work: Path, params: Any = None) -> DiagnosaRun:
+    """Preprocess → train each family → select → champion, through the functions the pipeline's jobs call
+    (``params``: the Preprocess step's PreprocessParams; the job's defaults with ``seed`` when None)."""
     from diagnosa.model import DiagnosaModel, unpack_model
     from processing import select
     from processing.preprocess import OUTPUTS, PreprocessParams, preprocess, write_outputs
     from training.train import save_model, train
 
     schema = Schema.from_dict(manifest["schema"])
-    params = PreprocessParams(seed=seed)
+    params = PreprocessParams(seed=seed) if params is None else params
     result = preprocess(frame, schema, params)
     out = {name: work / "preprocess" / name for name in OUTPUTS}
     write_outputs(result, manifest, params, out)
@@ -302,7 +304,7 @@ def diagnosa_inprocess(frame: pd.DataFrame, manifest: dict[str, Any], seed: int,
     model = DiagnosaModel.load(champion_dir)
     test = pd.read_parquet(out["test"] / "test.parquet")
     train_rows = pd.concat([result.splits.train, result.splits.validation], ignore_index=True)
-    return DiagnosaRun(selection["champion"], model, train_rows, test)
+    return DiagnosaRun(selection["champion"], model, train_rows, test, result.splits.train_groups)
 
 
 # ------------------------------------------------------------------------------------------------ the run

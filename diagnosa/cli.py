@@ -209,6 +209,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     is_csv = args.format == "csv" or (args.format == "auto" and args.input.endswith(".csv"))
     try:
         if is_csv:
+            if args.differential:
+                raise UsageError("--differential needs JSON input: a CSV request carries no options")
             prediction = client.predict_csv(text)
         else:
             try:
@@ -217,7 +219,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 raise UsageError(f"{args.input} is not valid JSON: {err.msg} at line {err.lineno}") from None
             if isinstance(patients, dict) and "instances" in patients:
                 patients = patients["instances"]
-            prediction = client.predict(patients, top_k=args.top_k)
+            prediction = client.predict(patients, top_k=args.top_k, differential=args.differential)
     except ClientFailure as err:
         raise UsageError(str(err)) from None
     print(json.dumps({"predictions": prediction.results, "event_id": prediction.event_id}, indent=2,
@@ -545,6 +547,9 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--endpoint-name", default="diagnosa")
     predict.add_argument("--region", help="AWS region of a SageMaker endpoint")
     predict.add_argument("--top-k", type=_int_in(1, 5, "--top-k"), default=3)
+    predict.add_argument("--differential", type=int, default=None, metavar="N",
+                         help="also list the N best-matching rare diseases (decision support, JSON input only; "
+                              "the endpoint checks N)")
     predict.add_argument("--timeout", type=float, default=10.0)
     predict.set_defaults(func=cmd_predict)
 

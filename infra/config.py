@@ -27,6 +27,7 @@ class StageConfig:
     families: tuple[str, ...] = ("mlp", "logistic_regression", "xgboost")
     recall_threshold: float = 0.80
     orphan_threshold: float = 0.50
+    unseen_threshold: float = 0.40  # orphan diseases held out of training (UnseenOrphanRecallThreshold)
     retrain_schedule: str = "rate(7 days)"  # EventBridge schedule expression; "" turns the schedule off
     # Endpoint
     endpoint_instance_type: str = "ml.m5.large"
@@ -95,7 +96,7 @@ class StageConfig:
             problems.append("vpc mode needs baked_images=true: the isolated subnets reach no package index, so "
                             "containers that pip-install their pins at start would fail (remove baked_images=false "
                             "or set vpc=false)")
-        for name in ("recall_threshold", "orphan_threshold"):
+        for name in ("recall_threshold", "orphan_threshold", "unseen_threshold"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 problems.append(f"{name} must be in [0, 1]")
         if problems:

@@ -85,6 +85,7 @@ def pipeline_settings(config: StageConfig) -> dict[str, Any]:
                 "processing_instance_type": config.processing_instance_type,
                 "training_instance_type": config.training_instance_type,
                 "recall_thresholds": config.recall_thresholds, "orphan_threshold": config.orphan_threshold,
+                "unseen_threshold": config.unseen_threshold,
                 # The deploy function, on the approval event, deploys in AWS (see PipelineSettings.deploy_steps).
                 "deploy_steps": False}
     if config.baked_images:  # the stack's image assets, swapped in by pieces()

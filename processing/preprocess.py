@@ -149,6 +149,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--hpo-rollup", choices=("true", "false"), default="true")
     parser.add_argument("--min-term-count", type=int, default=5)
     parser.add_argument("--pca-components", type=float, default=0.95)
+    parser.add_argument("--phenotype-similarity", choices=("true", "false"), default="true",
+                        help="score HPO lists against the knowledge base's rare diseases (processing/phenotype.py)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--unseen-share", type=float, default=DEFAULT_UNSEEN_SHARE,
                         help="share of the slice's groups (orphan diseases) held out of training, in [0, 1)")
@@ -164,7 +166,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         params = PreprocessParams(
             features=FeatureParams(reduction=args.reduction, hpo_rollup=args.hpo_rollup == "true",
-                                   min_term_count=args.min_term_count, pca_components=args.pca_components),
+                                   min_term_count=args.min_term_count, pca_components=args.pca_components,
+                                   phenotype_similarity=args.phenotype_similarity == "true"),
             resampling=args.resampling, seed=args.seed, unseen_share=args.unseen_share)
         params.validate()
         source = base / "input" / "curated"

@@ -108,6 +108,14 @@ def test_predict_command(endpoint, tmp_path, capsys):
     bad.write_text(json.dumps({"age": 999}))
     assert main(["predict", str(bad), "--endpoint-url", endpoint.url]) == 2
     assert "age" in capsys.readouterr().err
+    # The differential (decision support): asked for, answered; a bad N is the endpoint's 400, named.
+    assert main(["predict", str(patients), "--endpoint-url", endpoint.url, "--differential", "3"]) == 0
+    answer = json.loads(capsys.readouterr().out)["predictions"][0]
+    assert len(answer["differential"]) == 3 and "not a diagnosis" in answer["differential_note"]
+    assert main(["predict", str(patients), "--endpoint-url", endpoint.url, "--differential", "99"]) == 2
+    assert "differential must be" in capsys.readouterr().err
+    assert main(["predict", str(rows), "--endpoint-url", endpoint.url, "--differential", "3"]) == 2
+    assert "needs JSON input" in capsys.readouterr().err
 
 
 def test_serve_command_runs_until_sigterm(trained_model_dir, tmp_path):

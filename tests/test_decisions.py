@@ -189,18 +189,25 @@ def test_model_serves_calibrated_probabilities_and_decides_with_weights():
 
 
 def test_weights_are_kept_only_for_a_gain_beyond_noise():
-    from training.decisions import DecisionScores, weights_pay_off
+    """McNemar on the worst class's rows: b found only with the weights, c only without; b - c > 2 sqrt(b + c)."""
+    from training.decisions import weights_pay_off
 
-    y = np.repeat([0, 1, 2], [400, 400, 100])  # the worst class (2) has 100 rows: one standard error ~0.045 at 0.7
+    y = np.repeat([0, 1, 2], [400, 400, 100])
+    plain = y.copy()
+    plain[800:830] = 0  # the worst class (2): 70 of 100 found
 
-    def scores(recalls):
-        r = np.array(recalls, dtype=float)
-        return DecisionScores(r, np.ones(3), float(r.mean()), float(r.min()), 1.0)
+    def crossed(fixed, broken, others_lost=0):
+        out = plain.copy()
+        out[800:800 + fixed] = 2  # missed by the plain argmax, found with the weights
+        out[830:830 + broken] = 1  # found by the plain argmax, lost with the weights
+        out[:others_lost] = 1
+        return out
 
-    plain = scores([0.95, 0.95, 0.70])
-    assert not weights_pay_off(y, plain, scores([0.95, 0.93, 0.75]))  # +0.05: within two standard errors
-    assert weights_pay_off(y, plain, scores([0.94, 0.93, 0.85]))  # +0.15, macro recall up
-    assert not weights_pay_off(y, plain, scores([0.80, 0.80, 0.85]))  # worst class up, macro recall down
+    assert weights_pay_off(y, plain, crossed(8, 0), 3)  # 8 > 2 * sqrt(8): a small but one-sided change
+    assert not weights_pay_off(y, plain, crossed(12, 6), 3)  # +6 rows, 18 changed: 6 < 2 * sqrt(18)
+    assert weights_pay_off(y, plain, crossed(20, 2), 3)
+    assert not weights_pay_off(y, plain, crossed(20, 2, others_lost=100), 3)  # worst class +0.18, class 0 -0.25
+    assert not weights_pay_off(y, plain, plain, 3)  # nothing changes: nothing to keep
 
 
 def test_ece_of_given_decisions_uses_the_probability_of_each_decision():

@@ -12,9 +12,9 @@ bias (``method="temperature_bias"``, or ``"auto"``: with the bias when every cla
 probabilities; on the 20k cohort it moved decisions away from the rare class (ENFERMEDAD TERMINAL
 test recall 0.930 -> 0.860 together with the decision weights), so it is not the default. The
 decision weights are fitted on the calibrated probabilities, and kept only when, cross-fitted
-(fitted on one half of the OOF rows, scored on the other), they lift the worst class's recall by
-more than two standard errors without lowering macro recall (``weights_pay_off``); otherwise they
-are all 1.
+(fitted on one half of the OOF rows, scored on the other), they find significantly more of the worst
+class (McNemar, two standard errors of the paired change) without lowering macro recall
+(``weights_pay_off``); otherwise they are all 1.
 
 Decision weights: ``w`` (one per class), prediction = argmax(w * calibrated p). Fitted by
 coordinate search over log-weights to maximise the worst class's recall, ties broken by macro
@@ -37,7 +37,7 @@ BIAS_MIN_CLASS_ROWS = 30
 MAX_PRECISION_LOSS = 0.05
 LOG_WEIGHT_GRID = np.round(np.linspace(-3.0, 3.0, 61), 3)  # weights from e^-3 (0.05) to e^3 (20)
 MAX_ROUNDS = 8
-WEIGHTS_Z = 2.0  # standard errors a cross-fitted worst-class gain must exceed for the weights to be kept
+WEIGHTS_Z = 2.0  # standard errors a cross-fitted (paired) worst-class gain must exceed for the weights to be kept
 
 
 def _check(proba: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None) -> tuple[np.ndarray, np.ndarray,
@@ -193,17 +193,24 @@ def cross_fitted_predictions(proba: np.ndarray, y: np.ndarray, sample_weight: np
     return pred
 
 
-def weights_pay_off(y: np.ndarray, plain: DecisionScores, crossed: DecisionScores, *, z: float = WEIGHTS_Z) -> bool:
-    """Keep decision weights only when, scored on rows they were not fitted on, they lift the worst class's
-    recall by more than ``z`` standard errors of that recall (binomial, over the worst class's rows) without
-    lowering macro recall: a smaller gain is within the noise of the rows that measured it, and on the 20k
-    cohort such weights moved ENFERMEDAD TERMINAL's test recall 0.930 -> 0.895."""
-    present = ~np.isnan(plain.recall)
-    worst = int(np.flatnonzero(present)[np.nanargmin(plain.recall[present])])
-    n = max(1, int((np.asarray(y) == worst).sum()))
-    r = plain.worst_recall
-    margin = z * max(np.sqrt(r * (1.0 - r) / n), 1.0 / n)
-    return crossed.worst_recall - plain.worst_recall > margin and crossed.macro_recall >= plain.macro_recall
+def weights_pay_off(y: np.ndarray, plain: np.ndarray, crossed: np.ndarray, k: int,
+                    sample_weight: np.ndarray | None = None, *, z: float = WEIGHTS_Z) -> bool:
+    """Keep decision weights only when, deciding rows they were not fitted on (``crossed``), they find
+    significantly more of the plain argmax's worst class without lowering macro recall.
+
+    The two decisions are paired (the same rows), so the test is McNemar's: of the worst class's rows,
+    ``b`` are found only with the weights and ``c`` only without; the gain must exceed ``z`` standard
+    errors of a paired difference, ``b - c > z * sqrt(b + c)``. (An earlier rule compared the gain with
+    the binomial standard error of the recall itself, which overstates the noise of a paired change: on
+    the 20k cohort it dropped weights that lifted ENFERMEDAD TERMINAL, issue 14.)"""
+    y, plain, crossed = np.asarray(y), np.asarray(plain), np.asarray(crossed)
+    s_plain, s_crossed = decision_scores(y, plain, k, sample_weight), decision_scores(y, crossed, k, sample_weight)
+    present = ~np.isnan(s_plain.recall)
+    worst = int(np.flatnonzero(present)[np.nanargmin(s_plain.recall[present])])
+    rows = y == worst
+    fixed = int((rows & (crossed == worst) & (plain != worst)).sum())
+    broken = int((rows & (plain == worst) & (crossed != worst)).sum())
+    return fixed - broken > z * np.sqrt(fixed + broken) and s_crossed.macro_recall >= s_plain.macro_recall
 
 
 def calibrate_and_decide(proba: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None, *,
@@ -217,8 +224,7 @@ def calibrate_and_decide(proba: np.ndarray, y: np.ndarray, sample_weight: np.nda
     k = proba.shape[1]
     plain = calibrated.argmax(axis=1)
     crossed = cross_fitted_predictions(calibrated, y, w, max_precision_loss=max_precision_loss, seed=seed)
-    s_plain, s_crossed = decision_scores(y, plain, k, w), decision_scores(y, crossed, k, w)
-    if weights_pay_off(y, s_plain, s_crossed):
+    if weights_pay_off(y, plain, crossed, k, w):
         weights = fit_decision_weights(calibrated, y, w, max_precision_loss=max_precision_loss)
     else:
         weights, crossed = np.ones(k), plain
