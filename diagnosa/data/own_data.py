@@ -24,7 +24,7 @@ set ([pipeline.md](pipeline.md#one-pipeline-per-dataset)).
 | `ordinal` | boolean | no | `true` | whether the order is a severity order; kept in the schema and the model's metadata |
 | `exclude` | list of strings | no | `[]` | columns dropped on ingestion (names, contact details, outcomes known only later); they never reach the curated data or the quarantine |
 | `slice_column` | string | no | | a boolean column (`true`/`false`, `yes`/`no`, `1`/`0`) marking the rows of a slice; the slice is named after the column without an `is_` prefix |
-| `[slice]` | table | no | | a slice with a name of its own, or defined by a value (below); not together with `slice_column` |
+| `[slice]` | table | no | | a slice with a name of its own, defined by a value, or grouped (below); not together with `slice_column` |
 | `[columns.<column>]` | table | no | inferred | a column's type and limits (below) |
 
 `[slice]` keys: `column` (required), `name` (default: the column's name without `is_`; a letter,
@@ -32,9 +32,14 @@ then ASCII letters, digits, `_`), `value` (a string or a number: the slice is th
 `column` holds it, compared as numbers for a number column, so `4` matches `4.0`; ingestion adds a
 boolean marker column `in_<name>`). Without `value` the column must be boolean and becomes a
 `metadata` field (kept for the slice, never a feature) unless `[columns.<column>]` says otherwise.
-The built-in cohort's `orphan` slice is one such slice (`is_orphan`). The evaluation reports the
-slice's recall beside `common` (the rows outside it), and the pipeline's gate holds its macro recall
-to a threshold; a dataset without a slice has no slice condition.
+`group` (optional) names a column that groups the slice's rows — a disease id, a family, a site —
+and becomes `metadata` (never a feature: it would name the answer): the split then holds a share of
+the groups out of training entirely (docs/pipeline.md, Preprocess), and the evaluation reports
+`<name>_seen` and `<name>_unseen` beside the slice, with its own gate parameter
+`Unseen<Name>RecallThreshold`. The built-in cohort's `orphan` slice is one such slice (`is_orphan`,
+grouped by `disease_id`). The evaluation reports the slice's recall beside `common` (the rows outside
+it), and the pipeline's gate holds its macro recall to a threshold; a dataset without a slice has no
+slice condition.
 
 `[columns.<column>]` keys: `type` (`number`, `integer`, `string`, `category`, `date` (YYYY-MM-DD),
 `boolean`, `hpo_terms`, `codes`, `text`; lists are `;`-separated in a cell), `role` (`feature`,
