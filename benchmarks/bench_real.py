@@ -332,13 +332,13 @@ def run_table(name: str, csv_path: Path, toml_path: Path, seeds: Sequence[int], 
     return run_curated(name, frame, manifest, seeds, families, work, log)
 
 
-def cohort_table(patients: int, work: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
+def cohort_table(patients: int, work: Path, seed: int = 7) -> tuple[pd.DataFrame, dict[str, Any]]:
     """The built-in generated cohort (seed 7, as `make run`), curated by its own ingestion."""
     from diagnosa.data.cohort import CohortConfig, generate, write_raw
     from diagnosa.data.ingest import ingest_cohort
 
-    lake = DataLake.from_uri(str(work / "lake"))
-    write_raw(generate(CohortConfig(patients=patients, seed=7)), lake, "bench")
+    lake = DataLake.from_uri(str(work / f"lake-{seed}"))
+    write_raw(generate(CohortConfig(patients=patients, seed=seed)), lake, "bench")
     ingest_cohort(lake, "bench")
     return load_curated(lake)
 

@@ -219,3 +219,30 @@ def test_ece_of_given_decisions_uses_the_probability_of_each_decision():
     # deciding 1 everywhere: confidences 0.1, 0.4, 0.7, 0.2 against correctness 0, 1, 1, 0
     assert expected_calibration_error(y, proba, bins=10, predicted=np.ones(4, dtype=int)) == pytest.approx(
         (0.1 + 0.6 + 0.3 + 0.2) / 4)
+
+
+def test_weights_look_after_each_class_inside_each_group():
+    """Class 1 is found 90% of the time overall but only half the time inside the slice (group 1): with the
+    groups the weights lift the slice's cell; without them the overall class looks fine and nothing moves."""
+    from training.decisions import cells, worst_cell
+
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1], [600, 400])
+    group = np.zeros(1000, dtype=int)
+    group[900:] = 1  # 100 rows of class 1 in the slice
+    p1 = np.where(y == 1, rng.uniform(0.55, 0.95, 1000), rng.uniform(0.0, 0.3, 1000))
+    p1[900:] = rng.uniform(0.3, 0.7, 100)  # the slice's class-1 rows sit on the boundary
+    proba = np.column_stack([1 - p1, p1])
+    plain = proba.argmax(axis=1)
+    masks = cells(y, group, 2)
+    assert len(masks) == 4  # class 0, class 1, class 1 outside and inside the slice (class 0 is all outside)
+    assert worst_cell(y, plain, masks)[1] == 3
+    with_groups = fit_decision_weights(proba, y, groups=group, max_precision_loss=0.2)
+    lifted = decide(proba, with_groups)
+    assert np.mean(lifted[900:] == 1) > np.mean(plain[900:] == 1) + 0.2
+    assert worst_cell(y, lifted, masks)[0] > worst_cell(y, plain, masks)[0]
+    # A cell under MIN_CELL_ROWS rows is not its own cell: too few rows to steer the weights.
+    small = cells(y, np.r_[np.zeros(990, int), np.ones(10, int)], 2)
+    assert len(small) == 3 and min(m.sum() for m in small) == 390  # the 10-row cell is left out
+    with pytest.raises(ValueError, match="one entry per row"):
+        cells(y, group[:10], 2)

@@ -37,6 +37,7 @@ BIAS_MIN_CLASS_ROWS = 30
 MAX_PRECISION_LOSS = 0.05
 LOG_WEIGHT_GRID = np.round(np.linspace(-3.0, 3.0, 61), 3)  # weights from e^-3 (0.05) to e^3 (20)
 MAX_ROUNDS = 8
+MIN_CELL_ROWS = 20  # a class inside a group (e.g. the orphan slice) counts as its own cell from this many rows
 WEIGHTS_Z = 2.0  # standard errors a cross-fitted (paired) worst-class gain must exceed for the weights to be kept
 
 
@@ -131,12 +132,38 @@ def decision_scores(y: np.ndarray, pred: np.ndarray, k: int, sample_weight: np.n
                           float(precision[present].mean()))
 
 
+def cells(y: np.ndarray, groups: np.ndarray | None, k: int, min_rows: int = MIN_CELL_ROWS) -> list[np.ndarray]:
+    """Row masks whose recall the decision weights look after: each class, and each class inside each
+    group (e.g. the orphan slice and the rest) with at least ``min_rows`` rows."""
+    y = np.asarray(y)
+    out = [y == c for c in range(k) if (y == c).any()]
+    if groups is not None:
+        groups = np.asarray(groups)
+        if groups.shape != y.shape:
+            raise ValueError(f"groups must have one entry per row ({len(y)}), got shape {groups.shape}")
+        for g in np.unique(groups):
+            for c in range(k):
+                mask = (y == c) & (groups == g)
+                if min_rows <= mask.sum() < (y == c).sum():  # a class wholly in one group is already a cell
+                    out.append(mask)
+    return out
+
+
+def worst_cell(y: np.ndarray, pred: np.ndarray, masks: list[np.ndarray]) -> tuple[float, int]:
+    """The lowest recall over the cells (each cell's rows share one class) and that cell's index."""
+    recalls = [float(np.mean(pred[m] == y[m])) for m in masks]
+    i = int(np.argmin(recalls))
+    return recalls[i], i
+
+
 def fit_decision_weights(proba: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None, *,
-                         max_precision_loss: float = MAX_PRECISION_LOSS) -> np.ndarray:
-    """Per-class weights maximising the worst class's recall (then macro recall) of argmax(w * p), with
-    macro precision at most ``max_precision_loss`` below the plain argmax's. Weights are normalised so
-    their geometric mean is 1; all ones when nothing beats the plain argmax."""
+                         max_precision_loss: float = MAX_PRECISION_LOSS, groups: np.ndarray | None = None) -> np.ndarray:
+    """Per-class weights maximising the worst recall over ``cells`` (each class; with ``groups``, also
+    each class inside each group), then macro recall, of argmax(w * p), with macro precision at most
+    ``max_precision_loss`` below the plain argmax's. Weights are normalised so their geometric mean is 1;
+    all ones when nothing beats the plain argmax."""
     proba, y, w = _check(proba, y, sample_weight)
+    masks = cells(y, groups, proba.shape[1])
     if not 0 <= max_precision_loss <= 1:
         raise ValueError(f"max_precision_loss must lie in [0, 1], got {max_precision_loss}")
     k = proba.shape[1]
@@ -145,10 +172,11 @@ def fit_decision_weights(proba: np.ndarray, y: np.ndarray, sample_weight: np.nda
     floor = base.macro_precision - max_precision_loss - 1e-12
 
     def key(log_w: np.ndarray) -> tuple[float, float] | None:
-        s = decision_scores(y, (logp + log_w).argmax(axis=1), k, w)
+        pred = (logp + log_w).argmax(axis=1)
+        s = decision_scores(y, pred, k, w)
         if s.macro_precision < floor:
             return None
-        return round(s.worst_recall, 12), round(s.macro_recall, 12)
+        return round(worst_cell(y, pred, masks)[0], 12), round(s.macro_recall, 12)
 
     log_w = np.zeros(k)
     best = key(log_w)
@@ -175,7 +203,8 @@ def fit_decision_weights(proba: np.ndarray, y: np.ndarray, sample_weight: np.nda
 
 
 def cross_fitted_predictions(proba: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None, *,
-                             max_precision_loss: float = MAX_PRECISION_LOSS, seed: int = 0) -> np.ndarray:
+                             max_precision_loss: float = MAX_PRECISION_LOSS, seed: int = 0,
+                             groups: np.ndarray | None = None) -> np.ndarray:
     """Decisions scored honestly: weights fitted on one half of the OOF rows decide the other half (2-fold,
     stratified where every class has two rows). Used to compare candidates after their decision weights."""
     proba, y, w = _check(proba, y, sample_weight)
@@ -188,13 +217,15 @@ def cross_fitted_predictions(proba: np.ndarray, y: np.ndarray, sample_weight: np
     pred = proba.argmax(axis=1)
     for fit_rows, score_rows in folds:
         weights = fit_decision_weights(proba[fit_rows], y[fit_rows], w[fit_rows],
-                                       max_precision_loss=max_precision_loss)
+                                       max_precision_loss=max_precision_loss,
+                                       groups=None if groups is None else np.asarray(groups)[fit_rows])
         pred[score_rows] = decide(proba[score_rows], weights)
     return pred
 
 
 def weights_pay_off(y: np.ndarray, plain: np.ndarray, crossed: np.ndarray, k: int,
-                    sample_weight: np.ndarray | None = None, *, z: float = WEIGHTS_Z) -> bool:
+                    sample_weight: np.ndarray | None = None, *, z: float = WEIGHTS_Z,
+                    groups: np.ndarray | None = None) -> bool:
     """Keep decision weights only when, deciding rows they were not fitted on (``crossed``), they find
     significantly more of the plain argmax's worst class without lowering macro recall.
 
@@ -205,9 +236,9 @@ def weights_pay_off(y: np.ndarray, plain: np.ndarray, crossed: np.ndarray, k: in
     the 20k cohort it dropped weights that lifted ENFERMEDAD TERMINAL, issue 14.)"""
     y, plain, crossed = np.asarray(y), np.asarray(plain), np.asarray(crossed)
     s_plain, s_crossed = decision_scores(y, plain, k, sample_weight), decision_scores(y, crossed, k, sample_weight)
-    present = ~np.isnan(s_plain.recall)
-    worst = int(np.flatnonzero(present)[np.nanargmin(s_plain.recall[present])])
-    rows = y == worst
+    masks = cells(y, groups, k)
+    rows = masks[worst_cell(y, plain, masks)[1]]
+    worst = int(y[rows][0])
     fixed = int((rows & (crossed == worst) & (plain != worst)).sum())
     broken = int((rows & (plain == worst) & (crossed != worst)).sum())
     return fixed - broken > z * np.sqrt(fixed + broken) and s_crossed.macro_recall >= s_plain.macro_recall
@@ -215,7 +246,7 @@ def weights_pay_off(y: np.ndarray, plain: np.ndarray, crossed: np.ndarray, k: in
 
 def calibrate_and_decide(proba: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None, *,
                          max_precision_loss: float = MAX_PRECISION_LOSS, calibration_method: str = "temperature",
-                         seed: int = 0) -> dict[str, Any]:
+                         seed: int = 0, groups: np.ndarray | None = None) -> dict[str, Any]:
     """Everything fitted on OOF probabilities: calibration, decision weights on the calibrated
     probabilities, the calibrated OOF probabilities, and honest (cross-fitted) decisions for scoring."""
     proba, y, w = _check(proba, y, sample_weight)
@@ -223,9 +254,10 @@ def calibrate_and_decide(proba: np.ndarray, y: np.ndarray, sample_weight: np.nda
     calibrated = apply_calibration(proba, calibration)
     k = proba.shape[1]
     plain = calibrated.argmax(axis=1)
-    crossed = cross_fitted_predictions(calibrated, y, w, max_precision_loss=max_precision_loss, seed=seed)
-    if weights_pay_off(y, plain, crossed, k, w):
-        weights = fit_decision_weights(calibrated, y, w, max_precision_loss=max_precision_loss)
+    crossed = cross_fitted_predictions(calibrated, y, w, max_precision_loss=max_precision_loss, seed=seed,
+                                       groups=groups)
+    if weights_pay_off(y, plain, crossed, k, w, groups=groups):
+        weights = fit_decision_weights(calibrated, y, w, max_precision_loss=max_precision_loss, groups=groups)
     else:
         weights, crossed = np.ones(k), plain
     return {"calibration": calibration, "decision_weights": weights, "calibrated": calibrated,

@@ -434,7 +434,9 @@ def train(train_dir: str | os.PathLike, validation_dir: str | os.PathLike, trans
     logger.info("phase search: %.2f s", search_seconds)
 
     started = time.perf_counter()
-    post = calibrate_and_decide(proba, y_eval, w_eval, max_precision_loss=settings.max_precision_loss, seed=seed)
+    # The slice (the orphan patients) is its own group: the weights look after each class inside and outside it.
+    post = calibrate_and_decide(proba, y_eval, w_eval, max_precision_loss=settings.max_precision_loss, seed=seed,
+                                groups=eval_orphan)
     weights = post["decision_weights"]
     truth = [labels[i] for i in y_eval]
     evaluation = evaluate(truth, post["calibrated"], labels, orphan=eval_orphan, predicted=post["cross_fitted_pred"],
