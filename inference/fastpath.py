@@ -101,7 +101,7 @@ class _Similarity:
         self.similarity = similarity
 
     def __call__(self, records: list[dict[str, Any]]) -> np.ndarray:
-        return self.similarity.transform([r.get(self.column) or [] for r in records])
+        return self.similarity.features([r.get(self.column) or [] for r in records])
 
 
 class CompiledFeatures:

@@ -111,7 +111,11 @@ class PhenotypeSimilarity(TransformerMixin, BaseEstimator):
             raise ValueError(f"top must be a whole number >= 1, got {self.top!r}")
         kb = self.knowledge if self.knowledge is not None else _shipped_knowledge()
         ontology = self._ontology()
-        diseases = kb.diseases.sort_values("disease_id").reset_index(drop=True)
+        # Columns by category (in DISEASE_CATEGORIES order), then id: each category's diseases are one
+        # contiguous block, so per-category maxima are one reduceat over the row.
+        rank_of = {c: i for i, c in enumerate(DISEASE_CATEGORIES)}
+        diseases = kb.diseases.assign(_rank=kb.diseases["category"].map(rank_of).fillna(len(rank_of))) \
+            .sort_values(["_rank", "disease_id"], kind="stable").drop(columns="_rank").reset_index(drop=True)
         ids = diseases["disease_id"].astype(str).to_numpy()
         position = {d: i for i, d in enumerate(ids)}
         closures: list[set[str]] = [set() for _ in ids]
@@ -200,26 +204,32 @@ class PhenotypeSimilarity(TransformerMixin, BaseEstimator):
           covers (disease → patient), so a patient with one vague complaint is not a perfect match of
           every disease carrying it.
         """
-        lists = as_lists(term_lists)
+        stack = self._measure_stack(as_lists(term_lists))
+        return {"resnik": stack[:, 0], "simgic": stack[:, 1], "symmetric": stack[:, 2]}
+
+    def _measure_stack(self, lists: list[list[str]]) -> np.ndarray:
+        """(patients, 3, diseases): resnik, simgic, symmetric (see :meth:`measures`)."""
         n_d = len(self.disease_ids_)
-        resnik = self.scores(lists)
-        inter = np.zeros((len(lists), n_d), dtype=np.float64)
-        patient_ic = np.zeros(len(lists), dtype=np.float64)
-        indptr, indices, ic = self.closure_indptr_, self.closure_indices_, self.ic_.astype(np.float64)
+        out = np.zeros((len(lists), 3, n_d), dtype=np.float32)
+        resnik, inter = out[:, 0], out[:, 1]  # the simgic slot holds the intersection until the end
+        resnik[:] = self.scores(lists)
+        patient_ic = np.zeros(len(lists), dtype=np.float32)
+        indptr, indices, ic = self.closure_indptr_, self.closure_indices_, self.ic_
         for i, terms in enumerate(lists):
             closure = self._closure(terms)
             if not len(closure):
                 continue
             patient_ic[i] = ic[closure].sum()
             lengths = indptr[closure + 1] - indptr[closure]
-            columns = np.concatenate([indices[indptr[j]:indptr[j + 1]] for j in closure]).astype(np.int64)
+            columns = np.concatenate([indices[indptr[j]:indptr[j + 1]] for j in closure])
             inter[i] = np.bincount(columns, weights=np.repeat(ic[closure], lengths), minlength=n_d)
-        disease_ic = self.disease_ic_.astype(np.float64)
-        union = disease_ic[None, :] + patient_ic[:, None] - inter
-        simgic = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
-        coverage = np.divide(inter, disease_ic[None, :], out=np.zeros_like(inter), where=disease_ic[None, :] > 0)
-        return {"resnik": resnik, "simgic": simgic.astype(np.float32),
-                "symmetric": ((resnik + coverage) / 2).astype(np.float32)}
+        disease_ic = self.disease_ic_[None, :]
+        np.divide(inter, disease_ic, out=out[:, 2], where=disease_ic > 0)  # coverage (disease → patient)
+        out[:, 2] += resnik
+        out[:, 2] *= np.float32(0.5)
+        union = disease_ic + patient_ic[:, None] - inter
+        np.divide(inter, union, out=inter, where=union > 0)
+        return out
 
     def scores(self, term_lists: Any) -> np.ndarray:
         """sim(patient → disease) for every patient (rows) and disease (columns, in :attr:`diseases` order)."""
@@ -244,38 +254,62 @@ class PhenotypeSimilarity(TransformerMixin, BaseEstimator):
 
     # -------------------------------------------------------------------------------------------- features
 
+    def _segments(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Disease columns ordered by category: (non-empty categories, column order, segment starts, sizes)."""
+        cached = self.__dict__.get("_segment_cache")
+        if cached is None:
+            nonempty = np.array([c for c, m in enumerate(self.category_members_) if len(m)], dtype=np.int64)
+            sizes = np.array([len(self.category_members_[c]) for c in nonempty], dtype=np.int64)
+            order = (np.concatenate([self.category_members_[c] for c in nonempty]) if len(nonempty)
+                     else np.zeros(0, dtype=np.int64))
+            starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+            cached = self.__dict__.setdefault("_segment_cache", (nonempty, order, starts, sizes))
+            self.__dict__["_contiguous"] = bool(np.array_equal(order, np.arange(len(order))))
+        return cached
+
+    def _top_positions(self, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """For the per-category top-k mean after one sort: the per-segment offsets, the (category, k)
+        column positions of each segment's k largest, and which of them exist (a category of < k diseases)."""
+        cached = self.__dict__.get("_top_cache")
+        if cached is None or cached[0] != k:
+            _, _, starts, sizes = self._segments()
+            offset = np.repeat(2.0 * np.arange(len(sizes)), sizes).astype(np.float32)  # scores lie in [0, 1]
+            back = np.arange(k)[None, :]
+            keep = (back < sizes[:, None]).astype(np.float32)
+            last = np.maximum(starts[:, None] + sizes[:, None] - 1 - back, starts[:, None])
+            cached = self.__dict__["_top_cache"] = (k, offset, last, keep)
+        return cached[1:]
+
     def transform(self, X: Any) -> np.ndarray:
-        m = self.measures(X)
-        S = m["resnik"]
-        k = int(self.top)
-        blocks = []
-        resnik = np.zeros((S.shape[0], 2 * len(self.categories_) + 1), dtype=np.float32)
-        for c, members in enumerate(self.category_members_):
-            if not len(members):
-                continue
-            part = S[:, members]
-            resnik[:, 2 * c] = part.max(axis=1)
-            if len(members) <= k:
-                resnik[:, 2 * c + 1] = part.mean(axis=1)
-            else:
-                resnik[:, 2 * c + 1] = np.partition(part, len(members) - k, axis=1)[:, -k:].mean(axis=1)
-        if S.shape[1]:
-            resnik[:, -1] = S.max(axis=1)
-        blocks.append(resnik)
-        for name in LEADING_MEASURES:
-            best = self._per_category_max(m[name])
-            top = best.max(axis=1, keepdims=True)
+        return self.features(X)
+
+    def features(self, term_lists: Any) -> np.ndarray:
+        """What :meth:`transform` returns, without scikit-learn's output wrapper (the endpoint's fast path)."""
+        # One pass per measure over the disease columns sorted by category (reduceat), not one per
+        # category: the endpoint pays this on every request.
+        stack = self._measure_stack(as_lists(term_lists))
+        n, n_c, k = len(stack), len(self.categories_), int(self.top)
+        nonempty, order, starts, sizes = self._segments()
+        best = np.zeros((n, 3, n_c), dtype=np.float32)
+        topk = np.zeros((n, n_c), dtype=np.float32)
+        if len(order):
+            if not self.__dict__.get("_contiguous"):  # columns fitted in category order need no gather
+                stack = stack[:, :, order]
+            best[:, :, nonempty] = np.maximum.reduceat(stack, starts, axis=2)
+            offset, last, keep = self._top_positions(k)
+            ranked = np.sort(stack[:, 0, :] + offset, axis=1) - offset
+            topk[:, nonempty] = (ranked[:, last] * keep).sum(axis=2) / keep.sum(axis=1)
+        resnik = np.empty((n, 2 * n_c + 1), dtype=np.float32)
+        resnik[:, 0:2 * n_c:2], resnik[:, 1:2 * n_c:2] = best[:, 0, :], topk
+        resnik[:, -1] = best[:, 0, :].max(axis=1) if n_c else 0.0
+        blocks = [resnik]
+        for i, _ in enumerate(LEADING_MEASURES, start=1):
+            per_category = best[:, i, :]
+            top = per_category.max(axis=1, keepdims=True)
             # Which category the nearest disease belongs to, and by how much it leads: a model reads
             # "the closest match is a terminal disease" directly, whatever the disease.
-            blocks += [best, (best == top) * top, best - top]
-        return np.hstack(blocks).astype(np.float32)
-
-    def _per_category_max(self, S: np.ndarray) -> np.ndarray:
-        out = np.zeros((S.shape[0], len(self.categories_)), dtype=np.float32)
-        for c, members in enumerate(self.category_members_):
-            if len(members):
-                out[:, c] = S[:, members].max(axis=1)
-        return out
+            blocks += [per_category, (per_category == top) * top, per_category - top]
+        return np.hstack(blocks).astype(np.float32, copy=False)
 
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
         names = [f"{c}:{kind}" for c in self.categories_ for kind in ("max", f"top{int(self.top)}")] + ["best"]
@@ -290,13 +324,21 @@ class PhenotypeSimilarity(TransformerMixin, BaseEstimator):
         S = np.round(self.scores(term_lists).astype(np.float64), 3)
         n = max(0, min(int(n), S.shape[1]))
         ranked = []
+        id_rank = self._id_rank()
         for row in S:
-            # disease_ids_ is sorted, so a stable sort on -score breaks ties by id.
-            order = np.argsort(-row, kind="stable")[:n]
+            order = np.lexsort((id_rank, -row))[:n]  # best first, ties by id
             ranked.append([{"disease_id": str(self.disease_ids_[j]), "name": str(self.disease_names_[j]),
                             "source": _source(str(self.disease_ids_[j])), "category": str(self.disease_categories_[j]),
                             "score": float(row[j])} for j in order])
         return ranked
+
+    def _id_rank(self) -> np.ndarray:
+        """Each column's position in id order (columns are in category order): ties go to the lower id."""
+        cached = self.__dict__.get("_id_rank_cache")
+        if cached is None:
+            cached = self.__dict__["_id_rank_cache"] = np.argsort(np.argsort(self.disease_ids_.astype(str),
+                                                                             kind="stable"), kind="stable")
+        return cached
 
     def nearest_category(self, term_lists: Any, exclude_ids: Sequence[str | None]) -> list[str | None]:
         """Per patient, the category of the best-matching disease other than ``exclude_ids[i]`` (None: no
@@ -311,7 +353,7 @@ class PhenotypeSimilarity(TransformerMixin, BaseEstimator):
             if j is not None:
                 row = row.copy()
                 row[j] = -1.0
-            best = int(np.argmax(row)) if row.size else -1
+            best = int(np.lexsort((self._id_rank(), -row))[0]) if row.size else -1  # ties: the lower id
             out.append(str(self.disease_categories_[best]) if best >= 0 and row[best] > 0 else None)
         return out
 
@@ -321,6 +363,10 @@ class PhenotypeSimilarity(TransformerMixin, BaseEstimator):
         state = dict(self.__dict__)
         state.pop("_rows", None)  # rebuilt on demand; keeps the artifact small
         state.pop("_index", None)
+        state.pop("_segment_cache", None)
+        state.pop("_top_cache", None)
+        state.pop("_contiguous", None)
+        state.pop("_id_rank_cache", None)
         return state
 
 
