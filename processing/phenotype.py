@@ -191,7 +191,9 @@ class PhenotypeSimilarity(TransformerMixin, BaseEstimator):
             primary = ontology.primary(term)
             if primary in ontology:
                 found.update(index[a] for a in ontology.ancestors(primary) if a in index)
-        return np.fromiter(found, dtype=np.int64, count=len(found))
+        # Sorted: the order fixes the float32 sums below, and a set of ancestors (strings) iterates in
+        # hash order, which changes with every process (PYTHONHASHSEED).
+        return np.array(sorted(found), dtype=np.int64)
 
     def measures(self, term_lists: Any) -> dict[str, np.ndarray]:
         """Patients x diseases similarity under three measures (all in [0, 1]):

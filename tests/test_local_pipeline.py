@@ -13,6 +13,7 @@ import pytest
 from diagnosa.cli import main as cli
 from diagnosa.commands.local import LOCAL_BUCKET, local_definition
 from inference.client import DiagnosaClient
+from pipelines.definition import class_parameter
 from pipelines.executor import open_local
 from pipelines.local_endpoints import LocalEndpoints
 from pipelines.local_jobs import LakeMapping
@@ -134,10 +135,14 @@ def test_same_inputs_give_the_same_definition_and_metrics_and_approval_redeploys
 def test_a_model_below_a_threshold_is_stopped_by_the_gate(workspace, approved_run):
     registry = workspace["executor"].registry
     versions = len(registry.list_model_packages("diagnosa"))
+    # Just above the worst class's recall in the approved run (the runs are deterministic: same metrics).
+    worst = evaluation(workspace, approved_run)["diagnosa"]["worst_class_recall"]
+    assert worst["recall"] < 0.99
+    parameter = class_parameter(worst["label"])
     record = workspace["executor"].start(workspace["definition"], {
-        "InputDataUri": workspace["input"], **LOW, "RecallThresholdEnfermedadTerminal": "0.999"})
+        "InputDataUri": workspace["input"], **LOW, parameter: f"{worst['recall'] + 0.01:.4f}"})
     assert record.status == "Failed"
     assert record.steps["RecallGateFailed"]["StepStatus"] == "Failed"
-    assert "ENFERMEDAD TERMINAL" in record.data["FailureReason"] and "short by" in record.data["FailureReason"]
+    assert worst["label"] in record.data["FailureReason"] and "short by" in record.data["FailureReason"]
     assert "Register" not in record.steps and len(registry.list_model_packages("diagnosa")) == versions
     assert record.data["Skipped"] == ["CreateModel", "Deploy", "DeployIfApproved", "EndpointConfig", "Register"]

@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import math
+import os
 import pickle
-import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -201,3 +202,20 @@ def test_both_directions_tell_a_full_presentation_from_one_vague_complaint(model
     gaps = [v for n, v in zip(names, out) if n.endswith(":gap")]
     leads = [v for n, v in zip(names, out) if n.endswith(":leads")]
     assert max(gaps) == 0.0 and min(gaps) <= 0.0 and sum(v > 0 for v in leads) >= 1
+
+
+def test_features_do_not_depend_on_the_process_hash_seed():
+    """Sets of HPO ids iterate in hash order, which changes per process: the features must not (two pipeline
+    runs on the same data gave different models when they did)."""
+    import subprocess
+    import sys
+
+    script = ("import hashlib; from processing.phenotype import PhenotypeSimilarity, _shipped_knowledge; "
+              "ps = PhenotypeSimilarity().fit(); "
+              "profiles = _shipped_knowledge().phenotypes.groupby('disease_id')['hpo_id'].apply(list).tolist(); "
+              "X = ps.transform(profiles[:300] + [['HP:0001945'], []]); "
+              "print(hashlib.sha256(X.tobytes()).hexdigest())")
+    root = Path(__file__).resolve().parents[1]
+    digests = {subprocess.run([sys.executable, "-c", script], cwd=root, capture_output=True, text=True, check=True,
+                              env={**os.environ, "PYTHONHASHSEED": seed}).stdout for seed in ("1", "2", "3")}
+    assert len(digests) == 1
