@@ -25,6 +25,10 @@ class ClientFailure(RuntimeError):
     """The endpoint could not be reached or failed; the message says which and why."""
 
 
+class InvalidInput(ClientFailure, ValueError):
+    """What the caller passed cannot be sent at all (not a patient record or a list of them)."""
+
+
 @dataclass
 class PredictionRejected(ClientFailure):
     """The endpoint refused the input (4xx); ``errors`` lists row, field and problem."""
@@ -98,11 +102,21 @@ class DiagnosaClient:
                 differential: int | None = None, inference_id: str | None = None) -> Prediction:
         """Predictions for one or more patients; ``differential`` (1-20) also asks, per patient, for the rare
         diseases whose HPO annotations best match the symptoms (decision support, ``result["differential"]``)."""
-        records = [patients] if isinstance(patients, dict) else list(patients)
+        if isinstance(patients, dict):
+            records = [patients]
+        elif isinstance(patients, (list, tuple)):
+            records = list(patients)
+        else:
+            raise InvalidInput(f"patients must be a patient record (a JSON object) or a list of them, "
+                               f"got {type(patients).__name__}")
         payload: dict[str, Any] = {"instances": records, "top_k": top_k}
         if differential is not None:
             payload["differential"] = differential
-        body = json.dumps(payload, ensure_ascii=False)
+        # ASCII escapes: any text can be sent (a lone surrogate too); the endpoint judges it and says why.
+        try:
+            body = json.dumps(payload, ensure_ascii=True)
+        except (TypeError, ValueError) as err:  # a set, a date...: not JSON
+            raise InvalidInput(f"the patients cannot be written as JSON: {err}") from None
         return self._results(*self.invoke(body, JSON, JSON, inference_id))
 
     def predict_csv(self, text: str, *, inference_id: str | None = None) -> Prediction:

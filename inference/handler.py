@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +30,11 @@ from inference.schema import Problem, RequestSchema
 from processing.phenotype import PhenotypeSimilarity, find_similarity
 
 MAX_BODY_BYTES = 6 * 1024 * 1024  # SageMaker's real-time invocation payload limit
+MAX_RESPONSE_BYTES = 6 * 1024 * 1024  # SageMaker refuses replies over 6 MB too: so does the endpoint, clearly
+MAX_RECORDS = 10_000  # patients per request: work stays proportional to what a caller can mean
+MAX_LISTED_PROBLEMS = 100  # problems listed in a refusal; the message says how many more there were
+# A JSON text can carry a lone UTF-16 surrogate only as a \uD800-\uDFFF escape (UTF-8 cannot encode one).
+SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 JSON = "application/json"
 CSV = "text/csv"
 DEFAULT_TOP_K = 3
@@ -47,7 +53,59 @@ class RequestError(Exception):
         self.errors = errors or []
 
     def body(self) -> dict[str, Any]:
-        return {"error": self.message, "errors": [e.to_dict() for e in self.errors]}
+        """The refusal as JSON: at most MAX_LISTED_PROBLEMS problems (``more_errors`` counts the rest), so a
+        body of junk cannot become a reply many times its size."""
+        listed = [e.to_dict() for e in self.errors[:MAX_LISTED_PROBLEMS]]
+        out: dict[str, Any] = {"error": self.message, "errors": listed}
+        if len(self.errors) > MAX_LISTED_PROBLEMS:
+            out["more_errors"] = len(self.errors) - MAX_LISTED_PROBLEMS
+        return out
+
+
+def encode_json(payload: Any) -> bytes:
+    """JSON as UTF-8 that never fails: a lone surrogate (only possible in text we echo) is written as its
+    \\uXXXX escape, which JSON readers accept."""
+    return json.dumps(payload, ensure_ascii=False).encode("utf-8", errors="backslashreplace")
+
+
+def _surrogate_path(data: Any) -> str | None:
+    """Where the first string (key or value) holding a lone surrogate is, e.g. 'instances[3].symptoms[0]'."""
+    stack: list[tuple[Any, str]] = [(data, "")]
+    while stack:
+        value, path = stack.pop()
+        if isinstance(value, str):
+            if any("\ud800" <= ch <= "\udfff" for ch in value):
+                return path or "the body"
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                if any("\ud800" <= ch <= "\udfff" for ch in key):
+                    return f"{path}.<key>" if path else "a key"
+                stack.append((item, f"{path}.{key}" if path else key))
+        elif isinstance(value, list):
+            stack.extend((item, f"{path}[{i}]") for i, item in enumerate(value))
+    return None
+
+
+def load_json(body: bytes) -> Any:
+    """A JSON body, or :class:`RequestError` 400 naming what is wrong: not UTF-8, malformed, nested too deeply,
+    or a string that is not Unicode text (a lone UTF-16 surrogate, which nothing downstream can write)."""
+    try:
+        data = json.loads(body.decode("utf-8"))
+    except UnicodeDecodeError as err:
+        raise RequestError(400, f"the body is not UTF-8 (byte {err.start})") from None
+    except json.JSONDecodeError as err:
+        raise RequestError(400, f"malformed JSON: {err.msg} at line {err.lineno} column {err.colno}") from None
+    except RecursionError:
+        raise RequestError(400, "malformed JSON: nested too deeply") from None
+    except ValueError as err:  # e.g. an integer literal longer than Python converts
+        raise RequestError(400, f"malformed JSON: {err}") from None
+    if SURROGATE_ESCAPE.search(body):  # valid pairs (astral characters) pass the scan below
+        where = _surrogate_path(data)
+        if where is not None:
+            where = where.encode("ascii", "backslashreplace").decode("ascii")
+            raise RequestError(400, f"{where}: a string holds a lone UTF-16 surrogate (\\ud800-\\udfff), "
+                                    "which is not Unicode text")
+    return data
 
 
 @dataclass
@@ -137,17 +195,8 @@ def warm_up(service: Service) -> None:
     predict(request, service)
 
 
-def _records_from_json(body: bytes) -> tuple[list[Any], int]:
-    try:
-        data = json.loads(body.decode("utf-8"))
-    except UnicodeDecodeError as err:
-        raise RequestError(400, f"the body is not UTF-8 (byte {err.start})") from None
-    except json.JSONDecodeError as err:
-        raise RequestError(400, f"malformed JSON: {err.msg} at line {err.lineno} column {err.colno}") from None
-    except RecursionError:
-        raise RequestError(400, "malformed JSON: nested too deeply") from None
-    except ValueError as err:  # e.g. an integer literal longer than Python converts
-        raise RequestError(400, f"malformed JSON: {err}") from None
+def _records_from_json(body: bytes) -> tuple[list[Any], int, Any]:
+    data = load_json(body)
     top_k, differential = DEFAULT_TOP_K, 0
     if isinstance(data, dict) and "instances" in data:
         extra = sorted(set(data) - {"instances", "top_k", "differential"})
@@ -185,7 +234,11 @@ def _records_from_csv(body: bytes) -> list[dict[str, str]]:
 def parse_request(body: bytes | str, content_type: str | None, service: Service) -> Request:
     """Parse and validate; every problem of every row is reported at once."""
     if isinstance(body, str):
-        body = body.encode("utf-8")
+        try:
+            body = body.encode("utf-8")
+        except UnicodeEncodeError as err:  # a str body with a lone surrogate (a toolkit may hand us text)
+            raise RequestError(400, f"the body is not Unicode text (character {err.start} is a lone surrogate)") \
+                from None
     if len(body) > MAX_BODY_BYTES:
         raise RequestError(413, f"the body is {len(body):,} bytes; the limit is {MAX_BODY_BYTES:,} (6 MB)")
     if not body.strip():
@@ -200,6 +253,9 @@ def parse_request(body: bytes | str, content_type: str | None, service: Service)
         raise RequestError(415, f"unsupported content type {content_type!r}: use {JSON} or {CSV}")
     if not records:
         raise RequestError(400, "no patient records in the request")
+    if len(records) > MAX_RECORDS:
+        raise RequestError(413, f"{len(records):,} records in one request; the limit is {MAX_RECORDS:,}: "
+                                "split them over several requests")
     if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= len(service.model.labels):
         raise RequestError(400, f"top_k must be an integer from 1 to {len(service.model.labels)}, got {top_k!r}")
     if isinstance(differential, bool) or not isinstance(differential, int) or not 0 <= differential <= MAX_DIFFERENTIAL:
@@ -254,7 +310,7 @@ def predict(request: Request, service: Service) -> list[dict[str, Any]]:
 
 def render(prediction: list[dict[str, Any]], accept: str | None) -> tuple[bytes, str]:
     if _accepted(accept) != CSV:
-        return json.dumps({"predictions": prediction}, ensure_ascii=False).encode("utf-8"), JSON
+        return encode_json({"predictions": prediction}), JSON
     out = io.StringIO()
     labels = list(prediction[0]["probabilities"]) if prediction else []
     writer = csv.writer(out, lineterminator="\n")
@@ -266,10 +322,14 @@ def render(prediction: list[dict[str, Any]], accept: str | None) -> tuple[bytes,
         extra = [";".join(f"{d['disease_id']} {d['score']}" for d in p.get("differential", []))] if differential else []
         writer.writerow([p["patient_id"] or "", p["category"], *(p["probabilities"][label] for label in labels),
                          p["model_version"], *extra])
-    return out.getvalue().encode("utf-8"), CSV
+    return out.getvalue().encode("utf-8", errors="backslashreplace"), CSV
 
 
 def invoke(service: Service, body: bytes | str, content_type: str | None, accept: str | None) -> tuple[bytes, str]:
     """One invocation: parse → predict → render; :class:`RequestError` for anything the client must fix."""
     _accepted(accept)  # refuse an Accept we cannot produce before scoring anything
-    return render(predict(parse_request(body, content_type, service), service), accept)
+    output, output_type = render(predict(parse_request(body, content_type, service), service), accept)
+    if len(output) > MAX_RESPONSE_BYTES:
+        raise RequestError(413, f"the answer would be {len(output):,} bytes; the limit is {MAX_RESPONSE_BYTES:,} "
+                                "(6 MB, as SageMaker's): send fewer records or a smaller differential")
+    return output, output_type

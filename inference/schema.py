@@ -77,13 +77,14 @@ class RequestSchema:
             if key != self.id_field and key not in self.fields:
                 problems.append(Problem(row, str(key), f"unknown field (accepted: {', '.join(self.accepted)})"))
         rid = record.get(self.id_field)
-        if rid is not None and not isinstance(rid, (str, int)):
-            problems.append(Problem(row, self.id_field, "must be a string"))
+        if rid is not None and (isinstance(rid, bool) or not isinstance(rid, (str, int))):
+            problems.append(Problem(row, self.id_field, f"must be a string, got {type(rid).__name__}"))
         clean[self.id_field] = None if rid is None or rid == "" else str(rid)
         present = 0
         for name, f in self.fields.items():
             value = record.get(name)
-            if value is None or (text and value == ""):
+            # An empty list says nothing: a record of only "symptoms": [] has no inputs (refused below).
+            if value is None or (text and value == "") or (isinstance(value, list) and not value):
                 clean[name] = [] if f.type in ("hpo_terms", "codes") else None
                 continue
             present += 1

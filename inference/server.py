@@ -191,7 +191,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _send_json(self, status: int, payload: Any, headers: dict[str, str] | None = None,
                    close: bool = False) -> None:
-        self._send(status, json.dumps(payload, ensure_ascii=False).encode("utf-8"), JSON, headers, close)
+        self._send(status, handler.encode_json(payload), JSON, headers, close)
 
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         """Transport-level errors from the base class (bad request line, headers...) as JSON."""
@@ -341,9 +341,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(415, {"error": f"feedback must be {JSON}, got {media or 'no content type'!r}"})
             return
         try:
-            feedback = parse_feedback(json.loads(body.decode("utf-8")))
-        except (ValueError, UnicodeDecodeError) as err:  # FeedbackError and JSONDecodeError are ValueErrors
-            fields = err.fields if isinstance(err, FeedbackError) else {"body": f"not valid JSON: {err}"}
+            feedback = parse_feedback(handler.load_json(body))
+        except (FeedbackError, handler.RequestError) as err:  # bad JSON, nesting, surrogates: as for invocations
+            fields = err.fields if isinstance(err, FeedbackError) else {"body": err.message}
             self._send_json(400, {"error": "invalid feedback", "fields": fields,
                                   "errors": [{"row": 0, "field": k, "problem": v} for k, v in fields.items()]})
             return
@@ -390,7 +390,7 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             output, output_type = handler.invoke(service, body, content_type, accept)
         except handler.RequestError as err:
-            self._model_error(runtime, err.status, json.dumps(err.body(), ensure_ascii=False), headers)
+            self._model_error(runtime, err.status, handler.encode_json(err.body()).decode("utf-8"), headers)
             return
         except Exception:  # noqa: BLE001  (logged with the event id; the client gets no internals)
             log.exception("invocation failed unexpectedly (event %s)", event_id)

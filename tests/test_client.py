@@ -116,6 +116,23 @@ def test_predict_command(endpoint, tmp_path, capsys):
     assert "differential must be" in capsys.readouterr().err
     assert main(["predict", str(rows), "--endpoint-url", endpoint.url, "--differential", "3"]) == 2
     assert "needs JSON input" in capsys.readouterr().err
+    # Files that are JSON but not patients, and a lone surrogate: a clear message and exit 2, no traceback.
+    for text, expected in (("5", "patient record"), ("null", "patient record"), ('{"instances": 5}', "patient record"),
+                           ('{"patient_id": "\\ud800", "age": 50}', "surrogate")):
+        bad.write_text(text)
+        assert main(["predict", str(bad), "--endpoint-url", endpoint.url]) == 2, text
+        assert expected in capsys.readouterr().err, text
+
+
+def test_the_client_refuses_what_is_not_patients(endpoint):
+    from inference.client import InvalidInput
+
+    client = DiagnosaClient("diagnosa", endpoint_url=endpoint.url)
+    for value in (5, None, "abc", {1, 2}):
+        with pytest.raises(InvalidInput, match="patient record"):
+            client.predict(value)
+    with pytest.raises(InvalidInput, match="cannot be written as JSON"):
+        client.predict({"age": 50, "seen": {1, 2}})
 
 
 def test_serve_command_runs_until_sigterm(trained_model_dir, tmp_path):

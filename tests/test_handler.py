@@ -8,7 +8,7 @@ import pytest
 
 from diagnosa.labels import CATEGORIES
 from inference import handler
-from inference.handler import RequestError, load_service, parse_request, predict, render
+from inference.handler import MAX_RECORDS, RequestError, invoke, load_service, parse_request, predict, render
 
 PATIENT = {"patient_id": "A1", "age": 67, "sex": "M", "temperature_c": 38.9, "heart_rate_bpm": 112,
            "respiratory_rate_bpm": 26, "systolic_bp_mmhg": 104, "diastolic_bp_mmhg": 62, "spo2_pct": 90,
@@ -142,3 +142,13 @@ def test_compiled_path_refuses_what_it_does_not_know(service):
 
     odd = Pipeline([("scale", FunctionTransformer(lambda X: X))])
     assert compile_features(odd, [{}], ["patient_id"]) is None
+
+
+def test_text_bodies_with_lone_surrogates_and_too_many_records_are_4xx(service):
+    """The serving toolkit may hand the handler a str: one holding a lone surrogate cannot even be encoded."""
+    with pytest.raises(RequestError) as err:
+        invoke(service, '{"age": 50, "patient_id": "\ud800"}', "application/json", None)
+    assert err.value.status == 400 and "surrogate" in err.value.message
+    with pytest.raises(RequestError) as err:
+        invoke(service, json.dumps([{"age": 50}] * (MAX_RECORDS + 1)), "application/json", None)
+    assert err.value.status == 413 and f"{MAX_RECORDS:,}" in err.value.message

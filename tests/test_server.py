@@ -668,3 +668,102 @@ def test_sigterm_stops_serve_forever_cleanly_and_flushes_capture(model_dir, tmp_
     assert "received SIGTERM" in stderr and "stopped" in stderr, stderr
     events = read_capture(DataLake.from_uri(str(lake_dir)), "diagnosa").events
     assert [e["eventMetadata"]["eventId"] for e in events] == ids
+
+
+# -- hostile input (issue 15): no 5xx for any client input, bounded replies -------------------------
+ROUTES = ("/invocations", "/endpoints/diagnosa/invocations")
+
+
+def _refusal(reply: Reply) -> dict[str, Any]:
+    """A 4xx whose body is JSON: the container route's own, or the runtime route's ModelError wrapping it."""
+    assert 400 <= reply.status < 500, (reply.status, reply.body[:300])
+    body = reply.json()
+    return json.loads(body["OriginalMessage"]) if "OriginalMessage" in body else body
+
+
+@pytest.mark.parametrize("path", ROUTES)
+def test_lone_surrogates_in_values_and_keys_are_refused_not_500(endpoint, path):
+    for text in ('{"patient_id": "\\ud800", "age": 50}', '{"\\ud800": 1}', '{"age": 50, "symptoms": ["\\udfff"]}',
+                 '{"instances": [{"age": 50, "sex": "\\udc00"}]}'):
+        reply = _invoke(endpoint, text.encode(), path=path)
+        body = _refusal(reply)
+        assert reply.status in (400, 424) and "surrogate" in body["error"], body
+        if path == ROUTES[0]:
+            assert reply.status == 400
+        else:
+            assert reply.json()["OriginalStatusCode"] == 400
+    # A valid pair (an astral character) is text like any other: the record is judged on its fields.
+    assert _invoke(endpoint, b'{"patient_id": "\\ud83d\\ude00", "age": 50}', path=path).status == 200
+
+
+def test_feedback_refuses_surrogates_and_deep_nesting_with_400(endpoint):
+    for body in (b'{"event_id": "e", "diagnosis": "NO ENFERMO", "note": "\\ud800"}',
+                 b'{"event_id": "e", "diagnosis": "NO ENFERMO", "source": "\\udbff"}', b"[" * 100_000):
+        reply = _request(endpoint, "POST", "/feedback", body, {"Content-Type": JSON})
+        assert reply.status == 400 and reply.json()["error"] == "invalid feedback", reply.body[:200]
+
+
+def test_a_6mb_junk_array_gets_a_small_fast_refusal(endpoint):
+    junk = b"[" + b"1," * (3 * 1024 * 1024 - 2) + b"1]"
+    assert len(junk) < handler.MAX_BODY_BYTES
+    started = time.perf_counter()
+    reply = _invoke(endpoint, junk)
+    elapsed = time.perf_counter() - started
+    assert reply.status == 413 and "limit is 10,000" in reply.json()["error"]
+    assert len(reply.body) < 1_000_000 and elapsed < 10, (len(reply.body), elapsed)
+
+
+def test_refusals_list_at_most_100_problems_and_count_the_rest(endpoint):
+    reply = _invoke(endpoint, [1] * 5_000)
+    body = reply.json()
+    assert reply.status == 400 and len(body["errors"]) == handler.MAX_LISTED_PROBLEMS
+    assert body["more_errors"] == 5_000 - handler.MAX_LISTED_PROBLEMS and body["error"].startswith("5000 problem")
+
+
+def test_an_answer_over_6mb_is_refused_with_a_clear_error(endpoint, monkeypatch):
+    # The bound is SageMaker's 6 MB; a smaller one here keeps the test fast (same code path).
+    monkeypatch.setattr(handler, "MAX_RESPONSE_BYTES", 20_000)
+    reply = _invoke(endpoint, {"instances": [PATIENT] * 40, "differential": 20})
+    assert reply.status == 413 and "the answer would be" in reply.json()["error"]
+    assert _invoke(endpoint, {"instances": [PATIENT] * 2}).status == 200
+
+
+def test_schema_holes_are_closed(endpoint):
+    for record, field in (({"patient_id": True, "age": 50}, "patient_id"), ({"symptoms": []}, None),
+                          ({"patient_id": "x", "symptoms": [], "prior_diagnoses": []}, None)):
+        body = _refusal(_invoke(endpoint, record))
+        assert [e["field"] for e in body["errors"]] == [field], body
+
+
+_surrogates = st.integers(min_value=0xD800, max_value=0xDFFF).map(lambda c: f"\\u{c:04x}")
+_json_strings = st.lists(st.one_of(_surrogates, st.sampled_from(["a", "é", "\\u00e9", "\\ud83d\\ude00", "HP:0001945"])),
+                         max_size=4).map(lambda parts: '"' + "".join(parts) + '"')
+
+
+def _nested(depth: int, inner: str) -> str:
+    return "[" * depth + inner + "]" * depth
+
+
+_hostile = st.one_of(
+    st.tuples(_json_strings, _json_strings).map(lambda kv: "{" + kv[0] + ": " + kv[1] + "}"),
+    st.tuples(_json_strings, st.integers(0, 120)).map(lambda kv: '{"patient_id": ' + kv[0] + ', "age": ' + str(kv[1]) + "}"),
+    st.tuples(st.integers(1, 200_000), _json_strings).map(lambda di: _nested(*di)),
+    st.tuples(st.integers(0, 60_000), st.sampled_from(["1", "null", '"x"', "{}", "[]"])).map(
+        lambda nv: "[" + ",".join([nv[1]] * nv[0]) + "]"),
+)
+
+
+def test_hostile_bodies_never_get_a_5xx_on_any_route(endpoint):
+    seen: Counter[int] = Counter()
+
+    @settings(max_examples=60, deadline=None, database=None,
+              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    @given(path=st.sampled_from([*ROUTES, "/feedback"]), text=_hostile)
+    def check(path: str, text: str) -> None:
+        reply = _request(endpoint, "POST", path, text.encode("utf-8"), {"Content-Type": JSON})
+        seen[reply.status] += 1
+        assert reply.status < 500, (path, reply.status, reply.body[:300])
+        assert isinstance(reply.json(), dict) and len(reply.body) < 1_000_000
+
+    check()
+    assert any(400 <= s < 500 for s in seen), seen
