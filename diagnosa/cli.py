@@ -173,8 +173,10 @@ def _model_folder(path: Path, ws: Path) -> Path:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from inference.capture import DataCapture
+    from inference.handler import limit_process_threads
     from inference.server import LocalEndpoint
 
+    limit_process_threads()  # requests run concurrently: one math thread each (docs/serving.md, Performance)
     model_dir = _model_folder(Path(args.model), workspace(args))
     capture = None
     if args.capture_sampling > 0:

@@ -29,12 +29,13 @@ import uuid
 from http import HTTPStatus
 from typing import Any
 
-from inference.handler import JSON, RequestError, Service, invoke, load_service, warm_up
+from inference.handler import JSON, RequestError, Service, invoke, limit_process_threads, load_service, warm_up
 
 log = logging.getLogger("diagnosa.serving")
 
 
 def model_fn(model_dir: str) -> Service:
+    limit_process_threads()  # a TorchServe worker serves one request at a time; the workers share the cores
     return load_service(model_dir)
 
 

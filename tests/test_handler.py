@@ -152,3 +152,10 @@ def test_text_bodies_with_lone_surrogates_and_too_many_records_are_4xx(service):
     with pytest.raises(RequestError) as err:
         invoke(service, json.dumps([{"age": 50}] * (MAX_RECORDS + 1)), "application/json", None)
     assert err.value.status == 413 and f"{MAX_RECORDS:,}" in err.value.message
+
+
+def test_a_served_classifier_computes_on_one_thread(service, trained_model_dir):
+    from diagnosa.model import DiagnosaModel
+
+    assert DiagnosaModel.load(trained_model_dir).pipeline.steps[-1][1].get_params()["n_jobs"] != 1
+    assert service.model.pipeline.steps[-1][1].get_params()["n_jobs"] == handler.SERVING_THREADS == 1

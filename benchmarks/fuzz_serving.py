@@ -1,0 +1,183 @@
+"""Fuzz and load: hostile requests against the local endpoint, counted by status (loopback only, bounded).
+
+Starts ``inference.server.LocalEndpoint`` on a trained model (``--model``) on 127.0.0.1 and sends
+``--requests`` (default 10,000) hostile requests, generated from a fixed seed, spread over categories
+(lone UTF-16 surrogates in values and keys, deep nesting, junk arrays up to the 6 MB limit, wrong
+types and impossible values, bad options, malformed JSON and CSV, odd content types and Accept
+headers, non-UTF-8 bytes) and over the routes (``/invocations``, the runtime route, ``/feedback``).
+Prints the count per category and status; **any 5xx is a failure** (exit 1).
+
+Then the load check of issue 15: while one client sends 6 MB junk arrays back to back, another sends
+single-patient requests; prints the junk replies' size and time and the single-patient p50/p99.
+
+Usage: python benchmarks/fuzz_serving.py --model MODEL_DIR [--requests 10000] [--seed 0] [--seconds 10]
+"""
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import random
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+JSON, CSV = "application/json", "text/csv"
+ROUTES = ("/invocations", "/endpoints/diagnosa/invocations", "/feedback")
+PATIENT = {"patient_id": "F-1", "age": 67, "sex": "M", "temperature_c": 38.9, "spo2_pct": 90,
+           "symptoms": ["HP:0001945", "HP:0012735"]}
+FIELDS = ("age", "sex", "temperature_c", "spo2_pct", "symptoms", "prior_diagnoses", "crp_mg_l", "patient_id")
+
+
+def _surrogate(rng: random.Random) -> str:
+    return f"\\u{rng.randint(0xD800, 0xDFFF):04x}"
+
+
+def _value(rng: random.Random) -> str:
+    """A JSON value as text: ordinary, odd, or hostile."""
+    return rng.choice([
+        lambda: json.dumps(rng.choice([None, True, 0, -1, 1e308, 50, "x", "", [], {}, "HP:0001945"])),
+        lambda: '"' + "".join(rng.choice(["a", "é", _surrogate(rng), "\\ud83d\\ude00"]) for _ in range(3)) + '"',
+        lambda: "1" + "0" * rng.randint(20, 5000),
+        lambda: json.dumps(["HP:0001945", "HP:9999999", "HP:1", rng.random()][: rng.randint(0, 4)]),
+    ])()
+
+
+def _record(rng: random.Random) -> str:
+    parts = []
+    for _ in range(rng.randint(0, 5)):
+        key = rng.choice([*FIELDS, "unknown", "", _surrogate(rng)])
+        parts.append(('"' + key + '"' if not key.startswith("\\u") else '"' + key + '"') + ": " + _value(rng))
+    return "{" + ", ".join(parts) + "}"
+
+
+CATEGORIES: dict[str, Callable[[random.Random], tuple[bytes, str]]] = {
+    "surrogate value": lambda r: (('{"patient_id": "' + _surrogate(r) + '", "age": 50}').encode(), JSON),
+    "surrogate key": lambda r: (("{\"" + _surrogate(r) + '": 1, "age": 50}').encode(), JSON),
+    "deep nesting": lambda r: ((r.choice("[{") * r.randint(1_000, 200_000)).encode(), JSON),
+    "junk array": lambda r: (("[" + ",".join([r.choice(["1", "null", '"x"', "[]", "{}"])]
+                                             * r.choice([10, 1_000, 20_000, 2_500_000])) + "]").encode(), JSON),
+    "random records": lambda r: (("[" + ",".join(_record(r) for _ in range(r.randint(1, 5))) + "]").encode(), JSON),
+    "bad options": lambda r: (('{"instances": [' + json.dumps(PATIENT) + '], "top_k": ' + _value(r)
+                               + ', "differential": ' + _value(r) + "}").encode(), JSON),
+    "malformed json": lambda r: (r.choice([b"{", b"[1,", b'{"age": }', b"nul", b"\"", b"{'a': 1}", b""]), JSON),
+    "non-utf8": lambda r: (bytes(r.randrange(128, 256) for _ in range(r.randint(1, 64))), JSON),
+    "csv junk": lambda r: ((",".join(r.choice([*FIELDS, "x", ""]) for _ in range(4)) + "\n"
+                            + ",".join(r.choice(["1", "abc", "1e999", "", "HP:1;;", "\"unterminated"])
+                                       for _ in range(4))).encode(), CSV),
+    "odd content type": lambda r: (json.dumps(PATIENT).encode(), r.choice(["text/plain", "", "*/*", "image/png",
+                                                                          "application/json; charset=latin-1"])),
+}
+
+
+def _post(conn: http.client.HTTPConnection, path: str, body: bytes, content_type: str,
+          accept: str | None = None) -> tuple[int, bytes]:
+    headers = {"Content-Type": content_type} if content_type else {}
+    if accept:
+        headers["Accept"] = accept
+    conn.request("POST", path, body, headers)
+    response = conn.getresponse()
+    return response.status, response.read()
+
+
+def fuzz(port: int, requests: int, seed: int) -> Counter[tuple[str, int]]:
+    rng = random.Random(seed)
+    counts: Counter[tuple[str, int]] = Counter()
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    names = list(CATEGORIES)
+    for i in range(requests):
+        name = names[i % len(names)]
+        body, content_type = CATEGORIES[name](rng)
+        path = ROUTES[rng.randrange(len(ROUTES))]
+        accept = rng.choice([None, JSON, CSV, "application/xml", "*/*"])
+        try:
+            status, _ = _post(conn, path, body, content_type, accept)
+        except (ConnectionError, http.client.HTTPException):  # the server closed after a refusal: reconnect
+            conn.close()
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+            status = -1
+        counts[(name, status)] += 1
+    conn.close()
+    return counts
+
+
+def load_check(port: int, seconds: float) -> dict[str, float]:
+    """6 MB junk from one client while another sends single patients."""
+    junk = b"[" + b"1," * (3 * 1024 * 1024 - 2) + b"1]"
+    stop = threading.Event()
+    junk_times: list[float] = []
+    junk_sizes: list[int] = []
+
+    def hammer() -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        while not stop.is_set():
+            started = time.perf_counter()
+            status, reply = _post(conn, "/invocations", junk, JSON)
+            junk_times.append(time.perf_counter() - started)
+            junk_sizes.append(len(reply))
+
+    thread = threading.Thread(target=hammer, daemon=True)
+    thread.start()
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    body = json.dumps(PATIENT).encode()
+    latencies = []
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        started = time.perf_counter()
+        status, _ = _post(conn, "/invocations", body, JSON)
+        latencies.append(time.perf_counter() - started)
+        assert status == 200, status
+    stop.set()
+    thread.join(120)
+    latencies.sort()
+    return {"junk requests": len(junk_times), "junk reply bytes (max)": max(junk_sizes or [0]),
+            "junk seconds (max)": max(junk_times or [0.0]), "patient requests": len(latencies),
+            "patient p50 ms": 1e3 * latencies[len(latencies) // 2],
+            "patient p99 ms": 1e3 * latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True, help="a trained model folder")
+    parser.add_argument("--requests", type=int, default=10_000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seconds", type=float, default=10.0, help="length of the load check")
+    args = parser.parse_args(argv)
+    if args.requests < 1 or args.seconds <= 0:
+        parser.error("--requests must be >= 1 and --seconds > 0")
+    if not Path(args.model).is_dir():
+        parser.error(f"--model {args.model} is not a folder")
+    from inference.handler import limit_process_threads
+    from inference.server import LocalEndpoint
+
+    limit_process_threads()  # as `diagnosa serve` does
+    endpoint = LocalEndpoint(args.model, endpoint_name="diagnosa", port=0).start()
+    endpoint.wait_until_ready(120)
+    try:
+        started = time.perf_counter()
+        counts = fuzz(endpoint.port, args.requests, args.seed)
+        fuzz_seconds = time.perf_counter() - started
+        load = load_check(endpoint.port, args.seconds)
+    finally:
+        endpoint.stop()
+    statuses = sorted({s for _, s in counts})
+    print(f"{sum(counts.values()):,} hostile requests in {fuzz_seconds:.1f} s (seed {args.seed})\n")
+    print("| category | " + " | ".join(str(s) for s in statuses) + " |")
+    print("|---|" + "---:|" * len(statuses))
+    for name in CATEGORIES:
+        print(f"| {name} | " + " | ".join(str(counts[(name, s)]) for s in statuses) + " |")
+    fives = sum(n for (_, s), n in counts.items() if s >= 500 or s < 0)
+    print(f"\n5xx (or dropped connections): {fives}\n")
+    print("| load check | value |\n|---|---:|")
+    for key, value in load.items():
+        print(f"| {key} | {value:,.3f} |" if isinstance(value, float) else f"| {key} | {value:,} |")
+    return 1 if fives else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
