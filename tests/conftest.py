@@ -26,6 +26,14 @@ import pytest  # noqa: E402  (after the environment is set)
 
 
 @pytest.fixture(scope="session")
+def orphans():
+    """The orphan-disease catalogue built from the shipped HPO annotations (~3 s; built once)."""
+    from diagnosa.data.orphan import build_catalogue
+
+    return build_catalogue()
+
+
+@pytest.fixture(scope="session")
 def curated_cohort(tmp_path_factory):
     """A small generated and ingested cohort: (curated frame, manifest), shared by the step tests."""
     from diagnosa.data.cohort import CohortConfig, generate, write_raw

@@ -7,22 +7,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from diagnosa.data.cohort import BACKGROUND_SYMPTOMS, CohortConfig, generate
+from diagnosa.data.cohort import BACKGROUND_SYMPTOMS, FAITHFUL_ORPHANS, CohortConfig, generate
 from diagnosa.data.hpo import load_annotations, load_ontology, parse_frequency
-from diagnosa.data.orphan import build_catalogue
 from diagnosa.data.physiology import VARIABLES
 from diagnosa.labels import CATEGORIES, HEALTHY, TERMINAL
-
-
-# The orphan presentation knobs that add background complaints, reporting noise and stages, all off:
-# orphan patients then show exactly their disease's annotations at the annotated frequencies.
-FAITHFUL = dict(orphan_background_rate=0.0, orphan_underreport_rate=0.0, orphan_imprecise_rate=0.0,
-                orphan_unrelated_rate=0.0, orphan_stages=False)
-
-
-@pytest.fixture(scope="module")
-def orphans():
-    return build_catalogue()
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +51,7 @@ def test_class_and_slice_proportions(cohort):
 
 def test_without_presentation_noise_every_orphan_symptom_is_an_annotation_of_its_disease(orphans):
     # Checked against the raw HPO file, independently of the catalogue code.
-    cohort = generate(CohortConfig(patients=20_000, seed=11, **FAITHFUL), orphans=orphans)
+    cohort = generate(CohortConfig(patients=20_000, seed=11, **FAITHFUL_ORPHANS), orphans=orphans)
     hpoa = load_annotations()
     positive = hpoa[(hpoa["qualifier"] != "NOT") & (hpoa["aspect"] == "P")]
     allowed = set(zip(positive["database_id"], positive["hpo_id"]))
@@ -78,7 +66,7 @@ def test_without_presentation_noise_every_orphan_symptom_is_an_annotation_of_its
 def test_orphan_symptom_rates_follow_annotated_frequencies(orphans):
     # With many patients of one disease, each sign appears about as often as annotated.
     big = generate(CohortConfig(patients=50_000, seed=5, orphan_fraction=0.2, orphan_patients_per_disease=2000,
-                                **FAITHFUL), orphans=orphans)
+                                **FAITHFUL_ORPHANS), orphans=orphans)
     orphan = big.records[big.records["is_orphan"]]
     disease = orphan["disease_id"].value_counts().index[0]
     patients = orphan[orphan["disease_id"] == disease]

@@ -6,19 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from diagnosa.data.cohort import BACKGROUND_SYMPTOMS, CohortConfig, generate
+from diagnosa.data.cohort import BACKGROUND_SYMPTOMS, FAITHFUL_ORPHANS, CohortConfig, generate
 from diagnosa.data.hpo import PHENOTYPIC_ABNORMALITY, load_ontology
-from diagnosa.data.orphan import ATTACK, EARLY, LATE, OrphanCatalogue, build_catalogue
+from diagnosa.data.orphan import ATTACK, EARLY, LATE, OrphanCatalogue
 from diagnosa.labels import ACUTE, CHRONIC, HEALTHY, TERMINAL
-
-NOISE_OFF = dict(orphan_background_rate=0.0, orphan_underreport_rate=0.0, orphan_imprecise_rate=0.0,
-                 orphan_unrelated_rate=0.0, orphan_stages=False)
-
-
-@pytest.fixture(scope="module")
-def orphans():
-    return build_catalogue()
-
 
 @pytest.fixture(scope="module")
 def ontology():
@@ -37,7 +28,7 @@ def _many_orphans(orphans, **knobs):
 def test_same_config_same_bytes_and_orphan_knobs_move_only_orphan_rows(orphans):
     a = generate(CohortConfig(patients=3_000, seed=3, orphan_fraction=0.1), orphans=orphans)
     b = generate(CohortConfig(patients=3_000, seed=3, orphan_fraction=0.1), orphans=orphans)
-    off = generate(CohortConfig(patients=3_000, seed=3, orphan_fraction=0.1, **NOISE_OFF), orphans=orphans)
+    off = generate(CohortConfig(patients=3_000, seed=3, orphan_fraction=0.1, **FAITHFUL_ORPHANS), orphans=orphans)
     assert a.records_bytes() == b.records_bytes() and a.labs_bytes() == b.labs_bytes()
     assert a.records_bytes() != off.records_bytes()
     # Healthy and common-disease patients are exactly what they were before orphan presentation existed:
@@ -94,8 +85,8 @@ def test_imprecise_findings_are_ancestors_of_annotated_ones_below_phenotypic_abn
 
 
 def test_underreporting_lowers_how_many_findings_are_recorded(orphans):
-    full = _many_orphans(orphans, **(NOISE_OFF | {"orphan_stages": True}))
-    under = _many_orphans(orphans, **(NOISE_OFF | {"orphan_stages": True, "orphan_underreport_rate": 0.15}))
+    full = _many_orphans(orphans, **(FAITHFUL_ORPHANS | {"orphan_stages": True}))
+    under = _many_orphans(orphans, **(FAITHFUL_ORPHANS | {"orphan_stages": True, "orphan_underreport_rate": 0.15}))
     orphan = full.records["is_orphan"]
     n_full = full.records.loc[orphan, "symptoms"].map(len)
     n_under = under.records.loc[orphan, "symptoms"].map(len)
@@ -104,7 +95,7 @@ def test_underreporting_lowers_how_many_findings_are_recorded(orphans):
 
 
 def test_unrelated_findings_come_from_other_catalogue_diseases(orphans):
-    cohort = _many_orphans(orphans, **(NOISE_OFF | {"orphan_unrelated_rate": 0.25}))
+    cohort = _many_orphans(orphans, **(FAITHFUL_ORPHANS | {"orphan_unrelated_rate": 0.25}))
     annotated = _annotated(orphans)
     every = set(orphans.phenotypes["hpo_id"])
     orphan = cohort.records[cohort.records["is_orphan"]]

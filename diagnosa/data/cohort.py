@@ -93,6 +93,13 @@ RECORD_DEFECTS = ("unknown_field", "wrong_type", "impossible_value", "unknown_la
 LAB_DEFECTS = ("lab_wrong_type", "lab_impossible_value", "lab_unknown_patient", "lab_duplicate")
 
 
+# The orphan presentation knobs all off: orphan patients then show exactly their disease's annotations at
+# the annotated frequencies and take its category (the cohort before issue 14; tests and comparisons).
+FAITHFUL_ORPHANS: dict[str, Any] = {"orphan_background_rate": 0.0, "orphan_underreport_rate": 0.0,
+                                    "orphan_imprecise_rate": 0.0, "orphan_unrelated_rate": 0.0,
+                                    "orphan_stages": False}
+
+
 @dataclass(frozen=True)
 class CohortConfig:
     patients: int = 20_000
