@@ -6,12 +6,15 @@ so ``boto3.client("sagemaker-runtime", endpoint_url=endpoint.url)`` (and our own
 this server exactly as to a deployed endpoint, errors included. Every invocation gets an event id
 (``X-Diagnosa-Event-Id``) that data capture stores and doctors' feedback refers to.
 
-Transport rules: HTTP/1.1 keep-alive, a socket timeout so a slow or silent client cannot hold a
-thread, bodies bounded before they are read, and a clean stop (no new connections, in-flight
-requests finish, capture flushed) on :meth:`LocalEndpoint.stop` or SIGTERM/SIGINT.
+Transport rules: HTTP/1.1 keep-alive, a socket timeout so a silent client cannot hold a thread, a
+whole-request deadline (request line, headers and body) so a client sending one byte at a time
+cannot either, a cap on open connections (more are answered 503 at once), bodies bounded before
+they are read, and a clean stop (no new connections, in-flight requests finish, capture flushed)
+on :meth:`LocalEndpoint.stop` or SIGTERM/SIGINT.
 """
 from __future__ import annotations
 
+import io
 import json
 import logging
 import re
@@ -35,6 +38,8 @@ ACCOUNT = "000000000000"  # the account id AWS-shaped error messages name
 SOCKET_TIMEOUT = 10.0  # seconds a connection may stay silent (idle keep-alive or a stalled body)
 LINGER_SECONDS = 2.0  # after refusing an oversized body, how long its remainder is discarded before closing
 STOP_TIMEOUT = 30.0
+REQUEST_DEADLINE = 30.0  # seconds from a request's first byte to its last (line, headers and body)
+MAX_CONNECTIONS = 256  # open connections (one thread each); more are answered 503 and closed
 JSON = "application/json"
 _RUNTIME = re.compile(r"^/endpoints/([^/]+)/invocations$")
 _DIGITS = re.compile(r"^[0-9]{1,15}$")
@@ -76,6 +81,36 @@ class _Reply(Exception):
         self.aws_type = aws_type
 
 
+class _DeadlineSocketReader(io.RawIOBase):
+    """The request stream with a whole-request deadline: a per-read timeout alone never fires for a client
+    that sends a byte every few seconds. Armed by each request's first byte; reads after the deadline
+    raise TimeoutError (the handler answers 408 or drops the connection)."""
+
+    def __init__(self, sock: socket.socket, read_timeout: float, deadline_seconds: float):
+        self.sock = sock
+        self.read_timeout = read_timeout
+        self.deadline_seconds = deadline_seconds
+        self.deadline: float | None = None  # None: waiting for the next request (the idle limit applies)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if self.deadline is not None:
+            left = self.deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"the request did not arrive within {self.deadline_seconds:g} s")
+            self.sock.settimeout(min(left, self.read_timeout))
+        try:
+            n = self.sock.recv_into(buffer)
+        finally:
+            if self.deadline is not None:
+                self.sock.settimeout(self.read_timeout)  # writes keep the ordinary timeout
+        if n and self.deadline is None:
+            self.deadline = time.monotonic() + self.deadline_seconds
+        return n
+
+
 class _Server(ThreadingHTTPServer):
     """Tracks connections so stop() can close idle keep-alive ones and wait for busy ones."""
 
@@ -88,8 +123,37 @@ class _Server(ThreadingHTTPServer):
         self.drained = threading.Condition(self.lock)
         self.connections: dict[socket.socket, bool] = {}  # socket -> busy with a request
         self.in_flight = 0
+        self.accepted = 0  # connections handed to a thread and not yet closed
         self.stopping = False
         super().__init__(address, _Handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self.lock:
+            full = self.accepted >= self.endpoint.max_connections
+            if not full:
+                self.accepted += 1
+        if not full:
+            super().process_request(request, client_address)
+            return
+        # Answered on the accepting thread, small and at once: no thread for a connection we cannot serve.
+        body = json.dumps({"error": f"the endpoint has {self.endpoint.max_connections} open connections, "
+                                    "its limit: retry shortly"}).encode()
+        try:
+            request.settimeout(1.0)
+            request.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+                            b"Retry-After: 1\r\nConnection: close\r\nContent-Length: " + str(len(body)).encode()
+                            + b"\r\n\r\n" + body)
+        except OSError:
+            pass
+        finally:
+            super().shutdown_request(request)
+
+    def shutdown_request(self, request: Any) -> None:
+        try:
+            super().shutdown_request(request)
+        finally:
+            with self.lock:
+                self.accepted -= 1
 
     def close_idle(self) -> None:
         """Wake the threads waiting for a next request on a keep-alive connection (call under lock)."""
@@ -114,6 +178,9 @@ class _Handler(BaseHTTPRequestHandler):
     def setup(self) -> None:
         self.timeout = self.server.endpoint.socket_timeout  # StreamRequestHandler applies it to the socket
         super().setup()
+        self.rfile.close()  # the socket's own reader, replaced by one that keeps the request's deadline
+        self._reader = _DeadlineSocketReader(self.connection, self.timeout, self.server.endpoint.request_deadline)
+        self.rfile = io.BufferedReader(self._reader)
         self._busy = False
         with self.server.lock:
             self.server.connections[self.connection] = False
@@ -145,6 +212,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def handle_one_request(self) -> None:
         self._busy = False
+        # A new request: the idle keep-alive limit applies until its first byte, then its deadline.
+        # (Bytes of a pipelined next request already buffered start no clock: they arrived in time.)
+        self._reader.deadline = None
         try:
             super().handle_one_request()
         finally:
@@ -287,8 +357,9 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers["Content-Length"].strip())
         try:
             body = self.rfile.read(length)
-        except TimeoutError:
-            raise _Reply(408, f"the body did not arrive within {self.timeout:g} s", close=True) from None
+        except TimeoutError as err:
+            raise _Reply(408, f"the body did not arrive in time: {err or f'silent for {self.timeout:g} s'}",
+                         close=True) from None
         if len(body) < length:
             raise _Reply(400, f"the body ended after {len(body)} of {length} bytes", close=True)
         return body
@@ -421,7 +492,8 @@ class LocalEndpoint:
 
     def __init__(self, model_dir: str, endpoint_name: str = "diagnosa", host: str = "127.0.0.1", port: int = 0,
                  capture: DataCapture | None = None, *,
-                 loader: Callable[[str], handler.Service] | None = None, socket_timeout: float = SOCKET_TIMEOUT):
+                 loader: Callable[[str], handler.Service] | None = None, socket_timeout: float = SOCKET_TIMEOUT,
+                 request_deadline: float = REQUEST_DEADLINE, max_connections: int = MAX_CONNECTIONS):
         self.model_dir = str(model_dir)
         self.endpoint_name = endpoint_name
         self.host = host
@@ -432,6 +504,12 @@ class LocalEndpoint:
         if not socket_timeout > 0:
             raise ValueError(f"socket_timeout must be positive, got {socket_timeout!r}")
         self.socket_timeout = float(socket_timeout)
+        if not request_deadline > 0:
+            raise ValueError(f"request_deadline must be positive, got {request_deadline!r}")
+        if isinstance(max_connections, bool) or not isinstance(max_connections, int) or max_connections < 1:
+            raise ValueError(f"max_connections must be a whole number >= 1, got {max_connections!r}")
+        self.request_deadline = float(request_deadline)
+        self.max_connections = max_connections
         self.service: handler.Service | None = None
         self.load_error: BaseException | None = None
         self._loaded = threading.Event()

@@ -767,3 +767,55 @@ def test_hostile_bodies_never_get_a_5xx_on_any_route(endpoint):
 
     check()
     assert any(400 <= s < 500 for s in seen), seen
+
+
+# -- transport (issue 15): a whole-request deadline and a connection cap ----------------------------
+@pytest.mark.parametrize("stage", ["request line", "headers", "body"])
+def test_a_client_sending_a_byte_at_a_time_is_cut_off_at_the_request_deadline(model_dir, stage):
+    ep = _started(model_dir, socket_timeout=5.0, request_deadline=1.0)
+    try:
+        body = json.dumps(PATIENT).encode()
+        request = (b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                   b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+        start = {"request line": 0, "headers": request.index(b"\r\n") + 2, "body": request.index(b"\r\n\r\n") + 4}
+        with socket.create_connection(("127.0.0.1", ep.port), timeout=10) as sock:
+            sock.sendall(request[:start[stage]])
+            started = time.monotonic()
+            answer = b""
+            for byte in request[start[stage]:]:  # one byte every 0.2 s: each read is quick, the request is not
+                try:
+                    sock.sendall(bytes([byte]))
+                except OSError:
+                    break
+                ready, _, _ = select.select([sock], [], [], 0.2)
+                if ready:
+                    answer = sock.recv(65536)
+                    break
+            elapsed = time.monotonic() - started
+        assert elapsed < 4.0, f"the {stage} held the connection {elapsed:.1f} s (deadline 1 s, read timeout 5 s)"
+        assert answer == b"" or answer.startswith(b"HTTP/1.1 408"), answer[:80]
+        assert _request(ep, "GET", "/ping").status == 200  # the endpoint is fine
+    finally:
+        ep.stop()
+
+
+def test_connections_over_the_cap_get_a_503_at_once(model_dir):
+    ep = _started(model_dir, max_connections=2)
+    try:
+        held = [socket.create_connection(("127.0.0.1", ep.port), timeout=5) for _ in range(2)]
+        time.sleep(0.3)  # both accepted and handed to their threads
+        started = time.monotonic()
+        with socket.create_connection(("127.0.0.1", ep.port), timeout=5) as third:
+            third.sendall(b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n")
+            answer = third.recv(65536)
+        assert answer.startswith(b"HTTP/1.1 503") and b"limit" in answer and time.monotonic() - started < 2
+        for sock in held:
+            sock.close()
+        time.sleep(0.3)
+        assert _request(ep, "GET", "/ping").status == 200  # room again once they are gone
+    finally:
+        ep.stop()
+    with pytest.raises(ValueError, match="max_connections"):
+        LocalEndpoint(model_dir, max_connections=0)
+    with pytest.raises(ValueError, match="request_deadline"):
+        LocalEndpoint(model_dir, request_deadline=0)
