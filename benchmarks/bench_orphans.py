@@ -41,7 +41,7 @@ for _name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_real import ROOT, cohort_table, default_families, diagnosa_inprocess  # noqa: E402,F401
+from bench_real import cohort_table, default_families, diagnosa_inprocess  # noqa: E402  (also puts the project on sys.path)
 
 from diagnosa.labels import CATEGORIES  # noqa: E402
 

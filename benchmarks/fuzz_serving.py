@@ -52,7 +52,7 @@ def _record(rng: random.Random) -> str:
     parts = []
     for _ in range(rng.randint(0, 5)):
         key = rng.choice([*FIELDS, "unknown", "", _surrogate(rng)])
-        parts.append(('"' + key + '"' if not key.startswith("\\u") else '"' + key + '"') + ": " + _value(rng))
+        parts.append('"' + key + '": ' + _value(rng))
     return "{" + ", ".join(parts) + "}"
 
 

@@ -227,9 +227,9 @@ def weights_pay_off(y: np.ndarray, plain: np.ndarray, crossed: np.ndarray, k: in
                     sample_weight: np.ndarray | None = None, *, z: float = WEIGHTS_Z,
                     groups: np.ndarray | None = None) -> bool:
     """Keep decision weights only when, deciding rows they were not fitted on (``crossed``), they find
-    significantly more of the plain argmax's worst class without lowering macro recall.
+    significantly more of the plain argmax's worst cell (see :func:`cells`) without lowering macro recall.
 
-    The two decisions are paired (the same rows), so the test is McNemar's: of the worst class's rows,
+    The two decisions are paired (the same rows), so the test is McNemar's: of the worst cell's rows,
     ``b`` are found only with the weights and ``c`` only without; the gain must exceed ``z`` standard
     errors of a paired difference, ``b - c > z * sqrt(b + c)``. (An earlier rule compared the gain with
     the binomial standard error of the recall itself, which overstates the noise of a paired change: on
