@@ -175,6 +175,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from inference.capture import DataCapture
     from inference.handler import limit_process_threads
     from inference.server import LocalEndpoint
+    from inference.workers import default_workers
 
     limit_process_threads()  # requests run concurrently: one math thread each (docs/serving.md, Performance)
     model_dir = _model_folder(Path(args.model), workspace(args))
@@ -184,8 +185,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import logging
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    workers = args.workers if args.workers is not None else default_workers()
     endpoint = LocalEndpoint(str(model_dir), endpoint_name=args.endpoint_name, host=args.host, port=args.port,
-                             capture=capture)
+                             capture=capture, workers=workers)
     try:
         endpoint.start()
     except OSError as err:
@@ -540,6 +542,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--endpoint-name", default="diagnosa")
     serve.add_argument("--capture-sampling", type=_int_in(0, 100, "--capture-sampling"), default=100,
                        help="percentage of requests written to the lake's capture/ zone (0 turns capture off)")
+    serve.add_argument("--workers", type=_int_in(0, 64, "--workers"), default=None,
+                       help="processes that score requests, each with the model loaded (0: score in the server "
+                            "process, the least memory); default: one per CPU core available")
     serve.set_defaults(func=cmd_serve)
 
     predict = commands.add_parser("predict", help="send patients (JSON or CSV) to an endpoint")

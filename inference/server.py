@@ -31,6 +31,7 @@ from urllib.parse import unquote
 
 from inference import handler
 from inference.capture import DEFAULT_VARIANT, DataCapture
+from inference.workers import Outcome, WorkerPool, WorkerUnavailable, score
 
 log = logging.getLogger("diagnosa.server")
 
@@ -383,9 +384,8 @@ class _Handler(BaseHTTPRequestHandler):
     # -- routes ------------------------------------------------------------------------------
     def _ping(self) -> None:
         endpoint = self.server.endpoint
-        service = endpoint.service
-        if service is not None:
-            self._send_json(200, {"status": "ok", "model_version": service.version})
+        if endpoint.version is not None:
+            self._send_json(200, {"status": "ok", "model_version": endpoint.version})
         elif endpoint.load_error is not None:
             self._send_json(500, {"status": "failed", "error": "the model failed to load (see the server log)"})
         else:
@@ -442,8 +442,7 @@ class _Handler(BaseHTTPRequestHandler):
             if inference_id is not None and not (1 <= len(inference_id) <= 64 and inference_id.isprintable()
                                                  and not inference_id[0].isspace()):
                 raise _Reply(400, "X-Amzn-SageMaker-Inference-Id must be 1 to 64 printable characters")
-            service = endpoint.service
-            if service is None:
+            if endpoint.version is None:
                 raise _Reply(503, "the model is not loaded yet" if endpoint.load_error is None
                              else "the model failed to load", aws_type="ServiceUnavailable")
         except _Reply as reply:
@@ -459,14 +458,19 @@ class _Handler(BaseHTTPRequestHandler):
         content_type = self.headers.get("Content-Type")
         accept = self.headers.get("Accept")
         try:
-            output, output_type = handler.invoke(service, body, content_type, accept)
-        except handler.RequestError as err:
-            self._model_error(runtime, err.status, handler.encode_json(err.body()).decode("utf-8"), headers)
+            outcome = endpoint.score(body, content_type, accept)
+        except WorkerUnavailable as err:  # a worker died or none was free: the client may retry
+            log.error("invocation not scored (event %s): %s", event_id, err)
+            self._model_error(runtime, 503, json.dumps({"error": f"{err}; retry", "event_id": event_id}), headers)
             return
         except Exception:  # noqa: BLE001  (logged with the event id; the client gets no internals)
             log.exception("invocation failed unexpectedly (event %s)", event_id)
             self._model_error(runtime, 500, json.dumps({"error": "internal error", "event_id": event_id}), headers)
             return
+        if outcome.status != 200:
+            self._model_error(runtime, outcome.status, outcome.body.decode("utf-8"), headers)
+            return
+        output, output_type = outcome.body, outcome.content_type
         if endpoint.capture is not None:
             try:
                 endpoint.capture.record(event_id, inference_id, body, content_type, output, output_type, when)
@@ -493,7 +497,8 @@ class LocalEndpoint:
     def __init__(self, model_dir: str, endpoint_name: str = "diagnosa", host: str = "127.0.0.1", port: int = 0,
                  capture: DataCapture | None = None, *,
                  loader: Callable[[str], handler.Service] | None = None, socket_timeout: float = SOCKET_TIMEOUT,
-                 request_deadline: float = REQUEST_DEADLINE, max_connections: int = MAX_CONNECTIONS):
+                 request_deadline: float = REQUEST_DEADLINE, max_connections: int = MAX_CONNECTIONS,
+                 workers: int = 0):
         self.model_dir = str(model_dir)
         self.endpoint_name = endpoint_name
         self.host = host
@@ -510,7 +515,14 @@ class LocalEndpoint:
             raise ValueError(f"max_connections must be a whole number >= 1, got {max_connections!r}")
         self.request_deadline = float(request_deadline)
         self.max_connections = max_connections
-        self.service: handler.Service | None = None
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+            raise ValueError(f"workers must be a whole number >= 0, got {workers!r}")
+        if workers and loader is not None:
+            raise ValueError("a custom loader runs in the server process: it cannot be combined with workers")
+        self.workers = workers
+        self._pool: WorkerPool | None = None
+        self.service: handler.Service | None = None  # the model, when requests are scored in this process
+        self.version: str | None = None  # set once the model serves (in this process or in every worker)
         self.load_error: BaseException | None = None
         self._loaded = threading.Event()
         self._httpd: _Server | None = None
@@ -543,16 +555,29 @@ class LocalEndpoint:
     def _load(self) -> None:
         started = time.perf_counter()
         try:
-            service = self._loader(self.model_dir)
-            handler.warm_up(service)
+            if self.workers:
+                self._pool = WorkerPool(self.model_dir, self.workers)
+                version = self._pool.start()
+            else:
+                service = self._loader(self.model_dir)
+                handler.warm_up(service)
+                self.service, version = service, service.version
         except BaseException as err:  # noqa: BLE001  (reported by /ping and wait_until_ready)
             self.load_error = err
             log.exception("model %s failed to load", self.model_dir)
         else:
-            self.service = service
-            log.info("model %s loaded in %.2f s", service.version, time.perf_counter() - started)
+            self.version = version
+            where = f"in {self.workers} worker process(es)" if self.workers else "in the server process"
+            log.info("model %s loaded %s in %.2f s", version, where, time.perf_counter() - started)
         finally:
             self._loaded.set()
+
+    def score(self, body: bytes, content_type: str | None, accept: str | None) -> Outcome:
+        """Parse, predict and render one request, in a free worker or in this process."""
+        if self._pool is not None:
+            return self._pool.invoke(body, content_type, accept)
+        assert self.service is not None, "score() before the model loaded"
+        return score(self.service, body, content_type, accept)
 
     def wait_until_ready(self, timeout: float = 60.0) -> None:
         """Block until the model serves; TimeoutError if it takes longer, RuntimeError if loading failed."""
@@ -586,6 +611,8 @@ class LocalEndpoint:
             httpd.server_close()
             if self._serve_thread is not None:
                 self._serve_thread.join(timeout)
+            if self._pool is not None:
+                self._pool.stop(timeout)
             if self.capture is not None:
                 self.capture.close()
             self._stopped.set()

@@ -106,9 +106,10 @@ def model_dir(trained_model_dir) -> str:
     return str(trained_model_dir)
 
 
-@pytest.fixture(scope="module")
-def endpoint(model_dir):
-    ep = LocalEndpoint(model_dir).start()
+@pytest.fixture(scope="module", params=[0, 2], ids=["in-process", "2-workers"])
+def endpoint(model_dir, request):
+    """Every contract test runs against both ways of scoring: in the server process and in worker processes."""
+    ep = LocalEndpoint(model_dir, workers=request.param).start()
     ep.wait_until_ready(60)
     yield ep
     ep.stop()
@@ -181,7 +182,7 @@ def test_json_requests_get_json_predictions(endpoint, body, ids, top_k):
     predictions = reply.json()["predictions"]
     assert [p["patient_id"] for p in predictions] == ids
     _check_predictions(predictions, top_k)
-    assert predictions[0]["model_version"] == endpoint.service.version
+    assert predictions[0]["model_version"] == endpoint.version
 
 
 def test_csv_with_a_header_gets_json_or_csv(endpoint):
@@ -720,12 +721,17 @@ def test_refusals_list_at_most_100_problems_and_count_the_rest(endpoint):
     assert body["more_errors"] == 5_000 - handler.MAX_LISTED_PROBLEMS and body["error"].startswith("5000 problem")
 
 
-def test_an_answer_over_6mb_is_refused_with_a_clear_error(endpoint, monkeypatch):
-    # The bound is SageMaker's 6 MB; a smaller one here keeps the test fast (same code path).
+def test_an_answer_over_6mb_is_refused_with_a_clear_error(model_dir, monkeypatch):
+    # The bound is SageMaker's 6 MB; a smaller one here keeps the test fast (same code path). The patch reaches
+    # the server process only, so this endpoint scores in process.
     monkeypatch.setattr(handler, "MAX_RESPONSE_BYTES", 20_000)
-    reply = _invoke(endpoint, {"instances": [PATIENT] * 40, "differential": 20})
-    assert reply.status == 413 and "the answer would be" in reply.json()["error"]
-    assert _invoke(endpoint, {"instances": [PATIENT] * 2}).status == 200
+    endpoint = _started(model_dir)
+    try:
+        reply = _invoke(endpoint, {"instances": [PATIENT] * 40, "differential": 20})
+        assert reply.status == 413 and "the answer would be" in reply.json()["error"]
+        assert _invoke(endpoint, {"instances": [PATIENT] * 2}).status == 200
+    finally:
+        endpoint.stop()
 
 
 def test_schema_holes_are_closed(endpoint):
