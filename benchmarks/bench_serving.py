@@ -6,7 +6,7 @@ throughput for Diagnosa's endpoint (validation in plain Python, one DataFrame pe
 a naive server (pandas parses the JSON, then ``predict_proba``), and the throughput ratio.
 Targets (issue 4): single-patient p50 < 5 ms, p99 < 20 ms, and >= 3x the baseline's throughput.
 
-Usage: python benchmarks/bench_serving.py --model MODEL_DIR [--seconds 10] [--connections 2]
+Usage: python benchmarks/bench_serving.py --model MODEL_DIR [--seconds 10] [--connections 2] [--workers N]
 """
 from __future__ import annotations
 
@@ -103,14 +103,19 @@ def main() -> None:
     parser.add_argument("--model", required=True, help="a trained model folder")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--connections", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=None,
+                        help="Diagnosa's worker processes (default: as `diagnosa serve`, one per core; 0: in process)")
     args = parser.parse_args()
+    from inference.workers import default_workers
 
-    endpoint = LocalEndpoint(args.model, port=0, capture=None)
+    workers = args.workers if args.workers is not None else default_workers()
+    endpoint = LocalEndpoint(args.model, port=0, capture=None, workers=workers)
     endpoint.start()
     endpoint.wait_until_ready(60)
     baseline = baseline_server(args.model)
     cases = {"1 patient": json.dumps(PATIENT).encode(), "100 patients": json.dumps({"instances": [PATIENT] * 100}).encode()}
-    print(f"{args.connections} connections, {args.seconds:g} s per cell, load from a separate process\n")
+    print(f"{args.connections} connections, {args.seconds:g} s per cell, load from a separate process; "
+          f"Diagnosa with {workers} worker process(es)\n")
     print("| request | server | p50 ms | p99 ms | requests/s | errors |\n|---|---|---:|---:|---:|---:|")
     for name, body in cases.items():
         ours = load(endpoint.port, "/invocations", body, args.seconds, args.connections)

@@ -10,7 +10,7 @@ Prints the count per category and status; **any 5xx is a failure** (exit 1).
 Then the load check of issue 15: while one client sends 6 MB junk arrays back to back, another sends
 single-patient requests; prints the junk replies' size and time and the single-patient p50/p99.
 
-Usage: python benchmarks/fuzz_serving.py --model MODEL_DIR [--requests 10000] [--seed 0] [--seconds 10]
+Usage: python benchmarks/fuzz_serving.py --model MODEL_DIR [--requests 10000] [--seed 0] [--seconds 10] [--workers N]
 """
 from __future__ import annotations
 
@@ -18,11 +18,12 @@ import argparse
 import http.client
 import json
 import random
+import subprocess
 import sys
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from typing import Any
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -106,37 +107,42 @@ def fuzz(port: int, requests: int, seed: int) -> Counter[tuple[str, int]]:
     return counts
 
 
+CLIENT = r"""
+import http.client, json, sys, time
+mode, port, seconds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+body = (b"[" + b"1," * (3 * 1024 * 1024 - 2) + b"1]") if mode == "junk" else sys.argv[4].encode()
+conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+times, sizes, statuses = [], [], []
+end = time.perf_counter() + seconds
+while time.perf_counter() < end:
+    started = time.perf_counter()
+    conn.request("POST", "/invocations", body, {"Content-Type": "application/json"})
+    response = conn.getresponse()
+    reply = response.read()
+    times.append(time.perf_counter() - started)
+    sizes.append(len(reply))
+    statuses.append(response.status)
+print(json.dumps({"times": times, "sizes": sizes, "statuses": statuses}))
+"""
+
+
 def load_check(port: int, seconds: float) -> dict[str, float]:
-    """6 MB junk from one client while another sends single patients."""
-    junk = b"[" + b"1," * (3 * 1024 * 1024 - 2) + b"1]"
-    stop = threading.Event()
-    junk_times: list[float] = []
-    junk_sizes: list[int] = []
+    """6 MB junk from one client while another sends single patients: two processes, so neither client
+    competes with the server for its interpreter lock."""
+    def client(mode: str, duration: float) -> subprocess.Popen[str]:
+        return subprocess.Popen([sys.executable, "-c", CLIENT, mode, str(port), str(duration), json.dumps(PATIENT)],
+                                stdout=subprocess.PIPE, text=True)
 
-    def hammer() -> None:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-        while not stop.is_set():
-            started = time.perf_counter()
-            status, reply = _post(conn, "/invocations", junk, JSON)
-            junk_times.append(time.perf_counter() - started)
-            junk_sizes.append(len(reply))
-
-    thread = threading.Thread(target=hammer, daemon=True)
-    thread.start()
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-    body = json.dumps(PATIENT).encode()
-    latencies = []
-    end = time.perf_counter() + seconds
-    while time.perf_counter() < end:
-        started = time.perf_counter()
-        status, _ = _post(conn, "/invocations", body, JSON)
-        latencies.append(time.perf_counter() - started)
-        assert status == 200, status
-    stop.set()
-    thread.join(120)
-    latencies.sort()
-    return {"junk requests": len(junk_times), "junk reply bytes (max)": max(junk_sizes or [0]),
-            "junk seconds (max)": max(junk_times or [0.0]), "patient requests": len(latencies),
+    junk = client("junk", seconds + 1.0)  # junk runs for the whole of the patient client's time
+    time.sleep(0.5)
+    patient = client("patient", seconds)
+    junk_out, patient_out = (json.loads(p.communicate(timeout=seconds + 120)[0]) for p in (junk, patient))
+    assert set(patient_out["statuses"]) == {200}, Counter(patient_out["statuses"])
+    latencies = sorted(patient_out["times"])
+    return {"junk requests": len(junk_out["times"]), "junk statuses": dict(Counter(junk_out["statuses"])),
+            "junk reply bytes (max)": max(junk_out["sizes"] or [0]),
+            "junk seconds (median)": sorted(junk_out["times"])[len(junk_out["times"]) // 2],
+            "junk seconds (max)": max(junk_out["times"] or [0.0]), "patient requests": len(latencies),
             "patient p50 ms": 1e3 * latencies[len(latencies) // 2],
             "patient p99 ms": 1e3 * latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))]}
 
@@ -147,35 +153,49 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=10_000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--seconds", type=float, default=10.0, help="length of the load check")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="worker processes for the fuzz run (default: as `diagnosa serve`, one per core)")
     args = parser.parse_args(argv)
-    if args.requests < 1 or args.seconds <= 0:
-        parser.error("--requests must be >= 1 and --seconds > 0")
+    if args.requests < 1 or args.seconds <= 0 or (args.workers is not None and args.workers < 0):
+        parser.error("--requests must be >= 1, --seconds > 0 and --workers >= 0")
     if not Path(args.model).is_dir():
         parser.error(f"--model {args.model} is not a folder")
     from inference.handler import limit_process_threads
     from inference.server import LocalEndpoint
+    from inference.workers import default_workers
 
     limit_process_threads()  # as `diagnosa serve` does
-    endpoint = LocalEndpoint(args.model, endpoint_name="diagnosa", port=0).start()
-    endpoint.wait_until_ready(120)
-    try:
-        started = time.perf_counter()
-        counts = fuzz(endpoint.port, args.requests, args.seed)
-        fuzz_seconds = time.perf_counter() - started
-        load = load_check(endpoint.port, args.seconds)
-    finally:
-        endpoint.stop()
+    workers = args.workers if args.workers is not None else default_workers()
+    loads: dict[str, dict[str, Any]] = {}
+    counts: Counter[tuple[str, int]] = Counter()
+    fuzz_seconds = 0.0
+    # The load check side by side: scoring in the server process, then in worker processes (serve's default).
+    for setting in dict.fromkeys((0, workers)):
+        endpoint = LocalEndpoint(args.model, endpoint_name="diagnosa", port=0, workers=setting).start()
+        endpoint.wait_until_ready(120)
+        try:
+            if setting == workers:
+                started = time.perf_counter()
+                counts = fuzz(endpoint.port, args.requests, args.seed)
+                fuzz_seconds = time.perf_counter() - started
+            loads[f"workers={setting}"] = load_check(endpoint.port, args.seconds)
+        finally:
+            endpoint.stop()
     statuses = sorted({s for _, s in counts})
-    print(f"{sum(counts.values()):,} hostile requests in {fuzz_seconds:.1f} s (seed {args.seed})\n")
+    print(f"{sum(counts.values()):,} hostile requests in {fuzz_seconds:.1f} s (seed {args.seed}, "
+          f"{workers} worker(s))\n")
     print("| category | " + " | ".join(str(s) for s in statuses) + " |")
     print("|---|" + "---:|" * len(statuses))
     for name in CATEGORIES:
         print(f"| {name} | " + " | ".join(str(counts[(name, s)]) for s in statuses) + " |")
     fives = sum(n for (_, s), n in counts.items() if s >= 500 or s < 0)
     print(f"\n5xx (or dropped connections): {fives}\n")
-    print("| load check | value |\n|---|---:|")
-    for key, value in load.items():
-        print(f"| {key} | {value:,.3f} |" if isinstance(value, float) else f"| {key} | {value:,} |")
+    print("| load check (one junk client, one single-patient client) | " + " | ".join(loads) + " |")
+    print("|---|" + "---:|" * len(loads))
+    for key in next(iter(loads.values())):
+        cells = [loads[name][key] for name in loads]
+        print(f"| {key} | " + " | ".join(f"{v:,.3f}" if isinstance(v, float) else f"{v:,}" if isinstance(v, int)
+                                         else str(v) for v in cells) + " |")
     return 1 if fives else 0
 
 
