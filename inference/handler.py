@@ -27,6 +27,7 @@ from diagnosa.data.schema import Schema
 from diagnosa.model import DiagnosaModel
 from inference.fastpath import CompiledFeatures, compile_features
 from inference.schema import Problem, RequestSchema
+from processing.features import list_vocabularies
 from processing.phenotype import PhenotypeSimilarity, find_similarity
 
 MAX_BODY_BYTES = 6 * 1024 * 1024  # SageMaker's real-time invocation payload limit
@@ -117,6 +118,7 @@ class Service:
     fast: CompiledFeatures | None = None  # the compiled feature path, when it matches sklearn's
     phenotype: PhenotypeSimilarity | None = None  # the fitted knowledge-base similarity (the differential)
     phenotype_field: str | None = None  # the HPO list field it scores
+    vocabularies: dict[str, frozenset[str]] = field(default_factory=dict)  # codes the model knows, per list field
 
 
 @dataclass
@@ -201,7 +203,8 @@ def load_service(model_dir: str) -> Service:
     columns = [schema.id_column, *request_schema.fields]
     fast = compile_features(model.features, _probe_records(request_schema, model.features), columns)
     phenotype, phenotype_field = find_similarity(model.features)
-    return Service(model, request_schema, version, columns, fast, phenotype, phenotype_field)
+    return Service(model, request_schema, version, columns, fast, phenotype, phenotype_field,
+                   list_vocabularies(model.features))
 
 
 def warm_up(service: Service) -> None:
@@ -320,6 +323,13 @@ def predict(request: Request, service: Service) -> list[dict[str, Any]]:
             "top_k": [{"category": labels[j], "probability": p} for j, p in zip(order[i], top_p[i])],
             "model_version": service.version,
         })
+    for result, record in zip(results, request.records):
+        # Well-formed codes the model never learned (too rare in training) change nothing: say so, not silently.
+        unused = {name: [c for c in record.get(name) or [] if c not in known]
+                  for name, known in service.vocabularies.items()}
+        unused = {name: codes for name, codes in unused.items() if codes}
+        if unused:
+            result["unused_codes"] = unused
     if request.differential and service.phenotype is not None:
         ranked = service.phenotype.rank([r.get(service.phenotype_field) or [] for r in request.records],
                                         request.differential)

@@ -114,6 +114,19 @@ class MultiLabelIndicator(TransformerMixin, BaseEstimator):
         return state
 
 
+def list_vocabularies(features: Any) -> dict[str, frozenset[str]]:
+    """The values each list field's indicator block knows, for blocks without roll-up (codes): any other value
+    of that field adds nothing to the features, so the endpoint can say which of a patient's were not used."""
+    found: dict[str, frozenset[str]] = {}
+    steps = getattr(features, "steps", None) or [(None, features)]
+    for _, step in steps:
+        for _, transformer, selected in getattr(step, "transformers_", []):
+            if isinstance(transformer, MultiLabelIndicator) and not transformer.rollup:
+                name = selected if isinstance(selected, str) else list(selected)[0]
+                found[str(name)] = frozenset(transformer.vocabulary_)
+    return found
+
+
 def _to_float32(X: Any) -> np.ndarray:
     return np.asarray(X.toarray() if sp.issparse(X) else X, dtype=np.float32)
 

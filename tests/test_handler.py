@@ -159,3 +159,17 @@ def test_a_served_classifier_computes_on_one_thread(service, trained_model_dir):
 
     assert DiagnosaModel.load(trained_model_dir).pipeline.steps[-1][1].get_params()["n_jobs"] != 1
     assert service.model.pipeline.steps[-1][1].get_params()["n_jobs"] == handler.SERVING_THREADS == 1
+
+
+def test_codes_the_model_never_learned_are_named_not_silently_ignored(service):
+    known = sorted(service.vocabularies["prior_diagnoses"])
+    assert known and all(isinstance(c, str) for c in known)
+    body = json.dumps([{"patient_id": "a", "age": 50, "prior_diagnoses": [known[0], "Q87.4", "Z99.99"]},
+                       {"patient_id": "b", "age": 50, "prior_diagnoses": [known[0]]}]).encode()
+    first, second = json.loads(handler.invoke(service, body, handler.JSON, None)[0])["predictions"]
+    assert first["unused_codes"] == {"prior_diagnoses": ["Q87.4", "Z99.99"]}
+    assert "unused_codes" not in second
+    # An unlearned code indeed changes nothing: the same probabilities as without it.
+    alone = json.dumps({"patient_id": "a", "age": 50, "prior_diagnoses": [known[0]]}).encode()
+    assert json.loads(handler.invoke(service, alone, handler.JSON, None)[0])["predictions"][0]["probabilities"] \
+        == first["probabilities"]
