@@ -181,19 +181,40 @@ class PhenotypeSimilarity(TransformerMixin, BaseEstimator):
         cache[term] = row
         return row
 
-    def _closure(self, terms: list[str]) -> np.ndarray:
-        """Indices (into ``terms_``) of the patient's terms and all their ancestors the knowledge base knows."""
-        ontology = self._ontology()
-        index: dict[str, int] = self.__dict__.get("_index") or self.__dict__.setdefault(
-            "_index", {t: j for j, t in enumerate(self.terms_)})
-        found: set[int] = set()
-        for term in terms:
+    def _term_closure(self, term: str) -> np.ndarray:
+        """Indices (into ``terms_``) of the term and its ancestors the knowledge base knows, sorted; cached per term.
+
+        Sorted: the order fixes the float32 sums below, and a set of ancestors (strings) iterates in hash
+        order, which changes with every process (PYTHONHASHSEED)."""
+        cache: dict[str, np.ndarray] = self.__dict__.setdefault("_closures", {})
+        found = cache.get(term)
+        if found is None:
+            ontology = self._ontology()
+            index: dict[str, int] = self.__dict__.get("_index") or self.__dict__.setdefault(
+                "_index", {t: j for j, t in enumerate(self.terms_)})
             primary = ontology.primary(term)
-            if primary in ontology:
-                found.update(index[a] for a in ontology.ancestors(primary) if a in index)
-        # Sorted: the order fixes the float32 sums below, and a set of ancestors (strings) iterates in
-        # hash order, which changes with every process (PYTHONHASHSEED).
-        return np.array(sorted(found), dtype=np.int64)
+            found = np.array(sorted(index[a] for a in ontology.ancestors(primary) if a in index)
+                             if primary in ontology else [], dtype=np.int64)
+            if len(cache) >= ROW_CACHE_LIMIT:
+                cache.clear()
+            cache[term] = found
+        return found
+
+    def _closure(self, terms: list[str]) -> np.ndarray:
+        """Indices (into ``terms_``) of the patient's terms and all their ancestors the knowledge base knows, sorted."""
+        parts = [c for c in (self._term_closure(t) for t in dict.fromkeys(terms)) if len(c)]
+        if not parts:
+            return np.zeros(0, dtype=np.int64)
+        return parts[0] if len(parts) == 1 else np.unique(np.concatenate(parts))
+
+    def _incidence(self) -> sp.csr_matrix:
+        """terms x diseases, 1 where the term is in the disease's ancestor closure (float64: exact sums below)."""
+        found = self.__dict__.get("_incidence_cache")
+        if found is None:
+            found = self.__dict__["_incidence_cache"] = sp.csr_matrix(
+                (np.ones(len(self.closure_indices_)), self.closure_indices_, self.closure_indptr_),
+                shape=(len(self.terms_), len(self.disease_ids_)))
+        return found
 
     def measures(self, term_lists: Any) -> dict[str, np.ndarray]:
         """Patients x diseases similarity under three measures (all in [0, 1]):
@@ -215,16 +236,17 @@ class PhenotypeSimilarity(TransformerMixin, BaseEstimator):
         out = np.zeros((len(lists), 3, n_d), dtype=np.float32)
         resnik, inter = out[:, 0], out[:, 1]  # the simgic slot holds the intersection until the end
         resnik[:] = self.scores(lists)
-        patient_ic = np.zeros(len(lists), dtype=np.float32)
-        indptr, indices, ic = self.closure_indptr_, self.closure_indices_, self.ic_
-        for i, terms in enumerate(lists):
-            closure = self._closure(terms)
-            if not len(closure):
-                continue
-            patient_ic[i] = ic[closure].sum()
-            lengths = indptr[closure + 1] - indptr[closure]
-            columns = np.concatenate([indices[indptr[j]:indptr[j + 1]] for j in closure])
-            inter[i] = np.bincount(columns, weights=np.repeat(ic[closure], lengths), minlength=n_d)
+        ic = self.ic_
+        closures = [self._closure(terms) for terms in lists]
+        patient_ic = np.array([ic[c].sum() for c in closures], dtype=np.float32).reshape(len(lists))
+        lengths = np.fromiter(map(len, closures), dtype=np.int64, count=len(closures))
+        if lengths.sum():
+            # The shared IC of patient closure and disease closure, for the whole batch at once: patients x
+            # terms (each closure term weighted by its IC) times terms x diseases, summed in float64.
+            flat = np.concatenate(closures)
+            weighted = sp.csr_matrix((ic[flat].astype(np.float64), flat, np.concatenate([[0], np.cumsum(lengths)])),
+                                     shape=(len(lists), len(self.terms_)))
+            inter[:] = (weighted @ self._incidence()).toarray()
         disease_ic = self.disease_ic_[None, :]
         np.divide(inter, disease_ic, out=out[:, 2], where=disease_ic > 0)  # coverage (disease → patient)
         out[:, 2] += resnik
@@ -365,6 +387,8 @@ class PhenotypeSimilarity(TransformerMixin, BaseEstimator):
         state = dict(self.__dict__)
         state.pop("_rows", None)  # rebuilt on demand; keeps the artifact small
         state.pop("_index", None)
+        state.pop("_closures", None)
+        state.pop("_incidence_cache", None)
         state.pop("_segment_cache", None)
         state.pop("_top_cache", None)
         state.pop("_contiguous", None)
