@@ -40,6 +40,22 @@ VARIANT = "AllTraffic"
 RUNTIME = lambda_.Runtime.PYTHON_3_14  # cdk-nag AwsSolutions-L1 wants the latest
 
 
+# The only actions a role may be granted on Resource "*": IAM offers no resource-level permission for them.
+# They go into a policy of their own, the only place cdk-nag's ``AwsSolutions-IAM5[Resource::*]`` is
+# acknowledged, so a new grant on "*" anywhere else fails synth; one listed here is refused by _role.
+UNSCOPED_ACTIONS: dict[str, str] = {
+    "ecr:GetAuthorizationToken": "it only yields a registry login; image pulls are limited to the repositories of "
+                                 "the images the pipeline definition names",
+    "cloudwatch:PutMetricData": "limited by the cloudwatch:namespace condition to the drift alarm's namespace",
+    **{action: "in VPC mode SageMaker places the job's network interfaces in the private subnets with the "
+               "execution role's permissions; these ec2 actions have no resource-level scoping"
+       for action in ("ec2:CreateNetworkInterface", "ec2:CreateNetworkInterfacePermission",
+                      "ec2:DeleteNetworkInterface", "ec2:DeleteNetworkInterfacePermission",
+                      "ec2:DescribeNetworkInterfaces", "ec2:DescribeVpcs", "ec2:DescribeDhcpOptions",
+                      "ec2:DescribeSubnets", "ec2:DescribeSecurityGroups")},
+}
+
+
 def acknowledge(scope: Construct, finding: str, reason: str) -> None:
     """Acknowledge one cdk-nag finding (full id, e.g. ``AwsSolutions-IAM5[Resource::*]``) on ``scope``."""
     cdk.Validations.of(scope).acknowledge(cdk.Acknowledgment(id=finding, reason=reason))
@@ -232,12 +248,29 @@ class DiagnosaStack(Stack):
     def _role(self, ident: str, name: str, description: str, principal: iam.IPrincipal,
               statements: list[iam.PolicyStatement], managed: list[iam.IManagedPolicy] | None = None) -> iam.Role:
         """A role whose only permissions are ``statements``, in a customer-managed policy of its own
-        (HIPAA.Security-IAMNoInlinePolicy), plus the AWS-managed ``managed`` ones named by the caller."""
+        (HIPAA.Security-IAMNoInlinePolicy), plus the AWS-managed ``managed`` ones named by the caller.
+
+        Statements on Resource "*" go to a second policy, ``<name>-unscoped``, and may only name
+        :data:`UNSCOPED_ACTIONS`; cdk-nag's wildcard-resource finding is acknowledged there and nowhere else."""
+        unscoped = [st for st in statements if st.resources == ["*"]]
+        refused = sorted({a for st in unscoped for a in st.actions} - set(UNSCOPED_ACTIONS))
+        if refused:
+            raise ValueError(f"role {ident}: {', '.join(refused)} on Resource '*' — scope the statement to its "
+                             "resources, or add the action to UNSCOPED_ACTIONS with the reason IAM cannot scope it")
         role = iam.Role(self, ident, role_name=f"{self.prefix}-{name}", description=description, assumed_by=principal,
                         managed_policies=managed or None)
         self._policies[role.node.path] = iam.ManagedPolicy(
             self, f"{ident}Policy", managed_policy_name=f"{self.prefix}-{name}",
-            description=f"Least privilege: {description}", statements=statements, roles=[role])
+            description=f"Least privilege: {description}", statements=[st for st in statements if st not in unscoped],
+            roles=[role])
+        if unscoped:
+            policy = iam.ManagedPolicy(
+                self, f"{ident}UnscopedPolicy", managed_policy_name=f"{self.prefix}-{name}-unscoped",
+                description=f"Actions without resource-level permissions: {description}", statements=unscoped,
+                roles=[role])
+            actions = sorted({a for st in unscoped for a in st.actions})
+            acknowledge(policy, "AwsSolutions-IAM5[Resource::*]", "Only actions IAM cannot scope to a resource: "
+                        + "; ".join(f"{a}: {UNSCOPED_ACTIONS[a]}" for a in actions) + ".")
         return role
 
     def _sagemaker_role(self, ident: str, name: str, description: str, statements: list[iam.PolicyStatement]) -> iam.Role:
@@ -269,11 +302,7 @@ class DiagnosaStack(Stack):
                                    resources=[self.arn("logs", "log-group", f"/aws/sagemaker/{k}:*",
                                                        sep=cdk.ArnFormat.COLON_RESOURCE_NAME) for k in kinds])
 
-    def _acknowledge_image_and_logs(self, role: iam.Role, kinds: tuple[str, ...], star_reason: str = "") -> None:
-        self.ack(role, "AwsSolutions-IAM5[Resource::*]",
-                    "ecr:GetAuthorizationToken has no resource-level permissions; it only yields a registry login, "
-                    "image pulls are limited to the repositories of the images the pipeline definition names."
-                    + star_reason)
+    def _acknowledge_logs(self, role: iam.Role, kinds: tuple[str, ...]) -> None:
         for kind in kinds:
             self.ack(role, f"AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:logs:<AWS::Region>:<AWS::AccountId>:"
                               f"log-group:/aws/sagemaker/{kind}:*]",
@@ -297,7 +326,7 @@ class DiagnosaStack(Stack):
         ]
         role = self._sagemaker_role("JobRole", "jobs", "SageMaker processing and training jobs of the pipeline",
                                     statements)
-        self._acknowledge_image_and_logs(role, ("ProcessingJobs", "TrainingJobs"))
+        self._acknowledge_logs(role, ("ProcessingJobs", "TrainingJobs"))
         for prefix in reads:
             self.ack(role, f"AwsSolutions-IAM5[Resource::<{self._logical(self.lake)}.Arn>/{prefix}*]",
                         f"Jobs read and write objects whose keys are made per execution under {prefix}; the "
@@ -363,7 +392,7 @@ class DiagnosaStack(Stack):
             *self._image_pull(),
         ]
         role = self._sagemaker_role("ModelRole", "model", "The Diagnosa endpoint's model", statements)
-        self._acknowledge_image_and_logs(role, ("Endpoints",))
+        self._acknowledge_logs(role, ("Endpoints",))
         for prefix in ("artifacts/runs/", CODE_PREFIX, f"capture/{self.endpoint_name}/"):
             self.ack(role, f"AwsSolutions-IAM5[Resource::<{self._logical(self.lake)}.Arn>/{prefix}*]",
                         f"Object keys under {prefix} are made per execution or per captured request.")
@@ -393,19 +422,15 @@ class DiagnosaStack(Stack):
                                 conditions={"StringEquals": {"cloudwatch:namespace": c.drift_metric_namespace}}),
             *self._image_pull(),
         ]
-        star = (" cloudwatch:PutMetricData has no resource-level permissions either; it is limited by the "
-                f"cloudwatch:namespace condition to {c.drift_metric_namespace}, the drift alarm's namespace.")
         if self.vpc is not None:
             # SageMaker attaches the job's network interfaces with the execution role's permissions.
             statements.append(iam.PolicyStatement(sid="JobNetworkInterfaces", actions=[
                 "ec2:CreateNetworkInterface", "ec2:CreateNetworkInterfacePermission", "ec2:DeleteNetworkInterface",
                 "ec2:DeleteNetworkInterfacePermission", "ec2:DescribeNetworkInterfaces", "ec2:DescribeVpcs",
                 "ec2:DescribeDhcpOptions", "ec2:DescribeSubnets", "ec2:DescribeSecurityGroups"], resources=["*"]))
-            star += (" In VPC mode the ec2 network-interface actions SageMaker needs to place the job in the "
-                     "private subnets have no resource-level scoping for Describe* and CreateNetworkInterface.")
         role = self._sagemaker_role("MonitoringRole", "monitoring", "The scheduled SageMaker monitoring job",
                                     statements)
-        self._acknowledge_image_and_logs(role, ("ProcessingJobs",), star)
+        self._acknowledge_logs(role, ("ProcessingJobs",))
         for prefix in (*reads, *writes):
             self.ack(role, f"AwsSolutions-IAM5[Resource::<{self._logical(self.lake)}.Arn>/{prefix}*]",
                      f"Object keys under {prefix} are made per captured request, per feedback, per job or per "
