@@ -14,6 +14,8 @@ from typing import Any
 from diagnosa.labels import CATEGORIES
 
 STAGE_NAME = re.compile(r"^[a-z][a-z0-9]{1,11}$")
+EMAIL = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+                   r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$")
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,9 @@ class StageConfig:
     drift_metric_namespace: str = "Diagnosa/Monitoring"
     drift_metric_name: str = "DriftScore"
     drift_threshold: float = 0.2  # the retraining hook: the drift alarm starts an execution
+    # Who hears the alarms: e-mail subscriptions to the stage's alerts topic (each address confirms once);
+    # in cdk.json a list, with -c a comma-separated string. Empty: alarms still roll back and retrain.
+    alarm_emails: tuple[str, ...] = ()
     # Monitoring job (processing/monitor.py on SageMaker Processing), which publishes the drift metric
     monitor_schedule: str = "rate(1 day)"  # EventBridge schedule expression; "" turns the schedule off
     monitor_window: str = ""  # traffic each run reads (30m, 24h, 7d, 2w); "" = the period of a rate() schedule
@@ -96,6 +101,11 @@ class StageConfig:
             problems.append("vpc mode needs baked_images=true: the isolated subnets reach no package index, so "
                             "containers that pip-install their pins at start would fail (remove baked_images=false "
                             "or set vpc=false)")
+        bad = [e for e in self.alarm_emails if not isinstance(e, str) or not EMAIL.match(e)]
+        if bad:
+            problems.append(f"alarm_emails: {', '.join(map(repr, bad))} not an e-mail address")
+        if len(set(self.alarm_emails)) != len(self.alarm_emails):
+            problems.append("alarm_emails lists an address twice")
         for name in ("recall_threshold", "orphan_threshold", "unseen_threshold"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 problems.append(f"{name} must be in [0, 1]")
@@ -117,7 +127,11 @@ def _coerce(name: str, value: Any, default: Any) -> Any:
             return text in TRUE
         raise ValueError(f"{name} must be true or false, got {value!r}")
     if isinstance(default, tuple):
-        return tuple(value.split(",")) if isinstance(value, str) else tuple(value)
+        if isinstance(value, str):
+            return tuple(v.strip() for v in value.split(",") if v.strip())
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"{name} must be a list, got {value!r}")
+        return tuple(value)
     try:
         if isinstance(default, int):
             if isinstance(value, float) and not value.is_integer():

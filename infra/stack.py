@@ -27,6 +27,7 @@ from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_s3_deployment as s3deploy
 from aws_cdk import aws_sagemaker as sagemaker
 from aws_cdk import aws_sns as sns
+from aws_cdk import aws_sns_subscriptions as subscriptions
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
@@ -84,6 +85,12 @@ class DiagnosaStack(Stack):
         self.access_logs, self.lake = self._lake()
         self.alerts = sns.Topic(self, "Alerts", topic_name=f"{self.prefix}-alerts", master_key=self.key,
                                 enforce_ssl=True)
+        for email in config.alarm_emails:
+            self.alerts.add_subscription(subscriptions.EmailSubscription(email))
+        if not config.alarm_emails:
+            cdk.Annotations.of(self.alerts).add_info(
+                "no alarm_emails for this stage: 5xx, latency and drift alarms reach no one (they still roll "
+                "deployments back and start retraining)")
         self.dead_letters = self._dead_letter_queue()
         self.job_role = self._job_role()
         self.pipeline_role = self._pipeline_role()

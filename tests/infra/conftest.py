@@ -21,7 +21,8 @@ def assembly(tmp_path_factory):
 
     stages = [stage_config("dev", {"region": "eu-west-1", "account": "123456789012"}),
               stage_config("prod", {"region": "eu-west-1", "account": "123456789012", "vpc": True,
-                                    "endpoint_min_instances": 2, "endpoint_max_instances": 6})]
+                                    "endpoint_min_instances": 2, "endpoint_max_instances": 6,
+                                    "alarm_emails": ["oncall@example.org", "ml-team@example.org"]})]
     app = build_app(new_app(outdir=str(tmp_path_factory.mktemp("cdk.out"))), stages)
     return app, synth(app)
 

@@ -275,6 +275,16 @@ def test_rollback_alarms_on_5xx_and_latency_notify_the_topic(dev):
         "Threshold": 500_000, "Dimensions": dims})
 
 
+def test_alarm_emails_subscribe_to_the_alerts_topic(dev, prod):
+    assert resources(dev, "AWS::SNS::Subscription") == {}  # none configured: none made
+    subscribed = sorted((s["Properties"]["Protocol"], s["Properties"]["Endpoint"])
+                        for s in resources(prod, "AWS::SNS::Subscription").values())
+    assert subscribed == [("email", "ml-team@example.org"), ("email", "oncall@example.org")]
+    [topic] = resources(prod, "AWS::SNS::Topic")
+    assert all(s["Properties"]["TopicArn"] == {"Ref": topic}
+               for s in resources(prod, "AWS::SNS::Subscription").values())
+
+
 def test_retraining_schedule_and_drift_alarm_start_the_retrain_function(dev):
     function = logical(dev, "AWS::Lambda::Function", lambda p: p.get("FunctionName") == "diagnosa-dev-retrain")
     dev.has_parameter("RetrainSchedule", {"Type": "String", "Default": "rate(7 days)"})
