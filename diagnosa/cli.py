@@ -384,6 +384,8 @@ def _pipeline_target(args: argparse.Namespace) -> tuple[str, str, dict]:
         extra["model_package_group"] = args.model_package_group
     if getattr(args, "no_deploy_steps", False):
         extra["deploy_steps"] = False
+    if getattr(args, "kms_key", None):
+        extra["kms_key"] = args.kms_key
     return bucket, region, extra
 
 
@@ -580,6 +582,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                            "(default diagnosa)")
             sub.add_argument("--no-deploy-steps", action="store_true",
                              help="leave deployment to the approval event's deploy function (as the CDK app does)")
+            sub.add_argument("--kms-key", help="KMS key ARN for the jobs' volumes and outputs (the CDK app sets its "
+                                               "stage's key; default: the account's default encryption)")
         if verb == "definition":
             sub.add_argument("--out", help="write the JSON here instead of printing it")
             sub.add_argument("--pretty", action="store_true",

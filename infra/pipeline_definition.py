@@ -24,6 +24,7 @@ SENTINEL_BUCKET = "diagnosa-sentinel-bucket-4f1c9e"
 SENTINEL_ROLE = "arn:aws:iam::000000000000:role/diagnosa-sentinel-job-role"
 SENTINEL_JOB_IMAGE = "000000000000.dkr.ecr.eu-west-1.amazonaws.com/diagnosa-sentinel-images:jobs-4f1c9e"
 SENTINEL_SERVING_IMAGE = "000000000000.dkr.ecr.eu-west-1.amazonaws.com/diagnosa-sentinel-images:serving-4f1c9e"
+SENTINEL_KMS_KEY = "arn:aws:kms:eu-west-1:000000000000:key/diagnosa-sentinel-key-4f1c9e"
 CODE_PREFIX = "artifacts/code/"
 RUNS_PREFIX = "artifacts/runs/"
 
@@ -44,17 +45,19 @@ class EmbeddedDefinition:
         """``artifacts/code/<sha16>/``: the folder of sourcedir.tar.gz (a processing job's ``code`` input)."""
         return self.code_key.rsplit("/", 1)[0] + "/"
 
-    def _values(self, bucket: Any, role_arn: Any, job_image: Any, serving_image: Any) -> dict[str, Any]:
-        values = {SENTINEL_BUCKET: bucket, SENTINEL_ROLE: role_arn}
+    def _values(self, bucket: Any, role_arn: Any, kms_key: Any, job_image: Any, serving_image: Any) -> dict[str, Any]:
+        values = {SENTINEL_BUCKET: bucket, SENTINEL_ROLE: role_arn, SENTINEL_KMS_KEY: kms_key}
         if self.baked:
             if job_image is None or serving_image is None:
                 raise ValueError("a definition built for baked images needs the job and serving image URIs")
             values |= {SENTINEL_JOB_IMAGE: job_image, SENTINEL_SERVING_IMAGE: serving_image}
         return values
 
-    def pieces(self, bucket: Any, role_arn: Any, job_image: Any = None, serving_image: Any = None) -> list[Any]:
-        """The definition as a list for ``Fn.join("", ...)``: text with the sentinels swapped for tokens."""
-        values = self._values(bucket, role_arn, job_image, serving_image)
+    def pieces(self, bucket: Any, role_arn: Any, kms_key: Any, job_image: Any = None,
+               serving_image: Any = None) -> list[Any]:
+        """The definition as a list for ``Fn.join("", ...)``: text with the sentinels swapped for tokens (the
+        lake bucket, the job role, the stage's KMS key for job volumes and outputs, the baked images)."""
+        values = self._values(bucket, role_arn, kms_key, job_image, serving_image)
         out: list[Any] = []
         for part in re.split("(" + "|".join(map(re.escape, values)) + ")", self.text):
             if part in values:
@@ -62,13 +65,6 @@ class EmbeddedDefinition:
             elif part:
                 out.append(part)
         return out
-
-    def substitute(self, bucket: str, role_arn: str, job_image: str | None = None,
-                   serving_image: str | None = None) -> str:
-        text = self.text
-        for sentinel, value in self._values(bucket, role_arn, job_image, serving_image).items():
-            text = text.replace(sentinel, value)
-        return text
 
     def write_objects(self, folder: Path) -> Path:
         """Lay the objects out under ``folder`` by key relative to artifacts/code/ (an asset source)."""
@@ -86,6 +82,7 @@ def pipeline_settings(config: StageConfig) -> dict[str, Any]:
                 "training_instance_type": config.training_instance_type,
                 "recall_thresholds": config.recall_thresholds, "orphan_threshold": config.orphan_threshold,
                 "unseen_threshold": config.unseen_threshold,
+                "kms_key": SENTINEL_KMS_KEY,  # the stage's key, swapped in by pieces()
                 # The deploy function, on the approval event, deploys in AWS (see PipelineSettings.deploy_steps).
                 "deploy_steps": False}
     if config.baked_images:  # the stack's image assets, swapped in by pieces()

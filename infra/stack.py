@@ -367,6 +367,11 @@ class DiagnosaStack(Stack):
                                 conditions={"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}}),
             iam.PolicyStatement(sid="ReadRunOutputs", actions=["s3:GetObject"], resources=self.objects("artifacts/runs/")),
             self.kms_for_s3("kms:Decrypt"),
+            # The jobs' storage volumes are encrypted with the stage's key (the definition's VolumeKmsKeyId):
+            # SageMaker, creating a job for this role, gives the volume a grant on it.
+            iam.PolicyStatement(sid="EncryptJobVolumes", actions=["kms:CreateGrant", "kms:DescribeKey"],
+                                resources=[self.key.key_arn],
+                                conditions={"Bool": {"kms:GrantIsForAWSResource": "true"}}),
         ]
         role = self._sagemaker_role("PipelineRole", "pipeline", "SageMaker Pipelines execution role", statements)
         for kind in ("processing-job", "training-job"):
@@ -487,7 +492,8 @@ class DiagnosaStack(Stack):
 
     def _pipeline(self) -> sagemaker.CfnPipeline:
         images = (self.images.job_image, self.images.serving_image) if self.images else (None, None)
-        body = Fn.join("", self.definition.pieces(self.lake.bucket_name, self.job_role.role_arn, *images))
+        body = Fn.join("", self.definition.pieces(self.lake.bucket_name, self.job_role.role_arn, self.key.key_arn,
+                                                  *images))
         pipeline = sagemaker.CfnPipeline(
             self, "Pipeline", pipeline_name=self.prefix, role_arn=self.pipeline_role.role_arn,
             pipeline_display_name=self.prefix, pipeline_description="Diagnosa: preprocess, train, select, evaluate, "

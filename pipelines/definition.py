@@ -34,6 +34,7 @@ BUILTIN_DATASET = "patients"  # the built-in cohort: its model package group and
 BUILTIN_RESOURCE = "diagnosa"
 # SageMaker's names of pipelines, model package groups and endpoints.
 RESOURCE_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
+KMS_KEY_ARN = re.compile(r"^arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:key/[A-Za-z0-9-]{1,128}$")
 # The job and serving containers: AWS's PyTorch CPU images, chosen for their Python 3.11 — the pins in
 # requirements/steps.txt (numpy 2.4, scikit-learn 1.9) need it, and the newest scikit-learn image
 # (1.2-1) runs an older Python they do not install on. The containers pip-install the pins on top, or,
@@ -151,6 +152,9 @@ class PipelineSettings:
     # PIP_NO_INDEX=1, so with every pin satisfied it is a no-op and a drifted pin fails the job at once.
     job_image: str | None = None  # processing and training jobs
     serving_image: str | None = None  # the registered model's container (and the deploy steps)
+    # A KMS key (ARN) for the jobs' storage volumes and the objects they write (processing outputs, training
+    # model.tar.gz). None: the account's defaults (AWS-managed EBS key, the bucket's default encryption).
+    kms_key: str | None = None
 
     def thresholds(self) -> dict[str, float]:
         if self.recall_thresholds is None:
@@ -200,6 +204,9 @@ def check_settings(settings: PipelineSettings) -> None:
         if not RESOURCE_NAME.match(value):
             raise ValueError(f"{what} {value!r} is not a SageMaker name (ASCII letters, digits and inner '-', "
                              "at most 63)")
+    if settings.kms_key is not None and not KMS_KEY_ARN.match(settings.kms_key):
+        raise ValueError(f"kms_key {settings.kms_key!r} must be a KMS key ARN "
+                         "(arn:aws:kms:<region>:<account>:key/<key id>)")
     if not settings.code_uri.startswith(f"s3://{settings.bucket}/"):
         raise ValueError(f"code_uri {settings.code_uri} must be in the pipeline's bucket {settings.bucket}")
     for name in ("job_image", "serving_image"):
@@ -269,7 +276,8 @@ def build_pipeline(settings: PipelineSettings, session: Any) -> Any:
                                  max_attempts=5, interval_seconds=10, backoff_rate=2.0)
     processor = FrameworkProcessor(image_uri=image, role=settings.role_arn, instance_count=1,
                                    instance_type=processing_type, sagemaker_session=session,
-                                   code_location=f"{bucket}/artifacts/code/runners")
+                                   code_location=f"{bucket}/artifacts/code/runners",
+                                   volume_kms_key=settings.kms_key, output_kms_key=settings.kms_key)
 
     def s3_in(name: str, uri: Any, path: str) -> Any:
         return ProcessingInput(input_name=name, s3_input=ProcessingS3Input(
@@ -300,8 +308,10 @@ def build_pipeline(settings: PipelineSettings, session: Any) -> Any:
         trainer = ModelTrainer(
             training_image=image, role=settings.role_arn, sagemaker_session=session,
             base_job_name=f"diagnosa-{family.replace('_', '-')}",
-            compute=Compute(instance_type=training_type, instance_count=1, volume_size_in_gb=30),
-            output_data_config=OutputDataConfig(s3_output_path=Join(on="/", values=[run, "models", family])),
+            compute=Compute(instance_type=training_type, instance_count=1, volume_size_in_gb=30,
+                            volume_kms_key_id=settings.kms_key),
+            output_data_config=OutputDataConfig(s3_output_path=Join(on="/", values=[run, "models", family]),
+                                                kms_key_id=settings.kms_key),
             hyperparameters={"family": family, "seed": seed.to_string(), "sagemaker_program": "train_job.py",
                              "sagemaker_submit_directory": settings.code_uri})
         channels = [InputData(channel_name=c, data_source=outputs[c].S3Output.S3Uri)

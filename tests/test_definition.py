@@ -138,6 +138,7 @@ def test_upsert_and_start_with_overrides(aws):
     ({"families": ("catboost",)}, "unknown: \\['catboost'\\]"),
     ({"orphan_threshold": 1.5}, "must be in \\[0, 1\\]"),
     ({"code_uri": "s3://elsewhere/code.tar.gz"}, "must be in the pipeline's bucket"),
+    ({"kms_key": "alias/diagnosa"}, "kms_key 'alias/diagnosa' must be a KMS key ARN"),
 ])
 def test_bad_settings_fail_before_building(aws, change, message):
     from dataclasses import replace
@@ -157,6 +158,22 @@ def test_deploy_steps_can_be_left_to_the_approval_event(aws):
     assert "EndpointName" not in {p["Name"] for p in d["Parameters"]}
     assert set(validate_definition(d)) == {"Preprocess", "Train-mlp", "Train-logistic_regression", "Train-xgboost",
                                            "Select", "Evaluate", "Register"}
+
+
+def test_a_kms_key_encrypts_every_jobs_volume_and_outputs(aws, definition):
+    from dataclasses import replace
+
+    settings, session, _ = aws
+    key = "arn:aws:kms:eu-west-1:123456789012:key/0a1b2c3d-4e5f-6789-abcd-ef0123456789"
+    d = json.loads(build_pipeline(replace(settings, kms_key=key), session).definition())
+    assert validate_definition(d) == {name: None for name in validate_definition(d)}
+    jobs = {s["Name"]: s["Arguments"] for s in d["Steps"] if s["Type"] in ("Processing", "Training")}
+    assert len(jobs) == 6
+    for name, job in jobs.items():
+        volume = job["ProcessingResources"]["ClusterConfig"] if "ProcessingResources" in job else job["ResourceConfig"]
+        output = job.get("ProcessingOutputConfig") or job["OutputDataConfig"]
+        assert (volume["VolumeKmsKeyId"], output["KmsKeyId"]) == (key, key), name
+    assert "KmsKeyId" not in definition  # without a key: the account's default encryption, no field at all
 
 
 def test_class_parameter_names_are_ascii_and_keep_the_built_in_ones():

@@ -95,17 +95,34 @@ def _resolve(value, refs):
     raise AssertionError(f"unexpected expression {value}")
 
 
+def _all_steps(steps):
+    for step in steps:
+        yield step
+        if step["Type"] == "Condition":
+            yield from _all_steps(step["Arguments"]["IfSteps"] + step["Arguments"]["ElseSteps"])
+
+
 def test_embedded_definition_is_the_one_pipelines_builds(dev, stacks, tmp_path):
-    from infra.pipeline_definition import SENTINEL_BUCKET, SENTINEL_ROLE
+    from infra.pipeline_definition import SENTINEL_BUCKET, SENTINEL_KMS_KEY, SENTINEL_ROLE
 
     stack = stacks["Diagnosa-dev"]
     [pipeline] = dev.find_resources("AWS::SageMaker::Pipeline").values()
     body = pipeline["Properties"]["PipelineDefinition"]["PipelineDefinitionBody"]
     lake = stack.get_logical_id(stack.lake.node.default_child)
     job_role = stack.get_logical_id(stack.job_role.node.default_child)
+    key = stack.get_logical_id(stack.key.node.default_child)
     bucket, role = "diagnosa-dev-lake-123456789012", "arn:aws:iam::123456789012:role/diagnosa-dev-jobs"
-    embedded = _resolve(body, {lake: bucket, f"{job_role}/Arn": role})
-    assert SENTINEL_BUCKET not in embedded and SENTINEL_ROLE not in embedded
+    key_arn = "arn:aws:kms:eu-west-1:123456789012:key/0a1b2c3d-4e5f-6789-abcd-ef0123456789"
+    embedded = _resolve(body, {lake: bucket, f"{job_role}/Arn": role, f"{key}/Arn": key_arn})
+    assert SENTINEL_BUCKET not in embedded and SENTINEL_ROLE not in embedded and SENTINEL_KMS_KEY not in embedded
+    # Every job's storage volume and outputs are encrypted with the stage's own key.
+    jobs = [step["Arguments"] for step in _all_steps(json.loads(embedded)["Steps"])
+            if step["Type"] in ("Processing", "Training")]
+    assert len(jobs) == 3 + len(stack.config.families)
+    for job in jobs:
+        volume = job.get("ProcessingResources", {}).get("ClusterConfig") or job["ResourceConfig"]
+        output = job.get("ProcessingOutputConfig") or job["OutputDataConfig"]
+        assert volume["VolumeKmsKeyId"] == key_arn and output["KmsKeyId"] == key_arn
 
     # What `diagnosa pipeline definition` prints for the stage (its bucket, role, name, group; deployment left
     # to the deploy function), run through the CLI itself (offline; moto stands in for any AWS call).
@@ -115,7 +132,7 @@ def test_embedded_definition_is_the_one_pipelines_builds(dev, stacks, tmp_path):
     with mock_aws():
         assert main(["pipeline", "definition", "--bucket", bucket, "--region", "eu-west-1", "--role-arn", role,
                      "--name", "diagnosa-dev", "--model-package-group", "diagnosa-dev", "--no-deploy-steps",
-                     "--families", ",".join(stack.config.families), "--out", str(out)]) == 0
+                     "--families", ",".join(stack.config.families), "--kms-key", key_arn, "--out", str(out)]) == 0
     printed = json.loads(out.read_text(encoding="utf-8"))
     expected = json.dumps(printed)  # the CLI pretty-prints; compare the canonical compact form below
     assert json.loads(embedded) == printed
