@@ -140,6 +140,13 @@ class DiagnosaStack(Stack):
         return iam.PolicyStatement(actions=list(actions), resources=[self.key.key_arn], conditions={
             "StringEquals": {"kms:ViaService": f"s3.{self.region}.amazonaws.com"}})
 
+    def _volume_grant(self) -> iam.PolicyStatement:
+        """Jobs' storage volumes are encrypted with the stage's key (VolumeKmsKeyId): whoever creates a job
+        lets SageMaker give the volume a grant on it — for AWS resources only."""
+        return iam.PolicyStatement(sid="EncryptJobVolumes", actions=["kms:CreateGrant", "kms:DescribeKey"],
+                                   resources=[self.key.key_arn],
+                                   conditions={"Bool": {"kms:GrantIsForAWSResource": "true"}})
+
     def log_group(self, name: str, ident: str) -> logs.LogGroup:
         return logs.LogGroup(self, ident, log_group_name=name, encryption_key=self.key,
                              retention=_retention(self.config.log_retention_days),
@@ -367,11 +374,7 @@ class DiagnosaStack(Stack):
                                 conditions={"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}}),
             iam.PolicyStatement(sid="ReadRunOutputs", actions=["s3:GetObject"], resources=self.objects("artifacts/runs/")),
             self.kms_for_s3("kms:Decrypt"),
-            # The jobs' storage volumes are encrypted with the stage's key (the definition's VolumeKmsKeyId):
-            # SageMaker, creating a job for this role, gives the volume a grant on it.
-            iam.PolicyStatement(sid="EncryptJobVolumes", actions=["kms:CreateGrant", "kms:DescribeKey"],
-                                resources=[self.key.key_arn],
-                                conditions={"Bool": {"kms:GrantIsForAWSResource": "true"}}),
+            self._volume_grant(),
         ]
         role = self._sagemaker_role("PipelineRole", "pipeline", "SageMaker Pipelines execution role", statements)
         for kind in ("processing-job", "training-job"):
@@ -737,6 +740,7 @@ class DiagnosaStack(Stack):
             environment,
             [iam.PolicyStatement(sid="StartMonitoringJobs", actions=["sagemaker:CreateProcessingJob", "sagemaker:AddTags"],
                                  resources=[self.arn("sagemaker", "processing-job", f"{job_prefix}-*")]),
+             self._volume_grant(),
              iam.PolicyStatement(sid="PassOnlyTheMonitoringRole", actions=["iam:PassRole"],
                                  resources=[self.monitoring_role.role_arn],
                                  conditions={"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}}),

@@ -251,6 +251,7 @@ def test_scheduled_run_starts_the_monitoring_job(aws, monitor_fn):
     assert output["S3Output"]["S3Uri"] == f"s3://lake/artifacts/monitoring/diagnosa-dev/reports/{name}/"
     assert output["S3Output"]["LocalPath"] == "/opt/ml/processing/output/report"
     assert request["ProcessingOutputConfig"]["KmsKeyId"] == KEY
+    assert request["ProcessingResources"]["ClusterConfig"]["VolumeKmsKeyId"] == KEY
     assert request["Environment"]["AWS_DEFAULT_REGION"] == REGION and "NetworkConfig" not in request
 
 

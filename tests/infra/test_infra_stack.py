@@ -157,12 +157,14 @@ def test_pipeline_role_passes_only_the_job_role_to_sagemaker(dev):
     resources_text = text([s["Resource"] for s in statements if "sagemaker:CreateModelPackage" in s["Action"]])
     assert "model-package-group/diagnosa-dev" in resources_text and "model-package/diagnosa-dev/*" in resources_text
     assert not [s for s in statements if "s3:PutObject" in s["Action"]]
-    # Encrypted job volumes: a grant on the stage's key, for AWS resources only (SageMaker's volumes).
-    [grant] = [s for s in statements if s.get("Sid") == "EncryptJobVolumes"]
+    # Encrypted job volumes: whoever creates jobs (the pipeline, the monitoring function) may grant the stage's
+    # key to AWS resources only (SageMaker's volumes).
     [key] = resources(dev, "AWS::KMS::Key")
-    assert grant["Action"] == ["kms:CreateGrant", "kms:DescribeKey"]
-    assert grant["Resource"] == {"Fn::GetAtt": [key, "Arn"]}
-    assert grant["Condition"] == {"Bool": {"kms:GrantIsForAWSResource": "true"}}
+    for creator in (statements, statements_of(dev, "diagnosa-dev-monitor-function")):
+        [grant] = [s for s in creator if s.get("Sid") == "EncryptJobVolumes"]
+        assert grant["Action"] == ["kms:CreateGrant", "kms:DescribeKey"]
+        assert grant["Resource"] == {"Fn::GetAtt": [key, "Arn"]}
+        assert grant["Condition"] == {"Bool": {"kms:GrantIsForAWSResource": "true"}}
 
 
 def test_model_role_reads_artifacts_and_writes_capture_only(dev):
