@@ -386,6 +386,9 @@ def _pipeline_target(args: argparse.Namespace) -> tuple[str, str, dict]:
         extra["deploy_steps"] = False
     if getattr(args, "kms_key", None):
         extra["kms_key"] = args.kms_key
+    for name in ("subnets", "security_group_ids"):
+        if getattr(args, name, None):
+            extra[name] = tuple(v.strip() for v in getattr(args, name).split(",") if v.strip())
     return bucket, region, extra
 
 
@@ -584,6 +587,9 @@ def build_parser() -> argparse.ArgumentParser:
                              help="leave deployment to the approval event's deploy function (as the CDK app does)")
             sub.add_argument("--kms-key", help="KMS key ARN for the jobs' volumes and outputs (the CDK app sets its "
                                                "stage's key; default: the account's default encryption)")
+            sub.add_argument("--subnets", help="comma-separated subnet ids: the jobs run in this VPC "
+                                               "(with --security-group-ids)")
+            sub.add_argument("--security-group-ids", help="comma-separated security group ids of the jobs in a VPC")
         if verb == "definition":
             sub.add_argument("--out", help="write the JSON here instead of printing it")
             sub.add_argument("--pretty", action="store_true",

@@ -25,6 +25,10 @@ SENTINEL_ROLE = "arn:aws:iam::000000000000:role/diagnosa-sentinel-job-role"
 SENTINEL_JOB_IMAGE = "000000000000.dkr.ecr.eu-west-1.amazonaws.com/diagnosa-sentinel-images:jobs-4f1c9e"
 SENTINEL_SERVING_IMAGE = "000000000000.dkr.ecr.eu-west-1.amazonaws.com/diagnosa-sentinel-images:serving-4f1c9e"
 SENTINEL_KMS_KEY = "arn:aws:kms:eu-west-1:000000000000:key/diagnosa-sentinel-key-4f1c9e"
+# VPC mode: the stage VPC's isolated subnets (one per AZ, VPC_AZS of them) and the group its jobs use.
+VPC_AZS = 2
+SENTINEL_SUBNETS = tuple(f"subnet-0sentinel4f1c9e{i}" for i in range(VPC_AZS))
+SENTINEL_SECURITY_GROUP = "sg-0sentinel4f1c9e"
 CODE_PREFIX = "artifacts/code/"
 RUNS_PREFIX = "artifacts/runs/"
 
@@ -39,25 +43,33 @@ class EmbeddedDefinition:
     processing_image: str = ""  # the image of the pipeline's processing jobs (for the monitoring job too)
     images: tuple[str, ...] = ()  # every container image the definition names: job roles may pull these only
     baked: bool = False  # built with the sentinel images (the stack's image assets take their place)
+    in_vpc: bool = False  # built with the sentinel subnets and security group (the stage VPC's take their place)
 
     @property
     def code_prefix(self) -> str:
         """``artifacts/code/<sha16>/``: the folder of sourcedir.tar.gz (a processing job's ``code`` input)."""
         return self.code_key.rsplit("/", 1)[0] + "/"
 
-    def _values(self, bucket: Any, role_arn: Any, kms_key: Any, job_image: Any, serving_image: Any) -> dict[str, Any]:
+    def _values(self, bucket: Any, role_arn: Any, kms_key: Any, job_image: Any, serving_image: Any,
+                subnets: Any, security_group: Any) -> dict[str, Any]:
         values = {SENTINEL_BUCKET: bucket, SENTINEL_ROLE: role_arn, SENTINEL_KMS_KEY: kms_key}
+        if self.in_vpc:
+            if subnets is None or len(subnets) != len(SENTINEL_SUBNETS) or security_group is None:
+                raise ValueError(f"a definition built for a VPC needs its {len(SENTINEL_SUBNETS)} subnets and a "
+                                 "security group")
+            values |= dict(zip(SENTINEL_SUBNETS, subnets)) | {SENTINEL_SECURITY_GROUP: security_group}
         if self.baked:
             if job_image is None or serving_image is None:
                 raise ValueError("a definition built for baked images needs the job and serving image URIs")
             values |= {SENTINEL_JOB_IMAGE: job_image, SENTINEL_SERVING_IMAGE: serving_image}
         return values
 
-    def pieces(self, bucket: Any, role_arn: Any, kms_key: Any, job_image: Any = None,
-               serving_image: Any = None) -> list[Any]:
+    def pieces(self, bucket: Any, role_arn: Any, kms_key: Any, job_image: Any = None, serving_image: Any = None,
+               subnets: Any = None, security_group: Any = None) -> list[Any]:
         """The definition as a list for ``Fn.join("", ...)``: text with the sentinels swapped for tokens (the
-        lake bucket, the job role, the stage's KMS key for job volumes and outputs, the baked images)."""
-        values = self._values(bucket, role_arn, kms_key, job_image, serving_image)
+        lake bucket, the job role, the stage's KMS key for job volumes and outputs, the baked images, the
+        VPC's subnets and the jobs' security group)."""
+        values = self._values(bucket, role_arn, kms_key, job_image, serving_image, subnets, security_group)
         out: list[Any] = []
         for part in re.split("(" + "|".join(map(re.escape, values)) + ")", self.text):
             if part in values:
@@ -87,6 +99,8 @@ def pipeline_settings(config: StageConfig) -> dict[str, Any]:
                 "deploy_steps": False}
     if config.baked_images:  # the stack's image assets, swapped in by pieces()
         settings |= {"job_image": SENTINEL_JOB_IMAGE, "serving_image": SENTINEL_SERVING_IMAGE}
+    if config.vpc:  # the stage VPC's subnets and the jobs' group, swapped in by pieces()
+        settings |= {"subnets": SENTINEL_SUBNETS, "security_group_ids": (SENTINEL_SECURITY_GROUP,)}
     return settings
 
 
@@ -116,7 +130,7 @@ def _build(region: str, frozen_settings: tuple[tuple[str, Any], ...]) -> Embedde
                               code_key=build.code_key,
                               parameters=tuple(p["Name"] for p in definition.get("Parameters", [])),
                               training_output_prefixes=tuple(outputs), processing_image=images.pop(),
-                              images=tuple(sorted(every_image)), baked=baked)
+                              images=tuple(sorted(every_image)), baked=baked, in_vpc="subnets" in settings)
 
 
 def embedded_definition(config: StageConfig) -> EmbeddedDefinition:

@@ -10,6 +10,7 @@ acknowledged below, in place, with its full cdk-nag finding id and the reason.
 from __future__ import annotations
 
 import tempfile
+from typing import Any
 from pathlib import Path
 
 import aws_cdk as cdk
@@ -33,7 +34,7 @@ from constructs import Construct
 
 from infra.config import StageConfig
 from infra.images import BakedImages, repository_name
-from infra.pipeline_definition import CODE_PREFIX, EmbeddedDefinition, embedded_definition
+from infra.pipeline_definition import CODE_PREFIX, VPC_AZS, EmbeddedDefinition, embedded_definition
 
 FUNCTIONS = Path(__file__).parent / "functions"
 ZONES = ("raw", "curated", "features", "artifacts", "capture", "feedback", "quarantine")
@@ -171,7 +172,7 @@ class DiagnosaStack(Stack):
         return key
 
     def _network(self) -> tuple[ec2.Vpc, ec2.SecurityGroup]:
-        vpc = ec2.Vpc(self, "Vpc", ip_addresses=ec2.IpAddresses.cidr(self.config.vpc_cidr), max_azs=2,
+        vpc = ec2.Vpc(self, "Vpc", ip_addresses=ec2.IpAddresses.cidr(self.config.vpc_cidr), max_azs=VPC_AZS,
                       nat_gateways=0, subnet_configuration=[ec2.SubnetConfiguration(
                           name="private", subnet_type=ec2.SubnetType.PRIVATE_ISOLATED, cidr_mask=22)],
                       gateway_endpoints={"S3": ec2.GatewayVpcEndpointOptions(service=ec2.GatewayVpcEndpointAwsService.S3)})
@@ -310,6 +311,14 @@ class DiagnosaStack(Stack):
                 self.arn("ecr", "repository", repo, account=account) for account, repo in repositories])
         return [statement, iam.PolicyStatement(sid="EcrLogin", actions=["ecr:GetAuthorizationToken"], resources=["*"])]
 
+    @staticmethod
+    def _job_network_interfaces() -> iam.PolicyStatement:
+        """VPC mode: SageMaker attaches a job's network interfaces with the job's execution role."""
+        return iam.PolicyStatement(sid="JobNetworkInterfaces", actions=[
+            "ec2:CreateNetworkInterface", "ec2:CreateNetworkInterfacePermission", "ec2:DeleteNetworkInterface",
+            "ec2:DeleteNetworkInterfacePermission", "ec2:DescribeNetworkInterfaces", "ec2:DescribeVpcs",
+            "ec2:DescribeDhcpOptions", "ec2:DescribeSubnets", "ec2:DescribeSecurityGroups"], resources=["*"])
+
     def _job_logs(self, *kinds: str) -> iam.PolicyStatement:
         return iam.PolicyStatement(sid="JobLogs", actions=["logs:CreateLogGroup", "logs:CreateLogStream",
                                                            "logs:PutLogEvents", "logs:DescribeLogStreams"],
@@ -337,6 +346,7 @@ class DiagnosaStack(Stack):
             self.kms_for_s3("kms:Decrypt", "kms:GenerateDataKey"),
             self._job_logs("ProcessingJobs", "TrainingJobs"),
             *self._image_pull(),
+            *([self._job_network_interfaces()] if self.vpc is not None else []),
         ]
         role = self._sagemaker_role("JobRole", "jobs", "SageMaker processing and training jobs of the pipeline",
                                     statements)
@@ -438,11 +448,7 @@ class DiagnosaStack(Stack):
             *self._image_pull(),
         ]
         if self.vpc is not None:
-            # SageMaker attaches the job's network interfaces with the execution role's permissions.
-            statements.append(iam.PolicyStatement(sid="JobNetworkInterfaces", actions=[
-                "ec2:CreateNetworkInterface", "ec2:CreateNetworkInterfacePermission", "ec2:DeleteNetworkInterface",
-                "ec2:DeleteNetworkInterfacePermission", "ec2:DescribeNetworkInterfaces", "ec2:DescribeVpcs",
-                "ec2:DescribeDhcpOptions", "ec2:DescribeSubnets", "ec2:DescribeSecurityGroups"], resources=["*"]))
+            statements.append(self._job_network_interfaces())
         role = self._sagemaker_role("MonitoringRole", "monitoring", "The scheduled SageMaker monitoring job",
                                     statements)
         self._acknowledge_logs(role, ("ProcessingJobs",))
@@ -495,8 +501,11 @@ class DiagnosaStack(Stack):
 
     def _pipeline(self) -> sagemaker.CfnPipeline:
         images = (self.images.job_image, self.images.serving_image) if self.images else (None, None)
+        network: tuple[Any, Any] = (None, None)
+        if self.vpc is not None:  # the jobs run in the isolated subnets, with the functions' HTTPS-only group
+            network = ([s.subnet_id for s in self.vpc.isolated_subnets], self.function_sg.security_group_id)
         body = Fn.join("", self.definition.pieces(self.lake.bucket_name, self.job_role.role_arn, self.key.key_arn,
-                                                  *images))
+                                                  *images, *network))
         pipeline = sagemaker.CfnPipeline(
             self, "Pipeline", pipeline_name=self.prefix, role_arn=self.pipeline_role.role_arn,
             pipeline_display_name=self.prefix, pipeline_description="Diagnosa: preprocess, train, select, evaluate, "

@@ -34,6 +34,8 @@ BUILTIN_DATASET = "patients"  # the built-in cohort: its model package group and
 BUILTIN_RESOURCE = "diagnosa"
 # SageMaker's names of pipelines, model package groups and endpoints.
 RESOURCE_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
+SUBNET_ID = re.compile(r"^subnet-[0-9a-z]{1,25}$")
+SECURITY_GROUP_ID = re.compile(r"^sg-[0-9a-z]{1,29}$")
 KMS_KEY_ARN = re.compile(r"^arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:key/[A-Za-z0-9-]{1,128}$")
 # The job and serving containers: AWS's PyTorch CPU images, chosen for their Python 3.11 — the pins in
 # requirements/steps.txt (numpy 2.4, scikit-learn 1.9) need it, and the newest scikit-learn image
@@ -155,6 +157,10 @@ class PipelineSettings:
     # A KMS key (ARN) for the jobs' storage volumes and the objects they write (processing outputs, training
     # model.tar.gz). None: the account's defaults (AWS-managed EBS key, the bucket's default encryption).
     kms_key: str | None = None
+    # Run the jobs in a VPC: its subnets and security groups (both or neither). The CDK app's VPC mode
+    # sets its isolated subnets and its functions' group (HTTPS to the VPC endpoints and the S3 gateway only).
+    subnets: tuple[str, ...] = ()
+    security_group_ids: tuple[str, ...] = ()
 
     def thresholds(self) -> dict[str, float]:
         if self.recall_thresholds is None:
@@ -204,6 +210,13 @@ def check_settings(settings: PipelineSettings) -> None:
         if not RESOURCE_NAME.match(value):
             raise ValueError(f"{what} {value!r} is not a SageMaker name (ASCII letters, digits and inner '-', "
                              "at most 63)")
+    if bool(settings.subnets) != bool(settings.security_group_ids):
+        raise ValueError("subnets and security_group_ids go together: give both (a VPC) or neither")
+    for what, pattern, values in (("subnet", SUBNET_ID, settings.subnets),
+                                  ("security group", SECURITY_GROUP_ID, settings.security_group_ids)):
+        bad = [v for v in values if not isinstance(v, str) or not pattern.match(v)]
+        if bad:
+            raise ValueError(f"{what} id(s) {bad} are not {what} ids ({pattern.pattern})")
     if settings.kms_key is not None and not KMS_KEY_ARN.match(settings.kms_key):
         raise ValueError(f"kms_key {settings.kms_key!r} must be a KMS key ARN "
                          "(arn:aws:kms:<region>:<account>:key/<key id>)")
@@ -232,7 +245,8 @@ def build_pipeline(settings: PipelineSettings, session: Any) -> Any:
                                           StepExceptionTypeEnum, StepRetryPolicy, TrainingStep)
     from sagemaker.serve.model_builder import ModelBuilder
     from sagemaker.train import ModelTrainer
-    from sagemaker.core.training.configs import Compute, InputData, OutputDataConfig
+    from sagemaker.core.network import NetworkConfig
+    from sagemaker.core.training.configs import Compute, InputData, Networking, OutputDataConfig
 
     check_settings(settings)
     aws_job_image, aws_serving_image = framework_images(settings.region, settings.processing_instance_type,
@@ -277,7 +291,10 @@ def build_pipeline(settings: PipelineSettings, session: Any) -> Any:
     processor = FrameworkProcessor(image_uri=image, role=settings.role_arn, instance_count=1,
                                    instance_type=processing_type, sagemaker_session=session,
                                    code_location=f"{bucket}/artifacts/code/runners",
-                                   volume_kms_key=settings.kms_key, output_kms_key=settings.kms_key)
+                                   volume_kms_key=settings.kms_key, output_kms_key=settings.kms_key,
+                                   network_config=NetworkConfig(subnets=list(settings.subnets),
+                                                                security_group_ids=list(settings.security_group_ids))
+                                   if settings.subnets else None)
 
     def s3_in(name: str, uri: Any, path: str) -> Any:
         return ProcessingInput(input_name=name, s3_input=ProcessingS3Input(
@@ -310,6 +327,8 @@ def build_pipeline(settings: PipelineSettings, session: Any) -> Any:
             base_job_name=f"diagnosa-{family.replace('_', '-')}",
             compute=Compute(instance_type=training_type, instance_count=1, volume_size_in_gb=30,
                             volume_kms_key_id=settings.kms_key),
+            networking=Networking(subnets=list(settings.subnets), security_group_ids=list(settings.security_group_ids))
+            if settings.subnets else None,
             output_data_config=OutputDataConfig(s3_output_path=Join(on="/", values=[run, "models", family]),
                                                 kms_key_id=settings.kms_key),
             hyperparameters={"family": family, "seed": seed.to_string(), "sagemaker_program": "train_job.py",

@@ -149,3 +149,47 @@ def _assert_stack_deploys_what_the_definition_reads(embedded: str, bucket: str, 
     assert {"sourcedir.tar.gz", "runproc.sh", "install_requirements.py"} <= {n.rsplit("/", 1)[-1] for n in named}
     for name in named:
         assert name in keys or any(k.startswith(name.rstrip("/") + "/") for k in keys), name
+
+
+def _placeholders(value) -> str:
+    """A CloudFormation string expression as text, every token written as <Ref:X>, <Att:X.Y> or <token>."""
+    if isinstance(value, str):
+        return value
+    if "Fn::Join" in value:
+        sep, parts = value["Fn::Join"]
+        return sep.join(_placeholders(p) for p in parts)
+    if "Ref" in value:
+        return f"<Ref:{value['Ref']}>"
+    if "Fn::GetAtt" in value:
+        return "<Att:" + ".".join(value["Fn::GetAtt"]) + ">"
+    return "<token>"
+
+
+def test_in_vpc_mode_every_pipeline_job_runs_in_the_isolated_subnets(prod, stacks):
+    from infra.pipeline_definition import SENTINEL_SECURITY_GROUP, SENTINEL_SUBNETS
+
+    stack = stacks["Diagnosa-prod"]
+    [pipeline] = prod.find_resources("AWS::SageMaker::Pipeline").values()
+    text = _placeholders(pipeline["Properties"]["PipelineDefinition"]["PipelineDefinitionBody"])
+    assert not any(sentinel in text for sentinel in (*SENTINEL_SUBNETS, SENTINEL_SECURITY_GROUP))
+    subnets = [f"<Ref:{stack.get_logical_id(s.node.default_child)}>" for s in stack.vpc.isolated_subnets]
+    group = f"<Att:{stack.get_logical_id(stack.function_sg.node.default_child)}.GroupId>"
+    jobs = [step for step in _all_steps(json.loads(text)["Steps"]) if step["Type"] in ("Processing", "Training")]
+    assert len(jobs) == 3 + len(stack.config.families)
+    for step in jobs:
+        network = step["Arguments"].get("NetworkConfig", {}).get("VpcConfig") or step["Arguments"]["VpcConfig"]
+        assert network == {"SecurityGroupIds": [group], "Subnets": subnets}, step["Name"]
+    # The job role may attach the jobs' network interfaces there (actions IAM cannot scope: its -unscoped policy).
+    unscoped = [p["Properties"] for p in prod.find_resources("AWS::IAM::ManagedPolicy").values()
+                if p["Properties"]["ManagedPolicyName"] == "diagnosa-prod-jobs-unscoped"]
+    assert [s.get("Sid") for s in unscoped[0]["PolicyDocument"]["Statement"]] == ["EcrLogin", "JobNetworkInterfaces"]
+
+
+def test_the_definition_refuses_half_a_vpc_and_malformed_ids():
+    from pipelines.offline import build_offline
+
+    role = "arn:aws:iam::123456789012:role/r"
+    with pytest.raises(ValueError, match="subnets and security_group_ids go together"):
+        build_offline("b-bucket", role, region="eu-west-1", subnets=("subnet-0abc",))
+    with pytest.raises(ValueError, match=r"subnet id\(s\) \['vpc-1'\] are not subnet ids"):
+        build_offline("b-bucket", role, region="eu-west-1", subnets=("vpc-1",), security_group_ids=("sg-1",))
