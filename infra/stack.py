@@ -32,6 +32,7 @@ from aws_cdk import aws_sns_subscriptions as subscriptions
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
+from diagnosa.labels import CATEGORIES
 from infra.config import StageConfig
 from infra.images import BakedImages, repository_name
 from infra.pipeline_definition import CODE_PREFIX, VPC_AZS, EmbeddedDefinition, embedded_definition
@@ -107,6 +108,7 @@ class DiagnosaStack(Stack):
         self.deploy_function = self._deploy_function()
         self.retrain_function, self.drift_alarm = self._retraining()
         self.monitor_function = self._monitoring()
+        self.dashboard = self._dashboard()
         cdk.CfnOutput(self, "LakeBucket", value=self.lake.bucket_name)
         cdk.CfnOutput(self, "PipelineName", value=self.prefix)
         cdk.CfnOutput(self, "EndpointName", value=self.endpoint_name)
@@ -724,6 +726,62 @@ class DiagnosaStack(Stack):
                                    resources=[drift.alarm_arn], detail={"state": {"value": ["ALARM"]}}))
         on_drift.add_target(targets.LambdaFunction(function, dead_letter_queue=self.dead_letters, retry_attempts=2))
         return function, drift
+
+    # ------------------------------------------------------------------------------------------ dashboard
+
+    def _dashboard(self) -> cloudwatch.Dashboard:
+        """What the team behind the doctors watches, on one page: the endpoint's traffic, errors and latency;
+        drift and live recall from doctors' feedback (the monitoring job's metrics) beside the gate's thresholds;
+        the pipeline's executions and its recall gate; the alarms."""
+        c, ep = self.config, self.endpoint_name
+        day = Duration.days(1)
+
+        def endpoint(name: str, statistic: str, label: str) -> cloudwatch.Metric:
+            return cloudwatch.Metric(namespace="AWS/SageMaker", metric_name=name, statistic=statistic, label=label,
+                                     dimensions_map={"EndpointName": ep, "VariantName": VARIANT},
+                                     period=Duration.minutes(5))
+
+        def monitoring(name: str, label: str, **extra: str) -> cloudwatch.Metric:
+            return cloudwatch.Metric(namespace=c.drift_metric_namespace, metric_name=name, statistic="Maximum",
+                                     label=label, dimensions_map={"EndpointName": ep, **extra}, period=day)
+
+        def pipeline(name: str, label: str, step: str | None = None) -> cloudwatch.Metric:
+            # SageMaker Pipelines' metrics (namespace and names as AWS documents them; no account here to see them)
+            return cloudwatch.Metric(namespace="AWS/Sagemaker/ModelBuildingPipeline", metric_name=name,
+                                     statistic="Sum", label=label, period=day, dimensions_map={
+                                         "PipelineName": self.prefix, **({"StepName": step} if step else {})})
+
+        line = cloudwatch.HorizontalAnnotation
+        dashboard = cloudwatch.Dashboard(self, "Dashboard", dashboard_name=self.prefix,
+                                         default_interval=Duration.days(14))
+        dashboard.add_widgets(
+            cloudwatch.GraphWidget(title="Endpoint: requests and errors", width=12, left=[
+                endpoint("Invocations", "Sum", "invocations"), endpoint("Invocation4XXErrors", "Sum", "4xx"),
+                endpoint("Invocation5XXErrors", "Sum", "5xx")]),
+            cloudwatch.GraphWidget(title="Endpoint: model latency (microseconds)", width=12, left=[
+                endpoint("ModelLatency", "p50", "p50"), endpoint("ModelLatency", "p95", "p95")],
+                left_annotations=[line(value=c.alarm_model_latency_ms * 1000, label="rollback alarm (p95)")]))
+        dashboard.add_widgets(
+            cloudwatch.GraphWidget(title="Drift (daily monitoring job)", width=12,
+                                   left=[monitoring(c.drift_metric_name, "drift score")],
+                                   left_annotations=[line(value=c.drift_threshold, label="starts retraining")],
+                                   right=[monitoring("DriftedFeatures", "drifted features"),
+                                          monitoring("FailingClasses", "failing classes")]),
+            cloudwatch.GraphWidget(title="Live recall from doctors' feedback", width=12,
+                                   left=[*(monitoring("LiveRecall", label, Class=label) for label in CATEGORIES),
+                                         monitoring("LiveOrphanMacroRecall", "orphan slice (macro)")],
+                                   left_y_axis=cloudwatch.YAxisProps(min=0, max=1),
+                                   left_annotations=[line(value=c.recall_threshold, label="gate: per class"),
+                                                     line(value=c.orphan_threshold, label="gate: orphan slice")]))
+        dashboard.add_widgets(
+            cloudwatch.GraphWidget(title="Pipeline executions", width=8, left=[
+                pipeline("ExecutionStarted", "started"), pipeline("ExecutionSucceeded", "succeeded"),
+                pipeline("ExecutionFailed", "failed")]),
+            cloudwatch.GraphWidget(title="Recall gate outcomes", width=8, left=[
+                pipeline("StepSucceeded", "passed: registered", step="Register"),
+                pipeline("StepFailed", "failed: below a recall threshold", step="RecallGateFailed")]),
+            cloudwatch.AlarmStatusWidget(title="Alarms", width=8, alarms=[*self.alarms, self.drift_alarm]))
+        return dashboard
 
     # ------------------------------------------------------------------------------------------ monitoring
 

@@ -4,7 +4,9 @@
 report recommends retraining for another reason (a class or the orphan slice failing on live data,
 or the predicted-category mix drifting), so one alarm (``DriftScore > threshold``) starts
 retraining for any of them. ``RetrainRecommended``, ``DriftedFeatures`` and ``FailingClasses`` are
-published next to it for dashboards. Dimension: ``EndpointName``.
+published next to it for dashboards. Dimension: ``EndpointName``. From doctors' feedback, when the
+window has any: ``LiveRecall`` per class (dimensions ``EndpointName`` and ``Class``) and
+``LiveOrphanMacroRecall``, the live counterparts of the pipeline's recall gate.
 """
 from __future__ import annotations
 
@@ -30,8 +32,18 @@ def metric_data(report: dict[str, Any], endpoint_name: str) -> list[dict[str, An
               "RetrainRecommended": (float(bool(report["retrain"]["recommended"])), "None"),
               "DriftedFeatures": (float(len(report["drifted_features"])), "Count"),
               "FailingClasses": (float(len(report["failing_classes"])), "Count")}
-    return [{"MetricName": name, "Dimensions": dimensions, "Timestamp": when, "Value": value, "Unit": unit}
+    data = [{"MetricName": name, "Dimensions": dimensions, "Timestamp": when, "Value": value, "Unit": unit}
             for name, (value, unit) in values.items()]
+    quality = report.get("quality") or {}
+    for label, c in (quality.get("per_class") or {}).items():
+        if c.get("n") and c.get("recall") is not None:  # no feedback for a class: no point, not a zero
+            data.append({"MetricName": "LiveRecall", "Dimensions": [*dimensions, {"Name": "Class", "Value": label}],
+                         "Timestamp": when, "Value": float(c["recall"]), "Unit": "None"})
+    orphan = (quality.get("orphan") or {}).get("macro_recall")
+    if orphan is not None:
+        data.append({"MetricName": "LiveOrphanMacroRecall", "Dimensions": dimensions, "Timestamp": when,
+                     "Value": float(orphan), "Unit": "None"})
+    return data
 
 
 def publish(report: dict[str, Any], endpoint_name: str, namespace: str = DEFAULT_NAMESPACE,

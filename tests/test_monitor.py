@@ -286,9 +286,15 @@ def test_processing_job_reads_the_container_contract(tmp_path, loop, baseline_di
         assert job.main(["--base-dir", str(base), "--metrics-namespace", "Diagnosa/Monitoring"]) == 0
         cloudwatch = boto3.client("cloudwatch", region_name="eu-west-1")
         listed = cloudwatch.list_metrics(Namespace="Diagnosa/Monitoring")["Metrics"]
-        assert {m["MetricName"] for m in listed} == {"DriftScore", "RetrainRecommended", "DriftedFeatures",
-                                                     "FailingClasses"}
-        assert all(m["Dimensions"] == [{"Name": "EndpointName", "Value": "diagnosa"}] for m in listed)
+        endpoint = [{"Name": "EndpointName", "Value": "diagnosa"}]
+        verdict = {m["MetricName"] for m in listed if m["MetricName"] != "LiveRecall"}
+        assert verdict == {"DriftScore", "RetrainRecommended", "DriftedFeatures", "FailingClasses"} | (
+            {"LiveOrphanMacroRecall"} if report["quality"]["orphan"]["macro_recall"] is not None else set())
+        assert all(m["Dimensions"] == endpoint for m in listed if m["MetricName"] != "LiveRecall")
+        # Live recall per class with feedback in the window, for the dashboard (the gate's live counterpart).
+        live = {m["Dimensions"][1]["Value"] for m in listed if m["MetricName"] == "LiveRecall"}
+        assert live == {label for label, c in report["quality"]["per_class"].items() if c["n"]} and live
+        assert all(m["Dimensions"][:1] == endpoint for m in listed if m["MetricName"] == "LiveRecall")
     score = drift_score(report)
     assert score == len(report["drifted_features"]) / len(report["features"]) and 0 < score <= 1
     assert drift_score({**report, "drifted_features": [], "retrain": {"recommended": True}}) == 1.0

@@ -6,6 +6,8 @@ import json
 
 from aws_cdk.assertions import Match
 
+from diagnosa.labels import CATEGORIES
+
 ZONES = ("raw", "curated", "features", "artifacts", "capture", "feedback", "quarantine")
 
 
@@ -451,3 +453,52 @@ def test_job_model_and_monitoring_roles_pull_only_the_definitions_images(dev):
         granted = {text(r).rsplit(":", 1)[-1].rstrip('"]}') for s in pulls for r in _list(s["Resource"])}
         assert {g for g in granted if g.startswith("repository/")} == expected, (role, granted)
         assert all("763104351884" in text(r) for s in pulls for r in _list(s["Resource"])), role
+
+
+def _text(value) -> str:
+    """A CloudFormation string expression as text, tokens written as <Ref:X> / <Att:X.Y>."""
+    if isinstance(value, str):
+        return value
+    if "Fn::Join" in value:
+        sep, parts = value["Fn::Join"]
+        return sep.join(_text(p) for p in parts)
+    if "Ref" in value:
+        return f"<Ref:{value['Ref']}>"
+    if "Fn::GetAtt" in value:
+        return "<Att:" + ".".join(value["Fn::GetAtt"]) + ">"
+    return "<token>"
+
+
+def test_a_dashboard_per_stage_shows_endpoint_drift_live_recall_pipeline_and_gate(dev):
+    [dashboard] = resources(dev, "AWS::CloudWatch::Dashboard").values()
+    assert dashboard["Properties"]["DashboardName"] == "diagnosa-dev"
+    widgets = json.loads(_text(dashboard["Properties"]["DashboardBody"]))["widgets"]
+    by_title = {w["properties"]["title"]: w["properties"] for w in widgets}
+    assert set(by_title) == {"Endpoint: requests and errors", "Endpoint: model latency (microseconds)",
+                             "Drift (daily monitoring job)", "Live recall from doctors' feedback",
+                             "Pipeline executions", "Recall gate outcomes", "Alarms"}
+
+    def metrics(title):  # [namespace, name, dim, value, ..., {options}] -> (namespace, name, {dim: value})
+        out = []
+        for m in by_title[title]["metrics"]:
+            fields = [x for x in m if not isinstance(x, dict)]
+            out.append((fields[0], fields[1], dict(zip(fields[2::2], fields[3::2]))))
+        return out
+
+    endpoint = {"EndpointName": "diagnosa-dev", "VariantName": "AllTraffic"}
+    assert ("AWS/SageMaker", "Invocation5XXErrors", endpoint) in metrics("Endpoint: requests and errors")
+    assert metrics("Drift (daily monitoring job)")[0] == ("Diagnosa/Monitoring", "DriftScore",
+                                                          {"EndpointName": "diagnosa-dev"})
+    live = metrics("Live recall from doctors' feedback")
+    assert {m[2].get("Class") for m in live if m[1] == "LiveRecall"} == set(CATEGORIES)
+    assert ("Diagnosa/Monitoring", "LiveOrphanMacroRecall", {"EndpointName": "diagnosa-dev"}) in live
+    gate = metrics("Recall gate outcomes")
+    assert gate == [("AWS/Sagemaker/ModelBuildingPipeline", "StepSucceeded",
+                     {"PipelineName": "diagnosa-dev", "StepName": "Register"}),
+                    ("AWS/Sagemaker/ModelBuildingPipeline", "StepFailed",
+                     {"PipelineName": "diagnosa-dev", "StepName": "RecallGateFailed"})]
+    # The thresholds a reader compares against are the stage's own.
+    annotations = {a["label"]: a["value"] for a in by_title["Live recall from doctors' feedback"]["annotations"][
+        "horizontal"]}
+    assert annotations == {"gate: per class": 0.8, "gate: orphan slice": 0.5}
+    assert len(by_title["Alarms"]["alarms"]) == 3  # 5xx, latency, drift
