@@ -226,7 +226,7 @@ def test_only_acknowledged_wildcards(dev, prod):
                 assert policy["Properties"]["ManagedPolicyName"].endswith("-unscoped"), policy
                 if s["Action"] == "cloudwatch:PutMetricData":  # limited to the drift metric's namespace
                     assert s["Condition"] == {"StringEquals": {"cloudwatch:namespace": "Diagnosa/Monitoring"}}, s
-                elif s.get("Sid") == "JobNetworkInterfaces":  # VPC mode only
+                elif s.get("Sid") in ("JobNetworkInterfaces", "FunctionNetworkInterfaces"):  # VPC mode only
                     assert template is prod and all(a.startswith("ec2:") for a in s["Action"]), s
                 else:
                     assert s["Action"] == "ecr:GetAuthorizationToken", s
@@ -240,6 +240,24 @@ def test_model_package_group_and_pipeline(dev):
         "PipelineName": "diagnosa-dev",
         "RoleArn": {"Fn::GetAtt": [role_id(dev, "diagnosa-dev-pipeline"), "Arn"]},
         "PipelineDefinition": {"PipelineDefinitionBody": {"Fn::Join": ["", Match.any_value()]}}})
+
+
+def test_the_step_code_copier_writes_artifacts_code_only_and_reads_only_its_asset(dev, prod):
+    for template in (dev, prod):
+        statements = statements_of(template, f"diagnosa-{'dev' if template is dev else 'prod'}-step-code")
+        granted = set(actions(statements))
+        assert granted & {"s3:DeleteObject", "s3:DeleteObjectVersion", "s3:GetObject*", "s3:List*"} == set()
+        [read] = [s for s in statements if s.get("Sid") == "ReadTheAsset"]
+        assert "cdk-hnb659fds-assets" in text(read["Resource"]) and ".zip" in text(read["Resource"])
+        [write] = [s for s in statements if s.get("Sid") == "WriteTheCode"]
+        assert text(write["Resource"]).endswith('/artifacts/code/*"]]}')
+        [listing] = [s for s in statements if s.get("Sid") == "ListTheCodePrefix"]
+        assert listing["Condition"] == {"StringLike": {"s3:prefix": ["artifacts/code/*"]}}
+        # Only its own grants: CDK's (read-write on the whole lake) never reach it.
+        assert not [s for s in statements if text(s["Resource"]).endswith('.Arn"]}, "/*"]]}')]
+    [copier] = [f for f in resources(prod, "AWS::Lambda::Function").values()
+                if f["Properties"]["Role"] == {"Fn::GetAtt": [role_id(prod, "diagnosa-prod-step-code"), "Arn"]}]
+    assert copier["Properties"]["VpcConfig"]["SubnetIds"]  # prod: in the isolated subnets like every function
 
 
 def test_step_code_is_copied_into_artifacts_code_without_pruning(dev):
