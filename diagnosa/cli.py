@@ -368,12 +368,17 @@ def _dataset_settings(args: argparse.Namespace, bucket: str) -> dict:
     return dataset_of(manifest, dataset)
 
 
+def _region(args: argparse.Namespace) -> str | None:
+    """--region, else the environment as the AWS CLI and boto3 read it (AWS_REGION, then AWS_DEFAULT_REGION)."""
+    return getattr(args, "region", None) or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+
+
 def _pipeline_target(args: argparse.Namespace) -> tuple[str, str, dict]:
     """The bucket, region and definition settings the pipeline commands were given."""
     bucket = args.bucket or os.environ.get("DIAGNOSA_BUCKET")
     if not bucket:
         raise UsageError("give the pipeline's bucket with --bucket (or DIAGNOSA_BUCKET)")
-    region = args.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    region = _region(args)
     if not region:
         raise UsageError("give an AWS region with --region (or AWS_REGION)")
     families = tuple(args.families.split(",")) if getattr(args, "families", None) else None
@@ -457,8 +462,7 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
 
     try:
         if args.pipeline_command in ("status", "list"):
-            client = boto3.client("sagemaker", region_name=args.region or os.environ.get("AWS_REGION")
-                                  or os.environ.get("AWS_DEFAULT_REGION"))
+            client = boto3.client("sagemaker", region_name=_region(args))
             name = _pipeline_name(args)
             arns = [args.execution] if getattr(args, "execution", None) else [
                 e["PipelineExecutionArn"] for e in client.list_pipeline_executions(
@@ -496,7 +500,7 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
                 dataset = _dataset_name(args)
                 try:
                     version = latest_version(DataLake.from_uri(f"s3://{bucket}", s3_client=boto3.client(
-                        "s3", region_name=args.region or os.environ.get("AWS_REGION"))), dataset)
+                        "s3", region_name=_region(args))), dataset)
                 except IngestError as err:
                     raise UsageError(f"{err} (or give --param InputDataUri=s3://...)") from None
                 overrides["InputDataUri"] = f"s3://{bucket}/curated/{dataset}/{version}"

@@ -102,3 +102,32 @@ def test_committed_data_card_is_current():
     cohort = generate(CohortConfig(), orphans=orphans)
     assert (ROOT / "docs" / "data.md").read_text(encoding="utf-8") == render_card(cohort.summary(), orphans), (
         "docs/data.md is stale: run `diagnosa --workspace /tmp/card data generate --card docs/data.md`")
+
+
+def test_python_dash_m_diagnosa_is_the_same_command_line(tmp_path):
+    import os
+
+    out = subprocess.run([sys.executable, "-m", "diagnosa", "--help"], capture_output=True, text=True, cwd=tmp_path)
+    assert out.returncode == 0 and out.stdout.startswith("usage: diagnosa ")
+    bad = subprocess.run([sys.executable, "-m", "diagnosa", "pipeline", "definition", "--bucket", "b-bucket"],
+                         capture_output=True, text=True, cwd=tmp_path,
+                         env={k: v for k, v in os.environ.items() if k not in ("AWS_REGION", "AWS_DEFAULT_REGION")})
+    assert bad.returncode == 2 and "give an AWS region with --region (or AWS_REGION)" in bad.stderr
+
+
+@pytest.mark.parametrize("environment, expected", [
+    ({"AWS_REGION": "eu-west-1", "AWS_DEFAULT_REGION": "us-east-1"}, "eu-west-1"),
+    ({"AWS_DEFAULT_REGION": "us-east-1"}, "us-east-1"),
+    ({}, None),
+])
+def test_every_aws_command_reads_the_region_the_same_way(monkeypatch, environment, expected):
+    import argparse
+
+    from diagnosa.cli import _region
+
+    for name in ("AWS_REGION", "AWS_DEFAULT_REGION"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    assert _region(argparse.Namespace(region=None)) == expected
+    assert _region(argparse.Namespace(region="ap-south-1")) == "ap-south-1"
