@@ -494,7 +494,7 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
         elif args.pipeline_command == "start":
             overrides = _parse_overrides(args.param, definition)
             if "InputDataUri" not in overrides:  # the default names the dataset's prefix: train on its latest version
-                from diagnosa.data.ingest import IngestError, latest_version
+                from diagnosa.data.ingest import IngestError, curated_uri, latest_version
 
                 bucket = args.bucket or os.environ.get("DIAGNOSA_BUCKET")
                 dataset = _dataset_name(args)
@@ -503,7 +503,7 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
                         "s3", region_name=_region(args))), dataset)
                 except IngestError as err:
                     raise UsageError(f"{err} (or give --param InputDataUri=s3://...)") from None
-                overrides["InputDataUri"] = f"s3://{bucket}/curated/{dataset}/{version}"
+                overrides["InputDataUri"] = curated_uri(bucket, dataset, version)
             execution = pipeline.start(parameters=overrides)
             print(f"{execution.arn}  (InputDataUri={overrides['InputDataUri']})")
         return 0

@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Callable, Sequence
 
-from diagnosa.data.ingest import (BATCH_NAME, IngestReport, curated_prefix, ingest_cohort, latest_version,
-                                  raw_keys)
+from diagnosa.data.ingest import (BATCH_NAME, IngestReport, curated_prefix, curated_uri, ingest_cohort,
+                                  latest_version, raw_keys)
 from diagnosa.data.physiology import LABS
 from diagnosa.lake import DataLake
 from monitoring.feedback import read_feedback
@@ -144,10 +144,6 @@ def feedback_dataset(lake: DataLake, endpoint: str, *, base_version: str | None 
     return result
 
 
-def input_data_uri(version: str, bucket: str = LOCAL_BUCKET) -> str:
-    return f"s3://{bucket}/curated/patients/{version}"
-
-
 def start_retraining(version: str, *, lake_uri: str, workspace: str | None = None,
                      params: Sequence[str] = (), run_args: Sequence[str] = (),
                      run: Callable[[list[str]], int] | None = None) -> int:
@@ -161,7 +157,7 @@ def start_retraining(version: str, *, lake_uri: str, workspace: str | None = Non
     if run is None:
         from diagnosa.cli import main as run
     argv = ["--lake", lake_uri] + (["--workspace", workspace] if workspace else [])
-    argv += ["run", "--local", "--param", f"InputDataUri={input_data_uri(version)}"]
+    argv += ["run", "--local", "--param", f"InputDataUri={curated_uri(LOCAL_BUCKET, 'patients', version)}"]
     for param in params:
         argv += ["--param", param]
     return run(argv + list(run_args))

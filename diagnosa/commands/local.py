@@ -77,7 +77,7 @@ def dataset_of(manifest: dict[str, Any] | None, dataset: str) -> dict[str, Any]:
 
 
 def cmd_run(args: argparse.Namespace, cli: ModuleType) -> int:
-    from diagnosa.data.ingest import curated_prefix
+    from diagnosa.data.ingest import curated_uri
     from diagnosa.data.schema import too_small_classes
     from pipelines.definition import BUILTIN_DATASET
     from pipelines.executor import ExecutionError, open_local, resolve_parameters
@@ -124,7 +124,7 @@ def cmd_run(args: argparse.Namespace, cli: ModuleType) -> int:
                 if manifest is None:
                     raise cli.UsageError(f"no curated dataset in {lake.uri}: run `diagnosa data generate` and "
                                          "`diagnosa data ingest` first (or give --param InputDataUri=...)")
-                overrides["InputDataUri"] = f"s3://{LOCAL_BUCKET}/{curated_prefix(dataset, manifest['version'])}"
+                overrides["InputDataUri"] = curated_uri(LOCAL_BUCKET, dataset, manifest["version"])
             print(f"local execution of pipeline diagnosa on {lake.uri}"
                   + (f" (dataset {manifest['dataset']} version {manifest['version']})" if manifest else ""))
             record = executor.start(definition, overrides)

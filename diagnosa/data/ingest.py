@@ -218,6 +218,11 @@ def curated_prefix(dataset: str, version: str) -> str:
     return f"curated/{dataset}/{version}"
 
 
+def curated_uri(bucket: str, dataset: str, version: str) -> str:
+    """A curated version as the pipeline's InputDataUri (the one place that URI is spelled)."""
+    return f"s3://{bucket}/{curated_prefix(dataset, version)}"
+
+
 def _existing(lake: DataLake, dataset: str, version: str) -> IngestReport | None:
     key = f"{curated_prefix(dataset, version)}/manifest.json"
     if not lake.exists(key):
