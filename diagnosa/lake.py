@@ -11,10 +11,11 @@ import json
 import os
 import shutil
 import typing
-import uuid
 from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import unquote, urlparse
+
+from diagnosa.files import atomic_path
 
 ZONES: tuple[str, ...] = ("raw", "curated", "features", "artifacts", "capture", "feedback", "quarantine")
 
@@ -89,18 +90,8 @@ class LocalStorage:
 
     def _atomic_write(self, key: str, write: Callable[[Path], None]) -> None:
         """Readers see the old object or the new one, never a partial file."""
-        path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}{_TMP_SUFFIX}")
-        try:
+        with atomic_path(self._path(key), suffix=_TMP_SUFFIX) as tmp:
             write(tmp)
-            os.replace(tmp, path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
-            raise
 
     def _existing(self, key: str) -> Path:
         path = self._path(key)

@@ -31,6 +31,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
+from diagnosa.files import write_json_atomic
 from diagnosa.lake import DataLake
 from diagnosa.net import process_alive
 from pipelines.expressions import ExpressionError, Resolver, evaluate_condition, step_references
@@ -133,9 +134,7 @@ class ExecutionRecord:
         with self._lock:
             change(self.data)
             self.data["LastModifiedTime"] = _now()
-            tmp = self.path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(self.data, indent=2, ensure_ascii=False, default=str), encoding="utf-8")
-            os.replace(tmp, self.path)
+            write_json_atomic(self.path, self.data, indent=2, default=str)
 
     @classmethod
     def load(cls, path: Path) -> ExecutionRecord:
@@ -495,11 +494,8 @@ class StepCache:
         outputs = [o["S3Output"]["S3Uri"] for o in properties.get("ProcessingOutputConfig", {}).get("Outputs", {}).values()]
         if properties.get("ModelArtifacts"):
             outputs.append(properties["ModelArtifacts"]["S3ModelArtifacts"])
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(f".{uuid.uuid4().hex}.tmp")
-        tmp.write_text(json.dumps({"Properties": properties, "SourcePipelineExecutionArn": execution_arn,
-                                   "StoredAt": time.time(), "Outputs": outputs}, default=str), encoding="utf-8")
-        os.replace(tmp, self.path)
+        write_json_atomic(self.path, {"Properties": properties, "SourcePipelineExecutionArn": execution_arn,
+                                      "StoredAt": time.time(), "Outputs": outputs}, ensure_ascii=True, default=str)
 
 
 REQUEST_FILE = "request.json"

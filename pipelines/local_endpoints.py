@@ -21,6 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from diagnosa.files import write_json_atomic
 from diagnosa.model import ModelLoadError, unpack_model
 from diagnosa.net import ServerExited, free_port, process_alive, wait_until_ok
 from pipelines.local_jobs import JobError, LakeMapping, check_request
@@ -62,10 +63,7 @@ class LocalEndpoints:
 
     # -------------------------------------------------------------------------------- records
     def _write(self, path: Path, data: dict[str, Any]) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False), encoding="utf-8")
-        os.replace(tmp, path)
+        write_json_atomic(path, data, indent=2)
 
     def _read(self, path: Path, what: str) -> dict[str, Any]:
         if not path.is_file():

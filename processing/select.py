@@ -18,6 +18,8 @@ import tarfile
 from pathlib import Path
 from typing import Any
 
+from diagnosa.files import atomic_path, write_text_atomic
+
 logger = logging.getLogger(__name__)
 
 TIE_TOLERANCE = 1e-9
@@ -153,28 +155,20 @@ def _check_comparable(candidates: list[tuple[str, Path, dict[str, Any]]]) -> Non
 
 
 def _copy_atomic(src: Path, dst: Path) -> None:
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.name}.partial")
-    shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)
+    with atomic_path(dst) as tmp:
+        shutil.copyfile(src, tmp)
 
 
 def _tar_folder_atomic(folder: Path, dst: Path) -> None:
     """A SageMaker-style model.tar.gz: the folder's files at the archive root."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.name}.partial")
-    with tarfile.open(tmp, "w:gz") as tar:
+    with atomic_path(dst) as tmp, tarfile.open(tmp, "w:gz") as tar:
         for path in sorted(folder.rglob("*")):
             if path.is_file():
                 tar.add(path, arcname=path.relative_to(folder).as_posix(), recursive=False)
-    os.replace(tmp, dst)
 
 
 def _write_json_atomic(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(data, indent=2, ensure_ascii=False, sort_keys=True) + "\n")
 
 
 def run(base_dir: str | os.PathLike) -> dict[str, Any]:
