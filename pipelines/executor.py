@@ -36,7 +36,7 @@ from diagnosa.lake import DataLake
 from diagnosa.net import process_alive
 from pipelines.expressions import ExpressionError, Resolver, evaluate_condition, step_references
 from pipelines.graph import DefinitionError, StepNode, build_graph
-from pipelines.local_jobs import JobError, LakeMapping, run_processing, run_training
+from pipelines.local_jobs import Heartbeat, JobError, LakeMapping, run_processing, run_training
 from pipelines.registry import LocalModelRegistry, RegistryError
 
 LOCAL_ACCOUNT = "000000000000"
@@ -167,6 +167,7 @@ class LocalExecutor:
     max_parallel: int = max(1, min(4, os.cpu_count() or 1))
     progress: Callable[[str], None] = print
     use_cache: bool = True  # honour each step's CacheConfig, as the service does
+    heartbeat_seconds: float = 30.0  # a running job reports itself (and its log's last line) this often
 
     @property
     def mapping(self) -> LakeMapping:
@@ -396,13 +397,17 @@ class LocalExecutor:
         threads = str(max(1, (os.cpu_count() or 1) // self.max_parallel))
         return {"OMP_NUM_THREADS": threads, "OPENBLAS_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
 
+    def _heartbeat(self, node: StepNode) -> Heartbeat:
+        """A long job says it is alive, and what its log says last, every ``heartbeat_seconds``."""
+        return Heartbeat(lambda text: self.progress(f"         {node.name:<28} {text}"), self.heartbeat_seconds)
+
     def _execute(self, record: ExecutionRecord, node: StepNode, resolve: Resolver, run_dir: Path) -> dict[str, Any]:
         job_name = _job_name(node.name, record.id)
         if node.type == "Processing":
             arguments = {**resolve(node.arguments), "ProcessingJobName": job_name}
             _record_request(run_dir, "CreateProcessingJob", arguments)
             result = run_processing(arguments, run_dir, self.mapping, python=self.python, env=self._thread_budget(),
-                                    job_arn=self._arn("processing-job", job_name))
+                                    job_arn=self._arn("processing-job", job_name), heartbeat=self._heartbeat(node))
             files = {}
             for spec in node.definition.get("PropertyFiles", []):
                 output = result["ProcessingOutputConfig"]["Outputs"].get(spec["OutputName"])
@@ -420,7 +425,7 @@ class LocalExecutor:
             arguments = {**resolve(node.arguments), "TrainingJobName": job_name}
             _record_request(run_dir, "CreateTrainingJob", arguments)
             result = run_training(arguments, run_dir, self.mapping, python=self.python, env=self._thread_budget(),
-                                  job_arn=self._arn("training-job", job_name))
+                                  job_arn=self._arn("training-job", job_name), heartbeat=self._heartbeat(node))
             return {**result, "TrainingJobArn": self._arn("training-job", job_name)}
         if node.type == "Condition":
             outcome = all(evaluate_condition(c, resolve) for c in node.arguments.get("Conditions", []))

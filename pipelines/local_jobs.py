@@ -39,7 +39,7 @@ import tarfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from diagnosa.lake import DataLake
 from pipelines.containers import (ContainerError, Fetch, TrainingContainer, localise, render_processing,
@@ -109,9 +109,17 @@ def container_environment(run_dir: Path, python: str, extra: dict[str, str]) -> 
             "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE"), **extra}
 
 
+@dataclass(frozen=True)
+class Heartbeat:
+    """While a job runs, ``say`` is called every ``every`` seconds with how long and its log's last line."""
+
+    say: Callable[[str], None]
+    every: float = 30.0
+
+
 def run_processing(arguments: dict[str, Any], run_dir: Path, mapping: LakeMapping, *,
                    env: dict[str, str] | None = None, python: str = sys.executable,
-                   job_arn: str | None = None) -> dict[str, Any]:
+                   job_arn: str | None = None, heartbeat: Heartbeat | None = None) -> dict[str, Any]:
     """A CreateProcessingJob request: inputs at their local paths, the entrypoint run, outputs back to the lake."""
     check_request("CreateProcessingJob", arguments)
     name = arguments["ProcessingJobName"]
@@ -123,7 +131,7 @@ def run_processing(arguments: dict[str, Any], run_dir: Path, mapping: LakeMappin
         raise JobError(f"job {name}: {err}") from None
     environment = container_environment(run_dir, python, {**arguments.get("Environment", {}), **(env or {})})
     log_path = run_dir / "job.log"
-    seconds = _run(name, container.command, container.root, environment, log_path)
+    seconds = _run(name, container.command, container.root, environment, log_path, heartbeat=heartbeat)
 
     outputs = {}
     for spec in arguments.get("ProcessingOutputConfig", {}).get("Outputs", []):
@@ -164,11 +172,37 @@ def _brief(text: str) -> str:
     return " ".join(lines)[:FAILURE_LIMIT]
 
 
+def last_line(log_path: Path, limit: int = 120) -> str:
+    """The job log's last non-empty line (read from its tail), shortened: what a long job is doing now."""
+    try:
+        with open(log_path, "rb") as log:
+            log.seek(0, os.SEEK_END)
+            log.seek(max(0, log.tell() - 4096))
+            tail = log.read().decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+    lines = [line.strip() for line in tail.splitlines() if line.strip()]
+    text = lines[-1] if lines else ""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def _run(name: str, command: list[str], cwd: Path, environment: dict[str, str], log_path: Path,
-         failure_file: Path | None = None) -> float:
+         failure_file: Path | None = None, heartbeat: Heartbeat | None = None) -> float:
     started = time.perf_counter()
     with open(log_path, "w", encoding="utf-8") as log:
-        code = subprocess.run(command, cwd=cwd, env=environment, stdout=log, stderr=subprocess.STDOUT).returncode
+        process = subprocess.Popen(command, cwd=cwd, env=environment, stdout=log, stderr=subprocess.STDOUT)
+        every = heartbeat.every if heartbeat is not None else None
+        while True:
+            try:
+                code = process.wait(timeout=every)
+                break
+            except subprocess.TimeoutExpired:  # still running: say so, with what its log says last
+                assert heartbeat is not None
+                heartbeat.say(f"running for {time.perf_counter() - started:.0f} s; log: {last_line(log_path)}")
+            except BaseException:
+                process.kill()
+                process.wait()
+                raise
     seconds = time.perf_counter() - started
     if code != 0:
         failure = failure_file.read_text(encoding="utf-8", errors="replace") \
@@ -180,7 +214,7 @@ def _run(name: str, command: list[str], cwd: Path, environment: dict[str, str], 
 
 def run_training(arguments: dict[str, Any], run_dir: Path, mapping: LakeMapping, *,
                  env: dict[str, str] | None = None, python: str = sys.executable,
-                 job_arn: str | None = None) -> dict[str, Any]:
+                 job_arn: str | None = None, heartbeat: Heartbeat | None = None) -> dict[str, Any]:
     """A CreateTrainingJob request: a container root with its channels, the image's entrypoint (AWS's training
     toolkit for framework images), model.tar.gz back to the lake."""
     check_request("CreateTrainingJob", arguments)
@@ -202,7 +236,7 @@ def run_training(arguments: dict[str, Any], run_dir: Path, mapping: LakeMapping,
     extra["SM_STUDIO_LOCAL_MODE"] = "true"  # no cluster network here: the toolkit's switch to skip the DNS wait
     environment = container_environment(run_dir, python, {**extra, **(env or {})})
     log_path = run_dir / "job.log"
-    seconds = _run(name, command, root, environment, log_path, container.failure_file)
+    seconds = _run(name, command, root, environment, log_path, container.failure_file, heartbeat)
 
     tarball = _model_tarball(container, run_dir)
     output_uri = arguments["OutputDataConfig"]["S3OutputPath"].rstrip("/")

@@ -29,6 +29,7 @@ out.mkdir(parents=True, exist_ok=True)
 seen = sorted(p.read_text() for p in (root / "input").rglob("*.txt"))
 (out / f"{name}.txt").write_text("|".join(seen + [name]))
 (out / "started").write_text(str(time.time()))
+print(f"{name} working", flush=True)
 time.sleep(sleep)
 """
 
@@ -110,6 +111,16 @@ def test_runs_in_dependency_order_with_parallel_branches(setup):
     assert Path(steps["Join"]["RunFolder"], "job.log").is_file()
     assert any("Join" in line and "succeeded" in line for line in lines)
     assert [e["PipelineExecutionId"] for e in list_executions(executor.root)] == [record.id]
+
+
+def test_a_long_job_reports_itself_with_its_logs_last_line(setup):
+    executor, lake, marker, lines = setup
+    executor.heartbeat_seconds = 0.2
+    record = executor.start(without_property_files(definition(marker, sleep=1.0)))
+    assert record.status == "Succeeded", record.data.get("FailureReason")
+    beats = [line for line in lines if "running for" in line]
+    for step in ("Left", "Right"):  # the 1 s steps; the instant ones end before their first beat
+        assert any(f" {step} " in line and f"log: {step} working" in line for line in beats), beats
 
 
 def test_fail_step_ends_the_execution_with_its_message(setup):
@@ -246,3 +257,14 @@ def test_a_killed_execution_can_be_resumed_but_a_running_one_cannot(setup):
     record.path.write_text(json.dumps(data))
     resumed = executor.resume(record.id)
     assert resumed.status == "Succeeded" and resumed.data["ExecutorPid"] == os.getpid()
+
+
+def test_the_last_log_line_is_read_from_the_tail_and_shortened(tmp_path):
+    from pipelines.local_jobs import last_line
+
+    log = tmp_path / "job.log"
+    log.write_text("x" * 10_000 + "\nphase fit: 12.0 s\n\n  \n", encoding="utf-8")
+    assert last_line(log) == "phase fit: 12.0 s"
+    log.write_text("y" * 500, encoding="utf-8")
+    assert last_line(log, limit=20) == "y" * 19 + "…"
+    assert last_line(tmp_path / "missing.log") == ""
