@@ -171,6 +171,9 @@ def _model_folder(path: Path, ws: Path) -> Path:
     return target
 
 
+MODEL_LOAD_TIMEOUT = 300.0  # seconds `diagnosa serve` waits for the model (and every worker) to load
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from inference.capture import DataCapture
     from inference.handler import limit_process_threads
@@ -192,6 +195,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         endpoint.start()
     except OSError as err:
         raise UsageError(f"cannot listen on {args.host}:{args.port}: {err.strerror or err}") from None
+    try:  # a model that cannot load is a failed start, not a server answering /ping 500 forever
+        endpoint.wait_until_ready(MODEL_LOAD_TIMEOUT)
+    except (RuntimeError, TimeoutError) as err:
+        endpoint.stop()
+        raise UsageError(f"not serving {model_dir}: {err}") from None
     print(f"local endpoint '{args.endpoint_name}' on {endpoint.url} (model {model_dir})\n"
           f"  curl -s {endpoint.url}/invocations -H 'Content-Type: application/json' -d '{{\"age\": 67, \"sex\": \"M\", "
           f"\"temperature_c\": 38.9, \"symptoms\": [\"HP:0001945\"]}}'\n"

@@ -131,3 +131,15 @@ def test_every_aws_command_reads_the_region_the_same_way(monkeypatch, environmen
         monkeypatch.setenv(name, value)
     assert _region(argparse.Namespace(region=None)) == expected
     assert _region(argparse.Namespace(region="ap-south-1")) == "ap-south-1"
+
+
+@pytest.mark.parametrize("workers", ["0", "2"])
+def test_serve_exits_2_when_the_model_cannot_load(tmp_path, capsys, workers):
+    model = tmp_path / "not-a-model"
+    model.mkdir()
+    (model / "metadata.json").write_text("{}", encoding="utf-8")
+    code = main(["--workspace", str(tmp_path / "ws"), "serve", "--model", str(model), "--port", "0",
+                 "--capture-sampling", "0", "--workers", workers])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert f"not serving {model}" in err and "no model.joblib" in err
