@@ -51,8 +51,13 @@ class AppConfig:
     def __post_init__(self) -> None:
         if not self.endpoint_name.strip():
             raise ConfigError("the endpoint name is empty")
-        if self.endpoint_url is not None and not self.endpoint_url.startswith(("http://", "https://")):
-            raise ConfigError(f"the endpoint URL must start with http:// or https://, got {self.endpoint_url!r}")
+        if self.endpoint_url is not None:
+            from inference.client import check_endpoint_url
+
+            try:
+                object.__setattr__(self, "endpoint_url", check_endpoint_url(self.endpoint_url))
+            except ValueError as err:
+                raise ConfigError(str(err)) from None
         if not (math.isfinite(self.timeout) and self.timeout > 0):
             raise ConfigError(f"the timeout must be a positive number of seconds, got {self.timeout!r}")
         if not 1 <= self.attempts <= 10:

@@ -216,8 +216,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
         text = source.read() if source else Path(args.input).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as err:
         raise UsageError(f"cannot read {args.input}: {err}") from None
-    client = DiagnosaClient(args.endpoint_name, endpoint_url=args.endpoint_url, region=args.region,
-                            timeout=args.timeout)
+    try:
+        client = DiagnosaClient(args.endpoint_name, endpoint_url=args.endpoint_url, region=args.region,
+                                timeout=args.timeout)
+    except ValueError as err:
+        raise UsageError(f"--endpoint-url: {err}") from None
     is_csv = args.format == "csv" or (args.format == "auto" and args.input.endswith(".csv"))
     try:
         if is_csv:

@@ -9,13 +9,14 @@ exponential backoff; a rejected request (the model's 4xx) is not retried and sur
 from __future__ import annotations
 
 import json
+import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any
 
 import boto3
 from botocore import UNSIGNED
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
 JSON = "application/json"
 CSV = "text/csv"
@@ -62,6 +63,23 @@ class Prediction:
     event_id: str | None  # data-capture event id (local endpoint): what feedback refers to
 
 
+def check_endpoint_url(url: str) -> str:
+    """An endpoint's root URL (``http://host:port``), or ValueError saying what is wrong with it."""
+    parsed = urllib.parse.urlsplit(url.strip())
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise ValueError(f"endpoint URL {url!r} must start with http:// or https:// and name a host, "
+                         "e.g. http://127.0.0.1:8080")
+    path = parsed.path.rstrip("/")
+    if path:
+        hint = " (the routes /invocations and /endpoints/<name>/invocations are added by the client)" \
+            if path.endswith("/invocations") else ""
+        raise ValueError(f"endpoint URL {url!r} must be the server's root, like {parsed.scheme}://{parsed.netloc}"
+                         f"{hint}")
+    if parsed.query or parsed.fragment:
+        raise ValueError(f"endpoint URL {url!r} must have no query or fragment")
+    return f"{parsed.scheme}://{parsed.netloc}"
+
+
 class DiagnosaClient:
     def __init__(self, endpoint_name: str = "diagnosa", *, endpoint_url: str | None = None, region: str | None = None,
                  timeout: float = 10.0, max_attempts: int = 4, runtime: Any = None, lake: Any = None):
@@ -70,7 +88,7 @@ class DiagnosaClient:
         if max_attempts < 1:
             raise ValueError(f"max_attempts must be at least 1, got {max_attempts}")
         self.endpoint_name = endpoint_name
-        self.endpoint_url = endpoint_url.rstrip("/") if endpoint_url else None
+        self.endpoint_url = check_endpoint_url(endpoint_url) if endpoint_url else None
         self.timeout = timeout
         self.lake = lake  # a diagnosa.lake.DataLake: where feedback goes when the endpoint has no feedback route
         # A local endpoint needs no AWS credentials: with none configured, requests to an explicit
@@ -93,6 +111,10 @@ class DiagnosaClient:
             response = self.runtime.invoke_endpoint(**kwargs)
         except ClientError as err:
             raise self._failure(err) from None
+        except NoCredentialsError:
+            raise ClientFailure(f"no AWS credentials to call the SageMaker endpoint '{self.endpoint_name}': configure "
+                                "them (aws configure, AWS_PROFILE), or for a local endpoint give its URL "
+                                "(--endpoint-url http://127.0.0.1:8080)") from None
         except BotoCoreError as err:
             raise ClientFailure(f"could not reach endpoint '{self.endpoint_name}': {err}") from None
         headers = response.get("ResponseMetadata", {}).get("HTTPHeaders", {})

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -168,3 +169,41 @@ def test_serve_command_bad_model(tmp_path, capsys):
     junk.write_bytes(b"not a tarball")
     assert main(["--workspace", str(tmp_path), "serve", "--model", str(junk)]) == 2
     assert "not a readable model.tar.gz" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("url, fragment", [
+    ("127.0.0.1:8080", "must start with http:// or https://"),
+    ("ftp://host", "must start with http:// or https://"),
+    ("http://", "must start with http:// or https:// and name a host"),
+    ("http://127.0.0.1:8080/invocations", "the routes /invocations and /endpoints/<name>/invocations are added"),
+    ("http://127.0.0.1:8080/endpoints/diagnosa/invocations", "must be the server's root"),
+    ("http://127.0.0.1:8080/?a=1", "no query or fragment"),
+])
+def test_an_endpoint_url_that_is_not_a_server_root_is_refused_saying_why(url, fragment):
+    from inference.client import DiagnosaClient
+
+    with pytest.raises(ValueError, match=re.escape(fragment)):
+        DiagnosaClient("diagnosa", endpoint_url=url)
+
+
+def test_a_server_root_is_accepted_with_or_without_a_trailing_slash():
+    from inference.client import check_endpoint_url
+
+    assert check_endpoint_url("http://127.0.0.1:8080/") == "http://127.0.0.1:8080"
+    assert check_endpoint_url(" https://ep.example.org ") == "https://ep.example.org"
+
+
+def test_no_credentials_and_no_endpoint_url_says_how_to_reach_a_local_endpoint(monkeypatch, tmp_path):
+    from inference.client import ClientFailure, DiagnosaClient
+
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    import boto3
+
+    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)  # not one whose credentials an earlier test resolved
+    client = DiagnosaClient("diagnosa", region="eu-west-1", timeout=1, max_attempts=1)
+    with pytest.raises(ClientFailure, match=r"no AWS credentials .*--endpoint-url http://127.0.0.1:8080"):
+        client.predict({"age": 50})
