@@ -5,6 +5,7 @@ import base64
 import json
 import re
 import threading
+import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -170,13 +171,29 @@ class _BlockingLake:
 
 def test_record_never_blocks_even_when_the_writer_is_stuck(lake):
     slow = _BlockingLake(lake)
-    capture = DataCapture(slow, "diagnosa", flush_seconds=0.01, max_queue=2)  # type: ignore[arg-type]
+    capture = DataCapture(slow, "diagnosa", flush_seconds=0.01)  # type: ignore[arg-type]
     try:
         _record(capture, 0)
-        assert slow.entered.wait(5)  # the writer is now blocked inside a write
-        results = [_record(capture, i) for i in range(1, 6)]  # returns at once: queue of 2, the rest dropped
-        assert results == [True, True, False, False, False]
-        assert capture.dropped == 3
+        assert slow.entered.wait(5)  # the shipper is now blocked inside a write
+        started = time.perf_counter()
+        results = [_record(capture, i) for i in range(1, 6)]  # spooled at once, shipping or not
+        assert time.perf_counter() - started < 1.0
+        assert results == [True] * 5 and capture.dropped == 0
+    finally:
+        slow.gate.set()
+        capture.close()
+    assert len(read_capture(lake, "diagnosa").events) == 6
+
+
+def test_a_full_spool_drops_and_counts(lake):
+    slow = _BlockingLake(lake)
+    line = len(b"%d " % 0) + 16 + len(json.dumps(capture_line("event-1", None, b'{"age": 1}', "application/json",
+                                                                 b'{"predictions": []}', "application/json", WHEN),
+                                                    separators=(",", ":")))
+    capture = DataCapture(slow, "diagnosa", flush_seconds=60, max_spool_bytes=3 * line)  # type: ignore[arg-type]
+    try:
+        results = [_record(capture, i) for i in range(1, 6)]
+        assert results == [True, True, True, False, False] and capture.dropped == 2
     finally:
         slow.gate.set()
         capture.close()
@@ -205,15 +222,18 @@ def test_a_failed_write_is_retried_at_the_next_flush(lake, caplog):
     assert len(read_capture(lake, "diagnosa").events) == 1 and capture.lost == 0
 
 
-def test_a_write_that_keeps_failing_is_counted_as_lost(lake):
+def test_a_write_that_keeps_failing_stays_in_the_spool_for_the_next_start(lake, tmp_path):
     flaky = _FlakyLake(lake, failures=100)
-    capture = DataCapture(flaky, "diagnosa", flush_seconds=60)  # type: ignore[arg-type]
+    capture = DataCapture(flaky, "diagnosa", flush_seconds=60, spool_dir=tmp_path / "spool")  # type: ignore[arg-type]
     _record(capture, 1)
     _record(capture, 2)
     for _ in range(3):
-        capture.flush()
+        assert not capture.flush()
     capture.close()
-    assert capture.lost == 2 and capture.written == 0
+    assert capture.lost == 0 and capture.written == 0 and capture.pending() == 1
+    with DataCapture(lake, "diagnosa", flush_seconds=60, spool_dir=tmp_path / "spool") as again:
+        assert again.recovered == 2 and again.flush()
+    assert [e["eventMetadata"]["eventId"] for e in read_capture(lake, "diagnosa").events] == ["event-1", "event-2"]
 
 
 def test_read_capture_orders_filters_and_counts_malformed_lines(lake):
