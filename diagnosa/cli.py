@@ -171,6 +171,17 @@ def _model_folder(path: Path, ws: Path) -> Path:
     return target
 
 
+def read_token_file(path: str) -> str:
+    """A shared secret from a file (first line, stripped); a UsageError names the file, never the content."""
+    try:
+        token = Path(path).read_text(encoding="utf-8").strip().splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        raise UsageError(f"cannot read the token file {path}: {getattr(err, 'strerror', None) or err}") from None
+    if not token or not token[0].strip():
+        raise UsageError(f"the token file {path} is empty")
+    return token[0].strip()
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from inference.capture import DataCapture
     from inference.handler import limit_process_threads
@@ -180,12 +191,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     model_dir = _model_folder(Path(args.model), workspace(args))
     capture = None
     if args.capture_sampling > 0:
-        capture = DataCapture(open_lake(args), args.endpoint_name, sampling_percentage=args.capture_sampling)
+        capture = DataCapture(open_lake(args), args.endpoint_name, sampling_percentage=args.capture_sampling,
+                              spool_dir=args.capture_spool, fsync=args.capture_fsync)
+    token = read_token_file(args.feedback_token_file) if args.feedback_token_file else \
+        (os.environ.get("DIAGNOSA_FEEDBACK_TOKEN") or "").strip() or None
     import logging
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     endpoint = LocalEndpoint(str(model_dir), endpoint_name=args.endpoint_name, host=args.host, port=args.port,
-                             capture=capture)
+                             capture=capture, feedback_token=token)
     try:
         endpoint.start()
     except OSError as err:
@@ -540,6 +554,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--endpoint-name", default="diagnosa")
     serve.add_argument("--capture-sampling", type=_int_in(0, 100, "--capture-sampling"), default=100,
                        help="percentage of requests written to the lake's capture/ zone (0 turns capture off)")
+    serve.add_argument("--capture-spool", metavar="DIR",
+                       help="local folder of the capture write-ahead spool (default: <lake>/.capture-spool for a "
+                            "local lake, a folder under the temp dir for s3://)")
+    serve.add_argument("--capture-fsync", action="store_true",
+                       help="fsync every captured line: survives power loss, not only a killed process (~1 ms each)")
+    serve.add_argument("--feedback-token-file", metavar="PATH",
+                       help="POST /feedback then needs 'Authorization: Bearer <token>' with the token in this file "
+                            "(default $DIAGNOSA_FEEDBACK_TOKEN; neither: no check)")
     serve.set_defaults(func=cmd_serve)
 
     predict = commands.add_parser("predict", help="send patients (JSON or CSV) to an endpoint")

@@ -143,8 +143,9 @@ def cmd_feedback(args: argparse.Namespace, cli: ModuleType) -> int:
         if set(body) - {"event_id", "diagnosis", "note"}:
             raise cli.UsageError("--source and --disease-id go straight to the lake: drop --endpoint-url")
         try:
-            key = DiagnosaClient(args.endpoint_name, endpoint_url=args.endpoint_url).send_feedback(
-                feedback.event_id, feedback.diagnosis, feedback.note)
+            token = cli.read_token_file(args.feedback_token_file) if args.feedback_token_file else None
+            key = DiagnosaClient(args.endpoint_name, endpoint_url=args.endpoint_url, feedback_token=token
+                                 ).send_feedback(feedback.event_id, feedback.diagnosis, feedback.note)
         except ClientFailure as err:
             raise cli.UsageError(str(err)) from None
     else:
@@ -258,5 +259,8 @@ def register(commands: Any, cli: ModuleType) -> None:
     feedback.add_argument("--file", help="JSON Lines of feedback objects ('-' for standard input)")
     feedback.add_argument("--endpoint-name", default="diagnosa")
     feedback.add_argument("--endpoint-url", help="send through the local endpoint's POST /feedback instead of the lake")
+    feedback.add_argument("--feedback-token-file", metavar="PATH",
+                          help="with --endpoint-url: a file holding the endpoint's feedback token (default "
+                               "$DIAGNOSA_FEEDBACK_TOKEN)")
     feedback.set_defaults(func=lambda args: cmd_feedback(args, cli))
 
