@@ -698,9 +698,11 @@ def test_lone_surrogates_in_values_and_keys_are_refused_not_500(endpoint, path):
 
 def test_feedback_refuses_surrogates_and_deep_nesting_with_400(endpoint):
     for body in (b'{"event_id": "e", "diagnosis": "NO ENFERMO", "note": "\\ud800"}',
-                 b'{"event_id": "e", "diagnosis": "NO ENFERMO", "source": "\\udbff"}', b"[" * 100_000):
+                 b'{"event_id": "e", "diagnosis": "NO ENFERMO", "source": "\\udbff"}', b"[" * 16_000):
         reply = _request(endpoint, "POST", "/feedback", body, {"Content-Type": JSON})
         assert reply.status == 400 and reply.json()["error"] == "invalid feedback", reply.body[:200]
+    reply = _request(endpoint, "POST", "/feedback", b"[" * 100_000, {"Content-Type": JSON})
+    assert reply.status == 413 and "16 KB" in reply.json()["error"]  # feedback bodies are capped at 16 KB
 
 
 def test_a_6mb_junk_array_gets_a_small_fast_refusal(endpoint):
