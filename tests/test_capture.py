@@ -260,3 +260,30 @@ def test_read_capture_orders_filters_and_counts_malformed_lines(lake):
     assert [e["eventMetadata"]["eventId"] for e in window.events] == ["event-2", "event-0"]
     assert read_capture(lake, "diagnosa", variant="AllTraffic").events == events
     assert read_capture(lake, "nobody").events == []
+
+
+def test_refusals_go_to_the_errors_stream_without_values(lake):
+    from inference.capture import MAX_ERROR_PROBLEMS, read_errors, redact
+
+    problems = [(0, "age", "expected a number, got 'Maria Lopez 1961'"),
+                {"row": 1, "field": "sex", "problem": "unknown value 'X' (expected one of: F, M)"},
+                {"row": 2, "field": "Maria Lopez", "problem": "unknown field (accepted: age, sex)"}]
+    problems += [(3 + i, "age", "expected an integer, got 3.5") for i in range(30)]
+    with DataCapture(lake, "diagnosa", sampling_percentage=0) as capture:  # refusals are never sampled out
+        assert capture.record_error("e-1", "invocations", 400, "33 problem(s) in the request", problems,
+                                    fields=["age", "sex"], when=WHEN)
+        assert capture.record_error(None, "feedback", 413, "the body is 20,000 bytes; the limit is 16,384", when=WHEN)
+    errors = read_errors(lake, "diagnosa")
+    assert lake.list("capture-errors/diagnosa/2026/11/27/17/") and not lake.list("capture/")
+    text = json.dumps(errors.events)
+    assert "Maria" not in text and "3.5" not in text and "'X'" not in text
+    first = errors.events[0]
+    assert first["route"] == "invocations" and first["status"] == 400 and first["eventId"] == "e-1"
+    assert first["problems"][:3] == [{"row": 0, "field": "age", "problem": "expected a number"},
+                                     {"row": 1, "field": "sex", "problem": "unknown value '…' (expected one of: F, M)"},
+                                     {"row": 2, "field": "(other field)", "problem": "unknown field (accepted: age, sex)"}]
+    assert len(first["problems"]) == MAX_ERROR_PROBLEMS and first["moreProblems"] == 33 - MAX_ERROR_PROBLEMS
+    assert errors.summary()["by_status"] == {"400": 1, "413": 1}
+    assert redact("unknown top-level keys: patient_name, dob (allowed: instances)") == \
+        "unknown top-level keys (allowed: instances)"
+    assert len(redact("x" * 5000)) <= 300

@@ -90,6 +90,12 @@ def _print_summary(report: dict[str, Any], paths: dict[str, Path], lake_url: str
           f"{t['skipped']['total']} skipped")
     for entry in t["skipped"]["by_reason"]:
         print(f"  skipped {entry['count']}: {entry['reason']}")
+    refused = report.get("refusals") or {}
+    if refused.get("total"):
+        statuses = ", ".join(f"{n} × {status}" for status, n in refused["by_status"].items())
+        print(f"refused requests: {refused['total']} ({statuses})")
+        for entry in refused["by_reason"][:5]:
+            print(f"  refused {entry['count']}: {entry['reason']}")
     fb = report["quality"]["feedback"]
     print(f"feedback: {fb['records']} records ({fb['superseded']} superseded), {fb['matched']} joined with captures, "
           f"{fb['skipped']['total']} not used")
