@@ -174,8 +174,19 @@ def _model_folder(path: Path, ws: Path) -> Path:
 MODEL_LOAD_TIMEOUT = 300.0  # seconds `diagnosa serve` waits for the model (and every worker) to load
 
 
+def read_token_file(path: str) -> str:
+    """A shared secret from a file (first line, stripped); a UsageError names the file, never the content."""
+    try:
+        token = Path(path).read_text(encoding="utf-8").strip().splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        raise UsageError(f"cannot read the token file {path}: {getattr(err, 'strerror', None) or err}") from None
+    if not token or not token[0].strip():
+        raise UsageError(f"the token file {path} is empty")
+    return token[0].strip()
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
-    from inference.capture import DataCapture
+    from inference.capture import DataCapture, SpoolBusy
     from inference.handler import limit_process_threads
     from inference.server import LocalEndpoint
     from inference.workers import default_workers
@@ -184,13 +195,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
     model_dir = _model_folder(Path(args.model), workspace(args))
     capture = None
     if args.capture_sampling > 0:
-        capture = DataCapture(open_lake(args), args.endpoint_name, sampling_percentage=args.capture_sampling)
+        try:
+            capture = DataCapture(open_lake(args), args.endpoint_name, sampling_percentage=args.capture_sampling,
+                                  spool_dir=args.capture_spool, fsync=args.capture_fsync)
+        except SpoolBusy as err:
+            raise UsageError(f"{err} (another server captures for endpoint {args.endpoint_name}: stop it, or give "
+                             "this one --capture-spool DIR)") from None
+    token = read_token_file(args.feedback_token_file) if args.feedback_token_file else \
+        (os.environ.get("DIAGNOSA_FEEDBACK_TOKEN") or "").strip() or None
     import logging
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     workers = args.workers if args.workers is not None else default_workers()
     endpoint = LocalEndpoint(str(model_dir), endpoint_name=args.endpoint_name, host=args.host, port=args.port,
-                             capture=capture, workers=workers)
+                             capture=capture, workers=workers, feedback_token=token)
     try:
         endpoint.start()
     except OSError as err:
@@ -565,6 +583,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=_int_in(0, 64, "--workers"), default=None,
                        help="processes that score requests, each with the model loaded (0: score in the server "
                             "process, the least memory); default: one per CPU core available")
+    serve.add_argument("--capture-spool", metavar="DIR",
+                       help="local folder of the capture write-ahead spool (default: <lake>/.capture-spool for a "
+                            "local lake, a folder under the temp dir for s3://)")
+    serve.add_argument("--capture-fsync", action="store_true",
+                       help="fsync every captured line: survives power loss, not only a killed process (~1 ms each)")
+    serve.add_argument("--feedback-token-file", metavar="PATH",
+                       help="POST /feedback then needs 'Authorization: Bearer <token>' with the token in this file "
+                            "(default $DIAGNOSA_FEEDBACK_TOKEN; neither: no check)")
     serve.set_defaults(func=cmd_serve)
 
     predict = commands.add_parser("predict", help="send patients (JSON or CSV) to an endpoint")

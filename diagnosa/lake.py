@@ -17,7 +17,8 @@ from urllib.parse import unquote, urlparse
 
 from diagnosa.files import atomic_path
 
-ZONES: tuple[str, ...] = ("raw", "curated", "features", "artifacts", "capture", "feedback", "quarantine")
+ZONES: tuple[str, ...] = ("raw", "curated", "features", "artifacts", "capture", "capture-errors", "feedback",
+                          "quarantine")
 
 _TMP_SUFFIX = ".lake-tmp"  # local temp files end with this; list() never reports them
 _S3_MISSING = {"NoSuchKey", "404", "NotFound"}

@@ -3,30 +3,49 @@
 SageMaker Model Monitor (and our own monitoring jobs) read captured traffic as JSON Lines under
 ``<capture prefix>/<endpoint>/<variant>/YYYY/MM/DD/HH/<mm-ss-mmm>-<uuid>.jsonl``, one event per
 line. Writing the same layout locally means the monitoring code cannot tell the local endpoint
-from a real one. A request only pays for a sampling decision and a non-blocking queue put; a
-background thread batches the lines and writes one object per flush (per hour of the batch).
+from a real one.
+
+Nothing answered is lost: :meth:`DataCapture.record` appends the event's line to a local
+write-ahead spool (one ``os.write`` on an ``O_APPEND`` file, before the reply is sent), so a line
+that reached the kernel survives a SIGKILL of the server. A background thread seals spool
+segments and ships each to the lake (one object per hour it spans, with a key derived from the
+segment's name, so shipping again after a crash rewrites the same objects instead of duplicating
+them), then deletes the segment. A new ``DataCapture`` on the same spool ships what a killed one
+left; a line torn by a kill mid-write is dropped and counted, never written. ``fsync=True`` also
+survives power loss, at the price of one fsync per request.
+
+Refused requests go to a second stream, ``capture-errors/<endpoint>/YYYY/MM/DD/HH/``: status,
+route, message and problems, with the values that messages echo removed (no request body).
 """
 from __future__ import annotations
 
 import base64
 import binascii
+import fcntl
+import hashlib
 import json
 import logging
-import queue
+import os
 import random
 import re
+import secrets
+import tempfile
 import threading
 import time
 import uuid
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any, Iterator
+from pathlib import Path
+from typing import Any, Iterable, Iterator
 
 from diagnosa.lake import DataLake
 
 log = logging.getLogger("diagnosa.capture")
 
 ZONE = "capture"
+ERRORS_ZONE = "capture-errors"
+SPOOL_DIRNAME = ".capture-spool"  # under a local lake's root: not a zone, never listed as one
 DEFAULT_VARIANT = "AllTraffic"
 EVENT_VERSION = "0"
 _NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")  # SageMaker endpoint / variant names
@@ -34,7 +53,14 @@ _KEY = re.compile(r"^capture/(?P<endpoint>[^/]+)/(?P<variant>[^/]+)/(?P<y>\d{4})
                   r"(?P<h>\d{2})/[^/]+\.jsonl$")
 _JSON_TYPES = ("application/json",)
 _CSV_TYPES = ("text/csv",)
-_WRITE_ATTEMPTS = 3
+_SEGMENT = ".seg"
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_KEY_NAMESPACE = uuid.UUID("6f1c1d2e-8a35-4f5e-9c1b-2d7f1e0a9b44")  # object keys from segment names
+_EVENT_ID_IN_LINE = re.compile(rb'"eventId"\s*:\s*"([^"\\]{1,128})"')
+MAX_ERROR_PROBLEMS = 20  # problems kept per refused request in the errors stream
+MAX_ERROR_TEXT = 300  # characters kept of a refusal's message (and of each problem)
+RECENT_EVENTS = 200_000  # event ids remembered in memory for the feedback check (besides the lake)
+CACHED_HOURS = 8  # hours of captured event ids kept after reading them back from the lake
 
 
 def _check_name(value: str, what: str) -> str:
@@ -50,6 +76,25 @@ def _utc(when: datetime) -> datetime:
 
 def _iso(when: datetime) -> str:
     return when.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def new_event_id(when: datetime | None = None) -> str:
+    """A UUIDv7 (RFC 9562): the first 48 bits are the Unix time in ms, so the capture hour of an event
+    can be found from its id without scanning the capture zone."""
+    millis = int((_utc(when) if when else datetime.now(timezone.utc)).timestamp() * 1000)
+    value = (millis & (2**48 - 1)) << 80 | 0x7 << 76 | secrets.randbits(12) << 64 | 0b10 << 62 | secrets.randbits(62)
+    return str(uuid.UUID(int=value))
+
+
+def event_time(event_id: str) -> datetime | None:
+    """The issue time (ms) of a UUIDv7 event id; None for anything else (UUIDv4, a SageMaker eventId...)."""
+    try:
+        value = uuid.UUID(event_id)
+    except (ValueError, TypeError, AttributeError):
+        return None
+    if value.version != 7 or str(value) != event_id.lower():
+        return None
+    return _EPOCH + timedelta(milliseconds=value.int >> 80)
 
 
 def encode_payload(body: bytes, content_type: str | None) -> tuple[str, str]:
@@ -92,58 +137,227 @@ def capture_line(event_id: str, inference_id: str | None, input_body: bytes, inp
     }
 
 
-@dataclass
-class _Event:
-    when: datetime
-    args: tuple[Any, ...]
+# -- refusals (the errors stream) -------------------------------------------------------------
+_GOT = re.compile(r"\s*[,;(]?\s*\bgot\b.*$", re.S)  # "expected a number, got 'abc'": the value goes
+_QUOTED = re.compile(r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"")
+_KEYS_LISTED = re.compile(r"(unknown top-level keys):[^(]*")
+
+
+def redact(text: Any) -> str:
+    """A refusal's text without the values it echoes (they may be patient data): what follows "got",
+    quoted literals and listed keys go; bounded to MAX_ERROR_TEXT characters."""
+    out = _GOT.sub("", str(text))
+    out = _QUOTED.sub("'…'", out)
+    out = _KEYS_LISTED.sub(r"\1 ", out).strip()
+    return out if len(out) <= MAX_ERROR_TEXT else out[:MAX_ERROR_TEXT - 1] + "…"
+
+
+def error_line(event_id: str | None, route: str, status: int, message: str, problems: Iterable[Any],
+               fields: Iterable[str] | None, when: datetime) -> dict[str, Any]:
+    """One refused request for the errors stream: no body, no values; field names only when known."""
+    known = set(fields) if fields is not None else None
+    listed: list[dict[str, Any]] = []
+    total = 0
+    for item in problems:
+        total += 1
+        if len(listed) >= MAX_ERROR_PROBLEMS:
+            continue
+        if isinstance(item, dict):
+            row, name, text = item.get("row"), item.get("field"), item.get("problem")
+        elif isinstance(item, (tuple, list)):
+            row, name, text = (list(item) + [None, None, None])[:3]
+        else:
+            row, name, text = getattr(item, "row", None), getattr(item, "field", None), getattr(item, "problem", "")
+        if name is not None and (known is None or str(name) not in known):
+            name = "(other field)"  # a key the caller invented may itself be a value
+        listed.append({"row": row if isinstance(row, int) else None, "field": name, "problem": redact(text)})
+    record: dict[str, Any] = {"time": when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z",
+                              "eventId": event_id, "route": route, "status": int(status), "error": redact(message),
+                              "problems": listed}
+    if total > len(listed):
+        record["moreProblems"] = total - len(listed)
+    return record
+
+
+# -- the spool --------------------------------------------------------------------------------
+class _Stream:
+    """One append-only spool stream (a folder of segments) shipped to one lake prefix.
+
+    Lines are ``<UTC µs since the epoch> <JSON>\\n``; the time picks the hour folder of the object.
+    """
+
+    def __init__(self, directory: Path, prefix: str, fsync: bool):
+        self.directory = directory
+        self.prefix = prefix
+        self.fsync = fsync
+        directory.mkdir(parents=True, exist_ok=True)
+        self.fd: int | None = None
+        self.active: Path | None = None
+        self.lines = 0  # lines in the active segment
+
+    def append(self, data: bytes) -> None:
+        """Write one whole line to the active segment (opened on first use); the caller holds the lock."""
+        if self.fd is None:
+            self.active = self.directory / f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}{_SEGMENT}"
+            self.fd = os.open(self.active, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o600)
+            self.lines = 0
+            if self.fsync:
+                _fsync_dir(self.directory)
+        view = memoryview(data)
+        try:
+            while view:
+                view = view[os.write(self.fd, view):]
+            if self.fsync:
+                os.fsync(self.fd)
+        except OSError:
+            self.seal()  # a partial line now ends its segment: recovery drops it as torn
+            raise
+        self.lines += 1
+
+    def seal(self) -> None:
+        """Close the active segment: from now on it is only read, shipped and deleted."""
+        if self.fd is not None:
+            try:
+                os.close(self.fd)
+            except OSError:
+                pass
+        self.fd, self.active, self.lines = None, None, 0
+
+    def sealed(self) -> list[Path]:
+        return sorted(p for p in self.directory.glob(f"*{_SEGMENT}") if p != self.active)
+
+    def key(self, segment: str, hour: datetime, first: datetime) -> str:
+        # Deterministic per (segment, hour): shipping a segment twice rewrites the same object.
+        name = uuid.uuid5(_KEY_NAMESPACE, f"{self.prefix}|{segment}|{hour:%Y%m%d%H}")
+        return f"{self.prefix}{hour:%Y/%m/%d/%H}/{first:%M-%S}-{first.microsecond // 1000:03d}-{name}.jsonl"
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 @dataclass
-class _Flush:
-    done: threading.Event = field(default_factory=threading.Event)
-    ok: bool = True
-
-
-_CLOSE = object()
-
-
-@dataclass
-class _Pending:
-    key: str
-    data: bytes
+class _Parsed:
+    by_hour: dict[datetime, tuple[datetime, list[bytes]]]
+    ids: list[str]
     lines: int
-    attempts: int = 0
+    torn: int  # a last line without its newline (the process died mid-write)
+    malformed: int  # complete lines that are not a stamp and a JSON object
+
+
+def _parse_segment(data: bytes, want_ids: bool = False) -> _Parsed:
+    torn = 0
+    if data and not data.endswith(b"\n"):
+        cut = data.rfind(b"\n") + 1
+        data, torn = data[:cut], 1
+    parsed = _Parsed({}, [], 0, torn, 0)
+    for line in data.split(b"\n"):
+        if not line:
+            continue
+        stamp, _, body = line.partition(b" ")
+        try:
+            when = _EPOCH + timedelta(microseconds=int(stamp))
+            if not isinstance(json.loads(body), dict):
+                raise ValueError("not a JSON object")
+        except (ValueError, OverflowError, RecursionError):
+            parsed.malformed += 1
+            continue
+        hour = when.replace(minute=0, second=0, microsecond=0)
+        parsed.by_hour.setdefault(hour, (when, []))[1].append(body)
+        parsed.lines += 1
+        if want_ids:
+            match = _EVENT_ID_IN_LINE.search(body)
+            if match:
+                parsed.ids.append(match.group(1).decode("utf-8", "replace"))
+    return parsed
+
+
+def default_spool_dir(lake: Any) -> Path:
+    """Where a capture's spool lives unless told: ``<lake root>/.capture-spool`` for a local lake; for an
+    S3 lake a folder under the temp dir named after the lake (so a restart on this machine finds it)."""
+    root = getattr(getattr(lake, "storage", None), "root", None)
+    if isinstance(root, Path):
+        return root / SPOOL_DIRNAME
+    uri = getattr(lake, "uri", None)
+    if isinstance(uri, str):
+        return Path(tempfile.gettempdir()) / "diagnosa-capture-spool" / hashlib.sha256(uri.encode()).hexdigest()[:16]
+    return Path(tempfile.mkdtemp(prefix="diagnosa-capture-spool-"))  # a stand-in lake (tests): private
+
+
+class SpoolBusy(RuntimeError):
+    """Another live DataCapture (this process or another) owns the spool folder."""
 
 
 class DataCapture:
-    """Samples invocations and writes them, batched, to ``capture/<endpoint>/<variant>/...`` in the lake."""
+    """Samples invocations into a write-ahead spool and ships it, batched, to ``capture/<endpoint>/<variant>/...``.
+
+    Counters: ``sampled`` (spooled), ``dropped`` (sampled but not spooled: closed, spool full or a
+    spool write failed — ``spool_errors`` counts the last), ``written`` (events in the lake), ``torn``
+    and ``malformed`` (spool lines dropped at shipping), ``lost`` (events that could not be serialised),
+    ``errors_recorded`` (refusals spooled). A segment the lake refuses stays in the spool and is
+    retried every ``flush_seconds``; nothing is counted lost for it.
+    """
 
     def __init__(self, lake: DataLake, endpoint_name: str, variant: str = DEFAULT_VARIANT,
                  sampling_percentage: int = 100, flush_seconds: float = 1.0, seed: int | None = None,
-                 max_queue: int = 10_000, max_batch: int = 1_000):
+                 max_batch: int = 1_000, *, spool_dir: str | os.PathLike[str] | None = None, fsync: bool = False,
+                 max_spool_bytes: int = 1 << 30):
         if isinstance(sampling_percentage, bool) or not isinstance(sampling_percentage, int) \
                 or not 0 <= sampling_percentage <= 100:
             raise ValueError(f"sampling_percentage must be an integer from 0 to 100, got {sampling_percentage!r}")
         if not flush_seconds > 0:
             raise ValueError(f"flush_seconds must be positive, got {flush_seconds!r}")
-        if max_queue < 1 or max_batch < 1:
-            raise ValueError("max_queue and max_batch must be at least 1")
+        if max_batch < 1 or max_spool_bytes < 1:
+            raise ValueError("max_batch and max_spool_bytes must be at least 1")
         self.lake = lake
         self.endpoint_name = _check_name(endpoint_name, "endpoint_name")
         self.variant = _check_name(variant, "variant")
         self.sampling_percentage = sampling_percentage
         self.flush_seconds = float(flush_seconds)
         self.max_batch = max_batch
+        self.max_spool_bytes = max_spool_bytes
         self.prefix = f"{ZONE}/{self.endpoint_name}/{self.variant}/"
+        base = Path(spool_dir) if spool_dir is not None else default_spool_dir(lake)
+        self.spool_dir = base / f"{self.endpoint_name}-{self.variant}"
+        self.spool_dir.mkdir(parents=True, exist_ok=True)
+        self._lock_fd = os.open(self.spool_dir / ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self._lock_fd)
+            raise SpoolBusy(f"capture spool {self.spool_dir} is in use by another running capture of "
+                            f"{self.endpoint_name}/{self.variant}: give this one its own spool_dir") from None
         self._rng = random.Random(seed)
-        self._lock = threading.Lock()  # the random generator and the counters are shared by request threads
-        self._queue: queue.Queue[Any] = queue.Queue(maxsize=max_queue)
-        self._retry: list[_Pending] = []
+        self._lock = threading.Lock()  # spool appends, the random generator, counters and the id memory
+        self._ship_lock = threading.Lock()  # one shipper at a time (the thread, flush() or close())
+        self._capture = _Stream(self.spool_dir / "capture", self.prefix, fsync)
+        self._errors = _Stream(self.spool_dir / "errors", f"{ERRORS_ZONE}/{self.endpoint_name}/", fsync)
+        self._recent: OrderedDict[str, bool] = OrderedDict()  # event id → captured (False: not sampled)
+        self._hours: OrderedDict[datetime, frozenset[str]] = OrderedDict()  # ids read back from the lake
+        self._failures: dict[str, int] = {}  # segment name → failed shipping attempts
         self._closed = False
-        self.sampled = 0  # events accepted by sampling and queued
-        self.dropped = 0  # sampled but not queued (queue full or capture closed)
-        self.written = 0  # events written to the lake
-        self.lost = 0  # events whose object could not be written after retries
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self.sampled = self.dropped = self.written = self.lost = 0
+        self.torn = self.malformed = self.spool_errors = self.errors_recorded = self.recovered = 0
+        self._spool_bytes = 0
+        for stream in (self._capture, self._errors):
+            leftovers = stream.sealed()  # a previous process's segments: shipped first by the thread
+            for path in leftovers:
+                data = path.read_bytes()
+                self._spool_bytes += len(data)
+                if stream is self._capture:
+                    parsed = _parse_segment(data, want_ids=True)
+                    self.recovered += parsed.lines
+                    for event_id in parsed.ids:
+                        self._remember(event_id, True)
+            if leftovers:
+                log.warning("capture spool %s: %d segment(s) left by a previous run will be shipped to the lake",
+                            stream.directory, len(leftovers))
         self._thread = threading.Thread(target=self._run, name=f"capture-{self.endpoint_name}", daemon=True)
         self._thread.start()
 
@@ -162,117 +376,199 @@ class DataCapture:
             setattr(self, name, value)
             return value
 
+    def _remember(self, event_id: str, captured: bool) -> None:
+        """Call under the lock (or before the thread starts)."""
+        self._recent[event_id] = captured
+        if len(self._recent) > RECENT_EVENTS:
+            self._recent.popitem(last=False)
+
+    def _spool(self, stream: _Stream, when: datetime, line: dict[str, Any], event_id: str | None) -> bool:
+        stamp = (when - _EPOCH) // timedelta(microseconds=1)
+        data = b"%d %s\n" % (stamp, json.dumps(line, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
+        with self._lock:
+            if self._closed:
+                self.dropped += 1
+                log.warning("capture for %s is closed: event %s not captured", self.endpoint_name, event_id)
+                return False
+            if self._spool_bytes + len(data) > self.max_spool_bytes:
+                self.dropped += 1
+                log.warning("capture spool %s is full (%d bytes unshipped): event %s not captured (%d dropped "
+                            "so far)", self.spool_dir, self._spool_bytes, event_id, self.dropped)
+                return False
+            try:
+                stream.append(data)
+            except OSError as err:
+                self.spool_errors += 1
+                self.dropped += 1
+                log.error("capture spool write failed: event %s not captured (%d spool errors so far): %s",
+                          event_id, self.spool_errors, err)
+                return False
+            self._spool_bytes += len(data)
+            full = stream.lines >= self.max_batch
+            if stream is self._capture and event_id is not None:
+                self.sampled += 1
+                self._remember(event_id, True)
+            else:
+                self.errors_recorded += 1
+        if full:
+            self._wake.set()
+        return True
+
     def record(self, event_id: str, inference_id: str | None, input_body: bytes, input_content_type: str | None,
                output_body: bytes, output_content_type: str | None, when: datetime) -> bool:
-        """Queue one event if sampled; never blocks and never raises into the request. True if queued."""
+        """Spool one event if sampled (a line in the kernel when this returns True); never raises into the
+        request. Call it before the reply is sent."""
         if not self._sample():
-            return False
-        if self._closed:
-            self._count("dropped")
-            log.warning("capture for %s is closed: event %s not captured", self.endpoint_name, event_id)
+            with self._lock:
+                self._remember(event_id, False)
             return False
         when = _utc(when)
         try:
-            self._queue.put_nowait(_Event(when, (event_id, inference_id, bytes(input_body), input_content_type,
-                                                 bytes(output_body), output_content_type, when)))
-        except queue.Full:
-            dropped = self._count("dropped")
-            log.warning("capture queue full: event %s not captured (%d dropped so far)", event_id, dropped)
+            line = capture_line(event_id, inference_id, bytes(input_body), input_content_type, bytes(output_body),
+                                output_content_type, when)
+        except Exception:  # noqa: BLE001  (a bad event must not fail the request)
+            self._count("lost")
+            log.exception("capture event %s could not be serialised", event_id)
             return False
-        self._count("sampled")
+        return self._spool(self._capture, when, line, event_id)
+
+    def record_error(self, event_id: str | None, route: str, status: int, message: str,
+                     problems: Iterable[Any] = (), *, fields: Iterable[str] | None = None,
+                     when: datetime | None = None) -> bool:
+        """Spool one refused request to ``capture-errors/`` (not sampled: every refusal). Only field names
+        in ``fields`` are kept; values echoed in messages are removed (see :func:`redact`)."""
+        when = _utc(when) if when else datetime.now(timezone.utc)
+        try:
+            line = error_line(event_id, route, status, message, problems, fields, when)
+        except Exception:  # noqa: BLE001
+            self._count("lost")
+            log.exception("refusal of event %s could not be serialised", event_id)
+            return False
+        return self._spool(self._errors, when, line, None)
+
+    def lookup(self, event_id: str) -> str:
+        """Whether an event was captured: ``"captured"``, ``"not sampled"`` or ``"unknown"``.
+
+        Bounded work: ids spooled by this process are in memory; otherwise the event's hour comes
+        from its id (UUIDv7) and only that hour's objects are read (then cached). Ids that carry no
+        time (not issued by the local endpoint) and hours in the future are ``"unknown"`` at once.
+        """
+        with self._lock:
+            known = self._recent.get(event_id)
+            if known is not None:
+                return "captured" if known else "not sampled"
+        when = event_time(event_id)
+        if when is None or when > datetime.now(timezone.utc) + timedelta(minutes=5):
+            return "unknown"
+        hour = when.replace(minute=0, second=0, microsecond=0)
+        with self._lock:
+            ids = self._hours.get(hour)
+            if ids is not None:
+                self._hours.move_to_end(hour)
+        if ids is None:
+            ids = self._read_hour(hour)
+            with self._lock:
+                self._hours[hour] = ids
+                while len(self._hours) > CACHED_HOURS:
+                    self._hours.popitem(last=False)
+        return "captured" if event_id.lower() in ids or event_id in ids else "unknown"
+
+    def _read_hour(self, hour: datetime) -> frozenset[str]:
+        ids: set[str] = set()
+        for key in self.lake.list(f"{self.prefix}{hour:%Y/%m/%d/%H}/"):
+            if key.endswith(".jsonl"):
+                ids.update(m.decode("utf-8", "replace") for m in _EVENT_ID_IN_LINE.findall(self.lake.get_bytes(key)))
+        return frozenset(ids)
+
+    # -- shipping ----------------------------------------------------------------------------
+    def _run(self) -> None:
+        while True:
+            try:
+                self._ship_all(seal=False)  # first pass: what a previous run left
+            except Exception:  # noqa: BLE001  (the shipper must outlive any one bad pass)
+                log.exception("capture shipping pass failed")
+            self._wake.wait(self.flush_seconds)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
+            with self._lock:
+                self._capture.seal()
+                self._errors.seal()
+
+    def _ship_all(self, seal: bool) -> bool:
+        """Ship every sealed segment (oldest first; a stream stops at its first failure). True if none is left."""
+        with self._ship_lock:
+            if seal:
+                with self._lock:
+                    self._capture.seal()
+                    self._errors.seal()
+            left = False
+            for stream in (self._capture, self._errors):
+                for path in stream.sealed():
+                    if not self._ship(stream, path):
+                        left = True
+                        break
+            return not left
+
+    def _ship(self, stream: _Stream, path: Path) -> bool:
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return True
+        parsed = _parse_segment(data)
+        try:
+            for hour, (first, bodies) in sorted(parsed.by_hour.items()):
+                self.lake.put_bytes(stream.key(path.stem, hour, first), b"\n".join(bodies) + b"\n")
+        except Exception as err:  # noqa: BLE001  (storage outages: the segment stays and is retried)
+            attempts = self._failures.get(path.name, 0) + 1
+            self._failures[path.name] = attempts
+            level = logging.WARNING if attempts < 3 or attempts % 100 == 0 else logging.DEBUG
+            log.log(level, "capture object for spool segment %s not written (attempt %d), kept in the spool: %s",
+                    path.name, attempts, err)
+            return False
+        path.unlink(missing_ok=True)
+        self._failures.pop(path.name, None)
+        with self._lock:
+            self._spool_bytes -= len(data)
+            if stream is self._capture:
+                self.written += parsed.lines
+                for hour in parsed.by_hour:
+                    self._hours.pop(hour, None)  # read back again with these ids next time
+            self.torn += parsed.torn
+            self.malformed += parsed.malformed
+        if parsed.torn or parsed.malformed:
+            log.warning("capture spool segment %s: %d torn and %d malformed line(s) dropped", path.name, parsed.torn,
+                        parsed.malformed)
+        log.debug("shipped %d lines of %s", parsed.lines, path.name)
         return True
 
-    # -- writer thread -----------------------------------------------------------------------
-    def _run(self) -> None:
-        batch: list[_Event] = []
-        deadline: float | None = None
-        while True:
-            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
-            try:
-                item = self._queue.get(timeout=timeout)
-            except queue.Empty:
-                self._write(batch)
-                batch, deadline = [], None
-                continue
-            if isinstance(item, _Event):
-                batch.append(item)
-                if deadline is None:
-                    deadline = time.monotonic() + self.flush_seconds
-                if len(batch) >= self.max_batch:
-                    self._write(batch)
-                    batch, deadline = [], None
-                continue
-            ok = self._write(batch)
-            batch, deadline = [], None
-            if isinstance(item, _Flush):
-                item.ok = ok
-                item.done.set()
-            elif item is _CLOSE:
-                return
-
-    def _write(self, batch: list[_Event]) -> bool:
-        """Write the batch (one object per hour it spans) plus earlier failures; True if nothing is left."""
-        pending = self._retry
-        self._retry = []
-        by_hour: dict[datetime, list[_Event]] = {}
-        for event in batch:
-            by_hour.setdefault(event.when.replace(minute=0, second=0, microsecond=0), []).append(event)
-        for events in by_hour.values():
-            lines = []
-            for event in events:
-                try:
-                    lines.append(json.dumps(capture_line(*event.args), ensure_ascii=False, separators=(",", ":")))
-                except Exception:  # noqa: BLE001  (a bad event must not take the batch down)
-                    self.lost += 1
-                    log.exception("capture event %s could not be serialised", event.args[0])
-            if lines:
-                pending.append(_Pending(self._key(events[0].when), ("\n".join(lines) + "\n").encode("utf-8"),
-                                        len(lines)))
-        for item in pending:
-            try:
-                self.lake.put_bytes(item.key, item.data)
-            except Exception as err:  # noqa: BLE001  (storage outages are retried, then counted)
-                item.attempts += 1
-                if item.attempts >= _WRITE_ATTEMPTS:
-                    self.lost += item.lines
-                    log.error("capture object %s (%d events) lost after %d attempts: %s", item.key, item.lines,
-                              item.attempts, err)
-                else:
-                    log.warning("capture object %s not written (attempt %d): %s", item.key, item.attempts, err)
-                    self._retry.append(item)
-            else:
-                self.written += item.lines
-                log.debug("captured %d events to %s", item.lines, item.key)
-        return not self._retry
-
-    def _key(self, when: datetime) -> str:
-        millis = when.microsecond // 1000
-        return f"{self.prefix}{when:%Y/%m/%d/%H}/{when:%M-%S}-{millis:03d}-{uuid.uuid4()}.jsonl"
-
     # -- control -----------------------------------------------------------------------------
+    def pending(self) -> int:
+        """Spool segments not shipped yet (the active one included)."""
+        return sum(len(list(s.directory.glob(f"*{_SEGMENT}"))) for s in (self._capture, self._errors))
+
     def flush(self, timeout: float | None = 30.0) -> bool:
-        """Write everything queued so far; True when it is all in the lake."""
-        if self._closed or not self._thread.is_alive():
-            return not self._retry and self._queue.empty()
-        request = _Flush()
-        self._queue.put(request)
-        return request.done.wait(timeout) and request.ok
+        """Ship everything spooled so far; True when it is all in the lake."""
+        if self._closed:
+            return self.pending() == 0
+        return self._ship_all(seal=True)
 
     def close(self, timeout: float | None = 30.0) -> None:
-        """Drain the queue, write it and stop the writer thread (idempotent)."""
-        if self._closed:
-            return
-        self._closed = True
-        self._queue.put(_CLOSE)
+        """Ship what is spooled and stop the shipper (idempotent); what the lake refuses stays in the spool
+        for the next start."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._stop.set()
+        self._wake.set()
         self._thread.join(timeout)
         if self._thread.is_alive():
-            log.error("capture writer for %s did not stop within %s s", self.endpoint_name, timeout)
-        elif self._retry:
-            self._write([])  # one last attempt for objects that failed before
-            for item in self._retry:
-                self.lost += item.lines
-                log.error("capture object %s (%d events) lost at close", item.key, item.lines)
-            self._retry = []
+            log.error("capture shipper for %s did not stop within %s s", self.endpoint_name, timeout)
+        if not self._ship_all(seal=True):
+            log.error("capture for %s closed with %d segment(s) still in the spool %s: they are shipped at the "
+                      "next start", self.endpoint_name, self.pending(), self.spool_dir)
+        os.close(self._lock_fd)  # releases the flock: another capture may take the spool over
 
     def __enter__(self) -> DataCapture:
         return self
@@ -364,4 +660,50 @@ def read_capture(lake: DataLake, endpoint: str, start: datetime | None = None, e
                 stamped.append((when, obj))
     stamped.sort(key=lambda pair: pair[0])  # stable: same-second events keep file and line order
     result.events = [obj for _when, obj in stamped]
+    return result
+
+
+@dataclass
+class ErrorsRead:
+    """Refused requests in time order, with counts by status and by reason (the message)."""
+
+    events: list[dict[str, Any]]
+    by_status: Counter[int] = field(default_factory=Counter)
+    by_reason: Counter[str] = field(default_factory=Counter)
+    malformed: int = 0
+
+    def summary(self, top: int = 10) -> dict[str, Any]:
+        return {"total": len(self.events), "by_status": {str(k): v for k, v in sorted(self.by_status.items())},
+                "by_reason": [{"reason": r, "count": n} for r, n in self.by_reason.most_common(top)],
+                "malformed": self.malformed}
+
+
+def read_errors(lake: DataLake, endpoint: str, start: datetime | None = None,
+                end: datetime | None = None) -> ErrorsRead:
+    """The errors stream of ``endpoint`` (``capture-errors/<endpoint>/``) with ``start <= time < end``."""
+    _check_name(endpoint, "endpoint")
+    start = _utc(start) if start else None
+    end = _utc(end) if end else None
+    result = ErrorsRead([])
+    stamped: list[tuple[datetime, dict[str, Any]]] = []
+    for key in lake.list(f"{ERRORS_ZONE}/{endpoint}/"):
+        if not key.endswith(".jsonl"):
+            continue
+        for line in lake.get_bytes(key).splitlines():
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+                when = _parse_time(obj["time"].replace("Z", "+00:00"))
+                int(obj["status"])  # a line without a numeric status is malformed
+            except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
+                result.malformed += 1
+                continue
+            if (start is None or when >= start) and (end is None or when < end):
+                stamped.append((when, obj))
+    stamped.sort(key=lambda pair: pair[0])
+    for _when, obj in stamped:
+        result.events.append(obj)
+        result.by_status[int(obj["status"])] += 1
+        result.by_reason[f"{obj['status']} {obj.get('route')}: {obj.get('error')}"] += 1
     return result

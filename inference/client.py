@@ -9,6 +9,7 @@ exponential backoff; a rejected request (the model's 4xx) is not retried and sur
 from __future__ import annotations
 
 import json
+import os
 import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,6 +21,7 @@ from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
 JSON = "application/json"
 CSV = "text/csv"
+TOKEN_ENV = "DIAGNOSA_FEEDBACK_TOKEN"  # the local endpoint's feedback token, when it checks one
 
 
 class ClientFailure(RuntimeError):
@@ -82,7 +84,8 @@ def check_endpoint_url(url: str) -> str:
 
 class DiagnosaClient:
     def __init__(self, endpoint_name: str = "diagnosa", *, endpoint_url: str | None = None, region: str | None = None,
-                 timeout: float = 10.0, max_attempts: int = 4, runtime: Any = None, lake: Any = None):
+                 timeout: float = 10.0, max_attempts: int = 4, runtime: Any = None, lake: Any = None,
+                 feedback_token: str | None = None):
         if timeout <= 0:
             raise ValueError(f"timeout must be positive, got {timeout}")
         if max_attempts < 1:
@@ -91,6 +94,9 @@ class DiagnosaClient:
         self.endpoint_url = check_endpoint_url(endpoint_url) if endpoint_url else None
         self.timeout = timeout
         self.lake = lake  # a diagnosa.lake.DataLake: where feedback goes when the endpoint has no feedback route
+        # Sent as "Authorization: Bearer" on POST /feedback; never logged or put in a message.
+        self.feedback_token = (feedback_token if feedback_token is not None else os.environ.get(TOKEN_ENV) or "").strip() \
+            or None
         # A local endpoint needs no AWS credentials: with none configured, requests to an explicit
         # endpoint URL go unsigned (the local server does not check signatures).
         unsigned = endpoint_url is not None and runtime is None and boto3.session.Session().get_credentials() is None
@@ -186,7 +192,9 @@ class DiagnosaClient:
 
         request = urllib.request.Request(f"{self.endpoint_url}/feedback", method="POST",
                                          data=json.dumps(body, ensure_ascii=False).encode("utf-8"),
-                                         headers={"Content-Type": JSON, "Accept": JSON})
+                                         headers={"Content-Type": JSON, "Accept": JSON,
+                                                  **({"Authorization": f"Bearer {self.feedback_token}"}
+                                                     if self.feedback_token else {})})
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
                 answer = json.loads(response.read())

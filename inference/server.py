@@ -14,6 +14,7 @@ on :meth:`LocalEndpoint.stop` or SIGTERM/SIGINT.
 """
 from __future__ import annotations
 
+import hmac
 import io
 import json
 import logging
@@ -30,7 +31,7 @@ from typing import Any, Callable
 from urllib.parse import unquote
 
 from inference import handler
-from inference.capture import DEFAULT_VARIANT, DataCapture
+from inference.capture import DEFAULT_VARIANT, DataCapture, new_event_id
 from inference.workers import Outcome, WorkerPool, WorkerUnavailable, score
 
 log = logging.getLogger("diagnosa.server")
@@ -42,6 +43,7 @@ STOP_TIMEOUT = 30.0
 REQUEST_DEADLINE = 30.0  # seconds from a request's first byte to its last (line, headers and body)
 MAX_CONNECTIONS = 256  # open connections (one thread each); more are answered 503 and closed
 JSON = "application/json"
+FEEDBACK_MAX_BYTES = 16 * 1024  # a feedback body: a few short fields (a 1000-character note at most)
 _RUNTIME = re.compile(r"^/endpoints/([^/]+)/invocations$")
 _DIGITS = re.compile(r"^[0-9]{1,15}$")
 _PING, _INVOCATIONS, _RUNTIME_ROUTE, _FEEDBACK = "ping", "invocations", "runtime", "feedback"
@@ -331,6 +333,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._linger_close()
 
     # -- body --------------------------------------------------------------------------------
+    def _body_limit(self) -> int:
+        return FEEDBACK_MAX_BYTES if _route(_path(self.path))[0] == _FEEDBACK else handler.MAX_BODY_BYTES
+
     def _length_problem(self) -> _Reply | None:
         if "Transfer-Encoding" in self.headers:
             return _Reply(411, "chunked request bodies are not supported: send a Content-Length", close=True)
@@ -339,9 +344,10 @@ class _Handler(BaseHTTPRequestHandler):
             return _Reply(411, "a Content-Length header is required", close=True)
         if len(set(v.strip() for v in values)) > 1 or not _DIGITS.match(values[0].strip()):
             return _Reply(400, f"invalid Content-Length {values[0][:40]!r}", close=True)
-        length = int(values[0].strip())
-        if length > handler.MAX_BODY_BYTES:
-            return _Reply(413, f"the body is {length:,} bytes; the limit is {handler.MAX_BODY_BYTES:,} (6 MB)",
+        length, limit = int(values[0].strip()), self._body_limit()
+        if length > limit:
+            return _Reply(413, f"the body is {length:,} bytes; the limit is {limit:,} "
+                               f"({'6 MB' if limit == handler.MAX_BODY_BYTES else f'{limit // 1024} KB'})",
                           close=True, linger=True)
         return None
 
@@ -391,46 +397,85 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._send_json(503, {"status": "loading"})
 
+    def _refused(self, route: str, event_id: str | None, status: int, message: str, problems: Any = (),
+                 fields: Any = None) -> None:
+        """A refusal to the capture's errors stream (status, message and field problems; no body, no values)."""
+        capture = self.server.endpoint.capture
+        if capture is None:
+            return
+        if fields is None:
+            fields = self.server.endpoint.accepted_fields
+        try:
+            capture.record_error(event_id, route, status, message, problems, fields=fields)
+        except Exception:  # noqa: BLE001  (recording a refusal must not change the answer)
+            log.exception("refusal of event %s not recorded", event_id)
+
     def _feedback(self) -> None:
-        """Doctors' confirmed diagnosis for a captured prediction → a new object in the lake's feedback/ zone.
+        """Doctors' confirmed diagnosis for a captured prediction → its object in the lake's feedback/ zone.
 
         201 ``{"event_id", "key"}``; a bad body is a 400 ``{"error", "fields": {field: problem}}`` (plus the
-        invocations' ``errors`` list of ``{"row", "field", "problem"}``). Needs the endpoint's data lake
-        (the one data capture writes to).
+        invocations' ``errors`` list of ``{"row", "field", "problem"}``); 404 for an event id this endpoint
+        did not capture; 401 without the feedback token when one is set; 413 over 16 KB. Needs the
+        endpoint's data lake (the one data capture writes to).
         """
-        from monitoring.feedback import FeedbackError, parse_feedback, store_feedback
+        from monitoring.feedback import OPTIONAL, REQUIRED, FeedbackError, parse_feedback, store_feedback
 
         endpoint = self.server.endpoint
+        fields = (*REQUIRED, *OPTIONAL, "body")
+
+        def refuse(status: int, payload: dict[str, Any], event_id: str | None = None, problems: Any = (),
+                   **kw: Any) -> None:
+            self._refused(_FEEDBACK, event_id, status, payload["error"], problems, fields)
+            self._send_json(status, payload, **kw)
+
         try:
             body = self._read_body()
         except _Reply as reply:
             self._linger = reply.linger
-            self._send_json(reply.status, {"error": reply.message}, close=reply.close)
+            refuse(reply.status, {"error": reply.message}, close=reply.close)
             return
+        if endpoint.feedback_token is not None:
+            scheme, _, given = (self.headers.get("Authorization") or "").partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode("utf-8", "replace"),
+                                                                     endpoint.feedback_token.encode("utf-8")):
+                refuse(401, {"error": "feedback needs the endpoint's feedback token: send 'Authorization: Bearer "
+                                      "<token>'" if not given else "the feedback token is not the endpoint's"},
+                       headers={"WWW-Authenticate": 'Bearer realm="diagnosa-feedback"'})
+                return
         media = (self.headers.get("Content-Type") or "").split(";", 1)[0].strip().lower()
         if media != JSON:
-            self._send_json(415, {"error": f"feedback must be {JSON}, got {media or 'no content type'!r}"})
+            refuse(415, {"error": f"feedback must be {JSON}, got {media or 'no content type'!r}"})
             return
         try:
             feedback = parse_feedback(handler.load_json(body))
         except (FeedbackError, handler.RequestError) as err:  # bad JSON, nesting, surrogates: as for invocations
-            fields = err.fields if isinstance(err, FeedbackError) else {"body": err.message}
-            self._send_json(400, {"error": "invalid feedback", "fields": fields,
-                                  "errors": [{"row": 0, "field": k, "problem": v} for k, v in fields.items()]})
+            problems = err.fields if isinstance(err, FeedbackError) else {"body": err.message}
+            errors = [{"row": 0, "field": k, "problem": v} for k, v in problems.items()]
+            refuse(400, {"error": "invalid feedback", "fields": problems, "errors": errors}, problems=errors)
             return
-        lake = endpoint.capture.lake if endpoint.capture is not None else None
-        if lake is None:
+        capture = endpoint.capture
+        if capture is None:
             self._send_json(503, {"error": "this endpoint has no data lake (start it with data capture): "
                                            "feedback cannot be stored"})
             return
-        key = store_feedback(lake, endpoint.endpoint_name, feedback)
+        found = capture.lookup(feedback.event_id)
+        if found != "captured":
+            why = (f"event {feedback.event_id} was answered but not sampled for data capture (sampling "
+                   f"{capture.sampling_percentage}%): there is no captured prediction to attach feedback to"
+                   if found == "not sampled" else
+                   f"no captured prediction has event id {feedback.event_id}: feedback refers to the "
+                   "X-Diagnosa-Event-Id this endpoint answered (predictions captured elsewhere, e.g. by SageMaker, "
+                   "take feedback through `diagnosa feedback`, straight to the lake)")
+            refuse(404, {"error": why, "event_id": feedback.event_id}, feedback.event_id)
+            return
+        key = store_feedback(capture.lake, endpoint.endpoint_name, feedback)
         log.info("feedback for event %s stored as %s", feedback.event_id, key)
         self._send_json(201, {"event_id": feedback.event_id, "key": key})
 
     def _invocation(self, runtime: bool, name: str | None) -> None:
         endpoint = self.server.endpoint
-        event_id = str(uuid.uuid4())
         when = datetime.now(timezone.utc)
+        event_id = new_event_id(when)  # time-ordered: the feedback check finds its capture hour from it
         headers = {"X-Diagnosa-Event-Id": event_id}
         if runtime:
             headers["x-amzn-RequestId"] = str(uuid.uuid4())
@@ -446,6 +491,7 @@ class _Handler(BaseHTTPRequestHandler):
                 raise _Reply(503, "the model is not loaded yet" if endpoint.load_error is None
                              else "the model failed to load", aws_type="ServiceUnavailable")
         except _Reply as reply:
+            self._refused(_RUNTIME_ROUTE if runtime else _INVOCATIONS, event_id, reply.status, reply.message)
             if reply.linger:
                 self._linger = True
             if runtime:
@@ -461,13 +507,18 @@ class _Handler(BaseHTTPRequestHandler):
             outcome = endpoint.score(body, content_type, accept)
         except WorkerUnavailable as err:  # a worker died or none was free: the client may retry
             log.error("invocation not scored (event %s): %s", event_id, err)
+            self._refused(_RUNTIME_ROUTE if runtime else _INVOCATIONS, event_id, 503, str(err))
             self._model_error(runtime, 503, json.dumps({"error": f"{err}; retry", "event_id": event_id}), headers)
             return
         except Exception:  # noqa: BLE001  (logged with the event id; the client gets no internals)
             log.exception("invocation failed unexpectedly (event %s)", event_id)
+            self._refused(_RUNTIME_ROUTE if runtime else _INVOCATIONS, event_id, 500, "internal error")
             self._model_error(runtime, 500, json.dumps({"error": "internal error", "event_id": event_id}), headers)
             return
         if outcome.status != 200:
+            refusal = json.loads(outcome.body)  # the handler's refusal body: {"error", "errors": [...], ...}
+            self._refused(_RUNTIME_ROUTE if runtime else _INVOCATIONS, event_id, outcome.status,
+                          refusal.get("error", ""), refusal.get("errors", []))
             self._model_error(runtime, outcome.status, outcome.body.decode("utf-8"), headers)
             return
         output, output_type = outcome.body, outcome.content_type
@@ -498,7 +549,7 @@ class LocalEndpoint:
                  capture: DataCapture | None = None, *,
                  loader: Callable[[str], handler.Service] | None = None, socket_timeout: float = SOCKET_TIMEOUT,
                  request_deadline: float = REQUEST_DEADLINE, max_connections: int = MAX_CONNECTIONS,
-                 workers: int = 0):
+                 workers: int = 0, feedback_token: str | None = None):
         self.model_dir = str(model_dir)
         self.endpoint_name = endpoint_name
         self.host = host
@@ -523,6 +574,9 @@ class LocalEndpoint:
         self._pool: WorkerPool | None = None
         self.service: handler.Service | None = None  # the model, when requests are scored in this process
         self.version: str | None = None  # set once the model serves (in this process or in every worker)
+        if feedback_token is not None and not feedback_token.strip():
+            raise ValueError("feedback_token must not be empty (None turns the check off)")
+        self.feedback_token = feedback_token.strip() if feedback_token is not None else None  # never logged
         self.load_error: BaseException | None = None
         self._loaded = threading.Event()
         self._httpd: _Server | None = None
@@ -571,6 +625,13 @@ class LocalEndpoint:
             log.info("model %s loaded %s in %.2f s", version, where, time.perf_counter() - started)
         finally:
             self._loaded.set()
+
+    @property
+    def accepted_fields(self) -> list[str] | None:
+        """The request fields the model accepts (None until it is loaded)."""
+        if self.service is not None:
+            return list(self.service.schema.accepted)
+        return list(self._pool.accepted_fields) if self._pool is not None and self._pool.version else None
 
     def score(self, body: bytes, content_type: str | None, accept: str | None) -> Outcome:
         """Parse, predict and render one request, in a free worker or in this process."""

@@ -73,7 +73,7 @@ def _work(conn: Connection, model_dir: str) -> None:
     except BaseException as err:  # noqa: BLE001  (reported to the server, which refuses to start)
         conn.send(("failed", f"{type(err).__name__}: {err}"))
         return
-    conn.send(("ready", service.version))
+    conn.send(("ready", (service.version, tuple(service.schema.accepted))))
     while True:
         try:
             body, content_type, accept = pickle.loads(conn.recv_bytes())
@@ -93,7 +93,7 @@ class _Worker:
         self.process.start()
         child.close()  # the worker holds the only other end: it sees EOF when the server goes
 
-    def wait_ready(self, timeout: float) -> str:
+    def wait_ready(self, timeout: float) -> tuple[str, tuple[str, ...]]:
         if not self.conn.poll(timeout):
             raise RuntimeError(f"a serving worker did not load the model within {timeout:g} s")
         try:
@@ -102,7 +102,7 @@ class _Worker:
             raise RuntimeError(f"a serving worker exited while loading (exit code {self.process.exitcode})") from None
         if kind != "ready":
             raise RuntimeError(f"a serving worker could not load the model: {value}")
-        return str(value)
+        return value  # (model version, the request fields it accepts)
 
     def end(self, timeout: float = 5.0) -> None:
         self.conn.close()
@@ -121,6 +121,7 @@ class WorkerPool:
         self.model_dir = str(model_dir)
         self.workers = workers
         self.version: str | None = None
+        self.accepted_fields: tuple[str, ...] = ()  # the request fields the model accepts (for the errors stream)
         self.restarts = 0  # workers replaced after dying
         # forkserver: workers fork from a clean process that imported the handler once (fast starts, and no
         # fork of a process that already runs server threads).
@@ -143,7 +144,7 @@ class WorkerPool:
             raise
         if len(versions) != 1:
             raise RuntimeError(f"the workers loaded different models: {sorted(versions)}")
-        self.version = versions.pop()
+        self.version, self.accepted_fields = versions.pop()
         with self._lock:
             self._all.update(started)
         for worker in started:

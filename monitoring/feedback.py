@@ -1,18 +1,22 @@
 """Doctors' feedback: the confirmed diagnosis of a captured prediction, by event id.
 
 A feedback record is validated field by field (every problem reported at once, by field), then
-written as its own object in the lake's ``feedback/`` zone — never overwriting: a second feedback
-for the same event is a new object, and the monitor takes the latest (both are kept for audit).
+written as the one object of its event in the lake's ``feedback/`` zone:
+``feedback/<endpoint>/events/<event id>.json``. A second feedback for the same event replaces it
+atomically (the latest received wins) and the replaced records move into the object's
+``revisions`` (newest first, at most MAX_REVISIONS), so repeated feedback cannot grow the zone.
 
-Layout: ``feedback/<endpoint>/YYYY/MM/DD/HH/<event id>--<received UTC>--<random>.json`` (the time is
-when the feedback arrived; the join with captures is by event id, whatever the dates).
+Lakes written before this layout hold one object per feedback,
+``feedback/<endpoint>/YYYY/MM/DD/HH/<event id>--<received UTC>--<random>.json``; the reader takes
+both, and the latest received record of an event wins across them.
 """
 from __future__ import annotations
 
 import json
+import logging
 import re
+import threading
 import unicodedata
-import uuid
 from collections import Counter
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
@@ -21,7 +25,11 @@ from typing import Any
 from diagnosa.labels import CATEGORIES
 from diagnosa.lake import DataLake
 
+log = logging.getLogger("diagnosa.feedback")
+
 ZONE = "feedback"
+EVENTS = "events"  # feedback/<endpoint>/events/<event id>.json: one object per event
+MAX_REVISIONS = 10  # replaced records kept inside an event's object, for audit
 MAX_NOTE = 1000
 MAX_SOURCE = 100
 MAX_DISEASE_ID = 64
@@ -109,19 +117,49 @@ def _check_endpoint(endpoint: str) -> str:
     return endpoint
 
 
-def feedback_key(endpoint: str, event_id: str, when: datetime) -> str:
-    stamp = when.strftime("%Y%m%dT%H%M%S") + f"{when.microsecond:06d}Z"
-    return f"{ZONE}/{_check_endpoint(endpoint)}/{when:%Y/%m/%d/%H}/{event_id}--{stamp}--{uuid.uuid4().hex[:12]}.json"
+def feedback_key(endpoint: str, event_id: str) -> str:
+    """The one object of an event's feedback."""
+    if not isinstance(event_id, str) or not EVENT_ID.match(event_id):
+        raise ValueError(f"event id {event_id!r} is not a valid event id")
+    return f"{ZONE}/{_check_endpoint(endpoint)}/{EVENTS}/{event_id}.json"
+
+
+_STORE_LOCK = threading.Lock()  # read-modify-write of an event's object within this process
+_KEPT = (*REQUIRED, *OPTIONAL, "received_at")
+
+
+def _records(obj: Any) -> list[dict[str, Any]]:
+    """An event object's current record and its revisions (whatever of them is readable)."""
+    if not isinstance(obj, dict):
+        return []
+    out = [{k: v for k, v in obj.items() if k in _KEPT}]
+    revisions = obj.get("revisions")
+    if isinstance(revisions, list):
+        out.extend({k: v for k, v in r.items() if k in _KEPT} for r in revisions if isinstance(r, dict))
+    return out
 
 
 def store_feedback(lake: DataLake, endpoint: str, feedback: Feedback, *, now: datetime | None = None) -> str:
-    """Write one feedback object (never overwriting another); returns its lake key."""
+    """Write the event's feedback object (replacing it atomically: the latest received wins, earlier
+    records kept as bounded revisions); returns its lake key.
+
+    Concurrent writers in one process are serialised; across processes the last write wins and a
+    revision written at the same moment can be missing from the history (the current record is right).
+    """
     when = (now or datetime.now(timezone.utc)).astimezone(timezone.utc)
-    record = Feedback(**{**asdict(feedback), "received_at": when.isoformat(timespec="microseconds")})
-    key = feedback_key(endpoint, feedback.event_id, when)
-    if lake.exists(key):  # a random suffix makes this practically impossible; refuse rather than overwrite
-        raise FileExistsError(f"feedback object {key} already exists")
-    lake.put_json(key, {"endpoint": endpoint, **record.to_dict()})
+    record = {**feedback.to_dict(), "received_at": when.isoformat(timespec="microseconds")}
+    key = feedback_key(endpoint, feedback.event_id)
+    with _STORE_LOCK:
+        history: list[dict[str, Any]] = []
+        if lake.exists(key):
+            try:
+                history = _records(lake.get_json(key))
+            except (ValueError, UnicodeDecodeError):
+                log.warning("feedback object %s is not valid JSON: replaced without its history", key)
+        # Latest received first; ties keep the new record in front (it arrived last).
+        ordered = sorted([record, *history], key=lambda r: str(r.get("received_at") or ""), reverse=True)
+        current, revisions = ordered[0], ordered[1:1 + MAX_REVISIONS]
+        lake.put_json(key, {"endpoint": endpoint, **current, "revisions": revisions})
     return key
 
 
@@ -160,16 +198,19 @@ def read_feedback(lake: DataLake, endpoint: str) -> FeedbackRead:
         if not isinstance(body, dict):
             bad("feedback object is not a JSON object", key)
             continue
-        received = body.get("received_at")
-        content = {k: v for k, v in body.items() if k in REQUIRED + OPTIONAL}
-        try:
-            item = parse_feedback(content)
-        except FeedbackError as err:
-            bad("invalid feedback: " + ", ".join(sorted(err.fields)), key)
-            continue
-        records += 1
-        item = Feedback(**{**asdict(item), "received_at": received if isinstance(received, str) else None})
-        found.setdefault(item.event_id, []).append((item.received_at or "", key, item))
+        # One record per object in the old layout; the current record and its revisions in the new one.
+        entries = _records(body) if key.startswith(f"{prefix}{EVENTS}/") else [body]
+        for number, entry in enumerate(entries):
+            received = entry.get("received_at")
+            content = {k: v for k, v in entry.items() if k in REQUIRED + OPTIONAL}
+            try:
+                item = parse_feedback(content)
+            except FeedbackError as err:
+                bad("invalid feedback" + (" revision" if number else "") + ": " + ", ".join(sorted(err.fields)), key)
+                continue
+            records += 1
+            item = Feedback(**{**asdict(item), "received_at": received if isinstance(received, str) else None})
+            found.setdefault(item.event_id, []).append((item.received_at or "", f"{key}#{number:03d}", item))
     latest = {event: max(items, key=lambda t: (t[0], t[1]))[2] for event, items in found.items()}
     superseded = sum(len(items) - 1 for items in found.values())
     return FeedbackRead(latest, records, superseded, problems, examples)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from diagnosa.lake import DataLake
+from inference.capture import read_errors
 from monitoring.baseline import Baseline
 from monitoring.drift import DRIFT, OK, WARN, DriftThresholds, data_drift, prediction_drift
 from monitoring.feedback import read_feedback
@@ -165,6 +166,8 @@ def run_monitor(lake: DataLake, endpoint: str, baseline: Baseline, start: dateti
         "failing_classes": list(quality["failing_classes"]) + (["orphan slice"] if o["status"] == BELOW else []),
         "retrain": {"recommended": bool(reasons), "reasons": reasons},
         "traffic": {"events": traffic.events, "patients": patients, "skipped": traffic.skipped.to_dict()},
+        # Requests the local endpoint refused in the window (its capture-errors/ stream; none on SageMaker).
+        "refusals": read_errors(lake, endpoint, start, end).summary(),
         "features": [f.to_dict() for f in features],
         "predictions": predictions,
         "quality": quality,

@@ -5,6 +5,7 @@ import base64
 import json
 import re
 import threading
+import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -170,13 +171,29 @@ class _BlockingLake:
 
 def test_record_never_blocks_even_when_the_writer_is_stuck(lake):
     slow = _BlockingLake(lake)
-    capture = DataCapture(slow, "diagnosa", flush_seconds=0.01, max_queue=2)  # type: ignore[arg-type]
+    capture = DataCapture(slow, "diagnosa", flush_seconds=0.01)  # type: ignore[arg-type]
     try:
         _record(capture, 0)
-        assert slow.entered.wait(5)  # the writer is now blocked inside a write
-        results = [_record(capture, i) for i in range(1, 6)]  # returns at once: queue of 2, the rest dropped
-        assert results == [True, True, False, False, False]
-        assert capture.dropped == 3
+        assert slow.entered.wait(5)  # the shipper is now blocked inside a write
+        started = time.perf_counter()
+        results = [_record(capture, i) for i in range(1, 6)]  # spooled at once, shipping or not
+        assert time.perf_counter() - started < 1.0
+        assert results == [True] * 5 and capture.dropped == 0
+    finally:
+        slow.gate.set()
+        capture.close()
+    assert len(read_capture(lake, "diagnosa").events) == 6
+
+
+def test_a_full_spool_drops_and_counts(lake):
+    slow = _BlockingLake(lake)
+    line = len(b"%d " % 0) + 16 + len(json.dumps(capture_line("event-1", None, b'{"age": 1}', "application/json",
+                                                                 b'{"predictions": []}', "application/json", WHEN),
+                                                    separators=(",", ":")))
+    capture = DataCapture(slow, "diagnosa", flush_seconds=60, max_spool_bytes=3 * line)  # type: ignore[arg-type]
+    try:
+        results = [_record(capture, i) for i in range(1, 6)]
+        assert results == [True, True, True, False, False] and capture.dropped == 2
     finally:
         slow.gate.set()
         capture.close()
@@ -205,15 +222,18 @@ def test_a_failed_write_is_retried_at_the_next_flush(lake, caplog):
     assert len(read_capture(lake, "diagnosa").events) == 1 and capture.lost == 0
 
 
-def test_a_write_that_keeps_failing_is_counted_as_lost(lake):
+def test_a_write_that_keeps_failing_stays_in_the_spool_for_the_next_start(lake, tmp_path):
     flaky = _FlakyLake(lake, failures=100)
-    capture = DataCapture(flaky, "diagnosa", flush_seconds=60)  # type: ignore[arg-type]
+    capture = DataCapture(flaky, "diagnosa", flush_seconds=60, spool_dir=tmp_path / "spool")  # type: ignore[arg-type]
     _record(capture, 1)
     _record(capture, 2)
     for _ in range(3):
-        capture.flush()
+        assert not capture.flush()
     capture.close()
-    assert capture.lost == 2 and capture.written == 0
+    assert capture.lost == 0 and capture.written == 0 and capture.pending() == 1
+    with DataCapture(lake, "diagnosa", flush_seconds=60, spool_dir=tmp_path / "spool") as again:
+        assert again.recovered == 2 and again.flush()
+    assert [e["eventMetadata"]["eventId"] for e in read_capture(lake, "diagnosa").events] == ["event-1", "event-2"]
 
 
 def test_read_capture_orders_filters_and_counts_malformed_lines(lake):
@@ -240,3 +260,30 @@ def test_read_capture_orders_filters_and_counts_malformed_lines(lake):
     assert [e["eventMetadata"]["eventId"] for e in window.events] == ["event-2", "event-0"]
     assert read_capture(lake, "diagnosa", variant="AllTraffic").events == events
     assert read_capture(lake, "nobody").events == []
+
+
+def test_refusals_go_to_the_errors_stream_without_values(lake):
+    from inference.capture import MAX_ERROR_PROBLEMS, read_errors, redact
+
+    problems = [(0, "age", "expected a number, got 'Maria Lopez 1961'"),
+                {"row": 1, "field": "sex", "problem": "unknown value 'X' (expected one of: F, M)"},
+                {"row": 2, "field": "Maria Lopez", "problem": "unknown field (accepted: age, sex)"}]
+    problems += [(3 + i, "age", "expected an integer, got 3.5") for i in range(30)]
+    with DataCapture(lake, "diagnosa", sampling_percentage=0) as capture:  # refusals are never sampled out
+        assert capture.record_error("e-1", "invocations", 400, "33 problem(s) in the request", problems,
+                                    fields=["age", "sex"], when=WHEN)
+        assert capture.record_error(None, "feedback", 413, "the body is 20,000 bytes; the limit is 16,384", when=WHEN)
+    errors = read_errors(lake, "diagnosa")
+    assert lake.list("capture-errors/diagnosa/2026/11/27/17/") and not lake.list("capture/")
+    text = json.dumps(errors.events)
+    assert "Maria" not in text and "3.5" not in text and "'X'" not in text
+    first = errors.events[0]
+    assert first["route"] == "invocations" and first["status"] == 400 and first["eventId"] == "e-1"
+    assert first["problems"][:3] == [{"row": 0, "field": "age", "problem": "expected a number"},
+                                     {"row": 1, "field": "sex", "problem": "unknown value '…' (expected one of: F, M)"},
+                                     {"row": 2, "field": "(other field)", "problem": "unknown field (accepted: age, sex)"}]
+    assert len(first["problems"]) == MAX_ERROR_PROBLEMS and first["moreProblems"] == 33 - MAX_ERROR_PROBLEMS
+    assert errors.summary()["by_status"] == {"400": 1, "413": 1}
+    assert redact("unknown top-level keys: patient_name, dob (allowed: instances)") == \
+        "unknown top-level keys (allowed: instances)"
+    assert len(redact("x" * 5000)) <= 300

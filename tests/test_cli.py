@@ -30,7 +30,7 @@ def test_generate_then_ingest_in_a_workspace(tmp_path, capsys):
     assert code == 0 and "generated batch cohort-n1000-s3: 1,000 patients" in out
     lake = tmp_path / "ws" / "lake"
     assert sorted(p.name for p in lake.iterdir()) == sorted(
-        ["raw", "curated", "features", "artifacts", "capture", "feedback", "quarantine"])
+        ["raw", "curated", "features", "artifacts", "capture", "capture-errors", "feedback", "quarantine"])
     summary = json.loads((lake / "raw/cohort_cards/cohort-n1000-s3.json").read_text())
     code, out, _ = run(capsys, "--workspace", ws, "data", "ingest")
     assert code == 0

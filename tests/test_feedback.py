@@ -1,17 +1,20 @@
-"""Doctors' feedback: validation by field, never overwritten, the endpoint route and the client method."""
+"""Doctors' feedback: validation by field, one object per event (latest wins, bounded revisions), the endpoint
+route (captured ids only, size-bounded, optional token) and the client method."""
 from __future__ import annotations
 
 import json
 import urllib.error
 import urllib.request
+import uuid
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
 from diagnosa.lake import DataLake
-from inference.capture import DataCapture
+from inference.capture import DataCapture, new_event_id, read_errors
 from inference.client import ClientFailure, DiagnosaClient, FeedbackRejected
 from inference.server import LocalEndpoint
-from monitoring.feedback import FeedbackError, parse_feedback, read_feedback, store_feedback
+from monitoring.feedback import MAX_REVISIONS, FeedbackError, parse_feedback, read_feedback, store_feedback
 
 
 def test_parse_accepts_the_contract_and_normalises_the_category():
@@ -34,16 +37,51 @@ def test_every_bad_field_is_named_at_once():
     assert err.value.fields == {"event_id": "required", "diagnosis": "required"}
 
 
-def test_second_feedback_is_a_new_object_and_the_latest_wins(tmp_path):
+def test_second_feedback_replaces_the_events_object_and_the_latest_wins(tmp_path):
     lake = DataLake.from_uri(str(tmp_path))
     first = store_feedback(lake, "diagnosa", parse_feedback({"event_id": "e1", "diagnosis": "NO ENFERMO"}))
     second = store_feedback(lake, "diagnosa", parse_feedback({"event_id": "e1", "diagnosis": "ENFERMEDAD AGUDA"}))
-    assert first != second and lake.exists(first) and lake.exists(second)
+    assert first == second == "feedback/diagnosa/events/e1.json" and lake.list("feedback/") == [first]
+    stored = lake.get_json(first)
+    assert stored["diagnosis"] == "ENFERMEDAD AGUDA" and [r["diagnosis"] for r in stored["revisions"]] == ["NO ENFERMO"]
     lake.put_bytes("feedback/diagnosa/2026/01/01/00/broken.json", b"{oops")
     read = read_feedback(lake, "diagnosa")
     assert read.latest["e1"].diagnosis == "ENFERMEDAD AGUDA"
     assert read.records == 2 and read.superseded == 1
     assert read.problems == {"feedback object is not valid JSON": 1}
+
+
+def test_revisions_are_bounded_and_an_older_arrival_does_not_win(tmp_path):
+    lake = DataLake.from_uri(str(tmp_path))
+    start = datetime(2026, 11, 27, 10, tzinfo=timezone.utc)
+    labels = ["NO ENFERMO", "ENFERMEDAD AGUDA"]
+    for i in range(MAX_REVISIONS + 5):
+        key = store_feedback(lake, "diagnosa", parse_feedback({"event_id": "e1", "diagnosis": labels[i % 2]}),
+                             now=start + timedelta(minutes=i))
+    stored = lake.get_json(key)
+    assert len(stored["revisions"]) == MAX_REVISIONS and lake.list("feedback/") == [key]
+    assert stored["received_at"].startswith("2026-11-27T10:14")
+    # A record stamped earlier than the current one goes into the history, not in front.
+    store_feedback(lake, "diagnosa", parse_feedback({"event_id": "e1", "diagnosis": "ENFERMEDAD TERMINAL"}),
+                   now=start - timedelta(days=1))
+    assert lake.get_json(key)["diagnosis"] == labels[(MAX_REVISIONS + 4) % 2]
+    read = read_feedback(lake, "diagnosa")
+    assert read.records == 1 + MAX_REVISIONS and read.superseded == MAX_REVISIONS
+
+
+def test_old_layout_objects_are_still_read_and_the_latest_wins_across_layouts(tmp_path):
+    lake = DataLake.from_uri(str(tmp_path))
+    old = "feedback/diagnosa/2026/11/27/10/e1--20261127T100000000000Z--9c1e2f3a4b5c.json"
+    lake.put_json(old, {"endpoint": "diagnosa", "event_id": "e1", "diagnosis": "NO ENFERMO",
+                        "received_at": "2026-11-27T10:00:00.000000+00:00"})
+    lake.put_json("feedback/diagnosa/2026/11/27/11/e2--x--y.json", {"endpoint": "diagnosa", "event_id": "e2",
+                  "diagnosis": "ENFERMEDAD LEVE", "received_at": "2026-11-27T11:00:00.000000+00:00"})
+    read = read_feedback(lake, "diagnosa")
+    assert read.latest["e1"].diagnosis == "NO ENFERMO" and read.latest["e2"].diagnosis == "ENFERMEDAD LEVE"
+    store_feedback(lake, "diagnosa", parse_feedback({"event_id": "e1", "diagnosis": "ENFERMEDAD AGUDA"}),
+                   now=datetime(2026, 11, 28, tzinfo=timezone.utc))
+    read = read_feedback(lake, "diagnosa")
+    assert read.latest["e1"].diagnosis == "ENFERMEDAD AGUDA" and read.records == 3 and read.superseded == 1
 
 
 @pytest.fixture()
@@ -54,22 +92,100 @@ def endpoint(tmp_path):
     ep.stop()
 
 
-def _post(url, body, content_type="application/json"):
+def _captured(ep: LocalEndpoint) -> str:
+    """An event id the endpoint captured (as _invocation does: a time-ordered id, spooled)."""
+    when = datetime.now(timezone.utc)
+    event_id = new_event_id(when)
+    assert ep.capture.record(event_id, None, b'{"age": 40}', "application/json", b'{"predictions": []}',
+                             "application/json", when)
+    return event_id
+
+
+def _post(url, body, content_type="application/json", headers=None, full=False):
     data = body if isinstance(body, bytes) else json.dumps(body).encode()
-    request = urllib.request.Request(url + "/feedback", data=data, method="POST", headers={"Content-Type": content_type})
+    request = urllib.request.Request(url + "/feedback", data=data, method="POST",
+                                     headers={"Content-Type": content_type, **(headers or {})})
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, json.loads(response.read())
+            result = response.status, json.loads(response.read()), dict(response.headers)
     except urllib.error.HTTPError as err:
-        return err.code, json.loads(err.read())
+        result = err.code, json.loads(err.read()), dict(err.headers)
+    return result if full else result[:2]
 
 
 def test_route_stores_feedback_and_answers_201_with_the_key(endpoint):
     ep, lake = endpoint
-    status, body = _post(ep.url, {"event_id": "ev-1", "diagnosis": "ENFERMEDAD TERMINAL", "note": "biopsy"})
-    assert status == 201 and body["event_id"] == "ev-1"
+    event = _captured(ep)
+    status, body = _post(ep.url, {"event_id": event, "diagnosis": "ENFERMEDAD TERMINAL", "note": "biopsy"})
+    assert status == 201 and body["event_id"] == event
     stored = lake.get_json(body["key"])
     assert stored["diagnosis"] == "ENFERMEDAD TERMINAL" and stored["note"] == "biopsy" and stored["endpoint"] == "diagnosa"
+
+
+def test_second_feedback_through_the_route_keeps_one_object(endpoint):
+    ep, lake = endpoint
+    event = _captured(ep)
+    keys = [_post(ep.url, {"event_id": event, "diagnosis": d})[1]["key"] for d in ("NO ENFERMO", "ENFERMEDAD LEVE")]
+    assert keys[0] == keys[1] and lake.list("feedback/") == [keys[0]]
+    assert read_feedback(lake, "diagnosa").latest[event].diagnosis == "ENFERMEDAD LEVE"
+
+
+@pytest.mark.parametrize("event", ["never-issued-event-id", str(uuid.uuid4()), new_event_id(),
+                                   new_event_id(datetime.now(timezone.utc) + timedelta(days=3))])
+def test_feedback_for_an_event_never_captured_is_404(endpoint, event):
+    ep, lake = endpoint
+    _captured(ep)
+    status, body = _post(ep.url, {"event_id": event, "diagnosis": "NO ENFERMO"})
+    assert status == 404 and "no captured prediction" in body["error"] and body["event_id"] == event
+    assert lake.list("feedback/") == []
+
+
+def test_feedback_for_an_event_not_sampled_says_so(tmp_path):
+    lake = DataLake.from_uri(str(tmp_path / "lake"))
+    with LocalEndpoint("unused", capture=DataCapture(lake, "diagnosa", sampling_percentage=0),
+                       loader=lambda _: None) as ep:
+        event = new_event_id()
+        assert not ep.capture.record(event, None, b"{}", "application/json", b"{}", "application/json",
+                                     datetime.now(timezone.utc))
+        status, body = _post(ep.url, {"event_id": event, "diagnosis": "NO ENFERMO"})
+    assert status == 404 and "not sampled" in body["error"]
+
+
+def test_the_lookup_survives_a_restart(tmp_path):
+    lake = DataLake.from_uri(str(tmp_path / "lake"))
+    with LocalEndpoint("unused", capture=DataCapture(lake, "diagnosa"), loader=lambda _: None) as ep:
+        event = _captured(ep)
+    with LocalEndpoint("unused", capture=DataCapture(lake, "diagnosa"), loader=lambda _: None) as ep:
+        assert _post(ep.url, {"event_id": event, "diagnosis": "NO ENFERMO"})[0] == 201
+        assert _post(ep.url, {"event_id": new_event_id(), "diagnosis": "NO ENFERMO"})[0] == 404
+        assert ep.capture.lookup(event) == "captured"
+
+
+def test_an_oversized_feedback_body_is_413(endpoint):
+    ep, lake = endpoint
+    status, body = _post(ep.url, {"event_id": _captured(ep), "diagnosis": "NO ENFERMO", "note": "x" * 20_000})
+    assert status == 413 and "16 KB" in body["error"]
+    assert lake.list("feedback/") == []
+
+
+def test_the_feedback_token_is_checked_when_set(tmp_path):
+    lake = DataLake.from_uri(str(tmp_path / "lake"))
+    with LocalEndpoint("unused", capture=DataCapture(lake, "diagnosa"), loader=lambda _: None,
+                       feedback_token="s3cret-token") as ep:
+        body = {"event_id": _captured(ep), "diagnosis": "NO ENFERMO"}
+        status, answer, headers = _post(ep.url, body, full=True)
+        assert status == 401 and "Authorization: Bearer" in answer["error"]
+        assert headers["WWW-Authenticate"].startswith("Bearer")
+        for wrong in ("Bearer nope", "Basic s3cret-token", "Bearer s3cret-token-and-more"):
+            assert _post(ep.url, body, headers={"Authorization": wrong})[0] == 401
+        assert _post(ep.url, body, headers={"Authorization": "Bearer s3cret-token"})[0] == 201
+        key = DiagnosaClient("diagnosa", endpoint_url=ep.url, feedback_token="s3cret-token").send_feedback(
+            body["event_id"], "ENFERMEDAD LEVE")
+        with pytest.raises(ClientFailure, match="401"):
+            DiagnosaClient("diagnosa", endpoint_url=ep.url, feedback_token="wrong").send_feedback(
+                body["event_id"], "ENFERMEDAD LEVE")
+    assert lake.get_json(key)["diagnosis"] == "ENFERMEDAD LEVE"
+    assert not any("s3cret" in json.dumps(e) for e in read_errors(lake, "diagnosa").events)
 
 
 def test_route_refuses_bad_bodies_with_the_field_errors(endpoint):
@@ -82,16 +198,25 @@ def test_route_refuses_bad_bodies_with_the_field_errors(endpoint):
     status, body = _post(ep.url, {"event_id": "e", "diagnosis": "NO ENFERMO"}, "text/csv")
     assert status == 415
     assert lake.list("feedback/") == []
+    # Every refusal is in the errors stream, by status, without the values sent.
+    assert ep.capture.flush()
+    errors = read_errors(lake, "diagnosa")
+    assert sorted(errors.by_status.items()) == [(400, 2), (415, 1)]
+    assert "MAYBE" not in json.dumps(errors.events)
+    assert all(e["route"] == "feedback" for e in errors.events)
 
 
 def test_client_sends_feedback_to_the_local_route(endpoint):
     ep, lake = endpoint
     client = DiagnosaClient("diagnosa", endpoint_url=ep.url)
-    key = client.send_feedback("ev-9", "ENFERMEDAD LEVE", note="follow-up")
-    assert lake.get_json(key)["event_id"] == "ev-9"
+    event = _captured(ep)
+    key = client.send_feedback(event, "ENFERMEDAD LEVE", note="follow-up")
+    assert lake.get_json(key)["event_id"] == event
     with pytest.raises(FeedbackRejected) as err:
-        client.send_feedback("ev-9", "nonsense")
+        client.send_feedback(event, "nonsense")
     assert "diagnosis" in err.value.fields
+    with pytest.raises(ClientFailure, match="404"):
+        client.send_feedback("ev-never", "NO ENFERMO")
 
 
 def test_client_without_a_route_writes_to_the_lake_or_says_why_not(tmp_path):

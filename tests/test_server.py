@@ -590,6 +590,29 @@ def test_capture_sampling_through_the_server(model_dir, tmp_path, percentage, se
     assert {e["eventMetadata"]["eventId"] for e in events} <= ids
 
 
+def test_refused_invocations_are_in_the_errors_stream_without_patient_values(model_dir, tmp_path):
+    from inference.capture import read_errors
+
+    lake = DataLake.from_uri(str(tmp_path / "lake"))
+    ep = _started(model_dir, capture=DataCapture(lake, "diagnosa", flush_seconds=60))
+    try:
+        bad = _invoke(ep, {"age": "Maria Lopez", "sex": "Q"})
+        assert bad.status == 400
+        assert _invoke(ep, b"a,b", content_type="text/plain").status == 415
+        assert _invoke(ep, HEALTHY, path="/endpoints/other/invocations").status == 400
+        assert _invoke(ep, HEALTHY).status == 200  # an answer is not a refusal
+        assert ep.capture.flush()
+    finally:
+        ep.stop()
+    errors = read_errors(lake, "diagnosa")
+    assert sorted((e["route"], e["status"]) for e in errors.events) == [("invocations", 400), ("invocations", 415),
+                                                                        ("runtime", 400)]
+    first = next(e for e in errors.events if e["status"] == 400 and e["route"] == "invocations")
+    assert first["eventId"] == bad.headers["x-diagnosa-event-id"]
+    assert {p["field"] for p in first["problems"]} == {"age", "sex"}
+    assert "Maria" not in json.dumps(errors.events) and "'Q'" not in json.dumps(errors.events)
+
+
 def test_an_invalid_inference_id_is_refused(endpoint):
     reply = _invoke(endpoint, HEALTHY, headers={"X-Amzn-SageMaker-Inference-Id": "x" * 65})
     assert reply.status == 400 and "Inference-Id" in reply.json()["error"]
@@ -699,9 +722,11 @@ def test_lone_surrogates_in_values_and_keys_are_refused_not_500(endpoint, path):
 
 def test_feedback_refuses_surrogates_and_deep_nesting_with_400(endpoint):
     for body in (b'{"event_id": "e", "diagnosis": "NO ENFERMO", "note": "\\ud800"}',
-                 b'{"event_id": "e", "diagnosis": "NO ENFERMO", "source": "\\udbff"}', b"[" * 100_000):
+                 b'{"event_id": "e", "diagnosis": "NO ENFERMO", "source": "\\udbff"}', b"[" * 16_000):
         reply = _request(endpoint, "POST", "/feedback", body, {"Content-Type": JSON})
         assert reply.status == 400 and reply.json()["error"] == "invalid feedback", reply.body[:200]
+    reply = _request(endpoint, "POST", "/feedback", b"[" * 100_000, {"Content-Type": JSON})
+    assert reply.status == 413 and "16 KB" in reply.json()["error"]  # feedback bodies are capped at 16 KB
 
 
 def test_a_6mb_junk_array_gets_a_small_fast_refusal(endpoint):

@@ -90,6 +90,12 @@ def _print_summary(report: dict[str, Any], paths: dict[str, Path], lake_url: str
           f"{t['skipped']['total']} skipped")
     for entry in t["skipped"]["by_reason"]:
         print(f"  skipped {entry['count']}: {entry['reason']}")
+    refused = report.get("refusals") or {}
+    if refused.get("total"):
+        statuses = ", ".join(f"{n} × {status}" for status, n in refused["by_status"].items())
+        print(f"refused requests: {refused['total']} ({statuses})")
+        for entry in refused["by_reason"][:5]:
+            print(f"  refused {entry['count']}: {entry['reason']}")
     fb = report["quality"]["feedback"]
     print(f"feedback: {fb['records']} records ({fb['superseded']} superseded), {fb['matched']} joined with captures, "
           f"{fb['skipped']['total']} not used")
@@ -143,8 +149,9 @@ def cmd_feedback(args: argparse.Namespace, cli: ModuleType) -> int:
         if set(body) - {"event_id", "diagnosis", "note"}:
             raise cli.UsageError("--source and --disease-id go straight to the lake: drop --endpoint-url")
         try:
-            key = DiagnosaClient(args.endpoint_name, endpoint_url=args.endpoint_url).send_feedback(
-                feedback.event_id, feedback.diagnosis, feedback.note)
+            token = cli.read_token_file(args.feedback_token_file) if args.feedback_token_file else None
+            key = DiagnosaClient(args.endpoint_name, endpoint_url=args.endpoint_url, feedback_token=token
+                                 ).send_feedback(feedback.event_id, feedback.diagnosis, feedback.note)
         except ClientFailure as err:
             raise cli.UsageError(str(err)) from None
     else:
@@ -258,5 +265,8 @@ def register(commands: Any, cli: ModuleType) -> None:
     feedback.add_argument("--file", help="JSON Lines of feedback objects ('-' for standard input)")
     feedback.add_argument("--endpoint-name", default="diagnosa")
     feedback.add_argument("--endpoint-url", help="send through the local endpoint's POST /feedback instead of the lake")
+    feedback.add_argument("--feedback-token-file", metavar="PATH",
+                          help="with --endpoint-url: a file holding the endpoint's feedback token (default "
+                               "$DIAGNOSA_FEEDBACK_TOKEN)")
     feedback.set_defaults(func=lambda args: cmd_feedback(args, cli))
 
