@@ -152,6 +152,8 @@ def cmd_feedback(args: argparse.Namespace, cli: ModuleType) -> int:
             token = cli.read_token_file(args.feedback_token_file) if args.feedback_token_file else None
             key = DiagnosaClient(args.endpoint_name, endpoint_url=args.endpoint_url, feedback_token=token
                                  ).send_feedback(feedback.event_id, feedback.diagnosis, feedback.note)
+        except ValueError as err:  # the endpoint URL is not a server root
+            raise cli.UsageError(f"--endpoint-url: {err}") from None
         except ClientFailure as err:
             raise cli.UsageError(str(err)) from None
     else:
