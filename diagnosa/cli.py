@@ -111,12 +111,13 @@ def cmd_data_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_data_ingest(args: argparse.Namespace) -> int:
-    from diagnosa.data.ingest import cohort_batches, ingest_csv, ingest_cohort, stage_cohort_files
+    from diagnosa.data.ingest import cohort_batches, ingest_cohort, ingest_csv, stage_cohort_files
 
     lake = open_lake(args)
     if args.config:
         if not args.path:
-            raise UsageError("--config describes your own CSV: give its path too (diagnosa data ingest FILE.csv --config CONFIG.toml)")
+            raise UsageError("--config describes your own CSV: give its path too "
+                             "(diagnosa data ingest FILE.csv --config CONFIG.toml)")
         report = ingest_csv(lake, Path(args.path), Path(args.config))
     elif args.path:
         path = Path(args.path)
@@ -443,10 +444,10 @@ def _definition_offline(args: argparse.Namespace) -> str:
 def _pipeline(args: argparse.Namespace, role_arn: str | None = None):
     """Stage the step code into the bucket and build the pipeline object (upsert, start)."""
     import boto3
+    from sagemaker.core.workflow.pipeline_context import PipelineSession
 
     from pipelines.definition import PipelineSettings, build_pipeline
     from pipelines.staging import stage_code
-    from sagemaker.core.workflow.pipeline_context import PipelineSession
 
     bucket, region, extra = _pipeline_target(args)
     boto_session = boto3.Session(region_name=region)
@@ -486,7 +487,6 @@ def _parse_overrides(pairs: list[str], definition: dict) -> dict:
 
 def cmd_pipeline(args: argparse.Namespace) -> int:
     import boto3
-
     from botocore.exceptions import BotoCoreError, ClientError
 
     try:
@@ -608,7 +608,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     pipeline = commands.add_parser("pipeline", help="the SageMaker Pipeline: definition, upsert, start, status, list")
     pipeline_commands = pipeline.add_subparsers(dest="pipeline_command", required=True)
-    for verb, text in (("definition", "print or save the definition JSON (offline: no AWS credentials needed)"), ("upsert", "create or update the pipeline"),
+    for verb, text in (("definition", "print or save the definition JSON (offline: no AWS credentials needed)"),
+                       ("upsert", "create or update the pipeline"),
                        ("start", "start an execution"), ("status", "the latest (or a given) execution's status"),
                        ("list", "executions, newest first")):
         sub = pipeline_commands.add_parser(verb, help=text)

@@ -16,7 +16,6 @@ from infra.images import ImagesStack, synthesizer
 from infra.nag import NagFindings, apply_packs, synth
 from infra.stack import DiagnosaStack
 
-
 # CDK feature flags the stacks rely on (set on every App this module makes, so tests see the same).
 FEATURE_FLAGS = {
     "@aws-cdk/aws-s3:serverAccessLogsUseBucketPolicy": True,  # log delivery by bucket policy, not ACLs

@@ -10,8 +10,8 @@ acknowledged below, in place, with its full cdk-nag finding id and the reason.
 from __future__ import annotations
 
 import tempfile
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 import aws_cdk as cdk
 from aws_cdk import Duration, Fn, RemovalPolicy, Stack

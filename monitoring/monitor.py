@@ -21,8 +21,8 @@ from monitoring.baseline import Baseline
 from monitoring.drift import DRIFT, OK, WARN, DriftThresholds, data_drift, prediction_drift
 from monitoring.feedback import read_feedback
 from monitoring.quality import BELOW, SUSPECT, QualityThresholds, join_feedback, live_quality
-from monitoring.traffic import Skipped, read_traffic
 from monitoring.report import render_html
+from monitoring.traffic import Skipped, read_traffic
 
 REPORT_VERSION = 1
 ALERT, NO_DATA = "alert", "no data"

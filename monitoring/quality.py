@@ -19,8 +19,8 @@ import pandas as pd
 
 from diagnosa.labels import CATEGORIES
 from monitoring.feedback import Feedback
-from processing.calibration import wilson_interval
 from monitoring.traffic import Skipped
+from processing.calibration import wilson_interval
 
 BELOW, SUSPECT, PASSED, FEW, NONE = ("below threshold", "below threshold, not significant", "ok",
                                      "insufficient feedback", "no feedback")

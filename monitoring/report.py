@@ -12,7 +12,8 @@ import io
 from typing import Any
 
 COLOURS = {"ok": "#1b7f3b", "warn": "#b26a00", "drift": "#b3261e", "alert": "#b3261e", "insufficient data": "#666",
-           "no data": "#666", "below threshold": "#b3261e", "below threshold, not significant": "#b26a00", "insufficient feedback": "#666", "no feedback": "#666"}
+           "no data": "#666", "below threshold": "#b3261e", "below threshold, not significant": "#b26a00",
+           "insufficient feedback": "#666", "no feedback": "#666"}
 _VERDICT_ORDER = {"drift": 0, "warn": 1, "ok": 2, "insufficient data": 3}
 
 
@@ -164,7 +165,8 @@ def render_html(report: dict[str, Any]) -> str:
         if not dist.get("bins") or f["verdict"] == "insufficient data":
             continue
         parts.append(f"<div class='card'><h3><code>{_e(f['name'])}</code> {_badge(f['verdict'])}</h3>"
-                     f"<img alt='{_e(f['name'])} baseline vs live' src='{_bars(f['name'], dist['bins'], dist['baseline'], dist['live'])}'>"
+                     f"<img alt='{_e(f['name'])} baseline vs live' "
+                     f"src='{_bars(f['name'], dist['bins'], dist['baseline'], dist['live'])}'>"
                      "</div>")
     parts.append("</div>")
 
@@ -172,7 +174,8 @@ def render_html(report: dict[str, Any]) -> str:
     p = r["predictions"]
     parts.append(f"<h2 id='predictions'>Predicted categories {_badge(p['verdict'])}</h2>")
     if p.get("baseline_share"):
-        parts.append(f"<img alt='predicted categories' src='{_bars('predicted category', p['labels'], p['baseline_share'], p['live_share'])}'>")
+        chart = _bars("predicted category", p["labels"], p["baseline_share"], p["live_share"])
+        parts.append(f"<img alt='predicted categories' src='{chart}'>")
     parts.append("<table><tr><th>category</th><th class='num'>test (baseline)</th><th class='num'>live</th></tr>")
     for label in p["labels"]:
         base = p.get("baseline_counts", {}).get(label)

@@ -20,8 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Callable, Sequence
 
-from diagnosa.data.ingest import (BATCH_NAME, IngestReport, curated_prefix, curated_uri, ingest_cohort,
-                                  latest_version, raw_keys)
+from diagnosa.data.ingest import BATCH_NAME, IngestReport, curated_prefix, curated_uri, ingest_cohort, latest_version, raw_keys
 from diagnosa.data.physiology import LABS
 from diagnosa.lake import DataLake
 from monitoring.feedback import read_feedback

@@ -232,21 +232,30 @@ def check_settings(settings: PipelineSettings) -> None:
 def build_pipeline(settings: PipelineSettings, session: Any) -> Any:
     from sagemaker.core.drift_check_baselines import DriftCheckBaselines
     from sagemaker.core.model_metrics import MetricsSource, ModelMetrics
+    from sagemaker.core.network import NetworkConfig
     from sagemaker.core.processing import FrameworkProcessor
     from sagemaker.core.shapes import ProcessingInput, ProcessingOutput, ProcessingS3Input, ProcessingS3Output
-    from sagemaker.core.workflow.conditions import ConditionGreaterThanOrEqualTo
+    from sagemaker.core.training.configs import Compute, InputData, Networking, OutputDataConfig
+    from sagemaker.core.workflow.conditions import ConditionEquals, ConditionGreaterThanOrEqualTo
     from sagemaker.core.workflow.execution_variables import ExecutionVariables
     from sagemaker.core.workflow.functions import Join, JsonGet
     from sagemaker.core.workflow.parameters import ParameterFloat, ParameterInteger, ParameterString
     from sagemaker.core.workflow.properties import PropertyFile
-    from sagemaker.core.workflow.conditions import ConditionEquals
-    from sagemaker.mlops.workflow import (CacheConfig, ConditionStep, FailStep, ModelStep, Pipeline, ProcessingStep,
-                                          SageMakerJobExceptionTypeEnum, SageMakerJobStepRetryPolicy,
-                                          StepExceptionTypeEnum, StepRetryPolicy, TrainingStep)
+    from sagemaker.mlops.workflow import (
+        CacheConfig,
+        ConditionStep,
+        FailStep,
+        ModelStep,
+        Pipeline,
+        ProcessingStep,
+        SageMakerJobExceptionTypeEnum,
+        SageMakerJobStepRetryPolicy,
+        StepExceptionTypeEnum,
+        StepRetryPolicy,
+        TrainingStep,
+    )
     from sagemaker.serve.model_builder import ModelBuilder
     from sagemaker.train import ModelTrainer
-    from sagemaker.core.network import NetworkConfig
-    from sagemaker.core.training.configs import Compute, InputData, Networking, OutputDataConfig
 
     check_settings(settings)
     aws_job_image, aws_serving_image = framework_images(settings.region, settings.processing_instance_type,

@@ -30,7 +30,6 @@ of changing it.
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 import subprocess
@@ -42,8 +41,15 @@ from pathlib import Path
 from typing import Any, Callable
 
 from diagnosa.lake import DataLake
-from pipelines.containers import (ContainerError, Fetch, TrainingContainer, localise, render_processing,
-                                  render_training, training_environment)
+from pipelines.containers import (
+    ContainerError,
+    Fetch,
+    TrainingContainer,
+    localise,
+    render_processing,
+    render_training,
+    training_environment,
+)
 from pipelines.service_model import request_problems
 
 ROOT_NAME = "opt-ml"  # <run>/opt-ml stands for /opt/ml

@@ -140,8 +140,13 @@ def _model_dir(path: Path, scratch: Path) -> Path:
 def _write_monitoring_baselines(result: dict[str, Any], thresholds: dict[str, float], orphan: float | None,
                                 out_eval: Path) -> None:
     """prediction_baseline.json and model_quality_constraints.json beside evaluation.json."""
-    from monitoring.baseline import (MODEL_QUALITY_CONSTRAINTS, PREDICTIONS, model_quality_constraints,
-                                     prediction_baseline, write_json)
+    from monitoring.baseline import (
+        MODEL_QUALITY_CONSTRAINTS,
+        PREDICTIONS,
+        model_quality_constraints,
+        prediction_baseline,
+        write_json,
+    )
 
     for path in (write_json(out_eval / PREDICTIONS, prediction_baseline(result, thresholds, orphan)),
                  write_json(out_eval / MODEL_QUALITY_CONSTRAINTS, model_quality_constraints(result))):

@@ -6,7 +6,8 @@ curated version (``data.parquet`` + ``manifest.json``); outputs go to
 (``statistics.json`` + ``constraints.json`` of the training split's raw feature fields, SageMaker
 Model Monitor layout: ``monitoring/baseline.py``) into ``--baseline-dir`` — by default
 ``/opt/ml/processing/output/baseline`` when that folder exists (the pipeline declares it as an
-output), else no baseline is written. Parameters arrive as arguments. The entry point is thin: ``preprocess`` does the work and tests call it directly.
+output), else no baseline is written. Parameters arrive as arguments. The entry point is thin: ``preprocess`` does
+the work and tests call it directly.
 """
 from __future__ import annotations
 
@@ -111,7 +112,7 @@ def fingerprint(result: Preprocessed, manifest: dict[str, Any], params: Preproce
 
 def write_outputs(result: Preprocessed, manifest: dict[str, Any], params: PreprocessParams, out: dict[str, Path]) -> None:
     """Write each output folder; a non-empty folder is refused so no run overwrites another's outputs."""
-    for name, path in out.items():
+    for path in out.values():
         if path.exists() and any(path.iterdir()):
             raise FileExistsError(f"output folder {path} is not empty: refusing to overwrite another run's outputs")
     for path in out.values():

@@ -209,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         run(args.base_dir)
-    except Exception as err:  # the job log must say what was wrong
+    except Exception as err:  # noqa: BLE001  (the job log must say what was wrong)
         message = str(err) if isinstance(err, ValueError) else f"{type(err).__name__}: {err}"
         logger.error("champion selection failed: %s", message, exc_info=not isinstance(err, ValueError))
         return 1

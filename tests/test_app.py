@@ -5,7 +5,6 @@ Only slowness and a down endpoint are simulated (a tiny server that answers late
 from __future__ import annotations
 
 import json
-
 import logging
 import socket
 import threading

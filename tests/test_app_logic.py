@@ -25,7 +25,6 @@ from app.results import (
 from app.terms import TermIndex, build_index, fold
 from diagnosa.labels import CATEGORIES
 
-
 # ------------------------------------------------------------------------------------------------ config
 
 def test_config_round_trips_through_the_environment():

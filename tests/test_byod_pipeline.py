@@ -124,7 +124,7 @@ def test_the_definition_for_a_dataset_offline_from_its_config_or_the_lake(ingest
 
 
 def test_run_refuses_a_dataset_it_cannot_find_or_split_before_any_step(tmp_path, capsys):
-    from diagnosa.data.schema import Schema, Field
+    from diagnosa.data.schema import Field, Schema
 
     ws = ["--workspace", str(tmp_path / "ws")]
     assert main([*ws, "run", "--local", "--dataset", "nope"]) == 2

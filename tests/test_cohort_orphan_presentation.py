@@ -11,6 +11,7 @@ from diagnosa.data.hpo import PHENOTYPIC_ABNORMALITY, load_ontology
 from diagnosa.data.orphan import ATTACK, EARLY, LATE, OrphanCatalogue
 from diagnosa.labels import ACUTE, CHRONIC, HEALTHY, TERMINAL
 
+
 @pytest.fixture(scope="module")
 def ontology():
     return load_ontology()

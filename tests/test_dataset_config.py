@@ -70,7 +70,8 @@ def ingest(lake, tmp_path, config_text: str, rows: str = ROWS):
     # labels and data
     ('name = "x"\nid_column = "case"\ntarget = "outcome"\nlabels = ["a", "b", "c"]\n',
      "class 'c' has no rows (not in the data)"),
-    (BASE + "[slice]\nname = \"old\"\ncolumn = \"age\"\nvalue = 99\n", "no accepted row is in the slice 'old' (column 'age' = 99)"),
+    (BASE + "[slice]\nname = \"old\"\ncolumn = \"age\"\nvalue = 99\n",
+     "no accepted row is in the slice 'old' (column 'age' = 99)"),
     ("name = x", "is not valid TOML"),
 ])
 def test_bad_config_is_refused_naming_what_is_wrong_and_nothing_is_written(lake, tmp_path, config_text, message):

@@ -10,11 +10,16 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 from diagnosa.model import DiagnosaModel, apply_calibration, decide
-from processing.calibration import (brier_score, calibration_summary, expected_calibration_error, honest_section,
-                                    recall_table, wilson_interval)
-from training.decisions import (calibrate_and_decide, decision_scores, fit_calibration, fit_decision_weights)
+from processing.calibration import (
+    brier_score,
+    calibration_summary,
+    expected_calibration_error,
+    honest_section,
+    recall_table,
+    wilson_interval,
+)
+from training.decisions import calibrate_and_decide, decision_scores, fit_calibration, fit_decision_weights
 from training.tuning import candidate_configs, cv_rows, oof_proba, plan_folds
-
 
 # ------------------------------------------------------------------------------------------------
 # Metrics

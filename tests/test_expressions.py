@@ -3,8 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipelines.expressions import (ExpressionError, Resolver, evaluate_condition, path_tokens, step_references,
-                                   walk)
+from pipelines.expressions import ExpressionError, Resolver, evaluate_condition, path_tokens, step_references, walk
 
 PROPERTIES = {
     "Preprocess": {"ProcessingOutputConfig": {"Outputs": {"train": {"S3Output": {"S3Uri": "s3://b/run/train"}}}}},

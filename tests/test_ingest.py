@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import boto3
 import pytest
@@ -55,7 +54,10 @@ def quarantined(lake: DataLake, report, source: str) -> dict[str, list[str]]:
     out = {}
     for entry in entries:
         raw = entry["raw"]
-        pid = raw["patient_id"] if isinstance(raw, dict) else (json.loads(raw).get("patient_id") if raw.startswith("{") and raw.endswith("}") else f"line{entry['line']}")
+        if isinstance(raw, dict):
+            pid = raw["patient_id"]
+        else:
+            pid = json.loads(raw).get("patient_id") if raw.startswith("{") and raw.endswith("}") else f"line{entry['line']}"
         out.setdefault(pid, []).extend(entry["reasons"])
     return out
 
@@ -242,10 +244,12 @@ def test_own_csv_declared_number_rejects_text(lake, tmp_path):
 
 @pytest.mark.parametrize("config_text, message", [
     ('name = "x"\nid_column = "case"\ntarget = "outcome"\n', "missing required key 'labels'"),
-    ('name = "x"\nid_column = "case"\ntarget = "nope"\nlabels = ["a", "b"]\n', "named in the config not in the CSV header: target 'nope'"),
+    ('name = "x"\nid_column = "case"\ntarget = "nope"\nlabels = ["a", "b"]\n',
+     "named in the config not in the CSV header: target 'nope'"),
     ('name = "x"\nid_column = "case"\ntarget = "outcome"\nlabels = ["a", "a"]\n', "duplicate labels 'a'"),
     ('name = "x"\nid_column = "case"\ntarget = "outcome"\nlabels = ["a", "b"]\ncolour = 1\n', "unknown keys colour"),
-    ('name = "x"\nid_column = "case"\ntarget = "outcome"\nlabels = ["a", "b"]\n[columns.age]\ntype = "float"\n', "unknown type 'float'"),
+    ('name = "x"\nid_column = "case"\ntarget = "outcome"\nlabels = ["a", "b"]\n[columns.age]\ntype = "float"\n',
+     "unknown type 'float'"),
     ('name = x', "is not valid TOML"),
 ])
 def test_bad_config_is_refused_before_anything_is_written(lake, tmp_path, config_text, message):

@@ -133,7 +133,8 @@ Command "/venv/bin/python -m pip install -r requirements.txt"
 def test_failure_reasons_show_the_jobs_own_error_not_the_runners_noise():
     reason = failure_reason(SDK_RUNNER_LOG)
     assert "Skipping typing" not in reason and reason.endswith("preprocessing failed: class ENFERMEDAD LEVE has 2 rows")
-    failure = 'InstallRequirementsError:\nExitCode 1\nErrorMessage ""\nCommand "/venv/bin/python -m pip install -r requirements.txt"\n'
+    failure = ('InstallRequirementsError:\nExitCode 1\nErrorMessage ""\n'
+               'Command "/venv/bin/python -m pip install -r requirements.txt"\n')
     reason = failure_reason(TOOLKIT_LOG, failure)
     assert reason.startswith("InstallRequirementsError: ExitCode 1")  # the failure file: the service's FailureReason
     assert reason.endswith("ERROR: No matching distribution found for numpy==0.0.1")  # the pin, from pip

@@ -138,8 +138,8 @@ def test_drifted_traffic_alerts_naming_the_features_and_the_failing_classes(loop
 
 
 def test_feedback_of_the_window_becomes_a_new_curated_version_through_ingestion(tmp_path, loop, curated_cohort):
-    from diagnosa.data.ingest import ingest_cohort, load_curated
     from diagnosa.data.cohort import write_raw
+    from diagnosa.data.ingest import ingest_cohort, load_curated
     from monitoring.retrain import feedback_dataset, start_retraining
 
     lake, phases = loop

@@ -1,10 +1,10 @@
 """Preprocessing: split, feature pipeline fitted on train only, resampling of train only, the job."""
 from __future__ import annotations
 
-from dataclasses import replace
 import json
 import pickle
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import joblib

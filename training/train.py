@@ -16,27 +16,35 @@ import sys
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import joblib
 import numpy as np
 import pandas as pd
 from sklearn.pipeline import Pipeline
+from sklearn.utils.class_weight import compute_sample_weight
 
 from diagnosa.data.schema import Schema
 from diagnosa.model import METADATA_FILE, MODEL_FILE, DiagnosaModel
 from inference.artifact import write_serving_code
-from sklearn.utils.class_weight import compute_sample_weight
-
 from processing.calibration import calibration_summary
 from processing.evaluation import evaluate
 from processing.split import read_train_groups, unseen_mask
 from training.decisions import MAX_PRECISION_LOSS, calibrate_and_decide
 from training.models import adapt_to_rows, check_seed, make_classifier, portable, resolve_hyperparameters
-from training.tuning import (DEFAULT_CV_MAX_ROWS, DEFAULT_MAX_CONFIGS, DEFAULT_MAX_FOLDS, DEFAULT_SEARCH_BUDGET,
-                             HOLDOUT_MIN_CLASS, describe_plan, holdout_search, search, use_holdout)
+from training.tuning import (
+    DEFAULT_CV_MAX_ROWS,
+    DEFAULT_MAX_CONFIGS,
+    DEFAULT_MAX_FOLDS,
+    DEFAULT_SEARCH_BUDGET,
+    HOLDOUT_MIN_CLASS,
+    describe_plan,
+    holdout_search,
+    search,
+    use_holdout,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -601,7 +609,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The artifact carries its serving code and pins (model.tar.gz/code/, SageMaker's layout).
         write_serving_code(model_dir / "code")
         logger.info("phase write: %.2f s", time.perf_counter() - started_write)
-    except Exception as err:  # the container must always leave a readable reason
+    except Exception as err:  # noqa: BLE001  (the container must always leave a readable reason)
         message = str(err) if isinstance(err, ValueError) else f"{type(err).__name__}: {err}"
         logger.error("training failed: %s", message, exc_info=not isinstance(err, ValueError))
         _write_failure(output_dir, message)

@@ -13,8 +13,8 @@ pools the training and validation rows and cross-validates on the pool:
   calibration and the decision weights do).
 - **Budget** (``search_budget``): the search fits at most this many rows in total (summed over folds
   and configurations; default 12,000), so a 400-row table tries the whole grid (``max_configs``,
-  default 6) and a 20,000-patient cohort (3,000 rows cross-validated, 3 folds) two configurations. The family's defaults -- with any
-  hyperparameter the job was given -- always come first.
+  default 6) and a 20,000-patient cohort (3,000 rows cross-validated, 3 folds) two configurations. The
+  family's defaults -- with any hyperparameter the job was given -- always come first.
 - **Score** of a configuration: OOF macro recall of the plain argmax, ties broken by worst-class
   recall, then by grid order.
 
@@ -29,10 +29,10 @@ the validation rows, within the same row budget, and the fitted model is the one
 """
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
-import warnings
 
 import numpy as np
 from sklearn.base import clone

@@ -7,8 +7,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from diagnosa.data.cohort import (BACKGROUND_SYMPTOMS, COMORBIDITIES, ORPHAN_STREAM, SEVERITY_SIGMA, STAGE_PRESENTATION,
-                                   STAGE_SHARE_FIELDS, TYPICALITY_BETA, TYPICALITY_MEAN, load_common_catalogue)
+from diagnosa.data.cohort import (
+    BACKGROUND_SYMPTOMS,
+    COMORBIDITIES,
+    ORPHAN_STREAM,
+    SEVERITY_SIGMA,
+    STAGE_PRESENTATION,
+    STAGE_SHARE_FIELDS,
+    TYPICALITY_BETA,
+    TYPICALITY_MEAN,
+    load_common_catalogue,
+)
 from diagnosa.data.orphan import MIN_PHENOTYPES, RULES, STAGE_RULES, OrphanCatalogue
 from diagnosa.data.own_data import OWN_DATA
 from diagnosa.data.physiology import VARIABLES

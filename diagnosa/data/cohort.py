@@ -27,12 +27,11 @@ from typing import Any, BinaryIO
 import numpy as np
 import pandas as pd
 
-from diagnosa.data.hpo import Ontology, load_ontology
-from diagnosa.data.hpo import PHENOTYPIC_ABNORMALITY
+from diagnosa.data.hpo import PHENOTYPIC_ABNORMALITY, Ontology, load_ontology
 from diagnosa.data.orphan import ATTACK, BETWEEN_ATTACKS, EARLY, LATE, STAGE_RULES, UNSTAGED, OrphanCatalogue, build_catalogue
 from diagnosa.data.physiology import BY_NAME, LABS, VARIABLES, VITALS
-from diagnosa.lake import DataLake
 from diagnosa.labels import ACUTE, CATEGORIES, CHRONIC, HEALTHY, MILD, TERMINAL
+from diagnosa.lake import DataLake
 
 MIN_PATIENTS, MAX_PATIENTS = 1_000, 1_000_000
 
@@ -662,7 +661,8 @@ def _unrelated_findings(rng: np.random.Generator, rows: np.ndarray, disease: np.
 
 
 def _note(age: int, sex: str, symptoms: list[str], names: dict[str, str]) -> str:
-    who = f"{age}-year-old {'woman' if sex == 'F' else 'man'}" if age >= 18 else f"{age}-year-old {'girl' if sex == 'F' else 'boy'}"
+    person = ("woman" if sex == "F" else "man") if age >= 18 else ("girl" if sex == "F" else "boy")
+    who = f"{age}-year-old {person}"
     if not symptoms:
         return f"{who}, routine visit, no complaints."
     shown = [names.get(s, s).lower() for s in symptoms[:3]]

@@ -28,8 +28,17 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from diagnosa.data.hpo import Ontology, load_ontology
-from diagnosa.data.schema import (CLINICAL_RECORD_FIELDS, LAB_RESULT_FIELDS, Schema, SchemaError, cohort_schema,
-                                  config_slice, load_dataset_config, schema_from_config, too_small_classes)
+from diagnosa.data.schema import (
+    CLINICAL_RECORD_FIELDS,
+    LAB_RESULT_FIELDS,
+    Schema,
+    SchemaError,
+    cohort_schema,
+    config_slice,
+    load_dataset_config,
+    schema_from_config,
+    too_small_classes,
+)
 from diagnosa.data.validate import validate_frame
 from diagnosa.lake import DataLake
 
@@ -332,7 +341,8 @@ def ingest_cohort(lake: DataLake, batch: str, *, ontology: Ontology | None = Non
         parts.append(part)
         line_numbers.extend(numbers)
         del chunk, raw
-    typed = pd.concat(parts, ignore_index=True) if parts else validate_frame(pd.DataFrame(), CLINICAL_RECORD_FIELDS, text=False)[0]
+    typed = pd.concat(parts, ignore_index=True) if parts else \
+        validate_frame(pd.DataFrame(), CLINICAL_RECORD_FIELDS, text=False)[0]
     del parts
     row_errors = _merge(row_errors, _duplicates(typed["patient_id"], lambda p: lines.raw(line_numbers[p])))
     bad_rows = np.zeros(len(typed), dtype=bool)

@@ -200,14 +200,16 @@ def test_processing_step_runs_as_its_container(step, execution, s3, s3_fetch, tm
     assert code == 0, log[-4000:]
     assert "Files after extraction:" in log  # runproc.sh unpacked the definition's code bundle
     config = json.loads((container.root / "config" / "processingjobconfig.json").read_text())
-    assert config["ProcessingJobName"] == request["ProcessingJobName"] and config["AppSpecification"]["ContainerEntrypoint"] == ENTRYPOINT
+    assert config["ProcessingJobName"] == request["ProcessingJobName"]
+    assert config["AppSpecification"]["ContainerEntrypoint"] == ENTRYPOINT
     CHECKS[step](container.outputs, execution)
 
 
 # ------------------------------------------------------------------------------------------------ monitoring
 
 def _monitor_function():
-    spec = importlib.util.spec_from_file_location("diagnosa_fn_monitor_parity", ROOT / "infra" / "functions" / "monitor" / "handler.py")
+    spec = importlib.util.spec_from_file_location("diagnosa_fn_monitor_parity",
+                                                  ROOT / "infra" / "functions" / "monitor" / "handler.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -252,7 +254,8 @@ def test_monitoring_job_runs_as_the_monitor_function_starts_it(execution, s3, aw
     evaluation = execution.record.steps["Evaluate"]["Properties"]["ProcessingOutputConfig"]["Outputs"]
     base = "artifacts/monitoring/diagnosa/baseline/"
     since = (now - timedelta(hours=2)).strftime("%Y-%m-%dT%H:%M:%SZ")
-    for source, folder, name in ((outputs["baseline"], "data", "statistics.json"), (outputs["baseline"], "data", "constraints.json"),
+    for source, folder, name in ((outputs["baseline"], "data", "statistics.json"),
+                                 (outputs["baseline"], "data", "constraints.json"),
                                  (evaluation["evaluation"], "predictions", "prediction_baseline.json"),
                                  (evaluation["evaluation"], "predictions", "model_quality_constraints.json")):
         key = source["S3Output"]["S3Uri"].removeprefix(f"s3://{LOCAL_BUCKET}/") + f"/{name}"

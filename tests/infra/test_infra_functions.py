@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import boto3
 import pytest
-from moto import mock_aws
-
 from deploy_env import ENV, REGION
+from moto import mock_aws
 
 IMAGE = "763104351884.dkr.ecr.eu-west-1.amazonaws.com/pytorch-inference:2.5-cpu-py311"
 

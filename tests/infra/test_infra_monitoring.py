@@ -7,9 +7,8 @@ import logging
 
 import boto3
 import pytest
-from moto import mock_aws
-
 from deploy_env import ENV, REGION
+from moto import mock_aws
 
 from pipelines.service_model import request_problems
 

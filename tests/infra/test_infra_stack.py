@@ -346,7 +346,7 @@ def test_vpc_mode_private_subnets_endpoints_and_functions_inside(prod, dev):
     prod.resource_count_is("AWS::EC2::FlowLog", 1)
     for function in ("diagnosa-prod-deploy", "diagnosa-prod-retrain"):
         props = resources(prod, "AWS::Lambda::Function")[logical(
-            prod, "AWS::Lambda::Function", lambda p: p.get("FunctionName") == function)]["Properties"]
+            prod, "AWS::Lambda::Function", lambda p, name=function: p.get("FunctionName") == name)]["Properties"]
         assert props["VpcConfig"]["SubnetIds"]
     env = resources(prod, "AWS::Lambda::Function")[logical(
         prod, "AWS::Lambda::Function", lambda p: p.get("FunctionName") == "diagnosa-prod-deploy")]["Properties"][
