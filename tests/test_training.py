@@ -434,3 +434,61 @@ def test_every_family_fits_a_two_label_dataset(family):
     proba = make_classifier(family, FAST[family], seed=0).fit(X, y, sample_weight=np.ones(120)).predict_proba(X)
     assert proba.shape == (120, 2) and np.allclose(proba.sum(axis=1), 1.0)
     assert (proba.argmax(axis=1) == y).mean() > 0.65  # learns something (classes are about even)
+
+
+# ------------------------------------------------------------------------------------------------
+# XGBoost on mostly-zero rows (issue 16: its cost followed rows x columns, and the columns grow with the cohort)
+
+
+def indicator_rows(n: int = 800, width: int = 40, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """0/1 indicator columns, ~10 % ones (like the symptom block), three classes driven by a few columns."""
+    rng = np.random.default_rng(seed)
+    X = (rng.random((n, width)) < 0.1).astype(np.float32)
+    y = (X[:, :4].sum(axis=1) > 0).astype(int) + (X[:, 4:7].sum(axis=1) > 0)
+    return X, y
+
+
+def test_xgboost_fits_only_the_non_zero_entries_and_predicts_dense_rows_alike():
+    """The fit sees the non-zero entries only (a CSR matrix holding just those gives the same model), and
+    dense rows -- what serving passes after the transformer -- are predicted as those entries are."""
+    import scipy.sparse as sp
+
+    X, y = indicator_rows()
+    w = np.where(y == 2, 3.0, 1.0)
+    dense = make_classifier("xgboost", {"n_estimators": "20"}, seed=0).fit(X, y, sample_weight=w)
+    from_nonzeros = make_classifier("xgboost", {"n_estimators": "20"}, seed=0).fit(sp.csr_matrix(X), y,
+                                                                                   sample_weight=w)
+    np.testing.assert_array_equal(dense.predict_proba(X), from_nonzeros.predict_proba(X))
+    np.testing.assert_array_equal(dense.predict_proba(X), dense.predict_proba(sp.csr_matrix(X)))
+
+
+def test_xgboost_on_indicator_columns_learns_the_trees_a_dense_fit_learns():
+    """Treating 0 as absent changes nothing on 0/1 columns: the same probabilities as xgboost's own
+    default (0 a value, only NaN absent), so the speed-up costs no quality there."""
+    from xgboost import XGBClassifier
+
+    X, y = indicator_rows(seed=3)
+    ours = make_classifier("xgboost", {"n_estimators": "30", "max_depth": "4"}, seed=0).fit(X, y)
+    default = XGBClassifier(**{**ours.get_params(), "missing": np.nan}).fit(X, y)
+    np.testing.assert_allclose(ours.predict_proba(X), default.predict_proba(X), rtol=0, atol=1e-6)
+
+
+def test_xgboost_reads_nan_and_zero_alike_and_the_artifact_keeps_it(layout, tmp_path):
+    """NaN stays "absent" (xgboost is a NaN-tolerant family), and the shipped model, saved and loaded,
+    predicts a dense row with a 0 as it was fitted."""
+    X, y = indicator_rows(seed=4)
+    model = make_classifier("xgboost", {"n_estimators": "20"}, seed=0).fit(X, y)
+    rows = X[:50].copy()
+    rows[rows == 0] = np.nan
+    np.testing.assert_array_equal(model.predict_proba(rows), model.predict_proba(X[:50]))
+
+    result = train_module.train(layout["train"], layout["validation"], layout["transformer"], "xgboost",
+                                FAST["xgboost"], seed=0)
+    result.model.save(tmp_path / "saved")
+    classifier = DiagnosaModel.load(tmp_path / "saved").pipeline.steps[-1][1]
+    frame = pd.read_parquet(layout["validation"] / "validation.parquet").drop(columns=["label"])
+    X_val = DiagnosaModel.load(tmp_path / "saved").features.transform(frame)
+    zero, nan = X_val.copy(), X_val.copy()
+    zero[:, 0], nan[:, 0] = 0.0, np.nan  # a dense 0, as serving sends it, is read as "absent"
+    np.testing.assert_array_equal(classifier.predict_proba(zero), classifier.predict_proba(nan))
+    assert not np.array_equal(classifier.predict_proba(zero), classifier.predict_proba(X_val))
