@@ -181,8 +181,10 @@ def limit_threads(model: DiagnosaModel, threads: int = SERVING_THREADS) -> None:
     oversubscribes the cores: a 100-patient batch took 40 ms with two threads, 8.5 ms with one (issue 15).
     The process-wide BLAS/OpenMP pools are the serving processes' to limit (:func:`limit_process_threads`)."""
     classifier = model.pipeline.steps[-1][1]
-    if hasattr(classifier, "get_params") and "n_jobs" in classifier.get_params(deep=False):
-        classifier.set_params(n_jobs=threads)
+    if hasattr(classifier, "get_params"):  # the estimator itself, or a step of its pipeline (xgboost's)
+        updates = {k: threads for k in classifier.get_params(deep=True) if k == "n_jobs" or k.endswith("__n_jobs")}
+        if updates:
+            classifier.set_params(**updates)
 
 
 def limit_process_threads(threads: int = SERVING_THREADS) -> None:

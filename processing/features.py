@@ -127,6 +127,51 @@ def list_vocabularies(features: Any) -> dict[str, frozenset[str]]:
     return found
 
 
+class SparseIndicators(TransformerMixin, BaseEstimator):
+    """Dense features as CSR in which 0/1 indicator columns store only their 1s, every other column every value.
+
+    For XGBoost (issue 16): its ``hist`` method visits every entry present, so on the dense matrix a fit cost
+    rows x columns, and the symptom vocabulary grows with the cohort (745 columns at 20k patients, 1,511 at
+    100k) while a patient has ~64 findings. An entry absent from a CSR matrix is "missing" to XGBoost, and on a
+    0/1 column "missing | 1" is the same split as "0 | 1"; continuous columns keep their zeros as values. The
+    trees, and so the predictions, are the dense model's exactly (max difference 0 on 9,000 cohort patients),
+    for ~77 stored entries per row instead of 745: the 20k fit 16.9 s -> 5.0 s. Shipped with the model
+    (this module is in the serving code), so prediction sees the same encoding.
+    """
+
+    def __init__(self, chunk_rows: int = 20_000):
+        self.chunk_rows = chunk_rows
+
+    def fit(self, X: Any, y: Any = None) -> SparseIndicators:
+        X = _dense32(X)
+        indicator = np.ones(X.shape[1], dtype=bool)
+        for start in range(0, X.shape[0], self.chunk_rows):  # bounded temporaries on large cohorts
+            part = X[start:start + self.chunk_rows]
+            indicator &= ((part == 0) | (part == 1)).all(axis=0)
+        self.indicator_ = indicator
+        self.n_features_in_ = X.shape[1]
+        return self
+
+    def transform(self, X: Any) -> sp.csr_matrix:
+        X = _dense32(X)
+        if X.shape[1] != len(self.indicator_):
+            raise ValueError(f"expected {len(self.indicator_)} feature columns, got {X.shape[1]}")
+        if not X.shape[0]:
+            return sp.csr_matrix(X.shape, dtype=np.float32)
+        blocks = []
+        for start in range(0, X.shape[0], self.chunk_rows):
+            part = X[start:start + self.chunk_rows]
+            keep = (part != 0) | ~self.indicator_[None, :]
+            rows, cols = np.nonzero(keep)  # row-major: CSR order
+            indptr = np.concatenate([[0], np.cumsum(keep.sum(axis=1))])
+            blocks.append(sp.csr_matrix((part[rows, cols], cols, indptr), shape=part.shape))
+        return blocks[0] if len(blocks) == 1 else sp.vstack(blocks, format="csr")
+
+
+def _dense32(X: Any) -> np.ndarray:
+    return np.asarray(X.toarray() if sp.issparse(X) else X, dtype=np.float32)
+
+
 def _to_float32(X: Any) -> np.ndarray:
     return np.asarray(X.toarray() if sp.issparse(X) else X, dtype=np.float32)
 

@@ -157,8 +157,12 @@ def test_text_bodies_with_lone_surrogates_and_too_many_records_are_4xx(service):
 def test_a_served_classifier_computes_on_one_thread(service, trained_model_dir):
     from diagnosa.model import DiagnosaModel
 
-    assert DiagnosaModel.load(trained_model_dir).pipeline.steps[-1][1].get_params()["n_jobs"] != 1
-    assert service.model.pipeline.steps[-1][1].get_params()["n_jobs"] == handler.SERVING_THREADS == 1
+    def jobs(classifier):  # the estimator's n_jobs, or its pipeline steps' (xgboost's is sparse -> xgboost)
+        return {k: v for k, v in classifier.get_params(deep=True).items() if k == "n_jobs" or k.endswith("__n_jobs")}
+
+    assert set(jobs(DiagnosaModel.load(trained_model_dir).pipeline.steps[-1][1]).values()) != {1}
+    served = jobs(service.model.pipeline.steps[-1][1])
+    assert served and set(served.values()) == {handler.SERVING_THREADS} == {1}
 
 
 def test_codes_the_model_never_learned_are_named_not_silently_ignored(service):

@@ -184,7 +184,7 @@ def test_string_hyperparameters_parsed_and_cli_overrides(layout):
     assert meta["hyperparameters"]["subsample"] == pytest.approx(0.5)
     assert meta["hyperparameters"]["min_child_weight"] == 1.0  # default filled in
     assert meta["seed"] == 9
-    assert DiagnosaModel.load(layout["model"]).pipeline.named_steps["classifier"].get_params()["max_depth"] == 2
+    assert DiagnosaModel.load(layout["model"]).pipeline.named_steps["classifier"].get_params()["xgboost__max_depth"] == 2
 
 
 def test_sm_hps_wins_over_file_and_channels_from_env(layout, monkeypatch, tmp_path):
@@ -211,11 +211,11 @@ def test_read_hyperparameters_decodes_and_drops_sagemaker_keys(tmp_path):
 
 
 def test_defaults_per_family():
-    xgb = make_classifier("xgboost")
+    xgb = make_classifier("xgboost").named_steps["xgboost"]
     assert (xgb.n_estimators, xgb.max_depth, xgb.learning_rate) == (300, 6, 0.1)
     assert xgb.tree_method == "hist" and xgb.n_jobs == -1
     fitted = make_classifier("xgboost", {"n_estimators": "5"}).fit(np.eye(3).repeat(4, axis=0), np.arange(3).repeat(4))
-    assert fitted.get_xgb_params()["objective"] == "multi:softprob"  # taken from the labels (3 here)
+    assert fitted.named_steps["xgboost"].get_xgb_params()["objective"] == "multi:softprob"  # from the labels (3)
     assert make_classifier("logistic_regression").max_iter == 2000
     rf = make_classifier("random_forest")
     assert (rf.n_estimators, rf.max_depth, rf.n_jobs) == (300, None, -1)
@@ -232,9 +232,9 @@ def test_defaults_per_family():
 def test_hyperparameter_parsing():
     assert make_classifier("mlp", {"hidden_layer_sizes": "64, 32,16"}).hidden_layer_sizes == (64, 32, 16)
     assert make_classifier("mlp", {"hidden_layer_sizes": [8]}).hidden_layer_sizes == (8,)
-    assert make_classifier("xgboost", {"n_estimators": "\"300\""}).n_estimators == 300
-    assert make_classifier("xgboost", {"n_estimators": "3e2"}).n_estimators == 300
-    assert make_classifier("xgboost", {"learning_rate": "1"}).learning_rate == 1.0
+    assert make_classifier("xgboost", {"n_estimators": "\"300\""}).named_steps["xgboost"].n_estimators == 300
+    assert make_classifier("xgboost", {"n_estimators": "3e2"}).named_steps["xgboost"].n_estimators == 300
+    assert make_classifier("xgboost", {"learning_rate": "1"}).named_steps["xgboost"].learning_rate == 1.0
     assert make_classifier("random_forest", {"max_depth": 12.0}).max_depth == 12
     assert resolve_hyperparameters("logistic_regression", {"C": "0.25"}) == {"C": 0.25, "max_iter": 2000}
     assert check_seed("\"7\"") == 7
@@ -448,47 +448,52 @@ def indicator_rows(n: int = 800, width: int = 40, seed: int = 0) -> tuple[np.nda
     return X, y
 
 
-def test_xgboost_fits_only_the_non_zero_entries_and_predicts_dense_rows_alike():
-    """The fit sees the non-zero entries only (a CSR matrix holding just those gives the same model), and
-    dense rows -- what serving passes after the transformer -- are predicted as those entries are."""
-    import scipy.sparse as sp
-
-    X, y = indicator_rows()
-    w = np.where(y == 2, 3.0, 1.0)
-    dense = make_classifier("xgboost", {"n_estimators": "20"}, seed=0).fit(X, y, sample_weight=w)
-    from_nonzeros = make_classifier("xgboost", {"n_estimators": "20"}, seed=0).fit(sp.csr_matrix(X), y,
-                                                                                   sample_weight=w)
-    np.testing.assert_array_equal(dense.predict_proba(X), from_nonzeros.predict_proba(X))
-    np.testing.assert_array_equal(dense.predict_proba(X), dense.predict_proba(sp.csr_matrix(X)))
+def mixed_rows(n: int = 800, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Indicator columns and continuous ones, some exactly 0 (a standardised value at the mean), some NaN."""
+    rng = np.random.default_rng(seed)
+    X, y = indicator_rows(n, seed=seed)
+    continuous = rng.normal(size=(n, 3)).astype(np.float32)
+    continuous[rng.random((n, 3)) < 0.2] = 0.0
+    continuous[rng.random((n, 3)) < 0.05] = np.nan
+    y = np.where(np.nan_to_num(continuous[:, 0]) > 1.0, 2, y)
+    return np.hstack([X, continuous]), y
 
 
-def test_xgboost_on_indicator_columns_learns_the_trees_a_dense_fit_learns():
-    """Treating 0 as absent changes nothing on 0/1 columns: the same probabilities as xgboost's own
-    default (0 a value, only NaN absent), so the speed-up costs no quality there."""
+def test_the_sparse_encoding_keeps_continuous_zeros_and_drops_only_indicator_zeros():
+    from processing.features import SparseIndicators
+
+    X, _ = mixed_rows()
+    encoder = SparseIndicators(chunk_rows=128).fit(X)
+    assert encoder.indicator_.tolist() == [True] * 40 + [False] * 3
+    S = encoder.transform(X)
+    np.testing.assert_array_equal(np.nan_to_num(S.toarray(), nan=-9), np.nan_to_num(X, nan=-9))
+    stored = S.tocsc()
+    assert stored[:, 40:].nnz == X.shape[0] * 3  # every continuous entry stored, its zeros included
+    assert stored[:, :40].nnz == int((X[:, :40] != 0).sum())  # an indicator stores its ones only
+    assert encoder.transform(X[:0]).shape == (0, 43)
+    with pytest.raises(ValueError, match="expected 43 feature columns, got 42"):
+        encoder.transform(X[:, :42])
+
+
+def test_xgboost_on_the_sparse_encoding_is_the_dense_model_exactly():
+    """The same trees as xgboost on the dense matrix (0 a value, NaN absent), continuous zeros included:
+    the speed-up changes no prediction."""
     from xgboost import XGBClassifier
 
-    X, y = indicator_rows(seed=3)
-    ours = make_classifier("xgboost", {"n_estimators": "30", "max_depth": "4"}, seed=0).fit(X, y)
-    default = XGBClassifier(**{**ours.get_params(), "missing": np.nan}).fit(X, y)
-    np.testing.assert_allclose(ours.predict_proba(X), default.predict_proba(X), rtol=0, atol=1e-6)
+    X, y = mixed_rows(seed=3)
+    w = np.where(y == 2, 3.0, 1.0)
+    ours = make_classifier("xgboost", {"n_estimators": "30", "max_depth": "4"}, seed=0).fit(X, y, sample_weight=w)
+    params = ours.named_steps["xgboost"].get_params()
+    dense = XGBClassifier(**params).fit(X, y, sample_weight=w)
+    np.testing.assert_array_equal(ours.predict_proba(X), dense.predict_proba(X))
 
 
-def test_xgboost_reads_nan_and_zero_alike_and_the_artifact_keeps_it(layout, tmp_path):
-    """NaN stays "absent" (xgboost is a NaN-tolerant family), and the shipped model, saved and loaded,
-    predicts a dense row with a 0 as it was fitted."""
-    X, y = indicator_rows(seed=4)
-    model = make_classifier("xgboost", {"n_estimators": "20"}, seed=0).fit(X, y)
-    rows = X[:50].copy()
-    rows[rows == 0] = np.nan
-    np.testing.assert_array_equal(model.predict_proba(rows), model.predict_proba(X[:50]))
-
+def test_the_shipped_xgboost_model_carries_the_encoding_and_predicts_dense_rows(layout, tmp_path):
     result = train_module.train(layout["train"], layout["validation"], layout["transformer"], "xgboost",
                                 FAST["xgboost"], seed=0)
     result.model.save(tmp_path / "saved")
-    classifier = DiagnosaModel.load(tmp_path / "saved").pipeline.steps[-1][1]
+    loaded = DiagnosaModel.load(tmp_path / "saved")
+    classifier = loaded.pipeline.steps[-1][1]
+    assert [name for name, _ in classifier.steps] == ["sparse", "xgboost"]
     frame = pd.read_parquet(layout["validation"] / "validation.parquet").drop(columns=["label"])
-    X_val = DiagnosaModel.load(tmp_path / "saved").features.transform(frame)
-    zero, nan = X_val.copy(), X_val.copy()
-    zero[:, 0], nan[:, 0] = 0.0, np.nan  # a dense 0, as serving sends it, is read as "absent"
-    np.testing.assert_array_equal(classifier.predict_proba(zero), classifier.predict_proba(nan))
-    assert not np.array_equal(classifier.predict_proba(zero), classifier.predict_proba(X_val))
+    np.testing.assert_array_equal(loaded.predict_proba(frame), result.model.predict_proba(frame))

@@ -26,6 +26,8 @@ from sklearn.pipeline import Pipeline
 from sklearn.svm import LinearSVC
 from xgboost import XGBClassifier
 
+from processing.features import SparseIndicators
+
 FAMILIES: tuple[str, ...] = ("logistic_regression", "random_forest", "xgboost", "mlp", "svm", "gradient_boosting")
 MAX_SEED = 2**32 - 1  # numpy and xgboost both accept seeds in [0, 2**32)
 
@@ -89,14 +91,9 @@ PARAMS: dict[str, dict[str, Param]] = {
     },
 }
 MAX_HIDDEN_LAYERS = 10
-# XGBoost treats 0 (and NaN, always) as "absent", in fit and in predict alike (the value is kept in the
-# pickled estimator, so serving agrees). The feature matrix is ~95 % zeros -- 0/1 symptom indicators
-# whose vocabulary grows with the cohort (745 columns at 20k patients, 1,511 at 100k) while a patient
-# keeps ~64 non-zero values -- and the hist method's cost follows the entries present: dense, a fit costs
-# rows x columns (superlinear in patients: 11x the time for 5x the rows); with 0 absent, rows x 64. On
-# 0/1 columns the trees are the same (a split "0 | 1" is "absent | present"); on continuous columns an
-# exact 0 becomes a value the tree may send either way. docs/architecture.md#performance has the figures.
-XGBOOST_MISSING = 0.0
+# XGBoost fits the features as CSR with the indicators' zeros left out (the dense model's trees, faster);
+# benchmarks/bench_train.py --compare-dense switches this off to time the dense fit beside it.
+XGBOOST_SPARSE = True
 
 
 class WeightedPipeline(Pipeline):
@@ -231,11 +228,14 @@ def make_classifier(family: str, hyperparameters: Mapping[str, Any] | None = Non
         return RandomForestClassifier(n_estimators=hp["n_estimators"], max_depth=hp["max_depth"] or None,
                                       min_samples_leaf=hp["min_samples_leaf"], n_jobs=-1, random_state=seed)
     if family == "xgboost":
-        return XGBClassifier(n_estimators=hp["n_estimators"], max_depth=hp["max_depth"],
-                             learning_rate=hp["learning_rate"], subsample=hp["subsample"],
-                             colsample_bytree=hp["colsample_bytree"], min_child_weight=hp["min_child_weight"],
-                             reg_lambda=hp["reg_lambda"], tree_method="hist", n_jobs=-1, random_state=seed,
-                             missing=XGBOOST_MISSING)
+        # The features as CSR with the 0/1 indicators' zeros left out: the same trees as on the dense matrix,
+        # at a cost that follows a patient's findings rather than the vocabulary (processing.features.SparseIndicators).
+        booster = XGBClassifier(
+            n_estimators=hp["n_estimators"], max_depth=hp["max_depth"], learning_rate=hp["learning_rate"],
+            subsample=hp["subsample"], colsample_bytree=hp["colsample_bytree"],
+            min_child_weight=hp["min_child_weight"], reg_lambda=hp["reg_lambda"], tree_method="hist", n_jobs=-1,
+            random_state=seed)
+        return WeightedPipeline([("sparse", SparseIndicators()), ("xgboost", booster)]) if XGBOOST_SPARSE else booster
         # No objective: XGBClassifier takes multi:softprob for 3+ classes and binary:logistic for two
         # (a fixed multi:softprob fails on a two-label dataset: "num_class should be greater equal to 1").
     if family == "mlp":
