@@ -72,3 +72,23 @@ def retrain_fn():
 @pytest.fixture(scope="session")
 def monitor_fn():
     return load_function("monitor")
+
+
+def _cfn_text(value) -> str:
+    """A CloudFormation string expression as text, tokens written as <Ref:X>, <Att:X.Y> or <token>."""
+    if isinstance(value, str):
+        return value
+    if "Fn::Join" in value:
+        sep, parts = value["Fn::Join"]
+        return sep.join(_cfn_text(p) for p in parts)
+    if "Ref" in value:
+        return f"<Ref:{value['Ref']}>"
+    if "Fn::GetAtt" in value:
+        return "<Att:" + ".".join(value["Fn::GetAtt"]) + ">"
+    return "<token>"
+
+
+@pytest.fixture(scope="session")
+def cfn_text():
+    """Render a template's string expression (a pipeline definition, a dashboard body) to parse it."""
+    return _cfn_text

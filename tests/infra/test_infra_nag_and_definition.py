@@ -150,26 +150,12 @@ def _assert_stack_deploys_what_the_definition_reads(embedded: str, bucket: str, 
         assert name in keys or any(k.startswith(name.rstrip("/") + "/") for k in keys), name
 
 
-def _placeholders(value) -> str:
-    """A CloudFormation string expression as text, every token written as <Ref:X>, <Att:X.Y> or <token>."""
-    if isinstance(value, str):
-        return value
-    if "Fn::Join" in value:
-        sep, parts = value["Fn::Join"]
-        return sep.join(_placeholders(p) for p in parts)
-    if "Ref" in value:
-        return f"<Ref:{value['Ref']}>"
-    if "Fn::GetAtt" in value:
-        return "<Att:" + ".".join(value["Fn::GetAtt"]) + ">"
-    return "<token>"
-
-
-def test_in_vpc_mode_every_pipeline_job_runs_in_the_isolated_subnets(prod, stacks):
+def test_in_vpc_mode_every_pipeline_job_runs_in_the_isolated_subnets(prod, stacks, cfn_text):
     from infra.pipeline_definition import SENTINEL_SECURITY_GROUP, SENTINEL_SUBNETS
 
     stack = stacks["Diagnosa-prod"]
     [pipeline] = prod.find_resources("AWS::SageMaker::Pipeline").values()
-    text = _placeholders(pipeline["Properties"]["PipelineDefinition"]["PipelineDefinitionBody"])
+    text = cfn_text(pipeline["Properties"]["PipelineDefinition"]["PipelineDefinitionBody"])
     assert not any(sentinel in text for sentinel in (*SENTINEL_SUBNETS, SENTINEL_SECURITY_GROUP))
     subnets = [f"<Ref:{stack.get_logical_id(s.node.default_child)}>" for s in stack.vpc.isolated_subnets]
     group = f"<Att:{stack.get_logical_id(stack.function_sg.node.default_child)}.GroupId>"

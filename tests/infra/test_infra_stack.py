@@ -473,24 +473,10 @@ def test_job_model_and_monitoring_roles_pull_only_the_definitions_images(dev):
         assert all("763104351884" in text(r) for s in pulls for r in _list(s["Resource"])), role
 
 
-def _text(value) -> str:
-    """A CloudFormation string expression as text, tokens written as <Ref:X> / <Att:X.Y>."""
-    if isinstance(value, str):
-        return value
-    if "Fn::Join" in value:
-        sep, parts = value["Fn::Join"]
-        return sep.join(_text(p) for p in parts)
-    if "Ref" in value:
-        return f"<Ref:{value['Ref']}>"
-    if "Fn::GetAtt" in value:
-        return "<Att:" + ".".join(value["Fn::GetAtt"]) + ">"
-    return "<token>"
-
-
-def test_a_dashboard_per_stage_shows_endpoint_drift_live_recall_pipeline_and_gate(dev):
+def test_a_dashboard_per_stage_shows_endpoint_drift_live_recall_pipeline_and_gate(dev, cfn_text):
     [dashboard] = resources(dev, "AWS::CloudWatch::Dashboard").values()
     assert dashboard["Properties"]["DashboardName"] == "diagnosa-dev"
-    widgets = json.loads(_text(dashboard["Properties"]["DashboardBody"]))["widgets"]
+    widgets = json.loads(cfn_text(dashboard["Properties"]["DashboardBody"]))["widgets"]
     by_title = {w["properties"]["title"]: w["properties"] for w in widgets}
     assert set(by_title) == {"Endpoint: requests and errors", "Endpoint: model latency (microseconds)",
                              "Drift (daily monitoring job)", "Live recall from doctors' feedback",
