@@ -27,6 +27,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.utils.class_weight import compute_sample_weight
 
 from diagnosa.data.schema import Schema
+from diagnosa.files import atomic_path, write_text_atomic
 from diagnosa.model import METADATA_FILE, MODEL_FILE, DiagnosaModel
 from inference.artifact import write_serving_code
 from processing.calibration import calibration_summary
@@ -515,10 +516,7 @@ def _calibration_numbers(y: np.ndarray, proba: np.ndarray) -> dict[str, float]:
 
 
 def _write_json_atomic(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(data, indent=2, ensure_ascii=False, sort_keys=True) + "\n")
 
 
 def _move_into(src: Path, folder: Path) -> None:
@@ -527,9 +525,8 @@ def _move_into(src: Path, folder: Path) -> None:
     try:
         os.replace(src, target)
     except OSError:
-        partial = folder / f".{src.name}.partial"
-        shutil.copyfile(src, partial)
-        os.replace(partial, target)
+        with atomic_path(target) as partial:
+            shutil.copyfile(src, partial)
 
 
 def save_model(model: DiagnosaModel, model_dir: str | os.PathLike) -> None:
