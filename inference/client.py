@@ -159,7 +159,7 @@ class DiagnosaClient:
         return Prediction(payload["predictions"], headers.get("x-diagnosa-event-id"))
 
     def send_feedback(self, event_id: str, diagnosis: str, note: str | None = None,
-                      disease_id: str | None = None) -> str:
+                      disease_id: str | None = None, source: str | None = None) -> str:
         """Send a doctor's confirmed diagnosis for a prediction (by its event id); returns the lake key written.
 
         The local endpoint takes it on ``POST /feedback``. A SageMaker endpoint has no such route: the
@@ -174,6 +174,8 @@ class DiagnosaClient:
             body["note"] = note
         if disease_id is not None:  # ORPHA:/OMIM:/DECIPHER: puts the case in the live orphan slice
             body["disease_id"] = disease_id
+        if source is not None:
+            body["source"] = source
         try:
             feedback = parse_feedback(body)
         except FeedbackError as err:

@@ -219,6 +219,19 @@ def test_client_sends_feedback_to_the_local_route(endpoint):
         client.send_feedback("ev-never", "NO ENFERMO")
 
 
+def test_the_feedback_command_sends_disease_id_and_source_to_the_endpoint(endpoint, tmp_path, capsys):
+    from diagnosa.cli import main
+
+    ep, lake = endpoint
+    event = _captured(ep)
+    code = main(["--workspace", str(tmp_path / "ws"), "feedback", event, "ENFERMEDAD CRÓNICA", "--endpoint-url", ep.url,
+                 "--disease-id", "ORPHA:558", "--source", "ward-3"])
+    assert code == 0, capsys.readouterr().err
+    [key] = lake.list("feedback/")
+    stored = lake.get_json(key)
+    assert (stored["disease_id"], stored["source"], stored["diagnosis"]) == ("ORPHA:558", "ward-3", "ENFERMEDAD CRÓNICA")
+
+
 def test_client_without_a_route_writes_to_the_lake_or_says_why_not(tmp_path):
     lake = DataLake.from_uri(str(tmp_path))
     client = DiagnosaClient("prod-endpoint", region="eu-west-1", lake=lake)

@@ -145,12 +145,11 @@ def cmd_feedback(args: argparse.Namespace, cli: ModuleType) -> int:
     if args.endpoint_url:
         from inference.client import ClientFailure, DiagnosaClient
 
-        if set(body) - {"event_id", "diagnosis", "note"}:
-            raise cli.UsageError("--source and --disease-id go straight to the lake: drop --endpoint-url")
         try:
             token = cli.read_token_file(args.feedback_token_file) if args.feedback_token_file else None
             key = DiagnosaClient(args.endpoint_name, endpoint_url=args.endpoint_url, feedback_token=token
-                                 ).send_feedback(feedback.event_id, feedback.diagnosis, feedback.note)
+                                 ).send_feedback(feedback.event_id, feedback.diagnosis, feedback.note,
+                                                 disease_id=feedback.disease_id, source=feedback.source)
         except ValueError as err:  # the endpoint URL is not a server root
             raise cli.UsageError(f"--endpoint-url: {err}") from None
         except ClientFailure as err:
