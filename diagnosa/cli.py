@@ -313,7 +313,8 @@ def cmd_registry_list(args: argparse.Namespace) -> int:
         print(f"{group}: {len(packages)} version(s)")
         for p in packages:
             model_url = p["InferenceSpecification"]["Containers"][0].get("ModelDataUrl")
-            serving = "".join(f"  [serving on {name}]" for name, url in served.items() if url == model_url)
+            rejected = " — rejected, still serving" if p["ModelApprovalStatus"] == "Rejected" else ""
+            serving = "".join(f"  [serving on {name}{rejected}]" for name, url in served.items() if url == model_url)
             print(f"  v{p['ModelPackageVersion']:<4} {p['ModelApprovalStatus']:<22} {p['CreationTime']}  "
                   f"{_test_summary(args, p)}{serving}")
             lineage = p.get("CustomerMetadataProperties", {})
@@ -335,6 +336,13 @@ def cmd_registry_decide(args: argparse.Namespace) -> int:
     except RegistryError as err:
         raise UsageError(str(err)) from None
     print(f"{args.group} v{args.version}: {status}")
+    if status == "Rejected" and not args.region:
+        model_url = package["InferenceSpecification"]["Containers"][0].get("ModelDataUrl")
+        serving = [name for name, url in _served_models(args).items() if url == model_url]
+        if serving:
+            print(f"warning: v{args.version} still serves on {', '.join(serving)}: rejecting it does not take it "
+                  f"down. Approve another version to replace it, or `diagnosa endpoint stop {serving[0]}`.",
+                  file=sys.stderr)
     if args.region:
         if status == "Approved":
             print("  on AWS the approval event starts the deploy function (docs/deploy.md)")

@@ -131,6 +131,14 @@ def test_same_inputs_give_the_same_definition_and_metrics_and_approval_redeploys
     assert "Approved" in v2 and f"test recall: macro {recall:.3f}" in v2 and v2.endswith("[serving on diagnosa]")
     assert not any("[serving" in line for line in listing if line.strip().startswith("v1 "))
 
+    # Rejecting the version that serves warns that the endpoint still serves it, and the list says so.
+    assert cli(["--workspace", str(workspace["root"]), "registry", "reject", "2", "--reason", "recall doubt"]) == 0
+    warned = capsys.readouterr()
+    assert "v2: Rejected" in warned.out and "warning: v2 still serves on diagnosa" in warned.err
+    assert cli(["--workspace", str(workspace["root"]), "registry", "list"]) == 0
+    [v2] = [line for line in capsys.readouterr().out.splitlines() if line.strip().startswith("v2 ")]
+    assert "Rejected" in v2 and v2.endswith("[serving on diagnosa — rejected, still serving]")
+
 
 def test_a_model_below_a_threshold_is_stopped_by_the_gate(workspace, approved_run):
     registry = workspace["executor"].registry
