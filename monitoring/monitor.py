@@ -18,9 +18,9 @@ from typing import Any
 from diagnosa.lake import DataLake
 from inference.capture import read_errors
 from monitoring.baseline import Baseline
-from monitoring.drift import DRIFT, OK, WARN, DriftThresholds, data_drift, prediction_drift
+from monitoring.drift import DRIFT, INSUFFICIENT, OK, WARN, DriftThresholds, data_drift, prediction_drift
 from monitoring.feedback import read_feedback
-from monitoring.quality import BELOW, SUSPECT, QualityThresholds, join_feedback, live_quality
+from monitoring.quality import BELOW, FEW, NONE, SUSPECT, QualityThresholds, join_feedback, live_quality
 from monitoring.report import render_html
 from monitoring.traffic import Skipped, read_traffic
 
@@ -137,6 +137,9 @@ def run_monitor(lake: DataLake, endpoint: str, baseline: Baseline, start: dateti
         verdict = ALERT
     elif patients == 0 and quality["n"] == 0:
         verdict = NO_DATA
+    elif all(f.verdict == INSUFFICIENT for f in features) and predictions["verdict"] == INSUFFICIENT \
+            and not any(c["status"] not in (NONE, FEW) for c in quality["per_class"].values()):
+        verdict = INSUFFICIENT  # traffic, but too little to judge anything: not "ok"
     elif any(f.verdict == WARN for f in features) or predictions["verdict"] == WARN or quality["suspect_classes"] \
             or o["status"] == SUSPECT:
         verdict = WARN

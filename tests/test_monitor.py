@@ -200,6 +200,9 @@ def test_malformed_captures_and_unknown_feedback_are_counted_with_reasons(tmp_pa
     assert {s["reason"]: s["count"] for s in fb["skipped"]["by_reason"]} == \
         {"feedback for an event id not captured in this window": 1}
     assert fb["skipped"]["by_reason"][0]["examples"] == ["ghost"]
+    # One patient and one confirmed case judge nothing: the verdict says so instead of "ok".
+    assert all(f["verdict"] == "insufficient data" for f in report["features"])
+    assert report["verdict"] == "insufficient data"
 
 
 def test_window_parsing_names_the_bad_bound():
