@@ -22,6 +22,8 @@ from typing import Any
 from diagnosa.data.schema import DATASET_NAME, SLICE_NAME
 from diagnosa.labels import CATEGORIES
 from inference.artifact import SERVING_PROGRAM
+from processing.features import REDUCTIONS
+from processing.resample import METHODS
 
 DEFAULT_FAMILIES = ("mlp", "logistic_regression", "xgboost")  # docs/model-benchmark.md
 DEFAULT_RECALL_THRESHOLD = 0.80
@@ -266,9 +268,12 @@ def build_pipeline(settings: PipelineSettings, session: Any) -> Any:
     bucket = f"s3://{settings.bucket}"
 
     input_uri = ParameterString(name="InputDataUri", default_value=f"{bucket}/curated/{settings.dataset}/")
-    reduction = ParameterString(name="Reduction", default_value="none")
-    resampling = ParameterString(name="Resampling", default_value="class_weights")
-    approval = ParameterString(name="ModelApprovalStatus", default_value="PendingManualApproval")
+    # Allowed values declared in the definition: the service (and the local executor) refuse any other at
+    # start, before a job runs; the lists are the job libraries' own.
+    reduction = ParameterString(name="Reduction", default_value="none", enum_values=list(REDUCTIONS))
+    resampling = ParameterString(name="Resampling", default_value="class_weights", enum_values=list(METHODS))
+    approval = ParameterString(name="ModelApprovalStatus", default_value="PendingManualApproval",
+                               enum_values=["PendingManualApproval", "Approved", "Rejected"])
     defaults = settings.thresholds()
     thresholds = {label: ParameterFloat(name=name, default_value=defaults[label])
                   for label, name in settings.parameter_names().items()}

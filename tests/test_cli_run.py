@@ -55,3 +55,13 @@ def test_listing_an_empty_workspace(ws, capsys):
     assert "no local executions" in capsys.readouterr().out
     assert main([*ws, "endpoint", "list"]) == 0
     assert "no local endpoints" in capsys.readouterr().out
+
+
+def test_a_bad_parameter_value_is_refused_before_any_step_runs(tmp_path, capsys):
+    from diagnosa.cli import main
+
+    ws = ["--workspace", str(tmp_path / "ws")]
+    assert main([*ws, "run", "--local", "--param", "Reduction=bogus"]) == 2
+    err = capsys.readouterr().err
+    assert "parameter Reduction must be one of ['none', 'pca', 'lda', 'both'], got 'bogus'" in err
+    assert not (tmp_path / "ws" / "executions").exists() or not any((tmp_path / "ws" / "executions").iterdir())
