@@ -65,3 +65,14 @@ def test_a_bad_parameter_value_is_refused_before_any_step_runs(tmp_path, capsys)
     err = capsys.readouterr().err
     assert "parameter Reduction must be one of ['none', 'pca', 'lda', 'both'], got 'bogus'" in err
     assert not (tmp_path / "ws" / "executions").exists() or not any((tmp_path / "ws" / "executions").iterdir())
+
+
+def test_resume_refuses_options_it_would_ignore(tmp_path, capsys):
+    from diagnosa.cli import main
+
+    ws = ["--workspace", str(tmp_path / "ws")]
+    assert main([*ws, "run", "--local", "--resume", "20261127T183254Z-c32c2c", "--param", "Reduction=none",
+                 "--families", "xgboost"]) == 2
+    err = capsys.readouterr().err
+    assert "--resume reruns execution 20261127T183254Z-c32c2c with its own definition and parameters" in err
+    assert "--param, --families cannot change them" in err

@@ -92,6 +92,12 @@ def cmd_run(args: argparse.Namespace, cli: ModuleType) -> int:
     manifest = None
     try:
         if args.resume:
+            fixed = [flag for flag, given in (("--param", args.param), ("--families", args.families),
+                                              ("--definition", args.definition)) if given]
+            if fixed:  # as SageMaker's RetryPipelineExecution: a retry keeps the execution's definition and values
+                raise cli.UsageError(f"--resume reruns execution {args.resume} with its own definition and parameters; "
+                                     f"{', '.join(fixed)} cannot change them: start a new run with the fix instead "
+                                     "(`diagnosa run --local --param ...`)")
             record = executor.resume(args.resume)
         else:
             overrides = cli.split_params(args.param)
@@ -185,7 +191,8 @@ def _report(record, lake, example: dict[str, Any] = EXAMPLE) -> None:
     if record.status == "Failed":
         print(f"  failed: {record.data.get('FailureReason')}")
         if not any(s["StepType"] == "Fail" and s["StepStatus"] == "Failed" for s in steps.values()):
-            print(f"  after fixing the cause, resume with `diagnosa run --local --resume {record.id}`")
+            print(f"  after fixing the cause (data, code, environment), resume with `diagnosa run --local --resume "
+                  f"{record.id}`; a wrong parameter needs a new run with `--param`")
 
 
 def cmd_executions(args: argparse.Namespace, cli: ModuleType) -> int:
@@ -262,7 +269,8 @@ def register(commands: Any, cli: ModuleType) -> None:
                           "the definition is built for its labels and slice")
     run.add_argument("--definition", help="a saved definition JSON to run instead of building it")
     run.add_argument("--families", help="comma-separated candidate model families (when building the definition)")
-    run.add_argument("--resume", metavar="EXECUTION_ID", help="rerun a failed execution from its failed step")
+    run.add_argument("--resume", metavar="EXECUTION_ID",
+                     help="rerun a failed execution from its failed step, with its own definition and parameters")
     run.add_argument("--no-cache", action="store_true",
                      help="run every step even when an earlier run with the same inputs is cached")
     run.add_argument("--max-parallel", type=cli._int_in(1, 64, "--max-parallel"), default=None,
