@@ -551,16 +551,20 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------------------------------ parser
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="diagnosa", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="diagnosa", description="Diagnosa: build, gate, ship and watch the triage "
+                                                                  "model, on this machine or on SageMaker.")
     parser.add_argument("--workspace", help="workspace folder (default $DIAGNOSA_HOME or ./.diagnosa)")
     parser.add_argument("--lake", help="data lake: a folder or s3://bucket/prefix (default <workspace>/lake)")
     commands = parser.add_subparsers(dest="command", required=True)
 
     data = commands.add_parser("data", help="generate and ingest patient data").add_subparsers(dest="data_command", required=True)
     gen = data.add_parser("generate", help="write a synthetic cohort into the raw zone")
-    gen.add_argument("--patients", type=_int_in(1_000, 1_000_000, "--patients"), default=20_000)
-    gen.add_argument("--seed", type=_int_in(0, 2**32 - 1, "--seed"), default=7)
-    gen.add_argument("--orphan-fraction", type=_fraction("--orphan-fraction"), default=0.02)
+    gen.add_argument("--patients", type=_int_in(1_000, 1_000_000, "--patients"), default=20_000,
+                     help="patients in the cohort (1,000 to 1,000,000)")
+    gen.add_argument("--seed", type=_int_in(0, 2**32 - 1, "--seed"), default=7,
+                     help="random seed: the same seed writes the same cohort")
+    gen.add_argument("--orphan-fraction", type=_fraction("--orphan-fraction"), default=0.02,
+                     help="share of patients with an orphan (rare) disease")
     gen.add_argument("--defect-rate", type=_fraction("--defect-rate"), default=0.001,
                      help="share of rows with an injected recording defect (exercises quarantine)")
     gen.add_argument("--batch", help="raw batch name (default cohort-n<patients>-s<seed>)")
@@ -583,9 +587,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser("serve", help="run the local endpoint (SageMaker container and runtime APIs)")
     serve.add_argument("--model", required=True, help="a model folder or a model.tar.gz")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=_int_in(0, 65535, "--port"), default=8080)
-    serve.add_argument("--endpoint-name", default="diagnosa")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
+    serve.add_argument("--port", type=_int_in(0, 65535, "--port"), default=8080, help="port (0: any free port)")
+    serve.add_argument("--endpoint-name", default="diagnosa",
+                       help="the endpoint's name: the runtime route /endpoints/<name>/invocations and capture/<name>/")
     serve.add_argument("--capture-sampling", type=_int_in(0, 100, "--capture-sampling"), default=100,
                        help="percentage of requests written to the lake's capture/ zone (0 turns capture off)")
     serve.add_argument("--workers", type=_int_in(0, 64, "--workers"), default=None,
@@ -603,15 +608,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     predict = commands.add_parser("predict", help="send patients (JSON or CSV) to an endpoint")
     predict.add_argument("input", help="a .json or .csv file, or - for standard input")
-    predict.add_argument("--format", choices=("auto", "json", "csv"), default="auto")
+    predict.add_argument("--format", choices=("auto", "json", "csv"), default="auto",
+                         help="the input's format (auto: by the file's extension, JSON otherwise)")
     predict.add_argument("--endpoint-url", help="e.g. http://127.0.0.1:8080 for the local endpoint")
-    predict.add_argument("--endpoint-name", default="diagnosa")
+    predict.add_argument("--endpoint-name", default="diagnosa", help="the SageMaker (or local) endpoint's name")
     predict.add_argument("--region", help="AWS region of a SageMaker endpoint")
-    predict.add_argument("--top-k", type=_int_in(1, 5, "--top-k"), default=3)
+    predict.add_argument("--top-k", type=_int_in(1, 5, "--top-k"), default=3,
+                         help="categories listed per patient, most likely first (1 to 5)")
     predict.add_argument("--differential", type=int, default=None, metavar="N",
                          help="also list the N best-matching rare diseases (decision support, JSON input only; "
                               "the endpoint checks N)")
-    predict.add_argument("--timeout", type=float, default=10.0)
+    predict.add_argument("--timeout", type=float, default=10.0, help="seconds to connect and to read the answer")
     predict.set_defaults(func=cmd_predict)
 
     pipeline = commands.add_parser("pipeline", help="the SageMaker Pipeline: definition, upsert, start, status, list")
@@ -659,7 +666,7 @@ def build_parser() -> argparse.ArgumentParser:
     for verb in ("approve", "reject"):
         decide = registry.add_parser(verb, help=f"{verb} a model package version")
         decide.add_argument("version", type=_int_in(1, 10**9, "version"))
-        decide.add_argument("--group", default="diagnosa")
+        decide.add_argument("--group", default="diagnosa", help="the model package group (one per dataset)")
         decide.add_argument("--reason", help="approval description kept with the version")
         decide.add_argument("--region", help="decide in SageMaker's Model Registry in this region (the local one otherwise)")
         if verb == "approve":
@@ -675,7 +682,60 @@ def build_parser() -> argparse.ArgumentParser:
     import importlib
     for module in COMMAND_MODULES:
         importlib.import_module(module).register(commands, sys.modules[__name__])
+    _finish_help(parser, ["diagnosa"])
     return parser
+
+
+# Examples under each command's --help: what a newcomer types first.
+EXAMPLES = {
+    "diagnosa": "the main job, end to end on this machine:\n"
+                "  diagnosa data generate && diagnosa data ingest --batch cohort-n20000-s7\n"
+                "  diagnosa run --local --param ModelApprovalStatus=Approved\n"
+                "then: diagnosa predict patients.json --endpoint-url http://127.0.0.1:8080",
+    "diagnosa data generate": "  diagnosa data generate --patients 20000 --seed 7\n"
+                              "  diagnosa data generate --drift symptoms --drift-strength 0.5 --batch week-48  # drifted",
+    "diagnosa data ingest": "  diagnosa data ingest --batch cohort-n20000-s7\n"
+                            "  diagnosa data ingest my.csv --config my.toml             # your own table (docs/data.md)",
+    "diagnosa run": "  diagnosa run --local\n"
+                    "  diagnosa run --local --param Resampling=smote --families xgboost,mlp\n"
+                    "  diagnosa run --local --resume <execution id>              # after fixing a failed step's cause",
+    "diagnosa serve": "  diagnosa serve --model path/to/model --port 8080\n"
+                      "  diagnosa serve --model model.tar.gz --workers 0 --capture-sampling 0",
+    "diagnosa predict": "  diagnosa predict patients.json --endpoint-url http://127.0.0.1:8080\n"
+                        "  echo '{\"age\": 67, \"symptoms\": [\"HP:0001945\"]}' | diagnosa predict - "
+                        "--endpoint-url http://127.0.0.1:8080 --differential 5\n"
+                        "  diagnosa predict patients.csv --endpoint-name diagnosa-prod --region eu-west-1",
+    "diagnosa feedback": "  diagnosa feedback <event id> \"ENFERMEDAD CRÓNICA\" --endpoint-url http://127.0.0.1:8080\n"
+                         "  diagnosa feedback --file confirmed.jsonl                 # a hospital system's export",
+    "diagnosa monitor": "  diagnosa monitor --last 24h\n"
+                        "  diagnosa monitor --last 7d --fail-on-alert",
+    "diagnosa registry approve": "  diagnosa registry approve 2 --reason \"reviewed by the clinical lead\"",
+    "diagnosa pipeline definition": "  diagnosa pipeline definition --bucket my-lake --region eu-west-1 --pretty",
+    "diagnosa pipeline start": "  diagnosa pipeline start --bucket my-lake --region eu-west-1 --param Resampling=smote",
+}
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Examples kept as written; an option's default shown unless its help already says it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if (not action.option_strings or "default" in text or action.default in (None, False, argparse.SUPPRESS)
+                or isinstance(action, argparse._HelpAction)):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+def _finish_help(parser: argparse.ArgumentParser, path: list[str]) -> None:
+    """Every parser gets the formatter and, where there is one, its examples."""
+    parser.formatter_class = _HelpFormatter
+    example = EXAMPLES.get(" ".join(path))
+    if example and not parser.epilog:
+        parser.epilog = "examples:\n" + example
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                _finish_help(sub, [*path, name])
 
 
 def main(argv: Sequence[str] | None = None) -> int:

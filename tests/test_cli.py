@@ -143,3 +143,28 @@ def test_serve_exits_2_when_the_model_cannot_load(tmp_path, capsys, workers):
     assert code == 2
     err = capsys.readouterr().err
     assert f"not serving {model}" in err and "no model.joblib" in err
+
+
+def test_every_option_has_help_every_page_renders_and_the_main_commands_show_examples():
+    import argparse
+
+    from diagnosa.cli import EXAMPLES, build_parser
+
+    pages: dict[str, str] = {}
+    silent: list[str] = []
+
+    def walk(parser, path):
+        pages[" ".join(path)] = parser.format_help()
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    walk(sub, [*path, name])
+            elif action.option_strings and not action.help:
+                silent.append(f"{' '.join(path)} {action.option_strings[-1]}")
+
+    walk(build_parser(), ["diagnosa"])
+    assert silent == []
+    assert set(EXAMPLES) <= set(pages)  # every example belongs to a real command
+    for command in EXAMPLES:
+        assert "examples:" in pages[command]
+    assert "(default: 20000)" in " ".join(pages["diagnosa data generate"].split()) and "``" not in pages["diagnosa"]

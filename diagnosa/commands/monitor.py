@@ -234,16 +234,21 @@ def register(commands: Any, cli: ModuleType) -> None:
                          help="folder with statistics.json + constraints.json (preprocess 'baseline' output); repeat "
                               "for the folder with prediction_baseline.json (evaluate 'evaluation' output); default: "
                               "the baselines registered with the version the local endpoint serves")
-    monitor.add_argument("--endpoint-name", default="diagnosa")
+    monitor.add_argument("--endpoint-name", default="diagnosa", help="the endpoint whose captured traffic is read")
     monitor.add_argument("--since", help="window start, ISO 8601 (UTC unless an offset is given)")
     monitor.add_argument("--until", help="window end (exclusive), ISO 8601")
     monitor.add_argument("--last", help="window of this length before --until or now: 30m, 24h, 7d, 2w")
     monitor.add_argument("--out", help="report folder (default <workspace>/monitoring/<endpoint>/<time>)")
-    monitor.add_argument("--psi-warn", type=float, default=0.10)
-    monitor.add_argument("--psi-drift", type=float, default=0.25)
-    monitor.add_argument("--p-value", type=float, default=0.01)
-    monitor.add_argument("--min-rows", type=cli._int_in(1, 10**9, "--min-rows"), default=30)
-    monitor.add_argument("--missing-rate-delta", type=float, default=0.10)
+    monitor.add_argument("--psi-warn", type=float, default=0.10,
+                         help="population stability index from which a feature is 'warn'")
+    monitor.add_argument("--psi-drift", type=float, default=0.25,
+                         help="population stability index from which a feature has drifted")
+    monitor.add_argument("--p-value", type=float, default=0.01,
+                         help="significance of the distribution tests (KS, chi-square)")
+    monitor.add_argument("--min-rows", type=cli._int_in(1, 10**9, "--min-rows"), default=30,
+                         help="live rows a feature needs before it is judged ('insufficient data' below)")
+    monitor.add_argument("--missing-rate-delta", type=float, default=0.10,
+                         help="rise of a feature's missing rate over the baseline that counts as a violation")
     monitor.add_argument("--min-feedback", type=cli._int_in(1, 10**9, "--min-feedback"), default=None,
                          help="confirmed cases a class needs before its recall can fail it (default 5)")
     monitor.add_argument("--fail-on-alert", action="store_true", help=f"exit {EXIT_ALERT} when the verdict is alert")
@@ -263,7 +268,7 @@ def register(commands: Any, cli: ModuleType) -> None:
     feedback.add_argument("--source", help="who sends it (e.g. the hospital system), up to 100 characters")
     feedback.add_argument("--disease-id", help="the confirmed disease (ORPHA:..., OMIM:... put it in the orphan slice)")
     feedback.add_argument("--file", help="JSON Lines of feedback objects ('-' for standard input)")
-    feedback.add_argument("--endpoint-name", default="diagnosa")
+    feedback.add_argument("--endpoint-name", default="diagnosa", help="the endpoint whose prediction this confirms")
     feedback.add_argument("--endpoint-url", help="send through the local endpoint's POST /feedback instead of the lake")
     feedback.add_argument("--feedback-token-file", metavar="PATH",
                           help="with --endpoint-url: a file holding the endpoint's feedback token (default "
