@@ -12,7 +12,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from diagnosa.lake import DataLake, LakeError
 
@@ -227,9 +227,69 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+BATCH_CHUNK = 50  # patients per request when a raw batch is sent as traffic
+
+
+def _send_batch(args: argparse.Namespace, client: Any) -> int:
+    """A raw batch as traffic: its patients in requests of BATCH_CHUNK; a refused request is resent one patient
+    at a time, so one defective record costs one refusal. Prints a summary, not the predictions."""
+    from collections import Counter
+
+    from diagnosa.data.ingest import IngestError
+    from inference.client import ClientFailure, PredictionRejected, raw_batch_requests
+
+    try:
+        batch = raw_batch_requests(open_lake(args), args.batch)
+    except IngestError as err:
+        raise UsageError(str(err)) from None
+    categories: Counter[str] = Counter()
+    refused: Counter[str] = Counter()
+    requests = 0
+
+    def send(records: list[dict[str, Any]]) -> bool:
+        nonlocal requests
+        requests += 1
+        try:
+            prediction = client.predict(records, top_k=args.top_k)
+        except PredictionRejected as err:
+            if len(records) == 1:
+                first = err.errors[0] if err.errors else {}
+                refused[f"{first.get('field') or 'record'}: {str(first.get('problem', err.message))[:60]}"] += 1
+            return False
+        categories.update(r["category"] for r in prediction.results)
+        return True
+
+    try:
+        for start in range(0, len(batch.records), BATCH_CHUNK):
+            chunk = batch.records[start:start + BATCH_CHUNK]
+            if not send(chunk) and len(chunk) > 1:
+                for record in chunk:
+                    send([record])
+    except ClientFailure as err:
+        raise UsageError(f"{err} (after {sum(categories.values())} patients were answered)") from None
+    answered = sum(categories.values())
+    print(f"batch {args.batch}: {answered:,} of {len(batch.records):,} patients answered in {requests:,} requests"
+          + (f"; {batch.unreadable} unreadable line(s) skipped" if batch.unreadable else ""))
+    for category, count in categories.most_common():
+        print(f"  {category:<22} {count:,}")
+    if refused:
+        print(f"  refused: {sum(refused.values()):,} patient(s); " + "; ".join(
+            f"{reason} ({n})" for reason, n in refused.most_common(5)))
+    return 0
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     from inference.client import ClientFailure, DiagnosaClient
 
+    if (args.input is None) == (args.batch is None):
+        raise UsageError("give either a file (or - for standard input) or --batch NAME, not both")
+    if args.batch is not None:
+        try:
+            client = DiagnosaClient(args.endpoint_name, endpoint_url=args.endpoint_url, region=args.region,
+                                    timeout=args.timeout)
+        except ValueError as err:
+            raise UsageError(f"--endpoint-url: {err}") from None
+        return _send_batch(args, client)
     source = sys.stdin if args.input == "-" else None
     try:
         text = source.read() if source else Path(args.input).read_text(encoding="utf-8")
@@ -607,7 +667,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=cmd_serve)
 
     predict = commands.add_parser("predict", help="send patients (JSON or CSV) to an endpoint")
-    predict.add_argument("input", help="a .json or .csv file, or - for standard input")
+    predict.add_argument("input", nargs="?", help="a .json or .csv file, or - for standard input")
+    predict.add_argument("--batch", metavar="NAME",
+                         help="instead of a file: send a raw batch of the lake as traffic (`data generate`, "
+                              "drifted ones too), its patients in requests of 50; prints a summary")
     predict.add_argument("--format", choices=("auto", "json", "csv"), default="auto",
                          help="the input's format (auto: by the file's extension, JSON otherwise)")
     predict.add_argument("--endpoint-url", help="e.g. http://127.0.0.1:8080 for the local endpoint")
@@ -704,7 +767,8 @@ EXAMPLES = {
     "diagnosa predict": "  diagnosa predict patients.json --endpoint-url http://127.0.0.1:8080\n"
                         "  echo '{\"age\": 67, \"symptoms\": [\"HP:0001945\"]}' | diagnosa predict - "
                         "--endpoint-url http://127.0.0.1:8080 --differential 5\n"
-                        "  diagnosa predict patients.csv --endpoint-name diagnosa-prod --region eu-west-1",
+                        "  diagnosa predict patients.csv --endpoint-name diagnosa-prod --region eu-west-1\n"
+                        "  diagnosa predict --batch cohort-n20000-s7-drift-symptoms --endpoint-url http://127.0.0.1:8080",
     "diagnosa feedback": "  diagnosa feedback <event id> \"ENFERMEDAD CRÓNICA\" --endpoint-url http://127.0.0.1:8080\n"
                          "  diagnosa feedback --file confirmed.jsonl                 # a hospital system's export",
     "diagnosa monitor": "  diagnosa monitor --last 24h\n"

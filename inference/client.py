@@ -230,3 +230,61 @@ class DiagnosaClient:
         if code == "ValidationError":
             return ClientFailure(f"endpoint '{self.endpoint_name}' rejected the call: {message}")
         return ClientFailure(f"endpoint '{self.endpoint_name}' failed: {code} {message}")
+
+
+@dataclass
+class RawBatch:
+    """A raw cohort batch as the requests a hospital system would send (one record per patient), the labels
+    kept aside (for feedback demonstrations), and the lines that were not JSON records."""
+
+    records: list[dict[str, Any]]
+    labels: list[str | None]
+    unreadable: int = 0
+
+
+def raw_batch_requests(lake: Any, batch: str) -> RawBatch:
+    """The records + labs of raw batch ``batch`` (``diagnosa data generate`` writes them, drifted ones too) joined
+    per patient and cut to the fields the built-in cohort's endpoint accepts. Values are sent as recorded:
+    a defect the batch carries is the endpoint's to refuse."""
+    from diagnosa.data.ingest import IngestError, cohort_batches, cohort_schema, raw_keys, read_csv_text
+    from inference.schema import RequestSchema
+
+    records_key, labs_key = raw_keys(batch)
+    for key in (records_key, labs_key):
+        if not lake.exists(key):
+            raise IngestError(f"raw batch '{batch}' is incomplete: {lake.url(key)} does not exist "
+                              f"(batches: {', '.join(cohort_batches(lake)) or 'none'})")
+    schema = cohort_schema()
+    fields = RequestSchema(schema).fields
+    labs = read_csv_text(lake.get_bytes(labs_key), labs_key)
+    by_patient = {str(row[schema.id_column]): row for row in labs.to_dict("records")}
+    out = RawBatch([], [])
+    for line in lake.get_bytes(records_key).decode("utf-8", errors="replace").splitlines():
+        if not line.strip():
+            continue
+        try:
+            raw = json.loads(line)
+        except ValueError:
+            out.unreadable += 1
+            continue
+        if not isinstance(raw, dict):
+            out.unreadable += 1
+            continue
+        pid = raw.get(schema.id_column)
+        merged = {**by_patient.get(str(pid), {}), **raw}
+        record = {schema.id_column: pid}
+        for name, spec in fields.items():
+            value = merged.get(name)
+            if value is None or value == "" or (isinstance(value, float) and value != value):  # absent or NaN
+                continue
+            if spec.type in ("number", "integer") and isinstance(value, str):  # the labs CSV holds text
+                try:
+                    value = float(value)
+                except ValueError:
+                    pass  # sent as recorded: the endpoint names the defect
+                else:
+                    value = int(value) if spec.type == "integer" and value.is_integer() else value
+            record[name] = value
+        out.records.append(record)
+        out.labels.append(raw.get(schema.target))
+    return out

@@ -207,3 +207,27 @@ def test_no_credentials_and_no_endpoint_url_says_how_to_reach_a_local_endpoint(m
     client = DiagnosaClient("diagnosa", region="eu-west-1", timeout=1, max_attempts=1)
     with pytest.raises(ClientFailure, match=r"no AWS credentials .*--endpoint-url http://127.0.0.1:8080"):
         client.predict({"age": 50})
+
+
+def test_a_raw_batch_is_sent_as_traffic_and_a_defective_record_costs_one_refusal(endpoint, tmp_path, capsys):
+    ws = ["--workspace", str(tmp_path / "ws")]
+    assert main([*ws, "data", "generate", "--patients", "1000", "--seed", "4", "--defect-rate", "0.01"]) == 0
+    assert main([*ws, "data", "generate", "--patients", "1000", "--seed", "4", "--drift", "symptoms"]) == 0
+    capsys.readouterr()
+    assert main([*ws, "predict", "--batch", "cohort-n1000-s4-drift-symptoms", "--endpoint-url", endpoint.url]) == 0
+    out = capsys.readouterr().out
+    assert "batch cohort-n1000-s4-drift-symptoms: 1,000 of 1,000 patients answered in 20 requests" in out
+    assert main([*ws, "predict", "--batch", "cohort-n1000-s4", "--endpoint-url", endpoint.url]) == 0
+    out = capsys.readouterr().out
+    answered = int(out.split(": ", 1)[1].split(" of ", 1)[0].replace(",", ""))
+    refused = int(out.split("refused: ", 1)[1].split(" ", 1)[0]) if "refused: " in out else 0
+    assert refused > 0 and answered + refused == 1000  # the injected defects, one refusal each, nothing lost
+
+
+def test_predict_takes_a_file_or_a_batch(endpoint, tmp_path, capsys):
+    ws = ["--workspace", str(tmp_path / "ws")]
+    assert main([*ws, "predict", "--endpoint-url", endpoint.url]) == 2
+    assert main([*ws, "predict", "x.json", "--batch", "b", "--endpoint-url", endpoint.url]) == 2
+    assert "either a file (or - for standard input) or --batch NAME" in capsys.readouterr().err
+    assert main([*ws, "predict", "--batch", "nope", "--endpoint-url", endpoint.url]) == 2
+    assert "raw batch 'nope' is incomplete" in capsys.readouterr().err
