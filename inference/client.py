@@ -39,10 +39,16 @@ class PredictionRejected(ClientFailure):
     message: str
     status: int
     errors: list[dict[str, Any]] = field(default_factory=list)
+    more_errors: int = 0  # problems the endpoint counted but did not list
+
+    SHOWN = 10  # problems a message lists; a file of thousands of bad rows still gives one readable line
 
     def __str__(self) -> str:
         details = "; ".join(f"row {e.get('row')} {e.get('field') or ''}: {e.get('problem')}".replace("  ", " ")
-                            for e in self.errors)
+                            for e in self.errors[:self.SHOWN])
+        hidden = max(0, len(self.errors) - self.SHOWN) + self.more_errors
+        if hidden:
+            details += f"; … and {hidden:,} more problem(s)"
         return f"{self.message} ({details})" if details else self.message
 
 
@@ -225,7 +231,8 @@ class DiagnosaClient:
                 detail = {"error": original}
             status = int(err.response.get("OriginalStatusCode") or 400)
             if 400 <= status < 500:
-                return PredictionRejected(detail.get("error", message), status, detail.get("errors", []))
+                return PredictionRejected(detail.get("error", message), status, detail.get("errors", []),
+                                          int(detail.get("more_errors") or 0))
             return ClientFailure(f"the model failed ({status}): {detail.get('error', original)}")
         if code == "ValidationError":
             return ClientFailure(f"endpoint '{self.endpoint_name}' rejected the call: {message}")

@@ -231,3 +231,11 @@ def test_predict_takes_a_file_or_a_batch(endpoint, tmp_path, capsys):
     assert "either a file (or - for standard input) or --batch NAME" in capsys.readouterr().err
     assert main([*ws, "predict", "--batch", "nope", "--endpoint-url", endpoint.url]) == 2
     assert "raw batch 'nope' is incomplete" in capsys.readouterr().err
+
+
+def test_a_file_of_many_bad_rows_gets_one_short_message(endpoint, tmp_path, capsys):
+    path = tmp_path / "bad.csv"
+    path.write_text("age,sex\n" + "\n".join(f"{-i - 1},F" for i in range(500)) + "\n", encoding="utf-8")
+    assert main(["--workspace", str(tmp_path / "ws"), "predict", str(path), "--endpoint-url", endpoint.url]) == 2
+    err = capsys.readouterr().err
+    assert "… and 490 more problem(s)" in err and err.count("impossible value") == 10 and len(err) < 2_000

@@ -145,13 +145,14 @@ def cmd_feedback(args: argparse.Namespace, cli: ModuleType) -> int:
     if args.endpoint_url:
         from inference.client import ClientFailure, DiagnosaClient
 
+        token = cli.read_token_file(args.feedback_token_file) if args.feedback_token_file else None
         try:
-            token = cli.read_token_file(args.feedback_token_file) if args.feedback_token_file else None
-            key = DiagnosaClient(args.endpoint_name, endpoint_url=args.endpoint_url, feedback_token=token
-                                 ).send_feedback(feedback.event_id, feedback.diagnosis, feedback.note,
-                                                 disease_id=feedback.disease_id, source=feedback.source)
+            client = DiagnosaClient(args.endpoint_name, endpoint_url=args.endpoint_url, feedback_token=token)
         except ValueError as err:  # the endpoint URL is not a server root
             raise cli.UsageError(f"--endpoint-url: {err}") from None
+        try:
+            key = client.send_feedback(feedback.event_id, feedback.diagnosis, feedback.note,
+                                       disease_id=feedback.disease_id, source=feedback.source)
         except ClientFailure as err:
             raise cli.UsageError(str(err)) from None
     else:
