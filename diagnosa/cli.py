@@ -301,8 +301,18 @@ def cmd_predict(args: argparse.Namespace) -> int:
     except ValueError as err:
         raise UsageError(f"--endpoint-url: {err}") from None
     is_csv = args.format == "csv" or (args.format == "auto" and args.input.endswith(".csv"))
+    is_lines = args.format == "jsonl" or (args.format == "auto" and args.input.endswith((".jsonl", ".ndjson")))
     try:
-        if is_csv:
+        if is_lines:  # one patient record per line (an export's usual shape)
+            patients = []
+            for number, line in enumerate(text.splitlines(), start=1):
+                if line.strip():
+                    try:
+                        patients.append(json.loads(line))
+                    except json.JSONDecodeError as err:
+                        raise UsageError(f"{args.input} line {number} is not JSON: {err.msg}") from None
+            prediction = client.predict(patients, top_k=args.top_k, differential=args.differential)
+        elif is_csv:
             if args.differential:
                 raise UsageError("--differential needs JSON input: a CSV request carries no options")
             prediction = client.predict_csv(text)
@@ -671,8 +681,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--batch", metavar="NAME",
                          help="instead of a file: send a raw batch of the lake as traffic (`data generate`, "
                               "drifted ones too), its patients in requests of 50; prints a summary")
-    predict.add_argument("--format", choices=("auto", "json", "csv"), default="auto",
-                         help="the input's format (auto: by the file's extension, JSON otherwise)")
+    predict.add_argument("--format", choices=("auto", "json", "jsonl", "csv"), default="auto",
+                         help="the input's format (auto: .csv, .jsonl/.ndjson by the file's extension, JSON otherwise)")
     predict.add_argument("--endpoint-url", help="e.g. http://127.0.0.1:8080 for the local endpoint")
     predict.add_argument("--endpoint-name", default="diagnosa", help="the SageMaker (or local) endpoint's name")
     predict.add_argument("--region", help="AWS region of a SageMaker endpoint")

@@ -239,3 +239,13 @@ def test_a_file_of_many_bad_rows_gets_one_short_message(endpoint, tmp_path, caps
     assert main(["--workspace", str(tmp_path / "ws"), "predict", str(path), "--endpoint-url", endpoint.url]) == 2
     err = capsys.readouterr().err
     assert "… and 490 more problem(s)" in err and err.count("impossible value") == 10 and len(err) < 2_000
+
+
+def test_predict_reads_json_lines(endpoint, tmp_path, capsys):
+    path = tmp_path / "export.jsonl"
+    path.write_text('{"patient_id": "L1", "age": 50}\n\n{"patient_id": "L2", "age": 70, "sex": "M"}\n', encoding="utf-8")
+    assert main(["--workspace", str(tmp_path / "ws"), "predict", str(path), "--endpoint-url", endpoint.url]) == 0
+    assert [p["patient_id"] for p in json.loads(capsys.readouterr().out)["predictions"]] == ["L1", "L2"]
+    path.write_text('{"patient_id": "L1", "age": 50}\n{"age": \n', encoding="utf-8")
+    assert main(["--workspace", str(tmp_path / "ws"), "predict", str(path), "--endpoint-url", endpoint.url]) == 2
+    assert "export.jsonl line 2 is not JSON" in capsys.readouterr().err
