@@ -204,9 +204,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
                              "this one --capture-spool DIR)") from None
     token = read_token_file(args.feedback_token_file) if args.feedback_token_file else \
         (os.environ.get("DIAGNOSA_FEEDBACK_TOKEN") or "").strip() or None
-    import logging
+    from diagnosa.logs import configure_logging
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    configure_logging(stream=sys.stderr)
     workers = args.workers if args.workers is not None else default_workers()
     endpoint = LocalEndpoint(str(model_dir), endpoint_name=args.endpoint_name, host=args.host, port=args.port,
                              capture=capture, workers=workers, feedback_token=token)

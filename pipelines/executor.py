@@ -33,6 +33,7 @@ from typing import Any, Callable
 
 from diagnosa.files import write_json_atomic
 from diagnosa.lake import DataLake
+from diagnosa.logs import utc_now
 from diagnosa.net import process_alive
 from pipelines.expressions import ExpressionError, Resolver, evaluate_condition, step_references
 from pipelines.graph import DefinitionError, StepNode, build_graph
@@ -52,8 +53,6 @@ class StepFailure(RuntimeError):
     """A step failed; ``reason`` is what ``FailureReason`` shows."""
 
 
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
 # ------------------------------------------------------------------------------------------------ parameters
@@ -133,7 +132,7 @@ class ExecutionRecord:
     def update(self, change: Callable[[dict[str, Any]], None]) -> None:
         with self._lock:
             change(self.data)
-            self.data["LastModifiedTime"] = _now()
+            self.data["LastModifiedTime"] = utc_now()
             write_json_atomic(self.path, self.data, indent=2, default=str)
 
     @classmethod
@@ -190,7 +189,7 @@ class LocalExecutor:
             "PipelineExecutionId": execution_id,
             "PipelineExecutionArn": _execution_arn(name, execution_id),
             "PipelineExecutionStatus": "Executing",
-            "CreationTime": _now(),
+            "CreationTime": utc_now(),
             "DefinitionSha256": hashlib.sha256(text.encode()).hexdigest(),
             "Parameters": parameters,
             "Steps": {},
@@ -258,7 +257,7 @@ class LocalExecutor:
         execution_id = data["PipelineExecutionId"]
         return {"PipelineExecutionId": execution_id, "PipelineName": name,
                 "PipelineExecutionArn": _execution_arn(name, execution_id),
-                "StartDateTime": data.get("CreationTime", _now()), "CurrentDateTime": _now()}
+                "StartDateTime": data.get("CreationTime", utc_now()), "CurrentDateTime": utc_now()}
 
     # -------------------------------------------------------------------------------- scheduling
     def _run(self, record: ExecutionRecord, definition: dict[str, Any], graph: dict[str, StepNode]) -> ExecutionRecord:
@@ -303,7 +302,7 @@ class LocalExecutor:
             d["PipelineExecutionStatus"] = status
             if failure:
                 d["FailureReason"] = failure
-            d["EndTime"] = _now()
+            d["EndTime"] = utc_now()
             d["Skipped"] = sorted(skipped)
         record.update(close)
         self.progress(f"execution {record.id} {status.lower()} in {time.perf_counter() - started:.1f} s"
@@ -339,7 +338,7 @@ class LocalExecutor:
             run_dir.rename(run_dir.with_name(f"{node.name}.attempt{attempt}"))
         run_dir.mkdir(parents=True)
         record.update(lambda d: d["Steps"].__setitem__(node.name, {
-            "StepName": node.name, "StepType": node.type, "StepStatus": "Executing", "StartTime": _now(),
+            "StepName": node.name, "StepType": node.type, "StepStatus": "Executing", "StartTime": utc_now(),
             "RunFolder": str(run_dir)}))
         self.progress(f"[{time.perf_counter() - started:6.1f}s] {node.name:<28} started")
         t0 = time.perf_counter()
@@ -365,7 +364,7 @@ class LocalExecutor:
 
         def close(d: dict[str, Any]) -> None:
             step = d["Steps"][node.name]
-            step.update({"StepStatus": status, "EndTime": _now(), "DurationSeconds": round(seconds, 3),
+            step.update({"StepStatus": status, "EndTime": utc_now(), "DurationSeconds": round(seconds, 3),
                          "Properties": properties})
             if cache_hit:
                 step["CacheHitResult"] = {"SourcePipelineExecutionArn": cache_hit["SourcePipelineExecutionArn"]}

@@ -17,11 +17,11 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from diagnosa.files import write_json_atomic
+from diagnosa.logs import utc_now
 from diagnosa.model import ModelLoadError, unpack_model
 from diagnosa.net import ServerExited, free_port, process_alive, wait_until_ok
 from pipelines.local_jobs import JobError, LakeMapping, check_request
@@ -36,8 +36,6 @@ class DeployError(JobError):
     """A deployment that did not reach InService; the message says why and what is serving now."""
 
 
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def _alive(pid: int | None) -> bool:
@@ -136,7 +134,7 @@ class LocalEndpoints:
                 pid = self._start(endpoint_name, Path(previous["ModelDir"]), port, previous.get("CaptureSampling", 0),
                                   folder / "server.log")
                 self._write(folder / "endpoint.json", {**previous, "Pid": pid, "EndpointStatus": "InService",
-                                                        "LastModifiedTime": _now()})
+                                                        "LastModifiedTime": utc_now()})
                 raise DeployError(f"{err}; rolled back to {previous['EndpointConfigName']}") from None
             raise
         history = (previous or {}).get("History", [])
@@ -147,7 +145,7 @@ class LocalEndpoints:
             "EndpointConfigName": config_name, "EndpointStatus": "InService",
             "ModelName": variant["ModelName"], "ModelDataUrl": container["ModelDataUrl"], "ModelDir": str(model_dir),
             "CaptureSampling": sampling, "Port": port, "Pid": pid, "Url": f"http://{self.host}:{port}",
-            "CreationTime": (previous or {}).get("CreationTime", _now()), "LastModifiedTime": _now(),
+            "CreationTime": (previous or {}).get("CreationTime", utc_now()), "LastModifiedTime": utc_now(),
             "History": history[-20:],
             **({"ModelPackageArn": package_arn} if package_arn else {}),
         }
@@ -195,7 +193,7 @@ class LocalEndpoints:
         if was_running:
             self._stop(record["Pid"])
         self._write(self.root / endpoint_name / "endpoint.json", {**record, "EndpointStatus": "OutOfService",
-                                                                   "Pid": None, "LastModifiedTime": _now()})
+                                                                   "Pid": None, "LastModifiedTime": utc_now()})
         return was_running
 
     # -------------------------------------------------------------------------------- processes
@@ -207,7 +205,7 @@ class LocalEndpoints:
                     "--endpoint-name", endpoint_name, "--capture-sampling", str(sampling)]
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(log_path, "a", encoding="utf-8") as log:
-            log.write(f"--- {_now()} starting {model_dir} on port {port}\n")
+            log.write(f"--- {utc_now()} starting {model_dir} on port {port}\n")
             log.flush()
             process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                        start_new_session=True,  # outlives the command that deployed it

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from diagnosa.data.schema import Schema
+from diagnosa.logs import configure_logging
 from diagnosa.model import DiagnosaModel, ModelLoadError, apply_calibration, unpack_model
 from processing.calibration import honest_section
 from processing.evaluation import evaluate, recall_gate, slice_scores, write_report
@@ -154,7 +155,7 @@ def _write_monitoring_baselines(result: dict[str, Any], thresholds: dict[str, fl
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stdout)
+    configure_logging()
     parser = argparse.ArgumentParser(description="Diagnosa evaluation job")
     parser.add_argument("--base-dir", default="/opt/ml/processing")
     parser.add_argument("--thresholds", type=_thresholds, default={},

@@ -22,12 +22,13 @@ from pathlib import Path
 from typing import Sequence
 
 from diagnosa.lake import DataLake
+from diagnosa.logs import configure_logging
 
 log = logging.getLogger("diagnosa.monitor")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stdout)
+    configure_logging()
     parser = argparse.ArgumentParser(description="Diagnosa monitoring job")
     parser.add_argument("--base-dir", default="/opt/ml/processing")
     parser.add_argument("--endpoint-name", default="diagnosa")

@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from diagnosa.data.schema import Schema
+from diagnosa.logs import configure_logging
 from processing.features import REDUCTIONS, FeatureParams, binary_columns, build_feature_pipeline
 from processing.resample import METHODS, Resampled, resample
 from processing.split import DEFAULT_FRACTIONS, DEFAULT_UNSEEN_SHARE, GROUPS_FILE, Splits, split_dataset
@@ -161,7 +162,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stdout)
+    configure_logging()
     args = parse_args(argv)
     base = Path(args.base_dir)
     try:

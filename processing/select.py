@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from diagnosa.files import atomic_path, write_text_atomic
+from diagnosa.logs import configure_logging
 
 logger = logging.getLogger(__name__)
 
@@ -200,9 +201,7 @@ def run(base_dir: str | os.PathLike) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     """Processing container entry point; 0 on success, 1 with a logged reason on any error."""
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, stream=sys.stdout,
-                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--base-dir", default="/opt/ml/processing",
                         help="holds input/candidates/<name>/ and receives output/champion, output/selection")

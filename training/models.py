@@ -114,8 +114,9 @@ def _check_family(family: str) -> None:
         raise ValueError(f"unknown model family {family!r} (expected one of: {', '.join(FAMILIES)})")
 
 
-def _decode(value: Any) -> Any:
-    """Undo SageMaker's string transport: '"300"' -> '300' (JSON-encoded twice) -> 300."""
+def decode_transported(value: Any) -> Any:
+    """Undo SageMaker's string transport of hyperparameters: '"300"' -> '300' (JSON-encoded twice) -> 300;
+    text that is not JSON ('xgboost', '64, 32') stays as it is."""
     for _ in range(2):
         if not isinstance(value, str):
             break
@@ -177,7 +178,7 @@ _KIND_NAMES = {"int": "an integer", "float": "a finite number", "int_list": "com
 
 
 def _parse(family: str, name: str, spec: Param, raw: Any) -> Any:
-    value = _decode(raw)
+    value = decode_transported(raw)
     try:
         parsed = _PARSERS[spec.kind](value)
     except (TypeError, ValueError):
@@ -210,7 +211,7 @@ def resolve_hyperparameters(family: str, hyperparameters: Mapping[str, Any] | No
 def check_seed(seed: Any) -> int:
     """The seed as an int in [0, 2**32); the error names the bad value."""
     try:
-        value = _parse_int(_decode(seed))
+        value = _parse_int(decode_transported(seed))
     except (TypeError, ValueError):
         raise ValueError(f"seed must be an integer, got {seed!r}") from None
     if not 0 <= value <= MAX_SEED:

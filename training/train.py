@@ -28,13 +28,14 @@ from sklearn.utils.class_weight import compute_sample_weight
 
 from diagnosa.data.schema import Schema
 from diagnosa.files import atomic_path, write_text_atomic
+from diagnosa.logs import configure_logging
 from diagnosa.model import METADATA_FILE, MODEL_FILE, DiagnosaModel
 from inference.artifact import write_serving_code
 from processing.calibration import calibration_summary
 from processing.evaluation import evaluate
 from processing.split import read_train_groups, unseen_mask
 from training.decisions import MAX_PRECISION_LOSS, calibrate_and_decide
-from training.models import adapt_to_rows, check_seed, make_classifier, portable, resolve_hyperparameters
+from training.models import adapt_to_rows, check_seed, decode_transported, make_classifier, portable, resolve_hyperparameters
 from training.tuning import (
     DEFAULT_CV_MAX_ROWS,
     DEFAULT_MAX_CONFIGS,
@@ -114,16 +115,6 @@ class SearchSettings:
 # Inputs
 
 
-def _decode(value: Any) -> Any:
-    """SageMaker may JSON-encode each value ('"xgboost"', '300'); decode when it parses, else keep."""
-    if isinstance(value, str):
-        try:
-            return json.loads(value)
-        except ValueError:
-            return value
-    return value
-
-
 def parse_cli(argv: Sequence[str]) -> dict[str, Any]:
     """``--key value`` / ``--key=value`` pairs, as SageMaker script mode passes hyperparameters."""
     out: dict[str, Any] = {}
@@ -167,8 +158,8 @@ def read_hyperparameters(argv: Sequence[str] | None = None,
             source, raw = "no hyperparameters file", {}
     if not isinstance(raw, dict):
         raise ValueError(f"hyperparameters from {source} must be a JSON object, got {type(raw).__name__}")
-    hps = {str(k): _decode(v) for k, v in raw.items() if not str(k).startswith(RESERVED_PREFIX)}
-    cli = {k: _decode(v) for k, v in parse_cli(argv or []).items()}
+    hps = {str(k): decode_transported(v) for k, v in raw.items() if not str(k).startswith(RESERVED_PREFIX)}
+    cli = {k: decode_transported(v) for k, v in parse_cli(argv or []).items()}
     logger.info("hyperparameters: %d from %s, %d from the command line", len(hps), source, len(cli))
     return {**hps, **cli}
 
@@ -568,9 +559,7 @@ def _write_failure(output_dir: Path, message: str) -> None:
 
 
 def _configure_logging() -> None:
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, stream=sys.stdout,
-                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
