@@ -547,7 +547,7 @@ class DataCapture:
         """Spool segments not shipped yet (the active one included)."""
         return sum(len(list(s.directory.glob(f"*{_SEGMENT}"))) for s in (self._capture, self._errors))
 
-    def flush(self, timeout: float | None = 30.0) -> bool:
+    def flush(self) -> bool:
         """Ship everything spooled so far; True when it is all in the lake."""
         if self._closed:
             return self.pending() == 0

@@ -474,6 +474,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _invocation(self, runtime: bool, name: str | None) -> None:
         endpoint = self.server.endpoint
+        route = _RUNTIME_ROUTE if runtime else _INVOCATIONS
         when = datetime.now(timezone.utc)
         event_id = new_event_id(when)  # time-ordered: the feedback check finds its capture hour from it
         headers = {"X-Diagnosa-Event-Id": event_id}
@@ -491,7 +492,7 @@ class _Handler(BaseHTTPRequestHandler):
                 raise _Reply(503, "the model is not loaded yet" if endpoint.load_error is None
                              else "the model failed to load", aws_type="ServiceUnavailable")
         except _Reply as reply:
-            self._refused(_RUNTIME_ROUTE if runtime else _INVOCATIONS, event_id, reply.status, reply.message)
+            self._refused(route, event_id, reply.status, reply.message)
             if reply.linger:
                 self._linger = True
             if runtime:
@@ -507,18 +508,17 @@ class _Handler(BaseHTTPRequestHandler):
             outcome = endpoint.score(body, content_type, accept)
         except WorkerUnavailable as err:  # a worker died or none was free: the client may retry
             log.error("invocation not scored (event %s): %s", event_id, err)
-            self._refused(_RUNTIME_ROUTE if runtime else _INVOCATIONS, event_id, 503, str(err))
+            self._refused(route, event_id, 503, str(err))
             self._model_error(runtime, 503, json.dumps({"error": f"{err}; retry", "event_id": event_id}), headers)
             return
         except Exception:  # noqa: BLE001  (logged with the event id; the client gets no internals)
             log.exception("invocation failed unexpectedly (event %s)", event_id)
-            self._refused(_RUNTIME_ROUTE if runtime else _INVOCATIONS, event_id, 500, "internal error")
+            self._refused(route, event_id, 500, "internal error")
             self._model_error(runtime, 500, json.dumps({"error": "internal error", "event_id": event_id}), headers)
             return
         if outcome.status != 200:
-            refusal = json.loads(outcome.body)  # the handler's refusal body: {"error", "errors": [...], ...}
-            self._refused(_RUNTIME_ROUTE if runtime else _INVOCATIONS, event_id, outcome.status,
-                          refusal.get("error", ""), refusal.get("errors", []))
+            refusal = outcome.refusal or {}
+            self._refused(route, event_id, outcome.status, refusal.get("error", ""), refusal.get("errors", []))
             self._model_error(runtime, outcome.status, outcome.body.decode("utf-8"), headers)
             return
         output, output_type = outcome.body, outcome.content_type

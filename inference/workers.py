@@ -19,7 +19,6 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
-import pickle
 import queue
 import threading
 import traceback
@@ -37,11 +36,13 @@ WAIT_FOR_WORKER = 30.0  # seconds a request waits for a free worker before a 503
 
 @dataclass(frozen=True)
 class Outcome:
-    """An invocation's answer: 200 with the rendered predictions, or the refusal's 4xx and its JSON body."""
+    """An invocation's answer: 200 with the rendered predictions, or the refusal's 4xx, its JSON body and
+    the same refusal as data (``{"error", "errors", ...}``: what the errors stream records)."""
 
     status: int
     body: bytes
     content_type: str
+    refusal: dict[str, Any] | None = None
 
 
 def default_workers() -> int:
@@ -59,7 +60,8 @@ def score(service: handler.Service, body: bytes, content_type: str | None, accep
     try:
         output, output_type = handler.invoke(service, body, content_type, accept)
     except handler.RequestError as err:  # a client's mistake: its 4xx
-        return Outcome(err.status, handler.encode_json(err.body()), handler.JSON)
+        refusal = err.body()
+        return Outcome(err.status, handler.encode_json(refusal), handler.JSON, refusal)
     return Outcome(200, output, output_type)
 
 
@@ -76,14 +78,14 @@ def _work(conn: Connection, model_dir: str) -> None:
     conn.send(("ready", (service.version, tuple(service.schema.accepted))))
     while True:
         try:
-            body, content_type, accept = pickle.loads(conn.recv_bytes())
+            body, content_type, accept = conn.recv()
         except (EOFError, OSError):
             return
         try:
             reply: tuple[str, Any] = ("outcome", score(service, body, content_type, accept))
         except Exception:  # noqa: BLE001  (a bug, not the client's: the server logs it and answers 500)
             reply = ("error", traceback.format_exc(limit=20))
-        conn.send_bytes(pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL))
+        conn.send(reply)
 
 
 class _Worker:
@@ -162,8 +164,8 @@ class WorkerPool:
         except queue.Empty:
             raise WorkerUnavailable(f"all {self.workers} serving workers stayed busy for {wait:g} s") from None
         try:
-            worker.conn.send_bytes(pickle.dumps((body, content_type, accept), protocol=pickle.HIGHEST_PROTOCOL))
-            kind, value = pickle.loads(worker.conn.recv_bytes())
+            worker.conn.send((body, content_type, accept))
+            kind, value = worker.conn.recv()
         except (EOFError, OSError):
             self._replace(worker)
             raise WorkerUnavailable("the serving worker died during the request") from None
