@@ -51,10 +51,6 @@ UNSCOPED_ACTIONS: dict[str, str] = {
     "ecr:GetAuthorizationToken": "it only yields a registry login; image pulls are limited to the repositories of "
                                  "the images the pipeline definition names",
     "cloudwatch:PutMetricData": "limited by the cloudwatch:namespace condition to the drift alarm's namespace",
-    "ec2:AssignPrivateIpAddresses": "in VPC mode Lambda places the step-code copier in the private subnets with "
-                                    "its role; no resource-level scoping",
-    "ec2:UnassignPrivateIpAddresses": "in VPC mode Lambda places the step-code copier in the private subnets with "
-                                      "its role; no resource-level scoping",
     **{action: "in VPC mode SageMaker places the job's network interfaces in the private subnets with the "
                "execution role's permissions; these ec2 actions have no resource-level scoping"
        for action in ("ec2:CreateNetworkInterface", "ec2:CreateNetworkInterfacePermission",
@@ -495,12 +491,9 @@ class DiagnosaStack(Stack):
             iam.PolicyStatement(sid="OwnLogs", actions=["logs:CreateLogStream", "logs:PutLogEvents"],
                                 resources=[log_group.log_group_arn]),
         ]
-        if self.vpc is not None:  # Lambda attaches the handler's network interfaces with its role
-            statements.append(iam.PolicyStatement(sid="FunctionNetworkInterfaces", actions=[
-                "ec2:CreateNetworkInterface", "ec2:DescribeNetworkInterfaces", "ec2:DeleteNetworkInterface",
-                "ec2:AssignPrivateIpAddresses", "ec2:UnassignPrivateIpAddresses"], resources=["*"]))
         role = self._role("StepCodeRole", "step-code", "Copies the step code into artifacts/code/ at deploy time",
-                          iam.ServicePrincipal("lambda.amazonaws.com"), statements)
+                          iam.ServicePrincipal("lambda.amazonaws.com"), statements, self._lambda_network())
+        self._acknowledge_lambda_network(role)
         vpc_kwargs = {}
         if self.vpc is not None:
             vpc_kwargs = {"vpc": self.vpc, "security_groups": [self.function_sg],
@@ -570,12 +563,23 @@ class DiagnosaStack(Stack):
             alarm.add_ok_action(cw_actions.SnsAction(self.alerts))
         return [errors, latency]
 
+    def _lambda_network(self) -> list[iam.IManagedPolicy]:
+        """In VPC mode a Lambda function (ours, or CDK's step-code copier) attaches its network interfaces
+        with AWS's managed policy for it; none otherwise."""
+        if self.vpc is None:
+            return []
+        return [iam.ManagedPolicy.from_aws_managed_policy_name("service-role/AWSLambdaVPCAccessExecutionRole")]
+
+    def _acknowledge_lambda_network(self, role: iam.Role) -> None:
+        if self.vpc is not None:
+            self.ack(role, "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/"
+                           "AWSLambdaVPCAccessExecutionRole]",
+                     "The AWS-managed policy a function needs to attach its network interfaces in the VPC "
+                     "(ec2:CreateNetworkInterface and friends have no resource-level permissions).")
+
     def _function(self, ident: str, name: str, description: str, environment: dict[str, str],
                   statements: list[iam.PolicyStatement]) -> lambda_.Function:
         log_group = self.log_group(f"/aws/lambda/{self.prefix}-{name}", f"{ident}Logs")
-        managed = []
-        if self.vpc is not None:
-            managed.append(iam.ManagedPolicy.from_aws_managed_policy_name("service-role/AWSLambdaVPCAccessExecutionRole"))
         role = self._role(f"{ident}Role", f"{name}-function", description, iam.ServicePrincipal("lambda.amazonaws.com"),
                           [*statements,
                            iam.PolicyStatement(sid="OwnLogs", actions=["logs:CreateLogStream", "logs:PutLogEvents"],
@@ -584,7 +588,7 @@ class DiagnosaStack(Stack):
                                                resources=[self.dead_letters.queue_arn]),
                            iam.PolicyStatement(sid="EnvironmentAndQueueKey", actions=["kms:Decrypt", "kms:GenerateDataKey"],
                                                resources=[self.key.key_arn])],
-                          managed)
+                          self._lambda_network())
         vpc_kwargs = {}
         if self.vpc is not None:
             vpc_kwargs = {"vpc": self.vpc, "security_groups": [self.function_sg],
@@ -601,11 +605,7 @@ class DiagnosaStack(Stack):
             self.ack(function, "HIPAA.Security-LambdaInsideVPC",
                         "The function only calls AWS APIs over TLS and reads no patient data; set the context flag "
                         "vpc=true to run it in private subnets with VPC endpoints.")
-        else:
-            self.ack(role, "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/"
-                              "AWSLambdaVPCAccessExecutionRole]",
-                        "The AWS-managed policy a function needs to attach its network interfaces in the VPC "
-                        "(ec2:CreateNetworkInterface and friends have no resource-level permissions).")
+        self._acknowledge_lambda_network(role)
         return function
 
     def _deploy_function(self) -> lambda_.Function:

@@ -226,7 +226,7 @@ def test_only_acknowledged_wildcards(dev, prod):
                 assert policy["Properties"]["ManagedPolicyName"].endswith("-unscoped"), policy
                 if s["Action"] == "cloudwatch:PutMetricData":  # limited to the drift metric's namespace
                     assert s["Condition"] == {"StringEquals": {"cloudwatch:namespace": "Diagnosa/Monitoring"}}, s
-                elif s.get("Sid") in ("JobNetworkInterfaces", "FunctionNetworkInterfaces"):  # VPC mode only
+                elif s.get("Sid") == "JobNetworkInterfaces":  # VPC mode only
                     assert template is prod and all(a.startswith("ec2:") for a in s["Action"]), s
                 else:
                     assert s["Action"] == "ecr:GetAuthorizationToken", s
@@ -258,6 +258,8 @@ def test_the_step_code_copier_writes_artifacts_code_only_and_reads_only_its_asse
     [copier] = [f for f in resources(prod, "AWS::Lambda::Function").values()
                 if f["Properties"]["Role"] == {"Fn::GetAtt": [role_id(prod, "diagnosa-prod-step-code"), "Arn"]}]
     assert copier["Properties"]["VpcConfig"]["SubnetIds"]  # prod: in the isolated subnets like every function
+    role = resources(prod, "AWS::IAM::Role")[role_id(prod, "diagnosa-prod-step-code")]["Properties"]
+    assert "AWSLambdaVPCAccessExecutionRole" in text(role["ManagedPolicyArns"])  # as every function's role
 
 
 def test_step_code_is_copied_into_artifacts_code_without_pruning(dev):
