@@ -33,8 +33,9 @@ from diagnosa.model import METADATA_FILE, MODEL_FILE, DiagnosaModel
 from inference.artifact import write_serving_code
 from processing.calibration import calibration_summary
 from processing.evaluation import evaluate
-from processing.split import read_train_groups, unseen_mask
+from processing.split import read_split, read_train_groups, unseen_mask
 from training.decisions import MAX_PRECISION_LOSS, calibrate_and_decide
+from training.distributed import cluster_from_env, collective, digest_of_parts, fit_xgboost, gather, is_distributed, total
 from training.models import adapt_to_rows, check_seed, decode_transported, make_classifier, portable, resolve_hyperparameters
 from training.tuning import (
     DEFAULT_CV_MAX_ROWS,
@@ -50,8 +51,7 @@ from training.tuning import (
 
 logger = logging.getLogger(__name__)
 
-TRAIN_FILE = "train.npz"
-VALIDATION_FILE = "validation.parquet"
+TRAIN_PATTERN = "*.npz"  # one part per curated part (processing/preprocess.py), read in name order
 TRANSFORMER_FILE = "feature_pipeline.joblib"
 PREPROCESS_FILE = "preprocess.json"
 VALIDATION_REPORT = "validation.json"
@@ -200,53 +200,70 @@ def load_transformer(transformer_dir: str | os.PathLike) -> tuple[Any, dict[str,
     return transformer, record, schema
 
 
-def load_train(train_dir: str | os.PathLike, n_labels: int, *,
-               allow_nan: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
-    """X, y, sample_weight and the file's sha256, checked so a bad file fails here, not inside a library."""
-    path = Path(train_dir) / TRAIN_FILE
-    if not path.is_file():
-        raise ValueError(f"train channel: {TRAIN_FILE} not found in {Path(train_dir)}")
+def load_train(train_dir: str | os.PathLike, n_labels: int, *, allow_nan: bool = False,
+               empty_width: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, str]]:
+    """X, y, sample_weight of every ``*.npz`` part in the channel (name order), and each part's sha256,
+    checked so a bad file fails here, not inside a library. ``empty_width``: a host of a distributed job
+    may hold no part (its shard is empty); it gets zero rows of that many columns instead of an error."""
+    folder = Path(train_dir)
+    paths = sorted(folder.glob("*.npz")) if folder.is_dir() else []
+    if not paths:
+        if empty_width is not None:
+            logger.info("train channel: no part on this host (%s)", folder)
+            return (np.zeros((0, empty_width), dtype=np.float32), np.zeros(0, dtype=np.int64), np.zeros(0), {})
+        raise ValueError(f"train channel: no training data ({TRAIN_PATTERN}) in {folder}")
+    parts = [_load_train_part(path, n_labels, allow_nan) for path in paths]
+    widths = {X.shape[1] for X, _, _ in parts}
+    if len(widths) > 1:
+        raise ValueError(f"train channel: the parts have different numbers of columns {sorted(widths)}")
+    X = parts[0][0] if len(parts) == 1 else np.vstack([X for X, _, _ in parts])
+    y = np.concatenate([y for _, y, _ in parts])
+    w = np.concatenate([w for _, _, w in parts])
+    if X.shape[0] == 0 and empty_width is None:
+        raise ValueError(f"train channel: X must be a non-empty 2-D array, got shape {X.shape}")
+    digests = {path.name: _sha256(path) for path in paths}
+    logger.info("read %d part(s) from %s: X %s %s, %d weighted rows", len(paths), folder, X.shape, X.dtype,
+                int((w != 1).sum()))
+    return X, y, w, digests
+
+
+def _load_train_part(path: Path, n_labels: int, allow_nan: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     with np.load(path, allow_pickle=False) as data:
         missing = [name for name in ("X", "y") if name not in data.files]
         if missing:
-            raise ValueError(f"train channel: {TRAIN_FILE} lacks array(s) {', '.join(missing)} "
+            raise ValueError(f"train channel: {path.name} lacks array(s) {', '.join(missing)} "
                              f"(has: {', '.join(data.files) or 'none'})")
         X, y = data["X"], data["y"]
         w = data["sample_weight"] if "sample_weight" in data.files else None
-    if X.ndim != 2 or X.shape[0] == 0 or X.shape[1] == 0:
-        raise ValueError(f"train channel: X must be a non-empty 2-D array, got shape {X.shape}")
+    if X.ndim != 2 or X.shape[1] == 0:
+        raise ValueError(f"train channel: {path.name}: X must be a 2-D array with columns, got shape {X.shape}")
     if not np.issubdtype(X.dtype, np.number):
-        raise ValueError(f"train channel: X must be numeric, got dtype {X.dtype}")
+        raise ValueError(f"train channel: {path.name}: X must be numeric, got dtype {X.dtype}")
     if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
-        raise ValueError(f"train channel: y must be a 1-D integer array of label indices, "
+        raise ValueError(f"train channel: {path.name}: y must be a 1-D integer array of label indices, "
                          f"got shape {y.shape} dtype {y.dtype}")
     if len(y) != len(X):
-        raise ValueError(f"train channel: X has {len(X)} rows but y has {len(y)}")
+        raise ValueError(f"train channel: {path.name}: X has {len(X)} rows but y has {len(y)}")
     bad = np.unique(y[(y < 0) | (y >= n_labels)])
     if bad.size:
-        raise ValueError(f"train channel: y holds label index(es) out of range [0, {n_labels}): {bad[:10].tolist()}")
+        raise ValueError(f"train channel: {path.name}: y holds label index(es) out of range [0, {n_labels}): "
+                         f"{bad[:10].tolist()}")
     if np.isinf(X).any() or (not allow_nan and np.isnan(X).any()):
-        raise ValueError(f"train channel: X holds {int((~np.isfinite(X)).sum())} non-finite value(s)")
+        raise ValueError(f"train channel: {path.name}: X holds {int((~np.isfinite(X)).sum())} non-finite value(s)")
     if w is None:
-        logger.warning("train channel: %s has no sample_weight; using ones", TRAIN_FILE)
+        logger.warning("train channel: %s has no sample_weight; using ones", path.name)
         w = np.ones(len(y))
     w = np.asarray(w, dtype=np.float64)
     if w.shape != y.shape:
-        raise ValueError(f"train channel: sample_weight has shape {w.shape}, expected ({len(y)},)")
-    if not np.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
-        raise ValueError("train channel: sample_weight must be finite, non-negative and not all zero")
-    sha = _sha256(path)
-    logger.info("read %s: X %s %s, %d weighted rows, sha256 %s", path, X.shape, X.dtype, int((w != 1).sum()),
-                sha[:12])
-    return X, y.astype(np.int64), w, sha
+        raise ValueError(f"train channel: {path.name}: sample_weight has shape {w.shape}, expected ({len(y)},)")
+    if not np.isfinite(w).all() or (w < 0).any() or (len(w) and w.sum() <= 0):
+        raise ValueError(f"train channel: {path.name}: sample_weight must be finite, non-negative and not all zero")
+    return X, y.astype(np.int64), w
 
 
 def load_validation(validation_dir: str | os.PathLike) -> pd.DataFrame:
-    path = Path(validation_dir) / VALIDATION_FILE
-    if not path.is_file():
-        raise ValueError(f"validation channel: {VALIDATION_FILE} not found in {Path(validation_dir)}")
-    frame = pd.read_parquet(path)
-    logger.info("read %s: %d rows, %d columns", path, len(frame), frame.shape[1])
+    frame = read_split(validation_dir, "validation channel")
+    logger.info("read %s: %d rows, %d columns", validation_dir, len(frame), frame.shape[1])
     return frame
 
 
@@ -365,10 +382,23 @@ def train(train_dir: str | os.PathLike, validation_dir: str | os.PathLike, trans
     transformer, record, schema = load_transformer(transformer_dir)
     labels = list(record["labels"])
     k = len(labels)
-    X, y, weight, train_sha = load_train(train_dir, k, allow_nan=family in NAN_TOLERANT)
     names = record.get("feature_names")
+    # Across hosts (training/distributed.py): this host's shard of the training rows; the counts that decide
+    # anything (the search budget, which labels have rows) are summed over all hosts, so every host decides alike.
+    spread = is_distributed()
+    if spread and (family != "xgboost" or names is None):
+        raise ValueError(f"only xgboost trains across instances (family {family}"
+                         + (")" if family != "xgboost" else "; preprocess.json names no features)"))
+    X, y, weight, digests = load_train(train_dir, k, allow_nan=family in NAN_TOLERANT,
+                                       empty_width=len(names) if spread and names is not None else None)
+    if spread:
+        digests = {name: digest for part in gather(digests) for name, digest in part.items()}
+    train_sha = digest_of_parts(digests)
     if names is not None and len(names) != X.shape[1]:
         raise ValueError(f"train channel: X has {X.shape[1]} columns but preprocess.json names {len(names)} features")
+    class_rows = total(np.bincount(y, minlength=k))
+    if not class_rows.sum():
+        raise ValueError("train channel: no training rows on any host")
     validation = load_validation(validation_dir)
     orphan = check_validation_frame(validation, schema)
     unknown = sorted({str(v) for v in validation[schema.target]} - set(labels))
@@ -377,17 +407,21 @@ def train(train_dir: str | os.PathLike, validation_dir: str | os.PathLike, trans
     X_val = np.asarray(transformer.transform(validation.drop(columns=[schema.target])), dtype=X.dtype)
     if X_val.ndim != 2 or X_val.shape[1] != X.shape[1]:  # fail now, not after a long fit
         raise ValueError(f"transformer channel: the transformer makes {X_val.shape[-1]} feature(s) but "
-                         f"train.npz X has {X.shape[1]} columns")
+                         f"the training rows have {X.shape[1]} columns")
     if family not in NAN_TOLERANT and not np.isfinite(X_val).all():
         raise ValueError(f"validation channel: the transformer made {int((~np.isfinite(X_val)).sum())} "
                          "non-finite value(s)")
     y_val = np.array([labels.index(str(v)) for v in validation[schema.target]], dtype=np.int64)
     holdout = use_holdout(y_val, k, settings.holdout_min_class)
+    if spread and not holdout:
+        raise ValueError(f"training across instances needs at least {settings.holdout_min_class} validation rows of "
+                         "every class (the validation split selects and calibrates); with fewer, cross-validation "
+                         "runs on one instance: set TrainingInstanceCount=1")
     method = resampling_method(record.get("resampling"), weight)
     # The train + validation pools (a copy of both) only where cross-validation and the refit need them.
     pools = None if holdout else build_pools(X, y, weight, X_val, y_val, record.get("resampling"))
-    fit_y = y if pools is None else pools.fit_y
-    absent = [labels[i] for i in range(k) if not (fit_y == i).any()]
+    fit_counts = class_rows if pools is None else np.bincount(pools.fit_y, minlength=k)
+    absent = [labels[i] for i in range(k) if not fit_counts[i]]
     if absent:
         if family == "xgboost":
             raise ValueError(f"train channel: no training rows for label(s) {absent}; xgboost needs every label")
@@ -399,7 +433,8 @@ def train(train_dir: str | os.PathLike, validation_dir: str | os.PathLike, trans
         # Enough validation rows in every class: the split selects, calibrates and decides; the model
         # fitted on the training rows is the one shipped (no refit, so the calibration is its own).
         held = holdout_search(family, X, y, weight, X_val, y_val, k, given=given, seed=seed, budget=settings.budget,
-                              max_configs=settings.max_configs)
+                              max_configs=settings.max_configs, n_rows=int(class_rows.sum()),
+                              fit=(lambda est, X_, y_, w_: fit_xgboost(est, X_, y_, w_, k)) if spread else None)
         hyper, proba, y_eval, trials, classifier = held.hyperparameters, held.proba, y_val, held.trials, held.estimator
         w_eval = np.ones(len(y_val)) if method == "none" else compute_sample_weight("balanced", y_val)
         eval_orphan = None if orphan is None else np.asarray(orphan, dtype=bool)
@@ -461,7 +496,7 @@ def train(train_dir: str | os.PathLike, validation_dir: str | os.PathLike, trans
         classifier.fit(pools.fit_X, pools.fit_y, sample_weight=pools.fit_w)
         n_fit = len(pools.fit_y)
     else:
-        n_fit = len(y)
+        n_fit = int(class_rows.sum())
     fit_seconds = time.perf_counter() - started
     logger.info("phase fit: %s on %d rows x %d features in %.2f s", family, n_fit, X.shape[1], fit_seconds)
 
@@ -583,10 +618,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                     for name in ("train", "validation", "transformer")}
         model_dir = Path(env.get("SM_MODEL_DIR", "/opt/ml/model"))
         data_dir = Path(env.get("SM_OUTPUT_DATA_DIR", output_dir / "data"))
-        logger.info("family %s, seed %d, hyperparameters %s", family, seed, hps)
+        cluster = cluster_from_env(env)
+        if cluster.size > 1 and family != "xgboost":  # every host refuses alike, before any of them waits for another
+            raise ValueError(f"family {family} trains on one instance; only xgboost trains across {cluster.size}")
+        logger.info("family %s, seed %d, hyperparameters %s, host %s of %d", family, seed, hps, cluster.current,
+                    cluster.size)
 
-        result = train(channels["train"], channels["validation"], channels["transformer"], family, hps, seed,
-                       settings=settings)
+        with collective(cluster):
+            result = train(channels["train"], channels["validation"], channels["transformer"], family, hps, seed,
+                           settings=settings)
+        if not cluster.is_leader:
+            # SageMaker packs every host's /opt/ml/model into the one model.tar.gz: the first host writes it alone.
+            logger.info("host %s: the model is the first host's (%s); nothing to write", cluster.current,
+                        cluster.hosts[0])
+            return 0
 
         started_write = time.perf_counter()
         _write_json_atomic(data_dir / VALIDATION_REPORT, result.evaluation)

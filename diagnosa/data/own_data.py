@@ -108,7 +108,7 @@ $ diagnosa data ingest pbc.csv --config pbc.toml
 dataset pbc version f9b6f66f4f26
   pbc: read 418 / accepted 412 / quarantined 6
     quarantined for missing required field 'stage': 6
-  curated rows: 412 → curated/pbc/f9b6f66f4f26/data.parquet
+  curated rows: 412 → curated/pbc/f9b6f66f4f26/data/ (1 part)
 $ diagnosa run --local --dataset pbc --param ModelApprovalStatus=Approved \\
     --param RecallThreshold1=0.3 --param EdemaRecallThreshold=0.3 --param Seed=3
 ```
