@@ -47,8 +47,11 @@ PROCESSING_ROOT = "/opt/ml/processing"
 GROUP = "homogeneousCluster"
 NETWORK_INTERFACE = "eth0"
 
-# fetch(s3_uri, folder): the object (as <folder>/<basename>) or every object under the prefix (relative paths).
-Fetch = Callable[[str, Path], None]
+# fetch(s3_uri, folder, shard): the object (as <folder>/<basename>) or every object under the prefix (relative
+# paths); with shard (index, count), only this host's share of the prefix's objects (S3 sharding by key).
+Fetch = Callable[[str, Path, "Shard | None"], None]
+SHARDED = "ShardedByS3Key"
+DISTRIBUTIONS = ("FullyReplicated", SHARDED)
 # /opt/ml as a path of its own (after a space, quote, '=' or at the start; not inside s3://bucket/opt/ml).
 _CONTAINER_PATH = re.compile(r"(?<![\w.\-/])/opt/ml(?=/|$|[\s;\"'&|)])")
 
@@ -60,6 +63,40 @@ class ContainerError(ValueError):
 def hosts(count: int) -> list[str]:
     """The service's host names: algo-1 ... algo-N, sorted lexicographically as the toolkit expects."""
     return sorted(f"algo-{i}" for i in range(1, max(1, count) + 1))
+
+
+@dataclass(frozen=True)
+class Host:
+    """One host of a job: the cluster's sorted host names and which one this is."""
+
+    names: tuple[str, ...]
+    current: str
+
+    @classmethod
+    def single(cls, names: list[str] | None = None) -> Host:
+        names = names or hosts(1)
+        return cls(tuple(names), names[0])
+
+    @property
+    def index(self) -> int:
+        return self.names.index(self.current)
+
+    @property
+    def shard(self) -> Shard:
+        return Shard(self.index, len(self.names))
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Host ``index`` of ``count`` takes the prefix's objects ``index``, ``index + count``, ... in key order. The
+    service documents only that each of N instances gets about 1/N of the objects; nothing downstream
+    depends on which (the preprocessing names its outputs after its inputs)."""
+
+    index: int
+    count: int
+
+    def take(self, keys: list[str]) -> list[str]:
+        return sorted(keys)[self.index::self.count]
 
 
 def container_path(root: Path, path: str) -> Path:
@@ -97,6 +134,9 @@ def _channel_source(channel: Mapping[str, Any]) -> Mapping[str, Any]:
     if source.get("S3DataType", "S3Prefix") != "S3Prefix":
         raise ContainerError(f"channel {channel['ChannelName']}: S3DataType {source['S3DataType']} "
                              "is not supported locally (S3Prefix only)")
+    if source.get("S3DataDistributionType", DISTRIBUTIONS[0]) not in DISTRIBUTIONS:
+        raise ContainerError(f"channel {channel['ChannelName']}: S3DataDistributionType "
+                             f"{source['S3DataDistributionType']} is not one of {', '.join(DISTRIBUTIONS)}")
     return source
 
 
@@ -115,12 +155,13 @@ def input_data_config(request: Mapping[str, Any]) -> dict[str, dict[str, str]]:
     return config
 
 
-def training_resource_config(request: Mapping[str, Any]) -> dict[str, Any]:
-    """``resourceconfig.json`` of the first (current) host of a homogeneous cluster."""
+def training_resource_config(request: Mapping[str, Any], host: Host | None = None) -> dict[str, Any]:
+    """``resourceconfig.json`` of ``host`` (default: the first of algo-1..N) in a homogeneous cluster."""
     resources = request.get("ResourceConfig", {})
     instance_type = resources.get("InstanceType", "local")
-    names = hosts(int(resources.get("InstanceCount", 1)))
-    return {"current_host": names[0], "current_instance_type": instance_type, "current_group_name": GROUP,
+    host = host or Host.single(hosts(int(resources.get("InstanceCount", 1))))
+    names = list(host.names)
+    return {"current_host": host.current, "current_instance_type": instance_type, "current_group_name": GROUP,
             "hosts": names, "instance_groups": [{"instance_group_name": GROUP, "instance_type": instance_type,
                                                  "hosts": names}],
             "network_interface_name": NETWORK_INTERFACE}
@@ -147,8 +188,9 @@ class TrainingContainer:
 
 
 def render_training(request: Mapping[str, Any], root: Path, fetch: Fetch, *,
-                    submit_directory: str | None = None) -> TrainingContainer:
-    """Write a training container root for ``request`` under ``root`` (which must not hold one already)."""
+                    submit_directory: str | None = None, host: Host | None = None) -> TrainingContainer:
+    """Write a training container root for ``request`` on ``host`` (default: the only one) under ``root`` (which
+    must not hold one already); a channel sharded by key gets this host's share of its objects."""
     if root.exists() and any(root.iterdir()):
         raise ContainerError(f"container root {root} is not empty")
     for channel in request.get("InputDataConfig") or []:
@@ -160,12 +202,14 @@ def render_training(request: Mapping[str, Any], root: Path, fetch: Fetch, *,
     config.mkdir(parents=True)
     _write_json(config / "hyperparameters.json", values)
     _write_json(config / "inputdataconfig.json", input_data_config(request))
-    _write_json(config / "resourceconfig.json", training_resource_config(request))
+    _write_json(config / "resourceconfig.json", training_resource_config(request, host))
     channels = {}
     for channel in request.get("InputDataConfig") or []:
         target = root / "input" / "data" / channel["ChannelName"]
         target.mkdir(parents=True)
-        fetch(_channel_source(channel)["S3Uri"], target)
+        source = _channel_source(channel)
+        sharded = source.get("S3DataDistributionType") == SHARDED and host is not None
+        fetch(source["S3Uri"], target, host.shard if sharded else None)
         channels[channel["ChannelName"]] = target
     for folder in (root / "model", root / "output" / "data"):
         folder.mkdir(parents=True, exist_ok=True)
@@ -205,10 +249,10 @@ def processing_job_config(request: Mapping[str, Any], job_arn: str) -> dict[str,
     }
 
 
-def processing_resource_config(request: Mapping[str, Any]) -> dict[str, Any]:
-    """``/opt/ml/config/resourceconfig.json`` of a processing job's first host."""
-    names = hosts(int(request["ProcessingResources"]["ClusterConfig"]["InstanceCount"]))
-    return {"current_host": names[0], "hosts": names}
+def processing_resource_config(request: Mapping[str, Any], host: Host | None = None) -> dict[str, Any]:
+    """``/opt/ml/config/resourceconfig.json`` of ``host`` (default: the first of algo-1..N)."""
+    host = host or Host.single(hosts(int(request["ProcessingResources"]["ClusterConfig"]["InstanceCount"])))
+    return {"current_host": host.current, "hosts": list(host.names)}
 
 
 @dataclass(frozen=True)
@@ -227,25 +271,31 @@ def _processing_source(spec: Mapping[str, Any]) -> Mapping[str, Any]:
         if source.get(field, allowed) != allowed:
             raise ContainerError(f"input {spec['InputName']}: {field} {source[field]} is not supported locally "
                                  f"({allowed} only)")
+    if source.get("S3DataDistributionType", DISTRIBUTIONS[0]) not in DISTRIBUTIONS:
+        raise ContainerError(f"input {spec['InputName']}: S3DataDistributionType {source['S3DataDistributionType']} "
+                             f"is not one of {', '.join(DISTRIBUTIONS)}")
     if not source["LocalPath"].startswith(PROCESSING_ROOT + "/"):
         raise ContainerError(f"input {spec['InputName']}: LocalPath {source['LocalPath']} is not under {PROCESSING_ROOT}")
     return source
 
 
-def render_processing(request: Mapping[str, Any], root: Path, fetch: Fetch, job_arn: str) -> ProcessingContainer:
-    """Write a processing container root for ``request`` under ``root`` (which must not hold one already)."""
+def render_processing(request: Mapping[str, Any], root: Path, fetch: Fetch, job_arn: str,
+                      host: Host | None = None) -> ProcessingContainer:
+    """Write a processing container root for ``request`` on ``host`` (default: the only one) under ``root``
+    (which must not hold one already); an input sharded by key gets this host's share of its objects."""
     if root.exists() and any(root.iterdir()):
         raise ContainerError(f"container root {root} is not empty")
     config = root / "config"
     config.mkdir(parents=True)
     _write_json(config / "processingjobconfig.json", processing_job_config(request, job_arn))
-    _write_json(config / "resourceconfig.json", processing_resource_config(request))
+    _write_json(config / "resourceconfig.json", processing_resource_config(request, host))
     inputs = {}
     for spec in request.get("ProcessingInputs") or []:
         source = _processing_source(spec)
         target = container_path(root, source["LocalPath"].rstrip("/"))
         target.mkdir(parents=True, exist_ok=True)
-        fetch(source["S3Uri"], target)
+        sharded = source.get("S3DataDistributionType") == SHARDED and host is not None
+        fetch(source["S3Uri"], target, host.shard if sharded else None)
         inputs[spec["InputName"]] = target
     outputs = {}
     for spec in (request.get("ProcessingOutputConfig") or {}).get("Outputs") or []:
