@@ -522,9 +522,9 @@ GENERATED_NAMES = {"CreateProcessingJob": {"ProcessingJobName": "generated"},
                    "CreateTrainingJob": {"TrainingJobName": "generated"}, "CreateModel": {"ModelName": "generated"}}
 
 
-def validate_definition(definition: dict[str, Any]) -> dict[str, str | None]:
-    """botocore's report for each step's request, with parameters at their defaults and run-time
-    values (step properties, JsonGet) at placeholders of the right kind; None means valid."""
+def validate_definition(definition: dict[str, Any], parameters: dict[str, Any] | None = None) -> dict[str, str | None]:
+    """botocore's report for each step's request, with parameters at ``parameters`` (default: their defaults)
+    and run-time values (step properties, JsonGet) at placeholders of the right kind; None means valid."""
     from pipelines.expressions import Resolver
     from pipelines.graph import build_graph
     from pipelines.service_model import request_problems
@@ -536,7 +536,7 @@ def validate_definition(definition: dict[str, Any]) -> dict[str, str | None]:
     def as_value(value: Any) -> Any:
         return "s3://placeholder/key" if isinstance(value, Placeholder) else value
 
-    defaults = {p["Name"]: p.get("DefaultValue") for p in definition.get("Parameters", [])}
+    defaults = {p["Name"]: p.get("DefaultValue") for p in definition.get("Parameters", [])} | (parameters or {})
     execution = {"PipelineExecutionId": "execution", "PipelineExecutionArn": "arn", "PipelineName": "pipeline",
                  "StartDateTime": "2026-01-01T00:00:00Z", "CurrentDateTime": "2026-01-01T00:00:00Z"}
     resolver = Resolver(defaults, execution, lambda step: Placeholder(), lambda step, name: Placeholder())
@@ -547,6 +547,38 @@ def validate_definition(definition: dict[str, Any]) -> dict[str, str | None]:
             resolved = _map(resolver(node.arguments), as_value)
             report[node.name] = request_problems(operation, {**GENERATED_NAMES.get(operation, {}), **resolved})
     return report
+
+
+def parameter_problems(definition: dict[str, Any], parameters: dict[str, Any]) -> list[str]:
+    """The request problems a run's parameter values cause, one line per problem naming the step, the request
+    field and the parameter that set it (problems no parameter causes are the steps' own to report)."""
+    from pipelines.graph import build_graph
+
+    report = validate_definition(definition, parameters)
+    graph = build_graph(definition)
+    found = []
+    for step, problems in report.items():
+        sources = _parameter_paths(graph[step].arguments)
+        for line in (problems or "").splitlines():
+            match = re.search(r"parameter (?:in )?([\w.\[\]]+)", line)
+            names = sources.get(match.group(1).rstrip(":,")) if match else None
+            if names:
+                values = ", ".join(f"{name}={parameters.get(name)!r}" for name in names)
+                found.append(f"step {step}: parameter {values} gives an invalid request: {line}")
+    return found
+
+
+def _parameter_paths(value: Any, path: str = "") -> dict[str, list[str]]:
+    """Request field (botocore's notation: A.B[0].C) → the pipeline parameters its expression reads."""
+    if isinstance(value, list):
+        return {k: v for i, item in enumerate(value) for k, v in _parameter_paths(item, f"{path}[{i}]").items()}
+    if not isinstance(value, dict):
+        return {}
+    if set(value) in ({"Get"}, {"Std:Join"}, {"Std:JsonGet"}):
+        names = sorted(set(re.findall(r"Parameters\.(\w+)", json.dumps(value))))
+        return {path: names} if names else {}
+    return {k: v for key, item in value.items()
+            for k, v in _parameter_paths(item, f"{path}.{key}" if path else key).items()}
 
 
 def _map(value: Any, leaf: Any) -> Any:

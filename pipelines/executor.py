@@ -35,6 +35,7 @@ from diagnosa.files import write_json_atomic
 from diagnosa.lake import DataLake
 from diagnosa.logs import utc_now
 from diagnosa.net import process_alive
+from pipelines.definition import parameter_problems
 from pipelines.expressions import ExpressionError, Resolver, evaluate_condition, step_references
 from pipelines.graph import DefinitionError, StepNode, build_graph
 from pipelines.local_jobs import Heartbeat, JobError, LakeMapping, run_processing, run_training
@@ -235,6 +236,11 @@ class LocalExecutor:
         except DefinitionError as err:
             raise ExecutionError(str(err)) from None
         parameters = resolve_parameters(definition, overrides)
+        # Values that make a job request invalid (an instance count of 0, say): the service's model of the
+        # request, checked for every job step with this run's parameters, names the step and the parameter.
+        problems = parameter_problems(definition, parameters)
+        if problems:
+            raise ExecutionError("; ".join(problems))
         resolve = Resolver(parameters, self._variables({"PipelineExecutionId": "preflight"}),
                            lambda step: {}, lambda step, name: {})
         problems = []

@@ -9,7 +9,8 @@ from botocore.validate import ParamValidator
 
 # Instance counts of the jobs' clusters (botocore's shapes; the service's own bounds). botocore allows a
 # training count of 0 — the count of a heterogeneous cluster lives in its InstanceGroups — but a
-# ResourceConfig without InstanceGroups, the pipeline's, needs at least one instance.
+# ResourceConfig without InstanceGroups, the pipeline's, needs at least one instance; and botocore's
+# validator checks no maximum, so the range is checked here.
 INSTANCE_COUNT_SHAPES = {"processing": "ProcessingInstanceCount", "training": "TrainingInstanceCount"}
 MIN_INSTANCES = 1
 
@@ -35,13 +36,25 @@ def instance_count_problem(kind: str, value: Any) -> str | None:
     return None
 
 
+# Where each job request holds its cluster's instance count (botocore checks only the minimum, and training's is 0).
+COUNT_FIELDS = {"CreateProcessingJob": ("processing", ("ProcessingResources", "ClusterConfig", "InstanceCount")),
+                "CreateTrainingJob": ("training", ("ResourceConfig", "InstanceCount"))}
+
+
 def request_problems(operation: str, arguments: dict[str, Any]) -> str | None:
-    """botocore's report of what ``arguments`` break in ``operation``'s request shape, or None if valid."""
+    """botocore's report of what ``arguments`` break in ``operation``'s request shape, or None if valid; a job's
+    instance count is held to the service's whole range (``instance_count_range``)."""
     report = ParamValidator().validate(arguments, _sagemaker().operation_model(operation).input_shape)
     problems = report.generate_report().splitlines() if report.has_errors() else []
-    resources = arguments.get("ResourceConfig") if operation == "CreateTrainingJob" else None
-    if isinstance(resources, dict) and not resources.get("InstanceGroups") \
-            and isinstance(resources.get("InstanceCount"), int) and resources["InstanceCount"] < MIN_INSTANCES:
-        problems.append(f"Invalid value for parameter ResourceConfig.InstanceCount, value: {resources['InstanceCount']}, "
-                        f"valid min value: {MIN_INSTANCES} (a cluster without InstanceGroups)")
+    if operation in COUNT_FIELDS:
+        kind, path = COUNT_FIELDS[operation]
+        value: Any = arguments
+        for key in path:
+            value = value.get(key) if isinstance(value, dict) else None
+        resources = arguments.get("ResourceConfig") or {}
+        problem = instance_count_problem(kind, value) if isinstance(value, int) else None
+        if problem and not resources.get("InstanceGroups"):
+            field = ".".join(path)
+            problems = [line for line in problems if f"parameter {field}," not in line]
+            problems.append(f"Invalid value for parameter {field}, value: {value}: an instance count {problem}")
     return "\n".join(problems) or None

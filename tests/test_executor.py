@@ -268,3 +268,26 @@ def test_the_last_log_line_is_read_from_the_tail_and_shortened(tmp_path):
     log.write_text("y" * 500, encoding="utf-8")
     assert last_line(log, limit=20) == "y" * 19 + "…"
     assert last_line(tmp_path / "missing.log") == ""
+
+
+def test_bad_instance_counts_are_refused_before_any_step_runs_naming_the_parameter(setup):
+    """Instance counts are Integer parameters (the service has no range for them): every job request is checked
+    with the run's values against the service model before anything runs, and the error names the parameter."""
+    executor, lake, marker, _ = setup
+    d = without_property_files(definition(marker))
+    d["Parameters"].append({"Name": "ProcessingInstanceCount", "Type": "Integer", "DefaultValue": 1})
+    for step in d["Steps"][1:3]:  # Left and Right run on ProcessingInstanceCount instances
+        step["Arguments"]["ProcessingResources"]["ClusterConfig"]["InstanceCount"] = {
+            "Get": "Parameters.ProcessingInstanceCount"}
+    cases = [("0", r"step Left: parameter ProcessingInstanceCount=0 gives an invalid request: .*"
+                   r"ProcessingResources.ClusterConfig.InstanceCount.*must be 1 to 100, got 0; step Right: "),
+             ("101", "ProcessingInstanceCount=101 .*must be 1 to 100, got 101"),
+             ("-3", "ProcessingInstanceCount=-3"),
+             ("2.5", "parameter ProcessingInstanceCount is an Integer, got '2.5'")]
+    for value, message in cases:
+        with pytest.raises(ExecutionError, match=message):
+            executor.start(d, {"ProcessingInstanceCount": value})
+    assert not executor.root.exists() or not any(executor.root.iterdir()), "nothing ran, nothing was recorded"
+    assert lake.list("artifacts/") == []
+    _, parameters = executor.preflight(d, {"ProcessingInstanceCount": "100"})  # the service's most is fine
+    assert parameters["ProcessingInstanceCount"] == 100
