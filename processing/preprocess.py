@@ -448,8 +448,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         source = base / "input" / "curated"
         out = {name: base / "output" / name for name in OUTPUTS}
         parts = curated_parts(source) if source.is_dir() else []
-        if not parts:
+        if not parts and args.stage != "transform":
             raise FileNotFoundError(f"input {source} does not exist or holds no Parquet data")
+        if not parts:  # sharded by key: an instance may hold no part when there are fewer parts than instances
+            log.warning("this instance holds no curated part (%s): it transforms nothing", source)
         if args.stage in ("all", "fit"):
             check_scale_out(params.resampling, args.transform_instances)
             manifest_path = source / "manifest.json"

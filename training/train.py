@@ -446,7 +446,7 @@ def train(train_dir: str | os.PathLike, validation_dir: str | os.PathLike, trans
                   f"{settings.holdout_min_class} rows there): calibrated probabilities, decision weights cross-fitted "
                   "(fitted on one half of the rows, scored on the other)")
         logger.info("phase search: %d configuration(s) fitted on %d training rows, scored on %d validation rows; "
-                    "best %s", len(trials), len(y), len(y_val), hyper)
+                    "best %s", len(trials), int(class_rows.sum()), len(y_val), hyper)
     else:
         found = search(family, pools.cv_X, pools.cv_y, pools.cv_w, k, given=given, seed=seed, budget=settings.budget,
                        max_configs=settings.max_configs, max_folds=settings.max_folds, max_rows=settings.cv_max_rows,
