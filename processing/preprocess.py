@@ -395,6 +395,31 @@ def run_transform(parts: list[Path], folder: Path, pipeline: Any, record: dict[s
     return written
 
 
+def fit_stage(parts: list[Path], manifest: dict[str, Any], params: PreprocessParams, out: dict[str, Path],
+              baseline_dir: Path | None = None) -> Fitted:
+    """The fit stage over curated parts: key columns read, split, pipeline fitted, ``transformer/`` and ``split/``
+    (and the data baseline) written."""
+    schema = Schema.from_dict(manifest["schema"])
+    started = time.perf_counter()
+    keys = read_keys(parts, schema)
+    log.info("read the key columns of %d rows from %d part(s) (dataset %s version %s) in %.2f s", len(keys),
+             len(parts), manifest.get("dataset"), manifest.get("version"), time.perf_counter() - started)
+    fitted = fit(keys, schema, params, rows_reader(parts, schema))
+    write_fit(fitted, schema, manifest, params, out, baseline_dir)
+    log.info("wrote %s and %s", out["transformer"], out["split"])
+    return fitted
+
+
+def transform_stage(parts: list[Path], source: Path, fit_dirs: tuple[Path, Path], out: dict[str, Path],
+                    instances: int = 1) -> dict[str, int]:
+    """The transform stage: the fit's outputs read from ``fit_dirs`` (transformer, split), these parts written."""
+    pipeline, record, membership = read_fit(*fit_dirs)
+    started = time.perf_counter()
+    written = run_transform(parts, source, pipeline, record, membership, out, fit_dirs[1] / GROUPS_FILE, instances)
+    log.info("transformed %d part(s): %s rows in %.2f s", len(parts), written, time.perf_counter() - started)
+    return written
+
+
 def _save_train(path: Path, train: Resampled) -> None:
     np.savez_compressed(path, X=train.X, y=train.y, sample_weight=train.sample_weight)
 
@@ -458,25 +483,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             if not manifest_path.is_file():
                 raise FileNotFoundError(f"input {manifest_path} does not exist")
             manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-            schema = Schema.from_dict(manifest["schema"])
-            started = time.perf_counter()
-            keys = read_keys(parts, schema)
-            log.info("read the key columns of %d rows from %d part(s) (dataset %s version %s) in %.2f s", len(keys),
-                     len(parts), manifest.get("dataset"), manifest.get("version"), time.perf_counter() - started)
-            fitted = fit(keys, schema, params, rows_reader(parts, schema))
             baseline_dir = Path(args.baseline_dir) if args.baseline_dir else base / "output" / "baseline"
             write_baseline = args.baseline_dir is not None or baseline_dir.is_dir()
-            write_fit(fitted, schema, manifest, params, out, baseline_dir if write_baseline else None)
-            log.info("wrote %s and %s%s", out["transformer"], out["split"], "" if write_baseline else
-                     f" (no monitoring baseline: {baseline_dir} does not exist; pass --baseline-dir)")
+            fit_stage(parts, manifest, params, out, baseline_dir if write_baseline else None)
+            if not write_baseline:
+                log.info("no monitoring baseline: %s does not exist; pass --baseline-dir", baseline_dir)
         if args.stage in ("all", "transform"):
             fit_dirs = ((out["transformer"], out["split"]) if args.stage == "all"
                         else (base / "input" / "transformer", base / "input" / "split"))
-            pipeline, record, membership = read_fit(*fit_dirs)
-            started = time.perf_counter()
-            written = run_transform(parts, source, pipeline, record, membership, out, fit_dirs[1] / GROUPS_FILE,
-                                    instance_count(base))
-            log.info("transformed %d part(s): %s rows in %.2f s", len(parts), written, time.perf_counter() - started)
+            transform_stage(parts, source, fit_dirs, out, instance_count(base))
         return 0
     except (ValueError, FileNotFoundError, FileExistsError, KeyError) as err:
         log.error("preprocessing failed: %s", err)
