@@ -4,8 +4,10 @@ A *container root* is a folder that stands for ``/opt/ml`` (``<root>/input/...``
 ``/opt/ml/input/...``). Given a resolved ``CreateTrainingJob`` or ``CreateProcessingJob`` request
 (botocore's service model is the authority on its shape; the pipeline definition resolves to one),
 these functions write what the service writes before it starts the container, and fill the data
-channels / processing inputs through a ``fetch(s3_uri, folder)`` callback (the local executor copies
-from the data lake; nothing here knows where data lives). The container's own program then runs
+channels / processing inputs through a ``fetch(s3_uri, folder, shard)`` callback (the local executor copies
+from the data lake; nothing here knows where data lives). A job of N instances is N roots, one per
+``Host``: each says which host it is, and an input sharded by key (``ShardedByS3Key``) holds that
+host's share of the prefix's objects. The container's own program then runs
 against the root: AWS's training toolkit with ``SAGEMAKER_BASE_DIR=<root>`` (it reads everything
 relative to that variable), a processing entrypoint with its ``/opt/ml`` paths mapped to the root.
 
@@ -20,12 +22,13 @@ Where each file's shape comes from:
   (``"None"`` unless given) and ``ContentType`` only when the channel has one. Same AWS page; the
   toolkit's ``read_input_data_config`` docstring shows this exact shape, and its
   ``Environment.channel_input_dirs`` takes the channel names from it (``SM_CHANNEL_<NAME>``).
-* ``input/config/resourceconfig.json`` — ``current_host`` ``algo-1``, ``hosts`` ``algo-1..N``,
+* ``input/config/resourceconfig.json`` — ``current_host`` (the root's host), ``hosts`` (``algo-1..N``),
   ``current_group_name``/``instance_groups`` (``homogeneousCluster``), ``current_instance_type``
   and ``network_interface_name`` (``eth0``). AWS docs, "Distributed training configuration" on the
   same page; read by ``sagemaker_training.environment.read_resource_config`` (``hosts`` and
   ``current_host`` are required there).
-* ``input/data/<channel>/`` — the channel's S3 prefix, downloaded (``File`` input mode).
+* ``input/data/<channel>/`` — the channel's S3 prefix, downloaded (``File`` input mode); sharded by key,
+  this host's share of its objects.
 * ``model/``, ``output/`` and ``output/data/`` — created empty, as on an instance.
 * Processing: each ``S3Input`` at its ``LocalPath`` (which the API requires under
   ``/opt/ml/processing``), each output's ``LocalPath`` created empty, and ``/opt/ml/config/

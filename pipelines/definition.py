@@ -1,6 +1,8 @@
 """The Diagnosa SageMaker Pipeline, as code (SageMaker Python SDK v3).
 
-preprocess → train one candidate per model family (in parallel) → select the champion → evaluate
+preprocess (split + feature pipeline fitted once) → transform (the curated parts sharded over
+ProcessingInstanceCount instances) → train one candidate per model family (in parallel; XGBoost across
+TrainingInstanceCount instances) → select the champion → evaluate
 on test (PropertyFile) → gate: one condition per class on test recall plus one on the orphan slice
 → register the champion in the Model Package Group with its metrics and lineage (input data, code,
 execution) and, when the approval status parameter is ``Approved``, deploy it: model → endpoint

@@ -13,6 +13,9 @@ The "container image" is this Python environment, which already holds the step p
 only if every pin is already satisfied: a job whose pins differ from this environment fails instead
 of changing it.
 
+* N instances (``InstanceCount``): N processes, one container root each, run together; their outputs are
+  gathered under the request's S3 prefixes as the service's uploads would be (``cluster_hosts`` says how
+  the local hosts are named).
 * Processing: ``ContainerEntrypoint`` + ``ContainerArguments`` run as given (the SDK's ``runproc.sh``
   untars the code and installs the pins), with ``/opt/ml`` paths mapped to the root.
 * Training on a framework image (no ``ContainerEntrypoint``): the image's entrypoint, AWS's training

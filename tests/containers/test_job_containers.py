@@ -162,9 +162,8 @@ def test_training_step_runs_in_the_training_toolkit(family, execution, s3, aws_e
 # ------------------------------------------------------------------------------------------------ processing
 
 def _check_preprocess(outputs: dict[str, Path], execution) -> None:
-    assert (outputs["train"] / "train.npz").is_file() and (outputs["test"] / "test.parquet").is_file()
-    assert (outputs["validation"] / "validation.parquet").is_file()
     assert (outputs["transformer"] / "feature_pipeline.joblib").is_file()
+    assert (outputs["split"] / "membership.parquet").is_file()
     defaults = {p["Name"]: p.get("DefaultValue") for p in execution.definition["Parameters"]}
     params = json.loads((outputs["transformer"] / "preprocess.json").read_text())["params"]
     assert params["resampling"] == defaults["Resampling"] and params["reduction"] == defaults["Reduction"]
