@@ -33,8 +33,8 @@ sys.path.insert(0, str(ROOT))
 
 
 def run_once(patients: int, seed: int, instances: tuple[int, ...] = (1,)) -> list[tuple[float, dict[str, float],
-                                                                                        dict[str, float]]]:
-    """For each instance count: end-to-end seconds, seconds per step and the test recall per class."""
+                                                                                        dict[str, Any]]]:
+    """For each instance count: end-to-end seconds, seconds per step, and the champion with its test recall per class."""
     from diagnosa.commands.local import LOCAL_BUCKET, local_definition
     from diagnosa.data.ingest import latest_version
     from diagnosa.lake import DataLake
@@ -75,14 +75,16 @@ def run_once(patients: int, seed: int, instances: tuple[int, ...] = (1,)) -> lis
         return results
 
 
-def _test_recall(lake: Any, record: Any) -> dict[str, float]:
+def _test_recall(lake: Any, record: Any) -> dict[str, Any]:
+    """The champion's family and its test recall per class."""
     from diagnosa.commands.local import LOCAL_BUCKET
 
     if "Evaluate" not in record.steps or record.steps["Evaluate"]["StepStatus"] != "Succeeded":
         return {}
     uri = record.steps["Evaluate"]["Properties"]["ProcessingOutputConfig"]["Outputs"]["evaluation"]["S3Output"]["S3Uri"]
     report = json.loads(lake.get_bytes(uri.removeprefix(f"s3://{LOCAL_BUCKET}/") + "/evaluation.json"))
-    return {label: scores["recall"] for label, scores in report["diagnosa"]["per_class"].items()}
+    return {"champion": report["model"]["family"],
+            **{label: scores["recall"] for label, scores in report["diagnosa"]["per_class"].items()}}
 
 
 def main() -> int:
@@ -108,7 +110,8 @@ def main() -> int:
             for name in results[0][1]:
                 print(f"  {name:<28}" + "".join(f"{r[1].get(name, float('nan')):14.1f} s" for r in results))
             print(f"  {'test recall':<28}{header}")
-            for label in results[0][2]:
+            print(f"  {'champion':<28}" + "".join(f"{r[2].get('champion', '?'):>16}" for r in results))
+            for label in [name for name in results[0][2] if name != "champion"]:
                 print(f"  {label:<28}" + "".join(f"{r[2].get(label, float('nan')):16.4f}" for r in results))
         print(f"{patients:,} patients: median {statistics.median(totals):.1f} s over {len(totals)} run(s)")
     return 0
