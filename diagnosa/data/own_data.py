@@ -105,10 +105,10 @@ type = "category"  # 1 D-penicillamine, 2 placebo; empty for the 106 patients ou
 
 ```
 $ diagnosa data ingest pbc.csv --config pbc.toml
-dataset pbc version f9b6f66f4f26
+dataset pbc version c46adc4f8011
   pbc: read 418 / accepted 412 / quarantined 6
     quarantined for missing required field 'stage': 6
-  curated rows: 412 → curated/pbc/f9b6f66f4f26/data/ (1 part)
+  curated rows: 412 → curated/pbc/c46adc4f8011/data/ (1 part)
 $ diagnosa run --local --dataset pbc --param ModelApprovalStatus=Approved \\
     --param RecallThreshold1=0.3 --param EdemaRecallThreshold=0.3 --param Seed=3
 ```
