@@ -90,7 +90,7 @@ class _Indicators:
         self.indicator = indicator
 
     def __call__(self, records: list[dict[str, Any]]) -> np.ndarray:
-        return self.indicator.transform(pd.Series([r.get(self.column) or [] for r in records], dtype=object)).toarray()
+        return self.indicator.transform([r.get(self.column) or [] for r in records]).toarray()
 
 
 class _Similarity:
