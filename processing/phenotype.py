@@ -47,6 +47,7 @@ from diagnosa.labels import DISEASE_CATEGORIES
 CITATION = ("Resnik information content over the HPO disease annotations (Orphanet/OMIM); best-match average "
             "patient → disease as in Köhler et al. 2009, Am J Hum Genet 85:457 (the Phenomizer)")
 LEADING_MEASURES = ("simgic", "symmetric")  # per category: max, the leader's score, the gap to the leader
+FEATURE_BLOCK_ROWS = 4096  # patients scored at once by features(): bounds memory (see there)
 ROW_CACHE_LIMIT = 4096  # per-term similarity rows kept per process (1371 float32 each, ~22 MB at most)
 
 
@@ -323,10 +324,20 @@ class PhenotypeSimilarity(TransformerMixin, BaseEstimator):
         return self.features(X)
 
     def features(self, term_lists: Any) -> np.ndarray:
-        """What :meth:`transform` returns, without scikit-learn's output wrapper (the endpoint's fast path)."""
+        """What :meth:`transform` returns, without scikit-learn's output wrapper (the endpoint's fast path).
+
+        Rows are scored in blocks of ``FEATURE_BLOCK_ROWS``: a block's similarity stack is patients x 3 x
+        diseases float32 (16 GB for a million patients at once; 66 MB per block), and rows are independent."""
+        lists = as_lists(term_lists)
+        if len(lists) <= FEATURE_BLOCK_ROWS:
+            return self._block_features(lists)
+        return np.vstack([self._block_features(lists[start:start + FEATURE_BLOCK_ROWS])
+                          for start in range(0, len(lists), FEATURE_BLOCK_ROWS)])
+
+    def _block_features(self, lists: list[list[str]]) -> np.ndarray:
         # One pass per measure over the disease columns sorted by category (reduceat), not one per
         # category: the endpoint pays this on every request.
-        stack = self._measure_stack(as_lists(term_lists))
+        stack = self._measure_stack(lists)
         n, n_c, k = len(stack), len(self.categories_), int(self.top)
         nonempty, order, starts, sizes = self._segments()
         best = np.zeros((n, 3, n_c), dtype=np.float32)

@@ -245,3 +245,15 @@ def test_batch_measures_equal_the_per_patient_definitions(shipped):
             if len(columns):
                 best = np.sort(measures["resnik"][i, columns].astype(np.float64))[::-1][:shipped.top]
                 assert features[f"{category}:top{shipped.top}"][i] == pytest.approx(best.mean(), rel=1e-5, abs=1e-7)
+
+
+def test_features_in_row_blocks_equal_one_pass(shipped, monkeypatch):
+    """Large inputs are scored in blocks of rows to bound memory; blocks must not change a value."""
+    import processing.phenotype as phenotype
+
+    rng = np.random.default_rng(5)
+    lists = [[str(t) for t in rng.choice(shipped.terms_, size=k)] for k in rng.integers(0, 10, size=30)]
+    whole = shipped.features(lists)
+    monkeypatch.setattr(phenotype, "FEATURE_BLOCK_ROWS", 7)
+    assert np.array_equal(shipped.features(lists), whole)
+    assert shipped.features([]).shape == (0, whole.shape[1])
