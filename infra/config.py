@@ -58,6 +58,11 @@ class StageConfig:
     capture_expiry_days: int = 90
     noncurrent_version_days: int = 30
     access_log_days: int = 2190  # six years, the HIPAA documentation retention period
+    # The raw bucket's object-lock default retention: every raw object version is kept this long from its
+    # upload. COMPLIANCE: nobody, root included, can shorten it or delete the version; GOVERNANCE: a principal
+    # with s3:BypassGovernanceRetention could (the bucket policy denies it to all), for stages torn down often.
+    raw_retention_mode: str = "COMPLIANCE"
+    raw_retention_days: int = 2190
     log_retention_days: int = 365
     # Network
     vpc: bool = False  # private subnets, VPC endpoints, functions and the endpoint's model in the VPC
@@ -90,6 +95,10 @@ class StageConfig:
             problems.append("traffic_shifting must be CANARY or ALL_AT_ONCE")
         if not 1 <= self.canary_percent <= 50:
             problems.append("canary_percent must be in [1, 50]")
+        if self.raw_retention_mode not in ("COMPLIANCE", "GOVERNANCE"):
+            problems.append(f"raw_retention_mode must be COMPLIANCE or GOVERNANCE, got {self.raw_retention_mode!r}")
+        if not 1 <= self.raw_retention_days <= 36500:
+            problems.append(f"raw_retention_days must be between 1 and 36500 (S3 object lock), got {self.raw_retention_days}")
         if not 0 <= self.capture_sampling_percent <= 100:
             problems.append("capture_sampling_percent must be in [0, 100]")
         if self.monitor_window and not re.match(r"^[1-9]\d*[mhdw]$", self.monitor_window):

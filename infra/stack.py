@@ -40,6 +40,7 @@ from infra.pipeline_definition import CODE_PREFIX, VPC_AZS, EmbeddedDefinition, 
 
 FUNCTIONS = Path(__file__).parent / "functions"
 ZONES = ("raw", "curated", "features", "artifacts", "capture", "feedback", "quarantine")
+RAW = "raw/"
 VARIANT = "AllTraffic"
 RUNTIME = lambda_.Runtime.PYTHON_3_14  # cdk-nag AwsSolutions-L1 wants the latest
 
@@ -86,6 +87,7 @@ class DiagnosaStack(Stack):
         self.key = self._key()
         self.vpc, self.function_sg = self._network() if config.vpc else (None, None)
         self.access_logs, self.lake = self._lake()
+        self.raw = self._raw_bucket()
         self.alerts = sns.Topic(self, "Alerts", topic_name=f"{self.prefix}-alerts", master_key=self.key,
                                 enforce_ssl=True)
         for email in config.alarm_emails:
@@ -111,6 +113,8 @@ class DiagnosaStack(Stack):
         self.monitor_function = self._monitoring()
         self.dashboard = self._dashboard()
         cdk.CfnOutput(self, "LakeBucket", value=self.lake.bucket_name)
+        cdk.CfnOutput(self, "RawBucket", value=self.raw.bucket_name,
+                      description="The raw zone (object lock, default retention): diagnosa --raw-lake s3://<this>")
         cdk.CfnOutput(self, "PipelineName", value=self.prefix)
         cdk.CfnOutput(self, "EndpointName", value=self.endpoint_name)
         cdk.CfnOutput(self, "JobRoleArn", value=self.job_role.role_arn)
@@ -241,18 +245,37 @@ class DiagnosaStack(Stack):
             block_public_access=s3.BlockPublicAccess.BLOCK_ALL, object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
             server_access_logs_bucket=access_logs, server_access_logs_prefix="lake/", object_lock_enabled=True,
             lifecycle_rules=rules, removal_policy=RemovalPolicy.RETAIN)
-        # The raw zone is evidence: no principal (administrators included) may delete a raw object or any of
-        # its versions, or bypass an object-lock retention; with versioning on, a rewrite keeps the original.
-        lake.add_to_resource_policy(iam.PolicyStatement(
-            sid="RawZoneIsImmutable", effect=iam.Effect.DENY, principals=[iam.AnyPrincipal()],
-            actions=["s3:DeleteObject", "s3:DeleteObjectVersion", "s3:BypassGovernanceRetention",
-                     "s3:PutObjectRetention", "s3:PutObjectLegalHold"],
-            resources=[lake.arn_for_objects("raw/*")]))
+        # raw/ of the lake bucket holds the raw objects written before the raw zone had a bucket of its own:
+        # they stay as protected as they were (object lock itself cannot be turned off on an existing bucket).
+        _deny_raw_changes(lake, lake.arn_for_objects(f"{RAW}*"))
         self.ack(lake, "HIPAA.Security-S3BucketReplicationEnabled",
                     "Patient data stays in the stage's region (data residency); durability comes from S3, "
                     "versioning, the immutable raw zone and RETAIN removal policies. Cross-region replication "
                     "is a per-deployment decision outside this app.")
         return access_logs, lake
+
+    def _raw_bucket(self) -> s3.Bucket:
+        """The raw zone's own bucket (keys ``raw/...``, as in the lake): object lock with a default retention,
+        so every raw object version is kept ``raw_retention_days`` from its upload whatever happens to the
+        bucket policy later (COMPLIANCE: not even the account's root user can shorten it or delete the
+        version). A default retention applies to a whole bucket, which the lake's expiring zones cannot
+        share; and no lifecycle rule here ever expires anything (only unfinished uploads are aborted)."""
+        c = self.config
+        raw = s3.Bucket(
+            self, "Raw", encryption=s3.BucketEncryption.KMS, encryption_key=self.key, bucket_key_enabled=True,
+            versioned=True, enforce_ssl=True, minimum_tls_version=1.2,
+            block_public_access=s3.BlockPublicAccess.BLOCK_ALL, object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
+            server_access_logs_bucket=self.access_logs, server_access_logs_prefix="raw/",
+            object_lock_default_retention=(s3.ObjectLockRetention.compliance if c.raw_retention_mode == "COMPLIANCE"
+                                           else s3.ObjectLockRetention.governance)(Duration.days(c.raw_retention_days)),
+            lifecycle_rules=[s3.LifecycleRule(id="abort-incomplete-uploads",
+                                              abort_incomplete_multipart_upload_after=Duration.days(7))],
+            removal_policy=RemovalPolicy.RETAIN)
+        _deny_raw_changes(raw, raw.arn_for_objects("*"))
+        self.ack(raw, "HIPAA.Security-S3BucketReplicationEnabled",
+                 "Raw patient data stays in the stage's region (data residency); object lock, versioning and the "
+                 "RETAIN removal policy keep it.")
+        return raw
 
     def _dead_letter_queue(self) -> sqs.Queue:
         queue = sqs.Queue(self, "DeadLetters", queue_name=f"{self.prefix}-dead-letters", encryption_master_key=self.key,
@@ -871,6 +894,16 @@ class DiagnosaStack(Stack):
     def _logical(self, construct: Construct) -> str:
         child = construct.node.default_child
         return self.get_logical_id(child)
+
+
+def _deny_raw_changes(bucket: s3.Bucket, objects: str) -> None:
+    """Raw data is evidence: no principal (administrators included) may delete a raw object or any of its
+    versions, bypass governance retention or change an object's retention or legal hold; with versioning on,
+    a rewrite keeps the original."""
+    bucket.add_to_resource_policy(iam.PolicyStatement(
+        sid="RawZoneIsImmutable", effect=iam.Effect.DENY, principals=[iam.AnyPrincipal()],
+        actions=["s3:DeleteObject", "s3:DeleteObjectVersion", "s3:BypassGovernanceRetention",
+                 "s3:PutObjectRetention", "s3:PutObjectLegalHold"], resources=[objects]))
 
 
 RETENTION = {1: "ONE_DAY", 3: "THREE_DAYS", 5: "FIVE_DAYS", 7: "ONE_WEEK", 14: "TWO_WEEKS", 30: "ONE_MONTH",
