@@ -9,6 +9,7 @@ acknowledged below, in place, with its full cdk-nag finding id and the reason.
 """
 from __future__ import annotations
 
+import json
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,9 @@ UNSCOPED_ACTIONS: dict[str, str] = {
     "ecr:GetAuthorizationToken": "it only yields a registry login; image pulls are limited to the repositories of "
                                  "the images the pipeline definition names",
     "cloudwatch:PutMetricData": "limited by the cloudwatch:namespace condition to the drift alarm's namespace",
+    **{action: "List operations have no resource-level permissions; the endpoint-resources function keeps only "
+               "names starting with the endpoint's, and deletes only what carries the deploy function's tags"
+       for action in ("sagemaker:ListEndpointConfigs", "sagemaker:ListModels")},
     **{action: "in VPC mode SageMaker places the job's network interfaces in the private subnets with the "
                "execution role's permissions; these ec2 actions have no resource-level scoping"
        for action in ("ec2:CreateNetworkInterface", "ec2:CreateNetworkInterfacePermission",
@@ -80,9 +84,10 @@ class DiagnosaStack(Stack):
         self.images = BakedImages(self, "Images", config=config) if config.baked_images else None
         self.prefix = config.prefix
         self.endpoint_name = config.prefix
-        cdk.Tags.of(self).add("project", "diagnosa")
-        cdk.Tags.of(self).add("stage", config.stage)
-        cdk.Tags.of(self).add("data-classification", "phi")
+        # The stack's tags; the deploy function puts them on what it creates too.
+        self.resource_tags = {"project": "diagnosa", "stage": config.stage, "data-classification": "phi"}
+        for key, value in self.resource_tags.items():
+            cdk.Tags.of(self).add(key, value)
 
         self.key = self._key()
         self.vpc, self.function_sg = self._network() if config.vpc else (None, None)
@@ -109,6 +114,7 @@ class DiagnosaStack(Stack):
         self.pipeline = self._pipeline()
         self.alarms = self._endpoint_alarms()
         self.deploy_function = self._deploy_function()
+        self.endpoint_resources, self.endpoint_drift_alarm = self._endpoint_resources()
         self.retrain_function, self.drift_alarm = self._retraining()
         self.monitor_function = self._monitoring()
         self.dashboard = self._dashboard()
@@ -601,7 +607,9 @@ class DiagnosaStack(Stack):
                      "(ec2:CreateNetworkInterface and friends have no resource-level permissions).")
 
     def _function(self, ident: str, name: str, description: str, environment: dict[str, str],
-                  statements: list[iam.PolicyStatement]) -> lambda_.Function:
+                  statements: list[iam.PolicyStatement], *, code: str | None = None,
+                  entry: str = "handler.handler") -> lambda_.Function:
+        """A function named ``<prefix>-<name>`` running ``entry`` of ``infra/functions/<code or name>/``."""
         log_group = self.log_group(f"/aws/lambda/{self.prefix}-{name}", f"{ident}Logs")
         role = self._role(f"{ident}Role", f"{name}-function", description, iam.ServicePrincipal("lambda.amazonaws.com"),
                           [*statements,
@@ -619,7 +627,7 @@ class DiagnosaStack(Stack):
         # The role's permissions are exactly the managed policy above: CDK's automatic grants are refused.
         function = lambda_.Function(
             self, ident, function_name=f"{self.prefix}-{name}", description=description, runtime=RUNTIME,
-            handler="handler.handler", code=lambda_.Code.from_asset(str(FUNCTIONS / name)),
+            handler=entry, code=lambda_.Code.from_asset(str(FUNCTIONS / (code or name))),
             role=role.without_policy_updates(), environment=environment, environment_encryption=self.key,
             timeout=Duration.minutes(2), memory_size=256, reserved_concurrent_executions=1,
             dead_letter_queue=self.dead_letters, log_group=log_group, **vpc_kwargs)
@@ -656,7 +664,7 @@ class DiagnosaStack(Stack):
             iam.PolicyStatement(sid="Autoscaling", actions=[
                 "application-autoscaling:RegisterScalableTarget", "application-autoscaling:DeregisterScalableTarget",
                 "application-autoscaling:DescribeScalableTargets", "application-autoscaling:PutScalingPolicy",
-                "application-autoscaling:DescribeScalingPolicies"],
+                "application-autoscaling:DescribeScalingPolicies", "application-autoscaling:TagResource"],
                 resources=[self.arn("application-autoscaling", "scalable-target", "*")]),
             iam.PolicyStatement(sid="TargetTrackingAlarms", actions=[
                 "cloudwatch:PutMetricAlarm", "cloudwatch:DescribeAlarms", "cloudwatch:DeleteAlarms"],
@@ -689,12 +697,15 @@ class DiagnosaStack(Stack):
             "INVOCATIONS_PER_INSTANCE": str(c.invocations_per_instance), "TRAFFIC_SHIFTING": c.traffic_shifting,
             "CANARY_PERCENT": str(c.canary_percent), "BAKE_SECONDS": str(c.bake_seconds),
             "ROLLBACK_ALARMS": f"{self.prefix}-5xx,{self.prefix}-model-latency",  # the alarms above, by name
+            # What it creates carries the stack's tags and its own name (see _endpoint_resources)
+            "MANAGED_BY": f"{self.prefix}-deploy", "RESOURCE_TAGS": json.dumps(self.resource_tags, sort_keys=True),
         }
         if self.images:  # models are served by the baked serving image (see the deploy function)
             environment["SERVING_IMAGE"] = self.images.serving_image
         if self.vpc is not None:
             environment["SUBNET_IDS"] = ",".join(s.subnet_id for s in self.vpc.isolated_subnets)
             environment["SECURITY_GROUP_IDS"] = self.function_sg.security_group_id
+        self.deploy_environment = environment
         function = self._function("DeployFunction", "deploy",
                                   "Deploys an Approved model package to the Diagnosa endpoint (blue/green)",
                                   environment, statements)
@@ -734,7 +745,73 @@ class DiagnosaStack(Stack):
                                      detail={"EndpointName": [self.endpoint_name], "EndpointStatus": ["IN_SERVICE"]}))
         in_service.add_target(targets.LambdaFunction(function, dead_letter_queue=self.dead_letters, retry_attempts=2,
                                                      max_event_age=Duration.hours(2)))
+        self.deploy_rules = [rule, in_service]
         return function
+
+    def _endpoint_resources(self) -> tuple[cdk.CustomResource, cloudwatch.Alarm]:
+        """What the deploy function creates, answered for in CloudFormation: a custom resource whose deletion
+        (``cdk destroy``) removes the endpoint, its configs, models and autoscaling, and a daily drift report
+        (``EndpointDrift``: differences between what serves and the stage's settings) with an alarm on it.
+        A function of its own (the deploy function's code, entry point ``resources``): only it may delete."""
+        ep, group = self.endpoint_name, self.prefix
+        namespace = self.config.drift_metric_namespace
+        statements = [
+            iam.PolicyStatement(sid="TheEndpoint", actions=[
+                "sagemaker:DescribeEndpoint", "sagemaker:DeleteEndpoint", "sagemaker:ListTags"],
+                resources=[self.arn("sagemaker", "endpoint", ep)]),
+            iam.PolicyStatement(sid="ItsConfigsAndModels", actions=[
+                "sagemaker:DescribeEndpointConfig", "sagemaker:DeleteEndpointConfig", "sagemaker:DescribeModel",
+                "sagemaker:DeleteModel", "sagemaker:ListTags"],
+                resources=[self.arn("sagemaker", "endpoint-config", f"{ep}-*"), self.arn("sagemaker", "model", f"{ep}-*")]),
+            iam.PolicyStatement(sid="FindConfigsAndModels", actions=["sagemaker:ListEndpointConfigs",
+                                                                     "sagemaker:ListModels"], resources=["*"]),
+            iam.PolicyStatement(sid="ServedPackageStatus", actions=["sagemaker:DescribeModelPackage"],
+                                resources=[self.arn("sagemaker", "model-package", f"{group}/*")]),
+            iam.PolicyStatement(sid="Autoscaling", actions=[
+                "application-autoscaling:DescribeScalableTargets", "application-autoscaling:DescribeScalingPolicies",
+                "application-autoscaling:DeregisterScalableTarget"],
+                resources=[self.arn("application-autoscaling", "scalable-target", "*")]),
+            iam.PolicyStatement(sid="PublishEndpointDrift", actions=["cloudwatch:PutMetricData"], resources=["*"],
+                                conditions={"StringEquals": {"cloudwatch:namespace": namespace}}),
+        ]
+        function = self._function("EndpointResourcesFunction", "endpoint-resources",
+                                  "Removes what the deploy function made on stack deletion; reports endpoint drift",
+                                  {**self.deploy_environment, "METRICS_NAMESPACE": namespace}, statements,
+                                  code="deploy", entry="handler.resources")
+        role = self.node.find_child("EndpointResourcesFunctionRole")
+        arn = "arn:<AWS::Partition>:sagemaker:<AWS::Region>:<AWS::AccountId>"  # as cdk-nag writes it
+        for resource, reason in (
+                (f"{arn}:model-package/{group}/*", "The served version's registry status; the wildcard is the "
+                                                   "version number within this stage's group."),
+                (f"{arn}:model/{ep}-*", "Models the deploy function named after the endpoint, a version and a time."),
+                (f"{arn}:endpoint-config/{ep}-*", "Endpoint configs named like their models."),
+                ("arn:<AWS::Partition>:application-autoscaling:<AWS::Region>:<AWS::AccountId>:scalable-target/*",
+                 "Application Auto Scaling generates scalable-target ids; the target is the endpoint variant named "
+                 "in the request.")):
+            self.ack(role, f"AwsSolutions-IAM5[Resource::{resource}]", reason)
+        tracked = cdk.CustomResource(
+            self, "EndpointResources", service_token=function.function_arn,
+            resource_type="Custom::DiagnosaEndpointResources",
+            properties={"EndpointName": ep, "ManagedBy": self.deploy_environment["MANAGED_BY"]})
+        for rule in self.deploy_rules:  # on deletion the rules go first: no deployment starts during the cleanup
+            rule.node.add_dependency(tracked)
+        check = events.Rule(self, "EndpointDriftSchedule", rule_name=f"{self.prefix}-endpoint-drift",
+                            description="Daily: compare the endpoint with the stage's settings (EndpointDrift)",
+                            schedule=events.Schedule.rate(Duration.days(1)))
+        check.add_target(targets.LambdaFunction(function, event=events.RuleTargetInput.from_object({"reason": "drift"}),
+                                                dead_letter_queue=self.dead_letters, retry_attempts=2,
+                                                max_event_age=Duration.hours(2)))
+        alarm = cloudwatch.Alarm(
+            self, "EndpointDriftAlarm", alarm_name=f"{self.prefix}-endpoint-drift",
+            alarm_description="The endpoint differs from the stage's settings (see the endpoint-resources function's "
+                              "log); approving the serving version again redeploys it with them",
+            metric=cloudwatch.Metric(namespace=namespace, metric_name="EndpointDrift", statistic="Maximum",
+                                     dimensions_map={"EndpointName": ep}, period=Duration.days(1)),
+            threshold=1, evaluation_periods=1,
+            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING)
+        alarm.add_alarm_action(cw_actions.SnsAction(self.alerts))
+        return tracked, alarm
 
     # ------------------------------------------------------------------------------------------ retraining
 
@@ -829,7 +906,8 @@ class DiagnosaStack(Stack):
             cloudwatch.GraphWidget(title="Recall gate outcomes", width=8, left=[
                 pipeline("StepSucceeded", "passed: registered", step="Register"),
                 pipeline("StepFailed", "failed: below a recall threshold", step="RecallGateFailed")]),
-            cloudwatch.AlarmStatusWidget(title="Alarms", width=8, alarms=[*self.alarms, self.drift_alarm]))
+            cloudwatch.AlarmStatusWidget(title="Alarms", width=8, alarms=[*self.alarms, self.drift_alarm,
+                                                                          self.endpoint_drift_alarm]))
         return dashboard
 
     # ------------------------------------------------------------------------------------------ monitoring

@@ -265,6 +265,8 @@ def test_only_acknowledged_wildcards(dev, prod):
                 assert policy["Properties"]["ManagedPolicyName"].endswith("-unscoped"), policy
                 if s["Action"] == "cloudwatch:PutMetricData":  # limited to the drift metric's namespace
                     assert s["Condition"] == {"StringEquals": {"cloudwatch:namespace": "Diagnosa/Monitoring"}}, s
+                elif s.get("Sid") == "FindConfigsAndModels":  # the endpoint-resources function's listing
+                    assert sorted(s["Action"]) == ["sagemaker:ListEndpointConfigs", "sagemaker:ListModels"], s
                 elif s.get("Sid") == "JobNetworkInterfaces":  # VPC mode only
                     assert template is prod and all(a.startswith("ec2:") for a in s["Action"]), s
                 else:
@@ -546,4 +548,4 @@ def test_a_dashboard_per_stage_shows_endpoint_drift_live_recall_pipeline_and_gat
     annotations = {a["label"]: a["value"] for a in by_title["Live recall from doctors' feedback"]["annotations"][
         "horizontal"]}
     assert annotations == {"gate: per class": 0.8, "gate: orphan slice": 0.5}
-    assert len(by_title["Alarms"]["alarms"]) == 3  # 5xx, latency, drift
+    assert len(by_title["Alarms"]["alarms"]) == 4  # 5xx, latency, drift, endpoint drift
