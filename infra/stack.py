@@ -36,12 +36,13 @@ from constructs import Construct
 
 from diagnosa.labels import CATEGORIES
 from infra.config import StageConfig
-from infra.images import BakedImages, repository_name
-from infra.pipeline_definition import CODE_PREFIX, VPC_AZS, EmbeddedDefinition, embedded_definition
+from infra.images import SERVING, BakedImages, base_images, repository_name
+from infra.pipeline_definition import CODE_PREFIX, RUNS_PREFIX, VPC_AZS, EmbeddedDefinition, embedded_definition
 
 FUNCTIONS = Path(__file__).parent / "functions"
 ZONES = ("raw", "curated", "features", "artifacts", "capture", "feedback", "quarantine")
 RAW = "raw/"
+PROMOTED_PREFIX = "artifacts/runs/promoted/"  # a promoted version's copies (model and baselines), under the run folders
 VARIANT = "AllTraffic"
 RUNTIME = lambda_.Runtime.PYTHON_3_14  # cdk-nag AwsSolutions-L1 wants the latest
 
@@ -53,6 +54,8 @@ UNSCOPED_ACTIONS: dict[str, str] = {
     "ecr:GetAuthorizationToken": "it only yields a registry login; image pulls are limited to the repositories of "
                                  "the images the pipeline definition names",
     "cloudwatch:PutMetricData": "limited by the cloudwatch:namespace condition to the drift alarm's namespace",
+    "sagemaker:ListModelPackages": "no resource-level permissions; the promote function lists only the source "
+                                   "stage's group, whose versions it may describe (scoped) and nothing else",
     **{action: "List operations have no resource-level permissions; the endpoint-resources function keeps only "
                "names starting with the endpoint's, and deletes only what carries the deploy function's tags"
        for action in ("sagemaker:ListEndpointConfigs", "sagemaker:ListModels")},
@@ -66,13 +69,21 @@ UNSCOPED_ACTIONS: dict[str, str] = {
 
 
 def acknowledge(scope: Construct, finding: str, reason: str) -> None:
-    """Acknowledge one cdk-nag finding (full id, e.g. ``AwsSolutions-IAM5[Resource::*]``) on ``scope``."""
+    """Acknowledge one cdk-nag finding (full id, e.g. ``AwsSolutions-IAM5[Resource::*]``) on ``scope``.
+    ``<AWS::Region>``/``<AWS::AccountId>`` in the id are written as cdk-nag renders them for the scope's stack
+    (the concrete value when the stack's environment fixes it)."""
+    stack = Stack.of(scope)
+    if not cdk.Token.is_unresolved(stack.region):
+        finding = finding.replace("<AWS::Region>", stack.region)
+    if not cdk.Token.is_unresolved(stack.account):
+        finding = finding.replace("<AWS::AccountId>", stack.account)
     cdk.Validations.of(scope).acknowledge(cdk.Acknowledgment(id=finding, reason=reason))
 
 
 class DiagnosaStack(Stack):
     def __init__(self, scope: Construct, construct_id: str, *, config: StageConfig,
-                 definition: EmbeddedDefinition | None = None, **kwargs) -> None:
+                 definition: EmbeddedDefinition | None = None, promote_source: StageConfig | None = None,
+                 promoted_to: tuple[StageConfig, ...] = (), delivery_account: str | None = None, **kwargs) -> None:
         super().__init__(scope, construct_id, **kwargs)
         self.config = config
         self._policies: dict[str, iam.ManagedPolicy] = {}
@@ -118,6 +129,11 @@ class DiagnosaStack(Stack):
         self.retrain_function, self.drift_alarm = self._retraining()
         self.monitor_function = self._monitoring()
         self.dashboard = self._dashboard()
+        # Model promotion (docs/deploy.md): this stage copies the Approved versions of promote_source into its own
+        # lake and registry; the stages that promote from this one may read them (across accounts too).
+        self.promote_function = self._promotion(promote_source, delivery_account) if promote_source else None
+        for reader in promoted_to:
+            self._let_promote(reader)
         cdk.CfnOutput(self, "LakeBucket", value=self.lake.bucket_name)
         cdk.CfnOutput(self, "RawBucket", value=self.raw.bucket_name,
                       description="The raw zone (object lock, default retention): diagnosa --raw-lake s3://<this>")
@@ -131,12 +147,7 @@ class DiagnosaStack(Stack):
     # ------------------------------------------------------------------------------------------ helpers
 
     def ack(self, scope: Construct, finding: str, reason: str) -> None:
-        """:func:`acknowledge`, with ``<AWS::Region>``/``<AWS::AccountId>`` in the finding id written as cdk-nag
-        renders them for this stack (the concrete value when the stack's environment fixes it)."""
-        if not cdk.Token.is_unresolved(self.region):
-            finding = finding.replace("<AWS::Region>", self.region)
-        if not cdk.Token.is_unresolved(self.account):
-            finding = finding.replace("<AWS::AccountId>", self.account)
+        """:func:`acknowledge`, on the role's own managed policy too when ``scope`` is one of our roles."""
         acknowledge(scope, finding, reason)
         policy = self._policies.get(scope.node.path)
         if policy is not None:  # a role's permissions live in its own managed policy
@@ -965,6 +976,97 @@ class DiagnosaStack(Stack):
             function, event=events.RuleTargetInput.from_object({
                 "reason": "schedule", "schedule": schedule.value_as_string, "window": window.value_as_string}),
             dead_letter_queue=self.dead_letters, retry_attempts=2, max_event_age=Duration.hours(2)))
+        return function
+
+    # ------------------------------------------------------------------------------------------ promotion
+
+    @staticmethod
+    def promote_role_arn(config: StageConfig, partition: str, account: str) -> str:
+        """The promote function's role in ``config``'s stage (fixed name, so another stage can name it first)."""
+        return f"arn:{partition}:iam::{account}:role/{config.prefix}-promote-function"
+
+    def _let_promote(self, reader: StageConfig) -> None:
+        """Let ``reader``'s promote function read this stage's registered versions: on another account, this
+        side's resource policies (registry group, lake run folders, key through S3) name that one role. The
+        principal is the reader's account with an ``aws:PrincipalArn`` condition, so this stage deploys before
+        the role exists."""
+        if not reader.account or reader.account == self.account:
+            return  # one account: the reader's own identity policy is all it takes
+        principal = iam.AccountPrincipal(reader.account).with_conditions(
+            {"ArnEquals": {"aws:PrincipalArn": self.promote_role_arn(reader, self.partition, reader.account)}})
+        group = self.model_package_group
+        group.model_package_group_policy = iam.PolicyDocument(statements=[iam.PolicyStatement(
+            sid=f"PromoteTo{reader.stage.capitalize()}", principals=[principal],
+            actions=["sagemaker:DescribeModelPackageGroup", "sagemaker:DescribeModelPackage",
+                     "sagemaker:ListModelPackages"],
+            resources=[self.arn("sagemaker", "model-package-group", self.prefix),
+                       self.arn("sagemaker", "model-package", f"{self.prefix}/*")])]).to_json()
+        self.lake.add_to_resource_policy(iam.PolicyStatement(
+            sid=f"PromoteTo{reader.stage.capitalize()}", principals=[principal], actions=["s3:GetObject"],
+            resources=[self.lake.arn_for_objects(RUNS_PREFIX + "*")]))
+        self.key.add_to_resource_policy(iam.PolicyStatement(
+            sid=f"PromoteTo{reader.stage.capitalize()}", principals=[principal], actions=["kms:Decrypt"],
+            resources=["*"], conditions={"StringEquals": {"kms:ViaService": f"s3.{self.region}.amazonaws.com"}}))
+
+    def _promotion(self, source: StageConfig, delivery_account: str | None) -> lambda_.Function:
+        """The promote function: the newest Approved version of ``source``'s registry (or the one asked for) is
+        copied — model artifact and baselines into this lake's ``artifacts/runs/promoted/``, the version into this
+        stage's group, Approved — which the deploy function then deploys. The delivery pipeline runs it after its
+        manual approval; the copy makes this stage independent of the source's lake and key once promoted."""
+        src_account = source.account or self.account
+        src_group = self.format_arn(service="sagemaker", region=source.region, account=src_account,
+                                    resource="model-package-group", resource_name=source.prefix)
+        src_packages = self.format_arn(service="sagemaker", region=source.region, account=src_account,
+                                       resource="model-package", resource_name=f"{source.prefix}/*")
+        group = self.prefix
+        bucket_prefix = f"diagnosa-{source.stage}-lake"  # CloudFormation names the source lake <stack>-lake<id>-<suffix>
+        same_account = {"StringEquals": {"s3:ResourceAccount": src_account}}
+        statements = [
+            iam.PolicyStatement(sid="ReadSourceVersions", actions=["sagemaker:DescribeModelPackage",
+                                                                   "sagemaker:DescribeModelPackageGroup"],
+                                resources=[src_group, src_packages]),
+            iam.PolicyStatement(sid="ListVersions", actions=["sagemaker:ListModelPackages"], resources=["*"]),
+            iam.PolicyStatement(sid="RegisterPromotedVersions", actions=[
+                "sagemaker:CreateModelPackage", "sagemaker:DescribeModelPackage", "sagemaker:UpdateModelPackage",
+                "sagemaker:AddTags"], resources=[self.arn("sagemaker", "model-package-group", group),
+                                                 self.arn("sagemaker", "model-package", f"{group}/*")]),
+            iam.PolicyStatement(sid="ReadSourceRunFolders", actions=["s3:GetObject"],
+                                resources=[f"arn:{self.partition}:s3:::{bucket_prefix}*/{RUNS_PREFIX}*"],
+                                conditions=same_account),
+            iam.PolicyStatement(sid="DecryptSourceThroughS3", actions=["kms:Decrypt"],
+                                resources=[f"arn:{self.partition}:kms:{source.region}:{src_account}:key/*"],
+                                conditions={"StringEquals": {"kms:ViaService": f"s3.{source.region}.amazonaws.com"},
+                                            "ForAnyValue:StringEquals": {"kms:ResourceAliases": f"alias/{source.prefix}"}}),
+            iam.PolicyStatement(sid="WritePromotedCopies", actions=["s3:PutObject", "s3:AbortMultipartUpload"],
+                                resources=self.objects(PROMOTED_PREFIX)),
+            self.kms_for_s3("kms:GenerateDataKey", "kms:Decrypt"),
+        ]
+        serving_image = self.images.serving_image if self.images else base_images(self.config)[SERVING.name]
+        function = self._function(
+            "PromoteFunction", "promote", f"Promotes an Approved model version of {source.prefix} into {group}",
+            {"SOURCE_GROUP": source.prefix, "SOURCE_REGION": source.region, "SOURCE_ACCOUNT": source.account or "",
+             "SOURCE_BUCKET_PREFIX": bucket_prefix, "TARGET_GROUP": group, "LAKE_BUCKET": self.lake.bucket_name,
+             "KMS_KEY_ARN": self.key.key_arn, "SERVING_IMAGE": serving_image, "PROMOTED_PREFIX": PROMOTED_PREFIX},
+            statements)
+        # The delivery pipeline's promotion step (its CodeBuild role) invokes it, from the pipeline's account.
+        function.add_permission("DeliveryPipelineInvokes", principal=iam.AccountPrincipal(delivery_account or self.account),
+                                action="lambda:InvokeFunction")
+        role = self.node.find_child("PromoteFunctionRole")
+        for resource, reason in (
+                (f"arn:<AWS::Partition>:sagemaker:{source.region}:{source.account or '<AWS::AccountId>'}:model-package/"
+                 f"{source.prefix}/*", "Any Approved version of the source stage's group may be promoted; the "
+                                       "wildcard is the version number."),
+                (f"arn:<AWS::Partition>:sagemaker:<AWS::Region>:<AWS::AccountId>:model-package/{group}/*",
+                 "Promoted versions are numbered by this stage's registry; the wildcard is the version number."),
+                (f"arn:<AWS::Partition>:s3:::{bucket_prefix}*/{RUNS_PREFIX}*",
+                 "The source lake's name is generated by CloudFormation (<stack>-lake<id>-<suffix>); the grant is "
+                 "limited to run folders of buckets so named, in the source account (s3:ResourceAccount)."),
+                (f"arn:<AWS::Partition>:kms:{source.region}:{source.account or '<AWS::AccountId>'}:key/*",
+                 "The source stage's key id is generated; the grant is limited to the key with the source stage's "
+                 "alias (kms:ResourceAliases), used through S3 only."),
+                (f"<{self._logical(self.lake)}.Arn>/{PROMOTED_PREFIX}*",
+                 "Promoted copies are written under artifacts/runs/promoted/<source group>-v<version>/.")):
+            self.ack(role, f"AwsSolutions-IAM5[Resource::{resource}]", reason)
         return function
 
     # ------------------------------------------------------------------------------------------ misc
