@@ -98,6 +98,11 @@ def monitor_fn():
     return load_function("monitor")
 
 
+@pytest.fixture(scope="session")
+def promote_fn():
+    return load_function("promote")
+
+
 def _cfn_text(value) -> str:
     """A CloudFormation string expression as text, tokens written as <Ref:X>, <Att:X.Y> or <token>."""
     if isinstance(value, str):

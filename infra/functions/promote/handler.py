@@ -63,7 +63,10 @@ def handler(event: dict[str, Any], context: Any = None, *, source: Any = None, t
     for source_uri, target_uri in copies.items():
         copy_object(s3, source_uri, target_uri, env)
     created = target.create_model_package(**request)["ModelPackageArn"]
+    # The metadata is stated again with the approval: the promotion record must survive the update whatever
+    # the service does with properties an update leaves out.
     target.update_model_package(ModelPackageArn=created, ModelApprovalStatus="Approved",
+                                CustomerMetadataProperties=request["CustomerMetadataProperties"],
                                 ApprovalDescription=f"promoted from {arn} by the delivery pipeline after its "
                                                     "manual approval")
     log.info("promoted %s as %s (%d objects copied)", arn, created, len(copies))
@@ -156,4 +159,4 @@ def copy_object(s3: Any, source_uri: str, target_uri: str, env: dict[str, str]) 
     source_bucket, source_key = _split(source_uri)
     bucket, key = _split(target_uri)
     s3.copy({"Bucket": source_bucket, "Key": source_key}, bucket, key,
-            ExtraArgs={"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": env["KMS_KEY_ARN"], "BucketKeyEnabled": True})
+            ExtraArgs={"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": env["KMS_KEY_ARN"]})  # bucket keys: the bucket default
