@@ -55,7 +55,7 @@ def test_a_new_wildcard_grant_on_any_role_fails_synth(tmp_path):
     with pytest.raises(NagFindings) as err:
         synth(app)
     wildcard = [f for f in err.value.findings if f.startswith("AwsSolutions-IAM5[Resource::*] ")]
-    assert sorted(f.split("/")[1] for f in wildcard) == [f"{role}Policy" for role in sorted(grants)], err.value
+    assert sorted(f.split("/")[2] for f in wildcard) == [f"{role}Policy" for role in sorted(grants)], err.value
 
 
 def test_a_role_cannot_be_given_an_unlisted_action_on_everything(tmp_path):
