@@ -2,7 +2,8 @@
 
 Every command works on one data lake: ``--lake`` (or ``DIAGNOSA_LAKE``), by default the folder
 ``lake/`` inside the workspace (``--workspace``, ``DIAGNOSA_HOME``, default ``./.diagnosa``), which
-persists across commands. ``s3://bucket/prefix`` selects the same layout on S3.
+persists across commands. ``s3://bucket/prefix`` selects the same layout on S3. ``--raw-lake``
+(or ``DIAGNOSA_RAW_LAKE``) names a separate home for the raw zone (the stack's object-locked raw bucket).
 Bad input ends with exit status 2 and one line naming what is wrong.
 """
 from __future__ import annotations
@@ -31,7 +32,8 @@ def workspace(args: argparse.Namespace) -> Path:
 
 def open_lake(args: argparse.Namespace) -> DataLake:
     uri = args.lake or os.environ.get("DIAGNOSA_LAKE") or str(workspace(args) / "lake")
-    lake = DataLake.from_uri(uri)
+    raw_uri = getattr(args, "raw_lake", None) or os.environ.get("DIAGNOSA_RAW_LAKE") or None
+    lake = DataLake.from_uri(uri, raw_uri=raw_uri)
     lake.init_zones()
     return lake
 
@@ -625,6 +627,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                                   "model, on this machine or on SageMaker.")
     parser.add_argument("--workspace", help="workspace folder (default $DIAGNOSA_HOME or ./.diagnosa)")
     parser.add_argument("--lake", help="data lake: a folder or s3://bucket/prefix (default <workspace>/lake)")
+    parser.add_argument("--raw-lake", help="the raw zone's own home, when it has one (the AWS stack's object-locked "
+                                           "raw bucket: s3://<RawBucket>); default $DIAGNOSA_RAW_LAKE, else inside --lake")
     commands = parser.add_subparsers(dest="command", required=True)
 
     data = commands.add_parser("data", help="generate and ingest patient data").add_subparsers(dest="data_command", required=True)
