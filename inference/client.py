@@ -173,7 +173,7 @@ class DiagnosaClient:
         ``lake``; otherwise :class:`ClientFailure` says so. A refused record raises
         :class:`FeedbackRejected` with the problem of each field.
         """
-        from monitoring.feedback import FeedbackError, parse_feedback, store_feedback
+        from inference.feedback import FeedbackError, parse_feedback, store_feedback
 
         body: dict[str, Any] = {"event_id": event_id, "diagnosis": diagnosis}
         if note is not None:

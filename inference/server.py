@@ -418,7 +418,7 @@ class _Handler(BaseHTTPRequestHandler):
         did not capture; 401 without the feedback token when one is set; 413 over 16 KB. Needs the
         endpoint's data lake (the one data capture writes to).
         """
-        from monitoring.feedback import OPTIONAL, REQUIRED, FeedbackError, parse_feedback, store_feedback
+        from inference.feedback import OPTIONAL, REQUIRED, FeedbackError, parse_feedback, store_feedback
 
         endpoint = self.server.endpoint
         fields = (*REQUIRED, *OPTIONAL, "body")

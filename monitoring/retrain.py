@@ -23,7 +23,7 @@ from typing import Any, Callable, Sequence
 from diagnosa.data.ingest import BATCH_NAME, IngestReport, curated_prefix, curated_uri, ingest_cohort, latest_version, raw_keys
 from diagnosa.data.physiology import LABS
 from diagnosa.lake import DataLake
-from monitoring.feedback import read_feedback
+from inference.feedback import read_feedback
 from monitoring.traffic import Skipped, read_traffic
 
 LOCAL_BUCKET = "diagnosa-local"  # the bucket name the local executor maps onto the lake (diagnosa/commands/local.py)

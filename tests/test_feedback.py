@@ -13,8 +13,8 @@ import pytest
 from diagnosa.lake import DataLake
 from inference.capture import DataCapture, new_event_id, read_errors
 from inference.client import ClientFailure, DiagnosaClient, FeedbackRejected
+from inference.feedback import MAX_REVISIONS, FeedbackError, parse_feedback, read_feedback, store_feedback
 from inference.server import LocalEndpoint
-from monitoring.feedback import MAX_REVISIONS, FeedbackError, parse_feedback, read_feedback, store_feedback
 
 
 def test_parse_accepts_the_contract_and_normalises_the_category():

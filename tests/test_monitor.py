@@ -15,8 +15,8 @@ from diagnosa import browser
 from diagnosa.data.cohort import CohortConfig, apply_drift, generate
 from diagnosa.data.schema import Schema
 from diagnosa.lake import DataLake
+from inference.feedback import parse_feedback, store_feedback
 from monitoring.baseline import load_baseline, prediction_baseline, write_data_baseline, write_json
-from monitoring.feedback import parse_feedback, store_feedback
 from monitoring.monitor import WindowError, parse_window, run_monitor, write_report
 
 FEATURES = ("age", "sex", "temperature_c", "heart_rate_bpm", "respiratory_rate_bpm", "systolic_bp_mmhg",

@@ -126,7 +126,7 @@ def _retrain(args: argparse.Namespace, cli: ModuleType, lake: Any, start: Any, e
 # ------------------------------------------------------------------------------------------------ feedback
 
 def cmd_feedback(args: argparse.Namespace, cli: ModuleType) -> int:
-    from monitoring.feedback import FeedbackError, parse_feedback, store_feedback
+    from inference.feedback import FeedbackError, parse_feedback, store_feedback
 
     if args.file:
         if args.event_id or args.diagnosis:
@@ -163,7 +163,7 @@ def cmd_feedback(args: argparse.Namespace, cli: ModuleType) -> int:
 
 def _feedback_file(args: argparse.Namespace, cli: ModuleType) -> int:
     """Feedback from a JSON Lines file (a hospital system's export): good lines stored, bad lines named."""
-    from monitoring.feedback import FeedbackError, parse_feedback, store_feedback
+    from inference.feedback import FeedbackError, parse_feedback, store_feedback
 
     path = Path(args.file)
     try:
