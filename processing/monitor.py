@@ -41,8 +41,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     base = Path(args.base_dir)
     out = base / "output" / "report"
-    from monitoring.baseline import BaselineError, load_baseline
     from monitoring.monitor import WindowError, parse_window, run_monitor, settings_from_baseline, write_report
+    from processing.baseline import BaselineError, load_baseline
 
     try:
         if out.exists() and any(out.iterdir()):

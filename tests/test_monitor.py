@@ -16,8 +16,8 @@ from diagnosa.data.cohort import CohortConfig, apply_drift, generate
 from diagnosa.data.schema import Schema
 from diagnosa.lake import DataLake
 from inference.feedback import parse_feedback, store_feedback
-from monitoring.baseline import load_baseline, prediction_baseline, write_data_baseline, write_json
 from monitoring.monitor import WindowError, parse_window, run_monitor, write_report
+from processing.baseline import load_baseline, prediction_baseline, write_data_baseline, write_json
 
 FEATURES = ("age", "sex", "temperature_c", "heart_rate_bpm", "respiratory_rate_bpm", "systolic_bp_mmhg",
             "diastolic_bp_mmhg", "spo2_pct", "symptoms", "prior_diagnoses", "wbc_10e9_l", "crp_mg_l",

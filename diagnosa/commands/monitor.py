@@ -46,9 +46,9 @@ def _served_baselines(args: argparse.Namespace, cli: ModuleType, lake: Any) -> l
 
 
 def cmd_monitor(args: argparse.Namespace, cli: ModuleType) -> int:
-    from monitoring.baseline import BaselineError, load_baseline
     from monitoring.drift import DriftThresholds
     from monitoring.monitor import WindowError, parse_window, report_prefix, run_monitor, settings_from_baseline, write_report
+    from processing.baseline import BaselineError, load_baseline
 
     lake = cli.open_lake(args)
     try:
