@@ -26,7 +26,7 @@ ENTRY_POINTS = {
     "train_job.py": "training.train",
     "select_job.py": "processing.select",
     "evaluate_job.py": "processing.evaluate",
-    "monitor_job.py": "processing.monitor",
+    "monitor_job.py": "monitoring.job",
 }
 
 SKIP_SUFFIXES = (".pyc", ".pyo")

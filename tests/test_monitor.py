@@ -259,7 +259,7 @@ def test_cli_monitor_writes_the_report_and_fails_on_alert_when_asked(tmp_path, l
 def test_processing_job_reads_the_container_contract(tmp_path, loop, baseline_dir, capsys):
     import shutil
 
-    from processing import monitor as job
+    from monitoring import job
 
     lake, _ = loop
     base = tmp_path / "job"
