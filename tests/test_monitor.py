@@ -16,7 +16,7 @@ from diagnosa.data.cohort import CohortConfig, apply_drift, generate
 from diagnosa.data.schema import Schema
 from diagnosa.lake import DataLake
 from inference.feedback import parse_feedback, store_feedback
-from monitoring.monitor import WindowError, parse_window, run_monitor, write_report
+from monitoring.run import WindowError, parse_window, run_monitor, write_report
 from processing.baseline import load_baseline, prediction_baseline, write_data_baseline, write_json
 
 FEATURES = ("age", "sex", "temperature_c", "heart_rate_bpm", "respiratory_rate_bpm", "systolic_bp_mmhg",
@@ -282,7 +282,7 @@ def test_processing_job_reads_the_container_contract(tmp_path, loop, baseline_di
     import boto3
     from moto import mock_aws
 
-    from monitoring.metrics import drift_score
+    from monitoring.cloudwatch import drift_score
 
     shutil.rmtree(base / "output")
     with mock_aws():

@@ -47,7 +47,7 @@ def _served_baselines(args: argparse.Namespace, cli: ModuleType, lake: Any) -> l
 
 def cmd_monitor(args: argparse.Namespace, cli: ModuleType) -> int:
     from monitoring.drift import DriftThresholds
-    from monitoring.monitor import WindowError, parse_window, report_prefix, run_monitor, settings_from_baseline, write_report
+    from monitoring.run import WindowError, parse_window, report_prefix, run_monitor, settings_from_baseline, write_report
     from processing.baseline import BaselineError, load_baseline
 
     lake = cli.open_lake(args)
