@@ -21,7 +21,7 @@ from typing import Any
 
 from diagnosa.data.schema import DATASET_NAME, SLICE_NAME
 from diagnosa.labels import CATEGORIES
-from inference.artifact import SERVING_PROGRAM
+from diagnosa.serving_code import SERVING_PROGRAM
 from processing.features import REDUCTIONS
 from processing.resample import METHODS
 

@@ -30,7 +30,7 @@ from diagnosa.data.schema import Schema
 from diagnosa.files import atomic_path, write_text_atomic
 from diagnosa.logs import configure_logging
 from diagnosa.model import METADATA_FILE, MODEL_FILE, DiagnosaModel
-from inference.artifact import write_serving_code
+from diagnosa.serving_code import write_serving_code
 from processing.calibration import calibration_summary
 from processing.evaluation import evaluate
 from processing.split import read_train_groups, unseen_mask
