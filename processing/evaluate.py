@@ -27,7 +27,7 @@ from diagnosa.data.schema import Schema
 from diagnosa.logs import configure_logging
 from diagnosa.model import DiagnosaModel, ModelLoadError, apply_calibration, unpack_model
 from processing.calibration import honest_section
-from processing.evaluation import evaluate, recall_gate, slice_scores, write_report
+from processing.metrics import evaluate, recall_gate, slice_scores, write_report
 from processing.phenotype import find_similarity
 from processing.split import read_train_groups, unseen_mask
 

@@ -147,7 +147,7 @@ def test_evaluation_and_gate_for_any_labels_and_slice():
     import numpy as np
 
     from processing.evaluate import gate_section
-    from processing.evaluation import evaluate
+    from processing.metrics import evaluate
 
     y = ["1", "2", "3", "1", "2", "3"]
     proba = np.eye(3)[[0, 1, 2, 0, 0, 2]]  # one '2' (in the slice) predicted '1'
