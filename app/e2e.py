@@ -102,10 +102,10 @@ def drive(url: str, out: Path, *, timeout_ms: int = 30_000) -> tuple[str, str]:
 
 def run(model_dir: str | Path, out: Path, *, log: Path | None = None) -> E2EResult:
     """Local endpoint + app + browser, end to end; the screenshot goes to ``out``."""
-    from inference.server import LocalEndpoint
+    from inference.server import EndpointServer
 
     started = time.perf_counter()
-    with LocalEndpoint(str(model_dir)) as endpoint:
+    with EndpointServer(str(model_dir)) as endpoint:
         endpoint.wait_until_ready()
         config = AppConfig(endpoint_url=endpoint.url, model=str(model_dir), timeout=10, attempts=1)
         with running_app(config, log=log) as url:

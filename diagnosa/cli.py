@@ -189,7 +189,7 @@ def read_token_file(path: str) -> str:
 def cmd_serve(args: argparse.Namespace) -> int:
     from inference.capture import DataCapture, SpoolBusy
     from inference.handler import limit_process_threads
-    from inference.server import LocalEndpoint
+    from inference.server import EndpointServer
     from inference.workers import default_workers
 
     limit_process_threads()  # requests run concurrently: one math thread each (docs/serving.md, Performance)
@@ -208,7 +208,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     configure_logging(stream=sys.stderr)
     workers = args.workers if args.workers is not None else default_workers()
-    endpoint = LocalEndpoint(str(model_dir), endpoint_name=args.endpoint_name, host=args.host, port=args.port,
+    endpoint = EndpointServer(str(model_dir), endpoint_name=args.endpoint_name, host=args.host, port=args.port,
                              capture=capture, workers=workers, feedback_token=token)
     try:
         endpoint.start()

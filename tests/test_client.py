@@ -10,7 +10,7 @@ import pytest
 
 from diagnosa.cli import main
 from inference.client import ClientFailure, DiagnosaClient, PredictionRejected
-from inference.server import LocalEndpoint
+from inference.server import EndpointServer
 
 PATIENT = {"patient_id": "A1", "age": 67, "sex": "M", "temperature_c": 38.9, "spo2_pct": 90,
            "symptoms": ["HP:0001945", "HP:0012735"]}
@@ -18,7 +18,7 @@ PATIENT = {"patient_id": "A1", "age": 67, "sex": "M", "temperature_c": 38.9, "sp
 
 @pytest.fixture(scope="module")
 def endpoint(trained_model_dir):
-    server = LocalEndpoint(str(trained_model_dir), endpoint_name="diagnosa", port=0)
+    server = EndpointServer(str(trained_model_dir), endpoint_name="diagnosa", port=0)
     server.start()
     server.wait_until_ready(60)
     yield server

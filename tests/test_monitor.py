@@ -73,7 +73,7 @@ def loop(tmp_path_factory, curated_cohort, trained_model_dir, baseline):
 
     from inference.capture import DataCapture
     from inference.client import DiagnosaClient
-    from inference.server import LocalEndpoint
+    from inference.server import EndpointServer
 
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
     lake = DataLake.from_uri(str(tmp_path_factory.mktemp("loop") / "lake"))
@@ -81,7 +81,7 @@ def loop(tmp_path_factory, curated_cohort, trained_model_dir, baseline):
     cohort = generate(CohortConfig(patients=1500, seed=5, orphan_fraction=0.05, defect_rate=0))
     drifted = apply_drift(apply_drift(apply_drift(cohort, "labs", seed=1), "orphan", seed=1), "symptoms", seed=1)
     phases = {}
-    with LocalEndpoint(str(trained_model_dir), capture=DataCapture(lake, "diagnosa", flush_seconds=0.1)) as endpoint:
+    with EndpointServer(str(trained_model_dir), capture=DataCapture(lake, "diagnosa", flush_seconds=0.1)) as endpoint:
         endpoint.wait_until_ready()
         client = DiagnosaClient("diagnosa", endpoint_url=endpoint.url)
         for phase, source in (("clean", cohort), ("drift", drifted)):
