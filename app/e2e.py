@@ -43,7 +43,7 @@ class E2EResult:
 @contextmanager
 def running_app(config: AppConfig, *, log: Path | None = None) -> Iterator[str]:
     """``streamlit run`` of the app, exactly as ``diagnosa app`` starts it; yields its URL."""
-    from diagnosa.commands.app import streamlit_command
+    from app.launch import streamlit_command
 
     port = free_port()
     argv, env = streamlit_command(config.to_env(), host="127.0.0.1", port=port)

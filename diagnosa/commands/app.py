@@ -1,49 +1,20 @@
 """``diagnosa app``: the doctors' Streamlit app over the local endpoint or a SageMaker endpoint.
 
-The command becomes (``exec``) ``streamlit run app/web/diagnosa_app.py``, with the endpoint
-configuration in ``DIAGNOSA_APP_*`` variables (:mod:`app.config`), headless, without usage
-statistics, without a file watcher, and with Streamlit's own log at ``error`` level.
+The command checks the configuration, then becomes (``exec``) the Streamlit server as :mod:`app.launch`
+starts it.
 """
 from __future__ import annotations
 
 import argparse
 import os
-import sys
 from pathlib import Path
 from types import ModuleType
-from typing import Mapping
-
-STREAMLIT_OPTIONS: tuple[str, ...] = (
-    "--server.headless=true",
-    "--browser.gatherUsageStats=false",
-    "--server.fileWatcherType=none",
-    "--server.runOnSave=false",
-    "--logger.level=error",
-    "--client.toolbarMode=minimal",
-    "--client.showErrorDetails=type",  # an unexpected error shows its type, never values in a traceback
-)
-
-
-def script_path() -> Path:
-    import app
-
-    return Path(app.__file__).resolve().parent / "web" / "diagnosa_app.py"
-
-
-def streamlit_command(config_env: Mapping[str, str], *, host: str, port: int,
-                      base_env: Mapping[str, str] | None = None) -> tuple[list[str], dict[str, str]]:
-    """The ``streamlit run`` argv and environment for an app configuration (``AppConfig.to_env()``)."""
-    argv = [sys.executable, "-m", "streamlit", "run", str(script_path()), *STREAMLIT_OPTIONS,
-            f"--server.address={host}", f"--server.port={port}"]
-    env = {k: v for k, v in (os.environ if base_env is None else base_env).items() if not k.startswith("DIAGNOSA_APP_")}
-    env.update(config_env)
-    env["STREAMLIT_BROWSER_GATHER_USAGE_STATS"] = "false"
-    return argv, env
 
 
 def cmd_app(args: argparse.Namespace, common: ModuleType) -> int:
     from app.config import AppConfig, ConfigError
     from app.form import FormError, load_form_spec
+    from app.launch import streamlit_command
 
     model = str(common._model_folder(Path(args.model), common.workspace(args))) if args.model else None
     if args.endpoint_url and args.region:
