@@ -25,9 +25,9 @@ sys.path.insert(0, str(ROOT))
 
 
 def run_once(patients: int, seed: int) -> tuple[float, dict[str, float]]:
-    from diagnosa.commands.local import LOCAL_BUCKET, local_definition
     from diagnosa.data.ingest import latest_version
     from diagnosa.lake import DataLake
+    from diagnosa.services import LOCAL_BUCKET, local_definition
     from pipelines.executor import open_local
     from pipelines.local_endpoints import LocalEndpoints
     from pipelines.local_jobs import LakeMapping

@@ -449,8 +449,8 @@ def _dataset_settings(args: argparse.Namespace, bucket: str) -> dict:
     --dataset-config FILE.toml (offline), else the built-in cohort, else the latest curated version of
     --dataset in the data lake (--lake or DIAGNOSA_LAKE; otherwise the workspace's lake for
     `definition`, s3://<bucket> for upsert and start)."""
-    from diagnosa.commands.local import curated_manifest, dataset_of
     from diagnosa.data.schema import config_slice, load_dataset_config
+    from diagnosa.services import curated_manifest, dataset_of
     from pipelines.definition import BUILTIN_DATASET, dataset_settings
 
     if getattr(args, "dataset_config", None):

@@ -39,7 +39,7 @@ def pbc_files(tmp_path_factory):
 def workspace(tmp_path_factory, pbc_files):
     root = tmp_path_factory.mktemp("ws")
     yield ["--workspace", str(root)], root
-    from diagnosa.commands.local import LOCAL_BUCKET
+    from diagnosa.services import LOCAL_BUCKET
     from pipelines.local_endpoints import LocalEndpoints
     from pipelines.local_jobs import LakeMapping
 

@@ -17,7 +17,8 @@ EXIT_ALERT = 3  # with --fail-on-alert: the report's verdict is "alert"
 
 def _served_baselines(args: argparse.Namespace, cli: ModuleType, lake: Any) -> list[Path]:
     """The baseline folders of the registered version the local endpoint serves (its ModelMetrics)."""
-    from diagnosa.commands.local import LOCAL_BUCKET, local_endpoints
+    from diagnosa.commands.local import local_endpoints
+    from diagnosa.services import LOCAL_BUCKET
     from pipelines.registry import LocalModelRegistry
 
     ws = cli.workspace(args)
