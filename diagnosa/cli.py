@@ -14,38 +14,17 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+from diagnosa.commands.common import (
+    EXIT_BAD_INPUT,
+    UsageError,
+    int_in,
+    model_folder,
+    open_lake,
+    read_token_file,
+    split_params,
+    workspace,
+)
 from diagnosa.lake import DataLake, LakeError
-
-EXIT_BAD_INPUT = 2
-# Command groups kept in modules of their own (diagnosa/commands/); each has register(commands, cli).
-COMMAND_MODULES: tuple[str, ...] = ("diagnosa.commands.local", "diagnosa.commands.app", "diagnosa.commands.monitor")
-
-
-class UsageError(Exception):
-    """Bad input from the command line; printed as one line, exit status 2."""
-
-
-def workspace(args: argparse.Namespace) -> Path:
-    return Path(args.workspace or os.environ.get("DIAGNOSA_HOME") or ".diagnosa").resolve()
-
-
-def open_lake(args: argparse.Namespace) -> DataLake:
-    uri = args.lake or os.environ.get("DIAGNOSA_LAKE") or str(workspace(args) / "lake")
-    lake = DataLake.from_uri(uri)
-    lake.init_zones()
-    return lake
-
-
-def _int_in(low: int, high: int, what: str):
-    def parse(text: str) -> int:
-        try:
-            value = int(text.replace("_", ""))
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{what} must be an integer, got {text!r}") from None
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"{what} must be between {low:,} and {high:,}, got {value:,}")
-        return value
-    return parse
 
 
 def _fraction(what: str):
@@ -76,7 +55,7 @@ def cmd_data_generate(args: argparse.Namespace) -> int:
     if args.drift:  # a drifted batch for showing the monitoring loop (docs/operations.md)
         from diagnosa.commands.monitor import cmd_generate_drift
 
-        return cmd_generate_drift(args, sys.modules[__name__])
+        return cmd_generate_drift(args)
     from diagnosa.data.card import render_card
     from diagnosa.data.cohort import CohortConfig, generate, write_raw
     from diagnosa.data.hpo import load_ontology
@@ -152,38 +131,7 @@ def cmd_data_ingest(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------------------------------------ serving
 
-def _model_folder(path: Path, ws: Path) -> Path:
-    """A model folder, or a SageMaker model.tar.gz unpacked once into the workspace."""
-    import hashlib
-
-    from diagnosa.model import ModelLoadError, unpack_model
-
-    if path.is_dir():
-        return path
-    if not path.is_file():
-        raise UsageError(f"model not found: {path} (a model folder or a model.tar.gz)")
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
-    target = ws / "models" / digest
-    if not (target / "metadata.json").is_file():
-        try:
-            unpack_model(path, target)
-        except ModelLoadError as err:
-            raise UsageError(str(err)) from None
-    return target
-
-
 MODEL_LOAD_TIMEOUT = 300.0  # seconds `diagnosa serve` waits for the model (and every worker) to load
-
-
-def read_token_file(path: str) -> str:
-    """A shared secret from a file (first line, stripped); a UsageError names the file, never the content."""
-    try:
-        token = Path(path).read_text(encoding="utf-8").strip().splitlines()
-    except (OSError, UnicodeDecodeError) as err:
-        raise UsageError(f"cannot read the token file {path}: {getattr(err, 'strerror', None) or err}") from None
-    if not token or not token[0].strip():
-        raise UsageError(f"the token file {path} is empty")
-    return token[0].strip()
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -193,7 +141,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from inference.workers import default_workers
 
     limit_process_threads()  # requests run concurrently: one math thread each (docs/serving.md, Performance)
-    model_dir = _model_folder(Path(args.model), workspace(args))
+    model_dir = model_folder(Path(args.model), workspace(args))
     capture = None
     if args.capture_sampling > 0:
         try:
@@ -367,7 +315,7 @@ def _served_models(args: argparse.Namespace) -> dict[str, str]:
     lake = open_lake(args)
     if args.region or lake.uri.startswith("s3://"):
         return {}
-    return {r["EndpointName"]: r["ModelDataUrl"] for r in local_endpoints(sys.modules[__name__], args, lake).list()
+    return {r["EndpointName"]: r["ModelDataUrl"] for r in local_endpoints(args, lake).list()
             if r["EndpointStatus"] == "InService"}
 
 
@@ -420,7 +368,7 @@ def cmd_registry_decide(args: argparse.Namespace) -> int:
     if status == "Approved" and not args.no_deploy:
         from diagnosa.commands.local import approve_and_deploy
 
-        approve_and_deploy(sys.modules[__name__], args, package)
+        approve_and_deploy(args, package)
     return 0
 
 
@@ -540,17 +488,6 @@ def _pipeline(args: argparse.Namespace, role_arn: str | None = None):
         raise UsageError(str(err)) from None
 
 
-def split_params(pairs: list[str]) -> dict[str, str]:
-    """``--param NAME=VALUE`` flags as text; names and types are checked against a definition later."""
-    values = {}
-    for pair in pairs:
-        name, sep, text = pair.partition("=")
-        if not sep or not name:
-            raise UsageError(f"--param takes NAME=VALUE, got {pair!r}")
-        values[name] = text
-    return values
-
-
 def _parse_overrides(pairs: list[str], definition: dict) -> dict:
     """Overrides typed as the definition declares them (the executor's rules, so local and AWS runs agree)."""
     from pipelines.executor import ExecutionError, resolve_parameters
@@ -629,9 +566,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     data = commands.add_parser("data", help="generate and ingest patient data").add_subparsers(dest="data_command", required=True)
     gen = data.add_parser("generate", help="write a synthetic cohort into the raw zone")
-    gen.add_argument("--patients", type=_int_in(1_000, 1_000_000, "--patients"), default=20_000,
+    gen.add_argument("--patients", type=int_in(1_000, 1_000_000, "--patients"), default=20_000,
                      help="patients in the cohort (1,000 to 1,000,000)")
-    gen.add_argument("--seed", type=_int_in(0, 2**32 - 1, "--seed"), default=7,
+    gen.add_argument("--seed", type=int_in(0, 2**32 - 1, "--seed"), default=7,
                      help="random seed: the same seed writes the same cohort")
     gen.add_argument("--orphan-fraction", type=_fraction("--orphan-fraction"), default=0.02,
                      help="share of patients with an orphan (rare) disease")
@@ -658,12 +595,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="run the local endpoint (SageMaker container and runtime APIs)")
     serve.add_argument("--model", required=True, help="a model folder or a model.tar.gz")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
-    serve.add_argument("--port", type=_int_in(0, 65535, "--port"), default=8080, help="port (0: any free port)")
+    serve.add_argument("--port", type=int_in(0, 65535, "--port"), default=8080, help="port (0: any free port)")
     serve.add_argument("--endpoint-name", default="diagnosa",
                        help="the endpoint's name: the runtime route /endpoints/<name>/invocations and capture/<name>/")
-    serve.add_argument("--capture-sampling", type=_int_in(0, 100, "--capture-sampling"), default=100,
+    serve.add_argument("--capture-sampling", type=int_in(0, 100, "--capture-sampling"), default=100,
                        help="percentage of requests written to the lake's capture/ zone (0 turns capture off)")
-    serve.add_argument("--workers", type=_int_in(0, 64, "--workers"), default=None,
+    serve.add_argument("--workers", type=int_in(0, 64, "--workers"), default=None,
                        help="processes that score requests, each with the model loaded (0: score in the server "
                             "process, the least memory); default: one per CPU core available")
     serve.add_argument("--capture-spool", metavar="DIR",
@@ -686,7 +623,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--endpoint-url", help="e.g. http://127.0.0.1:8080 for the local endpoint")
     predict.add_argument("--endpoint-name", default="diagnosa", help="the SageMaker (or local) endpoint's name")
     predict.add_argument("--region", help="AWS region of a SageMaker endpoint")
-    predict.add_argument("--top-k", type=_int_in(1, 5, "--top-k"), default=3,
+    predict.add_argument("--top-k", type=int_in(1, 5, "--top-k"), default=3,
                          help="categories listed per patient, most likely first (1 to 5)")
     predict.add_argument("--differential", type=int, default=None, metavar="N",
                          help="also list the N best-matching rare diseases (decision support, JSON input only; "
@@ -738,23 +675,24 @@ def build_parser() -> argparse.ArgumentParser:
     listing.set_defaults(func=cmd_registry_list)
     for verb in ("approve", "reject"):
         decide = registry.add_parser(verb, help=f"{verb} a model package version")
-        decide.add_argument("version", type=_int_in(1, 10**9, "version"))
+        decide.add_argument("version", type=int_in(1, 10**9, "version"))
         decide.add_argument("--group", default="diagnosa", help="the model package group (one per dataset)")
         decide.add_argument("--reason", help="approval description kept with the version")
         decide.add_argument("--region", help="decide in SageMaker's Model Registry in this region (the local one otherwise)")
         if verb == "approve":
             decide.add_argument("--endpoint-name", default=None,
                                 help="local endpoint the approved version goes to (default: the group's name)")
-            decide.add_argument("--port", type=_int_in(0, 65535, "--port"), default=None,
+            decide.add_argument("--port", type=int_in(0, 65535, "--port"), default=None,
                                 help="port if the endpoint is created (default 8080; 0 picks a free one)")
             decide.add_argument("--no-deploy", action="store_true", help="approve without deploying")
         else:
             decide.set_defaults(no_deploy=True)
         decide.set_defaults(func=cmd_registry_decide)
 
-    import importlib
-    for module in COMMAND_MODULES:
-        importlib.import_module(module).register(commands, sys.modules[__name__])
+    from diagnosa.commands import app, local, monitor  # command groups kept in modules of their own
+
+    for module in (local, app, monitor):
+        module.register(commands)
     _finish_help(parser, ["diagnosa"])
     return parser
 

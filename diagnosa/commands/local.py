@@ -12,43 +12,43 @@ import json
 import os
 import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
+from diagnosa.commands.common import UsageError, int_in, open_lake, split_params, workspace
 from diagnosa.services import LOCAL_BUCKET, curated_manifest, dataset_of, local_definition
 
 EXAMPLE = {"age": 67, "sex": "M", "temperature_c": 38.9, "symptoms": ["HP:0001945"]}
 
 
-def _local_lake(cli: ModuleType, args: argparse.Namespace):
-    lake = cli.open_lake(args)
+def _local_lake(args: argparse.Namespace):
+    lake = open_lake(args)
     if lake.uri.startswith("s3://"):
-        raise cli.UsageError("the local executor runs against a local lake folder; for s3:// use "
-                             "`diagnosa pipeline upsert` and `diagnosa pipeline start`")
+        raise UsageError("the local executor runs against a local lake folder; for s3:// use "
+                         "`diagnosa pipeline upsert` and `diagnosa pipeline start`")
     return lake
 
 
-def local_endpoints(cli: ModuleType, args: argparse.Namespace, lake):
+def local_endpoints(args: argparse.Namespace, lake):
     """The workspace's local endpoints (records under <workspace>/endpoints/, servers deployed from the lake)."""
     from pipelines.local_endpoints import LocalEndpoints
     from pipelines.local_jobs import LakeMapping
 
-    return LocalEndpoints(cli.workspace(args), LakeMapping(LOCAL_BUCKET, lake),
+    return LocalEndpoints(workspace(args), LakeMapping(LOCAL_BUCKET, lake),
                           lake_uri=args.lake or os.environ.get("DIAGNOSA_LAKE"), port=getattr(args, "port", None))
 
 
-def cmd_run(args: argparse.Namespace, cli: ModuleType) -> int:
+def cmd_run(args: argparse.Namespace) -> int:
     from diagnosa.data.ingest import curated_uri
     from diagnosa.data.schema import too_small_classes
     from pipelines.definition import BUILTIN_DATASET
     from pipelines.executor import ExecutionError, open_local, resolve_parameters
 
     if not args.local:
-        raise cli.UsageError("only --local runs here; on SageMaker use `diagnosa pipeline upsert` then "
-                             "`diagnosa pipeline start`")
-    lake = _local_lake(cli, args)
+        raise UsageError("only --local runs here; on SageMaker use `diagnosa pipeline upsert` then "
+                         "`diagnosa pipeline start`")
+    lake = _local_lake(args)
     dataset = args.dataset
-    executor = open_local(cli.workspace(args), lake, LOCAL_BUCKET, endpoints=local_endpoints(cli, args, lake),
+    executor = open_local(workspace(args), lake, LOCAL_BUCKET, endpoints=local_endpoints(args, lake),
                           max_parallel=args.max_parallel, use_cache=not args.no_cache)
     manifest = None
     try:
@@ -56,47 +56,47 @@ def cmd_run(args: argparse.Namespace, cli: ModuleType) -> int:
             fixed = [flag for flag, given in (("--param", args.param), ("--families", args.families),
                                               ("--definition", args.definition)) if given]
             if fixed:  # as SageMaker's RetryPipelineExecution: a retry keeps the execution's definition and values
-                raise cli.UsageError(f"--resume reruns execution {args.resume} with its own definition and parameters; "
-                                     f"{', '.join(fixed)} cannot change them: start a new run with the fix instead "
-                                     "(`diagnosa run --local --param ...`)")
+                raise UsageError(f"--resume reruns execution {args.resume} with its own definition and parameters; "
+                                 f"{', '.join(fixed)} cannot change them: start a new run with the fix instead "
+                                 "(`diagnosa run --local --param ...`)")
             record = executor.resume(args.resume)
         else:
-            overrides = cli.split_params(args.param)
+            overrides = split_params(args.param)
             manifest = curated_manifest(lake, dataset, overrides.get("InputDataUri"))
             if manifest is None and dataset != BUILTIN_DATASET and "InputDataUri" not in overrides:
-                raise cli.UsageError(f"no curated dataset '{dataset}' in {lake.uri}: ingest it first "
-                                     f"(`diagnosa data ingest FILE.csv --config FILE.toml`, docs/data.md)")
+                raise UsageError(f"no curated dataset '{dataset}' in {lake.uri}: ingest it first "
+                                 f"(`diagnosa data ingest FILE.csv --config FILE.toml`, docs/data.md)")
             if manifest is not None:  # preflight: a class the split cannot place stops the run before any step
                 problem = too_small_classes(manifest.get("label_counts", {}), manifest["schema"]["labels"])
                 if problem:
-                    raise cli.UsageError(f"curated dataset {manifest['dataset']} version {manifest['version']}: "
-                                         f"{problem}; then ingest again")
+                    raise UsageError(f"curated dataset {manifest['dataset']} version {manifest['version']}: "
+                                     f"{problem}; then ingest again")
             if args.definition:
                 try:
                     definition = json.loads(Path(args.definition).read_text(encoding="utf-8"))
                 except (OSError, ValueError) as err:
-                    raise cli.UsageError(f"cannot read the definition {args.definition}: {err}") from None
+                    raise UsageError(f"cannot read the definition {args.definition}: {err}") from None
             else:
                 families = tuple(f for f in args.families.split(",") if f) if args.families else None
                 try:
                     # Built for the dataset it trains on: its labels and slice come from the curated manifest.
                     definition = local_definition(lake, families, **dataset_of(manifest, dataset))
                 except ValueError as err:
-                    raise cli.UsageError(str(err)) from None
+                    raise UsageError(str(err)) from None
             if not isinstance(definition, dict):
-                raise cli.UsageError(f"{args.definition}: a pipeline definition is a JSON object")
+                raise UsageError(f"{args.definition}: a pipeline definition is a JSON object")
             resolve_parameters(definition, overrides)  # names and types first: a typo is reported before data is looked for
             declared = {p["Name"] for p in definition.get("Parameters", [])}
             if "InputDataUri" in declared and "InputDataUri" not in overrides:
                 if manifest is None:
-                    raise cli.UsageError(f"no curated dataset in {lake.uri}: run `diagnosa data generate` and "
-                                         "`diagnosa data ingest` first (or give --param InputDataUri=...)")
+                    raise UsageError(f"no curated dataset in {lake.uri}: run `diagnosa data generate` and "
+                                     "`diagnosa data ingest` first (or give --param InputDataUri=...)")
                 overrides["InputDataUri"] = curated_uri(LOCAL_BUCKET, dataset, manifest["version"])
             print(f"local execution of pipeline diagnosa on {lake.uri}"
                   + (f" (dataset {manifest['dataset']} version {manifest['version']})" if manifest else ""))
             record = executor.start(definition, overrides)
     except ExecutionError as err:
-        raise cli.UsageError(str(err)) from None
+        raise UsageError(str(err)) from None
     _report(record, lake, _example(lake, manifest, record))
     return 0 if record.status == "Succeeded" else 130 if record.status == "Stopped" else 1
 
@@ -156,15 +156,15 @@ def _report(record, lake, example: dict[str, Any] = EXAMPLE) -> None:
                   f"{record.id}`; a wrong parameter needs a new run with `--param`")
 
 
-def cmd_executions(args: argparse.Namespace, cli: ModuleType) -> int:
+def cmd_executions(args: argparse.Namespace) -> int:
     from pipelines.executor import list_executions
 
-    root = cli.workspace(args) / "executions"
+    root = workspace(args) / "executions"
     executions = list_executions(root)
     if args.execution:
         match = [e for e in executions if e["PipelineExecutionId"] == args.execution]
         if not match:
-            raise cli.UsageError(f"no local execution {args.execution!r} in {root}")
+            raise UsageError(f"no local execution {args.execution!r} in {root}")
         execution = match[0]
         print(f"{execution['PipelineExecutionId']}  {execution['PipelineExecutionStatus']}  "
               f"started {execution['CreationTime']}")
@@ -188,10 +188,10 @@ def cmd_executions(args: argparse.Namespace, cli: ModuleType) -> int:
     return 0
 
 
-def cmd_endpoint(args: argparse.Namespace, cli: ModuleType) -> int:
+def cmd_endpoint(args: argparse.Namespace) -> int:
     from pipelines.local_endpoints import DeployError
 
-    endpoints = local_endpoints(cli, args, _local_lake(cli, args))
+    endpoints = local_endpoints(args, _local_lake(args))
     if args.endpoint_command == "list":
         records = endpoints.list()
         if not records:
@@ -202,26 +202,26 @@ def cmd_endpoint(args: argparse.Namespace, cli: ModuleType) -> int:
     try:
         stopped = endpoints.stop(args.name)
     except DeployError as err:
-        raise cli.UsageError(str(err)) from None
+        raise UsageError(str(err)) from None
     print(f"endpoint {args.name}: {'stopped' if stopped else 'was not running'}")
     return 0
 
 
-def approve_and_deploy(cli: ModuleType, args: argparse.Namespace, package: dict[str, Any]) -> None:
+def approve_and_deploy(args: argparse.Namespace, package: dict[str, Any]) -> None:
     """The local counterpart of the AWS deploy function: an approved version goes to the endpoint."""
     from pipelines.local_jobs import JobError
 
-    lake = _local_lake(cli, args)
+    lake = _local_lake(args)
     try:
         # Each dataset's group has its endpoint of the same name (diagnosa for the built-in cohort).
-        record = local_endpoints(cli, args, lake).deploy_model_package(
+        record = local_endpoints(args, lake).deploy_model_package(
             package, endpoint_name=args.endpoint_name or package["ModelPackageGroupName"])
     except JobError as err:  # DeployError, or a model outside the local lake
-        raise cli.UsageError(f"approved, but not deployed: {err}") from None
+        raise UsageError(f"approved, but not deployed: {err}") from None
     print(f"endpoint {record['EndpointName']} now serves v{package['ModelPackageVersion']} on {record['Url']}")
 
 
-def register(commands: Any, cli: ModuleType) -> None:
+def register(commands: Any) -> None:
     run = commands.add_parser("run", help="run the pipeline definition locally (the main job)")
     run.add_argument("--local", action="store_true", help="run on this machine with the local executor")
     run.add_argument("--param", action="append", default=[], help="NAME=VALUE parameter override (repeatable)")
@@ -234,20 +234,20 @@ def register(commands: Any, cli: ModuleType) -> None:
                      help="rerun a failed execution from its failed step, with its own definition and parameters")
     run.add_argument("--no-cache", action="store_true",
                      help="run every step even when an earlier run with the same inputs is cached")
-    run.add_argument("--max-parallel", type=cli._int_in(1, 64, "--max-parallel"), default=None,
+    run.add_argument("--max-parallel", type=int_in(1, 64, "--max-parallel"), default=None,
                      help="steps running at once (default: cores, at most 4)")
-    run.add_argument("--port", type=cli._int_in(0, 65535, "--port"), default=None,
+    run.add_argument("--port", type=int_in(0, 65535, "--port"), default=None,
                      help="port of a new local endpoint (default 8080; 0 picks a free one)")
-    run.set_defaults(func=lambda a: cmd_run(a, cli))
+    run.set_defaults(func=cmd_run)
 
     executions = commands.add_parser("executions", help="past local executions, or one execution's steps")
     executions.add_argument("execution", nargs="?", help="an execution id")
-    executions.set_defaults(func=lambda a: cmd_executions(a, cli))
+    executions.set_defaults(func=cmd_executions)
 
     endpoint = commands.add_parser("endpoint", help="local endpoints deployed by runs and approvals")
     endpoint_commands = endpoint.add_subparsers(dest="endpoint_command", required=True)
     endpoint_commands.add_parser("list", help="local endpoints and their status").set_defaults(
-        func=lambda a: cmd_endpoint(a, cli))
+        func=cmd_endpoint)
     stop = endpoint_commands.add_parser("stop", help="stop a local endpoint's server")
     stop.add_argument("name")
-    stop.set_defaults(func=lambda a: cmd_endpoint(a, cli))
+    stop.set_defaults(func=cmd_endpoint)
