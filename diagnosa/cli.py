@@ -14,17 +14,21 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+from diagnosa.aws import resolve_region
 from diagnosa.commands.common import (
     EXIT_BAD_INPUT,
     UsageError,
     int_in,
+    local_workspace,
     model_folder,
     open_lake,
     read_token_file,
+    split_families,
     split_params,
     workspace,
 )
 from diagnosa.lake import DataLake, LakeError
+from diagnosa.services import LOCAL_BUCKET, ServiceError, latest_input
 
 
 def _fraction(what: str):
@@ -283,13 +287,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def open_registry(args: argparse.Namespace):
     """The local registry, or SageMaker's Model Registry with --region (approving there triggers the deploy function)."""
-    from pipelines.registry import LocalModelRegistry, SageMakerRegistry
+    from pipelines.executor import local_registry
+    from pipelines.registry import SageMakerRegistry
 
     if getattr(args, "region", None):
         import boto3
 
         return SageMakerRegistry(boto3.client("sagemaker", region_name=args.region))
-    return LocalModelRegistry(workspace(args) / "registry")
+    return local_registry(workspace(args))
 
 
 def _test_summary(args: argparse.Namespace, package: dict) -> str:
@@ -297,7 +302,7 @@ def _test_summary(args: argparse.Namespace, package: dict) -> str:
     uri = package.get("ModelMetrics", {}).get("ModelQuality", {}).get("Statistics", {}).get("S3Uri", "")
     bucket, _, key = uri.removeprefix("s3://").partition("/")
     try:
-        if bucket != "diagnosa-local":
+        if bucket != LOCAL_BUCKET:
             raise LakeError(f"not in the local lake: {uri}")
         report = json.loads(open_lake(args).get_bytes(key))["diagnosa"]
     except (LakeError, ValueError, KeyError):
@@ -310,13 +315,10 @@ def _test_summary(args: argparse.Namespace, package: dict) -> str:
 
 def _served_models(args: argparse.Namespace) -> dict[str, str]:
     """Local endpoint name → the model URL it serves (endpoints in service; none for SageMaker's registry)."""
-    from diagnosa.commands.local import local_endpoints
-
     lake = open_lake(args)
     if args.region or lake.uri.startswith("s3://"):
         return {}
-    return {r["EndpointName"]: r["ModelDataUrl"] for r in local_endpoints(args, lake).list()
-            if r["EndpointStatus"] == "InService"}
+    return local_workspace(args, lake).served_models()
 
 
 def cmd_registry_list(args: argparse.Namespace) -> int:
@@ -366,9 +368,12 @@ def cmd_registry_decide(args: argparse.Namespace) -> int:
             print("  on AWS the approval event starts the deploy function (docs/deploy.md)")
         return 0
     if status == "Approved" and not args.no_deploy:
-        from diagnosa.commands.local import approve_and_deploy
-
-        approve_and_deploy(args, package)
+        local = local_workspace(args)
+        try:
+            record = local.deploy_approved(package, endpoint_name=args.endpoint_name, port=args.port)
+        except ServiceError as err:
+            raise UsageError(f"approved, but not deployed: {err}") from None
+        print(f"endpoint {record['EndpointName']} now serves v{package['ModelPackageVersion']} on {record['Url']}")
     return 0
 
 
@@ -425,8 +430,7 @@ def _dataset_settings(args: argparse.Namespace, bucket: str) -> dict:
 
 
 def _region(args: argparse.Namespace) -> str | None:
-    """--region, else the environment as the AWS CLI and boto3 read it (AWS_REGION, then AWS_DEFAULT_REGION)."""
-    return getattr(args, "region", None) or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    return resolve_region(getattr(args, "region", None))
 
 
 def _pipeline_target(args: argparse.Namespace) -> tuple[str, str, dict]:
@@ -437,7 +441,7 @@ def _pipeline_target(args: argparse.Namespace) -> tuple[str, str, dict]:
     region = _region(args)
     if not region:
         raise UsageError("give an AWS region with --region (or AWS_REGION)")
-    families = tuple(args.families.split(",")) if getattr(args, "families", None) else None
+    families = split_families(getattr(args, "families", None))
     extra: dict = {**_dataset_settings(args, bucket), "name": _pipeline_name(args)}
     if families:
         extra["families"] = families
@@ -538,16 +542,14 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
         elif args.pipeline_command == "start":
             overrides = _parse_overrides(args.param, definition)
             if "InputDataUri" not in overrides:  # the default names the dataset's prefix: train on its latest version
-                from diagnosa.data.ingest import IngestError, curated_uri, latest_version
+                from diagnosa.data.ingest import IngestError
 
                 bucket = args.bucket or os.environ.get("DIAGNOSA_BUCKET")
-                dataset = _dataset_name(args)
+                lake = DataLake.from_uri(f"s3://{bucket}", s3_client=boto3.client("s3", region_name=_region(args)))
                 try:
-                    version = latest_version(DataLake.from_uri(f"s3://{bucket}", s3_client=boto3.client(
-                        "s3", region_name=_region(args))), dataset)
+                    overrides["InputDataUri"] = latest_input(lake, _dataset_name(args), bucket)
                 except IngestError as err:
                     raise UsageError(f"{err} (or give --param InputDataUri=s3://...)") from None
-                overrides["InputDataUri"] = curated_uri(bucket, dataset, version)
             execution = pipeline.start(parameters=overrides)
             print(f"{execution.arn}  (InputDataUri={overrides['InputDataUri']})")
         return 0
@@ -758,7 +760,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (UsageError, IngestError, SchemaError, LakeError) as err:
+    except (UsageError, ServiceError, IngestError, SchemaError, LakeError) as err:
         print(f"diagnosa: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
 

@@ -140,7 +140,8 @@ def test_drifted_traffic_alerts_naming_the_features_and_the_failing_classes(loop
 def test_feedback_of_the_window_becomes_a_new_curated_version_through_ingestion(tmp_path, loop, curated_cohort):
     from diagnosa.data.cohort import write_raw
     from diagnosa.data.ingest import ingest_cohort, load_curated
-    from monitoring.retrain import feedback_dataset, start_retraining
+    from diagnosa.services import curated_manifest, retraining_input
+    from monitoring.retrain import feedback_dataset
 
     lake, phases = loop
     base = generate(CohortConfig(patients=1000, seed=3, defect_rate=0))
@@ -156,12 +157,8 @@ def test_feedback_of_the_window_becomes_a_new_curated_version_through_ingestion(
     quarantined = manifest["sources"][0]["quarantined"]
     assert len(fed) + quarantined == feedback_count
     assert set(fed["label"]) <= {t for p in phases.values() for _, t in p["truth"]}
-    calls = []
-    assert start_retraining(dataset.version, lake_uri=lake.uri, params=["Resampling=none"],
-                            run=lambda argv: calls.append(argv) or 0) == 0
-    assert calls == [["--lake", lake.uri, "run", "--local", "--param",
-                      f"InputDataUri=s3://diagnosa-local/curated/patients/{dataset.version}",
-                      "--param", "Resampling=none"]]
+    # The retraining run's input names that version, as the local executor finds it in this lake.
+    assert curated_manifest(lake, "patients", retraining_input(dataset.version))["version"] == dataset.version
 
 
 def test_an_empty_window_reports_no_data(tmp_path, baseline):

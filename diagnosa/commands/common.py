@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 from diagnosa.lake import DataLake
+from diagnosa.services import LocalWorkspace
 
 EXIT_BAD_INPUT = 2
 
@@ -28,6 +29,12 @@ def open_lake(args: argparse.Namespace) -> DataLake:
     lake = DataLake.from_uri(uri)
     lake.init_zones()
     return lake
+
+
+def local_workspace(args: argparse.Namespace, lake: DataLake | None = None) -> LocalWorkspace:
+    """The workspace and its lake (``lake``, else opened from the options) for the local executor and endpoints;
+    ServiceError for an s3:// lake."""
+    return LocalWorkspace(workspace(args), lake or open_lake(args), lake_uri=args.lake or os.environ.get("DIAGNOSA_LAKE"))
 
 
 def int_in(low: int, high: int, what: str):
@@ -80,3 +87,8 @@ def split_params(pairs: list[str]) -> dict[str, str]:
             raise UsageError(f"--param takes NAME=VALUE, got {pair!r}")
         values[name] = text
     return values
+
+
+def split_families(text: str | None) -> tuple[str, ...] | None:
+    """``--families a,b`` as a tuple; None when not given (the definition's default candidates)."""
+    return tuple(f for f in text.split(",") if f) if text else None

@@ -12,91 +12,74 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from diagnosa.commands.common import UsageError, int_in, open_lake, split_params, workspace
-from diagnosa.services import LOCAL_BUCKET, curated_manifest, dataset_of, local_definition
+from diagnosa.commands.common import UsageError, int_in, local_workspace, split_families, split_params, workspace
+from diagnosa.lake import DataLake
+from diagnosa.services import LocalWorkspace, curated_manifest, plan_local_run
+
+if TYPE_CHECKING:
+    from pipelines.executor import LocalExecutor
 
 EXAMPLE = {"age": 67, "sex": "M", "temperature_c": 38.9, "symptoms": ["HP:0001945"]}
 
 
-def _local_lake(args: argparse.Namespace):
-    lake = open_lake(args)
-    if lake.uri.startswith("s3://"):
-        raise UsageError("the local executor runs against a local lake folder; for s3:// use "
-                         "`diagnosa pipeline upsert` and `diagnosa pipeline start`")
-    return lake
-
-
-def local_endpoints(args: argparse.Namespace, lake):
-    """The workspace's local endpoints (records under <workspace>/endpoints/, servers deployed from the lake)."""
-    from pipelines.local_endpoints import LocalEndpoints
-    from pipelines.local_jobs import LakeMapping
-
-    return LocalEndpoints(workspace(args), LakeMapping(LOCAL_BUCKET, lake),
-                          lake_uri=args.lake or os.environ.get("DIAGNOSA_LAKE"), port=getattr(args, "port", None))
-
-
 def cmd_run(args: argparse.Namespace) -> int:
-    from diagnosa.data.ingest import curated_uri
-    from diagnosa.data.schema import too_small_classes
-    from pipelines.definition import BUILTIN_DATASET
-    from pipelines.executor import ExecutionError, open_local, resolve_parameters
+    from pipelines.executor import ExecutionError
 
     if not args.local:
         raise UsageError("only --local runs here; on SageMaker use `diagnosa pipeline upsert` then "
                          "`diagnosa pipeline start`")
-    lake = _local_lake(args)
-    dataset = args.dataset
-    executor = open_local(workspace(args), lake, LOCAL_BUCKET, endpoints=local_endpoints(args, lake),
-                          max_parallel=args.max_parallel, use_cache=not args.no_cache)
-    manifest = None
-    try:
-        if args.resume:
-            fixed = [flag for flag, given in (("--param", args.param), ("--families", args.families),
-                                              ("--definition", args.definition)) if given]
-            if fixed:  # as SageMaker's RetryPipelineExecution: a retry keeps the execution's definition and values
-                raise UsageError(f"--resume reruns execution {args.resume} with its own definition and parameters; "
-                                 f"{', '.join(fixed)} cannot change them: start a new run with the fix instead "
-                                 "(`diagnosa run --local --param ...`)")
+    local = local_workspace(args)
+    executor = local.executor(port=args.port, max_parallel=args.max_parallel, use_cache=not args.no_cache)
+    if args.resume:
+        fixed = [flag for flag, given in (("--param", args.param), ("--families", args.families),
+                                          ("--definition", args.definition)) if given]
+        if fixed:  # as SageMaker's RetryPipelineExecution: a retry keeps the execution's definition and values
+            raise UsageError(f"--resume reruns execution {args.resume} with its own definition and parameters; "
+                             f"{', '.join(fixed)} cannot change them: start a new run with the fix instead "
+                             "(`diagnosa run --local --param ...`)")
+        try:
             record = executor.resume(args.resume)
-        else:
-            overrides = split_params(args.param)
-            manifest = curated_manifest(lake, dataset, overrides.get("InputDataUri"))
-            if manifest is None and dataset != BUILTIN_DATASET and "InputDataUri" not in overrides:
-                raise UsageError(f"no curated dataset '{dataset}' in {lake.uri}: ingest it first "
-                                 f"(`diagnosa data ingest FILE.csv --config FILE.toml`, docs/data.md)")
-            if manifest is not None:  # preflight: a class the split cannot place stops the run before any step
-                problem = too_small_classes(manifest.get("label_counts", {}), manifest["schema"]["labels"])
-                if problem:
-                    raise UsageError(f"curated dataset {manifest['dataset']} version {manifest['version']}: "
-                                     f"{problem}; then ingest again")
-            if args.definition:
-                try:
-                    definition = json.loads(Path(args.definition).read_text(encoding="utf-8"))
-                except (OSError, ValueError) as err:
-                    raise UsageError(f"cannot read the definition {args.definition}: {err}") from None
-            else:
-                families = tuple(f for f in args.families.split(",") if f) if args.families else None
-                try:
-                    # Built for the dataset it trains on: its labels and slice come from the curated manifest.
-                    definition = local_definition(lake, families, **dataset_of(manifest, dataset))
-                except ValueError as err:
-                    raise UsageError(str(err)) from None
-            if not isinstance(definition, dict):
-                raise UsageError(f"{args.definition}: a pipeline definition is a JSON object")
-            resolve_parameters(definition, overrides)  # names and types first: a typo is reported before data is looked for
-            declared = {p["Name"] for p in definition.get("Parameters", [])}
-            if "InputDataUri" in declared and "InputDataUri" not in overrides:
-                if manifest is None:
-                    raise UsageError(f"no curated dataset in {lake.uri}: run `diagnosa data generate` and "
-                                     "`diagnosa data ingest` first (or give --param InputDataUri=...)")
-                overrides["InputDataUri"] = curated_uri(LOCAL_BUCKET, dataset, manifest["version"])
-            print(f"local execution of pipeline diagnosa on {lake.uri}"
-                  + (f" (dataset {manifest['dataset']} version {manifest['version']})" if manifest else ""))
-            record = executor.start(definition, overrides)
+        except ExecutionError as err:
+            raise UsageError(str(err)) from None
+        return report_run(record, local.lake)
+    overrides = split_params(args.param)
+    families = split_families(args.families)
+    definition = _read_definition(args.definition) if args.definition else None
+    return run_pipeline(local, executor, dataset=args.dataset, overrides=overrides, families=families,
+                        definition=definition)
+
+
+def _read_definition(path: str) -> dict[str, Any]:
+    try:
+        definition = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise UsageError(f"cannot read the definition {path}: {err}") from None
+    if not isinstance(definition, dict):
+        raise UsageError(f"{path}: a pipeline definition is a JSON object")
+    return definition
+
+
+def run_pipeline(local: LocalWorkspace, executor: LocalExecutor, *, dataset: str, overrides: dict[str, str],
+                 families: tuple[str, ...] | None = None, definition: dict[str, Any] | None = None) -> int:
+    """A new local execution, as `run --local` and `monitor --retrain` start it: planned (the data it trains on,
+    the definition, the parameters), announced, run and reported; the exit status."""
+    from pipelines.executor import ExecutionError
+
+    plan = plan_local_run(local.lake, dataset=dataset, overrides=overrides, families=families, definition=definition)
+    manifest = plan.manifest
+    print(f"local execution of pipeline diagnosa on {local.lake.uri}"
+          + (f" (dataset {manifest['dataset']} version {manifest['version']})" if manifest else ""))
+    try:
+        record = executor.start(plan.definition, plan.overrides)
     except ExecutionError as err:
         raise UsageError(str(err)) from None
+    return report_run(record, local.lake, manifest)
+
+
+def report_run(record: Any, lake: DataLake, manifest: dict[str, Any] | None = None) -> int:
+    """What an execution did and how to use what it made; the exit status (0, 1 failed, 130 stopped)."""
     _report(record, lake, _example(lake, manifest, record))
     return 0 if record.status == "Succeeded" else 130 if record.status == "Stopped" else 1
 
@@ -157,9 +140,9 @@ def _report(record, lake, example: dict[str, Any] = EXAMPLE) -> None:
 
 
 def cmd_executions(args: argparse.Namespace) -> int:
-    from pipelines.executor import list_executions
+    from pipelines.executor import executions_folder, list_executions
 
-    root = workspace(args) / "executions"
+    root = executions_folder(workspace(args))
     executions = list_executions(root)
     if args.execution:
         match = [e for e in executions if e["PipelineExecutionId"] == args.execution]
@@ -191,7 +174,7 @@ def cmd_executions(args: argparse.Namespace) -> int:
 def cmd_endpoint(args: argparse.Namespace) -> int:
     from pipelines.local_endpoints import DeployError
 
-    endpoints = local_endpoints(args, _local_lake(args))
+    endpoints = local_workspace(args).endpoints()
     if args.endpoint_command == "list":
         records = endpoints.list()
         if not records:
@@ -205,20 +188,6 @@ def cmd_endpoint(args: argparse.Namespace) -> int:
         raise UsageError(str(err)) from None
     print(f"endpoint {args.name}: {'stopped' if stopped else 'was not running'}")
     return 0
-
-
-def approve_and_deploy(args: argparse.Namespace, package: dict[str, Any]) -> None:
-    """The local counterpart of the AWS deploy function: an approved version goes to the endpoint."""
-    from pipelines.local_jobs import JobError
-
-    lake = _local_lake(args)
-    try:
-        # Each dataset's group has its endpoint of the same name (diagnosa for the built-in cohort).
-        record = local_endpoints(args, lake).deploy_model_package(
-            package, endpoint_name=args.endpoint_name or package["ModelPackageGroupName"])
-    except JobError as err:  # DeployError, or a model outside the local lake
-        raise UsageError(f"approved, but not deployed: {err}") from None
-    print(f"endpoint {record['EndpointName']} now serves v{package['ModelPackageVersion']} on {record['Url']}")
 
 
 def register(commands: Any) -> None:

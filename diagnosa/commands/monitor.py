@@ -9,7 +9,17 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from diagnosa.commands.common import EXIT_BAD_INPUT, UsageError, int_in, open_lake, read_token_file, workspace
+from diagnosa.commands.common import (
+    EXIT_BAD_INPUT,
+    UsageError,
+    int_in,
+    local_workspace,
+    open_lake,
+    read_token_file,
+    split_families,
+    split_params,
+    workspace,
+)
 
 EXIT_ALERT = 3  # with --fail-on-alert: the report's verdict is "alert"
 
@@ -18,17 +28,16 @@ EXIT_ALERT = 3  # with --fail-on-alert: the report's verdict is "alert"
 
 def _served_baselines(args: argparse.Namespace, lake: Any) -> list[Path]:
     """The baseline folders of the registered version the local endpoint serves (its ModelMetrics)."""
-    from diagnosa.commands.local import local_endpoints
     from diagnosa.services import LOCAL_BUCKET
-    from pipelines.registry import LocalModelRegistry
+    from pipelines.executor import local_registry
 
     ws = workspace(args)
-    record = None if lake.uri.startswith("s3://") else local_endpoints(args, lake).describe(args.endpoint_name)
+    record = None if lake.uri.startswith("s3://") else local_workspace(args, lake).endpoints().describe(args.endpoint_name)
     if record is None:
         raise UsageError(f"no local endpoint {args.endpoint_name!r} in {ws}: give the baseline folders with "
                          "--baseline (preprocess 'baseline' output and evaluate 'evaluation' output)")
     served = record["ModelDataUrl"]
-    registry = LocalModelRegistry(ws / "registry")
+    registry = local_registry(ws)
     for group in registry.groups():
         for package in reversed(registry.list_model_packages(group)):
             if package["InferenceSpecification"]["Containers"][0]["ModelDataUrl"] != served:
@@ -112,7 +121,9 @@ def _print_summary(report: dict[str, Any], paths: dict[str, Path], lake_url: str
 
 
 def _retrain(args: argparse.Namespace, lake: Any, start: Any, end: Any) -> int:
-    from monitoring.retrain import RetrainError, feedback_dataset, start_retraining
+    from diagnosa.commands.local import run_pipeline
+    from diagnosa.services import retraining_input
+    from monitoring.retrain import RetrainError, feedback_dataset
 
     try:
         dataset = feedback_dataset(lake, args.endpoint_name, base_version=args.base_version, start=None, end=end)
@@ -120,9 +131,11 @@ def _retrain(args: argparse.Namespace, lake: Any, start: Any, end: Any) -> int:
         raise UsageError(f"retraining not started: {err}") from None
     print(dataset.summary())
     print(f"retraining: starting a local pipeline execution on curated version {dataset.version}")
-    run_args = ["--families", args.families] if args.families else []
-    return start_retraining(dataset.version, lake_uri=lake.uri, workspace=str(workspace(args)), params=args.param,
-                            run_args=run_args)
+    # The recall gate of that execution decides whether the new model is registered (and so replaces the old one).
+    local = local_workspace(args, lake)
+    overrides = {"InputDataUri": retraining_input(dataset.version), **split_params(args.param)}
+    families = split_families(args.families)
+    return run_pipeline(local, local.executor(), dataset="patients", overrides=overrides, families=families)
 
 
 # ------------------------------------------------------------------------------------------------ feedback
