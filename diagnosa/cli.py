@@ -388,7 +388,7 @@ def _pipeline_name(args: argparse.Namespace) -> str:
 
 
 def _dataset_name(args: argparse.Namespace) -> str:
-    from pipelines.definition import BUILTIN_DATASET
+    from diagnosa.data.schema import BUILTIN_DATASET
 
     if getattr(args, "dataset_config", None):
         from diagnosa.data.schema import load_dataset_config
@@ -402,9 +402,9 @@ def _dataset_settings(args: argparse.Namespace, bucket: str) -> dict:
     --dataset-config FILE.toml (offline), else the built-in cohort, else the latest curated version of
     --dataset in the data lake (--lake or DIAGNOSA_LAKE; otherwise the workspace's lake for
     `definition`, s3://<bucket> for upsert and start)."""
-    from diagnosa.data.schema import config_slice, load_dataset_config
+    from diagnosa.data.schema import BUILTIN_DATASET, config_slice, load_dataset_config
     from diagnosa.services import curated_manifest, dataset_of
-    from pipelines.definition import BUILTIN_DATASET, dataset_settings
+    from pipelines.definition import dataset_settings
 
     if getattr(args, "dataset_config", None):
         config = load_dataset_config(args.dataset_config)

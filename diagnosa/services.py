@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
 from diagnosa.data.ingest import curated_uri, latest_version
+from diagnosa.data.schema import BUILTIN_DATASET
 from diagnosa.lake import DataLake
 
 if TYPE_CHECKING:
@@ -44,7 +45,7 @@ def latest_input(lake: DataLake, dataset: str, bucket: str) -> str:
 def retraining_input(version: str) -> str:
     """The ``InputDataUri`` of a local retraining run: the built-in cohort's curated ``version`` that
     ``monitoring.retrain.feedback_dataset`` wrote (base batch + accepted feedback)."""
-    return curated_uri(LOCAL_BUCKET, "patients", version)
+    return curated_uri(LOCAL_BUCKET, BUILTIN_DATASET, version)
 
 
 def local_definition(lake, families: tuple[str, ...] | None = None, **dataset: Any) -> dict[str, Any]:
@@ -102,7 +103,6 @@ def plan_local_run(lake: DataLake, *, dataset: str, overrides: Mapping[str, str]
     ``overrides`` names an ``InputDataUri``), the definition (``definition``, else built for that dataset's
     labels and slice with ``families``), the overrides' names and types. ServiceError says what is wrong."""
     from diagnosa.data.schema import too_small_classes
-    from pipelines.definition import BUILTIN_DATASET
     from pipelines.executor import ExecutionError, resolve_parameters
 
     overrides = dict(overrides or {})

@@ -23,6 +23,7 @@ from typing import Any
 
 from diagnosa.data.ingest import BATCH_NAME, IngestReport, curated_prefix, ingest_cohort, latest_version, raw_keys
 from diagnosa.data.physiology import LABS
+from diagnosa.data.schema import BUILTIN_DATASET
 from diagnosa.lake import DataLake
 from inference.feedback import read_feedback
 from monitoring.traffic import Skipped, read_traffic
@@ -107,10 +108,10 @@ def feedback_records(lake: DataLake, endpoint: str, start: datetime | None = Non
 def feedback_dataset(lake: DataLake, endpoint: str, *, base_version: str | None = None,
                      start: datetime | None = None, end: datetime | None = None) -> FeedbackDataset:
     """Write base batch + feedback as a new raw batch and ingest it (a new curated version)."""
-    base_version = base_version or latest_version(lake, "patients")
-    manifest_key = f"{curated_prefix('patients', base_version)}/manifest.json"
+    base_version = base_version or latest_version(lake, BUILTIN_DATASET)
+    manifest_key = f"{curated_prefix(BUILTIN_DATASET, base_version)}/manifest.json"
     if not lake.exists(manifest_key):
-        raise RetrainError(f"no curated version {base_version!r} of 'patients' in {lake.uri}")
+        raise RetrainError(f"no curated version {base_version!r} of '{BUILTIN_DATASET}' in {lake.uri}")
     manifest = lake.get_json(manifest_key)
     base_batch = manifest.get("batch")
     if not base_batch:

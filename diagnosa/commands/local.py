@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from diagnosa.commands.common import UsageError, int_in, local_workspace, split_families, split_params, workspace
+from diagnosa.data.schema import BUILTIN_DATASET
 from diagnosa.lake import DataLake
 from diagnosa.services import LocalWorkspace, curated_manifest, plan_local_run
 
@@ -90,7 +91,7 @@ def _example(lake, manifest: dict[str, Any] | None, record) -> dict[str, Any]:
 
     if manifest is None and record.data.get("Parameters", {}).get("InputDataUri"):
         manifest = curated_manifest(lake, "", record.data["Parameters"]["InputDataUri"])
-    if not manifest or manifest.get("dataset") == "patients":
+    if not manifest or manifest.get("dataset") == BUILTIN_DATASET:
         return EXAMPLE
     from diagnosa.data.ingest import load_curated
 
@@ -194,7 +195,7 @@ def register(commands: Any) -> None:
     run = commands.add_parser("run", help="run the pipeline definition locally (the main job)")
     run.add_argument("--local", action="store_true", help="run on this machine with the local executor")
     run.add_argument("--param", action="append", default=[], help="NAME=VALUE parameter override (repeatable)")
-    run.add_argument("--dataset", default="patients",
+    run.add_argument("--dataset", default=BUILTIN_DATASET,
                      help="the curated dataset to train on, its latest version (default: the built-in cohort, patients); "
                           "the definition is built for its labels and slice")
     run.add_argument("--definition", help="a saved definition JSON to run instead of building it")

@@ -20,6 +20,7 @@ from diagnosa.commands.common import (
     split_params,
     workspace,
 )
+from diagnosa.data.schema import BUILTIN_DATASET
 
 EXIT_ALERT = 3  # with --fail-on-alert: the report's verdict is "alert"
 
@@ -135,7 +136,7 @@ def _retrain(args: argparse.Namespace, lake: Any, start: Any, end: Any) -> int:
     local = local_workspace(args, lake)
     overrides = {"InputDataUri": retraining_input(dataset.version), **split_params(args.param)}
     families = split_families(args.families)
-    return run_pipeline(local, local.executor(), dataset="patients", overrides=overrides, families=families)
+    return run_pipeline(local, local.executor(), dataset=BUILTIN_DATASET, overrides=overrides, families=families)
 
 
 # ------------------------------------------------------------------------------------------------ feedback
