@@ -25,9 +25,9 @@ sys.path.insert(0, str(ROOT))
 
 
 def run_once(patients: int, seed: int) -> tuple[float, dict[str, float]]:
-    from diagnosa.commands.local import LOCAL_BUCKET, local_definition
-    from diagnosa.data.ingest import latest_version
+    from diagnosa.data.schema import BUILTIN_DATASET
     from diagnosa.lake import DataLake
+    from diagnosa.services import LOCAL_BUCKET, latest_input, local_definition
     from pipelines.executor import open_local
     from pipelines.local_endpoints import LocalEndpoints
     from pipelines.local_jobs import LakeMapping
@@ -45,7 +45,7 @@ def run_once(patients: int, seed: int) -> tuple[float, dict[str, float]]:
         definition = local_definition(lake)
         build = time.perf_counter() - started
         record = executor.start(definition, {
-            "InputDataUri": f"s3://{LOCAL_BUCKET}/curated/patients/{latest_version(lake, 'patients')}",
+            "InputDataUri": latest_input(lake, BUILTIN_DATASET, LOCAL_BUCKET),
             "ModelApprovalStatus": "Approved"})
         total = time.perf_counter() - started
         for endpoint in endpoints.list():

@@ -50,7 +50,7 @@ class StageConfig:
     # Who hears the alarms: e-mail subscriptions to the stage's alerts topic (each address confirms once);
     # in cdk.json a list, with -c a comma-separated string. Empty: alarms still roll back and retrain.
     alarm_emails: tuple[str, ...] = ()
-    # Monitoring job (processing/monitor.py on SageMaker Processing), which publishes the drift metric
+    # Monitoring job (monitoring/job.py on SageMaker Processing), which publishes the drift metric
     monitor_schedule: str = "rate(1 day)"  # EventBridge schedule expression; "" turns the schedule off
     monitor_window: str = ""  # traffic each run reads (30m, 24h, 7d, 2w); "" = the period of a rate() schedule
     monitor_instance_type: str = "ml.m5.large"

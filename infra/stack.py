@@ -924,7 +924,7 @@ class DiagnosaStack(Stack):
     # ------------------------------------------------------------------------------------------ monitoring
 
     def _monitoring(self) -> lambda_.Function:
-        """Schedule → function → CreateProcessingJob (processing/monitor.py) → DriftScore → the drift alarm."""
+        """Schedule → function → CreateProcessingJob (monitoring/job.py) → DriftScore → the drift alarm."""
         c, ep = self.config, self.endpoint_name
         job_prefix = f"{self.prefix}-monitor"
         environment = {

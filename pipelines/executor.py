@@ -558,13 +558,23 @@ def _summary(node: StepNode, properties: dict[str, Any]) -> str:
     return ""
 
 
+def executions_folder(workspace: Path) -> Path:
+    """Where a workspace keeps its local executions."""
+    return workspace / "executions"
+
+
+def local_registry(workspace: Path) -> LocalModelRegistry:
+    """A workspace's model registry (``<workspace>/registry``)."""
+    return LocalModelRegistry(workspace / "registry")
+
+
 def open_local(workspace: Path, lake: DataLake, bucket: str, *, endpoints: Any = None,
                progress: Callable[[str], None] = print, max_parallel: int | None = None,
                use_cache: bool = True) -> LocalExecutor:
-    """The executor for a workspace: executions in ``<workspace>/executions``, registry in ``<workspace>/registry``."""
+    """The executor for a workspace: its executions folder and registry."""
     kwargs = {"max_parallel": max_parallel} if max_parallel else {}
-    return LocalExecutor(lake=lake, bucket=bucket, root=workspace / "executions",
-                         registry=LocalModelRegistry(workspace / "registry"), endpoints=endpoints,
+    return LocalExecutor(lake=lake, bucket=bucket, root=executions_folder(workspace),
+                         registry=local_registry(workspace), endpoints=endpoints,
                          progress=progress, use_cache=use_cache, **kwargs)
 
 

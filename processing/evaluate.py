@@ -4,7 +4,7 @@ Container contract (SageMaker Processing): ``input/model/model.tar.gz`` (the tra
 artifact, or an extracted model folder) and ``input/test/test.parquet``; writes
 ``output/evaluation/evaluation.json`` (SageMaker model-quality layout plus Diagnosa's sections;
 the pipeline's condition gate reads it through a PropertyFile) and ``output/report/``. Beside
-evaluation.json go the monitoring baselines of the model's outputs (``monitoring/baseline.py``):
+evaluation.json go the monitoring baselines of the model's outputs (``processing/baseline.py``):
 ``prediction_baseline.json`` (predicted-category distribution, per-class test quality, orphan
 slice, the gate thresholds) and ``model_quality_constraints.json`` (SageMaker's multiclass
 model-quality constraints).
@@ -27,7 +27,7 @@ from diagnosa.data.schema import Schema
 from diagnosa.logs import configure_logging
 from diagnosa.model import DiagnosaModel, ModelLoadError, apply_calibration, unpack_model
 from processing.calibration import honest_section
-from processing.evaluation import evaluate, recall_gate, slice_scores, write_report
+from processing.metrics import evaluate, recall_gate, slice_scores, write_report
 from processing.phenotype import find_similarity
 from processing.split import read_train_groups, unseen_mask
 
@@ -141,7 +141,7 @@ def _model_dir(path: Path, scratch: Path) -> Path:
 def _write_monitoring_baselines(result: dict[str, Any], thresholds: dict[str, float], orphan: float | None,
                                 out_eval: Path) -> None:
     """prediction_baseline.json and model_quality_constraints.json beside evaluation.json."""
-    from monitoring.baseline import (
+    from processing.baseline import (
         MODEL_QUALITY_CONSTRAINTS,
         PREDICTIONS,
         model_quality_constraints,

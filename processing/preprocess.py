@@ -4,7 +4,7 @@ Container contract (SageMaker Processing): input ``/opt/ml/processing/input/cura
 curated version (``data.parquet`` + ``manifest.json``); outputs go to
 ``/opt/ml/processing/output/{train,validation,test,transformer}``, and the monitoring data baseline
 (``statistics.json`` + ``constraints.json`` of the training split's raw feature fields, SageMaker
-Model Monitor layout: ``monitoring/baseline.py``) into ``--baseline-dir`` — by default
+Model Monitor layout: ``processing/baseline.py``) into ``--baseline-dir`` — by default
 ``/opt/ml/processing/output/baseline`` when that folder exists (the pipeline declares it as an
 output), else no baseline is written. Parameters arrive as arguments. The entry point is thin: ``preprocess`` does
 the work and tests call it directly.
@@ -196,7 +196,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         write_outputs(result, manifest, params, out)
         log.info("wrote %s in %.2f s", ", ".join(str(p) for p in out.values()), time.perf_counter() - started)
         if write_baseline:
-            from monitoring.baseline import write_data_baseline
+            from processing.baseline import write_data_baseline
 
             started = time.perf_counter()
             paths = write_data_baseline(result.splits.train, Schema.from_dict(manifest["schema"]), baseline_dir)

@@ -30,9 +30,9 @@ from diagnosa.data.schema import Schema
 from diagnosa.files import atomic_path, write_text_atomic
 from diagnosa.logs import configure_logging
 from diagnosa.model import METADATA_FILE, MODEL_FILE, DiagnosaModel
-from inference.artifact import write_serving_code
+from diagnosa.serving_code import write_serving_code
 from processing.calibration import calibration_summary
-from processing.evaluation import evaluate
+from processing.metrics import evaluate
 from processing.split import read_train_groups, unseen_mask
 from training.decisions import MAX_PRECISION_LOSS, calibrate_and_decide
 from training.models import adapt_to_rows, check_seed, decode_transported, make_classifier, portable, resolve_hyperparameters
@@ -62,7 +62,7 @@ RESERVED_PREFIX = "sagemaker_"  # keys SageMaker script mode adds (sagemaker_pro
 
 class TrainResult(NamedTuple):
     model: DiagnosaModel
-    evaluation: dict[str, Any]  # processing.evaluation.evaluate() on the cross-validated rows (out of fold)
+    evaluation: dict[str, Any]  # processing.metrics.evaluate() on the cross-validated rows (out of fold)
 
 
 # Job settings that are not the family's hyperparameters (SageMaker passes them the same way).

@@ -91,7 +91,7 @@ def test_images_run_as_root_as_sagemaker_requires(role):
 
 
 def test_serving_image_names_the_artifacts_entry_module():
-    from inference.artifact import SERVING_PROGRAM
+    from diagnosa.serving_code import SERVING_PROGRAM
 
     envs = parsed(SERVING).envs
     assert envs["SAGEMAKER_PROGRAM"] == SERVING_PROGRAM
