@@ -18,7 +18,8 @@ from diagnosa.lake import DataLake, LakeError
 
 EXIT_BAD_INPUT = 2
 # Command groups kept in modules of their own (diagnosa/commands/); each has register(commands, cli).
-COMMAND_MODULES: tuple[str, ...] = ("diagnosa.commands.local", "diagnosa.commands.app", "diagnosa.commands.monitor")
+COMMAND_MODULES: tuple[str, ...] = ("diagnosa.commands.local", "diagnosa.commands.job", "diagnosa.commands.app",
+                                   "diagnosa.commands.monitor")
 
 
 class UsageError(Exception):

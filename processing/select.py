@@ -202,9 +202,14 @@ def run(base_dir: str | os.PathLike) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     """Processing container entry point; 0 on success, 1 with a logged reason on any error."""
     configure_logging()
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m processing.select", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=__doc__.splitlines()[0] + f"\nThe rule: {RULE}.",
+        epilog="example, in a container root that `diagnosa job prepare Select --root jobs/select` laid out:\n"
+               "  python -m processing.select --base-dir jobs/select/processing")
     parser.add_argument("--base-dir", default="/opt/ml/processing",
-                        help="holds input/candidates/<name>/ and receives output/champion, output/selection")
+                        help="holds input/candidates/<name>/ (model.tar.gz or a model folder) and receives "
+                             "output/champion/model.tar.gz and output/selection/selection.json (default: %(default)s)")
     args = parser.parse_args(argv)
     try:
         run(args.base_dir)
