@@ -27,6 +27,7 @@ import pandas as pd
 
 from diagnosa.data.schema import Schema
 from diagnosa.logs import configure_logging
+from processing.entry import job_parser
 from processing.features import REDUCTIONS, FeatureParams, binary_columns, build_feature_pipeline
 from processing.resample import METHODS, Resampled, resample
 from processing.split import DEFAULT_FRACTIONS, DEFAULT_UNSEEN_SHARE, GROUPS_FILE, Splits, split_dataset
@@ -144,14 +145,11 @@ def write_outputs(result: Preprocessed, manifest: dict[str, Any], params: Prepro
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m processing.preprocess", formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Diagnosa preprocessing job: a curated dataset (<base-dir>/input/curated/{data.parquet,manifest.json})\n"
-                    "-> split, fitted feature pipeline and resampled training matrix in "
-                    "<base-dir>/output/{train,validation,test,transformer}/ (docs/pipeline.md).",
-        epilog="example, in a container root that `diagnosa job prepare Preprocess --root jobs/pre` laid out:\n"
-               "  python -m processing.preprocess --base-dir jobs/pre/processing --resampling smote")
-    parser.add_argument("--base-dir", default="/opt/ml/processing", help="the processing container's root (default: %(default)s)")
+    parser = job_parser(
+        "processing.preprocess", "Diagnosa preprocessing job: a curated dataset "
+        "(<base-dir>/input/curated/{data.parquet,manifest.json})\n-> split, fitted feature pipeline and resampled "
+        "training matrix in <base-dir>/output/{train,validation,test,transformer}/ (docs/pipeline.md).",
+        "Preprocess", "--resampling smote")
     parser.add_argument("--reduction", choices=REDUCTIONS, default="none",
                         help="dimensionality reduction after the features (pca keeps --pca-components of the "
                              "variance) (default: %(default)s)")
