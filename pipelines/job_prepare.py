@@ -153,10 +153,12 @@ def _check_upstream(node: StepNode, record: ExecutionRecord) -> None:
         if status != "Succeeded":
             missing.append(f"{name} ({'not run' if status is None else status.lower()})")
     if missing:
-        hint = (f"`diagnosa run --local --resume {record.id}` runs them"
-                if record.status in ("Failed", "Stopped") else "run the pipeline again (`diagnosa run --local`)")
+        hint = {"Failed": f"`diagnosa run --local --resume {record.id}` runs them",
+                "Stopped": f"`diagnosa run --local --resume {record.id}` runs them",
+                "Executing": "the execution is still running (or was killed: then resume it)"}.get(
+                    record.status, "run the pipeline again (`diagnosa run --local`)")
         raise PrepareError(f"step {node.name} takes its inputs from {', '.join(missing)}, which did not succeed in "
-                           f"execution {record.id}: {hint}, or pick another execution with --execution")
+                           f"execution {record.id}: {hint}; or pick another execution with --execution")
 
 
 def _clear(root: Path, force: bool) -> None:

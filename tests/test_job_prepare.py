@@ -232,7 +232,7 @@ def test_a_step_whose_inputs_were_never_produced_names_the_step_to_run(failed, t
     code, _, err = prepare(failed["workspace"], step, "--root", str(tmp_path / "root"), capsys=capsys)
     assert code == 2
     assert (f"step {step} takes its inputs from {upstream}, which did not succeed in execution {failed['record'].id}: "
-            f"`diagnosa run --local --resume {failed['record'].id}` runs them") in err
+            f"`diagnosa run --local --resume {failed['record'].id}` runs them; or pick another execution with --execution") in err
     assert not (tmp_path / "root").exists()
 
 
