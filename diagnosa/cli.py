@@ -694,9 +694,9 @@ def build_parser() -> argparse.ArgumentParser:
             decide.set_defaults(no_deploy=True)
         decide.set_defaults(func=cmd_registry_decide)
 
-    from diagnosa.commands import app, local, monitor  # command groups kept in modules of their own
+    from diagnosa.commands import app, job, local, monitor  # command groups kept in modules of their own
 
-    for module in (local, app, monitor):
+    for module in (local, job, app, monitor):
         module.register(commands)
     _finish_help(parser, ["diagnosa"])
     return parser

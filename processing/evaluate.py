@@ -27,6 +27,7 @@ from diagnosa.data.schema import Schema
 from diagnosa.logs import configure_logging
 from diagnosa.model import DiagnosaModel, ModelLoadError, apply_calibration, unpack_model
 from processing.calibration import honest_section
+from processing.entry import job_parser
 from processing.metrics import evaluate, recall_gate, slice_scores, write_report
 from processing.phenotype import find_similarity
 from processing.split import read_train_groups, unseen_mask
@@ -156,8 +157,10 @@ def _write_monitoring_baselines(result: dict[str, Any], thresholds: dict[str, fl
 
 def main(argv: Sequence[str] | None = None) -> int:
     configure_logging()
-    parser = argparse.ArgumentParser(description="Diagnosa evaluation job")
-    parser.add_argument("--base-dir", default="/opt/ml/processing")
+    parser = job_parser(
+        "processing.evaluate", "Diagnosa evaluation job: the champion (<base-dir>/input/model/model.tar.gz) on the "
+        "untouched test split (<base-dir>/input/test/test.parquet)\n-> output/evaluation/evaluation.json (with the "
+        "gate's verdict) and output/report/ (docs/pipeline.md).", "Evaluate", "--orphan-threshold 0.5")
     parser.add_argument("--thresholds", type=_thresholds, default={},
                         help='per-class test recall thresholds as JSON, e.g. {"ENFERMEDAD TERMINAL": 0.8}')
     parser.add_argument("--orphan-threshold", type=float, default=None, help="orphan-slice macro recall threshold")

@@ -27,6 +27,7 @@ import pandas as pd
 
 from diagnosa.data.schema import Schema
 from diagnosa.logs import configure_logging
+from processing.entry import job_parser
 from processing.features import REDUCTIONS, FeatureParams, binary_columns, build_feature_pipeline
 from processing.resample import METHODS, Resampled, resample
 from processing.split import DEFAULT_FRACTIONS, DEFAULT_UNSEEN_SHARE, GROUPS_FILE, Splits, split_dataset
@@ -144,18 +145,29 @@ def write_outputs(result: Preprocessed, manifest: dict[str, Any], params: Prepro
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Diagnosa preprocessing job")
-    parser.add_argument("--base-dir", default="/opt/ml/processing", help="container root (tests use a temp folder)")
-    parser.add_argument("--reduction", choices=REDUCTIONS, default="none")
-    parser.add_argument("--resampling", choices=METHODS, default=PreprocessParams.resampling)
-    parser.add_argument("--hpo-rollup", choices=("true", "false"), default="true")
-    parser.add_argument("--min-term-count", type=int, default=5)
-    parser.add_argument("--pca-components", type=float, default=0.95)
+    parser = job_parser(
+        "processing.preprocess", "Diagnosa preprocessing job: a curated dataset "
+        "(<base-dir>/input/curated/{data.parquet,manifest.json})\n-> split, fitted feature pipeline and resampled "
+        "training matrix in <base-dir>/output/{train,validation,test,transformer}/ (docs/pipeline.md).",
+        "Preprocess", "--resampling smote")
+    parser.add_argument("--reduction", choices=REDUCTIONS, default="none",
+                        help="dimensionality reduction after the features (pca keeps --pca-components of the "
+                             "variance) (default: %(default)s)")
+    parser.add_argument("--resampling", choices=METHODS, default=PreprocessParams.resampling,
+                        help="how the training split's class imbalance is handled (default: %(default)s)")
+    parser.add_argument("--hpo-rollup", choices=("true", "false"), default="true",
+                        help="light each HPO term's ancestors too (default: %(default)s)")
+    parser.add_argument("--min-term-count", type=int, default=5,
+                        help="indicator columns seen fewer times in train are dropped (default: %(default)s)")
+    parser.add_argument("--pca-components", type=float, default=0.95, help="share of variance PCA keeps (default: %(default)s)")
     parser.add_argument("--phenotype-similarity", choices=("true", "false"), default="true",
-                        help="score HPO lists against the knowledge base's rare diseases (processing/phenotype.py)")
-    parser.add_argument("--seed", type=int, default=0)
+                        help="score HPO lists against the knowledge base's rare diseases (processing/phenotype.py) "
+                             "(default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the split, the features and resampling (default: %(default)s)")
     parser.add_argument("--unseen-share", type=float, default=DEFAULT_UNSEEN_SHARE,
-                        help="share of the slice's groups (orphan diseases) held out of training, in [0, 1)")
+                        help="share of the slice's groups (orphan diseases) held out of training, in [0, 1) "
+                             "(default: %(default)s)")
     parser.add_argument("--baseline-dir", default=None,
                         help="where to write the monitoring baseline (default: <base-dir>/output/baseline if it exists)")
     return parser.parse_args(argv)
