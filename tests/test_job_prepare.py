@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from diagnosa.cli import main as cli
-from diagnosa.commands.local import LOCAL_BUCKET, local_definition
+from diagnosa.services import LOCAL_BUCKET, local_definition
 from pipelines.executor import open_local
 from pipelines.job_prepare import MARKER
 
