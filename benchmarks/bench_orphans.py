@@ -52,7 +52,7 @@ REFERENCE = "knowledge-only reference"
 
 
 def _figures(section: dict[str, Any]) -> dict[str, Any]:
-    """One slice of an evaluation (processing.evaluation.slice_scores) as n, per-class recall and macro."""
+    """One slice of an evaluation (processing.metrics.slice_scores) as n, per-class recall and macro."""
     per_class = {c: r for c, r in section["recall_per_class"].items() if r is not None}
     macro = section["macro_recall"]
     return {"n": section["n"], "per_class": per_class, "macro": float("nan") if macro is None else macro}

@@ -35,9 +35,9 @@ sys.path.insert(0, str(ROOT))
 def run_once(patients: int, seed: int, instances: tuple[int, ...] = (1,)) -> list[tuple[float, dict[str, float],
                                                                                         dict[str, Any]]]:
     """For each instance count: end-to-end seconds, seconds per step, and the champion with its test recall per class."""
-    from diagnosa.commands.local import LOCAL_BUCKET, local_definition
-    from diagnosa.data.ingest import latest_version
+    from diagnosa.data.schema import BUILTIN_DATASET
     from diagnosa.lake import DataLake
+    from diagnosa.services import LOCAL_BUCKET, latest_input, local_definition
     from pipelines.executor import open_local
     from pipelines.local_endpoints import LocalEndpoints
     from pipelines.local_jobs import LakeMapping
@@ -59,7 +59,7 @@ def run_once(patients: int, seed: int, instances: tuple[int, ...] = (1,)) -> lis
             definition = local_definition(lake)
             build = time.perf_counter() - started
             record = executor.start(definition, {
-                "InputDataUri": f"s3://{LOCAL_BUCKET}/curated/patients/{latest_version(lake, 'patients')}",
+                "InputDataUri": latest_input(lake, BUILTIN_DATASET, LOCAL_BUCKET),
                 "ModelApprovalStatus": "Approved", "ProcessingInstanceCount": str(count),
                 "TrainingInstanceCount": str(count)})
             total = time.perf_counter() - started
@@ -77,7 +77,7 @@ def run_once(patients: int, seed: int, instances: tuple[int, ...] = (1,)) -> lis
 
 def _test_recall(lake: Any, record: Any) -> dict[str, Any]:
     """The champion's family and its test recall per class."""
-    from diagnosa.commands.local import LOCAL_BUCKET
+    from diagnosa.services import LOCAL_BUCKET
 
     if "Evaluate" not in record.steps or record.steps["Evaluate"]["StepStatus"] != "Succeeded":
         return {}

@@ -97,7 +97,7 @@ def load(port: int, path: str, body: bytes, seconds: float, connections: int) ->
 
 
 def main() -> None:
-    from inference.server import LocalEndpoint
+    from inference.server import EndpointServer
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", required=True, help="a trained model folder")
@@ -109,7 +109,7 @@ def main() -> None:
     from inference.workers import default_workers
 
     workers = args.workers if args.workers is not None else default_workers()
-    endpoint = LocalEndpoint(args.model, port=0, capture=None, workers=workers)
+    endpoint = EndpointServer(args.model, port=0, capture=None, workers=workers)
     endpoint.start()
     endpoint.wait_until_ready(60)
     baseline = baseline_server(args.model)

@@ -1,6 +1,6 @@
 """Fuzz and load: hostile requests against the local endpoint, counted by status (loopback only, bounded).
 
-Starts ``inference.server.LocalEndpoint`` on a trained model (``--model``) on 127.0.0.1 and sends
+Starts ``inference.server.EndpointServer`` on a trained model (``--model``) on 127.0.0.1 and sends
 ``--requests`` (default 10,000) hostile requests, generated from a fixed seed, spread over categories
 (lone UTF-16 surrogates in values and keys, deep nesting, junk arrays up to the 6 MB limit, wrong
 types and impossible values, bad options, malformed JSON and CSV, odd content types and Accept
@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     if not Path(args.model).is_dir():
         parser.error(f"--model {args.model} is not a folder")
     from inference.handler import limit_process_threads
-    from inference.server import LocalEndpoint
+    from inference.server import EndpointServer
     from inference.workers import default_workers
 
     limit_process_threads()  # as `diagnosa serve` does
@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     fuzz_seconds = 0.0
     # The load check side by side: scoring in the server process, then in worker processes (serve's default).
     for setting in dict.fromkeys((0, workers)):
-        endpoint = LocalEndpoint(args.model, endpoint_name="diagnosa", port=0, workers=setting).start()
+        endpoint = EndpointServer(args.model, endpoint_name="diagnosa", port=0, workers=setting).start()
         endpoint.wait_until_ready(120)
         try:
             if setting == workers:

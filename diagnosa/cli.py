@@ -2,7 +2,8 @@
 
 Every command works on one data lake: ``--lake`` (or ``DIAGNOSA_LAKE``), by default the folder
 ``lake/`` inside the workspace (``--workspace``, ``DIAGNOSA_HOME``, default ``./.diagnosa``), which
-persists across commands. ``s3://bucket/prefix`` selects the same layout on S3.
+persists across commands. ``s3://bucket/prefix`` selects the same layout on S3. ``--raw-lake``
+(or ``DIAGNOSA_RAW_LAKE``) names a separate home for the raw zone (the stack's object-locked raw bucket).
 Bad input ends with exit status 2 and one line naming what is wrong.
 """
 from __future__ import annotations
@@ -14,38 +15,21 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+from diagnosa.aws import resolve_region
+from diagnosa.commands.common import (
+    EXIT_BAD_INPUT,
+    UsageError,
+    int_in,
+    local_workspace,
+    model_folder,
+    open_lake,
+    read_token_file,
+    split_families,
+    split_params,
+    workspace,
+)
 from diagnosa.lake import DataLake, LakeError
-
-EXIT_BAD_INPUT = 2
-# Command groups kept in modules of their own (diagnosa/commands/); each has register(commands, cli).
-COMMAND_MODULES: tuple[str, ...] = ("diagnosa.commands.local", "diagnosa.commands.app", "diagnosa.commands.monitor")
-
-
-class UsageError(Exception):
-    """Bad input from the command line; printed as one line, exit status 2."""
-
-
-def workspace(args: argparse.Namespace) -> Path:
-    return Path(args.workspace or os.environ.get("DIAGNOSA_HOME") or ".diagnosa").resolve()
-
-
-def open_lake(args: argparse.Namespace) -> DataLake:
-    uri = args.lake or os.environ.get("DIAGNOSA_LAKE") or str(workspace(args) / "lake")
-    lake = DataLake.from_uri(uri)
-    lake.init_zones()
-    return lake
-
-
-def _int_in(low: int, high: int, what: str):
-    def parse(text: str) -> int:
-        try:
-            value = int(text.replace("_", ""))
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{what} must be an integer, got {text!r}") from None
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"{what} must be between {low:,} and {high:,}, got {value:,}")
-        return value
-    return parse
+from diagnosa.services import LOCAL_BUCKET, ServiceError, latest_input
 
 
 def _fraction(what: str):
@@ -76,7 +60,7 @@ def cmd_data_generate(args: argparse.Namespace) -> int:
     if args.drift:  # a drifted batch for showing the monitoring loop (docs/operations.md)
         from diagnosa.commands.monitor import cmd_generate_drift
 
-        return cmd_generate_drift(args, sys.modules[__name__])
+        return cmd_generate_drift(args)
     from diagnosa.data.card import render_card
     from diagnosa.data.cohort import CohortConfig, generate, write_raw
     from diagnosa.data.hpo import load_ontology
@@ -152,48 +136,17 @@ def cmd_data_ingest(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------------------------------------ serving
 
-def _model_folder(path: Path, ws: Path) -> Path:
-    """A model folder, or a SageMaker model.tar.gz unpacked once into the workspace."""
-    import hashlib
-
-    from diagnosa.model import ModelLoadError, unpack_model
-
-    if path.is_dir():
-        return path
-    if not path.is_file():
-        raise UsageError(f"model not found: {path} (a model folder or a model.tar.gz)")
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
-    target = ws / "models" / digest
-    if not (target / "metadata.json").is_file():
-        try:
-            unpack_model(path, target)
-        except ModelLoadError as err:
-            raise UsageError(str(err)) from None
-    return target
-
-
 MODEL_LOAD_TIMEOUT = 300.0  # seconds `diagnosa serve` waits for the model (and every worker) to load
-
-
-def read_token_file(path: str) -> str:
-    """A shared secret from a file (first line, stripped); a UsageError names the file, never the content."""
-    try:
-        token = Path(path).read_text(encoding="utf-8").strip().splitlines()
-    except (OSError, UnicodeDecodeError) as err:
-        raise UsageError(f"cannot read the token file {path}: {getattr(err, 'strerror', None) or err}") from None
-    if not token or not token[0].strip():
-        raise UsageError(f"the token file {path} is empty")
-    return token[0].strip()
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from inference.capture import DataCapture, SpoolBusy
     from inference.handler import limit_process_threads
-    from inference.server import LocalEndpoint
+    from inference.server import EndpointServer
     from inference.workers import default_workers
 
     limit_process_threads()  # requests run concurrently: one math thread each (docs/serving.md, Performance)
-    model_dir = _model_folder(Path(args.model), workspace(args))
+    model_dir = model_folder(Path(args.model), workspace(args))
     capture = None
     if args.capture_sampling > 0:
         try:
@@ -208,7 +161,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     configure_logging(stream=sys.stderr)
     workers = args.workers if args.workers is not None else default_workers()
-    endpoint = LocalEndpoint(str(model_dir), endpoint_name=args.endpoint_name, host=args.host, port=args.port,
+    endpoint = EndpointServer(str(model_dir), endpoint_name=args.endpoint_name, host=args.host, port=args.port,
                              capture=capture, workers=workers, feedback_token=token)
     try:
         endpoint.start()
@@ -335,13 +288,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def open_registry(args: argparse.Namespace):
     """The local registry, or SageMaker's Model Registry with --region (approving there triggers the deploy function)."""
-    from pipelines.registry import LocalModelRegistry, SageMakerRegistry
+    from pipelines.executor import local_registry
+    from pipelines.registry import SageMakerRegistry
 
     if getattr(args, "region", None):
         import boto3
 
         return SageMakerRegistry(boto3.client("sagemaker", region_name=args.region))
-    return LocalModelRegistry(workspace(args) / "registry")
+    return local_registry(workspace(args))
 
 
 def _test_summary(args: argparse.Namespace, package: dict) -> str:
@@ -349,7 +303,7 @@ def _test_summary(args: argparse.Namespace, package: dict) -> str:
     uri = package.get("ModelMetrics", {}).get("ModelQuality", {}).get("Statistics", {}).get("S3Uri", "")
     bucket, _, key = uri.removeprefix("s3://").partition("/")
     try:
-        if bucket != "diagnosa-local":
+        if bucket != LOCAL_BUCKET:
             raise LakeError(f"not in the local lake: {uri}")
         report = json.loads(open_lake(args).get_bytes(key))["diagnosa"]
     except (LakeError, ValueError, KeyError):
@@ -362,13 +316,10 @@ def _test_summary(args: argparse.Namespace, package: dict) -> str:
 
 def _served_models(args: argparse.Namespace) -> dict[str, str]:
     """Local endpoint name → the model URL it serves (endpoints in service; none for SageMaker's registry)."""
-    from diagnosa.commands.local import local_endpoints
-
     lake = open_lake(args)
     if args.region or lake.uri.startswith("s3://"):
         return {}
-    return {r["EndpointName"]: r["ModelDataUrl"] for r in local_endpoints(sys.modules[__name__], args, lake).list()
-            if r["EndpointStatus"] == "InService"}
+    return local_workspace(args, lake).served_models()
 
 
 def cmd_registry_list(args: argparse.Namespace) -> int:
@@ -418,9 +369,12 @@ def cmd_registry_decide(args: argparse.Namespace) -> int:
             print("  on AWS the approval event starts the deploy function (docs/deploy.md)")
         return 0
     if status == "Approved" and not args.no_deploy:
-        from diagnosa.commands.local import approve_and_deploy
-
-        approve_and_deploy(sys.modules[__name__], args, package)
+        local = local_workspace(args)
+        try:
+            record = local.deploy_approved(package, endpoint_name=args.endpoint_name, port=args.port)
+        except ServiceError as err:
+            raise UsageError(f"approved, but not deployed: {err}") from None
+        print(f"endpoint {record['EndpointName']} now serves v{package['ModelPackageVersion']} on {record['Url']}")
     return 0
 
 
@@ -435,7 +389,7 @@ def _pipeline_name(args: argparse.Namespace) -> str:
 
 
 def _dataset_name(args: argparse.Namespace) -> str:
-    from pipelines.definition import BUILTIN_DATASET
+    from diagnosa.data.schema import BUILTIN_DATASET
 
     if getattr(args, "dataset_config", None):
         from diagnosa.data.schema import load_dataset_config
@@ -449,9 +403,9 @@ def _dataset_settings(args: argparse.Namespace, bucket: str) -> dict:
     --dataset-config FILE.toml (offline), else the built-in cohort, else the latest curated version of
     --dataset in the data lake (--lake or DIAGNOSA_LAKE; otherwise the workspace's lake for
     `definition`, s3://<bucket> for upsert and start)."""
-    from diagnosa.commands.local import curated_manifest, dataset_of
-    from diagnosa.data.schema import config_slice, load_dataset_config
-    from pipelines.definition import BUILTIN_DATASET, dataset_settings
+    from diagnosa.data.schema import BUILTIN_DATASET, config_slice, load_dataset_config
+    from diagnosa.services import curated_manifest, dataset_of
+    from pipelines.definition import dataset_settings
 
     if getattr(args, "dataset_config", None):
         config = load_dataset_config(args.dataset_config)
@@ -477,8 +431,7 @@ def _dataset_settings(args: argparse.Namespace, bucket: str) -> dict:
 
 
 def _region(args: argparse.Namespace) -> str | None:
-    """--region, else the environment as the AWS CLI and boto3 read it (AWS_REGION, then AWS_DEFAULT_REGION)."""
-    return getattr(args, "region", None) or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    return resolve_region(getattr(args, "region", None))
 
 
 def _pipeline_target(args: argparse.Namespace) -> tuple[str, str, dict]:
@@ -489,7 +442,7 @@ def _pipeline_target(args: argparse.Namespace) -> tuple[str, str, dict]:
     region = _region(args)
     if not region:
         raise UsageError("give an AWS region with --region (or AWS_REGION)")
-    families = tuple(args.families.split(",")) if getattr(args, "families", None) else None
+    families = split_families(getattr(args, "families", None))
     extra: dict = {**_dataset_settings(args, bucket), "name": _pipeline_name(args)}
     if families:
         extra["families"] = families
@@ -538,17 +491,6 @@ def _pipeline(args: argparse.Namespace, role_arn: str | None = None):
         return build_pipeline(settings, session)
     except ValueError as err:
         raise UsageError(str(err)) from None
-
-
-def split_params(pairs: list[str]) -> dict[str, str]:
-    """``--param NAME=VALUE`` flags as text; names and types are checked against a definition later."""
-    values = {}
-    for pair in pairs:
-        name, sep, text = pair.partition("=")
-        if not sep or not name:
-            raise UsageError(f"--param takes NAME=VALUE, got {pair!r}")
-        values[name] = text
-    return values
 
 
 def _parse_overrides(pairs: list[str], definition: dict) -> dict:
@@ -601,16 +543,14 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
         elif args.pipeline_command == "start":
             overrides = _parse_overrides(args.param, definition)
             if "InputDataUri" not in overrides:  # the default names the dataset's prefix: train on its latest version
-                from diagnosa.data.ingest import IngestError, curated_uri, latest_version
+                from diagnosa.data.ingest import IngestError
 
                 bucket = args.bucket or os.environ.get("DIAGNOSA_BUCKET")
-                dataset = _dataset_name(args)
+                lake = DataLake.from_uri(f"s3://{bucket}", s3_client=boto3.client("s3", region_name=_region(args)))
                 try:
-                    version = latest_version(DataLake.from_uri(f"s3://{bucket}", s3_client=boto3.client(
-                        "s3", region_name=_region(args))), dataset)
+                    overrides["InputDataUri"] = latest_input(lake, _dataset_name(args), bucket)
                 except IngestError as err:
                     raise UsageError(f"{err} (or give --param InputDataUri=s3://...)") from None
-                overrides["InputDataUri"] = curated_uri(bucket, dataset, version)
             execution = pipeline.start(parameters=overrides)
             print(f"{execution.arn}  (InputDataUri={overrides['InputDataUri']})")
         return 0
@@ -625,13 +565,15 @@ def build_parser() -> argparse.ArgumentParser:
                                                                   "model, on this machine or on SageMaker.")
     parser.add_argument("--workspace", help="workspace folder (default $DIAGNOSA_HOME or ./.diagnosa)")
     parser.add_argument("--lake", help="data lake: a folder or s3://bucket/prefix (default <workspace>/lake)")
+    parser.add_argument("--raw-lake", help="the raw zone's own home, when it has one (the AWS stack's object-locked "
+                                           "raw bucket: s3://<RawBucket>); default $DIAGNOSA_RAW_LAKE, else inside --lake")
     commands = parser.add_subparsers(dest="command", required=True)
 
     data = commands.add_parser("data", help="generate and ingest patient data").add_subparsers(dest="data_command", required=True)
     gen = data.add_parser("generate", help="write a synthetic cohort into the raw zone")
-    gen.add_argument("--patients", type=_int_in(1_000, 1_000_000, "--patients"), default=20_000,
+    gen.add_argument("--patients", type=int_in(1_000, 1_000_000, "--patients"), default=20_000,
                      help="patients in the cohort (1,000 to 1,000,000)")
-    gen.add_argument("--seed", type=_int_in(0, 2**32 - 1, "--seed"), default=7,
+    gen.add_argument("--seed", type=int_in(0, 2**32 - 1, "--seed"), default=7,
                      help="random seed: the same seed writes the same cohort")
     gen.add_argument("--orphan-fraction", type=_fraction("--orphan-fraction"), default=0.02,
                      help="share of patients with an orphan (rare) disease")
@@ -658,12 +600,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="run the local endpoint (SageMaker container and runtime APIs)")
     serve.add_argument("--model", required=True, help="a model folder or a model.tar.gz")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
-    serve.add_argument("--port", type=_int_in(0, 65535, "--port"), default=8080, help="port (0: any free port)")
+    serve.add_argument("--port", type=int_in(0, 65535, "--port"), default=8080, help="port (0: any free port)")
     serve.add_argument("--endpoint-name", default="diagnosa",
                        help="the endpoint's name: the runtime route /endpoints/<name>/invocations and capture/<name>/")
-    serve.add_argument("--capture-sampling", type=_int_in(0, 100, "--capture-sampling"), default=100,
+    serve.add_argument("--capture-sampling", type=int_in(0, 100, "--capture-sampling"), default=100,
                        help="percentage of requests written to the lake's capture/ zone (0 turns capture off)")
-    serve.add_argument("--workers", type=_int_in(0, 64, "--workers"), default=None,
+    serve.add_argument("--workers", type=int_in(0, 64, "--workers"), default=None,
                        help="processes that score requests, each with the model loaded (0: score in the server "
                             "process, the least memory); default: one per CPU core available")
     serve.add_argument("--capture-spool", metavar="DIR",
@@ -686,7 +628,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--endpoint-url", help="e.g. http://127.0.0.1:8080 for the local endpoint")
     predict.add_argument("--endpoint-name", default="diagnosa", help="the SageMaker (or local) endpoint's name")
     predict.add_argument("--region", help="AWS region of a SageMaker endpoint")
-    predict.add_argument("--top-k", type=_int_in(1, 5, "--top-k"), default=3,
+    predict.add_argument("--top-k", type=int_in(1, 5, "--top-k"), default=3,
                          help="categories listed per patient, most likely first (1 to 5)")
     predict.add_argument("--differential", type=int, default=None, metavar="N",
                          help="also list the N best-matching rare diseases (decision support, JSON input only; "
@@ -738,23 +680,24 @@ def build_parser() -> argparse.ArgumentParser:
     listing.set_defaults(func=cmd_registry_list)
     for verb in ("approve", "reject"):
         decide = registry.add_parser(verb, help=f"{verb} a model package version")
-        decide.add_argument("version", type=_int_in(1, 10**9, "version"))
+        decide.add_argument("version", type=int_in(1, 10**9, "version"))
         decide.add_argument("--group", default="diagnosa", help="the model package group (one per dataset)")
         decide.add_argument("--reason", help="approval description kept with the version")
         decide.add_argument("--region", help="decide in SageMaker's Model Registry in this region (the local one otherwise)")
         if verb == "approve":
             decide.add_argument("--endpoint-name", default=None,
                                 help="local endpoint the approved version goes to (default: the group's name)")
-            decide.add_argument("--port", type=_int_in(0, 65535, "--port"), default=None,
+            decide.add_argument("--port", type=int_in(0, 65535, "--port"), default=None,
                                 help="port if the endpoint is created (default 8080; 0 picks a free one)")
             decide.add_argument("--no-deploy", action="store_true", help="approve without deploying")
         else:
             decide.set_defaults(no_deploy=True)
         decide.set_defaults(func=cmd_registry_decide)
 
-    import importlib
-    for module in COMMAND_MODULES:
-        importlib.import_module(module).register(commands, sys.modules[__name__])
+    from diagnosa.commands import app, job, local, monitor  # command groups kept in modules of their own
+
+    for module in (local, job, app, monitor):
+        module.register(commands)
     _finish_help(parser, ["diagnosa"])
     return parser
 
@@ -820,7 +763,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (UsageError, IngestError, SchemaError, LakeError) as err:
+    except (UsageError, ServiceError, IngestError, SchemaError, LakeError) as err:
         print(f"diagnosa: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
 

@@ -2,6 +2,10 @@
 
 Pipeline steps read and write the lake through keys such as ``raw/2024/visits.csv``; the
 same code then runs against ``s3://bucket/prefix`` in SageMaker and a folder in tests.
+
+The raw zone may live in a storage of its own (``raw_uri``): on AWS, a bucket whose object lock keeps
+every raw object for a default retention period, which a bucket shared with zones that expire cannot
+have. Keys do not change: ``raw/...`` keys go to the raw storage, every other zone to the lake's.
 """
 
 from __future__ import annotations
@@ -222,33 +226,49 @@ class S3Storage:
         return f"s3://{self.bucket}/{self._full(key)}"
 
 
-class DataLake:
-    """Zone-aware front for a Storage: every key starts with one of ZONES."""
+RAW = "raw/"
 
-    def __init__(self, storage: Storage) -> None:
+
+def storage_from_uri(uri: str, *, s3_client: Any = None, what: str = "lake") -> Storage:
+    """The storage a URI names: ``s3://bucket[/prefix]``, ``file:///path`` or a plain path."""
+    if not isinstance(uri, str) or not uri.strip():
+        raise LakeError(f"empty {what} URI {uri!r}")
+    if "://" not in uri:
+        return LocalStorage(uri)
+    parsed = urlparse(uri)
+    if parsed.scheme == "s3":
+        if not parsed.netloc:
+            raise LakeError(f"{what} URI {uri!r} has no bucket (expected s3://bucket[/prefix])")
+        return S3Storage(parsed.netloc, parsed.path.strip("/"), client=s3_client)
+    if parsed.scheme == "file":
+        if parsed.netloc not in ("", "localhost") or not parsed.path:
+            raise LakeError(f"{what} URI {uri!r} must be file:///absolute/path")
+        return LocalStorage(unquote(parsed.path))
+    raise LakeError(f"unsupported {what} URI {uri!r}: use s3://bucket[/prefix], file:///path or a plain path")
+
+
+class DataLake:
+    """Zone-aware front for a Storage: every key starts with one of ZONES. With ``raw_storage``, the raw
+    zone's keys live there instead (same keys)."""
+
+    def __init__(self, storage: Storage, raw_storage: Storage | None = None) -> None:
         self.storage = storage
+        self.raw_storage = raw_storage
         self.uri = storage.uri
 
     def __repr__(self) -> str:
-        return f"DataLake({self.uri!r})"
+        raw = f", raw={self.raw_storage.uri!r}" if self.raw_storage is not None else ""
+        return f"DataLake({self.uri!r}{raw})"
 
     @classmethod
-    def from_uri(cls, uri: str, *, s3_client: Any = None) -> DataLake:
-        """Pick the storage from the URI so configs can name a lake with one string."""
-        if not isinstance(uri, str) or not uri.strip():
-            raise LakeError(f"empty lake URI {uri!r}")
-        if "://" not in uri:
-            return cls(LocalStorage(uri))
-        parsed = urlparse(uri)
-        if parsed.scheme == "s3":
-            if not parsed.netloc:
-                raise LakeError(f"lake URI {uri!r} has no bucket (expected s3://bucket[/prefix])")
-            return cls(S3Storage(parsed.netloc, parsed.path.strip("/"), client=s3_client))
-        if parsed.scheme == "file":
-            if parsed.netloc not in ("", "localhost") or not parsed.path:
-                raise LakeError(f"lake URI {uri!r} must be file:///absolute/path")
-            return cls(LocalStorage(unquote(parsed.path)))
-        raise LakeError(f"unsupported lake URI {uri!r}: use s3://bucket[/prefix], file:///path or a plain path")
+    def from_uri(cls, uri: str, *, raw_uri: str | None = None, s3_client: Any = None) -> DataLake:
+        """Pick the storage from the URI so configs can name a lake with one string (and the raw zone's
+        storage with a second, when it has one of its own)."""
+        raw = storage_from_uri(raw_uri, s3_client=s3_client, what="raw zone") if raw_uri is not None else None
+        return cls(storage_from_uri(uri, s3_client=s3_client), raw)
+
+    def _storage(self, key: str) -> Storage:
+        return self.raw_storage if self.raw_storage is not None and key.startswith(RAW) else self.storage
 
     def key(self, zone: str, *parts: str) -> str:
         """Build ``zone/part1/part2`` and validate it."""
@@ -267,28 +287,32 @@ class DataLake:
         return key
 
     def put_bytes(self, key: str, data: bytes) -> None:
-        self.storage.put_bytes(self._k(key), data)
+        self._storage(key).put_bytes(self._k(key), data)
 
     def get_bytes(self, key: str) -> bytes:
-        return self.storage.get_bytes(self._k(key))
+        return self._storage(key).get_bytes(self._k(key))
 
     def put_file(self, local_path: str | os.PathLike, key: str) -> None:
-        self.storage.put_file(local_path, self._k(key))
+        self._storage(key).put_file(local_path, self._k(key))
 
     def get_file(self, key: str, local_path: str | os.PathLike) -> None:
-        self.storage.get_file(self._k(key), local_path)
+        self._storage(key).get_file(self._k(key), local_path)
 
     def exists(self, key: str) -> bool:
-        return self.storage.exists(self._k(key))
+        return self._storage(key).exists(self._k(key))
 
     def list(self, prefix: str = "") -> list[str]:
-        return self.storage.list(prefix)
+        if self.raw_storage is None or not (prefix.startswith(RAW) or RAW.startswith(prefix)):
+            return self.storage.list(prefix)
+        # Raw keys come from the raw storage only (a shared root's raw/ is not the raw zone any more).
+        keys = [k for k in self.storage.list(prefix) if not k.startswith(RAW)]
+        return sorted(keys + [k for k in self.raw_storage.list(prefix) if k.startswith(RAW)])
 
     def delete(self, key: str) -> None:
-        self.storage.delete(self._k(key))
+        self._storage(key).delete(self._k(key))
 
     def url(self, key: str) -> str:
-        return self.storage.url(self._k(key))
+        return self._storage(key).url(self._k(key))
 
     def put_bytes_once(self, key: str, data: bytes) -> bool:
         """Write-once (raw files are never modified): True if written, False if already identical.
@@ -324,9 +348,10 @@ class DataLake:
 
     def init_zones(self) -> None:
         """Create the zone folders locally; S3 prefixes are implicit, so nothing to do there."""
-        if isinstance(self.storage, LocalStorage):
-            for zone in ZONES:
-                (self.storage.root / zone).mkdir(parents=True, exist_ok=True)
+        for zone in ZONES:
+            storage = self._storage(zone + "/")
+            if isinstance(storage, LocalStorage):
+                (storage.root / zone).mkdir(parents=True, exist_ok=True)
 
 
 def _file_sha256(path: str | os.PathLike) -> str:

@@ -19,6 +19,8 @@ from botocore import UNSIGNED
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
+from diagnosa.aws import resolve_region
+
 JSON = "application/json"
 CSV = "text/csv"
 TOKEN_ENV = "DIAGNOSA_FEEDBACK_TOKEN"  # the local endpoint's feedback token, when it checks one
@@ -110,7 +112,8 @@ class DiagnosaClient:
                         retries={"total_max_attempts": max_attempts, "mode": "standard"},
                         **({"signature_version": UNSIGNED} if unsigned else {}))
         self.runtime = runtime or boto3.client("sagemaker-runtime", endpoint_url=endpoint_url,
-                                               region_name=region or boto3.session.Session().region_name or "eu-west-1",
+                                               region_name=resolve_region(region) or boto3.session.Session().region_name
+                                               or "eu-west-1",
                                                config=config)
 
     def invoke(self, body: bytes | str, content_type: str = JSON, accept: str = JSON,
@@ -173,7 +176,7 @@ class DiagnosaClient:
         ``lake``; otherwise :class:`ClientFailure` says so. A refused record raises
         :class:`FeedbackRejected` with the problem of each field.
         """
-        from monitoring.feedback import FeedbackError, parse_feedback, store_feedback
+        from inference.feedback import FeedbackError, parse_feedback, store_feedback
 
         body: dict[str, Any] = {"event_id": event_id, "diagnosis": diagnosis}
         if note is not None:

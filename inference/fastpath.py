@@ -20,7 +20,7 @@ from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
 
-from processing.features import MultiLabelIndicator, _fill_missing_category, _to_float32
+from processing.features import MultiLabelIndicator, fill_missing_category, to_float32
 from processing.phenotype import PhenotypeSimilarity
 
 log = logging.getLogger("diagnosa.fastpath")
@@ -90,7 +90,7 @@ class _Indicators:
         self.indicator = indicator
 
     def __call__(self, records: list[dict[str, Any]]) -> np.ndarray:
-        return self.indicator.transform(pd.Series([r.get(self.column) or [] for r in records], dtype=object)).toarray()
+        return self.indicator.transform([r.get(self.column) or [] for r in records]).toarray()
 
 
 class _Similarity:
@@ -128,15 +128,15 @@ class CompiledFeatures:
                 blocks.append(_Numeric(list(selected), *[s for _, s in transformer.steps]))
             elif (isinstance(transformer, Pipeline) and len(transformer.steps) == 2
                   and isinstance(transformer.steps[0][1], FunctionTransformer)
-                  and transformer.steps[0][1].func is _fill_missing_category
+                  and transformer.steps[0][1].func is fill_missing_category
                   and isinstance(transformer.steps[1][1], OneHotEncoder)):
                 blocks.append(_Categorical(list(selected), transformer.steps[1][1]))
             else:
                 raise Unsupported(f"block {block}")
         tail = []
         for _, step in steps[1:]:
-            if isinstance(step, FunctionTransformer) and step.func is _to_float32:
-                tail.append(_to_float32)
+            if isinstance(step, FunctionTransformer) and step.func is to_float32:
+                tail.append(to_float32)
             else:
                 tail.append(step.transform)  # PCA / LDA on a plain array: cheap
         return cls(blocks, tail)

@@ -10,7 +10,7 @@ Transport rules: HTTP/1.1 keep-alive, a socket timeout so a silent client cannot
 whole-request deadline (request line, headers and body) so a client sending one byte at a time
 cannot either, a cap on open connections (more are answered 503 at once), bodies bounded before
 they are read, and a clean stop (no new connections, in-flight requests finish, capture flushed)
-on :meth:`LocalEndpoint.stop` or SIGTERM/SIGINT.
+on :meth:`EndpointServer.stop` or SIGTERM/SIGINT.
 """
 from __future__ import annotations
 
@@ -120,7 +120,7 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 128
 
-    def __init__(self, address: tuple[str, int], endpoint: LocalEndpoint):
+    def __init__(self, address: tuple[str, int], endpoint: EndpointServer):
         self.endpoint = endpoint
         self.lock = threading.Lock()
         self.drained = threading.Condition(self.lock)
@@ -418,7 +418,7 @@ class _Handler(BaseHTTPRequestHandler):
         did not capture; 401 without the feedback token when one is set; 413 over 16 KB. Needs the
         endpoint's data lake (the one data capture writes to).
         """
-        from monitoring.feedback import OPTIONAL, REQUIRED, FeedbackError, parse_feedback, store_feedback
+        from inference.feedback import OPTIONAL, REQUIRED, FeedbackError, parse_feedback, store_feedback
 
         endpoint = self.server.endpoint
         fields = (*REQUIRED, *OPTIONAL, "body")
@@ -542,7 +542,7 @@ class _Handler(BaseHTTPRequestHandler):
                               "OriginalStatusCode": status, "OriginalMessage": text}, headers)
 
 
-class LocalEndpoint:
+class EndpointServer:
     """One model behind a loopback HTTP server; ``start()`` returns at once, the model loads in the background."""
 
     def __init__(self, model_dir: str, endpoint_name: str = "diagnosa", host: str = "127.0.0.1", port: int = 0,
@@ -594,7 +594,7 @@ class LocalEndpoint:
         host = "127.0.0.1" if self.host in ("", "0.0.0.0") else self.host
         return f"http://{host}:{self.port}"
 
-    def start(self) -> LocalEndpoint:
+    def start(self) -> EndpointServer:
         """Bind and serve in a background thread; the model loads in another (``/ping`` says when)."""
         if self._httpd is not None:
             return self
@@ -702,7 +702,7 @@ class LocalEndpoint:
             for sig, old in previous.items():
                 signal.signal(sig, old)
 
-    def __enter__(self) -> LocalEndpoint:
+    def __enter__(self) -> EndpointServer:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -50,7 +50,7 @@ class StageConfig:
     # Who hears the alarms: e-mail subscriptions to the stage's alerts topic (each address confirms once);
     # in cdk.json a list, with -c a comma-separated string. Empty: alarms still roll back and retrain.
     alarm_emails: tuple[str, ...] = ()
-    # Monitoring job (processing/monitor.py on SageMaker Processing), which publishes the drift metric
+    # Monitoring job (monitoring/job.py on SageMaker Processing), which publishes the drift metric
     monitor_schedule: str = "rate(1 day)"  # EventBridge schedule expression; "" turns the schedule off
     monitor_window: str = ""  # traffic each run reads (30m, 24h, 7d, 2w); "" = the period of a rate() schedule
     monitor_instance_type: str = "ml.m5.large"
@@ -58,6 +58,11 @@ class StageConfig:
     capture_expiry_days: int = 90
     noncurrent_version_days: int = 30
     access_log_days: int = 2190  # six years, the HIPAA documentation retention period
+    # The raw bucket's object-lock default retention: every raw object version is kept this long from its
+    # upload. COMPLIANCE: nobody, root included, can shorten it or delete the version; GOVERNANCE: a principal
+    # with s3:BypassGovernanceRetention could (the bucket policy denies it to all), for stages torn down often.
+    raw_retention_mode: str = "COMPLIANCE"
+    raw_retention_days: int = 2190
     log_retention_days: int = 365
     # Network
     vpc: bool = False  # private subnets, VPC endpoints, functions and the endpoint's model in the VPC
@@ -66,6 +71,9 @@ class StageConfig:
     # stage's own ECR repository; required in VPC mode (isolated subnets: no package index to install from).
     # Unset in a stage with vpc=true it is turned on; an explicit false with vpc=true stops synth.
     baked_images: bool = False
+    # Model promotion: the stage (declared earlier in the delivery pipeline) whose Approved versions this
+    # stage takes, copied into its own lake and registry by its promote function (docs/deploy.md).
+    promote_from: str = ""
 
     @property
     def prefix(self) -> str:
@@ -90,6 +98,10 @@ class StageConfig:
             problems.append("traffic_shifting must be CANARY or ALL_AT_ONCE")
         if not 1 <= self.canary_percent <= 50:
             problems.append("canary_percent must be in [1, 50]")
+        if self.raw_retention_mode not in ("COMPLIANCE", "GOVERNANCE"):
+            problems.append(f"raw_retention_mode must be COMPLIANCE or GOVERNANCE, got {self.raw_retention_mode!r}")
+        if not 1 <= self.raw_retention_days <= 36500:
+            problems.append(f"raw_retention_days must be between 1 and 36500 (S3 object lock), got {self.raw_retention_days}")
         if not 0 <= self.capture_sampling_percent <= 100:
             problems.append("capture_sampling_percent must be in [0, 100]")
         if self.monitor_window and not re.match(r"^[1-9]\d*[mhdw]$", self.monitor_window):
@@ -162,19 +174,95 @@ def stage_config(stage: str, values: dict[str, Any]) -> StageConfig:
     return replace(base, **coerced).check()
 
 
-def stages_from_context(get: Any) -> list[StageConfig]:
-    """``get`` is ``node.try_get_context``. Returns the stages to synthesize."""
+def declared_stages(get: Any) -> dict[str, StageConfig]:
+    """Every stage of ``diagnosa:stages``, by name, with the ``-c diagnosa:<field>`` overrides."""
     declared: dict[str, dict[str, Any]] = get("diagnosa:stages") or {}
     if not declared:
         raise ValueError("no stages: set the context key diagnosa:stages (see cdk.json)")
-    wanted = get("stage")
-    names = [wanted] if wanted else list(declared)
-    missing = [n for n in names if n not in declared]
-    if missing:
-        raise ValueError(f"unknown stage {missing[0]!r} (declared: {', '.join(declared)})")
     overrides = {f.name: get(f"diagnosa:{f.name}") for f in fields(StageConfig)}
     overrides = {k: v for k, v in overrides.items() if v is not None and k != "stage"}
-    return [stage_config(name, {**declared[name], **overrides}) for name in names]
+    return {name: stage_config(name, {**values, **overrides}) for name, values in declared.items()}
 
 
-__all__ = ["StageConfig", "stage_config", "stages_from_context"]
+def stages_from_context(get: Any) -> list[StageConfig]:
+    """``get`` is ``node.try_get_context``. Returns the stages to synthesize (``-c stage=NAME``: that one)."""
+    declared = declared_stages(get)
+    wanted = get("stage")
+    if wanted and wanted not in declared:
+        raise ValueError(f"unknown stage {wanted!r} (declared: {', '.join(declared)})")
+    return [declared[wanted]] if wanted else list(declared.values())
+
+
+CONNECTION_ARN = re.compile(r"^arn:aws[a-z-]*:(codestar-connections|codeconnections):[a-z0-9-]+:\d{12}:connection/[\w-]+$")
+
+
+@dataclass(frozen=True)
+class DeliveryConfig:
+    """The delivery pipeline (``diagnosa:delivery`` in cdk.json): where it runs, what it watches, and the
+    stages it deploys in order; every stage after the first waits for a manual approval."""
+    region: str
+    stages: tuple[str, ...]
+    repository: str  # a CodeCommit repository's name, or owner/name of the connection's provider
+    account: str | None = None  # None: the CLI's account (every stage without an account deploys there too)
+    connection_arn: str = ""  # a CodeStar/CodeConnections connection (GitHub, GitLab, Bitbucket); "": CodeCommit
+    branch: str = "main"
+
+    def check(self, stages: dict[str, StageConfig]) -> "DeliveryConfig":
+        problems = []
+        if not re.match(r"^[a-z]{2}(-[a-z]+)+-\d$", self.region):
+            problems.append(f"region {self.region!r} must be a concrete AWS region")
+        if self.account is not None and not re.match(r"^\d{12}$", self.account):
+            problems.append(f"account {self.account!r} must be 12 digits")
+        if not self.stages:
+            problems.append("stages must list the stages to deploy, in order (e.g. [\"dev\", \"prod\"])")
+        unknown = [s for s in self.stages if s not in stages]
+        if unknown:
+            problems.append(f"stages {unknown} are not declared in diagnosa:stages ({', '.join(stages)})")
+        if len(set(self.stages)) != len(self.stages):
+            problems.append("stages lists a stage twice")
+        if not self.repository:
+            problems.append("repository is required: a CodeCommit repository's name, or owner/name with connection_arn")
+        if self.connection_arn and not CONNECTION_ARN.match(self.connection_arn):
+            problems.append(f"connection_arn {self.connection_arn!r} is not a CodeStar/CodeConnections connection ARN")
+        if self.connection_arn and self.repository.count("/") != 1:
+            problems.append(f"repository {self.repository!r} must be owner/name with a connection")
+        if not self.branch:
+            problems.append("branch must not be empty")
+        order = {name: i for i, name in enumerate(self.stages)}
+        for name in self.stages:
+            source = stages[name].promote_from if name in stages else ""
+            if source and order.get(source, len(order)) >= order[name]:
+                problems.append(f"stage {name} promotes from {source!r}, which the pipeline does not deploy before it")
+        if problems:
+            raise ValueError("diagnosa:delivery: " + "; ".join(problems))
+        return self
+
+
+def delivery_from_context(get: Any) -> DeliveryConfig | None:
+    """The delivery pipeline's settings, or None without ``diagnosa:delivery`` or when ``-c stage=NAME`` picks
+    one stage (a pipeline synthesized with fewer stages would remove the others when it updates itself)."""
+    values = get("diagnosa:delivery")
+    if not values or get("stage"):
+        return None
+    known = {f.name for f in fields(DeliveryConfig)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"diagnosa:delivery: unknown settings {unknown}")
+    missing = [name for name in ("region", "stages", "repository") if name not in values]
+    if missing:
+        raise ValueError(f"diagnosa:delivery: needs {', '.join(missing)}")
+    if not isinstance(values["stages"], list):
+        raise ValueError(f"diagnosa:delivery: stages must be a list, got {values['stages']!r}")
+    config = DeliveryConfig(**{**values, "stages": tuple(values["stages"])})
+    return config.check(declared_stages(get))
+
+
+def check_promotions(stages: dict[str, StageConfig]) -> None:
+    for config in stages.values():
+        if config.promote_from and (config.promote_from not in stages or config.promote_from == config.stage):
+            raise ValueError(f"stage {config.stage}: promote_from {config.promote_from!r} must name another declared "
+                             f"stage ({', '.join(s for s in stages if s != config.stage)})")
+
+
+__all__ = ["DeliveryConfig", "StageConfig", "check_promotions", "declared_stages", "delivery_from_context",
+           "stage_config", "stages_from_context"]

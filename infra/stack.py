@@ -9,6 +9,7 @@ acknowledged below, in place, with its full cdk-nag finding id and the reason.
 """
 from __future__ import annotations
 
+import json
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -35,11 +36,13 @@ from constructs import Construct
 
 from diagnosa.labels import CATEGORIES
 from infra.config import StageConfig
-from infra.images import BakedImages, repository_name
-from infra.pipeline_definition import CODE_PREFIX, VPC_AZS, EmbeddedDefinition, embedded_definition
+from infra.images import SERVING, BakedImages, base_images, repository_name
+from infra.pipeline_definition import CODE_PREFIX, RUNS_PREFIX, VPC_AZS, EmbeddedDefinition, embedded_definition
 
 FUNCTIONS = Path(__file__).parent / "functions"
 ZONES = ("raw", "curated", "features", "artifacts", "capture", "feedback", "quarantine")
+RAW = "raw/"
+PROMOTED_PREFIX = "artifacts/runs/promoted/"  # a promoted version's copies (model and baselines), under the run folders
 VARIANT = "AllTraffic"
 RUNTIME = lambda_.Runtime.PYTHON_3_14  # cdk-nag AwsSolutions-L1 wants the latest
 
@@ -51,6 +54,11 @@ UNSCOPED_ACTIONS: dict[str, str] = {
     "ecr:GetAuthorizationToken": "it only yields a registry login; image pulls are limited to the repositories of "
                                  "the images the pipeline definition names",
     "cloudwatch:PutMetricData": "limited by the cloudwatch:namespace condition to the drift alarm's namespace",
+    "sagemaker:ListModelPackages": "no resource-level permissions; the promote function lists only the source "
+                                   "stage's group, whose versions it may describe (scoped) and nothing else",
+    **{action: "List operations have no resource-level permissions; the endpoint-resources function keeps only "
+               "names starting with the endpoint's, and deletes only what carries the deploy function's tags"
+       for action in ("sagemaker:ListEndpointConfigs", "sagemaker:ListModels")},
     **{action: "in VPC mode SageMaker places the job's network interfaces in the private subnets with the "
                "execution role's permissions; these ec2 actions have no resource-level scoping"
        for action in ("ec2:CreateNetworkInterface", "ec2:CreateNetworkInterfacePermission",
@@ -61,13 +69,21 @@ UNSCOPED_ACTIONS: dict[str, str] = {
 
 
 def acknowledge(scope: Construct, finding: str, reason: str) -> None:
-    """Acknowledge one cdk-nag finding (full id, e.g. ``AwsSolutions-IAM5[Resource::*]``) on ``scope``."""
+    """Acknowledge one cdk-nag finding (full id, e.g. ``AwsSolutions-IAM5[Resource::*]``) on ``scope``.
+    ``<AWS::Region>``/``<AWS::AccountId>`` in the id are written as cdk-nag renders them for the scope's stack
+    (the concrete value when the stack's environment fixes it)."""
+    stack = Stack.of(scope)
+    if not cdk.Token.is_unresolved(stack.region):
+        finding = finding.replace("<AWS::Region>", stack.region)
+    if not cdk.Token.is_unresolved(stack.account):
+        finding = finding.replace("<AWS::AccountId>", stack.account)
     cdk.Validations.of(scope).acknowledge(cdk.Acknowledgment(id=finding, reason=reason))
 
 
 class DiagnosaStack(Stack):
     def __init__(self, scope: Construct, construct_id: str, *, config: StageConfig,
-                 definition: EmbeddedDefinition | None = None, **kwargs) -> None:
+                 definition: EmbeddedDefinition | None = None, promote_source: StageConfig | None = None,
+                 promoted_to: tuple[StageConfig, ...] = (), delivery_account: str | None = None, **kwargs) -> None:
         super().__init__(scope, construct_id, **kwargs)
         self.config = config
         self._policies: dict[str, iam.ManagedPolicy] = {}
@@ -79,13 +95,15 @@ class DiagnosaStack(Stack):
         self.images = BakedImages(self, "Images", config=config) if config.baked_images else None
         self.prefix = config.prefix
         self.endpoint_name = config.prefix
-        cdk.Tags.of(self).add("project", "diagnosa")
-        cdk.Tags.of(self).add("stage", config.stage)
-        cdk.Tags.of(self).add("data-classification", "phi")
+        # The stack's tags; the deploy function puts them on what it creates too.
+        self.resource_tags = {"project": "diagnosa", "stage": config.stage, "data-classification": "phi"}
+        for key, value in self.resource_tags.items():
+            cdk.Tags.of(self).add(key, value)
 
         self.key = self._key()
         self.vpc, self.function_sg = self._network() if config.vpc else (None, None)
         self.access_logs, self.lake = self._lake()
+        self.raw = self._raw_bucket()
         self.alerts = sns.Topic(self, "Alerts", topic_name=f"{self.prefix}-alerts", master_key=self.key,
                                 enforce_ssl=True)
         for email in config.alarm_emails:
@@ -107,10 +125,18 @@ class DiagnosaStack(Stack):
         self.pipeline = self._pipeline()
         self.alarms = self._endpoint_alarms()
         self.deploy_function = self._deploy_function()
+        self.endpoint_resources, self.endpoint_drift_alarm = self._endpoint_resources()
         self.retrain_function, self.drift_alarm = self._retraining()
         self.monitor_function = self._monitoring()
         self.dashboard = self._dashboard()
+        # Model promotion (docs/deploy.md): this stage copies the Approved versions of promote_source into its own
+        # lake and registry; the stages that promote from this one may read them (across accounts too).
+        self.promote_function = self._promotion(promote_source, delivery_account) if promote_source else None
+        for reader in promoted_to:
+            self._let_promote(reader)
         cdk.CfnOutput(self, "LakeBucket", value=self.lake.bucket_name)
+        cdk.CfnOutput(self, "RawBucket", value=self.raw.bucket_name,
+                      description="The raw zone (object lock, default retention): diagnosa --raw-lake s3://<this>")
         cdk.CfnOutput(self, "PipelineName", value=self.prefix)
         cdk.CfnOutput(self, "EndpointName", value=self.endpoint_name)
         cdk.CfnOutput(self, "JobRoleArn", value=self.job_role.role_arn)
@@ -121,12 +147,7 @@ class DiagnosaStack(Stack):
     # ------------------------------------------------------------------------------------------ helpers
 
     def ack(self, scope: Construct, finding: str, reason: str) -> None:
-        """:func:`acknowledge`, with ``<AWS::Region>``/``<AWS::AccountId>`` in the finding id written as cdk-nag
-        renders them for this stack (the concrete value when the stack's environment fixes it)."""
-        if not cdk.Token.is_unresolved(self.region):
-            finding = finding.replace("<AWS::Region>", self.region)
-        if not cdk.Token.is_unresolved(self.account):
-            finding = finding.replace("<AWS::AccountId>", self.account)
+        """:func:`acknowledge`, on the role's own managed policy too when ``scope`` is one of our roles."""
         acknowledge(scope, finding, reason)
         policy = self._policies.get(scope.node.path)
         if policy is not None:  # a role's permissions live in its own managed policy
@@ -241,18 +262,37 @@ class DiagnosaStack(Stack):
             block_public_access=s3.BlockPublicAccess.BLOCK_ALL, object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
             server_access_logs_bucket=access_logs, server_access_logs_prefix="lake/", object_lock_enabled=True,
             lifecycle_rules=rules, removal_policy=RemovalPolicy.RETAIN)
-        # The raw zone is evidence: no principal (administrators included) may delete a raw object or any of
-        # its versions, or bypass an object-lock retention; with versioning on, a rewrite keeps the original.
-        lake.add_to_resource_policy(iam.PolicyStatement(
-            sid="RawZoneIsImmutable", effect=iam.Effect.DENY, principals=[iam.AnyPrincipal()],
-            actions=["s3:DeleteObject", "s3:DeleteObjectVersion", "s3:BypassGovernanceRetention",
-                     "s3:PutObjectRetention", "s3:PutObjectLegalHold"],
-            resources=[lake.arn_for_objects("raw/*")]))
+        # raw/ of the lake bucket holds the raw objects written before the raw zone had a bucket of its own:
+        # they stay as protected as they were (object lock itself cannot be turned off on an existing bucket).
+        _deny_raw_changes(lake, lake.arn_for_objects(f"{RAW}*"))
         self.ack(lake, "HIPAA.Security-S3BucketReplicationEnabled",
                     "Patient data stays in the stage's region (data residency); durability comes from S3, "
                     "versioning, the immutable raw zone and RETAIN removal policies. Cross-region replication "
                     "is a per-deployment decision outside this app.")
         return access_logs, lake
+
+    def _raw_bucket(self) -> s3.Bucket:
+        """The raw zone's own bucket (keys ``raw/...``, as in the lake): object lock with a default retention,
+        so every raw object version is kept ``raw_retention_days`` from its upload whatever happens to the
+        bucket policy later (COMPLIANCE: not even the account's root user can shorten it or delete the
+        version). A default retention applies to a whole bucket, which the lake's expiring zones cannot
+        share; and no lifecycle rule here ever expires anything (only unfinished uploads are aborted)."""
+        c = self.config
+        raw = s3.Bucket(
+            self, "Raw", encryption=s3.BucketEncryption.KMS, encryption_key=self.key, bucket_key_enabled=True,
+            versioned=True, enforce_ssl=True, minimum_tls_version=1.2,
+            block_public_access=s3.BlockPublicAccess.BLOCK_ALL, object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
+            server_access_logs_bucket=self.access_logs, server_access_logs_prefix="raw/",
+            object_lock_default_retention=(s3.ObjectLockRetention.compliance if c.raw_retention_mode == "COMPLIANCE"
+                                           else s3.ObjectLockRetention.governance)(Duration.days(c.raw_retention_days)),
+            lifecycle_rules=[s3.LifecycleRule(id="abort-incomplete-uploads",
+                                              abort_incomplete_multipart_upload_after=Duration.days(7))],
+            removal_policy=RemovalPolicy.RETAIN)
+        _deny_raw_changes(raw, raw.arn_for_objects("*"))
+        self.ack(raw, "HIPAA.Security-S3BucketReplicationEnabled",
+                 "Raw patient data stays in the stage's region (data residency); object lock, versioning and the "
+                 "RETAIN removal policy keep it.")
+        return raw
 
     def _dead_letter_queue(self) -> sqs.Queue:
         queue = sqs.Queue(self, "DeadLetters", queue_name=f"{self.prefix}-dead-letters", encryption_master_key=self.key,
@@ -578,7 +618,9 @@ class DiagnosaStack(Stack):
                      "(ec2:CreateNetworkInterface and friends have no resource-level permissions).")
 
     def _function(self, ident: str, name: str, description: str, environment: dict[str, str],
-                  statements: list[iam.PolicyStatement]) -> lambda_.Function:
+                  statements: list[iam.PolicyStatement], *, code: str | None = None,
+                  entry: str = "handler.handler") -> lambda_.Function:
+        """A function named ``<prefix>-<name>`` running ``entry`` of ``infra/functions/<code or name>/``."""
         log_group = self.log_group(f"/aws/lambda/{self.prefix}-{name}", f"{ident}Logs")
         role = self._role(f"{ident}Role", f"{name}-function", description, iam.ServicePrincipal("lambda.amazonaws.com"),
                           [*statements,
@@ -596,7 +638,7 @@ class DiagnosaStack(Stack):
         # The role's permissions are exactly the managed policy above: CDK's automatic grants are refused.
         function = lambda_.Function(
             self, ident, function_name=f"{self.prefix}-{name}", description=description, runtime=RUNTIME,
-            handler="handler.handler", code=lambda_.Code.from_asset(str(FUNCTIONS / name)),
+            handler=entry, code=lambda_.Code.from_asset(str(FUNCTIONS / (code or name))),
             role=role.without_policy_updates(), environment=environment, environment_encryption=self.key,
             timeout=Duration.minutes(2), memory_size=256, reserved_concurrent_executions=1,
             dead_letter_queue=self.dead_letters, log_group=log_group, **vpc_kwargs)
@@ -633,7 +675,7 @@ class DiagnosaStack(Stack):
             iam.PolicyStatement(sid="Autoscaling", actions=[
                 "application-autoscaling:RegisterScalableTarget", "application-autoscaling:DeregisterScalableTarget",
                 "application-autoscaling:DescribeScalableTargets", "application-autoscaling:PutScalingPolicy",
-                "application-autoscaling:DescribeScalingPolicies"],
+                "application-autoscaling:DescribeScalingPolicies", "application-autoscaling:TagResource"],
                 resources=[self.arn("application-autoscaling", "scalable-target", "*")]),
             iam.PolicyStatement(sid="TargetTrackingAlarms", actions=[
                 "cloudwatch:PutMetricAlarm", "cloudwatch:DescribeAlarms", "cloudwatch:DeleteAlarms"],
@@ -666,12 +708,15 @@ class DiagnosaStack(Stack):
             "INVOCATIONS_PER_INSTANCE": str(c.invocations_per_instance), "TRAFFIC_SHIFTING": c.traffic_shifting,
             "CANARY_PERCENT": str(c.canary_percent), "BAKE_SECONDS": str(c.bake_seconds),
             "ROLLBACK_ALARMS": f"{self.prefix}-5xx,{self.prefix}-model-latency",  # the alarms above, by name
+            # What it creates carries the stack's tags and its own name (see _endpoint_resources)
+            "MANAGED_BY": f"{self.prefix}-deploy", "RESOURCE_TAGS": json.dumps(self.resource_tags, sort_keys=True),
         }
         if self.images:  # models are served by the baked serving image (see the deploy function)
             environment["SERVING_IMAGE"] = self.images.serving_image
         if self.vpc is not None:
             environment["SUBNET_IDS"] = ",".join(s.subnet_id for s in self.vpc.isolated_subnets)
             environment["SECURITY_GROUP_IDS"] = self.function_sg.security_group_id
+        self.deploy_environment = environment
         function = self._function("DeployFunction", "deploy",
                                   "Deploys an Approved model package to the Diagnosa endpoint (blue/green)",
                                   environment, statements)
@@ -711,7 +756,73 @@ class DiagnosaStack(Stack):
                                      detail={"EndpointName": [self.endpoint_name], "EndpointStatus": ["IN_SERVICE"]}))
         in_service.add_target(targets.LambdaFunction(function, dead_letter_queue=self.dead_letters, retry_attempts=2,
                                                      max_event_age=Duration.hours(2)))
+        self.deploy_rules = [rule, in_service]
         return function
+
+    def _endpoint_resources(self) -> tuple[cdk.CustomResource, cloudwatch.Alarm]:
+        """What the deploy function creates, answered for in CloudFormation: a custom resource whose deletion
+        (``cdk destroy``) removes the endpoint, its configs, models and autoscaling, and a daily drift report
+        (``EndpointDrift``: differences between what serves and the stage's settings) with an alarm on it.
+        A function of its own (the deploy function's code, entry point ``resources``): only it may delete."""
+        ep, group = self.endpoint_name, self.prefix
+        namespace = self.config.drift_metric_namespace
+        statements = [
+            iam.PolicyStatement(sid="TheEndpoint", actions=[
+                "sagemaker:DescribeEndpoint", "sagemaker:DeleteEndpoint", "sagemaker:ListTags"],
+                resources=[self.arn("sagemaker", "endpoint", ep)]),
+            iam.PolicyStatement(sid="ItsConfigsAndModels", actions=[
+                "sagemaker:DescribeEndpointConfig", "sagemaker:DeleteEndpointConfig", "sagemaker:DescribeModel",
+                "sagemaker:DeleteModel", "sagemaker:ListTags"],
+                resources=[self.arn("sagemaker", "endpoint-config", f"{ep}-*"), self.arn("sagemaker", "model", f"{ep}-*")]),
+            iam.PolicyStatement(sid="FindConfigsAndModels", actions=["sagemaker:ListEndpointConfigs",
+                                                                     "sagemaker:ListModels"], resources=["*"]),
+            iam.PolicyStatement(sid="ServedPackageStatus", actions=["sagemaker:DescribeModelPackage"],
+                                resources=[self.arn("sagemaker", "model-package", f"{group}/*")]),
+            iam.PolicyStatement(sid="Autoscaling", actions=[
+                "application-autoscaling:DescribeScalableTargets", "application-autoscaling:DescribeScalingPolicies",
+                "application-autoscaling:DeregisterScalableTarget"],
+                resources=[self.arn("application-autoscaling", "scalable-target", "*")]),
+            iam.PolicyStatement(sid="PublishEndpointDrift", actions=["cloudwatch:PutMetricData"], resources=["*"],
+                                conditions={"StringEquals": {"cloudwatch:namespace": namespace}}),
+        ]
+        function = self._function("EndpointResourcesFunction", "endpoint-resources",
+                                  "Removes what the deploy function made on stack deletion; reports endpoint drift",
+                                  {**self.deploy_environment, "METRICS_NAMESPACE": namespace}, statements,
+                                  code="deploy", entry="handler.resources")
+        role = self.node.find_child("EndpointResourcesFunctionRole")
+        arn = "arn:<AWS::Partition>:sagemaker:<AWS::Region>:<AWS::AccountId>"  # as cdk-nag writes it
+        for resource, reason in (
+                (f"{arn}:model-package/{group}/*", "The served version's registry status; the wildcard is the "
+                                                   "version number within this stage's group."),
+                (f"{arn}:model/{ep}-*", "Models the deploy function named after the endpoint, a version and a time."),
+                (f"{arn}:endpoint-config/{ep}-*", "Endpoint configs named like their models."),
+                ("arn:<AWS::Partition>:application-autoscaling:<AWS::Region>:<AWS::AccountId>:scalable-target/*",
+                 "Application Auto Scaling generates scalable-target ids; the target is the endpoint variant named "
+                 "in the request.")):
+            self.ack(role, f"AwsSolutions-IAM5[Resource::{resource}]", reason)
+        tracked = cdk.CustomResource(
+            self, "EndpointResources", service_token=function.function_arn,
+            resource_type="Custom::DiagnosaEndpointResources",
+            properties={"EndpointName": ep, "ManagedBy": self.deploy_environment["MANAGED_BY"]})
+        for rule in self.deploy_rules:  # on deletion the rules go first: no deployment starts during the cleanup
+            rule.node.add_dependency(tracked)
+        check = events.Rule(self, "EndpointDriftSchedule", rule_name=f"{self.prefix}-endpoint-drift",
+                            description="Daily: compare the endpoint with the stage's settings (EndpointDrift)",
+                            schedule=events.Schedule.rate(Duration.days(1)))
+        check.add_target(targets.LambdaFunction(function, event=events.RuleTargetInput.from_object({"reason": "drift"}),
+                                                dead_letter_queue=self.dead_letters, retry_attempts=2,
+                                                max_event_age=Duration.hours(2)))
+        alarm = cloudwatch.Alarm(
+            self, "EndpointDriftAlarm", alarm_name=f"{self.prefix}-endpoint-drift",
+            alarm_description="The endpoint differs from the stage's settings (see the endpoint-resources function's "
+                              "log); approving the serving version again redeploys it with them",
+            metric=cloudwatch.Metric(namespace=namespace, metric_name="EndpointDrift", statistic="Maximum",
+                                     dimensions_map={"EndpointName": ep}, period=Duration.days(1)),
+            threshold=1, evaluation_periods=1,
+            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING)
+        alarm.add_alarm_action(cw_actions.SnsAction(self.alerts))
+        return tracked, alarm
 
     # ------------------------------------------------------------------------------------------ retraining
 
@@ -806,13 +917,14 @@ class DiagnosaStack(Stack):
             cloudwatch.GraphWidget(title="Recall gate outcomes", width=8, left=[
                 pipeline("StepSucceeded", "passed: registered", step="Register"),
                 pipeline("StepFailed", "failed: below a recall threshold", step="RecallGateFailed")]),
-            cloudwatch.AlarmStatusWidget(title="Alarms", width=8, alarms=[*self.alarms, self.drift_alarm]))
+            cloudwatch.AlarmStatusWidget(title="Alarms", width=8, alarms=[*self.alarms, self.drift_alarm,
+                                                                          self.endpoint_drift_alarm]))
         return dashboard
 
     # ------------------------------------------------------------------------------------------ monitoring
 
     def _monitoring(self) -> lambda_.Function:
-        """Schedule → function → CreateProcessingJob (processing/monitor.py) → DriftScore → the drift alarm."""
+        """Schedule → function → CreateProcessingJob (monitoring/job.py) → DriftScore → the drift alarm."""
         c, ep = self.config, self.endpoint_name
         job_prefix = f"{self.prefix}-monitor"
         environment = {
@@ -866,11 +978,112 @@ class DiagnosaStack(Stack):
             dead_letter_queue=self.dead_letters, retry_attempts=2, max_event_age=Duration.hours(2)))
         return function
 
+    # ------------------------------------------------------------------------------------------ promotion
+
+    @staticmethod
+    def promote_role_arn(config: StageConfig, partition: str, account: str) -> str:
+        """The promote function's role in ``config``'s stage (fixed name, so another stage can name it first)."""
+        return f"arn:{partition}:iam::{account}:role/{config.prefix}-promote-function"
+
+    def _let_promote(self, reader: StageConfig) -> None:
+        """Let ``reader``'s promote function read this stage's registered versions: on another account, this
+        side's resource policies (registry group, lake run folders, key through S3) name that one role. The
+        principal is the reader's account with an ``aws:PrincipalArn`` condition, so this stage deploys before
+        the role exists."""
+        if not reader.account or reader.account == self.account:
+            return  # one account: the reader's own identity policy is all it takes
+        principal = iam.AccountPrincipal(reader.account).with_conditions(
+            {"ArnEquals": {"aws:PrincipalArn": self.promote_role_arn(reader, self.partition, reader.account)}})
+        group = self.model_package_group
+        group.model_package_group_policy = iam.PolicyDocument(statements=[iam.PolicyStatement(
+            sid=f"PromoteTo{reader.stage.capitalize()}", principals=[principal],
+            actions=["sagemaker:DescribeModelPackageGroup", "sagemaker:DescribeModelPackage",
+                     "sagemaker:ListModelPackages"],
+            resources=[self.arn("sagemaker", "model-package-group", self.prefix),
+                       self.arn("sagemaker", "model-package", f"{self.prefix}/*")])]).to_json()
+        self.lake.add_to_resource_policy(iam.PolicyStatement(
+            sid=f"PromoteTo{reader.stage.capitalize()}", principals=[principal], actions=["s3:GetObject"],
+            resources=[self.lake.arn_for_objects(RUNS_PREFIX + "*")]))
+        self.key.add_to_resource_policy(iam.PolicyStatement(
+            sid=f"PromoteTo{reader.stage.capitalize()}", principals=[principal], actions=["kms:Decrypt"],
+            resources=["*"], conditions={"StringEquals": {"kms:ViaService": f"s3.{self.region}.amazonaws.com"}}))
+
+    def _promotion(self, source: StageConfig, delivery_account: str | None) -> lambda_.Function:
+        """The promote function: the newest Approved version of ``source``'s registry (or the one asked for) is
+        copied — model artifact and baselines into this lake's ``artifacts/runs/promoted/``, the version into this
+        stage's group, Approved — which the deploy function then deploys. The delivery pipeline runs it after its
+        manual approval; the copy makes this stage independent of the source's lake and key once promoted."""
+        src_account = source.account or self.account
+        src_group = self.format_arn(service="sagemaker", region=source.region, account=src_account,
+                                    resource="model-package-group", resource_name=source.prefix)
+        src_packages = self.format_arn(service="sagemaker", region=source.region, account=src_account,
+                                       resource="model-package", resource_name=f"{source.prefix}/*")
+        group = self.prefix
+        bucket_prefix = f"diagnosa-{source.stage}-lake"  # CloudFormation names the source lake <stack>-lake<id>-<suffix>
+        same_account = {"StringEquals": {"s3:ResourceAccount": src_account}}
+        statements = [
+            iam.PolicyStatement(sid="ReadSourceVersions", actions=["sagemaker:DescribeModelPackage",
+                                                                   "sagemaker:DescribeModelPackageGroup"],
+                                resources=[src_group, src_packages]),
+            iam.PolicyStatement(sid="ListVersions", actions=["sagemaker:ListModelPackages"], resources=["*"]),
+            iam.PolicyStatement(sid="RegisterPromotedVersions", actions=[
+                "sagemaker:CreateModelPackage", "sagemaker:DescribeModelPackage", "sagemaker:UpdateModelPackage",
+                "sagemaker:AddTags"], resources=[self.arn("sagemaker", "model-package-group", group),
+                                                 self.arn("sagemaker", "model-package", f"{group}/*")]),
+            iam.PolicyStatement(sid="ReadSourceRunFolders", actions=["s3:GetObject"],
+                                resources=[f"arn:{self.partition}:s3:::{bucket_prefix}*/{RUNS_PREFIX}*"],
+                                conditions=same_account),
+            iam.PolicyStatement(sid="DecryptSourceThroughS3", actions=["kms:Decrypt"],
+                                resources=[f"arn:{self.partition}:kms:{source.region}:{src_account}:key/*"],
+                                conditions={"StringEquals": {"kms:ViaService": f"s3.{source.region}.amazonaws.com"},
+                                            "ForAnyValue:StringEquals": {"kms:ResourceAliases": f"alias/{source.prefix}"}}),
+            iam.PolicyStatement(sid="WritePromotedCopies", actions=["s3:PutObject", "s3:AbortMultipartUpload"],
+                                resources=self.objects(PROMOTED_PREFIX)),
+            self.kms_for_s3("kms:GenerateDataKey", "kms:Decrypt"),
+        ]
+        serving_image = self.images.serving_image if self.images else base_images(self.config)[SERVING.name]
+        function = self._function(
+            "PromoteFunction", "promote", f"Promotes an Approved model version of {source.prefix} into {group}",
+            {"SOURCE_GROUP": source.prefix, "SOURCE_REGION": source.region, "SOURCE_ACCOUNT": source.account or "",
+             "SOURCE_BUCKET_PREFIX": bucket_prefix, "TARGET_GROUP": group, "LAKE_BUCKET": self.lake.bucket_name,
+             "KMS_KEY_ARN": self.key.key_arn, "SERVING_IMAGE": serving_image, "PROMOTED_PREFIX": PROMOTED_PREFIX},
+            statements)
+        # The delivery pipeline's promotion step (its CodeBuild role) invokes it, from the pipeline's account.
+        function.add_permission("DeliveryPipelineInvokes", principal=iam.AccountPrincipal(delivery_account or self.account),
+                                action="lambda:InvokeFunction")
+        role = self.node.find_child("PromoteFunctionRole")
+        for resource, reason in (
+                (f"arn:<AWS::Partition>:sagemaker:{source.region}:{source.account or '<AWS::AccountId>'}:model-package/"
+                 f"{source.prefix}/*", "Any Approved version of the source stage's group may be promoted; the "
+                                       "wildcard is the version number."),
+                (f"arn:<AWS::Partition>:sagemaker:<AWS::Region>:<AWS::AccountId>:model-package/{group}/*",
+                 "Promoted versions are numbered by this stage's registry; the wildcard is the version number."),
+                (f"arn:<AWS::Partition>:s3:::{bucket_prefix}*/{RUNS_PREFIX}*",
+                 "The source lake's name is generated by CloudFormation (<stack>-lake<id>-<suffix>); the grant is "
+                 "limited to run folders of buckets so named, in the source account (s3:ResourceAccount)."),
+                (f"arn:<AWS::Partition>:kms:{source.region}:{source.account or '<AWS::AccountId>'}:key/*",
+                 "The source stage's key id is generated; the grant is limited to the key with the source stage's "
+                 "alias (kms:ResourceAliases), used through S3 only."),
+                (f"<{self._logical(self.lake)}.Arn>/{PROMOTED_PREFIX}*",
+                 "Promoted copies are written under artifacts/runs/promoted/<source group>-v<version>/.")):
+            self.ack(role, f"AwsSolutions-IAM5[Resource::{resource}]", reason)
+        return function
+
     # ------------------------------------------------------------------------------------------ misc
 
     def _logical(self, construct: Construct) -> str:
         child = construct.node.default_child
         return self.get_logical_id(child)
+
+
+def _deny_raw_changes(bucket: s3.Bucket, objects: str) -> None:
+    """Raw data is evidence: no principal (administrators included) may delete a raw object or any of its
+    versions, bypass governance retention or change an object's retention or legal hold; with versioning on,
+    a rewrite keeps the original."""
+    bucket.add_to_resource_policy(iam.PolicyStatement(
+        sid="RawZoneIsImmutable", effect=iam.Effect.DENY, principals=[iam.AnyPrincipal()],
+        actions=["s3:DeleteObject", "s3:DeleteObjectVersion", "s3:BypassGovernanceRetention",
+                 "s3:PutObjectRetention", "s3:PutObjectLegalHold"], resources=[objects]))
 
 
 RETENTION = {1: "ONE_DAY", 3: "THREE_DAYS", 5: "FIVE_DAYS", 7: "ONE_WEEK", 14: "TWO_WEEKS", 30: "ONE_MONTH",

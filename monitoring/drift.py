@@ -23,8 +23,8 @@ import numpy as np
 import pandas as pd
 
 from diagnosa.labels import CATEGORIES
-from monitoring.baseline import DataBaseline, FeatureBaseline
 from monitoring.stats import binned, chi_square, ks_weighted, psi, quantile_edges, two_proportions
+from processing.baseline import DataBaseline, FeatureBaseline
 
 OK, WARN, DRIFT, INSUFFICIENT = "ok", "warn", "drift", "insufficient data"
 _RANK = {INSUFFICIENT: 0, OK: 1, WARN: 2, DRIFT: 3}

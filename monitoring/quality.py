@@ -18,7 +18,7 @@ from typing import Any, Mapping
 import pandas as pd
 
 from diagnosa.labels import CATEGORIES
-from monitoring.feedback import Feedback
+from inference.feedback import Feedback
 from monitoring.traffic import Skipped
 from processing.calibration import wilson_interval
 

@@ -6,9 +6,10 @@
    batch* (raw is write-once) and ingested through the normal path, so validation and quarantine
    apply to feedback rows exactly as to hospital data (a captured request without an age, say, is
    quarantined with its reason, not silently dropped).
-2. ``start_retraining`` starts a pipeline execution on that version through the one call that
-   knows how: locally ``diagnosa run --local --param InputDataUri=...``. The pipeline's recall gate
-   then decides whether the new model is registered (and so whether it replaces the old one).
+2. A pipeline execution on that version follows: locally ``diagnosa monitor --retrain`` starts it as
+   ``diagnosa run --local`` does (``diagnosa.services.retraining_input`` names the version as its
+   ``InputDataUri``), on AWS the retrain function does. The pipeline's recall gate then decides
+   whether the new model is registered (and so whether it replaces the old one).
 """
 from __future__ import annotations
 
@@ -18,15 +19,15 @@ import io
 import json
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Callable, Sequence
+from typing import Any
 
-from diagnosa.data.ingest import BATCH_NAME, IngestReport, curated_prefix, curated_uri, ingest_cohort, latest_version, raw_keys
+from diagnosa.data.ingest import BATCH_NAME, IngestReport, curated_prefix, ingest_cohort, latest_version, raw_keys
 from diagnosa.data.physiology import LABS
+from diagnosa.data.schema import BUILTIN_DATASET
 from diagnosa.lake import DataLake
-from monitoring.feedback import read_feedback
+from inference.feedback import read_feedback
 from monitoring.traffic import Skipped, read_traffic
 
-LOCAL_BUCKET = "diagnosa-local"  # the bucket name the local executor maps onto the lake (diagnosa/commands/local.py)
 RECORD_FIELDS = ("age", "sex", "temperature_c", "heart_rate_bpm", "respiratory_rate_bpm", "systolic_bp_mmhg",
                  "diastolic_bp_mmhg", "spo2_pct", "symptoms", "prior_diagnoses")
 KINDS = {name: ("terms" if name in ("symptoms", "prior_diagnoses") else "category" if name == "sex" else "numeric")
@@ -107,10 +108,10 @@ def feedback_records(lake: DataLake, endpoint: str, start: datetime | None = Non
 def feedback_dataset(lake: DataLake, endpoint: str, *, base_version: str | None = None,
                      start: datetime | None = None, end: datetime | None = None) -> FeedbackDataset:
     """Write base batch + feedback as a new raw batch and ingest it (a new curated version)."""
-    base_version = base_version or latest_version(lake, "patients")
-    manifest_key = f"{curated_prefix('patients', base_version)}/manifest.json"
+    base_version = base_version or latest_version(lake, BUILTIN_DATASET)
+    manifest_key = f"{curated_prefix(BUILTIN_DATASET, base_version)}/manifest.json"
     if not lake.exists(manifest_key):
-        raise RetrainError(f"no curated version {base_version!r} of 'patients' in {lake.uri}")
+        raise RetrainError(f"no curated version {base_version!r} of '{BUILTIN_DATASET}' in {lake.uri}")
     manifest = lake.get_json(manifest_key)
     base_batch = manifest.get("batch")
     if not base_batch:
@@ -141,22 +142,3 @@ def feedback_dataset(lake: DataLake, endpoint: str, *, base_version: str | None 
     result = FeedbackDataset(base_version, base_batch, batch, len(records), skipped)
     result.report = ingest_cohort(lake, batch)
     return result
-
-
-def start_retraining(version: str, *, lake_uri: str, workspace: str | None = None,
-                     params: Sequence[str] = (), run_args: Sequence[str] = (),
-                     run: Callable[[list[str]], int] | None = None) -> int:
-    """Start a local pipeline execution on curated ``version``; returns the CLI's exit status.
-
-    The single place that knows how an execution starts locally: ``diagnosa run --local`` with
-    ``InputDataUri`` set to the version (the local executor maps the bucket onto the lake); ``params``
-    are more ``NAME=VALUE`` pipeline parameters, ``run_args`` more ``run`` options (``--families``). In AWS the
-    same happens through ``StartPipelineExecution`` (the infra's retrain function).
-    """
-    if run is None:
-        from diagnosa.cli import main as run
-    argv = ["--lake", lake_uri] + (["--workspace", workspace] if workspace else [])
-    argv += ["run", "--local", "--param", f"InputDataUri={curated_uri(LOCAL_BUCKET, 'patients', version)}"]
-    for param in params:
-        argv += ["--param", param]
-    return run(argv + list(run_args))

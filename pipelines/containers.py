@@ -159,10 +159,11 @@ def input_data_config(request: Mapping[str, Any]) -> dict[str, dict[str, str]]:
 
 
 def training_resource_config(request: Mapping[str, Any], host: Host | None = None) -> dict[str, Any]:
-    """``resourceconfig.json`` of ``host`` (default: the first of algo-1..N) in a homogeneous cluster."""
+    """``resourceconfig.json`` of ``host`` in a homogeneous cluster (default: a cluster of one, ``algo-1``,
+    which holds every object: a root laid out to run the job by hand does all of its work)."""
     resources = request.get("ResourceConfig", {})
     instance_type = resources.get("InstanceType", "local")
-    host = host or Host.single(hosts(int(resources.get("InstanceCount", 1))))
+    host = host or Host.single()
     names = list(host.names)
     return {"current_host": host.current, "current_instance_type": instance_type, "current_group_name": GROUP,
             "hosts": names, "instance_groups": [{"instance_group_name": GROUP, "instance_type": instance_type,
@@ -253,8 +254,8 @@ def processing_job_config(request: Mapping[str, Any], job_arn: str) -> dict[str,
 
 
 def processing_resource_config(request: Mapping[str, Any], host: Host | None = None) -> dict[str, Any]:
-    """``/opt/ml/config/resourceconfig.json`` of ``host`` (default: the first of algo-1..N)."""
-    host = host or Host.single(hosts(int(request["ProcessingResources"]["ClusterConfig"]["InstanceCount"])))
+    """``/opt/ml/config/resourceconfig.json`` of ``host`` (default: a cluster of one, as for training)."""
+    host = host or Host.single()
     return {"current_host": host.current, "hosts": list(host.names)}
 
 

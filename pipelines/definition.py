@@ -21,9 +21,9 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
-from diagnosa.data.schema import DATASET_NAME, SLICE_NAME
+from diagnosa.data.schema import BUILTIN_DATASET, DATASET_NAME, SLICE_NAME
 from diagnosa.labels import CATEGORIES
-from inference.artifact import SERVING_PROGRAM
+from diagnosa.serving_code import SERVING_PROGRAM
 from pipelines.service_model import instance_count_problem
 from processing.features import REDUCTIONS
 from processing.resample import METHODS
@@ -37,7 +37,6 @@ DEFAULT_SLICE_THRESHOLD = DEFAULT_ORPHAN_THRESHOLD  # minimum macro recall on a 
 # Minimum macro recall on the slice's groups held out of training (the cohort's: orphan diseases with no
 # training patient; docs/model-benchmark.md, "Unseen orphan diseases").
 DEFAULT_UNSEEN_THRESHOLD = 0.40
-BUILTIN_DATASET = "patients"  # the built-in cohort: its model package group and endpoint keep the name diagnosa
 BUILTIN_RESOURCE = "diagnosa"
 # SageMaker's names of pipelines, model package groups and endpoints.
 RESOURCE_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")

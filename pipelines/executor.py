@@ -152,6 +152,41 @@ def list_executions(root: Path) -> list[dict[str, Any]]:
     return sorted(found, key=lambda e: e.get("CreationTime", ""), reverse=True)
 
 
+def load_execution(root: Path, execution_id: str | None = None) -> ExecutionRecord:
+    """An execution's record under ``root``: the one named, or the latest; refused with the ones there are."""
+    executions = list_executions(root)
+    if execution_id is None:
+        if not executions:
+            raise ExecutionError(f"no local executions in {root}: run `diagnosa run --local` first")
+        execution_id = executions[0]["PipelineExecutionId"]
+    path = root / execution_id / "execution.json"
+    if not execution_id or "/" in execution_id or not path.is_file():
+        known = ", ".join(e["PipelineExecutionId"] for e in executions[:5]) or "none"
+        raise ExecutionError(f"no local execution {execution_id!r} under {root} (latest: {known})")
+    return ExecutionRecord.load(path)
+
+
+def execution_definition(record: ExecutionRecord) -> dict[str, Any]:
+    """The definition an execution ran (kept beside its record)."""
+    return json.loads((record.folder / "definition.json").read_text(encoding="utf-8"))
+
+
+def execution_variables(data: dict[str, Any]) -> dict[str, Any]:
+    """The ``Execution.*`` variables of an execution record's data."""
+    name = data.get("PipelineName", "diagnosa")
+    execution_id = data["PipelineExecutionId"]
+    return {"PipelineExecutionId": execution_id, "PipelineName": name,
+            "PipelineExecutionArn": _execution_arn(name, execution_id),
+            "StartDateTime": data.get("CreationTime", utc_now()), "CurrentDateTime": utc_now()}
+
+
+def execution_resolver(record: ExecutionRecord) -> Resolver:
+    """Resolves a step's arguments as the execution does: its parameters, variables and steps' properties so far."""
+    return Resolver(record.data["Parameters"], execution_variables(record.data),
+                    lambda step: record.steps.get(step, {}).get("Properties", {}),
+                    lambda step, name: _property_file(record, step, name))
+
+
 # ------------------------------------------------------------------------------------------------ executor
 
 @dataclass
@@ -202,17 +237,13 @@ class LocalExecutor:
 
     def resume(self, execution_id: str) -> ExecutionRecord:
         """Rerun a failed execution from its failed step; steps that succeeded keep their results."""
-        path = self.root / execution_id / "execution.json"
-        if not path.is_file():
-            known = ", ".join(e["PipelineExecutionId"] for e in list_executions(self.root)[:5]) or "none"
-            raise ExecutionError(f"no local execution {execution_id!r} under {self.root} (latest: {known})")
-        record = ExecutionRecord.load(path)
+        record = load_execution(self.root, execution_id)
         if record.status == "Succeeded":
             raise ExecutionError(f"execution {execution_id} already succeeded: nothing to resume")
         if record.status == "Executing" and process_alive(record.data.get("ExecutorPid")):
             raise ExecutionError(f"execution {execution_id} is still executing (process "
                                  f"{record.data.get('ExecutorPid')}); resume it once that process has ended")
-        definition = json.loads((record.folder / "definition.json").read_text(encoding="utf-8"))
+        definition = execution_definition(record)
         graph, _ = self.preflight(definition, record.data["Parameters"])
 
         def reopen(d: dict[str, Any]) -> None:  # a failed, stopped or killed (status never closed) execution
@@ -241,7 +272,7 @@ class LocalExecutor:
         problems = parameter_problems(definition, parameters)
         if problems:
             raise ExecutionError("; ".join(problems))
-        resolve = Resolver(parameters, self._variables({"PipelineExecutionId": "preflight"}),
+        resolve = Resolver(parameters, execution_variables({"PipelineExecutionId": "preflight"}),
                            lambda step: {}, lambda step, name: {})
         problems = []
         for node in graph.values():
@@ -258,19 +289,10 @@ class LocalExecutor:
             raise ExecutionError("; ".join(problems))
         return graph, parameters
 
-    def _variables(self, data: dict[str, Any]) -> dict[str, Any]:
-        name = data.get("PipelineName", "diagnosa")
-        execution_id = data["PipelineExecutionId"]
-        return {"PipelineExecutionId": execution_id, "PipelineName": name,
-                "PipelineExecutionArn": _execution_arn(name, execution_id),
-                "StartDateTime": data.get("CreationTime", utc_now()), "CurrentDateTime": utc_now()}
-
     # -------------------------------------------------------------------------------- scheduling
     def _run(self, record: ExecutionRecord, definition: dict[str, Any], graph: dict[str, StepNode]) -> ExecutionRecord:
         started = time.perf_counter()
-        resolver = Resolver(record.data["Parameters"], self._variables(record.data),
-                            lambda step: record.steps.get(step, {}).get("Properties", {}),
-                            lambda step, name: _property_file(record, step, name))
+        resolver = execution_resolver(record)
         done = {n for n, s in record.steps.items() if s["StepStatus"] == "Succeeded"}
         for name in sorted(done):
             self.progress(f"  {name:<28} reused from the previous attempt")
@@ -408,11 +430,16 @@ class LocalExecutor:
 
     def _execute(self, record: ExecutionRecord, node: StepNode, resolve: Resolver, run_dir: Path) -> dict[str, Any]:
         job_name = _job_name(node.name, record.id)
-        if node.type == "Processing":
-            arguments = {**resolve(node.arguments), "ProcessingJobName": job_name}
-            _record_request(run_dir, "CreateProcessingJob", arguments)
-            result = run_processing(arguments, run_dir, self.mapping, python=self.python, env=self._thread_budget(),
-                                    job_arn=self._arn("processing-job", job_name), heartbeat=self._heartbeat(node))
+        if node.type in JOB_OPERATIONS:
+            operation, arguments = job_request(node, resolve, record.id)
+            _record_request(run_dir, operation, arguments)
+            budget = self._thread_budget()  # kept in the record: `diagnosa job prepare` reruns the job with it
+            record.update(lambda d: d["Steps"][node.name].__setitem__("JobEnvironment", budget))
+            run = run_processing if node.type == "Processing" else run_training
+            result = run(arguments, run_dir, self.mapping, python=self.python, env=budget,
+                         job_arn=job_arn(operation, job_name), heartbeat=self._heartbeat(node))
+            if node.type == "Training":
+                return {**result, "TrainingJobArn": job_arn(operation, job_name)}
             files = {}
             for spec in node.definition.get("PropertyFiles", []):
                 output = result["ProcessingOutputConfig"]["Outputs"].get(spec["OutputName"])
@@ -425,13 +452,7 @@ class LocalExecutor:
                 except (OSError, ValueError) as err:
                     raise StepFailure(f"step {node.name}: property file {spec['PropertyFileName']} "
                                       f"({key}) is missing or not JSON: {err}") from None
-            return {**result, "ProcessingJobArn": self._arn("processing-job", job_name), "PropertyFiles": files}
-        if node.type == "Training":
-            arguments = {**resolve(node.arguments), "TrainingJobName": job_name}
-            _record_request(run_dir, "CreateTrainingJob", arguments)
-            result = run_training(arguments, run_dir, self.mapping, python=self.python, env=self._thread_budget(),
-                                  job_arn=self._arn("training-job", job_name), heartbeat=self._heartbeat(node))
-            return {**result, "TrainingJobArn": self._arn("training-job", job_name)}
+            return {**result, "ProcessingJobArn": job_arn(operation, job_name), "PropertyFiles": files}
         if node.type == "Condition":
             outcome = all(evaluate_condition(c, resolve) for c in node.arguments.get("Conditions", []))
             return {"Outcome": outcome}
@@ -453,9 +474,6 @@ class LocalExecutor:
             return self.endpoints.deploy(arguments["EndpointName"], arguments["EndpointConfigName"],
                                          log=run_dir / "deploy.log")
         raise StepFailure(f"step {node.name}: type {node.type} is not run locally")
-
-    def _arn(self, kind: str, name: str) -> str:
-        return f"arn:aws:sagemaker:{LOCAL_REGION}:{LOCAL_ACCOUNT}:{kind}/{name}"
 
 
 # What the service compares to find an earlier run of a step (docs: "Default cache key attributes by
@@ -523,6 +541,21 @@ def recorded_request(run_folder: str | Path) -> tuple[str, dict[str, Any]]:
     return data["Operation"], data["Request"]
 
 
+JOB_OPERATIONS = {"Processing": ("CreateProcessingJob", "ProcessingJobName"),
+                  "Training": ("CreateTrainingJob", "TrainingJobName")}
+ARN_KINDS = {"CreateProcessingJob": "processing-job", "CreateTrainingJob": "training-job"}
+
+
+def job_request(node: StepNode, resolve: Resolver, execution_id: str) -> tuple[str, dict[str, Any]]:
+    """(operation, resolved request) a job step sends in an execution: its arguments and the job's name."""
+    operation, name_field = JOB_OPERATIONS[node.type]
+    return operation, {**resolve(node.arguments), name_field: _job_name(node.name, execution_id)}
+
+
+def job_arn(operation: str, job_name: str) -> str:
+    return f"arn:aws:sagemaker:{LOCAL_REGION}:{LOCAL_ACCOUNT}:{ARN_KINDS[operation]}/{job_name}"
+
+
 def _execution_arn(pipeline: str, execution_id: str) -> str:
     return f"arn:aws:sagemaker:{LOCAL_REGION}:{LOCAL_ACCOUNT}:pipeline/{pipeline}/execution/{execution_id}"
 
@@ -564,13 +597,23 @@ def _summary(node: StepNode, properties: dict[str, Any]) -> str:
     return ""
 
 
+def executions_folder(workspace: Path) -> Path:
+    """Where a workspace keeps its local executions."""
+    return workspace / "executions"
+
+
+def local_registry(workspace: Path) -> LocalModelRegistry:
+    """A workspace's model registry (``<workspace>/registry``)."""
+    return LocalModelRegistry(workspace / "registry")
+
+
 def open_local(workspace: Path, lake: DataLake, bucket: str, *, endpoints: Any = None,
                progress: Callable[[str], None] = print, max_parallel: int | None = None,
                use_cache: bool = True) -> LocalExecutor:
-    """The executor for a workspace: executions in ``<workspace>/executions``, registry in ``<workspace>/registry``."""
+    """The executor for a workspace: its executions folder and registry."""
     kwargs = {"max_parallel": max_parallel} if max_parallel else {}
-    return LocalExecutor(lake=lake, bucket=bucket, root=workspace / "executions",
-                         registry=LocalModelRegistry(workspace / "registry"), endpoints=endpoints,
+    return LocalExecutor(lake=lake, bucket=bucket, root=executions_folder(workspace),
+                         registry=local_registry(workspace), endpoints=endpoints,
                          progress=progress, use_cache=use_cache, **kwargs)
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from diagnosa.lake import DataLake
-from inference.artifact import PACKAGES  # the same packages the model artifact carries for serving
+from diagnosa.serving_code import PACKAGES  # the same packages the model artifact carries for serving
 
 ROOT = Path(__file__).resolve().parents[1]
 # Root scripts of the bundle. Suffixed so none shadows a standard-library module: the container runs
@@ -26,7 +26,7 @@ ENTRY_POINTS = {
     "train_job.py": "training.train",
     "select_job.py": "processing.select",
     "evaluate_job.py": "processing.evaluate",
-    "monitor_job.py": "processing.monitor",
+    "monitor_job.py": "monitoring.job",
 }
 
 SKIP_SUFFIXES = (".pyc", ".pyo")

@@ -4,7 +4,7 @@ Container contract (SageMaker Processing): ``input/model/model.tar.gz`` (the tra
 artifact, or an extracted model folder) and ``input/test/`` (the test split: one Parquet part per curated part); writes
 ``output/evaluation/evaluation.json`` (SageMaker model-quality layout plus Diagnosa's sections;
 the pipeline's condition gate reads it through a PropertyFile) and ``output/report/``. Beside
-evaluation.json go the monitoring baselines of the model's outputs (``monitoring/baseline.py``):
+evaluation.json go the monitoring baselines of the model's outputs (``processing/baseline.py``):
 ``prediction_baseline.json`` (predicted-category distribution, per-class test quality, orphan
 slice, the gate thresholds) and ``model_quality_constraints.json`` (SageMaker's multiclass
 model-quality constraints).
@@ -27,7 +27,8 @@ from diagnosa.data.schema import Schema
 from diagnosa.logs import configure_logging
 from diagnosa.model import DiagnosaModel, ModelLoadError, apply_calibration, unpack_model
 from processing.calibration import honest_section
-from processing.evaluation import evaluate, recall_gate, slice_scores, write_report
+from processing.entry import job_parser
+from processing.metrics import evaluate, recall_gate, slice_scores, write_report
 from processing.phenotype import find_similarity
 from processing.split import read_split, read_train_groups, unseen_mask
 
@@ -141,7 +142,7 @@ def _model_dir(path: Path, scratch: Path) -> Path:
 def _write_monitoring_baselines(result: dict[str, Any], thresholds: dict[str, float], orphan: float | None,
                                 out_eval: Path) -> None:
     """prediction_baseline.json and model_quality_constraints.json beside evaluation.json."""
-    from monitoring.baseline import (
+    from processing.baseline import (
         MODEL_QUALITY_CONSTRAINTS,
         PREDICTIONS,
         model_quality_constraints,
@@ -156,8 +157,10 @@ def _write_monitoring_baselines(result: dict[str, Any], thresholds: dict[str, fl
 
 def main(argv: Sequence[str] | None = None) -> int:
     configure_logging()
-    parser = argparse.ArgumentParser(description="Diagnosa evaluation job")
-    parser.add_argument("--base-dir", default="/opt/ml/processing")
+    parser = job_parser(
+        "processing.evaluate", "Diagnosa evaluation job: the champion (<base-dir>/input/model/model.tar.gz) on the "
+        "untouched test split (<base-dir>/input/test/test.parquet)\n-> output/evaluation/evaluation.json (with the "
+        "gate's verdict) and output/report/ (docs/pipeline.md).", "Evaluate", "--orphan-threshold 0.5")
     parser.add_argument("--thresholds", type=_thresholds, default={},
                         help='per-class test recall thresholds as JSON, e.g. {"ENFERMEDAD TERMINAL": 0.8}')
     parser.add_argument("--orphan-threshold", type=float, default=None, help="orphan-slice macro recall threshold")

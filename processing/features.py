@@ -143,13 +143,13 @@ class SparseIndicators(TransformerMixin, BaseEstimator):
         self.chunk_rows = chunk_rows
 
     def fit(self, X: Any, y: Any = None) -> SparseIndicators:
-        X = _to_float32(X)
+        X = to_float32(X)
         self.indicator_ = binary_columns(X, self.chunk_rows)
         self.n_features_in_ = X.shape[1]
         return self
 
     def transform(self, X: Any) -> sp.csr_matrix:
-        X = _to_float32(X)
+        X = to_float32(X)
         if X.shape[1] != len(self.indicator_):
             raise ValueError(f"expected {len(self.indicator_)} feature columns, got {X.shape[1]}")
         if not X.shape[0]:
@@ -164,13 +164,17 @@ class SparseIndicators(TransformerMixin, BaseEstimator):
         return blocks[0] if len(blocks) == 1 else sp.vstack(blocks, format="csr")
 
 
-def _to_float32(X: Any) -> np.ndarray:
+def to_float32(X: Any) -> np.ndarray:
     return np.asarray(X.toarray() if sp.issparse(X) else X, dtype=np.float32)
 
 
-def _fill_missing_category(X: Any) -> pd.DataFrame:
+def fill_missing_category(X: Any) -> pd.DataFrame:
     frame = pd.DataFrame(X).astype(object)
     return frame.where(frame.notna(), "<missing>")
+
+
+# Model artifacts pickle these two by name: artifacts saved before they were public still load.
+_to_float32, _fill_missing_category = to_float32, fill_missing_category
 
 
 def _bool_to_float(X: Any) -> np.ndarray:
@@ -191,7 +195,7 @@ def build_feature_pipeline(schema: Schema, params: FeatureParams | None = None, 
             SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True), StandardScaler()), numeric))
     if categories:
         blocks.append(("categorical", make_pipeline(
-            FunctionTransformer(_fill_missing_category, feature_names_out="one-to-one"),
+            FunctionTransformer(fill_missing_category, feature_names_out="one-to-one"),
             OneHotEncoder(handle_unknown="ignore", min_frequency=params.min_term_count)), categories))
     if flags:
         blocks.append(("flags", make_pipeline(FunctionTransformer(_bool_to_float, feature_names_out="one-to-one"),
@@ -206,7 +210,7 @@ def build_feature_pipeline(schema: Schema, params: FeatureParams | None = None, 
         raise ValueError(f"schema '{schema.name}' declares no feature fields")
     steps: list[tuple[str, Any]] = [
         ("columns", ColumnTransformer(blocks, sparse_threshold=0.0, remainder="drop")),
-        ("float32", FunctionTransformer(_to_float32, feature_names_out="one-to-one")),
+        ("float32", FunctionTransformer(to_float32, feature_names_out="one-to-one")),
     ]
     if params.reduction in ("pca", "both"):
         n = params.pca_components if params.pca_components < 1 else int(params.pca_components)
@@ -214,7 +218,7 @@ def build_feature_pipeline(schema: Schema, params: FeatureParams | None = None, 
     if params.reduction in ("lda", "both"):
         steps.append(("lda", LinearDiscriminantAnalysis()))
     if params.reduction != "none":
-        steps.append(("float32_out", FunctionTransformer(_to_float32, feature_names_out="one-to-one")))
+        steps.append(("float32_out", FunctionTransformer(to_float32, feature_names_out="one-to-one")))
     return Pipeline(steps)
 
 

@@ -47,6 +47,7 @@ from diagnosa.labels import DISEASE_CATEGORIES
 CITATION = ("Resnik information content over the HPO disease annotations (Orphanet/OMIM); best-match average "
             "patient → disease as in Köhler et al. 2009, Am J Hum Genet 85:457 (the Phenomizer)")
 LEADING_MEASURES = ("simgic", "symmetric")  # per category: max, the leader's score, the gap to the leader
+FEATURE_BLOCK_ROWS = 4096  # patients scored at once by features(): bounds memory (see there)
 ROW_CACHE_LIMIT = 4096  # per-term similarity rows kept per process (1371 float32 each, ~22 MB at most)
 
 
@@ -200,20 +201,29 @@ class PhenotypeSimilarity(TransformerMixin, BaseEstimator):
             cache[term] = found
         return found
 
-    def _closure(self, terms: list[str]) -> np.ndarray:
-        """Indices (into ``terms_``) of the patient's terms and all their ancestors the knowledge base knows, sorted."""
-        parts = [c for c in (self._term_closure(t) for t in dict.fromkeys(terms)) if len(c)]
-        if not parts:
-            return np.zeros(0, dtype=np.int64)
-        return parts[0] if len(parts) == 1 else np.unique(np.concatenate(parts))
+    def _batch_closures(self, lists: list[list[str]]) -> tuple[np.ndarray, np.ndarray]:
+        """Every patient's terms with all their ancestors the knowledge base knows, for the whole batch at once:
+        (patient row, term index) pairs without repeats, sorted by patient then term."""
+        parts = [[self._term_closure(t) for t in dict.fromkeys(terms)] for terms in lists]
+        sizes = np.fromiter((sum(map(len, p)) for p in parts), dtype=np.int64, count=len(parts))
+        if not sizes.sum():
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+        n_terms = len(self.terms_)
+        keys = np.unique(np.repeat(np.arange(len(parts), dtype=np.int64), sizes) * n_terms
+                         + np.concatenate([c for p in parts for c in p]))
+        return keys // n_terms, keys % n_terms
 
     def _incidence(self) -> sp.csr_matrix:
-        """terms x diseases, 1 where the term is in the disease's ancestor closure (float64: exact sums below)."""
+        """terms x diseases, 1 where the term is in the disease's ancestor closure (float64: exact sums below).
+
+        Terms of zero information content (the ontology's roots, in every disease's closure) are left out:
+        they add exactly 0 to any shared IC, and they hold a third of the entries a patient's row meets."""
         found = self.__dict__.get("_incidence_cache")
         if found is None:
-            found = self.__dict__["_incidence_cache"] = sp.csr_matrix(
-                (np.ones(len(self.closure_indices_)), self.closure_indices_, self.closure_indptr_),
-                shape=(len(self.terms_), len(self.disease_ids_)))
+            found = sp.csr_matrix((np.ones(len(self.closure_indices_)), self.closure_indices_, self.closure_indptr_),
+                                  shape=(len(self.terms_), len(self.disease_ids_)))
+            found = self.__dict__["_incidence_cache"] = sp.diags((self.ic_ != 0).astype(np.float64)) @ found
+            found.eliminate_zeros()
         return found
 
     def measures(self, term_lists: Any) -> dict[str, np.ndarray]:
@@ -237,15 +247,14 @@ class PhenotypeSimilarity(TransformerMixin, BaseEstimator):
         resnik, inter = out[:, 0], out[:, 1]  # the simgic slot holds the intersection until the end
         resnik[:] = self.scores(lists)
         ic = self.ic_
-        closures = [self._closure(terms) for terms in lists]
-        patient_ic = np.array([ic[c].sum() for c in closures], dtype=np.float32).reshape(len(lists))
-        lengths = np.fromiter(map(len, closures), dtype=np.int64, count=len(closures))
-        if lengths.sum():
+        patients, terms = self._batch_closures(lists)
+        weights = ic[terms].astype(np.float64)
+        patient_ic = np.bincount(patients, weights=weights, minlength=len(lists)).astype(np.float32)
+        if len(terms):
             # The shared IC of patient closure and disease closure, for the whole batch at once: patients x
             # terms (each closure term weighted by its IC) times terms x diseases, summed in float64.
-            flat = np.concatenate(closures)
-            weighted = sp.csr_matrix((ic[flat].astype(np.float64), flat, np.concatenate([[0], np.cumsum(lengths)])),
-                                     shape=(len(lists), len(self.terms_)))
+            indptr = np.concatenate([[0], np.cumsum(np.bincount(patients, minlength=len(lists)))])
+            weighted = sp.csr_matrix((weights, terms, indptr), shape=(len(lists), len(self.terms_)))
             inter[:] = (weighted @ self._incidence()).toarray()
         disease_ic = self.disease_ic_[None, :]
         np.divide(inter, disease_ic, out=out[:, 2], where=disease_ic > 0)  # coverage (disease → patient)
@@ -299,27 +308,36 @@ class PhenotypeSimilarity(TransformerMixin, BaseEstimator):
             self.__dict__["_contiguous"] = bool(np.array_equal(order, np.arange(len(order))))
         return cached
 
-    def _top_positions(self, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """For the per-category top-k mean after one sort: the per-segment offsets, the (category, k)
-        column positions of each segment's k largest, and which of them exist (a category of < k diseases)."""
-        cached = self.__dict__.get("_top_cache")
-        if cached is None or cached[0] != k:
-            _, _, starts, sizes = self._segments()
-            offset = np.repeat(2.0 * np.arange(len(sizes)), sizes).astype(np.float32)  # scores lie in [0, 1]
-            back = np.arange(k)[None, :]
-            keep = (back < sizes[:, None]).astype(np.float32)
-            last = np.maximum(starts[:, None] + sizes[:, None] - 1 - back, starts[:, None])
-            cached = self.__dict__["_top_cache"] = (k, offset, last, keep)
-        return cached[1:]
+    def _top_means(self, scores: np.ndarray, k: int) -> np.ndarray:
+        """Per non-empty category (columns in category order), the mean of its ``k`` best scores, or of all of
+        them in a category of fewer: one partial sort per category, not a full sort of every row."""
+        _, _, starts, sizes = self._segments()
+        out = np.empty((len(scores), len(sizes)), dtype=np.float32)
+        for j, (start, size) in enumerate(zip(starts, sizes)):
+            segment = scores[:, start:start + size]
+            m = min(k, int(size))
+            best = np.partition(segment, size - m, axis=1)[:, size - m:] if size > m else segment
+            out[:, j] = np.sort(best, axis=1)[:, ::-1].sum(axis=1) / np.float32(m)  # best first, as ranked
+        return out
 
     def transform(self, X: Any) -> np.ndarray:
         return self.features(X)
 
     def features(self, term_lists: Any) -> np.ndarray:
-        """What :meth:`transform` returns, without scikit-learn's output wrapper (the endpoint's fast path)."""
+        """What :meth:`transform` returns, without scikit-learn's output wrapper (the endpoint's fast path).
+
+        Rows are scored in blocks of ``FEATURE_BLOCK_ROWS``: a block's similarity stack is patients x 3 x
+        diseases float32 (16 GB for a million patients at once; 66 MB per block), and rows are independent."""
+        lists = as_lists(term_lists)
+        if len(lists) <= FEATURE_BLOCK_ROWS:
+            return self._block_features(lists)
+        return np.vstack([self._block_features(lists[start:start + FEATURE_BLOCK_ROWS])
+                          for start in range(0, len(lists), FEATURE_BLOCK_ROWS)])
+
+    def _block_features(self, lists: list[list[str]]) -> np.ndarray:
         # One pass per measure over the disease columns sorted by category (reduceat), not one per
         # category: the endpoint pays this on every request.
-        stack = self._measure_stack(as_lists(term_lists))
+        stack = self._measure_stack(lists)
         n, n_c, k = len(stack), len(self.categories_), int(self.top)
         nonempty, order, starts, sizes = self._segments()
         best = np.zeros((n, 3, n_c), dtype=np.float32)
@@ -328,9 +346,7 @@ class PhenotypeSimilarity(TransformerMixin, BaseEstimator):
             if not self.__dict__.get("_contiguous"):  # columns fitted in category order need no gather
                 stack = stack[:, :, order]
             best[:, :, nonempty] = np.maximum.reduceat(stack, starts, axis=2)
-            offset, last, keep = self._top_positions(k)
-            ranked = np.sort(stack[:, 0, :] + offset, axis=1) - offset
-            topk[:, nonempty] = (ranked[:, last] * keep).sum(axis=2) / keep.sum(axis=1)
+            topk[:, nonempty] = self._top_means(stack[:, 0, :], k)
         resnik = np.empty((n, 2 * n_c + 1), dtype=np.float32)
         resnik[:, 0:2 * n_c:2], resnik[:, 1:2 * n_c:2] = best[:, 0, :], topk
         resnik[:, -1] = best[:, 0, :].max(axis=1) if n_c else 0.0
@@ -398,7 +414,6 @@ class PhenotypeSimilarity(TransformerMixin, BaseEstimator):
         state.pop("_closures", None)
         state.pop("_incidence_cache", None)
         state.pop("_segment_cache", None)
-        state.pop("_top_cache", None)
         state.pop("_contiguous", None)
         state.pop("_id_rank_cache", None)
         return state

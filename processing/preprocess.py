@@ -48,6 +48,7 @@ import pyarrow.parquet as pq
 
 from diagnosa.data.schema import Schema
 from diagnosa.logs import configure_logging
+from processing.entry import job_parser
 from processing.features import REDUCTIONS, FeatureParams, binary_columns, build_feature_pipeline
 from processing.resample import JOINT_METHODS, METHODS, Resampled, balanced_class_weights, resample, row_weights
 from processing.split import DEFAULT_FRACTIONS, DEFAULT_UNSEEN_SHARE, GROUPS_FILE, SPLITS, Splits, split_dataset
@@ -337,7 +338,7 @@ def write_fit(fitted: Fitted, schema: Schema, manifest: dict[str, Any], params: 
     (out["transformer"] / RECORD_FILE).write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n",
                                                   encoding="utf-8")
     if baseline_dir is not None:
-        from monitoring.baseline import write_data_baseline
+        from processing.baseline import write_data_baseline
 
         started = time.perf_counter()
         paths = write_data_baseline(fitted.fitted_rows, schema, baseline_dir)
@@ -427,24 +428,39 @@ def _save_train(path: Path, train: Resampled) -> None:
 # ------------------------------------------------------------------------------------------------ the job
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Diagnosa preprocessing job")
-    parser.add_argument("--base-dir", default="/opt/ml/processing", help="container root (tests use a temp folder)")
+    parser = job_parser(
+        "processing.preprocess", "Diagnosa preprocessing job: a curated dataset "
+        "(<base-dir>/input/curated/{manifest.json,data/part-NNNNN.parquet})\n-> --stage fit: split and fitted feature "
+        "pipeline in <base-dir>/output/{transformer,split}/; --stage transform: the parts this instance holds in "
+        "<base-dir>/output/{train,validation,test}/; --stage all: both (docs/pipeline.md).",
+        "Preprocess", "--resampling smote")
+    parser.add_argument("--reduction", choices=REDUCTIONS, default="none",
+                        help="dimensionality reduction after the features (pca keeps --pca-components of the "
+                             "variance) (default: %(default)s)")
+    parser.add_argument("--resampling", choices=METHODS, default=PreprocessParams.resampling,
+                        help="how the training split's class imbalance is handled (default: %(default)s)")
+    parser.add_argument("--hpo-rollup", choices=("true", "false"), default="true",
+                        help="light each HPO term's ancestors too (default: %(default)s)")
+    parser.add_argument("--min-term-count", type=int, default=5,
+                        help="indicator columns seen fewer times in train are dropped (default: %(default)s)")
+    parser.add_argument("--pca-components", type=float, default=0.95, help="share of variance PCA keeps (default: %(default)s)")
     parser.add_argument("--stage", choices=STAGES, default="all",
-                        help="fit (split + feature pipeline), transform (the rows this instance holds) or both")
-    parser.add_argument("--reduction", choices=REDUCTIONS, default="none")
-    parser.add_argument("--resampling", choices=METHODS, default=PreprocessParams.resampling)
-    parser.add_argument("--hpo-rollup", choices=("true", "false"), default="true")
-    parser.add_argument("--min-term-count", type=int, default=5)
-    parser.add_argument("--pca-components", type=float, default=0.95)
+                        help="fit (split + feature pipeline), transform (the parts this instance holds) or both "
+                             "(default: %(default)s)")
     parser.add_argument("--phenotype-similarity", choices=("true", "false"), default="true",
-                        help="score HPO lists against the knowledge base's rare diseases (processing/phenotype.py)")
-    parser.add_argument("--seed", type=int, default=0)
+                        help="score HPO lists against the knowledge base's rare diseases (processing/phenotype.py) "
+                             "(default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the split, the features and resampling (default: %(default)s)")
     parser.add_argument("--unseen-share", type=float, default=DEFAULT_UNSEEN_SHARE,
-                        help="share of the slice's groups (orphan diseases) held out of training, in [0, 1)")
+                        help="share of the slice's groups (orphan diseases) held out of training, in [0, 1) "
+                             "(default: %(default)s)")
     parser.add_argument("--fit-max-rows", type=int, default=DEFAULT_FIT_MAX_ROWS,
-                        help="training rows the feature pipeline is fitted on, at most (a sample above it)")
+                        help="training rows the feature pipeline is fitted on, at most; a sample above it "
+                             "(default: %(default)s)")
     parser.add_argument("--transform-instances", type=int, default=1,
-                        help="instances of the transform stage (the fit refuses a resampling that cannot spread)")
+                        help="instances of the transform stage: the fit refuses a resampling that cannot spread "
+                             "(default: %(default)s)")
     parser.add_argument("--baseline-dir", default=None,
                         help="where to write the monitoring baseline (default: <base-dir>/output/baseline if it exists)")
     return parser.parse_args(argv)

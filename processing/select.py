@@ -7,7 +7,6 @@ and, on a tie, the model whose worst class is found more often.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import math
@@ -20,6 +19,7 @@ from typing import Any
 
 from diagnosa.files import atomic_path, write_text_atomic
 from diagnosa.logs import configure_logging
+from processing.entry import job_parser
 
 logger = logging.getLogger(__name__)
 
@@ -202,9 +202,9 @@ def run(base_dir: str | os.PathLike) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     """Processing container entry point; 0 on success, 1 with a logged reason on any error."""
     configure_logging()
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--base-dir", default="/opt/ml/processing",
-                        help="holds input/candidates/<name>/ and receives output/champion, output/selection")
+    parser = job_parser("processing.select", __doc__.splitlines()[0] + f"\nThe rule: {RULE}.", "Select", "",
+                        "holds input/candidates/<name>/ (model.tar.gz or a model folder) and receives "
+                        "output/champion/model.tar.gz and output/selection/selection.json")
     args = parser.parse_args(argv)
     try:
         run(args.base_dir)

@@ -103,8 +103,8 @@ def trained_model_dir(tmp_path_factory, curated_cohort):
 @pytest.fixture(scope="module")
 def local_endpoint(trained_model_dir):
     """The local endpoint serving ``trained_model_dir`` on a free port, ready (no data capture)."""
-    from inference.server import LocalEndpoint
+    from inference.server import EndpointServer
 
-    with LocalEndpoint(str(trained_model_dir)) as endpoint:
+    with EndpointServer(str(trained_model_dir)) as endpoint:
         endpoint.wait_until_ready()
         yield endpoint

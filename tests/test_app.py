@@ -184,10 +184,10 @@ def test_new_patient_clears_the_form_and_the_result(monkeypatch, endpoint, train
 def test_the_confirmed_diagnosis_is_recorded_through_the_feedback_route(monkeypatch, trained_model_dir, tmp_path):
     from diagnosa.lake import DataLake
     from inference.capture import DataCapture
-    from inference.server import LocalEndpoint
+    from inference.server import EndpointServer
 
     lake = DataLake.from_uri(str(tmp_path / "lake"))
-    with LocalEndpoint(str(trained_model_dir), capture=DataCapture(lake, "diagnosa")) as ep:
+    with EndpointServer(str(trained_model_dir), capture=DataCapture(lake, "diagnosa")) as ep:
         ep.wait_until_ready()
         at = _app(monkeypatch, ep.url, trained_model_dir)
         at.checkbox(key="policy_accepted").check().run()

@@ -269,7 +269,7 @@ def test_feedback_is_offered_only_when_the_client_can_send_it():
 # ------------------------------------------------------------------------------------------------ command
 
 def test_app_command_runs_streamlit_headless_with_the_endpoint_configuration():
-    from diagnosa.commands.app import script_path, streamlit_command
+    from app.launch import script_path, streamlit_command
 
     config = AppConfig(endpoint_url="http://127.0.0.1:8080", model="/m")
     argv, env = streamlit_command(config.to_env(), host="127.0.0.1", port=8599,

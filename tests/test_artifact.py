@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from inference.artifact import SERVING_PROGRAM, ServingCodeError, write_serving_code
+from diagnosa.serving_code import SERVING_PROGRAM, ServingCodeError, write_serving_code
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from diagnosa.data.schema import Field, Schema
-from monitoring import baseline as bl
+from processing import baseline as bl
 
 SCHEMA = Schema("toy", (
     Field("patient_id", "string", role="id", required=True),

@@ -39,7 +39,7 @@ def pbc_files(tmp_path_factory):
 def workspace(tmp_path_factory, pbc_files):
     root = tmp_path_factory.mktemp("ws")
     yield ["--workspace", str(root)], root
-    from diagnosa.commands.local import LOCAL_BUCKET
+    from diagnosa.services import LOCAL_BUCKET
     from pipelines.local_endpoints import LocalEndpoints
     from pipelines.local_jobs import LakeMapping
 
@@ -147,7 +147,7 @@ def test_evaluation_and_gate_for_any_labels_and_slice():
     import numpy as np
 
     from processing.evaluate import gate_section
-    from processing.evaluation import evaluate
+    from processing.metrics import evaluate
 
     y = ["1", "2", "3", "1", "2", "3"]
     proba = np.eye(3)[[0, 1, 2, 0, 0, 2]]  # one '2' (in the slice) predicted '1'

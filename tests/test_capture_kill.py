@@ -29,9 +29,9 @@ SERVER = """
 import sys, time
 from diagnosa.lake import DataLake
 from inference.capture import DataCapture
-from inference.server import LocalEndpoint
+from inference.server import EndpointServer
 capture = DataCapture(DataLake.from_uri(sys.argv[2]), "diagnosa", flush_seconds=float(sys.argv[3]))
-endpoint = LocalEndpoint(sys.argv[1], capture=capture).start()
+endpoint = EndpointServer(sys.argv[1], capture=capture).start()
 endpoint.wait_until_ready(60)
 print(endpoint.port, flush=True)
 while True:

@@ -87,6 +87,23 @@ def test_lake_on_s3_from_the_command_line(capsys):
         assert any(k.startswith("dev/curated/patients/") and "/data/part-00000.parquet" in k for k in keys)
 
 
+def test_raw_zone_in_its_own_bucket_from_the_command_line(capsys, monkeypatch):
+    """--raw-lake (the stack's object-locked raw bucket): generate writes raw there, ingest reads it there."""
+    with mock_aws():
+        s3 = boto3.client("s3")
+        for bucket in ("lake", "raw"):
+            s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+        assert run(capsys, "--lake", "s3://lake", "--raw-lake", "s3://raw", "data", "generate", "--patients", "1000")[0] == 0
+        monkeypatch.setenv("DIAGNOSA_RAW_LAKE", "s3://raw")  # the environment variable does the same
+        code, out, _ = run(capsys, "--lake", "s3://lake", "data", "ingest")
+        assert code == 0 and "curated rows" in out
+        raw = [o["Key"] for o in s3.list_objects_v2(Bucket="raw")["Contents"]]
+        lake = [o["Key"] for o in s3.list_objects_v2(Bucket="lake")["Contents"]]
+        assert "raw/clinical_records/cohort-n1000-s7.jsonl" in raw and all(k.startswith("raw/") for k in raw)
+        assert not [k for k in lake if k.startswith("raw/")]
+        assert any(k.startswith("curated/patients/") and k.endswith("data.parquet") for k in lake)
+
+
 def test_bad_lake_uri_is_refused(capsys):
     code, _, err = run(capsys, "--lake", "gs://somewhere", "data", "ingest")
     assert code == 2 and "gs://somewhere" in err

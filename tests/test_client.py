@@ -1,6 +1,7 @@
 """The application client and `diagnosa predict`, against the real local endpoint over loopback."""
 from __future__ import annotations
 
+import argparse
 import json
 import re
 import threading
@@ -10,7 +11,7 @@ import pytest
 
 from diagnosa.cli import main
 from inference.client import ClientFailure, DiagnosaClient, PredictionRejected
-from inference.server import LocalEndpoint
+from inference.server import EndpointServer
 
 PATIENT = {"patient_id": "A1", "age": 67, "sex": "M", "temperature_c": 38.9, "spo2_pct": 90,
            "symptoms": ["HP:0001945", "HP:0012735"]}
@@ -18,7 +19,7 @@ PATIENT = {"patient_id": "A1", "age": 67, "sex": "M", "temperature_c": 38.9, "sp
 
 @pytest.fixture(scope="module")
 def endpoint(trained_model_dir):
-    server = LocalEndpoint(str(trained_model_dir), endpoint_name="diagnosa", port=0)
+    server = EndpointServer(str(trained_model_dir), endpoint_name="diagnosa", port=0)
     server.start()
     server.wait_until_ready(60)
     yield server
@@ -207,6 +208,23 @@ def test_no_credentials_and_no_endpoint_url_says_how_to_reach_a_local_endpoint(m
     client = DiagnosaClient("diagnosa", region="eu-west-1", timeout=1, max_attempts=1)
     with pytest.raises(ClientFailure, match=r"no AWS credentials .*--endpoint-url http://127.0.0.1:8080"):
         client.predict({"age": 50})
+
+
+@pytest.mark.parametrize("environment, expected", [
+    ({"AWS_REGION": "ap-south-1", "AWS_DEFAULT_REGION": "us-east-1"}, "ap-south-1"),
+    ({"AWS_DEFAULT_REGION": "us-east-1"}, "us-east-1"),
+])
+def test_the_client_reads_the_region_as_the_aws_commands_do(monkeypatch, tmp_path, environment, expected):
+    from diagnosa.cli import _region
+    from inference.client import DiagnosaClient
+
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    for name in ("AWS_REGION", "AWS_DEFAULT_REGION"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    assert DiagnosaClient("diagnosa").runtime.meta.region_name == expected == _region(argparse.Namespace(region=None))
+    assert DiagnosaClient("diagnosa", region="eu-north-1").runtime.meta.region_name == "eu-north-1"
 
 
 def test_a_raw_batch_is_sent_as_traffic_and_a_defective_record_costs_one_refusal(endpoint, tmp_path, capsys):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from diagnosa.labels import CATEGORIES
-from processing.evaluation import evaluate, recall_gate, write_report
+from processing.metrics import evaluate, recall_gate, write_report
 
 ABC = ["A", "B", "C"]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

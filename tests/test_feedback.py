@@ -13,8 +13,8 @@ import pytest
 from diagnosa.lake import DataLake
 from inference.capture import DataCapture, new_event_id, read_errors
 from inference.client import ClientFailure, DiagnosaClient, FeedbackRejected
-from inference.server import LocalEndpoint
-from monitoring.feedback import MAX_REVISIONS, FeedbackError, parse_feedback, read_feedback, store_feedback
+from inference.feedback import MAX_REVISIONS, FeedbackError, parse_feedback, read_feedback, store_feedback
+from inference.server import EndpointServer
 
 
 def test_parse_accepts_the_contract_and_normalises_the_category():
@@ -87,12 +87,12 @@ def test_old_layout_objects_are_still_read_and_the_latest_wins_across_layouts(tm
 @pytest.fixture()
 def endpoint(tmp_path):
     lake = DataLake.from_uri(str(tmp_path / "lake"))
-    ep = LocalEndpoint("unused", capture=DataCapture(lake, "diagnosa"), loader=lambda _: None).start()
+    ep = EndpointServer("unused", capture=DataCapture(lake, "diagnosa"), loader=lambda _: None).start()
     yield ep, lake
     ep.stop()
 
 
-def _captured(ep: LocalEndpoint) -> str:
+def _captured(ep: EndpointServer) -> str:
     """An event id the endpoint captured (as _invocation does: a time-ordered id, spooled)."""
     when = datetime.now(timezone.utc)
     event_id = new_event_id(when)
@@ -142,7 +142,7 @@ def test_feedback_for_an_event_never_captured_is_404(endpoint, event):
 
 def test_feedback_for_an_event_not_sampled_says_so(tmp_path):
     lake = DataLake.from_uri(str(tmp_path / "lake"))
-    with LocalEndpoint("unused", capture=DataCapture(lake, "diagnosa", sampling_percentage=0),
+    with EndpointServer("unused", capture=DataCapture(lake, "diagnosa", sampling_percentage=0),
                        loader=lambda _: None) as ep:
         event = new_event_id()
         assert not ep.capture.record(event, None, b"{}", "application/json", b"{}", "application/json",
@@ -153,9 +153,9 @@ def test_feedback_for_an_event_not_sampled_says_so(tmp_path):
 
 def test_the_lookup_survives_a_restart(tmp_path):
     lake = DataLake.from_uri(str(tmp_path / "lake"))
-    with LocalEndpoint("unused", capture=DataCapture(lake, "diagnosa"), loader=lambda _: None) as ep:
+    with EndpointServer("unused", capture=DataCapture(lake, "diagnosa"), loader=lambda _: None) as ep:
         event = _captured(ep)
-    with LocalEndpoint("unused", capture=DataCapture(lake, "diagnosa"), loader=lambda _: None) as ep:
+    with EndpointServer("unused", capture=DataCapture(lake, "diagnosa"), loader=lambda _: None) as ep:
         assert _post(ep.url, {"event_id": event, "diagnosis": "NO ENFERMO"})[0] == 201
         assert _post(ep.url, {"event_id": new_event_id(), "diagnosis": "NO ENFERMO"})[0] == 404
         assert ep.capture.lookup(event) == "captured"
@@ -170,7 +170,7 @@ def test_an_oversized_feedback_body_is_413(endpoint):
 
 def test_the_feedback_token_is_checked_when_set(tmp_path):
     lake = DataLake.from_uri(str(tmp_path / "lake"))
-    with LocalEndpoint("unused", capture=DataCapture(lake, "diagnosa"), loader=lambda _: None,
+    with EndpointServer("unused", capture=DataCapture(lake, "diagnosa"), loader=lambda _: None,
                        feedback_token="s3cret-token") as ep:
         body = {"event_id": _captured(ep), "diagnosis": "NO ENFERMO"}
         status, answer, headers = _post(ep.url, body, full=True)

@@ -352,3 +352,51 @@ def test_init_zones_s3_is_noop(aws):
     lake = DataLake.from_uri(f"s3://{BUCKET}/team/lake", s3_client=aws)
     lake.init_zones()
     assert aws.list_objects_v2(Bucket=BUCKET).get("KeyCount", 0) == 0
+
+
+# --- a raw zone of its own (the AWS stack's object-locked raw bucket) --------------------
+
+RAW_BUCKET = "diagnosa-raw"
+
+
+def test_raw_zone_in_its_own_bucket_keeps_the_keys(aws):
+    aws.create_bucket(Bucket=RAW_BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION})
+    lake = DataLake.from_uri(f"s3://{BUCKET}", raw_uri=f"s3://{RAW_BUCKET}", s3_client=aws)
+    lake.put_bytes("raw/clinical_records/b.jsonl", b"{}\n")
+    lake.put_bytes("curated/patients/LATEST.json", b"{}")
+    # Same keys, two buckets: raw/ only in the raw bucket, the other zones only in the lake's.
+    assert aws.get_object(Bucket=RAW_BUCKET, Key="raw/clinical_records/b.jsonl")["Body"].read() == b"{}\n"
+    assert [o["Key"] for o in aws.list_objects_v2(Bucket=BUCKET)["Contents"]] == ["curated/patients/LATEST.json"]
+    assert lake.get_bytes("raw/clinical_records/b.jsonl") == b"{}\n"
+    assert lake.exists("raw/clinical_records/b.jsonl") and lake.put_bytes_once("raw/clinical_records/b.jsonl", b"{}\n") is False
+    assert lake.url("raw/clinical_records/b.jsonl") == f"s3://{RAW_BUCKET}/raw/clinical_records/b.jsonl"
+    assert lake.url("curated/patients/LATEST.json") == f"s3://{BUCKET}/curated/patients/LATEST.json"
+    assert lake.list("raw/") == ["raw/clinical_records/b.jsonl"]
+    assert lake.list("curated/") == ["curated/patients/LATEST.json"]
+    assert lake.list() == ["curated/patients/LATEST.json", "raw/clinical_records/b.jsonl"]
+    assert lake.list("r") == ["raw/clinical_records/b.jsonl"]
+    assert "raw='s3://diagnosa-raw'" in repr(lake)
+
+
+def test_raw_keys_left_in_the_shared_root_are_not_the_raw_zone(aws, tmp_path):
+    """Once the raw zone has its own storage, a raw/ key in the lake's root (from before) is not listed or read."""
+    aws.put_object(Bucket=BUCKET, Key="raw/old.csv", Body=b"old")
+    lake = DataLake.from_uri(f"s3://{BUCKET}", raw_uri=str(tmp_path / "raw"), s3_client=aws)
+    assert lake.list() == [] and not lake.exists("raw/old.csv")
+    lake.put_bytes("raw/new.csv", b"new")
+    assert (tmp_path / "raw" / "raw" / "new.csv").read_bytes() == b"new"
+    assert lake.list("raw") == ["raw/new.csv"]
+
+
+def test_init_zones_makes_the_raw_folder_in_the_raw_storage(tmp_path):
+    lake = DataLake.from_uri(str(tmp_path / "lake"), raw_uri=str(tmp_path / "raw"))
+    lake.init_zones()
+    assert (tmp_path / "raw" / "raw").is_dir() and not (tmp_path / "lake" / "raw").exists()
+    assert (tmp_path / "lake" / "curated").is_dir()
+
+
+@pytest.mark.parametrize("bad", ["gs://x", "s3://", ""])
+def test_bad_raw_uri_is_named(bad, tmp_path):
+    with pytest.raises(LakeError, match=r"raw zone URI") as info:
+        DataLake.from_uri(str(tmp_path / "lake"), raw_uri=bad)
+    assert repr(bad) in str(info.value)

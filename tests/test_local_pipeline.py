@@ -11,7 +11,7 @@ import urllib.request
 import pytest
 
 from diagnosa.cli import main as cli
-from diagnosa.commands.local import LOCAL_BUCKET, local_definition
+from diagnosa.services import LOCAL_BUCKET, local_definition
 from inference.client import DiagnosaClient
 from pipelines.definition import class_parameter
 from pipelines.executor import open_local

@@ -15,9 +15,9 @@ from diagnosa import browser
 from diagnosa.data.cohort import CohortConfig, apply_drift, generate
 from diagnosa.data.schema import Schema
 from diagnosa.lake import DataLake
-from monitoring.baseline import load_baseline, prediction_baseline, write_data_baseline, write_json
-from monitoring.feedback import parse_feedback, store_feedback
-from monitoring.monitor import WindowError, parse_window, run_monitor, write_report
+from inference.feedback import parse_feedback, store_feedback
+from monitoring.run import WindowError, parse_window, run_monitor, write_report
+from processing.baseline import load_baseline, prediction_baseline, write_data_baseline, write_json
 
 FEATURES = ("age", "sex", "temperature_c", "heart_rate_bpm", "respiratory_rate_bpm", "systolic_bp_mmhg",
             "diastolic_bp_mmhg", "spo2_pct", "symptoms", "prior_diagnoses", "wbc_10e9_l", "crp_mg_l",
@@ -73,7 +73,7 @@ def loop(tmp_path_factory, curated_cohort, trained_model_dir, baseline):
 
     from inference.capture import DataCapture
     from inference.client import DiagnosaClient
-    from inference.server import LocalEndpoint
+    from inference.server import EndpointServer
 
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
     lake = DataLake.from_uri(str(tmp_path_factory.mktemp("loop") / "lake"))
@@ -81,7 +81,7 @@ def loop(tmp_path_factory, curated_cohort, trained_model_dir, baseline):
     cohort = generate(CohortConfig(patients=1500, seed=5, orphan_fraction=0.05, defect_rate=0))
     drifted = apply_drift(apply_drift(apply_drift(cohort, "labs", seed=1), "orphan", seed=1), "symptoms", seed=1)
     phases = {}
-    with LocalEndpoint(str(trained_model_dir), capture=DataCapture(lake, "diagnosa", flush_seconds=0.1)) as endpoint:
+    with EndpointServer(str(trained_model_dir), capture=DataCapture(lake, "diagnosa", flush_seconds=0.1)) as endpoint:
         endpoint.wait_until_ready()
         client = DiagnosaClient("diagnosa", endpoint_url=endpoint.url)
         for phase, source in (("clean", cohort), ("drift", drifted)):
@@ -140,7 +140,8 @@ def test_drifted_traffic_alerts_naming_the_features_and_the_failing_classes(loop
 def test_feedback_of_the_window_becomes_a_new_curated_version_through_ingestion(tmp_path, loop, curated_cohort):
     from diagnosa.data.cohort import write_raw
     from diagnosa.data.ingest import ingest_cohort, load_curated
-    from monitoring.retrain import feedback_dataset, start_retraining
+    from diagnosa.services import curated_manifest, retraining_input
+    from monitoring.retrain import feedback_dataset
 
     lake, phases = loop
     base = generate(CohortConfig(patients=1000, seed=3, defect_rate=0))
@@ -156,12 +157,8 @@ def test_feedback_of_the_window_becomes_a_new_curated_version_through_ingestion(
     quarantined = manifest["sources"][0]["quarantined"]
     assert len(fed) + quarantined == feedback_count
     assert set(fed["label"]) <= {t for p in phases.values() for _, t in p["truth"]}
-    calls = []
-    assert start_retraining(dataset.version, lake_uri=lake.uri, params=["Resampling=none"],
-                            run=lambda argv: calls.append(argv) or 0) == 0
-    assert calls == [["--lake", lake.uri, "run", "--local", "--param",
-                      f"InputDataUri=s3://diagnosa-local/curated/patients/{dataset.version}",
-                      "--param", "Resampling=none"]]
+    # The retraining run's input names that version, as the local executor finds it in this lake.
+    assert curated_manifest(lake, "patients", retraining_input(dataset.version))["version"] == dataset.version
 
 
 def test_an_empty_window_reports_no_data(tmp_path, baseline):
@@ -259,7 +256,7 @@ def test_cli_monitor_writes_the_report_and_fails_on_alert_when_asked(tmp_path, l
 def test_processing_job_reads_the_container_contract(tmp_path, loop, baseline_dir, capsys):
     import shutil
 
-    from processing import monitor as job
+    from monitoring import job
 
     lake, _ = loop
     base = tmp_path / "job"
@@ -282,7 +279,7 @@ def test_processing_job_reads_the_container_contract(tmp_path, loop, baseline_di
     import boto3
     from moto import mock_aws
 
-    from monitoring.metrics import drift_score
+    from monitoring.cloudwatch import drift_score
 
     shutil.rmtree(base / "output")
     with mock_aws():

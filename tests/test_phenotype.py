@@ -219,3 +219,41 @@ def test_features_do_not_depend_on_the_process_hash_seed():
     digests = {subprocess.run([sys.executable, "-c", script], cwd=root, capture_output=True, text=True, check=True,
                               env={**os.environ, "PYTHONHASHSEED": seed}).stdout for seed in ("1", "2", "3")}
     assert len(digests) == 1
+
+
+def test_batch_measures_equal_the_per_patient_definitions(shipped):
+    """The batch path (one closure pass, one sparse product, one partial sort per category) gives what the
+    definitions say for each patient alone: simGIC over Python sets, and each category's top-k mean."""
+    rng = np.random.default_rng(3)
+    terms = list(shipped.terms_)
+    lists = [[str(t) for t in rng.choice(terms, size=k)] for k in rng.integers(0, 12, size=60)]
+    lists += [[], ["HP:0000001"], ["HP:9999999"], lists[1], [lists[2][0]] * 3 if lists[2] else []]
+    ic = shipped.ic_.astype(np.float64)
+    disease_closures: list[set[int]] = [set() for _ in shipped.disease_ids_]  # the fitted terms x diseases CSR
+    for term, (a, b) in enumerate(zip(shipped.closure_indptr_[:-1], shipped.closure_indptr_[1:])):
+        for disease in shipped.closure_indices_[a:b]:
+            disease_closures[disease].add(term)
+    measures = shipped.measures(lists)
+    features = dict(zip(shipped.get_feature_names_out(), shipped.features(lists).T))
+    members = {c: np.flatnonzero(np.asarray(shipped.disease_categories_) == c) for c in shipped.categories_}
+    for i, patient in enumerate(lists):
+        closure = set().union(*(shipped._term_closure(t).tolist() for t in patient)) if patient else set()
+        expected = [sum(ic[t] for t in closure & d) / u if (u := sum(ic[t] for t in closure | d)) > 0 else 0.0
+                    for d in disease_closures]
+        np.testing.assert_allclose(measures["simgic"][i], expected, rtol=1e-5, atol=1e-7)
+        for category, columns in members.items():
+            if len(columns):
+                best = np.sort(measures["resnik"][i, columns].astype(np.float64))[::-1][:shipped.top]
+                assert features[f"{category}:top{shipped.top}"][i] == pytest.approx(best.mean(), rel=1e-5, abs=1e-7)
+
+
+def test_features_in_row_blocks_equal_one_pass(shipped, monkeypatch):
+    """Large inputs are scored in blocks of rows to bound memory; blocks must not change a value."""
+    import processing.phenotype as phenotype
+
+    rng = np.random.default_rng(5)
+    lists = [[str(t) for t in rng.choice(shipped.terms_, size=k)] for k in rng.integers(0, 10, size=30)]
+    whole = shipped.features(lists)
+    monkeypatch.setattr(phenotype, "FEATURE_BLOCK_ROWS", 7)
+    assert np.array_equal(shipped.features(lists), whole)
+    assert shipped.features([]).shape == (0, whole.shape[1])

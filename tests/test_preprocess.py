@@ -133,6 +133,14 @@ def test_hpo_rollup_shares_ancestors_and_handles_unseen_terms():
     assert "_cache" not in pickle.loads(pickle.dumps(rolled)).__dict__
 
 
+def test_a_pipeline_pickled_with_the_former_private_function_names_still_loads():
+    from processing import features
+
+    for old, new in (("_to_float32", features.to_float32), ("_fill_missing_category", features.fill_missing_category)):
+        assert pickle.loads(f"cprocessing.features\n{old}\n.".encode()) is new  # how an older artifact names it
+        assert pickle.loads(pickle.dumps(new)) is new
+
+
 @pytest.mark.parametrize("reduction, width", [("pca", None), ("lda", 4), ("both", 4)])
 def test_reductions(data, reduction, width):
     frame, schema, _ = data

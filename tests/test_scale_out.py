@@ -15,8 +15,8 @@ import tarfile
 import numpy as np
 import pytest
 
-from diagnosa.commands.local import LOCAL_BUCKET, local_definition
 from diagnosa.model import DiagnosaModel, unpack_model
+from diagnosa.services import LOCAL_BUCKET, local_definition
 from pipelines.executor import open_local
 from processing.split import read_split
 

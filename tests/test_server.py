@@ -33,7 +33,7 @@ from hypothesis import strategies as st
 from diagnosa.lake import DataLake
 from inference import handler
 from inference.capture import DataCapture, decode_payload, read_capture
-from inference.server import LocalEndpoint
+from inference.server import EndpointServer
 
 ROOT = Path(__file__).resolve().parents[1]
 JSON, CSV = "application/json", "text/csv"
@@ -57,7 +57,7 @@ class Reply:
         return json.loads(self.body)
 
 
-def _request(endpoint: LocalEndpoint, method: str, path: str, body: bytes | None = None,
+def _request(endpoint: EndpointServer, method: str, path: str, body: bytes | None = None,
              headers: dict[str, str] | None = None) -> Reply:
     conn = http.client.HTTPConnection("127.0.0.1", endpoint.port, timeout=15)
     try:
@@ -68,7 +68,7 @@ def _request(endpoint: LocalEndpoint, method: str, path: str, body: bytes | None
         conn.close()
 
 
-def _invoke(endpoint: LocalEndpoint, body: Any, content_type: str | None = JSON, accept: str | None = None,
+def _invoke(endpoint: EndpointServer, body: Any, content_type: str | None = JSON, accept: str | None = None,
             path: str = "/invocations", headers: dict[str, str] | None = None) -> Reply:
     data = body if isinstance(body, bytes) else json.dumps(body).encode()
     all_headers = dict(headers or {})
@@ -79,7 +79,7 @@ def _invoke(endpoint: LocalEndpoint, body: Any, content_type: str | None = JSON,
     return _request(endpoint, "POST", path, data, all_headers)
 
 
-def _raw(endpoint: LocalEndpoint, data: bytes, timeout: float = 8.0) -> bytes:
+def _raw(endpoint: EndpointServer, data: bytes, timeout: float = 8.0) -> bytes:
     """Send bytes as they are and read until the server closes (or ``timeout``)."""
     with socket.create_connection(("127.0.0.1", endpoint.port), timeout=timeout) as sock:
         sock.sendall(data)
@@ -96,7 +96,7 @@ def _status(raw: bytes) -> int:
     return int(raw.split(b" ", 2)[1])
 
 
-def _runtime(endpoint: LocalEndpoint) -> Any:
+def _runtime(endpoint: EndpointServer) -> Any:
     return boto3.client("sagemaker-runtime", endpoint_url=endpoint.url, region_name="eu-west-1",
                         config=Config(retries={"max_attempts": 1, "mode": "standard"}, read_timeout=15))
 
@@ -109,14 +109,14 @@ def model_dir(trained_model_dir) -> str:
 @pytest.fixture(scope="module", params=[0, 2], ids=["in-process", "2-workers"])
 def endpoint(model_dir, request):
     """Every contract test runs against both ways of scoring: in the server process and in worker processes."""
-    ep = LocalEndpoint(model_dir, workers=request.param).start()
+    ep = EndpointServer(model_dir, workers=request.param).start()
     ep.wait_until_ready(60)
     yield ep
     ep.stop()
 
 
-def _started(model_dir: str, **kw: Any) -> LocalEndpoint:
-    ep = LocalEndpoint(model_dir, **kw).start()
+def _started(model_dir: str, **kw: Any) -> EndpointServer:
+    ep = EndpointServer(model_dir, **kw).start()
     ep.wait_until_ready(60)
     return ep
 
@@ -129,7 +129,7 @@ def test_ping_is_503_while_the_model_loads_and_200_after(model_dir):
         assert gate.wait(30)
         return handler.load_service(path)
 
-    ep = LocalEndpoint(model_dir, loader=slow_loader).start()
+    ep = EndpointServer(model_dir, loader=slow_loader).start()
     try:
         reply = _request(ep, "GET", "/ping")
         assert (reply.status, reply.json()) == (503, {"status": "loading"})
@@ -150,7 +150,7 @@ def test_ping_is_503_while_the_model_loads_and_200_after(model_dir):
 
 
 def test_a_model_that_fails_to_load_is_reported_not_served(tmp_path):
-    ep = LocalEndpoint(str(tmp_path / "no-model")).start()
+    ep = EndpointServer(str(tmp_path / "no-model")).start()
     try:
         with pytest.raises(RuntimeError, match="failed to load"):
             ep.wait_until_ready(30)
@@ -662,9 +662,9 @@ import logging, sys
 logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(name)s %(message)s")
 from diagnosa.lake import DataLake
 from inference.capture import DataCapture
-from inference.server import LocalEndpoint
+from inference.server import EndpointServer
 capture = DataCapture(DataLake.from_uri(sys.argv[2]), "diagnosa", flush_seconds=600)
-endpoint = LocalEndpoint(sys.argv[1], capture=capture).start()
+endpoint = EndpointServer(sys.argv[1], capture=capture).start()
 endpoint.wait_until_ready(60)
 print(endpoint.port, flush=True)
 endpoint.serve_forever()
@@ -680,7 +680,7 @@ def test_sigterm_stops_serve_forever_cleanly_and_flushes_capture(model_dir, tmp_
         ready, _, _ = select.select([proc.stdout], [], [], 60)
         assert ready, "the child never printed its port"
         port = int(proc.stdout.readline())
-        ep = LocalEndpoint(model_dir, port=port)  # only used to address the child
+        ep = EndpointServer(model_dir, port=port)  # only used to address the child
         ids = [_invoke(ep, HEALTHY).headers["x-diagnosa-event-id"] for _ in range(3)]
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) == 0
@@ -847,6 +847,6 @@ def test_connections_over_the_cap_get_a_503_at_once(model_dir):
     finally:
         ep.stop()
     with pytest.raises(ValueError, match="max_connections"):
-        LocalEndpoint(model_dir, max_connections=0)
+        EndpointServer(model_dir, max_connections=0)
     with pytest.raises(ValueError, match="request_deadline"):
-        LocalEndpoint(model_dir, request_deadline=0)
+        EndpointServer(model_dir, request_deadline=0)

@@ -16,7 +16,7 @@ from diagnosa.model import DiagnosaModel
 from processing import evaluate as evaluate_job
 from processing import preprocess as preprocess_job
 from processing import select as select_job
-from processing.evaluation import evaluate
+from processing.metrics import evaluate
 from processing.preprocess import PreprocessParams, preprocess
 from processing.split import read_split
 from training import train as train_job

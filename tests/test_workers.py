@@ -14,7 +14,7 @@ import pytest
 
 from diagnosa.net import free_port, wait_until_ok
 from inference import handler
-from inference.server import LocalEndpoint
+from inference.server import EndpointServer
 from inference.workers import WorkerPool, WorkerUnavailable, score
 
 JSON = "application/json"
@@ -93,7 +93,7 @@ def test_a_model_the_workers_cannot_load_is_reported(tmp_path):
     pool = WorkerPool(str(tmp_path / "no-model"), 2)
     with pytest.raises(RuntimeError, match="could not load the model"):
         pool.start(timeout=60)
-    endpoint = LocalEndpoint(str(tmp_path / "no-model"), workers=2).start()
+    endpoint = EndpointServer(str(tmp_path / "no-model"), workers=2).start()
     try:
         with pytest.raises(RuntimeError, match="failed to load"):
             endpoint.wait_until_ready(60)
@@ -104,12 +104,12 @@ def test_a_model_the_workers_cannot_load_is_reported(tmp_path):
 @pytest.mark.parametrize("workers", [-1, 1.5, True])
 def test_bad_worker_counts_are_refused(model_dir, workers):
     with pytest.raises(ValueError, match="workers"):
-        LocalEndpoint(model_dir, workers=workers)
+        EndpointServer(model_dir, workers=workers)
 
 
 def test_a_custom_loader_cannot_reach_workers(model_dir):
     with pytest.raises(ValueError, match="loader"):
-        LocalEndpoint(model_dir, workers=2, loader=handler.load_service)
+        EndpointServer(model_dir, workers=2, loader=handler.load_service)
 
 
 def _descendants(pid: int) -> set[int]:

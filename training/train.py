@@ -30,13 +30,23 @@ from diagnosa.data.schema import Schema
 from diagnosa.files import atomic_path, write_text_atomic
 from diagnosa.logs import configure_logging
 from diagnosa.model import METADATA_FILE, MODEL_FILE, DiagnosaModel
-from inference.artifact import write_serving_code
+from diagnosa.serving_code import write_serving_code
 from processing.calibration import calibration_summary
-from processing.evaluation import evaluate
+from processing.metrics import evaluate
 from processing.split import read_split, read_train_groups, unseen_mask
 from training.decisions import MAX_PRECISION_LOSS, calibrate_and_decide
 from training.distributed import cluster_from_env, collective, digest_of_parts, fit_xgboost, gather, is_distributed, total
-from training.models import adapt_to_rows, check_seed, decode_transported, make_classifier, portable, resolve_hyperparameters
+from training.models import (
+    FAMILIES,
+    MAX_SEED,
+    PARAMS,
+    adapt_to_rows,
+    check_seed,
+    decode_transported,
+    make_classifier,
+    portable,
+    resolve_hyperparameters,
+)
 from training.tuning import (
     DEFAULT_CV_MAX_ROWS,
     DEFAULT_MAX_CONFIGS,
@@ -62,7 +72,7 @@ RESERVED_PREFIX = "sagemaker_"  # keys SageMaker script mode adds (sagemaker_pro
 
 class TrainResult(NamedTuple):
     model: DiagnosaModel
-    evaluation: dict[str, Any]  # processing.evaluation.evaluate() on the cross-validated rows (out of fold)
+    evaluation: dict[str, Any]  # processing.metrics.evaluate() on the cross-validated rows (out of fold)
 
 
 # Job settings that are not the family's hyperparameters (SageMaker passes them the same way).
@@ -109,6 +119,51 @@ class SearchSettings:
         return {"search_budget": self.budget, "search_max_configs": self.max_configs, "cv_max_folds": self.max_folds,
                 "cv_max_rows": self.cv_max_rows, "max_precision_loss": self.max_precision_loss,
                 "holdout_min_class": self.holdout_min_class}
+
+
+SETTING_HELP = {"search_budget": "rows fitted by the search, over all folds and configurations",
+                "search_max_configs": "configurations tried (the family's defaults first)",
+                "cv_max_folds": "cross-validation folds at most", "cv_max_rows": "rows cross-validated at most",
+                "max_precision_loss": "macro precision the decision weights may lose against the plain argmax",
+                "holdout_min_class": "validation rows of the smallest class from which the validation split selects"}
+HELP_FLAGS = ("-h", "--help")
+
+
+def help_text() -> str:
+    """``python -m training.train --help``: the container contract and every hyperparameter, from their tables."""
+    settings = SearchSettings().to_dict()
+    lines = [
+        "usage: python -m training.train [--NAME VALUE ...]",
+        "",
+        "Diagnosa training job: fit one model family on the preprocessing job's outputs, save the deployable model.",
+        "It runs in SageMaker's training container (script mode): hyperparameters come from $SM_HPS, else",
+        "<SM_INPUT_DIR>/config/hyperparameters.json; --NAME VALUE pairs on the command line override them.",
+        "",
+        "environment (the training toolkit sets it in the container; the defaults are the container's paths):",
+        "  SM_INPUT_DIR            /opt/ml/input: config/hyperparameters.json, the channels under data/",
+        "  SM_CHANNEL_TRAIN        <SM_INPUT_DIR>/data/train: train.npz (X, y, sample_weight)",
+        "  SM_CHANNEL_VALIDATION   <SM_INPUT_DIR>/data/validation: validation.parquet (and groups.json)",
+        "  SM_CHANNEL_TRANSFORMER  <SM_INPUT_DIR>/data/transformer: feature_pipeline.joblib, preprocess.json",
+        "  SM_MODEL_DIR            /opt/ml/model: receives model.joblib, metadata.json and code/",
+        "  SM_OUTPUT_DIR           /opt/ml/output: receives failure (the reason) when the job fails",
+        "  SM_OUTPUT_DATA_DIR      <SM_OUTPUT_DIR>/data: receives validation.json",
+        "",
+        "hyperparameters:",
+        f"  family                  required: {', '.join(FAMILIES)}",
+        f"  seed                    integer in [0, {MAX_SEED}] (default 0)",
+        *(f"  {name:<23} {SETTING_HELP[name]} (default {value})" for name, value in settings.items()),
+        "",
+        "the family's own hyperparameters (default; valid values):",
+    ]
+    for family, params in PARAMS.items():
+        lines.append(f"  {family}:")
+        for name, spec in params.items():
+            default = ",".join(map(str, spec.default)) if isinstance(spec.default, tuple) else spec.default
+            lines.append(f"    {name:<21} {default}; {spec.describe()}" + (f" — {spec.help}" if spec.help else ""))
+    lines += ["", "example, in a container root that `diagnosa job prepare Train-xgboost --root jobs/train` laid out:",
+              "  SM_INPUT_DIR=jobs/train/input SM_MODEL_DIR=jobs/train/model SM_OUTPUT_DIR=jobs/train/output \\",
+              "    python -m training.train --max_depth 4"]
+    return "\n".join(lines)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -599,10 +654,13 @@ def _configure_logging() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Container entry point; returns the exit code (0 ok, 1 failure written to <SM_OUTPUT_DIR>/failure)."""
+    argv = sys.argv[1:] if argv is None else argv
+    if any(arg in HELP_FLAGS for arg in argv):  # never a hyperparameter: SageMaker passes --NAME VALUE pairs
+        print(help_text())
+        return 0
     _configure_logging()
     env = os.environ
     output_dir = Path(env.get("SM_OUTPUT_DIR", "/opt/ml/output"))
-    argv = sys.argv[1:] if argv is None else argv
     started = time.perf_counter()
     try:
         hps = read_hyperparameters(argv, env)

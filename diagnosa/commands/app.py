@@ -1,60 +1,32 @@
 """``diagnosa app``: the doctors' Streamlit app over the local endpoint or a SageMaker endpoint.
 
-The command becomes (``exec``) ``streamlit run app/web/diagnosa_app.py``, with the endpoint
-configuration in ``DIAGNOSA_APP_*`` variables (:mod:`app.config`), headless, without usage
-statistics, without a file watcher, and with Streamlit's own log at ``error`` level.
+The command checks the configuration, then becomes (``exec``) the Streamlit server as :mod:`app.launch`
+starts it.
 """
 from __future__ import annotations
 
 import argparse
 import os
-import sys
 from pathlib import Path
-from types import ModuleType
-from typing import Mapping
 
-STREAMLIT_OPTIONS: tuple[str, ...] = (
-    "--server.headless=true",
-    "--browser.gatherUsageStats=false",
-    "--server.fileWatcherType=none",
-    "--server.runOnSave=false",
-    "--logger.level=error",
-    "--client.toolbarMode=minimal",
-    "--client.showErrorDetails=type",  # an unexpected error shows its type, never values in a traceback
-)
+from diagnosa.commands.common import UsageError, model_folder, workspace
 
 
-def script_path() -> Path:
-    import app
-
-    return Path(app.__file__).resolve().parent / "web" / "diagnosa_app.py"
-
-
-def streamlit_command(config_env: Mapping[str, str], *, host: str, port: int,
-                      base_env: Mapping[str, str] | None = None) -> tuple[list[str], dict[str, str]]:
-    """The ``streamlit run`` argv and environment for an app configuration (``AppConfig.to_env()``)."""
-    argv = [sys.executable, "-m", "streamlit", "run", str(script_path()), *STREAMLIT_OPTIONS,
-            f"--server.address={host}", f"--server.port={port}"]
-    env = {k: v for k, v in (os.environ if base_env is None else base_env).items() if not k.startswith("DIAGNOSA_APP_")}
-    env.update(config_env)
-    env["STREAMLIT_BROWSER_GATHER_USAGE_STATS"] = "false"
-    return argv, env
-
-
-def cmd_app(args: argparse.Namespace, common: ModuleType) -> int:
+def cmd_app(args: argparse.Namespace) -> int:
     from app.config import AppConfig, ConfigError
     from app.form import FormError, load_form_spec
+    from app.launch import streamlit_command
 
-    model = str(common._model_folder(Path(args.model), common.workspace(args))) if args.model else None
+    model = str(model_folder(Path(args.model), workspace(args))) if args.model else None
     if args.endpoint_url and args.region:
-        raise common.UsageError("--region is for a SageMaker endpoint; the local endpoint is chosen by --endpoint-url")
+        raise UsageError("--region is for a SageMaker endpoint; the local endpoint is chosen by --endpoint-url")
     try:
         config = AppConfig(endpoint_name=args.endpoint_name, endpoint_url=(args.endpoint_url or "").rstrip("/") or None,
                            region=args.region, model=model, lake=args.feedback_lake, timeout=args.timeout, attempts=args.attempts,
                            top_k=args.top_k, differential=args.differential)
         load_form_spec(model)  # a bad model folder fails here, not in the browser
     except (ConfigError, FormError) as err:
-        raise common.UsageError(str(err)) from None
+        raise UsageError(str(err)) from None
     argv, env = streamlit_command(config.to_env(), host=args.host, port=args.port)
     print(f"Diagnosa app on http://{args.host}:{args.port} → {config.description} (Ctrl-C stops it)", flush=True)
     # Become the Streamlit server: SIGTERM and Ctrl-C reach it directly, no orphan is left behind.
@@ -62,7 +34,7 @@ def cmd_app(args: argparse.Namespace, common: ModuleType) -> int:
     return 0  # pragma: no cover - execve does not return
 
 
-def register(commands: argparse._SubParsersAction, common: ModuleType) -> None:
+def register(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser("app", help="the doctors' app (Streamlit) over an endpoint",
                                  description="Serve the doctors' app: data-use policy, patient form, diagnosis. "
                                              "Give --endpoint-url for the local endpoint, or --endpoint-name and "
@@ -87,4 +59,4 @@ def register(commands: argparse._SubParsersAction, common: ModuleType) -> None:
                              "decision support (default 5; 0: none)")
     parser.add_argument("--host", default="127.0.0.1", help="address the app listens on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8501, help="port the app listens on (default 8501)")
-    parser.set_defaults(func=lambda args: cmd_app(args, common))
+    parser.set_defaults(func=cmd_app)

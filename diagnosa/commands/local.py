@@ -12,130 +12,75 @@ import json
 import os
 import sys
 from pathlib import Path
-from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-LOCAL_BUCKET = "diagnosa-local"
-LOCAL_ROLE = "arn:aws:iam::000000000000:role/diagnosa-local"
+from diagnosa.commands.common import UsageError, int_in, local_workspace, split_families, split_params, workspace
+from diagnosa.data.schema import BUILTIN_DATASET
+from diagnosa.lake import DataLake
+from diagnosa.services import LocalWorkspace, curated_manifest, plan_local_run
+
+if TYPE_CHECKING:
+    from pipelines.executor import LocalExecutor
+
 EXAMPLE = {"age": 67, "sex": "M", "temperature_c": 38.9, "symptoms": ["HP:0001945"]}
 
 
-def _local_lake(cli: ModuleType, args: argparse.Namespace):
-    lake = cli.open_lake(args)
-    if lake.uri.startswith("s3://"):
-        raise cli.UsageError("the local executor runs against a local lake folder; for s3:// use "
-                             "`diagnosa pipeline upsert` and `diagnosa pipeline start`")
-    return lake
-
-
-def local_endpoints(cli: ModuleType, args: argparse.Namespace, lake):
-    """The workspace's local endpoints (records under <workspace>/endpoints/, servers deployed from the lake)."""
-    from pipelines.local_endpoints import LocalEndpoints
-    from pipelines.local_jobs import LakeMapping
-
-    return LocalEndpoints(cli.workspace(args), LakeMapping(LOCAL_BUCKET, lake),
-                          lake_uri=args.lake or os.environ.get("DIAGNOSA_LAKE"), port=getattr(args, "port", None))
-
-
-def local_definition(lake, families: tuple[str, ...] | None = None, **dataset: Any) -> dict[str, Any]:
-    """The pipeline definition for the local lake; what the SDK uploads while building it goes into the lake.
-
-    ``dataset``: the settings of the dataset it is built for (``pipelines.definition.dataset_settings``);
-    none: the built-in cohort."""
-    from pipelines.offline import build_offline
-
-    build = build_offline(LOCAL_BUCKET, LOCAL_ROLE, **({"families": families} if families else {}), **dataset)
-    for key, data in build.objects.items():
-        if not lake.exists(key) or lake.get_bytes(key) != data:
-            lake.put_bytes(key, data)
-    return json.loads(build.definition)
-
-
-def curated_manifest(lake, dataset: str, input_uri: str | None = None) -> dict[str, Any] | None:
-    """The manifest of the curated version a run trains on: the one ``input_uri`` names (when it is a
-    curated version in this lake), else the dataset's latest; None when there is none."""
-    from diagnosa.data.ingest import IngestError, curated_prefix, latest_version
-
-    if input_uri:
-        key = input_uri.removeprefix(f"s3://{LOCAL_BUCKET}/").rstrip("/") + "/manifest.json"
-        return lake.get_json(key) if input_uri.startswith(f"s3://{LOCAL_BUCKET}/curated/") and lake.exists(key) else None
-    try:
-        version = latest_version(lake, dataset)
-    except IngestError:
-        return None
-    return lake.get_json(f"{curated_prefix(dataset, version)}/manifest.json")
-
-
-def dataset_of(manifest: dict[str, Any] | None, dataset: str) -> dict[str, Any]:
-    """The definition's dataset settings: from the curated manifest's schema (labels, slice), or the
-    built-in cohort's when there is no manifest yet."""
-    from diagnosa.data.schema import Schema, cohort_schema
-    from pipelines.definition import dataset_settings
-
-    schema = Schema.from_dict(manifest["schema"]) if manifest else cohort_schema()
-    return dataset_settings(schema.name, schema.labels, schema.slice, grouped=schema.group_column is not None)
-
-
-def cmd_run(args: argparse.Namespace, cli: ModuleType) -> int:
-    from diagnosa.data.ingest import curated_uri
-    from diagnosa.data.schema import too_small_classes
-    from pipelines.definition import BUILTIN_DATASET
-    from pipelines.executor import ExecutionError, open_local, resolve_parameters
+def cmd_run(args: argparse.Namespace) -> int:
+    from pipelines.executor import ExecutionError
 
     if not args.local:
-        raise cli.UsageError("only --local runs here; on SageMaker use `diagnosa pipeline upsert` then "
-                             "`diagnosa pipeline start`")
-    lake = _local_lake(cli, args)
-    dataset = args.dataset
-    executor = open_local(cli.workspace(args), lake, LOCAL_BUCKET, endpoints=local_endpoints(cli, args, lake),
-                          max_parallel=args.max_parallel, use_cache=not args.no_cache)
-    manifest = None
-    try:
-        if args.resume:
-            fixed = [flag for flag, given in (("--param", args.param), ("--families", args.families),
-                                              ("--definition", args.definition)) if given]
-            if fixed:  # as SageMaker's RetryPipelineExecution: a retry keeps the execution's definition and values
-                raise cli.UsageError(f"--resume reruns execution {args.resume} with its own definition and parameters; "
-                                     f"{', '.join(fixed)} cannot change them: start a new run with the fix instead "
-                                     "(`diagnosa run --local --param ...`)")
+        raise UsageError("only --local runs here; on SageMaker use `diagnosa pipeline upsert` then "
+                         "`diagnosa pipeline start`")
+    local = local_workspace(args)
+    executor = local.executor(port=args.port, max_parallel=args.max_parallel, use_cache=not args.no_cache)
+    if args.resume:
+        fixed = [flag for flag, given in (("--param", args.param), ("--families", args.families),
+                                          ("--definition", args.definition)) if given]
+        if fixed:  # as SageMaker's RetryPipelineExecution: a retry keeps the execution's definition and values
+            raise UsageError(f"--resume reruns execution {args.resume} with its own definition and parameters; "
+                             f"{', '.join(fixed)} cannot change them: start a new run with the fix instead "
+                             "(`diagnosa run --local --param ...`)")
+        try:
             record = executor.resume(args.resume)
-        else:
-            overrides = cli.split_params(args.param)
-            manifest = curated_manifest(lake, dataset, overrides.get("InputDataUri"))
-            if manifest is None and dataset != BUILTIN_DATASET and "InputDataUri" not in overrides:
-                raise cli.UsageError(f"no curated dataset '{dataset}' in {lake.uri}: ingest it first "
-                                     f"(`diagnosa data ingest FILE.csv --config FILE.toml`, docs/data.md)")
-            if manifest is not None:  # preflight: a class the split cannot place stops the run before any step
-                problem = too_small_classes(manifest.get("label_counts", {}), manifest["schema"]["labels"])
-                if problem:
-                    raise cli.UsageError(f"curated dataset {manifest['dataset']} version {manifest['version']}: "
-                                         f"{problem}; then ingest again")
-            if args.definition:
-                try:
-                    definition = json.loads(Path(args.definition).read_text(encoding="utf-8"))
-                except (OSError, ValueError) as err:
-                    raise cli.UsageError(f"cannot read the definition {args.definition}: {err}") from None
-            else:
-                families = tuple(f for f in args.families.split(",") if f) if args.families else None
-                try:
-                    # Built for the dataset it trains on: its labels and slice come from the curated manifest.
-                    definition = local_definition(lake, families, **dataset_of(manifest, dataset))
-                except ValueError as err:
-                    raise cli.UsageError(str(err)) from None
-            if not isinstance(definition, dict):
-                raise cli.UsageError(f"{args.definition}: a pipeline definition is a JSON object")
-            resolve_parameters(definition, overrides)  # names and types first: a typo is reported before data is looked for
-            declared = {p["Name"] for p in definition.get("Parameters", [])}
-            if "InputDataUri" in declared and "InputDataUri" not in overrides:
-                if manifest is None:
-                    raise cli.UsageError(f"no curated dataset in {lake.uri}: run `diagnosa data generate` and "
-                                         "`diagnosa data ingest` first (or give --param InputDataUri=...)")
-                overrides["InputDataUri"] = curated_uri(LOCAL_BUCKET, dataset, manifest["version"])
-            print(f"local execution of pipeline diagnosa on {lake.uri}"
-                  + (f" (dataset {manifest['dataset']} version {manifest['version']})" if manifest else ""))
-            record = executor.start(definition, overrides)
+        except ExecutionError as err:
+            raise UsageError(str(err)) from None
+        return report_run(record, local.lake)
+    overrides = split_params(args.param)
+    families = split_families(args.families)
+    definition = _read_definition(args.definition) if args.definition else None
+    return run_pipeline(local, executor, dataset=args.dataset, overrides=overrides, families=families,
+                        definition=definition)
+
+
+def _read_definition(path: str) -> dict[str, Any]:
+    try:
+        definition = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise UsageError(f"cannot read the definition {path}: {err}") from None
+    if not isinstance(definition, dict):
+        raise UsageError(f"{path}: a pipeline definition is a JSON object")
+    return definition
+
+
+def run_pipeline(local: LocalWorkspace, executor: LocalExecutor, *, dataset: str, overrides: dict[str, str],
+                 families: tuple[str, ...] | None = None, definition: dict[str, Any] | None = None) -> int:
+    """A new local execution, as `run --local` and `monitor --retrain` start it: planned (the data it trains on,
+    the definition, the parameters), announced, run and reported; the exit status."""
+    from pipelines.executor import ExecutionError
+
+    plan = plan_local_run(local.lake, dataset=dataset, overrides=overrides, families=families, definition=definition)
+    manifest = plan.manifest
+    print(f"local execution of pipeline diagnosa on {local.lake.uri}"
+          + (f" (dataset {manifest['dataset']} version {manifest['version']})" if manifest else ""))
+    try:
+        record = executor.start(plan.definition, plan.overrides)
     except ExecutionError as err:
-        raise cli.UsageError(str(err)) from None
+        raise UsageError(str(err)) from None
+    return report_run(record, local.lake, manifest)
+
+
+def report_run(record: Any, lake: DataLake, manifest: dict[str, Any] | None = None) -> int:
+    """What an execution did and how to use what it made; the exit status (0, 1 failed, 130 stopped)."""
     _report(record, lake, _example(lake, manifest, record))
     return 0 if record.status == "Succeeded" else 130 if record.status == "Stopped" else 1
 
@@ -146,7 +91,7 @@ def _example(lake, manifest: dict[str, Any] | None, record) -> dict[str, Any]:
 
     if manifest is None and record.data.get("Parameters", {}).get("InputDataUri"):
         manifest = curated_manifest(lake, "", record.data["Parameters"]["InputDataUri"])
-    if not manifest or manifest.get("dataset") == "patients":
+    if not manifest or manifest.get("dataset") == BUILTIN_DATASET:
         return EXAMPLE
     from diagnosa.data.ingest import load_curated
 
@@ -195,15 +140,15 @@ def _report(record, lake, example: dict[str, Any] = EXAMPLE) -> None:
                   f"{record.id}`; a wrong parameter needs a new run with `--param`")
 
 
-def cmd_executions(args: argparse.Namespace, cli: ModuleType) -> int:
-    from pipelines.executor import list_executions
+def cmd_executions(args: argparse.Namespace) -> int:
+    from pipelines.executor import executions_folder, list_executions
 
-    root = cli.workspace(args) / "executions"
+    root = executions_folder(workspace(args))
     executions = list_executions(root)
     if args.execution:
         match = [e for e in executions if e["PipelineExecutionId"] == args.execution]
         if not match:
-            raise cli.UsageError(f"no local execution {args.execution!r} in {root}")
+            raise UsageError(f"no local execution {args.execution!r} in {root}")
         execution = match[0]
         print(f"{execution['PipelineExecutionId']}  {execution['PipelineExecutionStatus']}  "
               f"started {execution['CreationTime']}")
@@ -227,10 +172,10 @@ def cmd_executions(args: argparse.Namespace, cli: ModuleType) -> int:
     return 0
 
 
-def cmd_endpoint(args: argparse.Namespace, cli: ModuleType) -> int:
+def cmd_endpoint(args: argparse.Namespace) -> int:
     from pipelines.local_endpoints import DeployError
 
-    endpoints = local_endpoints(cli, args, _local_lake(cli, args))
+    endpoints = local_workspace(args).endpoints()
     if args.endpoint_command == "list":
         records = endpoints.list()
         if not records:
@@ -241,30 +186,16 @@ def cmd_endpoint(args: argparse.Namespace, cli: ModuleType) -> int:
     try:
         stopped = endpoints.stop(args.name)
     except DeployError as err:
-        raise cli.UsageError(str(err)) from None
+        raise UsageError(str(err)) from None
     print(f"endpoint {args.name}: {'stopped' if stopped else 'was not running'}")
     return 0
 
 
-def approve_and_deploy(cli: ModuleType, args: argparse.Namespace, package: dict[str, Any]) -> None:
-    """The local counterpart of the AWS deploy function: an approved version goes to the endpoint."""
-    from pipelines.local_jobs import JobError
-
-    lake = _local_lake(cli, args)
-    try:
-        # Each dataset's group has its endpoint of the same name (diagnosa for the built-in cohort).
-        record = local_endpoints(cli, args, lake).deploy_model_package(
-            package, endpoint_name=args.endpoint_name or package["ModelPackageGroupName"])
-    except JobError as err:  # DeployError, or a model outside the local lake
-        raise cli.UsageError(f"approved, but not deployed: {err}") from None
-    print(f"endpoint {record['EndpointName']} now serves v{package['ModelPackageVersion']} on {record['Url']}")
-
-
-def register(commands: Any, cli: ModuleType) -> None:
+def register(commands: Any) -> None:
     run = commands.add_parser("run", help="run the pipeline definition locally (the main job)")
     run.add_argument("--local", action="store_true", help="run on this machine with the local executor")
     run.add_argument("--param", action="append", default=[], help="NAME=VALUE parameter override (repeatable)")
-    run.add_argument("--dataset", default="patients",
+    run.add_argument("--dataset", default=BUILTIN_DATASET,
                      help="the curated dataset to train on, its latest version (default: the built-in cohort, patients); "
                           "the definition is built for its labels and slice")
     run.add_argument("--definition", help="a saved definition JSON to run instead of building it")
@@ -273,20 +204,20 @@ def register(commands: Any, cli: ModuleType) -> None:
                      help="rerun a failed execution from its failed step, with its own definition and parameters")
     run.add_argument("--no-cache", action="store_true",
                      help="run every step even when an earlier run with the same inputs is cached")
-    run.add_argument("--max-parallel", type=cli._int_in(1, 64, "--max-parallel"), default=None,
+    run.add_argument("--max-parallel", type=int_in(1, 64, "--max-parallel"), default=None,
                      help="steps running at once (default: cores, at most 4)")
-    run.add_argument("--port", type=cli._int_in(0, 65535, "--port"), default=None,
+    run.add_argument("--port", type=int_in(0, 65535, "--port"), default=None,
                      help="port of a new local endpoint (default 8080; 0 picks a free one)")
-    run.set_defaults(func=lambda a: cmd_run(a, cli))
+    run.set_defaults(func=cmd_run)
 
     executions = commands.add_parser("executions", help="past local executions, or one execution's steps")
     executions.add_argument("execution", nargs="?", help="an execution id")
-    executions.set_defaults(func=lambda a: cmd_executions(a, cli))
+    executions.set_defaults(func=cmd_executions)
 
     endpoint = commands.add_parser("endpoint", help="local endpoints deployed by runs and approvals")
     endpoint_commands = endpoint.add_subparsers(dest="endpoint_command", required=True)
     endpoint_commands.add_parser("list", help="local endpoints and their status").set_defaults(
-        func=lambda a: cmd_endpoint(a, cli))
+        func=cmd_endpoint)
     stop = endpoint_commands.add_parser("stop", help="stop a local endpoint's server")
     stop.add_argument("name")
-    stop.set_defaults(func=lambda a: cmd_endpoint(a, cli))
+    stop.set_defaults(func=cmd_endpoint)

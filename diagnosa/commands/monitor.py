@@ -7,26 +7,38 @@ import json
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
-from types import ModuleType
 from typing import Any
+
+from diagnosa.commands.common import (
+    EXIT_BAD_INPUT,
+    UsageError,
+    int_in,
+    local_workspace,
+    open_lake,
+    read_token_file,
+    split_families,
+    split_params,
+    workspace,
+)
+from diagnosa.data.schema import BUILTIN_DATASET
 
 EXIT_ALERT = 3  # with --fail-on-alert: the report's verdict is "alert"
 
 
 # ------------------------------------------------------------------------------------------------ monitor
 
-def _served_baselines(args: argparse.Namespace, cli: ModuleType, lake: Any) -> list[Path]:
+def _served_baselines(args: argparse.Namespace, lake: Any) -> list[Path]:
     """The baseline folders of the registered version the local endpoint serves (its ModelMetrics)."""
-    from diagnosa.commands.local import LOCAL_BUCKET, local_endpoints
-    from pipelines.registry import LocalModelRegistry
+    from diagnosa.services import LOCAL_BUCKET
+    from pipelines.executor import local_registry
 
-    ws = cli.workspace(args)
-    record = None if lake.uri.startswith("s3://") else local_endpoints(cli, args, lake).describe(args.endpoint_name)
+    ws = workspace(args)
+    record = None if lake.uri.startswith("s3://") else local_workspace(args, lake).endpoints().describe(args.endpoint_name)
     if record is None:
-        raise cli.UsageError(f"no local endpoint {args.endpoint_name!r} in {ws}: give the baseline folders with "
-                             "--baseline (preprocess 'baseline' output and evaluate 'evaluation' output)")
+        raise UsageError(f"no local endpoint {args.endpoint_name!r} in {ws}: give the baseline folders with "
+                         "--baseline (preprocess 'baseline' output and evaluate 'evaluation' output)")
     served = record["ModelDataUrl"]
-    registry = LocalModelRegistry(ws / "registry")
+    registry = local_registry(ws)
     for group in registry.groups():
         for package in reversed(registry.list_model_packages(group)):
             if package["InferenceSpecification"]["Containers"][0]["ModelDataUrl"] != served:
@@ -41,31 +53,31 @@ def _served_baselines(args: argparse.Namespace, cli: ModuleType, lake: Any) -> l
             print(f"baselines of {package['ModelPackageArn']} (served by {args.endpoint_name}): "
                   + ", ".join(map(str, folders)))
             return folders
-    raise cli.UsageError(f"the model endpoint {args.endpoint_name!r} serves ({served}) has no registered version with "
-                         "baselines: give them with --baseline")
+    raise UsageError(f"the model endpoint {args.endpoint_name!r} serves ({served}) has no registered version with "
+                     "baselines: give them with --baseline")
 
 
-def cmd_monitor(args: argparse.Namespace, cli: ModuleType) -> int:
-    from monitoring.baseline import BaselineError, load_baseline
+def cmd_monitor(args: argparse.Namespace) -> int:
     from monitoring.drift import DriftThresholds
-    from monitoring.monitor import WindowError, parse_window, report_prefix, run_monitor, settings_from_baseline, write_report
+    from monitoring.run import WindowError, parse_window, report_prefix, run_monitor, settings_from_baseline, write_report
+    from processing.baseline import BaselineError, load_baseline
 
-    lake = cli.open_lake(args)
+    lake = open_lake(args)
     try:
         start, end = parse_window(args.since, args.until, args.last)
-        folders = [Path(p) for p in args.baseline] if args.baseline else _served_baselines(args, cli, lake)
+        folders = [Path(p) for p in args.baseline] if args.baseline else _served_baselines(args, lake)
         baseline = load_baseline(folders)
         drift = DriftThresholds(psi_warn=args.psi_warn, psi_drift=args.psi_drift, p_value=args.p_value,
                                 min_rows=args.min_rows, missing_rate_delta=args.missing_rate_delta)
         settings = settings_from_baseline(baseline, drift, args.min_feedback)
         settings.validate()
     except (WindowError, BaselineError, ValueError) as err:
-        raise cli.UsageError(str(err)) from None
+        raise UsageError(str(err)) from None
     now = datetime.now(timezone.utc)
     report = run_monitor(lake, args.endpoint_name, baseline, start, end, settings, now=now)
-    out = Path(args.out) if args.out else cli.workspace(args) / "monitoring" / args.endpoint_name / f"{now:%Y%m%dT%H%M%SZ}"
+    out = Path(args.out) if args.out else workspace(args) / "monitoring" / args.endpoint_name / f"{now:%Y%m%dT%H%M%SZ}"
     if out.exists() and any(out.iterdir()):
-        raise cli.UsageError(f"output folder {out} is not empty: refusing to overwrite an earlier report")
+        raise UsageError(f"output folder {out} is not empty: refusing to overwrite an earlier report")
     paths = write_report(report, out)
     prefix = report_prefix(args.endpoint_name, start, end, now)
     for path in paths.values():
@@ -74,7 +86,7 @@ def cmd_monitor(args: argparse.Namespace, cli: ModuleType) -> int:
     status = 0
     if args.retrain:
         if report["retrain"]["recommended"] or args.force_retrain:
-            status = _retrain(args, cli, lake, start, end)
+            status = _retrain(args, lake, start, end)
         else:
             print("retraining: not needed (no drift and no class below its threshold); --force-retrain starts it anyway")
     if status == 0 and args.fail_on_alert and report["verdict"] == "alert":
@@ -109,31 +121,35 @@ def _print_summary(report: dict[str, Any], paths: dict[str, Path], lake_url: str
     print(f"report: {paths['html']}\n        {paths['json']}\n        {lake_url}")
 
 
-def _retrain(args: argparse.Namespace, cli: ModuleType, lake: Any, start: Any, end: Any) -> int:
-    from monitoring.retrain import RetrainError, feedback_dataset, start_retraining
+def _retrain(args: argparse.Namespace, lake: Any, start: Any, end: Any) -> int:
+    from diagnosa.commands.local import run_pipeline
+    from diagnosa.services import retraining_input
+    from monitoring.retrain import RetrainError, feedback_dataset
 
     try:
         dataset = feedback_dataset(lake, args.endpoint_name, base_version=args.base_version, start=None, end=end)
     except RetrainError as err:
-        raise cli.UsageError(f"retraining not started: {err}") from None
+        raise UsageError(f"retraining not started: {err}") from None
     print(dataset.summary())
     print(f"retraining: starting a local pipeline execution on curated version {dataset.version}")
-    run_args = ["--families", args.families] if args.families else []
-    return start_retraining(dataset.version, lake_uri=lake.uri, workspace=str(cli.workspace(args)), params=args.param,
-                            run_args=run_args)
+    # The recall gate of that execution decides whether the new model is registered (and so replaces the old one).
+    local = local_workspace(args, lake)
+    overrides = {"InputDataUri": retraining_input(dataset.version), **split_params(args.param)}
+    families = split_families(args.families)
+    return run_pipeline(local, local.executor(), dataset=BUILTIN_DATASET, overrides=overrides, families=families)
 
 
 # ------------------------------------------------------------------------------------------------ feedback
 
-def cmd_feedback(args: argparse.Namespace, cli: ModuleType) -> int:
-    from monitoring.feedback import FeedbackError, parse_feedback, store_feedback
+def cmd_feedback(args: argparse.Namespace) -> int:
+    from inference.feedback import FeedbackError, parse_feedback, store_feedback
 
     if args.file:
         if args.event_id or args.diagnosis:
-            raise cli.UsageError("give either EVENT_ID DIAGNOSIS or --file, not both")
-        return _feedback_file(args, cli)
+            raise UsageError("give either EVENT_ID DIAGNOSIS or --file, not both")
+        return _feedback_file(args)
     if not (args.event_id and args.diagnosis):
-        raise cli.UsageError("give EVENT_ID and DIAGNOSIS (or --file FEEDBACK.jsonl)")
+        raise UsageError("give EVENT_ID and DIAGNOSIS (or --file FEEDBACK.jsonl)")
     body = {"event_id": args.event_id, "diagnosis": args.diagnosis}
     for name in ("note", "source", "disease_id"):
         if getattr(args, name) is not None:
@@ -141,36 +157,36 @@ def cmd_feedback(args: argparse.Namespace, cli: ModuleType) -> int:
     try:
         feedback = parse_feedback(body)
     except FeedbackError as err:
-        raise cli.UsageError(str(err)) from None
+        raise UsageError(str(err)) from None
     if args.endpoint_url:
         from inference.client import ClientFailure, DiagnosaClient
 
-        token = cli.read_token_file(args.feedback_token_file) if args.feedback_token_file else None
+        token = read_token_file(args.feedback_token_file) if args.feedback_token_file else None
         try:
             client = DiagnosaClient(args.endpoint_name, endpoint_url=args.endpoint_url, feedback_token=token)
         except ValueError as err:  # the endpoint URL is not a server root
-            raise cli.UsageError(f"--endpoint-url: {err}") from None
+            raise UsageError(f"--endpoint-url: {err}") from None
         try:
             key = client.send_feedback(feedback.event_id, feedback.diagnosis, feedback.note,
                                        disease_id=feedback.disease_id, source=feedback.source)
         except ClientFailure as err:
-            raise cli.UsageError(str(err)) from None
+            raise UsageError(str(err)) from None
     else:
-        key = store_feedback(cli.open_lake(args), args.endpoint_name, feedback)
+        key = store_feedback(open_lake(args), args.endpoint_name, feedback)
     print(f"feedback for event {feedback.event_id} ({feedback.diagnosis}) stored as {key}")
     return 0
 
 
-def _feedback_file(args: argparse.Namespace, cli: ModuleType) -> int:
+def _feedback_file(args: argparse.Namespace) -> int:
     """Feedback from a JSON Lines file (a hospital system's export): good lines stored, bad lines named."""
-    from monitoring.feedback import FeedbackError, parse_feedback, store_feedback
+    from inference.feedback import FeedbackError, parse_feedback, store_feedback
 
     path = Path(args.file)
     try:
         lines = (sys.stdin.read() if args.file == "-" else path.read_text(encoding="utf-8")).splitlines()
     except (OSError, UnicodeDecodeError) as err:
-        raise cli.UsageError(f"cannot read {args.file}: {err}") from None
-    lake = cli.open_lake(args)
+        raise UsageError(f"cannot read {args.file}: {err}") from None
+    lake = open_lake(args)
     stored, bad = 0, []
     for number, line in enumerate(lines, start=1):
         if not line.strip():
@@ -188,22 +204,22 @@ def _feedback_file(args: argparse.Namespace, cli: ModuleType) -> int:
     print(f"feedback from {args.file}: {stored} stored, {len(bad)} refused")
     for problem in bad:
         print(f"  refused {problem}")
-    return 0 if not bad else cli.EXIT_BAD_INPUT
+    return 0 if not bad else EXIT_BAD_INPUT
 
 
 # ------------------------------------------------------------------------------------------------ data generate --drift
 
-def cmd_generate_drift(args: argparse.Namespace, cli: ModuleType) -> int:
+def cmd_generate_drift(args: argparse.Namespace) -> int:
     from diagnosa.data.cohort import CohortConfig, apply_drift, generate, write_raw
     from diagnosa.data.hpo import load_ontology
     from diagnosa.data.ingest import raw_keys
     from diagnosa.data.orphan import build_catalogue
 
     if args.card:
-        raise cli.UsageError("--card documents the default cohort; a drifted batch has no card of its own")
+        raise UsageError("--card documents the default cohort; a drifted batch has no card of its own")
     config = CohortConfig(patients=args.patients, seed=args.seed, orphan_fraction=args.orphan_fraction,
                           defect_rate=args.defect_rate)
-    lake = cli.open_lake(args)
+    lake = open_lake(args)
     batch = args.batch or f"{config.batch}-drift-{args.drift}"
     records_key, labs_key = raw_keys(batch)
     if lake.exists(records_key):
@@ -214,7 +230,7 @@ def cmd_generate_drift(args: argparse.Namespace, cli: ModuleType) -> int:
     try:
         drifted = apply_drift(cohort, args.drift, seed=args.seed, strength=args.drift_strength)
     except ValueError as err:
-        raise cli.UsageError(str(err)) from None
+        raise UsageError(str(err)) from None
     write_raw(drifted, lake, batch)
     summary = drifted.summary() | {"batch": batch}
     lake.put_bytes_once(f"raw/cohort_cards/{batch}.json",
@@ -229,7 +245,7 @@ def cmd_generate_drift(args: argparse.Namespace, cli: ModuleType) -> int:
 
 # ------------------------------------------------------------------------------------------------ parser
 
-def register(commands: Any, cli: ModuleType) -> None:
+def register(commands: Any) -> None:
     monitor = commands.add_parser("monitor", help="drift and live-quality report of captured traffic (docs/operations.md)")
     monitor.add_argument("--baseline", action="append", metavar="DIR",
                          help="folder with statistics.json + constraints.json (preprocess 'baseline' output); repeat "
@@ -246,11 +262,11 @@ def register(commands: Any, cli: ModuleType) -> None:
                          help="population stability index from which a feature has drifted")
     monitor.add_argument("--p-value", type=float, default=0.01,
                          help="significance of the distribution tests (KS, chi-square)")
-    monitor.add_argument("--min-rows", type=cli._int_in(1, 10**9, "--min-rows"), default=30,
+    monitor.add_argument("--min-rows", type=int_in(1, 10**9, "--min-rows"), default=30,
                          help="live rows a feature needs before it is judged ('insufficient data' below)")
     monitor.add_argument("--missing-rate-delta", type=float, default=0.10,
                          help="rise of a feature's missing rate over the baseline that counts as a violation")
-    monitor.add_argument("--min-feedback", type=cli._int_in(1, 10**9, "--min-feedback"), default=None,
+    monitor.add_argument("--min-feedback", type=int_in(1, 10**9, "--min-feedback"), default=None,
                          help="confirmed cases a class needs before its recall can fail it (default 5)")
     monitor.add_argument("--fail-on-alert", action="store_true", help=f"exit {EXIT_ALERT} when the verdict is alert")
     monitor.add_argument("--retrain", action="store_true",
@@ -260,7 +276,7 @@ def register(commands: Any, cli: ModuleType) -> None:
     monitor.add_argument("--base-version", help="curated version to add feedback to (default: the latest)")
     monitor.add_argument("--param", action="append", default=[], help="NAME=VALUE for the pipeline run (repeatable)")
     monitor.add_argument("--families", help="candidate model families for the retraining run (comma-separated)")
-    monitor.set_defaults(func=lambda args: cmd_monitor(args, cli))
+    monitor.set_defaults(func=cmd_monitor)
 
     feedback = commands.add_parser("feedback", help="store a doctor's confirmed diagnosis for a prediction")
     feedback.add_argument("event_id", nargs="?", help="the prediction's X-Diagnosa-Event-Id")
@@ -274,5 +290,5 @@ def register(commands: Any, cli: ModuleType) -> None:
     feedback.add_argument("--feedback-token-file", metavar="PATH",
                           help="with --endpoint-url: a file holding the endpoint's feedback token (default "
                                "$DIAGNOSA_FEEDBACK_TOKEN)")
-    feedback.set_defaults(func=lambda args: cmd_feedback(args, cli))
+    feedback.set_defaults(func=cmd_feedback)
 

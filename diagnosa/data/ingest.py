@@ -29,6 +29,7 @@ import pyarrow.parquet as pq
 
 from diagnosa.data.hpo import Ontology, load_ontology
 from diagnosa.data.schema import (
+    BUILTIN_DATASET,
     CLINICAL_RECORD_FIELDS,
     LAB_RESULT_FIELDS,
     Schema,
@@ -232,6 +233,11 @@ def curated_prefix(dataset: str, version: str) -> str:
     return f"curated/{dataset}/{version}"
 
 
+def latest_key(dataset: str) -> str:
+    """The object naming a dataset's latest curated version; written last, after the version's manifest."""
+    return f"curated/{dataset}/LATEST.json"
+
+
 def curated_uri(bucket: str, dataset: str, version: str) -> str:
     """A curated version as the pipeline's InputDataUri (the one place that URI is spelled)."""
     return f"s3://{bucket}/{curated_prefix(dataset, version)}"
@@ -283,7 +289,7 @@ def _commit(lake: DataLake, schema: Schema, version: str, curated: pd.DataFrame,
     }
     manifest_key = f"{prefix}/manifest.json"
     lake.put_json(manifest_key, manifest)
-    lake.put_json(f"curated/{schema.name}/LATEST.json", {"version": version, "manifest": manifest_key})
+    lake.put_json(latest_key(schema.name), {"version": version, "manifest": manifest_key})
     return IngestReport(schema.name, version, len(curated), sources, dict(reasons), data_keys, manifest_key,
                         quarantine_keys, seconds=time.perf_counter() - started)
 
@@ -469,13 +475,14 @@ def _float(text: str) -> bool:
 # ------------------------------------------------------------------------------------------------ readers of curated data
 
 def latest_version(lake: DataLake, dataset: str) -> str:
-    key = f"curated/{dataset}/LATEST.json"
+    key = latest_key(dataset)
     if not lake.exists(key):
         raise IngestError(f"no curated dataset '{dataset}' in {lake.uri}: run `diagnosa data ingest` first")
     return lake.get_json(key)["version"]
 
 
-def load_curated(lake: DataLake, dataset: str = "patients", version: str | None = None) -> tuple[pd.DataFrame, dict[str, Any]]:
+def load_curated(lake: DataLake, dataset: str = BUILTIN_DATASET,
+                 version: str | None = None) -> tuple[pd.DataFrame, dict[str, Any]]:
     version = version or latest_version(lake, dataset)
     manifest = lake.get_json(f"{curated_prefix(dataset, version)}/manifest.json")
     tables = [pq.read_table(io.BytesIO(lake.get_bytes(key))) for key in curated_data_keys(manifest)]

@@ -184,10 +184,13 @@ LAB_RESULT_FIELDS: tuple[Field, ...] = (
 )
 
 
+BUILTIN_DATASET = "patients"  # the built-in cohort's dataset: curated/patients/, its model package group is diagnosa
+
+
 def cohort_schema() -> Schema:
     """The curated cohort: a clinical record joined with its lab panel (labs may be absent)."""
     labs = tuple(f for f in LAB_RESULT_FIELDS if f.name != "patient_id")
-    return Schema("patients", CLINICAL_RECORD_FIELDS + labs, CATEGORIES, slice_column="is_orphan",
+    return Schema(BUILTIN_DATASET, CLINICAL_RECORD_FIELDS + labs, CATEGORIES, slice_column="is_orphan",
                   group_column="disease_id")
 
 

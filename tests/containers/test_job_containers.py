@@ -34,8 +34,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from diagnosa.commands.local import LOCAL_BUCKET, local_definition
 from diagnosa.lake import DataLake
+from diagnosa.services import LOCAL_BUCKET, local_definition
 from pipelines.containers import render_processing, render_training, training_environment
 from pipelines.definition import DEFAULT_FAMILIES
 from pipelines.executor import open_local, recorded_request

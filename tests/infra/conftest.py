@@ -28,9 +28,27 @@ def assembly(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def delivery_assembly(tmp_path_factory):
+    """The delivery pipeline in its own account deploying dev and prod in two others; prod promotes dev's
+    models and bakes its images (image assets to publish)."""
+    from infra.app import build_app, new_app
+    from infra.config import DeliveryConfig, stage_config
+    from infra.nag import synth
+
+    stages = [stage_config("dev", {"region": "eu-west-1", "account": "123456789012"}),
+              stage_config("prod", {"region": "eu-west-1", "account": "210987654321", "baked_images": True,
+                                    "promote_from": "dev"})]
+    delivery = DeliveryConfig(region="eu-west-1", account="111111111111", stages=("dev", "prod"), repository="diagnosa")
+    app = build_app(new_app(outdir=str(tmp_path_factory.mktemp("delivery.out"))), stages, delivery)
+    return app, synth(app)
+
+
+@pytest.fixture(scope="session")
 def stacks(assembly):
     app, _ = assembly
-    return {c.node.id: c for c in app.node.children if c.node.id.startswith("Diagnosa-")}
+    from infra.app import stage_stacks
+
+    return stage_stacks(app)
 
 
 @pytest.fixture(scope="session")
@@ -38,8 +56,14 @@ def templates(assembly):
     from aws_cdk.assertions import Template
 
     _, cloud = assembly
-    return {s.stack_name: Template.from_json(json.loads(Path(cloud.directory, s.template_file).read_text()))
-            for s in cloud.stacks}
+    return {s.stack_name: Template.from_json(json.loads(Path(s.template_full_path).read_text()))
+            for s in cloud.stacks_recursively}
+
+
+def stack_artifact(cloud, name):
+    """The cloud assembly artifact of the stack named ``name`` (stages are nested assemblies)."""
+    [artifact] = [s for s in cloud.stacks_recursively if s.stack_name == name]
+    return artifact
 
 
 @pytest.fixture(scope="session")
@@ -72,6 +96,11 @@ def retrain_fn():
 @pytest.fixture(scope="session")
 def monitor_fn():
     return load_function("monitor")
+
+
+@pytest.fixture(scope="session")
+def promote_fn():
+    return load_function("promote")
 
 
 def _cfn_text(value) -> str:

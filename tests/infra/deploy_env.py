@@ -8,4 +8,6 @@ ENV = {
     "INSTANCE_TYPE": "ml.m5.large", "MIN_INSTANCES": "1", "MAX_INSTANCES": "3", "INVOCATIONS_PER_INSTANCE": "200",
     "TRAFFIC_SHIFTING": "CANARY", "CANARY_PERCENT": "10", "BAKE_SECONDS": "600",
     "ROLLBACK_ALARMS": "diagnosa-dev-5xx,diagnosa-dev-model-latency",
+    "MANAGED_BY": "diagnosa-dev-deploy",
+    "RESOURCE_TAGS": '{"data-classification": "phi", "project": "diagnosa", "stage": "dev"}',
 }

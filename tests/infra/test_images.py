@@ -91,7 +91,7 @@ def test_images_run_as_root_as_sagemaker_requires(role):
 
 
 def test_serving_image_names_the_artifacts_entry_module():
-    from inference.artifact import SERVING_PROGRAM
+    from diagnosa.serving_code import SERVING_PROGRAM
 
     envs = parsed(SERVING).envs
     assert envs["SAGEMAKER_PROGRAM"] == SERVING_PROGRAM
@@ -243,11 +243,15 @@ def test_a_stack_refuses_a_definition_built_for_the_other_image_mode():
 
 
 def _manifest(assembly, stack):
-    _, cloud = assembly
-    return json.loads(Path(cloud.directory, f"{stack}.assets.json").read_text())
+    from conftest import stack_artifact
+
+    artifact = stack_artifact(assembly[1], stack)
+    return json.loads(Path(artifact.assembly.directory, f"{artifact.id}.assets.json").read_text())
 
 
 def test_prods_images_are_docker_image_assets_with_a_minimal_context(assembly, stacks):
+    from conftest import stack_artifact
+
     _, cloud = assembly
     images = _manifest(assembly, "Diagnosa-prod")["dockerImages"]
     by_file = {entry["source"]["dockerFile"]: (digest, entry) for digest, entry in images.items()}
@@ -258,6 +262,8 @@ def test_prods_images_are_docker_image_assets_with_a_minimal_context(assembly, s
         source = entry["source"]
         assert source["dockerBuildArgs"] == {"BASE_IMAGE": bases[role.name]} and source["platform"] == "linux/amd64"
         staged = Path(cloud.directory, source["directory"])
+        if not staged.exists():  # a stage's assets sit beside its nested assembly
+            staged = Path(stack_artifact(cloud, "Diagnosa-prod").assembly.directory, source["directory"])
         files = {p.relative_to(staged).as_posix() for p in staged.rglob("*") if p.is_file()}
         assert files == set(role.context), files  # the Dockerfile and the pins: nothing else reaches the build
         assert (staged / PINS).read_bytes() == (ROOT / PINS).read_bytes()
@@ -266,7 +272,7 @@ def test_prods_images_are_docker_image_assets_with_a_minimal_context(assembly, s
                                "assumeRoleArn": PUBLISHER}
     assert "dockerImages" not in _manifest(assembly, "Diagnosa-dev") or not _manifest(assembly, "Diagnosa-dev")[
         "dockerImages"]
-    assert {s.stack_name for s in cloud.stacks} == {"Diagnosa-dev", "Diagnosa-prod", "Diagnosa-prod-images"}
+    assert {s.stack_name for s in cloud.stacks_recursively} == {"Diagnosa-dev", "Diagnosa-prod", "Diagnosa-prod-images"}
 
 
 def test_prods_image_repository_scans_on_push_with_immutable_tags(templates, assembly):
@@ -284,10 +290,11 @@ def test_prods_image_repository_scans_on_push_with_immutable_tags(templates, ass
     assert statement["Principal"] == {"AWS": {"Fn::Sub": PUBLISHER.replace("123456789012", "${AWS::AccountId}")
                                                                    .replace("eu-west-1", "${AWS::Region}")}}
     assert not any(a.startswith("ecr:Delete") or a == "ecr:*" for a in statement["Action"])
-    _, cloud = assembly
-    manifest = json.loads(Path(cloud.directory, "manifest.json").read_text())
+    from conftest import stack_artifact
+
+    prod, images = (stack_artifact(assembly[1], name) for name in ("Diagnosa-prod", "Diagnosa-prod-images"))
     # The repository exists before the stage's assets are published into it.
-    assert "Diagnosa-prod-images" in manifest["artifacts"]["Diagnosa-prod"]["dependencies"]
+    assert images.id in [d.id for d in prod.dependencies]
 
 
 def test_cdks_bootstrap_repository_has_immutable_tags_but_no_scanning():

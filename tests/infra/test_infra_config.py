@@ -25,3 +25,25 @@ def test_alarm_emails_from_cdk_json_and_from_the_command_line():
 def test_bad_alarm_emails_are_refused_naming_the_stage_and_the_value(value, message):
     with pytest.raises(ValueError, match=r"stage prod: .*" + message):
         stage_config("prod", {"region": "eu-west-1", "alarm_emails": value})
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"raw_retention_mode": "compliance"}, r"raw_retention_mode must be COMPLIANCE or GOVERNANCE, got 'compliance'"),
+    ({"raw_retention_days": 0}, r"raw_retention_days must be between 1 and 36500"),
+    ({"raw_retention_days": "six years"}, r"raw_retention_days must be an integer, got 'six years'"),
+])
+def test_bad_raw_retention_is_refused(values, message):
+    with pytest.raises(ValueError, match=r"stage dev: .*" + message):
+        stage_config("dev", {"region": "eu-west-1", **values})
+
+
+def test_raw_retention_defaults_to_six_years_compliance_and_cdk_json_relaxes_dev_only():
+    import json
+    from pathlib import Path
+
+    default = stage_config("prod", {"region": "eu-west-1"})
+    assert (default.raw_retention_mode, default.raw_retention_days) == ("COMPLIANCE", 2190)
+    stages = json.loads((Path(__file__).parents[2] / "cdk.json").read_text())["context"]["diagnosa:stages"]
+    configs = {c.stage: c for c in stages_from_context({"diagnosa:stages": stages}.get)}
+    assert (configs["prod"].raw_retention_mode, configs["prod"].raw_retention_days) == ("COMPLIANCE", 2190)
+    assert configs["dev"].raw_retention_mode == "GOVERNANCE"

@@ -195,3 +195,24 @@ def test_unknown_parameters_are_refused_before_sagemaker(pipeline, retrain_fn):
     with pytest.raises(retrain_fn.Refused, match="unknown pipeline parameter"):
         retrain_fn.handler({"parameters": {"Nope": 1}}, sagemaker=pipeline, env=RETRAIN_ENV)
     assert pipeline.list_pipeline_executions(PipelineName="diagnosa-dev")["PipelineExecutionSummaries"] == []
+
+
+def test_the_retrain_function_finds_the_latest_version_ingestion_wrote_as_the_cli_does(retrain_fn, tmp_path):
+    """The function is deployed without the diagnosa package, so it reads LATEST.json itself: it must name the
+    same input as diagnosa.services.latest_input (`diagnosa pipeline start`) for what ingestion wrote."""
+    from diagnosa.data.ingest import ingest_csv
+    from diagnosa.lake import DataLake
+    from diagnosa.services import latest_input
+
+    csv, config = tmp_path / "t.csv", tmp_path / "t.toml"
+    csv.write_text("case,score,outcome\n" + "".join(f"c{i},{i},{'ab'[i % 2]}\n" for i in range(8)), encoding="utf-8")
+    config.write_text('name = "tiny"\nid_column = "case"\ntarget = "outcome"\nlabels = ["a", "b"]\n', encoding="utf-8")
+    with mock_aws():
+        s3 = boto3.client("s3", region_name=REGION)
+        s3.create_bucket(Bucket="lake", CreateBucketConfiguration={"LocationConstraint": REGION})
+        lake = DataLake.from_uri("s3://lake", s3_client=s3)
+        for rows in (8, 6):  # a second, different version becomes the latest
+            csv.write_text("\n".join(csv.read_text(encoding="utf-8").splitlines()[:rows + 1]) + "\n", encoding="utf-8")
+            version = ingest_csv(lake, csv, config).version
+            expected = f"s3://lake/curated/tiny/{version}"
+            assert retrain_fn.latest_input(s3, "lake", "tiny") == latest_input(lake, "tiny", "lake") == expected

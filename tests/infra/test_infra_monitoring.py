@@ -295,7 +295,7 @@ def test_the_staged_code_has_the_monitoring_entry_point_and_the_pins():
 
     files = bundle_files()
     assert "monitor_job.py" in files and "requirements.txt" in files
-    assert b"processing.monitor" in files["monitor_job.py"]
+    assert b"monitoring.job" in files["monitor_job.py"]
 
 
 def test_the_entrypoint_unpacks_installs_and_passes_the_arguments(monitor_fn, tmp_path):

@@ -54,7 +54,11 @@ def _list(action):
 # ------------------------------------------------------------------------------------------ data lake
 
 def lake(template):
-    return logical(template, "AWS::S3::Bucket", lambda p: "ObjectLockEnabled" in p)
+    return logical(template, "AWS::S3::Bucket", lambda p: p.get("LoggingConfiguration", {}).get("LogFilePrefix") == "lake/")
+
+
+def raw_bucket(template):
+    return logical(template, "AWS::S3::Bucket", lambda p: "ObjectLockConfiguration" in p)
 
 
 def test_lake_is_kms_encrypted_with_a_rotated_customer_key(dev):
@@ -105,6 +109,41 @@ def test_lifecycle_expires_capture_and_ages_out_noncurrent_versions_but_never_ra
         assert rules[f"noncurrent-{zone}"]["NoncurrentVersionExpiration"] == {"NoncurrentDays": 30}
     assert not any(r.get("Prefix", "").startswith("raw") for r in rules.values())
     assert all("Prefix" in r for r in rules.values() if "ExpirationInDays" in r or "NoncurrentVersionExpiration" in r)
+
+
+def test_raw_bucket_keeps_every_object_for_the_default_retention(dev, prod, stacks):
+    """The raw zone's own bucket: object lock with a default retention (the stage's mode and days), KMS,
+    access-logged, retained, and no lifecycle rule that could ever expire or age out a raw object."""
+    for template, stage in ((dev, "dev"), (prod, "prod")):
+        config = stacks[f"Diagnosa-{stage}"].config
+        bucket = resources(template, "AWS::S3::Bucket")[raw_bucket(template)]
+        props = bucket["Properties"]
+        assert props["ObjectLockEnabled"] is True and bucket["DeletionPolicy"] == "Retain"
+        assert props["ObjectLockConfiguration"] == {"ObjectLockEnabled": "Enabled", "Rule": {"DefaultRetention": {
+            "Mode": config.raw_retention_mode, "Days": config.raw_retention_days}}}
+        assert props["VersioningConfiguration"] == {"Status": "Enabled"}
+        assert props["BucketEncryption"]["ServerSideEncryptionConfiguration"][0]["ServerSideEncryptionByDefault"][
+            "SSEAlgorithm"] == "aws:kms"
+        assert props["LoggingConfiguration"]["LogFilePrefix"] == "raw/"
+        [rule] = props["LifecycleConfiguration"]["Rules"]
+        assert set(rule) == {"Id", "Status", "AbortIncompleteMultipartUpload"}  # no expiration of any kind
+        [policy] = [p for p in resources(template, "AWS::S3::BucketPolicy").values()
+                    if p["Properties"]["Bucket"] == {"Ref": raw_bucket(template)}]
+        [deny] = [s for s in policy["Properties"]["PolicyDocument"]["Statement"] if s.get("Sid") == "RawZoneIsImmutable"]
+        assert deny["Effect"] == "Deny" and deny["Principal"] == {"AWS": "*"}
+        assert {"s3:DeleteObject", "s3:DeleteObjectVersion", "s3:BypassGovernanceRetention",
+                "s3:PutObjectRetention"} <= set(deny["Action"])
+        assert deny["Resource"] == {"Fn::Join": ["", [{"Fn::GetAtt": [raw_bucket(template), "Arn"]}, "/*"]]}
+        assert template.find_outputs("RawBucket")["RawBucket"]["Value"] == {"Ref": raw_bucket(template)}
+    # The test stages keep the default: COMPLIANCE for six years (cdk.json's dev chooses GOVERNANCE, 30 days).
+    assert stacks["Diagnosa-prod"].config.raw_retention_mode == "COMPLIANCE"
+
+
+def test_no_role_of_the_stage_may_touch_the_raw_bucket(dev):
+    raw = raw_bucket(dev)
+    for kind in ("AWS::IAM::ManagedPolicy", "AWS::IAM::Policy"):
+        for name, policy in resources(dev, kind).items():
+            assert raw not in text(policy["Properties"]["PolicyDocument"]), name
 
 
 def test_access_logs_bucket_receives_lake_logs(dev):
@@ -226,6 +265,8 @@ def test_only_acknowledged_wildcards(dev, prod):
                 assert policy["Properties"]["ManagedPolicyName"].endswith("-unscoped"), policy
                 if s["Action"] == "cloudwatch:PutMetricData":  # limited to the drift metric's namespace
                     assert s["Condition"] == {"StringEquals": {"cloudwatch:namespace": "Diagnosa/Monitoring"}}, s
+                elif s.get("Sid") == "FindConfigsAndModels":  # the endpoint-resources function's listing
+                    assert sorted(s["Action"]) == ["sagemaker:ListEndpointConfigs", "sagemaker:ListModels"], s
                 elif s.get("Sid") == "JobNetworkInterfaces":  # VPC mode only
                     assert template is prod and all(a.startswith("ec2:") for a in s["Action"]), s
                 else:
@@ -507,4 +548,4 @@ def test_a_dashboard_per_stage_shows_endpoint_drift_live_recall_pipeline_and_gat
     annotations = {a["label"]: a["value"] for a in by_title["Live recall from doctors' feedback"]["annotations"][
         "horizontal"]}
     assert annotations == {"gate: per class": 0.8, "gate: orphan slice": 0.5}
-    assert len(by_title["Alarms"]["alarms"]) == 3  # 5xx, latency, drift
+    assert len(by_title["Alarms"]["alarms"]) == 4  # 5xx, latency, drift, endpoint drift

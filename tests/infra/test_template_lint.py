@@ -1,36 +1,63 @@
-"""cfn-lint, AWS's CloudFormation linter, on every synthesized template: no error, and only the warnings
-listed here with the reason they stay."""
+"""The template gates (infra/gates.py) on every synthesized template: cfn-lint (no error, only the warnings
+accepted there with their reason) and checkov (every failure acknowledged in infra/checkov-acknowledged.json
+with its reason, and every acknowledgement still needed)."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+from conftest import stack_artifact
 
-# Warnings that stay, each with its reason; any other finding fails.
-ACCEPTED = {
-    "W3005": "CDK adds DependsOn from a function to its role although Fn::GetAtt on the role already orders "
-             "them (CDK's own constructs; redundant, harmless)",
-    "W3010": "offline synthesis has no availability-zone lookup, so the VPC's subnets name CDK's placeholder "
-             "zones (dummy1a/b); `cdk synth` with credentials writes the region's real zones",
-}
+from infra.gates import ACKNOWLEDGED, acknowledgements, cfn_lint, checkov, templates
 
-
-def _templates(assembly) -> list[Path]:
-    _, cloud = assembly
-    return sorted(Path(cloud.directory).glob("*.template.json"))
+STACKS = ("Diagnosa-dev", "Diagnosa-prod", "Diagnosa-prod-images")
+CHECKOV = Path(__file__).resolve().parents[2] / ".venv-checkov" / "bin" / "checkov"
 
 
 def test_every_stack_is_linted(assembly):
-    names = {p.name for p in _templates(assembly)}
-    assert {"Diagnosa-dev.template.json", "Diagnosa-prod.template.json", "Diagnosa-prod-images.template.json"} <= names
+    names = {p.name for p in templates(assembly[1].directory)}
+    assert {stack_artifact(assembly[1], s).template_file for s in STACKS} == names
 
 
-@pytest.mark.parametrize("stack", ["Diagnosa-dev", "Diagnosa-prod", "Diagnosa-prod-images"])
+@pytest.mark.parametrize("stack", STACKS)
 def test_cfn_lint_finds_no_error_and_only_accepted_warnings(assembly, stack):
-    from cfnlint.api import ManualArgs, lint_file
+    template = Path(stack_artifact(assembly[1], stack).template_full_path)
+    assert cfn_lint([template]) == []
 
-    template = Path(assembly[1].directory) / f"{stack}.template.json"
-    found = lint_file(template, config=ManualArgs(regions=["eu-west-1"]))
-    unexpected = [f"{m.rule.id} {m.message} ({m.path_string})" for m in found if m.rule.id not in ACCEPTED]
-    assert unexpected == [], "\n".join(unexpected)
-    assert not [m for m in found if m.rule.severity == "error"]
+
+def checkov_binary() -> Path:
+    if not CHECKOV.exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"{CHECKOV} is missing: `make test` creates it (make checkov)")
+        pytest.skip(f"checkov's own venv is missing ({CHECKOV}): `make checkov` creates it; `make test` does")
+    return CHECKOV
+
+
+def test_checkov_failures_are_all_acknowledged_with_a_reason(assembly, delivery_assembly):
+    """Dev (no VPC), prod (VPC, baked images) and the delivery pipeline with its cross-account stages: every
+    checkov failure is acknowledged, and every acknowledgement is still needed by one of them."""
+    binary = checkov_binary()
+    paths = templates(assembly[1].directory) + templates(delivery_assembly[1].directory)
+    result = checkov(binary, paths)
+    assert result.failed == [], "\n".join(result.failed)
+    assert result.passed > 500 and result.acknowledged
+    used = {a.split(" ")[0] for a in result.acknowledged}
+    assert {a["check"] for a in acknowledgements()} == used
+    # stale: an acknowledgement no template needs any more
+    assert result.stale == [], result.stale
+
+
+def test_checkov_catches_an_unacknowledged_failure(assembly, tmp_path):
+    """The gate is not a formality: the same templates without the acknowledgements fail."""
+    binary = checkov_binary()
+    result = checkov(binary, templates(assembly[1].directory), acknowledged=[])
+    assert any(f.startswith("CKV_AWS_18 AccessLogs") for f in result.failed), result.failed
+
+
+def test_acknowledgements_need_a_reason(tmp_path):
+    bad = tmp_path / "acks.json"
+    bad.write_text('[{"check": "CKV_AWS_18", "resource": "AccessLogs*", "reason": " "}]')
+    with pytest.raises(ValueError, match="every entry needs check, resource and a reason"):
+        acknowledgements(bad)
+    assert all(a["reason"] for a in acknowledgements(ACKNOWLEDGED))

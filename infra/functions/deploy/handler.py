@@ -32,6 +32,14 @@ job (``infra/functions/monitor``) reads them from one fixed prefix per endpoint,
   A package without data baselines is deployed anyway (a warning is logged) and the prefix stays
   empty: the endpoint is served unmonitored until a version with baselines is deployed.
 
+Everything the function creates (models, endpoint configs, the endpoint, the scalable target) carries
+the tags ``diagnosa:managed-by`` (this function's name), ``diagnosa:model-package`` and the stack's own
+tags (``RESOURCE_TAGS``). CloudFormation does not see these resources, so a second entry point of this
+module, :func:`resources` (the stage's ``endpoint-resources`` function, with permissions of its own),
+answers for them: as a CloudFormation custom resource it removes them when the stack is deleted
+(``cdk destroy``), and on a daily schedule it compares what serves with the stage's settings and
+publishes the number of differences (``EndpointDrift``), the drift report CloudFormation cannot give.
+
 Configuration comes from environment variables set by the stack (``infra/stack.py``).
 """
 from __future__ import annotations
@@ -41,7 +49,8 @@ import logging
 import os
 import re
 import time
-from typing import Any
+import urllib.request
+from typing import Any, Callable
 
 import boto3
 from botocore.exceptions import ClientError
@@ -49,6 +58,8 @@ from botocore.exceptions import ClientError
 log = logging.getLogger()
 log.setLevel(logging.INFO)
 
+PACKAGE_TAG = "diagnosa:model-package"
+MANAGED_TAG = "diagnosa:managed-by"
 PACKAGE_EVENT = "SageMaker Model Package State Change"
 ENDPOINT_EVENT = "SageMaker Endpoint State Change"
 SCALABLE_DIMENSION = "sagemaker:variant:DesiredInstanceCount"
@@ -79,6 +90,16 @@ def handler(event: dict[str, Any], context: Any = None, *, sagemaker: Any = None
             result["baselines"] = install_baselines(sagemaker, s3 or boto3.client("s3"), env, now=now)
         return result
     raise Refused(f"unexpected event type {kind!r}")
+
+
+def resource_tags(env: dict[str, str], package_arn: str) -> dict[str, str]:
+    """The tags of everything this function creates: the stack's, who manages it, which package it serves."""
+    tags = json.loads(env.get("RESOURCE_TAGS") or "{}")
+    return {**tags, MANAGED_TAG: env.get("MANAGED_BY", ""), PACKAGE_TAG: package_arn}
+
+
+def _tag_list(tags: dict[str, str]) -> list[dict[str, str]]:
+    return [{"Key": k, "Value": v} for k, v in tags.items() if v]
 
 
 def serving_image(image: str, env: dict[str, str]) -> str:
@@ -127,7 +148,7 @@ def deploy(detail: dict[str, Any], sagemaker: Any, env: dict[str, str], *, now: 
         "ModelName": name, "ExecutionRoleArn": env["MODEL_ROLE_ARN"],
         "PrimaryContainer": {"Image": serving_image(container["Image"], env), "ModelDataUrl": container["ModelDataUrl"],
                              "Environment": environment},
-        "Tags": [{"Key": "diagnosa:model-package", "Value": arn}],
+        "Tags": _tag_list(resource_tags(env, arn)),
     }
     if env.get("SUBNET_IDS"):
         model["VpcConfig"] = {"Subnets": env["SUBNET_IDS"].split(","),
@@ -144,7 +165,7 @@ def deploy(detail: dict[str, Any], sagemaker: Any, env: dict[str, str], *, now: 
             "DestinationS3Uri": env["CAPTURE_URI"], "KmsKeyId": env["KMS_KEY_ARN"],
             "CaptureOptions": [{"CaptureMode": "Input"}, {"CaptureMode": "Output"}],
             "CaptureContentTypeHeader": {"JsonContentTypes": ["application/json"], "CsvContentTypes": ["text/csv"]}},
-        Tags=[{"Key": "diagnosa:model-package", "Value": arn}])
+        Tags=_tag_list(resource_tags(env, arn)))
 
     current = _describe_endpoint(sagemaker, endpoint)
     if current is not None and current["EndpointStatus"] not in ("InService", "Failed"):
@@ -157,8 +178,7 @@ def deploy(detail: dict[str, Any], sagemaker: Any, env: dict[str, str], *, now: 
             log.info("removed %d baseline object(s) of the model served so far; monitoring resumes when %s is "
                      "InService", removed, endpoint)
     if current is None:
-        sagemaker.create_endpoint(EndpointName=endpoint, EndpointConfigName=name,
-                                  Tags=[{"Key": "diagnosa:model-package", "Value": arn}])
+        sagemaker.create_endpoint(EndpointName=endpoint, EndpointConfigName=name, Tags=_tag_list(resource_tags(env, arn)))
         log.info("created endpoint %s with %s (%s)", endpoint, name, arn)
         return {"action": "created", "endpoint": endpoint, "endpoint_config": name, "model_package": arn}
     sagemaker.update_endpoint(EndpointName=endpoint, EndpointConfigName=name,
@@ -180,11 +200,16 @@ def deployment_config(env: dict[str, str]) -> dict[str, Any]:
             "AutoRollbackConfiguration": {"Alarms": [{"AlarmName": a} for a in env["ROLLBACK_ALARMS"].split(",") if a]}}
 
 
+def scalable_resource(env: dict[str, str]) -> str:
+    return f"endpoint/{env['ENDPOINT_NAME']}/variant/{env['VARIANT_NAME']}"
+
+
 def register_autoscaling(autoscaling: Any, env: dict[str, str]) -> dict[str, Any]:
-    resource = f"endpoint/{env['ENDPOINT_NAME']}/variant/{env['VARIANT_NAME']}"
+    resource = scalable_resource(env)
+    tags = {k: v for k, v in resource_tags(env, "").items() if v}
     autoscaling.register_scalable_target(
         ServiceNamespace="sagemaker", ResourceId=resource, ScalableDimension=SCALABLE_DIMENSION,
-        MinCapacity=int(env["MIN_INSTANCES"]), MaxCapacity=int(env["MAX_INSTANCES"]))
+        MinCapacity=int(env["MIN_INSTANCES"]), MaxCapacity=int(env["MAX_INSTANCES"]), Tags=tags)
     autoscaling.put_scaling_policy(
         PolicyName=f"{env['ENDPOINT_NAME']}-invocations-per-instance", ServiceNamespace="sagemaker",
         ResourceId=resource, ScalableDimension=SCALABLE_DIMENSION, PolicyType="TargetTrackingScaling",
@@ -209,7 +234,6 @@ BASELINE_FILES = {  # file under artifacts/monitoring/<endpoint>/baseline/ → w
                                                    ("DriftCheckBaselines", "ModelQuality", "Constraints")),
 }
 REQUIRED = ("data/statistics.json", "data/constraints.json")  # the monitoring job cannot run without them
-PACKAGE_TAG = "diagnosa:model-package"
 
 
 def baseline_prefix(env: dict[str, str]) -> str:
@@ -304,3 +328,177 @@ def _describe_endpoint(sagemaker: Any, name: str) -> dict[str, Any] | None:
         if err.response.get("Error", {}).get("Code") == "ValidationException" and "Could not find" in message:
             return None
         raise
+
+
+# ------------------------------------------------------------------------------------------ what CloudFormation cannot see
+
+def resources(event: dict[str, Any], context: Any = None, *, sagemaker: Any = None, autoscaling: Any = None,
+              cloudwatch: Any = None, env: dict[str, str] | None = None,
+              respond: Callable[..., None] | None = None) -> dict[str, Any]:
+    """The ``endpoint-resources`` function: a CloudFormation custom resource (removal on stack delete) and
+    the daily drift report."""
+    env = env or settings()
+    sagemaker = sagemaker or boto3.client("sagemaker")
+    autoscaling = autoscaling or boto3.client("application-autoscaling")
+    if "RequestType" in event:
+        return custom_resource(event, sagemaker, autoscaling, env, respond or send_response)
+    return report_drift(sagemaker, autoscaling, cloudwatch or boto3.client("cloudwatch"), env)
+
+
+def custom_resource(event: dict[str, Any], sagemaker: Any, autoscaling: Any, env: dict[str, str],
+                    respond: Callable[..., None]) -> dict[str, Any]:
+    """Create and Update record nothing (the deploy function creates on approval); Delete removes everything
+    the deploy function made. A failed removal is reported FAILED, naming what is left, so that a stack
+    deletion never leaves a billed endpoint behind unnoticed."""
+    physical = f"{env['ENDPOINT_NAME']}-serving-resources"  # constant: an update never replaces (deletes) it
+    try:
+        result = remove_endpoint_resources(sagemaker, autoscaling, env) if event["RequestType"] == "Delete" else {}
+    except Exception as err:  # noqa: BLE001 - CloudFormation waits for an answer whatever went wrong
+        log.exception("custom resource %s failed", event["RequestType"])
+        respond(event, "FAILED", f"{type(err).__name__}: {err}"[:900], {}, physical)
+        return {"status": "FAILED", "reason": str(err)}
+    respond(event, "SUCCESS", "", {"EndpointName": env["ENDPOINT_NAME"]}, physical)
+    return {"status": "SUCCESS", **result}
+
+
+def send_response(event: dict[str, Any], status: str, reason: str, data: dict[str, Any], physical: str) -> None:
+    """PUT the custom resource's answer to CloudFormation's pre-signed URL (no content type: the URL is signed
+    without one)."""
+    body = json.dumps({"Status": status, "Reason": reason or "see the function's CloudWatch Logs", "PhysicalResourceId": physical,
+                       "StackId": event["StackId"], "RequestId": event["RequestId"],
+                       "LogicalResourceId": event["LogicalResourceId"], "Data": data}).encode()
+    request = urllib.request.Request(event["ResponseURL"], data=body, method="PUT",
+                                     headers={"Content-Type": "", "Content-Length": str(len(body))})
+    with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 - CloudFormation's https URL
+        response.read()
+
+
+def _tags(sagemaker: Any, arn: str) -> dict[str, str]:
+    return {t["Key"]: t["Value"] for t in sagemaker.list_tags(ResourceArn=arn).get("Tags", [])}
+
+
+def _ours(tags: dict[str, str], env: dict[str, str]) -> bool:
+    """Made by the deploy function: its managed-by tag (or, from before that tag, the package tag it always set)."""
+    return tags.get(MANAGED_TAG) == env.get("MANAGED_BY") or (MANAGED_TAG not in tags and PACKAGE_TAG in tags)
+
+
+def _named(sagemaker: Any, kind: str, env: dict[str, str]) -> list[tuple[str, str]]:
+    """(name, arn) of the models or endpoint configs named like the deploy function names them."""
+    prefix = f"{env['ENDPOINT_NAME']}-v"
+    operation, key = {"model": ("list_models", "Models"), "config": ("list_endpoint_configs", "EndpointConfigs")}[kind]
+    name, arn = ("ModelName", "ModelArn") if kind == "model" else ("EndpointConfigName", "EndpointConfigArn")
+    found = []
+    for page in sagemaker.get_paginator(operation).paginate(NameContains=prefix):
+        found += [(item[name], item[arn]) for item in page.get(key, []) if item[name].startswith(prefix)]
+    return found
+
+
+def remove_endpoint_resources(sagemaker: Any, autoscaling: Any, env: dict[str, str]) -> dict[str, Any]:
+    """Delete the scalable target (its scaling policies and their alarms go with it), the endpoint, and every
+    endpoint config and model the deploy function made. Only what carries its tags: a resource someone made
+    by hand under the same name is left and named in the result."""
+    endpoint, removed, left = env["ENDPOINT_NAME"], {"scalable_target": False, "endpoint": False,
+                                                     "endpoint_configs": [], "models": []}, []
+    resource = scalable_resource(env)
+    targets = autoscaling.describe_scalable_targets(ServiceNamespace="sagemaker", ResourceIds=[resource],
+                                                    ScalableDimension=SCALABLE_DIMENSION)["ScalableTargets"]
+    if targets:
+        autoscaling.deregister_scalable_target(ServiceNamespace="sagemaker", ResourceId=resource,
+                                               ScalableDimension=SCALABLE_DIMENSION)
+        removed["scalable_target"] = True
+    current = _describe_endpoint(sagemaker, endpoint)
+    if current is not None:
+        if _ours(_tags(sagemaker, current["EndpointArn"]), env):
+            sagemaker.delete_endpoint(EndpointName=endpoint)
+            removed["endpoint"] = True
+        else:
+            left.append(f"endpoint {endpoint}")
+    for kind, delete, key in (("config", "delete_endpoint_config", "EndpointConfigName"),
+                              ("model", "delete_model", "ModelName")):
+        for name, arn in _named(sagemaker, kind, env):
+            if _ours(_tags(sagemaker, arn), env):
+                getattr(sagemaker, delete)(**{key: name})
+                removed["endpoint_configs" if kind == "config" else "models"].append(name)
+            else:
+                left.append(f"{kind} {name}")
+    if left:
+        log.warning("not made by the deploy function, so left in place: %s", ", ".join(left))
+    log.info("removed what the deploy function made for %s: %s", endpoint, json.dumps(removed))
+    return {"removed": removed, "left": left}
+
+
+def endpoint_differences(sagemaker: Any, autoscaling: Any, env: dict[str, str]) -> tuple[str, list[str]]:
+    """(state, differences) between what serves and what the stage's settings say. The state is
+    ``not deployed``, ``deploying`` (nothing compared while an update runs) or ``compared``."""
+    endpoint = env["ENDPOINT_NAME"]
+    current = _describe_endpoint(sagemaker, endpoint)
+    if current is None:
+        return "not deployed", []
+    if current["EndpointStatus"] in ("Creating", "Updating", "SystemUpdating", "RollingBack"):
+        return "deploying", []
+    found: list[str] = []
+
+    def differ(what: str, actual: Any, expected: Any) -> None:
+        if actual != expected:
+            found.append(f"{what}: {actual!r}, the stage says {expected!r}")
+
+    differ("endpoint status", current["EndpointStatus"], "InService")
+    if not _ours(_tags(sagemaker, current["EndpointArn"]), env):
+        found.append(f"endpoint {endpoint} was not made by {env.get('MANAGED_BY')} (no {MANAGED_TAG} tag)")
+    config = sagemaker.describe_endpoint_config(EndpointConfigName=current["EndpointConfigName"])
+    config_tags = _tags(sagemaker, config["EndpointConfigArn"])
+    variants = {v["VariantName"]: v for v in config["ProductionVariants"]}
+    variant = variants.get(env["VARIANT_NAME"])
+    if variant is None:
+        found.append(f"endpoint config {config['EndpointConfigName']} has no variant {env['VARIANT_NAME']}")
+        return "compared", found
+    differ("instance type", variant.get("InstanceType"), env["INSTANCE_TYPE"])
+    differ("endpoint config KMS key", config.get("KmsKeyId"), env["KMS_KEY_ARN"])
+    capture = config.get("DataCaptureConfig") or {}
+    percent = int(env["CAPTURE_PERCENT"])
+    differ("data capture", bool(capture.get("EnableCapture")), percent > 0)
+    if percent > 0:
+        differ("capture sampling percent", capture.get("InitialSamplingPercentage"), percent)
+        differ("capture destination", capture.get("DestinationS3Uri"), env["CAPTURE_URI"])
+        differ("capture KMS key", capture.get("KmsKeyId"), env["KMS_KEY_ARN"])
+    model = sagemaker.describe_model(ModelName=variant["ModelName"])
+    differ("model role", model.get("ExecutionRoleArn"), env["MODEL_ROLE_ARN"])
+    vpc = model.get("VpcConfig") or {}
+    differ("model subnets", sorted(vpc.get("Subnets", [])), sorted(filter(None, env.get("SUBNET_IDS", "").split(","))))
+    differ("model security groups", sorted(vpc.get("SecurityGroupIds", [])),
+           sorted(filter(None, env.get("SECURITY_GROUP_IDS", "").split(","))))
+    if env.get("SERVING_IMAGE"):
+        differ("serving image", model["PrimaryContainer"]["Image"], serving_image(model["PrimaryContainer"]["Image"], env))
+    package = config_tags.get(PACKAGE_TAG)
+    if package:
+        status = sagemaker.describe_model_package(ModelPackageName=package).get("ModelApprovalStatus")
+        differ(f"registry status of the served package {package}", status, "Approved")
+    resource = scalable_resource(env)
+    targets = autoscaling.describe_scalable_targets(ServiceNamespace="sagemaker", ResourceIds=[resource],
+                                                    ScalableDimension=SCALABLE_DIMENSION)["ScalableTargets"]
+    if not targets:
+        found.append(f"no autoscaling on {resource}")
+    else:
+        differ("autoscaling range", (targets[0]["MinCapacity"], targets[0]["MaxCapacity"]),
+               (int(env["MIN_INSTANCES"]), int(env["MAX_INSTANCES"])))
+        policies = autoscaling.describe_scaling_policies(ServiceNamespace="sagemaker", ResourceId=resource,
+                                                         ScalableDimension=SCALABLE_DIMENSION)["ScalingPolicies"]
+        targets_per_instance = sorted(p["TargetTrackingScalingPolicyConfiguration"]["TargetValue"] for p in policies
+                                      if p.get("PolicyType") == "TargetTrackingScaling")
+        differ("target tracking (invocations per instance)", targets_per_instance,
+               [float(env["INVOCATIONS_PER_INSTANCE"])])
+    return "compared", found
+
+
+def report_drift(sagemaker: Any, autoscaling: Any, cloudwatch: Any, env: dict[str, str]) -> dict[str, Any]:
+    """Log every difference and publish their number as ``EndpointDrift`` (the stage's drift alarm on it
+    notifies the alerts topic). Approving the serving version again redeploys it with the stage's settings."""
+    state, found = endpoint_differences(sagemaker, autoscaling, env)
+    for difference in found:
+        log.warning("endpoint drift: %s", difference)
+    if state == "compared":
+        cloudwatch.put_metric_data(Namespace=env["METRICS_NAMESPACE"], MetricData=[{
+            "MetricName": "EndpointDrift", "Dimensions": [{"Name": "EndpointName", "Value": env["ENDPOINT_NAME"]}],
+            "Value": float(len(found)), "Unit": "Count"}])
+    status = {"not deployed": "not deployed", "deploying": "deploying"}.get(state, "drifted" if found else "in sync")
+    return {"status": status, "differences": found}

@@ -1,7 +1,7 @@
 """Starts the Diagnosa monitoring job on SageMaker Processing (AWS Lambda, plain boto3).
 
 Invoked by the monitoring schedule (``{"reason": "schedule", "schedule": "rate(1 day)", "window": ""}``)
-or directly (``{"window": "7d"}``). It starts ``processing/monitor.py`` — ``monitor_job.py`` at the
+or directly (``{"window": "7d"}``). It starts ``monitoring/job.py`` — ``monitor_job.py`` at the
 root of the staged step code, the same ``sourcedir.tar.gz`` and image the pipeline's jobs
 use — over the lake's ``capture/<endpoint>/`` and ``feedback/<endpoint>/`` prefixes and the
 baselines of the model the endpoint serves (``artifacts/monitoring/<endpoint>/baseline/``, put

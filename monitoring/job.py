@@ -9,7 +9,7 @@ Container contract (SageMaker Processing):
 - writes ``output/report/{report.json,report.html,constraint_violations.json}``.
 
 Prints ``monitor:drifted_features=N``, ``monitor:failing_classes=N`` and ``monitor:alert=0|1``;
-with ``--metrics-namespace`` it also publishes them to CloudWatch (``monitoring/metrics.py``), where
+with ``--metrics-namespace`` it also publishes them to CloudWatch (``monitoring/cloudwatch.py``), where
 the CDK app's drift alarm starts retraining; the exit status is 0 whatever the verdict (1 only when the job
 could not run), so an alert never looks like a broken job.
 """
@@ -41,8 +41,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     base = Path(args.base_dir)
     out = base / "output" / "report"
-    from monitoring.baseline import BaselineError, load_baseline
-    from monitoring.monitor import WindowError, parse_window, run_monitor, settings_from_baseline, write_report
+    from monitoring.run import WindowError, parse_window, run_monitor, settings_from_baseline, write_report
+    from processing.baseline import BaselineError, load_baseline
 
     try:
         if out.exists() and any(out.iterdir()):
@@ -72,7 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.metrics_namespace:
         from botocore.exceptions import BotoCoreError, ClientError
 
-        from monitoring.metrics import publish
+        from monitoring.cloudwatch import publish
 
         try:
             data = publish(report, args.endpoint_name, args.metrics_namespace)

@@ -17,12 +17,12 @@ from typing import Any
 
 from diagnosa.lake import DataLake
 from inference.capture import read_errors
-from monitoring.baseline import Baseline
+from inference.feedback import read_feedback
 from monitoring.drift import DRIFT, INSUFFICIENT, OK, WARN, DriftThresholds, data_drift, prediction_drift
-from monitoring.feedback import read_feedback
 from monitoring.quality import BELOW, FEW, NONE, SUSPECT, QualityThresholds, join_feedback, live_quality
 from monitoring.report import render_html
 from monitoring.traffic import Skipped, read_traffic
+from processing.baseline import Baseline
 
 REPORT_VERSION = 1
 ALERT, NO_DATA = "alert", "no data"

@@ -1,0 +1,36 @@
+"""How the doctors' app is started: ``streamlit run app/web/diagnosa_app.py`` with the endpoint configuration
+in ``DIAGNOSA_APP_*`` variables (:mod:`app.config`), headless, without usage statistics, without a file
+watcher, and with Streamlit's own log at ``error`` level. ``diagnosa app`` and the browser tests
+(:mod:`app.e2e`) start it the same way.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Mapping
+
+STREAMLIT_OPTIONS: tuple[str, ...] = (
+    "--server.headless=true",
+    "--browser.gatherUsageStats=false",
+    "--server.fileWatcherType=none",
+    "--server.runOnSave=false",
+    "--logger.level=error",
+    "--client.toolbarMode=minimal",
+    "--client.showErrorDetails=type",  # an unexpected error shows its type, never values in a traceback
+)
+
+
+def script_path() -> Path:
+    return Path(__file__).resolve().parent / "web" / "diagnosa_app.py"
+
+
+def streamlit_command(config_env: Mapping[str, str], *, host: str, port: int,
+                      base_env: Mapping[str, str] | None = None) -> tuple[list[str], dict[str, str]]:
+    """The ``streamlit run`` argv and environment for an app configuration (``AppConfig.to_env()``)."""
+    argv = [sys.executable, "-m", "streamlit", "run", str(script_path()), *STREAMLIT_OPTIONS,
+            f"--server.address={host}", f"--server.port={port}"]
+    env = {k: v for k, v in (os.environ if base_env is None else base_env).items() if not k.startswith("DIAGNOSA_APP_")}
+    env.update(config_env)
+    env["STREAMLIT_BROWSER_GATHER_USAGE_STATS"] = "false"
+    return argv, env

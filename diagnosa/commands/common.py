@@ -1,0 +1,95 @@
+"""What the command modules and ``diagnosa/cli.py`` share: bad input (``UsageError``, exit status 2), the
+workspace and its lake as the global options name them, and argument types.
+
+Every command module imports these; nothing here imports a command, so no module needs the CLI passed in.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+from pathlib import Path
+
+from diagnosa.lake import DataLake
+from diagnosa.services import LocalWorkspace
+
+EXIT_BAD_INPUT = 2
+
+
+class UsageError(Exception):
+    """Bad input from the command line; printed as one line, exit status 2."""
+
+
+def workspace(args: argparse.Namespace) -> Path:
+    return Path(args.workspace or os.environ.get("DIAGNOSA_HOME") or ".diagnosa").resolve()
+
+
+def open_lake(args: argparse.Namespace) -> DataLake:
+    uri = args.lake or os.environ.get("DIAGNOSA_LAKE") or str(workspace(args) / "lake")
+    raw_uri = getattr(args, "raw_lake", None) or os.environ.get("DIAGNOSA_RAW_LAKE") or None
+    lake = DataLake.from_uri(uri, raw_uri=raw_uri)
+    lake.init_zones()
+    return lake
+
+
+def local_workspace(args: argparse.Namespace, lake: DataLake | None = None) -> LocalWorkspace:
+    """The workspace and its lake (``lake``, else opened from the options) for the local executor and endpoints;
+    ServiceError for an s3:// lake."""
+    return LocalWorkspace(workspace(args), lake or open_lake(args), lake_uri=args.lake or os.environ.get("DIAGNOSA_LAKE"))
+
+
+def int_in(low: int, high: int, what: str):
+    def parse(text: str) -> int:
+        try:
+            value = int(text.replace("_", ""))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{what} must be an integer, got {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{what} must be between {low:,} and {high:,}, got {value:,}")
+        return value
+    return parse
+
+
+def read_token_file(path: str) -> str:
+    """A shared secret from a file (first line, stripped); a UsageError names the file, never the content."""
+    try:
+        token = Path(path).read_text(encoding="utf-8").strip().splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        raise UsageError(f"cannot read the token file {path}: {getattr(err, 'strerror', None) or err}") from None
+    if not token or not token[0].strip():
+        raise UsageError(f"the token file {path} is empty")
+    return token[0].strip()
+
+
+def model_folder(path: Path, ws: Path) -> Path:
+    """A model folder, or a SageMaker model.tar.gz unpacked once into the workspace."""
+    from diagnosa.model import ModelLoadError, unpack_model
+
+    if path.is_dir():
+        return path
+    if not path.is_file():
+        raise UsageError(f"model not found: {path} (a model folder or a model.tar.gz)")
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    target = ws / "models" / digest
+    if not (target / "metadata.json").is_file():
+        try:
+            unpack_model(path, target)
+        except ModelLoadError as err:
+            raise UsageError(str(err)) from None
+    return target
+
+
+def split_params(pairs: list[str]) -> dict[str, str]:
+    """``--param NAME=VALUE`` flags as text; names and types are checked against a definition later."""
+    values = {}
+    for pair in pairs:
+        name, sep, text = pair.partition("=")
+        if not sep or not name:
+            raise UsageError(f"--param takes NAME=VALUE, got {pair!r}")
+        values[name] = text
+    return values
+
+
+def split_families(text: str | None) -> tuple[str, ...] | None:
+    """``--families a,b`` as a tuple; None when not given (the definition's default candidates)."""
+    return tuple(f for f in text.split(",") if f) if text else None

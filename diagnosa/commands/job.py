@@ -1,0 +1,44 @@
+"""``diagnosa job prepare``: one job step of a local execution, laid out to run by hand (pipelines/job_prepare.py)."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from diagnosa.commands.common import UsageError, local_workspace
+from diagnosa.services import LOCAL_BUCKET
+
+
+def cmd_job_prepare(args: argparse.Namespace) -> int:
+    from pipelines.executor import executions_folder
+    from pipelines.job_prepare import PrepareError, prepare_job
+    from pipelines.local_jobs import LakeMapping
+
+    local = local_workspace(args)
+    try:
+        job = prepare_job(executions_folder(local.root), LakeMapping(LOCAL_BUCKET, local.lake), args.step,
+                          Path(args.root) if args.root else None, execution_id=args.execution, force=args.force)
+    except PrepareError as err:
+        raise UsageError(str(err)) from None
+    print("\n".join(job.script()))
+    return 0
+
+
+def register(commands: Any) -> None:
+    job = commands.add_parser("job", help="run one job step of a local execution by hand")
+    job_commands = job.add_subparsers(dest="job_command", required=True)
+    prepare = job_commands.add_parser(
+        "prepare", help="lay out a step's container root from the lake and print the command that runs it",
+        description="Lay out the container root (/opt/ml) of one processing or training step of a local execution, "
+                    "from the execution's definition and the data lake, as the local executor does; then print the "
+                    "command that runs the step's entry point by hand against it (docs/pipeline.md).",
+        epilog="examples:\n"
+               "  diagnosa job prepare Preprocess --root .diagnosa/jobs/preprocess\n"
+               "  diagnosa job prepare Train-xgboost --execution 20261127T183254Z-c32c2c\n"
+               "  diagnosa job prepare Evaluate --root .diagnosa/jobs/evaluate --force   # replace an earlier one")
+    prepare.add_argument("step", help="a step of the definition: Preprocess, Train-<family>, Select, Evaluate")
+    prepare.add_argument("--execution", metavar="ID", help="the local execution (default: the latest)")
+    prepare.add_argument("--root", help="the folder that stands for /opt/ml (default: <workspace>/jobs/<execution>/<step>)")
+    prepare.add_argument("--force", action="store_true",
+                         help="replace a non-empty root that `diagnosa job prepare` laid out before")
+    prepare.set_defaults(func=cmd_job_prepare)

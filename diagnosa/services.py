@@ -1,0 +1,182 @@
+"""What the interfaces share, as functions: the CLI's commands and its retraining path call these, not
+each other's argv, and nothing here parses arguments or prints.
+
+- the input a run trains on: a dataset's latest curated version (``latest_input``), the curated manifest a
+  run's definition is built from (``curated_manifest``, ``dataset_of``), the input of a retraining run
+  (``retraining_input``);
+- a local run: the definition for the local lake (``local_definition``) and a checked plan of what to run
+  (``plan_local_run``);
+- a workspace's local executor and endpoints, and an approved version deployed to its endpoint
+  (``LocalWorkspace``).
+
+The local executor maps the bucket ``s3://diagnosa-local`` (``LOCAL_BUCKET``) onto the lake folder. On AWS
+the same decisions are taken by the CDK app's functions (infra/functions/), deployed without this package:
+tests/infra pins them to these (``latest_input``: tests/infra/test_infra_functions.py).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping
+
+from diagnosa.data.ingest import curated_uri, latest_version
+from diagnosa.data.schema import BUILTIN_DATASET
+from diagnosa.lake import DataLake
+
+if TYPE_CHECKING:
+    from pipelines.executor import LocalExecutor
+    from pipelines.local_endpoints import LocalEndpoints
+
+LOCAL_BUCKET = "diagnosa-local"  # what the local executor maps onto the lake folder
+LOCAL_ROLE = "arn:aws:iam::000000000000:role/diagnosa-local"
+
+
+class ServiceError(Exception):
+    """An operation cannot be done as asked; the message says what is wrong and what to do instead."""
+
+
+def latest_input(lake: DataLake, dataset: str, bucket: str) -> str:
+    """The pipeline's ``InputDataUri`` for the dataset's latest curated version in ``lake``, which the
+    pipeline reads as ``s3://<bucket>``; IngestError when the dataset has none."""
+    return curated_uri(bucket, dataset, latest_version(lake, dataset))
+
+
+def retraining_input(version: str) -> str:
+    """The ``InputDataUri`` of a local retraining run: the built-in cohort's curated ``version`` that
+    ``monitoring.retrain.feedback_dataset`` wrote (base batch + accepted feedback)."""
+    return curated_uri(LOCAL_BUCKET, BUILTIN_DATASET, version)
+
+
+def local_definition(lake, families: tuple[str, ...] | None = None, **dataset: Any) -> dict[str, Any]:
+    """The pipeline definition for the local lake; what the SDK uploads while building it goes into the lake.
+
+    ``dataset``: the settings of the dataset it is built for (``pipelines.definition.dataset_settings``);
+    none: the built-in cohort."""
+    from pipelines.offline import build_offline
+
+    build = build_offline(LOCAL_BUCKET, LOCAL_ROLE, **({"families": families} if families else {}), **dataset)
+    for key, data in build.objects.items():
+        if not lake.exists(key) or lake.get_bytes(key) != data:
+            lake.put_bytes(key, data)
+    return json.loads(build.definition)
+
+
+def curated_manifest(lake, dataset: str, input_uri: str | None = None) -> dict[str, Any] | None:
+    """The manifest of the curated version a run trains on: the one ``input_uri`` names (when it is a
+    curated version in this lake), else the dataset's latest; None when there is none."""
+    from diagnosa.data.ingest import IngestError, curated_prefix, latest_version
+
+    if input_uri:
+        key = input_uri.removeprefix(f"s3://{LOCAL_BUCKET}/").rstrip("/") + "/manifest.json"
+        return lake.get_json(key) if input_uri.startswith(f"s3://{LOCAL_BUCKET}/curated/") and lake.exists(key) else None
+    try:
+        version = latest_version(lake, dataset)
+    except IngestError:
+        return None
+    return lake.get_json(f"{curated_prefix(dataset, version)}/manifest.json")
+
+
+def dataset_of(manifest: dict[str, Any] | None, dataset: str) -> dict[str, Any]:
+    """The definition's dataset settings: from the curated manifest's schema (labels, slice), or the
+    built-in cohort's when there is no manifest yet."""
+    from diagnosa.data.schema import Schema, cohort_schema
+    from pipelines.definition import dataset_settings
+
+    schema = Schema.from_dict(manifest["schema"]) if manifest else cohort_schema()
+    return dataset_settings(schema.name, schema.labels, schema.slice, grouped=schema.group_column is not None)
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """What a new local execution runs: its definition, its parameter overrides (``InputDataUri`` set) and the
+    manifest of the curated version it trains on (None for an input outside this lake's curated zone)."""
+
+    definition: dict[str, Any]
+    overrides: dict[str, str]
+    manifest: dict[str, Any] | None
+
+
+def plan_local_run(lake: DataLake, *, dataset: str, overrides: Mapping[str, str] | None = None,
+                   families: tuple[str, ...] | None = None, definition: dict[str, Any] | None = None) -> RunPlan:
+    """Check a local run before any step: the curated data it trains on (the dataset's latest version unless
+    ``overrides`` names an ``InputDataUri``), the definition (``definition``, else built for that dataset's
+    labels and slice with ``families``), the overrides' names and types. ServiceError says what is wrong."""
+    from diagnosa.data.schema import too_small_classes
+    from pipelines.executor import ExecutionError, resolve_parameters
+
+    overrides = dict(overrides or {})
+    manifest = curated_manifest(lake, dataset, overrides.get("InputDataUri"))
+    if manifest is None and dataset != BUILTIN_DATASET and "InputDataUri" not in overrides:
+        raise ServiceError(f"no curated dataset '{dataset}' in {lake.uri}: ingest it first "
+                           f"(`diagnosa data ingest FILE.csv --config FILE.toml`, docs/data.md)")
+    if manifest is not None:  # preflight: a class the split cannot place stops the run before any step
+        problem = too_small_classes(manifest.get("label_counts", {}), manifest["schema"]["labels"])
+        if problem:
+            raise ServiceError(f"curated dataset {manifest['dataset']} version {manifest['version']}: "
+                               f"{problem}; then ingest again")
+    if definition is None:
+        try:
+            # Built for the dataset it trains on: its labels and slice come from the curated manifest.
+            definition = local_definition(lake, families, **dataset_of(manifest, dataset))
+        except ValueError as err:
+            raise ServiceError(str(err)) from None
+    try:
+        resolve_parameters(definition, overrides)  # names and types first: a typo is reported before data is looked for
+    except ExecutionError as err:
+        raise ServiceError(str(err)) from None
+    declared = {p["Name"] for p in definition.get("Parameters", [])}
+    if "InputDataUri" in declared and "InputDataUri" not in overrides:
+        if manifest is None:
+            raise ServiceError(f"no curated dataset in {lake.uri}: run `diagnosa data generate` and "
+                               "`diagnosa data ingest` first (or give --param InputDataUri=...)")
+        overrides["InputDataUri"] = curated_uri(LOCAL_BUCKET, dataset, manifest["version"])
+    return RunPlan(definition, overrides, manifest)
+
+
+@dataclass(frozen=True)
+class LocalWorkspace:
+    """A workspace folder (executions, registry, endpoints) and the lake folder its local executor and
+    endpoints read and write."""
+
+    root: Path
+    lake: DataLake
+    lake_uri: str | None = None  # the lake as the user named it (None: the workspace's own); endpoint servers get it
+
+    def __post_init__(self) -> None:
+        if self.lake.uri.startswith("s3://"):
+            raise ServiceError("the local executor runs against a local lake folder; for s3:// use "
+                               "`diagnosa pipeline upsert` and `diagnosa pipeline start`")
+
+    def endpoints(self, port: int | None = None) -> LocalEndpoints:
+        """The workspace's local endpoints (records under <workspace>/endpoints/, servers deployed from the lake);
+        ``port``: a new endpoint's (default 8080, 0 any free one)."""
+        from pipelines.local_endpoints import LocalEndpoints
+        from pipelines.local_jobs import LakeMapping
+
+        return LocalEndpoints(self.root, LakeMapping(LOCAL_BUCKET, self.lake), lake_uri=self.lake_uri, port=port)
+
+    def executor(self, *, port: int | None = None, max_parallel: int | None = None,
+                 use_cache: bool = True) -> LocalExecutor:
+        """The executor of this workspace's local runs; ``port``: an endpoint its runs create."""
+        from pipelines.executor import open_local
+
+        return open_local(self.root, self.lake, LOCAL_BUCKET, endpoints=self.endpoints(port),
+                          max_parallel=max_parallel, use_cache=use_cache)
+
+    def served_models(self) -> dict[str, str]:
+        """Endpoint name → the model URL it serves, for the local endpoints in service."""
+        return {r["EndpointName"]: r["ModelDataUrl"] for r in self.endpoints().list() if r["EndpointStatus"] == "InService"}
+
+    def deploy_approved(self, package: dict[str, Any], *, endpoint_name: str | None = None,
+                        port: int | None = None) -> dict[str, Any]:
+        """The local counterpart of the AWS deploy function: an approved version goes to its endpoint (each
+        dataset's group has the endpoint of its name: diagnosa for the built-in cohort). The endpoint's record;
+        ServiceError when it does not serve the version (the previous one serves on, rolled back)."""
+        from pipelines.local_jobs import JobError
+
+        try:
+            return self.endpoints(port).deploy_model_package(
+                package, endpoint_name=endpoint_name or package["ModelPackageGroupName"])
+        except JobError as err:  # DeployError, or a model outside the local lake
+            raise ServiceError(str(err)) from None

@@ -1,0 +1,181 @@
+"""The delivery pipeline (CDK Pipelines, self-mutating): source -> tests and gates -> each stage in order,
+every stage after the first behind a manual approval; a stage that promotes models runs its promote
+function once deployed.
+
+    Source        the repository and branch of ``diagnosa:delivery`` (a CodeStar/CodeConnections connection,
+                  or a CodeCommit repository by name)
+    Build         one CodeBuild step: ``make test`` (the unit and integration suite, which also synthesizes and
+                  runs cdk-nag, cfn-lint and checkov on test stages), ``make synth`` (the real app: any
+                  unacknowledged cdk-nag finding fails it) and ``make gates`` (cfn-lint and checkov on every
+                  template ``make synth`` wrote); its output, ``cdk.out``, is what every later stage deploys
+    UpdatePipeline  the pipeline updates itself from that cloud assembly first (self-mutation)
+    Assets        file and image assets published to each stage's account and region
+    <stage> ...   CloudFormation deployments of the stage's stacks (images first); from the second stage on
+                  a manual approval comes first, and ``PromoteModel`` after, where the stage promotes models
+
+Accounts: the pipeline runs in ``diagnosa:delivery``'s account; each stage deploys into its own (the
+stage's ``account``, or the pipeline's), which must be bootstrapped trusting the pipeline's account
+(docs/deploy.md). Cross-account artifacts are encrypted with the pipeline's own key (rotated).
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import aws_cdk as cdk
+from aws_cdk import Duration, RemovalPolicy, Stack, pipelines
+from aws_cdk import aws_codebuild as codebuild
+from aws_cdk import aws_codecommit as codecommit
+from aws_cdk import aws_codepipeline as codepipeline
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_s3 as s3
+from constructs import Construct
+
+from infra.config import DeliveryConfig
+from infra.stack import acknowledge
+
+if TYPE_CHECKING:
+    from infra.app import DiagnosaStage
+
+PIPELINE_NAME = "diagnosa-delivery"
+# The Build step's commands, in order; each fails the step (and stops the pipeline) on any finding.
+GATES = ("make test", "make synth", "make gates")
+BUILD_IMAGE = codebuild.LinuxBuildImage.STANDARD_7_0  # Ubuntu 22.04: python 3.11 and node 20 runtimes
+
+
+class DeliveryStack(Stack):
+    def __init__(self, scope: Construct, construct_id: str, *, config: DeliveryConfig, stages: list[DiagnosaStage],
+                 **kwargs) -> None:
+        super().__init__(scope, construct_id, **kwargs)
+        self.config = config
+        cdk.Tags.of(self).add("project", "diagnosa")
+        cdk.Tags.of(self).add("stage", "delivery")
+        self.source = self._source()
+        self.key = kms.Key(self, "ArtifactsKey", alias=f"alias/{PIPELINE_NAME}", enable_key_rotation=True,
+                           description="Diagnosa delivery pipeline: artifacts (cloud assembly, sources)",
+                           removal_policy=RemovalPolicy.RETAIN)
+        self.artifacts = self._artifact_bucket()
+        underlying = codepipeline.Pipeline(
+            self, "Pipeline", pipeline_name=PIPELINE_NAME, artifact_bucket=self.artifacts,
+            pipeline_type=codepipeline.PipelineType.V2, restart_execution_on_update=True)
+        self.build = pipelines.CodeBuildStep(
+            "Build", input=self.source, install_commands=["make install node_modules/.installed checkov"],
+            commands=list(GATES), primary_output_directory="cdk.out",
+            build_environment=codebuild.BuildEnvironment(build_image=BUILD_IMAGE,
+                                                         compute_type=codebuild.ComputeType.LARGE),
+            partial_build_spec=codebuild.BuildSpec.from_object(
+                {"phases": {"install": {"runtime-versions": {"python": "3.11", "nodejs": "20"}}}}),
+            timeout=Duration.minutes(90))
+        self.pipeline = pipelines.CodePipeline(
+            self, "Delivery", code_pipeline=underlying, synth=self.build, self_mutation=True,
+            code_build_defaults=pipelines.CodeBuildOptions(build_environment=codebuild.BuildEnvironment(
+                build_image=BUILD_IMAGE, compute_type=codebuild.ComputeType.SMALL)))
+        self.approvals: dict[str, pipelines.ManualApprovalStep] = {}
+        self.promotions: dict[str, pipelines.CodeBuildStep] = {}
+        for position, stage in enumerate(stages):
+            name = stage.config.stage
+            pre = []
+            if position:
+                self.approvals[name] = pipelines.ManualApprovalStep(
+                    f"Approve-{name}", comment=f"Deploy to {name}: the infrastructure change of this execution"
+                                               + (f" and the newest Approved model version of {stage.config.promote_from}"
+                                                  if stage.config.promote_from else "")
+                                               + f", as deployed and tested in {stages[position - 1].config.stage}")
+                pre.append(self.approvals[name])
+            post = []
+            if stage.config.promote_from:
+                self.promotions[name] = self._promotion_step(stage)
+                post.append(self.promotions[name])
+            self.pipeline.add_stage(stage, pre=pre, post=post)
+        self.pipeline.build_pipeline()
+        self._acknowledge((self.pipeline, underlying))
+        cdk.CfnOutput(self, "PipelineName", value=PIPELINE_NAME)
+
+    def _source(self) -> pipelines.CodePipelineSource:
+        c = self.config
+        if c.connection_arn:
+            return pipelines.CodePipelineSource.connection(c.repository, c.branch, connection_arn=c.connection_arn)
+        repository = codecommit.Repository.from_repository_name(self, "Repository", c.repository)
+        return pipelines.CodePipelineSource.code_commit(repository, c.branch)
+
+    def _artifact_bucket(self) -> s3.Bucket:
+        logs = s3.Bucket(self, "ArtifactsAccessLogs", encryption=s3.BucketEncryption.S3_MANAGED, versioned=True,
+                         enforce_ssl=True, minimum_tls_version=1.2, block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
+                         object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED, removal_policy=RemovalPolicy.RETAIN,
+                         lifecycle_rules=[s3.LifecycleRule(expiration=Duration.days(2190),
+                                                           noncurrent_version_expiration=Duration.days(30))])
+        for finding, reason in (
+                ("AwsSolutions-S1", "The access-log bucket of the artifact bucket: logging it into itself would loop."),
+                ("HIPAA.Security-S3BucketLoggingEnabled", "The access-log bucket (see AwsSolutions-S1)."),
+                ("HIPAA.Security-S3DefaultEncryptionKMS", "S3 server access log delivery supports only SSE-S3 targets."),
+                ("HIPAA.Security-S3BucketReplicationEnabled", "Build logs stay in the pipeline's region.")):
+            acknowledge(logs, finding, reason)
+        bucket = s3.Bucket(self, "Artifacts", encryption=s3.BucketEncryption.KMS, encryption_key=self.key,
+                           bucket_key_enabled=True, versioned=True, enforce_ssl=True, minimum_tls_version=1.2,
+                           block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
+                           object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
+                           server_access_logs_bucket=logs, server_access_logs_prefix="artifacts/",
+                           lifecycle_rules=[s3.LifecycleRule(noncurrent_version_expiration=Duration.days(30))],
+                           removal_policy=RemovalPolicy.RETAIN)
+        acknowledge(bucket, "HIPAA.Security-S3BucketReplicationEnabled",
+                    "Pipeline artifacts (source and templates, no patient data) are rebuilt by any execution.")
+        return bucket
+
+    def _promotion_step(self, stage: DiagnosaStage) -> pipelines.CodeBuildStep:
+        """Invoke the stage's promote function (in the stage's account and region) and fail on its error."""
+        c = stage.config
+        function = (f"arn:{self.partition}:lambda:{c.region}:{c.account or self.account}:function:"
+                    f"{c.prefix}-promote")
+        return pipelines.CodeBuildStep(
+            f"PromoteModel-{c.stage}", commands=[
+                f"aws lambda invoke --region {c.region} --function-name {function} --cli-binary-format "
+                "raw-in-base64-out --payload '{}' promoted.json > invoke.json",
+                "cat invoke.json promoted.json",
+                "if grep -q FunctionError invoke.json; then exit 1; fi"],
+            role_policy_statements=[iam.PolicyStatement(actions=["lambda:InvokeFunction"], resources=[function])])
+
+    def _acknowledge(self, scopes: tuple[Construct, ...]) -> None:
+        """CDK Pipelines' generated roles and projects (under ``scopes``): their grants are CDK's own, on the
+        pipeline's artifact bucket and key, each project's log and report groups, and CDK's bootstrap roles;
+        acknowledged here with full finding ids, each with its reason."""
+        bucket = f"<{self.get_logical_id(self.artifacts.node.default_child)}.Arn>/*"
+        findings = {
+            **{f"AwsSolutions-IAM5[Action::{action}]": f"CDK's grant on the pipeline's own artifact bucket ({action}: "
+                                                       "the object and bucket actions of a read or read-write grant)."
+               for action in ("s3:Abort*", "s3:DeleteObject*", "s3:GetBucket*", "s3:GetObject*", "s3:List*")},
+            **{f"AwsSolutions-IAM5[Action::{action}]": f"CDK's grant on the pipeline's own artifact key ({action})."
+               for action in ("kms:GenerateDataKey*", "kms:ReEncrypt*")},
+            f"AwsSolutions-IAM5[Resource::{bucket}]": "Artifact object keys are generated per execution and action; "
+                                                      "the bucket is the pipeline's own.",
+            "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:logs:<AWS::Region>:<AWS::AccountId>:log-group:"
+            "/aws/codebuild/*]": "The asset projects are generated per asset; each writes to /aws/codebuild/<project>.",
+            "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:codebuild:<AWS::Region>:<AWS::AccountId>:"
+            "report-group/*]": "Report groups of the generated asset projects, named after each project.",
+            "AwsSolutions-IAM5[Resource::arn:*:iam::<AWS::AccountId>:role/*]":
+                "Self-mutation assumes CDK's bootstrap roles of this account, selected by their "
+                "aws-cdk:bootstrap-role tag (deploy, file and image publishing, lookup).",
+            "HIPAA.Security-IAMNoInlinePolicy": "CDK Pipelines generates each action's role with its grants as an "
+                                                "inline default policy.",
+            "HIPAA.Security-CodeBuildProjectSourceRepoUrl": "No project names a source repository URL (sources come "
+                                                            "from the pipeline's artifacts); the rule misreads CDK's "
+                                                            "CODEPIPELINE/NO_SOURCE projects.",
+        }
+        # Each project's own log group and report groups: named after the project's generated name.
+        for project in (c for c in self.node.find_all() if isinstance(c, codebuild.CfnProject)):
+            name = self.get_logical_id(project)
+            findings[f"AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:logs:<AWS::Region>:<AWS::AccountId>:"
+                     f"log-group:/aws/codebuild/<{name}>:*]"] = "The project's own log streams (named per build)."
+            findings[f"AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:codebuild:<AWS::Region>:<AWS::AccountId>:"
+                     f"report-group/<{name}>-*]"] = "The project's own report groups (named per report)."
+        for scope in scopes:
+            for finding, reason in findings.items():
+                acknowledge(scope, finding, reason)
+        # Only CDK's asset and self-mutation roles hold "*" grants (listed in docs/deploy.md).
+        for role in (c for c in self.pipeline.node.find_all() if isinstance(c, iam.CfnPolicy)
+                     and c.node.path.endswith(("/Assets/FileRole/DefaultPolicy/Resource",
+                                               "/Assets/DockerRole/DefaultPolicy/Resource",
+                                               "/UpdatePipeline/SelfMutation/Role/DefaultPolicy/Resource"))):
+            acknowledge(role, "AwsSolutions-IAM5[Resource::*]",
+                        "CDK Pipelines' asset and self-mutation roles: sts:AssumeRole on CDK's bootstrap roles "
+                        "(limited by their aws-cdk:bootstrap-role tag), cloudformation:DescribeStacks and "
+                        "s3:ListBucket, which the CDK CLI calls before it assumes a bootstrap role.")

@@ -1,0 +1,240 @@
+"""The delivery pipeline (CDK Pipelines): its stages and their order, the gates of its build step, the manual
+approval before prod, model promotion across accounts, and its settings."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from aws_cdk.assertions import Template
+from conftest import stack_artifact
+
+from infra.config import DeliveryConfig, delivery_from_context, stage_config
+
+
+@pytest.fixture(scope="module")
+def templates(delivery_assembly):
+    _, cloud = delivery_assembly
+    return {s.stack_name: Template.from_json(json.loads(open(s.template_full_path).read()))
+            for s in cloud.stacks_recursively}
+
+
+@pytest.fixture(scope="module")
+def delivery(templates):
+    return templates["Diagnosa-delivery"]
+
+
+def _pipeline(delivery):
+    [pipeline] = delivery.find_resources("AWS::CodePipeline::Pipeline").values()
+    return pipeline["Properties"]
+
+
+def _actions(stage):
+    return [(a["Name"], a["ActionTypeId"]["Provider"], a["RunOrder"]) for a in stage["Actions"]]
+
+
+def test_stages_run_source_build_self_update_assets_then_dev_then_prod(delivery, delivery_assembly):
+    props = _pipeline(delivery)
+    stages = {s["Name"]: s for s in props["Stages"]}
+    assert list(stages) == ["Source", "Build", "UpdatePipeline", "Assets", "dev", "prod"]
+    assert props["Name"] == "diagnosa-delivery" and props["PipelineType"] == "V2"
+    assert props["RestartExecutionOnUpdate"] is True
+    [(name, provider, _)] = _actions(stages["Source"])
+    assert provider == "CodeCommit"
+    assert stages["Source"]["Actions"][0]["Configuration"]["BranchName"] == "main"
+    assert _actions(stages["UpdatePipeline"]) == [("SelfMutate", "CodeBuild", 1)]  # self-mutating
+    assert {"diagnosa-prod-jobs", "diagnosa-prod-serving"} <= {a[0] for a in _actions(stages["Assets"])}
+    assert [a[1] for a in _actions(stages["dev"])] == ["CloudFormation", "CloudFormation"]
+    # dev deploys into its own account, with CDK's bootstrap roles there
+    dev_roles = json.dumps([a["RoleArn"] for a in stages["dev"]["Actions"]])
+    assert "123456789012" in dev_roles and "cdk-hnb659fds-deploy-role" in dev_roles
+
+
+def test_prod_waits_for_a_manual_approval_then_deploys_images_stack_then_promotes(delivery):
+    stages = {s["Name"]: s for s in _pipeline(delivery)["Stages"]}
+    actions = _actions(stages["prod"])
+    assert actions[0] == ("Approve-prod", "Manual", 1)  # nothing of prod runs before a person approves
+    assert [a[0] for a in actions[1:]] == ["Diagnosa-prod-images.Prepare", "Diagnosa-prod-images.Deploy",
+                                           "Diagnosa-prod.Prepare", "Diagnosa-prod.Deploy", "PromoteModel-prod"]
+    assert [a[2] for a in actions] == sorted(a[2] for a in actions) and len({a[2] for a in actions}) == len(actions)
+    comment = stages["prod"]["Actions"][0]["Configuration"]["CustomData"]
+    assert "newest Approved model version of dev" in comment and "tested in dev" in comment
+    assert not [a for a in _actions(stages["dev"]) if a[1] == "Manual"]
+
+
+def _project(delivery, name_part):
+    projects = {k: v["Properties"] for k, v in delivery.find_resources("AWS::CodeBuild::Project").items()
+                if name_part in k}
+    [(logical, props)] = projects.items()
+    return logical, props
+
+
+def test_the_build_step_runs_tests_synth_and_the_template_gates(delivery):
+    _, props = _project(delivery, "PipelineBuild")
+    spec = json.loads(props["Source"]["BuildSpec"])
+    assert spec["phases"]["install"]["runtime-versions"] == {"python": "3.11", "nodejs": "20"}
+    assert spec["phases"]["install"]["commands"] == ["make install node_modules/.installed checkov"]
+    assert spec["phases"]["build"]["commands"] == ["make test", "make synth", "make gates"]
+    assert spec["artifacts"]["base-directory"] == "cdk.out"  # what every later stage deploys
+    assert props["TimeoutInMinutes"] == 90 and props["Environment"]["Image"] == "aws/codebuild/standard:7.0"
+
+
+def test_the_makefile_gates_are_the_ones_the_pipeline_calls():
+    from pathlib import Path
+
+    makefile = (Path(__file__).resolve().parents[2] / "Makefile").read_text()
+    assert "\ngates: synth checkov\n\t$(BIN)/python -m infra.gates cdk.out --checkov $(CHECKOV_VENV)/bin/checkov" in makefile
+    assert "\ntest: install node_modules/.installed checkov\n" in makefile
+
+
+def test_promotion_step_may_invoke_only_the_prod_promote_function(delivery, cfn_text):
+    logical, props = _project(delivery, "PromoteModel")
+    spec = json.loads(cfn_text(props["Source"]["BuildSpec"]))
+    function = "arn:<Ref:AWS::Partition>:lambda:eu-west-1:210987654321:function:diagnosa-prod-promote"
+    commands = spec["phases"]["build"]["commands"]
+    assert f"--function-name {function}" in commands[0] and "if grep -q FunctionError invoke.json; then exit 1; fi" in commands
+    role = props["ServiceRole"]["Fn::GetAtt"][0]
+    invokes = [s for p in delivery.find_resources("AWS::IAM::Policy").values() if {"Ref": role} in p["Properties"]["Roles"]
+               for s in p["Properties"]["PolicyDocument"]["Statement"] if "lambda:InvokeFunction" in json.dumps(s["Action"])]
+    assert [json.dumps(s["Resource"]) for s in invokes] == [json.dumps({"Fn::Join": ["", [
+        "arn:", {"Ref": "AWS::Partition"}, ":lambda:eu-west-1:210987654321:function:diagnosa-prod-promote"]]})]
+
+
+def test_artifacts_are_encrypted_with_a_rotated_key_versioned_and_logged(delivery):
+    delivery.has_resource_properties("AWS::KMS::Key", {"EnableKeyRotation": True})
+    buckets = {k: v["Properties"] for k, v in delivery.find_resources("AWS::S3::Bucket").items()}
+    [artifacts] = [p for p in buckets.values() if "LoggingConfiguration" in p]
+    assert artifacts["BucketEncryption"]["ServerSideEncryptionConfiguration"][0]["ServerSideEncryptionByDefault"][
+        "SSEAlgorithm"] == "aws:kms"
+    assert artifacts["VersioningConfiguration"] == {"Status": "Enabled"}
+    bucket = [k for k, v in buckets.items() if v is artifacts][0]
+    assert _pipeline(delivery)["ArtifactStore"]["Location"] == {"Ref": bucket}
+
+
+def test_the_whole_delivery_app_passes_cdk_nag_and_cfn_lint(delivery_assembly):
+    from infra.gates import cfn_lint, templates
+    from infra.nag import findings
+
+    _, cloud = delivery_assembly
+    assert findings(cloud.directory) == []
+    paths = templates(cloud.directory)
+    assert len(paths) == 4 and cfn_lint(paths) == []
+
+
+# ------------------------------------------------------------------------------------------ promotion
+
+def _statements(template, role_name):
+    [role] = [k for k, v in template.find_resources("AWS::IAM::Role").items() if v["Properties"].get("RoleName") == role_name]
+    return [s for p in template.find_resources("AWS::IAM::ManagedPolicy").values() if {"Ref": role} in p["Properties"]["Roles"]
+            for s in p["Properties"]["PolicyDocument"]["Statement"]]
+
+
+PROMOTER = {"ArnEquals": {"aws:PrincipalArn": {"Fn::Join": ["", [
+    "arn:", {"Ref": "AWS::Partition"}, ":iam::210987654321:role/diagnosa-prod-promote-function"]]}}}
+
+
+def test_dev_lets_only_prods_promote_role_read_its_versions_run_folders_and_key(templates):
+    dev = templates["Diagnosa-dev"]
+    root = {"AWS": {"Fn::Join": ["", ["arn:", {"Ref": "AWS::Partition"}, ":iam::210987654321:root"]]}}
+    [group] = dev.find_resources("AWS::SageMaker::ModelPackageGroup").values()
+    [statement] = group["Properties"]["ModelPackageGroupPolicy"]["Statement"]
+    assert statement["Principal"] == root and statement["Condition"] == PROMOTER
+    assert sorted(statement["Action"]) == ["sagemaker:DescribeModelPackage", "sagemaker:DescribeModelPackageGroup",
+                                           "sagemaker:ListModelPackages"]
+    bucket_statements = [s for p in dev.find_resources("AWS::S3::BucketPolicy").values()
+                         for s in p["Properties"]["PolicyDocument"]["Statement"] if s.get("Sid") == "PromoteToProd"]
+    [read] = bucket_statements
+    assert read["Action"] == "s3:GetObject" and read["Principal"] == root and read["Condition"] == PROMOTER
+    assert json.dumps(read["Resource"]).endswith('"/artifacts/runs/*"]]}')
+    [key] = dev.find_resources("AWS::KMS::Key").values()
+    [decrypt] = [s for s in key["Properties"]["KeyPolicy"]["Statement"] if s.get("Sid") == "PromoteToProd"]
+    assert decrypt["Action"] == "kms:Decrypt" and decrypt["Condition"]["StringEquals"] == {
+        "kms:ViaService": "s3.eu-west-1.amazonaws.com"}
+    assert decrypt["Condition"]["ArnEquals"] == PROMOTER["ArnEquals"]
+    assert "PromoteFunction" not in json.dumps(dev.find_resources("AWS::Lambda::Function"))
+
+
+def test_prods_promote_function_reads_dev_writes_its_own_promoted_folder_and_registry(templates):
+    prod = templates["Diagnosa-prod"]
+    statements = _statements(prod, "diagnosa-prod-promote-function")
+    text = json.dumps(statements)
+    assert "arn:aws:iam" not in text  # no role of another account named
+    by_sid = {s.get("Sid"): s for s in statements}
+    assert json.dumps(by_sid["ReadSourceVersions"]["Resource"]).count(":eu-west-1:123456789012:model-package") == 2
+    assert by_sid["ReadSourceRunFolders"]["Condition"] == {"StringEquals": {"s3:ResourceAccount": "123456789012"}}
+    assert json.dumps(by_sid["ReadSourceRunFolders"]["Resource"]).endswith(':s3:::diagnosa-dev-lake*/artifacts/runs/*"]]}')
+    assert by_sid["DecryptSourceThroughS3"]["Condition"]["ForAnyValue:StringEquals"] == {
+        "kms:ResourceAliases": "alias/diagnosa-dev"}
+    assert json.dumps(by_sid["WritePromotedCopies"]["Resource"]).endswith('"/artifacts/runs/promoted/*"]]}')
+    writes = {a for s in statements for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])
+              if a.startswith("s3:Put") or a.startswith("s3:Delete")}
+    assert writes == {"s3:PutObject"}
+    assert "diagnosa-prod" in json.dumps(by_sid["RegisterPromotedVersions"]["Resource"])
+    [permission] = prod.find_resources("AWS::Lambda::Permission", {"Properties": {"Principal": "111111111111"}}).values()
+    assert permission["Properties"]["Action"] == "lambda:InvokeFunction"
+
+
+def test_stage_stacks_keep_their_names_inside_their_stage(delivery_assembly):
+    from infra.app import stage_stacks
+
+    app, cloud = delivery_assembly
+    assert set(stage_stacks(app)) == {"Diagnosa-dev", "Diagnosa-prod", "Diagnosa-prod-images"}
+    assert stack_artifact(cloud, "Diagnosa-prod").hierarchical_id == "prod/Diagnosa-prod"
+
+
+# ------------------------------------------------------------------------------------------ settings
+
+STAGES = {"dev": {"region": "eu-west-1"}, "prod": {"region": "eu-west-1", "promote_from": "dev"}}
+
+
+def context(delivery, **extra):
+    return {"diagnosa:stages": STAGES, "diagnosa:delivery": delivery, **extra}.get
+
+
+def test_cdk_json_declares_the_pipeline_and_prod_promotes_from_dev():
+    from pathlib import Path
+
+    values = json.loads((Path(__file__).resolve().parents[2] / "cdk.json").read_text())["context"]
+    config = delivery_from_context(values.get)
+    assert config.stages == ("dev", "prod") and config.repository and config.branch == "main"
+    assert values["diagnosa:stages"]["prod"]["promote_from"] == "dev"
+
+
+def test_one_stage_synthesizes_no_pipeline():
+    # a pipeline with fewer stages would delete the others when it updates itself
+    assert delivery_from_context(context({"region": "eu-west-1", "repository": "r", "stages": ["dev", "prod"]},
+                                         stage="dev")) is None
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"region": "eu-west-1", "repository": "r", "stages": ["dev", "qa"]}, r"stages \['qa'\] are not declared"),
+    ({"region": "eu-west-1", "repository": "r", "stages": ["prod", "dev"]},
+     "stage prod promotes from 'dev', which the pipeline does not deploy before it"),
+    ({"region": "eu-west-1", "repository": "diagnosa", "stages": ["dev"],
+      "connection_arn": "arn:aws:codestar-connections:eu-west-1:123456789012:connection/abc"},
+     "must be owner/name with a connection"),
+    ({"region": "eu-west-1", "repository": "me/diagnosa", "stages": ["dev"], "connection_arn": "github"},
+     "connection_arn 'github' is not a CodeStar/CodeConnections connection ARN"),
+    ({"region": "eu-west-1", "stages": ["dev"]}, "needs repository"),
+    ({"region": "eu-west-1", "repository": "r", "stages": "dev"}, "stages must be a list"),
+    ({"region": "eu-west-1", "repository": "r", "stages": ["dev"], "approvers": 2}, r"unknown settings \['approvers'\]"),
+    ({"region": "eu-west-1", "repository": "r", "stages": ["dev"], "account": "12"}, "account '12' must be 12 digits"),
+])
+def test_bad_delivery_settings_are_refused_naming_what_is_wrong(values, message):
+    with pytest.raises(ValueError, match=r"diagnosa:delivery: .*" + message):
+        delivery_from_context(context(values))
+
+
+def test_a_connection_source_is_accepted():
+    config = delivery_from_context(context({
+        "region": "eu-west-1", "repository": "me/diagnosa", "stages": ["dev", "prod"],
+        "connection_arn": "arn:aws:codeconnections:eu-west-1:123456789012:connection/0a1b-2c3d"}))
+    assert config.connection_arn.endswith("0a1b-2c3d")
+
+
+def test_promote_from_must_name_another_declared_stage():
+    from infra.config import check_promotions
+
+    with pytest.raises(ValueError, match=r"stage prod: promote_from 'qa' must name another declared stage \(dev\)"):
+        check_promotions({"dev": stage_config("dev", {"region": "eu-west-1"}),
+                          "prod": stage_config("prod", {"region": "eu-west-1", "promote_from": "qa"})})
+    assert DeliveryConfig(region="eu-west-1", stages=("dev",), repository="r").branch == "main"

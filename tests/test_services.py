@@ -1,0 +1,57 @@
+"""The operations the interfaces share (diagnosa/services.py), called directly: what a local run trains on,
+what it refuses before any step, and where a local workspace's runs may go."""
+from __future__ import annotations
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from diagnosa.data.ingest import ingest_csv
+from diagnosa.lake import DataLake
+from diagnosa.services import LocalWorkspace, ServiceError, curated_manifest, latest_input, plan_local_run
+
+# The shape of the real definition's input parameter, without building the definition (the SDK's ~5 s).
+DEFINITION = {"Version": "2020-12-01", "Steps": [],
+              "Parameters": [{"Name": "InputDataUri", "Type": "String", "DefaultValue": "s3://diagnosa-local/curated/tiny/"},
+                             {"Name": "Resampling", "Type": "String", "DefaultValue": "none"}]}
+
+
+@pytest.fixture
+def lake(tmp_path):
+    return DataLake.from_uri(str(tmp_path / "lake"))
+
+
+def ingest_tiny(lake, folder, rows=8) -> str:
+    csv, config = folder / "tiny.csv", folder / "tiny.toml"
+    csv.write_text("case,score,outcome\n" + "".join(f"c{i},{i},{'ab'[i % 2]}\n" for i in range(rows)), encoding="utf-8")
+    config.write_text('name = "tiny"\nid_column = "case"\ntarget = "outcome"\nlabels = ["a", "b"]\n', encoding="utf-8")
+    return ingest_csv(lake, csv, config).version
+
+
+def test_a_run_trains_on_the_latest_curated_version_unless_told_otherwise(lake, tmp_path):
+    ingest_tiny(lake, tmp_path, rows=6)
+    latest = ingest_tiny(lake, tmp_path, rows=8)
+    plan = plan_local_run(lake, dataset="tiny", overrides={"Resampling": "smote"}, definition=DEFINITION)
+    assert plan.overrides == {"Resampling": "smote", "InputDataUri": f"s3://diagnosa-local/curated/tiny/{latest}"}
+    assert plan.overrides["InputDataUri"] == latest_input(lake, "tiny", "diagnosa-local")
+    assert plan.manifest == curated_manifest(lake, "tiny") and plan.manifest["version"] == latest
+    given = "s3://elsewhere/curated/tiny/v1"
+    plan = plan_local_run(lake, dataset="tiny", overrides={"InputDataUri": given}, definition=DEFINITION)
+    assert plan.overrides == {"InputDataUri": given} and plan.manifest is None  # not this lake's: no manifest to read
+
+
+def test_a_run_is_refused_before_any_step(lake, tmp_path):
+    with pytest.raises(ServiceError, match="no curated dataset 'tiny' in .*: ingest it first"):
+        plan_local_run(lake, dataset="tiny", definition=DEFINITION)
+    ingest_tiny(lake, tmp_path)
+    with pytest.raises(ServiceError, match=r"unknown pipeline parameter\(s\) Resampeling"):
+        plan_local_run(lake, dataset="tiny", overrides={"Resampeling": "smote"}, definition=DEFINITION)
+
+
+def test_local_runs_and_endpoints_need_a_lake_folder(tmp_path, lake):
+    with mock_aws():
+        s3 = DataLake.from_uri("s3://bucket/prefix", s3_client=boto3.client("s3", region_name="eu-west-1"))
+        with pytest.raises(ServiceError, match="local lake folder; for s3:// use `diagnosa pipeline upsert`"):
+            LocalWorkspace(tmp_path / "ws", s3)
+    local = LocalWorkspace(tmp_path / "ws", lake)
+    assert local.served_models() == {} and local.endpoints().root == tmp_path / "ws" / "endpoints"
