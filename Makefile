@@ -8,18 +8,40 @@ SEED ?= 7
 # Pass extra pytest arguments with `make test PYTEST_ARGS="-k lake"`.
 PYTEST_ARGS ?=
 
-.PHONY: install run test bench clean synth gates checkov browser
+.PHONY: install lock run test bench clean synth gates checkov browser
 
+# The locks (docs/architecture.md, "Pinned versions"): every package of an environment at one version,
+# with its hashes, for CPython 3.11 on manylinux x86_64. DEV_LOCK is this venv (make, CI); STEPS_LOCK is
+# what the step and serving containers install (the staged code's and the model artifact's
+# requirements.txt, the baked images), resolved within DEV_LOCK so local jobs find every pin installed.
+DEV_LOCK := requirements/dev-lock.txt
+STEPS_LOCK := requirements/steps-lock.txt
+
+# pip itself at the version the lock names (and with its hashes), before it installs the rest.
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
+	sed -n '/^pip==/,/# via/p' $(DEV_LOCK) > $(VENV)/pip-lock.txt
+	$(BIN)/python -m pip install --quiet --require-hashes -r $(VENV)/pip-lock.txt
 
-# Stamp file: reinstall only when the dependency list changes.
-$(VENV)/.installed: setup.py requirements/steps.txt | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+# Stamp file: reinstall only when the dependencies change. The lock installs in hash-checking mode (a
+# package missing from it, unpinned or with another hash fails the install); the project itself goes on
+# top without dependencies and with the locked setuptools as its build backend.
+$(VENV)/.installed: setup.py requirements/steps.txt $(DEV_LOCK) | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --require-hashes -r $(DEV_LOCK)
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
 
 install: $(VENV)/.installed
+
+# Re-resolve the locks after a change to setup.py or requirements/steps.txt: versions still allowed are
+# kept. Upgrade one package with `make lock LOCK_ARGS="--upgrade-package xgboost-cpu"`, all with
+# LOCK_ARGS=--upgrade. The CPU build of torch comes from pip's find-links (a wheel on this machine's disk).
+LOCK_ARGS ?=
+PIP_COMPILE = CUSTOM_COMPILE_COMMAND="make lock" $(BIN)/pip-compile --quiet --generate-hashes --allow-unsafe \
+	--strip-extras --no-emit-index-url --no-emit-find-links $(LOCK_ARGS)
+lock: install
+	$(PIP_COMPILE) --extra dev -o $(DEV_LOCK) setup.py
+	$(PIP_COMPILE) -c $(DEV_LOCK) -o $(STEPS_LOCK) requirements/steps.txt
 
 # The main job: data (generated once; raw data is write-once) → curated version → the pipeline definition
 # run by the local executor → champion registered and, since this local run approves what passes the
