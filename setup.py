@@ -16,6 +16,7 @@ RUNTIME = STEPS + [
     "cdk-nag==3.0.2",
     "streamlit==1.67.0",  # the doctors' app (app/, `diagnosa app`)
     "sagemaker-training==5.1.4",  # AWS's training toolkit: runs the training jobs of `diagnosa run --local`
+    "rich==14.3.4",  # the live progress of long commands (diagnosa/commands/progress.py); the SageMaker SDK needs it too
 ]
 DEV = [
     "moto[s3,sagemaker,iam,sts,events,cloudwatch,server]==5.2.5",  # server: the S3 the container-parity tests give the toolkits

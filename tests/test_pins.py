@@ -45,6 +45,8 @@ def lock_problems(declared: list[Requirement], lock: dict[str, Locked], root: st
             problems.append(f"{requirement} is declared but not locked")
         elif Version(lock[name].version) not in requirement.specifier:  # == 2.13.0 admits the lock's 2.13.0+cpu
             problems.append(f"{requirement} is declared but the lock has {lock[name].version}")
+        elif root not in lock[name].via:
+            problems.append(f"{requirement} is declared but locked only as a dependency of {sorted(lock[name].via)}")
     for name, entry in lock.items():
         if root in entry.via and name not in wanted:
             problems.append(f"{entry.name} is locked as declared but is no longer declared")
@@ -71,6 +73,8 @@ def test_an_edit_on_one_side_only_is_caught(monkeypatch, dev_lock, step_lock):
     assert lock_problems([r for r in declared if r.name != "joblib"], step_lock, STEPS_INPUT) == [
         "joblib is locked as declared but is no longer declared"]
     assert lock_problems([*declared, Requirement("pandas>=3")], step_lock, STEPS_INPUT) == ["pandas>=3 is not an exact pin"]
+    assert lock_problems([*declared, Requirement("six==1.17.0")], step_lock, STEPS_INPUT) == [
+        "six==1.17.0 is declared but locked only as a dependency of ['-c requirements/dev-lock.txt', 'python-dateutil']"]
     orphan = {**step_lock, "left-over": Locked("left-over", "1.0", frozenset({"0" * 64}), frozenset({"gone"}))}
     assert lock_problems(declared, orphan, STEPS_INPUT) == [
         "left-over is locked but nothing in the lock needs it (via ['gone'])"]

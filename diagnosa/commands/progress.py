@@ -9,6 +9,7 @@ the two never tear each other.
 """
 from __future__ import annotations
 
+import dataclasses
 import sys
 import threading
 import time
@@ -43,18 +44,19 @@ class Board:
     """
 
     def __init__(self, title: str, *, enabled: bool, stream: TextIO | None = None, transient: bool = False,
-                 clock: Callable[[], float] = time.monotonic, width: int | None = None) -> None:
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.title = title
         self.enabled = enabled
         self.clock = clock
         self.started = clock()
         self._rows: dict[str, _Row] = {}
-        self._lock = threading.RLock()
-        self._live: Live | None = None
-        if enabled:
-            console = Console(file=stream or sys.stderr, force_terminal=True, width=width, highlight=False)
-            self._live = Live(console=console, get_renderable=self.render, transient=transient,
-                              refresh_per_second=2, redirect_stdout=False, redirect_stderr=False)
+        # Two locks: the rows (held briefly, also by rich's refresh thread while it draws) and the screen
+        # (stopping and starting the display, which waits for that thread: never while holding the rows).
+        self._rows_lock = threading.Lock()
+        self._screen_lock = threading.Lock()
+        self._console = Console(file=stream or sys.stderr, force_terminal=True, highlight=False)
+        self._transient = transient
+        self._live = self._new_live() if enabled else None
 
     @classmethod
     def for_terminal(cls, title: str, *, quiet: bool, **options) -> Board:
@@ -69,21 +71,22 @@ class Board:
         return self
 
     def __exit__(self, kind, error, trace) -> None:
-        with self._lock:
+        with self._rows_lock:
             for row in self._rows.values():  # what was still running when the command ended
                 if row.ended is None:
                     self._close(row, "failed" if kind else "done", "interrupted" if kind is KeyboardInterrupt else "")
-            if self._live is not None:
+        if self._live is not None:
+            with self._screen_lock:
                 self._live.stop()
 
     # ------------------------------------------------------------------------------------------ steps
     def start(self, name: str, detail: str | Detail = "") -> None:
-        with self._lock:
+        with self._rows_lock:
             self._rows[name] = _Row(name, self.clock(), detail)
         self.refresh()
 
     def detail(self, name: str, text: str | Detail) -> None:
-        with self._lock:
+        with self._rows_lock:
             if name in self._rows:
                 self._rows[name].detail = text
         self.refresh()
@@ -91,7 +94,7 @@ class Board:
     def end(self, name: str, outcome: str = "done", note: str = "") -> None:
         if outcome not in MARKS:
             raise ValueError(f"outcome must be one of {sorted(MARKS)}, got {outcome!r}")
-        with self._lock:
+        with self._rows_lock:
             row = self._rows.get(name)
             if row is not None and row.ended is None:
                 self._close(row, outcome, note)
@@ -100,7 +103,7 @@ class Board:
     def phase(self, name: str, detail: str | Detail = "") -> None:
         """For a command that is one phase after another: the running phase is done and ``name`` starts, or,
         when ``name`` is the running phase, its detail changes (e.g. how far it is)."""
-        with self._lock:
+        with self._rows_lock:
             running = [row for row in self._rows.values() if row.ended is None]
             if [row.name for row in running] == [name]:
                 running[0].detail = detail
@@ -112,16 +115,20 @@ class Board:
 
     def echo(self, line: str) -> None:
         """Print a line to stdout, as the command always has, without tearing the board."""
-        with self._lock:
+        with self._screen_lock:
             live = self._live if self._live is not None and self._live.is_started else None
             if live is not None and _same_terminal(sys.stdout, live.console.file):
-                live.transient, transient = True, live.transient
-                live.stop()  # a transient stop erases the board; then the line; then the board again below it
-                print(line, flush=True)
-                live.transient = transient
-                live.start()
+                live.transient = True
+                live.stop()  # a transient stop erases the board; then the line; then the board again below it,
+                print(line, flush=True)  # drawn by a new display (one that has not drawn yet erases nothing above)
+                self._live = self._new_live()
+                self._live.start(refresh=True)
             else:
                 print(line, flush=True)
+
+    def _new_live(self) -> Live:
+        return Live(console=self._console, get_renderable=self.render, transient=self._transient,
+                    refresh_per_second=2, redirect_stdout=False, redirect_stderr=False)
 
     def refresh(self) -> None:
         if self._live is not None and self._live.is_started:
@@ -129,8 +136,8 @@ class Board:
 
     # ------------------------------------------------------------------------------------------ drawing
     def render(self) -> Group:
-        with self._lock:
-            rows = list(self._rows.values())
+        with self._rows_lock:
+            rows = [dataclasses.replace(row) for row in self._rows.values()]
             now = self.clock()
         table = Table.grid(padding=(0, 1))
         table.add_column(width=1, no_wrap=True)
