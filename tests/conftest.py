@@ -71,6 +71,11 @@ def step_lock() -> dict[str, Locked]:
 
 
 @pytest.fixture(scope="session")
+def checkov_lock() -> dict[str, Locked]:
+    return read_lock(REQUIREMENTS / "checkov-lock.txt")
+
+
+@pytest.fixture(scope="session")
 def orphans():
     """The orphan-disease catalogue built from the shipped HPO annotations (~3 s; built once)."""
     from diagnosa.data.orphan import build_catalogue

@@ -1,6 +1,6 @@
 """The same versions everywhere: the locks (requirements/*-lock.txt, `make lock`) hold exactly the declared
 pins (setup.py, requirements/steps.txt) and everything they need, the step lock is the dev lock's choice for
-the step packages, and this environment is the dev lock installed."""
+the step packages, and this environment is the dev lock installed. checkov's venv has a lock of its own."""
 from __future__ import annotations
 
 import runpy
@@ -28,8 +28,8 @@ def declared_by_setup_py(monkeypatch) -> list[Requirement]:
     return [Requirement(r) for r in [*seen["install_requires"], *seen["extras_require"]["dev"]]]
 
 
-def declared_by_steps_txt() -> list[Requirement]:
-    lines = (ROOT / "requirements" / "steps.txt").read_text(encoding="utf-8").splitlines()
+def declared_in(name: str) -> list[Requirement]:
+    lines = (ROOT / "requirements" / name).read_text(encoding="utf-8").splitlines()
     return [Requirement(line) for line in lines if line.strip() and not line.startswith("#")]
 
 
@@ -61,11 +61,15 @@ def test_the_dev_lock_is_the_resolution_of_setup_py(monkeypatch, dev_lock):
 
 
 def test_the_step_lock_is_the_resolution_of_requirements_steps_txt(step_lock):
-    assert lock_problems(declared_by_steps_txt(), step_lock, STEPS_INPUT) == [], "run `make lock`"
+    assert lock_problems(declared_in("steps.txt"), step_lock, STEPS_INPUT) == [], "run `make lock`"
+
+
+def test_the_checkov_lock_is_the_resolution_of_requirements_checkov_txt(checkov_lock):
+    assert lock_problems(declared_in("checkov.txt"), checkov_lock, "-r requirements/checkov.txt") == [], "run `make lock`"
 
 
 def test_an_edit_on_one_side_only_is_caught(monkeypatch, dev_lock, step_lock):
-    declared = declared_by_steps_txt()
+    declared = declared_in("steps.txt")
     bumped = [Requirement("numpy==2.4.7") if r.name == "numpy" else r for r in declared]
     assert lock_problems(bumped, step_lock, STEPS_INPUT) == ["numpy==2.4.7 is declared but the lock has 2.4.6"]
     assert lock_problems([*declared, Requirement("rich==14.3.4")], step_lock, STEPS_INPUT) == [
@@ -84,18 +88,18 @@ def test_an_edit_on_one_side_only_is_caught(monkeypatch, dev_lock, step_lock):
     assert lock_problems(other_torch, dev_lock, SETUP_INPUT) == ["torch==2.14.0 is declared but the lock has 2.13.0+cpu"]
 
 
-def test_every_locked_package_has_one_version_and_its_hashes(dev_lock, step_lock):
-    for lock in (dev_lock, step_lock):
+def test_every_locked_package_has_one_version_and_its_hashes(dev_lock, step_lock, checkov_lock):
+    for lock in (dev_lock, step_lock, checkov_lock):
         assert all(entry.hashes for entry in lock.values())
     # The containers run what runs locally: each step package at the dev lock's version, from the same files.
     differs = {name: (entry.version, dev_lock[name].version if name in dev_lock else None)
                for name, entry in step_lock.items()
                if name not in dev_lock or (dev_lock[name].version, dev_lock[name].hashes) != (entry.version, entry.hashes)}
     assert not differs, f"the step lock disagrees with the dev lock (step, dev): {differs}"
-    assert {canonicalize_name(r.name) for r in declared_by_steps_txt()} < set(step_lock) < set(dev_lock)
+    assert {canonicalize_name(r.name) for r in declared_in("steps.txt")} < set(step_lock) < set(dev_lock)
 
 
-@pytest.mark.parametrize("lock_name", ["dev-lock.txt", "steps-lock.txt"])
+@pytest.mark.parametrize("lock_name", ["dev-lock.txt", "steps-lock.txt", "checkov-lock.txt"])
 def test_locks_name_no_machine_paths(lock_name):
     # The lock lists packages only: where they come from is pip's configuration (the CPU torch wheel too).
     text = (ROOT / "requirements" / lock_name).read_text(encoding="utf-8")
