@@ -3,13 +3,13 @@ pins (setup.py, requirements/steps.txt) and everything they need, the step lock 
 the step packages, and this environment is the dev lock installed. checkov's venv has a lock of its own."""
 from __future__ import annotations
 
+import dataclasses
 import runpy
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import pytest
 import setuptools
-from conftest import Locked
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
@@ -33,7 +33,7 @@ def declared_in(name: str) -> list[Requirement]:
     return [Requirement(line) for line in lines if line.strip() and not line.startswith("#")]
 
 
-def lock_problems(declared: list[Requirement], lock: dict[str, Locked], root: str) -> list[str]:
+def lock_problems(declared: list[Requirement], lock: dict, root: str) -> list[str]:
     """Why ``lock`` is not the resolution of ``declared``: a pin it lacks or holds at another version, a
     package it names as declared that is not, or an entry nothing in it needs (stale)."""
     problems = []
@@ -79,7 +79,8 @@ def test_an_edit_on_one_side_only_is_caught(monkeypatch, dev_lock, step_lock):
     assert lock_problems([*declared, Requirement("pandas>=3")], step_lock, STEPS_INPUT) == ["pandas>=3 is not an exact pin"]
     assert lock_problems([*declared, Requirement("six==1.17.0")], step_lock, STEPS_INPUT) == [
         "six==1.17.0 is declared but locked only as a dependency of ['-c requirements/dev-lock.txt', 'python-dateutil']"]
-    orphan = {**step_lock, "left-over": Locked("left-over", "1.0", frozenset({"0" * 64}), frozenset({"gone"}))}
+    # (entries are tests/conftest.py's Locked; a test module cannot import a conftest by name: tests/infra has one too)
+    orphan = {**step_lock, "left-over": dataclasses.replace(step_lock["six"], name="left-over", via=frozenset({"gone"}))}
     assert lock_problems(declared, orphan, STEPS_INPUT) == [
         "left-over is locked but nothing in the lock needs it (via ['gone'])"]
     # setup.py's torch==2.13.0 is the CPU build the lock names (2.13.0+cpu); another version is not.
