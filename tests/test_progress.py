@@ -115,6 +115,37 @@ def test_the_board_draws_only_on_a_terminal_and_not_when_quiet(capsys):
     assert silent.getvalue() == "" and capsys.readouterr().out == "a result line\n"
 
 
+def test_a_line_printed_on_the_boards_terminal_goes_above_the_board(monkeypatch):
+    import threading
+
+    primary, secondary = pty.openpty()
+    terminal_err, terminal_out = os.fdopen(os.dup(secondary), "w"), os.fdopen(secondary, "w")
+    monkeypatch.setattr(sys, "stdout", terminal_out)  # stdout and stderr on one terminal, as in a shell
+    shown = bytearray()
+    try:
+        with Board("run --local", enabled=True, stream=terminal_err, transient=True) as board:
+            board.start("Train-xgboost", "fitting")
+            board.refresh()
+            # From another thread, as the executor's step threads print, while rich's refresh thread draws.
+            printer = threading.Thread(target=board.echo, args=("[   1.0s] Train-xgboost started",))
+            printer.start()
+            printer.join(10)
+            assert not printer.is_alive(), "echo did not return: the board and the line deadlocked"
+            board.refresh()
+        terminal_out.flush()
+        while select.select([primary], [], [], 0.5)[0]:
+            shown.extend(os.read(primary, 65536))
+    finally:
+        terminal_err.close()
+        terminal_out.close()
+        os.close(primary)
+    text = ANSI.sub("", shown.decode())
+    line = text.index("[   1.0s] Train-xgboost started")
+    assert text.index("fitting") < line < text.rindex("fitting")  # the board before the line, and again after it
+    assert text[line - 1] in "\r\n"  # on a line of its own: not glued to the board's last line ("...fitting[ 1.0s]")
+    assert text.count("[   1.0s] Train-xgboost started") == 1
+
+
 # ------------------------------------------------------------------------------------------ the commands on a pty
 
 

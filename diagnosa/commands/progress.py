@@ -2,14 +2,15 @@
 
 A :class:`Board` is a list of steps, each with its elapsed time and what it is doing now, redrawn in place
 by ``rich`` (already installed with the SageMaker SDK). It shows only when stderr is a terminal and
-``--quiet`` was not given: piped or redirected, the commands write exactly what they wrote before. stdout
-is never touched, except that a line a command prints while the board is showing goes through
-:meth:`Board.echo`, which takes the board off the screen, prints the line to stdout and draws it again, so
-the two never tear each other.
+``--quiet`` was not given: piped or redirected, the commands write exactly what they wrote before. The
+board never writes to stdout; a line a command prints there while the board is showing goes through
+:meth:`Board.echo`, which takes the board off the screen, prints the line and draws the board again below
+it, so the two never tear each other on a terminal.
 """
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 import threading
 import time
@@ -83,12 +84,6 @@ class Board:
     def start(self, name: str, detail: str | Detail = "") -> None:
         with self._rows_lock:
             self._rows[name] = _Row(name, self.clock(), detail)
-        self.refresh()
-
-    def detail(self, name: str, text: str | Detail) -> None:
-        with self._rows_lock:
-            if name in self._rows:
-                self._rows[name].detail = text
         self.refresh()
 
     def end(self, name: str, outcome: str = "done", note: str = "") -> None:
@@ -170,8 +165,6 @@ def _is_terminal(stream: TextIO) -> bool:
 
 def _same_terminal(one: TextIO, other: TextIO) -> bool:
     """Whether two streams draw on the same terminal (then a stdout line must make room for the board)."""
-    import os
-
     try:
         if not (one.isatty() and other.isatty()):
             return False
