@@ -61,6 +61,7 @@ def cmd_data_generate(args: argparse.Namespace) -> int:
         from diagnosa.commands.monitor import cmd_generate_drift
 
         return cmd_generate_drift(args)
+    from diagnosa.commands.progress import Board
     from diagnosa.data.card import render_card
     from diagnosa.data.cohort import CohortConfig, generate, write_raw
     from diagnosa.data.hpo import load_ontology
@@ -75,17 +76,22 @@ def cmd_data_generate(args: argparse.Namespace) -> int:
     if lake.exists(records_key) and not args.card:
         print(f"raw batch {batch} already in {lake.uri}: nothing to do (raw data is write-once)")
         return 0
-    ontology = load_ontology()
-    orphans = build_catalogue(ontology=ontology)
-    cohort = generate(config, orphans=orphans, ontology=ontology)
-    summary = cohort.summary() | {"batch": batch}
-    card = render_card(summary, orphans)
-    write_raw(cohort, lake, batch)
-    lake.put_bytes_once(f"raw/cohort_cards/{batch}.json",
-                        (json.dumps(summary, indent=2, ensure_ascii=False, sort_keys=True) + "\n").encode("utf-8"))
-    lake.put_bytes_once(f"raw/cohort_cards/{batch}.md", card.encode("utf-8"))
-    if args.card:
-        Path(args.card).write_text(card, encoding="utf-8")
+    with Board.for_terminal(f"data generate {batch}", quiet=args.quiet) as board:
+        board.phase("loading the phenotype ontology")
+        ontology = load_ontology()
+        board.phase("building the orphan-disease catalogue")
+        orphans = build_catalogue(ontology=ontology)
+        board.phase("generating patients", f"{config.patients:,}")
+        cohort = generate(config, orphans=orphans, ontology=ontology)
+        summary = cohort.summary() | {"batch": batch}
+        board.phase("writing the raw batch", lake.uri)
+        card = render_card(summary, orphans)
+        write_raw(cohort, lake, batch)
+        lake.put_bytes_once(f"raw/cohort_cards/{batch}.json",
+                            (json.dumps(summary, indent=2, ensure_ascii=False, sort_keys=True) + "\n").encode("utf-8"))
+        lake.put_bytes_once(f"raw/cohort_cards/{batch}.md", card.encode("utf-8"))
+        if args.card:
+            Path(args.card).write_text(card, encoding="utf-8")
     print(f"generated batch {batch}: {summary['patients']:,} patients, {summary['lab_panels']:,} lab panels, "
           f"{summary['orphan_patients']:,} orphan-disease patients over {summary['orphan_diseases_sampled']} diseases")
     for label, count in summary["per_class"].items():
@@ -95,6 +101,15 @@ def cmd_data_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_data_ingest(args: argparse.Namespace) -> int:
+    from diagnosa.commands.progress import Board
+
+    with Board.for_terminal("data ingest", quiet=args.quiet) as board:
+        report = _ingest(args, board.phase)
+    print(report.summary())
+    return 0
+
+
+def _ingest(args: argparse.Namespace, phase):
     from diagnosa.data.ingest import cohort_batches, ingest_cohort, ingest_csv, stage_cohort_files
 
     lake = open_lake(args)
@@ -102,7 +117,7 @@ def cmd_data_ingest(args: argparse.Namespace) -> int:
         if not args.path:
             raise UsageError("--config describes your own CSV: give its path too "
                              "(diagnosa data ingest FILE.csv --config CONFIG.toml)")
-        report = ingest_csv(lake, Path(args.path), Path(args.config))
+        return ingest_csv(lake, Path(args.path), Path(args.config), phase=phase)
     elif args.path:
         path = Path(args.path)
         if path.is_dir():
@@ -118,7 +133,7 @@ def cmd_data_ingest(args: argparse.Namespace) -> int:
             if not args.labs:
                 raise UsageError(f"clinical records {path} need their lab results: add --labs LABS.csv")
             batch = stage_cohort_files(lake, path, Path(args.labs), args.batch)
-        report = ingest_cohort(lake, batch)
+        return ingest_cohort(lake, batch, phase=phase)
     else:
         batches = cohort_batches(lake)
         if args.batch:
@@ -129,9 +144,7 @@ def cmd_data_ingest(args: argparse.Namespace) -> int:
             raise UsageError(f"no raw batch in {lake.uri}: run `diagnosa data generate` or give a PATH")
         else:
             raise UsageError(f"several raw batches in {lake.uri} ({', '.join(batches)}): choose one with --batch")
-        report = ingest_cohort(lake, batch)
-    print(report.summary())
-    return 0
+        return ingest_cohort(lake, batch, phase=phase)
 
 
 # ------------------------------------------------------------------------------------------------ serving
@@ -580,6 +593,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--defect-rate", type=_fraction("--defect-rate"), default=0.001,
                      help="share of rows with an injected recording defect (exercises quarantine)")
     gen.add_argument("--batch", help="raw batch name (default cohort-n<patients>-s<seed>)")
+    gen.add_argument("--quiet", action="store_true", help="no live progress on stderr (shown only on a terminal)")
     gen.add_argument("--card", help="also write the data card to this path (e.g. docs/data.md)")
     from diagnosa.data.cohort import DRIFT_SCENARIOS
 
@@ -595,6 +609,7 @@ def build_parser() -> argparse.ArgumentParser:
     ing.add_argument("--labs", help="lab results CSV that goes with a records .jsonl")
     ing.add_argument("--batch", help="raw batch to ingest, or the name to give a staged one")
     ing.add_argument("--config", help="TOML config describing your own CSV (id, target, labels, exclusions)")
+    ing.add_argument("--quiet", action="store_true", help="no live progress on stderr (shown only on a terminal)")
     ing.set_defaults(func=cmd_data_ingest)
 
     serve = commands.add_parser("serve", help="run the local endpoint (SageMaker container and runtime APIs)")

@@ -53,6 +53,7 @@ from pipelines.containers import (
 from pipelines.service_model import request_problems
 
 ROOT_NAME = "opt-ml"  # <run>/opt-ml stands for /opt/ml
+JOB_LOG = "job.log"  # <run>/job.log: the container's output, as CloudWatch would have it
 TOOLKIT = ("-m", "sagemaker_training.cli.train")  # the framework training images' entrypoint (`train`)
 FAILURE_LIMIT = 1024  # the service shows the first 1024 characters of the failure file as FailureReason
 # Lines a container's runner prints about its own housekeeping, never about the job: the SDK's runproc.sh
@@ -136,7 +137,7 @@ def run_processing(arguments: dict[str, Any], run_dir: Path, mapping: LakeMappin
     except ContainerError as err:
         raise JobError(f"job {name}: {err}") from None
     environment = container_environment(run_dir, python, {**arguments.get("Environment", {}), **(env or {})})
-    log_path = run_dir / "job.log"
+    log_path = run_dir / JOB_LOG
     seconds = _run(name, container.command, container.root, environment, log_path, heartbeat=heartbeat)
 
     outputs = {}
@@ -241,7 +242,7 @@ def run_training(arguments: dict[str, Any], run_dir: Path, mapping: LakeMapping,
     extra = training_environment(arguments, root, job_arn)
     extra["SM_STUDIO_LOCAL_MODE"] = "true"  # no cluster network here: the toolkit's switch to skip the DNS wait
     environment = container_environment(run_dir, python, {**extra, **(env or {})})
-    log_path = run_dir / "job.log"
+    log_path = run_dir / JOB_LOG
     seconds = _run(name, command, root, environment, log_path, container.failure_file, heartbeat)
 
     tarball = _model_tarball(container, run_dir)
