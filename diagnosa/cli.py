@@ -1,8 +1,9 @@
 """The ``diagnosa`` command line.
 
 Every command works on one data lake: ``--lake`` (or ``DIAGNOSA_LAKE``), by default the folder
-``lake/`` inside the workspace (``--workspace``, ``DIAGNOSA_HOME``, default ``./.diagnosa``), which
-persists across commands. ``s3://bucket/prefix`` selects the same layout on S3. ``--raw-lake``
+``lake/`` inside the workspace, which persists across commands: ``--workspace``, else ``DIAGNOSA_HOME``,
+else the nearest ``.diagnosa`` folder in the current directory or above it (as git finds ``.git``),
+else ``./.diagnosa``. ``s3://bucket/prefix`` selects the same layout on S3. ``--raw-lake``
 (or ``DIAGNOSA_RAW_LAKE``) names a separate home for the raw zone (the stack's object-locked raw bucket).
 Bad input ends with exit status 2 and one line naming what is wrong.
 """
@@ -27,6 +28,7 @@ from diagnosa.commands.common import (
     split_families,
     split_params,
     workspace,
+    workspace_hint,
 )
 from diagnosa.lake import DataLake, LakeError
 from diagnosa.services import LOCAL_BUCKET, ServiceError, latest_input
@@ -70,6 +72,7 @@ def cmd_data_generate(args: argparse.Namespace) -> int:
     config = CohortConfig(patients=args.patients, seed=args.seed, orphan_fraction=args.orphan_fraction,
                           defect_rate=args.defect_rate)
     lake = open_lake(args)
+    lake.init_zones()  # a new lake shows its layout
     batch = args.batch or config.batch
     records_key, labs_key = raw_keys(batch)
     if lake.exists(records_key) and not args.card:
@@ -98,6 +101,7 @@ def cmd_data_ingest(args: argparse.Namespace) -> int:
     from diagnosa.data.ingest import cohort_batches, ingest_cohort, ingest_csv, stage_cohort_files
 
     lake = open_lake(args)
+    lake.init_zones()
     if args.config:
         if not args.path:
             raise UsageError("--config describes your own CSV: give its path too "
@@ -326,7 +330,7 @@ def cmd_registry_list(args: argparse.Namespace) -> int:
     registry = open_registry(args)
     groups = [args.group] if args.group else registry.groups()
     if not groups:
-        print(f"no model packages in {registry.root}")
+        print(f"no model packages in {registry.root}" + ("" if args.region else f" ({workspace_hint(args)})"))
         return 0
     served = _served_models(args)
     for group in groups:
@@ -355,7 +359,7 @@ def cmd_registry_decide(args: argparse.Namespace) -> int:
         registry.update_model_package(arn, status, args.reason)
         package = registry.describe_model_package(arn)
     except RegistryError as err:
-        raise UsageError(str(err)) from None
+        raise UsageError(str(err) if args.region else f"{err} ({workspace_hint(args)})") from None
     print(f"{args.group} v{args.version}: {status}")
     if status == "Rejected" and not args.region:
         model_url = package["InferenceSpecification"]["Containers"][0].get("ModelDataUrl")
@@ -563,7 +567,8 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="diagnosa", description="Diagnosa: build, gate, ship and watch the triage "
                                                                   "model, on this machine or on SageMaker.")
-    parser.add_argument("--workspace", help="workspace folder (default $DIAGNOSA_HOME or ./.diagnosa)")
+    parser.add_argument("--workspace", help="workspace folder (default $DIAGNOSA_HOME, else the nearest .diagnosa "
+                                              "in the current folder or above, else ./.diagnosa)")
     parser.add_argument("--lake", help="data lake: a folder or s3://bucket/prefix (default <workspace>/lake)")
     parser.add_argument("--raw-lake", help="the raw zone's own home, when it has one (the AWS stack's object-locked "
                                            "raw bucket: s3://<RawBucket>); default $DIAGNOSA_RAW_LAKE, else inside --lake")
