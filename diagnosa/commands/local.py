@@ -14,7 +14,15 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from diagnosa.commands.common import UsageError, int_in, local_workspace, split_families, split_params, workspace
+from diagnosa.commands.common import (
+    UsageError,
+    int_in,
+    local_workspace,
+    split_families,
+    split_params,
+    workspace,
+    workspace_hint,
+)
 from diagnosa.data.schema import BUILTIN_DATASET
 from diagnosa.lake import DataLake
 from diagnosa.services import LocalWorkspace, curated_manifest, plan_local_run
@@ -159,7 +167,7 @@ def cmd_executions(args: argparse.Namespace) -> int:
     if args.execution:
         match = [e for e in executions if e["PipelineExecutionId"] == args.execution]
         if not match:
-            raise UsageError(f"no local execution {args.execution!r} in {root}")
+            raise UsageError(f"no local execution {args.execution!r} in {root} ({workspace_hint(args)})")
         execution = match[0]
         print(f"{execution['PipelineExecutionId']}  {execution['PipelineExecutionStatus']}  "
               f"started {execution['CreationTime']}")
@@ -175,7 +183,7 @@ def cmd_executions(args: argparse.Namespace) -> int:
             print(f"  {name:<28} not run (branch not taken)")
         return 0
     if not executions:
-        print(f"no local executions in {root}")
+        print(f"no local executions in {root} ({workspace_hint(args)})")
     for e in executions:
         steps = e["Steps"].values()
         print(f"{e['PipelineExecutionId']}  {e['PipelineExecutionStatus']:<10} started {e['CreationTime']}  "
@@ -190,7 +198,7 @@ def cmd_endpoint(args: argparse.Namespace) -> int:
     if args.endpoint_command == "list":
         records = endpoints.list()
         if not records:
-            print(f"no local endpoints in {endpoints.root}")
+            print(f"no local endpoints in {endpoints.root} ({workspace_hint(args)})")
         for r in records:
             print(f"{r['EndpointName']:<16} {r['EndpointStatus']:<13} {r['Url']}  config {r['EndpointConfigName']}")
         return 0
