@@ -31,6 +31,7 @@ from processing.entry import job_parser
 from processing.features import REDUCTIONS, FeatureParams, binary_columns, build_feature_pipeline
 from processing.resample import METHODS, Resampled, resample
 from processing.split import DEFAULT_FRACTIONS, DEFAULT_UNSEEN_SHARE, GROUPS_FILE, Splits, split_dataset
+from processing.trainset import TRAIN_FILE, write_train
 
 log = logging.getLogger("diagnosa.preprocess")
 OUTPUTS = ("train", "validation", "test", "transformer")
@@ -120,7 +121,7 @@ def write_outputs(result: Preprocessed, manifest: dict[str, Any], params: Prepro
     for path in out.values():
         path.mkdir(parents=True, exist_ok=True)
     t = result.train
-    np.savez_compressed(out["train"] / "train.npz", X=t.X, y=t.y, sample_weight=t.sample_weight)
+    write_train(out["train"] / TRAIN_FILE, t.X, t.y, t.sample_weight)
     result.splits.validation.to_parquet(out["validation"] / "validation.parquet", index=False)
     result.splits.test.to_parquet(out["test"] / "test.parquet", index=False)
     if result.splits.train_groups is not None:

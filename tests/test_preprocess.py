@@ -11,6 +11,7 @@ import joblib
 import numpy as np
 import pandas as pd
 import pytest
+import scipy.sparse as sp
 
 from diagnosa.data.schema import Schema
 from diagnosa.labels import CATEGORIES, TERMINAL
@@ -114,7 +115,8 @@ def test_feature_pipeline_is_fitted_on_train_only(data):
     # Refitting on train with validation/test altered beyond recognition changes nothing.
     before = pipeline.transform(splits.test)
     other = build_feature_pipeline(schema, FeatureParams()).fit(splits.train)
-    assert np.array_equal(before, other.transform(splits.test))
+    assert sp.issparse(before) and before.format == "csr"  # mostly symptom indicators: kept sparse (issue 16)
+    assert np.array_equal(before.toarray(), other.transform(splits.test).toarray())
     assert before.dtype == np.float32 and before.shape[0] == len(splits.test)
 
 
@@ -173,7 +175,8 @@ def test_resampling_balances_train_only_and_keeps_indicators_binary(data):
     # Synthetic patients have or have not a symptom.
     original = build_feature_pipeline(schema, FeatureParams()).fit_transform(natural.train)
     indicators = binary_columns(original)
-    assert np.isin(result.train.X[:, indicators], (0.0, 1.0)).all()
+    snapped = result.train.X[:, indicators]
+    assert sp.issparse(snapped) and np.isin(snapped.data, (0.0, 1.0)).all()  # CSR: absent entries are 0
 
 
 @pytest.mark.parametrize("method", ["smote", "adasyn", "undersample", "class_weights", "none"])
