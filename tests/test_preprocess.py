@@ -198,6 +198,48 @@ def test_each_method_and_tiny_classes(method):
         assert counts.tolist() == [60, 3, 30] and (out.sample_weight == 1).all()
 
 
+@pytest.mark.parametrize("method", ["smote", "adasyn", "undersample", "class_weights", "none"])
+def test_csr_rows_resample_as_the_dense_ones_and_stay_csr(method):
+    """The feature pipeline's CSR goes through every method as it is: same rows as from the dense matrix."""
+    rng = np.random.default_rng(1)
+    indicators = (rng.random((93, 60)) < 0.1).astype(float)
+    X = np.hstack([rng.normal(0, 1, (93, 3)), indicators])
+    y = np.array([0] * 60 + [1] * 3 + [2] * 30)
+    mask = binary_columns(X)
+    assert mask.tolist() == binary_columns(sp.csr_matrix(X)).tolist() == [False] * 3 + [True] * 60
+    dense = resample(X, y, method, seed=0, categorical=mask)
+    csr = resample(sp.csr_matrix(X), y, method, seed=0, categorical=mask)
+    assert sp.issparse(csr.X) and csr.X.format == "csr" and csr.X.dtype == np.float32
+    np.testing.assert_array_equal(csr.y, dense.y)
+    np.testing.assert_allclose(csr.X.toarray(), dense.X, atol=1e-6)
+    if method == "smote":  # 60 indicator columns: SMOTE, then snapped to 0/1 (no explicit zeros left in the CSR)
+        assert "snapped" in csr.info["variant"] and np.isin(csr.X[:, 3:].data, (1.0,)).all()
+
+
+def test_dense_batches_fit_a_bounded_stratified_sample_and_apply_in_row_batches():
+    from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    from processing.features import DenseBatches
+
+    rng = np.random.default_rng(2)
+    y = np.repeat([0, 1, 2], [300, 200, 100])
+    X = sp.csr_matrix(np.where(rng.random((600, 10)) < 0.3, rng.normal(y[:, None], 1.0, (600, 10)), 0.0))
+    whole = DenseBatches(LinearDiscriminantAnalysis(), batch_rows=64).fit(X, y)  # under the bound: every row
+    assert whole.fit_rows_ == 600
+    np.testing.assert_allclose(whole.transform(X), LinearDiscriminantAnalysis().fit(X.toarray(), y)
+                               .transform(X.toarray()), atol=1e-10)
+    bounded = DenseBatches(LinearDiscriminantAnalysis(), max_fit_cells=2_000, batch_rows=64).fit(X, y)
+    assert bounded.fit_rows_ == 200  # 2,000 cells of 10 columns
+    np.testing.assert_allclose(bounded.estimator_.priors_, [0.5, 1 / 3, 1 / 6], atol=0.01)  # the class mix kept
+    assert bounded.transform(X).shape == (600, 2)
+    boosted = DenseBatches(HistGradientBoostingClassifier(max_iter=20, random_state=0), batch_rows=64)
+    boosted.fit(X, y, sample_weight=np.ones(600))
+    alone = HistGradientBoostingClassifier(max_iter=20, random_state=0).fit(X.toarray(), y)
+    np.testing.assert_array_equal(boosted.predict_proba(X), alone.predict_proba(X.toarray()))
+    assert boosted.classes_.tolist() == [0, 1, 2] and not hasattr(boosted, "transform")
+
+
 def test_adasyn_refusal_is_explained():
     X = np.vstack([np.zeros((10, 2)), np.full((4, 2), 50.0)]) + np.arange(14)[:, None] * 0.01
     y = np.array([0] * 10 + [1] * 4)
