@@ -1,5 +1,7 @@
 """The training rows on disk (``train.npz``): what Preprocess writes and every training job reads.
 
+The validation split's transformed features travel the same way (``validation.npz``, beside ``validation.parquet``).
+
 One ``.npz`` (a zip of ``.npy`` arrays, read with ``allow_pickle=False``) holding ``y`` (label indices),
 ``sample_weight`` and the features ``X`` in one of two layouts:
 
@@ -22,6 +24,9 @@ import numpy as np
 import scipy.sparse as sp
 
 TRAIN_FILE = "train.npz"
+# The validation split's features in the same layout (y: its label indices, weights all 1), beside
+# validation.parquet: transformed once by Preprocess instead of by every training job.
+VALIDATION_FEATURES_FILE = "validation.npz"
 SPARSE_KEYS = ("format", "shape", "data", "indices", "indptr")
 
 

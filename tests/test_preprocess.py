@@ -19,6 +19,7 @@ from processing.features import FeatureParams, MultiLabelIndicator, binary_colum
 from processing.preprocess import PreprocessParams, main, preprocess
 from processing.resample import resample
 from processing.split import SplitError, split_dataset, unseen_mask
+from processing.trainset import read_train
 
 
 @pytest.fixture(scope="module")
@@ -279,6 +280,11 @@ def test_job_end_to_end_in_the_container_layout(tmp_path, data):
     test = pd.read_parquet(out / "test" / "test.parquet")
     assert pipeline.transform(test).shape[1] == npz["X"].shape[1]
     assert summary["rows"]["test"] == len(test)
+    # The validation split's features, transformed once here for every training job.
+    features = read_train(out / "validation" / "validation.npz")
+    validation = pd.read_parquet(out / "validation" / "validation.parquet")
+    np.testing.assert_allclose(features.X, pipeline.transform(validation), rtol=1e-6)
+    assert features.y.tolist() == [summary["labels"].index(v) for v in validation["label"]]
     # Running again into the same outputs is refused: no run overwrites another's.
     assert main(["--base-dir", str(base)]) == 1
     assert "refusing to overwrite" in (out / "failure").read_text()

@@ -553,3 +553,46 @@ def test_each_family_predicts_from_csr_rows_as_from_the_dense_ones(cohort_rows, 
         assert (got.argmax(axis=1) == expected.argmax(axis=1)).mean() >= 0.995
     # Serving's compiled feature path hands the classifier dense rows: the same answer.
     np.testing.assert_allclose(with_csr.predict_proba(X_test.toarray()), got, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def cohort_channels(tmp_path_factory, curated_cohort):
+    """The Preprocess job's outputs for the small cohort, as the training job's channels."""
+    from processing import preprocess as preprocess_job
+
+    frame, manifest = curated_cohort
+    base = tmp_path_factory.mktemp("preprocessed")
+    source = base / "input" / "curated"
+    source.mkdir(parents=True)
+    frame.to_parquet(source / "data.parquet", index=False)
+    (source / "manifest.json").write_text(json.dumps(manifest))
+    assert preprocess_job.main(["--base-dir", str(base)]) == 0
+    return {name: base / "output" / name for name in ("train", "validation", "transformer")}
+
+
+def test_training_reads_the_validation_features_preprocess_wrote_and_refuses_foreign_ones(cohort_channels, tmp_path):
+    """validation.npz (transformed once by Preprocess) gives the model the transformer gives, and a file of
+    other rows is refused rather than scored against the wrong labels."""
+    import shutil
+
+    channels = {name: tmp_path / name for name in cohort_channels}
+    for name, folder in cohort_channels.items():
+        shutil.copytree(folder, channels[name])
+    features = channels["validation"] / "validation.npz"
+    assert features.is_file()
+    run = lambda: train_module.train(channels["train"], channels["validation"], channels["transformer"],  # noqa: E731
+                                     "logistic_regression", seed=0)
+    with_file = run()
+    frame = pd.read_parquet(channels["validation"] / "validation.parquet").drop(columns=["label"])
+    features.rename(tmp_path / "kept.npz")
+    without = run()
+    np.testing.assert_array_equal(with_file.model.predict_proba(frame), without.model.predict_proba(frame))
+    assert with_file.model.metadata["validation"] == without.model.metadata["validation"]
+    with np.load(tmp_path / "kept.npz") as data:
+        arrays = {k: data[k] for k in data.files}
+    np.savez(features, **{**arrays, "y": np.roll(arrays["y"], 1)})
+    with pytest.raises(ValueError, match="validation.npz does not belong to validation.parquet"):
+        run()
+    features.write_bytes(b"broken")
+    with pytest.raises(ValueError, match="validation channel: validation.npz is not a readable .npz file"):
+        run()

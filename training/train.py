@@ -35,7 +35,7 @@ from diagnosa.serving_code import write_serving_code
 from processing.calibration import calibration_summary
 from processing.metrics import evaluate
 from processing.split import read_train_groups, unseen_mask
-from processing.trainset import TRAIN_FILE, read_train
+from processing.trainset import TRAIN_FILE, VALIDATION_FEATURES_FILE, read_train
 from training.decisions import MAX_PRECISION_LOSS, calibrate_and_decide
 from training.models import (
     FAMILIES,
@@ -296,6 +296,24 @@ def load_train(train_dir: str | os.PathLike, n_labels: int, *,
     return X, y.astype(np.int64), w, sha
 
 
+def validation_features(validation_dir: str | os.PathLike, validation: pd.DataFrame, y_val: np.ndarray,
+                        transformer: Any, target: str) -> Any:
+    """The validation rows' features: Preprocess's ``validation.npz`` when the channel has it (refused unless its
+    label indices are the parquet's, row for row), else the fitted transformer applied here."""
+    path = Path(validation_dir) / VALIDATION_FEATURES_FILE
+    if not path.is_file():
+        return transformer.transform(validation.drop(columns=[target]))
+    try:
+        X_val, y_file, _ = read_train(path)
+    except ValueError as err:
+        raise ValueError(f"validation channel: {err}") from None
+    if y_file.shape != y_val.shape or not np.array_equal(y_file, y_val):
+        raise ValueError(f"validation channel: {VALIDATION_FEATURES_FILE} does not belong to {VALIDATION_FILE}: "
+                         f"its {len(y_file)} rows' labels are not the {len(y_val)} rows' of the parquet")
+    logger.info("read %s: the validation features Preprocess transformed, %s", path, X_val.shape)
+    return X_val
+
+
 def load_validation(validation_dir: str | os.PathLike) -> pd.DataFrame:
     path = Path(validation_dir) / VALIDATION_FILE
     if not path.is_file():
@@ -436,7 +454,8 @@ def train(train_dir: str | os.PathLike, validation_dir: str | os.PathLike, trans
     unknown = sorted({str(v) for v in validation[schema.target]} - set(labels))
     if unknown:
         raise ValueError(f"validation channel: labels not in the label set: {unknown}")
-    X_val = transformer.transform(validation.drop(columns=[schema.target]))
+    y_val = np.array([labels.index(str(v)) for v in validation[schema.target]], dtype=np.int64)
+    X_val = validation_features(validation_dir, validation, y_val, transformer, schema.target)
     X_val = sp.csr_matrix(X_val, dtype=X.dtype) if sp.issparse(X) else np.asarray(
         X_val.toarray() if sp.issparse(X_val) else X_val, dtype=X.dtype)  # the training rows' layout
     if X_val.ndim != 2 or X_val.shape[1] != X.shape[1]:  # fail now, not after a long fit
@@ -446,7 +465,6 @@ def train(train_dir: str | os.PathLike, validation_dir: str | os.PathLike, trans
     if family not in NAN_TOLERANT and not np.isfinite(val_values).all():
         raise ValueError(f"validation channel: the transformer made {int((~np.isfinite(val_values)).sum())} "
                          "non-finite value(s)")
-    y_val = np.array([labels.index(str(v)) for v in validation[schema.target]], dtype=np.int64)
     holdout = use_holdout(y_val, k, settings.holdout_min_class)
     method = resampling_method(record.get("resampling"), weight)
     # The train + validation pools (a copy of both) only where cross-validation and the refit need them.
