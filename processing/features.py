@@ -17,6 +17,7 @@ rows gets them through ``DenseBatches``: fitted on a bounded sample, applied in 
 """
 from __future__ import annotations
 
+import math
 from array import array
 from collections import Counter
 from dataclasses import asdict, dataclass
@@ -55,6 +56,11 @@ class FeatureParams:
     reduction: str = "none"
     hpo_rollup: bool = True
     min_term_count: int = 5  # indicator columns seen fewer times in train are dropped (noise, and size)
+    # ... and fewer times than this share of the training rows: with a fixed count alone the symptom vocabulary
+    # grew with the cohort (808 columns at 14k training patients, 1,784 at 70k, 4,891 at 700k), and every
+    # family's cost with it (issue 16). With the share it stays ~1,500 from 70k patients on; below 50k
+    # training patients the count decides alone (the default cohort's features are unchanged).
+    min_term_share: float = 1e-4
     pca_components: float = 0.95  # share of variance kept (0 < x < 1) or a number of components (>= 1)
     # Similarity of each HPO list to the knowledge base's rare diseases, per illness category
     # (processing/phenotype.py): signal for diseases no training patient had.
@@ -66,6 +72,8 @@ class FeatureParams:
             raise ValueError(f"reduction must be one of {', '.join(REDUCTIONS)}, got {self.reduction!r}")
         if self.min_term_count < 1:
             raise ValueError(f"min_term_count must be at least 1, got {self.min_term_count}")
+        if not 0 <= self.min_term_share < 1:
+            raise ValueError(f"min_term_share must be in [0, 1), got {self.min_term_share}")
         if isinstance(self.phenotype_top, bool) or not isinstance(self.phenotype_top, int) or self.phenotype_top < 1:
             raise ValueError(f"phenotype_top must be a whole number >= 1, got {self.phenotype_top!r}")
         if not (0 < self.pca_components < 1 or (self.pca_components >= 1 and float(self.pca_components).is_integer())):
@@ -80,12 +88,14 @@ class MultiLabelIndicator(TransformerMixin, BaseEstimator):
     """Lists of codes → sparse 0/1 columns; HPO terms optionally roll up to their ancestors.
 
     Roll-up stops below *Phenotypic abnormality* (HP:0000118), whose ancestors say nothing.
-    Terms unseen at fit time still light up the ancestors that were seen.
+    Terms unseen at fit time still light up the ancestors that were seen. A column is kept when its
+    term is seen in at least ``min_count`` rows and ``min_share`` of the rows fitted.
     """
 
-    def __init__(self, rollup: bool = False, min_count: int = 5):
+    def __init__(self, rollup: bool = False, min_count: int = 5, min_share: float = 0.0):
         self.rollup = rollup
         self.min_count = min_count
+        self.min_share = min_share
 
     def _expand(self, term: str) -> tuple[str, ...]:
         if not self.rollup:
@@ -104,9 +114,11 @@ class MultiLabelIndicator(TransformerMixin, BaseEstimator):
 
     def fit(self, X: Any, y: Any = None) -> MultiLabelIndicator:
         counts: Counter[str] = Counter()
-        for terms in _as_lists(X):
+        lists = _as_lists(X)
+        for terms in lists:
             counts.update({t for term in terms for t in self._expand(term)})
-        kept = sorted(t for t, c in counts.items() if c >= self.min_count)
+        self.threshold_ = max(self.min_count, math.ceil(self.min_share * len(lists)))
+        kept = sorted(t for t, c in counts.items() if c >= self.threshold_)
         self.vocabulary_ = {t: i for i, t in enumerate(kept)}
         return self
 
@@ -305,11 +317,13 @@ def build_feature_pipeline(schema: Schema, params: FeatureParams | None = None, 
         blocks.append(("flags", make_pipeline(FunctionTransformer(_bool_to_float, feature_names_out="one-to-one"),
                                               SimpleImputer(strategy="most_frequent", keep_empty_features=True)), flags))
     for name in schema.features("hpo_terms"):
-        blocks.append((f"hpo:{name}", MultiLabelIndicator(rollup=params.hpo_rollup, min_count=params.min_term_count), name))
+        blocks.append((f"hpo:{name}", MultiLabelIndicator(rollup=params.hpo_rollup, min_count=params.min_term_count,
+                                                          min_share=params.min_term_share), name))
         if params.phenotype_similarity:
             blocks.append((f"phenotype:{name}", PhenotypeSimilarity(top=params.phenotype_top), name))
     for name in schema.features("codes"):
-        blocks.append((f"codes:{name}", MultiLabelIndicator(rollup=False, min_count=params.min_term_count), name))
+        blocks.append((f"codes:{name}", MultiLabelIndicator(rollup=False, min_count=params.min_term_count,
+                                                            min_share=params.min_term_share), name))
     if not blocks:
         raise ValueError(f"schema '{schema.name}' declares no feature fields")
     steps: list[tuple[str, Any]] = [

@@ -121,6 +121,17 @@ def test_feature_pipeline_is_fitted_on_train_only(data):
     assert before.dtype == np.float32 and before.shape[0] == len(splits.test)
 
 
+def test_indicator_columns_need_a_share_of_the_rows_as_well_as_a_count():
+    """A fixed count alone let the vocabulary (and every model's cost) grow with the cohort (issue 16)."""
+    rows = pd.Series([["I10"]] * 30 + [["E11"]] * 6 + [[]] * 964)
+    assert set(MultiLabelIndicator(min_count=5).fit(rows).vocabulary_) == {"I10", "E11"}
+    shared = MultiLabelIndicator(min_count=5, min_share=0.01).fit(rows)  # 1 % of 1,000 rows: 10
+    assert shared.threshold_ == 10 and set(shared.vocabulary_) == {"I10"}
+    assert MultiLabelIndicator(min_count=5, min_share=0.01).fit(rows[:200]).threshold_ == 5  # the count decides
+    with pytest.raises(ValueError, match="min_term_share must be in"):
+        FeatureParams(min_term_share=1.0).validate()
+
+
 def test_hpo_rollup_shares_ancestors_and_handles_unseen_terms():
     # Microcytic anemia (HP:0001935) and Macrocytic anemia (HP:0001972) are both under Anemia (HP:0001903).
     train = pd.Series([["HP:0001935"], ["HP:0001972"], ["HP:0001935"], ["HP:0001972"]])
