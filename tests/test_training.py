@@ -231,6 +231,17 @@ def test_defaults_per_family():
         assert hasattr(make_classifier(family), "predict_proba")
 
 
+def test_mlp_batches_grow_with_the_rows_so_an_epoch_makes_a_bounded_number_of_updates():
+    from training.models import adapt_to_rows
+
+    def batch(rows: int):
+        return adapt_to_rows(make_classifier("mlp"), np.arange(rows) % 5).batch_size
+
+    assert batch(150) == "auto" and batch(14_000) == batch(70_000) == 200  # the 20k and 100k cohorts: as before
+    assert batch(700_000) == 1_400 and batch(700_001) == 1_401  # at most 500 updates an epoch
+    assert adapt_to_rows(make_classifier("mlp").set_params(batch_size=64), np.arange(9_000) % 5).batch_size == 64
+
+
 def test_hyperparameter_parsing():
     assert make_classifier("mlp", {"hidden_layer_sizes": "64, 32,16"}).hidden_layer_sizes == (64, 32, 16)
     assert make_classifier("mlp", {"hidden_layer_sizes": [8]}).hidden_layer_sizes == (8,)
