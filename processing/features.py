@@ -9,9 +9,9 @@ processing/phenotype.py, fitted from the knowledge base rather than from labels)
 lists (prior diagnoses) become indicators too. An optional reduction (PCA, LDA or PCA then LDA)
 follows. The whole thing is one sklearn estimator, saved inside the model artifact.
 
-The matrix stays sparse (issue 16): the symptom vocabulary grows with the cohort (745 columns at 20k patients,
-~1,500 at 1M) while a patient has ~64 findings, so the dense float32 matrix of a million patients' training split
-was 4 GB per copy (and twice that as float64 on the way). The column blocks are stacked as CSR when the result is
+The matrix stays sparse (issue 16): a patient has ~64 stored values among 745 columns at 20k patients and ~1,500
+at a million, so the dense float32 matrix of a million patients' training split was 12 GB per copy (4,413 columns
+before ``min_term_share``; twice that as float64 on the way) and the CSR is ~0.4 GB. The column blocks are stacked as CSR when the result is
 less than ``SPARSE_DENSITY`` dense (a table of numbers alone stays a dense array); every estimator that needs dense
 rows gets them through ``DenseBatches``: fitted on a bounded sample, applied in row batches.
 """
@@ -42,8 +42,8 @@ from processing.phenotype import PhenotypeSimilarity
 from processing.phenotype import as_lists as _as_lists
 
 REDUCTIONS = ("none", "pca", "lda", "both")
-# The column blocks are stacked as CSR below this share of stored values (the cohort's: ~17 % at 20k patients,
-# ~9 % at 1M), else as a dense array. sklearn's own default for ColumnTransformer.
+# The column blocks are stacked as CSR below this share of stored values (the cohort's: 8.6 % at 20k patients,
+# ~4 % at 1M), else as a dense array. sklearn's own default for ColumnTransformer.
 SPARSE_DENSITY = 0.3
 # Estimators that need dense rows (HistGradientBoosting, LDA) are fitted on at most this many cells of a row
 # sample (1 GiB as float64, what they convert to) and applied in batches of ``DENSE_BATCH_ROWS`` rows.
