@@ -9,11 +9,12 @@ processing/phenotype.py, fitted from the knowledge base rather than from labels)
 lists (prior diagnoses) become indicators too. An optional reduction (PCA, LDA or PCA then LDA)
 follows. The whole thing is one sklearn estimator, saved inside the model artifact.
 
-The matrix stays sparse (issue 16): a patient has ~64 stored values among 745 columns at 20k patients and ~1,500
-at a million, so the dense float32 matrix of a million patients' training split was 12 GB per copy (4,413 columns
-before ``min_term_share``; twice that as float64 on the way) and the CSR is ~0.4 GB. The column blocks are stacked as CSR when the result is
-less than ``SPARSE_DENSITY`` dense (a table of numbers alone stays a dense array); every estimator that needs dense
-rows gets them through ``DenseBatches``: fitted on a bounded sample, applied in row batches.
+The matrix stays sparse (issue 16): a patient has ~64 stored values among 745 columns at 20k patients and
+~1,300 at a million, so the dense float32 matrix of a million patients' training split was 12 GB per copy
+(4,413 columns before ``min_term_share``; twice that as float64 on the way) and the CSR is ~0.4 GB. The
+column blocks are stacked as CSR when the result is less than ``SPARSE_DENSITY`` dense (a table of numbers
+alone stays a dense array); every estimator that needs dense rows gets them through ``DenseBatches``:
+fitted on a bounded sample, applied in row batches.
 """
 from __future__ import annotations
 
@@ -45,7 +46,7 @@ REDUCTIONS = ("none", "pca", "lda", "both")
 # The column blocks are stacked as CSR below this share of stored values (the cohort's: 8.6 % at 20k patients,
 # ~4 % at 1M), else as a dense array. sklearn's own default for ColumnTransformer.
 SPARSE_DENSITY = 0.3
-# Estimators that need dense rows (HistGradientBoosting, LDA) are fitted on at most this many cells of a row
+# Estimators that need dense rows (HistGradientBoosting, LDA, the MLP) are fitted on at most this many cells of a row
 # sample (1 GiB as float64, what they convert to) and applied in batches of ``DENSE_BATCH_ROWS`` rows.
 DENSE_FIT_MAX_CELLS = 2**27
 DENSE_BATCH_ROWS = 20_000
@@ -222,7 +223,8 @@ class DenseBatches(BaseEstimator):
     """An estimator that needs dense rows, handed a matrix that may be sparse: fitted on a bounded sample of rows
     (``DENSE_FIT_MAX_CELLS``; stratified by ``y`` when given, so the class mix and balanced weights hold), applied
     in batches of ``batch_rows`` rows. Below the bound (the 20k and 100k cohorts) it fits on every row, exactly as
-    the estimator alone would. For HistGradientBoosting and LDA, which refuse sparse input."""
+    the estimator alone would. For HistGradientBoosting and LDA, which refuse sparse input, and the MLP (see
+    training/models.py)."""
 
     def __init__(self, estimator: Any, max_fit_cells: int = DENSE_FIT_MAX_CELLS, batch_rows: int = DENSE_BATCH_ROWS,
                  random_state: int = 0):

@@ -220,8 +220,8 @@ def test_defaults_per_family():
     assert make_classifier("logistic_regression").max_iter == 2000
     rf = make_classifier("random_forest")
     assert (rf.n_estimators, rf.max_depth, rf.n_jobs) == (300, None, -1)
-    assert make_classifier("mlp").early_stopping is True
-    assert make_classifier("mlp").hidden_layer_sizes == (128, 64)
+    assert make_classifier("mlp").estimator.early_stopping is True
+    assert make_classifier("mlp").estimator.hidden_layer_sizes == (128, 64)
     gbm = make_classifier("gradient_boosting")  # dense rows only: a bounded sample, scored in batches
     assert type(gbm.estimator).__name__ == "HistGradientBoostingClassifier" and gbm.max_fit_cells == 2**27
     svm = make_classifier("svm", {"gamma": "0.05", "C": "2"})
@@ -231,20 +231,18 @@ def test_defaults_per_family():
         assert hasattr(make_classifier(family), "predict_proba")
 
 
-def test_mlp_batches_grow_with_the_rows_so_an_epoch_makes_a_bounded_number_of_updates():
+def test_mlp_fits_dense_rows_and_tiny_classes_still_switch_early_stopping_off():
     from training.models import adapt_to_rows
 
-    def batch(rows: int):
-        return adapt_to_rows(make_classifier("mlp"), np.arange(rows) % 5).batch_size
-
-    assert batch(150) == "auto" and batch(14_000) == batch(70_000) == 200  # the 20k and 100k cohorts: as before
-    assert batch(700_000) == 1_400 and batch(700_001) == 1_401  # at most 500 updates an epoch
-    assert adapt_to_rows(make_classifier("mlp").set_params(batch_size=64), np.arange(9_000) % 5).batch_size == 64
+    mlp = make_classifier("mlp")
+    assert type(mlp).__name__ == "DenseBatches" and mlp.max_fit_cells == 2**27
+    assert adapt_to_rows(mlp, np.r_[np.zeros(100), np.ones(5)].astype(int)).estimator.early_stopping is False
+    assert adapt_to_rows(make_classifier("mlp"), np.arange(500) % 5).estimator.early_stopping is True
 
 
 def test_hyperparameter_parsing():
-    assert make_classifier("mlp", {"hidden_layer_sizes": "64, 32,16"}).hidden_layer_sizes == (64, 32, 16)
-    assert make_classifier("mlp", {"hidden_layer_sizes": [8]}).hidden_layer_sizes == (8,)
+    assert make_classifier("mlp", {"hidden_layer_sizes": "64, 32,16"}).estimator.hidden_layer_sizes == (64, 32, 16)
+    assert make_classifier("mlp", {"hidden_layer_sizes": [8]}).estimator.hidden_layer_sizes == (8,)
     assert make_classifier("xgboost", {"n_estimators": "\"300\""}).named_steps["xgboost"].n_estimators == 300
     assert make_classifier("xgboost", {"n_estimators": "3e2"}).named_steps["xgboost"].n_estimators == 300
     assert make_classifier("xgboost", {"learning_rate": "1"}).named_steps["xgboost"].learning_rate == 1.0
@@ -543,9 +541,10 @@ def cohort_rows(curated_cohort):
     return result.train, result.pipeline.transform(result.splits.test)
 
 
-# Families whose fit on CSR is their fit on the dense rows exactly; mlp and svm agree to float32 rounding
-# (sparse vs dense matrix products); lbfgs stops at its tolerance a few iterations apart (73 vs 69 here).
-EXACT_ON_SPARSE = ("xgboost", "random_forest", "gradient_boosting")
+# Families whose fit on CSR is their fit on the dense rows exactly (mlp and gradient_boosting are fitted on
+# dense rows); svm agrees to float32 rounding (sparse vs dense matrix products); lbfgs stops at its tolerance
+# a few iterations apart (73 vs 69 here).
+EXACT_ON_SPARSE = ("xgboost", "random_forest", "gradient_boosting", "mlp")
 WITHIN = {"logistic_regression": 0.02}
 
 

@@ -240,9 +240,15 @@ def make_classifier(family: str, hyperparameters: Mapping[str, Any] | None = Non
         # No objective: XGBClassifier takes multi:softprob for 3+ classes and binary:logistic for two
         # (a fixed multi:softprob fails on a two-label dataset: "num_class should be greater equal to 1").
     if family == "mlp":
-        return MLPClassifier(hidden_layer_sizes=hp["hidden_layer_sizes"], alpha=hp["alpha"],
-                             learning_rate_init=hp["learning_rate_init"], max_iter=hp["max_iter"],
-                             early_stopping=True, random_state=seed)
+        # Dense rows (processing.features.DenseBatches), although the MLP takes CSR: on CSR its matrix products
+        # round differently, and over hundreds of Adam steps that grew into another model (20k cohort, seed 0:
+        # test recall of a class 0.028 apart; the same spread as changing the seed). Dense rows keep the model
+        # of before up to 2**27 cells (the 20k and 100k cohorts' every row); beyond, a stratified sample
+        # (~100k rows at a million patients) also bounds its cost: an update rewrites the dense first-layer
+        # weights (features x 128) however sparse the batch, 360 s for all 700k rows there.
+        return DenseBatches(MLPClassifier(hidden_layer_sizes=hp["hidden_layer_sizes"], alpha=hp["alpha"],
+                                          learning_rate_init=hp["learning_rate_init"], max_iter=hp["max_iter"],
+                                          early_stopping=True, random_state=seed), random_state=seed)
     if family == "svm":
         # Not SVC(probability=True): on 14,000 x 300 float32 rows, 5 classes, this 2-core machine it took
         # 203 s (33 s without probabilities; Platt scaling adds an internal 5-fold CV), it scales
@@ -267,10 +273,7 @@ def adapt_to_rows(estimator: Any, y: Any) -> Any:
     """Adjust a family's estimator to tiny classes among the rows it will be fitted on (same object back).
 
     - MLP: early stopping holds out a stratified 10 %, which fails when a class has one row and is noise
-      when it has a few; below ``MLP_EARLY_STOPPING_MIN_CLASS`` rows in some class it is switched off. Its
-      mini-batches grow past 200 rows so an epoch makes at most ``MLP_UPDATES_PER_EPOCH`` updates: each update
-      rewrites the dense first-layer weights (features x 128) however sparse the batch, so with batches of
-      200 an epoch cost rows x features (36 s on 70k rows x 4,413 features; 6 s with batches of 1,000).
+      when it has a few; below ``MLP_EARLY_STOPPING_MIN_CLASS`` rows in some class it is switched off.
     - SVM: its internal sigmoid calibration (which only turns margins into probabilities; training
       calibrates the result out of fold) is a stratified 3-fold CV; a class of 2 rows gets 2 folds, a
       class of 1 row one split that fits and calibrates on all rows.
@@ -279,12 +282,9 @@ def adapt_to_rows(estimator: Any, y: Any) -> Any:
 
     counts = np.bincount(np.asarray(y, dtype=int))
     smallest = int(counts[counts > 0].min()) if counts.size else 0
-    if isinstance(estimator, MLPClassifier) and estimator.early_stopping and smallest < MLP_EARLY_STOPPING_MIN_CLASS:
-        estimator.set_params(early_stopping=False)
-    if isinstance(estimator, MLPClassifier) and estimator.batch_size == "auto":
-        rows = len(np.asarray(y))
-        estimator.set_params(batch_size=max(MLP_MIN_BATCH, -(-rows // MLP_UPDATES_PER_EPOCH)) if rows > MLP_MIN_BATCH
-                             else "auto")
+    mlp = estimator.estimator if isinstance(estimator, DenseBatches) else estimator  # cloned from it at fit
+    if isinstance(mlp, MLPClassifier) and mlp.early_stopping and smallest < MLP_EARLY_STOPPING_MIN_CLASS:
+        mlp.set_params(early_stopping=False)
     if isinstance(estimator, Pipeline) and isinstance(estimator.steps[-1][1], CalibratedClassifierCV):
         calibrated = estimator.steps[-1][1]
         if smallest == 2:
@@ -296,8 +296,6 @@ def adapt_to_rows(estimator: Any, y: Any) -> Any:
 
 
 MLP_EARLY_STOPPING_MIN_CLASS = 20
-MLP_MIN_BATCH = 200  # sklearn's "auto" batch: min(200, rows)
-MLP_UPDATES_PER_EPOCH = 500  # batches grow from 100k rows on (the 100k cohort's 70k training rows keep 200)
 
 
 def portable(estimator: Any) -> Any:

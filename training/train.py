@@ -482,7 +482,7 @@ def train(train_dir: str | os.PathLike, validation_dir: str | os.PathLike, trans
         # Enough validation rows in every class: the split selects, calibrates and decides; the model
         # fitted on the training rows is the one shipped (no refit, so the calibration is its own).
         held = holdout_search(family, X, y, weight, X_val, y_val, k, given=given, seed=seed, budget=settings.budget,
-                              max_configs=settings.max_configs, adapt=adapt_to_rows)
+                              max_configs=settings.max_configs)
         hyper, proba, y_eval, trials, classifier = held.hyperparameters, held.proba, y_val, held.trials, held.estimator
         w_eval = np.ones(len(y_val)) if method == "none" else compute_sample_weight("balanced", y_val)
         eval_orphan = None if orphan is None else np.asarray(orphan, dtype=bool)
