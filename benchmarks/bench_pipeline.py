@@ -1,30 +1,87 @@
-"""Wall time of `diagnosa run --local` per step, for the default cohort and a larger one.
+"""Wall time and peak memory of generate → ingest → `diagnosa run --local`, per step, for a few cohort sizes.
 
-    OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/bench_pipeline.py [--patients 20000 100000] [--repeat 1]
+    OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/bench_pipeline.py [--patients 20000 100000 1000000]
+        [--repeat 1] [--workspace-root /tmp]
 
-Each size gets a fresh workspace: the cohort is generated and ingested first (not timed here;
-benchmarks/bench_data.py measures that), then the full pipeline definition runs with the local
-executor exactly as `make run` runs it (three candidate families, approval → local endpoint).
-Prints each step's duration and the end-to-end time, and the median over repeats. Target from
-issue 5: under 2 minutes end to end for the default cohort on a 2-core machine.
+Each size gets a fresh workspace (step cache empty): the cohort is generated and ingested through the CLI,
+then the full pipeline definition runs with the local executor exactly as `make run` runs it (three
+candidate families, approval → local endpoint). A sampler polls this process and all its children every
+0.25 s (psutil): a step's peak is the largest sum of resident memory of the processes working in its run
+folder (the job and its children, e.g. the training toolkit and the program it starts); the run's peak is
+the largest sum over the whole process tree (this process holds the executor, the lake copies and the
+definition build). Prints, per size, each step's seconds and peak MiB, end to end, and the median over
+repeats; with two sizes or more, each step's scaling exponent log(t2/t1)/log(n2/n1) between consecutive
+sizes. Targets (issue 16): 100k patients end to end <= 120 s, 1M <= 15 min with peak <= 8 GiB, every step's
+exponent <= 1.1 between 100k and 1M; the default cohort (20k) under 2 minutes (issue 5).
 """
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections import defaultdict
 from pathlib import Path
+
+import psutil
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+MIB = 2**20
 
 
-def run_once(patients: int, seed: int) -> tuple[float, dict[str, float]]:
+class TreeMemory:
+    """Peak resident memory of this process tree, in total and per label (a step's run folder, or a phase)."""
+
+    def __init__(self, every: float = 0.25):
+        self.every = every
+        self.phase: str | None = None  # label for processes outside a step's run folder (generate, ingest)
+        self.peaks: dict[str, int] = defaultdict(int)
+        self.total_peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> TreeMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    @staticmethod
+    def _label(cwd: str) -> str | None:
+        parts = Path(cwd).parts
+        if "steps" in parts and parts.index("steps") + 1 < len(parts):
+            return parts[parts.index("steps") + 1].split(".attempt")[0]
+        return None
+
+    def _run(self) -> None:
+        me = psutil.Process()
+        while not self._stop.wait(self.every):
+            total, labelled = 0, defaultdict(int)
+            for process in [me, *me.children(recursive=True)]:
+                try:
+                    rss, cwd, child = process.memory_info().rss, process.cwd(), process.pid != me.pid
+                except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+                    continue
+                total += rss
+                label = self._label(cwd) or (self.phase if child else None)
+                if label:
+                    labelled[label] += rss
+            self.total_peak = max(self.total_peak, total)
+            for label, rss in labelled.items():
+                self.peaks[label] = max(self.peaks[label], rss)
+
+
+def run_once(patients: int, seed: int, workspace_root: str | None) -> tuple[float, dict[str, tuple[float, int]], int]:
+    """End-to-end seconds of the pipeline, {step: (seconds, peak bytes)} including generate and ingest, run peak."""
     from diagnosa.data.schema import BUILTIN_DATASET
     from diagnosa.lake import DataLake
     from diagnosa.services import LOCAL_BUCKET, latest_input, local_definition
@@ -32,18 +89,23 @@ def run_once(patients: int, seed: int) -> tuple[float, dict[str, float]]:
     from pipelines.local_endpoints import LocalEndpoints
     from pipelines.local_jobs import LakeMapping
 
-    with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as folder:
+    steps: dict[str, tuple[float, int]] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-pipeline-", dir=workspace_root) as folder, TreeMemory() as memory:
         workspace = Path(folder)
         cli = [sys.executable, "-m", "diagnosa.cli", "--workspace", str(workspace), "data"]
-        subprocess.run([*cli, "generate", "--patients", str(patients), "--seed", str(seed)], check=True,
-                       stdout=subprocess.DEVNULL)
-        subprocess.run([*cli, "ingest", "--batch", f"cohort-n{patients}-s{seed}"], check=True, stdout=subprocess.DEVNULL)
+        for phase, args in (("(generate)", ["generate", "--patients", str(patients), "--seed", str(seed)]),
+                            ("(ingest)", ["ingest", "--batch", f"cohort-n{patients}-s{seed}"])):
+            memory.phase = phase
+            started = time.perf_counter()
+            subprocess.run([*cli, *args], check=True, stdout=subprocess.DEVNULL)
+            steps[phase] = (time.perf_counter() - started, 0)
+        memory.phase = None
         lake = DataLake.from_uri(str(workspace / "lake"))
         endpoints = LocalEndpoints(workspace, LakeMapping(LOCAL_BUCKET, lake), port=0)
         executor = open_local(workspace, lake, LOCAL_BUCKET, endpoints=endpoints, progress=lambda line: None)
         started = time.perf_counter()
         definition = local_definition(lake)
-        build = time.perf_counter() - started
+        steps["(definition build)"] = (time.perf_counter() - started, 0)
         record = executor.start(definition, {
             "InputDataUri": latest_input(lake, BUILTIN_DATASET, LOCAL_BUCKET),
             "ModelApprovalStatus": "Approved"})
@@ -52,29 +114,43 @@ def run_once(patients: int, seed: int) -> tuple[float, dict[str, float]]:
             endpoints.stop(endpoint["EndpointName"])
         if record.status != "Succeeded":
             print(f"  execution {record.status}: {record.data.get('FailureReason')}")
-        steps = {"(definition build)": build}
-        steps |= {name: step.get("DurationSeconds", 0.0) for name, step in
-                  sorted(record.steps.items(), key=lambda item: item[1]["StartTime"])}
-        return total, steps
+        for name, step in sorted(record.steps.items(), key=lambda item: item[1]["StartTime"]):
+            steps[name] = (step.get("DurationSeconds", 0.0), 0)
+    steps = {name: (seconds, memory.peaks.get(name, 0)) for name, (seconds, _) in steps.items()}
+    return total, steps, memory.total_peak
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--patients", type=int, nargs="+", default=[20_000, 100_000])
+    parser.add_argument("--patients", type=int, nargs="+", default=[20_000, 100_000, 1_000_000])
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--workspace-root", default=None, help="where the temporary workspaces go (default: $TMPDIR)")
     args = parser.parse_args()
     print(f"cores: {os.cpu_count()}, OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}, "
           f"load average before: {os.getloadavg()[0]:.2f}")
+    medians: dict[int, dict[str, float]] = {}
     for patients in args.patients:
-        totals = []
+        totals, per_step = [], defaultdict(list)
         for attempt in range(args.repeat):
-            total, steps = run_once(patients, args.seed)
+            total, steps, peak = run_once(patients, args.seed, args.workspace_root)
             totals.append(total)
-            print(f"\n{patients:,} patients, run {attempt + 1}: {total:.1f} s end to end")
-            for name, seconds in steps.items():
-                print(f"  {name:<28} {seconds:8.1f} s")
+            print(f"\n{patients:,} patients, run {attempt + 1}: {total:.1f} s end to end (pipeline), "
+                  f"peak {peak / MIB:,.0f} MiB (whole process tree); load average {os.getloadavg()[0]:.2f}")
+            print(f"  {'step':<28} {'seconds':>8} {'peak MiB':>9}")
+            for name, (seconds, rss) in steps.items():
+                per_step[name].append(seconds)
+                print(f"  {name:<28} {seconds:8.1f} {rss / MIB:9,.0f}" if rss else f"  {name:<28} {seconds:8.1f}")
+        medians[patients] = {name: statistics.median(values) for name, values in per_step.items()}
+        medians[patients]["end to end"] = statistics.median(totals)
         print(f"{patients:,} patients: median {statistics.median(totals):.1f} s over {len(totals)} run(s)")
+    sizes = sorted(medians)
+    for small, large in zip(sizes, sizes[1:]):
+        print(f"\nscaling exponent {small:,} -> {large:,} patients (log time ratio / log size ratio):")
+        for name, seconds in medians[large].items():
+            before = medians[small].get(name)
+            if before and seconds and before > 0.5:
+                print(f"  {name:<28} {math.log(seconds / before) / math.log(large / small):5.2f}")
     return 0
 
 

@@ -23,6 +23,7 @@ from typing import Any, NamedTuple
 import joblib
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 from sklearn.pipeline import Pipeline
 from sklearn.utils.class_weight import compute_sample_weight
 
@@ -34,6 +35,7 @@ from diagnosa.serving_code import write_serving_code
 from processing.calibration import calibration_summary
 from processing.metrics import evaluate
 from processing.split import read_train_groups, unseen_mask
+from processing.trainset import TRAIN_FILE, VALIDATION_FEATURES_FILE, read_train
 from training.decisions import MAX_PRECISION_LOSS, calibrate_and_decide
 from training.models import (
     FAMILIES,
@@ -60,7 +62,6 @@ from training.tuning import (
 
 logger = logging.getLogger(__name__)
 
-TRAIN_FILE = "train.npz"
 VALIDATION_FILE = "validation.parquet"
 TRANSFORMER_FILE = "feature_pipeline.joblib"
 PREPROCESS_FILE = "preprocess.json"
@@ -256,18 +257,16 @@ def load_transformer(transformer_dir: str | os.PathLike) -> tuple[Any, dict[str,
 
 
 def load_train(train_dir: str | os.PathLike, n_labels: int, *,
-               allow_nan: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
-    """X, y, sample_weight and the file's sha256, checked so a bad file fails here, not inside a library."""
+               allow_nan: bool = False) -> tuple[Any, np.ndarray, np.ndarray, str]:
+    """X (CSR or dense, as Preprocess wrote it), y, sample_weight and the file's sha256, checked so a bad file
+    fails here, not inside a library."""
     path = Path(train_dir) / TRAIN_FILE
     if not path.is_file():
         raise ValueError(f"train channel: {TRAIN_FILE} not found in {Path(train_dir)}")
-    with np.load(path, allow_pickle=False) as data:
-        missing = [name for name in ("X", "y") if name not in data.files]
-        if missing:
-            raise ValueError(f"train channel: {TRAIN_FILE} lacks array(s) {', '.join(missing)} "
-                             f"(has: {', '.join(data.files) or 'none'})")
-        X, y = data["X"], data["y"]
-        w = data["sample_weight"] if "sample_weight" in data.files else None
+    try:
+        X, y, w = read_train(path)
+    except ValueError as err:
+        raise ValueError(f"train channel: {err}") from None
     if X.ndim != 2 or X.shape[0] == 0 or X.shape[1] == 0:
         raise ValueError(f"train channel: X must be a non-empty 2-D array, got shape {X.shape}")
     if not np.issubdtype(X.dtype, np.number):
@@ -275,13 +274,14 @@ def load_train(train_dir: str | os.PathLike, n_labels: int, *,
     if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
         raise ValueError(f"train channel: y must be a 1-D integer array of label indices, "
                          f"got shape {y.shape} dtype {y.dtype}")
-    if len(y) != len(X):
-        raise ValueError(f"train channel: X has {len(X)} rows but y has {len(y)}")
+    if len(y) != X.shape[0]:
+        raise ValueError(f"train channel: X has {X.shape[0]} rows but y has {len(y)}")
     bad = np.unique(y[(y < 0) | (y >= n_labels)])
     if bad.size:
         raise ValueError(f"train channel: y holds label index(es) out of range [0, {n_labels}): {bad[:10].tolist()}")
-    if np.isinf(X).any() or (not allow_nan and np.isnan(X).any()):
-        raise ValueError(f"train channel: X holds {int((~np.isfinite(X)).sum())} non-finite value(s)")
+    values = X.data if sp.issparse(X) else X  # a sparse matrix's absent entries are zeros
+    if np.isinf(values).any() or (not allow_nan and np.isnan(values).any()):
+        raise ValueError(f"train channel: X holds {int((~np.isfinite(values)).sum())} non-finite value(s)")
     if w is None:
         logger.warning("train channel: %s has no sample_weight; using ones", TRAIN_FILE)
         w = np.ones(len(y))
@@ -291,9 +291,27 @@ def load_train(train_dir: str | os.PathLike, n_labels: int, *,
     if not np.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
         raise ValueError("train channel: sample_weight must be finite, non-negative and not all zero")
     sha = _sha256(path)
-    logger.info("read %s: X %s %s, %d weighted rows, sha256 %s", path, X.shape, X.dtype, int((w != 1).sum()),
-                sha[:12])
+    logger.info("read %s: X %s %s %s, %d weighted rows, sha256 %s", path, X.shape, X.dtype,
+                f"CSR ({X.nnz:,} stored values)" if sp.issparse(X) else "dense", int((w != 1).sum()), sha[:12])
     return X, y.astype(np.int64), w, sha
+
+
+def validation_features(validation_dir: str | os.PathLike, validation: pd.DataFrame, y_val: np.ndarray,
+                        transformer: Any, target: str) -> Any:
+    """The validation rows' features: Preprocess's ``validation.npz`` when the channel has it (refused unless its
+    label indices are the parquet's, row for row), else the fitted transformer applied here."""
+    path = Path(validation_dir) / VALIDATION_FEATURES_FILE
+    if not path.is_file():
+        return transformer.transform(validation.drop(columns=[target]))
+    try:
+        X_val, y_file, _ = read_train(path)
+    except ValueError as err:
+        raise ValueError(f"validation channel: {err}") from None
+    if y_file.shape != y_val.shape or not np.array_equal(y_file, y_val):
+        raise ValueError(f"validation channel: {VALIDATION_FEATURES_FILE} does not belong to {VALIDATION_FILE}: "
+                         f"its {len(y_file)} rows' labels are not the {len(y_val)} rows' of the parquet")
+    logger.info("read %s: the validation features Preprocess transformed, %s", path, X_val.shape)
+    return X_val
 
 
 def load_validation(validation_dir: str | os.PathLike) -> pd.DataFrame:
@@ -357,11 +375,11 @@ def _input_schema(schema: Schema) -> list[dict[str, Any]]:
 
 class Pools(NamedTuple):
     """Rows cross-validated (``cv_*``) and rows the final model is fitted on (``fit_*``)."""
-    cv_X: np.ndarray
+    cv_X: Any  # CSR or dense, as the training rows
     cv_y: np.ndarray
     cv_w: np.ndarray
     validation_rows: np.ndarray  # bool per CV row
-    fit_X: np.ndarray
+    fit_X: Any
     fit_y: np.ndarray
     fit_w: np.ndarray
     method: str
@@ -372,7 +390,14 @@ def resampling_method(resampling: Mapping[str, Any] | None, weight: np.ndarray) 
     return str(dict(resampling or {}).get("method") or ("none" if np.allclose(weight, 1.0) else "class_weights"))
 
 
-def build_pools(X: np.ndarray, y: np.ndarray, weight: np.ndarray, X_val: np.ndarray, y_val: np.ndarray,
+def stack_rows(top: Any, bottom: Any) -> Any:
+    """Rows of ``top`` then ``bottom``, in ``top``'s layout (CSR or dense) and dtype."""
+    if sp.issparse(top):
+        return sp.vstack([top, sp.csr_matrix(bottom)], format="csr", dtype=top.dtype)
+    return np.vstack([top, bottom.toarray() if sp.issparse(bottom) else bottom]).astype(top.dtype, copy=False)
+
+
+def build_pools(X: Any, y: np.ndarray, weight: np.ndarray, X_val: Any, y_val: np.ndarray,
                 resampling: Mapping[str, Any] | None) -> Pools:
     """Train + validation rows for cross-validation and for the final fit, by the split's resampling.
 
@@ -387,13 +412,13 @@ def build_pools(X: np.ndarray, y: np.ndarray, weight: np.ndarray, X_val: np.ndar
     real = len(y)
     if method in ("smote", "adasyn") and isinstance(info.get("before"), dict):
         real = int(sum(int(v) for v in info["before"].values()))
-    cv_X = np.vstack([X[:real], X_val]).astype(X.dtype, copy=False)
+    cv_X = stack_rows(X[:real], X_val)
     cv_y = np.concatenate([y[:real], y_val])
     balanced = compute_sample_weight("balanced", cv_y)
     cv_w = np.ones(len(cv_y)) if method == "none" else balanced
     validation_rows = np.r_[np.zeros(real, dtype=bool), np.ones(len(y_val), dtype=bool)]
     if method in ("smote", "adasyn"):
-        fit_X, fit_y = np.vstack([X, X_val]).astype(X.dtype, copy=False), np.concatenate([y, y_val])
+        fit_X, fit_y = stack_rows(X, X_val), np.concatenate([y, y_val])
         fit_w = np.r_[weight, np.ones(len(y_val))]
     else:
         fit_X, fit_y, fit_w = cv_X, cv_y, cv_w
@@ -429,14 +454,17 @@ def train(train_dir: str | os.PathLike, validation_dir: str | os.PathLike, trans
     unknown = sorted({str(v) for v in validation[schema.target]} - set(labels))
     if unknown:
         raise ValueError(f"validation channel: labels not in the label set: {unknown}")
-    X_val = np.asarray(transformer.transform(validation.drop(columns=[schema.target])), dtype=X.dtype)
+    y_val = np.array([labels.index(str(v)) for v in validation[schema.target]], dtype=np.int64)
+    X_val = validation_features(validation_dir, validation, y_val, transformer, schema.target)
+    X_val = sp.csr_matrix(X_val, dtype=X.dtype) if sp.issparse(X) else np.asarray(
+        X_val.toarray() if sp.issparse(X_val) else X_val, dtype=X.dtype)  # the training rows' layout
     if X_val.ndim != 2 or X_val.shape[1] != X.shape[1]:  # fail now, not after a long fit
         raise ValueError(f"transformer channel: the transformer makes {X_val.shape[-1]} feature(s) but "
-                         f"train.npz X has {X.shape[1]} columns")
-    if family not in NAN_TOLERANT and not np.isfinite(X_val).all():
-        raise ValueError(f"validation channel: the transformer made {int((~np.isfinite(X_val)).sum())} "
+                         f"{TRAIN_FILE} X has {X.shape[1]} columns")
+    val_values = X_val.data if sp.issparse(X_val) else X_val
+    if family not in NAN_TOLERANT and not np.isfinite(val_values).all():
+        raise ValueError(f"validation channel: the transformer made {int((~np.isfinite(val_values)).sum())} "
                          "non-finite value(s)")
-    y_val = np.array([labels.index(str(v)) for v in validation[schema.target]], dtype=np.int64)
     holdout = use_holdout(y_val, k, settings.holdout_min_class)
     method = resampling_method(record.get("resampling"), weight)
     # The train + validation pools (a copy of both) only where cross-validation and the refit need them.
