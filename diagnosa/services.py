@@ -18,14 +18,14 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from diagnosa.data.ingest import curated_uri, latest_version
 from diagnosa.data.schema import BUILTIN_DATASET
 from diagnosa.lake import DataLake
 
 if TYPE_CHECKING:
-    from pipelines.executor import LocalExecutor
+    from pipelines.executor import LocalExecutor, StepEvent
     from pipelines.local_endpoints import LocalEndpoints
 
 LOCAL_BUCKET = "diagnosa-local"  # what the local executor maps onto the lake folder
@@ -156,13 +156,15 @@ class LocalWorkspace:
 
         return LocalEndpoints(self.root, LakeMapping(LOCAL_BUCKET, self.lake), lake_uri=self.lake_uri, port=port)
 
-    def executor(self, *, port: int | None = None, max_parallel: int | None = None,
-                 use_cache: bool = True) -> LocalExecutor:
-        """The executor of this workspace's local runs; ``port``: an endpoint its runs create."""
+    def executor(self, *, port: int | None = None, max_parallel: int | None = None, use_cache: bool = True,
+                 progress: Callable[[str], None] = print,
+                 on_step: Callable[[StepEvent], None] | None = None) -> LocalExecutor:
+        """The executor of this workspace's local runs; ``port``: an endpoint its runs create; ``progress`` and
+        ``on_step``: what it says as it goes (lines) and its steps' starts and ends (for a live display)."""
         from pipelines.executor import open_local
 
         return open_local(self.root, self.lake, LOCAL_BUCKET, endpoints=self.endpoints(port),
-                          max_parallel=max_parallel, use_cache=use_cache)
+                          max_parallel=max_parallel, use_cache=use_cache, progress=progress, on_step=on_step)
 
     def served_models(self) -> dict[str, str]:
         """Endpoint name → the model URL it serves, for the local endpoints in service."""

@@ -17,6 +17,9 @@ SERVING_SCRIPT = ('"""Serving entry point: the SageMaker inference toolkit calls
                   "from inference.toolkit import model_fn, model_warmup_fn, transform_fn  # noqa: F401\n")
 # Everything the unpickled model and the handler may import (the pipeline classes live in these).
 PACKAGES = ("diagnosa", "processing", "training", "inference", "monitoring")
+# The pins they run with, in containers as locally: every package the step and serving code needs, at one
+# version, with hashes (resolved from requirements/steps.txt by `make lock`). Shipped as requirements.txt.
+STEP_LOCK = "requirements/steps-lock.txt"
 IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyo")
 
 
@@ -25,11 +28,11 @@ class ServingCodeError(RuntimeError):
 
 
 def _requirements(root: Path) -> Path:
-    """The pins the code runs with: the bundle's requirements.txt, or the repository's requirements/steps.txt."""
-    for candidate in (root / "requirements.txt", root / "requirements" / "steps.txt"):
+    """The pins the code runs with: the bundle's requirements.txt, or the repository's lock of the step pins."""
+    for candidate in (root / "requirements.txt", root / STEP_LOCK):
         if candidate.is_file():
             return candidate
-    raise ServingCodeError(f"no requirements.txt or requirements/steps.txt beside the packages in {root}: "
+    raise ServingCodeError(f"no requirements.txt or {STEP_LOCK} beside the packages in {root}: "
                            "the model would be served without its pins")
 
 

@@ -139,6 +139,12 @@ class DiagnosaClient:
                 differential: int | None = None, inference_id: str | None = None) -> Prediction:
         """Predictions for one or more patients; ``differential`` (1-20) also asks, per patient, for the rare
         diseases whose HPO annotations best match the symptoms (decision support, ``result["differential"]``)."""
+        return self.predict_body(self.json_body(patients, top_k=top_k, differential=differential), inference_id)
+
+    @staticmethod
+    def json_body(patients: dict[str, Any] | list[dict[str, Any]], *, top_k: int = 3,
+                  differential: int | None = None) -> str:
+        """The JSON request ``predict`` sends; :class:`InvalidInput` for what is not patient records or not JSON."""
         if isinstance(patients, dict):
             records = [patients]
         elif isinstance(patients, (list, tuple)):
@@ -151,9 +157,12 @@ class DiagnosaClient:
             payload["differential"] = differential
         # ASCII escapes: any text can be sent (a lone surrogate too); the endpoint judges it and says why.
         try:
-            body = json.dumps(payload, ensure_ascii=True)
+            return json.dumps(payload, ensure_ascii=True)
         except (TypeError, ValueError) as err:  # a set, a date...: not JSON
             raise InvalidInput(f"the patients cannot be written as JSON: {err}") from None
+
+    def predict_body(self, body: str, inference_id: str | None = None) -> Prediction:
+        """Predictions for a JSON request body as ``json_body`` writes it."""
         return self._results(*self.invoke(body, JSON, JSON, inference_id))
 
     def predict_csv(self, text: str, *, inference_id: str | None = None) -> Prediction:

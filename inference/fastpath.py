@@ -6,7 +6,9 @@ read what the fitted transformers learned (imputer statistics, scaler moments, e
 and apply it with numpy. Category mappings are not re-derived: each known category is passed once
 through the fitted encoder itself, so infrequent-category handling stays sklearn's. The compiled
 path is checked against sklearn's own transform on probe records at load time; any unsupported
-step or any mismatch means serving uses the sklearn pipeline unchanged.
+step or any mismatch means serving uses the sklearn pipeline unchanged. Where the pipeline's output is
+CSR (issue 16) the compiled path stays dense: a request holds a few rows, and every classifier step
+takes either layout with the same result.
 """
 from __future__ import annotations
 
@@ -15,12 +17,13 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 from sklearn.compose import ColumnTransformer
 from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
 
-from processing.features import MultiLabelIndicator, fill_missing_category, to_float32
+from processing.features import MultiLabelIndicator, as_float32, fill_missing_category, to_float32
 from processing.phenotype import PhenotypeSimilarity
 
 log = logging.getLogger("diagnosa.fastpath")
@@ -135,7 +138,7 @@ class CompiledFeatures:
                 raise Unsupported(f"block {block}")
         tail = []
         for _, step in steps[1:]:
-            if isinstance(step, FunctionTransformer) and step.func is to_float32:
+            if isinstance(step, FunctionTransformer) and step.func in (to_float32, as_float32):
                 tail.append(to_float32)
             else:
                 tail.append(step.transform)  # PCA / LDA on a plain array: cheap
@@ -154,6 +157,7 @@ def compile_features(features: Pipeline, probes: list[dict[str, Any]], columns: 
     try:
         compiled = CompiledFeatures.compile(features)
         expected = features.transform(pd.DataFrame(probes, columns=columns))
+        expected = expected.toarray() if sp.issparse(expected) else expected
         got = compiled.transform(probes)
     except Unsupported as why:
         log.info("fast path not used: unsupported %s", why)

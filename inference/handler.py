@@ -26,14 +26,12 @@ import pandas as pd
 from diagnosa.data.schema import Schema
 from diagnosa.model import DiagnosaModel
 from inference.fastpath import CompiledFeatures, compile_features
+from inference.limits import MAX_BODY_BYTES, MAX_LISTED_PROBLEMS, MAX_RECORDS
 from inference.schema import Problem, RequestSchema
 from processing.features import list_vocabularies
 from processing.phenotype import PhenotypeSimilarity, find_similarity
 
-MAX_BODY_BYTES = 6 * 1024 * 1024  # SageMaker's real-time invocation payload limit
 MAX_RESPONSE_BYTES = 6 * 1024 * 1024  # SageMaker refuses replies over 6 MB too: so does the endpoint, clearly
-MAX_RECORDS = 10_000  # patients per request: work stays proportional to what a caller can mean
-MAX_LISTED_PROBLEMS = 100  # problems listed in a refusal; the message says how many more there were
 # A JSON text can carry a lone UTF-16 surrogate only as a \uD800-\uDFFF escape (UTF-8 cannot encode one).
 SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 JSON = "application/json"

@@ -4,7 +4,7 @@ warnings) or in ``infra/checkov-acknowledged.json`` (checkov checks, each on a p
 logical id — stable: CDK derives it from the construct path — each with its reason). The tests also fail
 on an acknowledgement that no template needs any more, so the list stays honest.
 
-checkov runs from a virtual environment of its own (``.venv-checkov``, ``requirements/checkov.txt``):
+checkov runs from a virtual environment of its own (``.venv-checkov``, ``requirements/checkov-lock.txt``):
 its pins conflict with the project's boto3. ``python -m infra.gates cdk.out --checkov .venv-checkov/bin/checkov``
 (``make gates``) prints every finding and exits non-zero on any that is not accepted.
 """

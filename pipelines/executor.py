@@ -38,7 +38,7 @@ from diagnosa.net import process_alive
 from pipelines.definition import parameter_problems
 from pipelines.expressions import ExpressionError, Resolver, evaluate_condition, step_references
 from pipelines.graph import DefinitionError, StepNode, build_graph
-from pipelines.local_jobs import Heartbeat, JobError, LakeMapping, run_processing, run_training
+from pipelines.local_jobs import JOB_LOG, Heartbeat, JobError, LakeMapping, run_processing, run_training
 from pipelines.registry import LocalModelRegistry, RegistryError
 
 LOCAL_ACCOUNT = "000000000000"
@@ -189,6 +189,18 @@ def execution_resolver(record: ExecutionRecord) -> Resolver:
 
 # ------------------------------------------------------------------------------------------------ executor
 
+@dataclass(frozen=True)
+class StepEvent:
+    """A step started (``Executing``; ``log`` is the file its job writes, if it runs one) or ended
+    (``Succeeded``, ``Failed`` with the reason as ``note``, ``Reused`` from the step cache): what a live
+    display follows."""
+
+    step: str
+    status: str
+    log: Path | None = None
+    note: str = ""
+
+
 @dataclass
 class LocalExecutor:
     """Runs definitions against one data lake, model registry and set of local endpoints."""
@@ -203,6 +215,7 @@ class LocalExecutor:
     progress: Callable[[str], None] = print
     use_cache: bool = True  # honour each step's CacheConfig, as the service does
     heartbeat_seconds: float = 30.0  # a running job reports itself (and its log's last line) this often
+    on_step: Callable[[StepEvent], None] | None = None  # told when each step starts and ends
 
     @property
     def mapping(self) -> LakeMapping:
@@ -369,6 +382,7 @@ class LocalExecutor:
             "StepName": node.name, "StepType": node.type, "StepStatus": "Executing", "StartTime": utc_now(),
             "RunFolder": str(run_dir)}))
         self.progress(f"[{time.perf_counter() - started:6.1f}s] {node.name:<28} started")
+        self._notify(StepEvent(node.name, "Executing", run_dir / JOB_LOG))
         t0 = time.perf_counter()
         cache_hit = None
         try:
@@ -405,7 +419,13 @@ class LocalExecutor:
             status_text = f"{status.lower()} in {seconds:.1f} s"
         self.progress(f"[{time.perf_counter() - started:6.1f}s] {node.name:<28} {status_text}"
                       + (f": {reason}" if reason else _summary(node, properties)))
+        self._notify(StepEvent(node.name, "Reused", note=status_text) if cache_hit
+                     else StepEvent(node.name, status, note=reason or ""))
         return reason
+
+    def _notify(self, event: StepEvent) -> None:
+        if self.on_step is not None:
+            self.on_step(event)
 
     def _cache_entry(self, node: StepNode, resolve: Resolver) -> StepCache | None:
         config = node.definition.get("CacheConfig") or {}
@@ -609,11 +629,11 @@ def local_registry(workspace: Path) -> LocalModelRegistry:
 
 def open_local(workspace: Path, lake: DataLake, bucket: str, *, endpoints: Any = None,
                progress: Callable[[str], None] = print, max_parallel: int | None = None,
-               use_cache: bool = True) -> LocalExecutor:
+               use_cache: bool = True, on_step: Callable[[StepEvent], None] | None = None) -> LocalExecutor:
     """The executor for a workspace: its executions folder and registry."""
     kwargs = {"max_parallel": max_parallel} if max_parallel else {}
     return LocalExecutor(lake=lake, bucket=bucket, root=executions_folder(workspace),
                          registry=local_registry(workspace), endpoints=endpoints,
-                         progress=progress, use_cache=use_cache, **kwargs)
+                         progress=progress, use_cache=use_cache, on_step=on_step, **kwargs)
 
 

@@ -60,7 +60,7 @@ from pipelines.containers import (
 from pipelines.service_model import request_problems
 
 ROOT_NAME = "opt-ml"  # <run>/opt-ml stands for /opt/ml (<run>/<host>/opt-ml for each host of a multi-instance job)
-JOB_LOG = "job.log"
+JOB_LOG = "job.log"  # <run>/job.log (<run>/<host>/job.log per host): the container's output, as CloudWatch has it
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 TOOLKIT = ("-m", "sagemaker_training.cli.train")  # the framework training images' entrypoint (`train`)
 POLL_SECONDS = 0.5  # how often a multi-host job's processes are checked (one failure stops the others)

@@ -84,6 +84,7 @@ class LocalModelRegistry:
             raise RegistryError(f"approval status must be one of {', '.join(APPROVAL_STATUSES)}, "
                                 f"got {ModelApprovalStatus!r}")
         group, version = self._parse(ModelPackageArn)
+        self.describe_model_package(ModelPackageArn)  # a version that does not exist: refused before any folder is made
         with self._lock(group):
             package = self.describe_model_package(ModelPackageArn)
             package["ModelApprovalStatus"] = ModelApprovalStatus

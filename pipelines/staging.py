@@ -2,9 +2,10 @@
 
 The bundle is what SageMaker's framework containers expect as a source dir (``sourcedir.tar.gz``):
 the packages the steps import, ``requirements.txt`` with the exact pins the steps run with locally
-(``requirements/steps.txt``), and one small script per job at the root (``preprocess.py``,
-``train.py``, ...) that calls the job's ``main``. The archive is deterministic — sorted entries,
-zeroed mtimes, owners and modes, no compiled files — so its sha256 names it.
+(``requirements/steps-lock.txt``: the step pins and all they depend on, with hashes), and one small
+script per job at the root (``preprocess.py``, ``train.py``, ...) that calls the job's ``main``. The
+archive is deterministic — sorted entries, zeroed mtimes, owners and modes, no compiled files — so its
+sha256 names it.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from diagnosa.lake import DataLake
-from diagnosa.serving_code import PACKAGES  # the same packages the model artifact carries for serving
+from diagnosa.serving_code import PACKAGES, STEP_LOCK  # the same packages and pins the model artifact carries
 
 ROOT = Path(__file__).resolve().parents[1]
 # Root scripts of the bundle. Suffixed so none shadows a standard-library module: the container runs
@@ -51,7 +52,7 @@ def bundle_files(root: Path = ROOT) -> dict[str, bytes]:
         for path in sorted((root / package).rglob("*")):
             if path.is_file() and "__pycache__" not in path.parts and not path.name.endswith(SKIP_SUFFIXES):
                 files[path.relative_to(root).as_posix()] = path.read_bytes()
-    files["requirements.txt"] = (root / "requirements" / "steps.txt").read_bytes()
+    files["requirements.txt"] = (root / STEP_LOCK).read_bytes()
     for name, module in ENTRY_POINTS.items():
         files[name] = _entry(name, module)
 

@@ -1,4 +1,4 @@
-"""The feature pipeline: raw curated columns → one dense float32 matrix, fitted on train only.
+"""The feature pipeline: raw curated columns → one float32 matrix (CSR when sparse), fitted on train only.
 
 Built from the dataset's schema, so a user's own CSV gets the same treatment as the cohort:
 numbers are imputed (with missing-value indicators: an absent lab panel is information) and
@@ -8,9 +8,18 @@ scored against the knowledge base's rare diseases (semantic similarity per illne
 processing/phenotype.py, fitted from the knowledge base rather than from labels); other code
 lists (prior diagnoses) become indicators too. An optional reduction (PCA, LDA or PCA then LDA)
 follows. The whole thing is one sklearn estimator, saved inside the model artifact.
+
+The matrix stays sparse (issue 16): a patient has ~64 stored values among 745 columns at 20k patients and
+~1,300 at a million, so the dense float32 matrix of a million patients' training split was 12 GB per copy
+(4,413 columns before ``min_term_share``; twice that as float64 on the way) and the CSR is ~0.4 GB. The
+column blocks are stacked as CSR when the result is less than ``SPARSE_DENSITY`` dense (a table of numbers
+alone stays a dense array); every estimator that needs dense rows gets them through ``DenseBatches``:
+fitted on a bounded sample, applied in row batches.
 """
 from __future__ import annotations
 
+import math
+from array import array
 from collections import Counter
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -18,13 +27,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.base import BaseEstimator, TransformerMixin, clone
 from sklearn.compose import ColumnTransformer
 from sklearn.decomposition import PCA
 from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
+from sklearn.utils import resample as sample_rows
+from sklearn.utils.metaestimators import available_if
 
 from diagnosa.data.hpo import PHENOTYPIC_ABNORMALITY, load_ontology
 from diagnosa.data.schema import Schema
@@ -32,6 +43,13 @@ from processing.phenotype import PhenotypeSimilarity
 from processing.phenotype import as_lists as _as_lists
 
 REDUCTIONS = ("none", "pca", "lda", "both")
+# The column blocks are stacked as CSR below this share of stored values (the cohort's: 8.6 % at 20k patients,
+# ~4 % at 1M), else as a dense array. sklearn's own default for ColumnTransformer.
+SPARSE_DENSITY = 0.3
+# Estimators that need dense rows (HistGradientBoosting, LDA, the MLP) are fitted on at most this many cells of a row
+# sample (1 GiB as float64, what they convert to) and applied in batches of ``DENSE_BATCH_ROWS`` rows.
+DENSE_FIT_MAX_CELLS = 2**27
+DENSE_BATCH_ROWS = 20_000
 
 
 @dataclass(frozen=True)
@@ -39,6 +57,11 @@ class FeatureParams:
     reduction: str = "none"
     hpo_rollup: bool = True
     min_term_count: int = 5  # indicator columns seen fewer times in train are dropped (noise, and size)
+    # ... and fewer times than this share of the training rows: with a fixed count alone the symptom vocabulary
+    # grew with the cohort (808 columns at 14k training patients, 1,784 at 70k, 4,891 at 700k), and every
+    # family's cost with it (issue 16). With the share it stays ~1,500 from 70k patients on; below 50k
+    # training patients the count decides alone (the default cohort's features are unchanged).
+    min_term_share: float = 1e-4
     pca_components: float = 0.95  # share of variance kept (0 < x < 1) or a number of components (>= 1)
     # Similarity of each HPO list to the knowledge base's rare diseases, per illness category
     # (processing/phenotype.py): signal for diseases no training patient had.
@@ -50,6 +73,8 @@ class FeatureParams:
             raise ValueError(f"reduction must be one of {', '.join(REDUCTIONS)}, got {self.reduction!r}")
         if self.min_term_count < 1:
             raise ValueError(f"min_term_count must be at least 1, got {self.min_term_count}")
+        if not 0 <= self.min_term_share < 1:
+            raise ValueError(f"min_term_share must be in [0, 1), got {self.min_term_share}")
         if isinstance(self.phenotype_top, bool) or not isinstance(self.phenotype_top, int) or self.phenotype_top < 1:
             raise ValueError(f"phenotype_top must be a whole number >= 1, got {self.phenotype_top!r}")
         if not (0 < self.pca_components < 1 or (self.pca_components >= 1 and float(self.pca_components).is_integer())):
@@ -64,12 +89,14 @@ class MultiLabelIndicator(TransformerMixin, BaseEstimator):
     """Lists of codes → sparse 0/1 columns; HPO terms optionally roll up to their ancestors.
 
     Roll-up stops below *Phenotypic abnormality* (HP:0000118), whose ancestors say nothing.
-    Terms unseen at fit time still light up the ancestors that were seen.
+    Terms unseen at fit time still light up the ancestors that were seen. A column is kept when its
+    term is seen in at least ``min_count`` rows and ``min_share`` of the rows fitted.
     """
 
-    def __init__(self, rollup: bool = False, min_count: int = 5):
+    def __init__(self, rollup: bool = False, min_count: int = 5, min_share: float = 0.0):
         self.rollup = rollup
         self.min_count = min_count
+        self.min_share = min_share
 
     def _expand(self, term: str) -> tuple[str, ...]:
         if not self.rollup:
@@ -88,22 +115,26 @@ class MultiLabelIndicator(TransformerMixin, BaseEstimator):
 
     def fit(self, X: Any, y: Any = None) -> MultiLabelIndicator:
         counts: Counter[str] = Counter()
-        for terms in _as_lists(X):
+        lists = _as_lists(X)
+        for terms in lists:
             counts.update({t for term in terms for t in self._expand(term)})
-        kept = sorted(t for t, c in counts.items() if c >= self.min_count)
+        self.threshold_ = max(self.min_count, math.ceil(self.min_share * len(lists)))
+        kept = sorted(t for t, c in counts.items() if c >= self.threshold_)
         self.vocabulary_ = {t: i for i, t in enumerate(kept)}
         return self
 
     def transform(self, X: Any) -> sp.csr_matrix:
         vocabulary = self.vocabulary_
-        indptr = [0]
-        indices: list[int] = []
-        for terms in _as_lists(X):
+        lists = _as_lists(X)
+        indptr = np.zeros(len(lists) + 1, dtype=np.int64)
+        indices = array("i")  # 4 bytes a column index (a Python list held ~36: 1.6 GB for 700k patients)
+        for i, terms in enumerate(lists):
             row = {vocabulary[t] for term in terms for t in self._expand(term) if t in vocabulary}
             indices.extend(sorted(row))
-            indptr.append(len(indices))
+            indptr[i + 1] = len(indices)
         data = np.ones(len(indices), dtype=np.float32)
-        return sp.csr_matrix((data, indices, indptr), shape=(len(indptr) - 1, len(vocabulary)))
+        return sp.csr_matrix((data, np.frombuffer(indices, dtype=np.int32), indptr),
+                             shape=(len(lists), len(vocabulary)))
 
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
         return np.array(list(self.vocabulary_), dtype=object)
@@ -128,7 +159,7 @@ def list_vocabularies(features: Any) -> dict[str, frozenset[str]]:
 
 
 class SparseIndicators(TransformerMixin, BaseEstimator):
-    """Dense features as CSR in which 0/1 indicator columns store only their 1s, every other column every value.
+    """Features as CSR in which 0/1 indicator columns store only their 1s, every other column every value.
 
     For XGBoost (issue 16): its ``hist`` method visits every entry present, so on the dense matrix a fit cost
     rows x columns, and the symptom vocabulary grows with the cohort (745 columns at 20k patients, 1,511 at
@@ -136,36 +167,123 @@ class SparseIndicators(TransformerMixin, BaseEstimator):
     0/1 column "missing | 1" is the same split as "0 | 1"; continuous columns keep their zeros as values. The
     trees, and so the predictions, are the dense model's exactly (max difference 0 on 2,988 held-out cohort patients),
     for ~77 stored entries per row instead of 745: the 20k fit 16.9 s -> 5.0 s. Shipped with the model
-    (this module is in the serving code), so prediction sees the same encoding.
+    (this module is in the serving code), so prediction sees the same encoding. Takes the feature pipeline's CSR
+    (which leaves every zero out, continuous ones too) or dense rows (serving's compiled path) alike.
     """
 
     def __init__(self, chunk_rows: int = 20_000):
         self.chunk_rows = chunk_rows
 
     def fit(self, X: Any, y: Any = None) -> SparseIndicators:
-        X = to_float32(X)
+        X = X.tocsr() if sp.issparse(X) else to_float32(X)
         self.indicator_ = binary_columns(X, self.chunk_rows)
         self.n_features_in_ = X.shape[1]
         return self
 
     def transform(self, X: Any) -> sp.csr_matrix:
-        X = to_float32(X)
+        X = sp.csr_matrix(X, dtype=np.float32) if sp.issparse(X) else to_float32(X)
         if X.shape[1] != len(self.indicator_):
             raise ValueError(f"expected {len(self.indicator_)} feature columns, got {X.shape[1]}")
         if not X.shape[0]:
             return sp.csr_matrix(X.shape, dtype=np.float32)
-        blocks = []
-        for start in range(0, X.shape[0], self.chunk_rows):
-            part = X[start:start + self.chunk_rows]
-            keep = (part != 0) | ~self.indicator_[None, :]
-            rows, cols = np.nonzero(keep)  # row-major: CSR order
-            indptr = np.concatenate([[0], np.cumsum(keep.sum(axis=1))])
-            blocks.append(sp.csr_matrix((part[rows, cols], cols, indptr), shape=part.shape))
+        encode = self._encode_sparse if sp.issparse(X) else self._encode_dense
+        blocks = [encode(X[start:start + self.chunk_rows]) for start in range(0, X.shape[0], self.chunk_rows)]
         return blocks[0] if len(blocks) == 1 else sp.vstack(blocks, format="csr")
+
+    def _encode_dense(self, part: np.ndarray) -> sp.csr_matrix:
+        keep = (part != 0) | ~self.indicator_[None, :]
+        rows, cols = np.nonzero(keep)  # row-major: CSR order
+        indptr = np.concatenate([[0], np.cumsum(keep.sum(axis=1))])
+        return sp.csr_matrix((part[rows, cols], cols, indptr), shape=part.shape)
+
+    def _encode_sparse(self, part: sp.csr_matrix) -> sp.csr_matrix:
+        """The indicators' stored non-zeros beside every value of the other columns (absent ones as explicit 0)."""
+        n = part.shape[0]
+        continuous = np.flatnonzero(~self.indicator_)
+        ones = self.indicator_[part.indices] & (part.data != 0)
+        rows = np.repeat(np.arange(n), np.diff(part.indptr))[ones]
+        values = part[:, continuous].toarray()  # rows x the few continuous columns
+        rows = np.concatenate([rows, np.repeat(np.arange(n), len(continuous))])
+        cols = np.concatenate([part.indices[ones], np.tile(continuous, n)]).astype(np.int32)
+        data = np.concatenate([part.data[ones], values.ravel()])
+        order = np.lexsort((cols, rows))  # CSR order: by row, then column
+        indptr = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=n))])
+        return sp.csr_matrix((data[order], cols[order], indptr), shape=part.shape)
+
+
+def _dense(X: Any) -> np.ndarray:
+    return X.toarray() if sp.issparse(X) else np.asarray(X)
+
+
+def _estimator_has(name: str) -> Any:
+    return lambda self: hasattr(self.estimator, name)
+
+
+class DenseBatches(BaseEstimator):
+    """An estimator that needs dense rows, handed a matrix that may be sparse: fitted on a bounded sample of rows
+    (``DENSE_FIT_MAX_CELLS``; stratified by ``y`` when given, so the class mix and balanced weights hold), applied
+    in batches of ``batch_rows`` rows. Below the bound (the 20k and 100k cohorts) it fits on every row, exactly as
+    the estimator alone would. For HistGradientBoosting and LDA, which refuse sparse input, and the MLP (see
+    training/models.py)."""
+
+    def __init__(self, estimator: Any, max_fit_cells: int = DENSE_FIT_MAX_CELLS, batch_rows: int = DENSE_BATCH_ROWS,
+                 random_state: int = 0):
+        self.estimator = estimator
+        self.max_fit_cells = max_fit_cells
+        self.batch_rows = batch_rows
+        self.random_state = random_state
+
+    def fit(self, X: Any, y: Any = None, sample_weight: Any = None) -> DenseBatches:
+        n, width = X.shape
+        limit = max(1, self.max_fit_cells // max(1, width))
+        rows = np.arange(n)
+        if n > limit:
+            rows = np.sort(sample_rows(rows, replace=False, n_samples=limit, random_state=self.random_state,
+                                       stratify=None if y is None else np.asarray(y)))
+        self.fit_rows_ = len(rows)
+        fit_args = {} if sample_weight is None else {"sample_weight": np.asarray(sample_weight)[rows]}
+        self.estimator_ = clone(self.estimator).fit(_dense(X[rows]), None if y is None else np.asarray(y)[rows],
+                                                    **fit_args)
+        self.n_features_in_ = width
+        return self
+
+    def _batches(self, method: str, X: Any) -> np.ndarray:
+        apply = getattr(self.estimator_, method)
+        parts = [apply(_dense(X[start:start + self.batch_rows])) for start in range(0, X.shape[0], self.batch_rows)]
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    @available_if(_estimator_has("transform"))
+    def transform(self, X: Any) -> np.ndarray:
+        return self._batches("transform", X)
+
+    @available_if(_estimator_has("transform"))
+    def fit_transform(self, X: Any, y: Any = None, **fit_params: Any) -> np.ndarray:
+        return self.fit(X, y, **fit_params).transform(X)
+
+    @available_if(_estimator_has("predict_proba"))
+    def predict_proba(self, X: Any) -> np.ndarray:
+        return self._batches("predict_proba", X)
+
+    @available_if(_estimator_has("predict"))
+    def predict(self, X: Any) -> np.ndarray:
+        return self._batches("predict", X)
+
+    @property
+    def classes_(self) -> np.ndarray:
+        return self.estimator_.classes_
+
+    def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
+        return self.estimator_.get_feature_names_out()
 
 
 def to_float32(X: Any) -> np.ndarray:
+    """Dense float32 (the feature pipeline's last step before issue 16; artifacts of that time still name it)."""
     return np.asarray(X.toarray() if sp.issparse(X) else X, dtype=np.float32)
+
+
+def as_float32(X: Any) -> Any:
+    """float32; sparse input stays sparse (CSR)."""
+    return sp.csr_matrix(X, dtype=np.float32) if sp.issparse(X) else np.asarray(X, dtype=np.float32)
 
 
 def fill_missing_category(X: Any) -> pd.DataFrame:
@@ -201,30 +319,40 @@ def build_feature_pipeline(schema: Schema, params: FeatureParams | None = None, 
         blocks.append(("flags", make_pipeline(FunctionTransformer(_bool_to_float, feature_names_out="one-to-one"),
                                               SimpleImputer(strategy="most_frequent", keep_empty_features=True)), flags))
     for name in schema.features("hpo_terms"):
-        blocks.append((f"hpo:{name}", MultiLabelIndicator(rollup=params.hpo_rollup, min_count=params.min_term_count), name))
+        blocks.append((f"hpo:{name}", MultiLabelIndicator(rollup=params.hpo_rollup, min_count=params.min_term_count,
+                                                          min_share=params.min_term_share), name))
         if params.phenotype_similarity:
             blocks.append((f"phenotype:{name}", PhenotypeSimilarity(top=params.phenotype_top), name))
     for name in schema.features("codes"):
-        blocks.append((f"codes:{name}", MultiLabelIndicator(rollup=False, min_count=params.min_term_count), name))
+        blocks.append((f"codes:{name}", MultiLabelIndicator(rollup=False, min_count=params.min_term_count,
+                                                            min_share=params.min_term_share), name))
     if not blocks:
         raise ValueError(f"schema '{schema.name}' declares no feature fields")
     steps: list[tuple[str, Any]] = [
-        ("columns", ColumnTransformer(blocks, sparse_threshold=0.0, remainder="drop")),
-        ("float32", FunctionTransformer(to_float32, feature_names_out="one-to-one")),
+        ("columns", ColumnTransformer(blocks, sparse_threshold=SPARSE_DENSITY, remainder="drop")),
+        ("float32", FunctionTransformer(as_float32, feature_names_out="one-to-one")),
     ]
     if params.reduction in ("pca", "both"):
         n = params.pca_components if params.pca_components < 1 else int(params.pca_components)
-        steps.append(("pca", PCA(n_components=n, svd_solver="full", random_state=seed)))
+        # The covariance solver takes CSR as it is (X^T X, features x features) and keeps "share of variance"
+        # components: the full SVD needs the dense centred matrix.
+        steps.append(("pca", PCA(n_components=n, svd_solver="covariance_eigh", random_state=seed)))
     if params.reduction in ("lda", "both"):
-        steps.append(("lda", LinearDiscriminantAnalysis()))
+        steps.append(("lda", DenseBatches(LinearDiscriminantAnalysis(), random_state=seed)))
     if params.reduction != "none":
         steps.append(("float32_out", FunctionTransformer(to_float32, feature_names_out="one-to-one")))
     return Pipeline(steps)
 
 
-def binary_columns(X: np.ndarray, chunk_rows: int = 20_000) -> np.ndarray:
+def binary_columns(X: Any, chunk_rows: int = 20_000) -> np.ndarray:
     """Columns holding only 0 and 1 (indicators; NaN is neither): SMOTENC treats them as categorical, and
-    XGBoost's sparse encoding leaves their zeros out. Vectorised a block of rows at a time (bounded temporaries)."""
+    XGBoost's sparse encoding leaves their zeros out. Sparse input: its stored values decide (absent ones are 0);
+    dense: vectorised a block of rows at a time (bounded temporaries)."""
+    if sp.issparse(X):
+        X = X.tocsr()
+        indicator = np.ones(X.shape[1], dtype=bool)
+        indicator[X.indices[(X.data != 0) & (X.data != 1)]] = False
+        return indicator
     indicator = np.ones(X.shape[1], dtype=bool)
     for start in range(0, X.shape[0], chunk_rows):
         part = X[start:start + chunk_rows]

@@ -12,7 +12,7 @@ Two stages, so the costly part — transforming every row — can spread over in
   split and the slice's groups seen in training) and the monitoring data baseline (``baseline/``).
 * **transform** (one or many instances): each curated Parquet part this instance holds (S3 sharding by
   key hands each instance a share of the parts) is transformed with the fitted pipeline and written
-  under the part's own name — ``train/<part>.npz``, ``validation/<part>.parquet``,
+  under the part's own name — ``train/<part>.npz``, ``validation/<part>.parquet`` (and its features, ``<part>.npz``),
   ``test/<part>.parquet`` — so the union of every instance's outputs is the same whatever the number
   of instances, and read in name order it is the curated row order. Class weights come from the class
   counts of the whole training split (recorded by the fit), not from a part's.
@@ -49,9 +49,10 @@ import pyarrow.parquet as pq
 from diagnosa.data.schema import Schema
 from diagnosa.logs import configure_logging
 from processing.entry import job_parser
-from processing.features import REDUCTIONS, FeatureParams, binary_columns, build_feature_pipeline
+from processing.features import REDUCTIONS, FeatureParams, as_float32, binary_columns, build_feature_pipeline
 from processing.resample import JOINT_METHODS, METHODS, Resampled, balanced_class_weights, resample, row_weights
 from processing.split import DEFAULT_FRACTIONS, DEFAULT_UNSEEN_SHARE, GROUPS_FILE, SPLITS, Splits, split_dataset
+from processing.trainset import TRAIN_FILE, stack_parts, write_train
 
 log = logging.getLogger("diagnosa.preprocess")
 STAGES = ("all", "fit", "transform")
@@ -61,7 +62,6 @@ OUTPUTS = (*TRANSFORM_OUTPUTS, *FIT_OUTPUTS)
 TRANSFORMER_FILE = "feature_pipeline.joblib"
 RECORD_FILE = "preprocess.json"
 MEMBERSHIP_FILE = "membership.parquet"  # in split/: each id's split (0 train, 1 validation, 2 test)
-JOINT_TRAIN_FILE = "train.npz"  # the one training object of a joint resampling
 DEFAULT_FIT_MAX_ROWS = 200_000
 
 
@@ -176,27 +176,31 @@ def _feature_names(pipeline: Any, rows: pd.DataFrame) -> list[str]:
     try:
         return [str(n) for n in pipeline.get_feature_names_out()]
     except (AttributeError, ValueError):
-        return [f"f{i}" for i in range(np.asarray(pipeline.transform(rows.iloc[:1])).shape[1])]
+        return [f"f{i}" for i in range(pipeline.transform(rows.iloc[:1]).shape[1])]
 
 
 # ------------------------------------------------------------------------------------------------ the transform
 
 @dataclass
 class PartRows:
-    """One curated part's rows by split: the training rows transformed, validation and test as they are."""
+    """One curated part's rows by split: the training rows transformed, validation as it is and transformed (once
+    here rather than in every training job: at a million patients the 200k validation rows cost each job ~85 s of
+    knowledge-base similarity), test as it is."""
 
-    X: np.ndarray
+    X: Any  # CSR or dense float32, as the feature pipeline makes it
     y: np.ndarray
     validation: pa.Table
     test: pa.Table
+    validation_X: Any
+    validation_y: np.ndarray
 
 
 def transform_rows(frame: pd.DataFrame, pipeline: Any, target: str, labels: list[str],
-                   width: int) -> tuple[np.ndarray, np.ndarray]:
-    """Training rows through the fitted pipeline (float32) and their label indices."""
+                   width: int) -> tuple[Any, np.ndarray]:
+    """Rows through the fitted pipeline (float32; CSR stays CSR) and their label indices."""
     if not len(frame):
         return np.zeros((0, width), dtype=np.float32), np.zeros(0, dtype=np.int64)
-    return np.asarray(pipeline.transform(frame), dtype=np.float32), label_indices(frame[target], labels)
+    return as_float32(pipeline.transform(frame)), label_indices(frame[target], labels)
 
 
 def transform_part(table: pa.Table, pipeline: Any, split_of: pd.Series, schema: Schema, labels: list[str],
@@ -209,10 +213,12 @@ def transform_part(table: pa.Table, pipeline: Any, split_of: pd.Series, schema: 
                          "the split: the transformer was fitted on another curated version")
     codes = codes.to_numpy(dtype=np.int8)
     X, y = transform_rows(table.filter(pa.array(codes == 0)).to_pandas(), pipeline, schema.target, labels, width)
-    return PartRows(X, y, table.filter(pa.array(codes == 1)), table.filter(pa.array(codes == 2)))
+    validation = table.filter(pa.array(codes == 1))
+    X_val, y_val = transform_rows(validation.to_pandas(), pipeline, schema.target, labels, width)
+    return PartRows(X, y, validation, table.filter(pa.array(codes == 2)), X_val, y_val)
 
 
-def finish_training_rows(X: np.ndarray, y: np.ndarray, resampling: dict[str, Any], seed: int) -> Resampled:
+def finish_training_rows(X: Any, y: np.ndarray, resampling: dict[str, Any], seed: int) -> Resampled:
     """The training rows as delivered: weighted by the whole split's class weights, or jointly resampled."""
     method = resampling["method"]
     if method in JOINT_METHODS:
@@ -232,6 +238,8 @@ class Preprocessed:
     feature_names: list[str]
     labels: list[str]
     timings: dict[str, float]
+    validation_X: Any = None  # the validation split's features and label indices, as the transform stage writes them
+    validation_y: np.ndarray | None = None
 
 
 def split_frames(frame: pd.DataFrame, membership: pd.DataFrame, train_groups: frozenset[str] | None) -> Splits:
@@ -258,7 +266,12 @@ def preprocess(frame: pd.DataFrame, schema: Schema, params: PreprocessParams | N
     started = time.perf_counter()
     train = finish_training_rows(X, y, fitted.resampling, params.seed)
     fitted.timings["resample"] = time.perf_counter() - started
-    return Preprocessed(splits, fitted.pipeline, train, fitted.feature_names, fitted.labels, fitted.timings)
+    started = time.perf_counter()
+    X_val, y_val = transform_rows(splits.validation, fitted.pipeline, schema.target, fitted.labels,
+                                  len(fitted.feature_names))
+    fitted.timings["transform_validation"] = time.perf_counter() - started
+    return Preprocessed(splits, fitted.pipeline, train, fitted.feature_names, fitted.labels, fitted.timings,
+                        X_val, y_val)
 
 
 # ------------------------------------------------------------------------------------------------ files
@@ -375,6 +388,9 @@ def run_transform(parts: list[Path], folder: Path, pipeline: Any, record: dict[s
             if table.num_rows:
                 pq.write_table(table, out[split] / f"{name}.parquet", compression="zstd")
                 written[split] += table.num_rows
+        if rows.validation.num_rows:  # its features beside it, row for row (training reads them, name order)
+            write_train(out["validation"] / f"{name}.npz", rows.validation_X, rows.validation_y,
+                        np.ones(len(rows.validation_y)))
         if method in JOINT_METHODS:
             joint.append(rows)
         elif len(rows.y):
@@ -384,9 +400,9 @@ def run_transform(parts: list[Path], folder: Path, pipeline: Any, record: dict[s
                  rows.validation.num_rows, rows.test.num_rows, time.perf_counter() - started)
     if joint:
         started = time.perf_counter()
-        train = finish_training_rows(np.vstack([r.X for r in joint]), np.concatenate([r.y for r in joint]),
+        train = finish_training_rows(stack_parts([r.X for r in joint]), np.concatenate([r.y for r in joint]),
                                      record["resampling"], seed)
-        _save_train(out["train"] / JOINT_TRAIN_FILE, train)
+        _save_train(out["train"] / TRAIN_FILE, train)
         written["train"] = len(train.y)
         log.info("%s over %d training rows -> %s in %.2f s", method, sum(len(r.y) for r in joint), train.info.get("after"),
                  time.perf_counter() - started)
@@ -422,7 +438,7 @@ def transform_stage(parts: list[Path], source: Path, fit_dirs: tuple[Path, Path]
 
 
 def _save_train(path: Path, train: Resampled) -> None:
-    np.savez_compressed(path, X=train.X, y=train.y, sample_weight=train.sample_weight)
+    write_train(path, train.X, train.y, train.sample_weight)
 
 
 # ------------------------------------------------------------------------------------------------ the job

@@ -5,6 +5,9 @@ class with fewer than k + 1 samples gets k = (its size - 1), and a class of one 
 duplicated (random oversampling). Indicator columns (0/1) stay 0/1 — a synthetic patient has or
 has not a symptom, never "0.4 of a fever": SMOTEN when every column is an indicator, SMOTENC when
 a few are, SMOTE with indicators snapped back to 0/1 when there are too many for SMOTENC.
+
+The rows may be a dense array or CSR (the feature pipeline's, issue 16): every imbalanced-learn sampler used
+here takes CSR as it is, and the result keeps the layout it was given.
 """
 from __future__ import annotations
 
@@ -12,9 +15,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 from imblearn.over_sampling import ADASYN, SMOTE, SMOTEN, SMOTENC, RandomOverSampler
 from imblearn.under_sampling import RandomUnderSampler
 from sklearn.utils.class_weight import compute_class_weight
+
+from processing.features import as_float32
 
 METHODS = ("none", "smote", "adasyn", "undersample", "class_weights")
 # Methods that need every training row in one process (neighbours, or a draw over all rows); "none" and
@@ -29,7 +35,7 @@ SMOTENC_MAX_CATEGORICAL = 50
 
 @dataclass
 class Resampled:
-    X: np.ndarray
+    X: Any  # dense array or CSR, float32
     y: np.ndarray
     sample_weight: np.ndarray
     info: dict[str, Any] = field(default_factory=dict)
@@ -55,13 +61,13 @@ def row_weights(y: np.ndarray, class_weight: dict[int, float] | None) -> np.ndar
     return lookup[y]
 
 
-def resample(X: np.ndarray, y: np.ndarray, method: str, *, seed: int = 0,
+def resample(X: Any, y: np.ndarray, method: str, *, seed: int = 0,
              categorical: np.ndarray | None = None) -> Resampled:
     """Rebalance (X, y) by ``method``; ``categorical`` marks indicator columns for SMOTENC."""
     if method not in METHODS:
         raise ValueError(f"resampling must be one of {', '.join(METHODS)}, got {method!r}")
-    if len(X) != len(y):
-        raise ValueError(f"X has {len(X)} rows but y has {len(y)}")
+    if X.shape[0] != len(y):
+        raise ValueError(f"X has {X.shape[0]} rows but y has {len(y)}")
     before = _counts(y)
     info: dict[str, Any] = {"method": method, "before": before}
     weight = np.ones(len(y))
@@ -101,8 +107,20 @@ def resample(X: np.ndarray, y: np.ndarray, method: str, *, seed: int = 0,
             # ADASYN refuses when a minority class has no majority neighbours; say so plainly.
             raise ValueError(f"{method} could not resample the training split: {err}") from err
         if snap is not None:
-            X = np.asarray(X)
-            X[:, snap] = (X[:, snap] >= 0.5).astype(X.dtype)
+            X = snap_indicators(X, snap)
         weight = np.ones(len(y))
     info["after"] = _counts(y)
-    return Resampled(np.asarray(X, dtype=np.float32), np.asarray(y, dtype=np.int64), weight, info)
+    return Resampled(as_float32(X), np.asarray(y, dtype=np.int64), weight, info)
+
+
+def snap_indicators(X: Any, columns: np.ndarray) -> Any:
+    """Interpolated indicator values back to 0/1 (>= 0.5 → 1) in the marked columns; CSR drops the new zeros."""
+    if sp.issparse(X):
+        X = sp.csr_matrix(X, copy=True)
+        marked = columns[X.indices]
+        X.data[marked] = (X.data[marked] >= 0.5).astype(X.dtype)
+        X.eliminate_zeros()
+        return X
+    X = np.array(X)
+    X[:, columns] = (X[:, columns] >= 0.5).astype(X.dtype)
+    return X

@@ -22,7 +22,57 @@ os.environ["AWS_CONFIG_FILE"] = os.devnull
 os.environ["AWS_SHARED_CREDENTIALS_FILE"] = os.devnull
 
 
+import re  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+from pathlib import Path  # noqa: E402
+
 import pytest  # noqa: E402  (after the environment is set)
+from packaging.utils import canonicalize_name  # noqa: E402
+
+REQUIREMENTS = Path(__file__).resolve().parents[1] / "requirements"
+
+
+@dataclass(frozen=True)
+class Locked:
+    """One package of a lock (requirements/*-lock.txt, written by pip-compile): its pin, hashes and parents."""
+
+    name: str  # as written in the lock
+    version: str
+    hashes: frozenset[str]
+    via: frozenset[str]  # what needs it: locked packages, or the input ("diagnosa (setup.py)", "-r ...")
+
+
+def read_lock(path: Path) -> dict[str, Locked]:
+    """Canonical name → entry. Anything but ``name==version``, hash and via lines is refused, naming the line."""
+    entries: dict[str, Locked] = {}
+    blocks = re.split(r"\n(?=\S)", path.read_text(encoding="utf-8"))  # an entry: its first line and indented ones
+    for block in blocks:
+        if block.startswith("#") or not block.strip():
+            continue
+        head = re.match(r"([A-Za-z0-9._-]+)==(\S+) \\$", block.splitlines()[0])
+        assert head, f"{path.name}: not an exact pin with hashes: {block.splitlines()[0]!r}"
+        comments = [line.strip().lstrip("#").strip() for line in block.splitlines()[1:] if line.strip().startswith("#")]
+        via = {c.removeprefix("via").strip() for c in comments if c.startswith("via")} - {""}
+        via |= {c for c in comments if not c.startswith("via")}
+        entries[canonicalize_name(head.group(1))] = Locked(
+            head.group(1), head.group(2), frozenset(re.findall(r"--hash=sha256:([0-9a-f]{64})", block)),
+            frozenset(re.sub(r"\s*#.*", "", v) if v.startswith("-") else v for v in via))
+    return entries
+
+
+@pytest.fixture(scope="session")
+def dev_lock() -> dict[str, Locked]:
+    return read_lock(REQUIREMENTS / "dev-lock.txt")
+
+
+@pytest.fixture(scope="session")
+def step_lock() -> dict[str, Locked]:
+    return read_lock(REQUIREMENTS / "steps-lock.txt")
+
+
+@pytest.fixture(scope="session")
+def checkov_lock() -> dict[str, Locked]:
+    return read_lock(REQUIREMENTS / "checkov-lock.txt")
 
 
 @pytest.fixture(scope="session")

@@ -1,17 +1,64 @@
 """End to end in a real browser: local endpoint + `streamlit run` + headless Debian Chromium (Playwright).
 
-Skips only when Debian's chromium is not installed (`make browser` installs it). The screenshot
-in docs/app-diagnosis.png comes from the same driver: `python -m app.e2e --model DIR --out docs/app-diagnosis.png`.
+The browser tests skip only when Debian's chromium is not installed (`make browser` installs it). The
+screenshot in docs/app-diagnosis.png comes from the same driver, `python -m app.e2e --model DIR-or-model.tar.gz
+--out docs/app-diagnosis.png`: the block of docs/app.md's *Tests* section that this module covers.
 """
 from __future__ import annotations
+
+import tarfile
 
 import pytest
 
 from diagnosa.browser import MISSING_REASON, chromium_path
 
-pytestmark = pytest.mark.skipif(chromium_path() is None, reason=MISSING_REASON)
+needs_chromium = pytest.mark.skipif(chromium_path() is None, reason=MISSING_REASON)
 
 
+@pytest.fixture()
+def model_tarball(trained_model_dir, tmp_path):
+    """The trained model as SageMaker ships it: a model.tar.gz with the model files at its root."""
+    path = tmp_path / "model.tar.gz"
+    with tarfile.open(path, "w:gz") as tar:
+        for item in sorted(trained_model_dir.iterdir()):
+            tar.add(item, arcname=item.name)
+    return path
+
+
+def test_the_e2e_command_names_a_missing_or_unreadable_model(tmp_path, capsys):
+    from app.e2e import main
+
+    assert main(["--model", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x.png")]) == 2
+    assert capsys.readouterr().err == f"app.e2e: error: model not found: {tmp_path / 'nowhere'} (a model folder or a " \
+                                      "model.tar.gz)\n"
+    junk = tmp_path / "model.tar.gz"
+    junk.write_bytes(b"not a tarball")
+    assert main(["--model", str(junk), "--out", str(tmp_path / "x.png")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"app.e2e: error: {junk} is not a readable model.tar.gz") and err.count("\n") == 1
+
+
+def test_the_e2e_command_without_chromium_says_how_to_get_it(model_tarball, tmp_path, monkeypatch, capsys):
+    from app.e2e import main
+
+    monkeypatch.setenv("DIAGNOSA_CHROMIUM", str(tmp_path / "no-chromium"))
+    assert main(["--model", str(model_tarball), "--out", str(tmp_path / "x.png")]) == 2
+    assert capsys.readouterr().err == f"app.e2e: error: {MISSING_REASON}; `make browser` installs it as root\n"
+
+
+@needs_chromium
+def test_the_e2e_command_takes_a_model_tar_gz(model_tarball, tmp_path, capsys):
+    from app.e2e import main
+    from diagnosa.labels import CATEGORIES
+
+    out = tmp_path / "shot.png"
+    assert main(["--model", str(model_tarball), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("diagnosis shown: ") and any(c in printed for c in CATEGORIES)
+    assert out.read_bytes().startswith(b"\x89PNG")
+
+
+@needs_chromium
 def test_doctor_fills_the_form_in_chromium_and_sees_the_diagnosis(trained_model_dir, tmp_path):
     from app.e2e import PATIENT, run
     from diagnosa.labels import CATEGORIES

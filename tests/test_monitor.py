@@ -1,6 +1,7 @@
 """The monitoring loop on a real local endpoint: captured traffic without drift → no alert; drifted traffic and
 feedback where classes fail → an alert naming the features and the classes; feedback becomes training data through
-ingestion; and bad input (no captures, malformed lines, unknown event ids) is counted, never a crash."""
+ingestion; and bad input (no captures, malformed lines, unknown event ids) is counted, never a crash. The HTML
+report's screenshot is taken as docs/operations.md's refresh command takes it (diagnosa.browser.screenshot)."""
 from __future__ import annotations
 
 import json

@@ -11,6 +11,7 @@ import joblib
 import numpy as np
 import pandas as pd
 import pytest
+import scipy.sparse as sp
 
 from diagnosa.data.schema import Schema
 from diagnosa.labels import CATEGORIES, TERMINAL
@@ -18,6 +19,7 @@ from processing.features import FeatureParams, MultiLabelIndicator, binary_colum
 from processing.preprocess import PreprocessParams, fit_sample, main, preprocess
 from processing.resample import resample
 from processing.split import GROUPS_FILE, SplitError, read_split, split_dataset, unseen_mask
+from processing.trainset import read_train
 from training.train import load_train
 
 
@@ -115,8 +117,20 @@ def test_feature_pipeline_is_fitted_on_train_only(data):
     # Refitting on train with validation/test altered beyond recognition changes nothing.
     before = pipeline.transform(splits.test)
     other = build_feature_pipeline(schema, FeatureParams()).fit(splits.train)
-    assert np.array_equal(before, other.transform(splits.test))
+    assert sp.issparse(before) and before.format == "csr"  # mostly symptom indicators: kept sparse (issue 16)
+    assert np.array_equal(before.toarray(), other.transform(splits.test).toarray())
     assert before.dtype == np.float32 and before.shape[0] == len(splits.test)
+
+
+def test_indicator_columns_need_a_share_of_the_rows_as_well_as_a_count():
+    """A fixed count alone let the vocabulary (and every model's cost) grow with the cohort (issue 16)."""
+    rows = pd.Series([["I10"]] * 30 + [["E11"]] * 6 + [[]] * 964)
+    assert set(MultiLabelIndicator(min_count=5).fit(rows).vocabulary_) == {"I10", "E11"}
+    shared = MultiLabelIndicator(min_count=5, min_share=0.01).fit(rows)  # 1 % of 1,000 rows: 10
+    assert shared.threshold_ == 10 and set(shared.vocabulary_) == {"I10"}
+    assert MultiLabelIndicator(min_count=5, min_share=0.01).fit(rows[:200]).threshold_ == 5  # the count decides
+    with pytest.raises(ValueError, match="min_term_share must be in"):
+        FeatureParams(min_term_share=1.0).validate()
 
 
 def test_hpo_rollup_shares_ancestors_and_handles_unseen_terms():
@@ -174,7 +188,8 @@ def test_resampling_balances_train_only_and_keeps_indicators_binary(data):
     # Synthetic patients have or have not a symptom.
     original = build_feature_pipeline(schema, FeatureParams()).fit_transform(natural.train)
     indicators = binary_columns(original)
-    assert np.isin(result.train.X[:, indicators], (0.0, 1.0)).all()
+    snapped = result.train.X[:, indicators]
+    assert sp.issparse(snapped) and np.isin(snapped.data, (0.0, 1.0)).all()  # CSR: absent entries are 0
 
 
 @pytest.mark.parametrize("method", ["smote", "adasyn", "undersample", "class_weights", "none"])
@@ -194,6 +209,48 @@ def test_each_method_and_tiny_classes(method):
         assert np.allclose(np.bincount(out.y, weights=out.sample_weight), len(y) / 3)
     else:
         assert counts.tolist() == [60, 3, 30] and (out.sample_weight == 1).all()
+
+
+@pytest.mark.parametrize("method", ["smote", "adasyn", "undersample", "class_weights", "none"])
+def test_csr_rows_resample_as_the_dense_ones_and_stay_csr(method):
+    """The feature pipeline's CSR goes through every method as it is: same rows as from the dense matrix."""
+    rng = np.random.default_rng(1)
+    indicators = (rng.random((93, 60)) < 0.1).astype(float)
+    X = np.hstack([rng.normal(0, 1, (93, 3)), indicators])
+    y = np.array([0] * 60 + [1] * 3 + [2] * 30)
+    mask = binary_columns(X)
+    assert mask.tolist() == binary_columns(sp.csr_matrix(X)).tolist() == [False] * 3 + [True] * 60
+    dense = resample(X, y, method, seed=0, categorical=mask)
+    csr = resample(sp.csr_matrix(X), y, method, seed=0, categorical=mask)
+    assert sp.issparse(csr.X) and csr.X.format == "csr" and csr.X.dtype == np.float32
+    np.testing.assert_array_equal(csr.y, dense.y)
+    np.testing.assert_allclose(csr.X.toarray(), dense.X, atol=1e-6)
+    if method == "smote":  # 60 indicator columns: SMOTE, then snapped to 0/1 (no explicit zeros left in the CSR)
+        assert "snapped" in csr.info["variant"] and np.isin(csr.X[:, 3:].data, (1.0,)).all()
+
+
+def test_dense_batches_fit_a_bounded_stratified_sample_and_apply_in_row_batches():
+    from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    from processing.features import DenseBatches
+
+    rng = np.random.default_rng(2)
+    y = np.repeat([0, 1, 2], [300, 200, 100])
+    X = sp.csr_matrix(np.where(rng.random((600, 10)) < 0.3, rng.normal(y[:, None], 1.0, (600, 10)), 0.0))
+    whole = DenseBatches(LinearDiscriminantAnalysis(), batch_rows=64).fit(X, y)  # under the bound: every row
+    assert whole.fit_rows_ == 600
+    np.testing.assert_allclose(whole.transform(X), LinearDiscriminantAnalysis().fit(X.toarray(), y)
+                               .transform(X.toarray()), atol=1e-10)
+    bounded = DenseBatches(LinearDiscriminantAnalysis(), max_fit_cells=2_000, batch_rows=64).fit(X, y)
+    assert bounded.fit_rows_ == 200  # 2,000 cells of 10 columns
+    np.testing.assert_allclose(bounded.estimator_.priors_, [0.5, 1 / 3, 1 / 6], atol=0.01)  # the class mix kept
+    assert bounded.transform(X).shape == (600, 2)
+    boosted = DenseBatches(HistGradientBoostingClassifier(max_iter=20, random_state=0), batch_rows=64)
+    boosted.fit(X, y, sample_weight=np.ones(600))
+    alone = HistGradientBoostingClassifier(max_iter=20, random_state=0).fit(X.toarray(), y)
+    np.testing.assert_array_equal(boosted.predict_proba(X), alone.predict_proba(X.toarray()))
+    assert boosted.classes_.tolist() == [0, 1, 2] and not hasattr(boosted, "transform")
 
 
 def test_adasyn_refusal_is_explained():
@@ -235,6 +292,17 @@ def test_job_end_to_end_in_the_container_layout(tmp_path, data):
     test = read_split(out / "test")
     assert pipeline.transform(test).shape[1] == X.shape[1]
     assert summary["rows"]["test"] == len(test)
+    # The validation split's features, transformed once here for every training job.
+    tables = sorted((out / "validation").glob("*.parquet"))
+    assert [p.stem for p in tables] == [p.stem for p in sorted((out / "validation").glob("*.npz"))]
+    for table in tables:  # each part's rows and its features, row for row
+        features = read_train(table.with_suffix(".npz"))
+        validation = pd.read_parquet(table)
+        dense = features.X.toarray() if sp.issparse(features.X) else features.X
+        np.testing.assert_allclose(dense, np.asarray(pipeline.transform(validation).todense()
+                                                     if sp.issparse(features.X) else pipeline.transform(validation)),
+                                   rtol=1e-6)
+        assert features.y.tolist() == [summary["labels"].index(v) for v in validation["label"]]
     # Running again into the same outputs is refused: no run overwrites another's.
     assert main(["--base-dir", str(base)]) == 1
     assert "refusing to overwrite" in (out / "failure").read_text()
@@ -280,6 +348,10 @@ def outputs_of(folders: list[Path]) -> dict[str, dict[str, bytes]]:
     return found
 
 
+def dense(X):
+    return X.toarray() if sp.issparse(X) else np.asarray(X)
+
+
 def test_sharded_transform_gives_the_single_instance_output(tmp_path, data):
     """The fit once; the transform over 2 instances, each holding every other part (S3 sharding by key):
     the union of their outputs is the single instance's, file by file and value by value."""
@@ -309,20 +381,25 @@ def test_sharded_transform_gives_the_single_instance_output(tmp_path, data):
     assert {k: sorted(v) for k, v in one.items()} == {k: sorted(v) for k, v in two.items()}
     for split in ("validation", "test"):
         for name in one[split]:
-            assert one[split][name] == two[split][name], f"{split}/{name} differs"
+            if name.endswith(".npz"):  # a validation part's features: the same arrays
+                a, b = read_train(one[split][name]), read_train(two[split][name])
+                np.testing.assert_array_equal(dense(a.X), dense(b.X), err_msg=f"{split}/{name} differs")
+                np.testing.assert_array_equal(a.y, b.y)
+            else:
+                assert one[split][name] == two[split][name], f"{split}/{name} differs"
     X1, y1, w1, _ = load_train(single / "output" / "train", len(CATEGORIES))
     merged = tmp_path / "merged-train"
     merged.mkdir()
     for path in two["train"].values():
         shutil.copy(path, merged / path.name)
     X2, y2, w2, _ = load_train(merged, len(CATEGORIES))
-    np.testing.assert_array_equal(X1, X2)
+    np.testing.assert_array_equal(dense(X1), dense(X2))
     np.testing.assert_array_equal(y1, y2)
     np.testing.assert_array_equal(w1, w2)
     # ...and the parts read in name order are the whole training split, as the in-memory preprocess makes it.
     frame, schema, _ = data
     whole = preprocess(frame, schema, PreprocessParams())
-    np.testing.assert_allclose(X1, whole.train.X, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(dense(X1), dense(whole.train.X), rtol=0, atol=1e-6)
     np.testing.assert_array_equal(w1, whole.train.sample_weight)
     pd.testing.assert_frame_equal(read_split(single / "output" / "validation"), whole.splits.validation)
 

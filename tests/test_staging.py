@@ -7,7 +7,8 @@ import sys
 import tarfile
 
 from diagnosa.lake import DataLake
-from pipelines.staging import ENTRY_POINTS, build_bundle, bundle_files, stage_code
+from diagnosa.serving_code import STEP_LOCK
+from pipelines.staging import ENTRY_POINTS, ROOT, build_bundle, bundle_files, stage_code
 
 
 def test_same_code_same_bytes_other_code_other_key(tmp_path):
@@ -25,7 +26,8 @@ def test_bundle_holds_packages_pins_and_entry_points():
     assert "processing/preprocess.py" in files and "training/models.py" in files and "inference/handler.py" in files
     assert "diagnosa/data/catalogue/common_diseases.json" in files
     assert not [name for name in files if "__pycache__" in name or name.endswith(".pyc")]
-    assert b"scikit-learn==1.9.1" in files["requirements.txt"]
+    assert files["requirements.txt"] == (ROOT / STEP_LOCK).read_bytes()  # the step pins and all they need, hashed
+    assert b"scikit-learn==1.9.1 \\\n    --hash=sha256:" in files["requirements.txt"]
     assert set(ENTRY_POINTS) <= set(files)
 
 

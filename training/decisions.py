@@ -170,25 +170,32 @@ def fit_decision_weights(proba: np.ndarray, y: np.ndarray, sample_weight: np.nda
     logp = np.log(np.clip(proba, 1e-12, 1.0))
     base = decision_scores(y, logp.argmax(axis=1), k, w)
     floor = base.macro_precision - max_precision_loss - 1e-12
+    # Each cell's rows (they share one class), as indices: a cell's recall costs its rows, not a pass over all.
+    cell_rows = [(np.flatnonzero(m), int(y[m][0])) for m in masks]
 
-    def key(log_w: np.ndarray) -> tuple[float, float] | None:
-        pred = (logp + log_w).argmax(axis=1)
+    def key(pred: np.ndarray) -> tuple[float, float] | None:
         s = decision_scores(y, pred, k, w)
         if s.macro_precision < floor:
             return None
-        return round(worst_cell(y, pred, masks)[0], 12), round(s.macro_recall, 12)
+        worst = min(float(np.mean(pred[rows] == c)) for rows, c in cell_rows)
+        return round(worst, 12), round(s.macro_recall, 12)
 
     log_w = np.zeros(k)
-    best = key(log_w)
+    best = key((logp + log_w).argmax(axis=1))
     assert best is not None  # the plain argmax meets its own bound
     for _ in range(MAX_ROUNDS):
         improved = False
         for j in range(k):
+            # Only weight j moves: the other classes' best score and its (first) column are fixed, and
+            # argmax(logp + w) is j exactly when j's score beats it, or ties it from an earlier column.
+            others = logp + log_w
+            others[:, j] = -np.inf
+            rival, rival_score = others.argmax(axis=1), others.max(axis=1)
             candidates = []
             for value in LOG_WEIGHT_GRID:
-                trial = log_w.copy()
-                trial[j] = value
-                score = key(trial)
+                score_j = logp[:, j] + value
+                pred = np.where((score_j > rival_score) | ((score_j == rival_score) & (j < rival)), j, rival)
+                score = key(pred)
                 if score is not None:
                     candidates.append((score, -abs(value), value))
             if not candidates:

@@ -26,7 +26,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.svm import LinearSVC
 from xgboost import XGBClassifier
 
-from processing.features import SparseIndicators
+from processing.features import DenseBatches, SparseIndicators
 
 FAMILIES: tuple[str, ...] = ("logistic_regression", "random_forest", "xgboost", "mlp", "svm", "gradient_boosting")
 MAX_SEED = 2**32 - 1  # numpy and xgboost both accept seeds in [0, 2**32)
@@ -240,9 +240,15 @@ def make_classifier(family: str, hyperparameters: Mapping[str, Any] | None = Non
         # No objective: XGBClassifier takes multi:softprob for 3+ classes and binary:logistic for two
         # (a fixed multi:softprob fails on a two-label dataset: "num_class should be greater equal to 1").
     if family == "mlp":
-        return MLPClassifier(hidden_layer_sizes=hp["hidden_layer_sizes"], alpha=hp["alpha"],
-                             learning_rate_init=hp["learning_rate_init"], max_iter=hp["max_iter"],
-                             early_stopping=True, random_state=seed)
+        # Dense rows (processing.features.DenseBatches), although the MLP takes CSR: on CSR its matrix products
+        # round differently, and over hundreds of Adam steps that grew into another model (20k cohort, seed 0:
+        # test recall of a class 0.028 apart; the same spread as changing the seed). Dense rows keep the model
+        # of before up to 2**27 cells (the 20k and 100k cohorts' every row); beyond, a stratified sample
+        # (~100k rows at a million patients) also bounds its cost: an update rewrites the dense first-layer
+        # weights (features x 128) however sparse the batch, 360 s for all 700k rows there.
+        return DenseBatches(MLPClassifier(hidden_layer_sizes=hp["hidden_layer_sizes"], alpha=hp["alpha"],
+                                          learning_rate_init=hp["learning_rate_init"], max_iter=hp["max_iter"],
+                                          early_stopping=True, random_state=seed), random_state=seed)
     if family == "svm":
         # Not SVC(probability=True): on 14,000 x 300 float32 rows, 5 classes, this 2-core machine it took
         # 203 s (33 s without probabilities; Platt scaling adds an internal 5-fold CV), it scales
@@ -254,10 +260,13 @@ def make_classifier(family: str, hyperparameters: Mapping[str, Any] | None = Non
                                 random_state=seed)),
             ("svm", CalibratedClassifierCV(LinearSVC(C=hp["C"], random_state=seed), method="sigmoid", cv=3)),
         ])
-    # gradient_boosting: histogram GBM, sklearn's fast one; early stopping turns on above 10k rows.
-    return HistGradientBoostingClassifier(max_iter=hp["max_iter"], learning_rate=hp["learning_rate"],
-                                          max_leaf_nodes=hp["max_leaf_nodes"],
-                                          min_samples_leaf=hp["min_samples_leaf"], random_state=seed)
+    # gradient_boosting: histogram GBM, sklearn's fast one; early stopping turns on above 10k rows. It takes
+    # dense rows only: fitted on a bounded row sample (every row up to 2**27 cells: the 100k cohort's 70k
+    # training rows x 1,511 features), scored in row batches (processing.features.DenseBatches).
+    return DenseBatches(HistGradientBoostingClassifier(max_iter=hp["max_iter"], learning_rate=hp["learning_rate"],
+                                                       max_leaf_nodes=hp["max_leaf_nodes"],
+                                                       min_samples_leaf=hp["min_samples_leaf"], random_state=seed),
+                        random_state=seed)
 
 
 def adapt_to_rows(estimator: Any, y: Any) -> Any:
@@ -273,8 +282,9 @@ def adapt_to_rows(estimator: Any, y: Any) -> Any:
 
     counts = np.bincount(np.asarray(y, dtype=int))
     smallest = int(counts[counts > 0].min()) if counts.size else 0
-    if isinstance(estimator, MLPClassifier) and estimator.early_stopping and smallest < MLP_EARLY_STOPPING_MIN_CLASS:
-        estimator.set_params(early_stopping=False)
+    mlp = estimator.estimator if isinstance(estimator, DenseBatches) else estimator  # cloned from it at fit
+    if isinstance(mlp, MLPClassifier) and mlp.early_stopping and smallest < MLP_EARLY_STOPPING_MIN_CLASS:
+        mlp.set_params(early_stopping=False)
     if isinstance(estimator, Pipeline) and isinstance(estimator.steps[-1][1], CalibratedClassifierCV):
         calibrated = estimator.steps[-1][1]
         if smallest == 2:

@@ -23,6 +23,7 @@ from typing import Any, NamedTuple
 import joblib
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 from sklearn.pipeline import Pipeline
 from sklearn.utils.class_weight import compute_sample_weight
 
@@ -34,6 +35,7 @@ from diagnosa.serving_code import write_serving_code
 from processing.calibration import calibration_summary
 from processing.metrics import evaluate
 from processing.split import read_split, read_train_groups, unseen_mask
+from processing.trainset import read_train, stack_parts
 from training.decisions import MAX_PRECISION_LOSS, calibrate_and_decide
 from training.distributed import cluster_from_env, collective, digest_of_parts, fit_xgboost, gather, is_distributed, total
 from training.models import (
@@ -256,12 +258,12 @@ def load_transformer(transformer_dir: str | os.PathLike) -> tuple[Any, dict[str,
 
 
 def load_train(train_dir: str | os.PathLike, n_labels: int, *, allow_nan: bool = False,
-               empty_width: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, str]]:
-    """X, y, sample_weight of every ``*.npz`` part in the channel (name order), and each part's sha256,
-    checked so a bad file fails here, not inside a library. ``empty_width``: a host of a distributed job
-    may hold no part (its shard is empty); it gets zero rows of that many columns instead of an error."""
+               empty_width: int | None = None) -> tuple[Any, np.ndarray, np.ndarray, dict[str, str]]:
+    """X (CSR or dense, as Preprocess wrote it), y, sample_weight of every ``*.npz`` part in the channel (name
+    order), and each part's sha256, checked so a bad file fails here, not inside a library. ``empty_width``: a host
+    of a distributed job may hold no part (its shard is empty); it gets zero rows of that many columns instead."""
     folder = Path(train_dir)
-    paths = sorted(folder.glob("*.npz")) if folder.is_dir() else []
+    paths = sorted(folder.glob(TRAIN_PATTERN)) if folder.is_dir() else []
     if not paths:
         if empty_width is not None:
             logger.info("train channel: no part on this host (%s)", folder)
@@ -271,25 +273,22 @@ def load_train(train_dir: str | os.PathLike, n_labels: int, *, allow_nan: bool =
     widths = {X.shape[1] for X, _, _ in parts}
     if len(widths) > 1:
         raise ValueError(f"train channel: the parts have different numbers of columns {sorted(widths)}")
-    X = parts[0][0] if len(parts) == 1 else np.vstack([X for X, _, _ in parts])
+    X = stack_parts([X for X, _, _ in parts])
     y = np.concatenate([y for _, y, _ in parts])
     w = np.concatenate([w for _, _, w in parts])
     if X.shape[0] == 0 and empty_width is None:
         raise ValueError(f"train channel: X must be a non-empty 2-D array, got shape {X.shape}")
     digests = {path.name: _sha256(path) for path in paths}
-    logger.info("read %d part(s) from %s: X %s %s, %d weighted rows", len(paths), folder, X.shape, X.dtype,
-                int((w != 1).sum()))
+    logger.info("read %d part(s) from %s: X %s %s %s, %d weighted rows", len(paths), folder, X.shape, X.dtype,
+                f"CSR ({X.nnz:,} stored values)" if sp.issparse(X) else "dense", int((w != 1).sum()))
     return X, y, w, digests
 
 
-def _load_train_part(path: Path, n_labels: int, allow_nan: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    with np.load(path, allow_pickle=False) as data:
-        missing = [name for name in ("X", "y") if name not in data.files]
-        if missing:
-            raise ValueError(f"train channel: {path.name} lacks array(s) {', '.join(missing)} "
-                             f"(has: {', '.join(data.files) or 'none'})")
-        X, y = data["X"], data["y"]
-        w = data["sample_weight"] if "sample_weight" in data.files else None
+def _load_train_part(path: Path, n_labels: int, allow_nan: bool) -> tuple[Any, np.ndarray, np.ndarray]:
+    try:
+        X, y, w = read_train(path)
+    except ValueError as err:
+        raise ValueError(f"train channel: {err}") from None
     if X.ndim != 2 or X.shape[1] == 0:
         raise ValueError(f"train channel: {path.name}: X must be a 2-D array with columns, got shape {X.shape}")
     if not np.issubdtype(X.dtype, np.number):
@@ -297,14 +296,15 @@ def _load_train_part(path: Path, n_labels: int, allow_nan: bool) -> tuple[np.nda
     if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
         raise ValueError(f"train channel: {path.name}: y must be a 1-D integer array of label indices, "
                          f"got shape {y.shape} dtype {y.dtype}")
-    if len(y) != len(X):
-        raise ValueError(f"train channel: {path.name}: X has {len(X)} rows but y has {len(y)}")
+    if len(y) != X.shape[0]:
+        raise ValueError(f"train channel: {path.name}: X has {X.shape[0]} rows but y has {len(y)}")
     bad = np.unique(y[(y < 0) | (y >= n_labels)])
     if bad.size:
         raise ValueError(f"train channel: {path.name}: y holds label index(es) out of range [0, {n_labels}): "
                          f"{bad[:10].tolist()}")
-    if np.isinf(X).any() or (not allow_nan and np.isnan(X).any()):
-        raise ValueError(f"train channel: {path.name}: X holds {int((~np.isfinite(X)).sum())} non-finite value(s)")
+    values = X.data if sp.issparse(X) else X  # a sparse matrix's absent entries are zeros
+    if np.isinf(values).any() or (not allow_nan and np.isnan(values).any()):
+        raise ValueError(f"train channel: {path.name}: X holds {int((~np.isfinite(values)).sum())} non-finite value(s)")
     if w is None:
         logger.warning("train channel: %s has no sample_weight; using ones", path.name)
         w = np.ones(len(y))
@@ -314,6 +314,39 @@ def _load_train_part(path: Path, n_labels: int, allow_nan: bool) -> tuple[np.nda
     if not np.isfinite(w).all() or (w < 0).any() or (len(w) and w.sum() <= 0):
         raise ValueError(f"train channel: {path.name}: sample_weight must be finite, non-negative and not all zero")
     return X, y.astype(np.int64), w
+
+
+def validation_features(validation_dir: str | os.PathLike, validation: pd.DataFrame, y_val: np.ndarray,
+                        transformer: Any, target: str) -> Any:
+    """The validation rows' features: the ``<part>.npz`` Preprocess wrote beside each ``<part>.parquet`` when the
+    channel has them (refused unless their label indices are the parquet's, row for row), else the fitted
+    transformer applied here (a channel written before the features travelled with it)."""
+    folder = Path(validation_dir)
+    tables = sorted(folder.glob("*.parquet"))
+    features = [path.with_suffix(".npz") for path in tables]
+    present = [path for path in features if path.is_file()]
+    if not present:
+        return transformer.transform(validation.drop(columns=[target]))
+    if len(present) != len(features):
+        lacking = [path.name for path in features if not path.is_file()]
+        raise ValueError(f"validation channel: the features of {len(lacking)} part(s) are missing ({', '.join(lacking[:5])})"
+                         " while others are there: the channel mixes two runs' outputs")
+    blocks, y_file = [], []
+    for path in present:
+        try:
+            X_part, y_part, _ = read_train(path)
+        except ValueError as err:
+            raise ValueError(f"validation channel: {err}") from None
+        blocks.append(X_part)
+        y_file.append(y_part)
+    y_all = np.concatenate(y_file)
+    if y_all.shape != y_val.shape or not np.array_equal(y_all, y_val):
+        raise ValueError(f"validation channel: the features (.npz) do not belong to the rows (.parquet): their "
+                         f"{len(y_all)} rows' labels are not the {len(y_val)} rows' of the parquet parts")
+    X_val = stack_parts(blocks)
+    logger.info("read %d validation feature part(s) from %s: %s, the rows Preprocess transformed", len(present),
+                folder, X_val.shape)
+    return X_val
 
 
 def load_validation(validation_dir: str | os.PathLike) -> pd.DataFrame:
@@ -374,11 +407,11 @@ def _input_schema(schema: Schema) -> list[dict[str, Any]]:
 
 class Pools(NamedTuple):
     """Rows cross-validated (``cv_*``) and rows the final model is fitted on (``fit_*``)."""
-    cv_X: np.ndarray
+    cv_X: Any  # CSR or dense, as the training rows
     cv_y: np.ndarray
     cv_w: np.ndarray
     validation_rows: np.ndarray  # bool per CV row
-    fit_X: np.ndarray
+    fit_X: Any
     fit_y: np.ndarray
     fit_w: np.ndarray
     method: str
@@ -389,7 +422,14 @@ def resampling_method(resampling: Mapping[str, Any] | None, weight: np.ndarray) 
     return str(dict(resampling or {}).get("method") or ("none" if np.allclose(weight, 1.0) else "class_weights"))
 
 
-def build_pools(X: np.ndarray, y: np.ndarray, weight: np.ndarray, X_val: np.ndarray, y_val: np.ndarray,
+def stack_rows(top: Any, bottom: Any) -> Any:
+    """Rows of ``top`` then ``bottom``, in ``top``'s layout (CSR or dense) and dtype."""
+    if sp.issparse(top):
+        return sp.vstack([top, sp.csr_matrix(bottom)], format="csr", dtype=top.dtype)
+    return np.vstack([top, bottom.toarray() if sp.issparse(bottom) else bottom]).astype(top.dtype, copy=False)
+
+
+def build_pools(X: Any, y: np.ndarray, weight: np.ndarray, X_val: Any, y_val: np.ndarray,
                 resampling: Mapping[str, Any] | None) -> Pools:
     """Train + validation rows for cross-validation and for the final fit, by the split's resampling.
 
@@ -404,13 +444,13 @@ def build_pools(X: np.ndarray, y: np.ndarray, weight: np.ndarray, X_val: np.ndar
     real = len(y)
     if method in ("smote", "adasyn") and isinstance(info.get("before"), dict):
         real = int(sum(int(v) for v in info["before"].values()))
-    cv_X = np.vstack([X[:real], X_val]).astype(X.dtype, copy=False)
+    cv_X = stack_rows(X[:real], X_val)
     cv_y = np.concatenate([y[:real], y_val])
     balanced = compute_sample_weight("balanced", cv_y)
     cv_w = np.ones(len(cv_y)) if method == "none" else balanced
     validation_rows = np.r_[np.zeros(real, dtype=bool), np.ones(len(y_val), dtype=bool)]
     if method in ("smote", "adasyn"):
-        fit_X, fit_y = np.vstack([X, X_val]).astype(X.dtype, copy=False), np.concatenate([y, y_val])
+        fit_X, fit_y = stack_rows(X, X_val), np.concatenate([y, y_val])
         fit_w = np.r_[weight, np.ones(len(y_val))]
     else:
         fit_X, fit_y, fit_w = cv_X, cv_y, cv_w
@@ -459,14 +499,17 @@ def train(train_dir: str | os.PathLike, validation_dir: str | os.PathLike, trans
     unknown = sorted({str(v) for v in validation[schema.target]} - set(labels))
     if unknown:
         raise ValueError(f"validation channel: labels not in the label set: {unknown}")
-    X_val = np.asarray(transformer.transform(validation.drop(columns=[schema.target])), dtype=X.dtype)
+    y_val = np.array([labels.index(str(v)) for v in validation[schema.target]], dtype=np.int64)
+    X_val = validation_features(validation_dir, validation, y_val, transformer, schema.target)
+    X_val = sp.csr_matrix(X_val, dtype=X.dtype) if sp.issparse(X) else np.asarray(
+        X_val.toarray() if sp.issparse(X_val) else X_val, dtype=X.dtype)  # the training rows' layout
     if X_val.ndim != 2 or X_val.shape[1] != X.shape[1]:  # fail now, not after a long fit
         raise ValueError(f"transformer channel: the transformer makes {X_val.shape[-1]} feature(s) but "
                          f"the training rows have {X.shape[1]} columns")
-    if family not in NAN_TOLERANT and not np.isfinite(X_val).all():
-        raise ValueError(f"validation channel: the transformer made {int((~np.isfinite(X_val)).sum())} "
+    val_values = X_val.data if sp.issparse(X_val) else X_val
+    if family not in NAN_TOLERANT and not np.isfinite(val_values).all():
+        raise ValueError(f"validation channel: the transformer made {int((~np.isfinite(val_values)).sum())} "
                          "non-finite value(s)")
-    y_val = np.array([labels.index(str(v)) for v in validation[schema.target]], dtype=np.int64)
     holdout = use_holdout(y_val, k, settings.holdout_min_class)
     if spread and not holdout:
         raise ValueError(f"training across instances needs at least {settings.holdout_min_class} validation rows of "

@@ -158,7 +158,7 @@ def fit_full_classes(estimator: Any, X: np.ndarray, y: np.ndarray, w: np.ndarray
     fitted = estimator.fit(X, remap[y], sample_weight=w)
 
     def predict(X_new: np.ndarray) -> np.ndarray:
-        out = np.zeros((len(X_new), k))
+        out = np.zeros((X_new.shape[0], k))
         out[:, present[np.asarray(fitted.classes_, dtype=int)]] = fitted.predict_proba(X_new)
         return out
 

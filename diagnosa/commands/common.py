@@ -20,16 +20,43 @@ class UsageError(Exception):
     """Bad input from the command line; printed as one line, exit status 2."""
 
 
+WORKSPACE_FOLDER = ".diagnosa"
+
+
+def find_workspace(start: Path) -> Path | None:
+    """The nearest ``.diagnosa`` folder in ``start`` or one of its parents, or None."""
+    for folder in (start, *start.parents):
+        if (folder / WORKSPACE_FOLDER).is_dir():
+            return folder / WORKSPACE_FOLDER
+    return None
+
+
 def workspace(args: argparse.Namespace) -> Path:
-    return Path(args.workspace or os.environ.get("DIAGNOSA_HOME") or ".diagnosa").resolve()
+    """--workspace, else $DIAGNOSA_HOME, else the nearest .diagnosa here or above (as git finds .git), else
+    ./.diagnosa (where the first command that writes creates it)."""
+    chosen = args.workspace or os.environ.get("DIAGNOSA_HOME")
+    if chosen:
+        return Path(chosen).expanduser().resolve()
+    here = Path.cwd()
+    return find_workspace(here) or here / WORKSPACE_FOLDER
+
+
+def workspace_hint(args: argparse.Namespace) -> str:
+    """For a message saying nothing was found: which workspace was read, and how to point at another."""
+    if args.workspace or os.environ.get("DIAGNOSA_HOME"):
+        return f"workspace {workspace(args)} (from {'--workspace' if args.workspace else 'DIAGNOSA_HOME'})"
+    if find_workspace(Path.cwd()) is None:
+        return (f"no workspace ({WORKSPACE_FOLDER}) in {Path.cwd()} or above it: run from the folder where you ran "
+                "`diagnosa data generate` or `make run`, or give --workspace DIR (or set DIAGNOSA_HOME)")
+    return f"workspace {workspace(args)}; another one: --workspace DIR (or DIAGNOSA_HOME)"
 
 
 def open_lake(args: argparse.Namespace) -> DataLake:
+    """The lake; opening it creates nothing (a local lake's folders appear with the first object written), so a
+    command that only reads leaves no empty workspace behind to shadow the real one."""
     uri = args.lake or os.environ.get("DIAGNOSA_LAKE") or str(workspace(args) / "lake")
     raw_uri = getattr(args, "raw_lake", None) or os.environ.get("DIAGNOSA_RAW_LAKE") or None
-    lake = DataLake.from_uri(uri, raw_uri=raw_uri)
-    lake.init_zones()
-    return lake
+    return DataLake.from_uri(uri, raw_uri=raw_uri)
 
 
 def local_workspace(args: argparse.Namespace, lake: DataLake | None = None) -> LocalWorkspace:

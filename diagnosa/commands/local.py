@@ -14,25 +14,38 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from diagnosa.commands.common import UsageError, int_in, local_workspace, split_families, split_params, workspace
+from diagnosa.commands.common import (
+    UsageError,
+    int_in,
+    local_workspace,
+    split_families,
+    split_params,
+    workspace,
+    workspace_hint,
+)
 from diagnosa.data.schema import BUILTIN_DATASET
 from diagnosa.lake import DataLake
 from diagnosa.services import LocalWorkspace, curated_manifest, plan_local_run
 
 if TYPE_CHECKING:
+    from diagnosa.commands.progress import Board
     from pipelines.executor import LocalExecutor
 
 EXAMPLE = {"age": 67, "sex": "M", "temperature_c": 38.9, "symptoms": ["HP:0001945"]}
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from diagnosa.commands.progress import Board, follow_steps
     from pipelines.executor import ExecutionError
 
     if not args.local:
         raise UsageError("only --local runs here; on SageMaker use `diagnosa pipeline upsert` then "
                          "`diagnosa pipeline start`")
     local = local_workspace(args)
-    executor = local.executor(port=args.port, max_parallel=args.max_parallel, use_cache=not args.no_cache)
+    # The step lines go to stdout as always; on a terminal, a live board on stderr shows the running steps' phases.
+    board = Board.for_terminal("run --local", quiet=args.quiet, transient=True)
+    executor = local.executor(port=args.port, max_parallel=args.max_parallel, use_cache=not args.no_cache,
+                              progress=board.echo, on_step=follow_steps(board))
     if args.resume:
         fixed = [flag for flag, given in (("--param", args.param), ("--families", args.families),
                                           ("--definition", args.definition)) if given]
@@ -41,7 +54,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                              f"{', '.join(fixed)} cannot change them: start a new run with the fix instead "
                              "(`diagnosa run --local --param ...`)")
         try:
-            record = executor.resume(args.resume)
+            with board:
+                record = executor.resume(args.resume)
         except ExecutionError as err:
             raise UsageError(str(err)) from None
         return report_run(record, local.lake)
@@ -49,7 +63,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     families = split_families(args.families)
     definition = _read_definition(args.definition) if args.definition else None
     return run_pipeline(local, executor, dataset=args.dataset, overrides=overrides, families=families,
-                        definition=definition)
+                        definition=definition, board=board)
 
 
 def _read_definition(path: str) -> dict[str, Any]:
@@ -63,17 +77,22 @@ def _read_definition(path: str) -> dict[str, Any]:
 
 
 def run_pipeline(local: LocalWorkspace, executor: LocalExecutor, *, dataset: str, overrides: dict[str, str],
-                 families: tuple[str, ...] | None = None, definition: dict[str, Any] | None = None) -> int:
+                 families: tuple[str, ...] | None = None, definition: dict[str, Any] | None = None,
+                 board: Board | None = None) -> int:
     """A new local execution, as `run --local` and `monitor --retrain` start it: planned (the data it trains on,
-    the definition, the parameters), announced, run and reported; the exit status."""
+    the definition, the parameters), announced, run (shown live on ``board``, if given) and reported; the exit
+    status."""
+    from diagnosa.commands.progress import Board
     from pipelines.executor import ExecutionError
 
+    board = board or Board("run --local", enabled=False)
     plan = plan_local_run(local.lake, dataset=dataset, overrides=overrides, families=families, definition=definition)
     manifest = plan.manifest
-    print(f"local execution of pipeline diagnosa on {local.lake.uri}"
-          + (f" (dataset {manifest['dataset']} version {manifest['version']})" if manifest else ""))
+    board.echo(f"local execution of pipeline diagnosa on {local.lake.uri}"
+               + (f" (dataset {manifest['dataset']} version {manifest['version']})" if manifest else ""))
     try:
-        record = executor.start(plan.definition, plan.overrides)
+        with board:
+            record = executor.start(plan.definition, plan.overrides)
     except ExecutionError as err:
         raise UsageError(str(err)) from None
     return report_run(record, local.lake, manifest)
@@ -148,7 +167,7 @@ def cmd_executions(args: argparse.Namespace) -> int:
     if args.execution:
         match = [e for e in executions if e["PipelineExecutionId"] == args.execution]
         if not match:
-            raise UsageError(f"no local execution {args.execution!r} in {root}")
+            raise UsageError(f"no local execution {args.execution!r} in {root} ({workspace_hint(args)})")
         execution = match[0]
         print(f"{execution['PipelineExecutionId']}  {execution['PipelineExecutionStatus']}  "
               f"started {execution['CreationTime']}")
@@ -164,7 +183,7 @@ def cmd_executions(args: argparse.Namespace) -> int:
             print(f"  {name:<28} not run (branch not taken)")
         return 0
     if not executions:
-        print(f"no local executions in {root}")
+        print(f"no local executions in {root} ({workspace_hint(args)})")
     for e in executions:
         steps = e["Steps"].values()
         print(f"{e['PipelineExecutionId']}  {e['PipelineExecutionStatus']:<10} started {e['CreationTime']}  "
@@ -179,7 +198,7 @@ def cmd_endpoint(args: argparse.Namespace) -> int:
     if args.endpoint_command == "list":
         records = endpoints.list()
         if not records:
-            print(f"no local endpoints in {endpoints.root}")
+            print(f"no local endpoints in {endpoints.root} ({workspace_hint(args)})")
         for r in records:
             print(f"{r['EndpointName']:<16} {r['EndpointStatus']:<13} {r['Url']}  config {r['EndpointConfigName']}")
         return 0
@@ -208,6 +227,7 @@ def register(commands: Any) -> None:
                      help="steps running at once (default: cores, at most 4)")
     run.add_argument("--port", type=int_in(0, 65535, "--port"), default=None,
                      help="port of a new local endpoint (default 8080; 0 picks a free one)")
+    run.add_argument("--quiet", action="store_true", help="no live progress on stderr (shown only on a terminal)")
     run.set_defaults(func=cmd_run)
 
     executions = commands.add_parser("executions", help="past local executions, or one execution's steps")

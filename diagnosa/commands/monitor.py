@@ -19,6 +19,7 @@ from diagnosa.commands.common import (
     split_families,
     split_params,
     workspace,
+    workspace_hint,
 )
 from diagnosa.data.schema import BUILTIN_DATASET
 
@@ -35,8 +36,8 @@ def _served_baselines(args: argparse.Namespace, lake: Any) -> list[Path]:
     ws = workspace(args)
     record = None if lake.uri.startswith("s3://") else local_workspace(args, lake).endpoints().describe(args.endpoint_name)
     if record is None:
-        raise UsageError(f"no local endpoint {args.endpoint_name!r} in {ws}: give the baseline folders with "
-                         "--baseline (preprocess 'baseline' output and evaluate 'evaluation' output)")
+        raise UsageError(f"no local endpoint {args.endpoint_name!r} ({workspace_hint(args)}): give the baseline "
+                         "folders with --baseline (preprocess 'baseline' output and evaluate 'evaluation' output)")
     served = record["ModelDataUrl"]
     registry = local_registry(ws)
     for group in registry.groups():

@@ -51,6 +51,12 @@ ROWS_PER_PART = 5_000
 RECORDS_SOURCE = "clinical_records"
 LABS_SOURCE = "lab_results"
 BATCH_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+# Told what ingestion is doing as it goes, (phase, detail): for a live display; ingestion itself prints nothing.
+Phase = Callable[..., None]
+
+
+def _no_phase(name: str, detail: str = "") -> None:
+    """The default :data:`Phase`: nobody is watching."""
 
 
 class IngestError(ValueError):
@@ -323,8 +329,10 @@ def stage_cohort_files(lake: DataLake, records_path: Path, labs_path: Path, batc
     return batch
 
 
-def ingest_cohort(lake: DataLake, batch: str, *, ontology: Ontology | None = None) -> IngestReport:
+def ingest_cohort(lake: DataLake, batch: str, *, ontology: Ontology | None = None,
+                  phase: Phase = _no_phase) -> IngestReport:
     started = time.perf_counter()
+    phase("reading the raw batch", batch)
     records_key, labs_key = raw_keys(batch)
     for key in (records_key, labs_key):
         if not lake.exists(key):
@@ -337,10 +345,13 @@ def ingest_cohort(lake: DataLake, batch: str, *, ontology: Ontology | None = Non
     existing = _existing(lake, schema.name, version)
     if existing is not None:
         return existing
-    ontology = ontology or load_ontology()
+    if ontology is None:
+        phase("loading the phenotype ontology")
+        ontology = load_ontology()
 
     # Clinical records, parsed and validated a chunk at a time.
     lines = JsonLines(records_bytes)
+    phase("validating clinical records", f"0 of {len(lines):,}")
     parts: list[pd.DataFrame] = []
     line_numbers: list[int] = []
     parse_errors: dict[int, list[str]] = {}
@@ -353,6 +364,7 @@ def ingest_cohort(lake: DataLake, batch: str, *, ontology: Ontology | None = Non
         row_errors.update({offset + p: r for p, r in part_errors.items()})
         parts.append(part)
         line_numbers.extend(numbers)
+        phase("validating clinical records", f"{len(line_numbers) + len(parse_errors):,} of {len(lines):,}")
         del chunk, raw
     typed = pd.concat(parts, ignore_index=True) if parts else \
         validate_frame(pd.DataFrame(), CLINICAL_RECORD_FIELDS, text=False)[0]
@@ -369,6 +381,7 @@ def ingest_cohort(lake: DataLake, batch: str, *, ontology: Ontology | None = Non
     rejected_ids = set(typed.loc[bad_rows, "patient_id"].dropna())
 
     # Lab results.
+    phase("validating lab results")
     labs_raw = read_csv_text(labs_bytes, lake.url(labs_key))
     lab_typed, lab_errors = validate_frame(labs_raw, LAB_RESULT_FIELDS, text=True)
     lab_errors = _merge(lab_errors, _duplicates(lab_typed["patient_id"], lambda p: tuple(labs_raw.iloc[p])))
@@ -392,13 +405,14 @@ def ingest_cohort(lake: DataLake, batch: str, *, ontology: Ontology | None = Non
     ]
     extra = {"batch": batch, "hpo_release": ontology.release,
              "orphan_rows": int(curated["is_orphan"].fillna(False).sum())}
+    phase("writing the curated version", version)
     return _commit(lake, schema, version, curated, sources,
                    {RECORDS_SOURCE: quarantined_records, LABS_SOURCE: quarantined_labs}, started, extra)
 
 
 # ------------------------------------------------------------------------------------------------ own CSV
 
-def ingest_csv(lake: DataLake, path: Path, config_path: Path) -> IngestReport:
+def ingest_csv(lake: DataLake, path: Path, config_path: Path, *, phase: Phase = _no_phase) -> IngestReport:
     """A user's own labelled CSV, described by a TOML config (see docs/data.md).
 
     Everything is checked before anything is written: the config, the header, and the classes the
@@ -412,6 +426,7 @@ def ingest_csv(lake: DataLake, path: Path, config_path: Path) -> IngestReport:
         raise IngestError(str(err)) from None
     if not path.is_file():
         raise IngestError(f"input file not found: {path}")
+    phase("reading the CSV", str(path))
     data = path.read_bytes()
     digest = hashlib.sha256(data).hexdigest()
     raw_key = f"raw/{config['name']}/{path.stem}-{digest[:12]}.csv"
@@ -427,6 +442,7 @@ def ingest_csv(lake: DataLake, path: Path, config_path: Path) -> IngestReport:
     if existing is not None:
         return existing
 
+    phase("validating rows", f"{len(frame):,}")
     kept = frame.drop(columns=list(schema.exclude))
     slice_ = config_slice(config)
     fields = schema.fields
@@ -449,6 +465,7 @@ def ingest_csv(lake: DataLake, path: Path, config_path: Path) -> IngestReport:
     if slice_ and not curated[schema.slice_column].fillna(False).astype(bool).any():
         raise IngestError(f"{path}: no accepted row is in the slice '{schema.slice}' (column '{slice_[1]}'"
                           + (f" = {slice_[2]!r}" if slice_[2] is not None else " true") + "). Nothing was written")
+    phase("writing the curated version", version)
     lake.put_bytes_once(raw_key, data)
     sources = [SourceCounts(schema.name, raw_key, digest, len(frame), len(curated), len(quarantined))]
     return _commit(lake, schema, version, curated, sources, {schema.name: quarantined}, started,

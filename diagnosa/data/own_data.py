@@ -103,21 +103,28 @@ values = ["m", "f"]
 type = "category"  # 1 D-penicillamine, 2 placebo; empty for the 106 patients outside the trial
 ```
 
-```
+<!-- docs-test: covered-by tests/test_byod_pipeline.py -->
+```console
 $ diagnosa data ingest pbc.csv --config pbc.toml
 dataset pbc version c46adc4f8011
   pbc: read 418 / accepted 412 / quarantined 6
     quarantined for missing required field 'stage': 6
   curated rows: 412 → curated/pbc/c46adc4f8011/data/ (1 part)
-$ diagnosa run --local --dataset pbc --param ModelApprovalStatus=Approved \\
-    --param RecallThreshold1=0.3 --param EdemaRecallThreshold=0.3 --param Seed=3
+$ diagnosa run --local --dataset pbc --families logistic_regression --param Seed=3 \\
+    --param ModelApprovalStatus=Approved --param EdemaRecallThreshold=0.25 --param RecallThreshold1=0.25 \\
+    --param RecallThreshold2=0.25 --param RecallThreshold3=0.25 --param RecallThreshold4=0.25
 ```
 
 The curated classes are stage 1: 21, 2: 92, 3: 155, 4: 144 rows. The definition is built for
 these labels: parameters `RecallThreshold1` … `RecallThreshold4` and `EdemaRecallThreshold` (no
 `OrphanRecallThreshold`: this table has no orphan slice), model package group and endpoint `pbc`.
-The run ends by printing a `curl` and a `diagnosa predict ... --endpoint-name pbc` call with a
-record of this table (its first curated row's features), and the endpoint answers with the labels
-`1` … `4`. With one candidate (`--families logistic_regression`) the run took 29 s on a 2-core
-machine. Stage 1 has 2 test rows, so its test recall is 0, ½ or 1: set its threshold knowing that.
+No candidate reaches the default gate on this table (0.80 per class: with all three families, seed 3,
+the champion's recall was 0.44, 0.27 and 0.64 for stages 2–4, and the run ended at
+`RecallGateFailed`, exit status 1), so the example lowers the gate to 0.25 to serve a model you can
+try: with one candidate (logistic regression: test recall 0.50, 0.67, 0.33, 0.71 for stages 1–4, 1.0
+on the edema slice) the run took 29–43 s on a 2-core machine, registered `pbc` version 1 and ends by
+printing a `curl` and a `diagnosa predict ... --endpoint-name pbc` call with a record of this table
+(its first curated row's features); the endpoint answers with the labels `1` … `4`. Stage 1 has 2
+test rows, so its test recall is 0, ½ or 1: set its threshold knowing that.
+`tests/test_byod_pipeline.py` runs both commands as written here.
 """

@@ -3,9 +3,10 @@
 ``infra/images/<role>/Dockerfile`` (role ``jobs``: processing, training and the monitoring job;
 ``serving``: the endpoint's model) builds ``FROM`` the AWS image ``pipelines/definition.py`` names for
 that role in the stage's region (the ``BASE_IMAGE`` build argument) and installs
-``requirements/steps.txt``. ``cdk synth`` builds nothing: each image is a ``DockerImageAsset`` whose
-recipe (context folder, Dockerfile, build arguments, platform) lands in the stack's asset manifest;
-``cdk deploy`` builds it with the Docker engine of the deploying machine and pushes it.
+``requirements/steps-lock.txt`` (the step pins and everything they depend on, with hashes). ``cdk synth``
+builds nothing: each image is a ``DockerImageAsset`` whose recipe (context folder, Dockerfile, build
+arguments, platform) lands in the stack's asset manifest; ``cdk deploy`` builds it with the Docker
+engine of the deploying machine and pushes it.
 
 Where it is pushed: CDK's bootstrap container-assets repository has immutable tags but no scanning
 (``ContainerAssetsRepository`` in the bootstrap template has ``ImageTagMutability: IMMUTABLE`` and no
@@ -32,10 +33,11 @@ from aws_cdk import aws_ecr_assets as ecr_assets
 from aws_cdk import aws_iam as iam
 from constructs import Construct
 
+from diagnosa.serving_code import STEP_LOCK
 from infra.config import StageConfig
 
 ROOT = Path(__file__).resolve().parents[2]
-PINS = "requirements/steps.txt"
+PINS = STEP_LOCK
 QUALIFIER = cdk.DefaultStackSynthesizer.DEFAULT_QUALIFIER
 
 

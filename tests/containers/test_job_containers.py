@@ -323,7 +323,7 @@ def test_a_bundle_without_the_program_fails_naming_it(execution, tmp_path):
 
 def test_a_pin_that_differs_from_the_environment_fails_naming_it(execution, tmp_path):
     def drift(files):
-        files["requirements.txt"] = re.sub(rb"(?m)^numpy==\S+$", b"numpy==1.0.0", files["requirements.txt"])
+        files["requirements.txt"] = re.sub(rb"(?m)^numpy==\S+", b"numpy==1.0.0", files["requirements.txt"])
         assert b"numpy==1.0.0" in files["requirements.txt"]
 
     uri = _bundle_with(execution.lake, "artifacts/code/drifted/sourcedir.tar.gz", drift)

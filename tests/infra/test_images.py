@@ -38,8 +38,10 @@ def instructions(role, name):
     return [i["value"] for i in parsed(role).structure if i["instruction"] == name]
 
 
-def pins():
-    return [line.strip() for line in (ROOT / PINS).read_text().splitlines() if line.strip() and not line.startswith("#")]
+@pytest.fixture
+def pins(step_lock):
+    """The locked step pins, ``name==version``, as the images install them (requirements/steps-lock.txt)."""
+    return {f"{entry.name}=={entry.version}" for entry in step_lock.values()}
 
 
 # ------------------------------------------------------------------------------------------ Dockerfiles
@@ -68,12 +70,12 @@ def test_dockerfile_installs_the_pins_at_build_and_cuts_the_index_after(role):
     structure = parsed(role).structure
     [copy] = [i["value"] for i in structure if i["instruction"] == "COPY"]
     source, target = copy.split()
-    assert source == PINS  # requirements/steps.txt: the same file setup.py and the staged code install
+    assert source == PINS  # requirements/steps-lock.txt: the same lock the staged code and the model artifact ship
     assert set(role.context) == {role.dockerfile, source}  # the build context holds nothing else
     runs = [(n, i["value"]) for n, i in enumerate(structure) if i["instruction"] == "RUN"]
     installs = [(n, run) for n, run in runs if "pip install" in run]
     [(at, install)] = installs
-    assert re.search(rf"pip install --no-cache-dir -r {re.escape(target)}(\s|$)", install)
+    assert re.search(rf"pip install --no-cache-dir --require-hashes -r {re.escape(target)}(\s|$)", install)
     env = [(n, i["value"]) for n, i in enumerate(structure) if i["instruction"] == "ENV"]
     [(cut, _)] = [(n, v) for n, v in env if "PIP_NO_INDEX=1" in v]
     assert at < cut and all(n < cut for n, _ in runs)  # nothing runs after the index is gone
@@ -129,9 +131,10 @@ def _index_url() -> str:
     return os.environ.get("DIAGNOSA_IMAGE_INDEX_URL", "https://pypi.org/simple")
 
 
-def test_every_pin_resolves_for_the_images_python_and_platform(tmp_path):
-    """The full transitive set, wheels only, for CPython 3.11 on manylinux x86_64 up to glibc 2.35, from
-    the package index the image build uses (metadata only: nothing is installed, few wheels fetched)."""
+def test_the_step_lock_installs_as_it_is_for_the_images_python_and_platform(tmp_path, pins):
+    """The whole lock, hash-checked and wheels only, for CPython 3.11 on manylinux x86_64 up to glibc 2.35,
+    from the package index the image build uses: pip resolves exactly the locked set, nothing more, nothing
+    other (metadata only: nothing is installed, few wheels fetched)."""
     index = _index_url()
     try:
         urllib.request.urlopen(f"{index.rstrip('/')}/pip/", timeout=10).close()
@@ -139,19 +142,15 @@ def test_every_pin_resolves_for_the_images_python_and_platform(tmp_path):
         pytest.skip(f"package index {index} unreachable ({err}): cannot resolve the pins offline")
     report = tmp_path / "report.json"
     command = [sys.executable, "-m", "pip", "--isolated", "install", "--dry-run", "--quiet", "--ignore-installed",
-               "--report", str(report), "--index-url", index, "--only-binary=:all:", "--target", str(tmp_path / "t"),
-               "--python-version", PYTHON_VERSION, "--implementation", "cp", "--abi", "cp311",
-               *(arg for p in PLATFORMS for arg in ("--platform", p)), "-r", str(ROOT / PINS)]
+               "--require-hashes", "--report", str(report), "--index-url", index, "--only-binary=:all:",
+               "--target", str(tmp_path / "t"), "--python-version", PYTHON_VERSION, "--implementation", "cp",
+               "--abi", "cp311", *(arg for p in PLATFORMS for arg in ("--platform", p)), "-r", str(ROOT / PINS)]
     run = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
-    resolved = {item["metadata"]["name"].lower().replace("_", "-"): item["metadata"]["version"]
-                for item in json.loads(report.read_text())["install"]}
-    for pin in pins():
-        name, version = pin.split("==")
-        assert resolved.get(name.lower()) == version, (pin, resolved.get(name.lower()))
-    assert len(resolved) > len(pins())  # their dependencies came along (28 for 10 pins on 2026-11-30)
-    wheels = [item["download_info"]["url"] for item in json.loads(report.read_text())["install"]]
-    assert all(url.endswith(".whl") for url in wheels)
+    installs = json.loads(report.read_text())["install"]
+    resolved = {f"{item['metadata']['name'].lower().replace('_', '-')}=={item['metadata']['version']}" for item in installs}
+    assert resolved == {pin.lower() for pin in pins}  # 28 for the 10 step pins on 2026-11-30
+    assert all(item["download_info"]["url"].endswith(".whl") for item in installs)
 
 
 def _pip_as_in_the_image(requirements: Path, env_extra: dict[str, str] | None = None) -> subprocess.CompletedProcess:
@@ -164,13 +163,13 @@ def _pip_as_in_the_image(requirements: Path, env_extra: dict[str, str] | None = 
                           capture_output=True, text=True, timeout=120)
 
 
-def test_start_up_install_is_a_no_op_when_every_pin_is_satisfied():
+def test_start_up_install_is_a_no_op_when_every_pin_is_satisfied(pins):
     # This environment holds the pins (tests/test_pins.py), like the image after its build.
     run = _pip_as_in_the_image(ROOT / PINS)
     assert run.returncode == 0, run.stderr
     satisfied = {m.group(1) for m in re.finditer(r"Requirement already satisfied: (\S+==\S+) .*\(from -r ",
                                                  run.stdout)}
-    assert satisfied == set(pins()) and "Collecting" not in run.stdout and "Installing" not in run.stdout
+    assert satisfied == pins and "Collecting" not in run.stdout and "Installing" not in run.stdout
 
 
 def test_start_up_install_of_a_drifted_pin_fails_at_once(tmp_path):

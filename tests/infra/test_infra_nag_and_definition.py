@@ -1,5 +1,8 @@
 """cdk-nag gates synth (zero unacknowledged findings, and a bad resource fails), and the pipeline
-embedded in the stack is the one ``pipelines/`` builds for the same bucket, role and region."""
+embedded in the stack is the one ``pipelines/`` builds for the same bucket, role and region.
+
+``make synth`` (docs/deploy.md §1) runs this synthesis through the pinned CDK CLI and ``cdk.json``; here the
+same app and gate (``infra.nag.synth``) run in process, for the stages the conftest sets."""
 from __future__ import annotations
 
 import json

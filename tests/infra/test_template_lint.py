@@ -1,6 +1,7 @@
 """The template gates (infra/gates.py) on every synthesized template: cfn-lint (no error, only the warnings
 accepted there with their reason) and checkov (every failure acknowledged in infra/checkov-acknowledged.json
-with its reason, and every acknowledgement still needed)."""
+with its reason, and every acknowledgement still needed). ``make gates`` (docs/deploy.md §1) runs the same gates
+over the templates ``make synth`` writes."""
 from __future__ import annotations
 
 import os

@@ -1,0 +1,292 @@
+"""A file of patients sent to an endpoint: read as a stream, sent in requests, one outcome per record.
+
+``read_records`` reads JSON (one document: a record, a list, or ``{"instances": [...]}``), JSON Lines
+and CSV; JSON Lines and CSV are read line by line, so a file of any size streams. ``predict_stream``
+sends the records in requests of at most ``PREDICT_CHUNK`` patients and under the endpoint's body
+limit, and yields, per record, its answer (:class:`Answered`) or each of its problems
+(:class:`Refused`). A request the endpoint refuses for some of its records is sent again without
+them, so one bad record never costs the others their answer; a refusal that is not about records
+(a bad ``top_k``, ``differential``...) ends the stream with :class:`PredictionRejected`.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import IO, Any, Callable, Iterable, Iterator
+
+from inference.client import DiagnosaClient, PredictionRejected
+from inference.limits import MAX_BODY_BYTES, MAX_LISTED_PROBLEMS
+
+PREDICT_CHUNK = MAX_LISTED_PROBLEMS  # patients per request: a refusal then usually names every problem at once
+
+
+@dataclass(frozen=True)
+class InputRecord:
+    """One record of the input and where it is ("line 12", "record 3"); ``problem`` when it could not be read."""
+
+    where: str
+    record: Any = None
+    problem: str | None = None
+
+
+@dataclass(frozen=True)
+class Answered:
+    where: str
+    result: dict[str, Any]
+    event_id: str | None  # the event id of the request that answered it (what feedback refers to)
+
+
+@dataclass(frozen=True)
+class Refused:
+    where: str
+    field: str | None
+    problem: str
+
+    @property
+    def kind(self) -> str:
+        return problem_kind(self.field, self.problem)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"where": self.where, "field": self.field, "problem": self.problem}
+
+
+# The words of a problem before the value it echoes: "impossible value -1 (...)" → "impossible value".
+_VALUE_STARTS = re.compile(r",?\s+got\b|\s['\"(\[\d-]|:")
+
+
+def problem_kind(field_name: str | None, problem: Any) -> str:
+    """A problem's kind for counting: its field and the words before any value, e.g. 'age: impossible value'."""
+    head = _VALUE_STARTS.split(str(problem), maxsplit=1)[0].strip(" ,;") or str(problem)[:60]
+    return f"{field_name}: {head}" if field_name else head
+
+
+# ------------------------------------------------------------------------------------------------ reading
+
+def read_records(stream: IO[str], fmt: str, name: str) -> tuple[Iterator[InputRecord], list[str] | None]:
+    """The records of ``stream`` in format ``json``, ``jsonl`` or ``csv``; for CSV also its header (the fields).
+
+    A JSON document is parsed whole (one document); a line of JSON Lines or a CSV row that cannot be read
+    becomes a record with its ``problem``, and reading goes on. ValueError: a JSON document that is not
+    JSON, or a CSV without a header."""
+    if fmt == "jsonl":
+        return _json_lines(stream), None
+    if fmt == "csv":
+        return _csv_rows(stream, name)
+    text = stream.read()
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{name} is not valid JSON: {err.msg} at line {err.lineno}") from None
+    if isinstance(data, dict) and "instances" in data:
+        data = data["instances"]
+    records = data if isinstance(data, list) else [data]
+    return (InputRecord(f"record {number}", record) for number, record in enumerate(records, start=1)), None
+
+
+def _json_lines(stream: IO[str]) -> Iterator[InputRecord]:
+    for number, line in enumerate(stream, start=1):
+        if not line.strip():
+            continue
+        try:
+            yield InputRecord(f"line {number}", json.loads(line))
+        except json.JSONDecodeError as err:
+            yield InputRecord(f"line {number}", problem=f"not JSON: {err.msg}")
+
+
+def _csv_rows(stream: IO[str], name: str) -> tuple[Iterator[InputRecord], list[str]]:
+    reader = csv.reader(stream)
+    try:
+        header = next(reader, None)
+    except csv.Error as err:
+        raise ValueError(f"{name}: malformed CSV header: {err}") from None
+    if not header or not any(cell.strip() for cell in header):
+        raise ValueError(f"{name} has no header row naming the fields")
+    header[0] = header[0].removeprefix("\ufeff")  # a BOM some spreadsheet exports start with
+
+    def rows() -> Iterator[InputRecord]:
+        while True:
+            try:
+                cells = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as err:  # the reader goes on at the next line
+                yield InputRecord(f"line {reader.line_num}", problem=f"malformed CSV: {err}")
+                continue
+            where = f"line {reader.line_num}"
+            if not cells:
+                continue
+            if len(cells) > len(header):
+                yield InputRecord(where, problem=f"more cells than the header has fields ({len(cells)} > {len(header)})")
+                continue
+            yield InputRecord(where, dict(zip(header, cells + [""] * (len(header) - len(cells)))))
+
+    return rows(), header
+
+
+# ------------------------------------------------------------------------------------------------ sending
+
+def _csv_body(header: list[str], records: list[dict[str, str]]) -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=header, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(records)
+    return out.getvalue()
+
+
+def predict_stream(client: DiagnosaClient, records: Iterable[InputRecord], *, csv_header: list[str] | None = None,
+                   top_k: int = 3, differential: int | None = None,
+                   chunk: int = PREDICT_CHUNK) -> Iterator[Answered | Refused]:
+    """Each record's answer or problems, sending ``chunk`` records per request (CSV as CSV when ``csv_header``);
+    a record's problems are yielded together.
+
+    Raises :class:`PredictionRejected` for a refusal that names no record (the request itself is wrong) and
+    :class:`~inference.client.ClientFailure` when the endpoint cannot be reached or fails."""
+    if chunk < 1:
+        raise ValueError(f"chunk must be at least 1, got {chunk}")
+    batch: list[InputRecord] = []
+    for item in records:
+        if item.problem is not None:
+            yield Refused(item.where, None, item.problem)
+            continue
+        batch.append(item)
+        if len(batch) == chunk:
+            yield from _send(client, batch, csv_header, top_k, differential)
+            batch = []
+    if batch:
+        yield from _send(client, batch, csv_header, top_k, differential)
+
+
+def _send(client: DiagnosaClient, batch: list[InputRecord], csv_header: list[str] | None, top_k: int,
+          differential: int | None) -> Iterator[Answered | Refused]:
+    pending = [batch]
+    while pending:
+        items = pending.pop(0)
+        body = _csv_body(csv_header, [i.record for i in items]) if csv_header is not None else \
+            client.json_body([i.record for i in items], top_k=top_k, differential=differential)
+        if len(body.encode("utf-8")) > MAX_BODY_BYTES:
+            if len(items) == 1:
+                yield Refused(items[0].where, None, f"the record is over the {MAX_BODY_BYTES // 2**20} MB an endpoint "
+                                                    "request may carry")
+            else:
+                pending[:0] = [items[:len(items) // 2], items[len(items) // 2:]]
+            continue
+        try:
+            prediction = client.predict_csv(body) if csv_header is not None else client.predict_body(body)
+        except PredictionRejected as err:
+            refused = _refused_rows(err, len(items))
+            if not refused and err.status == 413:  # too much at once (the answer would be over the limit): halve
+                if len(items) == 1:
+                    yield Refused(items[0].where, None, err.message)
+                else:
+                    pending[:0] = [items[:len(items) // 2], items[len(items) // 2:]]
+                continue
+            if not refused:
+                raise
+            for row in sorted(refused):
+                for found in refused[row]:
+                    yield Refused(items[row].where, found.get("field"), str(found.get("problem", err.message)))
+            rest = [item for row, item in enumerate(items) if row not in refused]
+            if rest:
+                pending.insert(0, rest)
+            continue
+        for item, result in zip(items, prediction.results):
+            yield Answered(item.where, result, prediction.event_id)
+
+
+def _refused_rows(err: PredictionRejected, size: int) -> dict[int, list[dict[str, Any]]]:
+    """The rows a refusal names completely, with their problems. When the endpoint listed only part of the
+    problems, the last row it named may have more: it is sent again (its problems then all listed)."""
+    rows: dict[int, list[dict[str, Any]]] = {}
+    for problem in err.errors:
+        row = problem.get("row")
+        if isinstance(row, int) and not isinstance(row, bool) and 0 <= row < size:
+            rows.setdefault(row, []).append(problem)
+    if err.more_errors and len(rows) > 1:
+        rows.pop(max(rows))
+    return rows
+
+
+# ------------------------------------------------------------------------------------------------ reporting
+
+@dataclass
+class ProblemSummary:
+    """Problems counted by kind, with each kind's first occurrence and the first ``shown`` problems kept for the
+    message. Once there are more than ``shown``, every problem also goes, one JSON line each, to the file
+    ``open_sink()`` opens (the first ones included)."""
+
+    open_sink: Callable[[], IO[str]] | None = None
+    shown: int = 10
+    sink: IO[str] | None = None
+    first: list[Refused] = field(default_factory=list)
+    kinds: Counter[str] = field(default_factory=Counter)
+    examples: dict[str, Refused] = field(default_factory=dict)
+    records: int = 0  # refused records: a record's problems arrive together (predict_stream)
+    _last: str | None = None
+
+    def add(self, problem: Refused) -> None:
+        self.kinds[problem.kind] += 1
+        self.examples.setdefault(problem.kind, problem)
+        if problem.where != self._last:
+            self.records, self._last = self.records + 1, problem.where
+        if len(self.first) < self.shown:
+            self.first.append(problem)
+            return
+        if self.sink is None and self.open_sink is not None:
+            self.sink = self.open_sink()
+            self.sink.writelines(json.dumps(p.to_dict(), ensure_ascii=False) + "\n" for p in self.first)
+        if self.sink is not None:
+            self.sink.write(json.dumps(problem.to_dict(), ensure_ascii=False) + "\n")
+
+    @property
+    def total(self) -> int:
+        return sum(self.kinds.values())
+
+    def lines(self) -> list[str]:
+        """Every problem when there are at most ``shown``; else the ``shown`` most frequent kinds with their
+        counts and first occurrences (a long message repeated by every record is printed once)."""
+        if self.total <= len(self.first):
+            return [f"  {_describe(p)}" for p in self.first]
+        out = ["by kind, with its first occurrence:"]
+        for kind, count in self.kinds.most_common(self.shown):
+            out += [f"  {count:>7,}  {kind}", f"           {_describe(self.examples[kind])}"]
+        rest = self.kinds.most_common()[self.shown:]
+        if rest:
+            out.append(f"  {sum(c for _, c in rest):>7,}  of {len(rest)} other kind(s)")
+        return out
+
+    def close(self) -> None:
+        if self.sink is not None:
+            self.sink.close()
+
+
+def _describe(problem: Refused) -> str:
+    return f"{problem.where}: {problem.field + ': ' if problem.field else ''}{problem.problem}"
+
+
+class PredictionsDocument:
+    """``{"predictions": [...], "event_id": ...}`` written as the answers arrive, one prediction per line.
+
+    Each prediction carries the ``event_id`` of the request that answered it; the top-level ``event_id`` is
+    that of the only request, or null when the input took several. Nothing is written until a first answer."""
+
+    def __init__(self, out: IO[str]):
+        self.out = out
+        self.count = 0
+        self.event_ids: list[str | None] = []
+
+    def add(self, answer: Answered) -> None:
+        self.out.write(('{"predictions": [\n  ' if not self.count else ",\n  ")
+                       + json.dumps({**answer.result, "event_id": answer.event_id}, ensure_ascii=False))
+        self.count += 1
+        if not self.event_ids or self.event_ids[-1] != answer.event_id:
+            self.event_ids.append(answer.event_id)
+
+    def close(self) -> None:
+        if self.count:
+            only = self.event_ids[0] if len(self.event_ids) == 1 else None
+            self.out.write(f'\n], "event_id": {json.dumps(only)}}}\n')
+        self.out.flush()

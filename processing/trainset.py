@@ -1,0 +1,96 @@
+"""The training rows on disk (``train/<part>.npz``, one per curated part, or one ``train.npz`` after a joint
+resampling): what Preprocess writes and every training job reads, parts stacked in name order.
+
+The validation split's transformed features travel the same way (``validation/<part>.npz``, beside
+``validation/<part>.parquet``, row for row).
+
+One ``.npz`` (a zip of ``.npy`` arrays, read with ``allow_pickle=False``) holding ``y`` (label indices),
+``sample_weight`` and the features ``X`` in one of two layouts:
+
+- sparse (the feature pipeline's CSR, issue 16): scipy's own ``save_npz`` keys ``format`` (``csr``), ``shape``,
+  ``data``, ``indices``, ``indptr``, so ``scipy.sparse.load_npz`` reads the matrix from the same file;
+- dense: one array ``X`` (a table of numbers alone, and files written before issue 16).
+
+Stored uncompressed: at a million patients the CSR is ~0.9 GB and deflate took longer to write and to read
+back in each of the parallel training jobs than the bytes take to copy. A file that is not such a zip, lacks
+an array or holds inconsistent ones is refused with a message naming what is wrong.
+"""
+from __future__ import annotations
+
+import os
+import zipfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import scipy.sparse as sp
+
+TRAIN_FILE = "train.npz"  # the one training object of a joint resampling (over-samplers, undersampling)
+SPARSE_KEYS = ("format", "shape", "data", "indices", "indptr")
+
+
+def stack_parts(blocks: Sequence[Any]) -> Any:
+    """Row blocks stacked: CSR when any block is CSR (an empty block is dense), else one dense array."""
+    if any(sp.issparse(b) for b in blocks):
+        return sp.vstack([sp.csr_matrix(b) for b in blocks], format="csr", dtype=np.float32)
+    return blocks[0] if len(blocks) == 1 else np.vstack(blocks)
+
+
+class TrainRows(NamedTuple):
+    X: Any  # scipy.sparse CSR or a dense 2-D array
+    y: np.ndarray
+    sample_weight: np.ndarray | None  # None when the file has none
+
+
+def write_train(path: str | os.PathLike, X: Any, y: np.ndarray, sample_weight: np.ndarray) -> Path:
+    """Write ``X`` (CSR or dense), ``y`` and ``sample_weight`` to ``path``; returns the path."""
+    path = Path(path)
+    if sp.issparse(X):
+        X = sp.csr_matrix(X)
+        arrays = {"format": np.array("csr"), "shape": np.array(X.shape, dtype=np.int64), "data": X.data,
+                  "indices": X.indices, "indptr": X.indptr}
+    else:
+        arrays = {"X": np.asarray(X)}
+    np.savez(path, **arrays, y=np.asarray(y), sample_weight=np.asarray(sample_weight))
+    return path
+
+
+def read_train(path: str | os.PathLike) -> TrainRows:
+    """The arrays of a ``train.npz``, checked for shape and consistency (not for meaning: the caller knows the labels)."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {name: data[name] for name in data.files}
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as err:
+        # Not a zip of .npy arrays (or a damaged one: bad CRC, truncated member, pickled objects).
+        raise ValueError(f"{path.name} is not a readable .npz file: {err}") from None
+    sparse = "format" in arrays or "indptr" in arrays
+    missing = [name for name in ([*SPARSE_KEYS, "y"] if sparse else ["X", "y"]) if name not in arrays]
+    if missing:
+        raise ValueError(f"{path.name} lacks {'sparse (CSR) ' if sparse else ''}array(s) {', '.join(missing)} "
+                         f"(has: {', '.join(sorted(arrays)) or 'none'})")
+    X = _sparse(arrays, path.name) if sparse else arrays["X"]
+    return TrainRows(X, arrays["y"], arrays.get("sample_weight"))
+
+
+def _sparse(arrays: dict[str, np.ndarray], name: str) -> sp.csr_matrix:
+    layout = arrays["format"].item() if arrays["format"].size == 1 else arrays["format"].tolist()
+    layout = layout.decode("ascii", "replace") if isinstance(layout, bytes) else layout  # scipy writes bytes
+    if layout != "csr":
+        raise ValueError(f"{name}: sparse layout {layout!r} is not supported (expected 'csr')")
+    shape = arrays["shape"]
+    if shape.shape != (2,) or not np.issubdtype(shape.dtype, np.integer) or (shape < 0).any():
+        raise ValueError(f"{name}: 'shape' must hold two non-negative integers, got {shape.tolist()}")
+    for key in ("indices", "indptr"):
+        if arrays[key].ndim != 1 or not np.issubdtype(arrays[key].dtype, np.integer):
+            raise ValueError(f"{name}: '{key}' must be a 1-D integer array, got dtype {arrays[key].dtype} "
+                             f"shape {arrays[key].shape}")
+    if arrays["data"].ndim != 1:
+        raise ValueError(f"{name}: 'data' must be 1-D, got shape {arrays['data'].shape}")
+    try:
+        X = sp.csr_matrix((arrays["data"], arrays["indices"], arrays["indptr"]), shape=tuple(int(n) for n in shape))
+        X.check_format(full_check=True)  # index bounds, non-decreasing indptr: a corrupt matrix fails here
+    except ValueError as err:
+        raise ValueError(f"{name}: inconsistent sparse arrays: {err}") from None
+    return X

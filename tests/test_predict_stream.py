@@ -1,0 +1,225 @@
+"""`diagnosa predict` on large and bad input: read as a stream, sent in requests of 100, every record answered
+or refused (never lost), the problems counted by kind with each kind's first occurrence, the full list in a file.
+Against the real local endpoint over loopback."""
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+
+from diagnosa.cli import main
+from inference.bulk import (
+    PREDICT_CHUNK,
+    Answered,
+    InputRecord,
+    PredictionsDocument,
+    ProblemSummary,
+    Refused,
+    predict_stream,
+    problem_kind,
+    read_records,
+)
+from inference.client import DiagnosaClient, PredictionRejected
+from inference.limits import MAX_BODY_BYTES, MAX_LISTED_PROBLEMS
+
+
+@pytest.fixture()
+def endpoint(local_endpoint):
+    return local_endpoint
+
+
+@pytest.fixture()
+def client(endpoint):
+    return DiagnosaClient("diagnosa", endpoint_url=endpoint.url)
+
+
+@pytest.mark.parametrize("field, problem, kind", [
+    ("age", "impossible value -1 (possible range 0 to 120 years)", "age: impossible value"),
+    ("crp_mg_l", "expected a number, got 'high'", "crp_mg_l: expected a number"),
+    ("symptoms", "unknown HPO term 'HP:9999999'", "symptoms: unknown HPO term"),
+    ("bed", "unknown field (accepted: patient_id, age)", "bed: unknown field"),
+    (None, "the record has none of the model's input fields", "the record has none of the model's input fields"),
+    (None, "not JSON: Expecting value", "not JSON"),
+])
+def test_a_problems_kind_is_its_field_and_the_words_before_any_value(field, problem, kind):
+    assert problem_kind(field, problem) == kind
+
+
+class LinesOnly(io.StringIO):
+    """A stream that may be iterated line by line but not read whole: what streaming input means."""
+
+    def read(self, *args):  # noqa: ARG002
+        raise AssertionError("the whole input was read at once")
+
+
+def test_json_lines_and_csv_are_read_as_streams_and_bad_lines_become_problems():
+    records, header = read_records(LinesOnly('{"age": 50}\n\n{"age": \n[1]\n'), "jsonl", "x.jsonl")
+    assert header is None
+    assert list(records) == [InputRecord("line 1", {"age": 50}), InputRecord("line 3", problem="not JSON: Expecting value"),
+                             InputRecord("line 4", [1])]
+    text = "\ufeffpatient_id,age,sex\nA,50,F\n\nB,60\nC,1,2,3\n"
+    records, header = read_records(LinesOnly(text), "csv", "x.csv")
+    assert header == ["patient_id", "age", "sex"]
+    assert list(records) == [InputRecord("line 2", {"patient_id": "A", "age": "50", "sex": "F"}),
+                             InputRecord("line 4", {"patient_id": "B", "age": "60", "sex": ""}),
+                             InputRecord("line 5", problem="more cells than the header has fields (4 > 3)")]
+    with pytest.raises(ValueError, match="x.csv has no header row"):
+        read_records(io.StringIO(""), "csv", "x.csv")
+
+
+def test_a_json_document_is_one_record_a_list_or_instances():
+    for text, count in (('{"age": 5}', 1), ('[{"age": 5}, {"age": 6}]', 2), ('{"instances": [{"age": 5}], "top_k": 2}', 1)):
+        records, _ = read_records(io.StringIO(text), "json", "p.json")
+        assert [r.where for r in records] == [f"record {n}" for n in range(1, count + 1)]
+    with pytest.raises(ValueError, match="p.json is not valid JSON: Expecting"):
+        read_records(io.StringIO("{nope"), "json", "p.json")
+
+
+def test_a_refused_record_costs_no_other_its_answer(client):
+    records = [InputRecord(f"record {i}", {"patient_id": f"P{i}", "age": -1 if i % 3 == 0 else 50, "sex": "F"})
+               for i in range(12)]
+    outcomes = list(predict_stream(client, records, chunk=5))
+    answered = [o.where for o in outcomes if isinstance(o, Answered)]
+    refused = [o for o in outcomes if isinstance(o, Refused)]
+    assert answered == [f"record {i}" for i in range(12) if i % 3]
+    assert [(r.where, r.field) for r in refused] == [(f"record {i}", "age") for i in range(0, 12, 3)]
+    assert all(r.kind == "age: impossible value" for r in refused)
+    # Each answer is its own record's (the endpoint echoes the id) and names the request that answered it.
+    ids = {o.where: o.result["patient_id"] for o in outcomes if isinstance(o, Answered)}
+    assert ids == {f"record {i}": f"P{i}" for i in range(12) if i % 3}
+    assert all(o.event_id for o in outcomes if isinstance(o, Answered))
+
+
+def test_every_problem_is_found_when_a_refusal_lists_only_the_first_hundred(client):
+    # 60 records with 2 problems each in one request: the endpoint lists 100 and counts the rest.
+    bad = [InputRecord(f"line {i}", {"age": -1, "sex": "X"}) for i in range(60)]
+    good = [InputRecord(f"line {60 + i}", {"age": 40}) for i in range(40)]
+    with pytest.raises(PredictionRejected) as first:
+        client.predict([r.record for r in bad + good])
+    assert len(first.value.errors) == MAX_LISTED_PROBLEMS and first.value.more_errors == 20
+    outcomes = list(predict_stream(client, bad + good, chunk=100))
+    refused = [o for o in outcomes if isinstance(o, Refused)]
+    assert len(refused) == 120 and {o.where for o in refused} == {f"line {i}" for i in range(60)}
+    assert sorted(o.field for o in refused if o.where == "line 49") == ["age", "sex"]  # the one cut in two
+    assert [o.where for o in outcomes if isinstance(o, Answered)] == [f"line {i}" for i in range(60, 100)]
+
+
+def test_a_request_over_the_body_limit_is_split_and_a_record_over_it_refused(client):
+    big_id = "x" * 80_000  # 100 such records: 8 MB, over the 6 MB one request may carry
+    records = [InputRecord(f"record {i}", {"patient_id": f"{i}-{big_id}", "age": 40}) for i in range(100)]
+    outcomes = list(predict_stream(client, records, chunk=100))
+    assert [o.where for o in outcomes] == [r.where for r in records] and all(isinstance(o, Answered) for o in outcomes)
+    assert len({o.event_id for o in outcomes}) == 2  # two requests of 50
+    huge = InputRecord("record 1", {"patient_id": "y" * (MAX_BODY_BYTES + 1), "age": 40})
+    [outcome] = predict_stream(client, [huge])
+    assert isinstance(outcome, Refused) and "over the 6 MB an endpoint request may carry" in outcome.problem
+
+
+def test_a_refusal_of_the_request_itself_ends_the_stream(client):
+    with pytest.raises(PredictionRejected, match="differential must be"):
+        list(predict_stream(client, [InputRecord("record 1", {"age": 40})], differential=99))
+
+
+def test_answers_are_written_while_the_input_is_still_being_read(client):
+    out = io.StringIO()
+    document = PredictionsDocument(out)
+    seen_when_reading: list[int] = []
+
+    def records():
+        for i in range(PREDICT_CHUNK * 2 + 1):
+            if i % PREDICT_CHUNK == 0:
+                seen_when_reading.append(out.getvalue().count('"patient_id"'))
+            yield InputRecord(f"line {i + 1}", {"patient_id": f"S{i}", "age": 30})
+
+    for outcome in predict_stream(client, records()):
+        document.add(outcome)
+    document.close()
+    assert seen_when_reading == [0, PREDICT_CHUNK, 2 * PREDICT_CHUNK]
+    parsed = json.loads(out.getvalue())
+    assert [p["patient_id"] for p in parsed["predictions"]] == [f"S{i}" for i in range(2 * PREDICT_CHUNK + 1)]
+    assert parsed["event_id"] is None and len({p["event_id"] for p in parsed["predictions"]}) == 3
+
+
+def test_few_problems_are_all_listed_many_are_counted_by_kind_and_written_out(tmp_path):
+    few = ProblemSummary(lambda: pytest.fail("a file for two problems"))
+    few.add(Refused("line 2", "age", "impossible value -1"))
+    few.add(Refused("line 3", None, "not JSON: Expecting value"))
+    assert few.lines() == ["  line 2: age: impossible value -1", "  line 3: not JSON: Expecting value"]
+    path = tmp_path / "errors.jsonl"
+    many = ProblemSummary(lambda: open(path, "w", encoding="utf-8"))
+    for i in range(30):
+        many.add(Refused(f"line {i + 2}", "bed", "unknown field (accepted: age)"))
+    many.add(Refused("line 40", "age", "impossible value 999 (possible range 0 to 120 years)"))
+    many.close()
+    assert many.lines() == ["by kind, with its first occurrence:",
+                            "       30  bed: unknown field", "           line 2: bed: unknown field (accepted: age)",
+                            "        1  age: impossible value",
+                            "           line 40: age: impossible value 999 (possible range 0 to 120 years)"]
+    lines = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    assert len(lines) == 31 and lines[0] == {"where": "line 2", "field": "bed", "problem": "unknown field (accepted: age)"}
+
+
+def _csv_with_bad_rows(path, rows):
+    lines = ["patient_id,age,sex,symptoms"]
+    for i in range(rows):
+        age = -5 if i % 10 == 3 else 20 + i % 60
+        symptoms = "HP:9999999" if i % 25 == 7 else "HP:0001945"
+        lines.append(f"R{i},{age},{'MF'[i % 2]},{symptoms}")
+    path.write_text("\n".join(lines) + "\nR-extra,1,F,HP:0001945,surplus\n", encoding="utf-8")
+
+
+def test_predict_a_large_bad_csv_answers_the_rest_and_summarises_the_problems(endpoint, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    source = tmp_path / "in" / "ward.csv"
+    source.parent.mkdir()
+    _csv_with_bad_rows(source, 1_000)
+    assert main(["--workspace", str(tmp_path / "ws"), "predict", str(source), "--endpoint-url", endpoint.url]) == 2
+    out, err = capsys.readouterr()
+    answered = json.loads(out)["predictions"]
+    bad_age = {f"R{i}" for i in range(1_000) if i % 10 == 3}
+    bad_symptoms = {f"R{i}" for i in range(1_000) if i % 25 == 7}
+    assert {p["patient_id"] for p in answered} == {f"R{i}" for i in range(1_000)} - bad_age - bad_symptoms
+    refused = len(bad_age | bad_symptoms) + 1
+    assert err.startswith(f"diagnosa: error: {refused} of 1,001 patient record(s) of {source} refused "
+                          f"({len(bad_age) + len(bad_symptoms) + 1} problem(s)); the other {len(answered)} answered")
+    assert f"      {len(bad_age)}  age: impossible value\n           line 5: age: impossible value -5" in err
+    assert f"       {len(bad_symptoms)}  symptoms: unknown HPO term\n           line 9: symptoms:" in err
+    assert "        1  more cells than the header has fields\n           line 1002:" in err
+    errors_file = tmp_path / "ward.csv.errors.jsonl"  # in the current folder, not beside the input
+    assert f"every problem, one JSON line each: {errors_file}" in err and len(err) < 2_000
+    listed = [json.loads(line) for line in errors_file.read_text(encoding="utf-8").splitlines()]
+    assert len(listed) == refused and {p["where"] for p in listed} == {f"line {int(r[1:]) + 2}" for r in
+                                                                        bad_age | bad_symptoms} | {"line 1002"}
+    assert not (source.parent / "ward.csv.errors.jsonl").exists()
+
+
+def test_predict_streams_json_lines_in_requests_of_a_hundred(endpoint, tmp_path, capsys):
+    path = tmp_path / "export.jsonl"
+    path.write_text("".join(json.dumps({"patient_id": f"J{i}", "age": 20 + i % 70}) + "\n" for i in range(250)))
+    assert main(["--workspace", str(tmp_path / "ws"), "predict", str(path), "--endpoint-url", endpoint.url]) == 0
+    out, err = capsys.readouterr()
+    document = json.loads(out)
+    assert [p["patient_id"] for p in document["predictions"]] == [f"J{i}" for i in range(250)]
+    assert document["event_id"] is None and len({p["event_id"] for p in document["predictions"]}) == 3
+    assert err == "250 patients answered in 3 requests\n"
+
+
+def test_one_request_keeps_its_event_id_at_the_top(endpoint, tmp_path, capsys):
+    path = tmp_path / "one.json"
+    path.write_text(json.dumps({"patient_id": "A1", "age": 67}))
+    assert main(["--workspace", str(tmp_path / "ws"), "predict", str(path), "--endpoint-url", endpoint.url]) == 0
+    out, err = capsys.readouterr()
+    document = json.loads(out)
+    assert document["event_id"] and document["predictions"][0]["event_id"] == document["event_id"] and not err
+
+
+def test_an_errors_file_that_cannot_be_written_is_named(endpoint, tmp_path, capsys):
+    path = tmp_path / "bad.jsonl"
+    path.write_text("".join(json.dumps({"age": -1}) + "\n" for _ in range(20)))
+    target = tmp_path / "missing" / "errors.jsonl"
+    assert main(["--workspace", str(tmp_path / "ws"), "predict", str(path), "--endpoint-url", endpoint.url,
+                 "--errors-file", str(target)]) == 2
+    err = capsys.readouterr().err
+    assert f"cannot write the list of refused records to {target}: No such file or directory" in err
+    assert "--errors-file" in err and err.count("\n") == 1
