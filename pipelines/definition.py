@@ -32,6 +32,8 @@ DEFAULT_FAMILIES = ("mlp", "logistic_regression", "xgboost")  # docs/model-bench
 DISTRIBUTED_FAMILIES = ("xgboost",)  # the families that train across instances (training/distributed.py)
 INSTANCE_COUNT_PARAMETERS = {"processing": "ProcessingInstanceCount", "training": "TrainingInstanceCount"}
 DEFAULT_RECALL_THRESHOLD = 0.80
+RECALL_THRESHOLD = "RecallThreshold"  # in the name of every recall-threshold parameter (a class's, a slice's)
+SEED_PARAMETER = "Seed"
 DEFAULT_ORPHAN_THRESHOLD = 0.50
 DEFAULT_SLICE_THRESHOLD = DEFAULT_ORPHAN_THRESHOLD  # minimum macro recall on a dataset's slice
 # Minimum macro recall on the slice's groups held out of training (the cohort's: orphan diseases with no
@@ -90,12 +92,27 @@ def class_parameter(label: str) -> str:
     words = _ascii_words(label)
     if not words:
         raise ValueError(f"label {label!r} has no letter or digit to name its recall-threshold parameter")
-    return "RecallThreshold" + words
+    return RECALL_THRESHOLD + words
 
 
 def slice_parameter(name: str) -> str:
     """'orphan' → 'OrphanRecallThreshold': the minimum macro recall on the dataset's slice of that name."""
-    return _ascii_words(name) + "RecallThreshold"
+    return _ascii_words(name) + RECALL_THRESHOLD
+
+
+def parameter_range_problems(values: dict[str, Any]) -> list[str]:
+    """Values outside the range a parameter's meaning allows, one line each. SageMaker's parameter types declare
+    no range (only strings take EnumValues), so a recall threshold of 1.5 or a seed of -3 would start the run and
+    fail in the gate or inside a job; these are checked with the names and types, before any step runs."""
+    from training.models import MAX_SEED
+
+    problems = []
+    for name, value in values.items():
+        if RECALL_THRESHOLD in name and isinstance(value, float) and not 0.0 <= value <= 1.0:
+            problems.append(f"parameter {name} is a recall threshold, in [0, 1]; got {value!r}")
+        elif name == SEED_PARAMETER and isinstance(value, int) and not 0 <= value <= MAX_SEED:
+            problems.append(f"parameter {name} must be in [0, {MAX_SEED}] (numpy's and xgboost's seeds); got {value}")
+    return problems
 
 
 def unseen_slice(slice_name: str) -> str:
@@ -295,7 +312,7 @@ def build_pipeline(settings: PipelineSettings, session: Any) -> Any:
                                        default_value=settings.unseen_threshold)
                         if settings.slice_name and settings.slice_grouped else None)
     # One seed for the split (Preprocess) and the models (the training hyperparameter ``seed``).
-    seed = ParameterInteger(name="Seed", default_value=0)
+    seed = ParameterInteger(name=SEED_PARAMETER, default_value=0)
     endpoint_name = ParameterString(name="EndpointName", default_value=settings.endpoint_name)
     # Instance types and counts per run. The counts scale out what spreads (docs/pipeline.md, Scale-out): the
     # Transform step's curated parts (S3 sharding by key) and XGBoost's training (its collective); the other

@@ -35,7 +35,7 @@ from diagnosa.files import write_json_atomic
 from diagnosa.lake import DataLake
 from diagnosa.logs import utc_now
 from diagnosa.net import process_alive
-from pipelines.definition import parameter_problems
+from pipelines.definition import parameter_problems, parameter_range_problems
 from pipelines.expressions import ExpressionError, Resolver, evaluate_condition, step_references
 from pipelines.graph import DefinitionError, StepNode, build_graph
 from pipelines.local_jobs import JOB_LOG, Heartbeat, JobError, LakeMapping, run_processing, run_training
@@ -59,7 +59,8 @@ class StepFailure(RuntimeError):
 # ------------------------------------------------------------------------------------------------ parameters
 
 def resolve_parameters(definition: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    """Declared defaults with ``overrides`` applied; unknown names and wrong types are refused."""
+    """Declared defaults with ``overrides`` applied; unknown names, wrong types, values outside an enum or outside
+    the parameter's range (``parameter_range_problems``) are refused."""
     declared = {p["Name"]: p for p in definition.get("Parameters", [])}
     unknown = sorted(set(overrides) - set(declared))
     if unknown:
@@ -79,6 +80,9 @@ def resolve_parameters(definition: dict[str, Any], overrides: dict[str, Any]) ->
         allowed = spec.get("EnumValues")
         if allowed and values[name] not in allowed:
             raise ExecutionError(f"parameter {name} must be one of {allowed}, got {values[name]!r}")
+    problems = parameter_range_problems(values)
+    if problems:
+        raise ExecutionError("; ".join(problems))
     return values
 
 

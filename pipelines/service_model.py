@@ -1,6 +1,7 @@
 """SageMaker's request shapes from botocore's service model: the authority on what a request may hold."""
 from __future__ import annotations
 
+import difflib
 import functools
 from typing import Any
 
@@ -41,11 +42,33 @@ COUNT_FIELDS = {"CreateProcessingJob": ("processing", ("ProcessingResources", "C
                 "CreateTrainingJob": ("training", ("ResourceConfig", "InstanceCount"))}
 
 
+def enum_problems(shape: Any, value: Any, path: str = "") -> list[str]:
+    """Values outside their shape's enum (an instance type ``ml.bogus``), which botocore's validator does not
+    check: the service refuses them when the job is created, so a run would fail at that step, not at start."""
+    if shape.type_name == "structure" and isinstance(value, dict):
+        return [problem for name, member in shape.members.items() if name in value
+                for problem in enum_problems(member, value[name], f"{path}.{name}" if path else name)]
+    if shape.type_name == "list" and isinstance(value, list):
+        return [problem for i, item in enumerate(value) for problem in enum_problems(shape.member, item, f"{path}[{i}]")]
+    if shape.type_name == "map" and isinstance(value, dict):
+        return [problem for key, item in value.items() for problem in enum_problems(shape.value, item, f"{path}.{key}")]
+    allowed = getattr(shape, "enum", None) or []
+    if allowed and isinstance(value, str) and value not in allowed:
+        close = difflib.get_close_matches(value, allowed, n=3, cutoff=0.6)
+        hint = f"; did you mean {', '.join(close)}?" if close else f" ({len(allowed)} valid values, e.g. {allowed[0]})"
+        return [f"Invalid value for parameter {path}, value: {value}: not one of the service's {shape.name} "
+                f"values{hint}"]
+    return []
+
+
 def request_problems(operation: str, arguments: dict[str, Any]) -> str | None:
-    """botocore's report of what ``arguments`` break in ``operation``'s request shape, or None if valid; a job's
-    instance count is held to the service's whole range (``instance_count_range``)."""
-    report = ParamValidator().validate(arguments, _sagemaker().operation_model(operation).input_shape)
+    """botocore's report of what ``arguments`` break in ``operation``'s request shape, or None if valid; enum
+    fields are held to their values and a job's instance count to the service's whole range
+    (``instance_count_range``)."""
+    shape = _sagemaker().operation_model(operation).input_shape
+    report = ParamValidator().validate(arguments, shape)
     problems = report.generate_report().splitlines() if report.has_errors() else []
+    problems += enum_problems(shape, arguments)
     if operation in COUNT_FIELDS:
         kind, path = COUNT_FIELDS[operation]
         value: Any = arguments
