@@ -287,14 +287,19 @@ def diagnosa_inprocess(frame: pd.DataFrame, manifest: dict[str, Any], seed: int,
     (``params``: the Preprocess step's PreprocessParams; the job's defaults with ``seed`` when None)."""
     from diagnosa.model import DiagnosaModel, unpack_model
     from processing import select
-    from processing.preprocess import OUTPUTS, PreprocessParams, preprocess, write_outputs
+    from processing.preprocess import OUTPUTS, PreprocessParams, fit_stage, split_frames, transform_stage
+    from processing.split import read_split
     from training.train import save_model, train
 
-    schema = Schema.from_dict(manifest["schema"])
     params = PreprocessParams(seed=seed) if params is None else params
-    result = preprocess(frame, schema, params)
+    # The Preprocess job's two stages, on the frame as one curated part (processing/preprocess.py).
+    source = work / "preprocess" / "curated"
+    source.mkdir(parents=True)
+    frame.to_parquet(source / "data.parquet", index=False)
     out = {name: work / "preprocess" / name for name in OUTPUTS}
-    write_outputs(result, manifest, params, out)
+    fitted = fit_stage([source / "data.parquet"], manifest, params, out)
+    transform_stage([source / "data.parquet"], source, (out["transformer"], out["split"]), out)
+    splits = split_frames(frame.reset_index(drop=True), fitted.membership, fitted.train_groups)
     candidates = work / "select" / "input" / "candidates"
     for family in families:
         trained = train(out["train"], out["validation"], out["transformer"], family, {}, seed)
@@ -302,9 +307,9 @@ def diagnosa_inprocess(frame: pd.DataFrame, manifest: dict[str, Any], seed: int,
     selection = select.run(work / "select")
     champion_dir = unpack_model(work / "select" / "output" / "champion" / select.MODEL_TARBALL, work / "champion")
     model = DiagnosaModel.load(champion_dir)
-    test = pd.read_parquet(out["test"] / "test.parquet")
-    train_rows = pd.concat([result.splits.train, result.splits.validation], ignore_index=True)
-    return DiagnosaRun(selection["champion"], model, train_rows, test, result.splits.train_groups)
+    test = read_split(out["test"])
+    train_rows = pd.concat([splits.train, splits.validation], ignore_index=True)
+    return DiagnosaRun(selection["champion"], model, train_rows, test, splits.train_groups)
 
 
 # ------------------------------------------------------------------------------------------------ the run

@@ -50,7 +50,6 @@ def prepare(workspace: Path, patients: int, seed: int) -> Path:
 
 def run_once(out: Path, family: str, seed: int, dense: bool) -> dict:
     import numpy as np
-    import pandas as pd
 
     import training.models
     from training.train import train
@@ -64,7 +63,9 @@ def run_once(out: Path, family: str, seed: int, dense: bool) -> dict:
     finally:
         training.models.XGBOOST_SPARSE = saved
     meta = result.model.metadata
-    test = pd.read_parquet(out / "test" / "test.parquet")
+    from processing.split import read_split
+
+    test = read_split(out / "test")
     truth = test[meta["target"]].astype(str).to_numpy()
     predicted = np.array(result.model.predict(test.drop(columns=[meta["target"]])))
     return {"seconds": seconds, "search": meta["search_seconds"], "regime": meta["search"]["regime"],

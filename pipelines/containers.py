@@ -4,8 +4,10 @@ A *container root* is a folder that stands for ``/opt/ml`` (``<root>/input/...``
 ``/opt/ml/input/...``). Given a resolved ``CreateTrainingJob`` or ``CreateProcessingJob`` request
 (botocore's service model is the authority on its shape; the pipeline definition resolves to one),
 these functions write what the service writes before it starts the container, and fill the data
-channels / processing inputs through a ``fetch(s3_uri, folder)`` callback (the local executor copies
-from the data lake; nothing here knows where data lives). The container's own program then runs
+channels / processing inputs through a ``fetch(s3_uri, folder, shard)`` callback (the local executor copies
+from the data lake; nothing here knows where data lives). A job of N instances is N roots, one per
+``Host``: each says which host it is, and an input sharded by key (``ShardedByS3Key``) holds that
+host's share of the prefix's objects. The container's own program then runs
 against the root: AWS's training toolkit with ``SAGEMAKER_BASE_DIR=<root>`` (it reads everything
 relative to that variable), a processing entrypoint with its ``/opt/ml`` paths mapped to the root.
 
@@ -20,12 +22,13 @@ Where each file's shape comes from:
   (``"None"`` unless given) and ``ContentType`` only when the channel has one. Same AWS page; the
   toolkit's ``read_input_data_config`` docstring shows this exact shape, and its
   ``Environment.channel_input_dirs`` takes the channel names from it (``SM_CHANNEL_<NAME>``).
-* ``input/config/resourceconfig.json`` — ``current_host`` ``algo-1``, ``hosts`` ``algo-1..N``,
+* ``input/config/resourceconfig.json`` — ``current_host`` (the root's host), ``hosts`` (``algo-1..N``),
   ``current_group_name``/``instance_groups`` (``homogeneousCluster``), ``current_instance_type``
   and ``network_interface_name`` (``eth0``). AWS docs, "Distributed training configuration" on the
   same page; read by ``sagemaker_training.environment.read_resource_config`` (``hosts`` and
   ``current_host`` are required there).
-* ``input/data/<channel>/`` — the channel's S3 prefix, downloaded (``File`` input mode).
+* ``input/data/<channel>/`` — the channel's S3 prefix, downloaded (``File`` input mode); sharded by key,
+  this host's share of its objects.
 * ``model/``, ``output/`` and ``output/data/`` — created empty, as on an instance.
 * Processing: each ``S3Input`` at its ``LocalPath`` (which the API requires under
   ``/opt/ml/processing``), each output's ``LocalPath`` created empty, and ``/opt/ml/config/
@@ -47,8 +50,11 @@ PROCESSING_ROOT = "/opt/ml/processing"
 GROUP = "homogeneousCluster"
 NETWORK_INTERFACE = "eth0"
 
-# fetch(s3_uri, folder): the object (as <folder>/<basename>) or every object under the prefix (relative paths).
-Fetch = Callable[[str, Path], None]
+# fetch(s3_uri, folder, shard): the object (as <folder>/<basename>) or every object under the prefix (relative
+# paths); with shard (index, count), only this host's share of the prefix's objects (S3 sharding by key).
+Fetch = Callable[[str, Path, "Shard | None"], None]
+SHARDED = "ShardedByS3Key"
+DISTRIBUTIONS = ("FullyReplicated", SHARDED)
 # /opt/ml as a path of its own (after a space, quote, '=' or at the start; not inside s3://bucket/opt/ml).
 _CONTAINER_PATH = re.compile(r"(?<![\w.\-/])/opt/ml(?=/|$|[\s;\"'&|)])")
 
@@ -60,6 +66,40 @@ class ContainerError(ValueError):
 def hosts(count: int) -> list[str]:
     """The service's host names: algo-1 ... algo-N, sorted lexicographically as the toolkit expects."""
     return sorted(f"algo-{i}" for i in range(1, max(1, count) + 1))
+
+
+@dataclass(frozen=True)
+class Host:
+    """One host of a job: the cluster's sorted host names and which one this is."""
+
+    names: tuple[str, ...]
+    current: str
+
+    @classmethod
+    def single(cls, names: list[str] | None = None) -> Host:
+        names = names or hosts(1)
+        return cls(tuple(names), names[0])
+
+    @property
+    def index(self) -> int:
+        return self.names.index(self.current)
+
+    @property
+    def shard(self) -> Shard:
+        return Shard(self.index, len(self.names))
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Host ``index`` of ``count`` takes the prefix's objects ``index``, ``index + count``, ... in key order. The
+    service documents only that each of N instances gets about 1/N of the objects; nothing downstream
+    depends on which (the preprocessing names its outputs after its inputs)."""
+
+    index: int
+    count: int
+
+    def take(self, keys: list[str]) -> list[str]:
+        return sorted(keys)[self.index::self.count]
 
 
 def container_path(root: Path, path: str) -> Path:
@@ -97,6 +137,9 @@ def _channel_source(channel: Mapping[str, Any]) -> Mapping[str, Any]:
     if source.get("S3DataType", "S3Prefix") != "S3Prefix":
         raise ContainerError(f"channel {channel['ChannelName']}: S3DataType {source['S3DataType']} "
                              "is not supported locally (S3Prefix only)")
+    if source.get("S3DataDistributionType", DISTRIBUTIONS[0]) not in DISTRIBUTIONS:
+        raise ContainerError(f"channel {channel['ChannelName']}: S3DataDistributionType "
+                             f"{source['S3DataDistributionType']} is not one of {', '.join(DISTRIBUTIONS)}")
     return source
 
 
@@ -115,12 +158,14 @@ def input_data_config(request: Mapping[str, Any]) -> dict[str, dict[str, str]]:
     return config
 
 
-def training_resource_config(request: Mapping[str, Any]) -> dict[str, Any]:
-    """``resourceconfig.json`` of the first (current) host of a homogeneous cluster."""
+def training_resource_config(request: Mapping[str, Any], host: Host | None = None) -> dict[str, Any]:
+    """``resourceconfig.json`` of ``host`` in a homogeneous cluster (default: a cluster of one, ``algo-1``,
+    which holds every object: a root laid out to run the job by hand does all of its work)."""
     resources = request.get("ResourceConfig", {})
     instance_type = resources.get("InstanceType", "local")
-    names = hosts(int(resources.get("InstanceCount", 1)))
-    return {"current_host": names[0], "current_instance_type": instance_type, "current_group_name": GROUP,
+    host = host or Host.single()
+    names = list(host.names)
+    return {"current_host": host.current, "current_instance_type": instance_type, "current_group_name": GROUP,
             "hosts": names, "instance_groups": [{"instance_group_name": GROUP, "instance_type": instance_type,
                                                  "hosts": names}],
             "network_interface_name": NETWORK_INTERFACE}
@@ -147,8 +192,9 @@ class TrainingContainer:
 
 
 def render_training(request: Mapping[str, Any], root: Path, fetch: Fetch, *,
-                    submit_directory: str | None = None) -> TrainingContainer:
-    """Write a training container root for ``request`` under ``root`` (which must not hold one already)."""
+                    submit_directory: str | None = None, host: Host | None = None) -> TrainingContainer:
+    """Write a training container root for ``request`` on ``host`` (default: the only one) under ``root`` (which
+    must not hold one already); a channel sharded by key gets this host's share of its objects."""
     if root.exists() and any(root.iterdir()):
         raise ContainerError(f"container root {root} is not empty")
     for channel in request.get("InputDataConfig") or []:
@@ -160,12 +206,14 @@ def render_training(request: Mapping[str, Any], root: Path, fetch: Fetch, *,
     config.mkdir(parents=True)
     _write_json(config / "hyperparameters.json", values)
     _write_json(config / "inputdataconfig.json", input_data_config(request))
-    _write_json(config / "resourceconfig.json", training_resource_config(request))
+    _write_json(config / "resourceconfig.json", training_resource_config(request, host))
     channels = {}
     for channel in request.get("InputDataConfig") or []:
         target = root / "input" / "data" / channel["ChannelName"]
         target.mkdir(parents=True)
-        fetch(_channel_source(channel)["S3Uri"], target)
+        source = _channel_source(channel)
+        sharded = source.get("S3DataDistributionType") == SHARDED and host is not None
+        fetch(source["S3Uri"], target, host.shard if sharded else None)
         channels[channel["ChannelName"]] = target
     for folder in (root / "model", root / "output" / "data"):
         folder.mkdir(parents=True, exist_ok=True)
@@ -205,10 +253,10 @@ def processing_job_config(request: Mapping[str, Any], job_arn: str) -> dict[str,
     }
 
 
-def processing_resource_config(request: Mapping[str, Any]) -> dict[str, Any]:
-    """``/opt/ml/config/resourceconfig.json`` of a processing job's first host."""
-    names = hosts(int(request["ProcessingResources"]["ClusterConfig"]["InstanceCount"]))
-    return {"current_host": names[0], "hosts": names}
+def processing_resource_config(request: Mapping[str, Any], host: Host | None = None) -> dict[str, Any]:
+    """``/opt/ml/config/resourceconfig.json`` of ``host`` (default: a cluster of one, as for training)."""
+    host = host or Host.single()
+    return {"current_host": host.current, "hosts": list(host.names)}
 
 
 @dataclass(frozen=True)
@@ -227,25 +275,31 @@ def _processing_source(spec: Mapping[str, Any]) -> Mapping[str, Any]:
         if source.get(field, allowed) != allowed:
             raise ContainerError(f"input {spec['InputName']}: {field} {source[field]} is not supported locally "
                                  f"({allowed} only)")
+    if source.get("S3DataDistributionType", DISTRIBUTIONS[0]) not in DISTRIBUTIONS:
+        raise ContainerError(f"input {spec['InputName']}: S3DataDistributionType {source['S3DataDistributionType']} "
+                             f"is not one of {', '.join(DISTRIBUTIONS)}")
     if not source["LocalPath"].startswith(PROCESSING_ROOT + "/"):
         raise ContainerError(f"input {spec['InputName']}: LocalPath {source['LocalPath']} is not under {PROCESSING_ROOT}")
     return source
 
 
-def render_processing(request: Mapping[str, Any], root: Path, fetch: Fetch, job_arn: str) -> ProcessingContainer:
-    """Write a processing container root for ``request`` under ``root`` (which must not hold one already)."""
+def render_processing(request: Mapping[str, Any], root: Path, fetch: Fetch, job_arn: str,
+                      host: Host | None = None) -> ProcessingContainer:
+    """Write a processing container root for ``request`` on ``host`` (default: the only one) under ``root``
+    (which must not hold one already); an input sharded by key gets this host's share of its objects."""
     if root.exists() and any(root.iterdir()):
         raise ContainerError(f"container root {root} is not empty")
     config = root / "config"
     config.mkdir(parents=True)
     _write_json(config / "processingjobconfig.json", processing_job_config(request, job_arn))
-    _write_json(config / "resourceconfig.json", processing_resource_config(request))
+    _write_json(config / "resourceconfig.json", processing_resource_config(request, host))
     inputs = {}
     for spec in request.get("ProcessingInputs") or []:
         source = _processing_source(spec)
         target = container_path(root, source["LocalPath"].rstrip("/"))
         target.mkdir(parents=True, exist_ok=True)
-        fetch(source["S3Uri"], target)
+        sharded = source.get("S3DataDistributionType") == SHARDED and host is not None
+        fetch(source["S3Uri"], target, host.shard if sharded else None)
         inputs[spec["InputName"]] = target
     outputs = {}
     for spec in (request.get("ProcessingOutputConfig") or {}).get("Outputs") or []:

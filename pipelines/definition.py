@@ -1,6 +1,8 @@
 """The Diagnosa SageMaker Pipeline, as code (SageMaker Python SDK v3).
 
-preprocess → train one candidate per model family (in parallel) → select the champion → evaluate
+preprocess (split + feature pipeline fitted once) → transform (the curated parts sharded over
+ProcessingInstanceCount instances) → train one candidate per model family (in parallel; XGBoost across
+TrainingInstanceCount instances) → select the champion → evaluate
 on test (PropertyFile) → gate: one condition per class on test recall plus one on the orphan slice
 → register the champion in the Model Package Group with its metrics and lineage (input data, code,
 execution) and, when the approval status parameter is ``Approved``, deploy it: model → endpoint
@@ -22,11 +24,16 @@ from typing import Any
 from diagnosa.data.schema import BUILTIN_DATASET, DATASET_NAME, SLICE_NAME
 from diagnosa.labels import CATEGORIES
 from diagnosa.serving_code import SERVING_PROGRAM
+from pipelines.service_model import instance_count_problem
 from processing.features import REDUCTIONS
 from processing.resample import METHODS
 
 DEFAULT_FAMILIES = ("mlp", "logistic_regression", "xgboost")  # docs/model-benchmark.md
+DISTRIBUTED_FAMILIES = ("xgboost",)  # the families that train across instances (training/distributed.py)
+INSTANCE_COUNT_PARAMETERS = {"processing": "ProcessingInstanceCount", "training": "TrainingInstanceCount"}
 DEFAULT_RECALL_THRESHOLD = 0.80
+RECALL_THRESHOLD = "RecallThreshold"  # in the name of every recall-threshold parameter (a class's, a slice's)
+SEED_PARAMETER = "Seed"
 DEFAULT_ORPHAN_THRESHOLD = 0.50
 DEFAULT_SLICE_THRESHOLD = DEFAULT_ORPHAN_THRESHOLD  # minimum macro recall on a dataset's slice
 # Minimum macro recall on the slice's groups held out of training (the cohort's: orphan diseases with no
@@ -85,12 +92,27 @@ def class_parameter(label: str) -> str:
     words = _ascii_words(label)
     if not words:
         raise ValueError(f"label {label!r} has no letter or digit to name its recall-threshold parameter")
-    return "RecallThreshold" + words
+    return RECALL_THRESHOLD + words
 
 
 def slice_parameter(name: str) -> str:
     """'orphan' → 'OrphanRecallThreshold': the minimum macro recall on the dataset's slice of that name."""
-    return _ascii_words(name) + "RecallThreshold"
+    return _ascii_words(name) + RECALL_THRESHOLD
+
+
+def parameter_range_problems(values: dict[str, Any]) -> list[str]:
+    """Values outside the range a parameter's meaning allows, one line each. SageMaker's parameter types declare
+    no range (only strings take EnumValues), so a recall threshold of 1.5 or a seed of -3 would start the run and
+    fail in the gate or inside a job; these are checked with the names and types, before any step runs."""
+    from training.models import MAX_SEED
+
+    problems = []
+    for name, value in values.items():
+        if RECALL_THRESHOLD in name and isinstance(value, float) and not 0.0 <= value <= 1.0:
+            problems.append(f"parameter {name} is a recall threshold, in [0, 1]; got {value!r}")
+        elif name == SEED_PARAMETER and isinstance(value, int) and not 0 <= value <= MAX_SEED:
+            problems.append(f"parameter {name} must be in [0, {MAX_SEED}] (numpy's and xgboost's seeds); got {value}")
+    return problems
 
 
 def unseen_slice(slice_name: str) -> str:
@@ -145,6 +167,10 @@ class PipelineSettings:
     deploy_steps: bool = True
     processing_instance_type: str = "ml.m5.xlarge"
     training_instance_type: str = "ml.m5.xlarge"
+    # Default instance counts (run-time parameters ProcessingInstanceCount, TrainingInstanceCount): the Transform
+    # step shards the curated parts over the first, XGBoost trains across the second (docs/pipeline.md, Scale-out).
+    processing_instance_count: int = 1
+    training_instance_count: int = 1
     recall_thresholds: dict[str, float] | None = None  # label → default threshold; None: 0.80 for every label
     orphan_threshold: float = DEFAULT_ORPHAN_THRESHOLD  # the slice's default threshold (whatever its name)
     unseen_threshold: float = DEFAULT_UNSEEN_THRESHOLD  # the unseen sub-slice's default threshold
@@ -218,6 +244,10 @@ def check_settings(settings: PipelineSettings) -> None:
         bad = [v for v in values if not isinstance(v, str) or not pattern.match(v)]
         if bad:
             raise ValueError(f"{what} id(s) {bad} are not {what} ids ({pattern.pattern})")
+    for kind in ("processing", "training"):
+        problem = instance_count_problem(kind, getattr(settings, f"{kind}_instance_count"))
+        if problem:
+            raise ValueError(f"{kind}_instance_count (the default of {INSTANCE_COUNT_PARAMETERS[kind]}) {problem}")
     if settings.kms_key is not None and not KMS_KEY_ARN.match(settings.kms_key):
         raise ValueError(f"kms_key {settings.kms_key!r} must be a KMS key ARN "
                          "(arn:aws:kms:<region>:<account>:key/<key id>)")
@@ -235,7 +265,7 @@ def build_pipeline(settings: PipelineSettings, session: Any) -> Any:
     from sagemaker.core.model_metrics import MetricsSource, ModelMetrics
     from sagemaker.core.network import NetworkConfig
     from sagemaker.core.processing import FrameworkProcessor
-    from sagemaker.core.shapes import ProcessingInput, ProcessingOutput, ProcessingS3Input, ProcessingS3Output
+    from sagemaker.core.shapes import ProcessingInput, ProcessingOutput, ProcessingS3Input, ProcessingS3Output, S3DataSource
     from sagemaker.core.training.configs import Compute, InputData, Networking, OutputDataConfig
     from sagemaker.core.workflow.conditions import ConditionEquals, ConditionGreaterThanOrEqualTo
     from sagemaker.core.workflow.execution_variables import ExecutionVariables
@@ -282,14 +312,21 @@ def build_pipeline(settings: PipelineSettings, session: Any) -> Any:
                                        default_value=settings.unseen_threshold)
                         if settings.slice_name and settings.slice_grouped else None)
     # One seed for the split (Preprocess) and the models (the training hyperparameter ``seed``).
-    seed = ParameterInteger(name="Seed", default_value=0)
+    seed = ParameterInteger(name=SEED_PARAMETER, default_value=0)
     endpoint_name = ParameterString(name="EndpointName", default_value=settings.endpoint_name)
-    # Instance types per run; counts stay 1: every job is single-node (scikit-learn/xgboost fits, no sharding).
+    # Instance types and counts per run. The counts scale out what spreads (docs/pipeline.md, Scale-out): the
+    # Transform step's curated parts (S3 sharding by key) and XGBoost's training (its collective); the other
+    # steps run on one instance. A bad count is refused before any step runs (the local executor validates
+    # every job request with the run's parameters against the service model).
     processing_type = ParameterString(name="ProcessingInstanceType", default_value=settings.processing_instance_type)
     training_type = ParameterString(name="TrainingInstanceType", default_value=settings.training_instance_type)
+    processing_count = ParameterInteger(name=INSTANCE_COUNT_PARAMETERS["processing"],
+                                        default_value=settings.processing_instance_count)
+    training_count = ParameterInteger(name=INSTANCE_COUNT_PARAMETERS["training"],
+                                      default_value=settings.training_instance_count)
     parameters = [input_uri, reduction, resampling, approval, *thresholds.values(),
                   *([slice_threshold] if slice_threshold else []), *([unseen_threshold] if unseen_threshold else []),
-                  processing_type, training_type, seed]
+                  processing_type, training_type, processing_count, training_count, seed]
     if settings.deploy_steps:
         parameters.append(endpoint_name)
 
@@ -301,17 +338,22 @@ def build_pipeline(settings: PipelineSettings, session: Any) -> Any:
         max_attempts=3, interval_seconds=30, backoff_rate=2.0)
     step_retry = StepRetryPolicy(exception_types=[StepExceptionTypeEnum.THROTTLING, StepExceptionTypeEnum.SERVICE_FAULT],
                                  max_attempts=5, interval_seconds=10, backoff_rate=2.0)
-    processor = FrameworkProcessor(image_uri=image, role=settings.role_arn, instance_count=1,
-                                   instance_type=processing_type, sagemaker_session=session,
-                                   code_location=f"{bucket}/artifacts/code/runners",
-                                   volume_kms_key=settings.kms_key, output_kms_key=settings.kms_key,
-                                   network_config=NetworkConfig(subnets=list(settings.subnets),
-                                                                security_group_ids=list(settings.security_group_ids))
-                                   if settings.subnets else None)
+    network = (NetworkConfig(subnets=list(settings.subnets), security_group_ids=list(settings.security_group_ids))
+               if settings.subnets else None)
 
-    def s3_in(name: str, uri: Any, path: str) -> Any:
+    def processor(count: Any) -> Any:
+        return FrameworkProcessor(image_uri=image, role=settings.role_arn, instance_count=count,
+                                  instance_type=processing_type, sagemaker_session=session,
+                                  code_location=f"{bucket}/artifacts/code/runners",
+                                  volume_kms_key=settings.kms_key, output_kms_key=settings.kms_key,
+                                  network_config=network)
+
+    single, sharded = processor(1), processor(processing_count)
+
+    def s3_in(name: str, uri: Any, path: str, distribution: str = "FullyReplicated") -> Any:
         return ProcessingInput(input_name=name, s3_input=ProcessingS3Input(
-            s3_uri=uri, local_path=f"/opt/ml/processing/input/{path}", s3_data_type="S3Prefix", s3_input_mode="File"))
+            s3_uri=uri, local_path=f"/opt/ml/processing/input/{path}", s3_data_type="S3Prefix", s3_input_mode="File",
+            s3_data_distribution_type=distribution))
 
     def s3_out(name: str) -> Any:
         return ProcessingOutput(output_name=name, s3_output=ProcessingS3Output(
@@ -319,34 +361,51 @@ def build_pipeline(settings: PipelineSettings, session: Any) -> Any:
             s3_upload_mode="EndOfJob"))
 
     def processing(name: str, script: str, inputs: list[Any], outputs: list[str], arguments: list[Any] | None = None,
-                   **kwargs: Any) -> Any:
+                   runner: Any = single, **kwargs: Any) -> Any:
         # The container root is passed explicitly: an executor that maps /opt/ml/processing elsewhere
         # (the local one) remaps it like every other container path in the request.
-        args = processor.run(code=script, source_dir=settings.code_uri, requirements="requirements.txt",
+        args = runner.run(code=script, source_dir=settings.code_uri, requirements="requirements.txt",
                              job_name=f"{name.lower()}-{tag}", inputs=inputs, outputs=[s3_out(o) for o in outputs],
                              arguments=["--base-dir", "/opt/ml/processing", *(arguments or [])])
         return ProcessingStep(name=name, step_args=args, cache_config=cache, retry_policies=[job_retry, step_retry],
                               **kwargs)
 
+    # Preprocess fits once (the split and the feature pipeline, one instance); Transform shards the curated
+    # version's objects over its instances (its Parquet parts; manifest.json is one more object, which the job
+    # ignores) and writes each part's rows under the part's name, the same output whatever the count.
     preprocess = processing("Preprocess", "preprocess_job.py", [s3_in("curated", input_uri, "curated")],
-                            ["train", "validation", "test", "transformer", "baseline"],
-                            ["--reduction", reduction, "--resampling", resampling, "--seed", seed.to_string()])
-    outputs = preprocess.properties.ProcessingOutputConfig.Outputs
+                            ["transformer", "split", "baseline"],
+                            ["--stage", "fit", "--reduction", reduction, "--resampling", resampling,
+                             "--seed", seed.to_string(), "--transform-instances", processing_count.to_string()])
+    fitted = preprocess.properties.ProcessingOutputConfig.Outputs
+    transform = processing("Transform", "preprocess_job.py",
+                           [s3_in("curated", input_uri, "curated", "ShardedByS3Key"),
+                            s3_in("transformer", fitted["transformer"].S3Output.S3Uri, "transformer"),
+                            s3_in("split", fitted["split"].S3Output.S3Uri, "split")],
+                           ["train", "validation", "test"], ["--stage", "transform"], runner=sharded)
+    outputs = {**{name: fitted[name] for name in ("transformer", "baseline")},
+               **{name: transform.properties.ProcessingOutputConfig.Outputs[name]
+                  for name in ("train", "validation", "test")}}
 
     trainings = []
     for family in settings.families:
+        # XGBoost trains across TrainingInstanceCount instances, each on a share of the training parts (its
+        # collective: training/distributed.py); every other family fits on one instance, all rows.
+        spread = family in DISTRIBUTED_FAMILIES
         trainer = ModelTrainer(
             training_image=image, role=settings.role_arn, sagemaker_session=session,
             base_job_name=f"diagnosa-{family.replace('_', '-')}",
-            compute=Compute(instance_type=training_type, instance_count=1, volume_size_in_gb=30,
-                            volume_kms_key_id=settings.kms_key),
+            compute=Compute(instance_type=training_type, instance_count=training_count if spread else 1,
+                            volume_size_in_gb=30, volume_kms_key_id=settings.kms_key),
             networking=Networking(subnets=list(settings.subnets), security_group_ids=list(settings.security_group_ids))
             if settings.subnets else None,
             output_data_config=OutputDataConfig(s3_output_path=Join(on="/", values=[run, "models", family]),
                                                 kms_key_id=settings.kms_key),
             hyperparameters={"family": family, "seed": seed.to_string(), "sagemaker_program": "train_job.py",
                              "sagemaker_submit_directory": settings.code_uri})
-        channels = [InputData(channel_name=c, data_source=outputs[c].S3Output.S3Uri)
+        channels = [InputData(channel_name=c, data_source=S3DataSource(
+                        s3_data_type="S3Prefix", s3_uri=outputs[c].S3Output.S3Uri,
+                        s3_data_distribution_type="ShardedByS3Key" if spread and c == "train" else "FullyReplicated"))
                     for c in ("train", "validation", "transformer")]
         trainings.append(TrainingStep(name=f"Train-{family}", step_args=trainer.train(input_data_config=channels),
                                       cache_config=cache, retry_policies=[job_retry, step_retry]))
@@ -417,7 +476,7 @@ def build_pipeline(settings: PipelineSettings, session: Any) -> Any:
     fail = FailStep(name="RecallGateFailed", error_message=recall_of("gate.message"))
     gate = ConditionStep(name="RecallGate", conditions=conditions, if_steps=on_pass, else_steps=[fail])
     return Pipeline(name=settings.name, parameters=parameters,
-                    steps=[preprocess, *trainings, select, evaluate, gate], sagemaker_session=session)
+                    steps=[preprocess, transform, *trainings, select, evaluate, gate], sagemaker_session=session)
 
 
 def _captured(session: Any) -> Any:
@@ -481,9 +540,9 @@ GENERATED_NAMES = {"CreateProcessingJob": {"ProcessingJobName": "generated"},
                    "CreateTrainingJob": {"TrainingJobName": "generated"}, "CreateModel": {"ModelName": "generated"}}
 
 
-def validate_definition(definition: dict[str, Any]) -> dict[str, str | None]:
-    """botocore's report for each step's request, with parameters at their defaults and run-time
-    values (step properties, JsonGet) at placeholders of the right kind; None means valid."""
+def validate_definition(definition: dict[str, Any], parameters: dict[str, Any] | None = None) -> dict[str, str | None]:
+    """botocore's report for each step's request, with parameters at ``parameters`` (default: their defaults)
+    and run-time values (step properties, JsonGet) at placeholders of the right kind; None means valid."""
     from pipelines.expressions import Resolver
     from pipelines.graph import build_graph
     from pipelines.service_model import request_problems
@@ -495,7 +554,7 @@ def validate_definition(definition: dict[str, Any]) -> dict[str, str | None]:
     def as_value(value: Any) -> Any:
         return "s3://placeholder/key" if isinstance(value, Placeholder) else value
 
-    defaults = {p["Name"]: p.get("DefaultValue") for p in definition.get("Parameters", [])}
+    defaults = {p["Name"]: p.get("DefaultValue") for p in definition.get("Parameters", [])} | (parameters or {})
     execution = {"PipelineExecutionId": "execution", "PipelineExecutionArn": "arn", "PipelineName": "pipeline",
                  "StartDateTime": "2026-01-01T00:00:00Z", "CurrentDateTime": "2026-01-01T00:00:00Z"}
     resolver = Resolver(defaults, execution, lambda step: Placeholder(), lambda step, name: Placeholder())
@@ -506,6 +565,38 @@ def validate_definition(definition: dict[str, Any]) -> dict[str, str | None]:
             resolved = _map(resolver(node.arguments), as_value)
             report[node.name] = request_problems(operation, {**GENERATED_NAMES.get(operation, {}), **resolved})
     return report
+
+
+def parameter_problems(definition: dict[str, Any], parameters: dict[str, Any]) -> list[str]:
+    """The request problems a run's parameter values cause, one line per problem naming the step, the request
+    field and the parameter that set it (problems no parameter causes are the steps' own to report)."""
+    from pipelines.graph import build_graph
+
+    report = validate_definition(definition, parameters)
+    graph = build_graph(definition)
+    found = []
+    for step, problems in report.items():
+        sources = _parameter_paths(graph[step].arguments)
+        for line in (problems or "").splitlines():
+            match = re.search(r"parameter (?:in )?([\w.\[\]]+)", line)
+            names = sources.get(match.group(1).rstrip(":,")) if match else None
+            if names:
+                values = ", ".join(f"{name}={parameters.get(name)!r}" for name in names)
+                found.append(f"step {step}: parameter {values} gives an invalid request: {line}")
+    return found
+
+
+def _parameter_paths(value: Any, path: str = "") -> dict[str, list[str]]:
+    """Request field (botocore's notation: A.B[0].C) → the pipeline parameters its expression reads."""
+    if isinstance(value, list):
+        return {k: v for i, item in enumerate(value) for k, v in _parameter_paths(item, f"{path}[{i}]").items()}
+    if not isinstance(value, dict):
+        return {}
+    if set(value) in ({"Get"}, {"Std:Join"}, {"Std:JsonGet"}):
+        names = sorted(set(re.findall(r"Parameters\.(\w+)", json.dumps(value))))
+        return {path: names} if names else {}
+    return {k: v for key, item in value.items()
+            for k, v in _parameter_paths(item, f"{path}.{key}" if path else key).items()}
 
 
 def _map(value: Any, leaf: Any) -> Any:

@@ -35,6 +35,7 @@ from diagnosa.files import write_json_atomic
 from diagnosa.lake import DataLake
 from diagnosa.logs import utc_now
 from diagnosa.net import process_alive
+from pipelines.definition import parameter_problems, parameter_range_problems
 from pipelines.expressions import ExpressionError, Resolver, evaluate_condition, step_references
 from pipelines.graph import DefinitionError, StepNode, build_graph
 from pipelines.local_jobs import JOB_LOG, Heartbeat, JobError, LakeMapping, run_processing, run_training
@@ -58,7 +59,8 @@ class StepFailure(RuntimeError):
 # ------------------------------------------------------------------------------------------------ parameters
 
 def resolve_parameters(definition: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    """Declared defaults with ``overrides`` applied; unknown names and wrong types are refused."""
+    """Declared defaults with ``overrides`` applied; unknown names, wrong types, values outside an enum or outside
+    the parameter's range (``parameter_range_problems``) are refused."""
     declared = {p["Name"]: p for p in definition.get("Parameters", [])}
     unknown = sorted(set(overrides) - set(declared))
     if unknown:
@@ -78,6 +80,9 @@ def resolve_parameters(definition: dict[str, Any], overrides: dict[str, Any]) ->
         allowed = spec.get("EnumValues")
         if allowed and values[name] not in allowed:
             raise ExecutionError(f"parameter {name} must be one of {allowed}, got {values[name]!r}")
+    problems = parameter_range_problems(values)
+    if problems:
+        raise ExecutionError("; ".join(problems))
     return values
 
 
@@ -279,6 +284,11 @@ class LocalExecutor:
         except DefinitionError as err:
             raise ExecutionError(str(err)) from None
         parameters = resolve_parameters(definition, overrides)
+        # Values that make a job request invalid (an instance count of 0, say): the service's model of the
+        # request, checked for every job step with this run's parameters, names the step and the parameter.
+        problems = parameter_problems(definition, parameters)
+        if problems:
+            raise ExecutionError("; ".join(problems))
         resolve = Resolver(parameters, execution_variables({"PipelineExecutionId": "preflight"}),
                            lambda step: {}, lambda step, name: {})
         problems = []

@@ -13,6 +13,9 @@ The "container image" is this Python environment, which already holds the step p
 only if every pin is already satisfied: a job whose pins differ from this environment fails instead
 of changing it.
 
+* N instances (``InstanceCount``): N processes, one container root each, run together; their outputs are
+  gathered under the request's S3 prefixes as the service's uploads would be (``cluster_hosts`` says how
+  the local hosts are named).
 * Processing: ``ContainerEntrypoint`` + ``ContainerArguments`` run as given (the SDK's ``runproc.sh``
   untars the code and installs the pins), with ``/opt/ml`` paths mapped to the root.
 * Training on a framework image (no ``ContainerEntrypoint``): the image's entrypoint, AWS's training
@@ -32,6 +35,7 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 import subprocess
 import sys
 import tarfile
@@ -44,7 +48,10 @@ from diagnosa.lake import DataLake
 from pipelines.containers import (
     ContainerError,
     Fetch,
+    Host,
+    Shard,
     TrainingContainer,
+    hosts,
     localise,
     render_processing,
     render_training,
@@ -52,9 +59,11 @@ from pipelines.containers import (
 )
 from pipelines.service_model import request_problems
 
-ROOT_NAME = "opt-ml"  # <run>/opt-ml stands for /opt/ml
-JOB_LOG = "job.log"  # <run>/job.log: the container's output, as CloudWatch would have it
+ROOT_NAME = "opt-ml"  # <run>/opt-ml stands for /opt/ml (<run>/<host>/opt-ml for each host of a multi-instance job)
+JOB_LOG = "job.log"  # <run>/job.log (<run>/<host>/job.log per host): the container's output, as CloudWatch has it
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 TOOLKIT = ("-m", "sagemaker_training.cli.train")  # the framework training images' entrypoint (`train`)
+POLL_SECONDS = 0.5  # how often a multi-host job's processes are checked (one failure stops the others)
 FAILURE_LIMIT = 1024  # the service shows the first 1024 characters of the failure file as FailureReason
 # Lines a container's runner prints about its own housekeeping, never about the job: the SDK's runproc.sh
 # runs `pip uninstall --yes typing` before installing the pins ("some py3 containers have typing, which
@@ -91,15 +100,47 @@ def check_request(operation: str, arguments: dict[str, Any]) -> None:
 
 
 def lake_fetcher(mapping: LakeMapping, name: str) -> Fetch:
-    """What the service's download does for a container root: an S3 object, or every object under a prefix."""
-    def fetch(uri: str, target: Path) -> None:
+    """What the service's download does for a container root: an S3 object, or every object under a prefix
+    (with a shard, this host's share of them: a host may get none when there are fewer objects than hosts)."""
+    def fetch(uri: str, target: Path, shard: Shard | None = None) -> None:
         key = mapping.key(uri)
         keys = [key] if mapping.lake.exists(key) else mapping.lake.list(f"{key}/")
         if not keys:
             raise JobError(f"job {name}: input {uri} (for {target.name}) is empty or missing")
-        for item in keys:
+        for item in keys if shard is None else shard.take(keys):
             mapping.lake.get_file(item, target / (Path(item).name if item == key else item[len(key) + 1:]))
     return fetch
+
+
+def cluster_hosts(count: int, networked: bool = False) -> list[Host]:
+    """The hosts of a local job of ``count`` instances. The service names them algo-1..N and its cluster DNS
+    resolves them; here a job whose hosts talk to each other (``networked``: a multi-instance training job)
+    gets host names that resolve the same way without DNS — loopback addresses of a block of its own
+    (127.X.Y.1..N), so each host's ports (xgboost's tracker on 9099) are free whatever else runs."""
+    if count > 1 and networked:
+        block = f"127.{secrets.randbelow(254) + 1}.{secrets.randbelow(254) + 1}"
+        names = sorted(f"{block}.{i}" for i in range(1, count + 1))
+    else:
+        names = hosts(count)
+    return [Host(tuple(names), name) for name in names]
+
+
+def host_root(run_dir: Path, host: Host) -> Path:
+    """Where a host's container root lives: ``<run>/opt-ml`` for a single host, ``<run>/<host>/opt-ml`` for many."""
+    return run_dir / ROOT_NAME if len(host.names) == 1 else run_dir / host.current / ROOT_NAME
+
+
+def host_log(run_dir: Path, host: Host) -> Path:
+    return run_dir / JOB_LOG if len(host.names) == 1 else run_dir / host.current / JOB_LOG
+
+
+def thread_share(env: dict[str, str] | None, count: int) -> dict[str, str]:
+    """A job's thread budget split over its hosts (on the service each host has its own instance)."""
+    shared = dict(env or {})
+    for key in THREAD_VARIABLES:
+        if key in shared:
+            shared[key] = str(max(1, int(shared[key]) // count))
+    return shared
 
 
 def container_environment(run_dir: Path, python: str, extra: dict[str, str]) -> dict[str, str]:
@@ -124,31 +165,66 @@ class Heartbeat:
     every: float = 30.0
 
 
+@dataclass(frozen=True)
+class Launch:
+    """One host's process of a job."""
+
+    host: Host
+    command: list[str]
+    cwd: Path
+    environment: dict[str, str]
+    log_path: Path
+    failure_file: Path | None = None
+
+
 def run_processing(arguments: dict[str, Any], run_dir: Path, mapping: LakeMapping, *,
                    env: dict[str, str] | None = None, python: str = sys.executable,
                    job_arn: str | None = None, heartbeat: Heartbeat | None = None) -> dict[str, Any]:
-    """A CreateProcessingJob request: inputs at their local paths, the entrypoint run, outputs back to the lake."""
+    """A CreateProcessingJob request: inputs at their local paths on each of its instances (an input sharded by
+    key split between them), the entrypoint run on every instance, their outputs back to the lake together."""
     check_request("CreateProcessingJob", arguments)
     name = arguments["ProcessingJobName"]
     run_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        container = render_processing(arguments, run_dir / ROOT_NAME, lake_fetcher(mapping, name),
-                                      job_arn or f"arn:aws:sagemaker:local:000000000000:processing-job/{name}")
-    except ContainerError as err:
-        raise JobError(f"job {name}: {err}") from None
-    environment = container_environment(run_dir, python, {**arguments.get("Environment", {}), **(env or {})})
-    log_path = run_dir / JOB_LOG
-    seconds = _run(name, container.command, container.root, environment, log_path, heartbeat=heartbeat)
+    count = int(arguments["ProcessingResources"]["ClusterConfig"]["InstanceCount"])
+    environment = container_environment(run_dir, python, {**arguments.get("Environment", {}),
+                                                          **thread_share(env, count)})
+    containers, launches = [], []
+    for host in cluster_hosts(count):
+        try:
+            container = render_processing(arguments, host_root(run_dir, host), lake_fetcher(mapping, name),
+                                          job_arn or f"arn:aws:sagemaker:local:000000000000:processing-job/{name}",
+                                          host=host)
+        except ContainerError as err:
+            raise JobError(f"job {name}: {err}") from None
+        containers.append(container)
+        launches.append(Launch(host, container.command, container.root, environment, host_log(run_dir, host)))
+    seconds = _run(name, launches, heartbeat=heartbeat)
 
     outputs = {}
     for spec in arguments.get("ProcessingOutputConfig", {}).get("Outputs", []):
-        folder, prefix = container.outputs[spec["OutputName"]], mapping.key(spec["S3Output"]["S3Uri"])
-        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-            mapping.lake.put_file(path, f"{prefix}/{path.relative_to(folder).as_posix()}")
+        # Every instance uploads its folder to the one S3 prefix (the same key from two instances: one object).
+        files = _gathered(name, spec["OutputName"], [c.outputs[spec["OutputName"]] for c in containers])
+        prefix = mapping.key(spec["S3Output"]["S3Uri"])
+        for relative, path in files.items():
+            mapping.lake.put_file(path, f"{prefix}/{relative}")
         outputs[spec["OutputName"]] = spec
     return {"ProcessingJobName": name, "ProcessingJobStatus": "Completed", "ExitCode": 0,
             "ProcessingOutputConfig": {"Outputs": outputs}, "DurationSeconds": round(seconds, 3),
-            "LogPath": str(log_path)}
+            "LogPath": str(launches[0].log_path)}
+
+
+def _gathered(name: str, what: str, folders: list[Path]) -> dict[str, Path]:
+    """The files of one output (or the model) across hosts, by relative path. Two hosts writing one name with
+    different content is refused: the service would keep whichever it uploaded last."""
+    files: dict[str, Path] = {}
+    for folder in folders:
+        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+            relative = path.relative_to(folder).as_posix()
+            if relative in files and files[relative].read_bytes() != path.read_bytes():
+                raise JobError(f"job {name}: {what}/{relative} was written by two instances with different content "
+                               "(each instance must write its own names)")
+            files.setdefault(relative, path)
+    return files
 
 
 def failure_reason(log_text: str, failure_text: str | None = None, lines: int = 3) -> str:
@@ -193,30 +269,57 @@ def last_line(log_path: Path, limit: int = 120) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _run(name: str, command: list[str], cwd: Path, environment: dict[str, str], log_path: Path,
-         failure_file: Path | None = None, heartbeat: Heartbeat | None = None) -> float:
+def _run(name: str, launches: list[Launch], heartbeat: Heartbeat | None = None) -> float:
+    """Run one process per host and wait for all. The first host that fails fails the job: the others are
+    stopped (they may be waiting for it) and the message is that host's."""
     started = time.perf_counter()
-    with open(log_path, "w", encoding="utf-8") as log:
-        process = subprocess.Popen(command, cwd=cwd, env=environment, stdout=log, stderr=subprocess.STDOUT)
-        every = heartbeat.every if heartbeat is not None else None
+    processes = []
+    logs = []
+    try:
+        for launch in launches:
+            launch.log_path.parent.mkdir(parents=True, exist_ok=True)
+            logs.append(open(launch.log_path, "w", encoding="utf-8"))
+            processes.append(subprocess.Popen(launch.command, cwd=launch.cwd, env=launch.environment, stdout=logs[-1],
+                                              stderr=subprocess.STDOUT))
+        next_beat = time.perf_counter() + heartbeat.every if heartbeat is not None else None
         while True:
-            try:
-                code = process.wait(timeout=every)
+            codes = [p.poll() for p in processes]
+            failed = next((i for i, code in enumerate(codes) if code not in (None, 0)), None)
+            if failed is not None or all(code == 0 for code in codes):
                 break
-            except subprocess.TimeoutExpired:  # still running: say so, with what its log says last
+            if next_beat is not None and time.perf_counter() >= next_beat:
                 assert heartbeat is not None
-                heartbeat.say(f"running for {time.perf_counter() - started:.0f} s; log: {last_line(log_path)}")
-            except BaseException:
-                process.kill()
-                process.wait()
-                raise
+                heartbeat.say(f"running for {time.perf_counter() - started:.0f} s; "
+                              f"log: {last_line(launches[0].log_path)}")
+                next_beat += heartbeat.every
+            try:
+                processes[codes.index(None)].wait(timeout=POLL_SECONDS)
+            except subprocess.TimeoutExpired:
+                pass
+    except BaseException:
+        _stop(processes)
+        raise
+    finally:
+        for log in logs:
+            log.close()
     seconds = time.perf_counter() - started
-    if code != 0:
-        failure = failure_file.read_text(encoding="utf-8", errors="replace") \
-            if failure_file is not None and failure_file.is_file() else None
-        reason = failure_reason(log_path.read_text(encoding="utf-8", errors="replace"), failure)
-        raise JobError(f"job {name} exited with {code} after {seconds:.1f} s (log: {log_path}): {reason}")
-    return seconds
+    if failed is None:
+        return seconds
+    _stop(processes)
+    launch, code = launches[failed], codes[failed]
+    failure = launch.failure_file.read_text(encoding="utf-8", errors="replace") \
+        if launch.failure_file is not None and launch.failure_file.is_file() else None
+    reason = failure_reason(launch.log_path.read_text(encoding="utf-8", errors="replace"), failure)
+    where = f" host {launch.host.current}" if len(launches) > 1 else ""
+    raise JobError(f"job {name}{where} exited with {code} after {seconds:.1f} s (log: {launch.log_path}): {reason}")
+
+
+def _stop(processes: list[subprocess.Popen]) -> None:
+    for process in processes:
+        if process.poll() is None:
+            process.kill()
+    for process in processes:
+        process.wait()
 
 
 def run_training(arguments: dict[str, Any], run_dir: Path, mapping: LakeMapping, *,
@@ -228,28 +331,33 @@ def run_training(arguments: dict[str, Any], run_dir: Path, mapping: LakeMapping,
     name = arguments["TrainingJobName"]
     algorithm = arguments["AlgorithmSpecification"]
     run_dir.mkdir(parents=True, exist_ok=True)
-    root = run_dir / ROOT_NAME
-    command = [*algorithm.get("ContainerEntrypoint", []), *algorithm.get("ContainerArguments", [])]
+    entrypoint = [*algorithm.get("ContainerEntrypoint", []), *algorithm.get("ContainerArguments", [])]
     submit = None
-    if not command:  # a framework image: its entrypoint is the training toolkit, in script mode
+    if not entrypoint:  # a framework image: its entrypoint is the training toolkit, in script mode
         submit = str(_submitted_code(name, arguments.get("HyperParameters", {}), run_dir, mapping))
-        command = [python, *TOOLKIT]
-    try:
-        container = render_training(arguments, root, lake_fetcher(mapping, name), submit_directory=submit)
-    except ContainerError as err:
-        raise JobError(f"job {name}: {err}") from None
-    command = [localise(part, root) for part in command]
-    extra = training_environment(arguments, root, job_arn)
-    extra["SM_STUDIO_LOCAL_MODE"] = "true"  # no cluster network here: the toolkit's switch to skip the DNS wait
-    environment = container_environment(run_dir, python, {**extra, **(env or {})})
-    log_path = run_dir / JOB_LOG
-    seconds = _run(name, command, root, environment, log_path, container.failure_file, heartbeat)
+        entrypoint = [python, *TOOLKIT]
+    count = int(arguments["ResourceConfig"]["InstanceCount"])
+    containers, launches = [], []
+    for host in cluster_hosts(count, networked=True):
+        root = host_root(run_dir, host)
+        try:
+            container = render_training(arguments, root, lake_fetcher(mapping, name), submit_directory=submit,
+                                        host=host)
+        except ContainerError as err:
+            raise JobError(f"job {name}: {err}") from None
+        extra = training_environment(arguments, root, job_arn)
+        extra["SM_STUDIO_LOCAL_MODE"] = "true"  # no cluster DNS here: the toolkit's switch to skip its wait for it
+        environment = container_environment(run_dir, python, {**extra, **thread_share(env, count)})
+        containers.append(container)
+        launches.append(Launch(host, [localise(part, root) for part in entrypoint], root, environment,
+                               host_log(run_dir, host), container.failure_file))
+    seconds = _run(name, launches, heartbeat)
 
-    tarball = _model_tarball(container, run_dir)
+    tarball = _model_tarball(name, containers, run_dir)
     output_uri = arguments["OutputDataConfig"]["S3OutputPath"].rstrip("/")
     model_uri = f"{output_uri}/{name}/output/model.tar.gz"
     mapping.lake.put_file(tarball, mapping.key(model_uri))
-    log_text = log_path.read_text(encoding="utf-8", errors="replace")
+    log_text = launches[0].log_path.read_text(encoding="utf-8", errors="replace")  # the first host's metrics
     metrics = []
     for definition in algorithm.get("MetricDefinitions", []):
         found = re.findall(definition["Regex"], log_text)
@@ -257,7 +365,7 @@ def run_training(arguments: dict[str, Any], run_dir: Path, mapping: LakeMapping,
             metrics.append({"MetricName": definition["Name"], "Value": float(found[-1])})
     return {"TrainingJobName": name, "TrainingJobStatus": "Completed", "ModelArtifacts": {"S3ModelArtifacts": model_uri},
             "FinalMetricDataList": metrics, "HyperParameters": arguments.get("HyperParameters", {}),
-            "DurationSeconds": round(seconds, 3), "LogPath": str(log_path)}
+            "DurationSeconds": round(seconds, 3), "LogPath": str(launches[0].log_path)}
 
 
 def _submitted_code(name: str, hyperparameters: dict[str, str], run_dir: Path, mapping: LakeMapping) -> Path:
@@ -275,10 +383,13 @@ def _submitted_code(name: str, hyperparameters: dict[str, str], run_dir: Path, m
     return local
 
 
-def _model_tarball(container: TrainingContainer, run_dir: Path) -> Path:
-    """``/opt/ml/model`` packed the way the service packs it: its contents at the archive root."""
+def _model_tarball(name: str, containers: list[TrainingContainer], run_dir: Path) -> Path:
+    """``/opt/ml/model`` packed the way the service packs it: its contents at the archive root, every host's
+    folder in the one archive ("if multiple containers write to this directory they should ensure no
+    file/directory names clash": a clash with different content is refused here)."""
+    files = _gathered(name, "model", [c.model_dir for c in containers])
     tarball = run_dir / "model.tar.gz"
     with tarfile.open(tarball, "w:gz") as archive:
-        for item in sorted(container.model_dir.iterdir()):
-            archive.add(item, arcname=item.name)
+        for relative in sorted(files):
+            archive.add(files[relative], arcname=relative)
     return tarball

@@ -1,11 +1,19 @@
 """SageMaker's request shapes from botocore's service model: the authority on what a request may hold."""
 from __future__ import annotations
 
+import difflib
 import functools
 from typing import Any
 
 import botocore.session
 from botocore.validate import ParamValidator
+
+# Instance counts of the jobs' clusters (botocore's shapes; the service's own bounds). botocore allows a
+# training count of 0 — the count of a heterogeneous cluster lives in its InstanceGroups — but a
+# ResourceConfig without InstanceGroups, the pipeline's, needs at least one instance; and botocore's
+# validator checks no maximum, so the range is checked here.
+INSTANCE_COUNT_SHAPES = {"processing": "ProcessingInstanceCount", "training": "TrainingInstanceCount"}
+MIN_INSTANCES = 1
 
 
 @functools.lru_cache(maxsize=1)
@@ -13,7 +21,63 @@ def _sagemaker() -> Any:
     return botocore.session.get_session().get_service_model("sagemaker")
 
 
+def instance_count_range(kind: str) -> tuple[int, int | None]:
+    """(least, most) instances a ``kind`` ("processing" or "training") job may have; most None: no bound."""
+    metadata = _sagemaker().shape_for(INSTANCE_COUNT_SHAPES[kind]).metadata
+    return max(MIN_INSTANCES, int(metadata.get("min", MIN_INSTANCES))), metadata.get("max")
+
+
+def instance_count_problem(kind: str, value: Any) -> str | None:
+    """Why ``value`` is not an instance count of a ``kind`` job, or None."""
+    least, most = instance_count_range(kind)
+    if isinstance(value, bool) or not isinstance(value, int):
+        return f"must be a whole number, got {value!r}"
+    if value < least or (most is not None and value > most):
+        return f"must be {least} to {most}, got {value}" if most is not None else f"must be at least {least}, got {value}"
+    return None
+
+
+# Where each job request holds its cluster's instance count (botocore checks only the minimum, and training's is 0).
+COUNT_FIELDS = {"CreateProcessingJob": ("processing", ("ProcessingResources", "ClusterConfig", "InstanceCount")),
+                "CreateTrainingJob": ("training", ("ResourceConfig", "InstanceCount"))}
+
+
+def enum_problems(shape: Any, value: Any, path: str = "") -> list[str]:
+    """Values outside their shape's enum (an instance type ``ml.bogus``), which botocore's validator does not
+    check: the service refuses them when the job is created, so a run would fail at that step, not at start."""
+    if shape.type_name == "structure" and isinstance(value, dict):
+        return [problem for name, member in shape.members.items() if name in value
+                for problem in enum_problems(member, value[name], f"{path}.{name}" if path else name)]
+    if shape.type_name == "list" and isinstance(value, list):
+        return [problem for i, item in enumerate(value) for problem in enum_problems(shape.member, item, f"{path}[{i}]")]
+    if shape.type_name == "map" and isinstance(value, dict):
+        return [problem for key, item in value.items() for problem in enum_problems(shape.value, item, f"{path}.{key}")]
+    allowed = getattr(shape, "enum", None) or []
+    if allowed and isinstance(value, str) and value not in allowed:
+        close = difflib.get_close_matches(value, allowed, n=3, cutoff=0.6)
+        hint = f"; did you mean {', '.join(close)}?" if close else f" ({len(allowed)} valid values, e.g. {allowed[0]})"
+        return [f"Invalid value for parameter {path}, value: {value}: not one of the service's {shape.name} "
+                f"values{hint}"]
+    return []
+
+
 def request_problems(operation: str, arguments: dict[str, Any]) -> str | None:
-    """botocore's report of what ``arguments`` break in ``operation``'s request shape, or None if valid."""
-    report = ParamValidator().validate(arguments, _sagemaker().operation_model(operation).input_shape)
-    return report.generate_report() if report.has_errors() else None
+    """botocore's report of what ``arguments`` break in ``operation``'s request shape, or None if valid; enum
+    fields are held to their values and a job's instance count to the service's whole range
+    (``instance_count_range``)."""
+    shape = _sagemaker().operation_model(operation).input_shape
+    report = ParamValidator().validate(arguments, shape)
+    problems = report.generate_report().splitlines() if report.has_errors() else []
+    problems += enum_problems(shape, arguments)
+    if operation in COUNT_FIELDS:
+        kind, path = COUNT_FIELDS[operation]
+        value: Any = arguments
+        for key in path:
+            value = value.get(key) if isinstance(value, dict) else None
+        resources = arguments.get("ResourceConfig") or {}
+        problem = instance_count_problem(kind, value) if isinstance(value, int) else None
+        if problem and not resources.get("InstanceGroups"):
+            field = ".".join(path)
+            problems = [line for line in problems if f"parameter {field}," not in line]
+            problems.append(f"Invalid value for parameter {field}, value: {value}: an instance count {problem}")
+    return "\n".join(problems) or None

@@ -1,7 +1,7 @@
 """Evaluation job: the champion model on the untouched test split → evaluation.json + report.
 
 Container contract (SageMaker Processing): ``input/model/model.tar.gz`` (the training job's
-artifact, or an extracted model folder) and ``input/test/test.parquet``; writes
+artifact, or an extracted model folder) and ``input/test/`` (the test split: one Parquet part per curated part); writes
 ``output/evaluation/evaluation.json`` (SageMaker model-quality layout plus Diagnosa's sections;
 the pipeline's condition gate reads it through a PropertyFile) and ``output/report/``. Beside
 evaluation.json go the monitoring baselines of the model's outputs (``processing/baseline.py``):
@@ -30,7 +30,7 @@ from processing.calibration import honest_section
 from processing.entry import job_parser
 from processing.metrics import evaluate, recall_gate, slice_scores, write_report
 from processing.phenotype import find_similarity
-from processing.split import read_train_groups, unseen_mask
+from processing.split import read_split, read_train_groups, unseen_mask
 
 log = logging.getLogger("diagnosa.evaluate")
 
@@ -173,17 +173,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         for folder in (out_eval, out_report):
             if folder.exists() and any(folder.iterdir()):
                 raise FileExistsError(f"output folder {folder} is not empty: refusing to overwrite another run's outputs")
-        test_path = base / "input" / "test" / "test.parquet"
-        if not test_path.is_file():
-            raise FileNotFoundError(f"input {test_path} does not exist")
+        test_dir = base / "input" / "test"
         with tempfile.TemporaryDirectory() as scratch:
             started = time.perf_counter()
             model = DiagnosaModel.load(_model_dir(base / "input" / "model", Path(scratch)))
-            test = pd.read_parquet(test_path)
+            test = read_split(test_dir, "test input")
             log.info("read model (%s) and %s test rows in %.2f s", model.metadata.get("family"), len(test),
                      time.perf_counter() - started)
             started = time.perf_counter()
-            result = evaluate_model(model, test, read_train_groups(test_path.parent))
+            result = evaluate_model(model, test, read_train_groups(test_dir))
             result["gate"] = gate_section(result, args.thresholds, args.orphan_threshold, dict(args.slice_threshold))
             log.info("evaluated in %.2f s", time.perf_counter() - started)
         out_eval.mkdir(parents=True, exist_ok=True)

@@ -1,13 +1,30 @@
-"""Preprocessing job: curated dataset → split, fitted feature pipeline, resampled training matrix.
+"""Preprocessing job: curated dataset → split, fitted feature pipeline, transformed training rows.
 
-Container contract (SageMaker Processing): input ``/opt/ml/processing/input/curated`` holds a
-curated version (``data.parquet`` + ``manifest.json``); outputs go to
-``/opt/ml/processing/output/{train,validation,test,transformer}``, and the monitoring data baseline
-(``statistics.json`` + ``constraints.json`` of the training split's raw feature fields, SageMaker
-Model Monitor layout: ``processing/baseline.py``) into ``--baseline-dir`` — by default
-``/opt/ml/processing/output/baseline`` when that folder exists (the pipeline declares it as an
-output), else no baseline is written. Parameters arrive as arguments. The entry point is thin: ``preprocess`` does
-the work and tests call it directly.
+Two stages, so the costly part — transforming every row — can spread over instances (docs/pipeline.md,
+"Scale-out"):
+
+* **fit** (one instance): the split, decided over the whole dataset from its key columns alone (id,
+  label, slice, group), and the feature pipeline fitted once on the training rows — all of them up to
+  ``fit_max_rows``, else a bounded sample (every slice row, the rest drawn with the seed). A bounded
+  sample rather than a streaming first pass because the pipeline's steps (median imputation, one-hot
+  levels, term counts, PCA/LDA) have no incremental fit, and their statistics settle long before
+  200,000 rows. Writes ``transformer/`` (the pipeline and ``preprocess.json``), ``split/`` (each id's
+  split and the slice's groups seen in training) and the monitoring data baseline (``baseline/``).
+* **transform** (one or many instances): each curated Parquet part this instance holds (S3 sharding by
+  key hands each instance a share of the parts) is transformed with the fitted pipeline and written
+  under the part's own name — ``train/<part>.npz``, ``validation/<part>.parquet`` (and its features, ``<part>.npz``),
+  ``test/<part>.parquet`` — so the union of every instance's outputs is the same whatever the number
+  of instances, and read in name order it is the curated row order. Class weights come from the class
+  counts of the whole training split (recorded by the fit), not from a part's.
+
+``--stage all`` (the default) runs both in one process: what a single machine, the tests and
+``python -m processing.preprocess`` by hand use. Over-samplers and undersampling need every training
+row in one process (``JOINT_METHODS``): they run with one transform instance only, over all rows.
+
+Container contract (SageMaker Processing): ``/opt/ml/processing/input/curated`` holds a curated version
+(``manifest.json`` and its Parquet parts, ``data/part-NNNNN.parquet``; a single ``data.parquet`` works
+the same); the transform stage also gets ``input/transformer`` and ``input/split``; outputs go to
+``/opt/ml/processing/output/<name>``. The entry point is thin: tests call the functions directly.
 """
 from __future__ import annotations
 
@@ -17,24 +34,35 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import joblib
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from diagnosa.data.schema import Schema
 from diagnosa.logs import configure_logging
 from processing.entry import job_parser
-from processing.features import REDUCTIONS, FeatureParams, binary_columns, build_feature_pipeline
-from processing.resample import METHODS, Resampled, resample
-from processing.split import DEFAULT_FRACTIONS, DEFAULT_UNSEEN_SHARE, GROUPS_FILE, Splits, split_dataset
-from processing.trainset import TRAIN_FILE, VALIDATION_FEATURES_FILE, write_train
+from processing.features import REDUCTIONS, FeatureParams, as_float32, binary_columns, build_feature_pipeline
+from processing.resample import JOINT_METHODS, METHODS, Resampled, balanced_class_weights, resample, row_weights
+from processing.split import DEFAULT_FRACTIONS, DEFAULT_UNSEEN_SHARE, GROUPS_FILE, SPLITS, Splits, split_dataset
+from processing.trainset import TRAIN_FILE, stack_parts, write_train
 
 log = logging.getLogger("diagnosa.preprocess")
-OUTPUTS = ("train", "validation", "test", "transformer")
+STAGES = ("all", "fit", "transform")
+FIT_OUTPUTS = ("transformer", "split")  # (+ baseline when its folder exists)
+TRANSFORM_OUTPUTS = ("train", "validation", "test")
+OUTPUTS = (*TRANSFORM_OUTPUTS, *FIT_OUTPUTS)
+TRANSFORMER_FILE = "feature_pipeline.joblib"
+RECORD_FILE = "preprocess.json"
+MEMBERSHIP_FILE = "membership.parquet"  # in split/: each id's split (0 train, 1 validation, 2 test)
+DEFAULT_FIT_MAX_ROWS = 200_000
 
 
 @dataclass(frozen=True)
@@ -44,6 +72,7 @@ class PreprocessParams:
     seed: int = 0
     fractions: tuple[float, float, float] = DEFAULT_FRACTIONS
     unseen_share: float = DEFAULT_UNSEEN_SHARE  # of the slice's groups held out of training (processing/split.py)
+    fit_max_rows: int = DEFAULT_FIT_MAX_ROWS  # training rows the feature pipeline is fitted on, at most
 
     def validate(self) -> None:
         self.features.validate()
@@ -51,11 +80,155 @@ class PreprocessParams:
             raise ValueError(f"resampling must be one of {', '.join(METHODS)}, got {self.resampling!r}")
         if not 0.0 <= self.unseen_share < 1.0:
             raise ValueError(f"unseen share must be in [0, 1), got {self.unseen_share}")
+        if isinstance(self.fit_max_rows, bool) or not isinstance(self.fit_max_rows, int) or self.fit_max_rows < 100:
+            raise ValueError(f"fit_max_rows must be a whole number of at least 100, got {self.fit_max_rows!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return {**self.features.to_dict(), "resampling": self.resampling, "seed": self.seed,
-                "fractions": list(self.fractions), "unseen_share": self.unseen_share}
+                "fractions": list(self.fractions), "unseen_share": self.unseen_share, "fit_max_rows": self.fit_max_rows}
 
+
+def check_scale_out(resampling: str, instances: int) -> None:
+    """Joint resampling needs every training row in one process: refuse it across instances, naming both."""
+    if instances > 1 and resampling in JOINT_METHODS:
+        raise ValueError(f"resampling {resampling} needs every training row in one process, but the transform runs on "
+                         f"{instances} instances: use ProcessingInstanceCount=1, or Resampling none or class_weights "
+                         "(which scale out)")
+
+
+# ------------------------------------------------------------------------------------------------ the fit
+
+@dataclass
+class Fitted:
+    """What the fit decides once for every part: the split, the fitted pipeline, the class weights."""
+
+    pipeline: Any
+    labels: list[str]
+    membership: pd.DataFrame  # id column + "split" (0 train, 1 validation, 2 test), curated order
+    train_groups: frozenset[str] | None
+    resampling: dict[str, Any]  # method, training rows per class ("before"), class weights when used
+    feature_names: list[str]
+    fitted_rows: pd.DataFrame  # the training rows the pipeline was fitted on (and the data baseline describes)
+    timings: dict[str, float]
+
+
+def key_columns(schema: Schema) -> list[str]:
+    """The columns the split reads: id, label, and the slice and its group when the schema has them."""
+    return [c for c in (schema.id_column, schema.target, schema.slice_column, schema.group_column) if c]
+
+
+def fit_sample(train_keys: pd.DataFrame, schema: Schema, max_rows: int, seed: int) -> np.ndarray:
+    """Positions (in ``train_keys``, ascending) of the training rows to fit on: all when they fit ``max_rows``,
+    else every slice row (few, and they carry the rare terms) and the rest drawn at random."""
+    n = len(train_keys)
+    if n <= max_rows:
+        return np.arange(n)
+    column = schema.slice_column
+    in_slice = (train_keys[column].fillna(False).to_numpy(dtype=bool) if column and column in train_keys.columns
+                else np.zeros(n, dtype=bool))
+    others = np.flatnonzero(~in_slice)
+    drawn = np.random.default_rng(seed).choice(others, size=max(0, max_rows - int(in_slice.sum())), replace=False)
+    return np.sort(np.concatenate([np.flatnonzero(in_slice), drawn]))
+
+
+def fit(keys: pd.DataFrame, schema: Schema, params: PreprocessParams,
+        rows_of: Callable[[pd.Series], pd.DataFrame]) -> Fitted:
+    """Split the dataset (its key columns, curated order) and fit the feature pipeline on training rows;
+    ``rows_of(ids)`` returns those rows with every column, in curated order."""
+    params.validate()
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    splits = split_dataset(keys, schema, fractions=params.fractions, seed=params.seed, unseen_share=params.unseen_share)
+    code = pd.concat([pd.Series(i, index=part[schema.id_column]) for i, (_, part) in enumerate(splits.items())])
+    membership = pd.DataFrame({schema.id_column: keys[schema.id_column].to_numpy(),
+                               "split": keys[schema.id_column].map(code).to_numpy(dtype=np.int8)})
+    timings["split"] = time.perf_counter() - started
+
+    labels = list(schema.labels)
+    y_all = label_indices(splits.train[schema.target], labels)
+    counts = np.bincount(y_all, minlength=len(labels))
+    resampling: dict[str, Any] = {"method": params.resampling,
+                                  "before": {int(c): int(n) for c, n in enumerate(counts) if n}}
+    if params.resampling == "class_weights":
+        resampling["class_weight"] = balanced_class_weights(y_all)
+
+    started = time.perf_counter()
+    chosen = fit_sample(splits.train, schema, params.fit_max_rows, params.seed)
+    rows = rows_of(splits.train[schema.id_column].iloc[chosen]).reset_index(drop=True)
+    if len(rows) != len(chosen):
+        raise ValueError(f"the curated data gave {len(rows)} of the {len(chosen)} training rows asked for")
+    timings["read_fit_rows"] = time.perf_counter() - started
+    started = time.perf_counter()
+    pipeline = build_feature_pipeline(schema, params.features, seed=params.seed)
+    pipeline.fit(rows, y_all[chosen])
+    timings["fit_features"] = time.perf_counter() - started
+    log.info("fitted the feature pipeline on %d of %d training rows in %.2f s", len(rows), len(y_all),
+             timings["fit_features"])
+    return Fitted(pipeline, labels, membership, splits.train_groups, resampling, _feature_names(pipeline, rows), rows,
+                  timings)
+
+
+def label_indices(values: pd.Series, labels: list[str]) -> np.ndarray:
+    return values.map({label: i for i, label in enumerate(labels)}).to_numpy(dtype=np.int64)
+
+
+def _feature_names(pipeline: Any, rows: pd.DataFrame) -> list[str]:
+    try:
+        return [str(n) for n in pipeline.get_feature_names_out()]
+    except (AttributeError, ValueError):
+        return [f"f{i}" for i in range(pipeline.transform(rows.iloc[:1]).shape[1])]
+
+
+# ------------------------------------------------------------------------------------------------ the transform
+
+@dataclass
+class PartRows:
+    """One curated part's rows by split: the training rows transformed, validation as it is and transformed (once
+    here rather than in every training job: at a million patients the 200k validation rows cost each job ~85 s of
+    knowledge-base similarity), test as it is."""
+
+    X: Any  # CSR or dense float32, as the feature pipeline makes it
+    y: np.ndarray
+    validation: pa.Table
+    test: pa.Table
+    validation_X: Any
+    validation_y: np.ndarray
+
+
+def transform_rows(frame: pd.DataFrame, pipeline: Any, target: str, labels: list[str],
+                   width: int) -> tuple[Any, np.ndarray]:
+    """Rows through the fitted pipeline (float32; CSR stays CSR) and their label indices."""
+    if not len(frame):
+        return np.zeros((0, width), dtype=np.float32), np.zeros(0, dtype=np.int64)
+    return as_float32(pipeline.transform(frame)), label_indices(frame[target], labels)
+
+
+def transform_part(table: pa.Table, pipeline: Any, split_of: pd.Series, schema: Schema, labels: list[str],
+                   width: int, source: str = "the data") -> PartRows:
+    """Each row's split from ``split_of`` (id → code); the training rows through the fitted pipeline."""
+    ids = table.column(schema.id_column).to_pandas()
+    codes = ids.map(split_of)
+    if codes.isna().any():
+        raise ValueError(f"{source}: {int(codes.isna().sum())} row(s) (e.g. id {ids[codes.isna()].iloc[0]!r}) are not in "
+                         "the split: the transformer was fitted on another curated version")
+    codes = codes.to_numpy(dtype=np.int8)
+    X, y = transform_rows(table.filter(pa.array(codes == 0)).to_pandas(), pipeline, schema.target, labels, width)
+    validation = table.filter(pa.array(codes == 1))
+    X_val, y_val = transform_rows(validation.to_pandas(), pipeline, schema.target, labels, width)
+    return PartRows(X, y, validation, table.filter(pa.array(codes == 2)), X_val, y_val)
+
+
+def finish_training_rows(X: Any, y: np.ndarray, resampling: dict[str, Any], seed: int) -> Resampled:
+    """The training rows as delivered: weighted by the whole split's class weights, or jointly resampled."""
+    method = resampling["method"]
+    if method in JOINT_METHODS:
+        categorical = binary_columns(X) if method == "smote" else None
+        return resample(X, y, method, seed=seed, categorical=categorical)
+    weights = {int(c): float(w) for c, w in (resampling.get("class_weight") or {}).items()}
+    return Resampled(X, y, row_weights(y, weights if method == "class_weights" else None), dict(resampling))
+
+
+# ------------------------------------------------------------------------------------------------ in memory
 
 @dataclass
 class Preprocessed:
@@ -65,104 +238,217 @@ class Preprocessed:
     feature_names: list[str]
     labels: list[str]
     timings: dict[str, float]
-    # The validation split's features and label indices, transformed once here rather than in every training job
-    # (at a million patients the 200k validation rows cost each job ~85 s: the knowledge-base similarity).
-    validation_X: Any = None
+    validation_X: Any = None  # the validation split's features and label indices, as the transform stage writes them
     validation_y: np.ndarray | None = None
 
 
-def _feature_names(pipeline: Any, width: int) -> list[str]:
-    try:
-        return [str(n) for n in pipeline.get_feature_names_out()]
-    except (AttributeError, ValueError):
-        return [f"f{i}" for i in range(width)]
+def split_frames(frame: pd.DataFrame, membership: pd.DataFrame, train_groups: frozenset[str] | None) -> Splits:
+    codes = membership["split"].to_numpy()
+    return Splits(*(frame[codes == i].reset_index(drop=True) for i in range(len(SPLITS))), train_groups=train_groups)
 
 
 def preprocess(frame: pd.DataFrame, schema: Schema, params: PreprocessParams | None = None) -> Preprocessed:
+    """Fit and transform a whole dataset held in memory (one part): what the two stages do, in one call."""
     params = params or PreprocessParams()
     params.validate()
     missing = [f.name for f in schema.fields if f.role in ("id", "target") and f.name not in frame.columns]
     missing += [name for name in schema.features() if name not in frame.columns]
     if missing:
         raise ValueError(f"the dataset lacks columns the schema declares: {', '.join(missing)}")
-    timings: dict[str, float] = {}
+    frame = frame.reset_index(drop=True)
+    by_id = frame.set_index(schema.id_column, drop=False) if frame[schema.id_column].is_unique else None
+    fitted = fit(frame[key_columns(schema)], schema, params,
+                 lambda ids: by_id.loc[ids.to_numpy()] if by_id is not None else frame.iloc[:0])
+    splits = split_frames(frame, fitted.membership, fitted.train_groups)
     started = time.perf_counter()
-    splits = split_dataset(frame, schema, fractions=params.fractions, seed=params.seed,
-                           unseen_share=params.unseen_share)
-    timings["split"] = time.perf_counter() - started
-
-    labels = list(schema.labels)
-    index = {label: i for i, label in enumerate(labels)}
-    y = splits.train[schema.target].map(index).to_numpy(dtype=np.int64)
+    X, y = transform_rows(splits.train, fitted.pipeline, schema.target, fitted.labels, len(fitted.feature_names))
+    fitted.timings["transform"] = time.perf_counter() - started
     started = time.perf_counter()
-    pipeline = build_feature_pipeline(schema, params.features, seed=params.seed)
-    X = pipeline.fit_transform(splits.train, y)
-    timings["fit_features"] = time.perf_counter() - started
-
+    train = finish_training_rows(X, y, fitted.resampling, params.seed)
+    fitted.timings["resample"] = time.perf_counter() - started
     started = time.perf_counter()
-    categorical = binary_columns(X) if params.resampling == "smote" else None
-    train = resample(X, y, params.resampling, seed=params.seed, categorical=categorical)
-    timings["resample"] = time.perf_counter() - started
-
-    started = time.perf_counter()
-    validation_X = pipeline.transform(splits.validation)
-    validation_y = splits.validation[schema.target].map(index).to_numpy(dtype=np.int64)
-    timings["transform_validation"] = time.perf_counter() - started
-    return Preprocessed(splits, pipeline, train, _feature_names(pipeline, X.shape[1]), labels, timings,
-                        validation_X, validation_y)
+    X_val, y_val = transform_rows(splits.validation, fitted.pipeline, schema.target, fitted.labels,
+                                  len(fitted.feature_names))
+    fitted.timings["transform_validation"] = time.perf_counter() - started
+    return Preprocessed(splits, fitted.pipeline, train, fitted.feature_names, fitted.labels, fitted.timings,
+                        X_val, y_val)
 
 
-def fingerprint(result: Preprocessed, manifest: dict[str, Any], params: PreprocessParams) -> str:
+# ------------------------------------------------------------------------------------------------ files
+
+def curated_parts(folder: Path) -> list[Path]:
+    """The curated Parquet objects under ``folder``, in row order (their relative paths sorted)."""
+    return sorted((p for p in folder.rglob("*.parquet") if p.is_file()), key=lambda p: p.relative_to(folder).as_posix())
+
+
+def part_name(path: Path, folder: Path) -> str:
+    """An output name for a curated part: its path inside the version, '/' → '-' (data/part-00003 → data-part-00003)."""
+    return path.relative_to(folder).with_suffix("").as_posix().replace("/", "-")
+
+
+def read_keys(parts: list[Path], schema: Schema) -> pd.DataFrame:
+    """The key columns of every part, concatenated in row order (a small share of the data)."""
+    columns = key_columns(schema)
+    for path in parts:
+        missing = [c for c in [*columns, *schema.features()] if c not in pq.read_schema(path).names]
+        if missing:
+            raise ValueError(f"{path.name} lacks columns the schema declares: {', '.join(missing)}")
+    return pa.concat_tables([pq.read_table(p, columns=columns) for p in parts]).to_pandas()
+
+
+def rows_reader(parts: list[Path], schema: Schema) -> Callable[[pd.Series], pd.DataFrame]:
+    """rows_of(ids): those rows with every column, in row order, read a part at a time."""
+    def rows_of(ids: pd.Series) -> pd.DataFrame:
+        wanted = pa.array(ids.to_numpy())
+        tables = []
+        for path in parts:
+            table = pq.read_table(path)
+            tables.append(table.filter(pc.is_in(table.column(schema.id_column), value_set=wanted)))
+        return pa.concat_tables(tables).to_pandas()
+    return rows_of
+
+
+def _refuse_non_empty(folders: Sequence[Path]) -> None:
+    for path in folders:
+        if path.exists() and any(path.iterdir()):
+            raise FileExistsError(f"output folder {path} is not empty: refusing to overwrite another run's outputs")
+
+
+def fingerprint(membership: pd.DataFrame, schema: Schema, manifest: dict[str, Any], params: PreprocessParams) -> str:
     """Identifies the training data: dataset version, parameters and the exact split membership."""
     digest = hashlib.sha256()
     digest.update(json.dumps({"dataset": manifest.get("dataset"), "version": manifest.get("version"),
                               "params": params.to_dict()}, sort_keys=True).encode())
-    id_column = Schema.from_dict(manifest["schema"]).id_column
-    for name, part in result.splits.items():
-        digest.update(name.encode() + b"\0" + "\n".join(map(str, part[id_column])).encode())
+    for code, name in enumerate(SPLITS):
+        ids = membership.loc[membership["split"] == code, schema.id_column]
+        digest.update(name.encode() + b"\0" + "\n".join(map(str, ids)).encode())
     return digest.hexdigest()
 
 
-def write_outputs(result: Preprocessed, manifest: dict[str, Any], params: PreprocessParams, out: dict[str, Path]) -> None:
-    """Write each output folder; a non-empty folder is refused so no run overwrites another's outputs."""
-    for path in out.values():
-        if path.exists() and any(path.iterdir()):
-            raise FileExistsError(f"output folder {path} is not empty: refusing to overwrite another run's outputs")
-    for path in out.values():
-        path.mkdir(parents=True, exist_ok=True)
-    t = result.train
-    write_train(out["train"] / TRAIN_FILE, t.X, t.y, t.sample_weight)
-    result.splits.validation.to_parquet(out["validation"] / "validation.parquet", index=False)
-    if result.validation_X is not None:
-        write_train(out["validation"] / VALIDATION_FEATURES_FILE, result.validation_X, result.validation_y,
-                    np.ones(len(result.validation_y)))
-    result.splits.test.to_parquet(out["test"] / "test.parquet", index=False)
-    if result.splits.train_groups is not None:
-        groups = {"column": Schema.from_dict(manifest["schema"]).group_column,
-                  "in_train": sorted(result.splits.train_groups)}
-        for name in ("validation", "test"):
-            (out[name] / GROUPS_FILE).write_text(json.dumps(groups, ensure_ascii=False) + "\n", encoding="utf-8")
-    joblib.dump(result.pipeline, out["transformer"] / "feature_pipeline.joblib", compress=3)
+def write_fit(fitted: Fitted, schema: Schema, manifest: dict[str, Any], params: PreprocessParams,
+              out: dict[str, Path], baseline_dir: Path | None) -> None:
+    """``transformer/`` (pipeline + preprocess.json), ``split/`` (membership + groups) and the data baseline."""
+    _refuse_non_empty([out["transformer"], out["split"], *([baseline_dir] if baseline_dir else [])])
+    for name in FIT_OUTPUTS:
+        out[name].mkdir(parents=True, exist_ok=True)
+    joblib.dump(fitted.pipeline, out["transformer"] / TRANSFORMER_FILE, compress=3)
+    fitted.membership.to_parquet(out["split"] / MEMBERSHIP_FILE, index=False)
+    if fitted.train_groups is not None:
+        groups = {"column": schema.group_column, "in_train": sorted(fitted.train_groups)}
+        (out["split"] / GROUPS_FILE).write_text(json.dumps(groups, ensure_ascii=False) + "\n", encoding="utf-8")
+    counts = np.bincount(fitted.membership["split"].to_numpy(), minlength=len(SPLITS))
     summary = {
-        "labels": result.labels,
+        "labels": fitted.labels,
         "schema": manifest["schema"],
         "params": params.to_dict(),
         "dataset": {"name": manifest.get("dataset"), "version": manifest.get("version")},
-        "feature_names": result.feature_names,
-        "fingerprint": fingerprint(result, manifest, params),
-        "rows": {name: len(part) for name, part in result.splits.items()} | {"train_resampled": len(t.y)},
-        "resampling": t.info,
-        "timings_seconds": {k: round(v, 3) for k, v in result.timings.items()},
+        "feature_names": fitted.feature_names,
+        "fingerprint": fingerprint(fitted.membership, schema, manifest, params),
+        "rows": {name: int(n) for name, n in zip(SPLITS, counts)} | {"fitted": len(fitted.fitted_rows)},
+        "resampling": fitted.resampling,
+        "timings_seconds": {k: round(v, 3) for k, v in fitted.timings.items()},
     }
-    (out["transformer"] / "preprocess.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n",
-                                                         encoding="utf-8")
+    (out["transformer"] / RECORD_FILE).write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n",
+                                                  encoding="utf-8")
+    if baseline_dir is not None:
+        from processing.baseline import write_data_baseline
 
+        started = time.perf_counter()
+        paths = write_data_baseline(fitted.fitted_rows, schema, baseline_dir)
+        log.info("wrote the monitoring baseline %s in %.2f s", ", ".join(map(str, paths)), time.perf_counter() - started)
+
+
+def read_fit(transformer_dir: Path, split_dir: Path) -> tuple[Any, dict[str, Any], pd.DataFrame]:
+    """The fit's outputs: pipeline, preprocess.json and the membership, checked enough to fail here."""
+    for path in (transformer_dir / TRANSFORMER_FILE, transformer_dir / RECORD_FILE, split_dir / MEMBERSHIP_FILE):
+        if not path.is_file():
+            raise FileNotFoundError(f"input {path} does not exist (the fit stage writes it)")
+    record = json.loads((transformer_dir / RECORD_FILE).read_text(encoding="utf-8"))
+    return joblib.load(transformer_dir / TRANSFORMER_FILE), record, pd.read_parquet(split_dir / MEMBERSHIP_FILE)
+
+
+def run_transform(parts: list[Path], folder: Path, pipeline: Any, record: dict[str, Any], membership: pd.DataFrame,
+                  out: dict[str, Path], groups_file: Path | None, instances: int = 1) -> dict[str, int]:
+    """Transform the parts this instance holds into ``out``; returns rows written per split."""
+    method, seed = record["resampling"]["method"], int(record["params"]["seed"])
+    check_scale_out(method, instances)
+    _refuse_non_empty([out[name] for name in TRANSFORM_OUTPUTS])
+    for name in TRANSFORM_OUTPUTS:
+        out[name].mkdir(parents=True, exist_ok=True)
+    schema, labels = Schema.from_dict(record["schema"]), list(record["labels"])
+    split_of = membership.set_index(schema.id_column)["split"]
+    written = dict.fromkeys(TRANSFORM_OUTPUTS, 0)
+    joint: list[PartRows] = []
+    for path in parts:
+        started = time.perf_counter()
+        name = part_name(path, folder)
+        rows = transform_part(pq.read_table(path), pipeline, split_of, schema, labels, len(record["feature_names"]),
+                              source=path.name)
+        for split, table in (("validation", rows.validation), ("test", rows.test)):
+            if table.num_rows:
+                pq.write_table(table, out[split] / f"{name}.parquet", compression="zstd")
+                written[split] += table.num_rows
+        if rows.validation.num_rows:  # its features beside it, row for row (training reads them, name order)
+            write_train(out["validation"] / f"{name}.npz", rows.validation_X, rows.validation_y,
+                        np.ones(len(rows.validation_y)))
+        if method in JOINT_METHODS:
+            joint.append(rows)
+        elif len(rows.y):
+            _save_train(out["train"] / f"{name}.npz", finish_training_rows(rows.X, rows.y, record["resampling"], seed))
+            written["train"] += len(rows.y)
+        log.info("part %s: %d training, %d validation, %d test rows in %.2f s", path.name, len(rows.y),
+                 rows.validation.num_rows, rows.test.num_rows, time.perf_counter() - started)
+    if joint:
+        started = time.perf_counter()
+        train = finish_training_rows(stack_parts([r.X for r in joint]), np.concatenate([r.y for r in joint]),
+                                     record["resampling"], seed)
+        _save_train(out["train"] / TRAIN_FILE, train)
+        written["train"] = len(train.y)
+        log.info("%s over %d training rows -> %s in %.2f s", method, sum(len(r.y) for r in joint), train.info.get("after"),
+                 time.perf_counter() - started)
+    if groups_file is not None and groups_file.is_file():
+        for split in ("validation", "test"):
+            (out[split] / GROUPS_FILE).write_bytes(groups_file.read_bytes())
+    return written
+
+
+def fit_stage(parts: list[Path], manifest: dict[str, Any], params: PreprocessParams, out: dict[str, Path],
+              baseline_dir: Path | None = None) -> Fitted:
+    """The fit stage over curated parts: key columns read, split, pipeline fitted, ``transformer/`` and ``split/``
+    (and the data baseline) written."""
+    schema = Schema.from_dict(manifest["schema"])
+    started = time.perf_counter()
+    keys = read_keys(parts, schema)
+    log.info("read the key columns of %d rows from %d part(s) (dataset %s version %s) in %.2f s", len(keys),
+             len(parts), manifest.get("dataset"), manifest.get("version"), time.perf_counter() - started)
+    fitted = fit(keys, schema, params, rows_reader(parts, schema))
+    write_fit(fitted, schema, manifest, params, out, baseline_dir)
+    log.info("wrote %s and %s", out["transformer"], out["split"])
+    return fitted
+
+
+def transform_stage(parts: list[Path], source: Path, fit_dirs: tuple[Path, Path], out: dict[str, Path],
+                    instances: int = 1) -> dict[str, int]:
+    """The transform stage: the fit's outputs read from ``fit_dirs`` (transformer, split), these parts written."""
+    pipeline, record, membership = read_fit(*fit_dirs)
+    started = time.perf_counter()
+    written = run_transform(parts, source, pipeline, record, membership, out, fit_dirs[1] / GROUPS_FILE, instances)
+    log.info("transformed %d part(s): %s rows in %.2f s", len(parts), written, time.perf_counter() - started)
+    return written
+
+
+def _save_train(path: Path, train: Resampled) -> None:
+    write_train(path, train.X, train.y, train.sample_weight)
+
+
+# ------------------------------------------------------------------------------------------------ the job
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = job_parser(
         "processing.preprocess", "Diagnosa preprocessing job: a curated dataset "
-        "(<base-dir>/input/curated/{data.parquet,manifest.json})\n-> split, fitted feature pipeline and resampled "
-        "training matrix in <base-dir>/output/{train,validation,test,transformer}/ (docs/pipeline.md).",
+        "(<base-dir>/input/curated/{manifest.json,data/part-NNNNN.parquet})\n-> --stage fit: split and fitted feature "
+        "pipeline in <base-dir>/output/{transformer,split}/; --stage transform: the parts this instance holds in "
+        "<base-dir>/output/{train,validation,test}/; --stage all: both (docs/pipeline.md).",
         "Preprocess", "--resampling smote")
     parser.add_argument("--reduction", choices=REDUCTIONS, default="none",
                         help="dimensionality reduction after the features (pca keeps --pca-components of the "
@@ -174,6 +460,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--min-term-count", type=int, default=5,
                         help="indicator columns seen fewer times in train are dropped (default: %(default)s)")
     parser.add_argument("--pca-components", type=float, default=0.95, help="share of variance PCA keeps (default: %(default)s)")
+    parser.add_argument("--stage", choices=STAGES, default="all",
+                        help="fit (split + feature pipeline), transform (the parts this instance holds) or both "
+                             "(default: %(default)s)")
     parser.add_argument("--phenotype-similarity", choices=("true", "false"), default="true",
                         help="score HPO lists against the knowledge base's rare diseases (processing/phenotype.py) "
                              "(default: %(default)s)")
@@ -182,9 +471,24 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--unseen-share", type=float, default=DEFAULT_UNSEEN_SHARE,
                         help="share of the slice's groups (orphan diseases) held out of training, in [0, 1) "
                              "(default: %(default)s)")
+    parser.add_argument("--fit-max-rows", type=int, default=DEFAULT_FIT_MAX_ROWS,
+                        help="training rows the feature pipeline is fitted on, at most; a sample above it "
+                             "(default: %(default)s)")
+    parser.add_argument("--transform-instances", type=int, default=1,
+                        help="instances of the transform stage: the fit refuses a resampling that cannot spread "
+                             "(default: %(default)s)")
     parser.add_argument("--baseline-dir", default=None,
                         help="where to write the monitoring baseline (default: <base-dir>/output/baseline if it exists)")
     return parser.parse_args(argv)
+
+
+def instance_count(base: Path) -> int:
+    """Hosts of this processing job, from the service's /opt/ml/config/resourceconfig.json (1 when run by hand)."""
+    path = base.parent / "config" / "resourceconfig.json"
+    if not path.is_file():
+        return 1
+    hosts = json.loads(path.read_text(encoding="utf-8")).get("hosts") or []
+    return max(1, len(hosts))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -196,40 +500,30 @@ def main(argv: Sequence[str] | None = None) -> int:
             features=FeatureParams(reduction=args.reduction, hpo_rollup=args.hpo_rollup == "true",
                                    min_term_count=args.min_term_count, pca_components=args.pca_components,
                                    phenotype_similarity=args.phenotype_similarity == "true"),
-            resampling=args.resampling, seed=args.seed, unseen_share=args.unseen_share)
+            resampling=args.resampling, seed=args.seed, unseen_share=args.unseen_share, fit_max_rows=args.fit_max_rows)
         params.validate()
         source = base / "input" / "curated"
-        manifest_path, data_path = source / "manifest.json", source / "data.parquet"
-        for path in (manifest_path, data_path):
-            if not path.is_file():
-                raise FileNotFoundError(f"input {path} does not exist")
-        started = time.perf_counter()
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-        frame = pd.read_parquet(data_path)
-        log.info("read %s rows from %s (dataset %s version %s) in %.2f s", len(frame), data_path,
-                 manifest.get("dataset"), manifest.get("version"), time.perf_counter() - started)
-        result = preprocess(frame, Schema.from_dict(manifest["schema"]), params)
-        for phase, seconds in result.timings.items():
-            log.info("phase %s took %.2f s", phase, seconds)
-        log.info("splits: %s; train after %s: %s rows x %s features", {n: len(p) for n, p in result.splits.items()},
-                 params.resampling, len(result.train.y), result.train.X.shape[1])
-        started = time.perf_counter()
         out = {name: base / "output" / name for name in OUTPUTS}
-        baseline_dir = Path(args.baseline_dir) if args.baseline_dir else base / "output" / "baseline"
-        write_baseline = args.baseline_dir is not None or baseline_dir.is_dir()
-        if write_baseline and baseline_dir.exists() and any(baseline_dir.iterdir()):
-            raise FileExistsError(f"output folder {baseline_dir} is not empty: refusing to overwrite another run's outputs")
-        write_outputs(result, manifest, params, out)
-        log.info("wrote %s in %.2f s", ", ".join(str(p) for p in out.values()), time.perf_counter() - started)
-        if write_baseline:
-            from processing.baseline import write_data_baseline
-
-            started = time.perf_counter()
-            paths = write_data_baseline(result.splits.train, Schema.from_dict(manifest["schema"]), baseline_dir)
-            log.info("wrote the monitoring baseline %s in %.2f s", ", ".join(map(str, paths)),
-                     time.perf_counter() - started)
-        else:
-            log.info("no monitoring baseline written (%s does not exist; pass --baseline-dir)", baseline_dir)
+        parts = curated_parts(source) if source.is_dir() else []
+        if not parts and args.stage != "transform":
+            raise FileNotFoundError(f"input {source} does not exist or holds no Parquet data")
+        if not parts:  # sharded by key: an instance may hold no part when there are fewer parts than instances
+            log.warning("this instance holds no curated part (%s): it transforms nothing", source)
+        if args.stage in ("all", "fit"):
+            check_scale_out(params.resampling, args.transform_instances)
+            manifest_path = source / "manifest.json"
+            if not manifest_path.is_file():
+                raise FileNotFoundError(f"input {manifest_path} does not exist")
+            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+            baseline_dir = Path(args.baseline_dir) if args.baseline_dir else base / "output" / "baseline"
+            write_baseline = args.baseline_dir is not None or baseline_dir.is_dir()
+            fit_stage(parts, manifest, params, out, baseline_dir if write_baseline else None)
+            if not write_baseline:
+                log.info("no monitoring baseline: %s does not exist; pass --baseline-dir", baseline_dir)
+        if args.stage in ("all", "transform"):
+            fit_dirs = ((out["transformer"], out["split"]) if args.stage == "all"
+                        else (base / "input" / "transformer", base / "input" / "split"))
+            transform_stage(parts, source, fit_dirs, out, instance_count(base))
         return 0
     except (ValueError, FileNotFoundError, FileExistsError, KeyError) as err:
         log.error("preprocessing failed: %s", err)

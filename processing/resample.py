@@ -18,11 +18,14 @@ import numpy as np
 import scipy.sparse as sp
 from imblearn.over_sampling import ADASYN, SMOTE, SMOTEN, SMOTENC, RandomOverSampler
 from imblearn.under_sampling import RandomUnderSampler
-from sklearn.utils.class_weight import compute_sample_weight
+from sklearn.utils.class_weight import compute_class_weight
 
 from processing.features import as_float32
 
 METHODS = ("none", "smote", "adasyn", "undersample", "class_weights")
+# Methods that need every training row in one process (neighbours, or a draw over all rows); "none" and
+# "class_weights" need only the class counts, so the rows can be transformed a part at a time on any host.
+JOINT_METHODS = ("smote", "adasyn", "undersample")
 DEFAULT_K = 5
 # SMOTENC votes each categorical column among neighbours in Python; with the ~900 symptom and code
 # indicators of the default cohort it took 240 s for 14k rows (SMOTE: ~3 s). Above this many
@@ -43,6 +46,21 @@ def _counts(y: np.ndarray) -> dict[int, int]:
     return {int(v): int(c) for v, c in zip(values, counts)}
 
 
+def balanced_class_weights(y: np.ndarray) -> dict[int, float]:
+    """scikit-learn's "balanced" weight of each class present: rows / (classes x rows of the class)."""
+    classes = np.unique(y)
+    return {int(c): float(w) for c, w in zip(classes, compute_class_weight("balanced", classes=classes, y=y))}
+
+
+def row_weights(y: np.ndarray, class_weight: dict[int, float] | None) -> np.ndarray:
+    """Each row's weight from its class's (ones without class weights)."""
+    if not class_weight:
+        return np.ones(len(y))
+    lookup = np.zeros(max(class_weight) + 1)
+    lookup[list(class_weight)] = list(class_weight.values())
+    return lookup[y]
+
+
 def resample(X: Any, y: np.ndarray, method: str, *, seed: int = 0,
              categorical: np.ndarray | None = None) -> Resampled:
     """Rebalance (X, y) by ``method``; ``categorical`` marks indicator columns for SMOTENC."""
@@ -56,8 +74,8 @@ def resample(X: Any, y: np.ndarray, method: str, *, seed: int = 0,
     if method == "none":
         pass
     elif method == "class_weights":
-        weight = compute_sample_weight("balanced", y)
-        info["class_weight"] = {int(c): float(weight[y == c][0]) for c in before}
+        info["class_weight"] = balanced_class_weights(y)
+        weight = row_weights(y, info["class_weight"])
     elif method == "undersample":
         X, y = RandomUnderSampler(random_state=seed).fit_resample(X, y)
         weight = np.ones(len(y))

@@ -76,6 +76,16 @@ def unseen_mask(frame: pd.DataFrame, schema: Schema, train_groups: frozenset[str
     return in_slice & groups.notna().to_numpy() & ~groups.astype(str).isin(train_groups).to_numpy()
 
 
+def read_split(folder: str | os.PathLike, what: str = "split") -> pd.DataFrame:
+    """A split's rows from its folder: every Parquet part (the preprocessing job writes one per curated part,
+    from whichever instance held it), concatenated in name order — the curated row order."""
+    folder = Path(folder)
+    parts = sorted(folder.glob("*.parquet")) if folder.is_dir() else []
+    if not parts:
+        raise SplitError(f"{what}: no Parquet data in {folder}")
+    return pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)
+
+
 def read_train_groups(folder: str | os.PathLike) -> frozenset[str] | None:
     """The slice's groups seen in training, from a split's folder (None when it has no groups file)."""
     path = Path(folder) / GROUPS_FILE

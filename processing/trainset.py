@@ -1,6 +1,8 @@
-"""The training rows on disk (``train.npz``): what Preprocess writes and every training job reads.
+"""The training rows on disk (``train/<part>.npz``, one per curated part, or one ``train.npz`` after a joint
+resampling): what Preprocess writes and every training job reads, parts stacked in name order.
 
-The validation split's transformed features travel the same way (``validation.npz``, beside ``validation.parquet``).
+The validation split's transformed features travel the same way (``validation/<part>.npz``, beside
+``validation/<part>.parquet``, row for row).
 
 One ``.npz`` (a zip of ``.npy`` arrays, read with ``allow_pickle=False``) holding ``y`` (label indices),
 ``sample_weight`` and the features ``X`` in one of two layouts:
@@ -17,17 +19,22 @@ from __future__ import annotations
 
 import os
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 import scipy.sparse as sp
 
-TRAIN_FILE = "train.npz"
-# The validation split's features in the same layout (y: its label indices, weights all 1), beside
-# validation.parquet: transformed once by Preprocess instead of by every training job.
-VALIDATION_FEATURES_FILE = "validation.npz"
+TRAIN_FILE = "train.npz"  # the one training object of a joint resampling (over-samplers, undersampling)
 SPARSE_KEYS = ("format", "shape", "data", "indices", "indptr")
+
+
+def stack_parts(blocks: Sequence[Any]) -> Any:
+    """Row blocks stacked: CSR when any block is CSR (an empty block is dense), else one dense array."""
+    if any(sp.issparse(b) for b in blocks):
+        return sp.vstack([sp.csr_matrix(b) for b in blocks], format="csr", dtype=np.float32)
+    return blocks[0] if len(blocks) == 1 else np.vstack(blocks)
 
 
 class TrainRows(NamedTuple):

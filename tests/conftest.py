@@ -108,9 +108,14 @@ def seed_lake(curated_cohort):
     def seed(root):
         lake = DataLake.from_uri(str(root / "lake"))
         prefix = f"curated/patients/{manifest['version']}"
-        frame.to_parquet(root / "data.parquet", index=False)
-        lake.put_file(root / "data.parquet", f"{prefix}/data.parquet")
-        lake.put_json(f"{prefix}/manifest.json", manifest)
+        # The ingest's layout in parts of 1,000 rows (the real ones hold 5,000): four objects, so a job of two
+        # instances shards them (S3 sharding by key), as with a large cohort.
+        keys = []
+        for number, start in enumerate(range(0, len(frame), 1_000)):
+            keys.append(f"{prefix}/data/part-{number:05d}.parquet")
+            frame.iloc[start:start + 1_000].to_parquet(root / "part.parquet", index=False)
+            lake.put_file(root / "part.parquet", keys[-1])
+        lake.put_json(f"{prefix}/manifest.json", {**manifest, "data_keys": keys})
         return lake, prefix
 
     return seed

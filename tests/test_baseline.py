@@ -110,12 +110,14 @@ def test_preprocess_writes_the_baseline_only_when_asked(tmp_path, curated_cohort
 
 
 def test_evaluate_writes_the_prediction_baseline(tmp_path, trained_model_dir):
+    import shutil
+
     from processing import evaluate
+    from processing.split import read_split
 
     base = tmp_path / "eval"
-    (base / "input" / "test").mkdir(parents=True)
-    test = trained_model_dir.parent / "pre" / "output" / "test" / "test.parquet"
-    (base / "input" / "test" / "test.parquet").write_bytes(test.read_bytes())
+    (base / "input").mkdir(parents=True)
+    shutil.copytree(trained_model_dir.parent / "pre" / "output" / "test", base / "input" / "test")
     (base / "input" / "model").symlink_to(trained_model_dir)
     assert evaluate.main(["--base-dir", str(base), "--thresholds", '{"ENFERMEDAD TERMINAL": 0.7}',
                           "--orphan-threshold", "0.5"]) == 0
@@ -124,7 +126,7 @@ def test_evaluate_writes_the_prediction_baseline(tmp_path, trained_model_dir):
     predictions = json.loads((out / "prediction_baseline.json").read_text())
     counts = np.array(evaluation["diagnosa"]["confusion_matrix"]["counts"])
     assert list(predictions["predicted_distribution"].values()) == counts.sum(axis=0).tolist()
-    assert predictions["n"] == len(pd.read_parquet(test))
+    assert predictions["n"] == len(read_split(base / "input" / "test"))
     assert predictions["thresholds"] == {"recall": {"ENFERMEDAD TERMINAL": 0.7}, "orphan_macro_recall": 0.5}
     quality = json.loads((out / "model_quality_constraints.json").read_text())
     assert quality["multiclass_classification_constraints"]["accuracy"]["threshold"] == evaluation["diagnosa"]["accuracy"]

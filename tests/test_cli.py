@@ -84,7 +84,7 @@ def test_lake_on_s3_from_the_command_line(capsys):
         assert code == 0 and "curated rows" in out
         keys = [o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket="lake")["Contents"]]
         assert "dev/raw/clinical_records/cohort-n1000-s7.jsonl" in keys
-        assert any(k.startswith("dev/curated/patients/") and k.endswith("data.parquet") for k in keys)
+        assert any(k.startswith("dev/curated/patients/") and "/data/part-00000.parquet" in k for k in keys)
 
 
 def test_raw_zone_in_its_own_bucket_from_the_command_line(capsys, monkeypatch):
@@ -101,7 +101,7 @@ def test_raw_zone_in_its_own_bucket_from_the_command_line(capsys, monkeypatch):
         lake = [o["Key"] for o in s3.list_objects_v2(Bucket="lake")["Contents"]]
         assert "raw/clinical_records/cohort-n1000-s7.jsonl" in raw and all(k.startswith("raw/") for k in raw)
         assert not [k for k in lake if k.startswith("raw/")]
-        assert any(k.startswith("curated/patients/") and k.endswith("data.parquet") for k in lake)
+        assert any(k.startswith("curated/patients/") and k.endswith("/data/part-00000.parquet") for k in lake)
 
 
 def test_bad_lake_uri_is_refused(capsys):

@@ -57,13 +57,30 @@ def test_listing_an_empty_workspace(ws, capsys):
     assert "no local endpoints" in capsys.readouterr().out
 
 
-def test_a_bad_parameter_value_is_refused_before_any_step_runs(tmp_path, capsys):
+@pytest.mark.parametrize("param, message", [
+    ("Reduction=bogus", "parameter Reduction must be one of ['none', 'pca', 'lda', 'both'], got 'bogus'"),
+    # Ranges SageMaker's parameter types cannot declare: each failed inside a step or at the gate before.
+    ("RecallThresholdEnfermedadTerminal=1.5",
+     "parameter RecallThresholdEnfermedadTerminal is a recall threshold, in [0, 1]; got 1.5"),
+    ("OrphanRecallThreshold=nan", "parameter OrphanRecallThreshold is a recall threshold, in [0, 1]; got nan"),
+    ("Seed=-3", "parameter Seed must be in [0, 4294967295] (numpy's and xgboost's seeds); got -3"),
+    # Enum fields of the job requests (botocore's validator leaves them to the service, at job creation).
+    ("TrainingInstanceType=ml.m5.xlarg", "step Train-xgboost: parameter TrainingInstanceType='ml.m5.xlarg' gives an "
+     "invalid request: Invalid value for parameter ResourceConfig.InstanceType, value: ml.m5.xlarg: not one of the "
+     "service's TrainingInstanceType values; did you mean ml.m5.xlarge"),
+])
+def test_a_bad_parameter_value_is_refused_before_any_step_runs(tmp_path, capsys, param, message):
     from diagnosa.cli import main
 
     ws = ["--workspace", str(tmp_path / "ws")]
-    assert main([*ws, "run", "--local", "--param", "Reduction=bogus"]) == 2
-    err = capsys.readouterr().err
-    assert "parameter Reduction must be one of ['none', 'pca', 'lda', 'both'], got 'bogus'" in err
+    from diagnosa.services import LOCAL_BUCKET
+
+    # An input named outright: the run's requests are checked before the data is looked for.
+    given = ["--param", f"InputDataUri=s3://{LOCAL_BUCKET}/curated/diagnosa/none/"]
+    assert main([*ws, "run", "--local", "--quiet", "--param", param, *given]) == 2
+    captured = capsys.readouterr()
+    assert message in captured.err
+    assert captured.err.count(message) == 1, "one clear error, printed once"
     assert not (tmp_path / "ws" / "executions").exists() or not any((tmp_path / "ws" / "executions").iterdir())
 
 

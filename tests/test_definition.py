@@ -55,8 +55,8 @@ def test_snapshot(aws, definition):
 
 def test_every_request_fits_botocore(definition):
     report = validate_definition(json.loads(definition))
-    assert set(report) == {"Preprocess", "Train-mlp", "Train-logistic_regression", "Train-xgboost", "Select",
-                           "Evaluate", "Register", "CreateModel", "EndpointConfig", "Deploy"}
+    assert set(report) == {"Preprocess", "Transform", "Train-mlp", "Train-logistic_regression", "Train-xgboost",
+                           "Select", "Evaluate", "Register", "CreateModel", "EndpointConfig", "Deploy"}
     assert report == {name: None for name in report}, report
 
 
@@ -72,8 +72,8 @@ def test_a_broken_request_is_reported():
 def test_shape_parallel_training_and_gate(definition):
     d = json.loads(definition)
     waves = order(build_graph(d))
-    assert waves[:4] == [["Preprocess"], ["Train-logistic_regression", "Train-mlp", "Train-xgboost"], ["Select"],
-                         ["Evaluate"]]
+    assert waves[:5] == [["Preprocess"], ["Transform"], ["Train-logistic_regression", "Train-mlp", "Train-xgboost"],
+                         ["Select"], ["Evaluate"]]
     gate = next(s for s in d["Steps"] if s["Name"] == "RecallGate")
     train = next(s for s in d["Steps"] if s["Name"] == "Train-xgboost")
     conditions = gate["Arguments"]["Conditions"]
@@ -115,12 +115,29 @@ def test_shape_parallel_training_and_gate(definition):
     assert train["Arguments"]["HyperParameters"]["family"] == "xgboost"
     assert train["RetryPolicies"] and train["CacheConfig"]["Enabled"] is True
     assert train["Arguments"]["OutputDataConfig"]["S3OutputPath"]["Std:Join"]["Values"][-2:] == ["models", "xgboost"]
-    # Instance types are run-time parameters (counts stay 1: single-node jobs).
+    # Instance types and counts are run-time parameters; the counts reach only what spreads: the Transform
+    # step (its curated input sharded by key) and XGBoost's training (its train channel sharded by key).
     assert train["Arguments"]["ResourceConfig"]["InstanceType"] == {"Get": "Parameters.TrainingInstanceType"}
+    counts = {p["Name"]: p for p in d["Parameters"] if p["Name"].endswith("InstanceCount")}
+    assert counts == {name: {"Name": name, "Type": "Integer", "DefaultValue": 1}
+                      for name in ("ProcessingInstanceCount", "TrainingInstanceCount")}
     for step in d["Steps"]:
         if step["Type"] == "Processing":
             cluster = step["Arguments"]["ProcessingResources"]["ClusterConfig"]
-            assert cluster["InstanceType"] == {"Get": "Parameters.ProcessingInstanceType"} and cluster["InstanceCount"] == 1
+            assert cluster["InstanceType"] == {"Get": "Parameters.ProcessingInstanceType"}
+            assert cluster["InstanceCount"] == ({"Get": "Parameters.ProcessingInstanceCount"}
+                                                if step["Name"] == "Transform" else 1), step["Name"]
+            sharded = {i["InputName"] for i in step["Arguments"]["ProcessingInputs"]
+                       if i["S3Input"].get("S3DataDistributionType") == "ShardedByS3Key"}
+            assert sharded == ({"curated"} if step["Name"] == "Transform" else set()), step["Name"]
+        if step["Type"] == "Training":
+            spread = step["Name"] == "Train-xgboost"
+            assert step["Arguments"]["ResourceConfig"]["InstanceCount"] == (
+                {"Get": "Parameters.TrainingInstanceCount"} if spread else 1), step["Name"]
+            distribution = {c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3DataDistributionType"]
+                            for c in step["Arguments"]["InputDataConfig"]}
+            assert distribution == {"train": "ShardedByS3Key" if spread else "FullyReplicated",
+                                    "validation": "FullyReplicated", "transformer": "FullyReplicated"}
 
 
 def test_upsert_and_start_with_overrides(aws):
@@ -139,6 +156,12 @@ def test_upsert_and_start_with_overrides(aws):
     ({"orphan_threshold": 1.5}, "must be in \\[0, 1\\]"),
     ({"code_uri": "s3://elsewhere/code.tar.gz"}, "must be in the pipeline's bucket"),
     ({"kms_key": "alias/diagnosa"}, "kms_key 'alias/diagnosa' must be a KMS key ARN"),
+    ({"processing_instance_count": 0}, "processing_instance_count \\(the default of ProcessingInstanceCount\\) must be "
+                                       "1 to 100, got 0"),
+    ({"processing_instance_count": 101}, "must be 1 to 100, got 101"),
+    ({"training_instance_count": 0}, "training_instance_count \\(the default of TrainingInstanceCount\\) must be at "
+                                     "least 1, got 0"),
+    ({"training_instance_count": 2.0}, "must be a whole number, got 2.0"),
 ])
 def test_bad_settings_fail_before_building(aws, change, message):
     from dataclasses import replace
@@ -156,8 +179,8 @@ def test_deploy_steps_can_be_left_to_the_approval_event(aws):
     gate = next(s for s in d["Steps"] if s["Name"] == "RecallGate")
     assert [s["Name"] for s in gate["Arguments"]["IfSteps"]] == ["Register"]
     assert "EndpointName" not in {p["Name"] for p in d["Parameters"]}
-    assert set(validate_definition(d)) == {"Preprocess", "Train-mlp", "Train-logistic_regression", "Train-xgboost",
-                                           "Select", "Evaluate", "Register"}
+    assert set(validate_definition(d)) == {"Preprocess", "Transform", "Train-mlp", "Train-logistic_regression",
+                                           "Train-xgboost", "Select", "Evaluate", "Register"}
 
 
 def test_a_kms_key_encrypts_every_jobs_volume_and_outputs(aws, definition):
@@ -168,7 +191,7 @@ def test_a_kms_key_encrypts_every_jobs_volume_and_outputs(aws, definition):
     d = json.loads(build_pipeline(replace(settings, kms_key=key), session).definition())
     assert validate_definition(d) == {name: None for name in validate_definition(d)}
     jobs = {s["Name"]: s["Arguments"] for s in d["Steps"] if s["Type"] in ("Processing", "Training")}
-    assert len(jobs) == 6
+    assert len(jobs) == 7  # Preprocess, Transform, three trainings, Select, Evaluate
     for name, job in jobs.items():
         volume = job["ProcessingResources"]["ClusterConfig"] if "ProcessingResources" in job else job["ResourceConfig"]
         output = job.get("ProcessingOutputConfig") or job["OutputDataConfig"]

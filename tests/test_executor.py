@@ -294,3 +294,54 @@ def test_the_last_log_line_is_read_from_the_tail_and_shortened(tmp_path):
     log.write_text("y" * 500, encoding="utf-8")
     assert last_line(log, limit=20) == "y" * 19 + "…"
     assert last_line(tmp_path / "missing.log") == ""
+
+
+def test_bad_instance_counts_are_refused_before_any_step_runs_naming_the_parameter(setup):
+    """Instance counts are Integer parameters (the service has no range for them): every job request is checked
+    with the run's values against the service model before anything runs, and the error names the parameter."""
+    executor, lake, marker, _ = setup
+    d = without_property_files(definition(marker))
+    d["Parameters"].append({"Name": "ProcessingInstanceCount", "Type": "Integer", "DefaultValue": 1})
+    for step in d["Steps"][1:3]:  # Left and Right run on ProcessingInstanceCount instances
+        step["Arguments"]["ProcessingResources"]["ClusterConfig"]["InstanceCount"] = {
+            "Get": "Parameters.ProcessingInstanceCount"}
+    cases = [("0", r"step Left: parameter ProcessingInstanceCount=0 gives an invalid request: .*"
+                   r"ProcessingResources.ClusterConfig.InstanceCount.*must be 1 to 100, got 0; step Right: "),
+             ("101", "ProcessingInstanceCount=101 .*must be 1 to 100, got 101"),
+             ("-3", "ProcessingInstanceCount=-3"),
+             ("2.5", "parameter ProcessingInstanceCount is an Integer, got '2.5'")]
+    for value, message in cases:
+        with pytest.raises(ExecutionError, match=message):
+            executor.start(d, {"ProcessingInstanceCount": value})
+    assert not executor.root.exists() or not any(executor.root.iterdir()), "nothing ran, nothing was recorded"
+    assert lake.list("artifacts/") == []
+    _, parameters = executor.preflight(d, {"ProcessingInstanceCount": "100"})  # the service's most is fine
+    assert parameters["ProcessingInstanceCount"] == 100
+
+
+def test_enum_fields_of_a_request_are_held_to_the_service_models_values():
+    """botocore's validator checks types and required members, not enum values: a bad instance type, an enum inside
+    a list, or one inside a map would pass it and fail at job creation on the service."""
+    from pipelines.service_model import request_problems
+
+    request = {"ProcessingJobName": "p", "RoleArn": "arn:aws:iam::111122223333:role/r",
+               "AppSpecification": {"ImageUri": "image"},
+               "ProcessingResources": {"ClusterConfig": {"InstanceCount": 1, "InstanceType": "ml.m5.xlarge",
+                                                         "VolumeSizeInGB": 30}},
+               "ProcessingInputs": [{"InputName": "a", "S3Input": {"S3Uri": "s3://b/k", "LocalPath": "/opt/ml/x",
+                                                                   "S3DataType": "S3Prefix", "S3InputMode": "File"}}]}
+    assert request_problems("CreateProcessingJob", request) is None
+    request["ProcessingResources"]["ClusterConfig"]["InstanceType"] = "ml.bogus"
+    request["ProcessingInputs"][0]["S3Input"]["S3InputMode"] = "Stream"
+    import botocore.session
+
+    types = botocore.session.get_session().get_service_model("sagemaker").shape_for("ProcessingInstanceType").enum
+    problems = sorted(request_problems("CreateProcessingJob", request).splitlines())
+    assert problems == [
+        "Invalid value for parameter ProcessingInputs[0].S3Input.S3InputMode, value: Stream: not one of the service's "
+        "ProcessingS3InputMode values (2 valid values, e.g. Pipe)",
+        "Invalid value for parameter ProcessingResources.ClusterConfig.InstanceType, value: ml.bogus: not one of the "
+        f"service's ProcessingInstanceType values ({len(types)} valid values, e.g. {types[0]})"]
+    request["ProcessingResources"]["ClusterConfig"]["InstanceType"] = "ml.m5.xlarg"
+    assert "value: ml.m5.xlarg: not one of the service's ProcessingInstanceType values; did you mean ml.m5.xlarge, " \
+        in request_problems("CreateProcessingJob", request)

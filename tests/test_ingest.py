@@ -283,7 +283,7 @@ def test_generate_and_ingest_on_s3_under_moto():
         report = ingest_cohort(lake, batch)
         assert report.sources[0].accepted == cohort.expected["records_accepted"]
         keys = [o["Key"] for o in client.list_objects_v2(Bucket="diagnosa-lake", Prefix="dev/")["Contents"]]
-        assert f"dev/{report.data_key}" in keys
+        assert f"dev/{report.data_keys[0]}" in keys
         assert f"dev/{report.manifest_key}" in keys
         assert "dev/curated/patients/LATEST.json" in keys
         curated, _ = load_curated(lake)

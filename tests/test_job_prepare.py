@@ -89,7 +89,7 @@ def execution(tmp_path_factory, seed_lake):
     executor = open_local(workspace, lake, LOCAL_BUCKET, progress=lambda line: None, use_cache=False)
     record = executor.start(local_definition(lake, ("logistic_regression",)),
                             {"InputDataUri": f"s3://{LOCAL_BUCKET}/{prefix}"})
-    for step in ("Preprocess", "Train-logistic_regression", "Select", "Evaluate"):
+    for step in ("Preprocess", "Transform", "Train-logistic_regression", "Select", "Evaluate"):
         assert record.steps[step]["StepStatus"] == "Succeeded", record.data.get("FailureReason")
     return {"folder": folder, "workspace": workspace, "lake": lake, "record": record}
 
@@ -110,7 +110,7 @@ def test_the_documented_block_runs_as_written_and_reproduces_the_execution(execu
     assert threads and set(threads) == {"OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"}
     env = shell_env(folder, threads)
     prepared = [i for i, line in enumerate(block) if line.startswith("diagnosa job prepare ")]
-    assert len(prepared) == 4
+    assert len(prepared) == 5
     for index, line in enumerate(block):
         done = sh(line, folder, env)
         assert done.returncode == 0, f"{line}\n{done.stdout}\n{done.stderr}"
@@ -123,9 +123,12 @@ def test_the_documented_block_runs_as_written_and_reproduces_the_execution(execu
             assert export in printed  # the thread budget the shell here runs with, as the docs tell the reader
 
     jobs = folder / ".diagnosa" / "jobs"
-    for output in ("train", "validation", "test", "transformer", "baseline"):
+    for output in ("transformer", "split", "baseline"):
         assert same_files(jobs / "preprocess" / "processing" / "output" / output,
                           executor_output(execution, "Preprocess", output)) == []
+    for output in ("train", "validation", "test"):
+        assert same_files(jobs / "transform" / "processing" / "output" / output,
+                          executor_output(execution, "Transform", output)) == []
     unpacked = tmp_path / "executor-model"
     with tarfile.open(executor_output(execution, "Train-logistic_regression", "model")) as archive:
         archive.extractall(unpacked, filter="data")
@@ -181,14 +184,14 @@ def failed(tmp_path_factory, seed_lake):
     workspace = tmp_path_factory.mktemp("failed") / ".diagnosa"
     workspace.mkdir()
     lake, prefix = seed_lake(workspace)
-    good = lake.get_bytes(f"{prefix}/data.parquet")
-    lake.put_bytes(f"{prefix}/data.parquet", b"not parquet")
+    good = lake.get_bytes(f"{prefix}/data/part-00000.parquet")
+    lake.put_bytes(f"{prefix}/data/part-00000.parquet", b"not parquet")
     executor = open_local(workspace, lake, LOCAL_BUCKET, progress=lambda line: None, use_cache=False)
     record = executor.start(local_definition(lake, ("logistic_regression",)),
                             {"InputDataUri": f"s3://{LOCAL_BUCKET}/{prefix}"})
     assert record.status == "Failed" and record.steps["Preprocess"]["StepStatus"] == "Failed"
     assert "Train-logistic_regression" not in record.steps
-    lake.put_bytes(f"{prefix}/data.parquet", good)  # the inputs are fine again; the record keeps the failure
+    lake.put_bytes(f"{prefix}/data/part-00000.parquet", good)  # the inputs are fine again; the record keeps the failure
     return {"workspace": workspace, "record": record, "lake": lake, "prefix": prefix}
 
 
@@ -198,7 +201,7 @@ def prepare(workspace: Path, *argv: str, capsys) -> tuple[int, str, str]:
     return code, out.out, out.err
 
 
-JOB_STEPS = "Preprocess, Train-logistic_regression, Select, Evaluate"
+JOB_STEPS = "Preprocess, Transform, Train-logistic_regression, Select, Evaluate"
 
 
 @pytest.mark.parametrize("step, message", [
@@ -225,9 +228,9 @@ def test_no_execution_at_all_says_to_run_the_pipeline(tmp_path, capsys):
     assert code == 2 and "no local executions in" in err and "run `diagnosa run --local` first" in err
 
 
-@pytest.mark.parametrize("step, upstream", [("Train-logistic_regression", "Preprocess (failed)"),
+@pytest.mark.parametrize("step, upstream", [("Train-logistic_regression", "Preprocess (failed), Transform (not run)"),
                                             ("Select", "Train-logistic_regression (not run)"),
-                                            ("Evaluate", "Preprocess (failed), Select (not run)")])
+                                            ("Evaluate", "Select (not run), Transform (not run)")])
 def test_a_step_whose_inputs_were_never_produced_names_the_step_to_run(failed, tmp_path, capsys, step, upstream):
     code, _, err = prepare(failed["workspace"], step, "--root", str(tmp_path / "root"), capsys=capsys)
     assert code == 2
@@ -242,13 +245,14 @@ def test_a_step_with_static_inputs_is_laid_out_from_a_failed_execution(failed, t
     root = failed["workspace"] / "jobs" / failed["record"].id / "Preprocess"
     assert code == 0
     curated = root / "processing" / "input" / "curated"
-    assert (curated / "data.parquet").read_bytes() == failed["lake"].get_bytes(f"{failed['prefix']}/data.parquet")
+    part = "data/part-00000.parquet"
+    assert (curated / part).read_bytes() == failed["lake"].get_bytes(f"{failed['prefix']}/{part}")
     assert json.loads((curated / "manifest.json").read_text()) == failed["lake"].get_json(f"{failed['prefix']}/manifest.json")
     config = json.loads((root / "config" / "processingjobconfig.json").read_text())
     assert config["ProcessingJobName"] == f"Preprocess-{failed['record'].id}"
-    for output in ("train", "validation", "test", "transformer", "baseline"):
+    for output in ("transformer", "split", "baseline"):
         assert (root / "processing" / "output" / output).is_dir()
-    assert f"python -m processing.preprocess --base-dir {root}/processing --reduction none" in out
+    assert f"python -m processing.preprocess --base-dir {root}/processing --stage fit --reduction none" in out
     assert "outputs of this step" not in out  # the step failed: nothing of the execution's to compare with
     assert json.loads((root / MARKER).read_text())["step"] == "Preprocess"
 
@@ -263,7 +267,7 @@ def test_a_training_root_holds_the_toolkit_config_and_channels(execution, tmp_pa
     assert hyperparameters["sagemaker_submit_directory"].startswith(f"s3://{LOCAL_BUCKET}/")  # as the service writes it
     assert set(json.loads((config / "inputdataconfig.json").read_text())) == {"train", "validation", "transformer"}
     assert json.loads((config / "resourceconfig.json").read_text())["current_host"] == "algo-1"
-    assert (root / "input" / "data" / "train" / "train.npz").is_file()
+    assert list((root / "input" / "data" / "train").glob("*.npz"))  # one part per curated part
     assert (root / "model").is_dir() and (root / "output" / "data").is_dir()
     assert (f"SM_INPUT_DIR={root}/input SM_MODEL_DIR={root}/model SM_OUTPUT_DIR={root}/output "
             "python -m training.train") in out.splitlines()
@@ -289,11 +293,11 @@ def test_a_non_empty_root_is_refused_and_force_replaces_only_a_prepared_one(fail
 
     prepared = tmp_path / "prepared"
     assert prepare(failed["workspace"], "Preprocess", "--root", str(prepared), capsys=capsys)[0] == 0
-    (prepared / "processing" / "output" / "train" / "train.npz").write_bytes(b"an earlier by-hand run's output")
+    (prepared / "processing" / "output" / "transformer" / "x.json").write_bytes(b"an earlier by-hand run's output")
     assert prepare(failed["workspace"], "Preprocess", "--root", str(prepared), capsys=capsys)[0] == 2
     assert prepare(failed["workspace"], "Preprocess", "--root", str(prepared), "--force", capsys=capsys)[0] == 0
-    assert not (prepared / "processing" / "output" / "train" / "train.npz").exists()
-    assert (prepared / "processing" / "input" / "curated" / "data.parquet").is_file()
+    assert not (prepared / "processing" / "output" / "transformer" / "x.json").exists()
+    assert (prepared / "processing" / "input" / "curated" / "data" / "part-00000.parquet").is_file()
 
 
 def test_a_root_that_is_a_file_is_refused(failed, tmp_path, capsys):

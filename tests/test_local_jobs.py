@@ -1,9 +1,11 @@
 """A CreateProcessingJob request run locally: inputs from the lake, container paths remapped, outputs back."""
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from pipelines.local_jobs import JobError, LakeMapping, failure_reason, run_processing, run_training
@@ -43,7 +45,7 @@ def test_preprocess_request_runs_against_the_lake(tmp_path, lake_with_curated):
                             LakeMapping("lake", lake))
     assert result["ProcessingJobStatus"] == "Completed"
     assert result["ProcessingOutputConfig"]["Outputs"]["train"]["S3Output"]["S3Uri"] == "s3://lake/features/pre-1/train"
-    assert lake.exists("features/pre-1/train/train.npz")
+    assert lake.exists("features/pre-1/train/train.npz")  # undersampling: one object over all training rows
     summary = json.loads(lake.get_bytes("features/pre-1/transformer/preprocess.json"))
     assert summary["params"]["resampling"] == "undersample"
     assert "wrote" in Path(result["LogPath"]).read_text()
@@ -148,3 +150,65 @@ def test_failure_reasons_show_the_jobs_own_error_not_the_runners_noise():
                                                  "returned non-zero exit status 1.")
     traceback = "Framework Error: \nTraceback (most recent call last):\n  File \"x.py\", line 1\nOSError: gone\ngone"
     assert failure_reason("", traceback) == "Framework Error: gone"
+
+
+def stage_request(name: str, inputs: dict[str, str], outputs: tuple[str, ...], args: list[str], count: int = 1,
+                  sharded: tuple[str, ...] = ()) -> dict:
+    """A processing request for one stage of the preprocessing job, on ``count`` instances."""
+    base = request(name, "unused", args)
+    base["ProcessingResources"]["ClusterConfig"]["InstanceCount"] = count
+    base["ProcessingInputs"] = [{"InputName": input_name, "S3Input": {
+        "S3Uri": uri, "LocalPath": f"/opt/ml/processing/input/{input_name}", "S3DataType": "S3Prefix",
+        "S3InputMode": "File", "S3DataDistributionType": "ShardedByS3Key" if input_name in sharded else "FullyReplicated"}}
+        for input_name, uri in inputs.items()]
+    base["ProcessingOutputConfig"]["Outputs"] = [
+        {"OutputName": kind, "S3Output": {"S3Uri": f"s3://lake/features/{name}/{kind}",
+                                          "LocalPath": f"/opt/ml/processing/output/{kind}", "S3UploadMode": "EndOfJob"}}
+        for kind in outputs]
+    return base
+
+
+def test_a_sharded_transform_on_two_instances_writes_what_one_instance_writes(tmp_path, lake_with_curated):
+    """The Transform step's request on 2 instances: each host gets its own container root, resourceconfig.json
+    and every other curated object (ShardedByS3Key); their outputs, gathered in the lake, equal one instance's."""
+    lake, prefix = lake_with_curated
+    mapping = LakeMapping("lake", lake)
+    run_processing(stage_request("fit", {"curated": f"s3://lake/{prefix}"}, ("transformer", "split"),
+                                 ["--stage", "fit", "--transform-instances", "2"]), tmp_path / "fit", mapping)
+    inputs = {"curated": f"s3://lake/{prefix}", "transformer": "s3://lake/features/fit/transformer",
+              "split": "s3://lake/features/fit/split"}
+    results = {count: run_processing(stage_request(f"transform-{count}", inputs, ("train", "validation", "test"),
+                                                   ["--stage", "transform"], count, sharded=("curated",)),
+                                     tmp_path / f"transform-{count}", mapping) for count in (1, 2)}
+    assert all(r["ProcessingJobStatus"] == "Completed" for r in results.values())
+    one = {k.split("/", 2)[2]: lake.get_bytes(k) for k in lake.list("features/transform-1/")}
+    two = {k.split("/", 2)[2]: lake.get_bytes(k) for k in lake.list("features/transform-2/")}
+    assert sorted(one) == sorted(two) and len([k for k in one if k.startswith("train/")]) == 4
+    for key in one:
+        if key.endswith(".npz"):
+            with np.load(io.BytesIO(one[key])) as a, np.load(io.BytesIO(two[key])) as b:
+                assert a.files == b.files, key  # the same layout (CSR or dense), the same arrays
+                for array in a.files:
+                    np.testing.assert_array_equal(a[array], b[array])
+        else:
+            assert one[key] == two[key], key
+    # Each host: its own root and cluster view, and half of the four parts (manifest.json is one more object).
+    for index, host in enumerate(("algo-1", "algo-2")):
+        root = tmp_path / "transform-2" / host / "opt-ml"
+        config = json.loads((root / "config" / "resourceconfig.json").read_text())
+        assert config == {"current_host": host, "hosts": ["algo-1", "algo-2"]}
+        held = sorted(p.relative_to(root / "processing" / "input" / "curated").as_posix()
+                      for p in (root / "processing" / "input" / "curated").rglob("*") if p.is_file())
+        every = sorted([*(f"data/part-{i:05d}.parquet" for i in range(4)), "manifest.json"])
+        assert held == every[index::2]
+
+
+def test_two_instances_writing_one_name_differently_fail_the_job(tmp_path, lake_with_curated):
+    lake, _ = lake_with_curated
+    script = ("import json, pathlib; c = json.loads(pathlib.Path('/opt/ml/config/resourceconfig.json').read_text()); "
+              "pathlib.Path('/opt/ml/processing/output/train/same.txt').write_text(c['current_host'])")
+    clash = stage_request("clash", {}, ("train",), [], count=2)
+    clash["AppSpecification"] = {"ImageUri": "local", "ContainerEntrypoint": ["python3", "-c", script]}
+    with pytest.raises(JobError, match="train/same.txt was written by two instances with different content"):
+        run_processing(clash, tmp_path / "clash", LakeMapping("lake", lake))
+    assert not lake.list("features/clash/")

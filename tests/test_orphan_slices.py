@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from diagnosa.data.schema import Schema
@@ -13,21 +12,21 @@ from diagnosa.model import DiagnosaModel
 from processing import evaluate as evaluate_job
 from processing.evaluate import evaluate_model
 from processing.phenotype import find_similarity
-from processing.split import read_train_groups
+from processing.split import read_split, read_train_groups
 
 
 @pytest.fixture(scope="module")
 def scored(trained_model_dir):
     test_dir = trained_model_dir.parent / "pre" / "output" / "test"
     model = DiagnosaModel.load(trained_model_dir)
-    test = pd.read_parquet(test_dir / "test.parquet")
+    test = read_split(test_dir)
     groups = read_train_groups(test_dir)
     return model, test, groups, evaluate_model(model, test, groups)
 
 
 def test_the_split_writes_the_training_diseases_and_none_of_the_unseen_are_among_them(trained_model_dir, scored):
     _, test, groups, _ = scored
-    train_ids = set(pd.read_parquet(trained_model_dir.parent / "pre" / "output" / "validation" / "validation.parquet")
+    train_ids = set(read_split(trained_model_dir.parent / "pre" / "output" / "validation")
                     .pipe(lambda v: v.loc[v["is_orphan"], "disease_id"]))
     assert groups and json.loads((trained_model_dir.parent / "pre" / "output" / "validation" / "groups.json")
                                  .read_text())["in_train"] == sorted(groups)
@@ -71,6 +70,6 @@ def test_the_evaluation_job_reads_the_groups_and_writes_the_reference_into_the_r
     assert "Knowledge-only reference" in report and "orphan_unseen" in report
     # Without the groups file there is nothing to tell seen from unseen: no sub-slices, no crash.
     model = DiagnosaModel.load(trained_model_dir)
-    test = pd.read_parquet(trained_model_dir.parent / "pre" / "output" / "test" / "test.parquet")
+    test = read_split(trained_model_dir.parent / "pre" / "output" / "test")
     assert set(evaluate_model(model, test)["diagnosa"]["slices"]) == {"orphan", "common"}
     assert Schema.from_dict(model.metadata["schema"]).group_column == "disease_id"

@@ -16,10 +16,11 @@ import scipy.sparse as sp
 from diagnosa.data.schema import Schema
 from diagnosa.labels import CATEGORIES, TERMINAL
 from processing.features import FeatureParams, MultiLabelIndicator, binary_columns, build_feature_pipeline
-from processing.preprocess import PreprocessParams, main, preprocess
+from processing.preprocess import PreprocessParams, fit_sample, main, preprocess
 from processing.resample import resample
-from processing.split import SplitError, split_dataset, unseen_mask
+from processing.split import GROUPS_FILE, SplitError, read_split, split_dataset, unseen_mask
 from processing.trainset import read_train
+from training.train import load_train
 
 
 @pytest.fixture(scope="module")
@@ -282,20 +283,26 @@ def test_job_end_to_end_in_the_container_layout(tmp_path, data):
     base = container(tmp_path, data)
     assert main(["--base-dir", str(base), "--resampling", "class_weights", "--reduction", "pca"]) == 0
     out = base / "output"
-    npz = np.load(out / "train" / "train.npz")
+    X, _, weight, _ = load_train(out / "train", len(CATEGORIES))
     summary = json.loads((out / "transformer" / "preprocess.json").read_text())
-    assert npz["X"].shape == (summary["rows"]["train_resampled"], len(summary["feature_names"]))
-    assert npz["sample_weight"].std() > 0  # class weights delivered as sample weights
+    assert X.shape == (summary["rows"]["train"], len(summary["feature_names"]))
+    assert weight.std() > 0  # class weights delivered as sample weights
     assert summary["params"]["reduction"] == "pca" and summary["labels"] == list(CATEGORIES)
     pipeline = joblib.load(out / "transformer" / "feature_pipeline.joblib")
-    test = pd.read_parquet(out / "test" / "test.parquet")
-    assert pipeline.transform(test).shape[1] == npz["X"].shape[1]
+    test = read_split(out / "test")
+    assert pipeline.transform(test).shape[1] == X.shape[1]
     assert summary["rows"]["test"] == len(test)
     # The validation split's features, transformed once here for every training job.
-    features = read_train(out / "validation" / "validation.npz")
-    validation = pd.read_parquet(out / "validation" / "validation.parquet")
-    np.testing.assert_allclose(features.X, pipeline.transform(validation), rtol=1e-6)
-    assert features.y.tolist() == [summary["labels"].index(v) for v in validation["label"]]
+    tables = sorted((out / "validation").glob("*.parquet"))
+    assert [p.stem for p in tables] == [p.stem for p in sorted((out / "validation").glob("*.npz"))]
+    for table in tables:  # each part's rows and its features, row for row
+        features = read_train(table.with_suffix(".npz"))
+        validation = pd.read_parquet(table)
+        dense = features.X.toarray() if sp.issparse(features.X) else features.X
+        np.testing.assert_allclose(dense, np.asarray(pipeline.transform(validation).todense()
+                                                     if sp.issparse(features.X) else pipeline.transform(validation)),
+                                   rtol=1e-6)
+        assert features.y.tolist() == [summary["labels"].index(v) for v in validation["label"]]
     # Running again into the same outputs is refused: no run overwrites another's.
     assert main(["--base-dir", str(base)]) == 1
     assert "refusing to overwrite" in (out / "failure").read_text()
@@ -311,3 +318,108 @@ def test_job_fails_at_once_on_bad_input(tmp_path, data, capsys):
     shutil.rmtree(base / "input")
     assert main(["--base-dir", str(base)]) == 1
     assert "does not exist" in (base / "output" / "failure").read_text()
+
+
+# ------------------------------------------------------------------------------------------------ scale-out
+
+def curated_in_parts(base: Path, data, rows: int) -> list[Path]:
+    """The cohort as the ingest lays it out (data/part-NNNNN.parquet + manifest.json), in parts of ``rows``."""
+    frame, _, manifest = data
+    source = base / "input" / "curated"
+    (source / "data").mkdir(parents=True)
+    parts = []
+    for number, start in enumerate(range(0, len(frame), rows)):
+        parts.append(source / "data" / f"part-{number:05d}.parquet")
+        frame.iloc[start:start + rows].to_parquet(parts[-1], index=False)
+    (source / "manifest.json").write_text(json.dumps(manifest))
+    return parts
+
+
+def outputs_of(folders: list[Path]) -> dict[str, dict[str, bytes]]:
+    """Each transform output's files across ``folders`` (the instances' output roots), by split and name."""
+    found: dict[str, dict[str, bytes]] = {}
+    for root in folders:
+        for split in ("train", "validation", "test"):
+            for path in sorted((root / split).iterdir()):
+                value = path.read_bytes() if path.suffix != ".npz" else path
+                seen = found.setdefault(split, {}).setdefault(path.name, value)
+                # Only the groups file comes from every instance, the same bytes (one S3 key written alike).
+                assert seen is value or (path.name == GROUPS_FILE and seen == value), f"{path.name} from two instances"
+    return found
+
+
+def dense(X):
+    return X.toarray() if sp.issparse(X) else np.asarray(X)
+
+
+def test_sharded_transform_gives_the_single_instance_output(tmp_path, data):
+    """The fit once; the transform over 2 instances, each holding every other part (S3 sharding by key):
+    the union of their outputs is the single instance's, file by file and value by value."""
+    single = tmp_path / "single" / "processing"
+    parts = curated_in_parts(single, data, rows=700)
+    assert len(parts) >= 4
+    assert main(["--base-dir", str(single), "--resampling", "class_weights"]) == 0
+
+    fitted = tmp_path / "fit" / "processing"
+    curated_in_parts(fitted, data, rows=700)
+    assert main(["--base-dir", str(fitted), "--stage", "fit", "--transform-instances", "2"]) == 0
+    hosts = []
+    for index in range(2):
+        host = tmp_path / f"algo-{index + 1}" / "processing"
+        (host / "input" / "curated" / "data").mkdir(parents=True)
+        for part in parts[index::2]:
+            shutil.copy(part, host / "input" / "curated" / "data" / part.name)
+        for name in ("transformer", "split"):
+            shutil.copytree(fitted / "output" / name, host / "input" / name)
+        (host.parent / "config").mkdir()
+        (host.parent / "config" / "resourceconfig.json").write_text(
+            json.dumps({"current_host": f"algo-{index + 1}", "hosts": ["algo-1", "algo-2"]}))
+        assert main(["--base-dir", str(host), "--stage", "transform"]) == 0
+        hosts.append(host / "output")
+
+    one, two = outputs_of([single / "output"]), outputs_of(hosts)
+    assert {k: sorted(v) for k, v in one.items()} == {k: sorted(v) for k, v in two.items()}
+    for split in ("validation", "test"):
+        for name in one[split]:
+            if name.endswith(".npz"):  # a validation part's features: the same arrays
+                a, b = read_train(one[split][name]), read_train(two[split][name])
+                np.testing.assert_array_equal(dense(a.X), dense(b.X), err_msg=f"{split}/{name} differs")
+                np.testing.assert_array_equal(a.y, b.y)
+            else:
+                assert one[split][name] == two[split][name], f"{split}/{name} differs"
+    X1, y1, w1, _ = load_train(single / "output" / "train", len(CATEGORIES))
+    merged = tmp_path / "merged-train"
+    merged.mkdir()
+    for path in two["train"].values():
+        shutil.copy(path, merged / path.name)
+    X2, y2, w2, _ = load_train(merged, len(CATEGORIES))
+    np.testing.assert_array_equal(dense(X1), dense(X2))
+    np.testing.assert_array_equal(y1, y2)
+    np.testing.assert_array_equal(w1, w2)
+    # ...and the parts read in name order are the whole training split, as the in-memory preprocess makes it.
+    frame, schema, _ = data
+    whole = preprocess(frame, schema, PreprocessParams())
+    np.testing.assert_allclose(dense(X1), dense(whole.train.X), rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(w1, whole.train.sample_weight)
+    pd.testing.assert_frame_equal(read_split(single / "output" / "validation"), whole.splits.validation)
+
+
+def test_joint_resampling_is_refused_across_instances(tmp_path, data):
+    base = tmp_path / "processing"
+    curated_in_parts(base, data, rows=1000)
+    assert main(["--base-dir", str(base), "--stage", "fit", "--resampling", "smote", "--transform-instances", "2"]) == 1
+    failure = (base / "output" / "failure").read_text()
+    assert "resampling smote needs every training row in one process" in failure and "ProcessingInstanceCount=1" in failure
+
+
+def test_the_pipeline_is_fitted_on_a_bounded_sample_that_keeps_the_slice(data):
+    frame, schema, _ = data
+    keys = frame[[schema.id_column, schema.target, schema.slice_column, schema.group_column]]
+    train = split_dataset(keys, schema).train
+    chosen = fit_sample(train, schema, max_rows=1000, seed=0)
+    in_slice = train[schema.slice_column].to_numpy(dtype=bool)
+    assert len(chosen) == 1000 and (np.diff(chosen) > 0).all()
+    assert in_slice[chosen].sum() == in_slice.sum()  # every slice row (rare diseases) is fitted on
+    assert (fit_sample(train, schema, max_rows=len(train), seed=0) == np.arange(len(train))).all()
+    fitted = preprocess(frame, schema, PreprocessParams(fit_max_rows=1000))
+    assert len(fitted.train.y) == len(train)  # every training row transformed, the pipeline fitted on 1000

@@ -18,6 +18,7 @@ from processing import preprocess as preprocess_job
 from processing import select as select_job
 from processing.metrics import evaluate
 from processing.preprocess import PreprocessParams, preprocess
+from processing.split import read_split
 from training import train as train_job
 from training.models import make_classifier
 
@@ -61,9 +62,8 @@ def pipeline_run(tmp_path_factory, curated_cohort):
     champion = root / "select" / "output" / "champion" / "model.tar.gz"
     ev = root / "evaluate"
     (ev / "input" / "model").mkdir(parents=True)
-    (ev / "input" / "test").mkdir(parents=True)
     shutil.copy(champion, ev / "input" / "model" / "model.tar.gz")
-    shutil.copy(pre / "output" / "test" / "test.parquet", ev / "input" / "test" / "test.parquet")
+    shutil.copytree(pre / "output" / "test", ev / "input" / "test")
     with pytest.raises(SystemExit):
         evaluate_job.main(["--base-dir", str(ev), "--thresholds", "[0.8]"])
     assert evaluate_job.main(["--base-dir", str(ev), "--thresholds", json.dumps({TERMINAL: 0.3}),
@@ -83,7 +83,7 @@ def test_champion_is_the_best_validation_candidate_and_is_evaluated_on_test(pipe
     d = evaluation["diagnosa"]
     assert evaluation["model"]["family"] == selection["champion"]
     assert set(evaluation["multiclass_classification_metrics"]) >= {"accuracy", "weighted_recall", "confusion_matrix"}
-    assert d["n"] == len(pd.read_parquet(pipeline_run / "evaluate" / "input" / "test" / "test.parquet"))
+    assert d["n"] == len(read_split(pipeline_run / "evaluate" / "input" / "test"))
     assert d["slices"]["orphan"]["n"] > 0 and d["macro"]["recall"] > 0.5
     report = pipeline_run / "evaluate" / "output" / "report"
     assert (report / "report.md").is_file() and (report / "confusion_matrix.png").stat().st_size > 1000
@@ -142,8 +142,7 @@ def test_the_gate_names_each_class_that_missed_and_by_how_much(pipeline_run):
 def test_evaluation_of_an_unreadable_model_fails_cleanly(tmp_path, pipeline_run):
     base = tmp_path / "ev"
     (base / "input" / "model").mkdir(parents=True)
-    (base / "input" / "test").mkdir(parents=True)
     (base / "input" / "model" / "model.tar.gz").write_bytes(b"not a tarball")
-    shutil.copy(pipeline_run / "evaluate" / "input" / "test" / "test.parquet", base / "input" / "test" / "test.parquet")
+    shutil.copytree(pipeline_run / "evaluate" / "input" / "test", base / "input" / "test")
     assert evaluate_job.main(["--base-dir", str(base)]) == 1
     assert not (base / "output" / "evaluation").exists()

@@ -305,7 +305,10 @@ BAD_INPUTS = {
     "missing family": (lambda lay: None, {"C": 1}, ["missing required hyperparameter 'family'"]),
     "bad seed": (lambda lay: None, {"family": "xgboost", "seed": "x"}, ["seed must be an integer"]),
     "missing train.npz": (lambda lay: (lay["train"] / "train.npz").unlink(), {"family": "logistic_regression"},
-                          ["train.npz not found"]),
+                          ["train channel: no training data (*.npz)"]),
+    "parts of different widths": (lambda lay: np.savez(lay["train"] / "z-part.npz", X=np.zeros((5, 4), np.float32),
+                                                       y=np.zeros(5, np.int64), sample_weight=np.ones(5)),
+                                  {"family": "logistic_regression"}, ["parts have different numbers of columns [3, 4]"]),
     "X/y mismatch": (lambda lay: _replace_npz(lay, y=np.zeros(599, dtype=np.int64)),
                      {"family": "logistic_regression"}, ["X has 600 rows but y has 599"]),
     "label out of range": (lambda lay: _replace_npz(lay, y=np.full(600, 7, dtype=np.int64)),
@@ -324,7 +327,7 @@ BAD_INPUTS = {
     "transformer/X width mismatch": (lambda lay: (_replace_npz(lay, X=np.zeros((600, 4), dtype=np.float32)),
                                                   _drop_feature_names(lay)),
                                      {"family": "logistic_regression"},
-                                     ["makes 3 feature(s) but train.npz X has 4 columns"]),
+                                     ["makes 3 feature(s) but the training rows have 4 columns"]),
     "missing transformer": (lambda lay: (lay["transformer"] / "feature_pipeline.joblib").unlink(),
                             {"family": "logistic_regression"}, ["feature_pipeline.joblib not found"]),
 }
@@ -528,6 +531,66 @@ def test_the_shipped_xgboost_model_carries_the_encoding_and_predicts_dense_rows(
 
 
 # ------------------------------------------------------------------------------------------------
+# Across instances (training/distributed.py)
+
+
+def test_the_collective_fit_is_xgboosts_own_fit_on_one_host():
+    """fit_xgboost fixes the class count and calls xgboost.train itself (a shard may lack a class); on one host
+    it must be exactly what XGBClassifier.fit does: same parameters, same matrix, same trees."""
+    from training.distributed import fit_xgboost
+    from training.models import make_classifier
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(600, 8)).astype(np.float32)
+    X[:, 4:] = X[:, 4:] > 0.4  # indicator columns: the sparse step leaves their zeros out
+    for k in (2, 4):
+        y = np.minimum((X[:, 0] > 0).astype(int) + (X[:, 1] > 0.8) + (X[:, 2] > 1.2), k - 1)
+        w = rng.random(600) + 0.5
+        reference = make_classifier("xgboost", {"n_estimators": 20}, seed=3).fit(X, y, sample_weight=w)
+        fitted = fit_xgboost(make_classifier("xgboost", {"n_estimators": 20}, seed=3), X, y, w, k)
+        np.testing.assert_array_equal(fitted.predict_proba(X), reference.predict_proba(X))
+
+
+def test_the_cluster_comes_from_the_toolkits_variables():
+    from training.distributed import cluster_from_env
+
+    cluster = cluster_from_env({"SM_HOSTS": '["algo-2", "algo-1"]', "SM_CURRENT_HOST": "algo-2"})
+    assert cluster.hosts == ("algo-1", "algo-2") and cluster.rank == 1 and not cluster.is_leader
+    assert cluster_from_env({}).size == 1 and cluster_from_env({}).is_leader
+    for environ, message in (({"SM_HOSTS": "algo-1"}, "not a JSON list"), ({"SM_HOSTS": "[]"}, "at least one host"),
+                             ({"SM_HOSTS": '["algo-1"]', "SM_CURRENT_HOST": "algo-9"}, "not one of SM_HOSTS")):
+        with pytest.raises(ValueError, match=message):
+            cluster_from_env(environ)
+
+
+def test_only_xgboost_trains_across_instances(layout, monkeypatch):
+    monkeypatch.setenv("SM_HOSTS", '["algo-1", "algo-2"]')
+    monkeypatch.setenv("SM_CURRENT_HOST", "algo-1")
+    layout["config"].write_text(json.dumps({"family": "logistic_regression"}))
+    assert train_module.main([]) == 1  # refused before any host waits for another
+    assert "family logistic_regression trains on one instance; only xgboost trains across 2" in \
+        (layout["output"] / "failure").read_text()
+
+
+def test_training_parts_are_read_in_name_order_as_one_split(layout, tmp_path):
+    """The Transform step writes one .npz per curated part: the channel's parts are the training rows, in order."""
+    X, y, w, digests = train_module.load_train(layout["train"], len(LABELS))
+    split = tmp_path / "parts"
+    split.mkdir()
+    for name, rows in (("data-part-00000.npz", slice(0, 250)), ("data-part-00001.npz", slice(250, None))):
+        np.savez(split / name, X=X[rows], y=y[rows], sample_weight=w[rows])
+    X2, y2, w2, digests2 = train_module.load_train(split, len(LABELS))
+    np.testing.assert_array_equal(X, X2)
+    np.testing.assert_array_equal(y, y2)
+    assert sorted(digests2) == ["data-part-00000.npz", "data-part-00001.npz"] and list(digests) == ["train.npz"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ValueError, match="no training data"):
+        train_module.load_train(empty, len(LABELS))
+    assert train_module.load_train(empty, len(LABELS), empty_width=3)[0].shape == (0, 3)  # a host without a part
+
+
+# ------------------------------------------------------------------------------------------------
 # Every family on the feature pipeline's CSR rows (issue 16)
 
 
@@ -573,36 +636,46 @@ def cohort_channels(tmp_path_factory, curated_cohort):
     frame, manifest = curated_cohort
     base = tmp_path_factory.mktemp("preprocessed")
     source = base / "input" / "curated"
-    source.mkdir(parents=True)
-    frame.to_parquet(source / "data.parquet", index=False)
+    (source / "data").mkdir(parents=True)
+    half = len(frame) // 2  # two curated parts: each split is written a part at a time
+    frame.iloc[:half].to_parquet(source / "data" / "part-00000.parquet", index=False)
+    frame.iloc[half:].to_parquet(source / "data" / "part-00001.parquet", index=False)
     (source / "manifest.json").write_text(json.dumps(manifest))
     assert preprocess_job.main(["--base-dir", str(base)]) == 0
     return {name: base / "output" / name for name in ("train", "validation", "transformer")}
 
 
 def test_training_reads_the_validation_features_preprocess_wrote_and_refuses_foreign_ones(cohort_channels, tmp_path):
-    """validation.npz (transformed once by Preprocess) gives the model the transformer gives, and a file of
-    other rows is refused rather than scored against the wrong labels."""
+    """validation/<part>.npz (transformed once by Preprocess) gives the model the transformer gives, and features
+    of other rows, or of some parts only, are refused rather than scored against the wrong labels."""
     import shutil
 
     channels = {name: tmp_path / name for name in cohort_channels}
     for name, folder in cohort_channels.items():
         shutil.copytree(folder, channels[name])
-    features = channels["validation"] / "validation.npz"
-    assert features.is_file()
+    parts = sorted(channels["validation"].glob("*.npz"))
+    assert [p.name for p in parts] == ["data-part-00000.npz", "data-part-00001.npz"]
     run = lambda: train_module.train(channels["train"], channels["validation"], channels["transformer"],  # noqa: E731
                                      "logistic_regression", seed=0)
     with_file = run()
-    frame = pd.read_parquet(channels["validation"] / "validation.parquet").drop(columns=["label"])
-    features.rename(tmp_path / "kept.npz")
+    frame = pd.concat([pd.read_parquet(p.with_suffix(".parquet")) for p in parts]).drop(columns=["label"])
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    parts[1].rename(kept / parts[1].name)
+    with pytest.raises(ValueError, match=r"the features of 1 part\(s\) are missing \(data-part-00001.npz\)"):
+        run()
+    parts[0].rename(kept / parts[0].name)
     without = run()
     np.testing.assert_array_equal(with_file.model.predict_proba(frame), without.model.predict_proba(frame))
     assert with_file.model.metadata["validation"] == without.model.metadata["validation"]
-    with np.load(tmp_path / "kept.npz") as data:
+    for part in parts:
+        shutil.copy(kept / part.name, part)
+    features = parts[0]
+    with np.load(kept / features.name) as data:
         arrays = {k: data[k] for k in data.files}
     np.savez(features, **{**arrays, "y": np.roll(arrays["y"], 1)})
-    with pytest.raises(ValueError, match="validation.npz does not belong to validation.parquet"):
+    with pytest.raises(ValueError, match=r"the features \(.npz\) do not belong to the rows \(.parquet\)"):
         run()
     features.write_bytes(b"broken")
-    with pytest.raises(ValueError, match="validation channel: validation.npz is not a readable .npz file"):
+    with pytest.raises(ValueError, match="validation channel: data-part-00000.npz is not a readable .npz file"):
         run()

@@ -34,9 +34,10 @@ from diagnosa.model import METADATA_FILE, MODEL_FILE, DiagnosaModel
 from diagnosa.serving_code import write_serving_code
 from processing.calibration import calibration_summary
 from processing.metrics import evaluate
-from processing.split import read_train_groups, unseen_mask
-from processing.trainset import TRAIN_FILE, VALIDATION_FEATURES_FILE, read_train
+from processing.split import read_split, read_train_groups, unseen_mask
+from processing.trainset import read_train, stack_parts
 from training.decisions import MAX_PRECISION_LOSS, calibrate_and_decide
+from training.distributed import cluster_from_env, collective, digest_of_parts, fit_xgboost, gather, is_distributed, total
 from training.models import (
     FAMILIES,
     MAX_SEED,
@@ -62,7 +63,7 @@ from training.tuning import (
 
 logger = logging.getLogger(__name__)
 
-VALIDATION_FILE = "validation.parquet"
+TRAIN_PATTERN = "*.npz"  # one part per curated part (processing/preprocess.py), read in name order
 TRANSFORMER_FILE = "feature_pipeline.joblib"
 PREPROCESS_FILE = "preprocess.json"
 VALIDATION_REPORT = "validation.json"
@@ -256,70 +257,101 @@ def load_transformer(transformer_dir: str | os.PathLike) -> tuple[Any, dict[str,
     return transformer, record, schema
 
 
-def load_train(train_dir: str | os.PathLike, n_labels: int, *,
-               allow_nan: bool = False) -> tuple[Any, np.ndarray, np.ndarray, str]:
-    """X (CSR or dense, as Preprocess wrote it), y, sample_weight and the file's sha256, checked so a bad file
-    fails here, not inside a library."""
-    path = Path(train_dir) / TRAIN_FILE
-    if not path.is_file():
-        raise ValueError(f"train channel: {TRAIN_FILE} not found in {Path(train_dir)}")
+def load_train(train_dir: str | os.PathLike, n_labels: int, *, allow_nan: bool = False,
+               empty_width: int | None = None) -> tuple[Any, np.ndarray, np.ndarray, dict[str, str]]:
+    """X (CSR or dense, as Preprocess wrote it), y, sample_weight of every ``*.npz`` part in the channel (name
+    order), and each part's sha256, checked so a bad file fails here, not inside a library. ``empty_width``: a host
+    of a distributed job may hold no part (its shard is empty); it gets zero rows of that many columns instead."""
+    folder = Path(train_dir)
+    paths = sorted(folder.glob(TRAIN_PATTERN)) if folder.is_dir() else []
+    if not paths:
+        if empty_width is not None:
+            logger.info("train channel: no part on this host (%s)", folder)
+            return (np.zeros((0, empty_width), dtype=np.float32), np.zeros(0, dtype=np.int64), np.zeros(0), {})
+        raise ValueError(f"train channel: no training data ({TRAIN_PATTERN}) in {folder}")
+    parts = [_load_train_part(path, n_labels, allow_nan) for path in paths]
+    widths = {X.shape[1] for X, _, _ in parts}
+    if len(widths) > 1:
+        raise ValueError(f"train channel: the parts have different numbers of columns {sorted(widths)}")
+    X = stack_parts([X for X, _, _ in parts])
+    y = np.concatenate([y for _, y, _ in parts])
+    w = np.concatenate([w for _, _, w in parts])
+    if X.shape[0] == 0 and empty_width is None:
+        raise ValueError(f"train channel: X must be a non-empty 2-D array, got shape {X.shape}")
+    digests = {path.name: _sha256(path) for path in paths}
+    logger.info("read %d part(s) from %s: X %s %s %s, %d weighted rows", len(paths), folder, X.shape, X.dtype,
+                f"CSR ({X.nnz:,} stored values)" if sp.issparse(X) else "dense", int((w != 1).sum()))
+    return X, y, w, digests
+
+
+def _load_train_part(path: Path, n_labels: int, allow_nan: bool) -> tuple[Any, np.ndarray, np.ndarray]:
     try:
         X, y, w = read_train(path)
     except ValueError as err:
         raise ValueError(f"train channel: {err}") from None
-    if X.ndim != 2 or X.shape[0] == 0 or X.shape[1] == 0:
-        raise ValueError(f"train channel: X must be a non-empty 2-D array, got shape {X.shape}")
+    if X.ndim != 2 or X.shape[1] == 0:
+        raise ValueError(f"train channel: {path.name}: X must be a 2-D array with columns, got shape {X.shape}")
     if not np.issubdtype(X.dtype, np.number):
-        raise ValueError(f"train channel: X must be numeric, got dtype {X.dtype}")
+        raise ValueError(f"train channel: {path.name}: X must be numeric, got dtype {X.dtype}")
     if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
-        raise ValueError(f"train channel: y must be a 1-D integer array of label indices, "
+        raise ValueError(f"train channel: {path.name}: y must be a 1-D integer array of label indices, "
                          f"got shape {y.shape} dtype {y.dtype}")
     if len(y) != X.shape[0]:
-        raise ValueError(f"train channel: X has {X.shape[0]} rows but y has {len(y)}")
+        raise ValueError(f"train channel: {path.name}: X has {X.shape[0]} rows but y has {len(y)}")
     bad = np.unique(y[(y < 0) | (y >= n_labels)])
     if bad.size:
-        raise ValueError(f"train channel: y holds label index(es) out of range [0, {n_labels}): {bad[:10].tolist()}")
+        raise ValueError(f"train channel: {path.name}: y holds label index(es) out of range [0, {n_labels}): "
+                         f"{bad[:10].tolist()}")
     values = X.data if sp.issparse(X) else X  # a sparse matrix's absent entries are zeros
     if np.isinf(values).any() or (not allow_nan and np.isnan(values).any()):
-        raise ValueError(f"train channel: X holds {int((~np.isfinite(values)).sum())} non-finite value(s)")
+        raise ValueError(f"train channel: {path.name}: X holds {int((~np.isfinite(values)).sum())} non-finite value(s)")
     if w is None:
-        logger.warning("train channel: %s has no sample_weight; using ones", TRAIN_FILE)
+        logger.warning("train channel: %s has no sample_weight; using ones", path.name)
         w = np.ones(len(y))
     w = np.asarray(w, dtype=np.float64)
     if w.shape != y.shape:
-        raise ValueError(f"train channel: sample_weight has shape {w.shape}, expected ({len(y)},)")
-    if not np.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
-        raise ValueError("train channel: sample_weight must be finite, non-negative and not all zero")
-    sha = _sha256(path)
-    logger.info("read %s: X %s %s %s, %d weighted rows, sha256 %s", path, X.shape, X.dtype,
-                f"CSR ({X.nnz:,} stored values)" if sp.issparse(X) else "dense", int((w != 1).sum()), sha[:12])
-    return X, y.astype(np.int64), w, sha
+        raise ValueError(f"train channel: {path.name}: sample_weight has shape {w.shape}, expected ({len(y)},)")
+    if not np.isfinite(w).all() or (w < 0).any() or (len(w) and w.sum() <= 0):
+        raise ValueError(f"train channel: {path.name}: sample_weight must be finite, non-negative and not all zero")
+    return X, y.astype(np.int64), w
 
 
 def validation_features(validation_dir: str | os.PathLike, validation: pd.DataFrame, y_val: np.ndarray,
                         transformer: Any, target: str) -> Any:
-    """The validation rows' features: Preprocess's ``validation.npz`` when the channel has it (refused unless its
-    label indices are the parquet's, row for row), else the fitted transformer applied here."""
-    path = Path(validation_dir) / VALIDATION_FEATURES_FILE
-    if not path.is_file():
+    """The validation rows' features: the ``<part>.npz`` Preprocess wrote beside each ``<part>.parquet`` when the
+    channel has them (refused unless their label indices are the parquet's, row for row), else the fitted
+    transformer applied here (a channel written before the features travelled with it)."""
+    folder = Path(validation_dir)
+    tables = sorted(folder.glob("*.parquet"))
+    features = [path.with_suffix(".npz") for path in tables]
+    present = [path for path in features if path.is_file()]
+    if not present:
         return transformer.transform(validation.drop(columns=[target]))
-    try:
-        X_val, y_file, _ = read_train(path)
-    except ValueError as err:
-        raise ValueError(f"validation channel: {err}") from None
-    if y_file.shape != y_val.shape or not np.array_equal(y_file, y_val):
-        raise ValueError(f"validation channel: {VALIDATION_FEATURES_FILE} does not belong to {VALIDATION_FILE}: "
-                         f"its {len(y_file)} rows' labels are not the {len(y_val)} rows' of the parquet")
-    logger.info("read %s: the validation features Preprocess transformed, %s", path, X_val.shape)
+    if len(present) != len(features):
+        lacking = [path.name for path in features if not path.is_file()]
+        raise ValueError(f"validation channel: the features of {len(lacking)} part(s) are missing ({', '.join(lacking[:5])})"
+                         " while others are there: the channel mixes two runs' outputs")
+    blocks, y_file = [], []
+    for path in present:
+        try:
+            X_part, y_part, _ = read_train(path)
+        except ValueError as err:
+            raise ValueError(f"validation channel: {err}") from None
+        blocks.append(X_part)
+        y_file.append(y_part)
+    y_all = np.concatenate(y_file)
+    if y_all.shape != y_val.shape or not np.array_equal(y_all, y_val):
+        raise ValueError(f"validation channel: the features (.npz) do not belong to the rows (.parquet): their "
+                         f"{len(y_all)} rows' labels are not the {len(y_val)} rows' of the parquet parts")
+    X_val = stack_parts(blocks)
+    logger.info("read %d validation feature part(s) from %s: %s, the rows Preprocess transformed", len(present),
+                folder, X_val.shape)
     return X_val
 
 
 def load_validation(validation_dir: str | os.PathLike) -> pd.DataFrame:
-    path = Path(validation_dir) / VALIDATION_FILE
-    if not path.is_file():
-        raise ValueError(f"validation channel: {VALIDATION_FILE} not found in {Path(validation_dir)}")
-    frame = pd.read_parquet(path)
-    logger.info("read %s: %d rows, %d columns", path, len(frame), frame.shape[1])
+    frame = read_split(validation_dir, "validation channel")
+    logger.info("read %s: %d rows, %d columns", validation_dir, len(frame), frame.shape[1])
     return frame
 
 
@@ -445,10 +477,23 @@ def train(train_dir: str | os.PathLike, validation_dir: str | os.PathLike, trans
     transformer, record, schema = load_transformer(transformer_dir)
     labels = list(record["labels"])
     k = len(labels)
-    X, y, weight, train_sha = load_train(train_dir, k, allow_nan=family in NAN_TOLERANT)
     names = record.get("feature_names")
+    # Across hosts (training/distributed.py): this host's shard of the training rows; the counts that decide
+    # anything (the search budget, which labels have rows) are summed over all hosts, so every host decides alike.
+    spread = is_distributed()
+    if spread and (family != "xgboost" or names is None):
+        raise ValueError(f"only xgboost trains across instances (family {family}"
+                         + (")" if family != "xgboost" else "; preprocess.json names no features)"))
+    X, y, weight, digests = load_train(train_dir, k, allow_nan=family in NAN_TOLERANT,
+                                       empty_width=len(names) if spread and names is not None else None)
+    if spread:
+        digests = {name: digest for part in gather(digests) for name, digest in part.items()}
+    train_sha = digest_of_parts(digests)
     if names is not None and len(names) != X.shape[1]:
         raise ValueError(f"train channel: X has {X.shape[1]} columns but preprocess.json names {len(names)} features")
+    class_rows = total(np.bincount(y, minlength=k))
+    if not class_rows.sum():
+        raise ValueError("train channel: no training rows on any host")
     validation = load_validation(validation_dir)
     orphan = check_validation_frame(validation, schema)
     unknown = sorted({str(v) for v in validation[schema.target]} - set(labels))
@@ -460,17 +505,21 @@ def train(train_dir: str | os.PathLike, validation_dir: str | os.PathLike, trans
         X_val.toarray() if sp.issparse(X_val) else X_val, dtype=X.dtype)  # the training rows' layout
     if X_val.ndim != 2 or X_val.shape[1] != X.shape[1]:  # fail now, not after a long fit
         raise ValueError(f"transformer channel: the transformer makes {X_val.shape[-1]} feature(s) but "
-                         f"{TRAIN_FILE} X has {X.shape[1]} columns")
+                         f"the training rows have {X.shape[1]} columns")
     val_values = X_val.data if sp.issparse(X_val) else X_val
     if family not in NAN_TOLERANT and not np.isfinite(val_values).all():
         raise ValueError(f"validation channel: the transformer made {int((~np.isfinite(val_values)).sum())} "
                          "non-finite value(s)")
     holdout = use_holdout(y_val, k, settings.holdout_min_class)
+    if spread and not holdout:
+        raise ValueError(f"training across instances needs at least {settings.holdout_min_class} validation rows of "
+                         "every class (the validation split selects and calibrates); with fewer, cross-validation "
+                         "runs on one instance: set TrainingInstanceCount=1")
     method = resampling_method(record.get("resampling"), weight)
     # The train + validation pools (a copy of both) only where cross-validation and the refit need them.
     pools = None if holdout else build_pools(X, y, weight, X_val, y_val, record.get("resampling"))
-    fit_y = y if pools is None else pools.fit_y
-    absent = [labels[i] for i in range(k) if not (fit_y == i).any()]
+    fit_counts = class_rows if pools is None else np.bincount(pools.fit_y, minlength=k)
+    absent = [labels[i] for i in range(k) if not fit_counts[i]]
     if absent:
         if family == "xgboost":
             raise ValueError(f"train channel: no training rows for label(s) {absent}; xgboost needs every label")
@@ -482,7 +531,8 @@ def train(train_dir: str | os.PathLike, validation_dir: str | os.PathLike, trans
         # Enough validation rows in every class: the split selects, calibrates and decides; the model
         # fitted on the training rows is the one shipped (no refit, so the calibration is its own).
         held = holdout_search(family, X, y, weight, X_val, y_val, k, given=given, seed=seed, budget=settings.budget,
-                              max_configs=settings.max_configs)
+                              max_configs=settings.max_configs, n_rows=int(class_rows.sum()),
+                              fit=(lambda est, X_, y_, w_: fit_xgboost(est, X_, y_, w_, k)) if spread else None)
         hyper, proba, y_eval, trials, classifier = held.hyperparameters, held.proba, y_val, held.trials, held.estimator
         w_eval = np.ones(len(y_val)) if method == "none" else compute_sample_weight("balanced", y_val)
         eval_orphan = None if orphan is None else np.asarray(orphan, dtype=bool)
@@ -494,7 +544,7 @@ def train(train_dir: str | os.PathLike, validation_dir: str | os.PathLike, trans
                   f"{settings.holdout_min_class} rows there): calibrated probabilities, decision weights cross-fitted "
                   "(fitted on one half of the rows, scored on the other)")
         logger.info("phase search: %d configuration(s) fitted on %d training rows, scored on %d validation rows; "
-                    "best %s", len(trials), len(y), len(y_val), hyper)
+                    "best %s", len(trials), int(class_rows.sum()), len(y_val), hyper)
     else:
         found = search(family, pools.cv_X, pools.cv_y, pools.cv_w, k, given=given, seed=seed, budget=settings.budget,
                        max_configs=settings.max_configs, max_folds=settings.max_folds, max_rows=settings.cv_max_rows,
@@ -544,7 +594,7 @@ def train(train_dir: str | os.PathLike, validation_dir: str | os.PathLike, trans
         classifier.fit(pools.fit_X, pools.fit_y, sample_weight=pools.fit_w)
         n_fit = len(pools.fit_y)
     else:
-        n_fit = len(y)
+        n_fit = int(class_rows.sum())
     fit_seconds = time.perf_counter() - started
     logger.info("phase fit: %s on %d rows x %d features in %.2f s", family, n_fit, X.shape[1], fit_seconds)
 
@@ -669,10 +719,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                     for name in ("train", "validation", "transformer")}
         model_dir = Path(env.get("SM_MODEL_DIR", "/opt/ml/model"))
         data_dir = Path(env.get("SM_OUTPUT_DATA_DIR", output_dir / "data"))
-        logger.info("family %s, seed %d, hyperparameters %s", family, seed, hps)
+        cluster = cluster_from_env(env)
+        if cluster.size > 1 and family != "xgboost":  # every host refuses alike, before any of them waits for another
+            raise ValueError(f"family {family} trains on one instance; only xgboost trains across {cluster.size}")
+        logger.info("family %s, seed %d, hyperparameters %s, host %s of %d", family, seed, hps, cluster.current,
+                    cluster.size)
 
-        result = train(channels["train"], channels["validation"], channels["transformer"], family, hps, seed,
-                       settings=settings)
+        with collective(cluster):
+            result = train(channels["train"], channels["validation"], channels["transformer"], family, hps, seed,
+                           settings=settings)
+        if not cluster.is_leader:
+            # SageMaker packs every host's /opt/ml/model into the one model.tar.gz: the first host writes it alone.
+            logger.info("host %s: the model is the first host's (%s); nothing to write", cluster.current,
+                        cluster.hosts[0])
+            return 0
 
         started_write = time.perf_counter()
         _write_json_atomic(data_dir / VALIDATION_REPORT, result.evaluation)

@@ -238,15 +238,21 @@ def use_holdout(y_val: np.ndarray, k: int, min_class: int = HOLDOUT_MIN_CLASS) -
 
 def holdout_search(family: str, X: np.ndarray, y: np.ndarray, w: np.ndarray, X_val: np.ndarray, y_val: np.ndarray,
                    k: int, *, given: Mapping[str, Any] | None = None, seed: int = 0,
-                   budget: int = DEFAULT_SEARCH_BUDGET, max_configs: int = DEFAULT_MAX_CONFIGS) -> HoldoutResult:
+                   budget: int = DEFAULT_SEARCH_BUDGET, max_configs: int = DEFAULT_MAX_CONFIGS,
+                   n_rows: int | None = None,
+                   fit: Callable[[Any, np.ndarray, np.ndarray, np.ndarray], Any] | None = None) -> HoldoutResult:
     """Fit ``family``'s candidate configurations on (X, y, w) and score them on the validation rows
-    (same score as ``search``); at most ``budget`` training rows fitted in total, at least one config."""
+    (same score as ``search``); at most ``budget`` training rows fitted in total, at least one config.
+
+    Across hosts (training/distributed.py) (X, y, w) is this host's shard: ``n_rows`` is the training rows of
+    all hosts (so every host tries the same configurations) and ``fit(estimator, X, y, w)`` fits across them."""
     configs = candidate_configs(family, given, max_configs)
-    configs = configs[: max(1, min(max_configs, budget // max(1, len(y))))]
+    configs = configs[: max(1, min(max_configs, budget // max(1, len(y) if n_rows is None else n_rows)))]
     best: tuple[tuple[float, float, int], dict[str, Any], Any, np.ndarray] | None = None
     trials = []
     for i, config in enumerate(configs):
-        estimator = make_classifier(family, config, seed=seed).fit(X, y, sample_weight=w)
+        estimator = make_classifier(family, config, seed=seed)
+        estimator = estimator.fit(X, y, sample_weight=w) if fit is None else fit(estimator, X, y, w)
         proba = np.asarray(estimator.predict_proba(X_val), dtype=float)
         s = decision_scores(y_val, proba.argmax(axis=1), k)
         trials.append({"hyperparameters": _jsonable(config), "macro_recall": s.macro_recall,

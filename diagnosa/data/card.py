@@ -170,7 +170,7 @@ rows (accept {expected['labs_accepted']:,}, quarantine {expected['labs_quarantin
 - `raw/cohort_cards/<batch>.md` and `.json`: this card and the generator's summary.
 
 Ingestion (`diagnosa data ingest`) validates both against the schema below, joins them, and writes
-`curated/patients/<version>/data.parquet` + `manifest.json`; rejected rows go to
+`curated/patients/<version>/data/part-NNNNN.parquet` (5,000 rows each) + `manifest.json`; rejected rows go to
 `quarantine/patients/<version>/<source>.jsonl` with the reasons and the original content.
 
 ## Curated schema (`patients`)

@@ -43,7 +43,11 @@ from diagnosa.data.schema import (
 from diagnosa.data.validate import validate_frame
 from diagnosa.lake import DataLake
 
-INGEST_VERSION = "1"  # bump when ingestion changes what it writes for the same input
+INGEST_VERSION = "2"  # bump when ingestion changes what it writes for the same input (2: data in parts)
+# The curated rows are written as several Parquet objects of at most this many rows (data/part-NNNNN.parquet),
+# so a processing job of N instances can take a share each (S3 sharding by key: pipelines/definition.py). The
+# default cohort (20k) makes four parts, a million patients 200.
+ROWS_PER_PART = 5_000
 RECORDS_SOURCE = "clinical_records"
 LABS_SOURCE = "lab_results"
 BATCH_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
@@ -79,7 +83,7 @@ class IngestReport:
     rows: int
     sources: list[SourceCounts]
     reasons: dict[str, int]  # reason kind → rows
-    data_key: str
+    data_keys: list[str]  # the curated rows, in order: data/part-00000.parquet, ...
     manifest_key: str
     quarantine_keys: list[str] = field(default_factory=list)
     reused: bool = False  # the version existed already: nothing was written
@@ -91,7 +95,8 @@ class IngestReport:
             lines.append(f"  {s.source}: read {s.read:,} / accepted {s.accepted:,} / quarantined {s.quarantined:,}")
         for reason, count in sorted(self.reasons.items(), key=lambda kv: (-kv[1], kv[0])):
             lines.append(f"    quarantined for {reason}: {count:,}")
-        lines.append(f"  curated rows: {self.rows:,} → {self.data_key}")
+        where = self.data_keys[0].rsplit("/", 1)[0] + "/" if self.data_keys else "nothing"
+        lines.append(f"  curated rows: {self.rows:,} → {where} ({len(self.data_keys)} part{'s' * (len(self.data_keys) != 1)})")
         return "\n".join(lines)
 
 
@@ -252,7 +257,7 @@ def _existing(lake: DataLake, dataset: str, version: str) -> IngestReport | None
     return IngestReport(
         dataset=dataset, version=version, rows=manifest["rows"],
         sources=[SourceCounts(**s) for s in manifest["sources"]], reasons=manifest["quarantine_reasons"],
-        data_key=manifest["data_key"], manifest_key=key, quarantine_keys=manifest["quarantine_keys"], reused=True,
+        data_keys=curated_data_keys(manifest), manifest_key=key, quarantine_keys=manifest["quarantine_keys"], reused=True,
     )
 
 
@@ -269,8 +274,10 @@ def _commit(lake: DataLake, schema: Schema, version: str, curated: pd.DataFrame,
         quarantine_keys.append(key)
         for entry in entries:
             reasons.update({_reason_kind(r) for r in entry["reasons"]})
-    data_key = f"{prefix}/data.parquet"
-    lake.put_bytes(data_key, _parquet_bytes(curated, schema))
+    data_keys = []
+    for number, start in enumerate(range(0, max(len(curated), 1), ROWS_PER_PART)):
+        data_keys.append(f"{prefix}/data/part-{number:05d}.parquet")
+        lake.put_bytes(data_keys[-1], _parquet_bytes(curated.iloc[start:start + ROWS_PER_PART], schema))
     target = schema.target
     manifest = {
         "dataset": schema.name,
@@ -283,13 +290,13 @@ def _commit(lake: DataLake, schema: Schema, version: str, curated: pd.DataFrame,
         "sources": [asdict(s) for s in sources],
         "quarantine_keys": quarantine_keys,
         "quarantine_reasons": dict(sorted(reasons.items())),
-        "data_key": data_key,
+        "data_keys": data_keys,
         **extra,
     }
     manifest_key = f"{prefix}/manifest.json"
     lake.put_json(manifest_key, manifest)
     lake.put_json(latest_key(schema.name), {"version": version, "manifest": manifest_key})
-    return IngestReport(schema.name, version, len(curated), sources, dict(reasons), data_key, manifest_key,
+    return IngestReport(schema.name, version, len(curated), sources, dict(reasons), data_keys, manifest_key,
                         quarantine_keys, seconds=time.perf_counter() - started)
 
 
@@ -495,5 +502,10 @@ def load_curated(lake: DataLake, dataset: str = BUILTIN_DATASET,
                  version: str | None = None) -> tuple[pd.DataFrame, dict[str, Any]]:
     version = version or latest_version(lake, dataset)
     manifest = lake.get_json(f"{curated_prefix(dataset, version)}/manifest.json")
-    frame = pq.read_table(io.BytesIO(lake.get_bytes(manifest["data_key"]))).to_pandas()
-    return frame, manifest
+    tables = [pq.read_table(io.BytesIO(lake.get_bytes(key))) for key in curated_data_keys(manifest)]
+    return pa.concat_tables(tables).to_pandas(), manifest
+
+
+def curated_data_keys(manifest: dict[str, Any]) -> list[str]:
+    """The curated version's data objects in row order (a version written before parts holds one, data_key)."""
+    return list(manifest["data_keys"]) if "data_keys" in manifest else [manifest["data_key"]]

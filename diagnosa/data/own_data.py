@@ -106,10 +106,10 @@ type = "category"  # 1 D-penicillamine, 2 placebo; empty for the 106 patients ou
 <!-- docs-test: covered-by tests/test_byod_pipeline.py -->
 ```console
 $ diagnosa data ingest pbc.csv --config pbc.toml
-dataset pbc version f9b6f66f4f26
+dataset pbc version c46adc4f8011
   pbc: read 418 / accepted 412 / quarantined 6
     quarantined for missing required field 'stage': 6
-  curated rows: 412 → curated/pbc/f9b6f66f4f26/data.parquet
+  curated rows: 412 → curated/pbc/c46adc4f8011/data/ (1 part)
 $ diagnosa run --local --dataset pbc --families logistic_regression --param Seed=3 \\
     --param ModelApprovalStatus=Approved --param EdemaRecallThreshold=0.25 --param RecallThreshold1=0.25 \\
     --param RecallThreshold2=0.25 --param RecallThreshold3=0.25 --param RecallThreshold4=0.25

@@ -29,13 +29,14 @@ def s3_fetch():
     into a container root — the object at ``uri`` (as ``<folder>/<name>``), or every object under the
     prefix (paths relative to it)."""
     def for_client(client):
-        def fetch(uri: str, folder: Path) -> None:
+        def fetch(uri: str, folder: Path, shard=None) -> None:
             bucket, _, key = uri.removeprefix("s3://").partition("/")
             prefix = key.rstrip("/")
             keys = [o["Key"] for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
                     for o in page.get("Contents", [])]
             if not keys:
                 raise FileNotFoundError(f"nothing at {uri}")
+            keys = keys if shard is None else shard.take(keys)
             for item in keys:
                 relative = Path(item).name if item == prefix else item[len(prefix):].lstrip("/")
                 target = folder / relative

@@ -49,7 +49,7 @@ REGION = "eu-west-1"
 LOW = {"RecallThresholdNoEnfermo": "0.3", "RecallThresholdEnfermedadLeve": "0.3", "RecallThresholdEnfermedadAguda": "0.3",
        "RecallThresholdEnfermedadCronica": "0.3", "RecallThresholdEnfermedadTerminal": "0.3",
        "OrphanRecallThreshold": "0.1"}
-PROCESSING_STEPS = ("Preprocess", "Select", "Evaluate")
+PROCESSING_STEPS = ("Preprocess", "Transform", "Select", "Evaluate")
 TOOLKIT = [sys.executable, "-m", "sagemaker_training.cli.train"]
 ENTRYPOINT = ["/bin/bash", "/opt/ml/processing/input/entrypoint/runproc.sh"]
 
@@ -162,9 +162,8 @@ def test_training_step_runs_in_the_training_toolkit(family, execution, s3, aws_e
 # ------------------------------------------------------------------------------------------------ processing
 
 def _check_preprocess(outputs: dict[str, Path], execution) -> None:
-    assert (outputs["train"] / "train.npz").is_file() and (outputs["test"] / "test.parquet").is_file()
-    assert (outputs["validation"] / "validation.parquet").is_file()
     assert (outputs["transformer"] / "feature_pipeline.joblib").is_file()
+    assert (outputs["split"] / "membership.parquet").is_file()
     defaults = {p["Name"]: p.get("DefaultValue") for p in execution.definition["Parameters"]}
     params = json.loads((outputs["transformer"] / "preprocess.json").read_text())["params"]
     assert params["resampling"] == defaults["Resampling"] and params["reduction"] == defaults["Reduction"]
@@ -185,7 +184,16 @@ def _check_evaluate(outputs: dict[str, Path], execution) -> None:
     assert (outputs["evaluation"] / "prediction_baseline.json").is_file() and (outputs["report"] / "report.md").is_file()
 
 
-CHECKS = {"Preprocess": _check_preprocess, "Select": _check_select, "Evaluate": _check_evaluate}
+def _check_transform(outputs: dict[str, Path], execution) -> None:
+    # One object per curated part (four in the seeded lake), under the part's name, as the local run wrote them.
+    for split, suffix in (("train", ".npz"), ("validation", ".parquet"), ("test", ".parquet")):
+        names = sorted(p.name for p in outputs[split].glob(f"*{suffix}"))
+        assert names == [f"data-part-{i:05d}{suffix}" for i in range(4)], (split, names)
+    assert (outputs["test"] / "groups.json").is_file()
+
+
+CHECKS = {"Preprocess": _check_preprocess, "Transform": _check_transform, "Select": _check_select,
+          "Evaluate": _check_evaluate}
 
 
 @pytest.mark.parametrize("step", PROCESSING_STEPS)

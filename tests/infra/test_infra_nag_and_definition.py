@@ -120,7 +120,7 @@ def test_embedded_definition_is_the_one_pipelines_builds(dev, stacks, tmp_path):
     # Every job's storage volume and outputs are encrypted with the stage's own key.
     jobs = [step["Arguments"] for step in _all_steps(json.loads(embedded)["Steps"])
             if step["Type"] in ("Processing", "Training")]
-    assert len(jobs) == 3 + len(stack.config.families)
+    assert len(jobs) == 4 + len(stack.config.families)  # Preprocess, Transform, Select, Evaluate + one per family
     for job in jobs:
         volume = job.get("ProcessingResources", {}).get("ClusterConfig") or job["ResourceConfig"]
         output = job.get("ProcessingOutputConfig") or job["OutputDataConfig"]
@@ -163,7 +163,7 @@ def test_in_vpc_mode_every_pipeline_job_runs_in_the_isolated_subnets(prod, stack
     subnets = [f"<Ref:{stack.get_logical_id(s.node.default_child)}>" for s in stack.vpc.isolated_subnets]
     group = f"<Att:{stack.get_logical_id(stack.function_sg.node.default_child)}.GroupId>"
     jobs = [step for step in _all_steps(json.loads(text)["Steps"]) if step["Type"] in ("Processing", "Training")]
-    assert len(jobs) == 3 + len(stack.config.families)
+    assert len(jobs) == 4 + len(stack.config.families)  # Preprocess, Transform, Select, Evaluate + one per family
     for step in jobs:
         network = step["Arguments"].get("NetworkConfig", {}).get("VpcConfig") or step["Arguments"]["VpcConfig"]
         assert network == {"SecurityGroupIds": [group], "Subnets": subnets}, step["Name"]
