@@ -53,6 +53,7 @@ from typing import Any, Callable
 
 from diagnosa.lake import DataLake
 from pipelines.containers import (
+    CONTAINER_ROOT,
     ContainerError,
     Fetch,
     Host,
@@ -365,15 +366,15 @@ def run_training(arguments: dict[str, Any], run_dir: Path, mapping: LakeMapping,
     entrypoint = [*algorithm.get("ContainerEntrypoint", []), *algorithm.get("ContainerArguments", [])]
     submit = None
     if not entrypoint:  # a framework image: its entrypoint is the training toolkit, in script mode
-        submit = str(_submitted_code(name, arguments.get("HyperParameters", {}), run_dir, mapping))
+        submit = _submitted_code(name, arguments.get("HyperParameters", {}), run_dir, mapping)
         entrypoint = [python, *TOOLKIT]
     count = int(arguments["ResourceConfig"]["InstanceCount"])
     containers, launches = [], []
     for host in cluster_hosts(count, networked=True):
         root = host_root(run_dir, host)
         try:
-            container = render_training(arguments, root, lake_fetcher(mapping, name), submit_directory=submit,
-                                        host=host)
+            container = render_training(arguments, root, lake_fetcher(mapping, name),
+                                        submit_directory=None if submit is None else localise(submit, root), host=host)
         except ContainerError as err:
             raise JobError(f"job {name}: {err}") from None
         extra = training_environment(arguments, root, job_arn)
@@ -399,19 +400,22 @@ def run_training(arguments: dict[str, Any], run_dir: Path, mapping: LakeMapping,
             "DurationSeconds": round(seconds, 3), "LogPath": str(launches[0].log_path)}
 
 
-def _submitted_code(name: str, hyperparameters: dict[str, str], run_dir: Path, mapping: LakeMapping) -> Path:
-    """A local copy of the ``sagemaker_submit_directory`` object, for the toolkit to unpack."""
+def _submitted_code(name: str, hyperparameters: dict[str, str], run_dir: Path, mapping: LakeMapping) -> str:
+    """Where the toolkit finds the ``sagemaker_submit_directory`` bundle: a local copy of the S3 object, or a
+    container path as given (an input channel brings the bundle: a network-isolated job's code), mapped per host."""
     program, submitted = hyperparameters.get("sagemaker_program"), hyperparameters.get("sagemaker_submit_directory")
     if not program or not submitted:
         raise JobError(f"job {name}: no ContainerEntrypoint and no sagemaker_program/sagemaker_submit_directory "
                        "hyperparameters: nothing to run")
     uri = submitted.strip('"')  # v2 SDKs JSON-quote the value; the toolkit decodes it
+    if uri.startswith(f"{CONTAINER_ROOT}/"):
+        return uri
     key = mapping.key(uri)
     if not mapping.lake.exists(key):
         raise JobError(f"job {name}: sagemaker_submit_directory {uri} does not exist in the data lake")
     local = run_dir / "submitted" / Path(key).name
     mapping.lake.get_file(key, local)
-    return local
+    return str(local)
 
 
 def _model_tarball(name: str, containers: list[TrainingContainer], run_dir: Path) -> Path:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from diagnosa.lake import DataLake
-from pipelines import isolation
+from pipelines import isolation, local_jobs
 from pipelines.local_jobs import JobError, LakeMapping, run_processing, run_training
 
 UNAVAILABLE = isolation.unavailable_reason()
@@ -153,3 +153,30 @@ def test_a_requested_isolation_is_checked_against_the_service_model(tmp_path, ma
     bad["NetworkConfig"]["EnableNetworkIsolation"] = "yes"
     with pytest.raises(JobError, match="EnableNetworkIsolation"):
         run_processing(bad, tmp_path / "bad", mapping)
+
+
+@needs_namespaces
+@pytest.mark.slow
+def test_the_pipeline_on_baked_images_runs_every_job_network_isolated(tmp_path, seed_lake, monkeypatch):
+    """The definition a baked stage deploys: every processing and training job isolated, the training jobs' step
+    code brought as a channel. Run whole by the local executor (loopback only per job), it trains and registers."""
+    from diagnosa.services import LOCAL_BUCKET, local_definition
+    from pipelines.executor import open_local
+
+    lake, prefix = seed_lake(tmp_path)
+    image = "123456789012.dkr.ecr.eu-west-1.amazonaws.com/diagnosa-dev-images:27f74652296f2703"
+    definition = local_definition(lake, ("logistic_regression",), job_image=image, serving_image=image)
+    namespaces = []  # one per job the executor ran isolated
+    monkeypatch.setattr(local_jobs, "isolated_network", lambda python: namespaces.append(python) or
+                        isolation.isolated_network(python))
+    low = {name: "0.05" for name in (p["Name"] for p in definition["Parameters"]) if "Threshold" in name}
+    record = open_local(tmp_path, lake, LOCAL_BUCKET, use_cache=False).start(definition, {
+        "InputDataUri": f"s3://{LOCAL_BUCKET}/{prefix}", **low})
+    assert record.status == "Succeeded", record.data.get("FailureReason")
+    jobs = [step for step in definition["Steps"] if step["Type"] in ("Processing", "Training")]
+    assert len(jobs) == 5  # Preprocess, Transform, Train-logistic_regression, Select, Evaluate
+    for step in jobs:
+        arguments = step["Arguments"]
+        assert (arguments.get("NetworkConfig") or arguments)["EnableNetworkIsolation"] is True, step["Name"]
+    assert "ModelPackageArn" in record.steps["Register"]["Properties"]
+    assert len(namespaces) == len(jobs)
