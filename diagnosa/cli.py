@@ -59,22 +59,21 @@ def _strength(text: str) -> float:
 
 
 def cmd_data_generate(args: argparse.Namespace) -> int:
-    if args.drift:  # a drifted batch for showing the monitoring loop (docs/operations.md)
-        from diagnosa.commands.monitor import cmd_generate_drift
-
-        return cmd_generate_drift(args)
     from diagnosa.commands.progress import Board
     from diagnosa.data.card import render_card
-    from diagnosa.data.cohort import CohortConfig, generate, write_raw
+    from diagnosa.data.cohort import CohortConfig, apply_drift, generate, write_raw
     from diagnosa.data.hpo import load_ontology
     from diagnosa.data.ingest import raw_keys
     from diagnosa.data.orphan import build_catalogue
 
+    if args.drift and args.card:
+        raise UsageError("--card documents the default cohort; a drifted batch has no card of its own")
     config = CohortConfig(patients=args.patients, seed=args.seed, orphan_fraction=args.orphan_fraction,
                           defect_rate=args.defect_rate)
     lake = open_lake(args)
     lake.init_zones()  # a new lake shows its layout
-    batch = args.batch or config.batch
+    # A drifted batch (for showing the monitoring loop, docs/operations.md) is the cohort with one scenario applied.
+    batch = args.batch or (f"{config.batch}-drift-{args.drift}" if args.drift else config.batch)
     records_key, labs_key = raw_keys(batch)
     if lake.exists(records_key) and not args.card:
         print(f"raw batch {batch} already in {lake.uri}: nothing to do (raw data is write-once)")
@@ -86,19 +85,32 @@ def cmd_data_generate(args: argparse.Namespace) -> int:
         orphans = build_catalogue(ontology=ontology)
         board.phase("generating patients", f"{config.patients:,}")
         cohort = generate(config, orphans=orphans, ontology=ontology)
+        if args.drift:
+            board.phase("applying drift", f"{args.drift}, strength {args.drift_strength:g}")
+            try:
+                cohort = apply_drift(cohort, args.drift, seed=args.seed, strength=args.drift_strength)
+            except ValueError as err:
+                raise UsageError(str(err)) from None
         summary = cohort.summary() | {"batch": batch}
         board.phase("writing the raw batch", lake.uri)
-        card = render_card(summary, orphans)
         write_raw(cohort, lake, batch)
         lake.put_bytes_once(f"raw/cohort_cards/{batch}.json",
-                            (json.dumps(summary, indent=2, ensure_ascii=False, sort_keys=True) + "\n").encode("utf-8"))
-        lake.put_bytes_once(f"raw/cohort_cards/{batch}.md", card.encode("utf-8"))
-        if args.card:
-            Path(args.card).write_text(card, encoding="utf-8")
-    print(f"generated batch {batch}: {summary['patients']:,} patients, {summary['lab_panels']:,} lab panels, "
-          f"{summary['orphan_patients']:,} orphan-disease patients over {summary['orphan_diseases_sampled']} diseases")
-    for label, count in summary["per_class"].items():
-        print(f"  {label}: {count:,}")
+                            (json.dumps(summary, indent=2, ensure_ascii=False, sort_keys=True, default=str) + "\n")
+                            .encode("utf-8"))
+        if not args.drift:
+            card = render_card(summary, orphans)
+            lake.put_bytes_once(f"raw/cohort_cards/{batch}.md", card.encode("utf-8"))
+            if args.card:
+                Path(args.card).write_text(card, encoding="utf-8")
+    if args.drift:
+        print(f"generated drifted batch {batch} ({args.drift}: {cohort.drift['description']}): "
+              f"{summary['patients']:,} patients, {summary['lab_panels']:,} lab panels")
+        print(f"  changed: {json.dumps(cohort.drift['changed'], ensure_ascii=False, default=str)}")
+    else:
+        print(f"generated batch {batch}: {summary['patients']:,} patients, {summary['lab_panels']:,} lab panels, "
+              f"{summary['orphan_patients']:,} orphan-disease patients over {summary['orphan_diseases_sampled']} diseases")
+        for label, count in summary["per_class"].items():
+            print(f"  {label}: {count:,}")
     print(f"  → {lake.url(records_key)}\n  → {lake.url(labs_key)}")
     return 0
 

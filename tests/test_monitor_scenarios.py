@@ -61,3 +61,19 @@ def test_cli_generates_a_drifted_batch_that_ingests_cleanly(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "clinical_records: read 1,000 / accepted 1,000 / quarantined 0" in out
     assert "lab_results:" in out and out.count("quarantined 0") == 2  # a drifted batch carries no defects
+
+
+def test_a_drifted_batch_refuses_a_card_and_is_written_once(tmp_path, capsys):
+    from diagnosa.cli import main
+
+    lake = tmp_path / "lake"
+    argv = ["--lake", str(lake), "data", "generate", "--patients", "1000", "--seed", "3", "--drift", "labs"]
+    assert main([*argv, "--card", str(tmp_path / "card.md")]) == 2
+    assert "a drifted batch has no card of its own" in capsys.readouterr().err
+    assert not (tmp_path / "card.md").exists()
+    assert main(argv) == 0
+    written = sorted(p.relative_to(lake).as_posix() for p in lake.rglob("*") if p.is_file() and "drift" in p.name)
+    assert written and not any(name.endswith(".md") for name in written), written  # the JSON summary, no card
+    capsys.readouterr()
+    assert main(argv) == 0
+    assert "already in" in capsys.readouterr().out  # raw data is write-once

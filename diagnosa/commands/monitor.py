@@ -210,40 +210,6 @@ def _feedback_file(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------------------------------------ data generate --drift
 
-def cmd_generate_drift(args: argparse.Namespace) -> int:
-    from diagnosa.data.cohort import CohortConfig, apply_drift, generate, write_raw
-    from diagnosa.data.hpo import load_ontology
-    from diagnosa.data.ingest import raw_keys
-    from diagnosa.data.orphan import build_catalogue
-
-    if args.card:
-        raise UsageError("--card documents the default cohort; a drifted batch has no card of its own")
-    config = CohortConfig(patients=args.patients, seed=args.seed, orphan_fraction=args.orphan_fraction,
-                          defect_rate=args.defect_rate)
-    lake = open_lake(args)
-    batch = args.batch or f"{config.batch}-drift-{args.drift}"
-    records_key, labs_key = raw_keys(batch)
-    if lake.exists(records_key):
-        print(f"raw batch {batch} already in {lake.uri}: nothing to do (raw data is write-once)")
-        return 0
-    ontology = load_ontology()
-    cohort = generate(config, orphans=build_catalogue(ontology=ontology), ontology=ontology)
-    try:
-        drifted = apply_drift(cohort, args.drift, seed=args.seed, strength=args.drift_strength)
-    except ValueError as err:
-        raise UsageError(str(err)) from None
-    write_raw(drifted, lake, batch)
-    summary = drifted.summary() | {"batch": batch}
-    lake.put_bytes_once(f"raw/cohort_cards/{batch}.json",
-                        (json.dumps(summary, indent=2, ensure_ascii=False, sort_keys=True, default=str) + "\n")
-                        .encode("utf-8"))
-    print(f"generated drifted batch {batch} ({args.drift}: {drifted.drift['description']}): "
-          f"{summary['patients']:,} patients, {summary['lab_panels']:,} lab panels")
-    print(f"  changed: {json.dumps(drifted.drift['changed'], ensure_ascii=False, default=str)}")
-    print(f"  → {lake.url(records_key)}\n  → {lake.url(labs_key)}")
-    return 0
-
-
 # ------------------------------------------------------------------------------------------------ parser
 
 def register(commands: Any) -> None:
