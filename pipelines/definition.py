@@ -50,6 +50,12 @@ KMS_KEY_ARN = re.compile(r"^arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:key/[A-Za-z0-9-
 # (1.2-1) runs an older Python they do not install on. The containers pip-install the pins on top, or,
 # with ``job_image``/``serving_image`` set, run images with the pins baked in (infra/images/).
 FRAMEWORK = "pytorch"
+# An isolated training job's step code: an input channel SageMaker downloads (the one object, into the channel's
+# folder) and the training toolkit unpacks from there — a local sagemaker_submit_directory, which
+# sagemaker_training.files.download_and_extract opens in place of fetching s3:// itself (what the v2 SDK did for
+# isolated jobs: its "code" channel and CONTAINER_CODE_CHANNEL_SOURCEDIR_PATH).
+CODE_CHANNEL = "code"
+CODE_CHANNEL_DIR = f"/opt/ml/input/data/{CODE_CHANNEL}"
 FRAMEWORK_VERSION = "2.5"
 PY_VERSION = "py311"
 # An image override: an ECR image URI with a tag or a digest (what SageMaker pulls for jobs and models).
@@ -338,8 +344,14 @@ def build_pipeline(settings: PipelineSettings, session: Any) -> Any:
         max_attempts=3, interval_seconds=30, backoff_rate=2.0)
     step_retry = StepRetryPolicy(exception_types=[StepExceptionTypeEnum.THROTTLING, StepExceptionTypeEnum.SERVICE_FAULT],
                                  max_attempts=5, interval_seconds=10, backoff_rate=2.0)
-    network = (NetworkConfig(subnets=list(settings.subnets), security_group_ids=list(settings.security_group_ids))
-               if settings.subnets else None)
+    # Network isolation on baked images (docs/deploy.md §5): every processing and training job of the pipeline
+    # reads its inputs and writes its outputs through the paths SageMaker fills and uploads, and calls no AWS
+    # API; only the start-up pip install needed the network, and with the pins in the image it needs none.
+    # On AWS's images the pins come from the package index at start: no isolation.
+    isolated = settings.job_image is not None
+    vpc = {"subnets": list(settings.subnets), "security_group_ids": list(settings.security_group_ids)} \
+        if settings.subnets else {}
+    network = NetworkConfig(enable_network_isolation=True, **vpc) if isolated else NetworkConfig(**vpc) if vpc else None
 
     def processor(count: Any) -> Any:
         return FrameworkProcessor(image_uri=image, role=settings.role_arn, instance_count=count,
@@ -387,6 +399,7 @@ def build_pipeline(settings: PipelineSettings, session: Any) -> Any:
                **{name: transform.properties.ProcessingOutputConfig.Outputs[name]
                   for name in ("train", "validation", "test")}}
 
+    submit_directory = f"{CODE_CHANNEL_DIR}/{settings.code_uri.rsplit('/', 1)[-1]}" if isolated else settings.code_uri
     trainings = []
     for family in settings.families:
         # XGBoost trains across TrainingInstanceCount instances, each on a share of the training parts (its
@@ -397,16 +410,18 @@ def build_pipeline(settings: PipelineSettings, session: Any) -> Any:
             base_job_name=f"diagnosa-{family.replace('_', '-')}",
             compute=Compute(instance_type=training_type, instance_count=training_count if spread else 1,
                             volume_size_in_gb=30, volume_kms_key_id=settings.kms_key),
-            networking=Networking(subnets=list(settings.subnets), security_group_ids=list(settings.security_group_ids))
-            if settings.subnets else None,
+            networking=Networking(enable_network_isolation=True, **vpc) if isolated else Networking(**vpc) if vpc else None,
             output_data_config=OutputDataConfig(s3_output_path=Join(on="/", values=[run, "models", family]),
                                                 kms_key_id=settings.kms_key),
             hyperparameters={"family": family, "seed": seed.to_string(), "sagemaker_program": "train_job.py",
-                             "sagemaker_submit_directory": settings.code_uri})
+                             "sagemaker_submit_directory": submit_directory})
         channels = [InputData(channel_name=c, data_source=S3DataSource(
                         s3_data_type="S3Prefix", s3_uri=outputs[c].S3Output.S3Uri,
                         s3_data_distribution_type="ShardedByS3Key" if spread and c == "train" else "FullyReplicated"))
                     for c in ("train", "validation", "transformer")]
+        if isolated:  # the training toolkit would download an s3:// submit directory itself: SageMaker brings it instead
+            channels.append(InputData(channel_name=CODE_CHANNEL, data_source=S3DataSource(
+                s3_data_type="S3Prefix", s3_uri=settings.code_uri, s3_data_distribution_type="FullyReplicated")))
         trainings.append(TrainingStep(name=f"Train-{family}", step_args=trainer.train(input_data_config=channels),
                                       cache_config=cache, retry_policies=[job_retry, step_retry]))
 

@@ -30,9 +30,15 @@ of changing it.
   PyTorch image sets it to ``sagemaker_pytorch_container.training:main``, which calls the same
   ``entry_point.run`` with ``capture_error=True`` (stderr in the failure reason) after setting
   NCCL/``MASTER_ADDR`` variables for multi-node training.
+* Network isolation (``NetworkConfig.EnableNetworkIsolation`` of a processing job, ``EnableNetworkIsolation``
+  of a training job): the job's processes run in one network namespace of their own with loopback only
+  (``pipelines/isolation.py``), so a job that needs the network fails here as it would on SageMaker. Where
+  namespaces cannot be made (no util-linux, no root and no user namespaces) the job runs with the network
+  and one warning says isolation was not applied, and why.
 """
 from __future__ import annotations
 
+import logging
 import os
 import re
 import secrets
@@ -40,12 +46,14 @@ import subprocess
 import sys
 import tarfile
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 from diagnosa.lake import DataLake
 from pipelines.containers import (
+    CONTAINER_ROOT,
     ContainerError,
     Fetch,
     Host,
@@ -57,6 +65,7 @@ from pipelines.containers import (
     render_training,
     training_environment,
 )
+from pipelines.isolation import isolated_network, unavailable_reason
 from pipelines.service_model import request_problems
 
 ROOT_NAME = "opt-ml"  # <run>/opt-ml stands for /opt/ml (<run>/<host>/opt-ml for each host of a multi-instance job)
@@ -72,6 +81,9 @@ NOISE = (re.compile(r"^WARNING: Skipping \S+ as it is not installed\.$"),)
 # The training toolkit ends a failed job by logging the failure file's text again, then the exit code.
 TOOLKIT_EPILOGUE = "Reporting training FAILURE"
 TRACEBACK = "Traceback (most recent call last):"
+
+
+log = logging.getLogger(__name__)
 
 
 class JobError(RuntimeError):
@@ -198,7 +210,8 @@ def run_processing(arguments: dict[str, Any], run_dir: Path, mapping: LakeMappin
             raise JobError(f"job {name}: {err}") from None
         containers.append(container)
         launches.append(Launch(host, container.command, container.root, environment, host_log(run_dir, host)))
-    seconds = _run(name, launches, heartbeat=heartbeat)
+    isolated = bool(arguments.get("NetworkConfig", {}).get("EnableNetworkIsolation"))
+    seconds = _run(name, launches, heartbeat=heartbeat, isolated=isolated, python=python)
 
     outputs = {}
     for spec in arguments.get("ProcessingOutputConfig", {}).get("Outputs", []):
@@ -269,17 +282,36 @@ def last_line(log_path: Path, limit: int = 120) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _run(name: str, launches: list[Launch], heartbeat: Heartbeat | None = None) -> float:
-    """Run one process per host and wait for all. The first host that fails fails the job: the others are
-    stopped (they may be waiting for it) and the message is that host's."""
+def _network(name: str, isolated: bool, python: str) -> Any:
+    """The job's network: the machine's, or (isolated) a namespace of its own when this machine can make one."""
+    if not isolated:
+        return nullcontext(list)
+    reason = unavailable_reason(python)
+    if reason:
+        log.warning("job %s asks for network isolation; not applied, it runs with this machine's network: %s",
+                    name, reason)
+        return nullcontext(list)
+    return isolated_network(python)
+
+
+def _run(name: str, launches: list[Launch], heartbeat: Heartbeat | None = None, *, isolated: bool = False,
+         python: str = sys.executable) -> float:
+    """Run one process per host and wait for all (``isolated``: all in one network namespace with loopback only).
+    The first host that fails fails the job: the others are stopped (they may be waiting for it) and the
+    message is that host's."""
+    with _network(name, isolated, python) as inside:
+        return _wait(name, launches, [inside(launch.command) for launch in launches], heartbeat)
+
+
+def _wait(name: str, launches: list[Launch], commands: list[list[str]], heartbeat: Heartbeat | None) -> float:
     started = time.perf_counter()
     processes = []
     logs = []
     try:
-        for launch in launches:
+        for launch, command in zip(launches, commands):
             launch.log_path.parent.mkdir(parents=True, exist_ok=True)
             logs.append(open(launch.log_path, "w", encoding="utf-8"))
-            processes.append(subprocess.Popen(launch.command, cwd=launch.cwd, env=launch.environment, stdout=logs[-1],
+            processes.append(subprocess.Popen(command, cwd=launch.cwd, env=launch.environment, stdout=logs[-1],
                                               stderr=subprocess.STDOUT))
         next_beat = time.perf_counter() + heartbeat.every if heartbeat is not None else None
         while True:
@@ -334,15 +366,15 @@ def run_training(arguments: dict[str, Any], run_dir: Path, mapping: LakeMapping,
     entrypoint = [*algorithm.get("ContainerEntrypoint", []), *algorithm.get("ContainerArguments", [])]
     submit = None
     if not entrypoint:  # a framework image: its entrypoint is the training toolkit, in script mode
-        submit = str(_submitted_code(name, arguments.get("HyperParameters", {}), run_dir, mapping))
+        submit = _submitted_code(name, arguments.get("HyperParameters", {}), run_dir, mapping)
         entrypoint = [python, *TOOLKIT]
     count = int(arguments["ResourceConfig"]["InstanceCount"])
     containers, launches = [], []
     for host in cluster_hosts(count, networked=True):
         root = host_root(run_dir, host)
         try:
-            container = render_training(arguments, root, lake_fetcher(mapping, name), submit_directory=submit,
-                                        host=host)
+            container = render_training(arguments, root, lake_fetcher(mapping, name),
+                                        submit_directory=None if submit is None else localise(submit, root), host=host)
         except ContainerError as err:
             raise JobError(f"job {name}: {err}") from None
         extra = training_environment(arguments, root, job_arn)
@@ -351,7 +383,7 @@ def run_training(arguments: dict[str, Any], run_dir: Path, mapping: LakeMapping,
         containers.append(container)
         launches.append(Launch(host, [localise(part, root) for part in entrypoint], root, environment,
                                host_log(run_dir, host), container.failure_file))
-    seconds = _run(name, launches, heartbeat)
+    seconds = _run(name, launches, heartbeat, isolated=bool(arguments.get("EnableNetworkIsolation")), python=python)
 
     tarball = _model_tarball(name, containers, run_dir)
     output_uri = arguments["OutputDataConfig"]["S3OutputPath"].rstrip("/")
@@ -368,19 +400,22 @@ def run_training(arguments: dict[str, Any], run_dir: Path, mapping: LakeMapping,
             "DurationSeconds": round(seconds, 3), "LogPath": str(launches[0].log_path)}
 
 
-def _submitted_code(name: str, hyperparameters: dict[str, str], run_dir: Path, mapping: LakeMapping) -> Path:
-    """A local copy of the ``sagemaker_submit_directory`` object, for the toolkit to unpack."""
+def _submitted_code(name: str, hyperparameters: dict[str, str], run_dir: Path, mapping: LakeMapping) -> str:
+    """Where the toolkit finds the ``sagemaker_submit_directory`` bundle: a local copy of the S3 object, or a
+    container path as given (an input channel brings the bundle: a network-isolated job's code), mapped per host."""
     program, submitted = hyperparameters.get("sagemaker_program"), hyperparameters.get("sagemaker_submit_directory")
     if not program or not submitted:
         raise JobError(f"job {name}: no ContainerEntrypoint and no sagemaker_program/sagemaker_submit_directory "
                        "hyperparameters: nothing to run")
     uri = submitted.strip('"')  # v2 SDKs JSON-quote the value; the toolkit decodes it
+    if uri.startswith(f"{CONTAINER_ROOT}/"):
+        return uri
     key = mapping.key(uri)
     if not mapping.lake.exists(key):
         raise JobError(f"job {name}: sagemaker_submit_directory {uri} does not exist in the data lake")
     local = run_dir / "submitted" / Path(key).name
     mapping.lake.get_file(key, local)
-    return local
+    return str(local)
 
 
 def _model_tarball(name: str, containers: list[TrainingContainer], run_dir: Path) -> Path:

@@ -271,3 +271,28 @@ def test_bad_dataset_settings_fail_before_building(aws, change, message):
     settings, session, _ = aws
     with pytest.raises(ValueError, match=message):
         build_pipeline(replace(settings, **change), session)
+
+
+def test_on_baked_images_every_job_runs_network_isolated_with_its_code_brought_by_sagemaker(aws, definition):
+    from dataclasses import replace
+
+    settings, session, _ = aws
+    image = "123456789012.dkr.ecr.eu-west-1.amazonaws.com/diagnosa-dev-images:27f74652296f2703"
+    d = json.loads(build_pipeline(replace(settings, job_image=image, serving_image=image), session).definition())
+    assert validate_definition(d) == {name: None for name in validate_definition(d)}
+    jobs = {s["Name"]: s["Arguments"] for s in d["Steps"] if s["Type"] in ("Processing", "Training")}
+    processing = {name: job for name, job in jobs.items() if "ProcessingResources" in job}
+    assert sorted(processing) == ["Evaluate", "Preprocess", "Select", "Transform"]
+    for name, job in processing.items():
+        assert job["NetworkConfig"] == {"EnableNetworkIsolation": True}, name
+        # runproc.sh and the code bundle are processing inputs SageMaker downloads, not fetched by the container
+        assert {i["InputName"] for i in job["ProcessingInputs"]} >= {"code", "entrypoint"}, name
+    trainings = {name: job for name, job in jobs.items() if name.startswith("Train-")}
+    assert len(trainings) == 3
+    for name, job in trainings.items():
+        assert job["EnableNetworkIsolation"] is True, name
+        [code] = [c for c in job["InputDataConfig"] if c["ChannelName"] == "code"]
+        assert code["DataSource"]["S3DataSource"]["S3Uri"] == settings.code_uri, name
+        assert job["HyperParameters"]["sagemaker_submit_directory"] == "/opt/ml/input/data/code/sourcedir.tar.gz", name
+    # On AWS's images the containers install the pins from the package index: no isolation, the toolkit fetches s3://
+    assert "EnableNetworkIsolation" not in definition and '"ChannelName": "code"' not in definition

@@ -57,13 +57,10 @@ def definition():
     return json.loads(build_offline("diagnosa-local", "arn:aws:iam::123456789012:role/diagnosa-local").definition)
 
 
-@pytest.fixture(scope="module")
-def torchserve(tmp_path_factory, trained_model_dir, definition):
+def serving_container(root: Path, trained_model_dir: Path, environment: dict[str, str]) -> tuple[list[str], dict[str, str], int]:
+    """The container's ``serve`` under ``root``: (command, environment, inference port), model.tar.gz in place."""
     if shutil.which("java") is None:
         pytest.skip("TorchServe's frontend needs a Java runtime (.ci/run installs default-jre-headless)")
-    image, environment = serving_environment(definition)
-    assert "pytorch-inference" in image
-    root = tmp_path_factory.mktemp("container")
     # The service's part: model.tar.gz (as the training job packs it) extracted into <base>/model.
     archive = root / "model.tar.gz"
     with tarfile.open(archive, "w:gz") as tar:
@@ -80,9 +77,17 @@ def torchserve(tmp_path_factory, trained_model_dir, definition):
            "TS_METRICS_ADDRESS": f"http://127.0.0.1:{metrics}", "LOG_LOCATION": str(root / "logs"),
            "METRICS_LOCATION": str(root / "logs"), "PIP_NO_INDEX": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1",
            "OMP_WAIT_POLICY": "PASSIVE", "PYTHONDONTWRITEBYTECODE": "1"}
+    return [sys.executable, "-c", LAUNCHER, str(root / "ts.properties")], env, port
+
+
+@pytest.fixture(scope="module")
+def torchserve(tmp_path_factory, trained_model_dir, definition):
+    image, environment = serving_environment(definition)
+    assert "pytorch-inference" in image
+    root = tmp_path_factory.mktemp("container")
+    command, env, port = serving_container(root, trained_model_dir, environment)
     log = open(root / "serve.log", "w", encoding="utf-8")
-    process = subprocess.Popen([sys.executable, "-c", LAUNCHER, str(root / "ts.properties")], cwd=root, env=env,
-                               stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    process = subprocess.Popen(command, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 180
@@ -191,3 +196,81 @@ def test_the_server_stays_healthy_after_refusals(torchserve):
     log = torchserve["log"].read_text(encoding="utf-8", errors="replace")
     # The toolkit installed the artifact's pins before serving, with no index to reach: all were satisfied.
     assert "requirements.txt" in log and "ERROR: " not in log
+
+
+# Inside the endpoint's namespace: wait for /ping, then one prediction; print the answer (or why there is none).
+ISOLATED_CLIENT = """
+import json, sys, time, urllib.request
+url, body = sys.argv[1], sys.argv[2].encode()
+deadline = time.monotonic() + 180
+while True:
+    try:
+        with urllib.request.urlopen(url + "/ping", timeout=5) as reply:
+            if reply.status == 200:
+                break
+    except OSError:
+        pass
+    if time.monotonic() > deadline:
+        sys.exit("TorchServe did not become healthy")
+    time.sleep(0.5)
+request = urllib.request.Request(url + "/invocations", data=body, headers={"Content-Type": "application/json"})
+with urllib.request.urlopen(request, timeout=60) as reply:
+    print(reply.status, reply.read().decode())
+"""
+
+
+def test_the_endpoint_answers_with_no_network_at_all(tmp_path, trained_model_dir):
+    """With baked images the model runs network-isolated (docs/deploy.md §5): the serving toolkit starts — its pip
+    install of code/requirements.txt satisfied, PIP_NO_INDEX=1 — and answers with loopback as its only interface.
+    Server and client share one network namespace; nothing outside it is reachable."""
+    from pipelines.isolation import isolated_network, unavailable_reason
+    from pipelines.offline import build_offline
+
+    reason = unavailable_reason()
+    if reason:
+        pytest.skip(f"no network namespaces here: {reason}")
+    image = "123456789012.dkr.ecr.eu-west-1.amazonaws.com/diagnosa-dev-images:27f74652296f2703"
+    baked = json.loads(build_offline("diagnosa-local", "arn:aws:iam::123456789012:role/diagnosa-local",
+                                     job_image=image, serving_image=image).definition)
+    registered, environment = serving_environment(baked)
+    assert registered == image
+    command, env, port = serving_container(tmp_path, trained_model_dir, environment)
+    with isolated_network() as inside, open(tmp_path / "serve.log", "w", encoding="utf-8") as log:
+        server = subprocess.Popen(inside(command), cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                  start_new_session=True)
+        namespace = os.readlink(f"/proc/{server.pid}/ns/net")
+        try:
+            assert namespace != os.readlink("/proc/self/ns/net")
+            client = subprocess.run(inside([sys.executable, "-c", ISOLATED_CLIENT, f"http://127.0.0.1:{port}",
+                                            json.dumps(PATIENT)]), capture_output=True, text=True, timeout=300)
+            outside = subprocess.run([sys.executable, "-c", "import urllib.request, sys; "
+                                      "urllib.request.urlopen(sys.argv[1], timeout=5)", f"http://127.0.0.1:{port}/ping"],
+                                     capture_output=True, text=True, timeout=60)
+        finally:
+            _stop_namespace(server, namespace)
+    assert client.returncode == 0, client.stderr[-2000:] + (tmp_path / "serve.log").read_text()[-4000:]
+    status, body = client.stdout.split(" ", 1)
+    [prediction] = json.loads(body)["predictions"]
+    assert status == "200" and prediction["patient_id"] == "A1"
+    assert sum(prediction["probabilities"].values()) == pytest.approx(1.0, abs=1e-4)
+    assert outside.returncode != 0 and "Connection refused" in outside.stderr  # the host's loopback is another one
+    assert "Requirement already satisfied" in (tmp_path / "serve.log").read_text()  # the toolkit's install ran
+
+
+def _stop_namespace(server: subprocess.Popen, namespace: str) -> None:
+    """Stop the server's process group, then any process of ours still in its namespace (TorchServe's frontend)."""
+    try:
+        os.killpg(server.pid, 15)
+    except ProcessLookupError:
+        pass
+    try:
+        server.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(server.pid, 9)
+        server.wait()
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and os.readlink(entry / "ns" / "net") == namespace:
+                os.kill(int(entry.name), 9)
+        except OSError:
+            pass

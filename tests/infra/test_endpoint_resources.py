@@ -27,7 +27,7 @@ def aws():
         yield sm, boto3.client("application-autoscaling", region_name=REGION), boto3.client("cloudwatch", region_name=REGION)
 
 
-def approve(sm, deploy_fn, now=0):
+def approve(sm, deploy_fn, now=0, env=ENV):
     arn = sm.create_model_package(
         ModelPackageGroupName="diagnosa-dev", ModelApprovalStatus="Approved",
         InferenceSpecification={"Containers": [{"Image": IMAGE, "ModelDataUrl": "s3://lake/artifacts/runs/x/model.tar.gz"}],
@@ -35,7 +35,7 @@ def approve(sm, deploy_fn, now=0):
                                 "SupportedResponseMIMETypes": ["application/json"]})["ModelPackageArn"]
     event = {"detail-type": "SageMaker Model Package State Change",
              "detail": {"ModelPackageArn": arn, "ModelPackageGroupName": "diagnosa-dev", "ModelApprovalStatus": "Approved"}}
-    return arn, deploy_fn.handler(event, sagemaker=sm, env=ENV, now=now)
+    return arn, deploy_fn.handler(event, sagemaker=sm, env=env, now=now)
 
 
 def tags(sm, arn):
@@ -195,6 +195,18 @@ def test_drift_report_names_each_difference_and_publishes_their_number(aws, depl
     assert f"registry status of the served package {arn}: 'Rejected', the stage says 'Approved'" in found
     assert len(report["differences"]) == 4
     assert published(cloudwatch) == [4.0]
+
+
+def test_drift_report_flags_a_baked_stages_model_that_is_not_network_isolated(aws, deploy_fn, monkeypatch):
+    sm, autoscaling, _ = aws
+    baked = {**ENV_DRIFT, "SERVING_IMAGE": "123456789012.dkr.ecr.eu-west-1.amazonaws.com/diagnosa-dev-images:27f7"}
+    approve(sm, deploy_fn, env=baked)
+    deploy_fn.handler(IN_SERVICE, sagemaker=sm, autoscaling=autoscaling, env=baked)
+    # moto's DescribeModel always answers EnableNetworkIsolation false: the model as made by hand, without it
+    assert drift(deploy_fn, aws, baked)["differences"] == ["network isolation: False, the stage says True"]
+    describe = sm.describe_model
+    monkeypatch.setattr(sm, "describe_model", lambda **kw: {**describe(**kw), "EnableNetworkIsolation": True})
+    assert drift(deploy_fn, aws, baked) == {"status": "in sync", "differences": []}
 
 
 def test_drift_report_flags_an_endpoint_made_outside_the_deploy_function(aws, deploy_fn):

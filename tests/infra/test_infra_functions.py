@@ -73,6 +73,30 @@ def test_with_baked_images_models_run_an_image_of_the_stages_repository(sm, depl
     assert model["PrimaryContainer"]["Image"] == served
 
 
+def recorded_create_model(sm, monkeypatch):
+    """CreateModel requests as the function sends them (moto stores the model but drops EnableNetworkIsolation)."""
+    requests, create = [], sm.create_model
+    monkeypatch.setattr(sm, "create_model", lambda **kw: requests.append(kw) or create(**kw))
+    return requests
+
+
+@pytest.mark.parametrize("registered", [IMAGE, BAKED.replace(":27f7", ":0ld1")])
+def test_with_baked_images_the_model_runs_network_isolated(sm, deploy_fn, monkeypatch, registered):
+    requests = recorded_create_model(sm, monkeypatch)
+    deploy_fn.handler(approved_event(package(sm, image=registered)), sagemaker=sm, env={**ENV, "SERVING_IMAGE": BAKED},
+                      now=0)
+    [request] = requests  # botocore validated it on the way to moto
+    assert request["EnableNetworkIsolation"] is True
+    assert request["PrimaryContainer"]["Image"].startswith(BAKED.split(":")[0] + ":")
+
+
+def test_on_aws_images_the_model_keeps_its_network_to_install_the_pins(sm, deploy_fn, monkeypatch):
+    requests = recorded_create_model(sm, monkeypatch)
+    deploy_fn.handler(approved_event(package(sm)), sagemaker=sm, env=ENV, now=0)
+    [request] = requests
+    assert "EnableNetworkIsolation" not in request and request["PrimaryContainer"]["Image"] == IMAGE
+
+
 def test_later_approval_updates_blue_green_with_rollback_alarms(sm, deploy_fn, monkeypatch):
     deploy_fn.handler(approved_event(package(sm)), sagemaker=sm, env=ENV, now=0)
     calls = []

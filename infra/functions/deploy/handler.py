@@ -121,6 +121,15 @@ def serving_image(image: str, env: dict[str, str]) -> str:
     return baked
 
 
+def network_isolated(env: dict[str, str]) -> bool:
+    """Whether the model's container runs without a network: when the stage bakes its images, every image
+    ``serving_image`` returns is one of the stage's repository, holding the pins, with ``PIP_NO_INDEX=1``. Its
+    container then needs none: SageMaker itself downloads model.tar.gz (and writes data capture), the inference
+    toolkit's install of the artifact's requirements.txt is satisfied from the image, and the serving code
+    calls no AWS API. AWS's framework images install the pins from the package index at start: not isolated."""
+    return bool(env.get("SERVING_IMAGE"))
+
+
 def deploy(detail: dict[str, Any], sagemaker: Any, env: dict[str, str], *, now: float, s3: Any = None) -> dict[str, Any]:
     arn = detail.get("ModelPackageArn")
     if not arn:
@@ -153,6 +162,8 @@ def deploy(detail: dict[str, Any], sagemaker: Any, env: dict[str, str], *, now: 
     if env.get("SUBNET_IDS"):
         model["VpcConfig"] = {"Subnets": env["SUBNET_IDS"].split(","),
                               "SecurityGroupIds": env["SECURITY_GROUP_IDS"].split(",")}
+    if network_isolated(env):
+        model["EnableNetworkIsolation"] = True
     sagemaker.create_model(**model)
     sagemaker.create_endpoint_config(
         EndpointConfigName=name, KmsKeyId=env["KMS_KEY_ARN"],
@@ -469,6 +480,7 @@ def endpoint_differences(sagemaker: Any, autoscaling: Any, env: dict[str, str]) 
            sorted(filter(None, env.get("SECURITY_GROUP_IDS", "").split(","))))
     if env.get("SERVING_IMAGE"):
         differ("serving image", model["PrimaryContainer"]["Image"], serving_image(model["PrimaryContainer"]["Image"], env))
+    differ("network isolation", bool(model.get("EnableNetworkIsolation")), network_isolated(env))
     package = config_tags.get(PACKAGE_TAG)
     if package:
         status = sagemaker.describe_model_package(ModelPackageName=package).get("ModelApprovalStatus")
