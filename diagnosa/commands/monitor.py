@@ -232,6 +232,7 @@ def cmd_generate_drift(args: argparse.Namespace) -> int:
         drifted = apply_drift(cohort, args.drift, seed=args.seed, strength=args.drift_strength)
     except ValueError as err:
         raise UsageError(str(err)) from None
+    assert drifted.drift is not None, "apply_drift records the scenario and what it changed"
     write_raw(drifted, lake, batch)
     summary = drifted.summary() | {"batch": batch}
     lake.put_bytes_once(f"raw/cohort_cards/{batch}.json",
