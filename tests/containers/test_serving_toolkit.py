@@ -71,6 +71,8 @@ def serving_container(root: Path, trained_model_dir: Path, environment: dict[str
     port, management, metrics = free_port(), free_port(), free_port()
     env = {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", "HOME": str(root),
            "JAVA_HOME": os.environ.get("JAVA_HOME", ""), "LANG": "C.UTF-8",
+           # A container's /tmp is its own: TorchServe keeps its pid file there and refuses to start beside another.
+           "TMPDIR": str(root),
            **environment,
            "SAGEMAKER_BASE_DIR": str(root / "opt-ml"), "SAGEMAKER_BIND_TO_PORT": str(port),
            "TS_INFERENCE_ADDRESS": f"http://127.0.0.1:{port}", "TS_MANAGEMENT_ADDRESS": f"http://127.0.0.1:{management}",
@@ -236,11 +238,13 @@ def test_the_endpoint_answers_with_no_network_at_all(tmp_path, trained_model_dir
     assert registered == image
     command, env, port = serving_container(tmp_path, trained_model_dir, environment)
     with isolated_network() as inside, open(tmp_path / "serve.log", "w", encoding="utf-8") as log:
+        # The namespace as a process inside it sees it (the server's own pid shows the host's until nsenter has run).
+        namespace = subprocess.run(inside(["readlink", "/proc/self/ns/net"]), capture_output=True, text=True,
+                                   check=True, timeout=60).stdout.strip()
+        assert namespace.startswith("net:") and namespace != os.readlink("/proc/self/ns/net")
         server = subprocess.Popen(inside(command), cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT,
                                   start_new_session=True)
-        namespace = os.readlink(f"/proc/{server.pid}/ns/net")
         try:
-            assert namespace != os.readlink("/proc/self/ns/net")
             client = subprocess.run(inside([sys.executable, "-c", ISOLATED_CLIENT, f"http://127.0.0.1:{port}",
                                             json.dumps(PATIENT)]), capture_output=True, text=True, timeout=300)
             outside = subprocess.run([sys.executable, "-c", "import urllib.request, sys; "
@@ -259,6 +263,8 @@ def test_the_endpoint_answers_with_no_network_at_all(tmp_path, trained_model_dir
 
 def _stop_namespace(server: subprocess.Popen, namespace: str) -> None:
     """Stop the server's process group, then any process of ours still in its namespace (TorchServe's frontend)."""
+    if namespace == os.readlink("/proc/self/ns/net"):  # never the host's: that would kill every process on it
+        raise AssertionError(f"refusing to stop every process in the test's own network namespace {namespace}")
     try:
         os.killpg(server.pid, 15)
     except ProcessLookupError:
