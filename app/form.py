@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
 
 from diagnosa.data.physiology import BY_NAME, LABS, VITALS
 from diagnosa.data.schema import Schema, cohort_schema
@@ -220,7 +221,7 @@ class FieldErrors:
         return bool(self.by_field or self.general)
 
 
-def field_errors(spec: FormSpec, errors: list[Mapping[str, Any]], message: str | None = None) -> FieldErrors:
+def field_errors(spec: FormSpec, errors: Sequence[Mapping[str, Any]], message: str | None = None) -> FieldErrors:
     """Map the endpoint's ``errors`` (row, field, problem) onto the form's fields.
 
     The form sends one patient, so every problem is row 0's. A problem naming no field, or a field

@@ -227,8 +227,9 @@ def record_feedback(client: Any, event_id: str, diagnosis: str | None, note: str
     except ClientFailure as err:
         raw = getattr(err, "fields", None) or {}
         fields = {str(k): str(v) for k, v in raw.items()} if isinstance(raw, Mapping) else {}
-        if not fields and getattr(err, "errors", None):
-            fields = {str(e.get("field")): str(e.get("problem")) for e in err.errors if e.get("field")}
+        errors = getattr(err, "errors", None) or []  # a failure listing (row, field, problem), like PredictionRejected
+        if not fields and errors:
+            fields = {str(e.get("field")): str(e.get("problem")) for e in errors if e.get("field")}
         cause = _cause(err)
         if isinstance(cause, ReadTimeoutError):
             return FeedbackOutcome(message=f"The {config.description} did not answer within {config.timeout:g} s; "

@@ -103,6 +103,7 @@ def cmd_data_generate(args: argparse.Namespace) -> int:
             if args.card:
                 Path(args.card).write_text(card, encoding="utf-8")
     if args.drift:
+        assert cohort.drift is not None, "apply_drift records the scenario and what it changed"
         print(f"generated drifted batch {batch} ({args.drift}: {cohort.drift['description']}): "
               f"{summary['patients']:,} patients, {summary['lab_panels']:,} lab panels")
         print(f"  changed: {json.dumps(cohort.drift['changed'], ensure_ascii=False, default=str)}")
@@ -307,7 +308,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
         records, header = read_records(stream, fmt, name)
         for outcome in predict_stream(client, records, csv_header=header, top_k=args.top_k,
                                       differential=args.differential):
-            (document if isinstance(outcome, Answered) else problems).add(outcome)
+            if isinstance(outcome, Answered):
+                document.add(outcome)
+            else:
+                problems.add(outcome)
     except UnicodeDecodeError as err:
         failure = f"{name} is not UTF-8 text (byte {err.start} of a block read)"
     except ValueError as err:  # a JSON document that is not JSON, a CSV without a header
@@ -601,8 +605,8 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
             if "InputDataUri" not in overrides:  # the default names the dataset's prefix: train on its latest version
                 from diagnosa.data.ingest import IngestError
 
-                bucket = args.bucket or os.environ.get("DIAGNOSA_BUCKET")
-                lake = DataLake.from_uri(f"s3://{bucket}", s3_client=boto3.client("s3", region_name=_region(args)))
+                bucket, region, _ = _pipeline_target(args)  # checked by _pipeline above
+                lake = DataLake.from_uri(f"s3://{bucket}", s3_client=boto3.client("s3", region_name=region))
                 try:
                     overrides["InputDataUri"] = latest_input(lake, _dataset_name(args), bucket)
                 except IngestError as err:

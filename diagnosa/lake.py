@@ -93,7 +93,7 @@ class LocalStorage:
             raise InvalidKey(f"invalid key {key!r}: suffix {_TMP_SUFFIX!r} is reserved for temp files")
         return self.root / key
 
-    def _atomic_write(self, key: str, write: Callable[[Path], None]) -> None:
+    def _atomic_write(self, key: str, write: Callable[[Path], object]) -> None:
         """Readers see the old object or the new one, never a partial file."""
         with atomic_path(self._path(key), suffix=_TMP_SUFFIX) as tmp:
             write(tmp)
@@ -214,7 +214,7 @@ class S3Storage:
     def list(self, prefix: str = "") -> list[str]:
         _validate_prefix(prefix)
         root = f"{self.prefix}/" if self.prefix else ""
-        keys = []
+        keys: list[str] = []
         for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=root + prefix):
             keys.extend(obj["Key"][len(root):] for obj in page.get("Contents", []))
         return sorted(keys)

@@ -55,7 +55,8 @@ def local_definition(lake, families: tuple[str, ...] | None = None, **dataset: A
     none: the built-in cohort."""
     from pipelines.offline import build_offline
 
-    build = build_offline(LOCAL_BUCKET, LOCAL_ROLE, **({"families": families} if families else {}), **dataset)
+    chosen: dict[str, Any] = {"families": families} if families else {}  # else the definition's default families
+    build = build_offline(LOCAL_BUCKET, LOCAL_ROLE, **chosen, **dataset)
     for key, data in build.objects.items():
         if not lake.exists(key) or lake.get_bytes(key) != data:
             lake.put_bytes(key, data)

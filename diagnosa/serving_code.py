@@ -43,10 +43,16 @@ def write_serving_code(target: str | Path) -> Path:
     target = Path(target)
     if target.exists():
         raise ServingCodeError(f"{target} already exists: refusing to mix two versions of the serving code")
+    packages = {}
+    for name in PACKAGES:
+        init = importlib.import_module(name).__file__
+        if init is None:  # a namespace package: a folder without __init__.py, possibly one of several
+            raise ServingCodeError(f"the step package {name} has no __init__.py (found as a namespace package "
+                                   f"in {', '.join(importlib.import_module(name).__path__)})")
+        packages[name] = Path(init).resolve().parent
     target.mkdir(parents=True)
     roots = set()
-    for name in PACKAGES:
-        package = Path(importlib.import_module(name).__file__).resolve().parent
+    for name, package in packages.items():
         roots.add(package.parent)
         shutil.copytree(package, target / name, ignore=IGNORE)
     if len(roots) != 1:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import urllib.parse
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -236,12 +237,14 @@ class DiagnosaClient:
         code = err.response.get("Error", {}).get("Code", "")
         message = err.response.get("Error", {}).get("Message", str(err))
         if code == "ModelError":
-            original = err.response.get("OriginalMessage") or "{}"
+            # the keys sagemaker-runtime adds to a ModelError (botocore-stubs declare only the common ones)
+            model_error: Mapping[str, Any] = err.response
+            original = model_error.get("OriginalMessage") or "{}"
             try:
                 detail = json.loads(original)
             except json.JSONDecodeError:
                 detail = {"error": original}
-            status = int(err.response.get("OriginalStatusCode") or 400)
+            status = int(model_error.get("OriginalStatusCode") or 400)
             if 400 <= status < 500:
                 return PredictionRejected(detail.get("error", message), status, detail.get("errors", []),
                                           int(detail.get("more_errors") or 0))

@@ -13,11 +13,11 @@ takes either layout with the same result.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
 from sklearn.compose import ColumnTransformer
 from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline
@@ -25,6 +25,7 @@ from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardSc
 
 from processing.features import MultiLabelIndicator, as_float32, fill_missing_category, to_float32
 from processing.phenotype import PhenotypeSimilarity
+from processing.sparse import is_sparse
 
 log = logging.getLogger("diagnosa.fastpath")
 MISSING = "<missing>"
@@ -118,7 +119,7 @@ class CompiledFeatures:
         name, columns = steps[0]
         if not isinstance(columns, ColumnTransformer) or columns.remainder != "drop":
             raise Unsupported("first step is not a ColumnTransformer dropping the remainder")
-        blocks = []
+        blocks: list[Callable[[list[dict[str, Any]]], np.ndarray]] = []  # records -> their columns
         for block, transformer, selected in columns.transformers_:
             if transformer == "drop" or block == "remainder":
                 continue
@@ -157,7 +158,7 @@ def compile_features(features: Pipeline, probes: list[dict[str, Any]], columns: 
     try:
         compiled = CompiledFeatures.compile(features)
         expected = features.transform(pd.DataFrame(probes, columns=columns))
-        expected = expected.toarray() if sp.issparse(expected) else expected
+        expected = expected.toarray() if is_sparse(expected) else expected
         got = compiled.transform(probes)
     except Unsupported as why:
         log.info("fast path not used: unsupported %s", why)

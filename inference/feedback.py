@@ -107,7 +107,7 @@ def parse_feedback(body: Any) -> Feedback:
         problems["disease_id"] = f"must look like ORPHA:558 or OMIM:154700 (up to {MAX_DISEASE_ID}), got {str(disease_id)[:60]!r}"
     if problems:
         raise FeedbackError(problems)
-    assert label is not None
+    assert isinstance(event_id, str) and label is not None  # no problems: both were checked above
     return Feedback(event_id, label, body.get("note"), body.get("source"), disease_id)
 
 

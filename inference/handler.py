@@ -134,7 +134,7 @@ class Request:
 
 def _probe_records(schema: RequestSchema, features: Any) -> list[dict[str, Any]]:
     """Records that exercise every input (missing, typical, edge values) to check the fast path."""
-    empty = {name: ([] if f.type in ("hpo_terms", "codes") else None) for name, f in schema.fields.items()}
+    empty: dict[str, Any] = {name: ([] if f.type in ("hpo_terms", "codes") else None) for name, f in schema.fields.items()}
     probes = [dict(empty)]
     for pick in (0, -1):
         record = dict(empty)
@@ -330,8 +330,9 @@ def predict(request: Request, service: Service) -> list[dict[str, Any]]:
         unused = {name: codes for name, codes in unused.items() if codes}
         if unused:
             result["unused_codes"] = unused
-    if request.differential and service.phenotype is not None:
-        ranked = service.phenotype.rank([r.get(service.phenotype_field) or [] for r in request.records],
+    scored = service.phenotype_field  # found with the similarity (processing/phenotype.find_similarity)
+    if request.differential and service.phenotype is not None and scored is not None:
+        ranked = service.phenotype.rank([r.get(scored) or [] for r in request.records],
                                         request.differential)
         note = DIFFERENTIAL_NOTE.format(release=service.phenotype.release or "annotations")
         for result, differential in zip(results, ranked):

@@ -179,7 +179,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     # -- connection bookkeeping --------------------------------------------------------------
     def setup(self) -> None:
-        self.timeout = self.server.endpoint.socket_timeout  # StreamRequestHandler applies it to the socket
+        # StreamRequestHandler applies it to the socket; typeshed calls it a ClassVar, but setup() reads the instance's
+        self.timeout = self.server.endpoint.socket_timeout  # type: ignore[misc]
         super().setup()
         self.rfile.close()  # the socket's own reader, replaced by one that keeps the request's deadline
         self._reader = _DeadlineSocketReader(self.connection, self.timeout, self.server.endpoint.request_deadline)
@@ -688,7 +689,7 @@ class EndpointServer:
             log.info("received %s: stopping", signal.Signals(signum).name)
             requested.set()
 
-        previous: dict[int, Any] = {}
+        previous: dict[signal.Signals, Any] = {}
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGTERM, signal.SIGINT):
                 previous[sig] = signal.signal(sig, on_signal)

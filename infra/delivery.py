@@ -32,7 +32,7 @@ from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
 from infra.config import DeliveryConfig
-from infra.stack import acknowledge
+from infra.stack import acknowledge, logical_id
 
 if TYPE_CHECKING:
     from infra.app import DiagnosaStage
@@ -138,7 +138,7 @@ class DeliveryStack(Stack):
         """CDK Pipelines' generated roles and projects (under ``scopes``): their grants are CDK's own, on the
         pipeline's artifact bucket and key, each project's log and report groups, and CDK's bootstrap roles;
         acknowledged here with full finding ids, each with its reason."""
-        bucket = f"<{self.get_logical_id(self.artifacts.node.default_child)}.Arn>/*"
+        bucket = f"<{logical_id(self.artifacts)}.Arn>/*"
         findings = {
             **{f"AwsSolutions-IAM5[Action::{action}]": f"CDK's grant on the pipeline's own artifact bucket ({action}: "
                                                        "the object and bucket actions of a read or read-write grant)."

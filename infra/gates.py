@@ -74,7 +74,9 @@ def checkov(binary: str | Path, paths: list[Path], acknowledged: list[dict[str, 
         raise RuntimeError(f"checkov failed ({run.returncode}): {run.stderr.strip()[-2000:]}")
     reports = json.loads(run.stdout)
     reports = reports if isinstance(reports, list) else [reports]
-    passed, failed, matched, used = 0, [], [], set()
+    passed, used = 0, set()
+    failed: list[str] = []
+    matched: list[str] = []
     for report in reports:
         passed += report.get("summary", {}).get("passed", 0)
         for check in report.get("results", {}).get("failed_checks", []):

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import json
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TypedDict
 
 import aws_cdk as cdk
 from aws_cdk import Duration, Fn, RemovalPolicy, Stack
@@ -32,7 +33,7 @@ from aws_cdk import aws_sagemaker as sagemaker
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subscriptions
 from aws_cdk import aws_sqs as sqs
-from constructs import Construct
+from constructs import Construct, IConstruct
 
 from diagnosa.labels import CATEGORIES
 from infra.config import StageConfig
@@ -68,7 +69,23 @@ UNSCOPED_ACTIONS: dict[str, str] = {
 }
 
 
-def acknowledge(scope: Construct, finding: str, reason: str) -> None:
+class FunctionPlacement(TypedDict, total=False):
+    """Where a Lambda function runs (keyword arguments of ``lambda_.Function`` and ``BucketDeployment``):
+    empty outside VPC mode."""
+    vpc: ec2.IVpc
+    security_groups: Sequence[ec2.ISecurityGroup]
+    vpc_subnets: ec2.SubnetSelection
+
+
+def logical_id(construct: IConstruct) -> str:
+    """The logical id of ``construct``'s CloudFormation resource (its default child), as findings name it."""
+    child = construct.node.default_child
+    if not isinstance(child, cdk.CfnElement):
+        raise TypeError(f"{construct.node.path} has no CloudFormation resource of its own (default child: {child})")
+    return Stack.of(child).get_logical_id(child)
+
+
+def acknowledge(scope: IConstruct, finding: str, reason: str) -> None:
     """Acknowledge one cdk-nag finding (full id, e.g. ``AwsSolutions-IAM5[Resource::*]``) on ``scope``.
     ``<AWS::Region>``/``<AWS::AccountId>`` in the id are written as cdk-nag renders them for the scope's stack
     (the concrete value when the stack's environment fixes it)."""
@@ -101,7 +118,10 @@ class DiagnosaStack(Stack):
             cdk.Tags.of(self).add(key, value)
 
         self.key = self._key()
-        self.vpc, self.function_sg = self._network() if config.vpc else (None, None)
+        self.vpc: ec2.Vpc | None = None
+        self.function_sg: ec2.SecurityGroup | None = None  # the functions' HTTPS-only group, in VPC mode
+        if config.vpc:
+            self.vpc, self.function_sg = self._network()
         self.access_logs, self.lake = self._lake()
         self.raw = self._raw_bucket()
         self.alerts = sns.Topic(self, "Alerts", topic_name=f"{self.prefix}-alerts", master_key=self.key,
@@ -146,7 +166,7 @@ class DiagnosaStack(Stack):
 
     # ------------------------------------------------------------------------------------------ helpers
 
-    def ack(self, scope: Construct, finding: str, reason: str) -> None:
+    def ack(self, scope: IConstruct, finding: str, reason: str) -> None:
         """:func:`acknowledge`, on the role's own managed policy too when ``scope`` is one of our roles."""
         acknowledge(scope, finding, reason)
         policy = self._policies.get(scope.node.path)
@@ -395,7 +415,7 @@ class DiagnosaStack(Stack):
                                     statements)
         self._acknowledge_logs(role, ("ProcessingJobs", "TrainingJobs"))
         for prefix in reads:
-            self.ack(role, f"AwsSolutions-IAM5[Resource::<{self._logical(self.lake)}.Arn>/{prefix}*]",
+            self.ack(role, f"AwsSolutions-IAM5[Resource::<{logical_id(self.lake)}.Arn>/{prefix}*]",
                         f"Jobs read and write objects whose keys are made per execution under {prefix}; the "
                         f"wildcard is limited to that prefix of the stage's lake.")
         return role
@@ -444,7 +464,7 @@ class DiagnosaStack(Stack):
                               f"<AWS::AccountId>:{kind}/*]",
                         "Pipelines names one trial per execution (the execution id) and one trial component per "
                         "job, all generated; the experiment itself is fixed to the pipeline's name.")
-        self.ack(role, f"AwsSolutions-IAM5[Resource::<{self._logical(self.lake)}.Arn>/artifacts/runs/*]",
+        self.ack(role, f"AwsSolutions-IAM5[Resource::<{logical_id(self.lake)}.Arn>/artifacts/runs/*]",
                     "The gate reads evaluation.json from the execution's run folder (named by execution id).")
         return role
 
@@ -462,7 +482,7 @@ class DiagnosaStack(Stack):
         role = self._sagemaker_role("ModelRole", "model", "The Diagnosa endpoint's model", statements)
         self._acknowledge_logs(role, ("Endpoints",))
         for prefix in ("artifacts/runs/", CODE_PREFIX, f"capture/{self.endpoint_name}/"):
-            self.ack(role, f"AwsSolutions-IAM5[Resource::<{self._logical(self.lake)}.Arn>/{prefix}*]",
+            self.ack(role, f"AwsSolutions-IAM5[Resource::<{logical_id(self.lake)}.Arn>/{prefix}*]",
                         f"Object keys under {prefix} are made per execution or per captured request.")
         return role
 
@@ -496,7 +516,7 @@ class DiagnosaStack(Stack):
                                     statements)
         self._acknowledge_logs(role, ("ProcessingJobs",))
         for prefix in (*reads, *writes):
-            self.ack(role, f"AwsSolutions-IAM5[Resource::<{self._logical(self.lake)}.Arn>/{prefix}*]",
+            self.ack(role, f"AwsSolutions-IAM5[Resource::<{logical_id(self.lake)}.Arn>/{prefix}*]",
                      f"Object keys under {prefix} are made per captured request, per feedback, per job or per "
                      f"baseline file; the wildcard is limited to that prefix of the stage's lake.")
         return role
@@ -534,16 +554,12 @@ class DiagnosaStack(Stack):
         role = self._role("StepCodeRole", "step-code", "Copies the step code into artifacts/code/ at deploy time",
                           iam.ServicePrincipal("lambda.amazonaws.com"), statements, self._lambda_network())
         self._acknowledge_lambda_network(role)
-        vpc_kwargs = {}
-        if self.vpc is not None:
-            vpc_kwargs = {"vpc": self.vpc, "security_groups": [self.function_sg],
-                          "vpc_subnets": ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_ISOLATED)}
         deployment = s3deploy.BucketDeployment(
             self, "StepCode", destination_bucket=self.lake, destination_key_prefix=CODE_PREFIX,
             sources=[s3deploy.Source.bucket(asset.bucket, asset.s3_object_key)], prune=False, retain_on_delete=True,
             extract=True, server_side_encryption=s3deploy.ServerSideEncryption.AWS_KMS,
             server_side_encryption_aws_kms_key_id=self.key.key_id, memory_limit=512, log_group=log_group,
-            role=role.without_policy_updates(), **vpc_kwargs)
+            role=role.without_policy_updates(), **self._function_placement())
         deployment.node.add_dependency(role)
         [handler] = [c for c in self.node.children if c.node.id.startswith("Custom::CDKBucketDeployment")]
         why = ("CDK's BucketDeployment handler, which copies the content-hashed step code into artifacts/code/ "
@@ -556,17 +572,16 @@ class DiagnosaStack(Stack):
                     ("HIPAA.Security-LambdaInsideVPC", f"{why}: it moves only code (no patient data) between S3 "
                                                        "buckets; with vpc=true it runs in the private subnets.")])):
             self.ack(handler, finding, reason)
-        self.ack(role, f"AwsSolutions-IAM5[Resource::<{self._logical(self.lake)}.Arn>/{CODE_PREFIX}*]",
+        self.ack(role, f"AwsSolutions-IAM5[Resource::<{logical_id(self.lake)}.Arn>/{CODE_PREFIX}*]",
                  "The step code's keys are content-hashed folders under artifacts/code/; the wildcard is that prefix.")
         return deployment
 
     def _pipeline(self) -> sagemaker.CfnPipeline:
-        images = (self.images.job_image, self.images.serving_image) if self.images else (None, None)
-        network: tuple[Any, Any] = (None, None)
-        if self.vpc is not None:  # the jobs run in the isolated subnets, with the functions' HTTPS-only group
-            network = ([s.subnet_id for s in self.vpc.isolated_subnets], self.function_sg.security_group_id)
-        body = Fn.join("", self.definition.pieces(self.lake.bucket_name, self.job_role.role_arn, self.key.key_arn,
-                                                  *images, *network))
+        images, network = self.images, self._isolated_network()  # the jobs run where the functions run
+        body = Fn.join("", self.definition.pieces(
+            self.lake.bucket_name, self.job_role.role_arn, self.key.key_arn,
+            job_image=images.job_image if images else None, serving_image=images.serving_image if images else None,
+            subnets=network[0] if network else None, security_group=network[1] if network else None))
         pipeline = sagemaker.CfnPipeline(
             self, "Pipeline", pipeline_name=self.prefix, role_arn=self.pipeline_role.role_arn,
             pipeline_display_name=self.prefix, pipeline_description="Diagnosa: preprocess, train, select, evaluate, "
@@ -603,6 +618,26 @@ class DiagnosaStack(Stack):
             alarm.add_ok_action(cw_actions.SnsAction(self.alerts))
         return [errors, latency]
 
+    def _function_placement(self) -> FunctionPlacement:
+        """VPC mode: a function (ours, or CDK's step-code copier) runs in the isolated subnets with the HTTPS-only
+        group; elsewhere outside any VPC."""
+        if self.vpc is None or self.function_sg is None:
+            return {}
+        return {"vpc": self.vpc, "security_groups": [self.function_sg],
+                "vpc_subnets": ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_ISOLATED)}
+
+    def _isolated_network(self) -> tuple[list[str], str] | None:
+        """VPC mode: the isolated subnets' ids and the functions' HTTPS-only group's id, where the jobs and the
+        endpoint run too; None otherwise."""
+        if self.vpc is None or self.function_sg is None:
+            return None
+        return [s.subnet_id for s in self.vpc.isolated_subnets], self.function_sg.security_group_id
+
+    def _network_environment(self) -> dict[str, str]:
+        """The variables telling a function where the jobs and endpoints it creates run (VPC mode)."""
+        network = self._isolated_network()
+        return {} if network is None else {"SUBNET_IDS": ",".join(network[0]), "SECURITY_GROUP_IDS": network[1]}
+
     def _lambda_network(self) -> list[iam.IManagedPolicy]:
         """In VPC mode a Lambda function (ours, or CDK's step-code copier) attaches its network interfaces
         with AWS's managed policy for it; none otherwise."""
@@ -631,17 +666,13 @@ class DiagnosaStack(Stack):
                            iam.PolicyStatement(sid="EnvironmentAndQueueKey", actions=["kms:Decrypt", "kms:GenerateDataKey"],
                                                resources=[self.key.key_arn])],
                           self._lambda_network())
-        vpc_kwargs = {}
-        if self.vpc is not None:
-            vpc_kwargs = {"vpc": self.vpc, "security_groups": [self.function_sg],
-                          "vpc_subnets": ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_ISOLATED)}
         # The role's permissions are exactly the managed policy above: CDK's automatic grants are refused.
         function = lambda_.Function(
             self, ident, function_name=f"{self.prefix}-{name}", description=description, runtime=RUNTIME,
             handler=entry, code=lambda_.Code.from_asset(str(FUNCTIONS / (code or name))),
             role=role.without_policy_updates(), environment=environment, environment_encryption=self.key,
             timeout=Duration.minutes(2), memory_size=256, reserved_concurrent_executions=1,
-            dead_letter_queue=self.dead_letters, log_group=log_group, **vpc_kwargs)
+            dead_letter_queue=self.dead_letters, log_group=log_group, **self._function_placement())
         function.node.add_dependency(role)
         if self.vpc is None:
             self.ack(function, "HIPAA.Security-LambdaInsideVPC",
@@ -713,9 +744,7 @@ class DiagnosaStack(Stack):
         }
         if self.images:  # models are served by the baked serving image (see the deploy function)
             environment["SERVING_IMAGE"] = self.images.serving_image
-        if self.vpc is not None:
-            environment["SUBNET_IDS"] = ",".join(s.subnet_id for s in self.vpc.isolated_subnets)
-            environment["SECURITY_GROUP_IDS"] = self.function_sg.security_group_id
+        environment |= self._network_environment()
         self.deploy_environment = environment
         function = self._function("DeployFunction", "deploy",
                                   "Deploys an Approved model package to the Diagnosa endpoint (blue/green)",
@@ -735,10 +764,10 @@ class DiagnosaStack(Stack):
                 (f"arn:<AWS::Partition>:cloudwatch:<AWS::Region>:<AWS::AccountId>:alarm:TargetTracking-endpoint/"
                  f"{self.endpoint_name}/*", "Target tracking names its alarms after the endpoint variant and a "
                                             "generated id."),
-                (f"<{self._logical(self.lake)}.Arn>/artifacts/runs/*", "The serving package's baselines live in the "
+                (f"<{logical_id(self.lake)}.Arn>/artifacts/runs/*", "The serving package's baselines live in the "
                                                                        "run folder of the execution that registered it "
                                                                        "(named by execution id)."),
-                (f"<{self._logical(self.lake)}.Arn>/{self.monitoring_prefix}baseline/*",
+                (f"<{logical_id(self.lake)}.Arn>/{self.monitoring_prefix}baseline/*",
                  "The four baseline files of the serving model under this endpoint's fixed baseline prefix.")):
             self.ack(role, f"AwsSolutions-IAM5[Resource::{resource}]", reason)
 
@@ -936,9 +965,7 @@ class DiagnosaStack(Stack):
         }
         if c.monitor_window:
             environment["WINDOW"] = c.monitor_window
-        if self.vpc is not None:  # the job runs in the private subnets, like the functions and the endpoint
-            environment["SUBNET_IDS"] = ",".join(s.subnet_id for s in self.vpc.isolated_subnets)
-            environment["SECURITY_GROUP_IDS"] = self.function_sg.security_group_id
+        environment |= self._network_environment()  # the job runs in the private subnets, like the functions
         baseline = self.monitoring_prefix + "baseline/"
         function = self._function(
             "MonitorFunction", "monitor", "Starts the Diagnosa monitoring job (schedule): drift metric for the alarm",
@@ -959,7 +986,7 @@ class DiagnosaStack(Stack):
                        f"processing-job/{job_prefix}-*]",
                  "Each run is a new processing job named after the endpoint and its start time; the wildcard is "
                  "the timestamp.")
-        self.ack(role, f"AwsSolutions-IAM5[Resource::<{self._logical(self.lake)}.Arn>/{baseline}*]",
+        self.ack(role, f"AwsSolutions-IAM5[Resource::<{logical_id(self.lake)}.Arn>/{baseline}*]",
                  "HeadObject on the serving model's baseline files (their serving-since metadata) under this "
                  "endpoint's fixed baseline prefix.")
         schedule = cdk.CfnParameter(self, "MonitorSchedule", type="String", default=c.monitor_schedule or "rate(1 day)",
@@ -1064,16 +1091,12 @@ class DiagnosaStack(Stack):
                 (f"arn:<AWS::Partition>:kms:{source.region}:{source.account or '<AWS::AccountId>'}:key/*",
                  "The source stage's key id is generated; the grant is limited to the key with the source stage's "
                  "alias (kms:ResourceAliases), used through S3 only."),
-                (f"<{self._logical(self.lake)}.Arn>/{PROMOTED_PREFIX}*",
+                (f"<{logical_id(self.lake)}.Arn>/{PROMOTED_PREFIX}*",
                  "Promoted copies are written under artifacts/runs/promoted/<source group>-v<version>/.")):
             self.ack(role, f"AwsSolutions-IAM5[Resource::{resource}]", reason)
         return function
 
     # ------------------------------------------------------------------------------------------ misc
-
-    def _logical(self, construct: Construct) -> str:
-        child = construct.node.default_child
-        return self.get_logical_id(child)
 
 
 def _deny_raw_changes(bucket: s3.Bucket, objects: str) -> None:

@@ -10,7 +10,11 @@ window has any: ``LiveRecall`` per class (dimensions ``EndpointName`` and ``Clas
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the stubs are a dev dependency; the monitoring job's container has boto3 alone
+    from types_boto3_cloudwatch.literals import StandardUnitType
+    from types_boto3_cloudwatch.type_defs import DimensionTypeDef, MetricDatumTypeDef
 
 DEFAULT_NAMESPACE = "Diagnosa/Monitoring"
 
@@ -21,19 +25,20 @@ def drift_score(report: dict[str, Any]) -> float:
     return 1.0 if report.get("retrain", {}).get("recommended") and not report.get("drifted_features") else share
 
 
-def metric_data(report: dict[str, Any], endpoint_name: str) -> list[dict[str, Any]]:
+def metric_data(report: dict[str, Any], endpoint_name: str) -> list[MetricDatumTypeDef]:
     """``PutMetricData`` entries for one report (timestamped at the end of its window)."""
     from datetime import datetime
 
-    dimensions = [{"Name": "EndpointName", "Value": endpoint_name}]
+    dimensions: list[DimensionTypeDef] = [{"Name": "EndpointName", "Value": endpoint_name}]
     stamp = report["window"].get("end") or report["generated_at"]  # an open window ends when it was read
     when = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
-    values = {"DriftScore": (drift_score(report), "None"),
+    values: dict[str, tuple[float, StandardUnitType]] = {"DriftScore": (drift_score(report), "None"),
               "RetrainRecommended": (float(bool(report["retrain"]["recommended"])), "None"),
               "DriftedFeatures": (float(len(report["drifted_features"])), "Count"),
               "FailingClasses": (float(len(report["failing_classes"])), "Count")}
-    data = [{"MetricName": name, "Dimensions": dimensions, "Timestamp": when, "Value": value, "Unit": unit}
-            for name, (value, unit) in values.items()]
+    data: list[MetricDatumTypeDef] = [
+        {"MetricName": name, "Dimensions": dimensions, "Timestamp": when, "Value": value, "Unit": unit}
+        for name, (value, unit) in values.items()]
     quality = report.get("quality") or {}
     for label, c in (quality.get("per_class") or {}).items():
         if c.get("n") and c.get("recall") is not None:  # no feedback for a class: no point, not a zero
@@ -47,7 +52,7 @@ def metric_data(report: dict[str, Any], endpoint_name: str) -> list[dict[str, An
 
 
 def publish(report: dict[str, Any], endpoint_name: str, namespace: str = DEFAULT_NAMESPACE,
-            client: Any = None) -> list[dict[str, Any]]:
+            client: Any = None) -> list[MetricDatumTypeDef]:
     import boto3
 
     data = metric_data(report, endpoint_name)

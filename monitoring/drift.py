@@ -125,7 +125,7 @@ def _numeric(fb: FeatureBaseline, live: np.ndarray, th: DriftThresholds, result:
 
 def _category(fb: FeatureBaseline, live: pd.Series, th: DriftThresholds, result: FeatureDrift,
               config: Mapping[str, Any]) -> str:
-    observed = live.value_counts().to_dict()
+    observed = {str(k): int(v) for k, v in live.value_counts().items()}  # live: the values as str
     keys = sorted(set(fb.counts) | set(observed))
     base = np.array([fb.counts.get(k, 0.0) for k in keys])
     now = np.array([float(observed.get(k, 0)) for k in keys])
@@ -175,7 +175,7 @@ def _terms(fb: FeatureBaseline, lists: pd.Series, th: DriftThresholds, result: F
     # Which terms changed: per-term frequency among patients, Bonferroni over the terms tested.
     tested = sorted(set(fb.counts) | set(live_counts))
     alpha = th.p_value / max(1, len(tested))
-    changed = []
+    changed: list[dict[str, Any]] = []
     for term in tested:
         kb, kl = fb.counts.get(term, 0.0), float(live_counts.get(term, 0))
         z = two_proportions(kb, fb.item_count, kl, n_live)
@@ -211,15 +211,16 @@ def feature_drift(fb: FeatureBaseline, column: pd.Series, th: DriftThresholds, t
     result.missing = {"baseline_rate": round(fb.missing_rate, 6), "live_rate": live_missing}
     verdicts = []
     if n >= th.min_rows and fb.num_present + fb.num_missing > 0:
+        assert live_missing is not None  # n >= min_rows >= 1
         z = two_proportions(fb.num_missing, fb.num_present + fb.num_missing, n - n_present, n)
         result.missing["p_value"] = z.p_value
-        delta = (live_missing or 0.0) - fb.missing_rate
+        delta = live_missing - fb.missing_rate
         if abs(delta) >= th.missing_rate_delta and z.p_value < th.p_value:
             what = "empty" if fb.kind == "terms" else "missing"
             result.reasons.append(f"{what} rate {fb.missing_rate:.1%} → {live_missing:.1%}")
             verdicts.append(DRIFT)
         if fb.completeness is not None and fb.kind != "terms" and \
-                1 - (live_missing or 0.0) < fb.completeness - th.missing_rate_delta:
+                1 - live_missing < fb.completeness - th.missing_rate_delta:
             result.violations.append({"constraint_check_type": "completeness_check",
                                       "description": f"completeness {1 - live_missing:.3f} below the baseline's "
                                                      f"{fb.completeness:.3f} (tolerance {th.missing_rate_delta})"})

@@ -57,8 +57,7 @@ def parse_window(since: str | None = None, until: str | None = None, last: str |
         match = _DURATION.match(last.strip().lower())
         if not match or int(match[1]) == 0:
             raise WindowError(f"--last {last!r} must be a positive duration like 30m, 24h, 7d or 2w")
-        start = (end or now) - timedelta(**{_UNITS[match[2]]: int(match[1])})
-        return start, end
+        return (end or now) - timedelta(**{_UNITS[match[2]]: int(match[1])}), end
     start = _instant(since, "--since") if since else None
     if start is not None and end is not None and start >= end:
         raise WindowError(f"--since {since} is not before --until {until}")

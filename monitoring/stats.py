@@ -7,15 +7,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import Mapping
 
 import numpy as np
+from numpy.typing import ArrayLike
 from scipy import stats
 
 PSI_EPSILON = 1e-4  # share given to an empty bin so log(q/p) stays finite
 
 
-def psi(expected: Sequence[float], actual: Sequence[float], *, epsilon: float = PSI_EPSILON) -> float:
+def psi(expected: ArrayLike, actual: ArrayLike, *, epsilon: float = PSI_EPSILON) -> float:
     """Population stability index between two distributions over the same bins (counts or shares).
 
     ``sum((a - e) * ln(a / e))`` over bins, shares normalised and floored at ``epsilon``. Rules of

@@ -212,8 +212,8 @@ def render_training(request: Mapping[str, Any], root: Path, fetch: Fetch, *,
         target = root / "input" / "data" / channel["ChannelName"]
         target.mkdir(parents=True)
         source = _channel_source(channel)
-        sharded = source.get("S3DataDistributionType") == SHARDED and host is not None
-        fetch(source["S3Uri"], target, host.shard if sharded else None)
+        sharded = source.get("S3DataDistributionType") == SHARDED
+        fetch(source["S3Uri"], target, host.shard if sharded and host is not None else None)
         channels[channel["ChannelName"]] = target
     for folder in (root / "model", root / "output" / "data"):
         folder.mkdir(parents=True, exist_ok=True)
@@ -298,8 +298,8 @@ def render_processing(request: Mapping[str, Any], root: Path, fetch: Fetch, job_
         source = _processing_source(spec)
         target = container_path(root, source["LocalPath"].rstrip("/"))
         target.mkdir(parents=True, exist_ok=True)
-        sharded = source.get("S3DataDistributionType") == SHARDED and host is not None
-        fetch(source["S3Uri"], target, host.shard if sharded else None)
+        sharded = source.get("S3DataDistributionType") == SHARDED
+        fetch(source["S3Uri"], target, host.shard if sharded and host is not None else None)
         inputs[spec["InputName"]] = target
     outputs = {}
     for spec in (request.get("ProcessingOutputConfig") or {}).get("Outputs") or []:

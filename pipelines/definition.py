@@ -314,6 +314,7 @@ def build_pipeline(settings: PipelineSettings, session: Any) -> Any:
                   for label, name in settings.parameter_names().items()}
     slice_threshold = (ParameterFloat(name=slice_parameter(settings.slice_name), default_value=settings.orphan_threshold)
                        if settings.slice_name else None)
+    unseen_name = unseen_slice(settings.slice_name) if settings.slice_name and settings.slice_grouped else None
     unseen_threshold = (ParameterFloat(name=unseen_parameter(settings.slice_name),
                                        default_value=settings.unseen_threshold)
                         if settings.slice_name and settings.slice_grouped else None)
@@ -437,7 +438,7 @@ def build_pipeline(settings: PipelineSettings, session: Any) -> Any:
         ["evaluation", "report"],
         ["--thresholds", Join(on="", values=["{", *_threshold_json(thresholds), "}"]),
          *_slice_arguments(settings.slice_name, slice_threshold),
-         *_slice_arguments(unseen_slice(settings.slice_name) if unseen_threshold else None, unseen_threshold)],
+         *_slice_arguments(unseen_name, unseen_threshold)],
         property_files=[report])
 
     def recall_of(path: str) -> Any:
@@ -450,7 +451,7 @@ def build_pipeline(settings: PipelineSettings, session: Any) -> Any:
             left=recall_of(f"diagnosa.slices.{settings.slice_name}.macro_recall"), right=slice_threshold))
     if unseen_threshold is not None:
         conditions.append(ConditionGreaterThanOrEqualTo(
-            left=recall_of(f"diagnosa.slices.{unseen_slice(settings.slice_name)}.macro_recall"),
+            left=recall_of(f"diagnosa.slices.{unseen_name}.macro_recall"),
             right=unseen_threshold))
     champion_model = Join(on="/", values=[select.properties.ProcessingOutputConfig.Outputs["champion"].S3Output.S3Uri,
                                           "model.tar.gz"])

@@ -205,6 +205,9 @@ class StepEvent:
     note: str = ""
 
 
+DEFAULT_MAX_PARALLEL = max(1, min(4, os.cpu_count() or 1))  # steps run at once
+
+
 @dataclass
 class LocalExecutor:
     """Runs definitions against one data lake, model registry and set of local endpoints."""
@@ -215,7 +218,7 @@ class LocalExecutor:
     registry: LocalModelRegistry
     endpoints: Any = None  # pipelines.local_endpoints.LocalEndpoints, or None to report deploys without doing them
     python: str = sys.executable
-    max_parallel: int = max(1, min(4, os.cpu_count() or 1))
+    max_parallel: int = DEFAULT_MAX_PARALLEL
     progress: Callable[[str], None] = print
     use_cache: bool = True  # honour each step's CacheConfig, as the service does
     heartbeat_seconds: float = 30.0  # a running job reports itself (and its log's last line) this often
@@ -635,9 +638,8 @@ def open_local(workspace: Path, lake: DataLake, bucket: str, *, endpoints: Any =
                progress: Callable[[str], None] = print, max_parallel: int | None = None,
                use_cache: bool = True, on_step: Callable[[StepEvent], None] | None = None) -> LocalExecutor:
     """The executor for a workspace: its executions folder and registry."""
-    kwargs = {"max_parallel": max_parallel} if max_parallel else {}
     return LocalExecutor(lake=lake, bucket=bucket, root=executions_folder(workspace),
-                         registry=local_registry(workspace), endpoints=endpoints,
-                         progress=progress, use_cache=use_cache, on_step=on_step, **kwargs)
+                         registry=local_registry(workspace), endpoints=endpoints, progress=progress,
+                         max_parallel=max_parallel or DEFAULT_MAX_PARALLEL, use_cache=use_cache, on_step=on_step)
 
 

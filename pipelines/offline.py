@@ -52,10 +52,11 @@ class _OfflineAws:
 
     def _answer(self, model: Any, context: dict[str, Any], **_: Any) -> tuple[Any, dict[str, Any]]:
         from botocore.awsrequest import AWSResponse
+        from botocore.compat import HTTPHeaders
 
         service, operation = model.service_model.service_name, model.name
         params = context.get("diagnosa_offline_params", {})
-        ok = AWSResponse(None, 200, {}, None)
+        ok = AWSResponse(f"offline://{service}/{operation}", 200, HTTPHeaders(), None)  # answered here, never sent
         meta = {"ResponseMetadata": {"HTTPStatusCode": 200}}
         if service == "sts" and operation == "GetCallerIdentity":
             return ok, {**meta, "Account": OFFLINE_ACCOUNT, "UserId": "offline",

@@ -234,7 +234,8 @@ def parse_data_baseline(statistics: Any, constraints: Any) -> DataBaseline:
         if "numerical_statistics" in entry:
             block = entry["numerical_statistics"]
             sketch_levels = (block.get("distribution", {}).get("kll", {}).get("sketch", {}).get("data") or [])
-            values, weights = [], []
+            values: list[float] = []
+            weights: list[float] = []
             for level, items in enumerate(sketch_levels):
                 if not isinstance(items, list):
                     raise BaselineError(f"{where}: sketch level {level} is not a list")

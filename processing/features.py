@@ -41,6 +41,7 @@ from diagnosa.data.hpo import PHENOTYPIC_ABNORMALITY, load_ontology
 from diagnosa.data.schema import Schema
 from processing.phenotype import PhenotypeSimilarity
 from processing.phenotype import as_lists as _as_lists
+from processing.sparse import is_sparse
 
 REDUCTIONS = ("none", "pca", "lda", "both")
 # The column blocks are stacked as CSR below this share of stored values (the cohort's: 8.6 % at 20k patients,
@@ -175,18 +176,18 @@ class SparseIndicators(TransformerMixin, BaseEstimator):
         self.chunk_rows = chunk_rows
 
     def fit(self, X: Any, y: Any = None) -> SparseIndicators:
-        X = X.tocsr() if sp.issparse(X) else to_float32(X)
+        X = sp.csr_matrix(X) if is_sparse(X) else to_float32(X)
         self.indicator_ = binary_columns(X, self.chunk_rows)
         self.n_features_in_ = X.shape[1]
         return self
 
     def transform(self, X: Any) -> sp.csr_matrix:
-        X = sp.csr_matrix(X, dtype=np.float32) if sp.issparse(X) else to_float32(X)
+        X = sp.csr_matrix(X, dtype=np.float32) if is_sparse(X) else to_float32(X)
         if X.shape[1] != len(self.indicator_):
             raise ValueError(f"expected {len(self.indicator_)} feature columns, got {X.shape[1]}")
         if not X.shape[0]:
             return sp.csr_matrix(X.shape, dtype=np.float32)
-        encode = self._encode_sparse if sp.issparse(X) else self._encode_dense
+        encode = self._encode_sparse if is_sparse(X) else self._encode_dense
         blocks = [encode(X[start:start + self.chunk_rows]) for start in range(0, X.shape[0], self.chunk_rows)]
         return blocks[0] if len(blocks) == 1 else sp.vstack(blocks, format="csr")
 
@@ -212,7 +213,7 @@ class SparseIndicators(TransformerMixin, BaseEstimator):
 
 
 def _dense(X: Any) -> np.ndarray:
-    return X.toarray() if sp.issparse(X) else np.asarray(X)
+    return X.toarray() if is_sparse(X) else np.asarray(X)
 
 
 def _estimator_has(name: str) -> Any:
@@ -278,12 +279,12 @@ class DenseBatches(BaseEstimator):
 
 def to_float32(X: Any) -> np.ndarray:
     """Dense float32 (the feature pipeline's last step before issue 16; artifacts of that time still name it)."""
-    return np.asarray(X.toarray() if sp.issparse(X) else X, dtype=np.float32)
+    return np.asarray(X.toarray() if is_sparse(X) else X, dtype=np.float32)
 
 
 def as_float32(X: Any) -> Any:
     """float32; sparse input stays sparse (CSR)."""
-    return sp.csr_matrix(X, dtype=np.float32) if sp.issparse(X) else np.asarray(X, dtype=np.float32)
+    return sp.csr_matrix(X, dtype=np.float32) if is_sparse(X) else np.asarray(X, dtype=np.float32)
 
 
 def fill_missing_category(X: Any) -> pd.DataFrame:
@@ -348,8 +349,8 @@ def binary_columns(X: Any, chunk_rows: int = 20_000) -> np.ndarray:
     """Columns holding only 0 and 1 (indicators; NaN is neither): SMOTENC treats them as categorical, and
     XGBoost's sparse encoding leaves their zeros out. Sparse input: its stored values decide (absent ones are 0);
     dense: vectorised a block of rows at a time (bounded temporaries)."""
-    if sp.issparse(X):
-        X = X.tocsr()
+    if is_sparse(X):
+        X = sp.csr_matrix(X)
         indicator = np.ones(X.shape[1], dtype=bool)
         indicator[X.indices[(X.data != 0) & (X.data != 1)]] = False
         return indicator

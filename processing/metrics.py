@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 from sklearn.metrics import (
     accuracy_score,
     average_precision_score,
@@ -112,7 +113,7 @@ def slice_scores(t: np.ndarray, pred: np.ndarray, labels: list[str]) -> dict[str
 
 def evaluate(y_true: Sequence[str], proba: np.ndarray, labels: Sequence[str], *,
              orphan: np.ndarray | None = None, slice_name: str = "orphan",
-             predicted: Sequence[int] | None = None, unseen: np.ndarray | None = None) -> dict[str, Any]:
+             predicted: ArrayLike | None = None, unseen: np.ndarray | None = None) -> dict[str, Any]:
     """Score predicted probabilities against true labels; ``labels`` order is the ordinal order.
 
     ``orphan`` marks the rows of the dataset's slice, reported as ``slices[slice_name]`` (the built-in

@@ -141,7 +141,7 @@ class PhenotypeSimilarity(TransformerMixin, BaseEstimator):
         self.terms_ = np.array(terms, dtype=object)
         self.ic_ = (ic / scale).astype(np.float32)  # normalised information content, in [0, 1]
         self.closure_indptr_ = closure_matrix.indptr.astype(np.int32)
-        self.closure_indices_ = closure_matrix.indices.astype(np.int16 if len(ids) < 2**15 else np.int32)
+        self.closure_indices_: np.ndarray = closure_matrix.indices.astype(np.int16 if len(ids) < 2**15 else np.int32)
         self.disease_ic_ = np.asarray(closure_matrix.T.astype(np.float64) @ self.ic_.astype(np.float64)).ravel() \
             .astype(np.float32)  # each disease's closure IC
         self.disease_ids_ = ids.astype(object)
@@ -218,11 +218,12 @@ class PhenotypeSimilarity(TransformerMixin, BaseEstimator):
 
         Terms of zero information content (the ontology's roots, in every disease's closure) are left out:
         they add exactly 0 to any shared IC, and they held about half the entries a patient's row met (2,742 of ~4,900)."""
-        found = self.__dict__.get("_incidence_cache")
+        found: sp.csr_matrix | None = self.__dict__.get("_incidence_cache")
         if found is None:
-            found = sp.csr_matrix((np.ones(len(self.closure_indices_)), self.closure_indices_, self.closure_indptr_),
-                                  shape=(len(self.terms_), len(self.disease_ids_)))
-            found = self.__dict__["_incidence_cache"] = sp.diags((self.ic_ != 0).astype(np.float64)) @ found
+            closure = sp.csr_matrix((np.ones(len(self.closure_indices_)), self.closure_indices_, self.closure_indptr_),
+                                    shape=(len(self.terms_), len(self.disease_ids_)))
+            # the product is CSR already (tocsr() returns it as is); the stubs allow any compressed format
+            found = self.__dict__["_incidence_cache"] = (sp.diags((self.ic_ != 0).astype(np.float64)) @ closure).tocsr()
             found.eliminate_zeros()
         return found
 

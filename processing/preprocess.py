@@ -244,7 +244,8 @@ class Preprocessed:
 
 def split_frames(frame: pd.DataFrame, membership: pd.DataFrame, train_groups: frozenset[str] | None) -> Splits:
     codes = membership["split"].to_numpy()
-    return Splits(*(frame[codes == i].reset_index(drop=True) for i in range(len(SPLITS))), train_groups=train_groups)
+    train, validation, test = (frame[codes == i].reset_index(drop=True) for i in range(len(SPLITS)))
+    return Splits(train, validation, test, train_groups=train_groups)
 
 
 def preprocess(frame: pd.DataFrame, schema: Schema, params: PreprocessParams | None = None) -> Preprocessed:

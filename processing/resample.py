@@ -21,6 +21,7 @@ from imblearn.under_sampling import RandomUnderSampler
 from sklearn.utils.class_weight import compute_class_weight
 
 from processing.features import as_float32
+from processing.sparse import is_sparse
 
 METHODS = ("none", "smote", "adasyn", "undersample", "class_weights")
 # Methods that need every training row in one process (neighbours, or a draw over all rows); "none" and
@@ -115,7 +116,7 @@ def resample(X: Any, y: np.ndarray, method: str, *, seed: int = 0,
 
 def snap_indicators(X: Any, columns: np.ndarray) -> Any:
     """Interpolated indicator values back to 0/1 (>= 0.5 → 1) in the marked columns; CSR drops the new zeros."""
-    if sp.issparse(X):
+    if is_sparse(X):
         X = sp.csr_matrix(X, copy=True)
         marked = columns[X.indices]
         X.data[marked] = (X.data[marked] >= 0.5).astype(X.dtype)

@@ -100,7 +100,9 @@ def _read_tar_metadata(tarball: Path) -> dict[str, Any]:
             for required in (MODEL_FILE, METADATA_FILE):
                 if required not in members:
                     raise ValueError(f"{tarball} has no {required} at its root")
-            raw = tar.extractfile(members[METADATA_FILE]).read()  # type: ignore[union-attr]
+            metadata = tar.extractfile(members[METADATA_FILE])
+            assert metadata is not None  # None only for what is not a regular file; members holds regular files
+            raw = metadata.read()
     except (tarfile.TarError, OSError, EOFError) as err:
         raise ValueError(f"{tarball} is not a readable gzip tar: {err}") from None
     return _parse_metadata(raw, tarball)

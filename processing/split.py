@@ -187,4 +187,5 @@ def split_dataset(frame: pd.DataFrame, schema: Schema, *, fractions: tuple[float
     if group_column and slice_column:
         train_groups = frozenset(frame.loc[by_group & (assignment == 0), group_column].astype(str)) if has_groups \
             else frozenset()
-    return Splits(*parts, train_groups=train_groups)
+    train, validation, test = parts
+    return Splits(train, validation, test, train_groups=train_groups)

@@ -21,24 +21,27 @@ import os
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeAlias
 
 import numpy as np
 import scipy.sparse as sp
 
+from processing.sparse import is_sparse
+
 TRAIN_FILE = "train.npz"  # the one training object of a joint resampling (over-samplers, undersampling)
 SPARSE_KEYS = ("format", "shape", "data", "indices", "indptr")
+Rows: TypeAlias = sp.csr_matrix | np.ndarray  # the features of rows: scipy.sparse CSR or a dense 2-D array
 
 
-def stack_parts(blocks: Sequence[Any]) -> Any:
+def stack_parts(blocks: Sequence[Any]) -> Rows:
     """Row blocks stacked: CSR when any block is CSR (an empty block is dense), else one dense array."""
-    if any(sp.issparse(b) for b in blocks):
+    if any(is_sparse(b) for b in blocks):
         return sp.vstack([sp.csr_matrix(b) for b in blocks], format="csr", dtype=np.float32)
     return blocks[0] if len(blocks) == 1 else np.vstack(blocks)
 
 
 class TrainRows(NamedTuple):
-    X: Any  # scipy.sparse CSR or a dense 2-D array
+    X: Rows
     y: np.ndarray
     sample_weight: np.ndarray | None  # None when the file has none
 
@@ -46,7 +49,7 @@ class TrainRows(NamedTuple):
 def write_train(path: str | os.PathLike, X: Any, y: np.ndarray, sample_weight: np.ndarray) -> Path:
     """Write ``X`` (CSR or dense), ``y`` and ``sample_weight`` to ``path``; returns the path."""
     path = Path(path)
-    if sp.issparse(X):
+    if is_sparse(X):
         X = sp.csr_matrix(X)
         arrays = {"format": np.array("csr"), "shape": np.array(X.shape, dtype=np.int64), "data": X.data,
                   "indices": X.indices, "indptr": X.indptr}
@@ -89,7 +92,7 @@ def _sparse(arrays: dict[str, np.ndarray], name: str) -> sp.csr_matrix:
     if arrays["data"].ndim != 1:
         raise ValueError(f"{name}: 'data' must be 1-D, got shape {arrays['data'].shape}")
     try:
-        X = sp.csr_matrix((arrays["data"], arrays["indices"], arrays["indptr"]), shape=tuple(int(n) for n in shape))
+        X = sp.csr_matrix((arrays["data"], arrays["indices"], arrays["indptr"]), shape=(int(shape[0]), int(shape[1])))
         X.check_format(full_check=True)  # index bounds, non-decreasing indptr: a corrupt matrix fails here
     except ValueError as err:
         raise ValueError(f"{name}: inconsistent sparse arrays: {err}") from None

@@ -35,3 +35,14 @@ def test_serving_code_is_never_mixed_with_an_older_copy(tmp_path):
     write_serving_code(tmp_path / "code")
     with pytest.raises(ServingCodeError, match="already exists"):
         write_serving_code(tmp_path / "code")
+
+
+def test_a_step_package_without_init_is_refused_before_anything_is_written(tmp_path, monkeypatch):
+    # A folder without __init__.py imports as a namespace package (``__file__`` None, maybe spread over several
+    # folders): refused by name before anything is written (it was a TypeError from Path(None)).
+    (tmp_path / "site" / "stepcode_without_init").mkdir(parents=True)
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    monkeypatch.setattr("diagnosa.serving_code.PACKAGES", ("diagnosa", "stepcode_without_init"))
+    with pytest.raises(ServingCodeError, match="stepcode_without_init has no __init__.py"):
+        write_serving_code(tmp_path / "code")
+    assert not (tmp_path / "code").exists()

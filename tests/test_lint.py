@@ -1,5 +1,6 @@
-"""The linter gates: ruff (settings in ruff.toml) finds nothing in the repository, and the import contracts
-(.importlinter, checked by import-linter) hold: the layers of docs/architecture.md point one way."""
+"""The linter gates: ruff (settings in ruff.toml) finds nothing in the repository, the type checker (mypy,
+settings in mypy.ini) finds nothing in the packages, and the import contracts (.importlinter, checked by
+import-linter) hold: the layers of docs/architecture.md point one way."""
 from __future__ import annotations
 
 import re
@@ -16,6 +17,33 @@ def test_ruff_finds_nothing():
     result = subprocess.run([sys.executable, "-m", "ruff", "check", "--output-format", "concise", "."], cwd=ROOT,
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def mypy(*targets: str) -> subprocess.CompletedProcess:
+    """mypy with the repository's configuration, from its root (its cache, .mypy_cache/, too); with no target,
+    the packages mypy.ini names."""
+    return subprocess.run([sys.executable, "-m", "mypy", "--config-file", str(ROOT / "mypy.ini"), *targets], cwd=ROOT,
+                          capture_output=True, text=True)
+
+
+def test_mypy_finds_nothing():
+    result = mypy()
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.startswith("Success: no issues found"), result.stdout
+
+
+def test_a_type_error_fails_the_type_checker(tmp_path):
+    copy = tmp_path / "sparse_copy.py"
+    copy.write_text((ROOT / "processing" / "sparse.py").read_text(encoding="utf-8"), encoding="utf-8")
+    assert mypy(str(copy)).returncode == 0  # the copy as it is passes
+    # A None that would reach len(): what the checker exists to catch before a job does.
+    with open(copy, "a", encoding="utf-8") as module:
+        module.write("\n\ndef columns_of(names: list[str] | None) -> int:\n    return len(names)\n")
+    result = mypy(str(copy))
+    assert result.returncode == 1, result.stdout + result.stderr
+    line = len(copy.read_text(encoding="utf-8").splitlines())
+    assert f"sparse_copy.py:{line}: error:" in result.stdout and "[arg-type]" in result.stdout, result.stdout
+    assert "Found 1 error in 1 file" in result.stdout
 
 
 def lint_imports(folder: Path) -> subprocess.CompletedProcess:

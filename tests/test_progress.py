@@ -230,15 +230,14 @@ def test_a_drifted_batch_shows_its_phases_too(tmp_path):
     runs = {how: run_command(["--lake", str(tmp_path / how), "data", "generate", "--patients", "1000", "--seed", "3",
                               "--drift", "symptoms", "--drift-strength", "0.5"], terminal=how == "terminal")
             for how in ("terminal", "piped")}
-    for how, run in runs.items():
+    for run in runs.values():
         assert run[0] == 0, run
     shown = ANSI.sub("", runs["terminal"][2])
     for phase in ("generating patients", "applying drift", "writing the raw batch"):
         assert re.search(rf"✓ {phase}\s+\d+\.\d s", shown), (phase, shown[-3000:])
     assert "symptoms, strength 0.5" in shown
     assert "applying drift" not in runs["piped"][2]
-    assert {runs[how][1].replace(str(tmp_path / how), "LAKE") for how in runs} == {runs["piped"][1].replace(
-        str(tmp_path / "piped"), "LAKE")}
+    assert len({runs[how][1].replace(str(tmp_path / how), "LAKE") for how in runs}) == 1  # stdout is the same
     assert "generated drifted batch cohort-n1000-s3-drift-symptoms" in runs["piped"][1]
 
 

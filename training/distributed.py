@@ -27,6 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from processing.trainset import Rows
+
 logger = logging.getLogger(__name__)
 
 TRACKER_PORT = 9099  # xgboost's default and AWS's XGBoost container's choice
@@ -138,7 +140,7 @@ def digest_of_parts(digests: Mapping[str, str]) -> str:
     return hashlib.sha256(lines.encode()).hexdigest()
 
 
-def fit_xgboost(estimator: Any, X: np.ndarray, y: np.ndarray, w: np.ndarray, n_classes: int) -> Any:
+def fit_xgboost(estimator: Any, X: Rows, y: np.ndarray, w: np.ndarray, n_classes: int) -> Any:
     """Fit ``make_classifier('xgboost', ...)``'s estimator on this host's rows across the collective.
 
     ``XGBClassifier.fit`` infers the classes from the rows it is given, which a shard may lack; this fits

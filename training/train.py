@@ -34,8 +34,9 @@ from diagnosa.model import METADATA_FILE, MODEL_FILE, DiagnosaModel
 from diagnosa.serving_code import write_serving_code
 from processing.calibration import calibration_summary
 from processing.metrics import evaluate
+from processing.sparse import is_sparse
 from processing.split import read_split, read_train_groups, unseen_mask
-from processing.trainset import read_train, stack_parts
+from processing.trainset import Rows, read_train, stack_parts
 from training.decisions import MAX_PRECISION_LOSS, calibrate_and_decide
 from training.distributed import cluster_from_env, collective, digest_of_parts, fit_xgboost, gather, is_distributed, total
 from training.models import (
@@ -258,7 +259,7 @@ def load_transformer(transformer_dir: str | os.PathLike) -> tuple[Any, dict[str,
 
 
 def load_train(train_dir: str | os.PathLike, n_labels: int, *, allow_nan: bool = False,
-               empty_width: int | None = None) -> tuple[Any, np.ndarray, np.ndarray, dict[str, str]]:
+               empty_width: int | None = None) -> tuple[Rows, np.ndarray, np.ndarray, dict[str, str]]:
     """X (CSR or dense, as Preprocess wrote it), y, sample_weight of every ``*.npz`` part in the channel (name
     order), and each part's sha256, checked so a bad file fails here, not inside a library. ``empty_width``: a host
     of a distributed job may hold no part (its shard is empty); it gets zero rows of that many columns instead."""
@@ -280,11 +281,11 @@ def load_train(train_dir: str | os.PathLike, n_labels: int, *, allow_nan: bool =
         raise ValueError(f"train channel: X must be a non-empty 2-D array, got shape {X.shape}")
     digests = {path.name: _sha256(path) for path in paths}
     logger.info("read %d part(s) from %s: X %s %s %s, %d weighted rows", len(paths), folder, X.shape, X.dtype,
-                f"CSR ({X.nnz:,} stored values)" if sp.issparse(X) else "dense", int((w != 1).sum()))
+                f"CSR ({X.nnz:,} stored values)" if is_sparse(X) else "dense", int((w != 1).sum()))
     return X, y, w, digests
 
 
-def _load_train_part(path: Path, n_labels: int, allow_nan: bool) -> tuple[Any, np.ndarray, np.ndarray]:
+def _load_train_part(path: Path, n_labels: int, allow_nan: bool) -> tuple[Rows, np.ndarray, np.ndarray]:
     try:
         X, y, w = read_train(path)
     except ValueError as err:
@@ -302,7 +303,7 @@ def _load_train_part(path: Path, n_labels: int, allow_nan: bool) -> tuple[Any, n
     if bad.size:
         raise ValueError(f"train channel: {path.name}: y holds label index(es) out of range [0, {n_labels}): "
                          f"{bad[:10].tolist()}")
-    values = X.data if sp.issparse(X) else X  # a sparse matrix's absent entries are zeros
+    values = X.data if is_sparse(X) else X  # a sparse matrix's absent entries are zeros
     if np.isinf(values).any() or (not allow_nan and np.isnan(values).any()):
         raise ValueError(f"train channel: {path.name}: X holds {int((~np.isfinite(values)).sum())} non-finite value(s)")
     if w is None:
@@ -422,14 +423,14 @@ def resampling_method(resampling: Mapping[str, Any] | None, weight: np.ndarray) 
     return str(dict(resampling or {}).get("method") or ("none" if np.allclose(weight, 1.0) else "class_weights"))
 
 
-def stack_rows(top: Any, bottom: Any) -> Any:
+def stack_rows(top: Rows, bottom: Any) -> Rows:
     """Rows of ``top`` then ``bottom``, in ``top``'s layout (CSR or dense) and dtype."""
-    if sp.issparse(top):
+    if is_sparse(top):
         return sp.vstack([top, sp.csr_matrix(bottom)], format="csr", dtype=top.dtype)
-    return np.vstack([top, bottom.toarray() if sp.issparse(bottom) else bottom]).astype(top.dtype, copy=False)
+    return np.vstack([top, bottom.toarray() if is_sparse(bottom) else bottom]).astype(top.dtype, copy=False)
 
 
-def build_pools(X: Any, y: np.ndarray, weight: np.ndarray, X_val: Any, y_val: np.ndarray,
+def build_pools(X: Rows, y: np.ndarray, weight: np.ndarray, X_val: Rows, y_val: np.ndarray,
                 resampling: Mapping[str, Any] | None) -> Pools:
     """Train + validation rows for cross-validation and for the final fit, by the split's resampling.
 
@@ -501,12 +502,12 @@ def train(train_dir: str | os.PathLike, validation_dir: str | os.PathLike, trans
         raise ValueError(f"validation channel: labels not in the label set: {unknown}")
     y_val = np.array([labels.index(str(v)) for v in validation[schema.target]], dtype=np.int64)
     X_val = validation_features(validation_dir, validation, y_val, transformer, schema.target)
-    X_val = sp.csr_matrix(X_val, dtype=X.dtype) if sp.issparse(X) else np.asarray(
-        X_val.toarray() if sp.issparse(X_val) else X_val, dtype=X.dtype)  # the training rows' layout
+    X_val = sp.csr_matrix(X_val, dtype=X.dtype) if is_sparse(X) else np.asarray(
+        X_val.toarray() if is_sparse(X_val) else X_val, dtype=X.dtype)  # the training rows' layout
     if X_val.ndim != 2 or X_val.shape[1] != X.shape[1]:  # fail now, not after a long fit
         raise ValueError(f"transformer channel: the transformer makes {X_val.shape[-1]} feature(s) but "
                          f"the training rows have {X.shape[1]} columns")
-    val_values = X_val.data if sp.issparse(X_val) else X_val
+    val_values = X_val.data if is_sparse(X_val) else X_val
     if family not in NAN_TOLERANT and not np.isfinite(val_values).all():
         raise ValueError(f"validation channel: the transformer made {int((~np.isfinite(val_values)).sum())} "
                          "non-finite value(s)")

@@ -38,6 +38,7 @@ import numpy as np
 from sklearn.base import clone
 from sklearn.model_selection import StratifiedKFold
 
+from processing.trainset import Rows
 from training.decisions import decision_scores
 from training.models import make_classifier, resolve_hyperparameters
 
@@ -101,7 +102,7 @@ def plan_folds(y: np.ndarray, *, max_folds: int = DEFAULT_MAX_FOLDS, seed: int =
         k, repeats = max(2, min(max_folds, smallest)), TINY_REPEATS
     if len(y) < 2 * k:
         raise ValueError(f"{len(y)} rows are too few for {k}-fold cross-validation")
-    folds = []
+    folds: list[tuple[np.ndarray, np.ndarray]] = []
     for r in range(repeats):
         splitter = StratifiedKFold(k, shuffle=True, random_state=seed + r)
         # StratifiedKFold warns when a class has fewer than k rows; that case is the reason for repeats.
@@ -149,15 +150,14 @@ def candidate_configs(family: str, given: Mapping[str, Any] | None = None,
     return out
 
 
-def fit_full_classes(estimator: Any, X: np.ndarray, y: np.ndarray, w: np.ndarray, k: int) -> Callable[[np.ndarray],
-                                                                                                   np.ndarray]:
+def fit_full_classes(estimator: Any, X: Rows, y: np.ndarray, w: np.ndarray, k: int) -> Callable[[Rows], np.ndarray]:
     """Fit on the classes present (relabelled 0..m-1, as xgboost requires); returns X -> k-column proba."""
     present = np.unique(y)
     remap = np.full(k, -1)
     remap[present] = np.arange(len(present))
     fitted = estimator.fit(X, remap[y], sample_weight=w)
 
-    def predict(X_new: np.ndarray) -> np.ndarray:
+    def predict(X_new: Rows) -> np.ndarray:
         out = np.zeros((X_new.shape[0], k))
         out[:, present[np.asarray(fitted.classes_, dtype=int)]] = fitted.predict_proba(X_new)
         return out
@@ -165,7 +165,7 @@ def fit_full_classes(estimator: Any, X: np.ndarray, y: np.ndarray, w: np.ndarray
     return predict
 
 
-def oof_proba(estimator: Any, X: np.ndarray, y: np.ndarray, w: np.ndarray, plan: FoldPlan, k: int) -> np.ndarray:
+def oof_proba(estimator: Any, X: Rows, y: np.ndarray, w: np.ndarray, plan: FoldPlan, k: int) -> np.ndarray:
     """Out-of-fold probabilities: each row scored by the fits that did not see it, averaged over repeats."""
     total = np.zeros((len(y), k))
     seen = np.zeros(len(y))
@@ -182,7 +182,7 @@ def configs_within_budget(n_rows: int, plan: FoldPlan, budget: int, max_configs:
     return max(1, min(max_configs, int(budget // max(1.0, per_config))))
 
 
-def search(family: str, X: np.ndarray, y: np.ndarray, w: np.ndarray, k: int, *,
+def search(family: str, X: Rows, y: np.ndarray, w: np.ndarray, k: int, *,
            given: Mapping[str, Any] | None = None, seed: int = 0, budget: int = DEFAULT_SEARCH_BUDGET,
            max_configs: int = DEFAULT_MAX_CONFIGS, max_folds: int = DEFAULT_MAX_FOLDS,
            max_rows: int = DEFAULT_CV_MAX_ROWS,
@@ -236,11 +236,11 @@ def use_holdout(y_val: np.ndarray, k: int, min_class: int = HOLDOUT_MIN_CLASS) -
     return bool(np.bincount(y_val, minlength=k).min() >= min_class)
 
 
-def holdout_search(family: str, X: np.ndarray, y: np.ndarray, w: np.ndarray, X_val: np.ndarray, y_val: np.ndarray,
+def holdout_search(family: str, X: Rows, y: np.ndarray, w: np.ndarray, X_val: Rows, y_val: np.ndarray,
                    k: int, *, given: Mapping[str, Any] | None = None, seed: int = 0,
                    budget: int = DEFAULT_SEARCH_BUDGET, max_configs: int = DEFAULT_MAX_CONFIGS,
                    n_rows: int | None = None,
-                   fit: Callable[[Any, np.ndarray, np.ndarray, np.ndarray], Any] | None = None) -> HoldoutResult:
+                   fit: Callable[[Any, Rows, np.ndarray, np.ndarray], Any] | None = None) -> HoldoutResult:
     """Fit ``family``'s candidate configurations on (X, y, w) and score them on the validation rows
     (same score as ``search``); at most ``budget`` training rows fitted in total, at least one config.
 

@@ -208,8 +208,6 @@ def _feedback_file(args: argparse.Namespace) -> int:
     return 0 if not bad else EXIT_BAD_INPUT
 
 
-# ------------------------------------------------------------------------------------------------ data generate --drift
-
 # ------------------------------------------------------------------------------------------------ parser
 
 def register(commands: Any) -> None:

@@ -15,9 +15,9 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, TextIO
+from typing import IO, Callable, TextIO
 
-from rich.console import Console, Group
+from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.spinner import Spinner
 from rich.table import Table
@@ -140,6 +140,7 @@ class Board:
         table.add_column(justify="right", no_wrap=True)
         table.add_column(no_wrap=True, overflow="ellipsis", ratio=1, style="dim")
         for row in rows:
+            mark: RenderableType
             if row.ended is None:
                 mark, elapsed = row.spinner, now - row.started
                 detail = row.detail() if callable(row.detail) else row.detail
@@ -163,7 +164,7 @@ def _is_terminal(stream: TextIO) -> bool:
         return False
 
 
-def _same_terminal(one: TextIO, other: TextIO) -> bool:
+def _same_terminal(one: IO[str], other: IO[str]) -> bool:
     """Whether two streams draw on the same terminal (then a stdout line must make room for the board)."""
     try:
         if not (one.isatty() and other.isatty()):

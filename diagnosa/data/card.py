@@ -42,9 +42,9 @@ def render_card(summary: dict[str, Any], orphans: OrphanCatalogue) -> str:
         counts.append([label, f"{c + o:,}", f"{(c + o) / n:.1%}", f"{c:,}", f"{o:,}"])
     counts.append(["**total**", f"{n:,}", "100%", f"{n - summary['orphan_patients']:,}", f"{summary['orphan_patients']:,}"])
 
-    placed = orphans.diseases.groupby(["category", "source"]).size().unstack(fill_value=0)
-    orphan_rows = [[cat, *(int(placed.loc[cat].get(s, 0)) if cat in placed.index else 0 for s in ("OMIM", "ORPHA", "DECIPHER"))]
-                   for cat in CATEGORIES[1:]]
+    by_source = (orphans.diseases.groupby(["category", "source"]).size().unstack(fill_value=0)
+                 .reindex(index=list(CATEGORIES[1:]), columns=["OMIM", "ORPHA", "DECIPHER"], fill_value=0))
+    orphan_rows = [[cat, *row] for cat, row in zip(CATEGORIES[1:], by_source.to_numpy(dtype=int).tolist())]
     conditions = [[c["category"], c["name"], c["icd10"], f"[{c['sources'][0]['title']}]({c['sources'][0]['url']})"]
                   for c in sorted(common["conditions"], key=lambda c: (CATEGORIES.index(c["category"]), c["name"]))]
     schema = cohort_schema()

@@ -178,7 +178,8 @@ class Cohort:
         stages = {}
         if self.orphan_stage is not None:  # "stage|label" → orphan patients
             pairs = pd.DataFrame({"stage": self.orphan_stage, "label": self.records["label"].reindex(self.orphan_stage.index)})
-            stages = {"orphan_stages": {f"{s}|{lab}": int(v) for (s, lab), v in pairs.groupby(["stage", "label"]).size().items()}}
+            sizes = pairs.groupby(["stage", "label"]).size()
+            stages = {"orphan_stages": {f"{s}|{lab}": int(v) for (s, lab), v in zip(sizes.index, sizes)}}
         return extra | {
             "batch": self.config.batch,
             "config": asdict(self.config),
@@ -186,7 +187,8 @@ class Cohort:
             "patients": len(self.records),
             "lab_panels": len(self.labs),
             "per_class": {k: int(v) for k, v in self.records["label"].value_counts().reindex(CATEGORIES, fill_value=0).items()},
-            "per_class_slice": {f"{k[0]}|{'orphan' if k[1] else 'common'}": int(v) for k, v in counts.items()},
+            "per_class_slice": {f"{label}|{'orphan' if orphan else 'common'}": int(v)
+                                for (label, orphan), v in zip(counts.index, counts)},
             "orphan_patients": int(self.records["is_orphan"].sum()),
             "orphan_diseases_sampled": self.orphan_diseases,
             "defects": self.defects,
@@ -213,7 +215,7 @@ class Cohort:
     def write_labs(self, out: BinaryIO) -> None:
         """CSV; rows with an injected defect (and duplicate copies) come after the clean rows."""
         victims = np.array(sorted(self.lab_defects), dtype=int)
-        clean = self.labs.drop(index=victims)
+        clean = self.labs.drop(index=victims.tolist())
         out.write(clean.to_csv(index=False, lineterminator="\n").encode("utf-8"))
         if len(victims):
             broken = self.labs.loc[victims].astype(object).where(self.labs.loc[victims].notna(), "")
@@ -290,9 +292,10 @@ def apply_drift(cohort: Cohort, scenario: str, *, seed: int = 0, strength: float
                    "hemoglobin_g_dl": f"missing for {int(dropped.sum())} more panels"}
     elif scenario == "symptoms":
         hit = np.flatnonzero(rng.random(len(records)) < 0.45 * strength)
+        symptoms = records["symptoms"].tolist()
         for i in hit:
-            terms = set(records.at[i, "symptoms"]) | {t for t in OUTBREAK_TERMS if rng.random() < 0.8}
-            records.at[i, "symptoms"] = sorted(terms)
+            symptoms[i] = sorted(set(symptoms[i]) | {t for t in OUTBREAK_TERMS if rng.random() < 0.8})
+        records["symptoms"] = symptoms
         changed = {"patients_with_outbreak_terms": int(hit.size), "terms": list(OUTBREAK_TERMS)}
     else:
         orphan = records[records["is_orphan"] & (records["label"] == TERMINAL)]
@@ -306,7 +309,8 @@ def apply_drift(cohort: Cohort, scenario: str, *, seed: int = 0, strength: float
         copied = [c for c in records.columns if c not in ("patient_id", "encounter_date")]
         for target, source in zip(targets, picks):
             for column in copied:
-                records.at[target, column] = records.at[source, column]
+                # pandas-stubs: .at reads values (np.bool_, Period, Interval) its setter's type does not admit
+                records.at[target, column] = records.at[source, column]  # type: ignore[assignment]
         for name in VITALS:
             v = BY_NAME[name]
             noise = rng.normal(0, 0.05 * v.sd, targets.size) if not v.lognormal else 0.0
@@ -561,7 +565,7 @@ def generate(config: CohortConfig | None = None, *, orphans: OrphanCatalogue | N
     codes = [c[0] for c in COMORBIDITIES]
     icd = [c["icd10"] for c in common]
     prior = [[codes[j] for j in np.flatnonzero(row)] for row in history]
-    for i in np.flatnonzero(known):
+    for i in np.flatnonzero(known).tolist():
         if icd[disease[i]] not in prior[i]:
             prior[i].append(icd[disease[i]])
     date = (np.datetime64(config.start_date) + rng.integers(0, 365, n)).astype(str)

@@ -373,7 +373,7 @@ def ingest_cohort(lake: DataLake, batch: str, *, ontology: Ontology | None = Non
     bad_rows = np.zeros(len(typed), dtype=bool)
     bad_rows[list(row_errors)] = True
     records = typed[~bad_rows]
-    quarantined_records = [
+    quarantined_records: list[dict[str, Any]] = [
         {"source": records_key, "line": n, "reasons": r, "raw": lines.text(n)} for n, r in parse_errors.items()
     ] + [{"source": records_key, "line": line_numbers[p], "reasons": r, "raw": lines.text(line_numbers[p])}
          for p, r in row_errors.items()]
@@ -386,7 +386,7 @@ def ingest_cohort(lake: DataLake, batch: str, *, ontology: Ontology | None = Non
     lab_typed, lab_errors = validate_frame(labs_raw, LAB_RESULT_FIELDS, text=True)
     lab_errors = _merge(lab_errors, _duplicates(lab_typed["patient_id"], lambda p: tuple(labs_raw.iloc[p])))
     orphans = ~lab_typed["patient_id"].isin(records["patient_id"]) & lab_typed["patient_id"].notna()
-    for pos in np.flatnonzero(orphans.to_numpy()):
+    for pos in np.flatnonzero(orphans.to_numpy()).tolist():
         pid = lab_typed["patient_id"].iat[pos]
         why = (f"clinical record quarantined: patient '{pid}'" if pid in rejected_ids
                else f"no clinical record: patient '{pid}'")

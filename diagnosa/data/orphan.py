@@ -133,7 +133,7 @@ def build_catalogue(annotations: pd.DataFrame | None = None, ontology: Ontology 
     keep = _subtree_hits(phenotypes["hpo_id"], (PHENOTYPIC_ABNORMALITY,), ontology).to_numpy()
     phenotypes = phenotypes[keep & (phenotypes["probability"].to_numpy() > 0)]
     phenotypes = (
-        phenotypes.groupby(["database_id", "hpo_id"], as_index=False)["probability"].max()
+        phenotypes.groupby(["database_id", "hpo_id"])["probability"].max().reset_index()
         .rename(columns={"database_id": "disease_id"})
     )
     counts = phenotypes.groupby("disease_id").size()

@@ -11,6 +11,7 @@ import hashlib
 import json
 import re
 import tomllib
+from collections.abc import Hashable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -145,7 +146,7 @@ class Schema:
 SLICE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,62}$")
 
 
-def too_small_classes(counts: dict[str, int], labels: tuple[str, ...] | list[str]) -> str | None:
+def too_small_classes(counts: Mapping[Hashable, int], labels: tuple[str, ...] | list[str]) -> str | None:
     """Why the classes cannot be split 70/20/10 (every too-small class named at once), or None."""
     small = [(label, int(counts.get(label, 0))) for label in labels if counts.get(label, 0) < MIN_CLASS_ROWS]
     if not small:

@@ -143,15 +143,15 @@ def validate_frame(raw: pd.DataFrame, fields: Sequence[Field], *, text: bool,
             if f.type == "hpo_terms":
                 malformed = ~flat.astype(str).str.match(HPO_ID.pattern)
                 unknown = ~malformed & ~flat.isin(ontology.known_terms) if ontology is not None else malformed & False
-                for pos, term in flat[malformed].items():
+                for pos, term in zip(flat.index[malformed], flat[malformed]):  # (row position, term)
                     reasons[int(pos)].append(f"malformed HPO id in '{f.name}': {_show(term)} (expected HP:nnnnnnn)")
-                for pos, term in flat[unknown].items():
+                for pos, term in zip(flat.index[unknown], flat[unknown]):
                     reasons[int(pos)].append(f"unknown HPO term in '{f.name}': '{term}'")
                 if ontology is not None and ontology.alt_ids:
                     lists = lists.map(lambda terms: [ontology.primary(t) for t in terms])
             else:
                 malformed = ~flat.astype(str).str.match(CODE.pattern)
-                for pos, code in flat[malformed].items():
+                for pos, code in zip(flat.index[malformed], flat[malformed]):
                     reasons[int(pos)].append(f"malformed code in '{f.name}': {_show(code)}")
             typed[f.name] = lists
 

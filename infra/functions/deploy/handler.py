@@ -408,8 +408,9 @@ def remove_endpoint_resources(sagemaker: Any, autoscaling: Any, env: dict[str, s
     """Delete the scalable target (its scaling policies and their alarms go with it), the endpoint, and every
     endpoint config and model the deploy function made. Only what carries its tags: a resource someone made
     by hand under the same name is left and named in the result."""
-    endpoint, removed, left = env["ENDPOINT_NAME"], {"scalable_target": False, "endpoint": False,
-                                                     "endpoint_configs": [], "models": []}, []
+    endpoint, left = env["ENDPOINT_NAME"], []
+    deleted: dict[str, list[str]] = {"endpoint_configs": [], "models": []}
+    removed: dict[str, Any] = {"scalable_target": False, "endpoint": False, **deleted}
     resource = scalable_resource(env)
     targets = autoscaling.describe_scalable_targets(ServiceNamespace="sagemaker", ResourceIds=[resource],
                                                     ScalableDimension=SCALABLE_DIMENSION)["ScalableTargets"]
@@ -429,7 +430,7 @@ def remove_endpoint_resources(sagemaker: Any, autoscaling: Any, env: dict[str, s
         for name, arn in _named(sagemaker, kind, env):
             if _ours(_tags(sagemaker, arn), env):
                 getattr(sagemaker, delete)(**{key: name})
-                removed["endpoint_configs" if kind == "config" else "models"].append(name)
+                deleted["endpoint_configs" if kind == "config" else "models"].append(name)
             else:
                 left.append(f"{kind} {name}")
     if left:

@@ -46,6 +46,7 @@ def handler(event: dict[str, Any], context: Any = None, *, sagemaker: Any = None
     env = env if env is not None else dict(os.environ)
     pipeline = env["PIPELINE_NAME"]
     declared = {p for p in env.get("PIPELINE_PARAMETERS", "").split(",") if p}
+    overrides: object  # the event's, checked below
     if event.get("detail-type") == ALARM_EVENT:
         detail = event.get("detail", {})
         if detail.get("state", {}).get("value") != "ALARM":
