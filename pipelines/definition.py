@@ -350,9 +350,10 @@ def build_pipeline(settings: PipelineSettings, session: Any) -> Any:
     # API; only the start-up pip install needed the network, and with the pins in the image it needs none.
     # On AWS's images the pins come from the package index at start: no isolation.
     isolated = settings.job_image is not None
-    vpc = {"subnets": list(settings.subnets), "security_group_ids": list(settings.security_group_ids)} \
-        if settings.subnets else {}
-    network = NetworkConfig(enable_network_isolation=True, **vpc) if isolated else NetworkConfig(**vpc) if vpc else None
+    # The jobs' network settings, shared by processing (NetworkConfig) and training (Networking); none: the defaults.
+    job_network: dict[str, Any] = ({"subnets": list(settings.subnets), "security_group_ids": list(settings.security_group_ids)}
+                                   if settings.subnets else {}) | ({"enable_network_isolation": True} if isolated else {})
+    network = NetworkConfig(**job_network) if job_network else None
 
     def processor(count: Any) -> Any:
         return FrameworkProcessor(image_uri=image, role=settings.role_arn, instance_count=count,
@@ -411,7 +412,7 @@ def build_pipeline(settings: PipelineSettings, session: Any) -> Any:
             base_job_name=f"diagnosa-{family.replace('_', '-')}",
             compute=Compute(instance_type=training_type, instance_count=training_count if spread else 1,
                             volume_size_in_gb=30, volume_kms_key_id=settings.kms_key),
-            networking=Networking(enable_network_isolation=True, **vpc) if isolated else Networking(**vpc) if vpc else None,
+            networking=Networking(**job_network) if job_network else None,
             output_data_config=OutputDataConfig(s3_output_path=Join(on="/", values=[run, "models", family]),
                                                 kms_key_id=settings.kms_key),
             hyperparameters={"family": family, "seed": seed.to_string(), "sagemaker_program": "train_job.py",
