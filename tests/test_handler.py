@@ -5,6 +5,8 @@ import json
 
 import pandas as pd
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from diagnosa.labels import CATEGORIES
 from inference import handler
@@ -177,3 +179,28 @@ def test_codes_the_model_never_learned_are_named_not_silently_ignored(service):
     alone = json.dumps({"patient_id": "a", "age": 50, "prior_diagnoses": [known[0]]}).encode()
     assert json.loads(handler.invoke(service, alone, handler.JSON, None)[0])["predictions"][0]["probabilities"] \
         == first["probabilities"]
+
+
+_ANY_VALUE = st.recursive(
+    st.none() | st.booleans() | st.integers(-10**30, 10**30) | st.floats(allow_nan=True, allow_infinity=True)
+    | st.sampled_from([0, 1, -1, 2**53 - 1, 2**53, -2**53, 250, 250.0, 250.5, 251, 36.6, 1e308, -0.0, "M", "F", "X",
+                       "", "HP:0001945", "HP:0007000", "HP:9999999", "HP:0000005", "HP:0001945\n", "hp:0001945",
+                       "I10", "E11.9", "ORPHA:558", "bad code!", "I10\n", "38.5", "true", "HP:0001945;HP:0012735"])
+    | st.text(max_size=12),
+    lambda children: st.lists(children, max_size=4), max_leaves=8)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(value=_ANY_VALUE, text=st.booleans())
+def test_fast_checks_answer_as_the_full_check(service, value, text):
+    """Validation vouches for plain valid values in a few operations; whatever it vouches for, it parses as the
+    full check (``_value``) does, to the type, and whatever else it leaves to that check and its message."""
+    schema = service.schema
+    for name, field in schema.fields.items():
+        clean, problems = schema.validate(0, {name: value}, text=text)
+        if value is None or (text and value == "") or value == []:
+            assert clean[name] == ([] if field.type in ("hpo_terms", "codes") else None)
+            continue
+        parsed, problem = schema._value(field, value, text)
+        assert [(p.field, p.problem) for p in problems] == ([(name, problem)] if problem else [])
+        assert type(clean[name]) is type(parsed) and (clean[name] == parsed or parsed != parsed)
