@@ -1,6 +1,7 @@
 """PhenotypeSimilarity: Resnik information content + best-match average (Phenomizer) over the knowledge base."""
 from __future__ import annotations
 
+import copy
 import math
 import os
 import pickle
@@ -325,3 +326,13 @@ def test_batch_features_equal_the_per_patient_reference_to_the_bit(shipped):
     assert np.array_equal(shipped.features(lists[::-1]), expected[::-1])
     assert np.array_equal(shipped.features([lists[-2]] * 100), np.repeat(expected[-2:-1], 100, axis=0))
     assert np.array_equal(shipped.scores(lists), shipped.measures(lists)["resnik"])
+    for top in (1, 5):  # other means of the best (the default is 3)
+        other = copy.copy(shipped)
+        other.top = top
+        assert np.array_equal(other.features(lists), _reference_features(other, lists))
+
+
+def test_hand_built_features_equal_the_reference_to_the_bit(model):
+    """Categories with fewer diseases than ``top`` (one each here), alternative and obsolete ids."""
+    lists = [[SEIZURE, VISUAL], [GENERALIZED], [ALT_OF_INTELLECT, INTELLECT], [OBSOLETE], [], [ABNORMAL, EYE, NERVOUS]]
+    assert np.array_equal(model.features(lists), _reference_features(model, lists))
