@@ -8,11 +8,13 @@ through the fitted encoder itself, so infrequent-category handling stays sklearn
 path is checked against sklearn's own transform on probe records at load time; any unsupported
 step or any mismatch means serving uses the sklearn pipeline unchanged. Where the pipeline's output is
 CSR (issue 16) the compiled path stays dense: a request holds a few rows, and every classifier step
-takes either layout with the same result.
+takes either layout with the same result. The classifier may have a compiled form too
+(:func:`compile_classifier`), used only where it gives the same probabilities to the bit.
 """
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 import numpy as np
@@ -23,7 +25,7 @@ from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
 
-from processing.features import MultiLabelIndicator, as_float32, fill_missing_category, to_float32
+from processing.features import MultiLabelIndicator, SparseIndicators, as_float32, fill_missing_category, to_float32
 from processing.phenotype import PhenotypeSimilarity
 
 log = logging.getLogger("diagnosa.fastpath")
@@ -167,5 +169,43 @@ def compile_features(features: Pipeline, probes: list[dict[str, Any]], columns: 
         return None
     if got.shape != expected.shape or not np.allclose(got, expected, rtol=1e-4, atol=1e-4):
         log.warning("fast path not used: it differs from the sklearn transform on probe records")
+        return None
+    return compiled
+
+
+class _XGBoostOnDenseRows:
+    """An XGBoost classifier behind :class:`SparseIndicators`, fed the compiled path's dense rows directly.
+
+    SparseIndicators leaves an indicator's 0 out of its CSR matrix, which XGBoost reads as missing; here that 0
+    becomes NaN, XGBoost's missing value in a dense matrix, and every other value stays as it is: the trees
+    take the same branches, without a CSR matrix and sklearn's pipeline built per request (3.6 -> 3.1 ms for
+    100 patients, 0.75 -> 0.53 ms for one, on one thread)."""
+
+    def __init__(self, indicators: SparseIndicators, booster: Any):
+        self.indicator = indicators.indicator_
+        self.booster = booster
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        return self.booster.predict_proba(np.where(self.indicator & (X == 0), np.float32(np.nan), X))
+
+
+def compile_classifier(classifier: Any, rows: np.ndarray) -> Any | None:
+    """A faster stand-in for ``classifier`` if it has one and it gives exactly (to the bit) the classifier's
+    probabilities on ``rows`` (the compiled features of probe records); None: use the classifier itself."""
+    steps = getattr(classifier, "steps", None)
+    if not steps or len(steps) != 2 or not isinstance(steps[0][1], SparseIndicators):
+        return None
+    booster = steps[1][1]
+    missing = getattr(booster, "missing", None)
+    if type(booster).__module__.split(".")[0] != "xgboost" or not (isinstance(missing, float) and math.isnan(missing)):
+        return None
+    compiled = _XGBoostOnDenseRows(steps[0][1], booster)
+    try:
+        same = np.array_equal(compiled.predict_proba(rows), classifier.predict_proba(rows))
+    except Exception as err:  # noqa: BLE001 — any surprise means: use the classifier as it is
+        log.warning("compiled classifier not used: %s", err)
+        return None
+    if not same:
+        log.warning("compiled classifier not used: its probabilities differ from the classifier's on probe rows")
         return None
     return compiled

@@ -25,7 +25,7 @@ import pandas as pd
 
 from diagnosa.data.schema import Schema
 from diagnosa.model import DiagnosaModel
-from inference.fastpath import CompiledFeatures, compile_features
+from inference.fastpath import CompiledFeatures, compile_classifier, compile_features
 from inference.limits import MAX_BODY_BYTES, MAX_LISTED_PROBLEMS, MAX_RECORDS
 from inference.schema import Problem, RequestSchema
 from processing.features import list_vocabularies
@@ -114,6 +114,7 @@ class Service:
     version: str
     columns: list[str] = field(default_factory=list)
     fast: CompiledFeatures | None = None  # the compiled feature path, when it matches sklearn's
+    classifier: Any = None  # the classifier's compiled form on the compiled features, when it matches to the bit
     phenotype: PhenotypeSimilarity | None = None  # the fitted knowledge-base similarity (the differential)
     phenotype_field: str | None = None  # the HPO list field it scores
     vocabularies: dict[str, frozenset[str]] = field(default_factory=dict)  # codes the model knows, per list field
@@ -201,9 +202,11 @@ def load_service(model_dir: str) -> Service:
     version = str(model.metadata.get("model_version") or model.metadata.get("fingerprint", {}).get("preprocess", "")[:12]
                   or "unversioned")
     columns = [schema.id_column, *request_schema.fields]
-    fast = compile_features(model.features, _probe_records(request_schema, model.features), columns)
+    probes = _probe_records(request_schema, model.features)
+    fast = compile_features(model.features, probes, columns)
+    classifier = compile_classifier(model.pipeline.steps[-1][1], fast.transform(probes)) if fast is not None else None
     phenotype, phenotype_field = find_similarity(model.features)
-    return Service(model, request_schema, version, columns, fast, phenotype, phenotype_field,
+    return Service(model, request_schema, version, columns, fast, classifier, phenotype, phenotype_field,
                    list_vocabularies(model.features))
 
 
@@ -303,7 +306,7 @@ def parse_request(body: bytes | str, content_type: str | None, service: Service)
 
 def predict(request: Request, service: Service) -> list[dict[str, Any]]:
     if service.fast is not None:
-        proba = service.model.predict_proba_features(service.fast.transform(request.records))
+        proba = service.model.predict_proba_features(service.fast.transform(request.records), service.classifier)
     else:
         proba = service.model.predict_proba(request.frame)
     labels = service.model.labels

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -204,3 +205,40 @@ def test_fast_checks_answer_as_the_full_check(service, value, text):
         parsed, problem = schema._value(field, value, text)
         assert [(p.field, p.problem) for p in problems] == ([(name, problem)] if problem else [])
         assert type(clean[name]) is type(parsed) and (clean[name] == parsed or parsed != parsed)
+
+
+def test_compiled_xgboost_gives_the_classifiers_probabilities_to_the_bit(xgboost_model_dir, curated_cohort):
+    """XGBoost behind SparseIndicators, fed the compiled features as dense rows (an indicator's 0 as NaN): on 400
+    real patients, one at a time and as one batch, exactly the probabilities of the classifier on its CSR."""
+    from inference.fastpath import _XGBoostOnDenseRows
+
+    service = load_service(str(xgboost_model_dir))
+    assert isinstance(service.classifier, _XGBoostOnDenseRows)
+    frame, _ = curated_cohort
+    fields = list(service.schema.fields)
+    records = [{k: (v if isinstance(v, str) else [str(x) for x in v] if hasattr(v, "__len__")
+                    else None if pd.isna(v) else float(v)) for k, v in row.items()}
+               for row in frame.sample(400, random_state=1)[fields].to_dict("records")]
+    X = service.fast.transform(parse_request(json.dumps(records), "application/json", service).records)
+    model = service.model
+    batch = model.predict_proba_features(X, service.classifier)
+    assert np.array_equal(batch, model.predict_proba_features(X))  # the pipeline: SparseIndicators' CSR -> XGBoost
+    assert np.array_equal(np.vstack([model.predict_proba_features(X[i:i + 1], service.classifier) for i in range(40)]),
+                          batch[:40])
+    assert len({tuple(row) for row in batch.round(6)}) > 100  # real, varied patients
+
+
+def test_compiled_classifier_only_where_it_matches(xgboost_model_dir, trained_model_dir):
+    from inference.fastpath import compile_classifier
+
+    assert load_service(str(trained_model_dir)).classifier is None  # logistic regression: nothing to compile
+    service = load_service(str(xgboost_model_dir))
+    pipeline = service.model.pipeline.steps[-1][1]
+    rows = service.fast.transform([{"age": 50.0}])
+    booster = pipeline.steps[-1][1]
+    booster.set_params(missing=0.0)  # zeros would be missing in the dense rows too: not the same model any more
+    try:
+        assert compile_classifier(pipeline, rows) is None
+    finally:
+        booster.set_params(missing=np.nan)
+    assert compile_classifier(pipeline, rows) is not None
