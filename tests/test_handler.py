@@ -242,3 +242,19 @@ def test_compiled_classifier_only_where_it_matches(xgboost_model_dir, trained_mo
     finally:
         booster.set_params(missing=np.nan)
     assert compile_classifier(pipeline, rows) is not None
+
+
+def test_compiled_indicator_blocks_equal_the_fitted_transformers(service, curated_cohort):
+    """The compiled indicator blocks (columns looked up once per code, roll-up included) give exactly the fitted
+    MultiLabelIndicator's 0/1 rows: real patients, codes and terms it never learned, empty and missing lists."""
+    from inference.fastpath import _Indicators
+
+    frame, _ = curated_cohort
+    records = [{"symptoms": list(s), "prior_diagnoses": list(p)}
+               for s, p in zip(frame["symptoms"][:300], frame["prior_diagnoses"][:300])]
+    records += [{"symptoms": ["HP:0000118", "HP:0007000"], "prior_diagnoses": ["Q87.4", "I10", "I10"]}, {}, {"symptoms": []}]
+    blocks = [b for b in service.fast.blocks if isinstance(b, _Indicators)]
+    assert {b.column for b in blocks} == {"symptoms", "prior_diagnoses"}
+    for block in blocks:
+        expected = block.indicator.transform([r.get(block.column) or [] for r in records]).toarray()
+        assert expected.sum() > 100 and np.array_equal(block(records), expected)
