@@ -366,10 +366,11 @@ class PhenotypeSimilarity(TransformerMixin, BaseEstimator):
             if size > m:
                 remaining = segment.copy()
                 best = np.empty((len(scores), m), dtype=np.float32)
-                for i in range(m):
+                for i in range(m - 1):
                     at = remaining.argmax(axis=1)
                     best[:, i] = remaining[rows, at]
                     remaining[rows, at] = -np.inf
+                best[:, m - 1] = remaining.max(axis=1)
             else:
                 best = np.sort(segment, axis=1)[:, ::-1]
             out[:, j] = best.sum(axis=1) / np.float32(m)
