@@ -154,6 +154,7 @@ def main() -> None:
     print(f"\nload average {load_average()}")
     endpoint.stop()
     baseline.shutdown()
+    baseline.server_close()
 
 
 def load_average() -> str:
