@@ -82,11 +82,16 @@ class _Categorical:
 
     def __call__(self, records: list[dict[str, Any]]) -> np.ndarray:
         out = np.zeros((len(records), self.width))
+        rows: list[int] = []
+        columns: list[int] = []
         for j, column in enumerate(self.columns):
             mapping, unknown = self.mapping[j], self.unknown[j]
             for i, r in enumerate(records):
                 value = r.get(column)
-                out[i, mapping.get(MISSING if value is None else value, unknown)] = 1.0
+                lit = mapping.get(MISSING if value is None else value, unknown)
+                rows += [i] * len(lit)
+                columns += lit
+        out[rows, columns] = 1.0  # one assignment for the batch, not one per record
         return out
 
 
