@@ -231,7 +231,7 @@ class PhenotypeSimilarity(TransformerMixin, BaseEstimator):
         One mean per group of patients with the same number of terms: the same float32 sums, in the same order,
         as one mean per patient, without a numpy call per patient."""
         counts = np.fromiter(map(len, slots), dtype=np.int64, count=len(slots))
-        for k in np.unique(counts[counts > 0]).tolist():
+        for k in sorted(set(counts.tolist()) - {0}):
             members = np.flatnonzero(counts == k)
             block = np.stack([rows[slot] for i in members.tolist() for slot in slots[i]]).reshape(len(members), k, -1)
             value = block[:, 0] if k == 1 else np.mean(block, axis=1)
@@ -249,7 +249,10 @@ class PhenotypeSimilarity(TransformerMixin, BaseEstimator):
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
         sizes = np.fromiter((sum(len(closures[slot]) for slot in mine) for mine in slots), dtype=np.int64,
                             count=len(slots))
-        keys = np.unique(np.repeat(np.arange(len(slots), dtype=np.int64), sizes) * n_terms + np.concatenate(parts))
+        keys = np.sort(np.repeat(np.arange(len(slots), dtype=np.int64), sizes) * n_terms + np.concatenate(parts))
+        # Repeats dropped from the sorted keys: what np.unique returns, which on integers now goes through a hash
+        # table and costs 3-4x more (numpy 2.4: 230 vs 67 us for a 100-patient batch's 3,300 keys).
+        keys = keys[np.concatenate(([True], keys[1:] != keys[:-1]))]
         return keys // n_terms, keys % n_terms
 
     def _incidence(self) -> sp.csr_matrix:
