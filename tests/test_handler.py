@@ -258,3 +258,24 @@ def test_compiled_indicator_blocks_equal_the_fitted_transformers(service, curate
     for block in blocks:
         expected = block.indicator.transform([r.get(block.column) or [] for r in records]).toarray()
         assert expected.sum() > 100 and np.array_equal(block(records), expected)
+
+
+def test_a_serving_process_freezes_its_loaded_model_out_of_the_collector(trained_model_dir):
+    """After loading, the serving processes move the model's objects out of the cyclic collector's reach (a full
+    collection over them stalled a request); garbage made afterwards is still collected. In a process of its own:
+    freezing is process-wide."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = ("import gc, json, sys; from inference import handler; "
+              "service = handler.load_service(sys.argv[1]); handler.warm_up(service); handler.freeze_loaded(); "
+              "frozen = gc.get_freeze_count(); "
+              "answer = handler.invoke(service, json.dumps({'age': 50}).encode(), handler.JSON, None)[0]; "
+              "cycle = []; cycle.append(cycle); del cycle; "
+              "print(json.dumps([frozen, len(json.loads(answer)['predictions']), gc.collect()]))")
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", script, str(trained_model_dir)], cwd=root, capture_output=True, text=True,
+                         check=True).stdout
+    frozen, answered, collected = json.loads(out)
+    assert frozen > 50_000 and answered == 1 and collected >= 1
