@@ -64,8 +64,9 @@ class RequestError(Exception):
 
 def encode_json(payload: Any) -> bytes:
     """JSON as UTF-8 that never fails: a lone surrogate (only possible in text we echo) is written as its
-    \\uXXXX escape, which JSON readers accept."""
-    return json.dumps(payload, ensure_ascii=False).encode("utf-8", errors="backslashreplace")
+    \\uXXXX escape, which JSON readers accept. The answers are trees built here (no cycles to look for: 15 %
+    of a 100-patient answer's encoding went to that check)."""
+    return json.dumps(payload, ensure_ascii=False, check_circular=False).encode("utf-8", errors="backslashreplace")
 
 
 def _surrogate_path(data: Any) -> str | None:
