@@ -148,12 +148,15 @@ def main() -> None:
         threading.Event().wait()  # until the benchmark ends this process
     if args.seconds <= 0 or args.rounds < 1 or args.connections < 1:
         parser.error("--seconds must be > 0, --rounds and --connections >= 1")
+    from inference.handler import freeze_loaded, limit_process_threads
     from inference.workers import default_workers
 
     workers = args.workers if args.workers is not None else default_workers()
+    limit_process_threads()  # the endpoint's process as `diagnosa serve` runs it
     endpoint = EndpointServer(args.model, port=0, capture=None, workers=workers)
     endpoint.start()
     endpoint.wait_until_ready(60)
+    freeze_loaded()
     baseline, baseline_port = baseline_process(args.model, args.baseline_threads)
     servers = {"diagnosa": endpoint.port, "naive baseline": baseline_port}
     cases = {"1 patient": json.dumps(PATIENT).encode(), "100 patients": json.dumps({"instances": [PATIENT] * 100}).encode()}
