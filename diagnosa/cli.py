@@ -171,7 +171,7 @@ MODEL_LOAD_TIMEOUT = 300.0  # seconds `diagnosa serve` waits for the model (and 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from inference.capture import DataCapture, SpoolBusy
-    from inference.handler import limit_process_threads
+    from inference.handler import freeze_loaded, limit_process_threads
     from inference.server import EndpointServer
     from inference.workers import default_workers
 
@@ -202,6 +202,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except (RuntimeError, TimeoutError) as err:
         endpoint.stop()
         raise UsageError(f"not serving {model_dir}: {err}") from None
+    freeze_loaded()  # with --workers 0 the model lives in this process (workers freeze their own)
     print(f"local endpoint '{args.endpoint_name}' on {endpoint.url} (model {model_dir})\n"
           f"  curl -s {endpoint.url}/invocations -H 'Content-Type: application/json' -d '{{\"age\": 67, \"sex\": \"M\", "
           f"\"temperature_c\": 38.9, \"symptoms\": [\"HP:0001945\"]}}'\n"

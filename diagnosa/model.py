@@ -110,9 +110,11 @@ class DiagnosaModel:
     def features(self) -> Any:
         return self.pipeline.steps[0][1]
 
-    def predict_proba_features(self, X: np.ndarray) -> np.ndarray:
-        """Probabilities from already transformed features (serving's compiled feature path)."""
-        raw = self._in_label_order(np.asarray(self.pipeline.steps[-1][1].predict_proba(X), dtype=float))
+    def predict_proba_features(self, X: np.ndarray, classifier: Any = None) -> np.ndarray:
+        """Probabilities from already transformed features (serving's compiled feature path); ``classifier``:
+        a stand-in for the pipeline's classifier step with the same probabilities (serving's compiled one)."""
+        classifier = self.pipeline.steps[-1][1] if classifier is None else classifier
+        raw = self._in_label_order(np.asarray(classifier.predict_proba(X), dtype=float))
         return apply_calibration(raw, self.metadata.get("calibration"))
 
     def _in_label_order(self, proba: np.ndarray) -> np.ndarray:

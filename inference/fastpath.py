@@ -8,11 +8,13 @@ through the fitted encoder itself, so infrequent-category handling stays sklearn
 path is checked against sklearn's own transform on probe records at load time; any unsupported
 step or any mismatch means serving uses the sklearn pipeline unchanged. Where the pipeline's output is
 CSR (issue 16) the compiled path stays dense: a request holds a few rows, and every classifier step
-takes either layout with the same result.
+takes either layout with the same result. The classifier may have a compiled form too
+(:func:`compile_classifier`), used only where it gives the same probabilities to the bit.
 """
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -23,12 +25,13 @@ from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
 
-from processing.features import MultiLabelIndicator, as_float32, fill_missing_category, to_float32
+from processing.features import MultiLabelIndicator, SparseIndicators, as_float32, fill_missing_category, to_float32
 from processing.phenotype import PhenotypeSimilarity
 from processing.sparse import is_sparse
 
 log = logging.getLogger("diagnosa.fastpath")
 MISSING = "<missing>"
+CODE_CACHE_LIMIT = 20_000  # codes whose indicator columns are kept per block (the HPO has ~19,000 terms)
 
 
 class Unsupported(Exception):
@@ -80,21 +83,50 @@ class _Categorical:
 
     def __call__(self, records: list[dict[str, Any]]) -> np.ndarray:
         out = np.zeros((len(records), self.width))
+        rows: list[int] = []
+        columns: list[int] = []
         for j, column in enumerate(self.columns):
             mapping, unknown = self.mapping[j], self.unknown[j]
             for i, r in enumerate(records):
                 value = r.get(column)
-                out[i, mapping.get(MISSING if value is None else value, unknown)] = 1.0
+                lit = mapping.get(MISSING if value is None else value, unknown)
+                rows += [i] * len(lit)
+                columns += lit
+        out[rows, columns] = 1.0  # one assignment for the batch, not one per record
         return out
 
 
 class _Indicators:
+    """The fitted indicator block's columns per code (its roll-up included), looked up once per code and set in
+    a dense block: the CSR matrix the transformer builds cost 2-3x more on a 100-patient request."""
+
     def __init__(self, column: str, indicator: MultiLabelIndicator):
         self.column = column
         self.indicator = indicator
+        self.width = len(indicator.vocabulary_)
+        self._columns: dict[str, tuple[int, ...]] = {}
+
+    def _columns_of(self, code: str) -> tuple[int, ...]:
+        found = self._columns.get(code)
+        if found is None:
+            vocabulary = self.indicator.vocabulary_
+            found = tuple(sorted({vocabulary[t] for t in self.indicator._expand(code) if t in vocabulary}))
+            if len(self._columns) >= CODE_CACHE_LIMIT:  # codes come from clients: bounded
+                self._columns.clear()
+            self._columns[code] = found
+        return found
 
     def __call__(self, records: list[dict[str, Any]]) -> np.ndarray:
-        return self.indicator.transform([r.get(self.column) or [] for r in records]).toarray()
+        out = np.zeros((len(records), self.width), dtype=np.float32)
+        rows: list[int] = []
+        columns: list[int] = []
+        for i, record in enumerate(records):
+            for code in record.get(self.column) or []:
+                found = self._columns_of(code)
+                rows += [i] * len(found)
+                columns += found
+        out[rows, columns] = 1.0
+        return out
 
 
 class _Similarity:
@@ -168,5 +200,43 @@ def compile_features(features: Pipeline, probes: list[dict[str, Any]], columns: 
         return None
     if got.shape != expected.shape or not np.allclose(got, expected, rtol=1e-4, atol=1e-4):
         log.warning("fast path not used: it differs from the sklearn transform on probe records")
+        return None
+    return compiled
+
+
+class _XGBoostOnDenseRows:
+    """An XGBoost classifier behind :class:`SparseIndicators`, fed the compiled path's dense rows directly.
+
+    SparseIndicators leaves an indicator's 0 out of its CSR matrix, which XGBoost reads as missing; here that 0
+    becomes NaN, XGBoost's missing value in a dense matrix, and every other value stays as it is: the trees
+    take the same branches, without a CSR matrix and sklearn's pipeline built per request (3.6 -> 3.1 ms for
+    100 patients, 0.75 -> 0.53 ms for one, on one thread)."""
+
+    def __init__(self, indicators: SparseIndicators, booster: Any):
+        self.indicator = indicators.indicator_
+        self.booster = booster
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        return self.booster.predict_proba(np.where(self.indicator & (X == 0), np.float32(np.nan), X))
+
+
+def compile_classifier(classifier: Any, rows: np.ndarray) -> Any | None:
+    """A faster stand-in for ``classifier`` if it has one and it gives exactly (to the bit) the classifier's
+    probabilities on ``rows`` (the compiled features of probe records); None: use the classifier itself."""
+    steps = getattr(classifier, "steps", None)
+    if not steps or len(steps) != 2 or not isinstance(steps[0][1], SparseIndicators):
+        return None
+    booster = steps[1][1]
+    missing = getattr(booster, "missing", None)
+    if type(booster).__module__.split(".")[0] != "xgboost" or not (isinstance(missing, float) and math.isnan(missing)):
+        return None
+    compiled = _XGBoostOnDenseRows(steps[0][1], booster)
+    try:
+        same = np.array_equal(compiled.predict_proba(rows), classifier.predict_proba(rows))
+    except Exception as err:  # noqa: BLE001 — any surprise means: use the classifier as it is
+        log.warning("compiled classifier not used: %s", err)
+        return None
+    if not same:
+        log.warning("compiled classifier not used: its probabilities differ from the classifier's on probe rows")
         return None
     return compiled

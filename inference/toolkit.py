@@ -29,7 +29,7 @@ import uuid
 from http import HTTPStatus
 from typing import Any
 
-from inference.handler import JSON, RequestError, Service, invoke, limit_process_threads, load_service, warm_up
+from inference.handler import JSON, RequestError, Service, freeze_loaded, invoke, limit_process_threads, load_service, warm_up
 
 log = logging.getLogger("diagnosa.serving")
 
@@ -41,6 +41,7 @@ def model_fn(model_dir: str) -> Service:
 
 def model_warmup_fn(model_dir: str, model: Service) -> None:  # noqa: ARG001  (the toolkit's signature)
     warm_up(model)
+    freeze_loaded()  # a TorchServe worker process holds one model for its life
 
 
 def transform_fn(model: Service, input_data: bytes | str, content_type: str | None, accept: str | None,

@@ -72,6 +72,7 @@ def _work(conn: Connection, model_dir: str) -> None:
         handler.limit_process_threads()
         service = handler.load_service(model_dir)
         handler.warm_up(service)
+        handler.freeze_loaded()
     except BaseException as err:  # noqa: BLE001  (reported to the server, which refuses to start)
         conn.send(("failed", f"{type(err).__name__}: {err}"))
         return

@@ -121,16 +121,14 @@ def seed_lake(curated_cohort):
     return seed
 
 
-@pytest.fixture(scope="session")
-def trained_model_dir(tmp_path_factory, curated_cohort):
-    """A real model folder: the preprocess and train jobs run on the small cohort (logistic regression)."""
+def _train_model(root, curated_cohort, hyperparameters: dict) -> Path:
+    """The preprocess and train jobs on the small cohort, as the pipeline runs them; returns the model folder."""
     import json as _json
 
     from processing import preprocess as preprocess_job
     from training import train as train_job
 
     frame, manifest = curated_cohort
-    root = tmp_path_factory.mktemp("model")
     source = root / "pre" / "input" / "curated"
     source.mkdir(parents=True)
     frame.to_parquet(source / "data.parquet", index=False)
@@ -139,7 +137,7 @@ def trained_model_dir(tmp_path_factory, curated_cohort):
     env = {f"SM_CHANNEL_{c.upper()}": str(root / "pre" / "output" / c) for c in ("train", "validation", "transformer")}
     env |= {"SM_MODEL_DIR": str(root / "model"), "SM_OUTPUT_DATA_DIR": str(root / "out" / "data"),
             "SM_OUTPUT_DIR": str(root / "out"), "SM_INPUT_DIR": str(root / "in"),
-            "SM_HPS": _json.dumps({"family": "logistic_regression"})}
+            "SM_HPS": _json.dumps(hyperparameters)}
     patch = pytest.MonkeyPatch()
     for key, value in env.items():
         patch.setenv(key, value)
@@ -148,6 +146,19 @@ def trained_model_dir(tmp_path_factory, curated_cohort):
     finally:
         patch.undo()
     return root / "model"
+
+
+@pytest.fixture(scope="session")
+def trained_model_dir(tmp_path_factory, curated_cohort):
+    """A real model folder: the preprocess and train jobs run on the small cohort (logistic regression)."""
+    return _train_model(tmp_path_factory.mktemp("model"), curated_cohort, {"family": "logistic_regression"})
+
+
+@pytest.fixture(scope="session")
+def xgboost_model_dir(tmp_path_factory, curated_cohort):
+    """A real model folder of the champion's family (XGBoost on the sparse indicators), 40 trees."""
+    return _train_model(tmp_path_factory.mktemp("xgboost-model"), curated_cohort,
+                        {"family": "xgboost", "n_estimators": "40"})
 
 
 @pytest.fixture(scope="module")

@@ -3,8 +3,11 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from diagnosa.labels import CATEGORIES
 from inference import handler
@@ -177,3 +180,102 @@ def test_codes_the_model_never_learned_are_named_not_silently_ignored(service):
     alone = json.dumps({"patient_id": "a", "age": 50, "prior_diagnoses": [known[0]]}).encode()
     assert json.loads(handler.invoke(service, alone, handler.JSON, None)[0])["predictions"][0]["probabilities"] \
         == first["probabilities"]
+
+
+_ANY_VALUE = st.recursive(
+    st.none() | st.booleans() | st.integers(-10**30, 10**30) | st.floats(allow_nan=True, allow_infinity=True)
+    | st.sampled_from([0, 1, -1, 2**53 - 1, 2**53, -2**53, 250, 250.0, 250.5, 251, 36.6, 1e308, -0.0, "M", "F", "X",
+                       "", "HP:0001945", "HP:0007000", "HP:9999999", "HP:0000005", "HP:0001945\n", "hp:0001945",
+                       "I10", "E11.9", "ORPHA:558", "bad code!", "I10\n", "38.5", "true", "HP:0001945;HP:0012735"])
+    | st.text(max_size=12),
+    lambda children: st.lists(children, max_size=4), max_leaves=8)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(value=_ANY_VALUE, text=st.booleans())
+def test_fast_checks_answer_as_the_full_check(service, value, text):
+    """Validation vouches for plain valid values in a few operations; whatever it vouches for, it parses as the
+    full check (``_value``) does, to the type, and whatever else it leaves to that check and its message."""
+    schema = service.schema
+    for name, field in schema.fields.items():
+        clean, problems = schema.validate(0, {name: value}, text=text)
+        if value is None or (text and value == "") or value == []:
+            assert clean[name] == ([] if field.type in ("hpo_terms", "codes") else None)
+            continue
+        parsed, problem = schema._value(field, value, text)
+        assert [(p.field, p.problem) for p in problems] == ([(name, problem)] if problem else [])
+        assert type(clean[name]) is type(parsed) and (clean[name] == parsed or parsed != parsed)
+
+
+def test_compiled_xgboost_gives_the_classifiers_probabilities_to_the_bit(xgboost_model_dir, curated_cohort):
+    """XGBoost behind SparseIndicators, fed the compiled features as dense rows (an indicator's 0 as NaN): on 400
+    real patients, one at a time and as one batch, exactly the probabilities of the classifier on its CSR."""
+    from inference.fastpath import _XGBoostOnDenseRows
+
+    service = load_service(str(xgboost_model_dir))
+    assert isinstance(service.classifier, _XGBoostOnDenseRows)
+    frame, _ = curated_cohort
+    fields = list(service.schema.fields)
+    records = [{k: (v if isinstance(v, str) else [str(x) for x in v] if hasattr(v, "__len__")
+                    else None if pd.isna(v) else float(v)) for k, v in row.items()}
+               for row in frame.sample(400, random_state=1)[fields].to_dict("records")]
+    X = service.fast.transform(parse_request(json.dumps(records), "application/json", service).records)
+    model = service.model
+    batch = model.predict_proba_features(X, service.classifier)
+    assert np.array_equal(batch, model.predict_proba_features(X))  # the pipeline: SparseIndicators' CSR -> XGBoost
+    assert np.array_equal(np.vstack([model.predict_proba_features(X[i:i + 1], service.classifier) for i in range(40)]),
+                          batch[:40])
+    assert len({tuple(row) for row in batch.round(6)}) > 100  # real, varied patients
+
+
+def test_compiled_classifier_only_where_it_matches(xgboost_model_dir, trained_model_dir):
+    from inference.fastpath import compile_classifier
+
+    assert load_service(str(trained_model_dir)).classifier is None  # logistic regression: nothing to compile
+    service = load_service(str(xgboost_model_dir))
+    pipeline = service.model.pipeline.steps[-1][1]
+    rows = service.fast.transform([{"age": 50.0}])
+    booster = pipeline.steps[-1][1]
+    booster.set_params(missing=0.0)  # zeros would be missing in the dense rows too: not the same model any more
+    try:
+        assert compile_classifier(pipeline, rows) is None
+    finally:
+        booster.set_params(missing=np.nan)
+    assert compile_classifier(pipeline, rows) is not None
+
+
+def test_compiled_indicator_blocks_equal_the_fitted_transformers(service, curated_cohort):
+    """The compiled indicator blocks (columns looked up once per code, roll-up included) give exactly the fitted
+    MultiLabelIndicator's 0/1 rows: real patients, codes and terms it never learned, empty and missing lists."""
+    from inference.fastpath import _Indicators
+
+    frame, _ = curated_cohort
+    records = [{"symptoms": list(s), "prior_diagnoses": list(p)}
+               for s, p in zip(frame["symptoms"][:300], frame["prior_diagnoses"][:300])]
+    records += [{"symptoms": ["HP:0000118", "HP:0007000"], "prior_diagnoses": ["Q87.4", "I10", "I10"]}, {}, {"symptoms": []}]
+    blocks = [b for b in service.fast.blocks if isinstance(b, _Indicators)]
+    assert {b.column for b in blocks} == {"symptoms", "prior_diagnoses"}
+    for block in blocks:
+        expected = block.indicator.transform([r.get(block.column) or [] for r in records]).toarray()
+        assert expected.sum() > 100 and np.array_equal(block(records), expected)
+
+
+def test_a_serving_process_freezes_its_loaded_model_out_of_the_collector(trained_model_dir):
+    """After loading, the serving processes move the model's objects out of the cyclic collector's reach (a full
+    collection over them stalled a request); garbage made afterwards is still collected. In a process of its own:
+    freezing is process-wide."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = ("import gc, json, sys; from inference import handler; "
+              "service = handler.load_service(sys.argv[1]); handler.warm_up(service); handler.freeze_loaded(); "
+              "frozen = gc.get_freeze_count(); "
+              "answer = handler.invoke(service, json.dumps({'age': 50}).encode(), handler.JSON, None)[0]; "
+              "cycle = []; cycle.append(cycle); del cycle; "
+              "print(json.dumps([frozen, len(json.loads(answer)['predictions']), gc.collect()]))")
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", script, str(trained_model_dir)], cwd=root, capture_output=True, text=True,
+                         check=True).stdout
+    frozen, answered, collected = json.loads(out)
+    assert frozen > 50_000 and answered == 1 and collected >= 1

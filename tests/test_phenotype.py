@@ -1,6 +1,7 @@
 """PhenotypeSimilarity: Resnik information content + best-match average (Phenomizer) over the knowledge base."""
 from __future__ import annotations
 
+import copy
 import math
 import os
 import pickle
@@ -13,7 +14,7 @@ from sklearn.base import clone
 
 from diagnosa.data.hpo import Ontology
 from diagnosa.labels import ACUTE, CHRONIC, DISEASE_CATEGORIES, MILD, TERMINAL
-from processing.phenotype import Knowledge, PhenotypeSimilarity
+from processing.phenotype import LEADING_MEASURES, Knowledge, PhenotypeSimilarity
 
 ALL, ABNORMAL = "HP:0000001", "HP:0000118"
 NERVOUS, SEIZURE, GENERALIZED, INTELLECT = "HP:0000707", "HP:0001250", "HP:0002069", "HP:0001249"
@@ -257,3 +258,81 @@ def test_features_in_row_blocks_equal_one_pass(shipped, monkeypatch):
     monkeypatch.setattr(phenotype, "FEATURE_BLOCK_ROWS", 7)
     assert np.array_equal(shipped.features(lists), whole)
     assert shipped.features([]).shape == (0, whole.shape[1])
+
+
+def _reference_features(ps: PhenotypeSimilarity, lists: list[list[str]]) -> np.ndarray:
+    """The features one patient at a time, straight from the definitions (Python sets and loops), with the float
+    arithmetic the batch path keeps: term rows and their mean in float32, shared and patient IC summed in float64
+    in term order, then float32 ratios. Slow; any change of algorithm must still equal it to the last bit."""
+    ontology = ps._ontology()
+    index = {t: j for j, t in enumerate(ps.terms_)}
+    ic32, ic64, zero, half = ps.ic_, ps.ic_.astype(np.float64), np.float32(0), np.float32(0.5)
+    disease_closures: list[set[int]] = [set() for _ in ps.disease_ids_]
+    for term, (a, b) in enumerate(zip(ps.closure_indptr_[:-1], ps.closure_indptr_[1:])):
+        for disease in ps.closure_indices_[a:b]:
+            disease_closures[disease].add(term)
+    out = []
+    for terms in lists:
+        rows, closure = [], set()
+        for term in dict.fromkeys(terms):
+            if ontology.primary(term) not in ontology:
+                continue
+            ancestors = {index[a] for a in ontology.ancestors(ontology.primary(term)) if a in index}
+            rows.append(np.array([max((ic32[a] for a in ancestors & d), default=zero) for d in disease_closures]))
+            closure |= ancestors
+        resnik = np.zeros(len(disease_closures), np.float32) if not rows else np.mean(np.stack(rows), axis=0)
+        patient_ic = 0.0
+        for t in sorted(closure):
+            patient_ic += ic64[t]
+        simgic, symmetric = np.zeros_like(resnik), np.zeros_like(resnik)
+        for j, d in enumerate(disease_closures):
+            shared = 0.0
+            for t in sorted(closure & d):
+                shared += ic64[t]
+            inter, disease_ic = np.float32(shared), ps.disease_ic_[j]
+            symmetric[j] = ((inter / disease_ic if disease_ic > 0 else zero) + resnik[j]) * half
+            union = disease_ic + np.float32(patient_ic) - inter
+            simgic[j] = inter / union if union > 0 else inter
+        best = {name: [max(v[m]) if len(m) else zero for m in ps.category_members_]
+                for name, v in (("resnik", resnik), ("simgic", simgic), ("symmetric", symmetric))}
+        top = []
+        for members in ps.category_members_:
+            total = zero
+            for v in sorted(resnik[members], reverse=True)[:ps.top]:
+                total = total + v
+            top.append(total / np.float32(min(ps.top, len(members))) if len(members) else zero)
+        row = [v for pair in zip(best["resnik"], top) for v in pair] + [max(best["resnik"])]
+        for name in LEADING_MEASURES:
+            lead = max(best[name])
+            row += best[name] + [v if v == lead else zero for v in best[name]] + [v - lead for v in best[name]]
+        out.append(row)
+    return np.array(out, dtype=np.float32).reshape(len(lists), -1)
+
+
+def test_batch_features_equal_the_per_patient_reference_to_the_bit(shipped):
+    """On the shipped knowledge base, the batch path (speed-ups included) gives exactly, bit for bit, the features
+    of the per-patient definitions: real disease profiles, random term lists, repeats, unknown ids and empty lists,
+    in one batch with patients of different term counts."""
+    from processing.phenotype import _shipped_knowledge
+
+    rng = np.random.default_rng(11)
+    profiles = _shipped_knowledge().phenotypes.groupby("disease_id")["hpo_id"].apply(list).tolist()
+    lists = [[str(t) for t in rng.choice(shipped.terms_, size=k)] for k in rng.integers(0, 9, size=24)]
+    lists += [profiles[int(i)] for i in rng.choice(len(profiles), size=12, replace=False)]
+    lists += [[], ["HP:0000001"], ["HP:9999999", "HP:0001945"], ["HP:0001945", "HP:0012735", "HP:0002094"] * 2,
+              ["HP:0007000", "HP:0001249"]]  # an alternative id beside its primary term
+    expected = _reference_features(shipped, lists)
+    assert np.array_equal(shipped.features(lists), expected)
+    assert np.array_equal(shipped.features(lists[::-1]), expected[::-1])
+    assert np.array_equal(shipped.features([lists[-2]] * 100), np.repeat(expected[-2:-1], 100, axis=0))
+    assert np.array_equal(shipped.scores(lists), shipped.measures(lists)["resnik"])
+    for top in (1, 5):  # other means of the best (the default is 3)
+        other = copy.copy(shipped)
+        other.top = top
+        assert np.array_equal(other.features(lists), _reference_features(other, lists))
+
+
+def test_hand_built_features_equal_the_reference_to_the_bit(model):
+    """Categories with fewer diseases than ``top`` (one each here), alternative and obsolete ids."""
+    lists = [[SEIZURE, VISUAL], [GENERALIZED], [ALT_OF_INTELLECT, INTELLECT], [OBSOLETE], [], [ABNORMAL, EYE, NERVOUS]]
+    assert np.array_equal(model.features(lists), _reference_features(model, lists))
