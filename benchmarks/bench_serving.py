@@ -61,6 +61,30 @@ PATIENT = {"age": 67, "sex": "M", "temperature_c": 38.9, "heart_rate_bpm": 112, 
            "symptoms": ["HP:0001945", "HP:0012735", "HP:0002094"], "prior_diagnoses": ["I10"]}
 
 
+def cohort_batch(n: int, seed: int) -> list[dict]:
+    """``n`` patients of a generated cohort as an application sends them: the clinical record with its lab
+    panel (if one was drawn), the model's input fields only, missing values left out."""
+    import numpy as np
+    import pandas as pd
+
+    from diagnosa.data.cohort import CohortConfig, generate
+    from diagnosa.data.schema import cohort_schema
+
+    cohort = generate(CohortConfig(patients=max(n, 1000), seed=seed, defect_rate=0.0))
+    rows = cohort.records.merge(cohort.labs, on="patient_id", how="left").sample(n, random_state=seed)
+    fields = [f.name for f in cohort_schema().fields if f.role == "feature"]
+    batch = []
+    for row in rows[fields].to_dict("records"):
+        patient = {}
+        for name, value in row.items():
+            if isinstance(value, (list, tuple, np.ndarray)):
+                patient[name] = [str(v) for v in value]
+            elif not pd.isna(value):
+                patient[name] = value.item() if isinstance(value, np.generic) else value
+        batch.append(patient)
+    return batch
+
+
 def baseline_server(model_dir: str, threads: int | None = None) -> ThreadingHTTPServer:
     """What a first version usually looks like: pandas parses the body, then predict_proba. ``threads``: the
     classifier's n_jobs (None: as saved)."""
@@ -140,6 +164,9 @@ def main() -> None:
                         help="Diagnosa's worker processes (default: as `diagnosa serve`, one per core; 0: in process)")
     parser.add_argument("--baseline-threads", type=int, default=None,
                         help="the baseline classifier's math threads (default: the model's own)")
+    parser.add_argument("--seed", type=int, default=8, help="seed of the cohort the 100-patient body is drawn from")
+    parser.add_argument("--repeated", action="store_true",
+                        help="the 100-patient body repeats one patient (the figures before 2026-12-01's second run)")
     parser.add_argument("--serve-baseline", action="store_true", help=argparse.SUPPRESS)  # the baseline's process
     args = parser.parse_args()
     if args.serve_baseline:
@@ -159,7 +186,11 @@ def main() -> None:
     freeze_loaded()
     baseline, baseline_port = baseline_process(args.model, args.baseline_threads)
     servers = {"diagnosa": endpoint.port, "naive baseline": baseline_port}
-    cases = {"1 patient": json.dumps(PATIENT).encode(), "100 patients": json.dumps({"instances": [PATIENT] * 100}).encode()}
+    batch = [PATIENT] * 100 if args.repeated else cohort_batch(100, args.seed)
+    cases = {"1 patient": json.dumps(PATIENT).encode(), "100 patients": json.dumps({"instances": batch}).encode()}
+    distinct = len({tuple(patient.get("symptoms", ())) for patient in batch})
+    print(f"100-patient body: {'one patient 100 times' if args.repeated else f'100 patients of a cohort (seed {args.seed})'}"
+          f", {distinct} distinct symptom lists")
     threads = "the model's own" if args.baseline_threads is None else str(args.baseline_threads)
     print(f"{args.connections} connections, {args.rounds} rounds of {args.seconds:g} s per server and request size, "
           f"load from a separate process; Diagnosa with {workers} worker process(es), the baseline with {threads} "

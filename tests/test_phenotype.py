@@ -332,6 +332,25 @@ def test_batch_features_equal_the_per_patient_reference_to_the_bit(shipped):
         assert np.array_equal(other.features(lists), _reference_features(other, lists))
 
 
+def test_each_distinct_term_list_is_scored_once(shipped, monkeypatch):
+    """Repeated lists (in any position, across row blocks) are scored once and their rows repeated: the same
+    features as scoring every row; lists with the same terms in another order are different lists."""
+    import processing.phenotype as phenotype
+
+    rng = np.random.default_rng(3)
+    distinct = [[str(t) for t in rng.choice(shipped.terms_, size=k, replace=False)] for k in (1, 2, 3, 4, 5)]
+    distinct += [distinct[-1][::-1], []]
+    lists = [distinct[int(i)] for i in rng.integers(0, len(distinct), size=40)]
+    expected = _reference_features(shipped, lists)
+    scored: list[int] = []
+    measure_stack = phenotype.PhenotypeSimilarity._measure_stack
+    monkeypatch.setattr(phenotype.PhenotypeSimilarity, "_measure_stack",
+                        lambda self, block: scored.append(len(block)) or measure_stack(self, block))
+    monkeypatch.setattr(phenotype, "FEATURE_BLOCK_ROWS", 3)
+    assert np.array_equal(shipped.features(lists), expected)
+    assert sum(scored) == len({tuple(terms) for terms in lists}) <= len(distinct)
+
+
 def test_hand_built_features_equal_the_reference_to_the_bit(model):
     """Categories with fewer diseases than ``top`` (one each here), alternative and obsolete ids."""
     lists = [[SEIZURE, VISUAL], [GENERALIZED], [ALT_OF_INTELLECT, INTELLECT], [OBSOLETE], [], [ABNORMAL, EYE, NERVOUS]]
