@@ -15,6 +15,7 @@ from sklearn.model_selection import cross_val_predict
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
+from diagnosa.data.schema import Schema
 from diagnosa.model import OOF_FILE, DiagnosaModel, apply_calibration
 from inference.handler import limit_threads
 from processing import ensemble
@@ -218,3 +219,33 @@ def test_select_without_out_of_fold_rows_picks_by_the_rule(tmp_path):
     selection = json.loads((base / "output" / "selection" / "selection.json").read_text(encoding="utf-8"))
     assert selection["ensemble"] == {"considered": False, "reason": "no out-of-fold probabilities from trees"}
     assert selection["champion"] == selection["ranking"][0]["name"]
+
+
+def test_an_ensemble_of_real_candidates_serves_through_the_handler(tmp_path, trained_model_dir, xgboost_model_dir):
+    """Two candidates the preprocess and train jobs made on the small cohort, combined as Select combines them,
+    answer through the endpoint's handler with the vote's calibrated probabilities."""
+    from inference.handler import invoke, load_service
+    from processing.select import build_ensemble, gather_evidence, load_candidates
+
+    root = tmp_path / "candidates"
+    root.mkdir()
+    for name, folder in (("logistic_regression", trained_model_dir), ("xgboost", xgboost_model_dir)):
+        (root / name).symlink_to(folder, target_is_directory=True)
+    candidates = load_candidates(root)
+    evidence, reason = gather_evidence(candidates)
+    assert evidence is not None, reason
+    choice = ensemble.EnsembleChoice("stacked", {"logistic_regression": 0.4, "xgboost": 0.6})
+    build_ensemble(candidates, choice.weights, evidence, choice, tmp_path / "ensemble")
+
+    service = load_service(str(tmp_path / "ensemble"))
+    patient = {"patient_id": "A1", "age": 67, "sex": "M", "temperature_c": 38.9, "heart_rate_bpm": 112,
+               "spo2_pct": 90, "crp_mg_l": 180.0, "symptoms": ["HP:0001945", "HP:0012735"]}
+    [answer] = json.loads(invoke(service, json.dumps(patient), "application/json", None)[0])["predictions"]
+    members = {name: DiagnosaModel.load(folder) for name, folder in (("logistic_regression", trained_model_dir),
+                                                                      ("xgboost", xgboost_model_dir))}
+    features = Schema.from_dict(members["xgboost"].metadata["schema"]).features()
+    frame = pd.DataFrame([{name: patient.get(name) for name in features}])  # the fields a request leaves out: None
+    expected = 0.4 * members["logistic_regression"].predict_proba(frame) + 0.6 * members["xgboost"].predict_proba(frame)
+    labels = members["xgboost"].labels
+    assert [answer["probabilities"][label] for label in labels] == pytest.approx(expected[0].tolist(), abs=1e-4)
+    assert answer["category"] == labels[int(expected[0].argmax())]
