@@ -188,6 +188,8 @@ def gather_evidence(candidates: list[tuple[str, Path, dict[str, Any]]]) -> tuple
     """Every candidate's out-of-fold probabilities on the same rows, or None and why not."""
     if len(candidates) < 2:
         return None, "one candidate"
+    if any(name == ENSEMBLE_NAME for name, _, _ in candidates):
+        return None, f"a candidate is named {ENSEMBLE_NAME!r}, the name the vote would take"
     oofs = {name: _read_oof(source) for name, source, _ in candidates}
     lacking = sorted(name for name, oof in oofs.items() if oof is None)
     if lacking:

@@ -19,7 +19,7 @@ from diagnosa.data.schema import Schema
 from diagnosa.model import OOF_FILE, DiagnosaModel, apply_calibration
 from inference.handler import limit_threads
 from processing import ensemble
-from processing.select import ENSEMBLE_NAME, main
+from processing.select import ENSEMBLE_NAME, gather_evidence, load_candidates, main
 
 LABELS = ["a", "b", "c"]
 
@@ -225,7 +225,7 @@ def test_an_ensemble_of_real_candidates_serves_through_the_handler(tmp_path, tra
     """Two candidates the preprocess and train jobs made on the small cohort, combined as Select combines them,
     answer through the endpoint's handler with the vote's calibrated probabilities."""
     from inference.handler import invoke, load_service
-    from processing.select import build_ensemble, gather_evidence, load_candidates
+    from processing.select import build_ensemble
 
     root = tmp_path / "candidates"
     root.mkdir()
@@ -249,3 +249,15 @@ def test_an_ensemble_of_real_candidates_serves_through_the_handler(tmp_path, tra
     labels = members["xgboost"].labels
     assert [answer["probabilities"][label] for label in labels] == pytest.approx(expected[0].tolist(), abs=1e-4)
     assert answer["category"] == labels[int(expected[0].argmax())]
+
+
+def test_a_candidate_named_like_the_vote_keeps_the_rule(tmp_path):
+    X, y = two_views()
+    root = tmp_path / "candidates"
+    root.mkdir()
+    for name, classifier in ((ENSEMBLE_NAME, reads(0, LogisticRegression())),
+                             ("trees", reads(1, HistGradientBoostingClassifier(max_iter=30)))):
+        candidate(tmp_path / "models" / name, classifier, X, y, name).unlink()  # the folder, not its tarball
+        (tmp_path / "models" / name).replace(root / name)
+    evidence, reason = gather_evidence(load_candidates(root))
+    assert evidence is None and "named 'ensemble'" in reason
