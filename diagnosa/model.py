@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import platform
+import zipfile
 from dataclasses import dataclass, field
 from importlib import metadata as importlib_metadata
 from pathlib import Path
@@ -165,7 +166,7 @@ def read_oof(source: Any) -> dict[str, np.ndarray]:
     try:
         with np.load(source, allow_pickle=False) as data:
             oof = {"proba": np.asarray(data["proba"], dtype=float), "y": np.asarray(data["y"])}
-    except (OSError, ValueError, KeyError) as err:
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
         raise ModelLoadError(f"{OOF_FILE} is not readable: {err}") from None
     proba, y = oof["proba"], oof["y"]
     if proba.ndim != 2 or y.shape != (len(proba),) or not np.issubdtype(y.dtype, np.integer):

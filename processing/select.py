@@ -190,7 +190,14 @@ def gather_evidence(candidates: list[tuple[str, Path, dict[str, Any]]]) -> tuple
         return None, "one candidate"
     if any(name == ENSEMBLE_NAME for name, _, _ in candidates):
         return None, f"a candidate is named {ENSEMBLE_NAME!r}, the name the vote would take"
-    oofs = {name: _read_oof(source) for name, source, _ in candidates}
+    from diagnosa.model import ModelLoadError
+
+    oofs = {}
+    for name, source, _ in candidates:
+        try:
+            oofs[name] = _read_oof(source)
+        except ModelLoadError as err:
+            raise ValueError(f"candidate {name!r}: {err}") from None
     lacking = sorted(name for name, oof in oofs.items() if oof is None)
     if lacking:
         return None, f"no out-of-fold probabilities from {', '.join(lacking)}"

@@ -261,3 +261,19 @@ def test_a_candidate_named_like_the_vote_keeps_the_rule(tmp_path):
         (tmp_path / "models" / name).replace(root / name)
     evidence, reason = gather_evidence(load_candidates(root))
     assert evidence is None and "named 'ensemble'" in reason
+
+
+def test_a_broken_out_of_fold_file_stops_select_naming_the_candidate(tmp_path, caplog):
+    X, y = two_views()
+    base = tmp_path / "processing"
+    for name, classifier in (("linear", reads(0, LogisticRegression())),
+                             ("trees", reads(1, HistGradientBoostingClassifier(max_iter=30)))):
+        candidate(tmp_path / "models" / name, classifier, X, y, name).unlink()
+        target = base / "input" / "candidates" / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "models" / name).replace(target)
+    (base / "input" / "candidates" / "trees" / OOF_FILE).write_bytes(b"not a zip archive")
+    with caplog.at_level("ERROR", logger="processing.select"):
+        assert main(["--base-dir", str(base)]) == 1
+    assert "candidate 'trees': oof.npz is not readable" in caplog.text
+    assert not (base / "output" / "champion" / "model.tar.gz").exists()
