@@ -1,5 +1,7 @@
-"""Champion selection: pick one trained candidate by its validation metrics (a SageMaker processing job),
-or combine the candidates when their mean does better on rows none of them saw.
+"""Champion selection (a SageMaker processing job): the best candidate by its validation metrics, or their vote.
+
+One trained candidate is picked by its validation metrics, or the candidates are combined when their weighted
+mean does better on rows none of them saw.
 
 Selection reads only what training measured on the validation channel (metadata.json's ``validation``)
 and the out-of-fold probabilities behind it (``oof.npz``): the test set stays untouched until the
