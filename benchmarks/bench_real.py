@@ -309,7 +309,15 @@ def diagnosa_inprocess(frame: pd.DataFrame, manifest: dict[str, Any], seed: int,
     model = DiagnosaModel.load(champion_dir)
     test = read_split(out["test"])
     train_rows = pd.concat([splits.train, splits.validation], ignore_index=True)
-    return DiagnosaRun(selection["champion"], model, train_rows, test, splits.train_groups)
+    return DiagnosaRun(champion_name(selection), model, train_rows, test, splits.train_groups)
+
+
+def champion_name(selection: dict[str, Any]) -> str:
+    """The champion as the tables print it: a candidate's name, or Select's ensemble with its members' weights."""
+    ensemble = selection.get("ensemble") or {}
+    if not ensemble.get("use_ensemble"):
+        return str(selection["champion"])
+    return "ensemble (" + " + ".join(f"{w:.2f} {name}" for name, w in ensemble["weights"].items()) + ")"
 
 
 # ------------------------------------------------------------------------------------------------ the run

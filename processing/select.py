@@ -1,12 +1,19 @@
-"""Champion selection: pick one trained candidate by its validation metrics (a SageMaker processing job).
+"""Champion selection (a SageMaker processing job): the best candidate by its validation metrics, or their vote.
 
-Selection reads only what training measured on the validation channel (metadata.json's ``validation``):
-the test set stays untouched until the champion's single, final evaluation, so it cannot leak into the
-choice. The rule favours macro recall (every class counts the same, so a rare class is not drowned out)
-and, on a tie, the model whose worst class is found more often.
+One trained candidate is picked by its validation metrics, or the candidates are combined when their weighted
+mean does better on rows none of them saw.
+
+Selection reads only what training measured on the validation channel (metadata.json's ``validation``)
+and the out-of-fold probabilities behind it (``oof.npz``): the test set stays untouched until the
+champion's single, final evaluation, so it cannot leak into the choice. The rule favours macro recall
+(every class counts the same, so a rare class is not drowned out) and, on a tie, the model whose worst
+class is found more often. When every candidate brought its out-of-fold probabilities on the same rows,
+an ensemble of them (a weighted mean of their probabilities, ``processing/ensemble.py``) replaces that champion if,
+cross-fitted on those rows, it beats picking one candidate by more than the noise of the comparison.
 """
 from __future__ import annotations
 
+import io
 import json
 import logging
 import math
@@ -14,11 +21,15 @@ import os
 import shutil
 import sys
 import tarfile
+import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from diagnosa.files import atomic_path, write_text_atomic
 from diagnosa.logs import configure_logging
+from processing import ensemble
 from processing.entry import job_parser
 
 logger = logging.getLogger(__name__)
@@ -27,8 +38,10 @@ TIE_TOLERANCE = 1e-9
 RULE = (f"highest validation macro recall; ties (|difference| < {TIE_TOLERANCE:g}) broken by the higher "
         "worst-class recall, then by candidate name (ascending)")
 MODEL_TARBALL = "model.tar.gz"
-MODEL_FILE = "model.joblib"  # mirrors diagnosa.model; not imported so selection needs no ML libraries
+MODEL_FILE = "model.joblib"  # mirrors diagnosa.model; not imported so ranking needs no ML libraries
 METADATA_FILE = "metadata.json"
+OOF_FILE = "oof.npz"  # diagnosa.model.OOF_FILE
+ENSEMBLE_NAME = "ensemble"
 
 
 def _metric(candidate: dict[str, Any], *path: str) -> float:
@@ -157,6 +170,87 @@ def _check_comparable(candidates: list[tuple[str, Path, dict[str, Any]]]) -> Non
             raise ValueError(f"candidates are not comparable: their {key} differ ({detail})")
 
 
+def _read_oof(source: Path) -> dict[str, Any] | None:
+    """A candidate's out-of-fold probabilities (from its tarball or folder); None when it has none."""
+    from diagnosa.model import read_oof
+
+    if source.is_dir():
+        path = source / OOF_FILE
+        return read_oof(path) if path.is_file() else None
+    with tarfile.open(source, "r:gz") as tar:
+        member = next((m for m in tar.getmembers() if m.isfile() and _member_name(m.name) == OOF_FILE), None)
+        if member is None:
+            return None
+        stream = tar.extractfile(member)
+        assert stream is not None
+        return read_oof(io.BytesIO(stream.read()))
+
+
+def gather_evidence(candidates: list[tuple[str, Path, dict[str, Any]]]) -> tuple[ensemble.Evidence | None, str]:
+    """Every candidate's out-of-fold probabilities on the same rows, or None and why not."""
+    if len(candidates) < 2:
+        return None, "one candidate"
+    if any(name == ENSEMBLE_NAME for name, _, _ in candidates):
+        return None, f"a candidate is named {ENSEMBLE_NAME!r}, the name the vote would take"
+    from diagnosa.model import ModelLoadError
+
+    oofs = {}
+    for name, source, _ in candidates:
+        try:
+            oofs[name] = _read_oof(source)
+        except ModelLoadError as err:
+            raise ValueError(f"candidate {name!r}: {err}") from None
+    lacking = sorted(name for name, oof in oofs.items() if oof is None)
+    if lacking:
+        return None, f"no out-of-fold probabilities from {', '.join(lacking)}"
+    first = next(iter(oofs.values()))
+    if any(not np.array_equal(oof["y"], first["y"]) for oof in oofs.values()):
+        return None, "the candidates' out-of-fold rows differ"
+    return ensemble.Evidence({name: oof["proba"] for name, oof in oofs.items()}, first["y"]), ""
+
+
+def build_ensemble(candidates: list[tuple[str, Path, dict[str, Any]]], weights: dict[str, float],
+                   evidence: ensemble.Evidence, choice: ensemble.EnsembleChoice, folder: Path) -> dict[str, Any]:
+    """Write the ensemble model (the members' fitted classifiers behind one feature pipeline) into ``folder``;
+    returns its metadata."""
+    from sklearn.pipeline import Pipeline
+
+    from diagnosa.model import DiagnosaModel, unpack_model
+    from diagnosa.serving_code import write_serving_code
+
+    by_name = {name: (source, meta) for name, source, meta in candidates}
+    members = {}
+    for name in weights:
+        source, _ = by_name[name]
+        model_dir = source if source.is_dir() else unpack_model(source, folder.parent / f"member-{name}")
+        members[name] = DiagnosaModel.load(model_dir)
+    names = list(weights)
+    lead = members[names[0]]  # the candidates share one fitted feature pipeline (same preprocessing fingerprint)
+    labels = list(lead.labels)
+    vote = ensemble.ProbabilityVote([members[n].pipeline.steps[-1][1] for n in names],
+                           [members[n].metadata.get("calibration") for n in names], [weights[n] for n in names],
+                           len(labels))
+    keep = ("schema", "input_schema", "target", "slice_column", "dataset", "preprocess_params", "feature_names",
+            "n_train", "fingerprint", "seed", "versions")
+    metadata = {key: lead.metadata[key] for key in keep if key in lead.metadata}
+    metadata |= {
+        "family": ENSEMBLE_NAME,
+        "hyperparameters": {},
+        "members": [{"name": n, "family": members[n].metadata.get("family"), "weight": weights[n],
+                     "hyperparameters": members[n].metadata.get("hyperparameters"),
+                     "calibration": members[n].metadata.get("calibration")} for n in names],
+        "validation": ensemble.summary(evidence, weights, labels),
+        "decision_weights": dict.fromkeys(labels, 1.0),
+        "decision_rule": "argmax of the weighted mean of the members' calibrated probabilities",
+        "ensemble": choice.to_dict(),
+    }
+    model = DiagnosaModel(Pipeline([("features", lead.features), ("classifier", vote)]), labels, metadata,
+                          oof={"proba": ensemble.mix(evidence.proba, weights), "y": evidence.y})
+    model.save(folder)
+    write_serving_code(folder / "code")
+    return metadata
+
+
 def _copy_atomic(src: Path, dst: Path) -> None:
     with atomic_path(dst) as tmp:
         shutil.copyfile(src, tmp)
@@ -190,7 +284,20 @@ def run(base_dir: str | os.PathLike) -> dict[str, Any]:
     selection["fingerprint"] = meta.get("fingerprint")
 
     champion_path = base / "output" / "champion" / MODEL_TARBALL
-    if source.is_file():
+    evidence, reason = gather_evidence(candidates)
+    choice = None if evidence is None else ensemble.choose(evidence, seed=int(meta.get("seed") or 0))
+    selection["ensemble"] = {"considered": evidence is not None, "reason": reason,
+                             **({} if choice is None else choice.to_dict())}
+    if choice is not None and choice.use_ensemble:
+        with tempfile.TemporaryDirectory(prefix="ensemble-", dir=base) as work:
+            folder = Path(work) / ENSEMBLE_NAME
+            built = build_ensemble(candidates, choice.weights, evidence, choice, folder)
+            _tar_folder_atomic(folder, champion_path)
+        selection["champion"] = ENSEMBLE_NAME
+        selection["ensemble"]["validation"] = built["validation"]
+        logger.info("champion: the ensemble %s (cross-fitted macro recall %.4f vs %.4f for one candidate)",
+                    choice.weights, choice.cross_fitted[choice.procedure], choice.cross_fitted["single"])
+    elif source.is_file():
         _copy_atomic(source, champion_path)
     else:
         _tar_folder_atomic(source, champion_path)

@@ -63,10 +63,13 @@ def test_quick_summary_names_size_classes_champion_and_goal(quick):
     assert row[0].strip() == "pbc" and len(row) == len(header.split("|")) - 2
     assert int(row[1].replace(",", "")) > 0
     assert re.search(r"1 \(\d+\), 2 \(\d+\), 3 \(\d+\), 4 \(\d+\)", row[4])  # ordinal stages, in order
-    family = row[5].split(":")[1].strip()
+    champion = row[5].split(":", 1)[1].strip()
     from training.models import FAMILIES
 
-    assert family in FAMILIES
+    # One family, or Select's ensemble: "ensemble (0.60 logistic_regression + 0.40 mlp)".
+    members = re.fullmatch(r"ensemble \((.+)\)", champion)
+    families = [part.split()[1] for part in members.group(1).split(" + ")] if members else [champion]
+    assert families and set(families) <= set(FAMILIES)
     assert row[6].strip() in bench.BASELINES
     assert row[9].strip() in ("yes", "no")
 

@@ -11,7 +11,7 @@ from moto import mock_aws
 
 from diagnosa.labels import CATEGORIES
 from diagnosa.lake import DataLake
-from pipelines.definition import PipelineSettings, build_pipeline, class_parameter, validate_definition
+from pipelines.definition import DEFAULT_FAMILIES, PipelineSettings, build_pipeline, class_parameter, validate_definition
 from pipelines.graph import build_graph, order
 from pipelines.staging import stage_code
 
@@ -56,7 +56,8 @@ def test_snapshot(aws, definition):
 def test_every_request_fits_botocore(definition):
     report = validate_definition(json.loads(definition))
     assert set(report) == {"Preprocess", "Transform", "Train-mlp", "Train-logistic_regression", "Train-xgboost",
-                           "Select", "Evaluate", "Register", "CreateModel", "EndpointConfig", "Deploy"}
+                           "Train-gradient_boosting", "Select", "Evaluate", "Register", "CreateModel", "EndpointConfig",
+                           "Deploy"}
     assert report == {name: None for name in report}, report
 
 
@@ -72,7 +73,8 @@ def test_a_broken_request_is_reported():
 def test_shape_parallel_training_and_gate(definition):
     d = json.loads(definition)
     waves = order(build_graph(d))
-    assert waves[:5] == [["Preprocess"], ["Transform"], ["Train-logistic_regression", "Train-mlp", "Train-xgboost"],
+    assert waves[:5] == [["Preprocess"], ["Transform"],
+                         ["Train-gradient_boosting", "Train-logistic_regression", "Train-mlp", "Train-xgboost"],
                          ["Select"], ["Evaluate"]]
     gate = next(s for s in d["Steps"] if s["Name"] == "RecallGate")
     train = next(s for s in d["Steps"] if s["Name"] == "Train-xgboost")
@@ -180,7 +182,8 @@ def test_deploy_steps_can_be_left_to_the_approval_event(aws):
     assert [s["Name"] for s in gate["Arguments"]["IfSteps"]] == ["Register"]
     assert "EndpointName" not in {p["Name"] for p in d["Parameters"]}
     assert set(validate_definition(d)) == {"Preprocess", "Transform", "Train-mlp", "Train-logistic_regression",
-                                           "Train-xgboost", "Select", "Evaluate", "Register"}
+                                           "Train-xgboost", "Train-gradient_boosting", "Select", "Evaluate",
+                                           "Register"}
 
 
 def test_a_kms_key_encrypts_every_jobs_volume_and_outputs(aws, definition):
@@ -191,7 +194,7 @@ def test_a_kms_key_encrypts_every_jobs_volume_and_outputs(aws, definition):
     d = json.loads(build_pipeline(replace(settings, kms_key=key), session).definition())
     assert validate_definition(d) == {name: None for name in validate_definition(d)}
     jobs = {s["Name"]: s["Arguments"] for s in d["Steps"] if s["Type"] in ("Processing", "Training")}
-    assert len(jobs) == 7  # Preprocess, Transform, three trainings, Select, Evaluate
+    assert len(jobs) == 8  # Preprocess, Transform, four trainings, Select, Evaluate
     for name, job in jobs.items():
         volume = job["ProcessingResources"]["ClusterConfig"] if "ProcessingResources" in job else job["ResourceConfig"]
         output = job.get("ProcessingOutputConfig") or job["OutputDataConfig"]
@@ -288,7 +291,7 @@ def test_on_baked_images_every_job_runs_network_isolated_with_its_code_brought_b
         # runproc.sh and the code bundle are processing inputs SageMaker downloads, not fetched by the container
         assert {i["InputName"] for i in job["ProcessingInputs"]} >= {"code", "entrypoint"}, name
     trainings = {name: job for name, job in jobs.items() if name.startswith("Train-")}
-    assert len(trainings) == 3
+    assert len(trainings) == len(DEFAULT_FAMILIES)
     for name, job in trainings.items():
         assert job["EnableNetworkIsolation"] is True, name
         [code] = [c for c in job["InputDataConfig"] if c["ChannelName"] == "code"]

@@ -77,7 +77,17 @@ def test_champion_is_the_best_validation_candidate_and_is_evaluated_on_test(pipe
     for family in FAMILIES:
         meta = json.loads((pipeline_run / f"train-{family}" / "model" / "metadata.json").read_text())
         scores[family] = meta["validation"]["macro_recall"]
-    assert selection["champion"] == max(scores, key=scores.get)
+    best = max(scores, key=scores.get)
+    assert selection["ranking"][0]["name"] == best
+    # The candidates' weighted vote replaces the best one only when it cross-fits better beyond the noise.
+    vote = selection["ensemble"]
+    assert vote["considered"] and sum(vote["weights"].values()) == pytest.approx(1.0)
+    if vote["use_ensemble"]:
+        procedure = vote["procedure"]
+        assert selection["champion"] == "ensemble" and len(vote["weights"]) > 1
+        assert vote["gain_over_single"][procedure] > vote["margin_z"] * vote["standard_error"][procedure]
+    else:
+        assert selection["champion"] == best
 
     evaluation = json.loads((pipeline_run / "evaluate" / "output" / "evaluation" / "evaluation.json").read_text())
     d = evaluation["diagnosa"]

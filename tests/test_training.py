@@ -22,7 +22,7 @@ from threadpoolctl import threadpool_limits
 
 from diagnosa.data.schema import Field, Schema
 from diagnosa.labels import CATEGORIES
-from diagnosa.model import METADATA_FILE, MODEL_FILE, DiagnosaModel
+from diagnosa.model import METADATA_FILE, MODEL_FILE, OOF_FILE, DiagnosaModel, read_oof
 from training import train as train_module
 from training.models import FAMILIES, PARAMS, WeightedPipeline, check_seed, make_classifier, resolve_hyperparameters
 
@@ -164,7 +164,11 @@ def test_main_end_to_end_every_family(layout, family, capsys):
     out = capsys.readouterr().out
     assert f"validation:macro_recall={v['macro_recall']:.6f}" in out
     assert f"validation:worst_class_recall={v['worst_class_recall']['recall']:.6f}" in out
-    assert model_files(layout) == [METADATA_FILE, MODEL_FILE]
+    assert model_files(layout) == [METADATA_FILE, MODEL_FILE, OOF_FILE]
+    # The rows the validation figures were measured on, for Select's ensemble: their probabilities give those figures.
+    oof = read_oof(layout["model"] / OOF_FILE)
+    assert oof["proba"].shape == (v["n"], len(LABELS)) and np.allclose(oof["proba"].sum(axis=1), 1.0, atol=1e-5)
+    assert oof["y"].shape == (v["n"],) and set(np.unique(oof["y"])) <= set(range(len(LABELS)))
     assert (layout["model"] / "code" / "serve_endpoint.py").is_file()
     assert not (layout["output"] / "failure").exists()
     assert not [p for p in layout["root"].iterdir() if p.name.startswith(".model")]  # staging cleaned up

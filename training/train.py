@@ -30,7 +30,7 @@ from sklearn.utils.class_weight import compute_sample_weight
 from diagnosa.data.schema import Schema
 from diagnosa.files import atomic_path, write_text_atomic
 from diagnosa.logs import configure_logging
-from diagnosa.model import METADATA_FILE, MODEL_FILE, DiagnosaModel
+from diagnosa.model import METADATA_FILE, MODEL_FILE, OOF_FILE, DiagnosaModel
 from diagnosa.serving_code import write_serving_code
 from processing.calibration import calibration_summary
 from processing.metrics import evaluate
@@ -600,7 +600,8 @@ def train(train_dir: str | os.PathLike, validation_dir: str | os.PathLike, trans
     logger.info("phase fit: %s on %d rows x %d features in %.2f s", family, n_fit, X.shape[1], fit_seconds)
 
     pipeline = Pipeline([("features", transformer), ("classifier", portable(classifier))])
-    model = DiagnosaModel(pipeline=pipeline, labels=labels)
+    # The rows this model did not see, as the other candidates scored them too: Select may combine candidates.
+    model = DiagnosaModel(pipeline=pipeline, labels=labels, oof={"proba": post["calibrated"], "y": y_eval})
     model.metadata = {
         "family": family,
         "hyperparameters": {k_: list(v) if isinstance(v, tuple) else v for k_, v in hyper.items()},
@@ -677,7 +678,10 @@ def save_model(model: DiagnosaModel, model_dir: str | os.PathLike) -> None:
         except OSError:  # non-empty, a mount point (/opt/ml/model may be one) or another filesystem
             model_dir.mkdir(parents=True, exist_ok=True)
             (model_dir / METADATA_FILE).unlink(missing_ok=True)
+            (model_dir / OOF_FILE).unlink(missing_ok=True)
             _move_into(staging / MODEL_FILE, model_dir)
+            if (staging / OOF_FILE).is_file():
+                _move_into(staging / OOF_FILE, model_dir)
             _move_into(staging / METADATA_FILE, model_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -1,0 +1,279 @@
+"""Select's ensemble of candidates: the procedures on out-of-fold probabilities, the vote model, the Select job."""
+from __future__ import annotations
+
+import json
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.compose import ColumnTransformer
+from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import cross_val_predict
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+
+from diagnosa.data.schema import Schema
+from diagnosa.model import OOF_FILE, DiagnosaModel, apply_calibration
+from inference.handler import limit_threads
+from processing import ensemble
+from processing.select import ENSEMBLE_NAME, gather_evidence, load_candidates, main
+
+LABELS = ["a", "b", "c"]
+
+
+def one_hot(index: np.ndarray, k: int, confidence: float) -> np.ndarray:
+    """Probabilities putting ``confidence`` on ``index`` and the rest spread evenly."""
+    proba = np.full((len(index), k), (1 - confidence) / (k - 1))
+    proba[np.arange(len(index)), index] = confidence
+    return proba
+
+
+def specialists(n: int = 600, seed: int = 0) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Two candidates that each know two of three classes well and guess on the third, plus a weak one:
+    their mean finds all three (each specialist alone misses a third of the rows)."""
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % 3
+    guess = rng.integers(0, 3, n)
+    knows_ab = one_hot(np.where(y == 2, guess, y), 3, 0.6)
+    knows_bc = one_hot(np.where(y == 0, (guess + 1) % 3, y), 3, 0.6)
+    knows_ab[y == 2] = 1 / 3 + rng.normal(0, 0.01, (int((y == 2).sum()), 3))  # unsure where it does not know
+    knows_bc[y == 0] = 1 / 3 + rng.normal(0, 0.01, (int((y == 0).sum()), 3))
+    weak = one_hot(rng.integers(0, 3, n), 3, 0.5)
+    norm = lambda p: np.clip(p, 1e-6, None) / np.clip(p, 1e-6, None).sum(axis=1, keepdims=True)  # noqa: E731
+    return {"ab": norm(knows_ab), "bc": norm(knows_bc), "weak": weak}, y
+
+
+# ------------------------------------------------------------------------------------------------
+# The procedures
+
+
+def test_evidence_refuses_rows_that_do_not_line_up():
+    y = np.array([0, 1, 2, 0])
+    with pytest.raises(ValueError, match="all be 4 x k"):
+        ensemble.Evidence({"x": np.full((4, 3), 1 / 3), "y": np.full((3, 3), 1 / 3)}, y)
+    with pytest.raises(ValueError, match="labels must lie in"):
+        ensemble.Evidence({"x": np.full((4, 2), 0.5)}, y)
+    with pytest.raises(ValueError, match="integer array"):
+        ensemble.Evidence({"x": np.full((4, 3), 1 / 3)}, y.astype(float))
+
+
+def test_complementary_candidates_are_combined():
+    proba, y = specialists()
+    evidence = ensemble.Evidence(proba, y)
+    rows = np.arange(len(y))
+    alone = max(ensemble.recall_scores(y, p.argmax(axis=1), 3)[0] for p in proba.values())
+    weights = ensemble.stacked_weights(evidence, rows)
+    assert {"ab", "bc"} <= set(weights) and sum(weights.values()) == pytest.approx(1.0)
+    together = ensemble.recall_scores(y, ensemble.mix(proba, weights).argmax(axis=1), 3)[0]
+    assert together == 1.0 > alone + 0.15
+    choice = ensemble.choose(evidence)
+    assert choice.use_ensemble and choice.procedure == "stacked"
+    assert choice.gain[choice.procedure] > ensemble.MARGIN_Z * choice.standard_error[choice.procedure]
+    assert choice.cross_fitted[choice.procedure] > choice.cross_fitted["single"] + 0.15
+
+
+def test_one_good_candidate_stays_alone():
+    rng = np.random.default_rng(1)
+    y = np.arange(300) % 3
+    good = one_hot(np.where(rng.random(300) < 0.9, y, (y + 1) % 3), 3, 0.8)
+    noise = {f"noise{i}": one_hot(rng.integers(0, 3, 300), 3, 0.7) for i in range(2)}
+    choice = ensemble.choose(ensemble.Evidence({"good": good, **noise}, y))
+    assert not choice.use_ensemble
+    assert choice.procedure == "single" and choice.weights == {"good": 1.0}
+
+
+def test_stacked_weights_drop_a_useless_member():
+    proba, y = specialists()
+    proba["useless"] = np.full_like(proba["ab"], 1 / 3)
+    weights = ensemble.stacked_weights(ensemble.Evidence(proba, y), np.arange(len(y)))
+    assert "useless" not in weights and min(weights.values()) >= ensemble.MIN_WEIGHT
+
+
+def test_halves_are_stratified_and_cover_every_row():
+    y = np.r_[np.zeros(7, int), np.ones(4, int), np.full(9, 2)]
+    (a, b), (c, d) = ensemble._halves(y, seed=3)
+    assert np.array_equal(np.sort(np.r_[a, b]), np.arange(len(y))) and np.array_equal(a, d) and np.array_equal(b, c)
+    for cls in range(3):
+        assert abs((y[a] == cls).sum() - (y[b] == cls).sum()) <= 1
+
+
+# ------------------------------------------------------------------------------------------------
+# The vote model
+
+
+def test_probability_vote_is_the_weighted_mean_of_calibrated_members():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(90, 3))
+    y = (X[:, 0] > 0).astype(int) + (X[:, 1] > 0.5)
+    linear = LogisticRegression().fit(X, y)
+    trees = HistGradientBoostingClassifier(max_iter=20).fit(X[y < 2], y[y < 2])  # never saw class 2
+    calibrations = [{"temperature": 2.0, "bias": None}, None]
+    vote = ensemble.ProbabilityVote([linear, trees], calibrations, [0.25, 0.75], 3)
+    expected_trees = np.zeros((len(X), 3))
+    expected_trees[:, :2] = trees.predict_proba(X)
+    expected = 0.25 * apply_calibration(linear.predict_proba(X), calibrations[0]) + 0.75 * expected_trees
+    assert np.allclose(vote.predict_proba(X), expected)
+    assert np.allclose(vote.predict_proba(X).sum(axis=1), 1.0)
+    assert np.array_equal(vote.predict(X), expected.argmax(axis=1))
+    with pytest.raises(ValueError, match="sum to 1"):
+        ensemble.ProbabilityVote([linear, trees], calibrations, [0.5, 0.6], 3)
+
+
+def test_serving_limits_the_members_threads():
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(60, 2)), np.arange(60) % 3
+    from sklearn.ensemble import RandomForestClassifier
+
+    forest = RandomForestClassifier(n_estimators=5, n_jobs=-1, random_state=0).fit(X, y)
+    vote = ensemble.ProbabilityVote([LogisticRegression().fit(X, y), forest], [None, None], [0.5, 0.5], 3)
+    model = DiagnosaModel(Pipeline([("features", StandardScaler().fit(X)), ("classifier", vote)]), LABELS)
+    limit_threads(model, 1)
+    assert forest.n_jobs == 1
+
+
+# ------------------------------------------------------------------------------------------------
+# The Select job
+
+
+def candidate(folder: Path, classifier: object, X: pd.DataFrame, y: np.ndarray, family: str) -> Path:
+    """A real model saved as training saves it: fitted pipeline, out-of-fold probabilities, validation summary."""
+    pipeline = Pipeline([("features", StandardScaler()), ("classifier", classifier)])
+    oof = cross_val_predict(pipeline, X, y, cv=5, method="predict_proba")
+    pipeline.fit(X, y)
+    summary = ensemble.summary(ensemble.Evidence({family: oof}, y), {family: 1.0}, LABELS)
+    meta = {"family": family, "hyperparameters": {}, "seed": 0, "labels": LABELS,
+            "fingerprint": {"preprocess": "fp", "train_npz_sha256": "0" * 64}, "validation": summary,
+            "calibration": {"temperature": 1.0, "bias": None}, "decision_weights": dict.fromkeys(LABELS, 1.0)}
+    DiagnosaModel(pipeline, LABELS, meta, oof={"proba": oof, "y": y}).save(folder)
+    with tarfile.open(folder.parent / f"{folder.name}.tar.gz", "w:gz") as tar:
+        for path in sorted(folder.iterdir()):
+            tar.add(path, arcname=path.name)
+    return folder.parent / f"{folder.name}.tar.gz"
+
+
+def two_views(n: int = 300) -> tuple[pd.DataFrame, np.ndarray]:
+    """Class c where v is high; otherwise a or b by the sign of u. A model that reads only u cannot find c, one
+    that reads only v cannot tell a from b: each alone misses about a third of the rows, their mean far fewer."""
+    rng = np.random.default_rng(4)
+    X = pd.DataFrame(rng.normal(size=(n, 2)), columns=["u", "v"])
+    y = np.where(X["v"] > 0.4, 2, (X["u"] > 0).astype(int))
+    X["u"] += 2 * np.sign(X["u"])  # a gap between the classes each view can tell apart
+    X["v"] += 2 * (X["v"] > 0.4)
+    return X, y
+
+
+def reads(column: int, classifier: object) -> Pipeline:
+    """``classifier`` on one column of the features."""
+    return Pipeline([("view", ColumnTransformer([("pick", "passthrough", [column])])), ("model", classifier)])
+
+
+def test_select_builds_a_servable_ensemble(tmp_path):
+    X, y = two_views()
+    base = tmp_path / "processing"
+    for name, classifier in (("by_u", reads(0, LogisticRegression())),
+                             ("by_v", reads(1, HistGradientBoostingClassifier(max_iter=30))),
+                             ("flat", LogisticRegression(C=1e-4))):
+        tarball = candidate(tmp_path / "models" / name, classifier, X, y, name)
+        target = base / "input" / "candidates" / name / "model.tar.gz"
+        target.parent.mkdir(parents=True)
+        tarball.replace(target)
+    assert main(["--base-dir", str(base)]) == 0
+
+    selection = json.loads((base / "output" / "selection" / "selection.json").read_text(encoding="utf-8"))
+    assert selection["ensemble"]["considered"] and selection["ensemble"]["use_ensemble"]
+    assert selection["champion"] == ENSEMBLE_NAME
+    weights = selection["ensemble"]["weights"]
+    assert sum(weights.values()) == pytest.approx(1.0) and {"by_u", "by_v"} <= set(weights)
+    extracted = tmp_path / "champion"
+    with tarfile.open(base / "output" / "champion" / "model.tar.gz") as tar:
+        names = tar.getnames()
+        tar.extractall(extracted, filter="data")
+    assert {"model.joblib", "metadata.json", OOF_FILE} <= set(names) and any(n.startswith("code/") for n in names)
+    model = DiagnosaModel.load(extracted)
+    assert model.metadata["family"] == ENSEMBLE_NAME
+    assert [m["name"] for m in model.metadata["members"]] == list(weights)
+    members = {name: DiagnosaModel.load(tmp_path / "models" / name) for name in weights}
+    expected = sum(w * members[name].predict_proba(X) for name, w in weights.items())
+    assert np.allclose(model.predict_proba(X), expected)
+    assert model.predict(X) == [LABELS[i] for i in expected.argmax(axis=1)]
+    assert model.metadata["validation"]["macro_recall"] > max(
+        m.metadata["validation"]["macro_recall"] for m in members.values()) + 0.1
+
+
+def test_select_without_out_of_fold_rows_picks_by_the_rule(tmp_path):
+    X, y = two_views()
+    base = tmp_path / "processing"
+    for name, classifier in (("linear", reads(0, LogisticRegression())),
+                             ("trees", reads(1, HistGradientBoostingClassifier(max_iter=30)))):
+        folder = tmp_path / "models" / name
+        candidate(folder, classifier, X, y, name)
+        if name == "trees":
+            (folder / OOF_FILE).unlink()  # a model trained before candidates kept their out-of-fold rows
+        target = base / "input" / "candidates" / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        folder.replace(target)
+    assert main(["--base-dir", str(base)]) == 0
+    selection = json.loads((base / "output" / "selection" / "selection.json").read_text(encoding="utf-8"))
+    assert selection["ensemble"] == {"considered": False, "reason": "no out-of-fold probabilities from trees"}
+    assert selection["champion"] == selection["ranking"][0]["name"]
+
+
+def test_an_ensemble_of_real_candidates_serves_through_the_handler(tmp_path, trained_model_dir, xgboost_model_dir):
+    """Two candidates the preprocess and train jobs made on the small cohort, combined as Select combines them,
+    answer through the endpoint's handler with the vote's calibrated probabilities."""
+    from inference.handler import invoke, load_service
+    from processing.select import build_ensemble
+
+    root = tmp_path / "candidates"
+    root.mkdir()
+    for name, folder in (("logistic_regression", trained_model_dir), ("xgboost", xgboost_model_dir)):
+        (root / name).symlink_to(folder, target_is_directory=True)
+    candidates = load_candidates(root)
+    evidence, reason = gather_evidence(candidates)
+    assert evidence is not None, reason
+    choice = ensemble.EnsembleChoice("stacked", {"logistic_regression": 0.4, "xgboost": 0.6})
+    build_ensemble(candidates, choice.weights, evidence, choice, tmp_path / "ensemble")
+
+    service = load_service(str(tmp_path / "ensemble"))
+    patient = {"patient_id": "A1", "age": 67, "sex": "M", "temperature_c": 38.9, "heart_rate_bpm": 112,
+               "spo2_pct": 90, "crp_mg_l": 180.0, "symptoms": ["HP:0001945", "HP:0012735"]}
+    [answer] = json.loads(invoke(service, json.dumps(patient), "application/json", None)[0])["predictions"]
+    members = {name: DiagnosaModel.load(folder) for name, folder in (("logistic_regression", trained_model_dir),
+                                                                      ("xgboost", xgboost_model_dir))}
+    features = Schema.from_dict(members["xgboost"].metadata["schema"]).features()
+    frame = pd.DataFrame([{name: patient.get(name) for name in features}])  # the fields a request leaves out: None
+    expected = 0.4 * members["logistic_regression"].predict_proba(frame) + 0.6 * members["xgboost"].predict_proba(frame)
+    labels = members["xgboost"].labels
+    assert [answer["probabilities"][label] for label in labels] == pytest.approx(expected[0].tolist(), abs=1e-4)
+    assert answer["category"] == labels[int(expected[0].argmax())]
+
+
+def test_a_candidate_named_like_the_vote_keeps_the_rule(tmp_path):
+    X, y = two_views()
+    root = tmp_path / "candidates"
+    root.mkdir()
+    for name, classifier in ((ENSEMBLE_NAME, reads(0, LogisticRegression())),
+                             ("trees", reads(1, HistGradientBoostingClassifier(max_iter=30)))):
+        candidate(tmp_path / "models" / name, classifier, X, y, name).unlink()  # the folder, not its tarball
+        (tmp_path / "models" / name).replace(root / name)
+    evidence, reason = gather_evidence(load_candidates(root))
+    assert evidence is None and "named 'ensemble'" in reason
+
+
+def test_a_broken_out_of_fold_file_stops_select_naming_the_candidate(tmp_path, caplog):
+    X, y = two_views()
+    base = tmp_path / "processing"
+    for name, classifier in (("linear", reads(0, LogisticRegression())),
+                             ("trees", reads(1, HistGradientBoostingClassifier(max_iter=30)))):
+        candidate(tmp_path / "models" / name, classifier, X, y, name).unlink()
+        target = base / "input" / "candidates" / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "models" / name).replace(target)
+    (base / "input" / "candidates" / "trees" / OOF_FILE).write_bytes(b"not a zip archive")
+    with caplog.at_level("ERROR", logger="processing.select"):
+        assert main(["--base-dir", str(base)]) == 1
+    assert "candidate 'trees': oof.npz is not readable" in caplog.text
+    assert not (base / "output" / "champion" / "model.tar.gz").exists()
