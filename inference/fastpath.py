@@ -130,14 +130,18 @@ class _Indicators:
 
 
 class _Similarity:
-    """Knowledge-base similarity (processing/phenotype.py): already plain numpy over term lists."""
+    """Knowledge-base similarity (processing/phenotype.py): already plain numpy over term lists; then the
+    block's scaler, when it has one (processing/features.py standardises the similarity columns)."""
 
-    def __init__(self, column: str, similarity: PhenotypeSimilarity):
+    def __init__(self, column: str, similarity: PhenotypeSimilarity, scaler: StandardScaler | None = None):
         self.column = column
         self.similarity = similarity
+        width = len(similarity.get_feature_names_out())
+        self.mean = np.zeros(width) if scaler is None or scaler.mean_ is None else scaler.mean_
+        self.scale = np.ones(width) if scaler is None or scaler.scale_ is None else scaler.scale_
 
     def __call__(self, records: list[dict[str, Any]]) -> np.ndarray:
-        return self.similarity.features([r.get(self.column) or [] for r in records])
+        return (self.similarity.features([r.get(self.column) or [] for r in records]) - self.mean) / self.scale
 
 
 class CompiledFeatures:
@@ -159,6 +163,9 @@ class CompiledFeatures:
                 blocks.append(_Indicators(selected, transformer))
             elif isinstance(transformer, PhenotypeSimilarity):
                 blocks.append(_Similarity(selected, transformer))
+            elif isinstance(transformer, Pipeline) and [type(s) for _, s in transformer.steps] == [PhenotypeSimilarity,
+                                                                                                StandardScaler]:
+                blocks.append(_Similarity(selected, *[s for _, s in transformer.steps]))
             elif isinstance(transformer, Pipeline) and [type(s) for _, s in transformer.steps] == [SimpleImputer,
                                                                                                 StandardScaler]:
                 blocks.append(_Numeric(list(selected), *[s for _, s in transformer.steps]))

@@ -323,7 +323,11 @@ def build_feature_pipeline(schema: Schema, params: FeatureParams | None = None, 
         blocks.append((f"hpo:{name}", MultiLabelIndicator(rollup=params.hpo_rollup, min_count=params.min_term_count,
                                                           min_share=params.min_term_share), name))
         if params.phenotype_similarity:
-            blocks.append((f"phenotype:{name}", PhenotypeSimilarity(top=params.phenotype_top), name))
+            # Standardised over the training rows like the numeric block: the similarity columns spread far less
+            # (sd 0.04-0.25 on the cohort) than the standardised numbers, and the families that are sensitive to
+            # scale (L2-penalised logistic regression, the MLP) barely used them (docs/model-benchmark.md, issue 14).
+            blocks.append((f"phenotype:{name}", make_pipeline(PhenotypeSimilarity(top=params.phenotype_top),
+                                                              StandardScaler()), name))
     for name in schema.features("codes"):
         blocks.append((f"codes:{name}", MultiLabelIndicator(rollup=False, min_count=params.min_term_count,
                                                             min_share=params.min_term_share), name))

@@ -490,12 +490,21 @@ class PhenotypeSimilarity(TransformerMixin, BaseEstimator):
         return state
 
 
+def similarity_of(transformer: Any) -> PhenotypeSimilarity | None:
+    """The :class:`PhenotypeSimilarity` a column block starts with: the block itself, or the first step of its
+    pipeline (the similarity then scaled, processing/features.py); None for any other block."""
+    steps = getattr(transformer, "steps", None)
+    first = steps[0][1] if steps else transformer
+    return first if isinstance(first, PhenotypeSimilarity) else None
+
+
 def find_similarity(features: Any) -> tuple[PhenotypeSimilarity | None, str | None]:
     """The fitted :class:`PhenotypeSimilarity` of a feature pipeline and the field it scores (None, None without)."""
     steps = getattr(features, "steps", None) or [(None, features)]
     for _, step in steps:
         for _, transformer, selected in getattr(step, "transformers_", []):
-            if isinstance(transformer, PhenotypeSimilarity):
+            transformer = similarity_of(transformer)
+            if transformer is not None:
                 field_name = selected if isinstance(selected, str) else list(selected)[0]
                 return transformer, str(field_name)
     return None, None

@@ -122,6 +122,30 @@ def test_feature_pipeline_is_fitted_on_train_only(data):
     assert before.dtype == np.float32 and before.shape[0] == len(splits.test)
 
 
+
+def test_the_similarity_columns_are_standardised_over_the_training_rows(data):
+    """The knowledge-base similarity spreads far less than the standardised numbers (sd ~0.05-0.25): scaled like
+    them, so an L2-penalised or gradient-trained model weighs them like any other column (issue 14)."""
+    from processing.phenotype import PhenotypeSimilarity, find_similarity
+
+    frame, schema, _ = data
+    splits = split_dataset(frame, schema, seed=2)
+    pipeline = build_feature_pipeline(schema, FeatureParams()).fit(splits.train)
+    names = list(pipeline.get_feature_names_out())
+    columns = [i for i, name in enumerate(names) if name.startswith("phenotype:")]
+    assert len(columns) == 33  # 4 categories x (max, top3) + best, then 2 measures x 4 categories x 3
+    values = pipeline.transform(splits.train)[:, columns].toarray().astype(float)
+    spread = values.std(axis=0)
+    varying = spread > 0
+    assert varying.sum() >= 30
+    np.testing.assert_allclose(values.mean(axis=0), 0.0, atol=1e-4)
+    np.testing.assert_allclose(spread[varying], 1.0, rtol=1e-3)
+    # The raw similarity is still the one the differential and the knowledge-only reference read.
+    similarity, field = find_similarity(pipeline)
+    assert isinstance(similarity, PhenotypeSimilarity) and field == "symptoms"
+    raw = similarity.features(splits.train["symptoms"].head(50))
+    assert raw.min() >= -1.0 and raw.max() <= 1.0 and not np.allclose(raw, values[:50], atol=1e-2)
+
 def test_indicator_columns_need_a_share_of_the_rows_as_well_as_a_count():
     """A fixed count alone let the vocabulary (and every model's cost) grow with the cohort (issue 16)."""
     rows = pd.Series([["I10"]] * 30 + [["E11"]] * 6 + [[]] * 964)
