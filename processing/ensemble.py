@@ -25,6 +25,8 @@ class: worst-class recall 0 in every seed; docs/benchmark-real.md).
 """
 from __future__ import annotations
 
+import functools
+import operator
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -78,7 +80,10 @@ def recall_scores(y: np.ndarray, pred: np.ndarray, k: int) -> tuple[float, float
 def mix(proba: Mapping[str, np.ndarray], weights: Mapping[str, float], rows: Any = None) -> np.ndarray:
     """The weighted mean of the candidates' probabilities (weights summing to 1), on ``rows`` (None: all)."""
     pick = slice(None) if rows is None else rows
-    return sum(w * np.asarray(proba[name])[pick] for name, w in weights.items() if w > 0)
+    parts = [w * np.asarray(proba[name])[pick] for name, w in weights.items() if w > 0]
+    if not parts:
+        raise ValueError("an ensemble needs a member with a positive weight")
+    return functools.reduce(operator.add, parts)  # in member order, as the served vote adds them
 
 
 def best_single(evidence: Evidence, rows: np.ndarray) -> dict[str, float]:
@@ -156,10 +161,10 @@ def choose(evidence: Evidence, *, seed: int = 0, margin_z: float = MARGIN_Z,
     errors: dict[str, list[float]] = {name: [] for name in gains}
     for repeat in range(repeats):
         correct = {}
-        for name, procedure in PROCEDURES.items():
+        for name, fit in PROCEDURES.items():
             pred = np.zeros(len(y), dtype=np.int64)
             for fit_rows, score_rows in _halves(y, seed + repeat):
-                pred[score_rows] = mix(evidence.proba, procedure(evidence, fit_rows), score_rows).argmax(axis=1)
+                pred[score_rows] = mix(evidence.proba, fit(evidence, fit_rows), score_rows).argmax(axis=1)
             correct[name] = (pred == y).astype(float)
             scores[name].append(recall_scores(y, pred, k)[0])
         for name in gains:

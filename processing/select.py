@@ -200,13 +200,14 @@ def gather_evidence(candidates: list[tuple[str, Path, dict[str, Any]]]) -> tuple
             oofs[name] = _read_oof(source)
         except ModelLoadError as err:
             raise ValueError(f"candidate {name!r}: {err}") from None
-    lacking = sorted(name for name, oof in oofs.items() if oof is None)
+    present = {name: oof for name, oof in oofs.items() if oof is not None}
+    lacking = sorted(set(oofs) - set(present))
     if lacking:
         return None, f"no out-of-fold probabilities from {', '.join(lacking)}"
-    first = next(iter(oofs.values()))
-    if any(not np.array_equal(oof["y"], first["y"]) for oof in oofs.values()):
+    first = next(iter(present.values()))
+    if any(not np.array_equal(oof["y"], first["y"]) for oof in present.values()):
         return None, "the candidates' out-of-fold rows differ"
-    return ensemble.Evidence({name: oof["proba"] for name, oof in oofs.items()}, first["y"]), ""
+    return ensemble.Evidence({name: oof["proba"] for name, oof in present.items()}, first["y"]), ""
 
 
 def build_ensemble(candidates: list[tuple[str, Path, dict[str, Any]]], weights: dict[str, float],
@@ -288,7 +289,7 @@ def run(base_dir: str | os.PathLike) -> dict[str, Any]:
     choice = None if evidence is None else ensemble.choose(evidence, seed=int(meta.get("seed") or 0))
     selection["ensemble"] = {"considered": evidence is not None, "reason": reason,
                              **({} if choice is None else choice.to_dict())}
-    if choice is not None and choice.use_ensemble:
+    if evidence is not None and choice is not None and choice.use_ensemble:
         with tempfile.TemporaryDirectory(prefix="ensemble-", dir=base) as work:
             folder = Path(work) / ENSEMBLE_NAME
             built = build_ensemble(candidates, choice.weights, evidence, choice, folder)

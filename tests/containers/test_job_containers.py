@@ -172,7 +172,11 @@ def _check_preprocess(outputs: dict[str, Path], execution) -> None:
 
 def _check_select(outputs: dict[str, Path], execution) -> None:
     selection = json.loads((outputs["selection"] / "selection.json").read_text())
-    assert sorted(selection["candidates"]) == sorted(DEFAULT_FAMILIES) and selection["champion"] in DEFAULT_FAMILIES
+    assert sorted(selection["candidates"]) == sorted(DEFAULT_FAMILIES)
+    if selection["champion"] == "ensemble":  # Select's vote of the candidates (processing/ensemble.py)
+        assert selection["ensemble"]["use_ensemble"] and set(selection["ensemble"]["weights"]) <= set(DEFAULT_FAMILIES)
+    else:
+        assert selection["champion"] in DEFAULT_FAMILIES and not selection["ensemble"].get("use_ensemble")
     with tarfile.open(outputs["champion"] / "model.tar.gz") as archive:
         assert {"model.joblib", "metadata.json", "code/serve_endpoint.py"} <= set(archive.getnames())
 
