@@ -140,15 +140,9 @@ def test_search_prefers_the_terms_the_model_knows_on_ties():
     assert TermIndex(names, preferred=["HP:0000001"]).search("pain")[0].id == "HP:0000001"
 
 
-def test_search_is_fast(index):
-    queries = ["fever", "short breath", "abd pain", "seizure", "cough", "hyper", "weight loss", "rash"] * 25
-    started = time.perf_counter()
-    for q in queries:
-        index.search(q)
-    assert (time.perf_counter() - started) / len(queries) < 0.01  # well under the 250 ms typing pause
-    started = time.perf_counter()
-    assert index.search("a") == [] and index.search("ab")  # one letter waits for a second one
-    assert time.perf_counter() - started < 0.25
+def test_one_letter_waits_for_a_second(index):
+    # The search's speed (a few ms a query) is a benchmark figure: benchmarks/bench_app_search.py.
+    assert index.search("a") == [] and index.search("ab")
 
 
 # ------------------------------------------------------------------------------------------------ results
