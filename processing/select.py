@@ -29,6 +29,7 @@ import numpy as np
 
 from diagnosa.files import atomic_path, write_text_atomic
 from diagnosa.logs import configure_logging
+from diagnosa.model import METADATA_FILE, MODEL_FILE, OOF_FILE, DiagnosaModel, ModelLoadError, read_oof, unpack_model
 from processing import ensemble
 from processing.entry import job_parser
 
@@ -38,9 +39,6 @@ TIE_TOLERANCE = 1e-9
 RULE = (f"highest validation macro recall; ties (|difference| < {TIE_TOLERANCE:g}) broken by the higher "
         "worst-class recall, then by candidate name (ascending)")
 MODEL_TARBALL = "model.tar.gz"
-MODEL_FILE = "model.joblib"  # mirrors diagnosa.model; not imported so ranking needs no ML libraries
-METADATA_FILE = "metadata.json"
-OOF_FILE = "oof.npz"  # diagnosa.model.OOF_FILE
 ENSEMBLE_NAME = "ensemble"
 
 
@@ -172,8 +170,6 @@ def _check_comparable(candidates: list[tuple[str, Path, dict[str, Any]]]) -> Non
 
 def _read_oof(source: Path) -> dict[str, Any] | None:
     """A candidate's out-of-fold probabilities (from its tarball or folder); None when it has none."""
-    from diagnosa.model import read_oof
-
     if source.is_dir():
         path = source / OOF_FILE
         return read_oof(path) if path.is_file() else None
@@ -192,8 +188,6 @@ def gather_evidence(candidates: list[tuple[str, Path, dict[str, Any]]]) -> tuple
         return None, "one candidate"
     if any(name == ENSEMBLE_NAME for name, _, _ in candidates):
         return None, f"a candidate is named {ENSEMBLE_NAME!r}, the name the vote would take"
-    from diagnosa.model import ModelLoadError
-
     oofs = {}
     for name, source, _ in candidates:
         try:
@@ -216,7 +210,6 @@ def build_ensemble(candidates: list[tuple[str, Path, dict[str, Any]]], weights: 
     returns its metadata."""
     from sklearn.pipeline import Pipeline
 
-    from diagnosa.model import DiagnosaModel, unpack_model
     from diagnosa.serving_code import write_serving_code
 
     by_name = {name: (source, meta) for name, source, meta in candidates}
