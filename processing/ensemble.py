@@ -71,9 +71,14 @@ class Evidence:
         return sorted(self.proba)
 
 
+def class_recalls(y: np.ndarray, pred: np.ndarray, k: int) -> dict[int, float]:
+    """Each class present in ``y`` → its recall."""
+    return {c: float(np.mean(pred[y == c] == c)) for c in range(k) if (y == c).any()}
+
+
 def recall_scores(y: np.ndarray, pred: np.ndarray, k: int) -> tuple[float, float]:
     """(macro recall, worst-class recall) over the classes present in ``y``."""
-    recalls = [float(np.mean(pred[y == c] == c)) for c in range(k) if (y == c).any()]
+    recalls = list(class_recalls(y, pred, k).values())
     return float(np.mean(recalls)), float(np.min(recalls))
 
 
@@ -184,7 +189,7 @@ def summary(evidence: Evidence, weights: Mapping[str, float], labels: Sequence[s
     """The ensemble's out-of-fold figures in the shape of a candidate's ``validation`` summary."""
     y, k = evidence.y, evidence.k
     pred = mix(evidence.proba, weights).argmax(axis=1)
-    per_class = {labels[c]: float(np.mean(pred[y == c] == c)) for c in range(k) if (y == c).any()}
+    per_class = {labels[c]: recall for c, recall in class_recalls(y, pred, k).items()}
     worst = min(per_class, key=lambda label: (per_class[label], list(labels).index(label)))
     return {"n": int(len(y)), "macro_recall": float(np.mean(list(per_class.values()))),
             "worst_class_recall": {"label": worst, "recall": per_class[worst]}, "per_class_recall": per_class,
