@@ -31,6 +31,8 @@ from diagnosa.files import atomic_path, write_text_atomic
 from diagnosa.logs import configure_logging
 from diagnosa.model import METADATA_FILE, MODEL_FILE, OOF_FILE, DiagnosaModel, ModelLoadError, read_oof, unpack_model
 from processing import ensemble
+from processing.calibration import calibration_numbers
+from processing.decisions import MAX_PRECISION_LOSS, calibrate_and_decide
 from processing.entry import job_parser
 
 logger = logging.getLogger(__name__)
@@ -201,13 +203,22 @@ def gather_evidence(candidates: list[tuple[str, Path, dict[str, Any]]]) -> tuple
     first = next(iter(present.values()))
     if any(not np.array_equal(oof["y"], first["y"]) for oof in present.values()):
         return None, "the candidates' out-of-fold rows differ"
-    return ensemble.Evidence({name: oof["proba"] for name, oof in present.items()}, first["y"]), ""
+    # The rows' weights and slice flags, where every candidate fitted its decision weights with the same ones.
+    shared = {key: first[key] for key in ("w", "groups")
+              if all(key in oof and np.array_equal(oof[key], first[key]) for oof in present.values())}
+    return ensemble.Evidence({name: oof["proba"] for name, oof in present.items()}, first["y"],
+                             weight=shared.get("w"), groups=shared.get("groups")), ""
 
 
 def build_ensemble(candidates: list[tuple[str, Path, dict[str, Any]]], weights: dict[str, float],
-                   evidence: ensemble.Evidence, choice: ensemble.EnsembleChoice, folder: Path) -> dict[str, Any]:
+                   evidence: ensemble.Evidence, choice: ensemble.EnsembleChoice, folder: Path, *,
+                   seed: int = 0) -> dict[str, Any]:
     """Write the ensemble model (the members' fitted classifiers behind one feature pipeline) into ``folder``;
-    returns its metadata."""
+    returns its metadata.
+
+    The vote's probabilities get what a candidate's get in its training job (processing/decisions.py): a
+    temperature fitted on the vote's out-of-fold probabilities (a mean of calibrated members is less sure than
+    each), and decision weights kept only where, cross-fitted, they find significantly more of the worst class."""
     from sklearn.pipeline import Pipeline
 
     from diagnosa.serving_code import write_serving_code
@@ -227,19 +238,33 @@ def build_ensemble(candidates: list[tuple[str, Path, dict[str, Any]]], weights: 
     keep = ("schema", "input_schema", "target", "slice_column", "dataset", "preprocess_params", "feature_names",
             "n_train", "fingerprint", "seed", "versions")
     metadata = {key: lead.metadata[key] for key in keep if key in lead.metadata}
+    max_loss = float(((lead.metadata.get("search") or {}).get("settings") or {}).get("max_precision_loss",
+                                                                                     MAX_PRECISION_LOSS))
+    mixed = ensemble.mix(evidence.proba, weights)
+    post = calibrate_and_decide(mixed, evidence.y, evidence.weight, max_precision_loss=max_loss, seed=seed,
+                                groups=evidence.groups)
+    validation = ensemble.summary(evidence.y, post["cross_fitted_pred"], labels)
+    validation["plain_argmax"] = {key: value for key, value in ensemble.summary(
+        evidence.y, post["calibrated"].argmax(axis=1), labels).items() if key in ("macro_recall", "worst_class_recall")}
     metadata |= {
         "family": ENSEMBLE_NAME,
         "hyperparameters": {},
         "members": [{"name": n, "family": members[n].metadata.get("family"), "weight": weights[n],
                      "hyperparameters": members[n].metadata.get("hyperparameters"),
                      "calibration": members[n].metadata.get("calibration")} for n in names],
-        "validation": ensemble.summary(evidence, weights, labels),
-        "decision_weights": dict.fromkeys(labels, 1.0),
-        "decision_rule": "argmax of the weighted mean of the members' calibrated probabilities",
+        "validation": validation,
+        "calibration": post["calibration"],
+        "decision_weights": {label: float(w) for label, w in zip(labels, post["decision_weights"])},
+        "decision_rule": (f"argmax of decision weight x the calibrated weighted mean of the members' calibrated "
+                          f"probabilities; weights fitted on the vote's out-of-fold probabilities to maximise the "
+                          f"worst class's recall with macro precision at most {max_loss:g} below the plain argmax's"),
+        "calibration_oof": {"before": calibration_numbers(evidence.y, mixed),
+                            "after": calibration_numbers(evidence.y, post["calibrated"])},
         "ensemble": choice.to_dict(),
     }
     model = DiagnosaModel(Pipeline([("features", lead.features), ("classifier", vote)]), labels, metadata,
-                          oof={"proba": ensemble.mix(evidence.proba, weights), "y": evidence.y})
+                          oof={"proba": post["calibrated"], "y": evidence.y, "w": evidence.weight,
+                               "groups": evidence.groups})
     model.save(folder)
     write_serving_code(folder / "code")
     return metadata
@@ -285,7 +310,7 @@ def run(base_dir: str | os.PathLike) -> dict[str, Any]:
     if evidence is not None and choice is not None and choice.use_ensemble:
         with tempfile.TemporaryDirectory(prefix="ensemble-", dir=base) as work:
             folder = Path(work) / ENSEMBLE_NAME
-            built = build_ensemble(candidates, choice.weights, evidence, choice, folder)
+            built = build_ensemble(candidates, choice.weights, evidence, choice, folder, seed=int(meta.get("seed") or 0))
             _tar_folder_atomic(folder, champion_path)
         selection["champion"] = ENSEMBLE_NAME
         selection["ensemble"]["validation"] = built["validation"]
