@@ -91,7 +91,7 @@ class DiagnosaModel:
     pipeline: Any  # sklearn Pipeline: ("features", fitted transformer), ("classifier", fitted estimator)
     labels: list[str]
     metadata: dict[str, Any] = field(default_factory=dict)
-    oof: dict[str, np.ndarray] | None = None  # {"proba", "y"[, "w", "groups"]}: saved as OOF_FILE when present
+    oof: dict[str, Any] | None = None  # {"proba", "y"[, "w", "groups"]}: saved as OOF_FILE when present
 
     def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
         """Calibrated probabilities (what is served); the classifier's own when the model has no calibration."""
@@ -138,11 +138,10 @@ class DiagnosaModel:
         model_dir.mkdir(parents=True, exist_ok=True)
         joblib.dump(self.pipeline, model_dir / MODEL_FILE, compress=3)
         if self.oof is not None:
-            optional = {key: np.asarray(self.oof[key], dtype=dtype) for key, dtype in (("w", np.float64),
-                                                                                        ("groups", np.bool_))
-                        if self.oof.get(key) is not None}
-            np.savez_compressed(model_dir / OOF_FILE, proba=np.asarray(self.oof["proba"], dtype=np.float32),
-                                y=np.asarray(self.oof["y"], dtype=np.int64), **optional)
+            arrays: dict[str, Any] = {key: np.asarray(self.oof[key], dtype=dtype) for key, dtype in (
+                ("proba", np.float32), ("y", np.int64), ("w", np.float64), ("groups", np.bool_))
+                if self.oof.get(key) is not None}
+            np.savez_compressed(model_dir / OOF_FILE, **arrays)
         meta = {**self.metadata, "labels": self.labels, "versions": self.metadata.get("versions") or library_versions()}
         (model_dir / METADATA_FILE).write_text(json.dumps(meta, indent=2, ensure_ascii=False, sort_keys=True) + "\n",
                                                encoding="utf-8")
