@@ -42,6 +42,9 @@ RULE = (f"highest validation macro recall; ties (|difference| < {TIE_TOLERANCE:g
         "worst-class recall, then by candidate name (ascending)")
 MODEL_TARBALL = "model.tar.gz"
 ENSEMBLE_NAME = "ensemble"
+# The pipeline's Ensemble parameter: "auto" ships the vote when it wins (processing/ensemble.py), "never" always the
+# single champion (a vote scores every member: where one model's serving time matters more than the vote's gain).
+ENSEMBLE_MODES = ("auto", "never")
 
 
 def _metric(candidate: dict[str, Any], *path: str) -> float:
@@ -287,8 +290,11 @@ def _write_json_atomic(path: Path, data: Any) -> None:
     write_text_atomic(path, json.dumps(data, indent=2, ensure_ascii=False, sort_keys=True) + "\n")
 
 
-def run(base_dir: str | os.PathLike) -> dict[str, Any]:
-    """Read candidates under ``<base>/input/candidates``, write the champion and selection.json."""
+def run(base_dir: str | os.PathLike, ensemble_mode: str = "auto") -> dict[str, Any]:
+    """Read candidates under ``<base>/input/candidates``, write the champion and selection.json; ``ensemble_mode``
+    one of ``ENSEMBLE_MODES``."""
+    if ensemble_mode not in ENSEMBLE_MODES:
+        raise ValueError(f"ensemble mode must be one of {', '.join(ENSEMBLE_MODES)}, got {ensemble_mode!r}")
     base = Path(base_dir)
     candidates = load_candidates(base / "input" / "candidates")
     _check_comparable(candidates)
@@ -303,7 +309,8 @@ def run(base_dir: str | os.PathLike) -> dict[str, Any]:
     selection["fingerprint"] = meta.get("fingerprint")
 
     champion_path = base / "output" / "champion" / MODEL_TARBALL
-    evidence, reason = gather_evidence(candidates)
+    evidence, reason = (gather_evidence(candidates) if ensemble_mode == "auto"
+                        else (None, "the pipeline's Ensemble parameter is 'never'"))
     choice = None if evidence is None else ensemble.choose(evidence, seed=int(meta.get("seed") or 0))
     selection["ensemble"] = {"considered": evidence is not None, "reason": reason,
                              **({} if choice is None else choice.to_dict())}
@@ -333,9 +340,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = job_parser("processing.select", __doc__.splitlines()[0] + f"\nThe rule: {RULE}.", "Select", "",
                         "holds input/candidates/<name>/ (model.tar.gz or a model folder) and receives "
                         "output/champion/model.tar.gz and output/selection/selection.json")
+    parser.add_argument("--ensemble", choices=ENSEMBLE_MODES, default="auto",
+                        help="auto: ship the candidates' vote when it wins the cross-fitted comparison; never: always "
+                             "the single champion (default: %(default)s)")
     args = parser.parse_args(argv)
     try:
-        run(args.base_dir)
+        run(args.base_dir, args.ensemble)
     except Exception as err:  # noqa: BLE001  (the job log must say what was wrong)
         message = str(err) if isinstance(err, ValueError) else f"{type(err).__name__}: {err}"
         logger.error("champion selection failed: %s", message, exc_info=not isinstance(err, ValueError))

@@ -208,6 +208,29 @@ def test_select_builds_a_servable_ensemble(tmp_path):
         m.metadata["validation"]["macro_recall"] for m in members.values()) + 0.1
 
 
+def test_the_ensemble_parameter_never_keeps_the_single_champion(tmp_path, capsys):
+    """Where serving one model matters more than the vote's gain: the same candidates that make a vote above."""
+    X, y = two_views()
+    base = tmp_path / "processing"
+    for name, classifier in (("by_u", reads(0, LogisticRegression())),
+                             ("by_v", reads(1, HistGradientBoostingClassifier(max_iter=30)))):
+        target = base / "input" / "candidates" / name / "model.tar.gz"
+        target.parent.mkdir(parents=True)
+        candidate(tmp_path / "models" / name, classifier, X, y, name).replace(target)
+    assert main(["--base-dir", str(base), "--ensemble", "never"]) == 0
+    selection = json.loads((base / "output" / "selection" / "selection.json").read_text(encoding="utf-8"))
+    assert selection["ensemble"] == {"considered": False, "reason": "the pipeline's Ensemble parameter is 'never'"}
+    assert selection["champion"] == selection["ranking"][0]["name"] != ENSEMBLE_NAME
+    with tarfile.open(base / "output" / "champion" / "model.tar.gz") as tar:
+        meta = json.load(tar.extractfile("metadata.json"))
+    assert meta["family"] == selection["champion"]
+    assert main(["--base-dir", str(base), "--ensemble", "auto"]) == 0  # the same candidates: the vote wins
+    assert json.loads((base / "output" / "selection" / "selection.json").read_text())["champion"] == ENSEMBLE_NAME
+    with pytest.raises(SystemExit) as exit_:
+        main(["--base-dir", str(base), "--ensemble", "always"])
+    assert exit_.value.code == 2 and "invalid choice: 'always'" in capsys.readouterr().err
+
+
 def test_select_without_out_of_fold_rows_picks_by_the_rule(tmp_path):
     X, y = two_views()
     base = tmp_path / "processing"
