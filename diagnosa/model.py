@@ -5,7 +5,7 @@ Training writes it into the model directory (``/opt/ml/model``; SageMaker tars t
 the artifact is what guarantees that serving applies exactly the transform training saw.
 
 Two fitted post-processing steps travel as plain numbers in ``metadata.json`` (training fits both
-out of fold, ``training/decisions.py``): ``calibration`` (temperature scaling, optionally with a
+out of fold, ``processing/decisions.py``): ``calibration`` (temperature scaling, optionally with a
 per-class bias, on the classifier's log-probabilities) -- ``predict_proba`` returns the calibrated
 probabilities, which are what is served and shown -- and ``decision_weights`` (one multiplicative
 weight per label): the predicted category is the argmax of weight x calibrated probability
@@ -91,7 +91,7 @@ class DiagnosaModel:
     pipeline: Any  # sklearn Pipeline: ("features", fitted transformer), ("classifier", fitted estimator)
     labels: list[str]
     metadata: dict[str, Any] = field(default_factory=dict)
-    oof: dict[str, np.ndarray] | None = None  # {"proba", "y"}: saved as OOF_FILE when present
+    oof: dict[str, Any] | None = None  # {"proba", "y"[, "w", "groups"]}: saved as OOF_FILE when present
 
     def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
         """Calibrated probabilities (what is served); the classifier's own when the model has no calibration."""
@@ -138,8 +138,10 @@ class DiagnosaModel:
         model_dir.mkdir(parents=True, exist_ok=True)
         joblib.dump(self.pipeline, model_dir / MODEL_FILE, compress=3)
         if self.oof is not None:
-            np.savez_compressed(model_dir / OOF_FILE, proba=np.asarray(self.oof["proba"], dtype=np.float32),
-                                y=np.asarray(self.oof["y"], dtype=np.int64))
+            arrays: dict[str, Any] = {key: np.asarray(self.oof[key], dtype=dtype) for key, dtype in (
+                ("proba", np.float32), ("y", np.int64), ("w", np.float64), ("groups", np.bool_))
+                if self.oof.get(key) is not None}
+            np.savez_compressed(model_dir / OOF_FILE, **arrays)
         meta = {**self.metadata, "labels": self.labels, "versions": self.metadata.get("versions") or library_versions()}
         (model_dir / METADATA_FILE).write_text(json.dumps(meta, indent=2, ensure_ascii=False, sort_keys=True) + "\n",
                                                encoding="utf-8")
@@ -162,14 +164,21 @@ class DiagnosaModel:
 
 
 def read_oof(source: Any) -> dict[str, np.ndarray]:
-    """An OOF_FILE (a path or an open binary file) as {"proba": n x k, "y": n}, checked."""
+    """An OOF_FILE (a path or an open binary file) as {"proba": n x k, "y": n} and, when training saved them,
+    "w" (the rows' weights in the decision fit) and "groups" (the rows in the slice), checked."""
     try:
         with np.load(source, allow_pickle=False) as data:
             oof = {"proba": np.asarray(data["proba"], dtype=float), "y": np.asarray(data["y"])}
+            oof |= {key: np.asarray(data[key]) for key in ("w", "groups") if key in data.files}
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
         raise ModelLoadError(f"{OOF_FILE} is not readable: {err}") from None
     proba, y = oof["proba"], oof["y"]
     if proba.ndim != 2 or y.shape != (len(proba),) or not np.issubdtype(y.dtype, np.integer):
         raise ModelLoadError(f"{OOF_FILE} must hold an n x k 'proba' and n integer labels 'y', "
                              f"got {proba.shape} and {y.shape} {y.dtype}")
+    for key in ("w", "groups"):
+        if key in oof and oof[key].shape != y.shape:
+            raise ModelLoadError(f"{OOF_FILE}: '{key}' must hold one entry per row ({len(y)}), got {oof[key].shape}")
+    if "w" in oof and (not np.isfinite(oof["w"]).all() or (oof["w"] < 0).any()):
+        raise ModelLoadError(f"{OOF_FILE}: 'w' must be finite, non-negative row weights")
     return oof

@@ -27,6 +27,7 @@ from diagnosa.serving_code import SERVING_PROGRAM
 from pipelines.service_model import instance_count_problem
 from processing.features import REDUCTIONS
 from processing.resample import METHODS
+from processing.select import ENSEMBLE_MODES
 
 DEFAULT_FAMILIES = ("mlp", "logistic_regression", "xgboost", "gradient_boosting")  # docs/model-benchmark.md
 DISTRIBUTED_FAMILIES = ("xgboost",)  # the families that train across instances (training/distributed.py)
@@ -307,6 +308,7 @@ def build_pipeline(settings: PipelineSettings, session: Any) -> Any:
     # start, before a job runs; the lists are the job libraries' own.
     reduction = ParameterString(name="Reduction", default_value="none", enum_values=list(REDUCTIONS))
     resampling = ParameterString(name="Resampling", default_value="class_weights", enum_values=list(METHODS))
+    ensemble_mode = ParameterString(name="Ensemble", default_value="auto", enum_values=list(ENSEMBLE_MODES))
     approval = ParameterString(name="ModelApprovalStatus", default_value="PendingManualApproval",
                                enum_values=["PendingManualApproval", "Approved", "Rejected"])
     defaults = settings.thresholds()
@@ -331,7 +333,7 @@ def build_pipeline(settings: PipelineSettings, session: Any) -> Any:
                                         default_value=settings.processing_instance_count)
     training_count = ParameterInteger(name=INSTANCE_COUNT_PARAMETERS["training"],
                                       default_value=settings.training_instance_count)
-    parameters = [input_uri, reduction, resampling, approval, *thresholds.values(),
+    parameters = [input_uri, reduction, resampling, ensemble_mode, approval, *thresholds.values(),
                   *([slice_threshold] if slice_threshold else []), *([unseen_threshold] if unseen_threshold else []),
                   processing_type, training_type, processing_count, training_count, seed]
     if settings.deploy_steps:
@@ -430,7 +432,7 @@ def build_pipeline(settings: PipelineSettings, session: Any) -> Any:
     select = processing("Select", "select_job.py",
                         [s3_in(f"candidate-{step.name}", step.properties.ModelArtifacts.S3ModelArtifacts,
                                f"candidates/{step.name.removeprefix('Train-')}") for step in trainings],
-                        ["champion", "selection"])
+                        ["champion", "selection"], ["--ensemble", ensemble_mode])
     report = PropertyFile(name="Evaluation", output_name="evaluation", path="evaluation.json")
     evaluate = processing(
         "Evaluate", "evaluate_job.py",

@@ -91,6 +91,12 @@ def calibration_summary(y: np.ndarray, proba: np.ndarray, bins: int = DEFAULT_BI
             "accuracy": float((proba.argmax(axis=1) == y).mean()), "bins": reliability_bins(y, proba, bins)}
 
 
+def calibration_numbers(y: np.ndarray, proba: np.ndarray) -> dict[str, float]:
+    """:func:`calibration_summary` without the bins: what a model's metadata keeps of its out-of-fold calibration."""
+    summary = calibration_summary(y, proba)
+    return {key: summary[key] for key in ("ece", "brier", "mean_confidence", "accuracy")}
+
+
 def recall_table(y: np.ndarray, pred: np.ndarray, labels: Sequence[str]) -> dict[str, dict[str, Any]]:
     """Per label: support, hits, recall (None without support) and its 95 % Wilson interval."""
     y, pred = np.asarray(y), np.asarray(pred)

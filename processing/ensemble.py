@@ -44,10 +44,13 @@ MIN_WEIGHT = 0.01  # stacked weights below this are dropped (a member that costs
 
 @dataclass(frozen=True)
 class Evidence:
-    """Every candidate's out-of-fold probabilities on the same rows: ``proba[name]`` is n x k."""
+    """Every candidate's out-of-fold probabilities on the same rows: ``proba[name]`` is n x k; ``weight`` and
+    ``groups`` (optional): the rows' weights and slice flags the candidates' decision weights were fitted with."""
 
     proba: Mapping[str, np.ndarray]
     y: np.ndarray
+    weight: np.ndarray | None = None
+    groups: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         y = np.asarray(self.y)
@@ -61,6 +64,10 @@ class Evidence:
             raise ValueError(f"out-of-fold probabilities must all be {len(y)} x k (k >= 2), got {shapes}")
         if y.min() < 0 or y.max() >= k:
             raise ValueError(f"out-of-fold labels must lie in [0, {k})")
+        for name in ("weight", "groups"):
+            value = getattr(self, name)
+            if value is not None and np.shape(value) != y.shape:
+                raise ValueError(f"out-of-fold {name} must hold one entry per row ({len(y)}), got {np.shape(value)}")
 
     @property
     def k(self) -> int:
@@ -185,10 +192,9 @@ def choose(evidence: Evidence, *, seed: int = 0, margin_z: float = MARGIN_Z,
     return EnsembleChoice(procedure, weights, {name: float(np.mean(v)) for name, v in scores.items()}, gain, error)
 
 
-def summary(evidence: Evidence, weights: Mapping[str, float], labels: Sequence[str]) -> dict[str, Any]:
-    """The ensemble's out-of-fold figures in the shape of a candidate's ``validation`` summary."""
-    y, k = evidence.y, evidence.k
-    pred = mix(evidence.proba, weights).argmax(axis=1)
+def summary(y: np.ndarray, pred: np.ndarray, labels: Sequence[str]) -> dict[str, Any]:
+    """Out-of-fold decisions ``pred`` scored in the shape of a candidate's ``validation`` summary."""
+    y, pred, k = np.asarray(y), np.asarray(pred), len(labels)
     per_class = {labels[c]: recall for c, recall in class_recalls(y, pred, k).items()}
     worst = min(per_class, key=lambda label: (per_class[label], list(labels).index(label)))
     return {"n": int(len(y)), "macro_recall": float(np.mean(list(per_class.values()))),

@@ -31,6 +31,8 @@ from diagnosa.files import atomic_path, write_text_atomic
 from diagnosa.logs import configure_logging
 from diagnosa.model import METADATA_FILE, MODEL_FILE, OOF_FILE, DiagnosaModel, ModelLoadError, read_oof, unpack_model
 from processing import ensemble
+from processing.calibration import calibration_numbers
+from processing.decisions import MAX_PRECISION_LOSS, calibrate_and_decide
 from processing.entry import job_parser
 
 logger = logging.getLogger(__name__)
@@ -40,6 +42,9 @@ RULE = (f"highest validation macro recall; ties (|difference| < {TIE_TOLERANCE:g
         "worst-class recall, then by candidate name (ascending)")
 MODEL_TARBALL = "model.tar.gz"
 ENSEMBLE_NAME = "ensemble"
+# The pipeline's Ensemble parameter: "auto" ships the vote when it wins (processing/ensemble.py), "never" always the
+# single champion (a vote scores every member: where one model's serving time matters more than the vote's gain).
+ENSEMBLE_MODES = ("auto", "never")
 
 
 def _metric(candidate: dict[str, Any], *path: str) -> float:
@@ -201,13 +206,22 @@ def gather_evidence(candidates: list[tuple[str, Path, dict[str, Any]]]) -> tuple
     first = next(iter(present.values()))
     if any(not np.array_equal(oof["y"], first["y"]) for oof in present.values()):
         return None, "the candidates' out-of-fold rows differ"
-    return ensemble.Evidence({name: oof["proba"] for name, oof in present.items()}, first["y"]), ""
+    # The rows' weights and slice flags, where every candidate fitted its decision weights with the same ones.
+    shared = {key: first[key] for key in ("w", "groups")
+              if all(key in oof and np.array_equal(oof[key], first[key]) for oof in present.values())}
+    return ensemble.Evidence({name: oof["proba"] for name, oof in present.items()}, first["y"],
+                             weight=shared.get("w"), groups=shared.get("groups")), ""
 
 
 def build_ensemble(candidates: list[tuple[str, Path, dict[str, Any]]], weights: dict[str, float],
-                   evidence: ensemble.Evidence, choice: ensemble.EnsembleChoice, folder: Path) -> dict[str, Any]:
+                   evidence: ensemble.Evidence, choice: ensemble.EnsembleChoice, folder: Path, *,
+                   seed: int = 0) -> dict[str, Any]:
     """Write the ensemble model (the members' fitted classifiers behind one feature pipeline) into ``folder``;
-    returns its metadata."""
+    returns its metadata.
+
+    The vote's probabilities get what a candidate's get in its training job (processing/decisions.py): a
+    temperature fitted on the vote's out-of-fold probabilities (a mean of calibrated members is less sure than
+    each), and decision weights kept only where, cross-fitted, they find significantly more of the worst class."""
     from sklearn.pipeline import Pipeline
 
     from diagnosa.serving_code import write_serving_code
@@ -227,19 +241,33 @@ def build_ensemble(candidates: list[tuple[str, Path, dict[str, Any]]], weights: 
     keep = ("schema", "input_schema", "target", "slice_column", "dataset", "preprocess_params", "feature_names",
             "n_train", "fingerprint", "seed", "versions")
     metadata = {key: lead.metadata[key] for key in keep if key in lead.metadata}
+    max_loss = float(((lead.metadata.get("search") or {}).get("settings") or {}).get("max_precision_loss",
+                                                                                     MAX_PRECISION_LOSS))
+    mixed = ensemble.mix(evidence.proba, weights)
+    post = calibrate_and_decide(mixed, evidence.y, evidence.weight, max_precision_loss=max_loss, seed=seed,
+                                groups=evidence.groups)
+    validation = ensemble.summary(evidence.y, post["cross_fitted_pred"], labels)
+    validation["plain_argmax"] = {key: value for key, value in ensemble.summary(
+        evidence.y, post["calibrated"].argmax(axis=1), labels).items() if key in ("macro_recall", "worst_class_recall")}
     metadata |= {
         "family": ENSEMBLE_NAME,
         "hyperparameters": {},
         "members": [{"name": n, "family": members[n].metadata.get("family"), "weight": weights[n],
                      "hyperparameters": members[n].metadata.get("hyperparameters"),
                      "calibration": members[n].metadata.get("calibration")} for n in names],
-        "validation": ensemble.summary(evidence, weights, labels),
-        "decision_weights": dict.fromkeys(labels, 1.0),
-        "decision_rule": "argmax of the weighted mean of the members' calibrated probabilities",
+        "validation": validation,
+        "calibration": post["calibration"],
+        "decision_weights": {label: float(w) for label, w in zip(labels, post["decision_weights"])},
+        "decision_rule": (f"argmax of decision weight x the calibrated weighted mean of the members' calibrated "
+                          f"probabilities; weights fitted on the vote's out-of-fold probabilities to maximise the "
+                          f"worst class's recall with macro precision at most {max_loss:g} below the plain argmax's"),
+        "calibration_oof": {"before": calibration_numbers(evidence.y, mixed),
+                            "after": calibration_numbers(evidence.y, post["calibrated"])},
         "ensemble": choice.to_dict(),
     }
     model = DiagnosaModel(Pipeline([("features", lead.features), ("classifier", vote)]), labels, metadata,
-                          oof={"proba": ensemble.mix(evidence.proba, weights), "y": evidence.y})
+                          oof={"proba": post["calibrated"], "y": evidence.y, "w": evidence.weight,
+                               "groups": evidence.groups})
     model.save(folder)
     write_serving_code(folder / "code")
     return metadata
@@ -262,8 +290,11 @@ def _write_json_atomic(path: Path, data: Any) -> None:
     write_text_atomic(path, json.dumps(data, indent=2, ensure_ascii=False, sort_keys=True) + "\n")
 
 
-def run(base_dir: str | os.PathLike) -> dict[str, Any]:
-    """Read candidates under ``<base>/input/candidates``, write the champion and selection.json."""
+def run(base_dir: str | os.PathLike, ensemble_mode: str = "auto") -> dict[str, Any]:
+    """Read candidates under ``<base>/input/candidates``, write the champion and selection.json; ``ensemble_mode``
+    one of ``ENSEMBLE_MODES``."""
+    if ensemble_mode not in ENSEMBLE_MODES:
+        raise ValueError(f"ensemble mode must be one of {', '.join(ENSEMBLE_MODES)}, got {ensemble_mode!r}")
     base = Path(base_dir)
     candidates = load_candidates(base / "input" / "candidates")
     _check_comparable(candidates)
@@ -278,14 +309,15 @@ def run(base_dir: str | os.PathLike) -> dict[str, Any]:
     selection["fingerprint"] = meta.get("fingerprint")
 
     champion_path = base / "output" / "champion" / MODEL_TARBALL
-    evidence, reason = gather_evidence(candidates)
+    evidence, reason = (gather_evidence(candidates) if ensemble_mode == "auto"
+                        else (None, "the pipeline's Ensemble parameter is 'never'"))
     choice = None if evidence is None else ensemble.choose(evidence, seed=int(meta.get("seed") or 0))
     selection["ensemble"] = {"considered": evidence is not None, "reason": reason,
                              **({} if choice is None else choice.to_dict())}
     if evidence is not None and choice is not None and choice.use_ensemble:
         with tempfile.TemporaryDirectory(prefix="ensemble-", dir=base) as work:
             folder = Path(work) / ENSEMBLE_NAME
-            built = build_ensemble(candidates, choice.weights, evidence, choice, folder)
+            built = build_ensemble(candidates, choice.weights, evidence, choice, folder, seed=int(meta.get("seed") or 0))
             _tar_folder_atomic(folder, champion_path)
         selection["champion"] = ENSEMBLE_NAME
         selection["ensemble"]["validation"] = built["validation"]
@@ -308,9 +340,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = job_parser("processing.select", __doc__.splitlines()[0] + f"\nThe rule: {RULE}.", "Select", "",
                         "holds input/candidates/<name>/ (model.tar.gz or a model folder) and receives "
                         "output/champion/model.tar.gz and output/selection/selection.json")
+    parser.add_argument("--ensemble", choices=ENSEMBLE_MODES, default="auto",
+                        help="auto: ship the candidates' vote when it wins the cross-fitted comparison; never: always "
+                             "the single champion (default: %(default)s)")
     args = parser.parse_args(argv)
     try:
-        run(args.base_dir)
+        run(args.base_dir, args.ensemble)
     except Exception as err:  # noqa: BLE001  (the job log must say what was wrong)
         message = str(err) if isinstance(err, ValueError) else f"{type(err).__name__}: {err}"
         logger.error("champion selection failed: %s", message, exc_info=not isinstance(err, ValueError))

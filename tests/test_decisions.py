@@ -18,7 +18,7 @@ from processing.calibration import (
     recall_table,
     wilson_interval,
 )
-from training.decisions import calibrate_and_decide, decision_scores, fit_calibration, fit_decision_weights
+from processing.decisions import calibrate_and_decide, decision_scores, fit_calibration, fit_decision_weights
 from training.tuning import candidate_configs, cv_rows, oof_proba, plan_folds
 
 # ------------------------------------------------------------------------------------------------
@@ -195,7 +195,7 @@ def test_model_serves_calibrated_probabilities_and_decides_with_weights():
 
 def test_weights_are_kept_only_for_a_gain_beyond_noise():
     """McNemar on the worst class's rows: b found only with the weights, c only without; b - c > 2 sqrt(b + c)."""
-    from training.decisions import weights_pay_off
+    from processing.decisions import weights_pay_off
 
     y = np.repeat([0, 1, 2], [400, 400, 100])
     plain = y.copy()
@@ -229,7 +229,7 @@ def test_ece_of_given_decisions_uses_the_probability_of_each_decision():
 def test_weights_look_after_each_class_inside_each_group():
     """Class 1 is found 90% of the time overall but only half the time inside the slice (group 1): with the
     groups the weights lift the slice's cell; without them the overall class looks fine and nothing moves."""
-    from training.decisions import cells, worst_cell
+    from processing.decisions import cells, worst_cell
 
     rng = np.random.default_rng(0)
     y = np.repeat([0, 1], [600, 400])
@@ -255,7 +255,7 @@ def test_weights_look_after_each_class_inside_each_group():
 
 def _reference_weights(proba, y, w, groups, max_precision_loss=0.05):
     """The coordinate search spelled out: argmax(log p + log w) and every cell's mask, for every trial."""
-    from training.decisions import LOG_WEIGHT_GRID, MAX_ROUNDS, cells, decision_scores, worst_cell
+    from processing.decisions import LOG_WEIGHT_GRID, MAX_ROUNDS, cells, decision_scores, worst_cell
 
     k = proba.shape[1]
     logp = np.log(np.clip(proba, 1e-12, 1.0))

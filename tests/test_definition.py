@@ -245,6 +245,11 @@ def test_a_definition_for_another_dataset(aws):
     assert seed == {"Std:Join": {"On": "", "Values": [{"Get": "Parameters.Seed"}]}}
     for name in ("Train-mlp", "Train-logistic_regression", "Train-xgboost"):
         assert steps[name]["Arguments"]["HyperParameters"]["seed"] == seed
+    # Whether Select may ship the candidates' vote: a parameter with its allowed values, handed to the job.
+    [ensemble] = [p for p in d["Parameters"] if p["Name"] == "Ensemble"]
+    assert ensemble["DefaultValue"] == "auto" and ensemble["EnumValues"] == ["auto", "never"]
+    select_args = steps["Select"]["Arguments"]["AppSpecification"]["ContainerArguments"]
+    assert select_args[select_args.index("--ensemble") + 1] == {"Get": "Parameters.Ensemble"}
     assert validate_definition(d) == {name: None for name in validate_definition(d)}
 
     # A dataset with a named slice: one slice condition, its own parameter, the evaluation told its name.

@@ -143,7 +143,7 @@ def candidate(folder: Path, classifier: object, X: pd.DataFrame, y: np.ndarray, 
     pipeline = Pipeline([("features", StandardScaler()), ("classifier", classifier)])
     oof = cross_val_predict(pipeline, X, y, cv=5, method="predict_proba")
     pipeline.fit(X, y)
-    summary = ensemble.summary(ensemble.Evidence({family: oof}, y), {family: 1.0}, LABELS)
+    summary = ensemble.summary(y, oof.argmax(axis=1), LABELS)
     meta = {"family": family, "hyperparameters": {}, "seed": 0, "labels": LABELS,
             "fingerprint": {"preprocess": "fp", "train_npz_sha256": "0" * 64}, "validation": summary,
             "calibration": {"temperature": 1.0, "bias": None}, "decision_weights": dict.fromkeys(LABELS, 1.0)}
@@ -196,11 +196,39 @@ def test_select_builds_a_servable_ensemble(tmp_path):
     assert model.metadata["family"] == ENSEMBLE_NAME
     assert [m["name"] for m in model.metadata["members"]] == list(weights)
     members = {name: DiagnosaModel.load(tmp_path / "models" / name) for name in weights}
-    expected = sum(w * members[name].predict_proba(X) for name, w in weights.items())
+    mean = sum(w * members[name].predict_proba(X) for name, w in weights.items())
+    # The vote's own temperature, fitted on its out-of-fold probabilities, sharpens the mean of its members.
+    calibration = model.metadata["calibration"]
+    assert calibration["temperature"] < 1.0
+    expected = apply_calibration(mean, calibration)
     assert np.allclose(model.predict_proba(X), expected)
-    assert model.predict(X) == [LABELS[i] for i in expected.argmax(axis=1)]
+    assert model.predict(X) == [LABELS[i] for i in model.decide(expected)]
+    assert model.metadata["calibration_oof"]["after"]["ece"] < model.metadata["calibration_oof"]["before"]["ece"]
     assert model.metadata["validation"]["macro_recall"] > max(
         m.metadata["validation"]["macro_recall"] for m in members.values()) + 0.1
+
+
+def test_the_ensemble_parameter_never_keeps_the_single_champion(tmp_path, capsys):
+    """Where serving one model matters more than the vote's gain: the same candidates that make a vote above."""
+    X, y = two_views()
+    base = tmp_path / "processing"
+    for name, classifier in (("by_u", reads(0, LogisticRegression())),
+                             ("by_v", reads(1, HistGradientBoostingClassifier(max_iter=30)))):
+        target = base / "input" / "candidates" / name / "model.tar.gz"
+        target.parent.mkdir(parents=True)
+        candidate(tmp_path / "models" / name, classifier, X, y, name).replace(target)
+    assert main(["--base-dir", str(base), "--ensemble", "never"]) == 0
+    selection = json.loads((base / "output" / "selection" / "selection.json").read_text(encoding="utf-8"))
+    assert selection["ensemble"] == {"considered": False, "reason": "the pipeline's Ensemble parameter is 'never'"}
+    assert selection["champion"] == selection["ranking"][0]["name"] != ENSEMBLE_NAME
+    with tarfile.open(base / "output" / "champion" / "model.tar.gz") as tar:
+        meta = json.load(tar.extractfile("metadata.json"))
+    assert meta["family"] == selection["champion"]
+    assert main(["--base-dir", str(base), "--ensemble", "auto"]) == 0  # the same candidates: the vote wins
+    assert json.loads((base / "output" / "selection" / "selection.json").read_text())["champion"] == ENSEMBLE_NAME
+    with pytest.raises(SystemExit) as exit_:
+        main(["--base-dir", str(base), "--ensemble", "always"])
+    assert exit_.value.code == 2 and "invalid choice: 'always'" in capsys.readouterr().err
 
 
 def test_select_without_out_of_fold_rows_picks_by_the_rule(tmp_path):
@@ -245,10 +273,84 @@ def test_an_ensemble_of_real_candidates_serves_through_the_handler(tmp_path, tra
                                                                       ("xgboost", xgboost_model_dir))}
     features = Schema.from_dict(members["xgboost"].metadata["schema"]).features()
     frame = pd.DataFrame([{name: patient.get(name) for name in features}])  # the fields a request leaves out: None
-    expected = 0.4 * members["logistic_regression"].predict_proba(frame) + 0.6 * members["xgboost"].predict_proba(frame)
+    mean = 0.4 * members["logistic_regression"].predict_proba(frame) + 0.6 * members["xgboost"].predict_proba(frame)
+    vote = DiagnosaModel.load(tmp_path / "ensemble")
+    expected = apply_calibration(mean, vote.metadata["calibration"])
     labels = members["xgboost"].labels
     assert [answer["probabilities"][label] for label in labels] == pytest.approx(expected[0].tolist(), abs=1e-4)
-    assert answer["category"] == labels[int(expected[0].argmax())]
+    assert answer["category"] == labels[int(vote.decide(expected)[0])]
+
+
+def skewed_views(n: int = 900) -> tuple[pd.DataFrame, np.ndarray]:
+    """Class c (~11 % of the rows) where a noisy v is high: plainly weighted models call it too rarely."""
+    rng = np.random.default_rng(5)
+    X = pd.DataFrame(rng.normal(size=(n, 2)), columns=["u", "v"])
+    y = np.where(X["v"] > 1.2, 2, (X["u"] > 0).astype(int))
+    X["v"] += rng.normal(0, 0.6, n)
+    X["u"] += rng.normal(0, 0.5, n)
+    return X, y
+
+
+def test_the_vote_gets_decision_weights_fitted_on_its_own_out_of_fold_rows(tmp_path):
+    """As a candidate's training job does for its model (processing/decisions.py): weights that, cross-fitted on the
+    vote's out-of-fold rows, find significantly more of the worst class are shipped and applied when served."""
+    from processing.select import build_ensemble
+
+    X, y = skewed_views()
+    root = tmp_path / "candidates"
+    root.mkdir()
+    for name, classifier in (("linear", LogisticRegression()), ("trees", HistGradientBoostingClassifier(max_iter=40))):
+        candidate(tmp_path / "models" / name, classifier, X, y, name).unlink()
+        (tmp_path / "models" / name).replace(root / name)
+    candidates = load_candidates(root)
+    evidence, reason = gather_evidence(candidates)
+    assert evidence is not None, reason
+    weights = {"linear": 0.5, "trees": 0.5}
+    meta = build_ensemble(candidates, weights, evidence, ensemble.EnsembleChoice("stacked", weights),
+                          tmp_path / "vote")
+    plain = ensemble.mix(evidence.proba, weights).argmax(axis=1)
+    assert ensemble.class_recalls(y, plain, 3)[2] < 0.6  # the mean alone misses c ...
+    validation = meta["validation"]
+    assert validation["plain_argmax"]["worst_class_recall"]["label"] == "c"
+    assert validation["per_class_recall"]["c"] > validation["plain_argmax"]["worst_class_recall"]["recall"] + 0.15
+    assert validation["macro_recall"] > validation["plain_argmax"]["macro_recall"]  # ... the weights, cross-fitted, not
+    decision = meta["decision_weights"]
+    assert decision["c"] > max(decision["a"], decision["b"])
+    model = DiagnosaModel.load(tmp_path / "vote")
+    proba = model.predict_proba(X)
+    assert model.predict(X) == [LABELS[i] for i in (proba * [decision[label] for label in LABELS]).argmax(axis=1)]
+    assert sum(label == "c" for label in model.predict(X)) > int((proba.argmax(axis=1) == 2).sum())
+
+
+def test_the_out_of_fold_rows_weights_and_slice_reach_the_vote_only_when_the_candidates_share_them(tmp_path):
+    X, y = two_views()
+    root = tmp_path / "candidates"
+    root.mkdir()
+    flags = np.arange(len(y)) % 5 == 0
+    for name, classifier, w in (("linear", reads(0, LogisticRegression()), np.full(len(y), 2.0)),
+                                ("trees", reads(1, HistGradientBoostingClassifier(max_iter=30)), np.full(len(y), 2.0))):
+        folder = tmp_path / "models" / name
+        candidate(folder, classifier, X, y, name).unlink()
+        model = DiagnosaModel.load(folder)
+        model.oof |= {"w": w, "groups": flags}
+        model.save(folder)
+        folder.replace(root / name)
+    evidence, _ = gather_evidence(load_candidates(root))
+    assert evidence is not None
+    np.testing.assert_array_equal(evidence.weight, np.full(len(y), 2.0))
+    np.testing.assert_array_equal(evidence.groups, flags)
+    other = DiagnosaModel.load(root / "trees")
+    other.oof["w"] = np.ones(len(y))
+    other.save(root / "trees")
+    evidence, _ = gather_evidence(load_candidates(root))
+    assert evidence is not None and evidence.weight is None
+    np.testing.assert_array_equal(evidence.groups, flags)
+    with pytest.raises(ValueError, match="groups must hold one entry per row"):
+        ensemble.Evidence(evidence.proba, y, groups=flags[:-1])
+    other.oof["w"] = np.ones(len(y) - 1)
+    other.save(root / "trees")
+    with pytest.raises(ValueError, match="candidate 'trees'.*'w' must hold one entry per row"):
+        gather_evidence(load_candidates(root))
 
 
 def test_a_candidate_named_like_the_vote_keeps_the_rule(tmp_path):

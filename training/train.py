@@ -32,12 +32,12 @@ from diagnosa.files import atomic_path, write_text_atomic
 from diagnosa.logs import configure_logging
 from diagnosa.model import METADATA_FILE, MODEL_FILE, OOF_FILE, DiagnosaModel
 from diagnosa.serving_code import write_serving_code
-from processing.calibration import calibration_summary
+from processing.calibration import calibration_numbers
+from processing.decisions import MAX_PRECISION_LOSS, calibrate_and_decide
 from processing.metrics import evaluate
 from processing.sparse import is_sparse
 from processing.split import read_split, read_train_groups, unseen_mask
 from processing.trainset import Rows, read_train, stack_parts
-from training.decisions import MAX_PRECISION_LOSS, calibrate_and_decide
 from training.distributed import cluster_from_env, collective, digest_of_parts, fit_xgboost, gather, is_distributed, total
 from training.models import (
     FAMILIES,
@@ -580,8 +580,8 @@ def train(train_dir: str | os.PathLike, validation_dir: str | os.PathLike, trans
     summary["method"] = method
     summary["plain_argmax"] = {"macro_recall": plain["diagnosa"]["macro"]["recall"],
                                "worst_class_recall": plain["diagnosa"]["worst_class_recall"]}
-    calibration_oof = {"before": _calibration_numbers(y_eval, proba),
-                       "after": _calibration_numbers(y_eval, post["calibrated"])}
+    calibration_oof = {"before": calibration_numbers(y_eval, proba),
+                       "after": calibration_numbers(y_eval, post["calibrated"])}
     logger.info("phase calibrate+decide: %.2f s; %s T=%.3f; weights %s; macro recall %.4f (plain argmax %.4f), "
                 "worst class %s %.4f; ECE %.4f -> %.4f", time.perf_counter() - started,
                 post["calibration"]["method"], post["calibration"]["temperature"], np.round(weights, 3).tolist(),
@@ -601,7 +601,9 @@ def train(train_dir: str | os.PathLike, validation_dir: str | os.PathLike, trans
 
     pipeline = Pipeline([("features", transformer), ("classifier", portable(classifier))])
     # The rows this model did not see, as the other candidates scored them too: Select may combine candidates.
-    model = DiagnosaModel(pipeline=pipeline, labels=labels, oof={"proba": post["calibrated"], "y": y_eval})
+    # With the weights and the slice the decision weights were fitted with: Select fits the vote's the same way.
+    model = DiagnosaModel(pipeline=pipeline, labels=labels, oof={"proba": post["calibrated"], "y": y_eval,
+                                                                 "w": w_eval, "groups": eval_orphan})
     model.metadata = {
         "family": family,
         "hyperparameters": {k_: list(v) if isinstance(v, tuple) else v for k_, v in hyper.items()},
@@ -629,12 +631,6 @@ def train(train_dir: str | os.PathLike, validation_dir: str | os.PathLike, trans
         "search_seconds": round(search_seconds, 3),
     }
     return TrainResult(model, evaluation)
-
-
-def _calibration_numbers(y: np.ndarray, proba: np.ndarray) -> dict[str, float]:
-    summary = calibration_summary(y, proba)
-    return {"ece": summary["ece"], "brier": summary["brier"], "mean_confidence": summary["mean_confidence"],
-            "accuracy": summary["accuracy"]}
 
 
 # ------------------------------------------------------------------------------------------------

@@ -38,8 +38,8 @@ import numpy as np
 from sklearn.base import clone
 from sklearn.model_selection import StratifiedKFold
 
+from processing.decisions import decision_scores
 from processing.trainset import Rows
-from training.decisions import decision_scores
 from training.models import make_classifier, resolve_hyperparameters
 
 DEFAULT_SEARCH_BUDGET = 12_000  # rows fitted by the search, over all folds and configurations
