@@ -14,7 +14,7 @@ from sklearn.base import clone
 
 from diagnosa.data.hpo import Ontology
 from diagnosa.labels import ACUTE, CHRONIC, DISEASE_CATEGORIES, MILD, TERMINAL
-from processing.phenotype import LEADING_MEASURES, Knowledge, PhenotypeSimilarity
+from processing.phenotype import FULL_WEIGHT_P, LEADING_MEASURES, NULL_MAX_TERMS, ZERO_WEIGHT_P, Knowledge, PhenotypeSimilarity
 
 ALL, ABNORMAL = "HP:0000001", "HP:0000118"
 NERVOUS, SEIZURE, GENERALIZED, INTELLECT = "HP:0000707", "HP:0001250", "HP:0002069", "HP:0001249"
@@ -50,7 +50,9 @@ def knowledge(profiles=PROFILES) -> Knowledge:
 
 @pytest.fixture()
 def model() -> PhenotypeSimilarity:
-    return PhenotypeSimilarity(knowledge=knowledge(), ontology=ONTOLOGY).fit(None)
+    """The raw measures (``null_queries=0``): four diseases have no meaningful chance level; the weighting by
+    chance has its own tests on the shipped knowledge base below."""
+    return PhenotypeSimilarity(knowledge=knowledge(), ontology=ONTOLOGY, null_queries=0).fit(None)
 
 
 def ic(share: float) -> float:
@@ -119,7 +121,7 @@ def test_features_per_category(model):
     assert row[f"symmetric:{TERMINAL}:gap"] == 0.0 > row[f"symmetric:{CHRONIC}:gap"]
     # top-k is the mean of the k best of the category, with more diseases than k.
     many = {**PROFILES, **{f"OMIM:1{i}": (TERMINAL, [SEIZURE if i % 2 else VISUAL]) for i in range(4)}}
-    big = PhenotypeSimilarity(top=2, knowledge=knowledge(many), ontology=ONTOLOGY).fit(None)
+    big = PhenotypeSimilarity(top=2, knowledge=knowledge(many), ontology=ONTOLOGY, null_queries=0).fit(None)
     s = big.scores([[GENERALIZED]])[0]
     terminal = np.sort(s[(big.diseases["category"] == TERMINAL).to_numpy()])[::-1]
     feats = dict(zip(big.get_feature_names_out(), big.transform(pd.Series([[GENERALIZED]]))[0].tolist()))
@@ -127,7 +129,8 @@ def test_features_per_category(model):
 
 
 def test_fitted_from_the_knowledge_base_not_labels(model):
-    other = PhenotypeSimilarity(knowledge=knowledge(), ontology=ONTOLOGY).fit(pd.Series([[VISUAL]] * 3), y=[1, 2, 3])
+    other = PhenotypeSimilarity(knowledge=knowledge(), ontology=ONTOLOGY, null_queries=0).fit(pd.Series([[VISUAL]] * 3),
+                                                                                         y=[1, 2, 3])
     X = pd.Series([[GENERALIZED, VISUAL]])
     np.testing.assert_array_equal(model.transform(X), other.transform(X))
     np.testing.assert_array_equal(clone(model).fit(None).transform(X), model.transform(X))
@@ -236,6 +239,7 @@ def test_batch_measures_equal_the_per_patient_definitions(shipped):
             disease_closures[disease].add(term)
     measures = shipped.measures(lists)
     features = dict(zip(shipped.get_feature_names_out(), shipped.features(lists).T))
+    weights = shipped.match_weights(lists)  # the features are the measures' summaries times the patient's weight
     members = {c: np.flatnonzero(np.asarray(shipped.disease_categories_) == c) for c in shipped.categories_}
     for i, patient in enumerate(lists):
         closure = set().union(*(shipped._term_closure(t).tolist() for t in patient)) if patient else set()
@@ -245,7 +249,8 @@ def test_batch_measures_equal_the_per_patient_definitions(shipped):
         for category, columns in members.items():
             if len(columns):
                 best = np.sort(measures["resnik"][i, columns].astype(np.float64))[::-1][:shipped.top]
-                assert features[f"{category}:top{shipped.top}"][i] == pytest.approx(best.mean(), rel=1e-5, abs=1e-7)
+                assert features[f"{category}:top{shipped.top}"][i] == pytest.approx(best.mean() * weights[i], rel=1e-5,
+                                                                                    abs=1e-7)
 
 
 def test_features_in_row_blocks_equal_one_pass(shipped, monkeypatch):
@@ -305,6 +310,11 @@ def _reference_features(ps: PhenotypeSimilarity, lists: list[list[str]]) -> np.n
         for name in LEADING_MEASURES:
             lead = max(best[name])
             row += best[name] + [v if v == lead else zero for v in best[name]] + [v - lead for v in best[name]]
+        if getattr(ps, "null_best_", None) is not None:  # weighted by the chance of the best simGIC match
+            null = ps.null_best_[min(len(rows), len(ps.null_best_)) - 1]
+            p = 1.0 if not rows else (1 + sum(1 for v in null if v >= max(best["simgic"]))) / (1 + len(null))
+            weight = np.float32(min(1.0, max(0.0, math.log(ZERO_WEIGHT_P / p) / math.log(ZERO_WEIGHT_P / FULL_WEIGHT_P))))
+            row = [np.float32(v) * weight for v in row]
         out.append(row)
     return np.array(out, dtype=np.float32).reshape(len(lists), -1)
 
@@ -355,3 +365,72 @@ def test_hand_built_features_equal_the_reference_to_the_bit(model):
     """Categories with fewer diseases than ``top`` (one each here), alternative and obsolete ids."""
     lists = [[SEIZURE, VISUAL], [GENERALIZED], [ALT_OF_INTELLECT, INTELLECT], [OBSOLETE], [], [ABNORMAL, EYE, NERVOUS]]
     assert np.array_equal(model.features(lists), _reference_features(model, lists))
+
+
+# ------------------------------------------------------------------------------------------------ chance weighting
+
+def _annotation_draws(seed: int, sizes: list[int]) -> list[list[str]]:
+    """Random patients drawn as the null draws them (terms as often as the knowledge base annotates them), from
+    another seed."""
+    from processing.phenotype import _shipped_knowledge
+
+    counts = _shipped_knowledge().phenotypes["hpo_id"].value_counts().sort_index()
+    rng = np.random.default_rng(seed)
+    return [rng.choice(counts.index.to_numpy(), size=k, replace=False, p=counts.to_numpy() / counts.sum()).tolist()
+            for k in sizes]
+
+
+def test_match_weights_tell_a_rare_disease_presentation_from_chance(shipped):
+    """A knowledge-base disease's own profile is far above chance (weight 1); random findings reach p <= 0.01,
+    the full weight, about once in a hundred (the null is calibrated), and common vague complaints weigh little."""
+    from processing.phenotype import _shipped_knowledge
+
+    profiles = _shipped_knowledge().phenotypes.groupby("disease_id")["hpo_id"].apply(list)
+    assert (shipped.match_weights(profiles.sample(200, random_state=1).tolist()) == 1.0).mean() >= 0.95
+    random = shipped.match_weights(_annotation_draws(99, [int(k) for k in np.random.default_rng(0).integers(1, 8, 400)]))
+    assert (random == 1.0).mean() <= 0.03 and np.median(random) < 0.3
+    assert ((random >= 0) & (random <= 1)).all() and random.dtype == np.float32
+    fatigue_and_dyspnoea = shipped.match_weights([["HP:0012378", "HP:0002094"]])[0]
+    assert fatigue_and_dyspnoea < 0.1
+    assert shipped.match_weights([[], ["HP:9999999"]]).tolist() == [0.0, 0.0]  # nothing known: nothing matched
+
+
+def test_features_are_the_raw_measures_times_the_match_weight(shipped):
+    """Each patient's columns are its unweighted columns scaled by its weight; null_queries=0 and an artifact
+    fitted before the weighting existed (no null) give the unweighted columns."""
+    lists = _annotation_draws(5, [1, 2, 3, 5, 8, 12, 40]) + [[], ["HP:0001945", "HP:0012735", "HP:0002094"]]
+    raw = copy.copy(shipped)
+    raw.null_best_ = None
+    unweighted = raw.features(lists)
+    weights = shipped.match_weights(lists)
+    assert np.array_equal(shipped.features(lists), unweighted * weights[:, None])
+    assert (np.abs(shipped.features(lists)) <= np.abs(unweighted)).all()
+    before = copy.copy(shipped)
+    del before.null_best_  # pickled by an earlier version
+    assert np.array_equal(before.features(lists), unweighted)
+    assert np.array_equal(before.match_weights(lists), np.ones(len(lists), dtype=np.float32))
+
+
+def test_the_null_is_seeded_and_covers_every_query_size():
+    """The null comes from the knowledge base alone, the same for the same seed; sizes beyond the knowledge base's
+    distinct terms reuse its largest query (the hand-built base annotates 4 terms)."""
+    small = PhenotypeSimilarity(knowledge=knowledge(), ontology=ONTOLOGY, null_queries=40).fit(None)
+    assert small.null_best_.shape == (NULL_MAX_TERMS, 40)
+    assert (np.diff(small.null_best_, axis=1) >= 0).all()  # each size's row sorted
+    assert (small.null_best_[4:] == small.null_best_[3]).all()
+    again = PhenotypeSimilarity(knowledge=knowledge(), ontology=ONTOLOGY, null_queries=40).fit(pd.Series([[VISUAL]]))
+    assert np.array_equal(again.null_best_, small.null_best_)
+    other = PhenotypeSimilarity(knowledge=knowledge(), ontology=ONTOLOGY, null_queries=40, random_state=1).fit(None)
+    assert not np.array_equal(other.null_best_, small.null_best_)
+    # For one query size, the better the best match, the less likely by chance: weights follow the best simGIC.
+    singles = [[t] for t in (GENERALIZED, INTELLECT, SEIZURE, VISUAL, NERVOUS, EYE)]
+    best = small.measures(singles)["simgic"].max(axis=1)
+    weights = small.match_weights(singles)
+    assert (np.diff(weights[np.argsort(best, kind="stable")]) >= 0).all() and weights.max() > weights.min()
+    assert PhenotypeSimilarity(knowledge=knowledge(), ontology=ONTOLOGY, null_queries=0).fit(None).null_best_ is None
+
+
+@pytest.mark.parametrize("bad", [-1, True, 2.5, "300"])
+def test_null_queries_must_be_a_whole_number(bad):
+    with pytest.raises(ValueError, match="null_queries"):
+        PhenotypeSimilarity(knowledge=knowledge(), ontology=ONTOLOGY, null_queries=bad).fit(None)
