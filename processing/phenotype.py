@@ -377,6 +377,7 @@ class PhenotypeSimilarity(TransformerMixin, BaseEstimator):
         """Monte Carlo p-value of each best simGIC against the null of its query size: (1 + #null >= best) /
         (1 + queries) (North, Curtis & Sham 2002); 1 for a patient without known terms."""
         null = self.null_best_
+        assert null is not None  # callers weigh only a similarity fitted with a null
         p = np.ones(len(sizes), dtype=np.float64)
         for size in np.unique(sizes[sizes > 0]).tolist():
             rows = np.flatnonzero(sizes == size)
