@@ -36,6 +36,7 @@ from scipy.optimize import minimize
 from sklearn.base import BaseEstimator, ClassifierMixin
 
 from diagnosa.model import apply_calibration
+from processing.decisions import decision_scores
 
 CROSS_FIT_REPEATS = 3
 MARGIN_Z = 1.0  # standard errors of the paired difference an ensemble must win by
@@ -80,13 +81,14 @@ class Evidence:
 
 def class_recalls(y: np.ndarray, pred: np.ndarray, k: int) -> dict[int, float]:
     """Each class present in ``y`` → its recall."""
-    return {c: float(np.mean(pred[y == c] == c)) for c in range(k) if (y == c).any()}
+    recall = decision_scores(y, pred, k).recall
+    return {c: float(r) for c, r in enumerate(recall) if not np.isnan(r)}
 
 
 def recall_scores(y: np.ndarray, pred: np.ndarray, k: int) -> tuple[float, float]:
     """(macro recall, worst-class recall) over the classes present in ``y``."""
-    recalls = list(class_recalls(y, pred, k).values())
-    return float(np.mean(recalls)), float(np.min(recalls))
+    scores = decision_scores(y, pred, k)
+    return scores.macro_recall, scores.worst_recall
 
 
 def mix(proba: Mapping[str, np.ndarray], weights: Mapping[str, float], rows: Any = None) -> np.ndarray:

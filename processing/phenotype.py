@@ -194,7 +194,7 @@ class PhenotypeSimilarity(TransformerMixin, BaseEstimator):
         for size in range(1, min(NULL_MAX_TERMS, len(terms)) + 1):
             queries = [terms[rng.choice(len(terms), size=size, replace=False, p=share)].tolist()
                        for _ in range(int(self.null_queries))]
-            null[size - 1] = np.sort(self._measure_stack(queries)[:, 1, :].max(axis=1))
+            null[size - 1] = np.sort(self._measure_stack(queries)[0][:, 1, :].max(axis=1))
         for size in range(len(terms) + 1, NULL_MAX_TERMS + 1):  # a knowledge base of fewer terms: its largest query
             null[size - 1] = null[len(terms) - 1] if len(terms) else 0.0
         return null
@@ -326,11 +326,12 @@ class PhenotypeSimilarity(TransformerMixin, BaseEstimator):
           covers (disease → patient), so a patient with one vague complaint is not a perfect match of
           every disease carrying it.
         """
-        stack = self._measure_stack(as_lists(term_lists))
+        stack, _ = self._measure_stack(as_lists(term_lists))
         return {"resnik": stack[:, 0], "simgic": stack[:, 1], "symmetric": stack[:, 2]}
 
-    def _measure_stack(self, lists: list[list[str]]) -> np.ndarray:
-        """(patients, 3, diseases): resnik, simgic, symmetric (see :meth:`measures`)."""
+    def _measure_stack(self, lists: list[list[str]]) -> tuple[np.ndarray, np.ndarray]:
+        """(patients, 3, diseases): resnik, simgic, symmetric (see :meth:`measures`); and per patient the number of
+        distinct terms the ontology knows (the query size :meth:`_chance` judges a match by)."""
         n_d = len(self.disease_ids_)
         out = np.zeros((len(lists), 3, n_d), dtype=np.float32)
         resnik, inter, symmetric = out[:, 0], out[:, 1], out[:, 2]  # simgic's slot holds the intersection until the end
@@ -359,7 +360,7 @@ class PhenotypeSimilarity(TransformerMixin, BaseEstimator):
             np.divide(inter, union, out=inter)
         else:
             np.divide(inter, union, out=inter, where=union > 0)
-        return out
+        return out, np.fromiter(map(len, slots), dtype=np.int64, count=len(slots))
 
     def _every_disease_informative(self) -> bool:
         """Whether every disease's closure carries information (then coverage divides without a mask)."""
@@ -367,11 +368,6 @@ class PhenotypeSimilarity(TransformerMixin, BaseEstimator):
         if found is None:
             found = self.__dict__["_informative"] = bool((self.disease_ic_ > 0).all())
         return found
-
-    def _known_term_counts(self, lists: list[list[str]]) -> np.ndarray:
-        """Per patient, how many distinct terms the ontology knows (the query size of the null)."""
-        return np.fromiter((sum(self._term_row(t) is not None for t in dict.fromkeys(terms)) for terms in lists),
-                           dtype=np.int64, count=len(lists))
 
     def _chance(self, best_simgic: np.ndarray, sizes: np.ndarray) -> np.ndarray:
         """Monte Carlo p-value of each best simGIC against the null of its query size: (1 + #null >= best) /
@@ -393,8 +389,9 @@ class PhenotypeSimilarity(TransformerMixin, BaseEstimator):
         lists = as_lists(term_lists)
         if getattr(self, "null_best_", None) is None:  # no null (null_queries=0, or an artifact from before it)
             return np.ones(len(lists), dtype=np.float32)
-        best = self._measure_stack(lists)[:, 1, :].max(axis=1) if len(self.disease_ids_) else np.zeros(len(lists))
-        return self._weights(best, self._known_term_counts(lists))
+        stack, sizes = self._measure_stack(lists)
+        best = stack[:, 1, :].max(axis=1) if len(self.disease_ids_) else np.zeros(len(lists))
+        return self._weights(best, sizes)
 
     def _weights(self, best_simgic: np.ndarray, sizes: np.ndarray) -> np.ndarray:
         p = self._chance(best_simgic, sizes)
@@ -485,7 +482,7 @@ class PhenotypeSimilarity(TransformerMixin, BaseEstimator):
     def _block_features(self, lists: list[list[str]]) -> np.ndarray:
         # One pass per measure over the disease columns sorted by category (reduceat), not one per
         # category: the endpoint pays this on every request.
-        stack = self._measure_stack(lists)
+        stack, query_sizes = self._measure_stack(lists)
         n, n_c, k = len(stack), len(self.categories_), int(self.top)
         nonempty, order, starts, sizes = self._segments()
         best = np.zeros((n, 3, n_c), dtype=np.float32)
@@ -509,7 +506,7 @@ class PhenotypeSimilarity(TransformerMixin, BaseEstimator):
         if getattr(self, "null_best_", None) is not None and n:
             # A patient whose best match is no better than chance (most common patients) gets columns near 0:
             # they then carry the rare-disease signal only, not a lossy copy of the symptom indicators.
-            out *= self._weights(best[:, 1, :].max(axis=1), self._known_term_counts(lists))[:, None]
+            out *= self._weights(best[:, 1, :].max(axis=1), query_sizes)[:, None]
         return out
 
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:

@@ -311,13 +311,14 @@ def run(base_dir: str | os.PathLike, ensemble_mode: str = "auto") -> dict[str, A
     champion_path = base / "output" / "champion" / MODEL_TARBALL
     evidence, reason = (gather_evidence(candidates) if ensemble_mode == "auto"
                         else (None, "the pipeline's Ensemble parameter is 'never'"))
-    choice = None if evidence is None else ensemble.choose(evidence, seed=int(meta.get("seed") or 0))
+    seed = int(meta.get("seed") or 0)
+    choice = None if evidence is None else ensemble.choose(evidence, seed=seed)
     selection["ensemble"] = {"considered": evidence is not None, "reason": reason,
                              **({} if choice is None else choice.to_dict())}
     if evidence is not None and choice is not None and choice.use_ensemble:
         with tempfile.TemporaryDirectory(prefix="ensemble-", dir=base) as work:
             folder = Path(work) / ENSEMBLE_NAME
-            built = build_ensemble(candidates, choice.weights, evidence, choice, folder, seed=int(meta.get("seed") or 0))
+            built = build_ensemble(candidates, choice.weights, evidence, choice, folder, seed=seed)
             _tar_folder_atomic(folder, champion_path)
         selection["champion"] = ENSEMBLE_NAME
         selection["ensemble"]["validation"] = built["validation"]
