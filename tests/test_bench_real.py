@@ -94,3 +94,27 @@ def test_scores_on_a_known_case():
     assert s["worst_class"] == "b" and s["worst_class_recall"] == 0.5
     # bins: 0.9 (right), 0.6 (right), 0.8 (right), 0.7 (wrong) → |1-.9|+|1-.6|+|1-.8|+|0-.7|, each weight 1/4
     assert s["ece"] == pytest.approx((0.1 + 0.4 + 0.2 + 0.7) / 4)
+
+
+def test_goal_pairs_seeds_and_gives_the_standard_error_of_the_differences():
+    """The same test rows per seed: a model always 0.03 ahead is 0.03 ahead with no spread, however much the
+    seeds' figures themselves vary."""
+    bench = _bench()
+    import numpy as np
+
+    def seeds(macro: list[float], worst: list[float]) -> list[dict[str, float]]:
+        return [{"macro_recall": m, "worst_class_recall": w} for m, w in zip(macro, worst)]
+
+    base = [0.40, 0.55, 0.48, 0.62]
+    result = bench.TableResult("t", 100, 3, 0.0, {"a": 50, "b": 50})
+    result.per_seed = {bench.BASELINES[0]: seeds(base, [0.1, 0.3, 0.2, 0.4]),
+                       bench.BASELINES[1]: seeds([b - 0.1 for b in base], [0.0] * 4),
+                       bench.DIAGNOSA: seeds([b + 0.03 for b in base], [0.1, 0.3, 0.3, 0.4])}
+    g = bench.goal(result)
+    assert g["better_baseline"] == bench.BASELINES[0]
+    assert g["delta_macro"] == pytest.approx(0.03) and g["se_macro"] == pytest.approx(0.0, abs=1e-12)
+    assert g["delta_worst"] == pytest.approx(0.025)
+    assert g["se_worst"] == pytest.approx(np.std([0, 0, 0.1, 0], ddof=1) / 2)
+    assert g["met"]
+    result.per_seed[bench.DIAGNOSA] = seeds([b + 0.01 for b in base], [0.1, 0.3, 0.3, 0.4])
+    assert not bench.goal(result)["met"]  # +0.01 macro: short of +0.02

@@ -435,6 +435,23 @@ def test_enough_validation_rows_per_class_select_on_the_split_and_ship_the_model
 
 
 @pytest.mark.parametrize("family", FAMILIES)
+def test_every_family_trains_when_the_pool_has_classes_of_two_and_three_rows(tmp_path, family):
+    """flchain's shape (docs/benchmark-real.md): classes of 3 and 2 rows in train + validation. The search's
+    folds fit on fewer rows of them than the pool has (2 of 3, 1 of 2), and each fold's copy of the estimator
+    must suit its own rows: the SVM's internal 3-fold calibration once stopped the job there
+    ("Requesting 2-fold cross-validation but provided less than 2 examples")."""
+    train = make_frame([80, 80, 80, 2, 1], seed=7)
+    validation = make_frame([20, 20, 20, 1, 1], seed=8)
+    dirs = write_channels(tmp_path, train, validation)
+    result = train_module.train(dirs["train"], dirs["validation"], dirs["transformer"], family, FAST[family],
+                                seed=0, settings=train_module.SearchSettings(max_configs=1))
+    search = result.model.metadata["search"]
+    assert search["regime"] == "cross-validation" and search["smallest_class"] == 2
+    proba = result.model.predict_proba(validation.drop(columns=["label"]))
+    assert proba.shape == (len(validation), len(LABELS)) and np.allclose(proba.sum(axis=1), 1.0)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
 def test_same_seed_same_predictions(layout, family):
     validation = pd.read_parquet(layout["validation"] / "validation.parquet")
     runs = [train_module.train(layout["train"], layout["validation"], layout["transformer"], family,

@@ -165,12 +165,17 @@ def fit_full_classes(estimator: Any, X: Rows, y: np.ndarray, w: np.ndarray, k: i
     return predict
 
 
-def oof_proba(estimator: Any, X: Rows, y: np.ndarray, w: np.ndarray, plan: FoldPlan, k: int) -> np.ndarray:
-    """Out-of-fold probabilities: each row scored by the fits that did not see it, averaged over repeats."""
+def oof_proba(estimator: Any, X: Rows, y: np.ndarray, w: np.ndarray, plan: FoldPlan, k: int,
+              adapt: Callable[[Any, np.ndarray], Any] | None = None) -> np.ndarray:
+    """Out-of-fold probabilities: each row scored by the fits that did not see it, averaged over repeats.
+
+    ``adapt(estimator, y_fit)`` adjusts each fold's copy to that fold's own rows: a class of 3 rows in the
+    pool has 2 in a fold, and an estimator sized for 3 (the SVM's internal 3-fold calibration) fails there."""
     total = np.zeros((len(y), k))
     seen = np.zeros(len(y))
     for fit_rows, score_rows in plan.folds:
-        predict = fit_full_classes(clone(estimator), X[fit_rows], y[fit_rows], w[fit_rows], k)
+        fold_estimator = clone(estimator) if adapt is None else adapt(clone(estimator), y[fit_rows])
+        predict = fit_full_classes(fold_estimator, X[fit_rows], y[fit_rows], w[fit_rows], k)
         total[score_rows] += predict(X[score_rows])
         seen[score_rows] += 1
     return total / seen[:, None]
@@ -189,7 +194,7 @@ def search(family: str, X: Rows, y: np.ndarray, w: np.ndarray, k: int, *,
            adapt: Callable[[Any, np.ndarray], Any] | None = None) -> SearchResult:
     """Cross-validate ``family``'s candidate configurations on (X, y, w); the best one's OOF predictions.
 
-    ``adapt(estimator, y_fit)`` may adjust an estimator to the rows it will see (e.g. tiny classes)."""
+    ``adapt(estimator, y_fit)`` may adjust an estimator to the rows each fold fits (e.g. tiny classes)."""
     rows, row_weight = cv_rows(y, max_rows, seed)
     Xs, ys, ws = X[rows], y[rows], w[rows]
     plan = plan_folds(ys, max_folds=max_folds, seed=seed)
@@ -199,9 +204,7 @@ def search(family: str, X: Rows, y: np.ndarray, w: np.ndarray, k: int, *,
     trials = []
     for i, config in enumerate(configs):
         estimator = make_classifier(family, config, seed=seed)
-        if adapt is not None:
-            estimator = adapt(estimator, ys)
-        proba = oof_proba(estimator, Xs, ys, ws, plan, k)
+        proba = oof_proba(estimator, Xs, ys, ws, plan, k, adapt)
         s = decision_scores(ys, proba.argmax(axis=1), k)
         trials.append({"hyperparameters": _jsonable(config), "macro_recall": s.macro_recall,
                        "worst_class_recall": s.worst_recall})
