@@ -24,8 +24,7 @@ from diagnosa.data.schema import Field, Schema
 from diagnosa.labels import CATEGORIES
 from diagnosa.model import METADATA_FILE, MODEL_FILE, OOF_FILE, DiagnosaModel, read_oof
 from training import train as train_module
-from training.models import (FAMILIES, PARAMS, WeightedPipeline, check_seed, make_classifier, portable,
-                             resolve_hyperparameters)
+from training.models import FAMILIES, PARAMS, WeightedPipeline, check_seed, make_classifier, portable, resolve_hyperparameters
 
 LABELS = list(CATEGORIES)
 FEATURES = ["heart_rate", "temperature", "crp"]
