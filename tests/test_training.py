@@ -24,7 +24,7 @@ from diagnosa.data.schema import Field, Schema
 from diagnosa.labels import CATEGORIES
 from diagnosa.model import METADATA_FILE, MODEL_FILE, OOF_FILE, DiagnosaModel, read_oof
 from training import train as train_module
-from training.models import FAMILIES, PARAMS, WeightedPipeline, check_seed, make_classifier, resolve_hyperparameters
+from training.models import FAMILIES, PARAMS, WeightedPipeline, check_seed, make_classifier, portable, resolve_hyperparameters
 
 LABELS = list(CATEGORIES)
 FEATURES = ["heart_rate", "temperature", "crp"]
@@ -235,6 +235,27 @@ def test_defaults_per_family():
         assert hasattr(make_classifier(family), "predict_proba")
 
 
+def test_kernel_logistic_regression_learns_what_the_linear_one_cannot():
+    """kernel_components > 0: the multinomial model on Nystroem RBF features. Three rings around one centre have
+    no linear boundary; the linear model stays near chance, the kernel model separates them."""
+    linear = make_classifier("logistic_regression")
+    kernel = make_classifier("logistic_regression", {"kernel_components": "200"}, seed=1)
+    assert kernel.named_steps["kernel"].n_components == 200 and linear.get_params()["C"] == 1.0
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1, 2], 150)
+    angle = rng.uniform(0, 2 * np.pi, len(y))
+    radius = 1.0 + y + rng.normal(0, 0.15, len(y))
+    X = np.c_[radius * np.cos(angle), radius * np.sin(angle)]
+    w = np.ones(len(y))
+    train, test = np.arange(len(y)) % 2 == 0, np.arange(len(y)) % 2 == 1
+    accuracy = {name: (model.fit(X[train], y[train], sample_weight=w[train]).predict_proba(X[test]).argmax(axis=1)
+                       == y[test]).mean() for name, model in (("linear", linear), ("kernel", kernel))}
+    assert accuracy["linear"] < 0.6 and accuracy["kernel"] > 0.9
+    assert not isinstance(portable(kernel), WeightedPipeline)  # ships as stock sklearn
+    with pytest.raises(ValueError, match="kernel_components"):
+        make_classifier("logistic_regression", {"kernel_components": "-1"})
+
+
 def test_mlp_fits_dense_rows_and_tiny_classes_still_switch_early_stopping_off():
     from training.models import adapt_to_rows
 
@@ -251,7 +272,8 @@ def test_hyperparameter_parsing():
     assert make_classifier("xgboost", {"n_estimators": "3e2"}).named_steps["xgboost"].n_estimators == 300
     assert make_classifier("xgboost", {"learning_rate": "1"}).named_steps["xgboost"].learning_rate == 1.0
     assert make_classifier("random_forest", {"max_depth": 12.0}).max_depth == 12
-    assert resolve_hyperparameters("logistic_regression", {"C": "0.25"}) == {"C": 0.25, "max_iter": 2000}
+    assert resolve_hyperparameters("logistic_regression", {"C": "0.25"}) == {"C": 0.25, "max_iter": 2000,
+                                                                          "kernel_components": 0}
     assert check_seed("\"7\"") == 7
 
 
