@@ -414,6 +414,11 @@ def goal(result: TableResult) -> dict[str, Any]:
             "met": d_macro >= 0.02 - 1e-12 and d_worst > 0}
 
 
+def _delta(mean: float, standard_error: float) -> str:
+    """"+0.004 ± 0.043"; one seed has no standard error: "+0.004"."""
+    return f"{mean:+.3f}" if math.isnan(standard_error) else f"{mean:+.3f} ± {standard_error:.3f}"
+
+
 def markdown(results: Sequence[TableResult], seeds: Sequence[int], families: Sequence[str]) -> str:
     lines = [f"Seeds {', '.join(map(str, seeds))}; Diagnosa candidate families {', '.join(families)}; "
              "test split = 10% of each table, stratified; baselines fit on train+validation.", ""]
@@ -436,8 +441,8 @@ def markdown(results: Sequence[TableResult], seeds: Sequence[int], families: Seq
         champions = ", ".join(f"{s}: {c}" for s, c in zip(seeds, r.champions)) or "—"
         if r.per_seed:
             g = goal(r)
-            tail = f"{g['better_baseline']} | {g['delta_macro']:+.3f} ± {g['se_macro']:.3f} | " \
-                   f"{g['delta_worst']:+.3f} ± {g['se_worst']:.3f} | {'yes' if g['met'] else 'no'}"
+            tail = f"{g['better_baseline']} | {_delta(g['delta_macro'], g['se_macro'])} | " \
+                   f"{_delta(g['delta_worst'], g['se_worst'])} | {'yes' if g['met'] else 'no'}"
         else:
             tail = "— | — | — | —"
         lines.append(f"| {r.name} | {r.rows:,} | {r.features} | {r.missing_share:.1%} | {classes} | {champions} | "

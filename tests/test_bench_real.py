@@ -71,6 +71,7 @@ def test_quick_summary_names_size_classes_champion_and_goal(quick):
     families = [part.split()[1] for part in members.group(1).split(" + ")] if members else [champion]
     assert families and set(families) <= set(FAMILIES)
     assert row[6].strip() in bench.BASELINES
+    assert re.fullmatch(r"\s*[+-]\d\.\d{3}\s*", row[7]) and re.fullmatch(r"\s*[+-]\d\.\d{3}\s*", row[8])  # one seed: no ±
     assert row[9].strip() in ("yes", "no")
 
 

@@ -40,7 +40,7 @@ from sklearn.model_selection import StratifiedKFold
 
 from processing.decisions import decision_scores
 from processing.trainset import Rows
-from training.models import make_classifier, resolve_hyperparameters
+from training.models import adapt_to_rows, make_classifier, resolve_hyperparameters
 
 DEFAULT_SEARCH_BUDGET = 12_000  # rows fitted by the search, over all folds and configurations
 DEFAULT_MAX_CONFIGS = 6
@@ -165,16 +165,15 @@ def fit_full_classes(estimator: Any, X: Rows, y: np.ndarray, w: np.ndarray, k: i
     return predict
 
 
-def oof_proba(estimator: Any, X: Rows, y: np.ndarray, w: np.ndarray, plan: FoldPlan, k: int,
-              adapt: Callable[[Any, np.ndarray], Any] | None = None) -> np.ndarray:
+def oof_proba(estimator: Any, X: Rows, y: np.ndarray, w: np.ndarray, plan: FoldPlan, k: int) -> np.ndarray:
     """Out-of-fold probabilities: each row scored by the fits that did not see it, averaged over repeats.
 
-    ``adapt(estimator, y_fit)`` adjusts each fold's copy to that fold's own rows: a class of 3 rows in the
-    pool has 2 in a fold, and an estimator sized for 3 (the SVM's internal 3-fold calibration) fails there."""
+    Each fold's copy is adapted to that fold's own rows (``adapt_to_rows``): a class of 3 rows in the pool has
+    2 in a fold, and an estimator sized for 3 (the SVM's internal 3-fold calibration) fails there."""
     total = np.zeros((len(y), k))
     seen = np.zeros(len(y))
     for fit_rows, score_rows in plan.folds:
-        fold_estimator = clone(estimator) if adapt is None else adapt(clone(estimator), y[fit_rows])
+        fold_estimator = adapt_to_rows(clone(estimator), y[fit_rows])
         predict = fit_full_classes(fold_estimator, X[fit_rows], y[fit_rows], w[fit_rows], k)
         total[score_rows] += predict(X[score_rows])
         seen[score_rows] += 1
@@ -190,11 +189,8 @@ def configs_within_budget(n_rows: int, plan: FoldPlan, budget: int, max_configs:
 def search(family: str, X: Rows, y: np.ndarray, w: np.ndarray, k: int, *,
            given: Mapping[str, Any] | None = None, seed: int = 0, budget: int = DEFAULT_SEARCH_BUDGET,
            max_configs: int = DEFAULT_MAX_CONFIGS, max_folds: int = DEFAULT_MAX_FOLDS,
-           max_rows: int = DEFAULT_CV_MAX_ROWS,
-           adapt: Callable[[Any, np.ndarray], Any] | None = None) -> SearchResult:
-    """Cross-validate ``family``'s candidate configurations on (X, y, w); the best one's OOF predictions.
-
-    ``adapt(estimator, y_fit)`` may adjust an estimator to the rows each fold fits (e.g. tiny classes)."""
+           max_rows: int = DEFAULT_CV_MAX_ROWS) -> SearchResult:
+    """Cross-validate ``family``'s candidate configurations on (X, y, w); the best one's OOF predictions."""
     rows, row_weight = cv_rows(y, max_rows, seed)
     Xs, ys, ws = X[rows], y[rows], w[rows]
     plan = plan_folds(ys, max_folds=max_folds, seed=seed)
@@ -204,7 +200,7 @@ def search(family: str, X: Rows, y: np.ndarray, w: np.ndarray, k: int, *,
     trials = []
     for i, config in enumerate(configs):
         estimator = make_classifier(family, config, seed=seed)
-        proba = oof_proba(estimator, Xs, ys, ws, plan, k, adapt)
+        proba = oof_proba(estimator, Xs, ys, ws, plan, k)
         s = decision_scores(ys, proba.argmax(axis=1), k)
         trials.append({"hyperparameters": _jsonable(config), "macro_recall": s.macro_recall,
                        "worst_class_recall": s.worst_recall})
@@ -254,7 +250,7 @@ def holdout_search(family: str, X: Rows, y: np.ndarray, w: np.ndarray, X_val: Ro
     best: tuple[tuple[float, float, int], dict[str, Any], Any, np.ndarray] | None = None
     trials = []
     for i, config in enumerate(configs):
-        estimator = make_classifier(family, config, seed=seed)
+        estimator = adapt_to_rows(make_classifier(family, config, seed=seed), y)
         estimator = estimator.fit(X, y, sample_weight=w) if fit is None else fit(estimator, X, y, w)
         proba = np.asarray(estimator.predict_proba(X_val), dtype=float)
         s = decision_scores(y_val, proba.argmax(axis=1), k)
