@@ -91,7 +91,8 @@ def test_every_class_too_small_for_the_split_is_named_at_once_with_what_to_do(la
                  "--config", str(tmp_path / "x.toml")])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1
-    assert "after 1 of 11 rows were rejected: 4 classes too small for the 70/20/10 split" in err
+    assert "after 1 of 11 rows were rejected (1 row like line 12: " in err
+    assert "'moderate-x'" in err and "): 4 classes too small for the 70/20/10 split" in err
     for named in ("class 'moderate' has 2 rows", "class 'severe' has 1 row,", "class 'critical' has 2 rows",
                   "class 'fatal' has no rows (not in the data)"):
         assert named in err
@@ -99,6 +100,32 @@ def test_every_class_too_small_for_the_split_is_named_at_once_with_what_to_do(la
     assert "Merge such a class" in err and "leaving it out of `labels`" in err and "collect more rows" in err
     assert not (tmp_path / "ws" / "lake" / "raw" / "sev").exists()
     assert not (tmp_path / "ws" / "lake" / "curated" / "sev").exists()
+
+
+def test_classes_emptied_by_rejected_rows_are_reported_with_the_cause_not_as_absent(lake, tmp_path):
+    # A config naming a column that is not unique as the id (a test kind, not a test id): every row conflicts.
+    rows = "case,kind,age,outcome\n" + "".join(f"c{i},pcr,{30 + i % 40},{'a' if i % 3 else 'b'}\n" for i in range(300))
+    config = 'name = "x"\nid_column = "kind"\ntarget = "outcome"\nlabels = ["a", "b"]\nexclude = ["case"]\n'
+    with pytest.raises(IngestError) as caught:
+        ingest(lake, tmp_path, config, rows)
+    message = str(caught.value)
+    assert "after 300 of 300 rows were rejected (300 rows like line 2: conflicting rows: 300 rows with different " \
+           "content for id 'pcr')" in message
+    assert "class 'a' has 0 accepted rows (200 in the data, 200 rejected)" in message
+    assert "class 'b' has 0 accepted rows (100 in the data, 100 rejected)" in message
+    assert "not in the data" not in message and "Fix what rejected those rows" in message
+    assert lake.list("curated/") == [] and lake.list("raw/") == [] and lake.list("quarantine/") == []
+
+
+def test_the_rejection_summary_stays_short_however_many_kinds_of_bad_row(lake, tmp_path):
+    # 5,000 rows, each rejected for its own out-of-range age: one kind of problem, one example, a bounded message.
+    rows = "case,age,outcome\n" + "".join(f"c{i},{1000 + i},{'a' if i % 2 else 'b'}\n" for i in range(5000))
+    config = 'name = "x"\nid_column = "case"\ntarget = "outcome"\nlabels = ["a", "b"]\n' \
+             '[columns.age]\ntype = "integer"\nmax = 120\n'
+    with pytest.raises(IngestError) as caught:
+        ingest(lake, tmp_path, config, rows)
+    message = str(caught.value)
+    assert "(5,000 rows like line 2: " in message and "1000" in message and len(message) < 1200
 
 
 def test_a_boolean_slice_column_is_a_metadata_field_named_without_is(lake, tmp_path):

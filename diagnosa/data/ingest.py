@@ -16,7 +16,7 @@ import json
 import re
 import time
 from collections import Counter
-from collections.abc import Callable, Hashable, Iterator
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -194,6 +194,35 @@ def _duplicates(ids: pd.Series, content: Callable[[int], Hashable]) -> dict[int,
             for pos in positions:
                 out[pos] = [f"conflicting rows: {len(positions)} rows with different content for id '{key}'"]
     return out
+
+
+def rejection_summary(quarantined: Sequence[Mapping[str, Any]], top: int = 3) -> str:
+    """The commonest reasons rows were rejected, with counts and one example each, in bounded length.
+
+    Reasons differing only in quoted values or numbers ("... for id 'a'", "... for id 'b'") count as one kind, so a
+    wrong ``id_column`` or a unit mismatch reads as one cause however many rows it hit.
+    """
+    kinds: dict[str, tuple[int, str, int]] = {}  # pattern -> (rows, an example reason, its line)
+    for entry in quarantined:
+        for reason in dict.fromkeys(_reason_kind(r) for r in entry["reasons"]):
+            n, example, line = kinds.get(reason, (0, "", 0))
+            if not n:
+                example = next(r for r in entry["reasons"] if _reason_kind(r) == reason)
+                line = int(entry["line"])
+            kinds[reason] = (n + 1, example, line)
+    ranked = sorted(kinds.values(), key=lambda v: -v[0])
+    parts = [f"{n:,} row{'s' * (n != 1)} like line {line}: {_clip(example)}" for n, example, line in ranked[:top]]
+    if len(ranked) > top:
+        parts.append(f"{len(ranked) - top} other kind{'s' * (len(ranked) - top != 1)} of problem")
+    return "; ".join(parts)
+
+
+def _reason_kind(reason: str) -> str:
+    return re.sub(r"\d+(\.\d+)?", "#", re.sub(r"'[^']*'", "'…'", reason))
+
+
+def _clip(text: str, limit: int = 160) -> str:
+    return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
 def _merge(*parts: dict[int, list[str]]) -> dict[int, list[str]]:
@@ -458,10 +487,12 @@ def ingest_csv(lake: DataLake, path: Path, config_path: Path, *, phase: Phase = 
     quarantined = [{"source": raw_key, "line": p + 2, "reasons": r, "raw": kept.iloc[p].to_dict()}
                    for p, r in sorted(errors.items())]
     curated = typed[~bad].reset_index(drop=True)
-    problem = too_small_classes(curated[schema.target].value_counts().to_dict(), schema.labels)
+    problem = too_small_classes(curated[schema.target].value_counts().to_dict(), schema.labels,
+                                found=typed[schema.target].value_counts().to_dict())
     if problem:
+        why = f" ({rejection_summary(quarantined)})" if quarantined else ""
         raise IngestError(f"{path} (config {config_path}), after {len(quarantined):,} of {len(frame):,} rows were "
-                          f"rejected: {problem}. Nothing was written")
+                          f"rejected{why}: {problem}. Nothing was written")
     if slice_ and not curated[schema.slice_column].fillna(False).astype(bool).any():
         raise IngestError(f"{path}: no accepted row is in the slice '{schema.slice}' (column '{slice_[1]}'"
                           + (f" = {slice_[2]!r}" if slice_[2] is not None else " true") + "). Nothing was written")

@@ -146,17 +146,30 @@ class Schema:
 SLICE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,62}$")
 
 
-def too_small_classes(counts: Mapping[Hashable, int], labels: tuple[str, ...] | list[str]) -> str | None:
-    """Why the classes cannot be split 70/20/10 (every too-small class named at once), or None."""
+def too_small_classes(counts: Mapping[Hashable, int], labels: tuple[str, ...] | list[str],
+                      found: Mapping[Hashable, int] | None = None) -> str | None:
+    """Why the classes cannot be split 70/20/10 (every too-small class named at once), or None.
+
+    ``counts``: accepted rows per label; ``found`` (optional): rows per label before bad rows were rejected, so a
+    class whose rows all failed validation is not reported as absent from the data.
+    """
     small = [(label, int(counts.get(label, 0))) for label in labels if counts.get(label, 0) < MIN_CLASS_ROWS]
     if not small:
         return None
-    named = ", ".join(f"class '{label}' has " + ("no rows (not in the data)" if n == 0 else f"{n} row{'s' * (n != 1)}")
-                      for label, n in small)
+
+    def rows(label: str, n: int) -> str:
+        before = int(found.get(label, 0)) if found is not None else n
+        if before > n:
+            return f"{n} accepted row{'s' * (n != 1)} ({before:,} in the data, {before - n:,} rejected)"
+        return "no rows (not in the data)" if n == 0 else f"{n} row{'s' * (n != 1)}"
+
+    named = ", ".join(f"class '{label}' has {rows(label, n)}" for label, n in small)
+    rejected = found is not None and any(int(found.get(label, 0)) > n for label, n in small)
     return (f"{len(small)} class{'es' * (len(small) != 1)} too small for the 70/20/10 split (each class needs at "
-            f"least {MIN_CLASS_ROWS} rows, one per split): {named}. Merge such a class into a neighbouring label "
-            "(recode it in the CSV), drop it by leaving it out of `labels` in the dataset config (its rows are "
-            "then quarantined as unknown labels), or collect more rows")
+            f"least {MIN_CLASS_ROWS} rows, one per split): {named}. "
+            + ("Fix what rejected those rows, or merge" if rejected else "Merge")
+            + " such a class into a neighbouring label (recode it in the CSV), drop it by leaving it out of `labels` "
+            "in the dataset config (its rows are then quarantined as unknown labels), or collect more rows")
 
 
 def _physiology_fields(names: tuple[str, ...]) -> list[Field]:
