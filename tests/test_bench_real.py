@@ -119,3 +119,29 @@ def test_goal_pairs_seeds_and_gives_the_standard_error_of_the_differences():
     assert g["met"]
     result.per_seed[bench.DIAGNOSA] = seeds([b + 0.01 for b in base], [0.1, 0.3, 0.3, 0.4])
     assert not bench.goal(result)["met"]  # +0.01 macro: short of +0.02
+
+
+@pytest.mark.parametrize("name", sorted(_bench().TABLES))
+def test_every_registered_table_becomes_a_byod_pair_that_ingests_with_every_label_kept(name, tmp_path):
+    """A table's config (target, id, exclusions) is right: ingestion accepts it and keeps each class it names."""
+    bench = _bench()
+    from diagnosa.data.ingest import ingest_csv, load_curated
+    from diagnosa.lake import DataLake
+
+    csv_path, toml_path = bench.prepare_table(bench.TABLES[name], tmp_path / "data")
+    report = ingest_csv(DataLake.from_uri(str(tmp_path / "lake")), csv_path, toml_path)
+    frame, manifest = load_curated(DataLake.from_uri(str(tmp_path / "lake")), report.dataset, report.version)
+    table = bench.TABLES[name]
+    assert table.target not in manifest["schema"].get("exclude", [])
+    assert set(frame[table.target].astype(str)) == set(manifest["schema"]["labels"])
+    assert report.sources[0].accepted >= 0.95 * report.sources[0].read, "most rows should be accepted"
+    assert not set(table.exclude) & set(frame.columns)
+
+
+def test_a_table_group_names_its_tables(tmp_path, monkeypatch, capsys):
+    bench = _bench()
+    ran = []
+    monkeypatch.setattr(bench, "prepare_table", lambda table, folder: (folder / "x.csv", folder / "x.toml"))
+    monkeypatch.setattr(bench, "run_table", lambda name, *args: ran.append(name) or bench.TableResult(name, 0, 0, 0, {}))
+    assert bench.main(["--tables", "held-out,pbc", "--seeds", "0"]) == 0
+    assert ran == [*bench.TABLE_GROUPS["held-out"], "pbc"] and "covid" in ran and "nwtco" in ran
