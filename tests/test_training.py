@@ -256,13 +256,20 @@ def test_kernel_logistic_regression_learns_what_the_linear_one_cannot():
         make_classifier("logistic_regression", {"kernel_components": "-1"})
 
 
-def test_mlp_fits_dense_rows_and_tiny_classes_still_switch_early_stopping_off():
+def test_mlp_fits_dense_rows_and_stops_early_only_when_its_holdout_holds_20_rows_of_every_class():
     from training.models import adapt_to_rows
 
     mlp = make_classifier("mlp")
     assert type(mlp).__name__ == "DenseBatches" and mlp.max_fit_cells == 2**27
     assert adapt_to_rows(mlp, np.r_[np.zeros(100), np.ones(5)].astype(int)).estimator.early_stopping is False
-    assert adapt_to_rows(make_classifier("mlp"), np.arange(500) % 5).estimator.early_stopping is True
+
+    def early_stopping(counts):
+        return adapt_to_rows(make_classifier("mlp"), np.repeat(np.arange(len(counts)), counts)).estimator.early_stopping
+
+    # sklearn's holdout is 10 %: 200 rows of a class put 20 there.
+    assert early_stopping([5000, 200, 200]) is True
+    assert early_stopping([5000, 199, 200]) is False
+    assert early_stopping([100] * 5) is False  # indo_rct's 71 rare rows: the stop was one epoch's luck
 
 
 def test_hyperparameter_parsing():
