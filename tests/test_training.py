@@ -272,6 +272,21 @@ def test_mlp_fits_dense_rows_and_stops_early_only_when_its_holdout_holds_20_rows
     assert early_stopping([100] * 5) is False  # indo_rct's 71 rare rows: the stop was one epoch's luck
 
 
+def test_cv_folds_stop_early_as_the_shipped_model_does():
+    """A fold of a 250-row class holds 200 of them (4 of 5 folds): the rule follows the shipped model's rows, so the
+    fold models that calibrate it train as it will; the SVM's calibration folds still follow the fold's own rows."""
+    from training.models import adapt_to_rows
+
+    shipped = np.repeat([0, 1], [2000, 250])
+    fold = np.repeat([0, 1], [1600, 150])
+    assert adapt_to_rows(make_classifier("mlp"), fold).estimator.early_stopping is False
+    assert adapt_to_rows(make_classifier("mlp"), fold, shipped=shipped).estimator.early_stopping is True
+    assert adapt_to_rows(make_classifier("mlp"), fold, shipped=np.repeat([0, 1], [2000, 199])).estimator.early_stopping \
+        is False
+    svm = adapt_to_rows(make_classifier("svm"), np.repeat([0, 1], [50, 2]), shipped=np.repeat([0, 1], [60, 3]))
+    assert svm.steps[-1][1].cv == 2
+
+
 def test_hyperparameter_parsing():
     assert make_classifier("mlp", {"hidden_layer_sizes": "64, 32,16"}).estimator.hidden_layer_sizes == (64, 32, 16)
     assert make_classifier("mlp", {"hidden_layer_sizes": [8]}).estimator.hidden_layer_sizes == (8,)

@@ -278,8 +278,13 @@ def make_classifier(family: str, hyperparameters: Mapping[str, Any] | None = Non
                         random_state=seed)
 
 
-def adapt_to_rows(estimator: Any, y: Any) -> Any:
+def adapt_to_rows(estimator: Any, y: Any, *, shipped: Any = None) -> Any:
     """Adjust a family's estimator to tiny classes among the rows it will be fitted on (same object back).
+
+    ``shipped`` (optional): the labels of the rows the shipped model is fitted on, when ``y`` is a cross-validation
+    fold of them. A choice that changes what the model learns (the MLP's early stopping) follows those rows, so the
+    fold models whose out-of-fold probabilities calibrate the shipped model train as it does; a choice that keeps
+    the fit possible (the SVM's calibration folds) follows ``y``.
 
     - MLP: early stopping scores epochs on a stratified 10 % of the rows it is given (balanced accuracy, the rows
       being class-weighted) and keeps the best epoch. With fewer than ``MLP_EARLY_STOPPING_MIN_HOLDOUT`` rows of
@@ -291,11 +296,14 @@ def adapt_to_rows(estimator: Any, y: Any) -> Any:
     """
     import numpy as np
 
-    counts = np.bincount(np.asarray(y, dtype=int))
-    smallest = int(counts[counts > 0].min()) if counts.size else 0
+    def smallest_class(labels: Any) -> int:
+        counts = np.bincount(np.asarray(labels, dtype=int))
+        return int(counts[counts > 0].min()) if counts.size else 0
+
+    smallest = smallest_class(y)
     mlp = estimator.estimator if isinstance(estimator, DenseBatches) else estimator  # cloned from it at fit
-    if isinstance(mlp, MLPClassifier) and mlp.early_stopping \
-            and smallest * mlp.validation_fraction < MLP_EARLY_STOPPING_MIN_HOLDOUT:
+    if isinstance(mlp, MLPClassifier) and mlp.early_stopping and smallest_class(
+            y if shipped is None else shipped) * mlp.validation_fraction < MLP_EARLY_STOPPING_MIN_HOLDOUT:
         mlp.set_params(early_stopping=False)
     if isinstance(estimator, Pipeline) and isinstance(estimator.steps[-1][1], CalibratedClassifierCV):
         calibrated = estimator.steps[-1][1]

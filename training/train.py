@@ -548,7 +548,8 @@ def train(train_dir: str | os.PathLike, validation_dir: str | os.PathLike, trans
                     "best %s", len(trials), int(class_rows.sum()), len(y_val), hyper)
     else:
         found = search(family, pools.cv_X, pools.cv_y, pools.cv_w, k, given=given, seed=seed, budget=settings.budget,
-                       max_configs=settings.max_configs, max_folds=settings.max_folds, max_rows=settings.cv_max_rows)
+                       max_configs=settings.max_configs, max_folds=settings.max_folds, max_rows=settings.cv_max_rows,
+                       shipped=pools.fit_y)
         hyper, proba, y_eval, trials, classifier = found.hyperparameters, found.oof_proba, pools.cv_y[found.rows], \
             found.trials, None
         w_eval = found.row_weight

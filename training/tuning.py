@@ -165,15 +165,18 @@ def fit_full_classes(estimator: Any, X: Rows, y: np.ndarray, w: np.ndarray, k: i
     return predict
 
 
-def oof_proba(estimator: Any, X: Rows, y: np.ndarray, w: np.ndarray, plan: FoldPlan, k: int) -> np.ndarray:
+def oof_proba(estimator: Any, X: Rows, y: np.ndarray, w: np.ndarray, plan: FoldPlan, k: int, *,
+              shipped: np.ndarray | None = None) -> np.ndarray:
     """Out-of-fold probabilities: each row scored by the fits that did not see it, averaged over repeats.
 
     Each fold's copy is adapted to that fold's own rows (``adapt_to_rows``): a class of 3 rows in the pool has
-    2 in a fold, and an estimator sized for 3 (the SVM's internal 3-fold calibration) fails there."""
+    2 in a fold, and an estimator sized for 3 (the SVM's internal 3-fold calibration) fails there. ``shipped``:
+    the labels of the rows the shipped model will fit (default ``y``), whose size decides what changes the model
+    (the MLP's early stopping), so the folds train as the model they calibrate."""
     total = np.zeros((len(y), k))
     seen = np.zeros(len(y))
     for fit_rows, score_rows in plan.folds:
-        fold_estimator = adapt_to_rows(clone(estimator), y[fit_rows])
+        fold_estimator = adapt_to_rows(clone(estimator), y[fit_rows], shipped=y if shipped is None else shipped)
         predict = fit_full_classes(fold_estimator, X[fit_rows], y[fit_rows], w[fit_rows], k)
         total[score_rows] += predict(X[score_rows])
         seen[score_rows] += 1
@@ -189,8 +192,9 @@ def configs_within_budget(n_rows: int, plan: FoldPlan, budget: int, max_configs:
 def search(family: str, X: Rows, y: np.ndarray, w: np.ndarray, k: int, *,
            given: Mapping[str, Any] | None = None, seed: int = 0, budget: int = DEFAULT_SEARCH_BUDGET,
            max_configs: int = DEFAULT_MAX_CONFIGS, max_folds: int = DEFAULT_MAX_FOLDS,
-           max_rows: int = DEFAULT_CV_MAX_ROWS) -> SearchResult:
-    """Cross-validate ``family``'s candidate configurations on (X, y, w); the best one's OOF predictions."""
+           max_rows: int = DEFAULT_CV_MAX_ROWS, shipped: np.ndarray | None = None) -> SearchResult:
+    """Cross-validate ``family``'s candidate configurations on (X, y, w); the best one's OOF predictions.
+    ``shipped``: the labels of the rows the chosen model is then fitted on (default ``y``; see ``oof_proba``)."""
     rows, row_weight = cv_rows(y, max_rows, seed)
     Xs, ys, ws = X[rows], y[rows], w[rows]
     plan = plan_folds(ys, max_folds=max_folds, seed=seed)
@@ -200,7 +204,7 @@ def search(family: str, X: Rows, y: np.ndarray, w: np.ndarray, k: int, *,
     trials = []
     for i, config in enumerate(configs):
         estimator = make_classifier(family, config, seed=seed)
-        proba = oof_proba(estimator, Xs, ys, ws, plan, k)
+        proba = oof_proba(estimator, Xs, ys, ws, plan, k, shipped=y if shipped is None else shipped)
         s = decision_scores(ys, proba.argmax(axis=1), k)
         trials.append({"hyperparameters": _jsonable(config), "macro_recall": s.macro_recall,
                        "worst_class_recall": s.worst_recall})
