@@ -62,8 +62,12 @@ nothing reaches the lake (not even `raw/`):
   (one per split of the 70/20/10 protocol). Every label with fewer, or with none at all (a label not
   in the data), is named in one message with its count, and what you can do: **merge** such a class
   into a neighbouring label (recode it in the CSV), **drop** it by leaving it out of `labels` (its
-  rows are then quarantined as unknown labels), or **collect** more rows. `diagnosa run --local`
-  checks the same on the curated manifest's class counts before any step runs.
+  rows are then quarantined as unknown labels), or **collect** more rows. When the class was emptied
+  by rejected rows rather than absent, the message says so (`class 'b' has 0 accepted rows (100 in
+  the data, 100 rejected)`) and names the commonest reasons, each kind once with its row count and
+  an example line (`300 rows like line 2: conflicting rows: 300 rows with different content for id
+  'pcr'` — an `id_column` that is not unique), so the message stays short however many rows failed.
+  `diagnosa run --local` checks the same on the curated manifest's class counts before any step runs.
 
 ### Worked example: primary biliary cholangitis (a real table)
 The Mayo Clinic trial in primary biliary cholangitis (1974–84; 418 patients, 312 of them randomised
