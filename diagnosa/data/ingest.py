@@ -199,8 +199,9 @@ def _duplicates(ids: pd.Series, content: Callable[[int], Hashable]) -> dict[int,
 def rejection_summary(quarantined: Sequence[Mapping[str, Any]], top: int = 3) -> str:
     """The commonest reasons rows were rejected, with counts and one example each, in bounded length.
 
-    Reasons differing only in quoted values or numbers ("... for id 'a'", "... for id 'b'") count as one kind, so a
-    wrong ``id_column`` or a unit mismatch reads as one cause however many rows it hit.
+    Reasons of one kind (``_reason_kind``, as the ingestion report counts them: "conflicting rows: ... for id 'a'"
+    and "... for id 'b'") count once, so a wrong ``id_column`` or a unit mismatch reads as one cause however many
+    rows it hit.
     """
     kinds: dict[str, tuple[int, str, int]] = {}  # pattern -> (rows, an example reason, its line)
     for entry in quarantined:
@@ -215,10 +216,6 @@ def rejection_summary(quarantined: Sequence[Mapping[str, Any]], top: int = 3) ->
     if len(ranked) > top:
         parts.append(f"{len(ranked) - top} other kind{'s' * (len(ranked) - top != 1)} of problem")
     return "; ".join(parts)
-
-
-def _reason_kind(reason: str) -> str:
-    return re.sub(r"\d+(\.\d+)?", "#", re.sub(r"'[^']*'", "'…'", reason))
 
 
 def _clip(text: str, limit: int = 160) -> str:
