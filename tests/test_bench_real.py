@@ -129,8 +129,9 @@ def test_every_registered_table_becomes_a_byod_pair_that_ingests_with_every_labe
     from diagnosa.lake import DataLake
 
     csv_path, toml_path = bench.prepare_table(bench.TABLES[name], tmp_path / "data")
-    report = ingest_csv(DataLake.from_uri(str(tmp_path / "lake")), csv_path, toml_path)
-    frame, manifest = load_curated(DataLake.from_uri(str(tmp_path / "lake")), report.dataset, report.version)
+    lake = DataLake.from_uri(str(tmp_path / "lake"))
+    report = ingest_csv(lake, csv_path, toml_path)
+    frame, manifest = load_curated(lake, report.dataset, report.version)
     table = bench.TABLES[name]
     assert table.target not in manifest["schema"].get("exclude", [])
     assert set(frame[table.target].astype(str)) == set(manifest["schema"]["labels"])
@@ -138,7 +139,7 @@ def test_every_registered_table_becomes_a_byod_pair_that_ingests_with_every_labe
     assert not set(table.exclude) & set(frame.columns)
 
 
-def test_a_table_group_names_its_tables(tmp_path, monkeypatch, capsys):
+def test_a_table_group_names_its_tables(monkeypatch):
     bench = _bench()
     ran = []
     monkeypatch.setattr(bench, "prepare_table", lambda table, folder: (folder / "x.csv", folder / "x.toml"))

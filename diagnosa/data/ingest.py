@@ -203,14 +203,14 @@ def rejection_summary(quarantined: Sequence[Mapping[str, Any]], top: int = 3) ->
     and "... for id 'b'") count once, so a wrong ``id_column`` or a unit mismatch reads as one cause however many
     rows it hit.
     """
-    kinds: dict[str, tuple[int, str, int]] = {}  # pattern -> (rows, an example reason, its line)
+    kinds: dict[str, tuple[int, str, int]] = {}  # kind -> (rows, the first such reason, its line)
     for entry in quarantined:
-        for reason in dict.fromkeys(_reason_kind(r) for r in entry["reasons"]):
-            n, example, line = kinds.get(reason, (0, "", 0))
-            if not n:
-                example = next(r for r in entry["reasons"] if _reason_kind(r) == reason)
-                line = int(entry["line"])
-            kinds[reason] = (n + 1, example, line)
+        first_of_kind: dict[str, str] = {}
+        for reason in entry["reasons"]:
+            first_of_kind.setdefault(_reason_kind(reason), reason)
+        for kind, reason in first_of_kind.items():
+            n, example, line = kinds.get(kind, (0, reason, int(entry["line"])))
+            kinds[kind] = (n + 1, example, line)
     ranked = sorted(kinds.values(), key=lambda v: -v[0])
     parts = [f"{n:,} row{'s' * (n != 1)} like line {line}: {_clip(example)}" for n, example, line in ranked[:top]]
     if len(ranked) > top:
