@@ -24,6 +24,17 @@ def _bench():
     return module
 
 
+def _curated(bench, name: str, folder: Path, *, with_report: bool = False):
+    """A registered table through its BYOD pair and ingestion: (curated frame, manifest[, ingestion report])."""
+    from diagnosa.data.ingest import ingest_csv, load_curated
+    from diagnosa.lake import DataLake
+
+    csv_path, toml_path = bench.prepare_table(bench.TABLES[name], folder / "data")
+    report = ingest_csv(DataLake.from_uri(str(folder / "lake")), csv_path, toml_path)
+    frame, manifest = load_curated(DataLake.from_uri(str(folder / "lake")), report.dataset, report.version)
+    return (frame, manifest, report) if with_report else (frame, manifest)
+
+
 def _numbers(cell: str) -> tuple[float, float]:
     mean, sd = re.fullmatch(r"\s*(-?[0-9.]+) ± ([0-9.]+)\s*", cell).groups()
     return float(mean), float(sd)
@@ -125,13 +136,7 @@ def test_goal_pairs_seeds_and_gives_the_standard_error_of_the_differences():
 def test_every_registered_table_becomes_a_byod_pair_that_ingests_with_every_label_kept(name, tmp_path):
     """A table's config (target, id, exclusions) is right: ingestion accepts it and keeps each class it names."""
     bench = _bench()
-    from diagnosa.data.ingest import ingest_csv, load_curated
-    from diagnosa.lake import DataLake
-
-    csv_path, toml_path = bench.prepare_table(bench.TABLES[name], tmp_path / "data")
-    lake = DataLake.from_uri(str(tmp_path / "lake"))
-    report = ingest_csv(lake, csv_path, toml_path)
-    frame, manifest = load_curated(lake, report.dataset, report.version)
+    frame, manifest, report = _curated(bench, name, tmp_path, with_report=True)
     table = bench.TABLES[name]
     assert table.target not in manifest["schema"].get("exclude", [])
     assert set(frame[table.target].astype(str)) == set(manifest["schema"]["labels"])
@@ -146,3 +151,62 @@ def test_a_table_group_names_its_tables(monkeypatch):
     monkeypatch.setattr(bench, "run_table", lambda name, *args: ran.append(name) or bench.TableResult(name, 0, 0, 0, {}))
     assert bench.main(["--tables", "held-out,pbc", "--seeds", "0"]) == 0
     assert ran == [*bench.TABLE_GROUPS["held-out"], "pbc"] and "covid" in ran and "nwtco" in ran
+
+
+def test_the_baselines_split_is_the_one_preprocess_makes(tmp_path):
+    bench = _bench()
+    from processing.preprocess import PreprocessParams, preprocess
+
+    frame, manifest = _curated(bench, "icu", tmp_path)
+    schema = bench.Schema.from_dict(manifest["schema"])
+    for seed in (0, 3):
+        train, test = bench.protocol_split(frame, schema, seed)
+        splits = preprocess(frame, schema, PreprocessParams(seed=seed)).splits
+        assert list(test[schema.id_column]) == list(splits.test[schema.id_column])
+        assert sorted(train[schema.id_column]) == sorted([*splits.train[schema.id_column],
+                                                          *splits.validation[schema.id_column]])
+
+
+def test_when_diagnosa_fails_the_table_still_shows_the_baselines_and_why(tmp_path, monkeypatch):
+    bench = _bench()
+    frame, manifest = _curated(bench, "icu", tmp_path)
+
+    def fails(*args, **kwargs):
+        raise RuntimeError("the xgboost job ran out of memory\nsecond line")
+
+    monkeypatch.setattr(bench, "diagnosa_inprocess", fails)
+    result = bench.run_curated("icu", frame, manifest, [0, 1], ("logistic_regression",), tmp_path / "work",
+                               lambda message: None)
+    assert set(result.per_seed) == set(bench.BASELINES) and all(len(v) == 2 for v in result.per_seed.values())
+    assert "seed 0" in result.failure and "RuntimeError: the xgboost job ran out of memory" in result.failure
+    assert "second line" not in result.failure
+    text = bench.markdown([result], [0, 1], ("logistic_regression",))
+    for baseline in bench.BASELINES:
+        cells = next(line for line in text.splitlines() if line.startswith(f"| icu | {baseline} |")).split("|")
+        assert 0.0 <= _numbers(cells[3])[0] <= 1.0
+    assert f"| icu | {bench.DIAGNOSA} | failed (below) |" in text
+    summary = next(line for line in text.splitlines() if line.startswith("| icu | 200 |")).split("|")
+    assert summary[7].strip() in bench.BASELINES and summary[-2].strip() == "no"
+    assert f"- icu: {result.failure}" in text
+
+
+def test_a_refused_dataset_is_reported_and_the_run_goes_on(tmp_path, capsys):
+    bench = _bench()
+    csv_path, toml_path = tmp_path / "tiny.csv", tmp_path / "tiny.toml"
+    csv_path.write_text("id,x,y\n" + "".join(f"{i},{i % 7},{'a' if i < 40 else 'b' if i < 80 else 'rare'}\n"
+                                             for i in range(82)), encoding="utf-8")
+    toml_path.write_text('name = "tiny"\ntarget = "y"\nid_column = "id"\nlabels = ["a", "b", "rare"]\n',
+                         encoding="utf-8")
+    out = tmp_path / "out.md"
+    assert bench.main(["--tables", "none", "--dataset", f"{csv_path}:{toml_path}", "--seeds", "0",
+                       "--out", str(out)]) == 0
+    text = out.read_text(encoding="utf-8")
+    assert "| tiny | — | ingestion refused it:" in text and "rare" in text
+
+
+def test_an_unknown_family_is_refused_before_anything_runs(capsys):
+    bench = _bench()
+    with pytest.raises(SystemExit) as exit_info:
+        bench.main(["--tables", "icu", "--families", "xgboost,lightgbm"])
+    assert exit_info.value.code == 2
+    assert "unknown model family lightgbm; known: logistic_regression" in capsys.readouterr().err
