@@ -20,7 +20,7 @@ baselines still run on the split the Preprocess job would have made, so the tabl
 
 Usage: python benchmarks/bench_real.py [--tables pbc,aids2,... | held-out] [--dataset x.csv:x.toml ...]
        [--seeds 0,1,2,3,4] [--families mlp,logistic_regression,xgboost] [--out docs/x.md]
-       [--data-dir DIR] [--threads 1] [--quick]
+       [--data-dir DIR] [--via jobs|pipeline] [--threads 1] [--quick]
 """
 from __future__ import annotations
 
@@ -61,6 +61,7 @@ BASELINES = ("LogisticRegression(balanced)", "HistGradientBoosting(balanced)")
 DIAGNOSA = "Diagnosa champion"
 QUICK_TABLES = ("pbc",)
 ECE_BINS = 10
+VIAS = ("jobs", "pipeline")  # how Diagnosa runs: its job functions in process, or its pipeline on the local executor
 
 
 # ------------------------------------------------------------------------------------------------ the tables
@@ -371,6 +372,47 @@ def diagnosa_inprocess(frame: pd.DataFrame, manifest: dict[str, Any], seed: int,
     return DiagnosaRun(champion_name(selection), model, train_rows, test, splits.train_groups)
 
 
+def diagnosa_pipeline(workspace: Any, manifest: dict[str, Any], frame: pd.DataFrame, seed: int,
+                      families: Sequence[str], work: Path) -> DiagnosaRun:
+    """The same through the pipeline definition and the local executor, as ``diagnosa run --local --dataset NAME
+    --param Seed=N --families ...`` runs it (its service layer: ``plan_local_run``, ``LocalWorkspace``): the
+    champion Select wrote and the test split Transform wrote, read back from the lake. The recall gate's outcome
+    is noted beside the champion; a failed gate does not stop the figures (Select's champion exists either way)."""
+    from diagnosa.model import DiagnosaModel, unpack_model
+    from diagnosa.services import LOCAL_BUCKET, plan_local_run
+    from pipelines.local_jobs import LakeMapping
+    from processing import select
+    from processing.preprocess import MEMBERSHIP_FILE, split_frames
+    from processing.split import read_split, read_train_groups
+
+    plan = plan_local_run(workspace.lake, dataset=manifest["dataset"], overrides={"Seed": str(seed)},
+                          families=tuple(families))
+    record = workspace.executor(port=0, max_parallel=1, progress=lambda line: None).start(
+        plan.definition, plan.overrides)
+    steps, mapping = record.steps, LakeMapping(LOCAL_BUCKET, workspace.lake)
+    if steps.get("Select", {}).get("StepStatus") != "Succeeded":
+        raise RuntimeError(f"execution {record.id} {record.status}: {record.data.get('FailureReason')}")
+
+    def fetch(step: str, output: str) -> Path:
+        """A step's output folder, copied out of the lake."""
+        uri = steps[step]["Properties"]["ProcessingOutputConfig"]["Outputs"][output]["S3Output"]["S3Uri"]
+        prefix, target = mapping.key(uri), work / step / output
+        for key in workspace.lake.list(prefix + "/"):
+            workspace.lake.get_file(key, target / key[len(prefix) + 1:])
+        return target
+
+    champion_dir = unpack_model(fetch("Select", "champion") / select.MODEL_TARBALL, work / "champion")
+    selection = json.loads((fetch("Select", "selection") / "selection.json").read_text(encoding="utf-8"))
+    split_dir = fetch("Preprocess", "split")
+    train_groups = read_train_groups(split_dir)
+    splits = split_frames(frame.reset_index(drop=True), pd.read_parquet(split_dir / MEMBERSHIP_FILE), train_groups)
+    gate = steps.get("RecallGate", {}).get("Properties", {}).get("Outcome")
+    champion = champion_name(selection) + {True: " [gate passed]", False: " [gate failed]"}.get(gate, "")
+    return DiagnosaRun(champion, DiagnosaModel.load(champion_dir),
+                       pd.concat([splits.train, splits.validation], ignore_index=True),
+                       read_split(fetch("Transform", "test")), train_groups)
+
+
 def champion_name(selection: dict[str, Any]) -> str:
     """The champion as the tables print it: a candidate's name, or Select's ensemble with its members' weights."""
     ensemble = selection.get("ensemble") or {}
@@ -395,7 +437,7 @@ class TableResult:
 
 
 def run_table(name: str, csv_path: Path, toml_path: Path, seeds: Sequence[int], families: Sequence[str],
-              work: Path, log: Callable[[str], None]) -> TableResult:
+              work: Path, log: Callable[[str], None], via: str = "jobs") -> TableResult:
     """A CSV + dataset config through the BYOD ingestion, then ``run_curated``."""
     lake = DataLake.from_uri(str(work / "lake"))
     try:
@@ -405,7 +447,12 @@ def run_table(name: str, csv_path: Path, toml_path: Path, seeds: Sequence[int], 
         return TableResult(name, 0, 0, 0.0, {}, failure=f"ingestion refused it: {_first_line(err)}")
     frame, manifest = load_curated(lake, report.dataset, report.version)
     log(f"{name}: {report.sources[0].read} rows read")
-    return run_curated(name, frame, manifest, seeds, families, work, log)
+    return run_curated(name, frame, manifest, seeds, families, work, log, lake=lake, via=via)
+
+
+def cohort_lake(work: Path, seed: int = 7) -> DataLake:
+    """The lake ``cohort_table`` curates the cohort of ``seed`` in."""
+    return DataLake.from_uri(str(work / f"lake-{seed}"))
 
 
 def cohort_table(patients: int, work: Path, seed: int = 7) -> tuple[pd.DataFrame, dict[str, Any]]:
@@ -413,14 +460,23 @@ def cohort_table(patients: int, work: Path, seed: int = 7) -> tuple[pd.DataFrame
     from diagnosa.data.cohort import CohortConfig, generate, write_raw
     from diagnosa.data.ingest import ingest_cohort
 
-    lake = DataLake.from_uri(str(work / f"lake-{seed}"))
+    lake = cohort_lake(work, seed)
     write_raw(generate(CohortConfig(patients=patients, seed=seed)), lake, "bench")
     ingest_cohort(lake, "bench")
     return load_curated(lake)
 
 
 def run_curated(name: str, frame: pd.DataFrame, manifest: dict[str, Any], seeds: Sequence[int],
-                families: Sequence[str], work: Path, log: Callable[[str], None]) -> TableResult:
+                families: Sequence[str], work: Path, log: Callable[[str], None], *, lake: DataLake | None = None,
+                via: str = "jobs") -> TableResult:
+    """Every seed: Diagnosa (``via`` "jobs": the job functions in process; "pipeline": the definition on the
+    local executor, over ``lake``, where the dataset was curated) and the baselines on the same split."""
+    if via not in VIAS:
+        raise ValueError(f"via must be one of {', '.join(VIAS)}, got {via!r}")
+    if via == "pipeline" and lake is None:
+        raise ValueError("via='pipeline' needs the lake the dataset was curated in")
+    from diagnosa.services import LocalWorkspace
+
     started = time.perf_counter()
     schema = Schema.from_dict(manifest["schema"])
     features = schema.features()
@@ -433,7 +489,9 @@ def run_curated(name: str, frame: pd.DataFrame, manifest: dict[str, Any], seeds:
         figures: dict[str, dict[str, Any]] = {}
         if result.failure is None:
             try:
-                run = diagnosa_inprocess(frame, manifest, seed, families, work / f"seed{seed}")
+                run = (diagnosa_pipeline(LocalWorkspace(work / "workspace", lake), manifest, frame, seed, families,
+                                         work / f"seed{seed}") if via == "pipeline" and lake is not None
+                       else diagnosa_inprocess(frame, manifest, seed, families, work / f"seed{seed}"))
             except Exception as err:  # noqa: BLE001  (a class too small for the protocol, a family that fails: say so, go on)
                 result.failure = f"Diagnosa refused or failed (seed {seed}): {type(err).__name__}: {_first_line(err)}"
                 log(f"  {name} seed {seed}: {result.failure}")
@@ -581,6 +639,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="also run the built-in generated cohort of this size (seed 7, as `make run`): the "
                              "check that no class of the default data loses recall")
     parser.add_argument("--out", help="also write the Markdown table to this file")
+    parser.add_argument("--via", choices=VIAS, default="jobs",
+                        help="how Diagnosa runs: its job functions in process (default), or its pipeline definition "
+                             "on the local executor, as `diagnosa run --local --dataset NAME --param Seed=N` runs it")
     parser.add_argument("--threads", type=int, default=1, help="threads per numeric library (default 1)")
     parser.add_argument("--quick", action="store_true",
                         help=f"one seed, small table(s) only ({', '.join(QUICK_TABLES)}): a smoke run for tests")
@@ -616,12 +677,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     with threadpool_limits(limits=args.threads), tempfile.TemporaryDirectory(prefix="bench-real-") as tmp:
         data_dir = Path(args.data_dir) if args.data_dir else Path(tmp) / "data"
         jobs = [(name, *prepare_table(TABLES[name], data_dir)) for name in names] + list(args.dataset)
-        results = [run_table(name, csv_path, toml_path, seeds, families, Path(tmp) / "work" / name, log)
+        results = [run_table(name, csv_path, toml_path, seeds, families, Path(tmp) / "work" / name, log, args.via)
                    for name, csv_path, toml_path in jobs]
         if args.cohort:
             work = Path(tmp) / "work" / "cohort"
             results.append(run_curated(f"cohort-{args.cohort}", *cohort_table(args.cohort, work), seeds, families,
-                                       work, log))
+                                       work, log, lake=cohort_lake(work), via=args.via))
     table = markdown(results, seeds, families)
     print(table, end="")
     log(f"done in {time.perf_counter() - started:.0f} s on {date.today().isoformat()}")

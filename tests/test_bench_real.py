@@ -210,3 +210,31 @@ def test_an_unknown_family_is_refused_before_anything_runs(capsys):
         bench.main(["--tables", "icu", "--families", "xgboost,lightgbm"])
     assert exit_info.value.code == 2
     assert "unknown model family lightgbm; known: logistic_regression" in capsys.readouterr().err
+
+
+def test_via_pipeline_gives_the_figures_of_the_job_functions_in_process(tmp_path):
+    """`--via pipeline` (the definition on the local executor, as `diagnosa run --local --dataset icu --param Seed=1`)
+    and the default in-process path train the same champion on the same split: the same figures."""
+    bench = _bench()
+    csv_path, toml_path = bench.prepare_table(bench.TABLES["icu"], tmp_path / "data")
+    results = {via: bench.run_table("icu", csv_path, toml_path, [1], ("logistic_regression",), tmp_path / via,
+                                    lambda message: None, via) for via in bench.VIAS}
+    jobs, pipeline = results["jobs"], results["pipeline"]
+    assert jobs.failure is None and pipeline.failure is None
+    assert set(pipeline.per_seed) == {*bench.BASELINES, bench.DIAGNOSA}
+    for model, per_seed in jobs.per_seed.items():
+        for key in ("macro_recall", "worst_class_recall", "ece"):
+            assert pipeline.per_seed[model][0][key] == pytest.approx(per_seed[0][key], abs=1e-9), (model, key)
+        assert pipeline.per_seed[model][0]["recall"] == pytest.approx(per_seed[0]["recall"], abs=1e-9)
+    assert jobs.champions == ["logistic_regression"]
+    assert pipeline.champions[0] in ("logistic_regression [gate passed]", "logistic_regression [gate failed]")
+    assert (tmp_path / "pipeline" / "workspace" / "executions").is_dir()  # it did run the executor
+
+
+def test_via_pipeline_needs_the_lake_the_dataset_was_curated_in(tmp_path):
+    bench = _bench()
+    frame, manifest = _curated(bench, "icu", tmp_path)
+    with pytest.raises(ValueError, match="needs the lake"):
+        bench.run_curated("icu", frame, manifest, [0], ("logistic_regression",), tmp_path, print, via="pipeline")
+    with pytest.raises(ValueError, match="via must be one of jobs, pipeline"):
+        bench.run_curated("icu", frame, manifest, [0], ("logistic_regression",), tmp_path, print, via="cli")
