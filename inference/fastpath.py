@@ -166,8 +166,8 @@ class CompiledFeatures:
             elif isinstance(transformer, Pipeline) and [type(s) for _, s in transformer.steps] == [PhenotypeSimilarity,
                                                                                                 StandardScaler]:
                 blocks.append(_Similarity(selected, *[s for _, s in transformer.steps]))
-            elif isinstance(transformer, Pipeline) and [type(s) for _, s in transformer.steps] == [SimpleImputer,
-                                                                                                StandardScaler]:
+            elif (isinstance(transformer, Pipeline) and len(transformer.steps) == 2  # ScaleNumbersOnly is a StandardScaler
+                  and type(transformer.steps[0][1]) is SimpleImputer and isinstance(transformer.steps[1][1], StandardScaler)):
                 blocks.append(_Numeric(list(selected), *[s for _, s in transformer.steps]))
             elif (isinstance(transformer, Pipeline) and len(transformer.steps) == 2
                   and isinstance(transformer.steps[0][1], FunctionTransformer)

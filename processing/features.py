@@ -2,8 +2,9 @@
 
 Built from the dataset's schema, so a user's own CSV gets the same treatment as the cohort:
 numbers are imputed (with missing-value indicators: an absent lab panel is information) and
-scaled; categories one-hot encoded; HPO symptom lists become sparse indicators, optionally rolled
-up to their HPO ancestors so that rare diseases with different leaf terms share signal, and are
+scaled, the indicators too unless ``missing_indicators="binary"`` keeps them 0/1; categories
+one-hot encoded; HPO symptom lists become sparse indicators, optionally rolled up to their HPO
+ancestors so that rare diseases with different leaf terms share signal, and are
 scored against the knowledge base's rare diseases (semantic similarity per illness category,
 processing/phenotype.py, fitted from the knowledge base rather than from labels); other code
 lists (prior diagnoses) become indicators too. An optional reduction (PCA, LDA or PCA then LDA)
@@ -44,6 +45,7 @@ from processing.phenotype import as_lists as _as_lists
 from processing.sparse import is_sparse
 
 REDUCTIONS = ("none", "pca", "lda", "both")
+MISSING_INDICATORS = ("scaled", "binary")  # the numbers' missing-value indicators: standardised with them, or 0/1
 # The column blocks are stacked as CSR below this share of stored values (the cohort's: 8.6 % at 20k patients,
 # ~4 % at 1M), else as a dense array. sklearn's own default for ColumnTransformer.
 SPARSE_DENSITY = 0.3
@@ -68,10 +70,17 @@ class FeatureParams:
     # (processing/phenotype.py): signal for diseases no training patient had.
     phenotype_similarity: bool = True
     phenotype_top: int = 3  # the "mean of the top k" diseases per category
+    # "binary" (``ScaleNumbersOnly``) helps small tables with rare gaps (pbc +0.054 macro recall) but cost the
+    # cohort's orphan diseases unseen in training 0.027 macro recall over 20 seeds: not the default
+    # (docs/benchmark-real.md, "Missing-value indicators left 0/1").
+    missing_indicators: str = "scaled"
 
     def validate(self) -> None:
         if self.reduction not in REDUCTIONS:
             raise ValueError(f"reduction must be one of {', '.join(REDUCTIONS)}, got {self.reduction!r}")
+        if self.missing_indicators not in MISSING_INDICATORS:
+            raise ValueError(f"missing_indicators must be one of {', '.join(MISSING_INDICATORS)}, "
+                             f"got {self.missing_indicators!r}")
         if self.min_term_count < 1:
             raise ValueError(f"min_term_count must be at least 1, got {self.min_term_count}")
         if not 0 <= self.min_term_share < 1:
@@ -301,6 +310,33 @@ def _bool_to_float(X: Any) -> np.ndarray:
     return frame.apply(lambda c: c.map({True: 1.0, False: 0.0})).astype(float).to_numpy()
 
 
+class ScaleNumbersOnly(StandardScaler):
+    """Standardises the first ``n_numbers`` columns (the imputed values); the columns after them, the imputer's
+    0/1 missing-value indicators, pass unchanged.
+
+    Standardised, an indicator of a value missing in 2 % of the training rows became a column of ~7s there,
+    which an L2-penalised model could lean on almost for free: on pbc (15 % of cells missing, 11 indicators)
+    logistic regression lost 0.05 macro recall with them, and Diagnosa gained 0.054 without
+    (docs/benchmark-real.md, "Missing-value indicators left 0/1"; ``FeatureParams.missing_indicators``, not the
+    default: the cohort's unseen orphan diseases lost recall). ``mean_`` and ``scale_`` hold 0 and 1 for
+    the indicators, so anything reading a fitted StandardScaler (serving's compiled path) reads this one."""
+
+    def __init__(self, n_numbers: int | None = None, *, copy: bool = True, with_mean: bool = True,
+                 with_std: bool = True) -> None:
+        super().__init__(copy=copy, with_mean=with_mean, with_std=with_std)
+        self.n_numbers = n_numbers
+
+    def fit(self, X: Any, y: Any = None, sample_weight: Any = None) -> ScaleNumbersOnly:
+        super().fit(X, y, sample_weight)
+        n = X.shape[1] if self.n_numbers is None else self.n_numbers
+        if not 0 <= n <= X.shape[1]:
+            raise ValueError(f"n_numbers={n} but the imputer gave {X.shape[1]} columns")
+        for name, identity in (("mean_", 0.0), ("var_", 1.0), ("scale_", 1.0)):
+            if getattr(self, name, None) is not None:
+                getattr(self, name)[n:] = identity
+        return self
+
+
 def build_feature_pipeline(schema: Schema, params: FeatureParams | None = None, *, seed: int = 0) -> Pipeline:
     """An unfitted pipeline for the schema's feature fields (metadata, id and target never enter)."""
     params = params or FeatureParams()
@@ -311,7 +347,9 @@ def build_feature_pipeline(schema: Schema, params: FeatureParams | None = None, 
     blocks: list[tuple[str, Any, Any]] = []
     if numeric:
         blocks.append(("numeric", make_pipeline(
-            SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True), StandardScaler()), numeric))
+            SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True),
+            ScaleNumbersOnly(n_numbers=len(numeric)) if params.missing_indicators == "binary" else StandardScaler()),
+            numeric))
     if categories:
         blocks.append(("categorical", make_pipeline(
             FunctionTransformer(fill_missing_category, feature_names_out="one-to-one"),

@@ -49,7 +49,7 @@ import pyarrow.parquet as pq
 from diagnosa.data.schema import Schema
 from diagnosa.logs import configure_logging
 from processing.entry import job_parser
-from processing.features import REDUCTIONS, FeatureParams, as_float32, binary_columns, build_feature_pipeline
+from processing.features import MISSING_INDICATORS, REDUCTIONS, FeatureParams, as_float32, binary_columns, build_feature_pipeline
 from processing.resample import JOINT_METHODS, METHODS, Resampled, balanced_class_weights, resample, row_weights
 from processing.split import DEFAULT_FRACTIONS, DEFAULT_UNSEEN_SHARE, GROUPS_FILE, SPLITS, Splits, split_dataset
 from processing.trainset import TRAIN_FILE, stack_parts, write_train
@@ -458,6 +458,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="how the training split's class imbalance is handled (default: %(default)s)")
     parser.add_argument("--hpo-rollup", choices=("true", "false"), default="true",
                         help="light each HPO term's ancestors too (default: %(default)s)")
+    parser.add_argument("--missing-indicators", choices=MISSING_INDICATORS, default=FeatureParams.missing_indicators,
+                        help="the numbers' missing-value indicators: standardised with them, or left 0/1 "
+                             "(default: %(default)s)")
     parser.add_argument("--min-term-count", type=int, default=5,
                         help="indicator columns seen fewer times in train are dropped (default: %(default)s)")
     parser.add_argument("--pca-components", type=float, default=0.95, help="share of variance PCA keeps (default: %(default)s)")
@@ -500,7 +503,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         params = PreprocessParams(
             features=FeatureParams(reduction=args.reduction, hpo_rollup=args.hpo_rollup == "true",
                                    min_term_count=args.min_term_count, pca_components=args.pca_components,
-                                   phenotype_similarity=args.phenotype_similarity == "true"),
+                                   phenotype_similarity=args.phenotype_similarity == "true",
+                                   missing_indicators=args.missing_indicators),
             resampling=args.resampling, seed=args.seed, unseen_share=args.unseen_share, fit_max_rows=args.fit_max_rows)
         params.validate()
         source = base / "input" / "curated"

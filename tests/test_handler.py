@@ -279,3 +279,25 @@ def test_a_serving_process_freezes_its_loaded_model_out_of_the_collector(trained
                          check=True).stdout
     frozen, answered, collected = json.loads(out)
     assert frozen > 50_000 and answered == 1 and collected >= 1
+
+
+def test_compiled_path_flags_missing_values_as_the_fitted_indicator():
+    """The 0/1 missing-value indicators (FeatureParams(missing_indicators="binary")) compile, and give sklearn's
+    columns: a flag where training had gaps, none where it had none, whatever the request leaves out."""
+    from diagnosa.data.schema import Field, Schema
+    from inference.fastpath import compile_features
+    from processing.features import FeatureParams, build_feature_pipeline
+
+    schema = Schema("labs", (Field("id", "string", role="id"), Field("y", "category", role="target"),
+                             Field("albumin", "number"), Field("age", "number")), labels=("a", "b"))
+    train = pd.DataFrame({"id": [str(i) for i in range(40)], "y": ["a", "b"] * 20,
+                          "albumin": [None if i % 10 == 0 else 3.0 + i / 40 for i in range(40)],
+                          "age": [30.0 + i for i in range(40)]}).astype({"albumin": float})
+    pipeline = build_feature_pipeline(schema, FeatureParams(missing_indicators="binary")).fit(train)
+    probes = [{"albumin": None, "age": 40.0}, {"albumin": 3.1, "age": None}, {}, {"albumin": 2.5, "age": 70.0}]
+    compiled = compile_features(pipeline, probes, ["albumin", "age"])
+    assert compiled is not None
+    expected = np.asarray(pipeline.transform(pd.DataFrame(probes, columns=["albumin", "age"])))
+    np.testing.assert_allclose(compiled.transform(probes), expected, atol=1e-6)
+    flags = expected[:, list(pipeline.get_feature_names_out()).index("numeric__missingindicator_albumin")]
+    assert flags.tolist() == [1.0, 0.0, 1.0, 0.0]
