@@ -20,7 +20,7 @@ baselines still run on the split the Preprocess job would have made, so the tabl
 
 Usage: python benchmarks/bench_real.py [--tables pbc,aids2,... | held-out] [--dataset x.csv:x.toml ...]
        [--seeds 0,1,2,3,4] [--families mlp,logistic_regression,xgboost] [--out docs/x.md]
-       [--data-dir DIR] [--via jobs|pipeline] [--threads 1] [--quick]
+       [--data-dir DIR] [--via jobs|pipeline] [--missing-indicators scaled|binary] [--threads 1] [--quick]
 """
 from __future__ import annotations
 
@@ -437,7 +437,7 @@ class TableResult:
 
 
 def run_table(name: str, csv_path: Path, toml_path: Path, seeds: Sequence[int], families: Sequence[str],
-              work: Path, log: Callable[[str], None], via: str = "jobs") -> TableResult:
+              work: Path, log: Callable[[str], None], via: str = "jobs", feature_params: Any = None) -> TableResult:
     """A CSV + dataset config through the BYOD ingestion, then ``run_curated``."""
     lake = DataLake.from_uri(str(work / "lake"))
     try:
@@ -447,7 +447,7 @@ def run_table(name: str, csv_path: Path, toml_path: Path, seeds: Sequence[int], 
         return TableResult(name, 0, 0, 0.0, {}, failure=f"ingestion refused it: {_first_line(err)}")
     frame, manifest = load_curated(lake, report.dataset, report.version)
     log(f"{name}: {report.sources[0].read} rows read")
-    return run_curated(name, frame, manifest, seeds, families, work, log, lake=lake, via=via)
+    return run_curated(name, frame, manifest, seeds, families, work, log, lake=lake, via=via, feature_params=feature_params)
 
 
 def cohort_lake(work: Path, seed: int = 7) -> DataLake:
@@ -468,13 +468,18 @@ def cohort_table(patients: int, work: Path, seed: int = 7) -> tuple[pd.DataFrame
 
 def run_curated(name: str, frame: pd.DataFrame, manifest: dict[str, Any], seeds: Sequence[int],
                 families: Sequence[str], work: Path, log: Callable[[str], None], *, lake: DataLake | None = None,
-                via: str = "jobs") -> TableResult:
-    """Every seed: Diagnosa (``via`` "jobs": the job functions in process; "pipeline": the definition on the
-    local executor, over ``lake``, where the dataset was curated) and the baselines on the same split."""
+                via: str = "jobs", feature_params: Any = None) -> TableResult:
+    """Every seed: Diagnosa (``via`` "jobs": the job functions in process, the Preprocess job's ``feature_params``
+    (FeatureParams; None: its defaults); "pipeline": the definition on the local executor, over ``lake``, where
+    the dataset was curated) and the baselines on the same split."""
+    from processing.preprocess import PreprocessParams
+
     if via not in VIAS:
         raise ValueError(f"via must be one of {', '.join(VIAS)}, got {via!r}")
     if via == "pipeline" and lake is None:
         raise ValueError("via='pipeline' needs the lake the dataset was curated in")
+    if via == "pipeline" and feature_params is not None:
+        raise ValueError("via='pipeline' runs the definition's own Preprocess arguments: no feature parameters")
     from diagnosa.services import LocalWorkspace
 
     started = time.perf_counter()
@@ -491,7 +496,9 @@ def run_curated(name: str, frame: pd.DataFrame, manifest: dict[str, Any], seeds:
             try:
                 run = (diagnosa_pipeline(LocalWorkspace(work / "workspace", lake), manifest, frame, seed, families,
                                          work / f"seed{seed}") if via == "pipeline" and lake is not None
-                       else diagnosa_inprocess(frame, manifest, seed, families, work / f"seed{seed}"))
+                       else diagnosa_inprocess(frame, manifest, seed, families, work / f"seed{seed}",
+                                               None if feature_params is None
+                                               else PreprocessParams(seed=seed, features=feature_params)))
             except Exception as err:  # noqa: BLE001  (a class too small for the protocol, a family that fails: say so, go on)
                 result.failure = f"Diagnosa refused or failed (seed {seed}): {type(err).__name__}: {_first_line(err)}"
                 log(f"  {name} seed {seed}: {result.failure}")
@@ -642,6 +649,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--via", choices=VIAS, default="jobs",
                         help="how Diagnosa runs: its job functions in process (default), or its pipeline definition "
                              "on the local executor, as `diagnosa run --local --dataset NAME --param Seed=N` runs it")
+    parser.add_argument("--missing-indicators", choices=("scaled", "binary"),
+                        help="the Preprocess job's --missing-indicators (default: its own); --via jobs only")
     parser.add_argument("--threads", type=int, default=1, help="threads per numeric library (default 1)")
     parser.add_argument("--quick", action="store_true",
                         help=f"one seed, small table(s) only ({', '.join(QUICK_TABLES)}): a smoke run for tests")
@@ -661,6 +670,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                      f"known: {', '.join(FAMILIES)}")
     if not names and not args.dataset and not args.cohort:
         parser.error("nothing to run: give --tables, --dataset or --cohort")
+    if args.missing_indicators and args.via == "pipeline":
+        parser.error("--missing-indicators sets a Preprocess job argument: only with --via jobs")
+    from processing.features import FeatureParams
+
+    feature_params = FeatureParams(missing_indicators=args.missing_indicators) if args.missing_indicators else None
 
     logging.basicConfig(level=logging.WARNING)
     warnings.filterwarnings("ignore")  # convergence chatter of small folds; the figures say what matters
@@ -677,12 +691,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     with threadpool_limits(limits=args.threads), tempfile.TemporaryDirectory(prefix="bench-real-") as tmp:
         data_dir = Path(args.data_dir) if args.data_dir else Path(tmp) / "data"
         jobs = [(name, *prepare_table(TABLES[name], data_dir)) for name in names] + list(args.dataset)
-        results = [run_table(name, csv_path, toml_path, seeds, families, Path(tmp) / "work" / name, log, args.via)
-                   for name, csv_path, toml_path in jobs]
+        results = [run_table(name, csv_path, toml_path, seeds, families, Path(tmp) / "work" / name, log, args.via,
+                             feature_params) for name, csv_path, toml_path in jobs]
         if args.cohort:
             work = Path(tmp) / "work" / "cohort"
             results.append(run_curated(f"cohort-{args.cohort}", *cohort_table(args.cohort, work), seeds, families,
-                                       work, log, lake=cohort_lake(work), via=args.via))
+                                       work, log, lake=cohort_lake(work), via=args.via, feature_params=feature_params))
     table = markdown(results, seeds, families)
     print(table, end="")
     log(f"done in {time.perf_counter() - started:.0f} s on {date.today().isoformat()}")

@@ -238,3 +238,11 @@ def test_via_pipeline_needs_the_lake_the_dataset_was_curated_in(tmp_path):
         bench.run_curated("icu", frame, manifest, [0], ("logistic_regression",), tmp_path, print, via="pipeline")
     with pytest.raises(ValueError, match="via must be one of jobs, pipeline"):
         bench.run_curated("icu", frame, manifest, [0], ("logistic_regression",), tmp_path, print, via="cli")
+
+
+def test_feature_parameters_are_refused_with_the_pipeline_path(capsys):
+    """The definition sets the Preprocess job's arguments itself: --missing-indicators applies to --via jobs only."""
+    bench = _bench()
+    with pytest.raises(SystemExit) as exit_info:
+        bench.main(["--tables", "icu", "--via", "pipeline", "--missing-indicators", "binary"])
+    assert exit_info.value.code == 2 and "only with --via jobs" in capsys.readouterr().err
