@@ -53,6 +53,7 @@ sys.path.insert(0, str(ROOT))
 from diagnosa.data.ingest import IngestError, ingest_csv, load_curated  # noqa: E402
 from diagnosa.data.schema import Schema  # noqa: E402
 from diagnosa.lake import DataLake  # noqa: E402
+from processing.features import MISSING_INDICATORS, FeatureParams  # noqa: E402
 from processing.split import SplitError  # noqa: E402
 
 NUMERIC_TYPES = ("number", "integer", "boolean")
@@ -380,7 +381,7 @@ def diagnosa_pipeline(workspace: Any, manifest: dict[str, Any], frame: pd.DataFr
     is noted beside the champion; a failed gate does not stop the figures (Select's champion exists either way)."""
     from diagnosa.model import DiagnosaModel, unpack_model
     from diagnosa.services import LOCAL_BUCKET, plan_local_run
-    from pipelines.local_jobs import LakeMapping
+    from pipelines.local_jobs import LakeMapping, lake_fetcher
     from processing import select
     from processing.preprocess import MEMBERSHIP_FILE, split_frames
     from processing.split import read_split, read_train_groups
@@ -389,16 +390,14 @@ def diagnosa_pipeline(workspace: Any, manifest: dict[str, Any], frame: pd.DataFr
                           families=tuple(families))
     record = workspace.executor(port=0, max_parallel=1, progress=lambda line: None).start(
         plan.definition, plan.overrides)
-    steps, mapping = record.steps, LakeMapping(LOCAL_BUCKET, workspace.lake)
+    steps, download = record.steps, lake_fetcher(LakeMapping(LOCAL_BUCKET, workspace.lake), "bench_real")
     if steps.get("Select", {}).get("StepStatus") != "Succeeded":
         raise RuntimeError(f"execution {record.id} {record.status}: {record.data.get('FailureReason')}")
 
     def fetch(step: str, output: str) -> Path:
-        """A step's output folder, copied out of the lake."""
-        uri = steps[step]["Properties"]["ProcessingOutputConfig"]["Outputs"][output]["S3Output"]["S3Uri"]
-        prefix, target = mapping.key(uri), work / step / output
-        for key in workspace.lake.list(prefix + "/"):
-            workspace.lake.get_file(key, target / key[len(prefix) + 1:])
+        """A step's output folder, copied out of the lake as the service's download would."""
+        target = work / step / output
+        download(steps[step]["Properties"]["ProcessingOutputConfig"]["Outputs"][output]["S3Output"]["S3Uri"], target)
         return target
 
     champion_dir = unpack_model(fetch("Select", "champion") / select.MODEL_TARBALL, work / "champion")
@@ -472,6 +471,7 @@ def run_curated(name: str, frame: pd.DataFrame, manifest: dict[str, Any], seeds:
     """Every seed: Diagnosa (``via`` "jobs": the job functions in process, the Preprocess job's ``feature_params``
     (FeatureParams; None: its defaults); "pipeline": the definition on the local executor, over ``lake``, where
     the dataset was curated) and the baselines on the same split."""
+    from diagnosa.services import LocalWorkspace
     from processing.preprocess import PreprocessParams
 
     if via not in VIAS:
@@ -480,8 +480,6 @@ def run_curated(name: str, frame: pd.DataFrame, manifest: dict[str, Any], seeds:
         raise ValueError("via='pipeline' needs the lake the dataset was curated in")
     if via == "pipeline" and feature_params is not None:
         raise ValueError("via='pipeline' runs the definition's own Preprocess arguments: no feature parameters")
-    from diagnosa.services import LocalWorkspace
-
     started = time.perf_counter()
     schema = Schema.from_dict(manifest["schema"])
     features = schema.features()
@@ -649,7 +647,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--via", choices=VIAS, default="jobs",
                         help="how Diagnosa runs: its job functions in process (default), or its pipeline definition "
                              "on the local executor, as `diagnosa run --local --dataset NAME --param Seed=N` runs it")
-    parser.add_argument("--missing-indicators", choices=("scaled", "binary"),
+    parser.add_argument("--missing-indicators", choices=MISSING_INDICATORS,
                         help="the Preprocess job's --missing-indicators (default: its own); --via jobs only")
     parser.add_argument("--threads", type=int, default=1, help="threads per numeric library (default 1)")
     parser.add_argument("--quick", action="store_true",
@@ -672,8 +670,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("nothing to run: give --tables, --dataset or --cohort")
     if args.missing_indicators and args.via == "pipeline":
         parser.error("--missing-indicators sets a Preprocess job argument: only with --via jobs")
-    from processing.features import FeatureParams
-
     feature_params = FeatureParams(missing_indicators=args.missing_indicators) if args.missing_indicators else None
 
     logging.basicConfig(level=logging.WARNING)
