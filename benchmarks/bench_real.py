@@ -374,9 +374,10 @@ def diagnosa_inprocess(frame: pd.DataFrame, manifest: dict[str, Any], seed: int,
 
 
 def diagnosa_pipeline(workspace: Any, manifest: dict[str, Any], frame: pd.DataFrame, seed: int,
-                      families: Sequence[str], work: Path) -> DiagnosaRun:
+                      families: Sequence[str], work: Path, missing_indicators: str | None = None) -> DiagnosaRun:
     """The same through the pipeline definition and the local executor, as ``diagnosa run --local --dataset NAME
-    --param Seed=N --families ...`` runs it (its service layer: ``plan_local_run``, ``LocalWorkspace``): the
+    --param Seed=N [--param MissingIndicators=...] --families ...`` runs it (its service layer: ``plan_local_run``,
+    ``LocalWorkspace``): the
     champion Select wrote and the test split Transform wrote, read back from the lake. The recall gate's outcome
     is noted beside the champion; a failed gate does not stop the figures (Select's champion exists either way)."""
     from diagnosa.model import DiagnosaModel, unpack_model
@@ -386,8 +387,8 @@ def diagnosa_pipeline(workspace: Any, manifest: dict[str, Any], frame: pd.DataFr
     from processing.preprocess import MEMBERSHIP_FILE, split_frames
     from processing.split import read_split, read_train_groups
 
-    plan = plan_local_run(workspace.lake, dataset=manifest["dataset"], overrides={"Seed": str(seed)},
-                          families=tuple(families))
+    overrides = {"Seed": str(seed)} | ({"MissingIndicators": missing_indicators} if missing_indicators else {})
+    plan = plan_local_run(workspace.lake, dataset=manifest["dataset"], overrides=overrides, families=tuple(families))
     record = workspace.executor(port=0, max_parallel=1, progress=lambda line: None).start(
         plan.definition, plan.overrides)
     steps, download = record.steps, lake_fetcher(LakeMapping(LOCAL_BUCKET, workspace.lake), "bench_real")
@@ -436,7 +437,8 @@ class TableResult:
 
 
 def run_table(name: str, csv_path: Path, toml_path: Path, seeds: Sequence[int], families: Sequence[str],
-              work: Path, log: Callable[[str], None], via: str = "jobs", feature_params: Any = None) -> TableResult:
+              work: Path, log: Callable[[str], None], via: str = "jobs",
+              missing_indicators: str | None = None) -> TableResult:
     """A CSV + dataset config through the BYOD ingestion, then ``run_curated``."""
     lake = DataLake.from_uri(str(work / "lake"))
     try:
@@ -446,7 +448,8 @@ def run_table(name: str, csv_path: Path, toml_path: Path, seeds: Sequence[int], 
         return TableResult(name, 0, 0, 0.0, {}, failure=f"ingestion refused it: {_first_line(err)}")
     frame, manifest = load_curated(lake, report.dataset, report.version)
     log(f"{name}: {report.sources[0].read} rows read")
-    return run_curated(name, frame, manifest, seeds, families, work, log, lake=lake, via=via, feature_params=feature_params)
+    return run_curated(name, frame, manifest, seeds, families, work, log, lake=lake, via=via,
+                       missing_indicators=missing_indicators)
 
 
 def cohort_lake(work: Path, seed: int = 7) -> DataLake:
@@ -467,10 +470,11 @@ def cohort_table(patients: int, work: Path, seed: int = 7) -> tuple[pd.DataFrame
 
 def run_curated(name: str, frame: pd.DataFrame, manifest: dict[str, Any], seeds: Sequence[int],
                 families: Sequence[str], work: Path, log: Callable[[str], None], *, lake: DataLake | None = None,
-                via: str = "jobs", feature_params: Any = None) -> TableResult:
-    """Every seed: Diagnosa (``via`` "jobs": the job functions in process, the Preprocess job's ``feature_params``
-    (FeatureParams; None: its defaults); "pipeline": the definition on the local executor, over ``lake``, where
-    the dataset was curated) and the baselines on the same split."""
+                via: str = "jobs", missing_indicators: str | None = None) -> TableResult:
+    """Every seed: Diagnosa (``via`` "jobs": the job functions in process; "pipeline": the definition on the local
+    executor, over ``lake``, where the dataset was curated) and the baselines on the same split.
+    ``missing_indicators``: the Preprocess job's ``--missing-indicators``, the definition's ``MissingIndicators``
+    parameter (None: their default)."""
     from diagnosa.services import LocalWorkspace
     from processing.preprocess import PreprocessParams
 
@@ -478,8 +482,8 @@ def run_curated(name: str, frame: pd.DataFrame, manifest: dict[str, Any], seeds:
         raise ValueError(f"via must be one of {', '.join(VIAS)}, got {via!r}")
     if via == "pipeline" and lake is None:
         raise ValueError("via='pipeline' needs the lake the dataset was curated in")
-    if via == "pipeline" and feature_params is not None:
-        raise ValueError("via='pipeline' runs the definition's own Preprocess arguments: no feature parameters")
+    if missing_indicators is not None and missing_indicators not in MISSING_INDICATORS:
+        raise ValueError(f"missing_indicators must be one of {', '.join(MISSING_INDICATORS)}, got {missing_indicators!r}")
     started = time.perf_counter()
     schema = Schema.from_dict(manifest["schema"])
     features = schema.features()
@@ -493,10 +497,11 @@ def run_curated(name: str, frame: pd.DataFrame, manifest: dict[str, Any], seeds:
         if result.failure is None:
             try:
                 run = (diagnosa_pipeline(LocalWorkspace(work / "workspace", lake), manifest, frame, seed, families,
-                                         work / f"seed{seed}") if via == "pipeline" and lake is not None
+                                         work / f"seed{seed}", missing_indicators)
+                       if via == "pipeline" and lake is not None
                        else diagnosa_inprocess(frame, manifest, seed, families, work / f"seed{seed}",
-                                               None if feature_params is None
-                                               else PreprocessParams(seed=seed, features=feature_params)))
+                                               None if missing_indicators is None else PreprocessParams(
+                                                   seed=seed, features=FeatureParams(missing_indicators=missing_indicators))))
             except Exception as err:  # noqa: BLE001  (a class too small for the protocol, a family that fails: say so, go on)
                 result.failure = f"Diagnosa refused or failed (seed {seed}): {type(err).__name__}: {_first_line(err)}"
                 log(f"  {name} seed {seed}: {result.failure}")
@@ -648,7 +653,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="how Diagnosa runs: its job functions in process (default), or its pipeline definition "
                              "on the local executor, as `diagnosa run --local --dataset NAME --param Seed=N` runs it")
     parser.add_argument("--missing-indicators", choices=MISSING_INDICATORS,
-                        help="the Preprocess job's --missing-indicators (default: its own); --via jobs only")
+                        help="the Preprocess job's --missing-indicators, the definition's MissingIndicators "
+                             "parameter (default: theirs, scaled)")
     parser.add_argument("--threads", type=int, default=1, help="threads per numeric library (default 1)")
     parser.add_argument("--quick", action="store_true",
                         help=f"one seed, small table(s) only ({', '.join(QUICK_TABLES)}): a smoke run for tests")
@@ -668,9 +674,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                      f"known: {', '.join(FAMILIES)}")
     if not names and not args.dataset and not args.cohort:
         parser.error("nothing to run: give --tables, --dataset or --cohort")
-    if args.missing_indicators and args.via == "pipeline":
-        parser.error("--missing-indicators sets a Preprocess job argument: only with --via jobs")
-    feature_params = FeatureParams(missing_indicators=args.missing_indicators) if args.missing_indicators else None
 
     logging.basicConfig(level=logging.WARNING)
     warnings.filterwarnings("ignore")  # convergence chatter of small folds; the figures say what matters
@@ -688,11 +691,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         data_dir = Path(args.data_dir) if args.data_dir else Path(tmp) / "data"
         jobs = [(name, *prepare_table(TABLES[name], data_dir)) for name in names] + list(args.dataset)
         results = [run_table(name, csv_path, toml_path, seeds, families, Path(tmp) / "work" / name, log, args.via,
-                             feature_params) for name, csv_path, toml_path in jobs]
+                             args.missing_indicators) for name, csv_path, toml_path in jobs]
         if args.cohort:
             work = Path(tmp) / "work" / "cohort"
             results.append(run_curated(f"cohort-{args.cohort}", *cohort_table(args.cohort, work), seeds, families,
-                                       work, log, lake=cohort_lake(work), via=args.via, feature_params=feature_params))
+                                       work, log, lake=cohort_lake(work), via=args.via,
+                                       missing_indicators=args.missing_indicators))
     table = markdown(results, seeds, families)
     print(table, end="")
     log(f"done in {time.perf_counter() - started:.0f} s on {date.today().isoformat()}")

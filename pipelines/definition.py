@@ -25,7 +25,7 @@ from diagnosa.data.schema import BUILTIN_DATASET, DATASET_NAME, SLICE_NAME
 from diagnosa.labels import CATEGORIES
 from diagnosa.serving_code import SERVING_PROGRAM
 from pipelines.service_model import instance_count_problem
-from processing.features import REDUCTIONS
+from processing.features import MISSING_INDICATORS, REDUCTIONS, FeatureParams
 from processing.resample import METHODS
 from processing.select import ENSEMBLE_MODES
 
@@ -309,6 +309,11 @@ def build_pipeline(settings: PipelineSettings, session: Any) -> Any:
     reduction = ParameterString(name="Reduction", default_value="none", enum_values=list(REDUCTIONS))
     resampling = ParameterString(name="Resampling", default_value="class_weights", enum_values=list(METHODS))
     ensemble_mode = ParameterString(name="Ensemble", default_value="auto", enum_values=list(ENSEMBLE_MODES))
+    # How the numbers' missing-value indicators enter the models: a per-run choice, because it is the table's
+    # (docs/benchmark-real.md: 0/1 helps tables with panels of missing labs, the built-in cohort's unseen
+    # orphan diseases need the standardised default).
+    missing_indicators = ParameterString(name="MissingIndicators", default_value=FeatureParams.missing_indicators,
+                                         enum_values=list(MISSING_INDICATORS))
     approval = ParameterString(name="ModelApprovalStatus", default_value="PendingManualApproval",
                                enum_values=["PendingManualApproval", "Approved", "Rejected"])
     defaults = settings.thresholds()
@@ -333,7 +338,7 @@ def build_pipeline(settings: PipelineSettings, session: Any) -> Any:
                                         default_value=settings.processing_instance_count)
     training_count = ParameterInteger(name=INSTANCE_COUNT_PARAMETERS["training"],
                                       default_value=settings.training_instance_count)
-    parameters = [input_uri, reduction, resampling, ensemble_mode, approval, *thresholds.values(),
+    parameters = [input_uri, reduction, resampling, missing_indicators, ensemble_mode, approval, *thresholds.values(),
                   *([slice_threshold] if slice_threshold else []), *([unseen_threshold] if unseen_threshold else []),
                   processing_type, training_type, processing_count, training_count, seed]
     if settings.deploy_steps:
@@ -392,6 +397,7 @@ def build_pipeline(settings: PipelineSettings, session: Any) -> Any:
     preprocess = processing("Preprocess", "preprocess_job.py", [s3_in("curated", input_uri, "curated")],
                             ["transformer", "split", "baseline"],
                             ["--stage", "fit", "--reduction", reduction, "--resampling", resampling,
+                             "--missing-indicators", missing_indicators,
                              "--seed", seed.to_string(), "--transform-instances", processing_count.to_string()])
     fitted = preprocess.properties.ProcessingOutputConfig.Outputs
     transform = processing("Transform", "preprocess_job.py",

@@ -6,6 +6,7 @@ Behaviour only (columns, models present, values in range), never the figures the
 from __future__ import annotations
 
 import importlib.util
+import json
 import re
 import sys
 from pathlib import Path
@@ -212,13 +213,15 @@ def test_an_unknown_family_is_refused_before_anything_runs(capsys):
     assert "unknown model family lightgbm; known: logistic_regression" in capsys.readouterr().err
 
 
-def test_via_pipeline_gives_the_figures_of_the_job_functions_in_process(tmp_path):
+@pytest.mark.parametrize("table, missing_indicators", [("icu", None), ("stagec", "binary")])
+def test_via_pipeline_gives_the_figures_of_the_job_functions_in_process(tmp_path, table, missing_indicators):
     """`--via pipeline` (the definition on the local executor, as `diagnosa run --local --dataset icu --param Seed=1`)
-    and the default in-process path train the same champion on the same split: the same figures."""
+    and the default in-process path train the same champion on the same split: the same figures. stagec has
+    missing values: the MissingIndicators parameter reaches Preprocess as the job argument does in process."""
     bench = _bench()
-    csv_path, toml_path = bench.prepare_table(bench.TABLES["icu"], tmp_path / "data")
-    results = {via: bench.run_table("icu", csv_path, toml_path, [1], ("logistic_regression",), tmp_path / via,
-                                    lambda message: None, via) for via in bench.VIAS}
+    csv_path, toml_path = bench.prepare_table(bench.TABLES[table], tmp_path / "data")
+    results = {via: bench.run_table(table, csv_path, toml_path, [1], ("logistic_regression",), tmp_path / via,
+                                    lambda message: None, via, missing_indicators) for via in bench.VIAS}
     jobs, pipeline = results["jobs"], results["pipeline"]
     assert jobs.failure is None and pipeline.failure is None
     assert set(pipeline.per_seed) == {*bench.BASELINES, bench.DIAGNOSA}
@@ -228,7 +231,9 @@ def test_via_pipeline_gives_the_figures_of_the_job_functions_in_process(tmp_path
         assert pipeline.per_seed[model][0]["recall"] == pytest.approx(per_seed[0]["recall"], abs=1e-9)
     assert jobs.champions == ["logistic_regression"]
     assert pipeline.champions[0] in ("logistic_regression [gate passed]", "logistic_regression [gate failed]")
-    assert (tmp_path / "pipeline" / "workspace" / "executions").is_dir()  # it did run the executor
+    [execution] = (tmp_path / "pipeline" / "workspace" / "executions").iterdir()  # it did run the executor
+    [fitted] = (tmp_path / "pipeline" / "lake").glob("artifacts/runs/*/transformer/preprocess.json")
+    assert json.loads(fitted.read_text())["params"]["missing_indicators"] == (missing_indicators or "scaled")
 
 
 def test_via_pipeline_needs_the_lake_the_dataset_was_curated_in(tmp_path):
@@ -238,11 +243,8 @@ def test_via_pipeline_needs_the_lake_the_dataset_was_curated_in(tmp_path):
         bench.run_curated("icu", frame, manifest, [0], ("logistic_regression",), tmp_path, print, via="pipeline")
     with pytest.raises(ValueError, match="via must be one of jobs, pipeline"):
         bench.run_curated("icu", frame, manifest, [0], ("logistic_regression",), tmp_path, print, via="cli")
+    with pytest.raises(ValueError, match="missing_indicators must be one of scaled, binary, got 'zero'"):
+        bench.run_curated("icu", frame, manifest, [0], ("logistic_regression",), tmp_path, print,
+                          missing_indicators="zero")
 
 
-def test_feature_parameters_are_refused_with_the_pipeline_path(capsys):
-    """The definition sets the Preprocess job's arguments itself: --missing-indicators applies to --via jobs only."""
-    bench = _bench()
-    with pytest.raises(SystemExit) as exit_info:
-        bench.main(["--tables", "icu", "--via", "pipeline", "--missing-indicators", "binary"])
-    assert exit_info.value.code == 2 and "only with --via jobs" in capsys.readouterr().err

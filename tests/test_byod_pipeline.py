@@ -104,7 +104,8 @@ def test_run_registers_and_serves_a_model_for_the_dataset_and_predict_answers_wi
     assert evaluation["diagnosa"]["labels"] == LABELS
     assert set(evaluation["diagnosa"]["slices"]) == {"edema", "common"}
     assert evaluation["gate"]["passed"] is True
-    assert json.loads((run / "transformer" / "preprocess.json").read_text())["params"]["seed"] == 3
+    fitted = json.loads((run / "transformer" / "preprocess.json").read_text())["params"]
+    assert fitted["seed"] == 3 and fitted["missing_indicators"] == "binary"  # the run's parameters reached the job
 
     monkeypatch.setattr("sys.stdin", io.StringIO(json.dumps(example)))
     assert main([*ws, "predict", "-", "--endpoint-url", url, "--endpoint-name", "pbc"]) == 0

@@ -60,6 +60,7 @@ def test_listing_an_empty_workspace(ws, capsys):
 @pytest.mark.parametrize("param, message", [
     ("Reduction=bogus", "parameter Reduction must be one of ['none', 'pca', 'lda', 'both'], got 'bogus'"),
     ("Ensemble=always", "parameter Ensemble must be one of ['auto', 'never'], got 'always'"),
+    ("MissingIndicators=0/1", "parameter MissingIndicators must be one of ['scaled', 'binary'], got '0/1'"),
     # Ranges SageMaker's parameter types cannot declare: each failed inside a step or at the gate before.
     ("RecallThresholdEnfermedadTerminal=1.5",
      "parameter RecallThresholdEnfermedadTerminal is a recall threshold, in [0, 1]; got 1.5"),

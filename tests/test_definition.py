@@ -250,6 +250,11 @@ def test_a_definition_for_another_dataset(aws):
     assert ensemble["DefaultValue"] == "auto" and ensemble["EnumValues"] == ["auto", "never"]
     select_args = steps["Select"]["Arguments"]["AppSpecification"]["ContainerArguments"]
     assert select_args[select_args.index("--ensemble") + 1] == {"Get": "Parameters.Ensemble"}
+    # How the numbers' missing-value indicators are scaled: a parameter with the feature library's choices,
+    # handed to Preprocess (whose fitted pipeline Transform and serving then apply).
+    [indicators] = [p for p in d["Parameters"] if p["Name"] == "MissingIndicators"]
+    assert indicators["DefaultValue"] == "scaled" and indicators["EnumValues"] == ["scaled", "binary"]
+    assert preprocess_args[preprocess_args.index("--missing-indicators") + 1] == {"Get": "Parameters.MissingIndicators"}
     assert validate_definition(d) == {name: None for name in validate_definition(d)}
 
     # A dataset with a named slice: one slice condition, its own parameter, the evaluation told its name.
