@@ -77,7 +77,10 @@ FAILURE_LIMIT = 1024  # the service shows the first 1024 characters of the failu
 # Lines a container's runner prints about its own housekeeping, never about the job: the SDK's runproc.sh
 # runs `pip uninstall --yes typing` before installing the pins ("some py3 containers have typing, which
 # may break pip install"), and pip answers with this warning whenever typing is not installed — always.
-NOISE = (re.compile(r"^WARNING: Skipping \S+ as it is not installed\.$"),)
+NOISE = (re.compile(r"^WARNING: Skipping \S+ as it is not installed\.$"),
+         # The SDK's runproc.sh lists the code folder before and after unpacking it (ls -la).
+         re.compile(r"^Files (in \S+ before|after) extraction:$"), re.compile(r"^total \d+$"),
+         re.compile(r"^[-dlbcps][-rwxsStT]{9}[.+@]?\s+\d+\s+\S+\s+\S+\s+\d+\s+\w{3}\s+\d+\s+[\d:]+\s+\S.*$"))
 # The training toolkit ends a failed job by logging the failure file's text again, then the exit code.
 TOOLKIT_EPILOGUE = "Reporting training FAILURE"
 TRACEBACK = "Traceback (most recent call last):"

@@ -30,8 +30,8 @@ def ingest(lake, tmp_path, config_text: str, rows: str = ROWS):
 
 @pytest.mark.parametrize("config_text, message", [
     # unknown keys, at the top and inside tables
-    (BASE + "colour = 1\n", "unknown keys colour (allowed: columns, exclude, id_column, labels, name, ordinal, slice, "
-                            "slice_column, target; see docs/data.md)"),
+    (BASE + "colour = 1\n", "unknown keys colour (allowed: columns, exclude, id_column, labels, missing_values, name, "
+                            "ordinal, slice, slice_column, target; see docs/data.md)"),
     (BASE + "[columns.age]\ntype = \"number\"\nunits = \"y\"\n", "[columns.age] has unknown keys units"),
     (BASE + "[slice]\ncolumn = \"flag\"\nwhen = \"yes\"\n", "[slice] has unknown keys when"),
     # missing keys
@@ -73,6 +73,10 @@ def ingest(lake, tmp_path, config_text: str, rows: str = ROWS):
     (BASE + "[slice]\nname = \"old\"\ncolumn = \"age\"\nvalue = 99\n",
      "no accepted row is in the slice 'old' (column 'age' = 99)"),
     ("name = x", "is not valid TOML"),
+    # nothing left to learn from
+    (BASE + 'exclude = ["age", "flag"]\n', "the config leaves no feature column: every column is the id, the target"),
+    (BASE + "missing_values = \"NA\"\n", "'missing_values' must be a list of non-empty strings"),
+    (BASE + "missing_values = [\"NA\", \"\"]\n", "'missing_values' must be a list of non-empty strings"),
 ])
 def test_bad_config_is_refused_naming_what_is_wrong_and_nothing_is_written(lake, tmp_path, config_text, message):
     with pytest.raises(IngestError) as caught:
@@ -126,6 +130,61 @@ def test_the_rejection_summary_stays_short_however_many_kinds_of_bad_row(lake, t
         ingest(lake, tmp_path, config, rows)
     message = str(caught.value)
     assert "(5,000 rows like line 2: " in message and "1000" in message and len(message) < 1200
+
+
+def test_a_header_is_checked_for_repeats_as_written(lake, tmp_path):
+    # 'age.group' beside 'age' is a column of its own (pandas would name a second 'age' so); a real repeat is refused.
+    rows = ROWS.replace("case,age,flag", "case,age,age.group").replace(",yes,", ",old,").replace(",no,", ",young,")
+    ingest(lake, tmp_path, BASE, rows)
+    curated, _ = load_curated(lake, "x")
+    assert curated["age.group"].tolist() == ["young", "old", "young", "old", "young", "old"]
+    with pytest.raises(IngestError, match="duplicated column names in the header: age$"):
+        ingest(lake, tmp_path, BASE, ROWS.replace("case,age,flag", "case,age,age"))
+
+
+def test_cells_spelling_a_missing_value_are_read_as_missing_and_counted(lake, tmp_path):
+    # R's write.csv writes NA; a number column with NA cells stays a number, its NA cells missing, no row rejected.
+    rows = "case,age,flag,site,outcome\n" + "".join(
+        f"c{i},{age},{flag},{site},{label}\n" for i, (age, flag, site, label) in enumerate(
+            [("31", "yes", "NA", "a"), ("NA", "no", "EU", "a"), (" NaN", "yes", "EU", "NA"), ("44", "N/A", "NA", "b"),
+             ("52", "no", "EU", "b"), ("60", "yes", "EU", "NA"), ("NA", "no", "NA", "b"), ("38", "yes", "EU", "a"),
+             ("47", "no", "EU", "NA")]))
+    config = ('name = "x"\nid_column = "case"\ntarget = "outcome"\nlabels = ["a", "b", "NA"]\n'
+              '[columns.site]\nvalues = ["EU", "NA"]\n')  # 'NA' a label and North America: not missing there
+    report = ingest(lake, tmp_path, config, rows)
+    curated, manifest = load_curated(lake, "x")
+    schema = Schema.from_dict(manifest["schema"])
+    assert report.rows == 9 and report.sources[0].quarantined == 0
+    assert schema.field("age").type == "number"
+    assert curated["age"].isna().tolist() == [False, True, True, False, False, False, True, False, False]
+    assert curated["flag"].isna().sum() == 1
+    assert curated["site"].tolist().count("NA") == 3 and curated["outcome"].tolist().count("NA") == 3
+    assert report.missing_cells == {"N/A": 1, "NA": 2, "NaN": 1} == manifest["missing_cells"]
+    assert "cells read as missing: 'N/A' 1, 'NA' 2, 'NaN' 1" in report.summary()
+    # The quarantine and the raw copy keep what was written; another list of markers is another version.
+    opted_out = ingest(lake, tmp_path, config.replace("labels", "missing_values = []\nlabels"), rows)
+    assert opted_out.version != report.version and opted_out.missing_cells == {}
+    _, manifest = load_curated(lake, "x", opted_out.version)
+    assert Schema.from_dict(manifest["schema"]).field("age").type == "category"  # 'NA' taken as a level
+
+
+def test_numeric_labels_written_as_floats_are_read_as_the_labels(lake, tmp_path):
+    # pandas writes an integer column with gaps as floats: stage 4 becomes '4.0'.
+    rows = "case,age,stage\n" + "".join(f"c{i},{30 + i},{stage}\n" for i, stage in enumerate(
+        ["1.0", "1", "1.00", "2.0", "2.0", "2", "2.5", ""]))
+    config = 'name = "x"\nid_column = "case"\ntarget = "stage"\nlabels = ["1", "2"]\n'
+    report = ingest(lake, tmp_path, config, rows)
+    curated, manifest = load_curated(lake, "x")
+    assert curated["stage"].tolist() == ["1", "1", "1", "2", "2", "2"]
+    assert report.sources[0].quarantined == 2  # 2.5 is no label, the empty one no label at all
+    assert report.labels_read_as_numbers == {"1.0": "1", "1.00": "1", "2.0": "2"} == manifest["labels_read_as_numbers"]
+    assert "labels read as numbers: '1.0' as '1', '1.00' as '1', '2.0' as '2'" in report.summary()
+    # Two labels equal as numbers: a cell equal to both is left as written, an unknown label.
+    config = 'name = "y"\nid_column = "case"\ntarget = "stage"\nlabels = ["1", "1.0", "2"]\n'
+    rows = "case,age,stage\n" + "".join(f"c{i},{30 + i},{stage}\n" for i, stage in enumerate(
+        ["1", "1", "1", "1.0", "1.0", "1.0", "2", "2", "2.0", "1.00"]))
+    report = ingest(lake, tmp_path, config, rows)
+    assert report.labels_read_as_numbers == {"2.0": "2"} and report.sources[0].quarantined == 1
 
 
 def test_a_boolean_slice_column_is_a_metadata_field_named_without_is(lake, tmp_path):

@@ -116,7 +116,13 @@ def test_training_request_runs_the_training_toolkit_and_publishes_model_tar_gz(t
 
 
 SDK_RUNNER_LOG = """Files in /opt/ml/processing/input/code/ before extraction:
-total 8
+total 292
+drwxr-xr-x 2 root root   4096 Dec  2 01:13 .
+-rw-r--r-- 1 root root 289585 Dec  2 01:13 sourcedir.tar.gz
+Files after extraction:
+total 408
+drwxr-xr-x 4 root root   4096 Dec  2 01:13 diagnosa
+-rw-r--r-- 1 root root    163 Jan  1  1970 evaluate_job.py
 WARNING: Skipping typing as it is not installed.
 2026-11-30 13:20:46 diagnosa.preprocess ERROR preprocessing failed: class ENFERMEDAD LEVE has 2 rows
 """
@@ -135,17 +141,18 @@ Command "/venv/bin/python -m pip install -r requirements.txt"
 def test_failure_reasons_show_the_jobs_own_error_not_the_runners_noise():
     reason = failure_reason(SDK_RUNNER_LOG)
     assert "Skipping typing" not in reason and reason.endswith("preprocessing failed: class ENFERMEDAD LEVE has 2 rows")
+    assert reason == "2026-11-30 13:20:46 diagnosa.preprocess ERROR preprocessing failed: class ENFERMEDAD LEVE has 2 rows"
     failure = ('InstallRequirementsError:\nExitCode 1\nErrorMessage ""\n'
                'Command "/venv/bin/python -m pip install -r requirements.txt"\n')
     reason = failure_reason(TOOLKIT_LOG, failure)
     assert reason.startswith("InstallRequirementsError: ExitCode 1")  # the failure file: the service's FailureReason
     assert reason.endswith("ERROR: No matching distribution found for numpy==0.0.1")  # the pin, from pip
     assert "Encountered exit_code" not in reason  # the toolkit's closing lines repeat the failure file
-    runner = SDK_RUNNER_LOG.splitlines()[:3] + [
+    runner = SDK_RUNNER_LOG.splitlines()[:9] + [
         "ERROR: No matching distribution found for numpy==0.0.1", "Traceback (most recent call last):",
         '  File "install_requirements.py", line 191, in install_requirements', "    subprocess.check_call(pip_cmd)",
         "subprocess.CalledProcessError: Command 'pip install -r requirements.txt' returned non-zero exit status 1."]
-    assert failure_reason("\n".join(runner)) == ("total 8 | ERROR: No matching distribution found for numpy==0.0.1 | "
+    assert failure_reason("\n".join(runner)) == ("ERROR: No matching distribution found for numpy==0.0.1 | "
                                                  "subprocess.CalledProcessError: Command 'pip install -r requirements.txt' "
                                                  "returned non-zero exit status 1.")
     traceback = "Framework Error: \nTraceback (most recent call last):\n  File \"x.py\", line 1\nOSError: gone\ngone"

@@ -155,8 +155,10 @@ def _report(record, lake, example: dict[str, Any] = EXAMPLE) -> None:
     if record.status == "Failed":
         print(f"  failed: {record.data.get('FailureReason')}")
         if not any(s["StepType"] == "Fail" and s["StepStatus"] == "Failed" for s in steps.values()):
-            print(f"  after fixing the cause (data, code, environment), resume with `diagnosa run --local --resume "
-                  f"{record.id}`; a wrong parameter needs a new run with `--param`")
+            # A resumed run reads the same curated version: it can retry a fixed environment or code, not data.
+            print(f"  after fixing the cause in the code or the environment, resume with `diagnosa run --local "
+                  f"--resume {record.id}`; a data problem needs the data ingested again and a new run, a wrong "
+                  "parameter a new run with `--param`")
 
 
 def cmd_executions(args: argparse.Namespace) -> int:

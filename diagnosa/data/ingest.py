@@ -10,6 +10,7 @@ Guarantees:
 """
 from __future__ import annotations
 
+import csv
 import hashlib
 import io
 import json
@@ -32,11 +33,13 @@ from diagnosa.data.schema import (
     BUILTIN_DATASET,
     CLINICAL_RECORD_FIELDS,
     LAB_RESULT_FIELDS,
+    MISSING_VALUES,
     Schema,
     SchemaError,
     cohort_schema,
     config_slice,
     load_dataset_config,
+    missing_markers,
     schema_from_config,
     too_small_classes,
 )
@@ -88,6 +91,8 @@ class IngestReport:
     quarantine_keys: list[str] = field(default_factory=list)
     reused: bool = False  # the version existed already: nothing was written
     seconds: float = 0.0
+    missing_cells: dict[str, int] = field(default_factory=dict)  # marker ('NA', ...) → cells read as missing
+    labels_read_as_numbers: dict[str, str] = field(default_factory=dict)  # '4.0' → '4'
 
     def summary(self) -> str:
         lines = [f"dataset {self.dataset} version {self.version}" + (" (already ingested)" if self.reused else "")]
@@ -95,6 +100,12 @@ class IngestReport:
             lines.append(f"  {s.source}: read {s.read:,} / accepted {s.accepted:,} / quarantined {s.quarantined:,}")
         for reason, count in sorted(self.reasons.items(), key=lambda kv: (-kv[1], kv[0])):
             lines.append(f"    quarantined for {reason}: {count:,}")
+        if self.labels_read_as_numbers:
+            lines.append("  labels read as numbers: " + ", ".join(f"{text!r} as {label!r}"
+                                                                  for text, label in self.labels_read_as_numbers.items()))
+        if self.missing_cells:
+            lines.append("  cells read as missing: " + ", ".join(f"{marker!r} {n:,}"
+                                                                 for marker, n in self.missing_cells.items()))
         where = self.data_keys[0].rsplit("/", 1)[0] + "/" if self.data_keys else "nothing"
         lines.append(f"  curated rows: {self.rows:,} → {where} ({len(self.data_keys)} part{'s' * (len(self.data_keys) != 1)})")
         return "\n".join(lines)
@@ -160,13 +171,16 @@ def read_csv_text(data: bytes, source: str) -> pd.DataFrame:
         raise IngestError(f"{source} is not UTF-8 text (byte {err.start})") from None
     if not text.strip():
         raise IngestError(f"{source} is empty: a CSV needs a header row")
+    # Repeats are looked for in the header as written: pandas renames a repeated 'x' to 'x.1', which a real
+    # column may be called too ('age' beside 'age.group', 'wt' beside 'wt.1').
+    header = next(csv.reader(io.StringIO(text)), [])
+    duplicated = sorted({name for name in header if header.count(name) > 1})
+    if duplicated:
+        raise IngestError(f"{source}: duplicated column names in the header: {', '.join(duplicated)}")
     try:
         frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, na_filter=False)
     except pd.errors.ParserError as err:
         raise IngestError(f"{source} cannot be parsed as CSV: {err}") from None
-    duplicated = sorted({c for c in frame.columns if str(c).rsplit(".", 1)[0] in frame.columns and "." in str(c)})
-    if duplicated:
-        raise IngestError(f"{source}: duplicated column names in the header: {', '.join(duplicated)}")
     return frame
 
 
@@ -284,6 +298,8 @@ def _existing(lake: DataLake, dataset: str, version: str) -> IngestReport | None
         dataset=dataset, version=version, rows=manifest["rows"],
         sources=[SourceCounts(**s) for s in manifest["sources"]], reasons=manifest["quarantine_reasons"],
         data_keys=curated_data_keys(manifest), manifest_key=key, quarantine_keys=manifest["quarantine_keys"], reused=True,
+        missing_cells=manifest.get("missing_cells", {}),
+        labels_read_as_numbers=manifest.get("labels_read_as_numbers", {}),
     )
 
 
@@ -323,7 +339,9 @@ def _commit(lake: DataLake, schema: Schema, version: str, curated: pd.DataFrame,
     lake.put_json(manifest_key, manifest)
     lake.put_json(latest_key(schema.name), {"version": version, "manifest": manifest_key})
     return IngestReport(schema.name, version, len(curated), sources, dict(reasons), data_keys, manifest_key,
-                        quarantine_keys, seconds=time.perf_counter() - started)
+                        quarantine_keys, seconds=time.perf_counter() - started,
+                        missing_cells=extra.get("missing_cells", {}),
+                        labels_read_as_numbers=extra.get("labels_read_as_numbers", {}))
 
 
 # ------------------------------------------------------------------------------------------------ cohort
@@ -458,12 +476,15 @@ def ingest_csv(lake: DataLake, path: Path, config_path: Path, *, phase: Phase = 
     raw_key = f"raw/{config['name']}/{path.stem}-{digest[:12]}.csv"
     frame = read_csv_text(data, str(path))
     header = [str(c) for c in frame.columns]
-    sample = {c: frame[c].head(1000).tolist() for c in header}
+    cells, missing = read_missing_markers(frame, config)
+    cells, respelled = read_numeric_labels(cells, config)
+    sample = {c: cells[c].head(1000).tolist() for c in header}
     try:
         schema = schema_from_config(config, header, sample)
     except SchemaError as err:
         raise IngestError(f"{config_path}: {err}") from None
-    version = _version(schema, [digest])
+    # The markers decide what the same bytes become: a version of their own.
+    version = _version(schema, [digest, "missing:" + json.dumps(sorted(config.get("missing_values", MISSING_VALUES)))])
     existing = _existing(lake, schema.name, version)
     if existing is not None:
         return existing
@@ -474,7 +495,8 @@ def ingest_csv(lake: DataLake, path: Path, config_path: Path, *, phase: Phase = 
     fields = schema.fields
     if slice_ and slice_[2] is not None:  # the marker column is filled here, not read from the CSV
         fields = tuple(f for f in schema.fields if f.name != schema.slice_column)
-    typed, errors = validate_frame(kept, fields, text=True)
+    # Rows are validated as read (markers blanked); the quarantine keeps them as written.
+    typed, errors = validate_frame(cells.drop(columns=list(schema.exclude)), fields, text=True)
     errors = _merge(errors, _duplicates(typed[schema.id_column], lambda p: tuple(kept.iloc[p])))
     if slice_ and slice_[2] is not None:
         typed[schema.slice_column] = _slice_marker(typed, kept, schema, slice_[1], slice_[2])
@@ -497,7 +519,54 @@ def ingest_csv(lake: DataLake, path: Path, config_path: Path, *, phase: Phase = 
     lake.put_bytes_once(raw_key, data)
     sources = [SourceCounts(schema.name, raw_key, digest, len(frame), len(curated), len(quarantined))]
     return _commit(lake, schema, version, curated, sources, {schema.name: quarantined}, started,
-                   {"config": config})
+                   {"config": config, "missing_cells": missing, "labels_read_as_numbers": respelled})
+
+
+def read_numeric_labels(cells: pd.DataFrame, config: dict[str, Any]) -> tuple[pd.DataFrame, dict[str, str]]:
+    """Target cells that spell a numeric label otherwise ('4.0' for the label '4': pandas writes an integer column
+    with gaps as floats) read as that label; the spellings so read, for the report. A cell equal to no label, or
+    to two, stays as written (and is quarantined as an unknown label)."""
+    target, labels = config["target"], config["labels"]
+    numeric = {}
+    for label in labels:
+        try:
+            numeric.setdefault(float(label), []).append(label)
+        except ValueError:
+            continue
+    if not numeric or target not in cells.columns:
+        return cells, {}
+    column = cells[target].str.strip()
+    spelled = {}
+    for text in column[~column.isin(labels)].unique():
+        try:
+            matches = numeric.get(float(text), [])
+        except ValueError:
+            continue
+        if len(matches) == 1:
+            spelled[text] = matches[0]
+    if not spelled:
+        return cells, {}
+    cells = cells.copy()
+    cells[target] = column.replace(spelled).where(column.isin(list(spelled)), cells[target])
+    return cells, dict(sorted(spelled.items()))
+
+
+def read_missing_markers(frame: pd.DataFrame, config: dict[str, Any]) -> tuple[pd.DataFrame, dict[str, int]]:
+    """The CSV's cells that spell a missing value (``schema.missing_markers``) made empty, as an empty cell is
+    read; and how many cells each marker emptied (the report says so: a column of 'NA' is no longer a category
+    silently, nor its rows quarantined as the wrong type)."""
+    cells, counts = frame, Counter[str]()
+    for column in frame.columns:
+        markers = missing_markers(config, str(column))
+        if not markers:
+            continue
+        hit = frame[column].str.strip().isin(markers)
+        if hit.any():
+            if cells is frame:
+                cells = frame.copy()
+            counts.update(frame[column][hit].str.strip())
+            cells.loc[hit, column] = ""
+    return cells, dict(sorted(counts.items()))
 
 
 def _slice_marker(typed: pd.DataFrame, kept: pd.DataFrame, schema: Schema, column: str, value: Any) -> pd.Series:

@@ -20,8 +20,9 @@ set ([pipeline.md](pipeline.md#one-pipeline-per-dataset)).
 | `name` | string | yes | | the dataset: 1 to 63 ASCII letters, digits, `-`, `_` (starting and ending with a letter or digit). It names `curated/<name>/`, the model package group and the endpoint (`_` becomes `-`) |
 | `id_column` | string | yes | | the column identifying a row; a repeated id is quarantined (all copies when they differ) |
 | `target` | string | yes | | the column holding the label |
-| `labels` | list of strings | yes | | the labels, **in their order** (severity order when `ordinal`). At least two, no duplicates, none with `'`, `\\`, `[`, `]` or control characters. A row whose label is not in the list is quarantined: the list doubles as a filter |
+| `labels` | list of strings | yes | | the labels, **in their order** (severity order when `ordinal`). At least two, no duplicates, none with `'`, `\\`, `[`, `]` or control characters. A row whose label is not in the list is quarantined: the list doubles as a filter. A numeric label written otherwise (`4.0` for `4`, as pandas writes an integer column with gaps) is read as that label, and the report says so (`labels read as numbers: '4.0' as '4'`) |
 | `ordinal` | boolean | no | `true` | whether the order is a severity order; kept in the schema and the model's metadata |
+| `missing_values` | list of strings | no | `["NA", "N/A", "#N/A", "NaN", "nan", "NULL", "null"]` | cell texts read as a missing value, as an empty cell is (R's `write.csv` writes `NA`). Never in the id column, and never a label of the target or a declared `values` entry of a column (a label `NA`, North America in a `region` column keep their meaning); `[]` reads only empty cells as missing. The report counts the cells each marker emptied (`cells read as missing: 'NA' 1,234`); another list is another version of the dataset |
 | `exclude` | list of strings | no | `[]` | columns dropped on ingestion (names, contact details, outcomes known only later); they never reach the curated data or the quarantine |
 | `slice_column` | string | no | | a boolean column (`true`/`false`, `yes`/`no`, `1`/`0`) marking the rows of a slice; the slice is named after the column without an `is_` prefix |
 | `[slice]` | table | no | | a slice with a name of its own, defined by a value, or grouped (below); not together with `slice_column` |
@@ -45,7 +46,8 @@ slice condition.
 `boolean`, `hpo_terms`, `codes`, `text`; lists are `;`-separated in a cell), `role` (`feature`,
 `metadata`, `id`, `target`), `required` (boolean), `min`, `max` (numbers: values outside are
 impossible and quarantined), `values` (the allowed values of a category), `unit` (string). A column
-not declared is a `number` when every non-empty value among its first 1,000 parses as one, else a
+not declared is a `number` when every non-empty value among its first 1,000 parses as one (cells of
+`missing_values` count as empty), else a
 `category` with any value; every column not excluded is a feature unless its role says otherwise.
 
 ### What is checked, before anything is written
@@ -55,9 +57,10 @@ nothing reaches the lake (not even `raw/`):
 - the config: not TOML, unknown keys (at the top, in `[slice]`, in `[columns.<column>]`), a missing
   required key, a value of the wrong type (`ordinal = "yes"`, `min = "0"`, `labels = "a,b"`),
   duplicate labels, a name SageMaker cannot use, an unknown type or role;
-- the CSV: not UTF-8, empty, duplicated header names, and every column the config names that the
-  header lacks (all listed at once); the id, target or slice column also excluded; a boolean slice
-  column declared as something else; a slice value no accepted row holds;
+- the CSV: not UTF-8, empty, a name repeated in the header (as written: `age.group` beside `age` is
+  a column of its own), and every column the config names that the header lacks (all listed at once);
+  the id, target or slice column also excluded; a boolean slice column declared as something else; a
+  config that leaves no feature column; a slice value no accepted row holds;
 - **the classes**: after bad rows are quarantined, every label of `labels` needs at least 3 rows
   (one per split of the 70/20/10 protocol). Every label with fewer, or with none at all (a label not
   in the data), is named in one message with its count, and what you can do: **merge** such a class
@@ -110,10 +113,10 @@ type = "category"  # 1 D-penicillamine, 2 placebo; empty for the 106 patients ou
 <!-- docs-test: covered-by tests/test_byod_pipeline.py -->
 ```console
 $ diagnosa data ingest pbc.csv --config pbc.toml
-dataset pbc version c46adc4f8011
+dataset pbc version cb741a638646
   pbc: read 418 / accepted 412 / quarantined 6
     quarantined for missing required field 'stage': 6
-  curated rows: 412 → curated/pbc/c46adc4f8011/data/ (1 part)
+  curated rows: 412 → curated/pbc/cb741a638646/data/ (1 part)
 $ diagnosa run --local --dataset pbc --families logistic_regression --param Seed=3 \\
     --param MissingIndicators=binary --param ModelApprovalStatus=Approved --param EdemaRecallThreshold=0.25 --param RecallThreshold1=0.25 \\
     --param RecallThreshold2=0.25 --param RecallThreshold3=0.25 --param RecallThreshold4=0.25

@@ -212,7 +212,11 @@ def cohort_schema() -> Schema:
 # Bring-your-own CSV: a small TOML config names the id, the target, the label order and exclusions
 # (reference: docs/data.md, "Your own data").
 
-CONFIG_KEYS = {"name", "id_column", "target", "labels", "ordinal", "exclude", "columns", "slice_column", "slice"}
+CONFIG_KEYS = {"name", "id_column", "target", "labels", "ordinal", "exclude", "columns", "slice_column", "slice",
+               "missing_values"}
+# Cell texts read as a missing value, as an empty cell is (R's write.csv writes NA; spreadsheets #N/A; pandas
+# NaN). Not "None" or "-": real labels and categories. A config's ``missing_values`` replaces the list.
+MISSING_VALUES = ("NA", "N/A", "#N/A", "NaN", "nan", "NULL", "null")
 COLUMN_KEYS = {"type", "role", "required", "min", "max", "values", "unit"}
 SLICE_KEYS = {"name", "column", "value", "group"}
 DATASET_NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9])?$")
@@ -270,6 +274,9 @@ def load_dataset_config(path: str | Path) -> dict[str, Any]:
         raise SchemaError(f"{where}: 'ordinal' must be true or false, got {data['ordinal']!r}")
     if "exclude" in data and not _is_str_list(data["exclude"]):
         raise SchemaError(f"{where}: 'exclude' must be a list of column names, got {data['exclude']!r}")
+    if "missing_values" in data and not (_is_str_list(data["missing_values"]) and all(data["missing_values"])):
+        raise SchemaError(f"{where}: 'missing_values' must be a list of non-empty strings (the cell texts that mean "
+                          f"a missing value; [] for none), got {data['missing_values']!r}")
     if "slice" in data:
         spec = data["slice"]
         if not isinstance(spec, dict):
@@ -310,6 +317,18 @@ def load_dataset_config(path: str | Path) -> dict[str, Any]:
             if key in spec and not ok(spec[key]):
                 raise SchemaError(f"{where}: [columns.{column}] '{key}' must be {what}, got {spec[key]!r}")
     return data
+
+
+def missing_markers(config: dict[str, Any], column: str) -> set[str]:
+    """The cell texts read as missing in ``column``: the config's ``missing_values`` (default MISSING_VALUES),
+    none in the id column (ids are opaque), and never a label of the target or a declared value of the column."""
+    if column == config["id_column"]:
+        return set()
+    markers = set(config.get("missing_values", MISSING_VALUES))
+    if column == config["target"]:
+        return markers - set(config["labels"])
+    declared = (config.get("columns") or {}).get(column, {}).get("values") or ()
+    return markers - {str(v) for v in declared}
 
 
 def config_slice(config: dict[str, Any]) -> tuple[str, str, Any] | None:
@@ -392,6 +411,10 @@ def schema_from_config(config: dict[str, Any], header: list[str], sample: dict[s
             fields.append(Field(slice_column, "boolean", role="metadata"))
     if group and group in (id_column, target, *exclude):
         raise SchemaError(f"the slice group '{group}' cannot be the id, the target or an excluded column")
+    if not any(f.role == "feature" for f in fields):
+        raise SchemaError("the config leaves no feature column: every column is the id, the target, the slice, "
+                          "excluded or declared metadata (a model needs at least one column to learn from; "
+                          f"header: {', '.join(header)})")
     return Schema(config["name"], tuple(fields), tuple(config["labels"]), exclude=exclude,
                   slice_column=slice_column, slice_name=slice_name, ordinal=config.get("ordinal", True),
                   group_column=group or None)
