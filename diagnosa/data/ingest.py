@@ -527,7 +527,7 @@ def read_numeric_labels(cells: pd.DataFrame, config: dict[str, Any]) -> tuple[pd
     with gaps as floats) read as that label; the spellings so read, for the report. A cell equal to no label, or
     to two, stays as written (and is quarantined as an unknown label)."""
     target, labels = config["target"], config["labels"]
-    numeric = {}
+    numeric: dict[float, list[str]] = {}
     for label in labels:
         try:
             numeric.setdefault(float(label), []).append(label)
