@@ -81,11 +81,12 @@ def curated_manifest(lake, dataset: str, input_uri: str | None = None) -> dict[s
 def dataset_of(manifest: dict[str, Any] | None, dataset: str) -> dict[str, Any]:
     """The definition's dataset settings: from the curated manifest's schema (labels, slice), or the
     built-in cohort's when there is no manifest yet."""
-    from diagnosa.data.schema import Schema, cohort_schema
+    from diagnosa.data.schema import Schema, cohort_schema, config_gate
     from pipelines.definition import dataset_settings
 
     schema = Schema.from_dict(manifest["schema"]) if manifest else cohort_schema()
-    return dataset_settings(schema.name, schema.labels, schema.slice, grouped=schema.group_column is not None)
+    return dataset_settings(schema.name, schema.labels, schema.slice, grouped=schema.group_column is not None,
+                            gate=config_gate((manifest or {}).get("config")))
 
 
 @dataclass(frozen=True)

@@ -138,12 +138,23 @@ def resource_name(dataset: str) -> str:
 
 
 def dataset_settings(dataset: str, labels: tuple[str, ...] | list[str], slice_name: str | None,
-                     grouped: bool = False) -> dict[str, Any]:
+                     grouped: bool = False, gate: dict[str, Any] | None = None) -> dict[str, Any]:
     """The PipelineSettings fields that come from a dataset: its labels, slice (``grouped``: with groups
-    held out of training, hence an unseen sub-slice), model package group and endpoint."""
-    return {"dataset": dataset, "labels": tuple(labels), "slice_name": slice_name,
-            "slice_grouped": bool(grouped and slice_name),
-            "model_package_group": resource_name(dataset), "endpoint_name": resource_name(dataset)}
+    held out of training, hence an unseen sub-slice), model package group and endpoint; and the default
+    thresholds of its gate its config sets (``gate``: ``diagnosa.data.schema.config_gate``; a label it leaves
+    out keeps DEFAULT_RECALL_THRESHOLD)."""
+    settings: dict[str, Any] = {"dataset": dataset, "labels": tuple(labels), "slice_name": slice_name,
+                                "slice_grouped": bool(grouped and slice_name),
+                                "model_package_group": resource_name(dataset), "endpoint_name": resource_name(dataset)}
+    gate = gate or {}
+    if "recall_thresholds" in gate:
+        settings["recall_thresholds"] = {label: gate["recall_thresholds"].get(label, DEFAULT_RECALL_THRESHOLD)
+                                         for label in labels}
+    if "slice_threshold" in gate:
+        settings["orphan_threshold"] = gate["slice_threshold"]
+    if "unseen_threshold" in gate:
+        settings["unseen_threshold"] = gate["unseen_threshold"]
+    return settings
 
 
 @dataclass(frozen=True)

@@ -132,6 +132,9 @@ def test_the_definition_for_a_dataset_offline_from_its_config_or_the_lake(ingest
     assert [n for n in names if "RecallThreshold" in n] == [*(f"RecallThreshold{label}" for label in LABELS),
                                                            "EdemaRecallThreshold"]
     assert "Seed" in names
+    defaults = {p["Name"]: p.get("DefaultValue") for p in definition["Parameters"]}  # the config's [gate]
+    assert [defaults[f"RecallThreshold{label}"] for label in LABELS] == [0.25] * 4
+    assert defaults["EdemaRecallThreshold"] == 0.25
     gate = definition["Steps"][-1]["Arguments"]
     assert gate["IfSteps"][0]["Arguments"]["ModelPackageGroupName"] == "pbc"
 

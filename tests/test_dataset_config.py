@@ -30,8 +30,8 @@ def ingest(lake, tmp_path, config_text: str, rows: str = ROWS):
 
 @pytest.mark.parametrize("config_text, message", [
     # unknown keys, at the top and inside tables
-    (BASE + "colour = 1\n", "unknown keys colour (allowed: columns, exclude, id_column, labels, missing_values, name, "
-                            "ordinal, slice, slice_column, target; see docs/data.md)"),
+    (BASE + "colour = 1\n", "unknown keys colour (allowed: columns, exclude, gate, id_column, labels, missing_values, "
+                            "name, ordinal, slice, slice_column, target; see docs/data.md)"),
     (BASE + "[columns.age]\ntype = \"number\"\nunits = \"y\"\n", "[columns.age] has unknown keys units"),
     (BASE + "[slice]\ncolumn = \"flag\"\nwhen = \"yes\"\n", "[slice] has unknown keys when"),
     # missing keys
@@ -73,6 +73,14 @@ def ingest(lake, tmp_path, config_text: str, rows: str = ROWS):
     (BASE + "[slice]\nname = \"old\"\ncolumn = \"age\"\nvalue = 99\n",
      "no accepted row is in the slice 'old' (column 'age' = 99)"),
     ("name = x", "is not valid TOML"),
+    # the gate's thresholds
+    (BASE + "[gate]\nprecision = 0.5\n", "[gate] has unknown keys precision (allowed: recall, slice, unseen)"),
+    (BASE + "[gate]\nrecall = 1.5\n", "[gate] recall must be a number in [0, 1] (every label) or a table"),
+    (BASE + "[gate.recall]\nc = 0.5\n", "[gate.recall] names 'c', not in 'labels'"),
+    (BASE + "[gate.recall]\na = \"high\"\n", "[gate.recall] thresholds must be numbers in [0, 1], got {'a': 'high'}"),
+    (BASE + "[gate]\nslice = 0.5\n", "[gate] slice is a threshold on the slice's recall, but the config has no slice"),
+    (BASE + "slice_column = \"flag\"\n[gate]\nunseen = 0.5\n", "but the config's [slice] has no group"),
+    (BASE + "gate = 0.5\n", "'gate' must be a table"),
     # nothing left to learn from
     (BASE + 'exclude = ["age", "flag"]\n', "the config leaves no feature column: every column is the id, the target"),
     (BASE + "missing_values = \"NA\"\n", "'missing_values' must be a list of non-empty strings"),
@@ -185,6 +193,33 @@ def test_numeric_labels_written_as_floats_are_read_as_the_labels(lake, tmp_path)
         ["1", "1", "1", "1.0", "1.0", "1.0", "2", "2", "2.0", "1.00"]))
     report = ingest(lake, tmp_path, config, rows)
     assert report.labels_read_as_numbers == {"2.0": "2"} and report.sources[0].quarantined == 1
+
+
+def test_the_gate_of_the_config_gives_the_definition_its_default_thresholds(lake, tmp_path):
+    import json
+
+    from diagnosa.services import dataset_of
+
+    config = (BASE.replace('["a", "b"]', '["a", "b", "c"]') + '[slice]\nname = "smokers"\ncolumn = "flag"\nvalue = "yes"\n'
+              '[gate]\nslice = 0.3\n[gate.recall]\nc = 0.25\na = 0.6\n')
+    rows = ROWS + "".join(f"d{i},{50 + i},no,c\n" for i in range(3))
+    report = ingest(lake, tmp_path, config, rows)
+    _, manifest = load_curated(lake, "x")
+    settings = dataset_of(manifest, "x")
+    assert settings["recall_thresholds"] == {"a": 0.6, "b": 0.80, "c": 0.25}  # b: the default
+    assert settings["orphan_threshold"] == 0.3  # the slice's, whatever its name
+    # Offline from the TOML, as from the lake: the parameters' defaults.
+    out = tmp_path / "definition.json"
+    assert main(["pipeline", "definition", "--dataset-config", str(tmp_path / "x.toml"), "--bucket", "lake",
+                 "--region", "eu-west-1", "--out", str(out)]) == 0
+    defaults = {p["Name"]: p.get("DefaultValue") for p in json.loads(out.read_text())["Parameters"]}
+    assert (defaults["RecallThresholdA"], defaults["RecallThresholdB"], defaults["RecallThresholdC"]) == (0.6, 0.8, 0.25)
+    assert defaults["SmokersRecallThreshold"] == 0.3
+    # Another gate is another version (a manifest is never rewritten); without one, the definition's defaults.
+    lowered = ingest(lake, tmp_path, config.replace("a = 0.6", "a = 0.5"), rows)
+    assert lowered.version != report.version
+    assert dataset_of(load_curated(lake, "x")[1], "x")["recall_thresholds"]["a"] == 0.5
+    assert "recall_thresholds" not in dataset_of(load_curated(lake, "x", report.version)[1] | {"config": {}}, "x")
 
 
 def test_a_boolean_slice_column_is_a_metadata_field_named_without_is(lake, tmp_path):

@@ -213,7 +213,8 @@ def cohort_schema() -> Schema:
 # (reference: docs/data.md, "Your own data").
 
 CONFIG_KEYS = {"name", "id_column", "target", "labels", "ordinal", "exclude", "columns", "slice_column", "slice",
-               "missing_values"}
+               "missing_values", "gate"}
+GATE_KEYS = {"recall", "slice", "unseen"}
 # Cell texts read as a missing value, as an empty cell is (R's write.csv writes NA; spreadsheets #N/A; pandas
 # NaN). Not "None" or "-": real labels and categories. A config's ``missing_values`` replaces the list.
 MISSING_VALUES = ("NA", "N/A", "#N/A", "NaN", "nan", "NULL", "null")
@@ -296,6 +297,8 @@ def load_dataset_config(path: str | Path) -> dict[str, Any]:
             raise SchemaError(f"{where}: [slice] group must be a column name, got {spec['group']!r}")
         if "value" in spec and not (isinstance(spec["value"], (str, int, float)) and not isinstance(spec["value"], bool)):
             raise SchemaError(f"{where}: [slice] value must be a string or a number, got {spec['value']!r}")
+    if "gate" in data:
+        _check_gate(data, where)
     columns = data.get("columns", {})
     if not isinstance(columns, dict):
         raise SchemaError(f"{where}: 'columns' must be a table of [columns.<name>] tables")
@@ -317,6 +320,60 @@ def load_dataset_config(path: str | Path) -> dict[str, Any]:
             if key in spec and not ok(spec[key]):
                 raise SchemaError(f"{where}: [columns.{column}] '{key}' must be {what}, got {spec[key]!r}")
     return data
+
+
+def _recall(value: Any) -> bool:
+    return _number(value) and 0 <= value <= 1
+
+
+def _check_gate(data: dict[str, Any], where: str) -> None:
+    """[gate]: the dataset's default recall thresholds (recall: one for every label, or a table per label;
+    slice, unseen: the slice's and its unseen groups' macro recall, only where the config has them)."""
+    gate = data["gate"]
+    if not isinstance(gate, dict):
+        raise SchemaError(f"{where}: 'gate' must be a table ([gate] with recall, slice, unseen)")
+    bad_keys = sorted(set(gate) - GATE_KEYS)
+    if bad_keys:
+        raise SchemaError(f"{where}: [gate] has unknown keys {', '.join(bad_keys)} (allowed: {', '.join(sorted(GATE_KEYS))})")
+    recall = gate.get("recall")
+    if isinstance(recall, dict):
+        unknown = [label for label in recall if label not in data["labels"]]
+        if unknown:
+            raise SchemaError(f"{where}: [gate.recall] names {', '.join(repr(x) for x in unknown)}, not in 'labels'")
+        wrong = {label: v for label, v in recall.items() if not _recall(v)}
+        if wrong:
+            raise SchemaError(f"{where}: [gate.recall] thresholds must be numbers in [0, 1], got {wrong!r}")
+    elif recall is not None and not _recall(recall):
+        raise SchemaError(f"{where}: [gate] recall must be a number in [0, 1] (every label) or a table of them per "
+                          f"label, got {recall!r}")
+    for key in ("slice", "unseen"):
+        if key in gate and not _recall(gate[key]):
+            raise SchemaError(f"{where}: [gate] {key} must be a number in [0, 1], got {gate[key]!r}")
+    sliced = "slice_column" in data or "slice" in data
+    if "slice" in gate and not sliced:
+        raise SchemaError(f"{where}: [gate] slice is a threshold on the slice's recall, but the config has no slice")
+    if "unseen" in gate and not (data.get("slice") or {}).get("group"):
+        raise SchemaError(f"{where}: [gate] unseen is a threshold on the slice's groups held out of training, but "
+                          "the config's [slice] has no group")
+
+
+def config_gate(config: dict[str, Any] | None) -> dict[str, Any]:
+    """The config's [gate] as the pipeline settings' default thresholds: ``recall_thresholds`` (label → threshold,
+    every label; a label the table leaves out keeps ``default``), ``slice_threshold``, ``unseen_threshold``;
+    only those the config sets."""
+    gate = (config or {}).get("gate") or {}
+    out: dict[str, Any] = {}
+    if not config or not gate:
+        return out
+    recall = gate.get("recall")
+    if isinstance(recall, dict):
+        out["recall_thresholds"] = {label: float(recall[label]) for label in config["labels"] if label in recall}
+    elif recall is not None:
+        out["recall_thresholds"] = {label: float(recall) for label in config["labels"]}
+    for key in ("slice", "unseen"):
+        if key in gate:
+            out[f"{key}_threshold"] = float(gate[key])
+    return out
 
 
 def missing_markers(config: dict[str, Any], column: str) -> set[str]:
