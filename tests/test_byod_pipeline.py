@@ -120,6 +120,18 @@ def test_run_registers_and_serves_a_model_for_the_dataset_and_predict_answers_wi
     assert not (root / "endpoints" / "diagnosa").exists()
 
 
+@pytest.mark.slow
+def test_a_run_the_gate_stops_says_how_to_hold_it_to_other_thresholds(ingested, workspace, capsys):
+    ws, _ = workspace
+    capsys.readouterr()
+    argv = [*ws, *documented_command("diagnosa run"), "--port", "0", "--param", "RecallThreshold4=0.99"]
+    assert main(argv) == 1
+    out = capsys.readouterr().out
+    assert "failed: recall gate failed: recall[4] " in out and "< 0.990 (short by " in out
+    assert "the recall gate kept the model out of the registry" in out and "config's [gate]" in out
+    assert "--resume" not in out  # nothing to resume: the gate did its job
+
+
 def test_the_definition_for_a_dataset_offline_from_its_config_or_the_lake(ingested, workspace, pbc_files, tmp_path):
     ws, _ = workspace
     common = ["pipeline", "definition", "--bucket", "lake", "--region", "eu-west-1"]

@@ -154,7 +154,11 @@ def _report(record, lake, example: dict[str, Any] = EXAMPLE) -> None:
         print(f"  stopped before the end: resume with `diagnosa run --local --resume {record.id}`")
     if record.status == "Failed":
         print(f"  failed: {record.data.get('FailureReason')}")
-        if not any(s["StepType"] == "Fail" and s["StepStatus"] == "Failed" for s in steps.values()):
+        if any(s["StepType"] == "Fail" and s["StepStatus"] == "Failed" for s in steps.values()):
+            print("  the recall gate kept the model out of the registry: hold one run to other thresholds with "
+                  "`--param <Name>=<value>` (the names: `diagnosa pipeline definition`), a dataset to its own in its "
+                  "config's [gate] (docs/data.md)")
+        else:
             # A resumed run reads the same curated version: it can retry a fixed environment or code, not data.
             print(f"  after fixing the cause in the code or the environment, resume with `diagnosa run --local "
                   f"--resume {record.id}`; a data problem needs the data ingested again and a new run, a wrong "
