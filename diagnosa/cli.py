@@ -33,6 +33,7 @@ from diagnosa.commands.common import (
 from diagnosa.lake import DataLake, LakeError
 from diagnosa.services import LOCAL_BUCKET, ServiceError, latest_input
 
+MAX_TOP_K = 1_000  # --top-k's bound here; the endpoint holds it to the model's labels
 
 def _fraction(what: str):
     def parse(text: str) -> float:
@@ -288,6 +289,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     fmt = _predict_format(args)
     if fmt == "csv" and args.differential:
         raise UsageError("--differential needs JSON input: a CSV request carries no options")
+    if fmt == "csv" and args.top_k is not None:
+        raise UsageError("--top-k needs JSON input: a CSV request carries no options (the endpoint lists its default, "
+                         "3 categories or every label of a model with fewer)")
     name = "standard input" if args.input == "-" else args.input
     # In the current folder, never beside the input: that may be a lake's raw zone or read-only.
     errors_path = Path(args.errors_file or ("predict-errors.jsonl" if args.input == "-"
@@ -693,8 +697,10 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--endpoint-url", help="e.g. http://127.0.0.1:8080 for the local endpoint")
     predict.add_argument("--endpoint-name", default="diagnosa", help="the SageMaker (or local) endpoint's name")
     predict.add_argument("--region", help="AWS region of a SageMaker endpoint")
-    predict.add_argument("--top-k", type=int_in(1, 5, "--top-k"), default=3,
-                         help="categories listed per patient, most likely first (1 to 5)")
+    predict.add_argument("--top-k", type=int_in(1, MAX_TOP_K, "--top-k"), default=None,
+                         help="categories listed per patient, most likely first (default: the endpoint's, 3 or "
+                              "every label of a model with fewer; at most the model's labels: the endpoint checks; "
+                              "JSON input only)")
     predict.add_argument("--differential", type=int, default=None, metavar="N",
                          help="also list the N best-matching rare diseases (decision support, JSON input only; "
                               "the endpoint checks N)")

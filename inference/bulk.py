@@ -138,7 +138,7 @@ def _csv_body(header: list[str], records: list[dict[str, str]]) -> str:
 
 
 def predict_stream(client: DiagnosaClient, records: Iterable[InputRecord], *, csv_header: list[str] | None = None,
-                   top_k: int = 3, differential: int | None = None,
+                   top_k: int | None = None, differential: int | None = None,
                    chunk: int = PREDICT_CHUNK) -> Iterator[Answered | Refused]:
     """Each record's answer or problems, sending ``chunk`` records per request (CSV as CSV when ``csv_header``);
     a record's problems are yielded together.
@@ -160,7 +160,7 @@ def predict_stream(client: DiagnosaClient, records: Iterable[InputRecord], *, cs
         yield from _send(client, batch, csv_header, top_k, differential)
 
 
-def _send(client: DiagnosaClient, batch: list[InputRecord], csv_header: list[str] | None, top_k: int,
+def _send(client: DiagnosaClient, batch: list[InputRecord], csv_header: list[str] | None, top_k: int | None,
           differential: int | None) -> Iterator[Answered | Refused]:
     pending = [batch]
     while pending:

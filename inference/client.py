@@ -136,14 +136,14 @@ class DiagnosaClient:
         headers = response.get("ResponseMetadata", {}).get("HTTPHeaders", {})
         return response["Body"].read(), headers
 
-    def predict(self, patients: dict[str, Any] | list[dict[str, Any]], *, top_k: int = 3,
+    def predict(self, patients: dict[str, Any] | list[dict[str, Any]], *, top_k: int | None = None,
                 differential: int | None = None, inference_id: str | None = None) -> Prediction:
         """Predictions for one or more patients; ``differential`` (1-20) also asks, per patient, for the rare
         diseases whose HPO annotations best match the symptoms (decision support, ``result["differential"]``)."""
         return self.predict_body(self.json_body(patients, top_k=top_k, differential=differential), inference_id)
 
     @staticmethod
-    def json_body(patients: dict[str, Any] | list[dict[str, Any]], *, top_k: int = 3,
+    def json_body(patients: dict[str, Any] | list[dict[str, Any]], *, top_k: int | None = None,
                   differential: int | None = None) -> str:
         """The JSON request ``predict`` sends; :class:`InvalidInput` for what is not patient records or not JSON."""
         if isinstance(patients, dict):
@@ -153,7 +153,9 @@ class DiagnosaClient:
         else:
             raise InvalidInput(f"patients must be a patient record (a JSON object) or a list of them, "
                                f"got {type(patients).__name__}")
-        payload: dict[str, Any] = {"instances": records, "top_k": top_k}
+        payload: dict[str, Any] = {"instances": records}
+        if top_k is not None:  # else the endpoint's default (3, or every label of a model with fewer)
+            payload["top_k"] = top_k
         if differential is not None:
             payload["differential"] = differential
         # ASCII escapes: any text can be sent (a lone surrogate too); the endpoint judges it and says why.

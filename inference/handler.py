@@ -103,7 +103,7 @@ def load_json(body: bytes) -> Any:
     if SURROGATE_ESCAPE.search(body):  # valid pairs (astral characters) pass the scan below
         where = _surrogate_path(data)
         if where is not None:
-            where = where.encode("ascii", "backslashreplace").decode("ascii")
+            where = where.encode("utf-8", "backslashreplace").decode("utf-8")  # escapes the surrogate, keeps 'Größe'
             raise RequestError(400, f"{where}: a string holds a lone UTF-16 surrogate (\\ud800-\\udfff), "
                                     "which is not Unicode text")
     return data
@@ -235,15 +235,15 @@ def warm_up(service: Service) -> None:
     predict(request, service)
 
 
-def _records_from_json(body: bytes) -> tuple[list[Any], int, Any]:
+def _records_from_json(body: bytes) -> tuple[list[Any], Any, Any]:
     data = load_json(body)
-    top_k, differential = DEFAULT_TOP_K, 0
+    top_k, differential = None, 0  # top_k None: the default, as many as the model has labels if fewer
     if isinstance(data, dict) and "instances" in data:
         extra = sorted(set(data) - {"instances", "top_k", "differential"})
         if extra:
             raise RequestError(400, f"unknown top-level keys: {', '.join(extra)} (allowed: instances, top_k, "
                                     "differential)")
-        top_k = data.get("top_k", DEFAULT_TOP_K)
+        top_k = data.get("top_k")
         differential = data.get("differential", 0)
         data = data["instances"]
         if not isinstance(data, list):
@@ -288,7 +288,7 @@ def parse_request(body: bytes | str, content_type: str | None, service: Service)
         records, top_k, differential = _records_from_json(body)
         text = False
     elif media == CSV:
-        records, top_k, differential, text = _records_from_csv(body), DEFAULT_TOP_K, 0, True
+        records, top_k, differential, text = _records_from_csv(body), None, 0, True
     else:
         raise RequestError(415, f"unsupported content type {content_type!r}: use {JSON} or {CSV}")
     if not records:
@@ -296,6 +296,8 @@ def parse_request(body: bytes | str, content_type: str | None, service: Service)
     if len(records) > MAX_RECORDS:
         raise RequestError(413, f"{len(records):,} records in one request; the limit is {MAX_RECORDS:,}: "
                                 "split them over several requests")
+    if top_k is None:  # a two-label model answers a request that names no top_k with both, not a 400
+        top_k = min(DEFAULT_TOP_K, len(service.model.labels))
     if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= len(service.model.labels):
         raise RequestError(400, f"top_k must be an integer from 1 to {len(service.model.labels)}, got {top_k!r}")
     if isinstance(differential, bool) or not isinstance(differential, int) or not 0 <= differential <= MAX_DIFFERENTIAL:

@@ -21,7 +21,7 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
-from diagnosa.data.schema import BUILTIN_DATASET, DATASET_NAME, SLICE_NAME
+from diagnosa.data.schema import BUILTIN_DATASET, BUILTIN_RESOURCE, DATASET_NAME, SLICE_NAME
 from diagnosa.labels import CATEGORIES
 from diagnosa.serving_code import SERVING_PROGRAM
 from pipelines.service_model import instance_count_problem
@@ -40,7 +40,6 @@ DEFAULT_SLICE_THRESHOLD = DEFAULT_ORPHAN_THRESHOLD  # minimum macro recall on a 
 # Minimum macro recall on the slice's groups held out of training (the cohort's: orphan diseases with no
 # training patient; docs/model-benchmark.md, "Unseen orphan diseases").
 DEFAULT_UNSEEN_THRESHOLD = 0.40
-BUILTIN_RESOURCE = "diagnosa"
 # SageMaker's names of pipelines, model package groups and endpoints.
 RESOURCE_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 SUBNET_ID = re.compile(r"^subnet-[0-9a-z]{1,25}$")

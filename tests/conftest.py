@@ -161,6 +161,25 @@ def xgboost_model_dir(tmp_path_factory, curated_cohort):
                         {"family": "xgboost", "n_estimators": "40"})
 
 
+@pytest.fixture(scope="session")
+def two_label_model_dir(tmp_path_factory, curated_cohort):
+    """A real model of two labels (ill or not: the cohort's four illnesses merged), as a user's own yes/no table
+    trains one: the label set is not the cohort's five."""
+    import copy
+
+    frame, manifest = curated_cohort
+    labels = ("NO ENFERMO", "ENFERMO")
+    manifest = copy.deepcopy(manifest)
+    schema = manifest["schema"]
+    schema["labels"] = list(labels)
+    for spec in schema["fields"]:
+        if spec.get("role") == "target":
+            spec["values"] = list(labels)
+    target = frame["label"].where(frame["label"] == "NO ENFERMO", "ENFERMO")
+    return _train_model(tmp_path_factory.mktemp("two-labels"), (frame.assign(label=target), manifest),
+                        {"family": "logistic_regression"})
+
+
 @pytest.fixture(scope="module")
 def local_endpoint(trained_model_dir):
     """The local endpoint serving ``trained_model_dir`` on a free port, ready (no data capture)."""

@@ -93,7 +93,7 @@ def test_run_registers_and_serves_a_model_for_the_dataset_and_predict_answers_wi
     assert "endpoint pbc serving on http://127.0.0.1:" in out
     # The hint's example is a record of this table, and its predict call names the dataset's endpoint.
     [hint] = [line for line in out.splitlines() if "predict -" in line]
-    example = json.loads(re.search(r"echo '(.*)' \|", hint).group(1))
+    example = json.loads(re.search(r"printf '%s\\n' '(.*)' \|", hint).group(1))
     assert {"bili", "albumin", "sex"} <= set(example) and "stage" not in example and "id" not in example
     url = re.search(r"--endpoint-url (\S+)", hint).group(1)
     assert hint.endswith(f"--endpoint-url {url} --endpoint-name pbc")

@@ -118,6 +118,11 @@ def test_predict_command(endpoint, tmp_path, capsys):
     assert "differential must be" in capsys.readouterr().err
     assert main(["predict", str(rows), "--endpoint-url", endpoint.url, "--differential", "3"]) == 2
     assert "needs JSON input" in capsys.readouterr().err
+    assert main(["predict", str(rows), "--endpoint-url", endpoint.url, "--top-k", "2"]) == 2  # not silently dropped
+    assert "--top-k needs JSON input" in capsys.readouterr().err
+    # --top-k past the model's labels: the endpoint's bound, named (the CLI no longer assumes five labels).
+    assert main(["predict", str(patients), "--endpoint-url", endpoint.url, "--top-k", "6"]) == 2
+    assert "top_k must be an integer from 1 to 5, got 6" in capsys.readouterr().err
     # Files that are JSON but not patients, and a lone surrogate: a clear message and exit 2, no traceback.
     for text, expected in (("5", "patient record"), ("null", "patient record"), ('{"instances": 5}', "patient record"),
                            ('{"patient_id": "\\ud800", "age": 50}', "surrogate")):

@@ -50,6 +50,8 @@ def ingest(lake, tmp_path, config_text: str, rows: str = ROWS):
     (BASE + "slice = \"flag\"\n", "'slice' must be a table"),
     # bad values
     ('name = "my data"\nid_column = "case"\ntarget = "outcome"\nlabels = ["a", "b"]\n', "name 'my data' must be"),
+    (BASE.replace('"x"', '"patients"'), "name 'patients' is the built-in cohort's"),
+    (BASE.replace('"x"', '"diagnosa"'), "name 'diagnosa' is the built-in cohort's"),
     ('name = "x"\nid_column = "case"\ntarget = "outcome"\nlabels = ["a", "b", "a"]\n', "duplicate labels 'a'"),
     ('name = "x"\nid_column = "case"\ntarget = "outcome"\nlabels = ["a"]\n', "'labels' needs at least two labels"),
     ('name = "x"\nid_column = "case"\ntarget = "outcome"\nlabels = ["a", "b\'s"]\n', "labels \"b's\" hold a quote"),

@@ -185,6 +185,28 @@ def test_json_requests_get_json_predictions(endpoint, body, ids, top_k):
     assert predictions[0]["model_version"] == endpoint.version
 
 
+def test_a_two_label_model_answers_requests_that_name_no_top_k(two_label_model_dir):
+    """A user's yes/no table: a request without top_k (JSON or CSV, the run's own curl hint, the client's default)
+    lists both labels; a top_k above them is still refused, naming the bound."""
+    from inference.client import DiagnosaClient
+
+    ep = _started(str(two_label_model_dir))
+    try:
+        for body, content_type in ((PATIENT, JSON), ([PATIENT, HEALTHY], JSON), (CSV_BODY, CSV)):
+            reply = _invoke(ep, body, content_type)
+            assert reply.status == 200, reply.body
+            for prediction in reply.json()["predictions"]:
+                assert [t["category"] for t in prediction["top_k"]] == sorted(
+                    prediction["probabilities"], key=prediction["probabilities"].get, reverse=True)
+                assert set(prediction["probabilities"]) == {"NO ENFERMO", "ENFERMO"}
+        too_many = _invoke(ep, {"instances": [PATIENT], "top_k": 3})
+        assert too_many.status == 400 and "top_k must be an integer from 1 to 2, got 3" in too_many.json()["error"]
+        answer = DiagnosaClient("diagnosa", endpoint_url=ep.url, region="eu-west-1", max_attempts=1).predict(PATIENT)
+        assert len(answer.results[0]["top_k"]) == 2
+    finally:
+        ep.stop()
+
+
 def test_csv_with_a_header_gets_json_or_csv(endpoint):
     as_json = _invoke(endpoint, CSV_BODY, CSV)
     assert as_json.status == 200, as_json.body
@@ -716,6 +738,10 @@ def test_lone_surrogates_in_values_and_keys_are_refused_not_500(endpoint, path):
             assert reply.status == 400
         else:
             assert reply.json()["OriginalStatusCode"] == 400
+    # The field named as sent: a non-ASCII name stays readable, only the surrogate is escaped.
+    body = _refusal(_invoke(endpoint, '{"Größe": "\\ud800"}'.encode(), path=path))
+    assert body["error"].startswith("Größe: a string holds a lone UTF-16 surrogate"), body
+    assert _refusal(_invoke(endpoint, b'{"\\ud800x": 1}', path=path))["error"].startswith("a key: ")
     # A valid pair (an astral character) is text like any other: the record is judged on its fields.
     assert _invoke(endpoint, b'{"patient_id": "\\ud83d\\ude00", "age": 50}', path=path).status == 200
 

@@ -144,7 +144,7 @@ def _report(record, lake, example: dict[str, Any] = EXAMPLE) -> None:
         body = json.dumps(example, ensure_ascii=False).replace("'", "'\\''")  # quoted for a POSIX shell
         print(f"  endpoint {deploy['EndpointName']} serving on {url}\n"
               f"    curl -s {url}/invocations -H 'Content-Type: application/json' -d '{body}'\n"
-              f"    echo '{body}' | {prog} predict - --endpoint-url {url}"
+              f"    printf '%s\\n' '{body}' | {prog} predict - --endpoint-url {url}"  # echo would unescape under dash
               + (f" --endpoint-name {deploy['EndpointName']}" if deploy["EndpointName"] != "diagnosa" else ""))
     elif registered:
         group, version = registered.rsplit("/", 2)[-2:]

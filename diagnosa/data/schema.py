@@ -199,6 +199,7 @@ LAB_RESULT_FIELDS: tuple[Field, ...] = (
 
 
 BUILTIN_DATASET = "patients"  # the built-in cohort's dataset: curated/patients/, its model package group is diagnosa
+BUILTIN_RESOURCE = "diagnosa"  # the built-in cohort's model package group and endpoint
 
 
 def cohort_schema() -> Schema:
@@ -259,6 +260,9 @@ def load_dataset_config(path: str | Path) -> dict[str, Any]:
         raise SchemaError(f"{where}: name '{data['name']}' must be 1 to 63 ASCII letters, digits, '-' and '_', "
                           "starting and ending with a letter or digit (it names the model package group and the "
                           "endpoint)")
+    if data["name"] in (BUILTIN_DATASET, BUILTIN_RESOURCE):
+        raise SchemaError(f"{where}: name '{data['name']}' is the built-in cohort's (its curated data, model package "
+                          "group and endpoint): name your dataset otherwise")
     labels = data["labels"]
     if not _is_str_list(labels) or not all(labels):
         raise SchemaError(f"{where}: 'labels' must be a list of non-empty strings in their order, got {labels!r}")
