@@ -135,6 +135,11 @@ def _ingest(args: argparse.Namespace, phase):
         if not args.path:
             raise UsageError("--config describes your own CSV: give its path too "
                              "(diagnosa data ingest FILE.csv --config CONFIG.toml)")
+        from diagnosa.services import label_naming_problem
+
+        problem = label_naming_problem(Path(args.config))
+        if problem:
+            raise UsageError(problem)
         return ingest_csv(lake, Path(args.path), Path(args.config), phase=phase)
     elif args.path:
         path = Path(args.path)

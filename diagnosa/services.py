@@ -63,6 +63,25 @@ def local_definition(lake, families: tuple[str, ...] | None = None, **dataset: A
     return json.loads(build.definition)
 
 
+def label_naming_problem(config_path: Path) -> str | None:
+    """Why the pipeline could not name a recall-threshold parameter for every label of a dataset config (a
+    label with no letter or digit, two labels mapping to one name), so ingestion can refuse it before anything
+    is written rather than the first run after it; None when it can, or when the config does not load (ingestion
+    says why)."""
+    from diagnosa.data.schema import SchemaError, load_dataset_config
+    from pipelines.definition import parameter_names
+
+    try:
+        labels = load_dataset_config(config_path)["labels"]
+    except SchemaError:
+        return None
+    try:
+        parameter_names(labels)
+    except ValueError as err:
+        return f"{config_path}: {err}; each label needs a gate parameter of its own. Nothing was written"
+    return None
+
+
 def curated_manifest(lake, dataset: str, input_uri: str | None = None) -> dict[str, Any] | None:
     """The manifest of the curated version a run trains on: the one ``input_uri`` names (when it is a
     curated version in this lake), else the dataset's latest; None when there is none."""

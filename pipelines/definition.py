@@ -101,6 +101,20 @@ def class_parameter(label: str) -> str:
     return RECALL_THRESHOLD + words
 
 
+def parameter_names(labels: tuple[str, ...] | list[str]) -> dict[str, str]:
+    """Label → its recall-threshold parameter, in label order; ValueError when a label has no letter or digit or
+    two labels share a name (what the user should rename)."""
+    names: dict[str, str] = {}
+    for label in labels:
+        name = class_parameter(label)
+        clash = [other for other, taken in names.items() if taken == name]
+        if clash:
+            raise ValueError(f"labels {clash[0]!r} and {label!r} both map to the parameter name {name}: "
+                             "rename one of them (docs/pipeline.md: parameter names)")
+        names[label] = name
+    return names
+
+
 def slice_parameter(name: str) -> str:
     """'orphan' → 'OrphanRecallThreshold': the minimum macro recall on the dataset's slice of that name."""
     return _ascii_words(name) + RECALL_THRESHOLD
@@ -213,15 +227,7 @@ class PipelineSettings:
 
     def parameter_names(self) -> dict[str, str]:
         """Label → its recall-threshold parameter, in label order (refused when two labels share a name)."""
-        names: dict[str, str] = {}
-        for label in self.labels:
-            name = class_parameter(label)
-            clash = [other for other, taken in names.items() if taken == name]
-            if clash:
-                raise ValueError(f"labels {clash[0]!r} and {label!r} both map to the parameter name {name}: "
-                                 "rename one of them (docs/pipeline.md: parameter names)")
-            names[label] = name
-        return names
+        return parameter_names(self.labels)
 
 
 def check_settings(settings: PipelineSettings) -> None:

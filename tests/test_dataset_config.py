@@ -3,6 +3,8 @@ anything is written; classes too small for the 70/20/10 split are all named at o
 column or by a value."""
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from diagnosa.cli import main
@@ -142,6 +144,23 @@ def test_the_rejection_summary_stays_short_however_many_kinds_of_bad_row(lake, t
     assert "(5,000 rows like line 2: " in message and "1000" in message and len(message) < 1200
 
 
+@pytest.mark.parametrize("labels, message", [
+    ('["Détérioration ++", "Détérioration +"]', "labels 'Détérioration ++' and 'Détérioration +' both map to the "
+                                                "parameter name RecallThresholdDeterioration: rename one of them"),
+    ('["+", "-"]', "label '+' has no letter or digit to name its recall-threshold parameter"),
+])
+def test_labels_the_gate_cannot_name_are_refused_at_ingest_not_at_the_first_run(tmp_path, capsys, labels, message):
+    rows = "case,age,outcome\n" + "".join(f"c{i},{30 + i},{label}\n" for i, label in enumerate(
+        [*[json.loads(labels)[0]] * 3, *[json.loads(labels)[1]] * 3]))
+    (tmp_path / "x.csv").write_text(rows)
+    (tmp_path / "x.toml").write_text(f'name = "x"\nid_column = "case"\ntarget = "outcome"\nlabels = {labels}\n')
+    code = main(["--workspace", str(tmp_path / "ws"), "data", "ingest", str(tmp_path / "x.csv"),
+                 "--config", str(tmp_path / "x.toml")])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and "Nothing was written" in err
+    assert not (tmp_path / "ws" / "lake" / "raw" / "x").exists()
+
+
 def test_a_header_is_checked_for_repeats_as_written(lake, tmp_path):
     # 'age.group' beside 'age' is a column of its own (pandas would name a second 'age' so); a real repeat is refused.
     rows = ROWS.replace("case,age,flag", "case,age,age.group").replace(",yes,", ",old,").replace(",no,", ",young,")
@@ -198,8 +217,6 @@ def test_numeric_labels_written_as_floats_are_read_as_the_labels(lake, tmp_path)
 
 
 def test_the_gate_of_the_config_gives_the_definition_its_default_thresholds(lake, tmp_path):
-    import json
-
     from diagnosa.services import dataset_of
 
     config = (BASE.replace('["a", "b"]', '["a", "b", "c"]') + '[slice]\nname = "smokers"\ncolumn = "flag"\nvalue = "yes"\n'

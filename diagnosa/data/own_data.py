@@ -57,7 +57,9 @@ nothing reaches the lake (not even `raw/`):
 
 - the config: not TOML, unknown keys (at the top, in `[slice]`, in `[columns.<column>]`), a missing
   required key, a value of the wrong type (`ordinal = "yes"`, `min = "0"`, `labels = "a,b"`),
-  duplicate labels, a name SageMaker cannot use, an unknown type or role;
+  duplicate labels, labels the gate cannot name (two mapping to one parameter name, `Détérioration +` and
+  `Détérioration ++`; one without a letter or digit, `+`), a name SageMaker cannot use or the built-in
+  cohort's (`patients`, `diagnosa`), an unknown type or role;
 - the CSV: not UTF-8, empty, a name repeated in the header (as written: `age.group` beside `age` is
   a column of its own), and every column the config names that the header lacks (all listed at once);
   the id, target or slice column also excluded; a boolean slice column declared as something else; a
