@@ -145,6 +145,18 @@ def unseen_parameter(slice_name: str) -> str:
     return "Unseen" + slice_parameter(slice_name)
 
 
+def gate_parameter(check: str) -> str | None:
+    """The parameter holding the threshold of one of the evaluation's gate checks (``processing.metrics.recall_gate``:
+    'recall[<label>]', '<slice>_macro_recall', '<slice>_unseen_macro_recall'); None for a check it does not know."""
+    if check.startswith("recall[") and check.endswith("]"):
+        return class_parameter(check[len("recall["):-1])
+    if check.endswith("_unseen_macro_recall"):
+        return unseen_parameter(check.removesuffix("_unseen_macro_recall"))
+    if check.endswith("_macro_recall"):
+        return slice_parameter(check.removesuffix("_macro_recall"))
+    return None
+
+
 def resource_name(dataset: str) -> str:
     """The model package group and endpoint of a dataset: its name ('_' → '-'); the built-in cohort's: diagnosa."""
     return BUILTIN_RESOURCE if dataset == BUILTIN_DATASET else dataset.replace("_", "-")

@@ -309,3 +309,13 @@ def test_on_baked_images_every_job_runs_network_isolated_with_its_code_brought_b
         assert job["HyperParameters"]["sagemaker_submit_directory"] == "/opt/ml/input/data/code/sourcedir.tar.gz", name
     # On AWS's images the containers install the pins from the package index: no isolation, the toolkit fetches s3://
     assert "EnableNetworkIsolation" not in definition and '"ChannelName": "code"' not in definition
+
+
+def test_each_gate_check_of_the_evaluation_names_its_parameter():
+    from pipelines.definition import gate_parameter
+
+    assert gate_parameter("recall[ENFERMEDAD CRÓNICA]") == "RecallThresholdEnfermedadCronica"
+    assert gate_parameter("recall[4]") == "RecallThreshold4"
+    assert gate_parameter("orphan_macro_recall") == "OrphanRecallThreshold"
+    assert gate_parameter("orphan_unseen_macro_recall") == "UnseenOrphanRecallThreshold"
+    assert gate_parameter("precision[4]") is None

@@ -24,7 +24,7 @@ from diagnosa.commands.common import (
     workspace_hint,
 )
 from diagnosa.data.schema import BUILTIN_DATASET
-from diagnosa.lake import DataLake
+from diagnosa.lake import DataLake, LakeError
 from diagnosa.services import LocalWorkspace, curated_manifest, plan_local_run
 
 if TYPE_CHECKING:
@@ -155,14 +155,29 @@ def _report(record, lake, example: dict[str, Any] = EXAMPLE) -> None:
     if record.status == "Failed":
         print(f"  failed: {record.data.get('FailureReason')}")
         if any(s["StepType"] == "Fail" and s["StepStatus"] == "Failed" for s in steps.values()):
-            print("  the recall gate kept the model out of the registry: hold one run to other thresholds with "
-                  "`--param <Name>=<value>` (the names: `diagnosa pipeline definition`), a dataset to its own in its "
-                  "config's [gate] (docs/data.md)")
+            names = ", ".join(_gate_parameters(lake, evaluate)) or "<Name>"
+            print(f"  the recall gate kept the model out of the registry: hold one run to other thresholds with "
+                  f"`--param NAME=VALUE` ({names}), a dataset to its own in its config's [gate] (docs/data.md)")
         else:
             # A resumed run reads the same curated version: it can retry a fixed environment or code, not data.
             print(f"  after fixing the cause in the code or the environment, resume with `diagnosa run --local "
                   f"--resume {record.id}`; a data problem needs the data ingested again and a new run, a wrong "
                   "parameter a new run with `--param`")
+
+
+def _gate_parameters(lake: DataLake, evaluate: dict[str, Any]) -> list[str]:
+    """The parameters of the gate's failed checks, from the evaluation the Evaluate step wrote."""
+    from pipelines.definition import gate_parameter
+
+    output = evaluate.get("ProcessingOutputConfig", {}).get("Outputs", {}).get("evaluation")
+    if not output:
+        return []
+    key = output["S3Output"]["S3Uri"].split("/", 3)[3] + "/evaluation.json"
+    try:
+        failures = json.loads(lake.get_bytes(key))["gate"]["failures"]
+    except (KeyError, ValueError, TypeError, OSError, LakeError):
+        return []
+    return [name for name in (gate_parameter(f.get("check", "")) for f in failures) if name]
 
 
 def cmd_executions(args: argparse.Namespace) -> int:
