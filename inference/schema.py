@@ -43,6 +43,9 @@ class RequestSchema:
         # for every rule and message), so the answer is the same either way.
         self._checks: list[tuple[str, Field, bool, Callable[[Any], Any]]] = [
             (name, f, f.type in ("hpo_terms", "codes"), self._fast_check(f)) for name, f in self.fields.items()]
+        # Per field, the texts a CSV cell means "missing" with, as ingestion read the training CSV (never a value the
+        # field declares).
+        self._missing = {name: frozenset(schema.missing_values) - set(f.values or ()) for name, f in self.fields.items()}
 
     @property
     def accepted(self) -> list[str]:
@@ -134,7 +137,8 @@ class RequestSchema:
         for name, f, listed, fast in self._checks:
             value = record.get(name)
             # An empty list says nothing: a record of only "symptoms": [] has no inputs (refused below).
-            if value is None or (text and value == "") or (isinstance(value, list) and not value):
+            if value is None or (text and isinstance(value, str) and (value == "" or value.strip() in self._missing[name])) \
+                    or (isinstance(value, list) and not value):
                 clean[name] = [] if listed else None
                 continue
             present += 1

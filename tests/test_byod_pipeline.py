@@ -111,6 +111,14 @@ def test_run_registers_and_serves_a_model_for_the_dataset_and_predict_answers_wi
     assert main([*ws, "predict", "-", "--endpoint-url", url, "--endpoint-name", "pbc"]) == 0
     [prediction] = json.loads(capsys.readouterr().out)["predictions"]
     assert prediction["category"] in LABELS and list(prediction["probabilities"]) == LABELS
+    # A scoring CSV is read as the training CSV was: 'NA' (R's missing value) is missing, not a bad number.
+    scoring = root / "score.csv"
+    scoring.write_text(",".join(example) + "\n" + ",".join("NA" if key == "chol" else str(value)
+                                                           for key, value in example.items()) + "\n")
+    assert main([*ws, "predict", str(scoring), "--endpoint-url", url, "--endpoint-name", "pbc"]) == 0, \
+        capsys.readouterr().err
+    [scored] = json.loads(capsys.readouterr().out)["predictions"]
+    assert scored["category"] in LABELS
 
     # Its own model package group; the built-in group and endpoint are untouched.
     assert main([*ws, "registry", "list"]) == 0

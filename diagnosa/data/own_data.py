@@ -22,7 +22,7 @@ set ([pipeline.md](pipeline.md#one-pipeline-per-dataset)).
 | `target` | string | yes | | the column holding the label |
 | `labels` | list of strings | yes | | the labels, **in their order** (severity order when `ordinal`). At least two, no duplicates, none with `'`, `\\`, `[`, `]` or control characters. A row whose label is not in the list is quarantined: the list doubles as a filter. A numeric label written otherwise (`4.0` for `4`, as pandas writes an integer column with gaps) is read as that label, and the report says so (`labels read as numbers: '4.0' as '4'`) |
 | `ordinal` | boolean | no | `true` | whether the order is a severity order; kept in the schema and the model's metadata |
-| `missing_values` | list of strings | no | `["NA", "N/A", "#N/A", "NaN", "nan", "NULL", "null"]` | cell texts read as a missing value, as an empty cell is (R's `write.csv` writes `NA`). Never in the id column, and never a label of the target or a declared `values` entry of a column (a label `NA`, North America in a `region` column keep their meaning); `[]` reads only empty cells as missing. The report counts the cells each marker emptied (`cells read as missing: 'NA' 1,234`); another list is another version of the dataset |
+| `missing_values` | list of strings | no | `["NA", "N/A", "#N/A", "NaN", "nan", "NULL", "null"]` | cell texts read as a missing value, as an empty cell is (R's `write.csv` writes `NA`). Never in the id column, and never a label of the target or a declared `values` entry of a column (a label `NA`, North America in a `region` column keep their meaning); `[]` reads only empty cells as missing. The report counts the cells each marker emptied (`cells read as missing: 'NA' 1,234`); another list is another version of the dataset. The list goes into the schema, so the endpoint reads a scoring CSV's cells the same way |
 | `exclude` | list of strings | no | `[]` | columns dropped on ingestion (names, contact details, outcomes known only later); they never reach the curated data or the quarantine |
 | `slice_column` | string | no | | a boolean column (`true`/`false`, `yes`/`no`, `1`/`0`) marking the rows of a slice; the slice is named after the column without an `is_` prefix |
 | `[slice]` | table | no | | a slice with a name of its own, defined by a value, or grouped (below); not together with `slice_column` |
@@ -120,10 +120,10 @@ type = "category"  # 1 D-penicillamine, 2 placebo; empty for the 106 patients ou
 <!-- docs-test: covered-by tests/test_byod_pipeline.py -->
 ```console
 $ diagnosa data ingest pbc.csv --config pbc.toml
-dataset pbc version 425cd24cac2c
+dataset pbc version bdde9e84f465
   pbc: read 418 / accepted 412 / quarantined 6
     quarantined for missing required field 'stage': 6
-  curated rows: 412 → curated/pbc/425cd24cac2c/data/ (1 part)
+  curated rows: 412 → curated/pbc/bdde9e84f465/data/ (1 part)
 $ diagnosa run --local --dataset pbc --families logistic_regression --param Seed=3 \\
     --param MissingIndicators=binary --param ModelApprovalStatus=Approved
 ```

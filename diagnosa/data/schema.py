@@ -62,6 +62,9 @@ class Schema:
     # Within the slice, the column whose values are held out together (the cohort's: disease_id): a share
     # of them never reaches training, so the evaluation measures groups the model has never seen.
     group_column: str | None = None
+    # Cell texts that meant a missing value in the dataset's CSV (its config's missing_values): a scoring CSV is
+    # read the same way. Empty for the cohort (its records are JSON; it was never a CSV).
+    missing_values: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         names = [f.name for f in self.fields]
@@ -128,6 +131,8 @@ class Schema:
             del out["ordinal"]
         if self.group_column is None:
             del out["group_column"]
+        if not self.missing_values:
+            del out["missing_values"]
         return out
 
     @classmethod
@@ -137,7 +142,8 @@ class Schema:
         )
         return cls(name=data["name"], fields=fields, labels=tuple(data["labels"]), exclude=tuple(data.get("exclude", ())),
                    slice_column=data.get("slice_column"), slice_name=data.get("slice_name"),
-                   ordinal=data.get("ordinal", True), group_column=data.get("group_column"))
+                   ordinal=data.get("ordinal", True), group_column=data.get("group_column"),
+                   missing_values=tuple(data.get("missing_values", ())))
 
     def fingerprint(self) -> str:
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
@@ -478,7 +484,8 @@ def schema_from_config(config: dict[str, Any], header: list[str], sample: dict[s
                           f"header: {', '.join(header)})")
     return Schema(config["name"], tuple(fields), tuple(config["labels"]), exclude=exclude,
                   slice_column=slice_column, slice_name=slice_name, ordinal=config.get("ordinal", True),
-                  group_column=group or None)
+                  group_column=group or None,
+                  missing_values=tuple(sorted(config.get("missing_values", MISSING_VALUES))))
 
 
 def _all_numeric(values: list[str]) -> bool:
