@@ -29,7 +29,7 @@ from diagnosa.model import DiagnosaModel
 from inference.fastpath import CompiledFeatures, compile_classifier, compile_features
 from inference.limits import MAX_BODY_BYTES, MAX_LISTED_PROBLEMS, MAX_RECORDS
 from inference.schema import Problem, RequestSchema
-from processing.features import list_vocabularies
+from processing.features import category_vocabularies, list_vocabularies
 from processing.phenotype import PhenotypeSimilarity, find_similarity
 
 MAX_RESPONSE_BYTES = 6 * 1024 * 1024  # SageMaker refuses replies over 6 MB too: so does the endpoint, clearly
@@ -120,6 +120,7 @@ class Service:
     phenotype: PhenotypeSimilarity | None = None  # the fitted knowledge-base similarity (the differential)
     phenotype_field: str | None = None  # the HPO list field it scores
     vocabularies: dict[str, frozenset[str]] = field(default_factory=dict)  # codes the model knows, per list field
+    categories: dict[str, frozenset[str]] = field(default_factory=dict)  # values it knows, per category field
 
 
 @dataclass
@@ -219,7 +220,7 @@ def load_service(model_dir: str) -> Service:
     classifier = compile_classifier(model.pipeline.steps[-1][1], fast.transform(probes)) if fast is not None else None
     phenotype, phenotype_field = find_similarity(model.features)
     return Service(model, request_schema, version, columns, fast, classifier, phenotype, phenotype_field,
-                   list_vocabularies(model.features))
+                   list_vocabularies(model.features), category_vocabularies(model.features))
 
 
 def warm_up(service: Service) -> None:
@@ -347,6 +348,11 @@ def predict(request: Request, service: Service) -> list[dict[str, Any]]:
         unused = {name: codes for name, codes in unused.items() if codes}
         if unused:
             result["unused_codes"] = unused
+        # A category value training never saw encodes as no value at all: say so (a typo, another spelling).
+        unknown = {name: record[name] for name, known in service.categories.items()
+                   if record.get(name) is not None and str(record[name]) not in known}
+        if unknown:
+            result["unknown_values"] = unknown
     scored = service.phenotype_field  # found with the similarity (processing/phenotype.find_similarity)
     if request.differential and service.phenotype is not None and scored is not None:
         ranked = service.phenotype.rank([r.get(scored) or [] for r in request.records],

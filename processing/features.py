@@ -168,6 +168,21 @@ def list_vocabularies(features: Any) -> dict[str, frozenset[str]]:
     return found
 
 
+def category_vocabularies(features: Any) -> dict[str, frozenset[str]]:
+    """The values each category field's one-hot block saw in training: another value encodes as none of them
+    (``handle_unknown="ignore"``), the same as no value, so the endpoint can say which values it did not know."""
+    found: dict[str, frozenset[str]] = {}
+    steps = getattr(features, "steps", None) or [(None, features)]
+    for _, step in steps:
+        for name, transformer, selected in getattr(step, "transformers_", []):
+            if name != "categorical":
+                continue
+            encoder = transformer.steps[-1][1] if hasattr(transformer, "steps") else transformer
+            for column, seen in zip(selected, getattr(encoder, "categories_", [])):
+                found[str(column)] = frozenset(str(v) for v in seen)
+    return found
+
+
 class SparseIndicators(TransformerMixin, BaseEstimator):
     """Features as CSR in which 0/1 indicator columns store only their 1s, every other column every value.
 

@@ -119,6 +119,14 @@ def test_run_registers_and_serves_a_model_for_the_dataset_and_predict_answers_wi
         capsys.readouterr().err
     [scored] = json.loads(capsys.readouterr().out)["predictions"]
     assert scored["category"] in LABELS
+    # A category value no training patient had encodes as none of the known ones (any such value alike), and the
+    # answer says so.
+    from inference.client import DiagnosaClient
+
+    client = DiagnosaClient("pbc", endpoint_url=url, region="eu-west-1", max_attempts=1)
+    odd, other, plain = client.predict([{**example, "trt": "3.0"}, {**example, "trt": "placebo?"}, example]).results
+    assert odd["unknown_values"] == {"trt": "3.0"} and other["unknown_values"] == {"trt": "placebo?"}
+    assert "unknown_values" not in plain and odd["probabilities"] == other["probabilities"]
 
     # Its own model package group; the built-in group and endpoint are untouched.
     assert main([*ws, "registry", "list"]) == 0
