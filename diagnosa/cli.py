@@ -35,6 +35,7 @@ from diagnosa.services import LOCAL_BUCKET, ServiceError, latest_input
 
 MAX_TOP_K = 1_000  # --top-k's bound here; the endpoint holds it to the model's labels
 
+
 def _fraction(what: str):
     def parse(text: str) -> float:
         try:

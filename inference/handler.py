@@ -348,7 +348,7 @@ def predict(request: Request, service: Service) -> list[dict[str, Any]]:
         unused = {name: codes for name, codes in unused.items() if codes}
         if unused:
             result["unused_codes"] = unused
-        # A category value training never saw encodes as no value at all: say so (a typo, another spelling).
+        # A category value training never saw encodes as none of the known ones, silently: say so (a typo, a spelling).
         unknown = {name: record[name] for name, known in service.categories.items()
                    if record.get(name) is not None and str(record[name]) not in known}
         if unknown:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 from array import array
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -155,28 +156,30 @@ class MultiLabelIndicator(TransformerMixin, BaseEstimator):
         return state
 
 
+def _fitted_blocks(features: Any) -> Iterator[tuple[str, Any, Any]]:
+    """(name, fitted transformer, columns) of each block of the fitted feature pipeline's ColumnTransformer."""
+    steps = getattr(features, "steps", None) or [(None, features)]
+    for _, step in steps:
+        yield from getattr(step, "transformers_", [])
+
+
 def list_vocabularies(features: Any) -> dict[str, frozenset[str]]:
     """The values each list field's indicator block knows, for blocks without roll-up (codes): any other value
     of that field adds nothing to the features, so the endpoint can say which of a patient's were not used."""
     found: dict[str, frozenset[str]] = {}
-    steps = getattr(features, "steps", None) or [(None, features)]
-    for _, step in steps:
-        for _, transformer, selected in getattr(step, "transformers_", []):
-            if isinstance(transformer, MultiLabelIndicator) and not transformer.rollup:
-                name = selected if isinstance(selected, str) else list(selected)[0]
-                found[str(name)] = frozenset(transformer.vocabulary_)
+    for _, transformer, selected in _fitted_blocks(features):
+        if isinstance(transformer, MultiLabelIndicator) and not transformer.rollup:
+            name = selected if isinstance(selected, str) else list(selected)[0]
+            found[str(name)] = frozenset(transformer.vocabulary_)
     return found
 
 
 def category_vocabularies(features: Any) -> dict[str, frozenset[str]]:
     """The values each category field's one-hot block saw in training: another value encodes as none of them
-    (``handle_unknown="ignore"``), the same as no value, so the endpoint can say which values it did not know."""
+    (``handle_unknown="ignore"``), whatever it is, so the endpoint can say which values it did not know."""
     found: dict[str, frozenset[str]] = {}
-    steps = getattr(features, "steps", None) or [(None, features)]
-    for _, step in steps:
-        for name, transformer, selected in getattr(step, "transformers_", []):
-            if name != "categorical":
-                continue
+    for name, transformer, selected in _fitted_blocks(features):
+        if name == "categorical":
             encoder = transformer.steps[-1][1] if hasattr(transformer, "steps") else transformer
             for column, seen in zip(selected, getattr(encoder, "categories_", [])):
                 found[str(column)] = frozenset(str(v) for v in seen)

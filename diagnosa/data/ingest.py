@@ -33,7 +33,6 @@ from diagnosa.data.schema import (
     BUILTIN_DATASET,
     CLINICAL_RECORD_FIELDS,
     LAB_RESULT_FIELDS,
-    MISSING_VALUES,
     Schema,
     SchemaError,
     cohort_schema,
@@ -483,9 +482,10 @@ def ingest_csv(lake: DataLake, path: Path, config_path: Path, *, phase: Phase = 
         schema = schema_from_config(config, header, sample)
     except SchemaError as err:
         raise IngestError(f"{config_path}: {err}") from None
-    # The markers decide what the same bytes become, the gate what a run holds them to: a version of their own.
-    version = _version(schema, [digest, "missing:" + json.dumps(sorted(config.get("missing_values", MISSING_VALUES))),
-                                *(["gate:" + json.dumps(config["gate"], sort_keys=True)] if "gate" in config else [])])
+    # The gate is no part of the schema (the missing-value markers are), but a run holds the data to it: a version
+    # of its own.
+    version = _version(schema, [digest, *(["gate:" + json.dumps(config["gate"], sort_keys=True)] if "gate" in config
+                                          else [])])
     existing = _existing(lake, schema.name, version)
     if existing is not None:
         return existing

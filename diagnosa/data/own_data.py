@@ -120,10 +120,10 @@ type = "category"  # 1 D-penicillamine, 2 placebo; empty for the 106 patients ou
 <!-- docs-test: covered-by tests/test_byod_pipeline.py -->
 ```console
 $ diagnosa data ingest pbc.csv --config pbc.toml
-dataset pbc version bdde9e84f465
+dataset pbc version 6a091cce2227
   pbc: read 418 / accepted 412 / quarantined 6
     quarantined for missing required field 'stage': 6
-  curated rows: 412 → curated/pbc/bdde9e84f465/data/ (1 part)
+  curated rows: 412 → curated/pbc/6a091cce2227/data/ (1 part)
 $ diagnosa run --local --dataset pbc --families logistic_regression --param Seed=3 \\
     --param MissingIndicators=binary --param ModelApprovalStatus=Approved
 ```
