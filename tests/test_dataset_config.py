@@ -32,8 +32,8 @@ def ingest(lake, tmp_path, config_text: str, rows: str = ROWS):
 
 @pytest.mark.parametrize("config_text, message", [
     # unknown keys, at the top and inside tables
-    (BASE + "colour = 1\n", "unknown keys colour (allowed: columns, exclude, gate, id_column, labels, missing_values, "
-                            "name, ordinal, slice, slice_column, target; see docs/data.md)"),
+    (BASE + "colour = 1\n", "unknown keys colour (allowed: columns, csv, exclude, gate, id_column, labels, "
+                            "missing_values, name, ordinal, slice, slice_column, target; see docs/data.md)"),
     (BASE + "[columns.age]\ntype = \"number\"\nunits = \"y\"\n", "[columns.age] has unknown keys units"),
     (BASE + "[slice]\ncolumn = \"flag\"\nwhen = \"yes\"\n", "[slice] has unknown keys when"),
     # missing keys
@@ -89,6 +89,19 @@ def ingest(lake, tmp_path, config_text: str, rows: str = ROWS):
     (BASE + 'exclude = ["age", "flag"]\n', "the config leaves no feature column: every column is the id, the target"),
     (BASE + "missing_values = \"NA\"\n", "'missing_values' must be a list of non-empty strings"),
     (BASE + "missing_values = [\"NA\", \"\"]\n", "'missing_values' must be a list of non-empty strings"),
+    # how the file is written
+    (BASE + "csv = \";\"\n", "'csv' must be a table ([csv] with delimiter, decimal, encoding)"),
+    (BASE + "[csv]\nseparator = \";\"\n", "[csv] has unknown keys separator (allowed: decimal, delimiter, encoding)"),
+    (BASE + "[csv]\ndelimiter = \";;\"\n", "[csv] delimiter must be one character that is not a letter, a digit"),
+    (BASE + "[csv]\ndelimiter = \"x\"\n", "[csv] delimiter must be one character"),
+    (BASE + "[csv]\ndelimiter = '\"'\n", "[csv] delimiter must be one character"),
+    (BASE + "[csv]\ndecimal = \"·\"\n", "[csv] decimal must be '.' or ',', got '·'"),
+    (BASE + "[csv]\ndecimal = \",\"\n", "[csv] decimal and delimiter are both ',': a file with decimal commas"),
+    (BASE + "[csv]\nencoding = \"ascii-ish\"\n", "[csv] encoding must name a text encoding"),
+    (BASE + "[csv]\nencoding = \"hex\"\n", "[csv] encoding must name a text encoding"),
+    (BASE + "[csv]\nencoding = 1252\n", "[csv] encoding must name a text encoding"),
+    (BASE + "[csv]\ndelimiter = \";\"\n", "the header is one column, 'case,age,flag,outcome': the file looks "
+                                          "','-separated; set delimiter = \",\" under [csv] in the config"),
 ])
 def test_bad_config_is_refused_naming_what_is_wrong_and_nothing_is_written(lake, tmp_path, config_text, message):
     with pytest.raises(IngestError) as caught:
@@ -195,6 +208,42 @@ def test_cells_spelling_a_missing_value_are_read_as_missing_and_counted(lake, tm
     assert opted_out.version != report.version and opted_out.missing_cells == {}
     _, manifest = load_curated(lake, "x", opted_out.version)
     assert Schema.from_dict(manifest["schema"]).field("age").type == "category"  # 'NA' taken as a level
+
+
+def test_a_spanish_spreadsheet_export_is_read_as_its_config_says(lake, tmp_path):
+    # Excel in Spanish saves ';'-separated cells with decimal commas, in Windows-1252: the same table as a plain CSV.
+    plain = ("case,edad,temperatura,diagnóstico,outcome\n"
+             + "".join(f"c{i},{30 + i},{36.5 + i / 10:.1f},{'gripe' if i % 2 else 'neumonía'},{label}\n"
+                       for i, label in enumerate("aaaabbb")))
+    spanish = plain.replace(",", ";").replace(".", ",").encode("cp1252")
+    config = BASE + "[csv]\ndelimiter = \";\"\ndecimal = \",\"\nencoding = \"cp1252\"\n"
+    (tmp_path / "x.csv").write_bytes(spanish)
+    (tmp_path / "x.toml").write_text(config)
+    report = ingest_csv(lake, tmp_path / "x.csv", tmp_path / "x.toml")
+    read, manifest = load_curated(lake, "x", report.version)
+    assert report.sources[0].quarantined == 0
+    assert Schema.from_dict(manifest["schema"]).field("temperatura").type == "number"
+    assert manifest["config"]["csv"] == {"delimiter": ";", "decimal": ",", "encoding": "cp1252"}
+    (tmp_path / "plain").mkdir()
+    expected, _ = load_curated(lake, "x", ingest(lake, tmp_path / "plain", BASE, plain).version)
+    assert read.equals(expected)
+    assert read["temperatura"].tolist()[:2] == [36.5, 36.6] and read["diagnóstico"].tolist()[:2] == ["neumonía", "gripe"]
+    # With decimal commas a '.' is a thousands separator or a slip, never the decimal point: the row is quarantined
+    # naming the mark, and kept as written (declared a number: inferred, that column would be a category).
+    (tmp_path / "x.toml").write_text(config + "[columns.temperatura]\ntype = \"number\"\n")
+    (tmp_path / "y.csv").write_bytes(spanish.replace(b"c1;31;36,6", b"c1;31;1.036,6"))
+    report = ingest_csv(lake, tmp_path / "y.csv", tmp_path / "x.toml")
+    bad = json.loads(lake.get_bytes(report.quarantine_keys[0]).decode().splitlines()[0])
+    assert bad["reasons"] == ["wrong type for 'temperatura': expected a number written with a decimal ',', got '1.036,6'"]
+    assert bad["raw"]["temperatura"] == "1.036,6"
+    # The file as read without its [csv]: what to set, not a list of missing columns.
+    (tmp_path / "x.toml").write_text(BASE)
+    with pytest.raises(IngestError, match="not utf-8 text .byte 27, line 1. .a spreadsheet saved on Windows is often "
+                                          "cp1252: set encoding = \"cp1252\" under .csv."):
+        ingest_csv(lake, tmp_path / "x.csv", tmp_path / "x.toml")
+    (tmp_path / "x.toml").write_text(BASE + "[csv]\nencoding = \"cp1252\"\n")
+    with pytest.raises(IngestError, match="looks ';'-separated; set delimiter = \";\" under .csv. in the config"):
+        ingest_csv(lake, tmp_path / "x.csv", tmp_path / "x.toml")
 
 
 def test_numeric_labels_written_as_floats_are_read_as_the_labels(lake, tmp_path):

@@ -10,6 +10,7 @@ Guarantees:
 """
 from __future__ import annotations
 
+import codecs
 import csv
 import hashlib
 import io
@@ -33,10 +34,12 @@ from diagnosa.data.schema import (
     BUILTIN_DATASET,
     CLINICAL_RECORD_FIELDS,
     LAB_RESULT_FIELDS,
+    CsvDialect,
     Schema,
     SchemaError,
     cohort_schema,
     config_slice,
+    csv_dialect,
     load_dataset_config,
     missing_markers,
     schema_from_config,
@@ -162,25 +165,45 @@ class JsonLines:
             yield records, numbers, errors
 
 
-def read_csv_text(data: bytes, source: str) -> pd.DataFrame:
-    """A CSV as exact strings (nothing coerced, empty cells stay empty strings)."""
+def read_csv_text(data: bytes, source: str, dialect: CsvDialect | None = None) -> pd.DataFrame:
+    """A CSV as exact strings (nothing coerced, empty cells stay empty strings), read as ``dialect`` says (its
+    delimiter and encoding; default a comma-separated UTF-8 file, with or without a byte-order mark)."""
+    dialect = dialect or CsvDialect()
+    encoding = "utf-8-sig" if codecs.lookup(dialect.encoding).name == "utf-8" else dialect.encoding
     try:
-        text = data.decode("utf-8-sig")
+        text = data.decode(encoding)
     except UnicodeDecodeError as err:
-        raise IngestError(f"{source} is not UTF-8 text (byte {err.start})") from None
+        line = data[:err.start].count(b"\n") + 1
+        hint = (" (a spreadsheet saved on Windows is often cp1252: set encoding = \"cp1252\" under [csv] in the "
+                "config)" if dialect.encoding == CsvDialect.encoding else "")
+        raise IngestError(f"{source} is not {dialect.encoding} text (byte {err.start}, line {line}){hint}") from None
     if not text.strip():
         raise IngestError(f"{source} is empty: a CSV needs a header row")
     # Repeats are looked for in the header as written: pandas renames a repeated 'x' to 'x.1', which a real
     # column may be called too ('age' beside 'age.group', 'wt' beside 'wt.1').
-    header = next(csv.reader(io.StringIO(text)), [])
+    header = next(csv.reader(io.StringIO(text), delimiter=dialect.delimiter), [])
     duplicated = sorted({name for name in header if header.count(name) > 1})
     if duplicated:
         raise IngestError(f"{source}: duplicated column names in the header: {', '.join(duplicated)}")
     try:
-        frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, na_filter=False)
+        frame = pd.read_csv(io.StringIO(text), sep=dialect.delimiter, dtype=str, keep_default_na=False,
+                            na_filter=False)
     except pd.errors.ParserError as err:
         raise IngestError(f"{source} cannot be parsed as CSV: {err}") from None
     return frame
+
+
+def delimiter_hint(header: list[str], dialect: CsvDialect) -> str | None:
+    """When the header read as one column holds another common delimiter, what to set: a ';'-separated file
+    read with commas is one column named 'id;age;dx'."""
+    if len(header) != 1:
+        return None
+    for other in (";", "\t", "|", ","):
+        if other != dialect.delimiter and other in header[0]:
+            shown = "\\t" if other == "\t" else other
+            return (f"the header is one column, {header[0]!r}: the file looks {shown!r}-separated; set "
+                    f"delimiter = \"{shown}\" under [csv] in the config")
+    return None
 
 
 # ------------------------------------------------------------------------------------------------ helpers
@@ -473,8 +496,12 @@ def ingest_csv(lake: DataLake, path: Path, config_path: Path, *, phase: Phase = 
     data = path.read_bytes()
     digest = hashlib.sha256(data).hexdigest()
     raw_key = f"raw/{config['name']}/{path.stem}-{digest[:12]}.csv"
-    frame = read_csv_text(data, str(path))
+    dialect = csv_dialect(config)
+    frame = read_csv_text(data, str(path), dialect)
     header = [str(c) for c in frame.columns]
+    hint = delimiter_hint(header, dialect)
+    if hint:
+        raise IngestError(f"{path}: {hint}")
     cells, missing = read_missing_markers(frame, config)
     cells, respelled = read_numeric_labels(cells, config)
     sample = {c: cells[c].head(1000).tolist() for c in header}
@@ -485,7 +512,8 @@ def ingest_csv(lake: DataLake, path: Path, config_path: Path, *, phase: Phase = 
     # The gate is no part of the schema (the missing-value markers are), but a run holds the data to it: a version
     # of its own.
     version = _version(schema, [digest, *(["gate:" + json.dumps(config["gate"], sort_keys=True)] if "gate" in config
-                                          else [])])
+                                          else []),
+                                *([] if dialect.is_default() else ["csv:" + json.dumps(asdict(dialect), sort_keys=True)])])
     existing = _existing(lake, schema.name, version)
     if existing is not None:
         return existing
@@ -497,7 +525,8 @@ def ingest_csv(lake: DataLake, path: Path, config_path: Path, *, phase: Phase = 
     if slice_ and slice_[2] is not None:  # the marker column is filled here, not read from the CSV
         fields = tuple(f for f in schema.fields if f.name != schema.slice_column)
     # Rows are validated as read (markers blanked); the quarantine keeps them as written.
-    typed, errors = validate_frame(cells.drop(columns=list(schema.exclude)), fields, text=True)
+    typed, errors = validate_frame(cells.drop(columns=list(schema.exclude)), fields, text=True,
+                                   decimal=dialect.decimal)
     errors = _merge(errors, _duplicates(typed[schema.id_column], lambda p: tuple(kept.iloc[p])))
     if slice_ and slice_[2] is not None:
         typed[schema.slice_column] = _slice_marker(typed, kept, schema, slice_[1], slice_[2])

@@ -27,6 +27,7 @@ set ([pipeline.md](pipeline.md#one-pipeline-per-dataset)).
 | `slice_column` | string | no | | a boolean column (`true`/`false`, `yes`/`no`, `1`/`0`) marking the rows of a slice; the slice is named after the column without an `is_` prefix |
 | `[slice]` | table | no | | a slice with a name of its own, defined by a value, or grouped (below); not together with `slice_column` |
 | `[columns.<column>]` | table | no | inferred | a column's type and limits (below) |
+| `[csv]` | table | no | `,` `.` UTF-8 | how the file is written (below): `delimiter`, `decimal`, `encoding` |
 | `[gate]` | table | no | 0.80, 0.50, 0.40 | the default thresholds of the dataset's recall gate: `recall` (a number in [0, 1] for every label, or a table `[gate.recall]` of label = threshold; a label it leaves out keeps 0.80), `slice` (the slice's macro recall; only with a slice), `unseen` (its groups held out of training; only with a `group`). The definition built for the dataset takes them as its parameters' defaults; `--param` still overrides them per run |
 
 `[slice]` keys: `column` (required), `name` (default: the column's name without `is_`; a letter,
@@ -42,6 +43,20 @@ the groups out of training entirely (docs/pipeline.md, Preprocess), and the eval
 grouped by `disease_id`). The evaluation reports the slice's recall beside `common` (the rows outside
 it), and the pipeline's gate holds its macro recall to a threshold; a dataset without a slice has no
 slice condition.
+
+`[csv]` keys, for a file written otherwise than comma-separated UTF-8 with decimal points — a
+spreadsheet in Spanish (and most of Europe and Latin America) saves `;`-separated cells with decimal
+commas, on Windows in Windows-1252: `delimiter` (one character: `","` by default, `";"`, `"\\t"`,
+`"|"`), `decimal` (`"."` by default, or `","`, then the delimiter must be another character),
+`encoding` (`"utf-8"` by default, a byte-order mark or none; `"cp1252"`, `"latin-1"`, `"utf-16"`,
+any name Python knows). With decimal commas a `.` in a number cell is never read as the decimal
+point (`1.234` is one thousand two hundred and thirty-four in a Spanish file and one point two
+three four in an English one): a declared number column quarantines the row (`expected a number
+written with a decimal ','`), and a column not declared is inferred as a category. The curated data
+holds numbers and text either way (the same table written either way gives the same curated rows);
+another `[csv]` is another version of the dataset. A list cell (`hpo_terms`, `codes`) in a `;`-separated
+file is quoted, as spreadsheets write it. It is how ingestion reads this file only: a
+scoring CSV sent to the endpoint or to `diagnosa predict` is comma-separated with decimal points.
 
 `[columns.<column>]` keys: `type` (`number`, `integer`, `string`, `category`, `date` (YYYY-MM-DD),
 `boolean`, `hpo_terms`, `codes`, `text`; lists are `;`-separated in a cell), `role` (`feature`,
@@ -60,8 +75,10 @@ nothing reaches the lake (not even `raw/`):
   duplicate labels, labels the gate cannot name (two mapping to one parameter name, `Détérioration +` and
   `Détérioration ++`; one without a letter or digit, `+`), a name SageMaker cannot use or the built-in
   cohort's (`patients`, `diagnosa`), an unknown type or role;
-- the CSV: not UTF-8, empty, a name repeated in the header (as written: `age.group` beside `age` is
-  a column of its own), and every column the config names that the header lacks (all listed at once);
+- the CSV: not in its encoding (UTF-8 unless `[csv]` says otherwise; the message gives the byte and the
+  line, and suggests `cp1252`), a header that reads as one column holding another delimiter (the
+  message says which to set: `the file looks ';'-separated; set delimiter = ";" under [csv]`), empty,
+  a name repeated in the header (as written: `age.group` beside `age` is a column of its own), and every column the config names that the header lacks (all listed at once);
   the id, target or slice column also excluded; a boolean slice column declared as something else; a
   config that leaves no feature column; a slice value no accepted row holds;
 - **the classes**: after bad rows are quarantined, every label of `labels` needs at least 3 rows

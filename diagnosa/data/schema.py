@@ -7,6 +7,7 @@ two instances of the same model.
 """
 from __future__ import annotations
 
+import codecs
 import hashlib
 import json
 import re
@@ -220,8 +221,10 @@ def cohort_schema() -> Schema:
 # (reference: docs/data.md, "Your own data").
 
 CONFIG_KEYS = {"name", "id_column", "target", "labels", "ordinal", "exclude", "columns", "slice_column", "slice",
-               "missing_values", "gate"}
+               "missing_values", "gate", "csv"}
 GATE_KEYS = {"recall", "slice", "unseen"}
+CSV_KEYS = {"delimiter", "decimal", "encoding"}
+DECIMALS = (".", ",")
 # Cell texts read as a missing value, as an empty cell is (R's write.csv writes NA; spreadsheets #N/A; pandas
 # NaN). Not "None" or "-": real labels and categories. A config's ``missing_values`` replaces the list.
 MISSING_VALUES = ("NA", "N/A", "#N/A", "NaN", "nan", "NULL", "null")
@@ -309,6 +312,8 @@ def load_dataset_config(path: str | Path) -> dict[str, Any]:
             raise SchemaError(f"{where}: [slice] value must be a string or a number, got {spec['value']!r}")
     if "gate" in data:
         _check_gate(data, where)
+    if "csv" in data:
+        _check_csv(data["csv"], where)
     columns = data.get("columns", {})
     if not isinstance(columns, dict):
         raise SchemaError(f"{where}: 'columns' must be a table of [columns.<name>] tables")
@@ -367,6 +372,53 @@ def _check_gate(data: dict[str, Any], where: str) -> None:
                           "the config's [slice] has no group")
 
 
+@dataclass(frozen=True)
+class CsvDialect:
+    """How a user's CSV is written (the config's [csv]): a Spanish spreadsheet saves ``;``-separated cells with
+    decimal commas, in Windows-1252 when it is not told otherwise. Only how the file is read: the curated data holds
+    numbers and text either way."""
+
+    delimiter: str = ","
+    decimal: str = "."
+    encoding: str = "utf-8"
+
+    def is_default(self) -> bool:
+        return self == CsvDialect()
+
+
+def _check_csv(spec: Any, where: str) -> None:
+    if not isinstance(spec, dict):
+        raise SchemaError(f"{where}: 'csv' must be a table ([csv] with delimiter, decimal, encoding)")
+    bad_keys = sorted(set(spec) - CSV_KEYS)
+    if bad_keys:
+        raise SchemaError(f"{where}: [csv] has unknown keys {', '.join(bad_keys)} (allowed: {', '.join(sorted(CSV_KEYS))})")
+    delimiter = spec.get("delimiter", ",")
+    if not (isinstance(delimiter, str) and len(delimiter) == 1) or delimiter in '"\r\n' or delimiter.isalnum():
+        raise SchemaError(f"{where}: [csv] delimiter must be one character that is not a letter, a digit, a quote or a "
+                          f"line break (',', ';', '\\t', '|'), got {delimiter!r}")
+    decimal = spec.get("decimal", ".")
+    if decimal not in DECIMALS:
+        raise SchemaError(f"{where}: [csv] decimal must be '.' or ',', got {decimal!r}")
+    if decimal == delimiter:
+        raise SchemaError(f"{where}: [csv] decimal and delimiter are both {decimal!r}: a file with decimal commas "
+                          "separates its cells otherwise (delimiter = ';')")
+    encoding = spec.get("encoding", "utf-8")
+    try:
+        # (codecs such as 'hex' or 'rot13' are found but do not decode bytes to text)
+        known = isinstance(encoding, str) and getattr(codecs.lookup(encoding), "_is_text_encoding", True)
+    except LookupError:
+        known = False
+    if not known:
+        raise SchemaError(f"{where}: [csv] encoding must name a text encoding ('utf-8', 'cp1252' for a Windows "
+                          f"spreadsheet, 'latin-1', 'utf-16'), got {encoding!r}")
+
+
+def csv_dialect(config: dict[str, Any] | None) -> CsvDialect:
+    """The config's [csv], its defaults filled in (a comma-separated UTF-8 file with decimal points)."""
+    spec = (config or {}).get("csv") or {}
+    return CsvDialect(**{key: spec[key] for key in CSV_KEYS if key in spec})
+
+
 def config_gate(config: dict[str, Any] | None) -> dict[str, Any]:
     """The config's [gate] as the pipeline settings' default thresholds: ``recall_thresholds`` (label → threshold,
     every label; a label the table leaves out keeps ``default``), ``slice_threshold``, ``unseen_threshold``;
@@ -423,6 +475,7 @@ def schema_from_config(config: dict[str, Any], header: list[str], sample: dict[s
     (``in_<name>``), filled by ingestion.
     """
     id_column, target = config["id_column"], config["target"]
+    decimal = csv_dialect(config).decimal
     exclude = tuple(config.get("exclude", ()))
     declared: dict[str, dict[str, Any]] = config.get("columns", {})
     slice_ = config_slice(config)
@@ -466,7 +519,7 @@ def schema_from_config(config: dict[str, Any], header: list[str], sample: dict[s
         elif column == group:  # held out by value, never a feature (it would name the answer)
             spec = {"type": "string", "role": "metadata"} | spec
         elif "type" not in spec:
-            spec["type"] = "number" if _all_numeric(sample.get(column, [])) else "category"
+            spec["type"] = "number" if _all_numeric(sample.get(column, []), decimal) else "category"
         if "values" in spec and spec["values"] is not None:
             spec["values"] = tuple(str(v) for v in spec["values"])
         fields.append(Field(name=column, **spec))
@@ -488,13 +541,25 @@ def schema_from_config(config: dict[str, Any], header: list[str], sample: dict[s
                   missing_values=tuple(sorted(config.get("missing_values", MISSING_VALUES))))
 
 
-def _all_numeric(values: list[str]) -> bool:
+def number_text(text: str, decimal: str = ".") -> str | None:
+    """A cell's text as Python reads a number (``float``), or None when the file's decimal mark makes it no number:
+    with decimal commas a ``.`` is a thousands separator or a mistake, never read as the decimal point
+    (``1.234`` is 1234 in a Spanish spreadsheet and 1.234 in an English one)."""
+    if decimal == ".":
+        return text
+    return None if "." in text else text.replace(",", ".")
+
+
+def _all_numeric(values: list[str], decimal: str = ".") -> bool:
     seen = False
     for value in values:
         if value == "":
             continue
+        text = number_text(value, decimal)
         try:
-            float(value)
+            if text is None:
+                return False
+            float(text)
         except ValueError:
             return False
         seen = True

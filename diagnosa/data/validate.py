@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from diagnosa.data.hpo import HPO_ID, Ontology
-from diagnosa.data.schema import Field
+from diagnosa.data.schema import Field, number_text
 
 TRUE_TEXT = {"true", "1", "yes"}
 FALSE_TEXT = {"false", "0", "no"}
@@ -45,9 +45,11 @@ def _type_mask(col: pd.Series, allowed: tuple[type, ...]) -> pd.Series:
     return pd.Series(str in allowed, index=col.index)  # pandas string dtype
 
 
-def validate_frame(raw: pd.DataFrame, fields: Sequence[Field], *, text: bool,
-                   ontology: Ontology | None = None) -> tuple[pd.DataFrame, dict[int, list[str]]]:
-    """Typed columns for ``fields`` and, per failing row position, why it fails."""
+def validate_frame(raw: pd.DataFrame, fields: Sequence[Field], *, text: bool, ontology: Ontology | None = None,
+                   decimal: str = ".") -> tuple[pd.DataFrame, dict[int, list[str]]]:
+    """Typed columns for ``fields`` and, per failing row position, why it fails. ``decimal``: the decimal mark of
+    number cells read as text (``schema.number_text``)."""
+    expected_number = "a number" if decimal == "." else f"a number written with a decimal {decimal!r}"
     reasons: dict[int, list[str]] = defaultdict(list)
     n = len(raw)
     positions = np.arange(n)
@@ -75,13 +77,16 @@ def validate_frame(raw: pd.DataFrame, fields: Sequence[Field], *, text: bool,
 
         if f.type in ("number", "integer"):
             if text:
-                number = pd.to_numeric(values.where(present), errors="coerce")
+                cells = values.where(present)
+                if decimal != ".":
+                    cells = cells.map(lambda v: number_text(v, decimal) if isinstance(v, str) else v)
+                number = pd.to_numeric(cells, errors="coerce")
                 wrong = present & number.isna()
             else:
                 wrong = present & ~_type_mask(col, (int, float))
                 number = pd.to_numeric(col.where(~wrong & present), errors="coerce")
             number = number.astype(float)
-            flag(wrong, lambda pos, f=f, c=col: f"wrong type for '{f.name}': expected a number, got {_show(c[pos])}")
+            flag(wrong, lambda pos, f=f, c=col: f"wrong type for '{f.name}': expected {expected_number}, got {_show(c[pos])}")
             infinite = present & ~wrong & ~np.isfinite(number.fillna(0.0))
             flag(infinite, lambda pos, f=f, c=col: f"not a finite number for '{f.name}': {_show(c[pos])}")
             number = number.where(~infinite)
