@@ -18,6 +18,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import IO, Any, Callable, Iterable, Iterator
 
+from diagnosa.data.schema import other_delimiter
 from inference.client import DiagnosaClient, PredictionRejected
 from inference.limits import MAX_BODY_BYTES, MAX_LISTED_PROBLEMS
 
@@ -106,6 +107,11 @@ def _csv_rows(stream: IO[str], name: str) -> tuple[Iterator[InputRecord], list[s
     if not header or not any(cell.strip() for cell in header):
         raise ValueError(f"{name} has no header row naming the fields")
     header[0] = header[0].removeprefix("\ufeff")  # a BOM some spreadsheet exports start with
+    other = other_delimiter(header)
+    if other is not None:
+        raise ValueError(f"{name}: the header is one field, {header[0][:80]!r}{'…' * (len(header[0]) > 80)}: the cells "
+                         f"look {other!r}-separated; "
+                         "the endpoint reads comma-separated cells with decimal points (save the file so)")
 
     def rows() -> Iterator[InputRecord]:
         while True:

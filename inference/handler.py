@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from diagnosa.data.schema import Schema
+from diagnosa.data.schema import Schema, other_delimiter
 from diagnosa.model import DiagnosaModel
 from inference.fastpath import CompiledFeatures, compile_classifier, compile_features
 from inference.limits import MAX_BODY_BYTES, MAX_LISTED_PROBLEMS, MAX_RECORDS
@@ -253,7 +253,7 @@ def _records_from_json(body: bytes) -> tuple[list[Any], Any, Any]:
     return records, top_k, differential
 
 
-def _records_from_csv(body: bytes) -> list[dict[str, str]]:
+def _records_from_csv(body: bytes, fields: frozenset[str] = frozenset()) -> list[dict[str, str]]:
     try:
         text = body.decode("utf-8-sig")
     except UnicodeDecodeError as err:
@@ -263,6 +263,11 @@ def _records_from_csv(body: bytes) -> list[dict[str, str]]:
     try:
         if not reader.fieldnames:
             raise RequestError(400, "a CSV request needs a header row naming the fields")
+        other = other_delimiter(list(reader.fieldnames))
+        if other is not None and reader.fieldnames[0] not in fields:
+            head = reader.fieldnames[0]  # shown cut: a header may be megabytes long
+            raise RequestError(400, f"the CSV header is one field, {head[:80]!r}{'…' * (len(head) > 80)}: the cells "
+                                    f"look {other!r}-separated; send comma-separated cells with decimal points")
         for row in reader:
             if None in row:
                 raise RequestError(400, f"CSV row {reader.line_num - 1} has more cells than the header")
@@ -289,7 +294,7 @@ def parse_request(body: bytes | str, content_type: str | None, service: Service)
         records, top_k, differential = _records_from_json(body)
         text = False
     elif media == CSV:
-        records, top_k, differential, text = _records_from_csv(body), None, 0, True
+        records, top_k, differential, text = _records_from_csv(body, frozenset(service.schema.accepted)), None, 0, True
     else:
         raise RequestError(415, f"unsupported content type {content_type!r}: use {JSON} or {CSV}")
     if not records:

@@ -73,6 +73,10 @@ def test_csv_in_and_out(service):
     (json.dumps([1, 2]), "application/json", 400, None, "must be a JSON object"),
     (json.dumps({"instances": [PATIENT], "top_k": 9}), "application/json", 400, None, "top_k must be"),
     ("age,colour\n40,red\n", "text/csv", 400, "colour", "unknown field"),
+    # a spreadsheet's ';'-separated export: what the endpoint reads, not one unknown field 'patient_id;age'
+    ("patient_id;age;temperature_c\nB1;45;37,5\n", "text/csv", 400, None,
+     "the CSV header is one field, 'patient_id;age;temperature_c': the cells look ';'-separated; send comma-separated"),
+    ("patient_id\tage\nB1\t45\n", "text/csv", 400, None, "the cells look '\\t'-separated"),
     ("age\nold\n", "text/csv", 400, "age", "expected a number"),
     ("age", "text/plain", 415, None, "unsupported content type"),
 ])

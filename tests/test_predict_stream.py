@@ -66,6 +66,10 @@ def test_json_lines_and_csv_are_read_as_streams_and_bad_lines_become_problems():
                              InputRecord("line 5", problem="more cells than the header has fields (4 > 3)")]
     with pytest.raises(ValueError, match="x.csv has no header row"):
         read_records(io.StringIO(""), "csv", "x.csv")
+    # A spreadsheet's ';'-separated export is named for what it is, before any request is sent.
+    with pytest.raises(ValueError, match="x.csv: the header is one field, 'patient_id;age;sex': the cells look "
+                                         "';'-separated; the endpoint reads comma-separated cells"):
+        read_records(io.StringIO("patient_id;age;sex\nA;50,5;F\n"), "csv", "x.csv")
 
 
 def test_a_json_document_is_one_record_a_list_or_instances():

@@ -42,6 +42,7 @@ from diagnosa.data.schema import (
     csv_dialect,
     load_dataset_config,
     missing_markers,
+    other_delimiter,
     schema_from_config,
     too_small_classes,
 )
@@ -194,16 +195,13 @@ def read_csv_text(data: bytes, source: str, dialect: CsvDialect | None = None) -
 
 
 def delimiter_hint(header: list[str], dialect: CsvDialect) -> str | None:
-    """When the header read as one column holds another common delimiter, what to set: a ';'-separated file
-    read with commas is one column named 'id;age;dx'."""
-    if len(header) != 1:
+    """What to set when the header, read with the config's delimiter, is one column holding another one."""
+    other = other_delimiter(header, dialect.delimiter)
+    if other is None:
         return None
-    for other in (";", "\t", "|", ","):
-        if other != dialect.delimiter and other in header[0]:
-            shown = "\\t" if other == "\t" else other
-            return (f"the header is one column, {header[0]!r}: the file looks {shown!r}-separated; set "
-                    f"delimiter = \"{shown}\" under [csv] in the config")
-    return None
+    shown = "\\t" if other == "\t" else other
+    return (f"the header is one column, {header[0]!r}: the file looks {shown!r}-separated; set "
+            f"delimiter = \"{shown}\" under [csv] in the config")
 
 
 # ------------------------------------------------------------------------------------------------ helpers

@@ -413,6 +413,17 @@ def _check_csv(spec: Any, where: str) -> None:
                           f"spreadsheet, 'latin-1', 'utf-16'), got {encoding!r}")
 
 
+COMMON_DELIMITERS = (";", "\t", "|", ",")
+
+
+def other_delimiter(header: list[str], delimiter: str = ",") -> str | None:
+    """The delimiter a header read as one column holds, when it holds another common one: a ';'-separated file
+    read with commas is one column named 'id;age;dx'."""
+    if len(header) != 1:
+        return None
+    return next((other for other in COMMON_DELIMITERS if other != delimiter and other in header[0]), None)
+
+
 def csv_dialect(config: dict[str, Any] | None) -> CsvDialect:
     """The config's [csv], its defaults filled in (a comma-separated UTF-8 file with decimal points)."""
     spec = (config or {}).get("csv") or {}
