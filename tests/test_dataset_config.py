@@ -8,7 +8,7 @@ import json
 import pytest
 
 from diagnosa.cli import main
-from diagnosa.data.ingest import IngestError, ingest_csv, load_curated
+from diagnosa.data.ingest import IngestError, ingest_csv, latest_key, load_curated
 from diagnosa.data.schema import Schema, SchemaError, cohort_schema
 from diagnosa.lake import DataLake
 
@@ -244,6 +244,23 @@ def test_a_spanish_spreadsheet_export_is_read_as_its_config_says(lake, tmp_path)
     (tmp_path / "x.toml").write_text(BASE + "[csv]\nencoding = \"cp1252\"\n")
     with pytest.raises(IngestError, match="looks ';'-separated; set delimiter = \";\" under .csv. in the config"):
         ingest_csv(lake, tmp_path / "x.csv", tmp_path / "x.toml")
+
+
+def test_ingesting_a_file_again_makes_its_version_the_latest_again(lake, tmp_path):
+    # The user goes back to an earlier file: 'already ingested' must not leave the run training on the newer one.
+    first = ingest(lake, tmp_path, BASE)
+    newer = ingest(lake, tmp_path, BASE, ROWS + "c9,70,yes,b\n")
+    assert load_curated(lake, "x")[1]["version"] == newer.version
+    again = ingest(lake, tmp_path, BASE)
+    assert again.reused and again.version == first.version and again.relatest == newer.version
+    assert load_curated(lake, "x")[1]["version"] == first.version
+    assert f"(already ingested); the latest version again, in place of {newer.version}" in again.summary()
+    assert "latest version again" not in ingest(lake, tmp_path, BASE).summary()  # already the latest: no news
+    # An ingest killed after its manifest and before LATEST: the re-run repairs it.
+    lake.delete(latest_key("x"))
+    repaired = ingest(lake, tmp_path, BASE)
+    assert repaired.relatest == "" and load_curated(lake, "x")[1]["version"] == first.version
+    assert repaired.summary().splitlines()[0].endswith("(already ingested); the latest version again")
 
 
 def test_numeric_labels_written_as_floats_are_read_as_the_labels(lake, tmp_path):

@@ -92,13 +92,16 @@ class IngestReport:
     data_keys: list[str]  # the curated rows, in order: data/part-00000.parquet, ...
     manifest_key: str
     quarantine_keys: list[str] = field(default_factory=list)
-    reused: bool = False  # the version existed already: nothing was written
+    reused: bool = False  # the version existed already: no data was written
+    relatest: str | None = None  # reused and made the latest again: the version it replaced ("" when none was)
     seconds: float = 0.0
     missing_cells: dict[str, int] = field(default_factory=dict)  # marker ('NA', ...) → cells read as missing
     labels_read_as_numbers: dict[str, str] = field(default_factory=dict)  # '4.0' → '4'
 
     def summary(self) -> str:
-        lines = [f"dataset {self.dataset} version {self.version}" + (" (already ingested)" if self.reused else "")]
+        lines = [f"dataset {self.dataset} version {self.version}" + (" (already ingested)" if self.reused else "")
+                 + ("" if self.relatest is None else "; the latest version again" + (
+                     f", in place of {self.relatest}" if self.relatest else ""))]
         for s in self.sources:
             lines.append(f"  {s.source}: read {s.read:,} / accepted {s.accepted:,} / quarantined {s.quarantined:,}")
         for reason, count in sorted(self.reasons.items(), key=lambda kv: (-kv[1], kv[0])):
@@ -310,16 +313,22 @@ def curated_uri(bucket: str, dataset: str, version: str) -> str:
 
 
 def _existing(lake: DataLake, dataset: str, version: str) -> IngestReport | None:
+    """The report of a version already in the lake, made the dataset's latest again: ingesting a file is asking
+    to train on it (the earlier file after a newer one; an ingest killed between its manifest and LATEST)."""
     key = f"{curated_prefix(dataset, version)}/manifest.json"
     if not lake.exists(key):
         return None
     manifest = lake.get_json(key)
+    latest = lake.get_json(latest_key(dataset)) if lake.exists(latest_key(dataset)) else {}
+    if latest.get("version") != version:
+        lake.put_json(latest_key(dataset), {"version": version, "manifest": key})
     return IngestReport(
         dataset=dataset, version=version, rows=manifest["rows"],
         sources=[SourceCounts(**s) for s in manifest["sources"]], reasons=manifest["quarantine_reasons"],
         data_keys=curated_data_keys(manifest), manifest_key=key, quarantine_keys=manifest["quarantine_keys"], reused=True,
         missing_cells=manifest.get("missing_cells", {}),
         labels_read_as_numbers=manifest.get("labels_read_as_numbers", {}),
+        relatest=latest.get("version", "") if latest.get("version") != version else None,
     )
 
 
