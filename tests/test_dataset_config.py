@@ -89,6 +89,12 @@ def ingest(lake, tmp_path, config_text: str, rows: str = ROWS):
     (BASE + 'exclude = ["age", "flag"]\n', "the config leaves no feature column: every column is the id, the target"),
     (BASE + "missing_values = \"NA\"\n", "'missing_values' must be a list of non-empty strings"),
     (BASE + "missing_values = [\"NA\", \"\"]\n", "'missing_values' must be a list of non-empty strings"),
+    # the id and the target keep their checks (rows without a label or id, labels outside 'labels' stay out)
+    (BASE + "[columns.outcome]\nrequired = false\n", "[columns.outcome] sets required of the target"),
+    (BASE + "[columns.outcome]\nvalues = [\"a\", \"b\", \"c\"]\n", "[columns.outcome] sets values of the target"),
+    (BASE + "[columns.outcome]\ntype = \"string\"\nrole = \"feature\"\n", "sets role, type of the target"),
+    (BASE + "[columns.case]\nrequired = false\n", "[columns.case] sets required of the id column"),
+    (BASE + "[columns.case]\ntype = \"number\"\n", "[columns.case] type 'number': an id is a string or an integer"),
     # how the file is written
     (BASE + "csv = \";\"\n", "'csv' must be a table ([csv] with delimiter, decimal, encoding)"),
     (BASE + "[csv]\nseparator = \";\"\n", "[csv] has unknown keys separator (allowed: decimal, delimiter, encoding)"),

@@ -74,7 +74,9 @@ nothing reaches the lake (not even `raw/`):
   required key, a value of the wrong type (`ordinal = "yes"`, `min = "0"`, `labels = "a,b"`),
   duplicate labels, labels the gate cannot name (two mapping to one parameter name, `Détérioration +` and
   `Détérioration ++`; one without a letter or digit, `+`), a name SageMaker cannot use or the built-in
-  cohort's (`patients`, `diagnosa`), an unknown type or role;
+  cohort's (`patients`, `diagnosa`), an unknown type or role; a `[columns.<target>]` setting anything
+  but `unit` (the target is always required, its values the labels) or a `[columns.<id>]` making the
+  id optional or another type than a string or an integer;
 - the CSV: not in its encoding (UTF-8 unless `[csv]` says otherwise; the message gives the byte and the
   line, and suggests `cp1252`), a header that reads as one column holding another delimiter (the
   message says which to set: `the file looks ';'-separated; set delimiter = ";" under [csv]`), empty,

@@ -334,7 +334,27 @@ def load_dataset_config(path: str | Path) -> dict[str, Any]:
                                "a list of strings or numbers")):
             if key in spec and not ok(spec[key]):
                 raise SchemaError(f"{where}: [columns.{column}] '{key}' must be {what}, got {spec[key]!r}")
+    _check_key_columns(data, columns, where)
     return data
+
+
+def _check_key_columns(data: dict[str, Any], columns: dict[str, Any], where: str) -> None:
+    """The id and the target keep the checks their role needs: a row without a label or an id, or with a label
+    outside 'labels', never reaches the curated data (a [columns.*] table could switch them off, and the run
+    then stopped in Preprocess)."""
+    target = columns.get(data["target"], {})
+    overridden = sorted(set(target) - {"unit"})
+    if overridden:
+        raise SchemaError(f"{where}: [columns.{data['target']}] sets {', '.join(overridden)} of the target: its type "
+                          "is the labels' category, always required, its values 'labels' (only 'unit' may be given)")
+    id_spec = columns.get(data["id_column"], {})
+    overridden = sorted(set(id_spec) - {"type", "unit"})
+    if overridden:
+        raise SchemaError(f"{where}: [columns.{data['id_column']}] sets {', '.join(overridden)} of the id column: it "
+                          "is always required and an id (only 'type', string or integer, may be given)")
+    if id_spec.get("type", "string") not in ("string", "integer"):
+        raise SchemaError(f"{where}: [columns.{data['id_column']}] type {id_spec['type']!r}: an id is a string or an "
+                          "integer")
 
 
 def _recall(value: Any) -> bool:
