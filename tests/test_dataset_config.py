@@ -3,6 +3,7 @@ anything is written; classes too small for the 70/20/10 split are all named at o
 column or by a value."""
 from __future__ import annotations
 
+import codecs
 import json
 
 import pytest
@@ -186,7 +187,7 @@ def test_a_header_is_checked_for_repeats_as_written(lake, tmp_path):
     ingest(lake, tmp_path, BASE, rows)
     curated, _ = load_curated(lake, "x")
     assert curated["age.group"].tolist() == ["young", "old", "young", "old", "young", "old"]
-    with pytest.raises(IngestError, match="duplicated column names in the header: age$"):
+    with pytest.raises(IngestError, match="duplicated column names in the header: 'age'$"):
         ingest(lake, tmp_path, BASE, ROWS.replace("case,age,flag", "case,age,age"))
 
 
@@ -250,6 +251,68 @@ def test_a_spanish_spreadsheet_export_is_read_as_its_config_says(lake, tmp_path)
     (tmp_path / "x.toml").write_text(BASE + "[csv]\nencoding = \"cp1252\"\n")
     with pytest.raises(IngestError, match="looks ';'-separated; set delimiter = \";\" under .csv. in the config"):
         ingest_csv(lake, tmp_path / "x.csv", tmp_path / "x.toml")
+
+
+def quarantine_of(lake, report) -> list[dict]:
+    return [json.loads(line) for key in report.quarantine_keys for line in lake.get_bytes(key).decode().splitlines()]
+
+
+def test_every_line_ending_reads_the_same_rows_and_lines_are_the_files(lake, tmp_path):
+    # CR LF (Windows), LF, and the lone CR of an old Mac's "CSV (Macintosh)": the same curated rows.
+    plain = ingest(lake, tmp_path, BASE)
+    expected, _ = load_curated(lake, "x", plain.version)
+    for ending in ("\r\n", "\r"):
+        report = ingest(lake, tmp_path, BASE, ROWS.replace("\n", ending))
+        assert load_curated(lake, "x", report.version)[0].equals(expected), repr(ending)
+    # Quarantined rows name the line they start on in the file, past blank lines and cells over several lines.
+    rows = ('case,age,flag,outcome\nc0,30,no,a\n\n\nc1,31,"yes\nreally",a\nc2,32,no,a\nc3,33,yes,b\nc4,34,no,z\n'
+            "c5,35,yes,b\nc6,36,no,b\n")
+    report = ingest(lake, tmp_path, BASE, rows)
+    assert [(q["line"], q["reasons"]) for q in quarantine_of(lake, report)] == [
+        (9, ["unknown label: 'z' (expected one of: a, b)"])]
+
+
+def test_a_row_that_does_not_match_the_header_is_quarantined_not_padded(lake, tmp_path):
+    # A line cut short used to be padded with empty cells (and curated); one cell too many refused the whole file.
+    rows = ROWS + "c6,36,b\nc7,37,no,b,extra\nc8,38,no,b,,\n"
+    report = ingest(lake, tmp_path, BASE, rows)
+    curated, _ = load_curated(lake, "x", report.version)
+    assert curated["case"].tolist() == ["c0", "c1", "c2", "c3", "c4", "c5", "c8"]  # empty trailing cells: nothing lost
+    assert report.sources[0].read == 9 and report.sources[0].quarantined == 2
+    assert [(q["line"], q["reasons"], q["raw"]) for q in quarantine_of(lake, report)] == [
+        (8, ["wrong number of cells: 3 where the header has 4 (a cell holding the delimiter without quotes, or a line "
+             "cut short)"], {}),
+        (9, ["wrong number of cells: 5 where the header has 4 (a cell holding the delimiter without quotes, or a line "
+             "cut short)"], {})]  # no cell shown: the header cannot say which is which (raw/ keeps the file)
+
+
+@pytest.mark.parametrize("data, config, message", [
+    (b"case,age,,outcome,\n", BASE, "columns 3, 5 of the header have no name (a spreadsheet's empty columns"),
+    (b"case,age,flag,outcome\n\n", BASE, "x.csv has a header but no rows"),
+    (ROWS.encode("utf-16"), BASE, 'x.csv is UTF-16 text (it starts with UTF-16\'s byte-order mark, as a spreadsheet\'s '
+                                  "'Unicode text' is saved): set encoding = \"utf-16\" under [csv]"),
+    (b"sep=;\n" + ROWS.encode(), BASE, "its first line 'sep=;' says the cells are ';'-separated: set delimiter = \";\""),
+    (ROWS.replace("case,", " case,").encode(), BASE, "id_column 'case' (the header has ' case') (header: ' case', age"),
+    (ROWS.replace("c2,32", 'c2,"32').encode(), BASE, 'cannot be parsed as CSV (the row starting on line 4): '
+                                                     "unexpected end of data"),  # not the rest of the file in one cell
+])
+def test_a_file_that_is_not_read_says_why(lake, tmp_path, data, config, message):
+    (tmp_path / "x.csv").write_bytes(data)
+    (tmp_path / "x.toml").write_text(config)
+    with pytest.raises(IngestError) as caught:
+        ingest_csv(lake, tmp_path / "x.csv", tmp_path / "x.toml")
+    assert message in str(caught.value)
+
+
+def test_files_as_spreadsheets_and_editors_save_them_are_read(lake, tmp_path):
+    # A UTF-16 file said so, Excel's 'sep=' line when it agrees, a config saved with a byte-order mark.
+    expected, _ = load_curated(lake, "x", ingest(lake, tmp_path, BASE).version)
+    (tmp_path / "x.toml").write_bytes(codecs.BOM_UTF8 + (BASE + '[csv]\nencoding = "utf-16"\n').encode())
+    (tmp_path / "x.csv").write_bytes(ROWS.encode("utf-16"))
+    assert load_curated(lake, "x", ingest_csv(lake, tmp_path / "x.csv", tmp_path / "x.toml").version)[0].equals(expected)
+    (tmp_path / "x.toml").write_text(BASE + '[csv]\ndelimiter = ";"\n')
+    (tmp_path / "x.csv").write_text("sep=;\n" + ROWS.replace(",", ";"))
+    assert load_curated(lake, "x", ingest_csv(lake, tmp_path / "x.csv", tmp_path / "x.toml").version)[0].equals(expected)
 
 
 def test_ingesting_a_file_again_makes_its_version_the_latest_again(lake, tmp_path):

@@ -169,32 +169,93 @@ class JsonLines:
             yield records, numbers, errors
 
 
-def read_csv_text(data: bytes, source: str, dialect: CsvDialect | None = None) -> pd.DataFrame:
-    """A CSV as exact strings (nothing coerced, empty cells stay empty strings), read as ``dialect`` says (its
-    delimiter and encoding; default a comma-separated UTF-8 file, with or without a byte-order mark)."""
+@dataclass
+class CsvRead:
+    """A CSV's rows as exact strings (nothing coerced; empty cells stay empty strings), with each row's first line
+    in the file, and the rows whose cells do not match the header (line → why), which no column can hold."""
+
+    frame: pd.DataFrame
+    lines: np.ndarray  # the file's line each row of ``frame`` starts on (blank lines and multi-line cells counted)
+    malformed: dict[int, str] = field(default_factory=dict)
+
+
+EXCEL_SEP_LINE = re.compile(r"sep=(.)")  # the first line a spreadsheet may write to name its delimiter
+
+
+def read_csv_rows(data: bytes, source: str, dialect: CsvDialect | None = None) -> CsvRead:
+    """Read as ``dialect`` says (its delimiter and encoding; default a comma-separated UTF-8 file, with or without a
+    byte-order mark), with every line ending a spreadsheet writes (CR LF, LF, and the old Mac's lone CR). The
+    header is checked as written; a row with fewer or more cells than the header is set aside, not padded."""
     dialect = dialect or CsvDialect()
-    encoding = "utf-8-sig" if codecs.lookup(dialect.encoding).name == "utf-8" else dialect.encoding
+    utf8 = codecs.lookup(dialect.encoding).name == "utf-8"
+    if utf8 and data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        raise IngestError(f"{source} is UTF-16 text (it starts with UTF-16's byte-order mark, as a spreadsheet's "
+                          "'Unicode text' is saved): set encoding = \"utf-16\" under [csv] in the config")
     try:
-        text = data.decode(encoding)
+        text = data.decode("utf-8-sig" if utf8 else dialect.encoding)
     except UnicodeDecodeError as err:
         line = data[:err.start].count(b"\n") + 1
         hint = (" (a spreadsheet saved on Windows is often cp1252: set encoding = \"cp1252\" under [csv] in the "
-                "config)" if dialect.encoding == CsvDialect.encoding else "")
+                "config, or save it as CSV UTF-8)" if dialect.encoding == CsvDialect.encoding else "")
         raise IngestError(f"{source} is not {dialect.encoding} text (byte {err.start}, line {line}){hint}") from None
     if not text.strip():
         raise IngestError(f"{source} is empty: a CSV needs a header row")
-    # Repeats are looked for in the header as written: pandas renames a repeated 'x' to 'x.1', which a real
-    # column may be called too ('age' beside 'age.group', 'wt' beside 'wt.1').
-    header = next(csv.reader(io.StringIO(text), delimiter=dialect.delimiter), [])
+    stream = io.StringIO(text, newline="")
+    first = stream.readline()
+    sep = EXCEL_SEP_LINE.fullmatch(first.rstrip("\r\n"))
+    skipped = 1
+    if sep is None:
+        stream.seek(0)
+        skipped = 0
+    elif sep.group(1) != dialect.delimiter:
+        raise IngestError(f"{source}: its first line {first.rstrip()!r} says the cells are {sep.group(1)!r}-separated: "
+                          f"set delimiter = \"{sep.group(1)}\" under [csv] in the config")
+    # strict: a quote never closed is an error, not the rest of the file read into one cell
+    reader = csv.reader(stream, delimiter=dialect.delimiter, strict=True)
+    end = 0
+    try:
+        header = next(reader, [])
+        rows: list[list[str]] = []
+        lines: list[int] = []
+        malformed: dict[int, str] = {}
+        end = reader.line_num
+        for cells in reader:
+            line, end = end + 1 + skipped, reader.line_num
+            if not cells or cells == [""]:  # a blank line
+                continue
+            if len(cells) > len(header) and not any(cell.strip() for cell in cells[len(header):]):
+                cells = cells[:len(header)]  # a spreadsheet's empty trailing cells: nothing in them to lose
+            if len(cells) != len(header):
+                malformed[line] = (f"wrong number of cells: {len(cells)} where the header has {len(header)} (a cell "
+                                   "holding the delimiter without quotes, or a line cut short)")
+                continue
+            lines.append(line)
+            rows.append(cells)
+    except csv.Error as err:
+        raise IngestError(f"{source} cannot be parsed as CSV (the row starting on line {end + 1 + skipped}): {err}") \
+            from None
+    unnamed = [str(i + 1) for i, name in enumerate(header) if not name.strip()]
+    if unnamed:
+        raise IngestError(f"{source}: column{'s' * (len(unnamed) > 1)} {', '.join(unnamed)} of the header "
+                          f"{'have' if len(unnamed) > 1 else 'has'} no name (a spreadsheet's empty columns, or a "
+                          "delimiter at the end of the header): name or delete them")
+    # Repeats are looked for in the header as written: 'age.group' beside 'age' is a column of its own.
     duplicated = sorted({name for name in header if header.count(name) > 1})
     if duplicated:
-        raise IngestError(f"{source}: duplicated column names in the header: {', '.join(duplicated)}")
-    try:
-        frame = pd.read_csv(io.StringIO(text), sep=dialect.delimiter, dtype=str, keep_default_na=False,
-                            na_filter=False)
-    except pd.errors.ParserError as err:
-        raise IngestError(f"{source} cannot be parsed as CSV: {err}") from None
-    return frame
+        raise IngestError(f"{source}: duplicated column names in the header: {', '.join(map(repr, duplicated))}")
+    if not lines and not malformed:
+        raise IngestError(f"{source} has a header but no rows")
+    frame = pd.DataFrame(rows, columns=header, dtype=str) if rows else pd.DataFrame(columns=header, dtype=str)
+    return CsvRead(frame, np.asarray(lines, dtype=np.int64), malformed)
+
+
+def read_csv_text(data: bytes, source: str, dialect: CsvDialect | None = None) -> pd.DataFrame:
+    """A CSV whose every row matches its header (the cohort's lab results), as exact strings."""
+    read = read_csv_rows(data, source, dialect)
+    if read.malformed:
+        line, why = next(iter(read.malformed.items()))
+        raise IngestError(f"{source} cannot be parsed as CSV: line {line}: {why}")
+    return read.frame
 
 
 def delimiter_hint(header: list[str], dialect: CsvDialect) -> str | None:
@@ -504,7 +565,8 @@ def ingest_csv(lake: DataLake, path: Path, config_path: Path, *, phase: Phase = 
     digest = hashlib.sha256(data).hexdigest()
     raw_key = f"raw/{config['name']}/{path.stem}-{digest[:12]}.csv"
     dialect = csv_dialect(config)
-    frame = read_csv_text(data, str(path), dialect)
+    read = read_csv_rows(data, str(path), dialect)
+    frame = read.frame
     header = [str(c) for c in frame.columns]
     hint = delimiter_hint(header, dialect)
     if hint:
@@ -525,7 +587,8 @@ def ingest_csv(lake: DataLake, path: Path, config_path: Path, *, phase: Phase = 
     if existing is not None:
         return existing
 
-    phase("validating rows", f"{len(frame):,}")
+    rows_read = len(frame) + len(read.malformed)
+    phase("validating rows", f"{rows_read:,}")
     kept = frame.drop(columns=list(schema.exclude))
     slice_ = config_slice(config)
     fields = schema.fields
@@ -540,21 +603,24 @@ def ingest_csv(lake: DataLake, path: Path, config_path: Path, *, phase: Phase = 
     bad = np.zeros(len(typed), dtype=bool)
     bad[list(errors)] = True
     # Excluded columns (names, contact details) never reach quarantine either.
-    quarantined = [{"source": raw_key, "line": p + 2, "reasons": r, "raw": kept.iloc[p].to_dict()}
-                   for p, r in sorted(errors.items())]
+    entries = [(int(read.lines[p]), r, kept.iloc[p].to_dict()) for p, r in errors.items()]
+    # Cells the header cannot name: none shown (one may be an excluded column's); raw/ keeps them.
+    entries += [(line, [why], {}) for line, why in read.malformed.items()]
+    quarantined = [{"source": raw_key, "line": line, "reasons": r, "raw": raw} for line, r, raw in sorted(
+        entries, key=lambda entry: entry[0])]
     curated = typed[~bad].reset_index(drop=True)
     problem = too_small_classes(curated[schema.target].value_counts().to_dict(), schema.labels,
                                 found=typed[schema.target].value_counts().to_dict())
     if problem:
         why = f" ({rejection_summary(quarantined)})" if quarantined else ""
-        raise IngestError(f"{path} (config {config_path}), after {len(quarantined):,} of {len(frame):,} rows were "
+        raise IngestError(f"{path} (config {config_path}), after {len(quarantined):,} of {rows_read:,} rows were "
                           f"rejected{why}: {problem}. Nothing was written")
     if slice_ and not curated[schema.slice_column].fillna(False).astype(bool).any():
         raise IngestError(f"{path}: no accepted row is in the slice '{schema.slice}' (column '{slice_[1]}'"
                           + (f" = {slice_[2]!r}" if slice_[2] is not None else " true") + "). Nothing was written")
     phase("writing the curated version", version)
     lake.put_bytes_once(raw_key, data)
-    sources = [SourceCounts(schema.name, raw_key, digest, len(frame), len(curated), len(quarantined))]
+    sources = [SourceCounts(schema.name, raw_key, digest, rows_read, len(curated), len(quarantined))]
     return _commit(lake, schema, version, curated, sources, {schema.name: quarantined}, started,
                    {"config": config, "missing_cells": missing, "labels_read_as_numbers": respelled})
 

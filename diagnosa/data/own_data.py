@@ -78,9 +78,15 @@ nothing reaches the lake (not even `raw/`):
   but `unit` (the target is always required, its values the labels) or a `[columns.<id>]` making the
   id optional or another type than a string or an integer;
 - the CSV: not in its encoding (UTF-8 unless `[csv]` says otherwise; the message gives the byte and the
-  line, and suggests `cp1252`), a header that reads as one column holding another delimiter (the
-  message says which to set: `the file looks ';'-separated; set delimiter = ";" under [csv]`), empty,
-  a name repeated in the header (as written: `age.group` beside `age` is a column of its own), and every column the config names that the header lacks (all listed at once);
+  line, and suggests `cp1252`; a UTF-16 file is recognised by its byte-order mark), a header that reads
+  as one column holding another delimiter (the message says which to set: `the file looks
+  ';'-separated; set delimiter = ";" under [csv]`), a spreadsheet's `sep=;` first line naming another
+  delimiter than the config's (one naming the same is skipped), empty or a header without rows, a
+  header with a column without a name (a spreadsheet's empty columns: their positions are named), a
+  quote never closed (the line its row starts on is named; the rest of the file is not read into one
+  cell), a name repeated in the header (as written: `age.group` beside `age` is a column of its
+  own), and every column the config names that the header lacks (all listed at once; a name that
+  differs from the header's only by spaces or case is pointed out: `id_column 'id' (the header has ' id')`);
   the id, target or slice column also excluded; a boolean slice column declared as something else; a
   config that leaves no feature column; a slice value no accepted row holds;
 - **the classes**: after bad rows are quarantined, every label of `labels` needs at least 3 rows
@@ -93,6 +99,16 @@ nothing reaches the lake (not even `raw/`):
   an example line (`300 rows like line 2: conflicting rows: 300 rows with different content for id
   'pcr'` — an `id_column` that is not unique), so the message stays short however many rows failed.
   `diagnosa run --local` checks the same on the curated manifest's class counts before any step runs.
+
+Rows are read with every line ending a spreadsheet writes (CR LF, LF, an old Mac's lone CR); blank
+lines are skipped. A row with more or fewer cells than the header (a cell holding the delimiter
+without quotes, a line cut short) is quarantined as `wrong number of cells`, never padded or shifted;
+its cells are not copied into the quarantine (the header cannot say which one is an excluded column's),
+and `raw/` keeps the file as it was. Empty cells after the last column (`a,b,c,,`, as spreadsheets
+write) are nothing to lose and are dropped. Quarantined rows name the line of the file they start on.
+Ingesting a file whose version is already in the lake writes no data and makes that version the
+dataset's latest again (going back to an earlier file; an ingest stopped between its manifest and
+`LATEST.json`).
 
 ### Worked example: primary biliary cholangitis (a real table)
 The Mayo Clinic trial in primary biliary cholangitis (1974–84; 418 patients, 312 of them randomised

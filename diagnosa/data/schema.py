@@ -247,7 +247,7 @@ def load_dataset_config(path: str | Path) -> dict[str, Any]:
     """A dataset config read and checked key by key; every error names the key and what it needs."""
     path = Path(path)
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        data = tomllib.loads(path.read_text(encoding="utf-8-sig"))  # a byte-order mark, as Windows' Notepad saves
     except FileNotFoundError:
         raise SchemaError(f"dataset config not found: {path}") from None
     except UnicodeDecodeError as err:
@@ -517,10 +517,10 @@ def schema_from_config(config: dict[str, Any], header: list[str], sample: dict[s
         named.append(("slice column", slice_[1]))
     if group:
         named.append(("slice group", group))
-    missing = [f"{what} '{column}'" for what, column in named if column not in header]
+    missing = [f"{what} '{column}'" + _near_miss(column, header) for what, column in named if column not in header]
     if missing:
         raise SchemaError(f"column{'s' * (len(missing) > 1)} named in the config not in the CSV header: "
-                          f"{', '.join(missing)} (header: {', '.join(header)})")
+                          f"{', '.join(missing)} (header: {_shown(header)})")
     if id_column == target:
         raise SchemaError(f"the id column and the target are the same column '{id_column}'")
     for role, column in (("id column", id_column), ("target", target)):
@@ -565,7 +565,7 @@ def schema_from_config(config: dict[str, Any], header: list[str], sample: dict[s
     if not any(f.role == "feature" for f in fields):
         raise SchemaError("the config leaves no feature column: every column is the id, the target, the slice, "
                           "excluded or declared metadata (a model needs at least one column to learn from; "
-                          f"header: {', '.join(header)})")
+                          f"header: {_shown(header)})")
     return Schema(config["name"], tuple(fields), tuple(config["labels"]), exclude=exclude,
                   slice_column=slice_column, slice_name=slice_name, ordinal=config.get("ordinal", True),
                   group_column=group or None,
@@ -579,6 +579,17 @@ def number_text(text: str, decimal: str = ".") -> str | None:
     if decimal == ".":
         return text
     return None if "." in text else text.replace(",", ".")
+
+
+def _shown(header: list[str]) -> str:
+    """Header names for a message: quoted where spaces around a name would not show."""
+    return ", ".join(repr(name) if name != name.strip() else name for name in header)
+
+
+def _near_miss(column: str, header: list[str]) -> str:
+    """' (the header has ' id', with spaces)' when the config's name is a header name but for spaces or case."""
+    near = [name for name in header if name.strip().casefold() == column.strip().casefold()]
+    return f" (the header has {near[0]!r})" if near else ""
 
 
 def _all_numeric(values: list[str], decimal: str = ".") -> bool:
