@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from diagnosa.data.hpo import HPO_ID, Ontology, load_ontology
-from diagnosa.data.schema import Field, Schema
+from diagnosa.data.schema import FEATURE_NUMBER_MAX, Field, Schema
 from diagnosa.data.validate import CODE, FALSE_TEXT, LIST_SEPARATOR, TRUE_TEXT
 
 NOT_PLAIN = object()  # what a field's fast check returns for a value it does not vouch for (the full check decides)
@@ -65,8 +65,8 @@ class RequestSchema:
         """The value parsed, for a plainly valid value of ``f`` (the JSON types the field expects, in range or
         known); :data:`NOT_PLAIN` for anything else, which :meth:`_value` then judges and explains."""
         if f.type in ("number", "integer"):
-            low = -math.inf if f.min is None else f.min
-            high = math.inf if f.max is None else f.max
+            low = -FEATURE_NUMBER_MAX if f.min is None else f.min
+            high = FEATURE_NUMBER_MAX if f.max is None else f.max
             integer = f.type == "integer"
 
             def number(value: Any) -> Any:
@@ -167,6 +167,8 @@ class RequestSchema:
                 return None, "number too large"
             if not math.isfinite(number):
                 return None, f"expected a finite number, got {number}"
+            if abs(number) > FEATURE_NUMBER_MAX:
+                return None, f"number out of range: {number:g} (the model's features are 32-bit floats: -3.4e38 to 3.4e38)"
             if f.type == "integer" and not number.is_integer():
                 return None, f"expected an integer, got {number:g}"
             if (f.min is not None and number < f.min) or (f.max is not None and number > f.max):

@@ -315,6 +315,27 @@ def test_files_as_spreadsheets_and_editors_save_them_are_read(lake, tmp_path):
     assert load_curated(lake, "x", ingest_csv(lake, tmp_path / "x.csv", tmp_path / "x.toml").version)[0].equals(expected)
 
 
+def test_an_integer_too_large_to_hold_exactly_is_quarantined_not_rounded_or_a_crash(lake, tmp_path):
+    # 2^53 + 1 read as a float64 is 2^53; from 2^63 on the int64 cast failed with a traceback.
+    big = ["9007199254740993", "1e20", "9223372036854775807", "-1e19"]
+    rows = ROWS + "".join(f"d{i},{value},no,a\n" for i, value in enumerate(big))
+    report = ingest(lake, tmp_path, BASE + "[columns.age]\ntype = \"integer\"\n", rows)
+    assert report.sources[0].quarantined == 4
+    assert sorted(q["raw"]["age"] for q in quarantine_of(lake, report)) == sorted(big)
+    assert all(q["reasons"][0].startswith("not an exact integer for 'age'") for q in quarantine_of(lake, report))
+    assert load_curated(lake, "x", report.version)[0]["age"].tolist() == [30, 31, 32, 33, 34, 35]
+
+
+def test_a_number_beyond_the_features_32_bit_range_is_quarantined_at_ingest(lake, tmp_path):
+    # 1e308 was curated, and the run stopped in Preprocess (its square overflowed the baseline's variance).
+    rows = ROWS + "d0,1e308,no,a\nd1,-4e38,no,b\nd2,3e38,no,b\n"
+    report = ingest(lake, tmp_path, BASE, rows)
+    assert [(q["raw"]["age"], q["reasons"]) for q in quarantine_of(lake, report)] == [
+        (value, [f"number out of range for 'age': '{value}' (the model's features are 32-bit floats: -3.4e38 to "
+                 "3.4e38)"]) for value in ("1e308", "-4e38")]
+    assert load_curated(lake, "x", report.version)[0]["age"].max() == 3e38
+
+
 def test_ingesting_a_file_again_makes_its_version_the_latest_again(lake, tmp_path):
     # The user goes back to an earlier file: 'already ingested' must not leave the run training on the newer one.
     first = ingest(lake, tmp_path, BASE)

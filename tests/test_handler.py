@@ -305,3 +305,19 @@ def test_compiled_path_flags_missing_values_as_the_fitted_indicator():
     np.testing.assert_allclose(compiled.transform(probes), expected, atol=1e-6)
     flags = expected[:, list(pipeline.get_feature_names_out()).index("numeric__missingindicator_albumin")]
     assert flags.tolist() == [1.0, 0.0, 1.0, 0.0]
+
+
+def test_a_number_beyond_the_features_32_bit_range_is_refused_where_the_schema_sets_no_limit():
+    # A user's own column without min/max: 1e300 passed as finite and became inf in the float32 features.
+    from diagnosa.data.schema import Field, Schema
+    from inference.schema import RequestSchema
+
+    schema = Schema("x", (Field("case", "string", role="id"), Field("dose", "number"), Field("count", "integer"),
+                          Field("outcome", "category", role="target", values=("a", "b"))), ("a", "b"))
+    requests = RequestSchema(schema)
+    for record, text in (({"dose": 1e300}, False), ({"count": -1e39}, False), ({"dose": "4e38"}, True)):
+        _, problems = requests.validate(0, record, text=text)
+        assert [p.problem.split(":")[0] for p in problems] == ["number out of range"], record
+        assert "32-bit floats: -3.4e38 to 3.4e38" in problems[0].problem
+    values, problems = requests.validate(0, {"dose": 3.4e38, "count": -2**60}, text=False)
+    assert problems == [] and values["dose"] == 3.4e38

@@ -58,6 +58,10 @@ another `[csv]` is another version of the dataset. A list cell (`hpo_terms`, `co
 file is quoted, as spreadsheets write it. It is how ingestion reads this file only: a
 scoring CSV sent to the endpoint or to `diagnosa predict` is comma-separated with decimal points.
 
+A number beyond ±3.4e38 (the models' features are 32-bit floats) is quarantined (`number out of range`),
+and so is an `integer` from 2^53 on (read as a float, it may already have lost its last digits: an
+identifier or a code is a `string`).
+
 `[columns.<column>]` keys: `type` (`number`, `integer`, `string`, `category`, `date` (YYYY-MM-DD),
 `boolean`, `hpo_terms`, `codes`, `text`; lists are `;`-separated in a cell), `role` (`feature`,
 `metadata`, `id`, `target`), `required` (boolean), `min`, `max` (numbers: values outside are

@@ -224,6 +224,9 @@ CONFIG_KEYS = {"name", "id_column", "target", "labels", "ordinal", "exclude", "c
                "missing_values", "gate", "csv"}
 GATE_KEYS = {"recall", "slice", "unseen"}
 CSV_KEYS = {"delimiter", "decimal", "encoding"}
+# The largest number a feature holds: the models' features are 32-bit floats (processing.features.as_float32), and
+# beyond this a value is inf there (its square already overflows the float64 variances of scalers and baselines).
+FEATURE_NUMBER_MAX = 3.4028234663852886e38  # numpy.finfo(numpy.float32).max
 DECIMALS = (".", ",")
 # Cell texts read as a missing value, as an empty cell is (R's write.csv writes NA; spreadsheets #N/A; pandas
 # NaN). Not "None" or "-": real labels and categories. A config's ``missing_values`` replaces the list.

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from diagnosa.data.hpo import HPO_ID, Ontology
-from diagnosa.data.schema import Field, number_text
+from diagnosa.data.schema import FEATURE_NUMBER_MAX, Field, number_text
 
 TRUE_TEXT = {"true", "1", "yes"}
 FALSE_TEXT = {"false", "0", "no"}
@@ -43,6 +43,9 @@ def _type_mask(col: pd.Series, allowed: tuple[type, ...]) -> pd.Series:
     if pd.api.types.is_numeric_dtype(col):
         return pd.Series(float in allowed or int in allowed, index=col.index)
     return pd.Series(str in allowed, index=col.index)  # pandas string dtype
+
+
+EXACT_INTEGER_LIMIT = 2.0 ** 53
 
 
 def validate_frame(raw: pd.DataFrame, fields: Sequence[Field], *, text: bool, ontology: Ontology | None = None,
@@ -89,11 +92,18 @@ def validate_frame(raw: pd.DataFrame, fields: Sequence[Field], *, text: bool, on
             flag(wrong, lambda pos, f=f, c=col: f"wrong type for '{f.name}': expected {expected_number}, got {_show(c[pos])}")
             infinite = present & ~wrong & ~np.isfinite(number.fillna(0.0))
             flag(infinite, lambda pos, f=f, c=col: f"not a finite number for '{f.name}': {_show(c[pos])}")
-            number = number.where(~infinite)
+            huge = present & ~wrong & ~infinite & (number.abs() > FEATURE_NUMBER_MAX)
+            flag(huge, lambda pos, f=f, c=col: f"number out of range for '{f.name}': {_show(c[pos])} (the model's "
+                 "features are 32-bit floats: -3.4e38 to 3.4e38)")
+            number = number.where(~infinite & ~huge)
             if f.type == "integer":
                 fractional = number.notna() & (number % 1 != 0)
                 flag(fractional, lambda pos, f=f, x=number: f"wrong type for '{f.name}': expected an integer, got {x[pos]}")
-                number = number.where(~fractional)
+                # Read as a float64, an integer from 2^53 on may already be another one (and from 2^63 on no int64).
+                inexact = number.notna() & (number.abs() >= EXACT_INTEGER_LIMIT)
+                flag(inexact, lambda pos, f=f, c=col: f"not an exact integer for '{f.name}': {_show(c[pos])} (from 2^53 "
+                     "on, numbers lose their last digits: an identifier or a code is a string)")
+                number = number.where(~fractional & ~inexact)
             if f.min is not None or f.max is not None:
                 low = -np.inf if f.min is None else f.min
                 high = np.inf if f.max is None else f.max
