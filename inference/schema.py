@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from diagnosa.data.hpo import HPO_ID, Ontology, load_ontology
-from diagnosa.data.schema import FEATURE_NUMBER_MAX, Field, Schema
+from diagnosa.data.schema import FEATURE_NUMBER_MAX, Field, Schema, clean_text, is_clean_text
 from diagnosa.data.validate import CODE, FALSE_TEXT, LIST_SEPARATOR, TRUE_TEXT
 
 NOT_PLAIN = object()  # what a field's fast check returns for a value it does not vouch for (the full check decides)
@@ -92,7 +92,8 @@ class RequestSchema:
             return lambda value: list(value) if type(value) is list and all(
                 type(x) is str and match(x) for x in value) else NOT_PLAIN
         allowed = frozenset(f.values) if f.type == "category" and f.values is not None else None
-        return lambda value: value if type(value) is str and (allowed is None or value in allowed) else NOT_PLAIN
+        return lambda value: value if type(value) is str and (value in allowed if allowed is not None
+                                                               else is_clean_text(value)) else NOT_PLAIN
 
     def to_json_schema(self) -> dict[str, Any]:
         """A JSON Schema of one patient record, for clients and docs."""
@@ -178,8 +179,8 @@ class RequestSchema:
                 return None, f"impossible value {number:g} (possible range {low} to {high}{unit})"
             return number, None
         if f.type == "boolean":
-            if text and isinstance(value, str) and value.strip().lower() in TRUE_TEXT | FALSE_TEXT:
-                return value.strip().lower() in TRUE_TEXT, None
+            if text and isinstance(value, str) and clean_text(value).lower() in TRUE_TEXT | FALSE_TEXT:
+                return clean_text(value).lower() in TRUE_TEXT, None
             if not isinstance(value, bool):
                 return None, f"expected true or false, got {value!r}"
             return value, None
@@ -202,6 +203,7 @@ class RequestSchema:
             return list(value), None
         if not isinstance(value, str):
             return None, f"expected a string, got {type(value).__name__} {value!r}"
+        value = clean_text(value)  # as ingestion read the training cells: 'M ' is 'M'
         if f.type == "category" and f.values is not None and value not in f.values:
             return None, f"unknown value {value!r} (expected one of: {', '.join(f.values)})"
         return value, None

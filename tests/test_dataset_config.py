@@ -96,6 +96,9 @@ def ingest(lake, tmp_path, config_text: str, rows: str = ROWS):
     (BASE + "[columns.outcome]\ntype = \"string\"\nrole = \"feature\"\n", "sets role, type of the target"),
     (BASE + "[columns.case]\nrequired = false\n", "[columns.case] sets required of the id column"),
     (BASE + "[columns.case]\ntype = \"number\"\n", "[columns.case] type 'number': an id is a string or an integer"),
+    # cells are read trimmed: a label or value with spaces around it would never match
+    ('name = "x"\nid_column = "case"\ntarget = "outcome"\nlabels = ["a ", "b"]\n', "labels 'a ' have spaces around them"),
+    (BASE + "[columns.flag]\nvalues = [\"yes\", \" no\"]\n", "[columns.flag] values ' no' have spaces around them"),
     # how the file is written
     (BASE + "csv = \";\"\n", "'csv' must be a table ([csv] with delimiter, decimal, encoding)"),
     (BASE + "[csv]\nseparator = \";\"\n", "[csv] has unknown keys separator (allowed: decimal, delimiter, encoding)"),
@@ -313,6 +316,30 @@ def test_files_as_spreadsheets_and_editors_save_them_are_read(lake, tmp_path):
     (tmp_path / "x.toml").write_text(BASE + '[csv]\ndelimiter = ";"\n')
     (tmp_path / "x.csv").write_text("sep=;\n" + ROWS.replace(",", ";"))
     assert load_curated(lake, "x", ingest_csv(lake, tmp_path / "x.csv", tmp_path / "x.toml").version)[0].equals(expected)
+
+
+def test_cells_are_compared_trimmed_and_composed_and_the_report_counts_them(lake, tmp_path):
+    # 'a ' is the label 'a'; 'c0 ' the id 'c0' (a duplicate, not a second patient); 'neumonía' typed on a Mac
+    # (i + combining accent) the same category; Spanish booleans; capitals stay meaningful, and the reason says so.
+    nfd = "neumoni\u0301a"
+    rows = ("case,age,flag,dx,outcome\n" + "".join(
+        f"{case},{age},{flag},{dx},{label}\n" for case, age, flag, dx, label in [
+            ("c0", 30, "sí", "neumonía", "a"), ("c1", 31, "NO", nfd, "a "), (" c2", 32, "Verdadero", "gripe", " a"),
+            ("c3", 33, "falso", "gripe ", "b"), ("c4", 34, "si", "gripe", "b"), ("c5", 35, "no", "gripe", "b"),
+            ("c0 ", 30, "sí", "neumonía", "a"), ("c6", 36, "no", "gripe", "B")]))
+    config = BASE.replace('"outcome"\n', '"outcome"\n', 1) + "[columns.flag]\ntype = \"boolean\"\n"
+    report = ingest(lake, tmp_path, config, rows)
+    curated, manifest = load_curated(lake, "x", report.version)
+    assert curated["case"].tolist() == ["c0", "c1", "c2", "c3", "c4", "c5"]
+    assert curated["outcome"].tolist() == ["a", "a", "a", "b", "b", "b"]
+    assert curated["dx"].tolist() == ["neumonía", "neumonía", "gripe", "gripe", "gripe", "gripe"]
+    assert curated["flag"].tolist() == [True, False, True, False, True, False]
+    assert report.cleaned_cells == manifest["cleaned_cells"] == 6
+    assert "cells read without the spaces around them or with composed accents: 6" in report.summary()
+    reasons = {q["line"]: q["reasons"] for q in quarantine_of(lake, report)}
+    assert reasons[8] == ["duplicate row: same content as an earlier row for id 'c0'"]
+    assert reasons[9] == ["unknown label: 'B' (expected one of: a, b); 'b' but for case"]
+    assert quarantine_of(lake, report)[0]["raw"]["case"] == "c0 "  # the quarantine keeps the row as written
 
 
 def test_an_integer_too_large_to_hold_exactly_is_quarantined_not_rounded_or_a_crash(lake, tmp_path):

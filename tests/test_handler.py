@@ -321,3 +321,20 @@ def test_a_number_beyond_the_features_32_bit_range_is_refused_where_the_schema_s
         assert "32-bit floats: -3.4e38 to 3.4e38" in problems[0].problem
     values, problems = requests.validate(0, {"dose": 3.4e38, "count": -2**60}, text=False)
     assert problems == [] and values["dose"] == 3.4e38
+
+
+def test_text_values_are_read_as_ingestion_read_the_training_cells():
+    # 'M ' and 'neumonía' typed on a Mac are the training's 'M' and 'neumonía'; 'sí' is true in a CSV.
+    from diagnosa.data.schema import Field, Schema
+    from inference.schema import RequestSchema
+
+    schema = Schema("x", (Field("case", "string", role="id"), Field("sex", "category", values=("M", "F")),
+                          Field("dx", "category"), Field("smoker", "boolean"),
+                          Field("outcome", "category", role="target", values=("a", "b"))), ("a", "b"))
+    requests = RequestSchema(schema)
+    values, problems = requests.validate(0, {"sex": "M ", "dx": " neumoni\u0301a"}, text=False)
+    assert problems == [] and (values["sex"], values["dx"]) == ("M", "neumonía")
+    values, problems = requests.validate(0, {"sex": "F", "dx": "gripe", "smoker": " Sí"}, text=True)
+    assert problems == [] and values["smoker"] is True
+    _, problems = requests.validate(0, {"sex": "m"}, text=False)
+    assert [p.problem for p in problems] == ["unknown value 'm' (expected one of: M, F)"]

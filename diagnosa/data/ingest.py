@@ -17,6 +17,7 @@ import io
 import json
 import re
 import time
+import unicodedata
 from collections import Counter
 from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -37,6 +38,7 @@ from diagnosa.data.schema import (
     CsvDialect,
     Schema,
     SchemaError,
+    clean_text,
     cohort_schema,
     config_slice,
     csv_dialect,
@@ -97,6 +99,7 @@ class IngestReport:
     seconds: float = 0.0
     missing_cells: dict[str, int] = field(default_factory=dict)  # marker ('NA', ...) → cells read as missing
     labels_read_as_numbers: dict[str, str] = field(default_factory=dict)  # '4.0' → '4'
+    cleaned_cells: int = 0  # cells read trimmed of spaces or with their accents composed
 
     def summary(self) -> str:
         lines = [f"dataset {self.dataset} version {self.version}" + (" (already ingested)" if self.reused else "")
@@ -109,6 +112,8 @@ class IngestReport:
         if self.labels_read_as_numbers:
             lines.append("  labels read as numbers: " + ", ".join(f"{text!r} as {label!r}"
                                                                   for text, label in self.labels_read_as_numbers.items()))
+        if self.cleaned_cells:
+            lines.append(f"  cells read without the spaces around them or with composed accents: {self.cleaned_cells:,}")
         if self.missing_cells:
             lines.append("  cells read as missing: " + ", ".join(f"{marker!r} {n:,}"
                                                                  for marker, n in self.missing_cells.items()))
@@ -234,6 +239,7 @@ def read_csv_rows(data: bytes, source: str, dialect: CsvDialect | None = None) -
     except csv.Error as err:
         raise IngestError(f"{source} cannot be parsed as CSV (the row starting on line {end + 1 + skipped}): {err}") \
             from None
+    header = [unicodedata.normalize("NFC", name) for name in header]  # as the config's names are read
     unnamed = [str(i + 1) for i, name in enumerate(header) if not name.strip()]
     if unnamed:
         raise IngestError(f"{source}: column{'s' * (len(unnamed) > 1)} {', '.join(unnamed)} of the header "
@@ -390,6 +396,7 @@ def _existing(lake: DataLake, dataset: str, version: str) -> IngestReport | None
         missing_cells=manifest.get("missing_cells", {}),
         labels_read_as_numbers=manifest.get("labels_read_as_numbers", {}),
         relatest=latest.get("version", "") if latest.get("version") != version else None,
+        cleaned_cells=manifest.get("cleaned_cells", 0),
     )
 
 
@@ -431,7 +438,8 @@ def _commit(lake: DataLake, schema: Schema, version: str, curated: pd.DataFrame,
     return IngestReport(schema.name, version, len(curated), sources, dict(reasons), data_keys, manifest_key,
                         quarantine_keys, seconds=time.perf_counter() - started,
                         missing_cells=extra.get("missing_cells", {}),
-                        labels_read_as_numbers=extra.get("labels_read_as_numbers", {}))
+                        labels_read_as_numbers=extra.get("labels_read_as_numbers", {}),
+                        cleaned_cells=extra.get("cleaned_cells", 0))
 
 
 # ------------------------------------------------------------------------------------------------ cohort
@@ -571,7 +579,8 @@ def ingest_csv(lake: DataLake, path: Path, config_path: Path, *, phase: Phase = 
     hint = delimiter_hint(header, dialect)
     if hint:
         raise IngestError(f"{path}: {hint}")
-    cells, missing = read_missing_markers(frame, config)
+    cells, cleaned = clean_cells(frame)
+    cells, missing = read_missing_markers(cells, config)
     cells, respelled = read_numeric_labels(cells, config)
     sample = {c: cells[c].head(1000).tolist() for c in header}
     try:
@@ -594,12 +603,12 @@ def ingest_csv(lake: DataLake, path: Path, config_path: Path, *, phase: Phase = 
     fields = schema.fields
     if slice_ and slice_[2] is not None:  # the marker column is filled here, not read from the CSV
         fields = tuple(f for f in schema.fields if f.name != schema.slice_column)
-    # Rows are validated as read (markers blanked); the quarantine keeps them as written.
-    typed, errors = validate_frame(cells.drop(columns=list(schema.exclude)), fields, text=True,
-                                   decimal=dialect.decimal)
-    errors = _merge(errors, _duplicates(typed[schema.id_column], lambda p: tuple(kept.iloc[p])))
+    # Rows are validated as read (trimmed, composed, markers blanked); the quarantine keeps them as written.
+    read_cells = cells.drop(columns=list(schema.exclude))
+    typed, errors = validate_frame(read_cells, fields, text=True, decimal=dialect.decimal)
+    errors = _merge(errors, _duplicates(typed[schema.id_column], lambda p: tuple(read_cells.iloc[p])))
     if slice_ and slice_[2] is not None:
-        typed[schema.slice_column] = _slice_marker(typed, kept, schema, slice_[1], slice_[2])
+        typed[schema.slice_column] = _slice_marker(typed, read_cells, schema, slice_[1], slice_[2])
     bad = np.zeros(len(typed), dtype=bool)
     bad[list(errors)] = True
     # Excluded columns (names, contact details) never reach quarantine either.
@@ -622,7 +631,8 @@ def ingest_csv(lake: DataLake, path: Path, config_path: Path, *, phase: Phase = 
     lake.put_bytes_once(raw_key, data)
     sources = [SourceCounts(schema.name, raw_key, digest, rows_read, len(curated), len(quarantined))]
     return _commit(lake, schema, version, curated, sources, {schema.name: quarantined}, started,
-                   {"config": config, "missing_cells": missing, "labels_read_as_numbers": respelled})
+                   {"config": config, "missing_cells": missing, "labels_read_as_numbers": respelled,
+                    "cleaned_cells": cleaned})
 
 
 def read_numeric_labels(cells: pd.DataFrame, config: dict[str, Any]) -> tuple[pd.DataFrame, dict[str, str]]:
@@ -654,6 +664,22 @@ def read_numeric_labels(cells: pd.DataFrame, config: dict[str, Any]) -> tuple[pd
     return cells, dict(sorted(spelled.items()))
 
 
+def clean_cells(frame: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """Every cell as compared and curated (``schema.clean_text``: trimmed, composed), and how many changed: 'leve '
+    is the label 'leve', 'P001 ' the id 'P001', an accent typed on a Mac the same letter (the quarantine and raw/
+    keep the cells as written)."""
+    cells, changed = frame, 0
+    for column in frame.columns:
+        values = frame[column]
+        mapping = {v: c for v in pd.unique(values) if isinstance(v, str) and (c := clean_text(v)) != v}
+        if mapping:
+            if cells is frame:
+                cells = frame.copy()
+            changed += int(values.isin(list(mapping)).sum())
+            cells[column] = values.map(lambda v, m=mapping: m.get(v, v))
+    return cells, changed
+
+
 def read_missing_markers(frame: pd.DataFrame, config: dict[str, Any]) -> tuple[pd.DataFrame, dict[str, int]]:
     """The CSV's cells that spell a missing value (``schema.missing_markers``) made empty, as an empty cell is
     read; and how many cells each marker emptied (the report says so: a column of 'NA' is no longer a category
@@ -672,13 +698,13 @@ def read_missing_markers(frame: pd.DataFrame, config: dict[str, Any]) -> tuple[p
     return cells, dict(sorted(counts.items()))
 
 
-def _slice_marker(typed: pd.DataFrame, kept: pd.DataFrame, schema: Schema, column: str, value: Any) -> pd.Series:
+def _slice_marker(typed: pd.DataFrame, cells: pd.DataFrame, schema: Schema, column: str, value: Any) -> pd.Series:
     """True where ``column`` holds ``value`` (numerically for a number column: 4 matches '4.0')."""
     kind = schema.field(column).type
     if kind in ("number", "integer") and not isinstance(value, str) or kind in ("number", "integer") and _float(value):
         target = float(value)
         return pd.Series(pd.to_numeric(typed[column], errors="coerce").eq(target).to_numpy(), index=typed.index)
-    return pd.Series(kept[column].astype(str).str.strip().eq(str(value)).to_numpy(), index=typed.index)
+    return pd.Series(cells[column].astype(str).str.strip().eq(str(value)).to_numpy(), index=typed.index)
 
 
 def _float(text: str) -> bool:

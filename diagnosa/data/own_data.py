@@ -24,7 +24,7 @@ set ([pipeline.md](pipeline.md#one-pipeline-per-dataset)).
 | `ordinal` | boolean | no | `true` | whether the order is a severity order; kept in the schema and the model's metadata |
 | `missing_values` | list of strings | no | `["NA", "N/A", "#N/A", "NaN", "nan", "NULL", "null"]` | cell texts read as a missing value, as an empty cell is (R's `write.csv` writes `NA`). Never in the id column, and never a label of the target or a declared `values` entry of a column (a label `NA`, North America in a `region` column keep their meaning); `[]` reads only empty cells as missing. The report counts the cells each marker emptied (`cells read as missing: 'NA' 1,234`); another list is another version of the dataset. The list goes into the schema, so the endpoint reads a scoring CSV's cells the same way |
 | `exclude` | list of strings | no | `[]` | columns dropped on ingestion (names, contact details, outcomes known only later); they never reach the curated data or the quarantine |
-| `slice_column` | string | no | | a boolean column (`true`/`false`, `yes`/`no`, `1`/`0`) marking the rows of a slice; the slice is named after the column without an `is_` prefix |
+| `slice_column` | string | no | | a boolean column (`true`/`false`, `yes`/`no`, `sí`/`no`, `verdadero`/`falso`, `1`/`0`, any capitals) marking the rows of a slice; the slice is named after the column without an `is_` prefix |
 | `[slice]` | table | no | | a slice with a name of its own, defined by a value, or grouped (below); not together with `slice_column` |
 | `[columns.<column>]` | table | no | inferred | a column's type and limits (below) |
 | `[csv]` | table | no | `,` `.` UTF-8 | how the file is written (below): `delimiter`, `decimal`, `encoding` |
@@ -57,6 +57,15 @@ holds numbers and text either way (the same table written either way gives the s
 another `[csv]` is another version of the dataset. A list cell (`hpo_terms`, `codes`) in a `;`-separated
 file is quoted, as spreadsheets write it. It is how ingestion reads this file only: a
 scoring CSV sent to the endpoint or to `diagnosa predict` is comma-separated with decimal points.
+
+Every cell is read without the spaces around it and with its accents composed (Unicode NFC: a Mac
+may write `í` as `i` and a combining accent, which looks the same and compares different), as are the
+header and the config: `leve ` is the label `leve`, `P001 ` the id `P001`. The report counts the cells so
+read (`cells read without the spaces around them or with composed accents: 15`); the quarantine and
+`raw/` keep them as written, and the endpoint reads a request's text the same way. Capitals are
+meaningful (`LEVE` is not `leve`); an unknown label or value that is a known one but for case says so
+(`unknown label: 'LEVE' (expected one of: leve, grave); 'leve' but for case`). A label or a declared
+value with spaces around it is refused in the config.
 
 A number beyond ±3.4e38 (the models' features are 32-bit floats) is quarantined (`number out of range`),
 and so is an `integer` from 2^53 on (read as a float, it may already have lost its last digits: an

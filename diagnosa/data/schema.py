@@ -12,6 +12,7 @@ import hashlib
 import json
 import re
 import tomllib
+import unicodedata
 from collections.abc import Hashable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -238,6 +239,27 @@ DATASET_NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9])?$")
 LABEL_FORBIDDEN = re.compile(r"['\\\[\]\x00-\x1f\x7f]")
 
 
+def clean_text(text: str) -> str:
+    """A text cell as it is compared and kept: spaces around it trimmed, its accents composed (Unicode NFC: macOS
+    writes 'í' as 'i' + a combining accent, which looks the same and compares different)."""
+    return (text if text.isascii() else unicodedata.normalize("NFC", text)).strip()
+
+
+def is_clean_text(text: str) -> bool:
+    return text == text.strip() and (text.isascii() or unicodedata.is_normalized("NFC", text))
+
+
+def _composed(value: Any) -> Any:
+    """Every string of a config, keys too, composed (NFC), as the CSV's cells and header are read."""
+    if isinstance(value, str):
+        return unicodedata.normalize("NFC", value)
+    if isinstance(value, list):
+        return [_composed(v) for v in value]
+    if isinstance(value, dict):
+        return {_composed(k): _composed(v) for k, v in value.items()}
+    return value
+
+
 def _is_str_list(value: Any) -> bool:
     return isinstance(value, list) and all(isinstance(x, str) for x in value)
 
@@ -250,7 +272,7 @@ def load_dataset_config(path: str | Path) -> dict[str, Any]:
     """A dataset config read and checked key by key; every error names the key and what it needs."""
     path = Path(path)
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8-sig"))  # a byte-order mark, as Windows' Notepad saves
+        data = _composed(tomllib.loads(path.read_text(encoding="utf-8-sig")))  # a BOM, as Windows' Notepad saves
     except FileNotFoundError:
         raise SchemaError(f"dataset config not found: {path}") from None
     except UnicodeDecodeError as err:
@@ -283,6 +305,10 @@ def load_dataset_config(path: str | Path) -> dict[str, Any]:
         raise SchemaError(f"{where}: duplicate labels {', '.join(repr(x) for x in duplicated)} in 'labels'")
     if len(labels) < 2:
         raise SchemaError(f"{where}: 'labels' needs at least two labels, got {labels!r}")
+    spaced = [x for x in labels if x != x.strip()]
+    if spaced:
+        raise SchemaError(f"{where}: labels {', '.join(repr(x) for x in spaced)} have spaces around them (cells are "
+                          "read trimmed: write the labels without them)")
     bad = [x for x in labels if LABEL_FORBIDDEN.search(x)]
     if bad:
         raise SchemaError(f"{where}: labels {', '.join(repr(x) for x in bad)} hold a quote, backslash, bracket or "
@@ -337,6 +363,10 @@ def load_dataset_config(path: str | Path) -> dict[str, Any]:
                                "a list of strings or numbers")):
             if key in spec and not ok(spec[key]):
                 raise SchemaError(f"{where}: [columns.{column}] '{key}' must be {what}, got {spec[key]!r}")
+        spaced = [v for v in spec.get("values") or () if isinstance(v, str) and v != v.strip()]
+        if spaced:
+            raise SchemaError(f"{where}: [columns.{column}] values {', '.join(map(repr, spaced))} have spaces around "
+                              "them (cells are read trimmed: write the values without them)")
     _check_key_columns(data, columns, where)
     return data
 

@@ -16,8 +16,9 @@ import pandas as pd
 from diagnosa.data.hpo import HPO_ID, Ontology
 from diagnosa.data.schema import FEATURE_NUMBER_MAX, Field, number_text
 
-TRUE_TEXT = {"true", "1", "yes"}
-FALSE_TEXT = {"false", "0", "no"}
+# Compared lower-cased; Spanish as well ('no' is both): a spreadsheet in Spanish writes VERDADERO/FALSO.
+TRUE_TEXT = {"true", "1", "yes", "sí", "si", "verdadero"}
+FALSE_TEXT = {"false", "0", "no", "falso"}
 CODE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.:_-]{0,31}$")  # ICD-10, ORPHA:…, OMIM:… and the like
 LIST_SEPARATOR = ";"  # how a CSV cell holds a list
 
@@ -46,6 +47,12 @@ def _type_mask(col: pd.Series, allowed: tuple[type, ...]) -> pd.Series:
 
 
 EXACT_INTEGER_LIMIT = 2.0 ** 53
+
+
+def _case_hint(value: object, allowed: Sequence[str]) -> str:
+    """'; 'leve' but for case' when the value is an allowed one written in other capitals (case is meaningful)."""
+    near = [a for a in allowed if isinstance(value, str) and a.casefold() == value.casefold()]
+    return f"; {near[0]!r} but for case" if near else ""
 
 
 def validate_frame(raw: pd.DataFrame, fields: Sequence[Field], *, text: bool, ontology: Ontology | None = None,
@@ -121,7 +128,7 @@ def validate_frame(raw: pd.DataFrame, fields: Sequence[Field], *, text: bool, on
                 unknown = present & ~wrong & ~strings.isin(f.values)
                 what = "label" if f.role == "target" else f"value for '{f.name}'"
                 flag(unknown, lambda pos, c=col, w=what, v=f.values:
-                     f"unknown {w}: {_show(c[pos])} (expected one of: {', '.join(v)})")
+                     f"unknown {w}: {_show(c[pos])} (expected one of: {', '.join(v)}){_case_hint(c[pos], v)}")
             if f.role == "id":
                 blank = present & ~wrong & strings.astype(str).str.strip().eq("")
                 flag(blank, lambda pos, f=f: f"empty identifier in '{f.name}'")
