@@ -342,6 +342,25 @@ def test_cells_are_compared_trimmed_and_composed_and_the_report_counts_them(lake
     assert quarantine_of(lake, report)[0]["raw"]["case"] == "c0 "  # the quarantine keeps the row as written
 
 
+def test_a_column_of_numbers_read_as_a_category_is_reported_with_what_made_it_one(lake, tmp_path):
+    # One '<0.1' among a lab's values makes the column a category (every value a level): the report says so.
+    rows = "case,crp,temp,code,outcome\n" + "".join(
+        f"c{i},{crp},\"{36 + i},5\",{code},{label}\n" for i, (crp, code, label) in enumerate(
+            [("12.5", "x1", "a"), ("<0.1", "x2", "a"), ("30", "x3", "a"), ("8", "x4", "b"), ("#DIV/0!", "x5", "b"),
+             ("1_000", "x6", "b"), ("4", "x7", "b")]))
+    report = ingest(lake, tmp_path, BASE + "[columns.code]\ntype = \"category\"\n", rows)
+    _, manifest = load_curated(lake, "x", report.version)
+    assert Schema.from_dict(manifest["schema"]).field("crp").type == "category"
+    assert report.numbers_read_as_categories == manifest["numbers_read_as_categories"] == {
+        "crp": {"numbers": 4, "cells": 7, "others": ["<0.1", "#DIV/0!", "1_000"]},  # '1_000' as validation reads it
+        "temp": {"numbers": 0, "cells": 7, "others": ["36,5", "37,5", "38,5"], "decimal_commas": 7}}
+    summary = report.summary()
+    assert "crp (4 of 7 sampled cells are numbers; not: '<0.1', '#DIV/0!', '1_000')" in summary
+    assert "temp (0 of 7 sampled cells are numbers; not: '36,5', '37,5', '38,5'; 7 with a decimal comma: set " \
+           "decimal = \",\" under [csv]" in summary
+    assert "code" not in summary  # declared a category: no news
+
+
 def test_an_integer_too_large_to_hold_exactly_is_quarantined_not_rounded_or_a_crash(lake, tmp_path):
     # 2^53 + 1 read as a float64 is 2^53; from 2^63 on the int64 cast failed with a traceback.
     big = ["9007199254740993", "1e20", "9223372036854775807", "-1e19"]

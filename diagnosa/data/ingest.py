@@ -44,6 +44,7 @@ from diagnosa.data.schema import (
     csv_dialect,
     load_dataset_config,
     missing_markers,
+    number_counts,
     other_delimiter,
     schema_from_config,
     too_small_classes,
@@ -100,6 +101,7 @@ class IngestReport:
     missing_cells: dict[str, int] = field(default_factory=dict)  # marker ('NA', ...) → cells read as missing
     labels_read_as_numbers: dict[str, str] = field(default_factory=dict)  # '4.0' → '4'
     cleaned_cells: int = 0  # cells read trimmed of spaces or with their accents composed
+    numbers_read_as_categories: dict[str, dict[str, Any]] = field(default_factory=dict)  # column → counts, examples
 
     def summary(self) -> str:
         lines = [f"dataset {self.dataset} version {self.version}" + (" (already ingested)" if self.reused else "")
@@ -112,6 +114,14 @@ class IngestReport:
         if self.labels_read_as_numbers:
             lines.append("  labels read as numbers: " + ", ".join(f"{text!r} as {label!r}"
                                                                   for text, label in self.labels_read_as_numbers.items()))
+        if self.numbers_read_as_categories:
+            lines.append("  read as categories though mostly numbers (declare a column a number to quarantine the rows "
+                         "with other text instead, or add the text to missing_values): " + ", ".join(
+                             f"{column} ({c['numbers']:,} of {c['cells']:,} sampled cells are numbers; not: "
+                             + ", ".join(map(repr, c["others"]))
+                             + (f"; {c['decimal_commas']:,} with a decimal comma: set decimal = \",\" under [csv] "
+                                "(and another delimiter)" if c.get("decimal_commas") else "") + ")"
+                             for column, c in self.numbers_read_as_categories.items()))
         if self.cleaned_cells:
             lines.append(f"  cells read without the spaces around them or with composed accents: {self.cleaned_cells:,}")
         if self.missing_cells:
@@ -397,6 +407,7 @@ def _existing(lake: DataLake, dataset: str, version: str) -> IngestReport | None
         labels_read_as_numbers=manifest.get("labels_read_as_numbers", {}),
         relatest=latest.get("version", "") if latest.get("version") != version else None,
         cleaned_cells=manifest.get("cleaned_cells", 0),
+        numbers_read_as_categories=manifest.get("numbers_read_as_categories", {}),
     )
 
 
@@ -439,7 +450,8 @@ def _commit(lake: DataLake, schema: Schema, version: str, curated: pd.DataFrame,
                         quarantine_keys, seconds=time.perf_counter() - started,
                         missing_cells=extra.get("missing_cells", {}),
                         labels_read_as_numbers=extra.get("labels_read_as_numbers", {}),
-                        cleaned_cells=extra.get("cleaned_cells", 0))
+                        cleaned_cells=extra.get("cleaned_cells", 0),
+                        numbers_read_as_categories=extra.get("numbers_read_as_categories", {}))
 
 
 # ------------------------------------------------------------------------------------------------ cohort
@@ -587,6 +599,7 @@ def ingest_csv(lake: DataLake, path: Path, config_path: Path, *, phase: Phase = 
         schema = schema_from_config(config, header, sample)
     except SchemaError as err:
         raise IngestError(f"{config_path}: {err}") from None
+    mostly_numbers = numbers_read_as_categories(schema, config, sample, dialect.decimal)
     # The gate is no part of the schema (the missing-value markers are), but a run holds the data to it: a version
     # of its own.
     version = _version(schema, [digest, *(["gate:" + json.dumps(config["gate"], sort_keys=True)] if "gate" in config
@@ -632,7 +645,7 @@ def ingest_csv(lake: DataLake, path: Path, config_path: Path, *, phase: Phase = 
     sources = [SourceCounts(schema.name, raw_key, digest, rows_read, len(curated), len(quarantined))]
     return _commit(lake, schema, version, curated, sources, {schema.name: quarantined}, started,
                    {"config": config, "missing_cells": missing, "labels_read_as_numbers": respelled,
-                    "cleaned_cells": cleaned})
+                    "cleaned_cells": cleaned, "numbers_read_as_categories": mostly_numbers})
 
 
 def read_numeric_labels(cells: pd.DataFrame, config: dict[str, Any]) -> tuple[pd.DataFrame, dict[str, str]]:
@@ -662,6 +675,26 @@ def read_numeric_labels(cells: pd.DataFrame, config: dict[str, Any]) -> tuple[pd
     cells = cells.copy()
     cells[target] = column.replace(spelled).where(column.isin(list(spelled)), cells[target])
     return cells, dict(sorted(spelled.items()))
+
+
+def numbers_read_as_categories(schema: Schema, config: dict[str, Any], sample: dict[str, list[str]],
+                               decimal: str) -> dict[str, dict[str, Any]]:
+    """Columns the config does not declare that were inferred as categories though most sampled cells are numbers:
+    one '<0.1' or '#DIV/0!' among a lab's values makes the whole column a category (each value a level), which
+    the report must say."""
+    declared = config.get("columns") or {}
+    out: dict[str, dict[str, Any]] = {}
+    for f in schema.fields:
+        if f.role != "feature" or f.type != "category" or f.name in declared:
+            continue
+        values = sample.get(f.name, [])
+        numbers, others = number_counts(values, decimal)
+        with_commas = number_counts(values, ",")[0] if decimal == "." else 0
+        if numbers > len(others) or with_commas > len(values) / 2:
+            out[f.name] = {"numbers": numbers, "cells": numbers + len(others), "others": list(dict.fromkeys(others))[:3]}
+            if with_commas > numbers:
+                out[f.name]["decimal_commas"] = with_commas
+    return out
 
 
 def clean_cells(frame: pd.DataFrame) -> tuple[pd.DataFrame, int]:

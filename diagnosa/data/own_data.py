@@ -75,9 +75,14 @@ identifier or a code is a `string`).
 `boolean`, `hpo_terms`, `codes`, `text`; lists are `;`-separated in a cell), `role` (`feature`,
 `metadata`, `id`, `target`), `required` (boolean), `min`, `max` (numbers: values outside are
 impossible and quarantined), `values` (the allowed values of a category), `unit` (string). A column
-not declared is a `number` when every non-empty value among its first 1,000 parses as one (cells of
-`missing_values` count as empty), else a
-`category` with any value; every column not excluded is a feature unless its role says otherwise.
+not declared is a `number` when every non-empty value among its first 1,000 spells one as validation
+reads numbers (`12`, `-1.5e3`, `.5`; not `1_000` or other scripts' digits; cells of `missing_values`
+count as empty), else a `category` with any value; every column not excluded is a feature unless its
+role says otherwise. One `<0.1` or `#DIV/0!` among a lab's values so makes the whole column a category:
+the report names every column read as a category though most of its sampled cells are numbers, with
+the cells that were not (`crp (4 of 7 sampled cells are numbers; not: '<0.1', '#DIV/0!')`, and a hint
+when they are numbers with a decimal comma), so you can declare it a `number` (the rows with other
+text are then quarantined) or list the text in `missing_values`.
 
 ### What is checked, before anything is written
 Each of these stops `diagnosa data ingest` with exit status 2 and one line naming what is wrong;

@@ -625,17 +625,26 @@ def _near_miss(column: str, header: list[str]) -> str:
     return f" (the header has {near[0]!r})" if near else ""
 
 
-def _all_numeric(values: list[str], decimal: str = ".") -> bool:
-    seen = False
+# A number as a cell spells one: what pandas.to_numeric (ingestion's validation) reads, and no more — Python's float()
+# also takes '1_000' and other scripts' digits ('١', '１２'), which validation then refused in a column they had
+# made a number.
+NUMBER_TEXT = re.compile(r"\s*[+-]?(?:(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|inf(?:inity)?|nan)\s*", re.IGNORECASE | re.ASCII)
+
+
+def number_counts(values: list[str], decimal: str = ".") -> tuple[int, list[str]]:
+    """How many of the non-empty ``values`` spell a number, and the others (in order)."""
+    numbers, others = 0, []
     for value in values:
         if value == "":
             continue
         text = number_text(value, decimal)
-        try:
-            if text is None:
-                return False
-            float(text)
-        except ValueError:
-            return False
-        seen = True
-    return seen
+        if text is not None and NUMBER_TEXT.fullmatch(text):
+            numbers += 1
+        else:
+            others.append(value)
+    return numbers, others
+
+
+def _all_numeric(values: list[str], decimal: str = ".") -> bool:
+    numbers, others = number_counts(values, decimal)
+    return numbers > 0 and not others
