@@ -453,7 +453,7 @@ def cmd_registry_decide(args: argparse.Namespace) -> int:
 
 def _pipeline_name(args: argparse.Namespace) -> str:
     """--name, else the dataset's resource name (diagnosa for the built-in cohort)."""
-    from pipelines.definition import resource_name
+    from diagnosa.data.schema import resource_name
 
     dataset = _dataset_name(args)
     return args.name or resource_name(dataset)

@@ -21,7 +21,7 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
-from diagnosa.data.schema import BUILTIN_DATASET, BUILTIN_RESOURCE, DATASET_NAME, SLICE_NAME
+from diagnosa.data.schema import BUILTIN_DATASET, BUILTIN_RESOURCE, DATASET_NAME, SLICE_NAME, resource_name
 from diagnosa.labels import CATEGORIES
 from diagnosa.serving_code import SERVING_PROGRAM
 from pipelines.service_model import instance_count_problem
@@ -155,11 +155,6 @@ def gate_parameter(check: str) -> str | None:
     if check.endswith("_macro_recall"):
         return slice_parameter(check.removesuffix("_macro_recall"))
     return None
-
-
-def resource_name(dataset: str) -> str:
-    """The model package group and endpoint of a dataset: its name ('_' → '-'); the built-in cohort's: diagnosa."""
-    return BUILTIN_RESOURCE if dataset == BUILTIN_DATASET else dataset.replace("_", "-")
 
 
 def dataset_settings(dataset: str, labels: tuple[str, ...] | list[str], slice_name: str | None,

@@ -99,6 +99,11 @@ def ingest(lake, tmp_path, config_text: str, rows: str = ROWS):
     # cells are read trimmed: a label or value with spaces around it would never match
     ('name = "x"\nid_column = "case"\ntarget = "outcome"\nlabels = ["a ", "b"]\n', "labels 'a ' have spaces around them"),
     (BASE + "[columns.flag]\nvalues = [\"yes\", \" no\"]\n", "[columns.flag] values ' no' have spaces around them"),
+    # settings that would be ignored
+    (BASE + "[columns.age]\ntype = \"number\"\nvalues = [30, 31]\n", "[columns.age] values apply to a category, not to a number"),
+    (BASE + "[columns.flag]\ntype = \"category\"\nmin = 0\n", "[columns.flag] min apply to numbers, not to a category"),
+    (BASE + "[columns.age]\nmin = nan\n", "[columns.age] 'min' must be a finite number, got nan"),
+    (BASE + "exclude = [\"flag\"]\n[columns.flag]\ntype = \"boolean\"\n", "'flag' is both in 'exclude' and declared"),
     # how the file is written
     (BASE + "csv = \";\"\n", "'csv' must be a table ([csv] with delimiter, decimal, encoding)"),
     (BASE + "[csv]\nseparator = \";\"\n", "[csv] has unknown keys separator (allowed: decimal, delimiter, encoding)"),
@@ -380,6 +385,26 @@ def test_a_number_beyond_the_features_32_bit_range_is_quarantined_at_ingest(lake
         (value, [f"number out of range for 'age': '{value}' (the model's features are 32-bit floats: -3.4e38 to "
                  "3.4e38)"]) for value in ("1e308", "-4e38")]
     assert load_curated(lake, "x", report.version)[0]["age"].max() == 3e38
+
+
+def test_a_dataset_whose_endpoint_would_be_another_datasets_is_refused(lake, tmp_path):
+    # 'mi_data' and 'mi-data' both become the model package group and endpoint 'mi-data': one run would replace the
+    # other's model.
+    ingest(lake, tmp_path, BASE.replace('"x"', '"mi_data"'))
+    with pytest.raises(IngestError, match="dataset 'mi-data' would share its model package group and endpoint "
+                                          "'mi-data' with the dataset 'mi_data' in the lake"):
+        ingest(lake, tmp_path, BASE.replace('"x"', '"mi-data"'))
+    assert ingest(lake, tmp_path, BASE.replace('"x"', '"mi_data"')).reused  # its own name again: fine
+
+
+def test_declared_limits_make_a_number_and_declared_values_a_category(lake, tmp_path):
+    # Without a type, 'min' on a column with a stray text used to be ignored (inferred a category); 'values' on a
+    # column of digits too (inferred a number).
+    rows = ROWS.replace("c0,30,no,a", "c0,unknown,no,a").replace(",yes,", ",1,").replace(",no,", ",0,") + "c6,36,1,a\n"
+    report = ingest(lake, tmp_path, BASE + "[columns.age]\nmin = 0\n[columns.flag]\nvalues = [\"0\", \"1\"]\n", rows)
+    schema = Schema.from_dict(load_curated(lake, "x", report.version)[1]["schema"])
+    assert (schema.field("age").type, schema.field("flag").type) == ("number", "category")
+    assert [q["reasons"] for q in quarantine_of(lake, report)] == [["wrong type for 'age': expected a number, got 'unknown'"]]
 
 
 def test_ingesting_a_file_again_makes_its_version_the_latest_again(lake, tmp_path):

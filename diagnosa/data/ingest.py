@@ -46,6 +46,7 @@ from diagnosa.data.schema import (
     missing_markers,
     number_counts,
     other_delimiter,
+    resource_name,
     schema_from_config,
     too_small_classes,
 )
@@ -379,6 +380,12 @@ def curated_prefix(dataset: str, version: str) -> str:
     return f"curated/{dataset}/{version}"
 
 
+def lake_datasets(lake: DataLake) -> list[str]:
+    """The datasets with a curated version in the lake (a LATEST.json under curated/<name>/)."""
+    return sorted({key.split("/")[1] for key in lake.list("curated/")
+                   if key.count("/") == 2 and key.endswith("/LATEST.json")})
+
+
 def latest_key(dataset: str) -> str:
     """The object naming a dataset's latest curated version; written last, after the version's manifest."""
     return f"curated/{dataset}/LATEST.json"
@@ -580,6 +587,12 @@ def ingest_csv(lake: DataLake, path: Path, config_path: Path, *, phase: Phase = 
         raise IngestError(str(err)) from None
     if not path.is_file():
         raise IngestError(f"input file not found: {path}")
+    sharing = [other for other in lake_datasets(lake) if other != config["name"]
+               and resource_name(other) == resource_name(config["name"])]
+    if sharing:
+        raise IngestError(f"{config_path}: dataset '{config['name']}' would share its model package group and endpoint "
+                          f"'{resource_name(config['name'])}' with the dataset '{sharing[0]}' in the lake (SageMaker "
+                          "names write '_' as '-'): name it otherwise, or use that name")
     phase("reading the CSV", str(path))
     data = path.read_bytes()
     digest = hashlib.sha256(data).hexdigest()

@@ -75,6 +75,7 @@ identifier or a code is a `string`).
 `boolean`, `hpo_terms`, `codes`, `text`; lists are `;`-separated in a cell), `role` (`feature`,
 `metadata`, `id`, `target`), `required` (boolean), `min`, `max` (numbers: values outside are
 impossible and quarantined), `values` (the allowed values of a category), `unit` (string). A column
+declared with `values` and no type is a category, with `min` or `max` a number. A column
 not declared is a `number` when every non-empty value among its first 1,000 spells one as validation
 reads numbers (`12`, `-1.5e3`, `.5`; not `1_000` or other scripts' digits; cells of `missing_values`
 count as empty), else a `category` with any value; every column not excluded is a feature unless its
@@ -94,7 +95,10 @@ nothing reaches the lake (not even `raw/`):
   `Détérioration ++`; one without a letter or digit, `+`), a name SageMaker cannot use or the built-in
   cohort's (`patients`, `diagnosa`), an unknown type or role; a `[columns.<target>]` setting anything
   but `unit` (the target is always required, its values the labels) or a `[columns.<id>]` making the
-  id optional or another type than a string or an integer;
+  id optional or another type than a string or an integer; a setting that would be ignored (`values`
+  on a column declared otherwise than a category, `min`/`max` on one not a number, a limit that is
+  `nan` or infinite, a column both excluded and declared); a name whose model package group and
+  endpoint (`_` becomes `-`) another dataset in the lake already has (`mi-data` beside `mi_data`);
 - the CSV: not in its encoding (UTF-8 unless `[csv]` says otherwise; the message gives the byte and the
   line, and suggests `cp1252`; a UTF-16 file is recognised by its byte-order mark), a header that reads
   as one column holding another delimiter (the message says which to set: `the file looks

@@ -10,6 +10,7 @@ from __future__ import annotations
 import codecs
 import hashlib
 import json
+import math
 import re
 import tomllib
 import unicodedata
@@ -210,6 +211,12 @@ BUILTIN_DATASET = "patients"  # the built-in cohort's dataset: curated/patients/
 BUILTIN_RESOURCE = "diagnosa"  # the built-in cohort's model package group and endpoint
 
 
+def resource_name(dataset: str) -> str:
+    """The model package group and endpoint of a dataset: its name ('_' → '-', which SageMaker names cannot hold);
+    the built-in cohort's: diagnosa."""
+    return BUILTIN_RESOURCE if dataset == BUILTIN_DATASET else dataset.replace("_", "-")
+
+
 def cohort_schema() -> Schema:
     """The curated cohort: a clinical record joined with its lab panel (labs may be absent)."""
     labs = tuple(f for f in LAB_RESULT_FIELDS if f.name != "patient_id")
@@ -363,6 +370,19 @@ def load_dataset_config(path: str | Path) -> dict[str, Any]:
                                "a list of strings or numbers")):
             if key in spec and not ok(spec[key]):
                 raise SchemaError(f"{where}: [columns.{column}] '{key}' must be {what}, got {spec[key]!r}")
+        for key in ("min", "max"):
+            if key in spec and not math.isfinite(spec[key]):
+                raise SchemaError(f"{where}: [columns.{column}] '{key}' must be a finite number, got {spec[key]!r} "
+                                  "(leave it out for no limit)")
+        kind = spec.get("type")
+        limits = sorted({"min", "max"} & set(spec))
+        if limits and kind not in (None, "number", "integer"):
+            raise SchemaError(f"{where}: [columns.{column}] {' and '.join(limits)} apply to numbers, not to a {kind}")
+        if "values" in spec and kind not in (None, "category"):
+            raise SchemaError(f"{where}: [columns.{column}] values apply to a category, not to a {kind}")
+        if column in (data.get("exclude") or ()):
+            raise SchemaError(f"{where}: '{column}' is both in 'exclude' and declared in [columns.{column}]: an "
+                              "excluded column is dropped on ingestion")
         spaced = [v for v in spec.get("values") or () if isinstance(v, str) and v != v.strip()]
         if spaced:
             raise SchemaError(f"{where}: [columns.{column}] values {', '.join(map(repr, spaced))} have spaces around "
@@ -582,8 +602,9 @@ def schema_from_config(config: dict[str, Any], header: list[str], sample: dict[s
             spec = {"type": "boolean", "role": "metadata"} | spec
         elif column == group:  # held out by value, never a feature (it would name the answer)
             spec = {"type": "string", "role": "metadata"} | spec
-        elif "type" not in spec:
-            spec["type"] = "number" if _all_numeric(sample.get(column, []), decimal) else "category"
+        elif "type" not in spec:  # declared values make a category, limits a number; else the cells say
+            spec["type"] = ("category" if "values" in spec else "number" if {"min", "max"} & set(spec)
+                            else "number" if _all_numeric(sample.get(column, []), decimal) else "category")
         if "values" in spec and spec["values"] is not None:
             spec["values"] = tuple(str(v) for v in spec["values"])
         fields.append(Field(name=column, **spec))
