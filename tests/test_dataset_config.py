@@ -387,6 +387,25 @@ def test_a_number_beyond_the_features_32_bit_range_is_quarantined_at_ingest(lake
     assert load_curated(lake, "x", report.version)[0]["age"].max() == 3e38
 
 
+def test_an_ingest_overtaken_by_another_of_the_same_dataset_does_not_take_the_latest_back(lake, tmp_path):
+    # A big file started first and a small one after: the small one finished first, the big one last and became
+    # the latest; the one asked for last stays the latest now, and the first says so.
+    (tmp_path / "big").mkdir()
+    small = {}
+
+    def meanwhile(what, detail):
+        if what == "writing the curated version" and not small:
+            small["report"] = ingest(lake, tmp_path / "big", BASE, ROWS + "c9,70,yes,b\n")
+    csv, config = tmp_path / "x.csv", tmp_path / "x.toml"
+    csv.write_text(ROWS)
+    config.write_text(BASE)
+    first = ingest_csv(lake, csv, config, phase=meanwhile)
+    assert load_curated(lake, "x")[1]["version"] == small["report"].version != first.version
+    assert first.overtaken_by == small["report"].version
+    assert f"not made the latest version: another ingest of x made {small['report'].version} the latest" in first.summary()
+    assert ingest(lake, tmp_path, BASE).relatest == small["report"].version  # asked again: now the latest
+
+
 def test_a_dataset_whose_endpoint_would_be_another_datasets_is_refused(lake, tmp_path):
     # 'mi_data' and 'mi-data' both become the model package group and endpoint 'mi-data': one run would replace the
     # other's model.

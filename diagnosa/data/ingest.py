@@ -103,6 +103,7 @@ class IngestReport:
     labels_read_as_numbers: dict[str, str] = field(default_factory=dict)  # '4.0' → '4'
     cleaned_cells: int = 0  # cells read trimmed of spaces or with their accents composed
     numbers_read_as_categories: dict[str, dict[str, Any]] = field(default_factory=dict)  # column → counts, examples
+    overtaken_by: str | None = None  # written, not made the latest: another ingest's version became it meanwhile
 
     def summary(self) -> str:
         lines = [f"dataset {self.dataset} version {self.version}" + (" (already ingested)" if self.reused else "")
@@ -128,6 +129,9 @@ class IngestReport:
         if self.missing_cells:
             lines.append("  cells read as missing: " + ", ".join(f"{marker!r} {n:,}"
                                                                  for marker, n in self.missing_cells.items()))
+        if self.overtaken_by:
+            lines.append(f"  not made the latest version: another ingest of {self.dataset} made {self.overtaken_by} the "
+                         "latest while this one ran (ingest this file again to make it the latest)")
         where = self.data_keys[0].rsplit("/", 1)[0] + "/" if self.data_keys else "nothing"
         lines.append(f"  curated rows: {self.rows:,} → {where} ({len(self.data_keys)} part{'s' * (len(self.data_keys) != 1)})")
         return "\n".join(lines)
@@ -403,8 +407,8 @@ def _existing(lake: DataLake, dataset: str, version: str) -> IngestReport | None
     if not lake.exists(key):
         return None
     manifest = lake.get_json(key)
-    latest = lake.get_json(latest_key(dataset)) if lake.exists(latest_key(dataset)) else {}
-    if latest.get("version") != version:
+    before = current_latest(lake, dataset)
+    if before != version:
         lake.put_json(latest_key(dataset), {"version": version, "manifest": key})
     return IngestReport(
         dataset=dataset, version=version, rows=manifest["rows"],
@@ -412,14 +416,23 @@ def _existing(lake: DataLake, dataset: str, version: str) -> IngestReport | None
         data_keys=curated_data_keys(manifest), manifest_key=key, quarantine_keys=manifest["quarantine_keys"], reused=True,
         missing_cells=manifest.get("missing_cells", {}),
         labels_read_as_numbers=manifest.get("labels_read_as_numbers", {}),
-        relatest=latest.get("version", "") if latest.get("version") != version else None,
+        relatest=(before or "") if before != version else None,
         cleaned_cells=manifest.get("cleaned_cells", 0),
         numbers_read_as_categories=manifest.get("numbers_read_as_categories", {}),
     )
 
 
+def current_latest(lake: DataLake, dataset: str) -> str | None:
+    """The dataset's latest curated version, None when it has none."""
+    key = latest_key(dataset)
+    return lake.get_json(key).get("version") if lake.exists(key) else None
+
+
 def _commit(lake: DataLake, schema: Schema, version: str, curated: pd.DataFrame, sources: list[SourceCounts],
-            quarantine: dict[str, list[dict[str, Any]]], started: float, extra: dict[str, Any]) -> IngestReport:
+            quarantine: dict[str, list[dict[str, Any]]], started: float, extra: dict[str, Any],
+            latest_before: str | None) -> IngestReport:
+    """Write the version (quarantine, parts, manifest), then make it the latest — unless another ingest of the dataset
+    made another version the latest since this one started (``latest_before``): the one asked for last stays."""
     prefix = curated_prefix(schema.name, version)
     reasons: Counter[str] = Counter()
     quarantine_keys = []
@@ -452,13 +465,17 @@ def _commit(lake: DataLake, schema: Schema, version: str, curated: pd.DataFrame,
     }
     manifest_key = f"{prefix}/manifest.json"
     lake.put_json(manifest_key, manifest)
-    lake.put_json(latest_key(schema.name), {"version": version, "manifest": manifest_key})
+    latest_now = current_latest(lake, schema.name)
+    overtaken = latest_now if latest_now != latest_before and latest_now != version else None
+    if overtaken is None:
+        lake.put_json(latest_key(schema.name), {"version": version, "manifest": manifest_key})
     return IngestReport(schema.name, version, len(curated), sources, dict(reasons), data_keys, manifest_key,
                         quarantine_keys, seconds=time.perf_counter() - started,
                         missing_cells=extra.get("missing_cells", {}),
                         labels_read_as_numbers=extra.get("labels_read_as_numbers", {}),
                         cleaned_cells=extra.get("cleaned_cells", 0),
-                        numbers_read_as_categories=extra.get("numbers_read_as_categories", {}))
+                        numbers_read_as_categories=extra.get("numbers_read_as_categories", {}),
+                        overtaken_by=overtaken)
 
 
 # ------------------------------------------------------------------------------------------------ cohort
@@ -493,6 +510,7 @@ def stage_cohort_files(lake: DataLake, records_path: Path, labs_path: Path, batc
 def ingest_cohort(lake: DataLake, batch: str, *, ontology: Ontology | None = None,
                   phase: Phase = _no_phase) -> IngestReport:
     started = time.perf_counter()
+    latest_before = current_latest(lake, BUILTIN_DATASET)
     phase("reading the raw batch", batch)
     records_key, labs_key = raw_keys(batch)
     for key in (records_key, labs_key):
@@ -568,7 +586,7 @@ def ingest_cohort(lake: DataLake, batch: str, *, ontology: Ontology | None = Non
              "orphan_rows": int(curated["is_orphan"].fillna(False).sum())}
     phase("writing the curated version", version)
     return _commit(lake, schema, version, curated, sources,
-                   {RECORDS_SOURCE: quarantined_records, LABS_SOURCE: quarantined_labs}, started, extra)
+                   {RECORDS_SOURCE: quarantined_records, LABS_SOURCE: quarantined_labs}, started, extra, latest_before)
 
 
 # ------------------------------------------------------------------------------------------------ own CSV
@@ -593,6 +611,7 @@ def ingest_csv(lake: DataLake, path: Path, config_path: Path, *, phase: Phase = 
         raise IngestError(f"{config_path}: dataset '{config['name']}' would share its model package group and endpoint "
                           f"'{resource_name(config['name'])}' with the dataset '{sharing[0]}' in the lake (SageMaker "
                           "names write '_' as '-'): name it otherwise, or use that name")
+    latest_before = current_latest(lake, config["name"])
     phase("reading the CSV", str(path))
     data = path.read_bytes()
     digest = hashlib.sha256(data).hexdigest()
@@ -658,7 +677,7 @@ def ingest_csv(lake: DataLake, path: Path, config_path: Path, *, phase: Phase = 
     sources = [SourceCounts(schema.name, raw_key, digest, rows_read, len(curated), len(quarantined))]
     return _commit(lake, schema, version, curated, sources, {schema.name: quarantined}, started,
                    {"config": config, "missing_cells": missing, "labels_read_as_numbers": respelled,
-                    "cleaned_cells": cleaned, "numbers_read_as_categories": mostly_numbers})
+                    "cleaned_cells": cleaned, "numbers_read_as_categories": mostly_numbers}, latest_before)
 
 
 def read_numeric_labels(cells: pd.DataFrame, config: dict[str, Any]) -> tuple[pd.DataFrame, dict[str, str]]:
@@ -764,10 +783,10 @@ def _float(text: str) -> bool:
 # ------------------------------------------------------------------------------------------------ readers of curated data
 
 def latest_version(lake: DataLake, dataset: str) -> str:
-    key = latest_key(dataset)
-    if not lake.exists(key):
+    version = current_latest(lake, dataset)
+    if version is None:
         raise IngestError(f"no curated dataset '{dataset}' in {lake.uri}: run `diagnosa data ingest` first")
-    return lake.get_json(key)["version"]
+    return version
 
 
 def load_curated(lake: DataLake, dataset: str = BUILTIN_DATASET,

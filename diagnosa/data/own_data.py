@@ -130,7 +130,8 @@ and `raw/` keeps the file as it was. Empty cells after the last column (`a,b,c,,
 write) are nothing to lose and are dropped. Quarantined rows name the line of the file they start on.
 Ingesting a file whose version is already in the lake writes no data and makes that version the
 dataset's latest again (going back to an earlier file; an ingest stopped between its manifest and
-`LATEST.json`).
+`LATEST.json`). Two ingests of one dataset at once: the one that started last stays the latest; the
+other writes its version, says it was not made the latest, and becomes it when ingested again.
 
 ### Worked example: primary biliary cholangitis (a real table)
 The Mayo Clinic trial in primary biliary cholangitis (1974–84; 418 patients, 312 of them randomised
