@@ -134,6 +134,8 @@ class IngestReport:
                          "latest while this one ran (ingest this file again to make it the latest)")
         where = self.data_keys[0].rsplit("/", 1)[0] + "/" if self.data_keys else "nothing"
         lines.append(f"  curated rows: {self.rows:,} → {where} ({len(self.data_keys)} part{'s' * (len(self.data_keys) != 1)})")
+        if self.quarantine_keys:
+            lines.append(f"  quarantined rows (as written, with their line and reasons) → {', '.join(self.quarantine_keys)}")
         return "\n".join(lines)
 
 

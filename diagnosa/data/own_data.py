@@ -182,6 +182,7 @@ dataset pbc version 6a091cce2227
   pbc: read 418 / accepted 412 / quarantined 6
     quarantined for missing required field 'stage': 6
   curated rows: 412 → curated/pbc/6a091cce2227/data/ (1 part)
+  quarantined rows (as written, with their line and reasons) → quarantine/pbc/6a091cce2227/pbc.jsonl
 $ diagnosa run --local --dataset pbc --families logistic_regression --param Seed=3 \\
     --param MissingIndicators=binary --param ModelApprovalStatus=Approved
 ```
