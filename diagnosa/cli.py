@@ -20,11 +20,14 @@ from diagnosa.aws import resolve_region
 from diagnosa.commands.common import (
     EXIT_BAD_INPUT,
     UsageError,
+    dataset_name,
     int_in,
     local_workspace,
     model_folder,
     open_lake,
+    positive_seconds,
     read_token_file,
+    sagemaker_name,
     split_families,
     split_params,
     workspace,
@@ -675,7 +678,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--model", required=True, help="a model folder or a model.tar.gz")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
     serve.add_argument("--port", type=int_in(0, 65535, "--port"), default=8080, help="port (0: any free port)")
-    serve.add_argument("--endpoint-name", default="diagnosa",
+    serve.add_argument("--endpoint-name", type=sagemaker_name, default="diagnosa",
                        help="the endpoint's name: the runtime route /endpoints/<name>/invocations and capture/<name>/")
     serve.add_argument("--capture-sampling", type=int_in(0, 100, "--capture-sampling"), default=100,
                        help="percentage of requests written to the lake's capture/ zone (0 turns capture off)")
@@ -701,7 +704,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--format", choices=("auto", "json", "jsonl", "csv"), default="auto",
                          help="the input's format (auto: .csv, .jsonl/.ndjson by the file's extension, JSON otherwise)")
     predict.add_argument("--endpoint-url", help="e.g. http://127.0.0.1:8080 for the local endpoint")
-    predict.add_argument("--endpoint-name", default="diagnosa", help="the SageMaker (or local) endpoint's name")
+    predict.add_argument("--endpoint-name", type=sagemaker_name, default="diagnosa",
+                         help="the SageMaker (or local) endpoint's name")
     predict.add_argument("--region", help="AWS region of a SageMaker endpoint")
     predict.add_argument("--top-k", type=int_in(1, MAX_TOP_K, "--top-k"), default=None,
                          help="categories listed per patient, most likely first (default: the endpoint's, 3 or "
@@ -710,7 +714,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--differential", type=int, default=None, metavar="N",
                          help="also list the N best-matching rare diseases (decision support, JSON input only; "
                               "the endpoint checks N)")
-    predict.add_argument("--timeout", type=float, default=10.0, help="seconds to connect and to read the answer")
+    predict.add_argument("--timeout", type=positive_seconds, default=10.0, help="seconds to connect and to read the answer")
     predict.add_argument("--errors-file", metavar="PATH",
                          help="where the refused records' problems go, one JSON line each, when there are more than the "
                               "10 the message lists (default: NAME.errors.jsonl in the current folder, for an input file "
@@ -727,8 +731,9 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--name", default=None, help="pipeline name (default: the dataset's, diagnosa for the "
                                                       "built-in cohort)")
         sub.add_argument("--region", help="AWS region (default AWS_REGION)")
-        sub.add_argument("--dataset", help="the dataset the pipeline is for (default patients, the built-in cohort); "
-                                           "its labels and slice come from its latest curated manifest in the lake")
+        sub.add_argument("--dataset", type=dataset_name,
+                         help="the dataset the pipeline is for (default patients, the built-in cohort); "
+                              "its labels and slice come from its latest curated manifest in the lake")
         sub.add_argument("--dataset-config", help="the dataset's TOML config instead (labels and slice; no lake read)")
         if verb in ("definition", "upsert", "start"):
             sub.add_argument("--bucket", help="the data lake bucket (default DIAGNOSA_BUCKET)")
@@ -757,16 +762,16 @@ def build_parser() -> argparse.ArgumentParser:
         dest="registry_command", required=True)
     listing = registry.add_parser("list", help="model package groups and their versions")
     listing.add_argument("--region", help="SageMaker's Model Registry in this region instead of the local one")
-    listing.add_argument("--group", help="only this model package group")
+    listing.add_argument("--group", type=sagemaker_name, help="only this model package group")
     listing.set_defaults(func=cmd_registry_list)
     for verb in ("approve", "reject"):
         decide = registry.add_parser(verb, help=f"{verb} a model package version")
         decide.add_argument("version", type=int_in(1, 10**9, "version"))
-        decide.add_argument("--group", default="diagnosa", help="the model package group (one per dataset)")
+        decide.add_argument("--group", type=sagemaker_name, default="diagnosa", help="the model package group (one per dataset)")
         decide.add_argument("--reason", help="approval description kept with the version")
         decide.add_argument("--region", help="decide in SageMaker's Model Registry in this region (the local one otherwise)")
         if verb == "approve":
-            decide.add_argument("--endpoint-name", default=None,
+            decide.add_argument("--endpoint-name", type=sagemaker_name, default=None,
                                 help="local endpoint the approved version goes to (default: the group's name)")
             decide.add_argument("--port", type=int_in(0, 65535, "--port"), default=None,
                                 help="port if the endpoint is created (default 8080; 0 picks a free one)")

@@ -39,6 +39,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+from diagnosa.data.schema import RESOURCE_NAME
 from diagnosa.lake import DataLake
 
 log = logging.getLogger("diagnosa.capture")
@@ -48,7 +49,6 @@ ERRORS_ZONE = "capture-errors"
 SPOOL_DIRNAME = ".capture-spool"  # under a local lake's root: not a zone, never listed as one
 DEFAULT_VARIANT = "AllTraffic"
 EVENT_VERSION = "0"
-_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")  # SageMaker endpoint / variant names
 _KEY = re.compile(r"^capture/(?P<endpoint>[^/]+)/(?P<variant>[^/]+)/(?P<y>\d{4})/(?P<m>\d{2})/(?P<d>\d{2})/"
                   r"(?P<h>\d{2})/[^/]+\.jsonl$")
 _JSON_TYPES = ("application/json",)
@@ -64,7 +64,7 @@ CACHED_HOURS = 8  # hours of captured event ids kept after reading them back fro
 
 
 def _check_name(value: str, what: str) -> str:
-    if not isinstance(value, str) or not _NAME.match(value):
+    if not isinstance(value, str) or not RESOURCE_NAME.match(value):
         raise ValueError(f"{what} {value!r} is not a valid SageMaker name (letters, digits, '-'; up to 63)")
     return value
 

@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from typing import Any
 
+from diagnosa.data.schema import RESOURCE_NAME
 from diagnosa.labels import CATEGORIES
 from diagnosa.lake import DataLake
 
@@ -39,7 +40,6 @@ ORPHAN_PREFIXES = ("ORPHA", "OMIM", "DECIPHER")
 DISEASE_ID = re.compile(r"^[A-Za-z][A-Za-z0-9_]*:[A-Za-z0-9_.-]+$")
 REQUIRED = ("event_id", "diagnosis")
 OPTIONAL = ("note", "source", "disease_id")
-_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 
 
 class FeedbackError(ValueError):
@@ -112,7 +112,7 @@ def parse_feedback(body: Any) -> Feedback:
 
 
 def _check_endpoint(endpoint: str) -> str:
-    if not isinstance(endpoint, str) or not _NAME.match(endpoint):
+    if not isinstance(endpoint, str) or not RESOURCE_NAME.match(endpoint):
         raise ValueError(f"endpoint name {endpoint!r} is not a valid SageMaker name")
     return endpoint
 

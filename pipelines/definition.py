@@ -21,7 +21,7 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
-from diagnosa.data.schema import BUILTIN_DATASET, BUILTIN_RESOURCE, DATASET_NAME, SLICE_NAME, resource_name
+from diagnosa.data.schema import BUILTIN_DATASET, BUILTIN_RESOURCE, DATASET_NAME, RESOURCE_NAME, SLICE_NAME, resource_name
 from diagnosa.labels import CATEGORIES
 from diagnosa.serving_code import SERVING_PROGRAM
 from pipelines.service_model import instance_count_problem
@@ -41,7 +41,6 @@ DEFAULT_SLICE_THRESHOLD = DEFAULT_ORPHAN_THRESHOLD  # minimum macro recall on a 
 # training patient; docs/model-benchmark.md, "Unseen orphan diseases").
 DEFAULT_UNSEEN_THRESHOLD = 0.40
 # SageMaker's names of pipelines, model package groups and endpoints.
-RESOURCE_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 SUBNET_ID = re.compile(r"^subnet-[0-9a-z]{1,25}$")
 SECURITY_GROUP_ID = re.compile(r"^sg-[0-9a-z]{1,29}$")
 KMS_KEY_ARN = re.compile(r"^arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:key/[A-Za-z0-9-]{1,128}$")
@@ -120,6 +119,9 @@ def slice_parameter(name: str) -> str:
     return _ascii_words(name) + RECALL_THRESHOLD
 
 
+ENDPOINT_PARAMETER = "EndpointName"
+
+
 def parameter_range_problems(values: dict[str, Any]) -> list[str]:
     """Values outside the range a parameter's meaning allows, one line each. SageMaker's parameter types declare
     no range (only strings take EnumValues), so a recall threshold of 1.5 or a seed of -3 would start the run and
@@ -132,6 +134,9 @@ def parameter_range_problems(values: dict[str, Any]) -> list[str]:
             problems.append(f"parameter {name} is a recall threshold, in [0, 1]; got {value!r}")
         elif name == SEED_PARAMETER and isinstance(value, int) and not 0 <= value <= MAX_SEED:
             problems.append(f"parameter {name} must be in [0, {MAX_SEED}] (numpy's and xgboost's seeds); got {value}")
+        elif name == ENDPOINT_PARAMETER and isinstance(value, str) and not RESOURCE_NAME.match(value):
+            problems.append(f"parameter {name} must be a SageMaker name (ASCII letters, digits and inner '-', at most "
+                            f"63); got {value!r}")
     return problems
 
 
@@ -350,7 +355,7 @@ def build_pipeline(settings: PipelineSettings, session: Any) -> Any:
                         if settings.slice_name and settings.slice_grouped else None)
     # One seed for the split (Preprocess) and the models (the training hyperparameter ``seed``).
     seed = ParameterInteger(name=SEED_PARAMETER, default_value=0)
-    endpoint_name = ParameterString(name="EndpointName", default_value=settings.endpoint_name)
+    endpoint_name = ParameterString(name=ENDPOINT_PARAMETER, default_value=settings.endpoint_name)
     # Instance types and counts per run. The counts scale out what spreads (docs/pipeline.md, Scale-out): the
     # Transform step's curated parts (S3 sharding by key) and XGBoost's training (its collective); the other
     # steps run on one instance. A bad count is refused before any step runs (the local executor validates

@@ -38,7 +38,15 @@ from diagnosa.net import process_alive
 from pipelines.definition import parameter_problems, parameter_range_problems
 from pipelines.expressions import ExpressionError, Resolver, evaluate_condition, step_references
 from pipelines.graph import DefinitionError, StepNode, build_graph
-from pipelines.local_jobs import JOB_LOG, Heartbeat, JobError, LakeMapping, run_processing, run_training
+from pipelines.local_jobs import (
+    JOB_LOG,
+    MAX_LOCAL_INSTANCES,
+    Heartbeat,
+    JobError,
+    LakeMapping,
+    run_processing,
+    run_training,
+)
 from pipelines.registry import LocalModelRegistry, RegistryError
 
 LOCAL_ACCOUNT = "000000000000"
@@ -290,6 +298,10 @@ class LocalExecutor:
         # Values that make a job request invalid (an instance count of 0, say): the service's model of the
         # request, checked for every job step with this run's parameters, names the step and the parameter.
         problems = parameter_problems(definition, parameters)
+        # Here each instance is a process on this machine, its host an address of one loopback block (local_jobs).
+        problems += [f"parameter {name} is {value}: the local executor runs each instance as a process on this machine, "
+                     f"at most {MAX_LOCAL_INSTANCES}" for name, value in parameters.items()
+                     if name.endswith("InstanceCount") and isinstance(value, int) and value > MAX_LOCAL_INSTANCES]
         if problems:
             raise ExecutionError("; ".join(problems))
         resolve = Resolver(parameters, execution_variables({"PipelineExecutionId": "preflight"}),

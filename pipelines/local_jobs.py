@@ -127,6 +127,9 @@ def lake_fetcher(mapping: LakeMapping, name: str) -> Fetch:
     return fetch
 
 
+MAX_LOCAL_INSTANCES = 254  # the hosts of one job: the addresses of a loopback block 127.X.Y.1..254
+
+
 def cluster_hosts(count: int, networked: bool = False) -> list[Host]:
     """The hosts of a local job of ``count`` instances. The service names them algo-1..N and its cluster DNS
     resolves them; here a job whose hosts talk to each other (``networked``: a multi-instance training job)

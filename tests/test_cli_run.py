@@ -30,6 +30,12 @@ def test_run_needs_curated_data_first(ws, capsys):
     (["run", "--local", "--resume", "nope"], "no local execution 'nope'"),
     (["executions", "nope"], "no local execution 'nope'"),
     (["endpoint", "stop", "nope"], "no local endpoint nope"),
+    # empty values from unset shell variables: refused, not read as "the default"
+    (["run", "--local", "--families", ""], "--families takes a comma-separated list of families, got ''"),
+    (["run", "--local", "--families", ","], "--families takes a comma-separated list of families, got ','"),
+    (["run", "--local", "--families", "mlp,mlp"], "--families names mlp more than once"),
+    (["run", "--local", "--resume", ""], "--resume takes an execution id (`diagnosa executions` lists them)"),
+    (["run", "--local", "--param", "Seed=1", "--param", "Seed=2"], "--param Seed given twice ('1' and '2')"),
 ])
 def test_bad_input_is_one_line_and_nothing_runs(ws, tmp_path, capsys, argv, message):
     assert main([*ws, *argv]) == 2
@@ -55,6 +61,34 @@ def test_listing_an_empty_workspace(ws, capsys):
     assert "no local executions" in capsys.readouterr().out
     assert main([*ws, "endpoint", "list"]) == 0
     assert "no local endpoints" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, message", [
+    # names that become lake keys and local folders: checked as names, before anything is written under them
+    (["run", "--local", "--dataset", "../toy"], "argument --dataset: '../toy' is not a dataset name"),
+    (["run", "--local", "--dataset", ""], "argument --dataset: '' is not a dataset name"),
+    (["registry", "approve", "1", "--group", "toy", "--endpoint-name", "../../x"],
+     "argument --endpoint-name: '../../x' is not a SageMaker name"),
+    (["registry", "list", "--group", "../x"], "argument --group: '../x' is not a SageMaker name"),
+    (["serve", "--endpoint-name", "bad name!"], "argument --endpoint-name: 'bad name!' is not a SageMaker name"),
+    (["feedback", "e1", "leve", "--endpoint-name", "../x"], "argument --endpoint-name: '../x' is not a SageMaker name"),
+    (["monitor", "--endpoint-name", "a_b"], "argument --endpoint-name: 'a_b' is not a SageMaker name"),
+    (["predict", "x.json", "--timeout", "0"], "argument --timeout: '0' is not a positive number of seconds"),
+    (["predict", "x.json", "--timeout", "nan"], "argument --timeout: 'nan' is not a positive number of seconds"),
+])
+def test_names_and_numbers_are_checked_as_the_command_line_is_read(ws, tmp_path, capsys, argv, message):
+    with pytest.raises(SystemExit) as exited:
+        main([*ws, *argv])
+    assert exited.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "ws").exists() or not any((tmp_path / "ws").rglob("*.json"))
+
+
+def test_an_endpoint_name_parameter_is_a_sagemaker_name_before_any_step_runs():
+    from pipelines.definition import parameter_range_problems
+
+    assert parameter_range_problems({"EndpointName": "../../x", "Seed": 3}) == [
+        "parameter EndpointName must be a SageMaker name (ASCII letters, digits and inner '-', at most 63); got '../../x'"]
+    assert parameter_range_problems({"EndpointName": "my-endpoint-2"}) == []
 
 
 @pytest.mark.parametrize("param, message", [

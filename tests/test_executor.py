@@ -319,6 +319,18 @@ def test_bad_instance_counts_are_refused_before_any_step_runs_naming_the_paramet
     assert parameters["ProcessingInstanceCount"] == 100
 
 
+def test_an_instance_count_the_local_executor_cannot_place_is_refused_before_any_step_runs(setup):
+    """The service takes 1,000,000 training instances as a request; here each is a process with an address of one
+    loopback block (at most 254)."""
+    executor, lake, marker, _ = setup
+    d = without_property_files(definition(marker))
+    d["Parameters"].append({"Name": "TrainingInstanceCount", "Type": "Integer", "DefaultValue": 1})
+    with pytest.raises(ExecutionError, match="parameter TrainingInstanceCount is 1000000: the local executor runs each "
+                                             "instance as a process on this machine, at most 254"):
+        executor.start(d, {"TrainingInstanceCount": "1000000"})
+    assert executor.preflight(d, {"TrainingInstanceCount": "254"})[1]["TrainingInstanceCount"] == 254
+
+
 def test_enum_fields_of_a_request_are_held_to_the_service_models_values():
     """botocore's validator checks types and required members, not enum values: a bad instance type, an enum inside
     a list, or one inside a map would pass it and fail at job creation on the service."""

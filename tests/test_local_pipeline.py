@@ -154,3 +154,17 @@ def test_a_model_below_a_threshold_is_stopped_by_the_gate(workspace, approved_ru
     assert worst["label"] in record.data["FailureReason"] and "short by" in record.data["FailureReason"]
     assert "Register" not in record.steps and len(registry.list_model_packages("diagnosa")) == versions
     assert record.data["Skipped"] == ["CreateModel", "Deploy", "DeployIfApproved", "EndpointConfig", "Register"]
+
+
+def test_an_endpoint_name_that_is_a_path_is_refused_before_any_file_is_named_after_it(tmp_path):
+    # botocore's validator leaves the name's pattern unchecked: '../../x' filed an endpoint outside the workspace.
+    from diagnosa.lake import DataLake
+    from pipelines.local_endpoints import DeployError
+    from pipelines.local_jobs import JobError, LakeMapping
+
+    endpoints = LocalEndpoints(tmp_path / "ws", LakeMapping(LOCAL_BUCKET, DataLake.from_uri(str(tmp_path / "lake"))))
+    with pytest.raises(DeployError, match="endpoint name '../../x' is not a SageMaker name"):
+        endpoints.deploy_model_package({"ModelApprovalStatus": "Approved"}, endpoint_name="../../x")
+    with pytest.raises(JobError, match="endpoint name '../x' is not a SageMaker name"):
+        endpoints.deploy("../x", "config")
+    assert not any(tmp_path.rglob("*.json"))

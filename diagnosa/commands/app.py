@@ -9,7 +9,7 @@ import argparse
 import os
 from pathlib import Path
 
-from diagnosa.commands.common import UsageError, model_folder, workspace
+from diagnosa.commands.common import UsageError, model_folder, positive_seconds, sagemaker_name, workspace
 
 
 def cmd_app(args: argparse.Namespace) -> int:
@@ -41,7 +41,7 @@ def register(commands: argparse._SubParsersAction) -> None:
                                              "--region for a SageMaker endpoint.")
     parser.add_argument("--endpoint-url", default=os.environ.get("DIAGNOSA_APP_ENDPOINT_URL"),
                         help="the local endpoint, e.g. http://127.0.0.1:8080 (default $DIAGNOSA_APP_ENDPOINT_URL)")
-    parser.add_argument("--endpoint-name", default=os.environ.get("DIAGNOSA_APP_ENDPOINT_NAME", "diagnosa"),
+    parser.add_argument("--endpoint-name", type=sagemaker_name, default=os.environ.get("DIAGNOSA_APP_ENDPOINT_NAME", "diagnosa"),
                         help="the SageMaker endpoint name (default diagnosa)")
     parser.add_argument("--region", default=os.environ.get("DIAGNOSA_APP_REGION"),
                         help="AWS region of a SageMaker endpoint (default: the AWS SDK's)")
@@ -51,7 +51,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--feedback-lake", default=os.environ.get("DIAGNOSA_APP_LAKE"),
                         help="data lake (folder or s3://bucket/prefix) for confirmed diagnoses when the endpoint is a "
                              "SageMaker endpoint, which has no feedback route")
-    parser.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for a diagnosis (default 10)")
+    parser.add_argument("--timeout", type=positive_seconds, default=10.0, help="seconds to wait for a diagnosis (default 10)")
     parser.add_argument("--attempts", type=int, default=2, help="attempts per call, retries included (default 2)")
     parser.add_argument("--top-k", type=int, default=3, help="categories in the top-k list (default 3)")
     parser.add_argument("--differential", type=int, default=int(os.environ.get("DIAGNOSA_APP_DIFFERENTIAL", "5")),

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import math
 import os
 from pathlib import Path
 
+from diagnosa.data.schema import DATASET_NAME, RESOURCE_NAME
 from diagnosa.lake import DataLake
 from diagnosa.services import LocalWorkspace
 
@@ -106,17 +108,55 @@ def model_folder(path: Path, ws: Path) -> Path:
     return target
 
 
+def dataset_name(text: str) -> str:
+    """--dataset: a dataset's name, never a path (it names lake keys and local folders)."""
+    if not DATASET_NAME.match(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a dataset name: 1 to 63 ASCII letters, digits, '-' and '_' "
+                                         "(a name, not a path)")
+    return text
+
+
+def sagemaker_name(text: str) -> str:
+    """--endpoint-name, --group: a SageMaker name, checked before anything is written under it (a '../' in it used
+    to file an endpoint outside the workspace)."""
+    if not RESOURCE_NAME.match(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a SageMaker name (ASCII letters, digits and inner '-', at "
+                                         "most 63)")
+    return text
+
+
+def positive_seconds(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of seconds")
+    return seconds
+
+
 def split_params(pairs: list[str]) -> dict[str, str]:
     """``--param NAME=VALUE`` flags as text; names and types are checked against a definition later."""
-    values = {}
+    values: dict[str, str] = {}
     for pair in pairs:
         name, sep, text = pair.partition("=")
         if not sep or not name:
             raise UsageError(f"--param takes NAME=VALUE, got {pair!r}")
+        if name in values:
+            raise UsageError(f"--param {name} given twice ({values[name]!r} and {text!r}): give it once")
         values[name] = text
     return values
 
 
 def split_families(text: str | None) -> tuple[str, ...] | None:
-    """``--families a,b`` as a tuple; None when not given (the definition's default candidates)."""
-    return tuple(f for f in text.split(",") if f) if text else None
+    """``--families a,b`` as a tuple; None when not given (the definition's default candidates). Given, it names at
+    least one family, each once: an empty --families (an unset shell variable) used to train every default one."""
+    if text is None:
+        return None
+    families = tuple(f.strip() for f in text.split(","))
+    if not any(families) or not all(families):
+        raise UsageError(f"--families takes a comma-separated list of families, got {text!r}")
+    repeated = sorted({f for f in families if families.count(f) > 1})
+    if repeated:
+        raise UsageError(f"--families names {', '.join(repeated)} more than once")
+    return families

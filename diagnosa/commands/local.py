@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from diagnosa.commands.common import (
     UsageError,
+    dataset_name,
     int_in,
     local_workspace,
     split_families,
@@ -46,6 +47,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     board = Board.for_terminal("run --local", quiet=args.quiet, transient=True)
     executor = local.executor(port=args.port, max_parallel=args.max_parallel, use_cache=not args.no_cache,
                               progress=board.echo, on_step=follow_steps(board))
+    if args.resume == "":  # an unset shell variable: not a new run of the default dataset
+        raise UsageError("--resume takes an execution id (`diagnosa executions` lists them), got an empty one")
     if args.resume:
         fixed = [flag for flag, given in (("--param", args.param), ("--families", args.families),
                                           ("--definition", args.definition)) if given]
@@ -235,7 +238,7 @@ def register(commands: Any) -> None:
     run = commands.add_parser("run", help="run the pipeline definition locally (the main job)")
     run.add_argument("--local", action="store_true", help="run on this machine with the local executor")
     run.add_argument("--param", action="append", default=[], help="NAME=VALUE parameter override (repeatable)")
-    run.add_argument("--dataset", default=BUILTIN_DATASET,
+    run.add_argument("--dataset", type=dataset_name, default=BUILTIN_DATASET,
                      help="the curated dataset to train on, its latest version (default: the built-in cohort, patients); "
                           "the definition is built for its labels and slice")
     run.add_argument("--definition", help="a saved definition JSON to run instead of building it")

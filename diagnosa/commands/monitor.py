@@ -16,6 +16,7 @@ from diagnosa.commands.common import (
     local_workspace,
     open_lake,
     read_token_file,
+    sagemaker_name,
     split_families,
     split_params,
     workspace,
@@ -216,7 +217,8 @@ def register(commands: Any) -> None:
                          help="folder with statistics.json + constraints.json (preprocess 'baseline' output); repeat "
                               "for the folder with prediction_baseline.json (evaluate 'evaluation' output); default: "
                               "the baselines registered with the version the local endpoint serves")
-    monitor.add_argument("--endpoint-name", default="diagnosa", help="the endpoint whose captured traffic is read")
+    monitor.add_argument("--endpoint-name", type=sagemaker_name, default="diagnosa",
+                         help="the endpoint whose captured traffic is read")
     monitor.add_argument("--since", help="window start, ISO 8601 (UTC unless an offset is given)")
     monitor.add_argument("--until", help="window end (exclusive), ISO 8601")
     monitor.add_argument("--last", help="window of this length before --until or now: 30m, 24h, 7d, 2w")
@@ -250,7 +252,8 @@ def register(commands: Any) -> None:
     feedback.add_argument("--source", help="who sends it (e.g. the hospital system), up to 100 characters")
     feedback.add_argument("--disease-id", help="the confirmed disease (ORPHA:..., OMIM:... put it in the orphan slice)")
     feedback.add_argument("--file", help="JSON Lines of feedback objects ('-' for standard input)")
-    feedback.add_argument("--endpoint-name", default="diagnosa", help="the endpoint whose prediction this confirms")
+    feedback.add_argument("--endpoint-name", type=sagemaker_name, default="diagnosa",
+                          help="the endpoint whose prediction this confirms")
     feedback.add_argument("--endpoint-url", help="send through the local endpoint's POST /feedback instead of the lake")
     feedback.add_argument("--feedback-token-file", metavar="PATH",
                           help="with --endpoint-url: a file holding the endpoint's feedback token (default "

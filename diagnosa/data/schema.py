@@ -211,6 +211,11 @@ BUILTIN_DATASET = "patients"  # the built-in cohort's dataset: curated/patients/
 BUILTIN_RESOURCE = "diagnosa"  # the built-in cohort's model package group and endpoint
 
 
+# A SageMaker model package group, endpoint or variant name (botocore's model gives the pattern, its validator does
+# not enforce it): also what keeps a name from being a path where the local executor files it.
+RESOURCE_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
+
+
 def resource_name(dataset: str) -> str:
     """The model package group and endpoint of a dataset: its name ('_' → '-', which SageMaker names cannot hold);
     the built-in cohort's: diagnosa."""
