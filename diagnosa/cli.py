@@ -19,6 +19,7 @@ from typing import Any, Sequence
 from diagnosa.aws import resolve_region
 from diagnosa.commands.common import (
     EXIT_BAD_INPUT,
+    EXIT_FAILED,
     UsageError,
     dataset_name,
     int_in,
@@ -842,6 +843,8 @@ def _finish_help(parser: argparse.ArgumentParser, path: list[str]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+
     from diagnosa.data.ingest import IngestError
     from diagnosa.data.schema import SchemaError
 
@@ -852,6 +855,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UsageError, ServiceError, IngestError, SchemaError, LakeError) as err:
         print(f"diagnosa: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except NoCredentialsError:  # an s3:// lake or a SageMaker call on a machine without AWS credentials
+        print("diagnosa: error: this needs AWS credentials, and none were found (AWS_PROFILE, AWS_ACCESS_KEY_ID, "
+              "~/.aws/credentials, an instance role); a local lake is a folder: --lake PATH", file=sys.stderr)
+        return EXIT_FAILED
+    except (BotoCoreError, ClientError) as err:  # AWS unreachable (no network, a wrong region) or refusing
+        print(f"diagnosa: error: AWS: {err}", file=sys.stderr)
+        return EXIT_FAILED
+    except OSError as err:  # the machine's answer about a path: unwritable, a file where a folder goes, disk full
+        where = f": {err.filename}" if err.filename else ""
+        print(f"diagnosa: error: {err.strerror or err}{where}", file=sys.stderr)
+        return EXIT_FAILED
 
 
 if __name__ == "__main__":

@@ -22,6 +22,8 @@ from diagnosa.data.schema import other_delimiter
 from inference.client import DiagnosaClient, PredictionRejected
 from inference.limits import MAX_BODY_BYTES, MAX_LISTED_PROBLEMS
 
+MAX_JSON_DOCUMENT_CHARS = 64 * 2**20  # a JSON document is parsed whole: ~15x this in memory (14 MB took 214 MB)
+
 PREDICT_CHUNK = MAX_LISTED_PROBLEMS  # patients per request: a refusal then usually names every problem at once
 
 
@@ -77,15 +79,28 @@ def read_records(stream: IO[str], fmt: str, name: str) -> tuple[Iterator[InputRe
         return _json_lines(stream), None
     if fmt == "csv":
         return _csv_rows(stream, name)
-    text = stream.read()
+    text = stream.read(MAX_JSON_DOCUMENT_CHARS + 1)  # read whole to be parsed: bounded (/dev/zero is endless)
+    if len(text) > MAX_JSON_DOCUMENT_CHARS:
+        raise ValueError(f"{name} is over {MAX_JSON_DOCUMENT_CHARS // 2**20} MiB: a JSON document is read whole; write "
+                         "it as JSON Lines (.jsonl, one record per line), which is read as it goes")
     try:
-        data = json.loads(text)
+        data = json.loads(text.removeprefix("\ufeff"))  # a byte-order mark, as Windows' Notepad saves
     except json.JSONDecodeError as err:
         raise ValueError(f"{name} is not valid JSON: {err.msg} at line {err.lineno}") from None
+    except (ValueError, RecursionError) as err:  # a number of over 4,300 digits; arrays nested thousands deep
+        raise ValueError(f"{name} is not JSON this reads: {_json_problem(err)}") from None
     if isinstance(data, dict) and "instances" in data:
         data = data["instances"]
     records = data if isinstance(data, list) else [data]
     return (InputRecord(f"record {number}", record) for number, record in enumerate(records, start=1)), None
+
+
+def _json_problem(err: BaseException) -> str:
+    if isinstance(err, RecursionError):
+        return "nested too deeply"
+    if isinstance(err, json.JSONDecodeError):
+        return f"{err.msg} at character {err.pos + 1}"
+    return "a number with too many digits" if "digits" in str(err) else str(err)
 
 
 def _json_lines(stream: IO[str]) -> Iterator[InputRecord]:
@@ -93,9 +108,9 @@ def _json_lines(stream: IO[str]) -> Iterator[InputRecord]:
         if not line.strip():
             continue
         try:
-            yield InputRecord(f"line {number}", json.loads(line))
-        except json.JSONDecodeError as err:
-            yield InputRecord(f"line {number}", problem=f"not JSON: {err.msg}")
+            yield InputRecord(f"line {number}", json.loads(line.removeprefix("\ufeff") if number == 1 else line))
+        except (ValueError, RecursionError) as err:
+            yield InputRecord(f"line {number}", problem=f"not JSON: {_json_problem(err)}")
 
 
 def _csv_rows(stream: IO[str], name: str) -> tuple[Iterator[InputRecord], list[str]]:

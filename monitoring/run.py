@@ -57,7 +57,10 @@ def parse_window(since: str | None = None, until: str | None = None, last: str |
         match = _DURATION.match(last.strip().lower())
         if not match or int(match[1]) == 0:
             raise WindowError(f"--last {last!r} must be a positive duration like 30m, 24h, 7d or 2w")
-        return (end or now) - timedelta(**{_UNITS[match[2]]: int(match[1])}), end
+        try:
+            return (end or now) - timedelta(**{_UNITS[match[2]]: int(match[1])}), end
+        except (OverflowError, ValueError):  # 99999999999d: before year 1
+            raise WindowError(f"--last {last!r} reaches back before the year 1: give a shorter window") from None
     start = _instant(since, "--since") if since else None
     if start is not None and end is not None and start >= end:
         raise WindowError(f"--since {since} is not before --until {until}")

@@ -129,3 +129,27 @@ def test_resume_refuses_options_it_would_ignore(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "--resume reruns execution 20261127T183254Z-c32c2c with its own definition and parameters" in err
     assert "--param, --families cannot change them" in err
+
+
+def test_what_the_machine_refuses_is_one_line_not_a_traceback(tmp_path, capsys):
+    # A workspace that is a file; a lake on s3:// without AWS credentials (no network needed: refused locally).
+    (tmp_path / "afile").write_text("x")
+    csv, config = tmp_path / "x.csv", tmp_path / "x.toml"
+    csv.write_text("case,age,outcome\n" + "".join(f"c{i},{30 + i},{'ab'[i % 2]}\n" for i in range(6)))
+    config.write_text('name = "x"\nid_column = "case"\ntarget = "outcome"\nlabels = ["a", "b"]\n')
+    assert main(["--workspace", str(tmp_path / "afile"), "data", "ingest", str(csv), "--config", str(config)]) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err
+    assert main(["--workspace", " ", "executions"]) == 2
+    assert "the workspace is empty or blank" in capsys.readouterr().err
+    import os
+    from unittest import mock
+
+    bare = {k: v for k, v in os.environ.items() if not k.startswith("AWS_") or k == "AWS_DEFAULT_REGION"}
+    with mock.patch.dict(os.environ, {**bare, "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"),
+                                      "AWS_CONFIG_FILE": str(tmp_path / "none"), "AWS_EC2_METADATA_DISABLED": "true"},
+                         clear=True):
+        code = main(["--workspace", str(tmp_path / "ws"), "--lake", "s3://no-such-bucket-here/p", "data", "ingest",
+                     str(csv), "--config", str(config)])
+    err = capsys.readouterr().err  # no credentials; or, with a session another test left, no network
+    assert code == 1 and err.startswith(("diagnosa: error: this needs AWS credentials", "diagnosa: error: AWS: "))
+    assert err.count("\n") == 1

@@ -209,7 +209,8 @@ def test_window_parsing_names_the_bad_bound():
     assert parse_window("2026-11-27", "2026-11-27T06:00:00Z")[1].hour == 6
     for kwargs, message in (({"last": "soon"}, "--last"), ({"since": "yesterday"}, "--since"),
                             ({"since": "2026-11-28", "until": "2026-11-27"}, "not before"),
-                            ({"since": "2026-11-01", "last": "1d"}, "either")):
+                            ({"since": "2026-11-01", "last": "1d"}, "either"),
+                            ({"last": "99999999999d"}, "reaches back before the year 1")):  # was an OverflowError
         with pytest.raises(WindowError, match=message):
             parse_window(**kwargs)
 

@@ -9,6 +9,7 @@ import json
 import pytest
 
 from diagnosa.cli import main
+from inference import bulk
 from inference.bulk import (
     PREDICT_CHUNK,
     Answered,
@@ -56,7 +57,8 @@ class LinesOnly(io.StringIO):
 def test_json_lines_and_csv_are_read_as_streams_and_bad_lines_become_problems():
     records, header = read_records(LinesOnly('{"age": 50}\n\n{"age": \n[1]\n'), "jsonl", "x.jsonl")
     assert header is None
-    assert list(records) == [InputRecord("line 1", {"age": 50}), InputRecord("line 3", problem="not JSON: Expecting value"),
+    assert list(records) == [InputRecord("line 1", {"age": 50}),
+                             InputRecord("line 3", problem="not JSON: Expecting value at character 10"),
                              InputRecord("line 4", [1])]
     text = "\ufeffpatient_id,age,sex\nA,50,F\n\nB,60\nC,1,2,3\n"
     records, header = read_records(LinesOnly(text), "csv", "x.csv")
@@ -66,6 +68,19 @@ def test_json_lines_and_csv_are_read_as_streams_and_bad_lines_become_problems():
                              InputRecord("line 5", problem="more cells than the header has fields (4 > 3)")]
     with pytest.raises(ValueError, match="x.csv has no header row"):
         read_records(io.StringIO(""), "csv", "x.csv")
+    # Documents that json cannot read name the file and what is wrong; a byte-order mark is read past.
+    deep = "[" * 100_000 + "]" * 100_000
+    for text, problem in ((deep, "nested too deeply"), ('{"age": 1' + "0" * 5000 + "}", "a number with too many digits")):
+        with pytest.raises(ValueError, match=f"^x.json is not JSON this reads: {problem}$"):
+            read_records(io.StringIO(text), "json", "x.json")
+        records, _ = read_records(io.StringIO(text + "\n"), "jsonl", "x.jsonl")
+        assert list(records) == [InputRecord("line 1", problem=f"not JSON: {problem}")]
+    assert [r.record for r in read_records(io.StringIO('\ufeff{"age": 50}'), "json", "x.json")[0]] == [{"age": 50}]
+    assert [r.record for r in read_records(io.StringIO('\ufeff{"age": 50}\n'), "jsonl", "x.jsonl")[0]] == [{"age": 50}]
+    # A document is read whole, so it is bounded (/dev/zero filled 23 GB): over the bound, JSON Lines is the way.
+    endless = io.StringIO(" " * (bulk.MAX_JSON_DOCUMENT_CHARS + 1))
+    with pytest.raises(ValueError, match="x.json is over 64 MiB: a JSON document is read whole; write it as JSON Lines"):
+        read_records(endless, "json", "x.json")
     # A spreadsheet's ';'-separated export is named for what it is, before any request is sent.
     with pytest.raises(ValueError, match="x.csv: the header is one field, 'patient_id;age;sex': the cells look "
                                          "';'-separated; the endpoint reads comma-separated cells"):

@@ -16,6 +16,7 @@ from diagnosa.lake import DataLake
 from diagnosa.services import LocalWorkspace
 
 EXIT_BAD_INPUT = 2
+EXIT_FAILED = 1  # the machine or a service said no (a path not writable, no AWS credentials)
 
 
 class UsageError(Exception):
@@ -37,8 +38,16 @@ def workspace(args: argparse.Namespace) -> Path:
     """--workspace, else $DIAGNOSA_HOME, else the nearest .diagnosa here or above (as git finds .git), else
     ./.diagnosa (where the first command that writes creates it)."""
     chosen = args.workspace or os.environ.get("DIAGNOSA_HOME")
+    if chosen is not None and not chosen.strip():
+        raise UsageError("the workspace is empty or blank (--workspace or DIAGNOSA_HOME): name a folder")
     if chosen:
-        return Path(chosen).expanduser().resolve()
+        try:
+            folder = Path(chosen).expanduser().resolve()
+        except RuntimeError as err:  # '~nosuchuser/ws'
+            raise UsageError(f"workspace {chosen!r}: {err}") from None
+        if folder.exists() and not folder.is_dir():
+            raise UsageError(f"workspace {folder} is a file, not a folder (--workspace or DIAGNOSA_HOME)")
+        return folder
     here = Path.cwd()
     return find_workspace(here) or here / WORKSPACE_FOLDER
 

@@ -198,8 +198,8 @@ def _feedback_file(args: argparse.Namespace) -> int:
         except FeedbackError as err:
             bad.append(f"line {number}: {'; '.join(f'{k}: {v}' for k, v in err.fields.items())}")
             continue
-        except ValueError as err:
-            bad.append(f"line {number}: not JSON ({err})")
+        except (ValueError, RecursionError) as err:  # RecursionError: arrays nested thousands deep
+            bad.append(f"line {number}: not JSON ({'nested too deeply' if isinstance(err, RecursionError) else err})")
             continue
         store_feedback(lake, args.endpoint_name, feedback)
         stored += 1
