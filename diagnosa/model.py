@@ -72,6 +72,15 @@ class ModelLoadError(RuntimeError):
     """The model directory is missing, incomplete or was built with other library versions."""
 
 
+def model_labels(model_dir: str | Path) -> list[str]:
+    """The labels a model directory's model answers with (its metadata.json), without loading the model."""
+    path = Path(model_dir) / METADATA_FILE
+    try:
+        return list(json.loads(path.read_text(encoding="utf-8"))["labels"])
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ModelLoadError(f"{path}: no labels ({err})") from None
+
+
 def unpack_model(archive: str | Path, target: str | Path) -> Path:
     """Extract a SageMaker ``model.tar.gz`` (model.joblib + metadata.json at its root) into ``target``."""
     import tarfile

@@ -187,6 +187,18 @@ class LocalWorkspace:
         return open_local(self.root, self.lake, LOCAL_BUCKET, endpoints=self.endpoints(port),
                           max_parallel=max_parallel, use_cache=use_cache, progress=progress, on_step=on_step)
 
+    def endpoint_labels(self, endpoint_name: str) -> list[str] | None:
+        """The labels of the model a local endpoint of this workspace serves (None: no such endpoint here)."""
+        from diagnosa.model import ModelLoadError, model_labels
+
+        record = self.endpoints().describe(endpoint_name)
+        if not record or not record.get("ModelDir"):
+            return None
+        try:
+            return model_labels(record["ModelDir"])
+        except ModelLoadError:
+            return None
+
     def served_models(self) -> dict[str, str]:
         """Endpoint name → the model URL it serves, for the local endpoints in service."""
         return {r["EndpointName"]: r["ModelDataUrl"] for r in self.endpoints().list() if r["EndpointStatus"] == "InService"}

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -180,14 +180,18 @@ class DiagnosaClient:
         return Prediction(payload["predictions"], headers.get("x-diagnosa-event-id"))
 
     def send_feedback(self, event_id: str, diagnosis: str, note: str | None = None,
-                      disease_id: str | None = None, source: str | None = None) -> str:
+                      disease_id: str | None = None, source: str | None = None,
+                      labels: Sequence[str] | None = None) -> str:
         """Send a doctor's confirmed diagnosis for a prediction (by its event id); returns the lake key written.
 
         The local endpoint takes it on ``POST /feedback``. A SageMaker endpoint has no such route: the
         record is then written straight to the lake's ``feedback/`` zone if the client was given a
         ``lake``; otherwise :class:`ClientFailure` says so. A refused record raises
-        :class:`FeedbackRejected` with the problem of each field.
+        :class:`FeedbackRejected` with the problem of each field. ``labels``: the model's, which the diagnosis
+        must be one of when the record goes straight to the lake (default the built-in cohort's); the local
+        endpoint holds it to the labels of the model it serves.
         """
+        from diagnosa.labels import CATEGORIES
         from inference.feedback import FeedbackError, parse_feedback, store_feedback
 
         body: dict[str, Any] = {"event_id": event_id, "diagnosis": diagnosis}
@@ -198,7 +202,7 @@ class DiagnosaClient:
         if source is not None:
             body["source"] = source
         try:
-            feedback = parse_feedback(body)
+            feedback = parse_feedback(body, None if self.endpoint_url else (labels or CATEGORIES))
         except FeedbackError as err:
             raise FeedbackRejected("invalid feedback", 400, fields=err.fields) from None
         if self.endpoint_url is None:

@@ -18,6 +18,7 @@ import re
 import threading
 import unicodedata
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -70,14 +71,21 @@ class Feedback:
         return {k: v for k, v in asdict(self).items() if v is not None}
 
 
-def _label(value: str) -> str | None:
-    """The category a text names: exact, or after Unicode NFC and case/space normalisation."""
-    text = " ".join(unicodedata.normalize("NFC", value).split()).upper()
-    return next((c for c in CATEGORIES if c == text), None)
+def _label(value: str, labels: Sequence[str] | None) -> str | None:
+    """The label a text names: exact, or after Unicode NFC and space normalisation, or the one label it is but for
+    case; any non-empty text when ``labels`` is None (feedback read back: its label was checked when stored)."""
+    text = " ".join(unicodedata.normalize("NFC", value).split())
+    if labels is None:
+        return text or None
+    if text in labels:
+        return text
+    folded = [label for label in labels if label.casefold() == text.casefold()]
+    return folded[0] if len(folded) == 1 else None
 
 
-def parse_feedback(body: Any) -> Feedback:
-    """A validated Feedback from a decoded JSON body; FeedbackError lists every bad field."""
+def parse_feedback(body: Any, labels: Sequence[str] | None = CATEGORIES) -> Feedback:
+    """A validated Feedback from a decoded JSON body; FeedbackError lists every bad field. ``labels``: the model's
+    (the built-in cohort's by default; a dataset of your own has its own)."""
     if not isinstance(body, dict):
         raise FeedbackError({"body": f"must be a JSON object, got {type(body).__name__}"})
     problems: dict[str, str] = {}
@@ -94,8 +102,9 @@ def parse_feedback(body: Any) -> Feedback:
     label = None
     if diagnosis is None:
         problems["diagnosis"] = "required"
-    elif not isinstance(diagnosis, str) or (label := _label(diagnosis)) is None:
-        problems["diagnosis"] = f"must be one of {', '.join(CATEGORIES)}; got {str(diagnosis)[:60]!r}"
+    elif not isinstance(diagnosis, str) or (label := _label(diagnosis, labels)) is None:
+        problems["diagnosis"] = (f"must be one of {', '.join(labels)}; got {str(diagnosis)[:60]!r}" if labels is not None
+                                 else f"must be a non-empty string; got {str(diagnosis)[:60]!r}")
     for name, limit in (("note", MAX_NOTE), ("source", MAX_SOURCE)):
         value = body.get(name)
         if value is not None and (not isinstance(value, str) or len(value) > limit):
@@ -204,7 +213,7 @@ def read_feedback(lake: DataLake, endpoint: str) -> FeedbackRead:
             received = entry.get("received_at")
             content = {k: v for k, v in entry.items() if k in REQUIRED + OPTIONAL}
             try:
-                item = parse_feedback(content)
+                item = parse_feedback(content, labels=None)  # its label was held to the model's when stored
             except FeedbackError as err:
                 bad("invalid feedback" + (" revision" if number else "") + ": " + ", ".join(sorted(err.fields)), key)
                 continue

@@ -30,6 +30,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
 from urllib.parse import unquote
 
+from diagnosa.labels import CATEGORIES
+from diagnosa.model import ModelLoadError, model_labels
 from inference import handler
 from inference.capture import DEFAULT_VARIANT, DataCapture, new_event_id
 from inference.workers import Outcome, WorkerPool, WorkerUnavailable, score
@@ -448,7 +450,7 @@ class _Handler(BaseHTTPRequestHandler):
             refuse(415, {"error": f"feedback must be {JSON}, got {media or 'no content type'!r}"})
             return
         try:
-            feedback = parse_feedback(handler.load_json(body))
+            feedback = parse_feedback(handler.load_json(body), endpoint.labels)
         except (FeedbackError, handler.RequestError) as err:  # bad JSON, nesting, surrogates: as for invocations
             problems = err.fields if isinstance(err, FeedbackError) else {"body": err.message}
             errors = [{"row": 0, "field": k, "problem": v} for k, v in problems.items()]
@@ -626,6 +628,17 @@ class EndpointServer:
             log.info("model %s loaded %s in %.2f s", version, where, time.perf_counter() - started)
         finally:
             self._loaded.set()
+
+    @property
+    def labels(self) -> list[str]:
+        """The served model's labels (what feedback may confirm), from the model or its metadata.json; the built-in
+        cohort's when the endpoint has no readable model (it answers no prediction then either)."""
+        if self.service is not None:
+            return list(self.service.model.labels)
+        try:
+            return model_labels(self.model_dir)
+        except ModelLoadError:
+            return list(CATEGORIES)
 
     @property
     def accepted_fields(self) -> list[str] | None:

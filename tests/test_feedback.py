@@ -251,3 +251,36 @@ def test_cli_feedback_file_stores_good_lines_and_names_bad_ones(tmp_path, capsys
     assert "1 stored, 2 refused" in out and "line 2: not JSON" in out and "line 3: diagnosis" in out
     assert main(["--lake", str(tmp_path / "lake"), "feedback", "c", "ENFERMEDAD AGUDA", "--disease-id", "OMIM:1"]) == 0
     assert set(read_feedback(DataLake.from_uri(str(tmp_path / "lake")), "diagnosa").latest) == {"a", "c"}
+
+
+def test_a_diagnosis_is_held_to_the_labels_of_the_model_it_confirms(tmp_path, capsys):
+    # A dataset of your own: its labels, not the built-in cohort's (leve was refused, ENFERMEDAD AGUDA stored).
+    from diagnosa.cli import main
+
+    labels = ("leve", "moderado", "grave")
+    assert parse_feedback({"event_id": "e", "diagnosis": " Leve "}, labels).diagnosis == "leve"
+    with pytest.raises(FeedbackError) as refused:
+        parse_feedback({"event_id": "e", "diagnosis": "ENFERMEDAD AGUDA"}, labels)
+    assert refused.value.fields["diagnosis"] == "must be one of leve, moderado, grave; got 'ENFERMEDAD AGUDA'"
+    # The CLI writing to the lake reads the labels of the model the workspace's local endpoint serves.
+    ws = tmp_path / "ws"
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    (model_dir / "metadata.json").write_text(json.dumps({"labels": list(labels)}))
+    (ws / "endpoints" / "toy").mkdir(parents=True)
+    (ws / "endpoints" / "toy" / "endpoint.json").write_text(json.dumps(
+        {"EndpointName": "toy", "EndpointStatus": "InService", "ModelDir": str(model_dir)}))
+    argv = ["--workspace", str(ws), "feedback", "ev-1"]
+    assert main([*argv, "grave", "--endpoint-name", "toy"]) == 0
+    assert "(grave) stored as feedback/toy/" in capsys.readouterr().out
+    assert main([*argv, "ENFERMEDAD AGUDA", "--endpoint-name", "toy"]) == 2
+    assert "must be one of leve, moderado, grave" in capsys.readouterr().err
+    assert main([*argv, "grave", "--endpoint-name", "other"]) == 2  # its labels are not known here
+    assert "no local endpoint other in this workspace" in capsys.readouterr().err
+    assert main([*argv, "ENFERMEDAD AGUDA"]) == 0  # the built-in cohort's endpoint keeps its labels
+
+
+def test_the_endpoint_holds_feedback_to_the_labels_of_the_model_it_serves(two_label_model_dir):
+    from inference.server import EndpointServer
+
+    assert EndpointServer(str(two_label_model_dir)).labels == ["NO ENFERMO", "ENFERMO"]

@@ -157,7 +157,8 @@ def cmd_feedback(args: argparse.Namespace) -> int:
         if getattr(args, name) is not None:
             body[name] = getattr(args, name)
     try:
-        feedback = parse_feedback(body)
+        # Through the endpoint, its model's labels judge (there); into the lake, the local endpoint's model's.
+        feedback = parse_feedback(body, None if args.endpoint_url else _feedback_labels(args))
     except FeedbackError as err:
         raise UsageError(str(err)) from None
     if args.endpoint_url:
@@ -179,6 +180,23 @@ def cmd_feedback(args: argparse.Namespace) -> int:
     return 0
 
 
+def _feedback_labels(args: argparse.Namespace) -> list[str]:
+    """The labels a diagnosis written straight to the lake must be one of: those of the model the workspace's local
+    endpoint of that name serves; the built-in cohort's for its endpoint. Another endpoint's are not known here."""
+    from diagnosa.data.schema import BUILTIN_RESOURCE
+    from diagnosa.labels import CATEGORIES
+
+    lake = open_lake(args)
+    labels = None if lake.uri.startswith("s3://") else local_workspace(args, lake).endpoint_labels(args.endpoint_name)
+    if labels is not None:
+        return labels
+    if args.endpoint_name == BUILTIN_RESOURCE:
+        return list(CATEGORIES)
+    raise UsageError(f"no local endpoint {args.endpoint_name} in this workspace, so the labels its diagnoses must be "
+                     "one of are not known here: send the feedback through the endpoint (--endpoint-url), which "
+                     "checks them against the model it serves")
+
+
 def _feedback_file(args: argparse.Namespace) -> int:
     """Feedback from a JSON Lines file (a hospital system's export): good lines stored, bad lines named."""
     from inference.feedback import FeedbackError, parse_feedback, store_feedback
@@ -189,12 +207,13 @@ def _feedback_file(args: argparse.Namespace) -> int:
     except (OSError, UnicodeDecodeError) as err:
         raise UsageError(f"cannot read {args.file}: {err}") from None
     lake = open_lake(args)
+    labels = _feedback_labels(args)
     stored, bad = 0, []
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
-            feedback = parse_feedback(json.loads(line))
+            feedback = parse_feedback(json.loads(line), labels)
         except FeedbackError as err:
             bad.append(f"line {number}: {'; '.join(f'{k}: {v}' for k, v in err.fields.items())}")
             continue
