@@ -21,6 +21,22 @@ def free_port(host: str = "127.0.0.1") -> int:
         return probe.getsockname()[1]
 
 
+def port_taken(host: str, port: int, *, wait: float = 0.0) -> bool:
+    """Whether another socket listens on ``host:port`` (a stopped server's TIME_WAIT connections do not count, as
+    for the servers' own SO_REUSEADDR bind), waiting up to ``wait`` s for it to be released."""
+    deadline = time.monotonic() + wait
+    while True:
+        with socket.socket() as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((host, port))
+                return False
+            except OSError:
+                if time.monotonic() >= deadline:
+                    return True
+        time.sleep(0.2)
+
+
 def wait_until_ok(url: str, *, timeout: float, process: subprocess.Popen | None = None) -> None:
     """Poll ``url`` until it answers 200; ServerExited if ``process`` ends first, TimeoutError after ``timeout`` s."""
     deadline = time.monotonic() + timeout
@@ -30,6 +46,9 @@ def wait_until_ok(url: str, *, timeout: float, process: subprocess.Popen | None 
         try:
             with urllib.request.urlopen(url, timeout=2) as answer:
                 if answer.status == 200:
+                    if process is not None and process.poll() is not None:  # another server answered on its port
+                        raise ServerExited(f"the server exited with status {process.returncode}; something else "
+                                           f"answers {url}")
                     return
         except (urllib.error.URLError, OSError):
             pass

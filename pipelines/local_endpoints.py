@@ -24,11 +24,12 @@ from diagnosa.data.schema import RESOURCE_NAME
 from diagnosa.files import write_json_atomic
 from diagnosa.logs import utc_now
 from diagnosa.model import ModelLoadError, unpack_model
-from diagnosa.net import ServerExited, free_port, process_alive, wait_until_ok
+from diagnosa.net import ServerExited, free_port, port_taken, process_alive, wait_until_ok
 from pipelines.local_jobs import JobError, LakeMapping, check_request
 
 DEFAULT_PORT = 8080
 HEALTH_TIMEOUT = 120.0
+PORT_RELEASE_WAIT = 5.0  # seconds a stopped server may take to release its port
 STOP_TIMEOUT = 30.0
 ARN = "arn:aws:sagemaker:local:000000000000"
 
@@ -205,6 +206,11 @@ class LocalEndpoints:
 
     # -------------------------------------------------------------------------------- processes
     def _start(self, endpoint_name: str, model_dir: Path, port: int, sampling: int, log_path: Path) -> int:
+        # Another process on the port would answer the health check for a server that could not bind it: the
+        # deploy would report success while that process (another workspace's endpoint) got the predictions.
+        if port_taken(self.host, port, wait=PORT_RELEASE_WAIT):
+            raise DeployError(f"endpoint {endpoint_name}: port {port} on {self.host} is in use by another process "
+                              "(another workspace's endpoint?): stop it, or deploy with another port (--port)")
         command = [self.python, "-m", "diagnosa.cli", "--workspace", str(self.workspace)]
         if self.lake_uri:
             command += ["--lake", self.lake_uri]

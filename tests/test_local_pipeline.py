@@ -168,3 +168,25 @@ def test_an_endpoint_name_that_is_a_path_is_refused_before_any_file_is_named_aft
     with pytest.raises(JobError, match="endpoint name '../x' is not a SageMaker name"):
         endpoints.deploy("../x", "config")
     assert not any(tmp_path.rglob("*.json"))
+
+
+def test_a_port_another_process_listens_on_is_refused_before_the_server_starts(tmp_path):
+    # The new server could not bind it, but the other process answered its /ping: the deploy said "now serves v1"
+    # and that other process got the predictions.
+    import socket
+
+    from diagnosa.lake import DataLake
+    from diagnosa.net import port_taken
+    from pipelines.local_endpoints import DeployError
+    from pipelines.local_jobs import LakeMapping
+
+    endpoints = LocalEndpoints(tmp_path / "ws", LakeMapping(LOCAL_BUCKET, DataLake.from_uri(str(tmp_path / "lake"))))
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        assert port_taken("127.0.0.1", port)
+        with pytest.raises(DeployError, match=f"endpoint toy: port {port} on 127.0.0.1 is in use by another process"):
+            endpoints._start("toy", tmp_path / "model", port, 0, tmp_path / "server.log")
+    assert not port_taken("127.0.0.1", port, wait=1.0)
+    assert not (tmp_path / "server.log").exists(), "no server was started"
