@@ -33,9 +33,10 @@ class QualityThresholds:
     recall: Mapping[str, float] = field(default_factory=lambda: {c: DEFAULT_RECALL for c in CATEGORIES})
     orphan_macro_recall: float = DEFAULT_ORPHAN
     min_feedback: int = 5  # confirmed cases a class needs before its recall can fail it
+    labels: tuple[str, ...] = CATEGORIES  # the model's (a dataset of your own has its own)
 
     def validate(self) -> None:
-        unknown = sorted(set(self.recall) - set(CATEGORIES))
+        unknown = sorted(set(self.recall) - set(self.labels))
         if unknown:
             raise ValueError(f"recall thresholds name unknown classes: {unknown}")
         for name, value in [*self.recall.items(), ("orphan", self.orphan_macro_recall)]:
@@ -67,7 +68,7 @@ def join_feedback(rows: pd.DataFrame, feedback: Mapping[str, Feedback], skipped:
 
 
 def live_quality(joined: pd.DataFrame, th: QualityThresholds) -> dict[str, Any]:
-    labels = list(CATEGORIES)
+    labels = list(th.labels)
     per_class: dict[str, Any] = {}
     failing = []
     for label in labels:

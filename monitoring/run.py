@@ -10,16 +10,26 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+from diagnosa.labels import CATEGORIES
 from diagnosa.lake import DataLake
 from inference.capture import read_errors
 from inference.feedback import read_feedback
 from monitoring.drift import DRIFT, INSUFFICIENT, OK, WARN, DriftThresholds, data_drift, prediction_drift
-from monitoring.quality import BELOW, FEW, NONE, SUSPECT, QualityThresholds, join_feedback, live_quality
+from monitoring.quality import (
+    BELOW,
+    DEFAULT_RECALL,
+    FEW,
+    NONE,
+    SUSPECT,
+    QualityThresholds,
+    join_feedback,
+    live_quality,
+)
 from monitoring.report import render_html
 from monitoring.traffic import Skipped, read_traffic
 from processing.baseline import Baseline
@@ -85,13 +95,15 @@ class MonitorSettings:
 def settings_from_baseline(baseline: Baseline, drift: DriftThresholds | None = None,
                            min_feedback: int | None = None) -> MonitorSettings:
     """Recall thresholds default to the gate the model passed (kept in the prediction baseline)."""
-    quality = QualityThresholds()
+    # The model's labels (a dataset of your own has its own: the cohort's five refused every such endpoint).
+    labels = tuple((baseline.predictions or {}).get("labels") or CATEGORIES)
+    quality = QualityThresholds(recall={label: DEFAULT_RECALL for label in labels}, labels=labels)
     gate = (baseline.predictions or {}).get("thresholds") or {}
     if gate.get("recall"):
-        quality = QualityThresholds(recall={**quality.recall, **gate["recall"]},
-                                    orphan_macro_recall=gate.get("orphan_macro_recall") or quality.orphan_macro_recall)
+        quality = replace(quality, recall={**quality.recall, **gate["recall"]},
+                          orphan_macro_recall=gate.get("orphan_macro_recall") or quality.orphan_macro_recall)
     if min_feedback is not None:
-        quality = QualityThresholds(quality.recall, quality.orphan_macro_recall, min_feedback)
+        quality = replace(quality, min_feedback=min_feedback)
     return MonitorSettings(drift or DriftThresholds(), quality)
 
 

@@ -335,3 +335,23 @@ def test_retraining_runs_the_pipeline_on_the_feedback_version_and_the_gate_decid
         assert code == 0 and "Register" in steps
     else:
         assert code == 1 and "RecallGateFailed" in steps and "Register" not in steps
+
+
+def test_a_dataset_of_your_own_is_monitored_against_its_own_labels():
+    # The cohort's five categories were the only labels: every endpoint of a dataset of your own was refused
+    # ("recall thresholds name unknown classes").
+    import pandas as pd
+
+    from monitoring.quality import live_quality
+    from monitoring.run import settings_from_baseline
+    from processing.baseline import Baseline
+
+    baseline = Baseline(data=None, sources=[], predictions={  # type: ignore[arg-type]
+        "labels": ["leve", "grave"], "thresholds": {"recall": {"leve": 0.5}, "orphan_macro_recall": 0.4}})
+    quality = settings_from_baseline(baseline, min_feedback=1).quality
+    quality.validate()
+    assert quality.labels == ("leve", "grave") and dict(quality.recall) == {"leve": 0.5, "grave": 0.8}
+    joined = pd.DataFrame({"event_id": ["a", "b", "c"], "predicted": ["leve", "leve", "grave"],
+                           "confirmed": ["leve", "grave", "grave"], "orphan": [None, None, None]})
+    report = live_quality(joined, quality)
+    assert {label: c["recall"] for label, c in report["per_class"].items()} == {"leve": 1.0, "grave": 0.5}
