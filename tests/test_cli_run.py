@@ -153,3 +153,25 @@ def test_what_the_machine_refuses_is_one_line_not_a_traceback(tmp_path, capsys):
     err = capsys.readouterr().err  # no credentials; or, with a session another test left, no network
     assert code == 1 and err.startswith(("diagnosa: error: this needs AWS credentials", "diagnosa: error: AWS: "))
     assert err.count("\n") == 1
+
+
+def test_a_failed_deploy_is_not_reported_as_a_version_left_unapproved(tmp_path, capsys):
+    # The summary said "not deployed (ModelApprovalStatus is not Approved)" for an Approved version whose Deploy failed.
+    from types import SimpleNamespace
+
+    from diagnosa.commands.local import _report
+    from diagnosa.lake import DataLake
+
+    arn = "arn:aws:sagemaker:local:000000000000:model-package/toy/1"
+    steps = {"Register": {"StepType": "RegisterModel", "StepStatus": "Succeeded", "Properties": {"ModelPackageArn": arn}},
+             "Deploy": {"StepType": "Lambda", "StepStatus": "Failed", "Properties": {}}}
+    record = SimpleNamespace(id="e1", status="Failed", path="x", steps=steps,
+                             data={"FailureReason": "step Deploy: port 8080 is in use"})
+    _report(record, DataLake.from_uri(str(tmp_path)))
+    out = capsys.readouterr().out
+    assert "not Approved" not in out and "failed: step Deploy: port 8080 is in use" in out
+    del steps["Deploy"]  # a version the gate registered but nobody approved: the hint stays
+    record.status = "Succeeded"
+    _report(record, DataLake.from_uri(str(tmp_path)))
+    assert "not deployed (ModelApprovalStatus is not Approved): approve it with `diagnosa registry approve 1 --group " \
+           "toy`" in capsys.readouterr().out

@@ -149,7 +149,7 @@ def _report(record, lake, example: dict[str, Any] = EXAMPLE) -> None:
               f"    curl -s {url}/invocations -H 'Content-Type: application/json' -d '{body}'\n"
               f"    printf '%s\\n' '{body}' | {prog} predict - --endpoint-url {url}"  # echo would unescape under dash
               + (f" --endpoint-name {deploy['EndpointName']}" if deploy["EndpointName"] != "diagnosa" else ""))
-    elif registered:
+    elif registered and "Deploy" not in steps:  # a Deploy that ran and failed says so below, not "not Approved"
         group, version = registered.rsplit("/", 2)[-2:]
         print("  not deployed (ModelApprovalStatus is not Approved): approve it with "
               f"`diagnosa registry approve {version}" + (f" --group {group}`" if group != "diagnosa" else "`"))
