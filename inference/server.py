@@ -554,6 +554,7 @@ class EndpointServer:
                  request_deadline: float = REQUEST_DEADLINE, max_connections: int = MAX_CONNECTIONS,
                  workers: int = 0, feedback_token: str | None = None):
         self.model_dir = str(model_dir)
+        self._labels: list[str] | None = None  # the model's, read from its metadata.json when first asked
         self.endpoint_name = endpoint_name
         self.host = host
         self._port = port
@@ -635,10 +636,12 @@ class EndpointServer:
         cohort's when the endpoint has no readable model (it answers no prediction then either)."""
         if self.service is not None:
             return list(self.service.model.labels)
-        try:
-            return model_labels(self.model_dir)
-        except ModelLoadError:
-            return list(CATEGORIES)
+        if self._labels is None:  # scored in workers: read once, not on every feedback request
+            try:
+                self._labels = model_labels(self.model_dir)
+            except ModelLoadError:
+                return list(CATEGORIES)
+        return list(self._labels)
 
     @property
     def accepted_fields(self) -> list[str] | None:

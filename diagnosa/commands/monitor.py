@@ -23,6 +23,7 @@ from diagnosa.commands.common import (
     workspace_hint,
 )
 from diagnosa.data.schema import BUILTIN_DATASET
+from diagnosa.lake import DataLake
 
 EXIT_ALERT = 3  # with --fail-on-alert: the report's verdict is "alert"
 
@@ -152,13 +153,14 @@ def cmd_feedback(args: argparse.Namespace) -> int:
         return _feedback_file(args)
     if not (args.event_id and args.diagnosis):
         raise UsageError("give EVENT_ID and DIAGNOSIS (or --file FEEDBACK.jsonl)")
+    lake = None if args.endpoint_url else open_lake(args)  # straight to the lake: opened once
     body = {"event_id": args.event_id, "diagnosis": args.diagnosis}
     for name in ("note", "source", "disease_id"):
         if getattr(args, name) is not None:
             body[name] = getattr(args, name)
     try:
         # Through the endpoint, its model's labels judge (there); into the lake, the local endpoint's model's.
-        feedback = parse_feedback(body, None if args.endpoint_url else _feedback_labels(args))
+        feedback = parse_feedback(body, None if lake is None else _feedback_labels(args, lake))
     except FeedbackError as err:
         raise UsageError(str(err)) from None
     if args.endpoint_url:
@@ -175,18 +177,18 @@ def cmd_feedback(args: argparse.Namespace) -> int:
         except ClientFailure as err:
             raise UsageError(str(err)) from None
     else:
-        key = store_feedback(open_lake(args), args.endpoint_name, feedback)
+        assert lake is not None
+        key = store_feedback(lake, args.endpoint_name, feedback)
     print(f"feedback for event {feedback.event_id} ({feedback.diagnosis}) stored as {key}")
     return 0
 
 
-def _feedback_labels(args: argparse.Namespace) -> list[str]:
+def _feedback_labels(args: argparse.Namespace, lake: DataLake) -> list[str]:
     """The labels a diagnosis written straight to the lake must be one of: those of the model the workspace's local
     endpoint of that name serves; the built-in cohort's for its endpoint. Another endpoint's are not known here."""
     from diagnosa.data.schema import BUILTIN_RESOURCE
     from diagnosa.labels import CATEGORIES
 
-    lake = open_lake(args)
     labels = None if lake.uri.startswith("s3://") else local_workspace(args, lake).endpoint_labels(args.endpoint_name)
     if labels is not None:
         return labels
@@ -207,7 +209,7 @@ def _feedback_file(args: argparse.Namespace) -> int:
     except (OSError, UnicodeDecodeError) as err:
         raise UsageError(f"cannot read {args.file}: {err}") from None
     lake = open_lake(args)
-    labels = _feedback_labels(args)
+    labels = _feedback_labels(args, lake)
     stored, bad = 0, []
     for number, line in enumerate(lines, start=1):
         if not line.strip():
