@@ -42,10 +42,10 @@ def latest_input(lake: DataLake, dataset: str, bucket: str) -> str:
     return curated_uri(bucket, dataset, latest_version(lake, dataset))
 
 
-def retraining_input(version: str) -> str:
-    """The ``InputDataUri`` of a local retraining run: the built-in cohort's curated ``version`` that
-    ``monitoring.retrain.feedback_dataset`` wrote (base batch + accepted feedback)."""
-    return curated_uri(LOCAL_BUCKET, BUILTIN_DATASET, version)
+def retraining_input(dataset: str, version: str) -> str:
+    """The ``InputDataUri`` of a local retraining run: the curated ``version`` of ``dataset`` that
+    ``monitoring.retrain.feedback_dataset`` wrote (its raw data + accepted feedback)."""
+    return curated_uri(LOCAL_BUCKET, dataset, version)
 
 
 def local_definition(lake, families: tuple[str, ...] | None = None, **dataset: Any) -> dict[str, Any]:

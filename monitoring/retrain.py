@@ -1,11 +1,15 @@
 """Retraining with doctors' feedback: a new curated dataset version, then a new pipeline execution.
 
-1. ``feedback_dataset`` materialises the training data: the raw batch the current curated version
-   was ingested from, plus one clinical record (and lab row) per accepted feedback — the captured
-   request's fields with the doctor's confirmed diagnosis as the label — written as a *new raw
-   batch* (raw is write-once) and ingested through the normal path, so validation and quarantine
-   apply to feedback rows exactly as to hospital data (a captured request without an age, say, is
-   quarantined with its reason, not silently dropped).
+1. ``feedback_dataset`` materialises the training data of the dataset whose endpoint the feedback is for
+   (each dataset deploys to the endpoint of its name, ``resource_name``):
+   - the built-in cohort: the raw batch the current curated version was ingested from, plus one clinical
+     record (and lab row) per accepted feedback, written as a *new raw batch* (raw is write-once);
+   - a dataset of your own: the CSV its current curated version was ingested from, plus one row per
+     accepted feedback in the file's own columns, delimiter, decimal mark and encoding, written as a new
+     raw file and ingested with the version's own config;
+   either way the row is the captured request's fields with the doctor's confirmed diagnosis as the label, and
+   it is ingested through the normal path, so validation and quarantine apply to feedback rows exactly as to
+   hospital data (a captured request without an age, say, is quarantined with its reason, not silently dropped).
 2. A pipeline execution on that version follows: locally ``diagnosa monitor --retrain`` starts it as
    ``diagnosa run --local`` does (``diagnosa.services.retraining_input`` names the version as its
    ``InputDataUri``), on AWS the retrain function does. The pipeline's recall gate then decides
@@ -13,6 +17,7 @@
 """
 from __future__ import annotations
 
+import codecs
 import csv
 import hashlib
 import io
@@ -21,12 +26,25 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from diagnosa.data.ingest import BATCH_NAME, IngestReport, curated_prefix, ingest_cohort, latest_version, raw_keys
+from diagnosa.data.ingest import (
+    BATCH_NAME,
+    IngestError,
+    IngestReport,
+    curated_prefix,
+    ingest_cohort,
+    ingest_csv_data,
+    lake_datasets,
+    latest_version,
+    raw_keys,
+    read_csv_rows,
+)
 from diagnosa.data.physiology import LABS
-from diagnosa.data.schema import BUILTIN_DATASET
+from diagnosa.data.schema import BUILTIN_DATASET, CsvDialect, SchemaError, check_dataset_config, csv_dialect, resource_name
+from diagnosa.data.validate import LIST_SEPARATOR
 from diagnosa.lake import DataLake
-from inference.feedback import read_feedback
-from monitoring.traffic import Skipped, read_traffic
+from inference.capture import decode_payload, read_capture
+from inference.feedback import Feedback, read_feedback
+from monitoring.traffic import Skipped, read_traffic, request_records
 
 RECORD_FIELDS = ("age", "sex", "temperature_c", "heart_rate_bpm", "respiratory_rate_bpm", "systolic_bp_mmhg",
                  "diastolic_bp_mmhg", "spo2_pct", "symptoms", "prior_diagnoses")
@@ -40,9 +58,10 @@ class RetrainError(ValueError):
 
 @dataclass
 class FeedbackDataset:
+    dataset: str
     base_version: str
-    base_batch: str
-    batch: str
+    base_source: str  # the raw batch (the built-in cohort) or raw file (a dataset of your own) feedback was added to
+    source: str  # the new raw batch or file: base + feedback
     feedback_rows: int  # feedback turned into records
     skipped: Skipped = field(default_factory=Skipped)
     report: IngestReport | None = None
@@ -53,8 +72,8 @@ class FeedbackDataset:
         return self.report.version
 
     def summary(self) -> str:
-        lines = [f"training data with feedback: raw batch {self.batch} = {self.base_batch} + {self.feedback_rows} "
-                 f"feedback record(s)"]
+        lines = [f"training data with feedback ({self.dataset}): {self.source} = {self.base_source} + "
+                 f"{self.feedback_rows} feedback record(s)"]
         for reason, count in self.skipped.counts.most_common():
             lines.append(f"  feedback not used ({count}): {reason}")
         if self.report is not None:
@@ -105,15 +124,32 @@ def feedback_records(lake: DataLake, endpoint: str, start: datetime | None = Non
     return records, labs, skipped
 
 
+def endpoint_dataset(lake: DataLake, endpoint: str) -> str:
+    """The dataset whose models an endpoint serves: each dataset deploys to the endpoint of its name
+    (``resource_name``: '_' written '-'; the built-in cohort's is diagnosa), and ingestion refuses two that share one."""
+    in_lake = lake_datasets(lake)
+    matches = [name for name in sorted({BUILTIN_DATASET, *in_lake}) if resource_name(name) == endpoint]
+    if not matches:
+        known = ", ".join(f"{resource_name(name)} ({name})" for name in in_lake) or "none"
+        raise RetrainError(f"no dataset in {lake.uri} deploys to the endpoint {endpoint!r} (a dataset's endpoint is its "
+                           f"name with '_' written '-'; the lake's datasets' endpoints: {known})")
+    return matches[0]
+
+
 def feedback_dataset(lake: DataLake, endpoint: str, *, base_version: str | None = None,
                      start: datetime | None = None, end: datetime | None = None) -> FeedbackDataset:
-    """Write base batch + feedback as a new raw batch and ingest it (a new curated version)."""
+    """Write the endpoint's dataset's raw data + feedback as new raw data and ingest it (a new curated version)."""
+    dataset = endpoint_dataset(lake, endpoint)
+    if dataset != BUILTIN_DATASET:
+        return own_feedback_dataset(lake, endpoint, dataset, base_version=base_version, start=start, end=end)
     base_version = base_version or latest_version(lake, BUILTIN_DATASET)
     manifest_key = f"{curated_prefix(BUILTIN_DATASET, base_version)}/manifest.json"
     if not lake.exists(manifest_key):
         raise RetrainError(f"no curated version {base_version!r} of '{BUILTIN_DATASET}' in {lake.uri}")
     manifest = lake.get_json(manifest_key)
-    base_batch = manifest.get("batch")
+    # Feedback is added to the batch the hospital's data came from, never to an earlier retraining's (whose feedback
+    # records, added again, would be quarantined as repeats, or with a corrected diagnosis as conflicting rows).
+    base_batch = (manifest.get("feedback") or {}).get("base_batch") or manifest.get("batch")
     if not base_batch:
         raise RetrainError(f"curated version {base_version} was not ingested from a raw cohort batch (records + labs); "
                            "feedback can only be added to such a batch")
@@ -139,6 +175,189 @@ def feedback_dataset(lake: DataLake, endpoint: str, *, base_version: str | None 
     lake.put_bytes_once(new_records_key, base_records + separator + extra_records)
     lab_separator = b"" if base_labs.endswith(b"\n") else b"\n"
     lake.put_bytes_once(new_labs_key, base_labs + lab_separator + extra_labs)
-    result = FeedbackDataset(base_version, base_batch, batch, len(records), skipped)
-    result.report = ingest_cohort(lake, batch)
+    result = FeedbackDataset(BUILTIN_DATASET, base_version, base_batch, batch, len(records), skipped)
+    result.report = ingest_cohort(lake, batch, feedback={"base_batch": base_batch, "endpoint": endpoint,
+                                                         "records": len(records)})
     return result
+
+
+# ------------------------------------------------------------------------------------------------ a dataset of your own
+
+FEEDBACK_ID_PREFIX = "FB-"
+FEEDBACK_INTEGER_IDS = 10**15  # an integer id column's feedback ids: from here up (an event's hash), below 2^53
+
+
+def own_feedback_dataset(lake: DataLake, endpoint: str, dataset: str, *, base_version: str | None = None,
+                         start: datetime | None = None, end: datetime | None = None) -> FeedbackDataset:
+    """The CSV a dataset's curated version came from + one row per accepted feedback, ingested with its config.
+
+    Feedback is added to the file the user ingested, never to an earlier retraining's: each retraining adds all the
+    feedback, each event's latest word, so a doctor's corrected diagnosis replaces the first (as two rows with one id
+    and other content, both would be quarantined) and no row is added twice."""
+    base_version = base_version or latest_version(lake, dataset)
+    manifest_key = f"{curated_prefix(dataset, base_version)}/manifest.json"
+    if not lake.exists(manifest_key):
+        raise RetrainError(f"no curated version {base_version!r} of '{dataset}' in {lake.uri}")
+    manifest = lake.get_json(manifest_key)
+    where = f"the config of curated version {base_version} of '{dataset}'"
+    try:
+        config = check_dataset_config(manifest.get("config"), where)
+    except SchemaError as err:
+        raise RetrainError(str(err)) from None
+    base_key = (manifest.get("feedback") or {}).get("base_key") or manifest["sources"][0]["key"]
+    data = lake.get_bytes(base_key)
+    dialect = csv_dialect(config)
+    try:
+        header = [str(name) for name in read_csv_rows(data, base_key, dialect).frame.columns]
+    except IngestError as err:
+        raise RetrainError(str(err)) from None
+    types = {f["name"]: f["type"] for f in manifest["schema"]["fields"]}
+    config = typed_as_before(config, manifest["schema"], header)
+    rows, skipped = feedback_lines(lake, endpoint, header, config, types, dialect, start, end)
+    if not rows:
+        raise RetrainError("no accepted feedback to add: " + (", ".join(f"{c} {r}" for r, c in skipped.counts.items())
+                                                              or "no feedback in the lake"))
+    combined = _appended(data, rows, dialect)
+    stem = f"{base_key.rsplit('/', 1)[-1].removesuffix('.csv')[:80]}.fb"
+    result = FeedbackDataset(dataset, base_version, base_key, "", len(rows), skipped)
+    try:
+        result.report = ingest_csv_data(lake, combined, stem, config, source=f"{base_key} + feedback",
+                                        config_source=where, feedback={"base_key": base_key, "endpoint": endpoint,
+                                                                       "rows": len(rows)})
+    except IngestError as err:
+        raise RetrainError(str(err)) from None
+    result.source = next(s.key for s in result.report.sources)
+    return result
+
+
+def typed_as_before(config: dict[str, Any], schema: dict[str, Any], header: list[str]) -> dict[str, Any]:
+    """``config`` with each feature column its ``schema`` inferred (a number or a category) declared as such: the
+    feedback rows must not retype a column (one '39,1 €' among the numbers made a category of it, and the model
+    another model), they are validated against it instead, and quarantined as a hospital's row would be."""
+    columns = {name: dict(spec) for name, spec in (config.get("columns") or {}).items()}
+    for f in schema["fields"]:
+        if f.get("role", "feature") == "feature" and f["name"] in header and "type" not in columns.get(f["name"], {}) \
+                and "values" not in columns.get(f["name"], {}):
+            columns.setdefault(f["name"], {})["type"] = f["type"]
+    return {**config, "columns": columns} if columns else config
+
+
+def feedback_lines(lake: DataLake, endpoint: str, header: list[str], config: dict[str, Any], types: dict[str, str],
+                   dialect: CsvDialect, start: datetime | None = None, end: datetime | None = None
+                   ) -> tuple[list[list[str]], Skipped]:
+    """One CSV row (the header's columns, as the file writes them) per accepted feedback of ``endpoint``: the captured
+    request's fields, the confirmed diagnosis as the target, ``FB-<event id>`` as the id, the excluded columns
+    and those the request did not carry empty. Feedback that cannot become a row is counted under its reason."""
+    skipped = Skipped()
+    feedback = read_feedback(lake, endpoint)
+    wanted = set(feedback.latest)
+    requests: dict[str, tuple[list[Any], bool]] = {}
+    for event in read_capture(lake, endpoint, start, end).events:
+        meta = event.get("eventMetadata", {})
+        if meta.get("eventId") not in wanted:
+            continue
+        data = event["captureData"]["endpointInput"]
+        content_type = data.get("observedContentType") or ""
+        try:
+            records = request_records(decode_payload(data), content_type)
+        except (ValueError, UnicodeDecodeError, KeyError) as err:
+            skipped.add("captured request is not a readable JSON or CSV request", f"{meta['eventId']}: {err}")
+            requests[meta["eventId"]] = ([], False)
+            continue
+        requests[meta["eventId"]] = (records, content_type.split(";", 1)[0].strip().lower() == "text/csv")
+    encoding = "utf-8" if codecs.lookup(dialect.encoding).name == "utf-8" else dialect.encoding
+    rows = []
+    for event_id, item in sorted(feedback.latest.items()):
+        if event_id not in requests:
+            skipped.add("no captured request for this event id", event_id)
+            continue
+        records, _ = requests[event_id]
+        if not records:
+            continue  # counted above
+        if len(records) != 1:
+            skipped.add("feedback for a multi-patient request (which patient is ambiguous)", event_id)
+            continue
+        if not isinstance(records[0], dict):
+            skipped.add("the captured patient record is not a JSON object", event_id)
+            continue
+        try:
+            cells = feedback_cells(records[0], item, header, config, types, dialect)
+        except ValueError as err:
+            skipped.add(str(err), event_id)
+            continue
+        try:
+            for cell in cells:
+                cell.encode(encoding)
+        except UnicodeEncodeError as err:
+            skipped.add(f"a value cannot be written in the file's encoding ({dialect.encoding})",
+                        f"{event_id}: {cell[err.start:err.end]!r}")
+            continue
+        rows.append(cells)
+    return rows, skipped
+
+
+def feedback_cells(record: dict[str, Any], item: Feedback, header: list[str], config: dict[str, Any],
+                   types: dict[str, str], dialect: CsvDialect) -> list[str]:
+    """A feedback's row as CSV cell texts, in ``header``'s order, written as the file writes them."""
+    exclude = set(config.get("exclude") or ())
+    group = (config.get("slice") or {}).get("group")
+    cells = []
+    for column in header:
+        if column == config["id_column"]:
+            cells.append(feedback_id(item.event_id, types.get(column) == "integer"))
+        elif column == config["target"]:
+            cells.append(item.diagnosis)
+        elif column == group and item.disease_id:
+            cells.append(item.disease_id)  # the confirmed disease, as the cohort's feedback records carry it
+        elif column in exclude or record.get(column) is None:
+            cells.append("")
+        else:
+            cells.append(cell_text(record[column], column, types.get(column), dialect))
+    return cells
+
+
+def feedback_id(event_id: str, integer: bool) -> str:
+    """The id of a feedback row: ``FB-<event id>``; for an integer id column, a number the event id hashes to."""
+    if not integer:
+        return f"{FEEDBACK_ID_PREFIX}{event_id}"
+    return str(FEEDBACK_INTEGER_IDS + int(hashlib.sha256(event_id.encode("utf-8")).hexdigest()[:12], 16))
+
+
+def cell_text(value: Any, column: str, kind: str | None, dialect: CsvDialect) -> str:
+    """A request's value as the dataset's CSV writes it: its decimal mark for numbers, a list's items joined."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        text = repr(value) if isinstance(value, float) else str(value)
+    elif isinstance(value, str):
+        text = value
+    elif isinstance(value, list) and all(isinstance(x, str) for x in value):
+        return LIST_SEPARATOR.join(value)
+    else:
+        raise ValueError(f"a request field ('{column}') holds a {type(value).__name__}, which no cell can hold")
+    if dialect.decimal != "." and kind in ("number", "integer") and _is_number(text):
+        return text.replace(".", dialect.decimal)
+    return text
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _appended(data: bytes, rows: list[list[str]], dialect: CsvDialect) -> bytes:
+    """``data`` (a CSV in ``dialect``) with ``rows`` after its last row, in its delimiter, line endings and
+    encoding."""
+    utf8 = codecs.lookup(dialect.encoding).name == "utf-8"
+    text = data.decode("utf-8-sig" if utf8 else dialect.encoding)
+    ending = "\r\n" if "\r\n" in text else "\r" if "\r" in text and "\n" not in text else "\n"
+    separator = "" if text.endswith(("\n", "\r")) else ending
+    buffer = io.StringIO()
+    csv.writer(buffer, delimiter=dialect.delimiter, lineterminator=ending).writerows(rows)
+    combined = text + separator + buffer.getvalue()
+    if utf8:
+        return (codecs.BOM_UTF8 if data.startswith(codecs.BOM_UTF8) else b"") + combined.encode("utf-8")
+    return combined.encode(dialect.encoding)

@@ -53,7 +53,8 @@ class Traffic:
     type_errors: Counter[str] = field(default_factory=Counter)  # field → values of the wrong type
 
 
-def _records(body: bytes, content_type: str) -> list[Any]:
+def request_records(body: bytes, content_type: str) -> list[Any]:
+    """The patient records of a captured request, as sent (a JSON object or array, ``instances``, or CSV rows)."""
     media = content_type.split(";", 1)[0].strip().lower()
     text = body.decode("utf-8")
     if media == "application/json" or media.endswith("+json"):
@@ -109,7 +110,7 @@ def traffic_from_events(events: Iterable[dict[str, Any]], kinds: dict[str, str],
         data = event["captureData"]
         try:
             content_type = data["endpointInput"].get("observedContentType") or ""
-            records = _records(decode_payload(data["endpointInput"]), content_type)
+            records = request_records(decode_payload(data["endpointInput"]), content_type)
         except (ValueError, UnicodeDecodeError) as err:  # JSONDecodeError is a ValueError
             skipped.add("input is not a readable JSON or CSV request", f"{where}: {err}")
             continue

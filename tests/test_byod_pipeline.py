@@ -149,6 +149,61 @@ def test_a_run_the_gate_stops_says_how_to_hold_it_to_other_thresholds(ingested, 
     assert "--resume" not in out  # nothing to resume: the gate did its job
 
 
+@pytest.mark.slow
+def test_doctors_feedback_retrains_the_dataset_from_its_own_file(ingested, workspace, capsys):
+    """The loop for a dataset of your own: predictions on its endpoint, doctors' diagnoses with `diagnosa
+    feedback`, then `diagnosa monitor --retrain` adds them as rows of the dataset's CSV and runs its pipeline."""
+    import math
+    import time
+
+    from diagnosa.data.ingest import latest_version, load_curated
+    from diagnosa.services import LOCAL_BUCKET
+    from inference.capture import read_capture
+    from inference.client import DiagnosaClient
+    from pipelines.executor import list_executions
+    from pipelines.local_endpoints import LocalEndpoints
+    from pipelines.local_jobs import LakeMapping
+
+    ws, root = workspace
+    lake = DataLake.from_uri(str(root / "lake"))
+    endpoints = LocalEndpoints(root, LakeMapping(LOCAL_BUCKET, lake))
+    if (endpoints.describe("pbc") or {}).get("EndpointStatus") != "InService":  # this test run alone
+        assert main([*ws, *documented_command("diagnosa run"), "--port", "0"]) == 0
+    client = DiagnosaClient("pbc", endpoint_url=endpoints.describe("pbc")["Url"], region="eu-west-1", max_attempts=1)
+    frame, manifest = load_curated(lake, "pbc", ingested["version"])
+    features = [f["name"] for f in manifest["schema"]["fields"] if f.get("role", "feature") == "feature"]
+    confirmed = {}
+    for _, row in frame.sample(6, random_state=0).iterrows():
+        record = {k: (v.item() if hasattr(v, "item") else v) for k, v in row[features].items()
+                  if not (isinstance(v, float) and math.isnan(v))}
+        confirmed[client.predict(record).event_id] = row["stage"]
+    for event, stage in confirmed.items():
+        assert main([*ws, "feedback", event, stage, "--endpoint-name", "pbc"]) == 0
+    deadline = time.monotonic() + 60  # the endpoint ships its capture spool every second
+    while len(read_capture(lake, "pbc").events) < 6 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    before = {e["PipelineExecutionArn"] for e in list_executions(root / "executions")}
+    capsys.readouterr()
+    code = main([*ws, "monitor", "--endpoint-name", "pbc", "--retrain", "--force-retrain",
+                 "--families", "logistic_regression"])
+    out = capsys.readouterr().out
+    assert "training data with feedback (pbc): raw/pbc/pbc-" in out and "+ 6 feedback record(s)" in out
+    version = latest_version(lake, "pbc")
+    retrained, retrained_manifest = load_curated(lake, "pbc", version)
+    assert version != ingested["version"] and len(retrained) == 412 + 6
+    fed = retrained[retrained["id"].astype(str).str.startswith("FB-")]
+    assert dict(zip(fed["id"].str.removeprefix("FB-"), fed["stage"])) == confirmed
+    assert retrained_manifest["schema"] == manifest["schema"]  # the same columns, typed as before
+    [execution] = [e for e in list_executions(root / "executions") if e["PipelineExecutionArn"] not in before]
+    assert execution["Parameters"]["InputDataUri"] == f"s3://diagnosa-local/curated/pbc/{version}"
+    assert f"(dataset pbc version {version})" in out
+    # The recall gate decided: the new model registered in the dataset's group, or the run stopped at the gate.
+    if execution["PipelineExecutionStatus"] == "Succeeded":
+        assert code == 0 and "model-package/pbc/" in out
+    else:
+        assert code == 1 and "RecallGateFailed" in execution["Steps"] and "Register" not in execution["Steps"]
+
+
 def test_the_definition_for_a_dataset_offline_from_its_config_or_the_lake(ingested, workspace, pbc_files, tmp_path):
     ws, _ = workspace
     common = ["pipeline", "definition", "--bucket", "lake", "--region", "eu-west-1"]

@@ -159,7 +159,38 @@ def test_feedback_of_the_window_becomes_a_new_curated_version_through_ingestion(
     assert len(fed) + quarantined == feedback_count
     assert set(fed["label"]) <= {t for p in phases.values() for _, t in p["truth"]}
     # The retraining run's input names that version, as the local executor finds it in this lake.
-    assert curated_manifest(lake, "patients", retraining_input(dataset.version))["version"] == dataset.version
+    assert curated_manifest(lake, "patients", retraining_input("patients", dataset.version))["version"] == dataset.version
+
+
+def test_a_second_retraining_adds_each_feedback_once_with_the_doctors_latest_diagnosis(loop):
+    # The second retraining added all the feedback again to the first one's batch: every feedback record came twice
+    # (quarantined as a repeat), and a corrected diagnosis made both rows 'conflicting' (the feedback was lost).
+    from dataclasses import replace
+
+    from diagnosa.data.cohort import write_raw
+    from diagnosa.data.ingest import ingest_cohort, load_curated
+    from inference.feedback import read_feedback
+    from monitoring.retrain import feedback_dataset
+
+    lake, _ = loop
+    if "again" not in {k.rsplit("/", 1)[-1].removesuffix(".jsonl") for k in lake.list("raw/clinical_records/")}:
+        write_raw(generate(CohortConfig(patients=1000, seed=4, defect_rate=0)), lake, "again")
+    base_version = ingest_cohort(lake, "again").version
+    first = feedback_dataset(lake, "diagnosa", base_version=base_version)
+    event, original = sorted(read_feedback(lake, "diagnosa").latest.items())[0]
+    corrected = next(label for label in ("NO ENFERMO", "ENFERMEDAD LEVE") if label != original.diagnosis)
+    store_feedback(lake, "diagnosa", replace(original, diagnosis=corrected, received_at=None))
+    try:
+        second = feedback_dataset(lake, "diagnosa", base_version=first.version)
+    finally:
+        store_feedback(lake, "diagnosa", replace(original, received_at=None))  # the loop's other tests read it
+    assert second.base_source == first.base_source == "again"
+    frame, manifest = load_curated(lake, version=second.version)
+    fed = frame[frame["patient_id"].str.startswith("FB-")]
+    first_fed = load_curated(lake, version=first.version)[0].query("patient_id.str.startswith('FB-')")
+    assert len(fed) == len(first_fed) and fed["patient_id"].is_unique
+    assert fed.loc[fed["patient_id"] == f"FB-{event}", "label"].tolist() == [corrected]
+    assert manifest["feedback"] == {"base_batch": "again", "endpoint": "diagnosa", "records": second.feedback_rows}
 
 
 def test_an_empty_window_reports_no_data(tmp_path, baseline):

@@ -22,7 +22,6 @@ from diagnosa.commands.common import (
     workspace,
     workspace_hint,
 )
-from diagnosa.data.schema import BUILTIN_DATASET
 from diagnosa.lake import DataLake
 
 EXIT_ALERT = 3  # with --fail-on-alert: the report's verdict is "alert"
@@ -137,9 +136,9 @@ def _retrain(args: argparse.Namespace, lake: Any, start: Any, end: Any) -> int:
     print(f"retraining: starting a local pipeline execution on curated version {dataset.version}")
     # The recall gate of that execution decides whether the new model is registered (and so replaces the old one).
     local = local_workspace(args, lake)
-    overrides = {"InputDataUri": retraining_input(dataset.version), **split_params(args.param)}
+    overrides = {"InputDataUri": retraining_input(dataset.dataset, dataset.version), **split_params(args.param)}
     families = split_families(args.families)
-    return run_pipeline(local, local.executor(), dataset=BUILTIN_DATASET, overrides=overrides, families=families)
+    return run_pipeline(local, local.executor(), dataset=dataset.dataset, overrides=overrides, families=families)
 
 
 # ------------------------------------------------------------------------------------------------ feedback
@@ -261,7 +260,8 @@ def register(commands: Any) -> None:
                          help="when the report recommends it: add accepted feedback to the training data and start "
                               "a local pipeline execution (`diagnosa run --local`)")
     monitor.add_argument("--force-retrain", action="store_true", help="with --retrain: retrain even without an alert")
-    monitor.add_argument("--base-version", help="curated version to add feedback to (default: the latest)")
+    monitor.add_argument("--base-version",
+                         help="curated version of the endpoint's dataset to add feedback to (default: its latest)")
     monitor.add_argument("--param", action="append", default=[], help="NAME=VALUE for the pipeline run (repeatable)")
     monitor.add_argument("--families", help="candidate model families for the retraining run (comma-separated)")
     monitor.set_defaults(func=cmd_monitor)

@@ -510,7 +510,9 @@ def stage_cohort_files(lake: DataLake, records_path: Path, labs_path: Path, batc
 
 
 def ingest_cohort(lake: DataLake, batch: str, *, ontology: Ontology | None = None,
-                  phase: Phase = _no_phase) -> IngestReport:
+                  phase: Phase = _no_phase, feedback: dict[str, Any] | None = None) -> IngestReport:
+    """The built-in cohort's raw ``batch`` (clinical records + lab results) as a curated version; ``feedback``
+    (retraining's: the batch feedback was added to, how many records) is kept in its manifest."""
     started = time.perf_counter()
     latest_before = current_latest(lake, BUILTIN_DATASET)
     phase("reading the raw batch", batch)
@@ -585,7 +587,7 @@ def ingest_cohort(lake: DataLake, batch: str, *, ontology: Ontology | None = Non
         SourceCounts(LABS_SOURCE, labs_key, hashes[1], len(labs_raw), len(labs), len(quarantined_labs)),
     ]
     extra = {"batch": batch, "hpo_release": ontology.release,
-             "orphan_rows": int(curated["is_orphan"].fillna(False).sum())}
+             "orphan_rows": int(curated["is_orphan"].fillna(False).sum()), **({"feedback": feedback} if feedback else {})}
     phase("writing the curated version", version)
     return _commit(lake, schema, version, curated, sources,
                    {RECORDS_SOURCE: quarantined_records, LABS_SOURCE: quarantined_labs}, started, extra, latest_before)
@@ -607,24 +609,34 @@ def ingest_csv(lake: DataLake, path: Path, config_path: Path, *, phase: Phase = 
         raise IngestError(str(err)) from None
     if not path.is_file():
         raise IngestError(f"input file not found: {path}")
+    phase("reading the CSV", str(path))
+    return ingest_csv_data(lake, path.read_bytes(), path.stem, config, source=str(path), config_source=str(config_path),
+                           phase=phase, started=started)
+
+
+def ingest_csv_data(lake: DataLake, data: bytes, stem: str, config: dict[str, Any], *, source: str,
+                    config_source: str, phase: Phase = _no_phase, started: float | None = None,
+                    feedback: dict[str, Any] | None = None) -> IngestReport:
+    """``ingest_csv`` of a file's bytes (``stem`` names its raw object) with a checked config (``source`` and
+    ``config_source`` name them in the errors): also how retraining ingests a dataset's file with feedback added
+    (``feedback``, kept in the manifest: the file it was added to, and how many rows)."""
+    started = time.perf_counter() if started is None else started
     sharing = [other for other in lake_datasets(lake) if other != config["name"]
                and resource_name(other) == resource_name(config["name"])]
     if sharing:
-        raise IngestError(f"{config_path}: dataset '{config['name']}' would share its model package group and endpoint "
+        raise IngestError(f"{config_source}: dataset '{config['name']}' would share its model package group and endpoint "
                           f"'{resource_name(config['name'])}' with the dataset '{sharing[0]}' in the lake (SageMaker "
                           "names write '_' as '-'): name it otherwise, or use that name")
     latest_before = current_latest(lake, config["name"])
-    phase("reading the CSV", str(path))
-    data = path.read_bytes()
     digest = hashlib.sha256(data).hexdigest()
-    raw_key = f"raw/{config['name']}/{path.stem}-{digest[:12]}.csv"
+    raw_key = f"raw/{config['name']}/{stem}-{digest[:12]}.csv"
     dialect = csv_dialect(config)
-    read = read_csv_rows(data, str(path), dialect)
+    read = read_csv_rows(data, source, dialect)
     frame = read.frame
     header = [str(c) for c in frame.columns]
     hint = delimiter_hint(header, dialect)
     if hint:
-        raise IngestError(f"{path}: {hint}")
+        raise IngestError(f"{source}: {hint}")
     cells, cleaned = clean_cells(frame)
     cells, missing = read_missing_markers(cells, config)
     cells, respelled = read_numeric_labels(cells, config)
@@ -632,7 +644,7 @@ def ingest_csv(lake: DataLake, path: Path, config_path: Path, *, phase: Phase = 
     try:
         schema = schema_from_config(config, header, sample)
     except SchemaError as err:
-        raise IngestError(f"{config_path}: {err}") from None
+        raise IngestError(f"{config_source}: {err}") from None
     mostly_numbers = numbers_read_as_categories(schema, config, sample, dialect.decimal)
     # The gate is no part of the schema (the missing-value markers are), but a run holds the data to it: a version
     # of its own.
@@ -669,17 +681,18 @@ def ingest_csv(lake: DataLake, path: Path, config_path: Path, *, phase: Phase = 
                                 found=typed[schema.target].value_counts().to_dict())
     if problem:
         why = f" ({rejection_summary(quarantined)})" if quarantined else ""
-        raise IngestError(f"{path} (config {config_path}), after {len(quarantined):,} of {rows_read:,} rows were "
+        raise IngestError(f"{source} (config {config_source}), after {len(quarantined):,} of {rows_read:,} rows were "
                           f"rejected{why}: {problem}. Nothing was written")
     if slice_ and not curated[schema.slice_column].fillna(False).astype(bool).any():
-        raise IngestError(f"{path}: no accepted row is in the slice '{schema.slice}' (column '{slice_[1]}'"
+        raise IngestError(f"{source}: no accepted row is in the slice '{schema.slice}' (column '{slice_[1]}'"
                           + (f" = {slice_[2]!r}" if slice_[2] is not None else " true") + "). Nothing was written")
     phase("writing the curated version", version)
     lake.put_bytes_once(raw_key, data)
     sources = [SourceCounts(schema.name, raw_key, digest, rows_read, len(curated), len(quarantined))]
     return _commit(lake, schema, version, curated, sources, {schema.name: quarantined}, started,
                    {"config": config, "missing_cells": missing, "labels_read_as_numbers": respelled,
-                    "cleaned_cells": cleaned, "numbers_read_as_categories": mostly_numbers}, latest_before)
+                    "cleaned_cells": cleaned, "numbers_read_as_categories": mostly_numbers,
+                    **({"feedback": feedback} if feedback else {})}, latest_before)
 
 
 def read_numeric_labels(cells: pd.DataFrame, config: dict[str, Any]) -> tuple[pd.DataFrame, dict[str, str]]:

@@ -291,7 +291,14 @@ def load_dataset_config(path: str | Path) -> dict[str, Any]:
         raise SchemaError(f"dataset config {path} is not UTF-8 text (byte {err.start})") from None
     except tomllib.TOMLDecodeError as err:
         raise SchemaError(f"dataset config {path} is not valid TOML: {err}") from None
-    where = f"dataset config {path}"
+    return check_dataset_config(data, f"dataset config {path}")
+
+
+def check_dataset_config(data: dict[str, Any], where: str) -> dict[str, Any]:
+    """A dataset config's keys checked one by one (``where`` names it in the errors); the config, unchanged. Also
+    for a config read back from a curated version's manifest (retraining ingests feedback with it)."""
+    if not isinstance(data, dict):
+        raise SchemaError(f"{where}: a dataset config is a table of keys, got {type(data).__name__}")
     unknown = sorted(set(data) - CONFIG_KEYS)
     if unknown:
         raise SchemaError(f"{where}: unknown keys {', '.join(unknown)} (allowed: {', '.join(sorted(CONFIG_KEYS))}; "
