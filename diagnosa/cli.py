@@ -329,7 +329,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 problems.add(outcome)
     except UnicodeDecodeError as err:
         failure = f"{name} is not UTF-8 text (byte {err.start} of a block read)"
-    except ValueError as err:  # a JSON document that is not JSON, a CSV without a header
+    except ValueError as err:  # a JSON document that is not JSON, a CSV without a header, no records at all
         failure = str(err)
     except PredictionRejected as err:  # the request itself (not a record) is wrong: every request would be
         failure = str(err)

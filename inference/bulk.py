@@ -74,9 +74,10 @@ def read_records(stream: IO[str], fmt: str, name: str) -> tuple[Iterator[InputRe
 
     A JSON document is parsed whole (one document); a line of JSON Lines or a CSV row that cannot be read
     becomes a record with its ``problem``, and reading goes on. ValueError: a JSON document that is not
-    JSON, or a CSV without a header."""
+    JSON, a CSV without a header, or input with no patient records at all (raised by the records' iterator
+    at its end for JSON Lines and CSV, which are read as they go)."""
     if fmt == "jsonl":
-        return _json_lines(stream), None
+        return _json_lines(stream, name), None
     if fmt == "csv":
         return _csv_rows(stream, name)
     text = stream.read(MAX_JSON_DOCUMENT_CHARS + 1)  # read whole to be parsed: bounded (/dev/zero is endless)
@@ -89,9 +90,13 @@ def read_records(stream: IO[str], fmt: str, name: str) -> tuple[Iterator[InputRe
         raise ValueError(f"{name} is not valid JSON: {err.msg} at line {err.lineno}") from None
     except (ValueError, RecursionError) as err:  # a number of over 4,300 digits; arrays nested thousands deep
         raise ValueError(f"{name} is not JSON this reads: {_json_problem(err)}") from None
-    if isinstance(data, dict) and "instances" in data:
+    instances = isinstance(data, dict) and "instances" in data
+    if instances:
         data = data["instances"]
     records = data if isinstance(data, list) else [data]
+    if not records:
+        raise ValueError(f"{name}: no patient records in the input ({'its instances are' if instances else 'it is'} "
+                         "an empty list)")
     return (InputRecord(f"record {number}", record) for number, record in enumerate(records, start=1)), None
 
 
@@ -103,14 +108,18 @@ def _json_problem(err: BaseException) -> str:
     return "a number with too many digits" if "digits" in str(err) else str(err)
 
 
-def _json_lines(stream: IO[str]) -> Iterator[InputRecord]:
+def _json_lines(stream: IO[str], name: str) -> Iterator[InputRecord]:
+    number = read = 0
     for number, line in enumerate(stream, start=1):
         if not line.strip():
             continue
+        read += 1
         try:
             yield InputRecord(f"line {number}", json.loads(line.removeprefix("\ufeff") if number == 1 else line))
         except (ValueError, RecursionError) as err:
             yield InputRecord(f"line {number}", problem=f"not JSON: {_json_problem(err)}")
+    if not read:
+        raise ValueError(f"{name}: no patient records in the input ({'only blank lines' if number else 'it is empty'})")
 
 
 def _csv_rows(stream: IO[str], name: str) -> tuple[Iterator[InputRecord], list[str]]:
@@ -129,21 +138,26 @@ def _csv_rows(stream: IO[str], name: str) -> tuple[Iterator[InputRecord], list[s
                          "the endpoint reads comma-separated cells with decimal points (save the file so)")
 
     def rows() -> Iterator[InputRecord]:
+        read = 0
         while True:
             try:
                 cells = next(reader)
             except StopIteration:
-                return
+                break
             except csv.Error as err:  # the reader goes on at the next line
+                read += 1
                 yield InputRecord(f"line {reader.line_num}", problem=f"malformed CSV: {err}")
                 continue
             where = f"line {reader.line_num}"
             if not cells:
                 continue
+            read += 1
             if len(cells) > len(header):
                 yield InputRecord(where, problem=f"more cells than the header has fields ({len(cells)} > {len(header)})")
                 continue
             yield InputRecord(where, dict(zip(header, cells + [""] * (len(header) - len(cells)))))
+        if not read:
+            raise ValueError(f"{name}: no patient records in the input (no rows under the header)")
 
     return rows(), header
 

@@ -95,6 +95,24 @@ def test_a_json_document_is_one_record_a_list_or_instances():
         read_records(io.StringIO("{nope"), "json", "p.json")
 
 
+UNREACHABLE = "http://127.0.0.1:9"  # the discard port: a test that sends a request here fails
+
+
+@pytest.mark.parametrize("name, text, why", [
+    ("empty.json", "[]", "it is an empty list"),
+    ("instances.json", '{"instances": [], "top_k": 2}', "its instances are an empty list"),
+    ("blank.jsonl", "\n  \n", "only blank lines"),
+    ("empty.jsonl", "", "it is empty"),
+    ("header.csv", "patient_id,age\n\n", "no rows under the header"),
+])
+def test_input_without_patient_records_is_refused_not_answered_with_nothing(tmp_path, capsys, name, text, why):
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    assert main(["--workspace", str(tmp_path / "ws"), "predict", str(path), "--endpoint-url", UNREACHABLE]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err == f"diagnosa: error: {path}: no patient records in the input ({why})\n"
+
+
 def test_a_refused_record_costs_no_other_its_answer(client):
     records = [InputRecord(f"record {i}", {"patient_id": f"P{i}", "age": -1 if i % 3 == 0 else 50, "sex": "F"})
                for i in range(12)]
