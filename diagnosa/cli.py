@@ -284,7 +284,7 @@ def _predict_format(args: argparse.Namespace) -> str:
 def cmd_predict(args: argparse.Namespace) -> int:
     """A file (or standard input) of patients, streamed to the endpoint in requests of 100; the predictions go to
     standard output as they arrive, the refused records' problems to a file, summarised on standard error."""
-    from inference.bulk import Answered, PredictionsDocument, ProblemSummary, predict_stream, read_records
+    from inference.bulk import Answered, JsonNotCsv, PredictionsDocument, ProblemSummary, predict_stream, read_records
     from inference.client import ClientFailure, DiagnosaClient, PredictionRejected
 
     if (args.input is None) == (args.batch is None):
@@ -329,6 +329,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 problems.add(outcome)
     except UnicodeDecodeError as err:
         failure = f"{name} is not UTF-8 text (byte {err.start} of a block read)"
+    except JsonNotCsv as err:
+        failure = f"{err}: give --format json, or --format jsonl for one record per line"
     except ValueError as err:  # a JSON document that is not JSON, a CSV without a header, no records at all
         failure = str(err)
     except PredictionRejected as err:  # the request itself (not a record) is wrong: every request would be

@@ -27,6 +27,10 @@ MAX_JSON_DOCUMENT_CHARS = 64 * 2**20  # a JSON document is parsed whole: ~15x th
 PREDICT_CHUNK = MAX_LISTED_PROBLEMS  # patients per request: a refusal then usually names every problem at once
 
 
+class JsonNotCsv(ValueError):
+    """Input read as CSV whose first line opens JSON (a '.csv' file that holds a JSON document or JSON Lines)."""
+
+
 @dataclass(frozen=True)
 class InputRecord:
     """One record of the input and where it is ("line 12", "record 3"); ``problem`` when it could not be read."""
@@ -74,8 +78,8 @@ def read_records(stream: IO[str], fmt: str, name: str) -> tuple[Iterator[InputRe
 
     A JSON document is parsed whole (one document); a line of JSON Lines or a CSV row that cannot be read
     becomes a record with its ``problem``, and reading goes on. ValueError: a JSON document that is not
-    JSON, a CSV without a header, or input with no patient records at all (raised by the records' iterator
-    at its end for JSON Lines and CSV, which are read as they go)."""
+    JSON, a CSV without a header, CSV that opens JSON (:class:`JsonNotCsv`), or input with no patient records
+    at all (raised by the records' iterator at its end for JSON Lines and CSV, which are read as they go)."""
     if fmt == "jsonl":
         return _json_lines(stream, name), None
     if fmt == "csv":
@@ -131,6 +135,9 @@ def _csv_rows(stream: IO[str], name: str) -> tuple[Iterator[InputRecord], list[s
     if not header or not any(cell.strip() for cell in header):
         raise ValueError(f"{name} has no header row naming the fields")
     header[0] = header[0].removeprefix("\ufeff")  # a BOM some spreadsheet exports start with
+    opening = header[0].lstrip()[:1]
+    if opening in ("{", "["):  # no field's name starts so: JSON, whose rows would each be refused or read as none
+        raise JsonNotCsv(f"{name} is read as CSV but looks like JSON (its first line starts with {opening!r})")
     other = other_delimiter(header)
     if other is not None:
         raise ValueError(f"{name}: the header is one field, {header[0][:80]!r}{'…' * (len(header[0]) > 80)}: the cells "

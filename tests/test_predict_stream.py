@@ -113,6 +113,20 @@ def test_input_without_patient_records_is_refused_not_answered_with_nothing(tmp_
     assert out == "" and err == f"diagnosa: error: {path}: no patient records in the input ({why})\n"
 
 
+@pytest.mark.parametrize("text, opening", [
+    ('[{"age": 50, "sex": "F"}]\n', "["),  # one line: read as a header and no rows, it was answered with nothing
+    ('[\n  {"age": 50},\n  {"age": 60}\n]\n', "["),
+    ('\ufeff{"age": 50}\n{"age": 60}\n', "{"),
+])
+def test_json_in_a_csv_file_is_named_for_what_it_is(tmp_path, capsys, text, opening):
+    path = tmp_path / "patients.csv"
+    path.write_text(text, encoding="utf-8")
+    assert main(["--workspace", str(tmp_path / "ws"), "predict", str(path), "--endpoint-url", UNREACHABLE]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err == (f"diagnosa: error: {path} is read as CSV but looks like JSON (its first line starts "
+                                 f"with {opening!r}): give --format json, or --format jsonl for one record per line\n")
+
+
 def test_a_refused_record_costs_no_other_its_answer(client):
     records = [InputRecord(f"record {i}", {"patient_id": f"P{i}", "age": -1 if i % 3 == 0 else 50, "sex": "F"})
                for i in range(12)]
