@@ -401,9 +401,14 @@ def _served_models(args: argparse.Namespace) -> dict[str, str]:
 
 def cmd_registry_list(args: argparse.Namespace) -> int:
     registry = open_registry(args)
-    groups = [args.group] if args.group else registry.groups()
+    existing = registry.groups()
+    where = f"{registry.root}" + ("" if args.region else f" ({workspace_hint(args)})")
+    if args.group and args.group not in existing:
+        raise UsageError(f"no model package group {args.group!r} in {where}: "
+                         + (f"its groups are {', '.join(existing)}" if existing else "it has no groups yet"))
+    groups = [args.group] if args.group else existing
     if not groups:
-        print(f"no model packages in {registry.root}" + ("" if args.region else f" ({workspace_hint(args)})"))
+        print(f"no model packages in {where}")
         return 0
     served = _served_models(args)
     for group in groups:

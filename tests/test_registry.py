@@ -91,6 +91,21 @@ def test_registry_commands(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
 
 
+def test_listing_a_group_that_does_not_exist_names_the_groups_that_do(tmp_path, capsys):
+    ws = ["--workspace", str(tmp_path / "ws")]
+    assert main([*ws, "registry", "list", "--group", "nope"]) == 2
+    assert capsys.readouterr().err == (f"diagnosa: error: no model package group 'nope' in {tmp_path / 'ws' / 'registry'} "
+                                       f"(workspace {tmp_path / 'ws'} (from --workspace)): it has no groups yet\n")
+    registry = LocalModelRegistry(tmp_path / "ws" / "registry")
+    for group in ("diagnosa", "pbc"):
+        registry.create_model_package(**{**PACKAGE, "ModelPackageGroupName": group})
+    assert main([*ws, "registry", "list", "--group", "nope"]) == 2
+    out, err = capsys.readouterr()
+    assert not out and "no model package group 'nope' in" in err and err.endswith(": its groups are diagnosa, pbc\n")
+    assert main([*ws, "registry", "list", "--group", "pbc"]) == 0
+    assert capsys.readouterr().out.startswith("pbc: 1 version(s)\n")
+
+
 def test_registry_commands_against_sagemaker(tmp_path, capsys):
     with mock_aws():
         sm = boto3.client("sagemaker", region_name="eu-west-1")
@@ -101,6 +116,12 @@ def test_registry_commands_against_sagemaker(tmp_path, capsys):
         assert main([*aws, "list", "--region", "eu-west-1", "--group", "diagnosa-dev"]) == 0
         out = capsys.readouterr().out
         assert "diagnosa-dev: 2 version(s)" in out and out.count("PendingManualApproval") == 2
+        sm.create_model_package_group(ModelPackageGroupName="diagnosa-empty")  # a group with no version yet
+        assert main([*aws, "list", "--region", "eu-west-1", "--group", "diagnosa-empty"]) == 0
+        assert capsys.readouterr().out == "diagnosa-empty: 0 version(s)\n"
+        assert main([*aws, "list", "--region", "eu-west-1", "--group", "diagnosa-prod"]) == 2
+        assert capsys.readouterr().err == ("diagnosa: error: no model package group 'diagnosa-prod' in SageMaker Model "
+                                           "Registry (eu-west-1): its groups are diagnosa-dev, diagnosa-empty\n")
         assert main([*aws, "approve", "2", "--group", "diagnosa-dev", "--region", "eu-west-1",
                      "--reason", "reviewed"]) == 0
         assert "approval event starts the deploy function" in capsys.readouterr().out
