@@ -22,6 +22,7 @@ from diagnosa.commands.common import (
     EXIT_FAILED,
     UsageError,
     dataset_name,
+    endpoint_url,
     int_in,
     local_workspace,
     model_folder,
@@ -290,7 +291,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if (args.input is None) == (args.batch is None):
         raise UsageError("give either a file (or - for standard input) or --batch NAME, not both")
     try:
-        client = DiagnosaClient(args.endpoint_name, endpoint_url=args.endpoint_url, region=args.region,
+        client = DiagnosaClient(args.endpoint_name, endpoint_url=endpoint_url(args), region=args.region,
                                 timeout=args.timeout)
     except ValueError as err:
         raise UsageError(f"--endpoint-url: {err}") from None
@@ -711,9 +712,10 @@ def build_parser() -> argparse.ArgumentParser:
                               "drifted ones too), its patients in requests of 50; prints a summary")
     predict.add_argument("--format", choices=("auto", "json", "jsonl", "csv"), default="auto",
                          help="the input's format (auto: .csv, .jsonl/.ndjson by the file's extension, JSON otherwise)")
-    predict.add_argument("--endpoint-url", help="e.g. http://127.0.0.1:8080 for the local endpoint")
+    predict.add_argument("--endpoint-url", help="e.g. http://127.0.0.1:8080 (default: the URL of the workspace's "
+                                                "local endpoint --endpoint-name, unless --region)")
     predict.add_argument("--endpoint-name", type=sagemaker_name, default="diagnosa",
-                         help="the SageMaker (or local) endpoint's name")
+                         help="the local (or, with --region or none here, SageMaker) endpoint's name")
     predict.add_argument("--region", help="AWS region of a SageMaker endpoint")
     predict.add_argument("--top-k", type=int_in(1, MAX_TOP_K, "--top-k"), default=None,
                          help="categories listed per patient, most likely first (default: the endpoint's, 3 or "

@@ -265,6 +265,28 @@ def test_one_request_keeps_its_event_id_at_the_top(endpoint, tmp_path, capsys):
     assert document["event_id"] and document["predictions"][0]["event_id"] == document["event_id"] and not err
 
 
+def test_without_a_url_the_workspaces_local_endpoint_of_that_name_is_used(endpoint, tmp_path, monkeypatch, capsys):
+    from pipelines import local_endpoints
+
+    ws = tmp_path / "ws"
+    record = ws / "endpoints" / "diagnosa" / "endpoint.json"  # as `diagnosa run --local` or an approval records it
+    record.parent.mkdir(parents=True)
+    record.write_text(json.dumps({"EndpointName": "diagnosa", "EndpointStatus": "InService", "Url": endpoint.url,
+                                  "Pid": 4321}))
+    monkeypatch.setattr(local_endpoints, "_alive", lambda pid: pid == 4321)  # as if `diagnosa serve` ran as 4321
+    path = tmp_path / "one.json"
+    path.write_text(json.dumps({"patient_id": "W1", "age": 67}))
+    assert main(["--workspace", str(ws), "predict", str(path)]) == 0
+    assert [p["patient_id"] for p in json.loads(capsys.readouterr().out)["predictions"]] == ["W1"]
+    # Its server gone, the endpoint is named as not running (it used to be asked of SageMaker, without credentials).
+    monkeypatch.setattr(local_endpoints, "_alive", lambda pid: False)
+    assert main(["--workspace", str(ws), "predict", str(path), "--endpoint-name", "diagnosa"]) == 2
+    out, err = capsys.readouterr()
+    assert not out and err.startswith(f"diagnosa: error: the local endpoint diagnosa (workspace {ws} (from "
+                                      "--workspace)) is not running (OutOfService): `diagnosa endpoint list`")
+    assert err.count("\n") == 1
+
+
 def test_an_errors_file_that_cannot_be_written_is_named(endpoint, tmp_path, capsys):
     path = tmp_path / "bad.jsonl"
     path.write_text("".join(json.dumps({"age": -1}) + "\n" for _ in range(20)))

@@ -76,6 +76,23 @@ def local_workspace(args: argparse.Namespace, lake: DataLake | None = None) -> L
     return LocalWorkspace(workspace(args), lake or open_lake(args), lake_uri=args.lake or os.environ.get("DIAGNOSA_LAKE"))
 
 
+def endpoint_url(args: argparse.Namespace) -> str | None:
+    """Where --endpoint-name is served: --endpoint-url; else, without --region (which names SageMaker's), the URL of
+    the workspace's local endpoint of that name; None for neither (SageMaker's endpoint of that name). UsageError
+    when that local endpoint is recorded but not running."""
+    if args.endpoint_url or args.region:
+        return args.endpoint_url
+    lake = open_lake(args)
+    record = None if lake.uri.startswith("s3://") else local_workspace(args, lake).endpoints().describe(args.endpoint_name)
+    if record is None:
+        return None
+    if record.get("EndpointStatus") != "InService" or not record.get("Url"):
+        raise UsageError(f"the local endpoint {args.endpoint_name} ({workspace_hint(args)}) is not running "
+                         f"({record.get('EndpointStatus')}): `diagnosa endpoint list` shows the local ones; "
+                         "give --endpoint-url for another server, or --region for a SageMaker endpoint")
+    return str(record["Url"])
+
+
 def int_in(low: int, high: int, what: str):
     def parse(text: str) -> int:
         try:
