@@ -486,17 +486,15 @@ def _dataset_settings(args: argparse.Namespace, bucket: str) -> dict:
     --dataset-config FILE.toml (offline), else the built-in cohort, else the latest curated version of
     --dataset in the data lake (--lake or DIAGNOSA_LAKE; otherwise the workspace's lake for
     `definition`, s3://<bucket> for upsert and start)."""
-    from diagnosa.data.schema import BUILTIN_DATASET, config_gate, config_slice, load_dataset_config
+    from diagnosa.data.schema import BUILTIN_DATASET, load_dataset_config
     from diagnosa.services import curated_manifest, dataset_of
-    from pipelines.definition import dataset_settings
+    from pipelines.definition import config_dataset_settings
 
     if getattr(args, "dataset_config", None):
         config = load_dataset_config(args.dataset_config)
         if args.dataset not in (None, config["name"]):
             raise UsageError(f"--dataset {args.dataset} but {args.dataset_config} describes dataset {config['name']}")
-        slice_ = config_slice(config)
-        return dataset_settings(config["name"], config["labels"], slice_[0] if slice_ else None,
-                                grouped=bool((config.get("slice") or {}).get("group")), gate=config_gate(config))
+        return config_dataset_settings(config)
     dataset = args.dataset or BUILTIN_DATASET
     if dataset == BUILTIN_DATASET:
         return dataset_of(None, dataset)

@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
+from diagnosa.data.schema import BUILTIN_DATASET
 from diagnosa.labels import CATEGORIES
 
 STAGE_NAME = re.compile(r"^[a-z][a-z0-9]{1,11}$")
@@ -74,6 +75,31 @@ class StageConfig:
     # Model promotion: the stage (declared earlier in the delivery pipeline) whose Approved versions this
     # stage takes, copied into its own lake and registry by its promote function (docs/deploy.md).
     promote_from: str = ""
+    # The dataset the stage trains and serves: a dataset config (TOML, docs/data.md; a path from the folder
+    # `cdk` runs in), whose labels, slice and [gate] the pipeline is built for. "": the built-in cohort.
+    # One dataset per stage: its pipeline, group and endpoint keep the stage's names (prefix).
+    dataset_config: str = ""
+
+    @property
+    def dataset_settings(self) -> dict[str, Any]:
+        """The pipeline settings of the stage's dataset (its name, labels, slice; the [gate]'s thresholds, over the
+        stage's), or none for the built-in cohort; the group and endpoint are the stage's (prefix)."""
+        if not self.dataset_config:
+            return {}
+        from diagnosa.data.schema import load_dataset_config
+        from pipelines.definition import config_dataset_settings
+
+        settings = config_dataset_settings(load_dataset_config(self.dataset_config))
+        return {k: v for k, v in settings.items() if k not in ("model_package_group", "endpoint_name")}
+
+    @property
+    def dataset(self) -> str:
+        """The curated dataset the stage's pipeline trains on (``curated/<dataset>/``)."""
+        return str(self.dataset_settings.get("dataset", BUILTIN_DATASET))
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return tuple(self.dataset_settings.get("labels", CATEGORIES))
 
     @property
     def prefix(self) -> str:
@@ -82,7 +108,7 @@ class StageConfig:
 
     @property
     def recall_thresholds(self) -> dict[str, float]:
-        return {label: self.recall_threshold for label in CATEGORIES}
+        return {label: self.recall_threshold for label in self.labels}
 
     def check(self) -> "StageConfig":
         problems = []
@@ -121,6 +147,14 @@ class StageConfig:
         for name in ("recall_threshold", "orphan_threshold", "unseen_threshold"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 problems.append(f"{name} must be in [0, 1]")
+        if self.dataset_config:
+            from diagnosa.data.schema import SchemaError
+            from pipelines.definition import parameter_names
+
+            try:
+                parameter_names(self.dataset_settings["labels"])  # each label a gate parameter of its own
+            except (SchemaError, ValueError) as err:
+                problems.append(f"dataset_config: {err}")
         if problems:
             raise ValueError(f"stage {self.stage}: " + "; ".join(problems))
         return self

@@ -97,6 +97,7 @@ def pipeline_settings(config: StageConfig) -> dict[str, Any]:
                 "kms_key": SENTINEL_KMS_KEY,  # the stage's key, swapped in by pieces()
                 # The deploy function, on the approval event, deploys in AWS (see PipelineSettings.deploy_steps).
                 "deploy_steps": False}
+    settings |= config.dataset_settings  # a stage's own dataset: its labels, slice and gate
     if config.baked_images:  # the stack's image assets, swapped in by pieces()
         settings |= {"job_image": SENTINEL_JOB_IMAGE, "serving_image": SENTINEL_SERVING_IMAGE}
     if config.vpc:  # the stage VPC's subnets and the jobs' group, swapped in by pieces()

@@ -35,7 +35,6 @@ from aws_cdk import aws_sns_subscriptions as subscriptions
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct, IConstruct
 
-from diagnosa.labels import CATEGORIES
 from infra.config import StageConfig
 from infra.images import SERVING, BakedImages, base_images, repository_name
 from infra.pipeline_definition import CODE_PREFIX, RUNS_PREFIX, VPC_AZS, EmbeddedDefinition, embedded_definition
@@ -860,12 +859,12 @@ class DiagnosaStack(Stack):
         function = self._function(
             "RetrainFunction", "retrain", "Starts a Diagnosa pipeline execution (schedule or drift alarm)",
             {"PIPELINE_NAME": self.prefix, "PIPELINE_PARAMETERS": ",".join(self.definition.parameters),
-             "LAKE_BUCKET": self.lake.bucket_name},
+             "LAKE_BUCKET": self.lake.bucket_name, "DATASET": c.dataset},
             [iam.PolicyStatement(sid="StartThePipeline", actions=["sagemaker:StartPipelineExecution"],
                                  resources=[self.arn("sagemaker", "pipeline", self.prefix)]),
              # Which curated version to train on: the pointer ingestion writes last, nothing else.
              iam.PolicyStatement(sid="ReadLatestCuratedVersion", actions=["s3:GetObject"],
-                                 resources=[self.lake.arn_for_objects("curated/patients/LATEST.json")]),
+                                 resources=[self.lake.arn_for_objects(f"curated/{c.dataset}/LATEST.json")]),
              self.kms_for_s3("kms:Decrypt")])
         schedule = cdk.CfnParameter(self, "RetrainSchedule", type="String", default=c.retrain_schedule or "rate(7 days)",
                                     description="EventBridge schedule expression of the retraining executions")
@@ -934,7 +933,7 @@ class DiagnosaStack(Stack):
                                    right=[monitoring("DriftedFeatures", "drifted features"),
                                           monitoring("FailingClasses", "failing classes")]),
             cloudwatch.GraphWidget(title="Live recall from doctors' feedback", width=12,
-                                   left=[*(monitoring("LiveRecall", label, Class=label) for label in CATEGORIES),
+                                   left=[*(monitoring("LiveRecall", label, Class=label) for label in c.labels),
                                          monitoring("LiveOrphanMacroRecall", "orphan slice (macro)")],
                                    left_y_axis=cloudwatch.YAxisProps(min=0, max=1),
                                    left_annotations=[line(value=c.recall_threshold, label="gate: per class"),

@@ -21,7 +21,16 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
-from diagnosa.data.schema import BUILTIN_DATASET, BUILTIN_RESOURCE, DATASET_NAME, RESOURCE_NAME, SLICE_NAME, resource_name
+from diagnosa.data.schema import (
+    BUILTIN_DATASET,
+    BUILTIN_RESOURCE,
+    DATASET_NAME,
+    RESOURCE_NAME,
+    SLICE_NAME,
+    config_gate,
+    config_slice,
+    resource_name,
+)
 from diagnosa.labels import CATEGORIES
 from diagnosa.serving_code import SERVING_PROGRAM
 from pipelines.service_model import instance_count_problem
@@ -180,6 +189,14 @@ def dataset_settings(dataset: str, labels: tuple[str, ...] | list[str], slice_na
     if "unseen_threshold" in gate:
         settings["unseen_threshold"] = gate["unseen_threshold"]
     return settings
+
+
+def config_dataset_settings(config: dict[str, Any]) -> dict[str, Any]:
+    """``dataset_settings`` of a dataset config (``diagnosa.data.schema.load_dataset_config``), no data read: what
+    `diagnosa pipeline ... --dataset-config` and a CDK stage's ``dataset_config`` build the definition with."""
+    slice_ = config_slice(config)
+    return dataset_settings(config["name"], config["labels"], slice_[0] if slice_ else None,
+                            grouped=bool((config.get("slice") or {}).get("group")), gate=config_gate(config))
 
 
 @dataclass(frozen=True)

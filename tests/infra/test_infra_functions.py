@@ -213,6 +213,11 @@ def test_without_an_input_the_latest_curated_version_is_trained_on(pipeline, ret
     given = retrain_fn.handler({"parameters": {"InputDataUri": "s3://lake/curated/patients/abc123"}},
                                sagemaker=pipeline, s3=s3, env=env)
     assert given["parameters"] == {"InputDataUri": "s3://lake/curated/patients/abc123"}  # an explicit input wins
+    # A stage built for a dataset of its own (dataset_config) trains on that dataset's latest version.
+    s3.put_object(Bucket="lake", Key="curated/mi_hospital/LATEST.json",
+                  Body=json.dumps({"version": "0f1e2d3c4b5a", "manifest": "curated/mi_hospital/0f1e2d3c4b5a/manifest.json"}))
+    own = retrain_fn.handler({"reason": "schedule"}, sagemaker=pipeline, s3=s3, env={**env, "DATASET": "mi_hospital"})
+    assert own["parameters"] == {"InputDataUri": "s3://lake/curated/mi_hospital/0f1e2d3c4b5a"}
 
 
 def test_unknown_parameters_are_refused_before_sagemaker(pipeline, retrain_fn):

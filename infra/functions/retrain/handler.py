@@ -5,8 +5,9 @@ alarm through EventBridge (``CloudWatch Alarm State Change`` to ALARM) or direct
 ``{"reason": "...", "parameters": {"Name": value}}``. Parameter overrides must name parameters the
 pipeline declares (the stack passes their names in ``PIPELINE_PARAMETERS``); anything else is
 refused before SageMaker is called. Without an ``InputDataUri`` override the execution trains on the
-lake's latest curated version (``curated/patients/LATEST.json``, written last by ingestion): the
-definition's default names the dataset's prefix, not a version.
+lake's latest curated version of the stage's dataset (``curated/<DATASET>/LATEST.json``, written last by
+ingestion; the built-in cohort's ``patients`` without ``DATASET``): the definition's default names the dataset's
+prefix, not a version.
 """
 from __future__ import annotations
 
@@ -61,7 +62,8 @@ def handler(event: dict[str, Any], context: Any = None, *, sagemaker: Any = None
     if unknown:
         raise Refused(f"unknown pipeline parameter(s) {unknown} (declared: {sorted(declared)})")
     if "InputDataUri" in declared and "InputDataUri" not in overrides and env.get("LAKE_BUCKET"):
-        overrides = {**overrides, "InputDataUri": latest_input(s3 or boto3.client("s3"), env["LAKE_BUCKET"])}
+        overrides = {**overrides, "InputDataUri": latest_input(s3 or boto3.client("s3"), env["LAKE_BUCKET"],
+                                                               env.get("DATASET") or "patients")}
     sagemaker = sagemaker or boto3.client("sagemaker")
     description = re.sub(r"[^\w\s.:/=+-]", " ", f"Diagnosa retraining: {reason}")[:3072]
     response = sagemaker.start_pipeline_execution(

@@ -1,0 +1,94 @@
+"""A stage for a dataset of your own (``dataset_config``, docs/deploy.md): the stack's pipeline is built for that
+dataset's labels, slice and gate, the retrain function trains on that dataset's latest curated version (and may
+read only its pointer), the dashboard plots its labels' live recall; a config that cannot be used stops synth."""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from infra.config import stage_config
+
+CONFIG = """name = "mi_hospital"
+id_column = "paciente"
+target = "gravedad"
+labels = ["leve", "grave", "crítico"]
+
+[slice]
+column = "diagnostico_raro"
+name = "rare"
+group = "enfermedad"
+
+[gate]
+recall = { "crítico" = 0.6 }
+"""
+
+
+@pytest.fixture
+def config_path(tmp_path):
+    path = tmp_path / "mi_hospital.toml"
+    path.write_text(CONFIG, encoding="utf-8")
+    return path
+
+
+def test_the_stage_settings_come_from_the_dataset_config(config_path):
+    config = stage_config("hosp", {"region": "eu-west-1", "dataset_config": str(config_path), "recall_threshold": 0.7})
+    assert config.dataset == "mi_hospital" and config.labels == ("leve", "grave", "crítico")
+    from infra.pipeline_definition import pipeline_settings
+
+    settings = pipeline_settings(config)
+    # The config's [gate] sets its labels' defaults (the others keep the gate's default), over the stage's.
+    assert settings["recall_thresholds"] == {"leve": 0.8, "grave": 0.8, "crítico": 0.6}
+    assert settings["slice_name"] == "rare" and settings["slice_grouped"] is True
+    # The stage's names stay: one pipeline, group and endpoint per stage.
+    assert settings["name"] == settings["model_package_group"] == "diagnosa-hosp" and "endpoint_name" not in settings
+    cohort = stage_config("dev", {"region": "eu-west-1"})
+    assert cohort.dataset == "patients" and "labels" not in pipeline_settings(cohort)
+
+
+@pytest.mark.parametrize("text, message", [
+    (None, r"dataset config not found: .*missing\.toml"),
+    ('name = "x"\n', r"missing required key 'id_column'"),
+    (CONFIG.replace('"crítico"]', '"crítico", "+"]'), r"'\+'.*no letter or digit"),
+])
+def test_a_dataset_config_that_cannot_be_used_is_refused_naming_the_stage(tmp_path, text, message):
+    path = tmp_path / "missing.toml"
+    if text is not None:
+        path.write_text(text, encoding="utf-8")
+    with pytest.raises(ValueError, match=r"stage hosp: dataset_config: .*" + message):
+        stage_config("hosp", {"region": "eu-west-1", "dataset_config": str(path)})
+
+
+def test_the_stack_trains_serves_and_retrains_the_stages_dataset(tmp_path, config_path):
+    from aws_cdk.assertions import Template
+
+    from infra.app import build_app, new_app
+    from infra.nag import findings, synth
+
+    stage = stage_config("hosp", {"region": "eu-west-1", "account": "123456789012",
+                                  "dataset_config": str(config_path)})
+    cloud = synth(build_app(new_app(outdir=str(tmp_path / "cdk.out")), [stage]))
+    assert findings(cloud.directory) == []
+    [artifact] = [s for s in cloud.stacks_recursively if s.stack_name == "Diagnosa-hosp"]
+    template = Template.from_json(json.loads(Path(artifact.template_full_path).read_text()))
+    text = json.dumps(template.to_json())
+
+    [pipeline] = template.find_resources("AWS::SageMaker::Pipeline").values()
+    body = json.dumps(pipeline["Properties"]["PipelineDefinition"]["PipelineDefinitionBody"])
+    parameters = set(re.findall(r'\\"Name\\": \\"(\w+)\\"', body))
+    assert {"RecallThresholdLeve", "RecallThresholdGrave", "RecallThresholdCritico", "RareRecallThreshold",
+            "UnseenRareRecallThreshold"} <= parameters
+    assert not any("ENFERMO" in name or "Orphan" in name for name in parameters)
+    assert "curated/mi_hospital/" in body
+
+    [retrain] = [f for f in template.find_resources("AWS::Lambda::Function").values()
+                 if f["Properties"].get("FunctionName") == "diagnosa-hosp-retrain"]
+    assert retrain["Properties"]["Environment"]["Variables"]["DATASET"] == "mi_hospital"
+    assert "curated/mi_hospital/LATEST.json" in text and "curated/patients/LATEST.json" not in text
+    # The dashboard plots each of the dataset's labels' live recall.
+    [dashboard] = template.find_resources("AWS::CloudWatch::Dashboard").values()
+    body = json.dumps(dashboard["Properties"]["DashboardBody"], ensure_ascii=False)
+    assert all(f'\\"Class\\",\\"{label}\\"' in body for label in ("leve", "grave", "crítico")), body[:2000]
+    assert "NO ENFERMO" not in body
