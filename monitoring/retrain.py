@@ -35,6 +35,7 @@ from diagnosa.data.ingest import (
     ingest_csv_data,
     lake_datasets,
     latest_version,
+    parses_as_float,
     raw_keys,
     read_csv_rows,
 )
@@ -335,17 +336,9 @@ def cell_text(value: Any, column: str, kind: str | None, dialect: CsvDialect) ->
         return LIST_SEPARATOR.join(value)
     else:
         raise ValueError(f"a request field ('{column}') holds a {type(value).__name__}, which no cell can hold")
-    if dialect.decimal != "." and kind in ("number", "integer") and _is_number(text):
+    if dialect.decimal != "." and kind in ("number", "integer") and parses_as_float(text):
         return text.replace(".", dialect.decimal)
     return text
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
 
 
 def _appended(data: bytes, rows: list[list[str]], dialect: CsvDialect) -> bytes:

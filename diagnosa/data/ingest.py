@@ -781,13 +781,14 @@ def read_missing_markers(frame: pd.DataFrame, config: dict[str, Any]) -> tuple[p
 def _slice_marker(typed: pd.DataFrame, cells: pd.DataFrame, schema: Schema, column: str, value: Any) -> pd.Series:
     """True where ``column`` holds ``value`` (numerically for a number column: 4 matches '4.0')."""
     kind = schema.field(column).type
-    if kind in ("number", "integer") and not isinstance(value, str) or kind in ("number", "integer") and _float(value):
+    if kind in ("number", "integer") and not isinstance(value, str) or kind in ("number", "integer") and parses_as_float(value):
         target = float(value)
         return pd.Series(pd.to_numeric(typed[column], errors="coerce").eq(target).to_numpy(), index=typed.index)
     return pd.Series(cells[column].astype(str).str.strip().eq(str(value)).to_numpy(), index=typed.index)
 
 
-def _float(text: str) -> bool:
+def parses_as_float(text: str) -> bool:
+    """Whether Python reads ``text`` as a number (``float``)."""
     try:
         float(text)
     except ValueError:
