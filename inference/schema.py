@@ -8,6 +8,7 @@ accepts; the problems name the row, the field and what is wrong, for a 4xx body.
 from __future__ import annotations
 
 import math
+import unicodedata
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -127,6 +128,7 @@ class RequestSchema:
             return {}, [Problem(row, None, f"a patient record must be a JSON object, got {type(record).__name__}")]
         clean: dict[str, Any] = {self.id_field: None}
         if not self._keys.issuperset(record):
+            record = self._composed_keys(row, record, problems)
             for key in record:
                 if key != self.id_field and key not in self.fields:
                     problems.append(Problem(row, str(key), f"unknown field (accepted: {', '.join(self.accepted)})"))
@@ -152,6 +154,19 @@ class RequestSchema:
         if not present and not problems:
             problems.append(Problem(row, None, "the record has none of the model's input fields"))
         return clean, problems
+
+    def _composed_keys(self, row: int, record: dict[Any, Any], problems: list[Problem]) -> dict[Any, Any]:
+        """The record with its field names composed (NFC) as the schema's are: 'hipertensión' typed on a Mac (an 'o'
+        and a combining accent) is the field, not an unknown one that looks the same. A name given both ways is a
+        problem (which value was meant is not known)."""
+        out: dict[Any, Any] = {}
+        for key, value in record.items():
+            name = unicodedata.normalize("NFC", key) if isinstance(key, str) and not key.isascii() else key
+            if name != key and name in record:
+                problems.append(Problem(row, str(name), "given twice (once with its accents decomposed)"))
+                continue
+            out[name] = value
+        return out
 
     def _value(self, f: Field, value: Any, text: bool) -> tuple[Any, str | None]:
         if f.type in ("number", "integer"):

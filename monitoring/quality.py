@@ -24,6 +24,7 @@ from processing.calibration import wilson_interval
 
 BELOW, SUSPECT, PASSED, FEW, NONE = ("below threshold", "below threshold, not significant", "ok",
                                      "insufficient feedback", "no feedback")
+NOT_MONITORED = "not monitored"  # the orphan slice of a model whose evaluation had none (a dataset of your own)
 DEFAULT_RECALL = 0.80  # the pipeline's default gate (pipelines/definition.py)
 DEFAULT_ORPHAN = 0.50
 
@@ -34,6 +35,8 @@ class QualityThresholds:
     orphan_macro_recall: float = DEFAULT_ORPHAN
     min_feedback: int = 5  # confirmed cases a class needs before its recall can fail it
     labels: tuple[str, ...] = CATEGORIES  # the model's (a dataset of your own has its own)
+    # Feedback naming an ORPHA:/OMIM: disease is the orphan slice: only for a model evaluated on one (the cohort's).
+    orphan_slice: bool = True
 
     def validate(self) -> None:
         unknown = sorted(set(self.recall) - set(self.labels))
@@ -106,7 +109,9 @@ def live_quality(joined: pd.DataFrame, th: QualityThresholds) -> dict[str, Any]:
     hits = int((orphan_rows["predicted"] == orphan_rows["confirmed"]).sum())
     upper = (wilson_interval(hits, len(orphan_rows)) or (0.0, 1.0))[1]
     orphan["interval_95_micro"] = wilson_interval(hits, len(orphan_rows))
-    if orphan["n"] == 0:
+    if not th.orphan_slice:
+        orphan["status"] = NOT_MONITORED
+    elif orphan["n"] == 0:
         orphan["status"] = NONE
     elif orphan["n"] < th.min_feedback:
         orphan["status"] = FEW

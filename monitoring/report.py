@@ -11,6 +11,8 @@ import html
 import io
 from typing import Any
 
+from monitoring.quality import NOT_MONITORED
+
 COLOURS = {"ok": "#1b7f3b", "warn": "#b26a00", "drift": "#b3261e", "alert": "#b3261e", "insufficient data": "#666",
            "no data": "#666", "below threshold": "#b3261e", "below threshold, not significant": "#b26a00",
            "insufficient feedback": "#666", "no feedback": "#666"}
@@ -131,11 +133,14 @@ def render_html(report: dict[str, Any]) -> str:
                      f"<td class='num'>{_fmt(c['recall'])}</td><td>{interval}</td><td class='num'>{c['threshold']:.2f}</td>"
                      f"<td>{_badge(c['status'])}</td><td>{predicted_as or '—'}</td></tr>")
     o = q["orphan"]
-    parts.append(f"<tr><td><b>orphan slice</b> (macro)</td><td class='num'>{o['n']}</td><td></td>"
-                 f"<td class='num'>{_fmt(o['macro_recall'])}</td><td></td><td class='num'>{o['threshold']:.2f}</td>"
-                 f"<td>{_badge(o['status'])}</td><td>"
-                 + ", ".join(f"{_e(k)}: {v['recall']:.2f} (n={v['n']})" for k, v in o["recall_per_class"].items())
-                 + "</td></tr></table>")
+    if o["status"] == NOT_MONITORED:  # a model evaluated without an orphan slice
+        parts.append("</table>")
+    else:
+        parts.append(f"<tr><td><b>orphan slice</b> (macro)</td><td class='num'>{o['n']}</td><td></td>"
+                     f"<td class='num'>{_fmt(o['macro_recall'])}</td><td></td><td class='num'>{o['threshold']:.2f}</td>"
+                     f"<td>{_badge(o['status'])}</td><td>"
+                     + ", ".join(f"{_e(k)}: {v['recall']:.2f} (n={v['n']})" for k, v in o["recall_per_class"].items())
+                     + "</td></tr></table>")
     fb = q["feedback"]
     parts.append(f"<p class='meta'>feedback objects read: {fb['records']} ({fb['superseded']} superseded by a later "
                  f"feedback for the same event), matched to a capture of this window: {fb['matched']}, minimum per "

@@ -97,7 +97,10 @@ def settings_from_baseline(baseline: Baseline, drift: DriftThresholds | None = N
     """Recall thresholds default to the gate the model passed (kept in the prediction baseline)."""
     # The model's labels (a dataset of your own has its own: the cohort's five refused every such endpoint).
     labels = tuple((baseline.predictions or {}).get("labels") or CATEGORIES)
-    quality = QualityThresholds(recall={label: DEFAULT_RECALL for label in labels}, labels=labels)
+    # The orphan slice is the cohort's: a model whose evaluation had none (a dataset of your own) is not judged on it.
+    orphan_slice = not baseline.predictions or baseline.predictions.get("orphan") is not None
+    quality = QualityThresholds(recall={label: DEFAULT_RECALL for label in labels}, labels=labels,
+                                orphan_slice=orphan_slice)
     gate = (baseline.predictions or {}).get("thresholds") or {}
     if gate.get("recall"):
         quality = replace(quality, recall={**quality.recall, **gate["recall"]},
@@ -116,8 +119,9 @@ def run_monitor(lake: DataLake, endpoint: str, baseline: Baseline, start: dateti
                 now: datetime | None = None) -> dict[str, Any]:
     settings = settings or settings_from_baseline(baseline)
     settings.validate()
-    kinds = {name: fb.kind for name, fb in baseline.data.features.items()}
-    traffic = read_traffic(lake, endpoint, start, end, kinds)
+    kinds = {name: "boolean" if fb.field_type == "boolean" else fb.kind for name, fb in baseline.data.features.items()}
+    traffic = read_traffic(lake, endpoint, start, end, kinds,
+                           missing={name: fb.missing_values for name, fb in baseline.data.features.items()})
     rows = traffic.rows
     features = data_drift(baseline.data, rows, settings.drift, traffic.type_errors)
     predictions = prediction_drift(baseline.predictions, rows["predicted"], settings.drift)

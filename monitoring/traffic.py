@@ -9,14 +9,16 @@ from __future__ import annotations
 import csv
 import io
 import json
+import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 import pandas as pd
 
-from diagnosa.data.validate import LIST_SEPARATOR
+from diagnosa.data.schema import clean_text
+from diagnosa.data.validate import FALSE_TEXT, LIST_SEPARATOR, TRUE_TEXT
 from diagnosa.lake import DataLake
 from inference.capture import decode_payload, read_capture
 
@@ -69,9 +71,11 @@ def request_records(body: bytes, content_type: str) -> list[Any]:
     raise ValueError(f"unsupported input content type {content_type!r}")
 
 
-def _coerce(kind: str, value: Any, text: bool) -> tuple[Any, bool]:
-    """(value for the monitor, type ok). Missing → None; CSV text is parsed like the endpoint does."""
-    if value is None or (text and value == ""):
+def _coerce(kind: str, value: Any, text: bool, missing: frozenset[str] = frozenset()) -> tuple[Any, bool]:
+    """(value for the monitor, type ok), read as the endpoint read it (inference/schema.py): missing → None (in
+    CSV text, an empty cell or one of ``missing``, the texts ingestion read as missing); text trimmed and its
+    accents composed; a boolean's spellings ('sí', 'True') as 'true'/'false', the baseline's buckets."""
+    if value is None or (text and isinstance(value, str) and (value == "" or value.strip() in missing)):
         return ([] if kind == "terms" else None), True
     if kind == "numeric":
         if text and isinstance(value, str):
@@ -88,16 +92,34 @@ def _coerce(kind: str, value: Any, text: bool) -> tuple[Any, bool]:
         if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
             return [], False
         return list(value), True
+    if kind == "boolean":
+        if isinstance(value, bool):
+            return str(value).lower(), True
+        spelled = clean_text(value).lower() if text and isinstance(value, str) else None
+        if spelled in TRUE_TEXT or spelled in FALSE_TEXT:
+            return ("true" if spelled in TRUE_TEXT else "false"), True
+        return None, False
     if isinstance(value, bool):
         return str(value).lower(), True
-    if isinstance(value, (str, int, float)):
+    if isinstance(value, str):
+        return clean_text(value), True
+    if isinstance(value, (int, float)):
         return str(value), True
     return None, False
 
 
-def traffic_from_events(events: Iterable[dict[str, Any]], kinds: dict[str, str], skipped: Skipped | None = None
-                        ) -> Traffic:
-    """Rows for the monitor from capture events; ``kinds`` maps each field to numeric/category/terms."""
+def _composed_keys(record: dict[Any, Any]) -> dict[Any, Any]:
+    """A record's field names composed (NFC), as the endpoint matches them ('hipertensión' typed on a Mac)."""
+    if all(not isinstance(key, str) or key.isascii() for key in record):
+        return record
+    return {unicodedata.normalize("NFC", key) if isinstance(key, str) else key: value for key, value in record.items()}
+
+
+def traffic_from_events(events: Iterable[dict[str, Any]], kinds: dict[str, str], skipped: Skipped | None = None,
+                        missing: Mapping[str, Iterable[str]] | None = None) -> Traffic:
+    """Rows for the monitor from capture events; ``kinds`` maps each field to numeric/category/boolean/terms,
+    ``missing`` to the CSV texts that mean missing (default: none but the empty cell)."""
+    markers = {name: frozenset((missing or {}).get(name, ())) for name in kinds}
     skipped = skipped or Skipped()
     type_errors: Counter[str] = Counter()
     rows: list[dict[str, Any]] = []
@@ -135,8 +157,9 @@ def traffic_from_events(events: Iterable[dict[str, Any]], kinds: dict[str, str],
             category = prediction.get("category") if isinstance(prediction, dict) else None
             row: dict[str, Any] = {"event_id": event_id, "row": i, "rows_in_event": len(records),
                                    "inference_time": when, "predicted": category}
+            record = _composed_keys(record)
             for name, kind in kinds.items():
-                value, ok = _coerce(kind, record.get(name), text)
+                value, ok = _coerce(kind, record.get(name), text, markers[name])
                 if not ok:
                     type_errors[name] += 1
                 row[name] = value
@@ -146,7 +169,8 @@ def traffic_from_events(events: Iterable[dict[str, Any]], kinds: dict[str, str],
 
 
 def read_traffic(lake: DataLake, endpoint: str, start: datetime | None, end: datetime | None,
-                 kinds: dict[str, str], variant: str | None = None) -> Traffic:
+                 kinds: dict[str, str], variant: str | None = None,
+                 missing: Mapping[str, Iterable[str]] | None = None) -> Traffic:
     """Captured traffic of ``endpoint`` in ``[start, end)`` with the capture problems counted."""
     read = read_capture(lake, endpoint, start, end, variant)
     skipped = Skipped()
@@ -159,7 +183,7 @@ def read_traffic(lake: DataLake, endpoint: str, start: datetime | None, end: dat
             key, _, why = problem.partition(": ")
             reason = "malformed capture line: " + _reason_kind(why)
             skipped.add(reason, problem)
-    return traffic_from_events(read.events, kinds, skipped)
+    return traffic_from_events(read.events, kinds, skipped, missing)
 
 
 def _reason_kind(why: str) -> str:

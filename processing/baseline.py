@@ -32,7 +32,7 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 import pandas as pd
 
-from diagnosa.data.schema import Field, Schema
+from diagnosa.data.schema import MISSING_VALUES, Field, Schema
 
 VERSION = 0.0
 KLL_K = 2048
@@ -154,7 +154,7 @@ def data_baseline(frame: pd.DataFrame, schema: Schema) -> tuple[dict[str, Any], 
         elif f.type in LIST_TYPES:
             block = _terms_stats(frame[f.name])
             entry["string_statistics"] = block
-            entry["diagnosa"] = {"kind": "term_set", "field_type": f.type}
+            entry["diagnosa"] = {"kind": "term_set"}
         else:
             block = _category_stats(frame[f.name])
             entry["string_statistics"] = block
@@ -164,6 +164,10 @@ def data_baseline(frame: pd.DataFrame, schema: Schema) -> tuple[dict[str, Any], 
                 domain = ["false", "true"]
             if 0 < len(domain) <= MAX_DOMAIN:
                 rule["string_constraints"] = {"domains": sorted(domain)}
+        # How the endpoint reads the field (its type; the CSV cell texts that mean missing, as ingestion read the
+        # training CSV): the monitor reads the captured requests the same way (SageMaker ignores this block).
+        entry["diagnosa"] = {**entry.get("diagnosa", {}), "field_type": f.type,
+                             "missing_values": sorted(set(schema.missing_values) - set(f.values or ()))}
         common = block["common"]
         total = common["num_present"] + common["num_missing"]
         # Term lists: an empty list is a normal answer ("no prior diagnoses"), not a missing value.
@@ -191,6 +195,8 @@ class FeatureBaseline:
     counts: dict[str, float] = field(default_factory=dict)  # category or term → count
     mean: float | None = None
     std_dev: float | None = None
+    field_type: str | None = None  # the schema's type (None: a baseline written before it was recorded)
+    missing_values: tuple[str, ...] = MISSING_VALUES  # CSV cell texts read as missing
 
     @property
     def missing_rate(self) -> float:
@@ -263,6 +269,12 @@ def parse_data_baseline(statistics: Any, constraints: Any) -> DataBaseline:
             raise BaselineError(f"{where}: neither numerical_statistics nor string_statistics")
         completeness = rule.get("completeness")
         fb.completeness = float(completeness) if isinstance(completeness, (int, float)) else None
+        reading = entry.get("diagnosa") or {}
+        if isinstance(reading.get("field_type"), str):
+            fb.field_type = reading["field_type"]
+        markers = reading.get("missing_values")
+        if isinstance(markers, list) and all(isinstance(m, str) for m in markers):
+            fb.missing_values = tuple(markers)
         features[name] = fb
     if not features:
         raise BaselineError(f"{STATISTICS} describes no features")

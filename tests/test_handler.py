@@ -338,3 +338,20 @@ def test_text_values_are_read_as_ingestion_read_the_training_cells():
     assert problems == [] and values["smoker"] is True
     _, problems = requests.validate(0, {"sex": "m"}, text=False)
     assert [p.problem for p in problems] == ["unknown value 'm' (expected one of: M, F)"]
+
+
+def test_field_names_typed_with_decomposed_accents_are_the_fields():
+    # 'hipertensión' from a Mac's CSV header (an 'o' and a combining accent) was an unknown field, and the refusal
+    # listed 'hipertensión' among the accepted names, looking the same.
+    from diagnosa.data.schema import Field, Schema
+    from inference.schema import RequestSchema
+
+    schema = Schema("x", (Field("case", "string", role="id"), Field("hipertensión", "boolean"), Field("edad", "number"),
+                          Field("outcome", "category", role="target", values=("a", "b"))), ("a", "b"))
+    requests = RequestSchema(schema)
+    decomposed = "hipertensio\u0301n"
+    values, problems = requests.validate(0, {decomposed: "sí", "edad": "30"}, text=True)
+    assert problems == [] and values["hipertensión"] is True and values["edad"] == 30.0
+    _, problems = requests.validate(0, {decomposed: True, "hipertensión": False}, text=False)
+    assert [(p.field, p.problem) for p in problems] == [
+        ("hipertensión", "given twice (once with its accents decomposed)")]

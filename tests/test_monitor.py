@@ -386,3 +386,45 @@ def test_a_dataset_of_your_own_is_monitored_against_its_own_labels():
                            "confirmed": ["leve", "grave", "grave"], "orphan": [None, None, None]})
     report = live_quality(joined, quality)
     assert {label: c["recall"] for label, c in report["per_class"].items()} == {"leve": 1.0, "grave": 0.5}
+    # Its evaluation had no orphan slice: the report had an 'orphan slice' row (0, no feedback) all the same.
+    assert quality.orphan_slice is False and report["orphan"]["status"] == "not monitored"
+    assert not report["orphan_failing"]
+    cohort = settings_from_baseline(Baseline(data=None, sources=[], predictions={  # type: ignore[arg-type]
+        "labels": ["leve", "grave"], "orphan": {"n": 3, "macro_recall": 0.5}, "thresholds": {}}), min_feedback=1)
+    assert cohort.quality.orphan_slice is True
+
+
+def test_captured_requests_are_read_as_the_endpoint_read_them():
+    # Requests the endpoint accepted and cleaned (' otra ', a Mac's decomposed 'sí', CSV cells 'NA', a decomposed
+    # field name) were new categories, type errors and drift (p = 3e-116 from 2 requests of 75).
+    from datetime import datetime, timezone
+
+    import pandas as pd
+
+    from diagnosa.data.schema import Field, Schema
+    from inference.capture import capture_line
+    from monitoring.traffic import traffic_from_events
+    from processing.baseline import data_baseline, parse_data_baseline
+
+    schema = Schema("x", (Field("id", "string", role="id"), Field("raza", "category"), Field("fumadora", "boolean"),
+                          Field("hipertensión", "boolean"), Field("edad", "number"),
+                          Field("y", "category", role="target", values=("a", "b"))), ("a", "b"),
+                    missing_values=("NA", "NaN"))
+    frame = pd.DataFrame({"raza": ["otra", "blanca"] * 10, "fumadora": [True, False] * 10,
+                          "hipertensión": [False] * 20, "edad": [30.0, 40.0] * 10})
+    data = parse_data_baseline(*data_baseline(frame, schema))
+    assert data.features["edad"].missing_values == ("NA", "NaN") and data.features["fumadora"].field_type == "boolean"
+    kinds = {name: "boolean" if fb.field_type == "boolean" else fb.kind for name, fb in data.features.items()}
+    missing = {name: fb.missing_values for name, fb in data.features.items()}
+    when = datetime(2026, 12, 2, tzinfo=timezone.utc)
+    answer = b'{"predictions": [{"category": "a"}]}'
+    events = [capture_line("e1", None, json.dumps({"raza": " otra ", "fumadora": True, "edad": 30}).encode(),
+                           "application/json", answer, "application/json", when),
+              capture_line("e2", None, "raza,fumadora,hipertensio\u0301n,edad\notra,si\u0301,No,NA\n".encode(),
+                           "text/csv", answer, "application/json", when)]
+    traffic = traffic_from_events(events, kinds, missing=missing)
+    rows = traffic.rows.set_index("event_id")
+    assert rows.loc["e1", "raza"] == rows.loc["e2", "raza"] == "otra"
+    assert rows.loc["e2", "fumadora"] == "true" and rows.loc["e2", "hipertensión"] == "false"
+    assert rows.loc["e1", "fumadora"] == "true" and rows.loc["e1", "edad"] == 30.0 and pd.isna(rows.loc["e2", "edad"])
+    assert not traffic.type_errors
