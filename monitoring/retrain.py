@@ -40,7 +40,15 @@ from diagnosa.data.ingest import (
     read_csv_rows,
 )
 from diagnosa.data.physiology import LABS
-from diagnosa.data.schema import BUILTIN_DATASET, CsvDialect, SchemaError, check_dataset_config, csv_dialect, resource_name
+from diagnosa.data.schema import (
+    BUILTIN_DATASET,
+    CsvDialect,
+    SchemaError,
+    check_dataset_config,
+    clean_text,
+    csv_dialect,
+    resource_name,
+)
 from diagnosa.data.validate import LIST_SEPARATOR
 from diagnosa.lake import DataLake
 from inference.capture import decode_payload, read_capture
@@ -325,15 +333,16 @@ def feedback_id(event_id: str, integer: bool) -> str:
 
 
 def cell_text(value: Any, column: str, kind: str | None, dialect: CsvDialect) -> str:
-    """A request's value as the dataset's CSV writes it: its decimal mark for numbers, a list's items joined."""
+    """A request's value as the dataset's CSV writes it: text as the endpoint read it (trimmed, accents composed),
+    its decimal mark for numbers, a list's items joined."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (int, float)):
         text = repr(value) if isinstance(value, float) else str(value)
     elif isinstance(value, str):
-        text = value
+        text = clean_text(value)  # as the endpoint read it: a Mac's decomposed 'í' is cp1252's 'í'
     elif isinstance(value, list) and all(isinstance(x, str) for x in value):
-        return LIST_SEPARATOR.join(value)
+        return LIST_SEPARATOR.join(clean_text(x) for x in value)
     else:
         raise ValueError(f"a request field ('{column}') holds a {type(value).__name__}, which no cell can hold")
     if dialect.decimal != "." and kind in ("number", "integer") and parses_as_float(text):

@@ -111,21 +111,24 @@ def test_each_retraining_adds_every_feedback_once_with_its_latest_diagnosis(lake
 
 
 def test_feedback_rows_are_validated_and_values_the_file_cannot_hold_are_named(lake):
-    no_age, surrogate, euro = _served(
+    no_age, surrogate, euro, mac = _served(
         lake,
         ({"temperatura": 37.0}, "application/json"),  # edad is no required column: the row is kept
         ('{"edad": 40, "fumador": "\\ud800"}', "application/json"),  # a lone surrogate, as JSON can carry it
         ({"edad": 200, "temperatura": "39,1 €"}, "application/json"),
+        ("edad,fumador\n33, si\u0301 \n", "text/csv"),  # 'sí' typed on a Mac: cp1252 has 'í', not 'i' + accent
     )
-    for event in (no_age, surrogate, euro):
+    for event in (no_age, surrogate, euro, mac):
         _confirm(lake, event, "grave")
     result = feedback_dataset(lake, ENDPOINT)
     # '€' is in cp1252, a lone surrogate in no encoding: that feedback is named, not written.
     assert dict(result.skipped.counts) == {"a value cannot be written in the file's encoding (cp1252)": 1}
-    assert result.feedback_rows == 2
+    assert result.feedback_rows == 3
+    assert f"FB-{mac};;33;;sí;grave\r\n".encode("cp1252") in lake.get_bytes(result.source)
     frame, manifest = load_curated(lake, "mi_hospital", result.version)
     # The bad temperature is quarantined by ingestion with its reason, as a hospital's row would be.
     assert f"FB-{no_age}" in set(frame["paciente"]) and f"FB-{euro}" not in set(frame["paciente"])
+    assert frame.loc[frame["paciente"] == f"FB-{mac}", "fumador"].tolist() == [True]
     [quarantine_key] = manifest["quarantine_keys"]
     entries = [json.loads(line) for line in lake.get_bytes(quarantine_key).decode().splitlines()]
     assert [e["raw"]["paciente"] for e in entries] == [f"FB-{euro}"]
