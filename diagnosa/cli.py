@@ -329,7 +329,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
             else:
                 problems.add(outcome)
     except UnicodeDecodeError as err:
-        failure = f"{name} is not UTF-8 text (byte {err.start} of a block read)"
+        failure = (f"{name} is not UTF-8 text (byte {err.start} of a block read): the endpoint reads UTF-8; a "
+                   "spreadsheet saved on Windows is often cp1252: save it as 'CSV UTF-8'")
     except JsonNotCsv as err:
         failure = f"{err}: give --format json, or --format jsonl for one record per line"
     except ValueError as err:  # a JSON document that is not JSON, a CSV without a header, no records at all
@@ -392,12 +393,18 @@ def _test_summary(args: argparse.Namespace, package: dict) -> str:
             + (f", orphan slice {orphan:.3f}" if orphan is not None else ""))
 
 
-def _served_models(args: argparse.Namespace) -> dict[str, str]:
-    """Local endpoint name → the model URL it serves (endpoints in service; none for SageMaker's registry)."""
+def _in_service(args: argparse.Namespace) -> list[dict]:
+    """The local endpoints in service (none for SageMaker's registry)."""
     lake = open_lake(args)
     if args.region or lake.uri.startswith("s3://"):
-        return {}
-    return local_workspace(args, lake).served_models()
+        return []
+    return local_workspace(args, lake).in_service()
+
+
+def _serving(endpoints: list[dict], package: dict) -> list[str]:
+    from diagnosa.services import serves
+
+    return [r["EndpointName"] for r in endpoints if serves(r, package)]
 
 
 def cmd_registry_list(args: argparse.Namespace) -> int:
@@ -411,14 +418,13 @@ def cmd_registry_list(args: argparse.Namespace) -> int:
     if not groups:
         print(f"no model packages in {where}")
         return 0
-    served = _served_models(args)
+    endpoints = _in_service(args)
     for group in groups:
         packages = registry.list_model_packages(group)
         print(f"{group}: {len(packages)} version(s)")
         for p in packages:
-            model_url = p["InferenceSpecification"]["Containers"][0].get("ModelDataUrl")
             rejected = " — rejected, still serving" if p["ModelApprovalStatus"] == "Rejected" else ""
-            serving = "".join(f"  [serving on {name}{rejected}]" for name, url in served.items() if url == model_url)
+            serving = "".join(f"  [serving on {name}{rejected}]" for name in _serving(endpoints, p))
             print(f"  v{p['ModelPackageVersion']:<4} {p['ModelApprovalStatus']:<22} {p['CreationTime']}  "
                   f"{_test_summary(args, p)}{serving}")
             lineage = p.get("CustomerMetadataProperties", {})
@@ -441,8 +447,7 @@ def cmd_registry_decide(args: argparse.Namespace) -> int:
         raise UsageError(str(err) if args.region else f"{err} ({workspace_hint(args)})") from None
     print(f"{args.group} v{args.version}: {status}")
     if status == "Rejected" and not args.region:
-        model_url = package["InferenceSpecification"]["Containers"][0].get("ModelDataUrl")
-        serving = [name for name, url in _served_models(args).items() if url == model_url]
+        serving = _serving(_in_service(args), package)
         if serving:
             print(f"warning: v{args.version} still serves on {', '.join(serving)}: rejecting it does not take it "
                   f"down. Approve another version to replace it, or `diagnosa endpoint stop {serving[0]}`.",

@@ -63,6 +63,16 @@ def local_definition(lake, families: tuple[str, ...] | None = None, **dataset: A
     return json.loads(build.definition)
 
 
+def serves(record: dict[str, Any], package: dict[str, Any]) -> bool:
+    """Whether an endpoint's record serves a registered version: the version it was deployed from, or, for an endpoint
+    deployed from a model file (no version recorded), the version whose model it loads. A cached re-run registers a
+    second version with the same model file; only the one deployed serves."""
+    deployed = record.get("ModelPackageArn")
+    if deployed:
+        return bool(deployed == package.get("ModelPackageArn"))
+    return bool(record.get("ModelDataUrl") == package["InferenceSpecification"]["Containers"][0].get("ModelDataUrl"))
+
+
 def label_naming_problem(config_path: Path) -> str | None:
     """Why the pipeline could not name a recall-threshold parameter for every label of a dataset config (a
     label with no letter or digit, two labels mapping to one name), so ingestion can refuse it before anything
@@ -199,9 +209,9 @@ class LocalWorkspace:
         except ModelLoadError:
             return None
 
-    def served_models(self) -> dict[str, str]:
-        """Endpoint name → the model URL it serves, for the local endpoints in service."""
-        return {r["EndpointName"]: r["ModelDataUrl"] for r in self.endpoints().list() if r["EndpointStatus"] == "InService"}
+    def in_service(self) -> list[dict[str, Any]]:
+        """The records of this workspace's local endpoints in service."""
+        return [r for r in self.endpoints().list() if r["EndpointStatus"] == "InService"]
 
     def deploy_approved(self, package: dict[str, Any], *, endpoint_name: str | None = None,
                         port: int | None = None) -> dict[str, Any]:

@@ -285,6 +285,12 @@ def test_without_a_url_the_workspaces_local_endpoint_of_that_name_is_used(endpoi
     assert not out and err.startswith(f"diagnosa: error: the local endpoint diagnosa (workspace {ws} (from "
                                       "--workspace)) is not running (OutOfService): `diagnosa endpoint list`")
     assert err.count("\n") == 1
+    # A name no local endpoint has, with no AWS region either: the local ones are named (it asked for AWS credentials).
+    monkeypatch.delenv("AWS_REGION")
+    monkeypatch.delenv("AWS_DEFAULT_REGION")
+    assert main(["--workspace", str(ws), "predict", str(path), "--endpoint-name", "diagnos"]) == 2
+    err = capsys.readouterr().err
+    assert "no local endpoint diagnos (" in err and "its local endpoints: diagnosa)" in err and err.count("\n") == 1
 
 
 def test_an_errors_file_that_cannot_be_written_is_named(endpoint, tmp_path, capsys):

@@ -54,4 +54,21 @@ def test_local_runs_and_endpoints_need_a_lake_folder(tmp_path, lake):
         with pytest.raises(ServiceError, match="local lake folder; for s3:// use `diagnosa pipeline upsert`"):
             LocalWorkspace(tmp_path / "ws", s3)
     local = LocalWorkspace(tmp_path / "ws", lake)
-    assert local.served_models() == {} and local.endpoints().root == tmp_path / "ws" / "endpoints"
+    assert local.in_service() == [] and local.endpoints().root == tmp_path / "ws" / "endpoints"
+
+
+def test_an_endpoint_serves_the_version_it_was_deployed_from_not_its_cached_twin():
+    # A fully cached re-run registers a second version with the same model file: the registry marked both as
+    # serving, and the monitor took the twin's baselines.
+    from diagnosa.services import serves
+
+    def package(version: int) -> dict:
+        return {"ModelPackageArn": f"arn:aws:sagemaker:local:000000000000:model-package/pbc/{version}",
+                "InferenceSpecification": {"Containers": [{"ModelDataUrl": "s3://lake/runs/x/model.tar.gz"}]}}
+
+    deployed = {"EndpointName": "pbc", "ModelDataUrl": "s3://lake/runs/x/model.tar.gz",
+                "ModelPackageArn": package(2)["ModelPackageArn"]}
+    assert serves(deployed, package(2)) and not serves(deployed, package(3))
+    from_a_file = {k: v for k, v in deployed.items() if k != "ModelPackageArn"}  # `diagnosa serve`: no version
+    assert serves(from_a_file, package(2)) and serves(from_a_file, package(3))
+    assert not serves({**from_a_file, "ModelDataUrl": "s3://lake/other.tar.gz"}, package(2))

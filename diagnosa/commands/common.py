@@ -11,6 +11,7 @@ import math
 import os
 from pathlib import Path
 
+from diagnosa.aws import resolve_region
 from diagnosa.data.schema import DATASET_NAME, RESOURCE_NAME
 from diagnosa.lake import DataLake
 from diagnosa.services import LocalWorkspace
@@ -83,8 +84,13 @@ def endpoint_url(args: argparse.Namespace) -> str | None:
     if args.endpoint_url or args.region:
         return args.endpoint_url
     lake = open_lake(args)
-    record = None if lake.uri.startswith("s3://") else local_workspace(args, lake).endpoints().describe(args.endpoint_name)
+    local = None if lake.uri.startswith("s3://") else local_workspace(args, lake)
+    record = local.endpoints().describe(args.endpoint_name) if local else None
     if record is None:
+        others = [r["EndpointName"] for r in local.endpoints().list()] if local else []
+        if others and not resolve_region(None):  # no AWS region either: a name mistyped, or the dataset's forgotten
+            raise UsageError(f"no local endpoint {args.endpoint_name} ({workspace_hint(args)}; its local endpoints: "
+                             f"{', '.join(others)}): give --endpoint-name, --endpoint-url, or --region for SageMaker")
         return None
     if record.get("EndpointStatus") != "InService" or not record.get("Url"):
         raise UsageError(f"the local endpoint {args.endpoint_name} ({workspace_hint(args)}) is not running "

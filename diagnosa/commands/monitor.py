@@ -39,11 +39,13 @@ def _served_baselines(args: argparse.Namespace, lake: Any) -> list[Path]:
     if record is None:
         raise UsageError(f"no local endpoint {args.endpoint_name!r} ({workspace_hint(args)}): give the baseline "
                          "folders with --baseline (preprocess 'baseline' output and evaluate 'evaluation' output)")
+    from diagnosa.services import serves
+
     served = record["ModelDataUrl"]
     registry = local_registry(ws)
     for group in registry.groups():
         for package in reversed(registry.list_model_packages(group)):
-            if package["InferenceSpecification"]["Containers"][0]["ModelDataUrl"] != served:
+            if not serves(record, package):  # the version deployed (a cached re-run's twin has the same model)
                 continue
             metrics = package.get("ModelMetrics", {})
             uris = [metrics.get("ModelDataQuality", {}).get("Statistics", {}).get("S3Uri"),
