@@ -444,7 +444,11 @@ def cmd_registry_decide(args: argparse.Namespace) -> int:
         registry.update_model_package(arn, status, args.reason)
         package = registry.describe_model_package(arn)
     except RegistryError as err:
-        raise UsageError(str(err) if args.region else f"{err} ({workspace_hint(args)})") from None
+        groups = registry.groups()
+        missing = "" if args.group in groups else (
+            f"; there is no model package group {args.group!r} (" + (f"its groups are {', '.join(groups)}: give --group"
+                                                                      if groups else "no groups yet") + ")")
+        raise UsageError(f"{err}{missing}" if args.region else f"{err}{missing} ({workspace_hint(args)})") from None
     print(f"{args.group} v{args.version}: {status}")
     if status == "Rejected" and not args.region:
         serving = _serving(_in_service(args), package)

@@ -175,3 +175,26 @@ def test_a_failed_deploy_is_not_reported_as_a_version_left_unapproved(tmp_path, 
     _report(record, DataLake.from_uri(str(tmp_path)))
     assert "not deployed (ModelApprovalStatus is not Approved): approve it with `diagnosa registry approve 1 --group " \
            "toy`" in capsys.readouterr().out
+
+
+def test_executions_name_the_dataset_each_trained_on_and_filter_by_it(ws, tmp_path, capsys):
+    # With two datasets in a workspace their runs could not be told apart without opening each.
+    def record(execution_id: str, created: str, input_uri: str) -> None:
+        folder = tmp_path / "ws" / "executions" / execution_id
+        folder.mkdir(parents=True)
+        (folder / "execution.json").write_text(json.dumps({
+            "PipelineExecutionId": execution_id, "PipelineExecutionStatus": "Succeeded", "CreationTime": created,
+            "Parameters": {"InputDataUri": input_uri}, "Steps": {}}))
+
+    record("e1", "2026-12-02T07:00:00Z", "s3://diagnosa-local/curated/pbc/6a091cce2227")
+    record("e2", "2026-12-02T08:00:00Z", "s3://diagnosa-local/curated/aids_2/0f1e2d3c4b5a")
+    record("e3", "2026-12-02T09:00:00Z", "s3://elsewhere/data/")
+    assert main([*ws, "executions"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines] == ["e3", "e2", "e1"]
+    assert lines[1].endswith("aids_2 0f1e2d3c4b5a") and lines[2].endswith("pbc 6a091cce2227")
+    assert lines[0].endswith("s3://elsewhere/data/")
+    assert main([*ws, "executions", "--dataset", "pbc"]) == 0
+    assert [line.split()[0] for line in capsys.readouterr().out.splitlines()] == ["e1"]
+    assert main([*ws, "executions", "--dataset", "nope"]) == 0
+    assert "no local executions of dataset nope" in capsys.readouterr().out

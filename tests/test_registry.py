@@ -104,6 +104,10 @@ def test_listing_a_group_that_does_not_exist_names_the_groups_that_do(tmp_path, 
     assert not out and "no model package group 'nope' in" in err and err.endswith(": its groups are diagnosa, pbc\n")
     assert main([*ws, "registry", "list", "--group", "pbc"]) == 0
     assert capsys.readouterr().out.startswith("pbc: 1 version(s)\n")
+    # Approving without --group in a workspace whose group is a dataset's: the groups are named too.
+    assert main([*ws, "registry", "approve", "1", "--group", "nope", "--no-deploy"]) == 2
+    err = capsys.readouterr().err
+    assert "does not exist; there is no model package group 'nope' (its groups are diagnosa, pbc: give --group)" in err
 
 
 def test_registry_commands_against_sagemaker(tmp_path, capsys):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -188,6 +189,8 @@ def cmd_executions(args: argparse.Namespace) -> int:
 
     root = executions_folder(workspace(args))
     executions = list_executions(root)
+    if args.dataset:
+        executions = [e for e in executions if _trained_on(e)[0] == args.dataset]
     if args.execution:
         match = [e for e in executions if e["PipelineExecutionId"] == args.execution]
         if not match:
@@ -207,12 +210,25 @@ def cmd_executions(args: argparse.Namespace) -> int:
             print(f"  {name:<28} not run (branch not taken)")
         return 0
     if not executions:
-        print(f"no local executions in {root} ({workspace_hint(args)})")
+        print(f"no local executions{f' of dataset {args.dataset}' if args.dataset else ''} in {root} "
+              f"({workspace_hint(args)})")
     for e in executions:
         steps = e["Steps"].values()
+        dataset, version = _trained_on(e)
+        data = f"  {dataset} {version}" if dataset else f"  {_input(e)}" if _input(e) else ""
         print(f"{e['PipelineExecutionId']}  {e['PipelineExecutionStatus']:<10} started {e['CreationTime']}  "
-              f"{sum(s['StepStatus'] == 'Succeeded' for s in steps)}/{len(steps)} steps succeeded")
+              f"{sum(s['StepStatus'] == 'Succeeded' for s in steps)}/{len(steps)} steps succeeded{data}")
     return 0
+
+
+def _input(execution: dict[str, Any]) -> str:
+    return str((execution.get("Parameters") or {}).get("InputDataUri") or "")
+
+
+def _trained_on(execution: dict[str, Any]) -> tuple[str | None, str]:
+    """(dataset, version) of the curated data an execution trained on; (None, "") for another input."""
+    found = re.search(r"/curated/([^/]+)/([^/]*)", _input(execution))
+    return (found.group(1), found.group(2)) if found else (None, "")
 
 
 def cmd_endpoint(args: argparse.Namespace) -> int:
@@ -256,6 +272,7 @@ def register(commands: Any) -> None:
 
     executions = commands.add_parser("executions", help="past local executions, or one execution's steps")
     executions.add_argument("execution", nargs="?", help="an execution id")
+    executions.add_argument("--dataset", type=dataset_name, help="only the executions that trained on this dataset")
     executions.set_defaults(func=cmd_executions)
 
     endpoint = commands.add_parser("endpoint", help="local endpoints deployed by runs and approvals")
