@@ -26,6 +26,7 @@ from typing import Any
 from diagnosa.data.schema import RESOURCE_NAME
 from diagnosa.labels import CATEGORIES
 from diagnosa.lake import DataLake
+from inference.limits import has_surrogate, not_text, printable, surrogate_path
 
 log = logging.getLogger("diagnosa.feedback")
 
@@ -89,28 +90,40 @@ def parse_feedback(body: Any, labels: Sequence[str] | None = CATEGORIES) -> Feed
     if not isinstance(body, dict):
         raise FeedbackError({"body": f"must be a JSON object, got {type(body).__name__}"})
     problems: dict[str, str] = {}
-    for key in body:
-        if key not in REQUIRED + OPTIONAL:
-            problems[str(key)[:100]] = f"unknown field (accepted: {', '.join(REQUIRED + OPTIONAL)})"
-    event_id = body.get("event_id")
-    if event_id is None:
+    # Text only, as the route's load_json holds a whole body to (this is also the check of the CLI and its files):
+    # a lone surrogate in a field's name or value is named (escaped), and that field is not judged further.
+    for key, value in body.items():
+        name = str(key)
+        if has_surrogate(name):
+            problems[printable(name)[:100]] = not_text("the field name")
+        elif name not in REQUIRED + OPTIONAL:
+            problems[name[:100]] = f"unknown field (accepted: {', '.join(REQUIRED + OPTIONAL)})"
+        elif surrogate_path(value) is not None:
+            problems[name] = not_text()
+    text = {name: body.get(name) for name in REQUIRED + OPTIONAL if name not in problems}
+    event_id = text.get("event_id")
+    if "event_id" not in text:
+        pass  # named above
+    elif event_id is None:
         problems["event_id"] = "required"
     elif not isinstance(event_id, str) or not EVENT_ID.match(event_id):
         problems["event_id"] = ("must be the X-Diagnosa-Event-Id of a prediction (letters, digits, '.', '_', ':', "
                                 f"'-'; up to 128), got {str(event_id)[:60]!r}")
-    diagnosis = body.get("diagnosis")
+    diagnosis = text.get("diagnosis")
     label = None
-    if diagnosis is None:
+    if "diagnosis" not in text:
+        pass  # named above
+    elif diagnosis is None:
         problems["diagnosis"] = "required"
     elif not isinstance(diagnosis, str) or (label := _label(diagnosis, labels)) is None:
         problems["diagnosis"] = (f"must be one of {', '.join(labels)}; got {str(diagnosis)[:60]!r}" if labels is not None
                                  else f"must be a non-empty string; got {str(diagnosis)[:60]!r}")
     for name, limit in (("note", MAX_NOTE), ("source", MAX_SOURCE)):
-        value = body.get(name)
+        value = text.get(name)
         if value is not None and (not isinstance(value, str) or len(value) > limit):
             problems[name] = f"must be a string of at most {limit} characters" + (
                 f" (got {len(value)})" if isinstance(value, str) else f" (got {type(value).__name__})")
-    disease_id = body.get("disease_id")
+    disease_id = text.get("disease_id")
     if disease_id is not None and (not isinstance(disease_id, str) or len(disease_id) > MAX_DISEASE_ID
                                    or not DISEASE_ID.match(disease_id)):
         problems["disease_id"] = f"must look like ORPHA:558 or OMIM:154700 (up to {MAX_DISEASE_ID}), got {str(disease_id)[:60]!r}"

@@ -27,7 +27,7 @@ import pandas as pd
 from diagnosa.data.schema import Schema, other_delimiter
 from diagnosa.model import DiagnosaModel
 from inference.fastpath import CompiledFeatures, compile_classifier, compile_features
-from inference.limits import MAX_BODY_BYTES, MAX_LISTED_PROBLEMS, MAX_RECORDS
+from inference.limits import MAX_BODY_BYTES, MAX_LISTED_PROBLEMS, MAX_RECORDS, not_text, printable, surrogate_path
 from inference.schema import Problem, RequestSchema
 from processing.features import category_vocabularies, list_vocabularies
 from processing.phenotype import PhenotypeSimilarity, find_similarity
@@ -69,24 +69,6 @@ def encode_json(payload: Any) -> bytes:
     return json.dumps(payload, ensure_ascii=False, check_circular=False).encode("utf-8", errors="backslashreplace")
 
 
-def _surrogate_path(data: Any) -> str | None:
-    """Where the first string (key or value) holding a lone surrogate is, e.g. 'instances[3].symptoms[0]'."""
-    stack: list[tuple[Any, str]] = [(data, "")]
-    while stack:
-        value, path = stack.pop()
-        if isinstance(value, str):
-            if any("\ud800" <= ch <= "\udfff" for ch in value):
-                return path or "the body"
-        elif isinstance(value, dict):
-            for key, item in value.items():
-                if any("\ud800" <= ch <= "\udfff" for ch in key):
-                    return f"{path}.<key>" if path else "a key"
-                stack.append((item, f"{path}.{key}" if path else key))
-        elif isinstance(value, list):
-            stack.extend((item, f"{path}[{i}]") for i, item in enumerate(value))
-    return None
-
-
 def load_json(body: bytes) -> Any:
     """A JSON body, or :class:`RequestError` 400 naming what is wrong: not UTF-8, malformed, nested too deeply,
     or a string that is not Unicode text (a lone UTF-16 surrogate, which nothing downstream can write)."""
@@ -101,11 +83,9 @@ def load_json(body: bytes) -> Any:
     except ValueError as err:  # e.g. an integer literal longer than Python converts
         raise RequestError(400, f"malformed JSON: {err}") from None
     if SURROGATE_ESCAPE.search(body):  # valid pairs (astral characters) pass the scan below
-        where = _surrogate_path(data)
+        where = surrogate_path(data)
         if where is not None:
-            where = where.encode("utf-8", "backslashreplace").decode("utf-8")  # escapes the surrogate, keeps 'Größe'
-            raise RequestError(400, f"{where}: a string holds a lone UTF-16 surrogate (\\ud800-\\udfff), "
-                                    "which is not Unicode text")
+            raise RequestError(400, f"{printable(where)}: {not_text()}")  # the path's own surrogate escaped
     return data
 
 

@@ -284,3 +284,18 @@ def test_the_endpoint_holds_feedback_to_the_labels_of_the_model_it_serves(two_la
     from inference.server import EndpointServer
 
     assert EndpointServer(str(two_label_model_dir)).labels == ["NO ENFERMO", "ENFERMO"]
+
+
+# ------------------------------------------------------------------------------------------------ QA sweep 5
+
+@pytest.mark.parametrize("body, field", [
+    ({"note": "a\ud800b"}, "note"), ({"source": "\udcf1"}, "source"), ({"disease_id": "ORPHA:5\udfff"}, "disease_id"),
+    ({"diagnosis": "NO\ud800"}, "diagnosis"), ({"event_id": "e\udc80"}, "event_id"), ({"\udfff": 1}, "\\udfff")])
+def test_a_lone_surrogate_in_any_field_or_key_is_refused_naming_the_field(body, field):
+    # As the route's load_json says it for a whole body; the CLI and its files have no load_json before them.
+    with pytest.raises(FeedbackError) as err:
+        parse_feedback({"event_id": "e", "diagnosis": "NO ENFERMO", **body})
+    assert list(err.value.fields) == [field]
+    assert "lone UTF-16 surrogate" in err.value.fields[field]
+    str(err.value).encode("utf-8")  # printable: the field's surrogate is shown escaped
+
