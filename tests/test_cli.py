@@ -53,6 +53,11 @@ def test_generate_then_ingest_in_a_workspace(tmp_path, capsys):
     (["data", "generate", "--patients", "lots"], "--patients must be an integer, got 'lots'"),
     (["data", "generate", "--orphan-fraction", "2"], "--orphan-fraction must be in [0, 1), got 2.0"),
     (["data", "generate", "--seed", "-1"], "--seed must be between 0"),
+    # A dataset's name where its endpoint's is meant: the endpoint is named ('_' cannot be in a SageMaker name).
+    (["feedback", "ev-1", "A", "--endpoint-name", "aids_2"], "dataset aids_2's endpoint and model package group are 'aids-2'"),
+    (["monitor", "--endpoint-name", "my_data_set"], "are 'my-data-set'"),
+    (["feedback", "ev-1", "A", "--endpoint-name", "../x"],
+     "'../x' is not a SageMaker name (ASCII letters, digits and inner '-', at most 63)\n"),
 ])
 def test_bad_flags_exit_2_naming_the_flag(tmp_path, capsys, argv, message):
     with pytest.raises(SystemExit) as exit_info:

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 from diagnosa.aws import resolve_region
-from diagnosa.data.schema import DATASET_NAME, RESOURCE_NAME
+from diagnosa.data.schema import DATASET_NAME, RESOURCE_NAME, resource_name
 from diagnosa.lake import DataLake
 from diagnosa.services import LocalWorkspace
 
@@ -152,8 +152,12 @@ def sagemaker_name(text: str) -> str:
     """--endpoint-name, --group: a SageMaker name, checked before anything is written under it (a '../' in it used
     to file an endpoint outside the workspace)."""
     if not RESOURCE_NAME.match(text):
+        # A dataset's name where its endpoint's or group's is meant ('aids_2' serves as 'aids-2'): say which.
+        named = resource_name(text) if DATASET_NAME.match(text) else text
+        hint = f"; dataset {text}'s endpoint and model package group are {named!r}" \
+            if named != text and RESOURCE_NAME.match(named) else ""
         raise argparse.ArgumentTypeError(f"{text!r} is not a SageMaker name (ASCII letters, digits and inner '-', at "
-                                         "most 63)")
+                                         f"most 63){hint}")
     return text
 
 
