@@ -276,6 +276,11 @@ def _parse_segment(data: bytes, want_ids: bool = False) -> _Parsed:
     return parsed
 
 
+def _event_ids(data: bytes) -> set[str]:
+    """The event ids of a capture object's lines (a pattern, not a parse: the lookup's cheap read)."""
+    return {m.decode("utf-8", "replace") for m in _EVENT_ID_IN_LINE.findall(data)}
+
+
 def default_spool_dir(lake: Any) -> Path:
     """Where a capture's spool lives unless told: ``<lake root>/.capture-spool`` for a local lake; for an
     S3 lake a folder under the temp dir named after the lake (so a restart on this machine finds it)."""
@@ -477,7 +482,7 @@ class DataCapture:
         ids: set[str] = set()
         for key in self.lake.list(f"{self.prefix}{hour:%Y/%m/%d/%H}/"):
             if key.endswith(".jsonl"):
-                ids.update(m.decode("utf-8", "replace") for m in _EVENT_ID_IN_LINE.findall(self.lake.get_bytes(key)))
+                ids.update(_event_ids(self.lake.get_bytes(key)))
         return frozenset(ids)
 
     # -- shipping ----------------------------------------------------------------------------
@@ -661,6 +666,35 @@ def read_capture(lake: DataLake, endpoint: str, start: datetime | None = None, e
     stamped.sort(key=lambda pair: pair[0])  # stable: same-second events keep file and line order
     result.events = [obj for _when, obj in stamped]
     return result
+
+
+def captured_event_ids(lake: DataLake, endpoint: str, event_ids: Iterable[str]) -> set[str]:
+    """Which of ``event_ids`` have a captured request of ``endpoint`` in the lake (any variant).
+
+    One listing of the endpoint's capture; objects are read only for the hours the ids carry (the local
+    endpoint's UUIDv7), or all of them once when an id carries no time (SageMaker's event ids), whatever the
+    number of ids asked about. Spooled events a running endpoint has not shipped yet are not seen.
+    """
+    wanted = set(event_ids)
+    if not wanted:
+        return set()
+    times = [event_time(event_id) for event_id in wanted]
+    hours = None if any(t is None for t in times) else {t.replace(minute=0, second=0, microsecond=0)
+                                                        for t in times if t is not None}
+    found: set[str] = set()
+    for key in lake.list(f"{ZONE}/{_check_name(endpoint, 'endpoint')}/"):
+        match = _KEY.match(key)
+        if not match:
+            continue
+        if hours is not None:
+            try:
+                hour = datetime(int(match["y"]), int(match["m"]), int(match["d"]), int(match["h"]), tzinfo=timezone.utc)
+            except ValueError:
+                continue
+            if hour not in hours:
+                continue
+        found.update(_event_ids(lake.get_bytes(key)))
+    return {event_id for event_id in wanted if event_id in found or event_id.lower() in found}
 
 
 @dataclass

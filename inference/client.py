@@ -31,6 +31,11 @@ class ClientFailure(RuntimeError):
     """The endpoint could not be reached or failed; the message says which and why."""
 
 
+class EndpointUnreachable(ClientFailure):
+    """The endpoint could not be reached at all (nothing listening, no route to it, no answer in time): the next
+    request would fare no better."""
+
+
 class InvalidInput(ClientFailure, ValueError):
     """What the caller passed cannot be sent at all (not a patient record or a list of them)."""
 
@@ -57,7 +62,9 @@ class PredictionRejected(ClientFailure):
 
 @dataclass
 class FeedbackRejected(ClientFailure):
-    """The feedback record was refused; ``fields`` maps each bad field to its problem."""
+    """This feedback record was refused, for what it holds (``fields`` maps each bad field to its problem), its event
+    id (404: no captured prediction) or its size (413); another record may be taken. A refusal of every record (the
+    token, the endpoint's own state) is a plain :class:`ClientFailure`."""
 
     message: str
     status: int
@@ -187,9 +194,10 @@ class DiagnosaClient:
         The local endpoint takes it on ``POST /feedback``. A SageMaker endpoint has no such route: the
         record is then written straight to the lake's ``feedback/`` zone if the client was given a
         ``lake``; otherwise :class:`ClientFailure` says so. A refused record raises
-        :class:`FeedbackRejected` with the problem of each field. ``labels``: the model's, which the diagnosis
-        must be one of when the record goes straight to the lake (default the built-in cohort's); the local
-        endpoint holds it to the labels of the model it serves.
+        :class:`FeedbackRejected` with the problem of each field (or the endpoint's 404 for an event id it did not
+        capture, 413 for a record too big); an endpoint that cannot be reached, :class:`EndpointUnreachable`.
+        ``labels``: the model's, which the diagnosis must be one of when the record goes straight to the lake
+        (default the built-in cohort's); the local endpoint holds it to the labels of the model it serves.
         """
         from diagnosa.labels import CATEGORIES
         from inference.feedback import FeedbackError, parse_feedback, store_feedback
@@ -218,7 +226,7 @@ class DiagnosaClient:
         import urllib.request
 
         request = urllib.request.Request(f"{self.endpoint_url}/feedback", method="POST",
-                                         data=json.dumps(body, ensure_ascii=False).encode("utf-8"),
+                                         data=json.dumps(body, ensure_ascii=True).encode("ascii"),
                                          headers={"Content-Type": JSON, "Accept": JSON,
                                                   **({"Authorization": f"Bearer {self.feedback_token}"}
                                                      if self.feedback_token else {})})
@@ -233,10 +241,16 @@ class DiagnosaClient:
             if err.code == 400:
                 raise FeedbackRejected(detail.get("error", "invalid feedback"), 400,
                                        fields=detail.get("fields", {})) from None
-            raise ClientFailure(f"endpoint '{self.endpoint_name}' refused the feedback ({err.code}): "
-                                f"{detail.get('error', err.reason)}") from None
-        except (urllib.error.URLError, OSError, ValueError) as err:
-            raise ClientFailure(f"could not send feedback to {self.endpoint_url}: {err}") from None
+            message = f"endpoint '{self.endpoint_name}' refused the feedback ({err.code}): {detail.get('error', err.reason)}"
+            if err.code in (404, 413):  # this record's event id was not captured, or the record is too big
+                raise FeedbackRejected(message, err.code) from None
+            raise ClientFailure(message) from None
+        except (urllib.error.URLError, OSError) as err:  # HTTPError (an answer) is handled above
+            raise EndpointUnreachable(f"could not send feedback to {self.endpoint_url}: "
+                                      f"{getattr(err, 'reason', None) or err}") from None
+        except ValueError as err:
+            raise ClientFailure(f"endpoint {self.endpoint_url} answered the feedback with something that is not "
+                                f"JSON: {err}") from None
         return answer["key"]
 
     def _failure(self, err: ClientError) -> ClientFailure:

@@ -12,7 +12,7 @@ import pytest
 
 from diagnosa.lake import DataLake
 from inference.capture import DataCapture, new_event_id, read_errors
-from inference.client import ClientFailure, DiagnosaClient, FeedbackRejected
+from inference.client import ClientFailure, DiagnosaClient, EndpointUnreachable, FeedbackRejected
 from inference.feedback import MAX_REVISIONS, FeedbackError, parse_feedback, read_feedback, store_feedback
 from inference.server import EndpointServer
 
@@ -299,3 +299,148 @@ def test_a_lone_surrogate_in_any_field_or_key_is_refused_naming_the_field(body, 
     assert "lone UTF-16 surrogate" in err.value.fields[field]
     str(err.value).encode("utf-8")  # printable: the field's surrogate is shown escaped
 
+
+def _cli(capsys, *argv):
+    from diagnosa.cli import main
+
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    out.encode("utf-8"), err.encode("utf-8")  # what a UTF-8 terminal must be able to print
+    return code, out, err
+
+
+def test_a_file_with_surrogates_refuses_those_lines_and_goes_on_to_its_summary(tmp_path, capsys):
+    lake_dir = tmp_path / "lake"
+    path = tmp_path / "fb.jsonl"
+    path.write_text('{"event_id": "a", "diagnosis": "NO ENFERMO"}\n'
+                    '{"event_id": "b", "diagnosis": "NO ENFERMO", "note": "a\\ud800b"}\n'
+                    '{"event_id": "c", "diagnosis": "NO ENFERMO", "\\udfff": 1}\n'
+                    '{"event_id": "d", "diagnosis": "NO ENFERMO", "source": "x\\udcf1"}\n'
+                    '{"event_id": "e", "diagnosis": "ENFERMEDAD LEVE"}\n')
+    code, out, _ = _cli(capsys, "--lake", lake_dir, "feedback", "--file", path)
+    assert code == 2 and "2 stored, 3 refused" in out
+    assert "line 2: note: a string holds a lone UTF-16 surrogate" in out
+    assert "line 3: \\udfff: the field name holds a lone UTF-16 surrogate" in out and "line 4: source:" in out
+    assert set(read_feedback(DataLake.from_uri(str(lake_dir)), "diagnosa").latest) == {"a", "e"}
+
+
+@pytest.mark.parametrize("option", ["--note", "--source", "--disease-id"])
+def test_a_command_line_argument_that_is_not_utf8_is_refused_cleanly(endpoint, tmp_path, capsys, option):
+    ep, lake = endpoint
+    event = _captured(ep)
+    bad = "ca\udcf1a"  # a Latin-1 'ñ' as Python hands it over from a non-UTF-8 terminal
+    field = option[2:].replace("-", "_")
+    for where, route in ((["--lake", tmp_path / "lake2"], []), (["--workspace", tmp_path / "ws"], ["--endpoint-url", ep.url])):
+        code, _, err = _cli(capsys, *where, "feedback", event, "NO ENFERMO", option, bad, *route)
+        assert code == 2 and f"{field}: a string holds a lone UTF-16 surrogate" in err
+        assert "terminal's encoding" in err and "Traceback" not in err
+    assert lake.list("feedback/") == [] and not (tmp_path / "lake2").exists()
+
+
+def test_a_file_with_endpoint_url_goes_through_the_route_with_its_token(tmp_path, capsys):
+    lake = DataLake.from_uri(str(tmp_path / "lake"))
+    token = tmp_path / "token"
+    token.write_text("s3cret-token\n")
+    with EndpointServer("unused", capture=DataCapture(lake, "diagnosa"), loader=lambda _: None,
+                        feedback_token="s3cret-token") as ep:
+        good = _captured(ep)
+        path = tmp_path / "fb.jsonl"
+        path.write_text(json.dumps({"event_id": good, "diagnosis": "ENFERMEDAD LEVE", "source": "his"}) + "\n"
+                        + json.dumps({"event_id": "never-captured-1", "diagnosis": "NO ENFERMO"}) + "\n"
+                        + json.dumps({"event_id": good, "diagnosis": "bajo peso"}) + "\n")
+        argv = ["--workspace", tmp_path / "ws", "feedback", "--file", path, "--endpoint-url", ep.url]
+        code, out, err = _cli(capsys, *argv, "--feedback-token-file", token)
+        assert code == 2, err
+        assert f"to {ep.url}: 1 stored, 2 refused" in out
+        assert "line 2: endpoint 'diagnosa' refused the feedback (404): no captured prediction" in out
+        assert "line 3: diagnosis: must be one of" in out  # the served model's labels, judged there
+        assert [k.rsplit("/", 1)[1] for k in lake.list("feedback/")] == [f"{good}.json"]  # nothing straight in
+        # Without the token the endpoint refuses every line: one message, and the count not sent.
+        code, out, err = _cli(capsys, *argv)
+        assert code == 1 and "0 stored, 0 refused, 3 not sent" in out
+        assert err.count("401") == 1 and "stopped at line 1, 3 line(s) from there not sent" in err
+        # A token file that cannot be read stops before any line.
+        code, out, err = _cli(capsys, *argv, "--feedback-token-file", tmp_path / "missing")
+        assert code == 2 and "cannot read the token file" in err and out == ""
+    assert lake.get_json(f"feedback/diagnosa/events/{good}.json")["source"] == "his"
+
+
+def test_an_unreachable_endpoint_stops_the_file_at_once_saying_how_many_lines_were_not_sent(tmp_path, capsys):
+    import socket
+
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    path = tmp_path / "fb.jsonl"
+    path.write_text("not json\n" + "".join(json.dumps({"event_id": f"ev-{i}", "diagnosis": "NO ENFERMO"}) + "\n\n"
+                                           for i in range(4)))
+    code, out, err = _cli(capsys, "--lake", tmp_path / "lake", "feedback", "--file", path,
+                          "--endpoint-url", f"http://127.0.0.1:{port}")
+    assert code == 1 and "0 stored, 1 refused, 4 not sent" in out and "line 1: not JSON" in out
+    assert err.count("could not send feedback") == 1 and "stopped at line 2, 4 line(s) from there not sent" in err
+    assert not (tmp_path / "lake").exists()  # nothing went straight to the lake
+    with pytest.raises(EndpointUnreachable):
+        DiagnosaClient("diagnosa", endpoint_url=f"http://127.0.0.1:{port}").send_feedback("ev-1", "NO ENFERMO")
+
+
+def test_a_feedback_token_without_an_endpoint_url_is_refused(tmp_path, capsys):
+    token = tmp_path / "token"
+    token.write_text("t")
+    code, _, err = _cli(capsys, "--lake", tmp_path / "lake", "feedback", "ev-1", "NO ENFERMO",
+                        "--feedback-token-file", token)
+    assert code == 2 and "--feedback-token-file goes with --endpoint-url" in err
+    assert not (tmp_path / "lake").exists()
+
+
+def test_feedback_straight_to_the_lake_warns_of_event_ids_never_captured(endpoint, tmp_path, capsys):
+    ep, lake = endpoint
+    captured = [_captured(ep) for _ in range(3)]
+    assert ep.capture.flush()
+    path = tmp_path / "fb.jsonl"
+    ids = [*captured, "not-an-event", new_event_id()]
+    path.write_text("".join(json.dumps({"event_id": e, "diagnosis": "NO ENFERMO"}) + "\n" for e in ids))
+    root = str(lake.storage.root)
+    code, out, err = _cli(capsys, "--lake", root, "feedback", "--file", path)
+    assert code == 0 and "5 stored, 0 refused" in out
+    assert "warning: 2 event id(s) have no captured request of endpoint diagnosa" in err
+    assert "not-an-event" in err and ids[-1] in err and not any(e in err for e in captured)
+    code, out, err = _cli(capsys, "--lake", root, "feedback", captured[0], "NO ENFERMO")
+    assert code == 0 and "stored as" in out and err == ""
+    code, out, err = _cli(capsys, "--lake", root, "feedback", "not-an-event", "NO ENFERMO")
+    assert code == 0 and "no captured request" in err and "not-an-event" in err
+
+
+def test_the_capture_is_read_once_for_all_the_event_ids_of_a_file(endpoint):
+    from inference.capture import captured_event_ids
+
+    ep, lake = endpoint
+    captured = [_captured(ep) for _ in range(3)]
+    assert ep.capture.flush()
+    objects = [k for k in lake.list("capture/diagnosa/") if k.endswith(".jsonl")]
+    reads: list[str] = []
+    get_bytes = lake.get_bytes
+    lake.get_bytes = lambda key: reads.append(key) or get_bytes(key)
+    timeless = [f"sagemaker-{i}" for i in range(500)]  # ids without a time: the whole capture, once
+    assert captured_event_ids(lake, "diagnosa", [*captured, *timeless]) == set(captured)
+    assert sorted(reads) == sorted(objects)
+    reads.clear()
+    later = new_event_id(datetime.now(timezone.utc) - timedelta(days=2))  # a time-stamped id: only its hour is read
+    assert captured_event_ids(lake, "diagnosa", [later]) == set() and reads == []
+
+
+def test_feedback_for_the_builtin_endpoint_in_a_workspace_without_it_names_the_local_ones(tmp_path, capsys):
+    ws = tmp_path / "ws"
+    (ws / "endpoints" / "aids-2").mkdir(parents=True)
+    (ws / "endpoints" / "aids-2" / "endpoint.json").write_text(json.dumps(
+        {"EndpointName": "aids-2", "EndpointStatus": "OutOfService"}))
+    code, out, err = _cli(capsys, "--workspace", ws, "feedback", "ev-1", "ENFERMEDAD AGUDA")
+    assert code == 0 and "stored as feedback/diagnosa/" in out
+    assert "no local endpoint diagnosa" in err and "its local endpoints: aids-2" in err and "--endpoint-name" in err
+
+
+def test_the_client_tells_a_refused_record_from_a_refused_client(endpoint):
+    ep, _ = endpoint
+    client = DiagnosaClient("diagnosa", endpoint_url=ep.url)
+    with pytest.raises(FeedbackRejected) as err:  # this record's event id: another record may pass
+        client.send_feedback("ev-never", "NO ENFERMO")
+    assert err.value.status == 404 and "404" in str(err.value)

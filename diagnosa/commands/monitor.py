@@ -11,6 +11,7 @@ from typing import Any
 
 from diagnosa.commands.common import (
     EXIT_BAD_INPUT,
+    EXIT_FAILED,
     UsageError,
     int_in,
     local_workspace,
@@ -23,6 +24,7 @@ from diagnosa.commands.common import (
     workspace_hint,
 )
 from diagnosa.lake import DataLake
+from inference.limits import has_surrogate, printable
 
 EXIT_ALERT = 3  # with --fail-on-alert: the report's verdict is "alert"
 
@@ -146,42 +148,58 @@ def _retrain(args: argparse.Namespace, lake: Any, start: Any, end: Any) -> int:
 # ------------------------------------------------------------------------------------------------ feedback
 
 def cmd_feedback(args: argparse.Namespace) -> int:
+    from inference.client import ClientFailure
     from inference.feedback import FeedbackError, parse_feedback, store_feedback
 
+    if args.feedback_token_file and not args.endpoint_url:
+        raise UsageError("--feedback-token-file goes with --endpoint-url: the endpoint checks the token (feedback "
+                         "written straight to the lake takes none)")
     if args.file:
         if args.event_id or args.diagnosis:
             raise UsageError("give either EVENT_ID DIAGNOSIS or --file, not both")
         return _feedback_file(args)
     if not (args.event_id and args.diagnosis):
         raise UsageError("give EVENT_ID and DIAGNOSIS (or --file FEEDBACK.jsonl)")
-    lake = None if args.endpoint_url else open_lake(args)  # straight to the lake: opened once
     body = {"event_id": args.event_id, "diagnosis": args.diagnosis}
     for name in ("note", "source", "disease_id"):
         if getattr(args, name) is not None:
             body[name] = getattr(args, name)
+    lake = None if args.endpoint_url else open_lake(args)  # straight to the lake: opened once
     try:
         # Through the endpoint, its model's labels judge (there); into the lake, the local endpoint's model's.
         feedback = parse_feedback(body, None if lake is None else _feedback_labels(args, lake))
     except FeedbackError as err:
-        raise UsageError(str(err)) from None
-    if args.endpoint_url:
-        from inference.client import ClientFailure, DiagnosaClient
-
-        token = read_token_file(args.feedback_token_file) if args.feedback_token_file else None
+        hint = ("; the command line is not UTF-8 text here: is the terminal's encoding UTF-8 (`locale`)?"
+                if any(has_surrogate(v) for v in body.values()) else "")
+        raise UsageError(f"{err}{hint}") from None
+    if lake is None:
         try:
-            client = DiagnosaClient(args.endpoint_name, endpoint_url=args.endpoint_url, feedback_token=token)
-        except ValueError as err:  # the endpoint URL is not a server root
-            raise UsageError(f"--endpoint-url: {err}") from None
-        try:
-            key = client.send_feedback(feedback.event_id, feedback.diagnosis, feedback.note,
-                                       disease_id=feedback.disease_id, source=feedback.source)
+            key = _send_feedback(_feedback_client(args), feedback)
         except ClientFailure as err:
             raise UsageError(str(err)) from None
     else:
-        assert lake is not None
         key = store_feedback(lake, args.endpoint_name, feedback)
     print(f"feedback for event {feedback.event_id} ({feedback.diagnosis}) stored as {key}")
+    if lake is not None:
+        _warn_not_captured(args, lake, [feedback.event_id])
     return 0
+
+
+def _feedback_client(args: argparse.Namespace) -> Any:
+    """The client of --endpoint-url, with the feedback token of --feedback-token-file (default $DIAGNOSA_FEEDBACK_TOKEN)."""
+    from inference.client import DiagnosaClient
+
+    token = read_token_file(args.feedback_token_file) if args.feedback_token_file else None
+    try:
+        return DiagnosaClient(args.endpoint_name, endpoint_url=args.endpoint_url, feedback_token=token)
+    except ValueError as err:  # the endpoint URL is not a server root
+        raise UsageError(f"--endpoint-url: {err}") from None
+
+
+def _send_feedback(client: Any, feedback: Any) -> str:
+    """POST /feedback of the client's endpoint: the event-id check, the token and the served model's labels."""
+    return str(client.send_feedback(feedback.event_id, feedback.diagnosis, feedback.note,
+                                    disease_id=feedback.disease_id, source=feedback.source))
 
 
 def _feedback_labels(args: argparse.Namespace, lake: DataLake) -> list[str]:
@@ -200,8 +218,43 @@ def _feedback_labels(args: argparse.Namespace, lake: DataLake) -> list[str]:
                      "checks them against the model it serves")
 
 
+def _warn_not_captured(args: argparse.Namespace, lake: DataLake, event_ids: list[str]) -> None:
+    """Feedback written straight to the lake is not checked against the capture as the endpoint's route checks it
+    (SageMaker's capture may arrive later): a warning names the event ids with no captured request, which the
+    monitor cannot join with a prediction. One read of the capture for all of them."""
+    from diagnosa.lake import LakeError
+    from inference.capture import captured_event_ids
+
+    try:
+        captured = captured_event_ids(lake, args.endpoint_name, event_ids)
+    except (LakeError, OSError) as err:
+        print(f"warning: could not check the event ids against the capture of {args.endpoint_name}: {err}",
+              file=sys.stderr)
+        return
+    missing = [event_id for event_id in dict.fromkeys(event_ids) if event_id not in captured]
+    if not missing:
+        return
+    shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5:,} more" if len(missing) > 5 else "")
+    hint = ""
+    if not lake.uri.startswith("s3://"):
+        endpoints = local_workspace(args, lake).endpoints()
+        if endpoints.describe(args.endpoint_name) is None:
+            others = [r["EndpointName"] for r in endpoints.list()]
+            hint = f"; this workspace has no local endpoint {args.endpoint_name}" + (
+                f" (its local endpoints: {', '.join(others)}; choose one with --endpoint-name)" if others else "")
+    print(f"warning: {len(missing):,} event id(s) have no captured request of endpoint {args.endpoint_name} in the "
+          f"lake: {shown}. Stored, but the monitor counts this feedback as not captured until the request's capture "
+          f"is there{hint}", file=sys.stderr)
+
+
+def _refusal(fields: dict[str, str]) -> str:
+    return "; ".join(f"{k}: {v}" for k, v in fields.items())
+
+
 def _feedback_file(args: argparse.Namespace) -> int:
-    """Feedback from a JSON Lines file (a hospital system's export): good lines stored, bad lines named."""
+    """Feedback from a JSON Lines file (a hospital system's export): good lines stored (through --endpoint-url's
+    route, or straight to the lake), bad lines named; an endpoint that fails every line stops the file."""
+    from inference.client import ClientFailure, FeedbackRejected
     from inference.feedback import FeedbackError, parse_feedback, store_feedback
 
     path = Path(args.file)
@@ -209,25 +262,52 @@ def _feedback_file(args: argparse.Namespace) -> int:
         lines = (sys.stdin.read() if args.file == "-" else path.read_text(encoding="utf-8")).splitlines()
     except (OSError, UnicodeDecodeError) as err:
         raise UsageError(f"cannot read {args.file}: {err}") from None
-    lake = open_lake(args)
-    labels = _feedback_labels(args, lake)
-    stored, bad = 0, []
+    if args.endpoint_url:
+        client, lake, labels = _feedback_client(args), None, None  # the endpoint judges the labels and event ids
+    else:
+        client, lake = None, open_lake(args)
+        labels = _feedback_labels(args, lake)
+    stored, bad, stored_ids = 0, [], []
+    stopped: tuple[int, ClientFailure] | None = None
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
-            feedback = parse_feedback(json.loads(line), labels)
-        except FeedbackError as err:
-            bad.append(f"line {number}: {'; '.join(f'{k}: {v}' for k, v in err.fields.items())}")
-            continue
+            body = json.loads(line)
         except (ValueError, RecursionError) as err:  # RecursionError: arrays nested thousands deep
             bad.append(f"line {number}: not JSON ({'nested too deeply' if isinstance(err, RecursionError) else err})")
             continue
-        store_feedback(lake, args.endpoint_name, feedback)
+        try:
+            feedback = parse_feedback(body, labels)
+            if client is not None:
+                _send_feedback(client, feedback)
+            else:
+                assert lake is not None
+                store_feedback(lake, args.endpoint_name, feedback)
+        except FeedbackError as err:
+            bad.append(f"line {number}: {_refusal(err.fields)}")
+            continue
+        except FeedbackRejected as err:  # this line's: its fields, its event id, its size
+            bad.append(f"line {number}: {_refusal(err.fields) if err.fields else err.message}")
+            continue
+        except ClientFailure as err:  # every line's (unreachable, the token, the endpoint's state): stop here
+            stopped = (number, err)
+            break
         stored += 1
-    print(f"feedback from {args.file}: {stored} stored, {len(bad)} refused")
+        stored_ids.append(feedback.event_id)
+    not_sent = sum(1 for line in lines[stopped[0] - 1:] if line.strip()) if stopped else 0
+    where = f" to {client.endpoint_url}" if client is not None else ""
+    print(printable(f"feedback from {args.file}{where}: {stored} stored, {len(bad)} refused"
+                    + (f", {not_sent} not sent" if stopped else "")))
     for problem in bad:
-        print(f"  refused {problem}")
+        print(f"  refused {printable(problem)}")
+    if lake is not None and stored_ids:
+        _warn_not_captured(args, lake, stored_ids)
+    if stopped:
+        at, failure = stopped
+        print(f"diagnosa: error: {failure}: stopped at line {at}, {not_sent} line(s) from there not sent",
+              file=sys.stderr)
+        return EXIT_FAILED
     return 0 if not bad else EXIT_BAD_INPUT
 
 
