@@ -18,6 +18,8 @@ from typing import Any, Literal
 
 from diagnosa.data.physiology import BY_NAME, LABS, VITALS
 from diagnosa.data.schema import Schema, cohort_schema
+from diagnosa.labels import CATEGORIES
+from diagnosa.model import ModelLoadError, model_labels
 from inference.schema import RequestSchema
 
 Kind = Literal["integer", "number", "choice", "boolean", "terms", "codes", "text"]
@@ -68,6 +70,7 @@ class FormSpec:
     known_terms: frozenset[str] = frozenset()  # HPO terms the model has a feature for
     known_codes: tuple[str, ...] = ()  # prior-diagnosis codes the model has a feature for
     model_family: str | None = None
+    labels: tuple[str, ...] = CATEGORIES  # what the model answers with, in its order: what a confirmed diagnosis may be
 
     def by_name(self, name: str) -> FormField:
         for f in self.fields:
@@ -127,7 +130,8 @@ def _kind(prop: Mapping[str, Any]) -> Kind:
 
 
 def form_spec(json_schema: Mapping[str, Any], *, id_field: str = "patient_id",
-              feature_names: list[str] | tuple[str, ...] = (), model_family: str | None = None) -> FormSpec:
+              feature_names: list[str] | tuple[str, ...] = (), model_family: str | None = None,
+              labels: Sequence[str] = CATEGORIES) -> FormSpec:
     """The form for one patient record described by a request JSON Schema (the id is not asked)."""
     fields = []
     for name, prop in json_schema.get("properties", {}).items():
@@ -146,13 +150,13 @@ def form_spec(json_schema: Mapping[str, Any], *, id_field: str = "patient_id",
             terms.add(value)
         elif prefix.startswith("codes:"):
             codes.append(value)
-    return FormSpec(tuple(fields), id_field, frozenset(terms), tuple(sorted(set(codes))), model_family)
+    return FormSpec(tuple(fields), id_field, frozenset(terms), tuple(sorted(set(codes))), model_family, tuple(labels))
 
 
 def load_form_spec(model_dir: str | None = None) -> FormSpec:
-    """The form for a model folder's request schema; without a model, the built-in cohort's."""
+    """The form for a model folder's request schema and labels; without a model, the built-in cohort's."""
     if model_dir is None:
-        schema, metadata = cohort_schema(), {}
+        schema, metadata, labels = cohort_schema(), {}, list(cohort_schema().labels)
     else:
         path = Path(model_dir) / "metadata.json"
         try:
@@ -160,9 +164,14 @@ def load_form_spec(model_dir: str | None = None) -> FormSpec:
             schema = Schema.from_dict(metadata["schema"])
         except (OSError, ValueError, KeyError, TypeError) as err:
             raise FormError(f"cannot read the model's request schema from {path}: {err}") from None
+        try:
+            labels = model_labels(model_dir)  # what the endpoint serving this model accepts as a confirmed diagnosis
+        except ModelLoadError as err:
+            raise FormError(f"cannot read the model's labels: {err}") from None
     request = RequestSchema(schema)
     return form_spec(request.to_json_schema(), id_field=request.id_field,
-                     feature_names=metadata.get("feature_names", ()), model_family=metadata.get("family"))
+                     feature_names=metadata.get("feature_names", ()), model_family=metadata.get("family"),
+                     labels=labels)
 
 
 def parse_codes(text: str) -> list[str]:

@@ -29,6 +29,16 @@ def endpoint(local_endpoint):
     return local_endpoint
 
 
+@pytest.fixture(scope="module")
+def two_label_endpoint(two_label_model_dir):
+    """The local endpoint serving a model of two labels (a dataset of the user's own, not the cohort's five)."""
+    from inference.server import EndpointServer
+
+    with EndpointServer(str(two_label_model_dir)) as ep:
+        ep.wait_until_ready()
+        yield ep
+
+
 class _Counting(BaseHTTPRequestHandler):
     """An endpoint stand-in that counts requests and answers after ``delay`` seconds (or never in time)."""
 
@@ -210,3 +220,8 @@ def test_the_confirmed_diagnosis_is_recorded_through_the_feedback_route(monkeypa
         at.button(key="fb-submit").click().run()
         assert not at.success and any("not recorded" in e for e in _errors(at))
         assert any("X-Diagnosa-Event-Id" in e for e in _errors(at))  # the field's problem, next to the field
+
+
+def test_the_confirmed_diagnosis_offers_the_served_models_labels(monkeypatch, two_label_endpoint, two_label_model_dir):
+    at = _app(monkeypatch, two_label_endpoint.url, two_label_model_dir)
+    assert at.selectbox(key="fb-diagnosis").options == ["NO ENFERMO", "ENFERMO"]

@@ -69,6 +69,11 @@ def test_form_comes_from_the_models_request_schema(trained_model_dir):
     assert [g for g, _ in spec.groups()] == ["Patient", "Vital signs", "Lab results", "Symptoms", "History"]
 
 
+def test_form_knows_the_models_labels_not_only_the_cohorts(two_label_model_dir, trained_model_dir):
+    assert load_form_spec(str(two_label_model_dir)).labels == ("NO ENFERMO", "ENFERMO")
+    assert load_form_spec(str(trained_model_dir)).labels == load_form_spec(None).labels == CATEGORIES
+
+
 def test_form_follows_any_schema_not_hard_coded_fields():
     schema = {"properties": {"rid": {"type": "string"}, "ferritin": {"type": ["number", "null"], "minimum": 0,
                                                                      "description": "ng/mL"},

@@ -32,7 +32,6 @@ from app.results import (
     top_k_rows,
 )
 from app.terms import TermIndex, build_index
-from diagnosa.labels import CATEGORIES
 
 # Request bodies must never reach a log, whatever level the host process configured.
 for _name in ("botocore", "boto3", "urllib3", "s3transfer"):
@@ -191,7 +190,7 @@ def show_result(outcome: Outcome) -> None:
         st.caption(f"Model version `{result.get('model_version', 'unknown')}`{reference}")
 
 
-def feedback_section(config: AppConfig, client: Any) -> None:
+def feedback_section(config: AppConfig, spec: FormSpec, client: Any) -> None:
     with st.expander("Record the confirmed diagnosis (for this or an earlier case)",
                      expanded=bool(st.session_state.get("outcome") and st.session_state["outcome"].ok)):
         if not feedback_supported(client):
@@ -204,7 +203,7 @@ def feedback_section(config: AppConfig, client: Any) -> None:
             st.text_input("Case reference", key="fb-event", help="Shown with each diagnosis.")
             show_errors([problems.pop("event_id")] if "event_id" in problems else [])
             # No preselected answer: a default would be recorded for every doctor who did not change it.
-            st.selectbox("Confirmed diagnosis", CATEGORIES, index=None, key="fb-diagnosis",
+            st.selectbox("Confirmed diagnosis", spec.labels, index=None, key="fb-diagnosis",
                          placeholder="choose the confirmed diagnosis")
             show_errors([problems.pop("diagnosis")] if "diagnosis" in problems else [])
             st.text_input("Rare disease (optional: ORPHA:, OMIM: or DECIPHER: id)", key="fb-disease",
@@ -278,7 +277,7 @@ def main() -> None:
             show_result(outcome)
         else:
             st.info("The diagnosis appears here.", icon=":material/clinical_notes:")
-        feedback_section(config, client_for(config))
+        feedback_section(config, spec, client_for(config))
 
 
 main()
