@@ -13,22 +13,20 @@
 |  | no feedback route (SageMaker) |
 | ``DIAGNOSA_APP_TIMEOUT`` | seconds to wait for an answer (default 10) |
 | ``DIAGNOSA_APP_ATTEMPTS`` | attempts per call, retries included (default 2) |
-| ``DIAGNOSA_APP_TOP_K`` | categories listed in the top-k (default 3) |
+| ``DIAGNOSA_APP_TOP_K`` | categories listed in the top-k, at most the model's labels (default: the endpoint's, 3 or all |
+|  | the labels of a model with fewer) |
 | ``DIAGNOSA_APP_DIFFERENTIAL`` | rare diseases listed as decision support under the diagnosis (default 5; 0: none) |
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Mapping
-
-from diagnosa.labels import CATEGORIES
+from typing import Mapping, Sequence
 
 PREFIX = "DIAGNOSA_APP_"
 DEFAULT_ENDPOINT_NAME = "diagnosa"
 DEFAULT_TIMEOUT = 10.0
 DEFAULT_ATTEMPTS = 2
-DEFAULT_TOP_K = 3
 DEFAULT_DIFFERENTIAL = 5
 MAX_DIFFERENTIAL = 20  # the endpoint's limit
 
@@ -46,7 +44,7 @@ class AppConfig:
     lake: str | None = None
     timeout: float = DEFAULT_TIMEOUT
     attempts: int = DEFAULT_ATTEMPTS
-    top_k: int = DEFAULT_TOP_K
+    top_k: int | None = None  # None: not sent, the endpoint's default (3, or all the labels of a model with fewer)
     differential: int = DEFAULT_DIFFERENTIAL  # rare diseases matching the symptoms (decision support); 0: none
 
     def __post_init__(self) -> None:
@@ -63,10 +61,15 @@ class AppConfig:
             raise ConfigError(f"the timeout must be a positive number of seconds, got {self.timeout!r}")
         if not 1 <= self.attempts <= 10:
             raise ConfigError(f"attempts must be from 1 to 10, got {self.attempts!r}")
-        if not 1 <= self.top_k <= len(CATEGORIES):
-            raise ConfigError(f"top_k must be from 1 to {len(CATEGORIES)}, got {self.top_k!r}")
+        if self.top_k is not None and not 1 <= self.top_k:
+            raise ConfigError(f"top_k must be a whole number of categories from 1, got {self.top_k!r}")
         if not 0 <= self.differential <= MAX_DIFFERENTIAL:
             raise ConfigError(f"differential must be from 0 to {MAX_DIFFERENTIAL}, got {self.differential!r}")
+
+    def top_k_for(self, labels: Sequence[str]) -> int | None:
+        """The top_k to ask the endpoint for, given the model's labels: the configured one, at most the number of
+        labels (a larger one lists them all; the endpoint refuses more than it has); None when not configured."""
+        return None if self.top_k is None else min(self.top_k, len(labels))
 
     @property
     def is_local(self) -> bool:
@@ -101,12 +104,12 @@ class AppConfig:
                    region=text("REGION"), model=text("MODEL"), lake=text("LAKE"),
                    timeout=float(number("TIMEOUT", float, DEFAULT_TIMEOUT)),
                    attempts=int(number("ATTEMPTS", int, DEFAULT_ATTEMPTS)),
-                   top_k=int(number("TOP_K", int, DEFAULT_TOP_K)),
+                   top_k=None if text("TOP_K") is None else int(number("TOP_K", int, 0)),
                    differential=int(number("DIFFERENTIAL", int, DEFAULT_DIFFERENTIAL)))
 
     def to_env(self) -> dict[str, str]:
         """The variables that make :meth:`from_env` return this configuration."""
         values = {"ENDPOINT_NAME": self.endpoint_name, "ENDPOINT_URL": self.endpoint_url, "REGION": self.region,
                   "MODEL": self.model, "LAKE": self.lake, "TIMEOUT": f"{self.timeout:g}", "ATTEMPTS": str(self.attempts),
-                  "TOP_K": str(self.top_k), "DIFFERENTIAL": str(self.differential)}
+                  "TOP_K": None if self.top_k is None else str(self.top_k), "DIFFERENTIAL": str(self.differential)}
         return {PREFIX + k: v for k, v in values.items() if v is not None}

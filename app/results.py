@@ -7,7 +7,8 @@
 |---|---|
 | ``unreachable`` | nothing listens at the endpoint address (down, wrong URL, no network) |
 | ``timeout`` | the endpoint took longer than the configured timeout to answer |
-| ``rejected`` | the endpoint refused the input (4xx); the field errors go next to the fields |
+| ``rejected`` | the endpoint refused the input (4xx); the field errors go next to the fields (a refusal naming |
+|  | no field of the form does not ask the doctor to correct the fields) |
 | ``unavailable`` | the endpoint is up but cannot serve yet (model loading, 503) |
 | ``server_error`` | the endpoint failed while scoring (5xx) |
 | ``not_found`` | no endpoint of that name (a configuration problem) |
@@ -94,8 +95,13 @@ def explain_failure(err: BaseException, config: AppConfig, spec: FormSpec) -> Fa
     where = config.description
     if isinstance(err, PredictionRejected):
         fields = field_errors(spec, err.errors, err.message)
-        return Failure("rejected", "The endpoint did not accept these values: correct the fields marked "
-                                   f"in red and ask again (HTTP {err.status}).", fields)
+        if fields.by_field:
+            return Failure("rejected", "The endpoint did not accept these values: correct the fields marked "
+                                       f"in red and ask again (HTTP {err.status}).", fields)
+        # Nothing in the form to correct (the request's settings, or a model other than the form's): say so.
+        return Failure("rejected", f"The {where} refused the request (HTTP {err.status}) for a reason that is not a "
+                                   "value in the form (below). Tell the administrator: the app's configuration or "
+                                   "its --model may not match the endpoint's model.", fields)
     cause = _cause(err)
     if isinstance(cause, ReadTimeoutError):
         return Failure("timeout", f"The {where} did not answer within {config.timeout:g} s. It may be overloaded: "
@@ -132,15 +138,16 @@ def diagnose(client: DiagnosaClient, record: Mapping[str, Any], config: AppConfi
     # The differential is asked for only when the model scores symptoms and the patient has some.
     terms = spec.terms_field.name if spec.terms_field is not None else None
     differential = config.differential if config.differential and terms and record.get(terms) else None
+    top_k = config.top_k_for(spec.labels)
     try:
         try:
-            prediction = client.predict(dict(record), top_k=config.top_k, differential=differential,
+            prediction = client.predict(dict(record), top_k=top_k, differential=differential,
                                         inference_id=str(uuid.uuid4()))
         except PredictionRejected as err:
             if differential is None or not err.message.startswith("differential"):
                 raise
             # An endpoint whose model has no knowledge-base similarity: the diagnosis without the differential.
-            prediction = client.predict(dict(record), top_k=config.top_k, inference_id=str(uuid.uuid4()))
+            prediction = client.predict(dict(record), top_k=top_k, inference_id=str(uuid.uuid4()))
     except ClientFailure as err:
         return Outcome(failure=explain_failure(err, config, spec))
     except Exception as err:  # noqa: BLE001  (a bug must not show a traceback with the patient's values)

@@ -225,3 +225,16 @@ def test_the_confirmed_diagnosis_is_recorded_through_the_feedback_route(monkeypa
 def test_the_confirmed_diagnosis_offers_the_served_models_labels(monkeypatch, two_label_endpoint, two_label_model_dir):
     at = _app(monkeypatch, two_label_endpoint.url, two_label_model_dir)
     assert at.selectbox(key="fb-diagnosis").options == ["NO ENFERMO", "ENFERMO"]
+
+
+@pytest.mark.parametrize("top_k", [None, "3"])
+def test_a_model_of_two_labels_gets_a_diagnosis(monkeypatch, two_label_endpoint, two_label_model_dir, top_k):
+    if top_k:  # what `diagnosa app` sent by default: more categories than the model has
+        monkeypatch.setenv("DIAGNOSA_APP_TOP_K", top_k)
+    at = _app(monkeypatch, two_label_endpoint.url, two_label_model_dir)
+    at.checkbox(key="policy_accepted").check().run()
+    _fill(at, PATIENT).button(key="submit").click().run()
+    assert not at.exception and _errors(at) == []
+    result = at.get_by_key("result")
+    assert [row["category"] for row in result.table[0].value.to_dict("records")] in (
+        ["NO ENFERMO", "ENFERMO"], ["ENFERMO", "NO ENFERMO"])

@@ -43,13 +43,21 @@ def test_config_describes_the_endpoint():
 @pytest.mark.parametrize("env, word", [
     ({"DIAGNOSA_APP_TIMEOUT": "soon"}, "DIAGNOSA_APP_TIMEOUT"),
     ({"DIAGNOSA_APP_TIMEOUT": "0"}, "timeout"),
-    ({"DIAGNOSA_APP_TOP_K": "9"}, "top_k"),
+    ({"DIAGNOSA_APP_TOP_K": "0"}, "top_k"),
     ({"DIAGNOSA_APP_ATTEMPTS": "two"}, "DIAGNOSA_APP_ATTEMPTS"),
     ({"DIAGNOSA_APP_ENDPOINT_URL": "127.0.0.1:8080"}, "http://"),
 ])
 def test_bad_configuration_names_the_variable(env, word):
     with pytest.raises(ConfigError, match=word):
         AppConfig.from_env(env)
+
+
+def test_top_k_asked_is_at_most_the_models_labels():
+    two, eight = ("A", "D"), tuple("abcdefgh")
+    assert AppConfig().top_k is None and AppConfig().top_k_for(two) is None  # not sent: the endpoint's default
+    assert AppConfig(top_k=3).top_k_for(two) == 2  # a model of two labels lists both, it does not refuse 3
+    assert AppConfig(top_k=8).top_k_for(eight) == 8 and AppConfig(top_k=8).top_k_for(CATEGORIES) == 5
+    assert AppConfig.from_env(AppConfig(top_k=8).to_env()).top_k == 8 and "DIAGNOSA_APP_TOP_K" not in AppConfig().to_env()
 
 
 # ------------------------------------------------------------------------------------------------ form
@@ -259,6 +267,19 @@ def test_real_endpoint_answers_and_refuses_with_field_errors(endpoint):
     assert unknown.failure.kind == "not_found"
     failure = explain_failure(RuntimeError("boom"), AppConfig(), load_form_spec(None))
     assert failure.kind == "failed"
+
+
+def test_a_refusal_naming_no_field_does_not_blame_the_fields():
+    from inference.client import PredictionRejected
+
+    spec = load_form_spec(None)
+    settings = explain_failure(PredictionRejected("top_k must be an integer from 1 to 2, got 3", 400), AppConfig(), spec)
+    assert settings.kind == "rejected" and "fields" not in settings.message and "not a value in the form" in settings.message
+    assert settings.fields.general == ["top_k must be an integer from 1 to 2, got 3"] and not settings.fields.by_field
+    value = explain_failure(PredictionRejected("1 problem(s) in the request", 400,
+                                               [{"row": 0, "field": "age", "problem": "impossible value 400"}]),
+                            AppConfig(), spec)
+    assert "correct the fields marked in red" in value.message and value.fields.by_field == {"age": ["impossible value 400"]}
 
 
 def test_feedback_is_offered_only_when_the_client_can_send_it():

@@ -53,7 +53,9 @@ def register(commands: argparse._SubParsersAction) -> None:
                              "SageMaker endpoint, which has no feedback route")
     parser.add_argument("--timeout", type=positive_seconds, default=10.0, help="seconds to wait for a diagnosis (default 10)")
     parser.add_argument("--attempts", type=int, default=2, help="attempts per call, retries included (default 2)")
-    parser.add_argument("--top-k", type=int, default=3, help="categories in the top-k list (default 3)")
+    parser.add_argument("--top-k", type=int, default=None,
+                        help="categories in the top-k list, at most the model's labels (default: the endpoint's, 3 or "
+                             "all the labels of a model with fewer)")
     parser.add_argument("--differential", type=int, default=int(os.environ.get("DIAGNOSA_APP_DIFFERENTIAL", "5")),
                         help="rare diseases whose annotations best match the symptoms, listed under the diagnosis as "
                              "decision support (default 5; 0: none)")
