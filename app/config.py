@@ -6,7 +6,8 @@
 | variable | meaning |
 |---|---|
 | ``DIAGNOSA_APP_ENDPOINT_URL`` | the local endpoint, e.g. ``http://127.0.0.1:8080``; unset for a real SageMaker endpoint |
-| ``DIAGNOSA_APP_ENDPOINT_NAME`` | the SageMaker endpoint name (default ``diagnosa``, also the local endpoint's) |
+| ``DIAGNOSA_APP_ENDPOINT_NAME`` | the endpoint's name, SageMaker's or the local endpoint's (default: the endpoint of the |
+|  | model's dataset, :func:`model_endpoint_name`; ``diagnosa`` for the built-in cohort) |
 | ``DIAGNOSA_APP_REGION`` | the AWS region of a SageMaker endpoint (else the AWS SDK's default) |
 | ``DIAGNOSA_APP_MODEL`` | a model folder (``metadata.json``) whose request schema shapes the form |
 | ``DIAGNOSA_APP_LAKE`` | the data lake (folder or ``s3://bucket/prefix``) confirmed diagnoses go to when the endpoint has |
@@ -33,6 +34,20 @@ MAX_DIFFERENTIAL = 20  # the endpoint's limit
 
 class ConfigError(ValueError):
     """A configuration value the app cannot use; the message names the variable."""
+
+
+def model_endpoint_name(model: str | None) -> str:
+    """The endpoint that serves a model when none is named: its dataset's, as the pipeline and ``diagnosa run
+    --local`` deploy it (:func:`diagnosa.data.schema.resource_name`); without a model, the built-in cohort's."""
+    if model is None:
+        return DEFAULT_ENDPOINT_NAME
+    from diagnosa.data.schema import resource_name
+    from diagnosa.model import ModelLoadError, model_dataset
+
+    try:
+        return resource_name(model_dataset(model))
+    except ModelLoadError as err:
+        raise ConfigError(f"cannot name the model's endpoint: {err}") from None
 
 
 @dataclass(frozen=True)
@@ -99,7 +114,7 @@ class AppConfig:
                 raise ConfigError(f"{PREFIX}{name} must be {'an integer' if kind is int else 'a number'}, "
                                   f"got {raw!r}") from None
 
-        return cls(endpoint_name=text("ENDPOINT_NAME") or DEFAULT_ENDPOINT_NAME,
+        return cls(endpoint_name=text("ENDPOINT_NAME") or model_endpoint_name(text("MODEL")),
                    endpoint_url=(text("ENDPOINT_URL") or "").rstrip("/") or None,
                    region=text("REGION"), model=text("MODEL"), lake=text("LAKE"),
                    timeout=float(number("TIMEOUT", float, DEFAULT_TIMEOUT)),

@@ -81,6 +81,20 @@ def model_labels(model_dir: str | Path) -> list[str]:
         raise ModelLoadError(f"{path}: no labels ({err})") from None
 
 
+def model_dataset(model_dir: str | Path) -> str:
+    """The dataset a model directory's model was trained on (its metadata.json: ``dataset.name``, else the schema's
+    name, which is the dataset's), without loading the model."""
+    path = Path(model_dir) / METADATA_FILE
+    try:
+        metadata = json.loads(path.read_text(encoding="utf-8"))
+        name = (metadata.get("dataset") or {}).get("name") or metadata["schema"]["name"]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+        raise ModelLoadError(f"{path}: no dataset name ({err})") from None
+    if not isinstance(name, str) or not name:
+        raise ModelLoadError(f"{path}: no dataset name (got {name!r})")
+    return name
+
+
 def unpack_model(archive: str | Path, target: str | Path) -> Path:
     """Extract a SageMaker ``model.tar.gz`` (model.joblib + metadata.json at its root) into ``target``."""
     import tarfile

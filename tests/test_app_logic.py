@@ -8,7 +8,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from app.config import AppConfig, ConfigError
+from app.config import AppConfig, ConfigError, model_endpoint_name
 from app.form import FieldErrors, build_record, field_errors, form_spec, load_form_spec, parse_codes
 from app.results import (
     Outcome,
@@ -58,6 +58,25 @@ def test_top_k_asked_is_at_most_the_models_labels():
     assert AppConfig(top_k=3).top_k_for(two) == 2  # a model of two labels lists both, it does not refuse 3
     assert AppConfig(top_k=8).top_k_for(eight) == 8 and AppConfig(top_k=8).top_k_for(CATEGORIES) == 5
     assert AppConfig.from_env(AppConfig(top_k=8).to_env()).top_k == 8 and "DIAGNOSA_APP_TOP_K" not in AppConfig().to_env()
+
+
+@pytest.fixture
+def dataset_model(trained_model_dir, tmp_path):
+    """A model folder of a dataset of the user's own, 'aids_2' (its metadata.json: all the app reads)."""
+    metadata = json.loads((trained_model_dir / "metadata.json").read_text(encoding="utf-8"))
+    metadata["dataset"] = {"name": "aids_2", "version": "d86e0bcb2830"}
+    (tmp_path / "metadata.json").write_text(json.dumps(metadata), encoding="utf-8")
+    return tmp_path
+
+
+def test_the_endpoint_is_the_models_datasets_unless_named(dataset_model, trained_model_dir):
+    assert model_endpoint_name(str(dataset_model)) == "aids-2"  # diagnosa.data.schema.resource_name: '_' -> '-'
+    assert model_endpoint_name(str(trained_model_dir)) == model_endpoint_name(None) == "diagnosa"  # the cohort's
+    local = {"DIAGNOSA_APP_ENDPOINT_URL": "http://127.0.0.1:8080", "DIAGNOSA_APP_MODEL": str(dataset_model)}
+    assert AppConfig.from_env(local).endpoint_name == "aids-2"
+    assert AppConfig.from_env(local | {"DIAGNOSA_APP_ENDPOINT_NAME": "triage"}).endpoint_name == "triage"
+    with pytest.raises(ConfigError, match="metadata.json"):
+        AppConfig.from_env({"DIAGNOSA_APP_MODEL": str(dataset_model / "nowhere")})
 
 
 # ------------------------------------------------------------------------------------------------ form
@@ -299,6 +318,22 @@ def test_app_command_runs_streamlit_headless_with_the_endpoint_configuration():
                    "--logger.level=error", "--server.port=8599", "--server.address=127.0.0.1"):
         assert option in argv
     assert AppConfig.from_env(env) == config and env["PATH"] == "/bin" and "DIAGNOSA_APP_REGION" not in env
+
+
+def test_app_command_calls_the_endpoint_of_the_models_dataset(dataset_model, monkeypatch, capsys):
+    import os
+
+    from diagnosa.cli import main
+
+    started = []
+    monkeypatch.delenv("DIAGNOSA_APP_ENDPOINT_NAME", raising=False)
+    monkeypatch.setattr(os, "execve", lambda path, argv, env: started.append(env))
+    assert main(["app", "--endpoint-url", "http://127.0.0.1:8080", "--model", str(dataset_model)]) == 0
+    assert AppConfig.from_env(started[0]).endpoint_name == "aids-2"
+    assert "local endpoint http://127.0.0.1:8080, endpoint 'aids-2'" in capsys.readouterr().out
+    assert main(["app", "--endpoint-url", "http://127.0.0.1:8080", "--model", str(dataset_model),
+                 "--endpoint-name", "diagnosa"]) == 0
+    assert AppConfig.from_env(started[1]).endpoint_name == "diagnosa"
 
 
 def test_app_command_refuses_a_bad_configuration(tmp_path, capsys):

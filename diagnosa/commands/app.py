@@ -13,7 +13,7 @@ from diagnosa.commands.common import UsageError, model_folder, positive_seconds,
 
 
 def cmd_app(args: argparse.Namespace) -> int:
-    from app.config import AppConfig, ConfigError
+    from app.config import AppConfig, ConfigError, model_endpoint_name
     from app.form import FormError, load_form_spec
     from app.launch import streamlit_command
 
@@ -21,14 +21,16 @@ def cmd_app(args: argparse.Namespace) -> int:
     if args.endpoint_url and args.region:
         raise UsageError("--region is for a SageMaker endpoint; the local endpoint is chosen by --endpoint-url")
     try:
-        config = AppConfig(endpoint_name=args.endpoint_name, endpoint_url=(args.endpoint_url or "").rstrip("/") or None,
+        config = AppConfig(endpoint_name=args.endpoint_name or model_endpoint_name(model),
+                           endpoint_url=(args.endpoint_url or "").rstrip("/") or None,
                            region=args.region, model=model, lake=args.feedback_lake, timeout=args.timeout, attempts=args.attempts,
                            top_k=args.top_k, differential=args.differential)
         load_form_spec(model)  # a bad model folder fails here, not in the browser
     except (ConfigError, FormError) as err:
         raise UsageError(str(err)) from None
     argv, env = streamlit_command(config.to_env(), host=args.host, port=args.port)
-    print(f"Diagnosa app on http://{args.host}:{args.port} → {config.description} (Ctrl-C stops it)", flush=True)
+    named = f", endpoint '{config.endpoint_name}'" if config.is_local else ""  # SageMaker's description names it
+    print(f"Diagnosa app on http://{args.host}:{args.port} → {config.description}{named} (Ctrl-C stops it)", flush=True)
     # Become the Streamlit server: SIGTERM and Ctrl-C reach it directly, no orphan is left behind.
     os.execve(argv[0], argv, env)
     return 0  # pragma: no cover - execve does not return
@@ -37,12 +39,15 @@ def cmd_app(args: argparse.Namespace) -> int:
 def register(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser("app", help="the doctors' app (Streamlit) over an endpoint",
                                  description="Serve the doctors' app: data-use policy, patient form, diagnosis. "
-                                             "Give --endpoint-url for the local endpoint, or --endpoint-name and "
-                                             "--region for a SageMaker endpoint.")
+                                             "Give --endpoint-url for the local endpoint, or --region for a "
+                                             "SageMaker endpoint; either way the endpoint is the one of --model's "
+                                             "dataset unless --endpoint-name names another.")
     parser.add_argument("--endpoint-url", default=os.environ.get("DIAGNOSA_APP_ENDPOINT_URL"),
                         help="the local endpoint, e.g. http://127.0.0.1:8080 (default $DIAGNOSA_APP_ENDPOINT_URL)")
-    parser.add_argument("--endpoint-name", type=sagemaker_name, default=os.environ.get("DIAGNOSA_APP_ENDPOINT_NAME", "diagnosa"),
-                        help="the SageMaker endpoint name (default diagnosa)")
+    parser.add_argument("--endpoint-name", type=sagemaker_name, default=os.environ.get("DIAGNOSA_APP_ENDPOINT_NAME"),
+                        help="the endpoint's name, SageMaker's or the local endpoint's (default "
+                             "$DIAGNOSA_APP_ENDPOINT_NAME, else the endpoint of --model's dataset as `diagnosa run` "
+                             "deploys it, e.g. aids-2 for the dataset aids_2; diagnosa for the built-in cohort)")
     parser.add_argument("--region", default=os.environ.get("DIAGNOSA_APP_REGION"),
                         help="AWS region of a SageMaker endpoint (default: the AWS SDK's)")
     parser.add_argument("--model", default=os.environ.get("DIAGNOSA_APP_MODEL"),
