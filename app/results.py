@@ -200,6 +200,23 @@ def headline(result: Mapping[str, Any]) -> str:
     return f"{category} ({percent(p)})" if p is not None else category
 
 
+def decision_note(result: Mapping[str, Any]) -> str | None:
+    """A line under the headline when the predicted category is not the most probable one (None when it is).
+
+    The endpoint's category is the model's decision, argmax of decision weight x calibrated probability
+    (``decision_weights`` in the model's metadata.json), fitted to find more of every category: it can differ from the
+    top-ranked category of the probabilities and the top-k.
+    """
+    probabilities: Mapping[str, float] = result.get("probabilities", {})
+    if not probabilities or result.get("category") not in probabilities:
+        return None
+    top = max(probabilities, key=lambda c: probabilities[c])
+    if probabilities[top] <= probabilities[result["category"]]:
+        return None
+    return (f"{top} is more probable ({percent(probabilities[top])}): the category above is the model's decision, "
+            "which weighs each category's probability so that fewer cases of any category are missed.")
+
+
 # ------------------------------------------------------------------------------------------------ feedback
 
 def feedback_supported(client: Any) -> bool:

@@ -12,6 +12,7 @@ from app.config import AppConfig, ConfigError, model_endpoint_name
 from app.form import FieldErrors, build_record, field_errors, form_spec, load_form_spec, parse_codes
 from app.results import (
     Outcome,
+    decision_note,
     diagnose,
     explain_failure,
     feedback_supported,
@@ -195,6 +196,16 @@ def test_results_are_formatted_in_clinical_order():
     assert (percent(0), percent(1), percent(0.99999)) == ("0.0 %", "100.0 %", "over 99.9 %")
     chart = probability_chart(probability_rows(RESULT)).to_dict()
     assert chart["layer"][0]["encoding"]["y"]["sort"] == list(CATEGORIES)
+
+
+def test_a_category_that_is_not_the_most_probable_says_so():
+    assert decision_note(RESULT) is None  # the category is the most probable one: nothing to explain
+    weighed = {"category": "D", "probabilities": {"A": 0.5047, "D": 0.4953},
+               "top_k": [{"category": "A", "probability": 0.5047}, {"category": "D", "probability": 0.4953}]}
+    note = decision_note(weighed)
+    assert headline(weighed) == "D (49.5 %)" and note.startswith("A is more probable (50.5 %)")
+    assert "model's decision" in note
+    assert decision_note({"category": "A", "probabilities": {"A": 0.5, "D": 0.5}}) is None  # a tie is no contradiction
 
 
 class _Stub(BaseHTTPRequestHandler):

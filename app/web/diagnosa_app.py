@@ -21,6 +21,7 @@ from app.results import (
     WARNING,
     FeedbackOutcome,
     Outcome,
+    decision_note,
     diagnose,
     differential_rows,
     feedback_supported,
@@ -171,6 +172,9 @@ def show_result(outcome: Outcome) -> None:
     with st.container(key="result", border=True):
         st.subheader("Diagnosis")
         st.markdown(f"### {headline(result)}")
+        note = decision_note(result)
+        if note:
+            st.caption(escape_markdown(note))
         st.warning(WARNING, icon=":material/stethoscope:")
         if "differential" in result:
             with st.container(key="differential"):
