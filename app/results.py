@@ -269,15 +269,25 @@ def record_feedback(client: Any, event_id: str, diagnosis: str | None, note: str
     return FeedbackOutcome(key=str(key))
 
 
+CHART_ROW_PX = 36  # the probability chart's height per category
+
+
 def probability_chart(rows: list[dict[str, Any]]) -> Any:
-    """Horizontal bars, one per category in clinical order, labelled with the percentage."""
+    """Horizontal bars, one per category in clinical order, each named and labelled with the percentage.
+
+    Every category is named: each row is CHART_ROW_PX high whatever the number of categories (Streamlit's
+    default autosize, "fit", squeezed the rows into the height left over by the axes, and Vega then hid
+    the labels that overlapped: a 3-label model's middle one), and no label is hidden for overlapping.
+    The chart still stretches to the column's width ("fit-x").
+    """
     import altair as alt
 
     order = [r["category"] for r in rows]
     base = alt.Chart(alt.Data(values=rows)).encode(
-        y=alt.Y("category:N", sort=order, title=None, axis=alt.Axis(labelLimit=260)),
+        y=alt.Y("category:N", sort=order, title=None, axis=alt.Axis(labelLimit=260, labelOverlap=False)),
         x=alt.X("probability:Q", title="probability", scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format="%")),
     )
     bars = base.mark_bar(color="#2f6f9f")
     labels = base.mark_text(align="left", dx=4).encode(text="label:N")
-    return (bars + labels).properties(height=36 * max(len(rows), 1))
+    return (bars + labels).properties(height=alt.Step(CHART_ROW_PX),
+                                      autosize=alt.AutoSizeParams(type="fit-x", contains="padding"))

@@ -198,6 +198,16 @@ def test_results_are_formatted_in_clinical_order():
     assert chart["layer"][0]["encoding"]["y"]["sort"] == list(CATEGORIES)
 
 
+def test_the_chart_names_every_category_of_any_model():
+    three = {"category": "bajo peso", "probabilities": {"normal": 0.094, "límite": 0.007, "bajo peso": 0.899}}
+    chart = probability_chart(probability_rows(three)).to_dict()
+    y = chart["layer"][0]["encoding"]["y"]
+    assert y["sort"] == ["normal", "límite", "bajo peso"]
+    assert y["axis"]["labelOverlap"] is False  # Vega hid the middle label of three when labels overlapped
+    # Each row keeps its height: Streamlit's default autosize ("fit") squeezed the rows into what the axes left.
+    assert chart["height"] == {"step": 36} and chart["autosize"]["type"] == "fit-x"
+
+
 def test_a_category_that_is_not_the_most_probable_says_so():
     assert decision_note(RESULT) is None  # the category is the most probable one: nothing to explain
     weighed = {"category": "D", "probabilities": {"A": 0.5047, "D": 0.4953},
