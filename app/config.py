@@ -41,11 +41,10 @@ def model_endpoint_name(model: str | None) -> str:
     --local`` deploy it (:func:`diagnosa.data.schema.resource_name`); without a model, the built-in cohort's."""
     if model is None:
         return DEFAULT_ENDPOINT_NAME
-    from diagnosa.data.schema import resource_name
-    from diagnosa.model import ModelLoadError, model_dataset
+    from diagnosa.model import ModelLoadError, model_endpoint
 
     try:
-        return resource_name(model_dataset(model))
+        return model_endpoint(model)
     except ModelLoadError as err:
         raise ConfigError(f"cannot name the model's endpoint: {err}") from None
 

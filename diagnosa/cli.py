@@ -189,6 +189,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     limit_process_threads()  # requests run concurrently: one math thread each (docs/serving.md, Performance)
     model_dir = model_folder(Path(args.model), workspace(args))
+    if args.endpoint_name is None:  # the model's dataset's, as a run deploys it (the app finds it the same way)
+        from diagnosa.data.schema import BUILTIN_RESOURCE
+        from diagnosa.model import ModelLoadError, model_endpoint
+
+        try:
+            args.endpoint_name = model_endpoint(model_dir)
+        except ModelLoadError:  # no readable metadata: loading the model says what is wrong
+            args.endpoint_name = BUILTIN_RESOURCE
     capture = None
     if args.capture_sampling > 0:
         try:
@@ -694,8 +702,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--model", required=True, help="a model folder or a model.tar.gz")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
     serve.add_argument("--port", type=int_in(0, 65535, "--port"), default=8080, help="port (0: any free port)")
-    serve.add_argument("--endpoint-name", type=sagemaker_name, default="diagnosa",
-                       help="the endpoint's name: the runtime route /endpoints/<name>/invocations and capture/<name>/")
+    serve.add_argument("--endpoint-name", type=sagemaker_name, default=None,
+                       help="the endpoint's name: the runtime route /endpoints/<name>/invocations and capture/<name>/ "
+                            "(default: the model's dataset's endpoint, as a run deploys it: diagnosa for the cohort)")
     serve.add_argument("--capture-sampling", type=int_in(0, 100, "--capture-sampling"), default=100,
                        help="percentage of requests written to the lake's capture/ zone (0 turns capture off)")
     serve.add_argument("--workers", type=int_in(0, 64, "--workers"), default=None,

@@ -81,6 +81,14 @@ def model_labels(model_dir: str | Path) -> list[str]:
         raise ModelLoadError(f"{path}: no labels ({err})") from None
 
 
+def model_endpoint(model_dir: str | Path) -> str:
+    """The endpoint that serves a model directory's model when none is named: its dataset's, as the pipeline and
+    ``diagnosa run --local`` deploy it (the built-in cohort's: diagnosa)."""
+    from diagnosa.data.schema import resource_name
+
+    return resource_name(model_dataset(model_dir))
+
+
 def model_dataset(model_dir: str | Path) -> str:
     """The dataset a model directory's model was trained on (its metadata.json: ``dataset.name``, else the schema's
     name, which is the dataset's), without loading the model."""

@@ -190,3 +190,18 @@ def test_every_option_has_help_every_page_renders_and_the_main_commands_show_exa
     for command in EXAMPLES:
         assert "examples:" in pages[command]
     assert "(default: 20000)" in " ".join(pages["diagnosa data generate"].split()) and "``" not in pages["diagnosa"]
+
+
+def test_a_models_endpoint_is_its_datasets_as_a_run_deploys_it(tmp_path, trained_model_dir):
+    # `diagnosa serve` named every model's endpoint 'diagnosa', and the app (which finds a model's endpoint by its
+    # dataset) could not reach a dataset of one's own served so.
+    from diagnosa.model import ModelLoadError, model_endpoint
+
+    assert model_endpoint(trained_model_dir) == "diagnosa"
+    own = tmp_path / "own"
+    own.mkdir()
+    (own / "metadata.json").write_text(json.dumps({"dataset": {"name": "aids_2", "version": "v1"}}), encoding="utf-8")
+    assert model_endpoint(own) == "aids-2"
+    (own / "metadata.json").write_text("{}", encoding="utf-8")
+    with pytest.raises(ModelLoadError, match="no dataset name"):
+        model_endpoint(own)
