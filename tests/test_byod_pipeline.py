@@ -180,7 +180,8 @@ def test_doctors_feedback_retrains_the_dataset_from_its_own_file(ingested, works
     for event, stage in confirmed.items():
         assert main([*ws, "feedback", event, stage, "--endpoint-name", "pbc"]) == 0
     deadline = time.monotonic() + 60  # the endpoint ships its capture spool every second
-    while len(read_capture(lake, "pbc").events) < 6 and time.monotonic() < deadline:
+    while not set(confirmed) <= {e["eventMetadata"]["eventId"] for e in read_capture(lake, "pbc").events} \
+            and time.monotonic() < deadline:
         time.sleep(0.2)
     before = {e["PipelineExecutionArn"] for e in list_executions(root / "executions")}
     capsys.readouterr()
