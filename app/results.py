@@ -123,8 +123,8 @@ def explain_failure(err: BaseException, config: AppConfig, spec: FormSpec) -> Fa
         if code == "ValidationError" and "not found" in str(response.get("Error", {}).get("Message", "")):
             return Failure("not_found", f"There is no endpoint named '{config.endpoint_name}' at the {where}: "
                                         "check the app's endpoint name (--endpoint-name; by default the endpoint of "
-                                        "the model's dataset, while `diagnosa serve` names its endpoint with its own "
-                                        "--endpoint-name, default diagnosa).")
+                                        "the model's dataset, as `diagnosa run` and `diagnosa serve` name it unless "
+                                        "given another).")
         if code == "ModelError" or status >= 500:
             return Failure("server_error", f"The {where} failed while computing the diagnosis (HTTP {status or 500}). "
                                            "This is not caused by the patient's values; try again, and tell the "

@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 from diagnosa.data.hpo import HPO_ID, Ontology, load_ontology
 from diagnosa.data.schema import FEATURE_NUMBER_MAX, Field, Schema, clean_text, is_clean_text
-from diagnosa.data.validate import CODE, FALSE_TEXT, LIST_SEPARATOR, TRUE_TEXT
+from diagnosa.data.validate import CODE, LIST_SEPARATOR, boolean_text
 
 NOT_PLAIN = object()  # what a field's fast check returns for a value it does not vouch for (the full check decides)
 EXACT_FLOATS = 2**53  # integers below this convert to float exactly: range checks on either agree
@@ -194,8 +194,9 @@ class RequestSchema:
                 return None, f"impossible value {number:g} (possible range {low} to {high}{unit})"
             return number, None
         if f.type == "boolean":
-            if text and isinstance(value, str) and clean_text(value).lower() in TRUE_TEXT | FALSE_TEXT:
-                return clean_text(value).lower() in TRUE_TEXT, None
+            truth = boolean_text(value) if text and isinstance(value, str) else None
+            if truth is not None:
+                return truth, None
             if not isinstance(value, bool):
                 return None, f"expected true or false, got {value!r}"
             return value, None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, fields, replace
+from functools import cached_property
 from typing import Any
 
 from diagnosa.data.schema import BUILTIN_DATASET
@@ -80,7 +81,7 @@ class StageConfig:
     # One dataset per stage: its pipeline, group and endpoint keep the stage's names (prefix).
     dataset_config: str = ""
 
-    @property
+    @cached_property  # the config file read once per stage (dataset, labels and the definition all ask)
     def dataset_settings(self) -> dict[str, Any]:
         """The pipeline settings of the stage's dataset (its name, labels, slice; the [gate]'s thresholds, over the
         stage's), or none for the built-in cohort; the group and endpoint are the stage's (prefix)."""

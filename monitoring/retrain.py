@@ -260,7 +260,7 @@ def feedback_lines(lake: DataLake, endpoint: str, header: list[str], config: dic
     skipped = Skipped()
     feedback = read_feedback(lake, endpoint)
     wanted = set(feedback.latest)
-    requests: dict[str, tuple[list[Any], bool]] = {}
+    requests: dict[str, list[Any] | None] = {}  # event id → its patient records (None: unreadable, counted)
     for event in read_capture(lake, endpoint, start, end).events:
         meta = event.get("eventMetadata", {})
         if meta.get("eventId") not in wanted:
@@ -268,23 +268,21 @@ def feedback_lines(lake: DataLake, endpoint: str, header: list[str], config: dic
         data = event["captureData"]["endpointInput"]
         content_type = data.get("observedContentType") or ""
         try:
-            records = request_records(decode_payload(data), content_type)
+            requests[meta["eventId"]] = request_records(decode_payload(data), content_type)
         except (ValueError, UnicodeDecodeError, KeyError) as err:
             skipped.add("captured request is not a readable JSON or CSV request", f"{meta['eventId']}: {err}")
-            requests[meta["eventId"]] = ([], False)
-            continue
-        requests[meta["eventId"]] = (records, content_type.split(";", 1)[0].strip().lower() == "text/csv")
-    encoding = "utf-8" if codecs.lookup(dialect.encoding).name == "utf-8" else dialect.encoding
+            requests[meta["eventId"]] = None
     rows = []
     for event_id, item in sorted(feedback.latest.items()):
         if event_id not in requests:
             skipped.add("no captured request for this event id", event_id)
             continue
-        records, _ = requests[event_id]
-        if not records:
+        records = requests[event_id]
+        if records is None:
             continue  # counted above
         if len(records) != 1:
-            skipped.add("feedback for a multi-patient request (which patient is ambiguous)", event_id)
+            skipped.add("feedback for a multi-patient request (which patient is ambiguous)" if records else
+                        "the captured request holds no patient record", event_id)
             continue
         if not isinstance(records[0], dict):
             skipped.add("the captured patient record is not a JSON object", event_id)
@@ -296,7 +294,7 @@ def feedback_lines(lake: DataLake, endpoint: str, header: list[str], config: dic
             continue
         try:
             for cell in cells:
-                cell.encode(encoding)
+                cell.encode(dialect.encoding)
         except UnicodeEncodeError as err:
             skipped.add(f"a value cannot be written in the file's encoding ({dialect.encoding})",
                         f"{event_id}: {cell[err.start:err.end]!r}")
@@ -353,13 +351,12 @@ def cell_text(value: Any, column: str, kind: str | None, dialect: CsvDialect) ->
 def _appended(data: bytes, rows: list[list[str]], dialect: CsvDialect) -> bytes:
     """``data`` (a CSV in ``dialect``) with ``rows`` after its last row, in its delimiter, line endings and
     encoding."""
-    utf8 = codecs.lookup(dialect.encoding).name == "utf-8"
-    text = data.decode("utf-8-sig" if utf8 else dialect.encoding)
+    text = data.decode(dialect.decoding)
     ending = "\r\n" if "\r\n" in text else "\r" if "\r" in text and "\n" not in text else "\n"
     separator = "" if text.endswith(("\n", "\r")) else ending
     buffer = io.StringIO()
     csv.writer(buffer, delimiter=dialect.delimiter, lineterminator=ending).writerows(rows)
     combined = text + separator + buffer.getvalue()
-    if utf8:
+    if dialect.utf8:
         return (codecs.BOM_UTF8 if data.startswith(codecs.BOM_UTF8) else b"") + combined.encode("utf-8")
     return combined.encode(dialect.encoding)

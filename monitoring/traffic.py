@@ -18,7 +18,7 @@ from typing import Any, Iterable, Mapping
 import pandas as pd
 
 from diagnosa.data.schema import clean_text
-from diagnosa.data.validate import FALSE_TEXT, LIST_SEPARATOR, TRUE_TEXT
+from diagnosa.data.validate import LIST_SEPARATOR, boolean_text
 from diagnosa.lake import DataLake
 from inference.capture import decode_payload, read_capture
 
@@ -95,10 +95,8 @@ def _coerce(kind: str, value: Any, text: bool, missing: frozenset[str] = frozens
     if kind == "boolean":
         if isinstance(value, bool):
             return str(value).lower(), True
-        spelled = clean_text(value).lower() if text and isinstance(value, str) else None
-        if spelled in TRUE_TEXT or spelled in FALSE_TEXT:
-            return ("true" if spelled in TRUE_TEXT else "false"), True
-        return None, False
+        truth = boolean_text(value) if text and isinstance(value, str) else None
+        return (None, False) if truth is None else (str(truth).lower(), True)
     if isinstance(value, bool):
         return str(value).lower(), True
     if isinstance(value, str):

@@ -209,12 +209,11 @@ def read_csv_rows(data: bytes, source: str, dialect: CsvDialect | None = None) -
     byte-order mark), with every line ending a spreadsheet writes (CR LF, LF, and the old Mac's lone CR). The
     header is checked as written; a row with fewer or more cells than the header is set aside, not padded."""
     dialect = dialect or CsvDialect()
-    utf8 = codecs.lookup(dialect.encoding).name == "utf-8"
-    if utf8 and data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+    if dialect.utf8 and data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         raise IngestError(f"{source} is UTF-16 text (it starts with UTF-16's byte-order mark, as a spreadsheet's "
                           "'Unicode text' is saved): set encoding = \"utf-16\" under [csv] in the config")
     try:
-        text = data.decode("utf-8-sig" if utf8 else dialect.encoding)
+        text = data.decode(dialect.decoding)
     except UnicodeDecodeError as err:
         line = data[:err.start].count(b"\n") + 1
         hint = (" (a spreadsheet saved on Windows is often cp1252: set encoding = \"cp1252\" under [csv] in the "

@@ -470,6 +470,16 @@ class CsvDialect:
     def is_default(self) -> bool:
         return self == CsvDialect()
 
+    @property
+    def utf8(self) -> bool:
+        """Whether the file is UTF-8 (however the encoding is spelled): read with or without a byte-order mark."""
+        return codecs.lookup(self.encoding).name == "utf-8"
+
+    @property
+    def decoding(self) -> str:
+        """The codec that reads the file's bytes: UTF-8 skips a byte-order mark a spreadsheet may write."""
+        return "utf-8-sig" if self.utf8 else self.encoding
+
 
 def _check_csv(spec: Any, where: str) -> None:
     if not isinstance(spec, dict):

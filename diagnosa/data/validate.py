@@ -14,11 +14,19 @@ import numpy as np
 import pandas as pd
 
 from diagnosa.data.hpo import HPO_ID, Ontology
-from diagnosa.data.schema import FEATURE_NUMBER_MAX, Field, number_text
+from diagnosa.data.schema import FEATURE_NUMBER_MAX, Field, clean_text, number_text
 
 # Compared lower-cased; Spanish as well ('no' is both): a spreadsheet in Spanish writes VERDADERO/FALSO.
 TRUE_TEXT = {"true", "1", "yes", "sí", "si", "verdadero"}
 FALSE_TEXT = {"false", "0", "no", "falso"}
+
+
+def boolean_text(text: str) -> bool | None:
+    """The truth a text cell spells ('Sí ', 'VERDADERO', '0'), as ingestion and the endpoint read it; None for none."""
+    spelled = clean_text(text).lower()
+    return True if spelled in TRUE_TEXT else False if spelled in FALSE_TEXT else None
+
+
 CODE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.:_-]{0,31}$")  # ICD-10, ORPHA:…, OMIM:… and the like
 LIST_SEPARATOR = ";"  # how a CSV cell holds a list
 
