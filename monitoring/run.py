@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import uuid
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -208,6 +209,12 @@ def write_report(report: dict[str, Any], out_dir: Path) -> dict[str, Path]:
     return paths
 
 
-def report_prefix(endpoint: str, start: datetime | None, end: datetime | None, now: datetime) -> str:
-    """Lake prefix for a run's outputs: artifacts/monitoring/<endpoint>/<run time>/."""
-    return f"artifacts/monitoring/{endpoint}/{now:%Y%m%dT%H%M%SZ}"
+def run_name(now: datetime) -> str:
+    """A monitoring run's name: its time and a random suffix, as executions are named, so two runs in one second
+    (a script's, or a report and a retraining) never share a report folder or lake prefix."""
+    return f"{now:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
+
+
+def report_prefix(endpoint: str, name: str) -> str:
+    """Lake prefix for a run's outputs: artifacts/monitoring/<endpoint>/<run name>/."""
+    return f"artifacts/monitoring/{endpoint}/{name}"

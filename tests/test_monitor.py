@@ -286,6 +286,28 @@ def test_cli_monitor_writes_the_report_and_fails_on_alert_when_asked(tmp_path, l
     assert main([*argv, "--baseline", str(baseline_dir), "--out", str(out)]) == 2  # never overwrites a report
 
 
+def test_two_monitor_runs_in_one_second_keep_both_reports(tmp_path, loop, baseline_dir, monkeypatch, capsys):
+    """A script running the monitor twice (a report, then a retraining check) within one second: each run has its
+    own report folder and lake prefix (named by time, both runs had the same)."""
+    from datetime import datetime, timezone
+
+    import diagnosa.commands.monitor as command
+    from diagnosa.cli import main
+
+    frozen = datetime(2026, 12, 2, 12, 43, 58, tzinfo=timezone.utc)
+    monkeypatch.setattr(command, "datetime", type("Frozen", (), {"now": staticmethod(lambda tz=None: frozen)}))
+    lake, phases = loop
+    start = phases["drift"]["start"].strftime("%Y-%m-%dT%H:%M:%SZ")
+    argv = ["--lake", lake.uri, "--workspace", str(tmp_path / "ws"), "monitor", "--since", start,
+            "--baseline", str(baseline_dir)]
+    assert main(argv) == 0 and main(argv) == 0
+    capsys.readouterr()
+    folders = sorted((tmp_path / "ws" / "monitoring" / "diagnosa").iterdir())
+    assert len(folders) == 2 and all(f.name.startswith("20261202T124358Z-") for f in folders)
+    reports = [k for k in lake.list("artifacts/monitoring/diagnosa/20261202T124358Z") if k.endswith("report.json")]
+    assert len(reports) == 2
+
+
 def test_processing_job_reads_the_container_contract(tmp_path, loop, baseline_dir, capsys):
     import shutil
 

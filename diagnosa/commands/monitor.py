@@ -65,7 +65,15 @@ def _served_baselines(args: argparse.Namespace, lake: Any) -> list[Path]:
 
 def cmd_monitor(args: argparse.Namespace) -> int:
     from monitoring.drift import DriftThresholds
-    from monitoring.run import WindowError, parse_window, report_prefix, run_monitor, settings_from_baseline, write_report
+    from monitoring.run import (
+        WindowError,
+        parse_window,
+        report_prefix,
+        run_monitor,
+        run_name,
+        settings_from_baseline,
+        write_report,
+    )
     from processing.baseline import BaselineError, load_baseline
 
     lake = open_lake(args)
@@ -81,11 +89,12 @@ def cmd_monitor(args: argparse.Namespace) -> int:
         raise UsageError(str(err)) from None
     now = datetime.now(timezone.utc)
     report = run_monitor(lake, args.endpoint_name, baseline, start, end, settings, now=now)
-    out = Path(args.out) if args.out else workspace(args) / "monitoring" / args.endpoint_name / f"{now:%Y%m%dT%H%M%SZ}"
+    name = run_name(now)
+    out = Path(args.out) if args.out else workspace(args) / "monitoring" / args.endpoint_name / name
     if out.exists() and any(out.iterdir()):
         raise UsageError(f"output folder {out} is not empty: refusing to overwrite an earlier report")
     paths = write_report(report, out)
-    prefix = report_prefix(args.endpoint_name, start, end, now)
+    prefix = report_prefix(args.endpoint_name, name)
     for path in paths.values():
         lake.put_file(path, f"{prefix}/{path.name}")
     _print_summary(report, paths, lake.url(prefix + "/report.json"))
