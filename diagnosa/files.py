@@ -36,3 +36,12 @@ def write_text_atomic(target: str | os.PathLike, text: str) -> None:
 def write_json_atomic(target: str | os.PathLike, data: Any, **dumps: Any) -> None:
     """``data`` as UTF-8 JSON (``json.dumps`` keyword arguments pass through), written atomically."""
     write_text_atomic(target, json.dumps(data, **{"ensure_ascii": False, **dumps}))
+
+
+def write_job_failure(base_dir: str | os.PathLike, message: str) -> None:
+    """A processing job's reason for failing, ``<base dir>/output/failure`` (what a run's status shows): best
+    effort, since the job is already failing and its log has the message."""
+    try:
+        write_text_atomic(Path(base_dir) / "output" / "failure", message + "\n")
+    except OSError:
+        pass

@@ -10,6 +10,7 @@ have. Keys do not change: ``raw/...`` keys go to the raw storage, every other zo
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -173,7 +174,11 @@ class S3Storage:
         return code in _S3_MISSING
 
     def put_bytes(self, key: str, data: bytes) -> None:
-        self.client.put_object(Bucket=self.bucket, Key=self._full(key), Body=data)
+        # A bucket with a default object-lock retention (the AWS stack's raw zone) refuses a PutObject without an
+        # integrity header; botocore sends a checksum of its own by default only from 1.36, and a managed container
+        # may carry an older one: Content-MD5 is accepted by every S3 and every botocore.
+        digest = base64.b64encode(hashlib.md5(data, usedforsecurity=False).digest()).decode("ascii")
+        self.client.put_object(Bucket=self.bucket, Key=self._full(key), Body=data, ContentMD5=digest)
 
     def get_bytes(self, key: str) -> bytes:
         from botocore.exceptions import ClientError

@@ -136,6 +136,7 @@ class DiagnosaStack(Stack):
         self.pipeline_role = self._pipeline_role()
         self.model_role = self._model_role()
         self.monitoring_role = self._monitoring_role()
+        self.fold_role = self._fold_role()
         self.app_role = self._app_role()
         self.model_package_group = sagemaker.CfnModelPackageGroup(
             self, "ModelPackageGroup", model_package_group_name=self.prefix,
@@ -318,6 +319,19 @@ class DiagnosaStack(Stack):
                           enforce_ssl=True, retention_period=Duration.days(14))
         self.ack(queue, "AwsSolutions-SQS3", "This queue is itself the dead-letter queue of the functions and "
                                                 "their EventBridge targets.")
+        # An event no function could handle (a deployment that failed, a retraining whose feedback-folding job
+        # failed, ...) reaches someone instead of waiting in the queue for 14 days.
+        self.dead_letters_alarm = cloudwatch.Alarm(
+            self, "DeadLettersAlarm", alarm_name=f"{self.prefix}-dead-letters",
+            alarm_description="A function failed on an event after its retries (deploy, retrain, monitor, promote): "
+                              "the event is in the dead-letter queue, the function's log says why",
+            # Each message sent, not the queue's depth: messages stay 14 days, and a depth alarm would stay in ALARM
+            # after the first and say nothing of the next.
+            metric=queue.metric_number_of_messages_sent(period=Duration.minutes(5), statistic="Sum"),
+            threshold=1, evaluation_periods=1,
+            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING)
+        self.dead_letters_alarm.add_alarm_action(cw_actions.SnsAction(self.alerts))
         return queue
 
     # ------------------------------------------------------------------------------------------ roles
@@ -518,6 +532,49 @@ class DiagnosaStack(Stack):
             self.ack(role, f"AwsSolutions-IAM5[Resource::<{logical_id(self.lake)}.Arn>/{prefix}*]",
                      f"Object keys under {prefix} are made per captured request, per feedback, per job or per "
                      f"baseline file; the wildcard is limited to that prefix of the stage's lake.")
+        return role
+
+    @property
+    def retraining_prefix(self) -> str:
+        """``artifacts/monitoring/<endpoint>/retraining/<job>/``: a feedback-folding job's request and result."""
+        return self.monitoring_prefix + "retraining/"
+
+    def _fold_role(self) -> iam.Role:
+        """The feedback-folding job of a retraining (monitoring/retrain_job.py): read the endpoint's capture and
+        feedback, the stage's dataset's curated versions and the raw data they came from; write the new raw data
+        (write-once keys of the raw bucket, whose policy and object lock forbid changes), the new curated version,
+        its quarantine and LATEST.json, and its result. The same ingestion `diagnosa data ingest` runs."""
+        ep, dataset = self.endpoint_name, self.config.dataset
+        reads = [f"capture/{ep}/", f"feedback/{ep}/", self.definition.code_prefix, f"curated/{dataset}/"]
+        writes = [f"curated/{dataset}/", f"quarantine/{dataset}/", self.retraining_prefix]
+        statements = [
+            iam.PolicyStatement(sid="ReadTrafficCodeAndData", actions=["s3:GetObject"], resources=self.objects(*reads)),
+            iam.PolicyStatement(sid="WriteTheNewVersion", actions=["s3:PutObject", "s3:AbortMultipartUpload"],
+                                resources=self.objects(*writes)),
+            # Which datasets the lake holds (their LATEST.json keys) and whether a key exists (404, not 403).
+            iam.PolicyStatement(sid="ListOwnPrefixes", actions=["s3:ListBucket"], resources=[self.lake.bucket_arn],
+                                conditions={"StringLike": {"s3:prefix": [f"{p}*" for p in (
+                                    *reads, f"quarantine/{dataset}/", "curated/")]}}),
+            iam.PolicyStatement(sid="ReadAndAddRawData", actions=["s3:GetObject", "s3:PutObject"],
+                                resources=[self.raw.arn_for_objects(f"{RAW}*")]),
+            iam.PolicyStatement(sid="ListRawData", actions=["s3:ListBucket"], resources=[self.raw.bucket_arn],
+                                conditions={"StringLike": {"s3:prefix": [f"{RAW}*"]}}),
+            self.kms_for_s3("kms:Decrypt", "kms:GenerateDataKey"),
+            self._job_logs("ProcessingJobs"),
+            *self._image_pull(),
+        ]
+        if self.vpc is not None:
+            statements.append(self._job_network_interfaces())
+        role = self._sagemaker_role("FoldRole", "fold-feedback", "The retraining's feedback-folding SageMaker job",
+                                    statements)
+        self._acknowledge_logs(role, ("ProcessingJobs",))
+        for prefix in dict.fromkeys((*reads, *writes)):
+            self.ack(role, f"AwsSolutions-IAM5[Resource::<{logical_id(self.lake)}.Arn>/{prefix}*]",
+                     f"Object keys under {prefix} are made per captured request, per feedback, per curated version "
+                     f"or per job; the wildcard is limited to that prefix of the stage's lake.")
+        self.ack(role, f"AwsSolutions-IAM5[Resource::<{logical_id(self.raw)}.Arn>/{RAW}*]",
+                 "Raw keys are named per hospital delivery (batch or file); the job adds one (the delivery + feedback) "
+                 "and reads the one it extends. The raw bucket's policy and object lock forbid changing any.")
         return role
 
     def _app_role(self) -> iam.Role:
@@ -856,16 +913,50 @@ class DiagnosaStack(Stack):
 
     def _retraining(self) -> tuple[lambda_.Function, cloudwatch.Alarm]:
         c = self.config
+        ep, fold_prefix = self.endpoint_name, f"{self.prefix}-fold"
+        environment = {
+            "PIPELINE_NAME": self.prefix, "PIPELINE_PARAMETERS": ",".join(self.definition.parameters),
+            "LAKE_BUCKET": self.lake.bucket_name, "DATASET": c.dataset, "ENDPOINT_NAME": ep,
+            "RAW_BUCKET": self.raw.bucket_name, "FOLD_JOB_PREFIX": fold_prefix,
+            "FOLD_ROLE_ARN": self.fold_role.role_arn, "IMAGE_URI": self.job_image,
+            "CODE_PREFIX": self.definition.code_prefix, "INSTANCE_TYPE": c.monitor_instance_type,
+            "KMS_KEY_ARN": self.key.key_arn, **self._network_environment()}
         function = self._function(
-            "RetrainFunction", "retrain", "Starts a Diagnosa pipeline execution (schedule or drift alarm)",
-            {"PIPELINE_NAME": self.prefix, "PIPELINE_PARAMETERS": ",".join(self.definition.parameters),
-             "LAKE_BUCKET": self.lake.bucket_name, "DATASET": c.dataset},
+            "RetrainFunction", "retrain", "Retraining (schedule or drift alarm): folds feedback, starts the pipeline",
+            environment,
             [iam.PolicyStatement(sid="StartThePipeline", actions=["sagemaker:StartPipelineExecution"],
                                  resources=[self.arn("sagemaker", "pipeline", self.prefix)]),
              # Which curated version to train on: the pointer ingestion writes last, nothing else.
              iam.PolicyStatement(sid="ReadLatestCuratedVersion", actions=["s3:GetObject"],
                                  resources=[self.lake.arn_for_objects(f"curated/{c.dataset}/LATEST.json")]),
-             self.kms_for_s3("kms:Decrypt")])
+             iam.PolicyStatement(sid="StartFeedbackFolding", actions=["sagemaker:CreateProcessingJob", "sagemaker:AddTags"],
+                                 resources=[self.arn("sagemaker", "processing-job", f"{fold_prefix}-*")]),
+             self._volume_grant(),
+             iam.PolicyStatement(sid="PassOnlyTheFoldRole", actions=["iam:PassRole"], resources=[self.fold_role.role_arn],
+                                 conditions={"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}}),
+             # Whether the endpoint has feedback; and a missing request, result or LATEST.json answered 404 (a
+             # clear refusal), not 403.
+             iam.PolicyStatement(sid="FindFeedback", actions=["s3:ListBucket"], resources=[self.lake.bucket_arn],
+                                 conditions={"StringLike": {"s3:prefix": [
+                                     f"feedback/{ep}/*", f"{self.retraining_prefix}*",
+                                     f"curated/{c.dataset}/LATEST.json"]}}),
+             iam.PolicyStatement(sid="RequestAndResult", actions=["s3:PutObject", "s3:GetObject"],
+                                 resources=self.objects(self.retraining_prefix)),
+             self.kms_for_s3("kms:Decrypt", "kms:GenerateDataKey")],
+            code="jobs", entry="retrain.handler")
+        role = self.node.find_child("RetrainFunctionRole")
+        self.ack(role, f"AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:sagemaker:<AWS::Region>:<AWS::AccountId>:"
+                       f"processing-job/{fold_prefix}-*]",
+                 "Each retraining's feedback-folding job is named after its invocation (a hash); the wildcard is that hash.")
+        self.ack(role, f"AwsSolutions-IAM5[Resource::<{logical_id(self.lake)}.Arn>/{self.retraining_prefix}*]",
+                 "One folder per feedback-folding job (its name) for the retraining's request and the job's result.")
+        folded = events.Rule(self, "OnFeedbackFolded", rule_name=f"{self.prefix}-feedback-folded",
+                             description="The retraining's feedback-folding job ended: start the pipeline on its version",
+                             event_pattern=events.EventPattern(
+                                 source=["aws.sagemaker"], detail_type=["SageMaker Processing Job State Change"],
+                                 detail={"ProcessingJobName": [{"prefix": f"{fold_prefix}-"}],
+                                         "ProcessingJobStatus": ["Completed", "Failed", "Stopped"]}))
+        folded.add_target(targets.LambdaFunction(function, dead_letter_queue=self.dead_letters, retry_attempts=2))
         schedule = cdk.CfnParameter(self, "RetrainSchedule", type="String", default=c.retrain_schedule or "rate(7 days)",
                                     description="EventBridge schedule expression of the retraining executions")
         rule = events.Rule(self, "RetrainSchedule" + "Rule", rule_name=f"{self.prefix}-retrain-schedule",
@@ -946,7 +1037,8 @@ class DiagnosaStack(Stack):
                 pipeline("StepSucceeded", "passed: registered", step="Register"),
                 pipeline("StepFailed", "failed: below a recall threshold", step="RecallGateFailed")]),
             cloudwatch.AlarmStatusWidget(title="Alarms", width=8, alarms=[*self.alarms, self.drift_alarm,
-                                                                          self.endpoint_drift_alarm]))
+                                                                          self.endpoint_drift_alarm,
+                                                                          self.dead_letters_alarm]))
         return dashboard
 
     # ------------------------------------------------------------------------------------------ monitoring
@@ -979,7 +1071,8 @@ class DiagnosaStack(Stack):
                                  resources=[self.lake.bucket_arn], conditions={"StringLike": {"s3:prefix": [
                                      f"{baseline}*", f"capture/{ep}/*", f"feedback/{ep}/*"]}}),
              iam.PolicyStatement(sid="ReadBaselineMetadata", actions=["s3:GetObject"],
-                                 resources=self.objects(baseline))])
+                                 resources=self.objects(baseline))],
+            code="jobs", entry="monitor.handler")
         role = self.node.find_child("MonitorFunctionRole")
         self.ack(role, f"AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:sagemaker:<AWS::Region>:<AWS::AccountId>:"
                        f"processing-job/{job_prefix}-*]",

@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from diagnosa.files import write_job_failure
 from diagnosa.lake import DataLake
 from diagnosa.logs import configure_logging
 
@@ -58,11 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         paths = write_report(report, out)
     except (WindowError, BaselineError, FileExistsError, ValueError, OSError) as err:
         log.error("monitoring failed: %s", err)
-        try:
-            (base / "output").mkdir(parents=True, exist_ok=True)
-            (base / "output" / "failure").write_text(str(err) + "\n", encoding="utf-8")
-        except OSError:
-            pass
+        write_job_failure(base, str(err))
         return 1
     log.info("verdict %s; %s", report["verdict"], "; ".join(report["alerts"]) or "no alert")
     log.info("wrote %s", ", ".join(str(p) for p in paths.values()))

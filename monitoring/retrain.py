@@ -65,6 +65,16 @@ class RetrainError(ValueError):
     """Retraining cannot start; the message says what is missing."""
 
 
+class NothingToFold(RetrainError):
+    """No accepted feedback could become a row (none at all, or each counted under its reason in ``skipped``): there
+    is no new version to train on, which is no fault of the lake's (the retraining job reports it and succeeds)."""
+
+    def __init__(self, skipped: Skipped) -> None:
+        super().__init__("no accepted feedback to add: " + (", ".join(f"{c} {r}" for r, c in skipped.counts.items())
+                                                            or "no feedback in the lake"))
+        self.skipped = skipped
+
+
 @dataclass
 class FeedbackDataset:
     dataset: str
@@ -106,7 +116,8 @@ def feedback_records(lake: DataLake, endpoint: str, start: datetime | None = Non
     for event_id, item in sorted(feedback.latest.items()):
         part = by_event.get(event_id)
         if part is None:
-            skipped.add("no captured request for this event id", event_id)
+            skipped.add(f"captured request unusable: {traffic.dropped[event_id]}" if event_id in traffic.dropped
+                        else "no captured request for this event id", event_id)
             continue
         if len(part) != 1:
             skipped.add("feedback for a multi-patient request (which patient is ambiguous)", event_id)
@@ -145,10 +156,13 @@ def endpoint_dataset(lake: DataLake, endpoint: str) -> str:
     return matches[0]
 
 
-def feedback_dataset(lake: DataLake, endpoint: str, *, base_version: str | None = None,
+def feedback_dataset(lake: DataLake, endpoint: str, *, dataset: str | None = None, base_version: str | None = None,
                      start: datetime | None = None, end: datetime | None = None) -> FeedbackDataset:
-    """Write the endpoint's dataset's raw data + feedback as new raw data and ingest it (a new curated version)."""
-    dataset = endpoint_dataset(lake, endpoint)
+    """Write the endpoint's dataset's raw data + feedback as new raw data and ingest it (a new curated version).
+
+    ``dataset``: the dataset the endpoint serves, when its name does not say (an AWS stage's endpoint is
+    ``diagnosa-<stage>`` whatever its dataset); else the dataset that deploys to the endpoint of its name."""
+    dataset = dataset or endpoint_dataset(lake, endpoint)
     if dataset != BUILTIN_DATASET:
         return own_feedback_dataset(lake, endpoint, dataset, base_version=base_version, start=start, end=end)
     base_version = base_version or latest_version(lake, BUILTIN_DATASET)
@@ -164,8 +178,7 @@ def feedback_dataset(lake: DataLake, endpoint: str, *, base_version: str | None 
                            "feedback can only be added to such a batch")
     records, labs, skipped = feedback_records(lake, endpoint, start, end)
     if not records:
-        raise RetrainError("no accepted feedback to add: " + (", ".join(f"{c} {r}" for r, c in skipped.counts.items())
-                                                              or "no feedback in the lake"))
+        raise NothingToFold(skipped)
     records_key, labs_key = raw_keys(base_batch)
     base_records, base_labs = lake.get_bytes(records_key), lake.get_bytes(labs_key)
     extra_records = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode("utf-8")
@@ -224,8 +237,7 @@ def own_feedback_dataset(lake: DataLake, endpoint: str, dataset: str, *, base_ve
     config = typed_as_before(config, manifest["schema"], header)
     rows, skipped = feedback_lines(lake, endpoint, header, config, types, dialect, start, end)
     if not rows:
-        raise RetrainError("no accepted feedback to add: " + (", ".join(f"{c} {r}" for r, c in skipped.counts.items())
-                                                              or "no feedback in the lake"))
+        raise NothingToFold(skipped)
     combined = _appended(data, rows, dialect)
     stem = f"{base_key.rsplit('/', 1)[-1].removesuffix('.csv')[:80]}.fb"
     result = FeedbackDataset(dataset, base_version, base_key, "", len(rows), skipped)

@@ -53,6 +53,7 @@ class Traffic:
     events: int  # capture events read (valid lines)
     skipped: Skipped
     type_errors: Counter[str] = field(default_factory=Counter)  # field → values of the wrong type
+    dropped: dict[str, str] = field(default_factory=dict)  # event id → why none of its rows is here (counted above)
 
 
 def request_records(body: bytes, content_type: str) -> list[Any]:
@@ -121,7 +122,12 @@ def traffic_from_events(events: Iterable[dict[str, Any]], kinds: dict[str, str],
     skipped = skipped or Skipped()
     type_errors: Counter[str] = Counter()
     rows: list[dict[str, Any]] = []
+    dropped: dict[str, str] = {}
     count = 0
+
+    def drop(reason: str, example: str, n: int = 1) -> None:
+        skipped.add(reason, example, n)
+        dropped[event_id] = reason
     for event in events:
         count += 1
         meta = event.get("eventMetadata", {})
@@ -132,7 +138,7 @@ def traffic_from_events(events: Iterable[dict[str, Any]], kinds: dict[str, str],
             content_type = data["endpointInput"].get("observedContentType") or ""
             records = request_records(decode_payload(data["endpointInput"]), content_type)
         except (ValueError, UnicodeDecodeError) as err:  # JSONDecodeError is a ValueError
-            skipped.add("input is not a readable JSON or CSV request", f"{where}: {err}")
+            drop("input is not a readable JSON or CSV request", f"{where}: {err}")
             continue
         try:
             output = json.loads(decode_payload(data["endpointOutput"]).decode("utf-8"))
@@ -140,11 +146,11 @@ def traffic_from_events(events: Iterable[dict[str, Any]], kinds: dict[str, str],
             if not isinstance(predictions, list):
                 raise TypeError("'predictions' is not a list")
         except (ValueError, UnicodeDecodeError, KeyError, TypeError) as err:
-            skipped.add("output has no JSON predictions", f"{where}: {err}")
+            drop("output has no JSON predictions", f"{where}: {err}")
             continue
         if len(predictions) != len(records):
-            skipped.add("input and output hold different numbers of patients",
-                        f"{where}: {len(records)} records, {len(predictions)} predictions", len(records) or 1)
+            drop("input and output hold different numbers of patients",
+                 f"{where}: {len(records)} records, {len(predictions)} predictions", len(records) or 1)
             continue
         text = content_type.split(";", 1)[0].strip().lower() == "text/csv"
         when = meta.get("inferenceTime")
@@ -163,7 +169,7 @@ def traffic_from_events(events: Iterable[dict[str, Any]], kinds: dict[str, str],
                 row[name] = value
             rows.append(row)
     columns = ["event_id", "row", "rows_in_event", "inference_time", "predicted", *kinds]
-    return Traffic(pd.DataFrame(rows, columns=columns), count, skipped, type_errors)
+    return Traffic(pd.DataFrame(rows, columns=columns), count, skipped, type_errors, dropped)
 
 
 def read_traffic(lake: DataLake, endpoint: str, start: datetime | None, end: datetime | None,

@@ -28,6 +28,7 @@ ENTRY_POINTS = {
     "select_job.py": "processing.select",
     "evaluate_job.py": "processing.evaluate",
     "monitor_job.py": "monitoring.job",
+    "retrain_job.py": "monitoring.retrain_job",
 }
 
 SKIP_SUFFIXES = (".pyc", ".pyo")

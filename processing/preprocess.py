@@ -47,6 +47,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from diagnosa.data.schema import Schema
+from diagnosa.files import write_job_failure
 from diagnosa.logs import configure_logging
 from processing.entry import job_parser
 from processing.features import MISSING_INDICATORS, REDUCTIONS, FeatureParams, as_float32, binary_columns, build_feature_pipeline
@@ -532,12 +533,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     except (ValueError, FileNotFoundError, FileExistsError, KeyError) as err:
         log.error("preprocessing failed: %s", err)
-        failure = base / "output" / "failure"  # what the run's status shows
-        try:
-            failure.parent.mkdir(parents=True, exist_ok=True)
-            failure.write_text(str(err) + "\n", encoding="utf-8")
-        except OSError:
-            pass
+        write_job_failure(base, str(err))
         return 1
 
 

@@ -400,3 +400,21 @@ def test_bad_raw_uri_is_named(bad, tmp_path):
     with pytest.raises(LakeError, match=r"raw zone URI") as info:
         DataLake.from_uri(str(tmp_path / "lake"), raw_uri=bad)
     assert repr(bad) in str(info.value)
+
+
+def test_an_object_locked_bucket_takes_writes_from_a_botocore_that_sends_no_checksum_of_its_own(aws):
+    """The AWS stack's raw bucket has a default object-lock retention: S3 refuses a PutObject without an integrity
+    header. botocore sends a checksum by default only from 1.36; a managed container may run an older one, as this
+    client configured to send none when not required does."""
+    from botocore.config import Config
+
+    aws.create_bucket(Bucket="raw-locked", CreateBucketConfiguration={"LocationConstraint": REGION},
+                      ObjectLockEnabledForBucket=True)
+    aws.put_object_lock_configuration(Bucket="raw-locked", ObjectLockConfiguration={
+        "ObjectLockEnabled": "Enabled", "Rule": {"DefaultRetention": {"Mode": "GOVERNANCE", "Days": 30}}})
+    old = boto3.client("s3", region_name=REGION, config=Config(request_checksum_calculation="when_required"))
+    with pytest.raises(old.exceptions.ClientError, match="Content-MD5"):  # what S3 says to a bare PutObject
+        old.put_object(Bucket="raw-locked", Key="raw/x.csv", Body=b"a,b\n")
+    lake = DataLake.from_uri(f"s3://{BUCKET}", raw_uri="s3://raw-locked", s3_client=old)
+    assert lake.put_bytes_once("raw/mi/file.csv", b"a,b\n1,2\n")
+    assert lake.get_bytes("raw/mi/file.csv") == b"a,b\n1,2\n"

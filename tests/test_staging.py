@@ -36,7 +36,7 @@ def test_entry_points_run_from_the_unpacked_bundle(tmp_path):
         archive.extractall(tmp_path / "code", filter="data")
         assert all(m.mtime == 0 and m.uid == 0 for m in archive.getmembers())
     # The container's working directory is the unpacked bundle; --help proves the imports resolve there.
-    for script in ("preprocess_job.py", "select_job.py", "evaluate_job.py"):
+    for script in ("preprocess_job.py", "select_job.py", "evaluate_job.py", "retrain_job.py"):
         result = subprocess.run([sys.executable, script, "--help"], cwd=tmp_path / "code", capture_output=True,
                                 text=True, env={"PYTHONPATH": "", "PATH": "/usr/bin:/bin"})
         assert result.returncode == 0, result.stderr

@@ -12,7 +12,7 @@ S3 endpoint (moto's server, holding a copy of the lake), and the container's own
   the ``SM_*`` environment and runs ``sagemaker_program``;
 * processing steps: ``ContainerEntrypoint`` + ``ContainerArguments`` — the SDK's ``runproc.sh`` from the
   definition's own inputs;
-* the monitoring job: the request ``infra/functions/monitor`` sends, captured from the function itself.
+* the monitoring job: the request ``infra/functions/jobs/monitor.py`` sends, captured from the function itself.
 
 So a definition whose hyperparameters, channels, entry scripts or inputs stop matching what the jobs read
 fails here. The containers' python/pip are this environment with ``PIP_NO_INDEX=1``: the pins install only
@@ -21,7 +21,6 @@ failing with a message naming it.
 """
 from __future__ import annotations
 
-import importlib.util
 import io
 import json
 import re
@@ -220,11 +219,9 @@ def test_processing_step_runs_as_its_container(step, execution, s3, s3_fetch, tm
 # ------------------------------------------------------------------------------------------------ monitoring
 
 def _monitor_function():
-    spec = importlib.util.spec_from_file_location("diagnosa_fn_monitor_parity",
-                                                  ROOT / "infra" / "functions" / "monitor" / "handler.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    from lambda_functions import load_function
+
+    return load_function("monitor")
 
 
 def _captured_traffic(execution, tmp_path: Path, now: datetime) -> DataLake:
@@ -306,6 +303,69 @@ def test_monitoring_job_runs_as_the_monitor_function_starts_it(execution, s3, aw
     assert re.search(r"monitor:alert=[01]", log) and "monitor:drifted_features=" in log
     metrics = session.client("cloudwatch", endpoint_url=url).list_metrics(Namespace=env["METRICS_NAMESPACE"])["Metrics"]
     assert "DriftScore" in {m["MetricName"] for m in metrics}  # published where the drift alarm watches
+
+
+def test_feedback_folding_job_runs_as_the_retrain_function_starts_it(execution, aws_endpoint, s3_fetch, tmp_path):
+    """The retraining's first step on AWS: the request the retrain function sends, run as its container runs it,
+    reads and writes an S3 lake (and a raw bucket of its own) behind an endpoint, through its own boto3."""
+    from lambda_functions import load_function
+
+    from diagnosa.data.cohort import CohortConfig, generate, write_raw
+    from diagnosa.data.ingest import current_latest, ingest_cohort, load_curated
+    from inference.capture import DataCapture, new_event_id
+    from inference.feedback import Feedback, store_feedback
+
+    url, session = aws_endpoint
+    client = session.client("s3", endpoint_url=url)
+    client.create_bucket(Bucket="fold-lake", CreateBucketConfiguration={"LocationConstraint": REGION})
+    client.create_bucket(Bucket="fold-raw", CreateBucketConfiguration={"LocationConstraint": REGION},
+                         ObjectLockEnabledForBucket=True)  # as the stack's raw bucket: a default retention
+    client.put_object_lock_configuration(Bucket="fold-raw", ObjectLockConfiguration={
+        "ObjectLockEnabled": "Enabled", "Rule": {"DefaultRetention": {"Mode": "GOVERNANCE", "Days": 30}}})
+    lake = DataLake.from_uri("s3://fold-lake", raw_uri="s3://fold-raw", s3_client=client)
+    cohort = generate(CohortConfig(patients=1000, seed=5, defect_rate=0))
+    write_raw(cohort, lake, "hospital")
+    before = ingest_cohort(lake, "hospital").version
+    preprocess = request_of(execution, "Preprocess")  # the staged code and image, as the stack passes them
+    code_uri = next(i["S3Input"]["S3Uri"] for i in preprocess["ProcessingInputs"] if i["InputName"] == "code")
+    code_prefix = code_uri.removeprefix(f"s3://{LOCAL_BUCKET}/").rstrip("/") + "/"
+    for key in execution.lake.list(code_prefix):
+        client.put_object(Bucket="fold-lake", Key=key, Body=execution.lake.get_bytes(key))
+    events = []
+    with DataCapture(lake, "diagnosa-parity", flush_seconds=0.05, spool_dir=tmp_path / "spool") as capture:
+        for record in cohort.records.head(3).to_dict("records"):
+            body = {k: record[k] for k in ("age", "sex", "temperature_c", "heart_rate_bpm") if record[k] == record[k]}
+            events.append(new_event_id())
+            assert capture.record(events[-1], None, json.dumps(body).encode(), "application/json",
+                                  b'{"predictions": [{"category": "NO ENFERMO"}]}', "application/json",
+                                  datetime.now(timezone.utc))
+        assert capture.flush()
+    for event in events:
+        store_feedback(lake, "diagnosa-parity", Feedback(event_id=event, diagnosis="ENFERMEDAD LEVE"))
+
+    env = {"PIPELINE_NAME": "diagnosa-parity", "PIPELINE_PARAMETERS": "InputDataUri", "LAKE_BUCKET": "fold-lake",
+           "DATASET": "patients", "ENDPOINT_NAME": "diagnosa-parity", "RAW_BUCKET": "fold-raw",
+           "FOLD_JOB_PREFIX": "diagnosa-parity-fold", "FOLD_ROLE_ARN": "arn:aws:iam::000000000000:role/fold",
+           "IMAGE_URI": preprocess["AppSpecification"]["ImageUri"], "CODE_PREFIX": code_prefix,
+           "INSTANCE_TYPE": "ml.m5.large", "AWS_REGION": REGION,
+           "KMS_KEY_ARN": f"arn:aws:kms:{REGION}:000000000000:key/00000000-0000-0000-0000-000000000000"}
+    sent = []
+    recorder = type("SageMaker", (), {"create_processing_job": staticmethod(lambda **request: sent.append(request))})()
+    started = load_function("retrain").handler({"reason": "parity"}, sagemaker=recorder, s3=client, env=env)
+    [request] = sent
+    assert started["job"] == request["ProcessingJobName"]
+
+    container = render_processing(request, tmp_path / "opt-ml", s3_fetch(client),
+                                  f"arn:aws:sagemaker:{REGION}:000000000000:processing-job/{request['ProcessingJobName']}")
+    job_env = container_environment(tmp_path, sys.executable, {**request["Environment"], "AWS_ENDPOINT_URL": url})
+    code, log = run(container.command, container.root, job_env)
+    assert code == 0, log[-4000:]
+    result = json.loads((container.outputs["result"] / "retraining.json").read_text())
+    assert result["feedback_rows"] == 3 and result["version"] == current_latest(lake, "patients") != before
+    _, manifest = load_curated(lake, "patients", result["version"])
+    assert manifest["feedback"] == {"base_batch": "hospital", "endpoint": "diagnosa-parity", "records": 3}
+    raw = [o["Key"] for o in client.list_objects_v2(Bucket="fold-raw")["Contents"]]
+    assert any(key.startswith("raw/clinical_records/hospital.fb-") for key in raw)
 
 
 # ------------------------------------------------------------------------------------------------ negative checks

@@ -2,15 +2,14 @@
 (VPC mode, so baked images)."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 from pathlib import Path
 
 import pytest
+from lambda_functions import load_function
 
 os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")  # node 20 here; jsii warns at every start
-FUNCTIONS = Path(__file__).resolve().parents[2] / "infra" / "functions"
 
 
 @pytest.fixture(scope="session")
@@ -74,13 +73,6 @@ def dev(templates):
 @pytest.fixture(scope="session")
 def prod(templates):
     return templates["Diagnosa-prod"]
-
-
-def load_function(name: str):
-    spec = importlib.util.spec_from_file_location(f"diagnosa_fn_{name}", FUNCTIONS / name / "handler.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="session")

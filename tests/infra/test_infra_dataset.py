@@ -87,6 +87,12 @@ def test_the_stack_trains_serves_and_retrains_the_stages_dataset(tmp_path, confi
                  if f["Properties"].get("FunctionName") == "diagnosa-hosp-retrain"]
     assert retrain["Properties"]["Environment"]["Variables"]["DATASET"] == "mi_hospital"
     assert "curated/mi_hospital/LATEST.json" in text and "curated/patients/LATEST.json" not in text
+    # Its feedback-folding job adds versions of that dataset only.
+    [fold] = [p for p in template.find_resources("AWS::IAM::ManagedPolicy").values()
+              if p["Properties"]["ManagedPolicyName"] == "diagnosa-hosp-fold-feedback"]
+    granted = json.dumps(fold["Properties"]["PolicyDocument"])
+    assert "/curated/mi_hospital/*" in granted and "/quarantine/mi_hospital/*" in granted
+    assert "curated/patients" not in granted and "quarantine/patients" not in granted
     # The dashboard plots each of the dataset's labels' live recall.
     [dashboard] = template.find_resources("AWS::CloudWatch::Dashboard").values()
     body = json.dumps(dashboard["Properties"]["DashboardBody"], ensure_ascii=False)

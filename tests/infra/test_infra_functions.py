@@ -1,5 +1,5 @@
-"""The deploy and retrain functions under moto: create first, blue/green update after, refuse what is
-not Approved; target-tracking autoscaling; retraining with checked overrides."""
+"""The deploy function under moto: create first, blue/green update after, refuse what is not Approved;
+target-tracking autoscaling. (The retrain function: test_infra_retraining.py.)"""
 from __future__ import annotations
 
 import boto3
@@ -160,88 +160,3 @@ def test_endpoint_in_service_registers_target_tracking(deploy_fn):
                  "detail": {"EndpointName": "someone-else", "EndpointStatus": "IN_SERVICE"}}
         with pytest.raises(deploy_fn.Refused):
             deploy_fn.handler(other, sagemaker=object(), autoscaling=autoscaling, env=ENV)
-
-
-# ------------------------------------------------------------------------------------------ retrain
-
-RETRAIN_ENV = {"PIPELINE_NAME": "diagnosa-dev", "PIPELINE_PARAMETERS": "InputDataUri,Resampling,OrphanRecallThreshold"}
-
-
-@pytest.fixture
-def pipeline():
-    with mock_aws():
-        client = boto3.client("sagemaker", region_name=REGION)
-        client.create_pipeline(PipelineName="diagnosa-dev", RoleArn="arn:aws:iam::123456789012:role/diagnosa-dev-pipeline",
-                               PipelineDefinition='{"Version": "2020-12-01", "Parameters": [], "Steps": []}')
-        yield client
-
-
-def test_schedule_starts_an_execution(pipeline, retrain_fn):
-    result = retrain_fn.handler({"reason": "schedule", "parameters": {}}, sagemaker=pipeline, env=RETRAIN_ENV)
-    executions = pipeline.list_pipeline_executions(PipelineName="diagnosa-dev")["PipelineExecutionSummaries"]
-    assert [e["PipelineExecutionArn"] for e in executions] == [result["execution"]]
-
-
-def test_overrides_reach_the_execution(pipeline, retrain_fn):
-    result = retrain_fn.handler({"reason": "new data", "parameters": {"Resampling": "smote", "OrphanRecallThreshold": 0.6}},
-                                sagemaker=pipeline, env=RETRAIN_ENV)
-    parameters = pipeline.list_pipeline_parameters_for_execution(
-        PipelineExecutionArn=result["execution"])["PipelineParameters"]
-    assert {p["Name"]: p["Value"] for p in parameters} == {"Resampling": "smote", "OrphanRecallThreshold": "0.6"}
-
-
-def test_drift_alarm_event_starts_an_execution(pipeline, retrain_fn):
-    event = {"detail-type": "CloudWatch Alarm State Change", "source": "aws.cloudwatch",
-             "detail": {"alarmName": "diagnosa-dev-drift", "state": {"value": "ALARM"}}}
-    result = retrain_fn.handler(event, sagemaker=pipeline, env=RETRAIN_ENV)
-    assert result["reason"] == "alarm diagnosa-dev-drift"
-    assert pipeline.describe_pipeline_execution(PipelineExecutionArn=result["execution"])
-
-
-def test_without_an_input_the_latest_curated_version_is_trained_on(pipeline, retrain_fn):
-    import json
-
-    s3 = boto3.client("s3", region_name=REGION)
-    s3.create_bucket(Bucket="lake", CreateBucketConfiguration={"LocationConstraint": REGION})
-    env = {**RETRAIN_ENV, "LAKE_BUCKET": "lake"}
-    with pytest.raises(retrain_fn.Refused, match="no curated dataset in s3://lake/curated/patients/"):
-        retrain_fn.handler({"reason": "schedule"}, sagemaker=pipeline, s3=s3, env=env)
-    s3.put_object(Bucket="lake", Key="curated/patients/LATEST.json",
-                  Body=json.dumps({"version": "d1e44cbc09b6", "manifest": "curated/patients/d1e44cbc09b6/manifest.json"}))
-    result = retrain_fn.handler({"reason": "schedule"}, sagemaker=pipeline, s3=s3, env=env)
-    assert result["parameters"] == {"InputDataUri": "s3://lake/curated/patients/d1e44cbc09b6"}
-    given = retrain_fn.handler({"parameters": {"InputDataUri": "s3://lake/curated/patients/abc123"}},
-                               sagemaker=pipeline, s3=s3, env=env)
-    assert given["parameters"] == {"InputDataUri": "s3://lake/curated/patients/abc123"}  # an explicit input wins
-    # A stage built for a dataset of its own (dataset_config) trains on that dataset's latest version.
-    s3.put_object(Bucket="lake", Key="curated/mi_hospital/LATEST.json",
-                  Body=json.dumps({"version": "0f1e2d3c4b5a", "manifest": "curated/mi_hospital/0f1e2d3c4b5a/manifest.json"}))
-    own = retrain_fn.handler({"reason": "schedule"}, sagemaker=pipeline, s3=s3, env={**env, "DATASET": "mi_hospital"})
-    assert own["parameters"] == {"InputDataUri": "s3://lake/curated/mi_hospital/0f1e2d3c4b5a"}
-
-
-def test_unknown_parameters_are_refused_before_sagemaker(pipeline, retrain_fn):
-    with pytest.raises(retrain_fn.Refused, match="unknown pipeline parameter"):
-        retrain_fn.handler({"parameters": {"Nope": 1}}, sagemaker=pipeline, env=RETRAIN_ENV)
-    assert pipeline.list_pipeline_executions(PipelineName="diagnosa-dev")["PipelineExecutionSummaries"] == []
-
-
-def test_the_retrain_function_finds_the_latest_version_ingestion_wrote_as_the_cli_does(retrain_fn, tmp_path):
-    """The function is deployed without the diagnosa package, so it reads LATEST.json itself: it must name the
-    same input as diagnosa.services.latest_input (`diagnosa pipeline start`) for what ingestion wrote."""
-    from diagnosa.data.ingest import ingest_csv
-    from diagnosa.lake import DataLake
-    from diagnosa.services import latest_input
-
-    csv, config = tmp_path / "t.csv", tmp_path / "t.toml"
-    csv.write_text("case,score,outcome\n" + "".join(f"c{i},{i},{'ab'[i % 2]}\n" for i in range(8)), encoding="utf-8")
-    config.write_text('name = "tiny"\nid_column = "case"\ntarget = "outcome"\nlabels = ["a", "b"]\n', encoding="utf-8")
-    with mock_aws():
-        s3 = boto3.client("s3", region_name=REGION)
-        s3.create_bucket(Bucket="lake", CreateBucketConfiguration={"LocationConstraint": REGION})
-        lake = DataLake.from_uri("s3://lake", s3_client=s3)
-        for rows in (8, 6):  # a second, different version becomes the latest
-            csv.write_text("\n".join(csv.read_text(encoding="utf-8").splitlines()[:rows + 1]) + "\n", encoding="utf-8")
-            version = ingest_csv(lake, csv, config).version
-            expected = f"s3://lake/curated/tiny/{version}"
-            assert retrain_fn.latest_input(s3, "lake", "tiny") == latest_input(lake, "tiny", "lake") == expected

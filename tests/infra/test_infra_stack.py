@@ -3,6 +3,7 @@ pipeline, the deployment and retraining wiring."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from aws_cdk.assertions import Match
 
@@ -139,11 +140,15 @@ def test_raw_bucket_keeps_every_object_for_the_default_retention(dev, prod, stac
     assert stacks["Diagnosa-prod"].config.raw_retention_mode == "COMPLIANCE"
 
 
-def test_no_role_of_the_stage_may_touch_the_raw_bucket(dev):
-    raw = raw_bucket(dev)
+def test_only_the_feedback_folding_job_may_touch_the_raw_bucket_and_only_to_read_and_add(dev):
+    raw, fold = raw_bucket(dev), role_id(dev, "diagnosa-dev-fold-feedback")
     for kind in ("AWS::IAM::ManagedPolicy", "AWS::IAM::Policy"):
         for name, policy in resources(dev, kind).items():
-            assert raw not in text(policy["Properties"]["PolicyDocument"]), name
+            if {"Ref": fold} not in policy["Properties"].get("Roles", []):
+                assert raw not in text(policy["Properties"]["PolicyDocument"]), name
+    granted = {a for s in statements_of(dev, "diagnosa-dev-fold-feedback") if raw in text(s["Resource"])
+               for a in _list(s["Action"])}
+    assert granted == {"s3:GetObject", "s3:PutObject", "s3:ListBucket"}
 
 
 def test_access_logs_bucket_receives_lake_logs(dev):
@@ -242,16 +247,37 @@ def test_deploy_function_role_is_scoped_to_the_stage(dev):
     assert "endpoint/diagnosa-dev" in sm and "model-package/diagnosa-dev/*" in sm and '"*"' not in sm
 
 
-def test_retrain_function_may_only_start_this_pipeline(dev):
+def test_retrain_function_may_only_start_this_pipeline_and_its_feedback_folding_job(dev):
     statements = statements_of(dev, "diagnosa-dev-retrain-function")
-    sm = [s for s in statements if str(s["Action"]).startswith("sagemaker")]
-    [start] = sm
-    assert start["Action"] == "sagemaker:StartPipelineExecution"
-    assert text(start["Resource"]).endswith(':pipeline/diagnosa-dev"]]}')
-    # It reads one object, the pointer to the latest curated version, and writes nothing.
-    s3 = [s for s in statements if any(a.startswith("s3:") for a in _list(s["Action"]))]
-    assert [s["Action"] for s in s3] == ["s3:GetObject"]
-    assert text(s3[0]["Resource"]).endswith('/curated/patients/LATEST.json"]]}')
+    sm = {s.get("Sid"): s for s in statements if any(a.startswith("sagemaker:") for a in _list(s["Action"]))}
+    assert sm["StartThePipeline"]["Action"] == "sagemaker:StartPipelineExecution"
+    assert text(sm["StartThePipeline"]["Resource"]).endswith(':pipeline/diagnosa-dev"]]}')
+    assert sorted(sm["StartFeedbackFolding"]["Action"]) == ["sagemaker:AddTags", "sagemaker:CreateProcessingJob"]
+    assert text(sm["StartFeedbackFolding"]["Resource"]).endswith(':processing-job/diagnosa-dev-fold-*"]]}')
+    assert set(sm) == {"StartThePipeline", "StartFeedbackFolding"}
+    [passes] = [s for s in statements if s["Action"] == "iam:PassRole"]
+    assert "FoldRole" in text(passes["Resource"]) and "JobRole" not in text(passes["Resource"])
+    # It reads the pointer to the latest curated version, lists only the endpoint's feedback, and reads and
+    # writes only its own request/result folders.
+    s3 = {s.get("Sid"): s for s in statements if any(a.startswith("s3:") for a in _list(s["Action"]))}
+    assert s3["ReadLatestCuratedVersion"]["Action"] == "s3:GetObject"
+    assert text(s3["ReadLatestCuratedVersion"]["Resource"]).endswith('/curated/patients/LATEST.json"]]}')
+    assert s3["FindFeedback"]["Condition"] == {"StringLike": {"s3:prefix": [
+        "feedback/diagnosa-dev/*", "artifacts/monitoring/diagnosa-dev/retraining/*", "curated/patients/LATEST.json"]}}
+    assert text(s3["RequestAndResult"]["Resource"]).endswith(
+        '/artifacts/monitoring/diagnosa-dev/retraining/*"]]}')
+    assert set(s3) == {"ReadLatestCuratedVersion", "FindFeedback", "RequestAndResult"}
+
+
+def test_the_feedback_folding_job_writes_only_its_dataset_and_adds_raw_data_it_cannot_change(dev):
+    statements = {s.get("Sid"): s for s in statements_of(dev, "diagnosa-dev-fold-feedback")}
+    writes = text(statements["WriteTheNewVersion"]["Resource"])
+    for prefix in ("curated/patients/", "quarantine/patients/", "artifacts/monitoring/diagnosa-dev/retraining/"):
+        assert f"/{prefix}*" in writes
+    assert "capture/" not in writes and "feedback/" not in writes and "artifacts/code/" not in writes
+    raw = statements["ReadAndAddRawData"]
+    assert sorted(raw["Action"]) == ["s3:GetObject", "s3:PutObject"] and "/raw/*" in text(raw["Resource"])
+    assert not any("Delete" in a for s in statements.values() for a in _list(s["Action"]))
 
 
 def test_only_acknowledged_wildcards(dev, prod):
@@ -346,6 +372,17 @@ def test_rollback_alarms_on_5xx_and_latency_notify_the_topic(dev):
         "Threshold": 500_000, "Dimensions": dims})
 
 
+def test_an_event_a_function_gave_up_on_alerts_the_team(dev):
+    queue = logical(dev, "AWS::SQS::Queue", lambda p: p.get("QueueName") == "diagnosa-dev-dead-letters")
+    [topic] = resources(dev, "AWS::SNS::Topic")
+    dev.has_resource_properties("AWS::CloudWatch::Alarm", {
+        "AlarmName": "diagnosa-dev-dead-letters", "Namespace": "AWS/SQS",
+        "MetricName": "NumberOfMessagesSent", "Statistic": "Sum", "Threshold": 1, "Period": 300,
+        "ComparisonOperator": "GreaterThanOrEqualToThreshold",
+        "Dimensions": [{"Name": "QueueName", "Value": {"Fn::GetAtt": [queue, "QueueName"]}}],
+        "AlarmActions": [{"Ref": topic}]})
+
+
 def test_alarm_emails_subscribe_to_the_alerts_topic(dev, prod):
     assert resources(dev, "AWS::SNS::Subscription") == {}  # none configured: none made
     subscribed = sorted((s["Properties"]["Protocol"], s["Properties"]["Endpoint"])
@@ -368,8 +405,16 @@ def test_retraining_schedule_and_drift_alarm_start_the_retrain_function(dev):
         "EventPattern": {"source": ["aws.cloudwatch"], "detail-type": ["CloudWatch Alarm State Change"],
                          "resources": [{"Fn::GetAtt": [alarm, "Arn"]}], "detail": {"state": {"value": ["ALARM"]}}},
         "Targets": [Match.object_like({"Arn": {"Fn::GetAtt": [function, "Arn"]}})]})
+    # The feedback-folding job's end brings the function back (step 2 of a retraining with feedback).
+    dev.has_resource_properties("AWS::Events::Rule", {
+        "EventPattern": {"source": ["aws.sagemaker"], "detail-type": ["SageMaker Processing Job State Change"],
+                         "detail": {"ProcessingJobName": [{"prefix": "diagnosa-dev-fold-"}],
+                                    "ProcessingJobStatus": ["Completed", "Failed", "Stopped"]}},
+        "Targets": [Match.object_like({"Arn": {"Fn::GetAtt": [function, "Arn"]}})]})
     env = resources(dev, "AWS::Lambda::Function")[function]["Properties"]["Environment"]["Variables"]
     assert env["PIPELINE_NAME"] == "diagnosa-dev" and "RecallThresholdEnfermedadTerminal" in env["PIPELINE_PARAMETERS"]
+    assert env["FOLD_JOB_PREFIX"] == "diagnosa-dev-fold" and env["ENDPOINT_NAME"] == "diagnosa-dev"
+    assert env["FOLD_ROLE_ARN"] == {"Fn::GetAtt": [role_id(dev, "diagnosa-dev-fold-feedback"), "Arn"]}
 
 
 def test_logs_are_encrypted_and_retained(templates):
@@ -548,4 +593,26 @@ def test_a_dashboard_per_stage_shows_endpoint_drift_live_recall_pipeline_and_gat
     annotations = {a["label"]: a["value"] for a in by_title["Live recall from doctors' feedback"]["annotations"][
         "horizontal"]}
     assert annotations == {"gate: per class": 0.8, "gate: orphan slice": 0.5}
-    assert len(by_title["Alarms"]["alarms"]) == 4  # 5xx, latency, drift, endpoint drift
+    assert len(by_title["Alarms"]["alarms"]) == 5  # 5xx, latency, drift, endpoint drift, dead letters
+
+
+def test_each_function_imports_from_its_own_asset_as_lambda_loads_it(assembly, dev):
+    """Lambda puts the asset's folder first on the path and imports the handler's module: every function's module
+    and what it imports from its folder (the jobs' shared request builder) must be in that asset, not elsewhere."""
+    import subprocess
+    import sys
+
+    _, cloud = assembly
+    folder = Path(cloud.directory)  # the app's outdir holds the stages' assets
+    checked = []
+    for function in resources(dev, "AWS::Lambda::Function").values():
+        name = function["Properties"].get("FunctionName", "")
+        if not isinstance(name, str) or not name.startswith("diagnosa-dev-"):
+            continue  # CDK's own handlers
+        asset = folder / f"asset.{function['Properties']['Code']['S3Key'].removesuffix('.zip')}"
+        module, _, attribute = function["Properties"]["Handler"].rpartition(".")
+        probe = (f"import sys; sys.path.insert(0, {str(asset)!r}); import importlib; "
+                 f"assert callable(getattr(importlib.import_module({module!r}), {attribute!r}))")
+        subprocess.run([sys.executable, "-I", "-c", probe], check=True, timeout=60, capture_output=True)
+        checked.append(name)
+    assert {"diagnosa-dev-monitor", "diagnosa-dev-retrain", "diagnosa-dev-deploy"} <= set(checked)

@@ -15,7 +15,7 @@ Two EventBridge events reach it:
   service, which a freshly created one is not.
 
 Monitoring baselines follow the model that serves, never the one merely approved. The monitoring
-job (``infra/functions/monitor``) reads them from one fixed prefix per endpoint,
+job (``infra/functions/jobs/monitor.py``) reads them from one fixed prefix per endpoint,
 ``artifacts/monitoring/<endpoint>/baseline/`` (``data/statistics.json``, ``data/constraints.json``,
 ``predictions/prediction_baseline.json``, ``predictions/model_quality_constraints.json``):
 

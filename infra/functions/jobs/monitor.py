@@ -27,18 +27,14 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import boto3
+from job_request import CONTAINER, container_script, processing_request, s3_input
 
 log = logging.getLogger()
 log.setLevel(logging.INFO)
 
 REQUIRED = ("data/statistics.json", "data/constraints.json")
-CONTAINER = "/opt/ml/processing"
-# The staged code is a sourcedir.tar.gz: unpack it, install the exact pins, run the job's root script
-# with the arguments that follow ("$@"). The same steps as the SDK's runproc.sh for the pipeline's jobs.
-SCRIPT = ("set -euo pipefail; cd /opt/ml/processing/input/code; tar -xzf sourcedir.tar.gz; "
-          "pip uninstall --yes --quiet typing >/dev/null 2>&1 || true; "
-          "python -m pip install --quiet --disable-pip-version-check -r requirements.txt; "
-          'exec python monitor_job.py "$@"')
+ENTRY = "monitor_job.py"
+SCRIPT = container_script(ENTRY)
 _RATE = re.compile(r"^rate\(\s*(\d+)\s+(minute|minutes|hour|hours|day|days)\s*\)$")
 _WINDOW = re.compile(r"^(\d+)(m|h|d|w)$")
 _UNIT = {"minute": "m", "minutes": "m", "hour": "h", "hours": "h", "day": "d", "days": "d"}
@@ -104,7 +100,7 @@ def handler(event: dict[str, Any], context: Any = None, *, sagemaker: Any = None
     arguments += ["--metrics-namespace", env["METRICS_NAMESPACE"]]
 
     name = f"{env['JOB_PREFIX']}-{when.strftime('%Y%m%d-%H%M%S')}"[:63]
-    request = processing_request(env, name, arguments,
+    request = monitoring_request(env, name, arguments,
                                  with_feedback=_has_objects(s3, bucket, f"feedback/{endpoint}/"))
     (sagemaker or boto3.client("sagemaker")).create_processing_job(**request)
     log.info("started %s for %s (%s), baselines of %s", name, endpoint, " ".join(arguments[4:6]),
@@ -123,45 +119,17 @@ def _since(value: str | None) -> datetime | None:
         return None
 
 
-def processing_request(env: dict[str, str], name: str, arguments: list[str], *, with_feedback: bool) -> dict[str, Any]:
-    """The CreateProcessingJob request (checked against botocore's shape in the tests)."""
-    bucket, endpoint = env["LAKE_BUCKET"], env["ENDPOINT_NAME"]
-    lake = f"s3://{bucket}"
-
-    def s3_input(input_name: str, uri: str, path: str) -> dict[str, Any]:
-        return {"InputName": input_name, "S3Input": {
-            "S3Uri": uri, "LocalPath": f"{CONTAINER}/input/{path}", "S3DataType": "S3Prefix", "S3InputMode": "File",
-            "S3DataDistributionType": "FullyReplicated", "S3CompressionType": "None"}}
-
+def monitoring_request(env: dict[str, str], name: str, arguments: list[str], *, with_feedback: bool) -> dict[str, Any]:
+    """The monitoring job's CreateProcessingJob request (checked against botocore's shape in the tests)."""
+    lake, endpoint = f"s3://{env['LAKE_BUCKET']}", env["ENDPOINT_NAME"]
     # The lake folder the job reads looks like the lake itself: capture/<endpoint>/..., feedback/<endpoint>/...
-    inputs = [s3_input("code", f"{lake}/{env['CODE_PREFIX']}", "code"),
-              s3_input("capture", f"{lake}/capture/{endpoint}/", f"lake/capture/{endpoint}"),
+    inputs = [s3_input("capture", f"{lake}/capture/{endpoint}/", f"lake/capture/{endpoint}"),
               s3_input("baseline", f"{lake}/artifacts/monitoring/{endpoint}/baseline/", "baseline")]
     if with_feedback:  # an empty prefix would fail the download; no feedback is a valid input
-        inputs.insert(2, s3_input("feedback", f"{lake}/feedback/{endpoint}/", f"lake/feedback/{endpoint}"))
-    request: dict[str, Any] = {
-        "ProcessingJobName": name,
-        "RoleArn": env["JOB_ROLE_ARN"],
-        "AppSpecification": {"ImageUri": env["IMAGE_URI"],
-                             "ContainerEntrypoint": ["/bin/bash", "-c", SCRIPT, "monitor_job"],
-                             "ContainerArguments": arguments},
-        "ProcessingInputs": inputs,
-        "ProcessingOutputConfig": {
-            "Outputs": [{"OutputName": "report", "S3Output": {
-                "S3Uri": f"{lake}/artifacts/monitoring/{endpoint}/reports/{name}/",
-                "LocalPath": f"{CONTAINER}/output/report", "S3UploadMode": "EndOfJob"}}],
-            "KmsKeyId": env["KMS_KEY_ARN"]},
-        "ProcessingResources": {"ClusterConfig": {"InstanceCount": 1, "InstanceType": env["INSTANCE_TYPE"],
-                                                  "VolumeSizeInGB": int(env.get("VOLUME_GB", "30")),
-                                                  "VolumeKmsKeyId": env["KMS_KEY_ARN"]}},
-        "StoppingCondition": {"MaxRuntimeInSeconds": int(env.get("MAX_RUNTIME_SECONDS", "3600"))},
-        "Environment": {"AWS_DEFAULT_REGION": env["AWS_REGION"], "PYTHONUNBUFFERED": "1"},
-        "Tags": [{"Key": "diagnosa:endpoint", "Value": endpoint}],
-    }
-    if env.get("SUBNET_IDS"):
-        request["NetworkConfig"] = {"VpcConfig": {"Subnets": env["SUBNET_IDS"].split(","),
-                                                  "SecurityGroupIds": env["SECURITY_GROUP_IDS"].split(",")}}
-    return request
+        inputs.insert(1, s3_input("feedback", f"{lake}/feedback/{endpoint}/", f"lake/feedback/{endpoint}"))
+    return processing_request(env, name, role_arn=env["JOB_ROLE_ARN"], entry=ENTRY, arguments=arguments,
+                              inputs=inputs, output=("report", f"{lake}/artifacts/monitoring/{endpoint}/reports/{name}/",
+                                                     "report"))
 
 
-__all__ = ["Refused", "handler", "processing_request", "window_of"]
+__all__ = ["Refused", "handler", "monitoring_request", "window_of"]

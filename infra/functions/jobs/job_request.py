@@ -1,0 +1,56 @@
+"""The CreateProcessingJob request of a Diagnosa job started by a function (plain boto3): the monitoring job
+(``monitor.py``) and the retraining's feedback-folding job (``retrain.py``) run a root script of the staged step
+code, in the image the pipeline's jobs use, on the stage's key and network."""
+from __future__ import annotations
+
+from typing import Any
+
+CONTAINER = "/opt/ml/processing"
+
+
+def container_script(entry: str) -> str:
+    """Unpack the staged code (``sourcedir.tar.gz``), install its exact pins, run the job's root script with the
+    arguments that follow ("$@"): the same steps as the SDK's runproc.sh for the pipeline's jobs."""
+    return ("set -euo pipefail; cd /opt/ml/processing/input/code; tar -xzf sourcedir.tar.gz; "
+            "pip uninstall --yes --quiet typing >/dev/null 2>&1 || true; "
+            "python -m pip install --quiet --disable-pip-version-check -r requirements.txt; "
+            f'exec python {entry} "$@"')
+
+
+def s3_input(name: str, uri: str, path: str) -> dict[str, Any]:
+    """A ProcessingInput of an S3 prefix, downloaded to ``/opt/ml/processing/input/<path>``."""
+    return {"InputName": name, "S3Input": {
+        "S3Uri": uri, "LocalPath": f"{CONTAINER}/input/{path}", "S3DataType": "S3Prefix", "S3InputMode": "File",
+        "S3DataDistributionType": "FullyReplicated", "S3CompressionType": "None"}}
+
+
+def processing_request(env: dict[str, str], name: str, *, role_arn: str, entry: str, arguments: list[str],
+                       inputs: list[dict[str, Any]], output: tuple[str, str, str]) -> dict[str, Any]:
+    """The request (checked against botocore's shape in the tests). ``output``: (name, S3 URI, folder under
+    ``/opt/ml/processing/output/``), uploaded at the job's end; the code comes from the lake's ``CODE_PREFIX``."""
+    output_name, uri, folder = output
+    request: dict[str, Any] = {
+        "ProcessingJobName": name,
+        "RoleArn": role_arn,
+        "AppSpecification": {"ImageUri": env["IMAGE_URI"],
+                             "ContainerEntrypoint": ["/bin/bash", "-c", container_script(entry), entry.removesuffix(".py")],
+                             "ContainerArguments": arguments},
+        "ProcessingInputs": [s3_input("code", f"s3://{env['LAKE_BUCKET']}/{env['CODE_PREFIX']}", "code"), *inputs],
+        "ProcessingOutputConfig": {
+            "Outputs": [{"OutputName": output_name, "S3Output": {
+                "S3Uri": uri, "LocalPath": f"{CONTAINER}/output/{folder}", "S3UploadMode": "EndOfJob"}}],
+            "KmsKeyId": env["KMS_KEY_ARN"]},
+        "ProcessingResources": {"ClusterConfig": {"InstanceCount": 1, "InstanceType": env["INSTANCE_TYPE"],
+                                                  "VolumeSizeInGB": int(env.get("VOLUME_GB", "30")),
+                                                  "VolumeKmsKeyId": env["KMS_KEY_ARN"]}},
+        "StoppingCondition": {"MaxRuntimeInSeconds": int(env.get("MAX_RUNTIME_SECONDS", "3600"))},
+        "Environment": {"AWS_DEFAULT_REGION": env["AWS_REGION"], "PYTHONUNBUFFERED": "1"},
+        "Tags": [{"Key": "diagnosa:endpoint", "Value": env["ENDPOINT_NAME"]}],
+    }
+    if env.get("SUBNET_IDS"):
+        request["NetworkConfig"] = {"VpcConfig": {"Subnets": env["SUBNET_IDS"].split(","),
+                                                  "SecurityGroupIds": env["SECURITY_GROUP_IDS"].split(",")}}
+    return request
+
+
+__all__ = ["CONTAINER", "container_script", "processing_request", "s3_input"]

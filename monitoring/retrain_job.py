@@ -1,0 +1,106 @@
+"""Feedback-folding job (for the retrain function to start in AWS, or by hand): an endpoint's accepted feedback
+folded into a new curated version of its dataset, as ``diagnosa monitor --retrain`` does before it trains.
+
+Container contract (SageMaker Processing):
+- no data input: the job reads and writes the lake itself (``--lake s3://bucket[/prefix]`` or a folder, and
+  ``--raw-lake`` when the raw zone is a storage of its own, the stack's object-locked raw bucket): the dataset's
+  raw data and curated version, the endpoint's ``capture/`` and ``feedback/``; it writes the new raw data
+  (raw zone), its curated version and ``curated/<dataset>/LATEST.json`` (``monitoring.retrain.feedback_dataset``:
+  all the feedback, each event's latest diagnosis, added to the data the hospital gave);
+- ``--endpoint-name`` names the endpoint whose feedback is folded; ``--dataset`` the dataset it serves (an AWS
+  stage's endpoint is ``diagnosa-<stage>`` whatever its dataset, so the retrain function names it; default: the
+  dataset that deploys to the endpoint of its name, as locally); ``--base-version`` the curated version to add
+  it to (default: the dataset's latest);
+- writes ``output/result/retraining.json`` (a ProcessingOutput uploads it)::
+
+    {"endpoint": ..., "dataset": ..., "base_version": ... | null,
+     "version": the new curated version | null, "input_data_uri": the pipeline's InputDataUri for it | null,
+     "feedback_rows": N, "skipped": {reason: count}, "reason": why there is no new version | null}
+
+  ``base_version`` is the version the feedback was added to, or found nothing to add to (the one to train on
+  then); ``input_data_uri`` is the lake's URL of the version's prefix (``s3://<lake bucket>/curated/<dataset>/<version>``;
+  ``file://...`` for a folder).
+
+Exit status 0 when the result is written, with a new version or without one: no accepted feedback to fold (none
+at all, or none that could become a row) is ``version: null`` with the reason, and the caller trains on
+``base_version``. Exit status 1 only when the job could not run (no curated version to add to, an endpoint
+no dataset deploys to, a ``--dataset`` with no curated version, ingestion refused, the lake unreadable, an output
+folder holding another run's result): ``output/failure`` holds the message. Bad arguments: 2 (argparse).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from diagnosa.files import write_job_failure
+from diagnosa.logs import configure_logging
+
+log = logging.getLogger("diagnosa.retrain")
+
+RESULT = "retraining.json"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    configure_logging()
+    parser = argparse.ArgumentParser(description="Diagnosa feedback-folding job: the endpoint's accepted feedback "
+                                                 "→ a new curated version of its dataset (output/result/retraining.json)")
+    parser.add_argument("--base-dir", default="/opt/ml/processing")
+    parser.add_argument("--lake", required=True, help="the data lake: s3://bucket[/prefix] or a folder")
+    parser.add_argument("--raw-lake", help="the raw zone's own storage (the stack's object-locked raw bucket)")
+    parser.add_argument("--endpoint-name", required=True, help="the endpoint whose feedback is folded")
+    parser.add_argument("--dataset", help="the dataset the endpoint serves (an AWS stage's endpoint is "
+                                          "diagnosa-<stage> whatever its dataset); default: the dataset that deploys "
+                                          "to the endpoint of its name")
+    parser.add_argument("--base-version", help="the curated version to add the feedback to (default: the latest)")
+    args = parser.parse_args(argv)
+    base = Path(args.base_dir)
+    out = base / "output" / "result"
+    from diagnosa.data.ingest import IngestError, curated_prefix, latest_version
+    from diagnosa.lake import DataLake, LakeError
+    from monitoring.retrain import NothingToFold, RetrainError, endpoint_dataset, feedback_dataset
+
+    try:
+        if out.exists() and any(out.iterdir()):
+            raise FileExistsError(f"output folder {out} is not empty: refusing to overwrite another run's result")
+        lake = DataLake.from_uri(args.lake, raw_uri=args.raw_lake)
+        dataset = args.dataset or endpoint_dataset(lake, args.endpoint_name)  # none ingested: latest_version says so
+        result: dict[str, Any] = {"endpoint": args.endpoint_name, "dataset": dataset, "base_version": args.base_version,
+                                  "version": None, "input_data_uri": None, "feedback_rows": 0, "skipped": {},
+                                  "reason": None}
+        try:
+            folded = feedback_dataset(lake, args.endpoint_name, dataset=dataset, base_version=args.base_version)
+        except NothingToFold as err:
+            # The version there was nothing to add to: the caller trains on it, not on whatever is latest by then.
+            result |= {"base_version": args.base_version or latest_version(lake, dataset),
+                       "skipped": dict(err.skipped.counts.most_common()), "reason": str(err)}
+            log.info("no new curated version of %s: %s", dataset, err)
+        else:
+            log.info("%s", folded.summary())
+            result |= {"base_version": folded.base_version, "version": folded.version,
+                       "input_data_uri": lake.url(curated_prefix(folded.dataset, folded.version)),
+                       "feedback_rows": folded.feedback_rows, "skipped": dict(folded.skipped.counts.most_common())}
+        out.mkdir(parents=True, exist_ok=True)
+        path = out / RESULT
+        path.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    except (RetrainError, IngestError, LakeError, FileExistsError, ValueError, OSError) as err:
+        return _failed(base, str(err))
+    except Exception as err:  # an S3 error (botocore's), a bug: the caller still needs the reason, not a timeout
+        log.exception("feedback folding failed")
+        return _failed(base, f"{type(err).__name__}: {err}", logged=True)
+    log.info("wrote %s: %s", path, "version " + result["version"] if result["version"] else "no new version")
+    return 0
+
+
+def _failed(base: Path, message: str, *, logged: bool = False) -> int:
+    if not logged:
+        log.error("feedback folding failed: %s", message)
+    write_job_failure(base, message)
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
