@@ -8,12 +8,11 @@ accepts; the problems name the row, the field and what is wrong, for a 4xx body.
 from __future__ import annotations
 
 import math
-import unicodedata
 from dataclasses import dataclass
 from typing import Any, Callable
 
 from diagnosa.data.hpo import HPO_ID, Ontology, load_ontology
-from diagnosa.data.schema import FEATURE_NUMBER_MAX, Field, Schema, clean_text, is_clean_text
+from diagnosa.data.schema import FEATURE_NUMBER_MAX, Field, Schema, clean_text, is_clean_text, is_missing_text
 from diagnosa.data.validate import CODE, LIST_SEPARATOR, boolean_text
 
 NOT_PLAIN = object()  # what a field's fast check returns for a value it does not vouch for (the full check decides)
@@ -135,12 +134,13 @@ class RequestSchema:
         rid = record.get(self.id_field)
         if rid is not None and (isinstance(rid, bool) or not isinstance(rid, (str, int))):
             problems.append(Problem(row, self.id_field, f"must be a string, got {type(rid).__name__}"))
-        clean[self.id_field] = None if rid is None or rid == "" else str(rid)
+        clean[self.id_field] = None if rid is None or (isinstance(rid, str) and (not rid or rid.isspace())) else str(rid)
         present = 0
         for name, f, listed, fast in self._checks:
             value = record.get(name)
-            # An empty list says nothing: a record of only "symptoms": [] has no inputs (refused below).
-            if value is None or (text and isinstance(value, str) and (value == "" or value.strip() in self._missing[name])) \
+            # An empty list says nothing: a record of only "symptoms": [] has no inputs (refused below). A blank text
+            # is missing in JSON as in CSV: never an unknown category '' (a prediction other than the missing one's).
+            if value is None or (isinstance(value, str) and is_missing_text(value, text, self._missing[name])) \
                     or (isinstance(value, list) and not value):
                 clean[name] = [] if listed else None
                 continue
@@ -156,14 +156,16 @@ class RequestSchema:
         return clean, problems
 
     def _composed_keys(self, row: int, record: dict[Any, Any], problems: list[Problem]) -> dict[Any, Any]:
-        """The record with its field names composed (NFC) as the schema's are: 'hipertensión' typed on a Mac (an 'o'
-        and a combining accent) is the field, not an unknown one that looks the same. A name given both ways is a
-        problem (which value was meant is not known)."""
+        """The record with its field names read as ingestion read the training CSV's header (trimmed, accents
+        composed: NFC): 'hipertensión' typed on a Mac (an 'o' and a combining accent) or a CSV header's 'edad ' is
+        the field, not an unknown one that looks the same. A name given twice so is a problem (which value was
+        meant is not known)."""
         out: dict[Any, Any] = {}
         for key, value in record.items():
-            name = unicodedata.normalize("NFC", key) if isinstance(key, str) and not key.isascii() else key
-            if name != key and name in record:
-                problems.append(Problem(row, str(name), "given twice (once with its accents decomposed)"))
+            name = clean_text(key) if isinstance(key, str) else key
+            if name in out or (name != key and name in record):
+                why = "with spaces around it" if key.strip() != key else "with its accents decomposed"
+                problems.append(Problem(row, str(name), f"given twice (once {why})"))
                 continue
             out[name] = value
         return out

@@ -9,7 +9,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -17,7 +16,7 @@ from typing import Any, Iterable, Mapping
 
 import pandas as pd
 
-from diagnosa.data.schema import clean_text
+from diagnosa.data.schema import clean_text, is_clean_text, is_missing_text
 from diagnosa.data.validate import LIST_SEPARATOR, boolean_text
 from diagnosa.lake import DataLake
 from inference.capture import decode_payload, read_capture
@@ -73,10 +72,10 @@ def request_records(body: bytes, content_type: str) -> list[Any]:
 
 
 def _coerce(kind: str, value: Any, text: bool, missing: frozenset[str] = frozenset()) -> tuple[Any, bool]:
-    """(value for the monitor, type ok), read as the endpoint read it (inference/schema.py): missing → None (in
-    CSV text, an empty cell or one of ``missing``, the texts ingestion read as missing); text trimmed and its
-    accents composed; a boolean's spellings ('sí', 'True') as 'true'/'false', the baseline's buckets."""
-    if value is None or (text and isinstance(value, str) and (value == "" or value.strip() in missing)):
+    """(value for the monitor, type ok), read as the endpoint read it (inference/schema.py): missing → None (a blank
+    text; in CSV text one of ``missing``, the texts ingestion read as missing); text trimmed and its accents
+    composed; a boolean's spellings ('sí', 'True') as 'true'/'false', the baseline's buckets."""
+    if value is None or (isinstance(value, str) and is_missing_text(value, text, missing)):
         return ([] if kind == "terms" else None), True
     if kind == "numeric":
         if text and isinstance(value, str):
@@ -108,10 +107,10 @@ def _coerce(kind: str, value: Any, text: bool, missing: frozenset[str] = frozens
 
 
 def _composed_keys(record: dict[Any, Any]) -> dict[Any, Any]:
-    """A record's field names composed (NFC), as the endpoint matches them ('hipertensión' typed on a Mac)."""
-    if all(not isinstance(key, str) or key.isascii() for key in record):
+    """A record's field names as the endpoint matches them: trimmed, composed (NFC; 'hipertensión' typed on a Mac)."""
+    if all(not isinstance(key, str) or is_clean_text(key) for key in record):
         return record
-    return {unicodedata.normalize("NFC", key) if isinstance(key, str) else key: value for key, value in record.items()}
+    return {clean_text(key) if isinstance(key, str) else key: value for key, value in record.items()}
 
 
 def traffic_from_events(events: Iterable[dict[str, Any]], kinds: dict[str, str], skipped: Skipped | None = None,

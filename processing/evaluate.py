@@ -54,7 +54,7 @@ def evaluate_model(model: DiagnosaModel, test: pd.DataFrame,
                 if slice_column and slice_column in test.columns else None)
     unseen = unseen_mask(test, schema, train_groups) if schema is not None and in_slice is not None else None
     result = evaluate(test[target].tolist(), proba, model.labels, orphan=in_slice, slice_name=slice_name,
-                      predicted=decided, unseen=unseen)
+                      predicted=decided, unseen=unseen, ordinal=schema.ordinal if schema else True)
     if schema is not None and in_slice is not None:
         reference = knowledge_reference(model, test, schema, in_slice, unseen)
         if reference is not None:

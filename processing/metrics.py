@@ -113,8 +113,10 @@ def slice_scores(t: np.ndarray, pred: np.ndarray, labels: list[str]) -> dict[str
 
 def evaluate(y_true: Sequence[str], proba: np.ndarray, labels: Sequence[str], *,
              orphan: np.ndarray | None = None, slice_name: str = "orphan",
-             predicted: ArrayLike | None = None, unseen: np.ndarray | None = None) -> dict[str, Any]:
-    """Score predicted probabilities against true labels; ``labels`` order is the ordinal order.
+             predicted: ArrayLike | None = None, unseen: np.ndarray | None = None,
+             ordinal: bool = True) -> dict[str, Any]:
+    """Score predicted probabilities against true labels; ``labels`` order is the ordinal order (``ordinal``
+    False: the labels have no order, and no ordinal error is reported: a distance between them means nothing).
 
     ``orphan`` marks the rows of the dataset's slice, reported as ``slices[slice_name]`` (the built-in
     cohort's slice is ``orphan``) beside ``slices["common"]``, the rows outside it. ``predicted`` (label
@@ -184,7 +186,8 @@ def evaluate(y_true: Sequence[str], proba: np.ndarray, labels: Sequence[str], *,
             "accuracy": float(accuracy_score(t, pred)), "balanced_accuracy": float(balanced),
             "per_class": per_class, **averages,
             "worst_class_recall": {"label": labels[worst], "recall": float(rec[worst])},
-            "ordinal": {"mse": float(mean_squared_error(t, pred)), "mae": float(mean_absolute_error(t, pred))},
+            **({"ordinal": {"mse": float(mean_squared_error(t, pred)), "mae": float(mean_absolute_error(t, pred))}}
+               if ordinal else {}),
             "log_loss": float(log_loss(t, clipped, labels=ks)),
             "confusion_matrix": {"labels": labels, "counts": cm.astype(int).tolist(),
                                  "row_normalised": normalised.tolist()},
@@ -301,8 +304,8 @@ def write_report(evaluation: dict, out_dir: str | os.PathLike, *,
         f"weighted F1: {_fmt(d['weighted']['f1'])}",
         f"- Worst class recall: {_fmt(worst['recall'])} ({worst['label']})",
         f"- Log loss: {_fmt(d['log_loss'], 4)}",
-        f"- Ordinal error (label index distance): MAE {_fmt(d['ordinal']['mae'])}, "
-        f"MSE {_fmt(d['ordinal']['mse'])}", "",
+        (f"- Ordinal error (label index distance): MAE {_fmt(d['ordinal']['mae'])}, MSE {_fmt(d['ordinal']['mse'])}"
+         if "ordinal" in d else "- Labels not ordered (the dataset's `ordinal = false`): no ordinal error"), "",
         "## Per class", "",
         "| Label | Support | Precision | Recall | F1 | Specificity | Avg. precision |",
         "|---|---:|---:|---:|---:|---:|---:|",
@@ -336,10 +339,11 @@ def write_report(evaluation: dict, out_dir: str | os.PathLike, *,
                       "| reference | " + " | ".join(_fmt(reference["slices"][s]["macro_recall"]) for s in names) + " |"]
     else:
         lines.append("No slices were evaluated (the dataset has no slice).")
-    lines += ["", "## Ordinal errors", "",
-              f"Mean absolute error {_fmt(d['ordinal']['mae'])} and mean squared error {_fmt(d['ordinal']['mse'])} "
-              "in label-index units (order: " + " < ".join(d["labels"]) + ").", "",
-              "## Plots", "",
+    if "ordinal" in d:
+        lines += ["", "## Ordinal errors", "",
+                  f"Mean absolute error {_fmt(d['ordinal']['mae'])} and mean squared error {_fmt(d['ordinal']['mse'])} "
+                  "in label-index units (order: " + " < ".join(d["labels"]) + ")."]
+    lines += ["", "## Plots", "",
               f"![Confusion matrix]({paths['confusion_matrix'].name})", "",
               f"![Per-class recall]({paths['per_class_recall'].name})", ""]
     paths["report"].write_text("\n".join(lines), encoding="utf-8")

@@ -50,6 +50,8 @@ def ingest(lake, tmp_path, config_text: str, rows: str = ROWS):
     (BASE + "[columns.age]\nrequired = 1\n", "[columns.age] 'required' must be true or false"),
     (BASE + "[columns.age]\ntype = \"float\"\n", "unknown type 'float'"),
     (BASE + "[columns.age]\nrole = \"label\"\n", "unknown role 'label'"),
+    (BASE + "[columns.age]\ntype = \"text\"\nrole = \"feature\"\n",
+     "column 'age' is declared text with role 'feature': the models learn from no text column"),
     (BASE + "slice = \"flag\"\n", "'slice' must be a table"),
     # bad values
     ('name = "my data"\nid_column = "case"\ntarget = "outcome"\nlabels = ["a", "b"]\n', "name 'my data' must be"),
@@ -300,7 +302,10 @@ def test_a_row_that_does_not_match_the_header_is_quarantined_not_padded(lake, tm
     (ROWS.encode("utf-16"), BASE, 'x.csv is UTF-16 text (it starts with UTF-16\'s byte-order mark, as a spreadsheet\'s '
                                   "'Unicode text' is saved): set encoding = \"utf-16\" under [csv]"),
     (b"sep=;\n" + ROWS.encode(), BASE, "its first line 'sep=;' says the cells are ';'-separated: set delimiter = \";\""),
-    (ROWS.replace("case,", " case,").encode(), BASE, "id_column 'case' (the header has ' case') (header: ' case', age"),
+    (ROWS.replace("case,", "Case,").encode(), BASE, "id_column 'case' (the header has 'Case') (header: Case, age"),
+    (ROWS.replace("flag,", "age ,").encode(), BASE, "duplicated column names in the header: 'age' (names are read "
+                                                    "without the spaces around them and with accents composed; "
+                                                    "written 'age ')"),
     (ROWS.replace("c2,32", 'c2,"32').encode(), BASE, 'cannot be parsed as CSV (the row starting on line 4): '
                                                      "unexpected end of data"),  # not the rest of the file in one cell
 ])
@@ -539,3 +544,32 @@ def test_the_cohort_schema_keeps_its_fingerprint_and_slice():
     assert schema.fingerprint() == "b9dbbad5f155c767"
     with pytest.raises(SchemaError, match="slice column 'age' must be a boolean field"):
         Schema("y", schema.fields, schema.labels, slice_column="age")
+
+
+def test_date_and_text_columns_are_kept_but_never_model_inputs(lake, tmp_path):
+    # A `type = "date"` column was a feature the models never received: the endpoint took 'not a date' and answered
+    # as for any date, and the run's example request carried it.
+    from inference.schema import RequestSchema
+
+    rows = "case,seen,note,age,outcome\n" + "".join(
+        f"c{i},2026-01-0{i + 1},n{i},{30 + i},{label}\n" for i, label in enumerate("aaabbb"))
+    report = ingest(lake, tmp_path, BASE + "[columns.seen]\ntype = \"date\"\n[columns.note]\ntype = \"text\"\n", rows)
+    schema = Schema.from_dict(lake.get_json(report.manifest_key)["schema"])
+    roles = {f.name: (f.type, f.role) for f in schema.fields}
+    assert roles["seen"] == ("date", "metadata") and roles["note"] == ("text", "metadata")
+    assert schema.features() == ["age"] and RequestSchema(schema).accepted == ["case", "age"]
+    assert list(load_curated(lake, "x")[0]["seen"].astype(str)) == [f"2026-01-0{i + 1}" for i in range(6)]
+
+
+def test_header_names_are_read_without_the_spaces_around_them(lake, tmp_path):
+    # ' case' and 'Sex ' stayed in the curated columns as written: a config's 'case' did not match, and a request
+    # needed the key 'Sex ' (the docs said the header is read as cells are, trimmed).
+    from inference.schema import RequestSchema
+
+    rows = ROWS.replace("case,age,flag,", " case, age ,Sex ,")
+    report = ingest(lake, tmp_path, BASE, rows)
+    schema = Schema.from_dict(lake.get_json(report.manifest_key)["schema"])
+    assert [f.name for f in schema.fields] == ["case", "age", "Sex", "outcome"] and report.rows == 6
+    assert list(load_curated(lake, "x")[0].columns[:3]) == ["case", "age", "Sex"]
+    assert RequestSchema(schema).accepted == ["case", "age", "Sex"]
+    assert lake.get_bytes(report.sources[0].key).startswith(b" case, age ,Sex ,")  # raw/ keeps the file as written

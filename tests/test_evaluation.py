@@ -94,6 +94,20 @@ def test_ordinal_mae_counts_index_distance():
     assert d["ordinal"]["mse"] == pytest.approx(2.0)
 
 
+def test_labels_without_an_order_get_no_ordinal_error(tmp_path):
+    # A dataset config's `ordinal = false` (substances, tissue types): the report said "order: alcohol < cocaína <
+    # heroína" with an MAE in label-index units, a distance that means nothing between such labels.
+    labels = ["alcohol", "cocaína", "heroína"]
+    y = [labels[0], labels[2], labels[1], labels[2]]
+    d = evaluate(y, peaked([2, 2, 0, 2], 3), labels, ordinal=False)["diagnosa"]
+    assert "ordinal" not in d and d["macro"]["recall"] == pytest.approx(1 / 3)
+    report = Path(write_report({"diagnosa": d}, tmp_path)["report"]).read_text(encoding="utf-8")
+    assert "Ordinal" not in report and " < " not in report and "Labels not ordered" in report
+    ordered = evaluate(y, peaked([2, 2, 0, 2], 3), labels)["diagnosa"]
+    report = Path(write_report({"diagnosa": ordered}, tmp_path / "ordered")["report"]).read_text(encoding="utf-8")
+    assert ordered["ordinal"]["mae"] == pytest.approx(0.75) and "order: alcohol < cocaína < heroína" in report
+
+
 def test_slices_use_the_right_subsets():
     orphan = np.array([True, False, False, False, False, True, False, False])
     s = evaluate(Y_SMALL, peaked(PRED_SMALL, 3), ABC, orphan=orphan)["diagnosa"]["slices"]

@@ -443,10 +443,15 @@ def test_captured_requests_are_read_as_the_endpoint_read_them():
     events = [capture_line("e1", None, json.dumps({"raza": " otra ", "fumadora": True, "edad": 30}).encode(),
                            "application/json", answer, "application/json", when),
               capture_line("e2", None, "raza,fumadora,hipertensio\u0301n,edad\notra,si\u0301,No,NA\n".encode(),
-                           "text/csv", answer, "application/json", when)]
+                           "text/csv", answer, "application/json", when),
+              # blank texts: missing values, as the endpoint read them (not a category '', not a type error)
+              capture_line("e3", None, json.dumps({"raza": "   ", "fumadora": "", "edad": " "}).encode(),
+                           "application/json", answer, "application/json", when),
+              capture_line("e4", None, "raza,edad\n  ,  \n".encode(), "text/csv", answer, "application/json", when)]
     traffic = traffic_from_events(events, kinds, missing=missing)
     rows = traffic.rows.set_index("event_id")
     assert rows.loc["e1", "raza"] == rows.loc["e2", "raza"] == "otra"
+    assert rows.loc[["e3", "e4"], ["raza", "fumadora", "edad"]].isna().all().all()
     assert rows.loc["e2", "fumadora"] == "true" and rows.loc["e2", "hipertensión"] == "false"
     assert rows.loc["e1", "fumadora"] == "true" and rows.loc["e1", "edad"] == 30.0 and pd.isna(rows.loc["e2", "edad"])
     assert not traffic.type_errors

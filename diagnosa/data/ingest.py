@@ -17,7 +17,6 @@ import io
 import json
 import re
 import time
-import unicodedata
 from collections import Counter
 from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -255,8 +254,9 @@ def read_csv_rows(data: bytes, source: str, dialect: CsvDialect | None = None) -
     except csv.Error as err:
         raise IngestError(f"{source} cannot be parsed as CSV (the row starting on line {end + 1 + skipped}): {err}") \
             from None
-    header = [unicodedata.normalize("NFC", name) for name in header]  # as the config's names are read
-    unnamed = [str(i + 1) for i, name in enumerate(header) if not name.strip()]
+    written = header
+    header = [clean_text(name) for name in header]  # as cells are read ('Sex ' is Sex) and the config's names
+    unnamed = [str(i + 1) for i, name in enumerate(header) if not name]
     if unnamed:
         raise IngestError(f"{source}: column{'s' * (len(unnamed) > 1)} {', '.join(unnamed)} of the header "
                           f"{'have' if len(unnamed) > 1 else 'has'} no name (a spreadsheet's empty columns, or a "
@@ -264,7 +264,10 @@ def read_csv_rows(data: bytes, source: str, dialect: CsvDialect | None = None) -
     # Repeats are looked for in the header as written: 'age.group' beside 'age' is a column of its own.
     duplicated = sorted({name for name in header if header.count(name) > 1})
     if duplicated:
-        raise IngestError(f"{source}: duplicated column names in the header: {', '.join(map(repr, duplicated))}")
+        spaced = sorted({w for w, name in zip(written, header) if name in duplicated and w != name})
+        raise IngestError(f"{source}: duplicated column names in the header: {', '.join(map(repr, duplicated))}"
+                          + (f" (names are read without the spaces around them and with accents composed; written "
+                             f"{', '.join(map(repr, spaced))})" if spaced else ""))
     if not lines and not malformed:
         raise IngestError(f"{source} has a header but no rows")
     frame = pd.DataFrame(rows, columns=header, dtype=str) if rows else pd.DataFrame(columns=header, dtype=str)

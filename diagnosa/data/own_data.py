@@ -21,7 +21,7 @@ set ([pipeline.md](pipeline.md#one-pipeline-per-dataset)).
 | `id_column` | string | yes | | the column identifying a row; a repeated id is quarantined (all copies when they differ) |
 | `target` | string | yes | | the column holding the label |
 | `labels` | list of strings | yes | | the labels, **in their order** (severity order when `ordinal`). At least two, no duplicates, none with `'`, `\\`, `[`, `]` or control characters. A row whose label is not in the list is quarantined: the list doubles as a filter. A numeric label written otherwise (`4.0` for `4`, as pandas writes an integer column with gaps) is read as that label, and the report says so (`labels read as numbers: '4.0' as '4'`) |
-| `ordinal` | boolean | no | `true` | whether the order is a severity order; kept in the schema and the model's metadata |
+| `ordinal` | boolean | no | `true` | whether the order is a severity order; kept in the schema and the model's metadata. The evaluation reports the ordinal error (the mean distance, in labels, of the mistakes) only for ordered labels |
 | `missing_values` | list of strings | no | `["NA", "N/A", "#N/A", "NaN", "nan", "NULL", "null"]` | cell texts read as a missing value, as an empty cell is (R's `write.csv` writes `NA`). Never in the id column, and never a label of the target or a declared `values` entry of a column (a label `NA`, North America in a `region` column keep their meaning); `[]` reads only empty cells as missing. The report counts the cells each marker emptied (`cells read as missing: 'NA' 1,234`); another list is another version of the dataset. The list goes into the schema, so the endpoint reads a scoring CSV's cells the same way |
 | `exclude` | list of strings | no | `[]` | columns dropped on ingestion (names, contact details, outcomes known only later); they never reach the curated data or the quarantine |
 | `slice_column` | string | no | | a boolean column (`true`/`false`, `yes`/`no`, `sí`/`no`, `verdadero`/`falso`, `1`/`0`, any capitals) marking the rows of a slice; the slice is named after the column without an `is_` prefix |
@@ -79,7 +79,9 @@ declared with `values` and no type is a category, with `min` or `max` a number. 
 not declared is a `number` when every non-empty value among its first 1,000 spells one as validation
 reads numbers (`12`, `-1.5e3`, `.5`; not `1_000` or other scripts' digits; cells of `missing_values`
 count as empty), else a `category` with any value; every column not excluded is a feature unless its
-role says otherwise. One `<0.1` or `#DIV/0!` among a lab's values so makes the whole column a category:
+role says otherwise, but for `date` and `text` columns: no model learns from those (a date's meaning, an age or a
+delay, is the dataset's to compute as a number column), so they are `metadata` (checked and kept in the curated
+data, not sent to the endpoint), and declaring one `role = "feature"` is refused saying so. One `<0.1` or `#DIV/0!` among a lab's values so makes the whole column a category:
 the report names every column read as a category though most of its sampled cells are numbers, with
 the cells that were not (`crp (4 of 7 sampled cells are numbers; not: '<0.1', '#DIV/0!')`, and a hint
 when they are numbers with a decimal comma), so you can declare it a `number` (the rows with other
@@ -106,9 +108,10 @@ nothing reaches the lake (not even `raw/`):
   delimiter than the config's (one naming the same is skipped), empty or a header without rows, a
   header with a column without a name (a spreadsheet's empty columns: their positions are named), a
   quote never closed (the line its row starts on is named; the rest of the file is not read into one
-  cell), a name repeated in the header (as written: `age.group` beside `age` is a column of its
-  own), and every column the config names that the header lacks (all listed at once; a name that
-  differs from the header's only by spaces or case is pointed out: `id_column 'id' (the header has ' id')`);
+  cell), a name repeated in the header (`age.group` beside `age` is a column of its own; names are
+  read trimmed, so `age` and `age ` are one name twice), and every column the config names that the
+  header lacks (all listed at once; a name that differs from the header's only by case is pointed
+  out: `id_column 'id' (the header has 'ID')`);
   the id, target or slice column also excluded; a boolean slice column declared as something else; a
   config that leaves no feature column; a slice value no accepted row holds;
 - **the classes**: after bad rows are quarantined, every label of `labels` needs at least 3 rows

@@ -245,6 +245,9 @@ DECIMALS = (".", ",")
 # NaN). Not "None" or "-": real labels and categories. A config's ``missing_values`` replaces the list.
 MISSING_VALUES = ("NA", "N/A", "#N/A", "NaN", "nan", "NULL", "null")
 COLUMN_KEYS = {"type", "role", "required", "min", "max", "values", "unit"}
+# Types ingestion checks and keeps but no model learns from (processing.features builds no feature of them): a
+# dataset's column of such a type is metadata.
+UNLEARNED_TYPES = ("date", "text")
 SLICE_KEYS = {"name", "column", "value", "group"}
 DATASET_NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9])?$")
 # A label becomes a key in JSON paths the pipeline's gate reads (diagnosa.per_class['<label>'].recall).
@@ -255,6 +258,13 @@ def clean_text(text: str) -> str:
     """A text cell as it is compared and kept: spaces around it trimmed, its accents composed (Unicode NFC: macOS
     writes 'í' as 'i' + a combining accent, which looks the same and compares different)."""
     return (text if text.isascii() else unicodedata.normalize("NFC", text)).strip()
+
+
+def is_missing_text(value: str, text: bool, markers: frozenset[str] | set[str] = frozenset()) -> bool:
+    """A request's string that means a missing value, as ingestion read the training's cells: empty or only spaces
+    (in JSON too: never a category ''), and in CSV text one of the dataset's ``missing_values`` markers. One rule for
+    the endpoint and for the monitor reading what the endpoint captured."""
+    return not value or value.isspace() or (text and value.strip() in markers)
 
 
 def is_clean_text(text: str) -> bool:
@@ -627,6 +637,13 @@ def schema_from_config(config: dict[str, Any], header: list[str], sample: dict[s
         elif "type" not in spec:  # declared values make a category, limits a number; else the cells say
             spec["type"] = ("category" if "values" in spec else "number" if {"min", "max"} & set(spec)
                             else "number" if _all_numeric(sample.get(column, []), decimal) else "category")
+        if spec.get("type") in UNLEARNED_TYPES:
+            if spec.get("role", "feature") == "feature" and "role" in spec:
+                raise SchemaError(f"column '{column}' is declared {spec['type']} with role 'feature': the models learn "
+                                  f"from no {spec['type']} column (a date's meaning — an age, a delay — is the "
+                                  "dataset's to compute). Give it role = \"metadata\" (kept and checked, not learned "
+                                  "from), exclude it, or add the number it stands for as a column of its own")
+            spec.setdefault("role", "metadata")  # validated and kept in the curated data; never a model input
         if "values" in spec and spec["values"] is not None:
             spec["values"] = tuple(str(v) for v in spec["values"])
         fields.append(Field(name=column, **spec))
