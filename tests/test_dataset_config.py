@@ -149,17 +149,34 @@ def test_every_class_too_small_for_the_split_is_named_at_once_with_what_to_do(la
 
 
 def test_classes_emptied_by_rejected_rows_are_reported_with_the_cause_not_as_absent(lake, tmp_path):
-    # A config naming a column that is not unique as the id (a test kind, not a test id): every row conflicts.
-    rows = "case,kind,age,outcome\n" + "".join(f"c{i},pcr,{30 + i % 40},{'a' if i % 3 else 'b'}\n" for i in range(300))
+    # A config naming a column that is not unique as the id (a test kind, not a test id): all rows but one conflict.
+    rows = "case,kind,age,outcome\n" + "".join(f"c{i},{'antigen' if i == 1 else 'pcr'},{30 + i % 40},{'a' if i % 3 else 'b'}\n"
+                                                for i in range(300))
     config = 'name = "x"\nid_column = "kind"\ntarget = "outcome"\nlabels = ["a", "b"]\nexclude = ["case"]\n'
     with pytest.raises(IngestError) as caught:
         ingest(lake, tmp_path, config, rows)
     message = str(caught.value)
-    assert "after 300 of 300 rows were rejected (300 rows like line 2: conflicting rows: 300 rows with different " \
+    assert "after 299 of 300 rows were rejected (299 rows like line 2: conflicting rows: 299 rows with different " \
            "content for id 'pcr')" in message
-    assert "class 'a' has 0 accepted rows (200 in the data, 200 rejected)" in message
+    assert "class 'a' has 1 accepted row (200 in the data, 199 rejected)" in message
     assert "class 'b' has 0 accepted rows (100 in the data, 100 rejected)" in message
     assert "not in the data" not in message and "Fix what rejected those rows" in message
+    assert lake.list("curated/") == [] and lake.list("raw/") == [] and lake.list("quarantine/") == []
+
+
+@pytest.mark.parametrize("config_text, cause", [
+    (BASE.replace('["a", "b"]', '["x", "y"]'), "6 rows like line 2: unknown label: 'a' (expected one of: x, y)"),
+    (BASE + 'slice_column = "age"\n', "6 rows like line 2: wrong type for 'age': expected true or false, got '30'"),
+    (BASE + '[columns.flag]\nvalues = ["Y", "N"]\n', "unknown value for 'flag': 'no' (expected one of: Y, N)"),
+])
+def test_a_config_that_rejects_every_row_is_named_as_the_cause_not_the_class_sizes(lake, tmp_path, config_text, cause):
+    # Every row rejected by a config that does not fit the data: the message opened with the classes too small for
+    # the split and advice to merge or collect them, burying the one mismatch that rejected everything.
+    with pytest.raises(IngestError) as caught:
+        ingest(lake, tmp_path, config_text)
+    message = str(caught.value)
+    assert "every one of its 6 rows was rejected, so nothing is left to train on: " in message and cause in message
+    assert "too small" not in message and "Merge" not in message
     assert lake.list("curated/") == [] and lake.list("raw/") == [] and lake.list("quarantine/") == []
 
 
@@ -171,7 +188,7 @@ def test_the_rejection_summary_stays_short_however_many_kinds_of_bad_row(lake, t
     with pytest.raises(IngestError) as caught:
         ingest(lake, tmp_path, config, rows)
     message = str(caught.value)
-    assert "(5,000 rows like line 2: " in message and "1000" in message and len(message) < 1200
+    assert ": 5,000 rows like line 2: " in message and "1000" in message and len(message) < 1200
 
 
 @pytest.mark.parametrize("labels, message", [

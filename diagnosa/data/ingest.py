@@ -681,6 +681,13 @@ def ingest_csv_data(lake: DataLake, data: bytes, stem: str, config: dict[str, An
     curated = typed[~bad].reset_index(drop=True)
     problem = too_small_classes(curated[schema.target].value_counts().to_dict(), schema.labels,
                                 found=typed[schema.target].value_counts().to_dict())
+    if problem and quarantined and curated.empty:
+        # Every row rejected: the config does not match the data (a label list, a column's type or values, the
+        # slice column); listing each class as too small would bury that.
+        raise IngestError(f"{source} (config {config_source}): every one of its {rows_read:,} rows was rejected, so "
+                          f"nothing is left to train on: {rejection_summary(quarantined)}. The commonest reasons say "
+                          "what in the config does not match the data (its labels, a column's type, values or "
+                          "limits, the slice column). Nothing was written")
     if problem:
         why = f" ({rejection_summary(quarantined)})" if quarantined else ""
         raise IngestError(f"{source} (config {config_source}), after {len(quarantined):,} of {rows_read:,} rows were "

@@ -123,6 +123,9 @@ nothing reaches the lake (not even `raw/`):
   the data, 100 rejected)`) and names the commonest reasons, each kind once with its row count and
   an example line (`300 rows like line 2: conflicting rows: 300 rows with different content for id
   'pcr'` — an `id_column` that is not unique), so the message stays short however many rows failed.
+  When every row was rejected, the message is those reasons alone (`every one of its 90 rows was
+  rejected, so nothing is left to train on: 90 rows like line 2: unknown value for 'sex': 'male'
+  (expected one of: M, F)`): a config that does not fit the data, not classes to merge.
   `diagnosa run --local` checks the same on the curated manifest's class counts before any step runs.
 
 Rows are read with every line ending a spreadsheet writes (CR LF, LF, an old Mac's lone CR); blank
