@@ -145,7 +145,7 @@ def test_a_run_the_gate_stops_says_how_to_hold_it_to_other_thresholds(ingested, 
     out = capsys.readouterr().out
     assert "failed: recall gate failed: recall[4] " in out and "< 0.990 (short by " in out
     assert "the recall gate kept the model out of the registry" in out and "config's [gate]" in out
-    assert "`--param NAME=VALUE` (RecallThreshold4)" in out  # the parameter of the check that failed, by name
+    assert "`--param NAME=VALUE` (RecallThreshold4; training is reused" in out  # the parameter of the check that failed, by name
     assert "--resume" not in out  # nothing to resume: the gate did its job
 
 

@@ -175,6 +175,9 @@ def test_a_failed_deploy_is_not_reported_as_a_version_left_unapproved(tmp_path, 
     _report(record, DataLake.from_uri(str(tmp_path)))
     assert "not deployed (ModelApprovalStatus is not Approved): approve it with `diagnosa registry approve 1 --group " \
            "toy`" in capsys.readouterr().out
+    # A run on another port than the default (taken, as it may be again): the hint repeats it.
+    _report(record, DataLake.from_uri(str(tmp_path)), port=0)
+    assert "approve it with `diagnosa registry approve 1 --group toy --port 0`" in capsys.readouterr().out
 
 
 def test_executions_name_the_dataset_each_trained_on_and_filter_by_it(ws, tmp_path, capsys):

@@ -86,7 +86,8 @@ def test_registry_commands(tmp_path, capsys):
     assert registry.describe_model_package("diagnosa/1")["ModelApprovalStatus"] == "Approved"
     # Approving deploys to the local endpoint; a model outside the local lake is approved but not deployed.
     assert main([*ws, "registry", "approve", "1"]) == 2
-    assert "approved, but not deployed" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "approved, but not deployed" in err and "approving again deploys it (`diagnosa registry approve 1 --port 0`" in err
     assert main([*ws, "registry", "reject", "7"]) == 2
     assert "does not exist" in capsys.readouterr().err
 

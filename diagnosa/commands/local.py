@@ -62,12 +62,12 @@ def cmd_run(args: argparse.Namespace) -> int:
                 record = executor.resume(args.resume)
         except ExecutionError as err:
             raise UsageError(str(err)) from None
-        return report_run(record, local.lake)
+        return report_run(record, local.lake, port=args.port)
     overrides = split_params(args.param)
     families = split_families(args.families)
     definition = _read_definition(args.definition) if args.definition else None
     return run_pipeline(local, executor, dataset=args.dataset, overrides=overrides, families=families,
-                        definition=definition, board=board)
+                        definition=definition, board=board, port=args.port)
 
 
 def _read_definition(path: str) -> dict[str, Any]:
@@ -82,7 +82,7 @@ def _read_definition(path: str) -> dict[str, Any]:
 
 def run_pipeline(local: LocalWorkspace, executor: LocalExecutor, *, dataset: str, overrides: dict[str, str],
                  families: tuple[str, ...] | None = None, definition: dict[str, Any] | None = None,
-                 board: Board | None = None) -> int:
+                 board: Board | None = None, port: int | None = None) -> int:
     """A new local execution, as `run --local` and `monitor --retrain` start it: planned (the data it trains on,
     the definition, the parameters), announced, run (shown live on ``board``, if given) and reported; the exit
     status."""
@@ -99,12 +99,13 @@ def run_pipeline(local: LocalWorkspace, executor: LocalExecutor, *, dataset: str
             record = executor.start(plan.definition, plan.overrides)
     except ExecutionError as err:
         raise UsageError(str(err)) from None
-    return report_run(record, local.lake, manifest)
+    return report_run(record, local.lake, manifest, port=port)
 
 
-def report_run(record: Any, lake: DataLake, manifest: dict[str, Any] | None = None) -> int:
-    """What an execution did and how to use what it made; the exit status (0, 1 failed, 130 stopped)."""
-    _report(record, lake, _example(lake, manifest, record))
+def report_run(record: Any, lake: DataLake, manifest: dict[str, Any] | None = None, *, port: int | None = None) -> int:
+    """What an execution did and how to use what it made; the exit status (0, 1 failed, 130 stopped). ``port``: the
+    run's --port, repeated in the hints that deploy (the default port may be taken, as it was for the run)."""
+    _report(record, lake, _example(lake, manifest, record), port=port)
     return 0 if record.status == "Succeeded" else 130 if record.status == "Stopped" else 1
 
 
@@ -129,7 +130,7 @@ def _example(lake, manifest: dict[str, Any] | None, record) -> dict[str, Any]:
     return example
 
 
-def _report(record, lake, example: dict[str, Any] = EXAMPLE) -> None:
+def _report(record, lake, example: dict[str, Any] = EXAMPLE, *, port: int | None = None) -> None:
     print(f"execution {record.id}: {record.status} (details: {record.path})")
     steps = record.steps
     evaluate = steps.get("Evaluate", {}).get("Properties", {})
@@ -153,7 +154,8 @@ def _report(record, lake, example: dict[str, Any] = EXAMPLE) -> None:
     elif registered and "Deploy" not in steps:  # a Deploy that ran and failed says so below, not "not Approved"
         group, version = registered.rsplit("/", 2)[-2:]
         print("  not deployed (ModelApprovalStatus is not Approved): approve it with "
-              f"`diagnosa registry approve {version}" + (f" --group {group}`" if group != "diagnosa" else "`"))
+              f"`diagnosa registry approve {version}" + (f" --group {group}" if group != "diagnosa" else "")
+              + (f" --port {port}`" if port is not None else "`"))
     if record.status == "Stopped":
         print(f"  stopped before the end: resume with `diagnosa run --local --resume {record.id}`")
     if record.status == "Failed":
@@ -161,7 +163,8 @@ def _report(record, lake, example: dict[str, Any] = EXAMPLE) -> None:
         if any(s["StepType"] == "Fail" and s["StepStatus"] == "Failed" for s in steps.values()):
             names = ", ".join(_gate_parameters(lake, evaluate)) or "<Name>"
             print(f"  the recall gate kept the model out of the registry: hold one run to other thresholds with "
-                  f"`--param NAME=VALUE` ({names}), a dataset to its own in its config's [gate] (docs/data.md)")
+                  f"`--param NAME=VALUE` ({names}; training is reused from the cache), a dataset "
+                  "to its own in its config's [gate] (docs/data.md; ingested again, a new version that trains anew)")
         else:
             # A resumed run reads the same curated version: it can retry a fixed environment or code, not data.
             print(f"  after fixing the cause in the code or the environment, resume with `diagnosa run --local "
