@@ -380,12 +380,17 @@ def test_a_column_of_numbers_read_as_a_category_is_reported_with_what_made_it_on
     assert Schema.from_dict(manifest["schema"]).field("crp").type == "category"
     assert report.numbers_read_as_categories == manifest["numbers_read_as_categories"] == {
         "crp": {"numbers": 4, "cells": 7, "others": ["<0.1", "#DIV/0!", "1_000"]},  # '1_000' as validation reads it
-        "temp": {"numbers": 0, "cells": 7, "others": ["36,5", "37,5", "38,5"], "decimal_commas": 7}}
+        "temp": {"numbers": 0, "cells": 7, "others": ["36,5", "37,5", "38,5"], "decimal_commas": 7,
+                 "comma_delimited": True}}
     summary = report.summary()
     assert "crp (4 of 7 sampled cells are numbers; not: '<0.1', '#DIV/0!', '1_000')" in summary
     assert "temp (0 of 7 sampled cells are numbers; not: '36,5', '37,5', '38,5'; 7 with a decimal comma: set " \
-           "decimal = \",\" under [csv]" in summary
+           "decimal = \",\" under [csv] (and another delimiter))" in summary
     assert "code" not in summary  # declared a category: no news
+    # The same file ';'-separated (a Spanish spreadsheet) without decimal = ",": the delimiter is already another one.
+    semicolons = rows.replace(",", ";").replace('"', "").replace(";5;", ",5;")
+    report = ingest(lake, tmp_path, BASE + "[columns.code]\ntype = \"category\"\n[csv]\ndelimiter = \";\"\n", semicolons)
+    assert "7 with a decimal comma: set decimal = \",\" under [csv])" in report.summary()
 
 
 def test_an_integer_too_large_to_hold_exactly_is_quarantined_not_rounded_or_a_crash(lake, tmp_path):

@@ -120,8 +120,9 @@ class IngestReport:
                          "with other text instead, or add the text to missing_values): " + ", ".join(
                              f"{column} ({c['numbers']:,} of {c['cells']:,} sampled cells are numbers; not: "
                              + ", ".join(map(repr, c["others"]))
-                             + (f"; {c['decimal_commas']:,} with a decimal comma: set decimal = \",\" under [csv] "
-                                "(and another delimiter)" if c.get("decimal_commas") else "") + ")"
+                             + (f"; {c['decimal_commas']:,} with a decimal comma: set decimal = \",\" under [csv]"
+                                + (" (and another delimiter)" if c.get("comma_delimited") else "")
+                                if c.get("decimal_commas") else "") + ")"
                              for column, c in self.numbers_read_as_categories.items()))
         if self.cleaned_cells:
             lines.append(f"  cells read without the spaces around them or with composed accents: {self.cleaned_cells:,}")
@@ -647,7 +648,7 @@ def ingest_csv_data(lake: DataLake, data: bytes, stem: str, config: dict[str, An
         schema = schema_from_config(config, header, sample)
     except SchemaError as err:
         raise IngestError(f"{config_source}: {err}") from None
-    mostly_numbers = numbers_read_as_categories(schema, config, sample, dialect.decimal)
+    mostly_numbers = numbers_read_as_categories(schema, config, sample, dialect.decimal, dialect.delimiter)
     # The gate is no part of the schema (the missing-value markers are), but a run holds the data to it: a version
     # of its own.
     version = _version(schema, [digest, *(["gate:" + json.dumps(config["gate"], sort_keys=True)] if "gate" in config
@@ -734,7 +735,7 @@ def read_numeric_labels(cells: pd.DataFrame, config: dict[str, Any]) -> tuple[pd
 
 
 def numbers_read_as_categories(schema: Schema, config: dict[str, Any], sample: dict[str, list[str]],
-                               decimal: str) -> dict[str, dict[str, Any]]:
+                               decimal: str, delimiter: str = ",") -> dict[str, dict[str, Any]]:
     """Columns the config does not declare that were inferred as categories though most sampled cells are numbers:
     one '<0.1' or '#DIV/0!' among a lab's values makes the whole column a category (each value a level), which
     the report must say."""
@@ -750,6 +751,8 @@ def numbers_read_as_categories(schema: Schema, config: dict[str, Any], sample: d
             out[f.name] = {"numbers": numbers, "cells": numbers + len(others), "others": list(dict.fromkeys(others))[:3]}
             if with_commas > numbers:
                 out[f.name]["decimal_commas"] = with_commas
+                if delimiter == ",":  # decimal commas need cells separated otherwise
+                    out[f.name]["comma_delimited"] = True
     return out
 
 
