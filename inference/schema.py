@@ -46,6 +46,11 @@ class RequestSchema:
         # Per field, the texts a CSV cell means "missing" with, as ingestion read the training CSV (never a value the
         # field declares).
         self._missing = {name: frozenset(schema.missing_values) - set(f.values or ()) for name, f in self.fields.items()}
+        # The dataset's columns that are not inputs, named as such when a request carries them (a scoring file in
+        # the training file's shape): 'unknown field' alone read like a typo.
+        self._not_inputs = {**{f.name: f"the dataset's {f.role}" if f.role == "target" else "metadata of the dataset"
+                               for f in schema.fields if f.role in ("target", "metadata")},
+                            **{name: "a column the dataset's config excludes" for name in schema.exclude}}
 
     @property
     def accepted(self) -> list[str]:
@@ -130,7 +135,9 @@ class RequestSchema:
             record = self._composed_keys(row, record, problems)
             for key in record:
                 if key != self.id_field and key not in self.fields:
-                    problems.append(Problem(row, str(key), f"unknown field (accepted: {', '.join(self.accepted)})"))
+                    problems.append(Problem(row, str(key), (
+                        f"not an input of the model ({self._not_inputs[key]}): leave it out of the request"
+                        if key in self._not_inputs else f"unknown field (accepted: {', '.join(self.accepted)})")))
         rid = record.get(self.id_field)
         if rid is not None and (isinstance(rid, bool) or not isinstance(rid, (str, int))):
             problems.append(Problem(row, self.id_field, f"must be a string, got {type(rid).__name__}"))

@@ -363,6 +363,24 @@ def test_blank_texts_are_missing_values_as_ingestion_read_the_training_cells():
         "expected a number, got str '30'"]
 
 
+def test_the_datasets_columns_that_are_not_inputs_are_named_as_such():
+    # A scoring CSV in the training file's shape was refused with 'rownames: unknown field', 'substance: unknown
+    # field', which read like typos: they are the config's excluded column and the target.
+    from diagnosa.data.schema import Field, Schema
+    from inference.schema import RequestSchema
+
+    schema = Schema("x", (Field("case", "string", role="id"), Field("age", "number"), Field("seen", "date", role="metadata"),
+                          Field("substance", "category", role="target", values=("a", "b"))), ("a", "b"),
+                    exclude=("rownames",))
+    _, problems = RequestSchema(schema).validate(0, {"rownames": "1", "age": "30", "substance": "a", "seen": "2026-01-01",
+                                                     "agee": "3"}, text=True)
+    assert {p.field: p.problem for p in problems} == {
+        "rownames": "not an input of the model (a column the dataset's config excludes): leave it out of the request",
+        "substance": "not an input of the model (the dataset's target): leave it out of the request",
+        "seen": "not an input of the model (metadata of the dataset): leave it out of the request",
+        "agee": "unknown field (accepted: case, age)"}
+
+
 def test_field_names_typed_with_decomposed_accents_are_the_fields():
     # 'hipertensión' from a Mac's CSV header (an 'o' and a combining accent) was an unknown field, and the refusal
     # listed 'hipertensión' among the accepted names, looking the same.
