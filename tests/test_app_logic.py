@@ -357,6 +357,29 @@ def test_app_command_calls_the_endpoint_of_the_models_dataset(dataset_model, mon
     assert AppConfig.from_env(started[1]).endpoint_name == "diagnosa"
 
 
+def test_app_command_shapes_the_form_from_the_model_a_local_endpoint_serves(dataset_model, tmp_path, monkeypatch,
+                                                                            capsys):
+    # `diagnosa app --endpoint-name aids-2` without --model showed the built-in cohort's form, whose fields the
+    # dataset's endpoint refuses.
+    import os
+
+    from diagnosa.cli import main
+
+    ws = tmp_path / "ws"
+    (ws / "endpoints" / "aids-2").mkdir(parents=True)
+    (ws / "endpoints" / "aids-2" / "endpoint.json").write_text(json.dumps(
+        {"EndpointName": "aids-2", "EndpointStatus": "InService", "ModelDir": str(dataset_model)}))
+    started = []
+    monkeypatch.delenv("DIAGNOSA_APP_MODEL", raising=False)
+    monkeypatch.setattr(os, "execve", lambda path, argv, env: started.append(env))
+    argv = ["--workspace", str(ws), "app", "--endpoint-url", "http://127.0.0.1:8080"]
+    assert main([*argv, "--endpoint-name", "aids-2"]) == 0
+    assert AppConfig.from_env(started[0]).model == str(dataset_model)
+    assert f"form from the model local endpoint 'aids-2' serves ({dataset_model})" in capsys.readouterr().out
+    assert main([*argv, "--endpoint-name", "elsewhere"]) == 0  # no such local endpoint: the built-in form, as before
+    assert AppConfig.from_env(started[1]).model is None
+
+
 def test_app_command_refuses_a_bad_configuration(tmp_path, capsys):
     from diagnosa.cli import main
 

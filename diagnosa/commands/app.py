@@ -9,7 +9,15 @@ import argparse
 import os
 from pathlib import Path
 
-from diagnosa.commands.common import UsageError, model_folder, positive_seconds, sagemaker_name, workspace
+from diagnosa.commands.common import (
+    UsageError,
+    local_workspace,
+    model_folder,
+    positive_seconds,
+    sagemaker_name,
+    workspace,
+)
+from diagnosa.services import ServiceError
 
 
 def cmd_app(args: argparse.Namespace) -> int:
@@ -20,6 +28,15 @@ def cmd_app(args: argparse.Namespace) -> int:
     model = str(model_folder(Path(args.model), workspace(args))) if args.model else None
     if args.endpoint_url and args.region:
         raise UsageError("--region is for a SageMaker endpoint; the local endpoint is chosen by --endpoint-url")
+    if model is None and args.endpoint_name and not args.region:
+        # A local endpoint of this workspace named without --model: its model's form (a dataset of the user's own
+        # got the built-in cohort's form, whose fields its endpoint refuses).
+        try:
+            model = local_workspace(args).endpoint_model_dir(args.endpoint_name)
+        except ServiceError:  # an s3:// lake: no local endpoints
+            model = None
+        if model is not None:
+            print(f"form from the model local endpoint '{args.endpoint_name}' serves ({model})")
     try:
         config = AppConfig(endpoint_name=args.endpoint_name or model_endpoint_name(model),
                            endpoint_url=(args.endpoint_url or "").rstrip("/") or None,
@@ -52,7 +69,8 @@ def register(commands: argparse._SubParsersAction) -> None:
                         help="AWS region of a SageMaker endpoint (default: the AWS SDK's)")
     parser.add_argument("--model", default=os.environ.get("DIAGNOSA_APP_MODEL"),
                         help="the model folder or model.tar.gz whose request schema shapes the form "
-                             "(default: the built-in cohort's schema)")
+                             "(default: the model the workspace's local endpoint --endpoint-name serves, else the "
+                             "built-in cohort's schema)")
     parser.add_argument("--feedback-lake", default=os.environ.get("DIAGNOSA_APP_LAKE"),
                         help="data lake (folder or s3://bucket/prefix) for confirmed diagnoses when the endpoint is a "
                              "SageMaker endpoint, which has no feedback route")
