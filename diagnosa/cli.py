@@ -474,7 +474,8 @@ def cmd_registry_decide(args: argparse.Namespace) -> int:
             record = local.deploy_approved(package, endpoint_name=args.endpoint_name, port=args.port)
         except ServiceError as err:
             again = f"diagnosa registry approve {args.version}" + (
-                f" --group {args.group}" if args.group != "diagnosa" else "")
+                f" --group {args.group}" if args.group != "diagnosa" else "") + (
+                f" --endpoint-name {args.endpoint_name}" if args.endpoint_name else "")
             raise UsageError(f"approved, but not deployed: {err}. Once that is fixed, approving again deploys it "
                              f"(`{again} --port 0` picks a free port)") from None
         print(f"endpoint {record['EndpointName']} now serves v{package['ModelPackageVersion']} on {record['Url']}")

@@ -43,6 +43,7 @@ from diagnosa.data.physiology import LABS
 from diagnosa.data.schema import (
     BUILTIN_DATASET,
     CsvDialect,
+    FieldNames,
     SchemaError,
     check_dataset_config,
     clean_text,
@@ -233,8 +234,10 @@ def own_feedback_dataset(lake: DataLake, endpoint: str, dataset: str, *, base_ve
         header = [str(name) for name in read_csv_rows(data, base_key, dialect).frame.columns]
     except IngestError as err:
         raise RetrainError(str(err)) from None
-    types = {f["name"]: f["type"] for f in manifest["schema"]["fields"]}
-    config = typed_as_before(config, manifest["schema"], header)
+    # Field names as the header is read now (trimmed): a version ingested before that kept 'age ' as written.
+    schema = {**manifest["schema"], "fields": [{**f, "name": clean_text(f["name"])} for f in manifest["schema"]["fields"]]}
+    types = {f["name"]: f["type"] for f in schema["fields"]}
+    config = typed_as_before(config, schema, header)
     rows, skipped = feedback_lines(lake, endpoint, header, config, types, dialect, start, end)
     if not rows:
         raise NothingToFold(skipped)
@@ -317,7 +320,9 @@ def feedback_lines(lake: DataLake, endpoint: str, header: list[str], config: dic
 
 def feedback_cells(record: dict[str, Any], item: Feedback, header: list[str], config: dict[str, Any],
                    types: dict[str, str], dialect: CsvDialect) -> list[str]:
-    """A feedback's row as CSV cell texts, in ``header``'s order, written as the file writes them."""
+    """A feedback's row as CSV cell texts, in ``header``'s order, written as the file writes them; the captured
+    record's field names read as the endpoint read them ('age ' in a CSV request's header is the column age)."""
+    record = FieldNames(header).read(record)[0]
     exclude = set(config.get("exclude") or ())
     group = (config.get("slice") or {}).get("group")
     cells = []

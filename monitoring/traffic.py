@@ -16,7 +16,7 @@ from typing import Any, Iterable, Mapping
 
 import pandas as pd
 
-from diagnosa.data.schema import clean_text, is_clean_text, is_missing_text
+from diagnosa.data.schema import FieldNames, clean_text, is_missing_text
 from diagnosa.data.validate import LIST_SEPARATOR, boolean_text
 from diagnosa.lake import DataLake
 from inference.capture import decode_payload, read_capture
@@ -106,18 +106,12 @@ def _coerce(kind: str, value: Any, text: bool, missing: frozenset[str] = frozens
     return None, False
 
 
-def _composed_keys(record: dict[Any, Any]) -> dict[Any, Any]:
-    """A record's field names as the endpoint matches them: trimmed, composed (NFC; 'hipertensión' typed on a Mac)."""
-    if all(not isinstance(key, str) or is_clean_text(key) for key in record):
-        return record
-    return {clean_text(key) if isinstance(key, str) else key: value for key, value in record.items()}
-
-
 def traffic_from_events(events: Iterable[dict[str, Any]], kinds: dict[str, str], skipped: Skipped | None = None,
                         missing: Mapping[str, Iterable[str]] | None = None) -> Traffic:
     """Rows for the monitor from capture events; ``kinds`` maps each field to numeric/category/boolean/terms,
     ``missing`` to the CSV texts that mean missing (default: none but the empty cell)."""
     markers = {name: frozenset((missing or {}).get(name, ())) for name in kinds}
+    names = FieldNames(kinds)  # the record's field names read as the endpoint read them
     skipped = skipped or Skipped()
     type_errors: Counter[str] = Counter()
     rows: list[dict[str, Any]] = []
@@ -160,7 +154,7 @@ def traffic_from_events(events: Iterable[dict[str, Any]], kinds: dict[str, str],
             category = prediction.get("category") if isinstance(prediction, dict) else None
             row: dict[str, Any] = {"event_id": event_id, "row": i, "rows_in_event": len(records),
                                    "inference_time": when, "predicted": category}
-            record = _composed_keys(record)
+            record = names.read(record)[0]
             for name, kind in kinds.items():
                 value, ok = _coerce(kind, record.get(name), text, markers[name])
                 if not ok:

@@ -368,7 +368,8 @@ def test_app_command_shapes_the_form_from_the_model_a_local_endpoint_serves(data
     ws = tmp_path / "ws"
     (ws / "endpoints" / "aids-2").mkdir(parents=True)
     (ws / "endpoints" / "aids-2" / "endpoint.json").write_text(json.dumps(
-        {"EndpointName": "aids-2", "EndpointStatus": "InService", "ModelDir": str(dataset_model)}))
+        {"EndpointName": "aids-2", "EndpointStatus": "InService", "ModelDir": str(dataset_model),
+         "Url": "http://127.0.0.1:8080"}))
     started = []
     monkeypatch.delenv("DIAGNOSA_APP_MODEL", raising=False)
     monkeypatch.setattr(os, "execve", lambda path, argv, env: started.append(env))
@@ -378,6 +379,12 @@ def test_app_command_shapes_the_form_from_the_model_a_local_endpoint_serves(data
     assert f"form from the model local endpoint 'aids-2' serves ({dataset_model})" in capsys.readouterr().out
     assert main([*argv, "--endpoint-name", "elsewhere"]) == 0  # no such local endpoint: the built-in form, as before
     assert AppConfig.from_env(started[1]).model is None
+    # Another server than the one recorded, or a model folder gone since: the built-in form, the app starts.
+    assert main([*argv[:-1], "http://127.0.0.1:9090", "--endpoint-name", "aids-2"]) == 0
+    assert AppConfig.from_env(started[2]).model is None
+    (dataset_model / "metadata.json").unlink()
+    assert main([*argv, "--endpoint-name", "aids-2"]) == 0
+    assert AppConfig.from_env(started[3]).model is None and "which is gone" in capsys.readouterr().err
 
 
 def test_app_command_refuses_a_bad_configuration(tmp_path, capsys):

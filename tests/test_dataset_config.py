@@ -595,3 +595,19 @@ def test_header_names_are_read_without_the_spaces_around_them(lake, tmp_path):
     assert list(load_curated(lake, "x")[0].columns[:3]) == ["case", "age", "Sex"]
     assert RequestSchema(schema).accepted == ["case", "age", "Sex"]
     assert lake.get_bytes(report.sources[0].key).startswith(b" case, age ,Sex ,")  # raw/ keeps the file as written
+
+
+def test_a_configs_column_names_are_read_trimmed_as_the_header_is(lake, tmp_path):
+    # The header is read trimmed: a config naming its columns with the spaces the file had ('case ', as an earlier
+    # message advised) must name the same columns, and a curated version's stored config reads so when retrained.
+    from diagnosa.data.schema import check_dataset_config
+
+    config = BASE.replace('"case"', '"case "') + 'exclude = [" flag"]\n[columns."age "]\ntype = "integer"\n'
+    report = ingest(lake, tmp_path, config, ROWS.replace("case,age,", "case ,age,"))
+    schema = Schema.from_dict(lake.get_json(report.manifest_key)["schema"])
+    assert (schema.id_column, schema.exclude, schema.field("age").type) == ("case", ("flag",), "integer")
+    stored = {"name": "x", "id_column": "case ", "target": " outcome", "labels": ["a", "b"], "columns": {"age ": {}}}
+    read = check_dataset_config(stored, "a manifest")
+    assert (read["id_column"], read["target"], list(read["columns"])) == ("case", "outcome", ["age"])
+    with pytest.raises(SchemaError, match="declares 'age' twice"):
+        check_dataset_config({**stored, "columns": {"age": {}, "age ": {}}}, "a manifest")

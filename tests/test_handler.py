@@ -381,6 +381,31 @@ def test_the_datasets_columns_that_are_not_inputs_are_named_as_such():
         "agee": "unknown field (accepted: case, age)"}
 
 
+def test_a_model_whose_field_was_stored_untrimmed_is_served_by_either_name():
+    # A model trained before headers were read trimmed has the field 'age ': a stray key in the request made the
+    # endpoint trim the valid 'age ' into an unknown 'age'; the monitor read every captured 'age ' as missing.
+    from datetime import datetime, timezone
+
+    from diagnosa.data.schema import Field, Schema
+    from inference.capture import capture_line
+    from inference.schema import RequestSchema
+    from monitoring.traffic import traffic_from_events
+
+    schema = Schema("x", (Field("id", "string", role="id"), Field("age ", "number"), Field("sex", "category"),
+                          Field("dx", "category", role="target", values=("a", "b"))), ("a", "b"))
+    requests = RequestSchema(schema)
+    for record in ({"age ": 50, "sex": "M", "dx": "a"}, {"age": 50, "sex": "M", "extra": 1}):
+        values, problems = requests.validate(0, record, text=False)
+        assert values["age "] == 50.0 and [p.field for p in problems] == [next(k for k in record if k in ("dx", "extra"))]
+    _, problems = requests.validate(0, {"age": 1, "age ": 2}, text=False)
+    assert [(p.field, p.problem) for p in problems] == [("age ", "given twice (once with spaces around it)")]
+    when = datetime(2026, 12, 2, tzinfo=timezone.utc)
+    events = [capture_line(f"e{i}", None, json.dumps(record).encode(), "application/json",
+                           b'{"predictions": [{"category": "a"}]}', "application/json", when)
+              for i, record in enumerate(({"age ": 50}, {"age": 60}, {" age": 70}))]
+    assert traffic_from_events(events, {"age ": "numeric"}).rows["age "].tolist() == [50.0, 60.0, 70.0]
+
+
 def test_field_names_typed_with_decomposed_accents_are_the_fields():
     # 'hipertensión' from a Mac's CSV header (an 'o' and a combining accent) was an unknown field, and the refusal
     # listed 'hipertensión' among the accepted names, looking the same.

@@ -97,6 +97,16 @@ def test_feedback_becomes_rows_of_the_users_file_written_as_it_is_written(lake):
     assert f"FB-{first};;71;38,5;true;grave\r\n".encode("cp1252") in raw
 
 
+def test_a_csv_requests_field_names_are_read_as_the_endpoint_read_them(lake):
+    # A scoring CSV's header 'edad ,temperatura' (the endpoint reads 'edad ' as edad): its age was lost from the
+    # feedback row, an empty cell where the model had been given 52.
+    (event,) = _served(lake, ("edad ,temperatura\n52,37.25\n", "text/csv"))
+    _confirm(lake, event, "grave")
+    result = feedback_dataset(lake, ENDPOINT)
+    fed = load_curated(lake, "mi_hospital", result.version)[0].set_index("paciente").loc[f"FB-{event}"]
+    assert result.feedback_rows == 1 and (fed["edad"], fed["temperatura"], fed["gravedad"]) == (52, 37.25, "grave")
+
+
 def test_each_retraining_adds_every_feedback_once_with_its_latest_diagnosis(lake):
     (event,) = _served(lake, ({"edad": 50, "temperatura": 37.0}, "application/json"))
     _confirm(lake, event, "leve")

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from diagnosa.commands.common import (
     UsageError,
@@ -29,14 +31,7 @@ def cmd_app(args: argparse.Namespace) -> int:
     if args.endpoint_url and args.region:
         raise UsageError("--region is for a SageMaker endpoint; the local endpoint is chosen by --endpoint-url")
     if model is None and args.endpoint_name and not args.region:
-        # A local endpoint of this workspace named without --model: its model's form (a dataset of the user's own
-        # got the built-in cohort's form, whose fields its endpoint refuses).
-        try:
-            model = local_workspace(args).endpoint_model_dir(args.endpoint_name)
-        except ServiceError:  # an s3:// lake: no local endpoints
-            model = None
-        if model is not None:
-            print(f"form from the model local endpoint '{args.endpoint_name}' serves ({model})")
+        model = _local_endpoint_model(args)
     try:
         config = AppConfig(endpoint_name=args.endpoint_name or model_endpoint_name(model),
                            endpoint_url=(args.endpoint_url or "").rstrip("/") or None,
@@ -51,6 +46,28 @@ def cmd_app(args: argparse.Namespace) -> int:
     # Become the Streamlit server: SIGTERM and Ctrl-C reach it directly, no orphan is left behind.
     os.execve(argv[0], argv, env)
     return 0  # pragma: no cover - execve does not return
+
+
+def _local_endpoint_model(args: argparse.Namespace) -> str | None:
+    """The model folder of the workspace's local endpoint --endpoint-name, for the form when --model is not given (a
+    dataset of the user's own got the built-in cohort's form, whose fields its endpoint refuses); None, and the
+    built-in form, for no such endpoint, one served elsewhere than --endpoint-url, or a model folder gone since."""
+    try:
+        record = local_workspace(args).endpoints().describe(args.endpoint_name)
+    except ServiceError:  # an s3:// lake: no local endpoints
+        return None
+    model = (record or {}).get("ModelDir")
+    if not model:
+        return None
+    url = (record or {}).get("Url")
+    if args.endpoint_url and url and urlsplit(args.endpoint_url).port != urlsplit(url).port:
+        return None  # another server than the one recorded (by port: 'localhost' and 127.0.0.1 are one host)
+    if not (Path(model) / "metadata.json").is_file():
+        print(f"warning: local endpoint '{args.endpoint_name}' served {model}, which is gone: the built-in form",
+              file=sys.stderr)
+        return None
+    print(f"form from the model local endpoint '{args.endpoint_name}' serves ({model})")
+    return str(model)
 
 
 def register(commands: argparse._SubParsersAction) -> None:

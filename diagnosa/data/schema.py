@@ -14,7 +14,7 @@ import math
 import re
 import tomllib
 import unicodedata
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -267,6 +267,36 @@ def is_missing_text(value: str, text: bool, markers: frozenset[str] | set[str] =
     return not value or value.isspace() or (text and value.strip() in markers)
 
 
+class FieldNames:
+    """A request's field names matched to a model's as ingestion read the training CSV's header: trimmed, accents
+    composed (a CSV header's 'edad ', 'hipertensión' typed on a Mac). A field an older ingestion stored untrimmed
+    ('edad ') is matched by its trimmed name too. One home for the endpoint, the monitor and retraining."""
+
+    def __init__(self, names: Iterable[str]):
+        self.names = frozenset(names)
+        self._by_clean = {clean_text(name): name for name in self.names}
+
+    def read(self, record: Mapping[Any, Any]) -> tuple[dict[Any, Any], list[tuple[str, str]]]:
+        """The record with each key renamed to the field it names; the (field, how) of the fields given twice so
+        (which value was meant is not known: the later one is dropped)."""
+        if self.names.issuperset(record):
+            return dict(record), []
+        out: dict[Any, Any] = {}
+        twice: list[tuple[str, str]] = []
+        for key, value in record.items():
+            name = key
+            if isinstance(key, str) and key not in self.names:
+                clean = clean_text(key)
+                name = self._by_clean.get(clean, clean)
+            if name in out or (name != key and name in record):
+                how = ("with its accents decomposed" if isinstance(key, str) and unicodedata.normalize("NFC", key) != key
+                       else "with spaces around it")
+                twice.append((str(name), how))
+                continue
+            out[name] = value
+        return out, twice
+
+
 def is_clean_text(text: str) -> bool:
     return text == text.strip() and (text.isascii() or unicodedata.is_normalized("NFC", text))
 
@@ -410,7 +440,30 @@ def check_dataset_config(data: dict[str, Any], where: str) -> dict[str, Any]:
             raise SchemaError(f"{where}: [columns.{column}] values {', '.join(map(repr, spaced))} have spaces around "
                               "them (cells are read trimmed: write the values without them)")
     _check_key_columns(data, columns, where)
-    return data
+    return _trimmed_column_names(data, where)
+
+
+def _trimmed_column_names(data: dict[str, Any], where: str) -> dict[str, Any]:
+    """The config with its column names read as the header's are, trimmed (``'id '`` names the header's ``id``); a
+    manifest's config from before headers were read trimmed reads the same."""
+    out = dict(data)
+    for key in ("id_column", "target", "slice_column"):
+        if key in out:
+            out[key] = clean_text(out[key])
+    if "exclude" in out:
+        out["exclude"] = [clean_text(column) for column in out["exclude"]]
+    if isinstance(out.get("slice"), dict):
+        out["slice"] = {**out["slice"], **{k: clean_text(v) for k, v in out["slice"].items()
+                                           if k in ("column", "group") and isinstance(v, str)}}
+    if isinstance(out.get("columns"), dict):
+        columns: dict[str, Any] = {}
+        for name, spec in out["columns"].items():
+            if clean_text(name) in columns:
+                raise SchemaError(f"{where}: [columns] declares '{clean_text(name)}' twice (column names are read "
+                                  "without the spaces around them)")
+            columns[clean_text(name)] = spec
+        out["columns"] = columns
+    return out
 
 
 def _check_key_columns(data: dict[str, Any], columns: dict[str, Any], where: str) -> None:
@@ -657,8 +710,8 @@ def schema_from_config(config: dict[str, Any], header: list[str], sample: dict[s
         raise SchemaError(f"the slice group '{group}' cannot be the id, the target or an excluded column")
     if not any(f.role == "feature" for f in fields):
         raise SchemaError("the config leaves no feature column: every column is the id, the target, the slice, "
-                          "excluded or declared metadata (a model needs at least one column to learn from; "
-                          f"header: {_shown(header)})")
+                          "excluded, declared metadata, or a date or text column (metadata too): a model needs at "
+                          f"least one column to learn from (header: {_shown(header)})")
     return Schema(config["name"], tuple(fields), tuple(config["labels"]), exclude=exclude,
                   slice_column=slice_column, slice_name=slice_name, ordinal=config.get("ordinal", True),
                   group_column=group or None,
