@@ -197,20 +197,15 @@ class LocalWorkspace:
         return open_local(self.root, self.lake, LOCAL_BUCKET, endpoints=self.endpoints(port),
                           max_parallel=max_parallel, use_cache=use_cache, progress=progress, on_step=on_step)
 
-    def endpoint_model_dir(self, endpoint_name: str) -> str | None:
-        """The model folder a local endpoint of this workspace serves (None: no such endpoint here)."""
-        record = self.endpoints().describe(endpoint_name)
-        return record.get("ModelDir") or None if record else None
-
     def endpoint_labels(self, endpoint_name: str) -> list[str] | None:
         """The labels of the model a local endpoint of this workspace serves (None: no such endpoint here)."""
         from diagnosa.model import ModelLoadError, model_labels
 
-        model_dir = self.endpoint_model_dir(endpoint_name)
-        if model_dir is None:
+        record = self.endpoints().describe(endpoint_name)
+        if not record or not record.get("ModelDir"):
             return None
         try:
-            return model_labels(model_dir)
+            return model_labels(record["ModelDir"])
         except ModelLoadError:
             return None
 

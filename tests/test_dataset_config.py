@@ -611,3 +611,6 @@ def test_a_configs_column_names_are_read_trimmed_as_the_header_is(lake, tmp_path
     assert (read["id_column"], read["target"], list(read["columns"])) == ("case", "outcome", ["age"])
     with pytest.raises(SchemaError, match="declares 'age' twice"):
         check_dataset_config({**stored, "columns": {"age": {}, "age ": {}}}, "a manifest")
+    # The checks see the names as read: 'age ' declared and 'age' excluded are one column.
+    with pytest.raises(SchemaError, match="'age' is both in 'exclude' and declared"):
+        check_dataset_config({**stored, "exclude": ["age"]}, "a manifest")

@@ -56,10 +56,9 @@ def _local_endpoint_model(args: argparse.Namespace) -> str | None:
         record = local_workspace(args).endpoints().describe(args.endpoint_name)
     except ServiceError:  # an s3:// lake: no local endpoints
         return None
-    model = (record or {}).get("ModelDir")
-    if not model:
+    if not record or not record.get("ModelDir"):
         return None
-    url = (record or {}).get("Url")
+    model, url = record["ModelDir"], record.get("Url")
     if args.endpoint_url and url and urlsplit(args.endpoint_url).port != urlsplit(url).port:
         return None  # another server than the one recorded (by port: 'localhost' and 127.0.0.1 are one host)
     if not (Path(model) / "metadata.json").is_file():

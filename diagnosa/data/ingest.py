@@ -262,7 +262,8 @@ def read_csv_rows(data: bytes, source: str, dialect: CsvDialect | None = None) -
         raise IngestError(f"{source}: column{'s' * (len(unnamed) > 1)} {', '.join(unnamed)} of the header "
                           f"{'have' if len(unnamed) > 1 else 'has'} no name (a spreadsheet's empty columns, or a "
                           "delimiter at the end of the header): name or delete them")
-    # Repeats are looked for in the header as written: 'age.group' beside 'age' is a column of its own.
+    # Repeats are looked for in the header as read (trimmed), not as pandas would rename them: 'age.group' beside
+    # 'age' is a column of its own, 'age ' beside 'age' the same name twice.
     duplicated = sorted({name for name in header if header.count(name) > 1})
     if duplicated:
         spaced = sorted({w for w, name in zip(written, header) if name in duplicated and w != name})

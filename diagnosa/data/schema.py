@@ -339,6 +339,7 @@ def check_dataset_config(data: dict[str, Any], where: str) -> dict[str, Any]:
     for a config read back from a curated version's manifest (retraining ingests feedback with it)."""
     if not isinstance(data, dict):
         raise SchemaError(f"{where}: a dataset config is a table of keys, got {type(data).__name__}")
+    data = _trimmed_column_names(data, where)  # checked as the header's names are read
     unknown = sorted(set(data) - CONFIG_KEYS)
     if unknown:
         raise SchemaError(f"{where}: unknown keys {', '.join(unknown)} (allowed: {', '.join(sorted(CONFIG_KEYS))}; "
@@ -440,17 +441,18 @@ def check_dataset_config(data: dict[str, Any], where: str) -> dict[str, Any]:
             raise SchemaError(f"{where}: [columns.{column}] values {', '.join(map(repr, spaced))} have spaces around "
                               "them (cells are read trimmed: write the values without them)")
     _check_key_columns(data, columns, where)
-    return _trimmed_column_names(data, where)
+    return data
 
 
 def _trimmed_column_names(data: dict[str, Any], where: str) -> dict[str, Any]:
     """The config with its column names read as the header's are, trimmed (``'id '`` names the header's ``id``); a
-    manifest's config from before headers were read trimmed reads the same."""
+    manifest's config from before headers were read trimmed reads the same. Values of the wrong type are left for
+    the checks to name."""
     out = dict(data)
     for key in ("id_column", "target", "slice_column"):
-        if key in out:
+        if isinstance(out.get(key), str):
             out[key] = clean_text(out[key])
-    if "exclude" in out:
+    if _is_str_list(out.get("exclude")):
         out["exclude"] = [clean_text(column) for column in out["exclude"]]
     if isinstance(out.get("slice"), dict):
         out["slice"] = {**out["slice"], **{k: clean_text(v) for k, v in out["slice"].items()
@@ -691,7 +693,7 @@ def schema_from_config(config: dict[str, Any], header: list[str], sample: dict[s
             spec["type"] = ("category" if "values" in spec else "number" if {"min", "max"} & set(spec)
                             else "number" if _all_numeric(sample.get(column, []), decimal) else "category")
         if spec.get("type") in UNLEARNED_TYPES:
-            if spec.get("role", "feature") == "feature" and "role" in spec:
+            if spec.get("role") == "feature":
                 raise SchemaError(f"column '{column}' is declared {spec['type']} with role 'feature': the models learn "
                                   f"from no {spec['type']} column (a date's meaning — an age, a delay — is the "
                                   "dataset's to compute). Give it role = \"metadata\" (kept and checked, not learned "
