@@ -371,26 +371,49 @@ def test_cells_are_compared_trimmed_and_composed_and_the_report_counts_them(lake
 
 def test_a_column_of_numbers_read_as_a_category_is_reported_with_what_made_it_one(lake, tmp_path):
     # One '<0.1' among a lab's values makes the column a category (every value a level): the report says so.
-    rows = "case,crp,temp,code,outcome\n" + "".join(
-        f"c{i},{crp},\"{36 + i},5\",{code},{label}\n" for i, (crp, code, label) in enumerate(
+    rows = "case,crp,code,outcome\n" + "".join(
+        f"c{i},{crp},{code},{label}\n" for i, (crp, code, label) in enumerate(
             [("12.5", "x1", "a"), ("<0.1", "x2", "a"), ("30", "x3", "a"), ("8", "x4", "b"), ("#DIV/0!", "x5", "b"),
              ("1_000", "x6", "b"), ("4", "x7", "b")]))
     report = ingest(lake, tmp_path, BASE + "[columns.code]\ntype = \"category\"\n", rows)
     _, manifest = load_curated(lake, "x", report.version)
     assert Schema.from_dict(manifest["schema"]).field("crp").type == "category"
     assert report.numbers_read_as_categories == manifest["numbers_read_as_categories"] == {
-        "crp": {"numbers": 4, "cells": 7, "others": ["<0.1", "#DIV/0!", "1_000"]},  # '1_000' as validation reads it
-        "temp": {"numbers": 0, "cells": 7, "others": ["36,5", "37,5", "38,5"], "decimal_commas": 7,
-                 "comma_delimited": True}}
+        "crp": {"numbers": 4, "cells": 7, "others": ["<0.1", "#DIV/0!", "1_000"]}}  # '1_000' as validation reads it
     summary = report.summary()
     assert "crp (4 of 7 sampled cells are numbers; not: '<0.1', '#DIV/0!', '1_000')" in summary
-    assert "temp (0 of 7 sampled cells are numbers; not: '36,5', '37,5', '38,5'; 7 with a decimal comma: set " \
-           "decimal = \",\" under [csv] (and another delimiter))" in summary
     assert "code" not in summary  # declared a category: no news
-    # The same file ';'-separated (a Spanish spreadsheet) without decimal = ",": the delimiter is already another one.
-    semicolons = rows.replace(",", ";").replace('"', "").replace(";5;", ",5;")
-    report = ingest(lake, tmp_path, BASE + "[columns.code]\ntype = \"category\"\n[csv]\ndelimiter = \";\"\n", semicolons)
-    assert "7 with a decimal comma: set decimal = \",\" under [csv])" in report.summary()
+
+
+def test_numbers_with_a_decimal_comma_read_with_decimal_points_are_refused_naming_every_column(lake, tmp_path):
+    # A Spanish spreadsheet's '36,5' read with decimal points is text: each temperature a level of its own, the
+    # numbers lost to the model. Nothing is written; the message names the columns and both ways on.
+    rows = "case;temp;crp;code;outcome\n" + "".join(
+        f"c{i};{36 + i},5;{crp};{code};{label}\n" for i, (crp, code, label) in enumerate(
+            [("1,5", "1,5", "a"), ("<0,1", "2,5", "a"), ("30", "3,5", "a"), ("8,25", "4,5", "b"), ("2", "5,5", "b"),
+             ("4,5", "6,5", "b"), ("7", "7,5", "b")]))
+    semicolons = BASE + "[columns.code]\ntype = \"category\"\n[csv]\ndelimiter = \";\"\n"  # code: '1,5' is a code
+    with pytest.raises(IngestError) as caught:
+        ingest(lake, tmp_path, semicolons, rows)
+    assert str(caught.value).endswith(
+        "numbers written with a decimal comma in 2 column(s) read with decimal points: 'temp' (7 of 7 sampled "
+        "cells, e.g. '36,5'), 'crp' (6 of 7 sampled cells, e.g. '1,5'); set decimal = \",\" under [csv], or declare "
+        "such a column type = \"category\" under [columns.<name>] to keep its cells as text")
+    assert lake.list("curated/") == [] and lake.list("raw/") == [] and lake.list("quarantine/") == []
+    # A comma-separated file can only hold them quoted: the message asks for another delimiter too.
+    commas = "case,temp,outcome\n" + "".join(f"c{i},\"{36 + i},5\",{'ab'[i % 2]}\n" for i in range(7))
+    with pytest.raises(IngestError, match="set decimal = \",\" under .csv. with another delimiter .the file's cells "
+                                          "are ','-separated."):
+        ingest(lake, tmp_path, BASE, commas)
+    # Either way on is taken: the file read with its decimal commas, or a column kept as text on purpose.
+    report = ingest(lake, tmp_path, semicolons + "decimal = \",\"\n", rows)
+    curated, manifest = load_curated(lake, "x", report.version)
+    assert curated["temp"].tolist() == [36.5 + i for i in range(7)]
+    assert Schema.from_dict(manifest["schema"]).field("code").type == "category"
+    assert report.numbers_read_as_categories == {"crp": {"numbers": 6, "cells": 7, "others": ["<0,1"]}}
+    kept = ingest(lake, tmp_path, semicolons + "[columns.temp]\ntype = \"category\"\n[columns.crp]\n"
+                  "type = \"category\"\n", rows)
+    assert load_curated(lake, "x", kept.version)[0]["temp"].tolist() == [f"{36 + i},5" for i in range(7)]
 
 
 def test_an_integer_too_large_to_hold_exactly_is_quarantined_not_rounded_or_a_crash(lake, tmp_path):

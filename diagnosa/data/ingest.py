@@ -119,10 +119,7 @@ class IngestReport:
             lines.append("  read as categories though mostly numbers (declare a column a number to quarantine the rows "
                          "with other text instead, or add the text to missing_values): " + ", ".join(
                              f"{column} ({c['numbers']:,} of {c['cells']:,} sampled cells are numbers; not: "
-                             + ", ".join(map(repr, c["others"]))
-                             + (f"; {c['decimal_commas']:,} with a decimal comma: set decimal = \",\" under [csv]"
-                                + (" (and another delimiter)" if c.get("comma_delimited") else "")
-                                if c.get("decimal_commas") else "") + ")"
+                             + ", ".join(map(repr, c["others"])) + ")"
                              for column, c in self.numbers_read_as_categories.items()))
         if self.cleaned_cells:
             lines.append(f"  cells read without the spaces around them or with composed accents: {self.cleaned_cells:,}")
@@ -649,7 +646,10 @@ def ingest_csv_data(lake: DataLake, data: bytes, stem: str, config: dict[str, An
         schema = schema_from_config(config, header, sample)
     except SchemaError as err:
         raise IngestError(f"{config_source}: {err}") from None
-    mostly_numbers = numbers_read_as_categories(schema, config, sample, dialect.decimal, dialect.delimiter)
+    mostly_numbers = numbers_read_as_categories(schema, config, sample, dialect.decimal)
+    decimal_commas = {c: counts for c, counts in mostly_numbers.items() if counts.get("decimal_commas")}
+    if decimal_commas:  # each value a level of its own: the model would lose what the numbers say
+        raise IngestError(f"{source}: " + decimal_comma_hint(decimal_commas, dialect.delimiter))
     # The gate is no part of the schema (the missing-value markers are), but a run holds the data to it: a version
     # of its own.
     version = _version(schema, [digest, *(["gate:" + json.dumps(config["gate"], sort_keys=True)] if "gate" in config
@@ -736,7 +736,7 @@ def read_numeric_labels(cells: pd.DataFrame, config: dict[str, Any]) -> tuple[pd
 
 
 def numbers_read_as_categories(schema: Schema, config: dict[str, Any], sample: dict[str, list[str]],
-                               decimal: str, delimiter: str = ",") -> dict[str, dict[str, Any]]:
+                               decimal: str) -> dict[str, dict[str, Any]]:
     """Columns the config does not declare that were inferred as categories though most sampled cells are numbers:
     one '<0.1' or '#DIV/0!' among a lab's values makes the whole column a category (each value a level), which
     the report must say."""
@@ -747,14 +747,25 @@ def numbers_read_as_categories(schema: Schema, config: dict[str, Any], sample: d
             continue
         values = sample.get(f.name, [])
         numbers, others = number_counts(values, decimal)
-        with_commas = number_counts(values, ",")[0] if decimal == "." else 0
+        with_commas, not_comma_numbers = number_counts(values, ",") if decimal == "." else (0, [])
         if numbers > len(others) or with_commas > len(values) / 2:
             out[f.name] = {"numbers": numbers, "cells": numbers + len(others), "others": list(dict.fromkeys(others))[:3]}
             if with_commas > numbers:
                 out[f.name]["decimal_commas"] = with_commas
-                if delimiter == ",":  # decimal commas need cells separated otherwise
-                    out[f.name]["comma_delimited"] = True
+                not_numbers = set(not_comma_numbers)
+                out[f.name]["example"] = next(v for v in others if v not in not_numbers)
     return out
+
+
+def decimal_comma_hint(columns: dict[str, dict[str, Any]], delimiter: str) -> str:
+    """Why a file whose numbers are written with a decimal comma is refused when the config reads decimal points,
+    and the two ways on: read the file's decimals, or keep the named columns as text."""
+    listed = ", ".join(f"{column!r} ({c['decimal_commas']:,} of {c['cells']:,} sampled cells, e.g. "
+                       f"{c['example']!r})" for column, c in columns.items())
+    return (f"numbers written with a decimal comma in {len(columns)} column(s) read with decimal points: {listed}; "
+            "set decimal = \",\" under [csv]"
+            + (" with another delimiter (the file's cells are ','-separated)" if delimiter == "," else "")
+            + ", or declare such a column type = \"category\" under [columns.<name>] to keep its cells as text")
 
 
 def clean_cells(frame: pd.DataFrame) -> tuple[pd.DataFrame, int]:

@@ -83,9 +83,10 @@ role says otherwise, but for `date` and `text` columns: no model learns from tho
 delay, is the dataset's to compute as a number column), so they are `metadata` (checked and kept in the curated
 data, not sent to the endpoint), and declaring one `role = "feature"` is refused saying so. One `<0.1` or `#DIV/0!` among a lab's values so makes the whole column a category:
 the report names every column read as a category though most of its sampled cells are numbers, with
-the cells that were not (`crp (4 of 7 sampled cells are numbers; not: '<0.1', '#DIV/0!')`, and a hint
-when they are numbers with a decimal comma), so you can declare it a `number` (the rows with other
-text are then quarantined) or list the text in `missing_values`.
+the cells that were not (`crp (4 of 7 sampled cells are numbers; not: '<0.1', '#DIV/0!')`), so you
+can declare it a `number` (the rows with other text are then quarantined) or list the text in
+`missing_values`. Numbers written with a decimal comma (`36,5`) in a file read with decimal points
+are refused instead (below): read as categories they would lose what they say.
 
 ### What is checked, before anything is written
 Each of these stops `diagnosa data ingest` with exit status 2 and one line naming what is wrong;
@@ -112,6 +113,9 @@ nothing reaches the lake (not even `raw/`):
   read trimmed, so `age` and `age ` are one name twice), and every column the config names that the
   header lacks (all listed at once; a name that differs from the header's only by case is pointed
   out: `id_column 'id' (the header has 'ID')`);
+  columns whose sampled cells are mostly numbers with a decimal comma while the file is read with
+  decimal points (all named, with an example cell: set `decimal = ","` under `[csv]`, or declare such a
+  column `type = "category"` to keep its cells as text);
   the id, target or slice column also excluded; a boolean slice column declared as something else; a
   config that leaves no feature column; a slice value no accepted row holds;
 - **the classes**: after bad rows are quarantined, every label of `labels` needs at least 3 rows
