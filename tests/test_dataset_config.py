@@ -414,6 +414,16 @@ def test_numbers_with_a_decimal_comma_read_with_decimal_points_are_refused_namin
     kept = ingest(lake, tmp_path, semicolons + "[columns.temp]\ntype = \"category\"\n[columns.crp]\n"
                   "type = \"category\"\n", rows)
     assert load_curated(lake, "x", kept.version)[0]["temp"].tolist() == [f"{36 + i},5" for i in range(7)]
+    # The other way round: a column exported with decimal points in a file read with decimal commas (its '36.5'
+    # no number there) was curated as categories without a word; the endpoint then refused 36.5 as no string.
+    points = "\n".join(line.replace(",5;", ".5;", 1) for line in rows.split("\n"))  # temp's cells only
+    with pytest.raises(IngestError) as caught:
+        ingest(lake, tmp_path, semicolons + "decimal = \",\"\n", points)
+    assert str(caught.value).endswith(
+        "numbers written with a decimal point in 1 column(s) of a file read with decimal commas (decimal = \",\" under "
+        "[csv]): 'temp' (7 of 7 sampled cells, e.g. '36.5'); write them with a decimal comma as the file's other "
+        "numbers are, or read the file with decimal = \".\" if all its numbers have points, or declare such a column "
+        "type = \"category\" under [columns.<name>] to keep its cells as text")
 
 
 def test_an_integer_too_large_to_hold_exactly_is_quarantined_not_rounded_or_a_crash(lake, tmp_path):

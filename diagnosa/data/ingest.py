@@ -647,9 +647,9 @@ def ingest_csv_data(lake: DataLake, data: bytes, stem: str, config: dict[str, An
     except SchemaError as err:
         raise IngestError(f"{config_source}: {err}") from None
     mostly_numbers = numbers_read_as_categories(schema, config, sample, dialect.decimal)
-    decimal_commas = {c: counts for c, counts in mostly_numbers.items() if counts.get("decimal_commas")}
-    if decimal_commas:  # each value a level of its own: the model would lose what the numbers say
-        raise IngestError(f"{source}: " + decimal_comma_hint(decimal_commas, dialect.delimiter))
+    other_marks = {c: counts for c, counts in mostly_numbers.items() if counts.get("other_decimal")}
+    if other_marks:  # each value a level of its own: the model would lose what the numbers say
+        raise IngestError(f"{source}: " + decimal_mark_hint(other_marks, dialect))
     # The gate is no part of the schema (the missing-value markers are), but a run holds the data to it: a version
     # of its own.
     version = _version(schema, [digest, *(["gate:" + json.dumps(config["gate"], sort_keys=True)] if "gate" in config
@@ -747,25 +747,31 @@ def numbers_read_as_categories(schema: Schema, config: dict[str, Any], sample: d
             continue
         values = sample.get(f.name, [])
         numbers, others = number_counts(values, decimal)
-        with_commas, not_comma_numbers = number_counts(values, ",") if decimal == "." else (0, [])
-        if numbers > len(others) or with_commas > len(values) / 2:
+        other_mark = "," if decimal == "." else "."
+        with_other, not_other_numbers = number_counts(values, other_mark)
+        if numbers > len(others) or with_other > len(values) / 2:
             out[f.name] = {"numbers": numbers, "cells": numbers + len(others), "others": list(dict.fromkeys(others))[:3]}
-            if with_commas > numbers:
-                out[f.name]["decimal_commas"] = with_commas
-                not_numbers = set(not_comma_numbers)
+            if with_other > numbers:  # numbers, written with the other decimal mark than the file is read with
+                not_numbers = set(not_other_numbers)
+                out[f.name]["other_decimal"] = with_other
                 out[f.name]["example"] = next(v for v in others if v not in not_numbers)
     return out
 
 
-def decimal_comma_hint(columns: dict[str, dict[str, Any]], delimiter: str) -> str:
-    """Why a file whose numbers are written with a decimal comma is refused when the config reads decimal points,
-    and the two ways on: read the file's decimals, or keep the named columns as text."""
-    listed = ", ".join(f"{column!r} ({c['decimal_commas']:,} of {c['cells']:,} sampled cells, e.g. "
+def decimal_mark_hint(columns: dict[str, dict[str, Any]], dialect: CsvDialect) -> str:
+    """Why a file whose numbers are written with another decimal mark than the config reads is refused (each
+    number a category level of its own, what it says lost to the model), and the ways on."""
+    listed = ", ".join(f"{column!r} ({c['other_decimal']:,} of {c['cells']:,} sampled cells, e.g. "
                        f"{c['example']!r})" for column, c in columns.items())
-    return (f"numbers written with a decimal comma in {len(columns)} column(s) read with decimal points: {listed}; "
-            "set decimal = \",\" under [csv]"
-            + (" with another delimiter (the file's cells are ','-separated)" if delimiter == "," else "")
-            + ", or declare such a column type = \"category\" under [columns.<name>] to keep its cells as text")
+    keep = ", or declare such a column type = \"category\" under [columns.<name>] to keep its cells as text"
+    if dialect.decimal == ".":
+        return (f"numbers written with a decimal comma in {len(columns)} column(s) read with decimal points: "
+                f"{listed}; set decimal = \",\" under [csv]"
+                + (" with another delimiter (the file's cells are ','-separated)" if dialect.delimiter == "," else "")
+                + keep)
+    return (f"numbers written with a decimal point in {len(columns)} column(s) of a file read with decimal commas "
+            f"(decimal = \",\" under [csv]): {listed}; write them with a decimal comma as the file's other numbers "
+            "are, or read the file with decimal = \".\" if all its numbers have points" + keep)
 
 
 def clean_cells(frame: pd.DataFrame) -> tuple[pd.DataFrame, int]:

@@ -85,8 +85,9 @@ data, not sent to the endpoint), and declaring one `role = "feature"` is refused
 the report names every column read as a category though most of its sampled cells are numbers, with
 the cells that were not (`crp (4 of 7 sampled cells are numbers; not: '<0.1', '#DIV/0!')`), so you
 can declare it a `number` (the rows with other text are then quarantined) or list the text in
-`missing_values`. Numbers written with a decimal comma (`36,5`) in a file read with decimal points
-are refused instead (below): read as categories they would lose what they say.
+`missing_values`. Numbers written with the other decimal mark than the file is read with (`36,5` in
+a file read with decimal points, `36.5` in one read with decimal commas) are refused instead (below):
+read as categories they would lose what they say.
 
 ### What is checked, before anything is written
 Each of these stops `diagnosa data ingest` with exit status 2 and one line naming what is wrong;
@@ -114,8 +115,9 @@ nothing reaches the lake (not even `raw/`):
   header lacks (all listed at once; a name that differs from the header's only by case is pointed
   out: `id_column 'id' (the header has 'ID')`);
   columns whose sampled cells are mostly numbers with a decimal comma while the file is read with
-  decimal points (all named, with an example cell: set `decimal = ","` under `[csv]`, or declare such a
-  column `type = "category"` to keep its cells as text);
+  decimal points, or with a decimal point while it is read with decimal commas (all named, with an
+  example cell: set `decimal` under `[csv]` to the file's mark, or write the column with it, or declare
+  such a column `type = "category"` to keep its cells as text);
   the id, target or slice column also excluded; a boolean slice column declared as something else; a
   config that leaves no feature column; a slice value no accepted row holds;
 - **the classes**: after bad rows are quarantined, every label of `labels` needs at least 3 rows
