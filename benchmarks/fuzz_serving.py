@@ -147,6 +147,43 @@ def load_check(port: int, seconds: float) -> dict[str, float]:
             "patient p99 ms": 1e3 * latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))]}
 
 
+# Small bodies whose work grew with more than their size (a probe's finds, fixed): each is parsed in this process,
+# its peak allocation traced. Body → (content type, what it does).
+AMPLIFIERS: dict[str, Callable[[], tuple[bytes, str]]] = {
+    "a surrogate beside a 100,000-char key over 20,000 items (140 KB)": lambda: (
+        b'{"z": "\\ud800", "' + b"A" * 100_000 + b'": [' + b",".join([b"0"] * 20_000) + b"]}", JSON),
+    "CSV: 100,000 unknown columns x 56 rows (6 MB)": lambda: (
+        (",".join(f"c{i}" for i in range(100_000)) + "\n" + ("," * 99_999 + "x\n") * 56).encode(), CSV),
+    "JSON: 10,000 records x 60 unknown keys (4.7 MB)": lambda: (
+        json.dumps([{f"k{j}": 1 for j in range(60)} for _ in range(10_000)]).encode(), JSON),
+}
+
+
+def amplifiers(model: str) -> list[tuple[str, int, float, float, str]]:
+    """Each amplifying body parsed in process: (name, bytes, seconds, peak MiB traced, the refusal's first line)."""
+    import tracemalloc
+
+    from inference.handler import RequestError, load_service, parse_request
+
+    service = load_service(model)
+    rows = []
+    for name, make in AMPLIFIERS.items():
+        body, content_type = make()
+        tracemalloc.start()
+        started = time.perf_counter()
+        try:
+            parse_request(body, content_type, service)
+            outcome = "accepted"
+        except RequestError as err:
+            reply = json.dumps(err.body())
+            outcome = f"{err.status} {err.message} ({len(reply):,} B reply)"
+        seconds = time.perf_counter() - started
+        peak = tracemalloc.get_traced_memory()[1] / 2**20
+        tracemalloc.stop()
+        rows.append((name, len(body), seconds, peak, outcome))
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True, help="a trained model folder")
@@ -165,6 +202,10 @@ def main(argv: list[str] | None = None) -> int:
     from inference.workers import default_workers
 
     limit_process_threads()  # as `diagnosa serve` does
+    print("| amplifying body (parsed in process) | bytes | seconds | peak MiB | outcome |\n|---|---:|---:|---:|---|")
+    for name, size, seconds, peak, outcome in amplifiers(args.model):
+        print(f"| {name} | {size:,} | {seconds:.2f} | {peak:,.0f} | {outcome} |")
+    print()
     workers = args.workers if args.workers is not None else default_workers()
     loads: dict[str, dict[str, Any]] = {}
     counts: Counter[tuple[str, int]] = Counter()

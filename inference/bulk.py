@@ -20,7 +20,16 @@ from typing import IO, Any, Callable, Iterable, Iterator
 
 from diagnosa.data.schema import other_delimiter
 from inference.client import DiagnosaClient, PredictionRejected
-from inference.limits import MAX_BODY_BYTES, MAX_LISTED_PROBLEMS
+from inference.limits import (
+    MAX_BODY_BYTES,
+    MAX_LISTED_PROBLEMS,
+    RepeatedKeys,
+    json_problem,
+    loads,
+    not_text,
+    printable,
+    surrogate_path,
+)
 
 MAX_JSON_DOCUMENT_CHARS = 64 * 2**20  # a JSON document is parsed whole: ~15x this in memory (14 MB took 214 MB)
 
@@ -89,12 +98,14 @@ def read_records(stream: IO[str], fmt: str, name: str) -> tuple[Iterator[InputRe
         raise ValueError(f"{name} is over {MAX_JSON_DOCUMENT_CHARS // 2**20} MiB: a JSON document is read whole; write "
                          "it as JSON Lines (.jsonl, one record per line), which is read as it goes")
     try:
-        data = json.loads(text.removeprefix("\ufeff"))  # a byte-order mark, as Windows' Notepad saves
+        data = loads(text.removeprefix("\ufeff"))  # a byte-order mark, as Windows' Notepad saves
     except json.JSONDecodeError as err:
         raise ValueError(f"{name} is not valid JSON: {err.msg} at line {err.lineno}") from None
     except (ValueError, RecursionError) as err:  # a number of over 4,300 digits; arrays nested thousands deep
-        raise ValueError(f"{name} is not JSON this reads: {_json_problem(err)}") from None
+        raise ValueError(f"{name} is not JSON this reads: {json_problem(err)}") from None
     instances = isinstance(data, dict) and "instances" in data
+    if instances and isinstance(data, RepeatedKeys) and "instances" in data.repeated:
+        raise ValueError(f"{name}: 'instances' given twice")
     if instances:
         data = data["instances"]
     records = data if isinstance(data, list) else [data]
@@ -104,14 +115,6 @@ def read_records(stream: IO[str], fmt: str, name: str) -> tuple[Iterator[InputRe
     return (InputRecord(f"record {number}", record) for number, record in enumerate(records, start=1)), None
 
 
-def _json_problem(err: BaseException) -> str:
-    if isinstance(err, RecursionError):
-        return "nested too deeply"
-    if isinstance(err, json.JSONDecodeError):
-        return f"{err.msg} at character {err.pos + 1}"
-    return "a number with too many digits" if "digits" in str(err) else str(err)
-
-
 def _json_lines(stream: IO[str], name: str) -> Iterator[InputRecord]:
     number = read = 0
     for number, line in enumerate(stream, start=1):
@@ -119,9 +122,9 @@ def _json_lines(stream: IO[str], name: str) -> Iterator[InputRecord]:
             continue
         read += 1
         try:
-            yield InputRecord(f"line {number}", json.loads(line.removeprefix("\ufeff") if number == 1 else line))
+            yield InputRecord(f"line {number}", loads(line.removeprefix("\ufeff") if number == 1 else line))
         except (ValueError, RecursionError) as err:
-            yield InputRecord(f"line {number}", problem=f"not JSON: {_json_problem(err)}")
+            yield InputRecord(f"line {number}", problem=f"not JSON: {json_problem(err, lines=False)}")
     if not read:
         raise ValueError(f"{name}: no patient records in the input ({'only blank lines' if number else 'it is empty'})")
 
@@ -143,6 +146,10 @@ def _csv_rows(stream: IO[str], name: str) -> tuple[Iterator[InputRecord], list[s
         raise ValueError(f"{name}: the header is one field, {header[0][:80]!r}{'…' * (len(header[0]) > 80)}: the cells "
                          f"look {other!r}-separated; "
                          "the endpoint reads comma-separated cells with decimal points (save the file so)")
+    repeated = [column for column, count in Counter(header).items() if count > 1]
+    if repeated:  # which column holds the value is not known: ingestion and the endpoint refuse it too
+        raise ValueError(f"{name}: the header names a field more than once: "
+                         + ", ".join(repr(column[:80]) for column in repeated[:10]))
 
     def rows() -> Iterator[InputRecord]:
         read = 0
@@ -159,10 +166,11 @@ def _csv_rows(stream: IO[str], name: str) -> tuple[Iterator[InputRecord], list[s
             if not cells:
                 continue
             read += 1
-            if len(cells) > len(header):
-                yield InputRecord(where, problem=f"more cells than the header has fields ({len(cells)} > {len(header)})")
+            if len(cells) != len(header):  # a line cut short or run on: never padded (ingestion quarantines it)
+                yield InputRecord(where, problem=f"{'more' if len(cells) > len(header) else 'fewer'} cells than the "
+                                                 f"header has fields ({len(cells)}, the header {len(header)})")
                 continue
-            yield InputRecord(where, dict(zip(header, cells + [""] * (len(header) - len(cells)))))
+            yield InputRecord(where, dict(zip(header, cells)))
         if not read:
             raise ValueError(f"{name}: no patient records in the input (no rows under the header)")
 
@@ -170,6 +178,20 @@ def _csv_rows(stream: IO[str], name: str) -> tuple[Iterator[InputRecord], list[s
 
 
 # ------------------------------------------------------------------------------------------------ sending
+
+def _unsendable(record: Any) -> tuple[str | None, str] | None:
+    """(field, problem) of a record the endpoint could not be asked about as read: a key given twice (re-encoded,
+    one value would silently be lost) or a lone surrogate (the endpoint's refusal names no record, costing the
+    others in its request their answers)."""
+    if isinstance(record, RepeatedKeys):
+        return str(record.repeated[0]), "given twice"
+    where = surrogate_path(record)
+    if where is None:
+        return None
+    if where == "a key" or where.endswith(".<key>"):
+        return None, not_text("a field name")
+    return (None if where == "the body" else printable(re.split(r"[.\[]", where, maxsplit=1)[0])), not_text()
+
 
 def _csv_body(header: list[str], records: list[dict[str, str]]) -> str:
     out = io.StringIO()
@@ -193,6 +215,10 @@ def predict_stream(client: DiagnosaClient, records: Iterable[InputRecord], *, cs
     for item in records:
         if item.problem is not None:
             yield Refused(item.where, None, item.problem)
+            continue
+        refusal = _unsendable(item.record)
+        if refusal is not None:
+            yield Refused(item.where, *refusal)
             continue
         batch.append(item)
         if len(batch) == chunk:

@@ -23,10 +23,10 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from diagnosa.data.schema import RESOURCE_NAME
+from diagnosa.data.schema import RESOURCE_NAME, FieldNames
 from diagnosa.labels import CATEGORIES
 from diagnosa.lake import DataLake
-from inference.limits import has_surrogate, not_text, printable, surrogate_path
+from inference.limits import RepeatedKeys, has_surrogate, not_text, printable, surrogate_path
 
 log = logging.getLogger("diagnosa.feedback")
 
@@ -42,6 +42,7 @@ ORPHAN_PREFIXES = ("ORPHA", "OMIM", "DECIPHER")
 DISEASE_ID = re.compile(r"^[A-Za-z][A-Za-z0-9_]*:[A-Za-z0-9_.-]+$")
 REQUIRED = ("event_id", "diagnosis")
 OPTIONAL = ("note", "source", "disease_id")
+FEEDBACK_FIELDS = FieldNames(REQUIRED + OPTIONAL)
 
 
 class FeedbackError(ValueError):
@@ -90,6 +91,10 @@ def parse_feedback(body: Any, labels: Sequence[str] | None = CATEGORIES) -> Feed
     if not isinstance(body, dict):
         raise FeedbackError({"body": f"must be a JSON object, got {type(body).__name__}"})
     problems: dict[str, str] = {}
+    for key in body.repeated if isinstance(body, RepeatedKeys) else ():  # which value was meant is not known
+        problems[str(key)[:100]] = "given twice"
+    body, twice = FEEDBACK_FIELDS.read(body)  # ' diagnosis ' named as /invocations names a field: trimmed
+    problems.update({name: f"given twice (once {how})" for name, how in twice})
     # Text only, as the route's load_json holds a whole body to (this is also the check of the CLI and its files):
     # a lone surrogate in a field's name or value is named (escaped), and that field is not judged further.
     for key, value in body.items():

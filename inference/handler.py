@@ -18,6 +18,7 @@ import gc
 import io
 import json
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,7 +28,17 @@ import pandas as pd
 from diagnosa.data.schema import Schema, other_delimiter
 from diagnosa.model import DiagnosaModel
 from inference.fastpath import CompiledFeatures, compile_classifier, compile_features
-from inference.limits import MAX_BODY_BYTES, MAX_LISTED_PROBLEMS, MAX_RECORDS, not_text, printable, surrogate_path
+from inference.limits import (
+    MAX_BODY_BYTES,
+    MAX_LISTED_PROBLEMS,
+    MAX_RECORDS,
+    RepeatedKeys,
+    json_problem,
+    loads,
+    not_text,
+    printable,
+    surrogate_path,
+)
 from inference.schema import Problem, RequestSchema
 from processing.features import category_vocabularies, list_vocabularies
 from processing.phenotype import PhenotypeSimilarity, find_similarity
@@ -44,21 +55,24 @@ DIFFERENTIAL_NOTE = ("Decision support: rare diseases whose HPO annotations best
 
 
 class RequestError(Exception):
-    """A request the endpoint refuses: ``status`` is 4xx and ``errors`` name each problem."""
+    """A request the endpoint refuses: ``status`` is 4xx and ``errors`` name each problem (``more`` counts those
+    found but not kept: a refusal lists at most MAX_LISTED_PROBLEMS)."""
 
-    def __init__(self, status: int, message: str, errors: list[Problem] | None = None):
+    def __init__(self, status: int, message: str, errors: list[Problem] | None = None, more: int = 0):
         super().__init__(message)
         self.status = status
         self.message = message
         self.errors = errors or []
+        self.more = more
 
     def body(self) -> dict[str, Any]:
         """The refusal as JSON: at most MAX_LISTED_PROBLEMS problems (``more_errors`` counts the rest), so a
         body of junk cannot become a reply many times its size."""
         listed = [e.to_dict() for e in self.errors[:MAX_LISTED_PROBLEMS]]
         out: dict[str, Any] = {"error": self.message, "errors": listed}
-        if len(self.errors) > MAX_LISTED_PROBLEMS:
-            out["more_errors"] = len(self.errors) - MAX_LISTED_PROBLEMS
+        more = len(self.errors) - len(listed) + self.more
+        if more:
+            out["more_errors"] = more
         return out
 
 
@@ -71,17 +85,15 @@ def encode_json(payload: Any) -> bytes:
 
 def load_json(body: bytes) -> Any:
     """A JSON body, or :class:`RequestError` 400 naming what is wrong: not UTF-8, malformed, nested too deeply,
-    or a string that is not Unicode text (a lone UTF-16 surrogate, which nothing downstream can write)."""
+    or a string that is not Unicode text (a lone UTF-16 surrogate, which nothing downstream can write). A UTF-8
+    byte-order mark is read past, as in a CSV body; an object naming a key twice is a
+    :class:`~inference.limits.RepeatedKeys`, for its reader to refuse where it knows which record holds it."""
     try:
-        data = json.loads(body.decode("utf-8"))
+        data = loads(body.decode("utf-8-sig"))
     except UnicodeDecodeError as err:
         raise RequestError(400, f"the body is not UTF-8 (byte {err.start})") from None
-    except json.JSONDecodeError as err:
-        raise RequestError(400, f"malformed JSON: {err.msg} at line {err.lineno} column {err.colno}") from None
-    except RecursionError:
-        raise RequestError(400, "malformed JSON: nested too deeply") from None
-    except ValueError as err:  # e.g. an integer literal longer than Python converts
-        raise RequestError(400, f"malformed JSON: {err}") from None
+    except (ValueError, RecursionError) as err:  # malformed; an integer literal longer than Python converts
+        raise RequestError(400, f"malformed JSON: {json_problem(err)}") from None
     if SURROGATE_ESCAPE.search(body):  # valid pairs (astral characters) pass the scan below
         where = surrogate_path(data)
         if where is not None:
@@ -145,12 +157,38 @@ def _media_type(content_type: str | None) -> str:
     return (content_type or "").split(";", 1)[0].strip().lower()
 
 
+def _charset(content_type: str | None) -> str | None:
+    """The charset a Content-Type names, lower case, or None."""
+    for parameter in (content_type or "").split(";")[1:]:
+        name, _, value = parameter.partition("=")
+        if name.strip().lower() == "charset":
+            return value.strip().strip('"').lower()
+    return None
+
+
+def _quality(media_range: str) -> float:
+    """A media range's q (RFC 9110 12.4.2): 1 when not given, 0 (not acceptable) when unreadable."""
+    for parameter in media_range.split(";")[1:]:
+        name, _, value = parameter.partition("=")
+        if name.strip().lower() == "q":
+            try:
+                q = float(value)
+            except ValueError:
+                return 0.0
+            return q if 0 <= q <= 1 else 0.0
+    return 1.0
+
+
 def _accepted(accept: str | None) -> str:
-    """The first media type of an Accept list that we can produce ('' when none is given)."""
-    for candidate in (accept or "").split(","):
-        media = _media_type(candidate)
-        if media in ("", "*/*", JSON, "application/*", CSV):
-            return media
+    """The media type to answer in: of an Accept list's ranges we can produce, the most preferred (its q; list
+    order on a tie); JSON when none is given. A type with q=0 is one the client refuses."""
+    ranges = [(_quality(candidate), _media_type(candidate)) for candidate in (accept or "").split(",")]
+    refused = {media for q, media in ranges if q == 0}
+    for _, media in sorted((r for r in ranges if r[0] > 0), key=lambda r: -r[0]):
+        matches = {"": (JSON,), "*/*": (JSON, CSV), "application/*": (JSON,), "text/*": (CSV,)}.get(media, (media,))
+        answer = next((m for m in matches if m in (JSON, CSV) and m not in refused), None)
+        if answer is not None:
+            return answer
     raise RequestError(406, f"cannot answer in {accept!r}: accept {JSON} or {CSV}")
 
 
@@ -224,6 +262,8 @@ def _records_from_json(body: bytes) -> tuple[list[Any], Any, Any]:
         if extra:
             raise RequestError(400, f"unknown top-level keys: {', '.join(extra)} (allowed: instances, top_k, "
                                     "differential)")
+        if isinstance(data, RepeatedKeys):
+            raise RequestError(400, f"top-level key(s) given twice: {', '.join(data.repeated)}")
         top_k = data.get("top_k")
         differential = data.get("differential", 0)
         data = data["instances"]
@@ -234,31 +274,48 @@ def _records_from_json(body: bytes) -> tuple[list[Any], Any, Any]:
 
 
 def _records_from_csv(body: bytes, fields: frozenset[str] = frozenset()) -> list[dict[str, str]]:
+    """The rows of a CSV body as records, read as ingestion reads a CSV file: any line ending (an old Mac's lone
+    CR too), a quote never closed refused, never a row padded or cut to fit the header."""
     try:
         text = body.decode("utf-8-sig")
     except UnicodeDecodeError as err:
         raise RequestError(400, f"the body is not UTF-8 (byte {err.start})") from None
-    reader = csv.DictReader(io.StringIO(text))
-    rows = []
+    reader = csv.reader(io.StringIO(text, newline=None), strict=True)  # newline=None: '\r' ends a line too
+    rows: list[dict[str, str]] = []
     try:
-        if not reader.fieldnames:
+        header = next(reader, None)
+        if not header:
             raise RequestError(400, "a CSV request needs a header row naming the fields")
-        other = other_delimiter(list(reader.fieldnames))
-        if other is not None and reader.fieldnames[0] not in fields:
-            head = reader.fieldnames[0]  # shown cut: a header may be megabytes long
+        opening = header[0].lstrip()[:1]
+        if opening in ("{", "["):
+            raise RequestError(400, f"the CSV body starts with {opening!r}: it looks like JSON; send it as {JSON}")
+        other = other_delimiter(header)
+        if other is not None and header[0] not in fields:
+            head = header[0]  # shown cut: a header may be megabytes long
             raise RequestError(400, f"the CSV header is one field, {head[:80]!r}{'…' * (len(head) > 80)}: the cells "
                                     f"look {other!r}-separated; send comma-separated cells with decimal points")
-        for row in reader:
-            if None in row:
-                raise RequestError(400, f"CSV row {reader.line_num - 1} has more cells than the header")
-            rows.append(row)
+        repeated = [name for name, count in Counter(header).items() if count > 1]
+        if repeated:
+            raise RequestError(400, "the CSV header names a field more than once: "
+                                    + ", ".join(repr(name[:80]) for name in repeated[:10]))
+        for cells in reader:
+            if not cells:
+                continue
+            if len(cells) != len(header):
+                raise RequestError(400, f"CSV row {len(rows) + 1} (line {reader.line_num}) has "
+                                        f"{'more' if len(cells) > len(header) else 'fewer'} cells than the header "
+                                        f"({len(cells)}, the header {len(header)}): a row is never padded or cut")
+            rows.append(dict(zip(header, cells)))
     except csv.Error as err:
-        raise RequestError(400, f"malformed CSV: {err}") from None
+        where = "a quote never closed" if "end of data" in str(err) else str(err)
+        raise RequestError(400, f"malformed CSV: {where} (line {reader.line_num})") from None
+    if not rows:
+        raise RequestError(400, "no patient records in the request: the CSV has a header and no rows")
     return rows
 
 
 def parse_request(body: bytes | str, content_type: str | None, service: Service) -> Request:
-    """Parse and validate; every problem of every row is reported at once."""
+    """Parse and validate; every problem of every row is counted, the first MAX_LISTED_PROBLEMS kept to be named."""
     if isinstance(body, str):
         try:
             body = body.encode("utf-8")
@@ -270,13 +327,16 @@ def parse_request(body: bytes | str, content_type: str | None, service: Service)
     if not body.strip():
         raise RequestError(400, "the body is empty: send one patient record or a list of them")
     media = _media_type(content_type)
+    if media not in (JSON, CSV):
+        raise RequestError(415, f"unsupported content type {content_type!r}: use {JSON} or {CSV}")
+    charset = _charset(content_type)
+    if charset not in (None, "utf-8", "utf8"):
+        raise RequestError(415, f"unsupported charset {charset!r}: send the body as UTF-8 (charset=utf-8)")
     if media == JSON:
         records, top_k, differential = _records_from_json(body)
         text = False
-    elif media == CSV:
-        records, top_k, differential, text = _records_from_csv(body, frozenset(service.schema.accepted)), None, 0, True
     else:
-        raise RequestError(415, f"unsupported content type {content_type!r}: use {JSON} or {CSV}")
+        records, top_k, differential, text = _records_from_csv(body, frozenset(service.schema.accepted)), None, 0, True
     if not records:
         raise RequestError(400, "no patient records in the request")
     if len(records) > MAX_RECORDS:
@@ -294,13 +354,17 @@ def parse_request(body: bytes | str, content_type: str | None, service: Service)
     if differential and service.phenotype is None:
         raise RequestError(400, "differential is not available for this model: it has no HPO symptom field, so no "
                                 "rare-disease knowledge base to match against")
-    clean, problems = [], []
+    clean: list[dict[str, Any]] = []
+    problems: list[Problem] = []
+    found_count = 0  # every problem counted; only the first MAX_LISTED_PROBLEMS kept (a junk body's millions are not)
     for row, record in enumerate(records):
         values, found = service.schema.validate(row, record, text=text)
         clean.append(values)
-        problems.extend(found)
-    if problems:
-        raise RequestError(400, f"{len(problems)} problem(s) in the request", problems)
+        if found:
+            found_count += len(found)
+            problems.extend(found[:MAX_LISTED_PROBLEMS - len(problems)])
+    if found_count:
+        raise RequestError(400, f"{found_count} problem(s) in the request", problems, found_count - len(problems))
     return Request(clean, [values[service.schema.id_field] for values in clean], service.columns, top_k, differential)
 
 

@@ -1,8 +1,10 @@
 """The endpoint's request limits, shared by the handler that enforces them and the clients that stay within them;
-and what counts as text in a request (no lone UTF-16 surrogate), for every reader of one: the handler's JSON
-bodies, feedback from the route, the CLI and its files."""
+and how a request's JSON is read and what counts as text in it (no lone UTF-16 surrogate, no key given twice), for
+every reader of one: the handler's JSON bodies, feedback from the route, the CLI and its files."""
 from __future__ import annotations
 
+import json
+from collections import Counter
 from typing import Any
 
 MAX_BODY_BYTES = 6 * 1024 * 1024  # SageMaker's real-time invocation payload limit
@@ -22,21 +24,64 @@ def not_text(what: str = "a string") -> str:
 
 
 def surrogate_path(data: Any) -> str | None:
-    """Where the first string (key or value) holding a lone surrogate is, e.g. 'instances[3].symptoms[0]'."""
-    stack: list[tuple[Any, str]] = [(data, "")]
+    """Where the first string (key or value) holding a lone surrogate is, e.g. 'instances[3].symptoms[0]'. Each
+    value waits with a link to its parent, the path written only for the one found: paths built for every value
+    cost a long key's length per item of a list under it (a 140 KB body took 2 GB)."""
+    stack: list[tuple[Any, Any]] = [(data, None)]  # (value, (parent link, its key or index)) or None at the top
     while stack:
-        value, path = stack.pop()
+        value, link = stack.pop()
         if isinstance(value, str):
             if has_surrogate(value):
-                return path or "the body"
+                return _path(link) or "the body"
         elif isinstance(value, dict):
             for key, item in value.items():
                 if has_surrogate(str(key)):
-                    return f"{path}.<key>" if path else "a key"
-                stack.append((item, f"{path}.{key}" if path else key))
+                    return f"{_path(link)}.<key>" if link else "a key"
+                stack.append((item, (link, key)))
         elif isinstance(value, list):
-            stack.extend((item, f"{path}[{i}]") for i, item in enumerate(value))
+            stack.extend((item, (link, i)) for i, item in enumerate(value))
     return None
+
+
+def _path(link: Any) -> str:
+    parts: list[str] = []
+    while link is not None:
+        link, step = link
+        parts.append(f"[{step}]" if isinstance(step, int) else f".{step}")
+    path = "".join(reversed(parts))
+    return path[1:] if path.startswith(".") else path
+
+
+class RepeatedKeys(dict[str, Any]):
+    """A JSON object that named a key more than once (``{"age": 200, "age": 40}``): the last value is kept, as
+    ``json`` keeps it, and ``repeated`` names the keys, so a reader can refuse what it cannot tell apart."""
+
+    repeated: list[str]
+
+
+def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    record = dict(pairs)
+    if len(record) == len(pairs):
+        return record
+    out = RepeatedKeys(record)
+    out.repeated = [key for key, count in Counter(key for key, _ in pairs).items() if count > 1]
+    return out
+
+
+def loads(text: str) -> Any:
+    """JSON text as ``json.loads`` reads it, but an object that repeats a key is a :class:`RepeatedKeys`."""
+    return json.loads(text, object_pairs_hook=_object)
+
+
+def json_problem(err: BaseException, *, lines: bool = True) -> str:
+    """What is wrong with JSON that ``json.loads`` refused, in the words of a request's author (Python's own advice,
+    ``sys.set_int_max_str_digits()``, is the server's to follow, not theirs); where, by line and column or, for
+    one line of JSON Lines (``lines=False``), by character."""
+    if isinstance(err, RecursionError):
+        return "nested too deeply"
+    if isinstance(err, json.JSONDecodeError):
+        return f"{err.msg} at line {err.lineno} column {err.colno}" if lines else f"{err.msg} at character {err.pos + 1}"
+    return "a number with too many digits (over 4,300)" if "digits" in str(err) else str(err)
 
 
 def printable(text: str) -> str:

@@ -7,14 +7,17 @@ accepts; the problems name the row, the field and what is wrong, for a 4xx body.
 """
 from __future__ import annotations
 
+import difflib
 import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
 from diagnosa.data.hpo import HPO_ID, Ontology, load_ontology
-from diagnosa.data.schema import FEATURE_NUMBER_MAX, Field, FieldNames, Schema, clean_text, is_clean_text
+from diagnosa.data.schema import FEATURE_NUMBER_MAX, NUMBER_TEXT, Field, FieldNames, Schema, clean_text, is_clean_text
 from diagnosa.data.validate import CODE, LIST_SEPARATOR, boolean_text
+from inference.limits import MAX_LISTED_PROBLEMS, RepeatedKeys
 
+LISTED_FIELDS = 30  # an unknown field's problem lists the accepted names up to this many (else the closest ones)
 NOT_PLAIN = object()  # what a field's fast check returns for a value it does not vouch for (the full check decides)
 EXACT_FLOATS = 2**53  # integers below this convert to float exactly: range checks on either agree
 
@@ -48,6 +51,9 @@ class RequestSchema:
              frozenset(schema.missing_values) - set(f.values or ())) for name, f in self.fields.items()]
         # The dataset's columns that are not inputs, named as such when a request carries them (a scoring file in
         # the training file's shape): 'unknown field' alone read like a typo.
+        accepted = self.accepted
+        self._unknown = (f"unknown field (accepted: {', '.join(accepted)})" if len(accepted) <= LISTED_FIELDS
+                         else f"unknown field (the model has {len(accepted)} inputs")  # one text, shared by problems
         self._not_inputs = {**{f.name: f"the dataset's {f.role}" if f.role == "target" else "metadata of the dataset"
                                for f in schema.fields if f.role in ("target", "metadata")},
                             **{name: "a column the dataset's config excludes" for name in schema.exclude}}
@@ -131,17 +137,24 @@ class RequestSchema:
         if not isinstance(record, dict):
             return {}, [Problem(row, None, f"a patient record must be a JSON object, got {type(record).__name__}")]
         clean: dict[str, Any] = {self.id_field: None}
+        if type(record) is RepeatedKeys:  # {"age": 200, "age": 40}: which one was meant is not known
+            problems.extend(Problem(row, str(key), "given twice") for key in record.repeated)
         if not self._keys.issuperset(record):
+            if len(record) > len(self._keys) + MAX_LISTED_PROBLEMS:  # junk: one problem, not one per key
+                return clean, [Problem(row, None, f"the record has {len(record):,} fields; the model has "
+                                                  f"{len(self._keys)} inputs")]
             record = self._composed_keys(row, record, problems)
             for key in record:
                 if key != self.id_field and key not in self.fields:
                     problems.append(Problem(row, str(key), (
                         f"not an input of the model ({self._not_inputs[key]}): leave it out of the request"
-                        if key in self._not_inputs else f"unknown field (accepted: {', '.join(self.accepted)})")))
+                        if key in self._not_inputs else self._unknown_field(key))))
         rid = record.get(self.id_field)
         if rid is not None and (isinstance(rid, bool) or not isinstance(rid, (str, int))):
             problems.append(Problem(row, self.id_field, f"must be a string, got {type(rid).__name__}"))
-        clean[self.id_field] = None if rid is None or (isinstance(rid, str) and (not rid or rid.isspace())) else str(rid)
+        # The id read as ingestion read the training file's ids: trimmed, composed.
+        clean[self.id_field] = None if rid is None or (isinstance(rid, str) and (not rid or rid.isspace())) else (
+            clean_text(rid) if isinstance(rid, str) else str(rid))
         present = 0
         for name, f, listed, fast, markers in self._checks:
             value = record.get(name)
@@ -164,6 +177,14 @@ class RequestSchema:
             problems.append(Problem(row, None, "the record has none of the model's input fields"))
         return clean, problems
 
+    def _unknown_field(self, key: Any) -> str:
+        """The problem of a field the model does not know: the accepted names, or for a model with many inputs the
+        closest ones (a 172-column dataset's list, repeated by a hundred problems, made a 36 KB reply)."""
+        if len(self.accepted) <= LISTED_FIELDS:
+            return self._unknown
+        close = difflib.get_close_matches(str(key), self.accepted, n=3)
+        return self._unknown + (f"; closest: {', '.join(close)})" if close else ")")
+
     def _composed_keys(self, row: int, record: dict[Any, Any], problems: list[Problem]) -> dict[Any, Any]:
         """The record with its field names read as ingestion read the training CSV's header (:class:`FieldNames`);
         a field given twice so is a problem."""
@@ -174,10 +195,9 @@ class RequestSchema:
     def _value(self, f: Field, value: Any, text: bool) -> tuple[Any, str | None]:
         if f.type in ("number", "integer"):
             if text and isinstance(value, str):
-                try:
-                    value = float(value)
-                except ValueError:
-                    return None, f"expected a number, got {value!r}"
+                if not NUMBER_TEXT.fullmatch(value):  # what ingestion reads as a number: not '1_0' or '٦٧'
+                    return None, f"expected a number, got {value[:40]!r}"
+                value = float(value)
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 return None, f"expected a number, got {type(value).__name__} {str(value)[:40]!r}"
             try:

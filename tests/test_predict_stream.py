@@ -64,17 +64,18 @@ def test_json_lines_and_csv_are_read_as_streams_and_bad_lines_become_problems():
     records, header = read_records(LinesOnly(text), "csv", "x.csv")
     assert header == ["patient_id", "age", "sex"]
     assert list(records) == [InputRecord("line 2", {"patient_id": "A", "age": "50", "sex": "F"}),
-                             InputRecord("line 4", {"patient_id": "B", "age": "60", "sex": ""}),
-                             InputRecord("line 5", problem="more cells than the header has fields (4 > 3)")]
+                             InputRecord("line 4", problem="fewer cells than the header has fields (2, the header 3)"),
+                             InputRecord("line 5", problem="more cells than the header has fields (4, the header 3)")]
     with pytest.raises(ValueError, match="x.csv has no header row"):
         read_records(io.StringIO(""), "csv", "x.csv")
     # Documents that json cannot read name the file and what is wrong; a byte-order mark is read past.
     deep = "[" * 100_000 + "]" * 100_000
-    for text, problem in ((deep, "nested too deeply"), ('{"age": 1' + "0" * 5000 + "}", "a number with too many digits")):
+    for text, problem in ((deep, "nested too deeply"), ('{"age": 1' + "0" * 5000 + "}",
+                                                         r"a number with too many digits \(over 4,300\)")):
         with pytest.raises(ValueError, match=f"^x.json is not JSON this reads: {problem}$"):
             read_records(io.StringIO(text), "json", "x.json")
         records, _ = read_records(io.StringIO(text + "\n"), "jsonl", "x.jsonl")
-        assert list(records) == [InputRecord("line 1", problem=f"not JSON: {problem}")]
+        assert list(records) == [InputRecord("line 1", problem=f"not JSON: {problem}".replace("\\", ""))]
     assert [r.record for r in read_records(io.StringIO('\ufeff{"age": 50}'), "json", "x.json")[0]] == [{"age": 50}]
     assert [r.record for r in read_records(io.StringIO('\ufeff{"age": 50}\n'), "jsonl", "x.jsonl")[0]] == [{"age": 50}]
     # A document is read whole, so it is bounded (/dev/zero filled 23 GB): over the bound, JSON Lines is the way.
