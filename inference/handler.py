@@ -89,7 +89,7 @@ def load_json(body: bytes) -> Any:
     byte-order mark is read past, as in a CSV body; an object naming a key twice is a
     :class:`~inference.limits.RepeatedKeys`, for its reader to refuse where it knows which record holds it."""
     try:
-        data = loads(body.decode("utf-8-sig"))
+        data = loads(body[3:].decode("utf-8") if body.startswith(b"\xef\xbb\xbf") else body.decode("utf-8"))
     except UnicodeDecodeError as err:
         raise RequestError(400, f"the body is not UTF-8 (byte {err.start})") from None
     except (ValueError, RecursionError) as err:  # malformed; an integer literal longer than Python converts
