@@ -19,7 +19,7 @@ import zipfile
 from dataclasses import dataclass, field
 from importlib import metadata as importlib_metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import joblib
 import numpy as np
@@ -66,6 +66,14 @@ def decide(proba: np.ndarray, weights: Any = None) -> np.ndarray:
     if weights is None:
         return proba.argmax(axis=1)
     return (proba * np.asarray(weights, dtype=float)).argmax(axis=1)
+
+
+def model_version(metadata: Mapping[str, Any]) -> str:
+    """The version a model's answers carry (each prediction's ``model_version``), from its metadata: the endpoint
+    names it so, and the monitor judges only the traffic of the version whose baselines it has."""
+    fingerprint = metadata.get("fingerprint")
+    preprocess = fingerprint.get("preprocess") if isinstance(fingerprint, Mapping) else fingerprint
+    return str(metadata.get("model_version") or str(preprocess or "")[:12] or "unversioned")
 
 
 class ModelLoadError(RuntimeError):

@@ -241,7 +241,8 @@ class DiagnosaClient:
             if err.code == 400:
                 raise FeedbackRejected(detail.get("error", "invalid feedback"), 400,
                                        fields=detail.get("fields", {})) from None
-            message = f"endpoint '{self.endpoint_name}' refused the feedback ({err.code}): {detail.get('error', err.reason)}"
+            # The URL's endpoint, whatever this client's (default) endpoint name says.
+            message = f"endpoint {self.endpoint_url} refused the feedback ({err.code}): {detail.get('error', err.reason)}"
             if err.code in (404, 413):  # this record's event id was not captured, or the record is too big
                 raise FeedbackRejected(message, err.code) from None
             raise ClientFailure(message) from None

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from diagnosa.data.schema import Schema, other_delimiter
-from diagnosa.model import DiagnosaModel
+from diagnosa.model import DiagnosaModel, model_version
 from inference.fastpath import CompiledFeatures, compile_classifier, compile_features
 from inference.limits import (
     MAX_BODY_BYTES,
@@ -230,8 +230,7 @@ def load_service(model_dir: str) -> Service:
     limit_threads(model)
     schema = Schema.from_dict(model.metadata["schema"])
     request_schema = RequestSchema(schema)
-    version = str(model.metadata.get("model_version") or model.metadata.get("fingerprint", {}).get("preprocess", "")[:12]
-                  or "unversioned")
+    version = model_version(model.metadata)
     columns = [schema.id_column, *request_schema.fields]
     probes = _probe_records(request_schema, model.features)
     fast = compile_features(model.features, probes, columns)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 import pandas as pd
 
@@ -24,6 +24,7 @@ from processing.calibration import wilson_interval
 
 BELOW, SUSPECT, PASSED, FEW, NONE = ("below threshold", "below threshold, not significant", "ok",
                                      "insufficient feedback", "no feedback")
+OTHER_MODEL_FEEDBACK = "feedback for a prediction of another model version (not judged against these baselines)"
 NOT_MONITORED = "not monitored"  # the orphan slice of a model whose evaluation had none (a dataset of your own)
 DEFAULT_RECALL = 0.80  # the pipeline's default gate (pipelines/definition.py)
 DEFAULT_ORPHAN = 0.50
@@ -49,14 +50,31 @@ class QualityThresholds:
             raise ValueError(f"min_feedback must be at least 1, got {self.min_feedback}")
 
 
-def join_feedback(rows: pd.DataFrame, feedback: Mapping[str, Feedback], skipped: Skipped) -> pd.DataFrame:
-    """One row per feedback that matches a single-patient captured event: predicted, confirmed, orphan."""
+NOT_A_LABEL = "feedback label not one of the model's labels"
+
+
+def join_feedback(rows: pd.DataFrame, feedback: Mapping[str, Feedback], skipped: Skipped,
+                  labels: Iterable[str] | None = None, other_models: Mapping[str, str] | None = None) -> pd.DataFrame:
+    """One row per feedback that matches a single-patient captured event: predicted, confirmed, orphan.
+
+    Feedback whose diagnosis is none of ``labels`` (the model's; feedback written straight to the lake, or by AWS
+    IAM, is not checked against them) is counted under its reason, not joined: it is no class's confirmed case and
+    no miss. ``other_models`` (event id → model version) names the events another model version answered, left
+    out of the window: their feedback is counted as such, not as "not captured"."""
     columns = ["event_id", "predicted", "confirmed", "orphan"]
     if not feedback:
         return pd.DataFrame(columns=columns)
+    known = None if labels is None else set(labels)
+    other_models = other_models or {}
     by_event = {event: part for event, part in rows.groupby("event_id", sort=False)} if len(rows) else {}
     joined = []
     for event_id, item in feedback.items():
+        if known is not None and item.diagnosis not in known:
+            skipped.add(NOT_A_LABEL, f"{event_id}: {item.diagnosis!r}")
+            continue
+        if event_id in other_models:
+            skipped.add(OTHER_MODEL_FEEDBACK, f"{event_id}: model version {other_models[event_id]}")
+            continue
         part = by_event.get(event_id)
         if part is None:
             skipped.add("feedback for an event id not captured in this window", event_id)
@@ -72,6 +90,8 @@ def join_feedback(rows: pd.DataFrame, feedback: Mapping[str, Feedback], skipped:
 
 def live_quality(joined: pd.DataFrame, th: QualityThresholds) -> dict[str, Any]:
     labels = list(th.labels)
+    # Only confirmed cases of the model's labels count, in accuracy too (join_feedback leaves the others out, counted).
+    joined = joined[joined["confirmed"].isin(labels)]
     per_class: dict[str, Any] = {}
     failing = []
     for label in labels:

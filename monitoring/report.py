@@ -100,6 +100,16 @@ th,td{border:1px solid #ddd;padding:4px 8px;text-align:left;vertical-align:top} 
 """
 
 
+def _versions(traffic: dict[str, Any]) -> str:
+    """The model version judged and the requests other versions answered (left out), for the header."""
+    other = traffic.get("other_versions") or {}
+    text = f" · model version {_e(traffic['model_version'])}" if traffic.get("model_version") else ""
+    if other.get("requests"):
+        text += (f" · <span id='other-versions'>{other['requests']} requests of other model versions left out "
+                 f"({_e(', '.join(f'{v}: {n}' for v, n in other['by_version'].items()))})</span>")
+    return text
+
+
 def render_html(report: dict[str, Any]) -> str:
     r = report
     parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>Diagnosa monitoring — "
@@ -108,7 +118,8 @@ def render_html(report: dict[str, Any]) -> str:
     parts.append(f"<div class='meta'>window {_e(r['window']['start'] or 'beginning')} → "
                  f"{_e(r['window']['end'] or 'now')} · generated {_e(r['generated_at'])} · "
                  f"{r['traffic']['events']} captured requests, {r['traffic']['patients']} patients · "
-                 f"{r['quality']['feedback']['matched']} confirmed diagnoses joined</div>")
+                 f"{r['quality']['feedback']['matched']} confirmed diagnoses joined"
+                 + _versions(r["traffic"]) + "</div>")
     parts.append(f"<div class='verdict' id='overall'>Overall: {_badge(r['verdict'])}</div>")
     if r["alerts"]:
         parts.append("<ul class='alerts' id='alerts'>" + "".join(f"<li>{_e(a)}</li>" for a in r["alerts"]) + "</ul>")

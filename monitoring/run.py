@@ -16,11 +16,11 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from diagnosa.labels import CATEGORIES
 from diagnosa.lake import DataLake
 from inference.capture import read_errors
 from inference.feedback import read_feedback
 from monitoring.drift import DRIFT, INSUFFICIENT, OK, WARN, DriftThresholds, data_drift, prediction_drift
+from monitoring.identity import ModelFacts, baseline_model
 from monitoring.quality import (
     BELOW,
     DEFAULT_RECALL,
@@ -94,12 +94,25 @@ class MonitorSettings:
 
 
 def settings_from_baseline(baseline: Baseline, drift: DriftThresholds | None = None,
-                           min_feedback: int | None = None) -> MonitorSettings:
-    """Recall thresholds default to the gate the model passed (kept in the prediction baseline)."""
+                           min_feedback: int | None = None, model: ModelFacts | None = None) -> MonitorSettings:
+    """Recall thresholds default to the gate the model passed (kept in the prediction baseline).
+
+    The model's labels, and whether it has an orphan slice, come from its prediction baseline; without one, from what
+    is known of the model (``model``: the served model's metadata; else what the baseline files and their run say,
+    ``monitoring.identity.baseline_model``). Not known at all is a ValueError asking for the evaluation folder: the
+    built-in cohort's five labels judged every other dataset's endpoint on labels it never answers."""
+    known = baseline_model(baseline) if baseline.predictions is None else ModelFacts()
+    if model is not None:
+        known = known.merged(model) if known.dataset is None or known.dataset == model.dataset else known
     # The model's labels (a dataset of your own has its own: the cohort's five refused every such endpoint).
-    labels = tuple((baseline.predictions or {}).get("labels") or CATEGORIES)
+    labels = tuple((baseline.predictions or {}).get("labels") or known.labels or ())
+    if not labels:
+        raise ValueError(f"the baseline ({', '.join(baseline.sources)}) does not say which labels the model answers "
+                         "with: give its evaluation folder too (--baseline <run>/evaluation, which holds "
+                         "prediction_baseline.json)")
     # The orphan slice is the cohort's: a model whose evaluation had none (a dataset of your own) is not judged on it.
-    orphan_slice = not baseline.predictions or baseline.predictions.get("orphan") is not None
+    orphan_slice = (baseline.predictions.get("orphan") is not None if baseline.predictions
+                    else bool(known.orphan_slice))
     quality = QualityThresholds(recall={label: DEFAULT_RECALL for label in labels}, labels=labels,
                                 orphan_slice=orphan_slice)
     gate = (baseline.predictions or {}).get("thresholds") or {}
@@ -117,15 +130,23 @@ def _iso(when: datetime | None) -> str | None:
 
 def run_monitor(lake: DataLake, endpoint: str, baseline: Baseline, start: datetime | None = None,
                 end: datetime | None = None, settings: MonitorSettings | None = None,
-                now: datetime | None = None) -> dict[str, Any]:
+                now: datetime | None = None, model_version: str | None = None) -> dict[str, Any]:
+    """The report of the window ``[start, end)``. ``model_version``: the version of the model the baselines are of
+    (default: the one their files and run name, ``monitoring.identity.baseline_model``, when they name one). Only
+    the requests that version answered are judged; those of other versions are left out and counted — one model's
+    traffic is never compared with another's baselines (in AWS the window also starts when the serving model did)."""
     settings = settings or settings_from_baseline(baseline)
     settings.validate()
+    if model_version is None:
+        model_version = baseline_model(baseline).version
     kinds = {name: "boolean" if fb.field_type == "boolean" else fb.kind for name, fb in baseline.data.features.items()}
     traffic = read_traffic(lake, endpoint, start, end, kinds,
-                           missing={name: fb.missing_values for name, fb in baseline.data.features.items()})
+                           missing={name: fb.missing_values for name, fb in baseline.data.features.items()},
+                           model_version=model_version)
     rows = traffic.rows
     features = data_drift(baseline.data, rows, settings.drift, traffic.type_errors)
-    predictions = prediction_drift(baseline.predictions, rows["predicted"], settings.drift)
+    predictions = prediction_drift(baseline.predictions, rows["predicted"], settings.drift,
+                                   settings.quality.labels)
 
     feedback = read_feedback(lake, endpoint)
     fb_skipped = Skipped()
@@ -133,7 +154,7 @@ def run_monitor(lake: DataLake, endpoint: str, baseline: Baseline, start: dateti
         for example in feedback.examples.get(reason, []):
             fb_skipped.add(reason, example, 0)
         fb_skipped.counts[reason] += count
-    joined = join_feedback(rows, feedback.latest, fb_skipped)
+    joined = join_feedback(rows, feedback.latest, fb_skipped, settings.quality.labels, traffic.other_models)
     quality = live_quality(joined, settings.quality)
     quality["feedback"] = {"records": feedback.records, "superseded": feedback.superseded, "latest": len(feedback.latest),
                            "matched": len(joined), "skipped": fb_skipped.to_dict()}
@@ -187,7 +208,9 @@ def run_monitor(lake: DataLake, endpoint: str, baseline: Baseline, start: dateti
         "drifted_features": drifted,
         "failing_classes": list(quality["failing_classes"]) + (["orphan slice"] if o["status"] == BELOW else []),
         "retrain": {"recommended": bool(reasons), "reasons": reasons},
-        "traffic": {"events": traffic.events, "patients": patients, "skipped": traffic.skipped.to_dict()},
+        "traffic": {"events": traffic.events, "patients": patients, "skipped": traffic.skipped.to_dict(),
+                    # the version judged (None: not known, every request judged) and the requests others answered
+                    "model_version": model_version, "other_versions": traffic.other_versions()},
         # Requests the local endpoint refused in the window (its capture-errors/ stream; none on SageMaker).
         "refusals": read_errors(lake, endpoint, start, end).summary(),
         "features": [f.to_dict() for f in features],

@@ -53,6 +53,14 @@ class Traffic:
     skipped: Skipped
     type_errors: Counter[str] = field(default_factory=Counter)  # field → values of the wrong type
     dropped: dict[str, str] = field(default_factory=dict)  # event id → why none of its rows is here (counted above)
+    # Requests another model version answered, left out (monitoring one version's traffic): event id → its version.
+    other_models: dict[str, str] = field(default_factory=dict)
+    other_patients: int = 0
+
+    def other_versions(self) -> dict[str, Any]:
+        """What was left out as answered by another model version: requests, patients, requests by version."""
+        return {"requests": len(self.other_models), "patients": self.other_patients,
+                "by_version": dict(Counter(self.other_models.values()).most_common())}
 
 
 def request_records(body: bytes, content_type: str) -> list[Any]:
@@ -106,16 +114,27 @@ def _coerce(kind: str, value: Any, text: bool, missing: frozenset[str] = frozens
     return None, False
 
 
+def answered_by(predictions: list[Any]) -> str | None:
+    """The model version a captured answer names (every prediction carries the answering model's ``model_version``);
+    None when it names none (a capture written before answers carried it)."""
+    versions = sorted({str(p["model_version"]) for p in predictions if isinstance(p, dict) and p.get("model_version")})
+    return ", ".join(versions) or None
+
+
 def traffic_from_events(events: Iterable[dict[str, Any]], kinds: dict[str, str], skipped: Skipped | None = None,
-                        missing: Mapping[str, Iterable[str]] | None = None) -> Traffic:
+                        missing: Mapping[str, Iterable[str]] | None = None, model_version: str | None = None) -> Traffic:
     """Rows for the monitor from capture events; ``kinds`` maps each field to numeric/category/boolean/terms,
-    ``missing`` to the CSV texts that mean missing (default: none but the empty cell)."""
+    ``missing`` to the CSV texts that mean missing (default: none but the empty cell). With ``model_version``, only
+    the requests that version answered: those another version answered are left out and counted
+    (``Traffic.other_models``); an answer that names no version is kept."""
     markers = {name: frozenset((missing or {}).get(name, ())) for name in kinds}
     names = FieldNames(kinds)  # the record's field names read as the endpoint read them
     skipped = skipped or Skipped()
     type_errors: Counter[str] = Counter()
     rows: list[dict[str, Any]] = []
     dropped: dict[str, str] = {}
+    other_models: dict[str, str] = {}
+    other_patients = 0
     count = 0
 
     def drop(reason: str, example: str, n: int = 1) -> None:
@@ -145,6 +164,11 @@ def traffic_from_events(events: Iterable[dict[str, Any]], kinds: dict[str, str],
             drop("input and output hold different numbers of patients",
                  f"{where}: {len(records)} records, {len(predictions)} predictions", len(records) or 1)
             continue
+        answered = answered_by(predictions) if model_version is not None else None
+        if answered is not None and answered != model_version:
+            other_models[event_id] = answered
+            other_patients += len(records)
+            continue
         text = content_type.split(";", 1)[0].strip().lower() == "text/csv"
         when = meta.get("inferenceTime")
         for i, (record, prediction) in enumerate(zip(records, predictions)):
@@ -162,13 +186,15 @@ def traffic_from_events(events: Iterable[dict[str, Any]], kinds: dict[str, str],
                 row[name] = value
             rows.append(row)
     columns = ["event_id", "row", "rows_in_event", "inference_time", "predicted", *kinds]
-    return Traffic(pd.DataFrame(rows, columns=columns), count, skipped, type_errors, dropped)
+    return Traffic(pd.DataFrame(rows, columns=columns), count, skipped, type_errors, dropped, other_models,
+                   other_patients)
 
 
 def read_traffic(lake: DataLake, endpoint: str, start: datetime | None, end: datetime | None,
                  kinds: dict[str, str], variant: str | None = None,
-                 missing: Mapping[str, Iterable[str]] | None = None) -> Traffic:
-    """Captured traffic of ``endpoint`` in ``[start, end)`` with the capture problems counted."""
+                 missing: Mapping[str, Iterable[str]] | None = None, model_version: str | None = None) -> Traffic:
+    """Captured traffic of ``endpoint`` in ``[start, end)`` with the capture problems counted (with
+    ``model_version``: that version's, the others counted)."""
     read = read_capture(lake, endpoint, start, end, variant)
     skipped = Skipped()
     for problem in read.problems:
@@ -180,7 +206,7 @@ def read_traffic(lake: DataLake, endpoint: str, start: datetime | None, end: dat
             key, _, why = problem.partition(": ")
             reason = "malformed capture line: " + _reason_kind(why)
             skipped.add(reason, problem)
-    return traffic_from_events(read.events, kinds, skipped, missing)
+    return traffic_from_events(read.events, kinds, skipped, missing, model_version)
 
 
 def _reason_kind(why: str) -> str:

@@ -352,13 +352,13 @@ def test_a_file_with_endpoint_url_goes_through_the_route_with_its_token(tmp_path
         code, out, err = _cli(capsys, *argv, "--feedback-token-file", token)
         assert code == 2, err
         assert f"to {ep.url}: 1 stored, 2 refused" in out
-        assert "line 2: endpoint 'diagnosa' refused the feedback (404): no captured prediction" in out
+        assert f"line 2: endpoint {ep.url} refused the feedback (404): no captured prediction" in out  # the URL's
         assert "line 3: diagnosis: must be one of" in out  # the served model's labels, judged there
         assert [k.rsplit("/", 1)[1] for k in lake.list("feedback/")] == [f"{good}.json"]  # nothing straight in
         # Without the token the endpoint refuses every line: one message, and the count not sent.
         code, out, err = _cli(capsys, *argv)
         assert code == 1 and "0 stored, 0 refused, 3 not sent" in out
-        assert err.count("401") == 1 and "stopped at line 1, 3 line(s) from there not sent" in err
+        assert err.count("(401)") == 1 and "stopped at line 1, 3 line(s) from there not sent" in err
         # A token file that cannot be read stops before any line.
         code, out, err = _cli(capsys, *argv, "--feedback-token-file", tmp_path / "missing")
         assert code == 2 and "cannot read the token file" in err and out == ""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import codecs
 import json
 import sys
 from datetime import datetime, timezone
@@ -63,8 +64,20 @@ def _served_baselines(args: argparse.Namespace, lake: Any) -> list[Path]:
                      "baselines: give them with --baseline")
 
 
+def _served_model(args: argparse.Namespace, lake: Any) -> Any:
+    """What is known of the model the workspace's local endpoint serves (monitoring.identity.ModelFacts), or None:
+    no such local endpoint (an S3 lake: a SageMaker endpoint)."""
+    from monitoring.identity import served_model
+
+    if lake.uri.startswith("s3://"):
+        return None
+    record = local_workspace(args, lake).endpoints().describe(args.endpoint_name)
+    return served_model(record["ModelDir"]) if record and record.get("ModelDir") else None
+
+
 def cmd_monitor(args: argparse.Namespace) -> int:
     from monitoring.drift import DriftThresholds
+    from monitoring.identity import baseline_model, check_same_model
     from monitoring.run import (
         WindowError,
         parse_window,
@@ -81,14 +94,22 @@ def cmd_monitor(args: argparse.Namespace) -> int:
         start, end = parse_window(args.since, args.until, args.last)
         folders = [Path(p) for p in args.baseline] if args.baseline else _served_baselines(args, lake)
         baseline = load_baseline(folders)
-        drift = DriftThresholds(psi_warn=args.psi_warn, psi_drift=args.psi_drift, p_value=args.p_value,
+        served = _served_model(args, lake)
+        # The version whose baselines judge, and so whose traffic is judged: the served one for its registered
+        # baselines; for --baseline folders, the one they name (a baseline of another dataset is refused).
+        version = baseline_model(baseline).version
+        if served is not None and not args.baseline:
+            version = served.version
+        elif served is not None:
+            check_same_model(baseline_model(baseline), served, args.endpoint_name)
+        drift = DriftThresholds(min_psi=args.min_psi, p_value=args.p_value,
                                 min_rows=args.min_rows, missing_rate_delta=args.missing_rate_delta)
-        settings = settings_from_baseline(baseline, drift, args.min_feedback)
+        settings = settings_from_baseline(baseline, drift, args.min_feedback, model=served)
         settings.validate()
-    except (WindowError, BaselineError, ValueError) as err:
+    except (WindowError, BaselineError, ValueError) as err:  # BaselineMismatch is a ValueError
         raise UsageError(str(err)) from None
     now = datetime.now(timezone.utc)
-    report = run_monitor(lake, args.endpoint_name, baseline, start, end, settings, now=now)
+    report = run_monitor(lake, args.endpoint_name, baseline, start, end, settings, now=now, model_version=version)
     name = run_name(now)
     out = Path(args.out) if args.out else workspace(args) / "monitoring" / args.endpoint_name / name
     if out.exists() and any(out.iterdir()):
@@ -116,6 +137,13 @@ def _print_summary(report: dict[str, Any], paths: dict[str, Path], lake_url: str
           f"{t['skipped']['total']} skipped")
     for entry in t["skipped"]["by_reason"]:
         print(f"  skipped {entry['count']}: {entry['reason']}")
+    other = t.get("other_versions") or {}
+    if t.get("model_version"):
+        print(f"  judged: the requests model version {t['model_version']} answered")
+    if other.get("requests"):
+        versions = ", ".join(f"{v} ({n})" for v, n in other["by_version"].items())
+        print(f"  left out {other['requests']} captured requests ({other['patients']} patients) answered by other "
+              f"model versions: {versions}")
     refused = report.get("refusals") or {}
     if refused.get("total"):
         statuses = ", ".join(f"{n} × {status}" for status, n in refused["by_status"].items())
@@ -260,6 +288,16 @@ def _refusal(fields: dict[str, str]) -> str:
     return "; ".join(f"{k}: {v}" for k, v in fields.items())
 
 
+def export_text(data: bytes) -> str:
+    """A hospital system's export as text: UTF-8, its byte-order mark read past (Windows tools write one), or UTF-16
+    when it starts with UTF-16's mark ('Unicode text' as Windows saves it), as CSV ingestion recognises one."""
+    if data.startswith((codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)):  # before UTF-16's: FF FE 00 00 starts both
+        return data.decode("utf-32")
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return data.decode("utf-16")  # the mark says the byte order, and is dropped
+    return data.decode("utf-8-sig")
+
+
 def _feedback_file(args: argparse.Namespace) -> int:
     """Feedback from a JSON Lines file (a hospital system's export): good lines stored (through --endpoint-url's
     route, or straight to the lake), bad lines named; an endpoint that fails every line stops the file."""
@@ -268,7 +306,12 @@ def _feedback_file(args: argparse.Namespace) -> int:
 
     path = Path(args.file)
     try:
-        lines = (sys.stdin.read() if args.file == "-" else path.read_text(encoding="utf-8")).splitlines()
+        if args.file == "-":
+            stdin = getattr(sys.stdin, "buffer", None)  # bytes when there are (a redirected file), else its text
+            lines = (export_text(stdin.read()) if stdin is not None
+                     else sys.stdin.read().removeprefix("\ufeff")).splitlines()
+        else:
+            lines = export_text(path.read_bytes()).splitlines()
     except (OSError, UnicodeDecodeError) as err:
         raise UsageError(f"cannot read {args.file}: {err}") from None
     if args.endpoint_url:
@@ -334,12 +377,11 @@ def register(commands: Any) -> None:
     monitor.add_argument("--until", help="window end (exclusive), ISO 8601")
     monitor.add_argument("--last", help="window of this length before --until or now: 30m, 24h, 7d, 2w")
     monitor.add_argument("--out", help="report folder (default <workspace>/monitoring/<endpoint>/<time>)")
-    monitor.add_argument("--psi-warn", type=float, default=0.10,
-                         help="population stability index from which a feature is 'warn'")
-    monitor.add_argument("--psi-drift", type=float, default=0.25,
-                         help="population stability index from which a feature has drifted")
+    monitor.add_argument("--min-psi", type=float, default=0.10,
+                         help="population stability index a significant shift (--p-value) needs to be drift (a "
+                              "smaller one is 'warn'; PSI without a significant test is no verdict)")
     monitor.add_argument("--p-value", type=float, default=0.01,
-                         help="significance of the distribution tests (KS, chi-square)")
+                         help="significance of the distribution tests (KS, chi-square) that drift needs")
     monitor.add_argument("--min-rows", type=int_in(1, 10**9, "--min-rows"), default=30,
                          help="live rows a feature needs before it is judged ('insufficient data' below)")
     monitor.add_argument("--missing-rate-delta", type=float, default=0.10,

@@ -1,0 +1,241 @@
+"""The feedback → monitor loop's edges: one model version's traffic judged against its baselines (the others
+counted), labels known without a prediction baseline, a baseline of another dataset refused, feedback with a label
+the model does not have counted, a drift rule whose false alarms on the baseline's own distribution are rare, and
+feedback exports with a byte-order mark."""
+from __future__ import annotations
+
+import codecs
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from diagnosa.data.schema import Field, Schema
+from diagnosa.lake import DataLake
+from inference.capture import capture_line
+from inference.feedback import parse_feedback, read_feedback, store_feedback
+from monitoring.drift import DRIFT, OK, WARN, DriftThresholds, _verdict, feature_drift, prediction_drift
+from monitoring.identity import BaselineMismatch, ModelFacts, baseline_model, check_same_model, served_model
+from monitoring.quality import NOT_A_LABEL, OTHER_MODEL_FEEDBACK, QualityThresholds, join_feedback, live_quality
+from monitoring.run import run_monitor, settings_from_baseline
+from monitoring.traffic import Skipped
+from processing.baseline import data_baseline, load_baseline, parse_data_baseline, write_json
+
+SCHEMA = Schema("gest", (Field("id", "string", role="id"), Field("weeks", "number"), Field("race", "category"),
+                         Field("y", "category", role="target", values=("never", "now"))), ("never", "now"))
+
+
+def _frame(n: int = 400, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame({"weeks": rng.normal(39, 2, n), "race": rng.choice(["white", "black", "asian"], n)})
+
+
+def _baseline_folder(folder: Path, schema: Schema = SCHEMA) -> Path:
+    statistics, constraints = data_baseline(_frame(), schema)
+    write_json(folder / "statistics.json", statistics)
+    write_json(folder / "constraints.json", constraints)
+    return folder
+
+
+def _metadata(folder: Path, dataset: str = "gest", fingerprint: str = "b4e42c1fb60b" + "0" * 52,
+              schema: Schema = SCHEMA) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "metadata.json").write_text(json.dumps({
+        "dataset": {"name": dataset, "version": "1"}, "labels": list(schema.labels), "slice_column": None,
+        "schema": schema.to_dict(), "fingerprint": {"preprocess": fingerprint}}))
+    return folder
+
+
+def _capture(lake: DataLake, events: list[tuple[str, str, dict]]) -> None:
+    """Single-patient requests as the endpoint captures them: (event id, answering model version, record)."""
+    when = datetime(2026, 12, 2, 10, tzinfo=timezone.utc)
+    lines = [json.dumps(capture_line(event, None, json.dumps(record).encode(), "application/json",
+                                     json.dumps({"predictions": [{"category": "never", "model_version": version}]
+                                                 }).encode(), "application/json", when))
+             for event, version, record in events]
+    lake.put_bytes("capture/gest/AllTraffic/2026/12/02/10/00-00-000-x.jsonl", ("\n".join(lines) + "\n").encode())
+
+
+# ------------------------------------------------------------------------------------------ D1: model versions
+
+def test_only_the_traffic_of_the_baselines_model_version_is_judged_and_the_rest_is_counted(tmp_path):
+    # After a retraining deployed v2, v2's baselines judged the traffic v1 had answered.
+    lake = DataLake.from_uri(str(tmp_path / "lake"))
+    baseline = load_baseline([_baseline_folder(tmp_path / "b")])
+    rows = _frame(60, seed=1)
+    events = [(f"v1-{i}", "35f9e203b370", {"weeks": float(w) - 10, "race": r})
+              for i, (w, r) in enumerate(zip(rows.weeks[:40], rows.race[:40]))]
+    events += [(f"v2-{i}", "b4e42c1fb60b", {"weeks": float(w), "race": r})
+               for i, (w, r) in enumerate(zip(rows.weeks[40:], rows.race[40:]))]
+    _capture(lake, events)
+    store_feedback(lake, "gest", parse_feedback({"event_id": "v1-0", "diagnosis": "now"}, ["never", "now"]))
+    store_feedback(lake, "gest", parse_feedback({"event_id": "v2-0", "diagnosis": "now"}, ["never", "now"]))
+    settings = settings_from_baseline(baseline, model=ModelFacts(labels=("never", "now"), orphan_slice=False))
+    report = run_monitor(lake, "gest", baseline, settings=settings, model_version="b4e42c1fb60b")
+    traffic = report["traffic"]
+    assert traffic["patients"] == 20 and traffic["model_version"] == "b4e42c1fb60b"
+    assert traffic["other_versions"] == {"requests": 40, "patients": 40, "by_version": {"35f9e203b370": 40}}
+    assert report["drifted_features"] == []  # v1's shifted weeks are not v2's drift
+    fb = report["quality"]["feedback"]
+    assert fb["matched"] == 1
+    assert {s["reason"]: s["count"] for s in fb["skipped"]["by_reason"]} == {OTHER_MODEL_FEEDBACK: 1}
+    # Without a known version every request is judged, as before (and v1's shift shows).
+    everything = run_monitor(lake, "gest", baseline, settings=settings)
+    assert everything["traffic"]["patients"] == 60 and everything["traffic"]["other_versions"]["requests"] == 0
+
+
+def test_the_served_models_version_is_the_one_its_answers_carry(trained_model_dir):
+    from inference.handler import load_service
+
+    assert served_model(trained_model_dir).version == load_service(str(trained_model_dir)).version
+
+
+def test_a_runs_baselines_name_their_model(tmp_path):
+    run = tmp_path / "runs" / "r1"
+    _baseline_folder(run / "baseline")
+    (run / "transformer").mkdir()
+    (run / "transformer" / "preprocess.json").write_text(json.dumps({
+        "dataset": {"name": "gest"}, "labels": ["never", "now"], "schema": SCHEMA.to_dict(),
+        "fingerprint": "35f9e203b3701bfe4f7ed8cb840f8f18"}))
+    facts = baseline_model(load_baseline([run / "baseline"]))
+    assert (facts.dataset, facts.version, facts.labels, facts.orphan_slice) == \
+        ("gest", "35f9e203b370", ("never", "now"), False)
+
+
+# ------------------------------------------------------------------------------------------ D2: labels
+
+def test_a_statistics_only_baseline_takes_the_models_labels_or_asks_for_the_evaluation_folder(tmp_path):
+    # It judged a dataset's endpoint on the built-in cohort's five labels and its orphan slice.
+    baseline = load_baseline([_baseline_folder(tmp_path / "b")])
+    served = served_model(_metadata(tmp_path / "model"))
+    quality = settings_from_baseline(baseline, model=served).quality
+    assert quality.labels == ("never", "now") and quality.orphan_slice is False
+    with pytest.raises(ValueError, match="evaluation folder"):
+        settings_from_baseline(baseline)
+    # The built-in cohort's statistics are known as the cohort's.
+    from diagnosa.data.schema import cohort_schema
+    from diagnosa.labels import CATEGORIES
+    from processing.baseline import Baseline, monitored_fields
+
+    cohort = Baseline(data=parse_data_baseline(*data_baseline(
+        pd.DataFrame({f.name: [None] * 3 for f in monitored_fields(cohort_schema())}), cohort_schema())),
+        predictions=None, sources=[])
+    assert settings_from_baseline(cohort).quality.labels == CATEGORIES
+
+
+def test_the_predicted_mix_without_a_prediction_baseline_is_counted_over_the_models_labels():
+    result = prediction_drift(None, pd.Series(["never", "now", "now"]), DriftThresholds(), ("never", "now"))
+    assert result["live_counts"] == {"never": 1, "now": 2} and result["unknown_categories"] == {}
+
+
+# ------------------------------------------------------------------------------------------ D4: another dataset
+
+def test_prediction_drift_never_raises_on_another_models_labels():
+    # ValueError: psi needs non-negative counts with a positive total on both sides.
+    predictions = {"labels": ["alcohol", "heroína"], "predicted_distribution": {"alcohol": 10, "heroína": 5}}
+    result = prediction_drift(predictions, pd.Series(["never"] * 50), DriftThresholds())
+    assert result["verdict"] == "insufficient data" and result["unknown_categories"] == {"never": 50}
+    assert "none of the baseline's labels" in " ".join(result["reasons"])
+
+
+def test_a_baseline_of_another_dataset_is_refused_naming_both(tmp_path, capsys):
+    from diagnosa.cli import main
+
+    other = Schema("help", (Field("id", "string", role="id"), Field("cesd", "number"), Field("sex", "category"),
+                            Field("y", "category", role="target", values=("alcohol", "heroína"))), ("alcohol", "heroína"))
+    frame = pd.DataFrame({"cesd": np.arange(50.0), "sex": ["f", "m"] * 25})
+    folder = tmp_path / "other"
+    statistics, constraints = data_baseline(frame, other)
+    write_json(folder / "statistics.json", statistics)
+    write_json(folder / "constraints.json", constraints)
+    served = served_model(_metadata(tmp_path / "model"))
+    with pytest.raises(BaselineMismatch, match="dataset gest"):
+        check_same_model(baseline_model(load_baseline([folder])), served, "gest")
+    check_same_model(baseline_model(load_baseline([_baseline_folder(tmp_path / "mine")])), served, "gest")  # ok
+    # The command: exit status 2 and both named, no traceback, no report of 'every feature 100 % missing'.
+    ws = tmp_path / "ws"
+    (ws / "endpoints" / "gest").mkdir(parents=True)
+    (ws / "endpoints" / "gest" / "endpoint.json").write_text(json.dumps({
+        "EndpointName": "gest", "EndpointStatus": "OutOfService", "ModelDir": str(tmp_path / "model"),
+        "ModelDataUrl": "s3://diagnosa-local/x/model.tar.gz", "Pid": None}))
+    code = main(["--lake", str(tmp_path / "lake"), "--workspace", str(ws), "monitor", "--endpoint-name", "gest",
+                 "--baseline", str(folder), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and "is not of the model endpoint gest serves" in err and "cesd" in err and "weeks" in err
+    assert not (tmp_path / "out").exists()
+
+
+# ------------------------------------------------------------------------------------------ D3: labels of feedback
+
+def test_feedback_with_a_label_the_model_does_not_have_is_counted_and_left_out_of_accuracy():
+    # 206 joined, per-class counts adding to 205, no reason, and a miss in accuracy.
+    rows = pd.DataFrame({"event_id": ["a", "b"], "predicted": ["never", "now"], "rows_in_event": [1, 1]})
+    feedback = {"a": parse_feedback({"event_id": "a", "diagnosis": "never"}, ["never", "now"]),
+                "b": parse_feedback({"event_id": "b", "diagnosis": "marihuana"}, ["marihuana"])}
+    skipped = Skipped()
+    joined = join_feedback(rows, feedback, skipped, ("never", "now"))
+    assert list(joined["event_id"]) == ["a"]
+    assert skipped.to_dict()["by_reason"] == [{"reason": NOT_A_LABEL, "count": 1, "examples": ["b: 'marihuana'"]}]
+    quality = live_quality(join_feedback(rows, feedback, Skipped()),
+                           QualityThresholds(recall={"never": 0.8, "now": 0.8}, labels=("never", "now")))
+    assert quality["n"] == sum(c["n"] for c in quality["per_class"].values()) == 1 and quality["accuracy"] == 1.0
+
+
+# ------------------------------------------------------------------------------------------ D5: the drift rule
+
+@pytest.fixture(scope="module")
+def population():
+    rng = np.random.default_rng(7)
+    n = 5000
+    frame = pd.DataFrame({"x": rng.lognormal(3, 0.5, n),
+                          "k": rng.choice(["a", "b", "c", "d", "e", "f"], n, p=[.5, .3, .15, .04, .008, .002])})
+    schema = Schema("p", (Field("id", "string", role="id"), Field("x", "number"), Field("k", "category"),
+                          Field("y", "category", role="target", values=("u", "v"))), ("u", "v"))
+    return frame, parse_data_baseline(*data_baseline(frame, schema))
+
+
+@pytest.mark.parametrize("n", [30, 100, 300])
+def test_samples_of_the_baseline_itself_are_rarely_called_drift(population, n):
+    # PSI ≥ 0.25 alone was drift: 75 % of clean samples of 30 values, 52 % of 40.
+    frame, data = population
+    th = DriftThresholds()
+    for name in ("x", "k"):
+        verdicts = [feature_drift(data.features[name], frame[name].sample(n, random_state=seed).reset_index(drop=True),
+                                  th).verdict for seed in range(200)]
+        assert np.mean([v == DRIFT for v in verdicts]) <= 0.05, (name, n)
+        assert np.mean([v == WARN for v in verdicts]) <= 0.10, (name, n)  # not a warning in most small windows
+
+
+def test_a_real_shift_is_still_drift(population):
+    frame, data = population
+    shift = frame["x"].std()
+    verdicts = [feature_drift(data.features["x"], (frame["x"].sample(100, random_state=seed) + shift)
+                              .reset_index(drop=True), DriftThresholds()).verdict for seed in range(50)]
+    assert all(v == DRIFT for v in verdicts)
+
+
+def test_psi_without_a_significant_test_is_no_verdict():
+    # As a warning, PSI alone (≥ 0.25) warned in 95 % of clean 30-value samples of a numeric feature.
+    th, reasons = DriftThresholds(), []
+    assert _verdict(0.933, 0.36, th, "distribution", reasons) == OK and reasons == []
+    assert _verdict(0.15, 0.001, th, "distribution", reasons) == DRIFT and "p = 0.001 < 0.01" in reasons[0]
+    assert _verdict(0.05, 0.001, th, "distribution", []) == WARN  # a large window's slight, significant shift
+
+
+# ------------------------------------------------------------------------------------------ D7: byte-order marks
+
+@pytest.mark.parametrize("encoding, mark", [("utf-8", codecs.BOM_UTF8), ("utf-16-le", codecs.BOM_UTF16_LE),
+                                            ("utf-16-be", codecs.BOM_UTF16_BE)])
+def test_a_feedback_export_with_a_byte_order_mark_is_read(tmp_path, capsys, encoding, mark):
+    # Line 1 was refused ("Unexpected UTF-8 BOM"); a UTF-16 export failed with a codec error.
+    from diagnosa.cli import main
+
+    path = tmp_path / "export.jsonl"
+    text = '{"event_id": "a", "diagnosis": "NO ENFERMO"}\r\n{"event_id": "b", "diagnosis": "ENFERMEDAD LEVE"}\r\n'
+    path.write_bytes(mark + text.encode(encoding))
+    assert main(["--lake", str(tmp_path / "lake"), "feedback", "--file", str(path)]) == 0
+    assert "2 stored, 0 refused" in capsys.readouterr().out
+    assert set(read_feedback(DataLake.from_uri(str(tmp_path / "lake")), "diagnosa").latest) == {"a", "b"}
