@@ -51,9 +51,9 @@ class RequestSchema:
              frozenset(schema.missing_values) - set(f.values or ())) for name, f in self.fields.items()]
         # The dataset's columns that are not inputs, named as such when a request carries them (a scoring file in
         # the training file's shape): 'unknown field' alone read like a typo.
-        accepted = self.accepted
-        self._unknown = (f"unknown field (accepted: {', '.join(accepted)})" if len(accepted) <= LISTED_FIELDS
-                         else f"unknown field (the model has {len(accepted)} inputs")  # one text, shared by problems
+        # One text shared by every unknown field's problem (a junk body had one fresh copy per key), when listed.
+        self._unknown = (f"unknown field (accepted: {', '.join(self.accepted)})"
+                         if len(self.accepted) <= LISTED_FIELDS else None)
         self._not_inputs = {**{f.name: f"the dataset's {f.role}" if f.role == "target" else "metadata of the dataset"
                                for f in schema.fields if f.role in ("target", "metadata")},
                             **{name: "a column the dataset's config excludes" for name in schema.exclude}}
@@ -180,10 +180,11 @@ class RequestSchema:
     def _unknown_field(self, key: Any) -> str:
         """The problem of a field the model does not know: the accepted names, or for a model with many inputs the
         closest ones (a 172-column dataset's list, repeated by a hundred problems, made a 36 KB reply)."""
-        if len(self.accepted) <= LISTED_FIELDS:
+        if self._unknown is not None:
             return self._unknown
         close = difflib.get_close_matches(str(key), self.accepted, n=3)
-        return self._unknown + (f"; closest: {', '.join(close)})" if close else ")")
+        return f"unknown field (the model has {len(self.accepted)} inputs" + (
+            f"; closest: {', '.join(close)})" if close else ")")
 
     def _composed_keys(self, row: int, record: dict[Any, Any], problems: list[Problem]) -> dict[Any, Any]:
         """The record with its field names read as ingestion read the training CSV's header (:class:`FieldNames`);
