@@ -54,6 +54,7 @@ class Answered:
     where: str
     result: dict[str, Any]
     event_id: str | None  # the event id of the request that answered it (what feedback refers to)
+    event_row: int = 0  # its position in that request (feedback's event_row)
 
 
 @dataclass(frozen=True)
@@ -261,8 +262,8 @@ def _send(client: DiagnosaClient, batch: list[InputRecord], csv_header: list[str
             if rest:
                 pending.insert(0, rest)
             continue
-        for item, result in zip(items, prediction.results):
-            yield Answered(item.where, result, prediction.event_id)
+        for row, (item, result) in enumerate(zip(items, prediction.results)):
+            yield Answered(item.where, result, prediction.event_id, row)
 
 
 def _refused_rows(err: PredictionRejected, size: int) -> dict[int, list[dict[str, Any]]]:
@@ -338,7 +339,8 @@ def _describe(problem: Refused) -> str:
 class PredictionsDocument:
     """``{"predictions": [...], "event_id": ...}`` written as the answers arrive, one prediction per line.
 
-    Each prediction carries the ``event_id`` of the request that answered it; the top-level ``event_id`` is
+    Each prediction carries the ``event_id`` of the request that answered it and its ``event_row`` there (the two
+    name the patient in feedback: a request holds up to PREDICT_CHUNK patients); the top-level ``event_id`` is
     that of the only request, or null when the input took several. Nothing is written until a first answer."""
 
     def __init__(self, out: IO[str]):
@@ -348,7 +350,8 @@ class PredictionsDocument:
 
     def add(self, answer: Answered) -> None:
         self.out.write(('{"predictions": [\n  ' if not self.count else ",\n  ")
-                       + json.dumps({**answer.result, "event_id": answer.event_id}, ensure_ascii=False))
+                       + json.dumps({**answer.result, "event_id": answer.event_id, "event_row": answer.event_row},
+                                    ensure_ascii=False))
         self.count += 1
         if not self.event_ids or self.event_ids[-1] != answer.event_id:
             self.event_ids.append(answer.event_id)

@@ -60,6 +60,7 @@ _EVENT_ID_IN_LINE = re.compile(rb'"eventId"\s*:\s*"([^"\\]{1,128})"')
 MAX_ERROR_PROBLEMS = 20  # problems kept per refused request in the errors stream
 MAX_ERROR_TEXT = 300  # characters kept of a refusal's message (and of each problem)
 RECENT_EVENTS = 200_000  # event ids remembered in memory for the feedback check (besides the lake)
+UNCOUNTED = -1  # a captured event whose patients are not known (a previous process's spool)
 CACHED_HOURS = 8  # hours of captured event ids kept after reading them back from the lake
 
 
@@ -341,7 +342,8 @@ class DataCapture:
         self._ship_lock = threading.Lock()  # one shipper at a time (the thread, flush() or close())
         self._capture = _Stream(self.spool_dir / "capture", self.prefix, fsync)
         self._errors = _Stream(self.spool_dir / "errors", f"{ERRORS_ZONE}/{self.endpoint_name}/", fsync)
-        self._recent: OrderedDict[str, bool] = OrderedDict()  # event id → captured (False: not sampled)
+        # event id → the patients its request held when captured (UNCOUNTED: not known), 0 when not sampled
+        self._recent: OrderedDict[str, int] = OrderedDict()
         self._hours: OrderedDict[datetime, frozenset[str]] = OrderedDict()  # ids read back from the lake
         self._failures: dict[str, int] = {}  # segment name → failed shipping attempts
         self._closed = False
@@ -359,7 +361,7 @@ class DataCapture:
                     parsed = _parse_segment(data, want_ids=True)
                     self.recovered += parsed.lines
                     for event_id in parsed.ids:
-                        self._remember(event_id, True)
+                        self._remember(event_id, UNCOUNTED)
             if leftovers:
                 log.warning("capture spool %s: %d segment(s) left by a previous run will be shipped to the lake",
                             stream.directory, len(leftovers))
@@ -381,13 +383,14 @@ class DataCapture:
             setattr(self, name, value)
             return value
 
-    def _remember(self, event_id: str, captured: bool) -> None:
-        """Call under the lock (or before the thread starts)."""
-        self._recent[event_id] = captured
+    def _remember(self, event_id: str, patients: int) -> None:
+        """Call under the lock (or before the thread starts). ``patients``: 0 for an event not sampled."""
+        self._recent[event_id] = patients
         if len(self._recent) > RECENT_EVENTS:
             self._recent.popitem(last=False)
 
-    def _spool(self, stream: _Stream, when: datetime, line: dict[str, Any], event_id: str | None) -> bool:
+    def _spool(self, stream: _Stream, when: datetime, line: dict[str, Any], event_id: str | None,
+               patients: int = 1) -> bool:
         stamp = (when - _EPOCH) // timedelta(microseconds=1)
         data = b"%d %s\n" % (stamp, json.dumps(line, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
         with self._lock:
@@ -412,7 +415,7 @@ class DataCapture:
             full = stream.lines >= self.max_batch
             if stream is self._capture and event_id is not None:
                 self.sampled += 1
-                self._remember(event_id, True)
+                self._remember(event_id, max(patients, 1))
             else:
                 self.errors_recorded += 1
         if full:
@@ -420,12 +423,13 @@ class DataCapture:
         return True
 
     def record(self, event_id: str, inference_id: str | None, input_body: bytes, input_content_type: str | None,
-               output_body: bytes, output_content_type: str | None, when: datetime) -> bool:
+               output_body: bytes, output_content_type: str | None, when: datetime, patients: int = 1) -> bool:
         """Spool one event if sampled (a line in the kernel when this returns True); never raises into the
-        request. Call it before the reply is sent."""
+        request. Call it before the reply is sent. ``patients``: how many the request held (remembered for the
+        feedback check of its event_row)."""
         if not self._sample():
             with self._lock:
-                self._remember(event_id, False)
+                self._remember(event_id, 0)
             return False
         when = _utc(when)
         try:
@@ -435,7 +439,7 @@ class DataCapture:
             self._count("lost")
             log.exception("capture event %s could not be serialised", event_id)
             return False
-        return self._spool(self._capture, when, line, event_id)
+        return self._spool(self._capture, when, line, event_id, patients)
 
     def record_error(self, event_id: str | None, route: str, status: int, message: str,
                      problems: Iterable[Any] = (), *, fields: Iterable[str] | None = None,
@@ -477,6 +481,13 @@ class DataCapture:
                 while len(self._hours) > CACHED_HOURS:
                     self._hours.popitem(last=False)
         return "captured" if event_id.lower() in ids or event_id in ids else "unknown"
+
+    def patients(self, event_id: str) -> int | None:
+        """How many patients the captured request of ``event_id`` held, when this process captured it recently (the
+        lake's capture is not read for it: None)."""
+        with self._lock:
+            patients = self._recent.get(event_id)
+        return patients if patients is not None and patients > 0 else None
 
     def _read_hour(self, hour: datetime) -> frozenset[str]:
         ids: set[str] = set()

@@ -188,8 +188,9 @@ class DiagnosaClient:
 
     def send_feedback(self, event_id: str, diagnosis: str, note: str | None = None,
                       disease_id: str | None = None, source: str | None = None,
-                      labels: Sequence[str] | None = None) -> str:
-        """Send a doctor's confirmed diagnosis for a prediction (by its event id); returns the lake key written.
+                      labels: Sequence[str] | None = None, event_row: int | None = None) -> str:
+        """Send a doctor's confirmed diagnosis for a prediction (by its event id, and ``event_row``, the patient's
+        position in the request, 0 for the first, when the request held several); returns the lake key written.
 
         The local endpoint takes it on ``POST /feedback``. A SageMaker endpoint has no such route: the
         record is then written straight to the lake's ``feedback/`` zone if the client was given a
@@ -203,6 +204,8 @@ class DiagnosaClient:
         from inference.feedback import FeedbackError, parse_feedback, store_feedback
 
         body: dict[str, Any] = {"event_id": event_id, "diagnosis": diagnosis}
+        if event_row is not None:
+            body["event_row"] = event_row
         if note is not None:
             body["note"] = note
         if disease_id is not None:  # ORPHA:/OMIM:/DECIPHER: puts the case in the live orphan slice

@@ -1,10 +1,14 @@
 """Doctors' feedback: the confirmed diagnosis of a captured prediction, by event id.
 
 A feedback record is validated field by field (every problem reported at once, by field), then
-written as the one object of its event in the lake's ``feedback/`` zone:
-``feedback/<endpoint>/events/<event id>.json``. A second feedback for the same event replaces it
+written as the one object of its patient in the lake's ``feedback/`` zone:
+``feedback/<endpoint>/events/<event id>.json``, or ``.../events/<event id>/<event row>.json`` for the patient at
+``event_row`` (0 = the first) of a request of several patients. A second feedback for the same patient replaces it
 atomically (the latest received wins) and the replaced records move into the object's
 ``revisions`` (newest first, at most MAX_REVISIONS), so repeated feedback cannot grow the zone.
+
+Which patient of a request a feedback confirms is resolved when it is joined with the captured request
+(:func:`patient_row`): the request's only patient when no ``event_row`` is given, else the one at that row.
 
 Lakes written before this layout hold one object per feedback,
 ``feedback/<endpoint>/YYYY/MM/DD/HH/<event id>--<received UTC>--<random>.json``; the reader takes
@@ -18,7 +22,7 @@ import re
 import threading
 import unicodedata
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -26,7 +30,7 @@ from typing import Any
 from diagnosa.data.schema import RESOURCE_NAME, FieldNames
 from diagnosa.labels import CATEGORIES
 from diagnosa.lake import DataLake
-from inference.limits import RepeatedKeys, has_surrogate, not_text, printable, surrogate_path
+from inference.limits import MAX_RECORDS, RepeatedKeys, has_surrogate, not_text, printable, surrogate_path
 
 log = logging.getLogger("diagnosa.feedback")
 
@@ -41,7 +45,7 @@ EVENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 ORPHAN_PREFIXES = ("ORPHA", "OMIM", "DECIPHER")
 DISEASE_ID = re.compile(r"^[A-Za-z][A-Za-z0-9_]*:[A-Za-z0-9_.-]+$")
 REQUIRED = ("event_id", "diagnosis")
-OPTIONAL = ("note", "source", "disease_id")
+OPTIONAL = ("event_row", "note", "source", "disease_id")
 FEEDBACK_FIELDS = FieldNames(REQUIRED + OPTIONAL)
 
 
@@ -61,6 +65,12 @@ class Feedback:
     source: str | None = None
     disease_id: str | None = None
     received_at: str | None = None  # ISO UTC, set when stored
+    event_row: int | None = None  # the patient's position in a request of several (0 = first); None: its only one
+
+    @property
+    def patient(self) -> tuple[str, int | None]:
+        """What the feedback confirms, as given: (event id, event row or None)."""
+        return self.event_id, self.event_row
 
     @property
     def orphan(self) -> bool | None:
@@ -128,6 +138,11 @@ def parse_feedback(body: Any, labels: Sequence[str] | None = CATEGORIES) -> Feed
         if value is not None and (not isinstance(value, str) or len(value) > limit):
             problems[name] = f"must be a string of at most {limit} characters" + (
                 f" (got {len(value)})" if isinstance(value, str) else f" (got {type(value).__name__})")
+    event_row = text.get("event_row")
+    if event_row is not None and (isinstance(event_row, bool) or not isinstance(event_row, int)
+                                  or not 0 <= event_row < MAX_RECORDS):
+        problems["event_row"] = (f"must be the patient's position in the request, a whole number from 0 (the first) "
+                                 f"to {MAX_RECORDS - 1:,}; got {str(event_row)[:60]!r}")
     disease_id = text.get("disease_id")
     if disease_id is not None and (not isinstance(disease_id, str) or len(disease_id) > MAX_DISEASE_ID
                                    or not DISEASE_ID.match(disease_id)):
@@ -135,7 +150,36 @@ def parse_feedback(body: Any, labels: Sequence[str] | None = CATEGORIES) -> Feed
     if problems:
         raise FeedbackError(problems)
     assert isinstance(event_id, str) and label is not None  # no problems: both were checked above
-    return Feedback(event_id, label, body.get("note"), body.get("source"), disease_id)
+    return Feedback(event_id, label, body.get("note"), body.get("source"), disease_id, event_row=event_row)
+
+
+NO_ROW = "feedback names no event_row but its request held several patients (which patient is ambiguous)"
+SAME_PATIENT = "superseded by later feedback for the same patient (once without event_row, once with 0)"
+
+
+def patient_row(feedback: Feedback, patients: int) -> int | str:
+    """The row of the captured request (of ``patients`` patient records) this feedback confirms, or why none."""
+    if feedback.event_row is None:
+        return 0 if patients == 1 else (NO_ROW if patients else "the captured request holds no patient record")
+    if feedback.event_row >= patients:
+        return f"event_row is not in the captured request (event_row {feedback.event_row}, {patients} patient(s))"
+    return feedback.event_row
+
+
+def latest_per_patient(found: Iterable[tuple[str, int, Feedback]]
+                       ) -> tuple[dict[tuple[str, int], Feedback], list[tuple[str, int]]]:
+    """(event id, row, feedback) → the latest received feedback of each patient, and the patients of which an
+    earlier one was superseded: a request's only patient may be confirmed without event_row and with event_row 0."""
+    latest: dict[tuple[str, int], Feedback] = {}
+    superseded = []
+    for event_id, row, item in found:
+        known = latest.get((event_id, row))
+        if known is not None:
+            superseded.append((event_id, row))
+            if (known.received_at or "") >= (item.received_at or ""):
+                continue
+        latest[(event_id, row)] = item
+    return latest, superseded
 
 
 def _check_endpoint(endpoint: str) -> str:
@@ -144,11 +188,15 @@ def _check_endpoint(endpoint: str) -> str:
     return endpoint
 
 
-def feedback_key(endpoint: str, event_id: str) -> str:
-    """The one object of an event's feedback."""
+def feedback_key(endpoint: str, event_id: str, event_row: int | None = None) -> str:
+    """The one object of a patient's feedback: its event's, or its row's in a request of several patients (a
+    folder no event id can name: ids hold no '/')."""
     if not isinstance(event_id, str) or not EVENT_ID.match(event_id):
         raise ValueError(f"event id {event_id!r} is not a valid event id")
-    return f"{ZONE}/{_check_endpoint(endpoint)}/{EVENTS}/{event_id}.json"
+    if event_row is not None and (isinstance(event_row, bool) or not isinstance(event_row, int) or event_row < 0):
+        raise ValueError(f"event row {event_row!r} is not a row number")
+    where = f"{event_id}.json" if event_row is None else f"{event_id}/{event_row}.json"
+    return f"{ZONE}/{_check_endpoint(endpoint)}/{EVENTS}/{where}"
 
 
 _STORE_LOCK = threading.Lock()  # read-modify-write of an event's object within this process
@@ -175,7 +223,7 @@ def store_feedback(lake: DataLake, endpoint: str, feedback: Feedback, *, now: da
     """
     when = (now or datetime.now(timezone.utc)).astimezone(timezone.utc)
     record = {**feedback.to_dict(), "received_at": when.isoformat(timespec="microseconds")}
-    key = feedback_key(endpoint, feedback.event_id)
+    key = feedback_key(endpoint, feedback.event_id, feedback.event_row)
     with _STORE_LOCK:
         history: list[dict[str, Any]] = []
         if lake.exists(key):
@@ -192,7 +240,7 @@ def store_feedback(lake: DataLake, endpoint: str, feedback: Feedback, *, now: da
 
 @dataclass
 class FeedbackRead:
-    latest: dict[str, Feedback]  # event id → latest feedback
+    latest: dict[tuple[str, int | None], Feedback]  # (event id, event row as given) → latest feedback
     records: int  # readable feedback objects
     superseded: int  # older feedback for an event that has a newer one
     problems: Counter[str]  # reason → count of unreadable objects
@@ -200,11 +248,11 @@ class FeedbackRead:
 
 
 def read_feedback(lake: DataLake, endpoint: str) -> FeedbackRead:
-    """All feedback for ``endpoint``; the latest per event id wins (by received time, then key)."""
+    """All feedback for ``endpoint``; the latest per (event id, event row) wins (by received time, then key)."""
     prefix = f"{ZONE}/{_check_endpoint(endpoint)}/"
     problems: Counter[str] = Counter()
     examples: dict[str, list[str]] = {}
-    found: dict[str, list[tuple[str, str, Feedback]]] = {}
+    found: dict[tuple[str, int | None], list[tuple[str, str, Feedback]]] = {}
     records = 0
 
     def bad(reason: str, key: str) -> None:
@@ -237,7 +285,7 @@ def read_feedback(lake: DataLake, endpoint: str) -> FeedbackRead:
                 continue
             records += 1
             item = Feedback(**{**asdict(item), "received_at": received if isinstance(received, str) else None})
-            found.setdefault(item.event_id, []).append((item.received_at or "", f"{key}#{number:03d}", item))
+            found.setdefault(item.patient, []).append((item.received_at or "", f"{key}#{number:03d}", item))
     latest = {event: max(items, key=lambda t: (t[0], t[1]))[2] for event, items in found.items()}
     superseded = sum(len(items) - 1 for items in found.values())
     return FeedbackRead(latest, records, superseded, problems, examples)

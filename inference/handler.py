@@ -431,9 +431,17 @@ def render(prediction: list[dict[str, Any]], accept: str | None) -> tuple[bytes,
 
 def invoke(service: Service, body: bytes | str, content_type: str | None, accept: str | None) -> tuple[bytes, str]:
     """One invocation: parse → predict → render; :class:`RequestError` for anything the client must fix."""
+    output, output_type, _ = answer(service, body, content_type, accept)
+    return output, output_type
+
+
+def answer(service: Service, body: bytes | str, content_type: str | None, accept: str | None
+           ) -> tuple[bytes, str, int]:
+    """:func:`invoke`'s answer and the number of patients it answers (what feedback's event_row counts)."""
     _accepted(accept)  # refuse an Accept we cannot produce before scoring anything
-    output, output_type = render(predict(parse_request(body, content_type, service), service), accept)
+    prediction = predict(parse_request(body, content_type, service), service)
+    output, output_type = render(prediction, accept)
     if len(output) > MAX_RESPONSE_BYTES:
         raise RequestError(413, f"the answer would be {len(output):,} bytes; the limit is {MAX_RESPONSE_BYTES:,} "
                                 "(6 MB, as SageMaker's): send fewer records or a smaller differential")
-    return output, output_type
+    return output, output_type, len(prediction)

@@ -416,12 +416,13 @@ class _Handler(BaseHTTPRequestHandler):
     def _feedback(self) -> None:
         """Doctors' confirmed diagnosis for a captured prediction → its object in the lake's feedback/ zone.
 
-        201 ``{"event_id", "key"}``; a bad body is a 400 ``{"error", "fields": {field: problem}}`` (plus the
-        invocations' ``errors`` list of ``{"row", "field", "problem"}``); 404 for an event id this endpoint
-        did not capture; 401 without the feedback token when one is set; 413 over 16 KB. Needs the
+        201 ``{"event_id", "key"}`` (and ``event_row`` when given); a bad body is a 400 ``{"error", "fields":
+        {field: problem}}`` (plus the invocations' ``errors`` list of ``{"row", "field", "problem"}``), so is an
+        event_row missing for, or beyond, a request of several patients this process captured; 404 for an event id
+        this endpoint did not capture; 401 without the feedback token when one is set; 413 over 16 KB. Needs the
         endpoint's data lake (the one data capture writes to).
         """
-        from inference.feedback import OPTIONAL, REQUIRED, FeedbackError, parse_feedback, store_feedback
+        from inference.feedback import OPTIONAL, REQUIRED, FeedbackError, parse_feedback, patient_row, store_feedback
 
         endpoint = self.server.endpoint
         fields = (*REQUIRED, *OPTIONAL, "body")
@@ -471,9 +472,19 @@ class _Handler(BaseHTTPRequestHandler):
                    "take feedback through `diagnosa feedback`, straight to the lake)")
             refuse(404, {"error": why, "event_id": feedback.event_id}, feedback.event_id)
             return
+        patients = capture.patients(feedback.event_id)  # known for what this process captured
+        if patients is not None and isinstance(patient_row(feedback, patients), str):
+            problems = {"event_row": (f"event {feedback.event_id} answered {patients} patients: name which one with "
+                                      f"event_row, 0 for the first to {patients - 1} for the last"
+                                      + ("" if feedback.event_row is None else f"; got {feedback.event_row}"))}
+            errors = [{"row": 0, "field": "event_row", "problem": problems["event_row"]}]
+            refuse(400, {"error": "invalid feedback", "fields": problems, "errors": errors}, feedback.event_id,
+                   problems=errors)
+            return
         key = store_feedback(capture.lake, endpoint.endpoint_name, feedback)
         log.info("feedback for event %s stored as %s", feedback.event_id, key)
-        self._send_json(201, {"event_id": feedback.event_id, "key": key})
+        self._send_json(201, {"event_id": feedback.event_id, "key": key}
+                        | ({} if feedback.event_row is None else {"event_row": feedback.event_row}))
 
     def _invocation(self, runtime: bool, name: str | None) -> None:
         endpoint = self.server.endpoint
@@ -527,7 +538,8 @@ class _Handler(BaseHTTPRequestHandler):
         output, output_type = outcome.body, outcome.content_type
         if endpoint.capture is not None:
             try:
-                endpoint.capture.record(event_id, inference_id, body, content_type, output, output_type, when)
+                endpoint.capture.record(event_id, inference_id, body, content_type, output, output_type, when,
+                                        patients=outcome.patients)
             except Exception:  # noqa: BLE001  (capture must never fail a prediction)
                 log.exception("capture failed for event %s", event_id)
         if runtime:

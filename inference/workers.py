@@ -43,6 +43,7 @@ class Outcome:
     body: bytes
     content_type: str
     refusal: dict[str, Any] | None = None
+    patients: int = 0  # answered (200): the patients the request held
 
 
 def default_workers() -> int:
@@ -58,11 +59,11 @@ def score(service: handler.Service, body: bytes, content_type: str | None, accep
     """One invocation as an Outcome: a refusal is a value, so it crosses the process boundary as data.
     The server process (no workers) and each worker call this."""
     try:
-        output, output_type = handler.invoke(service, body, content_type, accept)
+        output, output_type, patients = handler.answer(service, body, content_type, accept)
     except handler.RequestError as err:  # a client's mistake: its 4xx
         refusal = err.body()
         return Outcome(err.status, handler.encode_json(refusal), handler.JSON, refusal)
-    return Outcome(200, output, output_type)
+    return Outcome(200, output, output_type, patients=patients)
 
 
 def _work(conn: Connection, model_dir: str) -> None:

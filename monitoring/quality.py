@@ -18,7 +18,7 @@ from typing import Any, Iterable, Mapping
 import pandas as pd
 
 from diagnosa.labels import CATEGORIES
-from inference.feedback import Feedback
+from inference.feedback import SAME_PATIENT, Feedback, latest_per_patient, patient_row
 from monitoring.traffic import Skipped
 from processing.calibration import wilson_interval
 
@@ -53,38 +53,51 @@ class QualityThresholds:
 NOT_A_LABEL = "feedback label not one of the model's labels"
 
 
-def join_feedback(rows: pd.DataFrame, feedback: Mapping[str, Feedback], skipped: Skipped,
+def join_feedback(rows: pd.DataFrame, feedback: Mapping[tuple[str, int | None], Feedback], skipped: Skipped,
                   labels: Iterable[str] | None = None, other_models: Mapping[str, str] | None = None) -> pd.DataFrame:
-    """One row per feedback that matches a single-patient captured event: predicted, confirmed, orphan.
+    """One row per confirmed patient of a captured event: predicted, confirmed, orphan. ``feedback``: the latest
+    per (event id, event row as given); its patient is the request's only one, or the one at its event_row.
 
     Feedback whose diagnosis is none of ``labels`` (the model's; feedback written straight to the lake, or by AWS
     IAM, is not checked against them) is counted under its reason, not joined: it is no class's confirmed case and
     no miss. ``other_models`` (event id → model version) names the events another model version answered, left
     out of the window: their feedback is counted as such, not as "not captured"."""
-    columns = ["event_id", "predicted", "confirmed", "orphan"]
+    columns = ["event_id", "row", "predicted", "confirmed", "orphan"]
     if not feedback:
         return pd.DataFrame(columns=columns)
     known = None if labels is None else set(labels)
     other_models = other_models or {}
     by_event = {event: part for event, part in rows.groupby("event_id", sort=False)} if len(rows) else {}
-    joined = []
-    for event_id, item in feedback.items():
+    found = []
+    for (event_id, _), item in feedback.items():
+        where = event_id if item.event_row is None else f"{event_id} row {item.event_row}"
         if known is not None and item.diagnosis not in known:
-            skipped.add(NOT_A_LABEL, f"{event_id}: {item.diagnosis!r}")
+            skipped.add(NOT_A_LABEL, f"{where}: {item.diagnosis!r}")
             continue
         if event_id in other_models:
-            skipped.add(OTHER_MODEL_FEEDBACK, f"{event_id}: model version {other_models[event_id]}")
+            skipped.add(OTHER_MODEL_FEEDBACK, f"{where}: model version {other_models[event_id]}")
             continue
         part = by_event.get(event_id)
         if part is None:
-            skipped.add("feedback for an event id not captured in this window", event_id)
+            skipped.add("feedback for an event id not captured in this window", where)
             continue
-        if len(part) != 1 or int(part["rows_in_event"].iloc[0]) != 1:
-            skipped.add("feedback for a multi-patient request (which patient is ambiguous)",
-                        f"{event_id}: {int(part['rows_in_event'].iloc[0])} patients")
+        row = patient_row(item, int(part["rows_in_event"].iloc[0]))
+        if isinstance(row, str):
+            skipped.add(row, f"{where}: {int(part['rows_in_event'].iloc[0])} patients")
             continue
-        joined.append({"event_id": event_id, "predicted": part["predicted"].iloc[0], "confirmed": item.diagnosis,
-                       "orphan": item.orphan})
+        found.append((event_id, row, item))
+    latest, superseded = latest_per_patient(found)
+    for event_id, row in superseded:
+        skipped.add(SAME_PATIENT, f"{event_id} row {row}")
+    joined = []
+    for (event_id, row), item in latest.items():
+        part = by_event[event_id]
+        match = part[part["row"] == row]
+        if len(match) != 1:  # the traffic reader left this patient out (its record was unreadable)
+            skipped.add("the confirmed patient's captured record is unreadable", f"{event_id} row {row}")
+            continue
+        joined.append({"event_id": event_id, "row": row, "predicted": match["predicted"].iloc[0],
+                       "confirmed": item.diagnosis, "orphan": item.orphan})
     return pd.DataFrame(joined, columns=columns)
 
 

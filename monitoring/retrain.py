@@ -53,7 +53,7 @@ from diagnosa.data.schema import (
 from diagnosa.data.validate import LIST_SEPARATOR
 from diagnosa.lake import DataLake
 from inference.capture import decode_payload, read_capture
-from inference.feedback import Feedback, read_feedback
+from inference.feedback import SAME_PATIENT, Feedback, latest_per_patient, patient_row, read_feedback
 from monitoring.traffic import Skipped, read_traffic, request_records
 
 RECORD_FIELDS = ("age", "sex", "temperature_c", "heart_rate_bpm", "respiratory_rate_bpm", "systolic_bp_mmhg",
@@ -114,17 +114,29 @@ def feedback_records(lake: DataLake, endpoint: str, start: datetime | None = Non
     rows = traffic.rows
     by_event = {event: part for event, part in rows.groupby("event_id", sort=False)} if len(rows) else {}
     records, labs = [], []
-    for event_id, item in sorted(feedback.latest.items()):
+    found = []
+    for (event_id, _), item in sorted(feedback.latest.items(), key=_by_patient):
         part = by_event.get(event_id)
         if part is None:
             skipped.add(f"captured request unusable: {traffic.dropped[event_id]}" if event_id in traffic.dropped
                         else "no captured request for this event id", event_id)
             continue
-        if len(part) != 1:
-            skipped.add("feedback for a multi-patient request (which patient is ambiguous)", event_id)
+        number = patient_row(item, int(part["rows_in_event"].iloc[0]))
+        if isinstance(number, str):
+            skipped.add(number, _where(item))
             continue
-        row = part.iloc[0]
-        patient_id = f"FB-{event_id}"
+        found.append((event_id, number, item))
+    latest, superseded = latest_per_patient(found)
+    for event_id, number in superseded:
+        skipped.add(SAME_PATIENT, f"{event_id} row {number}")
+    for (event_id, number), item in latest.items():
+        part = by_event[event_id]
+        match = part[part["row"] == number]
+        if len(match) != 1:
+            skipped.add("the confirmed patient's captured record is not a JSON object", f"{event_id} row {number}")
+            continue
+        row = match.iloc[0]
+        patient_id = f"{FEEDBACK_ID_PREFIX}{feedback_patient(event_id, number, int(row['rows_in_event']))}"
         date = str(row["inference_time"] or "")[:10]
         record: dict[str, Any] = {"patient_id": patient_id, "encounter_date": date}
         for name in RECORD_FIELDS:
@@ -269,12 +281,13 @@ def typed_as_before(config: dict[str, Any], schema: dict[str, Any], header: list
 def feedback_lines(lake: DataLake, endpoint: str, header: list[str], config: dict[str, Any], types: dict[str, str],
                    dialect: CsvDialect, start: datetime | None = None, end: datetime | None = None
                    ) -> tuple[list[list[str]], Skipped]:
-    """One CSV row (the header's columns, as the file writes them) per accepted feedback of ``endpoint``: the captured
-    request's fields, the confirmed diagnosis as the target, ``FB-<event id>`` as the id, the excluded columns
-    and those the request did not carry empty. Feedback that cannot become a row is counted under its reason."""
+    """One CSV row (the header's columns, as the file writes them) per confirmed patient of ``endpoint``: the captured
+    record's fields, the confirmed diagnosis as the target, ``FB-<event id>`` as the id (``FB-<event id>/<row>`` for a
+    patient of a request of several), the excluded columns and those the request did not carry empty. Feedback that
+    cannot become a row is counted under its reason."""
     skipped = Skipped()
     feedback = read_feedback(lake, endpoint)
-    wanted = set(feedback.latest)
+    wanted = {event_id for event_id, _ in feedback.latest}
     requests: dict[str, list[Any] | None] = {}  # event id → its patient records (None: unreadable, counted)
     for event in read_capture(lake, endpoint, start, end).events:
         meta = event.get("eventMetadata", {})
@@ -287,48 +300,59 @@ def feedback_lines(lake: DataLake, endpoint: str, header: list[str], config: dic
         except (ValueError, UnicodeDecodeError, KeyError) as err:
             skipped.add("captured request is not a readable JSON or CSV request", f"{meta['eventId']}: {err}")
             requests[meta["eventId"]] = None
-    rows = []
-    for event_id, item in sorted(feedback.latest.items()):
+    found = []
+    for (event_id, _), item in sorted(feedback.latest.items(), key=_by_patient):
         if event_id not in requests:
-            skipped.add("no captured request for this event id", event_id)
+            skipped.add("no captured request for this event id", _where(item))
             continue
         records = requests[event_id]
         if records is None:
             continue  # counted above
-        if len(records) != 1:
-            skipped.add("feedback for a multi-patient request (which patient is ambiguous)" if records else
-                        "the captured request holds no patient record", event_id)
+        number = patient_row(item, len(records))
+        if isinstance(number, str):
+            skipped.add(number, _where(item))
             continue
-        if not isinstance(records[0], dict):
-            skipped.add("the captured patient record is not a JSON object", event_id)
+        found.append((event_id, number, item))
+    latest, superseded = latest_per_patient(found)
+    for event_id, number in superseded:
+        skipped.add(SAME_PATIENT, f"{event_id} row {number}")
+    rows = []
+    for (event_id, number), item in latest.items():
+        records = requests[event_id]
+        assert records is not None  # the unreadable ones were left out above
+        where = event_id if len(records) == 1 else f"{event_id} row {number}"
+        if not isinstance(records[number], dict):
+            skipped.add("the captured patient record is not a JSON object", where)
             continue
+        patient = feedback_patient(event_id, number, len(records))
         try:
-            cells = feedback_cells(records[0], item, header, config, types, dialect)
+            cells = feedback_cells(records[number], item, patient, header, config, types, dialect)
         except ValueError as err:
-            skipped.add(str(err), event_id)
+            skipped.add(str(err), where)
             continue
         try:
             for cell in cells:
                 cell.encode(dialect.encoding)
         except UnicodeEncodeError as err:
             skipped.add(f"a value cannot be written in the file's encoding ({dialect.encoding})",
-                        f"{event_id}: {cell[err.start:err.end]!r}")
+                        f"{where}: {cell[err.start:err.end]!r}")
             continue
         rows.append(cells)
     return rows, skipped
 
 
-def feedback_cells(record: dict[str, Any], item: Feedback, header: list[str], config: dict[str, Any],
+def feedback_cells(record: dict[str, Any], item: Feedback, patient: str, header: list[str], config: dict[str, Any],
                    types: dict[str, str], dialect: CsvDialect) -> list[str]:
     """A feedback's row as CSV cell texts, in ``header``'s order, written as the file writes them; the captured
-    record's field names read as the endpoint read them ('age ' in a CSV request's header is the column age)."""
+    record's field names read as the endpoint read them ('age ' in a CSV request's header is the column age).
+    ``patient``: which captured patient (:func:`feedback_patient`), what its id is made from."""
     record = FieldNames(header).read(record)[0]
     exclude = set(config.get("exclude") or ())
     group = (config.get("slice") or {}).get("group")
     cells = []
     for column in header:
         if column == config["id_column"]:
-            cells.append(feedback_id(item.event_id, types.get(column) == "integer"))
+            cells.append(feedback_id(patient, types.get(column) == "integer"))
         elif column == config["target"]:
             cells.append(item.diagnosis)
         elif column == group and item.disease_id:
@@ -340,11 +364,27 @@ def feedback_cells(record: dict[str, Any], item: Feedback, header: list[str], co
     return cells
 
 
-def feedback_id(event_id: str, integer: bool) -> str:
-    """The id of a feedback row: ``FB-<event id>``; for an integer id column, a number the event id hashes to."""
+def feedback_patient(event_id: str, row: int, patients: int) -> str:
+    """A confirmed patient of a captured request, as its feedback row's id names it: the event id for the only patient
+    of a request (as ever), ``<event id>/<row>`` for one of several ('/' is in no event id)."""
+    return event_id if patients == 1 else f"{event_id}/{row}"
+
+
+def feedback_id(patient: str, integer: bool) -> str:
+    """The id of a feedback row: ``FB-<patient>``; for an integer id column, a number the patient hashes to."""
     if not integer:
-        return f"{FEEDBACK_ID_PREFIX}{event_id}"
-    return str(FEEDBACK_INTEGER_IDS + int(hashlib.sha256(event_id.encode("utf-8")).hexdigest()[:12], 16))
+        return f"{FEEDBACK_ID_PREFIX}{patient}"
+    return str(FEEDBACK_INTEGER_IDS + int(hashlib.sha256(patient.encode("utf-8")).hexdigest()[:12], 16))
+
+
+def _by_patient(entry: tuple[tuple[str, int | None], Feedback]) -> tuple[str, int]:
+    """Feedback in the order of its event id, then row (no row first)."""
+    (event_id, row), _ = entry
+    return event_id, -1 if row is None else row
+
+
+def _where(item: Feedback) -> str:
+    return item.event_id if item.event_row is None else f"{item.event_id} row {item.event_row}"
 
 
 def cell_text(value: Any, column: str, kind: str | None, dialect: CsvDialect) -> str:

@@ -46,7 +46,7 @@ def test_second_feedback_replaces_the_events_object_and_the_latest_wins(tmp_path
     assert stored["diagnosis"] == "ENFERMEDAD AGUDA" and [r["diagnosis"] for r in stored["revisions"]] == ["NO ENFERMO"]
     lake.put_bytes("feedback/diagnosa/2026/01/01/00/broken.json", b"{oops")
     read = read_feedback(lake, "diagnosa")
-    assert read.latest["e1"].diagnosis == "ENFERMEDAD AGUDA"
+    assert read.latest[("e1", None)].diagnosis == "ENFERMEDAD AGUDA"
     assert read.records == 2 and read.superseded == 1
     assert read.problems == {"feedback object is not valid JSON": 1}
 
@@ -77,11 +77,11 @@ def test_old_layout_objects_are_still_read_and_the_latest_wins_across_layouts(tm
     lake.put_json("feedback/diagnosa/2026/11/27/11/e2--x--y.json", {"endpoint": "diagnosa", "event_id": "e2",
                   "diagnosis": "ENFERMEDAD LEVE", "received_at": "2026-11-27T11:00:00.000000+00:00"})
     read = read_feedback(lake, "diagnosa")
-    assert read.latest["e1"].diagnosis == "NO ENFERMO" and read.latest["e2"].diagnosis == "ENFERMEDAD LEVE"
+    assert read.latest[("e1", None)].diagnosis == "NO ENFERMO" and read.latest[("e2", None)].diagnosis == "ENFERMEDAD LEVE"
     store_feedback(lake, "diagnosa", parse_feedback({"event_id": "e1", "diagnosis": "ENFERMEDAD AGUDA"}),
                    now=datetime(2026, 11, 28, tzinfo=timezone.utc))
     read = read_feedback(lake, "diagnosa")
-    assert read.latest["e1"].diagnosis == "ENFERMEDAD AGUDA" and read.records == 3 and read.superseded == 1
+    assert read.latest[("e1", None)].diagnosis == "ENFERMEDAD AGUDA" and read.records == 3 and read.superseded == 1
 
 
 @pytest.fixture()
@@ -127,7 +127,7 @@ def test_second_feedback_through_the_route_keeps_one_object(endpoint):
     event = _captured(ep)
     keys = [_post(ep.url, {"event_id": event, "diagnosis": d})[1]["key"] for d in ("NO ENFERMO", "ENFERMEDAD LEVE")]
     assert keys[0] == keys[1] and lake.list("feedback/") == [keys[0]]
-    assert read_feedback(lake, "diagnosa").latest[event].diagnosis == "ENFERMEDAD LEVE"
+    assert read_feedback(lake, "diagnosa").latest[(event, None)].diagnosis == "ENFERMEDAD LEVE"
 
 
 @pytest.mark.parametrize("event", ["never-issued-event-id", str(uuid.uuid4()), new_event_id(),
@@ -250,7 +250,7 @@ def test_cli_feedback_file_stores_good_lines_and_names_bad_ones(tmp_path, capsys
     out = capsys.readouterr().out
     assert "1 stored, 2 refused" in out and "line 2: not JSON" in out and "line 3: diagnosis" in out
     assert main(["--lake", str(tmp_path / "lake"), "feedback", "c", "ENFERMEDAD AGUDA", "--disease-id", "OMIM:1"]) == 0
-    assert set(read_feedback(DataLake.from_uri(str(tmp_path / "lake")), "diagnosa").latest) == {"a", "c"}
+    assert set(read_feedback(DataLake.from_uri(str(tmp_path / "lake")), "diagnosa").latest) == {("a", None), ("c", None)}
 
 
 def test_a_diagnosis_is_held_to_the_labels_of_the_model_it_confirms(tmp_path, capsys):
@@ -321,7 +321,7 @@ def test_a_file_with_surrogates_refuses_those_lines_and_goes_on_to_its_summary(t
     assert code == 2 and "2 stored, 3 refused" in out
     assert "line 2: note: a string holds a lone UTF-16 surrogate" in out
     assert "line 3: \\udfff: the field name holds a lone UTF-16 surrogate" in out and "line 4: source:" in out
-    assert set(read_feedback(DataLake.from_uri(str(lake_dir)), "diagnosa").latest) == {"a", "e"}
+    assert set(read_feedback(DataLake.from_uri(str(lake_dir)), "diagnosa").latest) == {("a", None), ("e", None)}
 
 
 @pytest.mark.parametrize("option", ["--note", "--source", "--disease-id"])
@@ -444,3 +444,40 @@ def test_the_client_tells_a_refused_record_from_a_refused_client(endpoint):
     with pytest.raises(FeedbackRejected) as err:  # this record's event id: another record may pass
         client.send_feedback("ev-never", "NO ENFERMO")
     assert err.value.status == 404 and "404" in str(err.value)
+
+
+# ------------------------------------------------------------------------------------------------ several patients
+
+def test_a_patient_of_a_multi_patient_request_is_confirmed_by_its_event_row_end_to_end(trained_model_dir, tmp_path,
+                                                                                         capsys):
+    # `diagnosa predict` sends up to 100 patients a request: their feedback had been stored and never usable.
+    from monitoring.retrain import feedback_records
+
+    lake = DataLake.from_uri(str(tmp_path / "lake"))
+    patients = tmp_path / "patients.jsonl"
+    patients.write_text("".join(json.dumps({"patient_id": f"P{age}", "age": age, "sex": "F", "temperature_c": 37.1})
+                                + "\n" for age in (31, 52, 78)))
+    with EndpointServer(str(trained_model_dir), capture=DataCapture(lake, "diagnosa", flush_seconds=0.05)) as ep:
+        ep.wait_until_ready()
+        code, out, err = _cli(capsys, "--workspace", tmp_path / "ws", "predict", patients, "--endpoint-url", ep.url)
+        assert code == 0, err
+        answers = json.loads(out)["predictions"]
+        assert [(a["patient_id"], a["event_row"]) for a in answers] == [("P31", 0), ("P52", 1), ("P78", 2)]
+        event = answers[1]["event_id"]
+        assert {a["event_id"] for a in answers} == {event}
+        feedback = ("--workspace", tmp_path / "ws", "feedback", event, "ENFERMEDAD AGUDA", "--endpoint-url", ep.url)
+        # Which patient? The endpoint knows the request held 3 and says so, for a missing row and one beyond them.
+        code, _, err = _cli(capsys, *feedback)
+        assert code == 2 and f"event_row: event {event} answered 3 patients: name which one with event_row, 0 for " \
+                              "the first to 2 for the last" in err
+        code, _, err = _cli(capsys, *feedback, "--event-row", 3)
+        assert code == 2 and "to 2 for the last; got 3" in err
+        code, out, err = _cli(capsys, *feedback, "--event-row", 1)
+        assert code == 0, err
+        assert f"feedback for event {event} row 1 (ENFERMEDAD AGUDA) stored as feedback/diagnosa/events/{event}/1.json" \
+            in out
+        assert ep.capture.flush()
+    # Retraining reads the confirmed patient's own record from the captured request, with an id of its own.
+    records, _, skipped = feedback_records(lake, "diagnosa")
+    assert [(r["patient_id"], r["age"], r["label"]) for r in records] == [(f"FB-{event}/1", 52, "ENFERMEDAD AGUDA")]
+    assert skipped.total == 0

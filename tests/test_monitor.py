@@ -177,7 +177,7 @@ def test_a_second_retraining_adds_each_feedback_once_with_the_doctors_latest_dia
         write_raw(generate(CohortConfig(patients=1000, seed=4, defect_rate=0)), lake, "again")
     base_version = ingest_cohort(lake, "again").version
     first = feedback_dataset(lake, "diagnosa", base_version=base_version)
-    event, original = sorted(read_feedback(lake, "diagnosa").latest.items())[0]
+    (event, _), original = sorted(read_feedback(lake, "diagnosa").latest.items())[0]
     corrected = next(label for label in ("NO ENFERMO", "ENFERMEDAD LEVE") if label != original.diagnosis)
     store_feedback(lake, "diagnosa", replace(original, diagnosis=corrected, received_at=None))
     try:

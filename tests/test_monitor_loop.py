@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import codecs
 import json
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import pytest
 from diagnosa.data.schema import Field, Schema
 from diagnosa.lake import DataLake
 from inference.capture import capture_line
-from inference.feedback import parse_feedback, read_feedback, store_feedback
+from inference.feedback import NO_ROW, SAME_PATIENT, parse_feedback, read_feedback, store_feedback
 from monitoring.drift import DRIFT, OK, WARN, DriftThresholds, _verdict, feature_drift, prediction_drift
 from monitoring.identity import BaselineMismatch, ModelFacts, baseline_model, check_same_model, served_model
 from monitoring.quality import NOT_A_LABEL, OTHER_MODEL_FEEDBACK, QualityThresholds, join_feedback, live_quality
@@ -172,9 +173,9 @@ def test_a_baseline_of_another_dataset_is_refused_naming_both(tmp_path, capsys):
 
 def test_feedback_with_a_label_the_model_does_not_have_is_counted_and_left_out_of_accuracy():
     # 206 joined, per-class counts adding to 205, no reason, and a miss in accuracy.
-    rows = pd.DataFrame({"event_id": ["a", "b"], "predicted": ["never", "now"], "rows_in_event": [1, 1]})
-    feedback = {"a": parse_feedback({"event_id": "a", "diagnosis": "never"}, ["never", "now"]),
-                "b": parse_feedback({"event_id": "b", "diagnosis": "marihuana"}, ["marihuana"])}
+    rows = pd.DataFrame({"event_id": ["a", "b"], "row": [0, 0], "predicted": ["never", "now"], "rows_in_event": [1, 1]})
+    feedback = {("a", None): parse_feedback({"event_id": "a", "diagnosis": "never"}, ["never", "now"]),
+                ("b", None): parse_feedback({"event_id": "b", "diagnosis": "marihuana"}, ["marihuana"])}
     skipped = Skipped()
     joined = join_feedback(rows, feedback, skipped, ("never", "now"))
     assert list(joined["event_id"]) == ["a"]
@@ -182,6 +183,30 @@ def test_feedback_with_a_label_the_model_does_not_have_is_counted_and_left_out_o
     quality = live_quality(join_feedback(rows, feedback, Skipped()),
                            QualityThresholds(recall={"never": 0.8, "now": 0.8}, labels=("never", "now")))
     assert quality["n"] == sum(c["n"] for c in quality["per_class"].values()) == 1 and quality["accuracy"] == 1.0
+
+
+# ------------------------------------------------------------------------------------------ D6: several patients
+
+def test_feedback_names_a_patient_of_a_request_of_several_by_its_event_row():
+    # `diagnosa predict` sends 100 patients a request: their feedback was stored and never usable.
+    rows = pd.DataFrame({"event_id": ["m", "m", "m", "s"], "row": [0, 1, 2, 0], "rows_in_event": [3, 3, 3, 1],
+                         "predicted": ["never", "now", "never", "now"]})
+
+    def confirmed(event_id, diagnosis, row=None, day=1):
+        body = {"event_id": event_id, "diagnosis": diagnosis} | ({} if row is None else {"event_row": row})
+        item = parse_feedback(body, ["never", "now"])
+        return item.patient, replace(item, received_at=f"2026-01-0{day}T00:00:00+00:00")
+
+    feedback = dict([confirmed("m", "now", 1), confirmed("m", "now", 2), confirmed("m", "never"),
+                     confirmed("m", "now", 3), confirmed("s", "never", day=1), confirmed("s", "now", 0, day=2)])
+    skipped = Skipped()
+    joined = join_feedback(rows, feedback, skipped, ("never", "now"))
+    assert joined[["event_id", "row", "predicted", "confirmed"]].values.tolist() == [
+        ["m", 1, "now", "now"], ["m", 2, "never", "now"], ["s", 0, "now", "now"]]
+    assert dict(skipped.counts) == {NO_ROW: 1, "event_row is not in the captured request (event_row 3, 3 patient(s))": 1,
+                                    SAME_PATIENT: 1}
+    quality = live_quality(joined, QualityThresholds(recall={"never": 0.8, "now": 0.8}, labels=("never", "now")))
+    assert quality["per_class"]["now"]["n"] == 3 and quality["per_class"]["now"]["hits"] == 2
 
 
 # ------------------------------------------------------------------------------------------ D5: the drift rule
@@ -238,4 +263,4 @@ def test_a_feedback_export_with_a_byte_order_mark_is_read(tmp_path, capsys, enco
     path.write_bytes(mark + text.encode(encoding))
     assert main(["--lake", str(tmp_path / "lake"), "feedback", "--file", str(path)]) == 0
     assert "2 stored, 0 refused" in capsys.readouterr().out
-    assert set(read_feedback(DataLake.from_uri(str(tmp_path / "lake")), "diagnosa").latest) == {"a", "b"}
+    assert set(read_feedback(DataLake.from_uri(str(tmp_path / "lake")), "diagnosa").latest) == {("a", None), ("b", None)}

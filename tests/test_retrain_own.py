@@ -12,7 +12,7 @@ import pytest
 from diagnosa.data.ingest import ingest_csv, latest_version, load_curated
 from diagnosa.lake import DataLake
 from inference.capture import DataCapture, new_event_id
-from inference.feedback import Feedback, store_feedback
+from inference.feedback import NO_ROW, SAME_PATIENT, Feedback, store_feedback
 from monitoring.retrain import RetrainError, endpoint_dataset, feedback_dataset
 
 CONFIG = """name = "mi_hospital"
@@ -82,7 +82,7 @@ def test_feedback_becomes_rows_of_the_users_file_written_as_it_is_written(lake):
     # Every feedback not used is named with its reason.
     assert dict(result.skipped.counts) == {
         "no captured request for this event id": 1,
-        "feedback for a multi-patient request (which patient is ambiguous)": 1,
+        NO_ROW: 1,
         "a request field ('temperatura') holds a dict, which no cell can hold": 1}
     frame, manifest = load_curated(lake, "mi_hospital", result.version)
     assert len(frame) == 63 and manifest["feedback"] == {"base_key": result.base_source, "endpoint": ENDPOINT, "rows": 3}
@@ -152,3 +152,25 @@ def test_an_endpoint_is_mapped_to_its_dataset_and_an_unknown_one_is_named(lake):
         feedback_dataset(lake, "otro")
     with pytest.raises(RetrainError, match="no accepted feedback to add: no feedback in the lake"):
         feedback_dataset(lake, ENDPOINT)
+
+
+def test_a_patient_of_a_request_of_several_is_confirmed_by_its_event_row(lake):
+    several, single = _served(lake, ([{"edad": 41, "temperatura": 36.6}, {"edad": 72, "temperatura": 39.2}],
+                                     "application/json"),
+                              ("edad,temperatura\n33,37.0\n", "text/csv"))
+    store_feedback(lake, ENDPOINT, Feedback(event_id=several, diagnosis="grave", event_row=1))
+    store_feedback(lake, ENDPOINT, Feedback(event_id=several, diagnosis="leve", event_row=2))  # the request held 2
+    # The only patient of a request, confirmed without a row, then corrected naming row 0: one patient, the later word.
+    store_feedback(lake, ENDPOINT, Feedback(event_id=single, diagnosis="leve"),
+                   now=datetime(2026, 1, 1, tzinfo=timezone.utc))
+    store_feedback(lake, ENDPOINT, Feedback(event_id=single, diagnosis="grave", event_row=0),
+                   now=datetime(2026, 1, 2, tzinfo=timezone.utc))
+    result = feedback_dataset(lake, ENDPOINT)
+    assert result.feedback_rows == 2
+    assert dict(result.skipped.counts) == {
+        "event_row is not in the captured request (event_row 2, 2 patient(s))": 1, SAME_PATIENT: 1}
+    frame = load_curated(lake, "mi_hospital", result.version)[0]
+    fed = frame[frame["paciente"].str.startswith("FB-")].set_index("paciente")
+    assert fed.loc[f"FB-{several}/1", ["edad", "temperatura", "gravedad"]].tolist() == [72, 39.2, "grave"]
+    assert fed.loc[f"FB-{single}", ["edad", "gravedad"]].tolist() == [33, "grave"]
+    assert len(fed) == 2

@@ -25,7 +25,7 @@ from diagnosa.commands.common import (
     workspace_hint,
 )
 from diagnosa.lake import DataLake
-from inference.limits import has_surrogate, printable
+from inference.limits import MAX_RECORDS, has_surrogate, printable
 
 EXIT_ALERT = 3  # with --fail-on-alert: the report's verdict is "alert"
 
@@ -198,7 +198,7 @@ def cmd_feedback(args: argparse.Namespace) -> int:
     if not (args.event_id and args.diagnosis):
         raise UsageError("give EVENT_ID and DIAGNOSIS (or --file FEEDBACK.jsonl)")
     body = {"event_id": args.event_id, "diagnosis": args.diagnosis}
-    for name in ("note", "source", "disease_id"):
+    for name in ("event_row", "note", "source", "disease_id"):
         if getattr(args, name) is not None:
             body[name] = getattr(args, name)
     lake = None if args.endpoint_url else open_lake(args)  # straight to the lake: opened once
@@ -216,7 +216,8 @@ def cmd_feedback(args: argparse.Namespace) -> int:
             raise UsageError(str(err)) from None
     else:
         key = store_feedback(lake, args.endpoint_name, feedback)
-    print(f"feedback for event {feedback.event_id} ({feedback.diagnosis}) stored as {key}")
+    row = "" if feedback.event_row is None else f" row {feedback.event_row}"
+    print(f"feedback for event {feedback.event_id}{row} ({feedback.diagnosis}) stored as {key}")
     if lake is not None:
         _warn_not_captured(args, lake, [feedback.event_id])
     return 0
@@ -236,7 +237,8 @@ def _feedback_client(args: argparse.Namespace) -> Any:
 def _send_feedback(client: Any, feedback: Any) -> str:
     """POST /feedback of the client's endpoint: the event-id check, the token and the served model's labels."""
     return str(client.send_feedback(feedback.event_id, feedback.diagnosis, feedback.note,
-                                    disease_id=feedback.disease_id, source=feedback.source))
+                                    disease_id=feedback.disease_id, source=feedback.source,
+                                    event_row=feedback.event_row))
 
 
 def _feedback_labels(args: argparse.Namespace, lake: DataLake) -> list[str]:
@@ -402,6 +404,9 @@ def register(commands: Any) -> None:
     feedback = commands.add_parser("feedback", help="store a doctor's confirmed diagnosis for a prediction")
     feedback.add_argument("event_id", nargs="?", help="the prediction's X-Diagnosa-Event-Id")
     feedback.add_argument("diagnosis", nargs="?", help="the confirmed category, e.g. 'ENFERMEDAD AGUDA'")
+    feedback.add_argument("--event-row", type=int_in(0, MAX_RECORDS - 1, "--event-row"),
+                          help="the patient's position in a request of several (0 for the first): the event_row "
+                               "`diagnosa predict` writes beside each event_id")
     feedback.add_argument("--note", help="free text, up to 1000 characters")
     feedback.add_argument("--source", help="who sends it (e.g. the hospital system), up to 100 characters")
     feedback.add_argument("--disease-id", help="the confirmed disease (ORPHA:..., OMIM:... put it in the orphan slice)")
