@@ -21,6 +21,7 @@ import logging
 import re
 import threading
 import unicodedata
+import uuid
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
@@ -150,7 +151,7 @@ def parse_feedback(body: Any, labels: Sequence[str] | None = CATEGORIES) -> Feed
     if problems:
         raise FeedbackError(problems)
     assert isinstance(event_id, str) and label is not None  # no problems: both were checked above
-    return Feedback(event_id, label, body.get("note"), body.get("source"), disease_id, event_row=event_row)
+    return Feedback(canonical_event_id(event_id), label, body.get("note"), body.get("source"), disease_id, event_row=event_row)
 
 
 NO_ROW = "feedback names no event_row but its request held several patients (which patient is ambiguous)"
@@ -180,6 +181,19 @@ def latest_per_patient(found: Iterable[tuple[str, int, Feedback]]
                 continue
         latest[(event_id, row)] = item
     return latest, superseded
+
+
+def canonical_event_id(event_id: str) -> str:
+    """A UUID event id (the local endpoint's, SageMaker's) as its captures write it, lower case: one typed or
+    exported in capitals names the same event (it was stored as given and never joined with its capture)."""
+    lowered = event_id.lower()
+    if lowered != event_id and len(event_id) == 36:
+        try:
+            if str(uuid.UUID(event_id)) == lowered:
+                return lowered
+        except ValueError:
+            pass
+    return event_id
 
 
 def _check_endpoint(endpoint: str) -> str:

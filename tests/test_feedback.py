@@ -481,3 +481,13 @@ def test_a_patient_of_a_multi_patient_request_is_confirmed_by_its_event_row_end_
     records, _, skipped = feedback_records(lake, "diagnosa")
     assert [(r["patient_id"], r["age"], r["label"]) for r in records] == [(f"FB-{event}/1", 52, "ENFERMEDAD AGUDA")]
     assert skipped.total == 0
+
+
+def test_an_event_id_in_capitals_names_the_captured_event(endpoint):
+    # A UUID typed or exported in capitals was taken (the lake's capture is read case-blind) but stored as given,
+    # and the monitor, joining by the capture's lower-case id, counted it as "not captured".
+    ep, lake = endpoint
+    event = _captured(ep)
+    status, body = _post(ep.url, {"event_id": event.upper(), "diagnosis": "NO ENFERMO"})
+    assert status == 201 and body["event_id"] == event and body["key"] == f"feedback/diagnosa/events/{event}.json"
+    assert parse_feedback({"event_id": "Ev-1", "diagnosis": "NO ENFERMO"}).event_id == "Ev-1"  # not a UUID: as given
