@@ -13,6 +13,7 @@ weight per label): the predicted category is the argmax of weight x calibrated p
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import platform
 import zipfile
@@ -68,9 +69,25 @@ def decide(proba: np.ndarray, weights: Any = None) -> np.ndarray:
     return (proba * np.asarray(weights, dtype=float)).argmax(axis=1)
 
 
+# What makes one model another: the data and preprocessing it was fitted on, the family (or a vote's members),
+# hyperparameters, seed, labels, calibration and decision weights.
+IDENTITY = ("fingerprint", "family", "hyperparameters", "members", "seed", "labels", "calibration",
+            "decision_weights")
+
+
+def identity_version(metadata: Mapping[str, Any]) -> str:
+    """The version training gives a model (its metadata's ``model_version``): 12 hex digits of a hash of what makes
+    it this model, so two models fitted on the same preprocessing (another family, seed or search) differ, and the
+    same training repeated (a cached re-run) gives the same."""
+    identity = {key: metadata.get(key) for key in IDENTITY}
+    text = json.dumps(identity, sort_keys=True, separators=(",", ":"), default=str, ensure_ascii=True)
+    return hashlib.sha256(text.encode("ascii")).hexdigest()[:12]
+
+
 def model_version(metadata: Mapping[str, Any]) -> str:
     """The version a model's answers carry (each prediction's ``model_version``), from its metadata: the endpoint
-    names it so, and the monitor judges only the traffic of the version whose baselines it has."""
+    names it so, and the monitor judges only the traffic of the version whose baselines it has. A model trained
+    before training named its version has its preprocessing's fingerprint (which the models of one run shared)."""
     fingerprint = metadata.get("fingerprint")
     preprocess = fingerprint.get("preprocess") if isinstance(fingerprint, Mapping) else fingerprint
     return str(metadata.get("model_version") or str(preprocess or "")[:12] or "unversioned")

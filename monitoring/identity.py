@@ -113,12 +113,11 @@ def baseline_model(baseline: Baseline) -> ModelFacts:
             if isinstance(record, dict):
                 known = _schema_facts(record.get("schema"))
                 made: dict[str, Any] = record["dataset"] if isinstance(record.get("dataset"), dict) else {}
+                # No version: the statistics describe the preprocessed data, which every model of the run shares.
                 facts = facts.merged(ModelFacts(
                     dataset=made.get("name"), labels=tuple(record["labels"]) if isinstance(record.get("labels"),
                                                                                                list) else None,
-                    orphan_slice=known.get("orphan_slice"),
-                    version=model_version({"fingerprint": record.get("fingerprint")}) if record.get("fingerprint")
-                    else None))
+                    orphan_slice=known.get("orphan_slice")))
             break
     if facts.dataset is None and features is not None:
         cohort = cohort_schema()

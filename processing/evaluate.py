@@ -65,8 +65,8 @@ def evaluate_model(model: DiagnosaModel, test: pd.DataFrame,
         model.decision_weights, model.metadata.get("calibration"))
     for label, row in result["diagnosa"]["honest"]["recall"].items():
         result["diagnosa"]["per_class"][label]["recall_ci95"] = row["recall_ci95"]
-    result["model"] = {k: model.metadata.get(k) for k in ("family", "hyperparameters", "fingerprint", "dataset",
-                                                          "validation", "calibration", "decision_weights")
+    result["model"] = {k: model.metadata.get(k) for k in ("model_version", "family", "hyperparameters", "fingerprint",
+                                                          "dataset", "validation", "calibration", "decision_weights")
                        if k in model.metadata}
     return result
 

@@ -29,7 +29,16 @@ import numpy as np
 
 from diagnosa.files import atomic_path, write_text_atomic
 from diagnosa.logs import configure_logging
-from diagnosa.model import METADATA_FILE, MODEL_FILE, OOF_FILE, DiagnosaModel, ModelLoadError, read_oof, unpack_model
+from diagnosa.model import (
+    METADATA_FILE,
+    MODEL_FILE,
+    OOF_FILE,
+    DiagnosaModel,
+    ModelLoadError,
+    identity_version,
+    read_oof,
+    unpack_model,
+)
 from processing import ensemble
 from processing.calibration import calibration_numbers
 from processing.decisions import MAX_PRECISION_LOSS, calibrate_and_decide
@@ -265,6 +274,7 @@ def build_ensemble(candidates: list[tuple[str, Path, dict[str, Any]]], weights: 
                             "after": calibration_numbers(evidence.y, post["calibrated"])},
         "ensemble": choice.to_dict(),
     }
+    metadata["model_version"] = identity_version(metadata)
     model = DiagnosaModel(Pipeline([("features", lead.features), ("classifier", vote)]), labels, metadata,
                           oof={"proba": post["calibrated"], "y": evidence.y, "w": evidence.weight,
                                "groups": evidence.groups})

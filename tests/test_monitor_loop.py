@@ -94,6 +94,20 @@ def test_the_served_models_version_is_the_one_its_answers_carry(trained_model_di
     assert served_model(trained_model_dir).version == load_service(str(trained_model_dir)).version
 
 
+def test_two_models_of_one_preprocessing_are_two_versions(trained_model_dir, xgboost_model_dir):
+    # The version was the preprocessing's fingerprint: a logistic regression and an XGBoost trained on the same
+    # preprocessed data answered as one model, and the monitor could not tell their traffic apart.
+    from diagnosa.model import identity_version
+
+    first, second = (json.loads((folder / "metadata.json").read_text()) for folder in (trained_model_dir,
+                                                                                         xgboost_model_dir))
+    assert first["fingerprint"]["preprocess"] == second["fingerprint"]["preprocess"]
+    assert served_model(trained_model_dir).version != served_model(xgboost_model_dir).version
+    # The same training repeated is the same version (a hash of what makes the model, not a random id).
+    assert identity_version(first) == first["model_version"] and len(first["model_version"]) == 12
+    assert identity_version({**first, "seed": first["seed"] + 1}) != first["model_version"]
+
+
 def test_a_runs_baselines_name_their_model(tmp_path):
     run = tmp_path / "runs" / "r1"
     _baseline_folder(run / "baseline")
@@ -102,8 +116,36 @@ def test_a_runs_baselines_name_their_model(tmp_path):
         "dataset": {"name": "gest"}, "labels": ["never", "now"], "schema": SCHEMA.to_dict(),
         "fingerprint": "35f9e203b3701bfe4f7ed8cb840f8f18"}))
     facts = baseline_model(load_baseline([run / "baseline"]))
+    # No version: the statistics describe the preprocessed data, which every model of the run shares.
     assert (facts.dataset, facts.version, facts.labels, facts.orphan_slice) == \
-        ("gest", "35f9e203b370", ("never", "now"), False)
+        ("gest", None, ("never", "now"), False)
+
+
+def test_statistics_alone_judge_the_traffic_of_the_version_the_endpoint_serves(tmp_path, capsys):
+    # A preprocessing's statistics are every model's of that run: the served model says which traffic is judged.
+    from diagnosa.cli import main
+
+    lake = DataLake.from_uri(str(tmp_path / "lake"))
+    rows = _frame(50, seed=3)
+    _capture(lake, [(f"e{i}", "b4e42c1fb60b" if i < 35 else "0123456789ab", {"weeks": float(w), "race": r})
+                    for i, (w, r) in enumerate(zip(rows.weeks, rows.race))])
+    run = tmp_path / "runs" / "r1"
+    _baseline_folder(run / "baseline")
+    (run / "transformer").mkdir()
+    (run / "transformer" / "preprocess.json").write_text(json.dumps({
+        "dataset": {"name": "gest"}, "labels": ["never", "now"], "schema": SCHEMA.to_dict(),
+        "fingerprint": "35f9e203b3701bfe4f7ed8cb840f8f18"}))
+    ws = tmp_path / "ws"
+    (ws / "endpoints" / "gest").mkdir(parents=True)
+    (ws / "endpoints" / "gest" / "endpoint.json").write_text(json.dumps({
+        "EndpointName": "gest", "EndpointStatus": "OutOfService", "ModelDir": str(_metadata(tmp_path / "model")),
+        "ModelDataUrl": "s3://diagnosa-local/x/model.tar.gz", "Pid": None}))
+    code = main(["--lake", str(tmp_path / "lake"), "--workspace", str(ws), "monitor", "--endpoint-name", "gest",
+                 "--baseline", str(run / "baseline"), "--out", str(tmp_path / "out")])
+    assert code == 0, capsys.readouterr().err
+    traffic = json.loads((tmp_path / "out" / "report.json").read_text())["traffic"]
+    assert traffic["model_version"] == "b4e42c1fb60b" and traffic["patients"] == 35
+    assert traffic["other_versions"]["by_version"] == {"0123456789ab": 15}
 
 
 # ------------------------------------------------------------------------------------------ D2: labels

@@ -30,7 +30,7 @@ from sklearn.utils.class_weight import compute_sample_weight
 from diagnosa.data.schema import Schema
 from diagnosa.files import atomic_path, write_text_atomic
 from diagnosa.logs import configure_logging
-from diagnosa.model import METADATA_FILE, MODEL_FILE, OOF_FILE, DiagnosaModel
+from diagnosa.model import METADATA_FILE, MODEL_FILE, OOF_FILE, DiagnosaModel, identity_version
 from diagnosa.serving_code import write_serving_code
 from processing.calibration import calibration_numbers
 from processing.decisions import MAX_PRECISION_LOSS, calibrate_and_decide
@@ -630,6 +630,7 @@ def train(train_dir: str | os.PathLike, validation_dir: str | os.PathLike, trans
         "train_seconds": round(search_seconds + fit_seconds, 3),
         "search_seconds": round(search_seconds, 3),
     }
+    model.metadata["model_version"] = identity_version(model.metadata)
     return TrainResult(model, evaluation)
 
 

@@ -96,12 +96,13 @@ def cmd_monitor(args: argparse.Namespace) -> int:
         baseline = load_baseline(folders)
         served = _served_model(args, lake)
         # The version whose baselines judge, and so whose traffic is judged: the served one for its registered
-        # baselines; for --baseline folders, the one they name (a baseline of another dataset is refused).
+        # baselines; for --baseline folders, the one they name (a baseline of another dataset is refused), the
+        # served one for statistics alone (they describe the data, not one model).
         version = baseline_model(baseline).version
-        if served is not None and not args.baseline:
-            version = served.version
-        elif served is not None:
+        if served is not None and args.baseline:
             check_same_model(baseline_model(baseline), served, args.endpoint_name)
+        if served is not None and (not args.baseline or version is None):
+            version = served.version
         drift = DriftThresholds(min_psi=args.min_psi, p_value=args.p_value,
                                 min_rows=args.min_rows, missing_rate_delta=args.missing_rate_delta)
         settings = settings_from_baseline(baseline, drift, args.min_feedback, model=served)
