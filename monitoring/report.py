@@ -217,6 +217,16 @@ def render_html(report: dict[str, Any]) -> str:
                          + "".join(f"<tr><td>{_e(s['reason'])}</td><td class='num'>{s['count']}</td>"
                                    f"<td>{'<br>'.join(_e(x) for x in s['examples'])}</td></tr>"
                                    for s in block["by_reason"]) + "</table>")
+    # Refused requests: the endpoint answered 4xx/5xx (its errors stream): a client sending bad input is an incident.
+    refused = r.get("refusals") or {}
+    parts.append(f"<h3 style='font-size:14px' id='refused'>refused requests: {refused.get('total', 0)}</h3>")
+    if refused.get("total"):
+        statuses = ", ".join(f"{n} × {status}" for status, n in refused["by_status"].items())
+        parts.append(f"<p>by status: {_e(statuses)}</p>"
+                     "<table class='skipped'><tr><th>reason (no request body or value is kept)</th>"
+                     "<th class='num'>count</th></tr>"
+                     + "".join(f"<tr><td>{_e(x['reason'])}</td><td class='num'>{x['count']}</td></tr>"
+                               for x in refused["by_reason"]) + "</table>")
     parts.append(f"<p class='meta'>baseline: {_e(', '.join(r['baseline']['sources']))} "
                  f"({r['baseline']['item_count']} training rows). Thresholds: {_e(r['thresholds']['drift'])}.</p>")
     parts.append("</body></html>")

@@ -234,6 +234,24 @@ def test_malformed_captures_and_unknown_feedback_are_counted_with_reasons(tmp_pa
     assert report["verdict"] == "insufficient data"
 
 
+def test_the_html_report_lists_refused_requests_without_their_values(tmp_path, baseline):
+    # The command printed them; report.html, what an on-call doctor or engineer opens, said nothing.
+    from inference.capture import DataCapture
+
+    lake = DataLake.from_uri(str(tmp_path / "lake"))
+    with DataCapture(lake, "diagnosa", flush_seconds=0.05) as capture:
+        for _ in range(2):
+            capture.record_error(None, "invocations", 400, "1 problem(s) in the request",
+                                 [{"row": 0, "field": "age", "problem": "must be a number, got 'Ramírez-77'"}])
+        capture.record_error(None, "invocations", 415, "unsupported content type 'text/xml'")
+        assert capture.flush()
+    report = run_monitor(lake, "diagnosa", baseline)
+    html = write_report(report, tmp_path / "out")["html"].read_text()
+    section = html[html.index("id='refused'"):]
+    assert "refused requests: 3" in section and "2 × 400, 1 × 415" in section
+    assert "Ramírez-77" not in html
+
+
 def test_window_parsing_names_the_bad_bound():
     now = datetime(2026, 11, 27, 12, tzinfo=timezone.utc)
     assert parse_window(last="24h", now=now) == (datetime(2026, 11, 26, 12, tzinfo=timezone.utc), None)
