@@ -491,3 +491,26 @@ def test_an_event_id_in_capitals_names_the_captured_event(endpoint):
     status, body = _post(ep.url, {"event_id": event.upper(), "diagnosis": "NO ENFERMO"})
     assert status == 201 and body["event_id"] == event and body["key"] == f"feedback/diagnosa/events/{event}.json"
     assert parse_feedback({"event_id": "Ev-1", "diagnosis": "NO ENFERMO"}).event_id == "Ev-1"  # not a UUID: as given
+
+
+def test_a_file_of_many_refused_lines_is_summarised_by_kind_and_listed_whole_in_the_errors_file(tmp_path, capsys,
+                                                                                                 monkeypatch):
+    # 5,000 bad lines of an export printed 5,000 lines; now the kinds with their first occurrence, and every line's
+    # problems in a file beside the command (the current folder, never beside the export).
+    monkeypatch.chdir(tmp_path)
+    lines = [json.dumps({"event_id": f"e{i}", "diagnosis": "NO ENFERMO"}) for i in range(3)]
+    lines += [json.dumps({"event_id": f"e{i}", "diagnosis": f"grippe {i}"}) for i in range(4000)]
+    lines += ["{oops"] * 1000 + [json.dumps({"event_id": "x y", "diagnosis": "MAYBE"})]
+    (tmp_path / "export.jsonl").write_text("\n".join(lines) + "\n")
+    code, out, _ = _cli(capsys, "--lake", tmp_path / "lake", "feedback", "--file", "export.jsonl")
+    assert code == 2 and "3 stored, 5001 refused" in out
+    assert len(out.splitlines()) < 20
+    assert "4,001  diagnosis: must be one of NO ENFERMO" in out and "1,000  not JSON" in out
+    assert "line 4: diagnosis: must be one of" in out and "line 4004: not JSON" in out
+    listed = [json.loads(line) for line in (tmp_path / "export.jsonl.errors.jsonl").read_text().splitlines()]
+    assert len(listed) == 5002 and listed[-1] == {
+        "where": "line 5004", "field": "diagnosis", "problem": listed[-1]["problem"]}
+    assert {p["where"] for p in listed if p["field"] == "event_id"} == {"line 5004"}
+    assert str(tmp_path / "export.jsonl.errors.jsonl") in out
+    code, _, err = _cli(capsys, "feedback", "e1", "NO ENFERMO", "--errors-file", "x.jsonl")
+    assert code == 2 and "--errors-file goes with --file" in err

@@ -192,6 +192,8 @@ def cmd_feedback(args: argparse.Namespace) -> int:
     if args.feedback_token_file and not args.endpoint_url:
         raise UsageError("--feedback-token-file goes with --endpoint-url: the endpoint checks the token (feedback "
                          "written straight to the lake takes none)")
+    if args.errors_file and not args.file:
+        raise UsageError("--errors-file goes with --file (one feedback is refused on the command line itself)")
     if args.file:
         if args.event_id or args.diagnosis:
             raise UsageError("give either EVENT_ID DIAGNOSIS or --file, not both")
@@ -287,10 +289,6 @@ def _warn_not_captured(args: argparse.Namespace, lake: DataLake, event_ids: list
           f"is there{hint}", file=sys.stderr)
 
 
-def _refusal(fields: dict[str, str]) -> str:
-    return "; ".join(f"{k}: {v}" for k, v in fields.items())
-
-
 def export_text(data: bytes) -> str:
     """A hospital system's export as text: UTF-8, its byte-order mark read past (Windows tools write one), or UTF-16
     when it starts with UTF-16's mark ('Unicode text' as Windows saves it), as CSV ingestion recognises one."""
@@ -303,7 +301,10 @@ def export_text(data: bytes) -> str:
 
 def _feedback_file(args: argparse.Namespace) -> int:
     """Feedback from a JSON Lines file (a hospital system's export): good lines stored (through --endpoint-url's
-    route, or straight to the lake), bad lines named; an endpoint that fails every line stops the file."""
+    route, or straight to the lake), bad lines named — every one when there are few, else counted by kind with the
+    first of each, and all of them, one JSON line each, in the errors file; an endpoint that fails every line stops
+    the file."""
+    from inference.bulk import ProblemSummary, Refused
     from inference.client import ClientFailure, FeedbackRejected
     from inference.feedback import FeedbackError, parse_feedback, store_feedback
 
@@ -322,40 +323,60 @@ def _feedback_file(args: argparse.Namespace) -> int:
     else:
         client, lake = None, open_lake(args)
         labels = _feedback_labels(args, lake)
-    stored, bad, stored_ids = 0, [], []
+    # In the current folder, never beside the export: that may be a hospital share or read-only.
+    errors_path = Path(args.errors_file or ("feedback-errors.jsonl" if args.file == "-"
+                                            else f"{path.name}.errors.jsonl"))
+
+    def open_errors_file() -> Any:
+        try:
+            return open(errors_path, "w", encoding="utf-8")
+        except OSError as err:
+            raise UsageError(f"cannot write the list of refused lines to {errors_path}: {err.strerror or err} "
+                             "(choose another file with --errors-file)") from None
+
+    bad = ProblemSummary(open_errors_file)
+    stored, stored_ids = 0, []
     stopped: tuple[int, ClientFailure] | None = None
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            body = json.loads(line)
-        except (ValueError, RecursionError) as err:  # RecursionError: arrays nested thousands deep
-            bad.append(f"line {number}: not JSON ({'nested too deeply' if isinstance(err, RecursionError) else err})")
-            continue
-        try:
-            feedback = parse_feedback(body, labels)
-            if client is not None:
-                _send_feedback(client, feedback)
-            else:
-                assert lake is not None
-                store_feedback(lake, args.endpoint_name, feedback)
-        except FeedbackError as err:
-            bad.append(f"line {number}: {_refusal(err.fields)}")
-            continue
-        except FeedbackRejected as err:  # this line's: its fields, its event id, its size
-            bad.append(f"line {number}: {_refusal(err.fields) if err.fields else err.message}")
-            continue
-        except ClientFailure as err:  # every line's (unreachable, the token, the endpoint's state): stop here
-            stopped = (number, err)
-            break
-        stored += 1
-        stored_ids.append(feedback.event_id)
+    try:
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            where = f"line {number}"
+            try:
+                body = json.loads(line)
+            except (ValueError, RecursionError) as err:  # RecursionError: arrays nested thousands deep
+                bad.add(Refused(where, None, "not JSON (" + ("nested too deeply" if isinstance(err, RecursionError)
+                                                             else printable(str(err))) + ")"))
+                continue
+            try:
+                feedback = parse_feedback(body, labels)
+                if client is not None:
+                    _send_feedback(client, feedback)
+                else:
+                    assert lake is not None
+                    store_feedback(lake, args.endpoint_name, feedback)
+            except (FeedbackError, FeedbackRejected) as err:  # this line's: its fields, its event id, its size
+                fields = err.fields or {}
+                for field, problem in fields.items():
+                    bad.add(Refused(where, printable(field), printable(problem)))
+                if not fields:
+                    bad.add(Refused(where, None, printable(str(getattr(err, "message", err)))))
+                continue
+            except ClientFailure as err:  # every line's (unreachable, the token, the endpoint's state): stop here
+                stopped = (number, err)
+                break
+            stored += 1
+            stored_ids.append(feedback.event_id)
+    finally:
+        bad.close()
     not_sent = sum(1 for line in lines[stopped[0] - 1:] if line.strip()) if stopped else 0
     where = f" to {client.endpoint_url}" if client is not None else ""
-    print(printable(f"feedback from {args.file}{where}: {stored} stored, {len(bad)} refused"
+    print(printable(f"feedback from {args.file}{where}: {stored} stored, {bad.records} refused"
                     + (f", {not_sent} not sent" if stopped else "")))
-    for problem in bad:
-        print(f"  refused {printable(problem)}")
+    if bad.total:
+        print("\n".join(printable(line) for line in bad.lines()))
+    if bad.sink is not None:
+        print(f"every refused line's problems, one JSON line each: {errors_path.resolve()}")
     if lake is not None and stored_ids:
         _warn_not_captured(args, lake, stored_ids)
     if stopped:
@@ -363,7 +384,7 @@ def _feedback_file(args: argparse.Namespace) -> int:
         print(f"diagnosa: error: {failure}: stopped at line {at}, {not_sent} line(s) from there not sent",
               file=sys.stderr)
         return EXIT_FAILED
-    return 0 if not bad else EXIT_BAD_INPUT
+    return 0 if not bad.total else EXIT_BAD_INPUT
 
 
 # ------------------------------------------------------------------------------------------------ parser
@@ -412,6 +433,9 @@ def register(commands: Any) -> None:
     feedback.add_argument("--source", help="who sends it (e.g. the hospital system), up to 100 characters")
     feedback.add_argument("--disease-id", help="the confirmed disease (ORPHA:..., OMIM:... put it in the orphan slice)")
     feedback.add_argument("--file", help="JSON Lines of feedback objects ('-' for standard input)")
+    feedback.add_argument("--errors-file", metavar="PATH",
+                          help="with --file: where every refused line's problems go, one JSON line each, when there "
+                               "are more than 10 (default <file name>.errors.jsonl in the current folder)")
     feedback.add_argument("--endpoint-name", type=sagemaker_name, default="diagnosa",
                           help="the endpoint whose prediction this confirms")
     feedback.add_argument("--endpoint-url", help="send through the local endpoint's POST /feedback instead of the lake")
