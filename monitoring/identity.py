@@ -100,6 +100,8 @@ def baseline_model(baseline: Baseline) -> ModelFacts:
     if isinstance(predictions.get("labels"), list):
         facts = replace(facts, labels=tuple(predictions["labels"]),
                         orphan_slice=predictions.get("orphan") is not None)
+    if isinstance(predictions.get("model_version"), str):
+        facts = replace(facts, version=predictions["model_version"])
     if PREDICTIONS in files:  # the evaluate step writes evaluation.json beside it: the evaluated model
         evaluation = _read_json(files[PREDICTIONS].parent / "evaluation.json")
         model = evaluation.get("model") if isinstance(evaluation, dict) else None

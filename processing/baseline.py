@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from diagnosa.data.schema import MISSING_VALUES, Field, Schema
+from diagnosa.model import model_version
 
 VERSION = 0.0
 KLL_K = 2048
@@ -292,8 +293,14 @@ def prediction_baseline(evaluation: Mapping[str, Any], thresholds: Mapping[str, 
     predicted = counts.sum(axis=0)
     n = int(counts.sum())
     orphan = d.get("slices", {}).get("orphan")
+    model = evaluation.get("model")
+    model = model if isinstance(model, Mapping) else {}
+    known = model.get("model_version") or model.get("fingerprint")
     return {
         "version": 1,
+        # Which model's answers these describe, where the file goes (the AWS monitor's baseline folder holds no
+        # evaluation.json): the monitor judges only the traffic this version answered.
+        "model_version": model_version(model) if known else None,
         "labels": labels,
         "n": n,
         "predicted_distribution": {label: int(c) for label, c in zip(labels, predicted)},

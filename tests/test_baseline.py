@@ -128,5 +128,11 @@ def test_evaluate_writes_the_prediction_baseline(tmp_path, trained_model_dir):
     assert list(predictions["predicted_distribution"].values()) == counts.sum(axis=0).tolist()
     assert predictions["n"] == len(read_split(base / "input" / "test"))
     assert predictions["thresholds"] == {"recall": {"ENFERMEDAD TERMINAL": 0.7}, "orphan_macro_recall": 0.5}
+    # The model version travels with the file (the AWS monitor's baseline folder holds no evaluation.json), so the
+    # monitor judges only the traffic that model answered, wherever the file was copied.
+    from monitoring.identity import served_model
+
+    served = served_model(trained_model_dir).version
+    assert evaluation["model"]["model_version"] == predictions["model_version"] == served
     quality = json.loads((out / "model_quality_constraints.json").read_text())
     assert quality["multiclass_classification_constraints"]["accuracy"]["threshold"] == evaluation["diagnosa"]["accuracy"]

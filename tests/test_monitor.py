@@ -252,6 +252,14 @@ def test_the_html_report_lists_refused_requests_without_their_values(tmp_path, b
     assert "Ramírez-77" not in html
 
 
+def test_baseline_files_copied_without_evaluation_json_still_name_their_model_version(baseline_dir, trained_model_dir):
+    # As the AWS deploy function copies them for the monitoring job: it judged every version's traffic.
+    from monitoring.identity import baseline_model, served_model
+
+    assert not (baseline_dir / "evaluation.json").exists()
+    assert baseline_model(load_baseline([baseline_dir])).version == served_model(trained_model_dir).version
+
+
 def test_window_parsing_names_the_bad_bound():
     now = datetime(2026, 11, 27, 12, tzinfo=timezone.utc)
     assert parse_window(last="24h", now=now) == (datetime(2026, 11, 26, 12, tzinfo=timezone.utc), None)
