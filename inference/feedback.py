@@ -23,7 +23,7 @@ import threading
 import unicodedata
 import uuid
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -72,6 +72,11 @@ class Feedback:
     def patient(self) -> tuple[str, int | None]:
         """What the feedback confirms, as given: (event id, event row or None)."""
         return self.event_id, self.event_row
+
+    @property
+    def where(self) -> str:
+        """The patient as messages name it."""
+        return self.event_id if self.event_row is None else f"{self.event_id} row {self.event_row}"
 
     @property
     def orphan(self) -> bool | None:
@@ -167,20 +172,29 @@ def patient_row(feedback: Feedback, patients: int) -> int | str:
     return feedback.event_row
 
 
-def latest_per_patient(found: Iterable[tuple[str, int, Feedback]]
-                       ) -> tuple[dict[tuple[str, int], Feedback], list[tuple[str, int]]]:
-    """(event id, row, feedback) → the latest received feedback of each patient, and the patients of which an
-    earlier one was superseded: a request's only patient may be confirmed without event_row and with event_row 0."""
+def confirmed_patients(feedback: Iterable[Feedback], patients: Callable[[Feedback], int | tuple[str, str]],
+                       skip: Callable[[str, str], None]) -> dict[tuple[str, int], Feedback]:
+    """(event id, row) → the latest feedback of each confirmed patient. ``patients(item)``: how many patient records
+    the captured request of ``item`` held, or why it cannot be used (reason, example); ``skip(reason, example)``
+    counts every feedback left out, with its reason (the monitor's and retraining's counts). A request's only
+    patient may be confirmed without event_row and with event_row 0: one patient, the later received feedback."""
     latest: dict[tuple[str, int], Feedback] = {}
-    superseded = []
-    for event_id, row, item in found:
-        known = latest.get((event_id, row))
+    for item in feedback:
+        count = patients(item)
+        if isinstance(count, tuple):
+            skip(*count)
+            continue
+        row = patient_row(item, count)
+        if isinstance(row, str):
+            skip(row, f"{item.where}: {count} patient(s)")
+            continue
+        known = latest.get((item.event_id, row))
         if known is not None:
-            superseded.append((event_id, row))
+            skip(SAME_PATIENT, f"{item.event_id} row {row}")
             if (known.received_at or "") >= (item.received_at or ""):
                 continue
-        latest[(event_id, row)] = item
-    return latest, superseded
+        latest[(item.event_id, row)] = item
+    return latest
 
 
 def canonical_event_id(event_id: str) -> str:

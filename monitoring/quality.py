@@ -18,7 +18,7 @@ from typing import Any, Iterable, Mapping
 import pandas as pd
 
 from diagnosa.labels import CATEGORIES
-from inference.feedback import SAME_PATIENT, Feedback, latest_per_patient, patient_row
+from inference.feedback import Feedback, confirmed_patients
 from monitoring.traffic import Skipped
 from processing.calibration import wilson_interval
 
@@ -68,33 +68,23 @@ def join_feedback(rows: pd.DataFrame, feedback: Mapping[tuple[str, int | None], 
     known = None if labels is None else set(labels)
     other_models = other_models or {}
     by_event = {event: part for event, part in rows.groupby("event_id", sort=False)} if len(rows) else {}
-    found = []
-    for (event_id, _), item in feedback.items():
-        where = event_id if item.event_row is None else f"{event_id} row {item.event_row}"
+
+    def patients(item: Feedback) -> int | tuple[str, str]:
         if known is not None and item.diagnosis not in known:
-            skipped.add(NOT_A_LABEL, f"{where}: {item.diagnosis!r}")
-            continue
-        if event_id in other_models:
-            skipped.add(OTHER_MODEL_FEEDBACK, f"{where}: model version {other_models[event_id]}")
-            continue
-        part = by_event.get(event_id)
+            return NOT_A_LABEL, f"{item.where}: {item.diagnosis!r}"
+        if item.event_id in other_models:
+            return OTHER_MODEL_FEEDBACK, f"{item.where}: model version {other_models[item.event_id]}"
+        part = by_event.get(item.event_id)
         if part is None:
-            skipped.add("feedback for an event id not captured in this window", where)
-            continue
-        row = patient_row(item, int(part["rows_in_event"].iloc[0]))
-        if isinstance(row, str):
-            skipped.add(row, f"{where}: {int(part['rows_in_event'].iloc[0])} patients")
-            continue
-        found.append((event_id, row, item))
-    latest, superseded = latest_per_patient(found)
-    for event_id, row in superseded:
-        skipped.add(SAME_PATIENT, f"{event_id} row {row}")
+            return "feedback for an event id not captured in this window", item.where
+        return int(part["rows_in_event"].iloc[0])
+
     joined = []
-    for (event_id, row), item in latest.items():
+    for (event_id, row), item in confirmed_patients(feedback.values(), patients, skipped.add).items():
         part = by_event[event_id]
         match = part[part["row"] == row]
-        if len(match) != 1:  # the traffic reader left this patient out (its record was unreadable)
-            skipped.add("the confirmed patient's captured record is unreadable", f"{event_id} row {row}")
+        if len(match) != 1:  # the traffic reader left this patient out (its record was not a JSON object)
+            skipped.add("the confirmed patient's captured record is not a JSON object", f"{event_id} row {row}")
             continue
         joined.append({"event_id": event_id, "row": row, "predicted": match["predicted"].iloc[0],
                        "confirmed": item.diagnosis, "orphan": item.orphan})

@@ -53,7 +53,7 @@ from diagnosa.data.schema import (
 from diagnosa.data.validate import LIST_SEPARATOR
 from diagnosa.lake import DataLake
 from inference.capture import decode_payload, read_capture
-from inference.feedback import SAME_PATIENT, Feedback, latest_per_patient, patient_row, read_feedback
+from inference.feedback import Feedback, confirmed_patients, read_feedback
 from monitoring.traffic import Skipped, read_traffic, request_records
 
 RECORD_FIELDS = ("age", "sex", "temperature_c", "heart_rate_bpm", "respiratory_rate_bpm", "systolic_bp_mmhg",
@@ -114,22 +114,15 @@ def feedback_records(lake: DataLake, endpoint: str, start: datetime | None = Non
     rows = traffic.rows
     by_event = {event: part for event, part in rows.groupby("event_id", sort=False)} if len(rows) else {}
     records, labs = [], []
-    found = []
-    for (event_id, _), item in sorted(feedback.latest.items(), key=_by_patient):
-        part = by_event.get(event_id)
+
+    def patients(item: Feedback) -> int | tuple[str, str]:
+        part = by_event.get(item.event_id)
         if part is None:
-            skipped.add(f"captured request unusable: {traffic.dropped[event_id]}" if event_id in traffic.dropped
-                        else "no captured request for this event id", event_id)
-            continue
-        number = patient_row(item, int(part["rows_in_event"].iloc[0]))
-        if isinstance(number, str):
-            skipped.add(number, _where(item))
-            continue
-        found.append((event_id, number, item))
-    latest, superseded = latest_per_patient(found)
-    for event_id, number in superseded:
-        skipped.add(SAME_PATIENT, f"{event_id} row {number}")
-    for (event_id, number), item in latest.items():
+            return (f"captured request unusable: {traffic.dropped[item.event_id]}" if item.event_id in traffic.dropped
+                    else "no captured request for this event id", item.where)
+        return int(part["rows_in_event"].iloc[0])
+
+    for (event_id, number), item in confirmed_patients(_in_order(feedback.latest), patients, skipped.add).items():
         part = by_event[event_id]
         match = part[part["row"] == number]
         if len(match) != 1:
@@ -288,7 +281,7 @@ def feedback_lines(lake: DataLake, endpoint: str, header: list[str], config: dic
     skipped = Skipped()
     feedback = read_feedback(lake, endpoint)
     wanted = {event_id for event_id, _ in feedback.latest}
-    requests: dict[str, list[Any] | None] = {}  # event id → its patient records (None: unreadable, counted)
+    requests: dict[str, list[Any] | str] = {}  # event id → its patient records, or why they cannot be read
     for event in read_capture(lake, endpoint, start, end).events:
         meta = event.get("eventMetadata", {})
         if meta.get("eventId") not in wanted:
@@ -298,28 +291,20 @@ def feedback_lines(lake: DataLake, endpoint: str, header: list[str], config: dic
         try:
             requests[meta["eventId"]] = request_records(decode_payload(data), content_type)
         except (ValueError, UnicodeDecodeError, KeyError) as err:
-            skipped.add("captured request is not a readable JSON or CSV request", f"{meta['eventId']}: {err}")
-            requests[meta["eventId"]] = None
-    found = []
-    for (event_id, _), item in sorted(feedback.latest.items(), key=_by_patient):
-        if event_id not in requests:
-            skipped.add("no captured request for this event id", _where(item))
-            continue
-        records = requests[event_id]
+            requests[meta["eventId"]] = str(err)
+
+    def patients(item: Feedback) -> int | tuple[str, str]:
+        records = requests.get(item.event_id)
         if records is None:
-            continue  # counted above
-        number = patient_row(item, len(records))
-        if isinstance(number, str):
-            skipped.add(number, _where(item))
-            continue
-        found.append((event_id, number, item))
-    latest, superseded = latest_per_patient(found)
-    for event_id, number in superseded:
-        skipped.add(SAME_PATIENT, f"{event_id} row {number}")
+            return "no captured request for this event id", item.where
+        if isinstance(records, str):
+            return "captured request is not a readable JSON or CSV request", f"{item.where}: {records}"
+        return len(records)
+
     rows = []
-    for (event_id, number), item in latest.items():
+    for (event_id, number), item in confirmed_patients(_in_order(feedback.latest), patients, skipped.add).items():
         records = requests[event_id]
-        assert records is not None  # the unreadable ones were left out above
+        assert not isinstance(records, str)  # the unreadable ones were left out above
         where = event_id if len(records) == 1 else f"{event_id} row {number}"
         if not isinstance(records[number], dict):
             skipped.add("the captured patient record is not a JSON object", where)
@@ -377,14 +362,9 @@ def feedback_id(patient: str, integer: bool) -> str:
     return str(FEEDBACK_INTEGER_IDS + int(hashlib.sha256(patient.encode("utf-8")).hexdigest()[:12], 16))
 
 
-def _by_patient(entry: tuple[tuple[str, int | None], Feedback]) -> tuple[str, int]:
-    """Feedback in the order of its event id, then row (no row first)."""
-    (event_id, row), _ = entry
-    return event_id, -1 if row is None else row
-
-
-def _where(item: Feedback) -> str:
-    return item.event_id if item.event_row is None else f"{item.event_id} row {item.event_row}"
+def _in_order(latest: dict[tuple[str, int | None], Feedback]) -> list[Feedback]:
+    """Feedback in the order of its event id, then row (no row first): the rows it becomes are in that order."""
+    return [latest[key] for key in sorted(latest, key=lambda key: (key[0], -1 if key[1] is None else key[1]))]
 
 
 def cell_text(value: Any, column: str, kind: str | None, dialect: CsvDialect) -> str:

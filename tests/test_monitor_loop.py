@@ -108,13 +108,18 @@ def test_two_models_of_one_preprocessing_are_two_versions(trained_model_dir, xgb
     assert identity_version({**first, "seed": first["seed"] + 1}) != first["model_version"]
 
 
-def test_a_runs_baselines_name_their_model(tmp_path):
-    run = tmp_path / "runs" / "r1"
+def _run_folder(run: Path) -> Path:
+    """A pipeline run's statistics baseline with its preprocessing record beside it (<run>/transformer/)."""
     _baseline_folder(run / "baseline")
     (run / "transformer").mkdir()
     (run / "transformer" / "preprocess.json").write_text(json.dumps({
         "dataset": {"name": "gest"}, "labels": ["never", "now"], "schema": SCHEMA.to_dict(),
         "fingerprint": "35f9e203b3701bfe4f7ed8cb840f8f18"}))
+    return run
+
+
+def test_a_runs_baselines_name_their_model(tmp_path):
+    run = _run_folder(tmp_path / "runs" / "r1")
     facts = baseline_model(load_baseline([run / "baseline"]))
     # No version: the statistics describe the preprocessed data, which every model of the run shares.
     assert (facts.dataset, facts.version, facts.labels, facts.orphan_slice) == \
@@ -129,12 +134,7 @@ def test_statistics_alone_judge_the_traffic_of_the_version_the_endpoint_serves(t
     rows = _frame(50, seed=3)
     _capture(lake, [(f"e{i}", "b4e42c1fb60b" if i < 35 else "0123456789ab", {"weeks": float(w), "race": r})
                     for i, (w, r) in enumerate(zip(rows.weeks, rows.race))])
-    run = tmp_path / "runs" / "r1"
-    _baseline_folder(run / "baseline")
-    (run / "transformer").mkdir()
-    (run / "transformer" / "preprocess.json").write_text(json.dumps({
-        "dataset": {"name": "gest"}, "labels": ["never", "now"], "schema": SCHEMA.to_dict(),
-        "fingerprint": "35f9e203b3701bfe4f7ed8cb840f8f18"}))
+    run = _run_folder(tmp_path / "runs" / "r1")
     ws = tmp_path / "ws"
     (ws / "endpoints" / "gest").mkdir(parents=True)
     (ws / "endpoints" / "gest" / "endpoint.json").write_text(json.dumps({
