@@ -293,11 +293,15 @@ def _predict_format(args: argparse.Namespace) -> str:
 def cmd_predict(args: argparse.Namespace) -> int:
     """A file (or standard input) of patients, streamed to the endpoint in requests of 100; the predictions go to
     standard output as they arrive, the refused records' problems to a file, summarised on standard error."""
+    from diagnosa.data.schema import BUILTIN_RESOURCE
     from inference.bulk import Answered, JsonNotCsv, PredictionsDocument, ProblemSummary, predict_stream, read_records
-    from inference.client import ClientFailure, DiagnosaClient, PredictionRejected
+    from inference.client import ClientFailure, DiagnosaClient, PredictionRejected, served_endpoint_name
 
     if (args.input is None) == (args.batch is None):
         raise UsageError("give either a file (or - for standard input) or --batch NAME, not both")
+    if args.endpoint_name is None:  # the one a given URL serves (a dataset's is not diagnosa), else the built-in's
+        args.endpoint_name = (args.endpoint_url and served_endpoint_name(args.endpoint_url, args.timeout)
+                              or BUILTIN_RESOURCE)
     try:
         client = DiagnosaClient(args.endpoint_name, endpoint_url=endpoint_url(args), region=args.region,
                                 timeout=args.timeout)
@@ -734,8 +738,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="the input's format (auto: .csv, .jsonl/.ndjson by the file's extension, JSON otherwise)")
     predict.add_argument("--endpoint-url", help="e.g. http://127.0.0.1:8080 (default: the URL of the workspace's "
                                                 "local endpoint --endpoint-name, unless --region)")
-    predict.add_argument("--endpoint-name", type=sagemaker_name, default="diagnosa",
-                         help="the local (or, with --region or none here, SageMaker) endpoint's name")
+    predict.add_argument("--endpoint-name", type=sagemaker_name, default=None,
+                         help="the local (or, with --region or none here, SageMaker) endpoint's name (default: the "
+                              "one --endpoint-url serves, else diagnosa)")
     predict.add_argument("--region", help="AWS region of a SageMaker endpoint")
     predict.add_argument("--top-k", type=int_in(1, MAX_TOP_K, "--top-k"), default=None,
                          help="categories listed per patient, most likely first (default: the endpoint's, 3 or "

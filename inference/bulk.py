@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 import re
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import IO, Any, Callable, Iterable, Iterator
 
+from diagnosa.data.csv_cells import fit_to_header
 from diagnosa.data.schema import other_delimiter
 from inference.client import DiagnosaClient, PredictionRejected
 from inference.limits import (
@@ -131,14 +133,17 @@ def _json_lines(stream: IO[str], name: str) -> Iterator[InputRecord]:
 
 
 def _csv_rows(stream: IO[str], name: str) -> tuple[Iterator[InputRecord], list[str]]:
-    reader = csv.reader(stream)
+    lines = iter(stream)
+    # A byte-order mark (Excel's "CSV UTF-8", R's write.csv) goes before the reader sees it: left in, it stood in
+    # front of a quoted first name ('\ufeff"nhc"'), which then kept its quotes and was an unknown field.
+    first = next(lines, "").removeprefix("\ufeff")
+    reader = csv.reader(itertools.chain([first], lines))
     try:
         header = next(reader, None)
     except csv.Error as err:
         raise ValueError(f"{name}: malformed CSV header: {err}") from None
     if not header or not any(cell.strip() for cell in header):
         raise ValueError(f"{name} has no header row naming the fields")
-    header[0] = header[0].removeprefix("\ufeff")  # a BOM some spreadsheet exports start with
     opening = header[0].lstrip()[:1]
     if opening in ("{", "["):  # no field's name starts so: JSON, whose rows would each be refused or read as none
         raise JsonNotCsv(f"{name} is read as CSV but looks like JSON (its first line starts with {opening!r})")
@@ -154,6 +159,7 @@ def _csv_rows(stream: IO[str], name: str) -> tuple[Iterator[InputRecord], list[s
 
     def rows() -> Iterator[InputRecord]:
         read = 0
+        start = reader.line_num + 1  # the line the next row starts on
         while True:
             try:
                 cells = next(reader)
@@ -161,17 +167,20 @@ def _csv_rows(stream: IO[str], name: str) -> tuple[Iterator[InputRecord], list[s
                 break
             except csv.Error as err:  # the reader goes on at the next line
                 read += 1
-                yield InputRecord(f"line {reader.line_num}", problem=f"malformed CSV: {err}")
+                yield InputRecord(f"line {start}", problem=f"malformed CSV: {err}")
+                start = reader.line_num + 1
                 continue
-            where = f"line {reader.line_num}"
+            where = f"line {start}"  # where the row starts (a quoted cell may span lines), as ingestion names it
+            start = reader.line_num + 1
             if not cells:
                 continue
             read += 1
-            if len(cells) != len(header):  # a line cut short or run on: never padded (ingestion quarantines it)
+            fitted = fit_to_header(cells, len(header))
+            if fitted is None:  # a line cut short or run on: never padded (ingestion quarantines it)
                 yield InputRecord(where, problem=f"{'more' if len(cells) > len(header) else 'fewer'} cells than the "
                                                  f"header has fields ({len(cells)}, the header {len(header)})")
                 continue
-            yield InputRecord(where, dict(zip(header, cells)))
+            yield InputRecord(where, dict(zip(header, fitted)))
         if not read:
             raise ValueError(f"{name}: no patient records in the input (no rows under the header)")
 

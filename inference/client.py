@@ -98,6 +98,20 @@ def check_endpoint_url(url: str) -> str:
     return f"{parsed.scheme}://{parsed.netloc}"
 
 
+def served_endpoint_name(endpoint_url: str, timeout: float = 10.0) -> str | None:
+    """The name of the endpoint a local server serves (its ``GET /ping``); None when the URL does not say (not
+    reachable, not ready, or not a Diagnosa server)."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{check_endpoint_url(endpoint_url)}/ping", timeout=timeout) as response:
+            name = json.loads(response.read(65536)).get("endpoint_name")
+    except (OSError, ValueError, AttributeError):  # URLError and HTTPError are OSErrors; not JSON; not an object
+        return None
+    return name if isinstance(name, str) and name else None
+
+
 class DiagnosaClient:
     def __init__(self, endpoint_name: str = "diagnosa", *, endpoint_url: str | None = None, region: str | None = None,
                  timeout: float = 10.0, max_attempts: int = 4, runtime: Any = None, lake: Any = None,

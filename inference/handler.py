@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from diagnosa.data.csv_cells import fit_to_header
 from diagnosa.data.schema import Schema, other_delimiter
 from diagnosa.model import DiagnosaModel, model_version
 from inference.fastpath import CompiledFeatures, compile_classifier, compile_features
@@ -300,11 +301,13 @@ def _records_from_csv(body: bytes, fields: frozenset[str] = frozenset()) -> list
         for cells in reader:
             if not cells:
                 continue
-            if len(cells) != len(header):
+            fitted = fit_to_header(cells, len(header))  # empty trailing cells dropped, as ingestion drops them
+            if fitted is None:
                 raise RequestError(400, f"CSV row {len(rows) + 1} (line {reader.line_num}) has "
                                         f"{'more' if len(cells) > len(header) else 'fewer'} cells than the header "
-                                        f"({len(cells)}, the header {len(header)}): a row is never padded or cut")
-            rows.append(dict(zip(header, cells)))
+                                        f"({len(cells)}, the header {len(header)}): a row is never padded, nor cut "
+                                        "where a cell holds something")
+            rows.append(dict(zip(header, fitted)))
     except csv.Error as err:
         where = "a quote never closed" if "end of data" in str(err) else str(err)
         raise RequestError(400, f"malformed CSV: {where} (line {reader.line_num})") from None

@@ -394,7 +394,8 @@ class _Handler(BaseHTTPRequestHandler):
     def _ping(self) -> None:
         endpoint = self.server.endpoint
         if endpoint.version is not None:
-            self._send_json(200, {"status": "ok", "model_version": endpoint.version})
+            self._send_json(200, {"status": "ok", "model_version": endpoint.version,
+                                  "endpoint_name": endpoint.endpoint_name})
         elif endpoint.load_error is not None:
             self._send_json(500, {"status": "failed", "error": "the model failed to load (see the server log)"})
         else:
@@ -496,8 +497,9 @@ class _Handler(BaseHTTPRequestHandler):
             headers["x-amzn-RequestId"] = str(uuid.uuid4())
         try:
             body = self._read_body()
-            if runtime and name != endpoint.endpoint_name:
-                raise _Reply(400, f"Endpoint {name} of account {ACCOUNT} not found.")
+            if runtime and name != endpoint.endpoint_name:  # AWS's words, then which one this server is
+                raise _Reply(400, f"Endpoint {name} of account {ACCOUNT} not found. (This local server serves "
+                                  f"endpoint {endpoint.endpoint_name}.)")
             inference_id = self.headers.get("X-Amzn-SageMaker-Inference-Id")
             if inference_id is not None and not (1 <= len(inference_id) <= 64 and inference_id.isprintable()
                                                  and not inference_id[0].isspace()):

@@ -303,3 +303,37 @@ def test_an_errors_file_that_cannot_be_written_is_named(endpoint, tmp_path, caps
     err = capsys.readouterr().err
     assert f"cannot write the list of refused records to {target}: No such file or directory" in err
     assert "--errors-file" in err and err.count("\n") == 1
+
+
+def test_a_spreadsheet_export_with_a_byte_order_mark_quoted_header_and_empty_trailing_cells_is_read(endpoint,
+                                                                                                   tmp_path, capsys):
+    # R's write.csv and Excel: every row had been refused ('"patient_id": unknown field'; 'more cells than the
+    # header'), where ingestion reads the same file; a row spanning lines is named by its first line, as ingestion.
+    path = tmp_path / "export.csv"
+    path.write_bytes(b'\xef\xbb\xbf"patient_id","age","sex"\r\n"A1",67,"M",,\r\n"A2",41,"F"\r\n'
+                     b'"A\n3","old","F"\r\n"A4",50,"F",x\r\n')
+    assert main(["--workspace", str(tmp_path / "ws"), "predict", str(path), "--endpoint-url", endpoint.url]) == 2
+    out, err = capsys.readouterr()
+    assert [p["patient_id"] for p in json.loads(out)["predictions"]] == ["A1", "A2"]
+    assert "line 4: age:" in err and "line 6: more cells than the header has fields (4, the header 3)" in err
+    # The endpoint reads the empty trailing cells alike, and still refuses a cut that would lose a value.
+    client = DiagnosaClient(endpoint.endpoint_name, endpoint_url=endpoint.url)
+    assert len(client.predict_csv("patient_id,age\nB1,30,,\n").results) == 1
+    with pytest.raises(PredictionRejected, match="more cells than the header"):
+        client.predict_csv("patient_id,age\nB1,30,x\n")
+
+
+def test_predict_with_only_a_url_asks_the_server_which_endpoint_it_is(two_label_model_dir, tmp_path, capsys):
+    # A dataset's endpoint is not 'diagnosa': the URL `endpoint list` printed was refused as "Endpoint diagnosa of
+    # account 000000000000 not found."
+    from inference.server import EndpointServer
+
+    path = tmp_path / "one.json"
+    path.write_text(json.dumps({"patient_id": "A1", "age": 67}))
+    with EndpointServer(str(two_label_model_dir), endpoint_name="ill-or-not") as served:
+        served.wait_until_ready()
+        assert main(["--workspace", str(tmp_path / "ws"), "predict", str(path), "--endpoint-url", served.url]) == 0
+        assert json.loads(capsys.readouterr().out)["predictions"][0]["category"] in ("NO ENFERMO", "ENFERMO")
+        code = main(["--workspace", str(tmp_path / "ws"), "predict", str(path), "--endpoint-url", served.url,
+                     "--endpoint-name", "diagnosa"])
+        assert code == 2 and "(This local server serves endpoint ill-or-not.)" in capsys.readouterr().err

@@ -76,7 +76,8 @@ def test_a_csv_body_is_read_as_ingestion_reads_a_csv_file(service):
         "the CSV header names a field more than once: 'age'"
     # A row cut short was scored with its missing cells as missing values; ingestion quarantines it.
     assert refusal(service, "age,sex,temperature_c\n40,M,37\n40,M\n", CSV).message == (
-        "CSV row 2 (line 3) has fewer cells than the header (2, the header 3): a row is never padded or cut")
+        "CSV row 2 (line 3) has fewer cells than the header (2, the header 3): a row is never padded, nor cut "
+        "where a cell holds something")
     assert "row 1 (line 2) has more cells" in refusal(service, "age,sex\n40,M,37\n", CSV).message
     # An old Mac's lone CR ends a line, as in ingestion.
     request = parse_request("age,sex\r40,M\r50,F\r", CSV, service)

@@ -256,7 +256,9 @@ def test_boto3_unknown_endpoint_is_a_validation_error(endpoint):
         _runtime(endpoint).invoke_endpoint(EndpointName="nope", Body=json.dumps(PATIENT), ContentType=JSON)
     error = caught.value.response
     assert error["Error"]["Code"] == "ValidationError"
-    assert error["Error"]["Message"] == "Endpoint nope of account 000000000000 not found."
+    # AWS's words, then which endpoint this local server is (a dataset's endpoint is not diagnosa).
+    assert error["Error"]["Message"] == (f"Endpoint nope of account 000000000000 not found. (This local server "
+                                         f"serves endpoint {endpoint.endpoint_name}.)")
     assert error["ResponseMetadata"]["HTTPStatusCode"] == 400
 
 
