@@ -19,7 +19,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import IO, Any, Callable, Iterable, Iterator
 
-from diagnosa.data.csv_cells import fit_to_header
+from diagnosa.data.csv_cells import csv_problem, fit_to_header
 from diagnosa.data.schema import other_delimiter
 from inference.client import DiagnosaClient, PredictionRejected
 from inference.limits import (
@@ -141,7 +141,7 @@ def _csv_rows(stream: IO[str], name: str) -> tuple[Iterator[InputRecord], list[s
     try:
         header = next(reader, None)
     except csv.Error as err:
-        raise ValueError(f"{name}: malformed CSV header: {err}") from None
+        raise ValueError(f"{name}: malformed CSV header: {csv_problem(err)}") from None
     if not header or not any(cell.strip() for cell in header):
         raise ValueError(f"{name} has no header row naming the fields")
     opening = header[0].lstrip()[:1]
@@ -167,7 +167,7 @@ def _csv_rows(stream: IO[str], name: str) -> tuple[Iterator[InputRecord], list[s
                 break
             except csv.Error as err:  # the reader goes on at the next line
                 read += 1
-                yield InputRecord(f"line {start}", problem=f"malformed CSV: {err}")
+                yield InputRecord(f"line {start}", problem=f"malformed CSV: {csv_problem(err)}")
                 start = reader.line_num + 1
                 continue
             where = f"line {start}"  # where the row starts (a quoted cell may span lines), as ingestion names it

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from diagnosa.data.csv_cells import fit_to_header
+from diagnosa.data.csv_cells import csv_problem, fit_to_header
 from diagnosa.data.schema import Schema, other_delimiter
 from diagnosa.model import DiagnosaModel, model_version
 from inference.fastpath import CompiledFeatures, compile_classifier, compile_features
@@ -309,8 +309,7 @@ def _records_from_csv(body: bytes, fields: frozenset[str] = frozenset()) -> list
                                         "where a cell holds something")
             rows.append(dict(zip(header, fitted)))
     except csv.Error as err:
-        where = "a quote never closed" if "end of data" in str(err) else str(err)
-        raise RequestError(400, f"malformed CSV: {where} (line {reader.line_num})") from None
+        raise RequestError(400, f"malformed CSV: {csv_problem(err)} (line {reader.line_num})") from None
     if not rows:
         raise RequestError(400, "no patient records in the request: the CSV has a header and no rows")
     return rows

@@ -84,6 +84,9 @@ def test_a_csv_body_is_read_as_ingestion_reads_a_csv_file(service):
     assert [(r["age"], r["sex"]) for r in request.records] == [(40.0, "M"), (50.0, "F")]
     # A quote never closed is named so, not read as the rest of the body in one cell.
     assert refusal(service, 'age,sex\n40,"M\n50,F\n', CSV).message == "malformed CSV: a quote never closed (line 3)"
+    # A cell over the csv module's limit, in words (Python's own were 'field larger than field limit (131072)').
+    assert refusal(service, "age,sex\n40," + "M" * 140_000 + "\n", CSV).message == \
+        "malformed CSV: a cell over 131,072 characters (the most one cell may hold) (line 2)"
     assert refusal(service, '{"age": 40}', CSV).message == (
         "the CSV body starts with '{': it looks like JSON; send it as application/json")
     assert refusal(service, "age,sex\n", CSV).message == "no patient records in the request: the CSV has a header and no rows"
