@@ -63,7 +63,9 @@ class LocalModelRegistry:
         status = arguments.get("ModelApprovalStatus", "PendingManualApproval")
         now = datetime.now(timezone.utc).isoformat(timespec="seconds")
         with self._lock(group):
-            version = len(self._versions(group)) + 1
+            # After the highest, never the count: with a version's file gone, the count named an existing version,
+            # and the new package overwrote it (its approval and lineage lost). SageMaker never reuses a number.
+            version = max(self._versions(group), default=0) + 1
             arn = f"{ARN_PREFIX}/{group}/{version}"
             package = {
                 **arguments,

@@ -514,3 +514,9 @@ def test_a_file_of_many_refused_lines_is_summarised_by_kind_and_listed_whole_in_
     assert str(tmp_path / "export.jsonl.errors.jsonl") in out
     code, _, err = _cli(capsys, "feedback", "e1", "NO ENFERMO", "--errors-file", "x.jsonl")
     assert code == 2 and "--errors-file goes with --file" in err
+
+
+def test_a_mistyped_diagnosis_with_an_event_row_is_refused_not_a_traceback(tmp_path, capsys):
+    # The encoding hint looked for surrogates in every value, the row (an int) too: TypeError.
+    code, _, err = _cli(capsys, "--lake", tmp_path / "lake", "feedback", "ev-1", "NO_ENFERMO", "--event-row", 1)
+    assert code == 2 and "diagnosis: must be one of NO ENFERMO" in err and "Traceback" not in err

@@ -69,6 +69,17 @@ def test_requests_sagemaker_would_refuse_are_refused(registry):
     assert registry.latest_approved("diagnosa") is None
 
 
+def test_a_version_whose_file_is_gone_is_never_overwritten(registry, tmp_path):
+    # The next version was the count + 1: with v2's file moved away, v4 was written over v3 (approved, serving).
+    for _ in range(3):
+        registry.create_model_package(**PACKAGE)
+    registry.update_model_package(ModelPackageArn="diagnosa/3", ModelApprovalStatus="Approved")
+    (tmp_path / "registry" / "diagnosa" / "000002.json").unlink()
+    arn = registry.create_model_package(**PACKAGE)["ModelPackageArn"]
+    assert arn.endswith("/diagnosa/4")
+    assert registry.describe_model_package("diagnosa/3")["ModelApprovalStatus"] == "Approved"
+
+
 def test_concurrent_registrations_get_distinct_versions(registry):
     threads = [threading.Thread(target=registry.create_model_package, kwargs=PACKAGE) for _ in range(8)]
     [t.start() for t in threads]

@@ -210,7 +210,7 @@ def cmd_feedback(args: argparse.Namespace) -> int:
         feedback = parse_feedback(body, None if lake is None else _feedback_labels(args, lake))
     except FeedbackError as err:
         hint = ("; the command line is not UTF-8 text here: is the terminal's encoding UTF-8 (`locale`)?"
-                if any(has_surrogate(v) for v in body.values()) else "")
+                if any(isinstance(v, str) and has_surrogate(v) for v in body.values()) else "")
         raise UsageError(f"{err}{hint}") from None
     if lake is None:
         try:
