@@ -29,11 +29,14 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from diagnosa.data.csv_cells import fit_to_header
 from diagnosa.data.hpo import Ontology, load_ontology
 from diagnosa.data.schema import (
     BUILTIN_DATASET,
     CLINICAL_RECORD_FIELDS,
     LAB_RESULT_FIELDS,
+    NUMBER_TEXT,
+    SAMPLE_CELLS,
     CsvDialect,
     Schema,
     SchemaError,
@@ -41,13 +44,17 @@ from diagnosa.data.schema import (
     cohort_schema,
     config_slice,
     csv_dialect,
+    grouping,
+    inferred_kind,
     load_dataset_config,
     missing_markers,
     number_counts,
+    number_text,
     other_delimiter,
     resource_name,
     schema_from_config,
     too_small_classes,
+    ungrouped,
 )
 from diagnosa.data.validate import validate_frame
 from diagnosa.lake import DataLake
@@ -103,6 +110,10 @@ class IngestReport:
     cleaned_cells: int = 0  # cells read trimmed of spaces or with their accents composed
     numbers_read_as_categories: dict[str, dict[str, Any]] = field(default_factory=dict)  # column → counts, examples
     overtaken_by: str | None = None  # written, not made the latest: another ingest's version became it meanwhile
+    # Columns not declared that were inferred as no feature, or as a category for their text: column → kind ('date',
+    # 'text', 'empty', 'code') and an example cell.
+    inferred_columns: dict[str, dict[str, Any]] = field(default_factory=dict)
+    read_notes: list[str] = field(default_factory=list)  # how the file was read beyond its [csv] (csv.notes)
 
     def summary(self) -> str:
         lines = [f"dataset {self.dataset} version {self.version}" + (" (already ingested)" if self.reused else "")
@@ -121,6 +132,19 @@ class IngestReport:
                              f"{column} ({c['numbers']:,} of {c['cells']:,} sampled cells are numbers; not: "
                              + ", ".join(map(repr, c["others"])) + ")"
                              for column, c in self.numbers_read_as_categories.items()))
+        unlearned = {c: k for c, k in self.inferred_columns.items() if k["kind"] != "code"}
+        if unlearned:
+            lines.append("  not declared, kept as metadata (in the curated data, never a model's input; declare "
+                         "[columns.<name>] type = \"category\" to learn from one): " + ", ".join(
+                             f"{column} ({INFERRED_WHY[k['kind']]}" + (f", e.g. {_clip(k['example'], 40)!r}"
+                                                                         if k.get("example") else "") + ")"
+                             for column, k in unlearned.items()))
+        codes = [f"{column} (e.g. {k['example']!r})" for column, k in self.inferred_columns.items() if k["kind"] == "code"]
+        if codes:
+            lines.append("  read as categories, not numbers, for their leading zeros (declare [columns.<name>] type = "
+                         "\"number\" if they are amounts): " + ", ".join(codes))
+        for note in self.read_notes:
+            lines.append(f"  {note}")
         if self.cleaned_cells:
             lines.append(f"  cells read without the spaces around them or with composed accents: {self.cleaned_cells:,}")
         if self.missing_cells:
@@ -196,19 +220,103 @@ class CsvRead:
     frame: pd.DataFrame
     lines: np.ndarray  # the file's line each row of ``frame`` starts on (blank lines and multi-line cells counted)
     malformed: dict[int, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # how the file was read beyond its dialect, for the report
 
 
 EXCEL_SEP_LINE = re.compile(r"sep=(.)")  # the first line a spreadsheet may write to name its delimiter
+# The longest cell read (Python's csv module stops at 131,072 characters: one long note refused the whole file). A
+# cell is at most the file's length, which is in memory already; beyond this it is refused, naming its row.
+CELL_LIMIT = 64 * 1024 * 1024
+C1_CONTROLS = re.compile("[\u0080-\u009f]")  # latin-1's reading of cp1252's – ‘ ’ “ ” € …
+
+
+def _codec(encoding: str) -> str:
+    return codecs.lookup(encoding).name
+
+
+def _wide(encoding: str) -> bool:
+    """UTF-16 or UTF-32: NUL bytes are part of every ASCII character."""
+    return _codec(encoding).startswith(("utf-16", "utf-32"))
+
+
+def _word_at(text: str, position: int) -> str:
+    """The word (a cell's text between delimiters, spaces and quotes) around ``position`` in ``text``, at most 40
+    characters, for a message."""
+    stops = ',;\t|"\r\n '
+    start = position
+    while start > 0 and text[start - 1] not in stops and position - start < 20:
+        start -= 1
+    end = position
+    while end < len(text) and text[end] not in stops and end - position < 20:
+        end += 1
+    return text[start:end]
+
+
+def encoding_problem(data: bytes, source: str, dialect: CsvDialect) -> str | None:
+    """Why ``data`` is not text in the config's encoding though it may decode without an error: the mix-ups that
+    garble text silently (a UTF-8 file read as cp1252: 'PediatrÃ­a'; a cp1252 file read as latin-1: control
+    characters for its dashes and quotes; UTF-16 without a byte-order mark read as UTF-8: a NUL between letters)."""
+    head = data[:4096]
+    if not _wide(dialect.encoding) and len(head) >= 4 and head.count(0) >= len(head) // 4:
+        odd, even = head[1::2].count(0), head[0::2].count(0)
+        if odd > 4 * even or even > 4 * odd:
+            codec = "utf-16-le" if odd > even else "utf-16-be"
+            return (f"{source} looks like UTF-16 text without a byte-order mark (every other byte of its start is NUL, "
+                    f"as SQL Server's bcp -w and some exports write it): set encoding = \"{codec}\" under [csv] in the "
+                    "config, or save it as CSV UTF-8")
+    if dialect.utf8 or _wide(dialect.encoding) or data.isascii():
+        return None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    if text is not None:  # a cp1252 or latin-1 text almost never decodes as UTF-8: 'í' would have to be 'Ã' + '­'
+        bom = text.startswith("\ufeff")
+        body = text.removeprefix("\ufeff")
+        position = next((i for i, ch in enumerate(body) if ord(ch) > 127), None)
+        if position is None:
+            name = body.split("\n", 1)[0].split(dialect.delimiter, 1)[0][:20]
+            example = f"its first column's name {name!r} would be read as {'ï»¿' + name!r}"
+        else:
+            word = _word_at(body, position)
+            garbled = word.encode("utf-8").decode(dialect.encoding, errors="replace")
+            example = f"{word!r} would be curated as {garbled!r}"
+        return (f"{source} is UTF-8 text" + (" (it starts with UTF-8's byte-order mark)" if bom else "")
+                + f" but the config reads it as {dialect.encoding}, so {example}: leave encoding out of [csv] (UTF-8 "
+                "is the default) or set encoding = \"utf-8\"")
+    if _codec(dialect.encoding) == "cp1252":
+        return None
+    try:
+        decoded = data.decode(dialect.encoding)
+    except UnicodeDecodeError:
+        return None  # decoding says where
+    control = C1_CONTROLS.search(decoded)
+    if control is None:
+        return None
+    line = decoded.count("\n", 0, control.start()) + 1
+    word = _word_at(decoded, control.start())
+    try:
+        fixed = f", which reads it as {word.encode(dialect.encoding).decode('cp1252')!r}"
+    except (UnicodeDecodeError, UnicodeEncodeError):
+        fixed = ""
+    return (f"{source} read as {dialect.encoding} holds control characters (U+0080 to U+009F; line {line}: {word!r}): "
+            f"a Windows file is cp1252, where those bytes are dashes, quotes and '€'{fixed}: set encoding = "
+            "\"cp1252\" under [csv] in the config")
 
 
 def read_csv_rows(data: bytes, source: str, dialect: CsvDialect | None = None) -> CsvRead:
     """Read as ``dialect`` says (its delimiter and encoding; default a comma-separated UTF-8 file, with or without a
     byte-order mark), with every line ending a spreadsheet writes (CR LF, LF, and the old Mac's lone CR). The
-    header is checked as written; a row with fewer or more cells than the header is set aside, not padded."""
+    header is checked as written; a row with fewer or more cells than the header is set aside, not padded. Empty
+    trailing cells (a spreadsheet's) are dropped, and so are trailing header columns without a name that are empty
+    in every row; a row whose cells read right only past a space before a quote (``a, "b, c"``) is so read."""
     dialect = dialect or CsvDialect()
     if dialect.utf8 and data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         raise IngestError(f"{source} is UTF-16 text (it starts with UTF-16's byte-order mark, as a spreadsheet's "
                           "'Unicode text' is saved): set encoding = \"utf-16\" under [csv] in the config")
+    problem = encoding_problem(data, source, dialect)
+    if problem:
+        raise IngestError(problem)
     try:
         text = data.decode(dialect.decoding)
     except UnicodeDecodeError as err:
@@ -228,37 +336,92 @@ def read_csv_rows(data: bytes, source: str, dialect: CsvDialect | None = None) -
     elif sep.group(1) != dialect.delimiter:
         raise IngestError(f"{source}: its first line {first.rstrip()!r} says the cells are {sep.group(1)!r}-separated: "
                           f"set delimiter = \"{sep.group(1)}\" under [csv] in the config")
+    physical: list[str] = []  # the file's lines, read only when a row is read again
+
+    def reread(first_line: int, last_line: int) -> list[str] | None:
+        """The row on the stream's lines ``first_line`` to ``last_line`` (1-based) read with a space before a quote
+        skipped, or None when it does not read so."""
+        if not physical:
+            physical.extend(io.StringIO(text, newline="").readlines())
+        try:
+            rows = list(csv.reader(physical[skipped + first_line - 1:skipped + last_line], delimiter=dialect.delimiter,
+                                   skipinitialspace=True, strict=True))
+        except csv.Error:
+            return None
+        return rows[0] if len(rows) == 1 else None
+
+    nul = "\x00" in text
+    limit = csv.field_size_limit()
+    csv.field_size_limit(max(limit, min(len(text) + 1, CELL_LIMIT)))
     # strict: a quote never closed is an error, not the rest of the file read into one cell
     reader = csv.reader(stream, delimiter=dialect.delimiter, strict=True)
     end = 0
+    respaced = 0
+    holding: int | None = None  # the first line with text under a trailing header column without a name
     try:
         header = next(reader, [])
+        width = len(header)  # the header's columns up to its last one with a name
+        while width > 0 and not clean_text(header[width - 1]):
+            width -= 1
         rows: list[list[str]] = []
         lines: list[int] = []
         malformed: dict[int, str] = {}
         end = reader.line_num
         for cells in reader:
-            line, end = end + 1 + skipped, reader.line_num
+            start, line, end = end + 1, end + 1 + skipped, reader.line_num
             if not cells or cells == [""]:  # a blank line
                 continue
-            if len(cells) > len(header) and not any(cell.strip() for cell in cells[len(header):]):
-                cells = cells[:len(header)]  # a spreadsheet's empty trailing cells: nothing in them to lose
-            if len(cells) != len(header):
-                malformed[line] = (f"wrong number of cells: {len(cells)} where the header has {len(header)} (a cell "
+            fitted = fit_to_header(cells, width)  # a spreadsheet's empty trailing cells: nothing in them to lose
+            if fitted is not None:
+                cells = fitted
+            elif holding is None and width < len(header) and len(cells) > width:
+                holding = line
+            if fitted is None and any('"' in cell for cell in cells):
+                again = reread(start, end)
+                again = fit_to_header(again, width) if again is not None else None
+                if again is not None:
+                    cells = again
+                    respaced += 1
+            if len(cells) != width:
+                malformed[line] = (f"wrong number of cells: {len(cells)} where the header has {width} (a cell "
                                    "holding the delimiter without quotes, or a line cut short)")
+                continue
+            if nul and any("\x00" in cell for cell in cells):
+                column = next(i for i, cell in enumerate(cells) if "\x00" in cell)
+                malformed[line] = (f"a NUL character (byte 0) in column {column + 1} ('{clean_text(header[column])}'): "
+                                   "the file is damaged there, or was not written as text")
                 continue
             lines.append(line)
             rows.append(cells)
     except csv.Error as err:
-        raise IngestError(f"{source} cannot be parsed as CSV (the row starting on line {end + 1 + skipped}): {err}") \
+        why = (f"a cell is over {CELL_LIMIT // 1024 // 1024} MiB, the longest one read (keep such text out of the "
+               "CSV, or cut it)" if "field larger than field limit" in str(err) else str(err))
+        raise IngestError(f"{source} cannot be parsed as CSV (the row starting on line {end + 1 + skipped}): {why}") \
             from None
+    finally:
+        csv.field_size_limit(limit)
     written = header
     header = [clean_text(name) for name in header]  # as cells are read ('Sex ' is Sex) and the config's names
+    if any("\x00" in name for name in header):
+        raise IngestError(f"{source}: its header holds a NUL character (byte 0): the file is damaged, or is not text "
+                          f"in the config's encoding ({dialect.encoding})")
     unnamed = [str(i + 1) for i, name in enumerate(header) if not name]
+    trailing = [str(i + 1) for i in range(width, len(header))]
+    notes = []
+    if unnamed and unnamed == trailing and holding is None and (lines or malformed):
+        notes.append(f"header column{'s' * (len(trailing) > 1)} {', '.join(trailing)} without a name and empty in "
+                     "every row (a spreadsheet's delimiters at the end of its lines): dropped")
+        header, written, unnamed = header[:width], written[:width], []
     if unnamed:
         raise IngestError(f"{source}: column{'s' * (len(unnamed) > 1)} {', '.join(unnamed)} of the header "
                           f"{'have' if len(unnamed) > 1 else 'has'} no name (a spreadsheet's empty columns, or a "
-                          "delimiter at the end of the header): name or delete them")
+                          "delimiter at the end of the header)"
+                          + (f"; line {holding} has text under {'them' if len(trailing) > 1 else 'it'}"
+                             if holding is not None and unnamed == trailing else "")
+                          + ": name or delete them")
+    if respaced:
+        notes.append(f"rows read with a space between a delimiter and a quoted cell (', \"a, b\"': the cell is what "
+                     f"the quotes hold): {respaced:,}")
     # Repeats are looked for in the header as read (trimmed), not as pandas would rename them: 'age.group' beside
     # 'age' is a column of its own, 'age ' beside 'age' the same name twice.
     duplicated = sorted({name for name in header if header.count(name) > 1})
@@ -270,7 +433,7 @@ def read_csv_rows(data: bytes, source: str, dialect: CsvDialect | None = None) -
     if not lines and not malformed:
         raise IngestError(f"{source} has a header but no rows")
     frame = pd.DataFrame(rows, columns=header, dtype=str) if rows else pd.DataFrame(columns=header, dtype=str)
-    return CsvRead(frame, np.asarray(lines, dtype=np.int64), malformed)
+    return CsvRead(frame, np.asarray(lines, dtype=np.int64), malformed, notes)
 
 
 def read_csv_text(data: bytes, source: str, dialect: CsvDialect | None = None) -> pd.DataFrame:
@@ -288,7 +451,7 @@ def delimiter_hint(header: list[str], dialect: CsvDialect) -> str | None:
     if other is None:
         return None
     shown = "\\t" if other == "\t" else other
-    return (f"the header is one column, {header[0]!r}: the file looks {shown!r}-separated; set "
+    return (f"the header is one column, {header[0]!r}: the file looks '{shown}'-separated; set "
             f"delimiter = \"{shown}\" under [csv] in the config")
 
 
@@ -422,6 +585,7 @@ def _existing(lake: DataLake, dataset: str, version: str) -> IngestReport | None
         relatest=(before or "") if before != version else None,
         cleaned_cells=manifest.get("cleaned_cells", 0),
         numbers_read_as_categories=manifest.get("numbers_read_as_categories", {}),
+        inferred_columns=manifest.get("inferred_columns", {}), read_notes=manifest.get("read_notes", []),
     )
 
 
@@ -478,6 +642,7 @@ def _commit(lake: DataLake, schema: Schema, version: str, curated: pd.DataFrame,
                         labels_read_as_numbers=extra.get("labels_read_as_numbers", {}),
                         cleaned_cells=extra.get("cleaned_cells", 0),
                         numbers_read_as_categories=extra.get("numbers_read_as_categories", {}),
+                        inferred_columns=extra.get("inferred_columns", {}), read_notes=extra.get("read_notes", []),
                         overtaken_by=overtaken)
 
 
@@ -638,23 +803,35 @@ def ingest_csv_data(lake: DataLake, data: bytes, stem: str, config: dict[str, An
     hint = delimiter_hint(header, dialect)
     if hint:
         raise IngestError(f"{source}: {hint}")
+    if frame.empty:  # no row has the header's cells: how the file is written, not what the config says
+        summary = rejection_summary([{"line": line, "reasons": [why]} for line, why in read.malformed.items()])
+        raise IngestError(f"{source}: none of its {len(read.malformed):,} rows has as many cells as its header "
+                          f"({len(header)}), so nothing is left to train on: {summary}. That is how the file is "
+                          "written, not the config: cells holding the delimiter without quotes, another delimiter "
+                          f"than the config's ({dialect.delimiter!r}; set delimiter under [csv]), or a header with "
+                          "more or fewer columns than its rows. Nothing was written")
     cells, cleaned = clean_cells(frame)
     cells, missing = read_missing_markers(cells, config)
     cells, respelled = read_numeric_labels(cells, config)
-    sample = {c: cells[c].head(1000).tolist() for c in header}
+    sample = first_cells(cells)
     try:
         schema = schema_from_config(config, header, sample)
     except SchemaError as err:
         raise IngestError(f"{config_source}: {err}") from None
-    mostly_numbers = numbers_read_as_categories(schema, config, sample, dialect.decimal)
+    grouped = thousands_columns(schema, config, sample, dialect)
+    if grouped:  # 1000 times too small, or each value a level of its own
+        raise IngestError(f"{source}: " + thousands_hint(grouped, dialect))
+    mostly_numbers = numbers_read_as_categories(schema, config, sample, dialect)
     other_marks = {c: counts for c, counts in mostly_numbers.items() if counts.get("other_decimal")}
     if other_marks:  # each value a level of its own: the model would lose what the numbers say
         raise IngestError(f"{source}: " + decimal_mark_hint(other_marks, dialect))
+    inferred = inferred_columns(schema, config, sample, dialect)
     # The gate is no part of the schema (the missing-value markers are), but a run holds the data to it: a version
     # of its own.
     version = _version(schema, [digest, *(["gate:" + json.dumps(config["gate"], sort_keys=True)] if "gate" in config
                                           else []),
-                                *([] if dialect.is_default() else ["csv:" + json.dumps(asdict(dialect), sort_keys=True)])])
+                                *([] if dialect.is_default() else ["csv:" + json.dumps(dialect.as_config(),
+                                                                                       sort_keys=True)])])
     existing = _existing(lake, schema.name, version)
     if existing is not None:
         return existing
@@ -667,7 +844,7 @@ def ingest_csv_data(lake: DataLake, data: bytes, stem: str, config: dict[str, An
     if slice_ and slice_[2] is not None:  # the marker column is filled here, not read from the CSV
         fields = tuple(f for f in schema.fields if f.name != schema.slice_column)
     # Rows are validated as read (trimmed, composed, markers blanked); the quarantine keeps them as written.
-    read_cells = cells.drop(columns=list(schema.exclude))
+    read_cells = read_grouped_numbers(cells.drop(columns=list(schema.exclude)), schema, dialect)
     typed, errors = validate_frame(read_cells, fields, text=True, decimal=dialect.decimal)
     errors = _merge(errors, _duplicates(typed[schema.id_column], lambda p: tuple(read_cells.iloc[p])))
     if slice_ and slice_[2] is not None:
@@ -683,26 +860,31 @@ def ingest_csv_data(lake: DataLake, data: bytes, stem: str, config: dict[str, An
     curated = typed[~bad].reset_index(drop=True)
     problem = too_small_classes(curated[schema.target].value_counts().to_dict(), schema.labels,
                                 found=typed[schema.target].value_counts().to_dict())
+    ids = _id_hint(typed[schema.id_column], schema.id_column) if quarantined else ""
     if problem and quarantined and curated.empty:
         # Every row rejected: the config does not match the data (a label list, a column's type or values, the
         # slice column); listing each class as too small would bury that.
         raise IngestError(f"{source} (config {config_source}): every one of its {rows_read:,} rows was rejected, so "
-                          f"nothing is left to train on: {rejection_summary(quarantined)}. The commonest reasons say "
-                          "what in the config does not match the data (its labels, a column's type, values or "
+                          f"nothing is left to train on: {rejection_summary(quarantined)}"
+                          + (f" ({ids})" if ids else "") + ". The commonest reasons "
+                          "say what in the config does not match the data (its labels, a column's type, values or "
                           "limits, the slice column). Nothing was written")
     if problem:
         why = f" ({rejection_summary(quarantined)})" if quarantined else ""
         raise IngestError(f"{source} (config {config_source}), after {len(quarantined):,} of {rows_read:,} rows were "
-                          f"rejected{why}: {problem}. Nothing was written")
+                          f"rejected{why}: {problem}" + (f". Also: {ids}" if ids else "") + ". Nothing was written")
     if slice_ and not curated[schema.slice_column].fillna(False).astype(bool).any():
         raise IngestError(f"{source}: no accepted row is in the slice '{schema.slice}' (column '{slice_[1]}'"
-                          + (f" = {slice_[2]!r}" if slice_[2] is not None else " true") + "). Nothing was written")
+                          + (f" = {slice_[2]!r}){_values_hint(read_cells[slice_[1]], slice_[2])}"
+                             if slice_[2] is not None else " true)") + ". Nothing was written")
     phase("writing the curated version", version)
     lake.put_bytes_once(raw_key, data)
     sources = [SourceCounts(schema.name, raw_key, digest, rows_read, len(curated), len(quarantined))]
     return _commit(lake, schema, version, curated, sources, {schema.name: quarantined}, started,
                    {"config": config, "missing_cells": missing, "labels_read_as_numbers": respelled,
                     "cleaned_cells": cleaned, "numbers_read_as_categories": mostly_numbers,
+                    **({"inferred_columns": inferred} if inferred else {}),
+                    **({"read_notes": read.notes} if read.notes else {}),
                     **({"feedback": feedback} if feedback else {})}, latest_before)
 
 
@@ -735,18 +917,212 @@ def read_numeric_labels(cells: pd.DataFrame, config: dict[str, Any]) -> tuple[pd
     return cells, dict(sorted(spelled.items()))
 
 
+def first_cells(cells: pd.DataFrame, limit: int = SAMPLE_CELLS) -> dict[str, list[str]]:
+    """Each column's first ``limit`` non-empty cells (as read: trimmed, missing-value markers emptied), however far
+    down the file they are: a lab first recorded in row 5,000 is sampled by its values, not by 1,000 empty cells."""
+    sample = {}
+    for column in cells.columns:
+        values = cells[column]
+        sample[str(column)] = values[values.ne("")].head(limit).tolist()
+    return sample
+
+
+def _undeclared_features(schema: Schema, config: dict[str, Any]) -> Iterator[Any]:
+    declared = config.get("columns") or {}
+    for f in schema.fields:
+        if f.role == "feature" and f.type in ("number", "category") and f.name not in declared:
+            yield f
+
+
+SMALL_INTEGER = re.compile(r"[+-]?\d{1,3}", re.ASCII)
+
+
+def _reads_as_number(text: str, decimal: str, thousands: str = "") -> bool:
+    number = number_text(text, decimal, thousands)
+    return number is not None and NUMBER_TEXT.fullmatch(number) is not None
+
+
+def thousands_columns(schema: Schema, config: dict[str, Any], sample: dict[str, list[str]],
+                      dialect: CsvDialect) -> dict[str, dict[str, Any]]:
+    """Columns the config does not declare whose sampled cells are numbers written in groups of three digits
+    ('8.830,0', '1,336.0', '1 234,5', '228,300', '1.234.567') in a way the config does not read: curated, each would
+    be a category level of its own, or (every cell '7.915' in a file read with decimal points) 1000 times too small.
+    Column → how many cells, the mark, an example and whether it is ambiguous (a single group without decimals may
+    as well be a decimal mark)."""
+    out: dict[str, dict[str, Any]] = {}
+    # A number with the decimal mark and other than three digits after it ('37.5', '0.25') says the mark is the
+    # file's decimal one: then '1.025' (a urine specific gravity) is a decimal, never ambiguous.
+    fraction = re.compile(rf"[-+]?\d*{re.escape(dialect.decimal)}(\d{{1,2}}|\d{{4,}})")
+    decimal_shown = any(fraction.fullmatch(v) for values in sample.values() for v in values)
+    for f in _undeclared_features(schema, config):
+        values = sample.get(f.name, [])
+        if not values:
+            continue
+        groups = {v: g for v in set(values) if (g := grouping(v)) is not None and g[0] != dialect.thousands}
+        if not groups:
+            continue
+        grouped = sum(1 for v in values if v in groups)
+        if f.type == "number":
+            # Every cell a number with the file's decimal mark, written like an integer in thousands ('7.915') or an
+            # integer under a thousand ('950'): a Spanish file's counts read with decimal points.
+            if dialect.thousands or decimal_shown or not all(
+                    v in groups and groups[v][1:] == (None, 1) or SMALL_INTEGER.fullmatch(v) for v in values):
+                continue
+            out[f.name] = {"cells": len(values), "grouped": grouped, "mark": dialect.decimal, "decimal": None,
+                           "example": next(v for v in values if v in groups), "ambiguous": True, "read": "number"}
+            continue
+        numbers = sum(1 for v in values if v not in groups and _reads_as_number(v, dialect.decimal, dialect.thousands))
+        if numbers + grouped <= len(values) / 2:
+            continue
+        other = "," if dialect.decimal == "." else "."
+        if any(v not in groups and not _reads_as_number(v, dialect.decimal, dialect.thousands)
+               and _reads_as_number(v, other) for v in values):
+            continue  # '36.5' in a file read with decimal commas: the other decimal mark (decimal_mark_hint)
+        mark = Counter(groups[v][0] for v in values if v in groups).most_common(1)[0][0]
+        marked = [v for v in values if v in groups and groups[v][0] == mark]
+        certain = [v for v in marked if groups[v][1] is not None or groups[v][2] > 1]
+        decimals = Counter(groups[v][1] for v in marked if groups[v][1] is not None)
+        out[f.name] = {"cells": len(values), "grouped": grouped, "mark": mark,
+                       "decimal": decimals.most_common(1)[0][0] if decimals else None,
+                       "example": (certain or marked)[0], "ambiguous": not certain, "read": "category"}
+    return out
+
+
+def _plain(text: str, mark: str, decimal: str | None) -> str:
+    """A number cell's text read with ``mark`` as the thousands separator and ``decimal`` as the decimal mark, as
+    a plain number ('8.830,0' → '8830')."""
+    digits = re.sub("[ \u00a0\u202f]" if mark == " " else re.escape(mark), "", text)
+    value = float(digits.replace(decimal, ".") if decimal else digits)
+    return format(value, "f").rstrip("0").rstrip(".") if value % 1 else str(int(value))
+
+
+MARK_NAMES = {".": "point", ",": "comma", " ": "space", "'": "apostrophe"}
+
+
+def thousands_hint(columns: dict[str, dict[str, Any]], dialect: CsvDialect) -> str:
+    """Why a file with numbers written in thousands groups the config does not read is refused, and the ways on:
+    the setting that reads them, or (an ambiguous cell: '7.915') how to say the mark is a decimal one."""
+    parts = []
+    for column, c in columns.items():
+        mark, example = c["mark"], c["example"]
+        shown = "' ' (a space)" if mark == " " else repr(mark)
+        if c["read"] == "number":
+            other = "," if mark == "." else "."
+            seen = (f"every one of its {c['cells']:,} sampled cells is" if c["grouped"] == c["cells"] else
+                    f"{c['grouped']:,} of its {c['cells']:,} sampled cells (the others integers under a thousand) are")
+            parts.append(f"{column!r}: {seen} written like {example!r}, which "
+                         f"the config reads as {_plain(example, '', mark)} (decimal = \"{mark}\") but is "
+                         f"{_plain(example, mark, None)} if {shown} separates thousands; if it does, the file's "
+                         f"decimal mark is the {MARK_NAMES[other]}: set decimal = \"{other}\" and thousands = "
+                         f"\"{mark}\" under [csv]; if {shown} is the decimal mark, declare [columns.{column}] type = "
+                         "\"number\"")
+            continue
+        decimal = c["decimal"] or dialect.decimal
+        if mark == dialect.decimal or decimal != dialect.decimal:
+            setting = f"set decimal = \"{decimal}\" and thousands = \"{mark}\" under [csv]"
+        else:
+            setting = f"set thousands = \"{mark}\" under [csv]"
+        seen = f"{c['grouped']:,} of {c['cells']:,} sampled cells"
+        if not c["ambiguous"]:
+            parts.append(f"{column!r} ({seen} are numbers with {shown} between groups of three digits, e.g. "
+                         f"{example!r} = {_plain(example, mark, c['decimal'])}): {setting}")
+            continue
+        if dialect.decimal == ".":
+            as_decimal = (f"set decimal = \"{mark}\" under [csv]"
+                          + (" with another delimiter (the file's cells are ','-separated)"
+                             if mark == "," and dialect.delimiter == "," else ""))
+        else:
+            as_decimal = (f"write them with a decimal {MARK_NAMES[dialect.decimal]} as the file's other numbers are, "
+                          f"or read the file with decimal = \"{mark}\" if all its numbers have that mark")
+        parts.append(f"{column!r} ({seen} are written like {example!r}: {_plain(example, mark, None)} if {shown} "
+                     f"separates thousands, {_plain(example, '', mark)} if it is a decimal "
+                     f"{MARK_NAMES[mark]}): if it separates thousands, {setting}; if it is a decimal mark, "
+                     f"{as_decimal}")
+    return (f"numbers written in groups of three digits in {len(columns)} column(s) that the config does not read "
+            "as such (curated, they would be 1000 times off or text): " + "; ".join(parts)
+            + "; or declare such a column type = \"category\" under [columns.<name>] to keep its cells as text")
+
+
+def read_grouped_numbers(cells: pd.DataFrame, schema: Schema, dialect: CsvDialect) -> pd.DataFrame:
+    """With [csv] thousands, every number column's cells written in thousands groups read without their
+    separators ('8.830,0' → '8830,0'), as validation then reads them; a separator anywhere else ('1.23,4') is left
+    for validation to refuse."""
+    if not dialect.thousands:
+        return cells
+    out = cells
+    for f in schema.fields:
+        if f.type not in ("number", "integer") or f.name not in cells.columns:
+            continue
+        values = cells[f.name]
+        mapping = {v: plain for v in pd.unique(values)
+                   if isinstance(v, str) and (plain := ungrouped(v, dialect.decimal, dialect.thousands)) is not None}
+        if mapping:
+            if out is cells:
+                out = cells.copy()
+            out[f.name] = values.map(lambda v, m=mapping: m.get(v, v))
+    return out
+
+
+INFERRED_WHY = {"date": "dates", "text": "free text, almost every value distinct", "empty": "empty in every row",
+                "code": "leading zeros"}
+
+
+def inferred_columns(schema: Schema, config: dict[str, Any], sample: dict[str, list[str]],
+                     dialect: CsvDialect) -> dict[str, dict[str, Any]]:
+    """Columns the config does not declare that inference made no feature (dates, free text, empty in every row)
+    or a category for their leading zeros ('08001'), each with an example cell: the report names them."""
+    declared = config.get("columns") or {}
+    keys = {config["id_column"], config["target"], *(((config.get("slice") or {}).get(k) for k in ("group",)))}
+    slice_ = config_slice(config)
+    if slice_:
+        keys.add(slice_[1])
+    out: dict[str, dict[str, Any]] = {}
+    for f in schema.fields:
+        if f.name in declared or f.name in keys or f.name not in sample:
+            continue
+        kind = inferred_kind(sample[f.name], dialect.decimal, dialect.thousands)
+        if kind in INFERRED_WHY:
+            values = sample[f.name]
+            example = next((v for v in values if kind != "code" or v.lstrip("+-").startswith("0")), "")
+            out[f.name] = {"kind": kind, **({"example": example} if example else {})}
+    return out
+
+
+def _id_hint(ids: pd.Series, column: str) -> str:
+    """'the id column ... has only 2 distinct values in 200 rows ...' when the id column repeats most of its
+    values: the wrong column named id_column, which makes every row a conflict."""
+    present = ids.dropna()
+    distinct = int(present.nunique())
+    if len(present) < 4 or distinct > len(present) / 2:
+        return ""
+    return (f"the id column '{column}' has only {distinct:,} distinct value{'s' * (distinct != 1)} in "
+            f"{len(present):,} rows: id_column must name the column that identifies a row")
+
+
+def _values_hint(cells: pd.Series, value: Any) -> str:
+    """": 'H' but for case" or ": the column holds 'H', 'M'" when a slice value matches no row."""
+    present = [v for v in pd.unique(cells) if isinstance(v, str) and v != ""]
+    near = [v for v in present if v.casefold() == str(value).strip().casefold()]
+    if near:
+        return f": {near[0]!r} but for case"
+    shown = ", ".join(map(repr, present[:10])) + (f", … ({len(present):,} values)" if len(present) > 10 else "")
+    return f": the column holds {shown}" if present else ": the column is empty"
+
+
 def numbers_read_as_categories(schema: Schema, config: dict[str, Any], sample: dict[str, list[str]],
-                               decimal: str) -> dict[str, dict[str, Any]]:
+                               dialect: CsvDialect) -> dict[str, dict[str, Any]]:
     """Columns the config does not declare that were inferred as categories though most sampled cells are numbers:
     one '<0.1' or '#DIV/0!' among a lab's values makes the whole column a category (each value a level), which
     the report must say."""
-    declared = config.get("columns") or {}
+    decimal = dialect.decimal
     out: dict[str, dict[str, Any]] = {}
-    for f in schema.fields:
-        if f.role != "feature" or f.type != "category" or f.name in declared:
+    for f in _undeclared_features(schema, config):
+        if f.type != "category":
             continue
         values = sample.get(f.name, [])
-        numbers, others = number_counts(values, decimal)
+        numbers, others = number_counts(values, decimal, dialect.thousands)
+        if numbers and not others:
+            continue  # digits with leading zeros: a code, kept as text on purpose (inferred_columns)
         other_mark = "," if decimal == "." else "."
         with_other, not_other_numbers = number_counts(values, other_mark)
         if numbers > len(others) or with_other > len(values) / 2:

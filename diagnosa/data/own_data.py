@@ -22,12 +22,12 @@ set ([pipeline.md](pipeline.md#one-pipeline-per-dataset)).
 | `target` | string | yes | | the column holding the label |
 | `labels` | list of strings | yes | | the labels, **in their order** (severity order when `ordinal`). At least two, no duplicates, none with `'`, `\\`, `[`, `]` or control characters. A row whose label is not in the list is quarantined: the list doubles as a filter. A numeric label written otherwise (`4.0` for `4`, as pandas writes an integer column with gaps) is read as that label, and the report says so (`labels read as numbers: '4.0' as '4'`) |
 | `ordinal` | boolean | no | `true` | whether the order is a severity order; kept in the schema and the model's metadata. The evaluation reports the ordinal error (the mean distance, in labels, of the mistakes) only for ordered labels |
-| `missing_values` | list of strings | no | `["NA", "N/A", "#N/A", "NaN", "nan", "NULL", "null"]` | cell texts read as a missing value, as an empty cell is (R's `write.csv` writes `NA`). Never in the id column, and never a label of the target or a declared `values` entry of a column (a label `NA`, North America in a `region` column keep their meaning); `[]` reads only empty cells as missing. The report counts the cells each marker emptied (`cells read as missing: 'NA' 1,234`); another list is another version of the dataset. The list goes into the schema, so the endpoint reads a scoring CSV's cells the same way |
+| `missing_values` | list of strings | no | `["NA", "N/A", "#N/A", "NaN", "nan", "NULL", "null"]` | cell texts read as a missing value, as an empty cell is (R's `write.csv` writes `NA`); read without the spaces around them, as cells are (`" NA "` is `NA`). Never in the id column, and never a label of the target or a declared `values` entry of a column (a label `NA`, North America in a `region` column keep their meaning); `[]` reads only empty cells as missing. The report counts the cells each marker emptied (`cells read as missing: 'NA' 1,234`); another list is another version of the dataset. The list goes into the schema, so the endpoint reads a scoring CSV's cells the same way |
 | `exclude` | list of strings | no | `[]` | columns dropped on ingestion (names, contact details, outcomes known only later); they never reach the curated data or the quarantine |
 | `slice_column` | string | no | | a boolean column (`true`/`false`, `yes`/`no`, `sí`/`no`, `verdadero`/`falso`, `1`/`0`, any capitals) marking the rows of a slice; the slice is named after the column without an `is_` prefix |
 | `[slice]` | table | no | | a slice with a name of its own, defined by a value, or grouped (below); not together with `slice_column` |
 | `[columns.<column>]` | table | no | inferred | a column's type and limits (below) |
-| `[csv]` | table | no | `,` `.` UTF-8 | how the file is written (below): `delimiter`, `decimal`, `encoding` |
+| `[csv]` | table | no | `,` `.` UTF-8 | how the file is written (below): `delimiter`, `decimal`, `encoding`, `thousands` |
 | `[gate]` | table | no | 0.80, 0.50, 0.40 | the default thresholds of the dataset's recall gate: `recall` (a number in [0, 1] for every label, or a table `[gate.recall]` of label = threshold; a label it leaves out keeps 0.80), `slice` (the slice's macro recall; only with a slice), `unseen` (its groups held out of training; only with a `group`). The definition built for the dataset takes them as its parameters' defaults; `--param` still overrides them per run |
 
 `[slice]` keys: `column` (required), `name` (default: the column's name without `is_`; a letter,
@@ -48,13 +48,27 @@ slice condition.
 spreadsheet in Spanish (and most of Europe and Latin America) saves `;`-separated cells with decimal
 commas, on Windows in Windows-1252: `delimiter` (one character: `","` by default, `";"`, `"\\t"`,
 `"|"`), `decimal` (`"."` by default, or `","`, then the delimiter must be another character),
-`encoding` (`"utf-8"` by default, a byte-order mark or none; `"cp1252"`, `"latin-1"`, `"utf-16"`,
-any name Python knows). With decimal commas a `.` in a number cell is never read as the decimal
-point (`1.234` is one thousand two hundred and thirty-four in a Spanish file and one point two
-three four in an English one): a declared number column quarantines the row (`expected a number
-written with a decimal ','`), and a column not declared is inferred as a category. The curated data
+`encoding` (`"utf-8"` by default, a byte-order mark or none; `"cp1252"` for a file a Windows
+spreadsheet saved as plain CSV, `"utf-16"`, any name Python knows; `"latin-1"` only for a file that
+is not Windows', which is rare: see below), `thousands` (none by default; `"."`, `","`, `" "` (a space,
+or the no-break spaces French Excel writes) or `"'"`: the mark between a number's groups of three
+digits, `1.234,5` with `decimal = ","` and `thousands = "."`; a number without it, `950,5`, reads as
+well, and a mark anywhere else, `1.23,4`, quarantines the row of a number column). With decimal commas
+a `.` in a number cell is never read as the decimal point (`1.234` is one thousand two hundred and
+thirty-four in a Spanish file and one point two three four in an English one): without `thousands`, a
+declared number column quarantines the row (`expected a number written with a decimal ','`), and a
+column not declared is refused (below). The curated data
 holds numbers and text either way (the same table written either way gives the same curated rows);
-another `[csv]` is another version of the dataset. A list cell (`hpo_terms`, `codes`) in a `;`-separated
+another `[csv]` is another version of the dataset.
+
+An encoding mix-up is refused, not curated as garbled text (`Pediatría` read as `PediatrÃ­a` is, at
+the endpoint, an unknown level): a file the config reads as cp1252 or latin-1 that is UTF-8 (its
+accents are UTF-8's two-byte sequences, or it starts with UTF-8's byte-order mark) is refused with
+the word it would garble and how (`'Pediatría' would be curated as 'PediatrÃ\xada'`); a file read as
+latin-1 that holds the bytes cp1252 uses for dashes, quotes and `€` (they are control characters
+U+0080 to U+009F in latin-1) is refused saying `set encoding = "cp1252"`; a UTF-16 file without a
+byte-order mark (SQL Server's `bcp -w`; every other byte of its start is NUL) is refused saying
+`set encoding = "utf-16-le"` (or `-be`). A list cell (`hpo_terms`, `codes`) in a `;`-separated
 file is quoted, as spreadsheets write it. It is how ingestion reads this file only: a
 scoring CSV sent to the endpoint or to `diagnosa predict` is comma-separated with decimal points.
 
@@ -77,17 +91,31 @@ identifier or a code is a `string`).
 impossible and quarantined), `values` (the allowed values of a category), `unit` (string). A column
 declared with `values` and no type is a category, with `min` or `max` a number. A column
 not declared is a `number` when every non-empty value among its first 1,000 spells one as validation
-reads numbers (`12`, `-1.5e3`, `.5`; not `1_000` or other scripts' digits; cells of `missing_values`
-count as empty), else a `category` with any value; every column not excluded is a feature unless its
-role says otherwise, but for `date` and `text` columns: no model learns from those (a date's meaning, an age or a
-delay, is the dataset's to compute as a number column), so they are `metadata` (checked and kept in the curated
-data, not sent to the endpoint), and declaring one `role = "feature"` is refused saying so. One `<0.1` or `#DIV/0!` among a lab's values so makes the whole column a category:
+reads numbers (`12`, `-1.5e3`, `.5`, and with `thousands` set `1.234,5`; not `1_000` or other scripts'
+digits; cells of `missing_values` count as empty) — its first 1,000 **non-empty** values, however far
+down the file they are (a lab first recorded in row 5,000 is sampled by its values) —, else a
+`category` with any value. Four kinds of column not declared are inferred otherwise, and the report
+names each with an example: digits with leading zeros (`08001`, a postal or service code) are a
+`category` that keeps its text, not the number 8001 (`read as categories, not numbers, for their
+leading zeros: cp (e.g. '08001')`; declare `type = "number"` if they are amounts); a column whose
+every sampled value is a date or a time, in any common spelling (`2024-03-01`, `01/03/2024`,
+`3/1/2024 08:30`), a column of free text (at least 20 values, 90% of them distinct, long or with
+spaces: notes, names) and a column empty in every row are `metadata` (a `string`, a `text`, a
+`string`): kept in the curated data, never a model's input nor asked for by the endpoint (`not
+declared, kept as metadata (...): fecha (dates, e.g. '2024-03-01'), nota (free text, almost every value
+distinct, ...), vacio (empty in every row)`); declare one `type = "category"` to learn from it. Every
+column not excluded is a feature unless its role says otherwise, but for `date` and `text` columns: no
+model learns from those (a date's meaning, an age or a delay, is the dataset's to compute as a number
+column), so they are `metadata` (checked and kept in the curated data, not sent to the endpoint), and
+declaring one `role = "feature"` is refused saying so. One `<0.1` or `#DIV/0!` among a lab's values so makes the whole column a category:
 the report names every column read as a category though most of its sampled cells are numbers, with
 the cells that were not (`crp (4 of 7 sampled cells are numbers; not: '<0.1', '#DIV/0!')`), so you
 can declare it a `number` (the rows with other text are then quarantined) or list the text in
 `missing_values`. Numbers written with the other decimal mark than the file is read with (`36,5` in
-a file read with decimal points, `36.5` in one read with decimal commas) are refused instead (below):
-read as categories they would lose what they say.
+a file read with decimal points, `36.5` in one read with decimal commas), and numbers grouped in
+thousands the config does not read so (`8.830,0`, `1,336.0`, `1 234,5`, or `7.915` where it may be
+either), are refused instead (below): read as categories they would lose what they say, and read with
+the wrong mark they would be 1000 times off.
 
 ### What is checked, before anything is written
 Each of these stops `diagnosa data ingest` with exit status 2 and one line naming what is wrong;
@@ -104,11 +132,15 @@ nothing reaches the lake (not even `raw/`):
   `nan` or infinite, a column both excluded and declared); a name whose model package group and
   endpoint (`_` becomes `-`) another dataset in the lake already has (`mi-data` beside `mi_data`);
 - the CSV: not in its encoding (UTF-8 unless `[csv]` says otherwise; the message gives the byte and the
-  line, and suggests `cp1252`; a UTF-16 file is recognised by its byte-order mark), a header that reads
+  line, and suggests `cp1252`; a UTF-16 file is recognised by its byte-order mark, or without one by its
+  NUL bytes), in another encoding than the config's though it decodes (UTF-8 read as cp1252 or latin-1,
+  cp1252 read as latin-1: the message names the encoding and shows a word garbled), a header that reads
   as one column holding another delimiter (the message says which to set: `the file looks
   ';'-separated; set delimiter = ";" under [csv]`), a spreadsheet's `sep=;` first line naming another
   delimiter than the config's (one naming the same is skipped), empty or a header without rows, a
-  header with a column without a name (a spreadsheet's empty columns: their positions are named), a
+  header with a column without a name (a spreadsheet's empty columns: their positions are named; such
+  columns at the end of the header that are empty in every row, as a spreadsheet writes them, are
+  dropped and the report says so), a
   quote never closed (the line its row starts on is named; the rest of the file is not read into one
   cell), a name repeated in the header (`age.group` beside `age` is a column of its own; names are
   read trimmed, so `age` and `age ` are one name twice), and every column the config names that the
@@ -118,8 +150,17 @@ nothing reaches the lake (not even `raw/`):
   decimal points, or with a decimal point while it is read with decimal commas (all named, with an
   example cell: set `decimal` under `[csv]` to the file's mark, or write the column with it, or declare
   such a column `type = "category"` to keep its cells as text);
+  columns whose sampled cells are numbers grouped in thousands that the config does not read as such:
+  with both marks (`8.830,0`, `1,336.0`) or grouped by spaces (`1 234,5`) they are named with the value
+  they stand for and the setting that reads them (`set thousands = "." under [csv]`); a cell that is one
+  group without decimals (`7.915`, `228,300`) may be a thousands separator or a decimal mark, so the
+  message gives both readings (`7915 if '.' separates thousands, 7.915 if it is a decimal point`) and the
+  way on for each — also in a file read with that mark as its decimal one, where every cell so written
+  (or an integer under a thousand) is 1000 times off if the mark separates thousands: set `decimal` and
+  `thousands` under `[csv]`, or declare the column `type = "number"` if the mark is the decimal one;
   the id, target or slice column also excluded; a boolean slice column declared as something else; a
-  config that leaves no feature column; a slice value no accepted row holds;
+  config that leaves no feature column; a slice value no accepted row holds (the message says which
+  value is the same but for case, `'H' but for case`, or lists those the column holds);
 - **the classes**: after bad rows are quarantined, every label of `labels` needs at least 3 rows
   (one per split of the 70/20/10 protocol). Every label with fewer, or with none at all (a label not
   in the data), is named in one message with its count, and what you can do: **merge** such a class
@@ -128,10 +169,12 @@ nothing reaches the lake (not even `raw/`):
   by rejected rows rather than absent, the message says so (`class 'b' has 0 accepted rows (100 in
   the data, 100 rejected)`) and names the commonest reasons, each kind once with its row count and
   an example line (`300 rows like line 2: conflicting rows: 300 rows with different content for id
-  'pcr'` — an `id_column` that is not unique), so the message stays short however many rows failed.
+  'pcr'` — an `id_column` that is not unique, which the message then says: `the id column 'pcr' has only
+  2 distinct values in 300 rows`), so the message stays short however many rows failed.
   When every row was rejected, the message is those reasons alone (`every one of its 90 rows was
   rejected, so nothing is left to train on: 90 rows like line 2: unknown value for 'sex': 'male'
-  (expected one of: M, F)`): a config that does not fit the data, not classes to merge.
+  (expected one of: M, F)`): a config that does not fit the data, not classes to merge. When no row has
+  as many cells as the header, the message says it is how the file is written, not the config.
   `diagnosa run --local` checks the same on the curated manifest's class counts before any step runs.
 
 Rows are read with every line ending a spreadsheet writes (CR LF, LF, an old Mac's lone CR); blank
@@ -139,7 +182,11 @@ lines are skipped. A row with more or fewer cells than the header (a cell holdin
 without quotes, a line cut short) is quarantined as `wrong number of cells`, never padded or shifted;
 its cells are not copied into the quarantine (the header cannot say which one is an excluded column's),
 and `raw/` keeps the file as it was. Empty cells after the last column (`a,b,c,,`, as spreadsheets
-write) are nothing to lose and are dropped. Quarantined rows name the line of the file they start on.
+write) are nothing to lose and are dropped. A space between a delimiter and a quoted cell (`a, "b, c"`,
+which would otherwise read as two cells) is skipped, so the cell is what the quotes hold; the report
+counts such rows. A cell may be as long as 64 MiB (Python's CSV reader stops at 131,072 characters; a
+longer cell is refused naming the line its row starts on). A row holding a NUL character (byte 0; a
+damaged file) is quarantined naming its column. Quarantined rows name the line of the file they start on.
 Ingesting a file whose version is already in the lake writes no data and makes that version the
 dataset's latest again (going back to an earlier file; an ingest stopped between its manifest and
 `LATEST.json`). Two ingests of one dataset at once: the one that started last stays the latest; the

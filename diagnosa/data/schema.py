@@ -236,11 +236,17 @@ def cohort_schema() -> Schema:
 CONFIG_KEYS = {"name", "id_column", "target", "labels", "ordinal", "exclude", "columns", "slice_column", "slice",
                "missing_values", "gate", "csv"}
 GATE_KEYS = {"recall", "slice", "unseen"}
-CSV_KEYS = {"delimiter", "decimal", "encoding"}
+CSV_KEYS = {"delimiter", "decimal", "encoding", "thousands"}
 # The largest number a feature holds: the models' features are 32-bit floats (processing.features.as_float32), and
 # beyond this a value is inf there (its square already overflows the float64 variances of scalers and baselines).
 FEATURE_NUMBER_MAX = 3.4028234663852886e38  # numpy.finfo(numpy.float32).max
 DECIMALS = (".", ",")
+# A number's thousands separator ([csv] thousands): '1.234,5' in Spain, '1,234.5' in the US, '1 234,5' in France (a
+# space there is also the no-break spaces French Excel writes), "1'234.5" in Switzerland.
+THOUSANDS = (".", ",", " ", "'")
+_GROUP_SEPARATOR = {".": r"\.", ",": ",", " ": "[ \u00a0\u202f]", "'": "'"}
+_GROUPED = {mark: re.compile(rf"[+-]?[1-9]\d{{0,2}}((?:{sep}\d{{3}})+)(?:([.,])\d+)?", re.ASCII)
+            for mark, sep in _GROUP_SEPARATOR.items()}
 # Cell texts read as a missing value, as an empty cell is (R's write.csv writes NA; spreadsheets #N/A; pandas
 # NaN). Not "None" or "-": real labels and categories. A config's ``missing_values`` replaces the list.
 MISSING_VALUES = ("NA", "N/A", "#N/A", "NaN", "nan", "NULL", "null")
@@ -379,7 +385,8 @@ def check_dataset_config(data: dict[str, Any], where: str) -> dict[str, Any]:
         raise SchemaError(f"{where}: 'exclude' must be a list of column names, got {data['exclude']!r}")
     if "missing_values" in data and not (_is_str_list(data["missing_values"]) and all(data["missing_values"])):
         raise SchemaError(f"{where}: 'missing_values' must be a list of non-empty strings (the cell texts that mean "
-                          f"a missing value; [] for none), got {data['missing_values']!r}")
+                          f"a missing value, read without the spaces around them, as cells are; [] for none), got "
+                          f"{data['missing_values']!r}")
     if "slice" in data:
         spec = data["slice"]
         if not isinstance(spec, dict):
@@ -445,8 +452,9 @@ def check_dataset_config(data: dict[str, Any], where: str) -> dict[str, Any]:
 
 
 def _trimmed_column_names(data: dict[str, Any], where: str) -> dict[str, Any]:
-    """The config with its column names read as the header's are, trimmed (``'id '`` names the header's ``id``); a
-    manifest's config from before headers were read trimmed reads the same. Values of the wrong type are left for
+    """The config with its column names read as the header's are, trimmed (``'id '`` names the header's ``id``), and
+    its ``missing_values`` as cells are (``' NA '`` is ``NA``); a manifest's config from before headers were read
+    trimmed reads the same. Values of the wrong type are left for
     the checks to name."""
     out = dict(data)
     for key in ("id_column", "target", "slice_column"):
@@ -454,6 +462,8 @@ def _trimmed_column_names(data: dict[str, Any], where: str) -> dict[str, Any]:
             out[key] = clean_text(out[key])
     if _is_str_list(out.get("exclude")):
         out["exclude"] = [clean_text(column) for column in out["exclude"]]
+    if _is_str_list(out.get("missing_values")):  # compared with the cells as read: trimmed (' NA ' never matched)
+        out["missing_values"] = list(dict.fromkeys(clean_text(marker) for marker in out["missing_values"]))
     if isinstance(out.get("slice"), dict):
         out["slice"] = {**out["slice"], **{k: clean_text(v) for k, v in out["slice"].items()
                                            if k in ("column", "group") and isinstance(v, str)}}
@@ -531,9 +541,15 @@ class CsvDialect:
     delimiter: str = ","
     decimal: str = "."
     encoding: str = "utf-8"
+    thousands: str = ""  # none: a number is written without a thousands separator
 
     def is_default(self) -> bool:
         return self == CsvDialect()
+
+    def as_config(self) -> dict[str, str]:
+        """The dialect as its [csv] keys (``thousands`` only when set: a version written before it existed keeps its
+        hash)."""
+        return {key: value for key, value in asdict(self).items() if key != "thousands" or value}
 
     @property
     def utf8(self) -> bool:
@@ -548,7 +564,8 @@ class CsvDialect:
 
 def _check_csv(spec: Any, where: str) -> None:
     if not isinstance(spec, dict):
-        raise SchemaError(f"{where}: 'csv' must be a table ([csv] with delimiter, decimal, encoding)")
+        raise SchemaError(f"{where}: 'csv' must be a table ([csv] with delimiter, decimal, encoding, thousands), with "
+                          "thousands too for grouped numbers")
     bad_keys = sorted(set(spec) - CSV_KEYS)
     if bad_keys:
         raise SchemaError(f"{where}: [csv] has unknown keys {', '.join(bad_keys)} (allowed: {', '.join(sorted(CSV_KEYS))})")
@@ -562,6 +579,14 @@ def _check_csv(spec: Any, where: str) -> None:
     if decimal == delimiter:
         raise SchemaError(f"{where}: [csv] decimal and delimiter are both {decimal!r}: a file with decimal commas "
                           "separates its cells otherwise (delimiter = ';')")
+    thousands = spec.get("thousands", "")
+    if thousands != "" and thousands not in THOUSANDS:
+        raise SchemaError(f"{where}: [csv] thousands must be '.', ',', ' ' (a space, or the no-break space French "
+                          f"spreadsheets write) or \"'\", the mark between a number's groups of three digits, got "
+                          f"{thousands!r}")
+    if thousands and thousands == decimal:
+        raise SchemaError(f"{where}: [csv] thousands and decimal are both {decimal!r}: with decimal = \"{decimal}\" "
+                          f"the thousands separator is another mark ('1.234,5': decimal = \",\", thousands = \".\")")
     encoding = spec.get("encoding", "utf-8")
     try:
         # (codecs such as 'hex' or 'rot13' are found but do not decode bytes to text)
@@ -640,13 +665,13 @@ def slice_marker(name: str) -> str:
 def schema_from_config(config: dict[str, Any], header: list[str], sample: dict[str, list[str]]) -> Schema:
     """Schema for a user's CSV: declared columns as declared, the others inferred from the sample.
 
-    A column is inferred as a number when every non-empty sampled value parses as one, else as a
-    category whose values are not restricted. A boolean slice column is a boolean metadata field
-    unless declared otherwise; a slice defined by a value gets a boolean marker column of its own
-    (``in_<name>``), filled by ingestion.
+    A column is inferred from its sampled non-empty values (``inferred_kind``): a number when every one parses
+    as one, a category whose values are not restricted, or metadata (dates, free text, an empty column). A
+    boolean slice column is a boolean metadata field unless declared otherwise; a slice defined by a value gets a
+    boolean marker column of its own (``in_<name>``), filled by ingestion.
     """
     id_column, target = config["id_column"], config["target"]
-    decimal = csv_dialect(config).decimal
+    dialect = csv_dialect(config)
     exclude = tuple(config.get("exclude", ()))
     declared: dict[str, dict[str, Any]] = config.get("columns", {})
     slice_ = config_slice(config)
@@ -690,8 +715,15 @@ def schema_from_config(config: dict[str, Any], header: list[str], sample: dict[s
         elif column == group:  # held out by value, never a feature (it would name the answer)
             spec = {"type": "string", "role": "metadata"} | spec
         elif "type" not in spec:  # declared values make a category, limits a number; else the cells say
-            spec["type"] = ("category" if "values" in spec else "number" if {"min", "max"} & set(spec)
-                            else "number" if _all_numeric(sample.get(column, []), decimal) else "category")
+            if "values" in spec or {"min", "max"} & set(spec):
+                spec["type"] = "category" if "values" in spec else "number"
+            else:
+                kind_type, kind_role = INFERRED_FIELDS[inferred_kind(sample.get(column, []), dialect.decimal,
+                                                                     dialect.thousands)]
+                if spec.get("role", kind_role) == "feature" and kind_role != "feature":
+                    kind_type = "category"  # declared a feature: its text as levels, as asked
+                inferred: dict[str, Any] = {"type": kind_type, "role": kind_role}
+                spec = inferred | spec
         if spec.get("type") in UNLEARNED_TYPES:
             if spec.get("role") == "feature":
                 raise SchemaError(f"column '{column}' is declared {spec['type']} with role 'feature': the models learn "
@@ -712,21 +744,48 @@ def schema_from_config(config: dict[str, Any], header: list[str], sample: dict[s
         raise SchemaError(f"the slice group '{group}' cannot be the id, the target or an excluded column")
     if not any(f.role == "feature" for f in fields):
         raise SchemaError("the config leaves no feature column: every column is the id, the target, the slice, "
-                          "excluded, declared metadata, or a date or text column (metadata too): a model needs at "
-                          f"least one column to learn from (header: {_shown(header)})")
+                          "excluded, declared metadata, or a date or text column (metadata too; so is a column not "
+                          "declared whose cells are dates, free text or all empty): a model needs at least one "
+                          f"column to learn from (header: {_shown(header)})")
     return Schema(config["name"], tuple(fields), tuple(config["labels"]), exclude=exclude,
                   slice_column=slice_column, slice_name=slice_name, ordinal=config.get("ordinal", True),
                   group_column=group or None,
                   missing_values=tuple(sorted(config.get("missing_values", MISSING_VALUES))))
 
 
-def number_text(text: str, decimal: str = ".") -> str | None:
+def number_text(text: str, decimal: str = ".", thousands: str = "") -> str | None:
     """A cell's text as Python reads a number (``float``), or None when the file's decimal mark makes it no number:
     with decimal commas a ``.`` is a thousands separator or a mistake, never read as the decimal point
-    (``1.234`` is 1234 in a Spanish spreadsheet and 1.234 in an English one)."""
+    (``1.234`` is 1234 in a Spanish spreadsheet and 1.234 in an English one). With a ``thousands`` separator (the
+    config's [csv] thousands), a number written in groups of three digits ('1.234,5', '12.345') is read without
+    its separators; a separator anywhere else leaves the text no number."""
+    if thousands:
+        text = ungrouped(text, decimal, thousands) or text
     if decimal == ".":
         return text
     return None if "." in text else text.replace(",", ".")
+
+
+def grouping(text: str) -> tuple[str, str | None, int] | None:
+    """(thousands mark, decimal mark or None, how many groups of three digits) when ``text`` is a number written in
+    thousands groups — '8.830,0' ('.', ',', 1), '1,336.0' (',', '.', 1), '1 234' (' ', None, 1), '1.234.567' ('.',
+    None, 2) —, else None. A single group without a decimal part ('7.915', '228,300') is ambiguous: the mark may as
+    well be a decimal point or comma. The first group never starts with 0 ('0.870' is a decimal)."""
+    for mark, pattern in _GROUPED.items():
+        match = pattern.fullmatch(text)
+        if match and match.group(2) != mark:
+            groups = len(match.group(1)) // 4
+            return mark, match.group(2), groups
+    return None
+
+
+def ungrouped(text: str, decimal: str, thousands: str) -> str | None:
+    """``text`` without its thousands separators when it is a number grouped with ``thousands`` and, if it has a
+    decimal part, the ``decimal`` mark ('1.234,5' → '1234,5'); None otherwise."""
+    found = grouping(text)
+    if found is None or found[0] != thousands or found[1] not in (None, decimal):
+        return None
+    return re.sub(_GROUP_SEPARATOR[thousands], "", text)
 
 
 def _shown(header: list[str]) -> str:
@@ -746,13 +805,13 @@ def _near_miss(column: str, header: list[str]) -> str:
 NUMBER_TEXT = re.compile(r"\s*[+-]?(?:(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|inf(?:inity)?|nan)\s*", re.IGNORECASE | re.ASCII)
 
 
-def number_counts(values: list[str], decimal: str = ".") -> tuple[int, list[str]]:
+def number_counts(values: list[str], decimal: str = ".", thousands: str = "") -> tuple[int, list[str]]:
     """How many of the non-empty ``values`` spell a number, and the others (in order)."""
     numbers, others = 0, []
     for value in values:
         if value == "":
             continue
-        text = number_text(value, decimal)
+        text = number_text(value, decimal, thousands)
         if text is not None and NUMBER_TEXT.fullmatch(text):
             numbers += 1
         else:
@@ -760,6 +819,45 @@ def number_counts(values: list[str], decimal: str = ".") -> tuple[int, list[str]
     return numbers, others
 
 
-def _all_numeric(values: list[str], decimal: str = ".") -> bool:
-    numbers, others = number_counts(values, decimal)
+def _all_numeric(values: list[str], decimal: str = ".", thousands: str = "") -> bool:
+    numbers, others = number_counts(values, decimal, thousands)
     return numbers > 0 and not others
+
+
+# How a column no config entry describes is inferred from its first non-empty cells (ingestion samples up to
+# SAMPLE_CELLS of them, however many rows down): the kinds below beside 'number' and 'category' are never a model's
+# input, or keep their text, and the ingestion report names each such column.
+SAMPLE_CELLS = 1_000
+CODE_WITH_ZEROS = re.compile(r"[+-]?0\d+", re.ASCII)  # '08001', '007': a code, whose zeros a number would lose
+DATE_TEXT = re.compile(r"(?:\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/.]\d{2,4})"
+                       r"(?:[ T]\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:?\d{2})?)?", re.ASCII)
+FREE_TEXT_MIN_CELLS = 20  # fewer non-empty cells say too little to call a column free text
+FREE_TEXT_DISTINCT = 0.9  # at least this share of the sampled cells distinct ...
+FREE_TEXT_LENGTH = 20  # ... and on average at least this long, or most of them with a space: sentences, not codes
+
+
+def inferred_kind(values: list[str], decimal: str = ".", thousands: str = "") -> str:
+    """What a column not declared in the config holds, from its sampled non-empty cells (``values``, empty cells
+    already dropped or skipped): 'number'; 'code' (digits with leading zeros, '08001': a category that keeps its
+    text); 'date' (dates or times in any of the common spellings); 'empty' (no cell at all); 'text' (free text:
+    almost every cell distinct, and long or with spaces); else 'category'. Dates, free text and empty columns are
+    kept as metadata, never a feature (one level per row teaches a model nothing, and the endpoint would ask for
+    them)."""
+    values = [v for v in values if v != ""]
+    if not values:
+        return "empty"
+    if _all_numeric(values, decimal, thousands):
+        return "code" if any(CODE_WITH_ZEROS.fullmatch(v) for v in values) else "number"
+    if all(DATE_TEXT.fullmatch(v) for v in values):
+        return "date"
+    if (len(values) >= FREE_TEXT_MIN_CELLS and len(set(values)) >= FREE_TEXT_DISTINCT * len(values)
+            and (sum(map(len, values)) >= FREE_TEXT_LENGTH * len(values)
+                 or sum(" " in v.strip() or "\n" in v for v in values) > len(values) / 2)):
+        return "text"
+    return "category"
+
+
+# The field an inferred kind makes (type, role); 'number' and 'category' are features.
+INFERRED_FIELDS = {"number": ("number", "feature"), "category": ("category", "feature"),
+                   "code": ("category", "feature"), "date": ("string", "metadata"), "text": ("text", "metadata"),
+                   "empty": ("string", "metadata")}
