@@ -218,10 +218,22 @@ class LocalWorkspace:
         """The local counterpart of the AWS deploy function: an approved version goes to its endpoint (each
         dataset's group has the endpoint of its name: diagnosa for the built-in cohort). The endpoint's record;
         ServiceError when it does not serve the version (the previous one serves on, rolled back)."""
+        from diagnosa.lake import LakeError
         from pipelines.local_jobs import JobError
 
+        group = package["ModelPackageGroupName"]
+        name = endpoint_name or group
+        endpoints = self.endpoints(port)
+        serving = endpoints.describe(name)
+        served = str((serving or {}).get("ModelPackageArn") or "").rsplit("/", 2)[-2:]
+        if serving and serving["EndpointStatus"] == "InService" and len(served) == 2 and served[0] != group:
+            # Its requests and feedback take another dataset's fields and labels: every client would be refused.
+            raise ServiceError(f"endpoint {name} serves {served[0]} v{served[1]}, another dataset's model than group "
+                               f"{group}'s: deploy it to its own endpoint (leave out --endpoint-name: {group}), or "
+                               f"stop {name} first (`diagnosa endpoint stop {name}`) to give it another dataset")
         try:
-            return self.endpoints(port).deploy_model_package(
-                package, endpoint_name=endpoint_name or package["ModelPackageGroupName"])
+            return endpoints.deploy_model_package(package, endpoint_name=name)
         except JobError as err:  # DeployError, or a model outside the local lake
             raise ServiceError(str(err)) from None
+        except (LakeError, OSError) as err:  # the model archive gone from the lake, or the disk full
+            raise ServiceError(f"the model could not be fetched from the lake: {err}") from None

@@ -34,20 +34,33 @@ STOP_TIMEOUT = 30.0
 ARN = "arn:aws:sagemaker:local:000000000000"
 
 
+DAMAGED = "Damaged"  # the status shown for an endpoint record that cannot be read
+
+
 class DeployError(JobError):
     """A deployment that did not reach InService; the message says why and what is serving now."""
 
 
+def _arguments(pid: int) -> list[bytes]:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return []
+
+
+def _is_server(arguments: list[bytes]) -> bool:
+    """A Diagnosa server's command line (``python -P -m diagnosa.cli ... serve ...``), not any process whose
+    command line holds 'serve' (http.server, jupyter-server and an observer matched, and were killed by stop)."""
+    return b"diagnosa.cli" in arguments and b"serve" in arguments
 
 
 def _alive(pid: int | None) -> bool:
     """Our server still runs: the pid exists and was not reused by an unrelated process."""
-    if not process_alive(pid):
-        return False
-    try:
-        return b"serve" in Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return False
+    return process_alive(pid) and _is_server(_arguments(int(pid or 0)))
+
+
+def _follows(arguments: list[bytes], flag: bytes, value: bytes) -> bool:
+    return any(a == flag and b == value for a, b in zip(arguments, arguments[1:]))
 
 
 class LocalEndpoints:
@@ -95,13 +108,46 @@ class LocalEndpoints:
         path = self.root / name / "endpoint.json"
         if not path.is_file():
             return None
-        record = json.loads(path.read_text(encoding="utf-8"))
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+            if not isinstance(record, dict) or not isinstance(record.get("EndpointName"), str):
+                raise ValueError("not an endpoint record")
+        except (ValueError, UnicodeDecodeError) as err:  # truncated by a full disk, edited by hand
+            running = self.servers(name)
+            return {"EndpointName": name, "EndpointStatus": DAMAGED, "Url": "", "EndpointConfigName": "",
+                    "Pid": running[0] if running else None,
+                    "Problem": f"its record {path} cannot be read ({err}): `diagnosa endpoint stop {name}` stops "
+                               f"what it runs{' (pid ' + str(running[0]) + ')' if running else ''}; deploying a "
+                               f"version again (`diagnosa registry approve N`) writes it anew"}
         if record.get("EndpointStatus") == "InService" and not _alive(record.get("Pid")):
             record["EndpointStatus"] = "OutOfService"  # the process is gone (reboot, kill)
         return record
 
+    def servers(self, name: str) -> tuple[int, ...]:
+        """The pids of this workspace's servers of endpoint ``name``, whatever the records say: a deploy interrupted
+        between stopping the old server and recording the new one left a server no record names."""
+        workspace = str(self.workspace.resolve()).encode()
+        found = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit() or int(entry.name) == os.getpid():
+                continue
+            arguments = _arguments(int(entry.name))
+            if _is_server(arguments) and workspace in arguments and _follows(arguments, b"--endpoint-name",
+                                                                             name.encode()):
+                found.append(int(entry.name))
+        return tuple(sorted(found))
+
     def list(self) -> list[dict[str, Any]]:
         return [r for r in (self.describe(p.parent.name) for p in sorted(self.root.glob("*/endpoint.json"))) if r]
+
+    def _running(self, name: str, record: dict[str, Any] | None) -> tuple[int, ...]:
+        """The servers of endpoint ``name``: found by command line, and the one its record names (a server started
+        by an older version of this code has another command line)."""
+        recorded = record.get("Pid") if record else None
+        found = set(self.servers(name))
+        if isinstance(recorded, int) and _alive(recorded):
+            found.add(recorded)
+        return tuple(sorted(found))
 
     # -------------------------------------------------------------------------------- deploy
     def deploy(self, endpoint_name: str, config_name: str, *, log: Path | None = None,
@@ -129,19 +175,39 @@ class LocalEndpoints:
                 raise DeployError(f"endpoint {endpoint_name}: {err}") from None
             archive.unlink()
         previous = self.describe(endpoint_name)
+        if previous and previous["EndpointStatus"] == DAMAGED:
+            previous = None  # nothing to roll back to; its server, if any, is stopped below
         port = previous["Port"] if previous else self._new_port(endpoint_name)
-        if previous and _alive(previous.get("Pid")):
-            self._stop(previous["Pid"])
+        for pid in self._running(endpoint_name, previous):  # the recorded one, and any an interrupted deploy left
+            self._stop(pid)
         try:
             pid = self._start(endpoint_name, model_dir, port, sampling, folder / "server.log")
-        except DeployError as err:
-            if previous and previous.get("ModelDir") and Path(previous["ModelDir"]).is_dir():
+        except BaseException as err:  # a failed start, or Ctrl-C while it started: never leave a server unrecorded
+            for stray in self.servers(endpoint_name):
+                self._stop(stray)
+            if not isinstance(err, DeployError):
+                self._write(folder / "endpoint.json", {**(previous or {}), "EndpointName": endpoint_name,
+                                                        "EndpointStatus": "OutOfService", "Pid": None,
+                                                        "LastModifiedTime": utc_now()})
+                raise
+            if not (previous and previous.get("ModelDir") and Path(previous["ModelDir"]).is_dir()):
+                self._write(folder / "endpoint.json", {**(previous or {}), "EndpointName": endpoint_name,
+                                                        "EndpointStatus": "OutOfService", "Pid": None,
+                                                        "LastModifiedTime": utc_now()})
+                why = ("no previous model to roll back to" if not previous
+                       else f"the previous model {previous.get('ModelDir')} is gone")
+                raise DeployError(f"{err}; {why}: endpoint {endpoint_name} serves nothing now") from None
+            try:
                 pid = self._start(endpoint_name, Path(previous["ModelDir"]), port, previous.get("CaptureSampling", 0),
                                   folder / "server.log")
-                self._write(folder / "endpoint.json", {**previous, "Pid": pid, "EndpointStatus": "InService",
+            except DeployError as again:
+                self._write(folder / "endpoint.json", {**previous, "EndpointStatus": "OutOfService", "Pid": None,
                                                         "LastModifiedTime": utc_now()})
-                raise DeployError(f"{err}; rolled back to {previous['EndpointConfigName']}") from None
-            raise
+                raise DeployError(f"{err}; the rollback to {previous['EndpointConfigName']} failed too ({again}): "
+                                  f"endpoint {endpoint_name} serves nothing now") from None
+            self._write(folder / "endpoint.json", {**previous, "Pid": pid, "EndpointStatus": "InService",
+                                                    "LastModifiedTime": utc_now()})
+            raise DeployError(f"{err}; rolled back to {previous['EndpointConfigName']}") from None
         history = (previous or {}).get("History", [])
         if previous:
             history = [*history, {k: previous.get(k) for k in ("EndpointConfigName", "ModelDataUrl", "LastModifiedTime")}]
@@ -197,12 +263,13 @@ class LocalEndpoints:
         record = self.describe(endpoint_name)
         if not record:
             raise DeployError(f"no local endpoint {endpoint_name}")
-        was_running = _alive(record.get("Pid"))
-        if was_running:
-            self._stop(record["Pid"])
-        self._write(self.root / endpoint_name / "endpoint.json", {**record, "EndpointStatus": "OutOfService",
-                                                                   "Pid": None, "LastModifiedTime": utc_now()})
-        return was_running
+        running = self._running(endpoint_name, record)  # a damaged record's or an interrupted deploy's too
+        for pid in running:
+            self._stop(pid)
+        if record["EndpointStatus"] != DAMAGED:
+            self._write(self.root / endpoint_name / "endpoint.json", {**record, "EndpointStatus": "OutOfService",
+                                                                       "Pid": None, "LastModifiedTime": utc_now()})
+        return bool(running)
 
     # -------------------------------------------------------------------------------- processes
     def _start(self, endpoint_name: str, model_dir: Path, port: int, sampling: int, log_path: Path) -> int:
@@ -211,7 +278,9 @@ class LocalEndpoints:
         if port_taken(self.host, port, wait=PORT_RELEASE_WAIT):
             raise DeployError(f"endpoint {endpoint_name}: port {port} on {self.host} is in use by another process "
                               "(another workspace's endpoint?): stop it, or deploy with another port (--port)")
-        command = [self.python, "-m", "diagnosa.cli", "--workspace", str(self.workspace)]
+        # -P: the deploying command's folder is not on the server's import path (a folder named inference/ or
+        # monitoring/ there was imported instead of Diagnosa's, and every deploy and its rollback failed).
+        command = [self.python, "-P", "-m", "diagnosa.cli", "--workspace", str(self.workspace.resolve())]
         if self.lake_uri:
             command += ["--lake", self.lake_uri]
         command += ["serve", "--model", str(model_dir), "--host", self.host, "--port", str(port),

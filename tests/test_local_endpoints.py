@@ -1,0 +1,113 @@
+"""The local endpoints' processes and records under what operators do to them: a deploy interrupted, a record
+damaged, a pid reused by another program, the command run from a folder that shadows Diagnosa's packages."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+
+from diagnosa.cli import main
+from diagnosa.lake import DataLake
+from diagnosa.net import free_port
+from diagnosa.services import LOCAL_BUCKET
+from pipelines.local_endpoints import DAMAGED, LocalEndpoints, _alive
+from pipelines.local_jobs import LakeMapping
+
+
+@pytest.fixture
+def endpoints(tmp_path):
+    return LocalEndpoints(tmp_path / "ws", LakeMapping(LOCAL_BUCKET, DataLake.from_uri(str(tmp_path / "lake"))), port=0)
+
+
+def _record(endpoints: LocalEndpoints, name: str, **fields) -> None:
+    folder = endpoints.root / name
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "endpoint.json").write_text(json.dumps({"EndpointName": name, "EndpointStatus": "InService",
+                                                      "EndpointConfigName": "c", "Url": "http://127.0.0.1:1",
+                                                      "Port": 1, **fields}))
+
+
+def test_stop_never_kills_a_program_that_took_a_dead_servers_pid(endpoints, tmp_path):
+    # Any command line holding 'serve' passed for the server: `endpoint stop` killed a python -m http.server.
+    other = subprocess.Popen([sys.executable, "-m", "http.server", "0", "--bind", "127.0.0.1"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp_path)
+    try:
+        time.sleep(0.3)
+        _record(endpoints, "toy", Pid=other.pid)
+        assert not _alive(other.pid)
+        assert endpoints.describe("toy")["EndpointStatus"] == "OutOfService"
+        assert endpoints.stop("toy") is False
+        assert other.poll() is None, "the unrelated program was killed"
+    finally:
+        other.kill()
+        other.wait()
+
+
+def test_a_damaged_record_is_listed_as_such_and_its_server_can_still_be_stopped(endpoints, trained_model_dir,
+                                                                                  tmp_path, capsys):
+    # A truncated endpoint.json: tracebacks from list, stop, registry and feedback, and a server nothing could stop.
+    port = free_port("127.0.0.1")
+    server = endpoints._start("toy", trained_model_dir, port, 0, tmp_path / "server.log")
+    (endpoints.root / "toy").mkdir(parents=True)
+    (endpoints.root / "toy" / "endpoint.json").write_text('{"EndpointName": "toy", "Endpoint')
+    record = endpoints.describe("toy")
+    assert record["EndpointStatus"] == DAMAGED and f"(pid {server})" in record["Problem"]
+    assert main(["--workspace", str(endpoints.workspace), "endpoint", "list"]) == 0
+    assert "toy              Damaged" in capsys.readouterr().out
+    assert main(["--workspace", str(endpoints.workspace), "endpoint", "stop", "toy"]) == 0
+    assert "endpoint toy: stopped" in capsys.readouterr().out
+    assert not _alive(server) and endpoints.servers("toy") == ()
+
+
+def test_a_server_no_record_names_is_found_and_stopped_before_a_deploy_uses_its_port(endpoints, trained_model_dir,
+                                                                                      tmp_path):
+    # Ctrl-C on `registry approve` after the old server stopped and while the new one started: the new one served on,
+    # the record named the old (dead) pid, `endpoint stop` said "was not running" and every approve found the port
+    # "in use by another process".
+    port = free_port("127.0.0.1")
+    orphan = endpoints._start("toy", trained_model_dir, port, 0, tmp_path / "server.log")
+    _record(endpoints, "toy", Pid=None, Port=port, EndpointStatus="OutOfService")
+    assert endpoints.servers("toy") == (orphan,) and endpoints.servers("other") == ()
+    assert endpoints.stop("toy") is True
+    assert not _alive(orphan)
+
+
+def test_the_server_imports_diagnosa_not_a_package_of_the_folder_it_was_deployed_from(endpoints, trained_model_dir,
+                                                                                       tmp_path, monkeypatch):
+    # `python -m diagnosa.cli` put the current folder first on the import path: an ML project's own inference/ (or
+    # monitoring/, training/...) was imported instead, and every deploy and its rollback failed.
+    project = tmp_path / "my-project"
+    (project / "inference").mkdir(parents=True)
+    (project / "inference" / "__init__.py").write_text('raise SystemExit("the user\'s own inference package")\n')
+    monkeypatch.chdir(project)
+    server = endpoints._start("toy", trained_model_dir, free_port("127.0.0.1"), 0, tmp_path / "server.log")
+    try:
+        assert _alive(server)
+    finally:
+        endpoints._stop(server)
+
+
+def test_another_datasets_version_is_not_put_on_an_endpoint_serving_a_dataset(endpoints, trained_model_dir, tmp_path):
+    # `registry approve 1 --group mi-datos --endpoint-name diagnosa` replaced the cohort's model: every cohort request
+    # was then refused for its fields. A version whose archive left the lake gave no "approved, but not deployed".
+    from diagnosa.services import LocalWorkspace, ServiceError
+    from pipelines.registry import ARN_PREFIX
+
+    server = endpoints._start("diagnosa", trained_model_dir, free_port("127.0.0.1"), 0, tmp_path / "server.log")
+    try:
+        _record(endpoints, "diagnosa", Pid=server, ModelPackageArn=f"{ARN_PREFIX}/diagnosa/3")
+        workspace = LocalWorkspace(endpoints.workspace, endpoints.mapping.lake)
+        package = {"ModelPackageGroupName": "mi-datos", "ModelPackageVersion": 1, "ModelApprovalStatus": "Approved",
+                   "ModelPackageArn": f"{ARN_PREFIX}/mi-datos/1",
+                   "InferenceSpecification": {"Containers": [{"ModelDataUrl": f"s3://{LOCAL_BUCKET}/gone/model.tar.gz"}]}}
+        with pytest.raises(ServiceError, match="endpoint diagnosa serves diagnosa v3, another dataset's model than "
+                                               "group mi-datos's"):
+            workspace.deploy_approved(package, endpoint_name="diagnosa", port=0)
+        assert _alive(server)  # untouched
+        with pytest.raises(ServiceError, match="the model could not be fetched from the lake"):
+            workspace.deploy_approved(package, port=0)  # to its own endpoint: its archive is not in the lake
+    finally:
+        endpoints._stop(server)
