@@ -148,7 +148,7 @@ def parse_feedback(body: Any, labels: Sequence[str] | None = CATEGORIES) -> Feed
     if event_row is not None and (isinstance(event_row, bool) or not isinstance(event_row, int)
                                   or not 0 <= event_row < MAX_RECORDS):
         problems["event_row"] = (f"must be the patient's position in the request, a whole number from 0 (the first) "
-                                 f"to {MAX_RECORDS - 1:,}; got {str(event_row)[:60]!r}")
+                                 f"to {MAX_RECORDS - 1:,}; got {json.dumps(event_row, default=str)[:60]}")
     disease_id = text.get("disease_id")
     if disease_id is not None and (not isinstance(disease_id, str) or len(disease_id) > MAX_DISEASE_ID
                                    or not DISEASE_ID.match(disease_id)):

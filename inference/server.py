@@ -475,7 +475,9 @@ class _Handler(BaseHTTPRequestHandler):
             return
         patients = capture.patients(feedback.event_id)  # known for what this process captured
         if patients is not None and isinstance(patient_row(feedback, patients), str):
-            problems = {"event_row": (f"event {feedback.event_id} answered {patients} patients: name which one with "
+            problems = {"event_row": (f"event {feedback.event_id} answered one patient: event_row is 0 or left out; "
+                                      f"got {feedback.event_row}" if patients == 1 else
+                                      f"event {feedback.event_id} answered {patients} patients: name which one with "
                                       f"event_row, 0 for the first to {patients - 1} for the last"
                                       + ("" if feedback.event_row is None else f"; got {feedback.event_row}"))}
             errors = [{"row": 0, "field": "event_row", "problem": problems["event_row"]}]

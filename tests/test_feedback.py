@@ -520,3 +520,14 @@ def test_a_mistyped_diagnosis_with_an_event_row_is_refused_not_a_traceback(tmp_p
     # The encoding hint looked for surrogates in every value, the row (an int) too: TypeError.
     code, _, err = _cli(capsys, "--lake", tmp_path / "lake", "feedback", "ev-1", "NO_ENFERMO", "--event-row", 1)
     assert code == 2 and "diagnosis: must be one of NO ENFERMO" in err and "Traceback" not in err
+
+
+def test_a_row_beyond_a_single_patient_request_and_a_row_that_is_no_number_are_named_as_such(endpoint):
+    ep, _ = endpoint
+    event = _captured(ep)
+    status, body = _post(ep.url, {"event_id": event, "diagnosis": "NO ENFERMO", "event_row": 1})
+    assert status == 400 and body["fields"]["event_row"] == (f"event {event} answered one patient: event_row is 0 or "
+                                                             "left out; got 1")
+    status, body = _post(ep.url, {"event_id": event, "diagnosis": "NO ENFERMO", "event_row": True})
+    assert status == 400 and body["fields"]["event_row"].endswith("; got true")  # as JSON wrote it, not Python's True
+    assert _post(ep.url, {"event_id": event, "diagnosis": "NO ENFERMO", "event_row": 0})[0] == 201
