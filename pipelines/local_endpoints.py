@@ -271,6 +271,19 @@ class LocalEndpoints:
                                                                        "Pid": None, "LastModifiedTime": utc_now()})
         return bool(running)
 
+    def ship_spool(self, endpoint_name: str) -> int:
+        """Ship to the lake what a killed server of ``endpoint_name`` left in its capture spool (answered requests,
+        on disk before their replies, otherwise in the lake only once a server of the endpoint starts again); the
+        number of captured requests shipped. Nothing when a running server owns the spool."""
+        from inference.capture import DataCapture, SpoolBusy
+
+        try:
+            capture = DataCapture(self.mapping.lake, endpoint_name)  # its start takes over what was left
+        except SpoolBusy:
+            return 0
+        capture.close()
+        return capture.recovered
+
     # -------------------------------------------------------------------------------- processes
     def _start(self, endpoint_name: str, model_dir: Path, port: int, sampling: int, log_path: Path) -> int:
         # Another process on the port would answer the health check for a server that could not bind it: the

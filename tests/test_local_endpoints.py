@@ -111,3 +111,27 @@ def test_another_datasets_version_is_not_put_on_an_endpoint_serving_a_dataset(en
             workspace.deploy_approved(package, port=0)  # to its own endpoint: its archive is not in the lake
     finally:
         endpoints._stop(server)
+
+
+def test_stopping_an_endpoint_whose_server_was_killed_ships_what_it_left_in_the_spool(endpoints, capsys):
+    # Answered requests of a server killed by -9 waited in the spool for good unless the endpoint started again: the
+    # monitor did not see them and their feedback was "not captured".
+    lake_dir = endpoints.mapping.lake.uri.removeprefix("file://")
+    killed = subprocess.run([sys.executable, "-c", f"""
+import os
+from datetime import datetime, timezone
+from diagnosa.lake import DataLake
+from inference.capture import DataCapture, new_event_id
+capture = DataCapture(DataLake.from_uri({lake_dir!r}), "toy", flush_seconds=3600)
+for _ in range(3):
+    assert capture.record(new_event_id(), None, b'{{"age": 40}}', "application/json", b'{{"predictions": [{{}}]}}',
+                          "application/json", datetime.now(timezone.utc))
+os._exit(0)  # as SIGKILL leaves it: nothing shipped
+"""], capture_output=True, text=True)
+    assert killed.returncode == 0, killed.stderr
+    assert not endpoints.mapping.lake.list("capture/toy/")
+    _record(endpoints, "toy", Pid=None, EndpointStatus="OutOfService")
+    assert main(["--workspace", str(endpoints.workspace), "--lake", lake_dir, "endpoint", "stop", "toy"]) == 0
+    assert ("endpoint toy: was not running; 3 captured request(s) a killed server had left in its spool shipped to the "
+            "lake") in capsys.readouterr().out
+    assert endpoints.mapping.lake.list("capture/toy/")

@@ -249,7 +249,10 @@ def cmd_endpoint(args: argparse.Namespace) -> int:
         stopped = endpoints.stop(args.name)
     except DeployError as err:
         raise UsageError(str(err)) from None
-    print(f"endpoint {args.name}: {'stopped' if stopped else 'was not running'}")
+    shipped = endpoints.ship_spool(args.name)
+    print(f"endpoint {args.name}: {'stopped' if stopped else 'was not running'}"
+          + (f"; {shipped:,} captured request(s) a killed server had left in its spool shipped to the lake"
+             if shipped else ""))
     return 0
 
 
