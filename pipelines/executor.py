@@ -510,8 +510,12 @@ class LocalExecutor:
                 return self.endpoints.create_model(job_name, arguments)
             if node.type == "EndpointConfig":
                 return self.endpoints.create_endpoint_config(arguments)
+            # The version this execution registered is the one the endpoint serves: a cached re-run registers a
+            # second version of the same model file, and the tools could only match on that file (both "serving").
+            registered = [step.get("Properties", {}).get("ModelPackageArn") for step in record.steps.values()
+                          if isinstance(step, dict) and isinstance(step.get("Properties"), dict)]
             return self.endpoints.deploy(arguments["EndpointName"], arguments["EndpointConfigName"],
-                                         log=run_dir / "deploy.log")
+                                         log=run_dir / "deploy.log", package_arn=next(filter(None, registered), None))
         raise StepFailure(f"step {node.name}: type {node.type} is not run locally")
 
 

@@ -85,6 +85,9 @@ def test_champion_is_registered_with_metrics_and_lineage(workspace, approved_run
 def test_approved_champion_is_deployed_with_data_capture(workspace, approved_run):
     deploy = approved_run.steps["Deploy"]["Properties"]
     assert deploy["EndpointStatus"] == "InService" and deploy["CaptureSampling"] == 100
+    # The endpoint names the version the run registered (a cached re-run's twin, with the same model file, does not
+    # also show as serving).
+    assert deploy["ModelPackageArn"] == approved_run.steps["Register"]["Properties"]["ModelPackageArn"]
     client = DiagnosaClient("diagnosa", endpoint_url=deploy["Url"])
     prediction = client.predict([{"age": 67, "sex": "M", "temperature_c": 38.9, "symptoms": ["HP:0001945"]}])
     assert prediction.results[0]["category"] in metrics_labels(workspace, approved_run)
