@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -221,11 +222,25 @@ class LocalEndpoints:
             **({"ModelPackageArn": package_arn} if package_arn else {}),
         }
         self._write(folder / "endpoint.json", record)
+        self._prune(folder / "models", keep={model_dir, Path(previous["ModelDir"]) if previous and
+                                             previous.get("ModelDir") else model_dir})
         if log:
             log.write_text(f"endpoint {endpoint_name} InService on {record['Url']} with {config_name} "
                            f"({'updated' if previous else 'created'}); server log {folder / 'server.log'}\n",
                            encoding="utf-8")
         return record
+
+    @staticmethod
+    def _prune(models: Path, keep: set[Path]) -> None:
+        """Remove the model copies an endpoint no longer needs: the one it serves and the one a rollback would
+        start stay (every approve unpacked a copy, failed ones too, and none was ever removed)."""
+        kept = {path.resolve() for path in keep}
+        for entry in models.iterdir() if models.is_dir() else ():
+            if entry.resolve() not in kept:
+                if entry.is_dir():
+                    shutil.rmtree(entry, ignore_errors=True)
+                else:
+                    entry.unlink(missing_ok=True)
 
     def _new_port(self, endpoint_name: str) -> int:
         """A new endpoint's port: the one asked for; the default port only when no other endpoint of this

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -127,6 +128,13 @@ def test_same_inputs_give_the_same_definition_and_metrics_and_approval_redeploys
         before["EndpointConfigName"]
     with urllib.request.urlopen(f"{after['Url']}/ping", timeout=5) as answer:
         assert answer.status == 200
+    # Approving v1 back keeps two model copies, the served one and the one a rollback would start (every approve
+    # unpacked one more, and none was removed).
+    assert cli(["--workspace", str(workspace["root"]), "registry", "approve", "1"]) == 0
+    assert cli(["--workspace", str(workspace["root"]), "registry", "approve", "2"]) == 0
+    models = {path.name for path in (workspace["root"] / "endpoints" / "diagnosa" / "models").iterdir()}
+    now = workspace["endpoints"].describe("diagnosa")
+    assert models == {Path(now["ModelDir"]).name, now["History"][-1]["EndpointConfigName"]}
     assert cli(["--workspace", str(workspace["root"]), "registry", "list"]) == 0
     listing = capsys.readouterr().out.splitlines()
     [v2] = [line for line in listing if line.strip().startswith("v2 ")]
