@@ -169,12 +169,16 @@ class LocalEndpoints:
         if not (model_dir / "metadata.json").is_file():
             archive = folder / "models" / f"{config_name}.tar.gz"
             archive.parent.mkdir(parents=True, exist_ok=True)
-            self.mapping.lake.get_file(self.mapping.key(container["ModelDataUrl"]), archive)
             try:
+                self.mapping.lake.get_file(self.mapping.key(container["ModelDataUrl"]), archive)
                 unpack_model(archive, model_dir)
-            except ModelLoadError as err:
-                raise DeployError(f"endpoint {endpoint_name}: {err}") from None
-            archive.unlink()
+            except ModelLoadError as err:  # named by the lake's object, not this temporary copy
+                raise DeployError(f"endpoint {endpoint_name}: the model {container['ModelDataUrl']} cannot be "
+                                  f"loaded: {str(err).replace(str(archive), 'the archive')}") from None
+            finally:  # a partial copy is never left behind (nor taken for the model by the next deploy)
+                archive.unlink(missing_ok=True)
+                if not (model_dir / "metadata.json").is_file():
+                    shutil.rmtree(model_dir, ignore_errors=True)
         previous = self.describe(endpoint_name)
         if previous and previous["EndpointStatus"] == DAMAGED:
             previous = None  # nothing to roll back to; its server, if any, is stopped below

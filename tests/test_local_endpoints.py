@@ -135,3 +135,18 @@ os._exit(0)  # as SIGKILL leaves it: nothing shipped
     assert ("endpoint toy: was not running; 3 captured request(s) a killed server had left in its spool shipped to the "
             "lake") in capsys.readouterr().out
     assert endpoints.mapping.lake.list("capture/toy/")
+
+
+def test_a_damaged_model_archive_is_named_by_its_lake_object_and_leaves_no_partial_copy(endpoints, trained_model_dir):
+    import gzip
+
+    from diagnosa.services import LocalWorkspace, ServiceError
+    from pipelines.registry import ARN_PREFIX
+
+    endpoints.mapping.lake.put_bytes("artifacts/x/model.tar.gz", gzip.compress(b"x" * 10_000)[:200])  # cut short
+    url = f"s3://{LOCAL_BUCKET}/artifacts/x/model.tar.gz"
+    package = {"ModelPackageGroupName": "toy", "ModelPackageVersion": 1, "ModelApprovalStatus": "Approved",
+               "ModelPackageArn": f"{ARN_PREFIX}/toy/1", "InferenceSpecification": {"Containers": [{"ModelDataUrl": url}]}}
+    with pytest.raises(ServiceError, match=f"the model {url} cannot be loaded"):
+        LocalWorkspace(endpoints.workspace, endpoints.mapping.lake).deploy_approved(package, port=0)
+    assert not any((endpoints.root / "toy" / "models").iterdir())
