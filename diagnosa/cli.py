@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -896,6 +897,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (BotoCoreError, ClientError) as err:  # AWS unreachable (no network, a wrong region) or refusing
         print(f"diagnosa: error: AWS: {err}", file=sys.stderr)
         return EXIT_FAILED
+    except BrokenPipeError:  # `diagnosa registry list | head`: the reader had what it wanted, as for any Unix tool
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit's flush
+        except (OSError, ValueError, AttributeError):  # a replaced stdout (tests) may have no descriptor
+            pass
+        return 128 + signal.SIGPIPE
     except OSError as err:  # the machine's answer about a path: unwritable, a file where a folder goes, disk full
         where = f": {err.filename}" if err.filename else ""
         print(f"diagnosa: error: {err.strerror or err}{where}", file=sys.stderr)

@@ -205,3 +205,19 @@ def test_a_models_endpoint_is_its_datasets_as_a_run_deploys_it(tmp_path, trained
     (own / "metadata.json").write_text("{}", encoding="utf-8")
     with pytest.raises(ModelLoadError, match="no dataset name"):
         model_endpoint(own)
+
+
+def test_a_reader_that_stops_reading_is_no_error(tmp_path, monkeypatch, capsys):
+    # `diagnosa registry list | head` printed "diagnosa: error: Broken pipe" and exited 1.
+    import signal
+
+    class Closed:
+        def write(self, text):
+            raise BrokenPipeError(32, "Broken pipe")
+
+        def flush(self):
+            pass
+
+    monkeypatch.setattr("sys.stdout", Closed())
+    assert main(["--workspace", str(tmp_path / "ws"), "registry", "list"]) == 128 + signal.SIGPIPE
+    assert "Broken pipe" not in capsys.readouterr().err
