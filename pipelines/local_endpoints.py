@@ -281,7 +281,11 @@ class LocalEndpoints:
     def stop(self, endpoint_name: str) -> bool:
         record = self.describe(endpoint_name)
         if not record:
-            raise DeployError(f"no local endpoint {endpoint_name}")
+            others = [r["EndpointName"] for r in self.list()]
+            dashed = endpoint_name.replace("_", "-")
+            raise DeployError(f"no local endpoint {endpoint_name}" + (
+                f" (a dataset's endpoint is its name with '_' written '-': {dashed})" if dashed in others else
+                f" (the local endpoints: {', '.join(others)})" if others else ""))
         running = self._running(endpoint_name, record)  # a damaged record's or an interrupted deploy's too
         for pid in running:
             self._stop(pid)

@@ -150,3 +150,13 @@ def test_a_damaged_model_archive_is_named_by_its_lake_object_and_leaves_no_parti
     with pytest.raises(ServiceError, match=f"the model {url} cannot be loaded"):
         LocalWorkspace(endpoints.workspace, endpoints.mapping.lake).deploy_approved(package, port=0)
     assert not any((endpoints.root / "toy" / "models").iterdir())
+
+
+def test_stopping_a_datasets_endpoint_by_the_datasets_name_says_the_endpoints(endpoints):
+    from pipelines.local_endpoints import DeployError
+
+    _record(endpoints, "mi-datos", Pid=None, EndpointStatus="OutOfService")
+    with pytest.raises(DeployError, match="written '-': mi-datos"):
+        endpoints.stop("mi_datos")
+    with pytest.raises(DeployError, match=r"the local endpoints: mi-datos\)"):
+        endpoints.stop("nope")
