@@ -220,13 +220,14 @@ class LocalWorkspace:
         ServiceError when it does not serve the version (the previous one serves on, rolled back)."""
         from diagnosa.lake import LakeError
         from pipelines.local_jobs import JobError
+        from pipelines.registry import package_version
 
         group = package["ModelPackageGroupName"]
         name = endpoint_name or group
         endpoints = self.endpoints(port)
         serving = endpoints.describe(name)
-        served = str((serving or {}).get("ModelPackageArn") or "").rsplit("/", 2)[-2:]
-        if serving and serving["EndpointStatus"] == "InService" and len(served) == 2 and served[0] != group:
+        served = package_version(serving["ModelPackageArn"]) if serving and serving.get("ModelPackageArn") else None
+        if serving and serving["EndpointStatus"] == "InService" and served and served[0] != group:
             # Its requests and feedback take another dataset's fields and labels: every client would be refused.
             raise ServiceError(f"endpoint {name} serves {served[0]} v{served[1]}, another dataset's model than group "
                                f"{group}'s: deploy it to its own endpoint (leave out --endpoint-name: {group}), or "

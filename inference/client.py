@@ -101,7 +101,6 @@ def check_endpoint_url(url: str) -> str:
 def served_endpoint_name(endpoint_url: str, timeout: float = 10.0) -> str | None:
     """The name of the endpoint a local server serves (its ``GET /ping``); None when the URL does not say (not
     reachable, not ready, or not a Diagnosa server)."""
-    import urllib.error
     import urllib.request
 
     try:

@@ -191,28 +191,9 @@ class LocalEndpoints:
             for stray in self.servers(endpoint_name):
                 self._stop(stray)
             if not isinstance(err, DeployError):
-                self._write(folder / "endpoint.json", {**(previous or {}), "EndpointName": endpoint_name,
-                                                        "EndpointStatus": "OutOfService", "Pid": None,
-                                                        "LastModifiedTime": utc_now()})
+                self._out_of_service(folder, previous)
                 raise
-            if not (previous and previous.get("ModelDir") and Path(previous["ModelDir"]).is_dir()):
-                self._write(folder / "endpoint.json", {**(previous or {}), "EndpointName": endpoint_name,
-                                                        "EndpointStatus": "OutOfService", "Pid": None,
-                                                        "LastModifiedTime": utc_now()})
-                why = ("no previous model to roll back to" if not previous
-                       else f"the previous model {previous.get('ModelDir')} is gone")
-                raise DeployError(f"{err}; {why}: endpoint {endpoint_name} serves nothing now") from None
-            try:
-                pid = self._start(endpoint_name, Path(previous["ModelDir"]), port, previous.get("CaptureSampling", 0),
-                                  folder / "server.log")
-            except DeployError as again:
-                self._write(folder / "endpoint.json", {**previous, "EndpointStatus": "OutOfService", "Pid": None,
-                                                        "LastModifiedTime": utc_now()})
-                raise DeployError(f"{err}; the rollback to {previous['EndpointConfigName']} failed too ({again}): "
-                                  f"endpoint {endpoint_name} serves nothing now") from None
-            self._write(folder / "endpoint.json", {**previous, "Pid": pid, "EndpointStatus": "InService",
-                                                    "LastModifiedTime": utc_now()})
-            raise DeployError(f"{err}; rolled back to {previous['EndpointConfigName']}") from None
+            self._roll_back(endpoint_name, previous, port, folder, err)
         history = (previous or {}).get("History", [])
         if previous:
             history = [*history, {k: previous.get(k) for k in ("EndpointConfigName", "ModelDataUrl", "LastModifiedTime")}]
@@ -233,6 +214,32 @@ class LocalEndpoints:
                            f"({'updated' if previous else 'created'}); server log {folder / 'server.log'}\n",
                            encoding="utf-8")
         return record
+
+    def _out_of_service(self, folder: Path, previous: dict[str, Any] | None) -> None:
+        """The previous record, marked as serving nothing (a new endpoint that never started has none)."""
+        if previous:
+            self._write(folder / "endpoint.json", {**previous, "EndpointStatus": "OutOfService", "Pid": None,
+                                                    "LastModifiedTime": utc_now()})
+
+    def _roll_back(self, endpoint_name: str, previous: dict[str, Any] | None, port: int, folder: Path,
+                   err: DeployError) -> None:
+        """After a new model failed to start: the previous one started again; DeployError either way, saying what
+        serves now."""
+        if not (previous and previous.get("ModelDir") and Path(previous["ModelDir"]).is_dir()):
+            self._out_of_service(folder, previous)
+            why = ("no previous model to roll back to" if not previous
+                   else f"the previous model {previous.get('ModelDir')} is gone")
+            raise DeployError(f"{err}; {why}: endpoint {endpoint_name} serves nothing now") from None
+        try:
+            pid = self._start(endpoint_name, Path(previous["ModelDir"]), port, previous.get("CaptureSampling", 0),
+                              folder / "server.log")
+        except DeployError as again:
+            self._out_of_service(folder, previous)
+            raise DeployError(f"{err}; the rollback to {previous['EndpointConfigName']} failed too ({again}): "
+                              f"endpoint {endpoint_name} serves nothing now") from None
+        self._write(folder / "endpoint.json", {**previous, "Pid": pid, "EndpointStatus": "InService",
+                                                "LastModifiedTime": utc_now()})
+        raise DeployError(f"{err}; rolled back to {previous['EndpointConfigName']}") from None
 
     @staticmethod
     def _prune(models: Path, keep: set[Path]) -> None:

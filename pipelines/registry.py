@@ -134,12 +134,16 @@ class LocalModelRegistry:
 
     @staticmethod
     def _parse(name: str) -> tuple[str, int]:
-        """An ARN or ``group/version`` → (group, version)."""
-        tail = name.removeprefix(f"{ARN_PREFIX}/")
-        group, _, version = tail.rpartition("/")
-        if not group or not version.isdigit():
-            raise RegistryError(f"not a model package ARN or group/version: {name!r}")
-        return group, int(version)
+        return package_version(name)
+
+
+def package_version(name: str) -> tuple[str, int]:
+    """A model package ARN (local or SageMaker's) or ``group/version`` → (group, version)."""
+    tail = name.rsplit(":model-package/", 1)[-1]
+    group, _, version = tail.rpartition("/")
+    if not group or "/" in group or not version.isdigit():
+        raise RegistryError(f"not a model package ARN or group/version: {name!r}")
+    return group, int(version)
 
 
 class SageMakerRegistry:

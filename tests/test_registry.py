@@ -147,3 +147,14 @@ def test_registry_commands_against_sagemaker(tmp_path, capsys):
         assert not (tmp_path / "ws" / "endpoints").exists(), "nothing is deployed locally for an AWS approval"
         assert main([*aws, "reject", "7", "--group", "diagnosa-dev", "--region", "eu-west-1"]) == 2
         assert "diagnosa-dev/7 does not exist" in capsys.readouterr().err
+
+
+def test_a_package_is_named_by_its_arn_local_or_sagemakers_or_group_and_version():
+    from pipelines.registry import package_version
+
+    assert package_version("arn:aws:sagemaker:local:000000000000:model-package/mi-datos/3") == ("mi-datos", 3)
+    assert package_version("arn:aws:sagemaker:eu-west-1:123456789012:model-package/diagnosa/12") == ("diagnosa", 12)
+    assert package_version("diagnosa/2") == ("diagnosa", 2)
+    for bad in ("diagnosa", "diagnosa/x", "a/b/3"):
+        with pytest.raises(RegistryError, match="not a model package ARN"):
+            package_version(bad)

@@ -131,6 +131,8 @@ def _example(lake, manifest: dict[str, Any] | None, record) -> dict[str, Any]:
 
 
 def _report(record, lake, example: dict[str, Any] = EXAMPLE, *, port: int | None = None) -> None:
+    from pipelines.registry import package_version
+
     print(f"execution {record.id}: {record.status} (details: {record.path})")
     steps = record.steps
     evaluate = steps.get("Evaluate", {}).get("Properties", {})
@@ -152,7 +154,7 @@ def _report(record, lake, example: dict[str, Any] = EXAMPLE, *, port: int | None
               f"    printf '%s\\n' '{body}' | {prog} predict - --endpoint-url {url}"  # echo would unescape under dash
               + (f" --endpoint-name {deploy['EndpointName']}" if deploy["EndpointName"] != "diagnosa" else ""))
     elif registered and "Deploy" not in steps:  # a Deploy that ran and failed says so below, not "not Approved"
-        group, version = registered.rsplit("/", 2)[-2:]
+        group, version = package_version(registered)
         print("  not deployed (ModelApprovalStatus is not Approved): approve it with "
               f"`diagnosa registry approve {version}" + (f" --group {group}" if group != "diagnosa" else "")
               + (f" --port {port}`" if port is not None else "`"))
