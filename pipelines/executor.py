@@ -353,7 +353,9 @@ class LocalExecutor:
                         done.add(name)
                     elif failure is None:
                         failure = reason
-        if interrupted:
+        # An interrupt that came once nothing was left to start (the last step ended despite it) stopped nothing:
+        # the run was recorded as Stopped with every step succeeded, and --resume only flipped it.
+        if interrupted and (failure or self._ready(graph, record, done, skipped, {})):
             status, failure = "Stopped", "interrupted" + (f" ({failure})" if failure else "")
         else:
             status = "Failed" if failure else "Succeeded"

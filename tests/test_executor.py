@@ -357,3 +357,48 @@ def test_enum_fields_of_a_request_are_held_to_the_service_models_values():
     request["ProcessingResources"]["ClusterConfig"]["InstanceType"] = "ml.m5.xlarg"
     assert "value: ml.m5.xlarg: not one of the service's ProcessingInstanceType values; did you mean ml.m5.xlarge, " \
         in request_problems("CreateProcessingJob", request)
+
+
+def _interrupting(name: str, inputs: list, pid: int) -> dict:
+    """A step whose job does what Ctrl-C does to the command running the pipeline (SIGINT to that process), then
+    ends well."""
+    step = processing(name, inputs, Path("unused"))
+    step["Arguments"]["AppSpecification"]["ContainerEntrypoint"] = [
+        "python3", "-c", "import os, pathlib, signal, time\n"
+                         "out = pathlib.Path('/opt/ml/processing/output/out')\n"
+                         "out.mkdir(parents=True, exist_ok=True)\n"
+                         f"(out / '{name}.txt').write_text('{name}')\n"
+                         f"os.kill({pid}, signal.SIGINT)\n"
+                         "time.sleep(0.5)\n"]
+    step["Arguments"]["AppSpecification"].pop("ContainerArguments")
+    return step
+
+
+@pytest.mark.parametrize("interrupted_by", ["First", "Last"])
+def test_an_interrupt_stops_what_is_left_and_one_after_the_last_step_stops_nothing(setup, interrupted_by):
+    # Ctrl-C during the last step (the Deploy of a run) let it end, then recorded the run as Stopped, "stopped
+    # before the end", with every step succeeded; --resume only flipped it to Succeeded.
+    import os
+
+    executor, _, marker, lines = setup
+    first = (_interrupting if interrupted_by == "First" else processing)("First", [{"Get": "Parameters.InputUri"}],
+                                                                          *([os.getpid()] if interrupted_by == "First"
+                                                                            else [marker]))
+    last = (_interrupting if interrupted_by == "Last" else processing)("Last", [output_of("First")],
+                                                                        *([os.getpid()] if interrupted_by == "Last"
+                                                                          else [marker]))
+    pipeline = {"Version": "2020-12-01", "Steps": [first, last],
+                "Parameters": [{"Name": "InputUri", "Type": "String", "DefaultValue": f"s3://{BUCKET}/curated/seed"}]}
+    try:
+        record = executor.start(pipeline)
+    except KeyboardInterrupt:
+        pytest.fail("the interrupt escaped the executor")
+    assert any(line.startswith("interrupted") for line in lines)
+    if interrupted_by == "Last":
+        assert record.status == "Succeeded" and "FailureReason" not in record.data
+        assert [record.steps[s]["StepStatus"] for s in ("First", "Last")] == ["Succeeded"] * 2
+    else:
+        assert (record.status, record.data["FailureReason"]) == ("Stopped", "interrupted")
+        assert "Last" not in record.steps  # not started once interrupted
+        resumed = executor.resume(record.id)
+        assert resumed.status == "Succeeded" and resumed.steps["Last"]["StepStatus"] == "Succeeded"
