@@ -30,6 +30,7 @@ from diagnosa.commands.common import (
     open_lake,
     positive_seconds,
     read_token_file,
+    resolve_endpoint_name,
     sagemaker_name,
     split_families,
     split_params,
@@ -294,15 +295,12 @@ def _predict_format(args: argparse.Namespace) -> str:
 def cmd_predict(args: argparse.Namespace) -> int:
     """A file (or standard input) of patients, streamed to the endpoint in requests of 100; the predictions go to
     standard output as they arrive, the refused records' problems to a file, summarised on standard error."""
-    from diagnosa.data.schema import BUILTIN_RESOURCE
     from inference.bulk import Answered, JsonNotCsv, PredictionsDocument, ProblemSummary, predict_stream, read_records
-    from inference.client import ClientFailure, DiagnosaClient, PredictionRejected, served_endpoint_name
+    from inference.client import ClientFailure, DiagnosaClient, PredictionRejected
 
     if (args.input is None) == (args.batch is None):
         raise UsageError("give either a file (or - for standard input) or --batch NAME, not both")
-    if args.endpoint_name is None:  # the one a given URL serves (a dataset's is not diagnosa), else the built-in's
-        args.endpoint_name = (args.endpoint_url and served_endpoint_name(args.endpoint_url, args.timeout)
-                              or BUILTIN_RESOURCE)
+    resolve_endpoint_name(args)
     try:
         client = DiagnosaClient(args.endpoint_name, endpoint_url=endpoint_url(args), region=args.region,
                                 timeout=args.timeout)
@@ -810,7 +808,8 @@ def build_parser() -> argparse.ArgumentParser:
             decide.add_argument("--endpoint-name", type=sagemaker_name, default=None,
                                 help="local endpoint the approved version goes to (default: the group's name)")
             decide.add_argument("--port", type=int_in(0, 65535, "--port"), default=None,
-                                help="port if the endpoint is created (default 8080; 0 picks a free one)")
+                                help="port of the endpoint (a new one: default 8080, 0 picks a free one; an existing "
+                                     "one keeps its port unless given another, then moves there)")
             decide.add_argument("--no-deploy", action="store_true", help="approve without deploying")
         else:
             decide.set_defaults(no_deploy=True)

@@ -181,7 +181,7 @@ class LocalWorkspace:
 
     def endpoints(self, port: int | None = None) -> LocalEndpoints:
         """The workspace's local endpoints (records under <workspace>/endpoints/, servers deployed from the lake);
-        ``port``: a new endpoint's (default 8080, 0 any free one)."""
+        ``port``: a new endpoint's (default 8080, 0 any free one); an existing endpoint moves to a port given."""
         from pipelines.local_endpoints import LocalEndpoints
         from pipelines.local_jobs import LakeMapping
 

@@ -679,20 +679,23 @@ def read_capture(lake: DataLake, endpoint: str, start: datetime | None = None, e
     return result
 
 
-def captured_event_ids(lake: DataLake, endpoint: str, event_ids: Iterable[str]) -> set[str]:
-    """Which of ``event_ids`` have a captured request of ``endpoint`` in the lake (any variant).
+def captured_patients(lake: DataLake, endpoint: str, event_ids: Iterable[str]) -> dict[str, int]:
+    """Of ``event_ids``, those with a captured request of ``endpoint`` in the lake (any variant) → how many patients
+    that request held (its answer's predictions; ``UNCOUNTED`` when the answer cannot be read).
 
     One listing of the endpoint's capture; objects are read only for the hours the ids carry (the local
     endpoint's UUIDv7), or all of them once when an id carries no time (SageMaker's event ids), whatever the
-    number of ids asked about. Spooled events a running endpoint has not shipped yet are not seen.
+    number of ids asked about. Only the lines of the ids asked about are parsed. Spooled events a running endpoint
+    has not shipped yet are not seen.
     """
     wanted = set(event_ids)
     if not wanted:
-        return set()
+        return {}
     times = [event_time(event_id) for event_id in wanted]
     hours = None if any(t is None for t in times) else {t.replace(minute=0, second=0, microsecond=0)
                                                         for t in times if t is not None}
-    found: set[str] = set()
+    by_id = {event_id.lower(): event_id for event_id in wanted} | {event_id: event_id for event_id in wanted}
+    found: dict[str, int] = {}
     for key in lake.list(f"{ZONE}/{_check_name(endpoint, 'endpoint')}/"):
         match = _KEY.match(key)
         if not match:
@@ -704,8 +707,22 @@ def captured_event_ids(lake: DataLake, endpoint: str, event_ids: Iterable[str]) 
                 continue
             if hour not in hours:
                 continue
-        found.update(_event_ids(lake.get_bytes(key)))
-    return {event_id for event_id in wanted if event_id in found or event_id.lower() in found}
+        for line in lake.get_bytes(key).splitlines():
+            event = _EVENT_ID_IN_LINE.search(line)
+            asked = by_id.get(event.group(1).decode("utf-8", "replace")) if event else None
+            if asked is not None:
+                found[asked] = _answered_patients(line)
+    return found
+
+
+def _answered_patients(line: bytes) -> int:
+    """How many patients a capture line's answer holds; UNCOUNTED when it cannot be read."""
+    try:
+        answer = json.loads(decode_payload(json.loads(line)["captureData"]["endpointOutput"]))
+        predictions = answer["predictions"]
+    except (ValueError, KeyError, TypeError, RecursionError, binascii.Error):
+        return UNCOUNTED
+    return len(predictions) if isinstance(predictions, list) else UNCOUNTED
 
 
 @dataclass

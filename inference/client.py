@@ -99,14 +99,19 @@ def check_endpoint_url(url: str) -> str:
 
 
 def served_endpoint_name(endpoint_url: str, timeout: float = 10.0) -> str | None:
-    """The name of the endpoint a local server serves (its ``GET /ping``); None when the URL does not say (not
-    reachable, not ready, or not a Diagnosa server)."""
+    """The name of the endpoint a local server serves (its ``GET /ping``, which names it while the model loads or
+    after it failed to); None when the URL does not say (not reachable, or not a Diagnosa server)."""
+    import urllib.error
     import urllib.request
 
     try:
-        with urllib.request.urlopen(f"{check_endpoint_url(endpoint_url)}/ping", timeout=timeout) as response:
-            name = json.loads(response.read(65536)).get("endpoint_name")
-    except (OSError, ValueError, AttributeError):  # URLError and HTTPError are OSErrors; not JSON; not an object
+        try:
+            with urllib.request.urlopen(f"{check_endpoint_url(endpoint_url)}/ping", timeout=timeout) as response:
+                body = response.read(65536)
+        except urllib.error.HTTPError as err:  # loading (503) or failed (500): the body still names the endpoint
+            body = err.read(65536)
+        name = json.loads(body).get("endpoint_name")
+    except (OSError, ValueError, AttributeError):  # URLError is an OSError; not JSON; not an object
         return None
     return name if isinstance(name, str) and name else None
 

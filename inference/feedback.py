@@ -172,6 +172,17 @@ def patient_row(feedback: Feedback, patients: int) -> int | str:
     return feedback.event_row
 
 
+def row_problem(feedback: Feedback, patients: int) -> str | None:
+    """Why ``feedback`` names no patient of its captured request of ``patients`` records, as told to who sends it
+    (the route's 400, `diagnosa feedback` straight to the lake); None when it names one."""
+    if patients < 1 or not isinstance(patient_row(feedback, patients), str):
+        return None  # an answer not read (UNCOUNTED) or without patients: the monitor counts it when it joins
+    if patients == 1:
+        return f"event {feedback.event_id} answered one patient: event_row is 0 or left out; got {feedback.event_row}"
+    return (f"event {feedback.event_id} answered {patients} patients: name which one with event_row, 0 for the first "
+            f"to {patients - 1} for the last" + ("" if feedback.event_row is None else f"; got {feedback.event_row}"))
+
+
 def confirmed_patients(feedback: Iterable[Feedback], patients: Callable[[Feedback], int | tuple[str, str]],
                        skip: Callable[[str, str], None]) -> dict[tuple[str, int], Feedback]:
     """(event id, row) → the latest feedback of each confirmed patient. ``patients(item)``: how many patient records

@@ -397,9 +397,10 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(200, {"status": "ok", "model_version": endpoint.version,
                                   "endpoint_name": endpoint.endpoint_name})
         elif endpoint.load_error is not None:
-            self._send_json(500, {"status": "failed", "error": "the model failed to load (see the server log)"})
+            self._send_json(500, {"status": "failed", "error": "the model failed to load (see the server log)",
+                                  "endpoint_name": endpoint.endpoint_name})
         else:
-            self._send_json(503, {"status": "loading"})
+            self._send_json(503, {"status": "loading", "endpoint_name": endpoint.endpoint_name})
 
     def _refused(self, route: str, event_id: str | None, status: int, message: str, problems: Any = (),
                  fields: Any = None) -> None:
@@ -423,7 +424,7 @@ class _Handler(BaseHTTPRequestHandler):
         this endpoint did not capture; 401 without the feedback token when one is set; 413 over 16 KB. Needs the
         endpoint's data lake (the one data capture writes to).
         """
-        from inference.feedback import OPTIONAL, REQUIRED, FeedbackError, parse_feedback, patient_row, store_feedback
+        from inference.feedback import OPTIONAL, REQUIRED, FeedbackError, parse_feedback, row_problem, store_feedback
 
         endpoint = self.server.endpoint
         fields = (*REQUIRED, *OPTIONAL, "body")
@@ -474,13 +475,10 @@ class _Handler(BaseHTTPRequestHandler):
             refuse(404, {"error": why, "event_id": feedback.event_id}, feedback.event_id)
             return
         patients = capture.patients(feedback.event_id)  # known for what this process captured
-        if patients is not None and isinstance(patient_row(feedback, patients), str):
-            problems = {"event_row": (f"event {feedback.event_id} answered one patient: event_row is 0 or left out; "
-                                      f"got {feedback.event_row}" if patients == 1 else
-                                      f"event {feedback.event_id} answered {patients} patients: name which one with "
-                                      f"event_row, 0 for the first to {patients - 1} for the last"
-                                      + ("" if feedback.event_row is None else f"; got {feedback.event_row}"))}
-            errors = [{"row": 0, "field": "event_row", "problem": problems["event_row"]}]
+        problem = None if patients is None else row_problem(feedback, patients)
+        if problem is not None:
+            problems = {"event_row": problem}
+            errors = [{"row": 0, "field": "event_row", "problem": problem}]
             refuse(400, {"error": "invalid feedback", "fields": problems, "errors": errors}, feedback.event_id,
                    problems=errors)
             return

@@ -74,6 +74,7 @@ class LocalEndpoints:
         self.python = python
         self.host = host
         self.port = DEFAULT_PORT if port is None else port  # 0: any free port
+        self.asked_port = port  # None: not asked for (an existing endpoint keeps its port)
 
     # -------------------------------------------------------------------------------- records
     def _write(self, path: Path, data: dict[str, Any]) -> None:
@@ -182,7 +183,7 @@ class LocalEndpoints:
         previous = self.describe(endpoint_name)
         if previous and previous["EndpointStatus"] == DAMAGED:
             previous = None  # nothing to roll back to; its server, if any, is stopped below
-        port = previous["Port"] if previous else self._new_port(endpoint_name)
+        port = self._port_for(endpoint_name, previous)
         for pid in self._running(endpoint_name, previous):  # the recorded one, and any an interrupted deploy left
             self._stop(pid)
         try:
@@ -193,9 +194,9 @@ class LocalEndpoints:
             if not isinstance(err, DeployError):
                 self._out_of_service(folder, previous)
                 raise
-            self._roll_back(endpoint_name, previous, port, folder, err)
+            self._roll_back(endpoint_name, previous, folder, err)
         history = (previous or {}).get("History", [])
-        if previous:
+        if previous and previous.get("EndpointConfigName") != config_name:  # a restart is no change of model
             history = [*history, {k: previous.get(k) for k in ("EndpointConfigName", "ModelDataUrl", "LastModifiedTime")}]
         record = {
             "EndpointName": endpoint_name, "EndpointArn": f"{ARN}:endpoint/{endpoint_name}",
@@ -210,8 +211,9 @@ class LocalEndpoints:
         self._prune(folder / "models", keep={model_dir, Path(previous["ModelDir"]) if previous and
                                              previous.get("ModelDir") else model_dir})
         if log:
+            moved = f", moved from port {previous['Port']}" if previous and previous["Port"] != port else ""
             log.write_text(f"endpoint {endpoint_name} InService on {record['Url']} with {config_name} "
-                           f"({'updated' if previous else 'created'}); server log {folder / 'server.log'}\n",
+                           f"({'updated' if previous else 'created'}{moved}); server log {folder / 'server.log'}\n",
                            encoding="utf-8")
         return record
 
@@ -221,18 +223,17 @@ class LocalEndpoints:
             self._write(folder / "endpoint.json", {**previous, "EndpointStatus": "OutOfService", "Pid": None,
                                                     "LastModifiedTime": utc_now()})
 
-    def _roll_back(self, endpoint_name: str, previous: dict[str, Any] | None, port: int, folder: Path,
-                   err: DeployError) -> None:
-        """After a new model failed to start: the previous one started again; DeployError either way, saying what
-        serves now."""
+    def _roll_back(self, endpoint_name: str, previous: dict[str, Any] | None, folder: Path, err: DeployError) -> None:
+        """After a new model failed to start: the previous one started again, on its own port; DeployError either
+        way, saying what serves now."""
         if not (previous and previous.get("ModelDir") and Path(previous["ModelDir"]).is_dir()):
             self._out_of_service(folder, previous)
             why = ("no previous model to roll back to" if not previous
                    else f"the previous model {previous.get('ModelDir')} is gone")
             raise DeployError(f"{err}; {why}: endpoint {endpoint_name} serves nothing now") from None
         try:
-            pid = self._start(endpoint_name, Path(previous["ModelDir"]), port, previous.get("CaptureSampling", 0),
-                              folder / "server.log")
+            pid = self._start(endpoint_name, Path(previous["ModelDir"]), previous["Port"],
+                              previous.get("CaptureSampling", 0), folder / "server.log")
         except DeployError as again:
             self._out_of_service(folder, previous)
             raise DeployError(f"{err}; the rollback to {previous['EndpointConfigName']} failed too ({again}): "
@@ -252,6 +253,13 @@ class LocalEndpoints:
                     shutil.rmtree(entry, ignore_errors=True)
                 else:
                     entry.unlink(missing_ok=True)
+
+    def _port_for(self, endpoint_name: str, previous: dict[str, Any] | None) -> int:
+        """An existing endpoint keeps its port (its clients know the URL), unless another one is asked for: then
+        it moves there (--port was ignored for an existing endpoint). A new one gets _new_port's."""
+        if previous is None:
+            return self._new_port(endpoint_name)
+        return self.asked_port if self.asked_port else int(previous["Port"])
 
     def _new_port(self, endpoint_name: str) -> int:
         """A new endpoint's port: the one asked for; the default port only when no other endpoint of this
@@ -285,7 +293,8 @@ class LocalEndpoints:
                                   "CaptureOptions": [{"CaptureMode": "Input"}, {"CaptureMode": "Output"}]}})
         return self.deploy(endpoint_name, config["EndpointConfigName"], package_arn=package["ModelPackageArn"])
 
-    def stop(self, endpoint_name: str) -> bool:
+    def _existing(self, endpoint_name: str) -> dict[str, Any]:
+        """The endpoint's record; DeployError naming the endpoints there are when it has none."""
         record = self.describe(endpoint_name)
         if not record:
             others = [r["EndpointName"] for r in self.list()]
@@ -293,6 +302,20 @@ class LocalEndpoints:
             raise DeployError(f"no local endpoint {endpoint_name}" + (
                 f" (a dataset's endpoint is its name with '_' written '-': {dashed})" if dashed in others else
                 f" (the local endpoints: {', '.join(others)})" if others else ""))
+        return record
+
+    def start(self, endpoint_name: str) -> dict[str, Any] | None:
+        """Start the model an endpoint last served again, on its port (or the one asked for) — after `endpoint
+        stop`, a reboot, a killed server; its record, or None when it serves already where it should."""
+        record = self._existing(endpoint_name)
+        if record["EndpointStatus"] == DAMAGED:
+            raise DeployError(f"endpoint {endpoint_name}: {record['Problem']}")
+        if record["EndpointStatus"] == "InService" and self.asked_port in (None, 0, record["Port"]):
+            return None
+        return self.deploy(endpoint_name, record["EndpointConfigName"], package_arn=record.get("ModelPackageArn"))
+
+    def stop(self, endpoint_name: str) -> bool:
+        record = self._existing(endpoint_name)
         running = self._running(endpoint_name, record)  # a damaged record's or an interrupted deploy's too
         for pid in running:
             self._stop(pid)

@@ -232,6 +232,22 @@ def test_the_feedback_command_sends_disease_id_and_source_to_the_endpoint(endpoi
     assert (stored["disease_id"], stored["source"], stored["diagnosis"]) == ("ORPHA:558", "ward-3", "ENFERMEDAD CRÓNICA")
 
 
+def test_the_feedback_command_refuses_an_endpoint_name_the_url_does_not_serve(endpoint, tmp_path, capsys):
+    # The name was ignored next to --endpoint-url: the feedback meant for 'ward-b' was stored under the endpoint the
+    # URL serves, joined with another model's predictions.
+    from diagnosa.cli import main
+
+    ep, lake = endpoint
+    event = _captured(ep)
+    argv = ["--workspace", str(tmp_path / "ws"), "feedback", event, "ENFERMEDAD CRÓNICA", "--endpoint-url", ep.url]
+    assert main([*argv, "--endpoint-name", "ward-b"]) == 2
+    err = capsys.readouterr().err
+    assert f"--endpoint-name ward-b, but {ep.url} serves endpoint diagnosa: leave out --endpoint-name" in err
+    assert lake.list("feedback/") == []
+    assert main([*argv, "--endpoint-name", "diagnosa"]) == 0 and main(argv) == 0, capsys.readouterr().err
+    assert len(lake.list("feedback/diagnosa/")) == 1  # the same event twice: one object
+
+
 def test_client_without_a_route_writes_to_the_lake_or_says_why_not(tmp_path):
     lake = DataLake.from_uri(str(tmp_path))
     client = DiagnosaClient("prod-endpoint", region="eu-west-1", lake=lake)
@@ -410,8 +426,42 @@ def test_feedback_straight_to_the_lake_warns_of_event_ids_never_captured(endpoin
     assert code == 0 and "no captured request" in err and "not-an-event" in err
 
 
+def test_feedback_straight_to_the_lake_must_name_a_patient_of_its_captured_request(endpoint, tmp_path, capsys):
+    # Checked only through the route before: a missing or out-of-range event_row written straight to the lake was
+    # stored, and counted as unusable only when the monitor joined it.
+    ep, lake = endpoint
+    when = datetime.now(timezone.utc)
+    three, one = new_event_id(when), new_event_id(when)
+    answers = {three: [{"category": "NO ENFERMO"}] * 3, one: [{"category": "NO ENFERMO"}]}
+    for event_id, predictions in answers.items():
+        assert ep.capture.record(event_id, None, json.dumps([{"age": 40}] * len(predictions)).encode(),
+                                 "application/json", json.dumps({"predictions": predictions}).encode(),
+                                 "application/json", when)
+    assert ep.capture.flush()
+    root = str(lake.storage.root)
+    code, _, err = _cli(capsys, "--lake", root, "feedback", three, "NO ENFERMO")
+    assert code == 2 and f"event_row: event {three} answered 3 patients: name which one with event_row, 0 for the " \
+                          "first to 2 for the last" in err
+    code, _, err = _cli(capsys, "--lake", root, "feedback", three, "NO ENFERMO", "--event-row", 3)
+    assert code == 2 and "to 2 for the last; got 3" in err
+    code, _, err = _cli(capsys, "--lake", root, "feedback", one, "NO ENFERMO", "--event-row", 1)
+    assert code == 2 and f"event {one} answered one patient: event_row is 0 or left out; got 1" in err
+    assert lake.list("feedback/") == []
+    code, out, err = _cli(capsys, "--lake", root, "feedback", three, "NO ENFERMO", "--event-row", 2)
+    assert code == 0 and f"stored as feedback/diagnosa/events/{three}/2.json" in out and err == ""
+    path = tmp_path / "fb.jsonl"
+    lines = [{"event_id": three, "diagnosis": "NO ENFERMO", "event_row": 0}, {"event_id": three, "diagnosis": "NO ENFERMO"},
+             {"event_id": one.upper(), "diagnosis": "NO ENFERMO"}, {"event_id": one, "diagnosis": "NO ENFERMO", "event_row": 5}]
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    code, out, err = _cli(capsys, "--lake", root, "feedback", "--file", path)
+    assert code == 2 and "2 stored, 2 refused" in out
+    assert f"line 2: event_row: event {three} answered 3 patients" in out and "line 4: event_row: event" in out
+    assert sorted(lake.list("feedback/")) == sorted(f"feedback/diagnosa/events/{key}.json"
+                                                    for key in (f"{three}/0", f"{three}/2", one))
+
+
 def test_the_capture_is_read_once_for_all_the_event_ids_of_a_file(endpoint):
-    from inference.capture import captured_event_ids
+    from inference.capture import captured_patients
 
     ep, lake = endpoint
     captured = [_captured(ep) for _ in range(3)]
@@ -421,11 +471,11 @@ def test_the_capture_is_read_once_for_all_the_event_ids_of_a_file(endpoint):
     get_bytes = lake.get_bytes
     lake.get_bytes = lambda key: reads.append(key) or get_bytes(key)
     timeless = [f"sagemaker-{i}" for i in range(500)]  # ids without a time: the whole capture, once
-    assert captured_event_ids(lake, "diagnosa", [*captured, *timeless]) == set(captured)
+    assert captured_patients(lake, "diagnosa", [*captured, *timeless]) == dict.fromkeys(captured, 0)
     assert sorted(reads) == sorted(objects)
     reads.clear()
     later = new_event_id(datetime.now(timezone.utc) - timedelta(days=2))  # a time-stamped id: only its hour is read
-    assert captured_event_ids(lake, "diagnosa", [later]) == set() and reads == []
+    assert captured_patients(lake, "diagnosa", [later]) == {} and reads == []
 
 
 def test_feedback_for_the_builtin_endpoint_in_a_workspace_without_it_names_the_local_ones(tmp_path, capsys):

@@ -168,11 +168,11 @@ def test_a_new_endpoint_that_never_started_leaves_no_record_and_a_gone_previous_
 
     folder = endpoints.root / "toy"
     with pytest.raises(DeployError, match="x; no previous model to roll back to: endpoint toy serves nothing now"):
-        endpoints._roll_back("toy", None, 1, folder, DeployError("x"))
+        endpoints._roll_back("toy", None, folder, DeployError("x"))
     assert not (folder / "endpoint.json").exists()  # a partial record broke `endpoint list`
     _record(endpoints, "toy", Pid=None, ModelDir=str(folder / "models" / "gone"))
     previous = endpoints.describe("toy")
     with pytest.raises(DeployError, match=r"the previous model .*gone is gone: endpoint toy serves nothing now"):
-        endpoints._roll_back("toy", previous, 1, folder, DeployError("x"))
+        endpoints._roll_back("toy", previous, folder, DeployError("x"))
     assert endpoints.describe("toy")["EndpointStatus"] == "OutOfService"
     assert main(["--workspace", str(endpoints.workspace), "endpoint", "list"]) == 0

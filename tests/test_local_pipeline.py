@@ -6,12 +6,16 @@ one `diagnosa pipeline definition` prints (same builder, bucket ``diagnosa-local
 from __future__ import annotations
 
 import json
+import os
+import signal
+import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 
 from diagnosa.cli import main as cli
+from diagnosa.net import free_port
 from diagnosa.services import LOCAL_BUCKET, local_definition
 from inference.client import DiagnosaClient
 from pipelines.definition import class_parameter
@@ -135,6 +139,39 @@ def test_same_inputs_give_the_same_definition_and_metrics_and_approval_redeploys
     models = {path.name for path in (workspace["root"] / "endpoints" / "diagnosa" / "models").iterdir()}
     now = workspace["endpoints"].describe("diagnosa")
     assert models == {Path(now["ModelDir"]).name, now["History"][-1]["EndpointConfigName"]}
+    # --port for an endpoint that exists moves it there (it was ignored); without --port it stays where it is.
+    port = free_port("127.0.0.1")
+    assert cli(["--workspace", str(workspace["root"]), "registry", "approve", "2", "--port", str(port)]) == 0
+    moved = workspace["endpoints"].describe("diagnosa")
+    assert (moved["Port"], moved["Url"], moved["EndpointStatus"]) == (port, f"http://127.0.0.1:{port}", "InService")
+    with urllib.request.urlopen(f"{moved['Url']}/ping", timeout=5) as answer:
+        assert answer.status == 200
+    with pytest.raises(OSError):
+        urllib.request.urlopen(f"{now['Url']}/ping", timeout=5)
+    assert cli(["--workspace", str(workspace["root"]), "registry", "approve", "2"]) == 0
+    served = workspace["endpoints"].describe("diagnosa")
+    assert served["Port"] == port
+    # There was no way to start a stopped endpoint again but to approve a version anew: `endpoint start` starts the
+    # model it served, on its port, after a stop or a killed server, and grows no history.
+    endpoint = ["--workspace", str(workspace["root"]), "endpoint"]
+    assert cli([*endpoint, "stop", "diagnosa"]) == 0
+    assert cli([*endpoint, "start", "diagnosa"]) == 0
+    started = workspace["endpoints"].describe("diagnosa")
+    keep = ("EndpointStatus", "Port", "EndpointConfigName", "ModelDir", "ModelPackageArn", "History")
+    assert {k: started[k] for k in keep} == {k: served[k] for k in keep} and started["Pid"] != served["Pid"]
+    assert f"endpoint diagnosa InService on {served['Url']}" in capsys.readouterr().out
+    assert cli([*endpoint, "start", "diagnosa"]) == 0
+    assert f"endpoint diagnosa serves already on {served['Url']}" in capsys.readouterr().out
+    os.kill(started["Pid"], signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while workspace["endpoints"].describe("diagnosa")["EndpointStatus"] != "OutOfService":
+        assert time.monotonic() < deadline, "the killed server is still listed as serving"
+        time.sleep(0.1)
+    assert cli([*endpoint, "start", "diagnosa"]) == 0
+    with urllib.request.urlopen(f"{served['Url']}/ping", timeout=5) as answer:
+        assert answer.status == 200
+    assert cli([*endpoint, "start", "diagnosis"]) == 2
+    assert "no local endpoint diagnosis (the local endpoints: diagnosa)" in capsys.readouterr().err
     assert cli(["--workspace", str(workspace["root"]), "registry", "list"]) == 0
     listing = capsys.readouterr().out.splitlines()
     [v2] = [line for line in listing if line.strip().startswith("v2 ")]

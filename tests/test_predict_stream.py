@@ -284,7 +284,8 @@ def test_without_a_url_the_workspaces_local_endpoint_of_that_name_is_used(endpoi
     assert main(["--workspace", str(ws), "predict", str(path), "--endpoint-name", "diagnosa"]) == 2
     out, err = capsys.readouterr()
     assert not out and err.startswith(f"diagnosa: error: the local endpoint diagnosa (workspace {ws} (from "
-                                      "--workspace)) is not running (OutOfService): `diagnosa endpoint list`")
+                                      "--workspace)) is not running (OutOfService): `diagnosa endpoint start "
+                                      "diagnosa` starts it again; `diagnosa endpoint list`")
     assert err.count("\n") == 1
     # A name no local endpoint has, with no AWS region either: the local ones are named (it asked for AWS credentials).
     monkeypatch.delenv("AWS_REGION")
@@ -336,4 +337,5 @@ def test_predict_with_only_a_url_asks_the_server_which_endpoint_it_is(two_label_
         assert json.loads(capsys.readouterr().out)["predictions"][0]["category"] in ("NO ENFERMO", "ENFERMO")
         code = main(["--workspace", str(tmp_path / "ws"), "predict", str(path), "--endpoint-url", served.url,
                      "--endpoint-name", "diagnosa"])
-        assert code == 2 and "(This local server serves endpoint ill-or-not.)" in capsys.readouterr().err
+        assert code == 2 and f"--endpoint-name diagnosa, but {served.url} serves endpoint ill-or-not" \
+            in capsys.readouterr().err

@@ -132,7 +132,7 @@ def test_ping_is_503_while_the_model_loads_and_200_after(model_dir):
     ep = EndpointServer(model_dir, loader=slow_loader).start()
     try:
         reply = _request(ep, "GET", "/ping")
-        assert (reply.status, reply.json()) == (503, {"status": "loading"})
+        assert (reply.status, reply.json()) == (503, {"status": "loading", "endpoint_name": ep.endpoint_name})
         assert _invoke(ep, HEALTHY).status == 503  # no prediction before the model is there
         with pytest.raises(TimeoutError):
             ep.wait_until_ready(0.1)
@@ -156,6 +156,7 @@ def test_a_model_that_fails_to_load_is_reported_not_served(tmp_path):
             ep.wait_until_ready(30)
         reply = _request(ep, "GET", "/ping")
         assert reply.status == 500 and reply.json()["status"] == "failed"
+        assert reply.json()["endpoint_name"] == ep.endpoint_name  # a client checks which endpoint a URL is
         assert _invoke(ep, HEALTHY).status == 503
     finally:
         ep.stop()

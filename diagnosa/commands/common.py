@@ -77,6 +77,23 @@ def local_workspace(args: argparse.Namespace, lake: DataLake | None = None) -> L
     return LocalWorkspace(workspace(args), lake or open_lake(args), lake_uri=args.lake or os.environ.get("DIAGNOSA_LAKE"))
 
 
+def resolve_endpoint_name(args: argparse.Namespace) -> None:
+    """--endpoint-name as --endpoint-url serves it: left out, the name that server answers on GET /ping (a dataset's
+    endpoint is not diagnosa), else the built-in's; given, the server must serve that endpoint. A name beside another
+    endpoint's URL was ignored: predictions were labelled, and feedback stored, under the endpoint the URL serves."""
+    from diagnosa.data.schema import BUILTIN_RESOURCE
+    from inference.client import served_endpoint_name
+
+    served = (served_endpoint_name(args.endpoint_url, getattr(args, "timeout", 10.0)) if args.endpoint_url
+              else None)  # None too when the server does not say (unreachable: the request itself says so)
+    if args.endpoint_name is None:
+        args.endpoint_name = served or BUILTIN_RESOURCE
+    elif served is not None and served != args.endpoint_name:
+        raise UsageError(f"--endpoint-name {args.endpoint_name}, but {args.endpoint_url} serves endpoint {served}: "
+                         f"leave out --endpoint-name, or give the URL of {args.endpoint_name} "
+                         "(`diagnosa endpoint list` shows the local ones)")
+
+
 def endpoint_url(args: argparse.Namespace) -> str | None:
     """Where --endpoint-name is served: --endpoint-url; else, without --region (which names SageMaker's), the URL of
     the workspace's local endpoint of that name; None for neither (SageMaker's endpoint of that name). UsageError
@@ -94,8 +111,9 @@ def endpoint_url(args: argparse.Namespace) -> str | None:
         return None
     if record.get("EndpointStatus") != "InService" or not record.get("Url"):
         raise UsageError(f"the local endpoint {args.endpoint_name} ({workspace_hint(args)}) is not running "
-                         f"({record.get('EndpointStatus')}): `diagnosa endpoint list` shows the local ones; "
-                         "give --endpoint-url for another server, or --region for a SageMaker endpoint")
+                         f"({record.get('EndpointStatus')}): `diagnosa endpoint start {args.endpoint_name}` starts "
+                         "it again; `diagnosa endpoint list` shows the local ones; give --endpoint-url for another "
+                         "server, or --region for a SageMaker endpoint")
     return str(record["Url"])
 
 

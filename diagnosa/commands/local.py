@@ -247,6 +247,17 @@ def cmd_endpoint(args: argparse.Namespace) -> int:
         for r in records:
             print(f"{r['EndpointName']:<16} {r['EndpointStatus']:<13} {r['Url']}  config {r['EndpointConfigName']}")
         return 0
+    if args.endpoint_command == "start":
+        endpoints = local_workspace(args).endpoints(args.port)
+        try:
+            record = endpoints.start(args.name)
+        except DeployError as err:
+            raise UsageError(str(err)) from None
+        if record is None:
+            print(f"endpoint {args.name} serves already on {(endpoints.describe(args.name) or {}).get('Url')}")
+        else:
+            print(f"endpoint {args.name} InService on {record['Url']} (config {record['EndpointConfigName']})")
+        return 0
     try:
         stopped = endpoints.stop(args.name)
     except DeployError as err:
@@ -274,7 +285,8 @@ def register(commands: Any) -> None:
     run.add_argument("--max-parallel", type=int_in(1, 64, "--max-parallel"), default=None,
                      help="steps running at once (default: cores, at most 4)")
     run.add_argument("--port", type=int_in(0, 65535, "--port"), default=None,
-                     help="port of a new local endpoint (default 8080; 0 picks a free one)")
+                     help="port of the local endpoint (a new one: default 8080, 0 picks a free one; an existing one "
+                          "keeps its port unless given another, then moves there)")
     run.add_argument("--quiet", action="store_true", help="no live progress on stderr (shown only on a terminal)")
     run.set_defaults(func=cmd_run)
 
@@ -287,6 +299,12 @@ def register(commands: Any) -> None:
     endpoint_commands = endpoint.add_subparsers(dest="endpoint_command", required=True)
     endpoint_commands.add_parser("list", help="local endpoints and their status").set_defaults(
         func=cmd_endpoint)
+    start = endpoint_commands.add_parser("start", help="start the model a stopped local endpoint served, again (after "
+                                                       "`endpoint stop`, a reboot or a killed server)")
+    start.add_argument("name")
+    start.add_argument("--port", type=int_in(0, 65535, "--port"), default=None,
+                       help="move it to this port (default: its own)")
+    start.set_defaults(func=cmd_endpoint)
     stop = endpoint_commands.add_parser("stop", help="stop a local endpoint's server")
     stop.add_argument("name")
     stop.set_defaults(func=cmd_endpoint)

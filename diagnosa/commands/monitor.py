@@ -18,6 +18,7 @@ from diagnosa.commands.common import (
     local_workspace,
     open_lake,
     read_token_file,
+    resolve_endpoint_name,
     sagemaker_name,
     split_families,
     split_params,
@@ -194,6 +195,7 @@ def cmd_feedback(args: argparse.Namespace) -> int:
                          "written straight to the lake takes none)")
     if args.errors_file and not args.file:
         raise UsageError("--errors-file goes with --file (one feedback is refused on the command line itself)")
+    resolve_endpoint_name(args)
     if args.file:
         if args.event_id or args.diagnosis:
             raise UsageError("give either EVENT_ID DIAGNOSIS or --file, not both")
@@ -218,11 +220,16 @@ def cmd_feedback(args: argparse.Namespace) -> int:
         except ClientFailure as err:
             raise UsageError(str(err)) from None
     else:
+        captured = _captured_patients(args, lake, [feedback.event_id])
+        try:
+            _check_row(feedback, captured)
+        except FeedbackError as err:
+            raise UsageError(str(err)) from None
         key = store_feedback(lake, args.endpoint_name, feedback)
     row = "" if feedback.event_row is None else f" row {feedback.event_row}"
     print(f"feedback for event {feedback.event_id}{row} ({feedback.diagnosis}) stored as {key}")
     if lake is not None:
-        _warn_not_captured(args, lake, [feedback.event_id])
+        _warn_not_captured(args, lake, [feedback.event_id], captured)
     return 0
 
 
@@ -260,18 +267,37 @@ def _feedback_labels(args: argparse.Namespace, lake: DataLake) -> list[str]:
                      "checks them against the model it serves")
 
 
-def _warn_not_captured(args: argparse.Namespace, lake: DataLake, event_ids: list[str]) -> None:
-    """Feedback written straight to the lake is not checked against the capture as the endpoint's route checks it
-    (SageMaker's capture may arrive later): a warning names the event ids with no captured request, which the
-    monitor cannot join with a prediction. One read of the capture for all of them."""
+def _captured_patients(args: argparse.Namespace, lake: DataLake, event_ids: list[str]) -> dict[str, int] | None:
+    """Of ``event_ids``, those the lake holds a captured request of --endpoint-name for → its number of patients;
+    None, with a warning, when the capture cannot be read. One read of the capture for all of them."""
     from diagnosa.lake import LakeError
-    from inference.capture import captured_event_ids
+    from inference.capture import captured_patients
 
     try:
-        captured = captured_event_ids(lake, args.endpoint_name, event_ids)
+        return captured_patients(lake, args.endpoint_name, event_ids)
     except (LakeError, OSError) as err:
         print(f"warning: could not check the event ids against the capture of {args.endpoint_name}: {err}",
               file=sys.stderr)
+        return None
+
+
+def _check_row(feedback: Any, captured: dict[str, int] | None) -> None:
+    """FeedbackError when the captured request of the feedback's event holds no patient at its event_row, as the
+    endpoint's route refuses it: a missing row of a request of several, or one beyond them."""
+    from inference.feedback import FeedbackError, row_problem
+
+    patients = (captured or {}).get(feedback.event_id)
+    problem = None if patients is None else row_problem(feedback, patients)
+    if problem is not None:
+        raise FeedbackError({"event_row": problem})
+
+
+def _warn_not_captured(args: argparse.Namespace, lake: DataLake, event_ids: list[str],
+                       captured: dict[str, int] | None) -> None:
+    """Feedback written straight to the lake is stored without a captured request (SageMaker's capture may arrive
+    later), where the endpoint's route refuses it: a warning names the event ids with no captured request, which
+    the monitor cannot join with a prediction. ``captured``: from _captured_patients (None: not checked)."""
+    if captured is None:
         return
     missing = [event_id for event_id in dict.fromkeys(event_ids) if event_id not in captured]
     if not missing:
@@ -287,6 +313,19 @@ def _warn_not_captured(args: argparse.Namespace, lake: DataLake, event_ids: list
     print(f"warning: {len(missing):,} event id(s) have no captured request of endpoint {args.endpoint_name} in the "
           f"lake: {shown}. Stored, but the monitor counts this feedback as not captured until the request's capture "
           f"is there{hint}", file=sys.stderr)
+
+
+def _event_ids(lines: list[str]) -> list[str]:
+    """The event ids a feedback file's lines name, as parse_feedback reads them (lines it refuses name none)."""
+    from inference.feedback import FeedbackError, parse_feedback
+
+    ids = []
+    for line in lines:
+        try:
+            ids.append(parse_feedback(json.loads(line), None).event_id)
+        except (ValueError, RecursionError, FeedbackError):  # refused in the file's pass, with its line number
+            continue
+    return ids
 
 
 def export_text(data: bytes) -> str:
@@ -318,11 +357,13 @@ def _feedback_file(args: argparse.Namespace) -> int:
             lines = export_text(path.read_bytes()).splitlines()
     except (OSError, UnicodeDecodeError) as err:
         raise UsageError(f"cannot read {args.file}: {err}") from None
+    captured: dict[str, int] | None = None
     if args.endpoint_url:
         client, lake, labels = _feedback_client(args), None, None  # the endpoint judges the labels and event ids
     else:
         client, lake = None, open_lake(args)
         labels = _feedback_labels(args, lake)
+        captured = _captured_patients(args, lake, _event_ids(lines))  # one read of the capture for every line
     # In the current folder, never beside the export: that may be a hospital share or read-only.
     errors_path = Path(args.errors_file or ("feedback-errors.jsonl" if args.file == "-"
                                             else f"{path.name}.errors.jsonl"))
@@ -354,6 +395,7 @@ def _feedback_file(args: argparse.Namespace) -> int:
                     _send_feedback(client, feedback)
                 else:
                     assert lake is not None
+                    _check_row(feedback, captured)
                     store_feedback(lake, args.endpoint_name, feedback)
             except (FeedbackError, FeedbackRejected) as err:  # this line's: its fields, its event id, its size
                 fields = err.fields or {}
@@ -378,7 +420,7 @@ def _feedback_file(args: argparse.Namespace) -> int:
     if bad.sink is not None:
         print(f"every refused line's problems, one JSON line each: {errors_path.resolve()}")
     if lake is not None and stored_ids:
-        _warn_not_captured(args, lake, stored_ids)
+        _warn_not_captured(args, lake, stored_ids, captured)
     if stopped:
         at, failure = stopped
         print(f"diagnosa: error: {failure}: stopped at line {at}, {not_sent} line(s) from there not sent",
@@ -436,8 +478,9 @@ def register(commands: Any) -> None:
     feedback.add_argument("--errors-file", metavar="PATH",
                           help="with --file: where every refused line's problems go, one JSON line each, when there "
                                "are more than 10 (default <file name>.errors.jsonl in the current folder)")
-    feedback.add_argument("--endpoint-name", type=sagemaker_name, default="diagnosa",
-                          help="the endpoint whose prediction this confirms")
+    feedback.add_argument("--endpoint-name", type=sagemaker_name, default=None,
+                          help="the endpoint whose prediction this confirms (default: the one --endpoint-url serves, "
+                               "else diagnosa)")
     feedback.add_argument("--endpoint-url", help="send through the local endpoint's POST /feedback instead of the lake")
     feedback.add_argument("--feedback-token-file", metavar="PATH",
                           help="with --endpoint-url: a file holding the endpoint's feedback token (default "
