@@ -10,7 +10,9 @@ value comes back as the endpoint's field error, shown next to the field it names
 from __future__ import annotations
 
 import json
+import math
 import re
+import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +30,10 @@ LABELS = {"age": "Age", "sex": "Sex", "symptoms": "Symptoms", "prior_diagnoses":
 CHOICE_LABELS = {"sex": {"F": "Female", "M": "Male"}}
 BOOLEAN_CHOICES = {"Yes": True, "No": False}
 _CODE_SPLIT = re.compile(r"[\s,;]+")
+MAX_NUMBER_CHARS = 24  # what a measurement field takes: '1234.5678 mmol/L' and room to spare
+# A measurement as a doctor types it: digits with one decimal mark, a point or a comma (38.9, 38,9, ,5), a sign.
+_NUMBER = re.compile(r"^[+-]?(?:[0-9]+(?:[.,][0-9]*)?|[.,][0-9]+)$")
+_AMBIGUOUS_COMMA = re.compile(r"^[+-]?0*[1-9][0-9]{0,2},[0-9]{3}$")  # 1,500: one and a half, or fifteen hundred?
 
 
 class FormError(ValueError):
@@ -57,7 +63,8 @@ class FormField:
         low = "−∞" if self.minimum is None else f"{self.minimum:g}"
         high = "∞" if self.maximum is None else f"{self.maximum:g}"
         unit = f" {self.unit}" if self.unit else ""
-        return f"Possible values: {low} to {high}{unit}. Leave empty if not measured."
+        return (f"Possible values: {low} to {high}{unit}. Leave empty if not measured."
+                + (" A decimal point or comma: 38.9 or 38,9." if self.kind == "number" else ""))
 
     def choice_label(self, value: str) -> str:
         return CHOICE_LABELS.get(self.name, {}).get(value, value)
@@ -182,6 +189,68 @@ def parse_codes(text: str) -> list[str]:
         if code and code not in out:
             out.append(code)
     return out
+
+
+class ValueProblem(ValueError):
+    """A measurement typed so that it is not a number, or not one number only (the message says how to write it)."""
+
+
+def _strip_unit(text: str, unit: str) -> str:
+    """The text without the field's unit typed after the number ('38.9 °C', '112 beats/min', '90 %')."""
+    folded, units = text.casefold(), {unit.casefold().replace(" ", "")} if unit else set()
+    units |= {u.lstrip("°º") for u in units if u[:1] in "°º"}  # '38.9 C' for °C
+    compact = folded.replace(" ", "")
+    for u in sorted((u for u in units if u), key=len, reverse=True):
+        if compact.endswith(u) and len(compact) > len(u):
+            return compact[: -len(u)]
+    return compact
+
+
+def parse_number(text: str, f: FormField) -> float | int | None:
+    """A measurement as the doctor typed it in a text field: None when empty, else the number.
+
+    A decimal comma reads as a decimal point (38,9 is 38.9: the browser's number field dropped the comma and sent
+    389, or 152 for a white count of 15,2), the field's unit may follow the number, and anything else is refused
+    (:class:`ValueProblem`), never guessed: letters, two marks (1.234,5), a comma that may separate thousands
+    (1,500), not-a-number and infinities. The value is not clamped: the endpoint judges the range.
+    """
+    raw = unicodedata.normalize("NFKC", str(text)).strip().replace("\u2212", "-")  # full-width digits; '−' minus
+    if not raw:
+        return None
+    number = _strip_unit(raw, f.unit)
+    shown = raw if len(raw) <= 30 else raw[:30] + "…"
+    if not _NUMBER.match(number):
+        unit = f" in {f.unit}" if f.unit else ""
+        raise ValueProblem(f"'{shown}' is not a number: write the value{unit} with digits and at most one decimal "
+                           "mark, e.g. 38.9 or 38,9 (no thousands separators)")
+    if _AMBIGUOUS_COMMA.match(number):
+        thousands, decimal = number.replace(",", ""), f"{float(number.replace(',', '.')):g}"
+        raise ValueProblem(f"'{shown}' could be {thousands} or {decimal}: write {thousands} or {decimal} "
+                           "(no thousands separators)")
+    value = float(number.replace(",", "."))
+    if not math.isfinite(value):
+        raise ValueProblem(f"'{shown}' is not a number")
+    if f.kind == "integer":
+        if not value.is_integer():
+            raise ValueProblem(f"'{shown}' is not a whole number")
+        return int(value)
+    return value
+
+
+def read_numbers(spec: FormSpec, values: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, list[str]]]:
+    """The widgets' values with the measurements typed as text read as numbers (:func:`parse_number`), and the
+    problems by field: a field that is not a number is left out and named, so nothing is sent until it is corrected."""
+    out = dict(values)
+    problems: dict[str, list[str]] = {}
+    for f in spec.fields:
+        value = values.get(f.name)
+        if f.kind in ("integer", "number") and isinstance(value, str):
+            try:
+                out[f.name] = parse_number(value, f)
+            except ValueProblem as err:
+                out[f.name] = None
+                problems[f.name] = [str(err)]
+    return out, problems
 
 
 def build_record(spec: FormSpec, values: Mapping[str, Any]) -> dict[str, Any]:

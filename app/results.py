@@ -42,6 +42,7 @@ FailureKind = Literal["unreachable", "timeout", "rejected", "unavailable", "serv
 WARNING = ("This result supports and does not replace clinical judgement: it is a statistical estimate from a model, "
            "to be weighed with the examination, the history and the tests.")
 DIFFERENTIAL_LABEL = "Decision support — not a diagnosis"
+UNKNOWN_FIELD = "unknown field"  # how the endpoint names an input its model does not have (inference.schema)
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,16 @@ def explain_failure(err: BaseException, config: AppConfig, spec: FormSpec) -> Fa
     where = config.description
     if isinstance(err, PredictionRejected):
         fields = field_errors(spec, err.errors, err.message)
+        unknown = [name for name, problems in fields.by_field.items() if any(p.startswith(UNKNOWN_FIELD) for p in problems)]
+        if unknown:
+            # The served model has no such input: the form is another model's (another dataset's, or the endpoint was
+            # restarted with another model). No value the doctor could type fixes that: no field is blamed.
+            general = [f"{name}: {p}" for name, problems in fields.by_field.items() for p in problems] + fields.general
+            return Failure("rejected", f"The model the {where} serves does not take this form's fields "
+                                       f"({', '.join(unknown)}): the form was made for another model. Nothing is "
+                                       "wrong with the patient's values; tell the administrator (the app's --model "
+                                       "or --endpoint-name does not match the endpoint's model).",
+                           FieldErrors({}, general))
         if fields.by_field:
             return Failure("rejected", "The endpoint did not accept these values: correct the fields marked "
                                        f"in red and ask again (HTTP {err.status}).", fields)
@@ -163,11 +174,15 @@ def diagnose(client: DiagnosaClient, record: Mapping[str, Any], config: AppConfi
 # ------------------------------------------------------------------------------------------------ display
 
 def percent(p: float) -> str:
-    """A probability as the doctor reads it: '95.0 %', 'under 0.1 %', 'over 99.9 %' (words: tables render markdown)."""
+    """A probability as the doctor reads it: '95.0 %', 'under 0.1 %', 'over 99.9 %' (words: tables render markdown).
+
+    A model's estimate is never a certainty: the endpoint rounds its probabilities to six decimals, so 1.0 and 0.0
+    read 'over 99.9 %' and 'under 0.1 %', never '100.0 %' or '0.0 %'.
+    """
     value = 100.0 * float(p)
-    if 0 < value < 0.1:
+    if value < 0.1:
         return "under 0.1 %"
-    if 99.9 < value < 100:
+    if value > 99.9:
         return "over 99.9 %"
     return f"{value:.1f} %"
 
@@ -287,7 +302,12 @@ def probability_chart(rows: list[dict[str, Any]]) -> Any:
         y=alt.Y("category:N", sort=order, title=None, axis=alt.Axis(labelLimit=260, labelOverlap=False)),
         x=alt.X("probability:Q", title="probability", scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format="%")),
     )
-    bars = base.mark_bar(color="#2f6f9f")
+    # Each bar's own accessible name: the category and the percentage as the page writes it (Vega's default
+    # read 'probability: 100.000000%' for a rounded 1.0).
+    bars = base.mark_bar(color="#2f6f9f").transform_calculate(aria="datum.category + ': ' + datum.label").encode(
+        description="aria:N")
     labels = base.mark_text(align="left", dx=4).encode(text="label:N")
-    return (bars + labels).properties(height=alt.Step(CHART_ROW_PX),
+    # What a screen reader says for the chart (its accessible name): each category with its percentage, in words.
+    description = "Probability of each category: " + "; ".join(f"{r['category']}: {r['label']}" for r in rows)
+    return (bars + labels).properties(height=alt.Step(CHART_ROW_PX), description=description,
                                       autosize=alt.AutoSizeParams(type="fit-x", contains="padding"))

@@ -70,3 +70,51 @@ def test_doctor_fills_the_form_in_chromium_and_sees_the_diagnosis(trained_model_
     for value in (PATIENT["temperature_c"], PATIENT["wbc_10e9_l"], "HP:0001945", "Dyspnea", "Fever"):
         assert value not in result.storage  # nothing of the patient in localStorage or sessionStorage
     assert result.seconds < 90
+
+
+@needs_chromium
+def test_a_doctor_typing_decimal_commas_in_chromium_sends_decimals(trained_model_dir, tmp_path):
+    # Chromium's number field drops a comma: a white count typed "15,2" went to the endpoint as 152, which it accepts
+    # (10^9/L, up to 200), and the display rounded what was typed to two decimals.
+    import json
+
+    from app.config import AppConfig
+    from app.e2e import running_app
+    from diagnosa.browser import launch
+    from diagnosa.lake import DataLake
+    from inference.capture import DataCapture
+    from inference.server import EndpointServer
+
+    lake = DataLake.from_uri(str(tmp_path / "lake"))
+    capture = DataCapture(lake, "diagnosa")
+    with EndpointServer(str(trained_model_dir), capture=capture) as endpoint:
+        endpoint.wait_until_ready()
+        config = AppConfig(endpoint_url=endpoint.url, model=str(trained_model_dir), timeout=10, attempts=1)
+        with running_app(config, log=tmp_path / "streamlit.log") as url, launch() as browser:
+            page = browser.new_page(viewport={"width": 1400, "height": 1700})
+            page.goto(url, wait_until="load")
+            page.get_by_label("I have read the data-use policy and accept it").check(force=True)
+            typed = {"age": "67", "wbc_10e9_l": "15,2", "temperature_c": "38,9", "creatinine_mg_dl": "0,125"}
+            for name, text in typed.items():
+                field = page.locator(f".st-key-in-{name} input")
+                field.press_sequentially(text)  # keystrokes, as a doctor types
+                field.press("Tab")
+            page.locator(".st-key-submit button").click()
+            page.locator(".st-key-result").get_by_text("supports and does not replace clinical judgement").wait_for()
+            assert capture.flush()
+            sent = [json.loads(json.loads(line)["captureData"]["endpointInput"]["data"])["instances"][0]
+                    for key in lake.list("capture/") for line in lake.get_bytes(key).decode().splitlines()]
+            assert [(r["age"], r["wbc_10e9_l"], r["temperature_c"], r["creatinine_mg_dl"]) for r in sent] == [
+                (67, 15.2, 38.9, 0.125)]
+            for name, text in typed.items():  # and the form still shows what was typed, not a rounded number
+                assert page.locator(f".st-key-in-{name} input").input_value() == text
+
+            # The endpoint's refusal quotes what was typed: shown as text, not rendered as a markdown image.
+            codes = page.locator(".st-key-in-prior_diagnoses input")
+            codes.fill("![x](http://evil.example/t.png)")
+            codes.press("Enter")
+            codes.press("Escape")  # close the list of codes
+            page.locator(".st-key-submit button").click()
+            page.locator(".st-key-field-prior_diagnoses").get_by_text(
+                "malformed code '![x](http://evil.example/t.png)'").wait_for()
+            assert page.locator("img[src*='evil.example']").count() == 0

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -9,7 +10,17 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from app.config import AppConfig, ConfigError, model_endpoint_name
-from app.form import FieldErrors, build_record, field_errors, form_spec, load_form_spec, parse_codes
+from app.form import (
+    FieldErrors,
+    ValueProblem,
+    build_record,
+    field_errors,
+    form_spec,
+    load_form_spec,
+    parse_codes,
+    parse_number,
+    read_numbers,
+)
 from app.results import (
     Outcome,
     decision_note,
@@ -127,6 +138,36 @@ def test_record_holds_only_given_values_typed_as_the_schema_says():
     assert parse_codes(" i10, E11.9;J45  i10 ") == ["I10", "E11.9", "J45"]
 
 
+@pytest.mark.parametrize("field, typed, value", [
+    ("wbc_10e9_l", "15,2", 15.2),  # a decimal comma: the browser's number field sent 152
+    ("temperature_c", "38,9", 38.9), ("temperature_c", " 38.9 ", 38.9), ("temperature_c", "38,9 °C", 38.9),
+    ("temperature_c", "38.9 C", 38.9), ("heart_rate_bpm", "112 beats/min", 112.0), ("spo2_pct", "90 %", 90.0),
+    ("creatinine_mg_dl", "0,004", 0.004), ("creatinine_mg_dl", ",5", 0.5), ("crp_mg_l", "１８０", 180.0),
+    ("potassium_mmol_l", "−1", -1.0), ("alt_u_l", "1.500", 1.5), ("age", "67", 67), ("age", "67,0", 67),
+    ("crp_mg_l", "", None), ("crp_mg_l", "   ", None),
+])
+def test_a_measurement_is_read_as_the_doctor_wrote_it(field, typed, value):
+    spec = load_form_spec(None)
+    parsed = parse_number(typed, spec.by_name(field))
+    assert parsed == value and type(parsed) is type(value)
+
+
+@pytest.mark.parametrize("field, typed, says", [
+    ("heart_rate_bpm", "112 bpm", "not a number: write the value in beats/min"),
+    ("crp_mg_l", "nan", "not a number"), ("crp_mg_l", "inf", "not a number"), ("crp_mg_l", "1e3", "not a number"),
+    ("crp_mg_l", "1.234,5", "no thousands separators"), ("crp_mg_l", "12..5", "not a number"),
+    ("alt_u_l", "1,500", "could be 1500 or 1.5"), ("crp_mg_l", "٣", "not a number"),
+    ("age", "67.5", "not a whole number"), ("temperature_c", "101 °F", "in °C"), ("crp_mg_l", "x" * 500, "…"),
+])
+def test_a_measurement_that_is_not_one_number_is_refused_saying_how_to_write_it(field, typed, says):
+    spec = load_form_spec(None)
+    with pytest.raises(ValueProblem, match=re.escape(says)):
+        parse_number(typed, spec.by_name(field))
+    values, problems = read_numbers(spec, {field: typed, "sex": "M"})
+    assert list(problems) == [field] and values[field] is None and values["sex"] == "M"
+    assert len(problems[field][0]) < 200  # a long paste is not echoed whole
+
+
 def test_endpoint_errors_map_onto_the_form_fields():
     spec = load_form_spec(None)
     errors = [{"row": 0, "field": "heart_rate_bpm", "problem": "impossible value 400"},
@@ -193,9 +234,33 @@ def test_results_are_formatted_in_clinical_order():
     assert top_k_rows(RESULT) == [{"rank": 1, "category": "ENFERMEDAD AGUDA", "probability": "95.0 %"},
                                   {"rank": 2, "category": "ENFERMEDAD LEVE", "probability": "3.0 %"}]
     assert headline(RESULT) == "ENFERMEDAD AGUDA (95.0 %)"
-    assert (percent(0), percent(1), percent(0.99999)) == ("0.0 %", "100.0 %", "over 99.9 %")
+    assert (percent(0.5), percent(0.001), percent(0.999), percent(0.99999)) == ("50.0 %", "0.1 %", "99.9 %",
+                                                                                 "over 99.9 %")
     chart = probability_chart(probability_rows(RESULT)).to_dict()
     assert chart["layer"][0]["encoding"]["y"]["sort"] == list(CATEGORIES)
+
+
+def test_a_rounded_probability_never_reads_as_a_certainty():
+    # The endpoint rounds to six decimals: a very sick patient's answer held 1.0 and four 0.0, which read
+    # "ENFERMEDAD TERMINAL (100.0 %)" and "0.0 %" for the other categories: a model's estimate shown as a certainty.
+    certain = {"category": "ENFERMEDAD TERMINAL", "probabilities": {c: 0.0 for c in CATEGORIES} | {"ENFERMEDAD TERMINAL": 1.0},
+               "top_k": [{"category": "ENFERMEDAD TERMINAL", "probability": 1.0}, {"category": "NO ENFERMO", "probability": 0.0}]}
+    assert headline(certain) == "ENFERMEDAD TERMINAL (over 99.9 %)"
+    assert [r["label"] for r in probability_rows(certain)] == ["under 0.1 %"] * 4 + ["over 99.9 %"]
+    assert [r["probability"] for r in top_k_rows(certain)] == ["over 99.9 %", "under 0.1 %"]
+    assert (percent(0.0), percent(1.0), percent(0.00095)) == ("under 0.1 %", "over 99.9 %", "under 0.1 %")
+
+
+def test_the_chart_says_each_probability_to_a_screen_reader():
+    # The chart's accessible name was its axis ticks run together ("0% 20% ... NO ENFERMO ... 0.0 %") and each bar's
+    # "probability: 100.000000%": now the category with the percentage as the page writes it.
+    chart = probability_chart(probability_rows(RESULT)).to_dict()
+    assert chart["description"] == ("Probability of each category: NO ENFERMO: 2.0 %; ENFERMEDAD LEVE: 3.0 %; "
+                                    "ENFERMEDAD AGUDA: 95.0 %; ENFERMEDAD CRÓNICA: under 0.1 %; "
+                                    "ENFERMEDAD TERMINAL: under 0.1 %")
+    bars = chart["layer"][0]
+    assert bars["encoding"]["description"] == {"field": "aria", "type": "nominal"}
+    assert bars["transform"] == [{"calculate": "datum.category + ': ' + datum.label", "as": "aria"}]
 
 
 def test_the_chart_names_every_category_of_any_model():
@@ -322,6 +387,23 @@ def test_a_refusal_naming_no_field_does_not_blame_the_fields():
     assert "correct the fields marked in red" in value.message and value.fields.by_field == {"age": ["impossible value 400"]}
 
 
+def test_a_form_for_another_model_than_the_served_one_blames_no_field():
+    # The endpoint answers "unknown field" for every input its model does not have (the form is another dataset's
+    # model's, or the endpoint was restarted with another model): no value the doctor could type fixes that.
+    from inference.client import PredictionRejected
+
+    spec = load_form_spec(None)
+    err = PredictionRejected("2 problem(s) in the request", 400, [
+        {"row": 0, "field": "age", "problem": "unknown field (the model has 37 inputs)"},
+        {"row": 0, "field": "symptoms", "problem": "unknown field (the model has 37 inputs; closest: sintomas)"}])
+    failure = explain_failure(err, AppConfig(endpoint_url="http://127.0.0.1:8080"), spec)
+    assert failure.kind == "rejected" and not failure.fields.by_field
+    assert "does not take this form's fields (age, symptoms)" in failure.message and "another model" in failure.message
+    assert "correct the fields" not in failure.message
+    assert failure.fields.general == ["age: unknown field (the model has 37 inputs)",
+                                      "symptoms: unknown field (the model has 37 inputs; closest: sintomas)"]
+
+
 def test_feedback_is_offered_only_when_the_client_can_send_it():
     assert not feedback_supported(object())
 
@@ -385,6 +467,39 @@ def test_app_command_shapes_the_form_from_the_model_a_local_endpoint_serves(data
     (dataset_model / "metadata.json").unlink()
     assert main([*argv, "--endpoint-name", "aids-2"]) == 0
     assert AppConfig.from_env(started[3]).model is None and "which is gone" in capsys.readouterr().err
+
+
+def test_app_command_takes_its_settings_from_the_environment_and_prints_the_port_it_listens_on(monkeypatch, capsys):
+    # $DIAGNOSA_APP_TIMEOUT, _ATTEMPTS and _TOP_K, as docs/app.md lists them, were overridden by the flags' fixed
+    # defaults; a bad $DIAGNOSA_APP_DIFFERENTIAL stopped every diagnosa command with a traceback; --port 0 printed
+    # 'http://127.0.0.1:0'.
+    import os
+    import socket
+
+    from diagnosa.cli import main
+
+    started = []
+    monkeypatch.setattr(os, "execve", lambda path, argv, env: started.append((argv, env)))
+    for name, value in {"TIMEOUT": "30", "ATTEMPTS": "1", "TOP_K": "2", "DIFFERENTIAL": "0"}.items():
+        monkeypatch.setenv(f"DIAGNOSA_APP_{name}", value)
+    assert main(["app", "--endpoint-url", "http://127.0.0.1:8080"]) == 0
+    config = AppConfig.from_env(started[0][1])
+    assert (config.timeout, config.attempts, config.top_k, config.differential) == (30, 1, 2, 0)
+    assert main(["app", "--endpoint-url", "http://127.0.0.1:8080", "--timeout", "5", "--attempts", "3",
+                 "--top-k", "4", "--differential", "7", "--port", "0"]) == 0
+    argv, env = started[1]
+    config = AppConfig.from_env(env)
+    assert (config.timeout, config.attempts, config.top_k, config.differential) == (5, 3, 4, 7)
+    [port] = [int(a.removeprefix("--server.port=")) for a in argv if a.startswith("--server.port=")]
+    assert port > 0 and f"Diagnosa app on http://127.0.0.1:{port} " in capsys.readouterr().out
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", port))  # free for Streamlit to take
+    monkeypatch.setenv("DIAGNOSA_APP_DIFFERENTIAL", "many")
+    assert main(["app", "--endpoint-url", "http://127.0.0.1:8080"]) == 2
+    assert "DIAGNOSA_APP_DIFFERENTIAL must be an integer, got 'many'" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as done:  # the other commands are not concerned (the parser used to crash)
+        main(["registry", "--help"])
+    assert done.value.code == 0
 
 
 def test_app_command_refuses_a_bad_configuration(tmp_path, capsys):

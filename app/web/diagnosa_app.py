@@ -14,11 +14,22 @@ from typing import Any
 import streamlit as st
 
 from app.config import AppConfig, ConfigError
-from app.form import BOOLEAN_CHOICES, FormError, FormField, FormSpec, build_record, load_form_spec
+from app.form import (
+    BOOLEAN_CHOICES,
+    MAX_NUMBER_CHARS,
+    FieldErrors,
+    FormError,
+    FormField,
+    FormSpec,
+    build_record,
+    load_form_spec,
+    read_numbers,
+)
 from app.policy import ACCEPT_LABEL, POLICY_MARKDOWN, POLICY_VERSION
 from app.results import (
     DIFFERENTIAL_LABEL,
     WARNING,
+    Failure,
     FeedbackOutcome,
     Outcome,
     decision_note,
@@ -85,6 +96,11 @@ def submit(config: AppConfig, spec: FormSpec) -> None:
     values = {f.name: st.session_state.get(FIELD + f.name) for f in spec.fields}
     if spec.terms_field is not None:
         values[spec.terms_field.name] = list(st.session_state.get(SYMPTOMS, []))
+    values, problems = read_numbers(spec, values)
+    if problems:  # a value typed that is not a number: nothing is sent, the problem is shown under its field
+        st.session_state["outcome"] = Outcome(failure=Failure(
+            "rejected", "Nothing was sent: correct the fields marked in red and ask again.", FieldErrors(problems)))
+        return
     outcome = diagnose(client_for(config), build_record(spec, values), config, spec)
     st.session_state["outcome"] = outcome
     if outcome.ok and outcome.event_id:
@@ -111,8 +127,12 @@ def new_patient(spec: FormSpec) -> None:
 # ------------------------------------------------------------------------------------------------ widgets
 
 def escape_markdown(text: str) -> str:
-    """Text that st.markdown shows as is: markdown and HTML characters escaped (a name cannot format or link)."""
-    return "".join("\\" + c if c in "\\`*_{}[]()#+-.!|<>~" else c for c in str(text))
+    """Text that st.markdown shows as is: markdown and HTML characters escaped (a name cannot format or link).
+
+    ':' and '@' too: GFM turns 'http://…', 'www.…' and 'a@b.c' into links by themselves, and keeps the backslashes
+    of the escapes inside them visible ('evil\\.example'); '$' starts Streamlit's LaTeX, '&' an HTML entity.
+    """
+    return "".join("\\" + c if c in "\\`*_{}[]()#+-.!|<>~:@$&" else c for c in str(text))
 
 
 def term_key(term: str) -> str:
@@ -123,11 +143,10 @@ def term_key(term: str) -> str:
 def field_widget(f: FormField, codes: tuple[str, ...]) -> None:
     key = FIELD + f.name
     if f.kind in ("integer", "number"):
-        if f.kind == "integer":
-            st.number_input(f.title, value=None, step=1, format="%d", key=key, help=f.help, placeholder="not recorded")
-        else:
-            st.number_input(f.title, value=None, step=0.1, format="%.2f", key=key, help=f.help,
-                            placeholder="not recorded")
+        # Text, read by app.form.parse_number: the browser's number field drops a decimal comma (15,2 became 152,
+        # an age of 6,5 became 65), cut a decimal of a whole number (67.5 became 67), let go of a value too big for
+        # it, and its display rounded what was typed (0.004 showed as 0.00 and was sent as 0.004).
+        st.text_input(f.title, key=key, help=f.help, placeholder="not recorded", max_chars=MAX_NUMBER_CHARS)
     elif f.kind == "choice":
         st.selectbox(f.title, f.choices, index=None, format_func=f.choice_label, key=key, placeholder="not recorded")
     elif f.kind == "boolean":
@@ -140,8 +159,8 @@ def field_widget(f: FormField, codes: tuple[str, ...]) -> None:
 
 
 def show_errors(problems: list[str]) -> None:
-    for problem in problems:
-        st.error(problem, icon=":material/error:")
+    for problem in problems:  # the endpoint's words may quote what was typed: shown as text, never as markdown
+        st.error(escape_markdown(problem), icon=":material/error:")
 
 
 def symptom_picker(f: FormField, index: TermIndex, problems: list[str]) -> None:
@@ -171,7 +190,7 @@ def show_result(outcome: Outcome) -> None:
     result = outcome.result or {}
     with st.container(key="result", border=True):
         st.subheader("Diagnosis")
-        st.markdown(f"### {headline(result)}")
+        st.markdown(f"### {escape_markdown(headline(result))}")  # a label of the user's own is text
         note = decision_note(result)
         if note:
             st.caption(escape_markdown(note))
@@ -221,7 +240,7 @@ def feedback_section(config: AppConfig, spec: FormSpec, client: Any) -> None:
             if outcome.ok:
                 st.success(f"Confirmed diagnosis recorded ({outcome.key}).")
             elif outcome.message:
-                st.error(outcome.message)
+                st.error(escape_markdown(outcome.message))
 
 
 def patient_form(config: AppConfig, spec: FormSpec, failure: Any, accepted: bool) -> None:
@@ -241,7 +260,7 @@ def patient_form(config: AppConfig, spec: FormSpec, failure: Any, accepted: bool
                     field_widget(f, spec.known_codes)
                     show_errors(by_field.get(f.name, []))
         if failure is not None:
-            st.error(failure.message, icon=":material/block:")
+            st.error(escape_markdown(failure.message), icon=":material/block:")
             show_errors(failure.fields.general)
         st.form_submit_button("Get diagnosis", key="submit", type="primary", disabled=not accepted,
                               on_click=submit, args=(config, spec))

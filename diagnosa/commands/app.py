@@ -13,12 +13,14 @@ from urllib.parse import urlsplit
 
 from diagnosa.commands.common import (
     UsageError,
+    int_in,
     local_workspace,
     model_folder,
     positive_seconds,
     sagemaker_name,
     workspace,
 )
+from diagnosa.net import free_port
 from diagnosa.services import ServiceError
 
 
@@ -27,6 +29,10 @@ def cmd_app(args: argparse.Namespace) -> int:
     from app.form import FormError, load_form_spec
     from app.launch import streamlit_command
 
+    try:  # DIAGNOSA_APP_* as the app itself reads them: what a flag left out takes (they were overridden)
+        defaults = AppConfig.from_env(os.environ)
+    except ConfigError as err:
+        raise UsageError(str(err)) from None
     model = str(model_folder(Path(args.model), workspace(args))) if args.model else None
     if args.endpoint_url and args.region:
         raise UsageError("--region is for a SageMaker endpoint; the local endpoint is chosen by --endpoint-url")
@@ -35,14 +41,20 @@ def cmd_app(args: argparse.Namespace) -> int:
     try:
         config = AppConfig(endpoint_name=args.endpoint_name or model_endpoint_name(model),
                            endpoint_url=(args.endpoint_url or "").rstrip("/") or None,
-                           region=args.region, model=model, lake=args.feedback_lake, timeout=args.timeout, attempts=args.attempts,
-                           top_k=args.top_k, differential=args.differential)
+                           region=args.region, model=model, lake=args.feedback_lake,
+                           timeout=defaults.timeout if args.timeout is None else args.timeout,
+                           attempts=defaults.attempts if args.attempts is None else args.attempts,
+                           top_k=defaults.top_k if args.top_k is None else args.top_k,
+                           differential=defaults.differential if args.differential is None else args.differential)
         load_form_spec(model)  # a bad model folder fails here, not in the browser
     except (ConfigError, FormError) as err:
         raise UsageError(str(err)) from None
-    argv, env = streamlit_command(config.to_env(), host=args.host, port=args.port)
+    # --port 0: a free port chosen here, so the address printed is the one the app listens on (Streamlit's own
+    # choice was never printed: 'http://127.0.0.1:0').
+    port = args.port or free_port(args.host)
+    argv, env = streamlit_command(config.to_env(), host=args.host, port=port)
     named = f", endpoint '{config.endpoint_name}'" if config.is_local else ""  # SageMaker's description names it
-    print(f"Diagnosa app on http://{args.host}:{args.port} → {config.description}{named} (Ctrl-C stops it)", flush=True)
+    print(f"Diagnosa app on http://{args.host}:{port} → {config.description}{named} (Ctrl-C stops it)", flush=True)
     # Become the Streamlit server: SIGTERM and Ctrl-C reach it directly, no orphan is left behind.
     os.execve(argv[0], argv, env)
     return 0  # pragma: no cover - execve does not return
@@ -90,14 +102,17 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--feedback-lake", default=os.environ.get("DIAGNOSA_APP_LAKE"),
                         help="data lake (folder or s3://bucket/prefix) for confirmed diagnoses when the endpoint is a "
                              "SageMaker endpoint, which has no feedback route")
-    parser.add_argument("--timeout", type=positive_seconds, default=10.0, help="seconds to wait for a diagnosis (default 10)")
-    parser.add_argument("--attempts", type=int, default=2, help="attempts per call, retries included (default 2)")
+    parser.add_argument("--timeout", type=positive_seconds, default=None,
+                        help="seconds to wait for a diagnosis (default $DIAGNOSA_APP_TIMEOUT, else 10)")
+    parser.add_argument("--attempts", type=int_in(1, 10, "--attempts"), default=None,
+                        help="attempts per call, retries included (default $DIAGNOSA_APP_ATTEMPTS, else 2)")
     parser.add_argument("--top-k", type=int, default=None,
-                        help="categories in the top-k list, at most the model's labels (default: the endpoint's, 3 or "
-                             "all the labels of a model with fewer)")
-    parser.add_argument("--differential", type=int, default=int(os.environ.get("DIAGNOSA_APP_DIFFERENTIAL", "5")),
+                        help="categories in the top-k list, at most the model's labels (default $DIAGNOSA_APP_TOP_K, "
+                             "else the endpoint's: 3 or all the labels of a model with fewer)")
+    parser.add_argument("--differential", type=int, default=None,
                         help="rare diseases whose annotations best match the symptoms, listed under the diagnosis as "
-                             "decision support (default 5; 0: none)")
+                             "decision support (default $DIAGNOSA_APP_DIFFERENTIAL, else 5; 0: none)")
     parser.add_argument("--host", default="127.0.0.1", help="address the app listens on (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=8501, help="port the app listens on (default 8501)")
+    parser.add_argument("--port", type=int_in(0, 65535, "--port"), default=8501,
+                        help="port the app listens on (default 8501; 0 picks a free one)")
     parser.set_defaults(func=cmd_app)
