@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from diagnosa.labels import ascii_words
+
 if TYPE_CHECKING:  # the stubs are a dev dependency; the monitoring job's container has boto3 alone
     from types_boto3_cloudwatch.literals import StandardUnitType
     from types_boto3_cloudwatch.type_defs import DimensionTypeDef, MetricDatumTypeDef
@@ -23,6 +25,13 @@ def drift_score(report: dict[str, Any]) -> float:
     features = report.get("features", [])
     share = len(report.get("drifted_features", [])) / len(features) if features else 0.0
     return 1.0 if report.get("retrain", {}).get("recommended") and not report.get("drifted_features") else share
+
+
+def class_dimension(label: str) -> DimensionTypeDef:
+    """A class's dimension: CloudWatch takes ASCII dimension values only and refuses the whole PutMetricData call
+    for one accented label (ENFERMEDAD CRÓNICA: the monitoring job failed, DriftScore went unpublished and the drift
+    alarm blind), so a label is written as its recall-threshold parameter spells it (EnfermedadCronica)."""
+    return {"Name": "Class", "Value": ascii_words(label)}
 
 
 def metric_data(report: dict[str, Any], endpoint_name: str) -> list[MetricDatumTypeDef]:
@@ -42,7 +51,7 @@ def metric_data(report: dict[str, Any], endpoint_name: str) -> list[MetricDatumT
     quality = report.get("quality") or {}
     for label, c in (quality.get("per_class") or {}).items():
         if c.get("n") and c.get("recall") is not None:  # no feedback for a class: no point, not a zero
-            data.append({"MetricName": "LiveRecall", "Dimensions": [*dimensions, {"Name": "Class", "Value": label}],
+            data.append({"MetricName": "LiveRecall", "Dimensions": [*dimensions, class_dimension(label)],
                          "Timestamp": when, "Value": float(c["recall"]), "Unit": "None"})
     orphan = (quality.get("orphan") or {}).get("macro_recall")
     if orphan is not None:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import re
-import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,7 +30,7 @@ from diagnosa.data.schema import (
     config_slice,
     resource_name,
 )
-from diagnosa.labels import CATEGORIES
+from diagnosa.labels import CATEGORIES, ascii_words
 from diagnosa.serving_code import SERVING_PROGRAM
 from pipelines.service_model import instance_count_problem
 from processing.features import MISSING_INDICATORS, REDUCTIONS, FeatureParams
@@ -42,6 +41,9 @@ DEFAULT_FAMILIES = ("mlp", "logistic_regression", "xgboost", "gradient_boosting"
 DISTRIBUTED_FAMILIES = ("xgboost",)  # the families that train across instances (training/distributed.py)
 INSTANCE_COUNT_PARAMETERS = {"processing": "ProcessingInstanceCount", "training": "TrainingInstanceCount"}
 DEFAULT_RECALL_THRESHOLD = 0.80
+# Labels a dataset may have: Evaluate takes one container argument per label's threshold, besides its base folder
+# and two slice thresholds (6), and SageMaker takes at most 100 container arguments per job.
+MAX_LABELS = 90
 RECALL_THRESHOLD = "RecallThreshold"  # in the name of every recall-threshold parameter (a class's, a slice's)
 SEED_PARAMETER = "Seed"
 DEFAULT_ORPHAN_THRESHOLD = 0.50
@@ -83,27 +85,9 @@ def framework_images(region: str, processing_instance_type: str = "ml.m5.xlarge"
     return retrieve("training", processing_instance_type), retrieve("inference", endpoint_instance_type)
 
 
-def _ascii_words(text: str) -> str:
-    """Letters and digits of ``text`` as capitalised ASCII words: accents dropped (Ó → O), any other
-    non-ASCII letter or digit written as U+hex (肺 → U80ba), every other character a word break."""
-    words, word = [], ""
-    for char in unicodedata.normalize("NFKD", text):
-        if unicodedata.combining(char):
-            continue
-        if char.isascii() and char.isalnum():
-            word += char
-        elif not char.isascii() and unicodedata.category(char)[0] in "LN":
-            word += f"U{ord(char):04x}"
-        else:
-            words.append(word)
-            word = ""
-    words.append(word)
-    return "".join(w.capitalize() for w in words if w)
-
-
 def class_parameter(label: str) -> str:
     """'ENFERMEDAD CRÓNICA' → 'RecallThresholdEnfermedadCronica', '1' → 'RecallThreshold1' (ASCII names)."""
-    words = _ascii_words(label)
+    words = ascii_words(label)
     if not words:
         raise ValueError(f"label {label!r} has no letter or digit to name its recall-threshold parameter")
     return RECALL_THRESHOLD + words
@@ -125,7 +109,7 @@ def parameter_names(labels: tuple[str, ...] | list[str]) -> dict[str, str]:
 
 def slice_parameter(name: str) -> str:
     """'orphan' → 'OrphanRecallThreshold': the minimum macro recall on the dataset's slice of that name."""
-    return _ascii_words(name) + RECALL_THRESHOLD
+    return ascii_words(name) + RECALL_THRESHOLD
 
 
 ENDPOINT_PARAMETER = "EndpointName"
@@ -269,6 +253,10 @@ def check_settings(settings: PipelineSettings) -> None:
         raise ValueError(f"dataset name {settings.dataset!r} must be 1 to 63 ASCII letters, digits, '-' and '_'")
     if len(settings.labels) < 2 or len(set(settings.labels)) != len(settings.labels):
         raise ValueError(f"labels must be at least two distinct values, got {list(settings.labels)}")
+    if len(settings.labels) > MAX_LABELS:
+        raise ValueError(f"{len(settings.labels)} labels: the pipeline takes at most {MAX_LABELS} (the Evaluate job "
+                         "takes each label's recall threshold as one of SageMaker's at most 100 container "
+                         "arguments); merge the rarest into broader classes")
     names = settings.parameter_names()
     if settings.slice_name is not None:
         if not SLICE_NAME.match(settings.slice_name):
@@ -490,7 +478,7 @@ def build_pipeline(settings: PipelineSettings, session: Any) -> Any:
         [s3_in("model", select.properties.ProcessingOutputConfig.Outputs["champion"].S3Output.S3Uri, "model"),
          s3_in("test", outputs["test"].S3Output.S3Uri, "test")],
         ["evaluation", "report"],
-        ["--thresholds", Join(on="", values=["{", *_threshold_json(thresholds), "}"]),
+        [*_threshold_arguments(thresholds),
          *_slice_arguments(settings.slice_name, slice_threshold),
          *_slice_arguments(unseen_name, unseen_threshold)],
         property_files=[report])
@@ -594,12 +582,14 @@ def _slice_arguments(name: str | None, parameter: Any) -> list[Any]:
     return ["--slice-threshold", Join(on="", values=[f"{name}=", parameter.to_string()])]
 
 
-def _threshold_json(thresholds: dict[str, Any]) -> list[Any]:
-    """Pieces of a Join that renders {"label": value, ...} with the run's parameter values."""
-    pieces: list[Any] = []
-    for i, (label, parameter) in enumerate(thresholds.items()):
-        pieces += [("," if i else "") + json.dumps(label, ensure_ascii=True) + ":", parameter.to_string()]
-    return pieces
+def _threshold_arguments(thresholds: dict[str, Any]) -> list[Any]:
+    """One ``--recall-threshold=<label's ASCII name>=<value>`` per label: a container argument holds at most 256
+    characters and a job at most 100 of them. One JSON object of every label's threshold outgrew the 256 (16 labels,
+    or 7 with accents escaped): SageMaker would refuse the Evaluate job after every training job had run."""
+    from sagemaker.core.workflow.functions import Join
+
+    return [Join(on="", values=[f"--recall-threshold={ascii_words(label)}=", parameter.to_string()])
+            for label, parameter in thresholds.items()]
 
 
 OPERATIONS = {"Processing": "CreateProcessingJob", "Training": "CreateTrainingJob",

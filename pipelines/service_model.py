@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import difflib
 import functools
-from typing import Any
+from typing import Any, Iterator
 
 import botocore.session
 from botocore.validate import ParamValidator
@@ -42,23 +42,53 @@ COUNT_FIELDS = {"CreateProcessingJob": ("processing", ("ProcessingResources", "C
                 "CreateTrainingJob": ("training", ("ResourceConfig", "InstanceCount"))}
 
 
-def enum_problems(shape: Any, value: Any, path: str = "") -> list[str]:
+def request_nodes(shape: Any, value: Any, path: str = "") -> Iterator[tuple[Any, Any, str]]:
+    """Every value of a request with its shape and path (``A.B[0].C``; a map's key as ``A<key>``), the request itself
+    first."""
+    yield shape, value, path
+    if shape.type_name == "structure" and isinstance(value, dict):
+        for name, member in shape.members.items():
+            if name in value:
+                yield from request_nodes(member, value[name], f"{path}.{name}" if path else name)
+    elif shape.type_name == "list" and isinstance(value, list):
+        for i, item in enumerate(value):
+            yield from request_nodes(shape.member, item, f"{path}[{i}]")
+    elif shape.type_name == "map" and isinstance(value, dict):
+        for key, item in value.items():
+            yield from request_nodes(shape.key, key, f"{path}<{key}>")
+            yield from request_nodes(shape.value, item, f"{path}.{key}")
+
+
+def enum_problems(shape: Any, value: Any) -> list[str]:
     """Values outside their shape's enum (an instance type ``ml.bogus``), which botocore's validator does not
     check: the service refuses them when the job is created, so a run would fail at that step, not at start."""
-    if shape.type_name == "structure" and isinstance(value, dict):
-        return [problem for name, member in shape.members.items() if name in value
-                for problem in enum_problems(member, value[name], f"{path}.{name}" if path else name)]
-    if shape.type_name == "list" and isinstance(value, list):
-        return [problem for i, item in enumerate(value) for problem in enum_problems(shape.member, item, f"{path}[{i}]")]
-    if shape.type_name == "map" and isinstance(value, dict):
-        return [problem for key, item in value.items() for problem in enum_problems(shape.value, item, f"{path}.{key}")]
-    allowed = getattr(shape, "enum", None) or []
-    if allowed and isinstance(value, str) and value not in allowed:
-        close = difflib.get_close_matches(value, allowed, n=3, cutoff=0.6)
-        hint = f"; did you mean {', '.join(close)}?" if close else f" ({len(allowed)} valid values, e.g. {allowed[0]})"
-        return [f"Invalid value for parameter {path}, value: {value}: not one of the service's {shape.name} "
-                f"values{hint}"]
-    return []
+    problems = []
+    for node, item, path in request_nodes(shape, value):
+        allowed = getattr(node, "enum", None) or []
+        if allowed and isinstance(item, str) and item not in allowed:
+            close = difflib.get_close_matches(item, allowed, n=3, cutoff=0.6)
+            hint = f"; did you mean {', '.join(close)}?" if close else f" ({len(allowed)} valid values, e.g. {allowed[0]})"
+            problems.append(f"Invalid value for parameter {path}, value: {item}: not one of the service's {node.name} "
+                            f"values{hint}")
+    return problems
+
+
+def limit_problems(shape: Any, value: Any) -> list[str]:
+    """What botocore's validator leaves to the service (it checks minimums only): strings, lists and maps longer than
+    their shape's ``max`` (a container argument over 256 characters, a job with over 100 of them), numbers above
+    it (a blue/green wait over 3600 s). The service refuses the request when it is made: a job after the steps
+    before it have run."""
+    problems = []
+    for node, item, path in request_nodes(shape, value):
+        limit = node.metadata.get("max")
+        if limit is None:
+            continue
+        if node.type_name in ("string", "list", "map") and isinstance(item, (str, list, dict)) and len(item) > limit:
+            problems.append(f"Invalid length for parameter {path}, value: {len(item)}, valid max length: {limit}")
+        elif node.type_name in ("integer", "long", "float", "double") and isinstance(item, (int, float)) \
+                and not isinstance(item, bool) and item > limit:
+            problems.append(f"Invalid value for parameter {path}, value: {item}, valid max value: {limit}")
+    return problems
 
 
 def request_problems(operation: str, arguments: dict[str, Any]) -> str | None:
@@ -68,7 +98,7 @@ def request_problems(operation: str, arguments: dict[str, Any]) -> str | None:
     shape = _sagemaker().operation_model(operation).input_shape
     report = ParamValidator().validate(arguments, shape)
     problems = report.generate_report().splitlines() if report.has_errors() else []
-    problems += enum_problems(shape, arguments)
+    problems += enum_problems(shape, arguments) + limit_problems(shape, arguments)
     if operation in COUNT_FIELDS:
         kind, path = COUNT_FIELDS[operation]
         value: Any = arguments

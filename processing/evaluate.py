@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from diagnosa.data.schema import Schema
+from diagnosa.labels import ascii_words
 from diagnosa.logs import configure_logging
 from diagnosa.model import DiagnosaModel, ModelLoadError, apply_calibration, unpack_model
 from processing.calibration import honest_section
@@ -111,6 +112,28 @@ def _thresholds(text: str) -> dict[str, float]:
     return {str(k): float(v) for k, v in value.items()}
 
 
+def _named_threshold(text: str) -> tuple[str, float]:
+    name, sep, value = text.rpartition("=")
+    try:
+        if not sep or not name:
+            raise ValueError
+        return name, float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--recall-threshold takes NAME=NUMBER, got {text!r}") from None
+
+
+def recall_thresholds(labels: list[str], named: list[tuple[str, float]]) -> dict[str, float]:
+    """Label → threshold from ``(name, value)`` pairs naming each label by its ASCII spelling
+    (``diagnosa.labels.ascii_words``, as the label's pipeline parameter spells it): what the pipeline passes, short
+    arguments however many and long the labels. ValueError naming the names the model's labels have."""
+    by_name = {ascii_words(label): label for label in labels}
+    unknown = [name for name, _ in named if name not in by_name]
+    if unknown:
+        raise ValueError(f"--recall-threshold names no label of the model: {', '.join(unknown)} (its labels are "
+                         + ", ".join(f"{name} ({label})" for name, label in by_name.items()) + ")")
+    return {by_name[name]: value for name, value in named}
+
+
 def _slice_threshold(text: str) -> tuple[str, float]:
     name, sep, value = text.partition("=")
     try:
@@ -163,6 +186,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "gate's verdict) and output/report/ (docs/pipeline.md).", "Evaluate", "--orphan-threshold 0.5")
     parser.add_argument("--thresholds", type=_thresholds, default={},
                         help='per-class test recall thresholds as JSON, e.g. {"ENFERMEDAD TERMINAL": 0.8}')
+    parser.add_argument("--recall-threshold", type=_named_threshold, action="append", default=[],
+                        help="NAME=VALUE: test recall threshold of the label NAME spells in ASCII (EnfermedadCronica "
+                             "for ENFERMEDAD CRÓNICA, as its pipeline parameter; repeatable; what the pipeline passes)")
     parser.add_argument("--orphan-threshold", type=float, default=None, help="orphan-slice macro recall threshold")
     parser.add_argument("--slice-threshold", type=_slice_threshold, action="append", default=[],
                         help="NAME=VALUE: minimum macro recall on the dataset's slice NAME (repeatable)")
@@ -182,6 +208,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                      time.perf_counter() - started)
             started = time.perf_counter()
             result = evaluate_model(model, test, read_train_groups(test_dir))
+            args.thresholds |= recall_thresholds(list(model.labels), args.recall_threshold)
             result["gate"] = gate_section(result, args.thresholds, args.orphan_threshold, dict(args.slice_threshold))
             log.info("evaluated in %.2f s", time.perf_counter() - started)
         out_eval.mkdir(parents=True, exist_ok=True)

@@ -273,6 +273,7 @@ def test_a_definition_for_another_dataset(aws):
 @pytest.mark.parametrize("change, message", [
     ({"labels": ("a b", "c", "A-B")}, "labels 'a b' and 'A-B' both map to the parameter name RecallThresholdAB"),
     ({"labels": ("x", "x")}, "at least two distinct values"),
+    ({"labels": tuple(f"c{i}" for i in range(91))}, "91 labels: the pipeline takes at most 90"),
     ({"labels": ("a", "b"), "recall_thresholds": {"a": 0.5}}, "needs exactly the labels \\['a', 'b'\\]"),
     ({"labels": ("a", "b"), "slice_name": "bad-name"}, "slice name 'bad-name'"),
     ({"dataset": "my data"}, "dataset name 'my data'"),

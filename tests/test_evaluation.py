@@ -254,3 +254,18 @@ def test_unseen_groups_get_their_own_sub_slices_and_gate():
     assert recall_gate(result, {}, slice_thresholds={"orphan_seen": 0.9}) == []
     with pytest.raises(ValueError, match="subset of the slice"):
         evaluate(y, proba, labels, orphan=in_slice, unseen=np.array([False] * 5 + [True]))
+
+
+def test_the_pipelines_recall_thresholds_name_each_label_in_ascii():
+    # One JSON argument of every label's threshold outgrew SageMaker's 256 characters per container argument: the
+    # pipeline passes --recall-threshold=<label as its parameter spells it>=<value>, one per label.
+    from processing.evaluate import main, recall_thresholds
+
+    labels = ["NO ENFERMO", "ENFERMEDAD CRÓNICA", "grave crónica", "肺"]
+    assert recall_thresholds(labels, [("EnfermedadCronica", 0.7), ("GraveCronica", 0.3), ("U80ba", 0.5)]) == {
+        "ENFERMEDAD CRÓNICA": 0.7, "grave crónica": 0.3, "肺": 0.5}
+    with pytest.raises(ValueError, match="--recall-threshold names no label of the model: Cronica \\(its labels are "
+                                         "NoEnfermo \\(NO ENFERMO\\), EnfermedadCronica \\(ENFERMEDAD CRÓNICA\\)"):
+        recall_thresholds(labels, [("Cronica", 0.7)])
+    with pytest.raises(SystemExit):  # argparse's usage error: no number
+        main(["--base-dir", "/nonexistent", "--recall-threshold=NoEnfermo=high"])

@@ -34,11 +34,22 @@ time.sleep(sleep)
 """
 
 
+def script_file(folder: Path, text: str) -> str:
+    """``text`` as a script file in ``folder``: a container argument holds at most 256 characters (the executor checks
+    it, as SageMaker does), so a step's code goes in a file, as the pipeline's steps bring theirs."""
+    import hashlib
+
+    path = folder / f"step-{hashlib.sha256(text.encode()).hexdigest()[:12]}.py"
+    folder.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return str(path)
+
+
 def processing(name: str, inputs: list, marker: Path, sleep: float = 0.0, **extra) -> dict:
     return {"Name": name, "Type": "Processing", **extra, "Arguments": {
         "ProcessingResources": {"ClusterConfig": {"InstanceCount": 1, "InstanceType": "ml.m5.large",
                                                   "VolumeSizeInGB": 1}},
-        "AppSpecification": {"ImageUri": "local", "ContainerEntrypoint": ["python3", "-c", SCRIPT],
+        "AppSpecification": {"ImageUri": "local", "ContainerEntrypoint": ["python3", script_file(marker.parent, SCRIPT)],
                              "ContainerArguments": [name, str(marker), str(sleep), "/opt/ml/processing"]},
         "RoleArn": "arn:aws:iam::000000000000:role/test",
         "ProcessingInputs": [{"InputName": f"in{i}", "S3Input": {
@@ -181,8 +192,8 @@ def test_property_files_feed_conditions(setup):
     d = definition(marker)
     # Join writes score.json through an extra command; the gate compares its value.
     join = next(s for s in d["Steps"] if s["Name"] == "Join")
-    join["Arguments"]["AppSpecification"]["ContainerEntrypoint"] = ["python3", "-c", SCRIPT + (
-        "\nimport json\n(out / 'score.json').write_text(json.dumps({'metrics': {'recall': 0.42}}))\n")]
+    join["Arguments"]["AppSpecification"]["ContainerEntrypoint"] = ["python3", script_file(marker.parent, SCRIPT + (
+        "\nimport json\n(out / 'score.json').write_text(json.dumps({'metrics': {'recall': 0.42}}))\n"))]
     gate = d["Steps"][-1]["Arguments"]
     gate["Conditions"] = [{"Type": "GreaterThanOrEqualTo", "LeftValue": {"Std:JsonGet": {
         "PropertyFile": {"Get": "Steps.Join.PropertyFiles.Result"}, "Path": "metrics.recall"}},
@@ -359,18 +370,39 @@ def test_enum_fields_of_a_request_are_held_to_the_service_models_values():
         in request_problems("CreateProcessingJob", request)
 
 
-def _interrupting(name: str, inputs: list, pid: int) -> dict:
+def test_lengths_over_the_service_models_maximum_are_problems():
+    """botocore's validator checks a length's minimum only: a container argument over 256 characters (Evaluate's
+    thresholds of 16 labels), over 100 arguments, or an environment variable's name over its maximum passed it and
+    would be refused when SageMaker creates the job, after the steps before it have run."""
+    from pipelines.service_model import request_problems
+
+    request = {"ProcessingJobName": "p", "RoleArn": "arn:aws:iam::111122223333:role/r",
+               "AppSpecification": {"ImageUri": "image", "ContainerArguments": ["a" * 256]},
+               "ProcessingResources": {"ClusterConfig": {"InstanceCount": 1, "InstanceType": "ml.m5.xlarge",
+                                                         "VolumeSizeInGB": 30}}, "Environment": {"K" * 256: "v"}}
+    assert request_problems("CreateProcessingJob", request) is None
+    request["AppSpecification"]["ContainerArguments"] = ["a" * 257] + ["b"] * 100
+    request["Environment"] = {"K" * 257: "v"}
+    assert sorted(request_problems("CreateProcessingJob", request).splitlines()) == [
+        "Invalid length for parameter AppSpecification.ContainerArguments, value: 101, valid max length: 100",
+        "Invalid length for parameter AppSpecification.ContainerArguments[0], value: 257, valid max length: 256",
+        f"Invalid length for parameter Environment<{'K' * 257}>, value: 257, valid max length: 256"]
+
+
+def _interrupting(name: str, inputs: list, marker: Path) -> dict:
     """A step whose job does what Ctrl-C does to the command running the pipeline (SIGINT to that process), then
     ends well."""
-    step = processing(name, inputs, Path("unused"))
-    step["Arguments"]["AppSpecification"]["ContainerEntrypoint"] = [
-        "python3", "-c", "import os, pathlib, signal, time\n"
-                         "out = pathlib.Path('/opt/ml/processing/output/out')\n"
-                         "out.mkdir(parents=True, exist_ok=True)\n"
-                         f"(out / '{name}.txt').write_text('{name}')\n"
-                         f"os.kill({pid}, signal.SIGINT)\n"
-                         "time.sleep(0.5)\n"]
-    step["Arguments"]["AppSpecification"].pop("ContainerArguments")
+    import os
+
+    step = processing(name, inputs, marker)
+    step["Arguments"]["AppSpecification"]["ContainerEntrypoint"] = ["python3", script_file(marker.parent, (
+        "import os, pathlib, signal, sys, time\n"
+        "out = pathlib.Path(sys.argv[1]) / 'output' / 'out'\n"
+        "out.mkdir(parents=True, exist_ok=True)\n"
+        f"(out / '{name}.txt').write_text('{name}')\n"
+        f"os.kill({os.getpid()}, signal.SIGINT)\n"
+        "time.sleep(0.5)\n"))]
+    step["Arguments"]["AppSpecification"]["ContainerArguments"] = ["/opt/ml/processing"]
     return step
 
 
@@ -378,15 +410,10 @@ def _interrupting(name: str, inputs: list, pid: int) -> dict:
 def test_an_interrupt_stops_what_is_left_and_one_after_the_last_step_stops_nothing(setup, interrupted_by):
     # Ctrl-C during the last step (the Deploy of a run) let it end, then recorded the run as Stopped, "stopped
     # before the end", with every step succeeded; --resume only flipped it to Succeeded.
-    import os
-
     executor, _, marker, lines = setup
     first = (_interrupting if interrupted_by == "First" else processing)("First", [{"Get": "Parameters.InputUri"}],
-                                                                          *([os.getpid()] if interrupted_by == "First"
-                                                                            else [marker]))
-    last = (_interrupting if interrupted_by == "Last" else processing)("Last", [output_of("First")],
-                                                                        *([os.getpid()] if interrupted_by == "Last"
-                                                                          else [marker]))
+                                                                          marker)
+    last = (_interrupting if interrupted_by == "Last" else processing)("Last", [output_of("First")], marker)
     pipeline = {"Version": "2020-12-01", "Steps": [first, last],
                 "Parameters": [{"Name": "InputUri", "Type": "String", "DefaultValue": f"s3://{BUCKET}/curated/seed"}]}
     try:
@@ -401,4 +428,4 @@ def test_an_interrupt_stops_what_is_left_and_one_after_the_last_step_stops_nothi
         assert (record.status, record.data["FailureReason"]) == ("Stopped", "interrupted")
         assert "Last" not in record.steps  # not started once interrupted
         resumed = executor.resume(record.id)
-        assert resumed.status == "Succeeded" and resumed.steps["Last"]["StepStatus"] == "Succeeded"
+        assert resumed.status == "Succeeded", resumed.data.get("FailureReason"); assert resumed.steps["Last"]["StepStatus"] == "Succeeded"

@@ -108,11 +108,14 @@ def test_the_hosts_of_an_isolated_training_job_reach_each_other(tmp_path, mappin
         "            time.sleep(0.1)\n"
         "    peer.sendall(me.encode()); said = 'sent'\n"
         "pathlib.Path(sys.argv[2], me).write_text(said)\n")
+    program_file = tmp_path / "peers.py"
+    program_file.write_text(program, encoding="utf-8")
     request = {
         "TrainingJobName": "peers", "RoleArn": "arn:aws:iam::123456789012:role/diagnosa-training",
         "AlgorithmSpecification": {"TrainingImage": "123456789012.dkr.ecr.eu-west-1.amazonaws.com/diagnosa-dev-images:1",
                                    "TrainingInputMode": "File",
-                                   "ContainerEntrypoint": [sys.executable, "-c", program],
+                                   # A file: a container argument holds at most 256 characters, as SageMaker checks.
+                                   "ContainerEntrypoint": [sys.executable, str(program_file)],
                                    "ContainerArguments": ["/opt/ml/input/config/resourceconfig.json", "/opt/ml/model"]},
         "OutputDataConfig": {"S3OutputPath": "s3://lake/artifacts/models"},
         "ResourceConfig": {"InstanceCount": 2, "InstanceType": "ml.m5.xlarge", "VolumeSizeInGB": 30},

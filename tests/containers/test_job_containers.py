@@ -30,6 +30,7 @@ import tarfile
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
@@ -67,18 +68,27 @@ def execution(tmp_path_factory, curated_cohort, seed_lake):
     return SimpleNamespace(root=root, lake=lake, definition=definition, record=record, frame=frame)
 
 
-@pytest.fixture(scope="module")
-def s3(aws_endpoint, execution):
-    """The lake, as the bucket the definition names, behind an S3 endpoint."""
+def lake_bucket(aws_endpoint: Any, lake: DataLake) -> Any:
+    """The lake, as the bucket the definition names, behind an S3 endpoint: its client."""
     import logging
 
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # the endpoint's access log
     url, session = aws_endpoint
     client = session.client("s3", endpoint_url=url)
-    client.create_bucket(Bucket=LOCAL_BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION})
-    for key in execution.lake.list(""):
-        client.put_object(Bucket=LOCAL_BUCKET, Key=key, Body=execution.lake.get_bytes(key))
+    try:
+        client.create_bucket(Bucket=LOCAL_BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION})
+    except client.exceptions.BucketAlreadyOwnedByYou:  # another module's lake, on the session's one S3 endpoint
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=LOCAL_BUCKET):
+            for item in page.get("Contents", []):
+                client.delete_object(Bucket=LOCAL_BUCKET, Key=item["Key"])
+    for key in lake.list(""):
+        client.put_object(Bucket=LOCAL_BUCKET, Key=key, Body=lake.get_bytes(key))
     return client
+
+
+@pytest.fixture(scope="module")
+def s3(aws_endpoint, execution):
+    return lake_bucket(aws_endpoint, execution.lake)
 
 
 def steps_of(definition: dict, kind: str) -> list[str]:

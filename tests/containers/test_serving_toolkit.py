@@ -14,6 +14,7 @@ install at start-up succeeds only because every pin is already satisfied.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -24,6 +25,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any, Iterator
 
 import pytest
 
@@ -82,11 +84,9 @@ def serving_container(root: Path, trained_model_dir: Path, environment: dict[str
     return [sys.executable, "-c", LAUNCHER, str(root / "ts.properties")], env, port
 
 
-@pytest.fixture(scope="module")
-def torchserve(tmp_path_factory, trained_model_dir, definition):
-    image, environment = serving_environment(definition)
-    assert "pytorch-inference" in image
-    root = tmp_path_factory.mktemp("container")
+@contextlib.contextmanager
+def running_torchserve(root: Path, trained_model_dir: Path, environment: dict[str, str]) -> Iterator[dict[str, Any]]:
+    """TorchServe serving the model as the container would, until it answers /ping; stopped, all of it, after."""
     command, env, port = serving_container(root, trained_model_dir, environment)
     log = open(root / "serve.log", "w", encoding="utf-8")
     process = subprocess.Popen(command, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -114,6 +114,14 @@ def torchserve(tmp_path_factory, trained_model_dir, definition):
         # The frontend runs in its own process; make sure no TorchServe outlives the test.
         subprocess.run(["pkill", "-f", f"org.pytorch.serve.ModelServer.*{root}"], check=False)
         log.close()
+
+
+@pytest.fixture(scope="module")
+def torchserve(tmp_path_factory, trained_model_dir, definition):
+    image, environment = serving_environment(definition)
+    assert "pytorch-inference" in image
+    with running_torchserve(tmp_path_factory.mktemp("container"), trained_model_dir, environment) as served:
+        yield served
 
 
 def invoke(url: str, body: bytes, content_type: str | None = JSON, accept: str | None = None) -> tuple[int, str, bytes]:
