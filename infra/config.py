@@ -125,6 +125,8 @@ class StageConfig:
             problems.append("traffic_shifting must be CANARY or ALL_AT_ONCE")
         if not 1 <= self.canary_percent <= 50:
             problems.append("canary_percent must be in [1, 50]")
+        if not 0 <= self.bake_seconds <= 3600:  # UpdateEndpoint's WaitIntervalInSeconds / TerminationWaitInSeconds
+            problems.append("bake_seconds must be in [0, 3600] (SageMaker's limit on a blue/green wait)")
         if self.raw_retention_mode not in ("COMPLIANCE", "GOVERNANCE"):
             problems.append(f"raw_retention_mode must be COMPLIANCE or GOVERNANCE, got {self.raw_retention_mode!r}")
         if not 1 <= self.raw_retention_days <= 36500:

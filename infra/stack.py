@@ -37,7 +37,15 @@ from constructs import Construct, IConstruct
 
 from infra.config import StageConfig
 from infra.images import SERVING, BakedImages, base_images, repository_name
-from infra.pipeline_definition import CODE_PREFIX, RUNS_PREFIX, VPC_AZS, EmbeddedDefinition, embedded_definition
+from infra.pipeline_definition import (
+    CODE_PREFIX,
+    RUNS_PREFIX,
+    VPC_AZS,
+    EmbeddedDefinition,
+    embedded_definition,
+    pipeline_settings,
+)
+from monitoring.cloudwatch import class_dimension
 
 FUNCTIONS = Path(__file__).parent / "functions"
 ZONES = ("raw", "curated", "features", "artifacts", "capture", "feedback", "quarantine")
@@ -54,6 +62,9 @@ UNSCOPED_ACTIONS: dict[str, str] = {
     "ecr:GetAuthorizationToken": "it only yields a registry login; image pulls are limited to the repositories of "
                                  "the images the pipeline definition names",
     "cloudwatch:PutMetricData": "limited by the cloudwatch:namespace condition to the drift alarm's namespace",
+    **{action: "Application Auto Scaling's Describe actions have no resource-level permissions; the functions describe "
+               "only their endpoint variant's target and policies (ResourceIds/ResourceId in the request)"
+       for action in ("application-autoscaling:DescribeScalableTargets", "application-autoscaling:DescribeScalingPolicies")},
     "sagemaker:ListModelPackages": "no resource-level permissions; the promote function lists only the source "
                                    "stage's group, whose versions it may describe (scoped) and nothing else",
     **{action: "List operations have no resource-level permissions; the endpoint-resources function keeps only "
@@ -649,11 +660,17 @@ class DiagnosaStack(Stack):
 
     # ------------------------------------------------------------------------------------------ endpoint
 
+    @property
+    def rollback_alarm_names(self) -> list[str]:
+        """The endpoint's 5xx and latency alarms, which roll a blue/green deployment back (the deploy function names
+        them in UpdateEndpoint, and its role may describe them)."""
+        return [f"{self.prefix}-5xx", f"{self.prefix}-model-latency"]
+
     def _endpoint_alarms(self) -> list[cloudwatch.Alarm]:
         c = self.config
         dims = {"EndpointName": self.endpoint_name, "VariantName": VARIANT}
         errors = cloudwatch.Alarm(
-            self, "Endpoint5xxAlarm", alarm_name=f"{self.prefix}-5xx",
+            self, "Endpoint5xxAlarm", alarm_name=self.rollback_alarm_names[0],
             alarm_description="Endpoint 5xx errors: rolls a blue/green deployment back",
             metric=cloudwatch.Metric(namespace="AWS/SageMaker", metric_name="Invocation5XXErrors",
                                      dimensions_map=dims, statistic="Sum", period=Duration.minutes(1)),
@@ -661,7 +678,7 @@ class DiagnosaStack(Stack):
             comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
             treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING)
         latency = cloudwatch.Alarm(
-            self, "EndpointLatencyAlarm", alarm_name=f"{self.prefix}-model-latency",
+            self, "EndpointLatencyAlarm", alarm_name=self.rollback_alarm_names[1],
             alarm_description="Endpoint model latency p95: rolls a blue/green deployment back",
             metric=cloudwatch.Metric(namespace="AWS/SageMaker", metric_name="ModelLatency", dimensions_map=dims,
                                      statistic="p95", period=Duration.minutes(1)),
@@ -729,7 +746,13 @@ class DiagnosaStack(Stack):
             role=role.without_policy_updates(), environment=environment, environment_encryption=self.key,
             timeout=Duration.minutes(2), memory_size=256, reserved_concurrent_executions=1,
             dead_letter_queue=self.dead_letters, log_group=log_group, **self._function_placement())
-        function.node.add_dependency(role)
+        # Deleted after the function's own permissions and network: a custom resource's Delete (cdk destroy) runs
+        # the function last, which needs its policies and, in VPC mode, the VPC endpoints.
+        function.node.add_dependency(role, *[p for p in (self._policies.get(role.node.path),
+                                                         self.node.try_find_child(f"{ident}RoleUnscopedPolicy")) if p])
+        if self.vpc is not None:
+            function.node.add_dependency(*[c for c in self.vpc.node.children
+                                           if isinstance(c, (ec2.InterfaceVpcEndpoint, ec2.GatewayVpcEndpoint))])
         if self.vpc is None:
             self.ack(function, "HIPAA.Security-LambdaInsideVPC",
                         "The function only calls AWS APIs over TLS and reads no patient data; set the context flag "
@@ -761,13 +784,19 @@ class DiagnosaStack(Stack):
                                 conditions={"Bool": {"kms:GrantIsForAWSResource": "true"}}),
             iam.PolicyStatement(sid="Autoscaling", actions=[
                 "application-autoscaling:RegisterScalableTarget", "application-autoscaling:DeregisterScalableTarget",
-                "application-autoscaling:DescribeScalableTargets", "application-autoscaling:PutScalingPolicy",
-                "application-autoscaling:DescribeScalingPolicies", "application-autoscaling:TagResource"],
+                "application-autoscaling:PutScalingPolicy", "application-autoscaling:TagResource"],
                 resources=[self.arn("application-autoscaling", "scalable-target", "*")]),
+            iam.PolicyStatement(sid="DescribeAutoscaling", actions=[  # no resource-level permissions: Resource "*"
+                "application-autoscaling:DescribeScalableTargets", "application-autoscaling:DescribeScalingPolicies"],
+                resources=["*"]),
             iam.PolicyStatement(sid="TargetTrackingAlarms", actions=[
                 "cloudwatch:PutMetricAlarm", "cloudwatch:DescribeAlarms", "cloudwatch:DeleteAlarms"],
                 resources=[self.arn("cloudwatch", "alarm", f"TargetTracking-endpoint/{self.endpoint_name}/*",
                                     sep=cdk.ArnFormat.COLON_RESOURCE_NAME)]),
+            # UpdateEndpoint's AutoRollbackConfiguration: SageMaker checks the caller may describe the rollback alarms.
+            iam.PolicyStatement(sid="RollbackAlarms", actions=["cloudwatch:DescribeAlarms"],
+                                resources=[self.arn("cloudwatch", "alarm", name, sep=cdk.ArnFormat.COLON_RESOURCE_NAME)
+                                           for name in self.rollback_alarm_names]),
             # Monitoring baselines: copied from the serving package's run folder into the endpoint's baseline
             # prefix (server-side copy), and removed from it before another model takes traffic.
             iam.PolicyStatement(sid="ReadRegisteredBaselines", actions=["s3:GetObject"],
@@ -794,7 +823,7 @@ class DiagnosaStack(Stack):
             "MIN_INSTANCES": str(c.endpoint_min_instances), "MAX_INSTANCES": str(c.endpoint_max_instances),
             "INVOCATIONS_PER_INSTANCE": str(c.invocations_per_instance), "TRAFFIC_SHIFTING": c.traffic_shifting,
             "CANARY_PERCENT": str(c.canary_percent), "BAKE_SECONDS": str(c.bake_seconds),
-            "ROLLBACK_ALARMS": f"{self.prefix}-5xx,{self.prefix}-model-latency",  # the alarms above, by name
+            "ROLLBACK_ALARMS": ",".join(self.rollback_alarm_names),
             # What it creates carries the stack's tags and its own name (see _endpoint_resources)
             "MANAGED_BY": f"{self.prefix}-deploy", "RESOURCE_TAGS": json.dumps(self.resource_tags, sort_keys=True),
         }
@@ -863,10 +892,11 @@ class DiagnosaStack(Stack):
                                                                      "sagemaker:ListModels"], resources=["*"]),
             iam.PolicyStatement(sid="ServedPackageStatus", actions=["sagemaker:DescribeModelPackage"],
                                 resources=[self.arn("sagemaker", "model-package", f"{group}/*")]),
-            iam.PolicyStatement(sid="Autoscaling", actions=[
-                "application-autoscaling:DescribeScalableTargets", "application-autoscaling:DescribeScalingPolicies",
-                "application-autoscaling:DeregisterScalableTarget"],
-                resources=[self.arn("application-autoscaling", "scalable-target", "*")]),
+            iam.PolicyStatement(sid="Autoscaling", actions=["application-autoscaling:DeregisterScalableTarget"],
+                                resources=[self.arn("application-autoscaling", "scalable-target", "*")]),
+            iam.PolicyStatement(sid="DescribeAutoscaling", actions=[  # no resource-level permissions: Resource "*"
+                "application-autoscaling:DescribeScalableTargets", "application-autoscaling:DescribeScalingPolicies"],
+                resources=["*"]),
             iam.PolicyStatement(sid="PublishEndpointDrift", actions=["cloudwatch:PutMetricData"], resources=["*"],
                                 conditions={"StringEquals": {"cloudwatch:namespace": namespace}}),
         ]
@@ -1008,6 +1038,17 @@ class DiagnosaStack(Stack):
                                          "PipelineName": self.prefix, **({"StepName": step} if step else {})})
 
         line = cloudwatch.HorizontalAnnotation
+        # The thresholds the stage's pipeline gates with (a dataset's [gate] over the stage's defaults); the live
+        # orphan slice is the built-in cohort's (the monitor publishes no other slice).
+        gate = pipeline_settings(c)
+        per_class = gate["recall_thresholds"]
+        orphan = gate.get("slice_name", "orphan") == "orphan"
+        gate_lines = [line(value=value, label="gate: " + ("per class" if len(set(per_class.values())) == 1 else
+                                                          ", ".join(k for k, v in per_class.items() if v == value)))
+                      for value in sorted(set(per_class.values()))]
+        if orphan:
+            gate_lines.append(line(value=gate["orphan_threshold"], label="gate: orphan slice"))
+
         dashboard = cloudwatch.Dashboard(self, "Dashboard", dashboard_name=self.prefix,
                                          default_interval=Duration.days(14))
         dashboard.add_widgets(
@@ -1024,11 +1065,11 @@ class DiagnosaStack(Stack):
                                    right=[monitoring("DriftedFeatures", "drifted features"),
                                           monitoring("FailingClasses", "failing classes")]),
             cloudwatch.GraphWidget(title="Live recall from doctors' feedback", width=12,
-                                   left=[*(monitoring("LiveRecall", label, Class=label) for label in c.labels),
-                                         monitoring("LiveOrphanMacroRecall", "orphan slice (macro)")],
+                                   left=[*(monitoring("LiveRecall", label, Class=class_dimension(label)["Value"])
+                                           for label in c.labels),
+                                         *([monitoring("LiveOrphanMacroRecall", "orphan slice (macro)")] if orphan else [])],
                                    left_y_axis=cloudwatch.YAxisProps(min=0, max=1),
-                                   left_annotations=[line(value=c.recall_threshold, label="gate: per class"),
-                                                     line(value=c.orphan_threshold, label="gate: orphan slice")]))
+                                   left_annotations=gate_lines))
         dashboard.add_widgets(
             cloudwatch.GraphWidget(title="Pipeline executions", width=8, left=[
                 pipeline("ExecutionStarted", "started"), pipeline("ExecutionSucceeded", "succeeded"),

@@ -93,8 +93,12 @@ def test_the_stack_trains_serves_and_retrains_the_stages_dataset(tmp_path, confi
     granted = json.dumps(fold["Properties"]["PolicyDocument"])
     assert "/curated/mi_hospital/*" in granted and "/quarantine/mi_hospital/*" in granted
     assert "curated/patients" not in granted and "quarantine/patients" not in granted
-    # The dashboard plots each of the dataset's labels' live recall.
+    # The dashboard plots each of the dataset's labels' live recall, named in ASCII as the monitoring job publishes
+    # them, with the dataset's gate (its [gate]: 0.6 for crítico, the default 0.8 for the rest) and no orphan slice.
     [dashboard] = template.find_resources("AWS::CloudWatch::Dashboard").values()
     body = json.dumps(dashboard["Properties"]["DashboardBody"], ensure_ascii=False)
-    assert all(f'\\"Class\\",\\"{label}\\"' in body for label in ("leve", "grave", "crítico")), body[:2000]
-    assert "NO ENFERMO" not in body
+    assert all(f'\\"Class\\",\\"{name}\\"' in body for name in ("Leve", "Grave", "Critico")), body[:2000]
+    assert "NO ENFERMO" not in body and "crítico" in body  # the line's label stays the label
+    assert '{\\"value\\":0.6,\\"label\\":\\"gate: crítico\\"' in body
+    assert '{\\"value\\":0.8,\\"label\\":\\"gate: leve, grave\\"' in body
+    assert "orphan" not in body.lower()

@@ -50,6 +50,7 @@ import os
 import re
 import time
 import urllib.request
+from datetime import datetime
 from typing import Any, Callable
 
 import boto3
@@ -80,7 +81,7 @@ def handler(event: dict[str, Any], context: Any = None, *, sagemaker: Any = None
     now = time.time() if now is None else now
     kind = event.get("detail-type")
     if kind == PACKAGE_EVENT:
-        return deploy(event["detail"], sagemaker, env, now=now, s3=s3)
+        return deploy(event["detail"], sagemaker, env, now=now, s3=s3, sent=event.get("time"))
     if kind == ENDPOINT_EVENT:
         detail = event.get("detail", {})
         if detail.get("EndpointName") != env["ENDPOINT_NAME"] or detail.get("EndpointStatus") != "IN_SERVICE":
@@ -130,7 +131,8 @@ def network_isolated(env: dict[str, str]) -> bool:
     return bool(env.get("SERVING_IMAGE"))
 
 
-def deploy(detail: dict[str, Any], sagemaker: Any, env: dict[str, str], *, now: float, s3: Any = None) -> dict[str, Any]:
+def deploy(detail: dict[str, Any], sagemaker: Any, env: dict[str, str], *, now: float, s3: Any = None,
+           sent: str | None = None) -> dict[str, Any]:
     arn = detail.get("ModelPackageArn")
     if not arn:
         raise Refused("the event names no ModelPackageArn")
@@ -142,6 +144,18 @@ def deploy(detail: dict[str, Any], sagemaker: Any, env: dict[str, str], *, now: 
         raise Refused(f"{arn} is {status}, not Approved: nothing deployed")
 
     endpoint = env["ENDPOINT_NAME"]
+    current = _describe_endpoint(sagemaker, endpoint)
+    if current is not None and current["EndpointStatus"] not in ("InService", "Failed"):
+        # EventBridge retries the event; a deployment in progress is never interrupted, and nothing is created.
+        raise RuntimeError(f"endpoint {endpoint} is {current['EndpointStatus']}; retry once it settles")
+    if current is not None and sent and current["EndpointStatus"] == "InService" \
+            and serving_package(sagemaker, endpoint) == arn:
+        # A copy of the event that deployed what serves (EventBridge delivers at least once): the config it made is
+        # newer than the event. A later approval of the same version (the drift remedy) is newer and redeploys.
+        made = sagemaker.describe_endpoint_config(EndpointConfigName=current["EndpointConfigName"])["CreationTime"]
+        if made.timestamp() >= datetime.fromisoformat(sent.replace("Z", "+00:00")).timestamp():
+            log.info("%s already serves %s since after this event (%s): a duplicate, nothing done", endpoint, arn, sent)
+            return {"action": "unchanged", "endpoint": endpoint, "model_package": arn}
     version = package.get("ModelPackageVersion", 0)
     name = f"{endpoint}-v{version}-{time.strftime('%Y%m%d%H%M%S', time.gmtime(now))}"[:63]
     [container] = package["InferenceSpecification"]["Containers"][:1] or [None]
@@ -178,10 +192,6 @@ def deploy(detail: dict[str, Any], sagemaker: Any, env: dict[str, str], *, now: 
             "CaptureContentTypeHeader": {"JsonContentTypes": ["application/json"], "CsvContentTypes": ["text/csv"]}},
         Tags=_tag_list(resource_tags(env, arn)))
 
-    current = _describe_endpoint(sagemaker, endpoint)
-    if current is not None and current["EndpointStatus"] not in ("InService", "Failed"):
-        # EventBridge retries the event; a deployment in progress is never interrupted.
-        raise RuntimeError(f"endpoint {endpoint} is {current['EndpointStatus']}; retry once it settles")
     if env.get("LAKE_BUCKET"):
         # From here traffic may come from the new model: no monitoring against the old one's baselines.
         removed = clear_baselines(s3 or boto3.client("s3"), env)

@@ -56,6 +56,15 @@ def handler(event: dict[str, Any], context: Any = None, *, source: Any = None, t
                       "nothing promoted")
     done = already_promoted(target, env["TARGET_GROUP"], arn)
     if done:
+        described = target.describe_model_package(ModelPackageName=done)
+        if described.get("ModelApprovalStatus") == "PendingManualApproval":
+            # registered by an earlier attempt whose approval failed: finish it (never re-approve a Rejected one)
+            target.update_model_package(ModelPackageArn=done, ModelApprovalStatus="Approved",
+                                        CustomerMetadataProperties=described.get("CustomerMetadataProperties") or {},
+                                        ApprovalDescription=f"promoted from {arn} by the delivery pipeline after its "
+                                                            "manual approval (completed by a retry)")
+            log.info("%s was registered already as %s; approved it now", arn, done)
+            return {"status": "promoted", "source": arn, "target": done, "copied": []}
         log.info("%s was promoted already as %s", arn, done)
         return {"status": "already promoted", "source": arn, "target": done}
     prefix = f"{env['PROMOTED_PREFIX']}{env['SOURCE_GROUP']}-v{package.get('ModelPackageVersion')}/"
