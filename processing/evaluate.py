@@ -18,7 +18,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -112,14 +112,17 @@ def _thresholds(text: str) -> dict[str, float]:
     return {str(k): float(v) for k, v in value.items()}
 
 
-def _named_threshold(text: str) -> tuple[str, float]:
-    name, sep, value = text.rpartition("=")
-    try:
-        if not sep or not name:
-            raise ValueError
-        return name, float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--recall-threshold takes NAME=NUMBER, got {text!r}") from None
+def _named_threshold(flag: str) -> Callable[[str], tuple[str, float]]:
+    """The parser of ``flag NAME=NUMBER`` (a name holds no '=')."""
+    def parse(text: str) -> tuple[str, float]:
+        name, sep, value = text.rpartition("=")
+        try:
+            if not sep or not name:
+                raise ValueError
+            return name, float(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{flag} takes NAME=NUMBER, got {text!r}") from None
+    return parse
 
 
 def recall_thresholds(labels: list[str], named: list[tuple[str, float]]) -> dict[str, float]:
@@ -132,16 +135,6 @@ def recall_thresholds(labels: list[str], named: list[tuple[str, float]]) -> dict
         raise ValueError(f"--recall-threshold names no label of the model: {', '.join(unknown)} (its labels are "
                          + ", ".join(f"{name} ({label})" for name, label in by_name.items()) + ")")
     return {by_name[name]: value for name, value in named}
-
-
-def _slice_threshold(text: str) -> tuple[str, float]:
-    name, sep, value = text.partition("=")
-    try:
-        if not sep or not name:
-            raise ValueError
-        return name, float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--slice-threshold takes NAME=NUMBER, got {text!r}") from None
 
 
 def gate_section(result: dict[str, Any], thresholds: dict[str, float], orphan: float | None,
@@ -186,11 +179,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "gate's verdict) and output/report/ (docs/pipeline.md).", "Evaluate", "--orphan-threshold 0.5")
     parser.add_argument("--thresholds", type=_thresholds, default={},
                         help='per-class test recall thresholds as JSON, e.g. {"ENFERMEDAD TERMINAL": 0.8}')
-    parser.add_argument("--recall-threshold", type=_named_threshold, action="append", default=[],
+    parser.add_argument("--recall-threshold", type=_named_threshold("--recall-threshold"), action="append", default=[],
                         help="NAME=VALUE: test recall threshold of the label NAME spells in ASCII (EnfermedadCronica "
                              "for ENFERMEDAD CRÓNICA, as its pipeline parameter; repeatable; what the pipeline passes)")
     parser.add_argument("--orphan-threshold", type=float, default=None, help="orphan-slice macro recall threshold")
-    parser.add_argument("--slice-threshold", type=_slice_threshold, action="append", default=[],
+    parser.add_argument("--slice-threshold", type=_named_threshold("--slice-threshold"), action="append", default=[],
                         help="NAME=VALUE: minimum macro recall on the dataset's slice NAME (repeatable)")
     args = parser.parse_args(argv)
     base = Path(args.base_dir)
