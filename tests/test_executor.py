@@ -428,4 +428,5 @@ def test_an_interrupt_stops_what_is_left_and_one_after_the_last_step_stops_nothi
         assert (record.status, record.data["FailureReason"]) == ("Stopped", "interrupted")
         assert "Last" not in record.steps  # not started once interrupted
         resumed = executor.resume(record.id)
-        assert resumed.status == "Succeeded", resumed.data.get("FailureReason"); assert resumed.steps["Last"]["StepStatus"] == "Succeeded"
+        assert resumed.status == "Succeeded", resumed.data.get("FailureReason")
+        assert resumed.steps["Last"]["StepStatus"] == "Succeeded"

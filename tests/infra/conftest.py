@@ -12,31 +12,6 @@ from lambda_functions import load_function
 os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")  # node 20 here; jsii warns at every start
 
 
-@pytest.fixture(autouse=True)
-def every_aws_request_within_the_service_model(monkeypatch):
-    """Every request the tests' boto3 clients send — the Lambda functions' and the tests' own — held, after the test,
-    to what the service checks and botocore's validator does not: enum values and maximum lengths and values
-    (pipelines.service_model). moto accepts them; AWS would refuse them. Recorded, not raised: a function may catch
-    the error and report it its own way."""
-    from botocore.client import BaseClient
-
-    from pipelines.service_model import enum_problems, limit_problems
-
-    problems: list[str] = []
-    original = BaseClient._make_api_call
-
-    def checked(self: BaseClient, operation_name: str, api_params: dict) -> object:
-        shape = self.meta.service_model.operation_model(operation_name).input_shape
-        if shape is not None:
-            found = enum_problems(shape, api_params) + limit_problems(shape, api_params)
-            problems.extend(f"{self.meta.service_model.service_name}.{operation_name}: {p}" for p in found)
-        return original(self, operation_name, api_params)
-
-    monkeypatch.setattr(BaseClient, "_make_api_call", checked)
-    yield
-    assert problems == [], "requests AWS would refuse:\n" + "\n".join(problems)
-
-
 @pytest.fixture(scope="session")
 def assembly(tmp_path_factory):
     from infra.app import build_app, new_app
