@@ -51,9 +51,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from diagnosa.data.ingest import IngestError, ingest_csv, load_curated  # noqa: E402
-from diagnosa.data.schema import Schema  # noqa: E402
+from diagnosa.data.schema import MISSING_INDICATORS, Schema, config_missing_indicators  # noqa: E402
 from diagnosa.lake import DataLake  # noqa: E402
-from processing.features import MISSING_INDICATORS, FeatureParams  # noqa: E402
+from processing.features import FeatureParams  # noqa: E402
 from processing.split import SplitError  # noqa: E402
 
 NUMERIC_TYPES = ("number", "integer", "boolean")
@@ -474,7 +474,7 @@ def run_curated(name: str, frame: pd.DataFrame, manifest: dict[str, Any], seeds:
     """Every seed: Diagnosa (``via`` "jobs": the job functions in process; "pipeline": the definition on the local
     executor, over ``lake``, where the dataset was curated) and the baselines on the same split.
     ``missing_indicators``: the Preprocess job's ``--missing-indicators``, the definition's ``MissingIndicators``
-    parameter (None: their default)."""
+    parameter (None: the dataset's default, as a run of it would take: ``config_missing_indicators``)."""
     from diagnosa.services import LocalWorkspace
     from processing.preprocess import PreprocessParams
 
@@ -484,6 +484,8 @@ def run_curated(name: str, frame: pd.DataFrame, manifest: dict[str, Any], seeds:
         raise ValueError("via='pipeline' needs the lake the dataset was curated in")
     if missing_indicators is not None and missing_indicators not in MISSING_INDICATORS:
         raise ValueError(f"missing_indicators must be one of {', '.join(MISSING_INDICATORS)}, got {missing_indicators!r}")
+    if missing_indicators is None:
+        missing_indicators = config_missing_indicators(manifest.get("config"))
     started = time.perf_counter()
     schema = Schema.from_dict(manifest["schema"])
     features = schema.features()
@@ -500,8 +502,8 @@ def run_curated(name: str, frame: pd.DataFrame, manifest: dict[str, Any], seeds:
                                          work / f"seed{seed}", missing_indicators)
                        if via == "pipeline" and lake is not None
                        else diagnosa_inprocess(frame, manifest, seed, families, work / f"seed{seed}",
-                                               None if missing_indicators is None else PreprocessParams(
-                                                   seed=seed, features=FeatureParams(missing_indicators=missing_indicators))))
+                                               PreprocessParams(seed=seed, features=FeatureParams(
+                                                   missing_indicators=missing_indicators))))
             except Exception as err:  # noqa: BLE001  (a class too small for the protocol, a family that fails: say so, go on)
                 result.failure = f"Diagnosa refused or failed (seed {seed}): {type(err).__name__}: {_first_line(err)}"
                 log(f"  {name} seed {seed}: {result.failure}")
@@ -654,7 +656,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "on the local executor, as `diagnosa run --local --dataset NAME --param Seed=N` runs it")
     parser.add_argument("--missing-indicators", choices=MISSING_INDICATORS,
                         help="the Preprocess job's --missing-indicators, the definition's MissingIndicators "
-                             "parameter (default: theirs, scaled)")
+                             "parameter, for every table (default: each dataset's own, as a run of it takes: its config's "
+                             "[features] missing_indicators, else binary; scaled with a grouped slice)")
     parser.add_argument("--threads", type=int, default=1, help="threads per numeric library (default 1)")
     parser.add_argument("--quick", action="store_true",
                         help=f"one seed, small table(s) only ({', '.join(QUICK_TABLES)}): a smoke run for tests")

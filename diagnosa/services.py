@@ -110,12 +110,13 @@ def curated_manifest(lake, dataset: str, input_uri: str | None = None) -> dict[s
 def dataset_of(manifest: dict[str, Any] | None, dataset: str) -> dict[str, Any]:
     """The definition's dataset settings: from the curated manifest's schema (labels, slice), or the
     built-in cohort's when there is no manifest yet."""
-    from diagnosa.data.schema import Schema, cohort_schema, config_gate
+    from diagnosa.data.schema import Schema, cohort_schema, config_gate, config_missing_indicators
     from pipelines.definition import dataset_settings
 
     schema = Schema.from_dict(manifest["schema"]) if manifest else cohort_schema()
     return dataset_settings(schema.name, schema.labels, schema.slice, grouped=schema.group_column is not None,
-                            gate=config_gate((manifest or {}).get("config")))
+                            gate=config_gate((manifest or {}).get("config")),
+                            missing_indicators=config_missing_indicators((manifest or {}).get("config")))
 
 
 @dataclass(frozen=True)

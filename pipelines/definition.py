@@ -24,16 +24,18 @@ from diagnosa.data.schema import (
     BUILTIN_DATASET,
     BUILTIN_RESOURCE,
     DATASET_NAME,
+    MISSING_INDICATORS,
     RESOURCE_NAME,
     SLICE_NAME,
     config_gate,
+    config_missing_indicators,
     config_slice,
     resource_name,
 )
 from diagnosa.labels import CATEGORIES, ascii_words
 from diagnosa.serving_code import SERVING_PROGRAM
 from pipelines.service_model import instance_count_problem
-from processing.features import MISSING_INDICATORS, REDUCTIONS, FeatureParams
+from processing.features import REDUCTIONS, FeatureParams
 from processing.resample import METHODS
 from processing.select import ENSEMBLE_MODES
 
@@ -156,14 +158,18 @@ def gate_parameter(check: str) -> str | None:
 
 
 def dataset_settings(dataset: str, labels: tuple[str, ...] | list[str], slice_name: str | None,
-                     grouped: bool = False, gate: dict[str, Any] | None = None) -> dict[str, Any]:
+                     grouped: bool = False, gate: dict[str, Any] | None = None,
+                     missing_indicators: str | None = None) -> dict[str, Any]:
     """The PipelineSettings fields that come from a dataset: its labels, slice (``grouped``: with groups
-    held out of training, hence an unseen sub-slice), model package group and endpoint; and the default
+    held out of training, hence an unseen sub-slice), model package group and endpoint; the default
     thresholds of its gate its config sets (``gate``: ``diagnosa.data.schema.config_gate``; a label it leaves
-    out keeps DEFAULT_RECALL_THRESHOLD)."""
+    out keeps DEFAULT_RECALL_THRESHOLD); and the default of its MissingIndicators parameter
+    (``diagnosa.data.schema.config_missing_indicators``; None keeps the settings' default)."""
     settings: dict[str, Any] = {"dataset": dataset, "labels": tuple(labels), "slice_name": slice_name,
                                 "slice_grouped": bool(grouped and slice_name),
                                 "model_package_group": resource_name(dataset), "endpoint_name": resource_name(dataset)}
+    if missing_indicators is not None:
+        settings["missing_indicators"] = missing_indicators
     gate = gate or {}
     if "recall_thresholds" in gate:
         settings["recall_thresholds"] = {label: gate["recall_thresholds"].get(label, DEFAULT_RECALL_THRESHOLD)
@@ -180,7 +186,8 @@ def config_dataset_settings(config: dict[str, Any]) -> dict[str, Any]:
     `diagnosa pipeline ... --dataset-config` and a CDK stage's ``dataset_config`` build the definition with."""
     slice_ = config_slice(config)
     return dataset_settings(config["name"], config["labels"], slice_[0] if slice_ else None,
-                            grouped=bool((config.get("slice") or {}).get("group")), gate=config_gate(config))
+                            grouped=bool((config.get("slice") or {}).get("group")), gate=config_gate(config),
+                            missing_indicators=config_missing_indicators(config))
 
 
 @dataclass(frozen=True)
@@ -218,6 +225,9 @@ class PipelineSettings:
     recall_thresholds: dict[str, float] | None = None  # label → default threshold; None: 0.80 for every label
     orphan_threshold: float = DEFAULT_ORPHAN_THRESHOLD  # the slice's default threshold (whatever its name)
     unseen_threshold: float = DEFAULT_UNSEEN_THRESHOLD  # the unseen sub-slice's default threshold
+    # The MissingIndicators parameter's default: "scaled" for the built-in cohort, a dataset config's own
+    # otherwise (diagnosa.data.schema.config_missing_indicators).
+    missing_indicators: str = FeatureParams.missing_indicators
     # Images with the pins baked in (infra/images/: built and pushed by the CDK app). None: AWS's framework
     # images, on which each container pip-installs requirements.txt from the package index at start.
     # The containers still run that install with baked images (the SDK's runproc.sh, the training and
@@ -253,6 +263,9 @@ def check_settings(settings: PipelineSettings) -> None:
         raise ValueError(f"dataset name {settings.dataset!r} must be 1 to 63 ASCII letters, digits, '-' and '_'")
     if len(settings.labels) < 2 or len(set(settings.labels)) != len(settings.labels):
         raise ValueError(f"labels must be at least two distinct values, got {list(settings.labels)}")
+    if settings.missing_indicators not in MISSING_INDICATORS:
+        raise ValueError(f"missing_indicators must be one of {', '.join(MISSING_INDICATORS)}, "
+                         f"got {settings.missing_indicators!r}")
     if len(settings.labels) > MAX_LABELS:
         raise ValueError(f"{len(settings.labels)} labels: the pipeline takes at most {MAX_LABELS} (the Evaluate job "
                          "takes each label's recall threshold as one of SageMaker's at most 100 container "
@@ -345,7 +358,7 @@ def build_pipeline(settings: PipelineSettings, session: Any) -> Any:
     # How the numbers' missing-value indicators enter the models: a per-run choice, because it is the table's
     # (docs/benchmark-real.md: 0/1 helps tables with panels of missing labs, the built-in cohort's unseen
     # orphan diseases need the standardised default).
-    missing_indicators = ParameterString(name="MissingIndicators", default_value=FeatureParams.missing_indicators,
+    missing_indicators = ParameterString(name="MissingIndicators", default_value=settings.missing_indicators,
                                          enum_values=list(MISSING_INDICATORS))
     approval = ParameterString(name="ModelApprovalStatus", default_value="PendingManualApproval",
                                enum_values=["PendingManualApproval", "Approved", "Rejected"])

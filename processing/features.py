@@ -40,13 +40,12 @@ from sklearn.utils import resample as sample_rows
 from sklearn.utils.metaestimators import available_if
 
 from diagnosa.data.hpo import PHENOTYPIC_ABNORMALITY, load_ontology
-from diagnosa.data.schema import Schema
+from diagnosa.data.schema import MISSING_INDICATORS, Schema
 from processing.phenotype import PhenotypeSimilarity
 from processing.phenotype import as_lists as _as_lists
 from processing.sparse import is_sparse
 
 REDUCTIONS = ("none", "pca", "lda", "both")
-MISSING_INDICATORS = ("scaled", "binary")  # the numbers' missing-value indicators: standardised with them, or 0/1
 # The column blocks are stacked as CSR below this share of stored values (the cohort's: 8.6 % at 20k patients,
 # ~4 % at 1M), else as a dense array. sklearn's own default for ColumnTransformer.
 SPARSE_DENSITY = 0.3
@@ -72,8 +71,9 @@ class FeatureParams:
     phenotype_similarity: bool = True
     phenotype_top: int = 3  # the "mean of the top k" diseases per category
     # "binary" (``ScaleNumbersOnly``) helps small tables with rare gaps (pbc +0.054 macro recall) but cost the
-    # cohort's orphan diseases unseen in training 0.027 macro recall over 20 seeds: not the default
-    # (docs/benchmark-real.md, "Missing-value indicators left 0/1").
+    # cohort's orphan diseases unseen in training 0.027 macro recall over 20 seeds: the cohort's "scaled" here; a
+    # dataset config's default is its own (diagnosa.data.schema.config_missing_indicators; docs/benchmark-real.md,
+    # "Missing-value indicators left 0/1").
     missing_indicators: str = "scaled"
 
     def validate(self) -> None:

@@ -46,11 +46,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from diagnosa.data.schema import Schema
+from diagnosa.data.schema import MISSING_INDICATORS, Schema
 from diagnosa.files import write_job_failure
 from diagnosa.logs import configure_logging
 from processing.entry import job_parser
-from processing.features import MISSING_INDICATORS, REDUCTIONS, FeatureParams, as_float32, binary_columns, build_feature_pipeline
+from processing.features import REDUCTIONS, FeatureParams, as_float32, binary_columns, build_feature_pipeline
 from processing.resample import JOINT_METHODS, METHODS, Resampled, balanced_class_weights, resample, row_weights
 from processing.split import DEFAULT_FRACTIONS, DEFAULT_UNSEEN_SHARE, GROUPS_FILE, SPLITS, Splits, split_dataset
 from processing.trainset import TRAIN_FILE, stack_parts, write_train

@@ -105,7 +105,8 @@ def test_run_registers_and_serves_a_model_for_the_dataset_and_predict_answers_wi
     assert set(evaluation["diagnosa"]["slices"]) == {"edema", "common"}
     assert evaluation["gate"]["passed"] is True
     fitted = json.loads((run / "transformer" / "preprocess.json").read_text())["params"]
-    assert fitted["seed"] == 3 and fitted["missing_indicators"] == "binary"  # the run's parameters reached the job
+    # The run's seed and the config's default (binary: pbc's config has no grouped slice) reached the job.
+    assert fitted["seed"] == 3 and fitted["missing_indicators"] == "binary"
 
     monkeypatch.setattr("sys.stdin", io.StringIO(json.dumps(example)))
     assert main([*ws, "predict", "-", "--endpoint-url", url, "--endpoint-name", "pbc"]) == 0

@@ -33,7 +33,7 @@ def ingest(lake, tmp_path, config_text: str, rows: str = ROWS):
 
 @pytest.mark.parametrize("config_text, message", [
     # unknown keys, at the top and inside tables
-    (BASE + "colour = 1\n", "unknown keys colour (allowed: columns, csv, exclude, gate, id_column, labels, "
+    (BASE + "colour = 1\n", "unknown keys colour (allowed: columns, csv, exclude, features, gate, id_column, labels, "
                             "missing_values, name, ordinal, slice, slice_column, target; see docs/data.md)"),
     (BASE + "[columns.age]\ntype = \"number\"\nunits = \"y\"\n", "[columns.age] has unknown keys units"),
     (BASE + "[slice]\ncolumn = \"flag\"\nwhen = \"yes\"\n", "[slice] has unknown keys when"),
@@ -82,6 +82,13 @@ def ingest(lake, tmp_path, config_text: str, rows: str = ROWS):
     ("name = x", "is not valid TOML"),
     # the gate's thresholds
     (BASE + "[gate]\nprecision = 0.5\n", "[gate] has unknown keys precision (allowed: recall, slice, unseen)"),
+    (BASE + "features = \"binary\"\n", "'features' must be a table ([features] with missing_indicators)"),
+    (BASE + "[features]\nmissing_indicator = \"binary\"\n",
+     "[features] has unknown keys missing_indicator (allowed: missing_indicators)"),
+    (BASE + "[features]\nmissing_indicators = \"0/1\"\n",
+     "[features] missing_indicators must be one of 'scaled', 'binary', got '0/1'"),
+    (BASE + "[features]\nmissing_indicators = true\n",
+     "[features] missing_indicators must be one of 'scaled', 'binary', got True"),
     (BASE + "[gate]\nrecall = 1.5\n", "[gate] recall must be a number in [0, 1] (every label) or a table"),
     (BASE + "[gate.recall]\nc = 0.5\n", "[gate.recall] names 'c', not in 'labels'"),
     (BASE + "[gate.recall]\na = \"high\"\n", "[gate.recall] thresholds must be numbers in [0, 1], got {'a': 'high'}"),
@@ -545,6 +552,36 @@ def test_the_gate_of_the_config_gives_the_definition_its_default_thresholds(lake
     assert lowered.version != report.version
     assert dataset_of(load_curated(lake, "x")[1], "x")["recall_thresholds"]["a"] == 0.5
     assert "recall_thresholds" not in dataset_of(load_curated(lake, "x", report.version)[1] | {"config": {}}, "x")
+
+
+@pytest.mark.parametrize("extra, expected", [
+    ("", "binary"),  # a table's own data: 0/1 indicators
+    ('[features]\nmissing_indicators = "scaled"\n', "scaled"),  # the config's choice
+    ('[slice]\ncolumn = "flag"\nvalue = "yes"\ngroup = "site"\n', "scaled"),  # groups held out, as the cohort's
+    ('[slice]\ncolumn = "flag"\nvalue = "yes"\n', "binary"),  # a slice without groups is no such case
+    ('[slice]\ncolumn = "flag"\nvalue = "yes"\ngroup = "site"\n[features]\nmissing_indicators = "binary"\n', "binary"),
+])
+def test_the_config_gives_the_definition_its_missing_indicators_default(lake, tmp_path, extra, expected):
+    """[features] missing_indicators, else binary, else scaled for a grouped slice: the MissingIndicators
+    parameter's default in the definition a run builds from the lake and in the one built from the TOML alone."""
+    from diagnosa.services import dataset_of
+
+    rows = "".join(line + (",site\n" if i == 0 else f",s{i % 2}\n") for i, line in enumerate(ROWS.splitlines()))
+    ingest(lake, tmp_path, BASE + extra, rows)
+    assert dataset_of(load_curated(lake, "x")[1], "x")["missing_indicators"] == expected
+    out = tmp_path / "definition.json"
+    assert main(["pipeline", "definition", "--dataset-config", str(tmp_path / "x.toml"), "--bucket", "lake",
+                 "--region", "eu-west-1", "--out", str(out)]) == 0
+    [parameter] = [p for p in json.loads(out.read_text())["Parameters"] if p["Name"] == "MissingIndicators"]
+    assert parameter["DefaultValue"] == expected and parameter["EnumValues"] == ["scaled", "binary"]
+
+
+def test_the_built_in_cohort_keeps_scaled_missing_indicators():
+    from diagnosa.data.schema import config_missing_indicators
+    from diagnosa.services import dataset_of
+
+    assert config_missing_indicators(None) == "scaled"
+    assert dataset_of(None, "patients")["missing_indicators"] == "scaled"
 
 
 def test_a_boolean_slice_column_is_a_metadata_field_named_without_is(lake, tmp_path):

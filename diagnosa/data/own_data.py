@@ -29,6 +29,7 @@ set ([pipeline.md](pipeline.md#one-pipeline-per-dataset)).
 | `[columns.<column>]` | table | no | inferred | a column's type and limits (below) |
 | `[csv]` | table | no | `,` `.` UTF-8 | how the file is written (below): `delimiter`, `decimal`, `encoding`, `thousands` |
 | `[gate]` | table | no | 0.80, 0.50, 0.40 | the default thresholds of the dataset's recall gate: `recall` (a number in [0, 1] for every label, or a table `[gate.recall]` of label = threshold; a label it leaves out keeps 0.80), `slice` (the slice's macro recall; only with a slice), `unseen` (its groups held out of training; only with a `group`). The definition built for the dataset takes them as its parameters' defaults; `--param` still overrides them per run |
+| `[features]` | table | no | see what | how the models see the data: `missing_indicators`, `"binary"` or `"scaled"`. Each number with gaps in the training rows gets a missing-value indicator; `binary` leaves it 0/1, `scaled` standardises it with the numbers (a value missing in 3 % of the rows becomes a column of ~6s). Default `binary`, except `scaled` for a `[slice]` with a `group` (the built-in cohort's case: its orphan diseases held out of training were found less often with 0/1 indicators). The definition built for the dataset takes it as the `MissingIndicators` parameter's default; `--param MissingIndicators=...` still overrides it per run ([benchmark-real.md](benchmark-real.md), "Missing-value indicators left 0/1") |
 
 `[slice]` keys: `column` (required), `name` (default: the column's name without `is_`; a letter,
 then ASCII letters, digits, `_`), `value` (a string or a number: the slice is the rows whose
@@ -243,7 +244,7 @@ dataset pbc version 6a091cce2227
   curated rows: 412 → curated/pbc/6a091cce2227/data/ (1 part)
   quarantined rows (as written, with their line and reasons) → quarantine/pbc/6a091cce2227/pbc.jsonl
 $ diagnosa run --local --dataset pbc --families logistic_regression --param Seed=3 \\
-    --param MissingIndicators=binary --param ModelApprovalStatus=Approved
+    --param ModelApprovalStatus=Approved
 ```
 
 The curated classes are stage 1: 21, 2: 92, 3: 155, 4: 144 rows. The definition is built for
@@ -258,10 +259,11 @@ on the edema slice) the run took 27–43 s on a 2-core machine, registered `pbc`
 printing a `curl` and a `diagnosa predict ... --endpoint-name pbc` call with a record of this table
 (its first curated row's features); the endpoint answers with the labels `1` … `4`. Stage 1 has 2
 test rows, so its test recall is 0, ½ or 1: set its threshold knowing that.
-`MissingIndicators=binary` leaves the missing-value indicators of the numbers 0/1 instead of
-standardising them with the numbers (about a quarter of these patients lack a panel of lab values): over
-five seeds it is the better setting for this table (macro recall 0.520 against 0.466, all families;
-[benchmark-real.md](benchmark-real.md), "Missing-value indicators left 0/1"), while the built-in cohort
-keeps the default `scaled`. On this one seed and family the default gives 0.50, 0.67, 0.33, 0.71.
+The run leaves the missing-value indicators of the numbers 0/1 (`[features]`: the default for a
+config without a grouped slice; about a quarter of these patients lack a panel of lab values): over five
+seeds it is the better setting for this table (macro recall 0.520 against 0.466 with them standardised,
+all families; [benchmark-real.md](benchmark-real.md), "Missing-value indicators left 0/1"), while the
+built-in cohort keeps `scaled`. On this one seed and family `--param MissingIndicators=scaled` gives
+0.50, 0.67, 0.33, 0.71.
 `tests/test_byod_pipeline.py` runs both commands as written here.
 """

@@ -234,8 +234,12 @@ def cohort_schema() -> Schema:
 # (reference: docs/data.md, "Your own data").
 
 CONFIG_KEYS = {"name", "id_column", "target", "labels", "ordinal", "exclude", "columns", "slice_column", "slice",
-               "missing_values", "gate", "csv"}
+               "missing_values", "gate", "csv", "features"}
 GATE_KEYS = {"recall", "slice", "unseen"}
+FEATURES_KEYS = {"missing_indicators"}
+# How the models see a number's missing-value indicator: standardised with the numbers, or left 0/1
+# (processing.features; docs/benchmark-real.md, "Missing-value indicators left 0/1").
+MISSING_INDICATORS = ("scaled", "binary")
 CSV_KEYS = {"delimiter", "decimal", "encoding", "thousands"}
 # The largest number a feature holds: the models' features are 32-bit floats (processing.features.as_float32), and
 # beyond this a value is inf there (its square already overflows the float64 variances of scalers and baselines).
@@ -410,6 +414,8 @@ def check_dataset_config(data: dict[str, Any], where: str) -> dict[str, Any]:
         _check_gate(data, where)
     if "csv" in data:
         _check_csv(data["csv"], where)
+    if "features" in data:
+        _check_features(data["features"], where)
     columns = data.get("columns", {})
     if not isinstance(columns, dict):
         raise SchemaError(f"{where}: 'columns' must be a table of [columns.<name>] tables")
@@ -532,6 +538,18 @@ def _check_gate(data: dict[str, Any], where: str) -> None:
                           "the config's [slice] has no group")
 
 
+def _check_features(spec: Any, where: str) -> None:
+    if not isinstance(spec, dict):
+        raise SchemaError(f"{where}: 'features' must be a table ([features] with missing_indicators)")
+    bad_keys = sorted(set(spec) - FEATURES_KEYS)
+    if bad_keys:
+        raise SchemaError(f"{where}: [features] has unknown keys {', '.join(bad_keys)} "
+                          f"(allowed: {', '.join(sorted(FEATURES_KEYS))})")
+    if "missing_indicators" in spec and spec["missing_indicators"] not in MISSING_INDICATORS:
+        raise SchemaError(f"{where}: [features] missing_indicators must be one of "
+                          f"{', '.join(repr(x) for x in MISSING_INDICATORS)}, got {spec['missing_indicators']!r}")
+
+
 @dataclass(frozen=True)
 class CsvDialect:
     """How a user's CSV is written (the config's [csv]): a Spanish spreadsheet saves ``;``-separated cells with
@@ -632,6 +650,20 @@ def config_gate(config: dict[str, Any] | None) -> dict[str, Any]:
         if key in gate:
             out[f"{key}_threshold"] = float(gate[key])
     return out
+
+
+def config_missing_indicators(config: dict[str, Any] | None) -> str:
+    """How the dataset's models see the numbers' missing-value indicators: the config's [features]
+    missing_indicators, else ``binary`` — except for a slice with groups held out of training (the built-in
+    cohort's orphan diseases, and a config whose [slice] has a ``group``), whose unseen groups lost recall with 0/1
+    indicators; no config (the built-in cohort) is ``scaled`` (docs/benchmark-real.md, "Missing-value indicators
+    left 0/1")."""
+    if not config:
+        return "scaled"
+    chosen = (config.get("features") or {}).get("missing_indicators")
+    if chosen:
+        return str(chosen)
+    return "scaled" if (config.get("slice") or {}).get("group") else "binary"
 
 
 def missing_markers(config: dict[str, Any], column: str) -> set[str]:
