@@ -73,7 +73,8 @@ def build_app(app: cdk.App | None = None, stages: list[StageConfig] | None = Non
     delivery pipeline deploying them in its order."""
     app = app or new_app()
     get = app.node.try_get_context
-    declared = {c.stage: c for c in stages} if stages is not None else declared_stages(get)
+    declared = ({c.stage: c for c in stages} if stages is not None
+                else declared_stages(get, app.node.get_all_context()))
     check_promotions(declared)
     if stages is None:
         stages = stages_from_context(get)
@@ -107,7 +108,8 @@ def main() -> int:
     try:
         app = build_app()
         synth(app)
-    except (NagFindings, ValueError) as err:
+    # RuntimeError: a CDK (jsii) validation error, for a setting the stage checks let through.
+    except (NagFindings, ValueError, RuntimeError) as err:
         print(f"synth failed: {err}", file=sys.stderr)
         return 1
     return 0

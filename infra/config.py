@@ -7,6 +7,8 @@ the stages being synthesized (handy for ``-c diagnosa:account=123456789012``).
 """
 from __future__ import annotations
 
+import ipaddress
+import math
 import re
 from dataclasses import dataclass, fields, replace
 from functools import cached_property
@@ -14,8 +16,18 @@ from typing import Any
 
 from diagnosa.data.schema import BUILTIN_DATASET
 from diagnosa.labels import CATEGORIES
+from pipelines.service_model import instance_type_problem, sagemaker_regions
 
-STAGE_NAME = re.compile(r"^[a-z][a-z0-9]{1,11}$")
+STAGE_NAME = re.compile(r"[a-z][a-z0-9]{1,11}")  # always fullmatch: "$" also matches before a final "\n"
+REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-[0-9]")
+ACCOUNT = re.compile(r"[0-9]{12}")  # not \d, which matches any Unicode digit
+RATE = re.compile(r"rate\(([1-9][0-9]*) (minute|minutes|hour|hours|day|days)\)")
+CRON = re.compile(r"cron\(\S+( \S+){5}\)")
+# VPC mode: the stage VPC's isolated subnets, one of this size per AZ (a VPC's block is /16 to /28 on AWS).
+VPC_AZS = 2
+VPC_SUBNET_MASK = 22
+VPC_PREFIXES = range(16, VPC_SUBNET_MASK - math.ceil(math.log2(VPC_AZS)) + 1)  # the subnets must fit
+LOG_RETENTION_MAX = 3653  # CloudWatch Logs' longest finite retention (ten years)
 EMAIL = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
                    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$")
 
@@ -113,50 +125,106 @@ class StageConfig:
 
     def check(self) -> "StageConfig":
         problems = []
-        if not STAGE_NAME.match(self.stage):
+        # Types first (cdk.json is typed JSON): a str field given a number or a list is named, not a TypeError.
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.type.startswith("str") and not (isinstance(value, str) or (value is None and "None" in f.type)):
+                problems.append(f"{f.name} must be a string, got {value!r}")
+            texts = value if isinstance(value, tuple) else (value,)
+            if any(isinstance(t, str) and not t.encode("utf-8", "surrogatepass").decode("utf-8", "ignore") == t
+                   for t in texts):  # a lone UTF-16 surrogate ("\ud800") is no text AWS (or jsii's JSON) takes
+                problems.append(f"{f.name} holds a lone UTF-16 surrogate: {value!r}")
+        if problems:
+            raise ValueError(f"stage {self.stage}: " + "; ".join(problems))
+        if not STAGE_NAME.fullmatch(self.stage):
             problems.append(f"stage name {self.stage!r} must be 2-12 lowercase letters or digits, starting with a letter")
-        if not re.match(r"^[a-z]{2}(-[a-z]+)+-\d$", self.region):
+        if not REGION.fullmatch(self.region):
             problems.append(f"region {self.region!r} must be a concrete AWS region (image URIs depend on it)")
-        if self.account is not None and not re.match(r"^\d{12}$", self.account):
+        elif self.region not in sagemaker_regions():
+            problems.append(f"region {self.region!r} is not a region where SageMaker runs (botocore knows "
+                            f"{len(sagemaker_regions())}: {', '.join(sorted(sagemaker_regions())[:4])}, ...)")
+        if self.account is not None and not ACCOUNT.fullmatch(self.account):
             problems.append(f"account {self.account!r} must be 12 digits")
         if not 1 <= self.endpoint_min_instances <= self.endpoint_max_instances:
-            problems.append("need 1 <= endpoint_min_instances <= endpoint_max_instances")
+            problems.append(f"need 1 <= endpoint_min_instances <= endpoint_max_instances, got "
+                            f"{self.endpoint_min_instances} and {self.endpoint_max_instances}")
         if self.traffic_shifting not in ("CANARY", "ALL_AT_ONCE"):
-            problems.append("traffic_shifting must be CANARY or ALL_AT_ONCE")
+            problems.append(f"traffic_shifting must be CANARY or ALL_AT_ONCE, got {self.traffic_shifting!r}")
         if not 1 <= self.canary_percent <= 50:
-            problems.append("canary_percent must be in [1, 50]")
+            problems.append(f"canary_percent must be in [1, 50], got {self.canary_percent}")
         if not 0 <= self.bake_seconds <= 3600:  # UpdateEndpoint's WaitIntervalInSeconds / TerminationWaitInSeconds
-            problems.append("bake_seconds must be in [0, 3600] (SageMaker's limit on a blue/green wait)")
+            problems.append(f"bake_seconds must be in [0, 3600] (SageMaker's limit on a blue/green wait), got "
+                            f"{self.bake_seconds}")
+        for name, kind in (("processing_instance_type", "processing"), ("training_instance_type", "training"),
+                           ("endpoint_instance_type", "endpoint"), ("monitor_instance_type", "processing")):
+            problem = instance_type_problem(kind, getattr(self, name))  # botocore's list: what SageMaker takes
+            if problem:
+                problems.append(f"{name}: {problem}")
+        for name in ("retrain_schedule", "monitor_schedule"):
+            expr, rate = getattr(self, name), RATE.fullmatch(getattr(self, name))
+            if expr and (not (rate or CRON.fullmatch(expr)) or len(expr) > 256
+                         or (rate and (rate[1] == "1") == rate[2].endswith("s"))):
+                problems.append(f"{name} {expr!r} must be rate(1 minute|hour|day), rate(N minutes|hours|days) with "
+                                f"N > 1, cron(<6 fields>), or \"\" to turn the schedule off")
+        for name, low, high in (("capture_expiry_days", 1, None), ("noncurrent_version_days", 1, None),
+                                ("access_log_days", 1, None), ("log_retention_days", 1, LOG_RETENTION_MAX),
+                                ("invocations_per_instance", 1, None), ("alarm_5xx_errors", 1, None),
+                                ("alarm_model_latency_ms", 1, None)):
+            value = getattr(self, name)
+            if value < low or (high is not None and value > high):
+                allowed = f"[{low}, {high}]" if high is not None else f">= {low}"
+                problems.append(f"{name} must be {allowed}, got {value}")
+        if not math.isfinite(self.drift_threshold) or self.drift_threshold <= 0:
+            problems.append(f"drift_threshold must be a positive finite number, got {self.drift_threshold!r}")
+        if (not 1 <= len(self.drift_metric_namespace) <= 255 or self.drift_metric_namespace.startswith("AWS/")
+                or not 1 <= len(self.drift_metric_name) <= 255):
+            problems.append(f"drift_metric_namespace {self.drift_metric_namespace!r} and drift_metric_name "
+                            f"{self.drift_metric_name!r} must be 1-255 characters, the namespace not under AWS/")
+        if not re.fullmatch(r"[\w.-]+\.py", self.serving_program, re.ASCII):
+            problems.append(f"serving_program {self.serving_program!r} must be a .py file at the root of the code")
+        from pipelines.definition import families_problem
+
+        problem = families_problem(self.families)
+        if problem:
+            problems.append(problem)
+        if self.vpc:
+            try:
+                net = ipaddress.IPv4Network(self.vpc_cidr)
+                if not net.is_private or net.prefixlen not in VPC_PREFIXES:
+                    raise ValueError
+            except ValueError:
+                problems.append(f"vpc_cidr {self.vpc_cidr!r} must be a private IPv4 network, /{VPC_PREFIXES[0]} to "
+                                f"/{VPC_PREFIXES[-1]} (room for {VPC_AZS} subnets of /{VPC_SUBNET_MASK})")
         if self.raw_retention_mode not in ("COMPLIANCE", "GOVERNANCE"):
             problems.append(f"raw_retention_mode must be COMPLIANCE or GOVERNANCE, got {self.raw_retention_mode!r}")
         if not 1 <= self.raw_retention_days <= 36500:
             problems.append(f"raw_retention_days must be between 1 and 36500 (S3 object lock), got {self.raw_retention_days}")
         if not 0 <= self.capture_sampling_percent <= 100:
-            problems.append("capture_sampling_percent must be in [0, 100]")
-        if self.monitor_window and not re.match(r"^[1-9]\d*[mhdw]$", self.monitor_window):
+            problems.append(f"capture_sampling_percent must be in [0, 100], got {self.capture_sampling_percent}")
+        if self.monitor_window and not re.fullmatch(r"[1-9][0-9]*[mhdw]", self.monitor_window):
             problems.append(f"monitor_window {self.monitor_window!r} must be a duration like 30m, 24h, 7d or 2w")
         if (self.monitor_schedule and not self.monitor_window
-                and not re.match(r"^rate\(\s*\d+\s+(minute|minutes|hour|hours|day|days)\s*\)$", self.monitor_schedule)):
+                and not RATE.fullmatch(self.monitor_schedule)):
             problems.append("monitor_window is required when monitor_schedule is not rate(N minutes|hours|days)")
         if self.vpc and not self.baked_images:
             problems.append("vpc mode needs baked_images=true: the isolated subnets reach no package index, so "
                             "containers that pip-install their pins at start would fail (remove baked_images=false "
                             "or set vpc=false)")
-        bad = [e for e in self.alarm_emails if not isinstance(e, str) or not EMAIL.match(e)]
+        bad = [e for e in self.alarm_emails if not isinstance(e, str) or not EMAIL.fullmatch(e) or len(e) > 254]
         if bad:
             problems.append(f"alarm_emails: {', '.join(map(repr, bad))} not an e-mail address")
-        if len(set(self.alarm_emails)) != len(self.alarm_emails):
+        if len({str(e).lower() for e in self.alarm_emails}) != len(self.alarm_emails):
             problems.append("alarm_emails lists an address twice")
         for name in ("recall_threshold", "orphan_threshold", "unseen_threshold"):
             if not 0.0 <= getattr(self, name) <= 1.0:
-                problems.append(f"{name} must be in [0, 1]")
+                problems.append(f"{name} must be in [0, 1], got {getattr(self, name)!r}")
         if self.dataset_config:
             from diagnosa.data.schema import SchemaError
             from pipelines.definition import parameter_names
 
             try:
                 parameter_names(self.dataset_settings["labels"])  # each label a gate parameter of its own
-            except (SchemaError, ValueError) as err:
+            except (SchemaError, ValueError, OSError) as err:
                 problems.append(f"dataset_config: {err}")
         if problems:
             raise ValueError(f"stage {self.stage}: " + "; ".join(problems))
@@ -164,6 +232,7 @@ class StageConfig:
 
 
 TRUE, FALSE = ("true", "yes", "1"), ("false", "no", "0")
+INTEGER = re.compile(r"[+-]?[0-9]+")  # ASCII only: int() also takes "1_0" and Arabic-Indic digits
 
 
 def _coerce(name: str, value: Any, default: Any) -> Any:
@@ -180,14 +249,27 @@ def _coerce(name: str, value: Any, default: Any) -> Any:
             return tuple(v.strip() for v in value.split(",") if v.strip())
         if not isinstance(value, (list, tuple)):
             raise ValueError(f"{name} must be a list, got {value!r}")
+        if not all(isinstance(v, str) for v in value):
+            raise ValueError(f"{name} must be a list of strings, got {value!r}")
         return tuple(value)
+    if isinstance(default, str) or default is None:
+        if not isinstance(value, str):
+            raise ValueError(f"{name} must be a string, got {value!r}")
+        return value
     try:
+        if isinstance(value, bool):  # JSON true is neither 1 instance nor a threshold of 1.0
+            raise ValueError
         if isinstance(default, int):
             if isinstance(value, float) and not value.is_integer():
                 raise ValueError
+            if isinstance(value, str) and not INTEGER.fullmatch(value.strip()):
+                raise ValueError
             return int(value)
         if isinstance(default, float):
-            return float(value)
+            number = float(value)
+            if not math.isfinite(number):  # NaN/inf reach the jsii kernel as invalid JSON
+                raise ValueError
+            return number
     except (TypeError, ValueError):
         kind = "an integer" if isinstance(default, int) else "a number"
         raise ValueError(f"{name} must be {kind}, got {value!r}") from None
@@ -195,7 +277,9 @@ def _coerce(name: str, value: Any, default: Any) -> Any:
 
 
 def stage_config(stage: str, values: dict[str, Any]) -> StageConfig:
-    known = {f.name: f for f in fields(StageConfig)}
+    if not isinstance(values, dict):
+        raise ValueError(f"stage {stage}: its block in diagnosa:stages must be an object of settings, got {values!r}")
+    known = {f.name: f for f in fields(StageConfig) if f.name != "stage"}  # the block's key names the stage
     unknown = sorted(set(values) - set(known))
     if unknown:
         raise ValueError(f"stage {stage}: unknown settings {unknown}")
@@ -211,14 +295,25 @@ def stage_config(stage: str, values: dict[str, Any]) -> StageConfig:
     return replace(base, **coerced).check()
 
 
-def declared_stages(get: Any) -> dict[str, StageConfig]:
-    """Every stage of ``diagnosa:stages``, by name, with the ``-c diagnosa:<field>`` overrides."""
+def declared_stages(get: Any, all_context: dict[str, Any] | None = None) -> dict[str, StageConfig]:
+    """Every stage of ``diagnosa:stages``, by name, with the ``-c diagnosa:<field>`` overrides (with
+    ``all_context``, ``node.get_all_context()``, a ``diagnosa:`` key naming no field stops synth)."""
     declared: dict[str, dict[str, Any]] = get("diagnosa:stages") or {}
+    if not isinstance(declared, dict):
+        raise ValueError(f"diagnosa:stages must be an object (stage name -> settings), got {declared!r}")
     if not declared:
         raise ValueError("no stages: set the context key diagnosa:stages (see cdk.json)")
+    if all_context is not None:
+        known = {f"diagnosa:{f.name}" for f in fields(StageConfig) if f.name != "stage"}
+        known |= {"diagnosa:stages", "diagnosa:delivery"}
+        typos = sorted(k for k in all_context if k.startswith("diagnosa:") and k not in known)
+        if typos:
+            raise ValueError(f"unknown context key(s) {typos}: -c diagnosa:<field> must name a setting of "
+                             f"infra/config.py:StageConfig")
     overrides = {f.name: get(f"diagnosa:{f.name}") for f in fields(StageConfig)}
     overrides = {k: v for k, v in overrides.items() if v is not None and k != "stage"}
-    return {name: stage_config(name, {**values, **overrides}) for name, values in declared.items()}
+    return {name: stage_config(name, {**values, **overrides} if isinstance(values, dict) else values)
+            for name, values in declared.items()}
 
 
 def stages_from_context(get: Any) -> list[StageConfig]:
@@ -246,9 +341,9 @@ class DeliveryConfig:
 
     def check(self, stages: dict[str, StageConfig]) -> "DeliveryConfig":
         problems = []
-        if not re.match(r"^[a-z]{2}(-[a-z]+)+-\d$", self.region):
+        if not REGION.fullmatch(self.region):
             problems.append(f"region {self.region!r} must be a concrete AWS region")
-        if self.account is not None and not re.match(r"^\d{12}$", self.account):
+        if self.account is not None and not ACCOUNT.fullmatch(self.account):
             problems.append(f"account {self.account!r} must be 12 digits")
         if not self.stages:
             problems.append("stages must list the stages to deploy, in order (e.g. [\"dev\", \"prod\"])")
@@ -263,8 +358,10 @@ class DeliveryConfig:
             problems.append(f"connection_arn {self.connection_arn!r} is not a CodeStar/CodeConnections connection ARN")
         if self.connection_arn and self.repository.count("/") != 1:
             problems.append(f"repository {self.repository!r} must be owner/name with a connection")
-        if not self.branch:
-            problems.append("branch must not be empty")
+        if not self.branch or re.search(r"\.\.|[\s~^:?*\[\\]|^/|/$|\.lock$|@\{", self.branch):
+            problems.append(f"branch {self.branch!r} must be a valid git branch name")
+        if not self.connection_arn and not re.fullmatch(r"[\w.-]{1,100}", self.repository, re.ASCII):
+            problems.append(f"repository {self.repository!r} is not a CodeCommit repository name")
         order = {name: i for i, name in enumerate(self.stages)}
         for name in self.stages:
             source = stages[name].promote_from if name in stages else ""
@@ -281,6 +378,11 @@ def delivery_from_context(get: Any) -> DeliveryConfig | None:
     values = get("diagnosa:delivery")
     if not values or get("stage"):
         return None
+    if not isinstance(values, dict):
+        raise ValueError(f"diagnosa:delivery must be an object of settings, got {values!r}")
+    for name in ("region", "repository", "account", "connection_arn", "branch"):
+        if name in values and not isinstance(values[name], str):
+            raise ValueError(f"diagnosa:delivery: {name} must be a string, got {values[name]!r}")
     known = {f.name for f in fields(DeliveryConfig)}
     unknown = sorted(set(values) - known)
     if unknown:
@@ -288,7 +390,7 @@ def delivery_from_context(get: Any) -> DeliveryConfig | None:
     missing = [name for name in ("region", "stages", "repository") if name not in values]
     if missing:
         raise ValueError(f"diagnosa:delivery: needs {', '.join(missing)}")
-    if not isinstance(values["stages"], list):
+    if not isinstance(values["stages"], list) or not all(isinstance(s, str) for s in values["stages"]):
         raise ValueError(f"diagnosa:delivery: stages must be a list, got {values['stages']!r}")
     config = DeliveryConfig(**{**values, "stages": tuple(values["stages"])})
     return config.check(declared_stages(get))
@@ -299,6 +401,13 @@ def check_promotions(stages: dict[str, StageConfig]) -> None:
         if config.promote_from and (config.promote_from not in stages or config.promote_from == config.stage):
             raise ValueError(f"stage {config.stage}: promote_from {config.promote_from!r} must name another declared "
                              f"stage ({', '.join(s for s in stages if s != config.stage)})")
+    for config in stages.values():  # a cycle (dev <- prod <- dev) is refused with or without a delivery pipeline
+        chain, source = [config.stage], config.promote_from
+        while source:
+            if source in chain:
+                raise ValueError(f"promote_from forms a cycle: {' <- '.join(chain + [source])}")
+            chain.append(source)
+            source = stages[source].promote_from
 
 
 __all__ = ["DeliveryConfig", "StageConfig", "check_promotions", "declared_stages", "delivery_from_context",

@@ -17,7 +17,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from infra.config import StageConfig
+from infra.config import VPC_AZS, StageConfig
 
 # Sentinels: valid names that cannot occur in a real definition by accident.
 SENTINEL_BUCKET = "diagnosa-sentinel-bucket-4f1c9e"
@@ -26,7 +26,6 @@ SENTINEL_JOB_IMAGE = "000000000000.dkr.ecr.eu-west-1.amazonaws.com/diagnosa-sent
 SENTINEL_SERVING_IMAGE = "000000000000.dkr.ecr.eu-west-1.amazonaws.com/diagnosa-sentinel-images:serving-4f1c9e"
 SENTINEL_KMS_KEY = "arn:aws:kms:eu-west-1:000000000000:key/diagnosa-sentinel-key-4f1c9e"
 # VPC mode: the stage VPC's isolated subnets (one per AZ, VPC_AZS of them) and the group its jobs use.
-VPC_AZS = 2
 SENTINEL_SUBNETS = tuple(f"subnet-0sentinel4f1c9e{i}" for i in range(VPC_AZS))
 SENTINEL_SECURITY_GROUP = "sg-0sentinel4f1c9e"
 CODE_PREFIX = "artifacts/code/"

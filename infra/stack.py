@@ -35,12 +35,11 @@ from aws_cdk import aws_sns_subscriptions as subscriptions
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct, IConstruct
 
-from infra.config import StageConfig
+from infra.config import VPC_AZS, VPC_SUBNET_MASK, StageConfig
 from infra.images import SERVING, BakedImages, base_images, repository_name
 from infra.pipeline_definition import (
     CODE_PREFIX,
     RUNS_PREFIX,
-    VPC_AZS,
     EmbeddedDefinition,
     embedded_definition,
     pipeline_settings,
@@ -229,7 +228,7 @@ class DiagnosaStack(Stack):
     def _network(self) -> tuple[ec2.Vpc, ec2.SecurityGroup]:
         vpc = ec2.Vpc(self, "Vpc", ip_addresses=ec2.IpAddresses.cidr(self.config.vpc_cidr), max_azs=VPC_AZS,
                       nat_gateways=0, subnet_configuration=[ec2.SubnetConfiguration(
-                          name="private", subnet_type=ec2.SubnetType.PRIVATE_ISOLATED, cidr_mask=22)],
+                          name="private", subnet_type=ec2.SubnetType.PRIVATE_ISOLATED, cidr_mask=VPC_SUBNET_MASK)],
                       gateway_endpoints={"S3": ec2.GatewayVpcEndpointOptions(service=ec2.GatewayVpcEndpointAwsService.S3)})
         flow_logs = vpc.add_flow_log("FlowLogs", destination=ec2.FlowLogDestination.to_cloud_watch_logs(
             self.log_group(f"/diagnosa/{self.config.stage}/vpc-flow-logs", "FlowLogGroup")))

@@ -253,12 +253,26 @@ class PipelineSettings:
         return parameter_names(self.labels)
 
 
-def check_settings(settings: PipelineSettings) -> None:
+def families_problem(families: Any) -> str | None:
+    """Why ``families`` is not a list of candidate families the definition can train (one step each), or None."""
     from training.models import FAMILIES
 
-    unknown = sorted(set(settings.families) - set(FAMILIES))
-    if not settings.families or unknown:
-        raise ValueError(f"families must be a non-empty subset of {', '.join(FAMILIES)}; unknown: {unknown}")
+    known = ", ".join(FAMILIES)
+    if not isinstance(families, (list, tuple)) or not families or not all(isinstance(f, str) for f in families):
+        return f"families must be a non-empty list of names among {known}, got {families!r}"
+    unknown = [f for f in families if f not in FAMILIES]
+    if unknown:
+        return f"families names {', '.join(map(repr, unknown))}, not among {known}"
+    repeated = sorted({f for f in families if families.count(f) > 1})
+    if repeated:
+        return f"families names {', '.join(map(repr, repeated))} more than once (one training step each)"
+    return None
+
+
+def check_settings(settings: PipelineSettings) -> None:
+    problem = families_problem(settings.families)
+    if problem:
+        raise ValueError(problem)
     if not DATASET_NAME.match(settings.dataset):
         raise ValueError(f"dataset name {settings.dataset!r} must be 1 to 63 ASCII letters, digits, '-' and '_'")
     if len(settings.labels) < 2 or len(set(settings.labels)) != len(settings.labels):

@@ -13,6 +13,8 @@ from botocore.validate import ParamValidator
 # ResourceConfig without InstanceGroups, the pipeline's, needs at least one instance; and botocore's
 # validator checks no maximum, so the range is checked here.
 INSTANCE_COUNT_SHAPES = {"processing": "ProcessingInstanceCount", "training": "TrainingInstanceCount"}
+INSTANCE_TYPE_SHAPES = {"processing": "ProcessingInstanceType", "training": "TrainingInstanceType",
+                        "endpoint": "ProductionVariantInstanceType"}
 MIN_INSTANCES = 1
 
 
@@ -35,6 +37,24 @@ def instance_count_problem(kind: str, value: Any) -> str | None:
     if value < least or (most is not None and value > most):
         return f"must be {least} to {most}, got {value}" if most is not None else f"must be at least {least}, got {value}"
     return None
+
+
+@functools.lru_cache(maxsize=1)
+def sagemaker_regions() -> frozenset[str]:
+    """The regions, of every partition, where this botocore knows SageMaker's endpoints."""
+    session = botocore.session.get_session()
+    return frozenset(region for partition in session.get_available_partitions()
+                     for region in session.get_available_regions("sagemaker", partition))
+
+
+def instance_type_problem(kind: str, value: Any) -> str | None:
+    """Why ``value`` is not an instance type a ``kind`` ("processing", "training", "endpoint") resource takes in
+    this botocore's SageMaker model (the service's own list), or None."""
+    shape = _sagemaker().shape_for(INSTANCE_TYPE_SHAPES[kind])
+    if isinstance(value, str) and value in shape.enum:
+        return None
+    [problem] = enum_problems(shape, value) if isinstance(value, str) else [f"value: {value!r}: not a string"]
+    return f"{value!r} is not a SageMaker {kind} instance type ({problem.split(': ', 2)[-1]})"
 
 
 # Where each job request holds its cluster's instance count (botocore checks only the minimum, and training's is 0).

@@ -26,7 +26,7 @@ def test_run_needs_curated_data_first(ws, capsys):
     (["run", "--local", "--param", "Resampling"], "--param takes NAME=VALUE"),
     (["run", "--local", "--param", "InputDataUri=s3://diagnosa-local/curated/patients/none"],
      "input s3://diagnosa-local/curated/patients/none does not exist"),
-    (["run", "--local", "--families", "catboost"], "unknown: ['catboost']"),
+    (["run", "--local", "--families", "catboost"], "families names 'catboost', not among"),
     (["run", "--local", "--resume", "nope"], "no local execution 'nope'"),
     (["executions", "nope"], "no local execution 'nope'"),
     (["endpoint", "stop", "nope"], "no local endpoint nope"),

@@ -154,7 +154,8 @@ def test_upsert_and_start_with_overrides(aws):
 
 
 @pytest.mark.parametrize("change, message", [
-    ({"families": ("catboost",)}, "unknown: \\['catboost'\\]"),
+    ({"families": ("catboost",)}, "families names 'catboost', not among logistic_regression"),
+    ({"families": ("mlp", "mlp")}, "families names 'mlp' more than once"),
     ({"orphan_threshold": 1.5}, "must be in \\[0, 1\\]"),
     ({"code_uri": "s3://elsewhere/code.tar.gz"}, "must be in the pipeline's bucket"),
     ({"kms_key": "alias/diagnosa"}, "kms_key 'alias/diagnosa' must be a KMS key ARN"),

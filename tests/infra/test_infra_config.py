@@ -47,3 +47,122 @@ def test_raw_retention_defaults_to_six_years_compliance_and_cdk_json_relaxes_dev
     configs = {c.stage: c for c in stages_from_context({"diagnosa:stages": stages}.get)}
     assert (configs["prod"].raw_retention_mode, configs["prod"].raw_retention_days) == ("COMPLIANCE", 2190)
     assert configs["dev"].raw_retention_mode == "GOVERNANCE"
+
+
+@pytest.mark.parametrize("values, message", [
+    # Values AWS refuses at deploy (or that would break the stack's behaviour), refused at synth instead.
+    ({"capture_expiry_days": 0}, "capture_expiry_days must be >= 1, got 0"),
+    ({"noncurrent_version_days": -1}, "noncurrent_version_days must be >= 1, got -1"),
+    ({"access_log_days": 0}, "access_log_days must be >= 1, got 0"),
+    ({"log_retention_days": 0}, r"log_retention_days must be \[1, 3653\], got 0"),
+    ({"log_retention_days": 5000}, r"log_retention_days must be \[1, 3653\], got 5000"),
+    ({"retrain_schedule": "rate(0 days)"}, r"retrain_schedule 'rate\(0 days\)' must be rate\(1 minute\|hour\|day\)"),
+    ({"retrain_schedule": "rate(1 days)"}, "retrain_schedule 'rate"),
+    ({"retrain_schedule": "rate(7 day)"}, "retrain_schedule 'rate"),
+    ({"monitor_schedule": "cron(bad)"}, r"monitor_schedule 'cron\(bad\)' must be"),
+    ({"retrain_schedule": 7}, "retrain_schedule must be a string, got 7"),
+    ({"invocations_per_instance": 0}, "invocations_per_instance must be >= 1, got 0"),
+    ({"alarm_5xx_errors": -1}, "alarm_5xx_errors must be >= 1, got -1"),
+    ({"alarm_model_latency_ms": 0}, "alarm_model_latency_ms must be >= 1, got 0"),
+    ({"drift_threshold": 0}, "drift_threshold must be a positive finite number, got 0.0"),
+    ({"drift_threshold": "nan"}, "drift_threshold must be a number, got 'nan'"),
+    ({"drift_threshold": "inf"}, "drift_threshold must be a number, got 'inf'"),
+    ({"drift_metric_namespace": "AWS/SageMaker"}, "the namespace not under AWS/"),
+    ({"drift_metric_name": ""}, "must be 1-255 characters"),
+    ({"serving_program": "../serve.py"}, r"serving_program '../serve.py' must be a .py file at the root"),
+    # Types as cdk.json may carry them: named, never a TypeError or a jsii traceback.
+    ({"account": 123456789012}, "account must be a string, got 123456789012"),
+    ({"endpoint_instance_type": 5}, "endpoint_instance_type must be a string, got 5"),
+    ({"families": ["mlp", 1]}, r"families must be a list of strings, got \['mlp', 1\]"),
+    ({"endpoint_max_instances": True}, "endpoint_max_instances must be an integer, got True"),
+    ({"endpoint_max_instances": "1_0"}, "endpoint_max_instances must be an integer, got '1_0'"),
+    # A trailing newline or another script's digits matched "$" and "\d".
+    ({"account": "123456789012\n"}, "account '123456789012\\\\n' must be 12 digits"),
+    ({"account": "١٢٣٤٥٦٧٨٩٠١٢"}, "must be 12 digits"),
+    ({"alarm_emails": ["ops@example.org\n"]}, "not an e-mail address"),
+    ({"alarm_emails": ["ops@example.org", "OPS@example.org"]}, "alarm_emails lists an address twice"),
+    ({"monitor_window": "7d\n"}, "monitor_window '7d\\\\n' must be a duration"),
+    # Instance types: botocore's list of what SageMaker takes, with a hint.
+    ({"endpoint_instance_type": "m5.large"}, r"'m5.large' is not a SageMaker endpoint instance type .*did you mean "
+                                             r".*ml.m5.large"),
+    ({"training_instance_type": "ml.bogus.large"}, "'ml.bogus.large' is not a SageMaker training instance type"),
+    ({"monitor_instance_type": ""}, "monitor_instance_type: '' is not a SageMaker processing instance type"),
+    ({"families": []}, r"families must be a non-empty list"),
+    ({"families": ["mlp", "mlp"]}, "families names 'mlp' more than once"),
+    ({"families": ["lightgbm"]}, "families names 'lightgbm', not among"),
+    ({"vpc": True, "vpc_cidr": "banana"}, r"vpc_cidr 'banana' must be a private IPv4 network, /16 to /21"),
+    ({"vpc": True, "vpc_cidr": "10.0.0.0/24"}, "vpc_cidr '10.0.0.0/24' must be"),
+    ({"vpc": True, "vpc_cidr": "8.8.0.0/16"}, "vpc_cidr '8.8.0.0/16' must be a private"),
+    ({"drift_metric_name": "drift\ud800"}, "drift_metric_name holds a lone UTF-16 surrogate"),
+    ({"endpoint_min_instances": 3, "endpoint_max_instances": 2},
+     "need 1 <= endpoint_min_instances <= endpoint_max_instances, got 3 and 2"),
+    ({"canary_percent": 60}, r"canary_percent must be in \[1, 50\], got 60"),
+    ({"capture_sampling_percent": 101}, r"capture_sampling_percent must be in \[0, 100\], got 101"),
+])
+def test_settings_aws_would_refuse_stop_synth_naming_the_stage_field_and_value(values, message):
+    with pytest.raises(ValueError, match=r"stage dev: .*" + message):
+        stage_config("dev", {"region": "eu-west-1", **values})
+
+
+@pytest.mark.parametrize("values", [
+    {"retrain_schedule": "rate(1 day)", "monitor_schedule": "rate(12 hours)"},
+    {"retrain_schedule": "cron(0 3 ? * MON *)", "monitor_schedule": "cron(0 4 * * ? *)", "monitor_window": "1d"},
+    {"retrain_schedule": "", "monitor_schedule": ""},
+    {"vpc": True, "vpc_cidr": "10.40.0.0/21"},
+    {"endpoint_instance_type": "ml.g4dn.xlarge", "training_instance_type": "ml.c5.2xlarge"},
+    {"log_retention_days": 3653, "capture_expiry_days": 1},
+])
+def test_settings_aws_takes_synthesize(values):
+    config = stage_config("dev", {"region": "eu-west-1", **values})
+    assert all(getattr(config, name) == value for name, value in values.items())
+
+
+def test_stage_blocks_of_the_wrong_shape_are_named():
+    from infra.config import declared_stages
+
+    for stages, message in (("dev", "diagnosa:stages must be an object"),
+                            ({"dev": "eu-west-1"}, "stage dev: its block in diagnosa:stages must be an object"),
+                            ({"dev": {"region": "eu-west-1", "stage": "prod"}}, r"stage dev: unknown settings \['stage'\]")):
+        with pytest.raises(ValueError, match=message):
+            declared_stages({"diagnosa:stages": stages}.get)
+
+
+def test_a_misspelt_command_line_override_stops_synth_instead_of_being_ignored():
+    """`-c diagnosa:endpoint_max_instance=5` (one letter short) used to synth with the default 2."""
+    from infra.config import declared_stages
+
+    context = {"diagnosa:stages": {"dev": {"region": "eu-west-1"}}, "diagnosa:endpoint_max_instance": "5"}
+    with pytest.raises(ValueError, match=r"unknown context key\(s\) \['diagnosa:endpoint_max_instance'\]"):
+        declared_stages(context.get, context)
+    context = {"diagnosa:stages": {"dev": {"region": "eu-west-1"}}, "diagnosa:endpoint_max_instances": "5"}
+    assert declared_stages(context.get, context)["dev"].endpoint_max_instances == 5
+
+
+def test_a_promotion_cycle_is_refused_without_a_delivery_pipeline():
+    from infra.config import check_promotions, declared_stages
+
+    stages = declared_stages({"diagnosa:stages": {"dev": {"region": "eu-west-1", "promote_from": "prod"},
+                                                  "prod": {"region": "eu-west-1", "promote_from": "dev"}}}.get)
+    with pytest.raises(ValueError, match="promote_from forms a cycle: dev <- prod <- dev"):
+        check_promotions(stages)
+
+
+@pytest.mark.parametrize("delivery, message", [
+    ("dev,prod", "diagnosa:delivery must be an object of settings, got 'dev,prod'"),
+    ({"region": "eu-west-1", "stages": ["dev"], "repository": "my repo"}, "repository 'my repo' is not a CodeCommit"),
+    ({"region": "eu-west-1", "stages": ["dev"], "repository": 5}, "diagnosa:delivery: repository must be a string"),
+    ({"region": "eu-west-1", "stages": ["dev"], "repository": "diagnosa", "branch": "feature..x"},
+     "branch 'feature..x' must be a valid git branch name"),
+])
+def test_bad_delivery_settings_are_named(delivery, message):
+    from infra.config import delivery_from_context
+
+    context = {"diagnosa:stages": {"dev": {"region": "eu-west-1"}}, "diagnosa:delivery": delivery}
+    with pytest.raises(ValueError, match=message):
+        delivery_from_context(context.get)
+
+
+def test_a_region_where_sagemaker_does_not_run_is_refused_before_the_sdk_sees_it():
+    with pytest.raises(ValueError, match=r"stage dev: region 'xx-foo-9' is not a region where SageMaker runs"):
+        stage_config("dev", {"region": "xx-foo-9"})
+    assert stage_config("dev", {"region": "us-gov-west-1"}).region == "us-gov-west-1"
