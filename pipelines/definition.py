@@ -670,6 +670,13 @@ def parameter_problems(definition: dict[str, Any], parameters: dict[str, Any]) -
             if names:
                 values = ", ".join(f"{name}={parameters.get(name)!r}" for name in names)
                 found.append(f"step {step}: parameter {values} gives an invalid request: {line}")
+    # A count no step reads (TrainingInstanceCount when xgboost is not among the families) is held to the same
+    # range: accepted, a 0 was ignored silently and recorded as the run's value.
+    for kind, name in INSTANCE_COUNT_PARAMETERS.items():
+        problem = instance_count_problem(kind, parameters[name]) if name in parameters else None
+        if problem and not any(f"{name}=" in line for line in found):
+            found.append(f"parameter {name}={parameters[name]!r}: a {kind} job's instance count {problem} "
+                         "(refused though no step of this run reads it)")
     return found
 
 

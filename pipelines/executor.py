@@ -20,24 +20,29 @@ import hashlib
 import json
 import os
 import re
+import signal
+import subprocess
 import sys
 import threading
 import time
 import traceback
 import uuid
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from diagnosa.files import write_json_atomic
 from diagnosa.lake import DataLake
 from diagnosa.logs import utc_now
 from diagnosa.net import process_alive
+from pipelines import guard as guard_script
 from pipelines.definition import parameter_problems, parameter_range_problems
 from pipelines.expressions import ExpressionError, Resolver, evaluate_condition, step_references
 from pipelines.graph import DefinitionError, StepNode, build_graph
+from pipelines.guard import EXECUTION_MARKER, job_processes
 from pipelines.local_jobs import (
     JOB_LOG,
     MAX_LOCAL_INSTANCES,
@@ -214,6 +219,7 @@ class StepEvent:
 
 
 DEFAULT_MAX_PARALLEL = max(1, min(4, os.cpu_count() or 1))  # steps run at once
+INTERRUPT_POLL_SECONDS = 0.5  # how soon a Ctrl-C is acknowledged while steps run
 
 
 @dataclass
@@ -245,23 +251,24 @@ class LocalExecutor:
         execution_id = execution_id or (datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-"
                                         + uuid.uuid4().hex[:6])
         folder = self.root / execution_id
-        folder.mkdir(parents=True, exist_ok=False)
-        text = json.dumps(definition, indent=2, ensure_ascii=False, sort_keys=True)
-        (folder / "definition.json").write_text(text + "\n", encoding="utf-8")
-        record = ExecutionRecord(folder / "execution.json", {
-            "PipelineName": name,
-            "PipelineExecutionId": execution_id,
-            "PipelineExecutionArn": _execution_arn(name, execution_id),
-            "PipelineExecutionStatus": "Executing",
-            "CreationTime": utc_now(),
-            "DefinitionSha256": hashlib.sha256(text.encode()).hexdigest(),
-            "Parameters": parameters,
-            "Steps": {},
-            "Attempts": 1,
-            "ExecutorPid": os.getpid(),  # lets resume tell a running execution from a killed one
-        })
-        record.update(lambda d: None)
-        return self._run(record, definition, graph)
+        with _deferred_interrupts() as interrupt:  # from the first record on, Ctrl-C ends in a Stopped record
+            folder.mkdir(parents=True, exist_ok=False)
+            text = json.dumps(definition, indent=2, ensure_ascii=False, sort_keys=True)
+            (folder / "definition.json").write_text(text + "\n", encoding="utf-8")
+            record = ExecutionRecord(folder / "execution.json", {
+                "PipelineName": name,
+                "PipelineExecutionId": execution_id,
+                "PipelineExecutionArn": _execution_arn(name, execution_id),
+                "PipelineExecutionStatus": "Executing",
+                "CreationTime": utc_now(),
+                "DefinitionSha256": hashlib.sha256(text.encode()).hexdigest(),
+                "Parameters": parameters,
+                "Steps": {},
+                "Attempts": 1,
+                "ExecutorPid": os.getpid(),  # lets resume tell a running execution from a killed one
+            })
+            record.update(lambda d: None)
+            return self._run(record, definition, graph, interrupt)
 
     def resume(self, execution_id: str) -> ExecutionRecord:
         """Rerun a failed execution from its failed step; steps that succeeded keep their results."""
@@ -271,6 +278,14 @@ class LocalExecutor:
         if record.status == "Executing" and process_alive(record.data.get("ExecutorPid")):
             raise ExecutionError(f"execution {execution_id} is still executing (process "
                                  f"{record.data.get('ExecutorPid')}); resume it once that process has ended")
+        # Jobs that outlived their executor (its guard killed too, or not yet done stopping them) still write in
+        # the step folders: a new attempt's job would find its outputs half-written by the old one.
+        orphans = job_processes(record.folder)
+        if orphans:
+            pids = " ".join(map(str, orphans))
+            raise ExecutionError(f"execution {execution_id}: job process(es) {pids} of an earlier attempt still run "
+                                 f"(executor process {record.data.get('ExecutorPid')} is gone) and write in "
+                                 f"{record.folder}; resume once they have ended (or stop them: kill {pids})")
         definition = execution_definition(record)
         graph, _ = self.preflight(definition, record.data["Parameters"])
 
@@ -281,8 +296,9 @@ class LocalExecutor:
             d["Attempts"] = d.get("Attempts", 1) + 1
             for name in [n for n, s in d["Steps"].items() if s["StepStatus"] != "Succeeded"]:
                 d["Steps"].pop(name)
-        record.update(reopen)
-        return self._run(record, definition, graph)
+        with _deferred_interrupts() as interrupt:
+            record.update(reopen)
+            return self._run(record, definition, graph, interrupt)
 
     # -------------------------------------------------------------------------------- checks
     def preflight(self, definition: dict[str, Any], overrides: dict[str, Any]) -> tuple[dict[str, StepNode],
@@ -322,7 +338,10 @@ class LocalExecutor:
         return graph, parameters
 
     # -------------------------------------------------------------------------------- scheduling
-    def _run(self, record: ExecutionRecord, definition: dict[str, Any], graph: dict[str, StepNode]) -> ExecutionRecord:
+    def _run(self, record: ExecutionRecord, definition: dict[str, Any], graph: dict[str, StepNode],
+             interrupt: threading.Event) -> ExecutionRecord:
+        """Schedule the steps to the end. Ctrl-C (``interrupt``, set by the SIGINT handler wherever the signal lands)
+        starts nothing new, lets the running steps end, and closes the record as Stopped."""
         started = time.perf_counter()
         resolver = execution_resolver(record)
         done = {n for n, s in record.steps.items() if s["StepStatus"] == "Succeeded"}
@@ -332,41 +351,52 @@ class LocalExecutor:
         failure: str | None = None
         running: dict[Future, str] = {}
         interrupted = False
-        with ThreadPoolExecutor(max_workers=self.max_parallel, thread_name_prefix="step") as pool:
-            while True:
-                if failure is None and not interrupted:  # after a failure, running steps finish, nothing new starts
-                    free = self.max_parallel - len(running)
-                    for name in self._ready(graph, record, done, skipped, running)[:max(0, free)]:
-                        running[pool.submit(self._step, record, graph[name], resolver, started)] = name
-                if not running:
-                    break
-                try:
-                    finished, _ = wait(running, return_when=FIRST_COMPLETED)
-                except KeyboardInterrupt:  # Ctrl-C: the jobs got it too; let them end, then record a stop
-                    interrupted = True
-                    self.progress("interrupted: waiting for running steps to end (resume later with --resume)")
-                    continue
-                for future in finished:
-                    name = running.pop(future)
-                    reason = future.result()
-                    if reason is None:
-                        done.add(name)
-                    elif failure is None:
-                        failure = reason
-        # An interrupt that came once nothing was left to start (the last step ended despite it) stopped nothing:
-        # the run was recorded as Stopped with every step succeeded, and --resume only flipped it.
-        if interrupted and (failure or self._ready(graph, record, done, skipped, {})):
-            status, failure = "Stopped", "interrupted" + (f" ({failure})" if failure else "")
-        else:
-            status = "Failed" if failure else "Succeeded"
+        try:
+            guard = _start_guard(record)
+        except OSError as err:  # the run goes on; a resume still refuses while jobs of a killed executor run
+            guard = None
+            self.progress(f"warning: no guard for this run ({err}): if this process is killed, its jobs run on")
+        try:
+            with ThreadPoolExecutor(max_workers=self.max_parallel, thread_name_prefix="step") as pool:
+                while True:
+                    if interrupt.is_set() and not interrupted:  # the jobs got it too (a terminal's Ctrl-C)
+                        interrupted = True
+                        self.progress("interrupted: waiting for running steps to end (resume later with --resume)")
+                    if failure is None and not interrupted:  # after a failure, running steps finish, nothing new starts
+                        free = self.max_parallel - len(running)
+                        for name in self._ready(graph, record, done, skipped, running)[:max(0, free)]:
+                            if interrupt.is_set():  # a Ctrl-C as the steps were chosen: none of them starts
+                                break
+                            running[pool.submit(self._step, record, graph[name], resolver, started)] = name
+                    if not running:
+                        if interrupt.is_set() and not interrupted:  # said, and recorded as Stopped, at the next turn
+                            continue
+                        break
+                    # With a timeout: a Ctrl-C only sets ``interrupt``, and is said at once, not when a step ends.
+                    finished, _ = wait(running, timeout=INTERRUPT_POLL_SECONDS, return_when=FIRST_COMPLETED)
+                    for future in finished:
+                        name = running.pop(future)
+                        reason = future.result()
+                        if reason is None:
+                            done.add(name)
+                        elif failure is None:
+                            failure = reason
+            # An interrupt that came once nothing was left to start (the last step ended despite it) stopped nothing:
+            # the run was recorded as Stopped with every step succeeded, and --resume only flipped it.
+            if interrupted and (failure or self._ready(graph, record, done, skipped, {})):
+                status, failure = "Stopped", "interrupted" + (f" ({failure})" if failure else "")
+            else:
+                status = "Failed" if failure else "Succeeded"
 
-        def close(d: dict[str, Any]) -> None:
-            d["PipelineExecutionStatus"] = status
-            if failure:
-                d["FailureReason"] = failure
-            d["EndTime"] = utc_now()
-            d["Skipped"] = sorted(skipped)
-        record.update(close)
+            def close(d: dict[str, Any]) -> None:
+                d["PipelineExecutionStatus"] = status
+                if failure:
+                    d["FailureReason"] = failure
+                d["EndTime"] = utc_now()
+                d["Skipped"] = sorted(skipped)
+            record.update(close)
+        finally:
+            _release_guard(guard)  # every step has ended here: none of its jobs is left to stop
         self.progress(f"execution {record.id} {status.lower()} in {time.perf_counter() - started:.1f} s"
                       + (f": {failure}" if failure else ""))
         return record
@@ -477,7 +507,8 @@ class LocalExecutor:
             budget = self._thread_budget()  # kept in the record: `diagnosa job prepare` reruns the job with it
             record.update(lambda d: d["Steps"][node.name].__setitem__("JobEnvironment", budget))
             run = run_processing if node.type == "Processing" else run_training
-            result = run(arguments, run_dir, self.mapping, python=self.python, env=budget,
+            result = run(arguments, run_dir, self.mapping, python=self.python,
+                         env={**budget, EXECUTION_MARKER: str(record.folder)},
                          job_arn=job_arn(operation, job_name), heartbeat=self._heartbeat(node))
             if node.type == "Training":
                 return {**result, "TrainingJobArn": job_arn(operation, job_name)}
@@ -640,6 +671,55 @@ def _summary(node: StepNode, properties: dict[str, Any]) -> str:
     if node.type == "Endpoint":
         return f" → {properties.get('Url', '')}"
     return ""
+
+
+# ------------------------------------------------------------------------------------------------ interrupts, kills
+
+@contextmanager
+def _deferred_interrupts() -> Iterator[threading.Event]:
+    """While an execution runs, SIGINT sets the event instead of raising KeyboardInterrupt. Raised, it landed wherever
+    the main thread was (choosing the next steps, submitting one, writing the record), left a traceback and the
+    execution "Executing" for ever; the scheduler reads the event instead. Only the main thread takes signals, and an
+    ignored SIGINT stays ignored."""
+    interrupt = threading.Event()
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        yield interrupt
+        return
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: interrupt.set())
+    try:
+        yield interrupt
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler if previous is None else previous)
+
+
+def _start_guard(record: ExecutionRecord) -> tuple[subprocess.Popen, int]:
+    """A run's guard (pipelines/guard.py): a small process that outlives a killed executor to stop its jobs and close
+    its record. Run as a script (the standard library only: this module takes seconds to import), in a session of its
+    own (a terminal's signals are the executor's); with the write end of its stdin."""
+    read, write = os.pipe()  # close-on-exec: no job holds the executor's end open after the executor is gone
+    try:
+        guard = subprocess.Popen([sys.executable, "-I", "-S", guard_script.__file__, str(record.folder), str(os.getpid())],
+                                 stdin=read, stdout=subprocess.DEVNULL, start_new_session=True)
+    except BaseException:
+        os.close(write)
+        raise
+    finally:
+        os.close(read)
+    return guard, write
+
+
+def _release_guard(guard: tuple[subprocess.Popen, int] | None) -> None:
+    """The run ended here, not by a kill: the guard ends without doing anything."""
+    if guard is None:
+        return
+    process, write = guard
+    try:
+        os.write(write, b"done")
+    except OSError:  # the guard is gone (killed with the executor's group, say): nothing to tell it
+        pass
+    finally:
+        os.close(write)
+    process.wait()
 
 
 def executions_folder(workspace: Path) -> Path:

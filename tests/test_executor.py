@@ -342,6 +342,25 @@ def test_an_instance_count_the_local_executor_cannot_place_is_refused_before_any
     assert executor.preflight(d, {"TrainingInstanceCount": "254"})[1]["TrainingInstanceCount"] == 254
 
 
+@pytest.mark.parametrize("name, value, message", [
+    ("TrainingInstanceCount", "0", "a training job's instance count must be at least 1, got 0"),
+    ("TrainingInstanceCount", "-5", "a training job's instance count must be at least 1, got -5"),
+    ("ProcessingInstanceCount", "101", "a processing job's instance count must be 1 to 100, got 101"),
+])
+def test_a_bad_instance_count_no_step_reads_is_refused_too(setup, name, value, message):
+    # TrainingInstanceCount is read by Train-xgboost only: with other families a 0 was accepted, ignored silently
+    # and recorded as the run's value, while the same 0 with xgboost was refused.
+    executor, lake, marker, _ = setup
+    d = without_property_files(definition(marker))
+    d["Parameters"] += [{"Name": "ProcessingInstanceCount", "Type": "Integer", "DefaultValue": 1},
+                        {"Name": "TrainingInstanceCount", "Type": "Integer", "DefaultValue": 1}]
+    with pytest.raises(ExecutionError, match=rf"^parameter {name}={value}: {message} \(refused though no step of "
+                                             r"this run reads it\)$"):
+        executor.start(d, {name: value})
+    assert not executor.root.exists() or not any(executor.root.iterdir()), "nothing ran, nothing was recorded"
+    assert executor.preflight(d, {name: "1"})[1][name] == 1
+
+
 def test_enum_fields_of_a_request_are_held_to_the_service_models_values():
     """botocore's validator checks types and required members, not enum values: a bad instance type, an enum inside
     a list, or one inside a map would pass it and fail at job creation on the service."""
