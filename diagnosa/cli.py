@@ -12,11 +12,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import signal
 import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+from diagnosa.aws import client as aws_client
 from diagnosa.aws import resolve_region
 from diagnosa.commands.common import (
     EXIT_BAD_INPUT,
@@ -38,7 +40,7 @@ from diagnosa.commands.common import (
     workspace_hint,
 )
 from diagnosa.lake import DataLake, LakeError
-from diagnosa.services import LOCAL_BUCKET, ServiceError, latest_input
+from diagnosa.services import LOCAL_BUCKET, ServiceError
 
 MAX_TOP_K = 1_000  # --top-k's bound here; the endpoint holds it to the model's labels
 
@@ -382,9 +384,7 @@ def open_registry(args: argparse.Namespace):
     from pipelines.registry import SageMakerRegistry
 
     if getattr(args, "region", None):
-        import boto3
-
-        return SageMakerRegistry(boto3.client("sagemaker", region_name=args.region))
+        return SageMakerRegistry(aws_client("sagemaker", args.region))
     return local_registry(workspace(args))
 
 
@@ -522,12 +522,10 @@ def _dataset_settings(args: argparse.Namespace, bucket: str) -> dict:
     dataset = args.dataset or BUILTIN_DATASET
     if dataset == BUILTIN_DATASET:
         return dataset_of(None, dataset)
-    if args.lake or os.environ.get("DIAGNOSA_LAKE") or args.pipeline_command == "definition":
+    if args.lake is not None or os.environ.get("DIAGNOSA_LAKE") or args.pipeline_command == "definition":
         lake = open_lake(args)
     else:
-        import boto3
-
-        lake = DataLake.from_uri(f"s3://{bucket}", s3_client=boto3.client("s3", region_name=args.region))
+        lake = DataLake.from_uri(f"s3://{bucket}", s3_client=aws_client("s3", args.region))
     manifest = curated_manifest(lake, dataset)
     if manifest is None:
         raise UsageError(f"no curated dataset '{dataset}' in {lake.uri}: run `diagnosa data ingest` first "
@@ -539,11 +537,20 @@ def _region(args: argparse.Namespace) -> str | None:
     return resolve_region(getattr(args, "region", None))
 
 
-def _pipeline_target(args: argparse.Namespace) -> tuple[str, str, dict]:
-    """The bucket, region and definition settings the pipeline commands were given."""
+def _bucket(args: argparse.Namespace) -> str:
     bucket = args.bucket or os.environ.get("DIAGNOSA_BUCKET")
     if not bucket:
         raise UsageError("give the pipeline's bucket with --bucket (or DIAGNOSA_BUCKET)")
+    if "://" in bucket or "/" in bucket:
+        name = bucket.split("://", 1)[-1].split("/", 1)[0]
+        raise UsageError(f"--bucket takes the bucket's name, got {bucket!r}: --bucket {name} (the pipeline reads "
+                         "the bucket's root as its lake)")
+    return bucket
+
+
+def _pipeline_target(args: argparse.Namespace) -> tuple[str, str, dict]:
+    """The bucket, region and definition settings the pipeline commands were given."""
+    bucket = _bucket(args)
     region = _region(args)
     if not region:
         raise UsageError("give an AWS region with --region (or AWS_REGION)")
@@ -564,6 +571,17 @@ def _pipeline_target(args: argparse.Namespace) -> tuple[str, str, dict]:
 
 
 UNSET_ROLE = "arn:aws:iam::000000000000:role/unset"
+# An IAM role's ARN (IAM's own rules for the path and name): SageMaker runs the pipeline as this role, and a user
+# ARN or a typo used to be sent as given, or to end in the SDK's traceback.
+ROLE_ARN = re.compile(r"arn:aws(-[a-z]+)*:iam::[0-9]{12}:role/([\x21-\x7e]{1,510}/)?[\w+=,.@-]{1,64}", re.ASCII)
+
+
+def _role_arn(args: argparse.Namespace) -> str | None:
+    role = getattr(args, "role_arn", None)
+    if role is not None and not ROLE_ARN.fullmatch(role):
+        raise UsageError(f"--role-arn {role!r} is not an IAM role ARN (arn:aws:iam::<12-digit account>:role/<name>): "
+                         "the pipeline's execution role, e.g. the stack output PipelineRoleArn")
+    return role
 
 
 def _definition_offline(args: argparse.Namespace) -> str:
@@ -572,7 +590,7 @@ def _definition_offline(args: argparse.Namespace) -> str:
 
     bucket, region, extra = _pipeline_target(args)
     try:
-        return build_offline(bucket, args.role_arn or UNSET_ROLE, region=region, **extra).definition
+        return build_offline(bucket, _role_arn(args) or UNSET_ROLE, region=region, **extra).definition
     except ValueError as err:
         raise UsageError(str(err)) from None
 
@@ -585,11 +603,13 @@ def _pipeline(args: argparse.Namespace, role_arn: str | None = None):
     from pipelines.definition import PipelineSettings, build_pipeline
     from pipelines.staging import stage_code
 
+    role = role_arn or _role_arn(args) or UNSET_ROLE  # before anything is uploaded
     bucket, region, extra = _pipeline_target(args)
     boto_session = boto3.Session(region_name=region)
-    staged = stage_code(DataLake.from_uri(f"s3://{bucket}", s3_client=boto_session.client("s3")))
-    session = PipelineSession(boto_session=boto_session, default_bucket=bucket)
-    settings = PipelineSettings(bucket=bucket, role_arn=role_arn or args.role_arn or UNSET_ROLE,
+    staged = stage_code(DataLake.from_uri(f"s3://{bucket}", s3_client=aws_client("s3", region)))
+    session = PipelineSession(boto_session=boto_session, sagemaker_client=aws_client("sagemaker", region),
+                              default_bucket=bucket)
+    settings = PipelineSettings(bucket=bucket, role_arn=role,
                                 code_uri=f"s3://{bucket}/{staged.key}", code_sha256=staged.sha256,
                                 region=region, **extra)
     try:
@@ -598,27 +618,60 @@ def _pipeline(args: argparse.Namespace, role_arn: str | None = None):
         raise UsageError(str(err)) from None
 
 
-def _parse_overrides(pairs: list[str], definition: dict) -> dict:
-    """Overrides typed as the definition declares them (the executor's rules, so local and AWS runs agree)."""
-    from pipelines.executor import ExecutionError, resolve_parameters
+def _start_deployed(args: argparse.Namespace) -> int:
+    """`pipeline start`: the pipeline as SageMaker holds it (not one built here, which may differ from what was
+    upserted), its parameters checked against that definition before an execution is started."""
+    from botocore.exceptions import ClientError
 
-    raw = split_params(pairs)
+    from diagnosa.services import plan_aws_start
+
+    bucket = _bucket(args)
+    region = _region(args)
+    if not region:
+        raise UsageError("give an AWS region with --region (or AWS_REGION)")
+    name = _pipeline_name(args)
+    raw = split_params(args.param)
+    client = aws_client("sagemaker", region)
     try:
-        resolved = resolve_parameters(definition, raw)
-    except ExecutionError as err:
-        raise UsageError(str(err)) from None
-    return {name: resolved[name] for name in raw}
+        described = client.describe_pipeline(PipelineName=name)
+    except ClientError as err:  # SageMaker: ResourceNotFound; moto: a ValidationException saying so
+        if err.response["Error"]["Code"] != "ResourceNotFound" and "Could not find" not in str(err):
+            raise
+        raise UsageError(f"no pipeline {name!r} in {region}: deploy it with `diagnosa pipeline upsert` (or name "
+                         "another with --name)") from None
+    named = _dataset_name(args) if (getattr(args, "dataset", None) or getattr(args, "dataset_config", None)) else None
+    lake = DataLake.from_uri(f"s3://{bucket}", s3_client=aws_client("s3", region))
+    try:
+        overrides = plan_aws_start(json.loads(described["PipelineDefinition"]), raw, lake, bucket,
+                                   dataset=named)
+    except ServiceError as err:
+        raise UsageError(f"pipeline {name}: {err}") from None
+    execution = client.start_pipeline_execution(
+        PipelineName=name, PipelineParameters=[{"Name": k, "Value": str(v)} for k, v in overrides.items()])
+    print(f"{execution['PipelineExecutionArn']}  (InputDataUri={overrides['InputDataUri']})")
+    return 0
+
+
+EXECUTION_ARN = re.compile(r"arn:aws[a-z-]*:sagemaker:[a-z0-9-]+:[0-9]{12}:pipeline/([A-Za-z0-9-]{1,256})/execution/"
+                           r"[a-z0-9]{1,256}", re.ASCII)
 
 
 def cmd_pipeline(args: argparse.Namespace) -> int:
-    import boto3
-    from botocore.exceptions import BotoCoreError, ClientError
+    from botocore.exceptions import ClientError
 
     try:
         if args.pipeline_command in ("status", "list"):
-            client = boto3.client("sagemaker", region_name=_region(args))
+            client = aws_client("sagemaker", _region(args))
             name = _pipeline_name(args)
-            arns = [args.execution] if getattr(args, "execution", None) else [
+            given = getattr(args, "execution", None)
+            if given is not None:  # an unset $ARN showed the latest execution; another pipeline's, under this name
+                found = EXECUTION_ARN.fullmatch(given)
+                if not found:
+                    raise UsageError(f"{given!r} is not a pipeline execution ARN (arn:aws:sagemaker:<region>:<account>:"
+                                     "pipeline/<name>/execution/<id>; `diagnosa pipeline list` shows them)")
+                if args.name and found.group(1) != name:
+                    raise UsageError(f"execution {given} belongs to pipeline {found.group(1)}, not {name} (--name)")
+            arns = [given] if given is not None else [
                 e["PipelineExecutionArn"] for e in client.list_pipeline_executions(
                     PipelineName=name, SortBy="CreationTime", SortOrder="Descending")["PipelineExecutionSummaries"]]
             if args.pipeline_command == "status":
@@ -639,27 +692,13 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
             else:
                 print(text)
             return 0
-        if args.pipeline_command == "upsert" and not args.role_arn:
+        if args.pipeline_command == "start":
+            return _start_deployed(args)
+        if not args.role_arn:
             raise UsageError("upsert needs the pipeline execution role: --role-arn")
-        pipeline = _pipeline(args)
-        definition = json.loads(pipeline.definition())
-        if args.pipeline_command == "upsert":
-            print(pipeline.upsert(role_arn=args.role_arn)["PipelineArn"])
-        elif args.pipeline_command == "start":
-            overrides = _parse_overrides(args.param, definition)
-            if "InputDataUri" not in overrides:  # the default names the dataset's prefix: train on its latest version
-                from diagnosa.data.ingest import IngestError
-
-                bucket, region, _ = _pipeline_target(args)  # checked by _pipeline above
-                lake = DataLake.from_uri(f"s3://{bucket}", s3_client=boto3.client("s3", region_name=region))
-                try:
-                    overrides["InputDataUri"] = latest_input(lake, _dataset_name(args), bucket)
-                except IngestError as err:
-                    raise UsageError(f"{err} (or give --param InputDataUri=s3://...)") from None
-            execution = pipeline.start(parameters=overrides)
-            print(f"{execution.arn}  (InputDataUri={overrides['InputDataUri']})")
+        print(_pipeline(args).upsert(role_arn=_role_arn(args))["PipelineArn"])
         return 0
-    except (ClientError, BotoCoreError) as err:
+    except ClientError as err:  # AWS answered no; one that never answers (BotoCoreError) is main's to report
         raise UsageError(f"AWS refused {args.pipeline_command}: {err}") from None
 
 
@@ -877,6 +916,7 @@ def _finish_help(parser: argparse.ArgumentParser, path: list[str]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from boto3.exceptions import Boto3Error  # upload_file's S3UploadFailedError is none of botocore's
     from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
     from diagnosa.data.ingest import IngestError
@@ -893,9 +933,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("diagnosa: error: this needs AWS credentials, and none were found (AWS_PROFILE, AWS_ACCESS_KEY_ID, "
               "~/.aws/credentials, an instance role); a local lake is a folder: --lake PATH", file=sys.stderr)
         return EXIT_FAILED
-    except (BotoCoreError, ClientError) as err:  # AWS unreachable (no network, a wrong region) or refusing
+    except (BotoCoreError, ClientError, Boto3Error) as err:  # AWS unreachable (no network, a wrong region) or refusing
         print(f"diagnosa: error: AWS: {err}", file=sys.stderr)
         return EXIT_FAILED
+    except KeyboardInterrupt:  # Ctrl-C before a run's record exists (its checks), or in a command that writes nothing
+        print("diagnosa: interrupted", file=sys.stderr)
+        return 128 + signal.SIGINT
     except BrokenPipeError:  # `diagnosa registry list | head`: the reader had what it wanted, as for any Unix tool
         try:
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit's flush

@@ -159,9 +159,9 @@ class S3Storage:
         if self.prefix:
             validate_key(self.prefix)
         if client is None:
-            import boto3
+            from diagnosa.aws import client as aws_client
 
-            client = boto3.client("s3")
+            client = aws_client("s3")
         self.client = client
         self.uri = f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}"
 
@@ -346,7 +346,13 @@ class DataLake:
         self.put_bytes(key, text.encode("utf-8"))
 
     def get_json(self, key: str) -> Any:
-        return json.loads(self.get_bytes(key).decode("utf-8"))
+        """The object at ``key`` as JSON; LakeError naming the object when it is not (a damaged or foreign object:
+        a truncated manifest, a hand-edited LATEST.json)."""
+        try:
+            return json.loads(self.get_bytes(key).decode("utf-8"))
+        except (ValueError, RecursionError) as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+            raise LakeError(f"{self.uri.rstrip('/')}/{key} is not valid JSON ({err}): repair or remove it (it is not "
+                            "what Diagnosa wrote)") from None
 
     def sha256(self, key: str) -> str:
         return hashlib.sha256(self.get_bytes(key)).hexdigest()

@@ -42,6 +42,53 @@ def latest_input(lake: DataLake, dataset: str, bucket: str) -> str:
     return curated_uri(bucket, dataset, latest_version(lake, dataset))
 
 
+def plan_aws_start(definition: dict[str, Any], raw: Mapping[str, str], lake: DataLake, bucket: str,
+                   dataset: str | None = None) -> dict[str, Any]:
+    """The parameters of a SageMaker execution of ``definition`` (the pipeline as deployed: what will run), checked
+    as ``run --local`` checks them, before anything is started: ``raw`` typed as the definition declares them, the
+    values a job request would refuse (instance counts and types), and the input: the dataset the definition
+    trains (``dataset``, when the user named one, must be it), its latest curated version in ``lake`` unless
+    ``raw`` names an ``InputDataUri``, which must be a curated version of that dataset in ``bucket``, with its
+    manifest. ServiceError says what is wrong."""
+    from diagnosa.data.ingest import IngestError
+    from pipelines.definition import parameter_problems
+    from pipelines.executor import ExecutionError, resolve_parameters
+
+    declared = {p["Name"]: p.get("DefaultValue") for p in definition.get("Parameters", [])}
+    default = declared.get("InputDataUri")
+    prefix = f"s3://{bucket}/curated/"
+    if not (isinstance(default, str) and default.startswith(prefix) and default.count("/") == 5):
+        raise ServiceError(f"the deployed pipeline's InputDataUri default is {default!r}, not s3://{bucket}/curated/"
+                           "<dataset>/: was it deployed with another --bucket? Give that bucket")
+    trained = default[len(prefix):].strip("/")
+    if dataset is not None and dataset != trained:
+        raise ServiceError(f"the deployed pipeline trains dataset {trained!r}, not {dataset!r}: start it with "
+                           f"--dataset {trained} (or upsert it for {dataset!r} first)")
+    try:
+        parameters = resolve_parameters(definition, dict(raw))
+    except ExecutionError as err:
+        raise ServiceError(str(err)) from None
+    overrides = {name: parameters[name] for name in raw}
+    problems = parameter_problems(definition, parameters)
+    if problems:
+        raise ServiceError("; ".join(problems))
+    given = overrides.get("InputDataUri")
+    try:
+        if given is None:
+            overrides["InputDataUri"] = parameters["InputDataUri"] = latest_input(lake, trained, bucket)
+        else:
+            version = str(given).removeprefix(f"{prefix}{trained}/").strip("/")
+            if f"{prefix}{trained}/{version}" != str(given).rstrip("/") or "/" in version or not version:
+                raise ServiceError(f"InputDataUri={given!r} is not a curated version of {trained!r} in this "
+                                   f"pipeline's bucket (s3://{bucket}/curated/{trained}/<version>)")
+            if not lake.exists(f"curated/{trained}/{version}/manifest.json"):
+                raise ServiceError(f"InputDataUri={given!r}: no curated version {version} of {trained!r} (no "
+                                   "manifest.json there)")
+    except IngestError as err:
+        raise ServiceError(f"{err} (or give --param InputDataUri=s3://...)") from None
+    return overrides
+
+
 def retraining_input(dataset: str, version: str) -> str:
     """The ``InputDataUri`` of a local retraining run: the curated ``version`` of ``dataset`` that
     ``monitoring.retrain.feedback_dataset`` wrote (its raw data + accepted feedback)."""
@@ -135,10 +182,12 @@ def plan_local_run(lake: DataLake, *, dataset: str, overrides: Mapping[str, str]
     ``overrides`` names an ``InputDataUri``), the definition (``definition``, else built for that dataset's
     labels and slice with ``families``), the overrides' names and types. ServiceError says what is wrong."""
     from diagnosa.data.schema import too_small_classes
+    from pipelines.definition import parameter_problems
     from pipelines.executor import ExecutionError, resolve_parameters
 
     overrides = dict(overrides or {})
     manifest = curated_manifest(lake, dataset, overrides.get("InputDataUri"))
+    built = definition is None
     if manifest is None and dataset != BUILTIN_DATASET and "InputDataUri" not in overrides:
         raise ServiceError(f"no curated dataset '{dataset}' in {lake.uri}: ingest it first "
                            f"(`diagnosa data ingest FILE.csv --config FILE.toml`, docs/data.md)")
@@ -154,9 +203,22 @@ def plan_local_run(lake: DataLake, *, dataset: str, overrides: Mapping[str, str]
         except ValueError as err:
             raise ServiceError(str(err)) from None
     try:
-        resolve_parameters(definition, overrides)  # names and types first: a typo is reported before data is looked for
+        # Names, types, ranges and the job requests they make first: a typo is reported before data is looked for
+        # (a definition of the user's own: its graph is the executor's preflight to check, the requests with it).
+        parameters = resolve_parameters(definition, overrides)
+        problems = parameter_problems(definition, parameters) if built else []
     except ExecutionError as err:
         raise ServiceError(str(err)) from None
+    if problems:
+        raise ServiceError("; ".join(problems))
+    if manifest is None and "InputDataUri" in overrides and built:
+        # Preprocess reads <InputDataUri>/manifest.json: a prefix without one (the dataset's folder, the
+        # definition's own default s3://diagnosa-local/curated/<dataset>/) used to pass preflight and fail the step.
+        uri = overrides["InputDataUri"]
+        latest = curated_manifest(lake, dataset, None)
+        hint = (f": name a version, e.g. {curated_uri(LOCAL_BUCKET, dataset, latest['version'])}, or leave "
+                "InputDataUri out for the latest") if latest else ""
+        raise ServiceError(f"parameter InputDataUri={uri!r} is not a curated version (no manifest.json under it){hint}")
     declared = {p["Name"] for p in definition.get("Parameters", [])}
     if "InputDataUri" in declared and "InputDataUri" not in overrides:
         if manifest is None:

@@ -235,12 +235,14 @@ def test_run_refuses_a_dataset_it_cannot_find_or_split_before_any_step(tmp_path,
     lake = DataLake.from_uri(str(tmp_path / "ws" / "lake"))
     schema = Schema("tiny", (Field("id", "string", role="id"), Field("y", "category", role="target"),
                              Field("x", "number")), ("a", "b", "c", "d"))
-    lake.put_json("curated/tiny/v1/manifest.json", {"dataset": "tiny", "version": "v1", "schema": schema.to_dict(),
-                                                    "label_counts": {"a": 40, "b": 2, "c": 1, "d": 0}})
-    lake.put_json("curated/tiny/LATEST.json", {"version": "v1", "manifest": "curated/tiny/v1/manifest.json"})
+    lake.put_json("curated/tiny/00000000a001/manifest.json", {"dataset": "tiny", "version": "00000000a001",
+                                                              "schema": schema.to_dict(),
+                                                              "label_counts": {"a": 40, "b": 2, "c": 1, "d": 0}})
+    lake.put_json("curated/tiny/LATEST.json", {"version": "00000000a001",
+                                               "manifest": "curated/tiny/00000000a001/manifest.json"})
     assert main([*ws, "run", "--local", "--dataset", "tiny"]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "curated dataset tiny version v1: 3 classes too small" in err
+    assert err.count("\n") == 1 and "curated dataset tiny version 00000000a001: 3 classes too small" in err
     assert "class 'b' has 2 rows, class 'c' has 1 row, class 'd' has no rows" in err and "'a'" not in err
     assert not (tmp_path / "ws" / "executions").exists() or not any((tmp_path / "ws" / "executions").iterdir())
 

@@ -221,3 +221,15 @@ def test_a_reader_that_stops_reading_is_no_error(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr("sys.stdout", Closed())
     assert main(["--workspace", str(tmp_path / "ws"), "registry", "list"]) == 128 + signal.SIGPIPE
     assert "Broken pipe" not in capsys.readouterr().err
+
+
+def test_ctrl_c_in_a_command_is_one_line_and_status_130(monkeypatch, capsys, tmp_path):
+    """Ctrl-C before a local run has a record (its checks take seconds) printed Python's traceback."""
+    import diagnosa.cli as cli
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "cmd_data_generate", interrupted)
+    assert cli.main(["--workspace", str(tmp_path / "ws"), "data", "generate"]) == 130
+    assert capsys.readouterr().err == "diagnosa: interrupted\n"

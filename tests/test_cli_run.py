@@ -25,7 +25,10 @@ def test_run_needs_curated_data_first(ws, capsys):
     (["run", "--local", "--param", "OrphanRecallThreshold=high"], "parameter OrphanRecallThreshold is a Float"),
     (["run", "--local", "--param", "Resampling"], "--param takes NAME=VALUE"),
     (["run", "--local", "--param", "InputDataUri=s3://diagnosa-local/curated/patients/none"],
-     "input s3://diagnosa-local/curated/patients/none does not exist"),
+     "parameter InputDataUri='s3://diagnosa-local/curated/patients/none' is not a curated version"),
+    # The definition's own default (the dataset's prefix) named no version: Preprocess failed 6 s in.
+    (["run", "--local", "--param", "InputDataUri=s3://diagnosa-local/curated/patients/"],
+     "InputDataUri='s3://diagnosa-local/curated/patients/' is not a curated version (no manifest.json under it)"),
     (["run", "--local", "--families", "catboost"], "families names 'catboost', not among"),
     (["run", "--local", "--resume", "nope"], "no local execution 'nope'"),
     (["executions", "nope"], "no local execution 'nope'"),
@@ -35,6 +38,9 @@ def test_run_needs_curated_data_first(ws, capsys):
     (["run", "--local", "--families", ","], "--families takes a comma-separated list of families, got ','"),
     (["run", "--local", "--families", "mlp,mlp"], "--families names mlp more than once"),
     (["run", "--local", "--resume", ""], "--resume takes an execution id (`diagnosa executions` lists them)"),
+    (["--lake", "", "run", "--local"], "the lake is empty or blank (--lake or DIAGNOSA_LAKE)"),
+    (["--raw-lake", " ", "run", "--local"], "the lake is empty or blank (--raw-lake or DIAGNOSA_RAW_LAKE)"),
+    (["--workspace", "", "executions"], "the workspace is empty or blank"),
     (["run", "--local", "--param", "Seed=1", "--param", "Seed=2"], "--param Seed given twice ('1' and '2')"),
 ])
 def test_bad_input_is_one_line_and_nothing_runs(ws, tmp_path, capsys, argv, message):
@@ -201,3 +207,10 @@ def test_executions_name_the_dataset_each_trained_on_and_filter_by_it(ws, tmp_pa
     assert [line.split()[0] for line in capsys.readouterr().out.splitlines()] == ["e1"]
     assert main([*ws, "executions", "--dataset", "nope"]) == 0
     assert "no local executions of dataset nope" in capsys.readouterr().out
+
+
+def test_a_lake_that_is_a_file_is_named(ws, tmp_path, capsys):
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    assert main([*ws, "--lake", str(afile), "run", "--local"]) == 2
+    assert f"lake {afile} is a file, not a folder" in capsys.readouterr().err

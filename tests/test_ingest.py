@@ -297,3 +297,45 @@ def test_schema_round_trip_keeps_zero_limits():
     again = Schema.from_dict(json.loads(json.dumps(schema.to_dict())))
     assert again == schema
     assert again.field("age").min == 0 and again.field("crp_mg_l").min == 0.0
+
+
+@pytest.mark.parametrize("latest, manifest, message", [
+    (b"\x00garbage{{", None, "curated/breast-biopsy/LATEST.json names no curated version"),
+    (b'["not", "an", "object"]', None, "names no curated version"),
+    (b'{"version": "../../etc"}', None, "names no curated version"),  # never followed out of the dataset
+    (b'{"version": "abcdef123456"}', None, "names version abcdef123456, which has no manifest"),
+    (None, b'{"rows": 12, "sch', "the latest curated version of 'breast-biopsy' is damaged: "),
+])
+def test_a_damaged_latest_or_manifest_is_refused_by_readers_and_repaired_by_ingest(lake, tmp_path, latest, manifest,
+                                                                                  message):
+    """What a hand edit, a partial copy or a foreign tool leaves in LATEST.json or a manifest: every reader of the
+    latest version (run, pipeline start, retraining) refuses it naming the object, where a traceback or a run on a
+    path outside the dataset used to follow; ingesting the data again makes LATEST.json right."""
+    from diagnosa.data.ingest import latest_key, latest_version
+
+    csv, config = tmp_path / "biopsies.csv", tmp_path / "biopsies.toml"
+    csv.write_text("case,patient_name,age,radius,texture,outcome\n" + FILLER
+                   + "c1,Ana Ruiz,54,12.5,smooth,benign\nc2,Luis Gil,61,22.1,rough,borderline\n"
+                   + "c3,Eva,47,15.0,rough,benign\nc4,Pau,52,13.0,smooth,malignant\n")
+    config.write_text(CONFIG)
+    report = ingest_csv(lake, csv, config)
+    good = lake.get_bytes(report.manifest_key)
+    if latest is not None:
+        lake.put_bytes(latest_key("breast-biopsy"), latest)
+    if manifest is not None:
+        lake.put_bytes(report.manifest_key, manifest)
+    with pytest.raises(IngestError, match=message):
+        latest_version(lake, "breast-biopsy")
+    with pytest.raises(IngestError, match=message):
+        load_curated(lake, "breast-biopsy")
+    lake.put_bytes(report.manifest_key, good)
+    again = ingest_csv(lake, csv, config)
+    assert again.version == report.version and latest_version(lake, "breast-biopsy") == report.version
+
+
+def test_a_manifest_that_is_not_json_is_named_not_a_traceback(lake):
+    from diagnosa.lake import LakeError
+
+    lake.put_bytes("curated/x/abcdef123456/manifest.json", b'{"rows": 3')
+    with pytest.raises(LakeError, match=r"lake/curated/x/abcdef123456/manifest.json is not valid JSON \(.*\): repair"):
+        lake.get_json("curated/x/abcdef123456/manifest.json")

@@ -39,8 +39,16 @@ def test_definition_upsert_start_status_list(aws, tmp_path, capsys):
     # Without InputDataUri, start trains on the lake's latest curated version, and says so.
     assert main(["pipeline", "start", *COMMON, "--param", "Resampling=smote"]) == 2
     assert "no curated dataset" in capsys.readouterr().err
-    boto3.client("s3", region_name="eu-west-1").put_object(
-        Bucket="lake", Key="curated/patients/LATEST.json", Body=json.dumps({"version": "abc123def456"}))
+    s3 = boto3.client("s3", region_name="eu-west-1")
+    s3.put_object(Bucket="lake", Key="curated/patients/LATEST.json", Body=json.dumps({"version": "abc123def456"}))
+    # A LATEST.json naming a version without its manifest (or a damaged one) starts nothing: a billed run on it
+    # would fail in Preprocess.
+    assert main(["pipeline", "start", *COMMON]) == 2
+    assert "names version abc123def456, which has no manifest" in capsys.readouterr().err
+    s3.put_object(Bucket="lake", Key="curated/patients/abc123def456/manifest.json", Body=b'{"rows": 3')
+    assert main(["pipeline", "start", *COMMON]) == 2
+    assert "the latest curated version of 'patients' is damaged: s3://lake/" in capsys.readouterr().err
+    s3.put_object(Bucket="lake", Key="curated/patients/abc123def456/manifest.json", Body=b'{"rows": 3}')
     assert main(["pipeline", "start", *COMMON, "--param", "Resampling=smote",
                  "--param", "RecallThresholdEnfermedadTerminal=0.9"]) == 0
     execution, used = capsys.readouterr().out.split()
@@ -74,19 +82,112 @@ def test_definition_needs_no_credentials_and_is_what_upsert_sends(aws, monkeypat
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["pipeline", "start", *COMMON, "--param", "Nope=1"], "unknown pipeline parameter(s) Nope"),
-    (["pipeline", "start", *COMMON, "--param", "OrphanRecallThreshold=high"],
-     "parameter OrphanRecallThreshold is a Float, got 'high'"),
-    (["pipeline", "start", *COMMON, "--param", "OrphanRecallThreshold=1.5"],
-     "parameter OrphanRecallThreshold is a recall threshold, in [0, 1]; got 1.5"),
-    (["pipeline", "start", *COMMON, "--param", "Seed=-1"], "parameter Seed must be in [0, 4294967295]"),
-    (["pipeline", "start", *COMMON, "--param", "Resampling"], "takes NAME=VALUE"),
+    (["pipeline", "start", *COMMON, "--param", "Nope=1"], "no pipeline 'diagnosa' in eu-west-1: deploy it with"),
     (["pipeline", "upsert", *COMMON], "needs the pipeline execution role"),
+    (["pipeline", "upsert", *COMMON, "--role-arn", "arn:aws:iam::123456789012:user/alice"],
+     "--role-arn 'arn:aws:iam::123456789012:user/alice' is not an IAM role ARN"),
+    (["pipeline", "upsert", *COMMON, "--role-arn", "diagnosa-pipeline"], "is not an IAM role ARN"),
+    (["pipeline", "definition", *COMMON, "--role-arn", "arn:aws:iam::12345:role/x"], "is not an IAM role ARN"),
+    (["pipeline", "definition", *COMMON, "--role-arn", "arn:aws:iam::123456789012:role/a b"], "is not an IAM role ARN"),
     (["pipeline", "definition", "--region", "eu-west-1"], "give the pipeline's bucket"),
-    (["pipeline", "definition", *COMMON, "--families", "catboost"], "unknown: ['catboost']"),
+    (["pipeline", "definition", "--region", "eu-west-1", "--bucket", "s3://lake/diagnosa"],
+     "--bucket takes the bucket's name, got 's3://lake/diagnosa': --bucket lake"),
+    (["pipeline", "start", "--region", "eu-west-1", "--bucket", "s3://lake"], "--bucket takes the bucket's name"),
+    (["pipeline", "definition", *COMMON, "--families", "catboost"], "families names 'catboost', not among"),
     (["pipeline", "status", "--region", "eu-west-1"], "Could not find pipeline with PipelineName diagnosa"),
+    (["pipeline", "status", "--region", "eu-west-1", ""], "'' is not a pipeline execution ARN"),
+    (["pipeline", "status", "--region", "eu-west-1", "arn:aws:sagemaker:eu-west-1:123456789012:pipeline/x"],
+     "is not a pipeline execution ARN"),
+    (["pipeline", "status", "--region", "eu-west-1", "--name", "diagnosa",
+      "arn:aws:sagemaker:eu-west-1:123456789012:pipeline/other/execution/abc123"],
+     "belongs to pipeline other, not diagnosa (--name)"),
 ])
 def test_bad_input_is_refused_before_aws_is_changed(aws, capsys, argv, message):
     assert main(argv) == 2
     assert message in capsys.readouterr().err
     assert aws.list_pipelines()["PipelineSummaries"] == []
+
+
+@pytest.mark.parametrize("param, message", [
+    (["Nope=1"], "unknown pipeline parameter(s) Nope"),
+    (["OrphanRecallThreshold=high"], "parameter OrphanRecallThreshold is a Float, got 'high'"),
+    (["OrphanRecallThreshold=1.5"], "parameter OrphanRecallThreshold is a recall threshold, in [0, 1]; got 1.5"),
+    (["Seed=-1"], "parameter Seed must be in [0, 4294967295]"),
+    (["Resampling"], "takes NAME=VALUE"),
+    # What a job request would refuse once the execution reached the step (Preprocess already billed), as run --local.
+    (["ProcessingInstanceCount=0"], "step Transform: parameter ProcessingInstanceCount=0 gives an invalid request"),
+    (["TrainingInstanceCount=0"], "parameter TrainingInstanceCount=0 gives an invalid request"),
+    (["TrainingInstanceType=ml.m5.xlarg"], "parameter TrainingInstanceType='ml.m5.xlarg' gives an invalid request"),
+    (["InputDataUri=notauri"], "InputDataUri='notauri' is not a curated version of 'patients' in this pipeline's bucket"),
+    (["InputDataUri=s3://nobucket/curated/patients/abc123def456"], "is not a curated version of 'patients'"),
+    (["InputDataUri=s3://lake/curated/patients/../../etc"], "is not a curated version of 'patients'"),
+    (["InputDataUri=s3://lake/curated/patients/abc123def456"], "no curated version abc123def456 of 'patients'"),
+])
+def test_start_checks_its_parameters_against_the_deployed_pipeline_before_starting(aws, capsys, param, message):
+    assert main(["pipeline", "upsert", *COMMON, "--role-arn", ROLE]) == 0
+    capsys.readouterr()
+    assert main(["pipeline", "start", *COMMON, *(f"--param={p}" for p in param)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.startswith("diagnosa: error: ") and err.count("\n") == 1
+    assert aws.list_pipeline_executions(PipelineName="diagnosa")["PipelineExecutionSummaries"] == []
+
+
+def test_start_runs_what_was_deployed_not_what_this_checkout_would_build(aws, tmp_path, capsys):
+    """A pipeline upserted for one dataset and started by name trains that dataset, with that definition's
+    parameters; naming another dataset is refused. start stages no code (a start-only role may not write)."""
+    config = tmp_path / "mini.toml"
+    config.write_text('name = "mini"\nid_column = "id"\ntarget = "y"\nlabels = ["a", "b"]\n')
+    assert main(["pipeline", "upsert", *COMMON, "--role-arn", ROLE, "--dataset-config", str(config),
+                 "--name", "mix"]) == 0
+    s3 = boto3.client("s3", region_name="eu-west-1")
+    for dataset in ("patients", "mini"):
+        s3.put_object(Bucket="lake", Key=f"curated/{dataset}/LATEST.json", Body=json.dumps({"version": "abc123def456"}))
+        s3.put_object(Bucket="lake", Key=f"curated/{dataset}/abc123def456/manifest.json", Body=b"{}")
+    staged = {o["Key"] for o in s3.list_objects_v2(Bucket="lake")["Contents"]}
+    capsys.readouterr()
+    assert main(["pipeline", "start", *COMMON, "--name", "mix", "--param", "RecallThresholdEnfermedadTerminal=0.9"]) == 2
+    assert "unknown pipeline parameter(s) RecallThresholdEnfermedadTerminal" in capsys.readouterr().err
+    assert main(["pipeline", "start", *COMMON, "--name", "mix", "--dataset", "patients"]) == 2
+    assert "the deployed pipeline trains dataset 'mini', not 'patients'" in capsys.readouterr().err
+    assert main(["pipeline", "start", *COMMON, "--name", "mix", "--param", "RecallThresholdA=0.5"]) == 0
+    execution, used = capsys.readouterr().out.split()
+    assert used == "(InputDataUri=s3://lake/curated/mini/abc123def456)"
+    parameters = {p["Name"]: p["Value"] for p in aws.list_pipeline_parameters_for_execution(
+        PipelineExecutionArn=execution)["PipelineParameters"]}
+    assert parameters == {"RecallThresholdA": "0.5", "InputDataUri": "s3://lake/curated/mini/abc123def456"}
+    assert {o["Key"] for o in s3.list_objects_v2(Bucket="lake")["Contents"]} == staged  # nothing uploaded
+
+
+def test_an_aws_endpoint_that_never_answers_ends_in_a_bounded_error(monkeypatch, capsys):
+    """A server that takes the connection and never answers kept `pipeline status` silent for over five minutes
+    (botocore's 60 s reads, five attempts). The commands' clients (diagnosa.aws.client) read with a timeout and try
+    ATTEMPTS times, then say which endpoint did not answer."""
+    import socket
+    import threading
+
+    import diagnosa.aws
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    accepted: list[socket.socket] = []
+
+    def accept() -> None:
+        while True:
+            try:
+                accepted.append(server.accept()[0])
+            except OSError:
+                return
+
+    threading.Thread(target=accept, daemon=True).start()
+    monkeypatch.setattr(diagnosa.aws, "READ_TIMEOUT_S", 0.5)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{server.getsockname()[1]}")
+    try:
+        assert main(["pipeline", "status", "--region", "eu-west-1"]) == 1
+    finally:
+        server.close()
+        for connection in accepted:
+            connection.close()
+    err = capsys.readouterr().err
+    assert err.startswith("diagnosa: error: AWS") and "Read timeout on endpoint URL" in err and err.count("\n") == 1
+    assert len(accepted) == diagnosa.aws.ATTEMPTS  # each attempt a new connection, none more

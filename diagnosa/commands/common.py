@@ -38,7 +38,7 @@ def find_workspace(start: Path) -> Path | None:
 def workspace(args: argparse.Namespace) -> Path:
     """--workspace, else $DIAGNOSA_HOME, else the nearest .diagnosa here or above (as git finds .git), else
     ./.diagnosa (where the first command that writes creates it)."""
-    chosen = args.workspace or os.environ.get("DIAGNOSA_HOME")
+    chosen = args.workspace if args.workspace is not None else os.environ.get("DIAGNOSA_HOME")
     if chosen is not None and not chosen.strip():
         raise UsageError("the workspace is empty or blank (--workspace or DIAGNOSA_HOME): name a folder")
     if chosen:
@@ -66,9 +66,22 @@ def workspace_hint(args: argparse.Namespace) -> str:
 def open_lake(args: argparse.Namespace) -> DataLake:
     """The lake; opening it creates nothing (a local lake's folders appear with the first object written), so a
     command that only reads leaves no empty workspace behind to shadow the real one."""
-    uri = args.lake or os.environ.get("DIAGNOSA_LAKE") or str(workspace(args) / "lake")
-    raw_uri = getattr(args, "raw_lake", None) or os.environ.get("DIAGNOSA_RAW_LAKE") or None
+    uri = _given(args.lake, "DIAGNOSA_LAKE", "--lake") or str(workspace(args) / "lake")
+    raw_uri = _given(getattr(args, "raw_lake", None), "DIAGNOSA_RAW_LAKE", "--raw-lake")
+    for given in (uri, raw_uri):
+        if given and "://" not in given and Path(given).expanduser().exists() and not Path(given).expanduser().is_dir():
+            raise UsageError(f"lake {given} is a file, not a folder (--lake, --raw-lake, DIAGNOSA_LAKE or "
+                             "DIAGNOSA_RAW_LAKE): name a folder or s3://bucket/prefix")
     return DataLake.from_uri(uri, raw_uri=raw_uri)
+
+
+def _given(flag: str | None, variable: str, name: str) -> str | None:
+    """A location from its flag, else its environment variable; None when neither is set. An empty or blank one (an
+    unset shell variable, --lake "$LAKE") is refused: it used to mean the default, and a run trained on it."""
+    value = flag if flag is not None else os.environ.get(variable)
+    if value is not None and not value.strip():
+        raise UsageError(f"the lake is empty or blank ({name} or {variable}): name a folder or s3://bucket/prefix")
+    return value
 
 
 def local_workspace(args: argparse.Namespace, lake: DataLake | None = None) -> LocalWorkspace:

@@ -57,7 +57,7 @@ from diagnosa.data.schema import (
     ungrouped,
 )
 from diagnosa.data.validate import validate_frame
-from diagnosa.lake import DataLake
+from diagnosa.lake import DataLake, LakeError
 
 INGEST_VERSION = "2"  # bump when ingestion changes what it writes for the same input (2: data in parts)
 # The curated rows are written as several Parquet objects of at most this many rows (data/part-NNNNN.parquet),
@@ -556,6 +556,12 @@ def lake_datasets(lake: DataLake) -> list[str]:
                    if key.count("/") == 2 and key.endswith("/LATEST.json")})
 
 
+# A curated version's id as ingestion writes it (hex digits of a content hash; the AWS retrain function holds
+# LATEST.json to the same rule): naming anything else (a path such as ../../x) it is damaged, never followed.
+VERSION_ID = re.compile(r"[0-9a-f]{6,64}")
+DAMAGED_LATEST = "(damaged LATEST.json)"
+
+
 def latest_key(dataset: str) -> str:
     """The object naming a dataset's latest curated version; written last, after the version's manifest."""
     return f"curated/{dataset}/LATEST.json"
@@ -590,9 +596,17 @@ def _existing(lake: DataLake, dataset: str, version: str) -> IngestReport | None
 
 
 def current_latest(lake: DataLake, dataset: str) -> str | None:
-    """The dataset's latest curated version, None when it has none."""
+    """What the dataset's LATEST.json names, None when there is none; DAMAGED_LATEST when it names nothing an
+    ingest wrote (not JSON, no version, a version id that is a path). Ingestion rewrites it; readers go
+    through ``latest_version``, which refuses it."""
     key = latest_key(dataset)
-    return lake.get_json(key).get("version") if lake.exists(key) else None
+    if not lake.exists(key):
+        return None
+    try:
+        version = lake.get_json(key).get("version")
+    except (LakeError, AttributeError):  # not JSON, or JSON but not an object
+        return DAMAGED_LATEST
+    return version if isinstance(version, str) and VERSION_ID.fullmatch(version) else DAMAGED_LATEST
 
 
 def _commit(lake: DataLake, schema: Schema, version: str, curated: pd.DataFrame, sources: list[SourceCounts],
@@ -1205,9 +1219,24 @@ def parses_as_float(text: str) -> bool:
 # ------------------------------------------------------------------------------------------------ readers of curated data
 
 def latest_version(lake: DataLake, dataset: str) -> str:
+    """The dataset's latest curated version, its manifest there and readable; IngestError naming what is wrong
+    (no dataset, a damaged LATEST.json, a version whose manifest is missing or damaged), before anything trains
+    on it."""
     version = current_latest(lake, dataset)
     if version is None:
         raise IngestError(f"no curated dataset '{dataset}' in {lake.uri}: run `diagnosa data ingest` first")
+    where = f"{lake.uri.rstrip('/')}/{latest_key(dataset)}"
+    if version == DAMAGED_LATEST:
+        raise IngestError(f"{where} names no curated version (not what an ingest writes): ingest the data again "
+                          "(`diagnosa data ingest` rewrites it) or repair it")
+    manifest = f"{curated_prefix(dataset, version)}/manifest.json"
+    if not lake.exists(manifest):
+        raise IngestError(f"{where} names version {version}, which has no manifest ({manifest}): ingest the data "
+                          "again (`diagnosa data ingest` rewrites it)")
+    try:
+        lake.get_json(manifest)
+    except LakeError as err:
+        raise IngestError(f"the latest curated version of '{dataset}' is damaged: {err}") from None
     return version
 
 
