@@ -16,6 +16,7 @@ PSI alone makes no verdict: in small samples it is large by chance (see ``_verdi
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
@@ -39,8 +40,8 @@ class DriftThresholds:
     missing_rate_delta: float = 0.10  # absolute change of the missing-value rate that counts as drift
 
     def validate(self) -> None:
-        if not 0 < self.min_psi:
-            raise ValueError(f"min_psi must be positive, got {self.min_psi}")
+        if not 0 < self.min_psi < math.inf:
+            raise ValueError(f"min_psi must be a positive number, got {self.min_psi}")
         if not 0 < self.p_value < 1:
             raise ValueError(f"p_value must be in (0, 1), got {self.p_value}")
         if self.min_rows < 1:

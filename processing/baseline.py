@@ -364,6 +364,9 @@ def load_baseline(folders: Iterable[Path]) -> Baseline:
     folders = [Path(f) for f in folders]
     found: dict[str, Path] = {}
     for folder in folders:
+        if folder.exists() and not folder.is_dir():
+            raise BaselineError(f"baseline {folder} is a file: give the folder holding {STATISTICS} and "
+                                f"{CONSTRAINTS} (a run's baseline and evaluation folders)")
         if not folder.is_dir():
             raise BaselineError(f"baseline folder {folder} does not exist")
         for name in (STATISTICS, CONSTRAINTS, PREDICTIONS):

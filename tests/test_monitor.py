@@ -298,6 +298,15 @@ def test_cli_monitor_writes_the_report_and_fails_on_alert_when_asked(tmp_path, l
     argv = ["--lake", lake.uri, "--workspace", str(tmp_path / "ws"), "monitor", "--since", start]
     assert main([*argv, "--baseline", str(tmp_path / "nowhere")]) == 2
     assert "baseline folder" in capsys.readouterr().err
+    (tmp_path / "statistics.json").write_text("{}")
+    assert main([*argv, "--baseline", str(tmp_path / "statistics.json")]) == 2  # a file, not its folder
+    assert f"baseline {tmp_path / 'statistics.json'} is a file: give the folder" in capsys.readouterr().err
+    for flag, value, said in (("--min-psi", "-1", "--min-psi must be a positive number, got -1.0"),
+                              ("--min-psi", "inf", "--min-psi must be a positive number, got inf"),
+                              ("--p-value", "2", "--p-value must be in (0, 1), got 2.0"),
+                              ("--missing-rate-delta", "inf", "--missing-rate-delta must be in (0, 1], got inf")):
+        assert main([*argv, "--baseline", str(baseline_dir), f"{flag}={value}"]) == 2
+        assert said in capsys.readouterr().err
     assert main([*argv, "--baseline", str(baseline_dir), "--last", "2h"]) == 2
     assert "either --last or --since" in capsys.readouterr().err
     out = tmp_path / "out"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import codecs
 import json
+import re
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -109,7 +110,9 @@ def cmd_monitor(args: argparse.Namespace) -> int:
         settings = settings_from_baseline(baseline, drift, args.min_feedback, model=served)
         settings.validate()
     except (WindowError, BaselineError, ValueError) as err:  # BaselineMismatch is a ValueError
-        raise UsageError(str(err)) from None
+        # The thresholds' own checks (monitoring.drift) name their fields; the user typed flags.
+        raise UsageError(re.sub(r"\b(min_psi|p_value|missing_rate_delta)\b",
+                                lambda m: "--" + m.group(1).replace("_", "-"), str(err))) from None
     now = datetime.now(timezone.utc)
     report = run_monitor(lake, args.endpoint_name, baseline, start, end, settings, now=now, model_version=version)
     name = run_name(now)
