@@ -511,11 +511,7 @@ def _check_gate(data: dict[str, Any], where: str) -> None:
     """[gate]: the dataset's default recall thresholds (recall: one for every label, or a table per label;
     slice, unseen: the slice's and its unseen groups' macro recall, only where the config has them)."""
     gate = data["gate"]
-    if not isinstance(gate, dict):
-        raise SchemaError(f"{where}: 'gate' must be a table ([gate] with recall, slice, unseen)")
-    bad_keys = sorted(set(gate) - GATE_KEYS)
-    if bad_keys:
-        raise SchemaError(f"{where}: [gate] has unknown keys {', '.join(bad_keys)} (allowed: {', '.join(sorted(GATE_KEYS))})")
+    _check_table(gate, "gate", GATE_KEYS, where, "[gate] with recall, slice, unseen)")
     recall = gate.get("recall")
     if isinstance(recall, dict):
         unknown = [label for label in recall if label not in data["labels"]]
@@ -538,13 +534,17 @@ def _check_gate(data: dict[str, Any], where: str) -> None:
                           "the config's [slice] has no group")
 
 
-def _check_features(spec: Any, where: str) -> None:
+def _check_table(spec: Any, name: str, allowed: set[str], where: str, what: str) -> None:
+    """A config table ([name]) and its keys: ``what`` says what the table holds, closing the parenthesis."""
     if not isinstance(spec, dict):
-        raise SchemaError(f"{where}: 'features' must be a table ([features] with missing_indicators)")
-    bad_keys = sorted(set(spec) - FEATURES_KEYS)
+        raise SchemaError(f"{where}: '{name}' must be a table ({what}")
+    bad_keys = sorted(set(spec) - allowed)
     if bad_keys:
-        raise SchemaError(f"{where}: [features] has unknown keys {', '.join(bad_keys)} "
-                          f"(allowed: {', '.join(sorted(FEATURES_KEYS))})")
+        raise SchemaError(f"{where}: [{name}] has unknown keys {', '.join(bad_keys)} (allowed: {', '.join(sorted(allowed))})")
+
+
+def _check_features(spec: Any, where: str) -> None:
+    _check_table(spec, "features", FEATURES_KEYS, where, "[features] with missing_indicators)")
     if "missing_indicators" in spec and spec["missing_indicators"] not in MISSING_INDICATORS:
         raise SchemaError(f"{where}: [features] missing_indicators must be one of "
                           f"{', '.join(repr(x) for x in MISSING_INDICATORS)}, got {spec['missing_indicators']!r}")
@@ -581,12 +581,8 @@ class CsvDialect:
 
 
 def _check_csv(spec: Any, where: str) -> None:
-    if not isinstance(spec, dict):
-        raise SchemaError(f"{where}: 'csv' must be a table ([csv] with delimiter, decimal, encoding, thousands), with "
-                          "thousands too for grouped numbers")
-    bad_keys = sorted(set(spec) - CSV_KEYS)
-    if bad_keys:
-        raise SchemaError(f"{where}: [csv] has unknown keys {', '.join(bad_keys)} (allowed: {', '.join(sorted(CSV_KEYS))})")
+    _check_table(spec, "csv", CSV_KEYS, where, "[csv] with delimiter, decimal, encoding, thousands), with thousands "
+                 "too for grouped numbers")
     delimiter = spec.get("delimiter", ",")
     if not (isinstance(delimiter, str) and len(delimiter) == 1) or delimiter in '"\r\n' or delimiter.isalnum():
         raise SchemaError(f"{where}: [csv] delimiter must be one character that is not a letter, a digit, a quote or a "
