@@ -537,6 +537,13 @@ def _region(args: argparse.Namespace) -> str | None:
     return resolve_region(getattr(args, "region", None))
 
 
+def _required_region(args: argparse.Namespace) -> str:
+    region = _region(args)
+    if not region:
+        raise UsageError("give an AWS region with --region (or AWS_REGION)")
+    return region
+
+
 def _bucket(args: argparse.Namespace) -> str:
     bucket = args.bucket or os.environ.get("DIAGNOSA_BUCKET")
     if not bucket:
@@ -550,10 +557,7 @@ def _bucket(args: argparse.Namespace) -> str:
 
 def _pipeline_target(args: argparse.Namespace) -> tuple[str, str, dict]:
     """The bucket, region and definition settings the pipeline commands were given."""
-    bucket = _bucket(args)
-    region = _region(args)
-    if not region:
-        raise UsageError("give an AWS region with --region (or AWS_REGION)")
+    bucket, region = _bucket(args), _required_region(args)
     families = split_families(getattr(args, "families", None))
     extra: dict = {**_dataset_settings(args, bucket), "name": _pipeline_name(args)}
     if families:
@@ -625,10 +629,7 @@ def _start_deployed(args: argparse.Namespace) -> int:
 
     from diagnosa.services import plan_aws_start
 
-    bucket = _bucket(args)
-    region = _region(args)
-    if not region:
-        raise UsageError("give an AWS region with --region (or AWS_REGION)")
+    bucket, region = _bucket(args), _required_region(args)
     name = _pipeline_name(args)
     raw = split_params(args.param)
     client = aws_client("sagemaker", region)

@@ -50,7 +50,7 @@ def plan_aws_start(definition: dict[str, Any], raw: Mapping[str, str], lake: Dat
     trains (``dataset``, when the user named one, must be it), its latest curated version in ``lake`` unless
     ``raw`` names an ``InputDataUri``, which must be a curated version of that dataset in ``bucket``, with its
     manifest. ServiceError says what is wrong."""
-    from diagnosa.data.ingest import IngestError
+    from diagnosa.data.ingest import VERSION_ID, IngestError, read_manifest
     from pipelines.definition import parameter_problems
     from pipelines.executor import ExecutionError, resolve_parameters
 
@@ -75,15 +75,15 @@ def plan_aws_start(definition: dict[str, Any], raw: Mapping[str, str], lake: Dat
     given = overrides.get("InputDataUri")
     try:
         if given is None:
-            overrides["InputDataUri"] = parameters["InputDataUri"] = latest_input(lake, trained, bucket)
-        else:
-            version = str(given).removeprefix(f"{prefix}{trained}/").strip("/")
-            if f"{prefix}{trained}/{version}" != str(given).rstrip("/") or "/" in version or not version:
-                raise ServiceError(f"InputDataUri={given!r} is not a curated version of {trained!r} in this "
-                                   f"pipeline's bucket (s3://{bucket}/curated/{trained}/<version>)")
-            if not lake.exists(f"curated/{trained}/{version}/manifest.json"):
-                raise ServiceError(f"InputDataUri={given!r}: no curated version {version} of {trained!r} (no "
-                                   "manifest.json there)")
+            overrides["InputDataUri"] = latest_input(lake, trained, bucket)
+            return overrides
+        version = str(given).rstrip("/").removeprefix(f"{prefix}{trained}/")
+        if not VERSION_ID.fullmatch(version):
+            raise ServiceError(f"InputDataUri={given!r} is not a curated version of {trained!r} in this "
+                               f"pipeline's bucket (s3://{bucket}/curated/{trained}/<version>)")
+        if read_manifest(lake, trained, version) is None:
+            raise ServiceError(f"InputDataUri={given!r}: no curated version {version} of {trained!r} (no "
+                               "manifest.json there)")
     except IngestError as err:
         raise ServiceError(f"{err} (or give --param InputDataUri=s3://...)") from None
     return overrides
@@ -142,16 +142,15 @@ def label_naming_problem(config_path: Path) -> str | None:
 def curated_manifest(lake, dataset: str, input_uri: str | None = None) -> dict[str, Any] | None:
     """The manifest of the curated version a run trains on: the one ``input_uri`` names (when it is a
     curated version in this lake), else the dataset's latest; None when there is none."""
-    from diagnosa.data.ingest import IngestError, curated_prefix, latest_version
+    from diagnosa.data.ingest import NoCuratedData, latest_manifest
 
     if input_uri:
         key = input_uri.removeprefix(f"s3://{LOCAL_BUCKET}/").rstrip("/") + "/manifest.json"
         return lake.get_json(key) if input_uri.startswith(f"s3://{LOCAL_BUCKET}/curated/") and lake.exists(key) else None
     try:
-        version = latest_version(lake, dataset)
-    except IngestError:
+        return latest_manifest(lake, dataset)[1]  # a damaged LATEST.json or manifest is said, not read as none
+    except NoCuratedData:
         return None
-    return lake.get_json(f"{curated_prefix(dataset, version)}/manifest.json")
 
 
 def dataset_of(manifest: dict[str, Any] | None, dataset: str) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from typing import Any
 
 from diagnosa.data.schema import BUILTIN_DATASET
 from diagnosa.labels import CATEGORIES
+from inference.limits import has_surrogate
 from pipelines.service_model import instance_type_problem, sagemaker_regions
 
 STAGE_NAME = re.compile(r"[a-z][a-z0-9]{1,11}")  # always fullmatch: "$" also matches before a final "\n"
@@ -131,16 +132,13 @@ class StageConfig:
             if f.type.startswith("str") and not (isinstance(value, str) or (value is None and "None" in f.type)):
                 problems.append(f"{f.name} must be a string, got {value!r}")
             texts = value if isinstance(value, tuple) else (value,)
-            if any(isinstance(t, str) and not t.encode("utf-8", "surrogatepass").decode("utf-8", "ignore") == t
-                   for t in texts):  # a lone UTF-16 surrogate ("\ud800") is no text AWS (or jsii's JSON) takes
+            if any(isinstance(t, str) and has_surrogate(t) for t in texts):  # no text AWS (or jsii's JSON) takes
                 problems.append(f"{f.name} holds a lone UTF-16 surrogate: {value!r}")
         if problems:
             raise ValueError(f"stage {self.stage}: " + "; ".join(problems))
         if not STAGE_NAME.fullmatch(self.stage):
             problems.append(f"stage name {self.stage!r} must be 2-12 lowercase letters or digits, starting with a letter")
-        if not REGION.fullmatch(self.region):
-            problems.append(f"region {self.region!r} must be a concrete AWS region (image URIs depend on it)")
-        elif self.region not in sagemaker_regions():
+        if self.region not in sagemaker_regions():  # a concrete region: the image URIs in the definition depend on it
             problems.append(f"region {self.region!r} is not a region where SageMaker runs (botocore knows "
                             f"{len(sagemaker_regions())}: {', '.join(sorted(sagemaker_regions())[:4])}, ...)")
         if self.account is not None and not ACCOUNT.fullmatch(self.account):
@@ -252,9 +250,7 @@ def _coerce(name: str, value: Any, default: Any) -> Any:
         if not all(isinstance(v, str) for v in value):
             raise ValueError(f"{name} must be a list of strings, got {value!r}")
         return tuple(value)
-    if isinstance(default, str) or default is None:
-        if not isinstance(value, str):
-            raise ValueError(f"{name} must be a string, got {value!r}")
+    if not isinstance(default, (int, float)):  # a text (or None) setting: its type is check()'s to name
         return value
     try:
         if isinstance(value, bool):  # JSON true is neither 1 instance nor a threshold of 1.0

@@ -3,7 +3,8 @@ close its record. Left alone, the jobs ran on, orphaned, and wrote into a resume
 
 The executor starts it as a script (``python -I -S pipelines/guard.py <execution folder> <executor pid>``) with a pipe
 on its stdin and writes "done" once its steps have ended; the pipe closing without it means the executor was killed.
-The standard library only: importing the executor takes seconds, and the guard must be up before the first job.
+The standard library only (and diagnosa.files, which is too): importing the executor takes seconds, and the guard
+must be up before the first job.
 """
 from __future__ import annotations
 
@@ -14,6 +15,10 @@ import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+
+if __name__ == "__main__":  # run as a script (python -I -S): the project's own stdlib-only helpers, by path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from diagnosa.files import write_json_atomic  # noqa: E402  (the standard library only)
 
 # In the environment of every job process (inherited by what it starts): the execution folder. It tells an
 # execution's jobs from every other process, for the guard and for resume (pipelines/local_jobs.py starts them).
@@ -60,9 +65,7 @@ def guard(folder: str, executor: int) -> None:
             if step.get("StepStatus") == "Executing":
                 step.update(StepStatus="Stopped", EndTime=now, FailureReason=reason)
         data.update(PipelineExecutionStatus="Stopped", FailureReason=reason, EndTime=now, LastModifiedTime=now)
-        with open(f"{path}.guard", "w", encoding="utf-8") as file:
-            json.dump(data, file, indent=2, ensure_ascii=False)
-        os.replace(f"{path}.guard", path)
+        write_json_atomic(path, data, indent=2)
     killed: set[int] = set()
     deadline = time.monotonic() + KILL_SECONDS
     while time.monotonic() < deadline:  # until none is left: a job may have started another process meanwhile

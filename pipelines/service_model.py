@@ -51,10 +51,9 @@ def instance_type_problem(kind: str, value: Any) -> str | None:
     """Why ``value`` is not an instance type a ``kind`` ("processing", "training", "endpoint") resource takes in
     this botocore's SageMaker model (the service's own list), or None."""
     shape = _sagemaker().shape_for(INSTANCE_TYPE_SHAPES[kind])
-    if isinstance(value, str) and value in shape.enum:
-        return None
-    [problem] = enum_problems(shape, value) if isinstance(value, str) else [f"value: {value!r}: not a string"]
-    return f"{value!r} is not a SageMaker {kind} instance type ({problem.split(': ', 2)[-1]})"
+    if not isinstance(value, str):
+        return f"{value!r} is not a SageMaker {kind} instance type (not a string)"
+    return None if value in shape.enum else f"{value!r} is not a SageMaker {kind} instance type ({_not_in_enum(shape, value)})"
 
 
 # Where each job request holds its cluster's instance count (botocore checks only the minimum, and training's is 0).
@@ -86,11 +85,15 @@ def enum_problems(shape: Any, value: Any) -> list[str]:
     for node, item, path in request_nodes(shape, value):
         allowed = getattr(node, "enum", None) or []
         if allowed and isinstance(item, str) and item not in allowed:
-            close = difflib.get_close_matches(item, allowed, n=3, cutoff=0.6)
-            hint = f"; did you mean {', '.join(close)}?" if close else f" ({len(allowed)} valid values, e.g. {allowed[0]})"
-            problems.append(f"Invalid value for parameter {path}, value: {item}: not one of the service's {node.name} "
-                            f"values{hint}")
+            problems.append(f"Invalid value for parameter {path}, value: {item}: {_not_in_enum(node, item)}")
     return problems
+
+
+def _not_in_enum(shape: Any, item: str) -> str:
+    """Why ``item`` is none of an enum shape's values, with the closest ones."""
+    close = difflib.get_close_matches(item, shape.enum, n=3, cutoff=0.6)
+    hint = f"; did you mean {', '.join(close)}?" if close else f" ({len(shape.enum)} valid values, e.g. {shape.enum[0]})"
+    return f"not one of the service's {shape.name} values{hint}"
 
 
 def limit_problems(shape: Any, value: Any) -> list[str]:

@@ -114,7 +114,7 @@ def ingest(lake, tmp_path, config_text: str, rows: str = ROWS):
     (BASE + "[columns.age]\nmin = nan\n", "[columns.age] 'min' must be a finite number, got nan"),
     (BASE + "exclude = [\"flag\"]\n[columns.flag]\ntype = \"boolean\"\n", "'flag' is both in 'exclude' and declared"),
     # how the file is written
-    (BASE + "csv = \";\"\n", "'csv' must be a table ([csv] with delimiter, decimal, encoding, thousands)"),
+    (BASE + "csv = \";\"\n", "'csv' must be a table ([csv] with decimal, delimiter, encoding, thousands)"),
     (BASE + "[csv]\nseparator = \";\"\n", "[csv] has unknown keys separator (allowed: decimal, delimiter, encoding, thousands)"),
     (BASE + "[csv]\ndelimiter = \";;\"\n", "[csv] delimiter must be one character that is not a letter, a digit"),
     (BASE + "[csv]\ndelimiter = \"x\"\n", "[csv] delimiter must be one character"),

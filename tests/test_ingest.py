@@ -304,7 +304,7 @@ def test_schema_round_trip_keeps_zero_limits():
     (b'["not", "an", "object"]', None, "names no curated version"),
     (b'{"version": "../../etc"}', None, "names no curated version"),  # never followed out of the dataset
     (b'{"version": "abcdef123456"}', None, "names version abcdef123456, which has no manifest"),
-    (None, b'{"rows": 12, "sch', "the latest curated version of 'breast-biopsy' is damaged: "),
+    (None, b'{"rows": 12, "sch', "curated version [0-9a-f]* of 'breast-biopsy' is damaged: "),
 ])
 def test_a_damaged_latest_or_manifest_is_refused_by_readers_and_repaired_by_ingest(lake, tmp_path, latest, manifest,
                                                                                   message):
@@ -312,6 +312,7 @@ def test_a_damaged_latest_or_manifest_is_refused_by_readers_and_repaired_by_inge
     latest version (run, pipeline start, retraining) refuses it naming the object, where a traceback or a run on a
     path outside the dataset used to follow; ingesting the data again makes LATEST.json right."""
     from diagnosa.data.ingest import latest_key, latest_version
+    from diagnosa.services import curated_manifest
 
     csv, config = tmp_path / "biopsies.csv", tmp_path / "biopsies.toml"
     csv.write_text("case,patient_name,age,radius,texture,outcome\n" + FILLER
@@ -328,6 +329,8 @@ def test_a_damaged_latest_or_manifest_is_refused_by_readers_and_repaired_by_inge
         latest_version(lake, "breast-biopsy")
     with pytest.raises(IngestError, match=message):
         load_curated(lake, "breast-biopsy")
+    with pytest.raises(IngestError, match=message):  # a run's plan says so too, not "no curated dataset"
+        curated_manifest(lake, "breast-biopsy")
     lake.put_bytes(report.manifest_key, good)
     again = ingest_csv(lake, csv, config)
     assert again.version == report.version and latest_version(lake, "breast-biopsy") == report.version

@@ -47,7 +47,7 @@ def test_definition_upsert_start_status_list(aws, tmp_path, capsys):
     assert "names version abc123def456, which has no manifest" in capsys.readouterr().err
     s3.put_object(Bucket="lake", Key="curated/patients/abc123def456/manifest.json", Body=b'{"rows": 3')
     assert main(["pipeline", "start", *COMMON]) == 2
-    assert "the latest curated version of 'patients' is damaged: s3://lake/" in capsys.readouterr().err
+    assert "curated version abc123def456 of 'patients' is damaged: s3://lake/" in capsys.readouterr().err
     s3.put_object(Bucket="lake", Key="curated/patients/abc123def456/manifest.json", Body=b'{"rows": 3}')
     assert main(["pipeline", "start", *COMMON, "--param", "Resampling=smote",
                  "--param", "RecallThresholdEnfermedadTerminal=0.9"]) == 0

@@ -1218,32 +1218,53 @@ def parses_as_float(text: str) -> bool:
 
 # ------------------------------------------------------------------------------------------------ readers of curated data
 
-def latest_version(lake: DataLake, dataset: str) -> str:
-    """The dataset's latest curated version, its manifest there and readable; IngestError naming what is wrong
-    (no dataset, a damaged LATEST.json, a version whose manifest is missing or damaged), before anything trains
-    on it."""
+class NoCuratedData(IngestError):
+    """The dataset has no curated version in the lake (no LATEST.json): nothing was ingested yet."""
+
+
+def read_manifest(lake: DataLake, dataset: str, version: str) -> dict[str, Any] | None:
+    """A curated version's manifest, None when the version has none; IngestError naming it when it is damaged."""
+    key = f"{curated_prefix(dataset, version)}/manifest.json"
+    if not lake.exists(key):
+        return None
+    try:
+        manifest = lake.get_json(key)
+    except LakeError as err:
+        raise IngestError(f"curated version {version} of '{dataset}' is damaged: {err}") from None
+    if not isinstance(manifest, dict):
+        raise IngestError(f"curated version {version} of '{dataset}' is damaged: {key} is not a JSON object")
+    return manifest
+
+
+def latest_manifest(lake: DataLake, dataset: str) -> tuple[str, dict[str, Any]]:
+    """The dataset's latest curated version and its manifest, read once; NoCuratedData when there is none, IngestError
+    naming what is wrong (a damaged LATEST.json, a version whose manifest is missing or damaged), before anything
+    trains on it."""
     version = current_latest(lake, dataset)
     if version is None:
-        raise IngestError(f"no curated dataset '{dataset}' in {lake.uri}: run `diagnosa data ingest` first")
+        raise NoCuratedData(f"no curated dataset '{dataset}' in {lake.uri}: run `diagnosa data ingest` first")
     where = f"{lake.uri.rstrip('/')}/{latest_key(dataset)}"
     if version == DAMAGED_LATEST:
         raise IngestError(f"{where} names no curated version (not what an ingest writes): ingest the data again "
                           "(`diagnosa data ingest` rewrites it) or repair it")
-    manifest = f"{curated_prefix(dataset, version)}/manifest.json"
-    if not lake.exists(manifest):
-        raise IngestError(f"{where} names version {version}, which has no manifest ({manifest}): ingest the data "
-                          "again (`diagnosa data ingest` rewrites it)")
-    try:
-        lake.get_json(manifest)
-    except LakeError as err:
-        raise IngestError(f"the latest curated version of '{dataset}' is damaged: {err}") from None
-    return version
+    manifest = read_manifest(lake, dataset, version)
+    if manifest is None:
+        raise IngestError(f"{where} names version {version}, which has no manifest: ingest the data again "
+                          "(`diagnosa data ingest` rewrites it)")
+    return version, manifest
+
+
+def latest_version(lake: DataLake, dataset: str) -> str:
+    """``latest_manifest``'s version."""
+    return latest_manifest(lake, dataset)[0]
 
 
 def load_curated(lake: DataLake, dataset: str = BUILTIN_DATASET,
                  version: str | None = None) -> tuple[pd.DataFrame, dict[str, Any]]:
-    version = version or latest_version(lake, dataset)
-    manifest = lake.get_json(f"{curated_prefix(dataset, version)}/manifest.json")
+    if not version:
+        manifest = latest_manifest(lake, dataset)[1]
+    else:
+        manifest = lake.get_json(f"{curated_prefix(dataset, version)}/manifest.json")
     tables = [pq.read_table(io.BytesIO(lake.get_bytes(key))) for key in curated_data_keys(manifest)]
     return pa.concat_tables(tables).to_pandas(), manifest
 

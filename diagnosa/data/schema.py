@@ -511,7 +511,7 @@ def _check_gate(data: dict[str, Any], where: str) -> None:
     """[gate]: the dataset's default recall thresholds (recall: one for every label, or a table per label;
     slice, unseen: the slice's and its unseen groups' macro recall, only where the config has them)."""
     gate = data["gate"]
-    _check_table(gate, "gate", GATE_KEYS, where, "[gate] with recall, slice, unseen)")
+    _check_table(gate, "gate", GATE_KEYS, where)
     recall = gate.get("recall")
     if isinstance(recall, dict):
         unknown = [label for label in recall if label not in data["labels"]]
@@ -534,17 +534,17 @@ def _check_gate(data: dict[str, Any], where: str) -> None:
                           "the config's [slice] has no group")
 
 
-def _check_table(spec: Any, name: str, allowed: set[str], where: str, what: str) -> None:
-    """A config table ([name]) and its keys: ``what`` says what the table holds, closing the parenthesis."""
+def _check_table(spec: Any, name: str, allowed: set[str], where: str) -> None:
+    """A config table ([name]) and its keys."""
     if not isinstance(spec, dict):
-        raise SchemaError(f"{where}: '{name}' must be a table ({what}")
+        raise SchemaError(f"{where}: '{name}' must be a table ([{name}] with {', '.join(sorted(allowed))})")
     bad_keys = sorted(set(spec) - allowed)
     if bad_keys:
         raise SchemaError(f"{where}: [{name}] has unknown keys {', '.join(bad_keys)} (allowed: {', '.join(sorted(allowed))})")
 
 
 def _check_features(spec: Any, where: str) -> None:
-    _check_table(spec, "features", FEATURES_KEYS, where, "[features] with missing_indicators)")
+    _check_table(spec, "features", FEATURES_KEYS, where)
     if "missing_indicators" in spec and spec["missing_indicators"] not in MISSING_INDICATORS:
         raise SchemaError(f"{where}: [features] missing_indicators must be one of "
                           f"{', '.join(repr(x) for x in MISSING_INDICATORS)}, got {spec['missing_indicators']!r}")
@@ -581,8 +581,7 @@ class CsvDialect:
 
 
 def _check_csv(spec: Any, where: str) -> None:
-    _check_table(spec, "csv", CSV_KEYS, where, "[csv] with delimiter, decimal, encoding, thousands), with thousands "
-                 "too for grouped numbers")
+    _check_table(spec, "csv", CSV_KEYS, where)
     delimiter = spec.get("delimiter", ",")
     if not (isinstance(delimiter, str) and len(delimiter) == 1) or delimiter in '"\r\n' or delimiter.isalnum():
         raise SchemaError(f"{where}: [csv] delimiter must be one character that is not a letter, a digit, a quote or a "
