@@ -32,6 +32,7 @@ from diagnosa.data.schema import (
     config_slice,
     resource_name,
 )
+from diagnosa.data.validate import shown
 from diagnosa.labels import CATEGORIES, ascii_words
 from diagnosa.serving_code import SERVING_PROGRAM
 from pipelines.service_model import instance_count_problem
@@ -131,7 +132,7 @@ def parameter_range_problems(values: dict[str, Any]) -> list[str]:
             problems.append(f"parameter {name} must be in [0, {MAX_SEED}] (numpy's and xgboost's seeds); got {value}")
         elif name == ENDPOINT_PARAMETER and isinstance(value, str) and not RESOURCE_NAME.match(value):
             problems.append(f"parameter {name} must be a SageMaker name (ASCII letters, digits and inner '-', at most "
-                            f"63); got {value!r}")
+                            f"63); got {shown(value, 80)}")
     return problems
 
 
@@ -668,14 +669,14 @@ def parameter_problems(definition: dict[str, Any], parameters: dict[str, Any]) -
             match = re.search(r"parameter (?:in )?([\w.\[\]]+)", line)
             names = sources.get(match.group(1).rstrip(":,")) if match else None
             if names:
-                values = ", ".join(f"{name}={parameters.get(name)!r}" for name in names)
+                values = ", ".join(f"{name}={shown(parameters.get(name), 80)}" for name in names)
                 found.append(f"step {step}: parameter {values} gives an invalid request: {line}")
     # A count no step reads (TrainingInstanceCount when xgboost is not among the families) is held to the same
     # range: accepted, a 0 was ignored silently and recorded as the run's value.
     for kind, name in INSTANCE_COUNT_PARAMETERS.items():
         problem = instance_count_problem(kind, parameters[name]) if name in parameters else None
         if problem and not any(f"{name}=" in line for line in found):
-            found.append(f"parameter {name}={parameters[name]!r}: a {kind} job's instance count {problem} "
+            found.append(f"parameter {name}={shown(parameters[name], 80)}: a {kind} job's instance count {problem} "
                          "(refused though no step of this run reads it)")
     return found
 

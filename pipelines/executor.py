@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -34,6 +36,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from diagnosa.data.validate import clip, shown
 from diagnosa.files import write_json_atomic
 from diagnosa.lake import DataLake
 from diagnosa.logs import utc_now
@@ -77,7 +80,7 @@ def resolve_parameters(definition: dict[str, Any], overrides: dict[str, Any]) ->
     declared = {p["Name"]: p for p in definition.get("Parameters", [])}
     unknown = sorted(set(overrides) - set(declared))
     if unknown:
-        raise ExecutionError(f"unknown pipeline parameter(s) {', '.join(unknown)} "
+        raise ExecutionError(f"unknown pipeline parameter(s) {', '.join(clip(name, 80) for name in unknown)} "
                              f"(declared: {', '.join(sorted(declared)) or 'none'})")
     values: dict[str, Any] = {}
     for name, spec in declared.items():
@@ -92,11 +95,29 @@ def resolve_parameters(definition: dict[str, Any], overrides: dict[str, Any]) ->
             raise ExecutionError(f"parameter {name} has no default: give it a value")
         allowed = spec.get("EnumValues")
         if allowed and values[name] not in allowed:
-            raise ExecutionError(f"parameter {name} must be one of {allowed}, got {values[name]!r}")
+            raise ExecutionError(f"parameter {name} must be one of {allowed}, got {shown(values[name], 80)}")
     problems = parameter_range_problems(values)
     if problems:
         raise ExecutionError("; ".join(problems))
     return values
+
+
+# Numbers as text: ASCII digits in plain decimal notation. Python's int() and float() also take '١٢', '1_000',
+# '+3', 'nan' and 'inf', which would run with a value the command line never spelled.
+NUMBER_TEXT = {"Integer": re.compile(r"-?[0-9]+"),
+               "Float": re.compile(r"-?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")}
+NUMBER_HINT = {"Integer": " (ASCII digits within 64 bits, e.g. 3 or -3)",
+               "Float": " (a finite decimal number, e.g. 0.8 or 1e-3)"}
+
+
+def _number(kind: str, text: str) -> int | float:
+    """``text`` as an Integer (in 64 bits: none of ours needs more) or a finite Float; ValueError else."""
+    if not NUMBER_TEXT[kind].fullmatch(text):
+        raise ValueError(text)
+    number = int(text) if kind == "Integer" else float(text)
+    if not (-2**63 <= number < 2**63 if kind == "Integer" else math.isfinite(number)):
+        raise ValueError(text)
+    return number
 
 
 def coerce_parameter(name: str, kind: str, value: Any) -> Any:
@@ -106,18 +127,16 @@ def coerce_parameter(name: str, kind: str, value: Any) -> Any:
         try:
             if kind == "Boolean":
                 value = {"true": True, "false": False}[text.lower()]
-            elif kind == "Integer":
-                value = int(text)
             else:
-                value = float(text)
+                value = _number(kind, text)
         except (KeyError, ValueError):
-            raise ExecutionError(f"parameter {name} is {'an' if kind == 'Integer' else 'a'} {kind}, "
-                                 f"got {value!r}") from None
+            raise ExecutionError(f"parameter {name} is {'an' if kind == 'Integer' else 'a'} {kind}"
+                                 f"{NUMBER_HINT.get(kind, ' (true or false)')}, got {shown(value, 80)}") from None
     ok = {"String": isinstance(value, str), "Boolean": isinstance(value, bool),
           "Integer": isinstance(value, int) and not isinstance(value, bool),
-          "Float": isinstance(value, (int, float)) and not isinstance(value, bool)}[kind]
+          "Float": isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)}[kind]
     if not ok:
-        raise ExecutionError(f"parameter {name} is a {kind}, got {value!r} ({type(value).__name__})")
+        raise ExecutionError(f"parameter {name} is a {kind}, got {shown(value, 80)} ({type(value).__name__})")
     return float(value) if kind == "Float" else value
 
 
@@ -163,10 +182,22 @@ def list_executions(root: Path) -> list[dict[str, Any]]:
     found = []
     for path in root.glob("*/execution.json") if root.is_dir() else []:
         try:
-            found.append(json.loads(path.read_text(encoding="utf-8")))
+            found.append(_settled(json.loads(path.read_text(encoding="utf-8"))))
         except (OSError, ValueError):
             continue  # an execution folder being created right now
     return sorted(found, key=lambda e: e.get("CreationTime", ""), reverse=True)
+
+
+def _settled(data: dict[str, Any]) -> dict[str, Any]:
+    """The record as SageMaker would report it: an execution whose executor and guard were both killed never closed
+    its record, and it is no longer executing (judged on the host that ran it; another host's pids mean nothing)."""
+    pid = data.get("ExecutorPid")
+    if (data.get("PipelineExecutionStatus") in ("Executing", "Stopping")
+            and data.get("ExecutorHost", socket.gethostname()) == socket.gethostname() and not process_alive(pid)):
+        reason = (f"the executor (process {pid}) ended without closing the record: killed with its guard; "
+                  f"`diagnosa run --local --resume {data.get('PipelineExecutionId')}` reruns what did not succeed")
+        return {**data, "PipelineExecutionStatus": "Stopped", "FailureReason": data.get("FailureReason") or reason}
+    return data
 
 
 def load_execution(root: Path, execution_id: str | None = None) -> ExecutionRecord:
@@ -266,6 +297,7 @@ class LocalExecutor:
                 "Steps": {},
                 "Attempts": 1,
                 "ExecutorPid": os.getpid(),  # lets resume tell a running execution from a killed one
+                "ExecutorHost": socket.gethostname(),
             })
             record.update(lambda d: None)
             return self._run(record, definition, graph, interrupt)
@@ -292,6 +324,7 @@ class LocalExecutor:
         def reopen(d: dict[str, Any]) -> None:  # a failed, stopped or killed (status never closed) execution
             d["PipelineExecutionStatus"] = "Executing"
             d["ExecutorPid"] = os.getpid()
+            d["ExecutorHost"] = socket.gethostname()
             d.pop("FailureReason", None)
             d["Attempts"] = d.get("Attempts", 1) + 1
             for name in [n for n, s in d["Steps"].items() if s["StepStatus"] != "Succeeded"]:

@@ -38,6 +38,8 @@ def test_run_needs_curated_data_first(ws, capsys):
     (["run", "--local", "--families", ","], "--families takes a comma-separated list of families, got ','"),
     (["run", "--local", "--families", "mlp,mlp"], "--families names mlp more than once"),
     (["run", "--local", "--resume", ""], "--resume takes an execution id (`diagnosa executions` lists them)"),
+    (["executions", ""], "no local execution ''"),  # listed every execution
+    (["run", "--local", "--param", "Seed=" + "9" * 100_000], "got '999999"),  # quoted clipped, on one line
     (["--lake", "", "run", "--local"], "the lake is empty or blank (--lake or DIAGNOSA_LAKE)"),
     (["--raw-lake", " ", "run", "--local"], "the lake is empty or blank (--raw-lake or DIAGNOSA_RAW_LAKE)"),
     (["--workspace", "", "executions"], "the workspace is empty or blank"),
@@ -46,7 +48,7 @@ def test_run_needs_curated_data_first(ws, capsys):
 def test_bad_input_is_one_line_and_nothing_runs(ws, tmp_path, capsys, argv, message):
     assert main([*ws, *argv]) == 2
     err = capsys.readouterr().err
-    assert message in err and err.count("\n") == 1
+    assert message in err and err.count("\n") == 1 and len(err) < 1000
     assert not (tmp_path / "ws" / "executions").exists() or not any((tmp_path / "ws" / "executions").iterdir())
 
 
@@ -104,7 +106,10 @@ def test_an_endpoint_name_parameter_is_a_sagemaker_name_before_any_step_runs():
     # Ranges SageMaker's parameter types cannot declare: each failed inside a step or at the gate before.
     ("RecallThresholdEnfermedadTerminal=1.5",
      "parameter RecallThresholdEnfermedadTerminal is a recall threshold, in [0, 1]; got 1.5"),
-    ("OrphanRecallThreshold=nan", "parameter OrphanRecallThreshold is a recall threshold, in [0, 1]; got nan"),
+    ("OrphanRecallThreshold=nan", "parameter OrphanRecallThreshold is a Float (a finite decimal number, e.g. 0.8 or "
+     "1e-3), got 'nan'"),
+    ("OrphanRecallThreshold=-0.1", "parameter OrphanRecallThreshold is a recall threshold, in [0, 1]; got -0.1"),
+    ("Seed=+3", "parameter Seed is an Integer (ASCII digits within 64 bits, e.g. 3 or -3), got '+3'"),
     ("Seed=-3", "parameter Seed must be in [0, 4294967295] (numpy's and xgboost's seeds); got -3"),
     # Enum fields of the job requests (botocore's validator leaves them to the service, at job creation).
     ("TrainingInstanceType=ml.m5.xlarg", "step Train-xgboost: parameter TrainingInstanceType='ml.m5.xlarg' gives an "

@@ -19,7 +19,7 @@ import pytest
 from test_executor import BUCKET, output_of, processing, script_file
 
 from diagnosa.lake import DataLake
-from pipelines.executor import ExecutionError, ExecutionRecord, LocalExecutor, job_processes
+from pipelines.executor import ExecutionError, ExecutionRecord, LocalExecutor, job_processes, list_executions
 from pipelines.registry import LocalModelRegistry
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -196,6 +196,12 @@ def test_a_killed_executors_job_does_not_outlive_it_into_the_next_attempt(tmp_pa
                     f"running jobs were stopped (job processes {job})") in errors.decode()
         else:
             assert live(job), "the orphan runs on"
+            # Nothing closed the record, but a reader is not told it still executes (it showed `Executing` for ever).
+            assert ExecutionRecord.load(folder / "execution.json").status == "Executing"
+            [listed] = list_executions(tmp_path / "executions")
+            assert listed["PipelineExecutionStatus"] == "Stopped"
+            assert (f"the executor (process {runner.pid}) ended without closing the record"
+                    in listed["FailureReason"]) and f"--resume {record_id}" in listed["FailureReason"]
             # Resume is refused while the orphan lives, naming it and how to stop it.
             with pytest.raises(ExecutionError, match=rf"job process\(es\) {job} of an earlier attempt still run .*"
                                                      rf"kill {job}"):

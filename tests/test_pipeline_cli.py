@@ -110,7 +110,9 @@ def test_bad_input_is_refused_before_aws_is_changed(aws, capsys, argv, message):
 
 @pytest.mark.parametrize("param, message", [
     (["Nope=1"], "unknown pipeline parameter(s) Nope"),
-    (["OrphanRecallThreshold=high"], "parameter OrphanRecallThreshold is a Float, got 'high'"),
+    (["OrphanRecallThreshold=high"],
+     "parameter OrphanRecallThreshold is a Float (a finite decimal number, e.g. 0.8 or 1e-3), got 'high'"),
+    (["Seed=٣"], "parameter Seed is an Integer (ASCII digits within 64 bits, e.g. 3 or -3), got '٣'"),
     (["OrphanRecallThreshold=1.5"], "parameter OrphanRecallThreshold is a recall threshold, in [0, 1]; got 1.5"),
     (["Seed=-1"], "parameter Seed must be in [0, 4294967295]"),
     (["Resampling"], "takes NAME=VALUE"),

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from diagnosa.aws import resolve_region
 from diagnosa.data.schema import DATASET_NAME, RESOURCE_NAME, resource_name
+from diagnosa.data.validate import shown
 from diagnosa.lake import DataLake
 from diagnosa.services import LocalWorkspace
 
@@ -208,9 +209,9 @@ def split_params(pairs: list[str]) -> dict[str, str]:
     for pair in pairs:
         name, sep, text = pair.partition("=")
         if not sep or not name:
-            raise UsageError(f"--param takes NAME=VALUE, got {pair!r}")
+            raise UsageError(f"--param takes NAME=VALUE, got {shown(pair, 80)}")
         if name in values:
-            raise UsageError(f"--param {name} given twice ({values[name]!r} and {text!r}): give it once")
+            raise UsageError(f"--param {name} given twice ({shown(values[name], 80)} and {shown(text, 80)}): give it once")
         values[name] = text
     return values
 

@@ -196,7 +196,7 @@ def cmd_executions(args: argparse.Namespace) -> int:
     executions = list_executions(root)
     if args.dataset:
         executions = [e for e in executions if _trained_on(e)[0] == args.dataset]
-    if args.execution:
+    if args.execution is not None:  # "" (an unset shell variable) names no execution; it does not mean all
         match = [e for e in executions if e["PipelineExecutionId"] == args.execution]
         if not match:
             raise UsageError(f"no local execution {args.execution!r} in {root} ({workspace_hint(args)})")

@@ -56,7 +56,7 @@ from diagnosa.data.schema import (
     too_small_classes,
     ungrouped,
 )
-from diagnosa.data.validate import validate_frame
+from diagnosa.data.validate import clip, validate_frame
 from diagnosa.lake import DataLake, LakeError
 
 INGEST_VERSION = "2"  # bump when ingestion changes what it writes for the same input (2: data in parts)
@@ -136,7 +136,7 @@ class IngestReport:
         if unlearned:
             lines.append("  not declared, kept as metadata (in the curated data, never a model's input; declare "
                          "[columns.<name>] type = \"category\" to learn from one): " + ", ".join(
-                             f"{column} ({INFERRED_WHY[k['kind']]}" + (f", e.g. {_clip(k['example'], 40)!r}"
+                             f"{column} ({INFERRED_WHY[k['kind']]}" + (f", e.g. {clip(k['example'], 40)!r}"
                                                                          if k.get("example") else "") + ")"
                              for column, k in unlearned.items()))
         codes = [f"{column} (e.g. {k['example']!r})" for column, k in self.inferred_columns.items() if k["kind"] == "code"]
@@ -497,14 +497,10 @@ def rejection_summary(quarantined: Sequence[Mapping[str, Any]], top: int = 3) ->
             n, example, line = kinds.get(kind, (0, reason, int(entry["line"])))
             kinds[kind] = (n + 1, example, line)
     ranked = sorted(kinds.values(), key=lambda v: -v[0])
-    parts = [f"{n:,} row{'s' * (n != 1)} like line {line}: {_clip(example)}" for n, example, line in ranked[:top]]
+    parts = [f"{n:,} row{'s' * (n != 1)} like line {line}: {clip(example)}" for n, example, line in ranked[:top]]
     if len(ranked) > top:
         parts.append(f"{len(ranked) - top} other kind{'s' * (len(ranked) - top != 1)} of problem")
     return "; ".join(parts)
-
-
-def _clip(text: str, limit: int = 160) -> str:
-    return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
 def _merge(*parts: dict[int, list[str]]) -> dict[int, list[str]]:

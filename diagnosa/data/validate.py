@@ -31,9 +31,14 @@ CODE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.:_-]{0,31}$")  # ICD-10, ORPHA:…, O
 LIST_SEPARATOR = ";"  # how a CSV cell holds a list
 
 
-def _show(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
+def clip(text: str, limit: int = 160) -> str:
+    """``text`` cut to ``limit`` characters with an ellipsis: an error quotes what it refuses, never megabytes of it."""
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def shown(value: object, limit: int = 40) -> str:
+    """``repr(value)``, clipped: how an error message quotes a value it refuses."""
+    return clip(repr(value), limit)
 
 
 def _missing(col: pd.Series, text: bool) -> pd.Series:
@@ -104,11 +109,11 @@ def validate_frame(raw: pd.DataFrame, fields: Sequence[Field], *, text: bool, on
                 wrong = present & ~_type_mask(col, (int, float))
                 number = pd.to_numeric(col.where(~wrong & present), errors="coerce")
             number = number.astype(float)
-            flag(wrong, lambda pos, f=f, c=col: f"wrong type for '{f.name}': expected {expected_number}, got {_show(c[pos])}")
+            flag(wrong, lambda pos, f=f, c=col: f"wrong type for '{f.name}': expected {expected_number}, got {shown(c[pos])}")
             infinite = present & ~wrong & ~np.isfinite(number.fillna(0.0))
-            flag(infinite, lambda pos, f=f, c=col: f"not a finite number for '{f.name}': {_show(c[pos])}")
+            flag(infinite, lambda pos, f=f, c=col: f"not a finite number for '{f.name}': {shown(c[pos])}")
             huge = present & ~wrong & ~infinite & (number.abs() > FEATURE_NUMBER_MAX)
-            flag(huge, lambda pos, f=f, c=col: f"number out of range for '{f.name}': {_show(c[pos])} (the model's "
+            flag(huge, lambda pos, f=f, c=col: f"number out of range for '{f.name}': {shown(c[pos])} (the model's "
                  "features are 32-bit floats: -3.4e38 to 3.4e38)")
             number = number.where(~infinite & ~huge)
             if f.type == "integer":
@@ -116,7 +121,7 @@ def validate_frame(raw: pd.DataFrame, fields: Sequence[Field], *, text: bool, on
                 flag(fractional, lambda pos, f=f, x=number: f"wrong type for '{f.name}': expected an integer, got {x[pos]}")
                 # Read as a float64, an integer from 2^53 on may already be another one (and from 2^63 on no int64).
                 inexact = number.notna() & (number.abs() >= EXACT_INTEGER_LIMIT)
-                flag(inexact, lambda pos, f=f, c=col: f"not an exact integer for '{f.name}': {_show(c[pos])} (from 2^53 "
+                flag(inexact, lambda pos, f=f, c=col: f"not an exact integer for '{f.name}': {shown(c[pos])} (from 2^53 "
                      "on, numbers lose their last digits: an identifier or a code is a string)")
                 number = number.where(~fractional & ~inexact)
             if f.min is not None or f.max is not None:
@@ -130,13 +135,13 @@ def validate_frame(raw: pd.DataFrame, fields: Sequence[Field], *, text: bool, on
 
         elif f.type in ("string", "text", "category"):
             wrong = present & ~_type_mask(col, (str,)) if not text else pd.Series(False, index=col.index)
-            flag(wrong, lambda pos, f=f, c=col: f"wrong type for '{f.name}': expected a string, got {_show(c[pos])}")
+            flag(wrong, lambda pos, f=f, c=col: f"wrong type for '{f.name}': expected a string, got {shown(c[pos])}")
             strings = col.where(present & ~wrong).astype(object)
             if f.type == "category" and f.values is not None:
                 unknown = present & ~wrong & ~strings.isin(f.values)
                 what = "label" if f.role == "target" else f"value for '{f.name}'"
                 flag(unknown, lambda pos, c=col, w=what, v=f.values:
-                     f"unknown {w}: {_show(c[pos])} (expected one of: {', '.join(v)}){_case_hint(c[pos], v)}")
+                     f"unknown {w}: {shown(c[pos])} (expected one of: {', '.join(v)}){_case_hint(c[pos], v)}")
             if f.role == "id":
                 blank = present & ~wrong & strings.astype(str).str.strip().eq("")
                 flag(blank, lambda pos, f=f: f"empty identifier in '{f.name}'")
@@ -146,7 +151,7 @@ def validate_frame(raw: pd.DataFrame, fields: Sequence[Field], *, text: bool, on
             wrong = present & ~_type_mask(col, (str,)) if not text else pd.Series(False, index=col.index)
             parsed = pd.to_datetime(col.where(present & ~wrong), format="%Y-%m-%d", errors="coerce")
             invalid = present & ~wrong & parsed.isna()
-            flag(wrong | invalid, lambda pos, f=f, c=col: f"invalid date for '{f.name}': {_show(c[pos])} (expected YYYY-MM-DD)")
+            flag(wrong | invalid, lambda pos, f=f, c=col: f"invalid date for '{f.name}': {shown(c[pos])} (expected YYYY-MM-DD)")
             typed[f.name] = col.where(present & ~wrong & ~invalid).astype(object)
 
         elif f.type == "boolean":
@@ -157,7 +162,7 @@ def validate_frame(raw: pd.DataFrame, fields: Sequence[Field], *, text: bool, on
             else:
                 wrong = present & ~_type_mask(col, (bool,))
                 truth = col.where(present & ~wrong, False).astype(bool)
-            flag(wrong, lambda pos, f=f, c=col: f"wrong type for '{f.name}': expected true or false, got {_show(c[pos])}")
+            flag(wrong, lambda pos, f=f, c=col: f"wrong type for '{f.name}': expected true or false, got {shown(c[pos])}")
             typed[f.name] = truth.astype("boolean").where(present & ~wrong)
 
         else:  # hpo_terms, codes: lists of strings (a ';'-separated cell in a CSV)
@@ -168,13 +173,13 @@ def validate_frame(raw: pd.DataFrame, fields: Sequence[Field], *, text: bool, on
             else:
                 wrong = present & ~col.map(lambda v: isinstance(v, list) and all(type(x) is str for x in v))
                 lists = col.where(present & ~wrong).map(lambda v: v if isinstance(v, list) else [])
-            flag(wrong, lambda pos, f=f, c=col: f"wrong type for '{f.name}': expected a list of strings, got {_show(c[pos])}")
+            flag(wrong, lambda pos, f=f, c=col: f"wrong type for '{f.name}': expected a list of strings, got {shown(c[pos])}")
             flat = lists.explode().dropna()
             if f.type == "hpo_terms":
                 malformed = ~flat.astype(str).str.match(HPO_ID.pattern)
                 unknown = ~malformed & ~flat.isin(ontology.known_terms) if ontology is not None else malformed & False
                 for pos, term in zip(flat.index[malformed], flat[malformed]):  # (row position, term)
-                    reasons[int(pos)].append(f"malformed HPO id in '{f.name}': {_show(term)} (expected HP:nnnnnnn)")
+                    reasons[int(pos)].append(f"malformed HPO id in '{f.name}': {shown(term)} (expected HP:nnnnnnn)")
                 for pos, term in zip(flat.index[unknown], flat[unknown]):
                     reasons[int(pos)].append(f"unknown HPO term in '{f.name}': '{term}'")
                 if ontology is not None and ontology.alt_ids:
@@ -182,7 +187,7 @@ def validate_frame(raw: pd.DataFrame, fields: Sequence[Field], *, text: bool, on
             else:
                 malformed = ~flat.astype(str).str.match(CODE.pattern)
                 for pos, code in zip(flat.index[malformed], flat[malformed]):
-                    reasons[int(pos)].append(f"malformed code in '{f.name}': {_show(code)}")
+                    reasons[int(pos)].append(f"malformed code in '{f.name}': {shown(code)}")
             typed[f.name] = lists
 
     frame = pd.DataFrame(typed, index=positions)
