@@ -697,7 +697,11 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
             return _start_deployed(args)
         if not args.role_arn:
             raise UsageError("upsert needs the pipeline execution role: --role-arn")
-        print(_pipeline(args).upsert(role_arn=_role_arn(args))["PipelineArn"])
+        from pipelines.definition import sdk_quiet
+
+        with sdk_quiet():
+            arn = _pipeline(args).upsert(role_arn=_role_arn(args))["PipelineArn"]
+        print(arn)
         return 0
     except ClientError as err:  # AWS answered no; one that never answers (BotoCoreError) is main's to report
         raise UsageError(f"AWS refused {args.pipeline_command}: {err}") from None

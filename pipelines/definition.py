@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import json
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterator
 
 from diagnosa.data.schema import (
     BUILTIN_DATASET,
@@ -326,6 +327,24 @@ def check_settings(settings: PipelineSettings) -> None:
         if value is not None and not (isinstance(value, str) and IMAGE_URI.match(value)):
             raise ValueError(f"{name} {value!r} must be an ECR image URI "
                              f"(<account>.dkr.ecr.<region>.amazonaws.com/<repository>:<tag> or @sha256:<digest>)")
+
+
+@contextmanager
+def sdk_quiet() -> Iterator[None]:
+    """Errors only from the SageMaker SDK while it builds or upserts a pipeline. It narrates every object it builds
+    (one module calls ``logging.basicConfig(level=INFO)`` at import; some loggers sit at DEBUG with their own
+    handlers): ~70 lines of "Found endpoint for sts" and popped job names around one ARN on ``pipeline upsert``."""
+    import logging
+    import warnings
+
+    previous = logging.root.manager.disable
+    logging.disable(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Running within a PipelineSession")
+            yield
+    finally:
+        logging.disable(previous)
 
 
 def build_pipeline(settings: PipelineSettings, session: Any) -> Any:

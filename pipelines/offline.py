@@ -17,7 +17,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipelines.definition import PipelineSettings, build_pipeline
+from pipelines.definition import PipelineSettings, build_pipeline, sdk_quiet
 from pipelines.staging import ROOT, stage_bundle
 
 OFFLINE_ACCOUNT = "000000000000"
@@ -87,24 +87,13 @@ def build_offline(bucket: str, role_arn: str, *, region: str = "eu-west-1", root
     boto_session = boto3.Session(region_name=region, aws_access_key_id="offline", aws_secret_access_key="offline")
     offline = _OfflineAws(bucket)
     offline.install(boto_session)
-    import logging
-    import warnings
+    with sdk_quiet():
+        from sagemaker.core.workflow.pipeline_context import PipelineSession
 
-    # The SDK narrates every object it builds (some of its loggers at DEBUG, with their own handlers)
-    # and warns about the job names it pops; a build that only renders JSON keeps errors only.
-    previous = logging.root.manager.disable
-    logging.disable(logging.WARNING)
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="Running within a PipelineSession")
-            from sagemaker.core.workflow.pipeline_context import PipelineSession
-
-            session = PipelineSession(boto_session=boto_session, default_bucket=bucket)
-            pipeline_settings = PipelineSettings(bucket=bucket, role_arn=role_arn,
-                                                 code_uri=f"s3://{bucket}/{staged.key}", code_sha256=staged.sha256,
-                                                 region=region, **settings)
-            definition = build_pipeline(pipeline_settings, session).definition()
-    finally:
-        logging.disable(previous)
+        session = PipelineSession(boto_session=boto_session, default_bucket=bucket)
+        pipeline_settings = PipelineSettings(bucket=bucket, role_arn=role_arn,
+                                             code_uri=f"s3://{bucket}/{staged.key}", code_sha256=staged.sha256,
+                                             region=region, **settings)
+        definition = build_pipeline(pipeline_settings, session).definition()
     return OfflineBuild(definition=definition, objects={staged.key: bundle, **offline.objects},
                         code_sha256=staged.sha256, code_key=staged.key)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import boto3
 import pytest
@@ -79,6 +80,16 @@ def test_definition_needs_no_credentials_and_is_what_upsert_sends(aws, monkeypat
     capsys.readouterr()
     assert main([*argv, "--pretty"]) == 0
     assert json.loads(capsys.readouterr().out) == json.loads(sent)
+
+
+def test_upsert_prints_the_arn_and_no_sdk_narration(aws, capsys, caplog):
+    # The SDK logged ~70 lines ("Found endpoint for sts", "Popping out 'TrainingJobName'") around the one ARN.
+    caplog.set_level(logging.INFO)  # what the SDK's own basicConfig(level=INFO) shows a user
+    assert main(["pipeline", "upsert", *COMMON, "--role-arn", ROLE]) == 0
+    assert [f"{r.name}: {r.getMessage()}" for r in caplog.records] == []
+    out, err = capsys.readouterr()
+    assert out.strip() == aws.describe_pipeline(PipelineName="diagnosa")["PipelineArn"] and err == ""
+    assert logging.root.manager.disable == logging.NOTSET, "logging is whole again after the command"
 
 
 @pytest.mark.parametrize("argv, message", [
