@@ -28,6 +28,7 @@ CRON = re.compile(r"cron\(\S+( \S+){5}\)")
 VPC_AZS = 2
 VPC_SUBNET_MASK = 22
 VPC_PREFIXES = range(16, VPC_SUBNET_MASK - math.ceil(math.log2(VPC_AZS)) + 1)  # the subnets must fit
+WINDOW_DAYS = {"m": 1 / 1440, "h": 1 / 24, "d": 1, "w": 7}  # monitor_window's units (and a rate's first letter)
 LOG_RETENTION_MAX = 3653  # CloudWatch Logs' longest finite retention (ten years)
 EMAIL = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
                    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$")
@@ -199,8 +200,16 @@ class StageConfig:
             problems.append(f"raw_retention_days must be between 1 and 36500 (S3 object lock), got {self.raw_retention_days}")
         if not 0 <= self.capture_sampling_percent <= 100:
             problems.append(f"capture_sampling_percent must be in [0, 100], got {self.capture_sampling_percent}")
-        if self.monitor_window and not re.fullmatch(r"[1-9][0-9]*[mhdw]", self.monitor_window):
+        window, rate = re.fullmatch(r"([1-9][0-9]*)([mhdw])", self.monitor_window), RATE.fullmatch(self.monitor_schedule)
+        if self.monitor_window and not window:
             problems.append(f"monitor_window {self.monitor_window!r} must be a duration like 30m, 24h, 7d or 2w")
+        elif (read := window or rate) and self.capture_expiry_days >= 1:  # the window: given, or the rate's period
+            n, unit = int(read[1]), read[2][0]  # '7d' or 'rate(7 days)': 7, 'd'
+            if n * WINDOW_DAYS[unit] > self.capture_expiry_days:
+                problems.append(f"monitor_window {self.monitor_window or f'{n}{unit} (the schedule period)'} is "
+                                f"longer than capture_expiry_days ({self.capture_expiry_days}): the lake deletes "
+                                f"captures older than that, so each run would read less than it says; give at most "
+                                f"{self.capture_expiry_days}d")
         if (self.monitor_schedule and not self.monitor_window
                 and not RATE.fullmatch(self.monitor_schedule)):
             problems.append("monitor_window is required when monitor_schedule is not rate(N minutes|hours|days)")

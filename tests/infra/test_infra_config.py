@@ -82,6 +82,11 @@ def test_raw_retention_defaults_to_six_years_compliance_and_cdk_json_relaxes_dev
     ({"alarm_emails": ["ops@example.org\n"]}, "not an e-mail address"),
     ({"alarm_emails": ["ops@example.org", "OPS@example.org"]}, "alarm_emails lists an address twice"),
     ({"monitor_window": "7d\n"}, "monitor_window '7d\\\\n' must be a duration"),
+    # A window longer than the captures are kept read less than it said; 99999999999w crashed the Lambda.
+    ({"monitor_window": "13w"}, r"monitor_window 13w is longer than capture_expiry_days \(90\): .* give at most 90d"),
+    ({"monitor_window": "99999999999w"}, "monitor_window 99999999999w is longer than capture_expiry_days"),
+    ({"monitor_schedule": "rate(8 days)", "capture_expiry_days": 7},
+     r"monitor_window 8d \(the schedule period\) is longer than capture_expiry_days \(7\)"),
     # Instance types: botocore's list of what SageMaker takes, with a hint.
     ({"endpoint_instance_type": "m5.large"}, r"'m5.large' is not a SageMaker endpoint instance type .*did you mean "
                                              r".*ml.m5.large"),
@@ -111,6 +116,7 @@ def test_settings_aws_would_refuse_stop_synth_naming_the_stage_field_and_value(v
     {"vpc": True, "vpc_cidr": "10.40.0.0/21"},
     {"endpoint_instance_type": "ml.g4dn.xlarge", "training_instance_type": "ml.c5.2xlarge"},
     {"log_retention_days": 3653, "capture_expiry_days": 1},
+    {"monitor_window": "90d"}, {"monitor_window": "2160h", "monitor_schedule": "cron(0 4 * * ? *)"},
 ])
 def test_settings_aws_takes_synthesize(values):
     config = stage_config("dev", {"region": "eu-west-1", **values})

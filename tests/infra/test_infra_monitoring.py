@@ -283,10 +283,14 @@ def test_window_follows_the_schedule_unless_given(monitor_fn, event, window):
     assert monitor_fn.window_of(event, {}) == window
 
 
-@pytest.mark.parametrize("event", [{"schedule": "cron(0 3 ? * MON *)", "window": ""}, {"window": "0d"},
-                                   {"window": "24 hours"}])
-def test_bad_windows_are_refused(monitor_fn, event):
-    with pytest.raises(monitor_fn.Refused):
+@pytest.mark.parametrize("event, message", [
+    ({"schedule": "cron(0 3 ? * MON *)", "window": ""}, "no window given and none derivable"),
+    ({"window": "0d"}, "must be a positive duration"), ({"window": "24 hours"}, "must be a positive duration"),
+    # The deploy-time MonitorWindow parameter is past synth's check: 99999999999w raised OverflowError in the Lambda.
+    ({"window": "99999999999w"}, "'99999999999w' is longer than 36500 days"),
+    ({"window": "5215w"}, "'5215w' is longer than 36500 days")])
+def test_bad_windows_are_refused(monitor_fn, event, message):
+    with pytest.raises(monitor_fn.Refused, match=message):
         monitor_fn.window_of(event, {})
 
 

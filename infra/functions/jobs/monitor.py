@@ -40,6 +40,9 @@ _WINDOW = re.compile(r"^(\d+)(m|h|d|w)$")
 _UNIT = {"minute": "m", "minutes": "m", "hour": "h", "hours": "h", "day": "d", "days": "d"}
 
 
+MAX_WINDOW = timedelta(days=36500)  # S3 keeps nothing longer on its own (object lock's longest retention)
+
+
 class Refused(Exception):
     """The event cannot start a monitoring job; nothing was started."""
 
@@ -56,6 +59,12 @@ def window_of(event: dict[str, Any], env: dict[str, str]) -> str:
     match = _WINDOW.match(window)
     if not match or int(match[1]) == 0:
         raise Refused(f"window {window!r} must be a positive duration like 30m, 24h, 7d or 2w")
+    try:
+        too_long = _duration(window) > MAX_WINDOW
+    except OverflowError:  # 99999999999w: past what a timedelta holds, and the job's --last would refuse it
+        too_long = True
+    if too_long:
+        raise Refused(f"window {window!r} is longer than {MAX_WINDOW.days} days: no capture is kept that long")
     return window
 
 
