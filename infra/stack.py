@@ -775,6 +775,10 @@ class DiagnosaStack(Stack):
                 "sagemaker:UpdateEndpointWeightsAndCapacities", "sagemaker:AddTags"],
                 resources=[self.arn("sagemaker", "endpoint", self.endpoint_name),
                            self.arn("sagemaker", "endpoint-config", f"{self.endpoint_name}-*")]),
+            # An approval during a deployment waits in an endpoint tag (PENDING_TAG in functions/deploy/handler.py),
+            # written with AddTags above.
+            iam.PolicyStatement(sid="ReadPendingApproval", actions=["sagemaker:ListTags"],
+                                resources=[self.arn("sagemaker", "endpoint", self.endpoint_name)]),
             iam.PolicyStatement(sid="PassOnlyTheModelRole", actions=["iam:PassRole"],
                                 resources=[self.model_role.role_arn],
                                 conditions={"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}}),

@@ -231,15 +231,99 @@ def test_the_documented_events_are_read_as_aws_sends_them(sm, deploy_fn):
         deploy_fn.handler({"detail-type": "SageMaker Model Package State Change", "detail": {}}, sagemaker=sm, env=ENV)
 
 
-def test_an_approval_during_a_deployment_creates_nothing(sm, deploy_fn):
+IN_SERVICE = {"detail-type": "SageMaker Endpoint State Change", "source": "aws.sagemaker",
+              "detail": {"EndpointName": "diagnosa-dev", "EndpointStatus": "IN_SERVICE"}}
+
+
+def _pending(sm) -> list[str]:
+    """The pending approval, as a list: [] for none. (moto keeps every value AddTags gave a key, AWS the last.)"""
+    arn = sm.describe_endpoint(EndpointName="diagnosa-dev")["EndpointArn"]
+    values = [t["Value"] for t in sm.list_tags(ResourceArn=arn)["Tags"] if t["Key"] == "diagnosa:pending-package"]
+    return values[-1:] if values and values[-1] else []
+
+
+def _in_service(sm, deploy_fn, now: float) -> dict:
+    _set_status("diagnosa-dev", "InService")
+    with mock_aws():
+        autoscaling = boto3.client("application-autoscaling", region_name=REGION)
+        return deploy_fn.handler(IN_SERVICE, sagemaker=sm, autoscaling=autoscaling, env=ENV, now=now)
+
+
+@pytest.mark.parametrize("status", ["Updating", "RollingBack", "SystemUpdating", "Creating"])
+def test_an_approval_during_a_deployment_is_deployed_once_the_endpoint_is_in_service(sm, deploy_fn, status):
+    # It failed for Lambda to retry: after two retries (~3 minutes, long before a blue/green update with its bake
+    # ends) the approval was in the dead-letter queue and the approved version never served.
+    updates = _record_updates(sm)
+    deploy_fn.handler(documented_package_event(_package(sm)), sagemaker=sm, env=ENV, now=0)
+    _set_status("diagnosa-dev", status)
+    before = len(sm.list_models()["Models"]), len(sm.list_endpoint_configs()["EndpointConfigs"])
+    second, third = _package(sm), _package(sm)
+    for arn, now in ((second, 60), (third, 120)):
+        result = deploy_fn.handler(documented_package_event(arn), sagemaker=sm, env=ENV, now=now)
+        assert result == {"action": "deferred", "endpoint": "diagnosa-dev", "model_package": arn,
+                          "reason": f"endpoint diagnosa-dev is {status}"}
+    assert (len(sm.list_models()["Models"]), len(sm.list_endpoint_configs()["EndpointConfigs"])) == before
+    assert updates == [] and _pending(sm) == [third], "nothing interrupted; the later approval is the one kept"
+    result = _in_service(sm, deploy_fn, now=900)
+    assert result["pending"]["action"] == "updated" and result["pending"]["model_package"] == third
+    [update] = updates
+    assert json.loads(update)["EndpointConfigName"] == result["pending"]["endpoint_config"] and _pending(sm) == []
+    assert "pending" not in _in_service(sm, deploy_fn, now=1800), "deployed once, not at every IN_SERVICE"
+    assert len(updates) == 1
+
+
+def test_a_version_rejected_while_it_waited_is_not_deployed(sm, deploy_fn):
+    updates = _record_updates(sm)
     deploy_fn.handler(documented_package_event(_package(sm)), sagemaker=sm, env=ENV, now=0)
     _set_status("diagnosa-dev", "Updating")
+    waiting = _package(sm)
+    assert deploy_fn.handler(documented_package_event(waiting), sagemaker=sm, env=ENV, now=60)["action"] == "deferred"
+    sm.update_model_package(ModelPackageArn=waiting, ModelApprovalStatus="Rejected")
+    pending = _in_service(sm, deploy_fn, now=900)["pending"]
+    assert pending["action"] == "refused" and "is Rejected, not Approved" in pending["reason"]
+    assert updates == [] and _pending(sm) == []
+
+
+def test_an_approval_of_what_serves_while_it_deployed_changes_nothing(sm, deploy_fn):
+    updates = _record_updates(sm)
+    event = documented_package_event(_package(sm))
+    deploy_fn.handler(event, sagemaker=sm, env=ENV, now=0)
+    _set_status("diagnosa-dev", "Creating")
+    assert deploy_fn.handler(event, sagemaker=sm, env=ENV, now=60)["action"] == "deferred"  # a copy of the event
+    assert _in_service(sm, deploy_fn, now=900)["pending"]["action"] == "unchanged"
+    assert updates == [] and _pending(sm) == []
+
+
+def test_an_approval_supersedes_one_kept_during_a_deployment(sm, deploy_fn):
+    # The IN_SERVICE event lost (or the update failed): the next approval deploys and the older one is dropped.
+    updates = _record_updates(sm)
+    deploy_fn.handler(documented_package_event(_package(sm)), sagemaker=sm, env=ENV, now=0)
+    _set_status("diagnosa-dev", "Updating")
+    deploy_fn.handler(documented_package_event(_package(sm)), sagemaker=sm, env=ENV, now=60)
+    _set_status("diagnosa-dev", "InService")
+    latest = _package(sm)
+    assert deploy_fn.handler(documented_package_event(latest), sagemaker=sm, env=ENV, now=120)["action"] == "updated"
+    assert len(updates) == 1 and _pending(sm) == []
+
+
+@pytest.mark.parametrize("status", ["Deleting", "OutOfService", "UpdateRollbackFailed"])
+def test_an_approval_for_an_endpoint_that_will_not_come_back_by_itself_fails_loudly(sm, deploy_fn, status):
+    deploy_fn.handler(documented_package_event(_package(sm)), sagemaker=sm, env=ENV, now=0)
+    _set_status("diagnosa-dev", status)
     before = len(sm.list_models()["Models"]), len(sm.list_endpoint_configs()["EndpointConfigs"])
-    newer = documented_package_event(_package(sm))
-    for attempt in range(3):  # the invocation and Lambda's two retries
-        with pytest.raises(RuntimeError, match="retry once it settles"):
-            deploy_fn.handler(newer, sagemaker=sm, env=ENV, now=60 + attempt * 60)
+    with pytest.raises(RuntimeError, match=f"endpoint diagnosa-dev is {status}; approve the version again once"):
+        deploy_fn.handler(documented_package_event(_package(sm)), sagemaker=sm, env=ENV, now=60)
     assert (len(sm.list_models()["Models"]), len(sm.list_endpoint_configs()["EndpointConfigs"])) == before
+    assert _pending(sm) == []
+
+
+def test_the_deploy_role_may_keep_and_read_the_pending_approval_on_its_endpoint_only(dev):
+    resources = dev.to_json()["Resources"]
+    statements = role_statements(resources, "DeployFunctionRole")
+    for action in ("sagemaker:ListTags", "sagemaker:AddTags"):
+        granted = [_text(r) for st in statements if action in _listed(st["Action"]) for r in _listed(st["Resource"])]
+        assert any(_match(g, f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:endpoint/diagnosa-dev") for g in granted), action
+        assert not any(_match(g, f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:endpoint/diagnosa-prod") for g in granted)
 
 
 def test_a_duplicate_approval_of_the_serving_package_changes_nothing(sm, deploy_fn):

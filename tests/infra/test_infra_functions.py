@@ -148,7 +148,8 @@ def test_endpoint_in_service_registers_target_tracking(deploy_fn):
         autoscaling = boto3.client("application-autoscaling", region_name=REGION)
         event = {"detail-type": "SageMaker Endpoint State Change",
                  "detail": {"EndpointName": "diagnosa-dev", "EndpointStatus": "IN_SERVICE"}}
-        deploy_fn.handler(event, sagemaker=object(), autoscaling=autoscaling, env=ENV)
+        sagemaker = boto3.client("sagemaker", region_name=REGION)  # no endpoint yet: no pending approval to deploy
+        deploy_fn.handler(event, sagemaker=sagemaker, autoscaling=autoscaling, env=ENV)
         [target] = autoscaling.describe_scalable_targets(ServiceNamespace="sagemaker")["ScalableTargets"]
         assert target["ResourceId"] == "endpoint/diagnosa-dev/variant/AllTraffic"
         assert (target["MinCapacity"], target["MaxCapacity"]) == (1, 3)

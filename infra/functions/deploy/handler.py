@@ -9,10 +9,13 @@ Two EventBridge events reach it:
   serving code from the staged sourcedir) and an EndpointConfig (data capture to the
   lake's ``capture/`` zone, KMS) are created, named after the endpoint, the version and the time.
   The first time the endpoint is created; afterwards it is updated blue/green (canary or all at
-  once) with automatic rollback on the endpoint's CloudWatch alarms.
+  once) with automatic rollback on the endpoint's CloudWatch alarms. An approval that arrives while
+  the endpoint is creating, updating or rolling back interrupts nothing: its ARN is kept in the
+  endpoint's ``diagnosa:pending-package`` tag (a later approval replaces it; "" means none).
 * ``SageMaker Endpoint State Change`` to IN_SERVICE: target-tracking autoscaling on
   ``SageMakerVariantInvocationsPerInstance`` is (re)registered; registration needs an endpoint in
-  service, which a freshly created one is not.
+  service, which a freshly created one is not. Then a version kept in the pending tag is deployed
+  (after the registry is read again: rejected since, it is not), and the tag cleared.
 
 Monitoring baselines follow the model that serves, never the one merely approved. The monitoring
 job (``infra/functions/jobs/monitor.py``) reads them from one fixed prefix per endpoint,
@@ -60,6 +63,9 @@ log = logging.getLogger()
 log.setLevel(logging.INFO)
 
 PACKAGE_TAG = "diagnosa:model-package"
+# On the endpoint: the version approved while a deployment ran, deployed when the endpoint is InService again.
+PENDING_TAG = "diagnosa:pending-package"
+SETTLING = ("Creating", "Updating", "SystemUpdating", "RollingBack")  # statuses that end in an IN_SERVICE event
 MANAGED_TAG = "diagnosa:managed-by"
 PACKAGE_EVENT = "SageMaker Model Package State Change"
 ENDPOINT_EVENT = "SageMaker Endpoint State Change"
@@ -89,6 +95,9 @@ def handler(event: dict[str, Any], context: Any = None, *, sagemaker: Any = None
         result = register_autoscaling(autoscaling or boto3.client("application-autoscaling"), env)
         if env.get("LAKE_BUCKET"):
             result["baselines"] = install_baselines(sagemaker, s3 or boto3.client("s3"), env, now=now)
+        pending = deploy_pending(sagemaker, env, now=now, s3=s3)
+        if pending:
+            result["pending"] = pending
         return result
     raise Refused(f"unexpected event type {kind!r}")
 
@@ -145,9 +154,21 @@ def deploy(detail: dict[str, Any], sagemaker: Any, env: dict[str, str], *, now: 
 
     endpoint = env["ENDPOINT_NAME"]
     current = _describe_endpoint(sagemaker, endpoint)
+    if current is not None and current["EndpointStatus"] in SETTLING:
+        # A deployment in progress is never interrupted and nothing is created now. Failing for Lambda to retry
+        # put the approval in the dead-letter queue after ~3 minutes, long before a blue/green update ends: it is
+        # kept on the endpoint instead, and the endpoint's IN_SERVICE event deploys it (a later approval wins).
+        _set_pending(sagemaker, current["EndpointArn"], arn)
+        log.info("endpoint %s is %s: %s deploys when it is InService again", endpoint, current["EndpointStatus"], arn)
+        return {"action": "deferred", "endpoint": endpoint, "model_package": arn,
+                "reason": f"endpoint {endpoint} is {current['EndpointStatus']}"}
     if current is not None and current["EndpointStatus"] not in ("InService", "Failed"):
-        # EventBridge retries the event; a deployment in progress is never interrupted, and nothing is created.
-        raise RuntimeError(f"endpoint {endpoint} is {current['EndpointStatus']}; retry once it settles")
+        # Deleting, OutOfService, UpdateRollbackFailed: no IN_SERVICE event will come by itself. Lambda retries,
+        # then the dead-letter queue's alarm tells the operators.
+        raise RuntimeError(f"endpoint {endpoint} is {current['EndpointStatus']}; approve the version again once "
+                           "it is InService")
+    if current is not None:
+        _set_pending(sagemaker, current["EndpointArn"], "")  # this approval supersedes one kept during a deployment
     if current is not None and sent and current["EndpointStatus"] == "InService" \
             and serving_package(sagemaker, endpoint) == arn:
         # A copy of the event that deployed what serves (EventBridge delivers at least once): the config it made is
@@ -292,6 +313,32 @@ def clear_baselines(s3: Any, env: dict[str, str]) -> int:
         s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": k} for k in keys[start:start + 1000]],
                                                  "Quiet": True})
     return len(keys)
+
+
+def deploy_pending(sagemaker: Any, env: dict[str, str], *, now: float, s3: Any = None) -> dict[str, Any] | None:
+    """Deploy the version approved while the endpoint was busy (``PENDING_TAG``), now that it is InService."""
+    endpoint = env["ENDPOINT_NAME"]
+    current = _describe_endpoint(sagemaker, endpoint)
+    if current is None or current["EndpointStatus"] != "InService":
+        return None
+    arn = _tags(sagemaker, current["EndpointArn"]).get(PENDING_TAG)
+    if not arn:
+        return None
+    _set_pending(sagemaker, current["EndpointArn"], "")  # first: a deployment that fails below is not retried for ever
+    if serving_package(sagemaker, endpoint) == arn:
+        log.info("%s already serves %s, approved while it deployed", endpoint, arn)
+        return {"action": "unchanged", "endpoint": endpoint, "model_package": arn}
+    try:
+        return deploy({"ModelPackageArn": arn}, sagemaker, env, now=now, s3=s3)
+    except Refused as err:  # rejected (or moved) since: the registry is the truth
+        log.warning("the version approved during the deployment is not deployed: %s", err)
+        return {"action": "refused", "endpoint": endpoint, "model_package": arn, "reason": str(err)}
+
+
+def _set_pending(sagemaker: Any, endpoint_arn: str, package_arn: str) -> None:
+    """Keep (or, with "", clear) the pending approval. Cleared by overwriting, not DeleteTags: the deploy role
+    deletes nothing (only the endpoint-resources function removes what the stage made)."""
+    sagemaker.add_tags(ResourceArn=endpoint_arn, Tags=[{"Key": PENDING_TAG, "Value": package_arn}])
 
 
 def serving_package(sagemaker: Any, endpoint: str) -> str | None:
