@@ -1049,8 +1049,11 @@ class DiagnosaStack(Stack):
         gate_lines = [line(value=value, label="gate: " + ("per class" if len(set(per_class.values())) == 1 else
                                                           ", ".join(k for k, v in per_class.items() if v == value)))
                       for value in sorted(set(per_class.values()))]
+        unseen = orphan and gate.get("slice_grouped", True)  # its diseases held out of training: the unseen part
         if orphan:
             gate_lines.append(line(value=gate["orphan_threshold"], label="gate: orphan slice"))
+        if unseen:
+            gate_lines.append(line(value=gate["unseen_threshold"], label="gate: unseen orphan diseases"))
 
         dashboard = cloudwatch.Dashboard(self, "Dashboard", dashboard_name=self.prefix,
                                          default_interval=Duration.days(14))
@@ -1070,7 +1073,9 @@ class DiagnosaStack(Stack):
             cloudwatch.GraphWidget(title="Live recall from doctors' feedback", width=12,
                                    left=[*(monitoring("LiveRecall", label, Class=class_dimension(label)["Value"])
                                            for label in c.labels),
-                                         *([monitoring("LiveOrphanMacroRecall", "orphan slice (macro)")] if orphan else [])],
+                                         *([monitoring("LiveOrphanMacroRecall", "orphan slice (macro)")] if orphan else []),
+                                         *([monitoring("LiveUnseenOrphanMacroRecall", "unseen orphan diseases (macro)")]
+                                           if unseen else [])],
                                    left_y_axis=cloudwatch.YAxisProps(min=0, max=1),
                                    left_annotations=gate_lines))
         dashboard.add_widgets(

@@ -5,8 +5,9 @@ report recommends retraining for another reason (a class or the orphan slice fai
 or the predicted-category mix drifting), so one alarm (``DriftScore > threshold``) starts
 retraining for any of them. ``RetrainRecommended``, ``DriftedFeatures`` and ``FailingClasses`` are
 published next to it for dashboards. Dimension: ``EndpointName``. From doctors' feedback, when the
-window has any: ``LiveRecall`` per class (dimensions ``EndpointName`` and ``Class``) and
-``LiveOrphanMacroRecall``, the live counterparts of the pipeline's recall gate.
+window has any: ``LiveRecall`` per class (dimensions ``EndpointName`` and ``Class``),
+``LiveOrphanMacroRecall`` and ``LiveUnseenOrphanMacroRecall`` (rare diseases the model had no training
+patient of), the live counterparts of the pipeline's recall gate.
 """
 from __future__ import annotations
 
@@ -53,10 +54,11 @@ def metric_data(report: dict[str, Any], endpoint_name: str) -> list[MetricDatumT
         if c.get("n") and c.get("recall") is not None:  # no feedback for a class: no point, not a zero
             data.append({"MetricName": "LiveRecall", "Dimensions": [*dimensions, class_dimension(label)],
                          "Timestamp": when, "Value": float(c["recall"]), "Unit": "None"})
-    orphan = (quality.get("orphan") or {}).get("macro_recall")
-    if orphan is not None:
-        data.append({"MetricName": "LiveOrphanMacroRecall", "Dimensions": dimensions, "Timestamp": when,
-                     "Value": float(orphan), "Unit": "None"})
+    for key, metric in (("orphan", "LiveOrphanMacroRecall"), ("orphan_unseen", "LiveUnseenOrphanMacroRecall")):
+        value = (quality.get(key) or {}).get("macro_recall")
+        if value is not None:
+            data.append({"MetricName": metric, "Dimensions": dimensions, "Timestamp": when,
+                         "Value": float(value), "Unit": "None"})
     return data
 
 

@@ -7,7 +7,9 @@ is beyond sampling noise; a point estimate below the threshold whose interval st
 reported as "below threshold, not significant" (a warning: collect more feedback). With 25
 confirmed cases a true recall of 0.80 shows as 0.76 or lower about a third of the time, which is
 why the point estimate alone would page doctors for noise. The orphan slice (feedback naming a
-rare-disease id) gets its macro recall, as the evaluation job computes it on test.
+rare-disease id) gets its macro recall, as the evaluation job computes it on test, and so does its unseen part:
+feedback naming a rare disease the served model had no training patient of (the prediction baseline lists the
+diseases it had), the patients the recall gate's ``UnseenOrphanRecallThreshold`` guards.
 """
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ OTHER_MODEL_FEEDBACK = "feedback for a prediction of another model version (not 
 NOT_MONITORED = "not monitored"  # the orphan slice of a model whose evaluation had none (a dataset of your own)
 DEFAULT_RECALL = 0.80  # the pipeline's default gate (pipelines/definition.py)
 DEFAULT_ORPHAN = 0.50
+DEFAULT_UNSEEN = 0.40
 
 
 @dataclass(frozen=True)
@@ -38,12 +41,17 @@ class QualityThresholds:
     labels: tuple[str, ...] = CATEGORIES  # the model's (a dataset of your own has its own)
     # Feedback naming an ORPHA:/OMIM: disease is the orphan slice: only for a model evaluated on one (the cohort's).
     orphan_slice: bool = True
+    unseen_macro_recall: float = DEFAULT_UNSEEN
+    # The orphan diseases the model had training patients of (its split's groups.json); None: not known, and
+    # the unseen slice is not monitored.
+    trained_groups: frozenset[str] | None = None
 
     def validate(self) -> None:
         unknown = sorted(set(self.recall) - set(self.labels))
         if unknown:
             raise ValueError(f"recall thresholds name unknown classes: {unknown}")
-        for name, value in [*self.recall.items(), ("orphan", self.orphan_macro_recall)]:
+        for name, value in [*self.recall.items(), ("orphan", self.orphan_macro_recall),
+                            ("unseen orphan", self.unseen_macro_recall)]:
             if not 0 <= value <= 1:
                 raise ValueError(f"recall threshold for {name} must be in [0, 1], got {value}")
         if self.min_feedback < 1:
@@ -62,7 +70,7 @@ def join_feedback(rows: pd.DataFrame, feedback: Mapping[tuple[str, int | None], 
     IAM, is not checked against them) is counted under its reason, not joined: it is no class's confirmed case and
     no miss. ``other_models`` (event id → model version) names the events another model version answered, left
     out of the window: their feedback is counted as such, not as "not captured"."""
-    columns = ["event_id", "row", "predicted", "confirmed", "orphan"]
+    columns = ["event_id", "row", "predicted", "confirmed", "orphan", "disease_id"]
     if not feedback:
         return pd.DataFrame(columns=columns)
     known = None if labels is None else set(labels)
@@ -87,7 +95,7 @@ def join_feedback(rows: pd.DataFrame, feedback: Mapping[tuple[str, int | None], 
             skipped.add("the confirmed patient's captured record is not a JSON object", f"{event_id} row {row}")
             continue
         joined.append({"event_id": event_id, "row": row, "predicted": match["predicted"].iloc[0],
-                       "confirmed": item.diagnosis, "orphan": item.orphan})
+                       "confirmed": item.diagnosis, "orphan": item.orphan, "disease_id": item.disease_id})
     return pd.DataFrame(joined, columns=columns)
 
 
@@ -120,31 +128,53 @@ def live_quality(joined: pd.DataFrame, th: QualityThresholds) -> dict[str, Any]:
         per_class[label] = {"n": n, "hits": hits, "recall": recall, "interval_95": wilson_interval(hits, n),
                             "threshold": threshold, "status": status, "predicted_as": predicted_as}
     orphan_rows = joined[joined["orphan"] == True]  # noqa: E712  (None means "not stated")
-    orphan: dict[str, Any] = {"n": len(orphan_rows), "threshold": th.orphan_macro_recall, "recall_per_class": {}}
-    recalls = []
-    for label in labels:
-        mine = orphan_rows[orphan_rows["confirmed"] == label]
-        if len(mine):
-            r = float((mine["predicted"] == label).mean())
-            orphan["recall_per_class"][label] = {"n": len(mine), "recall": r}
-            recalls.append(r)
-    orphan["macro_recall"] = sum(recalls) / len(recalls) if recalls else None
-    hits = int((orphan_rows["predicted"] == orphan_rows["confirmed"]).sum())
-    upper = (wilson_interval(hits, len(orphan_rows)) or (0.0, 1.0))[1]
-    orphan["interval_95_micro"] = wilson_interval(hits, len(orphan_rows))
-    if not th.orphan_slice:
-        orphan["status"] = NOT_MONITORED
-    elif orphan["n"] == 0:
-        orphan["status"] = NONE
-    elif orphan["n"] < th.min_feedback:
-        orphan["status"] = FEW
-    elif orphan["macro_recall"] < th.orphan_macro_recall:
-        # the macro recall's own interval is not simple; the micro (pooled) interval stands in for it
-        orphan["status"] = BELOW if upper < th.orphan_macro_recall else SUSPECT
+    orphan = _slice_quality(orphan_rows, labels, th.orphan_macro_recall, th.min_feedback,
+                            NOT_MONITORED if not th.orphan_slice else None)
+    if th.trained_groups is None:
+        unseen_rows = orphan_rows.iloc[:0]
     else:
-        orphan["status"] = PASSED
+        trained = {disease_key(g) for g in th.trained_groups}
+        unseen_rows = orphan_rows[~orphan_rows["disease_id"].map(disease_key).isin(trained)]
+    unseen = _slice_quality(unseen_rows, labels, th.unseen_macro_recall, th.min_feedback,
+                            NOT_MONITORED if not th.orphan_slice or th.trained_groups is None else None)
     n = len(joined)
     return {"n": n, "accuracy": float((joined["predicted"] == joined["confirmed"]).mean()) if n else None,
-            "per_class": per_class, "orphan": orphan, "failing_classes": failing,
+            "per_class": per_class, "orphan": orphan, "orphan_unseen": unseen, "failing_classes": failing,
             "suspect_classes": [label for label, c in per_class.items() if c["status"] == SUSPECT],
-            "orphan_failing": orphan["status"] == BELOW}
+            "orphan_failing": orphan["status"] == BELOW, "orphan_unseen_failing": unseen["status"] == BELOW}
+
+
+def disease_key(disease_id: object) -> str:
+    """'orpha:558' and 'ORPHA:558' are one disease: the prefix's case does not matter, the code's is kept."""
+    prefix, sep, code = str(disease_id or "").strip().partition(":")
+    return f"{prefix.upper()}{sep}{code}"
+
+
+def _slice_quality(rows: pd.DataFrame, labels: list[str], threshold: float, min_feedback: int,
+                   status: str | None = None) -> dict[str, Any]:
+    """A slice's live macro recall over its confirmed cases (as the evaluation computes it on test) and its status;
+    ``status`` given (NOT_MONITORED) overrides the judgement."""
+    found: dict[str, Any] = {"n": len(rows), "threshold": threshold, "recall_per_class": {}}
+    recalls = []
+    for label in labels:
+        mine = rows[rows["confirmed"] == label]
+        if len(mine):
+            r = float((mine["predicted"] == label).mean())
+            found["recall_per_class"][label] = {"n": len(mine), "recall": r}
+            recalls.append(r)
+    found["macro_recall"] = sum(recalls) / len(recalls) if recalls else None
+    hits = int((rows["predicted"] == rows["confirmed"]).sum())
+    found["interval_95_micro"] = wilson_interval(hits, len(rows))
+    upper = (found["interval_95_micro"] or (0.0, 1.0))[1]
+    if status is None:
+        if found["n"] == 0:
+            status = NONE
+        elif found["n"] < min_feedback:
+            status = FEW
+        elif found["macro_recall"] < threshold:
+            # the macro recall's own interval is not simple; the micro (pooled) interval stands in for it
+            status = BELOW if upper < threshold else SUSPECT
+        else:
+            status = PASSED
+    found["status"] = status
+    return found

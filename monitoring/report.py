@@ -143,15 +143,16 @@ def render_html(report: dict[str, Any]) -> str:
         parts.append(f"<tr><td>{_e(label)}</td><td class='num'>{c['n']}</td><td class='num'>{c['hits']}</td>"
                      f"<td class='num'>{_fmt(c['recall'])}</td><td>{interval}</td><td class='num'>{c['threshold']:.2f}</td>"
                      f"<td>{_badge(c['status'])}</td><td>{predicted_as or '—'}</td></tr>")
-    o = q["orphan"]
-    if o["status"] == NOT_MONITORED:  # a model evaluated without an orphan slice
-        parts.append("</table>")
-    else:
-        parts.append(f"<tr><td><b>orphan slice</b> (macro)</td><td class='num'>{o['n']}</td><td></td>"
+    unseen = q.get("orphan_unseen") or {"status": NOT_MONITORED}  # reports written before it
+    for title, o in (("orphan slice", q["orphan"]), ("orphan diseases absent from training", unseen)):
+        if o["status"] == NOT_MONITORED:  # no orphan slice (a dataset of your own), or its diseases not known
+            continue
+        parts.append(f"<tr><td><b>{title}</b> (macro)</td><td class='num'>{o['n']}</td><td></td>"
                      f"<td class='num'>{_fmt(o['macro_recall'])}</td><td></td><td class='num'>{o['threshold']:.2f}</td>"
                      f"<td>{_badge(o['status'])}</td><td>"
                      + ", ".join(f"{_e(k)}: {v['recall']:.2f} (n={v['n']})" for k, v in o["recall_per_class"].items())
-                     + "</td></tr></table>")
+                     + "</td></tr>")
+    parts.append("</table>")
     fb = q["feedback"]
     parts.append(f"<p class='meta'>feedback objects read: {fb['records']} ({fb['superseded']} superseded by a later "
                  f"feedback for the same event), matched to a capture of this window: {fb['matched']}, minimum per "

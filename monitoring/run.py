@@ -90,6 +90,8 @@ class MonitorSettings:
     def to_dict(self) -> dict[str, Any]:
         quality = asdict(self.quality)
         quality["recall"] = dict(self.quality.recall)
+        groups = self.quality.trained_groups  # how many, not which: the baseline lists them
+        quality["trained_groups"] = None if groups is None else len(groups)
         return {"drift": asdict(self.drift), "quality": quality}
 
 
@@ -113,12 +115,17 @@ def settings_from_baseline(baseline: Baseline, drift: DriftThresholds | None = N
     # The orphan slice is the cohort's: a model whose evaluation had none (a dataset of your own) is not judged on it.
     orphan_slice = (baseline.predictions.get("orphan") is not None if baseline.predictions
                     else bool(known.orphan_slice))
+    # The diseases the model trained on (prediction baselines before them did not list them: unseen not judged).
+    trained = ((baseline.predictions or {}).get("orphan") or {}).get("trained_groups")
     quality = QualityThresholds(recall={label: DEFAULT_RECALL for label in labels}, labels=labels,
-                                orphan_slice=orphan_slice)
+                                orphan_slice=orphan_slice,
+                                trained_groups=frozenset(map(str, trained)) if isinstance(trained, list) else None)
     gate = (baseline.predictions or {}).get("thresholds") or {}
     if gate.get("recall"):
         quality = replace(quality, recall={**quality.recall, **gate["recall"]},
                           orphan_macro_recall=gate.get("orphan_macro_recall") or quality.orphan_macro_recall)
+    if gate.get("unseen_macro_recall") is not None:
+        quality = replace(quality, unseen_macro_recall=gate["unseen_macro_recall"])
     if min_feedback is not None:
         quality = replace(quality, min_feedback=min_feedback)
     return MonitorSettings(drift or DriftThresholds(), quality)
@@ -169,9 +176,12 @@ def run_monitor(lake: DataLake, endpoint: str, baseline: Baseline, start: dateti
         c = quality["per_class"][label]
         alerts.append(f"live recall of {label} {c['recall']:.3f} < {c['threshold']:.3f} "
                       f"({c['hits']} of {c['n']} confirmed cases predicted right)")
-    o = quality["orphan"]
+    o, u = quality["orphan"], quality["orphan_unseen"]
     if o["status"] == BELOW:
         alerts.append(f"orphan-slice macro recall {o['macro_recall']:.3f} < {o['threshold']:.3f} (n={o['n']})")
+    if u["status"] == BELOW:
+        alerts.append(f"macro recall on orphan diseases absent from training {u['macro_recall']:.3f} < "
+                      f"{u['threshold']:.3f} (n={u['n']})")
     patients = len(rows)
     if alerts:
         verdict = ALERT
@@ -181,7 +191,7 @@ def run_monitor(lake: DataLake, endpoint: str, baseline: Baseline, start: dateti
             and not any(c["status"] not in (NONE, FEW) for c in quality["per_class"].values()):
         verdict = INSUFFICIENT  # traffic, but too little to judge anything: not "ok"
     elif any(f.verdict == WARN for f in features) or predictions["verdict"] == WARN or quality["suspect_classes"] \
-            or o["status"] == SUSPECT:
+            or SUSPECT in (o["status"], u["status"]):
         verdict = WARN
     else:
         verdict = OK
@@ -192,6 +202,8 @@ def run_monitor(lake: DataLake, endpoint: str, baseline: Baseline, start: dateti
         reasons.append(f"live recall below threshold: {', '.join(quality['failing_classes'])}")
     if o["status"] == BELOW:
         reasons.append("orphan slice below threshold")
+    if u["status"] == BELOW:
+        reasons.append("unseen orphan diseases below threshold")
     if predictions["verdict"] == DRIFT:
         reasons.append("predicted-category mix drifted")
     violations = [{"feature_name": f.name, **v} for f in features for v in f.violations]
@@ -206,7 +218,8 @@ def run_monitor(lake: DataLake, endpoint: str, baseline: Baseline, start: dateti
         "verdict": verdict,
         "alerts": alerts,
         "drifted_features": drifted,
-        "failing_classes": list(quality["failing_classes"]) + (["orphan slice"] if o["status"] == BELOW else []),
+        "failing_classes": list(quality["failing_classes"]) + (["orphan slice"] if o["status"] == BELOW else [])
+        + (["unseen orphan diseases"] if u["status"] == BELOW else []),
         "retrain": {"recommended": bool(reasons), "reasons": reasons},
         "traffic": {"events": traffic.events, "patients": patients, "skipped": traffic.skipped.to_dict(),
                     # the version judged (None: not known, every request judged) and the requests others answered

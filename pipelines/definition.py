@@ -32,6 +32,7 @@ from diagnosa.data.schema import (
     config_missing_indicators,
     config_slice,
     resource_name,
+    unseen_slice,
 )
 from diagnosa.data.validate import shown
 from diagnosa.labels import CATEGORIES, ascii_words
@@ -135,11 +136,6 @@ def parameter_range_problems(values: dict[str, Any]) -> list[str]:
             problems.append(f"parameter {name} must be a SageMaker name (ASCII letters, digits and inner '-', at most "
                             f"63); got {shown(value, 80)}")
     return problems
-
-
-def unseen_slice(slice_name: str) -> str:
-    """'orphan' → 'orphan_unseen': the sub-slice of groups (diseases) held out of training."""
-    return f"{slice_name}_unseen"
 
 
 def unseen_parameter(slice_name: str) -> str:

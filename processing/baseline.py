@@ -32,7 +32,7 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 import pandas as pd
 
-from diagnosa.data.schema import MISSING_VALUES, Field, Schema
+from diagnosa.data.schema import BUILTIN_SLICE, MISSING_VALUES, Field, Schema, unseen_slice
 from diagnosa.model import model_version
 
 VERSION = 0.0
@@ -285,14 +285,18 @@ def parse_data_baseline(statistics: Any, constraints: Any) -> DataBaseline:
 # ------------------------------------------------------------------------------------------------ predictions
 
 def prediction_baseline(evaluation: Mapping[str, Any], thresholds: Mapping[str, float] | None = None,
-                        orphan_threshold: float | None = None) -> dict[str, Any]:
-    """What the model predicted on test and how well, from an ``evaluation.json`` result."""
+                        orphan_threshold: float | None = None, unseen_threshold: float | None = None,
+                        trained_groups: Iterable[str] | None = None) -> dict[str, Any]:
+    """What the model predicted on test and how well, from an ``evaluation.json`` result. ``trained_groups`` (the
+    split's groups.json: the orphan diseases with training patients) lets live monitoring tell the feedback on
+    diseases the model never saw, the unseen slice the gate holds to ``unseen_threshold``."""
     d = evaluation["diagnosa"]
     labels = list(d["labels"])
     counts = np.asarray(d["confusion_matrix"]["counts"], dtype=int)
     predicted = counts.sum(axis=0)
     n = int(counts.sum())
-    orphan = d.get("slices", {}).get("orphan")
+    orphan = d.get("slices", {}).get(BUILTIN_SLICE)
+    unseen = d.get("slices", {}).get(unseen_slice(BUILTIN_SLICE))
     model = evaluation.get("model")
     model = model if isinstance(model, Mapping) else {}
     known = model.get("model_version") or model.get("fingerprint")
@@ -307,9 +311,13 @@ def prediction_baseline(evaluation: Mapping[str, Any], thresholds: Mapping[str, 
         "predicted_share": {label: (float(c) / n if n else None) for label, c in zip(labels, predicted)},
         "per_class": {label: {k: d["per_class"][label].get(k) for k in ("recall", "precision", "support")}
                       for label in labels},
-        "orphan": None if not orphan else {"n": orphan["n"], "macro_recall": orphan["macro_recall"],
-                                           "recall_per_class": orphan["recall_per_class"]},
-        "thresholds": {"recall": dict(thresholds or {}), "orphan_macro_recall": orphan_threshold},
+        "orphan": None if not orphan else {
+            "n": orphan["n"], "macro_recall": orphan["macro_recall"], "recall_per_class": orphan["recall_per_class"],
+            **({"trained_groups": sorted(trained_groups)} if trained_groups is not None else {})},
+        "orphan_unseen": None if not unseen else {"n": unseen["n"], "macro_recall": unseen["macro_recall"],
+                                                  "recall_per_class": unseen["recall_per_class"]},
+        "thresholds": {"recall": dict(thresholds or {}), "orphan_macro_recall": orphan_threshold,
+                       "unseen_macro_recall": unseen_threshold},
     }
 
 

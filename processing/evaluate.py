@@ -23,7 +23,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from diagnosa.data.schema import Schema
+from diagnosa.data.schema import BUILTIN_SLICE, Schema, seen_slice, unseen_slice
 from diagnosa.labels import ascii_words
 from diagnosa.logs import configure_logging
 from diagnosa.model import DiagnosaModel, ModelLoadError, apply_calibration, unpack_model
@@ -45,7 +45,7 @@ def evaluate_model(model: DiagnosaModel, test: pd.DataFrame,
     schema = Schema.from_dict(model.metadata["schema"]) if "schema" in model.metadata else None
     target = schema.target if schema else model.metadata.get("target", "label")
     slice_column = schema.slice_column if schema else model.metadata.get("slice_column")
-    slice_name = (schema.slice if schema else None) or "orphan"
+    slice_name = (schema.slice if schema else None) or BUILTIN_SLICE
     if target not in test.columns:
         raise ValueError(f"the test split has no target column '{target}'")
     raw = model.predict_proba_raw(test)
@@ -94,9 +94,10 @@ def knowledge_reference(model: DiagnosaModel, test: pd.DataFrame, schema: Schema
     predicted = np.full(len(test), -1, dtype=np.int64)  # -1: no match (no known term), a miss
     predicted[rows] = [index.get(c, -1) if c is not None else -1 for c in nearest]
     truth = np.array([index[str(v)] for v in test[schema.target]])
-    masks = {schema.slice: in_slice}
+    name = schema.slice or BUILTIN_SLICE  # as evaluate_model names the slice
+    masks = {name: in_slice}
     if unseen is not None:
-        masks |= {f"{schema.slice}_seen": in_slice & ~unseen, f"{schema.slice}_unseen": unseen}
+        masks |= {seen_slice(name): in_slice & ~unseen, unseen_slice(name): unseen}
     return {"method": REFERENCE_METHOD,
             "slices": {name: slice_scores(truth[m], predicted[m], list(model.labels)) for name, m in masks.items()}}
 
@@ -156,7 +157,7 @@ def _model_dir(path: Path, scratch: Path) -> Path:
 
 
 def _write_monitoring_baselines(result: dict[str, Any], thresholds: dict[str, float], orphan: float | None,
-                                out_eval: Path) -> None:
+                                unseen: float | None, trained_groups: frozenset[str] | None, out_eval: Path) -> None:
     """prediction_baseline.json and model_quality_constraints.json beside evaluation.json."""
     from processing.baseline import (
         MODEL_QUALITY_CONSTRAINTS,
@@ -166,7 +167,8 @@ def _write_monitoring_baselines(result: dict[str, Any], thresholds: dict[str, fl
         write_json,
     )
 
-    for path in (write_json(out_eval / PREDICTIONS, prediction_baseline(result, thresholds, orphan)),
+    for path in (write_json(out_eval / PREDICTIONS, prediction_baseline(result, thresholds, orphan, unseen,
+                                                                       trained_groups)),
                  write_json(out_eval / MODEL_QUALITY_CONSTRAINTS, model_quality_constraints(result))):
         log.info("wrote monitoring baseline %s", path)
 
@@ -200,14 +202,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             log.info("read model (%s) and %s test rows in %.2f s", model.metadata.get("family"), len(test),
                      time.perf_counter() - started)
             started = time.perf_counter()
-            result = evaluate_model(model, test, read_train_groups(test_dir))
+            trained_groups = read_train_groups(test_dir)
+            result = evaluate_model(model, test, trained_groups)
             args.thresholds |= recall_thresholds(list(model.labels), args.recall_threshold)
             result["gate"] = gate_section(result, args.thresholds, args.orphan_threshold, dict(args.slice_threshold))
             log.info("evaluated in %.2f s", time.perf_counter() - started)
         out_eval.mkdir(parents=True, exist_ok=True)
         (out_eval / "evaluation.json").write_text(json.dumps(result, indent=2, ensure_ascii=False, allow_nan=False)
                                                   + "\n", encoding="utf-8")
-        _write_monitoring_baselines(result, args.thresholds, args.orphan_threshold, out_eval)
+        _write_monitoring_baselines(result, args.thresholds, args.orphan_threshold,
+                                    dict(args.slice_threshold).get(unseen_slice(BUILTIN_SLICE)), trained_groups, out_eval)
         paths = write_report(result, out_report)
         d = result["diagnosa"]
         log.info("test macro recall %.4f, worst class %s %.4f; wrote %s and %s", d["macro"]["recall"],

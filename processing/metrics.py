@@ -28,6 +28,8 @@ from sklearn.metrics import (
     precision_recall_fscore_support,
 )
 
+from diagnosa.data.schema import BUILTIN_SLICE, seen_slice, unseen_slice
+
 SUM_TOLERANCE = 1e-3
 CLIP_EPS = 1e-15
 _SAGEMAKER_STD = "NaN"  # SageMaker writes the string "NaN" when it did not bootstrap a standard deviation.
@@ -112,7 +114,7 @@ def slice_scores(t: np.ndarray, pred: np.ndarray, labels: list[str]) -> dict[str
 
 
 def evaluate(y_true: Sequence[str], proba: np.ndarray, labels: Sequence[str], *,
-             orphan: np.ndarray | None = None, slice_name: str = "orphan",
+             orphan: np.ndarray | None = None, slice_name: str = BUILTIN_SLICE,
              predicted: ArrayLike | None = None, unseen: np.ndarray | None = None,
              ordinal: bool = True) -> dict[str, Any]:
     """Score predicted probabilities against true labels; ``labels`` order is the ordinal order (``ordinal``
@@ -175,8 +177,8 @@ def evaluate(y_true: Sequence[str], proba: np.ndarray, labels: Sequence[str], *,
             unseen = np.asarray(unseen, dtype=bool)
             if unseen.shape != mask.shape or (unseen & ~mask).any():
                 raise ValueError("unseen mask must mark a subset of the slice's rows")
-            slices[f"{slice_name}_seen"] = slice_scores(t[mask & ~unseen], pred[mask & ~unseen], labels)
-            slices[f"{slice_name}_unseen"] = slice_scores(t[unseen], pred[unseen], labels)
+            slices[seen_slice(slice_name)] = slice_scores(t[mask & ~unseen], pred[mask & ~unseen], labels)
+            slices[unseen_slice(slice_name)] = slice_scores(t[unseen], pred[unseen], labels)
 
     return {
         "multiclass_classification_metrics": _sagemaker_section(t, pred, labels, cm),

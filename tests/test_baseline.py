@@ -120,14 +120,22 @@ def test_evaluate_writes_the_prediction_baseline(tmp_path, trained_model_dir):
     shutil.copytree(trained_model_dir.parent / "pre" / "output" / "test", base / "input" / "test")
     (base / "input" / "model").symlink_to(trained_model_dir)
     assert evaluate.main(["--base-dir", str(base), "--thresholds", '{"ENFERMEDAD TERMINAL": 0.7}',
-                          "--orphan-threshold", "0.5"]) == 0
+                          "--orphan-threshold", "0.5", "--slice-threshold", "orphan_unseen=0.4"]) == 0
     out = base / "output" / "evaluation"
     evaluation = json.loads((out / "evaluation.json").read_text())
     predictions = json.loads((out / "prediction_baseline.json").read_text())
     counts = np.array(evaluation["diagnosa"]["confusion_matrix"]["counts"])
     assert list(predictions["predicted_distribution"].values()) == counts.sum(axis=0).tolist()
     assert predictions["n"] == len(read_split(base / "input" / "test"))
-    assert predictions["thresholds"] == {"recall": {"ENFERMEDAD TERMINAL": 0.7}, "orphan_macro_recall": 0.5}
+    assert predictions["thresholds"] == {"recall": {"ENFERMEDAD TERMINAL": 0.7}, "orphan_macro_recall": 0.5,
+                                         "unseen_macro_recall": 0.4}
+    # The diseases the model trained on, for live monitoring to tell the feedback on those it never saw.
+    from processing.split import read_train_groups
+
+    trained = read_train_groups(base / "input" / "test")
+    assert trained and predictions["orphan"]["trained_groups"] == sorted(trained)
+    unseen = evaluation["diagnosa"]["slices"]["orphan_unseen"]
+    assert predictions["orphan_unseen"] == {k: unseen[k] for k in ("n", "macro_recall", "recall_per_class")}
     # The model version travels with the file (the AWS monitor's baseline folder holds no evaluation.json), so the
     # monitor judges only the traffic that model answered, wherever the file was copied.
     from monitoring.identity import served_model

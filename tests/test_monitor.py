@@ -252,6 +252,47 @@ def test_the_html_report_lists_refused_requests_without_their_values(tmp_path, b
     assert "Ramírez-77" not in html
 
 
+def test_feedback_on_orphan_diseases_the_model_never_trained_on_raises_its_own_alert(tmp_path, baseline):
+    # The gate holds a model to UnseenOrphanRecallThreshold on the orphan diseases its split kept out of training;
+    # once it served, nothing watched those patients (feedback carries the disease id, the endpoint did not know
+    # which diseases the model had trained on: the prediction baseline now lists them).
+    from dataclasses import replace
+
+    from monitoring.cloudwatch import metric_data
+
+    lake = DataLake.from_uri(str(tmp_path / "lake"))
+    lines = []
+    for i in range(16):
+        predicted = "ENFERMEDAD TERMINAL" if i < 8 else "ENFERMEDAD LEVE"
+        lines.append(json.dumps({"captureData": {
+            "endpointInput": {"observedContentType": "application/json", "mode": "INPUT", "encoding": "JSON",
+                              "data": json.dumps({"age": 40, "sex": "F"})},
+            "endpointOutput": {"observedContentType": "application/json", "mode": "OUTPUT", "encoding": "JSON",
+                               "data": json.dumps({"predictions": [{"category": predicted}]})}},
+            "eventMetadata": {"eventId": f"e{i}", "inferenceTime": "2026-11-27T10:00:00Z"}, "eventVersion": "0"}))
+        # Eight patients of a disease it trained on, found; eight of one it never saw, all missed.
+        store_feedback(lake, "diagnosa", parse_feedback({"event_id": f"e{i}", "diagnosis": "ENFERMEDAD TERMINAL",
+                                                         "disease_id": "ORPHA:558" if i < 8 else "ORPHA:99999"}))
+    lake.put_bytes("capture/diagnosa/AllTraffic/2026/11/27/10/00-00-000-x.jsonl", ("\n".join(lines) + "\n").encode())
+    predictions = dict(baseline.predictions)
+    predictions["orphan"] = {**(predictions["orphan"] or {}), "trained_groups": ["ORPHA:558", "OMIM:100100"]}
+    predictions["thresholds"] = {**predictions["thresholds"], "unseen_macro_recall": 0.4}
+    report = run_monitor(lake, "diagnosa", replace(baseline, predictions=predictions))
+    orphan, unseen = report["quality"]["orphan"], report["quality"]["orphan_unseen"]
+    assert (orphan["n"], orphan["macro_recall"], orphan["status"]) == (16, 0.5, "ok")  # the slice as a whole passes
+    assert (unseen["n"], unseen["macro_recall"], unseen["threshold"], unseen["status"]) == (8, 0.0, 0.4,
+                                                                                           "below threshold")
+    assert report["verdict"] == "alert"
+    assert "macro recall on orphan diseases absent from training 0.000 < 0.400 (n=8)" in report["alerts"]
+    assert "unseen orphan diseases" in report["failing_classes"]
+    assert "unseen orphan diseases below threshold" in report["retrain"]["reasons"]
+    assert report["thresholds"]["quality"]["trained_groups"] == 2
+    published = {d["MetricName"]: d["Value"] for d in metric_data(report, "diagnosa") if d["MetricName"] != "LiveRecall"}
+    assert published["LiveUnseenOrphanMacroRecall"] == 0.0 and published["LiveOrphanMacroRecall"] == 0.5
+    html = write_report(report, tmp_path / "out")["html"].read_text()
+    assert "orphan diseases absent from training</b> (macro)</td><td class='num'>8<" in html
+
+
 def test_baseline_files_copied_without_evaluation_json_still_name_their_model_version(baseline_dir, trained_model_dir):
     # As the AWS deploy function copies them for the monitoring job: it judged every version's traffic.
     from monitoring.identity import baseline_model, served_model
@@ -379,8 +420,9 @@ def test_processing_job_reads_the_container_contract(tmp_path, loop, baseline_di
         listed = cloudwatch.list_metrics(Namespace="Diagnosa/Monitoring")["Metrics"]
         endpoint = [{"Name": "EndpointName", "Value": "diagnosa"}]
         verdict = {m["MetricName"] for m in listed if m["MetricName"] != "LiveRecall"}
-        assert verdict == {"DriftScore", "RetrainRecommended", "DriftedFeatures", "FailingClasses"} | (
-            {"LiveOrphanMacroRecall"} if report["quality"]["orphan"]["macro_recall"] is not None else set())
+        assert verdict == {"DriftScore", "RetrainRecommended", "DriftedFeatures", "FailingClasses"} | {
+            metric for key, metric in (("orphan", "LiveOrphanMacroRecall"), ("orphan_unseen", "LiveUnseenOrphanMacroRecall"))
+            if report["quality"][key]["macro_recall"] is not None}
         assert all(m["Dimensions"] == endpoint for m in listed if m["MetricName"] != "LiveRecall")
         # Live recall per class with feedback in the window, for the dashboard (the gate's live counterpart).
         # A class is named in ASCII (EnfermedadCronica): CloudWatch refuses the whole call for one accented value.

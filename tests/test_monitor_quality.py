@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from monitoring.quality import BELOW, FEW, SUSPECT, QualityThresholds, live_quality
+from monitoring.quality import BELOW, FEW, NOT_MONITORED, PASSED, SUSPECT, QualityThresholds, live_quality
 
 
 def joined(rows):
@@ -22,3 +22,25 @@ def test_a_class_fails_only_beyond_sampling_noise():
     assert q["orphan"]["n"] == 6 and q["orphan"]["macro_recall"] == 0.0 and q["orphan"]["status"] == BELOW
     q = live_quality(joined(rows), QualityThresholds(min_feedback=20))
     assert q["per_class"]["ENFERMEDAD TERMINAL"]["status"] == FEW and q["orphan"]["status"] == FEW
+
+
+def test_feedback_on_orphan_diseases_absent_from_training_is_judged_on_its_own():
+    # Live monitoring had no unseen slice: the gate holds a model to UnseenOrphanRecallThreshold on the orphan
+    # diseases its split kept out of training, and nothing watched those patients once it served.
+    rows = [(f"s{i}", "ENFERMEDAD TERMINAL", "ENFERMEDAD TERMINAL", True, "ORPHA:558") for i in range(6)]
+    rows += [("s6", "ENFERMEDAD TERMINAL", "ENFERMEDAD TERMINAL", True, "orpha:558")]  # the prefix's case is no matter
+    rows += [(f"u{i}", "ENFERMEDAD LEVE", "ENFERMEDAD TERMINAL", True, "OMIM:999999") for i in range(6)]
+    rows += [(f"c{i}", "NO ENFERMO", "NO ENFERMO", None, None) for i in range(10)]
+    frame = pd.DataFrame(rows, columns=["event_id", "predicted", "confirmed", "orphan", "disease_id"])
+    q = live_quality(frame, QualityThresholds(trained_groups=frozenset({"ORPHA:558", "OMIM:100100"})))
+    assert q["orphan"]["n"] == 13 and q["orphan"]["macro_recall"] == 7 / 13 and q["orphan"]["status"] == PASSED
+    unseen = q["orphan_unseen"]
+    assert (unseen["n"], unseen["macro_recall"], unseen["threshold"], unseen["status"]) == (6, 0.0, 0.40, BELOW)
+    assert unseen["recall_per_class"] == {"ENFERMEDAD TERMINAL": {"n": 6, "recall": 0.0}}
+    assert q["orphan_unseen_failing"] and not q["orphan_failing"]
+    # Which diseases the model trained on is not known (a baseline from before they were listed): not judged.
+    q = live_quality(frame, QualityThresholds())
+    assert q["orphan_unseen"]["status"] == NOT_MONITORED and not q["orphan_unseen_failing"]
+    # No orphan slice at all (a dataset of your own): neither is judged.
+    q = live_quality(frame, QualityThresholds(orphan_slice=False, trained_groups=frozenset({"ORPHA:558"})))
+    assert q["orphan"]["status"] == q["orphan_unseen"]["status"] == NOT_MONITORED

@@ -153,6 +153,17 @@ class Schema:
 
 
 SLICE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,62}$")
+BUILTIN_SLICE = "orphan"  # the cohort's slice: rare diseases (ORPHA:/OMIM: ids), and live feedback naming one
+
+
+def seen_slice(slice_name: str) -> str:
+    """'orphan' → 'orphan_seen': the slice's rows whose group (disease) has training patients."""
+    return f"{slice_name}_seen"
+
+
+def unseen_slice(slice_name: str) -> str:
+    """'orphan' → 'orphan_unseen': the sub-slice of groups (diseases) held out of training."""
+    return f"{slice_name}_unseen"
 
 
 def too_small_classes(counts: Mapping[Hashable, int], labels: tuple[str, ...] | list[str],

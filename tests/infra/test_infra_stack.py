@@ -586,6 +586,7 @@ def test_a_dashboard_per_stage_shows_endpoint_drift_live_recall_pipeline_and_gat
     assert {m[2].get("Class") for m in live if m[1] == "LiveRecall"} == {  # as the monitoring job publishes them
         "NoEnfermo", "EnfermedadLeve", "EnfermedadAguda", "EnfermedadCronica", "EnfermedadTerminal"}
     assert ("Diagnosa/Monitoring", "LiveOrphanMacroRecall", {"EndpointName": "diagnosa-dev"}) in live
+    assert ("Diagnosa/Monitoring", "LiveUnseenOrphanMacroRecall", {"EndpointName": "diagnosa-dev"}) in live
     gate = metrics("Recall gate outcomes")
     assert gate == [("AWS/Sagemaker/ModelBuildingPipeline", "StepSucceeded",
                      {"PipelineName": "diagnosa-dev", "StepName": "Register"}),
@@ -594,7 +595,7 @@ def test_a_dashboard_per_stage_shows_endpoint_drift_live_recall_pipeline_and_gat
     # The thresholds a reader compares against are the stage's own.
     annotations = {a["label"]: a["value"] for a in by_title["Live recall from doctors' feedback"]["annotations"][
         "horizontal"]}
-    assert annotations == {"gate: per class": 0.8, "gate: orphan slice": 0.5}
+    assert annotations == {"gate: per class": 0.8, "gate: orphan slice": 0.5, "gate: unseen orphan diseases": 0.4}
     assert len(by_title["Alarms"]["alarms"]) == 5  # 5xx, latency, drift, endpoint drift, dead letters
 
 
