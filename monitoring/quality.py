@@ -59,22 +59,25 @@ class QualityThresholds:
 
 
 NOT_A_LABEL = "feedback label not one of the model's labels"
+RETRIED_FEEDBACK = "feedback for an earlier copy of a retried request (its patient is judged on the copy kept)"
 
 
 def join_feedback(rows: pd.DataFrame, feedback: Mapping[tuple[str, int | None], Feedback], skipped: Skipped,
-                  labels: Iterable[str] | None = None, other_models: Mapping[str, str] | None = None) -> pd.DataFrame:
+                  labels: Iterable[str] | None = None, other_models: Mapping[str, str] | None = None,
+                  retried: Mapping[str, str] | None = None) -> pd.DataFrame:
     """One row per confirmed patient of a captured event: predicted, confirmed, orphan. ``feedback``: the latest
     per (event id, event row as given); its patient is the request's only one, or the one at its event_row.
 
     Feedback whose diagnosis is none of ``labels`` (the model's; feedback written straight to the lake, or by AWS
     IAM, is not checked against them) is counted under its reason, not joined: it is no class's confirmed case and
     no miss. ``other_models`` (event id → model version) names the events another model version answered, left
-    out of the window: their feedback is counted as such, not as "not captured"."""
+    out of the window: their feedback is counted as such, not as "not captured". ``retried`` (earlier copy → the
+    copy kept, ``Traffic.retried``): feedback on a copy left out is counted as such too."""
     columns = ["event_id", "row", "predicted", "confirmed", "orphan", "disease_id"]
     if not feedback:
         return pd.DataFrame(columns=columns)
     known = None if labels is None else set(labels)
-    other_models = other_models or {}
+    other_models, retried = other_models or {}, retried or {}
     by_event = {event: part for event, part in rows.groupby("event_id", sort=False)} if len(rows) else {}
 
     def patients(item: Feedback) -> int | tuple[str, str]:
@@ -82,6 +85,8 @@ def join_feedback(rows: pd.DataFrame, feedback: Mapping[tuple[str, int | None], 
             return NOT_A_LABEL, f"{item.where}: {item.diagnosis!r}"
         if item.event_id in other_models:
             return OTHER_MODEL_FEEDBACK, f"{item.where}: model version {other_models[item.event_id]}"
+        if item.event_id in retried:
+            return RETRIED_FEEDBACK, f"{item.where}: the copy kept is event {retried[item.event_id]}"
         part = by_event.get(item.event_id)
         if part is None:
             return "feedback for an event id not captured in this window", item.where

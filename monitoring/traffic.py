@@ -56,6 +56,9 @@ class Traffic:
     # Requests another model version answered, left out (monitoring one version's traffic): event id → its version.
     other_models: dict[str, str] = field(default_factory=dict)
     other_patients: int = 0
+    # Requests sent again with the same inference id (a client's retry after a timeout: SageMaker scored and
+    # captured both): each earlier copy's event id → the copy kept, the last one, whose answer the client got.
+    retried: dict[str, str] = field(default_factory=dict)
 
     def other_versions(self) -> dict[str, Any]:
         """What was left out as answered by another model version: requests, patients, requests by version."""
@@ -130,6 +133,8 @@ def traffic_from_events(events: Iterable[dict[str, Any]], kinds: dict[str, str],
     markers = {name: frozenset((missing or {}).get(name, ())) for name in kinds}
     names = FieldNames(kinds)  # the record's field names read as the endpoint read them
     skipped = skipped or Skipped()
+    events = list(events)
+    retried = retried_copies(events)
     type_errors: Counter[str] = Counter()
     rows: list[dict[str, Any]] = []
     dropped: dict[str, str] = {}
@@ -145,6 +150,10 @@ def traffic_from_events(events: Iterable[dict[str, Any]], kinds: dict[str, str],
         meta = event.get("eventMetadata", {})
         event_id = meta.get("eventId", "?")
         where = f"event {event_id}"
+        if event_id in retried:  # one patient scored twice would count twice in every distribution
+            drop(RETRIED, f"{where}: inference id {meta.get('inferenceId')!r} captured again as event "
+                          f"{retried[event_id]}")
+            continue
         data = event["captureData"]
         try:
             content_type = data["endpointInput"].get("observedContentType") or ""
@@ -187,7 +196,29 @@ def traffic_from_events(events: Iterable[dict[str, Any]], kinds: dict[str, str],
             rows.append(row)
     columns = ["event_id", "row", "rows_in_event", "inference_time", "predicted", *kinds]
     return Traffic(pd.DataFrame(rows, columns=columns), count, skipped, type_errors, dropped, other_models,
-                   other_patients)
+                   other_patients, retried)
+
+
+RETRIED = "a retried request (the same inference id captured again later): counted once"
+
+
+def retried_copies(events: list[dict[str, Any]]) -> dict[str, str]:
+    """Event id → event id of the copy kept, for every capture of an inference id but its last (by inference
+    time, then capture order): the client's retries of one request. Events without an inference id are distinct."""
+    last: dict[str, tuple[str, int, str]] = {}
+    copies: dict[str, list[str]] = {}
+    for order, event in enumerate(events):
+        meta = event.get("eventMetadata") or {}
+        inference_id = meta.get("inferenceId")
+        if not isinstance(inference_id, str) or not inference_id:
+            continue
+        event_id = str(meta.get("eventId", "?"))
+        copies.setdefault(inference_id, []).append(event_id)
+        key = (str(meta.get("inferenceTime") or ""), order, event_id)
+        if inference_id not in last or key[:2] >= last[inference_id][:2]:
+            last[inference_id] = key
+    return {event_id: last[inference_id][2] for inference_id, ids in copies.items() if len(ids) > 1
+            for event_id in ids if event_id != last[inference_id][2]}
 
 
 def read_traffic(lake: DataLake, endpoint: str, start: datetime | None, end: datetime | None,

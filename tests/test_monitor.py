@@ -234,6 +234,45 @@ def test_malformed_captures_and_unknown_feedback_are_counted_with_reasons(tmp_pa
     assert report["verdict"] == "insufficient data"
 
 
+def test_a_request_retried_with_its_inference_id_is_one_patient(tmp_path, baseline):
+    # The doctors' app retries a timed-out prediction with the same InferenceId; SageMaker scores and captures both,
+    # and the patient counted twice in every distribution the monitor compares.
+    from monitoring.quality import RETRIED_FEEDBACK
+    from monitoring.traffic import RETRIED, retried_copies
+
+    def event(event_id, inference_id, when, category):
+        meta = {"eventId": event_id, "inferenceTime": when, **({"inferenceId": inference_id} if inference_id else {})}
+        return {"captureData": {
+            "endpointInput": {"observedContentType": "application/json", "mode": "INPUT", "encoding": "JSON",
+                              "data": json.dumps({"age": 40, "sex": "F"})},
+            "endpointOutput": {"observedContentType": "application/json", "mode": "OUTPUT", "encoding": "JSON",
+                               "data": json.dumps({"predictions": [{"category": category}]})}},
+            "eventMetadata": meta, "eventVersion": "0"}
+
+    lake = DataLake.from_uri(str(tmp_path))
+    events = [event("first", "visit-1", "2026-11-27T10:00:01Z", "NO ENFERMO"),
+              event("retry", "visit-1", "2026-11-27T10:00:11Z", "NO ENFERMO"),  # the answer the app got
+              event("other", None, "2026-11-27T10:00:05Z", "ENFERMEDAD LEVE"),
+              event("alone", "visit-2", "2026-11-27T10:00:06Z", "ENFERMEDAD LEVE")]
+    lake.put_bytes("capture/diagnosa/AllTraffic/2026/11/27/10/00-00-000-x.jsonl",
+                   ("\n".join(json.dumps(e) for e in events) + "\n").encode())
+    store_feedback(lake, "diagnosa", parse_feedback({"event_id": "retry", "diagnosis": "NO ENFERMO"}))
+    store_feedback(lake, "diagnosa", parse_feedback({"event_id": "first", "diagnosis": "NO ENFERMO"}))
+    report = run_monitor(lake, "diagnosa", baseline)
+    assert report["traffic"]["events"] == 4 and report["traffic"]["patients"] == 3
+    skipped = {s["reason"]: s for s in report["traffic"]["skipped"]["by_reason"]}
+    assert skipped[RETRIED]["count"] == 1
+    assert skipped[RETRIED]["examples"] == ["event first: inference id 'visit-1' captured again as event retry"]
+    fb = report["quality"]["feedback"]
+    assert fb["matched"] == 1 and report["quality"]["per_class"]["NO ENFERMO"]["n"] == 1
+    assert {s["reason"]: s["examples"] for s in fb["skipped"]["by_reason"]} == {
+        RETRIED_FEEDBACK: ["first: the copy kept is event retry"]}
+    # The last by inference time is kept, whatever the capture order; a tie keeps the later line.
+    assert retried_copies(events[::-1]) == {"first": "retry"}
+    tied = [event("a", "x", "2026-11-27T10:00:00Z", "NO ENFERMO"), event("b", "x", "2026-11-27T10:00:00Z", "NO ENFERMO")]
+    assert retried_copies(tied) == {"a": "b"}
+
+
 def test_the_html_report_lists_refused_requests_without_their_values(tmp_path, baseline):
     # The command printed them; report.html, what an on-call doctor or engineer opens, said nothing.
     from inference.capture import DataCapture
