@@ -21,7 +21,7 @@ import pandas as pd
 
 from diagnosa.labels import CATEGORIES
 from inference.feedback import Feedback, confirmed_patients
-from monitoring.traffic import Skipped
+from monitoring.traffic import RETRIED_FEEDBACK, Skipped
 from processing.calibration import wilson_interval
 
 BELOW, SUSPECT, PASSED, FEW, NONE = ("below threshold", "below threshold, not significant", "ok",
@@ -59,7 +59,6 @@ class QualityThresholds:
 
 
 NOT_A_LABEL = "feedback label not one of the model's labels"
-RETRIED_FEEDBACK = "feedback for an earlier copy of a retried request (its patient is judged on the copy kept)"
 
 
 def join_feedback(rows: pd.DataFrame, feedback: Mapping[tuple[str, int | None], Feedback], skipped: Skipped,

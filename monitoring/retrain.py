@@ -54,7 +54,7 @@ from diagnosa.data.validate import LIST_SEPARATOR
 from diagnosa.lake import DataLake
 from inference.capture import decode_payload, read_capture
 from inference.feedback import Feedback, confirmed_patients, read_feedback
-from monitoring.traffic import Skipped, read_traffic, request_records
+from monitoring.traffic import RETRIED_FEEDBACK, Skipped, read_traffic, request_records
 
 RECORD_FIELDS = ("age", "sex", "temperature_c", "heart_rate_bpm", "respiratory_rate_bpm", "systolic_bp_mmhg",
                  "diastolic_bp_mmhg", "spo2_pct", "symptoms", "prior_diagnoses")
@@ -117,6 +117,8 @@ def feedback_records(lake: DataLake, endpoint: str, start: datetime | None = Non
 
     def patients(item: Feedback) -> int | tuple[str, str]:
         part = by_event.get(item.event_id)
+        if item.event_id in traffic.retried:  # its patient comes with the copy kept, once
+            return RETRIED_FEEDBACK, f"{item.where}: the copy kept is event {traffic.retried[item.event_id]}"
         if part is None:
             return (f"captured request unusable: {traffic.dropped[item.event_id]}" if item.event_id in traffic.dropped
                     else "no captured request for this event id", item.where)

@@ -200,6 +200,7 @@ def traffic_from_events(events: Iterable[dict[str, Any]], kinds: dict[str, str],
 
 
 RETRIED = "a retried request (the same inference id captured again later): counted once"
+RETRIED_FEEDBACK = "feedback for an earlier copy of a retried request (its patient is judged on the copy kept)"
 
 
 def retried_copies(events: list[dict[str, Any]]) -> dict[str, str]:

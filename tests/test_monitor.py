@@ -237,8 +237,7 @@ def test_malformed_captures_and_unknown_feedback_are_counted_with_reasons(tmp_pa
 def test_a_request_retried_with_its_inference_id_is_one_patient(tmp_path, baseline):
     # The doctors' app retries a timed-out prediction with the same InferenceId; SageMaker scores and captures both,
     # and the patient counted twice in every distribution the monitor compares.
-    from monitoring.quality import RETRIED_FEEDBACK
-    from monitoring.traffic import RETRIED, retried_copies
+    from monitoring.traffic import RETRIED, RETRIED_FEEDBACK, retried_copies
 
     def event(event_id, inference_id, when, category):
         meta = {"eventId": event_id, "inferenceTime": when, **({"inferenceId": inference_id} if inference_id else {})}
@@ -267,6 +266,11 @@ def test_a_request_retried_with_its_inference_id_is_one_patient(tmp_path, baseli
     assert fb["matched"] == 1 and report["quality"]["per_class"]["NO ENFERMO"]["n"] == 1
     assert {s["reason"]: s["examples"] for s in fb["skipped"]["by_reason"]} == {
         RETRIED_FEEDBACK: ["first: the copy kept is event retry"]}
+    # Retraining folds the patient in once, from the copy kept.
+    from monitoring.retrain import feedback_records
+
+    records, _, folded_skipped = feedback_records(lake, "diagnosa")
+    assert len(records) == 1 and folded_skipped.counts == {RETRIED_FEEDBACK: 1}
     # The last by inference time is kept, whatever the capture order; a tie keeps the later line.
     assert retried_copies(events[::-1]) == {"first": "retry"}
     tied = [event("a", "x", "2026-11-27T10:00:00Z", "NO ENFERMO"), event("b", "x", "2026-11-27T10:00:00Z", "NO ENFERMO")]
