@@ -106,6 +106,7 @@ def resolve_parameters(definition: dict[str, Any], overrides: dict[str, Any]) ->
 # '+3', 'nan' and 'inf', which would run with a value the command line never spelled.
 NUMBER_TEXT = {"Integer": re.compile(r"-?[0-9]+"),
                "Float": re.compile(r"-?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")}
+FLOAT_MAX = sys.float_info.max  # NaN compares false: finite, and a JSON integer too large for a float, are out
 NUMBER_HINT = {"Integer": " (ASCII digits within 64 bits, e.g. 3 or -3)",
                "Float": " (a finite decimal number, e.g. 0.8 or 1e-3)"}
 
@@ -134,7 +135,7 @@ def coerce_parameter(name: str, kind: str, value: Any) -> Any:
                                  f"{NUMBER_HINT.get(kind, ' (true or false)')}, got {shown(value, 80)}") from None
     ok = {"String": isinstance(value, str), "Boolean": isinstance(value, bool),
           "Integer": isinstance(value, int) and not isinstance(value, bool),
-          "Float": isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)}[kind]
+          "Float": isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) <= FLOAT_MAX}[kind]
     if not ok:
         raise ExecutionError(f"parameter {name} is a {kind}, got {shown(value, 80)} ({type(value).__name__})")
     return float(value) if kind == "Float" else value

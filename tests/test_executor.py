@@ -239,6 +239,13 @@ def test_plain_decimal_numbers_are_read(kind, text, value):
     assert coerce_parameter("P", kind, text) == value
 
 
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), 10**400])
+def test_a_float_default_that_is_not_finite_is_refused(value):
+    # A definition's DefaultValue (JSON): NaN and infinity passed; an integer past a float raised OverflowError.
+    with pytest.raises(ExecutionError, match="parameter F is a Float, got"):
+        coerce_parameter("F", "Float", value)
+
+
 def test_errors_quote_long_parameter_values_clipped():
     declared = {"Parameters": [{"Name": "Mode", "Type": "String", "DefaultValue": "a", "EnumValues": ["a", "b"]}]}
     for overrides in ({"Mode": "x" * 100_000}, {"M" * 100_000: "a"}):
