@@ -306,6 +306,21 @@ def test_an_approval_supersedes_one_kept_during_a_deployment(sm, deploy_fn):
     assert len(updates) == 1 and _pending(sm) == []
 
 
+def test_a_duplicate_of_the_serving_approval_keeps_the_waiting_one(sm, deploy_fn):
+    # The copy of the approval being deployed, delivered again once the endpoint is InService but before its
+    # IN_SERVICE event is handled, must not drop the version approved meanwhile.
+    updates = _record_updates(sm)
+    serving = documented_package_event(_package(sm))
+    deploy_fn.handler(serving, sagemaker=sm, env=ENV, now=0)
+    _set_status("diagnosa-dev", "Updating")
+    waiting = _package(sm)
+    deploy_fn.handler(documented_package_event(waiting), sagemaker=sm, env=ENV, now=60)
+    _set_status("diagnosa-dev", "InService")
+    assert deploy_fn.handler(serving, sagemaker=sm, env=ENV, now=120)["action"] == "unchanged"  # the copy
+    assert _pending(sm) == [waiting]
+    assert _in_service(sm, deploy_fn, now=900)["pending"]["model_package"] == waiting and len(updates) == 1
+
+
 @pytest.mark.parametrize("status", ["Deleting", "OutOfService", "UpdateRollbackFailed"])
 def test_an_approval_for_an_endpoint_that_will_not_come_back_by_itself_fails_loudly(sm, deploy_fn, status):
     deploy_fn.handler(documented_package_event(_package(sm)), sagemaker=sm, env=ENV, now=0)

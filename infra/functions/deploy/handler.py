@@ -167,8 +167,6 @@ def deploy(detail: dict[str, Any], sagemaker: Any, env: dict[str, str], *, now: 
         # then the dead-letter queue's alarm tells the operators.
         raise RuntimeError(f"endpoint {endpoint} is {current['EndpointStatus']}; approve the version again once "
                            "it is InService")
-    if current is not None:
-        _set_pending(sagemaker, current["EndpointArn"], "")  # this approval supersedes one kept during a deployment
     if current is not None and sent and current["EndpointStatus"] == "InService" \
             and serving_package(sagemaker, endpoint) == arn:
         # A copy of the event that deployed what serves (EventBridge delivers at least once): the config it made is
@@ -177,6 +175,8 @@ def deploy(detail: dict[str, Any], sagemaker: Any, env: dict[str, str], *, now: 
         if made.timestamp() >= datetime.fromisoformat(sent.replace("Z", "+00:00")).timestamp():
             log.info("%s already serves %s since after this event (%s): a duplicate, nothing done", endpoint, arn, sent)
             return {"action": "unchanged", "endpoint": endpoint, "model_package": arn}
+    if current is not None:  # this approval deploys: it supersedes one kept during a deployment (a duplicate does not)
+        _set_pending(sagemaker, current["EndpointArn"], "")
     version = package.get("ModelPackageVersion", 0)
     name = f"{endpoint}-v{version}-{time.strftime('%Y%m%d%H%M%S', time.gmtime(now))}"[:63]
     [container] = package["InferenceSpecification"]["Containers"][:1] or [None]
