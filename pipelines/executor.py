@@ -252,6 +252,11 @@ class StepEvent:
 
 DEFAULT_MAX_PARALLEL = max(1, min(4, os.cpu_count() or 1))  # steps run at once
 INTERRUPT_POLL_SECONDS = 0.5  # how soon a Ctrl-C is acknowledged while steps run
+# After an interrupt, jobs still running are stopped as SageMaker's StopPipelineExecution stops them (SIGTERM, then
+# SIGKILL): a terminal's Ctrl-C reaches them too and they are usually gone by then; `kill -INT` reaches the
+# executor alone, and its jobs ran on to their end.
+STOP_GRACE_SECONDS = 5.0
+KILL_GRACE_SECONDS = 30.0
 
 
 @dataclass
@@ -269,6 +274,8 @@ class LocalExecutor:
     use_cache: bool = True  # honour each step's CacheConfig, as the service does
     heartbeat_seconds: float = 30.0  # a running job reports itself (and its log's last line) this often
     on_step: Callable[[StepEvent], None] | None = None  # told when each step starts and ends
+    # Set once the running execution is interrupted: a step that ends from then on was stopped (read by _step).
+    _stopping: threading.Event = field(default_factory=threading.Event, init=False, repr=False)
 
     @property
     def mapping(self) -> LakeMapping:
@@ -375,7 +382,8 @@ class LocalExecutor:
     def _run(self, record: ExecutionRecord, definition: dict[str, Any], graph: dict[str, StepNode],
              interrupt: threading.Event) -> ExecutionRecord:
         """Schedule the steps to the end. Ctrl-C (``interrupt``, set by the SIGINT handler wherever the signal lands)
-        starts nothing new, lets the running steps end, and closes the record as Stopped."""
+        starts nothing new, stops the running steps (their jobs, STOP_GRACE_SECONDS later if still there: SIGTERM,
+        then SIGKILL), records them and the execution as Stopped."""
         started = time.perf_counter()
         resolver = execution_resolver(record)
         done = {n for n, s in record.steps.items() if s["StepStatus"] == "Succeeded"}
@@ -385,6 +393,8 @@ class LocalExecutor:
         failure: str | None = None
         running: dict[Future, str] = {}
         interrupted = False
+        self._stopping = threading.Event()
+        stop = _JobStopper(record.folder)
         try:
             guard = _start_guard(record)
         except OSError as err:  # the run goes on; a resume still refuses while jobs of a killed executor run
@@ -395,7 +405,13 @@ class LocalExecutor:
                 while True:
                     if interrupt.is_set() and not interrupted:  # the jobs got it too (a terminal's Ctrl-C)
                         interrupted = True
-                        self.progress("interrupted: waiting for running steps to end (resume later with --resume)")
+                        self._stopping.set()
+                        stop.arm()
+                        self.progress("interrupted: stopping the running steps (resume later with --resume)")
+                    if interrupted and running:
+                        said = stop.step()
+                        if said:
+                            self.progress(said)
                     if failure is None and not interrupted:  # after a failure, running steps finish, nothing new starts
                         free = self.max_parallel - len(running)
                         for name in self._ready(graph, record, done, skipped, running)[:max(0, free)]:
@@ -487,6 +503,8 @@ class LocalExecutor:
         except Exception as err:  # noqa: BLE001 (an executor bug must still close the step and keep the trace)
             (run_dir / "executor-error.txt").write_text(traceback.format_exc(), encoding="utf-8")
             properties, status, reason = {}, "Failed", f"step {node.name}: internal error {err!r} (see {run_dir})"
+        if status == "Failed" and self._stopping.is_set():  # ended by the interrupt, as SageMaker records a stop
+            status, reason = "Stopped", f"stopped: the execution was interrupted ({reason})"
         seconds = time.perf_counter() - t0
 
         def close(d: dict[str, Any]) -> None:
@@ -724,6 +742,35 @@ def _deferred_interrupts() -> Iterator[threading.Event]:
         yield interrupt
     finally:
         signal.signal(signal.SIGINT, signal.default_int_handler if previous is None else previous)
+
+
+class _JobStopper:
+    """Stops an interrupted execution's jobs that are still running: SIGTERM STOP_GRACE_SECONDS after the interrupt,
+    SIGKILL KILL_GRACE_SECONDS after that (what SageMaker does to a stopped job's container)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.deadlines: list[tuple[float, signal.Signals]] = []
+
+    def arm(self) -> None:
+        now = time.monotonic()
+        self.deadlines = [(now + STOP_GRACE_SECONDS, signal.SIGTERM),
+                          (now + STOP_GRACE_SECONDS + KILL_GRACE_SECONDS, signal.SIGKILL)]
+
+    def step(self) -> str | None:
+        """Send what is due; what to tell the user, if anything was sent."""
+        if not self.deadlines or time.monotonic() < self.deadlines[0][0]:
+            return None
+        _, signum = self.deadlines.pop(0)
+        sent = []
+        for pid in job_processes(self.folder):
+            try:
+                os.kill(pid, signum)
+                sent.append(pid)
+            except OSError:  # ended meanwhile
+                continue
+        return (f"stopping the running jobs: {signum.name} to process(es) {' '.join(map(str, sent))}"
+                if sent else None)
 
 
 def _start_guard(record: ExecutionRecord) -> tuple[subprocess.Popen, int]:

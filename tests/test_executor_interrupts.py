@@ -221,3 +221,45 @@ def test_a_killed_executors_job_does_not_outlive_it_into_the_next_attempt(tmp_pa
             runner.wait()
         for pid in job_processes(tmp_path / "executions"):
             os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs Linux's /proc")
+def test_an_interrupt_sent_to_the_executor_alone_stops_its_running_job(tmp_path, monkeypatch):
+    # `kill -INT <executor>` (a supervisor, a script) reaches the executor only, not its jobs as a terminal's Ctrl-C
+    # does: it said "interrupted" and then waited for the job to run to its end. Now the job is stopped as
+    # SageMaker stops one (SIGTERM, then SIGKILL), and the step and the execution are recorded Stopped.
+    import pipelines.executor as executor_module
+
+    monkeypatch.setattr(executor_module, "STOP_GRACE_SECONDS", 0.5)
+    executor = executor_for(tmp_path)  # the seed data; then the same workspace for the resume
+    hold, pids = tmp_path / "hold", tmp_path / "pids"
+    hold.write_text("x")
+    first = processing("First", [{"Get": "Parameters.InputUri"}], tmp_path / "fail-marker")
+    first["Arguments"]["AppSpecification"]["ContainerEntrypoint"] = ["python3", script_file(tmp_path / "code", SLOW)]
+    first["Arguments"]["AppSpecification"]["ContainerArguments"] = ["/opt/ml/processing", str(hold), str(pids)]
+    (tmp_path / "definition.json").write_text(json.dumps(two_steps(tmp_path / "fail-marker", first)))
+    grace = "import pipelines.executor as e; e.STOP_GRACE_SECONDS = 0.5\n"
+    runner = subprocess.Popen([sys.executable, "-c", grace + RUNNER, str(tmp_path), BUCKET], cwd=ROOT,
+                              env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, start_new_session=True)  # no terminal's group: alone
+    try:
+        wait_for(lambda: pids.exists() and pids.read_text().strip(), 90, "job started")
+        job = int(pids.read_text().split()[0])
+        runner.send_signal(signal.SIGINT)
+        out, _ = runner.communicate(timeout=60)  # ended without the job's 120 s
+        wait_for(lambda: not live(job), 15, "job stopped")
+        [folder] = (tmp_path / "executions").iterdir()
+        record = ExecutionRecord.load(folder / "execution.json")
+        assert record.status == "Stopped" and record.data["FailureReason"].startswith("interrupted")
+        assert record.steps["First"]["StepStatus"] == "Stopped"
+        assert record.steps["First"]["FailureReason"].startswith("stopped: the execution was interrupted")
+        assert f"stopping the running jobs: SIGTERM to process(es) {job}" in out.decode()
+        assert not (folder / "steps" / "First" / "output").exists() or not any(
+            (folder / "steps" / "First").rglob("First.txt")), "the job did not run to its end"
+    finally:
+        if runner.poll() is None:
+            runner.kill()
+            runner.wait()
+    hold.unlink()
+    resumed = executor.resume(folder.name)
+    assert resumed.status == "Succeeded" and resumed.steps["Last"]["StepStatus"] == "Succeeded"
