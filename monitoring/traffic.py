@@ -204,22 +204,25 @@ RETRIED_FEEDBACK = "feedback for an earlier copy of a retried request (its patie
 
 
 def retried_copies(events: list[dict[str, Any]]) -> dict[str, str]:
-    """Event id → event id of the copy kept, for every capture of an inference id but its last (by inference
-    time, then capture order): the client's retries of one request. Events without an inference id are distinct."""
-    last: dict[str, tuple[str, int, str]] = {}
-    copies: dict[str, list[str]] = {}
+    """Event id → event id of the copy kept, for every capture of one request but its last (by inference time,
+    then capture order): the client's retries. One request is one inference id with the same body; events without
+    an inference id are distinct, and so are different bodies under one id (a client may name a visit with it)."""
+    last: dict[tuple[str, str], tuple[str, int, str]] = {}
+    copies: dict[tuple[str, str], list[str]] = {}
     for order, event in enumerate(events):
         meta = event.get("eventMetadata") or {}
         inference_id = meta.get("inferenceId")
         if not isinstance(inference_id, str) or not inference_id:
             continue
+        body = (event.get("captureData") or {}).get("endpointInput") or {}
+        request = (inference_id, json.dumps([body.get("data"), body.get("encoding")], sort_keys=True))
         event_id = str(meta.get("eventId", "?"))
-        copies.setdefault(inference_id, []).append(event_id)
+        copies.setdefault(request, []).append(event_id)
         key = (str(meta.get("inferenceTime") or ""), order, event_id)
-        if inference_id not in last or key[:2] >= last[inference_id][:2]:
-            last[inference_id] = key
-    return {event_id: last[inference_id][2] for inference_id, ids in copies.items() if len(ids) > 1
-            for event_id in ids if event_id != last[inference_id][2]}
+        if request not in last or key[:2] >= last[request][:2]:
+            last[request] = key
+    return {event_id: last[request][2] for request, ids in copies.items() if len(ids) > 1
+            for event_id in ids if event_id != last[request][2]}
 
 
 def read_traffic(lake: DataLake, endpoint: str, start: datetime | None, end: datetime | None,

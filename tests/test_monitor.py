@@ -275,6 +275,10 @@ def test_a_request_retried_with_its_inference_id_is_one_patient(tmp_path, baseli
     assert retried_copies(events[::-1]) == {"first": "retry"}
     tied = [event("a", "x", "2026-11-27T10:00:00Z", "NO ENFERMO"), event("b", "x", "2026-11-27T10:00:00Z", "NO ENFERMO")]
     assert retried_copies(tied) == {"a": "b"}
+    # One inference id over different requests (a client naming a visit with it) is not a retry.
+    other_body = event("c", "x", "2026-11-27T10:00:01Z", "NO ENFERMO")
+    other_body["captureData"]["endpointInput"]["data"] = json.dumps({"age": 41, "sex": "F"})
+    assert retried_copies([*tied, other_body]) == {"a": "b"}
 
 
 def test_the_html_report_lists_refused_requests_without_their_values(tmp_path, baseline):
