@@ -52,8 +52,9 @@ class QualityThresholds:
             raise ValueError(f"recall thresholds name unknown classes: {unknown}")
         for name, value in [*self.recall.items(), ("orphan", self.orphan_macro_recall),
                             ("unseen orphan", self.unseen_macro_recall)]:
-            if not 0 <= value <= 1:
-                raise ValueError(f"recall threshold for {name} must be in [0, 1], got {value}")
+            # A baseline file edited by hand may hold anything: a text compared with a number was a TypeError.
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+                raise ValueError(f"recall threshold for {name} must be a number in [0, 1], got {value!r}")
         if self.min_feedback < 1:
             raise ValueError(f"min_feedback must be at least 1, got {self.min_feedback}")
 

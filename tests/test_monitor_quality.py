@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import pandas as pd
+import pytest
 
 from monitoring.quality import BELOW, FEW, NOT_MONITORED, PASSED, SUSPECT, QualityThresholds, live_quality
 
@@ -44,3 +45,14 @@ def test_feedback_on_orphan_diseases_absent_from_training_is_judged_on_its_own()
     # No orphan slice at all (a dataset of your own): neither is judged.
     q = live_quality(frame, QualityThresholds(orphan_slice=False, trained_groups=frozenset({"ORPHA:558"})))
     assert q["orphan"]["status"] == q["orphan_unseen"]["status"] == NOT_MONITORED
+
+
+@pytest.mark.parametrize("thresholds, message", [
+    ({"unseen_macro_recall": "0.4"}, "unseen orphan must be a number in \\[0, 1\\], got '0.4'"),
+    ({"unseen_macro_recall": 1.5}, "unseen orphan must be a number in \\[0, 1\\], got 1.5"),
+    ({"orphan_macro_recall": True}, "orphan must be a number"),
+    ({"recall": {"NO ENFERMO": None}}, "NO ENFERMO must be a number")])
+def test_thresholds_from_a_hand_edited_baseline_are_named_when_wrong(thresholds, message):
+    # A text threshold (a hand-edited prediction_baseline.json) ended in a TypeError traceback.
+    with pytest.raises(ValueError, match=message):
+        QualityThresholds(**thresholds).validate()
