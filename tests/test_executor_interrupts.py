@@ -155,18 +155,25 @@ def children(pid: int) -> list[int]:
     return found
 
 
-@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs Linux's /proc")
-@pytest.mark.parametrize("guard", ["alive", "killed too"])
-def test_a_killed_executors_job_does_not_outlive_it_into_the_next_attempt(tmp_path, guard):
-    # kill -9 of `diagnosa run --local` left its job running, orphaned; --resume was accepted at once, and the orphan
-    # wrote its outputs into the new attempt's folders (the new job then refused them as "another run's outputs").
-    executor = executor_for(tmp_path)  # the seed data; then the same workspace for the resume
+def slow_execution(tmp_path: Path) -> tuple[LocalExecutor, Path, Path]:
+    """The seed data and definition.json for RUNNER: First runs SLOW while ``hold`` exists, its pid in ``pids``; the
+    executor of the same workspace, for the resume."""
+    executor = executor_for(tmp_path)
     hold, pids = tmp_path / "hold", tmp_path / "pids"
     hold.write_text("x")
     first = processing("First", [{"Get": "Parameters.InputUri"}], tmp_path / "fail-marker")
     first["Arguments"]["AppSpecification"]["ContainerEntrypoint"] = ["python3", script_file(tmp_path / "code", SLOW)]
     first["Arguments"]["AppSpecification"]["ContainerArguments"] = ["/opt/ml/processing", str(hold), str(pids)]
     (tmp_path / "definition.json").write_text(json.dumps(two_steps(tmp_path / "fail-marker", first)))
+    return executor, hold, pids
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs Linux's /proc")
+@pytest.mark.parametrize("guard", ["alive", "killed too"])
+def test_a_killed_executors_job_does_not_outlive_it_into_the_next_attempt(tmp_path, guard):
+    # kill -9 of `diagnosa run --local` left its job running, orphaned; --resume was accepted at once, and the orphan
+    # wrote its outputs into the new attempt's folders (the new job then refused them as "another run's outputs").
+    executor, hold, pids = slow_execution(tmp_path)
     runner = subprocess.Popen([sys.executable, "-c", RUNNER, str(tmp_path), BUCKET], cwd=ROOT,
                               env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL,
                               stderr=subprocess.PIPE)
@@ -224,20 +231,11 @@ def test_a_killed_executors_job_does_not_outlive_it_into_the_next_attempt(tmp_pa
 
 
 @pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs Linux's /proc")
-def test_an_interrupt_sent_to_the_executor_alone_stops_its_running_job(tmp_path, monkeypatch):
+def test_an_interrupt_sent_to_the_executor_alone_stops_its_running_job(tmp_path):
     # `kill -INT <executor>` (a supervisor, a script) reaches the executor only, not its jobs as a terminal's Ctrl-C
     # does: it said "interrupted" and then waited for the job to run to its end. Now the job is stopped as
     # SageMaker stops one (SIGTERM, then SIGKILL), and the step and the execution are recorded Stopped.
-    import pipelines.executor as executor_module
-
-    monkeypatch.setattr(executor_module, "STOP_GRACE_SECONDS", 0.5)
-    executor = executor_for(tmp_path)  # the seed data; then the same workspace for the resume
-    hold, pids = tmp_path / "hold", tmp_path / "pids"
-    hold.write_text("x")
-    first = processing("First", [{"Get": "Parameters.InputUri"}], tmp_path / "fail-marker")
-    first["Arguments"]["AppSpecification"]["ContainerEntrypoint"] = ["python3", script_file(tmp_path / "code", SLOW)]
-    first["Arguments"]["AppSpecification"]["ContainerArguments"] = ["/opt/ml/processing", str(hold), str(pids)]
-    (tmp_path / "definition.json").write_text(json.dumps(two_steps(tmp_path / "fail-marker", first)))
+    executor, hold, pids = slow_execution(tmp_path)
     grace = "import pipelines.executor as e; e.STOP_GRACE_SECONDS = 0.5\n"
     runner = subprocess.Popen([sys.executable, "-c", grace + RUNNER, str(tmp_path), BUCKET], cwd=ROOT,
                               env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE,
