@@ -207,15 +207,15 @@ def retried_copies(events: list[dict[str, Any]]) -> dict[str, str]:
     """Event id → event id of the copy kept, for every capture of one request but its last (by inference time,
     then capture order): the client's retries. One request is one inference id with the same body; events without
     an inference id are distinct, and so are different bodies under one id (a client may name a visit with it)."""
-    last: dict[tuple[str, str], tuple[str, int, str]] = {}
-    copies: dict[tuple[str, str], list[str]] = {}
+    last: dict[tuple[str, str, str], tuple[str, int, str]] = {}
+    copies: dict[tuple[str, str, str], list[str]] = {}
     for order, event in enumerate(events):
         meta = event.get("eventMetadata") or {}
         inference_id = meta.get("inferenceId")
         if not isinstance(inference_id, str) or not inference_id:
             continue
         body = (event.get("captureData") or {}).get("endpointInput") or {}
-        request = (inference_id, json.dumps([body.get("data"), body.get("encoding")], sort_keys=True))
+        request = (inference_id, str(body.get("data")), str(body.get("encoding")))
         event_id = str(meta.get("eventId", "?"))
         copies.setdefault(request, []).append(event_id)
         key = (str(meta.get("inferenceTime") or ""), order, event_id)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import re
 import signal
@@ -116,7 +115,7 @@ def _number(kind: str, text: str) -> int | float:
     if not NUMBER_TEXT[kind].fullmatch(text):
         raise ValueError(text)
     number = int(text) if kind == "Integer" else float(text)
-    if not (-2**63 <= number < 2**63 if kind == "Integer" else math.isfinite(number)):
+    if not (-2**63 <= number < 2**63 if kind == "Integer" else abs(number) <= FLOAT_MAX):
         raise ValueError(text)
     return number
 
@@ -393,7 +392,7 @@ class LocalExecutor:
         failure: str | None = None
         running: dict[Future, str] = {}
         interrupted = False
-        self._stopping = threading.Event()
+        self._stopping.clear()  # this run's interrupt only
         stop = _JobStopper(record.folder)
         try:
             guard = _start_guard(record)
