@@ -867,10 +867,12 @@ class DiagnosaStack(Stack):
         rule.add_target(targets.LambdaFunction(function, dead_letter_queue=self.dead_letters, retry_attempts=2,
                                                max_event_age=Duration.hours(2)))
         in_service = events.Rule(self, "OnEndpointInService", rule_name=f"{self.prefix}-endpoint-in-service",
-                                 description="The endpoint is InService: (re)register its target-tracking autoscaling",
+                                 description="The endpoint is InService: (re)register its autoscaling and deploy a "
+                                             "version approved meanwhile; failed: report such a version",
                                  event_pattern=events.EventPattern(
                                      source=["aws.sagemaker"], detail_type=["SageMaker Endpoint State Change"],
-                                     detail={"EndpointName": [self.endpoint_name], "EndpointStatus": ["IN_SERVICE"]}))
+                                     detail={"EndpointName": [self.endpoint_name],
+                                             "EndpointStatus": ["IN_SERVICE", "FAILED", "UPDATE_ROLLBACK_FAILED"]}))
         in_service.add_target(targets.LambdaFunction(function, dead_letter_queue=self.dead_letters, retry_attempts=2,
                                                      max_event_age=Duration.hours(2)))
         self.deploy_rules = [rule, in_service]

@@ -49,8 +49,10 @@ def test_everything_the_deploy_function_creates_is_tagged(aws, deploy_fn):
     endpoint = sm.describe_endpoint(EndpointName="diagnosa-dev")
     config = sm.describe_endpoint_config(EndpointConfigName=result["endpoint_config"])
     model = sm.describe_model(ModelName=config["ProductionVariants"][0]["ModelName"])
-    for resource in (endpoint["EndpointArn"], config["EndpointConfigArn"], model["ModelArn"]):
+    for resource in (config["EndpointConfigArn"], model["ModelArn"]):
         assert tags(sm, resource) == expected
+    # the endpoint also keeps the approval it acts on, to order the events that follow
+    assert tags(sm, endpoint["EndpointArn"]) == {**expected, "diagnosa:latest-approval": "1970-01-01T00:00:00Z v1"}
     # The scalable target: moto does not keep its tags, so the request the function sends is recorded and
     # checked against botocore's shape (Application Auto Scaling takes tags as a map).
     from botocore.validate import ParamValidator

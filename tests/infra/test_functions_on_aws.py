@@ -284,14 +284,14 @@ def test_a_version_rejected_while_it_waited_is_not_deployed(sm, deploy_fn):
     assert updates == [] and _pending(sm) == []
 
 
-def test_an_approval_of_what_serves_while_it_deployed_changes_nothing(sm, deploy_fn):
+def test_a_copy_of_the_approval_being_deployed_changes_nothing(sm, deploy_fn):
     updates = _record_updates(sm)
     event = documented_package_event(_package(sm))
     deploy_fn.handler(event, sagemaker=sm, env=ENV, now=0)
     _set_status("diagnosa-dev", "Creating")
-    assert deploy_fn.handler(event, sagemaker=sm, env=ENV, now=60)["action"] == "deferred"  # a copy of the event
-    assert _in_service(sm, deploy_fn, now=900)["pending"]["action"] == "unchanged"
-    assert updates == [] and _pending(sm) == []
+    assert deploy_fn.handler(event, sagemaker=sm, env=ENV, now=60)["action"] == "unchanged"  # a copy of the event
+    assert _pending(sm) == [] and "pending" not in _in_service(sm, deploy_fn, now=900)
+    assert updates == []
 
 
 def test_an_approval_supersedes_one_kept_during_a_deployment(sm, deploy_fn):
@@ -316,7 +316,7 @@ def test_a_duplicate_of_the_serving_approval_keeps_the_waiting_one(sm, deploy_fn
     waiting = _package(sm)
     deploy_fn.handler(documented_package_event(waiting), sagemaker=sm, env=ENV, now=60)
     _set_status("diagnosa-dev", "InService")
-    assert deploy_fn.handler(serving, sagemaker=sm, env=ENV, now=120)["action"] == "unchanged"  # the copy
+    assert deploy_fn.handler(serving, sagemaker=sm, env=ENV, now=120)["action"] == "superseded"  # the copy
     assert _pending(sm) == [waiting]
     assert _in_service(sm, deploy_fn, now=900)["pending"]["model_package"] == waiting and len(updates) == 1
 
@@ -330,6 +330,151 @@ def test_an_approval_for_an_endpoint_that_will_not_come_back_by_itself_fails_lou
         deploy_fn.handler(documented_package_event(_package(sm)), sagemaker=sm, env=ENV, now=60)
     assert (len(sm.list_models()["Models"]), len(sm.list_endpoint_configs()["EndpointConfigs"])) == before
     assert _pending(sm) == []
+
+
+def _approved_at(arn: str, time: str) -> dict:
+    return {**documented_package_event(arn), "time": time}
+
+
+def _serve(name: str, status: str, config: str) -> None:
+    """moto's endpoint as SageMaker shows it during an update: the config being deployed."""
+    endpoint = sagemaker_backends[ACCOUNT][REGION].endpoints[name]
+    endpoint.endpoint_status, endpoint.endpoint_config_name = status, config
+
+
+@pytest.mark.parametrize("status", ["Updating", "InService"])
+def test_a_late_copy_of_an_older_approval_does_not_roll_the_endpoint_back(sm, deploy_fn, status):
+    # EventBridge delivers at least once and Lambda retries: v1's approval arriving again after v2's deployed it
+    # (or while v2 deploys) was deployed, or kept and deployed at the next IN_SERVICE, over v2.
+    updates = _record_updates(sm)
+    first, second = _package(sm), _package(sm)
+    deploy_fn.handler(_approved_at(first, "2026-01-01T00:00:00Z"), sagemaker=sm, env=ENV, now=0)
+    _set_status("diagnosa-dev", "InService")
+    newer = deploy_fn.handler(_approved_at(second, "2026-01-01T01:00:00Z"), sagemaker=sm, env=ENV, now=60)
+    _serve("diagnosa-dev", status, newer["endpoint_config"])
+    late = deploy_fn.handler(_approved_at(first, "2026-01-01T00:00:00Z"), sagemaker=sm, env=ENV, now=120)
+    assert late["action"] == "superseded" and "2026-01-01T01:00:00Z v2" in late["reason"]
+    assert _pending(sm) == [] and "pending" not in _in_service(sm, deploy_fn, now=900)
+    assert len(updates) == 1
+    # a later approval of v1 (a deliberate rollback) is newer, and deploys
+    again = deploy_fn.handler(_approved_at(first, "2026-01-01T02:00:00Z"), sagemaker=sm, env=ENV, now=960)
+    assert again["action"] == "updated" and len(updates) == 2
+
+
+def test_a_copy_of_the_approval_being_deployed_does_not_undo_its_rollback(sm, deploy_fn):
+    updates = _record_updates(sm)
+    first, second = _package(sm), _package(sm)
+    deploy_fn.handler(_approved_at(first, "2026-01-01T00:00:00Z"), sagemaker=sm, env=ENV, now=0)
+    _set_status("diagnosa-dev", "InService")
+    event = _approved_at(second, "2026-01-01T01:00:00Z")
+    rolling_out = deploy_fn.handler(event, sagemaker=sm, env=ENV, now=60)
+    _serve("diagnosa-dev", "Updating", rolling_out["endpoint_config"])
+    assert deploy_fn.handler(event, sagemaker=sm, env=ENV, now=120)["action"] == "unchanged"  # the copy
+    # v2 trips the rollback alarms: SageMaker serves v1's config again, and nothing deploys v2 once more
+    _serve("diagnosa-dev", "InService", sm.list_endpoint_configs(NameContains="-v1-")["EndpointConfigs"][0]["EndpointConfigName"])
+    assert "pending" not in _in_service(sm, deploy_fn, now=900) and len(updates) == 1
+
+
+def test_of_two_approvals_kept_during_a_deployment_the_newer_wins_whatever_the_order_they_arrive_in(sm, deploy_fn):
+    updates = _record_updates(sm)
+    deploy_fn.handler(_approved_at(_package(sm), "2026-01-01T00:00:00Z"), sagemaker=sm, env=ENV, now=0)
+    _set_status("diagnosa-dev", "Updating")
+    second, third = _package(sm), _package(sm)
+    assert deploy_fn.handler(_approved_at(third, "2026-01-01T03:00:00Z"), sagemaker=sm, env=ENV, now=60)["action"] \
+        == "deferred"
+    assert deploy_fn.handler(_approved_at(second, "2026-01-01T02:00:00Z"), sagemaker=sm, env=ENV, now=120)["action"] \
+        == "superseded"
+    assert _pending(sm) == [third]
+    assert _in_service(sm, deploy_fn, now=900)["pending"]["model_package"] == third and len(updates) == 1
+
+
+def test_a_failure_while_deploying_the_kept_version_keeps_it_for_the_retry(sm, deploy_fn):
+    # The tag was cleared first: Lambda's retry of the IN_SERVICE event found nothing to deploy, succeeded, and
+    # the approved version was lost without a dead letter.
+    from botocore.exceptions import ClientError
+
+    updates = _record_updates(sm)
+    deploy_fn.handler(documented_package_event(_package(sm)), sagemaker=sm, env=ENV, now=0)
+    _set_status("diagnosa-dev", "Updating")
+    waiting = _package(sm)
+    deploy_fn.handler(documented_package_event(waiting), sagemaker=sm, env=ENV, now=60)
+    throttled = []
+
+    def throttle_once(**_):
+        if not throttled:
+            throttled.append(1)
+            raise ClientError({"Error": {"Code": "ThrottlingException", "Message": "Rate exceeded"}}, "CreateModel")
+    sm.meta.events.register("before-call.sagemaker.CreateModel", throttle_once)
+    with pytest.raises(ClientError, match="Rate exceeded"):
+        _in_service(sm, deploy_fn, now=900)
+    assert _pending(sm) == [waiting] and updates == []
+    retried = _in_service(sm, deploy_fn, now=960)  # Lambda's retry of the same event
+    assert retried["pending"]["action"] == "updated" and len(updates) == 1 and _pending(sm) == []
+
+
+def test_a_kept_version_deleted_from_the_registry_meanwhile_is_refused_not_an_error(sm, deploy_fn):
+    updates = _record_updates(sm)
+    deploy_fn.handler(documented_package_event(_package(sm)), sagemaker=sm, env=ENV, now=0)
+    _set_status("diagnosa-dev", "Updating")
+    waiting = _package(sm)
+    deploy_fn.handler(documented_package_event(waiting), sagemaker=sm, env=ENV, now=60)
+    # DeleteModelPackage, which moto lacks: gone from its registry, DescribeModelPackage answers ValidationException
+    backend = sagemaker_backends[ACCOUNT][REGION]
+    del backend.model_packages[backend.model_package_name_mapping.get(waiting, waiting)]
+    pending = _in_service(sm, deploy_fn, now=900)["pending"]
+    assert pending["action"] == "refused" and "is not in the registry" in pending["reason"]
+    assert updates == [] and _pending(sm) == []
+
+
+@pytest.mark.parametrize("status, event_status, remedy", [
+    ("Failed", "FAILED", "delete-endpoint --endpoint-name diagnosa-dev"),
+    ("UpdateRollbackFailed", "UPDATE_ROLLBACK_FAILED", "approve it again once the endpoint is InService")])
+def test_a_version_kept_for_an_endpoint_that_then_fails_is_reported_loudly(sm, deploy_fn, status, event_status,
+                                                                           remedy):
+    # Deferred, it returned success; the endpoint then never came back to InService, and nothing said so.
+    deploy_fn.handler(documented_package_event(_package(sm)), sagemaker=sm, env=ENV, now=0)
+    _set_status("diagnosa-dev", "Updating")
+    waiting = _package(sm)
+    deploy_fn.handler(documented_package_event(waiting), sagemaker=sm, env=ENV, now=60)
+    _set_status("diagnosa-dev", status)
+    event = {**IN_SERVICE, "detail": {**IN_SERVICE["detail"], "EndpointStatus": event_status}}
+    with pytest.raises(RuntimeError, match=f"is {event_status}.*{waiting}.*{remedy}"):
+        deploy_fn.handler(event, sagemaker=sm, env=ENV, now=900)
+    assert _pending(sm) == [waiting]  # still there, should the endpoint come back
+
+
+def test_an_endpoint_that_fails_with_nothing_kept_is_not_an_error(sm, deploy_fn):
+    deploy_fn.handler(documented_package_event(_package(sm)), sagemaker=sm, env=ENV, now=0)
+    _set_status("diagnosa-dev", "Failed")
+    event = {**IN_SERVICE, "detail": {**IN_SERVICE["detail"], "EndpointStatus": "FAILED"}}
+    assert deploy_fn.handler(event, sagemaker=sm, env=ENV, now=900)["action"] == "none"
+
+
+def test_an_approval_for_a_failed_endpoint_creates_nothing_and_says_to_delete_it(sm, deploy_fn):
+    # SageMaker allows only DeleteEndpoint on a Failed endpoint: the update failed after a model and a config were
+    # made for nothing.
+    deploy_fn.handler(documented_package_event(_package(sm)), sagemaker=sm, env=ENV, now=0)
+    _set_status("diagnosa-dev", "Failed")
+    before = len(sm.list_models()["Models"]), len(sm.list_endpoint_configs()["EndpointConfigs"])
+    with pytest.raises(RuntimeError, match="is Failed .*delete-endpoint --endpoint-name diagnosa-dev"):
+        deploy_fn.handler(documented_package_event(_package(sm)), sagemaker=sm, env=ENV, now=60)
+    assert (len(sm.list_models()["Models"]), len(sm.list_endpoint_configs()["EndpointConfigs"])) == before
+
+
+def test_every_endpoint_status_the_stage_routes_to_the_deploy_function_is_one_it_handles(dev, sm, deploy_fn):
+    # The rule's pattern (infra/stack.py) and the function's statuses are two lists: an event the rule sends and
+    # the function refuses is an error for Lambda to retry, then a false dead-letter alarm.
+    resources = dev.to_json()["Resources"]
+    [statuses] = [r["Properties"]["EventPattern"]["detail"]["EndpointStatus"] for r in resources.values()
+                  if r["Type"] == "AWS::Events::Rule"
+                  and r["Properties"].get("EventPattern", {}).get("detail-type") == ["SageMaker Endpoint State Change"]]
+    deploy_fn.handler(documented_package_event(_package(sm)), sagemaker=sm, env=ENV, now=0)
+    for status in statuses:
+        event = {**IN_SERVICE, "detail": {**IN_SERVICE["detail"], "EndpointStatus": status}}
+        with mock_aws():
+            autoscaling = boto3.client("application-autoscaling", region_name=REGION)
+            assert deploy_fn.handler(event, sagemaker=sm, autoscaling=autoscaling, env=ENV, now=60), status
+    assert "IN_SERVICE" in statuses
 
 
 def test_the_deploy_role_may_keep_and_read_the_pending_approval_on_its_endpoint_only(dev):

@@ -347,7 +347,8 @@ def test_approval_rule_targets_the_deploy_function(dev):
                                        "RetryPolicy": Match.object_like({"MaximumRetryAttempts": 2})})]})
     dev.has_resource_properties("AWS::Events::Rule", {
         "EventPattern": {"source": ["aws.sagemaker"], "detail-type": ["SageMaker Endpoint State Change"],
-                         "detail": {"EndpointName": ["diagnosa-dev"], "EndpointStatus": ["IN_SERVICE"]}},
+                         "detail": {"EndpointName": ["diagnosa-dev"],
+                                    "EndpointStatus": ["IN_SERVICE", "FAILED", "UPDATE_ROLLBACK_FAILED"]}},
         "Targets": [Match.object_like({"Arn": {"Fn::GetAtt": [function, "Arn"]}})]})
 
 

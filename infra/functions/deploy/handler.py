@@ -11,11 +11,19 @@ Two EventBridge events reach it:
   The first time the endpoint is created; afterwards it is updated blue/green (canary or all at
   once) with automatic rollback on the endpoint's CloudWatch alarms. An approval that arrives while
   the endpoint is creating, updating or rolling back interrupts nothing: its ARN is kept in the
-  endpoint's ``diagnosa:pending-package`` tag (a later approval replaces it; "" means none).
+  endpoint's ``diagnosa:pending-package`` tag ("" means none).
+  Events come at least once and out of order, so approvals are ordered by the event's time (then the
+  version): the endpoint's ``diagnosa:latest-approval`` tag holds the newest one acted on (deployed or
+  kept), and an approval no newer than it is a copy or stale and changes nothing — a late copy of an
+  older approval does not roll the endpoint back, nor does a copy of the approval being deployed undo
+  an automatic rollback.
 * ``SageMaker Endpoint State Change`` to IN_SERVICE: target-tracking autoscaling on
   ``SageMakerVariantInvocationsPerInstance`` is (re)registered; registration needs an endpoint in
   service, which a freshly created one is not. Then a version kept in the pending tag is deployed
-  (after the registry is read again: rejected since, it is not), and the tag cleared.
+  (after the registry is read again: rejected or deleted since, it is not); the tag is cleared once
+  the update has started, so a failure on the way leaves it for Lambda's retries and the dead-letter
+  queue. To FAILED or UPDATE_ROLLBACK_FAILED with a version kept: it fails loudly (no IN_SERVICE
+  event will deploy it by itself).
 
 Monitoring baselines follow the model that serves, never the one merely approved. The monitoring
 job (``infra/functions/jobs/monitor.py``) reads them from one fixed prefix per endpoint,
@@ -53,8 +61,8 @@ import os
 import re
 import time
 import urllib.request
-from datetime import datetime
-from typing import Any, Callable
+from datetime import datetime, timezone
+from typing import Any, Callable, NamedTuple
 
 import boto3
 from botocore.exceptions import ClientError
@@ -65,7 +73,11 @@ log.setLevel(logging.INFO)
 PACKAGE_TAG = "diagnosa:model-package"
 # On the endpoint: the version approved while a deployment ran, deployed when the endpoint is InService again.
 PENDING_TAG = "diagnosa:pending-package"
+# On the endpoint: "<event time> v<version>" of the newest approval deployed or kept pending (see Approval).
+LATEST_TAG = "diagnosa:latest-approval"
 SETTLING = ("Creating", "Updating", "SystemUpdating", "RollingBack")  # statuses that end in an IN_SERVICE event
+# Endpoint events after which no IN_SERVICE comes by itself (DescribeEndpoint's Failed, UpdateRollbackFailed).
+STRANDED_EVENTS = ("FAILED", "UPDATE_ROLLBACK_FAILED")
 MANAGED_TAG = "diagnosa:managed-by"
 PACKAGE_EVENT = "SageMaker Model Package State Change"
 ENDPOINT_EVENT = "SageMaker Endpoint State Change"
@@ -74,6 +86,41 @@ SCALABLE_DIMENSION = "sagemaker:variant:DesiredInstanceCount"
 
 class Refused(Exception):
     """The event asks for something this function must not do; nothing was changed."""
+
+
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"  # EventBridge's event time, to the second
+
+
+class Approval(NamedTuple):
+    """When a version was approved: the event's time, then the version (of two approvals in one second, the
+    later version is the newer; compared as a tuple). Compared with the endpoint's LATEST_TAG to tell a new
+    approval from a copy or a stale one (EventBridge delivers at least once, Lambda retries, neither keeps order)."""
+    at: datetime
+    version: int
+
+    @classmethod
+    def of(cls, sent: str | None, version: int, now: float) -> "Approval":
+        """The event's ``time``; an event without one (invoked by hand) is as new as the clock."""
+        at = _event_time(sent) if sent else None
+        return cls(at or datetime.fromtimestamp(int(now), timezone.utc), version)
+
+    @classmethod
+    def parse(cls, value: str | None) -> "Approval | None":
+        at, _, version = (value or "").partition(" v")
+        moment = _event_time(at)
+        return cls(moment, int(version)) if moment is not None and version.isdigit() else None
+
+    def tag(self) -> str:
+        return f"{self.at.strftime(TIME_FORMAT)} v{self.version}"
+
+
+def _event_time(text: str) -> datetime | None:
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    moment = moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+    return moment.astimezone(timezone.utc).replace(microsecond=0)
 
 
 def settings() -> dict[str, str]:
@@ -90,6 +137,8 @@ def handler(event: dict[str, Any], context: Any = None, *, sagemaker: Any = None
         return deploy(event["detail"], sagemaker, env, now=now, s3=s3, sent=event.get("time"))
     if kind == ENDPOINT_EVENT:
         detail = event.get("detail", {})
+        if detail.get("EndpointName") == env["ENDPOINT_NAME"] and detail.get("EndpointStatus") in STRANDED_EVENTS:
+            return stranded_pending(sagemaker, env, detail["EndpointStatus"])
         if detail.get("EndpointName") != env["ENDPOINT_NAME"] or detail.get("EndpointStatus") != "IN_SERVICE":
             raise Refused(f"not this function's endpoint event: {json.dumps(detail)[:300]}")
         result = register_autoscaling(autoscaling or boto3.client("application-autoscaling"), env)
@@ -145,38 +194,70 @@ def deploy(detail: dict[str, Any], sagemaker: Any, env: dict[str, str], *, now: 
     arn = detail.get("ModelPackageArn")
     if not arn:
         raise Refused("the event names no ModelPackageArn")
-    package = sagemaker.describe_model_package(ModelPackageName=arn)
+    package = approved_package(sagemaker, arn, env)
+    approval = Approval.of(sent, int(package.get("ModelPackageVersion") or 0), now)
+    endpoint = env["ENDPOINT_NAME"]
+    current = _describe_endpoint(sagemaker, endpoint)
+    if current is None:
+        return roll_out(package, arn, None, approval.tag(), sagemaker, env, now=now, s3=s3)
+    status = current["EndpointStatus"]
+    latest = Approval.parse(_tags(sagemaker, current["EndpointArn"]).get(LATEST_TAG))
+    if latest is not None and approval <= latest:
+        # A copy of an approval already acted on, or one older than it (events come at least once, in any order):
+        # deploying it would roll back to an older version, or redo a rollout SageMaker has just rolled back.
+        action = "unchanged" if approval == latest else "superseded"
+        log.info("%s: approval %s of %s is not newer than %s: nothing done", endpoint, approval.tag(), arn, latest.tag())
+        return {"action": action, "endpoint": endpoint, "model_package": arn,
+                "reason": f"approved {approval.tag()}, not after the latest approval acted on ({latest.tag()})"}
+    if status in SETTLING:
+        # A deployment in progress is never interrupted and nothing is created now. Failing for Lambda to retry
+        # put the approval in the dead-letter queue after ~3 minutes, long before a blue/green update ends: it is
+        # kept on the endpoint instead, and the endpoint's IN_SERVICE event deploys it.
+        _tag_endpoint(sagemaker, current["EndpointArn"], {PENDING_TAG: arn, LATEST_TAG: approval.tag()})
+        log.info("endpoint %s is %s: %s deploys when it is InService again", endpoint, status, arn)
+        return {"action": "deferred", "endpoint": endpoint, "model_package": arn,
+                "reason": f"endpoint {endpoint} is {status}"}
+    if status == "Failed":
+        raise RuntimeError(f"endpoint {endpoint} is Failed ({current.get('FailureReason') or 'no reason given'}); "
+                           f"SageMaker only deletes a failed endpoint: delete it (aws sagemaker delete-endpoint "
+                           f"--endpoint-name {endpoint}) and approve the version again, which creates it")
+    if status != "InService":
+        # Deleting, OutOfService, UpdateRollbackFailed: no IN_SERVICE event will come by itself. Lambda retries,
+        # then the dead-letter queue's alarm tells the operators.
+        raise RuntimeError(f"endpoint {endpoint} is {status}; approve the version again once it is InService")
+    if latest is None and sent and serving_package(sagemaker, endpoint) == arn:
+        # An endpoint deployed before approvals were ordered: a copy of the event that deployed what serves is
+        # older than the config it made. A later approval of the same version (the drift remedy) redeploys.
+        made = sagemaker.describe_endpoint_config(EndpointConfigName=current["EndpointConfigName"])["CreationTime"]
+        if made.timestamp() >= approval.at.timestamp():
+            log.info("%s already serves %s since after this event (%s): a duplicate, nothing done", endpoint, arn, sent)
+            return {"action": "unchanged", "endpoint": endpoint, "model_package": arn}
+    return roll_out(package, arn, current, approval.tag(), sagemaker, env, now=now, s3=s3)
+
+
+def approved_package(sagemaker: Any, arn: str, env: dict[str, str]) -> dict[str, Any]:
+    """The package as the registry describes it now (the event is a hint, the registry the truth); Refused unless
+    it exists, is Approved and belongs to this stage's group."""
+    try:
+        package = sagemaker.describe_model_package(ModelPackageName=arn)
+    except ClientError as err:
+        if err.response.get("Error", {}).get("Code") != "ValidationException":
+            raise
+        raise Refused(f"{arn} is not in the registry: {err.response['Error'].get('Message', '')}"[:500]) from None
     group, status = package.get("ModelPackageGroupName"), package.get("ModelApprovalStatus")
     if group != env["MODEL_PACKAGE_GROUP"]:
         raise Refused(f"{arn} belongs to group {group!r}, not {env['MODEL_PACKAGE_GROUP']!r}")
     if status != "Approved":
         raise Refused(f"{arn} is {status}, not Approved: nothing deployed")
+    return package
 
+
+def roll_out(package: dict[str, Any], arn: str, current: dict[str, Any] | None, approval: str, sagemaker: Any,
+             env: dict[str, str], *, now: float, s3: Any = None) -> dict[str, Any]:
+    """Create the package's model and endpoint config, then the endpoint (``current`` None) or its blue/green
+    update. ``approval`` (Approval.tag) becomes the endpoint's latest, and a version kept pending is dropped,
+    only once the creation or update has started: a failure before leaves both for Lambda's retry."""
     endpoint = env["ENDPOINT_NAME"]
-    current = _describe_endpoint(sagemaker, endpoint)
-    if current is not None and current["EndpointStatus"] in SETTLING:
-        # A deployment in progress is never interrupted and nothing is created now. Failing for Lambda to retry
-        # put the approval in the dead-letter queue after ~3 minutes, long before a blue/green update ends: it is
-        # kept on the endpoint instead, and the endpoint's IN_SERVICE event deploys it (a later approval wins).
-        _set_pending(sagemaker, current["EndpointArn"], arn)
-        log.info("endpoint %s is %s: %s deploys when it is InService again", endpoint, current["EndpointStatus"], arn)
-        return {"action": "deferred", "endpoint": endpoint, "model_package": arn,
-                "reason": f"endpoint {endpoint} is {current['EndpointStatus']}"}
-    if current is not None and current["EndpointStatus"] not in ("InService", "Failed"):
-        # Deleting, OutOfService, UpdateRollbackFailed: no IN_SERVICE event will come by itself. Lambda retries,
-        # then the dead-letter queue's alarm tells the operators.
-        raise RuntimeError(f"endpoint {endpoint} is {current['EndpointStatus']}; approve the version again once "
-                           "it is InService")
-    if current is not None and sent and current["EndpointStatus"] == "InService" \
-            and serving_package(sagemaker, endpoint) == arn:
-        # A copy of the event that deployed what serves (EventBridge delivers at least once): the config it made is
-        # newer than the event. A later approval of the same version (the drift remedy) is newer and redeploys.
-        made = sagemaker.describe_endpoint_config(EndpointConfigName=current["EndpointConfigName"])["CreationTime"]
-        if made.timestamp() >= datetime.fromisoformat(sent.replace("Z", "+00:00")).timestamp():
-            log.info("%s already serves %s since after this event (%s): a duplicate, nothing done", endpoint, arn, sent)
-            return {"action": "unchanged", "endpoint": endpoint, "model_package": arn}
-    if current is not None:  # this approval deploys: it supersedes one kept during a deployment (a duplicate does not)
-        _set_pending(sagemaker, current["EndpointArn"], "")
     version = package.get("ModelPackageVersion", 0)
     name = f"{endpoint}-v{version}-{time.strftime('%Y%m%d%H%M%S', time.gmtime(now))}"[:63]
     [container] = package["InferenceSpecification"]["Containers"][:1] or [None]
@@ -220,11 +301,14 @@ def deploy(detail: dict[str, Any], sagemaker: Any, env: dict[str, str], *, now: 
             log.info("removed %d baseline object(s) of the model served so far; monitoring resumes when %s is "
                      "InService", removed, endpoint)
     if current is None:
-        sagemaker.create_endpoint(EndpointName=endpoint, EndpointConfigName=name, Tags=_tag_list(resource_tags(env, arn)))
+        sagemaker.create_endpoint(EndpointName=endpoint, EndpointConfigName=name,
+                                  Tags=_tag_list({**resource_tags(env, arn), LATEST_TAG: approval}))
         log.info("created endpoint %s with %s (%s)", endpoint, name, arn)
         return {"action": "created", "endpoint": endpoint, "endpoint_config": name, "model_package": arn}
     sagemaker.update_endpoint(EndpointName=endpoint, EndpointConfigName=name,
                               DeploymentConfig=deployment_config(env))
+    # This approval supersedes one kept during a deployment (a copy of an older one never gets here).
+    _tag_endpoint(sagemaker, current["EndpointArn"], {PENDING_TAG: "", LATEST_TAG: approval})
     log.info("updating endpoint %s to %s (%s), blue/green", endpoint, name, arn)
     return {"action": "updated", "endpoint": endpoint, "endpoint_config": name, "model_package": arn}
 
@@ -316,29 +400,51 @@ def clear_baselines(s3: Any, env: dict[str, str]) -> int:
 
 
 def deploy_pending(sagemaker: Any, env: dict[str, str], *, now: float, s3: Any = None) -> dict[str, Any] | None:
-    """Deploy the version approved while the endpoint was busy (``PENDING_TAG``), now that it is InService."""
+    """Deploy the version approved while the endpoint was busy (``PENDING_TAG``), now that it is InService. The tag
+    is cleared once its update has started (or when the registry refuses it): an error on the way fails the run,
+    so Lambda retries and the dead-letter queue's alarm sees it, and the version stays kept."""
     endpoint = env["ENDPOINT_NAME"]
     current = _describe_endpoint(sagemaker, endpoint)
     if current is None or current["EndpointStatus"] != "InService":
         return None
-    arn = _tags(sagemaker, current["EndpointArn"]).get(PENDING_TAG)
+    tags = _tags(sagemaker, current["EndpointArn"])
+    arn = tags.get(PENDING_TAG)
     if not arn:
         return None
-    _set_pending(sagemaker, current["EndpointArn"], "")  # first: a deployment that fails below is not retried for ever
     if serving_package(sagemaker, endpoint) == arn:
+        _tag_endpoint(sagemaker, current["EndpointArn"], {PENDING_TAG: ""})
         log.info("%s already serves %s, approved while it deployed", endpoint, arn)
         return {"action": "unchanged", "endpoint": endpoint, "model_package": arn}
     try:
-        return deploy({"ModelPackageArn": arn}, sagemaker, env, now=now, s3=s3)
-    except Refused as err:  # rejected (or moved) since: the registry is the truth
+        package = approved_package(sagemaker, arn, env)
+    except Refused as err:  # rejected, deleted or moved since: the registry is the truth
+        _tag_endpoint(sagemaker, current["EndpointArn"], {PENDING_TAG: ""})
         log.warning("the version approved during the deployment is not deployed: %s", err)
         return {"action": "refused", "endpoint": endpoint, "model_package": arn, "reason": str(err)}
+    latest = tags.get(LATEST_TAG) or Approval.of(None, int(package.get("ModelPackageVersion") or 0), now).tag()
+    return roll_out(package, arn, current, latest, sagemaker, env, now=now, s3=s3)
 
 
-def _set_pending(sagemaker: Any, endpoint_arn: str, package_arn: str) -> None:
-    """Keep (or, with "", clear) the pending approval. Cleared by overwriting, not DeleteTags: the deploy role
-    deletes nothing (only the endpoint-resources function removes what the stage made)."""
-    sagemaker.add_tags(ResourceArn=endpoint_arn, Tags=[{"Key": PENDING_TAG, "Value": package_arn}])
+def stranded_pending(sagemaker: Any, env: dict[str, str], status: str) -> dict[str, Any]:
+    """The endpoint went to FAILED or UPDATE_ROLLBACK_FAILED: a version kept pending will not deploy by itself,
+    so the run fails (Lambda's retries, then the dead-letter queue's alarm) naming it and what to do."""
+    endpoint = env["ENDPOINT_NAME"]
+    current = _describe_endpoint(sagemaker, endpoint)
+    arn = _tags(sagemaker, current["EndpointArn"]).get(PENDING_TAG) if current is not None else None
+    if not arn:
+        log.warning("endpoint %s is %s; no approved version waits for it", endpoint, status)
+        return {"action": "none", "endpoint": endpoint, "status": status}
+    remedy = (f"delete it (aws sagemaker delete-endpoint --endpoint-name {endpoint}) and approve it again, which "
+              "creates the endpoint" if status == "FAILED" else "approve it again once the endpoint is InService")
+    raise RuntimeError(f"endpoint {endpoint} is {status} "
+                       f"({(current or {}).get('FailureReason') or 'no reason given'}): {arn}, approved while it "
+                       f"deployed, will not be deployed by itself; {remedy}")
+
+
+def _tag_endpoint(sagemaker: Any, endpoint_arn: str, tags: dict[str, str]) -> None:
+    """Set the endpoint's pending and latest-approval tags. "" clears by overwriting, not DeleteTags: the deploy
+    role deletes nothing (only the endpoint-resources function removes what the stage made)."""
+    sagemaker.add_tags(ResourceArn=endpoint_arn, Tags=[{"Key": k, "Value": v} for k, v in tags.items()])
 
 
 def serving_package(sagemaker: Any, endpoint: str) -> str | None:
