@@ -16,6 +16,7 @@ and what follows, reusing the steps that succeeded.
 """
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -182,22 +183,32 @@ def list_executions(root: Path) -> list[dict[str, Any]]:
     found = []
     for path in root.glob("*/execution.json") if root.is_dir() else []:
         try:
-            found.append(_settled(json.loads(path.read_text(encoding="utf-8"))))
+            found.append(_settled(json.loads(path.read_text(encoding="utf-8")), path.parent))
         except (OSError, ValueError):
             continue  # an execution folder being created right now
     return sorted(found, key=lambda e: e.get("CreationTime", ""), reverse=True)
 
 
-def _settled(data: dict[str, Any]) -> dict[str, Any]:
+def _settled(data: dict[str, Any], folder: Path) -> dict[str, Any]:
     """The record as SageMaker would report it: an execution whose executor and guard were both killed never closed
-    its record, and it is no longer executing (judged on the host that ran it; another host's pids mean nothing)."""
+    its record, and it is no longer executing (judged on the host that ran it; another host's pids mean nothing).
+    Its jobs may outlive them: until they end it is Stopping, not Stopped."""
     pid = data.get("ExecutorPid")
-    if (data.get("PipelineExecutionStatus") in ("Executing", "Stopping")
-            and data.get("ExecutorHost", socket.gethostname()) == socket.gethostname() and not process_alive(pid)):
-        reason = (f"the executor (process {pid}) ended without closing the record: killed with its guard; "
-                  f"`diagnosa run --local --resume {data.get('PipelineExecutionId')}` reruns what did not succeed")
-        return {**data, "PipelineExecutionStatus": "Stopped", "FailureReason": data.get("FailureReason") or reason}
-    return data
+    if (data.get("PipelineExecutionStatus") not in ("Executing", "Stopping")
+            or data.get("ExecutorHost", socket.gethostname()) != socket.gethostname() or process_alive(pid)):
+        return data
+    jobs = job_processes(folder)
+    if jobs:
+        listed = " ".join(map(str, jobs))
+        return {**data, "PipelineExecutionStatus": "Stopping",
+                "FailureReason": f"the executor (process {pid}) ended without closing the record, and job "
+                                 f"process(es) {listed} still run; stop them (kill {listed}) before resuming"}
+    reason = (f"the executor (process {pid}) ended without closing the record: killed with its guard; "
+              f"`diagnosa run --local --resume {data.get('PipelineExecutionId')}` reruns what did not succeed")
+    steps = {name: {**step, "StepStatus": "Stopped"} if step.get("StepStatus") == "Executing" else step
+             for name, step in data.get("Steps", {}).items()}
+    return {**data, "PipelineExecutionStatus": "Stopped", "FailureReason": data.get("FailureReason") or reason,
+            "Steps": steps}
 
 
 def load_execution(root: Path, execution_id: str | None = None) -> ExecutionRecord:
@@ -273,8 +284,6 @@ class LocalExecutor:
     use_cache: bool = True  # honour each step's CacheConfig, as the service does
     heartbeat_seconds: float = 30.0  # a running job reports itself (and its log's last line) this often
     on_step: Callable[[StepEvent], None] | None = None  # told when each step starts and ends
-    # Set once the running execution is interrupted: a step that ends from then on was stopped (read by _step).
-    _stopping: threading.Event = field(default_factory=threading.Event, init=False, repr=False)
 
     @property
     def mapping(self) -> LakeMapping:
@@ -311,7 +320,11 @@ class LocalExecutor:
 
     def resume(self, execution_id: str) -> ExecutionRecord:
         """Rerun a failed execution from its failed step; steps that succeeded keep their results."""
-        record = load_execution(self.root, execution_id)
+        with _claim(load_execution(self.root, execution_id)):
+            return self._resume(execution_id)
+
+    def _resume(self, execution_id: str) -> ExecutionRecord:
+        record = load_execution(self.root, execution_id)  # read again once claimed: another resume may have run
         if record.status == "Succeeded":
             raise ExecutionError(f"execution {execution_id} already succeeded: nothing to resume")
         if record.status == "Executing" and process_alive(record.data.get("ExecutorPid")):
@@ -392,7 +405,6 @@ class LocalExecutor:
         failure: str | None = None
         running: dict[Future, str] = {}
         interrupted = False
-        self._stopping.clear()  # this run's interrupt only
         stop = _JobStopper(record.folder)
         try:
             guard = _start_guard(record)
@@ -404,7 +416,6 @@ class LocalExecutor:
                 while True:
                     if interrupt.is_set() and not interrupted:  # the jobs got it too (a terminal's Ctrl-C)
                         interrupted = True
-                        self._stopping.set()
                         stop.arm()
                         self.progress("interrupted: stopping the running steps (resume later with --resume)")
                     if interrupted and running:
@@ -416,7 +427,7 @@ class LocalExecutor:
                         for name in self._ready(graph, record, done, skipped, running)[:max(0, free)]:
                             if interrupt.is_set():  # a Ctrl-C as the steps were chosen: none of them starts
                                 break
-                            running[pool.submit(self._step, record, graph[name], resolver, started)] = name
+                            running[pool.submit(self._step, record, graph[name], resolver, started, interrupt)] = name
                     if not running:
                         if interrupt.is_set() and not interrupted:  # said, and recorded as Stopped, at the next turn
                             continue
@@ -469,8 +480,10 @@ class LocalExecutor:
         return sorted(name for name, node in graph.items()
                       if name not in done | skipped | busy and name not in record.steps and node.needs <= done)
 
-    def _step(self, record: ExecutionRecord, node: StepNode, resolve: Resolver, started: float) -> str | None:
-        """Run one step; the failure reason, or None when it succeeded."""
+    def _step(self, record: ExecutionRecord, node: StepNode, resolve: Resolver, started: float,
+              interrupt: threading.Event) -> str | None:
+        """Run one step; the failure reason, or None when it succeeded. A step that fails once ``interrupt`` is set
+        was stopped: a terminal's Ctrl-C reaches the jobs at the instant it sets it, before the scheduler's next turn."""
         run_dir = record.folder / "steps" / node.name
         if run_dir.exists():  # an earlier attempt: keep its log next to the new one
             attempt = 1
@@ -502,7 +515,7 @@ class LocalExecutor:
         except Exception as err:  # noqa: BLE001 (an executor bug must still close the step and keep the trace)
             (run_dir / "executor-error.txt").write_text(traceback.format_exc(), encoding="utf-8")
             properties, status, reason = {}, "Failed", f"step {node.name}: internal error {err!r} (see {run_dir})"
-        if status == "Failed" and self._stopping.is_set():  # ended by the interrupt, as SageMaker records a stop
+        if status == "Failed" and interrupt.is_set():  # ended by the interrupt, as SageMaker records a stop
             status, reason = "Stopped", f"stopped: the execution was interrupted ({reason})"
         seconds = time.perf_counter() - t0
 
@@ -725,6 +738,21 @@ def _summary(node: StepNode, properties: dict[str, Any]) -> str:
 
 
 # ------------------------------------------------------------------------------------------------ interrupts, kills
+
+@contextmanager
+def _claim(record: ExecutionRecord) -> Iterator[None]:
+    """This process's exclusive hold on an execution while it resumes it. Two resumes at once both passed the checks
+    (the record said Failed to each) and ran the same steps in the same folders, each job finding the other's
+    half-written outputs. An advisory lock of the folder's, released by the kernel whatever ends the process; not
+    inherited by the jobs (Python opens files non-inheritable)."""
+    with open(record.folder / ".resume.lock", "a", encoding="utf-8") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ExecutionError(f"execution {record.id} is being resumed by another process: wait for it "
+                                 f"(diagnosa executions {record.id})") from None
+        yield
+
 
 @contextmanager
 def _deferred_interrupts() -> Iterator[threading.Event]:

@@ -205,10 +205,10 @@ def test_a_killed_executors_job_does_not_outlive_it_into_the_next_attempt(tmp_pa
             assert live(job), "the orphan runs on"
             # Nothing closed the record, but a reader is not told it still executes (it showed `Executing` for ever).
             assert ExecutionRecord.load(folder / "execution.json").status == "Executing"
+            # While its job runs on, it is stopping (it said Stopped while the job still wrote), naming the job.
             [listed] = list_executions(tmp_path / "executions")
-            assert listed["PipelineExecutionStatus"] == "Stopped"
-            assert (f"the executor (process {runner.pid}) ended without closing the record"
-                    in listed["FailureReason"]) and f"--resume {record_id}" in listed["FailureReason"]
+            assert listed["PipelineExecutionStatus"] == "Stopping"
+            assert f"job process(es) {job} still run; stop them (kill {job})" in listed["FailureReason"]
             # Resume is refused while the orphan lives, naming it and how to stop it.
             with pytest.raises(ExecutionError, match=rf"job process\(es\) {job} of an earlier attempt still run .*"
                                                      rf"kill {job}"):
@@ -216,6 +216,10 @@ def test_a_killed_executors_job_does_not_outlive_it_into_the_next_attempt(tmp_pa
             assert not (folder / "steps" / "First.attempt1").exists(), "nothing was touched"
             os.kill(job, signal.SIGKILL)
             wait_for(lambda: not live(job), 15, "orphan stopped")
+            [listed] = list_executions(tmp_path / "executions")
+            assert listed["PipelineExecutionStatus"] == "Stopped" and listed["Steps"]["First"]["StepStatus"] == "Stopped"
+            assert (f"the executor (process {runner.pid}) ended without closing the record"
+                    in listed["FailureReason"]) and f"--resume {record_id}" in listed["FailureReason"]
         hold.unlink()
         resumed = executor.resume(record_id)
         assert resumed.status == "Succeeded", resumed.data.get("FailureReason")
@@ -261,3 +265,58 @@ def test_an_interrupt_sent_to_the_executor_alone_stops_its_running_job(tmp_path)
     hold.unlink()
     resumed = executor.resume(folder.name)
     assert resumed.status == "Succeeded" and resumed.steps["Last"]["StepStatus"] == "Succeeded"
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs Linux's /proc")
+def test_a_terminals_ctrl_c_records_the_running_step_stopped(tmp_path):
+    # A terminal sends SIGINT to the whole process group: the job died of it at once and its step was recorded
+    # Failed (KeyboardInterrupt), because the scheduler marked the run as stopping only at its next turn.
+    executor, hold, pids = slow_execution(tmp_path)
+    runner = subprocess.Popen([sys.executable, "-c", RUNNER, str(tmp_path), BUCKET], cwd=ROOT,
+                              env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, start_new_session=True)  # its own group, as a terminal's job
+    try:
+        wait_for(lambda: pids.exists() and pids.read_text().strip(), 90, "job started")
+        os.killpg(runner.pid, signal.SIGINT)
+        runner.communicate(timeout=60)
+        [folder] = (tmp_path / "executions").iterdir()
+        record = ExecutionRecord.load(folder / "execution.json")
+        assert record.status == "Stopped"
+        assert record.steps["First"]["StepStatus"] == "Stopped", record.steps["First"].get("FailureReason")
+    finally:
+        if runner.poll() is None:
+            runner.kill()
+            runner.wait()
+    hold.unlink()
+    assert executor.resume(folder.name).status == "Succeeded"
+
+
+def test_two_resumes_of_one_execution_at_once_are_one_resume(tmp_path):
+    # Both passed the checks (the record said Failed to each) and ran the same steps in the same folders: a job
+    # found the other's half-written outputs and one resume recorded Failed while the other still ran.
+    marker = tmp_path / "fail-marker"
+    marker.write_text("x")
+    first = executor_for(tmp_path)
+    failed = first.start(two_steps(marker))
+    assert failed.status == "Failed"
+    marker.unlink()
+    inside, release = threading.Event(), threading.Event()
+    checks = first.preflight
+
+    def slow_preflight(*args):  # the first resume, held between its checks and its reopening of the record
+        inside.set()
+        release.wait(30)
+        return checks(*args)
+    first.preflight = slow_preflight
+    result: list = []
+    thread = threading.Thread(target=lambda: result.append(first.resume(failed.id)))
+    thread.start()
+    try:
+        assert inside.wait(30)
+        with pytest.raises(ExecutionError, match=f"execution {failed.id} is being resumed by another process"):
+            executor_for(tmp_path).resume(failed.id)
+    finally:
+        release.set()
+        thread.join(60)
+    [resumed] = result
+    assert resumed.status == "Succeeded" and resumed.data["Attempts"] == 2
