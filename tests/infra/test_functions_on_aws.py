@@ -249,6 +249,15 @@ def _in_service(sm, deploy_fn, now: float) -> dict:
         return deploy_fn.handler(IN_SERVICE, sagemaker=sm, autoscaling=autoscaling, env=ENV, now=now)
 
 
+def _one_waiting(sm, deploy_fn) -> str:
+    """A first version deployed, the endpoint updating, and a second one approved meanwhile: kept. Its ARN."""
+    deploy_fn.handler(documented_package_event(_package(sm)), sagemaker=sm, env=ENV, now=0)
+    _set_status("diagnosa-dev", "Updating")
+    waiting = _package(sm)
+    assert deploy_fn.handler(documented_package_event(waiting), sagemaker=sm, env=ENV, now=60)["action"] == "deferred"
+    return waiting
+
+
 @pytest.mark.parametrize("status", ["Updating", "RollingBack", "SystemUpdating", "Creating"])
 def test_an_approval_during_a_deployment_is_deployed_once_the_endpoint_is_in_service(sm, deploy_fn, status):
     # It failed for Lambda to retry: after two retries (~3 minutes, long before a blue/green update with its bake
@@ -274,10 +283,7 @@ def test_an_approval_during_a_deployment_is_deployed_once_the_endpoint_is_in_ser
 
 def test_a_version_rejected_while_it_waited_is_not_deployed(sm, deploy_fn):
     updates = _record_updates(sm)
-    deploy_fn.handler(documented_package_event(_package(sm)), sagemaker=sm, env=ENV, now=0)
-    _set_status("diagnosa-dev", "Updating")
-    waiting = _package(sm)
-    assert deploy_fn.handler(documented_package_event(waiting), sagemaker=sm, env=ENV, now=60)["action"] == "deferred"
+    waiting = _one_waiting(sm, deploy_fn)
     sm.update_model_package(ModelPackageArn=waiting, ModelApprovalStatus="Rejected")
     pending = _in_service(sm, deploy_fn, now=900)["pending"]
     assert pending["action"] == "refused" and "is Rejected, not Approved" in pending["reason"]
@@ -394,10 +400,7 @@ def test_a_failure_while_deploying_the_kept_version_keeps_it_for_the_retry(sm, d
     from botocore.exceptions import ClientError
 
     updates = _record_updates(sm)
-    deploy_fn.handler(documented_package_event(_package(sm)), sagemaker=sm, env=ENV, now=0)
-    _set_status("diagnosa-dev", "Updating")
-    waiting = _package(sm)
-    deploy_fn.handler(documented_package_event(waiting), sagemaker=sm, env=ENV, now=60)
+    waiting = _one_waiting(sm, deploy_fn)
     throttled = []
 
     def throttle_once(**_):
@@ -414,10 +417,7 @@ def test_a_failure_while_deploying_the_kept_version_keeps_it_for_the_retry(sm, d
 
 def test_a_kept_version_deleted_from_the_registry_meanwhile_is_refused_not_an_error(sm, deploy_fn):
     updates = _record_updates(sm)
-    deploy_fn.handler(documented_package_event(_package(sm)), sagemaker=sm, env=ENV, now=0)
-    _set_status("diagnosa-dev", "Updating")
-    waiting = _package(sm)
-    deploy_fn.handler(documented_package_event(waiting), sagemaker=sm, env=ENV, now=60)
+    waiting = _one_waiting(sm, deploy_fn)
     # DeleteModelPackage, which moto lacks: gone from its registry, DescribeModelPackage answers ValidationException
     backend = sagemaker_backends[ACCOUNT][REGION]
     del backend.model_packages[backend.model_package_name_mapping.get(waiting, waiting)]
@@ -432,10 +432,7 @@ def test_a_kept_version_deleted_from_the_registry_meanwhile_is_refused_not_an_er
 def test_a_version_kept_for_an_endpoint_that_then_fails_is_reported_loudly(sm, deploy_fn, status, event_status,
                                                                            remedy):
     # Deferred, it returned success; the endpoint then never came back to InService, and nothing said so.
-    deploy_fn.handler(documented_package_event(_package(sm)), sagemaker=sm, env=ENV, now=0)
-    _set_status("diagnosa-dev", "Updating")
-    waiting = _package(sm)
-    deploy_fn.handler(documented_package_event(waiting), sagemaker=sm, env=ENV, now=60)
+    waiting = _one_waiting(sm, deploy_fn)
     _set_status("diagnosa-dev", status)
     event = {**IN_SERVICE, "detail": {**IN_SERVICE["detail"], "EndpointStatus": event_status}}
     with pytest.raises(RuntimeError, match=f"is {event_status}.*{waiting}.*{remedy}"):
