@@ -219,11 +219,11 @@ def parse_number(text: str, f: FormField) -> float | int | None:
         return None
     number = _strip_unit(raw, f.unit)
     shown = raw if len(raw) <= 30 else raw[:30] + "…"
-    if not _NUMBER.match(number):
+    if not _NUMBER.fullmatch(number):
         unit = f" in {f.unit}" if f.unit else ""
         raise ValueProblem(f"'{shown}' is not a number: write the value{unit} with digits and at most one decimal "
                            "mark, e.g. 38.9 or 38,9 (no thousands separators)")
-    if _AMBIGUOUS_COMMA.match(number):
+    if _AMBIGUOUS_COMMA.fullmatch(number):
         thousands, decimal = number.replace(",", ""), f"{float(number.replace(',', '.')):g}"
         raise ValueProblem(f"'{shown}' could be {thousands} or {decimal}: write {thousands} or {decimal} "
                            "(no thousands separators)")

@@ -27,7 +27,7 @@ from diagnosa.data.hpo import PHENOTYPIC_ABNORMALITY, Ontology, hpo_data_dir, lo
 DEFAULT_LIMIT = 8
 MIN_QUERY = 2  # letters before a search starts: one letter matches most of the ontology
 _WORD = re.compile(r"[a-z0-9]+")
-_ID = re.compile(r"^(?:hp[:_ ]?)?(\d{7})$", re.IGNORECASE)
+_ID = re.compile(r"^(?:hp[:_ ]?)?([0-9]{7})$", re.IGNORECASE)
 _SYNONYM = re.compile(r'^synonym: "(.*)" (EXACT|RELATED)\b')
 
 
@@ -137,7 +137,7 @@ class TermIndex:
         text = query.strip()
         if not text or limit <= 0:
             return []
-        as_id = _ID.match(text.replace(" ", "")) if any(c.isdigit() for c in text) else None
+        as_id = _ID.fullmatch(text.replace(" ", "")) if any(c.isdigit() for c in text) else None
         if as_id:
             term = f"HP:{as_id.group(1)}"
             return [self.term(term)] if term in self._position else []

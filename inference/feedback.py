@@ -41,10 +41,10 @@ MAX_REVISIONS = 10  # replaced records kept inside an event's object, for audit
 MAX_NOTE = 1000
 MAX_SOURCE = 100
 MAX_DISEASE_ID = 64
-EVENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+EVENT_ID = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._:-]{0,127}\Z")  # \Z, fullmatch: "$" takes a final "\n"
 # Rare-disease knowledge bases: a confirmed disease id from one of these puts the case in the orphan slice.
 ORPHAN_PREFIXES = ("ORPHA", "OMIM", "DECIPHER")
-DISEASE_ID = re.compile(r"^[A-Za-z][A-Za-z0-9_]*:[A-Za-z0-9_.-]+$")
+DISEASE_ID = re.compile(r"\A[A-Za-z][A-Za-z0-9_]*:[A-Za-z0-9_.-]+\Z")
 REQUIRED = ("event_id", "diagnosis")
 OPTIONAL = ("event_row", "note", "source", "disease_id")
 FEEDBACK_FIELDS = FieldNames(REQUIRED + OPTIONAL)
@@ -127,7 +127,7 @@ def parse_feedback(body: Any, labels: Sequence[str] | None = CATEGORIES) -> Feed
         pass  # named above
     elif event_id is None:
         problems["event_id"] = "required"
-    elif not isinstance(event_id, str) or not EVENT_ID.match(event_id):
+    elif not isinstance(event_id, str) or not EVENT_ID.fullmatch(event_id):
         problems["event_id"] = ("must be the X-Diagnosa-Event-Id of a prediction (letters, digits, '.', '_', ':', "
                                 f"'-'; up to 128), got {str(event_id)[:60]!r}")
     diagnosis = text.get("diagnosis")
@@ -151,7 +151,7 @@ def parse_feedback(body: Any, labels: Sequence[str] | None = CATEGORIES) -> Feed
                                  f"to {MAX_RECORDS - 1:,}; got {json.dumps(event_row, default=str)[:60]}")
     disease_id = text.get("disease_id")
     if disease_id is not None and (not isinstance(disease_id, str) or len(disease_id) > MAX_DISEASE_ID
-                                   or not DISEASE_ID.match(disease_id)):
+                                   or not DISEASE_ID.fullmatch(disease_id)):
         problems["disease_id"] = f"must look like ORPHA:558 or OMIM:154700 (up to {MAX_DISEASE_ID}), got {str(disease_id)[:60]!r}"
     if problems:
         raise FeedbackError(problems)
@@ -222,16 +222,16 @@ def canonical_event_id(event_id: str) -> str:
 
 
 def _check_endpoint(endpoint: str) -> str:
-    if not isinstance(endpoint, str) or not RESOURCE_NAME.match(endpoint):
-        raise ValueError(f"endpoint name {endpoint!r} is not a valid SageMaker name")
+    if not isinstance(endpoint, str) or not RESOURCE_NAME.fullmatch(endpoint):
+        raise ValueError(f"endpoint name {str(endpoint)[:80]!r} is not a valid SageMaker name")
     return endpoint
 
 
 def feedback_key(endpoint: str, event_id: str, event_row: int | None = None) -> str:
     """The one object of a patient's feedback: its event's, or its row's in a request of several patients (a
     folder no event id can name: ids hold no '/')."""
-    if not isinstance(event_id, str) or not EVENT_ID.match(event_id):
-        raise ValueError(f"event id {event_id!r} is not a valid event id")
+    if not isinstance(event_id, str) or not EVENT_ID.fullmatch(event_id):
+        raise ValueError(f"event id {str(event_id)[:140]!r} is not a valid event id")
     if event_row is not None and (isinstance(event_row, bool) or not isinstance(event_row, int) or event_row < 0):
         raise ValueError(f"event row {event_row!r} is not a row number")
     where = f"{event_id}.json" if event_row is None else f"{event_id}/{event_row}.json"

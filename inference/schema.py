@@ -69,7 +69,7 @@ class RequestSchema:
         """The known HPO ids that are also well formed (all of them in the HPO), loaded on first use."""
         found = self.__dict__.get("_well_formed")
         if found is None:
-            found = self.__dict__["_well_formed"] = frozenset(t for t in self._terms() if HPO_ID.match(t))
+            found = self.__dict__["_well_formed"] = frozenset(t for t in self._terms() if HPO_ID.fullmatch(t))
         return found
 
     def _fast_check(self, f: Field) -> Callable[[Any], Any]:
@@ -99,7 +99,7 @@ class RequestSchema:
                 return NOT_PLAIN
             return terms
         if f.type == "codes":
-            match = CODE.match
+            match = CODE.fullmatch
             return lambda value: list(value) if type(value) is list and all(
                 type(x) is str and match(x) for x in value) else NOT_PLAIN
         allowed = frozenset(f.values) if f.type == "category" and f.values is not None else None
@@ -235,14 +235,14 @@ class RequestSchema:
             if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
                 return None, f"expected a list of strings, got {value!r}"
             if f.type == "hpo_terms":
-                malformed = [x for x in value if not HPO_ID.match(x)]
+                malformed = [x for x in value if not HPO_ID.fullmatch(x)]
                 if malformed:
                     return None, f"malformed HPO id {malformed[0]!r} (expected HP:nnnnnnn)"
                 unknown = [x for x in value if x not in self._terms()]
                 if unknown:
                     return None, f"unknown HPO term {unknown[0]!r}"
             else:
-                malformed = [x for x in value if not CODE.match(x)]
+                malformed = [x for x in value if not CODE.fullmatch(x)]
                 if malformed:
                     return None, f"malformed code {malformed[0]!r}"
             return list(value), None

@@ -67,7 +67,7 @@ def _route(path: str) -> tuple[str | None, str | None]:
         return _INVOCATIONS, None
     if path == "/feedback":
         return _FEEDBACK, None
-    match = _RUNTIME.match(path)
+    match = _RUNTIME.fullmatch(path)
     if match:
         return _RUNTIME_ROUTE, unquote(match.group(1))
     return None, None
@@ -345,7 +345,7 @@ class _Handler(BaseHTTPRequestHandler):
         values = self.headers.get_all("Content-Length") or []
         if not values:
             return _Reply(411, "a Content-Length header is required", close=True)
-        if len(set(v.strip() for v in values)) > 1 or not _DIGITS.match(values[0].strip()):
+        if len(set(v.strip() for v in values)) > 1 or not _DIGITS.fullmatch(values[0].strip()):
             return _Reply(400, f"invalid Content-Length {values[0][:40]!r}", close=True)
         length, limit = int(values[0].strip()), self._body_limit()
         if length > limit:

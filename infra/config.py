@@ -330,7 +330,8 @@ def stages_from_context(get: Any) -> list[StageConfig]:
     return [declared[wanted]] if wanted else list(declared.values())
 
 
-CONNECTION_ARN = re.compile(r"^arn:aws[a-z-]*:(codestar-connections|codeconnections):[a-z0-9-]+:\d{12}:connection/[\w-]+$")
+CONNECTION_ARN = re.compile(r"arn:aws[a-z-]*:(codestar-connections|codeconnections):[a-z0-9-]+:[0-9]{12}"
+                            r":connection/[A-Za-z0-9_-]+")  # always fullmatch
 
 
 @dataclass(frozen=True)
@@ -359,7 +360,7 @@ class DeliveryConfig:
             problems.append("stages lists a stage twice")
         if not self.repository:
             problems.append("repository is required: a CodeCommit repository's name, or owner/name with connection_arn")
-        if self.connection_arn and not CONNECTION_ARN.match(self.connection_arn):
+        if self.connection_arn and not CONNECTION_ARN.fullmatch(self.connection_arn):
             problems.append(f"connection_arn {self.connection_arn!r} is not a CodeStar/CodeConnections connection ARN")
         if self.connection_arn and self.repository.count("/") != 1:
             problems.append(f"repository {self.repository!r} must be owner/name with a connection")

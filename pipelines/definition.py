@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Iterator
@@ -57,9 +58,9 @@ DEFAULT_SLICE_THRESHOLD = DEFAULT_ORPHAN_THRESHOLD  # minimum macro recall on a 
 # training patient; docs/model-benchmark.md, "Unseen orphan diseases").
 DEFAULT_UNSEEN_THRESHOLD = 0.40
 # SageMaker's names of pipelines, model package groups and endpoints.
-SUBNET_ID = re.compile(r"^subnet-[0-9a-z]{1,25}$")
-SECURITY_GROUP_ID = re.compile(r"^sg-[0-9a-z]{1,29}$")
-KMS_KEY_ARN = re.compile(r"^arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:key/[A-Za-z0-9-]{1,128}$")
+SUBNET_ID = re.compile(r"\Asubnet-[0-9a-z]{1,25}\Z")  # \Z, fullmatch: "$" takes a final "\n"
+SECURITY_GROUP_ID = re.compile(r"\Asg-[0-9a-z]{1,29}\Z")
+KMS_KEY_ARN = re.compile(r"\Aarn:aws[a-z-]*:kms:[a-z0-9-]+:[0-9]{12}:key/[A-Za-z0-9-]{1,128}\Z")  # [0-9]: \d takes any digit
 # The job and serving containers: AWS's PyTorch CPU images, chosen for their Python 3.11 — the pins in
 # requirements/steps.txt (numpy 2.4, scikit-learn 1.9) need it, and the newest scikit-learn image
 # (1.2-1) runs an older Python they do not install on. The containers pip-install the pins on top, or,
@@ -74,8 +75,8 @@ CODE_CHANNEL_DIR = f"/opt/ml/input/data/{CODE_CHANNEL}"
 FRAMEWORK_VERSION = "2.5"
 PY_VERSION = "py311"
 # An image override: an ECR image URI with a tag or a digest (what SageMaker pulls for jobs and models).
-IMAGE_URI = re.compile(r"^\d{12}\.dkr\.ecr\.[a-z0-9-]+\.amazonaws\.com(\.cn)?/[a-z0-9][a-z0-9._/-]*"
-                       r"(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}|@sha256:[0-9a-f]{64})$")
+IMAGE_URI = re.compile(r"\A[0-9]{12}\.dkr\.ecr\.[a-z0-9-]+\.amazonaws\.com(\.cn)?/[a-z0-9][a-z0-9._/-]*"
+                       r"(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}|@sha256:[0-9a-f]{64})\Z")
 
 
 def framework_images(region: str, processing_instance_type: str = "ml.m5.xlarge",
@@ -132,10 +133,57 @@ def parameter_range_problems(values: dict[str, Any]) -> list[str]:
             problems.append(f"parameter {name} is a recall threshold, in [0, 1]; got {value!r}")
         elif name == SEED_PARAMETER and isinstance(value, int) and not 0 <= value <= MAX_SEED:
             problems.append(f"parameter {name} must be in [0, {MAX_SEED}] (numpy's and xgboost's seeds); got {value}")
-        elif name == ENDPOINT_PARAMETER and isinstance(value, str) and not RESOURCE_NAME.match(value):
+        elif name == ENDPOINT_PARAMETER and isinstance(value, str) and not RESOURCE_NAME.fullmatch(value):
             problems.append(f"parameter {name} must be a SageMaker name (ASCII letters, digits and inner '-', at most "
                             f"63); got {shown(value, 80)}")
     return problems
+
+
+# A parameter's value as text (--param NAME=VALUE): an ASCII decimal as written, with at most ASCII spaces around.
+# str.strip() also took '\xa0', '\u2003', '\x1f' and a final '\n'; int() and float() also take '١٢', '1_000', '+3',
+# 'nan' and 'inf' — each would have run with a value the command line never spelled.
+PARAMETER_TEXT = {"Integer": re.compile(r"-?[0-9]+"),
+                  "Float": re.compile(r"-?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")}
+PARAMETER_HINT = {"Integer": "ASCII digits within 64 bits, e.g. 3 or -3",
+                  "Float": "a finite decimal number, e.g. 0.8 or 1e-3", "Boolean": "true or false"}
+INTEGER_DIGITS = 19  # 2**63 - 1 has 19 digits: more (leading zeros aside) is outside 64 bits, and int() is not asked
+FLOAT_MAX = sys.float_info.max  # NaN compares false: finite, and a JSON integer too large for a float, are out
+
+
+def parameter_from_text(name: str, kind: str, text: str) -> bool | int | float:
+    """``text`` read as the value of parameter ``name`` of type ``kind`` (Boolean, Integer or Float); ValueError
+    naming the parameter, what it takes, the value (clipped) and, for a number that is not the one written (too
+    large, or too close to 0 for a float), why. ASCII spaces around the value are dropped, nothing else; an
+    Integer's leading zeros are read as a Float's are ('007' is 7); a Float's '-0' is 0.0."""
+    written = text.strip(" ")
+
+    def refused(why: str = "") -> ValueError:
+        article = "an" if kind == "Integer" else "a"
+        return ValueError(f"parameter {name} is {article} {kind} ({PARAMETER_HINT[kind]}), got {shown(text, 80)}{why}")
+
+    if kind == "Boolean":
+        truth = {"true": True, "false": False}.get(written.lower())
+        if truth is None:
+            raise refused()
+        return truth
+    if kind not in PARAMETER_TEXT:
+        raise ValueError(f"parameter {name}: type {kind!r} is not read from text (Boolean, Integer or Float)")
+    if not PARAMETER_TEXT[kind].fullmatch(written):
+        raise refused()
+    if kind == "Integer":
+        sign, digits = ("-", written[1:]) if written.startswith("-") else ("", written)
+        digits = digits.lstrip("0") or "0"
+        number = int(sign + digits) if len(digits) <= INTEGER_DIGITS else None  # int() refuses 4301 digits and more
+        if number is None or not -2**63 <= number < 2**63:
+            raise refused(f": outside 64 bits ({len(digits)} digits)")
+        return number
+    value = float(written)
+    if abs(value) > FLOAT_MAX:
+        raise refused(": too large for a float (it would be read as infinity)")
+    mantissa = re.split("[eE]", written)[0]
+    if value == 0.0 and mantissa.strip("-.0"):
+        raise refused(": too close to 0 for a float (it would be read as 0)")
+    return value + 0.0  # -0.0 + 0.0 is 0.0: '-0' is recorded as 0.0
 
 
 def unseen_parameter(slice_name: str) -> str:
@@ -271,8 +319,8 @@ def check_settings(settings: PipelineSettings) -> None:
     problem = families_problem(settings.families)
     if problem:
         raise ValueError(problem)
-    if not DATASET_NAME.match(settings.dataset):
-        raise ValueError(f"dataset name {settings.dataset!r} must be 1 to 63 ASCII letters, digits, '-' and '_'")
+    if not DATASET_NAME.fullmatch(settings.dataset):
+        raise ValueError(f"dataset name {shown(settings.dataset, 80)} must be 1 to 63 ASCII letters, digits, '-' and '_'")
     if len(settings.labels) < 2 or len(set(settings.labels)) != len(settings.labels):
         raise ValueError(f"labels must be at least two distinct values, got {list(settings.labels)}")
     if settings.missing_indicators not in MISSING_INDICATORS:
@@ -284,8 +332,8 @@ def check_settings(settings: PipelineSettings) -> None:
                          "arguments); merge the rarest into broader classes")
     names = settings.parameter_names()
     if settings.slice_name is not None:
-        if not SLICE_NAME.match(settings.slice_name):
-            raise ValueError(f"slice name {settings.slice_name!r} must start with a letter and hold only ASCII "
+        if not SLICE_NAME.fullmatch(settings.slice_name):
+            raise ValueError(f"slice name {shown(settings.slice_name, 80)} must start with a letter and hold only ASCII "
                              "letters, digits and '_'")
         if slice_parameter(settings.slice_name) in names.values():
             raise ValueError(f"the slice '{settings.slice_name}' and a label both map to the parameter name "
@@ -299,29 +347,30 @@ def check_settings(settings: PipelineSettings) -> None:
             raise ValueError(f"recall threshold for {name} must be in [0, 1], got {value}")
     for what in ("name", "model_package_group", "endpoint_name"):
         value = getattr(settings, what)
-        if not RESOURCE_NAME.match(value):
-            raise ValueError(f"{what} {value!r} is not a SageMaker name (ASCII letters, digits and inner '-', "
+        if not RESOURCE_NAME.fullmatch(value):
+            raise ValueError(f"{what} {shown(value, 80)} is not a SageMaker name (ASCII letters, digits and inner '-', "
                              "at most 63)")
     if bool(settings.subnets) != bool(settings.security_group_ids):
         raise ValueError("subnets and security_group_ids go together: give both (a VPC) or neither")
-    for what, pattern, values in (("subnet", SUBNET_ID, settings.subnets),
-                                  ("security group", SECURITY_GROUP_ID, settings.security_group_ids)):
-        bad = [v for v in values if not isinstance(v, str) or not pattern.match(v)]
+    for what, pattern, values, form in (("subnet", SUBNET_ID, settings.subnets, "subnet-<1 to 25 of a-z, 0-9>"),
+                                        ("security group", SECURITY_GROUP_ID, settings.security_group_ids,
+                                         "sg-<1 to 29 of a-z, 0-9>")):
+        bad = [v for v in values if not isinstance(v, str) or not pattern.fullmatch(v)]
         if bad:
-            raise ValueError(f"{what} id(s) {bad} are not {what} ids ({pattern.pattern})")
+            raise ValueError(f"{what} id(s) {shown(bad, 200)} are not {what} ids ({form})")
     for kind in ("processing", "training"):
         problem = instance_count_problem(kind, getattr(settings, f"{kind}_instance_count"))
         if problem:
             raise ValueError(f"{kind}_instance_count (the default of {INSTANCE_COUNT_PARAMETERS[kind]}) {problem}")
-    if settings.kms_key is not None and not KMS_KEY_ARN.match(settings.kms_key):
-        raise ValueError(f"kms_key {settings.kms_key!r} must be a KMS key ARN "
+    if settings.kms_key is not None and not KMS_KEY_ARN.fullmatch(settings.kms_key):
+        raise ValueError(f"kms_key {shown(settings.kms_key, 160)} must be a KMS key ARN "
                          "(arn:aws:kms:<region>:<account>:key/<key id>)")
     if not settings.code_uri.startswith(f"s3://{settings.bucket}/"):
         raise ValueError(f"code_uri {settings.code_uri} must be in the pipeline's bucket {settings.bucket}")
     for name in ("job_image", "serving_image"):
         value = getattr(settings, name)
-        if value is not None and not (isinstance(value, str) and IMAGE_URI.match(value)):
-            raise ValueError(f"{name} {value!r} must be an ECR image URI "
+        if value is not None and not (isinstance(value, str) and IMAGE_URI.fullmatch(value)):
+            raise ValueError(f"{name} {shown(value, 200)} must be an ECR image URI "
                              f"(<account>.dkr.ecr.<region>.amazonaws.com/<repository>:<tag> or @sha256:<digest>)")
 
 

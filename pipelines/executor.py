@@ -42,7 +42,7 @@ from diagnosa.lake import DataLake
 from diagnosa.logs import utc_now
 from diagnosa.net import process_alive
 from pipelines import guard as guard_script
-from pipelines.definition import parameter_problems, parameter_range_problems
+from pipelines.definition import FLOAT_MAX, parameter_from_text, parameter_problems, parameter_range_problems
 from pipelines.expressions import ExpressionError, Resolver, evaluate_condition, step_references
 from pipelines.graph import DefinitionError, StepNode, build_graph
 from pipelines.guard import EXECUTION_MARKER, job_processes
@@ -102,43 +102,19 @@ def resolve_parameters(definition: dict[str, Any], overrides: dict[str, Any]) ->
     return values
 
 
-# Numbers as text: ASCII digits in plain decimal notation. Python's int() and float() also take '١٢', '1_000',
-# '+3', 'nan' and 'inf', which would run with a value the command line never spelled.
-NUMBER_TEXT = {"Integer": re.compile(r"-?[0-9]+"),
-               "Float": re.compile(r"-?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")}
-FLOAT_MAX = sys.float_info.max  # NaN compares false: finite, and a JSON integer too large for a float, are out
-NUMBER_HINT = {"Integer": " (ASCII digits within 64 bits, e.g. 3 or -3)",
-               "Float": " (a finite decimal number, e.g. 0.8 or 1e-3)"}
-
-
-def _number(kind: str, text: str) -> int | float:
-    """``text`` as an Integer (in 64 bits: none of ours needs more) or a finite Float; ValueError else."""
-    if not NUMBER_TEXT[kind].fullmatch(text):
-        raise ValueError(text)
-    number = int(text) if kind == "Integer" else float(text)
-    if not (-2**63 <= number < 2**63 if kind == "Integer" else abs(number) <= FLOAT_MAX):
-        raise ValueError(text)
-    return number
-
-
 def coerce_parameter(name: str, kind: str, value: Any) -> Any:
     """A value of the declared type (text from the command line is parsed; a float is not an integer)."""
     if isinstance(value, str) and kind != "String":
-        text = value.strip()
         try:
-            if kind == "Boolean":
-                value = {"true": True, "false": False}[text.lower()]
-            else:
-                value = _number(kind, text)
-        except (KeyError, ValueError):
-            raise ExecutionError(f"parameter {name} is {'an' if kind == 'Integer' else 'a'} {kind}"
-                                 f"{NUMBER_HINT.get(kind, ' (true or false)')}, got {shown(value, 80)}") from None
+            value = parameter_from_text(name, kind, value)  # ASCII decimals as written; the reason when not
+        except ValueError as err:
+            raise ExecutionError(str(err)) from None
     ok = {"String": isinstance(value, str), "Boolean": isinstance(value, bool),
           "Integer": isinstance(value, int) and not isinstance(value, bool),
           "Float": isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) <= FLOAT_MAX}[kind]
     if not ok:
         raise ExecutionError(f"parameter {name} is a {kind}, got {shown(value, 80)} ({type(value).__name__})")
-    return float(value) if kind == "Float" else value
+    return float(value) + 0.0 if kind == "Float" else value  # + 0.0: -0.0 is recorded as 0.0
 
 
 # ------------------------------------------------------------------------------------------------ records
@@ -623,14 +599,14 @@ CACHE_KEYS = {
     "Training": ("AlgorithmSpecification", "CheckpointConfig", "DebugHookConfig", "DebugRuleConfigurations",
                  "Environment", "HyperParameters", "InputDataConfig"),
 }
-_DURATION = re.compile(r"^P(?:(\d+)Y)?(?:(\d+)M)?(?:(\d+)W)?(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?)?$")
+_DURATION = re.compile(r"^P(?:([0-9]+)Y)?(?:([0-9]+)M)?(?:([0-9]+)W)?(?:([0-9]+)D)?(?:T(?:([0-9]+)H)?(?:([0-9]+)M)?)?$")
 
 
 def _duration(text: str | None) -> float | None:
     """ISO 8601 duration (the CacheConfig ExpireAfter) in seconds; None means no expiry."""
     if not text:
         return None
-    match = _DURATION.match(text.upper() if text.upper().startswith("P") else "P" + text.upper())
+    match = _DURATION.fullmatch(text.upper() if text.upper().startswith("P") else "P" + text.upper())
     if not match or not any(match.groups()):
         raise ExecutionError(f"CacheConfig ExpireAfter {text!r} is not an ISO 8601 duration such as P30D or PT1H")
     years, months, weeks, days, hours, minutes = (int(g or 0) for g in match.groups())

@@ -51,7 +51,7 @@ def step_references(value: Any) -> set[str]:
     found: set[str] = set()
     if isinstance(value, dict):
         if set(value) == {"Get"} and isinstance(value["Get"], str):
-            match = STEP_REF.match(value["Get"])
+            match = STEP_REF.fullmatch(value["Get"])
             if match:
                 found.add(match.group(1))
         for item in value.values():
@@ -105,7 +105,7 @@ class Resolver:
             if rest not in self.execution:
                 raise ExpressionError(f"unknown execution variable {rest!r}")
             return self.execution[rest]
-        match = STEP_REF.match(reference)
+        match = STEP_REF.fullmatch(reference)
         if match:
             step, path = match.groups()
             if path.startswith("PropertyFiles."):
@@ -119,7 +119,7 @@ class Resolver:
             raise ExpressionError(f"Std:JsonGet needs a Path, got {spec!r}")
         source = spec.get("PropertyFile")
         if isinstance(source, dict) and set(source) == {"Get"}:
-            match = STEP_REF.match(source["Get"])
+            match = STEP_REF.fullmatch(source["Get"])
             if not match or not match.group(2).startswith("PropertyFiles."):
                 raise ExpressionError(f"Std:JsonGet PropertyFile must be Steps.<step>.PropertyFiles.<name>, "
                                       f"got {source['Get']!r}")

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from diagnosa.data.schema import RESOURCE_NAME
+from diagnosa.data.validate import shown
 from diagnosa.files import write_json_atomic
 from diagnosa.logs import utc_now
 from diagnosa.model import ModelLoadError, unpack_model
@@ -156,8 +157,8 @@ class LocalEndpoints:
                package_arn: str | None = None) -> dict[str, Any]:
         """CreateEndpoint, or UpdateEndpoint when it exists; returns the endpoint's record."""
         check_request("CreateEndpoint", {"EndpointName": endpoint_name, "EndpointConfigName": config_name})
-        if not RESOURCE_NAME.match(endpoint_name):  # botocore's validator leaves the name's pattern unchecked
-            raise JobError(f"endpoint name {endpoint_name!r} is not a SageMaker name (ASCII letters, digits and inner "
+        if not RESOURCE_NAME.fullmatch(endpoint_name):  # botocore's validator leaves the name's pattern unchecked
+            raise JobError(f"endpoint name {shown(endpoint_name, 80)} is not a SageMaker name (ASCII letters, digits and inner "
                            "'-', at most 63)")
         config = self._read(self.root / "configs" / f"{config_name}.json", f"endpoint config {config_name}")
         variant = config["ProductionVariants"][0]
@@ -272,8 +273,8 @@ class LocalEndpoints:
     def deploy_model_package(self, package: dict[str, Any], endpoint_name: str = "diagnosa",
                              capture_sampling: int = 100) -> dict[str, Any]:
         """What the deploy function does for an approved package: model → config with capture → endpoint."""
-        if not RESOURCE_NAME.match(endpoint_name):  # before any file is named after it
-            raise DeployError(f"endpoint name {endpoint_name!r} is not a SageMaker name (ASCII letters, digits and "
+        if not RESOURCE_NAME.fullmatch(endpoint_name):  # before any file is named after it
+            raise DeployError(f"endpoint name {shown(endpoint_name, 80)} is not a SageMaker name (ASCII letters, digits and "
                               "inner '-', at most 63)")
         if package.get("ModelApprovalStatus") != "Approved":
             raise DeployError(f"model package {package.get('ModelPackageArn')} is "

@@ -58,7 +58,7 @@ class LocalModelRegistry:
         group = arguments.get("ModelPackageGroupName")
         if not group:
             raise RegistryError("only versioned packages are supported: give ModelPackageGroupName")
-        if not GROUP_NAME.match(group):
+        if not GROUP_NAME.fullmatch(group):
             raise RegistryError(f"model package group name {group!r} must match {GROUP_NAME.pattern}")
         status = arguments.get("ModelApprovalStatus", "PendingManualApproval")
         now = datetime.now(timezone.utc).isoformat(timespec="seconds")

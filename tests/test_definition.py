@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import boto3
@@ -11,7 +12,15 @@ from moto import mock_aws
 
 from diagnosa.labels import CATEGORIES
 from diagnosa.lake import DataLake
-from pipelines.definition import DEFAULT_FAMILIES, PipelineSettings, build_pipeline, class_parameter, validate_definition
+from pipelines.definition import (
+    DEFAULT_FAMILIES,
+    PipelineSettings,
+    build_pipeline,
+    class_parameter,
+    parameter_from_text,
+    parameter_range_problems,
+    validate_definition,
+)
 from pipelines.graph import build_graph, order
 from pipelines.staging import stage_code
 
@@ -165,6 +174,16 @@ def test_upsert_and_start_with_overrides(aws):
     ({"training_instance_count": 0}, "training_instance_count \\(the default of TrainingInstanceCount\\) must be at "
                                      "least 1, got 0"),
     ({"training_instance_count": 2.0}, "must be a whole number, got 2.0"),
+    # "$" matches before a final "\n": each of these passed, and would have been sent to SageMaker as written.
+    ({"endpoint_name": "diagnosa\n"}, "endpoint_name 'diagnosa\\\\n' is not a SageMaker name"),
+    ({"name": "diagnosa\n"}, "name 'diagnosa\\\\n' is not a SageMaker name"),
+    ({"kms_key": "arn:aws:kms:eu-west-1:123456789012:key/k1\n"}, "kms_key '.*k1\\\\n' must be a KMS key ARN"),
+    ({"subnets": ("subnet-1\n",), "security_group_ids": ("sg-1",)}, "subnet id\\(s\\) \\['subnet-1\\\\n'\\]"),
+    ({"subnets": ("subnet-1",), "security_group_ids": ("sg-1\n",)}, "security group id\\(s\\) \\['sg-1\\\\n'\\]"),
+    ({"job_image": "123456789012.dkr.ecr.eu-west-1.amazonaws.com/jobs:1\n"}, "job_image '.*:1\\\\n' must be an ECR"),
+    # \d took any digit: an account of Arabic-Indic digits passed as an image's.
+    ({"serving_image": "١٢٣٤٥٦٧٨٩٠١٢.dkr.ecr.eu-west-1.amazonaws.com/serve:1"}, "serving_image '.*' must be an ECR"),
+    ({"kms_key": "arn:aws:kms:eu-west-1:١٢٣٤٥٦٧٨٩٠١٢:key/k1"}, "must be a KMS key ARN"),
 ])
 def test_bad_settings_fail_before_building(aws, change, message):
     from dataclasses import replace
@@ -279,6 +298,8 @@ def test_a_definition_for_another_dataset(aws):
     ({"labels": ("a", "b"), "slice_name": "bad-name"}, "slice name 'bad-name'"),
     ({"dataset": "my data"}, "dataset name 'my data'"),
     ({"model_package_group": "my_group"}, "model_package_group 'my_group' is not a SageMaker name"),
+    ({"dataset": "aids\n"}, "dataset name 'aids\\\\n' must be"),
+    ({"labels": ("a", "b"), "slice_name": "orphan\n"}, "slice name 'orphan\\\\n' must start"),
 ])
 def test_bad_dataset_settings_fail_before_building(aws, change, message):
     from dataclasses import replace
@@ -321,3 +342,53 @@ def test_each_gate_check_of_the_evaluation_names_its_parameter():
     assert gate_parameter("orphan_macro_recall") == "OrphanRecallThreshold"
     assert gate_parameter("orphan_unseen_macro_recall") == "UnseenOrphanRecallThreshold"
     assert gate_parameter("precision[4]") is None
+
+
+def test_an_endpoint_name_parameter_with_a_trailing_newline_is_out_of_range():
+    # "$" matches before a final "\n": --param EndpointName=$'diagnosa\n' passed, to be sent to SageMaker as written.
+    assert parameter_range_problems({"EndpointName": "diagnosa"}) == []
+    assert parameter_range_problems({"EndpointName": "diagnosa\n"}) == [
+        "parameter EndpointName must be a SageMaker name (ASCII letters, digits and inner '-', at most 63); "
+        "got 'diagnosa\\n'"]
+
+
+@pytest.mark.parametrize("kind, text", [
+    # str.strip() took Unicode spaces, control characters and a final newline around a number.
+    ("Float", "\xa00.5\u2003"), ("Float", " 0.5\n"), ("Float", "0.5\x1c"), ("Float", "\u20280.5"),
+    ("Integer", "3\x1f"), ("Integer", "\xa03\u3000"), ("Integer", "\t3"), ("Boolean", " false\n"),
+    ("Boolean", "\xa0true")])
+def test_a_parameter_value_is_read_as_written_with_only_ascii_spaces_around(kind, text):
+    with pytest.raises(ValueError, match=rf"^parameter P is an? {kind} \(.*\), got {re.escape(repr(text))}$"):
+        parameter_from_text("P", kind, text)
+
+
+@pytest.mark.parametrize("kind, text, value", [
+    ("Integer", " 7 ", 7), ("Float", " 0.5 ", 0.5), ("Boolean", " True ", True), ("Integer", "-0", 0),
+    # Leading zeros are read alike by both kinds (int() refused 4,301 digits and more: "not within 64 bits").
+    ("Integer", "0" * 5000 + "1", 1), ("Float", "0" * 5000 + "1", 1.0), ("Integer", "-" + "0" * 20, 0),
+    ("Float", "1e-310", 1e-310), ("Float", "0e-999", 0.0), ("Float", "0.000e-500", 0.0)])
+def test_a_parameter_value_written_plainly_is_read(kind, text, value):
+    read = parameter_from_text("P", kind, text)
+    assert read == value and type(read) is type(value)
+
+
+@pytest.mark.parametrize("text", ["-0", "-0.0", "-.0", "-0e5"])
+def test_a_negative_zero_float_is_recorded_as_zero(text):
+    read = parameter_from_text("P", "Float", text)
+    assert read == 0.0 and str(read) == "0.0"
+
+
+@pytest.mark.parametrize("kind, text, why", [
+    ("Float", "1e-400", ": too close to 0 for a float (it would be read as 0)"),
+    ("Float", "-2e-324", ": too close to 0 for a float (it would be read as 0)"),
+    ("Float", "1e-" + "9" * 5000, ": too close to 0 for a float (it would be read as 0)"),
+    ("Float", "1e309", ": too large for a float (it would be read as infinity)"),
+    ("Integer", "1" * 4301, ": outside 64 bits (4301 digits)"),
+    ("Integer", str(2**63), ": outside 64 bits (19 digits)"),
+    ("Integer", "-" + "0" * 5000 + str(2**64), ": outside 64 bits (20 digits)")])
+def test_a_number_that_would_not_be_the_one_written_is_refused_saying_why(kind, text, why):
+    with pytest.raises(ValueError) as refused:
+        parameter_from_text("P", kind, text)
+    message = str(refused.value)
+    assert message.startswith(f"parameter P is a{'n' if kind == 'Integer' else ''} {kind} (") and message.endswith(why)
+    assert len(message) < 250, "the value is quoted clipped"

@@ -13,7 +13,7 @@ import pytest
 from diagnosa.lake import DataLake
 from inference.capture import DataCapture, new_event_id, read_errors
 from inference.client import ClientFailure, DiagnosaClient, EndpointUnreachable, FeedbackRejected
-from inference.feedback import MAX_REVISIONS, FeedbackError, parse_feedback, read_feedback, store_feedback
+from inference.feedback import MAX_REVISIONS, FeedbackError, feedback_key, parse_feedback, read_feedback, store_feedback
 from inference.server import EndpointServer
 
 
@@ -35,6 +35,22 @@ def test_every_bad_field_is_named_at_once():
     with pytest.raises(FeedbackError) as err:
         parse_feedback({})
     assert err.value.fields == {"event_id": "required", "diagnosis": "required"}
+
+
+@pytest.mark.parametrize("field, value", [("event_id", "e1\n"), ("disease_id", "ORPHA:558\n"),
+                                          ("disease_id", "ORPHA:558\r\n"), ("event_id", "e1\n\n")])
+def test_an_id_with_a_trailing_newline_is_refused_naming_the_field(field, value):
+    # "$" matches before a final "\n": 'ORPHA:558\n' was stored as given, 'e1\n' put a newline in a lake key.
+    with pytest.raises(FeedbackError) as err:
+        parse_feedback({"event_id": "e1", "diagnosis": "NO ENFERMO", field: value})
+    assert set(err.value.fields) == {field} and err.value.fields[field].endswith(f"got {value!r}")
+
+
+def test_the_feedback_key_refuses_an_event_id_or_endpoint_with_a_trailing_newline(tmp_path):
+    assert feedback_key("diagnosa", "e1") == "feedback/diagnosa/events/e1.json"
+    for endpoint, event_id in (("diagnosa", "e1\n"), ("diagnosa\n", "e1")):
+        with pytest.raises(ValueError, match=r"\\n' is not a valid"):
+            feedback_key(endpoint, event_id)
 
 
 def test_second_feedback_replaces_the_events_object_and_the_latest_wins(tmp_path):

@@ -326,6 +326,11 @@ BAD_INPUT = [
      "malformed HPO id"),
     ("symptoms not a list", json.dumps({"age": 40, "symptoms": "HP:0001945"}).encode(), JSON, None, 400, "symptoms",
      "list of strings"),
+    # "$" in the id patterns also matched before a final newline: these were taken as the term and code they end in
+    ("HPO id with a final newline", json.dumps({"age": 40, "symptoms": ["HP:0001945\n"]}).encode(), JSON, None, 400,
+     "symptoms", "malformed HPO id"),
+    ("code with a final newline", json.dumps({"age": 40, "prior_diagnoses": ["I10\n"]}).encode(), JSON, None, 400,
+     "prior_diagnoses", "malformed"),
 ]
 
 

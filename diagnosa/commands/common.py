@@ -174,8 +174,8 @@ def model_folder(path: Path, ws: Path) -> Path:
 
 def dataset_name(text: str) -> str:
     """--dataset: a dataset's name, never a path (it names lake keys and local folders)."""
-    if not DATASET_NAME.match(text):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a dataset name: 1 to 63 ASCII letters, digits, '-' and '_' "
+    if not DATASET_NAME.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"{shown(text, 80)} is not a dataset name: 1 to 63 ASCII letters, digits, '-' and '_' "
                                          "(a name, not a path)")
     return text
 
@@ -183,12 +183,12 @@ def dataset_name(text: str) -> str:
 def sagemaker_name(text: str) -> str:
     """--endpoint-name, --group: a SageMaker name, checked before anything is written under it (a '../' in it used
     to file an endpoint outside the workspace)."""
-    if not RESOURCE_NAME.match(text):
+    if not RESOURCE_NAME.fullmatch(text):
         # A dataset's name where its endpoint's or group's is meant ('aids_2' serves as 'aids-2'): say which.
-        named = resource_name(text) if DATASET_NAME.match(text) else text
+        named = resource_name(text) if DATASET_NAME.fullmatch(text) else text
         hint = f"; dataset {text}'s endpoint and model package group are {named!r}" \
-            if named != text and RESOURCE_NAME.match(named) else ""
-        raise argparse.ArgumentTypeError(f"{text!r} is not a SageMaker name (ASCII letters, digits and inner '-', at "
+            if named != text and RESOURCE_NAME.fullmatch(named) else ""
+        raise argparse.ArgumentTypeError(f"{shown(text, 80)} is not a SageMaker name (ASCII letters, digits and inner '-', at "
                                          f"most 63){hint}")
     return text
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-HPO_ID = re.compile(r"^HP:\d{7}$")
+HPO_ID = re.compile(r"^HP:[0-9]{7}$")  # always fullmatch: "$" also matches before a final "\n"
 PHENOTYPIC_ABNORMALITY = "HP:0000118"
 
 # HPO frequency terms (HP:0040279 subtree) → probability used for sampling: the midpoint of the

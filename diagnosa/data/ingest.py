@@ -66,7 +66,7 @@ INGEST_VERSION = "2"  # bump when ingestion changes what it writes for the same 
 ROWS_PER_PART = 5_000
 RECORDS_SOURCE = "clinical_records"
 LABS_SOURCE = "lab_results"
-BATCH_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+BATCH_NAME = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._-]{0,99}\Z")  # \Z: "$" also matches before a final "\n"
 # Told what ingestion is doing as it goes, (phase, detail): for a live display; ingestion itself prints nothing.
 Phase = Callable[..., None]
 
@@ -677,8 +677,8 @@ def stage_cohort_files(lake: DataLake, records_path: Path, labs_path: Path, batc
     if batch is None:
         digest = hashlib.sha256(records_path.read_bytes() + b"\0" + labs_path.read_bytes()).hexdigest()[:12]
         batch = f"{records_path.stem}-{digest}"
-    if not BATCH_NAME.match(batch):
-        raise IngestError(f"batch name {batch!r} may hold only letters, digits, '.', '_' and '-'")
+    if not BATCH_NAME.fullmatch(batch):
+        raise IngestError(f"batch name {clip(repr(batch), 80)} may hold only letters, digits, '.', '_' and '-'")
     records_key, labs_key = raw_keys(batch)
     lake.put_file_once(records_path, records_key)
     lake.put_file_once(labs_path, labs_key)

@@ -87,7 +87,7 @@ class Schema:
             marker = next((f for f in self.fields if f.name == self.slice_column), None)
             if marker is None or marker.type != "boolean":
                 raise SchemaError(f"schema '{self.name}': slice column '{self.slice_column}' must be a boolean field")
-            if not SLICE_NAME.match(self.slice or ""):
+            if not SLICE_NAME.fullmatch(self.slice or ""):
                 raise SchemaError(f"schema '{self.name}': slice name {self.slice!r} must start with a letter and "
                                   "hold only ASCII letters, digits and '_' (at most 63)")
         if self.group_column is not None:
@@ -152,7 +152,9 @@ class Schema:
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
 
 
-SLICE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,62}$")
+# Names are matched whole: "$" also matches before a final "\n" (re.match(r"^a$", "a\n") matches), so the patterns
+# end in \Z, and callers use fullmatch.
+SLICE_NAME = re.compile(r"\A[A-Za-z][A-Za-z0-9_]{0,62}\Z")
 BUILTIN_SLICE = "orphan"  # the cohort's slice: rare diseases (ORPHA:/OMIM: ids), and live feedback naming one
 
 
@@ -224,7 +226,7 @@ BUILTIN_RESOURCE = "diagnosa"  # the built-in cohort's model package group and e
 
 # A SageMaker model package group, endpoint or variant name (botocore's model gives the pattern, its validator does
 # not enforce it): also what keeps a name from being a path where the local executor files it.
-RESOURCE_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
+RESOURCE_NAME = re.compile(r"\A[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}\Z")
 
 
 def resource_name(dataset: str) -> str:
@@ -270,7 +272,7 @@ COLUMN_KEYS = {"type", "role", "required", "min", "max", "values", "unit"}
 # dataset's column of such a type is metadata.
 UNLEARNED_TYPES = ("date", "text")
 SLICE_KEYS = {"name", "column", "value", "group"}
-DATASET_NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9])?$")
+DATASET_NAME = re.compile(r"\A[A-Za-z0-9](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9])?\Z")
 # A label becomes a key in JSON paths the pipeline's gate reads (diagnosa.per_class['<label>'].recall).
 LABEL_FORBIDDEN = re.compile(r"['\\\[\]\x00-\x1f\x7f]")
 
@@ -371,8 +373,8 @@ def check_dataset_config(data: dict[str, Any], where: str) -> dict[str, Any]:
     for key in ("name", "id_column", "target", "slice_column"):
         if key in data and not (isinstance(data[key], str) and data[key]):
             raise SchemaError(f"{where}: '{key}' must be a non-empty string, got {data[key]!r}")
-    if not DATASET_NAME.match(data["name"]):
-        raise SchemaError(f"{where}: name '{data['name']}' must be 1 to 63 ASCII letters, digits, '-' and '_', "
+    if not DATASET_NAME.fullmatch(data["name"]):
+        raise SchemaError(f"{where}: name {data['name']!r} must be 1 to 63 ASCII letters, digits, '-' and '_', "
                           "starting and ending with a letter or digit (it names the model package group and the "
                           "endpoint)")
     if data["name"] in (BUILTIN_DATASET, BUILTIN_RESOURCE):
@@ -414,7 +416,7 @@ def check_dataset_config(data: dict[str, Any], where: str) -> dict[str, Any]:
                               f"(allowed: {', '.join(sorted(SLICE_KEYS))})")
         if not (isinstance(spec.get("column"), str) and spec["column"]):
             raise SchemaError(f"{where}: [slice] needs 'column', the column that defines the slice")
-        if "name" in spec and not (isinstance(spec["name"], str) and SLICE_NAME.match(spec["name"])):
+        if "name" in spec and not (isinstance(spec["name"], str) and SLICE_NAME.fullmatch(spec["name"])):
             raise SchemaError(f"{where}: [slice] name {spec['name']!r} must start with a letter and hold only ASCII "
                               "letters, digits and '_' (at most 63)")
         if "group" in spec and not (isinstance(spec["group"], str) and spec["group"]):

@@ -176,7 +176,7 @@ def validate_frame(raw: pd.DataFrame, fields: Sequence[Field], *, text: bool, on
             flag(wrong, lambda pos, f=f, c=col: f"wrong type for '{f.name}': expected a list of strings, got {shown(c[pos])}")
             flat = lists.explode().dropna()
             if f.type == "hpo_terms":
-                malformed = ~flat.astype(str).str.match(HPO_ID.pattern)
+                malformed = ~flat.astype(str).str.fullmatch(HPO_ID.pattern)
                 unknown = ~malformed & ~flat.isin(ontology.known_terms) if ontology is not None else malformed & False
                 for pos, term in zip(flat.index[malformed], flat[malformed]):  # (row position, term)
                     reasons[int(pos)].append(f"malformed HPO id in '{f.name}': {shown(term)} (expected HP:nnnnnnn)")
@@ -185,7 +185,7 @@ def validate_frame(raw: pd.DataFrame, fields: Sequence[Field], *, text: bool, on
                 if ontology is not None and ontology.alt_ids:
                     lists = lists.map(lambda terms: [ontology.primary(t) for t in terms])
             else:
-                malformed = ~flat.astype(str).str.match(CODE.pattern)
+                malformed = ~flat.astype(str).str.fullmatch(CODE.pattern)
                 for pos, code in zip(flat.index[malformed], flat[malformed]):
                     reasons[int(pos)].append(f"malformed code in '{f.name}': {shown(code)}")
             typed[f.name] = lists

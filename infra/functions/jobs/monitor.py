@@ -35,8 +35,8 @@ log.setLevel(logging.INFO)
 REQUIRED = ("data/statistics.json", "data/constraints.json")
 ENTRY = "monitor_job.py"
 SCRIPT = container_script(ENTRY)
-_RATE = re.compile(r"^rate\(\s*(\d+)\s+(minute|minutes|hour|hours|day|days)\s*\)$")
-_WINDOW = re.compile(r"^(\d+)(m|h|d|w)$")
+_RATE = re.compile(r"^rate\( *([0-9]+) +(minute|minutes|hour|hours|day|days) *\)$")
+_WINDOW = re.compile(r"^([0-9]+)(m|h|d|w)$")
 _UNIT = {"minute": "m", "minutes": "m", "hour": "h", "hours": "h", "day": "d", "days": "d"}
 
 
@@ -51,12 +51,12 @@ def window_of(event: dict[str, Any], env: dict[str, str]) -> str:
     window = str(event.get("window") or env.get("WINDOW") or "").strip().lower()
     if not window:
         schedule = str(event.get("schedule") or env.get("SCHEDULE") or "").strip()
-        match = _RATE.match(schedule)
+        match = _RATE.fullmatch(schedule)
         if not match:
             raise Refused(f"no window given and none derivable from schedule {schedule!r}: set the MonitorWindow "
                           f"parameter (e.g. 24h) for a cron schedule")
         window = f"{int(match[1])}{_UNIT[match[2]]}"
-    match = _WINDOW.match(window)
+    match = _WINDOW.fullmatch(window)
     if not match or int(match[1]) == 0:
         raise Refused(f"window {window!r} must be a positive duration like 30m, 24h, 7d or 2w")
     try:
