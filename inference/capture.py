@@ -49,11 +49,12 @@ ERRORS_ZONE = "capture-errors"
 SPOOL_DIRNAME = ".capture-spool"  # under a local lake's root: not a zone, never listed as one
 DEFAULT_VARIANT = "AllTraffic"
 EVENT_VERSION = "0"
-_KEY = re.compile(r"^capture/(?P<endpoint>[^/]+)/(?P<variant>[^/]+)/(?P<y>\d{4})/(?P<m>\d{2})/(?P<d>\d{2})/"
-                  r"(?P<h>\d{2})/[^/]+\.jsonl$")
+_KEY = re.compile(r"capture/(?P<endpoint>[^/]+)/(?P<variant>[^/]+)/(?P<y>[0-9]{4})/(?P<m>[0-9]{2})/(?P<d>[0-9]{2})/"
+                  r"(?P<h>[0-9]{2})/[^/]+\.jsonl")  # always fullmatch
 _JSON_TYPES = ("application/json",)
 _CSV_TYPES = ("text/csv",)
 _SEGMENT = ".seg"
+LONE_SURROGATE_ID = "eventId holds a lone UTF-16 surrogate, which no UTF-8 text can hold"
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _KEY_NAMESPACE = uuid.UUID("6f1c1d2e-8a35-4f5e-9c1b-2d7f1e0a9b44")  # object keys from segment names
 _EVENT_ID_IN_LINE = re.compile(rb'"eventId"\s*:\s*"([^"\\]{1,128})"')
@@ -119,7 +120,10 @@ def decode_payload(io: dict[str, Any]) -> bytes:
 
 def capture_line(event_id: str, inference_id: str | None, input_body: bytes, input_content_type: str | None,
                  output_body: bytes, output_content_type: str | None, when: datetime) -> dict[str, Any]:
-    """One event exactly as SageMaker data capture writes it."""
+    """One event exactly as SageMaker data capture writes it; a ValueError for ids no UTF-8 line can hold."""
+    for name, value in (("event id", event_id), ("inference id", inference_id)):
+        if isinstance(value, str) and lone_surrogate(value):  # the line could not be written, nor read back
+            raise ValueError(f"the {name} {ascii(value)} holds a lone UTF-16 surrogate")
     in_data, in_encoding = encode_payload(input_body, input_content_type)
     out_data, out_encoding = encode_payload(output_body, output_content_type)
     metadata: dict[str, Any] = {"eventId": event_id}
@@ -606,10 +610,24 @@ class CaptureRead:
         return iter((self.events, self.malformed))
 
 
-def _parse_time(value: Any) -> datetime:
+def parse_time(value: Any, what: str = "inferenceTime") -> datetime:
+    """A captured time (ISO 8601: 'Z' or an offset, fractions, 'T' or a space) as a UTC instant; a ValueError naming
+    ``what`` otherwise. One reading for every reader: ordering by the text put 10:00:01Z after 10:00:01.900Z."""
     if not isinstance(value, str):
-        raise ValueError(f"inferenceTime {value!r} is not a string")
-    return _utc(datetime.fromisoformat(value))
+        raise ValueError(f"{what} {value!r} is not a string")
+    try:
+        return _utc(datetime.fromisoformat(value))
+    except (ValueError, OverflowError):  # OverflowError: an offset moving year 1 or 9999 out of range
+        raise ValueError(f"{what} {value!r} is not an ISO 8601 time") from None
+
+
+_LONE_SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
+def lone_surrogate(text: str) -> bool:
+    """Whether ``text`` holds a lone UTF-16 surrogate (JSON's "\\ud800" escape decodes to one): no UTF-8 text can
+    hold it, so writing it anywhere (a report, a table of Arrow strings, a capture line) fails."""
+    return _LONE_SURROGATE.search(text) is not None
 
 
 def _check_event(obj: Any) -> datetime:
@@ -631,7 +649,9 @@ def _check_event(obj: Any) -> datetime:
                 raise ValueError(f"{name} is not valid BASE64") from err
     if not isinstance(meta.get("eventId"), str):
         raise ValueError("missing eventId")
-    return _parse_time(meta.get("inferenceTime"))
+    if lone_surrogate(meta["eventId"]):  # no report, table or feedback could name the event
+        raise ValueError(f"{LONE_SURROGATE_ID} ({ascii(meta['eventId'])})")
+    return parse_time(meta.get("inferenceTime"))
 
 
 def read_capture(lake: DataLake, endpoint: str, start: datetime | None = None, end: datetime | None = None,
@@ -648,7 +668,7 @@ def read_capture(lake: DataLake, endpoint: str, start: datetime | None = None, e
     result = CaptureRead([])
     stamped: list[tuple[datetime, dict[str, Any]]] = []
     for key in lake.list(prefix):
-        match = _KEY.match(key)
+        match = _KEY.fullmatch(key)
         if not match:
             result.problems.append(f"{key}: not in the capture layout")
             log.warning("capture read: %s is not in the capture layout", key)
@@ -697,7 +717,7 @@ def captured_patients(lake: DataLake, endpoint: str, event_ids: Iterable[str]) -
     by_id = {event_id.lower(): event_id for event_id in wanted} | {event_id: event_id for event_id in wanted}
     found: dict[str, int] = {}
     for key in lake.list(f"{ZONE}/{_check_name(endpoint, 'endpoint')}/"):
-        match = _KEY.match(key)
+        match = _KEY.fullmatch(key)
         if not match:
             continue
         if hours is not None:
@@ -756,7 +776,7 @@ def read_errors(lake: DataLake, endpoint: str, start: datetime | None = None,
                 continue
             try:
                 obj = json.loads(line)
-                when = _parse_time(obj["time"].replace("Z", "+00:00"))
+                when = parse_time(obj["time"].replace("Z", "+00:00"), "time")
                 int(obj["status"])  # a line without a numeric status is malformed
             except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
                 result.malformed += 1

@@ -54,7 +54,15 @@ from diagnosa.data.validate import LIST_SEPARATOR
 from diagnosa.lake import DataLake
 from inference.capture import decode_payload, read_capture
 from inference.feedback import Feedback, confirmed_patients, read_feedback
-from monitoring.traffic import RETRIED_FEEDBACK, Skipped, read_traffic, request_records
+from monitoring.traffic import (
+    LONE_SURROGATE,
+    RETRIED_FEEDBACK,
+    LoneSurrogate,
+    Skipped,
+    distinct_requests,
+    read_traffic,
+    request_records,
+)
 
 RECORD_FIELDS = ("age", "sex", "temperature_c", "heart_rate_bpm", "respiratory_rate_bpm", "systolic_bp_mmhg",
                  "diastolic_bp_mmhg", "spo2_pct", "symptoms", "prior_diagnoses")
@@ -283,30 +291,40 @@ def feedback_lines(lake: DataLake, endpoint: str, header: list[str], config: dic
     skipped = Skipped()
     feedback = read_feedback(lake, endpoint)
     wanted = {event_id for event_id, _ in feedback.latest}
-    requests: dict[str, list[Any] | str] = {}  # event id → its patient records, or why they cannot be read
-    for event in read_capture(lake, endpoint, start, end).events:
+    # Each request once, as the monitor and the built-in cohort's retraining count it (monitoring.traffic): a retried
+    # request's copies, each with feedback, were two training rows of one patient.
+    dropped: dict[str, str] = {}
+    events, retried = distinct_requests(read_capture(lake, endpoint, start, end).events, Skipped(), dropped)
+    requests: dict[str, list[Any] | tuple[str, str]] = {}  # event id → its patient records, or why not (reason, detail)
+    for event in events:
         meta = event.get("eventMetadata", {})
-        if meta.get("eventId") not in wanted:
+        if meta.get("eventId") not in wanted or meta["eventId"] in retried:
             continue
         data = event["captureData"]["endpointInput"]
         content_type = data.get("observedContentType") or ""
         try:
             requests[meta["eventId"]] = request_records(decode_payload(data), content_type)
+        except (LoneSurrogate, UnicodeEncodeError) as err:
+            requests[meta["eventId"]] = (LONE_SURROGATE, str(err))
         except (ValueError, UnicodeDecodeError, KeyError) as err:
-            requests[meta["eventId"]] = str(err)
+            requests[meta["eventId"]] = ("captured request is not a readable JSON or CSV request", str(err))
 
     def patients(item: Feedback) -> int | tuple[str, str]:
+        if item.event_id in retried:  # its patient comes with the copy kept, once
+            return RETRIED_FEEDBACK, f"{item.where}: the copy kept is event {retried[item.event_id]}"
+        if item.event_id in dropped:
+            return f"captured request unusable: {dropped[item.event_id]}", item.where
         records = requests.get(item.event_id)
         if records is None:
             return "no captured request for this event id", item.where
-        if isinstance(records, str):
-            return "captured request is not a readable JSON or CSV request", f"{item.where}: {records}"
+        if isinstance(records, tuple):
+            return records[0], f"{item.where}: {records[1]}"
         return len(records)
 
     rows = []
     for (event_id, number), item in confirmed_patients(_in_order(feedback.latest), patients, skipped.add).items():
         records = requests[event_id]
-        assert not isinstance(records, str)  # the unreadable ones were left out above
+        assert not isinstance(records, tuple)  # the unreadable ones were left out above
         where = event_id if len(records) == 1 else f"{event_id} row {number}"
         if not isinstance(records[number], dict):
             skipped.add("the captured patient record is not a JSON object", where)

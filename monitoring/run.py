@@ -14,8 +14,9 @@ import uuid
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
+from diagnosa.data.validate import clip
 from diagnosa.lake import DataLake
 from inference.capture import read_errors
 from inference.feedback import read_feedback
@@ -37,7 +38,7 @@ from processing.baseline import Baseline
 
 REPORT_VERSION = 1
 ALERT, NO_DATA = "alert", "no data"
-_DURATION = re.compile(r"^(\d+)\s*([mhdw])$")
+_DURATION = re.compile(r"([0-9]+) *([mhdw])")  # always fullmatch
 _UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 
@@ -65,7 +66,7 @@ def parse_window(since: str | None = None, until: str | None = None, last: str |
         raise WindowError("give either --last or --since, not both")
     end = _instant(until, "--until") if until else None
     if last is not None:
-        match = _DURATION.match(last.strip().lower())
+        match = _DURATION.fullmatch(last.strip().lower())
         if not match or int(match[1]) == 0:
             raise WindowError(f"--last {last!r} must be a positive duration like 30m, 24h, 7d or 2w")
         try:
@@ -106,29 +107,57 @@ def settings_from_baseline(baseline: Baseline, drift: DriftThresholds | None = N
     known = baseline_model(baseline) if baseline.predictions is None else ModelFacts()
     if model is not None:
         known = known.merged(model) if known.dataset is None or known.dataset == model.dataset else known
+    predictions = baseline.predictions or {}
     # The model's labels (a dataset of your own has its own: the cohort's five refused every such endpoint).
-    labels = tuple((baseline.predictions or {}).get("labels") or known.labels or ())
+    labels = tuple(_strings(predictions, "labels") or known.labels or ())
     if not labels:
         raise ValueError(f"the baseline ({', '.join(baseline.sources)}) does not say which labels the model answers "
                          "with: give its evaluation folder too (--baseline <run>/evaluation, which holds "
                          "prediction_baseline.json)")
     # The orphan slice is the cohort's: a model whose evaluation had none (a dataset of your own) is not judged on it.
-    orphan_slice = (baseline.predictions.get("orphan") is not None if baseline.predictions
-                    else bool(known.orphan_slice))
+    orphan = _object(predictions, "orphan")
+    orphan_slice = orphan is not None if baseline.predictions else bool(known.orphan_slice)
     # The diseases the model trained on (prediction baselines before them did not list them: unseen not judged).
-    trained = ((baseline.predictions or {}).get("orphan") or {}).get("trained_groups")
+    trained = _strings(orphan or {}, "trained_groups", "orphan.trained_groups")
     quality = QualityThresholds(recall={label: DEFAULT_RECALL for label in labels}, labels=labels,
-                                orphan_slice=orphan_slice,
-                                trained_groups=frozenset(map(str, trained)) if isinstance(trained, list) else None)
-    gate = (baseline.predictions or {}).get("thresholds") or {}
-    if gate.get("recall"):
-        quality = replace(quality, recall={**quality.recall, **gate["recall"]},
-                          orphan_macro_recall=gate.get("orphan_macro_recall") or quality.orphan_macro_recall)
+                                orphan_slice=orphan_slice, trained_groups=None if trained is None else frozenset(trained))
+    gate = _object(predictions, "thresholds") or {}
+    recall = _object(gate, "recall", "thresholds.recall")
+    if recall:
+        quality = replace(quality, recall={**quality.recall, **recall})
+    # An explicit 0 is a threshold (``or`` made it the default), and it holds without per-class ones too.
+    if gate.get("orphan_macro_recall") is not None:
+        quality = replace(quality, orphan_macro_recall=gate["orphan_macro_recall"])
     if gate.get("unseen_macro_recall") is not None:
         quality = replace(quality, unseen_macro_recall=gate["unseen_macro_recall"])
     if min_feedback is not None:
         quality = replace(quality, min_feedback=min_feedback)
     return MonitorSettings(drift or DriftThresholds(), quality)
+
+
+def _object(parent: Mapping[str, Any], key: str, name: str | None = None) -> dict[str, Any] | None:
+    """``parent[key]``: an object, or None when absent or null; anything else (a hand-edited prediction_baseline.json)
+    is a ValueError naming it, not an AttributeError traceback that left the job without its failure file."""
+    value = parent.get(key)
+    if value is not None and not isinstance(value, dict):
+        raise ValueError(f"prediction_baseline.json: {name or key!r} must be an object (or null), "
+                         f"got {type(value).__name__} {clip(json.dumps(value, ensure_ascii=True, default=str), 80)}")
+    return value
+
+
+def _strings(parent: Mapping[str, Any], key: str, name: str | None = None) -> list[str] | None:
+    """``parent[key]``: a list of texts, or None when absent or null; else a ValueError naming it (a null or a number
+    among them became the disease 'None' or '558')."""
+    value = parent.get(key)
+    if value is None:
+        return None
+    expected = f"prediction_baseline.json: {name or key!r} must be a list of non-empty texts"
+    if not isinstance(value, list):
+        raise ValueError(f"{expected}, got {type(value).__name__} {clip(json.dumps(value, ensure_ascii=True, default=str), 80)}")
+    for item in value:
+        if not isinstance(item, str) or not item.strip():
+            raise ValueError(f"{expected}, got the entry {clip(json.dumps(item, ensure_ascii=True, default=str), 80)}")
+    return value
 
 
 def _iso(when: datetime | None) -> str | None:

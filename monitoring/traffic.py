@@ -9,9 +9,10 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any, Iterable, Mapping
 
 import pandas as pd
@@ -19,7 +20,7 @@ import pandas as pd
 from diagnosa.data.schema import FieldNames, clean_text, is_missing_text
 from diagnosa.data.validate import LIST_SEPARATOR, boolean_text
 from diagnosa.lake import DataLake
-from inference.capture import decode_payload, read_capture
+from inference.capture import LONE_SURROGATE_ID, decode_payload, lone_surrogate, parse_time, read_capture
 
 MAX_EXAMPLES = 5
 
@@ -66,12 +67,39 @@ class Traffic:
                 "by_version": dict(Counter(self.other_models.values()).most_common())}
 
 
+class LoneSurrogate(ValueError):
+    """A captured text holds a lone UTF-16 surrogate: no table of Arrow strings, report or CSV file can hold it."""
+
+
+LONE_SURROGATE = "a lone UTF-16 surrogate (a '\\ud800' escape) in the captured event: no UTF-8 text can hold it"
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")  # how one gets into a JSON text written as ASCII
+
+
+def json_payload(text: str) -> Any:
+    """``text`` parsed as JSON; a LoneSurrogate when a string in it decodes to a lone surrogate (JSON allows the
+    escape: one such line made the whole table build fail)."""
+    payload = json.loads(text)
+    if (_SURROGATE_ESCAPE.search(text) or lone_surrogate(text)) and _holds_lone_surrogate(payload):
+        raise LoneSurrogate("a text in it holds a lone UTF-16 surrogate")
+    return payload
+
+
+def _holds_lone_surrogate(value: Any) -> bool:
+    if isinstance(value, str):
+        return lone_surrogate(value)
+    if isinstance(value, dict):
+        return any(_holds_lone_surrogate(k) or _holds_lone_surrogate(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_holds_lone_surrogate(v) for v in value)
+    return False
+
+
 def request_records(body: bytes, content_type: str) -> list[Any]:
     """The patient records of a captured request, as sent (a JSON object or array, ``instances``, or CSV rows)."""
     media = content_type.split(";", 1)[0].strip().lower()
     text = body.decode("utf-8")
     if media == "application/json" or media.endswith("+json"):
-        payload = json.loads(text)
+        payload = json_payload(text)
         if isinstance(payload, dict) and "instances" in payload:
             payload = payload["instances"]
         records = payload if isinstance(payload, list) else [payload]
@@ -134,19 +162,18 @@ def traffic_from_events(events: Iterable[dict[str, Any]], kinds: dict[str, str],
     names = FieldNames(kinds)  # the record's field names read as the endpoint read them
     skipped = skipped or Skipped()
     events = list(events)
-    retried = retried_copies(events)
+    count = len(events)
     type_errors: Counter[str] = Counter()
     rows: list[dict[str, Any]] = []
     dropped: dict[str, str] = {}
+    events, retried = distinct_requests(events, skipped, dropped)
     other_models: dict[str, str] = {}
     other_patients = 0
-    count = 0
 
     def drop(reason: str, example: str, n: int = 1) -> None:
         skipped.add(reason, example, n)
         dropped[event_id] = reason
     for event in events:
-        count += 1
         meta = event.get("eventMetadata", {})
         event_id = meta.get("eventId", "?")
         where = f"event {event_id}"
@@ -158,14 +185,20 @@ def traffic_from_events(events: Iterable[dict[str, Any]], kinds: dict[str, str],
         try:
             content_type = data["endpointInput"].get("observedContentType") or ""
             records = request_records(decode_payload(data["endpointInput"]), content_type)
+        except (LoneSurrogate, UnicodeEncodeError) as err:  # one such line failed the whole table's build
+            drop(LONE_SURROGATE, f"{where}: input: {err}")
+            continue
         except (ValueError, UnicodeDecodeError) as err:  # JSONDecodeError is a ValueError
             drop("input is not a readable JSON or CSV request", f"{where}: {err}")
             continue
         try:
-            output = json.loads(decode_payload(data["endpointOutput"]).decode("utf-8"))
+            output = json_payload(decode_payload(data["endpointOutput"]).decode("utf-8"))
             predictions = output["predictions"]
             if not isinstance(predictions, list):
                 raise TypeError("'predictions' is not a list")
+        except (LoneSurrogate, UnicodeEncodeError) as err:
+            drop(LONE_SURROGATE, f"{where}: output: {err}")
+            continue
         except (ValueError, UnicodeDecodeError, KeyError, TypeError) as err:
             drop("output has no JSON predictions", f"{where}: {err}")
             continue
@@ -201,13 +234,58 @@ def traffic_from_events(events: Iterable[dict[str, Any]], kinds: dict[str, str],
 
 RETRIED = "a retried request (the same inference id captured again later): counted once"
 RETRIED_FEEDBACK = "feedback for an earlier copy of a retried request (its patient is judged on the copy kept)"
+DUPLICATE = "an event captured twice (the same event id and line in two capture objects): counted once"
+CONFLICTING = "one event id captured with different contents (which request its feedback is about is unknown)"
+_NO_TIME = datetime.min.replace(tzinfo=timezone.utc)
+
+
+def distinct_requests(events: list[dict[str, Any]], skipped: Skipped, dropped: dict[str, str] | None = None
+                      ) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """(the events, each captured event once, in order; :func:`retried_copies` of them): the one home of what every
+    reader of captured traffic (the monitor, both retrainings) counts once. An exact copy of an event (a capture
+    object shipped or copied twice) is left out, counted under DUPLICATE: it counted as a second patient, and its
+    feedback matched two rows and was refused. Every copy of an event id captured with different contents is left
+    out (``dropped``: event id → reason), counted under CONFLICTING: no feedback can say which it is about."""
+    first: dict[str, dict[str, Any]] = {}
+    conflicting: set[str] = set()
+    kept: list[dict[str, Any]] = []
+    for event in events:
+        event_id = (event.get("eventMetadata") or {}).get("eventId")
+        if not isinstance(event_id, str):
+            kept.append(event)
+            continue
+        if event_id not in first:
+            first[event_id] = event
+            kept.append(event)
+        elif event == first[event_id]:
+            skipped.add(DUPLICATE, f"event {event_id}")
+        else:
+            conflicting.add(event_id)
+    if conflicting:
+        copies = Counter((e.get("eventMetadata") or {}).get("eventId") for e in events)
+        for event_id in sorted(conflicting):
+            skipped.add(CONFLICTING, f"event {event_id}: {copies[event_id]} captures", copies[event_id])
+            if dropped is not None:
+                dropped[event_id] = CONFLICTING
+        kept = [e for e in kept if (e.get("eventMetadata") or {}).get("eventId") not in conflicting]
+    return kept, retried_copies(kept)
+
+
+def _captured_at(meta: Mapping[str, Any]) -> datetime:
+    """The event's inference time as a UTC instant (none or unreadable: before every other)."""
+    try:
+        return parse_time(meta.get("inferenceTime"))
+    except ValueError:
+        return _NO_TIME
 
 
 def retried_copies(events: list[dict[str, Any]]) -> dict[str, str]:
     """Event id → event id of the copy kept, for every capture of one request but its last (by inference time,
     then capture order): the client's retries. One request is one inference id with the same body; events without
-    an inference id are distinct, and so are different bodies under one id (a client may name a visit with it)."""
-    last: dict[tuple[str, str, str], tuple[str, int, str]] = {}
+    an inference id are distinct, and so are different bodies under one id (a client may name a visit with it).
+    Times are compared as instants: as text, '10:00:01Z' came after '10:00:01.900Z', and '+02:00' or a space for
+    the 'T' misordered copies too."""
+    last: dict[tuple[str, str, str], tuple[datetime, int, str]] = {}
     copies: dict[tuple[str, str, str], list[str]] = {}
     for order, event in enumerate(events):
         meta = event.get("eventMetadata") or {}
@@ -218,7 +296,7 @@ def retried_copies(events: list[dict[str, Any]]) -> dict[str, str]:
         request = (inference_id, str(body.get("data")), str(body.get("encoding")))
         event_id = str(meta.get("eventId", "?"))
         copies.setdefault(request, []).append(event_id)
-        key = (str(meta.get("inferenceTime") or ""), order, event_id)
+        key = (_captured_at(meta), order, event_id)
         if request not in last or key[:2] >= last[request][:2]:
             last[request] = key
     return {event_id: last[request][2] for request, ids in copies.items() if len(ids) > 1
@@ -246,8 +324,11 @@ def read_traffic(lake: DataLake, endpoint: str, start: datetime | None, end: dat
 
 def _reason_kind(why: str) -> str:
     """Group free-text parse errors into a few stable reasons (examples keep the details)."""
+    # The time's first: "Invalid isoformat string" starts as JSON's "Invalid control character" does.
+    if why.startswith("inferenceTime") or "isoformat" in why:
+        return "bad inferenceTime"
     if why.startswith(("Expecting", "Unterminated", "Extra data", "Invalid", "'utf-8'")):
         return "not JSON"
-    if why.startswith("inferenceTime") or "isoformat" in why or "Invalid isoformat" in why:
-        return "bad inferenceTime"
+    if why.startswith(LONE_SURROGATE_ID):
+        return LONE_SURROGATE_ID
     return why.split(" (")[0][:80]

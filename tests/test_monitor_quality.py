@@ -56,3 +56,33 @@ def test_thresholds_from_a_hand_edited_baseline_are_named_when_wrong(thresholds,
     # A text threshold (a hand-edited prediction_baseline.json) ended in a TypeError traceback.
     with pytest.raises(ValueError, match=message):
         QualityThresholds(**thresholds).validate()
+
+
+def test_a_slices_macro_recall_is_judged_by_an_interval_of_its_own():
+    # The pooled (micro) interval stood in for the macro recall's: one large class found right hid two classes all
+    # missed, "not significant" at any n.
+    from monitoring.quality import macro_interval
+    from processing.calibration import wilson_interval
+
+    def slice_of(found: int, missed: int) -> pd.DataFrame:
+        rows = [(f"c{i}", "ENFERMEDAD CRÓNICA", "ENFERMEDAD CRÓNICA", True, "ORPHA:99") for i in range(found)]
+        rows += [(f"{label[11]}{i}", "ENFERMEDAD LEVE", label, True, "ORPHA:99")
+                 for label in ("ENFERMEDAD TERMINAL", "ENFERMEDAD AGUDA") for i in range(missed)]
+        return pd.DataFrame(rows, columns=["event_id", "predicted", "confirmed", "orphan", "disease_id"])
+
+    th = QualityThresholds(trained_groups=frozenset({"ORPHA:558"}), orphan_macro_recall=0.4)
+    q = live_quality(slice_of(950, 25), th)
+    for part in ("orphan", "orphan_unseen"):
+        found = q[part]
+        assert found["n"] == 1000 and abs(found["macro_recall"] - 1 / 3) < 1e-12
+        assert found["interval_95_micro"][0] > 0.9  # the pooled figure: what hid the shortfall
+        assert found["interval_95_macro"][1] < 0.4 and found["status"] == BELOW
+    assert q["orphan_unseen_failing"] and q["orphan_failing"]
+    # A few cases per missed class leave the macro recall uncertain: a warning, not an alert.
+    assert live_quality(slice_of(950, 3), th)["orphan_unseen"]["status"] == SUSPECT
+    # The interval belongs to the macro figure: it holds it, narrows as every class gets cases, and for one class is
+    # that class's Wilson interval (the per-class rule).
+    wide, narrow = macro_interval([(950, 950), (0, 5), (0, 5)]), macro_interval([(950, 950), (0, 50), (0, 50)])
+    assert wide[0] <= 1 / 3 <= wide[1] and narrow[0] <= 1 / 3 <= narrow[1]
+    assert narrow[1] - narrow[0] < wide[1] - wide[0]
+    assert macro_interval([(7, 10)]) == wilson_interval(7, 10) and macro_interval([]) is None

@@ -14,6 +14,7 @@ from diagnosa.lake import DataLake
 from inference.capture import DataCapture, new_event_id
 from inference.feedback import NO_ROW, SAME_PATIENT, Feedback, store_feedback
 from monitoring.retrain import RetrainError, endpoint_dataset, feedback_dataset
+from monitoring.traffic import LONE_SURROGATE, RETRIED_FEEDBACK
 
 CONFIG = """name = "mi_hospital"
 id_column = "paciente"
@@ -121,18 +122,21 @@ def test_each_retraining_adds_every_feedback_once_with_its_latest_diagnosis(lake
 
 
 def test_feedback_rows_are_validated_and_values_the_file_cannot_hold_are_named(lake):
-    no_age, surrogate, euro, mac = _served(
+    no_age, surrogate, euro, mac, snowman = _served(
         lake,
         ({"temperatura": 37.0}, "application/json"),  # edad is no required column: the row is kept
         ('{"edad": 40, "fumador": "\\ud800"}', "application/json"),  # a lone surrogate, as JSON can carry it
         ({"edad": 200, "temperatura": "39,1 €"}, "application/json"),
         ("edad,fumador\n33, si\u0301 \n", "text/csv"),  # 'sí' typed on a Mac: cp1252 has 'í', not 'i' + accent
+        ({"edad": 50, "fumador": "\u2603"}, "application/json"),  # a snowman: Unicode, but not cp1252
     )
-    for event in (no_age, surrogate, euro, mac):
+    for event in (no_age, surrogate, euro, mac, snowman):
         _confirm(lake, event, "grave")
     result = feedback_dataset(lake, ENDPOINT)
-    # '€' is in cp1252, a lone surrogate in no encoding: that feedback is named, not written.
-    assert dict(result.skipped.counts) == {"a value cannot be written in the file's encoding (cp1252)": 1}
+    # '€' is in cp1252, a snowman is not, a lone surrogate in no encoding (the monitor skips its request as
+    # retraining does): that feedback is named, not written.
+    assert dict(result.skipped.counts) == {"a value cannot be written in the file's encoding (cp1252)": 1,
+                                           LONE_SURROGATE: 1}
     assert result.feedback_rows == 3
     assert f"FB-{mac};;33;;sí;grave\r\n".encode("cp1252") in lake.get_bytes(result.source)
     frame, manifest = load_curated(lake, "mi_hospital", result.version)
@@ -174,3 +178,24 @@ def test_a_patient_of_a_request_of_several_is_confirmed_by_its_event_row(lake):
     assert fed.loc[f"FB-{several}/1", ["edad", "temperatura", "gravedad"]].tolist() == [72, 39.2, "grave"]
     assert fed.loc[f"FB-{single}", ["edad", "gravedad"]].tolist() == [33, "grave"]
     assert len(fed) == 2
+
+
+def test_a_retried_request_is_one_row_from_the_copy_kept(lake):
+    # A client retrying a timed-out call with its InferenceId has the request scored and captured twice; with feedback
+    # on both copies, a dataset of your own got two training rows of one patient (the monitor and the built-in
+    # cohort's retraining count the request once, from its last copy).
+    body = json.dumps({"edad": 71, "temperatura": 38.5}).encode()
+    answer = b'{"predictions": [{"category": "leve"}]}'
+    first, retry, other = new_event_id(), new_event_id(), new_event_id()
+    when = datetime(2026, 11, 27, 10, tzinfo=timezone.utc)
+    with DataCapture(lake, ENDPOINT, flush_seconds=0.05) as capture:
+        for event, inference_id, second in ((retry, "visita-1", 9), (first, "visita-1", 1), (other, "visita-2", 5)):
+            assert capture.record(event, inference_id, body, "application/json", answer, "application/json",
+                                  when.replace(second=second))
+        assert capture.flush()
+    for event in (first, retry, other):
+        _confirm(lake, event, "grave")
+    result = feedback_dataset(lake, ENDPOINT)
+    assert result.feedback_rows == 2 and dict(result.skipped.counts) == {RETRIED_FEEDBACK: 1}
+    fed = load_curated(lake, "mi_hospital", result.version)[0]
+    assert sorted(fed.loc[fed["paciente"].str.startswith("FB-"), "paciente"]) == sorted([f"FB-{retry}", f"FB-{other}"])
