@@ -141,7 +141,7 @@ def _object(parent: Mapping[str, Any], key: str, name: str | None = None) -> dic
     value = parent.get(key)
     if value is not None and not isinstance(value, dict):
         raise ValueError(f"prediction_baseline.json: {name or key!r} must be an object (or null), "
-                         f"got {type(value).__name__} {clip(json.dumps(value, ensure_ascii=True, default=str), 80)}")
+                         f"got {type(value).__name__} {_as_written(value)}")
     return value
 
 
@@ -153,11 +153,16 @@ def _strings(parent: Mapping[str, Any], key: str, name: str | None = None) -> li
         return None
     expected = f"prediction_baseline.json: {name or key!r} must be a list of non-empty texts"
     if not isinstance(value, list):
-        raise ValueError(f"{expected}, got {type(value).__name__} {clip(json.dumps(value, ensure_ascii=True, default=str), 80)}")
+        raise ValueError(f"{expected}, got {type(value).__name__} {_as_written(value)}")
     for item in value:
         if not isinstance(item, str) or not item.strip():
-            raise ValueError(f"{expected}, got the entry {clip(json.dumps(item, ensure_ascii=True, default=str), 80)}")
+            raise ValueError(f"{expected}, got the entry {_as_written(item)}")
     return value
+
+
+def _as_written(value: Any) -> str:
+    """A value quoted as the JSON file spells it (null, not None), clipped."""
+    return clip(json.dumps(value, ensure_ascii=True, default=str), 80)
 
 
 def _iso(when: datetime | None) -> str | None:

@@ -428,7 +428,7 @@ def test_a_kept_version_deleted_from_the_registry_meanwhile_is_refused_not_an_er
 
 @pytest.mark.parametrize("status, event_status, remedy", [
     ("Failed", "FAILED", "delete-endpoint --endpoint-name diagnosa-dev"),
-    ("UpdateRollbackFailed", "UPDATE_ROLLBACK_FAILED", "approve it again once the endpoint is InService")])
+    ("UpdateRollbackFailed", "UPDATE_ROLLBACK_FAILED", "approve the version again once it is InService")])
 def test_a_version_kept_for_an_endpoint_that_then_fails_is_reported_loudly(sm, deploy_fn, status, event_status,
                                                                            remedy):
     # Deferred, it returned success; the endpoint then never came back to InService, and nothing said so.

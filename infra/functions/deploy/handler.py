@@ -219,12 +219,11 @@ def deploy(detail: dict[str, Any], sagemaker: Any, env: dict[str, str], *, now: 
                 "reason": f"endpoint {endpoint} is {status}"}
     if status == "Failed":
         raise RuntimeError(f"endpoint {endpoint} is Failed ({current.get('FailureReason') or 'no reason given'}); "
-                           f"SageMaker only deletes a failed endpoint: delete it (aws sagemaker delete-endpoint "
-                           f"--endpoint-name {endpoint}) and approve the version again, which creates it")
+                           + what_to_do(endpoint, status))
     if status != "InService":
         # Deleting, OutOfService, UpdateRollbackFailed: no IN_SERVICE event will come by itself. Lambda retries,
         # then the dead-letter queue's alarm tells the operators.
-        raise RuntimeError(f"endpoint {endpoint} is {status}; approve the version again once it is InService")
+        raise RuntimeError(f"endpoint {endpoint} is {status}; {what_to_do(endpoint, status)}")
     if latest is None and sent and serving_package(sagemaker, endpoint) == arn:
         # An endpoint deployed before approvals were ordered: a copy of the event that deployed what serves is
         # older than the config it made. A later approval of the same version (the drift remedy) redeploys.
@@ -434,11 +433,17 @@ def stranded_pending(sagemaker: Any, env: dict[str, str], status: str) -> dict[s
     if not arn:
         log.warning("endpoint %s is %s; no approved version waits for it", endpoint, status)
         return {"action": "none", "endpoint": endpoint, "status": status}
-    remedy = (f"delete it (aws sagemaker delete-endpoint --endpoint-name {endpoint}) and approve it again, which "
-              "creates the endpoint" if status == "FAILED" else "approve it again once the endpoint is InService")
     raise RuntimeError(f"endpoint {endpoint} is {status} "
                        f"({(current or {}).get('FailureReason') or 'no reason given'}): {arn}, approved while it "
-                       f"deployed, will not be deployed by itself; {remedy}")
+                       f"deployed, will not be deployed by itself; {what_to_do(endpoint, status)}")
+
+
+def what_to_do(endpoint: str, status: str) -> str:
+    """What an operator does for an approval the endpoint's ``status`` (DescribeEndpoint's or the event's) stops."""
+    if status in ("Failed", "FAILED"):
+        return (f"SageMaker only deletes a failed endpoint: delete it (aws sagemaker delete-endpoint --endpoint-name "
+                f"{endpoint}) and approve the version again, which creates it")
+    return "approve the version again once it is InService"
 
 
 def _tag_endpoint(sagemaker: Any, endpoint_arn: str, tags: dict[str, str]) -> None:
