@@ -62,5 +62,5 @@ setup(
     package_data={"diagnosa.data": ["catalogue/*.json"]},
     install_requires=RUNTIME,
     extras_require={"dev": DEV},
-    entry_points={"console_scripts": ["diagnosa=diagnosa.cli:main"]},
+    entry_points={"console_scripts": ["diagnosa=diagnosa.__main__:main"]},
 )

@@ -40,6 +40,7 @@ from diagnosa.commands.common import (
     workspace_hint,
 )
 from diagnosa.lake import DataLake, LakeError
+from diagnosa.logs import interrupted
 from diagnosa.services import LOCAL_BUCKET, ServiceError
 
 MAX_TOP_K = 1_000  # --top-k's bound here; the endpoint holds it to the model's labels
@@ -921,6 +922,17 @@ def _finish_help(parser: argparse.ArgumentParser, path: list[str]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The command line; its exit status. A Ctrl-C is one line and 128 + SIGINT, not a traceback: as the options are
+    read, before a run's record exists (its checks), or in a command that writes nothing (its imports:
+    diagnosa/__main__.py)."""
+    try:
+        return _command(argv)
+    except KeyboardInterrupt:
+        return interrupted()
+
+
+def _command(argv: Sequence[str] | None) -> int:
+    """The command ``argv`` names, run; its exit status. What it raises is said in one line (main: a Ctrl-C)."""
     from boto3.exceptions import Boto3Error  # upload_file's S3UploadFailedError is none of botocore's
     from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
@@ -941,9 +953,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (BotoCoreError, ClientError, Boto3Error) as err:  # AWS unreachable (no network, a wrong region) or refusing
         print(f"diagnosa: error: AWS: {err}", file=sys.stderr)
         return EXIT_FAILED
-    except KeyboardInterrupt:  # Ctrl-C before a run's record exists (its checks), or in a command that writes nothing
-        print("diagnosa: interrupted", file=sys.stderr)
-        return 128 + signal.SIGINT
     except BrokenPipeError:  # `diagnosa registry list | head`: the reader had what it wanted, as for any Unix tool
         try:
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit's flush

@@ -20,3 +20,12 @@ def utc_now() -> str:
     from datetime import datetime, timezone
 
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def interrupted(program: str = "diagnosa") -> int:
+    """What a command says of a Ctrl-C, wherever it lands (as it loads, in its checks, in a command that writes
+    nothing): one line, no traceback; its exit status, 128 + SIGINT as a shell reports it."""
+    import signal
+
+    print(f"{program}: interrupted", file=sys.stderr)
+    return 128 + signal.SIGINT

@@ -45,7 +45,7 @@ from pipelines import guard as guard_script
 from pipelines.definition import FLOAT_MAX, parameter_from_text, parameter_problems, parameter_range_problems
 from pipelines.expressions import ExpressionError, Resolver, evaluate_condition, step_references
 from pipelines.graph import DefinitionError, StepNode, build_graph
-from pipelines.guard import EXECUTION_MARKER, job_processes
+from pipelines.guard import EXECUTION_MARKER, job_processes, signal_jobs
 from pipelines.local_jobs import (
     JOB_LOG,
     MAX_LOCAL_INSTANCES,
@@ -240,7 +240,8 @@ DEFAULT_MAX_PARALLEL = max(1, min(4, os.cpu_count() or 1))  # steps run at once
 INTERRUPT_POLL_SECONDS = 0.5  # how soon a Ctrl-C is acknowledged while steps run
 # After an interrupt, jobs still running are stopped as SageMaker's StopPipelineExecution stops them (SIGTERM, then
 # SIGKILL): a terminal's Ctrl-C reaches them too and they are usually gone by then; `kill -INT` reaches the
-# executor alone, and its jobs ran on to their end.
+# executor alone, and its jobs ran on to their end. A second interrupt sends the SIGKILL at once (as docker compose
+# and kubectl take a second Ctrl-C): a job that handles SIGINT and SIGTERM slowly held the terminal for 35 s.
 STOP_GRACE_SECONDS = 5.0
 KILL_GRACE_SECONDS = 30.0
 
@@ -368,10 +369,11 @@ class LocalExecutor:
 
     # -------------------------------------------------------------------------------- scheduling
     def _run(self, record: ExecutionRecord, definition: dict[str, Any], graph: dict[str, StepNode],
-             interrupt: threading.Event) -> ExecutionRecord:
+             interrupt: _Interrupts) -> ExecutionRecord:
         """Schedule the steps to the end. Ctrl-C (``interrupt``, set by the SIGINT handler wherever the signal lands)
         starts nothing new, stops the running steps (their jobs, STOP_GRACE_SECONDS later if still there: SIGTERM,
-        then SIGKILL), records them and the execution as Stopped."""
+        then SIGKILL; a second Ctrl-C, ``interrupt.forced``: SIGKILL at once), records them and the execution as
+        Stopped."""
         started = time.perf_counter()
         resolver = execution_resolver(record)
         done = {n for n, s in record.steps.items() if s["StepStatus"] == "Succeeded"}
@@ -380,7 +382,7 @@ class LocalExecutor:
         skipped: set[str] = set()
         failure: str | None = None
         running: dict[Future, str] = {}
-        interrupted = False
+        interrupted = forced = False
         stop = _JobStopper(record.folder)
         try:
             guard = _start_guard(record)
@@ -393,7 +395,14 @@ class LocalExecutor:
                     if interrupt.is_set() and not interrupted:  # the jobs got it too (a terminal's Ctrl-C)
                         interrupted = True
                         stop.arm()
-                        self.progress("interrupted: stopping the running steps (resume later with --resume)")
+                        self.progress("interrupted: stopping the running steps (resume later with --resume); "
+                                      "Ctrl-C again to stop them at once")
+                    if interrupted and interrupt.forced.is_set() and not forced:
+                        forced = True
+                        said = stop.force()
+                        if running:
+                            self.progress(said or "interrupted again: no job process left to stop; the running "
+                                                  "steps end on their own")
                     if interrupted and running:
                         said = stop.step()
                         if said:
@@ -730,17 +739,29 @@ def _claim(record: ExecutionRecord) -> Iterator[None]:
         yield
 
 
+class _Interrupts(threading.Event):
+    """Set by a first SIGINT (Ctrl-C): stop the execution, its jobs gracefully; ``forced`` by a second: now."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.forced = threading.Event()
+
+    def take(self, signum: int, frame: Any) -> None:
+        """The SIGINT handler."""
+        (self.forced if self.is_set() else self).set()
+
+
 @contextmanager
-def _deferred_interrupts() -> Iterator[threading.Event]:
+def _deferred_interrupts() -> Iterator[_Interrupts]:
     """While an execution runs, SIGINT sets the event instead of raising KeyboardInterrupt. Raised, it landed wherever
     the main thread was (choosing the next steps, submitting one, writing the record), left a traceback and the
     execution "Executing" for ever; the scheduler reads the event instead. Only the main thread takes signals, and an
     ignored SIGINT stays ignored."""
-    interrupt = threading.Event()
+    interrupt = _Interrupts()
     if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
         yield interrupt
         return
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: interrupt.set())
+    previous = signal.signal(signal.SIGINT, interrupt.take)
     try:
         yield interrupt
     finally:
@@ -749,7 +770,8 @@ def _deferred_interrupts() -> Iterator[threading.Event]:
 
 class _JobStopper:
     """Stops an interrupted execution's jobs that are still running: SIGTERM STOP_GRACE_SECONDS after the interrupt,
-    SIGKILL KILL_GRACE_SECONDS after that (what SageMaker does to a stopped job's container)."""
+    SIGKILL KILL_GRACE_SECONDS after that (what SageMaker does to a stopped job's container), or at once when
+    forced (a second interrupt)."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
@@ -760,18 +782,17 @@ class _JobStopper:
         self.deadlines = [(now + STOP_GRACE_SECONDS, signal.SIGTERM),
                           (now + STOP_GRACE_SECONDS + KILL_GRACE_SECONDS, signal.SIGKILL)]
 
+    def force(self) -> str | None:
+        """The SIGKILL now, and nothing after it; what to tell the user, as ``step``."""
+        self.deadlines = [(float("-inf"), signal.SIGKILL)]
+        return self.step()
+
     def step(self) -> str | None:
         """Send what is due; what to tell the user, if anything was sent."""
         if not self.deadlines or time.monotonic() < self.deadlines[0][0]:
             return None
         _, signum = self.deadlines.pop(0)
-        sent = []
-        for pid in job_processes(self.folder):
-            try:
-                os.kill(pid, signum)
-                sent.append(pid)
-            except OSError:  # ended meanwhile
-                continue
+        sent = signal_jobs(self.folder, signum)
         return (f"stopping the running jobs: {signum.name} to process(es) {' '.join(map(str, sent))}"
                 if sent else None)
 

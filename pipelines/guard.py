@@ -43,6 +43,19 @@ def job_processes(folder: Path | str) -> list[int]:
     return sorted(found)
 
 
+def signal_jobs(folder: Path | str, signum: int) -> list[int]:
+    """Send ``signum`` to every live process of an execution's jobs (job_processes); the ones it reached. How the
+    executor stops an interrupted run's jobs, and how this guard kills a killed executor's."""
+    sent = []
+    for pid in job_processes(folder):
+        try:
+            os.kill(pid, signum)
+            sent.append(pid)
+        except OSError:  # ended meanwhile
+            continue
+    return sent
+
+
 def guard(folder: str, executor: int) -> None:
     """Wait for the executor's "done" on stdin; without it (the executor killed), say Stopped in the record, then kill
     the jobs. The record first, so that a resume meanwhile waits for the jobs (it refuses while they live), not the
@@ -69,15 +82,10 @@ def guard(folder: str, executor: int) -> None:
     killed: set[int] = set()
     deadline = time.monotonic() + KILL_SECONDS
     while time.monotonic() < deadline:  # until none is left: a job may have started another process meanwhile
-        pids = job_processes(folder)
-        if not pids:
+        sent = signal_jobs(folder, signal.SIGKILL)
+        if not sent:
             break
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-                killed.add(pid)
-            except OSError:
-                pass
+        killed.update(sent)
         time.sleep(0.1)
     if closed or killed:  # where the killed command printed: its terminal, or its log
         stopped = f" (job processes {' '.join(map(str, sorted(killed)))})" if killed else ""
