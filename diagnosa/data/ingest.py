@@ -230,6 +230,11 @@ CELL_LIMIT = 64 * 1024 * 1024
 C1_CONTROLS = re.compile("[\u0080-\u009f]")  # latin-1's reading of cp1252's – ‘ ’ “ ” € …
 
 
+# UTF-32's marks first: UTF-32-LE's starts with UTF-16-LE's.
+WIDE_BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"), (codecs.BOM_UTF16_LE, "utf-16"),
+             (codecs.BOM_UTF16_BE, "utf-16"))
+
+
 def _codec(encoding: str) -> str:
     return codecs.lookup(encoding).name
 
@@ -257,7 +262,23 @@ def encoding_problem(data: bytes, source: str, dialect: CsvDialect) -> str | Non
     garble text silently (a UTF-8 file read as cp1252: 'PediatrÃ­a'; a cp1252 file read as latin-1: control
     characters for its dashes and quotes; UTF-16 without a byte-order mark read as UTF-8: a NUL between letters)."""
     head = data[:4096]
-    if not _wide(dialect.encoding) and len(head) >= 4 and head.count(0) >= len(head) // 4:
+    wide = _wide(dialect.encoding)
+    wide_bom = next((name for mark, name in WIDE_BOMS if data.startswith(mark)), None)
+    if wide_bom and not wide:
+        return (f"{source} is {wide_bom.upper()} text (it starts with {wide_bom.upper()}'s byte-order mark"
+                + (", as a spreadsheet's 'Unicode text' is saved" if wide_bom == "utf-16" else "")
+                + f"): set encoding = \"{wide_bom}\" under [csv] in the config"
+                + ("" if dialect.utf8 else f" (it reads the file as {dialect.encoding})"))
+    if wide and wide_bom is None and head.strip() and 0 not in head:  # a CSV in UTF-16 or -32 has NULs: in its commas
+        try:
+            data.decode("utf-8-sig")
+        except UnicodeDecodeError:
+            return None  # decoding says where
+        return (f"{source} is not {dialect.encoding} text: it has no NUL byte, which every delimiter and digit in "
+                f"{dialect.encoding} has, and it reads as UTF-8"
+                + (" (it starts with UTF-8's byte-order mark)" if data.startswith(codecs.BOM_UTF8) else "")
+                + ": leave encoding out of [csv] (UTF-8 is the default) or set encoding = \"utf-8\"")
+    if not wide and len(head) >= 4 and head.count(0) >= len(head) // 4:
         odd, even = head[1::2].count(0), head[0::2].count(0)
         if odd > 4 * even or even > 4 * odd:
             codec = "utf-16-le" if odd > even else "utf-16-be"
@@ -288,8 +309,8 @@ def encoding_problem(data: bytes, source: str, dialect: CsvDialect) -> str | Non
         return None
     try:
         decoded = data.decode(dialect.encoding)
-    except UnicodeDecodeError:
-        return None  # decoding says where
+    except UnicodeError:  # UnicodeDecodeError, or a codec's own (punycode's, idna's): decoding says where
+        return None
     control = C1_CONTROLS.search(decoded)
     if control is None:
         return None
@@ -311,9 +332,6 @@ def read_csv_rows(data: bytes, source: str, dialect: CsvDialect | None = None) -
     trailing cells (a spreadsheet's) are dropped, and so are trailing header columns without a name that are empty
     in every row; a row whose cells read right only past a space before a quote (``a, "b, c"``) is so read."""
     dialect = dialect or CsvDialect()
-    if dialect.utf8 and data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        raise IngestError(f"{source} is UTF-16 text (it starts with UTF-16's byte-order mark, as a spreadsheet's "
-                          "'Unicode text' is saved): set encoding = \"utf-16\" under [csv] in the config")
     problem = encoding_problem(data, source, dialect)
     if problem:
         raise IngestError(problem)
@@ -324,6 +342,12 @@ def read_csv_rows(data: bytes, source: str, dialect: CsvDialect | None = None) -
         hint = (" (a spreadsheet saved on Windows is often cp1252: set encoding = \"cp1252\" under [csv] in the "
                 "config, or save it as CSV UTF-8)" if dialect.encoding == CsvDialect.encoding else "")
         raise IngestError(f"{source} is not {dialect.encoding} text (byte {err.start}, line {line}){hint}") from None
+    except UnicodeError as err:  # a codec that fails otherwise (punycode, idna): no byte to name
+        raise IngestError(f"{source} is not {dialect.encoding} text ({err}): set encoding under [csv] in the config "
+                          "to the file's ('utf-8', 'cp1252', 'utf-16')") from None
+    # A byte-order mark is no text: 'utf-8-sig' and 'utf-16' drop theirs, 'utf-16-le' and the like keep it, and a file
+    # saved twice by a tool that adds one has two. Left in, the first column's name has an invisible character.
+    text = text.lstrip("\ufeff")
     if not text.strip():
         raise IngestError(f"{source} is empty: a CSV needs a header row")
     stream = io.StringIO(text, newline="")
@@ -369,8 +393,8 @@ def read_csv_rows(data: bytes, source: str, dialect: CsvDialect | None = None) -
         end = reader.line_num
         for cells in reader:
             start, line, end = end + 1, end + 1 + skipped, reader.line_num
-            if not cells or cells == [""]:  # a blank line
-                continue
+            if not any(cell.strip() for cell in cells):  # a blank line: nothing on it, spaces, or empty cells only
+                continue  # (',,,,': a spreadsheet's formatted empty row), never a row without id or label
             fitted = fit_to_header(cells, width)  # a spreadsheet's empty trailing cells: nothing in them to lose
             if fitted is not None:
                 cells = fitted
@@ -577,7 +601,7 @@ def _existing(lake: DataLake, dataset: str, version: str) -> IngestReport | None
     manifest = lake.get_json(key)
     before = current_latest(lake, dataset)
     if before != version:
-        lake.put_json(latest_key(dataset), {"version": version, "manifest": key})
+        lake.put_json(latest_key(dataset), {"version": version, "manifest": key, "asked_at": asked_now()})
     return IngestReport(
         dataset=dataset, version=version, rows=manifest["rows"],
         sources=[SourceCounts(**s) for s in manifest["sources"]], reasons=manifest["quarantine_reasons"],
@@ -589,6 +613,22 @@ def _existing(lake: DataLake, dataset: str, version: str) -> IngestReport | None
         numbers_read_as_categories=manifest.get("numbers_read_as_categories", {}),
         inferred_columns=manifest.get("inferred_columns", {}), read_notes=manifest.get("read_notes", []),
     )
+
+
+def asked_now() -> str:
+    """When an ingest was asked for (UTC, to the microsecond; ISO strings of one format compare as times): kept in
+    LATEST.json, so of two ingests of a dataset at once the one asked for last stays the latest."""
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
+
+
+def _latest_asked_at(lake: DataLake, dataset: str) -> str | None:
+    """When the ingest that wrote the dataset's LATEST.json was asked for; None when it does not say (written before
+    it did, or damaged)."""
+    try:
+        asked = lake.get_json(latest_key(dataset)).get("asked_at")
+    except (LakeError, AttributeError):
+        return None
+    return asked if isinstance(asked, str) else None
 
 
 def current_latest(lake: DataLake, dataset: str) -> str | None:
@@ -607,9 +647,10 @@ def current_latest(lake: DataLake, dataset: str) -> str | None:
 
 def _commit(lake: DataLake, schema: Schema, version: str, curated: pd.DataFrame, sources: list[SourceCounts],
             quarantine: dict[str, list[dict[str, Any]]], started: float, extra: dict[str, Any],
-            latest_before: str | None) -> IngestReport:
+            latest_before: str | None, asked_at: str = "") -> IngestReport:
     """Write the version (quarantine, parts, manifest), then make it the latest — unless another ingest of the dataset
-    made another version the latest since this one started (``latest_before``): the one asked for last stays."""
+    asked for after this one (``asked_at``, when it read ``latest_before``) made another version the latest meanwhile:
+    the one asked for last stays. One asked for earlier that merely finished first does not keep it."""
     prefix = curated_prefix(schema.name, version)
     reasons: Counter[str] = Counter()
     quarantine_keys = []
@@ -644,8 +685,13 @@ def _commit(lake: DataLake, schema: Schema, version: str, curated: pd.DataFrame,
     lake.put_json(manifest_key, manifest)
     latest_now = current_latest(lake, schema.name)
     overtaken = latest_now if latest_now != latest_before and latest_now != version else None
+    if overtaken is not None and asked_at:
+        other = _latest_asked_at(lake, schema.name)
+        if other is not None and other < asked_at:  # asked for before this one, it only finished first
+            overtaken = None
     if overtaken is None:
-        lake.put_json(latest_key(schema.name), {"version": version, "manifest": manifest_key})
+        lake.put_json(latest_key(schema.name), {"version": version, "manifest": manifest_key,
+                                                **({"asked_at": asked_at} if asked_at else {})})
     return IngestReport(schema.name, version, len(curated), sources, dict(reasons), data_keys, manifest_key,
                         quarantine_keys, seconds=time.perf_counter() - started,
                         missing_cells=extra.get("missing_cells", {}),
@@ -690,7 +736,7 @@ def ingest_cohort(lake: DataLake, batch: str, *, ontology: Ontology | None = Non
     """The built-in cohort's raw ``batch`` (clinical records + lab results) as a curated version; ``feedback``
     (retraining's: the batch feedback was added to, how many records) is kept in its manifest."""
     started = time.perf_counter()
-    latest_before = current_latest(lake, BUILTIN_DATASET)
+    asked_at, latest_before = asked_now(), current_latest(lake, BUILTIN_DATASET)
     phase("reading the raw batch", batch)
     records_key, labs_key = raw_keys(batch)
     for key in (records_key, labs_key):
@@ -766,7 +812,8 @@ def ingest_cohort(lake: DataLake, batch: str, *, ontology: Ontology | None = Non
              "orphan_rows": int(curated["is_orphan"].fillna(False).sum()), **({"feedback": feedback} if feedback else {})}
     phase("writing the curated version", version)
     return _commit(lake, schema, version, curated, sources,
-                   {RECORDS_SOURCE: quarantined_records, LABS_SOURCE: quarantined_labs}, started, extra, latest_before)
+                   {RECORDS_SOURCE: quarantined_records, LABS_SOURCE: quarantined_labs}, started, extra, latest_before,
+                   asked_at)
 
 
 # ------------------------------------------------------------------------------------------------ own CSV
@@ -784,10 +831,31 @@ def ingest_csv(lake: DataLake, path: Path, config_path: Path, *, phase: Phase = 
     except SchemaError as err:
         raise IngestError(str(err)) from None
     if not path.is_file():
-        raise IngestError(f"input file not found: {path}")
+        raise IngestError(_not_a_file(path))
     phase("reading the CSV", str(path))
     return ingest_csv_data(lake, path.read_bytes(), path.stem, config, source=str(path), config_source=str(config_path),
                            phase=phase, started=started)
+
+
+RAW_STEM_LIMIT = 100  # bytes (UTF-8) of the file's name kept in its raw object's (a file system holds 255 a name)
+NOT_IN_A_KEY = re.compile(r"[\\\x00-\x1f\x7f]")  # a backslash (no key holds one) and control characters
+
+
+def raw_stem(stem: str) -> str:
+    """The CSV's name (without .csv) as its raw object's name starts: as it is, but for a backslash or a control
+    character ('_' in its place), and of a longer one its first 100 bytes (the object's name adds its hash, and
+    a local lake's temporary file more). The hash after it tells files apart."""
+    return NOT_IN_A_KEY.sub("_", stem).encode("utf-8", "surrogateescape")[:RAW_STEM_LIMIT].decode("utf-8", "ignore")
+
+
+def _not_a_file(path: Path) -> str:
+    """Why ``path`` is no CSV to read: missing, or there but a folder, a pipe or a device (nothing to copy into raw/)."""
+    if not path.exists():
+        return f"input file not found: {path}"
+    what = ("a directory" if path.is_dir() else "a named pipe (FIFO)" if path.is_fifo() else
+            "a device" if path.is_char_device() or path.is_block_device() else "a socket" if path.is_socket() else
+            "not a regular file")
+    return f"{path} is {what}, not a CSV file: give the path of the CSV itself (copy a stream to a file first)"
 
 
 def ingest_csv_data(lake: DataLake, data: bytes, stem: str, config: dict[str, Any], *, source: str,
@@ -803,9 +871,9 @@ def ingest_csv_data(lake: DataLake, data: bytes, stem: str, config: dict[str, An
         raise IngestError(f"{config_source}: dataset '{config['name']}' would share its model package group and endpoint "
                           f"'{resource_name(config['name'])}' with the dataset '{sharing[0]}' in the lake (SageMaker "
                           "names write '_' as '-'): name it otherwise, or use that name")
-    latest_before = current_latest(lake, config["name"])
+    asked_at, latest_before = asked_now(), current_latest(lake, config["name"])
     digest = hashlib.sha256(data).hexdigest()
-    raw_key = f"raw/{config['name']}/{stem}-{digest[:12]}.csv"
+    raw_key = f"raw/{config['name']}/{raw_stem(stem)}-{digest[:12]}.csv"
     dialect = csv_dialect(config)
     read = read_csv_rows(data, source, dialect)
     frame = read.frame
@@ -895,7 +963,7 @@ def ingest_csv_data(lake: DataLake, data: bytes, stem: str, config: dict[str, An
                     "cleaned_cells": cleaned, "numbers_read_as_categories": mostly_numbers,
                     **({"inferred_columns": inferred} if inferred else {}),
                     **({"read_notes": read.notes} if read.notes else {}),
-                    **({"feedback": feedback} if feedback else {})}, latest_before)
+                    **({"feedback": feedback} if feedback else {})}, latest_before, asked_at)
 
 
 def read_numeric_labels(cells: pd.DataFrame, config: dict[str, Any]) -> tuple[pd.DataFrame, dict[str, str]]:

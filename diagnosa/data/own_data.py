@@ -179,7 +179,8 @@ nothing reaches the lake (not even `raw/`):
   `diagnosa run --local` checks the same on the curated manifest's class counts before any step runs.
 
 Rows are read with every line ending a spreadsheet writes (CR LF, LF, an old Mac's lone CR); blank
-lines are skipped. A row with more or fewer cells than the header (a cell holding the delimiter
+lines are skipped, and so are rows with nothing but spaces or empty cells (`,,,,`, a spreadsheet's
+formatted empty row). A row with more or fewer cells than the header (a cell holding the delimiter
 without quotes, a line cut short) is quarantined as `wrong number of cells`, never padded or shifted;
 its cells are not copied into the quarantine (the header cannot say which one is an excluded column's),
 and `raw/` keeps the file as it was. Empty cells after the last column (`a,b,c,,`, as spreadsheets

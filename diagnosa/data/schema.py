@@ -350,6 +350,10 @@ def load_dataset_config(path: str | Path) -> dict[str, Any]:
         data = _composed(tomllib.loads(path.read_text(encoding="utf-8-sig")))  # a BOM, as Windows' Notepad saves
     except FileNotFoundError:
         raise SchemaError(f"dataset config not found: {path}") from None
+    except IsADirectoryError:
+        raise SchemaError(f"dataset config {path} is a directory: give the path of the TOML file") from None
+    except OSError as err:  # permission denied, a device that cannot be read
+        raise SchemaError(f"dataset config {path} cannot be read: {err.strerror or err}") from None
     except UnicodeDecodeError as err:
         raise SchemaError(f"dataset config {path} is not UTF-8 text (byte {err.start})") from None
     except tomllib.TOMLDecodeError as err:
