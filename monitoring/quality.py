@@ -23,7 +23,7 @@ import pandas as pd
 
 from diagnosa.labels import CATEGORIES
 from inference.feedback import Feedback, confirmed_patients
-from monitoring.traffic import RETRIED_FEEDBACK, Skipped
+from monitoring.traffic import RETRIED_FEEDBACK, Skipped, event_rows
 from processing.calibration import wilson_interval
 
 BELOW, SUSPECT, PASSED, FEW, NONE = ("below threshold", "below threshold, not significant", "ok",
@@ -80,7 +80,7 @@ def join_feedback(rows: pd.DataFrame, feedback: Mapping[tuple[str, int | None], 
         return pd.DataFrame(columns=columns)
     known = None if labels is None else set(labels)
     other_models, retried = other_models or {}, retried or {}
-    by_event = {event: part for event, part in rows.groupby("event_id", sort=False)} if len(rows) else {}
+    by_event = event_rows(rows)
 
     def patients(item: Feedback) -> int | tuple[str, str]:
         if known is not None and item.diagnosis not in known:
@@ -89,19 +89,19 @@ def join_feedback(rows: pd.DataFrame, feedback: Mapping[tuple[str, int | None], 
             return OTHER_MODEL_FEEDBACK, f"{item.where}: model version {other_models[item.event_id]}"
         if item.event_id in retried:
             return RETRIED_FEEDBACK, f"{item.where}: the copy kept is event {retried[item.event_id]}"
-        part = by_event.get(item.event_id)
-        if part is None:
+        found = by_event.get(item.event_id)
+        if found is None:
             return "feedback for an event id not captured in this window", item.where
-        return int(part["rows_in_event"].iloc[0])
+        return found[0]
 
     joined = []
+    predicted = rows["predicted"] if len(rows) else pd.Series(dtype=object)  # a column taken once, not per patient
     for (event_id, row), item in confirmed_patients(feedback.values(), patients, skipped.add).items():
-        part = by_event[event_id]
-        match = part[part["row"] == row]
-        if len(match) != 1:  # the traffic reader left this patient out (its record was not a JSON object)
+        position = by_event[event_id][1].get(row)
+        if position is None:  # the traffic reader left this patient out (its record was not a JSON object)
             skipped.add("the confirmed patient's captured record is not a JSON object", f"{event_id} row {row}")
             continue
-        joined.append({"event_id": event_id, "row": row, "predicted": match["predicted"].iloc[0],
+        joined.append({"event_id": event_id, "row": row, "predicted": predicted.iat[position],
                        "confirmed": item.diagnosis, "orphan": item.orphan, "disease_id": item.disease_id})
     return pd.DataFrame(joined, columns=columns)
 

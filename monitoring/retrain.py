@@ -60,6 +60,7 @@ from monitoring.traffic import (
     LoneSurrogate,
     Skipped,
     distinct_requests,
+    event_rows,
     read_traffic,
     request_records,
 )
@@ -120,25 +121,24 @@ def feedback_records(lake: DataLake, endpoint: str, start: datetime | None = Non
     skipped = Skipped()
     feedback = read_feedback(lake, endpoint)
     rows = traffic.rows
-    by_event = {event: part for event, part in rows.groupby("event_id", sort=False)} if len(rows) else {}
+    by_event = event_rows(rows)
     records, labs = [], []
 
     def patients(item: Feedback) -> int | tuple[str, str]:
-        part = by_event.get(item.event_id)
+        found = by_event.get(item.event_id)
         if item.event_id in traffic.retried:  # its patient comes with the copy kept, once
             return RETRIED_FEEDBACK, f"{item.where}: the copy kept is event {traffic.retried[item.event_id]}"
-        if part is None:
+        if found is None:
             return (f"captured request unusable: {traffic.dropped[item.event_id]}" if item.event_id in traffic.dropped
                     else "no captured request for this event id", item.where)
-        return int(part["rows_in_event"].iloc[0])
+        return found[0]
 
     for (event_id, number), item in confirmed_patients(_in_order(feedback.latest), patients, skipped.add).items():
-        part = by_event[event_id]
-        match = part[part["row"] == number]
-        if len(match) != 1:
+        position = by_event[event_id][1].get(number)
+        if position is None:
             skipped.add("the confirmed patient's captured record is not a JSON object", f"{event_id} row {number}")
             continue
-        row = match.iloc[0]
+        row = rows.iloc[position]
         patient_id = f"{FEEDBACK_ID_PREFIX}{feedback_patient(event_id, number, int(row['rows_in_event']))}"
         date = str(row["inference_time"] or "")[:10]
         record: dict[str, Any] = {"patient_id": patient_id, "encounter_date": date}
