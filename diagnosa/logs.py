@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 from typing import TextIO
 
@@ -25,7 +26,5 @@ def utc_now() -> str:
 def interrupted(program: str = "diagnosa") -> int:
     """What a command says of a Ctrl-C, wherever it lands (as it loads, in its checks, in a command that writes
     nothing): one line, no traceback; its exit status, 128 + SIGINT as a shell reports it."""
-    import signal
-
     print(f"{program}: interrupted", file=sys.stderr)
     return 128 + signal.SIGINT

@@ -92,12 +92,12 @@ def join_feedback(rows: pd.DataFrame, feedback: Mapping[tuple[str, int | None], 
         found = by_event.get(item.event_id)
         if found is None:
             return "feedback for an event id not captured in this window", item.where
-        return found[0]
+        return found.patients
 
     joined = []
     predicted = rows["predicted"] if len(rows) else pd.Series(dtype=object)  # a column taken once, not per patient
     for (event_id, row), item in confirmed_patients(feedback.values(), patients, skipped.add).items():
-        position = by_event[event_id][1].get(row)
+        position = by_event[event_id].positions.get(row)
         if position is None:  # the traffic reader left this patient out (its record was not a JSON object)
             skipped.add("the confirmed patient's captured record is not a JSON object", f"{event_id} row {row}")
             continue

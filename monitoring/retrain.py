@@ -131,10 +131,10 @@ def feedback_records(lake: DataLake, endpoint: str, start: datetime | None = Non
         if found is None:
             return (f"captured request unusable: {traffic.dropped[item.event_id]}" if item.event_id in traffic.dropped
                     else "no captured request for this event id", item.where)
-        return found[0]
+        return found.patients
 
     for (event_id, number), item in confirmed_patients(_in_order(feedback.latest), patients, skipped.add).items():
-        position = by_event[event_id][1].get(number)
+        position = by_event[event_id].positions.get(number)
         if position is None:
             skipped.add("the confirmed patient's captured record is not a JSON object", f"{event_id} row {number}")
             continue

@@ -13,7 +13,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, NamedTuple
 
 import pandas as pd
 
@@ -242,8 +242,13 @@ def traffic_from_events(events: Iterable[dict[str, Any]], kinds: dict[str, str],
                    other_patients, retried)
 
 
-# Event id → (the patients its request held, row → the row's position in ``Traffic.rows``; None: listed twice).
-EventRows = dict[str, tuple[int, dict[int, int | None]]]
+class EventPatients(NamedTuple):
+    """One captured event's patients in ``Traffic.rows``."""
+    patients: int  # how many its request held
+    positions: dict[int, int | None]  # row in the request → position in the table (None: listed twice)
+
+
+EventRows = dict[str, EventPatients]  # event id → its patients
 
 
 def event_rows(rows: pd.DataFrame) -> EventRows:
@@ -258,8 +263,8 @@ def event_rows(rows: pd.DataFrame) -> EventRows:
     for position, (event_id, row, patients) in enumerate(columns):
         found = index.get(event_id)
         if found is None:
-            found = index[event_id] = (int(patients), {})
-        found[1][row] = None if row in found[1] else position
+            found = index[event_id] = EventPatients(int(patients), {})
+        found.positions[row] = None if row in found.positions else position
     return index
 
 

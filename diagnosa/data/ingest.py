@@ -647,7 +647,7 @@ def current_latest(lake: DataLake, dataset: str) -> str | None:
 
 def _commit(lake: DataLake, schema: Schema, version: str, curated: pd.DataFrame, sources: list[SourceCounts],
             quarantine: dict[str, list[dict[str, Any]]], started: float, extra: dict[str, Any],
-            latest_before: str | None, asked_at: str = "") -> IngestReport:
+            latest_before: str | None, asked_at: str) -> IngestReport:
     """Write the version (quarantine, parts, manifest), then make it the latest — unless another ingest of the dataset
     asked for after this one (``asked_at``, when it read ``latest_before``) made another version the latest meanwhile:
     the one asked for last stays. One asked for earlier that merely finished first does not keep it."""
@@ -685,13 +685,12 @@ def _commit(lake: DataLake, schema: Schema, version: str, curated: pd.DataFrame,
     lake.put_json(manifest_key, manifest)
     latest_now = current_latest(lake, schema.name)
     overtaken = latest_now if latest_now != latest_before and latest_now != version else None
-    if overtaken is not None and asked_at:
+    if overtaken is not None:
         other = _latest_asked_at(lake, schema.name)
         if other is not None and other < asked_at:  # asked for before this one, it only finished first
             overtaken = None
     if overtaken is None:
-        lake.put_json(latest_key(schema.name), {"version": version, "manifest": manifest_key,
-                                                **({"asked_at": asked_at} if asked_at else {})})
+        lake.put_json(latest_key(schema.name), {"version": version, "manifest": manifest_key, "asked_at": asked_at})
     return IngestReport(schema.name, version, len(curated), sources, dict(reasons), data_keys, manifest_key,
                         quarantine_keys, seconds=time.perf_counter() - started,
                         missing_cells=extra.get("missing_cells", {}),
