@@ -51,6 +51,7 @@ from diagnosa.data.schema import (
     number_counts,
     number_text,
     other_delimiter,
+    repeated,
     resource_name,
     schema_from_config,
     too_small_classes,
@@ -448,7 +449,7 @@ def read_csv_rows(data: bytes, source: str, dialect: CsvDialect | None = None) -
                      f"the quotes hold): {respaced:,}")
     # Repeats are looked for in the header as read (trimmed), not as pandas would rename them: 'age.group' beside
     # 'age' is a column of its own, 'age ' beside 'age' the same name twice.
-    duplicated = sorted({name for name in header if header.count(name) > 1})
+    duplicated = repeated(header)
     if duplicated:
         spaced = sorted({w for w, name in zip(written, header) if name in duplicated and w != name})
         raise IngestError(f"{source}: duplicated column names in the header: {', '.join(map(repr, duplicated))}"
@@ -998,9 +999,9 @@ def first_cells(cells: pd.DataFrame, limit: int = SAMPLE_CELLS) -> dict[str, lis
     """Each column's first ``limit`` non-empty cells (as read: trimmed, missing-value markers emptied), however far
     down the file they are: a lab first recorded in row 5,000 is sampled by its values, not by 1,000 empty cells."""
     sample = {}
-    for column in cells.columns:
-        values = cells[column]
-        sample[str(column)] = values[values.ne("")].head(limit).tolist()
+    for column, values in cells.items():  # numpy per column: see validate._missing
+        array = values.to_numpy(dtype=object)
+        sample[str(column)] = array[array != ""][:limit].tolist()
     return sample
 
 
@@ -1232,9 +1233,9 @@ def clean_cells(frame: pd.DataFrame) -> tuple[pd.DataFrame, int]:
     is the label 'leve', 'P001 ' the id 'P001', an accent typed on a Mac the same letter (the quarantine and raw/
     keep the cells as written)."""
     cells, changed = frame, 0
-    for column in frame.columns:
-        values = frame[column]
-        mapping = {v: c for v in pd.unique(values) if isinstance(v, str) and (c := clean_text(v)) != v}
+    for column, values in frame.items():
+        mapping = {v: c for v in pd.unique(values.to_numpy(dtype=object)) if isinstance(v, str)
+                   and (c := clean_text(v)) != v}
         if mapping:
             if cells is frame:
                 cells = frame.copy()
@@ -1248,15 +1249,16 @@ def read_missing_markers(frame: pd.DataFrame, config: dict[str, Any]) -> tuple[p
     read; and how many cells each marker emptied (the report says so: a column of 'NA' is no longer a category
     silently, nor its rows quarantined as the wrong type)."""
     cells, counts = frame, Counter[str]()
-    for column in frame.columns:
+    for column, values in frame.items():  # trimmed by clean_cells; numpy per column: see validate._missing
         markers = missing_markers(config, str(column))
         if not markers:
             continue
-        hit = frame[column].str.strip().isin(markers)
+        array = values.to_numpy(dtype=object)
+        hit = np.isin(array, sorted(markers))
         if hit.any():
             if cells is frame:
                 cells = frame.copy()
-            counts.update(frame[column][hit].str.strip())
+            counts.update(array[hit])
             cells.loc[hit, column] = ""
     return cells, dict(sorted(counts.items()))
 

@@ -14,8 +14,10 @@ import math
 import re
 import tomllib
 import unicodedata
+from collections import Counter
 from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import asdict, dataclass
+from dataclasses import fields as dataclass_fields
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,11 @@ ROLES = ("id", "feature", "target", "metadata")  # metadata: kept for slices and
 
 class SchemaError(ValueError):
     """A schema or dataset config that cannot be used; the message names the offending entry."""
+
+
+def repeated(names: Iterable[str]) -> list[str]:
+    """The names that occur more than once, sorted (linear: a header may have 20,000 columns)."""
+    return sorted(name for name, count in Counter(names).items() if count > 1)
 
 
 @dataclass(frozen=True)
@@ -71,7 +78,7 @@ class Schema:
 
     def __post_init__(self) -> None:
         names = [f.name for f in self.fields]
-        duplicated = sorted({n for n in names if names.count(n) > 1})
+        duplicated = repeated(names)
         if duplicated:
             raise SchemaError(f"schema '{self.name}': fields declared twice: {', '.join(duplicated)}")
         for role in ("id", "target"):
@@ -123,10 +130,12 @@ class Schema:
         return [f.name for f in self.fields if f.role == "feature" and (not types or f.type in types)]
 
     def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
+        # Shallow, not dataclasses.asdict: every value is immutable, and asdict's deep copies of 20,000 fields take
+        # seconds.
+        out: dict[str, Any] = {item.name: getattr(self, item.name) for item in dataclass_fields(self)}
         # Drop unset options only; a limit of 0 is a limit (0 == False, so no `in (None, False)` test).
-        out["fields"] = [{k: v for k, v in asdict(f).items() if v is not None and v is not False and v != ""}
-                         | {"name": f.name} for f in self.fields]
+        out["fields"] = [{k: v for item in dataclass_fields(f) if (v := getattr(f, k := item.name)) is not None
+                          and v is not False and v != ""} | {"name": f.name} for f in self.fields]
         # Options at their defaults stay out, so schemas written before they existed keep their fingerprint.
         if self.slice_name is None:
             del out["slice_name"]
@@ -387,7 +396,7 @@ def check_dataset_config(data: dict[str, Any], where: str) -> dict[str, Any]:
     labels = data["labels"]
     if not _is_str_list(labels) or not all(labels):
         raise SchemaError(f"{where}: 'labels' must be a list of non-empty strings in their order, got {labels!r}")
-    duplicated = sorted({x for x in labels if labels.count(x) > 1})
+    duplicated = repeated(labels)
     if duplicated:
         raise SchemaError(f"{where}: duplicate labels {', '.join(repr(x) for x in duplicated)} in 'labels'")
     if len(labels) < 2:
