@@ -158,3 +158,40 @@ def test_of_two_ingests_at_once_the_one_asked_for_last_is_the_latest_though_it_f
         thread.join(30)
     assert reports["a"].overtaken_by is None and reports["b"].overtaken_by is None
     assert load_curated(lake, "x")[1]["version"] == reports["b"].version != reports["a"].version
+
+
+def test_asking_again_for_the_latest_file_keeps_it_latest_over_an_ingest_asked_for_before(lake, tmp_path):
+    # A is the latest. B's ingest starts; while it runs, A is ingested again (asked for after B). A re-ingest of the
+    # latest wrote nothing, so B, finishing last, took the latest though A was the one asked for last.
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    a_csv, config = files(tmp_path / "a")
+    b_csv, _ = files(tmp_path / "b", ROWS + "c9,39,no,b\n")
+    first = ingest_csv(lake, a_csv, config)
+    b_writing, a_again = threading.Event(), threading.Event()
+    reports = {}
+
+    def phase_b(what, detail=""):
+        if what == "writing the curated version":
+            b_writing.set()
+            assert a_again.wait(10)
+
+    def run_b():
+        reports["b"] = ingest_csv(lake, b_csv, config, phase=phase_b)
+
+    thread = threading.Thread(target=run_b)
+    thread.start()
+    assert b_writing.wait(10)
+    again = ingest_csv(lake, a_csv, config)
+    a_again.set()
+    thread.join(30)
+    assert again.reused and again.version == first.version and again.relatest is None  # it was the latest already
+    assert reports["b"].overtaken_by == first.version != reports["b"].version
+    assert load_curated(lake, "x")[1]["version"] == first.version
+    # One ingest after another: the later one is the latest, whatever the asked_at already recorded says.
+    latest = lake.get_json("curated/x/LATEST.json")
+    lake.put_json("curated/x/LATEST.json", {**latest, "asked_at": "2999-01-01T00:00:00.000000+00:00"})
+    (tmp_path / "c").mkdir()
+    c_csv, _ = files(tmp_path / "c", ROWS + "c10,40,no,b\n")
+    assert ingest_csv(lake, c_csv, config).version == load_curated(lake, "x")[1]["version"] not in (
+        first.version, reports["b"].version)

@@ -593,16 +593,19 @@ def curated_uri(bucket: str, dataset: str, version: str) -> str:
     return f"s3://{bucket}/{curated_prefix(dataset, version)}"
 
 
-def _existing(lake: DataLake, dataset: str, version: str) -> IngestReport | None:
+def _existing(lake: DataLake, dataset: str, version: str, asked_at: str) -> IngestReport | None:
     """The report of a version already in the lake, made the dataset's latest again: ingesting a file is asking
-    to train on it (the earlier file after a newer one; an ingest killed between its manifest and LATEST)."""
+    to train on it (the earlier file after a newer one; an ingest killed between its manifest and LATEST). Already
+    the latest, it is asked for again (``asked_at``): an ingest of another file asked for earlier and still running
+    does not take its place."""
     key = f"{curated_prefix(dataset, version)}/manifest.json"
     if not lake.exists(key):
         return None
     manifest = lake.get_json(key)
     before = current_latest(lake, dataset)
-    if before != version:
-        lake.put_json(latest_key(dataset), {"version": version, "manifest": key, "asked_at": asked_now()})
+    recorded = _latest_asked_at(lake, dataset)
+    if before != version or recorded is None or recorded < asked_at:
+        lake.put_json(latest_key(dataset), {"version": version, "manifest": key, "asked_at": asked_at})
     return IngestReport(
         dataset=dataset, version=version, rows=manifest["rows"],
         sources=[SourceCounts(**s) for s in manifest["sources"]], reasons=manifest["quarantine_reasons"],
@@ -632,6 +635,12 @@ def _latest_asked_at(lake: DataLake, dataset: str) -> str | None:
     return asked if isinstance(asked, str) else None
 
 
+def latest_record(lake: DataLake, dataset: str) -> tuple[str | None, str | None]:
+    """(``current_latest``, when it was asked for): an ingest reads it when it starts, and again before it makes its
+    version the latest, to see whether another ingest wrote LATEST.json meanwhile."""
+    return current_latest(lake, dataset), _latest_asked_at(lake, dataset)
+
+
 def current_latest(lake: DataLake, dataset: str) -> str | None:
     """What the dataset's LATEST.json names, None when there is none; DAMAGED_LATEST when it names nothing an
     ingest wrote (not JSON, no version, a version id that is a path). Ingestion rewrites it; readers go
@@ -648,10 +657,12 @@ def current_latest(lake: DataLake, dataset: str) -> str | None:
 
 def _commit(lake: DataLake, schema: Schema, version: str, curated: pd.DataFrame, sources: list[SourceCounts],
             quarantine: dict[str, list[dict[str, Any]]], started: float, extra: dict[str, Any],
-            latest_before: str | None, asked_at: str) -> IngestReport:
+            latest_before: tuple[str | None, str | None], asked_at: str) -> IngestReport:
     """Write the version (quarantine, parts, manifest), then make it the latest — unless another ingest of the dataset
-    asked for after this one (``asked_at``, when it read ``latest_before``) made another version the latest meanwhile:
-    the one asked for last stays. One asked for earlier that merely finished first does not keep it."""
+    asked for after this one (``asked_at``, when it read ``latest_before``, a ``latest_record``) made another version
+    the latest meanwhile, or asked again for the latest: the one asked for last stays. One asked for earlier that
+    merely finished first does not keep it. Times are compared only when LATEST.json changed meanwhile: one ingest
+    after another takes the latest whatever the two machines' clocks say."""
     prefix = curated_prefix(schema.name, version)
     reasons: Counter[str] = Counter()
     quarantine_keys = []
@@ -684,12 +695,10 @@ def _commit(lake: DataLake, schema: Schema, version: str, curated: pd.DataFrame,
     }
     manifest_key = f"{prefix}/manifest.json"
     lake.put_json(manifest_key, manifest)
-    latest_now = current_latest(lake, schema.name)
-    overtaken = latest_now if latest_now != latest_before and latest_now != version else None
-    if overtaken is not None:
-        other = _latest_asked_at(lake, schema.name)
-        if other is not None and other < asked_at:  # asked for before this one, it only finished first
-            overtaken = None
+    latest_now, other = now = latest_record(lake, schema.name)
+    overtaken = latest_now if now != latest_before and latest_now != version else None
+    if overtaken is not None and other is not None and other < asked_at:  # asked for before this one: only finished first
+        overtaken = None
     if overtaken is None:
         lake.put_json(latest_key(schema.name), {"version": version, "manifest": manifest_key, "asked_at": asked_at})
     return IngestReport(schema.name, version, len(curated), sources, dict(reasons), data_keys, manifest_key,
@@ -736,7 +745,7 @@ def ingest_cohort(lake: DataLake, batch: str, *, ontology: Ontology | None = Non
     """The built-in cohort's raw ``batch`` (clinical records + lab results) as a curated version; ``feedback``
     (retraining's: the batch feedback was added to, how many records) is kept in its manifest."""
     started = time.perf_counter()
-    asked_at, latest_before = asked_now(), current_latest(lake, BUILTIN_DATASET)
+    asked_at, latest_before = asked_now(), latest_record(lake, BUILTIN_DATASET)
     phase("reading the raw batch", batch)
     records_key, labs_key = raw_keys(batch)
     for key in (records_key, labs_key):
@@ -747,7 +756,7 @@ def ingest_cohort(lake: DataLake, batch: str, *, ontology: Ontology | None = Non
     records_bytes, labs_bytes = lake.get_bytes(records_key), lake.get_bytes(labs_key)
     hashes = [hashlib.sha256(records_bytes).hexdigest(), hashlib.sha256(labs_bytes).hexdigest()]
     version = _version(schema, hashes)
-    existing = _existing(lake, schema.name, version)
+    existing = _existing(lake, schema.name, version, asked_at)
     if existing is not None:
         return existing
     if ontology is None:
@@ -871,7 +880,7 @@ def ingest_csv_data(lake: DataLake, data: bytes, stem: str, config: dict[str, An
         raise IngestError(f"{config_source}: dataset '{config['name']}' would share its model package group and endpoint "
                           f"'{resource_name(config['name'])}' with the dataset '{sharing[0]}' in the lake (SageMaker "
                           "names write '_' as '-'): name it otherwise, or use that name")
-    asked_at, latest_before = asked_now(), current_latest(lake, config["name"])
+    asked_at, latest_before = asked_now(), latest_record(lake, config["name"])
     digest = hashlib.sha256(data).hexdigest()
     raw_key = f"raw/{config['name']}/{raw_stem(stem)}-{digest[:12]}.csv"
     dialect = csv_dialect(config)
@@ -910,7 +919,7 @@ def ingest_csv_data(lake: DataLake, data: bytes, stem: str, config: dict[str, An
                                           else []),
                                 *([] if dialect.is_default() else ["csv:" + json.dumps(dialect.as_config(),
                                                                                        sort_keys=True)])])
-    existing = _existing(lake, schema.name, version)
+    existing = _existing(lake, schema.name, version, asked_at)
     if existing is not None:
         return existing
 
