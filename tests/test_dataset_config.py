@@ -58,6 +58,12 @@ def ingest(lake, tmp_path, config_text: str, rows: str = ROWS):
     (BASE.replace('"x"', '"patients"'), "name 'patients' is the built-in cohort's"),
     (BASE.replace('"x"', '"diagnosa"'), "name 'diagnosa' is the built-in cohort's"),
     ('name = "x"\nid_column = "case"\ntarget = "outcome"\nlabels = ["a", "b", "a"]\n', "duplicate labels 'a'"),
+    # accepted before, to no effect: a repeat is likely another name mistyped; a nan slice value matches no cell
+    (BASE + "exclude = [\"age\", \"flag\", \" age\"]\n", "'exclude' names 'age' more than once"),
+    (BASE + "[columns.flag]\nvalues = [\"yes\", \"no\", \"yes\", 1, \"1\"]\n",
+     "[columns.flag] values '1', 'yes' are given more than once"),
+    (BASE + "[slice]\ncolumn = \"age\"\nvalue = nan\n", "[slice] value must be a finite number, got nan"),
+    (BASE + "[slice]\ncolumn = \"age\"\nvalue = -inf\n", "[slice] value must be a finite number, got -inf"),
     ('name = "x"\nid_column = "case"\ntarget = "outcome"\nlabels = ["a"]\n', "'labels' needs at least two labels"),
     ('name = "x"\nid_column = "case"\ntarget = "outcome"\nlabels = ["a", "b\'s"]\n', "labels \"b's\" hold a quote"),
     (BASE + "slice_column = \"flag\"\n[slice]\ncolumn = \"flag\"\n", "either 'slice_column' or a [slice] table"),

@@ -413,6 +413,9 @@ def check_dataset_config(data: dict[str, Any], where: str) -> dict[str, Any]:
         raise SchemaError(f"{where}: 'ordinal' must be true or false, got {data['ordinal']!r}")
     if "exclude" in data and not _is_str_list(data["exclude"]):
         raise SchemaError(f"{where}: 'exclude' must be a list of column names, got {data['exclude']!r}")
+    twice = repeated(data.get("exclude") or ())
+    if twice:  # harmless, but likely another column mistyped
+        raise SchemaError(f"{where}: 'exclude' names {', '.join(map(repr, twice))} more than once")
     if "missing_values" in data and not (_is_str_list(data["missing_values"]) and all(data["missing_values"])):
         raise SchemaError(f"{where}: 'missing_values' must be a list of non-empty strings (the cell texts that mean "
                           f"a missing value, read without the spaces around them, as cells are; [] for none), got "
@@ -436,6 +439,9 @@ def check_dataset_config(data: dict[str, Any], where: str) -> dict[str, Any]:
             raise SchemaError(f"{where}: [slice] group must be a column name, got {spec['group']!r}")
         if "value" in spec and not (isinstance(spec["value"], (str, int, float)) and not isinstance(spec["value"], bool)):
             raise SchemaError(f"{where}: [slice] value must be a string or a number, got {spec['value']!r}")
+        if isinstance(spec.get("value"), float) and not math.isfinite(spec["value"]):
+            raise SchemaError(f"{where}: [slice] value must be a finite number, got {spec['value']!r} (no cell is "
+                              "read as nan or inf)")
     if "gate" in data:
         _check_gate(data, where)
     if "csv" in data:
@@ -475,6 +481,10 @@ def check_dataset_config(data: dict[str, Any], where: str) -> dict[str, Any]:
         if column in (data.get("exclude") or ()):
             raise SchemaError(f"{where}: '{column}' is both in 'exclude' and declared in [columns.{column}]: an "
                               "excluded column is dropped on ingestion")
+        twice = repeated(str(v) for v in spec.get("values") or ())
+        if twice:
+            raise SchemaError(f"{where}: [columns.{column}] values {', '.join(map(repr, twice))} are given more than "
+                              "once")
         spaced = [v for v in spec.get("values") or () if isinstance(v, str) and v != v.strip()]
         if spaced:
             raise SchemaError(f"{where}: [columns.{column}] values {', '.join(map(repr, spaced))} have spaces around "
