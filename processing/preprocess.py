@@ -292,7 +292,8 @@ def read_keys(parts: list[Path], schema: Schema) -> pd.DataFrame:
     """The key columns of every part, concatenated in row order (a small share of the data)."""
     columns = key_columns(schema)
     for path in parts:
-        missing = [c for c in [*columns, *schema.features()] if c not in pq.read_schema(path).names]
+        names = set(pq.read_schema(path).names)  # once a part: read per column, 2,000 features took 38 s
+        missing = [c for c in [*columns, *schema.features()] if c not in names]
         if missing:
             raise ValueError(f"{path.name} lacks columns the schema declares: {', '.join(missing)}")
     return pa.concat_tables([pq.read_table(p, columns=columns) for p in parts]).to_pandas()
