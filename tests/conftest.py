@@ -21,6 +21,14 @@ for key in ("AWS_PROFILE", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE", "DI
 os.environ["AWS_CONFIG_FILE"] = os.devnull
 os.environ["AWS_SHARED_CREDENTIALS_FILE"] = os.devnull
 
+import signal  # noqa: E402
+
+# A shell starts a background job (`make test &`, nohup) with SIGINT ignored, and every process it starts inherits
+# that: the Ctrl-C tests' commands would never see their SIGINT (10 failures, each a 30 s wait). A handler, unlike
+# "ignored", is reset to the default when a child starts, so the children read Ctrl-C as a terminal's would.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
 
 import re  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
