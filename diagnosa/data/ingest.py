@@ -602,8 +602,7 @@ def _existing(lake: DataLake, dataset: str, version: str, asked_at: str) -> Inge
     if not lake.exists(key):
         return None
     manifest = lake.get_json(key)
-    before = current_latest(lake, dataset)
-    recorded = _latest_asked_at(lake, dataset)
+    before, recorded = latest_record(lake, dataset)
     if before != version or recorded is None or recorded < asked_at:
         lake.put_json(latest_key(dataset), {"version": version, "manifest": key, "asked_at": asked_at})
     return IngestReport(
@@ -625,34 +624,27 @@ def asked_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="microseconds")
 
 
-def _latest_asked_at(lake: DataLake, dataset: str) -> str | None:
-    """When the ingest that wrote the dataset's LATEST.json was asked for; None when it does not say (written before
-    it did, or damaged)."""
-    try:
-        asked = lake.get_json(latest_key(dataset)).get("asked_at")
-    except (LakeError, AttributeError):
-        return None
-    return asked if isinstance(asked, str) else None
-
-
 def latest_record(lake: DataLake, dataset: str) -> tuple[str | None, str | None]:
-    """(``current_latest``, when it was asked for): an ingest reads it when it starts, and again before it makes its
-    version the latest, to see whether another ingest wrote LATEST.json meanwhile."""
-    return current_latest(lake, dataset), _latest_asked_at(lake, dataset)
+    """(``current_latest``, when the ingest that wrote it was asked for), from one read of LATEST.json: an ingest
+    reads it when it starts, and again before it makes its version the latest, to see whether another ingest wrote
+    it meanwhile. The time is None when LATEST.json does not say (written before it did, or damaged)."""
+    key = latest_key(dataset)
+    if not lake.exists(key):
+        return None, None
+    try:
+        record = lake.get_json(key)
+        version, asked = record.get("version"), record.get("asked_at")
+    except (LakeError, AttributeError):  # not JSON, or JSON but not an object
+        return DAMAGED_LATEST, None
+    return (version if isinstance(version, str) and VERSION_ID.fullmatch(version) else DAMAGED_LATEST,
+            asked if isinstance(asked, str) else None)
 
 
 def current_latest(lake: DataLake, dataset: str) -> str | None:
     """What the dataset's LATEST.json names, None when there is none; DAMAGED_LATEST when it names nothing an
     ingest wrote (not JSON, no version, a version id that is a path). Ingestion rewrites it; readers go
     through ``latest_version``, which refuses it."""
-    key = latest_key(dataset)
-    if not lake.exists(key):
-        return None
-    try:
-        version = lake.get_json(key).get("version")
-    except (LakeError, AttributeError):  # not JSON, or JSON but not an object
-        return DAMAGED_LATEST
-    return version if isinstance(version, str) and VERSION_ID.fullmatch(version) else DAMAGED_LATEST
+    return latest_record(lake, dataset)[0]
 
 
 def _commit(lake: DataLake, schema: Schema, version: str, curated: pd.DataFrame, sources: list[SourceCounts],
