@@ -333,6 +333,10 @@ def test_a_row_that_does_not_match_the_header_is_quarantined_not_padded(lake, tm
                                   "'Unicode text' is saved): set encoding = \"utf-16\" under [csv]"),
     (b"sep=;\n" + ROWS.encode(), BASE, "its first line 'sep=;' says the cells are ';'-separated: set delimiter = \";\""),
     (ROWS.replace("case,", "Case,").encode(), BASE, "id_column 'case' (the header has 'Case') (header: Case, age"),
+    # A no-break space (spreadsheets, web pages) looks like a space in the header the message listed.
+    (ROWS.replace("case,", "my\xa0case,").encode(), BASE.replace('"case"', '"my case"'),
+     "id_column 'my case' (the header has 'my\\xa0case', the same but for a no-break space (U+00A0)) (header: "
+     "'my\\xa0case', age"),
     (ROWS.replace("flag,", "age ,").encode(), BASE, "duplicated column names in the header: 'age' (names are read "
                                                     "without the spaces around them and with accents composed; "
                                                     "written 'age ')"),
@@ -380,6 +384,17 @@ def test_cells_are_compared_trimmed_and_composed_and_the_report_counts_them(lake
     assert reasons[8] == ["duplicate row: same content as an earlier row for id 'c0'"]
     assert reasons[9] == ["unknown label: 'B' (expected one of: a, b); 'b' but for case"]
     assert quarantine_of(lake, report)[0]["raw"]["case"] == "c0 "  # the quarantine keeps the row as written
+    # The summary shows each reason's first row, which says what the count alone did not ('quarantined for unknown
+    # label: 1'); a no-break space inside a label is named, as it shows as a space.
+    assert "    quarantined for unknown label: 1 (e.g. line 9: unknown label: 'B' (expected one of: a, b); 'b' but " \
+           "for case)" in report.summary().splitlines()
+    assert "quarantined for duplicate row: 1 (e.g. line 8: duplicate row: same content as an earlier row for id " \
+           "'c0')" in report.summary()
+    config = BASE.replace('["a", "b"]', '["a", "b c"]')
+    report = ingest(lake, tmp_path, config, ROWS.replace(",b\n", ",b c\n", 2).replace(",b\n", ",b\xa0c\n")
+                    + "c9,39,no,b c\n")
+    assert ("quarantined for unknown label: 1 (e.g. line 7: unknown label: 'b\\xa0c' (expected one of: a, b c); "
+            "'b c' but for a no-break space (U+00A0))") in report.summary()
 
 
 def test_a_column_of_numbers_read_as_a_category_is_reported_with_what_made_it_one(lake, tmp_path):
@@ -396,6 +411,25 @@ def test_a_column_of_numbers_read_as_a_category_is_reported_with_what_made_it_on
     summary = report.summary()
     assert "crp (4 of 7 sampled cells are numbers; not: '<0.1', '#DIV/0!', '1_000')" in summary
     assert "code" not in summary  # declared a category: no news
+
+
+def test_numbers_written_with_a_unit_or_a_word_processors_minus_are_reported(lake, tmp_path):
+    # '124 mg/dL' in every cell, or half the cells with '−' (U+2212) where '-' is read: not one plain number in the
+    # first, not most in the second, yet each value became a level of its own, and the report said nothing.
+    labs = [("124 mg/dL", "\u22122.7", "2A"), ("98 mg/dL", "1.5", "2B"), ("143mg/dL", "\u22120.4", "3A"),
+            ("101 mg/dL", "0.9", "1A"), ("88 mg/dL", "\u22121.1", "2A"), ("132 mg/dL", "2.2", "3B")]
+    rows = "case,glucose,base_excess,stage,outcome\n" + "".join(
+        f"c{i},{g},{b},{s},{'ab'[i % 2]}\n" for i, (g, b, s) in enumerate(labs))
+    report = ingest(lake, tmp_path, BASE, rows)
+    assert report.numbers_read_as_categories == {
+        "glucose": {"numbers": 0, "cells": 6, "others": ["124 mg/dL", "98 mg/dL", "143mg/dL"], "spelled": 6,
+                    "spelled_example": "124 mg/dL", "spelled_as": "a unit after the number ('mg/dL')"},
+        "base_excess": {"numbers": 3, "cells": 6, "others": ["\u22122.7", "\u22120.4", "\u22121.1"], "spelled": 3,
+                        "spelled_example": "\u22122.7", "spelled_as": "the minus sign '\u2212' (U+2212) where '-' is read"}}
+    summary = report.summary()
+    assert ("glucose (0 of 6 sampled cells are numbers; not: '124 mg/dL', '98 mg/dL', '143mg/dL'; 6 spell a number "
+            "otherwise, e.g. '124 mg/dL' with a unit after the number ('mg/dL'): write them as plain numbers)") in summary
+    assert "stage" not in summary  # '2A' is a stage, not a number with a unit
 
 
 def test_numbers_with_a_decimal_comma_read_with_decimal_points_are_refused_naming_every_column(lake, tmp_path):
@@ -533,6 +567,24 @@ def test_numeric_labels_written_as_floats_are_read_as_the_labels(lake, tmp_path)
         ["1", "1", "1", "1.0", "1.0", "1.0", "2", "2", "2.0", "1.00"]))
     report = ingest(lake, tmp_path, config, rows)
     assert report.labels_read_as_numbers == {"2.0": "2"} and report.sources[0].quarantined == 1
+
+
+def test_numeric_labels_are_read_with_the_files_decimal_mark(lake, tmp_path):
+    # A Spanish export of an integer column with gaps writes '4,0'; its '4.0' is no number there (a thousands
+    # point or a mistake), and neither are '1_0' or other scripts' digits, which Python's float() takes.
+    rows = "case;age;stage\n" + "".join(f"c{i};{30 + i};{stage}\n" for i, stage in enumerate(
+        ["4,0", "4", "10,00", "10", "4", "10", "4.0", "1_0", "٤", "4,5"]))
+    config = ('name = "x"\nid_column = "case"\ntarget = "stage"\nlabels = ["4", "10"]\n'
+              '[csv]\ndelimiter = ";"\ndecimal = ","\n')
+    report = ingest(lake, tmp_path, config, rows)
+    assert load_curated(lake, "x")[0]["stage"].tolist() == ["4", "4", "10", "10", "4", "10"]
+    assert report.labels_read_as_numbers == {"10,00": "10", "4,0": "4"}
+    assert report.sources[0].quarantined == 4
+    # With decimal points, '4.0' is the label and '4,0' is not; nor are '1_0' and '٤'.
+    rows = "case,age,stage\n" + "".join(f"c{i},{30 + i},{stage}\n" for i, stage in enumerate(
+        ["4.0", "4", "10", "10", "10", "4", "1_0", "٤", '"4,0"']))
+    report = ingest(lake, tmp_path, config.replace('[csv]\ndelimiter = ";"\ndecimal = ","\n', ""), rows)
+    assert report.labels_read_as_numbers == {"4.0": "4"} and report.sources[0].quarantined == 3
 
 
 def test_the_gate_of_the_config_gives_the_definition_its_default_thresholds(lake, tmp_path):

@@ -5,9 +5,12 @@ version before it was fixed."""
 from __future__ import annotations
 
 import codecs
+import gzip
+import io
 import os
 import threading
 
+import pandas as pd
 import pytest
 
 from diagnosa.cli import main
@@ -76,6 +79,32 @@ def test_a_byte_order_mark_the_encoding_keeps_is_not_read_into_the_first_column_
 ])
 def test_a_file_in_another_encoding_than_the_configs_is_named_as_such(lake, tmp_path, data, config, message):
     assert message in refusal(lake, tmp_path, data, config)
+
+
+def _xlsx() -> bytes:
+    import zipfile
+
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as book:
+        book.writestr("xl/worksheets/sheet1.xml", "<worksheet/>")
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("data, says", [
+    # A compressed CSV or a workbook was told to 'set encoding = "cp1252"', which led to another encoding error.
+    (lambda: gzip.compress(ROWS.encode()), "x.csv is gzip-compressed (a .gz file): decompress it first (gunzip), "
+                                           "not a CSV text file"),
+    (_xlsx, "x.csv is a zip archive (an Excel .xlsx workbook, or a .zip of files): save the sheet as CSV UTF-8"),
+    (lambda: pd.DataFrame({"case": ["c1"], "outcome": ["a"]}).to_parquet(), "x.csv is a Parquet file"),
+    (lambda: b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n", "x.csv is a PDF document: export the table as CSV UTF-8"),
+])
+def test_a_file_format_that_holds_no_csv_text_is_named(lake, tmp_path, data, says):
+    for config in (BASE, BASE + '[csv]\nencoding = "cp1252"\n'):
+        assert says in refusal(lake, tmp_path, data(), config)
+    # A header that starts as a signature does is still a CSV.
+    report, _ = curated_rows(lake, tmp_path, ROWS.replace("case", "PAR1case").encode(),
+                             BASE.replace('"case"', '"PAR1case"'))
+    assert report.sources[0].accepted > 0
 
 
 def test_a_csv_path_that_is_no_file_says_what_it_is(lake, tmp_path):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+from collections.abc import Sequence
 
 
 def fit_to_header(cells: list[str], width: int) -> list[str] | None:
@@ -11,6 +12,42 @@ def fit_to_header(cells: list[str], width: int) -> list[str] | None:
     if len(cells) > width and not any(cell.strip() for cell in cells[width:]):
         return cells[:width]
     return cells if len(cells) == width else None
+
+
+def is_blank_row(cells: Sequence[str]) -> bool:
+    """A row with nothing in it: no cell, or only empty cells and spaces (',,,,': a spreadsheet's formatted empty
+    row). Skipped wherever a CSV is read; never a row without id or label."""
+    return not any(cell.strip() for cell in cells)
+
+
+def named_width(header: Sequence[str]) -> int:
+    """The header's columns up to its last one with a name: a spreadsheet writes delimiters at the end of its lines
+    for columns it once formatted ('id,age,,'); those columns count only where a row has text under them."""
+    width = len(header)
+    while width > 0 and not header[width - 1].strip():
+        width -= 1
+    return width
+
+
+def unnamed_problem(header: Sequence[str], width: int) -> str | None:
+    """What is wrong with a header whose columns up to ``width`` (``named_width``) are not all named, else None:
+    which value a nameless column holds is not known."""
+    unnamed = [str(i + 1) for i, name in enumerate(header[:width]) if not name.strip()]
+    if not unnamed:
+        return None
+    many = len(unnamed) > 1
+    return (f"column{'s' * many} {', '.join(unnamed[:10])}{', …' * (len(unnamed) > 10)} of the header "
+            f"{'have' if many else 'has'} no name: name {'them' if many else 'it'} or delete {'them' if many else 'it'}")
+
+
+def misfit_problem(cells: Sequence[str], header: Sequence[str], width: int) -> str:
+    """Why a row ``fit_to_header(cells, width)`` refused does not fit (``header``: as written, ``width`` its named
+    columns)."""
+    if width < len(cells) <= len(header):
+        column = next(i for i in range(width, len(cells)) if cells[i].strip())
+        return (f"text under column {column + 1} of the header, which has no name ({cells[column].strip()[:40]!r}): "
+                "name the column or delete what is under it")
+    return f"{'more' if len(cells) > width else 'fewer'} cells than the header has fields ({len(cells)}, the header {width})"
 
 
 def csv_problem(err: Exception) -> str:

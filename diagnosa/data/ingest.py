@@ -29,7 +29,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from diagnosa.data.csv_cells import fit_to_header
+from diagnosa.data.csv_cells import fit_to_header, is_blank_row, named_width
 from diagnosa.data.hpo import Ontology, load_ontology
 from diagnosa.data.schema import (
     BUILTIN_DATASET,
@@ -48,7 +48,9 @@ from diagnosa.data.schema import (
     inferred_kind,
     load_dataset_config,
     missing_markers,
+    near_spelling,
     number_counts,
+    number_spelling,
     number_text,
     other_delimiter,
     repeated,
@@ -115,6 +117,9 @@ class IngestReport:
     # 'text', 'empty', 'code') and an example cell.
     inferred_columns: dict[str, dict[str, Any]] = field(default_factory=dict)
     read_notes: list[str] = field(default_factory=list)  # how the file was read beyond its [csv] (csv.notes)
+    # Reason kind → the first such row's reason ('line 7: unknown label: ...'), shown beside its count. Only in the
+    # report of the ingest that wrote the version: the manifest keeps kinds, never a cell's value.
+    reason_examples: dict[str, str] = field(default_factory=dict)
 
     def summary(self) -> str:
         lines = [f"dataset {self.dataset} version {self.version}" + (" (already ingested)" if self.reused else "")
@@ -123,7 +128,8 @@ class IngestReport:
         for s in self.sources:
             lines.append(f"  {s.source}: read {s.read:,} / accepted {s.accepted:,} / quarantined {s.quarantined:,}")
         for reason, count in sorted(self.reasons.items(), key=lambda kv: (-kv[1], kv[0])):
-            lines.append(f"    quarantined for {reason}: {count:,}")
+            example = self.reason_examples.get(reason)
+            lines.append(f"    quarantined for {reason}: {count:,}" + (f" (e.g. {example})" if example else ""))
         if self.labels_read_as_numbers:
             lines.append("  labels read as numbers: " + ", ".join(f"{text!r} as {label!r}"
                                                                   for text, label in self.labels_read_as_numbers.items()))
@@ -131,7 +137,9 @@ class IngestReport:
             lines.append("  read as categories though mostly numbers (declare a column a number to quarantine the rows "
                          "with other text instead, or add the text to missing_values): " + ", ".join(
                              f"{column} ({c['numbers']:,} of {c['cells']:,} sampled cells are numbers; not: "
-                             + ", ".join(map(repr, c["others"])) + ")"
+                             + ", ".join(map(repr, c["others"]))
+                             + (f"; {c['spelled']:,} spell a number otherwise, e.g. {c['spelled_example']!r} with "
+                                f"{c['spelled_as']}: write them as plain numbers" if c.get("spelled") else "") + ")"
                              for column, c in self.numbers_read_as_categories.items()))
         unlearned = {c: k for c, k in self.inferred_columns.items() if k["kind"] != "code"}
         if unlearned:
@@ -258,10 +266,33 @@ def _word_at(text: str, position: int) -> str:
     return text[start:end]
 
 
+# Files a user may take for a CSV, known by their first bytes (and a Parquet file by its last too: a header may
+# start 'PAR1'), and what to do instead.
+CONTAINERS = (
+    (b"\x1f\x8b", "gzip-compressed (a .gz file): decompress it first (gunzip)"),
+    (b"PK\x03\x04", "a zip archive (an Excel .xlsx workbook, or a .zip of files): save the sheet as CSV UTF-8, or unzip "
+                    "it"),
+    (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", "an old Excel workbook (.xls): save the sheet as CSV UTF-8"),
+    (b"%PDF-", "a PDF document: export the table as CSV UTF-8"),
+    (b"PAR1", "a Parquet file: write it as CSV (pandas: read_parquet, then to_csv)"),
+)
+
+
+def container_kind(data: bytes) -> str | None:
+    """What ``data`` is when it is a file format that holds no CSV text as it is (CONTAINERS), else None."""
+    for signature, what in CONTAINERS:
+        if data.startswith(signature) and (signature != b"PAR1" or data.endswith(b"PAR1")):
+            return what
+    return None
+
+
 def encoding_problem(data: bytes, source: str, dialect: CsvDialect) -> str | None:
     """Why ``data`` is not text in the config's encoding though it may decode without an error: the mix-ups that
     garble text silently (a UTF-8 file read as cp1252: 'PediatrÃ­a'; a cp1252 file read as latin-1: control
     characters for its dashes and quotes; UTF-16 without a byte-order mark read as UTF-8: a NUL between letters)."""
+    container = container_kind(data)
+    if container:  # no encoding reads these: the advice to set one would lead nowhere
+        return f"{source} is {container}, not a CSV text file"
     head = data[:4096]
     wide = _wide(dialect.encoding)
     wide_bom = next((name for mark, name in WIDE_BOMS if data.startswith(mark)), None)
@@ -385,17 +416,15 @@ def read_csv_rows(data: bytes, source: str, dialect: CsvDialect | None = None) -
     holding: int | None = None  # the first line with text under a trailing header column without a name
     try:
         header = next(reader, [])
-        width = len(header)  # the header's columns up to its last one with a name
-        while width > 0 and not clean_text(header[width - 1]):
-            width -= 1
+        width = named_width(header)
         rows: list[list[str]] = []
         lines: list[int] = []
         malformed: dict[int, str] = {}
         end = reader.line_num
         for cells in reader:
             start, line, end = end + 1, end + 1 + skipped, reader.line_num
-            if not any(cell.strip() for cell in cells):  # a blank line: nothing on it, spaces, or empty cells only
-                continue  # (',,,,': a spreadsheet's formatted empty row), never a row without id or label
+            if is_blank_row(cells):
+                continue
             fitted = fit_to_header(cells, width)  # a spreadsheet's empty trailing cells: nothing in them to lose
             if fitted is not None:
                 cells = fitted
@@ -657,6 +686,7 @@ def _commit(lake: DataLake, schema: Schema, version: str, curated: pd.DataFrame,
     after another takes the latest whatever the two machines' clocks say."""
     prefix = curated_prefix(schema.name, version)
     reasons: Counter[str] = Counter()
+    examples: dict[str, str] = {}  # reason kind → its first row's reason, for the summary (not in the manifest)
     quarantine_keys = []
     for source, entries in quarantine.items():
         if not entries:
@@ -666,6 +696,9 @@ def _commit(lake: DataLake, schema: Schema, version: str, curated: pd.DataFrame,
         quarantine_keys.append(key)
         for entry in entries:
             reasons.update({_reason_kind(r) for r in entry["reasons"]})
+            for reason in entry["reasons"]:
+                if reason != _reason_kind(reason):  # only where the reason says more than its kind
+                    examples.setdefault(_reason_kind(reason), f"line {entry['line']}: {clip(reason)}")
     data_keys = []
     for number, start in enumerate(range(0, max(len(curated), 1), ROWS_PER_PART)):
         data_keys.append(f"{prefix}/data/part-{number:05d}.parquet")
@@ -700,7 +733,7 @@ def _commit(lake: DataLake, schema: Schema, version: str, curated: pd.DataFrame,
                         cleaned_cells=extra.get("cleaned_cells", 0),
                         numbers_read_as_categories=extra.get("numbers_read_as_categories", {}),
                         inferred_columns=extra.get("inferred_columns", {}), read_notes=extra.get("read_notes", []),
-                        overtaken_by=overtaken)
+                        overtaken_by=overtaken, reason_examples=examples)
 
 
 # ------------------------------------------------------------------------------------------------ cohort
@@ -891,7 +924,7 @@ def ingest_csv_data(lake: DataLake, data: bytes, stem: str, config: dict[str, An
                           "more or fewer columns than its rows. Nothing was written")
     cells, cleaned = clean_cells(frame)
     cells, missing = read_missing_markers(cells, config)
-    cells, respelled = read_numeric_labels(cells, config)
+    cells, respelled = read_numeric_labels(cells, config, dialect)
     sample = first_cells(cells)
     try:
         schema = schema_from_config(config, header, sample)
@@ -967,26 +1000,28 @@ def ingest_csv_data(lake: DataLake, data: bytes, stem: str, config: dict[str, An
                     **({"feedback": feedback} if feedback else {})}, latest_before, asked_at)
 
 
-def read_numeric_labels(cells: pd.DataFrame, config: dict[str, Any]) -> tuple[pd.DataFrame, dict[str, str]]:
+def read_numeric_labels(cells: pd.DataFrame, config: dict[str, Any],
+                        dialect: CsvDialect | None = None) -> tuple[pd.DataFrame, dict[str, str]]:
     """Target cells that spell a numeric label otherwise ('4.0' for the label '4': pandas writes an integer column
-    with gaps as floats) read as that label; the spellings so read, for the report. A cell equal to no label, or
-    to two, stays as written (and is quarantined as an unknown label)."""
+    with gaps as floats; '4,0' in a file with decimal commas) read as that label; the spellings so read, for the
+    report. A cell is read as a number as validation reads one in this file (its decimal mark and thousands
+    separator; not '1_0' or other scripts' digits, which Python's float() takes). A cell equal to no label, or to
+    two, stays as written (and is quarantined as an unknown label)."""
+    dialect = dialect or CsvDialect()
     target, labels = config["target"], config["labels"]
     numeric: dict[float, list[str]] = {}
-    for label in labels:
-        try:
+    for label in labels:  # the config is TOML: its labels are written with decimal points
+        if NUMBER_TEXT.fullmatch(label):
             numeric.setdefault(float(label), []).append(label)
-        except ValueError:
-            continue
     if not numeric or target not in cells.columns:
         return cells, {}
     column = cells[target].str.strip()
     spelled = {}
     for text in column[~column.isin(labels)].unique():
-        try:
-            matches = numeric.get(float(text), [])
-        except ValueError:
+        number = number_text(text, dialect.decimal, dialect.thousands)
+        if number is None or not NUMBER_TEXT.fullmatch(number):
             continue
+        matches = numeric.get(float(number), [])
         if len(matches) == 1:
             spelled[text] = matches[0]
     if not spelled:
@@ -1181,9 +1216,9 @@ def _id_hint(ids: pd.Series, column: str) -> str:
 def _values_hint(cells: pd.Series, value: Any) -> str:
     """": 'H' but for case" or ": the column holds 'H', 'M'" when a slice value matches no row."""
     present = [v for v in pd.unique(cells) if isinstance(v, str) and v != ""]
-    near = [v for v in present if v.casefold() == str(value).strip().casefold()]
+    near = near_spelling(str(value).strip(), present)
     if near:
-        return f": {near[0]!r} but for case"
+        return f": {near[0]!r} {near[1] or 'but for the spaces around it'}"
     shown = ", ".join(map(repr, present[:10])) + (f", … ({len(present):,} values)" if len(present) > 10 else "")
     return f": the column holds {shown}" if present else ": the column is empty"
 
@@ -1204,8 +1239,12 @@ def numbers_read_as_categories(schema: Schema, config: dict[str, Any], sample: d
             continue  # digits with leading zeros: a code, kept as text on purpose (inferred_columns)
         other_mark = "," if decimal == "." else "."
         with_other, not_other_numbers = number_counts(values, other_mark)
-        if numbers > len(others) or with_other > len(values) / 2:
+        # Numbers spelled otherwise ('124 mg/dL', '94%', '−2.7' with a word processor's minus): each a level too.
+        spelled = [(v, why) for v in others for why in [number_spelling(v)] if why]
+        if numbers > len(others) or with_other > len(values) / 2 or numbers + len(spelled) > len(values) / 2:
             out[f.name] = {"numbers": numbers, "cells": numbers + len(others), "others": list(dict.fromkeys(others))[:3]}
+            if spelled:
+                out[f.name].update(spelled=len(spelled), spelled_example=spelled[0][0], spelled_as=spelled[0][1])
             if with_other > numbers:  # numbers, written with the other decimal mark than the file is read with
                 not_numbers = set(not_other_numbers)
                 out[f.name]["other_decimal"] = with_other

@@ -20,7 +20,7 @@ set ([pipeline.md](pipeline.md#one-pipeline-per-dataset)).
 | `name` | string | yes | | the dataset: 1 to 63 ASCII letters, digits, `-`, `_` (starting and ending with a letter or digit). It names `curated/<name>/`, the model package group and the endpoint (`_` becomes `-`) |
 | `id_column` | string | yes | | the column identifying a row; a repeated id is quarantined (all copies when they differ) |
 | `target` | string | yes | | the column holding the label |
-| `labels` | list of strings | yes | | the labels, **in their order** (severity order when `ordinal`). At least two, no duplicates, none with `'`, `\\`, `[`, `]` or control characters. A row whose label is not in the list is quarantined: the list doubles as a filter. A numeric label written otherwise (`4.0` for `4`, as pandas writes an integer column with gaps) is read as that label, and the report says so (`labels read as numbers: '4.0' as '4'`) |
+| `labels` | list of strings | yes | | the labels, **in their order** (severity order when `ordinal`). At least two, no duplicates, none with `'`, `\\`, `[`, `]` or control characters. A row whose label is not in the list is quarantined: the list doubles as a filter. A numeric label written otherwise (`4.0` for `4`, as pandas writes an integer column with gaps; `4,0` in a file read with decimal commas) is read as that label, as validation reads a number in that file (not `1_0` or other scripts' digits), and the report says so (`labels read as numbers: '4.0' as '4'`) |
 | `ordinal` | boolean | no | `true` | whether the order is a severity order; kept in the schema and the model's metadata. The evaluation reports the ordinal error (the mean distance, in labels, of the mistakes) only for ordered labels |
 | `missing_values` | list of strings | no | `["NA", "N/A", "#N/A", "NaN", "nan", "NULL", "null"]` | cell texts read as a missing value, as an empty cell is (R's `write.csv` writes `NA`); read without the spaces around them, as cells are (`" NA "` is `NA`). Never in the id column, and never a label of the target or a declared `values` entry of a column (a label `NA`, North America in a `region` column keep their meaning); `[]` reads only empty cells as missing. The report counts the cells each marker emptied (`cells read as missing: 'NA' 1,234`); another list is another version of the dataset. The list goes into the schema, so the endpoint reads a scoring CSV's cells the same way |
 | `exclude` | list of strings | no | `[]` | columns dropped on ingestion (names, contact details, outcomes known only later); they never reach the curated data or the quarantine |
@@ -69,7 +69,9 @@ the word it would garble and how (`'Pediatría' would be curated as 'PediatrÃ\x
 latin-1 that holds the bytes cp1252 uses for dashes, quotes and `€` (they are control characters
 U+0080 to U+009F in latin-1) is refused saying `set encoding = "cp1252"`; a UTF-16 file without a
 byte-order mark (SQL Server's `bcp -w`; every other byte of its start is NUL) is refused saying
-`set encoding = "utf-16-le"` (or `-be`). A list cell (`hpo_terms`, `codes`) in a `;`-separated
+`set encoding = "utf-16-le"` (or `-be`). A file that is no text at all is named by its first bytes,
+with what to do: gzip-compressed (`decompress it first`), a zip archive such as an Excel `.xlsx`
+workbook or an old `.xls` (`save the sheet as CSV UTF-8`), a PDF or a Parquet file. A list cell (`hpo_terms`, `codes`) in a `;`-separated
 file is quoted, as spreadsheets write it. It is how ingestion reads this file only: a
 scoring CSV sent to the endpoint or to `diagnosa predict` is comma-separated with decimal points.
 
@@ -78,8 +80,12 @@ may write `í` as `i` and a combining accent, which looks the same and compares 
 header and the config: `leve ` is the label `leve`, `P001 ` the id `P001`. The report counts the cells so
 read (`cells read without the spaces around them or with composed accents: 15`); the quarantine and
 `raw/` keep them as written, and the endpoint reads a request's text the same way. Capitals are
-meaningful (`LEVE` is not `leve`); an unknown label or value that is a known one but for case says so
-(`unknown label: 'LEVE' (expected one of: leve, grave); 'leve' but for case`). A label or a declared
+meaningful (`LEVE` is not `leve`), and so are the spaces inside a text; an unknown label or value that is a known one but for case, or
+but for its spaces, says so (`unknown label: 'LEVE' (expected one of: leve, grave); 'leve' but for case`;
+`'tumor maligno' but for a no-break space (U+00A0)`: spreadsheets and web pages write one where a space
+shows), as does a column the config names that the header has so (`the header has 'Edad\xa0(años)', the
+same but for a no-break space (U+00A0)`). The report's count of each reason shows its first row's
+reason (`quarantined for unknown label: 41 (e.g. line 7: unknown label: ...)`). A label or a declared
 value with spaces around it is refused in the config.
 
 A number beyond ±3.4e38 (the models' features are 32-bit floats) is quarantined (`number out of range`),
@@ -112,7 +118,11 @@ declaring one `role = "feature"` is refused saying so. One `<0.1` or `#DIV/0!` a
 the report names every column read as a category though most of its sampled cells are numbers, with
 the cells that were not (`crp (4 of 7 sampled cells are numbers; not: '<0.1', '#DIV/0!')`), so you
 can declare it a `number` (the rows with other text are then quarantined) or list the text in
-`missing_values`. Numbers written with the other decimal mark than the file is read with (`36,5` in
+`missing_values`. It names too a column most of whose cells spell a number otherwise, with how
+(`6 spell a number otherwise, e.g. '124 mg/dL' with a unit after the number ('mg/dL'): write them as
+plain numbers`): a unit or `%` after the number, the minus sign `−` (U+2212) that word processors and
+PDFs write where `-` is read; each such value would be a level of its own, and a new value at the
+endpoint unknown. Numbers written with the other decimal mark than the file is read with (`36,5` in
 a file read with decimal points, `36.5` in one read with decimal commas), and numbers grouped in
 thousands the config does not read so (`8.830,0`, `1,336.0`, `1 234,5`, or `7.915` where it may be
 either), are refused instead (below): read as categories they would lose what they say, and read with

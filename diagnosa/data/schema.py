@@ -852,20 +852,73 @@ def ungrouped(text: str, decimal: str, thousands: str) -> str | None:
 
 
 def _shown(header: list[str]) -> str:
-    """Header names for a message: quoted where spaces around a name would not show."""
-    return ", ".join(repr(name) if name != name.strip() else name for name in header)
+    """Header names for a message: quoted where spaces around a name, or a space other than ' ', would not show."""
+    return ", ".join(repr(name) if name != " ".join(name.split()) else name for name in header)
 
 
 def _near_miss(column: str, header: list[str]) -> str:
     """' (the header has ' id', with spaces)' when the config's name is a header name but for spaces or case."""
-    near = [name for name in header if name.strip().casefold() == column.strip().casefold()]
-    return f" (the header has {near[0]!r})" if near else ""
+    near = near_spelling(column, header)
+    if near is None:
+        return ""
+    name, how = near
+    return f" (the header has {name!r}" + (f", the same {how})" if how not in ("", "but for case") else ")")
+
+
+def _spaced(text: str) -> str:
+    return " ".join(text.split())
+
+
+SPACE_NAMES = {"\xa0": "a no-break space (U+00A0)", "\u202f": "a narrow no-break space (U+202F)", "\t": "a tab"}
+
+
+def near_spelling(value: str, known: Iterable[Any]) -> tuple[str, str] | None:
+    """The known text ``value`` is but for case or its spaces, and how it differs ('' when only by spaces around it,
+    which a quoted name shows), else None: ('leve', 'but for case'), ('tumor maligno', 'but for a no-break space
+    (U+00A0)') -- a spreadsheet or a web page writes one where a space shows, and the two compare different. Case and
+    spaces stay meaningful where texts are compared; this only says why one matched nothing."""
+    words = _spaced(value)
+    for other in known:
+        if not isinstance(other, str) or other == value or _spaced(other).casefold() != words.casefold():
+            continue
+        odd = sorted({c for c in value + other if c.isspace() and c != " "})
+        if _spaced(other) != words:
+            return other, "but for case" if (value, other) == (words, _spaced(other)) else "but for case and spaces"
+        if odd:
+            return other, "but for " + SPACE_NAMES.get(odd[0], f"a space U+{ord(odd[0]):04X}")
+        return other, "" if other.strip() == value.strip() else "but for its spaces"
+    return None
 
 
 # A number as a cell spells one: what pandas.to_numeric (ingestion's validation) reads, and no more — Python's float()
 # also takes '1_000' and other scripts' digits ('١', '１２'), which validation then refused in a column they had
 # made a number.
 NUMBER_TEXT = re.compile(r"\s*[+-]?(?:(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|inf(?:inity)?|nan)\s*", re.IGNORECASE | re.ASCII)
+
+
+# A number followed by a unit: '124 mg/dL', '94%', '37 °C', '12 U/L' -- not '2A' (a stage or a subtype: a unit
+# without a space needs a '/' or is '%').
+_UNIT = re.compile(r"(?P<number>[+\-\u2212]?[\d.,]*\d[\d.,]*)\s*(?P<unit>[%‰]|[°µμ]?[^\W\d_]+(?:/[^\W\d_]+)+"
+                   r"|\s[°µμ]?[^\W\d_]+)")
+_DECIMAL_COMMA = re.compile(r"[+-]?\d*,\d+", re.ASCII)
+
+
+def number_spelling(text: str) -> str | None:
+    """How a cell that is no number as read spells one otherwise, for a message (what to write instead follows
+    from it), else None: a minus sign '−' (U+2212, as word processors and PDFs write it), a thousands separator, a
+    decimal comma, a unit after the number ('124 mg/dL', '94%')."""
+    text = text.strip()
+    if "\u2212" in text and NUMBER_TEXT.fullmatch(text.replace("\u2212", "-")):
+        return "the minus sign '\u2212' (U+2212) where '-' is read"
+    found = grouping(text)
+    if found:
+        return f"a thousands separator {found[0]!r}"
+    if _DECIMAL_COMMA.fullmatch(text):
+        return "a decimal comma"
+    unit = _UNIT.fullmatch(text)
+    if unit and NUMBER_TEXT.fullmatch(unit["number"].replace("\u2212", "-").replace(",", ".")):
+        return f"a unit after the number ({unit['unit'].strip()!r})"
+    return None
 
 
 def number_counts(values: list[str], decimal: str = ".", thousands: str = "") -> tuple[int, list[str]]:

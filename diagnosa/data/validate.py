@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from diagnosa.data.hpo import HPO_ID, Ontology
-from diagnosa.data.schema import FEATURE_NUMBER_MAX, Field, clean_text, number_text
+from diagnosa.data.schema import FEATURE_NUMBER_MAX, Field, clean_text, near_spelling, number_text
 
 # Compared lower-cased; Spanish as well ('no' is both): a spreadsheet in Spanish writes VERDADERO/FALSO.
 TRUE_TEXT = {"true", "1", "yes", "sí", "si", "verdadero"}
@@ -67,9 +67,10 @@ EXACT_INTEGER_LIMIT = 2.0 ** 53
 
 
 def _case_hint(value: object, allowed: Sequence[str]) -> str:
-    """'; 'leve' but for case' when the value is an allowed one written in other capitals (case is meaningful)."""
-    near = [a for a in allowed if isinstance(value, str) and a.casefold() == value.casefold()]
-    return f"; {near[0]!r} but for case" if near else ""
+    """'; 'leve' but for case' when the value is an allowed one written in other capitals or spaces (a no-break
+    space where a space shows): both are meaningful, so it is not read as that one."""
+    near = near_spelling(value, allowed) if isinstance(value, str) else None
+    return f"; {near[0]!r} {near[1] or 'but for the spaces around it'}" if near else ""
 
 
 def validate_frame(raw: pd.DataFrame, fields: Sequence[Field], *, text: bool, ontology: Ontology | None = None,
