@@ -19,7 +19,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import IO, Any, Callable, Iterable, Iterator
 
-from diagnosa.data.csv_cells import csv_problem, fit_to_header
+from diagnosa.data.csv_cells import csv_problem, fit_to_header, is_blank_row, misfit_problem, named_width, unnamed_problem
 from diagnosa.data.schema import other_delimiter
 from inference.client import DiagnosaClient, PredictionRejected
 from inference.limits import (
@@ -142,7 +142,8 @@ def _csv_rows(stream: IO[str], name: str) -> tuple[Iterator[InputRecord], list[s
         header = next(reader, None)
     except csv.Error as err:
         raise ValueError(f"{name}: malformed CSV header: {csv_problem(err)}") from None
-    if not header or not any(cell.strip() for cell in header):
+    width = named_width(header or [])  # trailing columns without a name: a spreadsheet's delimiters, as ingestion reads
+    if not header or not width:
         raise ValueError(f"{name} has no header row naming the fields")
     opening = header[0].lstrip()[:1]
     if opening in ("{", "["):  # no field's name starts so: JSON, whose rows would each be refused or read as none
@@ -152,7 +153,10 @@ def _csv_rows(stream: IO[str], name: str) -> tuple[Iterator[InputRecord], list[s
         raise ValueError(f"{name}: the header is one field, {header[0][:80]!r}{'…' * (len(header[0]) > 80)}: the cells "
                          f"look {other!r}-separated; "
                          "the endpoint reads comma-separated cells with decimal points (save the file so)")
-    repeated = [column for column, count in Counter(header).items() if count > 1]
+    unnamed = unnamed_problem(header, width)
+    if unnamed:
+        raise ValueError(f"{name}: {unnamed}")
+    repeated = [column for column, count in Counter(header[:width]).items() if count > 1]
     if repeated:  # which column holds the value is not known: ingestion and the endpoint refuse it too
         raise ValueError(f"{name}: the header names a field more than once: "
                          + ", ".join(repr(column[:80]) for column in repeated[:10]))
@@ -172,19 +176,18 @@ def _csv_rows(stream: IO[str], name: str) -> tuple[Iterator[InputRecord], list[s
                 continue
             where = f"line {start}"  # where the row starts (a quoted cell may span lines), as ingestion names it
             start = reader.line_num + 1
-            if not cells:
+            if is_blank_row(cells):  # a blank line, or a spreadsheet's formatted empty row (',,,'), as ingestion skips
                 continue
             read += 1
-            fitted = fit_to_header(cells, len(header))
+            fitted = fit_to_header(cells, width)
             if fitted is None:  # a line cut short or run on: never padded (ingestion quarantines it)
-                yield InputRecord(where, problem=f"{'more' if len(cells) > len(header) else 'fewer'} cells than the "
-                                                 f"header has fields ({len(cells)}, the header {len(header)})")
+                yield InputRecord(where, problem=misfit_problem(cells, header, width))
                 continue
             yield InputRecord(where, dict(zip(header, fitted)))
         if not read:
             raise ValueError(f"{name}: no patient records in the input (no rows under the header)")
 
-    return rows(), header
+    return rows(), header[:width]
 
 
 # ------------------------------------------------------------------------------------------------ sending

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from diagnosa.data.csv_cells import csv_problem, fit_to_header
+from diagnosa.data.csv_cells import csv_problem, fit_to_header, is_blank_row, misfit_problem, named_width, unnamed_problem
 from diagnosa.data.schema import Schema, other_delimiter
 from diagnosa.model import DiagnosaModel, model_version
 from inference.fastpath import CompiledFeatures, compile_classifier, compile_features
@@ -283,8 +283,9 @@ def _records_from_csv(body: bytes, fields: frozenset[str] = frozenset()) -> list
     reader = csv.reader(io.StringIO(text, newline=None), strict=True)  # newline=None: '\r' ends a line too
     rows: list[dict[str, str]] = []
     try:
-        header = next(reader, None)
-        if not header:
+        header = next(reader, None) or []
+        width = named_width(header)  # trailing columns without a name: a spreadsheet's delimiters, as ingestion reads
+        if not width:
             raise RequestError(400, "a CSV request needs a header row naming the fields")
         opening = header[0].lstrip()[:1]
         if opening in ("{", "["):
@@ -294,19 +295,22 @@ def _records_from_csv(body: bytes, fields: frozenset[str] = frozenset()) -> list
             head = header[0]  # shown cut: a header may be megabytes long
             raise RequestError(400, f"the CSV header is one field, {head[:80]!r}{'…' * (len(head) > 80)}: the cells "
                                     f"look {other!r}-separated; send comma-separated cells with decimal points")
-        repeated = [name for name, count in Counter(header).items() if count > 1]
+        unnamed = unnamed_problem(header, width)
+        if unnamed:
+            raise RequestError(400, unnamed)
+        repeated = [name for name, count in Counter(header[:width]).items() if count > 1]
         if repeated:
             raise RequestError(400, "the CSV header names a field more than once: "
                                     + ", ".join(repr(name[:80]) for name in repeated[:10]))
         for cells in reader:
-            if not cells:
+            if is_blank_row(cells):  # a blank line, or a spreadsheet's formatted empty row (',,,'), as ingestion skips
                 continue
-            fitted = fit_to_header(cells, len(header))  # empty trailing cells dropped, as ingestion drops them
+            fitted = fit_to_header(cells, width)  # empty trailing cells dropped, as ingestion drops them
             if fitted is None:
-                raise RequestError(400, f"CSV row {len(rows) + 1} (line {reader.line_num}) has "
-                                        f"{'more' if len(cells) > len(header) else 'fewer'} cells than the header "
-                                        f"({len(cells)}, the header {len(header)}): a row is never padded, nor cut "
-                                        "where a cell holds something")
+                problem = misfit_problem(cells, header, width)
+                if problem.startswith(("more", "fewer")):
+                    problem += ": a row is never padded, nor cut where a cell holds something"
+                raise RequestError(400, f"CSV row {len(rows) + 1} (line {reader.line_num}) has {problem}")
             rows.append(dict(zip(header, fitted)))
     except csv.Error as err:
         raise RequestError(400, f"malformed CSV: {csv_problem(err)} (line {reader.line_num})") from None

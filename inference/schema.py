@@ -13,7 +13,16 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from diagnosa.data.hpo import HPO_ID, Ontology, load_ontology
-from diagnosa.data.schema import FEATURE_NUMBER_MAX, Field, FieldNames, Schema, clean_text, is_clean_text
+from diagnosa.data.schema import (
+    FEATURE_NUMBER_MAX,
+    Field,
+    FieldNames,
+    Schema,
+    clean_text,
+    is_clean_text,
+    near_spelling,
+    number_spelling,
+)
 from diagnosa.data.validate import CODE, LIST_SEPARATOR, boolean_text
 from inference.limits import MAX_LISTED_PROBLEMS, RepeatedKeys
 
@@ -203,7 +212,10 @@ class RequestSchema:
                         raise ValueError(value)
                     value = float(value)
                 except ValueError:
-                    return None, f"expected a number, got {value[:40]!r}"
+                    spelled = number_spelling(value)  # '1,657.0', '10,6', '124 mg/dL': ingestion's [csv] may read them
+                    return None, f"expected a number, got {value[:40]!r}" + (
+                        f" ({spelled}; the endpoint reads a number written 1234.5: a decimal point, no thousands "
+                        "separator, no unit)" if spelled else "")
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 return None, f"expected a number, got {type(value).__name__} {str(value)[:40]!r}"
             try:
@@ -250,5 +262,7 @@ class RequestSchema:
             return None, f"expected a string, got {type(value).__name__} {value!r}"
         value = clean_text(value)  # as ingestion read the training cells: 'M ' is 'M'
         if f.type == "category" and f.values is not None and value not in f.values:
-            return None, f"unknown value {value!r} (expected one of: {', '.join(f.values)})"
+            near = near_spelling(value, f.values)  # case and spaces are meaningful, as in ingestion: say so
+            return None, f"unknown value {value!r} (expected one of: {', '.join(f.values)})" + (
+                f"; {near[0]!r} {near[1] or 'but for the spaces around it'}" if near else "")
         return value, None

@@ -337,7 +337,7 @@ def test_text_values_are_read_as_ingestion_read_the_training_cells():
     values, problems = requests.validate(0, {"sex": "F", "dx": "gripe", "smoker": " Sí"}, text=True)
     assert problems == [] and values["smoker"] is True
     _, problems = requests.validate(0, {"sex": "m"}, text=False)
-    assert [p.problem for p in problems] == ["unknown value 'm' (expected one of: M, F)"]
+    assert [p.problem for p in problems] == ["unknown value 'm' (expected one of: M, F); 'M' but for case"]
 
 
 def test_blank_texts_are_missing_values_as_ingestion_read_the_training_cells():

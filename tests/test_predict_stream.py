@@ -68,6 +68,15 @@ def test_json_lines_and_csv_are_read_as_streams_and_bad_lines_become_problems():
                              InputRecord("line 5", problem="more cells than the header has fields (4, the header 3)")]
     with pytest.raises(ValueError, match="x.csv has no header row"):
         read_records(io.StringIO(""), "csv", "x.csv")
+    # A spreadsheet's export: its header's trailing columns without a name (empty in every row) are not fields, and
+    # its formatted empty rows are skipped, as ingestion reads the file; text under such a column is named.
+    records, header = read_records(LinesOnly("patient_id,age,,\nA,50,,\n,,,\n , ,\nB,60,,x\n"), "csv", "x.csv")
+    assert header == ["patient_id", "age"]
+    assert list(records) == [InputRecord("line 2", {"patient_id": "A", "age": "50"}),
+                             InputRecord("line 5", problem="text under column 4 of the header, which has no name "
+                                                           "('x'): name the column or delete what is under it")]
+    with pytest.raises(ValueError, match="^x.csv: column 2 of the header has no name: name it or delete it$"):
+        read_records(io.StringIO("patient_id,,age\nA,1,50\n"), "csv", "x.csv")
     # Documents that json cannot read name the file and what is wrong; a byte-order mark is read past.
     deep = "[" * 100_000 + "]" * 100_000
     for text, problem in ((deep, "nested too deeply"), ('{"age": 1' + "0" * 5000 + "}",

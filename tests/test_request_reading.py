@@ -76,9 +76,20 @@ def test_a_csv_body_is_read_as_ingestion_reads_a_csv_file(service):
         "the CSV header names a field more than once: 'age'"
     # A row cut short was scored with its missing cells as missing values; ingestion quarantines it.
     assert refusal(service, "age,sex,temperature_c\n40,M,37\n40,M\n", CSV).message == (
-        "CSV row 2 (line 3) has fewer cells than the header (2, the header 3): a row is never padded, nor cut "
-        "where a cell holds something")
+        "CSV row 2 (line 3) has fewer cells than the header has fields (2, the header 3): a row is never padded, nor "
+        "cut where a cell holds something")
     assert "row 1 (line 2) has more cells" in refusal(service, "age,sex\n40,M,37\n", CSV).message
+    # A spreadsheet's export: delimiters at the end of every line (its header's columns without a name, empty in
+    # every row) and a formatted empty row are read as ingestion reads them, not a refusal of the whole request.
+    request = parse_request("\ufeffage,sex,,\r\n40,M,,\r\n,,,\r\n , ,\r\n50,F\r\n", CSV, service)
+    assert [(r["age"], r["sex"]) for r in request.records] == [(40.0, "M"), (50.0, "F")]
+    # Text under a column without a name, or a column without a name before named ones, is named as such.
+    assert refusal(service, "age,sex,,\n40,M,,x\n", CSV).message == (
+        "CSV row 1 (line 2) has text under column 4 of the header, which has no name ('x'): name the column or delete "
+        "what is under it")
+    assert refusal(service, "age,,sex,\n40,1,M\n", CSV).message == \
+        "column 2 of the header has no name: name it or delete it"
+    assert refusal(service, ",,\n40,M\n", CSV).message == "a CSV request needs a header row naming the fields"
     # An old Mac's lone CR ends a line, as in ingestion.
     request = parse_request("age,sex\r40,M\r50,F\r", CSV, service)
     assert [(r["age"], r["sex"]) for r in request.records] == [(40.0, "M"), (50.0, "F")]
@@ -171,3 +182,15 @@ def test_predict_refuses_a_record_it_cannot_send_as_read_and_answers_the_others(
                        ("line 3", "age", "given twice")]
     with pytest.raises(ValueError, match="the header names a field more than once: 'age'"):
         read_records(iter(["age,sex,age\n", "1,M,2\n"]), "csv", "x.csv")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("cell, spelled", [
+    ("1,657.0", "a thousands separator ','"), ("10,6", "a decimal comma"), ("\u22122.7", "the minus sign '\u2212' (U+2212)"),
+    ("124 mg/dL", "a unit after the number ('mg/dL')"), ("94%", "a unit after the number ('%')")])
+def test_a_csv_number_spelled_as_a_spreadsheet_may_says_how_the_endpoint_reads_one(service, cell, spelled):
+    # Ingestion's [csv] reads '1,657.0' with thousands = ","; the endpoint reads one spelling, and says which.
+    problem = problems(refusal(service, f'age\n"{cell}"\n', CSV))[(0, "age")]
+    assert problem.startswith(f"expected a number, got {cell!r} ({spelled}")
+    assert problem.endswith("the endpoint reads a number written 1234.5: a decimal point, no thousands separator, "
+                            "no unit)")
+    assert problems(refusal(service, 'age\n"2A"\n', CSV)) == {(0, "age"): "expected a number, got '2A'"}
