@@ -23,7 +23,7 @@ from diagnosa.data.schema import (
     near_spelling,
     number_spelling,
 )
-from diagnosa.data.validate import CODE, LIST_SEPARATOR, boolean_text
+from diagnosa.data.validate import BOOLEAN_SPELLINGS, CODE, LIST_SEPARATOR, boolean_text
 from inference.limits import MAX_LISTED_PROBLEMS, RepeatedKeys
 
 LISTED_FIELDS = 30  # an unknown field's problem lists the accepted names up to this many (else the closest ones)
@@ -239,7 +239,10 @@ class RequestSchema:
             if truth is not None:
                 return truth, None
             if not isinstance(value, bool):
-                return None, f"expected true or false, got {value!r}"
+                return None, (f"expected true or false ({BOOLEAN_SPELLINGS}), got {value!r}" if text else
+                              f"expected true or false, got {value!r}"
+                              + (" (a JSON boolean: the text is read so only in a CSV cell)"
+                                 if isinstance(value, str) and boolean_text(value) is not None else ""))
             return value, None
         if f.type in ("hpo_terms", "codes"):
             if text and isinstance(value, str):

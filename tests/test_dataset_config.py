@@ -179,7 +179,8 @@ def test_classes_emptied_by_rejected_rows_are_reported_with_the_cause_not_as_abs
 
 @pytest.mark.parametrize("config_text, cause", [
     (BASE.replace('["a", "b"]', '["x", "y"]'), "6 rows like line 2: unknown label: 'a' (expected one of: x, y)"),
-    (BASE + 'slice_column = "age"\n', "6 rows like line 2: wrong type for 'age': expected true or false, got '30'"),
+    (BASE + 'slice_column = "age"\n', "6 rows like line 2: wrong type for 'age': expected true or false (true/false, "
+                                      "yes/no, sí/no, verdadero/falso, 1/0, t/f, y/n, s/n; any capitals), got '30'"),
     (BASE + '[columns.flag]\nvalues = ["Y", "N"]\n', "unknown value for 'flag': 'no' (expected one of: Y, N)"),
 ])
 def test_a_config_that_rejects_every_row_is_named_as_the_cause_not_the_class_sizes(lake, tmp_path, config_text, cause):
@@ -329,6 +330,13 @@ def test_a_row_that_does_not_match_the_header_is_quarantined_not_padded(lake, tm
 @pytest.mark.parametrize("data, config, message", [
     (b"case,age,,outcome,\n", BASE, "columns 3, 5 of the header have no name (a spreadsheet's empty columns"),
     (b"case,age,flag,outcome\n\n", BASE, "x.csv has a header but no rows"),
+    # A report's title above the table: it was 'columns 2, 3, 4 of the header have no name ... name or delete them'.
+    (b"Informe de pacientes,,,\nGenerado: hoy,,,\n" + ROWS.encode(), BASE,
+     "x.csv: its first line has text in its first cell only ('Informe de pacientes'), and line 3 has cells under its "
+     "other 3 columns: the first line looks like a title above the table, not its header. Delete the lines above"),
+    (b"Informe de pacientes\n" + ROWS.encode(), BASE,
+     "(its first line, 'Informe de pacientes', is one cell: a title above the table? Delete the lines above the column "
+     "names). Nothing was written"),
     (ROWS.encode("utf-16"), BASE, 'x.csv is UTF-16 text (it starts with UTF-16\'s byte-order mark, as a spreadsheet\'s '
                                   "'Unicode text' is saved): set encoding = \"utf-16\" under [csv]"),
     (b"sep=;\n" + ROWS.encode(), BASE, "its first line 'sep=;' says the cells are ';'-separated: set delimiter = \";\""),
@@ -411,6 +419,33 @@ def test_a_column_of_numbers_read_as_a_category_is_reported_with_what_made_it_on
     summary = report.summary()
     assert "crp (4 of 7 sampled cells are numbers; not: '<0.1', '#DIV/0!', '1_000')" in summary
     assert "code" not in summary  # declared a category: no news
+
+
+def test_text_below_the_cells_a_columns_type_was_inferred_from_is_reported(lake, tmp_path):
+    # A lab numeric in its first 1,000 cells and 'hemolizada' further down: those rows were quarantined as 'wrong
+    # type', and nothing said that the column had not been declared, so its type was a guess.
+    crp = [str(i % 50) for i in range(1_000)] + ["hemolizada", "7", "<0.5", "9"]
+    rows = "case,crp,outcome\n" + "".join(f"c{i},{v},{'ab'[i % 2]}\n" for i, v in enumerate(crp))
+    report = ingest(lake, tmp_path, BASE, rows)
+    assert report.text_below_the_sample == {"crp": {"rows": 2, "line": 1002}}
+    assert report.text_below_the_sample == load_curated(lake, "x", report.version)[1]["text_below_the_sample"]
+    assert ("not declared and read as numbers from their first 1,000 non-empty cells, with other text further down "
+            "(those rows quarantined; declare [columns.<name>] type = \"category\" to keep the cells as text, or list "
+            "the text in missing_values): crp (2 rows from line 1002)") in report.summary()
+    declared = ingest(lake, tmp_path, BASE + '[columns.crp]\ntype = "number"\n', rows + "c9999,3,b\n")  # no news
+    assert declared.text_below_the_sample == {} and "not declared and read as numbers" not in declared.summary()
+
+
+def test_booleans_are_read_in_their_one_letter_spellings(lake, tmp_path):
+    # A Spanish hospital system writes S/N, PostgreSQL's CSV export t/f: they were 'expected true or false', which
+    # did not say that yes/no, sí/no and 1/0 were read.
+    flags = ["S", "n", "T", "f", "y", "N", "x"]
+    rows = "case,age,flag,outcome\n" + "".join(f"c{i},{30 + i},{flag},{'ab'[i % 2]}\n" for i, flag in enumerate(flags))
+    report = ingest(lake, tmp_path, BASE + '[columns.flag]\ntype = "boolean"\n', rows)
+    assert load_curated(lake, "x", report.version)[0]["flag"].tolist() == [True, False, True, False, True, False]
+    assert quarantine_of(lake, report)[0]["reasons"] == [
+        "wrong type for 'flag': expected true or false (true/false, yes/no, sí/no, verdadero/falso, 1/0, t/f, y/n, "
+        "s/n; any capitals), got 'x'"]
 
 
 def test_numbers_written_with_a_unit_or_a_word_processors_minus_are_reported(lake, tmp_path):

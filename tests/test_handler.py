@@ -336,6 +336,13 @@ def test_text_values_are_read_as_ingestion_read_the_training_cells():
     assert problems == [] and (values["sex"], values["dx"]) == ("M", "neumonía")
     values, problems = requests.validate(0, {"sex": "F", "dx": "gripe", "smoker": " Sí"}, text=True)
     assert problems == [] and values["smoker"] is True
+    assert requests.validate(0, {"smoker": "N"}, text=True)[0]["smoker"] is False  # as ingestion reads S/N, t/f
+    _, problems = requests.validate(0, {"smoker": "x"}, text=True)
+    assert [p.problem for p in problems] == ["expected true or false (true/false, yes/no, sí/no, verdadero/falso, 1/0, "
+                                             "t/f, y/n, s/n; any capitals), got 'x'"]
+    _, problems = requests.validate(0, {"smoker": "Sí"}, text=False)  # JSON has its own booleans: say so
+    assert [p.problem for p in problems] == ["expected true or false, got 'Sí' (a JSON boolean: the text is read so "
+                                             "only in a CSV cell)"]
     _, problems = requests.validate(0, {"sex": "m"}, text=False)
     assert [p.problem for p in problems] == ["unknown value 'm' (expected one of: M, F); 'M' but for case"]
 

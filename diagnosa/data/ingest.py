@@ -117,6 +117,9 @@ class IngestReport:
     # 'text', 'empty', 'code') and an example cell.
     inferred_columns: dict[str, dict[str, Any]] = field(default_factory=dict)
     read_notes: list[str] = field(default_factory=list)  # how the file was read beyond its [csv] (csv.notes)
+    # Columns not declared, read as numbers from their sampled cells, with text further down: column → the rows
+    # so quarantined and the first one's line.
+    text_below_the_sample: dict[str, dict[str, int]] = field(default_factory=dict)
     # Reason kind → the first such row's reason ('line 7: unknown label: ...'), shown beside its count. Only in the
     # report of the ingest that wrote the version: the manifest keeps kinds, never a cell's value.
     reason_examples: dict[str, str] = field(default_factory=dict)
@@ -141,6 +144,12 @@ class IngestReport:
                              + (f"; {c['spelled']:,} spell a number otherwise, e.g. {c['spelled_example']!r} with "
                                 f"{c['spelled_as']}: write them as plain numbers" if c.get("spelled") else "") + ")"
                              for column, c in self.numbers_read_as_categories.items()))
+        if self.text_below_the_sample:
+            lines.append(f"  not declared and read as numbers from their first {SAMPLE_CELLS:,} non-empty cells, with "
+                         "other text further down (those rows quarantined; declare [columns.<name>] type = "
+                         "\"category\" to keep the cells as text, or list the text in missing_values): " + ", ".join(
+                             f"{column} ({c['rows']:,} rows from line {c['line']})"
+                             for column, c in self.text_below_the_sample.items()))
         unlearned = {c: k for c, k in self.inferred_columns.items() if k["kind"] != "code"}
         if unlearned:
             lines.append("  not declared, kept as metadata (in the curated data, never a model's input; declare "
@@ -466,6 +475,11 @@ def read_csv_rows(data: bytes, source: str, dialect: CsvDialect | None = None) -
         notes.append(f"header column{'s' * (len(trailing) > 1)} {', '.join(trailing)} without a name and empty in "
                      "every row (a spreadsheet's delimiters at the end of its lines): dropped")
         header, written, unnamed = header[:width], written[:width], []
+    if unnamed and width == 1 and holding is not None and len(header) > 2:
+        raise IngestError(f"{source}: its first line has text in its first cell only ({clip(header[0], 60)!r}), and "
+                          f"line {holding} has cells under its other {len(header) - 1} columns: the first line looks "
+                          "like a title above the table, not its header. Delete the lines above the column names, "
+                          "so that the first line names every column")
     if unnamed:
         raise IngestError(f"{source}: column{'s' * (len(unnamed) > 1)} {', '.join(unnamed)} of the header "
                           f"{'have' if len(unnamed) > 1 else 'has'} no name (a spreadsheet's empty columns, or a "
@@ -644,6 +658,7 @@ def _existing(lake: DataLake, dataset: str, version: str, asked_at: str) -> Inge
         cleaned_cells=manifest.get("cleaned_cells", 0),
         numbers_read_as_categories=manifest.get("numbers_read_as_categories", {}),
         inferred_columns=manifest.get("inferred_columns", {}), read_notes=manifest.get("read_notes", []),
+        text_below_the_sample=manifest.get("text_below_the_sample", {}),
     )
 
 
@@ -733,6 +748,7 @@ def _commit(lake: DataLake, schema: Schema, version: str, curated: pd.DataFrame,
                         cleaned_cells=extra.get("cleaned_cells", 0),
                         numbers_read_as_categories=extra.get("numbers_read_as_categories", {}),
                         inferred_columns=extra.get("inferred_columns", {}), read_notes=extra.get("read_notes", []),
+                        text_below_the_sample=extra.get("text_below_the_sample", {}),
                         overtaken_by=overtaken, reason_examples=examples)
 
 
@@ -921,7 +937,10 @@ def ingest_csv_data(lake: DataLake, data: bytes, stem: str, config: dict[str, An
                           f"({len(header)}), so nothing is left to train on: {summary}. That is how the file is "
                           "written, not the config: cells holding the delimiter without quotes, another delimiter "
                           f"than the config's ({dialect.delimiter!r}; set delimiter under [csv]), or a header with "
-                          "more or fewer columns than its rows. Nothing was written")
+                          "more or fewer columns than its rows"
+                          + (f" (its first line, {clip(header[0], 60)!r}, is one cell: a title above the table? Delete "
+                             "the lines above the column names)" if len(header) == 1 else "")
+                          + ". Nothing was written")
     cells, cleaned = clean_cells(frame)
     cells, missing = read_missing_markers(cells, config)
     cells, respelled = read_numeric_labels(cells, config, dialect)
@@ -969,6 +988,7 @@ def ingest_csv_data(lake: DataLake, data: bytes, stem: str, config: dict[str, An
     entries += [(line, [why], {}) for line, why in read.malformed.items()]
     quarantined = [{"source": raw_key, "line": line, "reasons": r, "raw": raw} for line, r, raw in sorted(
         entries, key=lambda entry: entry[0])]
+    late_text = text_below_the_sample(schema, config, quarantined)
     curated = typed[~bad].reset_index(drop=True)
     problem = too_small_classes(curated[schema.target].value_counts().to_dict(), schema.labels,
                                 found=typed[schema.target].value_counts().to_dict())
@@ -995,6 +1015,7 @@ def ingest_csv_data(lake: DataLake, data: bytes, stem: str, config: dict[str, An
     return _commit(lake, schema, version, curated, sources, {schema.name: quarantined}, started,
                    {"config": config, "missing_cells": missing, "labels_read_as_numbers": respelled,
                     "cleaned_cells": cleaned, "numbers_read_as_categories": mostly_numbers,
+                    **({"text_below_the_sample": late_text} if late_text else {}),
                     **({"inferred_columns": inferred} if inferred else {}),
                     **({"read_notes": read.notes} if read.notes else {}),
                     **({"feedback": feedback} if feedback else {})}, latest_before, asked_at)
@@ -1221,6 +1242,22 @@ def _values_hint(cells: pd.Series, value: Any) -> str:
         return f": {near[0]!r} {near[1] or 'but for the spaces around it'}"
     shown = ", ".join(map(repr, present[:10])) + (f", … ({len(present):,} values)" if len(present) > 10 else "")
     return f": the column holds {shown}" if present else ": the column is empty"
+
+
+def text_below_the_sample(schema: Schema, config: dict[str, Any],
+                          quarantined: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, int]]:
+    """Columns the config does not declare, inferred as numbers from their first SAMPLE_CELLS non-empty cells, whose
+    rows further down were quarantined for text ('hemolizada' in row 5,000 of a lab): the rows and the first line,
+    for the report -- the reason alone does not say the type was a guess."""
+    guessed = {f"wrong type for '{f.name}'": f.name for f in _undeclared_features(schema, config) if f.type == "number"}
+    out: dict[str, dict[str, int]] = {}
+    for entry in quarantined:
+        for reason in entry["reasons"]:
+            column = guessed.get(_reason_kind(reason))
+            if column is not None:
+                found = out.setdefault(column, {"rows": 0, "line": int(entry["line"])})
+                found["rows"] += 1
+    return out
 
 
 def numbers_read_as_categories(schema: Schema, config: dict[str, Any], sample: dict[str, list[str]],

@@ -24,7 +24,7 @@ set ([pipeline.md](pipeline.md#one-pipeline-per-dataset)).
 | `ordinal` | boolean | no | `true` | whether the order is a severity order; kept in the schema and the model's metadata. The evaluation reports the ordinal error (the mean distance, in labels, of the mistakes) only for ordered labels |
 | `missing_values` | list of strings | no | `["NA", "N/A", "#N/A", "NaN", "nan", "NULL", "null"]` | cell texts read as a missing value, as an empty cell is (R's `write.csv` writes `NA`); read without the spaces around them, as cells are (`" NA "` is `NA`). Never in the id column, and never a label of the target or a declared `values` entry of a column (a label `NA`, North America in a `region` column keep their meaning); `[]` reads only empty cells as missing. The report counts the cells each marker emptied (`cells read as missing: 'NA' 1,234`); another list is another version of the dataset. The list goes into the schema, so the endpoint reads a scoring CSV's cells the same way |
 | `exclude` | list of strings | no | `[]` | columns dropped on ingestion (names, contact details, outcomes known only later); they never reach the curated data or the quarantine |
-| `slice_column` | string | no | | a boolean column (`true`/`false`, `yes`/`no`, `sí`/`no`, `verdadero`/`falso`, `1`/`0`, any capitals) marking the rows of a slice; the slice is named after the column without an `is_` prefix |
+| `slice_column` | string | no | | a boolean column (`true`/`false`, `yes`/`no`, `sí`/`no`, `verdadero`/`falso`, `1`/`0`, and their first letters `t`/`f`, `y`/`n`, `s`/`n`, any capitals) marking the rows of a slice; the slice is named after the column without an `is_` prefix |
 | `[slice]` | table | no | | a slice with a name of its own, defined by a value, or grouped (below); not together with `slice_column` |
 | `[columns.<column>]` | table | no | inferred | a column's type and limits (below) |
 | `[csv]` | table | no | `,` `.` UTF-8 | how the file is written (below): `delimiter`, `decimal`, `encoding`, `thousands` |
@@ -101,7 +101,10 @@ not declared is a `number` when every non-empty value among its first 1,000 spel
 reads numbers (`12`, `-1.5e3`, `.5`, and with `thousands` set `1.234,5`; not `1_000` or other scripts'
 digits; cells of `missing_values` count as empty) — its first 1,000 **non-empty** values, however far
 down the file they are (a lab first recorded in row 5,000 is sampled by its values) —, else a
-`category` with any value. Four kinds of column not declared are inferred otherwise, and the report
+`category` with any value. A row further down with other text in such a column is quarantined
+(`wrong type`), and the report says the type was inferred (`not declared and read as numbers from
+their first 1,000 non-empty cells, with other text further down (...): crp (62 rows from line 1002)`):
+declare the column, or list the text in `missing_values`. Four kinds of column not declared are inferred otherwise, and the report
 names each with an example: digits with leading zeros (`08001`, a postal or service code) are a
 `category` that keeps its text, not the number 8001 (`read as categories, not numbers, for their
 leading zeros: cp (e.g. '08001')`; declare `type = "number"` if they are amounts); a column whose
@@ -153,12 +156,14 @@ nothing reaches the lake (not even `raw/`):
   delimiter than the config's (one naming the same is skipped), empty or a header without rows, a
   header with a column without a name (a spreadsheet's empty columns: their positions are named; such
   columns at the end of the header that are empty in every row, as a spreadsheet writes them, are
-  dropped and the report says so), a
+  dropped and the report says so; a first line with text in its first cell only is named as a title
+  above the table, to delete), a file that is no text (gzip, zip or Excel, PDF, Parquet: named by its
+  first bytes), a
   quote never closed (the line its row starts on is named; the rest of the file is not read into one
   cell), a name repeated in the header (`age.group` beside `age` is a column of its own; names are
   read trimmed, so `age` and `age ` are one name twice), and every column the config names that the
-  header lacks (all listed at once; a name that differs from the header's only by case is pointed
-  out: `id_column 'id' (the header has 'ID')`);
+  header lacks (all listed at once; a name that differs from the header's only by case or spaces is
+  pointed out: `id_column 'id' (the header has 'ID')`);
   columns whose sampled cells are mostly numbers with a decimal comma while the file is read with
   decimal points, or with a decimal point while it is read with decimal commas (all named, with an
   example cell: set `decimal` under `[csv]` to the file's mark, or write the column with it, or declare

@@ -17,9 +17,11 @@ import pandas as pd
 from diagnosa.data.hpo import HPO_ID, Ontology
 from diagnosa.data.schema import FEATURE_NUMBER_MAX, Field, clean_text, near_spelling, number_text
 
-# Compared lower-cased; Spanish as well ('no' is both): a spreadsheet in Spanish writes VERDADERO/FALSO.
-TRUE_TEXT = {"true", "1", "yes", "sí", "si", "verdadero"}
-FALSE_TEXT = {"false", "0", "no", "falso"}
+# Compared lower-cased; Spanish as well ('no' is both): a spreadsheet in Spanish writes VERDADERO/FALSO, a hospital
+# system S/N, PostgreSQL's CSV export t/f. Only for a column declared boolean (or the slice_column): never inferred.
+TRUE_TEXT = {"true", "1", "yes", "sí", "si", "verdadero", "t", "y", "s"}
+FALSE_TEXT = {"false", "0", "no", "falso", "f", "n"}
+BOOLEAN_SPELLINGS = "true/false, yes/no, sí/no, verdadero/falso, 1/0, t/f, y/n, s/n; any capitals"
 
 
 def boolean_text(text: str) -> bool | None:
@@ -132,7 +134,8 @@ def validate_frame(raw: pd.DataFrame, fields: Sequence[Field], *, text: bool, on
             else:
                 wrong = present & ~_type_mask(col, (bool,))
                 truth = col.where(present & ~wrong, False).astype(bool)
-            flag(wrong, lambda pos, f=f, c=col: f"wrong type for '{f.name}': expected true or false, got {shown(c[pos])}")
+            expected = f"true or false ({BOOLEAN_SPELLINGS})" if text else "true or false"
+            flag(wrong, lambda pos, f=f, c=col, e=expected: f"wrong type for '{f.name}': expected {e}, got {shown(c[pos])}")
             typed[f.name] = truth.astype("boolean").where(present & ~wrong)
 
         else:  # hpo_terms, codes: lists of strings (a ';'-separated cell in a CSV)
