@@ -341,6 +341,11 @@ def test_a_row_that_does_not_match_the_header_is_quarantined_not_padded(lake, tm
                                   "'Unicode text' is saved): set encoding = \"utf-16\" under [csv]"),
     (b"sep=;\n" + ROWS.encode(), BASE, "its first line 'sep=;' says the cells are ';'-separated: set delimiter = \";\""),
     (ROWS.replace("case,", "Case,").encode(), BASE, "id_column 'case' (the header has 'Case') (header: Case, age"),
+    # The answers' 'patient_id' would be the id column's value, not this column's: the run's own example looked
+    # broken ('"patient_id": null').
+    (ROWS.replace("flag,", "patient_id,").encode(), BASE,
+     "the column 'patient_id' is not the id column ('case'), yet the endpoint's answers give each row's id as "
+     "'patient_id': make it the id_column, put it in exclude, or rename it"),
     # A no-break space (spreadsheets, web pages) looks like a space in the header the message listed.
     (ROWS.replace("case,", "my\xa0case,").encode(), BASE.replace('"case"', '"my case"'),
      "id_column 'my case' (the header has 'my\\xa0case', the same but for a no-break space (U+00A0)) (header: "

@@ -235,6 +235,9 @@ BUILTIN_RESOURCE = "diagnosa"  # the built-in cohort's model package group and e
 
 # A SageMaker model package group, endpoint or variant name (botocore's model gives the pattern, its validator does
 # not enforce it): also what keeps a name from being a path where the local executor files it.
+ANSWER_ID = "patient_id"  # the key of a row's id in the endpoint's answers, whatever the dataset's id column
+
+
 RESOURCE_NAME = re.compile(r"\A[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}\Z")
 
 
@@ -751,6 +754,9 @@ def schema_from_config(config: dict[str, Any], header: list[str], sample: dict[s
                           f"{', '.join(missing)} (header: {_shown(header)})")
     if id_column == target:
         raise SchemaError(f"the id column and the target are the same column '{id_column}'")
+    if ANSWER_ID in header and ANSWER_ID not in (id_column, *exclude):
+        raise SchemaError(f"the column '{ANSWER_ID}' is not the id column ('{id_column}'), yet the endpoint's answers "
+                          f"give each row's id as '{ANSWER_ID}': make it the id_column, put it in exclude, or rename it")
     for role, column in (("id column", id_column), ("target", target)):
         if column in exclude:
             raise SchemaError(f"the {role} '{column}' is also in 'exclude'")
