@@ -295,6 +295,19 @@ def _predict_format(args: argparse.Namespace) -> str:
     return "csv" if name.endswith(".csv") else "jsonl" if name.endswith((".jsonl", ".ndjson")) else "json"
 
 
+def _file_kind(path: str) -> str | None:
+    """What a file that is no UTF-8 text is, when its first and last bytes say (gzip, a workbook, ...)."""
+    from diagnosa.data.csv_cells import container_kind
+
+    try:
+        with open(path, "rb") as file:
+            head = file.read(16)
+            file.seek(max(0, os.fstat(file.fileno()).st_size - 4))
+            return container_kind(head, file.read(4))
+    except OSError:
+        return None
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     """A file (or standard input) of patients, streamed to the endpoint in requests of 100; the predictions go to
     standard output as they arrive, the refused records' problems to a file, summarised on standard error."""
@@ -343,7 +356,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
             else:
                 problems.add(outcome)
     except UnicodeDecodeError as err:
-        failure = (f"{name} is not UTF-8 text (byte {err.start} of a block read): the endpoint reads UTF-8; a "
+        kind = None if stream is sys.stdin else _file_kind(args.input)
+        failure = (f"{name} is not a text file: it is {kind}" if kind else
+                   f"{name} is not UTF-8 text (byte {err.start} of a block read): the endpoint reads UTF-8; a "
                    "spreadsheet saved on Windows is often cp1252: save it as 'CSV UTF-8'")
     except JsonNotCsv as err:
         failure = f"{err}: give --format json, or --format jsonl for one record per line"

@@ -92,11 +92,12 @@ def _xlsx() -> bytes:
 
 @pytest.mark.parametrize("data, says", [
     # A compressed CSV or a workbook was told to 'set encoding = "cp1252"', which led to another encoding error.
-    (lambda: gzip.compress(ROWS.encode()), "x.csv is gzip-compressed (a .gz file): decompress it first (gunzip), "
-                                           "not a CSV text file"),
-    (_xlsx, "x.csv is a zip archive (an Excel .xlsx workbook, or a .zip of files): save the sheet as CSV UTF-8"),
-    (lambda: pd.DataFrame({"case": ["c1"], "outcome": ["a"]}).to_parquet(), "x.csv is a Parquet file"),
-    (lambda: b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n", "x.csv is a PDF document: export the table as CSV UTF-8"),
+    (lambda: gzip.compress(ROWS.encode()), "x.csv is not a CSV text file: it is gzip-compressed (a .gz file): "
+                                           "decompress it first (gunzip)"),
+    (_xlsx, "x.csv is not a CSV text file: it is a zip archive (an Excel .xlsx workbook, or a .zip of files): save "
+            "the sheet as CSV UTF-8"),
+    (lambda: pd.DataFrame({"case": ["c1"], "outcome": ["a"]}).to_parquet(), "it is a Parquet file"),
+    (lambda: b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n", "it is a PDF document: export the table as CSV UTF-8"),
 ])
 def test_a_file_format_that_holds_no_csv_text_is_named(lake, tmp_path, data, says):
     for config in (BASE, BASE + '[csv]\nencoding = "cp1252"\n'):

@@ -348,3 +348,19 @@ def test_predict_with_only_a_url_asks_the_server_which_endpoint_it_is(two_label_
                      "--endpoint-name", "diagnosa"])
         assert code == 2 and f"--endpoint-name diagnosa, but {served.url} serves endpoint ill-or-not" \
             in capsys.readouterr().err
+
+
+def test_a_file_that_is_no_utf8_text_is_named_for_what_it_is(endpoint, tmp_path, capsys):
+    # A compressed export was told to save it as 'CSV UTF-8', as a cp1252 file is.
+    import gzip
+
+    packed, windows = tmp_path / "export.csv.gz", tmp_path / "export.csv"
+    packed.write_bytes(gzip.compress(b"age,sex\n40,M\n"))
+    windows.write_bytes("age,región\n40,Sur\n".encode("cp1252"))
+    for path, says in ((packed, f"{packed} is not a text file: it is gzip-compressed (a .gz file): decompress it "
+                                "first (gunzip)"),
+                       (windows, f"{windows} is not UTF-8 text (byte 8 of a block read): the endpoint reads UTF-8; a "
+                                 "spreadsheet saved on Windows is often cp1252")):
+        assert main(["--workspace", str(tmp_path / "ws"), "predict", str(path), "--format", "csv",
+                     "--endpoint-url", endpoint.url]) == 2
+        assert says in capsys.readouterr().err

@@ -1,4 +1,5 @@
-"""How a CSV row's cells are fitted to its header, one rule for ingestion, ``diagnosa predict`` and the endpoint."""
+"""How a CSV file's rows are read -- its blank rows, its header's columns without a name, a row's cells fitted to
+the header, a file that is no text -- one rule for ingestion, ``diagnosa predict`` and the endpoint."""
 from __future__ import annotations
 
 import csv
@@ -48,6 +49,27 @@ def misfit_problem(cells: Sequence[str], header: Sequence[str], width: int) -> s
         return (f"text under column {column + 1} of the header, which has no name ({cells[column].strip()[:40]!r}): "
                 "name the column or delete what is under it")
     return f"{'more' if len(cells) > width else 'fewer'} cells than the header has fields ({len(cells)}, the header {width})"
+
+
+# Files a user may take for a CSV, known by their first bytes (and a Parquet file by its last too: a header may
+# start 'PAR1'), and what to do instead.
+CONTAINERS = (
+    (b"\x1f\x8b", "gzip-compressed (a .gz file): decompress it first (gunzip)"),
+    (b"PK\x03\x04", "a zip archive (an Excel .xlsx workbook, or a .zip of files): save the sheet as CSV UTF-8, or unzip "
+                    "it"),
+    (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", "an old Excel workbook (.xls): save the sheet as CSV UTF-8"),
+    (b"%PDF-", "a PDF document: export the table as CSV UTF-8"),
+    (b"PAR1", "a Parquet file: write it as CSV (pandas: read_parquet, then to_csv)"),
+)
+
+
+def container_kind(head: bytes, tail: bytes = b"") -> str | None:
+    """What a file starting with ``head`` (and ending with ``tail``) is when it is a format that holds no CSV text
+    as it is (CONTAINERS), else None."""
+    for signature, what in CONTAINERS:
+        if head.startswith(signature) and (signature != b"PAR1" or tail.endswith(b"PAR1")):
+            return what
+    return None
 
 
 def csv_problem(err: Exception) -> str:

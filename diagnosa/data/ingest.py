@@ -29,7 +29,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from diagnosa.data.csv_cells import fit_to_header, is_blank_row, named_width
+from diagnosa.data.csv_cells import container_kind, fit_to_header, is_blank_row, named_width
 from diagnosa.data.hpo import Ontology, load_ontology
 from diagnosa.data.schema import (
     BUILTIN_DATASET,
@@ -275,33 +275,13 @@ def _word_at(text: str, position: int) -> str:
     return text[start:end]
 
 
-# Files a user may take for a CSV, known by their first bytes (and a Parquet file by its last too: a header may
-# start 'PAR1'), and what to do instead.
-CONTAINERS = (
-    (b"\x1f\x8b", "gzip-compressed (a .gz file): decompress it first (gunzip)"),
-    (b"PK\x03\x04", "a zip archive (an Excel .xlsx workbook, or a .zip of files): save the sheet as CSV UTF-8, or unzip "
-                    "it"),
-    (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", "an old Excel workbook (.xls): save the sheet as CSV UTF-8"),
-    (b"%PDF-", "a PDF document: export the table as CSV UTF-8"),
-    (b"PAR1", "a Parquet file: write it as CSV (pandas: read_parquet, then to_csv)"),
-)
-
-
-def container_kind(data: bytes) -> str | None:
-    """What ``data`` is when it is a file format that holds no CSV text as it is (CONTAINERS), else None."""
-    for signature, what in CONTAINERS:
-        if data.startswith(signature) and (signature != b"PAR1" or data.endswith(b"PAR1")):
-            return what
-    return None
-
-
 def encoding_problem(data: bytes, source: str, dialect: CsvDialect) -> str | None:
     """Why ``data`` is not text in the config's encoding though it may decode without an error: the mix-ups that
     garble text silently (a UTF-8 file read as cp1252: 'PediatrÃ­a'; a cp1252 file read as latin-1: control
     characters for its dashes and quotes; UTF-16 without a byte-order mark read as UTF-8: a NUL between letters)."""
-    container = container_kind(data)
+    container = container_kind(data[:16], data[-4:])
     if container:  # no encoding reads these: the advice to set one would lead nowhere
-        return f"{source} is {container}, not a CSV text file"
+        return f"{source} is not a CSV text file: it is {container}"
     head = data[:4096]
     wide = _wide(dialect.encoding)
     wide_bom = next((name for mark, name in WIDE_BOMS if data.startswith(mark)), None)
