@@ -517,6 +517,28 @@ def test_retraining_runs_the_pipeline_on_the_feedback_version_and_the_gate_decid
         assert code == 1 and "RecallGateFailed" in steps and "Register" not in steps
 
 
+def test_retraining_options_are_checked_before_anything_is_written(tmp_path, loop, baseline_dir, capsys):
+    # A typo in --param or --families was found only after the feedback version had been written and made the
+    # dataset's latest: the next plain `run --local` trained on it. Without --retrain they were not checked at all.
+    from diagnosa.cli import main
+
+    lake, phases = loop
+    workspace = tmp_path / "ws"
+    before = sorted(lake.list("raw/")), sorted(lake.list("curated/"))
+    start = phases["drift"]["start"].strftime("%Y-%m-%dT%H:%M:%SZ")
+    common = ["--lake", lake.uri, "--workspace", str(workspace), "monitor", "--baseline", str(baseline_dir),
+              "--since", start]
+    for extra, says in ((["--param", "Bogus"], "--param takes NAME=VALUE, got 'Bogus'"),
+                        (["--param", "Foo=1"], "Foo"),
+                        (["--families", "nope"], "nope")):
+        assert main([*common, "--retrain", "--force-retrain", *extra]) == 2
+        out, err = capsys.readouterr()
+        assert says in err and "retraining: starting" not in out
+        assert (sorted(lake.list("raw/")), sorted(lake.list("curated/"))) == before
+    assert main([*common, "--families", "logistic_regression", "--force-retrain"]) == 2
+    assert "--families, --force-retrain go with --retrain" in capsys.readouterr().err
+
+
 def test_a_dataset_of_your_own_is_monitored_against_its_own_labels():
     # The cohort's five categories were the only labels: every endpoint of a dataset of your own was refused
     # ("recall thresholds name unknown classes").

@@ -92,6 +92,14 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     from processing.baseline import BaselineError, load_baseline
 
     lake = open_lake(args)
+    if args.retrain:
+        _check_retraining(args, lake)  # before the report and the feedback version are written
+    else:
+        given = [flag for flag, value in (("--param", args.param), ("--families", args.families),
+                                          ("--base-version", args.base_version), ("--force-retrain", args.force_retrain))
+                 if value not in (None, [], False)]
+        if given:
+            raise UsageError(f"{', '.join(given)} go{'es' * (len(given) == 1)} with --retrain (the execution it starts)")
     try:
         start, end = parse_window(args.since, args.until, args.last)
         folders = [Path(p) for p in args.baseline] if args.baseline else _served_baselines(args, lake)
@@ -167,6 +175,21 @@ def _print_summary(report: dict[str, Any], paths: dict[str, Path], lake_url: str
         if f["verdict"] in ("drift", "warn"):
             print(f"  {f['verdict']:5} {f['name']}: {'; '.join(f['reasons'])}")
     print(f"report: {paths['html']}\n        {paths['json']}\n        {lake_url}")
+
+
+def _check_retraining(args: argparse.Namespace, lake: Any) -> None:
+    """What `--retrain` would start, checked as `run --local` checks it (its --param names and types, its
+    --families, the dataset's latest version) before the feedback version is written: a typo after it left a
+    new curated version as the dataset's latest, which the next plain `run --local` trained on."""
+    from diagnosa.services import plan_local_run
+    from monitoring.retrain import RetrainError, endpoint_dataset
+
+    overrides, families = split_params(args.param), split_families(args.families)
+    try:
+        dataset = endpoint_dataset(lake, args.endpoint_name)
+    except RetrainError as err:
+        raise UsageError(f"retraining not started: {err}") from None
+    plan_local_run(lake, dataset=dataset, overrides=overrides, families=families)
 
 
 def _retrain(args: argparse.Namespace, lake: Any, start: Any, end: Any) -> int:
