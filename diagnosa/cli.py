@@ -75,11 +75,17 @@ def cmd_data_generate(args: argparse.Namespace) -> int:
     from diagnosa.data.card import render_card
     from diagnosa.data.cohort import CohortConfig, apply_drift, generate, write_raw
     from diagnosa.data.hpo import load_ontology
-    from diagnosa.data.ingest import raw_keys
+    from diagnosa.data.ingest import check_batch_name, raw_keys
     from diagnosa.data.orphan import build_catalogue
 
     if args.drift and args.card:
         raise UsageError("--card documents the default cohort; a drifted batch has no card of its own")
+    if args.batch is not None:
+        check_batch_name(args.batch)  # as ingest checks it: it names raw files, written once
+    healthy = CohortConfig.healthy_fraction
+    if args.orphan_fraction + healthy >= 1:  # within the flag's own range, and no room left for common diseases
+        raise UsageError(f"--orphan-fraction {args.orphan_fraction:g} leaves no room for common diseases beside the "
+                         f"{healthy:.0%} healthy patients: give less than {1 - healthy:g}")
     config = CohortConfig(patients=args.patients, seed=args.seed, orphan_fraction=args.orphan_fraction,
                           defect_rate=args.defect_rate)
     lake = open_lake(args)
@@ -138,7 +144,7 @@ def cmd_data_ingest(args: argparse.Namespace) -> int:
 
 
 def _ingest(args: argparse.Namespace, phase):
-    from diagnosa.data.ingest import cohort_batches, ingest_cohort, ingest_csv, stage_cohort_files
+    from diagnosa.data.ingest import cohort_batches, ingest_cohort, ingest_cohort_files, ingest_csv
 
     lake = open_lake(args)
     lake.init_zones()
@@ -160,14 +166,12 @@ def _ingest(args: argparse.Namespace, phase):
             if len(records) != 1 or len(labs) != 1:
                 raise UsageError(f"{path} must hold exactly one .jsonl (clinical records) and one .csv (lab results); "
                                  f"found {len(records)} and {len(labs)}")
-            batch = stage_cohort_files(lake, records[0], labs[0], args.batch)
-        elif path.suffix == ".csv":
+            return ingest_cohort_files(lake, records[0], labs[0], args.batch, phase=phase)
+        if path.suffix == ".csv":
             raise UsageError(f"{path} is a CSV: describe it with --config CONFIG.toml (see docs/data.md)")
-        else:
-            if not args.labs:
-                raise UsageError(f"clinical records {path} need their lab results: add --labs LABS.csv")
-            batch = stage_cohort_files(lake, path, Path(args.labs), args.batch)
-        return ingest_cohort(lake, batch, phase=phase)
+        if not args.labs:
+            raise UsageError(f"clinical records {path} need their lab results: add --labs LABS.csv")
+        return ingest_cohort_files(lake, path, Path(args.labs), args.batch, phase=phase)
     else:
         batches = cohort_batches(lake)
         if args.batch:
@@ -334,6 +338,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     # In the current folder, never beside the input: that may be a lake's raw zone or read-only.
     errors_path = Path(args.errors_file or ("predict-errors.jsonl" if args.input == "-"
                                             else f"{Path(args.input).name}.errors.jsonl"))
+    if args.input == "-" and sys.stdin is None:  # started with standard input closed (0<&-)
+        raise UsageError("standard input is closed: give the file's path instead of -")
     try:
         stream = sys.stdin if args.input == "-" else open(args.input, encoding="utf-8", newline="")
     except OSError as err:

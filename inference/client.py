@@ -310,14 +310,10 @@ def raw_batch_requests(lake: Any, batch: str) -> RawBatch:
     """The records + labs of raw batch ``batch`` (``diagnosa data generate`` writes them, drifted ones too) joined
     per patient and cut to the fields the built-in cohort's endpoint accepts. Values are sent as recorded:
     a defect the batch carries is the endpoint's to refuse."""
-    from diagnosa.data.ingest import IngestError, cohort_batches, cohort_schema, raw_keys, read_csv_text
+    from diagnosa.data.ingest import cohort_schema, existing_raw_keys, read_csv_text
     from inference.schema import RequestSchema
 
-    records_key, labs_key = raw_keys(batch)
-    for key in (records_key, labs_key):
-        if not lake.exists(key):
-            raise IngestError(f"raw batch '{batch}' is incomplete: {lake.url(key)} does not exist "
-                              f"(batches: {', '.join(cohort_batches(lake)) or 'none'})")
+    records_key, labs_key = existing_raw_keys(lake, batch)
     schema = cohort_schema()
     fields = RequestSchema(schema).fields
     labs = read_csv_text(lake.get_bytes(labs_key), labs_key)

@@ -68,7 +68,7 @@ def test_bad_flags_exit_2_naming_the_flag(tmp_path, capsys, argv, message):
 
 @pytest.mark.parametrize("argv, message", [
     (["data", "ingest"], "no raw batch in"),
-    (["data", "ingest", "--batch", "ghost"], "raw batch 'ghost' is incomplete"),
+    (["data", "ingest", "--batch", "ghost"], "no raw batch 'ghost' in "),
     (["data", "ingest", "missing.jsonl", "--labs", "missing.csv"], "input file not found: missing.jsonl"),
     (["data", "ingest", "records.jsonl"], "need their lab results: add --labs"),
     (["data", "ingest", "own.csv"], "describe it with --config"),

@@ -8,7 +8,15 @@ import pytest
 from moto import mock_aws
 
 from diagnosa.data.cohort import CohortConfig, generate, write_raw
-from diagnosa.data.ingest import IngestError, ingest_cohort, ingest_csv, load_curated, raw_keys, stage_cohort_files
+from diagnosa.data.ingest import (
+    IngestError,
+    ingest_cohort,
+    ingest_cohort_files,
+    ingest_csv,
+    latest_version,
+    load_curated,
+    raw_keys,
+)
 from diagnosa.data.orphan import build_catalogue
 from diagnosa.lake import DataLake
 
@@ -157,9 +165,16 @@ def put_batch_from(lake: DataLake, cohort, batch: str = "gen") -> str:
     return batch
 
 
-def test_missing_batch_is_a_clear_error(lake):
-    with pytest.raises(IngestError, match="raw batch 'nope' is incomplete"):
+def test_missing_batch_is_a_clear_error(lake, tmp_path):
+    with pytest.raises(IngestError, match="^no raw batch 'nope' in "):  # it was "incomplete", as if half there
         ingest_cohort(lake, "nope")
+    records, labs = tmp_path / "r.jsonl", tmp_path / "r.csv"
+    records.write_text(record("P1") + "\n")
+    labs.write_text(LAB_HEADER + "\n" + lab_row("P1") + "\n")
+    batch = ingest_cohort_files(lake, records, labs, "half").sources[0].key.rsplit("/", 1)[-1].removesuffix(".jsonl")
+    lake.delete(raw_keys(batch)[1])
+    with pytest.raises(IngestError, match="raw batch 'half' is incomplete: .*lab_results/half.csv does not exist"):
+        ingest_cohort(lake, "half")
 
 
 def test_user_files_are_staged_write_once(lake, tmp_path):
@@ -167,11 +182,35 @@ def test_user_files_are_staged_write_once(lake, tmp_path):
     labs = tmp_path / "delivery.csv"
     records.write_text(record("P1") + "\n")
     labs.write_text(LAB_HEADER + "\n" + lab_row("P1") + "\n")
-    batch = stage_cohort_files(lake, records, labs)
-    assert stage_cohort_files(lake, records, labs) == batch
-    report = ingest_cohort(lake, batch)
+    report = ingest_cohort_files(lake, records, labs)
     assert report.rows == 1
+    batch = report.sources[0].key.rsplit("/", 1)[-1].removesuffix(".jsonl")
+    assert ingest_cohort_files(lake, records, labs).version == report.version  # again: the same batch and version
     assert lake.get_bytes(raw_keys(batch)[0]) == records.read_bytes()
+
+
+def test_a_refused_delivery_leaves_no_raw_batch_and_the_latest_version_stands(lake, tmp_path):
+    # An empty labs file, or every record rejected, was refused after the files were staged: the write-once batch
+    # name could not take the corrected delivery ("already exists with different content"), and a batch with no
+    # accepted record became the latest version, hiding the good one.
+    records, labs, empty = tmp_path / "d.jsonl", tmp_path / "d.csv", tmp_path / "empty.csv"
+    records.write_text(record("P1") + "\n")
+    labs.write_text(LAB_HEADER + "\n" + lab_row("P1") + "\n")
+    empty.write_text("")
+    good = ingest_cohort_files(lake, records, labs, "good").version
+    staged = sorted(lake.list("raw/"))
+    with pytest.raises(IngestError, match=f"{empty} is empty"):
+        ingest_cohort_files(lake, records, empty, "e2")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_bytes(b"\xff not a record\n")
+    with pytest.raises(IngestError, match=f"^{bad}: every one of its 1 clinical records was rejected"):
+        ingest_cohort_files(lake, bad, labs, "e3")
+    assert sorted(lake.list("raw/")) == staged and latest_version(lake, "patients") == good
+    assert ingest_cohort_files(lake, records, labs, "e2").version == good  # the name is still free
+    for path, what in ((tmp_path, "a directory"), (tmp_path / "missing.csv", None)):
+        with pytest.raises(IngestError, match=f"{path} is {what}, not a lab results file" if what else
+                           "input file not found"):
+            ingest_cohort_files(lake, records, path)
 
 
 # ------------------------------------------------------------------------------------------------ own CSV

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from diagnosa.cli import main
-from diagnosa.data.ingest import BATCH_NAME, IngestError, stage_cohort_files
+from diagnosa.data.ingest import BATCH_NAME, IngestError, ingest_cohort_files
 from diagnosa.data.schema import DATASET_NAME, RESOURCE_NAME, SLICE_NAME, SchemaError, check_dataset_config
 from diagnosa.lake import DataLake
 from diagnosa.services import LOCAL_BUCKET
@@ -41,8 +41,15 @@ def test_a_batch_name_with_a_trailing_newline_names_no_raw_file(tmp_path):
     labs.write_text("x\n")
     lake = DataLake.from_uri(str(tmp_path / "lake"))
     with pytest.raises(IngestError, match=r"batch name 'b1\\n' may hold only"):
-        stage_cohort_files(lake, records, labs, batch="b1\n")
+        ingest_cohort_files(lake, records, labs, batch="b1\n")
     assert not (tmp_path / "lake").exists() or not any((tmp_path / "lake").rglob("*"))
+    # `data generate --batch` names raw files too: it wrote half a batch before a lone surrogate's traceback, and a
+    # retry said "nothing to do" (raw is write-once).
+    from diagnosa.cli import main
+
+    for bad in ("a\udcff", "a/b", "..", " "):
+        assert main(["--workspace", str(tmp_path / "ws"), "data", "generate", "--patients", "1000", "--batch", bad]) == 2
+    assert not any((tmp_path / "ws").rglob("*.jsonl"))
 
 
 @pytest.mark.parametrize("change, message", [

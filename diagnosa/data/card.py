@@ -171,7 +171,11 @@ rows (accept {expected['labs_accepted']:,}, quarantine {expected['labs_quarantin
 
 Ingestion (`diagnosa data ingest`) validates both against the schema below, joins them, and writes
 `curated/patients/<version>/data/part-NNNNN.parquet` (5,000 rows each) + `manifest.json`; rejected rows go to
-`quarantine/patients/<version>/<source>.jsonl` with the reasons and the original content.
+`quarantine/patients/<version>/<source>.jsonl` with the reasons and the original content. A hospital's
+delivery (`diagnosa data ingest records.jsonl --labs labs.csv [--batch NAME]`) is checked and curated before
+its files are copied into the raw zone: one refused (an empty or unreadable file, every record rejected)
+leaves no raw batch behind, so the corrected delivery can take the same (write-once) name, and a batch
+whose every record is rejected never becomes the latest version.
 
 ## Curated schema (`patients`)
 Roles: `id` identifies, `target` is the label, `feature` may feed the model, `metadata` is kept for

@@ -745,40 +745,75 @@ def raw_keys(batch: str) -> tuple[str, str]:
     return f"raw/{RECORDS_SOURCE}/{batch}.jsonl", f"raw/{LABS_SOURCE}/{batch}.csv"
 
 
-def stage_cohort_files(lake: DataLake, records_path: Path, labs_path: Path, batch: str | None = None) -> str:
-    """Copy a hospital delivery (records JSONL + labs CSV) into the raw zone, write-once; returns the batch."""
-    for path in (records_path, labs_path):
+def existing_raw_keys(lake: DataLake, batch: str) -> tuple[str, str]:
+    """``raw_keys(batch)`` when both are in the lake; else IngestError naming the batches there ('incomplete' only for
+    a batch half there: one that is not there at all was called so)."""
+    keys = raw_keys(batch)
+    found = [lake.exists(key) for key in keys]
+    if not all(found):
+        available = ", ".join(cohort_batches(lake)) or "none"
+        if not any(found):
+            raise IngestError(f"no raw batch '{batch}' in {lake.uri} (batches: {available})")
+        missing = keys[0] if not found[0] else keys[1]
+        raise IngestError(f"raw batch '{batch}' is incomplete: {lake.url(missing)} does not exist (batches: {available})")
+    return keys
+
+
+def ingest_cohort_files(lake: DataLake, records_path: Path, labs_path: Path, batch: str | None = None, *,
+                        phase: Phase = _no_phase) -> IngestReport:
+    """A hospital delivery (records JSONL + labs CSV) as a raw batch (write-once) and a curated version. The files
+    are checked and curated before anything is written: a delivery refused (an empty labs file, every record
+    rejected) leaves no raw batch behind, whose write-once name a corrected delivery could not take."""
+    for path, what in ((records_path, "clinical records file (.jsonl)"), (labs_path, "lab results file (.csv)")):
         if not path.is_file():
-            raise IngestError(f"input file not found: {path}")
+            raise IngestError(_not_a_file(path, what))
+    records_bytes, labs_bytes = records_path.read_bytes(), labs_path.read_bytes()
     if batch is None:
-        digest = hashlib.sha256(records_path.read_bytes() + b"\0" + labs_path.read_bytes()).hexdigest()[:12]
-        batch = f"{records_path.stem}-{digest}"
+        digest = hashlib.sha256(records_bytes + b"\0" + labs_bytes).hexdigest()
+        batch = f"{records_path.stem}-{digest[:12]}"
+    check_batch_name(batch)
+    records_key, labs_key = raw_keys(batch)
+
+    def stage() -> None:
+        lake.put_bytes_once(records_key, records_bytes)
+        lake.put_bytes_once(labs_key, labs_bytes)
+
+    return _ingest_cohort_bytes(lake, batch, records_bytes, labs_bytes, phase=phase, stage=stage,
+                                sources=(str(records_path), str(labs_path)))
+
+
+def check_batch_name(batch: str) -> None:
+    """A raw batch's name: it names files and lake keys (``raw/<source>/<batch>.jsonl``), and is typed again later."""
     if not BATCH_NAME.fullmatch(batch):
         raise IngestError(f"batch name {clip(repr(batch), 80)} may hold only letters, digits, '.', '_' and '-'")
-    records_key, labs_key = raw_keys(batch)
-    lake.put_file_once(records_path, records_key)
-    lake.put_file_once(labs_path, labs_key)
-    return batch
 
 
 def ingest_cohort(lake: DataLake, batch: str, *, ontology: Ontology | None = None,
                   phase: Phase = _no_phase, feedback: dict[str, Any] | None = None) -> IngestReport:
     """The built-in cohort's raw ``batch`` (clinical records + lab results) as a curated version; ``feedback``
     (retraining's: the batch feedback was added to, how many records) is kept in its manifest."""
+    phase("reading the raw batch", batch)
+    records_key, labs_key = existing_raw_keys(lake, batch)
+    return _ingest_cohort_bytes(lake, batch, lake.get_bytes(records_key), lake.get_bytes(labs_key), ontology=ontology,
+                                phase=phase, feedback=feedback)
+
+
+def _ingest_cohort_bytes(lake: DataLake, batch: str, records_bytes: bytes, labs_bytes: bytes, *,
+                         ontology: Ontology | None = None, phase: Phase = _no_phase,
+                         feedback: dict[str, Any] | None = None, stage: Callable[[], None] | None = None,
+                         sources: tuple[str, str] | None = None) -> IngestReport:
+    """``ingest_cohort`` of a batch's bytes; ``stage`` (a delivery's files into raw/) is called once they were
+    accepted, before the curated version is written; ``sources`` names the files in errors (default their keys)."""
     started = time.perf_counter()
     asked_at, latest_before = asked_now(), latest_record(lake, BUILTIN_DATASET)
-    phase("reading the raw batch", batch)
     records_key, labs_key = raw_keys(batch)
-    for key in (records_key, labs_key):
-        if not lake.exists(key):
-            available = ", ".join(cohort_batches(lake)) or "none"
-            raise IngestError(f"raw batch '{batch}' is incomplete: {lake.url(key)} does not exist (batches: {available})")
     schema = cohort_schema()
-    records_bytes, labs_bytes = lake.get_bytes(records_key), lake.get_bytes(labs_key)
     hashes = [hashlib.sha256(records_bytes).hexdigest(), hashlib.sha256(labs_bytes).hexdigest()]
     version = _version(schema, hashes)
     existing = _existing(lake, schema.name, version, asked_at)
     if existing is not None:
+        if stage is not None:
+            stage()
         return existing
     if ontology is None:
         phase("loading the phenotype ontology")
@@ -817,7 +852,7 @@ def ingest_cohort(lake: DataLake, batch: str, *, ontology: Ontology | None = Non
 
     # Lab results.
     phase("validating lab results")
-    labs_raw = read_csv_text(labs_bytes, lake.url(labs_key))
+    labs_raw = read_csv_text(labs_bytes, sources[1] if sources else lake.url(labs_key))
     lab_typed, lab_errors = validate_frame(labs_raw, LAB_RESULT_FIELDS, text=True)
     lab_errors = _merge(lab_errors, _duplicates(lab_typed["patient_id"], lambda p: tuple(labs_raw.iloc[p])))
     orphans = ~lab_typed["patient_id"].isin(records["patient_id"]) & lab_typed["patient_id"].notna()
@@ -834,14 +869,21 @@ def ingest_cohort(lake: DataLake, batch: str, *, ontology: Ontology | None = Non
 
     curated = records.merge(labs, on="patient_id", how="left", validate="one_to_one")
     curated = curated.sort_values("patient_id", kind="stable").reset_index(drop=True)
-    sources = [
+    counts = [
         SourceCounts(RECORDS_SOURCE, records_key, hashes[0], len(lines), len(records), len(quarantined_records)),
         SourceCounts(LABS_SOURCE, labs_key, hashes[1], len(labs_raw), len(labs), len(quarantined_labs)),
     ]
+    if curated.empty:  # an empty version made the latest would hide the last good one (own CSVs are refused so too)
+        summary = rejection_summary(quarantined_records or quarantined_labs)
+        where = f"{sources[0]}" if sources else f"raw batch '{batch}'"
+        raise IngestError(f"{where}: every one of its {len(lines):,} clinical records was rejected, so nothing is left "
+                          f"to train on: {summary}. No curated version was written; the latest is unchanged")
     extra = {"batch": batch, "hpo_release": ontology.release,
              "orphan_rows": int(curated["is_orphan"].fillna(False).sum()), **({"feedback": feedback} if feedback else {})}
+    if stage is not None:
+        stage()
     phase("writing the curated version", version)
-    return _commit(lake, schema, version, curated, sources,
+    return _commit(lake, schema, version, curated, counts,
                    {RECORDS_SOURCE: quarantined_records, LABS_SOURCE: quarantined_labs}, started, extra, latest_before,
                    asked_at)
 
@@ -878,14 +920,14 @@ def raw_stem(stem: str) -> str:
     return NOT_IN_A_KEY.sub("_", stem).encode("utf-8", "surrogateescape")[:RAW_STEM_LIMIT].decode("utf-8", "ignore")
 
 
-def _not_a_file(path: Path) -> str:
-    """Why ``path`` is no CSV to read: missing, or there but a folder, a pipe or a device (nothing to copy into raw/)."""
+def _not_a_file(path: Path, kind: str = "CSV file") -> str:
+    """Why ``path`` is no file to read: missing, or there but a folder, a pipe or a device (nothing to copy into raw/)."""
     if not path.exists():
         return f"input file not found: {path}"
     what = ("a directory" if path.is_dir() else "a named pipe (FIFO)" if path.is_fifo() else
             "a device" if path.is_char_device() or path.is_block_device() else "a socket" if path.is_socket() else
             "not a regular file")
-    return f"{path} is {what}, not a CSV file: give the path of the CSV itself (copy a stream to a file first)"
+    return f"{path} is {what}, not a {kind}: give the path of the file itself (copy a stream to a file first)"
 
 
 def ingest_csv_data(lake: DataLake, data: bytes, stem: str, config: dict[str, Any], *, source: str,
