@@ -1,9 +1,11 @@
 """Atomic file writes: a reader sees the old file or the new one, never a partial one, and a crash
-mid-write leaves at most a temp file beside the target (named ``.<target>.<random><suffix>``)."""
+mid-write leaves at most a temp file beside the target (named ``.<target>.<random><suffix>``). And the
+bounded read of a file a user names, which may be no file at all."""
 from __future__ import annotations
 
 import json
 import os
+import stat
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -45,3 +47,31 @@ def write_job_failure(base_dir: str | os.PathLike, message: str) -> None:
         write_text_atomic(Path(base_dir) / "output" / "failure", message + "\n")
     except OSError:
         pass
+
+
+class FileProblem(ValueError):
+    """A file a user named cannot be read whole: what it is instead, or how big."""
+
+
+def read_file_bounded(path: str | os.PathLike, limit: int, what: str) -> bytes:
+    """The bytes of a file a user names (``what`` says which, for the message), when it is a regular file of at
+    most ``limit`` bytes: /dev/zero is endless (read whole, it exhausted the machine's memory), a FIFO may never
+    end (the command hung), a folder is named as one."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise FileProblem(f"{what} not found: {path}") from None
+    except OSError as err:
+        raise FileProblem(f"{what} {path} cannot be read: {err.strerror or err}") from None
+    if not stat.S_ISREG(mode):
+        kind = ("a directory" if stat.S_ISDIR(mode) else "a named pipe (FIFO)" if stat.S_ISFIFO(mode) else
+                "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a regular file")
+        raise FileProblem(f"{what} {path} is {kind}: give the path of a file")
+    try:
+        with open(path, "rb") as file:
+            data = file.read(limit + 1)
+    except OSError as err:
+        raise FileProblem(f"{what} {path} cannot be read: {err.strerror or err}") from None
+    if len(data) > limit:
+        raise FileProblem(f"{what} {path} is over {limit:,} bytes, the most read")
+    return data

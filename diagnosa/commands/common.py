@@ -193,6 +193,9 @@ def sagemaker_name(text: str) -> str:
     return text
 
 
+MAX_TIMEOUT = 86_400.0  # a day: socket and deadline arithmetic overflow long before 1e300 seconds
+
+
 def positive_seconds(text: str) -> float:
     try:
         seconds = float(text)
@@ -200,6 +203,9 @@ def positive_seconds(text: str) -> float:
         seconds = math.nan
     if not (math.isfinite(seconds) and seconds > 0):
         raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of seconds")
+    if seconds > MAX_TIMEOUT:
+        raise argparse.ArgumentTypeError(f"{text!r} seconds is more than a day ({MAX_TIMEOUT:,.0f} s), the longest "
+                                         "wait taken")
     return seconds
 
 

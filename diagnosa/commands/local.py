@@ -12,7 +12,6 @@ import json
 import os
 import re
 import sys
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from diagnosa.commands.common import (
@@ -26,6 +25,7 @@ from diagnosa.commands.common import (
     workspace_hint,
 )
 from diagnosa.data.schema import BUILTIN_DATASET
+from diagnosa.files import FileProblem, read_file_bounded
 from diagnosa.lake import DataLake, LakeError
 from diagnosa.services import LocalWorkspace, curated_manifest, plan_local_run
 
@@ -70,10 +70,15 @@ def cmd_run(args: argparse.Namespace) -> int:
                         definition=definition, board=board, port=args.port)
 
 
+DEFINITION_MAX_BYTES = 16 << 20  # SageMaker takes a definition of up to 100 KB inline, 1 MB from S3
+
+
 def _read_definition(path: str) -> dict[str, Any]:
     try:
-        definition = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
+        definition = json.loads(read_file_bounded(path, DEFINITION_MAX_BYTES, "the definition").decode("utf-8"))
+    except FileProblem as err:
+        raise UsageError(str(err)) from None
+    except (ValueError, RecursionError) as err:  # UnicodeDecodeError is a ValueError
         raise UsageError(f"cannot read the definition {path}: {err}") from None
     if not isinstance(definition, dict):
         raise UsageError(f"{path}: a pipeline definition is a JSON object")

@@ -26,6 +26,7 @@ from diagnosa.commands.common import (
     workspace,
     workspace_hint,
 )
+from diagnosa.files import FileProblem, read_file_bounded
 from diagnosa.lake import DataLake
 from inference.limits import MAX_RECORDS, has_surrogate, printable
 
@@ -364,6 +365,9 @@ def export_text(data: bytes) -> str:
     return data.decode("utf-8-sig")
 
 
+FEEDBACK_MAX_BYTES = 256 << 20  # a feedback export, read whole (its event ids are looked up in one pass)
+
+
 def _feedback_file(args: argparse.Namespace) -> int:
     """Feedback from a JSON Lines file (a hospital system's export): good lines stored (through --endpoint-url's
     route, or straight to the lake), bad lines named — every one when there are few, else counted by kind with the
@@ -376,11 +380,19 @@ def _feedback_file(args: argparse.Namespace) -> int:
     path = Path(args.file)
     try:
         if args.file == "-":
+            if sys.stdin is None:  # started with standard input closed (0<&-)
+                raise UsageError("--file -: standard input is closed; give the file's path")
             stdin = getattr(sys.stdin, "buffer", None)  # bytes when there are (a redirected file), else its text
-            lines = (export_text(stdin.read()) if stdin is not None
-                     else sys.stdin.read().removeprefix("\ufeff")).splitlines()
+            text = (export_text(stdin.read(FEEDBACK_MAX_BYTES + 1)) if stdin is not None
+                    else sys.stdin.read(FEEDBACK_MAX_BYTES + 1).removeprefix("\ufeff"))
+            if len(text) > FEEDBACK_MAX_BYTES:
+                raise UsageError(f"--file -: standard input holds over {FEEDBACK_MAX_BYTES:,} bytes, the most read; "
+                                 "split the export")
+            lines = text.splitlines()
         else:
-            lines = export_text(path.read_bytes()).splitlines()
+            lines = export_text(read_file_bounded(path, FEEDBACK_MAX_BYTES, "feedback file")).splitlines()
+    except FileProblem as err:
+        raise UsageError(f"{err}; split a larger export" if "the most read" in str(err) else str(err)) from None
     except (OSError, UnicodeDecodeError) as err:
         raise UsageError(f"cannot read {args.file}: {err}") from None
     captured: dict[str, int] | None = None

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from diagnosa.data.physiology import AGE_RANGE, LABS, SEXES, VARIABLES, VITALS
+from diagnosa.files import FileProblem, read_file_bounded
 from diagnosa.labels import CATEGORIES
 
 MIN_CLASS_ROWS = 3  # a stratified 70/20/10 split needs one row of each class in each split
@@ -355,17 +356,17 @@ def _number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+CONFIG_MAX_BYTES = 16 << 20  # a config declaring 20,000 columns is about 1 MB
+
+
 def load_dataset_config(path: str | Path) -> dict[str, Any]:
     """A dataset config read and checked key by key; every error names the key and what it needs."""
     path = Path(path)
     try:
-        data = _composed(tomllib.loads(path.read_text(encoding="utf-8-sig")))  # a BOM, as Windows' Notepad saves
-    except FileNotFoundError:
-        raise SchemaError(f"dataset config not found: {path}") from None
-    except IsADirectoryError:
-        raise SchemaError(f"dataset config {path} is a directory: give the path of the TOML file") from None
-    except OSError as err:  # permission denied, a device that cannot be read
-        raise SchemaError(f"dataset config {path} cannot be read: {err.strerror or err}") from None
+        text = read_file_bounded(path, CONFIG_MAX_BYTES, "dataset config").decode("utf-8-sig")  # a BOM, as Notepad saves
+        data = _composed(tomllib.loads(text))
+    except FileProblem as err:  # missing, a folder, a FIFO (it hung), a device, unreadable, too big
+        raise SchemaError(str(err)) from None
     except UnicodeDecodeError as err:
         raise SchemaError(f"dataset config {path} is not UTF-8 text (byte {err.start})") from None
     except tomllib.TOMLDecodeError as err:

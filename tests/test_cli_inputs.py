@@ -1,0 +1,61 @@
+"""Files and values a user names on the command line that are no file, no end, or out of reach: each was a hang, an
+exhausted machine or a traceback, and is one error line with exit status 2."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from diagnosa.cli import main
+from diagnosa.files import FileProblem, read_file_bounded
+
+
+def test_a_bounded_read_names_what_the_path_is(tmp_path):
+    os.mkfifo(tmp_path / "pipe")
+    (tmp_path / "big").write_bytes(b"x" * 11)
+    (tmp_path / "ok").write_bytes(b"x" * 10)
+    for path, says in ((tmp_path / "pipe", "is a named pipe (FIFO)"), ("/dev/zero", "is a device"),
+                       (tmp_path, "is a directory"), (tmp_path / "missing", "the thing not found"),
+                       (tmp_path / "big", "is over 10 bytes, the most read")):
+        with pytest.raises(FileProblem, match=says.replace("(", r"\(").replace(")", r"\)")):
+            read_file_bounded(path, 10, "the thing")
+    assert read_file_bounded(tmp_path / "ok", 10, "the thing") == b"x" * 10
+
+
+@pytest.mark.parametrize("argv, says", [
+    # /dev/zero read whole exhausted 20 GB of memory (the OOM killer ended it); a FIFO with no writer hung.
+    (["run", "--local", "--definition", "/dev/zero"], "the definition /dev/zero is a device: give the path of a file"),
+    (["run", "--local", "--definition", "{fifo}"], "the definition {fifo} is a named pipe (FIFO)"),
+    (["data", "ingest", "{csv}", "--config", "{fifo}"], "dataset config {fifo} is a named pipe (FIFO)"),
+    (["feedback", "--file", "/dev/zero"], "feedback file /dev/zero is a device"),
+    # Values within the flags' own ranges that broke further in: tracebacks.
+    (["data", "generate", "--patients", "1000", "--orphan-fraction", "0.6"],
+     "--orphan-fraction 0.6 leaves no room for common diseases beside the 40% healthy patients: give less than 0.6"),
+    (["predict", "{csv}", "--endpoint-url", "http://127.0.0.1:9", "--timeout", "1e300"],
+     "'1e300' seconds is more than a day (86,400 s), the longest wait taken"),
+])
+def test_a_path_or_value_out_of_reach_is_one_error_line(tmp_path, capsys, argv, says):
+    fifo, csv = tmp_path / "fifo", tmp_path / "x.csv"
+    os.mkfifo(fifo)
+    csv.write_text("case,age,outcome\nc1,30,a\n")
+    fill = {"{fifo}": str(fifo), "{csv}": str(csv)}
+    argv = [fill.get(arg, arg) for arg in argv]
+    try:
+        code = main(["--workspace", str(tmp_path / "ws"), *argv])
+    except SystemExit as exited:  # argparse's own refusal of a flag's value
+        code = exited.code
+    err = capsys.readouterr().err
+    assert code == 2
+    assert says.format(**{k.strip("{}"): v for k, v in fill.items()}) in err and "Traceback" not in err
+    assert not list((tmp_path / "ws").rglob("*.jsonl"))  # nothing generated or ingested
+
+
+@pytest.mark.parametrize("argv", [["predict", "-", "--endpoint-url", "http://127.0.0.1:9"], ["feedback", "--file", "-"]])
+def test_standard_input_closed_is_one_error_line(tmp_path, argv):
+    # `0<&-`: sys.stdin is None, and reading it was an AttributeError traceback.
+    command = [sys.executable, "-m", "diagnosa", "--workspace", str(tmp_path / "ws"), *argv]
+    done = subprocess.run(["bash", "-c", 'exec "$@" 0<&-', "bash", *command], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 2 and "standard input is closed" in done.stderr and "Traceback" not in done.stderr
