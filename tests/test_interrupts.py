@@ -133,16 +133,21 @@ def test_ctrl_c_as_the_command_starts_is_one_line_and_status_130(tmp_path, comma
     if command == "script" and not SCRIPT.is_file():
         pytest.skip(f"no console script {SCRIPT}: the package is not installed in this environment")
     argv = [str(SCRIPT)] if command == "script" else [sys.executable, "-m", "diagnosa"]
-    process = subprocess.Popen([*argv, "--workspace", str(tmp_path / "ws"), "--help"], cwd=tmp_path,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               env={**os.environ, "PYTHONPATH": str(ROOT)})
-    try:
-        wait_for(lambda: mapped(process.pid, library) or process.poll() is not None, 60, f"{library} loaded")
-        process.send_signal(signal.SIGINT)
-        out, errors = process.communicate(timeout=60)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+    for _ in range(3):
+        process = subprocess.Popen([*argv, "--workspace", str(tmp_path / "ws"), "--help"], cwd=tmp_path,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                   env={**os.environ, "PYTHONPATH": str(ROOT)})
+        try:
+            wait_for(lambda p=process: mapped(p.pid, library) or p.poll() is not None, 60, f"{library} loaded")
+            process.send_signal(signal.SIGINT)
+            out, errors = process.communicate(timeout=60)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+        # On a loaded machine the signal may land after main printed the help, as Python finalizes (its own
+        # default handler is back then): too late to test the start; try again.
+        if not (process.returncode == -signal.SIGINT and out.startswith(b"usage: diagnosa")):
+            break
     assert b"Traceback" not in errors, errors.decode()
     assert (process.returncode, errors.decode()) == (INTERRUPTED, "diagnosa: interrupted\n")
