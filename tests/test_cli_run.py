@@ -140,6 +140,9 @@ def test_resume_refuses_options_it_would_ignore(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "--resume reruns execution 20261127T183254Z-c32c2c with its own definition and parameters" in err
     assert "--param, --families cannot change them" in err
+    # --dataset was ignored without a word: the execution's own dataset was resumed.
+    assert main([*ws, "run", "--local", "--resume", "20261127T183254Z-c32c2c", "--dataset", "mydata"]) == 2
+    assert "--dataset cannot change them" in capsys.readouterr().err
 
 
 def test_what_the_machine_refuses_is_one_line_not_a_traceback(tmp_path, capsys):

@@ -52,7 +52,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise UsageError("--resume takes an execution id (`diagnosa executions` lists them), got an empty one")
     if args.resume:
         fixed = [flag for flag, given in (("--param", args.param), ("--families", args.families),
-                                          ("--definition", args.definition)) if given]
+                                          ("--definition", args.definition), ("--dataset", args.dataset))
+                 if given is not None and given != []]
         if fixed:  # as SageMaker's RetryPipelineExecution: a retry keeps the execution's definition and values
             raise UsageError(f"--resume reruns execution {args.resume} with its own definition and parameters; "
                              f"{', '.join(fixed)} cannot change them: start a new run with the fix instead "
@@ -66,7 +67,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     overrides = split_params(args.param)
     families = split_families(args.families)
     definition = _read_definition(args.definition) if args.definition else None
-    return run_pipeline(local, executor, dataset=args.dataset, overrides=overrides, families=families,
+    return run_pipeline(local, executor, dataset=args.dataset or BUILTIN_DATASET, overrides=overrides, families=families,
                         definition=definition, board=board, port=args.port)
 
 
@@ -278,7 +279,7 @@ def register(commands: Any) -> None:
     run = commands.add_parser("run", help="run the pipeline definition locally (the main job)")
     run.add_argument("--local", action="store_true", help="run on this machine with the local executor")
     run.add_argument("--param", action="append", default=[], help="NAME=VALUE parameter override (repeatable)")
-    run.add_argument("--dataset", type=dataset_name, default=BUILTIN_DATASET,
+    run.add_argument("--dataset", type=dataset_name, default=None,
                      help="the curated dataset to train on, its latest version (default: the built-in cohort, patients); "
                           "the definition is built for its labels and slice")
     run.add_argument("--definition", help="a saved definition JSON to run instead of building it")
