@@ -837,6 +837,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--dataset-config", help="the dataset's TOML config instead (labels and slice; no lake read)")
         if verb in ("definition", "upsert", "start"):
             sub.add_argument("--bucket", help="the data lake bucket (default DIAGNOSA_BUCKET)")
+        if verb in ("definition", "upsert"):  # how the definition is built; start runs the one SageMaker holds
             sub.add_argument("--role-arn", help="pipeline execution role")
             sub.add_argument("--families", help="comma-separated candidate model families")
             sub.add_argument("--model-package-group", help="Model Package Group the champion is registered in "
