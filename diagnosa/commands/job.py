@@ -36,7 +36,7 @@ def register(commands: Any) -> None:
                "  diagnosa job prepare Preprocess --root .diagnosa/jobs/preprocess\n"
                "  diagnosa job prepare Train-xgboost --execution 20261127T183254Z-c32c2c\n"
                "  diagnosa job prepare Evaluate --root .diagnosa/jobs/evaluate --force   # replace an earlier one")
-    prepare.add_argument("step", help="a step of the definition: Preprocess, Train-<family>, Select, Evaluate")
+    prepare.add_argument("step", help="a step of the definition: Preprocess, Transform, Train-<family>, Select, Evaluate")
     prepare.add_argument("--execution", metavar="ID", help="the local execution (default: the latest)")
     prepare.add_argument("--root", help="the folder that stands for /opt/ml (default: <workspace>/jobs/<execution>/<step>)")
     prepare.add_argument("--force", action="store_true",
