@@ -85,6 +85,10 @@ class LocalModelRegistry:
         if ModelApprovalStatus not in APPROVAL_STATUSES:
             raise RegistryError(f"approval status must be one of {', '.join(APPROVAL_STATUSES)}, "
                                 f"got {ModelApprovalStatus!r}")
+        if ApprovalDescription is not None:  # SageMaker's limits (1,024 characters): as the service would refuse
+            validate_request("UpdateModelPackage", {"ModelPackageArn": ModelPackageArn,
+                                                    "ModelApprovalStatus": ModelApprovalStatus,
+                                                    "ApprovalDescription": ApprovalDescription})
         group, version = self._parse(ModelPackageArn)
         self.describe_model_package(ModelPackageArn)  # a version that does not exist: refused before any folder is made
         with self._lock(group):

@@ -64,6 +64,10 @@ def test_requests_sagemaker_would_refuse_are_refused(registry):
     arn = registry.create_model_package(**PACKAGE)["ModelPackageArn"]
     with pytest.raises(RegistryError, match="approval status must be one of"):
         registry.update_model_package(arn, "Maybe")
+    with pytest.raises(RegistryError, match="Invalid length for parameter ApprovalDescription, value: 1025, valid max "
+                                            "length: 1024"):
+        registry.update_model_package(arn, "Approved", "x" * 1025)
+    assert registry.describe_model_package(arn)["ModelApprovalStatus"] != "Approved"  # refused, not half done
     with pytest.raises(RegistryError, match="does not exist"):
         registry.describe_model_package("diagnosa/9")
     assert registry.latest_approved("diagnosa") is None
