@@ -327,6 +327,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     except ValueError as err:
         raise UsageError(f"--endpoint-url: {err}") from None
     if args.batch is not None:
+        if args.differential:  # it was dropped without a word
+            raise UsageError("--differential lists each patient's rare diseases; --batch prints a summary of the "
+                             "categories, not the answers: send the batch's patients as a file instead")
         return _send_batch(args, client)
     fmt = _predict_format(args)
     if fmt == "csv" and args.differential:

@@ -254,6 +254,8 @@ def test_predict_takes_a_file_or_a_batch(endpoint, tmp_path, capsys):
     assert "either a file (or - for standard input) or --batch NAME" in capsys.readouterr().err
     assert main([*ws, "predict", "--batch", "nope", "--endpoint-url", endpoint.url]) == 2
     assert "no raw batch 'nope' in " in capsys.readouterr().err
+    assert main([*ws, "predict", "--batch", "b", "--differential", "3", "--endpoint-url", endpoint.url]) == 2
+    assert "--differential lists each patient's rare diseases; --batch prints a summary" in capsys.readouterr().err
 
 
 def test_a_file_of_many_bad_rows_gets_a_short_summary_and_a_file_of_every_problem(endpoint, tmp_path, capsys,
