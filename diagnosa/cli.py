@@ -82,6 +82,11 @@ def cmd_data_generate(args: argparse.Namespace) -> int:
         raise UsageError("--card documents the default cohort; a drifted batch has no card of its own")
     if args.batch is not None:
         check_batch_name(args.batch)  # as ingest checks it: it names raw files, written once
+    if args.drift_strength is not None and not args.drift:
+        raise UsageError("--drift-strength goes with --drift (it generated the plain cohort without a word)")
+    if args.card and Path(args.card).is_dir():  # checked before the raw batch is written, not after
+        raise UsageError(f"--card {args.card} is a directory: give the path of the Markdown file to write")
+    strength = 1.0 if args.drift_strength is None else args.drift_strength
     healthy = CohortConfig.healthy_fraction
     if args.orphan_fraction + healthy >= 1:  # within the flag's own range, and no room left for common diseases
         raise UsageError(f"--orphan-fraction {args.orphan_fraction:g} leaves no room for common diseases beside the "
@@ -104,9 +109,9 @@ def cmd_data_generate(args: argparse.Namespace) -> int:
         board.phase("generating patients", f"{config.patients:,}")
         cohort = generate(config, orphans=orphans, ontology=ontology)
         if args.drift:
-            board.phase("applying drift", f"{args.drift}, strength {args.drift_strength:g}")
+            board.phase("applying drift", f"{args.drift}, strength {strength:g}")
             try:
-                cohort = apply_drift(cohort, args.drift, seed=args.seed, strength=args.drift_strength)
+                cohort = apply_drift(cohort, args.drift, seed=args.seed, strength=strength)
             except ValueError as err:
                 raise UsageError(str(err)) from None
         summary = cohort.summary() | {"batch": batch}
@@ -762,7 +767,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--drift", choices=list(DRIFT_SCENARIOS),
                      help="write a drifted batch instead (for showing monitoring): "
                           + "; ".join(f"{k}: {v}" for k, v in DRIFT_SCENARIOS.items()).replace("%", "%%"))
-    gen.add_argument("--drift-strength", type=_strength, default=1.0, help="how strong the drift is, in (0, 1] (default 1)")
+    gen.add_argument("--drift-strength", type=_strength, default=None,
+                     help="with --drift: how strong the drift is, in (0, 1] (default 1)")
     gen.set_defaults(func=cmd_data_generate)
 
     ing = data.add_parser("ingest", help="validate raw data into a versioned curated dataset")

@@ -35,12 +35,15 @@ def test_a_bounded_read_names_what_the_path_is(tmp_path):
      "--orphan-fraction 0.6 leaves no room for common diseases beside the 40% healthy patients: give less than 0.6"),
     (["predict", "{csv}", "--endpoint-url", "http://127.0.0.1:9", "--timeout", "1e300"],
      "'1e300' seconds is more than a day (86,400 s), the longest wait taken"),
+    # Ignored without a word, or found only after the raw batch was written.
+    (["data", "generate", "--patients", "1000", "--drift-strength", "0.5"], "--drift-strength goes with --drift"),
+    (["data", "generate", "--patients", "1000", "--card", "{dir}"], "--card {dir} is a directory"),
 ])
 def test_a_path_or_value_out_of_reach_is_one_error_line(tmp_path, capsys, argv, says):
     fifo, csv = tmp_path / "fifo", tmp_path / "x.csv"
     os.mkfifo(fifo)
     csv.write_text("case,age,outcome\nc1,30,a\n")
-    fill = {"{fifo}": str(fifo), "{csv}": str(csv)}
+    fill = {"{fifo}": str(fifo), "{csv}": str(csv), "{dir}": str(tmp_path)}
     argv = [fill.get(arg, arg) for arg in argv]
     try:
         code = main(["--workspace", str(tmp_path / "ws"), *argv])
