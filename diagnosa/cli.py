@@ -692,7 +692,7 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
 
     try:
         if args.pipeline_command in ("status", "list"):
-            client = aws_client("sagemaker", _region(args))
+            client = aws_client("sagemaker", _required_region(args))
             name = _pipeline_name(args)
             given = getattr(args, "execution", None)
             if given is not None:  # an unset $ARN showed the latest execution; another pipeline's, under this name

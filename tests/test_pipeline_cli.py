@@ -214,3 +214,12 @@ def test_pipeline_start_takes_no_option_of_how_a_definition_is_built(flag, capsy
     with pytest.raises(SystemExit) as exited:
         main(["pipeline", "start", "--region", "eu-west-1", "--bucket", "b-bucket", *flag])
     assert exited.value.code == 2 and f"unrecognized arguments: {flag[0]}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("verb", ["status", "list"])
+def test_pipeline_status_and_list_ask_for_a_region_as_the_others_do(verb, capsys, monkeypatch):
+    # They said "AWS: You must specify a region." with exit status 1, as if AWS had refused.
+    for name in ("AWS_REGION", "AWS_DEFAULT_REGION"):
+        monkeypatch.delenv(name, raising=False)
+    assert main(["pipeline", verb]) == 2
+    assert "give an AWS region with --region (or AWS_REGION)" in capsys.readouterr().err
