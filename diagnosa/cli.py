@@ -39,7 +39,7 @@ from diagnosa.commands.common import (
     workspace,
     workspace_hint,
 )
-from diagnosa.lake import DataLake, LakeError
+from diagnosa.lake import DataLake, LakeError, bucket_name_problem
 from diagnosa.logs import interrupted
 from diagnosa.services import LOCAL_BUCKET, ServiceError
 
@@ -582,6 +582,9 @@ def _bucket(args: argparse.Namespace) -> str:
         name = bucket.split("://", 1)[-1].split("/", 1)[0]
         raise UsageError(f"--bucket takes the bucket's name, got {bucket!r}: --bucket {name} (the pipeline reads "
                          "the bucket's root as its lake)")
+    problem = bucket_name_problem(bucket)
+    if problem:
+        raise UsageError(f"--bucket: {problem}")
     return bucket
 
 

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import ipaddress
 import json
 import os
+import re
 import shutil
 import typing
 from pathlib import Path
@@ -148,12 +150,36 @@ class LocalStorage:
         return self._path(key).as_uri()
 
 
+BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", re.ASCII)
+
+
+def bucket_name_problem(name: str) -> str | None:
+    """What S3 refuses in a bucket name (its general purpose buckets' rules), else None: checked before a request
+    names it, where boto3 answered 'Parameter validation failed' with its regular expression, or -- for 'b' or
+    'b..c', which that expression allows -- nothing until the bucket was used."""
+    if not BUCKET_NAME.fullmatch(name):
+        return (f"bucket name {name[:80]!r} must be 3 to 63 lowercase letters, digits, '.' and '-', starting and ending "
+                "with a letter or a digit")
+    try:
+        ipaddress.IPv4Address(name)
+    except ValueError:
+        pass
+    else:
+        return f"bucket name {name!r} is an IP address, which S3 refuses"
+    if ".." in name or name.startswith("xn--") or name.endswith(("-s3alias", "--ol-s3")):
+        return f"bucket name {name!r} has '..', or a prefix (xn--) or suffix (-s3alias, --ol-s3) S3 keeps for itself"
+    return None
+
+
 class S3Storage:
     """Keys live under ``s3://bucket/prefix/``; S3 writes are already atomic per object."""
 
     def __init__(self, bucket: str, prefix: str = "", client: Any = None) -> None:
         if not bucket:
             raise LakeError("S3Storage needs a bucket name")
+        problem = bucket_name_problem(bucket)
+        if problem:
+            raise LakeError(problem)
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         if self.prefix:

@@ -223,3 +223,14 @@ def test_pipeline_status_and_list_ask_for_a_region_as_the_others_do(verb, capsys
         monkeypatch.delenv(name, raising=False)
     assert main(["pipeline", verb]) == 2
     assert "give an AWS region with --region (or AWS_REGION)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("bucket, says", [
+    ("Bad_Bucket!", "must be 3 to 63 lowercase letters"), ("b", "must be 3 to 63"), ("B-bucket", "must be 3 to 63"),
+    ("b..c", "has '..'"), ("192.168.1.1", "is an IP address"), ("xn--bucket", "prefix (xn--)"),
+])
+def test_a_bucket_name_s3_refuses_is_bad_input_named_offline(bucket, says, capsys):
+    # 'Bad_Bucket!' was "AWS: Parameter validation failed" (exit 1) from an offline command; 'b' and 'b..c' were
+    # written into the definition.
+    assert main(["pipeline", "definition", "--region", "eu-west-1", "--bucket", bucket]) == 2
+    assert f"--bucket: bucket name {bucket!r} " in (err := capsys.readouterr().err) and says in err
