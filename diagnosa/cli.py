@@ -26,6 +26,7 @@ from diagnosa.commands.common import (
     UsageError,
     dataset_name,
     endpoint_url,
+    given_text,
     int_in,
     local_workspace,
     model_folder,
@@ -813,8 +814,9 @@ def build_parser() -> argparse.ArgumentParser:
                               "drifted ones too), its patients in requests of 50; prints a summary")
     predict.add_argument("--format", choices=("auto", "json", "jsonl", "csv"), default="auto",
                          help="the input's format (auto: .csv, .jsonl/.ndjson by the file's extension, JSON otherwise)")
-    predict.add_argument("--endpoint-url", help="e.g. http://127.0.0.1:8080 (default: the URL of the workspace's "
-                                                "local endpoint --endpoint-name, unless --region)")
+    predict.add_argument("--endpoint-url", type=given_text("--endpoint-url", "the workspace's endpoint"),
+                         help="e.g. http://127.0.0.1:8080 (default: the URL of the workspace's "
+                              "local endpoint --endpoint-name, unless --region)")
     predict.add_argument("--endpoint-name", type=sagemaker_name, default=None,
                          help="the local (or, with --region or none here, SageMaker) endpoint's name (default: the "
                               "one --endpoint-url serves, else diagnosa)")

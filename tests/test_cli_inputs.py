@@ -62,3 +62,13 @@ def test_standard_input_closed_is_one_error_line(tmp_path, argv):
     done = subprocess.run(["bash", "-c", 'exec "$@" 0<&-', "bash", *command], capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 2 and "standard input is closed" in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("argv", [["predict", "x.json", "--endpoint-url", ""],
+                                  ["feedback", "e1", "NO ENFERMO", "--endpoint-url", " "]])
+def test_an_empty_endpoint_url_is_refused_not_read_as_left_out(tmp_path, capsys, argv):
+    # An unset shell variable sent predictions to the workspace's endpoint, and feedback straight to the lake.
+    with pytest.raises(SystemExit) as exited:
+        main(["--workspace", str(tmp_path / "ws"), *argv])
+    assert exited.value.code == 2
+    assert "--endpoint-url is empty or blank (an unset shell variable?)" in capsys.readouterr().err

@@ -9,6 +9,7 @@ import argparse
 import hashlib
 import math
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from diagnosa.aws import resolve_region
@@ -74,6 +75,17 @@ def open_lake(args: argparse.Namespace) -> DataLake:
             raise UsageError(f"lake {given} is a file, not a folder (--lake, --raw-lake, DIAGNOSA_LAKE or "
                              "DIAGNOSA_RAW_LAKE): name a folder or s3://bucket/prefix")
     return DataLake.from_uri(uri, raw_uri=raw_uri)
+
+
+def given_text(flag: str, meaning: str) -> Callable[[str], str]:
+    """An argparse type for a flag whose empty value (an unset shell variable, --endpoint-url "$URL") would
+    otherwise mean its default, ``meaning``: such a value is refused, not read as the flag left out."""
+    def parse(text: str) -> str:
+        if not text.strip():
+            raise argparse.ArgumentTypeError(f"{flag} is empty or blank (an unset shell variable?): give a value, or "
+                                             f"leave {flag} out for {meaning}")
+        return text
+    return parse
 
 
 def _given(flag: str | None, variable: str, name: str) -> str | None:

@@ -15,6 +15,7 @@ from diagnosa.commands.common import (
     EXIT_BAD_INPUT,
     EXIT_FAILED,
     UsageError,
+    given_text,
     int_in,
     local_workspace,
     open_lake,
@@ -519,7 +520,8 @@ def register(commands: Any) -> None:
     feedback.add_argument("--endpoint-name", type=sagemaker_name, default=None,
                           help="the endpoint whose prediction this confirms (default: the one --endpoint-url serves, "
                                "else diagnosa)")
-    feedback.add_argument("--endpoint-url", help="send through the local endpoint's POST /feedback instead of the lake")
+    feedback.add_argument("--endpoint-url", type=given_text("--endpoint-url", "the lake, written straight"),
+                          help="send through the local endpoint's POST /feedback instead of the lake")
     feedback.add_argument("--feedback-token-file", metavar="PATH",
                           help="with --endpoint-url: a file holding the endpoint's feedback token (default "
                                "$DIAGNOSA_FEEDBACK_TOKEN)")
