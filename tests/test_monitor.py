@@ -537,6 +537,10 @@ def test_retraining_options_are_checked_before_anything_is_written(tmp_path, loo
         assert (sorted(lake.list("raw/")), sorted(lake.list("curated/"))) == before
     assert main([*common, "--families", "logistic_regression", "--force-retrain"]) == 2
     assert "--families, --force-retrain go with --retrain" in capsys.readouterr().err
+    # An --out that is a file is a bad path: exit status 2, as docs/operations.md says (it was 1).
+    (tmp_path / "afile").write_text("x")
+    assert main([*common, "--out", str(tmp_path / "afile")]) == 2
+    assert f"cannot write the report to {tmp_path / 'afile'}: " in capsys.readouterr().err
 
 
 def test_a_dataset_of_your_own_is_monitored_against_its_own_labels():

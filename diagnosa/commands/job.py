@@ -20,6 +20,10 @@ def cmd_job_prepare(args: argparse.Namespace) -> int:
                           Path(args.root) if args.root else None, execution_id=args.execution, force=args.force)
     except PrepareError as err:
         raise UsageError(str(err)) from None
+    except OSError as err:  # --root where no folder can be made (a file, /proc): bad input, exit status 2
+        where = err.filename or args.root
+        raise UsageError(f"cannot lay the job out under {args.root or 'the workspace'}: {err.strerror or err}"
+                         + (f" ({where})" if where and str(where) != str(args.root) else "")) from None
     print("\n".join(job.script()))
     return 0
 

@@ -127,9 +127,15 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     report = run_monitor(lake, args.endpoint_name, baseline, start, end, settings, now=now, model_version=version)
     name = run_name(now)
     out = Path(args.out) if args.out else workspace(args) / "monitoring" / args.endpoint_name / name
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"cannot write the report to {out}: it is a file, not a folder")
     if out.exists() and any(out.iterdir()):
         raise UsageError(f"output folder {out} is not empty: refusing to overwrite an earlier report")
-    paths = write_report(report, out)
+    try:
+        paths = write_report(report, out)
+    except OSError as err:  # --out a file, or where no folder can be made: a bad path, as docs/operations.md says
+        raise UsageError(f"cannot write the report to {out}: {err.strerror or err}"
+                         + (f" ({err.filename})" if err.filename and str(err.filename) != str(out) else "")) from None
     prefix = report_prefix(args.endpoint_name, name)
     for path in paths.values():
         lake.put_file(path, f"{prefix}/{path.name}")
