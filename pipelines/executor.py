@@ -70,6 +70,16 @@ class StepFailure(RuntimeError):
     """A step failed; ``reason`` is what ``FailureReason`` shows."""
 
 
+class DamagedExecution(ExecutionError):
+    """An execution's ``execution.json`` (or ``definition.json``) that is no record of it: truncated by a full disk,
+    edited by hand. The message names the file and what is wrong (``detail``, which listings show beside the
+    execution's id and DAMAGED)."""
+
+    def __init__(self, execution_id: str, detail: str):
+        super().__init__(f"execution {execution_id}: {detail}")
+        self.detail = detail
+
+
 
 
 # ------------------------------------------------------------------------------------------------ parameters
@@ -151,18 +161,97 @@ class ExecutionRecord:
 
     @classmethod
     def load(cls, path: Path) -> ExecutionRecord:
-        return cls(path, json.loads(path.read_text(encoding="utf-8")))
+        """The record in ``path``; DamagedExecution when it is none."""
+        return cls(path, read_execution(path))
+
+
+DAMAGED = "Damaged"  # the status listed for an execution whose record cannot be read
+EXECUTION_STATUSES = ("Executing", "Stopping", "Stopped", "Failed", "Succeeded")
+# What every record holds (start writes them first), each step's (written as it starts), and what the optional
+# fields hold when there: a record with a wrong one is damaged, not a KeyError or TypeError where it is read.
+_RECORD_FIELDS: dict[str, tuple[tuple[type, ...], str]] = {
+    "PipelineExecutionId": ((str,), "text"), "PipelineExecutionStatus": ((str,), "text"),
+    "CreationTime": ((str,), "text"), "Parameters": ((dict,), "an object"), "Steps": ((dict,), "an object")}
+_OPTIONAL_FIELDS: dict[str, tuple[tuple[type, ...], str]] = {
+    "PipelineName": ((str,), "text"), "PipelineExecutionArn": ((str,), "text"), "FailureReason": ((str,), "text"),
+    "Attempts": ((int,), "an integer"), "ExecutorPid": ((int, type(None)), "a process id or null"),
+    "ExecutorHost": ((str,), "text"), "Skipped": ((list,), "a list"), "EndTime": ((str,), "text")}
+_STEP_FIELDS: dict[str, tuple[tuple[type, ...], str]] = {
+    "StepName": ((str,), "text"), "StepType": ((str,), "text"), "StepStatus": ((str,), "text"),
+    "StartTime": ((str,), "text"), "RunFolder": ((str,), "text")}
+_OPTIONAL_STEP_FIELDS: dict[str, tuple[tuple[type, ...], str]] = {
+    "Properties": ((dict,), "an object"), "DurationSeconds": ((int, float), "a number"),
+    "FailureReason": ((str,), "text"), "EndTime": ((str,), "text"), "CacheHitResult": ((dict,), "an object")}
+
+
+def _field_problem(data: dict[str, Any], required: dict[str, tuple[tuple[type, ...], str]],
+                   optional: dict[str, tuple[tuple[type, ...], str]]) -> str | None:
+    """The first field of ``data`` missing from ``required`` or of the wrong type (a bool is no number), said as
+    "no X" or "X is ..."."""
+    for key, (kinds, what) in {**required, **optional}.items():
+        if key not in data:
+            if key in required:
+                return f"no {key}"
+        elif not isinstance(data[key], kinds) or isinstance(data[key], bool):
+            return f"{key} is {shown(data[key])}, not {what}"
+    return None
+
+
+def execution_problem(data: object, execution_id: str) -> str | None:
+    """What makes ``data`` no record of execution ``execution_id`` (its folder's name); None when it is one."""
+    if not isinstance(data, dict):
+        return f"{shown(data)}, not a JSON object"
+    problem = _field_problem(data, _RECORD_FIELDS, _OPTIONAL_FIELDS)
+    if problem:
+        return problem
+    if data["PipelineExecutionId"] != execution_id:
+        return f"PipelineExecutionId {shown(data['PipelineExecutionId'])} is not its folder's name {execution_id}"
+    if data["PipelineExecutionStatus"] not in EXECUTION_STATUSES:
+        return (f"PipelineExecutionStatus {shown(data['PipelineExecutionStatus'])} is none of "
+                f"{', '.join(EXECUTION_STATUSES)}")
+    for name, step in data["Steps"].items():
+        if not isinstance(step, dict):
+            return f"step {clip(name, 80)}: {shown(step)}, not an object"
+        problem = _field_problem(step, _STEP_FIELDS, _OPTIONAL_STEP_FIELDS)
+        if problem:
+            return f"step {clip(name, 80)}: {problem}"
+    return None
+
+
+def read_execution(path: Path) -> dict[str, Any]:
+    """The data of the execution record ``path`` (``<root>/<id>/execution.json``), checked: DamagedExecution naming
+    the file and what is wrong, rather than a traceback in whichever command read it. OSError when it cannot be read
+    at all."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        problem = execution_problem(data, path.parent.name)
+    except ValueError as err:  # UnicodeDecodeError too
+        problem = f"not JSON: {err}"
+    if problem:
+        raise DamagedExecution(path.parent.name, f"its record {path} is damaged ({problem}): it cannot be shown or "
+                                                 "resumed; start a new run")
+    return data
 
 
 def list_executions(root: Path) -> list[dict[str, Any]]:
-    """Past executions, newest first."""
+    """Past executions, newest first. One whose record is damaged is a row of status DAMAGED with its Problem, placed
+    by the time its record was last written (it used to be left out, and then named as not there; the latest
+    execution is still the latest when damaged: `job prepare` says so rather than take an older one)."""
     found = []
     for path in root.glob("*/execution.json") if root.is_dir() else []:
         try:
-            found.append(_settled(json.loads(path.read_text(encoding="utf-8")), path.parent))
-        except (OSError, ValueError):
-            continue  # an execution folder being created right now
-    return sorted(found, key=lambda e: e.get("CreationTime", ""), reverse=True)
+            found.append(_settled(read_execution(path), path.parent))
+        except DamagedExecution as err:
+            try:
+                written = datetime.fromtimestamp(path.stat().st_mtime, timezone.utc).isoformat(timespec="milliseconds")
+            except OSError:
+                continue
+            found.append({"PipelineExecutionId": path.parent.name, "PipelineExecutionStatus": DAMAGED,
+                          "CreationTime": "", "LastModifiedTime": written, "Parameters": {}, "Steps": {},
+                          "Problem": err.detail})
+        except OSError:
+            continue  # removed as it was listed
+    return sorted(found, key=lambda e: e.get("CreationTime") or e.get("LastModifiedTime", ""), reverse=True)
 
 
 def _settled(data: dict[str, Any], folder: Path) -> dict[str, Any]:
@@ -202,8 +291,17 @@ def load_execution(root: Path, execution_id: str | None = None) -> ExecutionReco
 
 
 def execution_definition(record: ExecutionRecord) -> dict[str, Any]:
-    """The definition an execution ran (kept beside its record)."""
-    return json.loads((record.folder / "definition.json").read_text(encoding="utf-8"))
+    """The definition an execution ran (kept beside its record); DamagedExecution naming it when it is not JSON."""
+    path = record.folder / "definition.json"
+    try:
+        definition = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as err:
+        raise DamagedExecution(record.id, f"the definition it ran, {path}, is damaged (not JSON: {err}): it cannot "
+                                          "be resumed; start a new run") from None
+    if not isinstance(definition, dict):
+        raise DamagedExecution(record.id, f"the definition it ran, {path}, is damaged ({shown(definition)}, not a "
+                                          "JSON object): it cannot be resumed; start a new run")
+    return definition
 
 
 def execution_variables(data: dict[str, Any]) -> dict[str, Any]:

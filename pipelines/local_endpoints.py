@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from diagnosa.data.schema import RESOURCE_NAME
+from diagnosa.data.schema import RESOURCE_NAME, SchemaError
 from diagnosa.data.validate import shown
 from diagnosa.files import write_json_atomic
 from diagnosa.logs import utc_now
@@ -37,10 +37,70 @@ ARN = "arn:aws:sagemaker:local:000000000000"
 
 
 DAMAGED = "Damaged"  # the status shown for an endpoint record that cannot be read
+STATUSES = ("InService", "OutOfService")  # what a record says (describe() tells a gone server's from it)
+# The fields a record may hold, and what each holds when it does: a hand edit or another program's file with a
+# wrong one (a Pid of "abc") is damaged, not a KeyError or TypeError in the command that reads it. Only REQUIRED must
+# be there: records written by hand or by older versions name an endpoint and its status, and little else (a field a
+# command needs and the record lacks is refused then, by EndpointRecord).
+FIELDS: dict[str, tuple[tuple[type, ...], str]] = {
+    "EndpointName": ((str,), "text"), "EndpointStatus": ((str,), "text"), "EndpointConfigName": ((str,), "text"),
+    "EndpointArn": ((str,), "text"), "Url": ((str,), "text"), "Port": ((int,), "a port number"),
+    "Pid": ((int, type(None)), "a process id or null"), "ModelName": ((str,), "text"), "ModelDataUrl": ((str,), "text"),
+    "ModelDir": ((str,), "text"), "ModelPackageArn": ((str,), "text"), "CaptureSampling": ((int,), "an integer"),
+    "History": ((list,), "a list"), "CreationTime": ((str,), "text"), "LastModifiedTime": ((str,), "text"),
+}
+REQUIRED = ("EndpointName", "EndpointStatus")
 
 
 class DeployError(JobError):
     """A deployment that did not reach InService; the message says why and what is serving now."""
+
+
+class RecordError(DeployError, SchemaError):
+    """An endpoint record that is damaged or lacks the field a command needs, named with its file. A DeployError for
+    deploy, start and stop; a SchemaError (a ValueError) for the CLI, which says it in one line with exit status 2
+    wherever it surfaces (monitor reads the served model's ModelDataUrl from the record)."""
+
+
+class EndpointRecord(dict[str, Any]):
+    """An endpoint record as read from ``path``: a field it lacks is refused naming the file (RecordError), not a
+    KeyError traceback in whichever command asked. ``problem``: why the file is damaged (the record is then
+    describe()'s stand-in, with none of its fields)."""
+
+    def __init__(self, data: dict[str, Any], path: Path, problem: str | None = None):
+        super().__init__(data)
+        self.path = path
+        self.problem = problem
+
+    def __missing__(self, key: str) -> Any:
+        name = dict.get(self, "EndpointName")
+        if self.problem:
+            raise RecordError(f"endpoint {name}: {self.problem}")
+        raise RecordError(f"endpoint {name}: its record {self.path} has no {key}: deploying a version again "
+                          "(`diagnosa registry approve N`) writes it anew")
+
+
+def record_problem(data: object, name: str) -> str | None:
+    """What makes ``data`` no record of endpoint ``name``: not an object, a required field missing, a field of the
+    wrong type or out of range; None when it is one."""
+    if not isinstance(data, dict):
+        return f"it holds {shown(data)}, not a JSON object"
+    missing = [key for key in REQUIRED if key not in data]
+    if missing:
+        return f"it has no {', '.join(missing)}"
+    for key, (kinds, what) in FIELDS.items():
+        value = data.get(key)
+        if key in data and (not isinstance(value, kinds) or isinstance(value, bool)):
+            return f"its {key} is {shown(value)}, not {what}"
+    if data["EndpointName"] != name:
+        return f"its EndpointName {shown(data['EndpointName'])} is not the name of its folder, {name}"
+    if data["EndpointStatus"] not in STATUSES:
+        return f"its EndpointStatus {shown(data['EndpointStatus'])} is none of {', '.join(STATUSES)}"
+    if "Port" in data and not 0 < data["Port"] < 65536:
+        return f"its Port {data['Port']} is not a port number (1 to 65535)"
+    if data.get("Pid") is not None and data["Pid"] <= 0:  # os.kill of 0 or less signals process groups
+        return f"its Pid {data['Pid']} is not a process id"
+    return None
 
 
 def _arguments(pid: int) -> list[bytes]:
@@ -56,13 +116,23 @@ def _is_server(arguments: list[bytes]) -> bool:
     return b"diagnosa.cli" in arguments and b"serve" in arguments
 
 
-def _alive(pid: int | None) -> bool:
-    """Our server still runs: the pid exists and was not reused by an unrelated process."""
-    return process_alive(pid) and _is_server(_arguments(int(pid or 0)))
-
-
 def _follows(arguments: list[bytes], flag: bytes, value: bytes) -> bool:
     return any(a == flag and b == value for a, b in zip(arguments, arguments[1:]))
+
+
+def _serves(arguments: list[bytes], workspace: Path, name: str) -> bool:
+    """The one rule for whether a process is endpoint ``name``'s server of ``workspace``: a Diagnosa server whose
+    command line (as _start writes it) names this workspace, resolved, and this endpoint. A pid alone is not enough:
+    a copied workspace's records name the original's servers (its `endpoint stop` killed them), a reused pid another
+    program (`endpoint stop` killed it)."""
+    return (_is_server(arguments) and _follows(arguments, b"--workspace", str(workspace.resolve()).encode())
+            and _follows(arguments, b"--endpoint-name", name.encode()))
+
+
+def _alive(pid: object, workspace: Path, name: str) -> bool:
+    """Endpoint ``name`` of ``workspace`` is served by process ``pid`` (its record's): the pid exists and is that
+    endpoint's server by _serves' rule."""
+    return isinstance(pid, int) and process_alive(pid) and _serves(_arguments(pid), workspace, name)
 
 
 class LocalEndpoints:
@@ -107,50 +177,43 @@ class LocalEndpoints:
         self._write(path, arguments)
         return {"EndpointConfigName": name, "EndpointConfigArn": f"{ARN}:endpoint-config/{name}"}
 
-    def describe(self, name: str) -> dict[str, Any] | None:
+    def describe(self, name: str) -> EndpointRecord | None:
+        """Endpoint ``name``'s record (None: there is none); InService only while its server runs. A damaged record
+        (truncated by a full disk, edited by hand: record_problem) is a DAMAGED stand-in whose Problem says the way
+        out; any field asked of it is refused with that (EndpointRecord)."""
         path = self.root / name / "endpoint.json"
         if not path.is_file():
             return None
         try:
-            record = json.loads(path.read_text(encoding="utf-8"))
-            if not isinstance(record, dict) or not isinstance(record.get("EndpointName"), str):
-                raise ValueError("not an endpoint record")
-        except (ValueError, UnicodeDecodeError) as err:  # truncated by a full disk, edited by hand
+            data = json.loads(path.read_text(encoding="utf-8"))
+            problem = record_problem(data, name)
+        except (ValueError, UnicodeDecodeError) as err:
+            problem = f"not JSON: {err}"
+        if problem:
             running = self.servers(name)
-            return {"EndpointName": name, "EndpointStatus": DAMAGED, "Url": "", "EndpointConfigName": "",
-                    "Pid": running[0] if running else None,
-                    "Problem": f"its record {path} cannot be read ({err}): `diagnosa endpoint stop {name}` stops "
-                               f"what it runs{' (pid ' + str(running[0]) + ')' if running else ''}; deploying a "
-                               f"version again (`diagnosa registry approve N`) writes it anew"}
-        if record.get("EndpointStatus") == "InService" and not _alive(record.get("Pid")):
-            record["EndpointStatus"] = "OutOfService"  # the process is gone (reboot, kill)
+            problem = (f"its record {path} is damaged ({problem}): `diagnosa endpoint stop {name}` stops what it "
+                       f"runs{' (pid ' + str(running[0]) + ')' if running else ''}; deploying a version again "
+                       "(`diagnosa registry approve N`) writes it anew")
+            return EndpointRecord({"EndpointName": name, "EndpointStatus": DAMAGED, "Url": "", "EndpointConfigName": "",
+                                   "Pid": running[0] if running else None, "Problem": problem}, path, problem)
+        record = EndpointRecord(data, path)
+        if record["EndpointStatus"] == "InService" and not _alive(record.get("Pid"), self.workspace, name):
+            record["EndpointStatus"] = "OutOfService"  # the process is gone (reboot, kill), or another workspace's
         return record
 
     def servers(self, name: str) -> tuple[int, ...]:
         """The pids of this workspace's servers of endpoint ``name``, whatever the records say: a deploy interrupted
         between stopping the old server and recording the new one left a server no record names."""
-        workspace = str(self.workspace.resolve()).encode()
         found = []
         for entry in Path("/proc").iterdir():
             if not entry.name.isdigit() or int(entry.name) == os.getpid():
                 continue
-            arguments = _arguments(int(entry.name))
-            if _is_server(arguments) and workspace in arguments and _follows(arguments, b"--endpoint-name",
-                                                                             name.encode()):
+            if _serves(_arguments(int(entry.name)), self.workspace, name):
                 found.append(int(entry.name))
         return tuple(sorted(found))
 
-    def list(self) -> list[dict[str, Any]]:
+    def list(self) -> list[EndpointRecord]:
         return [r for r in (self.describe(p.parent.name) for p in sorted(self.root.glob("*/endpoint.json"))) if r]
-
-    def _running(self, name: str, record: dict[str, Any] | None) -> tuple[int, ...]:
-        """The servers of endpoint ``name``: found by command line, and the one its record names (a server started
-        by an older version of this code has another command line)."""
-        recorded = record.get("Pid") if record else None
-        found = set(self.servers(name))
-        if isinstance(recorded, int) and _alive(recorded):
-            found.add(recorded)
-        return tuple(sorted(found))
 
     # -------------------------------------------------------------------------------- deploy
     def deploy(self, endpoint_name: str, config_name: str, *, log: Path | None = None,
@@ -181,11 +244,11 @@ class LocalEndpoints:
                 archive.unlink(missing_ok=True)
                 if not (model_dir / "metadata.json").is_file():
                     shutil.rmtree(model_dir, ignore_errors=True)
-        previous = self.describe(endpoint_name)
+        previous: dict[str, Any] | None = self.describe(endpoint_name)  # an EndpointRecord: refuses a field it lacks
         if previous and previous["EndpointStatus"] == DAMAGED:
             previous = None  # nothing to roll back to; its server, if any, is stopped below
         port = self._port_for(endpoint_name, previous)
-        for pid in self._running(endpoint_name, previous):  # the recorded one, and any an interrupted deploy left
+        for pid in self.servers(endpoint_name):  # the recorded one, and any an interrupted deploy left
             self._stop(pid)
         try:
             pid = self._start(endpoint_name, model_dir, port, sampling, folder / "server.log")
@@ -267,7 +330,8 @@ class LocalEndpoints:
         workspace holds it (each dataset has its own endpoint: the second one gets a free port)."""
         if not self.port:
             return free_port(self.host)
-        taken = {r["Port"] for r in self.list() if r["EndpointStatus"] == "InService" and r["EndpointName"] != endpoint_name}
+        taken = {r.get("Port") for r in self.list()
+                 if r["EndpointStatus"] == "InService" and r["EndpointName"] != endpoint_name}
         return free_port(self.host) if self.port == DEFAULT_PORT and self.port in taken else self.port
 
     def deploy_model_package(self, package: dict[str, Any], endpoint_name: str = "diagnosa",
@@ -294,7 +358,7 @@ class LocalEndpoints:
                                   "CaptureOptions": [{"CaptureMode": "Input"}, {"CaptureMode": "Output"}]}})
         return self.deploy(endpoint_name, config["EndpointConfigName"], package_arn=package["ModelPackageArn"])
 
-    def _existing(self, endpoint_name: str) -> dict[str, Any]:
+    def _existing(self, endpoint_name: str) -> EndpointRecord:
         """The endpoint's record; DeployError naming the endpoints there are when it has none."""
         record = self.describe(endpoint_name)
         if not record:
@@ -317,7 +381,7 @@ class LocalEndpoints:
 
     def stop(self, endpoint_name: str) -> bool:
         record = self._existing(endpoint_name)
-        running = self._running(endpoint_name, record)  # a damaged record's or an interrupted deploy's too
+        running = self.servers(endpoint_name)  # a damaged record's or an interrupted deploy's too
         for pid in running:
             self._stop(pid)
         if record["EndpointStatus"] != DAMAGED:
@@ -373,6 +437,8 @@ class LocalEndpoints:
 
     @staticmethod
     def _stop(pid: int) -> None:
+        """Stop a server found by _serves' rule: SIGTERM, SIGKILL after STOP_TIMEOUT."""
+        arguments = _arguments(pid)
         try:
             os.kill(pid, signal.SIGTERM)
         except ProcessLookupError:
@@ -383,8 +449,12 @@ class LocalEndpoints:
                 finished, _ = os.waitpid(pid, os.WNOHANG)  # our child: reap it
                 if finished:
                     return
-            except ChildProcessError:  # started by another command: poll until it is gone
-                if not _alive(pid):
+            except ChildProcessError:  # started by another command: poll until it is gone (or its pid reused)
+                if not process_alive(pid) or _arguments(pid) != arguments:
                     return
             time.sleep(0.1)
-        os.kill(pid, signal.SIGKILL)
+        if _arguments(pid) == arguments:  # still that server, not a program that took its pid
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass

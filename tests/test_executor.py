@@ -483,3 +483,22 @@ def test_an_interrupt_stops_what_is_left_and_one_after_the_last_step_stops_nothi
         resumed = executor.resume(record.id)
         assert resumed.status == "Succeeded", resumed.data.get("FailureReason")
         assert resumed.steps["Last"]["StepStatus"] == "Succeeded"
+
+
+def test_a_failed_execution_whose_record_was_damaged_is_not_resumed_and_is_listed_as_damaged(setup):
+    # A truncated execution.json: resume was a JSONDecodeError traceback, and the listing left the execution out.
+    from pipelines.executor import DAMAGED, DamagedExecution
+
+    executor, lake, marker, lines = setup
+    marker.write_text("fail")
+    record = executor.start(without_property_files(definition(marker)))
+    assert record.status == "Failed"
+    record.path.write_text(record.path.read_text()[:40])
+    with pytest.raises(DamagedExecution, match=f"execution {record.id}: its record {record.path} is damaged "
+                                               r"\(not JSON: .*\): it cannot be shown or resumed"):
+        executor.resume(record.id)
+    [listed] = list_executions(executor.root)
+    assert (listed["PipelineExecutionId"], listed["PipelineExecutionStatus"]) == (record.id, DAMAGED)
+    record.path.write_text(json.dumps({"PipelineExecutionId": record.id, "PipelineExecutionStatus": "Failed"}))
+    with pytest.raises(ExecutionError, match=r"is damaged \(no CreationTime\)"):
+        executor.resume(record.id)

@@ -37,7 +37,7 @@ def test_stop_never_kills_a_program_that_took_a_dead_servers_pid(endpoints, tmp_
     try:
         time.sleep(0.3)
         _record(endpoints, "toy", Pid=other.pid)
-        assert not _alive(other.pid)
+        assert not _alive(other.pid, endpoints.workspace, "toy")
         assert endpoints.describe("toy")["EndpointStatus"] == "OutOfService"
         assert endpoints.stop("toy") is False
         assert other.poll() is None, "the unrelated program was killed"
@@ -59,7 +59,7 @@ def test_a_damaged_record_is_listed_as_such_and_its_server_can_still_be_stopped(
     assert "toy              Damaged" in capsys.readouterr().out
     assert main(["--workspace", str(endpoints.workspace), "endpoint", "stop", "toy"]) == 0
     assert "endpoint toy: stopped" in capsys.readouterr().out
-    assert not _alive(server) and endpoints.servers("toy") == ()
+    assert not _alive(server, endpoints.workspace, "toy") and endpoints.servers("toy") == ()
 
 
 def test_a_server_no_record_names_is_found_and_stopped_before_a_deploy_uses_its_port(endpoints, trained_model_dir,
@@ -72,7 +72,7 @@ def test_a_server_no_record_names_is_found_and_stopped_before_a_deploy_uses_its_
     _record(endpoints, "toy", Pid=None, Port=port, EndpointStatus="OutOfService")
     assert endpoints.servers("toy") == (orphan,) and endpoints.servers("other") == ()
     assert endpoints.stop("toy") is True
-    assert not _alive(orphan)
+    assert not _alive(orphan, endpoints.workspace, "toy")
 
 
 def test_the_server_imports_diagnosa_not_a_package_of_the_folder_it_was_deployed_from(endpoints, trained_model_dir,
@@ -85,7 +85,7 @@ def test_the_server_imports_diagnosa_not_a_package_of_the_folder_it_was_deployed
     monkeypatch.chdir(project)
     server = endpoints._start("toy", trained_model_dir, free_port("127.0.0.1"), 0, tmp_path / "server.log")
     try:
-        assert _alive(server)
+        assert _alive(server, endpoints.workspace, "toy")
     finally:
         endpoints._stop(server)
 
@@ -106,7 +106,7 @@ def test_another_datasets_version_is_not_put_on_an_endpoint_serving_a_dataset(en
         with pytest.raises(ServiceError, match="endpoint diagnosa serves diagnosa v3, another dataset's model than "
                                                "group mi-datos's"):
             workspace.deploy_approved(package, endpoint_name="diagnosa", port=0)
-        assert _alive(server)  # untouched
+        assert _alive(server, endpoints.workspace, "diagnosa")  # untouched
         with pytest.raises(ServiceError, match="the model could not be fetched from the lake"):
             workspace.deploy_approved(package, port=0)  # to its own endpoint: its archive is not in the lake
     finally:
@@ -176,3 +176,42 @@ def test_a_new_endpoint_that_never_started_leaves_no_record_and_a_gone_previous_
         endpoints._roll_back("toy", previous, folder, DeployError("x"))
     assert endpoints.describe("toy")["EndpointStatus"] == "OutOfService"
     assert main(["--workspace", str(endpoints.workspace), "endpoint", "list"]) == 0
+
+
+def test_a_copied_workspace_neither_lists_nor_stops_the_servers_of_the_one_it_was_copied_from(endpoints,
+                                                                                            trained_model_dir, tmp_path,
+                                                                                            capsys):
+    # `cp -a W W2`: W2's records name W's pids, and any Diagnosa server with that pid passed for W2's own: W2 listed
+    # W's endpoint as InService, its `registry list` said "[serving on diagnosa]" and `endpoint stop` killed W's server.
+    import shutil
+
+    port = free_port("127.0.0.1")
+    server = endpoints._start("toy", trained_model_dir, port, 0, tmp_path / "server.log")
+    try:
+        _record(endpoints, "toy", Pid=server, Port=port, Url=f"http://127.0.0.1:{port}")
+        _record(endpoints, "other", Pid=server, Port=port)  # the same workspace's other endpoint: not its server either
+        assert endpoints.describe("toy")["EndpointStatus"] == "InService"
+        assert endpoints.describe("other")["EndpointStatus"] == "OutOfService" and endpoints.servers("other") == ()
+        assert endpoints.stop("other") is False and _alive(server, endpoints.workspace, "toy")
+        copy = tmp_path / "copy"
+        shutil.copytree(endpoints.workspace, copy, symlinks=True)
+        copied = LocalEndpoints(copy, endpoints.mapping, port=0)
+        assert copied.describe("toy")["EndpointStatus"] == "OutOfService" and copied.servers("toy") == ()
+        assert not _alive(server, copy, "toy") and copied.list()[-1]["EndpointStatus"] == "OutOfService"
+        from diagnosa.services import LocalWorkspace  # what `registry list` marks "[serving on toy]" from
+
+        assert LocalWorkspace(copy, endpoints.mapping.lake).in_service() == []
+        assert [r["EndpointName"] for r in LocalWorkspace(endpoints.workspace, endpoints.mapping.lake).in_service()] \
+            == ["toy"]
+        assert main(["--workspace", str(copy), "endpoint", "list"]) == 0
+        assert "toy              OutOfService" in capsys.readouterr().out
+        assert main(["--workspace", str(copy), "endpoint", "stop", "toy"]) == 0
+        assert "endpoint toy: was not running" in capsys.readouterr().out
+        assert _alive(server, endpoints.workspace, "toy"), "the copy's `endpoint stop` killed the original's server"
+        assert endpoints.describe("toy")["EndpointStatus"] == "InService"
+        # A workspace named through a symbolic link is the same workspace: its server is its own.
+        (tmp_path / "link").symlink_to(endpoints.workspace)
+        assert LocalEndpoints(tmp_path / "link", endpoints.mapping).describe("toy")["EndpointStatus"] == "InService"
+    finally:
+        endpoints._stop(server)
+    assert not _alive(server, endpoints.workspace, "toy")

@@ -283,13 +283,13 @@ def test_without_a_url_the_workspaces_local_endpoint_of_that_name_is_used(endpoi
     record.parent.mkdir(parents=True)
     record.write_text(json.dumps({"EndpointName": "diagnosa", "EndpointStatus": "InService", "Url": endpoint.url,
                                   "Pid": 4321}))
-    monkeypatch.setattr(local_endpoints, "_alive", lambda pid: pid == 4321)  # as if `diagnosa serve` ran as 4321
+    monkeypatch.setattr(local_endpoints, "_alive", lambda pid, *_: pid == 4321)  # as if `diagnosa serve` ran as 4321
     path = tmp_path / "one.json"
     path.write_text(json.dumps({"patient_id": "W1", "age": 67}))
     assert main(["--workspace", str(ws), "predict", str(path)]) == 0
     assert [p["patient_id"] for p in json.loads(capsys.readouterr().out)["predictions"]] == ["W1"]
     # Its server gone, the endpoint is named as not running (it used to be asked of SageMaker, without credentials).
-    monkeypatch.setattr(local_endpoints, "_alive", lambda pid: False)
+    monkeypatch.setattr(local_endpoints, "_alive", lambda *_: False)
     assert main(["--workspace", str(ws), "predict", str(path), "--endpoint-name", "diagnosa"]) == 2
     out, err = capsys.readouterr()
     assert not out and err.startswith(f"diagnosa: error: the local endpoint diagnosa (workspace {ws} (from "

@@ -196,7 +196,7 @@ def _gate_parameters(lake: DataLake, evaluate: dict[str, Any]) -> list[str]:
 
 
 def cmd_executions(args: argparse.Namespace) -> int:
-    from pipelines.executor import executions_folder, list_executions
+    from pipelines.executor import DAMAGED, executions_folder, list_executions
 
     root = executions_folder(workspace(args))
     executions = list_executions(root)
@@ -207,6 +207,8 @@ def cmd_executions(args: argparse.Namespace) -> int:
         if not match:
             raise UsageError(f"no local execution {args.execution!r} in {root} ({workspace_hint(args)})")
         execution = match[0]
+        if execution["PipelineExecutionStatus"] == DAMAGED:
+            raise UsageError(f"execution {args.execution}: {execution['Problem']}")
         print(f"{execution['PipelineExecutionId']}  {execution['PipelineExecutionStatus']}  "
               f"started {execution['CreationTime']}")
         if execution.get("FailureReason"):
@@ -224,6 +226,9 @@ def cmd_executions(args: argparse.Namespace) -> int:
         print(f"no local executions{f' of dataset {args.dataset}' if args.dataset else ''} in {root} "
               f"({workspace_hint(args)})")
     for e in executions:
+        if e["PipelineExecutionStatus"] == DAMAGED:
+            print(f"{e['PipelineExecutionId']}  {DAMAGED:<10} {e['Problem']}")
+            continue
         steps = e["Steps"].values()
         dataset, version = _trained_on(e)
         data = f"  {dataset} {version}" if dataset else f"  {_input(e)}" if _input(e) else ""
@@ -243,15 +248,17 @@ def _trained_on(execution: dict[str, Any]) -> tuple[str | None, str]:
 
 
 def cmd_endpoint(args: argparse.Namespace) -> int:
-    from pipelines.local_endpoints import DeployError
+    from pipelines.local_endpoints import DAMAGED, DeployError
 
     endpoints = local_workspace(args).endpoints()
     if args.endpoint_command == "list":
         records = endpoints.list()
         if not records:
             print(f"no local endpoints in {endpoints.root} ({workspace_hint(args)})")
-        for r in records:
-            print(f"{r['EndpointName']:<16} {r['EndpointStatus']:<13} {r['Url']}  config {r['EndpointConfigName']}")
+        for r in records:  # a record may lack a field (written by hand, by an older version): shown empty
+            detail = (r["Problem"] if r["EndpointStatus"] == DAMAGED
+                      else f"{r.get('Url', '')}  config {r.get('EndpointConfigName', '')}")
+            print(f"{r['EndpointName']:<16} {r['EndpointStatus']:<13} {detail}")
         return 0
     if args.endpoint_command == "start":
         endpoints = local_workspace(args).endpoints(args.port)
@@ -260,7 +267,8 @@ def cmd_endpoint(args: argparse.Namespace) -> int:
         except DeployError as err:
             raise UsageError(str(err)) from None
         if record is None:
-            print(f"endpoint {args.name} serves already on {(endpoints.describe(args.name) or {}).get('Url')}")
+            current = endpoints.describe(args.name)
+            print(f"endpoint {args.name} serves already on {current.get('Url') if current else None}")
         else:
             print(f"endpoint {args.name} InService on {record['Url']} (config {record['EndpointConfigName']})")
         return 0
