@@ -983,8 +983,10 @@ def _command(argv: Sequence[str] | None) -> int:
         print(f"diagnosa: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except NoCredentialsError:  # an s3:// lake or a SageMaker call on a machine without AWS credentials
+        lake = getattr(args, "lake", None) or os.environ.get("DIAGNOSA_LAKE") or ""
+        hint = "; a local lake is a folder: --lake PATH" if lake.startswith("s3://") else ""  # not for SageMaker calls
         print("diagnosa: error: this needs AWS credentials, and none were found (AWS_PROFILE, AWS_ACCESS_KEY_ID, "
-              "~/.aws/credentials, an instance role); a local lake is a folder: --lake PATH", file=sys.stderr)
+              f"~/.aws/credentials, an instance role){hint}", file=sys.stderr)
         return EXIT_FAILED
     except (BotoCoreError, ClientError, Boto3Error) as err:  # AWS unreachable (no network, a wrong region) or refusing
         print(f"diagnosa: error: AWS: {err}", file=sys.stderr)

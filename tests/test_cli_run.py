@@ -167,6 +167,7 @@ def test_what_the_machine_refuses_is_one_line_not_a_traceback(tmp_path, capsys):
     err = capsys.readouterr().err  # no credentials; or, with a session another test left, no network
     assert code == 1 and err.startswith(("diagnosa: error: this needs AWS credentials", "diagnosa: error: AWS: "))
     assert err.count("\n") == 1
+    assert "a local lake is a folder: --lake PATH" in err or err.startswith("diagnosa: error: AWS: ")
 
 
 def test_a_failed_deploy_is_not_reported_as_a_version_left_unapproved(tmp_path, capsys):

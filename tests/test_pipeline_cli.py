@@ -234,3 +234,18 @@ def test_a_bucket_name_s3_refuses_is_bad_input_named_offline(bucket, says, capsy
     # written into the definition.
     assert main(["pipeline", "definition", "--region", "eu-west-1", "--bucket", bucket]) == 2
     assert f"--bucket: bucket name {bucket!r} " in (err := capsys.readouterr().err) and says in err
+
+
+def test_no_credentials_for_a_sagemaker_call_says_nothing_of_the_lake(tmp_path, capsys):
+    # The refusal ended "a local lake is a folder: --lake PATH", which has nothing to do with a pipeline's status.
+    import os
+    from unittest import mock
+
+    bare = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    with mock.patch.dict(os.environ, {**bare, "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"),
+                                      "AWS_CONFIG_FILE": str(tmp_path / "none"), "AWS_EC2_METADATA_DISABLED": "true"},
+                         clear=True):
+        code = main(["pipeline", "status", "--region", "eu-west-1"])
+    err = capsys.readouterr().err
+    assert code == 1 and err.startswith("diagnosa: error: this needs AWS credentials, and none were found")
+    assert "--lake" not in err
