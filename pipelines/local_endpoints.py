@@ -258,7 +258,7 @@ class LocalEndpoints:
             if not isinstance(err, DeployError):
                 self._out_of_service(folder, previous)
                 raise
-            self._roll_back(endpoint_name, previous, folder, err)
+            self._roll_back(endpoint_name, previous, folder, err, config_name)
         history = (previous or {}).get("History", [])
         if previous and previous.get("EndpointConfigName") != config_name:  # a restart is no change of model
             history = [*history, {k: previous.get(k) for k in ("EndpointConfigName", "ModelDataUrl", "LastModifiedTime")}]
@@ -287,9 +287,14 @@ class LocalEndpoints:
             self._write(folder / "endpoint.json", {**previous, "EndpointStatus": "OutOfService", "Pid": None,
                                                     "LastModifiedTime": utc_now()})
 
-    def _roll_back(self, endpoint_name: str, previous: dict[str, Any] | None, folder: Path, err: DeployError) -> None:
+    def _roll_back(self, endpoint_name: str, previous: dict[str, Any] | None, folder: Path, err: DeployError,
+                   config_name: str = "") -> None:
         """After a new model failed to start: the previous one started again, on its own port; DeployError either
         way, saying what serves now."""
+        if (previous and previous.get("EndpointStatus") != "InService"
+                and previous.get("EndpointConfigName") == config_name):  # `endpoint start` of a stopped endpoint:
+            self._out_of_service(folder, previous)  # the same model, not served before: nothing to roll back to
+            raise DeployError(f"{err}: endpoint {endpoint_name} was not serving, and serves nothing now") from None
         if not (previous and previous.get("ModelDir") and Path(previous["ModelDir"]).is_dir()):
             self._out_of_service(folder, previous)
             why = ("no previous model to roll back to" if not previous

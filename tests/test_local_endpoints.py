@@ -170,6 +170,11 @@ def test_a_new_endpoint_that_never_started_leaves_no_record_and_a_gone_previous_
     with pytest.raises(DeployError, match="x; no previous model to roll back to: endpoint toy serves nothing now"):
         endpoints._roll_back("toy", None, folder, DeployError("x"))
     assert not (folder / "endpoint.json").exists()  # a partial record broke `endpoint list`
+    # A stopped endpoint that does not start again (its port taken): it served nothing before, so nothing is rolled
+    # back to (it was "the rollback to <the same config> failed too (<the same sentence>)").
+    _record(endpoints, "toy", Pid=None, EndpointStatus="OutOfService", ModelDir=str(folder))
+    with pytest.raises(DeployError, match="^x: endpoint toy was not serving, and serves nothing now$"):
+        endpoints._roll_back("toy", endpoints.describe("toy"), folder, DeployError("x"), "c")
     _record(endpoints, "toy", Pid=None, ModelDir=str(folder / "models" / "gone"))
     previous = endpoints.describe("toy")
     with pytest.raises(DeployError, match=r"the previous model .*gone is gone: endpoint toy serves nothing now"):
