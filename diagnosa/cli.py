@@ -977,6 +977,10 @@ def _command(argv: Sequence[str] | None) -> int:
 
     parser = build_parser()
     args = parser.parse_args(argv)
+    if sys.stdout is None:  # started with it closed (>&-): print() wrote nothing, and the command said 0
+        print("diagnosa: error: standard output is closed (>&-): what the command says would be lost; send it to a "
+              "file or to /dev/null", file=sys.stderr)
+        return EXIT_BAD_INPUT
     try:
         return args.func(args)
     except (UsageError, ServiceError, IngestError, SchemaError, LakeError) as err:

@@ -72,3 +72,11 @@ def test_an_empty_endpoint_url_is_refused_not_read_as_left_out(tmp_path, capsys,
         main(["--workspace", str(tmp_path / "ws"), *argv])
     assert exited.value.code == 2
     assert "--endpoint-url is empty or blank (an unset shell variable?)" in capsys.readouterr().err
+
+
+def test_standard_output_closed_is_refused_not_lost_with_status_0(tmp_path):
+    # `diagnosa executions >&-` printed nothing (sys.stdout is None) and exited 0.
+    command = [sys.executable, "-m", "diagnosa", "--workspace", str(tmp_path / "ws"), "executions"]
+    done = subprocess.run(["bash", "-c", 'exec "$@" >&-', "bash", *command], capture_output=False,
+                          stderr=subprocess.PIPE, text=True, timeout=120)
+    assert done.returncode == 2 and "standard output is closed (>&-)" in done.stderr
