@@ -30,6 +30,7 @@ def test_a_bounded_read_names_what_the_path_is(tmp_path):
     (["run", "--local", "--definition", "{fifo}"], "the definition {fifo} is a named pipe (FIFO)"),
     (["data", "ingest", "{csv}", "--config", "{fifo}"], "dataset config {fifo} is a named pipe (FIFO)"),
     (["feedback", "--file", "/dev/zero"], "feedback file /dev/zero is a device"),
+    (["feedback", "--file", "{empty}"], "{empty} holds no feedback (it is empty or only blank lines)"),
     # Values within the flags' own ranges that broke further in: tracebacks.
     (["data", "generate", "--patients", "1000", "--orphan-fraction", "0.6"],
      "--orphan-fraction 0.6 leaves no room for common diseases beside the 40% healthy patients: give less than 0.6"),
@@ -43,7 +44,8 @@ def test_a_path_or_value_out_of_reach_is_one_error_line(tmp_path, capsys, argv, 
     fifo, csv = tmp_path / "fifo", tmp_path / "x.csv"
     os.mkfifo(fifo)
     csv.write_text("case,age,outcome\nc1,30,a\n")
-    fill = {"{fifo}": str(fifo), "{csv}": str(csv), "{dir}": str(tmp_path)}
+    (tmp_path / "empty.jsonl").write_text("\n \n")
+    fill = {"{fifo}": str(fifo), "{csv}": str(csv), "{dir}": str(tmp_path), "{empty}": str(tmp_path / "empty.jsonl")}
     argv = [fill.get(arg, arg) for arg in argv]
     try:
         code = main(["--workspace", str(tmp_path / "ws"), *argv])

@@ -402,6 +402,9 @@ def _feedback_file(args: argparse.Namespace) -> int:
         raise UsageError(f"{err}; split a larger export" if "the most read" in str(err) else str(err)) from None
     except (OSError, UnicodeDecodeError) as err:
         raise UsageError(f"cannot read {args.file}: {err}") from None
+    if not any(line.strip() for line in lines):  # it said "0 stored, 0 refused" with status 0: a wrong file, likely
+        raise UsageError(f"{'standard input' if args.file == '-' else args.file} holds no feedback (it is empty or "
+                         "only blank lines): one JSON object per line")
     captured: dict[str, int] | None = None
     if args.endpoint_url:
         client, lake, labels = _feedback_client(args), None, None  # the endpoint judges the labels and event ids
