@@ -100,6 +100,8 @@ def read_records(stream: IO[str], fmt: str, name: str) -> tuple[Iterator[InputRe
     if len(text) > MAX_JSON_DOCUMENT_CHARS:
         raise ValueError(f"{name} is over {MAX_JSON_DOCUMENT_CHARS // 2**20} MiB: a JSON document is read whole; write "
                          "it as JSON Lines (.jsonl, one record per line), which is read as it goes")
+    if not text.removeprefix("\ufeff").strip():  # as JSON Lines and CSV say it, not "Expecting value at line 1"
+        raise ValueError(f"{name}: no patient records in the input (it is empty)")
     try:
         data = loads(text.removeprefix("\ufeff"))  # a byte-order mark, as Windows' Notepad saves
     except json.JSONDecodeError as err:

@@ -68,6 +68,9 @@ def test_json_lines_and_csv_are_read_as_streams_and_bad_lines_become_problems():
                              InputRecord("line 5", problem="more cells than the header has fields (4, the header 3)")]
     with pytest.raises(ValueError, match="x.csv has no header row"):
         read_records(io.StringIO(""), "csv", "x.csv")
+    for empty in ("", "\ufeff \n"):  # it was "x.json is not valid JSON: Expecting value at line 1"
+        with pytest.raises(ValueError, match=r"^x.json: no patient records in the input \(it is empty\)$"):
+            read_records(io.StringIO(empty), "json", "x.json")
     # A spreadsheet's export: its header's trailing columns without a name (empty in every row) are not fields, and
     # its formatted empty rows are skipped, as ingestion reads the file; text under such a column is named.
     records, header = read_records(LinesOnly("patient_id,age,,\nA,50,,\n,,,\n , ,\nB,60,,x\n"), "csv", "x.csv")
