@@ -64,6 +64,10 @@ def parse_window(since: str | None = None, until: str | None = None, last: str |
     now = (now or datetime.now(timezone.utc)).astimezone(timezone.utc)
     if last is not None and since is not None:
         raise WindowError("give either --last or --since, not both")
+    for flag, value in (("--since", since), ("--until", until)):
+        if value is not None and not value.strip():  # an unset shell variable: it read as no bound at all
+            raise WindowError(f"{flag} is empty or blank (an unset shell variable?): give an instant such as "
+                              f"2026-12-01T00:00:00Z, or leave {flag} out")
     end = _instant(until, "--until") if until else None
     if last is not None:
         match = _DURATION.fullmatch(last.strip().lower())
@@ -76,6 +80,8 @@ def parse_window(since: str | None = None, until: str | None = None, last: str |
     start = _instant(since, "--since") if since else None
     if start is not None and end is not None and start >= end:
         raise WindowError(f"--since {since} is not before --until {until}")
+    if start is not None and end is None and start > now:  # a window of traffic not yet answered: "NO DATA", status 0
+        raise WindowError(f"--since {since} is after now ({now.isoformat(timespec='seconds')}): no traffic is there yet")
     return start, end
 
 

@@ -355,7 +355,10 @@ def test_window_parsing_names_the_bad_bound():
     for kwargs, message in (({"last": "soon"}, "--last"), ({"since": "yesterday"}, "--since"),
                             ({"since": "2026-11-28", "until": "2026-11-27"}, "not before"),
                             ({"since": "2026-11-01", "last": "1d"}, "either"),
-                            ({"last": "99999999999d"}, "reaches back before the year 1")):  # was an OverflowError
+                            ({"last": "99999999999d"}, "reaches back before the year 1"),  # was an OverflowError
+                            # An unset shell variable read as no bound; a start after now, as "NO DATA" with status 0.
+                            ({"since": ""}, "--since is empty or blank"), ({"until": " "}, "--until is empty or blank"),
+                            ({"since": "9999-12-31T23:59:59Z"}, "is after now")):
         with pytest.raises(WindowError, match=message):
             parse_window(**kwargs)
 
