@@ -320,9 +320,17 @@ class ProblemSummary:
             return
         if self.sink is None and self.open_sink is not None:
             self.sink = self.open_sink()
-            self.sink.writelines(json.dumps(p.to_dict(), ensure_ascii=False) + "\n" for p in self.first)
+            self._write("".join(json.dumps(p.to_dict(), ensure_ascii=False) + "\n" for p in self.first))
         if self.sink is not None:
-            self.sink.write(json.dumps(problem.to_dict(), ensure_ascii=False) + "\n")
+            self._write(json.dumps(problem.to_dict(), ensure_ascii=False) + "\n")
+
+    def _write(self, text: str) -> None:
+        """Into the sink; a failure (a full disk, /dev/full) names the file, which the machine's answer did not."""
+        assert self.sink is not None
+        try:
+            self.sink.write(text)
+        except OSError as err:
+            raise OSError(err.errno, err.strerror, getattr(self.sink, "name", None)) from None
 
     @property
     def total(self) -> int:
@@ -343,7 +351,11 @@ class ProblemSummary:
 
     def close(self) -> None:
         if self.sink is not None:
-            self.sink.close()
+            sink, self.sink = self.sink, None
+            try:
+                sink.close()  # its last buffered lines are written here
+            except OSError as err:
+                raise OSError(err.errno, err.strerror, getattr(sink, "name", None)) from None
 
 
 def _describe(problem: Refused) -> str:

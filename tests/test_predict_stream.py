@@ -316,6 +316,10 @@ def test_an_errors_file_that_cannot_be_written_is_named(endpoint, tmp_path, caps
     err = capsys.readouterr().err
     assert f"cannot write the list of refused records to {target}: No such file or directory" in err
     assert "--errors-file" in err and err.count("\n") == 1
+    # A full disk as it is written: "No space left on device" named no file.
+    assert main(["--workspace", str(tmp_path / "ws"), "predict", str(path), "--endpoint-url", endpoint.url,
+                 "--errors-file", "/dev/full"]) == 1
+    assert "diagnosa: error: No space left on device: /dev/full" in capsys.readouterr().err
 
 
 def test_a_spreadsheet_export_with_a_byte_order_mark_quoted_header_and_empty_trailing_cells_is_read(endpoint,
