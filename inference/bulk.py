@@ -351,11 +351,10 @@ class ProblemSummary:
 
     def close(self) -> None:
         if self.sink is not None:
-            sink, self.sink = self.sink, None
             try:
-                sink.close()  # its last buffered lines are written here
+                self.sink.close()  # its last buffered lines are written here
             except OSError as err:
-                raise OSError(err.errno, err.strerror, getattr(sink, "name", None)) from None
+                raise OSError(err.errno, err.strerror, getattr(self.sink, "name", None)) from None
 
 
 def _describe(problem: Refused) -> str:
