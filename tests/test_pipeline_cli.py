@@ -236,10 +236,12 @@ def test_a_bucket_name_s3_refuses_is_bad_input_named_offline(bucket, says, capsy
     assert f"--bucket: bucket name {bucket!r} " in (err := capsys.readouterr().err) and says in err
 
 
-def test_no_credentials_for_a_sagemaker_call_says_nothing_of_the_lake(tmp_path, capsys):
+def test_no_credentials_for_a_sagemaker_call_says_nothing_of_the_lake(tmp_path, capsys, monkeypatch):
     # The refusal ended "a local lake is a folder: --lake PATH", which has nothing to do with a pipeline's status.
     import os
     from unittest import mock
+
+    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)  # one an earlier test made keeps its (moto's) credentials
 
     bare = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     with mock.patch.dict(os.environ, {**bare, "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"),
