@@ -220,6 +220,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         except SpoolBusy as err:
             raise UsageError(f"{err} (another server captures for endpoint {args.endpoint_name}: stop it, or give "
                              "this one --capture-spool DIR)") from None
+        except OSError as err:  # a --capture-spool that is a file, or where no folder can be made: bad input
+            raise UsageError(f"cannot use the capture spool {args.capture_spool or 'folder'}: {err.strerror or err}"
+                             + (f" ({err.filename})" if err.filename else "")) from None
     token = read_token_file(args.feedback_token_file) if args.feedback_token_file else \
         (os.environ.get("DIAGNOSA_FEEDBACK_TOKEN") or "").strip() or None
     from diagnosa.logs import configure_logging

@@ -82,3 +82,12 @@ def test_standard_output_closed_is_refused_not_lost_with_status_0(tmp_path):
     done = subprocess.run(["bash", "-c", 'exec "$@" >&-', "bash", *command], capture_output=False,
                           stderr=subprocess.PIPE, text=True, timeout=120)
     assert done.returncode == 2 and "standard output is closed (>&-)" in done.stderr
+
+
+def test_a_capture_spool_that_is_a_file_is_bad_input(two_label_model_dir, tmp_path, capsys):
+    # It exited 1 with the machine's bare "Not a directory".
+    (tmp_path / "afile").write_text("x")
+    code = main(["--workspace", str(tmp_path / "ws"), "serve", "--model", str(two_label_model_dir), "--port", "0",
+                 "--capture-spool", str(tmp_path / "afile")])
+    err = capsys.readouterr().err
+    assert code == 2 and f"cannot use the capture spool {tmp_path / 'afile'}: " in err and "Traceback" not in err
