@@ -53,6 +53,17 @@ class FileProblem(ValueError):
     """A file a user named cannot be read whole: what it is instead, or how big."""
 
 
+class FileTooLarge(FileProblem):
+    """A file over the most a command reads whole."""
+
+
+def not_a_regular_file(mode: int) -> str:
+    """What a path of stat ``mode`` is, said for a message, when it is no regular file."""
+    return ("a directory" if stat.S_ISDIR(mode) else "a named pipe (FIFO)" if stat.S_ISFIFO(mode) else
+            "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode) else
+            "not a regular file")
+
+
 def read_file_bounded(path: str | os.PathLike, limit: int, what: str) -> bytes:
     """The bytes of a file a user names (``what`` says which, for the message), when it is a regular file of at
     most ``limit`` bytes: /dev/zero is endless (read whole, it exhausted the machine's memory), a FIFO may never
@@ -64,14 +75,12 @@ def read_file_bounded(path: str | os.PathLike, limit: int, what: str) -> bytes:
     except OSError as err:
         raise FileProblem(f"{what} {path} cannot be read: {err.strerror or err}") from None
     if not stat.S_ISREG(mode):
-        kind = ("a directory" if stat.S_ISDIR(mode) else "a named pipe (FIFO)" if stat.S_ISFIFO(mode) else
-                "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a regular file")
-        raise FileProblem(f"{what} {path} is {kind}: give the path of a file")
+        raise FileProblem(f"{what} {path} is {not_a_regular_file(mode)}: give the path of a file")
     try:
         with open(path, "rb") as file:
             data = file.read(limit + 1)
     except OSError as err:
         raise FileProblem(f"{what} {path} cannot be read: {err.strerror or err}") from None
     if len(data) > limit:
-        raise FileProblem(f"{what} {path} is over {limit:,} bytes, the most read")
+        raise FileTooLarge(f"{what} {path} is over {limit:,} bytes, the most read")
     return data

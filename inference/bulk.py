@@ -19,7 +19,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import IO, Any, Callable, Iterable, Iterator
 
-from diagnosa.data.csv_cells import csv_problem, fit_to_header, is_blank_row, misfit_problem, named_width, unnamed_problem
+from diagnosa.data.csv_cells import csv_problem, fit_to_header, header_problem, is_blank_row, misfit_problem, named_width
 from diagnosa.data.schema import other_delimiter
 from inference.client import DiagnosaClient, PredictionRejected
 from inference.limits import (
@@ -155,13 +155,9 @@ def _csv_rows(stream: IO[str], name: str) -> tuple[Iterator[InputRecord], list[s
         raise ValueError(f"{name}: the header is one field, {header[0][:80]!r}{'…' * (len(header[0]) > 80)}: the cells "
                          f"look {other!r}-separated; "
                          "the endpoint reads comma-separated cells with decimal points (save the file so)")
-    unnamed = unnamed_problem(header, width)
-    if unnamed:
-        raise ValueError(f"{name}: {unnamed}")
-    repeated = [column for column, count in Counter(header[:width]).items() if count > 1]
-    if repeated:  # which column holds the value is not known: ingestion and the endpoint refuse it too
-        raise ValueError(f"{name}: the header names a field more than once: "
-                         + ", ".join(repr(column[:80]) for column in repeated[:10]))
+    problem = header_problem(header, width)
+    if problem:  # which column holds a value is not known: ingestion and the endpoint refuse it too
+        raise ValueError(f"{name}: {problem}")
 
     def rows() -> Iterator[InputRecord]:
         read = 0

@@ -18,14 +18,13 @@ import gc
 import io
 import json
 import re
-from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from diagnosa.data.csv_cells import csv_problem, fit_to_header, is_blank_row, misfit_problem, named_width, unnamed_problem
+from diagnosa.data.csv_cells import csv_problem, fit_to_header, header_problem, is_blank_row, misfit_problem, named_width
 from diagnosa.data.schema import Schema, other_delimiter
 from diagnosa.model import DiagnosaModel, model_version
 from inference.fastpath import CompiledFeatures, compile_classifier, compile_features
@@ -295,22 +294,16 @@ def _records_from_csv(body: bytes, fields: frozenset[str] = frozenset()) -> list
             head = header[0]  # shown cut: a header may be megabytes long
             raise RequestError(400, f"the CSV header is one field, {head[:80]!r}{'…' * (len(head) > 80)}: the cells "
                                     f"look {other!r}-separated; send comma-separated cells with decimal points")
-        unnamed = unnamed_problem(header, width)
-        if unnamed:
-            raise RequestError(400, unnamed)
-        repeated = [name for name, count in Counter(header[:width]).items() if count > 1]
-        if repeated:
-            raise RequestError(400, "the CSV header names a field more than once: "
-                                    + ", ".join(repr(name[:80]) for name in repeated[:10]))
+        problem = header_problem(header, width)
+        if problem:
+            raise RequestError(400, problem)
         for cells in reader:
             if is_blank_row(cells):  # a blank line, or a spreadsheet's formatted empty row (',,,'), as ingestion skips
                 continue
             fitted = fit_to_header(cells, width)  # empty trailing cells dropped, as ingestion drops them
             if fitted is None:
-                problem = misfit_problem(cells, header, width)
-                if problem.startswith(("more", "fewer")):
-                    problem += ": a row is never padded, nor cut where a cell holds something"
-                raise RequestError(400, f"CSV row {len(rows) + 1} (line {reader.line_num}) has {problem}")
+                raise RequestError(400, f"CSV row {len(rows) + 1} (line {reader.line_num}) has "
+                                        f"{misfit_problem(cells, header, width)}")
             rows.append(dict(zip(header, fitted)))
     except csv.Error as err:
         raise RequestError(400, f"malformed CSV: {csv_problem(err)} (line {reader.line_num})") from None

@@ -267,5 +267,5 @@ class RequestSchema:
         if f.type == "category" and f.values is not None and value not in f.values:
             near = near_spelling(value, f.values)  # case and spaces are meaningful, as in ingestion: say so
             return None, f"unknown value {value!r} (expected one of: {', '.join(f.values)})" + (
-                f"; {near[0]!r} {near[1] or 'but for the spaces around it'}" if near else "")
+                f"; {near[0]!r} {near[1]}" if near else "")
         return value, None

@@ -64,8 +64,10 @@ def test_json_lines_and_csv_are_read_as_streams_and_bad_lines_become_problems():
     records, header = read_records(LinesOnly(text), "csv", "x.csv")
     assert header == ["patient_id", "age", "sex"]
     assert list(records) == [InputRecord("line 2", {"patient_id": "A", "age": "50", "sex": "F"}),
-                             InputRecord("line 4", problem="fewer cells than the header has fields (2, the header 3)"),
-                             InputRecord("line 5", problem="more cells than the header has fields (4, the header 3)")]
+                             InputRecord("line 4", problem="fewer cells than the header has fields (2, the header 3): "
+                                                           "a row is never padded, nor cut where a cell holds something"),
+                             InputRecord("line 5", problem="more cells than the header has fields (4, the header 3): "
+                                                           "a row is never padded, nor cut where a cell holds something")]
     with pytest.raises(ValueError, match="x.csv has no header row"):
         read_records(io.StringIO(""), "csv", "x.csv")
     for empty in ("", "\ufeff \n"):  # it was "x.json is not valid JSON: Expecting value at line 1"

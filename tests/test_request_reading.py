@@ -73,7 +73,7 @@ def test_a_key_given_twice_in_json_is_refused_not_read_as_its_last_value(service
 def test_a_csv_body_is_read_as_ingestion_reads_a_csv_file(service):
     # A header name twice: which cell was meant is not known (it was the last).
     assert refusal(service, "age,age\n200,40\n", CSV).message == \
-        "the CSV header names a field more than once: 'age'"
+        "the header names a field more than once: 'age'"
     # A row cut short was scored with its missing cells as missing values; ingestion quarantines it.
     assert refusal(service, "age,sex,temperature_c\n40,M,37\n40,M\n", CSV).message == (
         "CSV row 2 (line 3) has fewer cells than the header has fields (2, the header 3): a row is never padded, nor "

@@ -135,7 +135,9 @@ def endpoint_url(args: argparse.Namespace) -> str | None:
             raise UsageError(f"no local endpoint {args.endpoint_name} ({workspace_hint(args)}; its local endpoints: "
                              f"{', '.join(others)}): give --endpoint-name, --endpoint-url, or --region for SageMaker")
         return None
-    if record.get("EndpointStatus") == "Damaged":  # `endpoint start` refuses it: say what the record says to do
+    from pipelines.local_endpoints import DAMAGED
+
+    if record.get("EndpointStatus") == DAMAGED:  # `endpoint start` refuses it: say what the record says to do
         raise UsageError(f"the local endpoint {args.endpoint_name} ({workspace_hint(args)}) cannot be used: "
                          f"{record.get('Problem')}")
     if record.get("EndpointStatus") != "InService" or not record.get("Url"):

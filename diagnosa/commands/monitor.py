@@ -27,7 +27,7 @@ from diagnosa.commands.common import (
     workspace,
     workspace_hint,
 )
-from diagnosa.files import FileProblem, read_file_bounded
+from diagnosa.files import FileProblem, FileTooLarge, read_file_bounded
 from diagnosa.lake import DataLake
 from inference.limits import MAX_RECORDS, has_surrogate, printable
 
@@ -398,8 +398,10 @@ def _feedback_file(args: argparse.Namespace) -> int:
             lines = text.splitlines()
         else:
             lines = export_text(read_file_bounded(path, FEEDBACK_MAX_BYTES, "feedback file")).splitlines()
+    except FileTooLarge as err:
+        raise UsageError(f"{err}; split the export") from None
     except FileProblem as err:
-        raise UsageError(f"{err}; split a larger export" if "the most read" in str(err) else str(err)) from None
+        raise UsageError(str(err)) from None
     except (OSError, UnicodeDecodeError) as err:
         raise UsageError(f"cannot read {args.file}: {err}") from None
     if not any(line.strip() for line in lines):  # it said "0 stored, 0 refused" with status 0: a wrong file, likely

@@ -3,6 +3,7 @@ the header, a file that is no text -- one rule for ingestion, ``diagnosa predict
 from __future__ import annotations
 
 import csv
+from collections import Counter
 from collections.abc import Sequence
 
 
@@ -30,15 +31,19 @@ def named_width(header: Sequence[str]) -> int:
     return width
 
 
-def unnamed_problem(header: Sequence[str], width: int) -> str | None:
-    """What is wrong with a header whose columns up to ``width`` (``named_width``) are not all named, else None:
-    which value a nameless column holds is not known."""
+def header_problem(header: Sequence[str], width: int) -> str | None:
+    """What makes a header's named columns (up to ``width``, ``named_width``) unreadable as fields, else None: a
+    column without a name among them, or a name twice (which value is meant is not known either way)."""
     unnamed = [str(i + 1) for i, name in enumerate(header[:width]) if not name.strip()]
-    if not unnamed:
-        return None
-    many = len(unnamed) > 1
-    return (f"column{'s' * many} {', '.join(unnamed[:10])}{', …' * (len(unnamed) > 10)} of the header "
-            f"{'have' if many else 'has'} no name: name {'them' if many else 'it'} or delete {'them' if many else 'it'}")
+    if unnamed:
+        many = len(unnamed) > 1
+        return (f"column{'s' * many} {', '.join(unnamed[:10])}{', …' * (len(unnamed) > 10)} of the header "
+                f"{'have' if many else 'has'} no name: name {'them' if many else 'it'} or delete "
+                f"{'them' if many else 'it'}")
+    repeated = [name for name, count in Counter(header[:width]).items() if count > 1]
+    if repeated:
+        return "the header names a field more than once: " + ", ".join(repr(name[:80]) for name in repeated[:10])
+    return None
 
 
 def misfit_problem(cells: Sequence[str], header: Sequence[str], width: int) -> str:
@@ -48,7 +53,8 @@ def misfit_problem(cells: Sequence[str], header: Sequence[str], width: int) -> s
         column = next(i for i in range(width, len(cells)) if cells[i].strip())
         return (f"text under column {column + 1} of the header, which has no name ({cells[column].strip()[:40]!r}): "
                 "name the column or delete what is under it")
-    return f"{'more' if len(cells) > width else 'fewer'} cells than the header has fields ({len(cells)}, the header {width})"
+    return (f"{'more' if len(cells) > width else 'fewer'} cells than the header has fields ({len(cells)}, the header "
+            f"{width}): a row is never padded, nor cut where a cell holds something")
 
 
 # Files a user may take for a CSV, known by their first bytes (and a Parquet file by its last too: a header may

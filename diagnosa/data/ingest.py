@@ -60,6 +60,7 @@ from diagnosa.data.schema import (
     ungrouped,
 )
 from diagnosa.data.validate import clip, validate_frame
+from diagnosa.files import not_a_regular_file
 from diagnosa.lake import DataLake, LakeError
 
 INGEST_VERSION = "2"  # bump when ingestion changes what it writes for the same input (2: data in parts)
@@ -690,10 +691,11 @@ def _commit(lake: DataLake, schema: Schema, version: str, curated: pd.DataFrame,
         _write_quarantine(lake, key, entries)
         quarantine_keys.append(key)
         for entry in entries:
-            reasons.update({_reason_kind(r) for r in entry["reasons"]})
-            for reason in entry["reasons"]:
-                if reason != _reason_kind(reason):  # only where the reason says more than its kind
-                    examples.setdefault(_reason_kind(reason), f"line {entry['line']}: {clip(reason)}")
+            kinds = {_reason_kind(r): r for r in reversed(entry["reasons"])}  # each kind's first reason in the row
+            reasons.update(kinds.keys())
+            for kind, reason in kinds.items():
+                if reason != kind:  # only where the reason says more than its kind
+                    examples.setdefault(kind, f"line {entry['line']}: {clip(reason)}")
     data_keys = []
     for number, start in enumerate(range(0, max(len(curated), 1), ROWS_PER_PART)):
         data_keys.append(f"{prefix}/data/part-{number:05d}.parquet")
@@ -922,12 +924,12 @@ def raw_stem(stem: str) -> str:
 
 def _not_a_file(path: Path, kind: str = "CSV file") -> str:
     """Why ``path`` is no file to read: missing, or there but a folder, a pipe or a device (nothing to copy into raw/)."""
-    if not path.exists():
+    try:
+        mode = path.stat().st_mode
+    except OSError:
         return f"input file not found: {path}"
-    what = ("a directory" if path.is_dir() else "a named pipe (FIFO)" if path.is_fifo() else
-            "a device" if path.is_char_device() or path.is_block_device() else "a socket" if path.is_socket() else
-            "not a regular file")
-    return f"{path} is {what}, not a {kind}: give the path of the file itself (copy a stream to a file first)"
+    return (f"{path} is {not_a_regular_file(mode)}, not a {kind}: give the path of the file itself (copy a stream to "
+            "a file first)")
 
 
 def ingest_csv_data(lake: DataLake, data: bytes, stem: str, config: dict[str, Any], *, source: str,
@@ -1261,7 +1263,7 @@ def _values_hint(cells: pd.Series, value: Any) -> str:
     present = [v for v in pd.unique(cells) if isinstance(v, str) and v != ""]
     near = near_spelling(str(value).strip(), present)
     if near:
-        return f": {near[0]!r} {near[1] or 'but for the spaces around it'}"
+        return f": {near[0]!r} {near[1]}"
     shown = ", ".join(map(repr, present[:10])) + (f", … ({len(present):,} values)" if len(present) > 10 else "")
     return f": the column holds {shown}" if present else ": the column is empty"
 

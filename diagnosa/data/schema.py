@@ -234,11 +234,10 @@ BUILTIN_DATASET = "patients"  # the built-in cohort's dataset: curated/patients/
 BUILTIN_RESOURCE = "diagnosa"  # the built-in cohort's model package group and endpoint
 
 
-# A SageMaker model package group, endpoint or variant name (botocore's model gives the pattern, its validator does
-# not enforce it): also what keeps a name from being a path where the local executor files it.
 ANSWER_ID = "patient_id"  # the key of a row's id in the endpoint's answers, whatever the dataset's id column
 
-
+# A SageMaker model package group, endpoint or variant name (botocore's model gives the pattern, its validator does
+# not enforce it): also what keeps a name from being a path where the local executor files it.
 RESOURCE_NAME = re.compile(r"\A[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}\Z")
 
 
@@ -869,7 +868,7 @@ def _near_miss(column: str, header: list[str]) -> str:
     if near is None:
         return ""
     name, how = near
-    return f" (the header has {name!r}" + (f", the same {how})" if how not in ("", "but for case") else ")")
+    return f" (the header has {name!r}" + (f", the same {how})" if how not in (SPACES_AROUND, "but for case") else ")")
 
 
 def _spaced(text: str) -> str:
@@ -879,11 +878,14 @@ def _spaced(text: str) -> str:
 SPACE_NAMES = {"\xa0": "a no-break space (U+00A0)", "\u202f": "a narrow no-break space (U+202F)", "\t": "a tab"}
 
 
+SPACES_AROUND = "but for the spaces around it"
+
+
 def near_spelling(value: str, known: Iterable[Any]) -> tuple[str, str] | None:
-    """The known text ``value`` is but for case or its spaces, and how it differs ('' when only by spaces around it,
-    which a quoted name shows), else None: ('leve', 'but for case'), ('tumor maligno', 'but for a no-break space
-    (U+00A0)') -- a spreadsheet or a web page writes one where a space shows, and the two compare different. Case and
-    spaces stay meaningful where texts are compared; this only says why one matched nothing."""
+    """The known text ``value`` is but for case or its spaces, and how it differs, else None: ('leve', 'but for
+    case'), ('tumor maligno', 'but for a no-break space (U+00A0)') -- a spreadsheet or a web page writes one where a
+    space shows, and the two compare different. Case and spaces stay meaningful where texts are compared; this only
+    says why one matched nothing."""
     words = _spaced(value)
     for other in known:
         if not isinstance(other, str) or other == value or _spaced(other).casefold() != words.casefold():
@@ -893,7 +895,7 @@ def near_spelling(value: str, known: Iterable[Any]) -> tuple[str, str] | None:
             return other, "but for case" if (value, other) == (words, _spaced(other)) else "but for case and spaces"
         if odd:
             return other, "but for " + SPACE_NAMES.get(odd[0], f"a space U+{ord(odd[0]):04X}")
-        return other, "" if other.strip() == value.strip() else "but for its spaces"
+        return other, SPACES_AROUND if other.strip() == value.strip() else "but for its spaces"
     return None
 
 

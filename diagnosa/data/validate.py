@@ -72,7 +72,7 @@ def _case_hint(value: object, allowed: Sequence[str]) -> str:
     """'; 'leve' but for case' when the value is an allowed one written in other capitals or spaces (a no-break
     space where a space shows): both are meaningful, so it is not read as that one."""
     near = near_spelling(value, allowed) if isinstance(value, str) else None
-    return f"; {near[0]!r} {near[1] or 'but for the spaces around it'}" if near else ""
+    return f"; {near[0]!r} {near[1]}" if near else ""
 
 
 def validate_frame(raw: pd.DataFrame, fields: Sequence[Field], *, text: bool, ontology: Ontology | None = None,
