@@ -100,14 +100,23 @@ def local_definition(lake, families: tuple[str, ...] | None = None, **dataset: A
 
     ``dataset``: the settings of the dataset it is built for (``pipelines.definition.dataset_settings``);
     none: the built-in cohort."""
+    build = _local_build(families, **dataset)
+    _upload(lake, build.objects)
+    return json.loads(build.definition)
+
+
+def _local_build(families: tuple[str, ...] | None = None, **dataset: Any) -> Any:
+    """The offline build (definition + the objects it names) for the local lake; nothing written."""
     from pipelines.offline import build_offline
 
     chosen: dict[str, Any] = {"families": families} if families else {}  # else the definition's default families
-    build = build_offline(LOCAL_BUCKET, LOCAL_ROLE, **chosen, **dataset)
-    for key, data in build.objects.items():
+    return build_offline(LOCAL_BUCKET, LOCAL_ROLE, **chosen, **dataset)
+
+
+def _upload(lake: DataLake, objects: Mapping[str, bytes]) -> None:
+    for key, data in objects.items():
         if not lake.exists(key) or lake.get_bytes(key) != data:
             lake.put_bytes(key, data)
-    return json.loads(build.definition)
 
 
 def serves(record: dict[str, Any], package: dict[str, Any]) -> bool:
@@ -195,12 +204,14 @@ def plan_local_run(lake: DataLake, *, dataset: str, overrides: Mapping[str, str]
         if problem:
             raise ServiceError(f"curated dataset {manifest['dataset']} version {manifest['version']}: "
                                f"{problem}; then ingest again")
+    objects: Mapping[str, bytes] = {}  # what a built definition names (its code), written once the plan holds
     if definition is None:
         try:
             # Built for the dataset it trains on: its labels and slice come from the curated manifest.
-            definition = local_definition(lake, families, **dataset_of(manifest, dataset))
+            build = _local_build(families, **dataset_of(manifest, dataset))
         except ValueError as err:
             raise ServiceError(str(err)) from None
+        definition, objects = json.loads(build.definition), build.objects
     try:
         # Names, types, ranges and the job requests they make first: a typo is reported before data is looked for
         # (a definition of the user's own: its graph is the executor's preflight to check, the requests with it).
@@ -224,6 +235,7 @@ def plan_local_run(lake: DataLake, *, dataset: str, overrides: Mapping[str, str]
             raise ServiceError(f"no curated dataset in {lake.uri}: run `diagnosa data generate` and "
                                "`diagnosa data ingest` first (or give --param InputDataUri=...)")
         overrides["InputDataUri"] = curated_uri(LOCAL_BUCKET, dataset, manifest["version"])
+    _upload(lake, objects)  # a refused run left code in a lake (or made one where there was none)
     return RunPlan(definition, overrides, manifest)
 
 

@@ -13,10 +13,11 @@ def ws(tmp_path):
     return ["--workspace", str(tmp_path / "ws")]
 
 
-def test_run_needs_curated_data_first(ws, capsys):
+def test_run_needs_curated_data_first(ws, tmp_path, capsys):
     assert main([*ws, "run", "--local"]) == 2
     err = capsys.readouterr().err
     assert "no curated dataset" in err and "`diagnosa data ingest`" in err
+    assert not (tmp_path / "ws").exists()  # the run's code was uploaded to a new lake before data was looked for
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -49,7 +50,8 @@ def test_bad_input_is_one_line_and_nothing_runs(ws, tmp_path, capsys, argv, mess
     assert main([*ws, *argv]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1 and len(err) < 1000
-    assert not (tmp_path / "ws" / "executions").exists() or not any((tmp_path / "ws" / "executions").iterdir())
+    # Nothing written: no execution, and no lake with the pipeline's code uploaded to it (a refused run made one).
+    assert not (tmp_path / "ws").exists()
 
 
 def test_a_saved_definition_is_checked_before_it_runs(ws, tmp_path, capsys):
@@ -128,7 +130,8 @@ def test_a_bad_parameter_value_is_refused_before_any_step_runs(tmp_path, capsys,
     captured = capsys.readouterr()
     assert message in captured.err
     assert captured.err.count(message) == 1, "one clear error, printed once"
-    assert not (tmp_path / "ws" / "executions").exists() or not any((tmp_path / "ws" / "executions").iterdir())
+    # Nothing written: no execution, and no lake with the pipeline's code uploaded to it (a refused run made one).
+    assert not (tmp_path / "ws").exists()
 
 
 def test_resume_refuses_options_it_would_ignore(tmp_path, capsys):
