@@ -383,12 +383,42 @@ class DataLake:
     def sha256(self, key: str) -> str:
         return hashlib.sha256(self.get_bytes(key)).hexdigest()
 
+    def local_roots(self) -> tuple[Path, ...]:
+        """The folders of the lake's local storage (none for S3): the lake's, and the raw zone's when it has its own."""
+        roots = [s.root for s in (self.storage, self.raw_storage) if isinstance(s, LocalStorage)]
+        return tuple(dict.fromkeys(roots))
+
+    def holds(self, path: str | os.PathLike) -> Path | None:
+        """The local lake folder that ``path`` is (or is inside), None when it is outside the lake: files put there
+        would be listed and read as the lake's objects."""
+        resolved = Path(path).expanduser().resolve()
+        return next((root for root in self.local_roots() if root == resolved or root in resolved.parents), None)
+
     def init_zones(self) -> None:
-        """Create the zone folders locally; S3 prefixes are implicit, so nothing to do there."""
+        """Create the zone folders locally; S3 prefixes are implicit, so nothing to do there. A local folder that
+        holds other things and no zone is not a lake: LakeError, before a mistyped --lake gets eight folders."""
+        for root in self.local_roots():
+            others = _not_a_lake(root)
+            if others:
+                raise LakeError(f"{root} is not a data lake: it holds {others} and no lake zone "
+                                f"({', '.join(ZONES)}); name a new or empty folder, or an existing lake")
         for zone in ZONES:
             storage = self._storage(zone + "/")
             if isinstance(storage, LocalStorage):
                 (storage.root / zone).mkdir(parents=True, exist_ok=True)
+
+
+def _not_a_lake(root: Path) -> str | None:
+    """What a folder holds when it is neither missing, empty (hidden files aside) nor a lake (a zone folder in it),
+    e.g. "notes.txt, src/ and 3 more"; None otherwise."""
+    try:
+        names = sorted(p.name + ("/" if p.is_dir() else "") for p in root.iterdir() if not p.name.startswith("."))
+    except (FileNotFoundError, NotADirectoryError, PermissionError):  # nothing there, or its writes will say why
+        return None
+    if not names or any((root / zone).is_dir() for zone in ZONES):
+        return None
+    shown = ", ".join(names[:2])
+    return shown + (f" and {len(names) - 2} more" if len(names) > 2 else "")
 
 
 def _file_sha256(path: str | os.PathLike) -> str:

@@ -105,6 +105,9 @@ def prepare_job(executions: Path, mapping: LakeMapping, step: str, root: Path | 
     except ExpressionError as err:
         raise PrepareError(f"step {node.name}: {err}") from None
     root = executions.parent / "jobs" / record.id / node.name if root is None else root
+    inside = mapping.lake.holds(root)
+    if inside:  # its inputs and outputs would become objects of the lake, listed and read as such
+        raise PrepareError(f"--root {root} is inside the data lake {inside}: choose a folder outside it")
     _clear(root, force)
     absolute = root.absolute()
     fetch = lake_fetcher(mapping, request.get("ProcessingJobName") or request["TrainingJobName"])

@@ -309,6 +309,16 @@ def test_a_root_that_is_a_file_is_refused(failed, tmp_path, capsys):
     assert code == 2 and f"cannot lay the job out under {tmp_path / 'file' / 'sub'}: Not a directory" in err
 
 
+def test_a_root_inside_the_lake_is_refused(failed, capsys):
+    """A root in the lake's folder put the job's inputs and outputs among the lake's objects, listed and read as such."""
+    lake = failed["lake"]
+    before = lake.list()
+    for root in (lake.local_roots()[0] / "curated" / "job", lake.local_roots()[0]):
+        code, out, err = prepare(failed["workspace"], "Preprocess", "--root", str(root), capsys=capsys)
+        assert (code, out) == (2, "") and f"--root {root} is inside the data lake {lake.local_roots()[0]}" in err
+    assert lake.list() == before
+
+
 def test_inputs_missing_from_the_lake_are_named_and_leave_no_root(failed, tmp_path, capsys):
     """Another lake than the one the execution ran on (here an empty one): the input it lacks is named."""
     root = tmp_path / "root"

@@ -348,6 +348,33 @@ def test_init_zones_local(local_lake):
     local_lake.init_zones()  # idempotent
 
 
+def test_init_zones_refuses_a_folder_that_is_not_a_lake(tmp_path):
+    """A mistyped --lake naming a folder of other things got eight zone folders added to it; it is refused, and a
+    new, empty (hidden files aside) or existing lake folder is not."""
+    docs = tmp_path / "Documents"
+    (docs / "src").mkdir(parents=True)
+    for name in ("notes.txt", "b.csv", ".DS_Store"):
+        (docs / name).write_text("x")
+    with pytest.raises(LakeError, match=rf"{docs} is not a data lake: it holds b.csv, notes.txt and 1 more and no "
+                                        r"lake zone \(raw, curated,"):
+        DataLake.from_uri(str(docs)).init_zones()
+    assert sorted(p.name for p in docs.iterdir()) == [".DS_Store", "b.csv", "notes.txt", "src"]
+    raw = tmp_path / "raw-bucket"
+    raw.mkdir()
+    (raw / "readme.md").write_text("x")  # the raw zone's own folder is checked too
+    with pytest.raises(LakeError, match="raw-bucket is not a data lake: it holds readme.md and no"):
+        DataLake.from_uri(str(tmp_path / "new"), raw_uri=str(raw)).init_zones()
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "hidden").mkdir()
+    (tmp_path / "hidden" / ".keep").write_text("")
+    mirrored = tmp_path / "mirror"  # a lake copied from S3 holds only the zones it had, and may hold other files
+    (mirrored / "curated").mkdir(parents=True)
+    (mirrored / "README").write_text("x")
+    for folder in (tmp_path / "new", tmp_path / "hidden", mirrored):
+        DataLake.from_uri(str(folder)).init_zones()
+        assert all((folder / zone).is_dir() for zone in ZONES)
+
+
 def test_init_zones_s3_is_noop(aws):
     lake = DataLake.from_uri(f"s3://{BUCKET}/team/lake", s3_client=aws)
     lake.init_zones()
