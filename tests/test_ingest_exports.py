@@ -206,6 +206,32 @@ def test_dates_free_text_empty_columns_and_codes_are_not_one_hot_features(lake, 
     assert "fecha" not in declared.summary()
 
 
+def test_an_identifier_column_not_declared_is_metadata_not_a_feature(lake, tmp_path):
+    # A record number ('H-00417') or a zero-padded one, one level per row, was a category feature: it taught the
+    # models nothing, and the endpoint asked every request for it. Distinct numbers stay numbers (measurements).
+    from inference.schema import RequestSchema
+
+    n = 40
+    rows = "case,historia,nhc,ward,creat,outcome\n" + "".join(
+        f"c{i},H-{417 + i:05d},{i:06d},{'ABC'[i % 3]},{0.61 + i / 97:.4f},{'ab'[i % 2]}\n" for i in range(n))
+    report = ingest(lake, tmp_path, BASE, rows)
+    manifest = load_curated(lake, "x", report.version)[1]
+    schema = Schema.from_dict(manifest["schema"])
+    assert {f.name: (f.type, f.role) for f in schema.fields if f.name not in ("case", "outcome")} == {
+        "historia": ("string", "metadata"), "nhc": ("string", "metadata"), "ward": ("category", "feature"),
+        "creat": ("number", "feature")}
+    assert RequestSchema(schema).accepted == ["case", "ward", "creat"]
+    assert ("historia (an identifier? almost every value distinct, e.g. 'H-00417'), nhc (an identifier? almost "
+            "every value distinct, e.g. '000000')") in report.summary()
+    assert "leading zeros" not in report.summary()
+    # Declared a category, it is one; codes that repeat (a tenth as many as rows) are a category feature as before.
+    declared = ingest(lake, tmp_path, BASE + '[columns.historia]\ntype = "category"\n', rows)
+    assert Schema.from_dict(load_curated(lake, "x", declared.version)[1]["schema"]).field("historia").role == "feature"
+    repeated = "case,servicio,outcome\n" + "".join(f"c{i},S-{i % 4:03d},{'ab'[i % 2]}\n" for i in range(n))
+    field = Schema.from_dict(load_curated(lake, "x", ingest(lake, tmp_path, BASE, repeated).version)[1]["schema"])
+    assert (field.field("servicio").type, field.field("servicio").role) == ("category", "feature")
+
+
 def test_a_cell_over_pythons_field_limit_is_read(lake, tmp_path):
     # 131,072 characters in one cell refused the whole file with Python's 'field larger than field limit'.
     note = "x" * 140_000

@@ -115,7 +115,7 @@ class IngestReport:
     numbers_read_as_categories: dict[str, dict[str, Any]] = field(default_factory=dict)  # column → counts, examples
     overtaken_by: str | None = None  # written, not made the latest: another ingest's version became it meanwhile
     # Columns not declared that were inferred as no feature, or as a category for their text: column → kind ('date',
-    # 'text', 'empty', 'code') and an example cell.
+    # 'text', 'identifier', 'empty', 'code') and an example cell.
     inferred_columns: dict[str, dict[str, Any]] = field(default_factory=dict)
     read_notes: list[str] = field(default_factory=list)  # how the file was read beyond its [csv] (csv.notes)
     # Columns not declared, read as numbers from their sampled cells, with text further down: column → the rows
@@ -1223,7 +1223,7 @@ def read_grouped_numbers(cells: pd.DataFrame, schema: Schema, dialect: CsvDialec
 
 
 INFERRED_WHY = {"date": "dates", "text": "free text, almost every value distinct", "empty": "empty in every row",
-                "code": "leading zeros"}
+                "identifier": "an identifier? almost every value distinct", "code": "leading zeros"}
 
 
 def inferred_columns(schema: Schema, config: dict[str, Any], sample: dict[str, list[str]],

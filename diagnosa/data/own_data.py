@@ -104,16 +104,19 @@ down the file they are (a lab first recorded in row 5,000 is sampled by its valu
 `category` with any value. A row further down with other text in such a column is quarantined
 (`wrong type`), and the report says the type was inferred (`not declared and read as numbers from
 their first 1,000 non-empty cells, with other text further down (...): crp (62 rows from line 1002)`):
-declare the column, or list the text in `missing_values`. Four kinds of column not declared are inferred otherwise, and the report
+declare the column, or list the text in `missing_values`. Five kinds of column not declared are inferred otherwise, and the report
 names each with an example: digits with leading zeros (`08001`, a postal or service code) are a
 `category` that keeps its text, not the number 8001 (`read as categories, not numbers, for their
 leading zeros: cp (e.g. '08001')`; declare `type = "number"` if they are amounts); a column whose
 every sampled value is a date or a time, in any common spelling (`2024-03-01`, `01/03/2024`,
 `3/1/2024 08:30`), a column of free text (at least 20 values, 90% of them distinct, long or with
-spaces: notes, names) and a column empty in every row are `metadata` (a `string`, a `text`, a
-`string`): kept in the curated data, never a model's input nor asked for by the endpoint (`not
-declared, kept as metadata (...): fecha (dates, e.g. '2024-03-01'), nota (free text, almost every value
-distinct, ...), vacio (empty in every row)`); declare one `type = "category"` to learn from it. Every
+spaces: notes, names), a column of identifiers (at least 20 values, 90% of them distinct, short text
+or codes with leading zeros: `H-00417`, `000123`, a record number) and a column empty in every row are
+`metadata` (a `string`, a `text`, a `string`, a `string`): kept in the curated data, never a model's
+input nor asked for by the endpoint (`not declared, kept as metadata (...): fecha (dates, e.g.
+'2024-03-01'), nota (free text, almost every value distinct, ...), historia (an identifier? almost every
+value distinct, e.g. 'H-00417'), vacio (empty in every row)`); declare one `type = "category"` to learn
+from it. Distinct numbers stay numbers (a lab value measured to four decimals is distinct in every row). Every
 column not excluded is a feature unless its role says otherwise, but for `date` and `text` columns: no
 model learns from those (a date's meaning, an age or a delay, is the dataset's to compute as a number
 column), so they are `metadata` (checked and kept in the curated data, not sent to the endpoint), and

@@ -732,7 +732,7 @@ def schema_from_config(config: dict[str, Any], header: list[str], sample: dict[s
     """Schema for a user's CSV: declared columns as declared, the others inferred from the sample.
 
     A column is inferred from its sampled non-empty values (``inferred_kind``): a number when every one parses
-    as one, a category whose values are not restricted, or metadata (dates, free text, an empty column). A
+    as one, a category whose values are not restricted, or metadata (dates, free text, identifiers, an empty column). A
     boolean slice column is a boolean metadata field unless declared otherwise; a slice defined by a value gets a
     boolean marker column of its own (``in_<name>``), filled by ingestion.
     """
@@ -814,7 +814,7 @@ def schema_from_config(config: dict[str, Any], header: list[str], sample: dict[s
     if not any(f.role == "feature" for f in fields):
         raise SchemaError("the config leaves no feature column: every column is the id, the target, the slice, "
                           "excluded, declared metadata, or a date or text column (metadata too; so is a column not "
-                          "declared whose cells are dates, free text or all empty): a model needs at least one "
+                          "declared whose cells are dates, free text, identifiers or all empty): a model needs at least one "
                           f"column to learn from (header: {_shown(header)})")
     return Schema(config["name"], tuple(fields), tuple(config["labels"]), exclude=exclude,
                   slice_column=slice_column, slice_name=slice_name, ordinal=config.get("ordinal", True),
@@ -965,24 +965,28 @@ def inferred_kind(values: list[str], decimal: str = ".", thousands: str = "") ->
     """What a column not declared in the config holds, from its sampled non-empty cells (``values``, empty cells
     already dropped or skipped): 'number'; 'code' (digits with leading zeros, '08001': a category that keeps its
     text); 'date' (dates or times in any of the common spellings); 'empty' (no cell at all); 'text' (free text:
-    almost every cell distinct, and long or with spaces); else 'category'. Dates, free text and empty columns are
-    kept as metadata, never a feature (one level per row teaches a model nothing, and the endpoint would ask for
-    them)."""
+    almost every cell distinct, and long or with spaces); 'identifier' (a code or a short text almost every cell of
+    which is distinct: a record number, 'H-00417'); else 'category'. Dates, free text, identifiers and empty columns
+    are kept as metadata, never a feature (one level per row teaches a model nothing, and the endpoint would ask
+    for them)."""
     values = [v for v in values if v != ""]
     if not values:
         return "empty"
-    if _all_numeric(values, decimal, thousands):
-        return "code" if any(CODE_WITH_ZEROS.fullmatch(v) for v in values) else "number"
-    if all(DATE_TEXT.fullmatch(v) for v in values):
+    numeric = _all_numeric(values, decimal, thousands)
+    if numeric and not any(CODE_WITH_ZEROS.fullmatch(v) for v in values):
+        return "number"  # distinct numbers may be measurements: only text and codes are read as identifiers
+    if not numeric and all(DATE_TEXT.fullmatch(v) for v in values):
         return "date"
-    if (len(values) >= FREE_TEXT_MIN_CELLS and len(set(values)) >= FREE_TEXT_DISTINCT * len(values)
-            and (sum(map(len, values)) >= FREE_TEXT_LENGTH * len(values)
-                 or sum(" " in v.strip() or "\n" in v for v in values) > len(values) / 2)):
+    distinct = len(values) >= FREE_TEXT_MIN_CELLS and len(set(values)) >= FREE_TEXT_DISTINCT * len(values)
+    if distinct and not numeric and (sum(map(len, values)) >= FREE_TEXT_LENGTH * len(values)
+                                     or sum(" " in v.strip() or "\n" in v for v in values) > len(values) / 2):
         return "text"
-    return "category"
+    if distinct:
+        return "identifier"
+    return "code" if numeric else "category"
 
 
 # The field an inferred kind makes (type, role); 'number' and 'category' are features.
 INFERRED_FIELDS = {"number": ("number", "feature"), "category": ("category", "feature"),
                    "code": ("category", "feature"), "date": ("string", "metadata"), "text": ("text", "metadata"),
-                   "empty": ("string", "metadata")}
+                   "identifier": ("string", "metadata"), "empty": ("string", "metadata")}
