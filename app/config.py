@@ -12,7 +12,8 @@
 | ``DIAGNOSA_APP_MODEL`` | a model folder (``metadata.json``) whose request schema shapes the form |
 | ``DIAGNOSA_APP_LAKE`` | the data lake (folder or ``s3://bucket/prefix``) confirmed diagnoses go to when the endpoint has |
 |  | no feedback route (SageMaker) |
-| ``DIAGNOSA_APP_TIMEOUT`` | seconds to wait for an answer (default 10) |
+| ``DIAGNOSA_APP_TIMEOUT`` | seconds to wait for each connection and socket read (default 10, at most a day); a call |
+|  | gives up after ``TIMEOUT`` x ``ATTEMPTS`` seconds in all (:attr:`AppConfig.deadline`) |
 | ``DIAGNOSA_APP_ATTEMPTS`` | attempts per call, retries included (default 2) |
 | ``DIAGNOSA_APP_TOP_K`` | categories listed in the top-k, at most the model's labels (default: the endpoint's, 3 or all |
 |  | the labels of a model with fewer) |
@@ -22,7 +23,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
+
+from diagnosa.net import MAX_TIMEOUT
 
 PREFIX = "DIAGNOSA_APP_"
 DEFAULT_ENDPOINT_NAME = "diagnosa"
@@ -73,6 +76,9 @@ class AppConfig:
                 raise ConfigError(str(err)) from None
         if not (math.isfinite(self.timeout) and self.timeout > 0):
             raise ConfigError(f"the timeout must be a positive number of seconds, got {self.timeout!r}")
+        if self.timeout > MAX_TIMEOUT:
+            raise ConfigError(f"the timeout {self.timeout:g} s is more than a day ({MAX_TIMEOUT:,.0f} s), the longest "
+                              "wait taken")
         if not 1 <= self.attempts <= 10:
             raise ConfigError(f"attempts must be from 1 to 10, got {self.attempts!r}")
         if self.top_k is not None and not 1 <= self.top_k:
@@ -86,6 +92,12 @@ class AppConfig:
         return None if self.top_k is None else min(self.top_k, len(labels))
 
     @property
+    def deadline(self) -> float:
+        """The longest a call waits in all, every attempt included: ``timeout`` x ``attempts`` (the timeout alone
+        bounds each socket read, which an endpoint trickling its answer never lets expire)."""
+        return self.timeout * self.attempts
+
+    @property
     def is_local(self) -> bool:
         return self.endpoint_url is not None
 
@@ -97,15 +109,15 @@ class AppConfig:
         region = self.region or "the default AWS region"
         return f"SageMaker endpoint '{self.endpoint_name}' in {region}"
 
-    @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> AppConfig:
-        def text(name: str) -> str | None:
-            value = env.get(PREFIX + name, "").strip()
-            return value or None
+    @staticmethod
+    def settings_from_env(env: Mapping[str, str]) -> dict[str, Any]:
+        """The numeric settings of ``DIAGNOSA_APP_*`` (timeout, attempts, top_k, differential), checked, and nothing
+        else: what `diagnosa app` takes for a flag left out, without reading the model (its --model, or the variable
+        through the same resolution as the flag, names that)."""
 
-        def number(name: str, kind: type, default: float) -> float:
-            raw = text(name)
-            if raw is None:
+        def number(name: str, kind: type, default: float | None) -> Any:
+            raw = env.get(PREFIX + name, "").strip()
+            if not raw:
                 return default
             try:
                 return kind(raw)
@@ -113,13 +125,27 @@ class AppConfig:
                 raise ConfigError(f"{PREFIX}{name} must be {'an integer' if kind is int else 'a number'}, "
                                   f"got {raw!r}") from None
 
+        settings = {"timeout": float(number("TIMEOUT", float, DEFAULT_TIMEOUT)),
+                    "attempts": int(number("ATTEMPTS", int, DEFAULT_ATTEMPTS)),
+                    "top_k": number("TOP_K", int, None),
+                    "differential": int(number("DIFFERENTIAL", int, DEFAULT_DIFFERENTIAL))}
+        for name, value in settings.items():  # the checks, each naming its variable
+            try:
+                AppConfig(**{name: value})
+            except ConfigError as err:
+                raise ConfigError(f"{PREFIX}{name.upper()}: {err}") from None
+        return settings
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> AppConfig:
+        def text(name: str) -> str | None:
+            value = env.get(PREFIX + name, "").strip()
+            return value or None
+
+        settings = cls.settings_from_env(env)
         return cls(endpoint_name=text("ENDPOINT_NAME") or model_endpoint_name(text("MODEL")),
                    endpoint_url=(text("ENDPOINT_URL") or "").rstrip("/") or None,
-                   region=text("REGION"), model=text("MODEL"), lake=text("LAKE"),
-                   timeout=float(number("TIMEOUT", float, DEFAULT_TIMEOUT)),
-                   attempts=int(number("ATTEMPTS", int, DEFAULT_ATTEMPTS)),
-                   top_k=None if text("TOP_K") is None else int(number("TOP_K", int, 0)),
-                   differential=int(number("DIFFERENTIAL", int, DEFAULT_DIFFERENTIAL)))
+                   region=text("REGION"), model=text("MODEL"), lake=text("LAKE"), **settings)
 
     def to_env(self) -> dict[str, str]:
         """The variables that make :meth:`from_env` return this configuration."""

@@ -9,7 +9,6 @@ value comes back as the endpoint's field error, shown next to the field it names
 """
 from __future__ import annotations
 
-import json
 import math
 import re
 import unicodedata
@@ -21,7 +20,7 @@ from typing import Any, Literal
 from diagnosa.data.physiology import BY_NAME, LABS, VITALS
 from diagnosa.data.schema import Schema, cohort_schema
 from diagnosa.labels import CATEGORIES
-from diagnosa.model import ModelLoadError, model_labels
+from diagnosa.model import METADATA_FILE, ModelLoadError, model_labels, read_metadata
 from inference.schema import RequestSchema
 
 Kind = Literal["integer", "number", "choice", "boolean", "terms", "codes", "text"]
@@ -78,6 +77,8 @@ class FormSpec:
     known_codes: tuple[str, ...] = ()  # prior-diagnosis codes the model has a feature for
     model_family: str | None = None
     labels: tuple[str, ...] = CATEGORIES  # what the model answers with, in its order: what a confirmed diagnosis may be
+    levels: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # a category field's values the model learned
+    orphan_slice: bool = True  # the model's data has a rare-disease slice a confirmed disease id counts a case in
 
     def by_name(self, name: str) -> FormField:
         for f in self.fields:
@@ -138,8 +139,10 @@ def _kind(prop: Mapping[str, Any]) -> Kind:
 
 def form_spec(json_schema: Mapping[str, Any], *, id_field: str = "patient_id",
               feature_names: list[str] | tuple[str, ...] = (), model_family: str | None = None,
-              labels: Sequence[str] = CATEGORIES) -> FormSpec:
-    """The form for one patient record described by a request JSON Schema (the id is not asked)."""
+              labels: Sequence[str] = CATEGORIES, orphan_slice: bool = True) -> FormSpec:
+    """The form for one patient record described by a request JSON Schema (the id is not asked). ``feature_names``
+    (the model's) tell the symptoms and codes it has a feature for, and the values of each category field it learned
+    (``categorical__<field>_<value>``)."""
     fields = []
     for name, prop in json_schema.get("properties", {}).items():
         if name == id_field:
@@ -151,13 +154,21 @@ def form_spec(json_schema: Mapping[str, Any], *, id_field: str = "patient_id",
     if not fields:
         raise FormError("the model's request schema has no input fields")
     terms, codes = set(), []
-    for feature in feature_names:  # "hpo:<field>__HP:0000001", "codes:<field>__I10"
+    texts = sorted((f.name for f in fields if f.kind == "text"), key=len, reverse=True)  # 'a_b' before 'a'
+    levels: dict[str, list[str]] = {}
+    for feature in feature_names:  # "hpo:<field>__HP:0000001", "codes:<field>__I10", "categorical__<field>_<value>"
         prefix, _, value = feature.partition("__")
         if prefix.startswith("hpo:"):
             terms.add(value)
         elif prefix.startswith("codes:"):
             codes.append(value)
-    return FormSpec(tuple(fields), id_field, frozenset(terms), tuple(sorted(set(codes))), model_family, tuple(labels))
+        elif prefix == "categorical":
+            name = next((n for n in texts if value.startswith(n + "_") and len(value) > len(n) + 1), None)
+            level = value[len(name) + 1:] if name else ""
+            if name and level != "infrequent_sklearn" and level not in levels.setdefault(name, []):
+                levels[name].append(level)
+    return FormSpec(tuple(fields), id_field, frozenset(terms), tuple(sorted(set(codes))), model_family, tuple(labels),
+                    {name: tuple(values) for name, values in levels.items()}, orphan_slice)
 
 
 def load_form_spec(model_dir: str | None = None) -> FormSpec:
@@ -165,20 +176,25 @@ def load_form_spec(model_dir: str | None = None) -> FormSpec:
     if model_dir is None:
         schema, metadata, labels = cohort_schema(), {}, list(cohort_schema().labels)
     else:
-        path = Path(model_dir) / "metadata.json"
+        path = Path(model_dir) / METADATA_FILE
         try:
-            metadata = json.loads(path.read_text(encoding="utf-8"))
+            metadata = read_metadata(model_dir)  # a folder without one, or a FIFO in its place (it hung), refused
+        except ModelLoadError as err:
+            raise FormError(str(err)) from None
+        try:
             schema = Schema.from_dict(metadata["schema"])
-        except (OSError, ValueError, KeyError, TypeError) as err:
+        except (ValueError, KeyError, TypeError) as err:
             raise FormError(f"cannot read the model's request schema from {path}: {err}") from None
         try:
             labels = model_labels(model_dir)  # what the endpoint serving this model accepts as a confirmed diagnosis
         except ModelLoadError as err:
             raise FormError(f"cannot read the model's labels: {err}") from None
+    orphan_slice = bool(metadata["slice_column"]) if "slice_column" in metadata else bool(schema.slice_column)
     request = RequestSchema(schema)
+    names = metadata.get("feature_names")
     return form_spec(request.to_json_schema(), id_field=request.id_field,
-                     feature_names=metadata.get("feature_names", ()), model_family=metadata.get("family"),
-                     labels=labels)
+                     feature_names=[str(n) for n in names] if isinstance(names, list) else (),
+                     model_family=metadata.get("family"), labels=labels, orphan_slice=orphan_slice)
 
 
 def parse_codes(text: str) -> list[str]:
@@ -196,14 +212,20 @@ class ValueProblem(ValueError):
 
 
 def _strip_unit(text: str, unit: str) -> str:
-    """The text without the field's unit typed after the number ('38.9 °C', '112 beats/min', '90 %')."""
-    folded, units = text.casefold(), {unit.casefold().replace(" ", "")} if unit else set()
+    """The number typed, without the field's unit after it ('38.9 °C', '112 beats/min', '150 mm Hg', '90 %'), and
+    without the spaces around it; the spaces inside it are kept (to be refused: '15 2' is not 152). A unit that starts
+    with a digit needs a space or nothing else before it to be told apart: '15 10^9/L' is 15, '1510^9/L' is refused."""
+    folded = text.casefold().strip()
+    units = {unit.casefold().replace(" ", "")} if unit else set()
     units |= {u.lstrip("°º") for u in units if u[:1] in "°º"}  # '38.9 C' for °C
-    compact = folded.replace(" ", "")
     for u in sorted((u for u in units if u), key=len, reverse=True):
-        if compact.endswith(u) and len(compact) > len(u):
-            return compact[: -len(u)]
-    return compact
+        for start in range(1, len(folded)):
+            if folded[start] == " " or folded[start:].replace(" ", "") != u:
+                continue
+            if u[0].isdigit() and folded[start - 1].isdigit():
+                return folded  # digits of the unit glued to the number's: not read
+            return folded[:start].strip()
+    return folded
 
 
 def parse_number(text: str, f: FormField) -> float | int | None:
@@ -219,6 +241,12 @@ def parse_number(text: str, f: FormField) -> float | int | None:
         return None
     number = _strip_unit(raw, f.unit)
     shown = raw if len(raw) <= 30 else raw[:30] + "…"
+    glued = re.sub(r"\s+", "", number)
+    if glued != number and _NUMBER.fullmatch(glued):  # '15 2', '1 80': a slip, or a space between thousands
+        parts = number.split()
+        decimal = f" or {parts[0]}.{parts[1]}" if len(parts) == 2 and all(p.isdecimal() for p in parts) else ""
+        raise ValueProblem(f"'{shown}' has a space inside the number: write it as {glued}{decimal}, with no space "
+                           "between the digits (a space may only separate the number from its unit)")
     if not _NUMBER.fullmatch(number):
         unit = f" in {f.unit}" if f.unit else ""
         raise ValueProblem(f"'{shown}' is not a number: write the value{unit} with digits and at most one decimal "
@@ -276,8 +304,9 @@ def build_record(spec: FormSpec, values: Mapping[str, Any]) -> dict[str, Any]:
                 value = BOOLEAN_CHOICES[value]
         elif f.kind == "terms":
             value = list(dict.fromkeys(value))
-        elif f.kind == "codes":
-            value = parse_codes(value) if isinstance(value, str) else list(dict.fromkeys(value))
+        elif f.kind == "codes":  # typed into the multiselect too: upper case, as the text form ('i10' was unused)
+            value = parse_codes(value) if isinstance(value, str) else \
+                list(dict.fromkeys(str(c).strip().upper() for c in value if str(c).strip()))
             if not value:
                 continue
         elif isinstance(value, str):

@@ -12,14 +12,17 @@
 | ``unavailable`` | the endpoint is up but cannot serve yet (model loading, 503) |
 | ``server_error`` | the endpoint failed while scoring (5xx) |
 | ``not_found`` | no endpoint of that name (a configuration problem) |
-| ``failed`` | anything else the client reported |
+| ``failed`` | anything else the client reported, and an answer that is not a diagnosis (:func:`prediction_problem`: |
+|  | a category that is not text, probabilities that are not numbers from 0 to 1, an incomplete top-k...) |
 
 Nothing here logs or prints patient values; failure texts name the endpoint, never the record.
 """
 from __future__ import annotations
 
+import math
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Literal, Mapping
 
 import boto3
@@ -36,7 +39,7 @@ from botocore.exceptions import (
 from app.config import AppConfig
 from app.form import FieldErrors, FormSpec, field_errors
 from diagnosa.labels import CATEGORIES
-from inference.client import ClientFailure, DiagnosaClient, PredictionRejected
+from inference.client import AnswerTimeout, ClientFailure, DiagnosaClient, EndpointUnreachable, PredictionRejected
 
 FailureKind = Literal["unreachable", "timeout", "rejected", "unavailable", "server_error", "not_found", "failed"]
 WARNING = ("This result supports and does not replace clinical judgement: it is a statistical estimate from a model, "
@@ -57,6 +60,9 @@ class Outcome:
     result: dict[str, Any] | None = None  # the one patient's prediction
     event_id: str | None = None  # the case reference feedback refers to (local endpoint)
     failure: Failure | None = None
+    inference_id: str | None = None  # the id the app gave the request (captured as inferenceId, SageMaker's too)
+    received_at: str | None = None  # when the answer came, 'HH:MM:SS' (the app server's clock)
+    warnings: Mapping[str, list[str]] = field(default_factory=dict)  # inputs the model ignored, by field ('': others)
 
     @property
     def ok(self) -> bool:
@@ -83,7 +89,8 @@ def make_client(config: AppConfig) -> DiagnosaClient:
 
         extra["lake"] = DataLake.from_uri(config.lake)
     return DiagnosaClient(config.endpoint_name, endpoint_url=config.endpoint_url, region=config.region,
-                          timeout=config.timeout, max_attempts=config.attempts, runtime=runtime, **extra)
+                          timeout=config.timeout, max_attempts=config.attempts, runtime=runtime,
+                          deadline=config.deadline, **extra)
 
 
 def _cause(err: BaseException) -> BaseException | None:
@@ -113,6 +120,10 @@ def explain_failure(err: BaseException, config: AppConfig, spec: FormSpec) -> Fa
         return Failure("rejected", f"The {where} refused the request (HTTP {err.status}) for a reason that is not a "
                                    "value in the form (below). Tell the administrator: the app's configuration or "
                                    "its --model may not match the endpoint's model.", fields)
+    if isinstance(err, AnswerTimeout):  # the call's overall deadline: an answer trickling in, or every attempt slow
+        attempts = f" ({config.attempts} attempts of {config.timeout:g} s)" if config.attempts > 1 else ""
+        return Failure("timeout", f"The {where} did not answer within {config.deadline:g} s{attempts}. It may be "
+                                  "overloaded: wait a moment and ask again. No diagnosis was received.")
     cause = _cause(err)
     if isinstance(cause, ReadTimeoutError):
         return Failure("timeout", f"The {where} did not answer within {config.timeout:g} s. It may be overloaded: "
@@ -143,6 +154,88 @@ def explain_failure(err: BaseException, config: AppConfig, spec: FormSpec) -> Fa
     return Failure("failed", f"The {where} could not give a diagnosis: {err}")
 
 
+def _probability(value: Any) -> bool:
+    """A probability as an answer may hold one: a number (not a boolean), finite, from 0 to 1."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and 0 <= value <= 1
+
+
+def prediction_problem(result: Any) -> str | None:
+    """What makes an endpoint's prediction unfit to show (None when it is fit): an answer that is JSON but not a
+    diagnosis crashed the page (a missing category, a null probability, a top-k item without its probability) or
+    showed wrong numbers (7.5 read 'over 99.9 %', NaN 'nan %')."""
+    if not isinstance(result, Mapping):
+        return f"the prediction is {type(result).__name__ if result is not None else 'null'}, not an object"
+    category = result.get("category")
+    if not isinstance(category, str) or not category:
+        return "no category (text) in the prediction"
+    probabilities = result.get("probabilities")
+    if not isinstance(probabilities, Mapping) or not probabilities:
+        return "no probabilities in the prediction"
+    for name, value in probabilities.items():
+        if not isinstance(name, str):
+            return "a probability not keyed by a category name"
+        if not _probability(value):
+            return f"the probability of {name!r} is {value!r}, not a number from 0 to 1"
+    if category not in probabilities:
+        return f"the category {category!r} has no probability"
+    top_k = result.get("top_k", [])
+    if not isinstance(top_k, list):
+        return "top_k is not a list"
+    for item in top_k:
+        if not (isinstance(item, Mapping) and isinstance(item.get("category"), str)
+                and _probability(item.get("probability"))):
+            return f"a top-k item is not a category with a probability from 0 to 1: {str(item)[:80]!r}"
+    differential = result.get("differential")
+    if differential is not None:
+        if not isinstance(differential, list):
+            return "the differential is not a list"
+        for item in differential:
+            score = item.get("score") if isinstance(item, Mapping) else None
+            if not (isinstance(item, Mapping) and isinstance(item.get("name"), str)
+                    and isinstance(item.get("disease_id"), str) and isinstance(score, (int, float))
+                    and not isinstance(score, bool) and math.isfinite(score)):
+                return f"a differential item is not a disease with its id and score: {str(item)[:80]!r}"
+    if not isinstance(result.get("differential_note", ""), str):
+        return "the differential's note is not text"
+    if not isinstance(result.get("model_version", ""), (str, int)):
+        return "the model version is not text"
+    return None
+
+
+def label_problem(result: Mapping[str, Any], spec: FormSpec) -> str | None:
+    """A line when the predicted category is none of the form's model's labels (the endpoint serves another model):
+    it cannot be chosen as the confirmed diagnosis either."""
+    category = result.get("category")
+    if category in spec.labels:
+        return None
+    return (f"'{category}' is not one of the categories of the model this form was made for "
+            f"({', '.join(spec.labels)}): the endpoint may serve another model. Tell the administrator.")
+
+
+def input_warnings(result: Mapping[str, Any], spec: FormSpec) -> dict[str, list[str]]:
+    """The inputs the model ignored, by field ('' for a field the form does not show): the endpoint's
+    ``unknown_values`` (a category value no training patient had, counted as none of the known ones) and
+    ``unused_codes`` (codes the model never learned, which change nothing), said under their field."""
+    out: dict[str, list[str]] = {}
+    names = set(spec.names)
+
+    def add(name: Any, text: str) -> None:
+        name = str(name)
+        out.setdefault(name if name in names else "", []).append(text if name in names else f"{name}: {text}")
+
+    unknown = result.get("unknown_values")
+    for name, value in (unknown.items() if isinstance(unknown, Mapping) else ()):
+        known = spec.levels.get(str(name))
+        add(name, f"'{value}' is not a value the model knows: it was counted as none of them, which changes the "
+                  "diagnosis" + (f" (known: {', '.join(known)})" if known else "") + ". Check the spelling.")
+    unused = result.get("unused_codes")
+    for name, codes in (unused.items() if isinstance(unused, Mapping) else ()):
+        codes = codes if isinstance(codes, list) else [codes]
+        add(name, f"{', '.join(str(c) for c in codes)}: not learned by the model (too rare in its training data), "
+                  "so it changed nothing in the diagnosis.")
+    return out
+
+
 def diagnose(client: DiagnosaClient, record: Mapping[str, Any], config: AppConfig, spec: FormSpec) -> Outcome:
     """Send one patient; the prediction or the failure, never an exception."""
     if not record:
@@ -152,15 +245,17 @@ def diagnose(client: DiagnosaClient, record: Mapping[str, Any], config: AppConfi
     terms = spec.terms_field.name if spec.terms_field is not None else None
     differential = config.differential if config.differential and terms and record.get(terms) else None
     top_k = config.top_k_for(spec.labels)
+    inference_id = str(uuid.uuid4())
     try:
         try:
             prediction = client.predict(dict(record), top_k=top_k, differential=differential,
-                                        inference_id=str(uuid.uuid4()))
+                                        inference_id=inference_id)
         except PredictionRejected as err:
             if differential is None or not err.message.startswith("differential"):
                 raise
             # An endpoint whose model has no knowledge-base similarity: the diagnosis without the differential.
-            prediction = client.predict(dict(record), top_k=top_k, inference_id=str(uuid.uuid4()))
+            inference_id = str(uuid.uuid4())
+            prediction = client.predict(dict(record), top_k=top_k, inference_id=inference_id)
     except ClientFailure as err:
         return Outcome(failure=explain_failure(err, config, spec))
     except Exception as err:  # noqa: BLE001  (a bug must not show a traceback with the patient's values)
@@ -168,7 +263,16 @@ def diagnose(client: DiagnosaClient, record: Mapping[str, Any], config: AppConfi
                                                  f"({type(err).__name__})."))
     if not prediction.results:
         return Outcome(failure=Failure("failed", f"The {config.description} answered with no prediction."))
-    return Outcome(result=prediction.results[0], event_id=prediction.event_id)
+    result = prediction.results[0]
+    problem = prediction_problem(result)
+    if problem is not None:
+        return Outcome(failure=Failure("failed", f"The {config.description} answered something that is not a "
+                                                 f"diagnosis ({problem}). No diagnosis was received: tell the "
+                                                 "administrator, the endpoint may be faulty or not a Diagnosa "
+                                                 "endpoint."))
+    event_id = prediction.event_id if isinstance(prediction.event_id, str) and prediction.event_id else None
+    return Outcome(result=dict(result), event_id=event_id, inference_id=inference_id,
+                   received_at=datetime.now().strftime("%H:%M:%S"), warnings=input_warnings(result, spec))
 
 
 # ------------------------------------------------------------------------------------------------ display
@@ -179,6 +283,8 @@ def percent(p: float) -> str:
     A model's estimate is never a certainty: the endpoint rounds its probabilities to six decimals, so 1.0 and 0.0
     read 'over 99.9 %' and 'under 0.1 %', never '100.0 %' or '0.0 %'.
     """
+    if not _probability(p):  # diagnose() refuses such an answer: never shown as a number
+        raise ValueError(f"not a probability: {p!r}")
     value = 100.0 * float(p)
     if value < 0.1:
         return "under 0.1 %"
@@ -251,9 +357,12 @@ class FeedbackOutcome:
 
 
 def record_feedback(client: Any, event_id: str, diagnosis: str | None, note: str | None, config: AppConfig,
-                    disease_id: str | None = None) -> FeedbackOutcome:
+                    disease_id: str | None = None, labels: tuple[str, ...] | list[str] | None = None
+                    ) -> FeedbackOutcome:
     """Record the confirmed diagnosis for a case reference; never raises. Nothing is assumed: no diagnosis chosen,
-    nothing sent."""
+    nothing sent. ``labels``: the model's (the form's), which the diagnosis must be one of when the client writes
+    straight to the lake (it checked against the built-in cohort's five, refusing every label of a model of one's
+    own data)."""
     event_id = event_id.strip()
     if not event_id:
         return FeedbackOutcome(message="Enter the case reference shown with the diagnosis.", fields={"event_id": "required"})
@@ -264,13 +373,22 @@ def record_feedback(client: Any, event_id: str, diagnosis: str | None, note: str
         return FeedbackOutcome(message="Recording a confirmed diagnosis is not available with this version of the client.")
     try:
         key = client.send_feedback(event_id, diagnosis, note=(note or "").strip() or None,
-                                   **({"disease_id": disease_id} if disease_id else {}))
+                                   **({"disease_id": disease_id} if disease_id else {}),
+                                   **({"labels": list(labels)} if labels else {}))
     except ClientFailure as err:
         raw = getattr(err, "fields", None) or {}
         fields = {str(k): str(v) for k, v in raw.items()} if isinstance(raw, Mapping) else {}
         errors = getattr(err, "errors", None) or []  # a failure listing (row, field, problem), like PredictionRejected
-        if not fields and errors:
-            fields = {str(e.get("field")): str(e.get("problem")) for e in errors if e.get("field")}
+        if not fields and isinstance(errors, list):
+            fields = {str(e.get("field")): str(e.get("problem")) for e in errors
+                      if isinstance(e, Mapping) and e.get("field")}
+        if isinstance(err, AnswerTimeout):  # sent: the endpoint may have stored it before the answer was lost
+            return FeedbackOutcome(message=f"The {config.description} did not confirm the record in time: the "
+                                           "confirmed diagnosis may not be recorded. Record it again (a second "
+                                           "record of a case replaces the first).")
+        if isinstance(err, EndpointUnreachable):  # not sent
+            return FeedbackOutcome(message=f"Cannot reach the {config.description}: the confirmed diagnosis was "
+                                           "not recorded. Try again when it is running.")
         cause = _cause(err)
         if isinstance(cause, ReadTimeoutError):
             return FeedbackOutcome(message=f"The {config.description} did not answer within {config.timeout:g} s; "

@@ -97,13 +97,48 @@ class ModelLoadError(RuntimeError):
     """The model directory is missing, incomplete or was built with other library versions."""
 
 
-def model_labels(model_dir: str | Path) -> list[str]:
-    """The labels a model directory's model answers with (its metadata.json), without loading the model."""
+METADATA_MAX_BYTES = 64 * 1024 * 1024  # a metadata.json: the schema, feature names and numbers, never near this
+
+
+def read_metadata(model_dir: str | Path) -> dict[str, Any]:
+    """A model directory's ``metadata.json`` as a dict, without loading the model; :class:`ModelLoadError` for a
+    folder that is not a model's ("not a model folder (no metadata.json)") and for a metadata.json that is not a
+    regular file (a FIFO hung every reader), too big, or not a JSON object."""
+    import os
+    import stat
+
     path = Path(model_dir) / METADATA_FILE
     try:
-        return list(json.loads(path.read_text(encoding="utf-8"))["labels"])
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        raise ModelLoadError(f"{path}: no labels ({err})") from None
+        mode = os.stat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        raise ModelLoadError(f"{model_dir} is not a model folder (no {METADATA_FILE})") from None
+    except OSError as err:
+        raise ModelLoadError(f"{path} cannot be read: {err.strerror or err}") from None
+    if not stat.S_ISREG(mode):
+        raise ModelLoadError(f"{path} is not a regular file: not a model folder")
+    try:
+        with open(path, "rb") as file:
+            data = file.read(METADATA_MAX_BYTES + 1)
+    except OSError as err:
+        raise ModelLoadError(f"{path} cannot be read: {err.strerror or err}") from None
+    if len(data) > METADATA_MAX_BYTES:
+        raise ModelLoadError(f"{path} is over {METADATA_MAX_BYTES:,} bytes: not a model's metadata")
+    try:
+        metadata = json.loads(data.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError) as err:
+        raise ModelLoadError(f"{path} is not JSON: {err}") from None
+    if not isinstance(metadata, dict):
+        raise ModelLoadError(f"{path} is not a JSON object")
+    return metadata
+
+
+def model_labels(model_dir: str | Path) -> list[str]:
+    """The labels a model directory's model answers with (its metadata.json), without loading the model."""
+    metadata = read_metadata(model_dir)
+    try:
+        return list(metadata["labels"])
+    except (KeyError, TypeError) as err:
+        raise ModelLoadError(f"{Path(model_dir) / METADATA_FILE}: no labels ({err})") from None
 
 
 def model_endpoint(model_dir: str | Path) -> str:
@@ -117,11 +152,11 @@ def model_endpoint(model_dir: str | Path) -> str:
 def model_dataset(model_dir: str | Path) -> str:
     """The dataset a model directory's model was trained on (its metadata.json: ``dataset.name``, else the schema's
     name, which is the dataset's), without loading the model."""
+    metadata = read_metadata(model_dir)
     path = Path(model_dir) / METADATA_FILE
     try:
-        metadata = json.loads(path.read_text(encoding="utf-8"))
         name = (metadata.get("dataset") or {}).get("name") or metadata["schema"]["name"]
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+    except (KeyError, TypeError, AttributeError) as err:
         raise ModelLoadError(f"{path}: no dataset name ({err})") from None
     if not isinstance(name, str) or not name:
         raise ModelLoadError(f"{path}: no dataset name (got {name!r})")
@@ -129,15 +164,42 @@ def model_dataset(model_dir: str | Path) -> str:
 
 
 def unpack_model(archive: str | Path, target: str | Path) -> Path:
-    """Extract a SageMaker ``model.tar.gz`` (model.joblib + metadata.json at its root) into ``target``."""
-    import tarfile
+    """Extract a SageMaker ``model.tar.gz`` (model.joblib + metadata.json at its root) into ``target``.
 
+    The archive is extracted into a temporary folder beside ``target`` and moved into place only once whole: a
+    truncated archive used to leave a partial folder (its metadata.json complete, its model.joblib cut) that the next
+    call took for the model. On failure nothing is left behind."""
+    import os
+    import shutil
+    import tarfile
+    import tempfile
+    import zlib
+
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".unpacking", dir=target.parent))
     try:
-        with tarfile.open(archive, "r:gz") as tar:
-            tar.extractall(target, filter="data")
-    except (tarfile.TarError, OSError, EOFError) as err:
-        raise ModelLoadError(f"{archive} is not a readable model.tar.gz: {err}") from None
-    return Path(target)
+        try:
+            with tarfile.open(archive, "r:gz") as tar:
+                tar.extractall(scratch, filter="data")
+        except (tarfile.TarError, OSError, EOFError, zlib.error) as err:
+            raise ModelLoadError(f"{archive} is not a readable model.tar.gz: {err}") from None
+        try:
+            if target.is_dir() and not any(target.iterdir()):
+                target.rmdir()
+            if not target.exists():
+                os.replace(scratch, target)  # one rename: the folder is whole or absent
+            else:  # a folder given to extract into (a scratch folder of the caller's): its entries moved in
+                for entry in scratch.iterdir():
+                    destination = target / entry.name
+                    if destination.is_dir() and not destination.is_symlink():
+                        shutil.rmtree(destination)
+                    os.replace(entry, destination)
+        except OSError as err:
+            raise ModelLoadError(f"cannot unpack {archive} into {target}: {err}") from None
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return target
 
 
 @dataclass

@@ -9,6 +9,10 @@ import time
 import urllib.error
 import urllib.request
 
+# The longest wait a client takes (a call's timeout, `diagnosa predict|app --timeout`, DIAGNOSA_APP_TIMEOUT): a day.
+# Past it botocore's deadline arithmetic overflowed ("timestamp out of range for platform time_t") on every call.
+MAX_TIMEOUT = 86_400.0
+
 
 class ServerExited(RuntimeError):
     """The server process ended before it answered."""

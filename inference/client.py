@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import urllib.parse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -34,6 +35,11 @@ class ClientFailure(RuntimeError):
 class EndpointUnreachable(ClientFailure):
     """The endpoint could not be reached at all (nothing listening, no route to it, no answer in time): the next
     request would fare no better."""
+
+
+class AnswerTimeout(EndpointUnreachable):
+    """The request was sent but no complete answer came in time (a socket read, or the call's overall deadline): the
+    endpoint may have processed it (a feedback record may be stored, a prediction captured)."""
 
 
 class InvalidInput(ClientFailure, ValueError):
@@ -82,11 +88,27 @@ class Prediction:
 
 
 def check_endpoint_url(url: str) -> str:
-    """An endpoint's root URL (``http://host:port``), or ValueError saying what is wrong with it."""
-    parsed = urllib.parse.urlsplit(url.strip())
+    """An endpoint's root URL (``http://host:port``), or ValueError saying what is wrong with it: a space or control
+    character, a port that is not one (above 65535), a user name or password (shown wherever the URL is, and
+    refused by the feedback route's HTTP client) are refused here rather than on the first call."""
+    text = url.strip()
+    if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in text):
+        raise ValueError(f"endpoint URL {url!r} holds a space or a control character")
+    parsed = urllib.parse.urlsplit(text)
     if parsed.scheme not in ("http", "https") or not parsed.netloc:
         raise ValueError(f"endpoint URL {url!r} must start with http:// or https:// and name a host, "
                          "e.g. http://127.0.0.1:8080")
+    if "@" in parsed.netloc:
+        raise ValueError(f"endpoint URL {parsed.scheme}://…@{parsed.netloc.rpartition('@')[2]} must not hold a user "
+                         "name or password (the URL is shown to every user of it): give the host and port only")
+    try:
+        port = parsed.port
+    except ValueError:
+        port = -1
+    if port == -1 or port == 0:
+        raise ValueError(f"endpoint URL {url!r} has no valid port: a port is a number from 1 to 65535")
+    if not parsed.hostname:
+        raise ValueError(f"endpoint URL {url!r} must name a host, e.g. http://127.0.0.1:8080")
     path = parsed.path.rstrip("/")
     if path:
         hint = " (the routes /invocations and /endpoints/<name>/invocations are added by the client)" \
@@ -119,14 +141,21 @@ def served_endpoint_name(endpoint_url: str, timeout: float = 10.0) -> str | None
 class DiagnosaClient:
     def __init__(self, endpoint_name: str = "diagnosa", *, endpoint_url: str | None = None, region: str | None = None,
                  timeout: float = 10.0, max_attempts: int = 4, runtime: Any = None, lake: Any = None,
-                 feedback_token: str | None = None):
+                 feedback_token: str | None = None, deadline: float | None = None):
+        """``timeout`` bounds each connection and each socket read, ``max_attempts`` the attempts of a call (retries
+        included); ``deadline``, when given, the whole call in seconds, every attempt and the reading of the answer
+        included: an endpoint trickling its answer a few bytes at a time never lets one read time out, and held the
+        caller for as long as it trickled (:class:`AnswerTimeout` when it passes)."""
         if timeout <= 0:
             raise ValueError(f"timeout must be positive, got {timeout}")
         if max_attempts < 1:
             raise ValueError(f"max_attempts must be at least 1, got {max_attempts}")
+        if deadline is not None and not deadline > 0:
+            raise ValueError(f"deadline must be positive, got {deadline}")
         self.endpoint_name = endpoint_name
         self.endpoint_url = check_endpoint_url(endpoint_url) if endpoint_url else None
         self.timeout = timeout
+        self.deadline = deadline
         self.lake = lake  # a diagnosa.lake.DataLake: where feedback goes when the endpoint has no feedback route
         # Sent as "Authorization: Bearer" on POST /feedback; never logged or put in a message.
         self.feedback_token = (feedback_token if feedback_token is not None else os.environ.get(TOKEN_ENV) or "").strip() \
@@ -142,14 +171,44 @@ class DiagnosaClient:
                                                or "eu-west-1",
                                                config=config)
 
+    def _within_deadline(self, call: Any, what: str) -> Any:
+        """``call()``'s result within ``self.deadline`` seconds (or its exception); :class:`AnswerTimeout` past it.
+
+        The call runs in a daemon thread that is left to end on its own (its socket reads still time out): the
+        caller is not held by it."""
+        if self.deadline is None:
+            return call()
+        box: dict[str, Any] = {}
+
+        def run() -> None:
+            try:
+                box["value"] = call()
+            except BaseException as err:  # noqa: BLE001  (re-raised in the caller's thread)
+                box["error"] = err
+
+        worker = threading.Thread(target=run, name="diagnosa-client-call", daemon=True)
+        worker.start()
+        worker.join(self.deadline)
+        if worker.is_alive():
+            raise AnswerTimeout(f"{what} gave no complete answer within {self.deadline:g} s")
+        if "error" in box:
+            raise box["error"]
+        return box["value"]
+
     def invoke(self, body: bytes | str, content_type: str = JSON, accept: str = JSON,
                inference_id: str | None = None) -> tuple[bytes, dict[str, str]]:
+        return self._within_deadline(lambda: self._invoke(body, content_type, accept, inference_id),
+                                     f"endpoint '{self.endpoint_name}'")
+
+    def _invoke(self, body: bytes | str, content_type: str, accept: str,
+                inference_id: str | None) -> tuple[bytes, dict[str, str]]:
         kwargs: dict[str, Any] = {"EndpointName": self.endpoint_name, "Body": body, "ContentType": content_type,
                                   "Accept": accept}
         if inference_id:
             kwargs["InferenceId"] = inference_id
         try:
             response = self.runtime.invoke_endpoint(**kwargs)
+            answer = response["Body"].read()  # a read timeout here is the call's too
         except ClientError as err:
             raise self._failure(err) from None
         except NoCredentialsError:
@@ -159,7 +218,7 @@ class DiagnosaClient:
         except BotoCoreError as err:
             raise ClientFailure(f"could not reach endpoint '{self.endpoint_name}': {err}") from None
         headers = response.get("ResponseMetadata", {}).get("HTTPHeaders", {})
-        return response["Body"].read(), headers
+        return answer, headers
 
     def predict(self, patients: dict[str, Any] | list[dict[str, Any]], *, top_k: int | None = None,
                 differential: int | None = None, inference_id: str | None = None) -> Prediction:
@@ -200,8 +259,10 @@ class DiagnosaClient:
     def _results(body: bytes, headers: dict[str, str]) -> Prediction:
         try:
             payload = json.loads(body)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, UnicodeDecodeError):
             raise ClientFailure(f"the endpoint answered something that is not JSON: {body[:200]!r}") from None
+        if not isinstance(payload, dict) or not isinstance(payload.get("predictions"), list):
+            raise ClientFailure(f"the endpoint answered JSON without a list of predictions: {body[:200]!r}")
         return Prediction(payload["predictions"], headers.get("x-diagnosa-event-id"))
 
     def send_feedback(self, event_id: str, diagnosis: str, note: str | None = None,
@@ -240,9 +301,10 @@ class DiagnosaClient:
                                     "route: give the client the data lake (DiagnosaClient(..., lake=DataLake.from_uri("
                                     "'s3://bucket/prefix'))) so feedback is written to its feedback/ zone")
             return store_feedback(self.lake, self.endpoint_name, feedback)
-        return self._post_feedback(body)
+        return self._within_deadline(lambda: self._post_feedback(body), f"endpoint {self.endpoint_url}")
 
     def _post_feedback(self, body: dict[str, Any]) -> str:
+        import http.client
         import urllib.error
         import urllib.request
 
@@ -259,20 +321,28 @@ class DiagnosaClient:
                 detail = json.loads(err.read())
             except (ValueError, OSError):
                 detail = {}
+            detail = detail if isinstance(detail, dict) else {}
+            error = detail.get("error") if isinstance(detail.get("error"), str) else None
             if err.code == 400:
-                raise FeedbackRejected(detail.get("error", "invalid feedback"), 400,
-                                       fields=detail.get("fields", {})) from None
+                raw = detail.get("fields")
+                fields = {str(k): str(v) for k, v in raw.items()} if isinstance(raw, dict) else {}
+                raise FeedbackRejected(error or "invalid feedback", 400, fields=fields) from None
             # The URL's endpoint, whatever this client's (default) endpoint name says.
-            message = f"endpoint {self.endpoint_url} refused the feedback ({err.code}): {detail.get('error', err.reason)}"
+            message = f"endpoint {self.endpoint_url} refused the feedback ({err.code}): {error or err.reason}"
             if err.code in (404, 413):  # this record's event id was not captured, or the record is too big
                 raise FeedbackRejected(message, err.code) from None
             raise ClientFailure(message) from None
-        except (urllib.error.URLError, OSError) as err:  # HTTPError (an answer) is handled above
+        except urllib.error.URLError as err:  # not sent: nothing listens, no route, the connection not made in time
             raise EndpointUnreachable(f"could not send feedback to {self.endpoint_url}: "
                                       f"{getattr(err, 'reason', None) or err}") from None
+        except (OSError, http.client.HTTPException) as err:  # sent, then no complete answer: it may be stored
+            raise AnswerTimeout(f"sent the feedback to {self.endpoint_url} but got no complete answer: "
+                                f"{getattr(err, 'strerror', None) or err or type(err).__name__}") from None
         except ValueError as err:
             raise ClientFailure(f"endpoint {self.endpoint_url} answered the feedback with something that is not "
                                 f"JSON: {err}") from None
+        if not isinstance(answer, dict) or not isinstance(answer.get("key"), str):
+            raise ClientFailure(f"endpoint {self.endpoint_url} answered the feedback without the key it stored")
         return answer["key"]
 
     def _failure(self, err: ClientError) -> ClientFailure:

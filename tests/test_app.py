@@ -133,7 +133,7 @@ def test_a_valid_patient_gets_a_diagnosis(monkeypatch, endpoint, trained_model_d
     assert "supports and does not replace clinical judgement" in result.warning[0].value
     assert len(result.table[0].value) == 3  # top-k
     assert any("vega_lite" in str(getattr(node, "type", "")) for node in result)  # the probability chart
-    caption = [c.value for c in result.caption if "Model version" in c.value][0]
+    caption = [re.sub(r"\\(.)", r"\1", c.value) for c in result.caption if "Model version" in c.value][0]
     assert [m.value for m in at.get_by_key("differential").markdown][0] == "**Decision support — not a diagnosis**"
     assert "Model version" in caption and "case reference" in caption
     assert at.text_input(key="fb-event").value in caption  # the feedback form knows the case
@@ -218,7 +218,11 @@ def test_the_confirmed_diagnosis_is_recorded_through_the_feedback_route(monkeypa
         records = [json.loads(lake.get_bytes(k)) for k in stored]
         assert [(r["event_id"], r["diagnosis"], r.get("disease_id")) for r in records] == [
             (event_id, "ENFERMEDAD CRÓNICA", "ORPHA:558")]
+        # Recorded: the answers are cleared, not offered again for the next case; the reference stays for a correction.
+        assert at.selectbox(key="fb-diagnosis").value is None and not at.text_area(key="fb-note").value
+        assert not at.text_input(key="fb-disease").value and at.text_input(key="fb-event").value == event_id
         at.text_input(key="fb-event").input("not an event!")
+        at.selectbox(key="fb-diagnosis").select("ENFERMEDAD CRÓNICA")
         at.button(key="fb-submit").click().run()
         assert not at.success and any("not recorded" in e for e in _errors(at))
         assert any("X-Diagnosa-Event-Id" in e for e in _errors(at))  # the field's problem, next to the field
@@ -291,5 +295,5 @@ def test_the_endpoints_words_are_shown_as_text_not_markdown(monkeypatch, endpoin
     at.text_input(key="in-age").input("67")
     at.multiselect(key="in-prior_diagnoses").set_value(["![x](http://evil.example/t.png)"])
     at.button(key="submit").click().run()
-    assert _errors(at.get_by_key("field-prior_diagnoses")) == ["malformed code '![x](http://evil.example/t.png)'"]
+    assert _errors(at.get_by_key("field-prior_diagnoses")) == ["malformed code '![X](HTTP://EVIL.EXAMPLE/T.PNG)'"]
     assert "![" not in at.get_by_key("field-prior_diagnoses").error[0].value  # not an image: escaped markdown

@@ -37,6 +37,7 @@ from app.results import (
     differential_rows,
     feedback_supported,
     headline,
+    label_problem,
     make_client,
     probability_chart,
     probability_rows,
@@ -44,6 +45,7 @@ from app.results import (
     top_k_rows,
 )
 from app.terms import TermIndex, build_index
+from inference.feedback import MAX_NOTE
 
 # Request bodies must never reach a log, whatever level the host process configured.
 for _name in ("botocore", "boto3", "urllib3", "s3transfer"):
@@ -86,11 +88,22 @@ def remove_symptom(term: str) -> None:
     st.session_state[SYMPTOMS] = [t for t in st.session_state.get(SYMPTOMS, []) if t != term]
 
 
+FEEDBACK_ANSWERS = ("fb-diagnosis", "fb-disease", "fb-note")  # what the doctor chose for one case
+
+
+def clear_feedback(*, reference: bool) -> None:
+    """Forget the feedback answers (and with ``reference``, the case reference and its case): they belong to one
+    case. Carried over, the previous patient's confirmed diagnosis, disease id and note were recorded for the next."""
+    for key in FEEDBACK_ANSWERS + (("fb-event", "fb-case") if reference else ()):
+        st.session_state.pop(key, None)
+
+
 def submit(config: AppConfig, spec: FormSpec) -> None:
     st.session_state.pop("feedback_outcome", None)
     if not st.session_state.get("policy_accepted"):
         st.session_state["outcome"] = None
         st.session_state["blocked"] = True
+        clear_feedback(reference=True)  # nothing sent: no case this reference could be
         return
     st.session_state["blocked"] = False
     values = {f.name: st.session_state.get(FIELD + f.name) for f in spec.fields}
@@ -100,21 +113,31 @@ def submit(config: AppConfig, spec: FormSpec) -> None:
     if problems:  # a value typed that is not a number: nothing is sent, the problem is shown under its field
         st.session_state["outcome"] = Outcome(failure=Failure(
             "rejected", "Nothing was sent: correct the fields marked in red and ask again.", FieldErrors(problems)))
+        clear_feedback(reference=True)  # the previous patient's reference no longer matches the form
         return
     outcome = diagnose(client_for(config), build_record(spec, values), config, spec)
     st.session_state["outcome"] = outcome
-    if outcome.ok and outcome.event_id:
-        st.session_state["fb-event"] = outcome.event_id
+    if outcome.ok:  # a new case: the feedback form starts empty, with its reference
+        clear_feedback(reference=True)
+        if outcome.event_id:
+            st.session_state["fb-event"] = outcome.event_id
+            st.session_state["fb-case"] = {"event_id": outcome.event_id, "at": outcome.received_at,
+                                           "category": (outcome.result or {}).get("category")}
+    else:  # no diagnosis for the values shown: the earlier reference must not be taken for this patient's
+        clear_feedback(reference=True)
 
 
-def send_feedback(config: AppConfig) -> None:
+def send_feedback(config: AppConfig, spec: FormSpec) -> None:
     if not st.session_state.get("policy_accepted"):
         st.session_state["feedback_outcome"] = FeedbackOutcome(message="Accept the data-use policy first.")
         return
-    st.session_state["feedback_outcome"] = record_feedback(client_for(config), st.session_state.get("fb-event") or "",
-                                                   st.session_state.get("fb-diagnosis"),
-                                                   st.session_state.get("fb-note"), config,
-                                                   disease_id=st.session_state.get("fb-disease"))
+    outcome = record_feedback(client_for(config), st.session_state.get("fb-event") or "",
+                              st.session_state.get("fb-diagnosis"), st.session_state.get("fb-note"), config,
+                              disease_id=st.session_state.get("fb-disease") if spec.orphan_slice else None,
+                              labels=spec.labels)
+    st.session_state["feedback_outcome"] = outcome
+    if outcome.ok:  # recorded: the answers are not offered again for another case
+        clear_feedback(reference=False)
 
 
 def new_patient(spec: FormSpec) -> None:
@@ -140,7 +163,7 @@ def term_key(term: str) -> str:
     return term.replace(":", "_")
 
 
-def field_widget(f: FormField, codes: tuple[str, ...]) -> None:
+def field_widget(f: FormField, spec: FormSpec) -> None:
     key = FIELD + f.name
     if f.kind in ("integer", "number"):
         # Text, read by app.form.parse_number: the browser's number field drops a decimal comma (15,2 became 152,
@@ -152,8 +175,13 @@ def field_widget(f: FormField, codes: tuple[str, ...]) -> None:
     elif f.kind == "boolean":
         st.selectbox(f.title, tuple(BOOLEAN_CHOICES), index=None, key=key, placeholder="not recorded")
     elif f.kind == "codes":
-        st.multiselect(f.title, codes, key=key, accept_new_options=True, placeholder="type or choose codes",
+        st.multiselect(f.title, spec.known_codes, key=key, accept_new_options=True, placeholder="type or choose codes",
                        help="Codes the model knows are listed; others can be typed.")
+    elif spec.levels.get(f.name):  # a category: the values the model learned, or another typed in
+        st.selectbox(f.title, spec.levels[f.name], index=None, key=key, accept_new_options=True,
+                     placeholder="not recorded (choose, or type another value)",
+                     help="The values the model learned are listed; another can be typed, and is then counted as "
+                          "none of them.")
     else:
         st.text_input(f.title, key=key)
 
@@ -161,6 +189,11 @@ def field_widget(f: FormField, codes: tuple[str, ...]) -> None:
 def show_errors(problems: list[str]) -> None:
     for problem in problems:  # the endpoint's words may quote what was typed: shown as text, never as markdown
         st.error(escape_markdown(problem), icon=":material/error:")
+
+
+def show_warnings(warnings: list[str]) -> None:
+    for warning in warnings:  # an input the model ignored (it quotes what was typed: text, never markdown)
+        st.warning(escape_markdown(warning), icon=":material/warning:")
 
 
 def symptom_picker(f: FormField, index: TermIndex, problems: list[str]) -> None:
@@ -186,65 +219,107 @@ def symptom_picker(f: FormField, index: TermIndex, problems: list[str]) -> None:
         show_errors(problems)
 
 
-def show_result(outcome: Outcome) -> None:
-    result = outcome.result or {}
+def show_result(outcome: Outcome, spec: FormSpec, config: AppConfig) -> None:
     with st.container(key="result", border=True):
-        st.subheader("Diagnosis")
-        st.markdown(f"### {escape_markdown(headline(result))}")  # a label of the user's own is text
-        note = decision_note(result)
-        if note:
-            st.caption(escape_markdown(note))
-        st.warning(WARNING, icon=":material/stethoscope:")
-        if "differential" in result:
-            with st.container(key="differential"):
-                st.markdown(f"**{DIFFERENTIAL_LABEL}**")
-                rows = differential_rows(result)
-                if rows:
-                    # Plain text, no links: escape markdown so a disease name cannot format or link anything.
-                    st.markdown("\n".join(f"{i}. {escape_markdown(row)}" for i, row in enumerate(rows, start=1)))
-                else:
-                    st.caption("No rare disease in the knowledge base matches these symptoms.")
-                st.caption(escape_markdown(result.get("differential_note", "")))
-        st.markdown("**Probability of each category**")
-        st.altair_chart(probability_chart(probability_rows(result)), width="stretch")
-        st.markdown("**Most likely categories**")
-        st.table(top_k_rows(result), hide_index=True)
-        reference = f" · case reference `{outcome.event_id}`" if outcome.event_id else ""
-        st.caption(f"Model version `{result.get('model_version', 'unknown')}`{reference}")
+        try:
+            _result(outcome, spec, config)
+        except Exception as err:  # noqa: BLE001  (the feedback form below must render whatever the answer held)
+            st.error(f"The diagnosis cannot be shown ({type(err).__name__}). Tell the administrator; press "
+                     "*New patient* to start again.")
+
+
+def _result(outcome: Outcome, spec: FormSpec, config: AppConfig) -> None:
+    result = outcome.result or {}
+    st.subheader("Diagnosis")
+    st.markdown(f"### {escape_markdown(headline(result))}")  # a label of the user's own is text
+    note = decision_note(result)
+    if note:
+        st.caption(escape_markdown(note))
+    other = label_problem(result, spec)
+    if other:
+        st.error(escape_markdown(other), icon=":material/help:")
+    show_warnings(outcome.warnings.get("", []))  # ignored inputs of fields the form does not show
+    st.warning(WARNING, icon=":material/stethoscope:")
+    if "differential" in result:
+        with st.container(key="differential"):
+            st.markdown(f"**{DIFFERENTIAL_LABEL}**")
+            rows = differential_rows(result)
+            if rows:
+                # Plain text, no links: escape markdown so a disease name cannot format or link anything.
+                st.markdown("\n".join(f"{i}. {escape_markdown(row)}" for i, row in enumerate(rows, start=1)))
+            else:
+                st.caption("No rare disease in the knowledge base matches these symptoms.")
+            st.caption(escape_markdown(result.get("differential_note", "")))
+    st.markdown("**Probability of each category**")
+    st.altair_chart(probability_chart(probability_rows(result)), width="stretch")
+    st.markdown("**Most likely categories**")
+    st.table(top_k_rows(result), hide_index=True)
+    # The endpoint's words: escaped, never in a code span (a backtick in them closed it and rendered a link).
+    if outcome.event_id:
+        reference = f" · case reference {escape_markdown(outcome.event_id)}"
+    elif not config.is_local and outcome.inference_id:
+        reference = f" · request id {escape_markdown(outcome.inference_id)}"
+    else:
+        reference = ""
+    st.caption(f"Model version {escape_markdown(str(result.get('model_version', 'unknown')))}{reference}")
+
+
+SAGEMAKER_FEEDBACK = ("A confirmed diagnosis cannot be recorded from this app over a SageMaker endpoint: SageMaker "
+                      "does not return the case reference (the data-capture event id) that the monitor joins "
+                      "confirmed diagnoses on, so a record made here would never be counted.")
 
 
 def feedback_section(config: AppConfig, spec: FormSpec, client: Any) -> None:
-    with st.expander("Record the confirmed diagnosis (for this or an earlier case)",
-                     expanded=bool(st.session_state.get("outcome") and st.session_state["outcome"].ok)):
+    current: Outcome | None = st.session_state.get("outcome")
+    with st.expander("Record the confirmed diagnosis", expanded=bool(current and current.ok)):
+        if not config.is_local:
+            request = f" This diagnosis's request id is {escape_markdown(current.inference_id)} (captured as its " \
+                      "inferenceId): the administrator can find its event id and record the confirmed diagnosis " \
+                      "with `diagnosa feedback`." if current is not None and current.ok and current.inference_id \
+                else ""
+            st.info(SAGEMAKER_FEEDBACK + request, icon=":material/info:")
+            return
         if not feedback_supported(client):
             st.info("Recording a confirmed diagnosis needs the endpoint's feedback route, which this version of "
                     "the client does not offer.")
             return
         outcome: FeedbackOutcome | None = st.session_state.get("feedback_outcome")
         problems = dict((outcome.fields or {}) if outcome else {})
+        case = st.session_state.get("fb-case") or {}
         with st.form("feedback", border=False):
-            st.text_input("Case reference", key="fb-event", help="Shown with each diagnosis.")
+            st.text_input("Case reference", key="fb-event", help="Shown with each diagnosis; another case's can be "
+                                                                  "typed.")
+            typed = (st.session_state.get("fb-event") or "").strip()
+            if typed and typed == case.get("event_id"):  # which case the reference is: the one beside it
+                st.caption(escape_markdown(f"The diagnosis given at {case.get('at')}: {case.get('category')}."))
+            elif typed:
+                st.caption("A case reference typed in: an earlier case, not the diagnosis shown.")
+            else:
+                st.caption("No case: ask for a diagnosis, or type the case reference of an earlier one.")
             show_errors([problems.pop("event_id")] if "event_id" in problems else [])
             # No preselected answer: a default would be recorded for every doctor who did not change it.
             st.selectbox("Confirmed diagnosis", spec.labels, index=None, key="fb-diagnosis",
                          placeholder="choose the confirmed diagnosis")
             show_errors([problems.pop("diagnosis")] if "diagnosis" in problems else [])
-            st.text_input("Rare disease (optional: ORPHA:, OMIM: or DECIPHER: id)", key="fb-disease",
-                          help="Counts the case in the orphan-disease slice of live quality monitoring.")
-            show_errors([problems.pop("disease_id")] if "disease_id" in problems else [])
-            st.text_area("Note (optional; no names or identifying details)", key="fb-note", max_chars=2000)
+            if spec.orphan_slice:  # a model of data without a rare-disease slice does not count the id anywhere
+                st.text_input("Rare disease (optional: ORPHA:, OMIM: or DECIPHER: id)", key="fb-disease",
+                              help="Counts the case in the orphan-disease slice of live quality monitoring.")
+                show_errors([problems.pop("disease_id")] if "disease_id" in problems else [])
+            st.text_area("Note (optional; no names or identifying details)", key="fb-note", max_chars=MAX_NOTE)
             show_errors([f"{k}: {v}" for k, v in problems.items()])
             st.form_submit_button("Record confirmed diagnosis", key="fb-submit", on_click=send_feedback,
-                                  args=(config,))
+                                  args=(config, spec))
         if outcome is not None:
             if outcome.ok:
-                st.success(f"Confirmed diagnosis recorded ({outcome.key}).")
+                st.success(f"Confirmed diagnosis recorded ({escape_markdown(str(outcome.key))}).")
             elif outcome.message:
                 st.error(escape_markdown(outcome.message))
 
 
-def patient_form(config: AppConfig, spec: FormSpec, failure: Any, accepted: bool) -> None:
+def patient_form(config: AppConfig, spec: FormSpec, outcome: Outcome | None, accepted: bool) -> None:
+    failure = outcome.failure if outcome is not None else None
     by_field = failure.fields.by_field if failure is not None else {}
+    warnings = outcome.warnings if outcome is not None and outcome.ok else {}
     if spec.terms_field is not None:
         symptom_picker(spec.terms_field, _index(tuple(sorted(spec.known_terms))),
                        by_field.get(spec.terms_field.name, []))
@@ -257,8 +332,9 @@ def patient_form(config: AppConfig, spec: FormSpec, failure: Any, accepted: bool
             columns = st.columns(2 if len(fields) > 1 else 1)
             for i, f in enumerate(fields):
                 with columns[i % len(columns)], st.container(key="field-" + f.name):
-                    field_widget(f, spec.known_codes)
+                    field_widget(f, spec)
                     show_errors(by_field.get(f.name, []))
+                    show_warnings(warnings.get(f.name, []))
         if failure is not None:
             st.error(escape_markdown(failure.message), icon=":material/block:")
             show_errors(failure.fields.general)
@@ -290,14 +366,13 @@ def main() -> None:
         st.error("Nothing was sent: accept the data-use policy first.")
 
     outcome: Outcome | None = st.session_state.get("outcome")
-    failure = outcome.failure if outcome is not None else None
 
     form_column, result_column = st.columns([3, 2], gap="large")
     with form_column:
-        patient_form(config, spec, failure, accepted)
+        patient_form(config, spec, outcome, accepted)
     with result_column:
         if outcome is not None and outcome.ok:
-            show_result(outcome)
+            show_result(outcome, spec, config)
         else:
             st.info("The diagnosis appears here.", icon=":material/clinical_notes:")
         feedback_section(config, spec, client_for(config))

@@ -29,8 +29,11 @@ def cmd_app(args: argparse.Namespace) -> int:
     from app.form import FormError, load_form_spec
     from app.launch import streamlit_command
 
-    try:  # DIAGNOSA_APP_* as the app itself reads them: what a flag left out takes (they were overridden)
-        defaults = AppConfig.from_env(os.environ)
+    # The numeric DIAGNOSA_APP_* as the app itself reads them: what a flag left out takes. Only those: the model is
+    # --model's, whose default is $DIAGNOSA_APP_MODEL, resolved below as the flag is (a model.tar.gz unpacked); read
+    # raw here, the variable stopped the command even when --model named another model.
+    try:
+        defaults = AppConfig.settings_from_env(os.environ)
     except ConfigError as err:
         raise UsageError(str(err)) from None
     model = str(model_folder(Path(args.model), workspace(args))) if args.model else None
@@ -39,14 +42,12 @@ def cmd_app(args: argparse.Namespace) -> int:
     if model is None and args.endpoint_name and not args.region:
         model = _local_endpoint_model(args)
     try:
+        load_form_spec(model)  # a bad model folder fails here, not in the browser, saying what is wrong with it
         config = AppConfig(endpoint_name=args.endpoint_name or model_endpoint_name(model),
                            endpoint_url=(args.endpoint_url or "").rstrip("/") or None,
                            region=args.region, model=model, lake=args.feedback_lake,
-                           timeout=defaults.timeout if args.timeout is None else args.timeout,
-                           attempts=defaults.attempts if args.attempts is None else args.attempts,
-                           top_k=defaults.top_k if args.top_k is None else args.top_k,
-                           differential=defaults.differential if args.differential is None else args.differential)
-        load_form_spec(model)  # a bad model folder fails here, not in the browser
+                           **{name: defaults[name] if getattr(args, name) is None else getattr(args, name)
+                              for name in ("timeout", "attempts", "top_k", "differential")})
     except (ConfigError, FormError) as err:
         raise UsageError(str(err)) from None
     # --port 0: a free port chosen here, so the address printed is the one the app listens on (Streamlit's own

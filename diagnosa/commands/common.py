@@ -16,6 +16,7 @@ from diagnosa.aws import resolve_region
 from diagnosa.data.schema import DATASET_NAME, RESOURCE_NAME, resource_name
 from diagnosa.data.validate import shown
 from diagnosa.lake import DataLake
+from diagnosa.net import MAX_TIMEOUT
 from diagnosa.services import LocalWorkspace
 
 EXIT_BAD_INPUT = 2
@@ -208,9 +209,6 @@ def sagemaker_name(text: str) -> str:
         raise argparse.ArgumentTypeError(f"{shown(text, 80)} is not a SageMaker name (ASCII letters, digits and inner '-', at "
                                          f"most 63){hint}")
     return text
-
-
-MAX_TIMEOUT = 86_400.0  # a day: socket and deadline arithmetic overflow long before 1e300 seconds
 
 
 def positive_seconds(text: str) -> float:

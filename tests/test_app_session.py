@@ -1,0 +1,303 @@
+"""The doctors' app across patients and against faulty endpoints, driven with Streamlit's ``AppTest``.
+
+The endpoint is a small scripted HTTP server on a free port (answers given in the test, what it was sent recorded):
+what a faulty or hostile endpoint sends cannot be had from the real one. The form is the built-in cohort's or a
+model folder's ``metadata.json`` written here (the app reads nothing else of a model).
+"""
+from __future__ import annotations
+
+import json
+import re
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("streamlit")
+from streamlit.testing.v1 import AppTest  # noqa: E402
+
+from app.results import Outcome  # noqa: E402
+from diagnosa.labels import CATEGORIES  # noqa: E402
+from inference.feedback import MAX_NOTE  # noqa: E402
+
+SCRIPT = str(Path(__file__).resolve().parents[1] / "app" / "web" / "diagnosa_app.py")
+
+
+def answer(category: str = "ENFERMEDAD AGUDA", **extra: Any) -> dict[str, Any]:
+    """A well-formed prediction of the cohort's five categories, ``category`` the most probable."""
+    probabilities = {c: (0.6 if c == category else 0.1) for c in CATEGORIES}
+    top = sorted(probabilities, key=lambda c: -probabilities[c])[:3]
+    return {"patient_id": "p", "category": category, "probabilities": probabilities,
+            "top_k": [{"category": c, "probability": probabilities[c]} for c in top], "model_version": "v1", **extra}
+
+
+@dataclass
+class Scripted:
+    """What the fake endpoint answers, in turn (the last one repeated), and what it was sent."""
+
+    answers: list[tuple[int, Any]] = field(default_factory=list)  # (status, body) of /invocations
+    invocations: list[dict[str, Any]] = field(default_factory=list)
+    feedback: list[dict[str, Any]] = field(default_factory=list)
+    counter: int = 0
+
+
+@pytest.fixture
+def endpoint() -> Iterator[tuple[str, Scripted]]:
+    script = Scripted()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802
+            data = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+            if self.path == "/feedback":
+                script.feedback.append(data)
+                self._send(201, {"event_id": data.get("event_id"), "key": f"feedback/x/{len(script.feedback)}.json"})
+                return
+            script.invocations.append(data)
+            status, body = script.answers[min(len(script.invocations), len(script.answers)) - 1]
+            script.counter += 1
+            self._send(status, body, {"X-Diagnosa-Event-Id": f"event-{script.counter}"} if status == 200 else {})
+
+        def _send(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
+            data = body if isinstance(body, bytes) else json.dumps(body).encode()
+            self.send_response(status)
+            for k, v in {"Content-Type": "application/json", "Content-Length": str(len(data)), **(headers or {})}.items():
+                self.send_header(k, v)
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", script
+    server.shutdown()
+    server.server_close()
+
+
+def _app(monkeypatch, url: str | None, model: Path | None = None, **env: str) -> AppTest:
+    for name in ("ENDPOINT_URL", "ENDPOINT_NAME", "MODEL", "REGION", "LAKE", "TOP_K", "DIFFERENTIAL"):
+        monkeypatch.delenv(f"DIAGNOSA_APP_{name}", raising=False)
+    if url:
+        monkeypatch.setenv("DIAGNOSA_APP_ENDPOINT_URL", url)
+    if model:
+        monkeypatch.setenv("DIAGNOSA_APP_MODEL", str(model))
+    monkeypatch.setenv("DIAGNOSA_APP_ATTEMPTS", "1")
+    monkeypatch.setenv("DIAGNOSA_APP_TIMEOUT", "5")
+    for name, value in env.items():
+        monkeypatch.setenv(f"DIAGNOSA_APP_{name}", value)
+    at = AppTest.from_file(SCRIPT, default_timeout=60).run()
+    assert not at.exception, at.exception
+    at.checkbox(key="policy_accepted").check().run()
+    return at
+
+
+def _text(values) -> list[str]:
+    """Messages as the doctor reads them (the app escapes markdown: its messages are shown as text)."""
+    return [re.sub(r"\\(.)", r"\1", e.value) for e in values]
+
+
+def _submit(at: AppTest, **values: str) -> AppTest:
+    for name, value in values.items():
+        at.text_input(key=f"in-{name}").input(value)
+    return at.button(key="submit").click().run()
+
+
+# ------------------------------------------------------------------------------------------------ 1. across patients
+
+def test_the_previous_patients_confirmed_diagnosis_is_not_offered_for_the_next(monkeypatch, endpoint):
+    # Patient A's confirmed diagnosis, disease id and note stayed selected: pressing Record for patient B filed A's
+    # answers under B's case reference.
+    url, script = endpoint
+    script.answers = [(200, {"predictions": [answer("ENFERMEDAD AGUDA")]}),
+                      (200, {"predictions": [answer("NO ENFERMO")]})]
+    at = _submit(_app(monkeypatch, url), age="67")
+    assert at.text_input(key="fb-event").value == "event-1"
+    at.selectbox(key="fb-diagnosis").select("ENFERMEDAD AGUDA")
+    at.text_input(key="fb-disease").input("ORPHA:558")
+    at.text_area(key="fb-note").input("patient A: confirmed by PCR")
+    at.button(key="fb-submit").click().run()
+    assert [f["event_id"] for f in script.feedback] == ["event-1"] and at.success
+    assert at.selectbox(key="fb-diagnosis").value is None  # recorded: cleared
+    assert not at.text_input(key="fb-disease").value and not at.text_area(key="fb-note").value
+
+    at.selectbox(key="fb-diagnosis").select("ENFERMEDAD CRÓNICA")  # chosen, not recorded, then the next patient
+    at.text_area(key="fb-note").input("about A")
+    at.run()
+    _submit(at, age="8")
+    assert at.text_input(key="fb-event").value == "event-2"
+    assert at.selectbox(key="fb-diagnosis").value is None and not at.text_area(key="fb-note").value
+    at.button(key="fb-submit").click().run()  # nothing chosen: nothing sent
+    assert len(script.feedback) == 1 and any("Choose the confirmed diagnosis" in e for e in _text(at.error))
+    # Beside the form: which case the reference belongs to (its time and predicted category).
+    assert any("NO ENFERMO" in c for c in _text(at.caption) if "The diagnosis given at" in c)
+    at.text_input(key="fb-event").input("event-1")
+    at.button(key="fb-submit").click().run()
+    assert any("typed in: an earlier case" in c for c in _text(at.caption))
+
+
+@pytest.mark.parametrize("failing", ["refused", "not a number", "empty"])
+def test_a_request_that_fails_leaves_no_earlier_case_reference(monkeypatch, endpoint, failing):
+    # After patient A's diagnosis, patient B's request failed (a 400, a value not a number, nothing to send): the
+    # form kept A's case reference beside B's values, and B's confirmed diagnosis was filed under A.
+    url, script = endpoint
+    script.answers = [(200, {"predictions": [answer()]}),
+                      (400, {"error": "1 problem(s)", "errors": [{"row": 0, "field": "age", "problem": "impossible"}]})]
+    at = _submit(_app(monkeypatch, url), age="67")
+    assert at.text_input(key="fb-event").value == "event-1"
+    _submit(at, age={"refused": "400", "not a number": "8 0", "empty": ""}[failing])
+    assert not at.text_input(key="fb-event").value
+    at.selectbox(key="fb-diagnosis").select("NO ENFERMO")
+    at.button(key="fb-submit").click().run()
+    assert script.feedback == [] and any("case reference" in e for e in _text(at.error))
+
+
+# ------------------------------------------------------------------------------------------------ 3. SageMaker
+
+def test_over_sagemaker_the_app_says_feedback_cannot_be_recorded_and_shows_the_request_id(monkeypatch, tmp_path):
+    # SageMaker returns no X-Diagnosa-Event-Id and captures under its own event id, which the monitor joins feedback
+    # on: a form there recorded what could never be counted (and refused every label of a model of one's own data).
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    at = _app(monkeypatch, None, REGION="eu-west-1", LAKE=str(tmp_path / "lake"))
+    assert not [b for b in at.button if b.key == "fb-submit"]
+    assert any("cannot be recorded from this app over a SageMaker endpoint" in i for i in _text(at.info))
+    at.session_state["outcome"] = Outcome(result=answer(), inference_id="0b8f2f4e-aaaa-bbbb-cccc-000000000001")
+    at.run()
+    caption = [c for c in _text(at.get_by_key("result").caption) if "Model version" in c][0]
+    assert "request id 0b8f2f4e-aaaa-bbbb-cccc-000000000001" in caption
+    assert any("0b8f2f4e-aaaa-bbbb-cccc-000000000001" in i and "diagnosa feedback" in i for i in _text(at.info))
+
+
+# ------------------------------------------------------------------------------------------------ 4, 5. bad answers
+
+@pytest.mark.parametrize("body", [
+    {"predictions": [{}]},
+    {"predictions": "abc"},
+    {"predictions": [None]},
+    {"predictions": [answer() | {"probabilities": {"ENFERMEDAD AGUDA": None}}]},
+    {"predictions": [answer() | {"probabilities": {"ENFERMEDAD AGUDA": 7.5, "NO ENFERMO": -2}}]},
+    {"predictions": [answer() | {"top_k": [{"category": "ENFERMEDAD AGUDA"}]}]},
+    {"predictions": [answer() | {"differential": [{"name": "A", "score": 0.5}]}]},
+    {"predictions": [answer() | {"category": "ENFERMEDAD TERMINAL",
+                                 "probabilities": {"NO ENFERMO": 0.9, "ENFERMEDAD LEVE": 0.1}}]},
+], ids=["empty", "text", "null", "null-probability", "out-of-range", "top-k-incomplete", "differential-incomplete",
+        "category-without-probability"])
+def test_an_answer_that_is_not_a_diagnosis_is_a_clear_failure(monkeypatch, endpoint, body):
+    url, script = endpoint
+    script.answers = [(200, body)]
+    at = _submit(_app(monkeypatch, url), age="67")
+    assert not at.exception, at.exception
+    errors = _text(at.error)
+    assert any("answered something that is not a diagnosis" in e or "without a list of predictions" in e
+               for e in errors), errors
+    assert not [n for n in at.get("flex_container") if getattr(n, "key", None) == "result"]
+    assert at.button(key="fb-submit") and not at.text_input(key="fb-event").value
+
+
+def test_an_answer_with_nan_is_a_clear_failure(monkeypatch, endpoint):
+    url, script = endpoint
+    script.answers = [(200, json.dumps({"predictions": [answer()]}).replace("0.6", "NaN").encode())]
+    at = _submit(_app(monkeypatch, url), age="67")
+    assert not at.exception and any("not a diagnosis" in e and "nan" in e for e in _text(at.error))
+    assert not any("nan %" in m.value for m in at.markdown)
+
+
+def test_a_result_that_cannot_be_shown_leaves_the_feedback_form(monkeypatch, endpoint):
+    # An exception in the result hid the feedback form and came back on every click until New patient.
+    url, _ = endpoint
+    at = _app(monkeypatch, url)
+    at.session_state["outcome"] = Outcome(result={"category": "A", "probabilities": {"A": "high"}}, event_id="e")
+    at.run()
+    assert not at.exception, at.exception
+    assert any("cannot be shown" in e for e in _text(at.error)) and at.button(key="fb-submit")
+
+
+def test_a_category_the_forms_model_does_not_have_is_reported(monkeypatch, endpoint):
+    url, script = endpoint
+    script.answers = [(200, {"predictions": [{"category": "MARTIAN FLU", "probabilities": {"MARTIAN FLU": 0.7,
+                                                                                          "NO ENFERMO": 0.3},
+                                              "top_k": [{"category": "MARTIAN FLU", "probability": 0.7}]}]})]
+    at = _submit(_app(monkeypatch, url), age="67")
+    assert any("'MARTIAN FLU' is not one of the categories of the model this form was made for" in e
+               for e in _text(at.get_by_key("result").error))
+
+
+# ------------------------------------------------------------------------------------------------ 2. ignored inputs
+
+BYOD_SCHEMA = {"exclude": [], "labels": ["sano", "leve 🙂", "grave*"], "name": "my_data", "slice_column": None,
+               "missing_values": ["NA"], "fields": [
+                   {"name": "caso", "required": True, "role": "id", "type": "string"},
+                   {"max": 120, "min": 0, "name": "edad", "role": "feature", "type": "integer", "unit": "años"},
+                   {"name": "region", "role": "feature", "type": "category"},
+                   {"name": "resultado", "required": True, "role": "target", "type": "category",
+                    "values": ["sano", "leve 🙂", "grave*"]}]}
+
+
+@pytest.fixture
+def byod_model(tmp_path) -> Path:
+    """A model folder of a dataset of one's own (its metadata.json: all the app reads): a category 'region' the
+    model learned three values of, no rare-disease slice."""
+    folder = tmp_path / "byod"
+    folder.mkdir()
+    (folder / "metadata.json").write_text(json.dumps({
+        "schema": BYOD_SCHEMA, "labels": BYOD_SCHEMA["labels"], "dataset": {"name": "my_data"},
+        "feature_names": ["numeric__edad", "categorical__region_Pediatría", "categorical__region_norte",
+                          "categorical__region_sur"]}), encoding="utf-8")
+    return folder
+
+
+def test_inputs_the_model_ignored_are_shown_under_their_field(monkeypatch, endpoint, byod_model):
+    # The endpoint's unknown_values and unused_codes were dropped: a typo'd category changed nothing, silently.
+    url, script = endpoint
+    result = {"category": "sano", "probabilities": {"sano": 0.9, "leve 🙂": 0.05, "grave*": 0.05},
+              "top_k": [{"category": "sano", "probability": 0.9}], "unknown_values": {"region": "Norte"}}
+    script.answers = [(200, {"predictions": [result]})]
+    at = _app(monkeypatch, url, byod_model)
+    region = at.selectbox(key="in-region")  # the values the model learned offered (another may be typed)
+    assert list(region.options) == ["Pediatría", "norte", "sur"] and region.value is None
+    region.select("sur")
+    _submit(at, edad="45")
+    assert script.invocations[-1]["instances"] == [{"edad": 45, "region": "sur"}]
+    # What the endpoint said it did not know, under the field, with the values it knows (AppTest cannot type a value
+    # that is not listed; the endpoint's word is what is shown).
+    assert _text(at.get_by_key("field-region").warning) == [
+        "'Norte' is not a value the model knows: it was counted as none of them, which changes the diagnosis "
+        "(known: Pediatría, norte, sur). Check the spelling."]
+    assert not at.get_by_key("field-edad").warning
+
+
+def test_codes_typed_into_the_list_are_sent_in_upper_case_and_unlearned_ones_are_said(monkeypatch, endpoint):
+    url, script = endpoint
+    script.answers = [(200, {"predictions": [answer(unused_codes={"prior_diagnoses": ["Q87.4"]})]})]
+    at = _app(monkeypatch, url)
+    at.multiselect(key="in-prior_diagnoses").set_value([" i10", "q87.4"])
+    _submit(at, age="60")
+    assert script.invocations[-1]["instances"][0]["prior_diagnoses"] == ["I10", "Q87.4"]
+    assert _text(at.get_by_key("field-prior_diagnoses").warning) == [
+        "Q87.4: not learned by the model (too rare in its training data), so it changed nothing in the diagnosis."]
+
+
+# ------------------------------------------------------------------------------------------------ 14. minor
+
+def test_the_feedback_form_fits_the_endpoint_and_the_model(monkeypatch, endpoint, byod_model):
+    url, script = endpoint
+    at = _app(monkeypatch, url)
+    assert at.text_area(key="fb-note").max_chars == MAX_NOTE  # the endpoint's limit, not 2000
+    assert at.text_input(key="fb-disease")
+    byod = _app(monkeypatch, url, byod_model)  # no rare-disease slice: no disease id asked
+    assert not [w for w in byod.text_input if w.key == "fb-disease"]
+    assert list(byod.selectbox(key="fb-diagnosis").options) == BYOD_SCHEMA["labels"]
+
+
+def test_the_endpoints_model_version_and_event_id_cannot_format_the_caption(monkeypatch, endpoint):
+    url, _ = endpoint
+    at = _app(monkeypatch, url)
+    at.session_state["outcome"] = Outcome(result=answer(model_version="`x` [a](http://e.x)"), event_id="e`1")
+    at.run()
+    caption = [c.value for c in at.get_by_key("result").caption if "Model version" in c.value][0]
+    assert "](" not in caption and "`" not in caption.replace("\\`", "")
