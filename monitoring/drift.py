@@ -24,7 +24,16 @@ import numpy as np
 import pandas as pd
 
 from diagnosa.labels import CATEGORIES
-from monitoring.stats import binned, chi_square, ks_weighted, psi, quantile_edges, two_proportions
+from monitoring.stats import (
+    binned,
+    chi_square,
+    clustered_chi_square,
+    ks_weighted,
+    psi,
+    quantile_edges,
+    share_tests,
+    two_proportions,
+)
 from processing.baseline import DataBaseline, FeatureBaseline
 
 OK, WARN, DRIFT, INSUFFICIENT = "ok", "warn", "drift", "insufficient data"
@@ -96,18 +105,27 @@ def _verdict(psi_value: float, p: float, th: DriftThresholds, what: str, reasons
 MIN_EXPECTED = 5.0  # live count a category must be expected to have to be its own cell of the chi-square test
 
 
+RARE_CELL = "(rare categories)"
+
+
+def _rare(expected: Mapping[str, float], observed: Mapping[str, float]) -> set[str]:
+    """The categories :func:`_pooled` pools (none unless at least two are rare)."""
+    total_e, total_o = sum(expected.values()), sum(observed.values())
+    if total_e <= 0 or total_o <= 0:
+        return set()
+    rare = {k for k in set(expected) | set(observed) if expected.get(k, 0.0) / total_e * total_o < MIN_EXPECTED}
+    return rare if len(rare) >= 2 else set()
+
+
 def _pooled(expected: Mapping[str, float], observed: Mapping[str, float]
             ) -> tuple[dict[str, float], dict[str, float]]:
     """Categories the live sample is expected to hold fewer than MIN_EXPECTED times of (rare ones, new ones) pooled
     into one cell, the usual condition of the chi-square approximation: with 30 values, one patient of a 0.2 %
     category gave p < 0.001 by itself. A category new or rare in bulk still moves the pooled cell."""
-    total_e, total_o = sum(expected.values()), sum(observed.values())
-    if total_e <= 0 or total_o <= 0:
+    rare = _rare(expected, observed)
+    if not rare:
         return dict(expected), dict(observed)
-    rare = {k for k in set(expected) | set(observed) if expected.get(k, 0.0) / total_e * total_o < MIN_EXPECTED}
-    if len(rare) < 2:
-        return dict(expected), dict(observed)
-    pool = "(rare categories)"
+    pool = RARE_CELL
     e = {k: float(v) for k, v in expected.items() if k not in rare}
     o = {k: float(v) for k, v in observed.items() if k not in rare}
     e[pool] = float(sum(expected.get(k, 0.0) for k in rare))
@@ -191,21 +209,21 @@ def _terms(fb: FeatureBaseline, lists: pd.Series, th: DriftThresholds, result: F
         result.tests = {"mentions": 0}
         return INSUFFICIENT
     value = psi(base, now)
-    chi = chi_square(*_pooled(dict(zip(top + ["(other)"], base)), dict(zip(top + ["(other)"], now))))
+    chi = _term_mix_test(top, base, now, lists)
     result.tests = {"psi": round(value, 6), "chi2": {"statistic": round(chi.statistic, 6), "p_value": chi.p_value},
                     "mentions_per_patient": {"baseline": float(sum(fb.counts.values()) / max(fb.item_count, 1)),
                                              "live": float(sum(live_counts.values()) / max(n_live, 1))}}
     result.plot = {"type": "categories", "bins": top + ["(other)"], "baseline": _shares(base), "live": _shares(now)}
-    # Which terms changed: per-term frequency among patients, Bonferroni over the terms tested.
-    tested = sorted(set(fb.counts) | set(live_counts))
+    # Which terms changed: per-term share of patients, by an exact test (a normal approximation named a term one
+    # patient of 60 had beside 1 training patient in 2,350), Bonferroni over the terms tested.
+    tested = sorted(fb.counts)  # a term training never had is listed as new below, not as a changed frequency
     alpha = th.p_value / max(1, len(tested))
-    changed: list[dict[str, Any]] = []
-    for term in tested:
-        kb, kl = fb.counts.get(term, 0.0), float(live_counts.get(term, 0))
-        z = two_proportions(kb, fb.item_count, kl, n_live)
-        if z.p_value < alpha:
-            changed.append({"term": term, "baseline_share": kb / fb.item_count, "live_share": kl / n_live,
-                            "p_value": z.p_value})
+    base_k = np.array([fb.counts[t] for t in tested], dtype=float)
+    live_k = np.array([live_counts.get(t, 0) for t in tested], dtype=float)
+    p_values = share_tests(base_k, fb.item_count, live_k, n_live) if tested else np.array([])
+    changed: list[dict[str, Any]] = [
+        {"term": term, "baseline_share": kb / fb.item_count, "live_share": kl / n_live, "p_value": float(p)}
+        for term, kb, kl, p in zip(tested, base_k, live_k, p_values) if p < alpha]
     changed.sort(key=lambda c: -abs(c["live_share"] - c["baseline_share"]))
     new_terms = sorted(t for t in live_counts if t not in fb.counts)
     result.terms = {"changed": changed[:15], "changed_count": len(changed), "new_terms": new_terms[:20],
@@ -217,6 +235,29 @@ def _terms(fb: FeatureBaseline, lists: pd.Series, th: DriftThresholds, result: F
     if new_terms:
         result.reasons.append(f"{len(new_terms)} term(s) never seen in training (e.g. {', '.join(new_terms[:3])})")
     return verdict
+
+
+def _term_mix_test(top: list[str], base: np.ndarray, now: np.ndarray, lists: pd.Series) -> Any:
+    """The live term mix against the baseline's, with each patient's terms as one cluster (clustered_chi_square):
+    rare cells pooled as for a category, a patient with no term left out."""
+    cells = top + ["(other)"]
+    rare = _rare(dict(zip(cells, base)), dict(zip(cells, now)))
+    keys = [c for c in cells if c not in rare] + ([RARE_CELL] if rare else [])
+    column = {c: (RARE_CELL if c in rare else c) for c in cells}
+    index = {k: i for i, k in enumerate(keys)}
+    in_top = set(top)
+    units = np.zeros((sum(bool(terms) for terms in lists), len(keys)))
+    row = 0
+    for terms in lists:
+        if not terms:
+            continue
+        for term in set(terms):
+            units[row, index[column[term if term in in_top else "(other)"]]] += 1
+        row += 1
+    expected: dict[str, float] = {}
+    for cell, count in zip(cells, base):
+        expected[column[cell]] = expected.get(column[cell], 0.0) + float(count)
+    return clustered_chi_square(expected, units, keys)
 
 
 def feature_drift(fb: FeatureBaseline, column: pd.Series, th: DriftThresholds, type_errors: int = 0,

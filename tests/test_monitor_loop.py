@@ -276,6 +276,56 @@ def test_samples_of_the_baseline_itself_are_rarely_called_drift(population, n):
         assert np.mean([v == WARN for v in verdicts]) <= 0.10, (name, n)  # not a warning in most small windows
 
 
+@pytest.fixture(scope="module")
+def phenotypes():
+    """Patients as the cohort has them: a disease brings several of its phenotype's terms at once (a cluster), a few
+    diseases are common and many rare, and some patients have a disease no training patient had."""
+    rng = np.random.default_rng(11)
+    vocabulary = [f"HP:{i:07d}" for i in range(400)]
+    diseases = [list(rng.choice(vocabulary, size=int(rng.integers(4, 12)), replace=False)) for _ in range(120)]
+    prevalence = rng.zipf(1.6, len(diseases)).astype(float)
+    prevalence /= prevalence.sum()
+
+    def patients(n: int, unseen: int = 0) -> pd.Series:
+        pool = range(len(diseases) - unseen, len(diseases)) if unseen else range(len(diseases) - 20)
+        weights = prevalence[list(pool)] / prevalence[list(pool)].sum()
+        chosen = rng.choice(list(pool), size=n, p=weights)
+        return pd.Series([[t for t in diseases[d] if rng.random() < 0.6] if rng.random() > 0.2 else []
+                          for d in chosen])
+
+    train = pd.DataFrame({"id": [f"p{i}" for i in range(4000)], "symptoms": patients(4000), "y": "u"})
+    schema = Schema("p", (Field("id", "string", role="id"), Field("symptoms", "hpo_terms"),
+                          Field("y", "category", role="target", values=("u", "v"))), ("u", "v"))
+    baseline = parse_data_baseline(*data_baseline(train, schema)).features["symptoms"]
+    same = patients(20_000)  # the training population itself
+    # As served: 2 % of the patients have one of 20 diseases training never saw (the held-out orphan diseases).
+    served = pd.concat([same, patients(400, unseen=20)], ignore_index=True)
+    return baseline, same, served
+
+
+@pytest.mark.parametrize("n", [30, 60, 100, 300])
+def test_clean_windows_of_term_lists_are_rarely_called_drift(phenotypes, n):
+    # The term mix was tested as if each mention were an independent draw: one clean window in nine was drift, and
+    # a term one patient of 60 had (beside 1 training patient in 2,350) was named as a changed frequency.
+    baseline, same, served = phenotypes
+    for population in (same, served):
+        results = [feature_drift(baseline, population.sample(n, random_state=seed).reset_index(drop=True),
+                                 DriftThresholds()) for seed in range(200)]
+        assert np.mean([r.verdict == DRIFT for r in results]) <= 0.05, n
+        if population is same:  # the unseen diseases' patients do raise their terms' shares: named, rightly
+            assert np.mean([r.terms.get("changed_count", 0) > 0 for r in results]) <= 0.05, n
+
+
+def test_a_real_shift_of_the_term_mix_is_still_drift(phenotypes):
+    baseline, _, served = phenotypes  # a common term's patients stop coming
+    common = max(baseline.counts, key=baseline.counts.get)
+    shifted = served[served.map(lambda terms: common not in terms)]
+    verdicts = [feature_drift(baseline, shifted.sample(200, random_state=seed).reset_index(drop=True),
+                              DriftThresholds()) for seed in range(30)]
+    assert np.mean([v.verdict == DRIFT for v in verdicts]) >= 0.9
+    assert all(any(c["term"] == common for c in v.terms["changed"]) for v in verdicts)
+
+
 def test_a_real_shift_is_still_drift(population):
     frame, data = population
     shift = frame["x"].std()
