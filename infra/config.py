@@ -23,13 +23,27 @@ STAGE_NAME = re.compile(r"[a-z][a-z0-9]{1,11}")  # always fullmatch: "$" also ma
 REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-[0-9]")
 ACCOUNT = re.compile(r"[0-9]{12}")  # not \d, which matches any Unicode digit
 RATE = re.compile(r"rate\(([1-9][0-9]*) (minute|minutes|hour|hours|day|days)\)")
-CRON = re.compile(r"cron\(\S+( \S+){5}\)")
+CRON = re.compile(r"cron\((\S+( \S+){5})\)")  # the six fields, each checked by cron_problem
 # VPC mode: the stage VPC's isolated subnets, one of this size per AZ (a VPC's block is /16 to /28 on AWS).
 VPC_AZS = 2
 VPC_SUBNET_MASK = 22
 VPC_PREFIXES = range(16, VPC_SUBNET_MASK - math.ceil(math.log2(VPC_AZS)) + 1)  # the subnets must fit
 WINDOW_DAYS = {"m": 1 / 1440, "h": 1 / 24, "d": 1, "w": 7}  # monitor_window's units (and a rate's first letter)
 LOG_RETENTION_MAX = 3653  # CloudWatch Logs' longest finite retention (ten years)
+# CloudWatch's documented namespace characters (ASCII letters, digits, . - _ / # : and space); not ':' first
+# (botocore's pattern), not under AWS/ (AWS's own).
+NAMESPACE = re.compile(r"[A-Za-z0-9.\-_/#: ]{1,255}")
+# The partitions the stack is built for: elsewhere a resource type it uses does not exist (aws-cn has no
+# AWS::SageMaker::ModelPackageGroup) or service hosts are not <service>.<region>.amazonaws.com (its kms:ViaService
+# conditions and service principals).
+PARTITIONS = ("aws", "aws-us-gov")
+# Upper bounds on sizes and frequencies nobody means (a typo, an extra zero); each refusal names its field.
+MAX_INSTANCES = 100  # endpoint instances: Application Auto Scaling documents no MaxCapacity, quotas are far lower
+MAX_DAYS = 36500  # lifecycle and retention days: a hundred years, as S3 object lock's longest retention
+# Settings that were removed, with why: naming them says so instead of "unknown settings".
+REMOVED = {"drift_metric_name": "the monitoring job always publishes its drift metric as DriftScore "
+                                "(monitoring/cloudwatch.py), which the drift alarm watches; any other name left the "
+                                "alarm blind"}
 EMAIL = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
                    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$")
 
@@ -60,8 +74,7 @@ class StageConfig:
     # Alarms (they roll a blue/green deployment back)
     alarm_5xx_errors: int = 5  # Invocation5XXErrors per minute
     alarm_model_latency_ms: int = 500  # ModelLatency p95
-    drift_metric_namespace: str = "Diagnosa/Monitoring"
-    drift_metric_name: str = "DriftScore"
+    drift_metric_namespace: str = "Diagnosa/Monitoring"  # the metric's name is the job's: monitoring/cloudwatch.py
     drift_threshold: float = 0.2  # the retraining hook: the drift alarm starts an execution
     # Who hears the alarms: e-mail subscriptions to the stage's alerts topic (each address confirms once);
     # in cdk.json a list, with -c a comma-separated string. Empty: alarms still roll back and retrain.
@@ -94,6 +107,9 @@ class StageConfig:
     # `cdk` runs in), whose labels, slice and [gate] the pipeline is built for. "": the built-in cohort.
     # One dataset per stage: its pipeline, group and endpoint keep the stage's names (prefix).
     dataset_config: str = ""
+    # CloudFormation termination protection of the stage's stacks; unset (None): on for a stage named prod, a stage
+    # with promote_from, and the delivery pipeline's last stage (see protected()).
+    termination_protection: bool | None = None
 
     @cached_property  # the config file read once per stage (dataset, labels and the definition all ask)
     def dataset_settings(self) -> dict[str, Any]:
@@ -125,6 +141,13 @@ class StageConfig:
     def recall_thresholds(self) -> dict[str, float]:
         return {label: self.recall_threshold for label in self.labels}
 
+    def protected(self, last_delivery_stage: str | None = None) -> bool:
+        """Whether the stage's stacks get termination protection: the setting, else on for production-like stages
+        (named prod, promoting from another stage, or the last the delivery pipeline deploys)."""
+        if self.termination_protection is not None:
+            return self.termination_protection
+        return self.stage == "prod" or bool(self.promote_from) or self.stage == last_delivery_stage
+
     def check(self) -> "StageConfig":
         problems = []
         # Types first (cdk.json is typed JSON): a str field given a number or a list is named, not a TypeError.
@@ -142,11 +165,19 @@ class StageConfig:
         if self.region not in sagemaker_regions():  # a concrete region: the image URIs in the definition depend on it
             problems.append(f"region {self.region!r} is not a region where SageMaker runs (botocore knows "
                             f"{len(sagemaker_regions())}: {', '.join(sorted(sagemaker_regions())[:4])}, ...)")
+        elif (partition := region_partition(self.region)) not in PARTITIONS:
+            problems.append(f"region {self.region!r} is in the {partition} partition, which this stack does not "
+                            f"support (only {' and '.join(PARTITIONS)}: resource types it uses, such as "
+                            f"AWS::SageMaker::ModelPackageGroup, or its <service>.<region>.amazonaws.com service "
+                            f"hosts do not exist there)")
         if self.account is not None and not ACCOUNT.fullmatch(self.account):
             problems.append(f"account {self.account!r} must be 12 digits")
         if not 1 <= self.endpoint_min_instances <= self.endpoint_max_instances:
             problems.append(f"need 1 <= endpoint_min_instances <= endpoint_max_instances, got "
                             f"{self.endpoint_min_instances} and {self.endpoint_max_instances}")
+        elif self.endpoint_max_instances > MAX_INSTANCES:
+            problems.append(f"endpoint_max_instances must be at most {MAX_INSTANCES}, got {self.endpoint_max_instances} "
+                            f"(SageMaker's instance quotas are far lower; a larger fleet is a deliberate change here)")
         if self.traffic_shifting not in ("CANARY", "ALL_AT_ONCE"):
             problems.append(f"traffic_shifting must be CANARY or ALL_AT_ONCE, got {self.traffic_shifting!r}")
         if not 1 <= self.canary_percent <= 50:
@@ -160,25 +191,26 @@ class StageConfig:
             if problem:
                 problems.append(f"{name}: {problem}")
         for name in ("retrain_schedule", "monitor_schedule"):
-            expr, rate = getattr(self, name), RATE.fullmatch(getattr(self, name))
-            if expr and (not (rate or CRON.fullmatch(expr)) or len(expr) > 256
-                         or (rate and (rate[1] == "1") == rate[2].endswith("s"))):
-                problems.append(f"{name} {expr!r} must be rate(1 minute|hour|day), rate(N minutes|hours|days) with "
-                                f"N > 1, cron(<6 fields>), or \"\" to turn the schedule off")
-        for name, low, high in (("capture_expiry_days", 1, None), ("noncurrent_version_days", 1, None),
-                                ("access_log_days", 1, None), ("log_retention_days", 1, LOG_RETENTION_MAX),
-                                ("invocations_per_instance", 1, None), ("alarm_5xx_errors", 1, None),
-                                ("alarm_model_latency_ms", 1, None)):
+            problem = schedule_problem(getattr(self, name))
+            if problem:
+                problems.append(f"{name} {getattr(self, name)!r} {problem}")
+        for name, low, high, why in (
+                ("capture_expiry_days", 1, MAX_DAYS, ""), ("noncurrent_version_days", 1, MAX_DAYS, ""),
+                ("access_log_days", 1, MAX_DAYS, ""), ("log_retention_days", 1, LOG_RETENTION_MAX, ""),
+                ("invocations_per_instance", 1, 100_000, " (per instance and minute)"),
+                ("alarm_5xx_errors", 1, 100_000, " (errors per minute: a higher threshold never fires)"),
+                ("alarm_model_latency_ms", 1, 60_000, " (SageMaker cuts an invocation off at 60 s: a higher "
+                                                      "threshold never fires)")):
             value = getattr(self, name)
-            if value < low or (high is not None and value > high):
-                allowed = f"[{low}, {high}]" if high is not None else f">= {low}"
-                problems.append(f"{name} must be {allowed}, got {value}")
+            if not low <= value <= high:
+                problems.append(f"{name} must be [{low}, {high}]{why}, got {value}")
         if not math.isfinite(self.drift_threshold) or self.drift_threshold <= 0:
             problems.append(f"drift_threshold must be a positive finite number, got {self.drift_threshold!r}")
-        if (not 1 <= len(self.drift_metric_namespace) <= 255 or self.drift_metric_namespace.startswith("AWS/")
-                or not 1 <= len(self.drift_metric_name) <= 255):
-            problems.append(f"drift_metric_namespace {self.drift_metric_namespace!r} and drift_metric_name "
-                            f"{self.drift_metric_name!r} must be 1-255 characters, the namespace not under AWS/")
+        namespace = self.drift_metric_namespace
+        if not NAMESPACE.fullmatch(namespace) or namespace.startswith((":", "AWS/")):
+            problems.append(f"drift_metric_namespace {namespace!r} must be 1-255 of CloudWatch's namespace characters "
+                            f"(ASCII letters, digits, . - _ / # : and space), not starting with ':', the namespace "
+                            f"not under AWS/")
         if not re.fullmatch(r"[\w.-]+\.py", self.serving_program, re.ASCII):
             problems.append(f"serving_program {self.serving_program!r} must be a .py file at the root of the code")
         from pipelines.definition import families_problem
@@ -238,8 +270,97 @@ class StageConfig:
         return self
 
 
+def region_partition(region: str) -> str:
+    """The AWS partition of a region botocore knows (``aws``, ``aws-cn``, ``aws-us-gov``, ...)."""
+    import botocore.session
+
+    return str(botocore.session.get_session().get_partition_for_region(region))
+
+
+# EventBridge's cron fields (docs: "Cron expressions reference"): name, range, the names a field takes for its
+# numbers, and the special characters it allows beyond , - * /.
+_MONTHS = {m: i + 1 for i, m in enumerate(("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT",
+                                           "NOV", "DEC"))}
+_DAYS = {d: i + 1 for i, d in enumerate(("SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"))}
+CRON_FIELDS: tuple[tuple[str, int, int, dict[str, int]], ...] = (
+    ("minutes", 0, 59, {}), ("hours", 0, 23, {}), ("day-of-month", 1, 31, {}), ("month", 1, 12, _MONTHS),
+    ("day-of-week", 1, 7, _DAYS), ("year", 1970, 2199, {}))
+MIN_PERIOD_MINUTES = 60  # a schedule fires at most hourly (SageMaker model monitoring's shortest period)
+
+
+def _cron_field_problem(index: int, text: str) -> str | None:
+    name, low, high, names = CRON_FIELDS[index]
+
+    def number(token: str) -> int | None:
+        value = names.get(token.upper()) if token.isalpha() else int(token) if token.isascii() and token.isdigit() else None
+        return value if value is not None and low <= value <= high else None
+
+    if text == "?":
+        return None if name in ("day-of-month", "day-of-week") else f"{name} '?': '?' is only for day-of-month or day-of-week"
+    for item in text.split(","):
+        if name == "day-of-month" and (item in ("L", "LW") or (item.endswith("W") and number(item[:-1]))):
+            continue
+        if name == "day-of-week" and (item == "L" or (item.endswith("L") and number(item[:-1]))
+                                      or (item.count("#") == 1 and number(item.split("#")[0])
+                                          and item.split("#")[1] in tuple("12345"))):
+            continue
+        base, _, step = item.partition("/")
+        if step and not (step.isascii() and step.isdigit() and 1 <= int(step) <= high):
+            return f"{name} {text!r}: step {step!r} is not a number in [1, {high}]"
+        if base == "*":
+            continue
+        first, _, last = base.partition("-")
+        if number(first) is None or (last and number(last) is None):
+            shown = f"{low}-{high}" + (f" or {next(iter(names))}-{list(names)[-1]}" if names else "")
+            return f"{name} {text!r} is not {shown} (with , - * /" + {"day-of-month": " ? L W", "day-of-week":
+                                                                            " ? L #"}.get(name, "") + ")"
+    return None
+
+
+def cron_problem(fields_text: str) -> str | None:
+    """Why the six fields of ``cron(...)`` are not an EventBridge cron expression, or None."""
+    parts = fields_text.split(" ")
+    if len(parts) != 6:
+        return "cron() takes six fields: minutes hours day-of-month month day-of-week year"
+    for i, text in enumerate(parts):
+        problem = _cron_field_problem(i, text)
+        if problem:
+            return problem
+    if (parts[2] == "?") == (parts[4] == "?"):
+        return "exactly one of day-of-month and day-of-week must be '?' (EventBridge takes one of them, not both)"
+    return None
+
+
+def schedule_problem(expr: str) -> str | None:
+    """Why ``expr`` is not an EventBridge schedule this stack runs (at most hourly), or None; "" is none."""
+    if not expr:
+        return None
+    usage = ("must be rate(1 hour|day), rate(N minutes|hours|days) with N > 1, cron(<6 fields>), or \"\" to turn "
+             "the schedule off")
+    rate, cron = RATE.fullmatch(expr), CRON.fullmatch(expr)
+    if len(expr) > 256 or not (rate or cron) or (rate and (rate[1] == "1") == rate[2].endswith("s")):
+        return usage
+    if rate:
+        minutes = int(rate[1]) * {"m": 1, "h": 60, "d": 1440}[rate[2][0]]
+        if minutes < MIN_PERIOD_MINUTES:
+            return ("runs more often than hourly (each run is a SageMaker job; SageMaker model monitoring's shortest "
+                    "schedule is hourly): give rate(1 hour) or longer")
+        return None
+    assert cron is not None
+    problem = cron_problem(cron[1])
+    if problem:
+        return f"is not an EventBridge cron expression: {problem}"
+    if not (cron[1].split(" ")[0].isascii() and cron[1].split(" ")[0].isdigit()):
+        return ("runs more often than hourly (each run is a SageMaker job; SageMaker model monitoring's shortest "
+                "schedule is hourly): give one minute in the minutes field, e.g. cron(0 3 ? * MON *)")
+    return None
+
+
 TRUE, FALSE = ("true", "yes", "1"), ("false", "no", "0")
 INTEGER = re.compile(r"[+-]?[0-9]+")  # ASCII only: int() also takes "1_0" and Arabic-Indic digits
+# ASCII only, as INTEGER: float() also takes Arabic-Indic digits and "1_0"; nan/inf are refused below.
+FLOAT = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?|[+-]?(nan|inf|infinity)", re.IGNORECASE)
+OPTIONAL_BOOLS = ("termination_protection",)  # bool settings whose default (None) means "decided by the stage"
 
 
 def _coerce(name: str, value: Any, default: Any) -> Any:
@@ -253,6 +374,9 @@ def _coerce(name: str, value: Any, default: Any) -> Any:
         raise ValueError(f"{name} must be true or false, got {value!r}")
     if isinstance(default, tuple):
         if isinstance(value, str):
+            if value.strip().startswith("["):  # -c diagnosa:families=["mlp","xgboost"]: JSON is cdk.json's
+                raise ValueError(f"{name}: -c takes a comma-separated list (-c diagnosa:{name}=a,b), got {value!r}; "
+                                 f"a JSON list goes in cdk.json")
             return tuple(v.strip() for v in value.split(",") if v.strip())
         if not isinstance(value, (list, tuple)):
             raise ValueError(f"{name} must be a list, got {value!r}")
@@ -271,6 +395,8 @@ def _coerce(name: str, value: Any, default: Any) -> Any:
                 raise ValueError
             return int(value)
         if isinstance(default, float):
+            if isinstance(value, str) and not FLOAT.fullmatch(value.strip()):
+                raise ValueError
             number = float(value)
             if not math.isfinite(number):  # NaN/inf reach the jsii kernel as invalid JSON
                 raise ValueError
@@ -285,6 +411,9 @@ def stage_config(stage: str, values: dict[str, Any]) -> StageConfig:
     if not isinstance(values, dict):
         raise ValueError(f"stage {stage}: its block in diagnosa:stages must be an object of settings, got {values!r}")
     known = {f.name: f for f in fields(StageConfig) if f.name != "stage"}  # the block's key names the stage
+    removed = [f"{name} was removed: {REMOVED[name]}" for name in sorted(set(values) & set(REMOVED))]
+    if removed:
+        raise ValueError(f"stage {stage}: " + "; ".join(removed))
     unknown = sorted(set(values) - set(known))
     if unknown:
         raise ValueError(f"stage {stage}: unknown settings {unknown}")
@@ -292,7 +421,8 @@ def stage_config(stage: str, values: dict[str, Any]) -> StageConfig:
         raise ValueError(f"stage {stage}: needs a region")
     base = StageConfig(stage=stage, region=values["region"])
     try:
-        coerced = {k: _coerce(k, v, getattr(base, k)) for k, v in values.items() if k not in ("stage", "region")}
+        coerced = {k: _coerce(k, v, False if k in OPTIONAL_BOOLS else getattr(base, k))
+                   for k, v in values.items() if k not in ("stage", "region")}
     except ValueError as err:
         raise ValueError(f"stage {stage}: {err}") from None
     if coerced.get("vpc") and "baked_images" not in coerced:
@@ -310,12 +440,12 @@ def declared_stages(get: Any, all_context: dict[str, Any] | None = None) -> dict
         raise ValueError("no stages: set the context key diagnosa:stages (see cdk.json)")
     if all_context is not None:
         known = {f"diagnosa:{f.name}" for f in fields(StageConfig) if f.name != "stage"}
-        known |= {"diagnosa:stages", "diagnosa:delivery"}
+        known |= {"diagnosa:stages", "diagnosa:delivery"} | {f"diagnosa:{name}" for name in REMOVED}
         typos = sorted(k for k in all_context if k.startswith("diagnosa:") and k not in known)
         if typos:
             raise ValueError(f"unknown context key(s) {typos}: -c diagnosa:<field> must name a setting of "
                              f"infra/config.py:StageConfig")
-    overrides = {f.name: get(f"diagnosa:{f.name}") for f in fields(StageConfig)}
+    overrides = {name: get(f"diagnosa:{name}") for name in (*(f.name for f in fields(StageConfig)), *REMOVED)}
     overrides = {k: v for k, v in overrides.items() if v is not None and k != "stage"}
     return {name: stage_config(name, {**values, **overrides} if isinstance(values, dict) else values)
             for name, values in declared.items()}
@@ -416,5 +546,5 @@ def check_promotions(stages: dict[str, StageConfig]) -> None:
             source = stages[source].promote_from
 
 
-__all__ = ["DeliveryConfig", "StageConfig", "check_promotions", "declared_stages", "delivery_from_context",
-           "stage_config", "stages_from_context"]
+__all__ = ["DeliveryConfig", "StageConfig", "check_promotions", "cron_problem", "declared_stages",
+           "delivery_from_context", "schedule_problem", "stage_config", "stages_from_context"]

@@ -24,8 +24,6 @@ ACKNOWLEDGED = Path(__file__).with_name("checkov-acknowledged.json")
 CFN_LINT_ACCEPTED = {
     "W3005": "CDK adds DependsOn from a function to its role although Fn::GetAtt on the role already orders "
              "them (CDK's own constructs; redundant, harmless)",
-    "W3010": "offline synthesis has no availability-zone lookup, so the VPC's subnets name CDK's placeholder "
-             "zones (dummy1a/b); `cdk synth` with credentials writes the region's real zones",
     "E3703": "CDK Pipelines writes a cross-account stage's action role ARN as Fn::Join over the partition; cfn-lint "
              "prefers Fn::Sub (a style rule: both resolve to the same ARN)",
 }

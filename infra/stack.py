@@ -44,7 +44,7 @@ from infra.pipeline_definition import (
     embedded_definition,
     pipeline_settings,
 )
-from monitoring.cloudwatch import class_dimension
+from monitoring.cloudwatch import DRIFT_METRIC, class_dimension
 
 FUNCTIONS = Path(__file__).parent / "functions"
 ZONES = ("raw", "curated", "features", "artifacts", "capture", "feedback", "quarantine")
@@ -52,6 +52,16 @@ RAW = "raw/"
 PROMOTED_PREFIX = "artifacts/runs/promoted/"  # a promoted version's copies (model and baselines), under the run folders
 VARIANT = "AllTraffic"
 RUNTIME = lambda_.Runtime.PYTHON_3_14  # cdk-nag AwsSolutions-L1 wants the latest
+# Lambda refuses a function whose environment (every key and value) exceeds 4 KB.
+LAMBDA_ENVIRONMENT_MAX = 4096
+# At synth a value the template resolves at deploy (a bucket name, a role, key or image ARN, a subnet id) is an
+# unresolved token: it is counted as this many bytes, the longest of them (an ECR image URI with a 64-hex tag).
+TOKEN_ESTIMATE = 160
+# Which stage setting makes each variable what it is (named when a function's environment is too large).
+ENVIRONMENT_SETTINGS = {"SERVING_PROGRAM": "serving_program", "DATASET": "dataset_config (its name)",
+                        "METRICS_NAMESPACE": "drift_metric_namespace", "SCHEDULE": "monitor_schedule",
+                        "WINDOW": "monitor_window", "INSTANCE_TYPE": "the instance type settings",
+                        "RESOURCE_TAGS": "the stage's name", "PIPELINE_PARAMETERS": "dataset_config (its labels)"}
 
 
 # The only actions a role may be granted on Resource "*": IAM offers no resource-level permission for them.
@@ -106,7 +116,41 @@ def acknowledge(scope: IConstruct, finding: str, reason: str) -> None:
     cdk.Validations.of(scope).acknowledge(cdk.Acknowledgment(id=finding, reason=reason))
 
 
+def environment_size(stack: Stack, environment: dict[str, str]) -> dict[str, int]:
+    """Each variable's size in bytes as Lambda counts it (key and value, UTF-8), a deploy-time value counted as
+    :data:`TOKEN_ESTIMATE` bytes."""
+    def size(value: object) -> int:
+        if isinstance(value, str):
+            return len(value.encode("utf-8"))
+        if isinstance(value, dict) and "Fn::Join" in value:
+            sep, parts = value["Fn::Join"]
+            return len(sep.encode("utf-8")) * max(len(parts) - 1, 0) + sum(size(p) for p in parts)
+        return TOKEN_ESTIMATE  # Ref, Fn::GetAtt, Fn::Sub of an asset URI, ...
+
+    return {key: len(key.encode("utf-8")) + size(stack.resolve(value)) for key, value in environment.items()}
+
+
+def environment_problem(stage: str, function: str, sizes: dict[str, int]) -> str | None:
+    """Why a function's environment (``sizes``: :func:`environment_size`) is more than Lambda takes, naming the
+    variables that make it large and the settings they come from; None when it fits."""
+    total = sum(sizes.values())
+    if total <= LAMBDA_ENVIRONMENT_MAX:
+        return None
+    largest = sorted(sizes.items(), key=lambda item: -item[1])[:3]
+    named = ", ".join(f"{key} {n} bytes" + (f" (from {ENVIRONMENT_SETTINGS[key]})" if key in ENVIRONMENT_SETTINGS else "")
+                      for key, n in largest)
+    return (f"stage {stage}: the function {function}'s environment would be about {total} bytes, over Lambda's "
+            f"{LAMBDA_ENVIRONMENT_MAX} (keys and values); the largest: {named}")
+
+
 class DiagnosaStack(Stack):
+    @property
+    def availability_zones(self) -> list[str]:
+        """The VPC's zones as ``Fn::Select [i, Fn::GetAZs ""]``, resolved by CloudFormation in the stage's region:
+        with a concrete account CDK would otherwise look the zones up (a context lookup needing credentials, or
+        placeholder zones offline)."""
+        return [Fn.select(i, Fn.get_azs()) for i in range(VPC_AZS)]
+
     def __init__(self, scope: Construct, construct_id: str, *, config: StageConfig,
                  definition: EmbeddedDefinition | None = None, promote_source: StageConfig | None = None,
                  promoted_to: tuple[StageConfig, ...] = (), delivery_account: str | None = None, **kwargs) -> None:
@@ -419,10 +463,11 @@ class DiagnosaStack(Stack):
                         f"stream name (the log group is fixed).")
 
     def _job_role(self) -> iam.Role:
-        """Processing and training jobs: read curated/, features/ and artifacts/; write features/, the run
-        folders under artifacts/runs/ and the training output locations of the definition; nothing else."""
+        """Processing and training jobs: read the stage's dataset under curated/, features/ and artifacts/; write
+        features/, the run folders under artifacts/runs/ and the training output locations of the definition;
+        nothing else (one dataset per stage: another dataset's curated versions are not its to read)."""
         writes = ["features/", "artifacts/runs/", *(p + "/" for p in self.definition.training_output_prefixes)]
-        reads = ["curated/", *writes, CODE_PREFIX]
+        reads = [f"curated/{self.config.dataset}/", *writes, CODE_PREFIX]
         statements = [
             iam.PolicyStatement(sid="ReadInputs", actions=["s3:GetObject"], resources=self.objects(*reads)),
             iam.PolicyStatement(sid="WriteOutputs", actions=["s3:PutObject", "s3:AbortMultipartUpload"],
@@ -727,7 +772,12 @@ class DiagnosaStack(Stack):
     def _function(self, ident: str, name: str, description: str, environment: dict[str, str],
                   statements: list[iam.PolicyStatement], *, code: str | None = None,
                   entry: str = "handler.handler") -> lambda_.Function:
-        """A function named ``<prefix>-<name>`` running ``entry`` of ``infra/functions/<code or name>/``."""
+        """A function named ``<prefix>-<name>`` running ``entry`` of ``infra/functions/<code or name>/``; a
+        ValueError when its environment would be more than Lambda takes."""
+        problem = environment_problem(self.config.stage, f"{self.prefix}-{name}",
+                                      environment_size(self, environment))
+        if problem:
+            raise ValueError(problem)
         log_group = self.log_group(f"/aws/lambda/{self.prefix}-{name}", f"{ident}Logs")
         role = self._role(f"{ident}Role", f"{name}-function", description, iam.ServicePrincipal("lambda.amazonaws.com"),
                           [*statements,
@@ -950,7 +1000,9 @@ class DiagnosaStack(Stack):
         c = self.config
         ep, fold_prefix = self.endpoint_name, f"{self.prefix}-fold"
         environment = {
-            "PIPELINE_NAME": self.prefix, "PIPELINE_PARAMETERS": ",".join(self.definition.parameters),
+            # The parameters it may override: DescribePipeline tells it (a list here would grow with the labels,
+            # past Lambda's 4 KB environment for some 55 labels of disease-name length).
+            "PIPELINE_NAME": self.prefix,
             "LAKE_BUCKET": self.lake.bucket_name, "DATASET": c.dataset, "ENDPOINT_NAME": ep,
             "RAW_BUCKET": self.raw.bucket_name, "FOLD_JOB_PREFIX": fold_prefix,
             "FOLD_ROLE_ARN": self.fold_role.role_arn, "IMAGE_URI": self.job_image,
@@ -959,7 +1011,8 @@ class DiagnosaStack(Stack):
         function = self._function(
             "RetrainFunction", "retrain", "Retraining (schedule or drift alarm): folds feedback, starts the pipeline",
             environment,
-            [iam.PolicyStatement(sid="StartThePipeline", actions=["sagemaker:StartPipelineExecution"],
+            [iam.PolicyStatement(sid="StartThePipeline", actions=["sagemaker:StartPipelineExecution",
+                                                                  "sagemaker:DescribePipeline"],
                                  resources=[self.arn("sagemaker", "pipeline", self.prefix)]),
              # Which curated version to train on: the pointer ingestion writes last, nothing else.
              iam.PolicyStatement(sid="ReadLatestCuratedVersion", actions=["s3:GetObject"],
@@ -1003,7 +1056,7 @@ class DiagnosaStack(Stack):
         drift = cloudwatch.Alarm(
             self, "DriftAlarm", alarm_name=f"{self.prefix}-drift",
             alarm_description="Model or data drift above the threshold: starts a retraining execution",
-            metric=cloudwatch.Metric(namespace=c.drift_metric_namespace, metric_name=c.drift_metric_name,
+            metric=cloudwatch.Metric(namespace=c.drift_metric_namespace, metric_name=DRIFT_METRIC,
                                      dimensions_map={"EndpointName": self.endpoint_name}, statistic="Maximum",
                                      period=Duration.hours(1)),
             threshold=c.drift_threshold, evaluation_periods=1,
@@ -1068,7 +1121,7 @@ class DiagnosaStack(Stack):
                 left_annotations=[line(value=c.alarm_model_latency_ms * 1000, label="rollback alarm (p95)")]))
         dashboard.add_widgets(
             cloudwatch.GraphWidget(title="Drift (daily monitoring job)", width=12,
-                                   left=[monitoring(c.drift_metric_name, "drift score")],
+                                   left=[monitoring(DRIFT_METRIC, "drift score")],
                                    left_annotations=[line(value=c.drift_threshold, label="starts retraining")],
                                    right=[monitoring("DriftedFeatures", "drifted features"),
                                           monitoring("FailingClasses", "failing classes")]),

@@ -20,7 +20,7 @@ if TYPE_CHECKING:  # the stubs are a dev dependency; the monitoring job's contai
     from types_boto3_cloudwatch.type_defs import DimensionTypeDef, MetricDatumTypeDef
 
 DEFAULT_NAMESPACE = "Diagnosa/Monitoring"
-
+DRIFT_METRIC = "DriftScore"  # what the monitoring job publishes and the stack's drift alarm watches
 
 def drift_score(report: dict[str, Any]) -> float:
     features = report.get("features", [])
@@ -42,7 +42,7 @@ def metric_data(report: dict[str, Any], endpoint_name: str) -> list[MetricDatumT
     dimensions: list[DimensionTypeDef] = [{"Name": "EndpointName", "Value": endpoint_name}]
     stamp = report["window"].get("end") or report["generated_at"]  # an open window ends when it was read
     when = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
-    values: dict[str, tuple[float, StandardUnitType]] = {"DriftScore": (drift_score(report), "None"),
+    values: dict[str, tuple[float, StandardUnitType]] = {DRIFT_METRIC: (drift_score(report), "None"),
               "RetrainRecommended": (float(bool(report["retrain"]["recommended"])), "None"),
               "DriftedFeatures": (float(len(report["drifted_features"])), "Count"),
               "FailingClasses": (float(len(report["failing_classes"])), "Count")}

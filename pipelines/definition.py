@@ -99,12 +99,23 @@ def class_parameter(label: str) -> str:
     return RECALL_THRESHOLD + words
 
 
+# The longest ASCII spelling of a label (ascii_words): its parameter's name (RecallThreshold + it) stays within
+# SageMaker's 256 characters of a PipelineParameterName, and the Evaluate job's argument
+# (--recall-threshold=<it>=<value>) within the 256 of a ContainerArgument, a threshold's value included.
+MAX_LABEL_NAME = 200
+
+
 def parameter_names(labels: tuple[str, ...] | list[str]) -> dict[str, str]:
-    """Label → its recall-threshold parameter, in label order; ValueError when a label has no letter or digit or
-    two labels share a name (what the user should rename)."""
+    """Label → its recall-threshold parameter, in label order; ValueError when a label has no letter or digit, is
+    spelt longer than a parameter name can be, or two labels share a name (what the user should rename)."""
     names: dict[str, str] = {}
     for label in labels:
         name = class_parameter(label)
+        if len(name) - len(RECALL_THRESHOLD) > MAX_LABEL_NAME:
+            raise ValueError(f"label {shown(label, 60)} is spelt {len(name) - len(RECALL_THRESHOLD)} ASCII characters "
+                             f"long in its recall-threshold parameter's name (accents dropped, any other non-ASCII "
+                             f"letter written U+hex): at most {MAX_LABEL_NAME} (SageMaker takes parameter names and "
+                             f"job arguments of up to 256 characters); shorten it")
         clash = [other for other, taken in names.items() if taken == name]
         if clash:
             raise ValueError(f"labels {clash[0]!r} and {label!r} both map to the parameter name {name}: "

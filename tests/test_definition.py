@@ -236,6 +236,24 @@ def test_class_parameter_names_are_ascii_and_keep_the_built_in_ones():
         class_parameter("—")
 
 
+def test_a_label_too_long_for_a_parameter_name_is_refused_naming_it_and_the_limit():
+    """A 303-character label named a 318-character parameter (SageMaker: at most 256) and an Evaluate argument over
+    256: CreatePipeline, or Evaluate after every training job, would have refused it. CJK letters count five each."""
+    from pipelines.definition import MAX_LABEL_NAME, parameter_names
+
+    long = "muy" + "grave" * 60
+    with pytest.raises(ValueError, match=rf"label 'muygrave\S* is spelt 303 ASCII characters long .*at most "
+                                         rf"{MAX_LABEL_NAME} \(SageMaker takes parameter names and job arguments of up "
+                                         rf"to 256 characters\); shorten it"):
+        parameter_names(("leve", "grave", long))
+    with pytest.raises(ValueError, match="spelt 205 ASCII characters"):
+        parameter_names(("a", "肺" * 41))
+    fits = "x" * MAX_LABEL_NAME
+    name = parameter_names(("a", fits))[fits]
+    argument = f"--recall-threshold={fits}={repr(1.0000000000000002e-308)}"
+    assert len(name) <= 256 and len(argument) <= 256  # botocore's PipelineParameterName and ContainerArgument
+
+
 def test_a_definition_for_another_dataset(aws):
     from dataclasses import replace
 

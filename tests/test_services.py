@@ -72,3 +72,21 @@ def test_an_endpoint_serves_the_version_it_was_deployed_from_not_its_cached_twin
     from_a_file = {k: v for k, v in deployed.items() if k != "ModelPackageArn"}  # `diagnosa serve`: no version
     assert serves(from_a_file, package(2)) and serves(from_a_file, package(3))
     assert not serves({**from_a_file, "ModelDataUrl": "s3://lake/other.tar.gz"}, package(2))
+
+
+def test_ingest_refuses_a_label_too_long_for_its_gate_parameter_before_anything_is_written(tmp_path, capsys):
+    """`diagnosa data ingest` asks label_naming_problem first: a label whose parameter name SageMaker would refuse
+    stops ingestion naming the label and the limit, and nothing reaches the lake."""
+    from diagnosa.cli import main
+
+    long = "muy" + "grave" * 60
+    (tmp_path / "x.csv").write_text("case,age,outcome\n" + "".join(
+        f"c{i},{30 + i},{label}\n" for i, label in enumerate(["leve"] * 3 + [long] * 3)), encoding="utf-8")
+    (tmp_path / "x.toml").write_text(f'name = "x"\nid_column = "case"\ntarget = "outcome"\nlabels = ["leve", "{long}"]\n',
+                                     encoding="utf-8")
+    code = main(["--workspace", str(tmp_path / "ws"), "data", "ingest", str(tmp_path / "x.csv"),
+                 "--config", str(tmp_path / "x.toml")])
+    err = capsys.readouterr().err
+    assert code == 2 and "label 'muygrave" in err and "at most 200" in err and "Nothing was written" in err
+    assert not (tmp_path / "ws" / "lake" / "raw" / "x").exists()
+    assert not list((tmp_path / "ws" / "lake").rglob("*.csv")) and not list((tmp_path / "ws" / "lake").rglob("*.parquet"))

@@ -51,24 +51,23 @@ def test_raw_retention_defaults_to_six_years_compliance_and_cdk_json_relaxes_dev
 
 @pytest.mark.parametrize("values, message", [
     # Values AWS refuses at deploy (or that would break the stack's behaviour), refused at synth instead.
-    ({"capture_expiry_days": 0}, "capture_expiry_days must be >= 1, got 0"),
-    ({"noncurrent_version_days": -1}, "noncurrent_version_days must be >= 1, got -1"),
-    ({"access_log_days": 0}, "access_log_days must be >= 1, got 0"),
+    ({"capture_expiry_days": 0}, r"capture_expiry_days must be \[1, 36500\].*got 0"),
+    ({"noncurrent_version_days": -1}, r"noncurrent_version_days must be \[1, 36500\].*got -1"),
+    ({"access_log_days": 0}, r"access_log_days must be \[1, 36500\].*got 0"),
     ({"log_retention_days": 0}, r"log_retention_days must be \[1, 3653\], got 0"),
     ({"log_retention_days": 5000}, r"log_retention_days must be \[1, 3653\], got 5000"),
-    ({"retrain_schedule": "rate(0 days)"}, r"retrain_schedule 'rate\(0 days\)' must be rate\(1 minute\|hour\|day\)"),
+    ({"retrain_schedule": "rate(0 days)"}, r"retrain_schedule 'rate\(0 days\)' must be rate\(1 hour\|day\)"),
     ({"retrain_schedule": "rate(1 days)"}, "retrain_schedule 'rate"),
     ({"retrain_schedule": "rate(7 day)"}, "retrain_schedule 'rate"),
     ({"monitor_schedule": "cron(bad)"}, r"monitor_schedule 'cron\(bad\)' must be"),
     ({"retrain_schedule": 7}, "retrain_schedule must be a string, got 7"),
-    ({"invocations_per_instance": 0}, "invocations_per_instance must be >= 1, got 0"),
-    ({"alarm_5xx_errors": -1}, "alarm_5xx_errors must be >= 1, got -1"),
-    ({"alarm_model_latency_ms": 0}, "alarm_model_latency_ms must be >= 1, got 0"),
+    ({"invocations_per_instance": 0}, r"invocations_per_instance must be \[1, 100000\].*got 0"),
+    ({"alarm_5xx_errors": -1}, r"alarm_5xx_errors must be \[1, 100000\].*got -1"),
+    ({"alarm_model_latency_ms": 0}, r"alarm_model_latency_ms must be \[1, 60000\].*got 0"),
     ({"drift_threshold": 0}, "drift_threshold must be a positive finite number, got 0.0"),
     ({"drift_threshold": "nan"}, "drift_threshold must be a number, got 'nan'"),
     ({"drift_threshold": "inf"}, "drift_threshold must be a number, got 'inf'"),
     ({"drift_metric_namespace": "AWS/SageMaker"}, "the namespace not under AWS/"),
-    ({"drift_metric_name": ""}, "must be 1-255 characters"),
     ({"serving_program": "../serve.py"}, r"serving_program '../serve.py' must be a .py file at the root"),
     # Types as cdk.json may carry them: named, never a TypeError or a jsii traceback.
     ({"account": 123456789012}, "account must be a string, got 123456789012"),
@@ -98,7 +97,7 @@ def test_raw_retention_defaults_to_six_years_compliance_and_cdk_json_relaxes_dev
     ({"vpc": True, "vpc_cidr": "banana"}, r"vpc_cidr 'banana' must be a private IPv4 network, /16 to /21"),
     ({"vpc": True, "vpc_cidr": "10.0.0.0/24"}, "vpc_cidr '10.0.0.0/24' must be"),
     ({"vpc": True, "vpc_cidr": "8.8.0.0/16"}, "vpc_cidr '8.8.0.0/16' must be a private"),
-    ({"drift_metric_name": "drift\ud800"}, "drift_metric_name holds a lone UTF-16 surrogate"),
+    ({"drift_metric_namespace": "drift\ud800"}, "drift_metric_namespace holds a lone UTF-16 surrogate"),
     ({"endpoint_min_instances": 3, "endpoint_max_instances": 2},
      "need 1 <= endpoint_min_instances <= endpoint_max_instances, got 3 and 2"),
     ({"canary_percent": 60}, r"canary_percent must be in \[1, 50\], got 60"),
@@ -172,3 +171,90 @@ def test_a_region_where_sagemaker_does_not_run_is_refused_before_the_sdk_sees_it
     with pytest.raises(ValueError, match=r"stage dev: region 'xx-foo-9' is not a region where SageMaker runs"):
         stage_config("dev", {"region": "xx-foo-9"})
     assert stage_config("dev", {"region": "us-gov-west-1"}).region == "us-gov-west-1"
+
+
+@pytest.mark.parametrize("values, message", [
+    # EventBridge's cron rules (six fields, their ranges, exactly one '?' of day-of-month and day-of-week): CloudFormation
+    # refused these at deploy (ScheduleExpression is not valid), after synth and the config check had passed them.
+    ({"retrain_schedule": "cron(0 3 * * * *)"},
+     r"retrain_schedule 'cron\(0 3 \* \* \* \*\)' is not an EventBridge cron expression: exactly one of day-of-month "
+     r"and day-of-week must be '\?'"),
+    ({"retrain_schedule": "cron(a b c d e f)"}, r"retrain_schedule 'cron\(a b c d e f\)' .*minutes 'a' is not 0-59"),
+    ({"monitor_schedule": "cron(0 3 ? * ? *)", "monitor_window": "1d"}, "monitor_schedule .*exactly one of"),
+    ({"monitor_schedule": "cron(0 24 * * ? *)", "monitor_window": "1d"}, "monitor_schedule .*hours '24' is not 0-23"),
+    ({"retrain_schedule": "cron(0 3 ? 13 MON *)"}, "retrain_schedule .*month '13' is not 1-12 or JAN-DEC"),
+    ({"retrain_schedule": "cron(0 3 ? * FUN *)"}, "retrain_schedule .*day-of-week 'FUN' is not 1-7 or SUN-SAT"),
+    ({"retrain_schedule": "cron(0 3 ? * MON 1969)"}, "retrain_schedule .*year '1969' is not 1970-2199"),
+    ({"retrain_schedule": "cron(0 3 * * ? * *)"}, r"retrain_schedule .* must be rate\(1 hour\|day\)"),
+    # At most hourly: every run is a SageMaker job (SageMaker model monitoring's shortest schedule is hourly).
+    ({"retrain_schedule": "rate(1 minute)"}, r"retrain_schedule 'rate\(1 minute\)' runs more often than hourly .*"
+                                              r"give rate\(1 hour\) or longer"),
+    ({"monitor_schedule": "rate(1 minute)"}, "monitor_schedule 'rate\\(1 minute\\)' runs more often than hourly"),
+    ({"monitor_schedule": "rate(30 minutes)"}, "monitor_schedule 'rate\\(30 minutes\\)' runs more often than hourly"),
+    ({"retrain_schedule": "cron(*/5 * ? * * *)"}, "retrain_schedule .*runs more often than hourly .*one minute in the "
+                                                  "minutes field"),
+    ({"retrain_schedule": "cron(0,30 3 ? * MON *)"}, "retrain_schedule .*runs more often than hourly"),
+    # CloudWatch's namespace characters: the job's PutMetricData would be refused and the drift alarm blind.
+    ({"drift_metric_namespace": "Diagnosa/Mönitoring"}, "drift_metric_namespace 'Diagnosa/Mönitoring' must be 1-255 "
+                                                        "of CloudWatch's namespace characters"),
+    ({"drift_metric_namespace": ":Diag"}, "drift_metric_namespace ':Diag' must be .*not starting with ':'"),
+    ({"drift_metric_namespace": ""}, "drift_metric_namespace '' must be 1-255"),
+    ({"drift_metric_namespace": "x" * 256}, "drift_metric_namespace 'x+' must be 1-255"),
+    # The metric's name is the job's: a setting for it silently disabled the drift alarm.
+    ({"drift_metric_name": "MyDrift"}, "drift_metric_name was removed: the monitoring job always publishes its drift "
+                                       "metric as DriftScore"),
+    # Partitions the stack is not built for.
+    ({"region": "cn-north-1"}, "region 'cn-north-1' is in the aws-cn partition, which this stack does not support"),
+    # Upper bounds, each naming its field.
+    ({"endpoint_max_instances": 3000000000}, "endpoint_max_instances must be at most 100, got 3000000000"),
+    ({"endpoint_min_instances": 101, "endpoint_max_instances": 101}, "endpoint_max_instances must be at most 100"),
+    ({"invocations_per_instance": 10**21}, r"invocations_per_instance must be \[1, 100000\]"),
+    ({"alarm_5xx_errors": 10**23}, r"alarm_5xx_errors must be \[1, 100000\] \(errors per minute"),
+    ({"alarm_model_latency_ms": 60001}, r"alarm_model_latency_ms must be \[1, 60000\]"),
+    ({"capture_expiry_days": 10**8}, r"capture_expiry_days must be \[1, 36500\], got 100000000"),
+    ({"noncurrent_version_days": 36501}, r"noncurrent_version_days must be \[1, 36500\]"),
+    ({"access_log_days": 10**8}, r"access_log_days must be \[1, 36500\]"),
+    # -c takes a comma-separated list; JSON lists belong in cdk.json.
+    ({"families": '["mlp","xgboost"]'}, r"families: -c takes a comma-separated list \(-c diagnosa:families=a,b\)"),
+    # Float settings take ASCII digits only, as integer settings do.
+    ({"recall_threshold": "١"}, "recall_threshold must be a number, got '١'"),
+    ({"drift_threshold": "0_5"}, "drift_threshold must be a number, got '0_5'"),
+    ({"termination_protection": "maybe"}, "termination_protection must be true or false, got 'maybe'"),
+])
+def test_schedules_namespaces_regions_and_sizes_aws_would_refuse_are_named(values, message):
+    with pytest.raises(ValueError, match=r"stage dev: .*" + message):
+        stage_config("dev", {"region": "eu-west-1", **values})
+
+
+@pytest.mark.parametrize("values", [
+    {"retrain_schedule": "cron(0 3 ? * MON-FRI *)"}, {"retrain_schedule": "cron(15 */6 * * ? *)"},
+    {"retrain_schedule": "cron(0 3 L * ? *)"}, {"retrain_schedule": "cron(0 3 ? * 6L *)"},
+    {"retrain_schedule": "cron(0 3 ? * 2#1 *)"}, {"retrain_schedule": "cron(0 3 15W JAN-JUN ? 2030-2040)"},
+    {"retrain_schedule": "rate(60 minutes)", "monitor_schedule": "rate(1 hour)"},
+    {"drift_metric_namespace": "Team.ML/Diagnosa#1: drift_v2"},
+    {"recall_threshold": "1e-1", "drift_threshold": ".5"},
+    {"endpoint_min_instances": 100, "endpoint_max_instances": 100, "alarm_model_latency_ms": 60000},
+    {"capture_expiry_days": 36500, "access_log_days": 36500},
+    {"region": "us-gov-west-1"},
+])
+def test_valid_schedules_namespaces_and_bounds_pass(values):
+    config = stage_config("dev", {"region": "eu-west-1", **values})
+    assert all(getattr(config, name) == (type(getattr(config, name))(value) if isinstance(value, str)
+                                          and isinstance(getattr(config, name), float) else value)
+               for name, value in values.items())
+
+
+def test_termination_protection_defaults_to_production_like_stages_and_is_a_setting():
+    """It used to follow the name: a production stage called `production`, `prd` or `live` was deletable."""
+    def stage(name, **values):
+        return stage_config(name, {"region": "eu-west-1", **values})
+
+    assert stage("prod").protected() and not stage("dev").protected()
+    assert stage("production", promote_from="dev").protected()  # it serves what an earlier stage approved
+    assert stage("live").protected(last_delivery_stage="live")  # the pipeline's last stage
+    assert not stage("live").protected(last_delivery_stage="prod")
+    assert stage("dev", termination_protection=True).protected()
+    assert not stage("prod", termination_protection="false").protected()
+    context = {"diagnosa:stages": {"prd": {"region": "eu-west-1"}}, "diagnosa:termination_protection": "yes"}
+    [config] = stages_from_context(context.get)
+    assert config.protected()

@@ -102,3 +102,53 @@ def test_the_stack_trains_serves_and_retrains_the_stages_dataset(tmp_path, confi
     assert '{\\"value\\":0.6,\\"label\\":\\"gate: crítico\\"' in body
     assert '{\\"value\\":0.8,\\"label\\":\\"gate: leve, grave\\"' in body
     assert "orphan" not in body.lower()
+
+
+def test_a_dataset_with_many_long_labels_keeps_every_function_environment_within_lambdas_4_kb(tmp_path):
+    """70 labels of disease-name length: the retrain function's environment carried every RecallThreshold<Label>
+    parameter name (PIPELINE_PARAMETERS, 3,937 bytes alone), over Lambda's 4,096, and only CloudFormation would
+    have said so. The function asks the pipeline for its parameters instead; every function's environment fits."""
+    from infra.app import build_app, new_app
+    from infra.nag import synth
+
+    words = ("Enfermedad", "pulmonar", "obstructiva", "crónica", "cardíaca", "renal", "hepática", "autoinmune")
+    labels = [f"{words[i % 8]} {words[(i // 8) % 8]} {words[(i + 3) % 8]} grado {i}"[:43].ljust(43, "x")
+              for i in range(70)]
+    assert len(set(labels)) == 70 and sum(map(len, labels)) / 70 >= 42
+    path = tmp_path / "realistic.toml"
+    path.write_text(CONFIG.replace('labels = ["leve", "grave", "crítico"]', f"labels = {json.dumps(labels)}")
+                    .replace('recall = { "crítico" = 0.6 }', ""), encoding="utf-8")
+    stage = stage_config("hosp", {"region": "eu-west-1", "account": "123456789012", "dataset_config": str(path)})
+    cloud = synth(build_app(new_app(outdir=str(tmp_path / "cdk.out")), [stage]))
+    [artifact] = [s for s in cloud.stacks_recursively if s.stack_name == "Diagnosa-hosp"]
+    functions = {f["Properties"]["FunctionName"]: f["Properties"].get("Environment", {}).get("Variables", {})
+                 for f in json.loads(Path(artifact.template_full_path).read_text())["Resources"].values()
+                 if f["Type"] == "AWS::Lambda::Function" and "FunctionName" in f["Properties"]}
+    assert "diagnosa-hosp-retrain" in functions and "PIPELINE_PARAMETERS" not in functions["diagnosa-hosp-retrain"]
+    for name, env in functions.items():  # a deploy-time value counted at 160 bytes, the longest (an image URI)
+        size = sum(len(k) + (len(v.encode()) if isinstance(v, str) else 160) for k, v in env.items())
+        assert size < 4096 / 2, (name, size)  # Lambda's limit: 4096
+
+
+def test_a_function_environment_over_lambdas_limit_stops_synth_naming_the_stage_function_and_setting():
+    from infra.stack import environment_problem
+
+    sizes = {"PIPELINE_NAME": 27, "PIPELINE_PARAMETERS": 3957, "LAKE_BUCKET": 171}
+    assert environment_problem("hosp", "diagnosa-hosp-retrain", {"LAKE_BUCKET": 171}) is None
+    assert environment_problem("hosp", "diagnosa-hosp-retrain", sizes) == (
+        "stage hosp: the function diagnosa-hosp-retrain's environment would be about 4155 bytes, over Lambda's 4096 "
+        "(keys and values); the largest: PIPELINE_PARAMETERS 3957 bytes (from dataset_config (its labels)), "
+        "LAKE_BUCKET 171 bytes, PIPELINE_NAME 27 bytes")
+
+
+def test_a_stack_whose_function_environment_is_too_large_is_refused(tmp_path):
+    """The check runs on every function the stack builds: a serving program named with 4,000 characters makes the
+    deploy function's environment too large, and synth says which setting."""
+    from infra.app import build_app, new_app
+
+    stage = stage_config("hosp", {"region": "eu-west-1", "account": "123456789012",
+                                  "serving_program": "s" * 4000 + ".py"})
+    with pytest.raises(ValueError, match=r"stage hosp: the function diagnosa-hosp-deploy's environment would be about "
+                                         r"\d+ bytes, over Lambda's 4096 .*SERVING_PROGRAM 4018 bytes \(from "
+                                         r"serving_program\)"):
+        build_app(new_app(outdir=str(tmp_path / "cdk.out")), [stage])

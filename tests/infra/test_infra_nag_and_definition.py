@@ -6,6 +6,7 @@ same app and gate (``infra.nag.synth``) run in process, for the stages the conft
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from moto import mock_aws
@@ -81,6 +82,74 @@ def test_app_main_exits_nonzero_on_findings(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(app_module, "build_app", lambda: (_ for _ in ()).throw(ValueError("stage dev: bad")))
     assert app_module.main() == 1
     assert "synth failed: stage dev: bad" in capsys.readouterr().err
+
+
+def test_template_validation_is_reported_with_its_description_and_not_as_a_finding_to_acknowledge(tmp_path):
+    """CDK's own template validation (a value CloudFormation would refuse) shares cdk-nag's report: it used to be
+    listed as 'unacknowledged cdk-nag finding(s): F3031 <path>', without what was wrong."""
+    import aws_cdk as cdk
+    from aws_cdk import aws_cloudwatch as cloudwatch
+
+    from infra.app import new_app
+    from infra.nag import NagFindings, apply_packs, synth
+
+    app = new_app(outdir=str(tmp_path))
+    stack = cdk.Stack(cdk.Stage(app, "dev"), "S", env=cdk.Environment(account="123456789012", region="eu-west-1"))
+    cloudwatch.Alarm(stack, "Drift", metric=cloudwatch.Metric(namespace=":Diag", metric_name="DriftScore"), threshold=1,
+                     evaluation_periods=1)
+    apply_packs(app)
+    with pytest.raises(NagFindings) as err:
+        synth(app)
+    message = str(err.value)
+    assert "1 template validation error(s) (a value CloudFormation would refuse: fix the setting" in message
+    assert "F3031 (CloudFormation Validate): Namespace: ':Diag' does not match pattern" in message
+    assert "\n    dev/S/Drift/Resource" in message
+    # cdk-nag's own findings: under their pack's name, with the rule's description.
+    assert "1 unacknowledged cdk-nag finding(s)" in message
+    assert "HIPAA.Security-CloudWatchAlarmAction (HIPAA.Security): The CloudWatch alarm does not have" in message
+    assert err.value.findings == ["F3031 dev/S/Drift/Resource", "HIPAA.Security-CloudWatchAlarmAction dev/S/Drift/Resource"]
+
+
+def test_a_stack_needing_a_context_lookup_fails_synth_naming_the_stage_and_the_lookup(tmp_path):
+    """A VPC with max_azs in a stack of known account asks the CLI for the account's zones: with credentials the
+    CLI looks them up (the delivery pipeline's build step may not), offline it writes dummy1a/b. Synth refuses it."""
+    import aws_cdk as cdk
+    from aws_cdk import aws_ec2 as ec2
+
+    from infra.app import new_app
+    from infra.nag import MissingContext, synth
+
+    app = new_app(outdir=str(tmp_path))
+    stack = cdk.Stack(cdk.Stage(app, "prod"), "S", env=cdk.Environment(account="333333333333", region="eu-west-1"))
+    ec2.Vpc(stack, "Vpc", max_azs=2, nat_gateways=0, subnet_configuration=[ec2.SubnetConfiguration(
+        name="private", subnet_type=ec2.SubnetType.PRIVATE_ISOLATED, cidr_mask=24)])
+    with pytest.raises(MissingContext) as err:
+        synth(app)
+    message = str(err.value)
+    assert message.startswith("stage prod needs the context lookup availability-zones (account 333333333333, region "
+                              "eu-west-1): the app is built to need none") and "\n" not in message
+    assert message.count("needs the context lookup") == 1  # the app's manifest repeats the stage's entry
+
+
+def test_the_shipped_stages_with_a_known_account_need_no_lookup(tmp_path, monkeypatch):
+    """`make synth` in the delivery pipeline's build step runs with credentials, so CDK_DEFAULT_ACCOUNT is set and
+    every stage has a concrete account: prod's VPC used to need an availability-zone lookup (failing there, and
+    writing CDK's placeholder zones dummy1a/b offline). Its subnets take the region's zones from CloudFormation."""
+    from infra.app import build_app, new_app
+    from infra.nag import synth
+
+    monkeypatch.setenv("CDK_DEFAULT_ACCOUNT", "444444444444")
+    monkeypatch.setenv("CDK_DEFAULT_REGION", "eu-west-1")
+    shipped = json.loads((Path(__file__).parents[2] / "cdk.json").read_text())["context"]
+    cloud = synth(build_app(new_app(context=shipped, outdir=str(tmp_path / "cdk.out"))))
+    for manifest in Path(cloud.directory).rglob("manifest.json"):
+        assert "missing" not in json.loads(manifest.read_text()), manifest
+    [prod] = [s for s in cloud.stacks_recursively if s.stack_name == "Diagnosa-prod"]
+    assert prod.environment.account == "444444444444"
+    subnets = [r["Properties"] for r in json.loads(Path(prod.template_full_path).read_text())["Resources"].values()
+               if r["Type"] == "AWS::EC2::Subnet"]
+    assert [s["AvailabilityZone"] for s in subnets] == [{"Fn::Select": [i, {"Fn::GetAZs": ""}]} for i in range(2)]
+    assert "dummy1" not in json.dumps([p.read_text() for p in Path(cloud.directory).rglob("*.template.json")])
 
 
 def _resolve(value, refs):

@@ -243,6 +243,30 @@ def test_unknown_parameters_are_refused_before_sagemaker(pipeline, retrain_fn):
     assert pipeline.list_pipeline_executions(PipelineName="diagnosa-dev")["PipelineExecutionSummaries"] == []
 
 
+def test_without_a_parameter_list_the_function_asks_the_pipeline_for_its_parameters(retrain_fn):
+    """The stack passes no PIPELINE_PARAMETERS (with some 55 labels of disease-name length the list outgrew Lambda's
+    4 KB environment): the function reads the parameters the pipeline's definition declares."""
+    definition = {"Version": "2020-12-01", "Steps": [], "Parameters": [
+        {"Name": "InputDataUri", "Type": "String"}, {"Name": "RecallThresholdEnfermedadPulmonar", "Type": "Float"}]}
+    env = {"PIPELINE_NAME": "diagnosa-hosp", "LAKE_BUCKET": "lake", "DATASET": "mi_hospital"}
+    with mock_aws():
+        client = boto3.client("sagemaker", region_name=REGION)
+        client.create_pipeline(PipelineName="diagnosa-hosp", PipelineDefinition=json.dumps(definition),
+                               RoleArn="arn:aws:iam::123456789012:role/diagnosa-hosp-pipeline")
+        sm = Recorder(client)
+        with pytest.raises(retrain_fn.Refused, match=r"unknown pipeline parameter\(s\) \['Nope'\] \(declared: "
+                                                     r"\['InputDataUri', 'RecallThresholdEnfermedadPulmonar'\]\)"):
+            retrain_fn.handler({"parameters": {"Nope": 1}}, sagemaker=sm, env=env)
+        assert [name for name, _ in sm.calls] == ["describe_pipeline"]  # refused before any execution
+        given = {"InputDataUri": "s3://lake/curated/mi_hospital/abc123", "RecallThresholdEnfermedadPulmonar": 0.7}
+        result = retrain_fn.handler({"reason": "new data", "parameters": given}, sagemaker=sm, env=env)
+        assert result["parameters"] == given
+        name, request = sm.calls[-1]
+        assert name == "start_pipeline_execution" and request["PipelineParameters"] == [
+            {"Name": "InputDataUri", "Value": "s3://lake/curated/mi_hospital/abc123"},
+            {"Name": "RecallThresholdEnfermedadPulmonar", "Value": "0.7"}]
+
+
 def test_the_retrain_function_finds_the_latest_version_ingestion_wrote_as_the_cli_does(retrain_fn, tmp_path):
     """The function is deployed without the diagnosa package, so it reads LATEST.json itself: it must name the
     same input as diagnosa.services.latest_input (`diagnosa pipeline start`) for what ingestion wrote."""

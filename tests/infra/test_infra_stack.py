@@ -184,7 +184,12 @@ def test_job_role_reads_curated_writes_features_and_runs_only(dev):
     for zone in ("raw", "curated", "capture", "feedback", "quarantine"):
         assert f"/{zone}/" not in writes
     assert "/artifacts/code/" not in writes  # jobs cannot tamper with the step code
-    assert "/curated/*" in reads and "/raw/" not in reads and "/capture/" not in reads
+    # Only the stage's dataset (the built-in cohort's: patients), not every dataset the lake holds.
+    assert "/curated/patients/*" in reads and "/curated/*" not in reads
+    assert "/raw/" not in reads and "/capture/" not in reads
+    [listing] = [s for s in statements if s["Action"] == "s3:ListBucket"]
+    assert "curated/patients/*" in listing["Condition"]["StringLike"]["s3:prefix"]
+    assert "curated/*" not in listing["Condition"]["StringLike"]["s3:prefix"]
     assert not any(a.startswith(("s3:Delete", "iam:", "sagemaker:")) for a in actions(statements))
     kms = [s for s in statements if "kms:Decrypt" in s["Action"]]
     assert kms and all(s["Condition"]["StringEquals"]["kms:ViaService"] == "s3.eu-west-1.amazonaws.com" for s in kms)
@@ -248,7 +253,8 @@ def test_deploy_function_role_is_scoped_to_the_stage(dev):
 def test_retrain_function_may_only_start_this_pipeline_and_its_feedback_folding_job(dev):
     statements = statements_of(dev, "diagnosa-dev-retrain-function")
     sm = {s.get("Sid"): s for s in statements if any(a.startswith("sagemaker:") for a in _list(s["Action"]))}
-    assert sm["StartThePipeline"]["Action"] == "sagemaker:StartPipelineExecution"
+    # It starts the pipeline and reads which parameters it declares (the overrides it may pass), nothing else.
+    assert sorted(sm["StartThePipeline"]["Action"]) == ["sagemaker:DescribePipeline", "sagemaker:StartPipelineExecution"]
     assert text(sm["StartThePipeline"]["Resource"]).endswith(':pipeline/diagnosa-dev"]]}')
     assert sorted(sm["StartFeedbackFolding"]["Action"]) == ["sagemaker:AddTags", "sagemaker:CreateProcessingJob"]
     assert text(sm["StartFeedbackFolding"]["Resource"]).endswith(':processing-job/diagnosa-dev-fold-*"]]}')
@@ -414,7 +420,7 @@ def test_retraining_schedule_and_drift_alarm_start_the_retrain_function(dev):
                                     "ProcessingJobStatus": ["Completed", "Failed", "Stopped"]}},
         "Targets": [Match.object_like({"Arn": {"Fn::GetAtt": [function, "Arn"]}})]})
     env = resources(dev, "AWS::Lambda::Function")[function]["Properties"]["Environment"]["Variables"]
-    assert env["PIPELINE_NAME"] == "diagnosa-dev" and "RecallThresholdEnfermedadTerminal" in env["PIPELINE_PARAMETERS"]
+    assert env["PIPELINE_NAME"] == "diagnosa-dev" and "PIPELINE_PARAMETERS" not in env  # it asks the pipeline
     assert env["FOLD_JOB_PREFIX"] == "diagnosa-dev-fold" and env["ENDPOINT_NAME"] == "diagnosa-dev"
     assert env["FOLD_ROLE_ARN"] == {"Fn::GetAtt": [role_id(dev, "diagnosa-dev-fold-feedback"), "Arn"]}
 
@@ -620,3 +626,35 @@ def test_each_function_imports_from_its_own_asset_as_lambda_loads_it(assembly, d
         subprocess.run([sys.executable, "-I", "-c", probe], check=True, timeout=60, capture_output=True)
         checked.append(name)
     assert {"diagnosa-dev-monitor", "diagnosa-dev-retrain", "diagnosa-dev-deploy"} <= set(checked)
+
+
+def test_the_drift_alarm_watches_the_metric_the_monitoring_job_publishes(dev):
+    """drift_metric_name was a setting the job never heard of: any other value left the drift alarm blind. The
+    alarm in the template watches the name and namespace the job's metric_data publishes, with the drift score."""
+    from dataclasses import fields
+
+    from infra.config import StageConfig
+    from monitoring.cloudwatch import DEFAULT_NAMESPACE, metric_data
+
+    report = {"window": {"end": "2027-01-15T08:00:00Z"}, "generated_at": "2027-01-15T08:00:00Z", "features": ["age"],
+              "drifted_features": ["age"], "retrain": {"recommended": True}, "failing_classes": []}
+    published = {d["MetricName"]: d["Value"] for d in metric_data(report, "diagnosa-dev")}
+    watched = {(a["Properties"]["Namespace"], a["Properties"]["MetricName"])
+               for a in dev.find_resources("AWS::CloudWatch::Alarm").values()
+               if a["Properties"].get("MetricName") in published and "drift" in a["Properties"]["AlarmDescription"].lower()}
+    assert watched and all(namespace == DEFAULT_NAMESPACE for namespace, _ in watched)
+    assert all(published[name] == 1.0 for _, name in watched)  # the drift score of a report whose one feature drifted
+    assert "drift_metric_name" not in {f.name for f in fields(StageConfig)}
+
+
+def test_termination_protection_follows_the_setting_and_the_delivery_pipelines_last_stage(tmp_path):
+    """A production stage named `live` (the delivery pipeline's last) is protected, also when deployed by hand with
+    -c stage=live (no pipeline in the app): the same CloudFormation stack either way."""
+    from infra.app import build_app, new_app
+    from infra.config import stage_config
+
+    context = {"diagnosa:delivery": {"region": "eu-west-1", "repository": "diagnosa", "stages": ["dev", "live"]}}
+    live = stage_config("live", {"region": "eu-west-1", "account": "123456789012", "baked_images": True})
+    app = build_app(new_app(context=context, outdir=str(tmp_path)), [live])
+    [stage] = [c for c in app.node.children if c.node.id == "live"]
+    assert stage.stack.termination_protection and stage.images.termination_protection

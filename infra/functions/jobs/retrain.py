@@ -3,11 +3,12 @@
 Invoked by the retraining schedule (``{"reason": "schedule", "parameters": {...}}``), by the drift
 alarm through EventBridge (``CloudWatch Alarm State Change`` to ALARM) or directly with
 ``{"reason": "...", "parameters": {"Name": value}}``. Parameter overrides must name parameters the
-pipeline declares (the stack passes their names in ``PIPELINE_PARAMETERS``); anything else is
-refused before SageMaker is called. Without an ``InputDataUri`` override the execution trains on the
-lake's latest curated version of the stage's dataset (``curated/<DATASET>/LATEST.json``, written last by
-ingestion; the built-in cohort's ``patients`` without ``DATASET``): the definition's default names the dataset's
-prefix, not a version.
+pipeline declares (read from its definition with ``DescribePipeline``, or, when given, from a comma-separated
+``PIPELINE_PARAMETERS``: the stack passes none, since the list grows with the labels past Lambda's 4 KB
+environment); anything else is refused before the execution is started. Without an ``InputDataUri``
+override the execution trains on the lake's latest curated version of the stage's dataset
+(``curated/<DATASET>/LATEST.json``, written last by ingestion; the built-in cohort's ``patients`` without
+``DATASET``): the definition's default names the dataset's prefix, not a version.
 
 Retraining is what ``diagnosa monitor --retrain`` does locally, in two steps (the stack sets ``FOLD_JOB_PREFIX``):
 
@@ -81,7 +82,8 @@ def handler(event: dict[str, Any], context: Any = None, *, sagemaker: Any = None
     event = event or {}
     if event.get("detail-type") == JOB_EVENT:
         return _after_folding(event.get("detail") or {}, sagemaker, s3, env)
-    reason, overrides = _request(event, env)
+    declared = _declared(env, sagemaker)
+    reason, overrides = _request(event, declared)
     if "InputDataUri" not in overrides and env.get("FOLD_JOB_PREFIX"):
         s3 = s3 or boto3.client("s3")
         endpoint, bucket = env["ENDPOINT_NAME"], env["LAKE_BUCKET"]
@@ -89,17 +91,22 @@ def handler(event: dict[str, Any], context: Any = None, *, sagemaker: Any = None
             invocation = str(event.get("id") or getattr(context, "aws_request_id", None)
                              or datetime.fromtimestamp(time.time() if now is None else now, timezone.utc).isoformat())
             return _start_folding(reason, overrides, sagemaker, s3, env, invocation)
-    if "InputDataUri" in _declared(env) and "InputDataUri" not in overrides and env.get("LAKE_BUCKET"):
+    if "InputDataUri" in declared and "InputDataUri" not in overrides and env.get("LAKE_BUCKET"):
         overrides = {**overrides, "InputDataUri": latest_input(s3 or boto3.client("s3"), env["LAKE_BUCKET"],
                                                                env.get("DATASET") or "patients")}
     return _start(sagemaker, env, reason, overrides)
 
 
-def _declared(env: dict[str, str]) -> set[str]:
-    return {p for p in env.get("PIPELINE_PARAMETERS", "").split(",") if p}
+def _declared(env: dict[str, str], sagemaker: Any) -> set[str]:
+    """The names of the parameters the pipeline declares: ``PIPELINE_PARAMETERS`` when given, else its definition."""
+    if "PIPELINE_PARAMETERS" in env:
+        return {p for p in env["PIPELINE_PARAMETERS"].split(",") if p}
+    described = (sagemaker or boto3.client("sagemaker")).describe_pipeline(PipelineName=env["PIPELINE_NAME"])
+    definition = described["PipelineDefinition"]
+    return {str(p["Name"]) for p in json.loads(definition).get("Parameters", [])}
 
 
-def _request(event: dict[str, Any], env: dict[str, str]) -> tuple[str, dict[str, Any]]:
+def _request(event: dict[str, Any], declared: set[str]) -> tuple[str, dict[str, Any]]:
     """The retraining's reason and its checked parameter overrides."""
     overrides: object  # the event's, checked below
     if event.get("detail-type") == ALARM_EVENT:
@@ -112,7 +119,6 @@ def _request(event: dict[str, Any], env: dict[str, str]) -> tuple[str, dict[str,
         overrides = event.get("parameters") or {}
     if not isinstance(overrides, dict):
         raise Refused("parameters must be an object of NAME: value")
-    declared = _declared(env)
     unknown = sorted(set(overrides) - declared)
     if unknown:
         raise Refused(f"unknown pipeline parameter(s) {unknown} (declared: {sorted(declared)})")
@@ -171,7 +177,8 @@ def _after_folding(detail: dict[str, Any], sagemaker: Any, s3: Any, env: dict[st
                       f"; no retraining started (its request: s3://{bucket}/{folder}request.json)")
     s3 = s3 or boto3.client("s3")
     request, result = (_read_json(s3, bucket, folder + key) for key in ("request.json", "result/retraining.json"))
-    reason, overrides = _request({"reason": request.get("reason"), "parameters": request.get("parameters")}, env)
+    declared = _declared(env, sagemaker)
+    reason, overrides = _request({"reason": request.get("reason"), "parameters": request.get("parameters")}, declared)
     dataset = env.get("DATASET") or "patients"
     version, base = result.get("version"), result.get("base_version")
     if version is None:  # the version the job found nothing to add to, else the latest
@@ -184,7 +191,7 @@ def _after_folding(detail: dict[str, Any], sagemaker: Any, s3: Any, env: dict[st
             raise Refused(f"s3://{bucket}/{folder}result/retraining.json names no version of {dataset} in this lake: "
                           f"{version!r}, {result.get('input_data_uri')!r}")
         reason += f"; {result.get('feedback_rows', '?')} feedback row(s) added: version {version}"
-    overrides = {**overrides, "InputDataUri": uri} if "InputDataUri" in _declared(env) else overrides
+    overrides = {**overrides, "InputDataUri": uri} if "InputDataUri" in declared else overrides
     token = hashlib.sha256(name.encode("utf-8")).hexdigest()  # a repeated event starts no second execution
     return {**_start(sagemaker, env, reason, overrides, token), "job": name}
 
