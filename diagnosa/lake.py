@@ -134,7 +134,14 @@ class LocalStorage:
         _validate_prefix(prefix)
         start = self.root / prefix.rpartition("/")[0]  # only walk the directory the prefix lives in
         keys = []
-        for dirpath, _dirs, files in os.walk(start):
+
+        def unreadable(err: OSError) -> None:
+            # os.walk skipped a folder it could not read without a word: a monitor reported "0 feedback records"
+            # and verdict OK over a feedback folder it was not allowed to list. A folder absent (or a file) lists nothing.
+            if not isinstance(err, (FileNotFoundError, NotADirectoryError)):
+                raise LakeError(f"cannot list {err.filename or start}: {err.strerror or err}") from None
+
+        for dirpath, _dirs, files in os.walk(start, onerror=unreadable):
             rel_dir = Path(dirpath).relative_to(self.root).as_posix()
             for name in files:
                 key = name if rel_dir == "." else f"{rel_dir}/{name}"

@@ -202,7 +202,7 @@ def confirmed_patients(feedback: Iterable[Feedback], patients: Callable[[Feedbac
         known = latest.get((item.event_id, row))
         if known is not None:
             skip(SAME_PATIENT, f"{item.event_id} row {row}")
-            if (known.received_at or "") >= (item.received_at or ""):
+            if _instant(known.received_at) >= _instant(item.received_at):
                 continue
         latest[(item.event_id, row)] = item
     return latest
@@ -253,6 +253,16 @@ def _records(obj: Any) -> list[dict[str, Any]]:
     return out
 
 
+def _instant(text: str | None) -> datetime:
+    """A record's received_at as an instant (its text compared wrongly across offsets and fractions); the earliest
+    possible for one missing or unreadable."""
+    try:
+        when = datetime.fromisoformat(str(text).replace("Z", "+00:00"))
+    except ValueError:
+        return datetime.min.replace(tzinfo=timezone.utc)
+    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+
+
 def store_feedback(lake: DataLake, endpoint: str, feedback: Feedback, *, now: datetime | None = None) -> str:
     """Write the event's feedback object (replacing it atomically: the latest received wins, earlier
     records kept as bounded revisions); returns its lake key.
@@ -270,10 +280,10 @@ def store_feedback(lake: DataLake, endpoint: str, feedback: Feedback, *, now: da
                 history = _records(lake.get_json(key))
             except (ValueError, UnicodeDecodeError):
                 log.warning("feedback object %s is not valid JSON: replaced without its history", key)
-        # Latest received first; ties keep the new record in front (it arrived last).
-        ordered = sorted([record, *history], key=lambda r: str(r.get("received_at") or ""), reverse=True)
-        current, revisions = ordered[0], ordered[1:1 + MAX_REVISIONS]
-        lake.put_json(key, {"endpoint": endpoint, **current, "revisions": revisions})
+        # The record written now is the latest received, whatever the clocks stamped on the earlier ones: sorted by
+        # their received_at text, a doctor's correction lost to a record from a host whose clock ran ahead (the
+        # correction was said "stored" and sat in the revisions).
+        lake.put_json(key, {"endpoint": endpoint, **record, "revisions": history[:MAX_REVISIONS]})
     return key
 
 
@@ -324,7 +334,10 @@ def read_feedback(lake: DataLake, endpoint: str) -> FeedbackRead:
                 continue
             records += 1
             item = Feedback(**{**asdict(item), "received_at": received if isinstance(received, str) else None})
-            found.setdefault(item.patient, []).append((item.received_at or "", f"{key}#{number:03d}", item))
-    latest = {event: max(items, key=lambda t: (t[0], t[1]))[2] for event, items in found.items()}
+            # An event object's current record is its latest (store_feedback puts the one received last there);
+            # its revisions are superseded. Between objects (the old layout's), the later instant wins.
+            found.setdefault(item.patient, []).append((number == 0, _instant(item.received_at), f"{key}#{number:03d}",
+                                                       item))
+    latest = {event: max(items, key=lambda t: t[:3])[3] for event, items in found.items()}
     superseded = sum(len(items) - 1 for items in found.values())
     return FeedbackRead(latest, records, superseded, problems, examples)

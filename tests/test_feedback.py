@@ -67,7 +67,7 @@ def test_second_feedback_replaces_the_events_object_and_the_latest_wins(tmp_path
     assert read.problems == {"feedback object is not valid JSON": 1}
 
 
-def test_revisions_are_bounded_and_an_older_arrival_does_not_win(tmp_path):
+def test_revisions_are_bounded_and_the_record_written_last_wins_whatever_its_clock(tmp_path):
     lake = DataLake.from_uri(str(tmp_path))
     start = datetime(2026, 11, 27, 10, tzinfo=timezone.utc)
     labels = ["NO ENFERMO", "ENFERMEDAD AGUDA"]
@@ -77,11 +77,15 @@ def test_revisions_are_bounded_and_an_older_arrival_does_not_win(tmp_path):
     stored = lake.get_json(key)
     assert len(stored["revisions"]) == MAX_REVISIONS and lake.list("feedback/") == [key]
     assert stored["received_at"].startswith("2026-11-27T10:14")
-    # A record stamped earlier than the current one goes into the history, not in front.
+    # A correction written now by a host whose clock runs a day behind the one that wrote the current record: it
+    # was said "stored" and kept in the history, and the monitor and retraining used the record it corrected.
     store_feedback(lake, "diagnosa", parse_feedback({"event_id": "e1", "diagnosis": "ENFERMEDAD TERMINAL"}),
                    now=start - timedelta(days=1))
-    assert lake.get_json(key)["diagnosis"] == labels[(MAX_REVISIONS + 4) % 2]
+    stored = lake.get_json(key)
+    assert stored["diagnosis"] == "ENFERMEDAD TERMINAL" and len(stored["revisions"]) == MAX_REVISIONS
+    assert stored["revisions"][0]["diagnosis"] == labels[(MAX_REVISIONS + 4) % 2]
     read = read_feedback(lake, "diagnosa")
+    assert read.latest[("e1", None)].diagnosis == "ENFERMEDAD TERMINAL"
     assert read.records == 1 + MAX_REVISIONS and read.superseded == MAX_REVISIONS
 
 
@@ -98,6 +102,12 @@ def test_old_layout_objects_are_still_read_and_the_latest_wins_across_layouts(tm
                    now=datetime(2026, 11, 28, tzinfo=timezone.utc))
     read = read_feedback(lake, "diagnosa")
     assert read.latest[("e1", None)].diagnosis == "ENFERMEDAD AGUDA" and read.records == 3 and read.superseded == 1
+    # Between old-layout objects the later instant wins, not the later text ('12:00+02:00' is 10:00 UTC).
+    lake.put_json("feedback/diagnosa/2026/11/27/10/e3--a--b.json", {"endpoint": "diagnosa", "event_id": "e3",
+                  "diagnosis": "NO ENFERMO", "received_at": "2026-11-27T12:00:00+02:00"})
+    lake.put_json("feedback/diagnosa/2026/11/27/10/e3--c--d.json", {"endpoint": "diagnosa", "event_id": "e3",
+                  "diagnosis": "ENFERMEDAD LEVE", "received_at": "2026-11-27T10:30:00Z"})
+    assert read_feedback(lake, "diagnosa").latest[("e3", None)].diagnosis == "ENFERMEDAD LEVE"
 
 
 @pytest.fixture()

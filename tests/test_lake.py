@@ -375,6 +375,29 @@ def test_init_zones_refuses_a_folder_that_is_not_a_lake(tmp_path):
         assert all((folder / zone).is_dir() for zone in ZONES)
 
 
+def test_a_folder_that_cannot_be_read_stops_the_listing(local_lake, monkeypatch):
+    """os.walk skipped an unreadable folder without a word: `monitor` read "0 feedback records", verdict OK, over a
+    feedback folder it could not list. The listing names the folder; a missing folder is still an empty listing."""
+    import os
+
+    local_lake.put_bytes("feedback/diagnosa/events/a.json", b"{}")
+    local_lake.put_bytes("feedback/diagnosa/other/b.json", b"{}")
+    hidden = local_lake.storage.root / "feedback" / "diagnosa" / "events"
+    scandir = os.scandir
+
+    def refusing(path=".", *args):
+        if os.fspath(path) == os.fspath(hidden):
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return scandir(path, *args)
+
+    monkeypatch.setattr(os, "scandir", refusing)
+    for prefix in ("feedback/", "feedback/diagnosa/events/"):
+        with pytest.raises(LakeError, match=f"cannot list {hidden}: Permission denied"):
+            local_lake.list(prefix)
+    assert local_lake.list("feedback/diagnosa/other/") == ["feedback/diagnosa/other/b.json"]
+    assert local_lake.list("capture/") == [] and local_lake.list("feedback/diagnosa/events/a.json/x") == []
+
+
 def test_init_zones_s3_is_noop(aws):
     lake = DataLake.from_uri(f"s3://{BUCKET}/team/lake", s3_client=aws)
     lake.init_zones()
