@@ -301,7 +301,7 @@ def read_feedback(lake: DataLake, endpoint: str) -> FeedbackRead:
     prefix = f"{ZONE}/{_check_endpoint(endpoint)}/"
     problems: Counter[str] = Counter()
     examples: dict[str, list[str]] = {}
-    found: dict[tuple[str, int | None], list[tuple[str, str, Feedback]]] = {}
+    found: dict[tuple[str, int | None], list[tuple[bool, datetime, str, Feedback]]] = {}
     records = 0
 
     def bad(reason: str, key: str) -> None:
