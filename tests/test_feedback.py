@@ -295,6 +295,21 @@ def test_cli_feedback_file_stores_good_lines_and_names_bad_ones(tmp_path, capsys
     assert set(read_feedback(DataLake.from_uri(str(tmp_path / "lake")), "diagnosa").latest) == {("a", None), ("c", None)}
 
 
+def test_a_byte_that_is_not_utf8_refuses_its_line_not_the_file(tmp_path, capsys):
+    # One latin-1 byte in a note refused the whole export ("'utf-8' codec can't decode byte 0xff"), good lines too.
+    from diagnosa.cli import main
+
+    path = tmp_path / "fb.jsonl"
+    path.write_bytes(b'{"event_id": "a", "diagnosis": "NO ENFERMO", "note": "caf\xe9"}\n'
+                     b'{"event_id": "b", "diagnosis": "ENFERMEDAD LEVE", "note": "caf\xc3\xa9"}\n')
+    assert main(["--lake", str(tmp_path / "lake"), "feedback", "--file", str(path)]) == 2
+    out = capsys.readouterr().out
+    assert "1 stored, 1 refused" in out
+    assert "line 1: not UTF-8 text (byte 0xe9 at character 58): export the file as UTF-8" in out
+    stored = read_feedback(DataLake.from_uri(str(tmp_path / "lake")), "diagnosa").latest
+    assert set(stored) == {("b", None)} and stored[("b", None)].note == "café"
+
+
 def test_a_diagnosis_is_held_to_the_labels_of_the_model_it_confirms(tmp_path, capsys):
     # A dataset of your own: its labels, not the built-in cohort's (leve was refused, ENFERMEDAD AGUDA stored).
     from diagnosa.cli import main

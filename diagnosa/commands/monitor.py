@@ -369,7 +369,17 @@ def export_text(data: bytes) -> str:
         return data.decode("utf-32")
     if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         return data.decode("utf-16")  # the mark says the byte order, and is dropped
-    return data.decode("utf-8-sig")
+    # A byte that is not UTF-8 is kept as a lone surrogate (U+DC80-U+DCFF), which no decoded text holds otherwise:
+    # its line is refused by number (undecodable), the others stored; one such byte refused the whole export.
+    return data.decode("utf-8-sig", errors="surrogateescape")
+
+
+def undecodable(line: str) -> str | None:
+    """Why a line of :func:`export_text` is not UTF-8 text (its first byte that is not), None when it is."""
+    for column, char in enumerate(line, start=1):
+        if "\udc80" <= char <= "\udcff":
+            return f"not UTF-8 text (byte 0x{ord(char) - 0xDC00:02x} at character {column}): export the file as UTF-8"
+    return None
 
 
 FEEDBACK_MAX_BYTES = 256 << 20  # a feedback export, read whole (its event ids are looked up in one pass)
@@ -433,6 +443,10 @@ def _feedback_file(args: argparse.Namespace) -> int:
             if not line.strip():
                 continue
             where = f"line {number}"
+            problem = undecodable(line)
+            if problem:
+                bad.add(Refused(where, None, problem))
+                continue
             try:
                 body = json.loads(line)
             except (ValueError, RecursionError) as err:  # RecursionError: arrays nested thousands deep
