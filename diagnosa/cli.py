@@ -241,12 +241,34 @@ def cmd_serve(args: argparse.Namespace) -> int:
         endpoint.stop()
         raise UsageError(f"not serving {model_dir}: {err}") from None
     freeze_loaded()  # with --workers 0 the model lives in this process (workers freeze their own)
+    example = _served_example(args, model_dir)
+    body = json.dumps(example, ensure_ascii=False).replace("'", "'\\''") if example else None  # quoted for a shell
     print(f"local endpoint '{args.endpoint_name}' on {endpoint.url} (model {model_dir})\n"
-          f"  curl -s {endpoint.url}/invocations -H 'Content-Type: application/json' -d '{{\"age\": 67, \"sex\": \"M\", "
-          f"\"temperature_c\": 38.9, \"symptoms\": [\"HP:0001945\"]}}'\n"
-          f"  diagnosa predict patients.json --endpoint-url {endpoint.url}", flush=True)
+          + (f"  curl -s {endpoint.url}/invocations -H 'Content-Type: application/json' -d '{body}'\n" if body else "")
+          + f"  diagnosa predict patients.json --endpoint-url {endpoint.url}", flush=True)
     endpoint.serve_forever()
     return 0
+
+
+def _served_example(args: argparse.Namespace, model_dir: Path) -> dict[str, Any] | None:
+    """The example request `serve` prints: the served model's own fields (the first row of the curated version it
+    trained on, when the lake holds it), the built-in cohort's for the cohort's model; None when neither is at hand
+    (a model of your own from elsewhere: an example with the cohort's fields would be refused)."""
+    from diagnosa.data.ingest import IngestError, curated_uri
+    from diagnosa.data.schema import BUILTIN_DATASET
+    from diagnosa.model import ModelLoadError, read_metadata
+    from diagnosa.services import curated_manifest, example_request
+
+    try:
+        trained = read_metadata(model_dir).get("dataset") or {}
+        name, version = trained.get("name") or BUILTIN_DATASET, trained.get("version")
+        if name == BUILTIN_DATASET:
+            return example_request(open_lake(args), None)
+        lake = open_lake(args)
+        manifest = curated_manifest(lake, name, curated_uri(LOCAL_BUCKET, name, version) if version else None)
+        return example_request(lake, manifest) if manifest else None
+    except (ModelLoadError, IngestError, LakeError, UsageError, OSError, AttributeError, TypeError):
+        return None
 
 
 BATCH_CHUNK = 50  # patients per request when a raw batch is sent as traffic

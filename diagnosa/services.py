@@ -148,6 +148,33 @@ def label_naming_problem(config_path: Path) -> str | None:
     return None
 
 
+EXAMPLE_REQUEST = {"age": 67, "sex": "M", "temperature_c": 38.9, "symptoms": ["HP:0001945"]}  # the built-in cohort's
+
+
+def example_request(lake: DataLake, manifest: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A request to show in the hints that call an endpoint: the built-in cohort's (``manifest`` None or the
+    cohort's), else the first curated row's feature values of the version ``manifest`` describes (a value missing
+    there is left out); None when that version is not in ``lake``."""
+    import math
+
+    from diagnosa.data.ingest import IngestError, load_curated
+
+    if not manifest or manifest.get("dataset") == BUILTIN_DATASET:
+        return dict(EXAMPLE_REQUEST)
+    try:
+        frame, _ = load_curated(lake, manifest["dataset"], manifest["version"])
+    except (IngestError, OSError, KeyError):
+        return None
+    features = [f["name"] for f in manifest["schema"]["fields"] if f.get("role", "feature") == "feature"]
+    example: dict[str, Any] = {}
+    for name in features:
+        value = frame[name].iloc[0] if name in frame.columns and len(frame) else None
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            continue
+        example[name] = value.tolist() if hasattr(value, "tolist") else value
+    return example
+
+
 def curated_manifest(lake, dataset: str, input_uri: str | None = None) -> dict[str, Any] | None:
     """The manifest of the curated version a run trains on: the one ``input_uri`` names (when it is a
     curated version in this lake), else the dataset's latest; None when there is none."""

@@ -226,3 +226,27 @@ def test_a_lake_that_is_a_file_is_named(ws, tmp_path, capsys):
     afile.write_text("")
     assert main([*ws, "--lake", str(afile), "run", "--local"]) == 2
     assert f"lake {afile} is a file, not a folder" in capsys.readouterr().err
+
+
+def test_serve_shows_an_example_with_the_served_models_own_fields(tmp_path):
+    """`serve` printed the cohort's example (age, sex, temperature_c, symptoms) for any model: a dataset's endpoint
+    refuses it. It shows the first curated row of the version the model trained on, or no request at all."""
+    from diagnosa.cli import _served_example, build_parser
+    from diagnosa.services import EXAMPLE_REQUEST
+
+    ws = str(tmp_path / "ws")
+    (tmp_path / "x.csv").write_text("case,edad,sexo,outcome\n" + "".join(
+        f"c{i},{40 + i},{'FM'[i % 2]},{'ab'[i % 2]}\n" for i in range(30)))
+    (tmp_path / "x.toml").write_text('name = "x"\nid_column = "case"\ntarget = "outcome"\nlabels = ["a", "b"]\n')
+    assert main(["--workspace", ws, "data", "ingest", str(tmp_path / "x.csv"), "--config", str(tmp_path / "x.toml")]) == 0
+    version = json.loads((tmp_path / "ws" / "lake" / "curated" / "x" / "LATEST.json").read_text())["version"]
+
+    def example(dataset):
+        model = tmp_path / "model"
+        model.mkdir(exist_ok=True)
+        (model / "metadata.json").write_text(json.dumps({"dataset": dataset}))
+        return _served_example(build_parser().parse_args(["--workspace", ws, "serve", "--model", str(model)]), model)
+
+    assert example({"name": "x", "version": version}) == {"edad": 40, "sexo": "F"}
+    assert example({"name": "patients", "version": "abc"}) == EXAMPLE_REQUEST
+    assert example({"name": "elsewhere", "version": "abc"}) is None  # not in this lake: no example, not the cohort's

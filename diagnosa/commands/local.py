@@ -27,13 +27,12 @@ from diagnosa.commands.common import (
 from diagnosa.data.schema import BUILTIN_DATASET
 from diagnosa.files import FileProblem, read_file_bounded
 from diagnosa.lake import DataLake, LakeError
-from diagnosa.services import LocalWorkspace, curated_manifest, plan_local_run
+from diagnosa.services import EXAMPLE_REQUEST, LocalWorkspace, curated_manifest, example_request, plan_local_run
 
 if TYPE_CHECKING:
     from diagnosa.commands.progress import Board
     from pipelines.executor import LocalExecutor
 
-EXAMPLE = {"age": 67, "sex": "M", "temperature_c": 38.9, "symptoms": ["HP:0001945"]}
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -117,26 +116,12 @@ def report_run(record: Any, lake: DataLake, manifest: dict[str, Any] | None = No
 
 def _example(lake, manifest: dict[str, Any] | None, record) -> dict[str, Any]:
     """An example request for the hints: the built-in cohort's, else a curated row's feature values."""
-    import math
-
     if manifest is None and record.data.get("Parameters", {}).get("InputDataUri"):
         manifest = curated_manifest(lake, "", record.data["Parameters"]["InputDataUri"])
-    if not manifest or manifest.get("dataset") == BUILTIN_DATASET:
-        return EXAMPLE
-    from diagnosa.data.ingest import load_curated
-
-    frame, _ = load_curated(lake, manifest["dataset"], manifest["version"])
-    features = [f["name"] for f in manifest["schema"]["fields"] if f.get("role", "feature") == "feature"]
-    example: dict[str, Any] = {}
-    for name in features:  # the first row's known values (a missing value is simply left out)
-        value = frame[name].iloc[0] if name in frame.columns and len(frame) else None
-        if value is None or (isinstance(value, float) and math.isnan(value)):
-            continue
-        example[name] = value.tolist() if hasattr(value, "tolist") else value
-    return example
+    return example_request(lake, manifest) or EXAMPLE_REQUEST
 
 
-def _report(record, lake, example: dict[str, Any] = EXAMPLE, *, port: int | None = None) -> None:
+def _report(record, lake, example: dict[str, Any] = EXAMPLE_REQUEST, *, port: int | None = None) -> None:
     from pipelines.registry import package_version
 
     print(f"execution {record.id}: {record.status} (details: {record.path})")
