@@ -157,6 +157,14 @@ def redact(text: Any) -> str:
     return out if len(out) <= MAX_ERROR_TEXT else out[:MAX_ERROR_TEXT - 1] + "…"
 
 
+def without_event_id(message: str, event_id: Any) -> str:
+    """``message`` with ``event_id`` cut out (as '…'): an id the client sent (feedback for an unknown id) is its own
+    text, and one reason per id would fill the refusals' top reasons."""
+    if not isinstance(event_id, str) or not event_id:
+        return message
+    return re.sub(r"(?<!\S)" + re.escape(event_id) + r"(?=[\s:,;)]|$)", "…", message)
+
+
 def error_line(event_id: str | None, route: str, status: int, message: str, problems: Iterable[Any],
                fields: Iterable[str] | None, when: datetime) -> dict[str, Any]:
     """One refused request for the errors stream: no body, no values; field names only when known."""
@@ -176,8 +184,9 @@ def error_line(event_id: str | None, route: str, status: int, message: str, prob
         if name is not None and (known is None or str(name) not in known):
             name = "(other field)"  # a key the caller invented may itself be a value
         listed.append({"row": row if isinstance(row, int) else None, "field": name, "problem": redact(text)})
+    error = redact(without_event_id(str(message), event_id))  # one reason, not one per (client-sent) id
     record: dict[str, Any] = {"time": when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z",
-                              "eventId": event_id, "route": route, "status": int(status), "error": redact(message),
+                              "eventId": event_id, "route": route, "status": int(status), "error": error,
                               "problems": listed}
     if total > len(listed):
         record["moreProblems"] = total - len(listed)
@@ -605,6 +614,10 @@ class CaptureRead:
     events: list[dict[str, Any]]
     malformed: int = 0  # lines that are not a capture event
     problems: list[str] = field(default_factory=list)  # "key:line: why", and keys outside the layout
+    # Lines left out as outside the window whose inferenceTime is further from their object's path hour than
+    # FILING_MARGIN ("key:line: ..."): the report of their own hour may not read their object. Lines of the margin
+    # hours that belong to a neighbouring window are not listed: they are where they should be.
+    misfiled: list[str] = field(default_factory=list)
 
     def __iter__(self) -> Iterator[Any]:
         return iter((self.events, self.malformed))
@@ -654,9 +667,19 @@ def _check_event(obj: Any) -> datetime:
     return parse_time(meta.get("inferenceTime"))
 
 
+# How far an event's inferenceTime may be from the hour its object is filed under (the path's YYYY/MM/DD/HH, UTC)
+# and still be found by every window holding it. SageMaker files an object by when it was written, so a request at
+# 07:59:59 is often under 08/ (and one at 23:59:59 under the next day's 00/); a skewed clock can file it early.
+FILING_MARGIN = timedelta(hours=1)
+
+
 def read_capture(lake: DataLake, endpoint: str, start: datetime | None = None, end: datetime | None = None,
                  variant: str | None = None) -> CaptureRead:
     """Captured events of ``endpoint`` with ``start <= inferenceTime < end``, oldest first.
+
+    The window is its events' inferenceTime (an instant: any offset is read as UTC), not their path: the objects of
+    the window's hours are read with FILING_MARGIN on each side, so an event filed up to an hour away from its own
+    hour is found. Lines further from their path hour and outside the window are listed in ``misfiled``.
 
     Nothing is skipped silently: malformed lines are counted (and described in ``problems``),
     and so are keys under the endpoint's prefix that do not follow the capture layout.
@@ -679,7 +702,8 @@ def read_capture(lake: DataLake, endpoint: str, start: datetime | None = None, e
             result.problems.append(f"{key}: impossible date in the path")
             log.warning("capture read: %s has an impossible date", key)
             continue
-        if (end is not None and hour >= end) or (start is not None and hour + timedelta(hours=1) <= start):
+        if (end is not None and hour >= end + FILING_MARGIN) or \
+                (start is not None and hour + timedelta(hours=1) + FILING_MARGIN <= start):
             continue
         for number, line in enumerate(lake.get_bytes(key).splitlines(), start=1):
             if not line.strip():
@@ -694,6 +718,8 @@ def read_capture(lake: DataLake, endpoint: str, start: datetime | None = None, e
                 continue
             if (start is None or when >= start) and (end is None or when < end):
                 stamped.append((when, obj))
+            elif not hour - FILING_MARGIN <= when < hour + timedelta(hours=1) + FILING_MARGIN:
+                result.misfiled.append(f"{key}:{number}: inferenceTime {when:%Y-%m-%dT%H:%M:%SZ}")
     stamped.sort(key=lambda pair: pair[0])  # stable: same-second events keep file and line order
     result.events = [obj for _when, obj in stamped]
     return result
@@ -787,5 +813,7 @@ def read_errors(lake: DataLake, endpoint: str, start: datetime | None = None,
     for _when, obj in stamped:
         result.events.append(obj)
         result.by_status[int(obj["status"])] += 1
-        result.by_reason[f"{obj['status']} {obj.get('route')}: {obj.get('error')}"] += 1
+        # Without the event id (records written before it was cut from the message): one reason, not one per id.
+        error = without_event_id(str(obj.get("error")), obj.get("eventId"))
+        result.by_reason[f"{obj['status']} {obj.get('route')}: {error}"] += 1
     return result

@@ -77,10 +77,14 @@ _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")  # how one gets into a JSON
 
 def json_payload(text: str) -> Any:
     """``text`` parsed as JSON; a LoneSurrogate when a string in it decodes to a lone surrogate (JSON allows the
-    escape: one such line made the whole table build fail)."""
-    payload = json.loads(text)
-    if (_SURROGATE_ESCAPE.search(text) or lone_surrogate(text)) and _holds_lone_surrogate(payload):
-        raise LoneSurrogate("a text in it holds a lone UTF-16 surrogate")
+    escape: one such line made the whole table build fail). JSON nested too deeply for the parser is a ValueError
+    too, for every reader (a RecursionError from one captured body took down the monitor and retraining)."""
+    try:
+        payload = json.loads(text)
+        if (_SURROGATE_ESCAPE.search(text) or lone_surrogate(text)) and _holds_lone_surrogate(payload):
+            raise LoneSurrogate("a text in it holds a lone UTF-16 surrogate")
+    except RecursionError:
+        raise ValueError("JSON nested too deeply to read") from None
     return payload
 
 
@@ -192,7 +196,7 @@ def traffic_from_events(events: Iterable[dict[str, Any]], kinds: dict[str, str],
         except (LoneSurrogate, UnicodeEncodeError) as err:  # one such line failed the whole table's build
             drop(LONE_SURROGATE, f"{where}: input: {err}")
             continue
-        except (ValueError, UnicodeDecodeError) as err:  # JSONDecodeError is a ValueError
+        except (ValueError, UnicodeDecodeError, RecursionError) as err:  # JSONDecodeError is a ValueError
             drop("input is not a readable JSON or CSV request", f"{where}: {err}")
             continue
         try:
@@ -203,7 +207,7 @@ def traffic_from_events(events: Iterable[dict[str, Any]], kinds: dict[str, str],
         except (LoneSurrogate, UnicodeEncodeError) as err:
             drop(LONE_SURROGATE, f"{where}: output: {err}")
             continue
-        except (ValueError, UnicodeDecodeError, KeyError, TypeError) as err:
+        except (ValueError, UnicodeDecodeError, KeyError, TypeError, RecursionError) as err:
             drop("output has no JSON predictions", f"{where}: {err}")
             continue
         if len(predictions) != len(records):
@@ -272,6 +276,8 @@ RETRIED = "a retried request (the same inference id captured again later): count
 RETRIED_FEEDBACK = "feedback for an earlier copy of a retried request (its patient is judged on the copy kept)"
 DUPLICATE = "an event captured twice (the same event id and line in two capture objects): counted once"
 CONFLICTING = "one event id captured with different contents (which request its feedback is about is unknown)"
+MISFILED = ("a capture line filed over an hour away from its inferenceTime's hour, outside this window: a report "
+            "of its own hour may not read it")
 _NO_TIME = datetime.min.replace(tzinfo=timezone.utc)
 
 
@@ -355,6 +361,8 @@ def read_traffic(lake: DataLake, endpoint: str, start: datetime | None, end: dat
             key, _, why = problem.partition(": ")
             reason = "malformed capture line: " + _reason_kind(why)
             skipped.add(reason, problem)
+    for line in read.misfiled:
+        skipped.add(MISFILED, line)
     return traffic_from_events(read.events, kinds, skipped, missing, model_version)
 
 
