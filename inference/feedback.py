@@ -160,7 +160,8 @@ def parse_feedback(body: Any, labels: Sequence[str] | None = CATEGORIES) -> Feed
 
 
 NO_ROW = "feedback names no event_row but its request held several patients (which patient is ambiguous)"
-SAME_PATIENT = "superseded by later feedback for the same patient (once without event_row, once with 0)"
+SAME_PATIENT = ("superseded by later feedback for the same patient (once without event_row, once with 0; or on two "
+                "copies of a retried request)")
 
 
 def patient_row(feedback: Feedback, patients: int) -> int | str:

@@ -23,7 +23,7 @@ import pandas as pd
 
 from diagnosa.labels import CATEGORIES
 from inference.feedback import Feedback, confirmed_patients
-from monitoring.traffic import RETRIED_FEEDBACK, Skipped, event_rows
+from monitoring.traffic import Skipped, event_rows, onto_kept_copies
 from processing.calibration import wilson_interval
 
 BELOW, SUSPECT, PASSED, FEW, NONE = ("below threshold", "below threshold, not significant", "ok",
@@ -74,7 +74,7 @@ def join_feedback(rows: pd.DataFrame, feedback: Mapping[tuple[str, int | None], 
     IAM, is not checked against them) is counted under its reason, not joined: it is no class's confirmed case and
     no miss. ``other_models`` (event id → model version) names the events another model version answered, left
     out of the window: their feedback is counted as such, not as "not captured". ``retried`` (earlier copy → the
-    copy kept, ``Traffic.retried``): feedback on a copy left out is counted as such too."""
+    copy kept, ``Traffic.retried``): feedback on a copy left out confirms the copy kept."""
     columns = ["event_id", "row", "predicted", "confirmed", "orphan", "disease_id"]
     if not feedback:
         return pd.DataFrame(columns=columns)
@@ -87,8 +87,6 @@ def join_feedback(rows: pd.DataFrame, feedback: Mapping[tuple[str, int | None], 
             return NOT_A_LABEL, f"{item.where}: {item.diagnosis!r}"
         if item.event_id in other_models:
             return OTHER_MODEL_FEEDBACK, f"{item.where}: model version {other_models[item.event_id]}"
-        if item.event_id in retried:
-            return RETRIED_FEEDBACK, f"{item.where}: the copy kept is event {retried[item.event_id]}"
         found = by_event.get(item.event_id)
         if found is None:
             return "feedback for an event id not captured in this window", item.where
@@ -96,7 +94,8 @@ def join_feedback(rows: pd.DataFrame, feedback: Mapping[tuple[str, int | None], 
 
     joined = []
     predicted = rows["predicted"] if len(rows) else pd.Series(dtype=object)  # a column taken once, not per patient
-    for (event_id, row), item in confirmed_patients(feedback.values(), patients, skipped.add).items():
+    for (event_id, row), item in confirmed_patients(onto_kept_copies(feedback.values(), retried), patients,
+                                                          skipped.add).items():
         position = by_event[event_id].positions.get(row)
         if position is None:  # the traffic reader left this patient out (its record was not a JSON object)
             skipped.add("the confirmed patient's captured record is not a JSON object", f"{event_id} row {row}")

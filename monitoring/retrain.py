@@ -56,11 +56,11 @@ from inference.capture import decode_payload, read_capture
 from inference.feedback import Feedback, confirmed_patients, read_feedback
 from monitoring.traffic import (
     LONE_SURROGATE,
-    RETRIED_FEEDBACK,
     LoneSurrogate,
     Skipped,
     distinct_requests,
     event_rows,
+    onto_kept_copies,
     read_traffic,
     request_records,
 )
@@ -126,14 +126,13 @@ def feedback_records(lake: DataLake, endpoint: str, start: datetime | None = Non
 
     def patients(item: Feedback) -> int | tuple[str, str]:
         found = by_event.get(item.event_id)
-        if item.event_id in traffic.retried:  # its patient comes with the copy kept, once
-            return RETRIED_FEEDBACK, f"{item.where}: the copy kept is event {traffic.retried[item.event_id]}"
         if found is None:
             return (f"captured request unusable: {traffic.dropped[item.event_id]}" if item.event_id in traffic.dropped
                     else "no captured request for this event id", item.where)
         return found.patients
 
-    for (event_id, number), item in confirmed_patients(_in_order(feedback.latest), patients, skipped.add).items():
+    for (event_id, number), item in confirmed_patients(onto_kept_copies(_in_order(feedback.latest), traffic.retried), patients,
+                                                                  skipped.add).items():
         position = by_event[event_id].positions.get(number)
         if position is None:
             skipped.add("the confirmed patient's captured record is not a JSON object", f"{event_id} row {number}")
@@ -310,8 +309,6 @@ def feedback_lines(lake: DataLake, endpoint: str, header: list[str], config: dic
             requests[meta["eventId"]] = ("captured request is not a readable JSON or CSV request", str(err))
 
     def patients(item: Feedback) -> int | tuple[str, str]:
-        if item.event_id in retried:  # its patient comes with the copy kept, once
-            return RETRIED_FEEDBACK, f"{item.where}: the copy kept is event {retried[item.event_id]}"
         if item.event_id in dropped:
             return f"captured request unusable: {dropped[item.event_id]}", item.where
         records = requests.get(item.event_id)
@@ -322,7 +319,8 @@ def feedback_lines(lake: DataLake, endpoint: str, header: list[str], config: dic
         return len(records)
 
     rows = []
-    for (event_id, number), item in confirmed_patients(_in_order(feedback.latest), patients, skipped.add).items():
+    for (event_id, number), item in confirmed_patients(onto_kept_copies(_in_order(feedback.latest), retried), patients,
+                                                                  skipped.add).items():
         records = requests[event_id]
         assert not isinstance(records, tuple)  # the unreadable ones were left out above
         where = event_id if len(records) == 1 else f"{event_id} row {number}"

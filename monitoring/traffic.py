@@ -11,7 +11,7 @@ import io
 import json
 import re
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any, Iterable, Mapping, NamedTuple
 
@@ -273,7 +273,6 @@ def event_rows(rows: pd.DataFrame) -> EventRows:
 
 
 RETRIED = "a retried request (the same inference id captured again later): counted once"
-RETRIED_FEEDBACK = "feedback for an earlier copy of a retried request (its patient is judged on the copy kept)"
 DUPLICATE = "an event captured twice (the same event id and line in two capture objects): counted once"
 CONFLICTING = "one event id captured with different contents (which request its feedback is about is unknown)"
 MISFILED = ("a capture line filed over an hour away from its inferenceTime's hour, outside this window: a report "
@@ -311,6 +310,14 @@ def distinct_requests(events: list[dict[str, Any]], skipped: Skipped, dropped: d
                 dropped[event_id] = CONFLICTING
         kept = [e for e in kept if (e.get("eventMetadata") or {}).get("eventId") not in conflicting]
     return kept, retried_copies(kept)
+
+
+def onto_kept_copies(feedback: Iterable[Any], retried: Mapping[str, str]) -> list[Any]:
+    """Feedback (``inference.feedback.Feedback``) with an earlier copy of a retried request's event id moved onto the
+    copy kept (``retried``: :func:`retried_copies`): one inference id and one body are one patient, so a doctor's
+    diagnosis recorded against either copy confirms it. It was accepted (201) and then never used; feedback on both
+    copies is one patient's twice, the later received winning."""
+    return [replace(item, event_id=retried[item.event_id]) if item.event_id in retried else item for item in feedback]
 
 
 def _captured_at(meta: Mapping[str, Any]) -> datetime:

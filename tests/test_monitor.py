@@ -237,7 +237,8 @@ def test_malformed_captures_and_unknown_feedback_are_counted_with_reasons(tmp_pa
 def test_a_request_retried_with_its_inference_id_is_one_patient(tmp_path, baseline):
     # The doctors' app retries a timed-out prediction with the same InferenceId; SageMaker scores and captures both,
     # and the patient counted twice in every distribution the monitor compares.
-    from monitoring.traffic import RETRIED, RETRIED_FEEDBACK, retried_copies
+    from inference.feedback import SAME_PATIENT
+    from monitoring.traffic import RETRIED, retried_copies
 
     def event(event_id, inference_id, when, category):
         meta = {"eventId": event_id, "inferenceTime": when, **({"inferenceId": inference_id} if inference_id else {})}
@@ -264,13 +265,21 @@ def test_a_request_retried_with_its_inference_id_is_one_patient(tmp_path, baseli
     assert skipped[RETRIED]["examples"] == ["event first: inference id 'visit-1' captured again as event retry"]
     fb = report["quality"]["feedback"]
     assert fb["matched"] == 1 and report["quality"]["per_class"]["NO ENFERMO"]["n"] == 1
-    assert {s["reason"]: s["examples"] for s in fb["skipped"]["by_reason"]} == {
-        RETRIED_FEEDBACK: ["first: the copy kept is event retry"]}
+    # Feedback on both copies is one patient's twice: the later received confirms it.
+    assert {s["reason"]: s["examples"] for s in fb["skipped"]["by_reason"]} == {SAME_PATIENT: ["retry row 0"]}
     # Retraining folds the patient in once, from the copy kept.
     from monitoring.retrain import feedback_records
 
     records, _, folded_skipped = feedback_records(lake, "diagnosa")
-    assert len(records) == 1 and folded_skipped.counts == {RETRIED_FEEDBACK: 1}
+    assert len(records) == 1 and folded_skipped.counts == {SAME_PATIENT: 1}
+    # Feedback on the earlier copy alone confirms the patient (it was accepted, 201, then never used).
+    lake.delete("feedback/diagnosa/events/retry.json")
+    store_feedback(lake, "diagnosa", parse_feedback({"event_id": "first", "diagnosis": "ENFERMEDAD LEVE"}))
+    report = run_monitor(lake, "diagnosa", baseline)
+    assert report["quality"]["feedback"]["matched"] == 1 and report["quality"]["per_class"]["ENFERMEDAD LEVE"]["n"] == 1
+    assert not report["quality"]["feedback"]["skipped"]["by_reason"]
+    records, _, folded_skipped = feedback_records(lake, "diagnosa")
+    assert [r["patient_id"] for r in records] == ["FB-retry"] and not folded_skipped.counts
     # The last by inference time is kept, whatever the capture order; a tie keeps the later line.
     assert retried_copies(events[::-1]) == {"first": "retry"}
     tied = [event("a", "x", "2026-11-27T10:00:00Z", "NO ENFERMO"), event("b", "x", "2026-11-27T10:00:00Z", "NO ENFERMO")]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import random
 from collections import Counter
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -24,7 +25,7 @@ from inference.capture import capture_line, decode_payload, read_capture
 from inference.feedback import NO_ROW, SAME_PATIENT, Feedback, confirmed_patients, parse_feedback, read_feedback, store_feedback
 from monitoring.quality import NOT_A_LABEL, OTHER_MODEL_FEEDBACK, join_feedback
 from monitoring.retrain import FEEDBACK_ID_PREFIX, KINDS, RECORD_FIELDS, _in_order, _number, feedback_patient, feedback_records
-from monitoring.traffic import DUPLICATE, RETRIED, RETRIED_FEEDBACK, Skipped, _coerce, event_rows, read_traffic, request_records
+from monitoring.traffic import DUPLICATE, RETRIED, Skipped, _coerce, event_rows, read_traffic, request_records
 
 ENDPOINT = "diagnosa"
 START = datetime(2026, 11, 27, 8, tzinfo=timezone.utc)
@@ -147,13 +148,12 @@ def _reference_join(rows: pd.DataFrame, feedback: dict[tuple[str, int | None], F
             return NOT_A_LABEL, f"{item.where}: {item.diagnosis!r}"
         if item.event_id in other_models:
             return OTHER_MODEL_FEEDBACK, f"{item.where}: model version {other_models[item.event_id]}"
-        if item.event_id in retried:
-            return RETRIED_FEEDBACK, f"{item.where}: the copy kept is event {retried[item.event_id]}"
         mine = rows[rows["event_id"] == item.event_id]
         return (NOT_CAPTURED, item.where) if mine.empty else int(mine["rows_in_event"].iloc[0])
 
     joined = []
-    for (event_id, row), item in confirmed_patients(feedback.values(), patients, skipped.add).items():
+    kept = [replace(item, event_id=retried.get(item.event_id, item.event_id)) for item in feedback.values()]
+    for (event_id, row), item in confirmed_patients(kept, patients, skipped.add).items():
         match = rows[(rows["event_id"] == event_id) & (rows["row"] == row)]
         if len(match) != 1:
             skipped.add(NOT_AN_OBJECT, f"{event_id} row {row}")
@@ -169,15 +169,15 @@ def _reference_records(lake: DataLake) -> tuple[list[dict[str, Any]], list[dict[
     rows, skipped, records, labs = traffic.rows, Skipped(), [], []
 
     def patients(item: Feedback) -> int | tuple[str, str]:
-        if item.event_id in traffic.retried:
-            return RETRIED_FEEDBACK, f"{item.where}: the copy kept is event {traffic.retried[item.event_id]}"
         mine = rows[rows["event_id"] == item.event_id]
         if mine.empty:
             return (f"captured request unusable: {traffic.dropped[item.event_id]}" if item.event_id in traffic.dropped
                     else "no captured request for this event id", item.where)
         return int(mine["rows_in_event"].iloc[0])
 
-    for (event_id, number), item in confirmed_patients(_in_order(read_feedback(lake, ENDPOINT).latest), patients,
+    for (event_id, number), item in confirmed_patients([replace(item, event_id=traffic.retried.get(item.event_id, item.event_id))
+                                                        for item in _in_order(read_feedback(lake, ENDPOINT).latest)],
+                                                       patients,
                                                        skipped.add).items():
         match = rows[(rows["event_id"] == event_id) & (rows["row"] == number)]
         if len(match) != 1:
@@ -220,7 +220,7 @@ def test_the_lake_holds_every_case_the_joins_must_count(lake):
     skipped = Skipped()
     join_feedback(traffic.rows, read_feedback(lake, ENDPOINT).latest, skipped, CATEGORIES, traffic.other_models,
                   traffic.retried)
-    assert {NOT_A_LABEL, OTHER_MODEL_FEEDBACK, RETRIED_FEEDBACK, NOT_CAPTURED, NOT_AN_OBJECT, NO_ROW,
+    assert {NOT_A_LABEL, OTHER_MODEL_FEEDBACK, NOT_CAPTURED, NOT_AN_OBJECT, NO_ROW,
             SAME_PATIENT} <= set(skipped.counts)
     assert any(reason.startswith("event_row is not in the captured request") for reason in skipped.counts)
 

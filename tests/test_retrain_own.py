@@ -14,7 +14,7 @@ from diagnosa.lake import DataLake
 from inference.capture import DataCapture, new_event_id
 from inference.feedback import NO_ROW, SAME_PATIENT, Feedback, store_feedback
 from monitoring.retrain import RetrainError, endpoint_dataset, feedback_dataset
-from monitoring.traffic import LONE_SURROGATE, RETRIED_FEEDBACK
+from monitoring.traffic import LONE_SURROGATE
 
 CONFIG = """name = "mi_hospital"
 id_column = "paciente"
@@ -196,6 +196,6 @@ def test_a_retried_request_is_one_row_from_the_copy_kept(lake):
     for event in (first, retry, other):
         _confirm(lake, event, "grave")
     result = feedback_dataset(lake, ENDPOINT)
-    assert result.feedback_rows == 2 and dict(result.skipped.counts) == {RETRIED_FEEDBACK: 1}
+    assert result.feedback_rows == 2 and dict(result.skipped.counts) == {SAME_PATIENT: 1}
     fed = load_curated(lake, "mi_hospital", result.version)[0]
     assert sorted(fed.loc[fed["paciente"].str.startswith("FB-"), "paciente"]) == sorted([f"FB-{retry}", f"FB-{other}"])

@@ -14,7 +14,7 @@ from diagnosa.data.schema import Schema
 from diagnosa.labels import CATEGORIES
 from diagnosa.lake import DataLake
 from inference.capture import DataCapture, read_capture
-from inference.feedback import parse_feedback, store_feedback
+from inference.feedback import SAME_PATIENT, parse_feedback, store_feedback
 from monitoring.retrain import feedback_records
 from monitoring.run import run_monitor, write_report
 from monitoring.traffic import (
@@ -22,7 +22,6 @@ from monitoring.traffic import (
     DUPLICATE,
     LONE_SURROGATE,
     RETRIED,
-    RETRIED_FEEDBACK,
     read_traffic,
     retried_copies,
 )
@@ -123,7 +122,7 @@ def test_a_retried_request_captured_twice_is_still_one_patient(tmp_path):
     assert traffic.rows["event_id"].tolist() == ["retry"] and traffic.retried == {"first": "retry"}
     assert dict(traffic.skipped.counts) == {DUPLICATE: 1, RETRIED: 1}
     records, _, folded = feedback_records(lake, "diagnosa")
-    assert [r["patient_id"] for r in records] == ["FB-retry"] and dict(folded.counts) == {RETRIED_FEEDBACK: 1}
+    assert [r["patient_id"] for r in records] == ["FB-retry"] and dict(folded.counts) == {SAME_PATIENT: 1}
 
 
 def test_lines_holding_a_lone_surrogate_are_skipped_and_the_rest_monitored(tmp_path, baseline_dir, capsys):
