@@ -104,25 +104,17 @@ def read_metadata(model_dir: str | Path) -> dict[str, Any]:
     """A model directory's ``metadata.json`` as a dict, without loading the model; :class:`ModelLoadError` for a
     folder that is not a model's ("not a model folder (no metadata.json)") and for a metadata.json that is not a
     regular file (a FIFO hung every reader), too big, or not a JSON object."""
-    import os
-    import stat
+    from diagnosa.files import FileProblem, FileTooLarge, read_file_bounded
 
     path = Path(model_dir) / METADATA_FILE
+    if not path.exists() and not path.is_symlink():
+        raise ModelLoadError(f"{model_dir} is not a model folder (no {METADATA_FILE})")
     try:
-        mode = os.stat(path).st_mode
-    except (FileNotFoundError, NotADirectoryError):
-        raise ModelLoadError(f"{model_dir} is not a model folder (no {METADATA_FILE})") from None
-    except OSError as err:
-        raise ModelLoadError(f"{path} cannot be read: {err.strerror or err}") from None
-    if not stat.S_ISREG(mode):
-        raise ModelLoadError(f"{path} is not a regular file: not a model folder")
-    try:
-        with open(path, "rb") as file:
-            data = file.read(METADATA_MAX_BYTES + 1)
-    except OSError as err:
-        raise ModelLoadError(f"{path} cannot be read: {err.strerror or err}") from None
-    if len(data) > METADATA_MAX_BYTES:
-        raise ModelLoadError(f"{path} is over {METADATA_MAX_BYTES:,} bytes: not a model's metadata")
+        data = read_file_bounded(path, METADATA_MAX_BYTES, METADATA_FILE)
+    except FileTooLarge:
+        raise ModelLoadError(f"{path} is over {METADATA_MAX_BYTES:,} bytes: not a model's metadata") from None
+    except FileProblem as err:  # a FIFO hung every reader; a folder, a device, an unreadable file are named
+        raise ModelLoadError(f"not a model folder: {err}") from None
     try:
         metadata = json.loads(data.decode("utf-8"))
     except (ValueError, UnicodeDecodeError) as err:

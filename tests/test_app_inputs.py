@@ -156,8 +156,8 @@ def test_a_metadata_json_that_is_a_fifo_does_not_hang(tmp_path, started, capsys)
         with open(folder / "metadata.json", "wb"):
             pass
         pytest.fail("diagnosa app hung reading a FIFO metadata.json")
-    assert outcome == [2] and "not a regular file" in capsys.readouterr().err
-    with pytest.raises(FormError, match="not a regular file"):
+    assert outcome == [2] and "is a named pipe (FIFO)" in capsys.readouterr().err
+    with pytest.raises(FormError, match=r"not a model folder: .* is a named pipe \(FIFO\)"):
         load_form_spec(str(folder))
 
 
