@@ -25,12 +25,13 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from diagnosa.data.schema import RESOURCE_NAME, FieldNames
 from diagnosa.labels import CATEGORIES
 from diagnosa.lake import DataLake
+from inference.capture import FILING_MARGIN, event_time
 from inference.limits import MAX_RECORDS, RepeatedKeys, has_surrogate, not_text, printable, surrogate_path
 
 log = logging.getLogger("diagnosa.feedback")
@@ -295,15 +296,23 @@ class FeedbackRead:
     superseded: int  # older feedback for an event that has a newer one
     problems: Counter[str]  # reason → count of unreadable objects
     examples: dict[str, list[str]]
+    outside: int = 0  # objects not read: their event id's time is outside the window asked for
 
 
-def read_feedback(lake: DataLake, endpoint: str) -> FeedbackRead:
-    """All feedback for ``endpoint``; the latest per (event id, event row) wins (by received time, then key)."""
+def read_feedback(lake: DataLake, endpoint: str, window: tuple[datetime | None, datetime | None] | None = None,
+                  margin: timedelta = FILING_MARGIN) -> FeedbackRead:
+    """All feedback for ``endpoint``; the latest per (event id, event row) wins (by received time, then key).
+
+    ``window`` (start, end): only the objects of events that may be in it are read — an event id that names its
+    time (the local endpoint's UUIDv7) more than ``margin`` outside it is counted in ``outside``, unread. A daily
+    monitor read every feedback ever given (20,000 objects: 12.6 s, 282 MB for a 2-hour window) and listed it all
+    as "not used"; ids that name no time (SageMaker's) are always read."""
     prefix = f"{ZONE}/{_check_endpoint(endpoint)}/"
     problems: Counter[str] = Counter()
     examples: dict[str, list[str]] = {}
     found: dict[tuple[str, int | None], list[tuple[bool, datetime, str, Feedback]]] = {}
-    records = 0
+    records = outside = 0
+    start, end = window or (None, None)
 
     def bad(reason: str, key: str) -> None:
         problems[reason] += 1
@@ -315,6 +324,12 @@ def read_feedback(lake: DataLake, endpoint: str) -> FeedbackRead:
         if not key.endswith(".json"):
             bad("not a feedback object (.json)", key)
             continue
+        if window is not None and key.startswith(f"{prefix}{EVENTS}/"):
+            when = event_time(key[len(f"{prefix}{EVENTS}/"):].split("/")[0].removesuffix(".json"))
+            if when is not None and ((start is not None and when < start - margin)
+                                     or (end is not None and when >= end + margin)):
+                outside += 1
+                continue
         try:
             body = json.loads(lake.get_bytes(key).decode("utf-8"))
         except (ValueError, UnicodeDecodeError):
@@ -341,4 +356,4 @@ def read_feedback(lake: DataLake, endpoint: str) -> FeedbackRead:
                                                        item))
     latest = {event: max(items, key=lambda t: t[:3])[3] for event, items in found.items()}
     superseded = sum(len(items) - 1 for items in found.values())
-    return FeedbackRead(latest, records, superseded, problems, examples)
+    return FeedbackRead(latest, records, superseded, problems, examples, outside)

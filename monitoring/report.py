@@ -156,7 +156,9 @@ def render_html(report: dict[str, Any]) -> str:
     fb = q["feedback"]
     parts.append(f"<p class='meta'>feedback objects read: {fb['records']} ({fb['superseded']} superseded by a later "
                  f"feedback for the same event), matched to a capture of this window: {fb['matched']}, minimum per "
-                 f"class before a recall can fail: {r['thresholds']['quality']['min_feedback']}.</p>")
+                 f"class before a recall can fail: {r['thresholds']['quality']['min_feedback']}"
+                 + (f"; feedback for events outside this window, not read: {fb['outside_window']}"
+                    if fb.get("outside_window") else "") + ".</p>")
 
     # Features.
     parts.append("<h2 id='features'>Data drift per feature</h2>")

@@ -195,7 +195,7 @@ def run_monitor(lake: DataLake, endpoint: str, baseline: Baseline, start: dateti
     predictions = prediction_drift(baseline.predictions, rows["predicted"], settings.drift,
                                    settings.quality.labels)
 
-    feedback = read_feedback(lake, endpoint)
+    feedback = read_feedback(lake, endpoint, (start, end))  # the window's events' feedback, not all there is
     fb_skipped = Skipped()
     for reason, count in feedback.problems.items():
         for example in feedback.examples.get(reason, []):
@@ -205,7 +205,8 @@ def run_monitor(lake: DataLake, endpoint: str, baseline: Baseline, start: dateti
                            traffic.retried)
     quality = live_quality(joined, settings.quality)
     quality["feedback"] = {"records": feedback.records, "superseded": feedback.superseded, "latest": len(feedback.latest),
-                           "matched": len(joined), "skipped": fb_skipped.to_dict()}
+                           "matched": len(joined), "skipped": fb_skipped.to_dict(),
+                           "outside_window": feedback.outside}
 
     drifted = [f.name for f in features if f.verdict == DRIFT]
     alerts = []

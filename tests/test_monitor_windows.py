@@ -126,3 +126,24 @@ def test_refusals_of_feedback_for_unknown_ids_are_one_reason_without_the_id(tmp_
     summary = errors.summary()["by_reason"]
     assert len(summary) == 1 and summary[0]["count"] == 5
     assert "older-id" not in summary[0]["reason"] and "not-a-uuid" not in summary[0]["reason"]
+
+
+def test_a_windows_report_reads_the_feedback_of_its_events_not_all_there_is(tmp_path):
+    """A daily monitor read every feedback object ever stored (20,000: 12.6 s, 282 MB for a 2-hour window) and listed
+    them all as "not used". Objects whose event id names a time (the local endpoint's UUIDv7) more than the filing
+    margin outside the window are counted, not read; ids that name no time are read as before."""
+    from inference.capture import new_event_id
+    from inference.feedback import parse_feedback, read_feedback, store_feedback
+
+    lake = DataLake.from_uri(str(tmp_path))
+    start, end = datetime(2026, 12, 4, 8, tzinfo=timezone.utc), datetime(2026, 12, 4, 10, tzinfo=timezone.utc)
+    ids = {when: new_event_id(datetime(2026, 12, when[0], when[1], 30, tzinfo=timezone.utc))
+           for when in ((1, 8), (3, 9), (4, 7), (4, 9), (4, 10), (4, 12), (5, 9))}
+    for event_id in [*ids.values(), "sagemaker-random-id"]:
+        store_feedback(lake, "diagnosa", parse_feedback({"event_id": event_id, "diagnosis": "NO ENFERMO"}))
+    read = read_feedback(lake, "diagnosa", (start, end))
+    # 07:30 and 10:30 are within the hour's margin (a late filing may hold them); 1st, 3rd, 5th and 12:30 are not.
+    assert {event_id for event_id, _ in read.latest} == {ids[(4, 7)], ids[(4, 9)], ids[(4, 10)], "sagemaker-random-id"}
+    assert read.outside == 4 and read.records == 4
+    everything = read_feedback(lake, "diagnosa")  # retraining reads it all
+    assert len(everything.latest) == 8 and everything.outside == 0

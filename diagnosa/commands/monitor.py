@@ -173,7 +173,8 @@ def _print_summary(report: dict[str, Any], paths: dict[str, Path], lake_url: str
             print(f"  refused {entry['count']}: {entry['reason']}")
     fb = report["quality"]["feedback"]
     print(f"feedback: {fb['records']} records ({fb['superseded']} superseded), {fb['matched']} joined with captures, "
-          f"{fb['skipped']['total']} not used")
+          f"{fb['skipped']['total']} not used"
+          + (f"; {fb['outside_window']} for events outside this window, not read" if fb.get("outside_window") else ""))
     for entry in fb["skipped"]["by_reason"]:
         print(f"  not used {entry['count']}: {entry['reason']}")
     print(f"verdict: {report['verdict'].upper()}")
