@@ -633,11 +633,25 @@ class DiagnosaStack(Stack):
         return role
 
     def _app_role(self) -> iam.Role:
-        """Applications (the doctors' app): may only invoke this stage's endpoint."""
-        return self._role("AppRole", "app", "Applications: sagemaker:InvokeEndpoint on the Diagnosa endpoint only",
-                          iam.AccountRootPrincipal(), [iam.PolicyStatement(
-                              sid="InvokeDiagnosaEndpoint", actions=["sagemaker:InvokeEndpoint"],
-                              resources=[self.arn("sagemaker", "endpoint", self.endpoint_name)])])
+        """Applications (the doctors' app): invoke this stage's endpoint, and record doctors' confirmed diagnoses
+        under its feedback prefix (a SageMaker endpoint has no feedback route: the app writes
+        feedback/<endpoint>/events/<inference id>.json, reading the object first to keep its revisions)."""
+        feedback = f"feedback/{self.endpoint_name}/"
+        role = self._role("AppRole", "app", "Applications: invoke the Diagnosa endpoint, record confirmed diagnoses",
+                          iam.AccountRootPrincipal(), [
+                              iam.PolicyStatement(sid="InvokeDiagnosaEndpoint", actions=["sagemaker:InvokeEndpoint"],
+                                                  resources=[self.arn("sagemaker", "endpoint", self.endpoint_name)]),
+                              iam.PolicyStatement(sid="RecordFeedback", actions=["s3:GetObject", "s3:PutObject"],
+                                                  resources=self.objects(feedback)),
+                              # A missing key answers 404, not 403, only to a caller that may list its prefix.
+                              iam.PolicyStatement(sid="ListFeedback", actions=["s3:ListBucket"],
+                                                  resources=[self.lake.bucket_arn],
+                                                  conditions={"StringLike": {"s3:prefix": [f"{feedback}*"]}}),
+                              self.kms_for_s3("kms:Decrypt", "kms:GenerateDataKey")])
+        self.ack(role, f"AwsSolutions-IAM5[Resource::<{logical_id(self.lake)}.Arn>/{feedback}*]",
+                 f"Object keys under {feedback} are made per confirmed diagnosis; the wildcard is limited to that "
+                 "prefix of the stage's lake.")
+        return role
 
     # ------------------------------------------------------------------------------------------ pipeline
 

@@ -66,7 +66,8 @@ NOT_A_LABEL = "feedback label not one of the model's labels"
 
 def join_feedback(rows: pd.DataFrame, feedback: Mapping[tuple[str, int | None], Feedback], skipped: Skipped,
                   labels: Iterable[str] | None = None, other_models: Mapping[str, str] | None = None,
-                  retried: Mapping[str, str] | None = None) -> pd.DataFrame:
+                  retried: Mapping[str, str] | None = None, by_inference: Mapping[str, str] | None = None
+                  ) -> pd.DataFrame:
     """One row per confirmed patient of a captured event: predicted, confirmed, orphan. ``feedback``: the latest
     per (event id, event row as given); its patient is the request's only one, or the one at its event_row.
 
@@ -74,7 +75,8 @@ def join_feedback(rows: pd.DataFrame, feedback: Mapping[tuple[str, int | None], 
     IAM, is not checked against them) is counted under its reason, not joined: it is no class's confirmed case and
     no miss. ``other_models`` (event id → model version) names the events another model version answered, left
     out of the window: their feedback is counted as such, not as "not captured". ``retried`` (earlier copy → the
-    copy kept, ``Traffic.retried``): feedback on a copy left out confirms the copy kept."""
+    copy kept, ``Traffic.retried``): feedback on a copy left out confirms the copy kept; ``by_inference``
+    (``Traffic.by_inference``): feedback naming a request by its inference id confirms its event's patient."""
     columns = ["event_id", "row", "predicted", "confirmed", "orphan", "disease_id"]
     if not feedback:
         return pd.DataFrame(columns=columns)
@@ -94,7 +96,7 @@ def join_feedback(rows: pd.DataFrame, feedback: Mapping[tuple[str, int | None], 
 
     joined = []
     predicted = rows["predicted"] if len(rows) else pd.Series(dtype=object)  # a column taken once, not per patient
-    for (event_id, row), item in confirmed_patients(onto_kept_copies(feedback.values(), retried), patients,
+    for (event_id, row), item in confirmed_patients(onto_kept_copies(feedback.values(), retried, by_inference), patients,
                                                           skipped.add).items():
         position = by_event[event_id].positions.get(row)
         if position is None:  # the traffic reader left this patient out (its record was not a JSON object)

@@ -58,6 +58,7 @@ from monitoring.traffic import (
     LONE_SURROGATE,
     LoneSurrogate,
     Skipped,
+    by_inference_id,
     distinct_requests,
     event_rows,
     onto_kept_copies,
@@ -131,8 +132,8 @@ def feedback_records(lake: DataLake, endpoint: str, start: datetime | None = Non
                     else "no captured request for this event id", item.where)
         return found.patients
 
-    for (event_id, number), item in confirmed_patients(onto_kept_copies(_in_order(feedback.latest), traffic.retried), patients,
-                                                                  skipped.add).items():
+    confirmed = onto_kept_copies(_in_order(feedback.latest), traffic.retried, traffic.by_inference)
+    for (event_id, number), item in confirmed_patients(confirmed, patients, skipped.add).items():
         position = by_event[event_id].positions.get(number)
         if position is None:
             skipped.add("the confirmed patient's captured record is not a JSON object", f"{event_id} row {number}")
@@ -289,11 +290,12 @@ def feedback_lines(lake: DataLake, endpoint: str, header: list[str], config: dic
     cannot become a row is counted under its reason."""
     skipped = Skipped()
     feedback = read_feedback(lake, endpoint)
-    wanted = {event_id for event_id, _ in feedback.latest}
     # Each request once, as the monitor and the built-in cohort's retraining count it (monitoring.traffic): a retried
     # request's copies, each with feedback, were two training rows of one patient.
     dropped: dict[str, str] = {}
     events, retried = distinct_requests(read_capture(lake, endpoint, start, end).events, Skipped(), dropped)
+    by_inference = by_inference_id(events, retried)
+    wanted = {by_inference.get(event_id, event_id) for event_id, _ in feedback.latest}
     requests: dict[str, list[Any] | tuple[str, str]] = {}  # event id → its patient records, or why not (reason, detail)
     for event in events:
         meta = event.get("eventMetadata", {})
@@ -319,8 +321,8 @@ def feedback_lines(lake: DataLake, endpoint: str, header: list[str], config: dic
         return len(records)
 
     rows = []
-    for (event_id, number), item in confirmed_patients(onto_kept_copies(_in_order(feedback.latest), retried), patients,
-                                                                  skipped.add).items():
+    confirmed = onto_kept_copies(_in_order(feedback.latest), retried, by_inference)
+    for (event_id, number), item in confirmed_patients(confirmed, patients, skipped.add).items():
         records = requests[event_id]
         assert not isinstance(records, tuple)  # the unreadable ones were left out above
         where = event_id if len(records) == 1 else f"{event_id} row {number}"

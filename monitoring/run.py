@@ -202,7 +202,7 @@ def run_monitor(lake: DataLake, endpoint: str, baseline: Baseline, start: dateti
             fb_skipped.add(reason, example, 0)
         fb_skipped.counts[reason] += count
     joined = join_feedback(rows, feedback.latest, fb_skipped, settings.quality.labels, traffic.other_models,
-                           traffic.retried)
+                           traffic.retried, traffic.by_inference)
     quality = live_quality(joined, settings.quality)
     quality["feedback"] = {"records": feedback.records, "superseded": feedback.superseded, "latest": len(feedback.latest),
                            "matched": len(joined), "skipped": fb_skipped.to_dict(),

@@ -60,6 +60,9 @@ class Traffic:
     # Requests sent again with the same inference id (a client's retry after a timeout: SageMaker scored and
     # captured both): each earlier copy's event id → the copy kept, the last one, whose answer the client got.
     retried: dict[str, str] = field(default_factory=dict)
+    # A request's inference id → the event id of its copy kept (:func:`by_inference_id`): feedback recorded under the
+    # inference id (the doctors' app over SageMaker, which returns no event id) confirms that event's patient.
+    by_inference: dict[str, str] = field(default_factory=dict)
 
     def other_versions(self) -> dict[str, Any]:
         """What was left out as answered by another model version: requests, patients, requests by version."""
@@ -243,7 +246,7 @@ def traffic_from_events(events: Iterable[dict[str, Any]], kinds: dict[str, str],
                 row.append(value)
             rows.append(row)
     return Traffic(pd.DataFrame(rows, columns=columns), count, skipped, type_errors, dropped, other_models,
-                   other_patients, retried)
+                   other_patients, retried, by_inference_id(events, retried))
 
 
 class EventPatients(NamedTuple):
@@ -312,12 +315,31 @@ def distinct_requests(events: list[dict[str, Any]], skipped: Skipped, dropped: d
     return kept, retried_copies(kept)
 
 
-def onto_kept_copies(feedback: Iterable[Any], retried: Mapping[str, str]) -> list[Any]:
+def onto_kept_copies(feedback: Iterable[Any], retried: Mapping[str, str],
+                     by_inference: Mapping[str, str] | None = None) -> list[Any]:
     """Feedback (``inference.feedback.Feedback``) with an earlier copy of a retried request's event id moved onto the
     copy kept (``retried``: :func:`retried_copies`): one inference id and one body are one patient, so a doctor's
     diagnosis recorded against either copy confirms it. It was accepted (201) and then never used; feedback on both
-    copies is one patient's twice, the later received winning."""
-    return [replace(item, event_id=retried[item.event_id]) if item.event_id in retried else item for item in feedback]
+    copies is one patient's twice, the later received winning. Feedback naming a request by its inference id
+    (``by_inference``: :func:`by_inference_id`) is moved onto that request's event the same way."""
+    by_inference = by_inference or {}
+    return [replace(item, event_id=retried[item.event_id]) if item.event_id in retried
+            else replace(item, event_id=by_inference[item.event_id]) if item.event_id in by_inference
+            else item for item in feedback]
+
+
+def by_inference_id(events: list[dict[str, Any]], retried: Mapping[str, str]) -> dict[str, str]:
+    """Inference id → the event id of the request it names (its copy kept, ``retried`` left out), for every inference
+    id that names one request: SageMaker returns the client no event id, but captures the InferenceId the client gave
+    (the doctors' app gives one per prediction), so a confirmed diagnosis recorded under it can be joined. An id
+    given to requests with different bodies (a client naming a visit) names no one request: left out."""
+    named: dict[str, set[str]] = {}
+    for event in events:
+        meta = event.get("eventMetadata") or {}
+        inference_id, event_id = meta.get("inferenceId"), meta.get("eventId")
+        if isinstance(inference_id, str) and inference_id and isinstance(event_id, str) and event_id not in retried:
+            named.setdefault(inference_id, set()).add(event_id)
+    return {inference_id: next(iter(ids)) for inference_id, ids in named.items() if len(ids) == 1}
 
 
 def _captured_at(meta: Mapping[str, Any]) -> datetime:

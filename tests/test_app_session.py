@@ -159,18 +159,29 @@ def test_a_request_that_fails_leaves_no_earlier_case_reference(monkeypatch, endp
 
 # ------------------------------------------------------------------------------------------------ 3. SageMaker
 
-def test_over_sagemaker_the_app_says_feedback_cannot_be_recorded_and_shows_the_request_id(monkeypatch, tmp_path):
-    # SageMaker returns no X-Diagnosa-Event-Id and captures under its own event id, which the monitor joins feedback
-    # on: a form there recorded what could never be counted (and refused every label of a model of one's own data).
+def test_over_sagemaker_a_confirmed_diagnosis_is_recorded_under_the_predictions_inference_id(monkeypatch, tmp_path):
+    # SageMaker returns no X-Diagnosa-Event-Id: the form had no case reference to record against (and refused every
+    # label of a model of one's own data). The app records under the inference id it gave the prediction, which the
+    # capture keeps and the monitor joins (tests/test_monitor.py); without a lake to write to, it says what is needed.
+    import app.results
+    from diagnosa.lake import DataLake
+    from inference.feedback import read_feedback
+
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    at = _app(monkeypatch, None, REGION="eu-west-1", LAKE=str(tmp_path / "lake"))
+    at = _app(monkeypatch, None, REGION="eu-west-1")
     assert not [b for b in at.button if b.key == "fb-submit"]
-    assert any("cannot be recorded from this app over a SageMaker endpoint" in i for i in _text(at.info))
-    at.session_state["outcome"] = Outcome(result=answer(), inference_id="0b8f2f4e-aaaa-bbbb-cccc-000000000001")
-    at.run()
+    assert any("needs the data lake it goes to" in i and "--feedback-lake" in i for i in _text(at.info))
+
+    sent = "0b8f2f4e-aaaa-4bbb-8ccc-000000000001"
+    monkeypatch.setattr(app.results, "diagnose", lambda *args, **kwargs: Outcome(result=answer(), inference_id=sent))
+    at = _submit(_app(monkeypatch, None, REGION="eu-west-1", LAKE=str(tmp_path / "lake")), age="67")
     caption = [c for c in _text(at.get_by_key("result").caption) if "Model version" in c][0]
-    assert "request id 0b8f2f4e-aaaa-bbbb-cccc-000000000001" in caption
-    assert any("0b8f2f4e-aaaa-bbbb-cccc-000000000001" in i and "diagnosa feedback" in i for i in _text(at.info))
+    assert f"case reference {sent}" in caption and at.text_input(key="fb-event").value == sent
+    at.selectbox(key="fb-diagnosis").select("ENFERMEDAD LEVE")
+    at.button(key="fb-submit").click().run()
+    assert at.success and not at.error
+    stored = read_feedback(DataLake.from_uri(str(tmp_path / "lake")), "diagnosa").latest
+    assert {k: v.diagnosis for k, v in stored.items()} == {(sent, None): "ENFERMEDAD LEVE"}
 
 
 # ------------------------------------------------------------------------------------------------ 4, 5. bad answers

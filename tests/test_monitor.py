@@ -234,6 +234,41 @@ def test_malformed_captures_and_unknown_feedback_are_counted_with_reasons(tmp_pa
     assert report["verdict"] == "insufficient data"
 
 
+def test_feedback_recorded_under_an_inference_id_confirms_its_request(tmp_path, baseline):
+    """SageMaker returns the client no event id; the doctors' app records the confirmed diagnosis under the inference
+    id it gave the prediction, which the capture keeps: the monitor and retraining join it to that request's event
+    (its copy kept when retried). An inference id two different requests carry names neither."""
+    from monitoring.retrain import feedback_records
+    from monitoring.traffic import by_inference_id
+
+    def event(event_id, inference_id, when, age):
+        return {"captureData": {
+            "endpointInput": {"observedContentType": "application/json", "mode": "INPUT", "encoding": "JSON",
+                              "data": json.dumps({"age": age, "sex": "F"})},
+            "endpointOutput": {"observedContentType": "application/json", "mode": "OUTPUT", "encoding": "JSON",
+                               "data": json.dumps({"predictions": [{"category": "ENFERMEDAD LEVE"}]})}},
+            "eventMetadata": {"eventId": event_id, "inferenceId": inference_id, "inferenceTime": when},
+            "eventVersion": "0"}
+
+    lake = DataLake.from_uri(str(tmp_path))
+    events = [event("e-1", "app-1", "2026-11-27T10:00:01Z", 40), event("e-1b", "app-1", "2026-11-27T10:00:09Z", 40),
+              event("e-2", "app-2", "2026-11-27T10:00:02Z", 50), event("e-3", "visit", "2026-11-27T10:00:03Z", 60),
+              event("e-4", "visit", "2026-11-27T10:00:04Z", 61)]
+    lake.put_bytes("capture/diagnosa/AllTraffic/2026/11/27/10/00-00-000-x.jsonl",
+                   ("\n".join(json.dumps(e) for e in events) + "\n").encode())
+    assert by_inference_id(events, {"e-1": "e-1b"}) == {"app-1": "e-1b", "app-2": "e-2"}
+    for inference_id in ("app-1", "app-2", "visit"):
+        store_feedback(lake, "diagnosa", parse_feedback({"event_id": inference_id, "diagnosis": "ENFERMEDAD LEVE"}))
+    report = run_monitor(lake, "diagnosa", baseline)
+    fb = report["quality"]["feedback"]
+    assert fb["matched"] == 2 and report["quality"]["per_class"]["ENFERMEDAD LEVE"]["n"] == 2
+    assert {s["reason"]: s["count"] for s in fb["skipped"]["by_reason"]} == {
+        "feedback for an event id not captured in this window": 1}  # 'visit' names two requests
+    records, _, folded = feedback_records(lake, "diagnosa")
+    assert sorted(r["patient_id"] for r in records) == ["FB-e-1b", "FB-e-2"]
+    assert dict(folded.counts) == {"no captured request for this event id": 1}
+
+
 def test_a_request_retried_with_its_inference_id_is_one_patient(tmp_path, baseline):
     # The doctors' app retries a timed-out prediction with the same InferenceId; SageMaker scores and captures both,
     # and the patient counted twice in every distribution the monitor compares.

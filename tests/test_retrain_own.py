@@ -180,6 +180,22 @@ def test_a_patient_of_a_request_of_several_is_confirmed_by_its_event_row(lake):
     assert len(fed) == 2
 
 
+def test_feedback_under_the_inference_id_becomes_the_requests_row(lake):
+    # The doctors' app over SageMaker gets no event id back: it records the diagnosis under its inference id.
+    body = json.dumps({"edad": 58, "temperatura": 37.1}).encode()
+    answer = b'{"predictions": [{"category": "leve"}]}'
+    event = new_event_id()
+    with DataCapture(lake, ENDPOINT, flush_seconds=0.05) as capture:
+        assert capture.record(event, "app-prediction-7", body, "application/json", answer, "application/json",
+                              datetime(2026, 11, 27, 10, tzinfo=timezone.utc))
+        assert capture.flush()
+    _confirm(lake, "app-prediction-7", "grave")
+    result = feedback_dataset(lake, ENDPOINT)
+    assert result.feedback_rows == 1 and not result.skipped.counts
+    fed = load_curated(lake, "mi_hospital", result.version)[0].set_index("paciente")
+    assert fed.loc[f"FB-{event}", ["edad", "gravedad"]].tolist() == [58, "grave"]
+
+
 def test_a_retried_request_is_one_row_from_the_copy_kept(lake):
     # A client retrying a timed-out call with its InferenceId has the request scored and captured twice; with feedback
     # on both copies, a dataset of your own got two training rows of one patient (the monitor and the built-in

@@ -119,12 +119,20 @@ def submit(config: AppConfig, spec: FormSpec) -> None:
     st.session_state["outcome"] = outcome
     if outcome.ok:  # a new case: the feedback form starts empty, with its reference
         clear_feedback(reference=True)
-        if outcome.event_id:
-            st.session_state["fb-event"] = outcome.event_id
-            st.session_state["fb-case"] = {"event_id": outcome.event_id, "at": outcome.received_at,
+        reference = case_reference(outcome, config)
+        if reference:
+            st.session_state["fb-event"] = reference
+            st.session_state["fb-case"] = {"event_id": reference, "at": outcome.received_at,
                                            "category": (outcome.result or {}).get("category")}
     else:  # no diagnosis for the values shown: the earlier reference must not be taken for this patient's
         clear_feedback(reference=True)
+
+
+def case_reference(outcome: Outcome, config: AppConfig) -> str | None:
+    """What a confirmed diagnosis is recorded against: the endpoint's event id (the local endpoint answers it), else
+    over SageMaker, which returns none, the inference id the app gave the prediction: the capture keeps it, and the
+    monitor and retraining join feedback under it to the request's event."""
+    return outcome.event_id or (outcome.inference_id if not config.is_local else None)
 
 
 def send_feedback(config: AppConfig, spec: FormSpec) -> None:
@@ -255,29 +263,20 @@ def _result(outcome: Outcome, spec: FormSpec, config: AppConfig) -> None:
     st.markdown("**Most likely categories**")
     st.table(top_k_rows(result), hide_index=True)
     # The endpoint's words: escaped, never in a code span (a backtick in them closed it and rendered a link).
-    if outcome.event_id:
-        reference = f" · case reference {escape_markdown(outcome.event_id)}"
-    elif not config.is_local and outcome.inference_id:
-        reference = f" · request id {escape_markdown(outcome.inference_id)}"
-    else:
-        reference = ""
+    case = case_reference(outcome, config)
+    reference = f" · case reference {escape_markdown(case)}" if case else ""
     st.caption(f"Model version {escape_markdown(str(result.get('model_version', 'unknown')))}{reference}")
 
 
-SAGEMAKER_FEEDBACK = ("A confirmed diagnosis cannot be recorded from this app over a SageMaker endpoint: SageMaker "
-                      "does not return the case reference (the data-capture event id) that the monitor joins "
-                      "confirmed diagnoses on, so a record made here would never be counted.")
+SAGEMAKER_FEEDBACK = ("Recording a confirmed diagnosis over a SageMaker endpoint needs the data lake it goes to: the "
+                      "administrator starts the app with --feedback-lake (DIAGNOSA_APP_LAKE).")
 
 
 def feedback_section(config: AppConfig, spec: FormSpec, client: Any) -> None:
     current: Outcome | None = st.session_state.get("outcome")
     with st.expander("Record the confirmed diagnosis", expanded=bool(current and current.ok)):
-        if not config.is_local:
-            request = f" This diagnosis's request id is {escape_markdown(current.inference_id)} (captured as its " \
-                      "inferenceId): the administrator can find its event id and record the confirmed diagnosis " \
-                      "with `diagnosa feedback`." if current is not None and current.ok and current.inference_id \
-                else ""
-            st.info(SAGEMAKER_FEEDBACK + request, icon=":material/info:")
+        if not config.is_local and not config.lake:
+            st.info(SAGEMAKER_FEEDBACK, icon=":material/info:")
             return
         if not feedback_supported(client):
             st.info("Recording a confirmed diagnosis needs the endpoint's feedback route, which this version of "

@@ -167,11 +167,17 @@ def test_no_full_access_managed_policies_and_no_action_star(templates):
                     assert "*" not in acts and not any(a.endswith(":*") for a in acts), s
 
 
-def test_app_role_may_only_invoke_the_diagnosa_endpoint(dev):
-    statements = statements_of(dev, "diagnosa-dev-app")
-    assert actions(statements) == ["sagemaker:InvokeEndpoint"]
-    [s] = statements
-    assert text(s["Resource"]).endswith(':endpoint/diagnosa-dev"]]}')
+def test_app_role_may_invoke_the_endpoint_and_record_its_feedback_only(dev):
+    # The doctors' app over SageMaker records confirmed diagnoses straight into the lake (no feedback route there):
+    # the role could only invoke the endpoint, so every record was refused.
+    statements = {s.get("Sid", "(kms)"): s for s in statements_of(dev, "diagnosa-dev-app")}
+    assert set(statements) == {"InvokeDiagnosaEndpoint", "RecordFeedback", "ListFeedback", "(kms)"}
+    assert statements["(kms)"]["Condition"] == {"StringEquals": {"kms:ViaService": "s3.eu-west-1.amazonaws.com"}}
+    assert actions([statements["InvokeDiagnosaEndpoint"]]) == ["sagemaker:InvokeEndpoint"]
+    assert text(statements["InvokeDiagnosaEndpoint"]["Resource"]).endswith(':endpoint/diagnosa-dev"]]}')
+    assert sorted(_list(statements["RecordFeedback"]["Action"])) == ["s3:GetObject", "s3:PutObject"]
+    assert text(statements["RecordFeedback"]["Resource"]).endswith('/feedback/diagnosa-dev/*"]]}')
+    assert statements["ListFeedback"]["Condition"] == {"StringLike": {"s3:prefix": ["feedback/diagnosa-dev/*"]}}
     role = resources(dev, "AWS::IAM::Role")[role_id(dev, "diagnosa-dev-app")]["Properties"]
     assert "ManagedPolicyArns" not in role
 
