@@ -115,12 +115,21 @@ def read_metadata(model_dir: str | Path) -> dict[str, Any]:
         raise ModelLoadError(f"{path} is over {METADATA_MAX_BYTES:,} bytes: not a model's metadata") from None
     except FileProblem as err:  # a FIFO hung every reader; a folder, a device, an unreadable file are named
         raise ModelLoadError(f"not a model folder: {err}") from None
+    return parse_metadata(data, model_dir)
+
+
+class MetadataError(ModelLoadError, ValueError):
+    """A metadata.json that is not a JSON object (a ValueError too, as the selection step reports bad input)."""
+
+
+def parse_metadata(raw: bytes, source: str | Path) -> dict[str, Any]:
+    """The bytes of a ``metadata.json`` (read from a folder or a tarball, ``source``) as a dict; MetadataError."""
     try:
-        metadata = json.loads(data.decode("utf-8"))
+        metadata = json.loads(raw.decode("utf-8"))
     except (ValueError, UnicodeDecodeError) as err:
-        raise ModelLoadError(f"{path} is not JSON: {err}") from None
+        raise MetadataError(f"{source}: {METADATA_FILE} is not valid JSON: {err}") from None
     if not isinstance(metadata, dict):
-        raise ModelLoadError(f"{path} is not a JSON object")
+        raise MetadataError(f"{source}: {METADATA_FILE} must hold a JSON object")
     return metadata
 
 

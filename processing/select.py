@@ -36,6 +36,7 @@ from diagnosa.model import (
     DiagnosaModel,
     ModelLoadError,
     identity_version,
+    parse_metadata,
     read_oof,
     unpack_model,
 )
@@ -130,17 +131,7 @@ def _read_tar_metadata(tarball: Path) -> dict[str, Any]:
             raw = metadata.read()
     except (tarfile.TarError, OSError, EOFError) as err:
         raise ValueError(f"{tarball} is not a readable gzip tar: {err}") from None
-    return _parse_metadata(raw, tarball)
-
-
-def _parse_metadata(raw: bytes, source: Path) -> dict[str, Any]:
-    try:
-        meta = json.loads(raw.decode("utf-8"))
-    except (ValueError, UnicodeDecodeError) as err:
-        raise ValueError(f"{source}: {METADATA_FILE} is not valid JSON: {err}") from None
-    if not isinstance(meta, dict):
-        raise ValueError(f"{source}: {METADATA_FILE} must hold a JSON object")
-    return meta
+    return parse_metadata(raw, tarball)
 
 
 def load_candidates(candidates_dir: Path) -> list[tuple[str, Path, dict[str, Any]]]:
@@ -160,7 +151,7 @@ def load_candidates(candidates_dir: Path) -> list[tuple[str, Path, dict[str, Any
         elif (entry / METADATA_FILE).is_file():
             if not (entry / MODEL_FILE).is_file():
                 raise ValueError(f"candidate {entry.name!r}: {entry} has {METADATA_FILE} but no {MODEL_FILE}")
-            meta = _parse_metadata((entry / METADATA_FILE).read_bytes(), entry / METADATA_FILE)
+            meta = parse_metadata((entry / METADATA_FILE).read_bytes(), entry)
             source = entry
         else:
             raise ValueError(f"candidate {entry.name!r}: {entry} holds neither {MODEL_TARBALL} "
