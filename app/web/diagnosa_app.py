@@ -100,10 +100,12 @@ def clear_feedback(*, reference: bool) -> None:
 
 def submit(config: AppConfig, spec: FormSpec) -> None:
     st.session_state.pop("feedback_outcome", None)
+    # Whatever comes of it (nothing sent, a failure, a new case), the earlier case's reference and answers are not
+    # this patient's: carried over, patient A's confirmed diagnosis was filed under patient B.
+    clear_feedback(reference=True)
     if not st.session_state.get("policy_accepted"):
         st.session_state["outcome"] = None
         st.session_state["blocked"] = True
-        clear_feedback(reference=True)  # nothing sent: no case this reference could be
         return
     st.session_state["blocked"] = False
     values = {f.name: st.session_state.get(FIELD + f.name) for f in spec.fields}
@@ -113,19 +115,14 @@ def submit(config: AppConfig, spec: FormSpec) -> None:
     if problems:  # a value typed that is not a number: nothing is sent, the problem is shown under its field
         st.session_state["outcome"] = Outcome(failure=Failure(
             "rejected", "Nothing was sent: correct the fields marked in red and ask again.", FieldErrors(problems)))
-        clear_feedback(reference=True)  # the previous patient's reference no longer matches the form
         return
     outcome = diagnose(client_for(config), build_record(spec, values), config, spec)
     st.session_state["outcome"] = outcome
-    if outcome.ok:  # a new case: the feedback form starts empty, with its reference
-        clear_feedback(reference=True)
-        reference = case_reference(outcome, config)
-        if reference:
-            st.session_state["fb-event"] = reference
-            st.session_state["fb-case"] = {"event_id": reference, "at": outcome.received_at,
-                                           "category": (outcome.result or {}).get("category")}
-    else:  # no diagnosis for the values shown: the earlier reference must not be taken for this patient's
-        clear_feedback(reference=True)
+    reference = case_reference(outcome, config) if outcome.ok else None
+    if reference:  # a new case: the feedback form starts empty, with its reference
+        st.session_state["fb-event"] = reference
+        st.session_state["fb-case"] = {"event_id": reference, "at": outcome.received_at,
+                                       "category": (outcome.result or {}).get("category")}
 
 
 def case_reference(outcome: Outcome, config: AppConfig) -> str | None:
