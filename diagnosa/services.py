@@ -155,15 +155,22 @@ def example_request(lake: DataLake, manifest: dict[str, Any] | None) -> dict[str
     """A request to show in the hints that call an endpoint: the built-in cohort's (``manifest`` None or the
     cohort's), else the first curated row's feature values of the version ``manifest`` describes (a value missing
     there is left out); None when that version is not in ``lake``."""
+    import io
     import math
 
-    from diagnosa.data.ingest import IngestError, load_curated
+    import pyarrow.parquet as pq
+
+    from diagnosa.data.ingest import curated_data_keys
+    from diagnosa.lake import LakeError
 
     if not manifest or manifest.get("dataset") == BUILTIN_DATASET:
         return dict(EXAMPLE_REQUEST)
-    try:
-        frame, _ = load_curated(lake, manifest["dataset"], manifest["version"])
-    except (IngestError, OSError, KeyError):
+    try:  # the first data part's first row: the whole version was read for one row (at every run's end, serve's start)
+        part = pq.ParquetFile(io.BytesIO(lake.get_bytes(curated_data_keys(manifest)[0])))
+        frame = part.read_row_group(0).slice(0, 1).to_pandas() if part.num_row_groups else None
+    except (LakeError, OSError, KeyError, IndexError, ValueError):
+        return None
+    if frame is None:
         return None
     features = [f["name"] for f in manifest["schema"]["fields"] if f.get("role", "feature") == "feature"]
     example: dict[str, Any] = {}
