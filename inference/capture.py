@@ -472,7 +472,8 @@ class DataCapture:
         """Whether an event was captured: ``"captured"``, ``"not sampled"`` or ``"unknown"``.
 
         Bounded work: ids spooled by this process are in memory; otherwise the event's hour comes
-        from its id (UUIDv7) and only that hour's objects are read (then cached). Ids that carry no
+        from its id (UUIDv7) and only that hour's objects are read (then cached), and those of the hours it may be
+        filed under (:func:`filing_hours`) when it is not there. Ids that carry no
         time (not issued by the local endpoint) and hours in the future are ``"unknown"`` at once.
         """
         with self._lock:
@@ -482,18 +483,20 @@ class DataCapture:
         when = event_time(event_id)
         if when is None or when > datetime.now(timezone.utc) + timedelta(minutes=5):
             return "unknown"
-        hour = when.replace(minute=0, second=0, microsecond=0)
-        with self._lock:
-            ids = self._hours.get(hour)
-            if ids is not None:
-                self._hours.move_to_end(hour)
-        if ids is None:
-            ids = self._read_hour(hour)
+        for hour in filing_hours(when):  # its own hour first; then where a late write or a skewed clock filed it
             with self._lock:
-                self._hours[hour] = ids
-                while len(self._hours) > CACHED_HOURS:
-                    self._hours.popitem(last=False)
-        return "captured" if event_id.lower() in ids or event_id in ids else "unknown"
+                ids = self._hours.get(hour)
+                if ids is not None:
+                    self._hours.move_to_end(hour)
+            if ids is None:
+                ids = self._read_hour(hour)
+                with self._lock:
+                    self._hours[hour] = ids
+                    while len(self._hours) > CACHED_HOURS:
+                        self._hours.popitem(last=False)
+            if event_id.lower() in ids or event_id in ids:
+                return "captured"
+        return "unknown"
 
     def patients(self, event_id: str) -> int | None:
         """How many patients the captured request of ``event_id`` held, when this process captured it recently (the
@@ -673,6 +676,16 @@ def _check_event(obj: Any) -> datetime:
 FILING_MARGIN = timedelta(hours=1)
 
 
+def filing_hours(when: datetime) -> list[datetime]:
+    """The hour folders an event of time ``when`` may be filed under (within FILING_MARGIN), its own hour first."""
+    when = _utc(when)
+    own = when.replace(minute=0, second=0, microsecond=0)
+    steps = -(-FILING_MARGIN // timedelta(hours=1))  # whole hours on each side
+    around = [own + timedelta(hours=k) for k in range(-steps - 1, steps + 2) if k]
+    return [own] + [hour for hour in around
+                    if hour - FILING_MARGIN <= when < hour + timedelta(hours=1) + FILING_MARGIN]
+
+
 def read_capture(lake: DataLake, endpoint: str, start: datetime | None = None, end: datetime | None = None,
                  variant: str | None = None) -> CaptureRead:
     """Captured events of ``endpoint`` with ``start <= inferenceTime < end``, oldest first.
@@ -730,16 +743,16 @@ def captured_patients(lake: DataLake, endpoint: str, event_ids: Iterable[str]) -
     that request held (its answer's predictions; ``UNCOUNTED`` when the answer cannot be read).
 
     One listing of the endpoint's capture; objects are read only for the hours the ids carry (the local
-    endpoint's UUIDv7), or all of them once when an id carries no time (SageMaker's event ids), whatever the
-    number of ids asked about. Only the lines of the ids asked about are parsed. Spooled events a running endpoint
-    has not shipped yet are not seen.
+    endpoint's UUIDv7) and those an event may be filed under (:func:`filing_hours`), or all of them once when an id
+    carries no time (SageMaker's event ids), whatever the number of ids asked about. Only the lines of the ids asked
+    about are parsed. Spooled events a running endpoint has not shipped yet are not seen.
     """
     wanted = set(event_ids)
     if not wanted:
         return {}
     times = [event_time(event_id) for event_id in wanted]
-    hours = None if any(t is None for t in times) else {t.replace(minute=0, second=0, microsecond=0)
-                                                        for t in times if t is not None}
+    hours = None if any(t is None for t in times) else {hour for t in times if t is not None
+                                                        for hour in filing_hours(t)}
     by_id = {event_id.lower(): event_id for event_id in wanted} | {event_id: event_id for event_id in wanted}
     found: dict[str, int] = {}
     for key in lake.list(f"{ZONE}/{_check_name(endpoint, 'endpoint')}/"):

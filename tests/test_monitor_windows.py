@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 import pytest
 
 from diagnosa.lake import DataLake
-from inference.capture import DataCapture, error_line, read_capture, read_errors
+from inference.capture import DataCapture, captured_patients, error_line, new_event_id, read_capture, read_errors
 from monitoring.traffic import MISFILED, read_traffic, request_records, traffic_from_events
 
 PREFIX = "capture/diagnosa/AllTraffic/"
@@ -62,6 +62,24 @@ def test_a_request_is_in_the_window_of_its_own_time_whatever_hour_its_object_is_
     assert sorted(traffic.rows["event_id"]) == ["far-east", "late-write"] and traffic.skipped.total == 0
     daily = read_traffic(lake, "diagnosa", at("2026-12-04T00:00:00Z"), at("2026-12-05T00:00:00Z"), KINDS)
     assert sorted(daily.rows["event_id"]) == ["day-before", "far-east", "late-write", "own-hour"]
+
+
+def test_feedback_finds_a_request_filed_under_the_next_hour(tmp_path):
+    """The feedback checks (the endpoint's lookup, `feedback --file`'s captured_patients) read an event's own hour
+    folder, from its id: a request at 07:59:59 filed under 08/ was "no captured prediction" and its feedback refused."""
+    lake = DataLake.from_uri(str(tmp_path / "lake"))
+    late, early, far = (new_event_id(at(t)) for t in ("2026-12-04T07:59:59Z", "2026-12-04T09:00:01Z",
+                                                      "2026-12-04T05:59:59Z"))
+    put(lake, "2026/12/04/08", event(late, "2026-12-04T07:59:59Z"),
+        event(early, "2026-12-04T09:00:01Z"))  # a clock a little behind SageMaker's
+    put(lake, "2026/12/04/08", event(far, "2026-12-04T05:59:59Z"))  # two hours away: past the margin, as in windows
+    assert captured_patients(lake, "diagnosa", [late, early]) == {late: 1, early: 1}
+    assert captured_patients(lake, "diagnosa", [far]) == {}
+    capture = DataCapture(lake, "diagnosa", spool_dir=tmp_path / "spool")  # a process that did not capture them
+    try:
+        assert [capture.lookup(e) for e in (late, early, far)] == ["captured", "captured", "unknown"]
+    finally:
+        capture.close()
 
 
 def test_a_line_filed_further_than_an_hour_from_its_time_is_counted_when_outside_the_window(tmp_path):
