@@ -61,7 +61,7 @@ TOKEN_ESTIMATE = 160
 ENVIRONMENT_SETTINGS = {"SERVING_PROGRAM": "serving_program", "DATASET": "dataset_config (its name)",
                         "METRICS_NAMESPACE": "drift_metric_namespace", "SCHEDULE": "monitor_schedule",
                         "WINDOW": "monitor_window", "INSTANCE_TYPE": "the instance type settings",
-                        "RESOURCE_TAGS": "the stage's name", "PIPELINE_PARAMETERS": "dataset_config (its labels)"}
+                        "RESOURCE_TAGS": "the stage's name"}
 
 
 # The only actions a role may be granted on Resource "*": IAM offers no resource-level permission for them.

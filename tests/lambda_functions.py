@@ -22,3 +22,15 @@ def load_function(name: str) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+# The pipeline definition Diagnosa builds for the built-in cohort, as reviewed (pinned by test_definition's snapshot
+# test): what the retrain function reads the declared parameters from, with DescribePipeline.
+DEFINITION = Path(__file__).resolve().parent / "snapshots" / "pipeline-definition.json"
+
+
+def create_pipeline(sagemaker: object, name: str, definition: str | None = None) -> None:
+    """Create pipeline ``name`` (moto's SageMaker) with ``definition``, by default the reviewed built-in one."""
+    sagemaker.create_pipeline(  # type: ignore[attr-defined]
+        PipelineName=name, RoleArn=f"arn:aws:iam::123456789012:role/{name}-pipeline",
+        PipelineDefinition=definition if definition is not None else DEFINITION.read_text(encoding="utf-8"))

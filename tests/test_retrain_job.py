@@ -249,15 +249,14 @@ def test_aws_retraining_chain_alarm_folding_job_then_the_pipeline_on_its_version
     job with the request the function builds; the job runs on those very arguments (its output folder uploaded
     where the request says, as SageMaker does at the job's end); the end event starts the execution on the new
     version, with the request's overrides."""
-    from lambda_functions import load_function
+    from lambda_functions import create_pipeline, load_function
 
     from pipelines.service_model import request_problems
 
     function = load_function("retrain")
     sagemaker = boto3.client("sagemaker", region_name=REGION)
-    sagemaker.create_pipeline(PipelineName="diagnosa-dev", RoleArn="arn:aws:iam::123456789012:role/diagnosa-dev-pipeline",
-                              PipelineDefinition='{"Version": "2020-12-01", "Parameters": [], "Steps": []}')
-    env = {"PIPELINE_NAME": "diagnosa-dev", "PIPELINE_PARAMETERS": "InputDataUri,Resampling", "LAKE_BUCKET": LAKE,
+    create_pipeline(sagemaker, "diagnosa-dev")
+    env = {"PIPELINE_NAME": "diagnosa-dev", "LAKE_BUCKET": LAKE,
            "DATASET": "patients", "ENDPOINT_NAME": "diagnosa-dev", "RAW_BUCKET": RAW,
            "FOLD_JOB_PREFIX": "diagnosa-dev-fold", "FOLD_ROLE_ARN": "arn:aws:iam::123456789012:role/diagnosa-dev-fold",
            "IMAGE_URI": "141502667606.dkr.ecr.eu-west-1.amazonaws.com/sagemaker-scikit-learn:1.2-1-cpu-py3",

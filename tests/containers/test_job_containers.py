@@ -325,7 +325,7 @@ def test_monitoring_job_runs_as_the_monitor_function_starts_it(execution, s3, aw
 def test_feedback_folding_job_runs_as_the_retrain_function_starts_it(execution, aws_endpoint, s3_fetch, tmp_path):
     """The retraining's first step on AWS: the request the retrain function sends, run as its container runs it,
     reads and writes an S3 lake (and a raw bucket of its own) behind an endpoint, through its own boto3."""
-    from lambda_functions import load_function
+    from lambda_functions import create_pipeline, load_function
 
     from diagnosa.data.cohort import CohortConfig, generate, write_raw
     from diagnosa.data.ingest import current_latest, ingest_cohort, load_curated
@@ -360,15 +360,18 @@ def test_feedback_folding_job_runs_as_the_retrain_function_starts_it(execution, 
     for event in events:
         store_feedback(lake, "diagnosa-parity", Feedback(event_id=event, diagnosis="ENFERMEDAD LEVE"))
 
-    env = {"PIPELINE_NAME": "diagnosa-parity", "PIPELINE_PARAMETERS": "InputDataUri", "LAKE_BUCKET": "fold-lake",
+    env = {"PIPELINE_NAME": "diagnosa-parity", "LAKE_BUCKET": "fold-lake",
            "DATASET": "patients", "ENDPOINT_NAME": "diagnosa-parity", "RAW_BUCKET": "fold-raw",
            "FOLD_JOB_PREFIX": "diagnosa-parity-fold", "FOLD_ROLE_ARN": "arn:aws:iam::000000000000:role/fold",
            "IMAGE_URI": preprocess["AppSpecification"]["ImageUri"], "CODE_PREFIX": code_prefix,
            "INSTANCE_TYPE": "ml.m5.large", "AWS_REGION": REGION,
            "KMS_KEY_ARN": f"arn:aws:kms:{REGION}:000000000000:key/00000000-0000-0000-0000-000000000000"}
+    sagemaker = session.client("sagemaker", endpoint_url=url)  # the function reads the pipeline's parameters
+    create_pipeline(sagemaker, "diagnosa-parity", json.dumps(execution.definition))
     sent = []
-    recorder = type("SageMaker", (), {"create_processing_job": staticmethod(lambda **request: sent.append(request))})()
-    started = load_function("retrain").handler({"reason": "parity"}, sagemaker=recorder, s3=client, env=env)
+    sagemaker.meta.events.register("provide-client-params.sagemaker.CreateProcessingJob",
+                                   lambda params, **_: sent.append(dict(params)))
+    started = load_function("retrain").handler({"reason": "parity"}, sagemaker=sagemaker, s3=client, env=env)
     [request] = sent
     assert started["job"] == request["ProcessingJobName"]
 

@@ -133,12 +133,12 @@ def test_a_dataset_with_many_long_labels_keeps_every_function_environment_within
 def test_a_function_environment_over_lambdas_limit_stops_synth_naming_the_stage_function_and_setting():
     from infra.stack import environment_problem
 
-    sizes = {"PIPELINE_NAME": 27, "PIPELINE_PARAMETERS": 3957, "LAKE_BUCKET": 171}
-    assert environment_problem("hosp", "diagnosa-hosp-retrain", {"LAKE_BUCKET": 171}) is None
-    assert environment_problem("hosp", "diagnosa-hosp-retrain", sizes) == (
-        "stage hosp: the function diagnosa-hosp-retrain's environment would be about 4155 bytes, over Lambda's 4096 "
-        "(keys and values); the largest: PIPELINE_PARAMETERS 3957 bytes (from dataset_config (its labels)), "
-        "LAKE_BUCKET 171 bytes, PIPELINE_NAME 27 bytes")
+    sizes = {"ENDPOINT_NAME": 27, "SERVING_PROGRAM": 3957, "LAKE_BUCKET": 171}
+    assert environment_problem("hosp", "diagnosa-hosp-deploy", {"LAKE_BUCKET": 171}) is None
+    assert environment_problem("hosp", "diagnosa-hosp-deploy", sizes) == (
+        "stage hosp: the function diagnosa-hosp-deploy's environment would be about 4155 bytes, over Lambda's 4096 "
+        "(keys and values); the largest: SERVING_PROGRAM 3957 bytes (from serving_program), "
+        "LAKE_BUCKET 171 bytes, ENDPOINT_NAME 27 bytes")
 
 
 def test_a_stack_whose_function_environment_is_too_large_is_refused(tmp_path):

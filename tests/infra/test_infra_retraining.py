@@ -8,6 +8,7 @@ import json
 import boto3
 import pytest
 from deploy_env import REGION
+from lambda_functions import create_pipeline
 from moto import mock_aws
 
 from pipelines.service_model import request_problems
@@ -15,8 +16,8 @@ from pipelines.service_model import request_problems
 BUCKET, RAW = "lake", "raw"
 KEY = "arn:aws:kms:eu-west-1:123456789012:key/11111111-2222-3333-4444-555555555555"
 RETRAIN_ENV = {
-    "PIPELINE_NAME": "diagnosa-dev", "PIPELINE_PARAMETERS": "InputDataUri,Resampling,OrphanRecallThreshold",
-    "LAKE_BUCKET": BUCKET, "DATASET": "patients", "ENDPOINT_NAME": "diagnosa-dev", "RAW_BUCKET": RAW,
+    "PIPELINE_NAME": "diagnosa-dev", "LAKE_BUCKET": BUCKET, "DATASET": "patients", "ENDPOINT_NAME": "diagnosa-dev",
+    "RAW_BUCKET": RAW,
     "FOLD_JOB_PREFIX": "diagnosa-dev-fold", "FOLD_ROLE_ARN": "arn:aws:iam::123456789012:role/diagnosa-dev-fold-feedback",
     "IMAGE_URI": "141502667606.dkr.ecr.eu-west-1.amazonaws.com/sagemaker-scikit-learn:1.2-1-cpu-py3",
     "CODE_PREFIX": "artifacts/code/0123456789abcdef/", "INSTANCE_TYPE": "ml.m5.large", "KMS_KEY_ARN": KEY,
@@ -29,14 +30,15 @@ ALARM = {"detail-type": "CloudWatch Alarm State Change", "source": "aws.cloudwat
 
 
 class Recorder:
-    """The real (moto) SageMaker client, with the requests the function made kept for the botocore shape check."""
+    """The real (moto) SageMaker client, with the requests the function made kept for the botocore shape check:
+    those that start or create something in ``calls``, the reads (the pipeline's definition) in ``reads``."""
 
     def __init__(self, client):
-        self.client, self.calls = client, []
+        self.client, self.calls, self.reads = client, [], []
 
     def __getattr__(self, name):
         def call(**request):
-            self.calls.append((name, request))
+            (self.reads if name.startswith(("describe_", "list_", "get_")) else self.calls).append((name, request))
             return getattr(self.client, name)(**request)
         return call
 
@@ -45,8 +47,7 @@ class Recorder:
 def pipeline():
     with mock_aws():
         client = boto3.client("sagemaker", region_name=REGION)
-        client.create_pipeline(PipelineName="diagnosa-dev", RoleArn="arn:aws:iam::123456789012:role/diagnosa-dev-pipeline",
-                               PipelineDefinition='{"Version": "2020-12-01", "Parameters": [], "Steps": []}')
+        create_pipeline(client, "diagnosa-dev")  # the definition Diagnosa builds: its parameters are the declared ones
         yield client
 
 
@@ -192,7 +193,7 @@ def test_a_request_with_lone_surrogates_survives_both_steps(aws, retrain_fn):
 
 # ------------------------------------------------------------------------------------------ without feedback folding
 
-BASIC_ENV = {"PIPELINE_NAME": "diagnosa-dev", "PIPELINE_PARAMETERS": "InputDataUri,Resampling,OrphanRecallThreshold"}
+BASIC_ENV = {"PIPELINE_NAME": "diagnosa-dev"}
 
 
 def test_schedule_starts_an_execution(pipeline, retrain_fn):
@@ -243,21 +244,20 @@ def test_unknown_parameters_are_refused_before_sagemaker(pipeline, retrain_fn):
     assert pipeline.list_pipeline_executions(PipelineName="diagnosa-dev")["PipelineExecutionSummaries"] == []
 
 
-def test_without_a_parameter_list_the_function_asks_the_pipeline_for_its_parameters(retrain_fn):
-    """The stack passes no PIPELINE_PARAMETERS (with some 55 labels of disease-name length the list outgrew Lambda's
-    4 KB environment): the function reads the parameters the pipeline's definition declares."""
+def test_the_function_reads_the_parameters_its_own_datasets_pipeline_declares(retrain_fn):
+    """A list of parameter names in the environment outgrew Lambda's 4 KB with some 55 labels of disease-name
+    length: the function reads the parameters the pipeline's definition declares, here an own dataset's."""
     definition = {"Version": "2020-12-01", "Steps": [], "Parameters": [
         {"Name": "InputDataUri", "Type": "String"}, {"Name": "RecallThresholdEnfermedadPulmonar", "Type": "Float"}]}
     env = {"PIPELINE_NAME": "diagnosa-hosp", "LAKE_BUCKET": "lake", "DATASET": "mi_hospital"}
     with mock_aws():
         client = boto3.client("sagemaker", region_name=REGION)
-        client.create_pipeline(PipelineName="diagnosa-hosp", PipelineDefinition=json.dumps(definition),
-                               RoleArn="arn:aws:iam::123456789012:role/diagnosa-hosp-pipeline")
+        create_pipeline(client, "diagnosa-hosp", json.dumps(definition))
         sm = Recorder(client)
         with pytest.raises(retrain_fn.Refused, match=r"unknown pipeline parameter\(s\) \['Nope'\] \(declared: "
                                                      r"\['InputDataUri', 'RecallThresholdEnfermedadPulmonar'\]\)"):
             retrain_fn.handler({"parameters": {"Nope": 1}}, sagemaker=sm, env=env)
-        assert [name for name, _ in sm.calls] == ["describe_pipeline"]  # refused before any execution
+        assert sm.calls == [] and [name for name, _ in sm.reads] == ["describe_pipeline"]  # refused before any execution
         given = {"InputDataUri": "s3://lake/curated/mi_hospital/abc123", "RecallThresholdEnfermedadPulmonar": 0.7}
         result = retrain_fn.handler({"reason": "new data", "parameters": given}, sagemaker=sm, env=env)
         assert result["parameters"] == given
@@ -309,6 +309,9 @@ def test_a_retried_invocation_finds_its_job_and_two_invocations_never_share_a_re
                 raise ClientError({"Error": {"Code": "ResourceInUse", "Message": "Job exists"}}, "CreateProcessingJob")
             self.jobs[request["ProcessingJobName"]] = request
 
+        def __getattr__(self, name):  # the pipeline's definition, read from moto
+            return getattr(sm.client, name)
+
     service = SageMaker()
     manual = {"reason": "manual", "parameters": {"Resampling": "smote"}}
     first = retrain_fn.handler(manual, Invocation("req-1"), sagemaker=service, s3=s3, env=RETRAIN_ENV, now=NOW)
@@ -339,6 +342,9 @@ def test_a_job_that_could_not_start_leaves_no_request(aws, retrain_fn):
             from botocore.exceptions import ClientError
             raise ClientError({"Error": {"Code": "ThrottlingException", "Message": "Rate exceeded"}},
                               "CreateProcessingJob")
+
+        def __getattr__(self, name):  # the pipeline's definition, read from moto
+            return getattr(sm.client, name)
 
     with pytest.raises(Exception, match="Rate exceeded"):
         retrain_fn.handler({"reason": "manual"}, Invocation("req-9"), sagemaker=Throttled(), s3=s3, env=RETRAIN_ENV)

@@ -3,9 +3,8 @@
 Invoked by the retraining schedule (``{"reason": "schedule", "parameters": {...}}``), by the drift
 alarm through EventBridge (``CloudWatch Alarm State Change`` to ALARM) or directly with
 ``{"reason": "...", "parameters": {"Name": value}}``. Parameter overrides must name parameters the
-pipeline declares (read from its definition with ``DescribePipeline``, or, when given, from a comma-separated
-``PIPELINE_PARAMETERS``: the stack passes none, since the list grows with the labels past Lambda's 4 KB
-environment); anything else is refused before the execution is started. Without an ``InputDataUri``
+pipeline declares (read from its definition with ``DescribePipeline``: a list in the environment would grow with
+the labels past Lambda's 4 KB); anything else is refused before the execution is started. Without an ``InputDataUri``
 override the execution trains on the lake's latest curated version of the stage's dataset
 (``curated/<DATASET>/LATEST.json``, written last by ingestion; the built-in cohort's ``patients`` without
 ``DATASET``): the definition's default names the dataset's prefix, not a version.
@@ -98,9 +97,7 @@ def handler(event: dict[str, Any], context: Any = None, *, sagemaker: Any = None
 
 
 def _declared(env: dict[str, str], sagemaker: Any) -> set[str]:
-    """The names of the parameters the pipeline declares: ``PIPELINE_PARAMETERS`` when given, else its definition."""
-    if "PIPELINE_PARAMETERS" in env:
-        return {p for p in env["PIPELINE_PARAMETERS"].split(",") if p}
+    """The names of the parameters the pipeline's definition declares."""
     described = (sagemaker or boto3.client("sagemaker")).describe_pipeline(PipelineName=env["PIPELINE_NAME"])
     definition = described["PipelineDefinition"]
     return {str(p["Name"]) for p in json.loads(definition).get("Parameters", [])}
