@@ -43,7 +43,12 @@ MAX_DAYS = 36500  # lifecycle and retention days: a hundred years, as S3 object 
 # Settings that were removed, with why: naming them says so instead of "unknown settings".
 REMOVED = {"drift_metric_name": "the monitoring job always publishes its drift metric as DriftScore "
                                 "(monitoring/cloudwatch.py), which the drift alarm watches; any other name left the "
-                                "alarm blind"}
+                                "alarm blind",
+           "serving_program": "the program that serves is the registered version's own SAGEMAKER_PROGRAM (the "
+                              "pipeline registers every version with diagnosa/serving_code.py's SERVING_PROGRAM, "
+                              "the script training writes into the artifact's code/), which overrode the setting "
+                              "for every such version; it only reached versions registered by hand, unchecked "
+                              "against their code. Name another program in the version's registration instead"}
 EMAIL = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
                    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$")
 
@@ -70,7 +75,6 @@ class StageConfig:
     traffic_shifting: str = "CANARY"  # CANARY (canary_percent first, then the rest) or ALL_AT_ONCE
     canary_percent: int = 10
     bake_seconds: int = 600  # wait between traffic shifts and before the blue fleet is terminated
-    serving_program: str = "serve_endpoint.py"  # SAGEMAKER_PROGRAM: the script at the root of the staged sourcedir
     # Alarms (they roll a blue/green deployment back)
     alarm_5xx_errors: int = 5  # Invocation5XXErrors per minute
     alarm_model_latency_ms: int = 500  # ModelLatency p95
@@ -211,8 +215,6 @@ class StageConfig:
             problems.append(f"drift_metric_namespace {namespace!r} must be 1-255 of CloudWatch's namespace characters "
                             f"(ASCII letters, digits, . - _ / # : and space), not starting with ':', the namespace "
                             f"not under AWS/")
-        if not re.fullmatch(r"[\w.-]+\.py", self.serving_program, re.ASCII):
-            problems.append(f"serving_program {self.serving_program!r} must be a .py file at the root of the code")
         from pipelines.definition import families_problem
 
         problem = families_problem(self.families)

@@ -40,7 +40,9 @@ class EmbeddedDefinition:
     parameters: tuple[str, ...]  # the pipeline's parameter names
     training_output_prefixes: tuple[str, ...]  # keys (no bucket) under which training jobs write model.tar.gz
     processing_image: str = ""  # the image of the pipeline's processing jobs (for the monitoring job too)
-    images: tuple[str, ...] = ()  # every container image the definition names: job roles may pull these only
+    images: tuple[str, ...] = ()  # every container image the definition names (job_images + serving_images)
+    job_images: tuple[str, ...] = ()  # the processing and training jobs' images: what the job roles pull
+    serving_images: tuple[str, ...] = ()  # the registered model's container images: what the model role pulls
     baked: bool = False  # built with the sentinel images (the stack's image assets take their place)
     in_vpc: bool = False  # built with the sentinel subnets and security group (the stage VPC's take their place)
 
@@ -122,15 +124,39 @@ def _build(region: str, frozen_settings: tuple[tuple[str, Any], ...]) -> Embedde
               if job["Type"] == "Processing"}
     if len(images) != 1:
         raise ValueError(f"expected one processing image in the definition, found {sorted(images)}")
+    job_images, serving_images = _images_by_use(definition["Steps"])
     every_image = set(images) | set(re.findall(r'"(?:ImageUri|TrainingImage|Image)": "([^"]+)"', build.definition))
+    if every_image != job_images | serving_images:  # an image named where no role's pull grant would look
+        raise ValueError(f"the definition names images outside its jobs and registered model: "
+                         f"{sorted(every_image - job_images - serving_images)}")
     baked = "job_image" in settings
-    if baked and every_image != {SENTINEL_JOB_IMAGE, SENTINEL_SERVING_IMAGE}:
+    if baked and (job_images, serving_images) != ({SENTINEL_JOB_IMAGE}, {SENTINEL_SERVING_IMAGE}):
         raise ValueError(f"with baked images the definition must name only them, found {sorted(every_image)}")
     return EmbeddedDefinition(text=build.definition, objects=tuple(sorted(build.objects.items())),
                               code_key=build.code_key,
                               parameters=tuple(p["Name"] for p in definition.get("Parameters", [])),
                               training_output_prefixes=tuple(outputs), processing_image=images.pop(),
-                              images=tuple(sorted(every_image)), baked=baked, in_vpc="subnets" in settings)
+                              images=tuple(sorted(every_image)), job_images=tuple(sorted(job_images)),
+                              serving_images=tuple(sorted(serving_images)), baked=baked, in_vpc="subnets" in settings)
+
+
+def _images_by_use(steps: list[dict[str, Any]]) -> tuple[set[str], set[str]]:
+    """(job images, serving images) of a definition: what its processing and training jobs run (the job role), and
+    the containers of the model it registers or creates (the model role serves them)."""
+    jobs: set[str] = set()
+    serving: set[str] = set()
+    for step in _steps(steps):
+        arguments = step.get("Arguments") or {}
+        if step["Type"] == "Processing":
+            jobs.add(arguments["AppSpecification"]["ImageUri"])
+        elif step["Type"] == "Training":
+            jobs.add(arguments["AlgorithmSpecification"]["TrainingImage"])
+        elif step["Type"] == "RegisterModel":
+            serving |= {c["Image"] for c in arguments["InferenceSpecification"]["Containers"]}
+        elif step["Type"] == "Model":
+            serving |= {c["Image"] for c in [arguments.get("PrimaryContainer") or {}, *arguments.get("Containers", [])]
+                        if "Image" in c}
+    return jobs, serving
 
 
 def embedded_definition(config: StageConfig) -> EmbeddedDefinition:

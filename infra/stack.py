@@ -13,7 +13,7 @@ import json
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TypedDict
+from typing import Literal, TypedDict
 
 import aws_cdk as cdk
 from aws_cdk import Duration, Fn, RemovalPolicy, Stack
@@ -58,7 +58,7 @@ LAMBDA_ENVIRONMENT_MAX = 4096
 # unresolved token: it is counted as this many bytes, the longest of them (an ECR image URI with a 64-hex tag).
 TOKEN_ESTIMATE = 160
 # Which stage setting makes each variable what it is (named when a function's environment is too large).
-ENVIRONMENT_SETTINGS = {"SERVING_PROGRAM": "serving_program", "DATASET": "dataset_config (its name)",
+ENVIRONMENT_SETTINGS = {"DATASET": "dataset_config (its name)",
                         "METRICS_NAMESPACE": "drift_metric_namespace", "SCHEDULE": "monitor_schedule",
                         "WINDOW": "monitor_window", "INSTANCE_TYPE": "the instance type settings",
                         "RESOURCE_TAGS": "the stage's name"}
@@ -69,7 +69,8 @@ ENVIRONMENT_SETTINGS = {"SERVING_PROGRAM": "serving_program", "DATASET": "datase
 # acknowledged, so a new grant on "*" anywhere else fails synth; one listed here is refused by _role.
 UNSCOPED_ACTIONS: dict[str, str] = {
     "ecr:GetAuthorizationToken": "it only yields a registry login; image pulls are limited to the repositories of "
-                                 "the images the pipeline definition names",
+                                 "the images the role's own containers run (jobs: the job image; the model: the "
+                                 "serving image)",
     "cloudwatch:PutMetricData": "limited by the cloudwatch:namespace condition to the drift alarm's namespace",
     **{action: "Application Auto Scaling's Describe actions have no resource-level permissions; the functions describe "
                "only their endpoint variant's target and policies (ResourceIds/ResourceId in the request)"
@@ -427,17 +428,23 @@ class DiagnosaStack(Stack):
         """The image of the pipeline's jobs and of the monitoring job: baked, or AWS's framework image."""
         return self.images.job_image if self.images else self.definition.processing_image
 
-    def _image_pull(self) -> list[iam.PolicyStatement]:
-        """Pull only the repositories of the images the pipeline definition names: AWS's framework images, or
-        with baked images the stage's own image repository (which holds nothing but them)."""
+    def _image_pull(self, use: Literal["jobs", "serving"]) -> list[iam.PolicyStatement]:
+        """Pull only the repositories of the images a role's containers run (``use``): ``jobs``, the images of the
+        pipeline's processing and training jobs (the monitoring and feedback-folding jobs run the processing one);
+        ``serving``, the registered model's (and what the promote function registers promoted versions with).
+        With baked images both are the stage's own repository, which holds nothing but those two images: ECR
+        permissions stop at the repository, so a role pulling one may pull the other (both hold public packages)."""
         pull = ["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer", "ecr:BatchCheckLayerAvailability"]
         if self.images:
             statement = iam.PolicyStatement(sid="PullBakedImages", actions=pull, resources=[
                 self.arn("ecr", "repository", repository_name(self.config))])
         else:
-            repositories = sorted({(uri.split(".", 1)[0], uri.split("/", 1)[1].split(":", 1)[0])
-                                   for uri in self.definition.images})
-            statement = iam.PolicyStatement(sid="PullFrameworkImages", actions=pull, resources=[
+            uris = {"jobs": {*self.definition.job_images, self.job_image},
+                    "serving": {*self.definition.serving_images, base_images(self.config)[SERVING.name]}}[use]
+            repositories = sorted({(uri.split(".", 1)[0], uri.split("/", 1)[1].split(":", 1)[0].split("@", 1)[0])
+                                   for uri in uris})
+            statement = iam.PolicyStatement(sid="PullServingImages" if use == "serving" else "PullJobImages",
+                                            actions=pull, resources=[
                 self.arn("ecr", "repository", repo, account=account) for account, repo in repositories])
         return [statement, iam.PolicyStatement(sid="EcrLogin", actions=["ecr:GetAuthorizationToken"], resources=["*"])]
 
@@ -476,7 +483,7 @@ class DiagnosaStack(Stack):
                                 conditions={"StringLike": {"s3:prefix": [f"{p}*" for p in reads]}}),
             self.kms_for_s3("kms:Decrypt", "kms:GenerateDataKey"),
             self._job_logs("ProcessingJobs", "TrainingJobs"),
-            *self._image_pull(),
+            *self._image_pull("jobs"),
             *([self._job_network_interfaces()] if self.vpc is not None else []),
         ]
         role = self._sagemaker_role("JobRole", "jobs", "SageMaker processing and training jobs of the pipeline",
@@ -545,7 +552,7 @@ class DiagnosaStack(Stack):
                                 resources=self.objects(f"capture/{self.endpoint_name}/")),
             self.kms_for_s3("kms:Decrypt", "kms:GenerateDataKey"),
             self._job_logs("Endpoints"),
-            *self._image_pull(),
+            *self._image_pull("serving"),
         ]
         role = self._sagemaker_role("ModelRole", "model", "The Diagnosa endpoint's model", statements)
         self._acknowledge_logs(role, ("Endpoints",))
@@ -576,7 +583,7 @@ class DiagnosaStack(Stack):
             self._job_logs("ProcessingJobs"),
             iam.PolicyStatement(sid="PublishDriftMetrics", actions=["cloudwatch:PutMetricData"], resources=["*"],
                                 conditions={"StringEquals": {"cloudwatch:namespace": c.drift_metric_namespace}}),
-            *self._image_pull(),
+            *self._image_pull("jobs"),
         ]
         if self.vpc is not None:
             statements.append(self._job_network_interfaces())
@@ -616,7 +623,7 @@ class DiagnosaStack(Stack):
                                 conditions={"StringLike": {"s3:prefix": [f"{RAW}*"]}}),
             self.kms_for_s3("kms:Decrypt", "kms:GenerateDataKey"),
             self._job_logs("ProcessingJobs"),
-            *self._image_pull(),
+            *self._image_pull("jobs"),
         ]
         if self.vpc is not None:
             statements.append(self._job_network_interfaces())
@@ -886,7 +893,7 @@ class DiagnosaStack(Stack):
             "MODEL_ROLE_ARN": self.model_role.role_arn, "KMS_KEY_ARN": self.key.key_arn,
             "CAPTURE_URI": f"s3://{self.lake.bucket_name}/capture",
             "CAPTURE_PERCENT": str(c.capture_sampling_percent),
-            "SERVING_PROGRAM": c.serving_program, "INSTANCE_TYPE": c.endpoint_instance_type,
+            "INSTANCE_TYPE": c.endpoint_instance_type,
             "MIN_INSTANCES": str(c.endpoint_min_instances), "MAX_INSTANCES": str(c.endpoint_max_instances),
             "INVOCATIONS_PER_INSTANCE": str(c.invocations_per_instance), "TRAFFIC_SHIFTING": c.traffic_shifting,
             "CANARY_PERCENT": str(c.canary_percent), "BAKE_SECONDS": str(c.bake_seconds),

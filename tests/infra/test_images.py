@@ -371,7 +371,8 @@ def test_functions_name_the_baked_images(assembly, prod, dev):
 def test_roles_pull_only_the_stages_image_repository_in_baked_mode(prod):
     from test_infra_stack import _list, statements_of, text
 
-    for role in ("diagnosa-prod-jobs", "diagnosa-prod-model", "diagnosa-prod-monitoring"):
+    # ECR permissions stop at the repository: the stage's one repository holds its job and serving images only.
+    for role in ("diagnosa-prod-jobs", "diagnosa-prod-model", "diagnosa-prod-monitoring", "diagnosa-prod-fold-feedback"):
         pulls = [s for s in statements_of(prod, role) if "ecr:BatchGetImage" in _list(s["Action"])]
         resources = [text(r) for s in pulls for r in (s["Resource"] if isinstance(s["Resource"], list)
                                                       else [s["Resource"]])]

@@ -68,7 +68,6 @@ def test_raw_retention_defaults_to_six_years_compliance_and_cdk_json_relaxes_dev
     ({"drift_threshold": "nan"}, "drift_threshold must be a number, got 'nan'"),
     ({"drift_threshold": "inf"}, "drift_threshold must be a number, got 'inf'"),
     ({"drift_metric_namespace": "AWS/SageMaker"}, "the namespace not under AWS/"),
-    ({"serving_program": "../serve.py"}, r"serving_program '../serve.py' must be a .py file at the root"),
     # Types as cdk.json may carry them: named, never a TypeError or a jsii traceback.
     ({"account": 123456789012}, "account must be a string, got 123456789012"),
     ({"endpoint_instance_type": 5}, "endpoint_instance_type must be a string, got 5"),
@@ -258,3 +257,21 @@ def test_termination_protection_defaults_to_production_like_stages_and_is_a_sett
     context = {"diagnosa:stages": {"prd": {"region": "eu-west-1"}}, "diagnosa:termination_protection": "yes"}
     [config] = stages_from_context(context.get)
     assert config.protected()
+
+
+def test_serving_program_was_removed_and_a_stage_still_naming_it_is_told_why():
+    """The setting named SAGEMAKER_PROGRAM for the deploy function, but every version the pipeline registers names
+    its own (overriding it), and a version registered by hand got it unchecked against its code/. Which program
+    serves is the registered version's: a stage block or a -c override naming the setting stops synth saying so."""
+    from dataclasses import fields
+
+    from infra.config import StageConfig, declared_stages
+
+    assert "serving_program" not in {f.name for f in fields(StageConfig)}
+    why = (r"stage dev: serving_program was removed: the program that serves is the registered version's own "
+           r"SAGEMAKER_PROGRAM")
+    with pytest.raises(ValueError, match=why):
+        stage_config("dev", {"region": "eu-west-1", "serving_program": "serve_endpoint.py"})
+    context = {"diagnosa:stages": {"dev": {"region": "eu-west-1"}}, "diagnosa:serving_program": "Serve.py"}
+    with pytest.raises(ValueError, match=why):  # -c diagnosa:serving_program=Serve.py synthesized before
+        declared_stages(context.get, context)

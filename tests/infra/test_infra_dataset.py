@@ -133,22 +133,25 @@ def test_a_dataset_with_many_long_labels_keeps_every_function_environment_within
 def test_a_function_environment_over_lambdas_limit_stops_synth_naming_the_stage_function_and_setting():
     from infra.stack import environment_problem
 
-    sizes = {"ENDPOINT_NAME": 27, "SERVING_PROGRAM": 3957, "LAKE_BUCKET": 171}
+    sizes = {"ENDPOINT_NAME": 27, "METRICS_NAMESPACE": 3957, "LAKE_BUCKET": 171}
     assert environment_problem("hosp", "diagnosa-hosp-deploy", {"LAKE_BUCKET": 171}) is None
     assert environment_problem("hosp", "diagnosa-hosp-deploy", sizes) == (
         "stage hosp: the function diagnosa-hosp-deploy's environment would be about 4155 bytes, over Lambda's 4096 "
-        "(keys and values); the largest: SERVING_PROGRAM 3957 bytes (from serving_program), "
+        "(keys and values); the largest: METRICS_NAMESPACE 3957 bytes (from drift_metric_namespace), "
         "LAKE_BUCKET 171 bytes, ENDPOINT_NAME 27 bytes")
 
 
-def test_a_stack_whose_function_environment_is_too_large_is_refused(tmp_path):
-    """The check runs on every function the stack builds: a serving program named with 4,000 characters makes the
-    deploy function's environment too large, and synth says which setting."""
+def test_a_stack_whose_function_environment_is_too_large_is_refused(tmp_path, monkeypatch):
+    """The check runs on every function the stack builds. No setting left makes an environment that large (every
+    one that reaches an environment is bounded; the unbounded serving_program was removed), so Lambda's limit is
+    lowered below the functions' real environments, and synth stops naming the stage, the function and its largest
+    variables."""
+    import infra.stack
     from infra.app import build_app, new_app
 
-    stage = stage_config("hosp", {"region": "eu-west-1", "account": "123456789012",
-                                  "serving_program": "s" * 4000 + ".py"})
-    with pytest.raises(ValueError, match=r"stage hosp: the function diagnosa-hosp-deploy's environment would be about "
-                                         r"\d+ bytes, over Lambda's 4096 .*SERVING_PROGRAM 4018 bytes \(from "
-                                         r"serving_program\)"):
+    monkeypatch.setattr(infra.stack, "LAMBDA_ENVIRONMENT_MAX", 1000)
+    stage = stage_config("hosp", {"region": "eu-west-1", "account": "123456789012"})
+    with pytest.raises(ValueError, match=r"stage hosp: the function diagnosa-hosp-\S+'s environment would be about "
+                                         r"\d+ bytes, over Lambda's 1000 \(keys and values\); the largest: "
+                                         r"\w+ \d+ bytes"):
         build_app(new_app(outdir=str(tmp_path / "cdk.out")), [stage])

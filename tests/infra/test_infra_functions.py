@@ -56,6 +56,30 @@ def test_first_approval_creates_the_endpoint_with_data_capture(sm, deploy_fn):
     assert container["Environment"]["SAGEMAKER_SUBMIT_DIRECTORY"] == "/opt/ml/model/code"  # the artifact's code/
 
 
+@pytest.mark.parametrize("registered, served", [
+    ("serve_other.py", "serve_other.py"),  # the version's own registration decides
+    ("", "serve_endpoint.py"),  # registered without one (by hand): the artifact layout's own script
+])
+def test_the_registered_versions_program_serves_and_the_function_has_no_setting_of_its_own(
+        sm, deploy_fn, monkeypatch, registered, served):
+    """serving_program was a stage setting (SERVING_PROGRAM) that every pipeline-registered version overrode: the
+    function now has no such variable, serves the program the version names, and falls back on the script training
+    writes into the artifact's code/ (diagnosa/serving_code.py), the one the pipeline registers."""
+    from diagnosa.serving_code import SERVING_PROGRAM
+
+    assert "SERVING_PROGRAM" not in ENV and deploy_fn.SERVING_PROGRAM == SERVING_PROGRAM
+    arn = sm.create_model_package(
+        ModelPackageGroupName="diagnosa-dev", ModelApprovalStatus="Approved",
+        InferenceSpecification={"Containers": [{"Image": IMAGE, "ModelDataUrl": "s3://lake/artifacts/runs/x/model.tar.gz",
+                                                "Environment": {"SAGEMAKER_PROGRAM": registered}}],
+                                "SupportedContentTypes": ["application/json"],
+                                "SupportedResponseMIMETypes": ["application/json"]})["ModelPackageArn"]
+    requests = recorded_create_model(sm, monkeypatch)
+    assert deploy_fn.handler(approved_event(arn), sagemaker=sm, env=ENV, now=0)["action"] == "created"
+    [request] = requests
+    assert request["PrimaryContainer"]["Environment"]["SAGEMAKER_PROGRAM"] == served
+
+
 BAKED = "123456789012.dkr.ecr.eu-west-1.amazonaws.com/diagnosa-dev-images:27f74652296f2703"
 
 

@@ -82,6 +82,11 @@ MANAGED_TAG = "diagnosa:managed-by"
 PACKAGE_EVENT = "SageMaker Model Package State Change"
 ENDPOINT_EVENT = "SageMaker Endpoint State Change"
 SCALABLE_DIMENSION = "sagemaker:variant:DesiredInstanceCount"
+# Which program serves is the registered version's decision: the pipeline registers each one with
+# SAGEMAKER_PROGRAM (pipelines/definition.py), the script training wrote into the artifact's code/. A version
+# registered without it (by hand) gets that layout's own script: diagnosa/serving_code.py's SERVING_PROGRAM,
+# mirrored here (this folder is the whole Lambda package; a test keeps the two equal). No stage setting.
+SERVING_PROGRAM = "serve_endpoint.py"
 
 
 class Refused(Exception):
@@ -263,8 +268,8 @@ def roll_out(package: dict[str, Any], arn: str, current: dict[str, Any] | None, 
     if container is None:
         raise Refused(f"{arn} has no inference container")
     # The version is served by the code it was trained with: model.tar.gz carries code/ and the package's
-    # environment names it; a package registered without that environment gets the same layout's defaults.
-    environment = {"SAGEMAKER_PROGRAM": env["SERVING_PROGRAM"], "SAGEMAKER_SUBMIT_DIRECTORY": "/opt/ml/model/code",
+    # environment names its program; a package registered without that environment gets the same layout's defaults.
+    environment = {"SAGEMAKER_PROGRAM": SERVING_PROGRAM, "SAGEMAKER_SUBMIT_DIRECTORY": "/opt/ml/model/code",
                    "SAGEMAKER_CONTAINER_LOG_LEVEL": "20"}
     environment |= {k: v for k, v in (container.get("Environment") or {}).items() if v != ""}
     environment["SAGEMAKER_REGION"] = sagemaker.meta.region_name
