@@ -40,6 +40,7 @@ from app.config import AppConfig
 from app.form import FieldErrors, FormSpec, field_errors
 from diagnosa.labels import CATEGORIES
 from inference.client import AnswerTimeout, ClientFailure, DiagnosaClient, EndpointUnreachable, PredictionRejected
+from inference.feedback import Replaced
 
 FailureKind = Literal["unreachable", "timeout", "rejected", "unavailable", "server_error", "not_found", "failed"]
 WARNING = ("This result supports and does not replace clinical judgement: it is a statistical estimate from a model, "
@@ -350,10 +351,19 @@ class FeedbackOutcome:
     key: str | None = None  # where the feedback was stored
     message: str | None = None  # the failure, when not stored
     fields: Mapping[str, str] | None = None  # field errors from a 400
+    replaced: Replaced | None = None  # the case's earlier record the stored one replaced (perhaps another doctor's)
 
     @property
     def ok(self) -> bool:
         return self.key is not None
+
+    @property
+    def recorded(self) -> str | None:
+        """What the doctor reads when it was stored (None when not): where, and the earlier record it replaced."""
+        if self.key is None:
+            return None
+        return f"Confirmed diagnosis recorded ({self.key})." + (
+            "" if self.replaced is None else f" {self.replaced.describe()}")
 
 
 def record_feedback(client: Any, event_id: str, diagnosis: str | None, note: str | None, config: AppConfig,
@@ -372,9 +382,9 @@ def record_feedback(client: Any, event_id: str, diagnosis: str | None, note: str
     if not feedback_supported(client):
         return FeedbackOutcome(message="Recording a confirmed diagnosis is not available with this version of the client.")
     try:
-        key = client.send_feedback(event_id, diagnosis, note=(note or "").strip() or None,
-                                   **({"disease_id": disease_id} if disease_id else {}),
-                                   **({"labels": list(labels)} if labels else {}))
+        stored = client.send_feedback(event_id, diagnosis, note=(note or "").strip() or None,
+                                      **({"disease_id": disease_id} if disease_id else {}),
+                                      **({"labels": list(labels)} if labels else {}))
     except ClientFailure as err:
         raw = getattr(err, "fields", None) or {}
         fields = {str(k): str(v) for k, v in raw.items()} if isinstance(raw, Mapping) else {}
@@ -399,7 +409,7 @@ def record_feedback(client: Any, event_id: str, diagnosis: str | None, note: str
         return FeedbackOutcome(message=f"The confirmed diagnosis was not recorded: {err}", fields=fields or None)
     except Exception as err:  # noqa: BLE001
         return FeedbackOutcome(message=f"The confirmed diagnosis was not recorded ({type(err).__name__}).")
-    return FeedbackOutcome(key=str(key))
+    return FeedbackOutcome(key=str(stored.key), replaced=stored.replaced)
 
 
 CHART_ROW_PX = 36  # the probability chart's height per category

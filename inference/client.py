@@ -14,7 +14,7 @@ import threading
 import urllib.parse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import boto3
 from botocore import UNSIGNED
@@ -22,6 +22,9 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
 from diagnosa.aws import resolve_region
+
+if TYPE_CHECKING:  # imported where used: the feedback module is not needed to predict
+    from inference.feedback import StoredFeedback
 
 JSON = "application/json"
 CSV = "text/csv"
@@ -267,9 +270,11 @@ class DiagnosaClient:
 
     def send_feedback(self, event_id: str, diagnosis: str, note: str | None = None,
                       disease_id: str | None = None, source: str | None = None,
-                      labels: Sequence[str] | None = None, event_row: int | None = None) -> str:
+                      labels: Sequence[str] | None = None, event_row: int | None = None) -> StoredFeedback:
         """Send a doctor's confirmed diagnosis for a prediction (by its event id, and ``event_row``, the patient's
-        position in the request, 0 for the first, when the request held several); returns the lake key written.
+        position in the request, 0 for the first, when the request held several); returns what was stored: the lake
+        key written and the earlier record of the patient it replaced, if any (:class:`inference.feedback.Replaced`;
+        None too from an endpoint that does not say).
 
         The local endpoint takes it on ``POST /feedback``. A SageMaker endpoint has no such route: the
         record is then written straight to the lake's ``feedback/`` zone if the client was given a
@@ -303,10 +308,12 @@ class DiagnosaClient:
             return store_feedback(self.lake, self.endpoint_name, feedback)
         return self._within_deadline(lambda: self._post_feedback(body), f"endpoint {self.endpoint_url}")
 
-    def _post_feedback(self, body: dict[str, Any]) -> str:
+    def _post_feedback(self, body: dict[str, Any]) -> StoredFeedback:
         import http.client
         import urllib.error
         import urllib.request
+
+        from inference.feedback import Replaced, StoredFeedback
 
         request = urllib.request.Request(f"{self.endpoint_url}/feedback", method="POST",
                                          data=json.dumps(body, ensure_ascii=True).encode("ascii"),
@@ -343,7 +350,7 @@ class DiagnosaClient:
                                 f"JSON: {err}") from None
         if not isinstance(answer, dict) or not isinstance(answer.get("key"), str):
             raise ClientFailure(f"endpoint {self.endpoint_url} answered the feedback without the key it stored")
-        return answer["key"]
+        return StoredFeedback(answer["key"], Replaced.from_reply(answer.get("replaced")))
 
     def _failure(self, err: ClientError) -> ClientFailure:
         code = err.response.get("Error", {}).get("Code", "")

@@ -265,28 +265,111 @@ def _instant(text: str | None) -> datetime:
     return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
 
 
-def store_feedback(lake: DataLake, endpoint: str, feedback: Feedback, *, now: datetime | None = None) -> str:
+MAX_SHOWN = 200  # the most of an earlier record's text a reply carries (what is stored may have been edited)
+
+
+@dataclass(frozen=True)
+class Replaced:
+    """The earlier current record a stored feedback replaced: its diagnosis, disease id and when it was received,
+    never its note (free text: it may hold private words). ``same``: it confirmed the same diagnosis and disease id
+    (the new record is a new revision all the same). ``unreadable``: an object was there but its record could not be
+    read (not JSON, not a JSON object, or no diagnosis in it): what it said is not known (one that is not a JSON object
+    is replaced without its history)."""
+
+    diagnosis: str | None = None
+    disease_id: str | None = None
+    received_at: str | None = None  # as stored: ISO UTC
+    same: bool = False
+    unreadable: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        """As the feedback route's reply holds it (every key, null when not known)."""
+        return asdict(self)
+
+    @classmethod
+    def from_reply(cls, value: Any) -> Replaced | None:
+        """A reply's ``replaced`` read back (by the client): None for null, missing or not an object."""
+        if not isinstance(value, dict):
+            return None
+
+        def text(name: str) -> str | None:
+            item = value.get(name)
+            return item[:MAX_SHOWN] if isinstance(item, str) and item else None
+
+        return cls(text("diagnosis"), text("disease_id"), text("received_at"), value.get("same") is True,
+                   value.get("unreadable") is True)
+
+    def describe(self) -> str:
+        """The sentence that tells whoever recorded the feedback what it replaced (the app and the CLI say it)."""
+        if self.unreadable:
+            return "It replaced an earlier record that could not be read: what it said is not known."
+        what = (self.diagnosis or "no diagnosis") + (f" ({self.disease_id})" if self.disease_id else "")
+        when = f", received {_shown_time(self.received_at)}" if self.received_at else ""
+        same = " of the same diagnosis" if self.same else ""
+        return f"It replaced an earlier record{same}: {what}{when}."
+
+
+def _shown_time(text: str) -> str:
+    """A received_at as people read it: '2026-11-27 10:00 UTC' (the text itself when it is not a time)."""
+    try:
+        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return text
+    when = when.replace(tzinfo=timezone.utc) if when.tzinfo is None else when.astimezone(timezone.utc)
+    return when.strftime("%Y-%m-%d %H:%M UTC")
+
+
+@dataclass(frozen=True)
+class StoredFeedback:
+    """What :func:`store_feedback` wrote: the lake key of the patient's feedback object, and the earlier record it
+    replaced (None: it is the patient's first)."""
+
+    key: str
+    replaced: Replaced | None = None
+
+
+def _replaced(current: dict[str, Any] | None, feedback: Feedback) -> Replaced:
+    """What the earlier current record of an object that was there says, compared with the feedback replacing it."""
+    current = current or {}
+    diagnosis, disease_id, received = current.get("diagnosis"), current.get("disease_id"), current.get("received_at")
+    if not isinstance(diagnosis, str) or not diagnosis.strip():
+        return Replaced(unreadable=True)
+    disease_id = disease_id[:MAX_SHOWN] if isinstance(disease_id, str) and disease_id else None
+    return Replaced(diagnosis[:MAX_SHOWN], disease_id, received[:MAX_SHOWN] if isinstance(received, str) else None,
+                    same=diagnosis == feedback.diagnosis and disease_id == (feedback.disease_id or None))
+
+
+def store_feedback(lake: DataLake, endpoint: str, feedback: Feedback, *, now: datetime | None = None
+                   ) -> StoredFeedback:
     """Write the event's feedback object (replacing it atomically: the latest received wins, earlier
-    records kept as bounded revisions); returns its lake key.
+    records kept as bounded revisions); returns its lake key and what it replaced (:class:`Replaced`: the earlier
+    current record, or that one was there but could not be read; None when there was none).
 
     Concurrent writers in one process are serialised; across processes the last write wins and a
     revision written at the same moment can be missing from the history (the current record is right).
+    Feedback for the same patient in the lake's old layout, or under the other form of a one-patient request's
+    row (no event_row / event_row 0: another object), is not looked for: not reported as replaced.
     """
     when = (now or datetime.now(timezone.utc)).astimezone(timezone.utc)
     record = {**feedback.to_dict(), "received_at": when.isoformat(timespec="microseconds")}
     key = feedback_key(endpoint, feedback.event_id, feedback.event_row)
+    replaced: Replaced | None = None
     with _STORE_LOCK:
         history: list[dict[str, Any]] = []
         if lake.exists(key):
-            try:
-                history = _records(lake.get_json(key))
-            except (ValueError, UnicodeDecodeError):
+            try:  # its bytes, as read_feedback reads them: get_json raises LakeError for what is not JSON
+                body = json.loads(lake.get_bytes(key).decode("utf-8"))
+            except (ValueError, UnicodeDecodeError, RecursionError):
                 log.warning("feedback object %s is not valid JSON: replaced without its history", key)
+                replaced = Replaced(unreadable=True)
+            else:
+                history = _records(body)
+                replaced = _replaced(history[0] if history else None, feedback)
         # The record written now is the latest received, whatever the clocks stamped on the earlier ones: sorted by
         # their received_at text, a doctor's correction lost to a record from a host whose clock ran ahead (the
         # correction was said "stored" and sat in the revisions).
         lake.put_json(key, {"endpoint": endpoint, **record, "revisions": history[:MAX_REVISIONS]})
-    return key
+    return StoredFeedback(key, replaced)
 
 
 @dataclass

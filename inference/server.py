@@ -482,10 +482,13 @@ class _Handler(BaseHTTPRequestHandler):
             refuse(400, {"error": "invalid feedback", "fields": problems, "errors": errors}, feedback.event_id,
                    problems=errors)
             return
-        key = store_feedback(capture.lake, endpoint.endpoint_name, feedback)
-        log.info("feedback for event %s stored as %s", feedback.event_id, key)
-        self._send_json(201, {"event_id": feedback.event_id, "key": key}
-                        | ({} if feedback.event_row is None else {"event_row": feedback.event_row}))
+        stored = store_feedback(capture.lake, endpoint.endpoint_name, feedback)
+        log.info("feedback for event %s stored as %s%s", feedback.event_id, stored.key,
+                 "" if stored.replaced is None else " (it replaced an earlier record)")
+        # "replaced": the earlier record it replaced (diagnosis, disease id, when received; never its note), or null.
+        self._send_json(201, {"event_id": feedback.event_id, "key": stored.key}
+                        | ({} if feedback.event_row is None else {"event_row": feedback.event_row})
+                        | {"replaced": None if stored.replaced is None else stored.replaced.to_dict()})
 
     def _invocation(self, runtime: bool, name: str | None) -> None:
         endpoint = self.server.endpoint

@@ -55,8 +55,8 @@ def test_the_feedback_key_refuses_an_event_id_or_endpoint_with_a_trailing_newlin
 
 def test_second_feedback_replaces_the_events_object_and_the_latest_wins(tmp_path):
     lake = DataLake.from_uri(str(tmp_path))
-    first = store_feedback(lake, "diagnosa", parse_feedback({"event_id": "e1", "diagnosis": "NO ENFERMO"}))
-    second = store_feedback(lake, "diagnosa", parse_feedback({"event_id": "e1", "diagnosis": "ENFERMEDAD AGUDA"}))
+    first = store_feedback(lake, "diagnosa", parse_feedback({"event_id": "e1", "diagnosis": "NO ENFERMO"})).key
+    second = store_feedback(lake, "diagnosa", parse_feedback({"event_id": "e1", "diagnosis": "ENFERMEDAD AGUDA"})).key
     assert first == second == "feedback/diagnosa/events/e1.json" and lake.list("feedback/") == [first]
     stored = lake.get_json(first)
     assert stored["diagnosis"] == "ENFERMEDAD AGUDA" and [r["diagnosis"] for r in stored["revisions"]] == ["NO ENFERMO"]
@@ -73,7 +73,7 @@ def test_revisions_are_bounded_and_the_record_written_last_wins_whatever_its_clo
     labels = ["NO ENFERMO", "ENFERMEDAD AGUDA"]
     for i in range(MAX_REVISIONS + 5):
         key = store_feedback(lake, "diagnosa", parse_feedback({"event_id": "e1", "diagnosis": labels[i % 2]}),
-                             now=start + timedelta(minutes=i))
+                             now=start + timedelta(minutes=i)).key
     stored = lake.get_json(key)
     assert len(stored["revisions"]) == MAX_REVISIONS and lake.list("feedback/") == [key]
     assert stored["received_at"].startswith("2026-11-27T10:14")
@@ -206,7 +206,7 @@ def test_the_feedback_token_is_checked_when_set(tmp_path):
             assert _post(ep.url, body, headers={"Authorization": wrong})[0] == 401
         assert _post(ep.url, body, headers={"Authorization": "Bearer s3cret-token"})[0] == 201
         key = DiagnosaClient("diagnosa", endpoint_url=ep.url, feedback_token="s3cret-token").send_feedback(
-            body["event_id"], "ENFERMEDAD LEVE")
+            body["event_id"], "ENFERMEDAD LEVE").key
         with pytest.raises(ClientFailure, match="401"):
             DiagnosaClient("diagnosa", endpoint_url=ep.url, feedback_token="wrong").send_feedback(
                 body["event_id"], "ENFERMEDAD LEVE")
@@ -236,7 +236,7 @@ def test_client_sends_feedback_to_the_local_route(endpoint):
     ep, lake = endpoint
     client = DiagnosaClient("diagnosa", endpoint_url=ep.url)
     event = _captured(ep)
-    key = client.send_feedback(event, "ENFERMEDAD LEVE", note="follow-up")
+    key = client.send_feedback(event, "ENFERMEDAD LEVE", note="follow-up").key
     assert lake.get_json(key)["event_id"] == event
     with pytest.raises(FeedbackRejected) as err:
         client.send_feedback(event, "nonsense")
@@ -277,7 +277,7 @@ def test_the_feedback_command_refuses_an_endpoint_name_the_url_does_not_serve(en
 def test_client_without_a_route_writes_to_the_lake_or_says_why_not(tmp_path):
     lake = DataLake.from_uri(str(tmp_path))
     client = DiagnosaClient("prod-endpoint", region="eu-west-1", lake=lake)
-    key = client.send_feedback("ev-2", "NO ENFERMO")
+    key = client.send_feedback("ev-2", "NO ENFERMO").key
     assert key.startswith("feedback/prod-endpoint/") and lake.get_json(key)["diagnosis"] == "NO ENFERMO"
     with pytest.raises(ClientFailure, match="no feedback route"):
         DiagnosaClient("prod-endpoint", region="eu-west-1").send_feedback("ev-2", "NO ENFERMO")

@@ -9,7 +9,7 @@ import re
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from diagnosa.commands.common import (
     EXIT_BAD_INPUT,
@@ -30,6 +30,9 @@ from diagnosa.commands.common import (
 from diagnosa.files import FileProblem, FileTooLarge, read_file_bounded
 from diagnosa.lake import DataLake
 from inference.limits import MAX_RECORDS, has_surrogate, printable
+
+if TYPE_CHECKING:  # imported where used (the CLI starts without the feedback module)
+    from inference.feedback import StoredFeedback
 
 EXIT_ALERT = 3  # with --fail-on-alert: the report's verdict is "alert"
 
@@ -251,7 +254,7 @@ def cmd_feedback(args: argparse.Namespace) -> int:
         raise UsageError(f"{err}{hint}") from None
     if lake is None:
         try:
-            key = _send_feedback(_feedback_client(args), feedback)
+            stored = _send_feedback(_feedback_client(args), feedback)
         except ClientFailure as err:
             raise UsageError(str(err)) from None
     else:
@@ -260,9 +263,11 @@ def cmd_feedback(args: argparse.Namespace) -> int:
             _check_row(feedback, captured)
         except FeedbackError as err:
             raise UsageError(str(err)) from None
-        key = store_feedback(lake, args.endpoint_name, feedback)
+        stored = store_feedback(lake, args.endpoint_name, feedback)
     row = "" if feedback.event_row is None else f" row {feedback.event_row}"
-    print(f"feedback for event {feedback.event_id}{row} ({feedback.diagnosis}) stored as {key}")
+    print(f"feedback for event {feedback.event_id}{row} ({feedback.diagnosis}) stored as {stored.key}")
+    if stored.replaced is not None:  # another record of this patient was there (perhaps another doctor's)
+        print(printable(stored.replaced.describe()))
     if lake is not None:
         _warn_not_captured(args, lake, [feedback.event_id], captured)
     return 0
@@ -279,11 +284,12 @@ def _feedback_client(args: argparse.Namespace) -> Any:
         raise UsageError(f"--endpoint-url: {err}") from None
 
 
-def _send_feedback(client: Any, feedback: Any) -> str:
+def _send_feedback(client: Any, feedback: Any) -> StoredFeedback:
     """POST /feedback of the client's endpoint: the event-id check, the token and the served model's labels."""
-    return str(client.send_feedback(feedback.event_id, feedback.diagnosis, feedback.note,
-                                    disease_id=feedback.disease_id, source=feedback.source,
-                                    event_row=feedback.event_row))
+    stored: StoredFeedback = client.send_feedback(feedback.event_id, feedback.diagnosis, feedback.note,
+                                                  disease_id=feedback.disease_id, source=feedback.source,
+                                                  event_row=feedback.event_row)
+    return stored
 
 
 def _feedback_labels(args: argparse.Namespace, lake: DataLake) -> list[str]:
@@ -438,6 +444,7 @@ def _feedback_file(args: argparse.Namespace) -> int:
 
     bad = ProblemSummary(open_errors_file)
     stored, stored_ids = 0, []
+    replacing = {"other": 0, "same": 0, "unreadable": 0}  # stored lines that replaced an earlier record, by kind
     stopped: tuple[int, ClientFailure] | None = None
     try:
         for number, line in enumerate(lines, start=1):
@@ -457,11 +464,11 @@ def _feedback_file(args: argparse.Namespace) -> int:
             try:
                 feedback = parse_feedback(body, labels)
                 if client is not None:
-                    _send_feedback(client, feedback)
+                    replaced = _send_feedback(client, feedback).replaced
                 else:
                     assert lake is not None
                     _check_row(feedback, captured)
-                    store_feedback(lake, args.endpoint_name, feedback)
+                    replaced = store_feedback(lake, args.endpoint_name, feedback).replaced
             except (FeedbackError, FeedbackRejected) as err:  # this line's: its fields, its event id, its size
                 fields = err.fields or {}
                 for field, problem in fields.items():
@@ -474,12 +481,14 @@ def _feedback_file(args: argparse.Namespace) -> int:
                 break
             stored += 1
             stored_ids.append(feedback.event_id)
+            if replaced is not None:  # an earlier record of the patient (an earlier line's, or already in the lake)
+                replacing["unreadable" if replaced.unreadable else "same" if replaced.same else "other"] += 1
     finally:
         bad.close()
     not_sent = sum(1 for line in lines[stopped[0] - 1:] if line.strip()) if stopped else 0
     where = f" to {client.endpoint_url}" if client is not None else ""
     print(printable(f"feedback from {args.file}{where}: {stored} stored, {bad.records} refused"
-                    + (f", {not_sent} not sent" if stopped else "")))
+                    + (f", {not_sent} not sent" if stopped else "") + _replacing_summary(replacing)))
     if bad.total:
         print("\n".join(printable(line) for line in bad.lines()))
     if bad.sink is not None:
@@ -492,6 +501,17 @@ def _feedback_file(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return EXIT_FAILED
     return 0 if not bad.total else EXIT_BAD_INPUT
+
+
+def _replacing_summary(replacing: dict[str, int]) -> str:
+    """The end of the --file summary line: how many stored lines replaced an earlier record of their patient."""
+    total = sum(replacing.values())
+    if not total:
+        return ""
+    kinds = [f"{replacing['same']} with the same diagnosis"] if replacing["same"] else []
+    kinds += [f"{replacing['unreadable']} that could not be read"] if replacing["unreadable"] else []
+    return (f"; {total} replaced an earlier record of their patient"
+            + (f" ({', '.join(kinds)})" if kinds else ""))
 
 
 # ------------------------------------------------------------------------------------------------ parser
