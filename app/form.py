@@ -29,7 +29,10 @@ LABELS = {"age": "Age", "sex": "Sex", "symptoms": "Symptoms", "prior_diagnoses":
 CHOICE_LABELS = {"sex": {"F": "Female", "M": "Male"}}
 BOOLEAN_CHOICES = {"Yes": True, "No": False}
 _CODE_SPLIT = re.compile(r"[\s,;]+")
-MAX_NUMBER_CHARS = 24  # what a measurement field takes: '1234.5678 mmol/L' and room to spare
+# What a measurement may be: '1234.5678 mmol/L' and room to spare. Longer is refused by parse_number, naming the field;
+# never by the widget: Streamlit drops a paste over a text field's max_chars whole, with no message (the field stayed
+# empty and the lab was sent as not recorded).
+MAX_NUMBER_CHARS = 24
 # A measurement as a doctor types it: digits with one decimal mark, a point or a comma (38.9, 38,9, ,5), a sign.
 _NUMBER = re.compile(r"^[+-]?(?:[0-9]+(?:[.,][0-9]*)?|[.,][0-9]+)$")
 _AMBIGUOUS_COMMA = re.compile(r"^[+-]?0*[1-9][0-9]{0,2},[0-9]{3}$")  # 1,500: one and a half, or fifteen hundred?
@@ -239,8 +242,12 @@ def parse_number(text: str, f: FormField) -> float | int | None:
     raw = unicodedata.normalize("NFKC", str(text)).strip().replace("\u2212", "-")  # full-width digits; '−' minus
     if not raw:
         return None
-    number = _strip_unit(raw, f.unit)
     shown = raw if len(raw) <= 30 else raw[:30] + "…"
+    if len(raw) > MAX_NUMBER_CHARS:  # a pasted line of a lab report: '15.2 10^9/L (ref 4.0-11.0)'
+        unit = f" (its unit, {f.unit}, may follow it)" if f.unit else ""
+        raise ValueProblem(f"'{shown}' is too long for {f.label}: a measurement takes at most {MAX_NUMBER_CHARS} "
+                           f"characters (this is {len(raw)}); write only the number{unit}")
+    number = _strip_unit(raw, f.unit)
     glued = re.sub(r"\s+", "", number)
     if glued != number and _NUMBER.fullmatch(glued):  # '15 2', '1 80': a slip, or a space between thousands
         parts = number.split()

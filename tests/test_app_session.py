@@ -43,6 +43,7 @@ class Scripted:
     invocations: list[dict[str, Any]] = field(default_factory=list)
     feedback: list[dict[str, Any]] = field(default_factory=list)
     counter: int = 0
+    replaced: Any = None  # the /feedback reply's "replaced": the earlier record of the case, null for its first
 
 
 @pytest.fixture
@@ -54,7 +55,8 @@ def endpoint() -> Iterator[tuple[str, Scripted]]:
             data = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
             if self.path == "/feedback":
                 script.feedback.append(data)
-                self._send(201, {"event_id": data.get("event_id"), "key": f"feedback/x/{len(script.feedback)}.json"})
+                self._send(201, {"event_id": data.get("event_id"), "key": f"feedback/x/{len(script.feedback)}.json",
+                                 "replaced": script.replaced})
                 return
             script.invocations.append(data)
             status, body = script.answers[min(len(script.invocations), len(script.answers)) - 1]
@@ -312,3 +314,104 @@ def test_the_endpoints_model_version_and_event_id_cannot_format_the_caption(monk
     at.run()
     caption = [c.value for c in at.get_by_key("result").caption if "Model version" in c.value][0]
     assert "](" not in caption and "`" not in caption.replace("\\`", "")
+
+
+# ------------------------------------------------------------------------------------------------ replaced records
+
+def _recorded(at: AppTest) -> tuple[list[str], list[str]]:
+    """The feedback's "recorded" messages: (successes, warnings)."""
+    return ([m for m in _text(at.success) if m.startswith("Confirmed diagnosis recorded")],
+            [m for m in _text(at.warning) if m.startswith("Confirmed diagnosis recorded")])
+
+
+def test_a_confirmed_diagnosis_that_replaced_an_earlier_record_says_so(monkeypatch, endpoint):
+    # A doctor recording a confirmed diagnosis for a case that had one (perhaps another doctor's) read the same
+    # "Confirmed diagnosis recorded" as for the first: never told that an earlier record was replaced.
+    url, script = endpoint
+    script.answers = [(200, {"predictions": [answer()]})]
+    at = _submit(_app(monkeypatch, url), age="67")
+
+    def record() -> tuple[list[str], list[str]]:
+        at.selectbox(key="fb-diagnosis").select("ENFERMEDAD AGUDA")
+        at.button(key="fb-submit").click().run()
+        return _recorded(at)
+
+    assert record() == (["Confirmed diagnosis recorded (feedback/x/1.json)."], [])
+    script.replaced = {"diagnosis": "ENFERMEDAD LEVE", "disease_id": "ORPHA:558",
+                       "received_at": "2026-11-27T10:05:30.000000+00:00", "same": False, "unreadable": False}
+    assert record() == ([], ["Confirmed diagnosis recorded (feedback/x/2.json). It replaced an earlier record: "
+                             "ENFERMEDAD LEVE (ORPHA:558), received 2026-11-27 10:05 UTC."])
+    script.replaced = {"unreadable": True}
+    assert record() == ([], ["Confirmed diagnosis recorded (feedback/x/3.json). It replaced an earlier record that "
+                             "could not be read: what it said is not known."])
+    # What the endpoint says of the earlier record is text: it cannot format or link.
+    script.replaced = {"diagnosis": "[x](http://evil.example) **bold**", "received_at": None}
+    record()
+    [warning] = [w.value for w in at.warning if "Confirmed diagnosis recorded" in w.value]
+    assert "](" not in warning and "\\*\\*bold\\*\\*" in warning
+
+
+def test_a_second_record_written_to_the_lake_says_what_it_replaced(monkeypatch, tmp_path):
+    # Over SageMaker the client writes to the lake itself: store_feedback's answer reaches the doctor the same way.
+    import app.results
+
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    sent = "0b8f2f4e-aaaa-4bbb-8ccc-000000000002"
+    monkeypatch.setattr(app.results, "diagnose", lambda *args, **kwargs: Outcome(result=answer(), inference_id=sent))
+    at = _submit(_app(monkeypatch, None, REGION="eu-west-1", LAKE=str(tmp_path / "lake")), age="67")
+    recorded = f"Confirmed diagnosis recorded (feedback/diagnosa/events/{sent}.json)."
+    said = []
+    for diagnosis in ("ENFERMEDAD LEVE", "ENFERMEDAD LEVE", "NO ENFERMO"):
+        at.selectbox(key="fb-diagnosis").select(diagnosis)
+        at.button(key="fb-submit").click().run()
+        said.append(_recorded(at))
+    assert said[0] == ([recorded], [])
+    when = r" received \d{4}-\d\d-\d\d \d\d:\d\d UTC\."
+    assert not said[1][0] and re.fullmatch(re.escape(f"{recorded} It replaced an earlier record of the same diagnosis: "
+                                                     "ENFERMEDAD LEVE,") + when, said[1][1][0])
+    assert not said[2][0] and re.fullmatch(re.escape(f"{recorded} It replaced an earlier record: ENFERMEDAD LEVE,")
+                                           + when, said[2][1][0])
+
+
+# ------------------------------------------------------------------------------------------------ pasted values
+
+def test_a_measurement_too_long_is_refused_under_its_field_and_not_sent(monkeypatch, endpoint):
+    # The field took at most 24 characters: Chromium's paste of a longer lab line was dropped whole (the field stayed
+    # empty) and the lab went as not recorded (tests/test_app_paste.py drives the paste in Chromium).
+    url, script = endpoint
+    script.answers = [(200, {"predictions": [answer()]})]
+    at = _app(monkeypatch, url)
+    assert not at.text_input(key="in-wbc_10e9_l").max_chars  # the widget keeps whatever is pasted
+    _submit(at, age="67", wbc_10e9_l="15.2 10^9/L (ref 4.0-11.0)")
+    assert script.invocations == []
+    assert _text(at.get_by_key("field-wbc_10e9_l").error) == [
+        "'15.2 10^9/L (ref 4.0-11.0)' is too long for White blood cells: a measurement takes at most 24 characters "
+        "(this is 26); write only the number (its unit, 10^9/L, may follow it)"]
+    assert at.text_input(key="in-wbc_10e9_l").value == "15.2 10^9/L (ref 4.0-11.0)"  # kept, to be corrected
+    _submit(at, wbc_10e9_l="15.2 10^9/L")
+    assert script.invocations[-1]["instances"] == [{"age": 67, "wbc_10e9_l": 15.2}]
+
+
+# ------------------------------------------------------------------------------------------------ stale result
+
+def test_a_result_says_when_the_values_changed_since_it_was_asked_for(monkeypatch, endpoint):
+    # The symptoms are chosen outside the form: adding one left the diagnosis of the values before beside them.
+    url, script = endpoint
+    script.answers = [(200, {"predictions": [answer()]})]
+    at = _submit(_app(monkeypatch, url), age="67")
+
+    def stale() -> bool:
+        return any("The values have changed since this diagnosis" in c for c in _text(at.get_by_key("result").caption))
+
+    assert not stale()
+    at.session_state["symptoms"] = ["HP:0001945"]  # as the symptom picker's add button does
+    at.run()
+    assert stale()
+    at.session_state["symptoms"] = []  # removed again: the values of the diagnosis
+    at.run()
+    assert not stale()
+    at.session_state["symptoms"] = ["HP:0001945"]
+    _submit(at)  # asked again: the result is of these values
+    assert not stale() and script.invocations[-1]["instances"][0]["symptoms"] == ["HP:0001945"]
+    at.button(key="new-patient").click().run()
+    assert "outcome_values" not in at.session_state

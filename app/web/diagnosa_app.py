@@ -16,7 +16,6 @@ import streamlit as st
 from app.config import AppConfig, ConfigError
 from app.form import (
     BOOLEAN_CHOICES,
-    MAX_NUMBER_CHARS,
     FieldErrors,
     FormError,
     FormField,
@@ -108,9 +107,8 @@ def submit(config: AppConfig, spec: FormSpec) -> None:
         st.session_state["blocked"] = True
         return
     st.session_state["blocked"] = False
-    values = {f.name: st.session_state.get(FIELD + f.name) for f in spec.fields}
-    if spec.terms_field is not None:
-        values[spec.terms_field.name] = list(st.session_state.get(SYMPTOMS, []))
+    values = form_values(spec)
+    st.session_state["outcome_values"] = values  # what the result is of (a later edit is told: stale_result)
     values, problems = read_numbers(spec, values)
     if problems:  # a value typed that is not a number: nothing is sent, the problem is shown under its field
         st.session_state["outcome"] = Outcome(failure=Failure(
@@ -123,6 +121,22 @@ def submit(config: AppConfig, spec: FormSpec) -> None:
         st.session_state["fb-event"] = reference
         st.session_state["fb-case"] = {"event_id": reference, "at": outcome.received_at,
                                        "category": (outcome.result or {}).get("category")}
+
+
+def form_values(spec: FormSpec) -> dict[str, Any]:
+    """The patient's values as the widgets hold them (the measurements as typed), the chosen symptoms included."""
+    values = {f.name: st.session_state.get(FIELD + f.name) for f in spec.fields}
+    if spec.terms_field is not None:
+        values[spec.terms_field.name] = list(st.session_state.get(SYMPTOMS, []))
+    return values
+
+
+def stale_result(spec: FormSpec) -> bool:
+    """Whether the values have changed since the diagnosis shown was asked for. In the browser a form's fields reach
+    the app only when it is submitted (which asks again), so what changes in between is the symptoms (chosen outside
+    the form)."""
+    asked = st.session_state.get("outcome_values")
+    return asked is not None and asked != form_values(spec)
 
 
 def case_reference(outcome: Outcome, config: AppConfig) -> str | None:
@@ -148,7 +162,7 @@ def send_feedback(config: AppConfig, spec: FormSpec) -> None:
 def new_patient(spec: FormSpec) -> None:
     for key in [k for k in st.session_state if str(k).startswith((FIELD, "fb-"))]:
         del st.session_state[key]
-    for key in (SYMPTOMS, "outcome", "feedback_outcome", "symptom_query", "blocked"):
+    for key in (SYMPTOMS, "outcome", "outcome_values", "feedback_outcome", "symptom_query", "blocked"):
         st.session_state.pop(key, None)
 
 
@@ -173,8 +187,9 @@ def field_widget(f: FormField, spec: FormSpec) -> None:
     if f.kind in ("integer", "number"):
         # Text, read by app.form.parse_number: the browser's number field drops a decimal comma (15,2 became 152,
         # an age of 6,5 became 65), cut a decimal of a whole number (67.5 became 67), let go of a value too big for
-        # it, and its display rounded what was typed (0.004 showed as 0.00 and was sent as 0.004).
-        st.text_input(f.title, key=key, help=f.help, placeholder="not recorded", max_chars=MAX_NUMBER_CHARS)
+        # it, and its display rounded what was typed (0.004 showed as 0.00 and was sent as 0.004). No max_chars:
+        # Streamlit drops a paste longer than it whole, silently; parse_number refuses a value too long, by field.
+        st.text_input(f.title, key=key, help=f.help, placeholder="not recorded")
     elif f.kind == "choice":
         st.selectbox(f.title, f.choices, index=None, format_func=f.choice_label, key=key, placeholder="not recorded")
     elif f.kind == "boolean":
@@ -233,9 +248,14 @@ def show_result(outcome: Outcome, spec: FormSpec, config: AppConfig) -> None:
                      "*New patient* to start again.")
 
 
+STALE = "The values have changed since this diagnosis: ask again for a diagnosis of these values."
+
+
 def _result(outcome: Outcome, spec: FormSpec, config: AppConfig) -> None:
     result = outcome.result or {}
     st.subheader("Diagnosis")
+    if stale_result(spec):
+        st.caption(STALE)
     st.markdown(f"### {escape_markdown(headline(result))}")  # a label of the user's own is text
     note = decision_note(result)
     if note:
@@ -306,8 +326,10 @@ def feedback_section(config: AppConfig, spec: FormSpec, client: Any) -> None:
             st.form_submit_button("Record confirmed diagnosis", key="fb-submit", on_click=send_feedback,
                                   args=(config, spec))
         if outcome is not None:
-            if outcome.ok:
-                st.success(f"Confirmed diagnosis recorded ({escape_markdown(str(outcome.key))}).")
+            if outcome.ok and outcome.replaced is not None:  # another record of this case was there: said, not hidden
+                st.warning(escape_markdown(outcome.recorded or ""), icon=":material/history:")
+            elif outcome.ok:
+                st.success(escape_markdown(outcome.recorded or ""))
             elif outcome.message:
                 st.error(escape_markdown(outcome.message))
 
