@@ -300,7 +300,8 @@ def test_codes_typed_into_the_list_are_sent_in_upper_case_and_unlearned_ones_are
 def test_the_feedback_form_fits_the_endpoint_and_the_model(monkeypatch, endpoint, byod_model):
     url, script = endpoint
     at = _app(monkeypatch, url)
-    assert at.text_area(key="fb-note").max_chars == MAX_NOTE  # the endpoint's limit, not 2000
+    note = at.text_area(key="fb-note")  # no widget limit: a paste over it would be dropped whole, silently
+    assert not note.max_chars and f"{MAX_NOTE:,} characters" in note.help  # 0: none
     assert at.text_input(key="fb-disease")
     byod = _app(monkeypatch, url, byod_model)  # no rare-disease slice: no disease id asked
     assert not [w for w in byod.text_input if w.key == "fb-disease"]
@@ -349,6 +350,21 @@ def test_a_confirmed_diagnosis_that_replaced_an_earlier_record_says_so(monkeypat
     record()
     [warning] = [w.value for w in at.warning if "Confirmed diagnosis recorded" in w.value]
     assert "](" not in warning and "\\*\\*bold\\*\\*" in warning
+
+
+def test_a_note_over_the_limit_is_refused_by_name_kept_and_nothing_is_sent(monkeypatch, endpoint):
+    # The note box had max_chars: a longer paste (a discharge letter) was dropped whole, with no word.
+    url, script = endpoint
+    script.answers = [(200, {"predictions": [answer()]})]
+    at = _submit(_app(monkeypatch, url), age="67")
+    before = len(script.feedback)
+    letter = "Biopsia compatible. " * 60  # 1,200 characters
+    at.selectbox(key="fb-diagnosis").select("ENFERMEDAD AGUDA")
+    at.text_area(key="fb-note").set_value(letter)
+    at.button(key="fb-submit").click().run()
+    assert len(script.feedback) == before  # nothing sent
+    assert any("note" in e.value and str(MAX_NOTE) in e.value for e in at.error), [e.value for e in at.error]
+    assert at.text_area(key="fb-note").value == letter  # kept, to be shortened
 
 
 def test_a_second_record_written_to_the_lake_says_what_it_replaced(monkeypatch, tmp_path):

@@ -321,7 +321,10 @@ def feedback_section(config: AppConfig, spec: FormSpec, client: Any) -> None:
                 st.text_input("Rare disease (optional: ORPHA:, OMIM: or DECIPHER: id)", key="fb-disease",
                               help="Counts the case in the orphan-disease slice of live quality monitoring.")
                 show_errors([problems.pop("disease_id")] if "disease_id" in problems else [])
-            st.text_area("Note (optional; no names or identifying details)", key="fb-note", max_chars=MAX_NOTE)
+            # No max_chars: the browser drops a paste longer than it whole, silently; the client refuses a note over
+            # MAX_NOTE by name, and the note stays to be shortened.
+            st.text_area("Note (optional; no names or identifying details)", key="fb-note",
+                         help=f"Up to {MAX_NOTE:,} characters.")
             show_errors([f"{k}: {v}" for k, v in problems.items()])
             st.form_submit_button("Record confirmed diagnosis", key="fb-submit", on_click=send_feedback,
                                   args=(config, spec))
