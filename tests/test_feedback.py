@@ -9,6 +9,7 @@ import uuid
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from feedback_endpoint import captured_event, endpoint_fixture  # noqa: F401  (the fixture "endpoint")
 
 from diagnosa.lake import DataLake
 from inference.capture import DataCapture, new_event_id, read_errors
@@ -110,23 +111,6 @@ def test_old_layout_objects_are_still_read_and_the_latest_wins_across_layouts(tm
     assert read_feedback(lake, "diagnosa").latest[("e3", None)].diagnosis == "ENFERMEDAD LEVE"
 
 
-@pytest.fixture()
-def endpoint(tmp_path):
-    lake = DataLake.from_uri(str(tmp_path / "lake"))
-    ep = EndpointServer("unused", capture=DataCapture(lake, "diagnosa"), loader=lambda _: None).start()
-    yield ep, lake
-    ep.stop()
-
-
-def _captured(ep: EndpointServer) -> str:
-    """An event id the endpoint captured (as _invocation does: a time-ordered id, spooled)."""
-    when = datetime.now(timezone.utc)
-    event_id = new_event_id(when)
-    assert ep.capture.record(event_id, None, b'{"age": 40}', "application/json", b'{"predictions": []}',
-                             "application/json", when)
-    return event_id
-
-
 def _post(url, body, content_type="application/json", headers=None, full=False):
     data = body if isinstance(body, bytes) else json.dumps(body).encode()
     request = urllib.request.Request(url + "/feedback", data=data, method="POST",
@@ -141,7 +125,7 @@ def _post(url, body, content_type="application/json", headers=None, full=False):
 
 def test_route_stores_feedback_and_answers_201_with_the_key(endpoint):
     ep, lake = endpoint
-    event = _captured(ep)
+    event = captured_event(ep)
     status, body = _post(ep.url, {"event_id": event, "diagnosis": "ENFERMEDAD TERMINAL", "note": "biopsy"})
     assert status == 201 and body["event_id"] == event
     stored = lake.get_json(body["key"])
@@ -150,7 +134,7 @@ def test_route_stores_feedback_and_answers_201_with_the_key(endpoint):
 
 def test_second_feedback_through_the_route_keeps_one_object(endpoint):
     ep, lake = endpoint
-    event = _captured(ep)
+    event = captured_event(ep)
     keys = [_post(ep.url, {"event_id": event, "diagnosis": d})[1]["key"] for d in ("NO ENFERMO", "ENFERMEDAD LEVE")]
     assert keys[0] == keys[1] and lake.list("feedback/") == [keys[0]]
     assert read_feedback(lake, "diagnosa").latest[(event, None)].diagnosis == "ENFERMEDAD LEVE"
@@ -160,7 +144,7 @@ def test_second_feedback_through_the_route_keeps_one_object(endpoint):
                                    new_event_id(datetime.now(timezone.utc) + timedelta(days=3))])
 def test_feedback_for_an_event_never_captured_is_404(endpoint, event):
     ep, lake = endpoint
-    _captured(ep)
+    captured_event(ep)
     status, body = _post(ep.url, {"event_id": event, "diagnosis": "NO ENFERMO"})
     assert status == 404 and "no captured prediction" in body["error"] and body["event_id"] == event
     assert lake.list("feedback/") == []
@@ -180,7 +164,7 @@ def test_feedback_for_an_event_not_sampled_says_so(tmp_path):
 def test_the_lookup_survives_a_restart(tmp_path):
     lake = DataLake.from_uri(str(tmp_path / "lake"))
     with EndpointServer("unused", capture=DataCapture(lake, "diagnosa"), loader=lambda _: None) as ep:
-        event = _captured(ep)
+        event = captured_event(ep)
     with EndpointServer("unused", capture=DataCapture(lake, "diagnosa"), loader=lambda _: None) as ep:
         assert _post(ep.url, {"event_id": event, "diagnosis": "NO ENFERMO"})[0] == 201
         assert _post(ep.url, {"event_id": new_event_id(), "diagnosis": "NO ENFERMO"})[0] == 404
@@ -189,7 +173,7 @@ def test_the_lookup_survives_a_restart(tmp_path):
 
 def test_an_oversized_feedback_body_is_413(endpoint):
     ep, lake = endpoint
-    status, body = _post(ep.url, {"event_id": _captured(ep), "diagnosis": "NO ENFERMO", "note": "x" * 20_000})
+    status, body = _post(ep.url, {"event_id": captured_event(ep), "diagnosis": "NO ENFERMO", "note": "x" * 20_000})
     assert status == 413 and "16 KB" in body["error"]
     assert lake.list("feedback/") == []
 
@@ -198,7 +182,7 @@ def test_the_feedback_token_is_checked_when_set(tmp_path):
     lake = DataLake.from_uri(str(tmp_path / "lake"))
     with EndpointServer("unused", capture=DataCapture(lake, "diagnosa"), loader=lambda _: None,
                        feedback_token="s3cret-token") as ep:
-        body = {"event_id": _captured(ep), "diagnosis": "NO ENFERMO"}
+        body = {"event_id": captured_event(ep), "diagnosis": "NO ENFERMO"}
         status, answer, headers = _post(ep.url, body, full=True)
         assert status == 401 and "Authorization: Bearer" in answer["error"]
         assert headers["WWW-Authenticate"].startswith("Bearer")
@@ -235,7 +219,7 @@ def test_route_refuses_bad_bodies_with_the_field_errors(endpoint):
 def test_client_sends_feedback_to_the_local_route(endpoint):
     ep, lake = endpoint
     client = DiagnosaClient("diagnosa", endpoint_url=ep.url)
-    event = _captured(ep)
+    event = captured_event(ep)
     key = client.send_feedback(event, "ENFERMEDAD LEVE", note="follow-up").key
     assert lake.get_json(key)["event_id"] == event
     with pytest.raises(FeedbackRejected) as err:
@@ -249,7 +233,7 @@ def test_the_feedback_command_sends_disease_id_and_source_to_the_endpoint(endpoi
     from diagnosa.cli import main
 
     ep, lake = endpoint
-    event = _captured(ep)
+    event = captured_event(ep)
     code = main(["--workspace", str(tmp_path / "ws"), "feedback", event, "ENFERMEDAD CRÓNICA", "--endpoint-url", ep.url,
                  "--disease-id", "ORPHA:558", "--source", "ward-3"])
     assert code == 0, capsys.readouterr().err
@@ -264,7 +248,7 @@ def test_the_feedback_command_refuses_an_endpoint_name_the_url_does_not_serve(en
     from diagnosa.cli import main
 
     ep, lake = endpoint
-    event = _captured(ep)
+    event = captured_event(ep)
     argv = ["--workspace", str(tmp_path / "ws"), "feedback", event, "ENFERMEDAD CRÓNICA", "--endpoint-url", ep.url]
     assert main([*argv, "--endpoint-name", "ward-b"]) == 2
     err = capsys.readouterr().err
@@ -384,7 +368,7 @@ def test_a_file_with_surrogates_refuses_those_lines_and_goes_on_to_its_summary(t
 @pytest.mark.parametrize("option", ["--note", "--source", "--disease-id"])
 def test_a_command_line_argument_that_is_not_utf8_is_refused_cleanly(endpoint, tmp_path, capsys, option):
     ep, lake = endpoint
-    event = _captured(ep)
+    event = captured_event(ep)
     bad = "ca\udcf1a"  # a Latin-1 'ñ' as Python hands it over from a non-UTF-8 terminal
     field = option[2:].replace("-", "_")
     for where, route in ((["--lake", tmp_path / "lake2"], []), (["--workspace", tmp_path / "ws"], ["--endpoint-url", ep.url])):
@@ -400,7 +384,7 @@ def test_a_file_with_endpoint_url_goes_through_the_route_with_its_token(tmp_path
     token.write_text("s3cret-token\n")
     with EndpointServer("unused", capture=DataCapture(lake, "diagnosa"), loader=lambda _: None,
                         feedback_token="s3cret-token") as ep:
-        good = _captured(ep)
+        good = captured_event(ep)
         path = tmp_path / "fb.jsonl"
         path.write_text(json.dumps({"event_id": good, "diagnosis": "ENFERMEDAD LEVE", "source": "his"}) + "\n"
                         + json.dumps({"event_id": "never-captured-1", "diagnosis": "NO ENFERMO"}) + "\n"
@@ -451,7 +435,7 @@ def test_a_feedback_token_without_an_endpoint_url_is_refused(tmp_path, capsys):
 
 def test_feedback_straight_to_the_lake_warns_of_event_ids_never_captured(endpoint, tmp_path, capsys):
     ep, lake = endpoint
-    captured = [_captured(ep) for _ in range(3)]
+    captured = [captured_event(ep) for _ in range(3)]
     assert ep.capture.flush()
     path = tmp_path / "fb.jsonl"
     ids = [*captured, "not-an-event", new_event_id()]
@@ -505,7 +489,7 @@ def test_the_capture_is_read_once_for_all_the_event_ids_of_a_file(endpoint):
     from inference.capture import captured_patients
 
     ep, lake = endpoint
-    captured = [_captured(ep) for _ in range(3)]
+    captured = [captured_event(ep) for _ in range(3)]
     assert ep.capture.flush()
     objects = [k for k in lake.list("capture/diagnosa/") if k.endswith(".jsonl")]
     reads: list[str] = []
@@ -578,7 +562,7 @@ def test_an_event_id_in_capitals_names_the_captured_event(endpoint):
     # A UUID typed or exported in capitals was taken (the lake's capture is read case-blind) but stored as given,
     # and the monitor, joining by the capture's lower-case id, counted it as "not captured".
     ep, lake = endpoint
-    event = _captured(ep)
+    event = captured_event(ep)
     status, body = _post(ep.url, {"event_id": event.upper(), "diagnosis": "NO ENFERMO"})
     assert status == 201 and body["event_id"] == event and body["key"] == f"feedback/diagnosa/events/{event}.json"
     assert parse_feedback({"event_id": "Ev-1", "diagnosis": "NO ENFERMO"}).event_id == "Ev-1"  # not a UUID: as given
@@ -615,7 +599,7 @@ def test_a_mistyped_diagnosis_with_an_event_row_is_refused_not_a_traceback(tmp_p
 
 def test_a_row_beyond_a_single_patient_request_and_a_row_that_is_no_number_are_named_as_such(endpoint):
     ep, _ = endpoint
-    event = _captured(ep)
+    event = captured_event(ep)
     status, body = _post(ep.url, {"event_id": event, "diagnosis": "NO ENFERMO", "event_row": 1})
     assert status == 400 and body["fields"]["event_row"] == (f"event {event} answered one patient: event_row is 0 or "
                                                              "left out; got 1")

@@ -4,16 +4,15 @@ already had one (perhaps another doctor's) read the same "recorded" message as f
 from __future__ import annotations
 
 import json
-import urllib.request
 from datetime import datetime, timezone
 
 import pytest
+from feedback_endpoint import captured_event, endpoint_fixture  # noqa: F401  (the fixture "endpoint")
+from test_feedback import _post
 
 from diagnosa.lake import DataLake
-from inference.capture import DataCapture, new_event_id
 from inference.client import DiagnosaClient
 from inference.feedback import Replaced, StoredFeedback, parse_feedback, store_feedback
-from inference.server import EndpointServer
 
 WHEN = datetime(2026, 11, 27, 10, 5, 30, tzinfo=timezone.utc)
 
@@ -66,32 +65,9 @@ def test_a_reply_is_read_back_as_it_was_written_and_a_strange_one_as_not_known()
     assert Replaced("X", received_at="2026-11-27T12:05:00+02:00").describe().endswith("2026-11-27 10:05 UTC.")
 
 
-@pytest.fixture()
-def endpoint(tmp_path):
-    lake = DataLake.from_uri(str(tmp_path / "lake"))
-    ep = EndpointServer("unused", capture=DataCapture(lake, "diagnosa"), loader=lambda _: None).start()
-    yield ep, lake
-    ep.stop()
-
-
-def _captured(ep: EndpointServer) -> str:
-    when = datetime.now(timezone.utc)
-    event_id = new_event_id(when)
-    assert ep.capture.record(event_id, None, b'{"age": 40}', "application/json", b'{"predictions": []}',
-                             "application/json", when)
-    return event_id
-
-
-def _post(url: str, body: dict) -> tuple[int, dict]:
-    request = urllib.request.Request(url + "/feedback", data=json.dumps(body).encode(), method="POST",
-                                     headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return response.status, json.loads(response.read())
-
-
 def test_the_route_answers_what_the_record_replaced(endpoint):
     ep, lake = endpoint
-    event = _captured(ep)
+    event = captured_event(ep)
     status, body = _post(ep.url, {"event_id": event, "diagnosis": "ENFERMEDAD LEVE", "note": "private words"})
     assert status == 201 and body == {"event_id": event, "key": f"feedback/diagnosa/events/{event}.json",
                                       "replaced": None}
@@ -132,7 +108,7 @@ def test_the_feedback_command_says_when_it_replaced_an_earlier_record(tmp_path, 
 
 def test_the_feedback_command_through_the_endpoint_says_so_too(endpoint, tmp_path, capsys):
     ep, _ = endpoint
-    event = _captured(ep)
+    event = captured_event(ep)
     argv = ("--workspace", tmp_path / "ws", "feedback", event, "ENFERMEDAD AGUDA", "--endpoint-url", ep.url)
     assert _cli(capsys, *argv)[0] == 0
     code, out, err = _cli(capsys, *argv)
@@ -143,7 +119,7 @@ def test_the_feedback_command_through_the_endpoint_says_so_too(endpoint, tmp_pat
 @pytest.mark.parametrize("through", ["lake", "endpoint"])
 def test_the_feedback_file_counts_the_records_that_replaced_an_earlier_one(endpoint, tmp_path, capsys, through):
     ep, lake = endpoint
-    events = [_captured(ep) for _ in range(5)]
+    events = [captured_event(ep) for _ in range(5)]
     assert ep.capture.flush()
     lake.put_bytes(f"feedback/diagnosa/events/{events[3]}.json", b"{oops")  # there, not readable
     lines = [(events[0], "NO ENFERMO"), (events[1], "ENFERMEDAD LEVE"), (events[0], "ENFERMEDAD AGUDA"),
