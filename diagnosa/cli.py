@@ -447,17 +447,17 @@ def open_registry(args: argparse.Namespace):
 def _test_summary(args: argparse.Namespace, package: dict) -> str:
     """Test-set recall figures of a version, from the evaluation its ModelMetrics point at (local lake)."""
     uri = package.get("ModelMetrics", {}).get("ModelQuality", {}).get("Statistics", {}).get("S3Uri", "")
-    bucket, _, key = uri.removeprefix("s3://").partition("/")
+    bucket, _, key = str(uri).removeprefix("s3://").partition("/")
     try:
         if bucket != LOCAL_BUCKET:
             raise LakeError(f"not in the local lake: {uri}")
         report = json.loads(open_lake(args).get_bytes(key))["diagnosa"]
-    except (LakeError, ValueError, KeyError):
+        worst = report["worst_class_recall"]
+        orphan = report["slices"].get("orphan", {}).get("macro_recall")
+        return (f"test recall: macro {report['macro']['recall']:.3f}, worst {worst['label']} {worst['recall']:.3f}"
+                + (f", orphan slice {orphan:.3f}" if orphan is not None else ""))
+    except (LakeError, ValueError, KeyError, TypeError, AttributeError):  # gone, or not an evaluation's report
         return "test metrics not available locally"
-    worst = report["worst_class_recall"]
-    orphan = report["slices"].get("orphan", {}).get("macro_recall")
-    return (f"test recall: macro {report['macro']['recall']:.3f}, worst {worst['label']} {worst['recall']:.3f}"
-            + (f", orphan slice {orphan:.3f}" if orphan is not None else ""))
 
 
 def _in_service(args: argparse.Namespace) -> list[dict]:
@@ -475,6 +475,9 @@ def _serving(endpoints: list[dict], package: dict) -> list[str]:
 
 
 def cmd_registry_list(args: argparse.Namespace) -> int:
+    from inference.limits import printable_line
+    from pipelines.registry import DAMAGED
+
     registry = open_registry(args)
     existing = registry.groups()
     where = f"{registry.root}" + ("" if args.region else f" ({workspace_hint(args)})")
@@ -488,17 +491,57 @@ def cmd_registry_list(args: argparse.Namespace) -> int:
     endpoints = _in_service(args)
     for group in groups:
         packages = registry.list_model_packages(group)
-        print(f"{group}: {len(packages)} version(s)")
+        print(printable_line(f"{group}: {len(packages)} version(s)"))
         for p in packages:
+            # Every field is the version file's (anyone's text): printed escaped, one line each — a newline in
+            # metadata forged a version line, a lone surrogate crashed the listing of every group.
+            if p["ModelApprovalStatus"] == DAMAGED:
+                print(printable_line(f"  v{p['ModelPackageVersion']:<4} {DAMAGED:<22} {p['Problem']}"))
+                continue
             rejected = " — rejected, still serving" if p["ModelApprovalStatus"] == "Rejected" else ""
             serving = "".join(f"  [serving on {name}{rejected}]" for name in _serving(endpoints, p))
-            print(f"  v{p['ModelPackageVersion']:<4} {p['ModelApprovalStatus']:<22} {p['CreationTime']}  "
-                  f"{_test_summary(args, p)}{serving}")
+            print(printable_line(f"  v{p['ModelPackageVersion']!s:<4} {p['ModelApprovalStatus']:<22} "
+                                 f"{p.get('CreationTime', '?')!s}  {_test_summary(args, p)}{serving}"))
             lineage = p.get("CustomerMetadataProperties", {})
             if lineage:
-                print(f"        execution {lineage.get('diagnosa:execution', '?')} · data "
-                      f"{lineage.get('diagnosa:input-data', '?')} · code {lineage.get('diagnosa:code-sha256', '?')[:12]}")
+                print(printable_line(
+                    f"        execution {lineage.get('diagnosa:execution', '?')!s} · data "
+                    f"{lineage.get('diagnosa:input-data', '?')!s} · code "
+                    f"{str(lineage.get('diagnosa:code-sha256', '?'))[:12]}"))
     return 0
+
+
+def _deploy_problem(endpoints: Any, package: dict, endpoint_name: str) -> str | None:
+    """Why approving ``package`` could not deploy it to ``endpoint_name``, known before its status is written (a
+    version approved that can never deploy stayed Approved): its model archive gone, outside the lake or unreadable
+    as the deploy reads it (fetched and unpacked by the loader's own unpack_model, then its metadata read), or the
+    endpoint another dataset's (the deploy's own check). None: nothing known against it."""
+    import tempfile
+
+    from diagnosa.lake import LakeError
+    from diagnosa.model import ModelLoadError, read_metadata, unpack_model
+    from pipelines.local_jobs import JobError
+
+    containers = (package.get("InferenceSpecification") or {}).get("Containers") or [{}]
+    url = containers[0].get("ModelDataUrl") if isinstance(containers[0], dict) else None
+    if not url:
+        return "it names no model (InferenceSpecification.Containers[0].ModelDataUrl)"
+    with tempfile.TemporaryDirectory(prefix="diagnosa-approve-") as scratch:
+        archive = Path(scratch) / "model.tar.gz"
+        try:
+            endpoints.mapping.lake.get_file(endpoints.mapping.key(url), archive)
+            read_metadata(unpack_model(archive, Path(scratch) / "model"))
+        except JobError as err:  # a model outside the local lake
+            return str(err)
+        except ModelLoadError as err:  # truncated, not a tar.gz, no metadata: named by the lake's object
+            return f"its model {url} cannot be loaded: {str(err).replace(str(archive), 'the archive')}"
+        except (LakeError, OSError) as err:  # gone from the lake, or the disk full
+            return f"its model could not be fetched from the lake: {err}"
+    try:
+        endpoints.check_dataset(endpoint_name, endpoints.describe(endpoint_name), package.get("ModelPackageArn"))
+    except JobError as err:
+        return str(err)
+    return None
 
 
 def cmd_registry_decide(args: argparse.Namespace) -> int:
@@ -506,8 +549,19 @@ def cmd_registry_decide(args: argparse.Namespace) -> int:
 
     registry = open_registry(args)
     status = "Approved" if args.registry_command == "approve" else "Rejected"
+    deploy = status == "Approved" and not args.no_deploy and not args.region
+    again = f"diagnosa registry approve {args.version}" + (f" --group {args.group}" if args.group != "diagnosa" else "")
     try:
         arn = registry.package_arn(args.group, args.version) if args.region else f"{ARN_PREFIX}/{args.group}/{args.version}"
+        if deploy:  # what would refuse the deploy is checked before the status is written
+            before = registry.describe_model_package(arn)
+            endpoints = local_workspace(args).endpoints(args.port)
+            name = args.endpoint_name or before["ModelPackageGroupName"]
+            problem = _deploy_problem(endpoints, before, name)
+            if problem:
+                raise UsageError(f"{args.group} v{args.version} not approved (the registry is unchanged: it is still "
+                                 f"{before['ModelApprovalStatus']}), as it cannot be deployed to endpoint {name}: "
+                                 f"{problem}")
         registry.update_model_package(arn, status, args.reason)
         package = registry.describe_model_package(arn)
     except RegistryError as err:
@@ -517,26 +571,32 @@ def cmd_registry_decide(args: argparse.Namespace) -> int:
                                                                       if groups else "no groups yet") + ")")
         raise UsageError(f"{err}{missing}" if args.region else f"{err}{missing} ({workspace_hint(args)})") from None
     print(f"{args.group} v{args.version}: {status}")
-    if status == "Rejected" and not args.region:
-        serving = _serving(_in_service(args), package)
+    if status == "Rejected":
+        serving = [] if args.region else _serving(_in_service(args), package)
         if serving:
             print(f"warning: v{args.version} still serves on {', '.join(serving)}: rejecting it does not take it "
                   f"down. Approve another version to replace it, or `diagnosa endpoint stop {serving[0]}`.",
                   file=sys.stderr)
+        elif args.region:  # the deploy function acts on approvals only: an endpoint serving it is not changed
+            print(f"  on AWS rejecting does not change an endpoint: one serving v{args.version} keeps serving it "
+                  f"until another version is approved (`diagnosa registry approve N --group {args.group} --region "
+                  f"{args.region}`)")
     if args.region:
         if status == "Approved":
             print("  on AWS the approval event starts the deploy function (docs/deploy.md)")
         return 0
-    if status == "Approved" and not args.no_deploy:
-        local = local_workspace(args)
+    if deploy:
         try:
-            record = local.deploy_approved(package, endpoint_name=args.endpoint_name, port=args.port)
+            record = local_workspace(args).deploy_approved(package, endpoint_name=args.endpoint_name, port=args.port)
         except ServiceError as err:
-            again = f"diagnosa registry approve {args.version}" + (
-                f" --group {args.group}" if args.group != "diagnosa" else "") + (
-                f" --endpoint-name {args.endpoint_name}" if args.endpoint_name else "")
-            raise UsageError(f"approved, but not deployed: {err}. Once that is fixed, approving again deploys it "
-                             f"(`{again} --port 0` picks a free port)") from None
+            again += f" --endpoint-name {args.endpoint_name}" if args.endpoint_name else ""
+            port = " is in use by another process" in str(err)  # the only failure another port mends
+            hint = (f"Approving it again on a free port deploys it (`{again} --port 0`)" if port else
+                    f"Once that is fixed, approving it again deploys it (`{again}`); or reject it "
+                    f"(`diagnosa registry reject {args.version}" + (f" --group {args.group}" if args.group != "diagnosa"
+                                                                    else "") + "`)")
+            raise UsageError(f"{args.group} v{args.version} is Approved in the registry, but not deployed: {err}. "
+                             f"{hint}") from None
         print(f"endpoint {record['EndpointName']} now serves v{package['ModelPackageVersion']} on {record['Url']}")
     return 0
 

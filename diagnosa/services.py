@@ -325,21 +325,15 @@ class LocalWorkspace:
                         port: int | None = None) -> dict[str, Any]:
         """The local counterpart of the AWS deploy function: an approved version goes to its endpoint (each
         dataset's group has the endpoint of its name: diagnosa for the built-in cohort). The endpoint's record;
-        ServiceError when it does not serve the version (the previous one serves on, rolled back)."""
+        ServiceError when it does not serve the version (the previous one serves on, rolled back). The checks are
+        the endpoints' (LocalEndpoints.deploy), which a run's Endpoint step passes too: another dataset's endpoint
+        is refused, another command deploying it meanwhile too, and a version rejected while it deployed is not
+        recorded as served."""
         from diagnosa.lake import LakeError
         from pipelines.local_jobs import JobError
-        from pipelines.registry import package_version
 
-        group = package["ModelPackageGroupName"]
-        name = endpoint_name or group
+        name = endpoint_name or package["ModelPackageGroupName"]
         endpoints = self.endpoints(port)
-        serving = endpoints.describe(name)
-        served = package_version(serving["ModelPackageArn"]) if serving and serving.get("ModelPackageArn") else None
-        if serving and serving["EndpointStatus"] == "InService" and served and served[0] != group:
-            # Its requests and feedback take another dataset's fields and labels: every client would be refused.
-            raise ServiceError(f"endpoint {name} serves {served[0]} v{served[1]}, another dataset's model than group "
-                               f"{group}'s: deploy it to its own endpoint (leave out --endpoint-name: {group}), or "
-                               f"stop {name} first (`diagnosa endpoint stop {name}`) to give it another dataset")
         try:
             return endpoints.deploy_model_package(package, endpoint_name=name)
         except JobError as err:  # DeployError, or a model outside the local lake

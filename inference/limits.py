@@ -88,3 +88,10 @@ def printable(text: str) -> str:
     """``text`` with each lone surrogate written as its ``\\udXXX`` escape, other characters kept ('Größe'): safe to
     print or write as UTF-8."""
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def printable_line(text: str) -> str:
+    """``text`` as one line safe to print: each character Python would not print as itself (a newline, a control or
+    format character, a lone surrogate) written as its escape (``\\n``, ``\\u202e``, ``\\ud800``), the rest kept
+    ('Größe'). For text a command shows from a file others wrote: it can neither forge a line nor crash the print."""
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)

@@ -8,9 +8,16 @@ the new model is started on the same port once the old process has stopped; if i
 ``/ping`` in time the previous model is started again (auto-rollback) and the deploy fails.
 Approving a version in the local registry deploys it the same way, as the AWS deploy function does
 on the "Model Package State Change" event.
+
+One deploy, start or stop of an endpoint at a time (``_exclusive``: a lock of the endpoint's folder); while
+one runs, the record says ``Updating`` with the config it starts, and the new server's pid as soon as it
+exists, so a deploy killed midway leaves a record naming what runs. A version the workspace's registry
+says is Rejected is not started again by ``start`` and not recorded as served by a deploy (a reject while
+it deployed); a rollback to one says so.
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -18,8 +25,9 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, ContextManager, Iterator
 
 from diagnosa.data.schema import RESOURCE_NAME, SchemaError
 from diagnosa.data.validate import shown
@@ -33,11 +41,13 @@ DEFAULT_PORT = 8080
 HEALTH_TIMEOUT = 120.0
 PORT_RELEASE_WAIT = 5.0  # seconds a stopped server may take to release its port
 STOP_TIMEOUT = 30.0
+LOCK_WAIT = 3.0  # seconds a deploy waits for another command's hold on the endpoint (a listing's probe) to end
 ARN = "arn:aws:sagemaker:local:000000000000"
 
 
 DAMAGED = "Damaged"  # the status shown for an endpoint record that cannot be read
-STATUSES = ("InService", "OutOfService")  # what a record says (describe() tells a gone server's from it)
+UPDATING = "Updating"  # a deploy, start or rollback is starting the record's config (its Pid: that server, once spawned)
+STATUSES = ("InService", "OutOfService", UPDATING)  # what a record says (describe() tells a gone server's from it)
 # The fields a record may hold, and what each holds when it does: a hand edit or another program's file with a
 # wrong one (a Pid of "abc") is damaged, not a KeyError or TypeError in the command that reads it. Only REQUIRED must
 # be there: records written by hand or by older versions name an endpoint and its status, and little else (a field a
@@ -146,6 +156,83 @@ class LocalEndpoints:
         self.host = host
         self.port = DEFAULT_PORT if port is None else port  # 0: any free port
         self.asked_port = port  # None: not asked for (an existing endpoint keeps its port)
+        self._held: set[str] = set()  # the endpoints this object holds (_exclusive) now
+
+    # -------------------------------------------------------------------------------- one command at a time
+    @contextmanager
+    def _exclusive(self, name: str) -> Iterator[None]:
+        """This process's hold on endpoint ``name`` while it deploys, starts or stops it. Two approvals at once each
+        stopped the other's new server, both failed, and a rejected version served on. An advisory lock of the
+        endpoint's folder, as the registry's group lock and a resume's claim: the kernel releases it however the
+        process ends. Another command's hold is waited for LOCK_WAIT seconds (a listing probes it), then refused
+        naming its pid. Re-entrant within this object (start deploys)."""
+        if name in self._held:
+            yield
+            return
+        folder = self.root / name
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(folder / ".lock", "a+", encoding="utf-8") as handle:
+            deadline = time.monotonic() + LOCK_WAIT
+            while True:
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        handle.seek(0)
+                        holder = handle.read().strip()
+                        raise DeployError(
+                            f"endpoint {name} is being deployed by another process"
+                            + (f" (pid {holder})" if holder.isdigit() else "") + ": wait for it to end (`diagnosa "
+                            f"endpoint list` shows {name} {UPDATING} meanwhile), then try again") from None
+                    time.sleep(0.05)
+            handle.seek(0)
+            handle.truncate()
+            handle.write(str(os.getpid()))
+            handle.flush()
+            self._held.add(name)
+            try:
+                yield
+            finally:
+                self._held.discard(name)
+
+    def _deploying_elsewhere(self, name: str) -> bool:
+        """Another process (or another LocalEndpoints of this one) holds endpoint ``name`` now (_exclusive)."""
+        path = self.root / name / ".lock"
+        if name in self._held or not path.is_file():
+            return False
+        with open(path, "a", encoding="utf-8") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+        return False
+
+    # -------------------------------------------------------------------------------- the registry's word
+    def _package(self, package_arn: object) -> tuple[str, str, int] | None:
+        """(approval status, group, version) of a version of this workspace's registry (``<workspace>/registry``,
+        where `registry approve` and the local runs register); None when ``package_arn`` names none there."""
+        from pipelines.registry import ARN_PREFIX, LocalModelRegistry, RegistryError, package_version
+
+        if not isinstance(package_arn, str) or not package_arn.startswith(f"{ARN_PREFIX}/"):
+            return None
+        try:
+            group, version = package_version(package_arn)
+            package = LocalModelRegistry(self.workspace / "registry").describe_model_package(package_arn)
+            return str(package["ModelApprovalStatus"]), group, version
+        except (RegistryError, OSError, ValueError, KeyError, TypeError):  # not there, or a damaged file: unknown
+            return None
+
+    def _registry_hold(self, package_arn: object) -> ContextManager[Any]:
+        """The registry's lock of ``package_arn``'s group (when it is a version there): a reject takes it too, so it
+        either comes before the status is read again (and the deploy does not record the version as served) or
+        after the record is written (and the reject sees it serving, and warns)."""
+        from pipelines.registry import LocalModelRegistry, package_version
+
+        if self._package(package_arn) is None:
+            return nullcontext()
+        group, _ = package_version(str(package_arn))
+        return LocalModelRegistry(self.workspace / "registry")._lock(group)
 
     # -------------------------------------------------------------------------------- records
     def _write(self, path: Path, data: dict[str, Any]) -> None:
@@ -197,7 +284,15 @@ class LocalEndpoints:
             return EndpointRecord({"EndpointName": name, "EndpointStatus": DAMAGED, "Url": "", "EndpointConfigName": "",
                                    "Pid": running[0] if running else None, "Problem": problem}, path, problem)
         record = EndpointRecord(data, path)
-        if record["EndpointStatus"] == "InService" and not _alive(record.get("Pid"), self.workspace, name):
+        if record["EndpointStatus"] == UPDATING and not self._deploying_elsewhere(name):
+            # The deploy that wrote it was killed: what runs is its config's server (the one it spawned, whose pid it
+            # may not have recorded yet), or nothing. Said as it is, not as the record before it (a v2 server
+            # answered while the record named v1 and a dead pid, and `endpoint start` replaced it by v1).
+            server: int | None = record.get("Pid") if _alive(record.get("Pid"), self.workspace, name) else next(
+                iter(self.servers(name)), None)
+            record["Pid"] = server
+            record["EndpointStatus"] = "InService" if server else "OutOfService"
+        elif record["EndpointStatus"] == "InService" and not _alive(record.get("Pid"), self.workspace, name):
             record["EndpointStatus"] = "OutOfService"  # the process is gone (reboot, kill), or another workspace's
         return record
 
@@ -218,11 +313,17 @@ class LocalEndpoints:
     # -------------------------------------------------------------------------------- deploy
     def deploy(self, endpoint_name: str, config_name: str, *, log: Path | None = None,
                package_arn: str | None = None) -> dict[str, Any]:
-        """CreateEndpoint, or UpdateEndpoint when it exists; returns the endpoint's record."""
+        """CreateEndpoint, or UpdateEndpoint when it exists; returns the endpoint's record. One at a time per
+        endpoint (_exclusive): another command's deploy, start or stop of it is refused meanwhile."""
         check_request("CreateEndpoint", {"EndpointName": endpoint_name, "EndpointConfigName": config_name})
         if not RESOURCE_NAME.fullmatch(endpoint_name):  # botocore's validator leaves the name's pattern unchecked
             raise JobError(f"endpoint name {shown(endpoint_name, 80)} is not a SageMaker name (ASCII letters, digits and inner "
                            "'-', at most 63)")
+        with self._exclusive(endpoint_name):
+            return self._deploy(endpoint_name, config_name, log=log, package_arn=package_arn)
+
+    def _deploy(self, endpoint_name: str, config_name: str, *, log: Path | None,
+                package_arn: str | None) -> dict[str, Any]:
         config = self._read(self.root / "configs" / f"{config_name}.json", f"endpoint config {config_name}")
         variant = config["ProductionVariants"][0]
         model = self._read(self.root / "models" / f"{variant['ModelName']}.json", f"model {variant['ModelName']}")
@@ -231,6 +332,10 @@ class LocalEndpoints:
         sampling = int(capture.get("InitialSamplingPercentage", 0)) if capture.get("EnableCapture") else 0
         folder = self.root / endpoint_name
         model_dir = folder / "models" / config_name
+        previous: dict[str, Any] | None = self.describe(endpoint_name)  # an EndpointRecord: refuses a field it lacks
+        if previous and previous["EndpointStatus"] == DAMAGED:
+            previous = None  # nothing to roll back to; its server, if any, is stopped below
+        self.check_dataset(endpoint_name, previous, package_arn)
         if not (model_dir / "metadata.json").is_file():
             archive = folder / "models" / f"{config_name}.tar.gz"
             archive.parent.mkdir(parents=True, exist_ok=True)
@@ -244,21 +349,7 @@ class LocalEndpoints:
                 archive.unlink(missing_ok=True)
                 if not (model_dir / "metadata.json").is_file():
                     shutil.rmtree(model_dir, ignore_errors=True)
-        previous: dict[str, Any] | None = self.describe(endpoint_name)  # an EndpointRecord: refuses a field it lacks
-        if previous and previous["EndpointStatus"] == DAMAGED:
-            previous = None  # nothing to roll back to; its server, if any, is stopped below
         port = self._port_for(endpoint_name, previous)
-        for pid in self.servers(endpoint_name):  # the recorded one, and any an interrupted deploy left
-            self._stop(pid)
-        try:
-            pid = self._start(endpoint_name, model_dir, port, sampling, folder / "server.log")
-        except BaseException as err:  # a failed start, or Ctrl-C while it started: never leave a server unrecorded
-            for stray in self.servers(endpoint_name):
-                self._stop(stray)
-            if not isinstance(err, DeployError):
-                self._out_of_service(folder, previous)
-                raise
-            self._roll_back(endpoint_name, previous, folder, err, config_name)
         history = (previous or {}).get("History", [])
         if previous and previous.get("EndpointConfigName") != config_name:  # a restart is no change of model
             history = [*history, {k: previous.get(k) for k in ("EndpointConfigName", "ModelDataUrl", "LastModifiedTime")}]
@@ -266,12 +357,33 @@ class LocalEndpoints:
             "EndpointName": endpoint_name, "EndpointArn": f"{ARN}:endpoint/{endpoint_name}",
             "EndpointConfigName": config_name, "EndpointStatus": "InService",
             "ModelName": variant["ModelName"], "ModelDataUrl": container["ModelDataUrl"], "ModelDir": str(model_dir),
-            "CaptureSampling": sampling, "Port": port, "Pid": pid, "Url": f"http://{self.host}:{port}",
+            "CaptureSampling": sampling, "Port": port, "Pid": None, "Url": f"http://{self.host}:{port}",
             "CreationTime": (previous or {}).get("CreationTime", utc_now()), "LastModifiedTime": utc_now(),
             "History": history[-20:],
             **({"ModelPackageArn": package_arn} if package_arn else {}),
         }
-        self._write(folder / "endpoint.json", record)
+        for pid in self.servers(endpoint_name):  # the recorded one, and any an interrupted deploy left
+            self._stop(pid)
+        try:
+            pid = self._launch(record, model_dir, port, sampling)
+        except BaseException as err:  # a failed start, or Ctrl-C while it started: never leave a server unrecorded
+            for stray in self.servers(endpoint_name):
+                self._stop(stray)
+            if not isinstance(err, DeployError):
+                self._out_of_service(folder, previous)
+                raise
+            self._roll_back(endpoint_name, previous, folder, err, config_name)
+        record = {**record, "Pid": pid, "LastModifiedTime": utc_now()}
+        with self._registry_hold(package_arn):  # the registry is the truth: a reject while this deployed wins
+            known = self._package(package_arn)
+            rejected = known is not None and known[0] == "Rejected"
+            if not rejected:
+                self._write(folder / "endpoint.json", record)
+        if rejected and known:
+            self._stop(pid)
+            self._roll_back(endpoint_name, previous, folder, DeployError(
+                f"endpoint {endpoint_name}: {known[1]} v{known[2]} was rejected while it was being deployed, and is "
+                "not served"), config_name)
         self._prune(folder / "models", keep={model_dir, Path(previous["ModelDir"]) if previous and
                                              previous.get("ModelDir") else model_dir})
         if log:
@@ -281,11 +393,43 @@ class LocalEndpoints:
                            encoding="utf-8")
         return record
 
+    def check_dataset(self, endpoint_name: str, previous: dict[str, Any] | None, package_arn: str | None) -> None:
+        """Refuse to put a version of one group on an endpoint serving another group's: its requests and feedback
+        take another dataset's fields and labels, and every client would be refused. Here, where `registry approve`
+        and a run's Endpoint step both pass (a run with EndpointName=<another dataset's endpoint> replaced it)."""
+        from pipelines.registry import RegistryError, package_version
+
+        served = previous.get("ModelPackageArn") if previous and previous["EndpointStatus"] == "InService" else None
+        if not (package_arn and isinstance(served, str)):
+            return
+        try:
+            group, _ = package_version(package_arn)
+            other, version = package_version(served)
+        except RegistryError:
+            return
+        if other != group:
+            raise DeployError(f"endpoint {endpoint_name} serves {other} v{version}, another dataset's model than group "
+                              f"{group}'s: deploy it to its own endpoint ({group}), or stop {endpoint_name} first "
+                              f"(`diagnosa endpoint stop {endpoint_name}`) to give it another dataset")
+
+    def _launch(self, target: dict[str, Any], model_dir: Path, port: int, sampling: int) -> int:
+        """Start ``target``'s server (a record as it will be once it serves): the record says it is Updating to
+        target's config before the server is spawned, and its pid as soon as it exists, so that a deploy killed
+        meanwhile leaves a record of what runs (describe())."""
+        name = target["EndpointName"]
+        path = self.root / name / "endpoint.json"
+        self._write(path, {**target, "EndpointStatus": UPDATING, "Pid": None, "LastModifiedTime": utc_now()})
+        return self._start(name, model_dir, port, sampling, self.root / name / "server.log", on_spawn=lambda pid: (
+            self._write(path, {**target, "EndpointStatus": UPDATING, "Pid": pid, "LastModifiedTime": utc_now()})))
+
     def _out_of_service(self, folder: Path, previous: dict[str, Any] | None) -> None:
-        """The previous record, marked as serving nothing (a new endpoint that never started has none)."""
+        """The previous record, marked as serving nothing (a new endpoint that never started has none: the
+        Updating record of its start is removed)."""
         if previous:
             self._write(folder / "endpoint.json", {**previous, "EndpointStatus": "OutOfService", "Pid": None,
                                                     "LastModifiedTime": utc_now()})
+        else:
+            (folder / "endpoint.json").unlink(missing_ok=True)
 
     def _roll_back(self, endpoint_name: str, previous: dict[str, Any] | None, folder: Path, err: DeployError,
                    config_name: str = "") -> None:
@@ -301,15 +445,20 @@ class LocalEndpoints:
                    else f"the previous model {previous.get('ModelDir')} is gone")
             raise DeployError(f"{err}; {why}: endpoint {endpoint_name} serves nothing now") from None
         try:
-            pid = self._start(endpoint_name, Path(previous["ModelDir"]), previous["Port"],
-                              previous.get("CaptureSampling", 0), folder / "server.log")
+            pid = self._launch({**previous, "EndpointName": endpoint_name}, Path(previous["ModelDir"]),
+                               previous["Port"], previous.get("CaptureSampling", 0))
         except DeployError as again:
             self._out_of_service(folder, previous)
             raise DeployError(f"{err}; the rollback to {previous['EndpointConfigName']} failed too ({again}): "
                               f"endpoint {endpoint_name} serves nothing now") from None
         self._write(folder / "endpoint.json", {**previous, "Pid": pid, "EndpointStatus": "InService",
                                                 "LastModifiedTime": utc_now()})
-        raise DeployError(f"{err}; rolled back to {previous['EndpointConfigName']}") from None
+        known = self._package(previous.get("ModelPackageArn"))
+        restored = f" ({known[1]} v{known[2]})" if known else ""
+        if known and known[0] == "Rejected":  # it serves again: said, not left for `registry list` to show
+            restored = (f" ({known[1]} v{known[2]}): v{known[2]} serves again, and it is Rejected in the registry: "
+                        f"approve another version, or stop it (`diagnosa endpoint stop {endpoint_name}`)")
+        raise DeployError(f"{err}; rolled back to {previous['EndpointConfigName']}{restored}") from None
 
     @staticmethod
     def _prune(models: Path, keep: set[Path]) -> None:
@@ -336,7 +485,7 @@ class LocalEndpoints:
         if not self.port:
             return free_port(self.host)
         taken = {r.get("Port") for r in self.list()
-                 if r["EndpointStatus"] == "InService" and r["EndpointName"] != endpoint_name}
+                 if r["EndpointStatus"] in ("InService", UPDATING) and r["EndpointName"] != endpoint_name}
         return free_port(self.host) if self.port == DEFAULT_PORT and self.port in taken else self.port
 
     def deploy_model_package(self, package: dict[str, Any], endpoint_name: str = "diagnosa",
@@ -377,21 +526,33 @@ class LocalEndpoints:
     def start(self, endpoint_name: str) -> dict[str, Any] | None:
         """Start the model an endpoint last served again, on its port (or the one asked for) — after `endpoint
         stop`, a reboot, a killed server; its record, or None when it serves already where it should."""
-        record = self._existing(endpoint_name)
-        if record["EndpointStatus"] == DAMAGED:
-            raise DeployError(f"endpoint {endpoint_name}: {record['Problem']}")
-        if record["EndpointStatus"] == "InService" and self.asked_port in (None, 0, record["Port"]):
-            return None
-        return self.deploy(endpoint_name, record["EndpointConfigName"], package_arn=record.get("ModelPackageArn"))
+        self._existing(endpoint_name)
+        with self._exclusive(endpoint_name):
+            record = self._existing(endpoint_name)
+            if record["EndpointStatus"] == DAMAGED:
+                raise DeployError(f"endpoint {endpoint_name}: {record['Problem']}")
+            if record["EndpointStatus"] == "InService" and self.asked_port in (None, 0, record["Port"]):
+                return None
+            known = self._package(record.get("ModelPackageArn"))
+            if known and known[0] == "Rejected":  # `registry reject` said to stop it; a reboot brought it back
+                _, group, version = known
+                again = "diagnosa registry approve N" + (f" --group {group}" if group != "diagnosa" else "") + (
+                    f" --endpoint-name {endpoint_name}" if endpoint_name != group else "")
+                raise DeployError(f"endpoint {endpoint_name} last served {group} v{version}, which is Rejected in the "
+                                  f"registry: not started. Approve a version to serve instead (`{again}`); or, if "
+                                  f"v{version} may serve after all, approve it again")
+            return self.deploy(endpoint_name, record["EndpointConfigName"], package_arn=record.get("ModelPackageArn"))
 
     def stop(self, endpoint_name: str) -> bool:
-        record = self._existing(endpoint_name)
-        running = self.servers(endpoint_name)  # a damaged record's or an interrupted deploy's too
-        for pid in running:
-            self._stop(pid)
-        if record["EndpointStatus"] != DAMAGED:
-            self._write(self.root / endpoint_name / "endpoint.json", {**record, "EndpointStatus": "OutOfService",
-                                                                       "Pid": None, "LastModifiedTime": utc_now()})
+        self._existing(endpoint_name)
+        with self._exclusive(endpoint_name):  # not the server a deploy is starting
+            record = self._existing(endpoint_name)
+            running = self.servers(endpoint_name)  # a damaged record's or an interrupted deploy's too
+            for pid in running:
+                self._stop(pid)
+            if record["EndpointStatus"] != DAMAGED:
+                self._write(self.root / endpoint_name / "endpoint.json", {**record, "EndpointStatus": "OutOfService",
+                                                                           "Pid": None, "LastModifiedTime": utc_now()})
         return bool(running)
 
     def ship_spool(self, endpoint_name: str) -> int:
@@ -408,7 +569,8 @@ class LocalEndpoints:
         return capture.recovered
 
     # -------------------------------------------------------------------------------- processes
-    def _start(self, endpoint_name: str, model_dir: Path, port: int, sampling: int, log_path: Path) -> int:
+    def _start(self, endpoint_name: str, model_dir: Path, port: int, sampling: int, log_path: Path, *,
+               on_spawn: Callable[[int], None] | None = None) -> int:
         # Another process on the port would answer the health check for a server that could not bind it: the
         # deploy would report success while that process (another workspace's endpoint) got the predictions.
         if port_taken(self.host, port, wait=PORT_RELEASE_WAIT):
@@ -428,6 +590,8 @@ class LocalEndpoints:
             process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                        start_new_session=True,  # outlives the command that deployed it
                                        env={**os.environ, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")})
+        if on_spawn:
+            on_spawn(process.pid)
         try:
             wait_until_ok(f"http://{self.host}:{port}/ping", timeout=HEALTH_TIMEOUT, process=process)
         except ServerExited:

@@ -1,11 +1,15 @@
 """The local model registry: SageMaker Model Registry semantics in a workspace folder.
 
-It takes the request of ``CreateModelPackage`` exactly as a pipeline's RegisterModel step sends it
-(checked against botocore's service model, so what registers locally would register on SageMaker)
-and answers like ``DescribeModelPackage`` / ``ListModelPackages``: model package groups, versions
-numbered from 1, approval status ``PendingManualApproval`` → ``Approved`` / ``Rejected``, model
-metrics and lineage kept with each version. Versions are allocated under a file lock and each
-package is written atomically, so concurrent registrations never share a number or half-write.
+It takes the request of ``CreateModelPackage`` exactly as a pipeline's RegisterModel step sends it,
+checked against botocore's service model as SageMaker checks it: types and required members (botocore's
+validator), and what that validator leaves to the service (enum values, maximum lengths, and each string's
+``pattern``: a newline in a CustomerMetadataProperties value, a lone surrogate in a description), so what
+registers locally would register on SageMaker. It answers like ``DescribeModelPackage`` /
+``ListModelPackages``: model package groups, versions numbered from 1, approval status
+``PendingManualApproval`` → ``Approved`` / ``Rejected``, model metrics and lineage kept with each version
+(a version file that cannot be read is listed as ``Damaged``, naming it). Versions are allocated under a
+file lock and each package is written atomically, so concurrent registrations never share a number or
+half-write.
 """
 from __future__ import annotations
 
@@ -17,10 +21,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
+from diagnosa.data.schema import SchemaError
 from diagnosa.lake import LocalStorage
 from pipelines.service_model import request_problems
 
 APPROVAL_STATUSES = ("PendingManualApproval", "Approved", "Rejected")
+DAMAGED = "Damaged"  # the status listed for a version whose file cannot be read
 ARN_PREFIX = "arn:aws:sagemaker:local:000000000000:model-package"
 GROUP_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")  # SageMaker's EntityName pattern
 
@@ -29,11 +35,27 @@ class RegistryError(ValueError):
     """A registry request that SageMaker would refuse too; the message names the problem."""
 
 
-def validate_request(operation: str, arguments: dict[str, Any]) -> None:
-    """Raise RegistryError if ``arguments`` do not fit the operation's request shape in botocore."""
-    problems = request_problems(operation, arguments)
+class DamagedPackage(RegistryError, SchemaError):
+    """A version whose file cannot be read (truncated by a full disk, edited by hand), named with the file and the way
+    out. A SchemaError too: the CLI says it in one line wherever it surfaces."""
+
+
+class DamagedVersion(dict[str, Any]):
+    """list_model_packages' stand-in for a version whose file is damaged: its group, version, ARN, DAMAGED status and
+    the Problem; any other field asked of it is refused with that Problem (DamagedPackage), not a KeyError."""
+
+    def __missing__(self, key: str) -> Any:
+        raise DamagedPackage(dict.__getitem__(self, "Problem"))
+
+
+def validate_request(operation: str, arguments: dict[str, Any], local_fields: tuple[str, ...] = ()) -> None:
+    """Raise RegistryError if ``arguments`` do not fit the operation's request shape in botocore, patterns included;
+    ``local_fields``: members holding a local value whose pattern SageMaker's would not meet (the local ARN's region
+    is ``local``)."""
+    problems = [line for line in (request_problems(operation, arguments, patterns=True) or "").splitlines()
+                if not any(line.startswith(f"Invalid value for parameter {field},") for field in local_fields)]
     if problems:
-        raise RegistryError(f"{operation} request is invalid: {problems}")
+        raise RegistryError(f"{operation} request is invalid: " + "\n".join(problems))
 
 
 class LocalModelRegistry:
@@ -88,7 +110,8 @@ class LocalModelRegistry:
         if ApprovalDescription is not None:  # SageMaker's limits (1,024 characters): as the service would refuse
             validate_request("UpdateModelPackage", {"ModelPackageArn": ModelPackageArn,
                                                     "ModelApprovalStatus": ModelApprovalStatus,
-                                                    "ApprovalDescription": ApprovalDescription})
+                                                    "ApprovalDescription": ApprovalDescription},
+                             local_fields=("ModelPackageArn",))
         group, version = self._parse(ModelPackageArn)
         self.describe_model_package(ModelPackageArn)  # a version that does not exist: refused before any folder is made
         with self._lock(group):
@@ -102,16 +125,26 @@ class LocalModelRegistry:
 
     # -------------------------------------------------------------------------------- reads
     def describe_model_package(self, ModelPackageName: str) -> dict[str, Any]:  # noqa: N803
+        """The version's package; RegistryError when there is none, DamagedPackage when its file cannot be read."""
         group, version = self._parse(ModelPackageName)
         key = self._key(group, version)
         if not self.storage.exists(key):
             raise RegistryError(f"model package {ModelPackageName} does not exist")
-        return json.loads(self.storage.get_bytes(key))
+        return self._read(group, version)
 
     def list_model_packages(self, ModelPackageGroupName: str,  # noqa: N803
                             ModelApprovalStatus: str | None = None) -> list[dict[str, Any]]:
-        packages = [json.loads(self.storage.get_bytes(self._key(ModelPackageGroupName, v)))
-                    for v in self._versions(ModelPackageGroupName)]
+        """The group's versions, oldest first; one whose file is damaged is a DamagedVersion (status DAMAGED, with
+        its Problem), so one bad file never hides the others."""
+        packages: list[dict[str, Any]] = []
+        for version in self._versions(ModelPackageGroupName):
+            try:
+                packages.append(self._read(ModelPackageGroupName, version))
+            except DamagedPackage as err:
+                packages.append(DamagedVersion({
+                    "ModelPackageGroupName": ModelPackageGroupName, "ModelPackageVersion": version,
+                    "ModelPackageArn": f"{ARN_PREFIX}/{ModelPackageGroupName}/{version}",
+                    "ModelApprovalStatus": DAMAGED, "CreationTime": "", "Problem": str(err)}))
         if ModelApprovalStatus:
             packages = [p for p in packages if p["ModelApprovalStatus"] == ModelApprovalStatus]
         return packages
@@ -124,6 +157,22 @@ class LocalModelRegistry:
         return approved[-1] if approved else None
 
     # -------------------------------------------------------------------------------- helpers
+    def _read(self, group: str, version: int) -> dict[str, Any]:
+        """A version's package as its file holds it; DamagedPackage, naming the file and the way out, when the file
+        is not a package's JSON (truncated, edited by hand)."""
+        key = self._key(group, version)
+        try:
+            package = json.loads(self.storage.get_bytes(key))
+            problem = _package_problem(package, group, version)
+        except ValueError as err:  # JSONDecodeError, UnicodeDecodeError
+            problem = f"not JSON: {err}"
+        if problem:
+            raise DamagedPackage(
+                f"model package {group}/{version}: its file {self.root / key} is damaged ({problem}): it cannot be "
+                "read, approved, rejected or deployed. Restore the file from a backup, or move it out of the "
+                "registry folder (the version is then gone from the registry)")
+        return package
+
     def _versions(self, group: str) -> list[int]:
         found = []
         for key in self.storage.list(f"{group}/"):
@@ -139,6 +188,19 @@ class LocalModelRegistry:
     @staticmethod
     def _parse(name: str) -> tuple[str, int]:
         return package_version(name)
+
+
+def _package_problem(package: Any, group: str, version: int) -> str | None:
+    """What makes a version file's JSON no package of ``group``/``version`` (the fields every reader relies on)."""
+    if not isinstance(package, dict):
+        return f"a JSON {type(package).__name__}, not an object"
+    if package.get("ModelPackageVersion") != version or package.get("ModelPackageGroupName") != group:
+        return f"it names version {package.get('ModelPackageGroupName')!r}/{package.get('ModelPackageVersion')!r}"
+    if package.get("ModelApprovalStatus") not in APPROVAL_STATUSES:
+        return f"approval status {package.get('ModelApprovalStatus')!r} is none of {', '.join(APPROVAL_STATUSES)}"
+    if not isinstance(package.get("CustomerMetadataProperties", {}), dict):
+        return "its CustomerMetadataProperties are not an object"
+    return None
 
 
 def package_version(name: str) -> tuple[str, int]:

@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import difflib
 import functools
+import re
+import sys
+import unicodedata
 from typing import Any, Iterator
 
 import botocore.session
@@ -114,14 +117,77 @@ def limit_problems(shape: Any, value: Any) -> list[str]:
     return problems
 
 
-def request_problems(operation: str, arguments: dict[str, Any]) -> str | None:
+# The Unicode general categories a service pattern names as \p{X} (Java's syntax, which Python's re lacks).
+_PROPERTY = re.compile(r"\\p\{([A-Z][a-z]?)\}")
+# Java lets an anchor be quantified (CustomerMetadataValue is ``([...]*)${1,256}``); Python refuses it. The
+# quantifier of an anchor changes nothing, and the length is limit_problems' to check.
+_QUANTIFIED_END = re.compile(r"\$\{\d+(,\d*)?\}")
+
+
+@functools.lru_cache(maxsize=1)
+def _category_ranges() -> dict[str, list[tuple[int, int]]]:
+    """Each Unicode general category (``Lu``, ``Zs``…) as its ranges of code points (one pass over them all)."""
+    ranges: dict[str, list[tuple[int, int]]] = {}
+    for code in range(sys.maxunicode + 1):
+        found = ranges.setdefault(unicodedata.category(chr(code)), [])
+        if found and found[-1][1] == code - 1:
+            found[-1] = (found[-1][0], code)
+        else:
+            found.append((code, code))
+    return ranges
+
+
+def _category_class(category: str) -> str:
+    """The code points of a Unicode general category (``L``, or ``Lu``) as ranges for a character class."""
+    return "".join(re.escape(chr(a)) if a == b else f"{re.escape(chr(a))}-{re.escape(chr(b))}"
+                   for name, found in sorted(_category_ranges().items()) if name.startswith(category)
+                   for a, b in found)
+
+
+@functools.lru_cache(maxsize=256)
+def service_pattern(pattern: str) -> re.Pattern[str]:
+    """A shape's ``pattern`` (the service's Java regular expression) as Python's, to match a whole value:
+    ``\\p{L}`` and the like become their categories' characters; ``\\d``, ``\\w`` and ``\\s`` stay ASCII, as in Java."""
+    translated = _QUANTIFIED_END.sub("$", pattern)
+    if _PROPERTY.search(translated):
+        inside = re.sub(r"\[([^\]]*\\p\{[^\]]*)\]", lambda m: "[" + _PROPERTY.sub(
+            lambda p: _category_class(p.group(1)), m.group(1)) + "]", translated)
+        translated = _PROPERTY.sub(lambda p: "[" + _category_class(p.group(1)) + "]", inside)  # one outside a class
+    return re.compile(translated, re.ASCII)
+
+
+def pattern_problems(shape: Any, value: Any) -> list[str]:
+    """Strings (values and map keys) that do not match their shape's ``pattern``, which botocore's validator does not
+    check; and strings with a lone UTF-16 surrogate, which no service request can carry. SageMaker refuses them when
+    the request is made: a metadata value holding a newline (``CustomerMetadataProperties``), a description holding a
+    control character. The value is quoted with its escapes (a newline as ``\\n``), clipped."""
+    problems = []
+    for node, item, path in request_nodes(shape, value):
+        if not isinstance(item, str):
+            continue
+        quoted = repr(item) if len(item) <= 80 else repr(item[:79]) + "…"
+        if any("\ud800" <= ch <= "\udfff" for ch in item):
+            problems.append(f"Invalid value for parameter {path}, value: {quoted}: holds a lone UTF-16 surrogate "
+                            "(\\ud800-\\udfff), which is not Unicode text")
+            continue
+        pattern = node.metadata.get("pattern")
+        if pattern is not None and not service_pattern(pattern).fullmatch(item):
+            problems.append(f"Invalid value for parameter {path}, value: {quoted}: must match the service's "
+                            f"{node.name} pattern {pattern}")
+    return problems
+
+
+def request_problems(operation: str, arguments: dict[str, Any], *, patterns: bool = False) -> str | None:
     """botocore's report of what ``arguments`` break in ``operation``'s request shape, or None if valid; enum
     fields are held to their values and a job's instance count to the service's whole range
-    (``instance_count_range``)."""
+    (``instance_count_range``); with ``patterns``, strings to their shapes' patterns too (``pattern_problems``:
+    the registry's requests, whose text is shown back to people)."""
     shape = _sagemaker().operation_model(operation).input_shape
     report = ParamValidator().validate(arguments, shape)
     problems = report.generate_report().splitlines() if report.has_errors() else []
     problems += enum_problems(shape, arguments) + limit_problems(shape, arguments)
+    if patterns:
+        problems += pattern_problems(shape, arguments)
     if operation in COUNT_FIELDS:
         kind, path = COUNT_FIELDS[operation]
         value: Any = arguments

@@ -99,10 +99,13 @@ def test_registry_commands(tmp_path, capsys):
     assert "v1    PendingManualApproval" in capsys.readouterr().out
     assert main([*ws, "registry", "approve", "1", "--reason", "ok", "--no-deploy"]) == 0
     assert registry.describe_model_package("diagnosa/1")["ModelApprovalStatus"] == "Approved"
-    # Approving deploys to the local endpoint; a model outside the local lake is approved but not deployed.
-    assert main([*ws, "registry", "approve", "1"]) == 2
+    # Approving deploys to the local endpoint; a model outside the local lake cannot deploy: not approved.
+    registry.create_model_package(**PACKAGE)
+    assert main([*ws, "registry", "approve", "2"]) == 2
     err = capsys.readouterr().err
-    assert "approved, but not deployed" in err and "approving again deploys it (`diagnosa registry approve 1 --port 0`" in err
+    assert "diagnosa v2 not approved (the registry is unchanged: it is still PendingManualApproval)" in err
+    assert "s3://lake/artifacts/abc/model.tar.gz is outside the data lake" in err and "--port" not in err
+    assert registry.describe_model_package("diagnosa/2")["ModelApprovalStatus"] == "PendingManualApproval"
     assert main([*ws, "registry", "reject", "7"]) == 2
     assert "does not exist" in capsys.readouterr().err
 
@@ -149,6 +152,11 @@ def test_registry_commands_against_sagemaker(tmp_path, capsys):
             ModelPackageGroupName="diagnosa-dev")["ModelPackageSummaryList"]}
         assert statuses == {1: "PendingManualApproval", 2: "Approved"}
         assert not (tmp_path / "ws" / "endpoints").exists(), "nothing is deployed locally for an AWS approval"
+        # Rejecting on AWS changes no endpoint (the deploy function acts on approvals): said, as locally.
+        assert main([*aws, "reject", "2", "--group", "diagnosa-dev", "--region", "eu-west-1"]) == 0
+        assert capsys.readouterr().out == (
+            "diagnosa-dev v2: Rejected\n  on AWS rejecting does not change an endpoint: one serving v2 keeps serving it "
+            "until another version is approved (`diagnosa registry approve N --group diagnosa-dev --region eu-west-1`)\n")
         assert main([*aws, "reject", "7", "--group", "diagnosa-dev", "--region", "eu-west-1"]) == 2
         assert "diagnosa-dev/7 does not exist" in capsys.readouterr().err
 
@@ -162,3 +170,99 @@ def test_a_package_is_named_by_its_arn_local_or_sagemakers_or_group_and_version(
     for bad in ("diagnosa", "diagnosa/x", "a/b/3"):
         with pytest.raises(RegistryError, match="not a model package ARN"):
             package_version(bad)
+
+
+# ------------------------------------------------------------------------------------------------ approve, then deploy
+
+def _lake_package(ws, key: str, group: str = "diagnosa") -> dict:
+    """A version whose model is ``key`` in the workspace's local lake."""
+    container = {**PACKAGE["InferenceSpecification"]["Containers"][0], "ModelDataUrl": f"s3://diagnosa-local/{key}"}
+    return {**PACKAGE, "ModelPackageGroupName": group,
+            "InferenceSpecification": {**PACKAGE["InferenceSpecification"], "Containers": [container]}}
+
+
+def test_a_version_whose_model_cannot_deploy_is_not_approved(tmp_path, capsys):
+    # A truncated or missing model.tar.gz was approved, then failed to deploy: Approved for good, though it could
+    # never deploy, and the hint named --port.
+    import gzip
+
+    ws = tmp_path / "ws"
+    registry = LocalModelRegistry(ws / "registry")
+    whole = gzip.compress(b"x" * 100_000)
+    (ws / "lake" / "artifacts" / "runs" / "cut").mkdir(parents=True)
+    (ws / "lake" / "artifacts" / "runs" / "cut" / "model.tar.gz").write_bytes(whole[:len(whole) // 2])
+    registry.create_model_package(**_lake_package(ws, "artifacts/runs/cut/model.tar.gz"))
+    registry.create_model_package(**_lake_package(ws, "artifacts/runs/gone/model.tar.gz"))
+    registry.update_model_package("diagnosa/2", "Rejected")
+    cli = ["--workspace", str(ws), "registry", "approve"]
+    assert main([*cli, "1", "--port", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("diagnosa: error: diagnosa v1 not approved (the registry is unchanged: it is still "
+                          "PendingManualApproval), as it cannot be deployed to endpoint diagnosa: its model "
+                          "s3://diagnosa-local/artifacts/runs/cut/model.tar.gz cannot be loaded: the archive is not a readable")
+    assert "--port" not in err
+    assert main([*cli, "2", "--port", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "diagnosa v2 not approved (the registry is unchanged: it is still Rejected)" in err
+    assert "its model could not be fetched from the lake: no object 'artifacts/runs/gone/model.tar.gz'" in err
+    assert [p["ModelApprovalStatus"] for p in registry.list_model_packages("diagnosa")] == [
+        "PendingManualApproval", "Rejected"]
+    assert not (ws / "endpoints" / "diagnosa").exists()  # nothing deployed, nothing half made
+    assert main([*cli, "1", "--no-deploy"]) == 0  # approving without deploying is the reviewer's call
+
+
+def test_a_version_for_another_datasets_endpoint_is_not_approved(tmp_path, capsys, monkeypatch):
+    # The dataset refusal came after the status was written, and its hint repeated the refused --endpoint-name.
+    import io
+    import tarfile
+
+    from pipelines.local_endpoints import EndpointRecord, LocalEndpoints
+    from pipelines.registry import ARN_PREFIX
+
+    ws = tmp_path / "ws"
+    registry = LocalModelRegistry(ws / "registry")
+    (ws / "lake" / "artifacts" / "runs" / "a").mkdir(parents=True)
+    archive = io.BytesIO()
+    with tarfile.open(fileobj=archive, mode="w:gz") as tar:
+        data = b'{"dataset": "cohort"}'
+        info = tarfile.TarInfo("metadata.json")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    (ws / "lake" / "artifacts" / "runs" / "a" / "model.tar.gz").write_bytes(archive.getvalue())
+    registry.create_model_package(**_lake_package(ws, "artifacts/runs/a/model.tar.gz"))
+    serving = {"EndpointName": "mydata", "EndpointStatus": "InService", "Port": 18890, "Pid": 1,
+               "Url": "http://127.0.0.1:18890", "EndpointConfigName": "c",
+               "ModelPackageArn": f"{ARN_PREFIX}/mydata/1"}
+    monkeypatch.setattr(LocalEndpoints, "describe", lambda self, name: EndpointRecord(
+        {**serving, "EndpointName": name}, ws / "endpoints" / name / "endpoint.json") if name == "mydata" else None)
+    assert main(["--workspace", str(ws), "registry", "approve", "1", "--endpoint-name", "mydata", "--port", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "diagnosa v1 not approved (the registry is unchanged: it is still PendingManualApproval)" in err
+    assert "endpoint mydata serves mydata v1, another dataset's model than group diagnosa's" in err
+    assert "--endpoint-name" not in err and "--port" not in err
+    assert registry.describe_model_package("diagnosa/1")["ModelApprovalStatus"] == "PendingManualApproval"
+
+
+@pytest.mark.parametrize("failure, hint", [
+    ("endpoint diagnosa: port 18890 on 127.0.0.1 is in use by another process (another workspace's endpoint?): stop "
+     "it, or deploy with another port (--port)",
+     "Approving it again on a free port deploys it (`diagnosa registry approve 1 --port 0`)"),
+    ("endpoint diagnosa: the server exited with 1 (log x): ModelLoadError; rolled back to c",
+     "Once that is fixed, approving it again deploys it (`diagnosa registry approve 1`); or reject it "
+     "(`diagnosa registry reject 1`)"),
+])
+def test_a_deploy_failing_after_the_approval_says_the_versions_state_and_a_fitting_hint(tmp_path, capsys, monkeypatch,
+                                                                                        failure, hint):
+    import diagnosa.cli
+    from diagnosa.services import LocalWorkspace, ServiceError
+
+    def fail(*_args, **_kwargs):
+        raise ServiceError(failure)
+
+    ws = tmp_path / "ws"
+    LocalModelRegistry(ws / "registry").create_model_package(**PACKAGE)
+    monkeypatch.setattr(diagnosa.cli, "_deploy_problem", lambda *_args: None)  # what is known before: nothing
+    monkeypatch.setattr(LocalWorkspace, "deploy_approved", fail)
+    assert main(["--workspace", str(ws), "registry", "approve", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err == f"diagnosa: error: diagnosa v1 is Approved in the registry, but not deployed: {failure}. {hint}\n"
