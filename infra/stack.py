@@ -1229,15 +1229,41 @@ class DiagnosaStack(Stack):
         """The promote function's role in ``config``'s stage (fixed name, so another stage can name it first)."""
         return f"arn:{partition}:iam::{account}:role/{config.prefix}-promote-function"
 
+    @staticmethod
+    def promote_reader_name(source: StageConfig, reader: StageConfig) -> str:
+        """The role of ``source``'s stage that ``reader``'s promote function assumes, across accounts, to see what
+        ``source``'s endpoint serves (SageMaker endpoints take no resource policy)."""
+        return f"{source.prefix}-{reader.stage}-promote-reader"
+
+    @staticmethod
+    def promotes_across_accounts(reader: StageConfig, source_account: str) -> bool:
+        """Whether ``reader``'s promote function reads a source stage (in ``source_account``) of another account."""
+        return bool(reader.account) and reader.account != source_account
+
     def _let_promote(self, reader: StageConfig) -> None:
         """Let ``reader``'s promote function read this stage's registered versions: on another account, this
         side's resource policies (registry group, lake run folders, key through S3) name that one role. The
         principal is the reader's account with an ``aws:PrincipalArn`` condition, so this stage deploys before
-        the role exists."""
-        if not reader.account or reader.account == self.account:
+        the role exists. What this stage's endpoint serves (its config's package tag) is read through a role of
+        this stage the reader's promote function assumes: DescribeEndpoint on the endpoint, DescribeEndpointConfig
+        and ListTags on its configs, nothing else."""
+        if not reader.account or not self.promotes_across_accounts(reader, self.account):
             return  # one account: the reader's own identity policy is all it takes
         principal = iam.AccountPrincipal(reader.account).with_conditions(
             {"ArnEquals": {"aws:PrincipalArn": self.promote_role_arn(reader, self.partition, reader.account)}})
+        name = self.promote_reader_name(self.config, reader).removeprefix(f"{self.prefix}-")
+        role = self._role(f"PromoteReader{reader.stage.capitalize()}Role", name,
+                          f"Lets {reader.prefix}'s promote function see which version {self.endpoint_name} serves",
+                          principal, [
+                              iam.PolicyStatement(sid="ReadServedVersion", actions=["sagemaker:DescribeEndpoint"],
+                                                  resources=[self.arn("sagemaker", "endpoint", self.endpoint_name)]),
+                              iam.PolicyStatement(sid="ReadEndpointConfigs", actions=[
+                                  "sagemaker:DescribeEndpointConfig", "sagemaker:ListTags"],
+                                  resources=[self.arn("sagemaker", "endpoint-config", f"{self.endpoint_name}-*")])])
+        self.ack(role, f"AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:sagemaker:<AWS::Region>:<AWS::AccountId>:"
+                       f"endpoint-config/{self.endpoint_name}-*]",
+                 "The deploy function names each endpoint config after the endpoint, the version and the time; "
+                 "only describing them and reading their tags (which package serves) is granted.")
         group = self.model_package_group
         group.model_package_group_policy = iam.PolicyDocument(statements=[iam.PolicyStatement(
             sid=f"PromoteTo{reader.stage.capitalize()}", principals=[principal],
@@ -1253,7 +1279,7 @@ class DiagnosaStack(Stack):
             resources=["*"], conditions={"StringEquals": {"kms:ViaService": f"s3.{self.region}.amazonaws.com"}}))
 
     def _promotion(self, source: StageConfig, delivery_account: str | None) -> lambda_.Function:
-        """The promote function: the newest Approved version of ``source``'s registry (or the one asked for) is
+        """The promote function: the version ``source``'s endpoint serves (or the one asked for, if it serves it) is
         copied — model artifact and baselines into this lake's ``artifacts/runs/promoted/``, the version into this
         stage's group, Approved — which the deploy function then deploys. The delivery pipeline runs it after its
         manual approval; the copy makes this stage independent of the source's lake and key once promoted."""
@@ -1285,12 +1311,31 @@ class DiagnosaStack(Stack):
                                 resources=self.objects(PROMOTED_PREFIX)),
             self.kms_for_s3("kms:GenerateDataKey", "kms:Decrypt"),
         ]
+        # What the source endpoint serves (its config's package tag) is what is promoted: read directly in one
+        # account, through the source stage's reader role (see _let_promote) in another.
+        src_configs = f"{source.prefix}-*"
+        reader_role = ""
+        if self.promotes_across_accounts(self.config, src_account):
+            reader_role = (f"arn:{self.partition}:iam::{src_account}:role/"
+                           f"{self.promote_reader_name(source, self.config)}")
+            statements.append(iam.PolicyStatement(sid="AssumeSourceEndpointReader", actions=["sts:AssumeRole"],
+                                                  resources=[reader_role]))
+        else:
+            statements += [
+                iam.PolicyStatement(sid="ReadSourceEndpoint", actions=["sagemaker:DescribeEndpoint"], resources=[
+                    self.format_arn(service="sagemaker", region=source.region, account=src_account,
+                                    resource="endpoint", resource_name=source.prefix)]),
+                iam.PolicyStatement(sid="ReadSourceEndpointConfigs", actions=[
+                    "sagemaker:DescribeEndpointConfig", "sagemaker:ListTags"], resources=[
+                    self.format_arn(service="sagemaker", region=source.region, account=src_account,
+                                    resource="endpoint-config", resource_name=src_configs)])]
         serving_image = self.images.serving_image if self.images else base_images(self.config)[SERVING.name]
         function = self._function(
             "PromoteFunction", "promote", f"Promotes an Approved model version of {source.prefix} into {group}",
             {"SOURCE_GROUP": source.prefix, "SOURCE_REGION": source.region, "SOURCE_ACCOUNT": source.account or "",
              "SOURCE_BUCKET_PREFIX": bucket_prefix, "TARGET_GROUP": group, "LAKE_BUCKET": self.lake.bucket_name,
-             "KMS_KEY_ARN": self.key.key_arn, "SERVING_IMAGE": serving_image, "PROMOTED_PREFIX": PROMOTED_PREFIX},
+             "KMS_KEY_ARN": self.key.key_arn, "SERVING_IMAGE": serving_image, "PROMOTED_PREFIX": PROMOTED_PREFIX,
+             "SOURCE_ENDPOINT": source.prefix, "SOURCE_READER_ROLE": reader_role},
             statements)
         # The delivery pipeline's promotion step (its CodeBuild role) invokes it, from the pipeline's account.
         function.add_permission("DeliveryPipelineInvokes", principal=iam.AccountPrincipal(delivery_account or self.account),
@@ -1309,7 +1354,12 @@ class DiagnosaStack(Stack):
                  "The source stage's key id is generated; the grant is limited to the key with the source stage's "
                  "alias (kms:ResourceAliases), used through S3 only."),
                 (f"<{logical_id(self.lake)}.Arn>/{PROMOTED_PREFIX}*",
-                 "Promoted copies are written under artifacts/runs/promoted/<source group>-v<version>/.")):
+                 "Promoted copies are written under artifacts/runs/promoted/<source group>-v<version>/."),
+                *(() if reader_role else (
+                    (f"arn:<AWS::Partition>:sagemaker:{source.region}:{source.account or '<AWS::AccountId>'}:"
+                     f"endpoint-config/{src_configs}", "The source stage's deploy function names each endpoint "
+                     "config after the endpoint, the version and the time; only describing them and reading their "
+                     "tags (which package the source endpoint serves) is granted."),))):
             self.ack(role, f"AwsSolutions-IAM5[Resource::{resource}]", reason)
         return function
 

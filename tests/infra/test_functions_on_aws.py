@@ -521,15 +521,23 @@ def test_a_promotion_retried_after_a_failed_approval_approves_the_version(promot
             s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
         s3.put_object(Bucket=source, Key="artifacts/runs/e/model.tar.gz", Body=b"model")
         key = boto3.client("kms", region_name=REGION).create_key()["KeyMetadata"]["Arn"]
-        sm.create_model_package(
+        arn = sm.create_model_package(
             ModelPackageGroupName="diagnosa-dev", ModelApprovalStatus="Approved",
             InferenceSpecification={"Containers": [{"Image": IMAGE,
                                                     "ModelDataUrl": f"s3://{source}/artifacts/runs/e/model.tar.gz"}],
                                     "SupportedContentTypes": ["application/json"],
-                                    "SupportedResponseMIMETypes": ["application/json"]})
+                                    "SupportedResponseMIMETypes": ["application/json"]})["ModelPackageArn"]
+        sm.create_model(ModelName="diagnosa-dev-v1", ExecutionRoleArn="arn:aws:iam::123456789012:role/m",
+                        PrimaryContainer={"Image": IMAGE})
+        sm.create_endpoint_config(EndpointConfigName="diagnosa-dev-v1", Tags=[{"Key": "diagnosa:model-package",
+                                                                              "Value": arn}],
+                                  ProductionVariants=[{"VariantName": "AllTraffic", "ModelName": "diagnosa-dev-v1",
+                                                       "InitialInstanceCount": 1, "InstanceType": "ml.m5.large"}])
+        sm.create_endpoint(EndpointName="diagnosa-dev", EndpointConfigName="diagnosa-dev-v1")  # dev serves it
         env = {"SOURCE_GROUP": "diagnosa-dev", "SOURCE_REGION": REGION, "SOURCE_ACCOUNT": "",
                "SOURCE_BUCKET_PREFIX": "diagnosa-dev-lake", "TARGET_GROUP": "diagnosa-prod", "LAKE_BUCKET": "prod-lake",
-               "KMS_KEY_ARN": key, "SERVING_IMAGE": IMAGE, "PROMOTED_PREFIX": "artifacts/runs/promoted/"}
+               "KMS_KEY_ARN": key, "SERVING_IMAGE": IMAGE, "PROMOTED_PREFIX": "artifacts/runs/promoted/",
+               "SOURCE_ENDPOINT": "diagnosa-dev", "SOURCE_READER_ROLE": ""}
 
         def throttled(**_):  # the approval call fails once (throttling, a timeout, the function's end)
             raise ClientError({"Error": {"Code": "ThrottlingException", "Message": "Rate exceeded"}}, "UpdateModelPackage")

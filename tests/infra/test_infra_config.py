@@ -275,3 +275,66 @@ def test_serving_program_was_removed_and_a_stage_still_naming_it_is_told_why():
     context = {"diagnosa:stages": {"dev": {"region": "eu-west-1"}}, "diagnosa:serving_program": "Serve.py"}
     with pytest.raises(ValueError, match=why):  # -c diagnosa:serving_program=Serve.py synthesized before
         declared_stages(context.get, context)
+
+
+MI_HOSPITAL = """name = "mi_hospital"
+id_column = "paciente"
+target = "gravedad"
+labels = ["leve", "grave", "crítico"]
+"""
+
+
+def test_promote_from_a_stage_on_another_dataset_is_refused_naming_both(tmp_path):
+    """Review 46, finding 2: prod on mi_hospital (3 labels) promoting from dev on the built-in cohort (5 labels)."""
+    from infra.config import check_promotions, declared_stages
+
+    path = tmp_path / "mi_hospital.toml"
+    path.write_text(MI_HOSPITAL, encoding="utf-8")
+    stages = declared_stages({"diagnosa:stages": {
+        "dev": {"region": "eu-west-1"},
+        "prod": {"region": "eu-west-1", "promote_from": "dev", "dataset_config": str(path)}}}.get)
+    with pytest.raises(ValueError, match=r"stage prod: promote_from 'dev' needs both stages on one dataset, but prod "
+                                         r"trains dataset 'mi_hospital' .*labels leve, grave, crítico\) and dev trains "
+                                         r"dataset 'patients' \(the built-in cohort; labels NO ENFERMO"):
+        check_promotions(stages)
+    # both on mi_hospital: accepted
+    check_promotions(declared_stages({"diagnosa:stages": {
+        "dev": {"region": "eu-west-1", "dataset_config": str(path)},
+        "prod": {"region": "eu-west-1", "promote_from": "dev", "dataset_config": str(path)}}}.get))
+
+
+@pytest.mark.parametrize("prod, gate", [
+    ({"recall_threshold": 0.9}, r"recall"),
+    ({"orphan_threshold": 0.7}, r"orphan slice recall"),
+    ({"unseen_threshold": 0.6}, r"unseen orphan recall"),
+])
+def test_promote_from_a_stage_with_another_gate_is_refused(prod, gate):
+    """The promote function does not gate a version again: prod takes dev's gate, so both must be the same."""
+    from infra.config import check_promotions, declared_stages
+
+    stages = declared_stages({"diagnosa:stages": {
+        "dev": {"region": "eu-west-1"}, "prod": {"region": "eu-west-1", "promote_from": "dev", **prod}}}.get)
+    with pytest.raises(ValueError, match=rf"stage prod: promote_from 'dev' needs one gate in both stages .*{gate}"):
+        check_promotions(stages)
+    same = {"dev": {"region": "eu-west-1", **prod}, "prod": {"region": "eu-west-1", "promote_from": "dev", **prod}}
+    check_promotions(declared_stages({"diagnosa:stages": same}.get))
+
+
+def test_a_dataset_gate_over_the_stage_thresholds_is_what_must_match(tmp_path):
+    """A dataset's [gate] takes the place of the stage's recall_threshold for the labels it names: the effective
+    gate is compared, so dev's [gate] 0.6 for crítico against prod's 0.8 is refused, and a stage threshold the
+    [gate] overrides everywhere does not matter."""
+    from infra.config import check_promotions, declared_stages
+
+    plain, gated = tmp_path / "plain.toml", tmp_path / "gated.toml"
+    plain.write_text(MI_HOSPITAL, encoding="utf-8")
+    gated.write_text(MI_HOSPITAL + '\n[gate]\nrecall = { "leve" = 0.8, "grave" = 0.8, "crítico" = 0.6 }\n',
+                     encoding="utf-8")
+    stages = declared_stages({"diagnosa:stages": {
+        "dev": {"region": "eu-west-1", "dataset_config": str(gated)},
+        "prod": {"region": "eu-west-1", "promote_from": "dev", "dataset_config": str(plain)}}}.get)
+    with pytest.raises(ValueError, match=r"needs one gate in both stages .*'crítico': 0\.8.*'crítico': 0\.6"):
+        check_promotions(stages)
+    check_promotions(declared_stages({"diagnosa:stages": {
+        "dev": {"region": "eu-west-1", "dataset_config": str(gated), "recall_threshold": 0.5},
+        "prod": {"region": "eu-west-1", "promote_from": "dev", "dataset_config": str(gated)}}}.get))

@@ -1,4 +1,4 @@
-"""The promote function under moto: dev's newest Approved version copied into prod (artifacts and baselines into
+"""The promote function under moto: the Approved version dev serves copied into prod (artifacts and baselines into
 prod's lake, the version into prod's registry, then approved), once; refusals change nothing."""
 from __future__ import annotations
 
@@ -25,8 +25,19 @@ def aws():
         key = boto3.client("kms", region_name=REGION).create_key()["KeyMetadata"]["Arn"]
         env = {"SOURCE_GROUP": "diagnosa-dev", "SOURCE_REGION": REGION, "SOURCE_ACCOUNT": "",
                "SOURCE_BUCKET_PREFIX": "diagnosa-dev-lake", "TARGET_GROUP": "diagnosa-prod", "LAKE_BUCKET": "prod-lake",
-               "KMS_KEY_ARN": key, "SERVING_IMAGE": PROD_IMAGE, "PROMOTED_PREFIX": "artifacts/runs/promoted/"}
+               "KMS_KEY_ARN": key, "SERVING_IMAGE": PROD_IMAGE, "PROMOTED_PREFIX": "artifacts/runs/promoted/",
+               "SOURCE_ENDPOINT": "diagnosa-dev", "SOURCE_READER_ROLE": ""}
         yield sm, s3, env
+
+
+def serve(sm, arn):
+    """dev's endpoint serves ``arn``, configured as the deploy function does (the config's package tag)."""
+    name = f"diagnosa-dev-v{arn.rsplit('/', 1)[1]}"
+    sm.create_model(ModelName=name, ExecutionRoleArn="arn:aws:iam::123456789012:role/m", PrimaryContainer={"Image": IMAGE})
+    sm.create_endpoint_config(EndpointConfigName=name, Tags=[{"Key": "diagnosa:model-package", "Value": arn}],
+                              ProductionVariants=[{"VariantName": "AllTraffic", "ModelName": name,
+                                                   "InitialInstanceCount": 1, "InstanceType": "ml.m5.large"}])
+    sm.create_endpoint(EndpointName="diagnosa-dev", EndpointConfigName=name)
 
 
 def register(sm, s3, status, run=RUN, model=None):
@@ -54,6 +65,7 @@ def test_the_newest_approved_version_is_copied_registered_and_approved_once(aws,
     register(sm, s3, "Approved", run=f"s3://{SOURCE_BUCKET}/artifacts/runs/exec-1")
     newest = register(sm, s3, "Approved")
     register(sm, s3, "PendingManualApproval", run=f"s3://{SOURCE_BUCKET}/artifacts/runs/exec-4")
+    serve(sm, newest)
     result = promote_fn.handler({}, source=sm, target=sm, s3=s3, env=env)
     assert result["status"] == "promoted" and result["source"] == newest
     folder = "s3://prod-lake/artifacts/runs/promoted/diagnosa-dev-v2/exec-3"
@@ -81,12 +93,12 @@ def test_the_newest_approved_version_is_copied_registered_and_approved_once(aws,
 def test_a_named_version_is_promoted_only_if_approved(aws, promote_fn):
     sm, s3, env = aws
     register(sm, s3, "Approved")
-    register(sm, s3, "Rejected", run=f"s3://{SOURCE_BUCKET}/artifacts/runs/exec-9")
+    serve(sm, register(sm, s3, "Rejected", run=f"s3://{SOURCE_BUCKET}/artifacts/runs/exec-9"))  # rejected, serving
     with pytest.raises(promote_fn.Refused, match="is Rejected, not Approved in diagnosa-dev"):
         promote_fn.handler({"version": 2}, source=sm, target=sm, s3=s3, env=env)
     with pytest.raises(promote_fn.Refused, match="diagnosa-dev has no version 7"):
         promote_fn.handler({"version": 7}, source=sm, target=sm, s3=s3, env=env)
-    assert promote_fn.handler({"version": 1}, source=sm, target=sm, s3=s3, env=env)["status"] == "promoted"
+    assert promote_fn.handler({"version": 1, "force": True}, source=sm, target=sm, s3=s3, env=env)["status"] == "promoted"
 
 
 @pytest.mark.parametrize("version", [0, "2", True, 1.5])
@@ -98,8 +110,8 @@ def test_a_bad_version_is_refused(aws, promote_fn, version):
 
 def test_nothing_approved_means_nothing_promoted(aws, promote_fn):
     sm, s3, env = aws
-    register(sm, s3, "PendingManualApproval")
-    with pytest.raises(promote_fn.Refused, match="diagnosa-dev has no Approved version to promote"):
+    serve(sm, register(sm, s3, "PendingManualApproval"))
+    with pytest.raises(promote_fn.Refused, match="is PendingManualApproval, not Approved in diagnosa-dev"):
         promote_fn.handler({}, source=sm, target=sm, s3=s3, env=env)
 
 
@@ -108,7 +120,7 @@ def test_nothing_approved_means_nothing_promoted(aws, promote_fn):
                                    f"s3://{SOURCE_BUCKET}/artifacts/runs/../../raw/x.csv"])
 def test_objects_outside_the_source_run_folders_are_refused_and_nothing_is_copied(aws, promote_fn, model):
     sm, s3, env = aws
-    register(sm, s3, "Approved", model=model)
+    serve(sm, register(sm, s3, "Approved", model=model))
     with pytest.raises(promote_fn.Refused, match="is not in a run folder of the diagnosa-dev lake"):
         promote_fn.handler({}, source=sm, target=sm, s3=s3, env=env)
     assert "Contents" not in s3.list_objects_v2(Bucket="prod-lake")

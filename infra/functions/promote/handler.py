@@ -1,16 +1,25 @@
 """Promotes an Approved model version of an earlier stage into this stage (AWS Lambda, plain boto3).
 
 The delivery pipeline invokes it after its manual approval, once this stage's stacks are deployed
-(``{}``: the newest Approved version of the source group; ``{"version": N}``: that one). It
+(``{}``: the version the source stage's endpoint serves; ``{"version": N}``: that one, only if the source
+endpoint serves it; ``{"version": N, "force": true}``: that one even if it does not). It
 
-1. describes the source version (across accounts and regions: the source stage's group policy, lake
-   bucket policy and key policy let this function's role read) and refuses one that is not Approved;
-2. does nothing if that version was promoted already (a version of this stage's group records it in
+1. finds what the source stage serves: its endpoint must be InService, and its current endpoint config's
+   ``diagnosa:model-package`` tag (set by the deploy function; after an automatic rollback the old config,
+   hence the old package, serves again) names the version. "Newest Approved" is not what serves: a version
+   whose canary tripped the rollback alarms, or one a person rolled back from by approving an older one,
+   stays Approved. An endpoint that is creating, updating or rolling back, or that serves nothing this
+   stage's deploy function tagged, is refused (``force`` skips this step; the approval records it);
+2. describes the source version (across accounts and regions: the source stage's group policy, lake
+   bucket policy and key policy let this function's role read; the endpoint, which has no resource
+   policy, through the source stage's reader role ``SOURCE_READER_ROLE``) and refuses one that is not
+   Approved or not in the source group;
+3. does nothing if that version was promoted already (a version of this stage's group records it in
    ``CustomerMetadataProperties["diagnosa:promoted-from"]``), so re-running the pipeline is harmless;
-3. copies the model artifact and every baseline the version names, server-side, from the source lake's
+4. copies the model artifact and every baseline the version names, server-side, from the source lake's
    run folders into this lake's ``artifacts/runs/promoted/<source group>-v<N>/`` (SSE-KMS with this
    stage's key): this stage then depends on nothing of the source stage;
-4. registers the version in this stage's group with the copies' URIs and this stage's serving image,
+5. registers the version in this stage's group with the copies' URIs and this stage's serving image,
    then approves it — the approval event makes this stage's deploy function deploy it (canary, alarms).
 
 Configuration comes from environment variables set by the stack (``infra/stack.py``).
@@ -23,11 +32,13 @@ import os
 from typing import Any
 
 import boto3
+from botocore.exceptions import ClientError
 
 log = logging.getLogger()
 log.setLevel(logging.INFO)
 
 PROMOTED_FROM = "diagnosa:promoted-from"
+PACKAGE_TAG = "diagnosa:model-package"  # the deploy function's tag on the models and endpoint configs it creates
 PREDICTION_BASELINE = "diagnosa:prediction-baseline"
 RUNS = "artifacts/runs/"
 
@@ -41,19 +52,36 @@ def settings() -> dict[str, str]:
 
 
 def handler(event: dict[str, Any], context: Any = None, *, source: Any = None, target: Any = None, s3: Any = None,
-            env: dict[str, str] | None = None) -> dict[str, Any]:
+            reader: Any = None, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """``source``: SageMaker in the source region (its registry); ``reader``: SageMaker that may describe the
+    source endpoint and its configs (default: :func:`endpoint_reader`)."""
     env = env or settings()
     source = source or boto3.client("sagemaker", region_name=env["SOURCE_REGION"])
     target = target or boto3.client("sagemaker")
     s3 = s3 or boto3.client("s3")
-    version = event.get("version")
+    version, force = event.get("version"), event.get("force", False)
     if version is not None and (not isinstance(version, int) or isinstance(version, bool) or version < 1):
         raise Refused(f"version must be a positive integer, got {version!r}")
-    arn = source_version(source, env, version)
+    if not isinstance(force, bool) or (force and version is None):
+        raise Refused(f"force must be true or false, and only with a version (it promotes that version even if "
+                      f"{env['SOURCE_ENDPOINT']} does not serve it), got {force!r}")
+    if force and version is not None:  # (force without a version is refused above)
+        arn = source_version(source, env, version)
+        log.warning("forced: %s is promoted without checking that %s serves it", arn, env["SOURCE_ENDPOINT"])
+    else:
+        arn = served_version(reader if reader is not None else endpoint_reader(env), env)
+        if version is not None and arn != source_version(source, env, version):
+            raise Refused(f"{env['SOURCE_ENDPOINT']} serves {arn}, not version {version} of {env['SOURCE_GROUP']} "
+                          "(rolled back from, or never deployed): nothing promoted. Promote what it serves ({}), or "
+                          'pass "force": true with the version to promote one it does not serve')
     package = source.describe_model_package(ModelPackageName=arn)
+    if package.get("ModelPackageGroupName") not in (env["SOURCE_GROUP"], source_group(env)):
+        raise Refused(f"{arn} is not a version of {env['SOURCE_GROUP']}: nothing promoted")
     if package.get("ModelApprovalStatus") != "Approved":
         raise Refused(f"{arn} is {package.get('ModelApprovalStatus')}, not Approved in {env['SOURCE_GROUP']}: "
                       "nothing promoted")
+    how = "forced (not checked against what the source endpoint serves)" if force else \
+        f"served by {env['SOURCE_ENDPOINT']}"
     done = already_promoted(target, env["TARGET_GROUP"], arn)
     if done:
         described = target.describe_model_package(ModelPackageName=done)
@@ -76,10 +104,11 @@ def handler(event: dict[str, Any], context: Any = None, *, source: Any = None, t
     # the service does with properties an update leaves out.
     target.update_model_package(ModelPackageArn=created, ModelApprovalStatus="Approved",
                                 CustomerMetadataProperties=request["CustomerMetadataProperties"],
-                                ApprovalDescription=f"promoted from {arn} by the delivery pipeline after its "
-                                                    "manual approval")
-    log.info("promoted %s as %s (%d objects copied)", arn, created, len(copies))
-    return {"status": "promoted", "source": arn, "target": created, "copied": sorted(copies.values())}
+                                ApprovalDescription=f"promoted from {arn} ({how}) by the delivery pipeline after "
+                                                    "its manual approval")
+    log.info("promoted %s (%s) as %s (%d objects copied)", arn, how, created, len(copies))
+    return {"status": "promoted", "source": arn, "target": created, "copied": sorted(copies.values()),
+            "forced": force}
 
 
 def source_group(env: dict[str, str]) -> str:
@@ -91,20 +120,59 @@ def source_group(env: dict[str, str]) -> str:
             f"{env['SOURCE_GROUP']}")
 
 
-def source_version(sagemaker: Any, env: dict[str, str], version: int | None) -> str:
-    """ARN of the version to promote: ``version``, or the newest Approved one of the source group."""
+def source_version(sagemaker: Any, env: dict[str, str], version: int) -> str:
+    """ARN of version ``version`` of the source group."""
     listed = [p for page in sagemaker.get_paginator("list_model_packages").paginate(
         ModelPackageGroupName=source_group(env), SortBy="CreationTime", SortOrder="Descending")
         for p in page.get("ModelPackageSummaryList", [])]
-    if version is not None:
-        match = [p for p in listed if p.get("ModelPackageVersion") == version]
-        if not match:
-            raise Refused(f"{env['SOURCE_GROUP']} has no version {version}")
-        return match[0]["ModelPackageArn"]
-    approved = [p for p in listed if p.get("ModelApprovalStatus") == "Approved"]
-    if not approved:
-        raise Refused(f"{env['SOURCE_GROUP']} has no Approved version to promote")
-    return max(approved, key=lambda p: p.get("ModelPackageVersion", 0))["ModelPackageArn"]
+    match = [p for p in listed if p.get("ModelPackageVersion") == version]
+    if not match:
+        raise Refused(f"{env['SOURCE_GROUP']} has no version {version}")
+    return str(match[0]["ModelPackageArn"])
+
+
+def endpoint_reader(env: dict[str, str]) -> Any:
+    """SageMaker in the source region that may describe the source endpoint and its configs: this function's own
+    role in one account; in another account the source stage's reader role (SageMaker endpoints take no resource
+    policy, so a cross-account read goes through a role of the source account that trusts this one)."""
+    role = env.get("SOURCE_READER_ROLE")
+    if not role:
+        return boto3.client("sagemaker", region_name=env["SOURCE_REGION"])
+    # STS's regional endpoint: in VPC mode the function reaches AWS only through the VPC's endpoints (an older
+    # boto3 would call the global sts.amazonaws.com, which the isolated subnets cannot reach).
+    os.environ.setdefault("AWS_STS_REGIONAL_ENDPOINTS", "regional")
+    credentials = boto3.client("sts").assume_role(RoleArn=role, RoleSessionName="diagnosa-promote",
+                                                  DurationSeconds=900)["Credentials"]
+    return boto3.client("sagemaker", region_name=env["SOURCE_REGION"], aws_access_key_id=credentials["AccessKeyId"],
+                        aws_secret_access_key=credentials["SecretAccessKey"],
+                        aws_session_token=credentials["SessionToken"])
+
+
+def served_version(sagemaker: Any, env: dict[str, str]) -> str:
+    """ARN of the model package the source endpoint serves now: its current endpoint config's PACKAGE_TAG. Refused
+    when the endpoint does not exist, is not InService (creating, updating, rolling back: what will serve is not
+    settled) or its config names no package (not deployed by the source stage's deploy function)."""
+    endpoint = env["SOURCE_ENDPOINT"]
+    try:
+        current = sagemaker.describe_endpoint(EndpointName=endpoint)
+    except ClientError as err:
+        error = err.response.get("Error", {})
+        if error.get("Code") == "ValidationException" and "Could not find" in error.get("Message", ""):
+            raise Refused(f"{endpoint} does not exist: {env['SOURCE_GROUP']} serves no version, nothing promoted "
+                          '(a version it does not serve is promoted only with {"version": N, "force": true})') from err
+        raise
+    status = current.get("EndpointStatus")
+    if status != "InService":
+        raise Refused(f"{endpoint} is {status}, not InService: which version it serves is not settled (a deployment "
+                      "or its rollback is under way), nothing promoted; run the promotion again once it is InService")
+    config = sagemaker.describe_endpoint_config(EndpointConfigName=current["EndpointConfigName"])
+    tags = sagemaker.list_tags(ResourceArn=config["EndpointConfigArn"]).get("Tags", [])
+    arn = next((t["Value"] for t in tags if t["Key"] == PACKAGE_TAG and t.get("Value")), None)
+    if arn is None:
+        raise Refused(f"{endpoint}'s endpoint config {current['EndpointConfigName']} has no {PACKAGE_TAG} tag (it was "
+                      f"not deployed by the {env['SOURCE_GROUP']} deploy function): what it serves is unknown, "
+                      "nothing promoted")
+    return str(arn)
 
 
 def already_promoted(sagemaker: Any, group: str, arn: str) -> str | None:

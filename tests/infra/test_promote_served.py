@@ -1,0 +1,223 @@
+"""Prod promotes what dev serves, not dev's newest Approved version (review 46, finding 1): under moto, with the real
+deploy function serving dev's endpoint; and the IAM that lets prod's promote function see what dev serves."""
+from __future__ import annotations
+
+import json
+
+import boto3
+import pytest
+from botocore.awsrequest import AWSResponse
+from deploy_env import ENV, REGION
+from moto import mock_aws
+from moto.sagemaker.models import sagemaker_backends
+
+SOURCE_BUCKET = "diagnosa-dev-lake1a2b3c4d-0a1b2c3d4e5f"
+IMAGE = "763104351884.dkr.ecr.eu-west-1.amazonaws.com/pytorch-inference:2.5-cpu-py311"
+
+
+def _event(arn, time):
+    return {"detail-type": "SageMaker Model Package State Change", "time": time, "detail": {"ModelPackageArn": arn}}
+
+
+@pytest.fixture
+def dev():
+    """dev's group with v1 and v2 Approved, prod's group empty, and the promote function's environment."""
+    with mock_aws():
+        sm = boto3.client("sagemaker", region_name=REGION)
+        s3 = boto3.client("s3", region_name=REGION)
+        for group in ("diagnosa-dev", "diagnosa-prod"):
+            sm.create_model_package_group(ModelPackageGroupName=group)
+        for bucket in (SOURCE_BUCKET, "prod-lake"):
+            s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
+        # moto does not implement UpdateEndpoint's deployment config: answer it as SageMaker starts an update
+        sm.meta.events.register("before-call.sagemaker.UpdateEndpoint",
+                                lambda params, **_: (AWSResponse("https://x", 200, {}, None), {"EndpointArn": "arn"}))
+        arns = []
+        for i in (1, 2):
+            s3.put_object(Bucket=SOURCE_BUCKET, Key=f"artifacts/runs/r{i}/model.tar.gz", Body=b"model %d" % i)
+            arns.append(sm.create_model_package(
+                ModelPackageGroupName="diagnosa-dev", ModelApprovalStatus="Approved",
+                InferenceSpecification={"Containers": [{
+                    "Image": IMAGE, "ModelDataUrl": f"s3://{SOURCE_BUCKET}/artifacts/runs/r{i}/model.tar.gz"}],
+                    "SupportedContentTypes": ["application/json"], "SupportedResponseMIMETypes": ["application/json"]},
+            )["ModelPackageArn"])
+        key = boto3.client("kms", region_name=REGION).create_key()["KeyMetadata"]["Arn"]
+        env = {"SOURCE_GROUP": "diagnosa-dev", "SOURCE_REGION": REGION, "SOURCE_ACCOUNT": "",
+               "SOURCE_BUCKET_PREFIX": "diagnosa-dev-lake", "TARGET_GROUP": "diagnosa-prod", "LAKE_BUCKET": "prod-lake",
+               "KMS_KEY_ARN": key, "SERVING_IMAGE": IMAGE, "PROMOTED_PREFIX": "artifacts/runs/promoted/",
+               "SOURCE_ENDPOINT": "diagnosa-dev", "SOURCE_READER_ROLE": ""}
+        yield sm, s3, env, arns
+
+
+def _endpoint():
+    return sagemaker_backends["123456789012"][REGION].endpoints["diagnosa-dev"]
+
+
+def _prod_versions(sm):
+    return sm.list_model_packages(ModelPackageGroupName="diagnosa-prod")["ModelPackageSummaryList"]
+
+
+def test_after_an_automatic_rollback_the_version_dev_serves_is_promoted_not_the_newest_approved(
+        dev, deploy_fn, promote_fn):
+    sm, s3, env, (v1, v2) = dev
+    first = deploy_fn.handler(_event(v1, "2026-01-01T00:00:00Z"), sagemaker=sm, env=ENV, now=0)
+    assert deploy_fn.handler(_event(v2, "2026-01-01T01:00:00Z"), sagemaker=sm, env=ENV, now=3600)["action"] == "updated"
+    _endpoint().endpoint_config_name = first["endpoint_config"]  # v2's canary tripped the alarms: v1 serves again
+    assert deploy_fn.serving_package(sm, "diagnosa-dev") == v1
+    result = promote_fn.handler({}, source=sm, target=sm, s3=s3, env=env)
+    assert result["status"] == "promoted" and result["source"] == v1 and not result["forced"]
+    [promoted] = _prod_versions(sm)
+    metadata = sm.describe_model_package(ModelPackageName=promoted["ModelPackageArn"])["CustomerMetadataProperties"]
+    assert metadata["diagnosa:promoted-from"] == v1
+    # asking for v2 by number is refused: dev rolled it back
+    with pytest.raises(promote_fn.Refused, match=r"diagnosa-dev serves .*/diagnosa-dev/1, not version 2 .*\"force\""):
+        promote_fn.handler({"version": 2}, source=sm, target=sm, s3=s3, env=env)
+    assert len(_prod_versions(sm)) == 1
+
+
+def test_after_a_manual_rollback_by_approving_v1_again_v1_is_promoted(dev, deploy_fn, promote_fn):
+    sm, s3, env, (v1, v2) = dev
+    deploy_fn.handler(_event(v1, "2026-01-01T00:00:00Z"), sagemaker=sm, env=ENV, now=0)
+    deploy_fn.handler(_event(v2, "2026-01-01T01:00:00Z"), sagemaker=sm, env=ENV, now=3600)
+    _endpoint().endpoint_config_name = sm.list_endpoint_configs(
+        NameContains="diagnosa-dev-v2")["EndpointConfigs"][0]["EndpointConfigName"]  # v2's update completed
+    assert promote_fn.served_version(sm, env) == v2
+    # a person rolls back: v1 approved again (v2 stays Approved, the newest)
+    sm.update_model_package(ModelPackageArn=v1, ModelApprovalStatus="Approved")
+    again = deploy_fn.handler(_event(v1, "2026-01-01T02:00:00Z"), sagemaker=sm, env=ENV, now=7200)
+    _endpoint().endpoint_config_name = again["endpoint_config"]
+    assert promote_fn.handler({}, source=sm, target=sm, s3=s3, env=env)["source"] == v1
+
+
+def test_a_version_dev_does_not_serve_is_promoted_only_when_forced(dev, deploy_fn, promote_fn):
+    sm, s3, env, (v1, v2) = dev
+    deploy_fn.handler(_event(v1, "2026-01-01T00:00:00Z"), sagemaker=sm, env=ENV, now=0)
+    with pytest.raises(promote_fn.Refused, match="only with a version"):
+        promote_fn.handler({"force": True}, source=sm, target=sm, s3=s3, env=env)
+    with pytest.raises(promote_fn.Refused, match="force must be true or false"):
+        promote_fn.handler({"version": 2, "force": "yes"}, source=sm, target=sm, s3=s3, env=env)
+    assert _prod_versions(sm) == []
+    result = promote_fn.handler({"version": 2, "force": True}, source=sm, target=sm, s3=s3, env=env)
+    assert result["source"] == v2 and result["forced"]
+    described = sm.describe_model_package(ModelPackageName=result["target"])
+    assert "forced" in described["ApprovalDescription"]
+    assert promote_fn.handler({"version": 1}, source=sm, target=sm, s3=s3, env=env)["source"] == v1  # the served one
+
+
+def test_dev_updating_or_serving_nothing_known_is_refused(dev, deploy_fn, promote_fn):
+    sm, s3, env, (v1, _) = dev
+    with pytest.raises(promote_fn.Refused, match="diagnosa-dev does not exist: diagnosa-dev serves no version"):
+        promote_fn.handler({}, source=sm, target=sm, s3=s3, env=env)
+    deploy_fn.handler(_event(v1, "2026-01-01T00:00:00Z"), sagemaker=sm, env=ENV, now=0)
+    for status in ("Updating", "RollingBack", "Creating"):
+        _endpoint().endpoint_status = status
+        with pytest.raises(promote_fn.Refused, match=f"diagnosa-dev is {status}, not InService"):
+            promote_fn.handler({}, source=sm, target=sm, s3=s3, env=env)
+    _endpoint().endpoint_status = "InService"
+    sm.create_model(ModelName="by-hand", ExecutionRoleArn="arn:aws:iam::123456789012:role/x",
+                    PrimaryContainer={"Image": IMAGE})
+    sm.create_endpoint_config(EndpointConfigName="by-hand", ProductionVariants=[{
+        "VariantName": "AllTraffic", "ModelName": "by-hand", "InitialInstanceCount": 1, "InstanceType": "ml.m5.large"}])
+    _endpoint().endpoint_config_name = "by-hand"  # configured outside the deploy function: no package tag
+    with pytest.raises(promote_fn.Refused, match="by-hand has no diagnosa:model-package tag"):
+        promote_fn.handler({}, source=sm, target=sm, s3=s3, env=env)
+    assert _prod_versions(sm) == []
+
+
+def test_a_served_version_rejected_since_is_refused(dev, deploy_fn, promote_fn):
+    sm, s3, env, (v1, _) = dev
+    deploy_fn.handler(_event(v1, "2026-01-01T00:00:00Z"), sagemaker=sm, env=ENV, now=0)
+    sm.update_model_package(ModelPackageArn=v1, ModelApprovalStatus="Rejected")  # rejected, still serving
+    with pytest.raises(promote_fn.Refused, match="is Rejected, not Approved in diagnosa-dev"):
+        promote_fn.handler({}, source=sm, target=sm, s3=s3, env=env)
+
+
+def test_across_accounts_the_endpoint_is_read_with_the_source_stages_reader_role(promote_fn):
+    with mock_aws():
+        env = {"SOURCE_REGION": REGION, "SOURCE_READER_ROLE": "arn:aws:iam::123456789012:role/diagnosa-dev-prod-promote-reader"}
+        reader = promote_fn.endpoint_reader(env)
+        assert reader.meta.region_name == REGION
+        assert reader._request_signer._credentials.access_key.startswith("ASIA")  # the assumed role's session
+        assert reader.list_endpoints()["Endpoints"] == []
+        own = promote_fn.endpoint_reader({**env, "SOURCE_READER_ROLE": ""})
+        assert not own._request_signer._credentials.access_key.startswith("ASIA")
+
+
+# ------------------------------------------------------------------------------------------ IAM (synth)
+
+def _role(template, name):
+    [(logical, role)] = [(k, v) for k, v in template.find_resources("AWS::IAM::Role").items()
+                         if v["Properties"].get("RoleName") == name]
+    statements = [s for p in template.find_resources("AWS::IAM::ManagedPolicy").values()
+                  if {"Ref": logical} in p["Properties"]["Roles"] for s in p["Properties"]["PolicyDocument"]["Statement"]]
+    return role, statements
+
+
+def _actions(statement):
+    return [statement["Action"]] if isinstance(statement["Action"], str) else statement["Action"]
+
+
+def test_across_accounts_prod_reads_what_dev_serves_through_one_reader_role_of_dev(delivery_assembly):
+    from aws_cdk.assertions import Template
+
+    _, cloud = delivery_assembly
+    templates = {s.stack_name: Template.from_json(json.loads(open(s.template_full_path).read()))
+                 for s in cloud.stacks_recursively}
+    dev, prod = templates["Diagnosa-dev"], templates["Diagnosa-prod"]
+    role, statements = _role(dev, "diagnosa-dev-prod-promote-reader")
+    [trust] = role["Properties"]["AssumeRolePolicyDocument"]["Statement"]
+    assert trust["Action"] == "sts:AssumeRole"
+    assert "210987654321" in json.dumps(trust["Principal"])
+    assert json.dumps(trust["Condition"]).endswith(':iam::210987654321:role/diagnosa-prod-promote-function"]]}}}')
+    assert sorted(a for s in statements for a in _actions(s)) == [
+        "sagemaker:DescribeEndpoint", "sagemaker:DescribeEndpointConfig", "sagemaker:ListTags"]
+    by_sid = {s["Sid"]: s for s in statements}
+    assert json.dumps(by_sid["ReadServedVersion"]["Resource"]).endswith(':endpoint/diagnosa-dev"]]}')
+    assert json.dumps(by_sid["ReadEndpointConfigs"]["Resource"]).endswith(':endpoint-config/diagnosa-dev-*"]]}')
+
+    _, promote = _role(prod, "diagnosa-prod-promote-function")
+    [assume] = [s for s in promote if "sts:AssumeRole" in _actions(s)]
+    assert json.dumps(assume["Resource"]).endswith(':iam::123456789012:role/diagnosa-dev-prod-promote-reader"]]}')
+    assert not [s for s in promote if any(a.startswith("sagemaker:DescribeEndpoint") for a in _actions(s))]
+    [function] = [v for v in prod.find_resources("AWS::Lambda::Function").values()
+                  if v["Properties"].get("FunctionName") == "diagnosa-prod-promote"]
+    variables = function["Properties"]["Environment"]["Variables"]
+    assert variables["SOURCE_ENDPOINT"] == "diagnosa-dev"
+    assert json.dumps(variables["SOURCE_READER_ROLE"]).endswith(
+        ':iam::123456789012:role/diagnosa-dev-prod-promote-reader"]]}')
+
+
+@pytest.fixture(scope="module")
+def one_account(tmp_path_factory):
+    """dev and prod in one account, prod promoting from dev, no delivery pipeline: synth refuses any unacknowledged
+    cdk-nag finding."""
+    from infra.app import build_app, new_app
+    from infra.config import stage_config
+    from infra.nag import synth
+
+    stages = [stage_config("dev", {"region": "eu-west-1", "account": "123456789012"}),
+              stage_config("prod", {"region": "eu-west-1", "account": "123456789012", "promote_from": "dev"})]
+    return synth(build_app(new_app(outdir=str(tmp_path_factory.mktemp("one-account.out"))), stages))
+
+
+def test_in_one_account_prod_reads_devs_endpoint_and_configs_directly(one_account):
+    from aws_cdk.assertions import Template
+
+    from infra.gates import cfn_lint, templates
+    from infra.nag import findings
+
+    stacks = {s.stack_name: Template.from_json(json.loads(open(s.template_full_path).read()))
+              for s in one_account.stacks_recursively}
+    assert not [k for k, v in stacks["Diagnosa-dev"].find_resources("AWS::IAM::Role").items()
+                if "promote-reader" in json.dumps(v["Properties"].get("RoleName", ""))]
+    _, promote = _role(stacks["Diagnosa-prod"], "diagnosa-prod-promote-function")
+    by_sid = {s.get("Sid"): s for s in promote}
+    assert _actions(by_sid["ReadSourceEndpoint"]) == ["sagemaker:DescribeEndpoint"]
+    assert json.dumps(by_sid["ReadSourceEndpoint"]["Resource"]).endswith(':123456789012:endpoint/diagnosa-dev"]]}')
+    assert sorted(_actions(by_sid["ReadSourceEndpointConfigs"])) == ["sagemaker:DescribeEndpointConfig",
+                                                                     "sagemaker:ListTags"]
+    assert json.dumps(by_sid["ReadSourceEndpointConfigs"]["Resource"]).endswith(
+        ':123456789012:endpoint-config/diagnosa-dev-*"]]}')
+    assert not [s for s in promote if "sts:AssumeRole" in _actions(s)]
+    assert findings(one_account.directory) == []
+    assert cfn_lint(templates(one_account.directory)) == []
