@@ -2,6 +2,10 @@
 prod's lake, the version into prod's registry, then approved), once; refusals change nothing."""
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
 import boto3
 import pytest
 from moto import mock_aws
@@ -13,8 +17,9 @@ PROD_IMAGE = "210987654321.dkr.ecr.eu-west-1.amazonaws.com/diagnosa-prod-images:
 RUN = f"s3://{SOURCE_BUCKET}/artifacts/runs/exec-3"
 
 
-@pytest.fixture
-def aws():
+@contextmanager
+def stages(serving_image: str = PROD_IMAGE) -> Iterator[tuple[Any, Any, dict[str, str]]]:
+    """Under moto: dev's and prod's groups and lakes, and the promote function's environment (prod's)."""
     with mock_aws():
         sm = boto3.client("sagemaker", region_name=REGION)
         s3 = boto3.client("s3", region_name=REGION)
@@ -25,9 +30,15 @@ def aws():
         key = boto3.client("kms", region_name=REGION).create_key()["KeyMetadata"]["Arn"]
         env = {"SOURCE_GROUP": "diagnosa-dev", "SOURCE_REGION": REGION, "SOURCE_ACCOUNT": "",
                "SOURCE_BUCKET_PREFIX": "diagnosa-dev-lake", "TARGET_GROUP": "diagnosa-prod", "LAKE_BUCKET": "prod-lake",
-               "KMS_KEY_ARN": key, "SERVING_IMAGE": PROD_IMAGE, "PROMOTED_PREFIX": "artifacts/runs/promoted/",
+               "KMS_KEY_ARN": key, "SERVING_IMAGE": serving_image, "PROMOTED_PREFIX": "artifacts/runs/promoted/",
                "SOURCE_ENDPOINT": "diagnosa-dev", "SOURCE_READER_ROLE": ""}
         yield sm, s3, env
+
+
+@pytest.fixture
+def aws():
+    with stages() as world:
+        yield world
 
 
 def serve(sm, arn):

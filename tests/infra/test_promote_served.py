@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import json
 
-import boto3
 import pytest
 from botocore.awsrequest import AWSResponse
 from deploy_env import ENV, REGION
 from moto import mock_aws
 from moto.sagemaker.models import sagemaker_backends
-
-SOURCE_BUCKET = "diagnosa-dev-lake1a2b3c4d-0a1b2c3d4e5f"
-IMAGE = "763104351884.dkr.ecr.eu-west-1.amazonaws.com/pytorch-inference:2.5-cpu-py311"
+from test_promote import IMAGE, SOURCE_BUCKET, stages
 
 
 def _event(arn, time):
@@ -22,13 +19,7 @@ def _event(arn, time):
 @pytest.fixture
 def dev():
     """dev's group with v1 and v2 Approved, prod's group empty, and the promote function's environment."""
-    with mock_aws():
-        sm = boto3.client("sagemaker", region_name=REGION)
-        s3 = boto3.client("s3", region_name=REGION)
-        for group in ("diagnosa-dev", "diagnosa-prod"):
-            sm.create_model_package_group(ModelPackageGroupName=group)
-        for bucket in (SOURCE_BUCKET, "prod-lake"):
-            s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
+    with stages(IMAGE) as (sm, s3, env):
         # moto does not implement UpdateEndpoint's deployment config: answer it as SageMaker starts an update
         sm.meta.events.register("before-call.sagemaker.UpdateEndpoint",
                                 lambda params, **_: (AWSResponse("https://x", 200, {}, None), {"EndpointArn": "arn"}))
@@ -41,11 +32,6 @@ def dev():
                     "Image": IMAGE, "ModelDataUrl": f"s3://{SOURCE_BUCKET}/artifacts/runs/r{i}/model.tar.gz"}],
                     "SupportedContentTypes": ["application/json"], "SupportedResponseMIMETypes": ["application/json"]},
             )["ModelPackageArn"])
-        key = boto3.client("kms", region_name=REGION).create_key()["KeyMetadata"]["Arn"]
-        env = {"SOURCE_GROUP": "diagnosa-dev", "SOURCE_REGION": REGION, "SOURCE_ACCOUNT": "",
-               "SOURCE_BUCKET_PREFIX": "diagnosa-dev-lake", "TARGET_GROUP": "diagnosa-prod", "LAKE_BUCKET": "prod-lake",
-               "KMS_KEY_ARN": key, "SERVING_IMAGE": IMAGE, "PROMOTED_PREFIX": "artifacts/runs/promoted/",
-               "SOURCE_ENDPOINT": "diagnosa-dev", "SOURCE_READER_ROLE": ""}
         yield sm, s3, env, arns
 
 
