@@ -5,13 +5,8 @@ The field had max_chars 24: Streamlit drops a change longer than that whole, so 
 4.0-11.0)" left the field empty, with no message, and the white count was sent as not recorded."""
 from __future__ import annotations
 
-import json
-import threading
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
-
 import pytest
+from test_app_session import answer, endpoint_fixture  # noqa: F401  (the fixture "endpoint")
 
 from diagnosa.browser import MISSING_REASON, chromium_path
 
@@ -20,41 +15,15 @@ needs_chromium = pytest.mark.skipif(chromium_path() is None, reason=MISSING_REAS
 PASTED = "15.2 10^9/L (ref 4.0-11.0)"  # a line of a lab report, 26 characters
 
 
-@pytest.fixture()
-def endpoint() -> Iterator[tuple[str, list[dict[str, Any]]]]:
-    """A fake endpoint on a free port: what it was sent, and a well-formed diagnosis for it."""
-    sent: list[dict[str, Any]] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802
-            sent.append(json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}"))
-            body = json.dumps({"predictions": [{"category": "NO ENFERMO", "top_k": [],
-                                                "probabilities": {"NO ENFERMO": 0.9, "ENFERMEDAD LEVE": 0.1}}]}).encode()
-            self.send_response(200)
-            for name, value in {"Content-Type": "application/json", "Content-Length": str(len(body)),
-                                "X-Diagnosa-Event-Id": f"event-{len(sent)}"}.items():
-                self.send_header(name, value)
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", sent
-    server.shutdown()
-    server.server_close()
-
-
 @needs_chromium
 def test_a_value_pasted_into_a_measurement_field_is_kept_and_refused_by_name(endpoint, tmp_path):
     from app.config import AppConfig
     from app.e2e import running_app
     from diagnosa.browser import launch
 
-    url, sent = endpoint
+    url, script = endpoint
+    script.answers = [(200, {"predictions": [answer()]})]
+    sent = script.invocations
     config = AppConfig(endpoint_url=url, timeout=10, attempts=1)
     with running_app(config, log=tmp_path / "streamlit.log") as app_url, launch() as browser:
         context = browser.new_context(viewport={"width": 1400, "height": 1700})

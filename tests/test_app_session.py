@@ -46,8 +46,9 @@ class Scripted:
     replaced: Any = None  # the /feedback reply's "replaced": the earlier record of the case, null for its first
 
 
-@pytest.fixture
-def endpoint() -> Iterator[tuple[str, Scripted]]:
+@pytest.fixture(name="endpoint")
+def endpoint_fixture() -> Iterator[tuple[str, Scripted]]:
+    """A scripted fake endpoint on a free port (tests/test_app_paste.py uses it too)."""
     script = Scripted()
 
     class Handler(BaseHTTPRequestHandler):
