@@ -814,6 +814,8 @@ class DiagnosaStack(Stack):
             self, ident, function_name=f"{self.prefix}-{name}", description=description, runtime=RUNTIME,
             handler=entry, code=lambda_.Code.from_asset(str(FUNCTIONS / (code or name))),
             role=role.without_policy_updates(), environment=environment, environment_encryption=self.key,
+            # One invocation at a time: the deploy function's tag reads and writes (pending, latest approval) are
+            # not atomic, and two deployments, promotions or job starts must never race.
             timeout=Duration.minutes(2), memory_size=256, reserved_concurrent_executions=1,
             dead_letter_queue=self.dead_letters, log_group=log_group, **self._function_placement())
         # Deleted after the function's own permissions and network: a custom resource's Delete (cdk destroy) runs

@@ -16,7 +16,9 @@ Two EventBridge events reach it:
   version): the endpoint's ``diagnosa:latest-approval`` tag holds the newest one acted on (deployed or
   kept), and an approval no newer than it is a copy or stale and changes nothing — a late copy of an
   older approval does not roll the endpoint back, nor does a copy of the approval being deployed undo
-  an automatic rollback.
+  an automatic rollback. These reads and writes of the tags are not atomic: they are safe because the stack
+  runs this function one invocation at a time (reserved concurrency 1, ``infra/stack.py``); two at once could
+  redeploy a rolled-back version or an older approval over a newer one.
 * ``SageMaker Endpoint State Change`` to IN_SERVICE: target-tracking autoscaling on
   ``SageMakerVariantInvocationsPerInstance`` is (re)registered; registration needs an endpoint in
   service, which a freshly created one is not. Then a version kept in the pending tag is deployed
