@@ -502,6 +502,9 @@ def cmd_registry_list(args: argparse.Namespace) -> int:
             serving = "".join(f"  [serving on {name}{rejected}]" for name in _serving(endpoints, p))
             print(printable_line(f"  v{p['ModelPackageVersion']!s:<4} {p['ModelApprovalStatus']:<22} "
                                  f"{p.get('CreationTime', '?')!s}  {_test_summary(args, p)}{serving}"))
+            reason = p.get("ApprovalDescription")  # the --reason of the last approve or reject (local packages)
+            if reason:
+                print(printable_line(f"        reason: {reason!s}"))  # at most 1,024 characters (SageMaker's limit)
             lineage = p.get("CustomerMetadataProperties", {})
             if lineage:
                 print(printable_line(

@@ -108,6 +108,12 @@ def test_registry_commands(tmp_path, capsys):
     assert registry.describe_model_package("diagnosa/2")["ModelApprovalStatus"] == "PendingManualApproval"
     assert main([*ws, "registry", "reject", "7"]) == 2
     assert "does not exist" in capsys.readouterr().err
+    # The reason given is shown with the version (it was kept and never shown).
+    assert main([*ws, "registry", "reject", "2", "--reason", "recall of ENFERMEDAD TERMINAL too low"]) == 0
+    capsys.readouterr()
+    assert main([*ws, "registry", "list"]) == 0
+    listed = capsys.readouterr().out
+    assert "        reason: ok\n" in listed and "        reason: recall of ENFERMEDAD TERMINAL too low\n" in listed
 
 
 def test_listing_a_group_that_does_not_exist_names_the_groups_that_do(tmp_path, capsys):
