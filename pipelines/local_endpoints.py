@@ -236,7 +236,8 @@ class LocalEndpoints:
 
     # -------------------------------------------------------------------------------- records
     def _write(self, path: Path, data: dict[str, Any]) -> None:
-        write_json_atomic(path, data, indent=2)
+        # "Note" is describe()'s word on the record as read (a deploy cut short), not part of what is recorded.
+        write_json_atomic(path, {k: v for k, v in data.items() if k != "Note"}, indent=2)
 
     def _read(self, path: Path, what: str) -> dict[str, Any]:
         if not path.is_file():
@@ -292,6 +293,9 @@ class LocalEndpoints:
                 iter(self.servers(name)), None)
             record["Pid"] = server
             record["EndpointStatus"] = "InService" if server else "OutOfService"
+            record["Note"] = (f"a deploy of {record.get('EndpointConfigName')} was cut short: "
+                              + ("its server runs, not checked to answer" if server else
+                                 f"nothing runs (`diagnosa endpoint start {name}` starts that config)"))
         elif record["EndpointStatus"] == "InService" and not _alive(record.get("Pid"), self.workspace, name):
             record["EndpointStatus"] = "OutOfService"  # the process is gone (reboot, kill), or another workspace's
         return record

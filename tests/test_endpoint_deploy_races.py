@@ -120,8 +120,12 @@ def test_a_deploy_killed_after_spawning_its_server_leaves_a_record_of_what_runs(
     assert record["ModelPackageArn"] == v2["ModelPackageArn"] and record["EndpointConfigName"].startswith(
         "diagnosa-diagnosa-v2-")
     assert [r["EndpointName"] for r in workspace.in_service()] == ["diagnosa"]  # `registry list`: v2 serving
+    assert record["Note"] == (f"a deploy of {record['EndpointConfigName']} was cut short: its server runs, not "
+                              "checked to answer")  # `endpoint list` says so beside it
     assert endpoints.start("diagnosa") is None  # serves already: v2 is not replaced (by the rejected v1)
     assert _alive(running[0], workspace.root, "diagnosa")
+    assert endpoints.stop("diagnosa")  # the note is the reading's, never written into the record
+    assert "Note" not in json.loads((endpoints.root / "diagnosa" / "endpoint.json").read_text(encoding="utf-8"))
 
 
 def test_a_deploy_in_progress_is_listed_as_updating_with_the_config_it_starts(workspace, monkeypatch, capsys):

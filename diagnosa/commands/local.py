@@ -242,7 +242,8 @@ def cmd_endpoint(args: argparse.Namespace) -> int:
             print(f"no local endpoints in {endpoints.root} ({workspace_hint(args)})")
         for r in records:  # a record may lack a field (written by hand, by an older version): shown empty
             detail = (r["Problem"] if r["EndpointStatus"] == DAMAGED
-                      else f"{r.get('Url', '')}  config {r.get('EndpointConfigName', '')}")
+                      else f"{r.get('Url', '')}  config {r.get('EndpointConfigName', '')}"
+                      + (f"  ({r['Note']})" if r.get("Note") else ""))
             print(f"{r['EndpointName']:<16} {r['EndpointStatus']:<13} {detail}")
         return 0
     if args.endpoint_command == "start":
