@@ -514,39 +514,6 @@ def cmd_registry_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def _deploy_problem(endpoints: Any, package: dict, endpoint_name: str) -> str | None:
-    """Why approving ``package`` could not deploy it to ``endpoint_name``, known before its status is written (a
-    version approved that can never deploy stayed Approved): its model archive gone, outside the lake or unreadable
-    as the deploy reads it (fetched and unpacked by the loader's own unpack_model, then its metadata read), or the
-    endpoint another dataset's (the deploy's own check). None: nothing known against it."""
-    import tempfile
-
-    from diagnosa.lake import LakeError
-    from diagnosa.model import ModelLoadError, read_metadata, unpack_model
-    from pipelines.local_jobs import JobError
-
-    containers = (package.get("InferenceSpecification") or {}).get("Containers") or [{}]
-    url = containers[0].get("ModelDataUrl") if isinstance(containers[0], dict) else None
-    if not url:
-        return "it names no model (InferenceSpecification.Containers[0].ModelDataUrl)"
-    with tempfile.TemporaryDirectory(prefix="diagnosa-approve-") as scratch:
-        archive = Path(scratch) / "model.tar.gz"
-        try:
-            endpoints.mapping.lake.get_file(endpoints.mapping.key(url), archive)
-            read_metadata(unpack_model(archive, Path(scratch) / "model"))
-        except JobError as err:  # a model outside the local lake
-            return str(err)
-        except ModelLoadError as err:  # truncated, not a tar.gz, no metadata: named by the lake's object
-            return f"its model {url} cannot be loaded: {str(err).replace(str(archive), 'the archive')}"
-        except (LakeError, OSError) as err:  # gone from the lake, or the disk full
-            return f"its model could not be fetched from the lake: {err}"
-    try:
-        endpoints.check_dataset(endpoint_name, endpoints.describe(endpoint_name), package.get("ModelPackageArn"))
-    except JobError as err:
-        return str(err)
-    return None
-
-
 def cmd_registry_decide(args: argparse.Namespace) -> int:
     from pipelines.registry import ARN_PREFIX, RegistryError
 
@@ -558,9 +525,8 @@ def cmd_registry_decide(args: argparse.Namespace) -> int:
         arn = registry.package_arn(args.group, args.version) if args.region else f"{ARN_PREFIX}/{args.group}/{args.version}"
         if deploy:  # what would refuse the deploy is checked before the status is written
             before = registry.describe_model_package(arn)
-            endpoints = local_workspace(args).endpoints(args.port)
             name = args.endpoint_name or before["ModelPackageGroupName"]
-            problem = _deploy_problem(endpoints, before, name)
+            problem = local_workspace(args).deploy_problem(before, name, args.port)
             if problem:
                 raise UsageError(f"{args.group} v{args.version} not approved (the registry is unchanged: it is still "
                                  f"{before['ModelApprovalStatus']}), as it cannot be deployed to endpoint {name}: "

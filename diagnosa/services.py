@@ -321,6 +321,39 @@ class LocalWorkspace:
         """The records of this workspace's local endpoints in service."""
         return [r for r in self.endpoints().list() if r["EndpointStatus"] == "InService"]
 
+    def deploy_problem(self, package: dict[str, Any], endpoint_name: str, port: int | None = None) -> str | None:
+        """Why deploying ``package`` to ``endpoint_name`` would fail, known before `registry approve` writes its
+        status (a version approved that can never deploy stayed Approved): its model archive gone, outside the lake
+        or unreadable as the deploy reads it (fetched and unpacked by the loader's own unpack_model, then its
+        metadata read), or the endpoint another dataset's (the deploy's own check). None: nothing known against it."""
+        import tempfile
+
+        from diagnosa.lake import LakeError
+        from diagnosa.model import ModelLoadError, read_metadata, unpack_model
+        from pipelines.local_jobs import JobError
+
+        endpoints = self.endpoints(port)
+        containers = (package.get("InferenceSpecification") or {}).get("Containers") or [{}]
+        url = containers[0].get("ModelDataUrl") if isinstance(containers[0], dict) else None
+        if not url:
+            return "it names no model (InferenceSpecification.Containers[0].ModelDataUrl)"
+        with tempfile.TemporaryDirectory(prefix="diagnosa-approve-") as scratch:
+            archive = Path(scratch) / "model.tar.gz"
+            try:
+                endpoints.mapping.lake.get_file(endpoints.mapping.key(url), archive)
+                read_metadata(unpack_model(archive, Path(scratch) / "model"))
+            except JobError as err:  # a model outside the local lake
+                return str(err)
+            except ModelLoadError as err:  # truncated, not a tar.gz, no metadata: named by the lake's object
+                return f"its model {url} cannot be loaded: {str(err).replace(str(archive), 'the archive')}"
+            except (LakeError, OSError) as err:  # gone from the lake, or the disk full
+                return f"its model could not be fetched from the lake: {err}"
+        try:
+            endpoints.check_dataset(endpoint_name, endpoints.describe(endpoint_name), package.get("ModelPackageArn"))
+        except JobError as err:
+            return str(err)
+        return None
+
     def deploy_approved(self, package: dict[str, Any], *, endpoint_name: str | None = None,
                         port: int | None = None) -> dict[str, Any]:
         """The local counterpart of the AWS deploy function: an approved version goes to its endpoint (each

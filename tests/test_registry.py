@@ -259,7 +259,6 @@ def test_a_version_for_another_datasets_endpoint_is_not_approved(tmp_path, capsy
 ])
 def test_a_deploy_failing_after_the_approval_says_the_versions_state_and_a_fitting_hint(tmp_path, capsys, monkeypatch,
                                                                                         failure, hint):
-    import diagnosa.cli
     from diagnosa.services import LocalWorkspace, ServiceError
 
     def fail(*_args, **_kwargs):
@@ -267,7 +266,7 @@ def test_a_deploy_failing_after_the_approval_says_the_versions_state_and_a_fitti
 
     ws = tmp_path / "ws"
     LocalModelRegistry(ws / "registry").create_model_package(**PACKAGE)
-    monkeypatch.setattr(diagnosa.cli, "_deploy_problem", lambda *_args: None)  # what is known before: nothing
+    monkeypatch.setattr(LocalWorkspace, "deploy_problem", lambda *_args: None)  # what is known before: nothing
     monkeypatch.setattr(LocalWorkspace, "deploy_approved", fail)
     assert main(["--workspace", str(ws), "registry", "approve", "1"]) == 2
     err = capsys.readouterr().err
