@@ -232,7 +232,7 @@ class LocalEndpoints:
         if self._package(package_arn) is None:
             return nullcontext()
         group, _ = package_version(str(package_arn))
-        return LocalModelRegistry(self.workspace / "registry")._lock(group)
+        return LocalModelRegistry(self.workspace / "registry").group_lock(group)
 
     # -------------------------------------------------------------------------------- records
     def _write(self, path: Path, data: dict[str, Any]) -> None:

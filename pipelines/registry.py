@@ -65,7 +65,9 @@ class LocalModelRegistry:
 
     # -------------------------------------------------------------------------------- writes
     @contextmanager
-    def _lock(self, group: str) -> Iterator[None]:
+    def group_lock(self, group: str) -> Iterator[None]:
+        """The group's lock, held while a version is numbered or its status written (and by a deploy reading the
+        status it will record as served: LocalEndpoints)."""
         path = self.root / group / ".lock"
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "w") as handle:
@@ -84,7 +86,7 @@ class LocalModelRegistry:
             raise RegistryError(f"model package group name {group!r} must match {GROUP_NAME.pattern}")
         status = arguments.get("ModelApprovalStatus", "PendingManualApproval")
         now = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        with self._lock(group):
+        with self.group_lock(group):
             # After the highest, never the count: with a version's file gone, the count named an existing version,
             # and the new package overwrote it (its approval and lineage lost). SageMaker never reuses a number.
             version = max(self._versions(group), default=0) + 1
@@ -114,7 +116,7 @@ class LocalModelRegistry:
                              local_fields=("ModelPackageArn",))
         group, version = self._parse(ModelPackageArn)
         self.describe_model_package(ModelPackageArn)  # a version that does not exist: refused before any folder is made
-        with self._lock(group):
+        with self.group_lock(group):
             package = self.describe_model_package(ModelPackageArn)
             package["ModelApprovalStatus"] = ModelApprovalStatus
             package["LastModifiedTime"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
