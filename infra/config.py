@@ -551,26 +551,10 @@ def check_promotions(stages: dict[str, StageConfig]) -> None:
             _check_promotion(config, stages[config.promote_from])
 
 
-def promotion_gate(config: StageConfig) -> dict[str, Any]:
-    """The thresholds ``config``'s pipeline gates a version with, as its definition is built
-    (``infra/pipeline_definition.py``: the stage's settings, under its dataset's [gate]): per-label recall, then the
-    slice's macro recall when the dataset has a slice (the built-in cohort: orphan), then its unseen part's when the
-    slice holds groups out of training."""
-    settings = config.dataset_settings
-    slice_name = settings.get("slice_name", "orphan") if settings else "orphan"
-    grouped = settings.get("slice_grouped", True) if settings else True
-    gate: dict[str, Any] = {"recall": dict(settings.get("recall_thresholds", config.recall_thresholds))}
-    if slice_name:
-        gate[f"{slice_name} slice recall"] = settings.get("orphan_threshold", config.orphan_threshold)
-        if grouped:
-            gate[f"unseen {slice_name} recall"] = settings.get("unseen_threshold", config.unseen_threshold)
-    return gate
-
-
 def _check_promotion(config: StageConfig, source: StageConfig) -> None:
-    """A stage serves only versions trained for its own dataset, and gated as its own pipeline would gate them: the
-    promote function copies the source's version as it is, so both stages must train the same dataset (name and
-    labels) with the same gate (docs/deploy.md, "Model promotion")."""
+    """A stage serves only versions trained for its own dataset: the promote function copies the source's version as
+    it is, so both stages must train the same dataset (name and labels). Their gates may differ: the promote
+    function gates the version again with the promoting stage's own (docs/deploy.md, "Model promotion")."""
     def dataset(c: StageConfig) -> str:
         return f"{c.stage} trains dataset {c.dataset!r} ({c.dataset_config or 'the built-in cohort'}; labels " \
                f"{', '.join(c.labels)})"
@@ -579,13 +563,7 @@ def _check_promotion(config: StageConfig, source: StageConfig) -> None:
         raise ValueError(f"stage {config.stage}: promote_from {source.stage!r} needs both stages on one dataset, but "
                          f"{dataset(config)} and {dataset(source)}: a promoted version would serve another dataset's "
                          "fields and labels")
-    ours, theirs = promotion_gate(config), promotion_gate(source)
-    if ours != theirs:
-        raise ValueError(f"stage {config.stage}: promote_from {source.stage!r} needs one gate in both stages (the "
-                         f"promote function does not gate a version again: {config.stage} takes {source.stage}'s "
-                         f"gate), but {config.stage} gates with {ours} and {source.stage} with {theirs}: set the same "
-                         "recall_threshold, orphan_threshold, unseen_threshold (and dataset [gate])")
 
 
-__all__ = ["DeliveryConfig", "StageConfig", "check_promotions", "cron_problem", "declared_stages", "promotion_gate",
+__all__ = ["DeliveryConfig", "StageConfig", "check_promotions", "cron_problem", "declared_stages",
            "delivery_from_context", "schedule_problem", "stage_config", "stages_from_context"]

@@ -10,6 +10,7 @@ lake. ``diagnosa pipeline definition --bucket B --role-arn R`` prints the same J
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from dataclasses import dataclass
@@ -45,6 +46,14 @@ class EmbeddedDefinition:
     serving_images: tuple[str, ...] = ()  # the registered model's container images: what the model role pulls
     baked: bool = False  # built with the sentinel images (the stack's image assets take their place)
     in_vpc: bool = False  # built with the sentinel subnets and security group (the stage VPC's take their place)
+    # The checks the definition's gate makes before it registers a version, at the parameters' defaults
+    # (pipelines.expressions.registration_gate), as JSON: the promote function gates a version again with them.
+    gate: str = "[]"
+
+    @property
+    def gate_key(self) -> str:
+        """Lake key of the gate file (content-hashed: a stage whose thresholds change writes a new key)."""
+        return f"{CODE_PREFIX}gates/{hashlib.sha256(self.gate.encode()).hexdigest()[:16]}.json"
 
     @property
     def code_prefix(self) -> str:
@@ -80,11 +89,15 @@ class EmbeddedDefinition:
         return out
 
     def write_objects(self, folder: Path) -> Path:
-        """Lay the objects out under ``folder`` by key relative to artifacts/code/ (an asset source)."""
+        """Lay the objects and the gate file out under ``folder`` by key relative to artifacts/code/ (an asset
+        source)."""
         for key, data in self.objects:
             target = folder / key.removeprefix(CODE_PREFIX)
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(data)
+        gate = folder / self.gate_key.removeprefix(CODE_PREFIX)
+        gate.parent.mkdir(parents=True, exist_ok=True)
+        gate.write_text(self.gate)
         return folder
 
 
@@ -108,6 +121,7 @@ def pipeline_settings(config: StageConfig) -> dict[str, Any]:
 
 @lru_cache(maxsize=8)
 def _build(region: str, frozen_settings: tuple[tuple[str, Any], ...]) -> EmbeddedDefinition:
+    from pipelines.expressions import registration_gate
     from pipelines.offline import build_offline  # sets the region and quiets the SDK while it builds
 
     settings = {k: (dict(v) if k == "recall_thresholds" else v) for k, v in frozen_settings}
@@ -137,7 +151,8 @@ def _build(region: str, frozen_settings: tuple[tuple[str, Any], ...]) -> Embedde
                               parameters=tuple(p["Name"] for p in definition.get("Parameters", [])),
                               training_output_prefixes=tuple(outputs), processing_image=images.pop(),
                               images=tuple(sorted(every_image)), job_images=tuple(sorted(job_images)),
-                              serving_images=tuple(sorted(serving_images)), baked=baked, in_vpc="subnets" in settings)
+                              serving_images=tuple(sorted(serving_images)), baked=baked, in_vpc="subnets" in settings,
+                              gate=json.dumps(registration_gate(definition), sort_keys=True))
 
 
 def _images_by_use(steps: list[dict[str, Any]]) -> tuple[set[str], set[str]]:

@@ -1311,6 +1311,9 @@ class DiagnosaStack(Stack):
                                             "ForAnyValue:StringEquals": {"kms:ResourceAliases": f"alias/{source.prefix}"}}),
             iam.PolicyStatement(sid="WritePromotedCopies", actions=["s3:PutObject", "s3:AbortMultipartUpload"],
                                 resources=self.objects(PROMOTED_PREFIX)),
+            # This stage's own gate (its definition's, at the defaults): a promoted version must pass it too.
+            iam.PolicyStatement(sid="ReadThisStagesGate", actions=["s3:GetObject"],
+                                resources=[self.lake.arn_for_objects(self.definition.gate_key)]),
             self.kms_for_s3("kms:GenerateDataKey", "kms:Decrypt"),
         ]
         # What the source endpoint serves (its config's package tag) is what is promoted: read directly in one
@@ -1337,7 +1340,8 @@ class DiagnosaStack(Stack):
             {"SOURCE_GROUP": source.prefix, "SOURCE_REGION": source.region, "SOURCE_ACCOUNT": source.account or "",
              "SOURCE_BUCKET_PREFIX": bucket_prefix, "TARGET_GROUP": group, "LAKE_BUCKET": self.lake.bucket_name,
              "KMS_KEY_ARN": self.key.key_arn, "SERVING_IMAGE": serving_image, "PROMOTED_PREFIX": PROMOTED_PREFIX,
-             "SOURCE_ENDPOINT": source.prefix, "SOURCE_READER_ROLE": reader_role},
+             "SOURCE_ENDPOINT": source.prefix, "SOURCE_READER_ROLE": reader_role,
+             "GATE_KEY": self.definition.gate_key},
             statements)
         # The delivery pipeline's promotion step (its CodeBuild role) invokes it, from the pipeline's account.
         function.add_permission("DeliveryPipelineInvokes", principal=iam.AccountPrincipal(delivery_account or self.account),

@@ -151,3 +151,70 @@ def evaluate_condition(condition: Mapping[str, Any], resolve: Resolver) -> bool:
         raise ExpressionError(f"{kind} compares numbers, got {left!r} and {right!r}") from None
     return {"GreaterThan": left > right, "GreaterThanOrEqualTo": left >= right,
             "LessThan": left < right, "LessThanOrEqualTo": left <= right}[kind]
+
+
+def registration_gate(definition: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The checks a version must pass before the definition registers it, with the parameters' defaults: one
+    ``{"path", "keys", "at_least", "parameter"}`` per condition of the Condition step that leads to the RegisterModel
+    step. ``path`` is read from the evaluation file the registered version names as its ModelQuality statistics (the
+    function checks that the gate's property file is that file), so another stage can gate a registered version again
+    from the registry alone (the promote function does: docs/deploy.md). Only ``>=`` between a property-file value
+    and a parameter or number is understood; anything else is refused, never skipped."""
+    steps = {str(s.get("Name")): s for s in _all_steps(definition.get("Steps", []))}
+    defaults = {p.get("Name"): p.get("DefaultValue") for p in definition.get("Parameters", [])}
+    gates = [s for s in steps.values() if s.get("Type") == "Condition"
+             and any(t.get("Type") == "RegisterModel" for t in _all_steps(s.get("Arguments", {}).get("IfSteps", [])))]
+    if len(gates) != 1:
+        raise ExpressionError(f"expected one Condition step leading to a RegisterModel step, found {len(gates)}")
+    arguments = gates[0]["Arguments"]
+    register = next(t for t in _all_steps(arguments.get("IfSteps", [])) if t.get("Type") == "RegisterModel")
+    checks = []
+    for condition in arguments.get("Conditions", []):
+        left, right = condition.get("LeftValue"), condition.get("RightValue")
+        if condition.get("Type") != "GreaterThanOrEqualTo" or not isinstance(left, dict) \
+                or set(left) != {"Std:JsonGet"}:
+            raise ExpressionError(f"{gates[0]['Name']}: only 'property-file value >= threshold' conditions can be "
+                                  f"checked again, got {json.dumps(condition)}")
+        spec = left["Std:JsonGet"]
+        _gated_file_is_registered(steps, spec.get("PropertyFile"), register)
+        if isinstance(right, dict) and set(right) == {"Get"} and str(right["Get"]).startswith("Parameters."):
+            parameter = right["Get"].removeprefix("Parameters.")
+            threshold = defaults.get(parameter)
+        else:
+            parameter, threshold = "", right
+        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
+            raise ExpressionError(f"{gates[0]['Name']}: the threshold of {spec.get('Path')!r} is not a number "
+                                  f"({parameter or 'literal'}: {threshold!r})")
+        checks.append({"path": spec["Path"], "keys": path_tokens(spec["Path"]), "at_least": float(threshold),
+                       "parameter": parameter})
+    return checks
+
+
+def _all_steps(steps: list[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The steps and, depth first, the steps nested in their Condition branches."""
+    found: list[Mapping[str, Any]] = []
+    for step in steps:
+        found.append(step)
+        arguments = step.get("Arguments", {}) if step.get("Type") == "Condition" else {}
+        found += _all_steps(arguments.get("IfSteps", [])) + _all_steps(arguments.get("ElseSteps", []))
+    return found
+
+
+def _gated_file_is_registered(steps: Mapping[str, Mapping[str, Any]], source: Any,
+                              register: Mapping[str, Any]) -> None:
+    """The property file a gate condition reads is the file the registered version names as its ModelQuality
+    statistics: what the registry holds is what was gated."""
+    match = STEP_REF.fullmatch(source.get("Get", "")) if isinstance(source, dict) and set(source) == {"Get"} else None
+    if not match or not match.group(2).startswith("PropertyFiles."):
+        raise ExpressionError(f"unsupported gate property file {source!r}")
+    step, name = match.group(1), match.group(2).removeprefix("PropertyFiles.")
+    declared = [f for f in steps.get(step, {}).get("PropertyFiles", []) if f.get("PropertyFileName") == name]
+    statistics = register.get("Arguments", {}).get("ModelMetrics", {}).get("ModelQuality", {}) \
+        .get("Statistics", {}).get("S3Uri")
+    expected = [{"Std:Join": {"On": "/", "Values": [
+        {"Get": f"Steps.{step}.ProcessingOutputConfig.Outputs['{f['OutputName']}'].S3Output.S3Uri"}, f["FilePath"]]}}
+        for f in declared]
+    if statistics not in expected:
+        raise ExpressionError(f"the gate reads {step}'s property file {name!r}, but {register.get('Name')} registers "
+                              f"{json.dumps(statistics)} as the ModelQuality statistics: the registry would not hold "
+                              "what was gated")

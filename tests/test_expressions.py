@@ -1,9 +1,21 @@
 """Definition expressions resolved as SageMaker Pipelines resolves them."""
 from __future__ import annotations
 
+import json
+import re
+from pathlib import Path
+
 import pytest
 
-from pipelines.expressions import ExpressionError, Resolver, evaluate_condition, path_tokens, step_references, walk
+from pipelines.expressions import (
+    ExpressionError,
+    Resolver,
+    evaluate_condition,
+    path_tokens,
+    registration_gate,
+    step_references,
+    walk,
+)
 
 PROPERTIES = {
     "Preprocess": {"ProcessingOutputConfig": {"Outputs": {"train": {"S3Output": {"S3Uri": "s3://b/run/train"}}}}},
@@ -70,3 +82,54 @@ def test_conditions(resolve):
         evaluate_condition({"Type": "Between"}, resolve)
     with pytest.raises(ExpressionError, match="compares numbers"):
         evaluate_condition({"Type": "GreaterThan", "LeftValue": "x", "RightValue": 1}, resolve)
+
+
+# ------------------------------------------------------------------------------------------ registration_gate
+
+SNAPSHOT = Path(__file__).parent / "snapshots" / "pipeline-definition.json"
+
+
+def _gate_step(definition):
+    return next(s for s in definition["Steps"] if s["Type"] == "Condition")
+
+
+def test_the_registration_gate_is_the_conditions_before_register_at_the_parameters_defaults():
+    definition = json.loads(SNAPSHOT.read_text())
+    defaults = {p["Name"]: p["DefaultValue"] for p in definition["Parameters"]}
+    gate = registration_gate(definition)
+    conditions = _gate_step(definition)["Arguments"]["Conditions"]
+    assert [c["path"] for c in gate] == [c["LeftValue"]["Std:JsonGet"]["Path"] for c in conditions]
+    assert [c["at_least"] for c in gate] == [defaults[c["parameter"]] for c in gate]
+    assert gate[3] == {"path": "diagnosa.per_class['ENFERMEDAD CRÓNICA'].recall", "at_least": 0.8,
+                       "keys": ["diagnosa", "per_class", "ENFERMEDAD CRÓNICA", "recall"],
+                       "parameter": "RecallThresholdEnfermedadCronica"}
+    # a literal threshold is read as it is
+    _gate_step(definition)["Arguments"]["Conditions"][0]["RightValue"] = 0.25
+    assert registration_gate(definition)[0] | {"keys": None} == {
+        "path": "diagnosa.per_class['NO ENFERMO'].recall", "at_least": 0.25, "parameter": "", "keys": None}
+
+
+def _broken(change):
+    definition = json.loads(SNAPSHOT.read_text())
+    change(definition, _gate_step(definition))
+    return definition
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda d, g: g["Arguments"]["Conditions"][0].update(Type="GreaterThan"),
+     "only 'property-file value >= threshold' conditions can be checked again"),
+    (lambda d, g: g["Arguments"]["Conditions"].append({"Type": "Not", "Expression": {}}),
+     "only 'property-file value >= threshold' conditions"),
+    (lambda d, g: next(p for p in d["Parameters"] if p["Name"] == "RecallThresholdNoEnfermo").update(
+        DefaultValue="0.8"), "the threshold of \"diagnosa.per_class['NO "
+                                                                 "ENFERMO'].recall\" is not a number"),
+    (lambda d, g: g["Arguments"]["IfSteps"][0]["Arguments"]["ModelMetrics"]["ModelQuality"]["Statistics"].update(
+        S3Uri="s3://elsewhere/evaluation.json"), "the registry would not hold what was gated"),
+    (lambda d, g: next(s for s in d["Steps"] if s["Name"] == "Evaluate")["PropertyFiles"][0].update(
+        FilePath="other.json"), "the registry would not hold what was gated"),
+    (lambda d, g: g["Arguments"].update(IfSteps=[]), "expected one Condition step leading to a RegisterModel step, "
+                                                     "found 0"),
+])
+def test_a_gate_that_cannot_be_checked_again_from_the_registry_is_refused(change, message):
+    with pytest.raises(ExpressionError, match=re.escape(message)):
+        registration_gate(_broken(change))

@@ -508,36 +508,12 @@ def test_rejected_approved_rejected_deploys_only_while_approved(sm, deploy_fn):
 
 # ------------------------------------------------------------------------------------------ promote: a retry after a failure
 
-def test_a_promotion_retried_after_a_failed_approval_approves_the_version(promote_fn):
+def test_a_promotion_retried_after_a_failed_approval_approves_the_version_once_it_passes_the_gate(promote_fn):
     from botocore.exceptions import ClientError
+    from test_promote import GATE, GATE_KEY, register, serve, stages
 
-    with mock_aws():
-        sm = boto3.client("sagemaker", region_name=REGION)
-        s3 = boto3.client("s3", region_name=REGION)
-        for group in ("diagnosa-dev", "diagnosa-prod"):
-            sm.create_model_package_group(ModelPackageGroupName=group)
-        source = "diagnosa-dev-lake1a2b3c4d-0a1b2c3d4e5f"
-        for bucket in (source, "prod-lake"):
-            s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
-        s3.put_object(Bucket=source, Key="artifacts/runs/e/model.tar.gz", Body=b"model")
-        key = boto3.client("kms", region_name=REGION).create_key()["KeyMetadata"]["Arn"]
-        arn = sm.create_model_package(
-            ModelPackageGroupName="diagnosa-dev", ModelApprovalStatus="Approved",
-            InferenceSpecification={"Containers": [{"Image": IMAGE,
-                                                    "ModelDataUrl": f"s3://{source}/artifacts/runs/e/model.tar.gz"}],
-                                    "SupportedContentTypes": ["application/json"],
-                                    "SupportedResponseMIMETypes": ["application/json"]})["ModelPackageArn"]
-        sm.create_model(ModelName="diagnosa-dev-v1", ExecutionRoleArn="arn:aws:iam::123456789012:role/m",
-                        PrimaryContainer={"Image": IMAGE})
-        sm.create_endpoint_config(EndpointConfigName="diagnosa-dev-v1", Tags=[{"Key": "diagnosa:model-package",
-                                                                              "Value": arn}],
-                                  ProductionVariants=[{"VariantName": "AllTraffic", "ModelName": "diagnosa-dev-v1",
-                                                       "InitialInstanceCount": 1, "InstanceType": "ml.m5.large"}])
-        sm.create_endpoint(EndpointName="diagnosa-dev", EndpointConfigName="diagnosa-dev-v1")  # dev serves it
-        env = {"SOURCE_GROUP": "diagnosa-dev", "SOURCE_REGION": REGION, "SOURCE_ACCOUNT": "",
-               "SOURCE_BUCKET_PREFIX": "diagnosa-dev-lake", "TARGET_GROUP": "diagnosa-prod", "LAKE_BUCKET": "prod-lake",
-               "KMS_KEY_ARN": key, "SERVING_IMAGE": IMAGE, "PROMOTED_PREFIX": "artifacts/runs/promoted/",
-               "SOURCE_ENDPOINT": "diagnosa-dev", "SOURCE_READER_ROLE": ""}
+    with stages(IMAGE) as (sm, s3, env):
+        serve(sm, register(sm, s3, "Approved"))  # dev serves it; its evaluation passes prod's gate (0.9 everywhere)
 
         def throttled(**_):  # the approval call fails once (throttling, a timeout, the function's end)
             raise ClientError({"Error": {"Code": "ThrottlingException", "Message": "Rate exceeded"}}, "UpdateModelPackage")
@@ -545,6 +521,16 @@ def test_a_promotion_retried_after_a_failed_approval_approves_the_version(promot
         with pytest.raises(ClientError):
             promote_fn.handler({}, source=sm, target=sm, s3=s3, env=env)
         sm.meta.events.unregister("before-call.sagemaker.UpdateModelPackage", unique_id="probe-throttle")
+        [summary] = sm.list_model_packages(ModelPackageGroupName="diagnosa-prod")["ModelPackageSummaryList"]
+        assert summary["ModelApprovalStatus"] == "PendingManualApproval"
+        # prod's gate was raised meanwhile (a new deployment of its stack): the retry does not approve the version
+        s3.put_object(Bucket="prod-lake", Key=GATE_KEY,
+                      Body=json.dumps([{**check, "at_least": 0.95} for check in GATE]).encode())
+        with pytest.raises(promote_fn.Refused, match="does not pass diagnosa-prod's gate"):
+            promote_fn.handler({}, source=sm, target=sm, s3=s3, env=env)
+        assert sm.describe_model_package(ModelPackageName=summary["ModelPackageArn"])[
+            "ModelApprovalStatus"] == "PendingManualApproval"
+        s3.put_object(Bucket="prod-lake", Key=GATE_KEY, Body=json.dumps(GATE).encode())
         promote_fn.handler({}, source=sm, target=sm, s3=s3, env=env)  # the delivery pipeline's step is retried
         [summary] = sm.list_model_packages(ModelPackageGroupName="diagnosa-prod")["ModelPackageSummaryList"]
         assert summary["ModelApprovalStatus"] == "Approved"

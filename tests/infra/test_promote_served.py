@@ -3,13 +3,14 @@ deploy function serving dev's endpoint; and the IAM that lets prod's promote fun
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from botocore.awsrequest import AWSResponse
 from deploy_env import ENV, REGION
 from moto import mock_aws
 from moto.sagemaker.models import sagemaker_backends
-from test_promote import IMAGE, SOURCE_BUCKET, stages
+from test_promote import IMAGE, SOURCE_BUCKET, evaluation_of, stages
 
 
 def _event(arn, time):
@@ -26,11 +27,16 @@ def dev():
         arns = []
         for i in (1, 2):
             s3.put_object(Bucket=SOURCE_BUCKET, Key=f"artifacts/runs/r{i}/model.tar.gz", Body=b"model %d" % i)
+            s3.put_object(Bucket=SOURCE_BUCKET, Key=f"artifacts/runs/r{i}/evaluation.json",
+                          Body=json.dumps(evaluation_of()).encode())
             arns.append(sm.create_model_package(
                 ModelPackageGroupName="diagnosa-dev", ModelApprovalStatus="Approved",
                 InferenceSpecification={"Containers": [{
                     "Image": IMAGE, "ModelDataUrl": f"s3://{SOURCE_BUCKET}/artifacts/runs/r{i}/model.tar.gz"}],
                     "SupportedContentTypes": ["application/json"], "SupportedResponseMIMETypes": ["application/json"]},
+                ModelMetrics={"ModelQuality": {"Statistics": {
+                    "ContentType": "application/json",
+                    "S3Uri": f"s3://{SOURCE_BUCKET}/artifacts/runs/r{i}/evaluation.json"}}},
             )["ModelPackageArn"])
         yield sm, s3, env, arns
 
@@ -207,3 +213,37 @@ def test_in_one_account_prod_reads_devs_endpoint_and_configs_directly(one_accoun
     assert not [s for s in promote if "sts:AssumeRole" in _actions(s)]
     assert findings(one_account.directory) == []
     assert cfn_lint(templates(one_account.directory)) == []
+
+
+def test_prods_promote_function_gates_with_prods_own_definition_shipped_in_its_lake(one_account):
+    """The gate file is prod's definition's gate at prod's thresholds (not dev's, not a copy kept by hand): the
+    stack ships it with the step code and the promote function may read that one object."""
+    from aws_cdk.assertions import Template
+
+    from infra.config import stage_config
+    from infra.pipeline_definition import embedded_definition
+    from pipelines.expressions import registration_gate
+
+    prod_config = stage_config("prod", {"region": "eu-west-1", "account": "123456789012", "promote_from": "dev"})
+    definition = embedded_definition(prod_config)
+    gate = json.loads(definition.gate)
+    assert gate == registration_gate(json.loads(definition.text))
+    assert {c["parameter"]: c["at_least"] for c in gate} == {
+        **{p: prod_config.recall_threshold for p in definition.parameters if p.startswith("RecallThreshold")},
+        "OrphanRecallThreshold": prod_config.orphan_threshold,
+        "UnseenOrphanRecallThreshold": prod_config.unseen_threshold}
+    prod = Template.from_json(json.loads(open(
+        [s for s in one_account.stacks_recursively if s.stack_name == "Diagnosa-prod"][0].template_full_path).read()))
+    [function] = [v for v in prod.find_resources("AWS::Lambda::Function").values()
+                  if v["Properties"].get("FunctionName") == "diagnosa-prod-promote"]
+    assert function["Properties"]["Environment"]["Variables"]["GATE_KEY"] == definition.gate_key
+    _, promote = _role(prod, "diagnosa-prod-promote-function")
+    [read] = [s for s in promote if s.get("Sid") == "ReadThisStagesGate"]
+    assert _actions(read) == ["s3:GetObject"] and json.dumps(read["Resource"]).endswith(f'/{definition.gate_key}"]]}}')
+    # the step-code assets (copied into artifacts/code/; dev's and prod's, whose gates are alike here) hold it
+    shipped = list(Path(one_account.directory).rglob(definition.gate_key.removeprefix("artifacts/code/")))
+    assert shipped and all(json.loads(f.read_text()) == gate for f in shipped)
+    # other thresholds, another key: the write-once code prefix never holds two gates under one name
+    stricter = embedded_definition(stage_config("prod", {"region": "eu-west-1", "account": "123456789012",
+                                                         "promote_from": "dev", "recall_threshold": 0.85}))
+    assert stricter.gate_key != definition.gate_key and {c["at_least"] for c in json.loads(stricter.gate)} >= {0.85}

@@ -22,12 +22,19 @@ endpoint serves it; ``{"version": N, "force": true}``: that one even if it does 
 5. registers the version in this stage's group with the copies' URIs and this stage's serving image,
    then approves it — the approval event makes this stage's deploy function deploy it (canary, alarms).
 
+Before 4, the version is gated again with this stage's own gate: the checks of this stage's pipeline definition
+at their defaults (``GATE_KEY``, a file the stack writes into this lake), read from the evaluation the version
+registered as its ModelQuality statistics. A source run started with lowered thresholds (``--param``) passes the
+source's gate but not this one. ``force`` never skips it.
+
 Configuration comes from environment variables set by the stack (``infra/stack.py``).
 """
 from __future__ import annotations
 
 import copy
+import json
 import logging
+import math
 import os
 from typing import Any
 
@@ -41,6 +48,7 @@ PROMOTED_FROM = "diagnosa:promoted-from"
 PACKAGE_TAG = "diagnosa:model-package"  # the deploy function's tag on the models and endpoint configs it creates
 PREDICTION_BASELINE = "diagnosa:prediction-baseline"
 RUNS = "artifacts/runs/"
+EVALUATION_MAX_BYTES = 10 * 2**20  # an evaluation.json is tens of KB; a larger object is not one
 
 
 class Refused(Exception):
@@ -86,6 +94,7 @@ def handler(event: dict[str, Any], context: Any = None, *, source: Any = None, t
     if done:
         described = target.describe_model_package(ModelPackageName=done)
         if described.get("ModelApprovalStatus") == "PendingManualApproval":
+            check_gate(s3, package, env)
             # registered by an earlier attempt whose approval failed: finish it (never re-approve a Rejected one)
             target.update_model_package(ModelPackageArn=done, ModelApprovalStatus="Approved",
                                         CustomerMetadataProperties=described.get("CustomerMetadataProperties") or {},
@@ -95,6 +104,7 @@ def handler(event: dict[str, Any], context: Any = None, *, source: Any = None, t
             return {"status": "promoted", "source": arn, "target": done, "copied": []}
         log.info("%s was promoted already as %s", arn, done)
         return {"status": "already promoted", "source": arn, "target": done}
+    check_gate(s3, package, env)
     prefix = f"{env['PROMOTED_PREFIX']}{env['SOURCE_GROUP']}-v{package.get('ModelPackageVersion')}/"
     request, copies = promoted_request(package, env, prefix)
     for source_uri, target_uri in copies.items():
@@ -189,6 +199,62 @@ def _split(uri: str) -> tuple[str, str]:
     return bucket, key
 
 
+def in_source_runs(uri: str, env: dict[str, str]) -> tuple[str, str]:
+    """(bucket, key) of ``uri``, refused unless it is in a run folder of the source stage's lake: a version cannot
+    make the function read or copy anything else."""
+    bucket, key = _split(uri)
+    if not uri.startswith("s3://") or not bucket.startswith(env["SOURCE_BUCKET_PREFIX"]) \
+            or not key.startswith(RUNS) or "/../" in f"/{key}/":
+        raise Refused(f"{uri} is not in a run folder of the {env['SOURCE_GROUP']} lake "
+                      f"(s3://{env['SOURCE_BUCKET_PREFIX']}*/{RUNS}): nothing promoted")
+    return bucket, key
+
+
+def check_gate(s3: Any, package: dict[str, Any], env: dict[str, str]) -> None:
+    """Refuse the version unless its registered evaluation passes every check of this stage's gate (all failures
+    named): the source stage's run may have been gated with lowered thresholds."""
+    arn = package["ModelPackageArn"]
+    uri = (((package.get("ModelMetrics") or {}).get("ModelQuality") or {}).get("Statistics") or {}).get("S3Uri")
+    if not uri:
+        raise Refused(f"{arn} registers no ModelQuality statistics (its evaluation): this stage's gate cannot check "
+                      "it, nothing promoted")
+    bucket, key = in_source_runs(uri, env)
+    try:
+        checks = json.loads(s3.get_object(Bucket=env["LAKE_BUCKET"], Key=env["GATE_KEY"])["Body"].read())
+    except ClientError as err:
+        raise Refused(f"this stage's gate s3://{env['LAKE_BUCKET']}/{env['GATE_KEY']} cannot be read "
+                      f"({err.response.get('Error', {}).get('Code')}): deploy this stage's stack again; nothing "
+                      "promoted") from err
+    try:
+        body = s3.get_object(Bucket=bucket, Key=key)["Body"].read(EVALUATION_MAX_BYTES + 1)
+    except ClientError as err:
+        raise Refused(f"{arn}'s evaluation {uri} cannot be read ({err.response.get('Error', {}).get('Code')}): "
+                      "nothing promoted") from err
+    try:
+        if len(body) > EVALUATION_MAX_BYTES:
+            raise ValueError(f"it is over {EVALUATION_MAX_BYTES} bytes")
+        evaluation = json.loads(body)
+    except ValueError as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise Refused(f"{arn}'s evaluation {uri} is not an evaluation JSON ({err}): nothing promoted") from None
+    failures = []
+    for check in checks:
+        value: Any = evaluation
+        for step in check["keys"]:
+            try:
+                value = value[step]
+            except (KeyError, IndexError, TypeError):
+                value = None
+                break
+        threshold = f"{check['at_least']:g}" + (f" ({check['parameter']})" if check.get("parameter") else "")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            failures.append(f"{check['path']} is {'missing' if value is None else repr(value)}, needs >= {threshold}")
+        elif value < check["at_least"]:
+            failures.append(f"{check['path']} is {value:.4g}, needs >= {threshold}")
+    if failures:
+        raise Refused(f"{arn} does not pass {env['TARGET_GROUP']}'s gate: {'; '.join(failures)}. Nothing promoted "
+                      "(the source run was gated with other thresholds); train a version that passes it")
+
+
 def promoted_request(package: dict[str, Any], env: dict[str, str], prefix: str) -> tuple[dict[str, Any], dict[str, str]]:
     """The CreateModelPackage request for this stage, and source URI -> copy URI for every object it names.
     Every URI must be in a run folder of the source stage's lake: a version cannot make the function copy
@@ -196,11 +262,7 @@ def promoted_request(package: dict[str, Any], env: dict[str, str], prefix: str) 
     copies: dict[str, str] = {}
 
     def moved(uri: str) -> str:
-        bucket, key = _split(uri)
-        if not uri.startswith("s3://") or not bucket.startswith(env["SOURCE_BUCKET_PREFIX"]) \
-                or not key.startswith(RUNS) or "/../" in f"/{key}/":
-            raise Refused(f"{uri} is not in a run folder of the {env['SOURCE_GROUP']} lake "
-                          f"(s3://{env['SOURCE_BUCKET_PREFIX']}*/{RUNS}): nothing promoted")
+        _, key = in_source_runs(uri, env)
         copies[uri] = f"s3://{env['LAKE_BUCKET']}/{prefix}{key.removeprefix(RUNS)}"
         return copies[uri]
 
