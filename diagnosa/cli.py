@@ -42,7 +42,7 @@ from diagnosa.commands.common import (
 )
 from diagnosa.lake import DataLake, LakeError, bucket_name_problem
 from diagnosa.logs import interrupted
-from diagnosa.services import LOCAL_BUCKET, ServiceError
+from diagnosa.services import LOCAL_BUCKET, PortTaken, ServiceError
 
 MAX_TOP_K = 1_000  # --top-k's bound here; the endpoint holds it to the model's labels
 
@@ -559,7 +559,7 @@ def cmd_registry_decide(args: argparse.Namespace) -> int:
             record = local_workspace(args).deploy_approved(package, endpoint_name=args.endpoint_name, port=args.port)
         except ServiceError as err:
             again += f" --endpoint-name {args.endpoint_name}" if args.endpoint_name else ""
-            port = " is in use by another process" in str(err)  # the only failure another port mends
+            port = isinstance(err, PortTaken)  # the only failure another port mends
             hint = (f"Approving it again on a free port deploys it (`{again} --port 0`)" if port else
                     f"Once that is fixed, approving it again deploys it (`{again}`); or reject it "
                     f"(`diagnosa registry reject {args.version}" + (f" --group {args.group}" if args.group != "diagnosa"

@@ -36,6 +36,10 @@ class ServiceError(Exception):
     """An operation cannot be done as asked; the message says what is wrong and what to do instead."""
 
 
+class PortTaken(ServiceError):
+    """A deploy refused because another process listens on the endpoint's port: the one failure another port mends."""
+
+
 def latest_input(lake: DataLake, dataset: str, bucket: str) -> str:
     """The pipeline's ``InputDataUri`` for the dataset's latest curated version in ``lake``, which the
     pipeline reads as ``s3://<bucket>``; IngestError when the dataset has none."""
@@ -358,17 +362,21 @@ class LocalWorkspace:
                         port: int | None = None) -> dict[str, Any]:
         """The local counterpart of the AWS deploy function: an approved version goes to its endpoint (each
         dataset's group has the endpoint of its name: diagnosa for the built-in cohort). The endpoint's record;
-        ServiceError when it does not serve the version (the previous one serves on, rolled back). The checks are
+        ServiceError when it does not serve the version (the previous one serves on, rolled back; PortTaken when its
+        port was taken). The checks are
         the endpoints' (LocalEndpoints.deploy), which a run's Endpoint step passes too: another dataset's endpoint
         is refused, another command deploying it meanwhile too, and a version rejected while it deployed is not
         recorded as served."""
         from diagnosa.lake import LakeError
+        from pipelines.local_endpoints import PortInUse
         from pipelines.local_jobs import JobError
 
         name = endpoint_name or package["ModelPackageGroupName"]
         endpoints = self.endpoints(port)
         try:
             return endpoints.deploy_model_package(package, endpoint_name=name)
+        except PortInUse as err:
+            raise PortTaken(str(err)) from None
         except JobError as err:  # DeployError, or a model outside the local lake
             raise ServiceError(str(err)) from None
         except (LakeError, OSError) as err:  # the model archive gone from the lake, or the disk full

@@ -16,7 +16,6 @@ and what follows, reusing the steps that succeeded.
 """
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
@@ -30,7 +29,7 @@ import time
 import traceback
 import uuid
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -55,6 +54,7 @@ from pipelines.local_jobs import (
     run_processing,
     run_training,
 )
+from pipelines.locks import LockHeld, file_lock
 from pipelines.registry import LocalModelRegistry, RegistryError
 
 LOCAL_ACCOUNT = "000000000000"
@@ -828,10 +828,10 @@ def _claim(record: ExecutionRecord) -> Iterator[None]:
     (the record said Failed to each) and ran the same steps in the same folders, each job finding the other's
     half-written outputs. An advisory lock of the folder's, released by the kernel whatever ends the process; not
     inherited by the jobs (Python opens files non-inheritable)."""
-    with open(record.folder / ".resume.lock", "a", encoding="utf-8") as handle:
+    with ExitStack() as held:  # a LockHeld from the resume itself is not this refusal
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+            held.enter_context(file_lock(record.folder / ".resume.lock", wait=0))  # at once: a resume runs for hours
+        except LockHeld:
             raise ExecutionError(f"execution {record.id} is being resumed by another process: wait for it "
                                  f"(diagnosa executions {record.id})") from None
         yield

@@ -17,7 +17,6 @@ it deployed); a rollback to one says so.
 """
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import shutil
@@ -25,7 +24,7 @@ import signal
 import subprocess
 import sys
 import time
-from contextlib import contextmanager, nullcontext
+from contextlib import ExitStack, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, Callable, ContextManager, Iterator
 
@@ -36,6 +35,7 @@ from diagnosa.logs import utc_now
 from diagnosa.model import ModelLoadError, unpack_model
 from diagnosa.net import ServerExited, free_port, port_taken, process_alive, wait_until_ok
 from pipelines.local_jobs import JobError, LakeMapping, check_request
+from pipelines.locks import LockHeld, file_lock
 
 DEFAULT_PORT = 8080
 HEALTH_TIMEOUT = 120.0
@@ -64,6 +64,11 @@ REQUIRED = ("EndpointName", "EndpointStatus")
 
 class DeployError(JobError):
     """A deployment that did not reach InService; the message says why and what is serving now."""
+
+
+class PortInUse(DeployError):
+    """A deploy refused because another process listens on the endpoint's port: the one failure another port mends
+    (the CLI then says so: --port 0). A rollback after it keeps this type, its message extended."""
 
 
 class RecordError(DeployError, SchemaError):
@@ -171,25 +176,14 @@ class LocalEndpoints:
             return
         folder = self.root / name
         folder.mkdir(parents=True, exist_ok=True)
-        with open(folder / ".lock", "a+", encoding="utf-8") as handle:
-            deadline = time.monotonic() + LOCK_WAIT
-            while True:
-                try:
-                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() >= deadline:
-                        handle.seek(0)
-                        holder = handle.read().strip()
-                        raise DeployError(
-                            f"endpoint {name} is being deployed by another process"
-                            + (f" (pid {holder})" if holder.isdigit() else "") + ": wait for it to end (`diagnosa "
-                            f"endpoint list` shows {name} {UPDATING} meanwhile), then try again") from None
-                    time.sleep(0.05)
-            handle.seek(0)
-            handle.truncate()
-            handle.write(str(os.getpid()))
-            handle.flush()
+        with ExitStack() as held:  # a LockHeld from within the hold is not this refusal
+            try:
+                held.enter_context(file_lock(folder / ".lock", wait=LOCK_WAIT))
+            except LockHeld as err:
+                raise DeployError(
+                    f"endpoint {name} is being deployed by another process"
+                    + (f" (pid {err.pid})" if err.pid is not None else "") + ": wait for it to end (`diagnosa "
+                    f"endpoint list` shows {name} {UPDATING} meanwhile), then try again") from None
             self._held.add(name)
             try:
                 yield
@@ -201,12 +195,11 @@ class LocalEndpoints:
         path = self.root / name / ".lock"
         if name in self._held or not path.is_file():
             return False
-        with open(path, "a", encoding="utf-8") as handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return True
-        return False
+        try:
+            with file_lock(path, shared=True, wait=0):  # shared: probes at once do not refuse each other
+                return False
+        except LockHeld:
+            return True
 
     # -------------------------------------------------------------------------------- the registry's word
     def _package(self, package_arn: object) -> tuple[str, str, int] | None:
@@ -438,23 +431,24 @@ class LocalEndpoints:
     def _roll_back(self, endpoint_name: str, previous: dict[str, Any] | None, folder: Path, err: DeployError,
                    config_name: str = "") -> None:
         """After a new model failed to start: the previous one started again, on its own port; DeployError either
-        way, saying what serves now."""
+        way, saying what serves now (a PortInUse when the port was what failed: the CLI's hint depends on it)."""
+        kind = PortInUse if isinstance(err, PortInUse) else DeployError
         if (previous and previous.get("EndpointStatus") != "InService"
                 and previous.get("EndpointConfigName") == config_name):  # `endpoint start` of a stopped endpoint:
             self._out_of_service(folder, previous)  # the same model, not served before: nothing to roll back to
-            raise DeployError(f"{err}: endpoint {endpoint_name} was not serving, and serves nothing now") from None
+            raise kind(f"{err}: endpoint {endpoint_name} was not serving, and serves nothing now") from None
         if not (previous and previous.get("ModelDir") and Path(previous["ModelDir"]).is_dir()):
             self._out_of_service(folder, previous)
             why = ("no previous model to roll back to" if not previous
                    else f"the previous model {previous.get('ModelDir')} is gone")
-            raise DeployError(f"{err}; {why}: endpoint {endpoint_name} serves nothing now") from None
+            raise kind(f"{err}; {why}: endpoint {endpoint_name} serves nothing now") from None
         try:
             pid = self._launch({**previous, "EndpointName": endpoint_name}, Path(previous["ModelDir"]),
                                previous["Port"], previous.get("CaptureSampling", 0))
         except DeployError as again:
             self._out_of_service(folder, previous)
-            raise DeployError(f"{err}; the rollback to {previous['EndpointConfigName']} failed too ({again}): "
-                              f"endpoint {endpoint_name} serves nothing now") from None
+            raise kind(f"{err}; the rollback to {previous['EndpointConfigName']} failed too ({again}): "
+                       f"endpoint {endpoint_name} serves nothing now") from None
         self._write(folder / "endpoint.json", {**previous, "Pid": pid, "EndpointStatus": "InService",
                                                 "LastModifiedTime": utc_now()})
         known = self._package(previous.get("ModelPackageArn"))
@@ -462,7 +456,7 @@ class LocalEndpoints:
         if known and known[0] == "Rejected":  # it serves again: said, not left for `registry list` to show
             restored = (f" ({known[1]} v{known[2]}): v{known[2]} serves again, and it is Rejected in the registry: "
                         f"approve another version, or stop it (`diagnosa endpoint stop {endpoint_name}`)")
-        raise DeployError(f"{err}; rolled back to {previous['EndpointConfigName']}{restored}") from None
+        raise kind(f"{err}; rolled back to {previous['EndpointConfigName']}{restored}") from None
 
     @staticmethod
     def _prune(models: Path, keep: set[Path]) -> None:
@@ -578,8 +572,8 @@ class LocalEndpoints:
         # Another process on the port would answer the health check for a server that could not bind it: the
         # deploy would report success while that process (another workspace's endpoint) got the predictions.
         if port_taken(self.host, port, wait=PORT_RELEASE_WAIT):
-            raise DeployError(f"endpoint {endpoint_name}: port {port} on {self.host} is in use by another process "
-                              "(another workspace's endpoint?): stop it, or deploy with another port (--port)")
+            raise PortInUse(f"endpoint {endpoint_name}: port {port} on {self.host} is in use by another process "
+                            "(another workspace's endpoint?): stop it, or deploy with another port (--port)")
         # -P: the deploying command's folder is not on the server's import path (a folder named inference/ or
         # monitoring/ there was imported instead of Diagnosa's, and every deploy and its rollback failed).
         command = [self.python, "-P", "-m", "diagnosa.cli", "--workspace", str(self.workspace.resolve())]

@@ -13,7 +13,6 @@ half-write.
 """
 from __future__ import annotations
 
-import fcntl
 import json
 import re
 from contextlib import contextmanager
@@ -23,6 +22,7 @@ from typing import Any, Iterator
 
 from diagnosa.data.schema import SchemaError
 from diagnosa.lake import LocalStorage
+from pipelines.locks import file_lock
 from pipelines.service_model import request_problems
 
 APPROVAL_STATUSES = ("PendingManualApproval", "Approved", "Rejected")
@@ -70,12 +70,8 @@ class LocalModelRegistry:
         status it will record as served: LocalEndpoints)."""
         path = self.root / group / ".lock"
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "w") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        with file_lock(path):  # waits as long as it takes: holders only number a version or write a status
+            yield
 
     def create_model_package(self, **arguments: Any) -> dict[str, str]:
         validate_request("CreateModelPackage", arguments)

@@ -249,25 +249,27 @@ def test_a_version_for_another_datasets_endpoint_is_not_approved(tmp_path, capsy
     assert registry.describe_model_package("diagnosa/1")["ModelApprovalStatus"] == "PendingManualApproval"
 
 
-@pytest.mark.parametrize("failure, hint", [
-    ("endpoint diagnosa: port 18890 on 127.0.0.1 is in use by another process (another workspace's endpoint?): stop "
-     "it, or deploy with another port (--port)",
+@pytest.mark.parametrize("kind, failure, hint", [
+    ("PortInUse", "endpoint diagnosa: port 18890 on 127.0.0.1 is in use by another process (another workspace's "
+     "endpoint?): stop it, or deploy with another port (--port)",
      "Approving it again on a free port deploys it (`diagnosa registry approve 1 --port 0`)"),
-    ("endpoint diagnosa: the server exited with 1 (log x): ModelLoadError; rolled back to c",
+    ("DeployError", "endpoint diagnosa: the server exited with 1 (log x): ModelLoadError; rolled back to c",
      "Once that is fixed, approving it again deploys it (`diagnosa registry approve 1`); or reject it "
      "(`diagnosa registry reject 1`)"),
 ])
 def test_a_deploy_failing_after_the_approval_says_the_versions_state_and_a_fitting_hint(tmp_path, capsys, monkeypatch,
-                                                                                        failure, hint):
-    from diagnosa.services import LocalWorkspace, ServiceError
+                                                                                        kind, failure, hint):
+    import pipelines.local_endpoints as local_endpoints
+    from diagnosa.services import LocalWorkspace
 
-    def fail(*_args, **_kwargs):
-        raise ServiceError(failure)
+    def fail(*_args, **_kwargs):  # the deploy's error, through deploy_approved as it is (a ServiceError saying it)
+        raise getattr(local_endpoints, kind)(failure)
 
     ws = tmp_path / "ws"
     LocalModelRegistry(ws / "registry").create_model_package(**PACKAGE)
     monkeypatch.setattr(LocalWorkspace, "deploy_problem", lambda *_args: None)  # what is known before: nothing
-    monkeypatch.setattr(LocalWorkspace, "deploy_approved", fail)
+    monkeypatch.setattr(local_endpoints.LocalEndpoints, "deploy_model_package", fail)
     assert main(["--workspace", str(ws), "registry", "approve", "1"]) == 2
     err = capsys.readouterr().err
     assert err == f"diagnosa: error: diagnosa v1 is Approved in the registry, but not deployed: {failure}. {hint}\n"
+
