@@ -204,6 +204,47 @@ def test_a_model_below_a_threshold_is_stopped_by_the_gate(workspace, approved_ru
     assert record.data["Skipped"] == ["CreateModel", "Deploy", "DeployIfApproved", "EndpointConfig", "Register"]
 
 
+def test_prods_promote_function_gates_the_registered_evaluation_as_the_runs_gate_did(workspace, approved_run):
+    """The promote function (infra/functions/promote) checks a version's registered evaluation with the checks of a
+    definition's gate: this run's real evaluation passes at the thresholds the run was started with, as its
+    RecallGate did, and is refused naming the worst class at a threshold just above its recall, as the gate refuses
+    such a run (test_a_model_below_a_threshold_is_stopped_by_the_gate)."""
+    import boto3
+    from lambda_functions import load_function
+    from moto import mock_aws
+
+    from pipelines.expressions import registration_gate
+
+    promote = load_function("promote")
+    package = workspace["executor"].registry.describe_model_package(
+        approved_run.steps["Register"]["Properties"]["ModelPackageArn"])
+    uri = package["ModelMetrics"]["ModelQuality"]["Statistics"]["S3Uri"]
+    worst = evaluation(workspace, approved_run)["diagnosa"]["worst_class_recall"]
+
+    def gate(thresholds):
+        definition = json.loads(json.dumps(workspace["definition"]))
+        for parameter in definition["Parameters"]:
+            if parameter["Name"] in thresholds:
+                parameter["DefaultValue"] = float(thresholds[parameter["Name"]])
+        return registration_gate(definition)
+
+    with mock_aws():
+        s3 = boto3.client("s3", region_name="eu-west-1")
+        for bucket in (LOCAL_BUCKET, "prod-lake"):
+            s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+        key = uri.removeprefix(f"s3://{LOCAL_BUCKET}/")
+        s3.put_object(Bucket=LOCAL_BUCKET, Key=key, Body=workspace["lake"].get_bytes(key))
+        env = {"SOURCE_GROUP": "diagnosa", "SOURCE_BUCKET_PREFIX": LOCAL_BUCKET, "TARGET_GROUP": "diagnosa-prod",
+               "LAKE_BUCKET": "prod-lake", "GATE_KEY": "artifacts/code/gates/g.json"}
+        s3.put_object(Bucket="prod-lake", Key=env["GATE_KEY"], Body=json.dumps(gate(LOW)).encode())
+        promote.check_gate(s3, package, env)  # passes, as the run's gate did
+        stricter = {**LOW, class_parameter(worst["label"]): worst["recall"] + 0.01}
+        s3.put_object(Bucket="prod-lake", Key=env["GATE_KEY"], Body=json.dumps(gate(stricter)).encode())
+        with pytest.raises(promote.Refused) as refused:
+            promote.check_gate(s3, package, env)
+    assert f"diagnosa.per_class['{worst['label']}'].recall is {worst['recall']:.4g}, needs >= " in str(refused.value)
+    assert str(refused.value).count(" needs >= ") == 1  # only the class that fails
+
 def test_an_endpoint_name_that_is_a_path_is_refused_before_any_file_is_named_after_it(tmp_path):
     # botocore's validator leaves the name's pattern unchecked: '../../x' filed an endpoint outside the workspace.
     from diagnosa.lake import DataLake
@@ -225,7 +266,7 @@ def test_a_port_another_process_listens_on_is_refused_before_the_server_starts(t
 
     from diagnosa.lake import DataLake
     from diagnosa.net import port_taken
-    from pipelines.local_endpoints import DeployError
+    from pipelines.local_endpoints import PortInUse
     from pipelines.local_jobs import LakeMapping
 
     endpoints = LocalEndpoints(tmp_path / "ws", LakeMapping(LOCAL_BUCKET, DataLake.from_uri(str(tmp_path / "lake"))))
@@ -234,7 +275,7 @@ def test_a_port_another_process_listens_on_is_refused_before_the_server_starts(t
         other.listen()
         port = other.getsockname()[1]
         assert port_taken("127.0.0.1", port)
-        with pytest.raises(DeployError, match=f"endpoint toy: port {port} on 127.0.0.1 is in use by another process"):
+        with pytest.raises(PortInUse, match=f"endpoint toy: port {port} on 127.0.0.1 is in use by another process"):
             endpoints._start("toy", tmp_path / "model", port, 0, tmp_path / "server.log")
     assert not port_taken("127.0.0.1", port, wait=1.0)
     assert not (tmp_path / "server.log").exists(), "no server was started"
