@@ -79,9 +79,21 @@ def identity_version(metadata: Mapping[str, Any]) -> str:
     """The version training gives a model (its metadata's ``model_version``): 12 hex digits of a hash of what makes
     it this model, so two models fitted on the same preprocessing (another family, seed or search) differ, and the
     same training repeated (a cached re-run) gives the same."""
-    identity = {key: metadata.get(key) for key in IDENTITY}
+    identity = _rounded({key: metadata.get(key) for key in IDENTITY})
     text = json.dumps(identity, sort_keys=True, separators=(",", ":"), default=str, ensure_ascii=True)
     return hashlib.sha256(text.encode("ascii")).hexdigest()[:12]
+
+
+def _rounded(value: Any) -> Any:
+    """Floats to 9 significant digits: a fitted temperature or decision weight moves in its last bits between
+    repeated fits (random_forest and xgboost sum over threads in no fixed order), which is not another model."""
+    if isinstance(value, float):
+        return float(f"{value:.9g}")
+    if isinstance(value, Mapping):
+        return {k: _rounded(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_rounded(v) for v in value]
+    return value
 
 
 def model_version(metadata: Mapping[str, Any]) -> str:

@@ -74,6 +74,12 @@ def evaluate_model(model: DiagnosaModel, test: pd.DataFrame,
 
 REFERENCE_METHOD = ("the category of the best-matching knowledge-base disease other than the patient's own "
                     "(processing/phenotype.py, Resnik best-match average); no model, no training data")
+# The same lookup with the patient's own disease left in: what the model's similarity features see too (they score
+# every knowledge-base disease). With a generated cohort, whose orphan patients are drawn from the annotations of
+# their disease, it is close to an upper bound a model need not beat; on real patients it measures how far the
+# phenotype alone names the disease.
+LOOKUP_METHOD = ("the category of the best-matching knowledge-base disease, the patient's own included (the "
+                 "similarity features see it too); no model, no training data")
 
 
 def knowledge_reference(model: DiagnosaModel, test: pd.DataFrame, schema: Schema, in_slice: np.ndarray,
@@ -89,17 +95,21 @@ def knowledge_reference(model: DiagnosaModel, test: pd.DataFrame, schema: Schema
         return None
     rows = np.flatnonzero(in_slice)
     own = [g if isinstance(g, str) and g else None for g in test[group].iloc[rows]]
-    nearest = similarity.nearest_category(test[field].iloc[rows], own)
     index = {label: i for i, label in enumerate(model.labels)}
-    predicted = np.full(len(test), -1, dtype=np.int64)  # -1: no match (no known term), a miss
-    predicted[rows] = [index.get(c, -1) if c is not None else -1 for c in nearest]
     truth = np.array([index[str(v)] for v in test[schema.target]])
     name = schema.slice or BUILTIN_SLICE  # as evaluate_model names the slice
     masks = {name: in_slice}
     if unseen is not None:
         masks |= {seen_slice(name): in_slice & ~unseen, unseen_slice(name): unseen}
-    return {"method": REFERENCE_METHOD,
-            "slices": {name: slice_scores(truth[m], predicted[m], list(model.labels)) for name, m in masks.items()}}
+
+    def scores(excluded: list[str | None]) -> dict[str, Any]:
+        predicted = np.full(len(test), -1, dtype=np.int64)  # -1: no match (no known term), a miss
+        predicted[rows] = [index.get(c, -1) if c is not None else -1
+                           for c in similarity.nearest_category(test[field].iloc[rows], excluded)]
+        return {name: slice_scores(truth[m], predicted[m], list(model.labels)) for name, m in masks.items()}
+
+    return {"method": REFERENCE_METHOD, "slices": scores(own),
+            "own_disease_included": {"method": LOOKUP_METHOD, "slices": scores([None] * len(rows))}}
 
 
 def _thresholds(text: str) -> dict[str, float]:
@@ -177,8 +187,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging()
     parser = job_parser(
         "processing.evaluate", "Diagnosa evaluation job: the champion (<base-dir>/input/model/model.tar.gz) on the "
-        "untouched test split (<base-dir>/input/test/test.parquet)\n-> output/evaluation/evaluation.json (with the "
-        "gate's verdict) and output/report/ (docs/pipeline.md).", "Evaluate", "--orphan-threshold 0.5")
+        "untouched test split (<base-dir>/input/test/: every *.parquet part, and groups.json if any)\n-> "
+        "output/evaluation/evaluation.json (with the gate's verdict) and output/report/ (docs/pipeline.md).",
+        "Evaluate", "--orphan-threshold 0.5")
     parser.add_argument("--thresholds", type=_thresholds, default={},
                         help='per-class test recall thresholds as JSON, e.g. {"ENFERMEDAD TERMINAL": 0.8}')
     parser.add_argument("--recall-threshold", type=_named_threshold("--recall-threshold"), action="append", default=[],

@@ -108,6 +108,25 @@ def test_two_models_of_one_preprocessing_are_two_versions(trained_model_dir, xgb
     assert identity_version({**first, "seed": first["seed"] + 1}) != first["model_version"]
 
 
+def test_a_refit_that_moves_a_fitted_number_in_its_last_bits_is_the_same_version(trained_model_dir):
+    # Review 47: random_forest and xgboost sum over threads in no fixed order, so a repeated fit moved the fitted
+    # temperature by ~1e-16 and the same training had another model_version.
+    import numpy as np
+
+    from diagnosa.model import identity_version
+
+    metadata = json.loads((trained_model_dir / "metadata.json").read_text())
+    metadata["calibration"] = {**(metadata.get("calibration") or {}), "temperature": 1.2345678901234}
+    metadata["decision_weights"] = [0.5, 1.25, 2.0]
+
+    def moved(by):
+        return {**metadata, "calibration": {**metadata["calibration"], "temperature": 1.2345678901234 * by},
+                "decision_weights": [w * by for w in metadata["decision_weights"]]}
+
+    assert identity_version(moved(1 + 4 * np.finfo(float).eps)) == identity_version(metadata)
+    assert identity_version(moved(1 + 1e-6)) != identity_version(metadata)  # a fit that differs is another model
+
+
 def _run_folder(run: Path) -> Path:
     """A pipeline run's statistics baseline with its preprocessing record beside it (<run>/transformer/)."""
     _baseline_folder(run / "baseline")

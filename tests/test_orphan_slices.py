@@ -56,6 +56,12 @@ def test_evaluation_reports_seen_unseen_and_common_with_the_reference(scored):
     per_class = [np.mean(nearest[truth[unseen] == c] == c) for c in np.unique(truth[unseen])]
     assert reference["slices"]["orphan_unseen"]["macro_recall"] == pytest.approx(np.mean(per_class))
     assert set(reference["slices"]) == {"orphan", "orphan_seen", "orphan_unseen"}
+    # The lookup with the patient's own disease left in (what the similarity features see): nothing excluded.
+    lookup = reference["own_disease_included"]
+    nearest = np.array(similarity.nearest_category(test.loc[unseen, field], [None] * int(unseen.sum())), dtype=object)
+    per_class = [np.mean(nearest[truth[unseen] == c] == c) for c in np.unique(truth[unseen])]
+    assert lookup["slices"]["orphan_unseen"]["macro_recall"] == pytest.approx(np.mean(per_class))
+    assert set(lookup["slices"]) == set(reference["slices"])
 
 
 def test_the_evaluation_job_reads_the_groups_and_writes_the_reference_into_the_report(tmp_path, trained_model_dir):
@@ -68,6 +74,7 @@ def test_the_evaluation_job_reads_the_groups_and_writes_the_reference_into_the_r
     assert "orphan_unseen" in result["diagnosa"]["slices"] and result["gate"]["passed"]
     report = (base / "output" / "report" / "report.md").read_text()
     assert "Knowledge-only reference" in report and "orphan_unseen" in report
+    assert "| lookup, own disease included | " in report
     # Without the groups file there is nothing to tell seen from unseen: no sub-slices, no crash.
     model = DiagnosaModel.load(trained_model_dir)
     test = read_split(trained_model_dir.parent / "pre" / "output" / "test")
