@@ -909,7 +909,8 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("--role-arn", help="pipeline execution role")
             sub.add_argument("--families", help="comma-separated candidate model families")
             sub.add_argument("--model-package-group", help="Model Package Group the champion is registered in "
-                                                           "(default diagnosa)")
+                                                           "(default: the dataset's name, '_' written '-'; "
+                                                           "diagnosa for the built-in cohort)")
             sub.add_argument("--no-deploy-steps", action="store_true",
                              help="leave deployment to the approval event's deploy function (as the CDK app does)")
             sub.add_argument("--kms-key", help="KMS key ARN for the jobs' volumes and outputs (the CDK app sets its "

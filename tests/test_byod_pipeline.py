@@ -89,6 +89,11 @@ def test_run_registers_and_serves_a_model_for_the_dataset_and_predict_answers_wi
     assert main(argv) == 0, capsys.readouterr()
     out = capsys.readouterr().out
     assert f"(dataset pbc version {ingested['version']})" in out
+    # The pipeline is the dataset's (docs/pipeline.md, "One pipeline per dataset"): printed and recorded so.
+    assert "local execution of pipeline pbc on " in out
+    execution = re.search(r"^execution (\S+): Succeeded", out, flags=re.M).group(1)
+    record = json.loads((root / "executions" / execution / "execution.json").read_text())
+    assert record["PipelineName"] == "pbc" and ":pipeline/pbc/execution/" in record["PipelineExecutionArn"]
     assert "registered: arn:aws:sagemaker:local:000000000000:model-package/pbc/1" in out
     assert "endpoint pbc serving on http://127.0.0.1:" in out
     # The hint's example is a record of this table, and its predict call names the dataset's endpoint.

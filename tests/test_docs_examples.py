@@ -10,15 +10,16 @@ directly above the fence marks a block that is not executed here:
 - ``<!-- docs-test: skip REASON -->``: not run, for the reason given.
 
 Every other block is executed: per doc file, one workspace (a temporary folder holding a copy of the session's
-workspace, in which the main job ran: ``make run``'s three commands, without deploying) and one bash session
+workspace, in which the main job ran: ``make run``'s three commands, its endpoint ``diagnosa`` started again on
+:8080 before the file's first block, as a reader has it after ``make run``) and one bash session
 for the file's blocks in order, so a block can use what an earlier one made (files, variables), as in a
 terminal; ``set -e -o pipefail``. The venv's ``diagnosa`` is first on the PATH (``.venv`` in the workspace
 is the venv, for ``source .venv/bin/activate``), no AWS credentials, no region. ``diagnosa serve`` and
 ``diagnosa app``, which run until stopped, are started in the background as in a second terminal, and the
 block goes on once they listen. Where the machine allows it (``unshare``), a file's session runs in network,
-PID and mount namespaces of its own: offline (loopback only), the documented ports 8080 and 8501 free, and
+PID and mount namespaces of its own: offline (loopback only), the documented ports 8080, 8081 and 8501 free, and
 every process it started ends with it. Elsewhere it runs on this machine's network with proxies that refuse
-every connection, needs 8080 and 8501 free, and its processes and endpoints are stopped at the end.
+every connection, needs 8080, 8081 and 8501 free, and its processes and endpoints are stopped at the end.
 
 ``python tests/test_docs_examples.py --list`` prints the inventory: which blocks run, which are marked and why;
 ``--run docs/x.md`` runs one doc's blocks as this test does and prints what they print.
@@ -45,7 +46,7 @@ MARKER = re.compile(r"^<!--\s*docs-test:\s*(?P<kind>aws|covered-by|skip)\b\s*(?P
 AWS_WORDS = re.compile(r"--region\b|s3://|\baws\s|\bAWS_|\bcdk (deploy|bootstrap)\b|\bsts\b")
 # An unlabelled block that starts like a command is a shell block whose fence lost its language.
 LOOKS_LIKE_SHELL = re.compile(r"^\s*(\$ |diagnosa |python3? -m |make |pip |curl |npx |export |source )")
-DOCUMENTED_PORTS = (8080, 8501)
+DOCUMENTED_PORTS = (8080, 8081, 8501)
 FILE_TIMEOUT = 900  # seconds for one doc file's blocks
 BACKGROUND_READY_TIMEOUT = 120  # seconds a background command may take to listen
 
@@ -300,13 +301,17 @@ def _stop_leftovers(group: int, workspace: Path) -> None:
 
 # ------------------------------------------------------------------------------------------------ the tests
 
-# What `make run` does (Makefile, `run`), without deploying (no server outlives the setup): the state a reader
-# of the docs has after the README's first command. The docs' own blocks start from a copy of it.
+# What `make run` does (Makefile, `run`): the state a reader of the docs has after the README's first command,
+# the approved champion registered and deployed as endpoint `diagnosa` on :8080. No server outlives the setup (its
+# endpoint is stopped at the end); each doc's session starts it again first (MAIN_JOB_ENDPOINT), so the docs'
+# blocks run beside it, as a reader's do: one that serves on :8080 or as `diagnosa` again collides with it.
 MAIN_JOB = Block("Makefile", 0, "bash", textwrap.dedent("""\
     diagnosa data generate --patients 20000 --seed 7
     diagnosa data ingest --batch cohort-n20000-s7
-    diagnosa run --local
+    diagnosa run --local --port 8080 --param ModelApprovalStatus=Approved
+    diagnosa endpoint stop diagnosa
     """))
+MAIN_JOB_ENDPOINT = Block("Makefile", 0, "bash", "diagnosa endpoint start diagnosa  # make run's endpoint, on :8080")
 
 
 def make_main_job_workspace(parent: Path) -> Path:
@@ -318,8 +323,9 @@ def make_main_job_workspace(parent: Path) -> Path:
 
 
 def run_doc(doc: str, main_job: Path, parent: Path) -> Session:
-    """The executed blocks of ``doc``, in a fresh workspace holding a copy of ``main_job``."""
-    blocks = [b for b in parse_blocks(ROOT / doc)[0] if b.marker is None]
+    """The executed blocks of ``doc``, in a fresh workspace holding a copy of ``main_job``, with make run's endpoint
+    serving on :8080 as a reader has it."""
+    blocks = [MAIN_JOB_ENDPOINT] + [b for b in parse_blocks(ROOT / doc)[0] if b.marker is None]
     workspace = parent / "project"
     workspace.mkdir()
     shutil.copytree(main_job, workspace / ".diagnosa", symlinks=True)

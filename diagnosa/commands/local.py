@@ -24,7 +24,7 @@ from diagnosa.commands.common import (
     workspace,
     workspace_hint,
 )
-from diagnosa.data.schema import BUILTIN_DATASET
+from diagnosa.data.schema import BUILTIN_DATASET, resource_name
 from diagnosa.files import FileProblem, read_file_bounded
 from diagnosa.lake import DataLake, LakeError
 from diagnosa.services import EXAMPLE_REQUEST, LocalWorkspace, curated_manifest, example_request, plan_local_run
@@ -97,11 +97,14 @@ def run_pipeline(local: LocalWorkspace, executor: LocalExecutor, *, dataset: str
     board = board or Board("run --local", enabled=False)
     plan = plan_local_run(local.lake, dataset=dataset, overrides=overrides, families=families, definition=definition)
     manifest = plan.manifest
-    board.echo(f"local execution of pipeline diagnosa on {local.lake.uri}"
+    # The pipeline's name as `diagnosa pipeline upsert` gives it for this dataset (docs/pipeline.md): the dataset's
+    # resource name, diagnosa for the cohort; the execution record and its ARN carry it.
+    pipeline = resource_name(manifest["dataset"] if manifest else dataset)
+    board.echo(f"local execution of pipeline {pipeline} on {local.lake.uri}"
                + (f" (dataset {manifest['dataset']} version {manifest['version']})" if manifest else ""))
     try:
         with board:
-            record = executor.start(plan.definition, plan.overrides)
+            record = executor.start(plan.definition, plan.overrides, pipeline_name=pipeline)
     except ExecutionError as err:
         raise UsageError(str(err)) from None
     return report_run(record, local.lake, manifest, port=port)
