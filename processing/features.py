@@ -46,6 +46,10 @@ from processing.phenotype import as_lists as _as_lists
 from processing.sparse import is_sparse
 
 REDUCTIONS = ("none", "pca", "lda", "both")
+# Fitted with the labels: a training-split row is not out of sample for them, so training's cross-validation
+# scores only the validation rows when the pipeline holds one (training/train.py, supervised_transform).
+SUPERVISED_REDUCTIONS = ("lda", "both")
+SUPERVISED_STEPS = ("lda",)  # their step names in the fitted pipeline
 # The column blocks are stacked as CSR below this share of stored values (the cohort's: 8.6 % at 20k patients,
 # ~4 % at 1M), else as a dense array. sklearn's own default for ColumnTransformer.
 SPARSE_DENSITY = 0.3

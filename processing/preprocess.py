@@ -34,6 +34,7 @@ import json
 import logging
 import sys
 import time
+import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +46,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+import scipy.sparse as sp
 
 from diagnosa.data.schema import MISSING_INDICATORS, Schema
 from diagnosa.files import write_job_failure
@@ -52,8 +54,9 @@ from diagnosa.logs import configure_logging
 from processing.entry import job_parser
 from processing.features import REDUCTIONS, FeatureParams, as_float32, binary_columns, build_feature_pipeline
 from processing.resample import JOINT_METHODS, METHODS, Resampled, balanced_class_weights, resample, row_weights
+from processing.sparse import is_sparse
 from processing.split import DEFAULT_FRACTIONS, DEFAULT_UNSEEN_SHARE, GROUPS_FILE, SPLITS, Splits, split_dataset
-from processing.trainset import TRAIN_FILE, stack_parts, write_train
+from processing.trainset import TRAIN_FILE, TRAIN_SLICE_KEY, stack_parts, write_train
 
 log = logging.getLogger("diagnosa.preprocess")
 STAGES = ("all", "fit", "transform")
@@ -194,6 +197,7 @@ class PartRows:
     test: pa.Table
     validation_X: Any
     validation_y: np.ndarray
+    in_slice: np.ndarray | None = None  # the training rows' slice flags (None without a slice column)
 
 
 def transform_rows(frame: pd.DataFrame, pipeline: Any, target: str, labels: list[str],
@@ -213,20 +217,45 @@ def transform_part(table: pa.Table, pipeline: Any, split_of: pd.Series, schema: 
         raise ValueError(f"{source}: {int(codes.isna().sum())} row(s) (e.g. id {ids[codes.isna()].iloc[0]!r}) are not in "
                          "the split: the transformer was fitted on another curated version")
     codes = codes.to_numpy(dtype=np.int8)
-    X, y = transform_rows(table.filter(pa.array(codes == 0)).to_pandas(), pipeline, schema.target, labels, width)
+    train = table.filter(pa.array(codes == 0)).to_pandas()
+    X, y = transform_rows(train, pipeline, schema.target, labels, width)
     validation = table.filter(pa.array(codes == 1))
     X_val, y_val = transform_rows(validation.to_pandas(), pipeline, schema.target, labels, width)
-    return PartRows(X, y, validation, table.filter(pa.array(codes == 2)), X_val, y_val)
+    return PartRows(X, y, validation, table.filter(pa.array(codes == 2)), X_val, y_val, slice_flags(train, schema))
 
 
-def finish_training_rows(X: Any, y: np.ndarray, resampling: dict[str, Any], seed: int) -> Resampled:
-    """The training rows as delivered: weighted by the whole split's class weights, or jointly resampled."""
+def slice_flags(frame: pd.DataFrame, schema: Schema) -> np.ndarray | None:
+    """The rows' slice flags (missing counts as outside the slice); None when the schema has no slice column."""
+    column = schema.slice_column
+    if not column or column not in frame.columns:
+        return None
+    return frame[column].fillna(False).to_numpy(dtype=bool)
+
+
+def finish_training_rows(X: Any, y: np.ndarray, resampling: dict[str, Any], seed: int,
+                         in_slice: np.ndarray | None = None) -> tuple[Resampled, np.ndarray | None]:
+    """The training rows as delivered: weighted by the whole split's class weights, or jointly resampled; and
+    the delivered rows' slice flags when ``in_slice`` gives the rows' (an over-sampler's synthetic rows, which
+    follow the originals, are outside it; undersampling keeps the flags of the rows it keeps)."""
     method = resampling["method"]
     if method in JOINT_METHODS:
         categorical = binary_columns(X) if method == "smote" else None
-        return resample(X, y, method, seed=seed, categorical=categorical)
+        if method == "undersample" and in_slice is not None:
+            # The flag rides along as one more column, so it follows whichever rows the sampler keeps.
+            flag = np.asarray(in_slice, dtype=np.float32)[:, None]
+            marked: Any = (sp.csr_matrix(sp.hstack([sp.csr_matrix(X), sp.csr_matrix(flag)])) if is_sparse(X)
+                           else np.hstack([np.asarray(X), flag]))
+            out = resample(marked, y, method, seed=seed)
+            last: Any = out.X[:, [-1]]
+            kept = np.asarray(last.toarray() if is_sparse(last) else last).ravel() != 0
+            return Resampled(out.X[:, :-1], out.y, out.sample_weight, out.info), kept
+        out = resample(X, y, method, seed=seed, categorical=categorical)
+        if in_slice is None:
+            return out, None
+        return out, np.r_[np.asarray(in_slice, dtype=bool), np.zeros(len(out.y) - len(y), dtype=bool)]
     weights = {int(c): float(w) for c, w in (resampling.get("class_weight") or {}).items()}
-    return Resampled(X, y, row_weights(y, weights if method == "class_weights" else None), dict(resampling))
+    rows = Resampled(X, y, row_weights(y, weights if method == "class_weights" else None), dict(resampling))
+    return rows, None if in_slice is None else np.asarray(in_slice, dtype=bool)
 
 
 # ------------------------------------------------------------------------------------------------ in memory
@@ -241,6 +270,7 @@ class Preprocessed:
     timings: dict[str, float]
     validation_X: Any = None  # the validation split's features and label indices, as the transform stage writes them
     validation_y: np.ndarray | None = None
+    train_slice: np.ndarray | None = None  # the delivered training rows' slice flags (None without a slice)
 
 
 def split_frames(frame: pd.DataFrame, membership: pd.DataFrame, train_groups: frozenset[str] | None) -> Splits:
@@ -266,14 +296,14 @@ def preprocess(frame: pd.DataFrame, schema: Schema, params: PreprocessParams | N
     X, y = transform_rows(splits.train, fitted.pipeline, schema.target, fitted.labels, len(fitted.feature_names))
     fitted.timings["transform"] = time.perf_counter() - started
     started = time.perf_counter()
-    train = finish_training_rows(X, y, fitted.resampling, params.seed)
+    train, train_slice = finish_training_rows(X, y, fitted.resampling, params.seed, slice_flags(splits.train, schema))
     fitted.timings["resample"] = time.perf_counter() - started
     started = time.perf_counter()
     X_val, y_val = transform_rows(splits.validation, fitted.pipeline, schema.target, fitted.labels,
                                   len(fitted.feature_names))
     fitted.timings["transform_validation"] = time.perf_counter() - started
     return Preprocessed(splits, fitted.pipeline, train, fitted.feature_names, fitted.labels, fitted.timings,
-                        X_val, y_val)
+                        X_val, y_val, train_slice)
 
 
 # ------------------------------------------------------------------------------------------------ files
@@ -397,15 +427,18 @@ def run_transform(parts: list[Path], folder: Path, pipeline: Any, record: dict[s
         if method in JOINT_METHODS:
             joint.append(rows)
         elif len(rows.y):
-            _save_train(out["train"] / f"{name}.npz", finish_training_rows(rows.X, rows.y, record["resampling"], seed))
+            _save_train(out["train"] / f"{name}.npz",
+                        *finish_training_rows(rows.X, rows.y, record["resampling"], seed, rows.in_slice))
             written["train"] += len(rows.y)
         log.info("part %s: %d training, %d validation, %d test rows in %.2f s", path.name, len(rows.y),
                  rows.validation.num_rows, rows.test.num_rows, time.perf_counter() - started)
     if joint:
         started = time.perf_counter()
-        train = finish_training_rows(stack_parts([r.X for r in joint]), np.concatenate([r.y for r in joint]),
-                                     record["resampling"], seed)
-        _save_train(out["train"] / TRAIN_FILE, train)
+        flags = [r.in_slice for r in joint]
+        train, train_slice = finish_training_rows(
+            stack_parts([r.X for r in joint]), np.concatenate([r.y for r in joint]), record["resampling"], seed,
+            None if any(f is None for f in flags) else np.concatenate([f for f in flags if f is not None]))
+        _save_train(out["train"] / TRAIN_FILE, train, train_slice)
         written["train"] = len(train.y)
         log.info("%s over %d training rows -> %s in %.2f s", method, sum(len(r.y) for r in joint), train.info.get("after"),
                  time.perf_counter() - started)
@@ -440,8 +473,14 @@ def transform_stage(parts: list[Path], source: Path, fit_dirs: tuple[Path, Path]
     return written
 
 
-def _save_train(path: Path, train: Resampled) -> None:
+def _save_train(path: Path, train: Resampled, in_slice: np.ndarray | None = None) -> None:
     write_train(path, train.X, train.y, train.sample_weight)
+    if in_slice is not None:  # one more array in the same uncompressed zip (readers that do not know it skip it)
+        if in_slice.shape != train.y.shape:
+            raise ValueError(f"{path.name}: {len(in_slice)} slice flags for {len(train.y)} training rows")
+        with zipfile.ZipFile(path, "a", allowZip64=True) as archive, \
+                archive.open(f"{TRAIN_SLICE_KEY}.npy", "w", force_zip64=True) as fh:
+            np.lib.format.write_array(fh, np.asarray(in_slice, dtype=bool), allow_pickle=False)
 
 
 # ------------------------------------------------------------------------------------------------ the job

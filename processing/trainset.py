@@ -29,6 +29,10 @@ import scipy.sparse as sp
 from processing.sparse import is_sparse
 
 TRAIN_FILE = "train.npz"  # the one training object of a joint resampling (over-samplers, undersampling)
+# Beside X, y and sample_weight when the schema has a slice column: each row's slice flag (bool; False for an
+# over-sampler's synthetic rows), so training's cross-validation counts the training-split rows of the slice as
+# slice rows. A file without it still reads (older runs).
+TRAIN_SLICE_KEY = "slice"
 SPARSE_KEYS = ("format", "shape", "data", "indices", "indptr")
 Rows: TypeAlias = sp.csr_matrix | np.ndarray  # the features of rows: scipy.sparse CSR or a dense 2-D array
 

@@ -34,10 +34,11 @@ from diagnosa.model import METADATA_FILE, MODEL_FILE, OOF_FILE, DiagnosaModel, i
 from diagnosa.serving_code import write_serving_code
 from processing.calibration import calibration_numbers
 from processing.decisions import MAX_PRECISION_LOSS, calibrate_and_decide
+from processing.features import SUPERVISED_REDUCTIONS, SUPERVISED_STEPS
 from processing.metrics import evaluate
 from processing.sparse import is_sparse
 from processing.split import read_split, read_train_groups, unseen_mask
-from processing.trainset import Rows, read_train, stack_parts
+from processing.trainset import TRAIN_SLICE_KEY, Rows, read_train, stack_parts
 from training.distributed import cluster_from_env, collective, digest_of_parts, fit_xgboost, gather, is_distributed, total
 from training.models import (
     FAMILIES,
@@ -144,8 +145,9 @@ def help_text() -> str:
         "",
         "environment (the training toolkit sets it in the container; the defaults are the container's paths):",
         "  SM_INPUT_DIR            /opt/ml/input: config/hyperparameters.json, the channels under data/",
-        "  SM_CHANNEL_TRAIN        <SM_INPUT_DIR>/data/train: train.npz (X, y, sample_weight)",
-        "  SM_CHANNEL_VALIDATION   <SM_INPUT_DIR>/data/validation: validation.parquet (and groups.json)",
+        "  SM_CHANNEL_TRAIN        <SM_INPUT_DIR>/data/train: *.npz parts (X, y, sample_weight), read in name order",
+        "  SM_CHANNEL_VALIDATION   <SM_INPUT_DIR>/data/validation: *.parquet parts, each with its features",
+        "                          <part>.npz (without them the transformer is applied), and groups.json if any",
         "  SM_CHANNEL_TRANSFORMER  <SM_INPUT_DIR>/data/transformer: feature_pipeline.joblib, preprocess.json",
         "  SM_MODEL_DIR            /opt/ml/model: receives model.joblib, metadata.json and code/",
         "  SM_OUTPUT_DIR           /opt/ml/output: receives failure (the reason) when the job fails",
@@ -317,6 +319,42 @@ def _load_train_part(path: Path, n_labels: int, allow_nan: bool) -> tuple[Rows, 
     return X, y.astype(np.int64), w
 
 
+def load_train_slice(train_dir: str | os.PathLike, n_rows: int) -> np.ndarray | None:
+    """The training rows' slice flags (``TRAIN_SLICE_KEY`` in every ``*.npz`` part, name order, as ``load_train``
+    stacks them); None when a part has none (written before the flags travelled, or no slice in the schema)."""
+    paths = sorted(Path(train_dir).glob(TRAIN_PATTERN)) if Path(train_dir).is_dir() else []
+    flags = []
+    for path in paths:
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                if TRAIN_SLICE_KEY not in data.files:
+                    return None
+                part, part_y = np.asarray(data[TRAIN_SLICE_KEY]), data["y"]
+        except (OSError, ValueError) as err:
+            raise ValueError(f"train channel: {path.name}: {TRAIN_SLICE_KEY} is not readable: {err}") from None
+        if part.shape != part_y.shape or part.dtype != bool:
+            raise ValueError(f"train channel: {path.name}: '{TRAIN_SLICE_KEY}' must hold one bool per row "
+                             f"({len(part_y)}), got shape {part.shape} dtype {part.dtype}")
+        flags.append(part)
+    if not flags:
+        return None
+    out = np.concatenate(flags)
+    if len(out) != n_rows:
+        raise ValueError(f"train channel: {len(out)} slice flags for {n_rows} training rows")
+    return out
+
+
+def supervised_transform(record: Mapping[str, Any], transformer: Any) -> str | None:
+    """The name of the transformer's step fitted with the training split's labels (LDA), else None: from
+    preprocess.json's reduction, else (a record without it) from the fitted pipeline's steps."""
+    reduction = (record.get("params") or {}).get("reduction") if isinstance(record.get("params"), dict) else None
+    if isinstance(reduction, str):
+        return reduction if reduction in SUPERVISED_REDUCTIONS else None
+    steps = getattr(transformer, "named_steps", None) or {}
+    found = [name for name in steps if name in SUPERVISED_STEPS]
+    return found[0] if found else None
+
+
 def validation_features(validation_dir: str | os.PathLike, validation: pd.DataFrame, y_val: np.ndarray,
                         transformer: Any, target: str) -> Any:
     """The validation rows' features: the ``<part>.npz`` Preprocess wrote beside each ``<part>.parquet`` when the
@@ -412,6 +450,7 @@ class Pools(NamedTuple):
     cv_y: np.ndarray
     cv_w: np.ndarray
     validation_rows: np.ndarray  # bool per CV row
+    in_slice: np.ndarray | None  # bool per CV row when the training rows' flags are known (train.npz's), else None
     fit_X: Any
     fit_y: np.ndarray
     fit_w: np.ndarray
@@ -431,7 +470,8 @@ def stack_rows(top: Rows, bottom: Any) -> Rows:
 
 
 def build_pools(X: Rows, y: np.ndarray, weight: np.ndarray, X_val: Rows, y_val: np.ndarray,
-                resampling: Mapping[str, Any] | None) -> Pools:
+                resampling: Mapping[str, Any] | None, train_slice: np.ndarray | None = None,
+                val_slice: np.ndarray | None = None) -> Pools:
     """Train + validation rows for cross-validation and for the final fit, by the split's resampling.
 
     ``class_weights`` / ``none``: both pools are the training rows + the validation rows, weighted
@@ -439,6 +479,8 @@ def build_pools(X: Rows, y: np.ndarray, weight: np.ndarray, X_val: Rows, y_val: 
     holds only real rows (train.npz's originals come first) weighted "balanced", so no synthetic row
     is scored or shares a fold with its source; the final fit uses the resampled rows as delivered + the
     validation rows. ``undersample``: train.npz's rows + validation rows, "balanced", for both.
+    ``train_slice`` / ``val_slice``: the slice flags of train.npz's rows and of the validation rows; the pool's
+    (``in_slice``) when both are given.
     """
     info = dict(resampling or {})
     method = resampling_method(resampling, weight)
@@ -450,12 +492,14 @@ def build_pools(X: Rows, y: np.ndarray, weight: np.ndarray, X_val: Rows, y_val: 
     balanced = compute_sample_weight("balanced", cv_y)
     cv_w = np.ones(len(cv_y)) if method == "none" else balanced
     validation_rows = np.r_[np.zeros(real, dtype=bool), np.ones(len(y_val), dtype=bool)]
+    in_slice = (None if train_slice is None or val_slice is None
+                else np.r_[np.asarray(train_slice, dtype=bool)[:real], np.asarray(val_slice, dtype=bool)])
     if method in ("smote", "adasyn"):
         fit_X, fit_y = stack_rows(X, X_val), np.concatenate([y, y_val])
         fit_w = np.r_[weight, np.ones(len(y_val))]
     else:
         fit_X, fit_y, fit_w = cv_X, cv_y, cv_w
-    return Pools(cv_X, cv_y, cv_w, validation_rows, fit_X, fit_y, fit_w, method)
+    return Pools(cv_X, cv_y, cv_w, validation_rows, in_slice, fit_X, fit_y, fit_w, method)
 
 
 def train(train_dir: str | os.PathLike, validation_dir: str | os.PathLike, transformer_dir: str | os.PathLike,
@@ -467,7 +511,8 @@ def train(train_dir: str | os.PathLike, validation_dir: str | os.PathLike, trans
     Two regimes (training/tuning.py): when every class has ``settings.holdout_min_class`` validation
     rows, configurations are fitted on the training rows and scored on the validation split, and that
     fitted model is shipped; otherwise (tiny classes) by cross-validation on train + validation, out of
-    fold, and refitted on all rows. ``hyperparameters`` given are held fixed; the search varies the others."""
+    fold, and refitted on all rows; when the feature transform was fitted with the labels (LDA), only the
+    validation rows are scored out of fold. ``hyperparameters`` given are held fixed; the search varies the others."""
     given = resolve_hyperparameters(family, hyperparameters)  # bad hyperparameters fail before any I/O
     given = {k: v for k, v in given.items() if k in (hyperparameters or {})}
     seed = check_seed(seed)
@@ -518,7 +563,15 @@ def train(train_dir: str | os.PathLike, validation_dir: str | os.PathLike, trans
                          "runs on one instance: set TrainingInstanceCount=1")
     method = resampling_method(record.get("resampling"), weight)
     # The train + validation pools (a copy of both) only where cross-validation and the refit need them.
-    pools = None if holdout else build_pools(X, y, weight, X_val, y_val, record.get("resampling"))
+    pools = None
+    if not holdout:
+        # The training rows' slice flags (train.npz's), so the pool's slice rows of the training split count too.
+        train_slice = None if orphan is None else load_train_slice(train_dir, len(y))
+        if orphan is not None and train_slice is None:
+            logger.warning("train channel: the parts carry no slice flags (written before they did): "
+                           "cross-validation counts every training-split row as outside the slice")
+        pools = build_pools(X, y, weight, X_val, y_val, record.get("resampling"), train_slice,
+                            None if orphan is None else np.asarray(orphan, dtype=bool))
     fit_counts = class_rows if pools is None else np.bincount(pools.fit_y, minlength=k)
     absent = [labels[i] for i in range(k) if not fit_counts[i]]
     if absent:
@@ -547,23 +600,52 @@ def train(train_dir: str | os.PathLike, validation_dir: str | os.PathLike, trans
         logger.info("phase search: %d configuration(s) fitted on %d training rows, scored on %d validation rows; "
                     "best %s", len(trials), int(class_rows.sum()), len(y_val), hyper)
     else:
+        # A transform fitted with the training split's labels (LDA) has already separated the training-split
+        # rows: scored out of fold they look far better than new patients. Then only the validation rows are
+        # scored, every training-split row staying on the fitting side of every fold (training/tuning.py).
+        supervised = supervised_transform(record, transformer)
+        unscored: list[str] = []
+        if supervised:
+            val_counts, pool_counts = np.bincount(y_val, minlength=k), np.bincount(pools.cv_y, minlength=k)
+            unscored = [labels[i] for i in range(k) if pool_counts[i] and not val_counts[i]]
+            if unscored:
+                logger.warning("label(s) %s have no validation row: the feature transform's %s step was fitted with "
+                               "every training-split row's label, so they cannot be scored leak-free; the validation "
+                               "figures, the calibration and the decision weights leave them out", unscored,
+                               supervised)
         found = search(family, pools.cv_X, pools.cv_y, pools.cv_w, k, given=given, seed=seed, budget=settings.budget,
                        max_configs=settings.max_configs, max_folds=settings.max_folds, max_rows=settings.cv_max_rows,
-                       shipped=pools.fit_y)
+                       shipped=pools.fit_y, scored=pools.validation_rows if supervised else None)
         hyper, proba, y_eval, trials, classifier = found.hyperparameters, found.oof_proba, pools.cv_y[found.rows], \
             found.trials, None
         w_eval = found.row_weight
         eval_orphan = eval_unseen = None  # cross-validation folds mix the held-out groups into training
-        if orphan is not None:  # the slice is known for the validation rows only; others count as outside it
-            flags = np.zeros(len(pools.cv_y), dtype=bool)
-            flags[pools.validation_rows] = np.asarray(orphan, dtype=bool)
+        if orphan is not None:
+            if pools.in_slice is not None:
+                flags = pools.in_slice
+            else:  # train.npz without slice flags: the slice is known for the validation rows only
+                flags = np.zeros(len(pools.cv_y), dtype=bool)
+                flags[pools.validation_rows] = np.asarray(orphan, dtype=bool)
             eval_orphan = flags[found.rows]
         plan_info = {"regime": "cross-validation", "folds": found.plan.k, "repeats": found.plan.repeats,
                      "smallest_class": found.plan.smallest_class, "rows": int(len(found.rows)),
-                     "pool_rows": int(len(pools.cv_y))}
-        method = ("cross-validation: out-of-fold calibrated probabilities, decision weights cross-fitted "
-                  "(fitted on one half of the rows, scored on the other)")
-        logger.info("phase search: %s; best %s", describe_plan(found.plan, len(found.rows), len(trials)), hyper)
+                     "pool_rows": int(len(pools.cv_y)), "scored_rows": "validation" if supervised else "pool"}
+        if supervised:
+            plan_info |= {"supervised_transform": supervised, "context_rows": found.context_rows,
+                          "unscored_labels": unscored}
+        if orphan is not None:
+            plan_info["slice_flags"] = "every row" if pools.in_slice is not None else "validation rows only"
+        if supervised:
+            method = (f"cross-validation over the validation-split rows only (the feature transform's {supervised} "
+                      "step was fitted with the training split's labels; every training-split row stays on the "
+                      "fitting side of every fold): out-of-fold calibrated probabilities, decision weights "
+                      "cross-fitted (fitted on one half of the rows, scored on the other)")
+        else:
+            method = ("cross-validation: out-of-fold calibrated probabilities, decision weights cross-fitted "
+                      "(fitted on one half of the rows, scored on the other)")
+        logger.info("phase search: %s%s; best %s", describe_plan(found.plan, len(found.rows), len(trials)),
+                    f"; scored: the validation rows only, {found.context_rows} training-split row(s) fitted in every "
+                    "fold" if supervised else "", hyper)
     search_seconds = time.perf_counter() - started
     logger.info("phase search: %.2f s", search_seconds)
 

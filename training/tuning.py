@@ -21,6 +21,14 @@ pools the training and validation rows and cross-validates on the pool:
 A fold whose training rows lack a class (possible only with classes of < k rows) is fitted on the
 classes it has, and gives the missing one probability 0.
 
+**Scored rows** (``scored``, ``plan_scored_folds``): when the feature transform was fitted with the
+training split's labels (LDA), a training-split row scored out of fold is not out of sample -- the
+transform already separated it -- so only the validation rows are scored: the folds are drawn over
+them alone (k and repeats by their smallest class, as above, k at most their number), and every
+training-split row sits on the fitting side of every fold. Within ``max_rows``: the scored rows keep
+at most half (subsampled as ``cv_rows`` does, with weights restoring their class mix), the fitting
+context the rest.
+
 When every class has at least ``HOLDOUT_MIN_CLASS`` rows in the validation split, that split already
 tells models apart, and cross-validating a subsample chose worse models than the full training rows
 give (the 20k cohort's rarest class lost 0.09 recall that way, and training took 3-10x longer):
@@ -80,11 +88,12 @@ class FoldPlan:
 @dataclass
 class SearchResult:
     hyperparameters: dict[str, Any]  # resolved, of the best configuration
-    oof_proba: np.ndarray  # OOF probabilities of the best configuration, rows of the CV pool
-    rows: np.ndarray  # indices into the pool of the rows cross-validated
-    row_weight: np.ndarray  # weight per cross-validated row restoring the pool's class mix
+    oof_proba: np.ndarray  # OOF probabilities of the best configuration, one per scored row (``rows``)
+    rows: np.ndarray  # indices into the pool of the rows scored out of fold
+    row_weight: np.ndarray  # weight per scored row restoring the class mix of the rows it stands for
     plan: FoldPlan
     trials: list[dict[str, Any]] = field(default_factory=list)  # per configuration: hyperparameters, scores
+    context_rows: int = 0  # rows on the fitting side of every fold, never scored (``scored`` given)
 
 
 def plan_folds(y: np.ndarray, *, max_folds: int = DEFAULT_MAX_FOLDS, seed: int = 0) -> FoldPlan:
@@ -94,12 +103,7 @@ def plan_folds(y: np.ndarray, *, max_folds: int = DEFAULT_MAX_FOLDS, seed: int =
     smallest = int(counts[counts > 0].min())
     if max_folds < 2:
         raise ValueError(f"max_folds must be at least 2, got {max_folds}")
-    if smallest >= LARGE_CLASS:
-        k, repeats = min(3, max_folds), 1
-    elif smallest >= TINY_CLASS:
-        k, repeats = max_folds, 1
-    else:
-        k, repeats = max(2, min(max_folds, smallest)), TINY_REPEATS
+    k, repeats = _k_for(smallest, max_folds)
     if len(y) < 2 * k:
         raise ValueError(f"{len(y)} rows are too few for {k}-fold cross-validation")
     folds: list[tuple[np.ndarray, np.ndarray]] = []
@@ -109,6 +113,45 @@ def plan_folds(y: np.ndarray, *, max_folds: int = DEFAULT_MAX_FOLDS, seed: int =
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
             folds.extend((fit, score) for fit, score in splitter.split(np.zeros(len(y)), y))
+    return FoldPlan(folds, k, repeats, smallest)
+
+
+def _k_for(smallest: int, max_folds: int) -> tuple[int, int]:
+    """(k, repeats) for a smallest class of ``smallest`` rows (the module docstring's rule)."""
+    if smallest >= LARGE_CLASS:
+        return min(3, max_folds), 1
+    if smallest >= TINY_CLASS:
+        return max_folds, 1
+    return max(2, min(max_folds, smallest)), TINY_REPEATS
+
+
+def plan_scored_folds(y: np.ndarray, scored: np.ndarray, *, max_folds: int = DEFAULT_MAX_FOLDS,
+                      seed: int = 0) -> FoldPlan:
+    """Stratified folds over the ``scored`` rows only; every other row is on the fitting side of every fold.
+
+    k and the repeats follow the scored rows' smallest class (as ``plan_folds``), with k at most the number of
+    scored rows: a class of one scored row gives k = 2, and a single scored row one "fold" fitted on the other
+    rows alone. The fold indices are into ``y`` (all rows)."""
+    y, scored = np.asarray(y), np.asarray(scored, dtype=bool)
+    if max_folds < 2:
+        raise ValueError(f"max_folds must be at least 2, got {max_folds}")
+    if scored.shape != y.shape or not scored.any():
+        raise ValueError("scored must mark at least one of the rows, one flag per row")
+    scored_idx, context = np.flatnonzero(scored), np.flatnonzero(~scored)
+    ys = y[scored_idx]
+    counts = np.bincount(ys)
+    smallest = int(counts[counts > 0].min())
+    k, repeats = _k_for(smallest, max_folds)
+    k = min(k, len(ys))
+    if k < 2:
+        return FoldPlan([(context, scored_idx)], 1, 1, smallest)
+    folds: list[tuple[np.ndarray, np.ndarray]] = []
+    for r in range(repeats):
+        splitter = StratifiedKFold(k, shuffle=True, random_state=seed + r)
+        with warnings.catch_warnings():  # a class with fewer than k scored rows: the reason for repeats
+            warnings.simplefilter("ignore", UserWarning)
+            for fit, score in splitter.split(np.zeros(len(ys)), ys):
+                folds.append((np.sort(np.concatenate([context, scored_idx[fit]])), scored_idx[score]))
     return FoldPlan(folds, k, repeats, smallest)
 
 
@@ -180,7 +223,8 @@ def oof_proba(estimator: Any, X: Rows, y: np.ndarray, w: np.ndarray, plan: FoldP
         predict = fit_full_classes(fold_estimator, X[fit_rows], y[fit_rows], w[fit_rows], k)
         total[score_rows] += predict(X[score_rows])
         seen[score_rows] += 1
-    return total / seen[:, None]
+    # Rows no fold scores (the fitting context of ``plan_scored_folds``) stay 0.
+    return np.divide(total, seen[:, None], out=np.zeros_like(total), where=seen[:, None] > 0)
 
 
 def configs_within_budget(n_rows: int, plan: FoldPlan, budget: int, max_configs: int) -> int:
@@ -189,30 +233,65 @@ def configs_within_budget(n_rows: int, plan: FoldPlan, budget: int, max_configs:
     return max(1, min(max_configs, int(budget // max(1.0, per_config))))
 
 
+def scored_rows(y: np.ndarray, scored: np.ndarray, max_rows: int = DEFAULT_CV_MAX_ROWS,
+                seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows kept for a search that scores only the ``scored`` rows: (kept rows ascending, whether each is scored,
+    the scored rows' weights restoring their class mix). At most ``max_rows`` in all: the scored rows up to half,
+    the others (the fitting context) the rest, each subsampled as ``cv_rows`` does."""
+    scored = np.asarray(scored, dtype=bool)
+    scored_idx, context_idx = np.flatnonzero(scored), np.flatnonzero(~scored)
+    pick, weight = cv_rows(y[scored_idx], max(1, max_rows // 2), seed)
+    keep_scored = scored_idx[pick]
+    if len(context_idx):
+        keep_context = context_idx[cv_rows(y[context_idx], max(1, max_rows - len(keep_scored)), seed)[0]]
+    else:
+        keep_context = context_idx
+    rows = np.concatenate([keep_scored, keep_context])
+    order = np.argsort(rows)
+    rows, is_scored = rows[order], np.r_[np.ones(len(keep_scored), bool), np.zeros(len(keep_context), bool)][order]
+    return rows, is_scored, weight  # weight follows keep_scored, which is ascending like rows[is_scored]
+
+
 def search(family: str, X: Rows, y: np.ndarray, w: np.ndarray, k: int, *,
            given: Mapping[str, Any] | None = None, seed: int = 0, budget: int = DEFAULT_SEARCH_BUDGET,
            max_configs: int = DEFAULT_MAX_CONFIGS, max_folds: int = DEFAULT_MAX_FOLDS,
-           max_rows: int = DEFAULT_CV_MAX_ROWS, shipped: np.ndarray | None = None) -> SearchResult:
+           max_rows: int = DEFAULT_CV_MAX_ROWS, shipped: np.ndarray | None = None,
+           scored: np.ndarray | None = None) -> SearchResult:
     """Cross-validate ``family``'s candidate configurations on (X, y, w); the best one's OOF predictions.
-    ``shipped``: the labels of the rows the chosen model is then fitted on (default ``y``; see ``oof_proba``)."""
-    rows, row_weight = cv_rows(y, max_rows, seed)
+    ``shipped``: the labels of the rows the chosen model is then fitted on (default ``y``; see ``oof_proba``).
+    ``scored`` (one flag per row): score only those rows out of fold, the others always on the fitting side
+    (``plan_scored_folds``); the result's rows and OOF probabilities are then the scored rows' only."""
+    if scored is None:
+        rows, row_weight = cv_rows(y, max_rows, seed)
+        is_scored = np.ones(len(rows), dtype=bool)
+    else:
+        scored = np.asarray(scored, dtype=bool)
+        if scored.shape != y.shape:
+            raise ValueError(f"scored must hold one flag per row ({len(y)}), got shape {scored.shape}")
+        rows, is_scored, row_weight = scored_rows(y, scored, max_rows, seed)
     Xs, ys, ws = X[rows], y[rows], w[rows]
-    plan = plan_folds(ys, max_folds=max_folds, seed=seed)
-    configs = candidate_configs(family, given, max_configs)
-    configs = configs[: configs_within_budget(len(ys), plan, budget, max_configs)]
+    if scored is None:
+        plan = plan_folds(ys, max_folds=max_folds, seed=seed)
+        n_configs = configs_within_budget(len(ys), plan, budget, max_configs)
+    else:
+        plan = plan_scored_folds(ys, is_scored, max_folds=max_folds, seed=seed)
+        per_config = sum(len(fit) for fit, _ in plan.folds)  # the rows each configuration fits, over its folds
+        n_configs = max(1, min(max_configs, int(budget // max(1, per_config))))
+    configs = candidate_configs(family, given, max_configs)[:n_configs]
+    y_scored = ys[is_scored]
     best: tuple[tuple[float, float, int], dict[str, Any], np.ndarray] | None = None
     trials = []
     for i, config in enumerate(configs):
         estimator = make_classifier(family, config, seed=seed)
-        proba = oof_proba(estimator, Xs, ys, ws, plan, k, shipped=y if shipped is None else shipped)
-        s = decision_scores(ys, proba.argmax(axis=1), k)
+        proba = oof_proba(estimator, Xs, ys, ws, plan, k, shipped=y if shipped is None else shipped)[is_scored]
+        s = decision_scores(y_scored, proba.argmax(axis=1), k)
         trials.append({"hyperparameters": _jsonable(config), "macro_recall": s.macro_recall,
                        "worst_class_recall": s.worst_recall})
         rank = (round(s.macro_recall, 12), round(s.worst_recall, 12), -i)
         if best is None or rank > best[0]:
             best = (rank, config, proba)
     assert best is not None
-    return SearchResult(best[1], best[2], rows, row_weight, plan, trials)
+    return SearchResult(best[1], best[2], rows[is_scored], row_weight, plan, trials, int((~is_scored).sum()))
 
 
 def _jsonable(config: Mapping[str, Any]) -> dict[str, Any]:
