@@ -27,7 +27,7 @@ import pandas as pd
 from diagnosa.data.csv_cells import csv_problem, fit_to_header, header_problem, is_blank_row, misfit_problem, named_width
 from diagnosa.data.schema import Schema, other_delimiter
 from diagnosa.model import DiagnosaModel, model_version
-from inference.fastpath import CompiledFeatures, compile_classifier, compile_features
+from inference.fastpath import CompiledFeatures, compile_model
 from inference.limits import (
     MAX_BODY_BYTES,
     MAX_LISTED_PROBLEMS,
@@ -107,8 +107,8 @@ class Service:
     schema: RequestSchema
     version: str
     columns: list[str] = field(default_factory=list)
-    fast: CompiledFeatures | None = None  # the compiled feature path, when it matches sklearn's
-    classifier: Any = None  # the classifier's compiled form on the compiled features, when it matches to the bit
+    fast: CompiledFeatures | None = None  # the compiled feature path, when it gives the pipeline's probabilities
+    classifier: Any = None  # what scores the compiled features in the classifier's place (None: the classifier)
     phenotype: PhenotypeSimilarity | None = None  # the fitted knowledge-base similarity (the differential)
     phenotype_field: str | None = None  # the HPO list field it scores
     vocabularies: dict[str, frozenset[str]] = field(default_factory=dict)  # codes the model knows, per list field
@@ -233,8 +233,7 @@ def load_service(model_dir: str) -> Service:
     version = model_version(model.metadata)
     columns = [schema.id_column, *request_schema.fields]
     probes = _probe_records(request_schema, model.features)
-    fast = compile_features(model.features, probes, columns)
-    classifier = compile_classifier(model.pipeline.steps[-1][1], fast.transform(probes)) if fast is not None else None
+    fast, classifier = compile_model(model, probes, columns)  # only if it gives the pipeline's probabilities exactly
     phenotype, phenotype_field = find_similarity(model.features)
     return Service(model, request_schema, version, columns, fast, classifier, phenotype, phenotype_field,
                    list_vocabularies(model.features), category_vocabularies(model.features))
