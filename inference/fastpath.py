@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -49,6 +49,7 @@ if TYPE_CHECKING:
     from diagnosa.model import DiagnosaModel
 
 log = logging.getLogger("diagnosa.fastpath")
+T = TypeVar("T")
 MISSING = "<missing>"
 CODE_CACHE_LIMIT = 20_000  # codes whose indicator columns are kept per block (the HPO has ~19,000 terms)
 FITTED_PROBES = 48  # probe records built from the fitted blocks (a sixth of them with no terms: similarity 0)
@@ -280,35 +281,38 @@ class CompiledFeatures:
         return X.toarray() if is_sparse(X) else X
 
 
-def compile_features(features: Pipeline, probes: list[dict[str, Any]], columns: list[str]) -> CompiledFeatures | None:
-    """The compiled path if it reproduces sklearn's transform on ``probes`` to the bit, else None (use sklearn)."""
+def _attempt(action: Callable[[], T]) -> T | None:
+    """``action()``, or None (logged) when it raises: any surprise means staying on sklearn's path."""
     try:
-        compiled = CompiledFeatures.compile(features)
+        return action()
     except Unsupported as why:
         log.info("fast path not used: unsupported %s", why)
-        return None
-    except Exception as err:  # noqa: BLE001 — any surprise means: stay on sklearn's path
+    except Exception as err:  # noqa: BLE001
         log.warning("fast path not used: %s", err)
-        return None
-    return compiled if _pipeline_rows(compiled, features, probes, columns) is not None else None
+    return None
+
+
+def compile_features(features: Pipeline, probes: list[dict[str, Any]], columns: list[str]) -> CompiledFeatures | None:
+    """The compiled path if it reproduces sklearn's transform on ``probes`` to the bit, else None (use sklearn)."""
+    compiled = _attempt(lambda: CompiledFeatures.compile(features))
+    return compiled if compiled is not None and _pipeline_rows(compiled, features, probes, columns) is not None \
+        else None
 
 
 def _pipeline_rows(compiled: CompiledFeatures, features: Pipeline, probes: list[dict[str, Any]],
                    columns: list[str]) -> Any | None:
     """sklearn's rows of ``probes`` as the pipeline gives them (CSR or dense) if ``compiled`` gives the same layout,
     dtype and values, to the bit; else None."""
-    try:
+    def both() -> tuple[Any, np.ndarray, np.ndarray]:
         given = features.transform(pd.DataFrame(probes, columns=columns))
         if is_sparse(given) != compiled.sparse:
             raise Unsupported("a pipeline whose output layout is not its column transform's")
-        expected = given.toarray() if is_sparse(given) else np.asarray(given)
-        got = compiled.transform(probes)
-    except Unsupported as why:
-        log.info("fast path not used: unsupported %s", why)
+        return given, (given.toarray() if is_sparse(given) else np.asarray(given)), compiled.transform(probes)
+
+    rows = _attempt(both)
+    if rows is None:
         return None
-    except Exception as err:  # noqa: BLE001 — any surprise means: stay on sklearn's path
-        log.warning("fast path not used: %s", err)
-        return None
+    given, expected, got = rows
     if got.shape != expected.shape or got.dtype != expected.dtype or not np.array_equal(got, expected):
         differ = np.count_nonzero(got != expected) if got.shape == expected.shape else "all"
         log.warning("fast path not used: it differs from the sklearn transform on probe records (%s values)", differ)
