@@ -34,7 +34,6 @@ import json
 import logging
 import sys
 import time
-import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,7 +55,7 @@ from processing.features import REDUCTIONS, FeatureParams, as_float32, binary_co
 from processing.resample import JOINT_METHODS, METHODS, Resampled, balanced_class_weights, resample, row_weights
 from processing.sparse import is_sparse
 from processing.split import DEFAULT_FRACTIONS, DEFAULT_UNSEEN_SHARE, GROUPS_FILE, SPLITS, Splits, split_dataset
-from processing.trainset import TRAIN_FILE, TRAIN_SLICE_KEY, stack_parts, write_train
+from processing.trainset import TRAIN_FILE, stack_parts, write_train
 
 log = logging.getLogger("diagnosa.preprocess")
 STAGES = ("all", "fit", "transform")
@@ -474,13 +473,7 @@ def transform_stage(parts: list[Path], source: Path, fit_dirs: tuple[Path, Path]
 
 
 def _save_train(path: Path, train: Resampled, in_slice: np.ndarray | None = None) -> None:
-    write_train(path, train.X, train.y, train.sample_weight)
-    if in_slice is not None:  # one more array in the same uncompressed zip (readers that do not know it skip it)
-        if in_slice.shape != train.y.shape:
-            raise ValueError(f"{path.name}: {len(in_slice)} slice flags for {len(train.y)} training rows")
-        with zipfile.ZipFile(path, "a", allowZip64=True) as archive, \
-                archive.open(f"{TRAIN_SLICE_KEY}.npy", "w", force_zip64=True) as fh:
-            np.lib.format.write_array(fh, np.asarray(in_slice, dtype=bool), allow_pickle=False)
+    write_train(path, train.X, train.y, train.sample_weight, in_slice)
 
 
 # ------------------------------------------------------------------------------------------------ the job

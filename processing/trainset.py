@@ -50,17 +50,39 @@ class TrainRows(NamedTuple):
     sample_weight: np.ndarray | None  # None when the file has none
 
 
-def write_train(path: str | os.PathLike, X: Any, y: np.ndarray, sample_weight: np.ndarray) -> Path:
-    """Write ``X`` (CSR or dense), ``y`` and ``sample_weight`` to ``path``; returns the path."""
+def write_train(path: str | os.PathLike, X: Any, y: np.ndarray, sample_weight: np.ndarray,
+                in_slice: np.ndarray | None = None) -> Path:
+    """Write ``X`` (CSR or dense), ``y``, ``sample_weight`` and, when given, the rows' slice flags to ``path``;
+    returns the path."""
     path = Path(path)
+    if in_slice is not None and np.shape(in_slice) != np.shape(y):
+        raise ValueError(f"{path.name}: {len(in_slice)} slice flags for {len(y)} training rows")
     if is_sparse(X):
         X = sp.csr_matrix(X)
         arrays = {"format": np.array("csr"), "shape": np.array(X.shape, dtype=np.int64), "data": X.data,
                   "indices": X.indices, "indptr": X.indptr}
     else:
         arrays = {"X": np.asarray(X)}
+    if in_slice is not None:
+        arrays[TRAIN_SLICE_KEY] = np.asarray(in_slice, dtype=bool)
     np.savez(path, **arrays, y=np.asarray(y), sample_weight=np.asarray(sample_weight))
     return path
+
+
+def read_train_slice(path: str | os.PathLike) -> np.ndarray | None:
+    """The rows' slice flags of a ``train.npz`` (only that array and ``y`` are read), or None when it has none."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if TRAIN_SLICE_KEY not in data.files:
+                return None
+            flags, y = np.asarray(data[TRAIN_SLICE_KEY]), data["y"]
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as err:
+        raise ValueError(f"{path.name}: {TRAIN_SLICE_KEY} is not readable: {err}") from None
+    if flags.shape != y.shape or flags.dtype != bool:
+        raise ValueError(f"{path.name}: '{TRAIN_SLICE_KEY}' must hold one bool per row ({len(y)}), got shape "
+                         f"{flags.shape} dtype {flags.dtype}")
+    return flags
 
 
 def read_train(path: str | os.PathLike) -> TrainRows:

@@ -21,7 +21,7 @@ from processing import preprocess as pre
 from processing.decisions import decision_scores
 from processing.evaluate import evaluate_model
 from processing.split import read_split
-from processing.trainset import read_train, write_train
+from processing.trainset import read_train, read_train_slice, write_train
 from training import tuning
 from training.train import train
 
@@ -208,8 +208,8 @@ def _train_split_flags(frame: pd.DataFrame, out: Path) -> np.ndarray:
 def test_training_split_orphans_keep_their_slice_flag(orphan_run):
     frame, out = orphan_run
     expected_train = _train_split_flags(frame, out)
-    with np.load(out / "train" / "data.npz") as data:  # Preprocess writes the flags with the rows
-        assert np.array_equal(data[pre.TRAIN_SLICE_KEY], expected_train)
+    # Preprocess writes the flags with the rows
+    assert np.array_equal(read_train_slice(out / "train" / "data.npz"), expected_train)
     model = run_train(out, seed=3).model
     search_info = model.metadata["search"]
     assert search_info["regime"] == "cross-validation" and search_info["scored_rows"] == "pool"

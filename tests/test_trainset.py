@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from processing.trainset import read_train, write_train
+from processing.trainset import read_train, read_train_slice, write_train
 
 
 def rows(n: int = 50, width: int = 12) -> tuple[sp.csr_matrix, np.ndarray, np.ndarray]:
@@ -78,3 +78,18 @@ def test_bad_files_are_refused_with_what_is_wrong(tmp_path, case):
     damage(path)
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
         read_train(path)
+
+
+def test_slice_flags_travel_with_the_rows_and_bad_ones_are_refused_by_name(tmp_path):
+    X, y, w = rows()
+    flags = np.arange(len(y)) % 4 == 0
+    path = write_train(tmp_path / "train.npz", X, y, w, flags)
+    np.testing.assert_array_equal(read_train_slice(path), flags)
+    np.testing.assert_array_equal(read_train(path).y, y)  # readers that do not know the flags read the rows as ever
+    assert read_train_slice(write_train(tmp_path / "old.npz", X, y, w)) is None  # written without: none
+    with pytest.raises(ValueError, match="train.npz: 49 slice flags for 50 training rows"):
+        write_train(tmp_path / "train.npz", X, y, w, flags[:-1])
+    np.savez(tmp_path / "bad.npz", X=X.toarray(), y=y, sample_weight=w, slice=flags.astype(np.int8))
+    with pytest.raises(ValueError, match=r"bad.npz: 'slice' must hold one bool per row \(50\), got shape \(50,\) "
+                                         "dtype int8"):
+        read_train_slice(tmp_path / "bad.npz")

@@ -38,7 +38,7 @@ from processing.features import SUPERVISED_REDUCTIONS, SUPERVISED_STEPS
 from processing.metrics import evaluate
 from processing.sparse import is_sparse
 from processing.split import read_split, read_train_groups, unseen_mask
-from processing.trainset import TRAIN_SLICE_KEY, Rows, read_train, stack_parts
+from processing.trainset import Rows, read_train, read_train_slice, stack_parts
 from training.distributed import cluster_from_env, collective, digest_of_parts, fit_xgboost, gather, is_distributed, total
 from training.models import (
     FAMILIES,
@@ -320,21 +320,17 @@ def _load_train_part(path: Path, n_labels: int, allow_nan: bool) -> tuple[Rows, 
 
 
 def load_train_slice(train_dir: str | os.PathLike, n_rows: int) -> np.ndarray | None:
-    """The training rows' slice flags (``TRAIN_SLICE_KEY`` in every ``*.npz`` part, name order, as ``load_train``
-    stacks them); None when a part has none (written before the flags travelled, or no slice in the schema)."""
+    """The training rows' slice flags (every ``*.npz`` part's, name order, as ``load_train`` stacks them); None when
+    a part has none (written before the flags travelled, or no slice in the schema)."""
     paths = sorted(Path(train_dir).glob(TRAIN_PATTERN)) if Path(train_dir).is_dir() else []
     flags = []
     for path in paths:
         try:
-            with np.load(path, allow_pickle=False) as data:
-                if TRAIN_SLICE_KEY not in data.files:
-                    return None
-                part, part_y = np.asarray(data[TRAIN_SLICE_KEY]), data["y"]
-        except (OSError, ValueError) as err:
-            raise ValueError(f"train channel: {path.name}: {TRAIN_SLICE_KEY} is not readable: {err}") from None
-        if part.shape != part_y.shape or part.dtype != bool:
-            raise ValueError(f"train channel: {path.name}: '{TRAIN_SLICE_KEY}' must hold one bool per row "
-                             f"({len(part_y)}), got shape {part.shape} dtype {part.dtype}")
+            part = read_train_slice(path)
+        except ValueError as err:
+            raise ValueError(f"train channel: {err}") from None
+        if part is None:
+            return None
         flags.append(part)
     if not flags:
         return None
@@ -450,7 +446,7 @@ class Pools(NamedTuple):
     cv_y: np.ndarray
     cv_w: np.ndarray
     validation_rows: np.ndarray  # bool per CV row
-    in_slice: np.ndarray | None  # bool per CV row when the training rows' flags are known (train.npz's), else None
+    in_slice: np.ndarray | None  # bool per CV row with a slice (training rows without flags: outside it), else None
     fit_X: Any
     fit_y: np.ndarray
     fit_w: np.ndarray
@@ -480,7 +476,8 @@ def build_pools(X: Rows, y: np.ndarray, weight: np.ndarray, X_val: Rows, y_val: 
     is scored or shares a fold with its source; the final fit uses the resampled rows as delivered + the
     validation rows. ``undersample``: train.npz's rows + validation rows, "balanced", for both.
     ``train_slice`` / ``val_slice``: the slice flags of train.npz's rows and of the validation rows; the pool's
-    (``in_slice``) when both are given.
+    (``in_slice``) when ``val_slice`` is given (without ``train_slice``, an older train.npz, the training rows
+    count as outside the slice).
     """
     info = dict(resampling or {})
     method = resampling_method(resampling, weight)
@@ -492,8 +489,9 @@ def build_pools(X: Rows, y: np.ndarray, weight: np.ndarray, X_val: Rows, y_val: 
     balanced = compute_sample_weight("balanced", cv_y)
     cv_w = np.ones(len(cv_y)) if method == "none" else balanced
     validation_rows = np.r_[np.zeros(real, dtype=bool), np.ones(len(y_val), dtype=bool)]
-    in_slice = (None if train_slice is None or val_slice is None
-                else np.r_[np.asarray(train_slice, dtype=bool)[:real], np.asarray(val_slice, dtype=bool)])
+    in_slice = None if val_slice is None else np.r_[
+        np.zeros(real, dtype=bool) if train_slice is None else np.asarray(train_slice, dtype=bool)[:real],
+        np.asarray(val_slice, dtype=bool)]
     if method in ("smote", "adasyn"):
         fit_X, fit_y = stack_rows(X, X_val), np.concatenate([y, y_val])
         fit_w = np.r_[weight, np.ones(len(y_val))]
@@ -563,7 +561,7 @@ def train(train_dir: str | os.PathLike, validation_dir: str | os.PathLike, trans
                          "runs on one instance: set TrainingInstanceCount=1")
     method = resampling_method(record.get("resampling"), weight)
     # The train + validation pools (a copy of both) only where cross-validation and the refit need them.
-    pools = None
+    pools, train_slice = None, None
     if not holdout:
         # The training rows' slice flags (train.npz's), so the pool's slice rows of the training split count too.
         train_slice = None if orphan is None else load_train_slice(train_dir, len(y))
@@ -620,13 +618,8 @@ def train(train_dir: str | os.PathLike, validation_dir: str | os.PathLike, trans
             found.trials, None
         w_eval = found.row_weight
         eval_orphan = eval_unseen = None  # cross-validation folds mix the held-out groups into training
-        if orphan is not None:
-            if pools.in_slice is not None:
-                flags = pools.in_slice
-            else:  # train.npz without slice flags: the slice is known for the validation rows only
-                flags = np.zeros(len(pools.cv_y), dtype=bool)
-                flags[pools.validation_rows] = np.asarray(orphan, dtype=bool)
-            eval_orphan = flags[found.rows]
+        if pools.in_slice is not None:
+            eval_orphan = pools.in_slice[found.rows]
         plan_info = {"regime": "cross-validation", "folds": found.plan.k, "repeats": found.plan.repeats,
                      "smallest_class": found.plan.smallest_class, "rows": int(len(found.rows)),
                      "pool_rows": int(len(pools.cv_y)), "scored_rows": "validation" if supervised else "pool"}
@@ -634,15 +627,12 @@ def train(train_dir: str | os.PathLike, validation_dir: str | os.PathLike, trans
             plan_info |= {"supervised_transform": supervised, "context_rows": found.context_rows,
                           "unscored_labels": unscored}
         if orphan is not None:
-            plan_info["slice_flags"] = "every row" if pools.in_slice is not None else "validation rows only"
-        if supervised:
-            method = (f"cross-validation over the validation-split rows only (the feature transform's {supervised} "
-                      "step was fitted with the training split's labels; every training-split row stays on the "
-                      "fitting side of every fold): out-of-fold calibrated probabilities, decision weights "
-                      "cross-fitted (fitted on one half of the rows, scored on the other)")
-        else:
-            method = ("cross-validation: out-of-fold calibrated probabilities, decision weights cross-fitted "
-                      "(fitted on one half of the rows, scored on the other)")
+            plan_info["slice_flags"] = "every row" if train_slice is not None else "validation rows only"
+        method = ("cross-validation" + (f" over the validation-split rows only (the feature transform's {supervised} "
+                                        "step was fitted with the training split's labels; every training-split row "
+                                        "stays on the fitting side of every fold)" if supervised else "")
+                  + ": out-of-fold calibrated probabilities, decision weights cross-fitted (fitted on one half of "
+                    "the rows, scored on the other)")
         logger.info("phase search: %s%s; best %s", describe_plan(found.plan, len(found.rows), len(trials)),
                     f"; scored: the validation rows only, {found.context_rows} training-split row(s) fitted in every "
                     "fold" if supervised else "", hyper)

@@ -103,17 +103,10 @@ def plan_folds(y: np.ndarray, *, max_folds: int = DEFAULT_MAX_FOLDS, seed: int =
     smallest = int(counts[counts > 0].min())
     if max_folds < 2:
         raise ValueError(f"max_folds must be at least 2, got {max_folds}")
-    k, repeats = _k_for(smallest, max_folds)
+    k, _ = _k_for(smallest, max_folds)
     if len(y) < 2 * k:
         raise ValueError(f"{len(y)} rows are too few for {k}-fold cross-validation")
-    folds: list[tuple[np.ndarray, np.ndarray]] = []
-    for r in range(repeats):
-        splitter = StratifiedKFold(k, shuffle=True, random_state=seed + r)
-        # StratifiedKFold warns when a class has fewer than k rows; that case is the reason for repeats.
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            folds.extend((fit, score) for fit, score in splitter.split(np.zeros(len(y)), y))
-    return FoldPlan(folds, k, repeats, smallest)
+    return plan_scored_folds(y, np.ones(len(y), dtype=bool), max_folds=max_folds, seed=seed)  # every row scored
 
 
 def _k_for(smallest: int, max_folds: int) -> tuple[int, int]:
@@ -227,10 +220,11 @@ def oof_proba(estimator: Any, X: Rows, y: np.ndarray, w: np.ndarray, plan: FoldP
     return np.divide(total, seen[:, None], out=np.zeros_like(total), where=seen[:, None] > 0)
 
 
-def configs_within_budget(n_rows: int, plan: FoldPlan, budget: int, max_configs: int) -> int:
-    """How many configurations the row budget allows (at least one)."""
-    per_config = n_rows * (plan.k - 1) * plan.repeats  # each row is fitted k-1 times per repeat
-    return max(1, min(max_configs, int(budget // max(1.0, per_config))))
+def configs_within_budget(plan: FoldPlan, budget: int, max_configs: int) -> int:
+    """How many configurations the row budget allows (at least one): each costs the rows its folds fit (every row
+    k-1 times per repeat when all are scored; the fitting context k times when only some are)."""
+    per_config = sum(len(fit) for fit, _ in plan.folds)
+    return max(1, min(max_configs, int(budget // max(1, per_config))))
 
 
 def scored_rows(y: np.ndarray, scored: np.ndarray, max_rows: int = DEFAULT_CV_MAX_ROWS,
@@ -270,14 +264,9 @@ def search(family: str, X: Rows, y: np.ndarray, w: np.ndarray, k: int, *,
             raise ValueError(f"scored must hold one flag per row ({len(y)}), got shape {scored.shape}")
         rows, is_scored, row_weight = scored_rows(y, scored, max_rows, seed)
     Xs, ys, ws = X[rows], y[rows], w[rows]
-    if scored is None:
-        plan = plan_folds(ys, max_folds=max_folds, seed=seed)
-        n_configs = configs_within_budget(len(ys), plan, budget, max_configs)
-    else:
-        plan = plan_scored_folds(ys, is_scored, max_folds=max_folds, seed=seed)
-        per_config = sum(len(fit) for fit, _ in plan.folds)  # the rows each configuration fits, over its folds
-        n_configs = max(1, min(max_configs, int(budget // max(1, per_config))))
-    configs = candidate_configs(family, given, max_configs)[:n_configs]
+    plan = plan_folds(ys, max_folds=max_folds, seed=seed) if scored is None else \
+        plan_scored_folds(ys, is_scored, max_folds=max_folds, seed=seed)
+    configs = candidate_configs(family, given, max_configs)[:configs_within_budget(plan, budget, max_configs)]
     y_scored = ys[is_scored]
     best: tuple[tuple[float, float, int], dict[str, Any], np.ndarray] | None = None
     trials = []
