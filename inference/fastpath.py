@@ -10,7 +10,7 @@ re-derived: each known category is passed once through the fitted encoder itself
 infrequent-category handling stays sklearn's. Where the pipeline's output is CSR (issue 16) the
 compiled path stays dense, and hands the classifier the CSR rows the pipeline would (a linear model's
 sums round differently over a dense row), unless the classifier reads both layouts alike (dense
-batches; the compiled XGBoost of :func:`compile_classifier`); steps after the column transform (PCA,
+batches; the compiled XGBoost, ``_XGBoostOnDenseRows``); steps after the column transform (PCA,
 LDA) get the layout the pipeline gives them.
 
 Nothing of this is trusted: :func:`compile_model` serves the compiled path only if it gives the
@@ -357,23 +357,6 @@ def _xgboost_stand_in(classifier: Any) -> _XGBoostOnDenseRows | None:
     if type(booster).__module__.split(".")[0] != "xgboost" or not (isinstance(missing, float) and math.isnan(missing)):
         return None
     return _XGBoostOnDenseRows(steps[0][1], booster)
-
-
-def compile_classifier(classifier: Any, rows: np.ndarray) -> Any | None:
-    """A faster stand-in for ``classifier`` if it has one and it gives exactly (to the bit) the classifier's
-    probabilities on ``rows`` (the compiled features of probe records); None: use the classifier itself."""
-    compiled = _xgboost_stand_in(classifier)
-    if compiled is None:
-        return None
-    try:
-        same = np.array_equal(compiled.predict_proba(rows), classifier.predict_proba(rows))
-    except Exception as err:  # noqa: BLE001 — any surprise means: use the classifier as it is
-        log.warning("compiled classifier not used: %s", err)
-        return None
-    if not same:
-        log.warning("compiled classifier not used: its probabilities differ from the classifier's on probe rows")
-        return None
-    return compiled
 
 
 def fitted_probes(compiled: CompiledFeatures, columns: list[str], n: int = FITTED_PROBES) -> list[dict[str, Any]]:
