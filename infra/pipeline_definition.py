@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from infra.config import VPC_AZS, StageConfig
+from pipelines.expressions import all_steps, registration_gate
 
 # Sentinels: valid names that cannot occur in a real definition by accident.
 SENTINEL_BUCKET = "diagnosa-sentinel-bucket-4f1c9e"
@@ -121,7 +122,6 @@ def pipeline_settings(config: StageConfig) -> dict[str, Any]:
 
 @lru_cache(maxsize=8)
 def _build(region: str, frozen_settings: tuple[tuple[str, Any], ...]) -> EmbeddedDefinition:
-    from pipelines.expressions import registration_gate
     from pipelines.offline import build_offline  # sets the region and quiets the SDK while it builds
 
     settings = {k: (dict(v) if k == "recall_thresholds" else v) for k, v in frozen_settings}
@@ -131,10 +131,10 @@ def _build(region: str, frozen_settings: tuple[tuple[str, Any], ...]) -> Embedde
         raise ValueError(f"the pipeline build staged objects outside {CODE_PREFIX}: {outside}")
     definition = json.loads(build.definition)
     # Training jobs write where the definition says; the job role may write there (and under artifacts/runs/).
-    outputs = sorted({key for job in _steps(definition["Steps"]) if job["Type"] == "Training"
+    outputs = sorted({key for job in all_steps(definition["Steps"]) if job["Type"] == "Training"
                       for key in [_key(job["Arguments"]["OutputDataConfig"]["S3OutputPath"])]
                       if not (key + "/").startswith(RUNS_PREFIX)})
-    images = {job["Arguments"]["AppSpecification"]["ImageUri"] for job in _steps(definition["Steps"])
+    images = {job["Arguments"]["AppSpecification"]["ImageUri"] for job in all_steps(definition["Steps"])
               if job["Type"] == "Processing"}
     if len(images) != 1:
         raise ValueError(f"expected one processing image in the definition, found {sorted(images)}")
@@ -160,7 +160,7 @@ def _images_by_use(steps: list[dict[str, Any]]) -> tuple[set[str], set[str]]:
     the containers of the model it registers or creates (the model role serves them)."""
     jobs: set[str] = set()
     serving: set[str] = set()
-    for step in _steps(steps):
+    for step in all_steps(steps):
         arguments = step.get("Arguments") or {}
         if step["Type"] == "Processing":
             jobs.add(arguments["AppSpecification"]["ImageUri"])
@@ -178,13 +178,6 @@ def embedded_definition(config: StageConfig) -> EmbeddedDefinition:
     settings = pipeline_settings(config)
     frozen = tuple(sorted((k, tuple(sorted(v.items())) if isinstance(v, dict) else v) for k, v in settings.items()))
     return _build(config.region, frozen)
-
-
-def _steps(steps: list[dict[str, Any]]):
-    for step in steps:
-        yield step
-        if step["Type"] == "Condition":
-            yield from _steps(step["Arguments"]["IfSteps"] + step["Arguments"]["ElseSteps"])
 
 
 def _render(value: Any) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 STEP_REF = re.compile(r"^Steps\.([^.\[]+)\.(.+)$")
@@ -160,14 +160,14 @@ def registration_gate(definition: Mapping[str, Any]) -> list[dict[str, Any]]:
     function checks that the gate's property file is that file), so another stage can gate a registered version again
     from the registry alone (the promote function does: docs/deploy.md). Only ``>=`` between a property-file value
     and a parameter or number is understood; anything else is refused, never skipped."""
-    steps = {str(s.get("Name")): s for s in _all_steps(definition.get("Steps", []))}
+    steps = {str(s.get("Name")): s for s in all_steps(definition.get("Steps", []))}
     defaults = {p.get("Name"): p.get("DefaultValue") for p in definition.get("Parameters", [])}
     gates = [s for s in steps.values() if s.get("Type") == "Condition"
-             and any(t.get("Type") == "RegisterModel" for t in _all_steps(s.get("Arguments", {}).get("IfSteps", [])))]
+             and any(t.get("Type") == "RegisterModel" for t in all_steps(s.get("Arguments", {}).get("IfSteps", [])))]
     if len(gates) != 1:
         raise ExpressionError(f"expected one Condition step leading to a RegisterModel step, found {len(gates)}")
     arguments = gates[0]["Arguments"]
-    register = next(t for t in _all_steps(arguments.get("IfSteps", [])) if t.get("Type") == "RegisterModel")
+    register = next(t for t in all_steps(arguments.get("IfSteps", [])) if t.get("Type") == "RegisterModel")
     checks = []
     for condition in arguments.get("Conditions", []):
         left, right = condition.get("LeftValue"), condition.get("RightValue")
@@ -190,13 +190,13 @@ def registration_gate(definition: Mapping[str, Any]) -> list[dict[str, Any]]:
     return checks
 
 
-def _all_steps(steps: list[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
-    """The steps and, depth first, the steps nested in their Condition branches."""
+def all_steps(steps: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """A definition's steps and, depth first, the steps nested in their Condition branches (If, then Else)."""
     found: list[Mapping[str, Any]] = []
     for step in steps:
         found.append(step)
         arguments = step.get("Arguments", {}) if step.get("Type") == "Condition" else {}
-        found += _all_steps(arguments.get("IfSteps", [])) + _all_steps(arguments.get("ElseSteps", []))
+        found += all_steps(arguments.get("IfSteps", [])) + all_steps(arguments.get("ElseSteps", []))
     return found
 
 

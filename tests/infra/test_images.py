@@ -326,10 +326,10 @@ def _definition_images(template):
     body = pipeline["Properties"]["PipelineDefinition"]["PipelineDefinitionBody"]["Fn::Join"][1]
     text = "".join(_image_uri(p) if isinstance(p, str) or "Fn::Sub" in p else "<token>" for p in body)
     definition = json.loads(text)
-    from infra.pipeline_definition import _steps
+    from pipelines.expressions import all_steps
 
     found = {}
-    for step in _steps(definition["Steps"]):
+    for step in all_steps(definition["Steps"]):
         args = step["Arguments"]
         if step["Type"] == "Processing":
             found.setdefault("jobs", set()).add(args["AppSpecification"]["ImageUri"])

@@ -12,6 +12,7 @@ import pytest
 from moto import mock_aws
 
 from infra.nag import findings
+from pipelines.expressions import all_steps
 
 
 def test_both_packs_ran_with_zero_unacknowledged_findings(assembly):
@@ -166,13 +167,6 @@ def _resolve(value, refs):
     raise AssertionError(f"unexpected expression {value}")
 
 
-def _all_steps(steps):
-    for step in steps:
-        yield step
-        if step["Type"] == "Condition":
-            yield from _all_steps(step["Arguments"]["IfSteps"] + step["Arguments"]["ElseSteps"])
-
-
 def test_embedded_definition_is_the_one_pipelines_builds(dev, stacks, tmp_path):
     from infra.pipeline_definition import SENTINEL_BUCKET, SENTINEL_KMS_KEY, SENTINEL_ROLE
 
@@ -187,7 +181,7 @@ def test_embedded_definition_is_the_one_pipelines_builds(dev, stacks, tmp_path):
     embedded = _resolve(body, {lake: bucket, f"{job_role}/Arn": role, f"{key}/Arn": key_arn})
     assert SENTINEL_BUCKET not in embedded and SENTINEL_ROLE not in embedded and SENTINEL_KMS_KEY not in embedded
     # Every job's storage volume and outputs are encrypted with the stage's own key.
-    jobs = [step["Arguments"] for step in _all_steps(json.loads(embedded)["Steps"])
+    jobs = [step["Arguments"] for step in all_steps(json.loads(embedded)["Steps"])
             if step["Type"] in ("Processing", "Training")]
     assert len(jobs) == 4 + len(stack.config.families)  # Preprocess, Transform, Select, Evaluate + one per family
     for job in jobs:
@@ -231,7 +225,7 @@ def test_in_vpc_mode_every_pipeline_job_runs_in_the_isolated_subnets(prod, stack
     assert not any(sentinel in text for sentinel in (*SENTINEL_SUBNETS, SENTINEL_SECURITY_GROUP))
     subnets = [f"<Ref:{stack.get_logical_id(s.node.default_child)}>" for s in stack.vpc.isolated_subnets]
     group = f"<Att:{stack.get_logical_id(stack.function_sg.node.default_child)}.GroupId>"
-    jobs = [step for step in _all_steps(json.loads(text)["Steps"]) if step["Type"] in ("Processing", "Training")]
+    jobs = [step for step in all_steps(json.loads(text)["Steps"]) if step["Type"] in ("Processing", "Training")]
     assert len(jobs) == 4 + len(stack.config.families)  # Preprocess, Transform, Select, Evaluate + one per family
     for step in jobs:
         network = step["Arguments"].get("NetworkConfig", {}).get("VpcConfig") or step["Arguments"]["VpcConfig"]
