@@ -586,9 +586,9 @@ def test_each_role_pulls_only_the_repositories_of_the_images_its_containers_run(
     IMAGE_URI, the model role the image of the version the pipeline registers — and nothing else."""
     [pipeline] = dev.find_resources("AWS::SageMaker::Pipeline").values()
     definition = json.loads(cfn_text(pipeline["Properties"]["PipelineDefinition"]["PipelineDefinitionBody"]))
-    from infra.pipeline_definition import _steps
+    from pipelines.expressions import all_steps
 
-    steps = list(_steps(definition["Steps"]))
+    steps = list(all_steps(definition["Steps"]))
     job_role = f"<Att:{role_id(dev, 'diagnosa-dev-jobs')}.Arn>"
     jobs = {s["Arguments"]["AppSpecification"]["ImageUri"] for s in steps if s["Type"] == "Processing"}
     jobs |= {s["Arguments"]["AlgorithmSpecification"]["TrainingImage"] for s in steps if s["Type"] == "Training"}
