@@ -62,8 +62,9 @@ run: install
 
 # The pinned CDK CLI too (node_modules/): a test reads its bootstrap template (tests/infra/test_images.py);
 # and checkov's venv: tests/infra/test_template_lint.py runs the checkov gate on the synthesized templates.
+# It declares what it installs (tests/tools.py): a test needing the CDK CLI or checkov then fails rather than skips.
 test: install node_modules/.installed checkov
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	DIAGNOSA_TEST_REQUIRES="cdk,checkov$${DIAGNOSA_TEST_REQUIRES:+,$$DIAGNOSA_TEST_REQUIRES}" $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: install
 	$(BIN)/python benchmarks/bench_data.py

@@ -222,3 +222,11 @@ def local_endpoint(trained_model_dir):
     with EndpointServer(str(trained_model_dir)) as endpoint:
         endpoint.wait_until_ready()
         yield endpoint
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """``@pytest.mark.needs("chromium")``: skip without the tool, or fail when the run declares it (tests/tools.py)."""
+    from tools import need
+
+    for mark in item.iter_markers("needs"):
+        need(*mark.args)

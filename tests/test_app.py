@@ -14,12 +14,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from streamlit.testing.v1 import AppTest
 
-pytest.importorskip("streamlit")
-from streamlit.testing.v1 import AppTest  # noqa: E402
-
-from diagnosa.labels import CATEGORIES  # noqa: E402
-from inference.client import DiagnosaClient  # noqa: E402
+from diagnosa.labels import CATEGORIES
 
 SCRIPT = str(Path(__file__).resolve().parents[1] / "app" / "web" / "diagnosa_app.py")
 PATIENT = {"age": 67, "temperature_c": 38.9, "heart_rate_bpm": 112.0, "spo2_pct": 90.0, "crp_mg_l": 180.0}
@@ -191,8 +188,6 @@ def test_new_patient_clears_the_form_and_the_result(monkeypatch, endpoint, train
     assert at.checkbox(key="policy_accepted").value  # the policy stays accepted for the session
 
 
-@pytest.mark.skipif(not hasattr(DiagnosaClient, "send_feedback"),
-                    reason="DiagnosaClient.send_feedback (the monitoring feedback route) is not there yet")
 def test_the_confirmed_diagnosis_is_recorded_through_the_feedback_route(monkeypatch, trained_model_dir, tmp_path):
     from diagnosa.lake import DataLake
     from inference.capture import DataCapture

@@ -10,9 +10,9 @@ import tarfile
 
 import pytest
 
-from diagnosa.browser import MISSING_REASON, chromium_path
+from diagnosa.browser import MISSING_REASON
 
-needs_chromium = pytest.mark.skipif(chromium_path() is None, reason=MISSING_REASON)
+needs_chromium = pytest.mark.needs("chromium")
 
 
 @pytest.fixture()

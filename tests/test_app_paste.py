@@ -8,9 +8,7 @@ from __future__ import annotations
 import pytest
 from test_app_session import answer, endpoint_fixture  # noqa: F401  (the fixture "endpoint")
 
-from diagnosa.browser import MISSING_REASON, chromium_path
-
-needs_chromium = pytest.mark.skipif(chromium_path() is None, reason=MISSING_REASON)
+needs_chromium = pytest.mark.needs("chromium")
 
 PASTED = "15.2 10^9/L (ref 4.0-11.0)"  # a line of a lab report, 26 characters
 

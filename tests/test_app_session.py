@@ -16,13 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from streamlit.testing.v1 import AppTest
 
-pytest.importorskip("streamlit")
-from streamlit.testing.v1 import AppTest  # noqa: E402
-
-from app.results import Outcome  # noqa: E402
-from diagnosa.labels import CATEGORIES  # noqa: E402
-from inference.feedback import MAX_NOTE  # noqa: E402
+from app.results import Outcome
+from diagnosa.labels import CATEGORIES
+from inference.feedback import MAX_NOTE
 
 SCRIPT = str(Path(__file__).resolve().parents[1] / "app" / "web" / "diagnosa_app.py")
 

@@ -138,7 +138,6 @@ def test_app_lists_the_differential(local_endpoint):
 def test_app_page_shows_the_differential_as_plain_text(monkeypatch, local_endpoint, trained_model_dir):
     from pathlib import Path
 
-    pytest.importorskip("streamlit")
     from streamlit.testing.v1 import AppTest
 
     script = str(Path(__file__).resolve().parents[1] / "app" / "web" / "diagnosa_app.py")

@@ -407,7 +407,7 @@ def test_window_parsing_names_the_bad_bound():
             parse_window(**kwargs)
 
 
-@pytest.mark.skipif(browser.chromium_path() is None, reason=browser.MISSING_REASON)
+@pytest.mark.needs("chromium")
 def test_html_report_renders_in_chromium_with_verdicts_and_plots(tmp_path, loop):
     _, phases = loop
     paths = write_report(phases["drift"]["report"], tmp_path / "report")

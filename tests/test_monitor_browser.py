@@ -5,7 +5,7 @@ import pytest
 
 from diagnosa import browser
 
-needs_chromium = pytest.mark.skipif(browser.chromium_path() is None, reason=browser.MISSING_REASON)
+needs_chromium = pytest.mark.needs("chromium")
 
 
 def test_chromium_path_prefers_the_environment_variable(tmp_path, monkeypatch):

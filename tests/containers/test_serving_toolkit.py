@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tarfile
@@ -28,6 +27,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
+from tools import need
 
 from diagnosa.net import free_port
 
@@ -61,8 +61,7 @@ def definition():
 
 def serving_container(root: Path, trained_model_dir: Path, environment: dict[str, str]) -> tuple[list[str], dict[str, str], int]:
     """The container's ``serve`` under ``root``: (command, environment, inference port), model.tar.gz in place."""
-    if shutil.which("java") is None:
-        pytest.skip("TorchServe's frontend needs a Java runtime (.ci/run installs default-jre-headless)")
+    need("java")
     # The service's part: model.tar.gz (as the training job packs it) extracted into <base>/model.
     archive = root / "model.tar.gz"
     with tarfile.open(archive, "w:gz") as tar:

@@ -4,16 +4,15 @@ with its reason, and every acknowledgement still needed). ``make gates`` (docs/d
 over the templates ``make synth`` writes."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 from conftest import stack_artifact
+from tools import CHECKOV, need
 
 from infra.gates import ACKNOWLEDGED, acknowledgements, cfn_lint, checkov, templates
 
 STACKS = ("Diagnosa-dev", "Diagnosa-prod", "Diagnosa-prod-images")
-CHECKOV = Path(__file__).resolve().parents[2] / ".venv-checkov" / "bin" / "checkov"
 
 
 def test_every_stack_is_linted(assembly):
@@ -28,10 +27,7 @@ def test_cfn_lint_finds_no_error_and_only_accepted_warnings(assembly, stack):
 
 
 def checkov_binary() -> Path:
-    if not CHECKOV.exists():
-        if os.environ.get("CI"):
-            pytest.fail(f"{CHECKOV} is missing: `make test` creates it (make checkov)")
-        pytest.skip(f"checkov's own venv is missing ({CHECKOV}): `make checkov` creates it; `make test` does")
+    need("checkov")
     return CHECKOV
 
 
