@@ -10,6 +10,7 @@ import json
 import re
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -164,7 +165,6 @@ def test_over_sagemaker_a_confirmed_diagnosis_is_recorded_under_the_predictions_
     # SageMaker returns no X-Diagnosa-Event-Id: the form had no case reference to record against (and refused every
     # label of a model of one's own data). The app records under the inference id it gave the prediction, which the
     # capture keeps and the monitor joins (tests/test_monitor.py); without a lake to write to, it says what is needed.
-    import app.results
     from diagnosa.lake import DataLake
     from inference.feedback import read_feedback
 
@@ -173,16 +173,38 @@ def test_over_sagemaker_a_confirmed_diagnosis_is_recorded_under_the_predictions_
     assert not [b for b in at.button if b.key == "fb-submit"]
     assert any("needs the data lake it goes to" in i and "--feedback-lake" in i for i in _text(at.info))
 
-    sent = "0b8f2f4e-aaaa-4bbb-8ccc-000000000001"
-    monkeypatch.setattr(app.results, "diagnose", lambda *args, **kwargs: Outcome(result=answer(), inference_id=sent))
-    at = _submit(_app(monkeypatch, None, REGION="eu-west-1", LAKE=str(tmp_path / "lake")), age="67")
-    caption = [c for c in _text(at.get_by_key("result").caption) if "Model version" in c][0]
-    assert f"case reference {sent}" in caption and at.text_input(key="fb-event").value == sent
-    at.selectbox(key="fb-diagnosis").select("ENFERMEDAD LEVE")
-    at.button(key="fb-submit").click().run()
-    assert at.success and not at.error
+    with sagemaker_answering(answer()) as sent:
+        at = _submit(_app(monkeypatch, None, REGION="eu-west-1", LAKE=str(tmp_path / "lake")), age="67")
+        [inference_id] = sent  # what SageMaker received, as botocore sent it
+        caption = [c for c in _text(at.get_by_key("result").caption) if "Model version" in c][0]
+        assert f"case reference {inference_id}" in caption and at.text_input(key="fb-event").value == inference_id
+        at.selectbox(key="fb-diagnosis").select("ENFERMEDAD LEVE")
+        at.button(key="fb-submit").click().run()
+        assert at.success and not at.error
     stored = read_feedback(DataLake.from_uri(str(tmp_path / "lake")), "diagnosa").latest
-    assert {k: v.diagnosis for k, v in stored.items()} == {(sent, None): "ENFERMEDAD LEVE"}
+    assert {k: v.diagnosis for k, v in stored.items()} == {(inference_id, None): "ENFERMEDAD LEVE"}
+
+
+@contextmanager
+def sagemaker_answering(*predictions: dict[str, Any]) -> Iterator[list[str]]:
+    """SageMaker Runtime under moto answering ``predictions`` in turn, through the app's real botocore client; yields
+    the X-Amzn-SageMaker-Inference-Id of each InvokeEndpoint request as botocore sent it (moto keeps no header)."""
+    import boto3
+    from moto import mock_aws
+    from moto.sagemakerruntime.models import sagemakerruntime_backends
+
+    sent: list[str] = []
+    with mock_aws():
+        boto3.setup_default_session()
+        boto3.DEFAULT_SESSION.events.register(
+            "before-send.sagemaker-runtime.InvokeEndpoint",
+            lambda request, **_: sent.append((request.headers.get("X-Amzn-SageMaker-Inference-Id") or b"").decode()))
+        queue = sagemakerruntime_backends["123456789012"]["eu-west-1"].results_queue
+        queue.extend((json.dumps({"predictions": [p]}), "application/json", "AllTraffic", "") for p in predictions)
+        try:
+            yield sent
+        finally:
+            boto3.DEFAULT_SESSION = None
 
 
 # ------------------------------------------------------------------------------------------------ 4, 5. bad answers
@@ -368,18 +390,15 @@ def test_a_note_over_the_limit_is_refused_by_name_kept_and_nothing_is_sent(monke
 
 def test_a_second_record_written_to_the_lake_says_what_it_replaced(monkeypatch, tmp_path):
     # Over SageMaker the client writes to the lake itself: store_feedback's answer reaches the doctor the same way.
-    import app.results
-
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    sent = "0b8f2f4e-aaaa-4bbb-8ccc-000000000002"
-    monkeypatch.setattr(app.results, "diagnose", lambda *args, **kwargs: Outcome(result=answer(), inference_id=sent))
-    at = _submit(_app(monkeypatch, None, REGION="eu-west-1", LAKE=str(tmp_path / "lake")), age="67")
-    recorded = f"Confirmed diagnosis recorded (feedback/diagnosa/events/{sent}.json)."
-    said = []
-    for diagnosis in ("ENFERMEDAD LEVE", "ENFERMEDAD LEVE", "NO ENFERMO"):
-        at.selectbox(key="fb-diagnosis").select(diagnosis)
-        at.button(key="fb-submit").click().run()
-        said.append(_recorded(at))
+    with sagemaker_answering(answer()) as sent:
+        at = _submit(_app(monkeypatch, None, REGION="eu-west-1", LAKE=str(tmp_path / "lake")), age="67")
+        recorded = f"Confirmed diagnosis recorded (feedback/diagnosa/events/{sent[0]}.json)."
+        said = []
+        for diagnosis in ("ENFERMEDAD LEVE", "ENFERMEDAD LEVE", "NO ENFERMO"):
+            at.selectbox(key="fb-diagnosis").select(diagnosis)
+            at.button(key="fb-submit").click().run()
+            said.append(_recorded(at))
     assert said[0] == ([recorded], [])
     when = r" received \d{4}-\d\d-\d\d \d\d:\d\d UTC\."
     assert not said[1][0] and re.fullmatch(re.escape(f"{recorded} It replaced an earlier record of the same diagnosis: "
