@@ -29,6 +29,7 @@ ZONES: tuple[str, ...] = ("raw", "curated", "features", "artifacts", "capture", 
 
 _TMP_SUFFIX = ".lake-tmp"  # local temp files end with this; list() never reports them
 _S3_MISSING = {"NoSuchKey", "404", "NotFound"}
+_S3_FORBIDDEN = {"403", "AccessDenied", "Forbidden"}
 
 
 class LakeError(Exception):
@@ -202,9 +203,23 @@ class S3Storage:
         validate_key(key)
         return f"{self.prefix}/{key}" if self.prefix else key
 
-    def _missing(self, err: Exception) -> bool:
+    def _missing(self, err: Exception, full: str) -> bool:
+        """Whether a GetObject or HeadObject of key ``full`` failed because there is no such object. S3 answers 404
+        only to a caller allowed s3:ListBucket for that request; the stack's roles may list only their prefixes (an
+        s3:prefix condition, which a GetObject does not carry), so for a missing key they get 403: a listing of the
+        key itself, within their grant, tells a missing key from a refused one."""
+        from botocore.exceptions import ClientError
+
         code = getattr(err, "response", {}).get("Error", {}).get("Code")
-        return code in _S3_MISSING
+        if code in _S3_MISSING:
+            return True
+        if code not in _S3_FORBIDDEN:
+            return False
+        try:
+            listed = self.client.list_objects_v2(Bucket=self.bucket, Prefix=full, MaxKeys=1).get("Contents", [])
+        except ClientError:
+            return False  # not allowed to list it either: the refusal stands
+        return not any(o.get("Key") == full for o in listed)
 
     def put_bytes(self, key: str, data: bytes) -> None:
         # A bucket with a default object-lock retention (the AWS stack's raw zone) refuses a PutObject without an
@@ -216,10 +231,11 @@ class S3Storage:
     def get_bytes(self, key: str) -> bytes:
         from botocore.exceptions import ClientError
 
+        full = self._full(key)
         try:
-            return self.client.get_object(Bucket=self.bucket, Key=self._full(key))["Body"].read()
+            return self.client.get_object(Bucket=self.bucket, Key=full)["Body"].read()
         except ClientError as err:
-            if self._missing(err):
+            if self._missing(err, full):
                 raise ObjectNotFound(f"no object {key!r} in {self.uri}") from err
             raise
 
@@ -234,17 +250,18 @@ class S3Storage:
         try:
             self.client.download_file(self.bucket, full, os.fspath(local_path))
         except ClientError as err:
-            if self._missing(err):
+            if self._missing(err, full):
                 raise ObjectNotFound(f"no object {key!r} in {self.uri}") from err
             raise
 
     def exists(self, key: str) -> bool:
         from botocore.exceptions import ClientError
 
+        full = self._full(key)
         try:
-            self.client.head_object(Bucket=self.bucket, Key=self._full(key))
+            self.client.head_object(Bucket=self.bucket, Key=full)
         except ClientError as err:
-            if self._missing(err):
+            if self._missing(err, full):
                 return False
             raise
         return True

@@ -9,6 +9,7 @@ from pathlib import Path
 import boto3
 import pytest
 from moto import mock_aws
+from s3_grants import PrefixListGrant
 
 from diagnosa import lake as lake_mod
 from diagnosa.lake import (
@@ -468,3 +469,21 @@ def test_an_object_locked_bucket_takes_writes_from_a_botocore_that_sends_no_chec
     lake = DataLake.from_uri(f"s3://{BUCKET}", raw_uri="s3://raw-locked", s3_client=old)
     assert lake.put_bytes_once("raw/mi/file.csv", b"a,b\n1,2\n")
     assert lake.get_bytes("raw/mi/file.csv") == b"a,b\n1,2\n"
+
+
+# --- S3 as it answers a role whose s3:ListBucket is limited to prefixes -----------------------
+def test_a_missing_s3_key_is_missing_for_a_role_that_may_list_only_its_prefixes(aws, tmp_path):
+    PrefixListGrant(aws, ("team/lake/feedback/",))
+    lake = DataLake.from_uri(f"s3://{BUCKET}/team/lake", s3_client=aws)
+    lake.put_bytes("feedback/ep/1.json", b"{}")
+    assert lake.exists("feedback/ep/1.json") and lake.get_bytes("feedback/ep/1.json") == b"{}"
+    assert not lake.exists("feedback/ep/2.json")
+    with pytest.raises(ObjectNotFound):
+        lake.get_bytes("feedback/ep/2.json")
+    with pytest.raises(ObjectNotFound):
+        lake.storage.get_file("feedback/ep/2.json", tmp_path / "x")
+    # Outside what the role may list, a 403 is a refusal, not a missing key: it is not hidden.
+    from botocore.exceptions import ClientError
+
+    with pytest.raises(ClientError, match="403"):
+        lake.get_bytes("curated/patients/LATEST.json")

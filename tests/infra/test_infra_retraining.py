@@ -10,6 +10,7 @@ import pytest
 from deploy_env import REGION
 from lambda_functions import create_pipeline
 from moto import mock_aws
+from s3_grants import PrefixListGrant
 
 from pipelines.service_model import request_problems
 
@@ -25,6 +26,9 @@ RETRAIN_ENV = {
 }
 NOW = 1_800_000_000  # 2027-01-15T08:00:00Z
 JOB = "diagnosa-dev-fold-0123456789abcdef01234567"  # a folding job step 2 hears of (step 1 names it)
+# What the function's role may list (infra/stack.py, FindFeedback): S3 answers it 403 for a missing object elsewhere.
+LISTABLE = ("feedback/diagnosa-dev/", "artifacts/monitoring/diagnosa-dev/retraining/", "curated/patients/LATEST.json",
+            "curated/mi_hospital/LATEST.json")
 ALARM = {"detail-type": "CloudWatch Alarm State Change", "source": "aws.cloudwatch",
          "detail": {"alarmName": "diagnosa-dev-drift", "state": {"value": "ALARM"}}}
 
@@ -59,7 +63,13 @@ def aws(pipeline):
         s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
     s3.put_object(Bucket=BUCKET, Key="curated/patients/LATEST.json",
                   Body=json.dumps({"version": "d1e44cbc09b6", "manifest": "curated/patients/d1e44cbc09b6/manifest.json"}))
+    PrefixListGrant(s3, LISTABLE)
     return Recorder(pipeline), s3
+
+
+def lake_view():
+    """The lake as the test sees it (every key), not as the function's role may list it."""
+    return boto3.client("s3", region_name=REGION)
 
 
 def executions(sm):
@@ -120,7 +130,7 @@ def test_unknown_parameters_are_refused_before_the_folding_job(aws, retrain_fn):
     with_feedback(s3)
     with pytest.raises(retrain_fn.Refused, match=r"unknown pipeline parameter\(s\) \['Nope'\]"):
         retrain_fn.handler({"parameters": {"Nope": 1}}, sagemaker=sm, s3=s3, env=RETRAIN_ENV, now=NOW)
-    assert sm.calls == [] and s3.list_objects_v2(Bucket=BUCKET, Prefix="artifacts/").get("KeyCount") == 0
+    assert sm.calls == [] and lake_view().list_objects_v2(Bucket=BUCKET, Prefix="artifacts/").get("KeyCount") == 0
 
 
 def folded(s3, result, request=None):
@@ -221,6 +231,7 @@ def test_drift_alarm_event_starts_an_execution(pipeline, retrain_fn):
 def test_without_an_input_the_latest_curated_version_is_trained_on(pipeline, retrain_fn):
     s3 = boto3.client("s3", region_name=REGION)
     s3.create_bucket(Bucket="lake", CreateBucketConfiguration={"LocationConstraint": REGION})
+    PrefixListGrant(s3, LISTABLE)
     env = {**BASIC_ENV, "LAKE_BUCKET": "lake"}
     with pytest.raises(retrain_fn.Refused, match="no curated dataset in s3://lake/curated/patients/"):
         retrain_fn.handler({"reason": "schedule"}, sagemaker=pipeline, s3=s3, env=env)
@@ -348,7 +359,7 @@ def test_a_job_that_could_not_start_leaves_no_request(aws, retrain_fn):
 
     with pytest.raises(Exception, match="Rate exceeded"):
         retrain_fn.handler({"reason": "manual"}, Invocation("req-9"), sagemaker=Throttled(), s3=s3, env=RETRAIN_ENV)
-    assert not s3.list_objects_v2(Bucket=BUCKET, Prefix="artifacts/monitoring/").get("Contents")
+    assert not lake_view().list_objects_v2(Bucket=BUCKET, Prefix="artifacts/monitoring/").get("Contents")
 
 
 def test_nothing_to_fold_trains_on_the_version_the_job_checked_not_a_later_one(aws, retrain_fn):

@@ -37,6 +37,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 import boto3
+from botocore.exceptions import ClientError
 from job_request import CONTAINER, container_script, processing_request
 
 log = logging.getLogger()
@@ -58,11 +59,30 @@ def latest_input(s3: Any, bucket: str, dataset: str = "patients") -> str:
     key = f"curated/{dataset}/LATEST.json"
     try:
         version = json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())["version"]
-    except s3.exceptions.NoSuchKey:
+    except ClientError as err:
+        if not missing_object(s3, bucket, key, err):
+            raise
         raise Refused(f"no curated dataset in s3://{bucket}/curated/{dataset}/ (no {key}): ingest data first") from None
     if not isinstance(version, str) or not _VERSION.fullmatch(version):
         raise Refused(f"s3://{bucket}/{key} names no valid version: {version!r}")
     return curated_uri(bucket, dataset, version)
+
+
+def missing_object(s3: Any, bucket: str, key: str, err: ClientError) -> bool:
+    """Whether a GetObject of ``key`` failed for want of the object. S3 answers 404 only to a caller allowed
+    s3:ListBucket for the request; this role may list only some prefixes (an s3:prefix condition, which a GetObject
+    does not carry), so a missing key is 403: a listing of the key itself, within the grant, tells which
+    (diagnosa.lake does the same; the function's package holds none of diagnosa)."""
+    code = err.response.get("Error", {}).get("Code")
+    if code in ("NoSuchKey", "404", "NotFound"):
+        return True
+    if code not in ("403", "AccessDenied", "Forbidden"):
+        return False
+    try:
+        listed = s3.list_objects_v2(Bucket=bucket, Prefix=key, MaxKeys=1).get("Contents", [])
+    except ClientError:
+        return False  # not allowed to list it either: the refusal stands
+    return not any(o.get("Key") == key for o in listed)
 
 
 def curated_uri(bucket: str, dataset: str, version: str) -> str:
@@ -196,7 +216,9 @@ def _after_folding(detail: dict[str, Any], sagemaker: Any, s3: Any, env: dict[st
 def _read_json(s3: Any, bucket: str, key: str) -> dict[str, Any]:
     try:
         value = json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
-    except s3.exceptions.NoSuchKey:
+    except ClientError as err:
+        if not missing_object(s3, bucket, key, err):
+            raise
         raise Refused(f"s3://{bucket}/{key} is missing") from None
     except ValueError as err:
         raise Refused(f"s3://{bucket}/{key} is not JSON: {err}") from None
