@@ -9,7 +9,10 @@ Two EventBridge events reach it:
   serving code from the staged sourcedir) and an EndpointConfig (data capture to the
   lake's ``capture/`` zone, KMS) are created, named after the endpoint, the version and the time.
   The first time the endpoint is created; afterwards it is updated blue/green (canary or all at
-  once) with automatic rollback on the endpoint's CloudWatch alarms. An approval that arrives while
+  once) with automatic rollback on the endpoint's CloudWatch alarms. SageMaker refuses an update that changes
+  the instance type of (or drops) a variant registered for autoscaling: such a variant's scalable target (and
+  with it its scaling policy) is deregistered just before the update (see ``release_autoscaling``), and the
+  IN_SERVICE event that ends the update registers it again. An approval that arrives while
   the endpoint is creating, updating or rolling back interrupts nothing: its ARN is kept in the
   endpoint's ``diagnosa:pending-package`` tag ("" means none).
   Events come at least once and out of order, so approvals are ordered by the event's time (then the
@@ -138,20 +141,21 @@ def handler(event: dict[str, Any], context: Any = None, *, sagemaker: Any = None
             s3: Any = None, env: dict[str, str] | None = None, now: float | None = None) -> dict[str, Any]:
     env = env or settings()
     sagemaker = sagemaker or boto3.client("sagemaker")
+    autoscaling = autoscaling or boto3.client("application-autoscaling")  # an update may have to deregister it
     now = time.time() if now is None else now
     kind = event.get("detail-type")
     if kind == PACKAGE_EVENT:
-        return deploy(event["detail"], sagemaker, env, now=now, s3=s3, sent=event.get("time"))
+        return deploy(event["detail"], sagemaker, autoscaling, env, now=now, s3=s3, sent=event.get("time"))
     if kind == ENDPOINT_EVENT:
         detail = event.get("detail", {})
         if detail.get("EndpointName") == env["ENDPOINT_NAME"] and detail.get("EndpointStatus") in STRANDED_EVENTS:
             return stranded_pending(sagemaker, env, detail["EndpointStatus"])
         if detail.get("EndpointName") != env["ENDPOINT_NAME"] or detail.get("EndpointStatus") != "IN_SERVICE":
             raise Refused(f"not this function's endpoint event: {json.dumps(detail)[:300]}")
-        result = register_autoscaling(autoscaling or boto3.client("application-autoscaling"), env)
+        result = register_autoscaling(autoscaling, env)
         if env.get("LAKE_BUCKET"):
             result["baselines"] = install_baselines(sagemaker, s3 or boto3.client("s3"), env, now=now)
-        pending = deploy_pending(sagemaker, env, now=now, s3=s3)
+        pending = deploy_pending(sagemaker, autoscaling, env, now=now, s3=s3)
         if pending:
             result["pending"] = pending
         return result
@@ -196,8 +200,8 @@ def network_isolated(env: dict[str, str]) -> bool:
     return bool(env.get("SERVING_IMAGE"))
 
 
-def deploy(detail: dict[str, Any], sagemaker: Any, env: dict[str, str], *, now: float, s3: Any = None,
-           sent: str | None = None) -> dict[str, Any]:
+def deploy(detail: dict[str, Any], sagemaker: Any, autoscaling: Any, env: dict[str, str], *, now: float,
+           s3: Any = None, sent: str | None = None) -> dict[str, Any]:
     arn = detail.get("ModelPackageArn")
     if not arn:
         raise Refused("the event names no ModelPackageArn")
@@ -206,7 +210,7 @@ def deploy(detail: dict[str, Any], sagemaker: Any, env: dict[str, str], *, now: 
     endpoint = env["ENDPOINT_NAME"]
     current = _describe_endpoint(sagemaker, endpoint)
     if current is None:
-        return roll_out(package, arn, None, approval.tag(), sagemaker, env, now=now, s3=s3)
+        return roll_out(package, arn, None, approval.tag(), sagemaker, autoscaling, env, now=now, s3=s3)
     status = current["EndpointStatus"]
     latest = Approval.parse(_tags(sagemaker, current["EndpointArn"]).get(LATEST_TAG))
     if latest is not None and approval <= latest:
@@ -238,7 +242,7 @@ def deploy(detail: dict[str, Any], sagemaker: Any, env: dict[str, str], *, now: 
         if made.timestamp() >= approval.at.timestamp():
             log.info("%s already serves %s since after this event (%s): a duplicate, nothing done", endpoint, arn, sent)
             return {"action": "unchanged", "endpoint": endpoint, "model_package": arn}
-    return roll_out(package, arn, current, approval.tag(), sagemaker, env, now=now, s3=s3)
+    return roll_out(package, arn, current, approval.tag(), sagemaker, autoscaling, env, now=now, s3=s3)
 
 
 def approved_package(sagemaker: Any, arn: str, env: dict[str, str]) -> dict[str, Any]:
@@ -259,7 +263,7 @@ def approved_package(sagemaker: Any, arn: str, env: dict[str, str]) -> dict[str,
 
 
 def roll_out(package: dict[str, Any], arn: str, current: dict[str, Any] | None, approval: str, sagemaker: Any,
-             env: dict[str, str], *, now: float, s3: Any = None) -> dict[str, Any]:
+             autoscaling: Any, env: dict[str, str], *, now: float, s3: Any = None) -> dict[str, Any]:
     """Create the package's model and endpoint config, then the endpoint (``current`` None) or its blue/green
     update. ``approval`` (Approval.tag) becomes the endpoint's latest, and a version kept pending is dropped,
     only once the creation or update has started: a failure before leaves both for Lambda's retry."""
@@ -311,12 +315,26 @@ def roll_out(package: dict[str, Any], arn: str, current: dict[str, Any] | None, 
                                   Tags=_tag_list({**resource_tags(env, arn), LATEST_TAG: approval}))
         log.info("created endpoint %s with %s (%s)", endpoint, name, arn)
         return {"action": "created", "endpoint": endpoint, "endpoint_config": name, "model_package": arn}
-    sagemaker.update_endpoint(EndpointName=endpoint, EndpointConfigName=name,
-                              DeploymentConfig=deployment_config(env))
+    # Last before the update: a run that dies after it leaves the endpoint serving, unscaled, and its retry finds
+    # no target to deregister and updates (the approval is not recorded as acted on until the update started).
+    released = release_autoscaling(sagemaker, autoscaling, current, env)
+    try:
+        sagemaker.update_endpoint(EndpointName=endpoint, EndpointConfigName=name,
+                                  DeploymentConfig=deployment_config(env))
+    except ClientError as err:
+        refused = err.response.get("Error", {}).get("Code") == "ValidationException"  # nothing started
+        if refused and scalable_resource(env) in released:  # the old fleet serves on: its autoscaling back
+            _restore_autoscaling(autoscaling, env)
+        raise
     # This approval supersedes one kept during a deployment (a copy of an older one never gets here).
     _tag_endpoint(sagemaker, current["EndpointArn"], {PENDING_TAG: "", LATEST_TAG: approval})
     log.info("updating endpoint %s to %s (%s), blue/green", endpoint, name, arn)
-    return {"action": "updated", "endpoint": endpoint, "endpoint_config": name, "model_package": arn}
+    if released:
+        log.warning("%s runs without autoscaling until the update ends (%s instance(s) of %s on the new fleet): "
+                    "its IN_SERVICE event registers %s again", endpoint, env["MIN_INSTANCES"], env["INSTANCE_TYPE"],
+                    scalable_resource(env))
+    result = {"action": "updated", "endpoint": endpoint, "endpoint_config": name, "model_package": arn}
+    return result | ({"deregistered": released} if released else {})
 
 
 def deployment_config(env: dict[str, str]) -> dict[str, Any]:
@@ -334,6 +352,47 @@ def deployment_config(env: dict[str, str]) -> dict[str, Any]:
 
 def scalable_resource(env: dict[str, str]) -> str:
     return f"endpoint/{env['ENDPOINT_NAME']}/variant/{env['VARIANT_NAME']}"
+
+
+def release_autoscaling(sagemaker: Any, autoscaling: Any, current: dict[str, Any], env: dict[str, str]) -> list[str]:
+    """Deregister the scalable target of every variant of the endpoint's current config whose instance type the new
+    config changes, or which it drops (another variant name): UpdateEndpoint fails while such a variant is an
+    Application Auto Scaling target; a new model alone is allowed, so nothing is deregistered for it. Deregistering
+    deletes the target's scaling policies too. Returns the resource IDs deregistered."""
+    endpoint = env["ENDPOINT_NAME"]
+    try:
+        config = sagemaker.describe_endpoint_config(EndpointConfigName=current["EndpointConfigName"])
+        variants = {v["VariantName"]: v.get("InstanceType") for v in config["ProductionVariants"]}
+    except ClientError as err:  # e.g. the serving config was deleted by hand: assume the variant changes
+        log.warning("%s: its endpoint config %s cannot be described (%s): its autoscaling is deregistered for the "
+                    "update", endpoint, current.get("EndpointConfigName"), err.response.get("Error", {}).get("Code"))
+        variants = {env["VARIANT_NAME"]: None}
+    changed = {f"endpoint/{endpoint}/variant/{name}": f"its instance type {kind} becomes {env['INSTANCE_TYPE']}"
+               if name == env["VARIANT_NAME"] else f"the new config drops variant {name}"
+               for name, kind in variants.items() if name != env["VARIANT_NAME"] or kind != env["INSTANCE_TYPE"]}
+    if not changed:
+        return []
+    targets = autoscaling.describe_scalable_targets(ServiceNamespace="sagemaker", ResourceIds=sorted(changed),
+                                                    ScalableDimension=SCALABLE_DIMENSION)["ScalableTargets"]
+    released = []
+    for target in targets:
+        resource = target["ResourceId"]
+        autoscaling.deregister_scalable_target(ServiceNamespace="sagemaker", ResourceId=resource,
+                                               ScalableDimension=SCALABLE_DIMENSION)
+        released.append(resource)
+        log.warning("deregistered the scalable target %s and its scaling policies for the update (%s): SageMaker "
+                    "refuses to change the instance type of an auto-scaled variant, or to drop it", resource,
+                    changed[resource])
+    return released
+
+
+def _restore_autoscaling(autoscaling: Any, env: dict[str, str]) -> None:
+    """After a refused update: the stage's autoscaling on the variant again (the run still fails, with the refusal)."""
+    try:
+        register_autoscaling(autoscaling, env)
+    except ClientError:
+        log.exception("the update was refused and %s could not be registered again: the endpoint serves unscaled "
+                      "until an update of it ends (its IN_SERVICE event registers it)", scalable_resource(env))
 
 
 def register_autoscaling(autoscaling: Any, env: dict[str, str]) -> dict[str, Any]:
@@ -405,7 +464,8 @@ def clear_baselines(s3: Any, env: dict[str, str]) -> int:
     return len(keys)
 
 
-def deploy_pending(sagemaker: Any, env: dict[str, str], *, now: float, s3: Any = None) -> dict[str, Any] | None:
+def deploy_pending(sagemaker: Any, autoscaling: Any, env: dict[str, str], *, now: float,
+                   s3: Any = None) -> dict[str, Any] | None:
     """Deploy the version approved while the endpoint was busy (``PENDING_TAG``), now that it is InService. The tag
     is cleared once its update has started (or when the registry refuses it): an error on the way fails the run,
     so Lambda retries and the dead-letter queue's alarm sees it, and the version stays kept."""
@@ -428,7 +488,7 @@ def deploy_pending(sagemaker: Any, env: dict[str, str], *, now: float, s3: Any =
         log.warning("the version approved during the deployment is not deployed: %s", err)
         return {"action": "refused", "endpoint": endpoint, "model_package": arn, "reason": str(err)}
     latest = tags.get(LATEST_TAG) or Approval.of(None, int(package.get("ModelPackageVersion") or 0), now).tag()
-    return roll_out(package, arn, current, latest, sagemaker, env, now=now, s3=s3)
+    return roll_out(package, arn, current, latest, sagemaker, autoscaling, env, now=now, s3=s3)
 
 
 def stranded_pending(sagemaker: Any, env: dict[str, str], status: str) -> dict[str, Any]:
@@ -479,12 +539,12 @@ def install_baselines(sagemaker: Any, s3: Any, env: dict[str, str], *, now: floa
         log.warning("%s serves no package this function deployed (or is not InService): baselines cleared (%d)",
                     endpoint, cleared)
         return {"status": "cleared", "reason": "no serving package known"}
-    try:
-        current = s3.head_object(Bucket=bucket, Key=prefix + REQUIRED[0])["Metadata"]
-    except ClientError as err:
-        if err.response.get("Error", {}).get("Code") not in ("404", "NoSuchKey", "NotFound"):
-            raise
-        current = {}
+    # Whether it exists is asked with a listing, never answered by a HeadObject's 404: S3 answers 404 for a missing
+    # key only to a caller allowed s3:ListBucket, and the role's is conditioned on s3:prefix, which a HeadObject does
+    # not carry (403 then). A listing with the key as its prefix is within that grant.
+    key = prefix + REQUIRED[0]
+    listed = s3.list_objects_v2(Bucket=bucket, Prefix=key, MaxKeys=1).get("Contents", [])
+    current = s3.head_object(Bucket=bucket, Key=key)["Metadata"] if [o["Key"] for o in listed] == [key] else {}
     if current.get("model-package") == arn:
         return {"status": "unchanged", "model_package": arn}  # e.g. InService again after a scaling event
     package = sagemaker.describe_model_package(ModelPackageName=arn)
