@@ -32,7 +32,7 @@ from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
 from infra.config import DeliveryConfig
-from infra.stack import acknowledge, logical_id
+from infra.stack import DiagnosaStack, acknowledge, logical_id
 
 if TYPE_CHECKING:
     from infra.app import DiagnosaStage
@@ -72,14 +72,18 @@ class DeliveryStack(Stack):
                 build_image=BUILD_IMAGE, compute_type=codebuild.ComputeType.SMALL)))
         self.approvals: dict[str, pipelines.ManualApprovalStep] = {}
         self.promotions: dict[str, pipelines.CodeBuildStep] = {}
+        self.promotion_roles: list[iam.Role] = []
         for position, stage in enumerate(stages):
             name = stage.config.stage
             pre = []
             if position:
+                # What PromoteModel-<stage> promotes: the version the source stage's endpoint serves now
+                # (functions/promote), not the source's newest Approved one.
+                source = stage.config.promote_from
                 self.approvals[name] = pipelines.ManualApprovalStep(
                     f"Approve-{name}", comment=f"Deploy to {name}: the infrastructure change of this execution"
-                                               + (f" and the newest Approved model version of {stage.config.promote_from}"
-                                                  if stage.config.promote_from else "")
+                                               + (f" and the model version {source}'s endpoint serves now" if source
+                                                  else "")
                                                + f", as deployed and tested in {stages[position - 1].config.stage}")
                 pre.append(self.approvals[name])
             post = []
@@ -88,7 +92,7 @@ class DeliveryStack(Stack):
                 post.append(self.promotions[name])
             self.pipeline.add_stage(stage, pre=pre, post=post)
         self.pipeline.build_pipeline()
-        self._acknowledge((self.pipeline, underlying))
+        self._acknowledge((self.pipeline, underlying, *self.promotion_roles))
         cdk.CfnOutput(self, "PipelineName", value=PIPELINE_NAME)
 
     def _source(self) -> pipelines.CodePipelineSource:
@@ -122,16 +126,31 @@ class DeliveryStack(Stack):
         return bucket
 
     def _promotion_step(self, stage: DiagnosaStage) -> pipelines.CodeBuildStep:
-        """Invoke the stage's promote function (in the stage's account and region) and fail on its error."""
+        """Invoke the stage's promote function (in the stage's account and region) and fail on its error. The step
+        runs with a role of a fixed name: the function's invoke permission names it, not the whole account."""
         c = stage.config
         function = (f"arn:{self.partition}:lambda:{c.region}:{c.account or self.account}:function:"
                     f"{c.prefix}-promote")
+        promote = stage.stack.promote_function
+        timeout = promote.timeout if promote is not None else None
+        if timeout is None:
+            raise ValueError(f"stage {c.stage} promotes models but has no promote function timeout")
+        # A synchronous invoke: the CLI must wait past the function's own timeout (its default read timeout is
+        # 60 s, and a retry after it would run the promotion twice, throttled by reserved concurrency 1).
+        read_timeout = int(timeout.to_seconds()) + 60
+        role = iam.Role(self, f"PromoteModelRole{c.stage.capitalize()}",
+                        role_name=DiagnosaStack.delivery_promote_role_name(c),
+                        assumed_by=iam.ServicePrincipal("codebuild.amazonaws.com"),
+                        description=f"The delivery pipeline's PromoteModel-{c.stage} step: invokes {c.prefix}-promote")
+        self.promotion_roles.append(role)
         return pipelines.CodeBuildStep(
             f"PromoteModel-{c.stage}", commands=[
                 f"aws lambda invoke --region {c.region} --function-name {function} --cli-binary-format "
-                "raw-in-base64-out --payload '{}' promoted.json > invoke.json",
+                f"raw-in-base64-out --cli-read-timeout {read_timeout} --cli-connect-timeout 30 "
+                "--payload '{}' promoted.json > invoke.json",
                 "cat invoke.json promoted.json",
                 "if grep -q FunctionError invoke.json; then exit 1; fi"],
+            role=role,
             role_policy_statements=[iam.PolicyStatement(actions=["lambda:InvokeFunction"], resources=[function])])
 
     def _acknowledge(self, scopes: tuple[Construct, ...]) -> None:

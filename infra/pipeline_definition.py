@@ -50,6 +50,19 @@ class EmbeddedDefinition:
     # The checks the definition's gate makes before it registers a version, at the parameters' defaults
     # (pipelines.expressions.registration_gate), as JSON: the promote function gates a version again with them.
     gate: str = "[]"
+    # Every S3 object the RegisterModel step names (where in its request, lake key pattern with ``*`` for the
+    # execution id): what readers of a registered version may read, and nothing else of the run folder.
+    registered: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def model_keys(self) -> tuple[str, ...]:
+        """Key patterns of the registered model artifacts (what the endpoint's model reads)."""
+        return tuple(sorted({key for where, key in self.registered if where.endswith(".ModelDataUrl")}))
+
+    def registered_keys(self, *where: str) -> tuple[str, ...]:
+        """Key patterns of the objects the registered version names at ``where`` (request paths as in
+        :attr:`registered`); all of them with no argument."""
+        return tuple(sorted({key for at, key in self.registered if not where or at in where}))
 
     @property
     def gate_key(self) -> str:
@@ -152,7 +165,8 @@ def _build(region: str, frozen_settings: tuple[tuple[str, Any], ...]) -> Embedde
                               training_output_prefixes=tuple(outputs), processing_image=images.pop(),
                               images=tuple(sorted(every_image)), job_images=tuple(sorted(job_images)),
                               serving_images=tuple(sorted(serving_images)), baked=baked, in_vpc="subnets" in settings,
-                              gate=json.dumps(registration_gate(definition), sort_keys=True))
+                              gate=json.dumps(registration_gate(definition), sort_keys=True),
+                              registered=_registered_objects(definition["Steps"]))
 
 
 def _images_by_use(steps: list[dict[str, Any]]) -> tuple[set[str], set[str]]:
@@ -172,6 +186,60 @@ def _images_by_use(steps: list[dict[str, Any]]) -> tuple[set[str], set[str]]:
             serving |= {c["Image"] for c in [arguments.get("PrimaryContainer") or {}, *arguments.get("Containers", [])]
                         if "Image" in c}
     return jobs, serving
+
+
+def _registered_objects(steps: list[dict[str, Any]]) -> tuple[tuple[str, str], ...]:
+    """(request path, lake key pattern) of every S3 object the RegisterModel step names: the model artifact, the
+    metrics and baselines (each S3Uri) and the metadata URIs. A step output's URI is followed to its S3Uri, the
+    execution id becomes ``*``; a metadata value that is no such URI (the input data parameter) is not an object
+    of the run. Anything else the step names, or an object outside the run folders, stops the build."""
+    outputs = {f"Steps.{step['Name']}.ProcessingOutputConfig.Outputs['{out['OutputName']}'].S3Output.S3Uri":
+               out["S3Output"]["S3Uri"] for step in all_steps(steps) if step["Type"] == "Processing"
+               for out in step["Arguments"]["ProcessingOutputConfig"]["Outputs"]}
+
+    def uri(value: Any) -> str | None:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, dict) and "Std:Join" in value:
+            parts = [uri(v) for v in value["Std:Join"]["Values"]]
+            return None if None in parts else value["Std:Join"]["On"].join(p for p in parts if p is not None)
+        if isinstance(value, dict) and value.get("Get") == "Execution.PipelineExecutionId":
+            return "*"
+        if isinstance(value, dict) and value.get("Get") in outputs:
+            return uri(outputs[value["Get"]])
+        return None
+
+    found: list[tuple[str, str]] = []
+
+    def walk(node: Any, path: tuple[str, ...]) -> None:
+        if isinstance(node, list):
+            for i, item in enumerate(node):
+                walk(item, (*path, str(i)))
+            return
+        if not isinstance(node, dict) or "Get" in node or "Std:Join" in node:
+            return
+        for key, value in node.items():
+            metadata = path == ("CustomerMetadataProperties",)
+            if key in ("S3Uri", "ModelDataUrl") or metadata:
+                text = uri(value)
+                if text is None or not text.startswith("s3://"):
+                    if metadata:
+                        continue  # e.g. diagnosa:input-data, a parameter: the curated input, not the run's
+                    raise ValueError(f"RegisterModel names {'.'.join((*path, key))} = {value!r}: not a run "
+                                     "output the stack can grant readers")
+                prefix = f"s3://{SENTINEL_BUCKET}/{RUNS_PREFIX}"
+                if not text.startswith(prefix):
+                    raise ValueError(f"RegisterModel names {text} outside {prefix}")
+                found.append((".".join(path if key == "S3Uri" else (*path, key)), text[len(f"s3://{SENTINEL_BUCKET}/"):]))
+            else:
+                walk(value, (*path, key))
+
+    for step in all_steps(steps):
+        if step["Type"] == "RegisterModel":
+            walk(step["Arguments"], ())
+    if not any(where.endswith(".ModelDataUrl") for where, _ in found):
+        raise ValueError("the definition registers no model artifact (RegisterModel's ModelDataUrl)")
+    return tuple(sorted(set(found)))
 
 
 def embedded_definition(config: StageConfig) -> EmbeddedDefinition:

@@ -39,7 +39,6 @@ from infra.config import VPC_AZS, VPC_SUBNET_MASK, StageConfig
 from infra.images import SERVING, BakedImages, base_images, repository_name
 from infra.pipeline_definition import (
     CODE_PREFIX,
-    RUNS_PREFIX,
     EmbeddedDefinition,
     embedded_definition,
     pipeline_settings,
@@ -64,9 +63,9 @@ ENVIRONMENT_SETTINGS = {"DATASET": "dataset_config (its name)",
                         "RESOURCE_TAGS": "the stage's name"}
 
 
-# The only actions a role may be granted on Resource "*": IAM offers no resource-level permission for them.
-# They go into a policy of their own, the only place cdk-nag's ``AwsSolutions-IAM5[Resource::*]`` is
-# acknowledged, so a new grant on "*" anywhere else fails synth; one listed here is refused by _role.
+# The only actions a role may be granted on Resource "*", each with why it stays there. They go into a policy of
+# their own, the only place cdk-nag's ``AwsSolutions-IAM5[Resource::*]`` is acknowledged, so a new grant on "*"
+# anywhere else fails synth; one not listed here is refused by _role.
 UNSCOPED_ACTIONS: dict[str, str] = {
     "ecr:GetAuthorizationToken": "it only yields a registry login; image pulls are limited to the repositories of "
                                  "the images the role's own containers run (jobs: the job image; the model: the "
@@ -75,18 +74,28 @@ UNSCOPED_ACTIONS: dict[str, str] = {
     **{action: "Application Auto Scaling's Describe actions have no resource-level permissions; the functions describe "
                "only their endpoint variant's target and policies (ResourceIds/ResourceId in the request)"
        for action in ("application-autoscaling:DescribeScalableTargets", "application-autoscaling:DescribeScalingPolicies")},
-    "sagemaker:ListModelPackages": "no resource-level permissions; the promote function lists only the source "
-                                   "stage's group, whose versions it may describe (scoped) and nothing else",
     **{action: "List operations have no resource-level permissions; the endpoint-resources function keeps only "
                "names starting with the endpoint's, and deletes only what carries the deploy function's tags"
        for action in ("sagemaker:ListEndpointConfigs", "sagemaker:ListModels")},
-    **{action: "in VPC mode SageMaker places the job's network interfaces in the private subnets with the "
-               "execution role's permissions; these ec2 actions have no resource-level scoping"
+    **{action: "ec2 Describe actions have no resource-level permissions; in VPC mode SageMaker reads the stage's "
+               "network with the execution role (only sagemaker.amazonaws.com, from this account, can assume it)"
+       for action in ("ec2:DescribeNetworkInterfaces", "ec2:DescribeVpcs", "ec2:DescribeDhcpOptions",
+                      "ec2:DescribeSubnets", "ec2:DescribeSecurityGroups", "ec2:DescribeVpcEndpoints")},
+    # IAM could scope these to network interfaces, subnets and security groups, but which ARNs SageMaker's own
+    # calls are authorized against is undocumented: AWS's policy for SageMaker in a VPC grants them on "*".
+    **{action: "AWS documents this action on Resource \"*\" for SageMaker jobs and endpoints in a VPC (its policy "
+               "for a VPC-mode execution role); SageMaker creates and deletes the network interfaces in the stage's "
+               "isolated subnets with it, and only sagemaker.amazonaws.com, from this account, can assume the role"
        for action in ("ec2:CreateNetworkInterface", "ec2:CreateNetworkInterfacePermission",
-                      "ec2:DeleteNetworkInterface", "ec2:DeleteNetworkInterfacePermission",
-                      "ec2:DescribeNetworkInterfaces", "ec2:DescribeVpcs", "ec2:DescribeDhcpOptions",
-                      "ec2:DescribeSubnets", "ec2:DescribeSecurityGroups")},
+                      "ec2:DeleteNetworkInterface", "ec2:DeleteNetworkInterfacePermission")},
 }
+# Where a registered version names the monitoring baselines the deploy function copies (functions/deploy/handler.py
+# BASELINE_FILES; a test keeps the two the same): the deploy role reads those objects of the run folders only.
+MONITORING_BASELINES = ("ModelMetrics.ModelDataQuality.Statistics", "DriftCheckBaselines.ModelDataQuality.Statistics",
+                        "ModelMetrics.ModelDataQuality.Constraints", "DriftCheckBaselines.ModelDataQuality.Constraints",
+                        "CustomerMetadataProperties.diagnosa:prediction-baseline",
+                        "ModelMetrics.ModelQuality.Constraints", "DriftCheckBaselines.ModelQuality.Constraints")
+FUNCTION_TIMEOUT = Duration.minutes(2)  # every function's; the delivery pipeline's invoke waits longer
 
 
 class FunctionPlacement(TypedDict, total=False):
@@ -196,6 +205,8 @@ class DiagnosaStack(Stack):
         self.model_package_group = sagemaker.CfnModelPackageGroup(
             self, "ModelPackageGroup", model_package_group_name=self.prefix,
             model_package_group_description=f"Diagnosa triage models ({config.stage}); approving a version deploys it")
+        # The registry (versions, approvals, promotion records) is data: kept on cdk destroy like the lake.
+        self.model_package_group.apply_removal_policy(RemovalPolicy.RETAIN)
         self.code_deployment = self._stage_code()
         self.pipeline = self._pipeline()
         self.alarms = self._endpoint_alarms()
@@ -449,12 +460,14 @@ class DiagnosaStack(Stack):
         return [statement, iam.PolicyStatement(sid="EcrLogin", actions=["ecr:GetAuthorizationToken"], resources=["*"])]
 
     @staticmethod
-    def _job_network_interfaces() -> iam.PolicyStatement:
-        """VPC mode: SageMaker attaches a job's network interfaces with the job's execution role."""
-        return iam.PolicyStatement(sid="JobNetworkInterfaces", actions=[
+    def _job_network_interfaces(endpoint: bool = False) -> iam.PolicyStatement:
+        """VPC mode: SageMaker attaches a job's (or, ``endpoint``, the model's) network interfaces with the
+        execution role; for a model AWS's list (SageMaker guide, host-vpc) has ec2:DescribeVpcEndpoints too."""
+        return iam.PolicyStatement(sid="EndpointNetworkInterfaces" if endpoint else "JobNetworkInterfaces", actions=[
             "ec2:CreateNetworkInterface", "ec2:CreateNetworkInterfacePermission", "ec2:DeleteNetworkInterface",
             "ec2:DeleteNetworkInterfacePermission", "ec2:DescribeNetworkInterfaces", "ec2:DescribeVpcs",
-            "ec2:DescribeDhcpOptions", "ec2:DescribeSubnets", "ec2:DescribeSecurityGroups"], resources=["*"])
+            "ec2:DescribeDhcpOptions", "ec2:DescribeSubnets", "ec2:DescribeSecurityGroups",
+            *(["ec2:DescribeVpcEndpoints"] if endpoint else [])], resources=["*"])
 
     def _job_logs(self, *kinds: str) -> iam.PolicyStatement:
         return iam.PolicyStatement(sid="JobLogs", actions=["logs:CreateLogGroup", "logs:CreateLogStream",
@@ -544,21 +557,34 @@ class DiagnosaStack(Stack):
         return role
 
     def _model_role(self) -> iam.Role:
-        """The endpoint's model: read the model artifacts and the serving code, write data capture."""
+        """The endpoint's model: read the registered model artifact (it carries the serving code), write data
+        capture and the endpoint's logs; in VPC mode attach its network interfaces (CreateModel's VpcConfig)."""
+        ep = self.endpoint_name
+        logs_group = f"/aws/sagemaker/Endpoints/{ep}"  # SageMaker's log group of one endpoint
         statements = [
-            iam.PolicyStatement(sid="ReadModelAndCode", actions=["s3:GetObject"],
-                                resources=self.objects("artifacts/runs/", CODE_PREFIX)),
+            iam.PolicyStatement(sid="ReadModelArtifact", actions=["s3:GetObject"], resources=[
+                self.lake.arn_for_objects(key) for key in self.definition.model_keys]),
             iam.PolicyStatement(sid="WriteCapture", actions=["s3:PutObject", "s3:AbortMultipartUpload"],
-                                resources=self.objects(f"capture/{self.endpoint_name}/")),
+                                resources=self.objects(f"capture/{ep}/")),
             self.kms_for_s3("kms:Decrypt", "kms:GenerateDataKey"),
-            self._job_logs("Endpoints"),
+            iam.PolicyStatement(sid="EndpointLogs", actions=["logs:CreateLogGroup", "logs:CreateLogStream",
+                                                             "logs:PutLogEvents", "logs:DescribeLogStreams"],
+                                resources=[self.arn("logs", "log-group", f"{logs_group}:*",
+                                                    sep=cdk.ArnFormat.COLON_RESOURCE_NAME)]),
             *self._image_pull("serving"),
+            *([self._job_network_interfaces(endpoint=True)] if self.vpc is not None else []),
         ]
         role = self._sagemaker_role("ModelRole", "model", "The Diagnosa endpoint's model", statements)
-        self._acknowledge_logs(role, ("Endpoints",))
-        for prefix in ("artifacts/runs/", CODE_PREFIX, f"capture/{self.endpoint_name}/"):
-            self.ack(role, f"AwsSolutions-IAM5[Resource::<{logical_id(self.lake)}.Arn>/{prefix}*]",
-                        f"Object keys under {prefix} are made per execution or per captured request.")
+        self.ack(role, f"AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:logs:<AWS::Region>:<AWS::AccountId>:"
+                       f"log-group:{logs_group}:*]",
+                 f"SageMaker writes this endpoint's container logs to {logs_group}, one stream per variant and "
+                 f"instance ([variant]/[instance id]); the wildcard is the stream name (the log group is fixed).")
+        for key in self.definition.model_keys:
+            self.ack(role, f"AwsSolutions-IAM5[Resource::<{logical_id(self.lake)}.Arn>/{key}]",
+                     "The registered model artifact (the pipeline definition's ModelDataUrl); the wildcard is the "
+                     "run folder (execution id, or promoted/<group>-v<N>/<execution id> for a promoted copy).")
+        self.ack(role, f"AwsSolutions-IAM5[Resource::<{logical_id(self.lake)}.Arn>/capture/{ep}/*]",
+                 "Object keys under the endpoint's capture prefix are made per captured request.")
         return role
 
     @property
@@ -613,7 +639,8 @@ class DiagnosaStack(Stack):
             iam.PolicyStatement(sid="ReadTrafficCodeAndData", actions=["s3:GetObject"], resources=self.objects(*reads)),
             iam.PolicyStatement(sid="WriteTheNewVersion", actions=["s3:PutObject", "s3:AbortMultipartUpload"],
                                 resources=self.objects(*writes)),
-            # Which datasets the lake holds (their LATEST.json keys) and whether a key exists (404, not 403).
+            # Which datasets the lake holds (their LATEST.json keys), and whether a key exists: S3 answers a GetObject
+            # of a missing key 403 here (it carries no s3:prefix), so the lake lists the key itself (diagnosa.lake).
             iam.PolicyStatement(sid="ListOwnPrefixes", actions=["s3:ListBucket"], resources=[self.lake.bucket_arn],
                                 conditions={"StringLike": {"s3:prefix": [f"{p}*" for p in (
                                     *reads, f"quarantine/{dataset}/", "curated/")]}}),
@@ -650,7 +677,7 @@ class DiagnosaStack(Stack):
                                                   resources=[self.arn("sagemaker", "endpoint", self.endpoint_name)]),
                               iam.PolicyStatement(sid="RecordFeedback", actions=["s3:GetObject", "s3:PutObject"],
                                                   resources=self.objects(feedback)),
-                              # A missing key answers 404, not 403, only to a caller that may list its prefix.
+                              # Whether a record exists: a listing of its key (a GetObject of a missing one is 403).
                               iam.PolicyStatement(sid="ListFeedback", actions=["s3:ListBucket"],
                                                   resources=[self.lake.bucket_arn],
                                                   conditions={"StringLike": {"s3:prefix": [f"{feedback}*"]}}),
@@ -816,7 +843,7 @@ class DiagnosaStack(Stack):
             role=role.without_policy_updates(), environment=environment, environment_encryption=self.key,
             # One invocation at a time: the deploy function's tag reads and writes (pending, latest approval) are
             # not atomic, and two deployments, promotions or job starts must never race.
-            timeout=Duration.minutes(2), memory_size=256, reserved_concurrent_executions=1,
+            timeout=FUNCTION_TIMEOUT, memory_size=256, reserved_concurrent_executions=1,
             dead_letter_queue=self.dead_letters, log_group=log_group, **self._function_placement())
         # Deleted after the function's own permissions and network: a custom resource's Delete (cdk destroy) runs
         # the function last, which needs its policies and, in VPC mode, the VPC endpoints.
@@ -875,8 +902,9 @@ class DiagnosaStack(Stack):
                                            for name in self.rollback_alarm_names]),
             # Monitoring baselines: copied from the serving package's run folder into the endpoint's baseline
             # prefix (server-side copy), and removed from it before another model takes traffic.
-            iam.PolicyStatement(sid="ReadRegisteredBaselines", actions=["s3:GetObject"],
-                                resources=self.objects("artifacts/runs/", self.monitoring_prefix + "baseline/")),
+            iam.PolicyStatement(sid="ReadRegisteredBaselines", actions=["s3:GetObject"], resources=[
+                *(self.lake.arn_for_objects(key) for key in self.definition.registered_keys(*MONITORING_BASELINES)),
+                *self.objects(self.monitoring_prefix + "baseline/")]),
             iam.PolicyStatement(sid="ReplaceMonitoringBaselines", actions=["s3:PutObject", "s3:DeleteObject"],
                                 resources=self.objects(self.monitoring_prefix + "baseline/")),
             iam.PolicyStatement(sid="ListMonitoringBaselines", actions=["s3:ListBucket"],
@@ -925,9 +953,10 @@ class DiagnosaStack(Stack):
                 (f"arn:<AWS::Partition>:cloudwatch:<AWS::Region>:<AWS::AccountId>:alarm:TargetTracking-endpoint/"
                  f"{self.endpoint_name}/*", "Target tracking names its alarms after the endpoint variant and a "
                                             "generated id."),
-                (f"<{logical_id(self.lake)}.Arn>/artifacts/runs/*", "The serving package's baselines live in the "
-                                                                       "run folder of the execution that registered it "
-                                                                       "(named by execution id)."),
+                *((f"<{logical_id(self.lake)}.Arn>/{key}", "A baseline file the serving package registers, in the "
+                                                           "run folder of the execution that registered it (or its "
+                                                           "promoted copy): the wildcard is that folder.")
+                  for key in self.definition.registered_keys(*MONITORING_BASELINES)),
                 (f"<{logical_id(self.lake)}.Arn>/{self.monitoring_prefix}baseline/*",
                  "The four baseline files of the serving model under this endpoint's fixed baseline prefix.")):
             self.ack(role, f"AwsSolutions-IAM5[Resource::{resource}]", reason)
@@ -1045,8 +1074,8 @@ class DiagnosaStack(Stack):
              self._volume_grant(),
              iam.PolicyStatement(sid="PassOnlyTheFoldRole", actions=["iam:PassRole"], resources=[self.fold_role.role_arn],
                                  conditions={"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}}),
-             # Whether the endpoint has feedback; and a missing request, result or LATEST.json answered 404 (a
-             # clear refusal), not 403.
+             # Whether the endpoint has feedback; and whether a request, result or LATEST.json is missing (a clear
+             # refusal): a GetObject of a missing key is 403 here, so the function lists the key (retrain.missing_object).
              iam.PolicyStatement(sid="FindFeedback", actions=["s3:ListBucket"], resources=[self.lake.bucket_arn],
                                  conditions={"StringLike": {"s3:prefix": [
                                      f"feedback/{ep}/*", f"{self.retraining_prefix}*",
@@ -1232,6 +1261,12 @@ class DiagnosaStack(Stack):
         return f"arn:{partition}:iam::{account}:role/{config.prefix}-promote-function"
 
     @staticmethod
+    def delivery_promote_role_name(config: StageConfig) -> str:
+        """The delivery pipeline's role that invokes ``config``'s promote function (fixed name, so the stage's
+        invoke permission can name it in the pipeline's account)."""
+        return f"diagnosa-delivery-promote-{config.stage}"
+
+    @staticmethod
     def promote_reader_name(source: StageConfig, reader: StageConfig) -> str:
         """The role of ``source``'s stage that ``reader``'s promote function assumes, across accounts, to see what
         ``source``'s endpoint serves (SageMaker endpoints take no resource policy)."""
@@ -1273,9 +1308,10 @@ class DiagnosaStack(Stack):
                      "sagemaker:ListModelPackages"],
             resources=[self.arn("sagemaker", "model-package-group", self.prefix),
                        self.arn("sagemaker", "model-package", f"{self.prefix}/*")])]).to_json()
+        # Only the objects a version registers (model, metrics, baselines), not the run's patient-derived splits.
         self.lake.add_to_resource_policy(iam.PolicyStatement(
             sid=f"PromoteTo{reader.stage.capitalize()}", principals=[principal], actions=["s3:GetObject"],
-            resources=[self.lake.arn_for_objects(RUNS_PREFIX + "*")]))
+            resources=[self.lake.arn_for_objects(key) for key in self.definition.registered_keys()]))
         self.key.add_to_resource_policy(iam.PolicyStatement(
             sid=f"PromoteTo{reader.stage.capitalize()}", principals=[principal], actions=["kms:Decrypt"],
             resources=["*"], conditions={"StringEquals": {"kms:ViaService": f"s3.{self.region}.amazonaws.com"}}))
@@ -1293,17 +1329,23 @@ class DiagnosaStack(Stack):
         group = self.prefix
         bucket_prefix = f"diagnosa-{source.stage}-lake"  # CloudFormation names the source lake <stack>-lake<id>-<suffix>
         same_account = {"StringEquals": {"s3:ResourceAccount": src_account}}
+        # What a source version registers (its run's model, metrics and baselines), by the source's definition.
+        source_keys = embedded_definition(source).registered_keys()
         statements = [
             iam.PolicyStatement(sid="ReadSourceVersions", actions=["sagemaker:DescribeModelPackage",
                                                                    "sagemaker:DescribeModelPackageGroup"],
                                 resources=[src_group, src_packages]),
-            iam.PolicyStatement(sid="ListVersions", actions=["sagemaker:ListModelPackages"], resources=["*"]),
+            # The source group's versions (a version number) and this stage's (already promoted?); the group and
+            # its versions, as the source group's policy names them across accounts.
+            iam.PolicyStatement(sid="ListVersions", actions=["sagemaker:ListModelPackages"], resources=[
+                src_group, src_packages, self.arn("sagemaker", "model-package-group", group),
+                self.arn("sagemaker", "model-package", f"{group}/*")]),
             iam.PolicyStatement(sid="RegisterPromotedVersions", actions=[
                 "sagemaker:CreateModelPackage", "sagemaker:DescribeModelPackage", "sagemaker:UpdateModelPackage",
                 "sagemaker:AddTags"], resources=[self.arn("sagemaker", "model-package-group", group),
                                                  self.arn("sagemaker", "model-package", f"{group}/*")]),
             iam.PolicyStatement(sid="ReadSourceRunFolders", actions=["s3:GetObject"],
-                                resources=[f"arn:{self.partition}:s3:::{bucket_prefix}*/{RUNS_PREFIX}*"],
+                                resources=[f"arn:{self.partition}:s3:::{bucket_prefix}*/{key}" for key in source_keys],
                                 conditions=same_account),
             iam.PolicyStatement(sid="DecryptSourceThroughS3", actions=["kms:Decrypt"],
                                 resources=[f"arn:{self.partition}:kms:{source.region}:{src_account}:key/*"],
@@ -1343,9 +1385,11 @@ class DiagnosaStack(Stack):
              "SOURCE_ENDPOINT": source.prefix, "SOURCE_READER_ROLE": reader_role,
              "GATE_KEY": self.definition.gate_key},
             statements)
-        # The delivery pipeline's promotion step (its CodeBuild role) invokes it, from the pipeline's account.
-        function.add_permission("DeliveryPipelineInvokes", principal=iam.AccountPrincipal(delivery_account or self.account),
-                                action="lambda:InvokeFunction")
+        # The delivery pipeline's promotion step invokes it with its own role (named, see delivery.py); in the
+        # pipeline's own account that role's identity policy is enough, so a resource policy only across accounts.
+        if delivery_account and delivery_account != self.account:
+            function.add_permission("DeliveryPipelineInvokes", action="lambda:InvokeFunction", principal=iam.ArnPrincipal(
+                f"arn:{self.partition}:iam::{delivery_account}:role/{self.delivery_promote_role_name(self.config)}"))
         role = self.node.find_child("PromoteFunctionRole")
         for resource, reason in (
                 (f"arn:<AWS::Partition>:sagemaker:{source.region}:{source.account or '<AWS::AccountId>'}:model-package/"
@@ -1353,9 +1397,10 @@ class DiagnosaStack(Stack):
                                        "wildcard is the version number."),
                 (f"arn:<AWS::Partition>:sagemaker:<AWS::Region>:<AWS::AccountId>:model-package/{group}/*",
                  "Promoted versions are numbered by this stage's registry; the wildcard is the version number."),
-                (f"arn:<AWS::Partition>:s3:::{bucket_prefix}*/{RUNS_PREFIX}*",
-                 "The source lake's name is generated by CloudFormation (<stack>-lake<id>-<suffix>); the grant is "
-                 "limited to run folders of buckets so named, in the source account (s3:ResourceAccount)."),
+                *((f"arn:<AWS::Partition>:s3:::{bucket_prefix}*/{key}",
+                   "The source lake's name is generated by CloudFormation (<stack>-lake<id>-<suffix>), the run "
+                   "folder by the execution: the grant is one object a version registers, in buckets so named in the "
+                   "source account (s3:ResourceAccount).") for key in source_keys),
                 (f"arn:<AWS::Partition>:kms:{source.region}:{source.account or '<AWS::AccountId>'}:key/*",
                  "The source stage's key id is generated; the grant is limited to the key with the source stage's "
                  "alias (kms:ResourceAliases), used through S3 only."),

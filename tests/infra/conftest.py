@@ -113,3 +113,54 @@ def _cfn_text(value) -> str:
 def cfn_text():
     """Render a template's string expression (a pipeline definition, a dashboard body) to parse it."""
     return _cfn_text
+
+
+def _run_objects(template, cfn_text, execution="exec-0001"):
+    """What one execution of the stage's pipeline writes under artifacts/runs/ (from the definition as the template
+    embeds it, the lake's bucket left as written): ``(registered, outputs)``: request path -> key of each object the
+    RegisterModel step names, and ``<step>/<output>`` -> the key folder of each job output."""
+    from pipelines.expressions import all_steps
+
+    [pipeline] = template.find_resources("AWS::SageMaker::Pipeline").values()
+    steps = all_steps(json.loads(cfn_text(pipeline["Properties"]["PipelineDefinition"]["PipelineDefinitionBody"]))[
+        "Steps"])
+    uris = {f"Steps.{s['Name']}.ProcessingOutputConfig.Outputs['{o['OutputName']}'].S3Output.S3Uri": o["S3Output"]["S3Uri"]
+            for s in steps if s["Type"] == "Processing" for o in s["Arguments"]["ProcessingOutputConfig"]["Outputs"]}
+
+    def value(node):
+        if isinstance(node, str):
+            return node
+        if "Std:Join" in node:
+            return node["Std:Join"]["On"].join(value(v) for v in node["Std:Join"]["Values"])
+        if node.get("Get") == "Execution.PipelineExecutionId":
+            return execution
+        return value(uris[node["Get"]]) if node.get("Get") in uris else None
+
+    def key(uri):
+        return uri.removeprefix("s3://").split("/", 1)[1]
+
+    outputs = {f"{s['Name']}/{o['OutputName']}": key(value(o["S3Output"]["S3Uri"])) for s in steps
+               if s["Type"] == "Processing" for o in s["Arguments"]["ProcessingOutputConfig"]["Outputs"]}
+    outputs |= {f"{s['Name']}/model": key(value(s["Arguments"]["OutputDataConfig"]["S3OutputPath"])) for s in steps
+                if s["Type"] == "Training"}
+    [register] = [s["Arguments"] for s in steps if s["Type"] == "RegisterModel"]
+    registered = {}
+
+    def walk(node, path):
+        for k, v in (node.items() if isinstance(node, dict) else enumerate(node)):
+            where = ".".join(map(str, path if k == "S3Uri" else (*path, k)))
+            if k in ("S3Uri", "ModelDataUrl") or path == ("CustomerMetadataProperties",):
+                text = value(v)
+                if text and text.startswith("s3://"):
+                    registered[where] = key(text)
+            elif isinstance(v, (dict, list)) and not (isinstance(v, dict) and ("Get" in v or "Std:Join" in v)):
+                walk(v, (*path, k))
+
+    walk(register, ())
+    return registered, outputs
+
+
+@pytest.fixture(scope="session")
+def run_objects(cfn_text):
+    """``run_objects(template)``: see :func:`_run_objects`."""
+    return lambda template, execution="exec-0001": _run_objects(template, cfn_text, execution)

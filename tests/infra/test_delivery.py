@@ -57,7 +57,9 @@ def test_prod_waits_for_a_manual_approval_then_deploys_images_stack_then_promote
                                            "Diagnosa-prod.Prepare", "Diagnosa-prod.Deploy", "PromoteModel-prod"]
     assert [a[2] for a in actions] == sorted(a[2] for a in actions) and len({a[2] for a in actions}) == len(actions)
     comment = stages["prod"]["Actions"][0]["Configuration"]["CustomData"]
-    assert "newest Approved model version of dev" in comment and "tested in dev" in comment
+    # What PromoteModel-prod promotes: the version dev's endpoint serves (not dev's newest Approved one).
+    assert "the model version dev's endpoint serves now" in comment and "tested in dev" in comment
+    assert "newest" not in comment
     assert not [a for a in _actions(stages["dev"]) if a[1] == "Manual"]
 
 
@@ -97,6 +99,39 @@ def test_promotion_step_may_invoke_only_the_prod_promote_function(delivery, cfn_
                for s in p["Properties"]["PolicyDocument"]["Statement"] if "lambda:InvokeFunction" in json.dumps(s["Action"])]
     assert [json.dumps(s["Resource"]) for s in invokes] == [json.dumps({"Fn::Join": ["", [
         "arn:", {"Ref": "AWS::Partition"}, ":lambda:eu-west-1:210987654321:function:diagnosa-prod-promote"]]})]
+
+
+def test_the_promotion_step_waits_for_the_promote_function_past_its_timeout(delivery, templates, cfn_text):
+    # A synchronous invoke: the CLI's default read timeout (60 s) would give up (and retry) while a promotion
+    # copying a large model still runs; it must wait past the function's own timeout.
+    import re
+
+    _, props = _project(delivery, "PromoteModel")
+    [command] = [c for c in json.loads(cfn_text(props["Source"]["BuildSpec"]))["phases"]["build"]["commands"]
+                 if c.startswith("aws lambda invoke")]
+    [function] = [f["Properties"] for f in templates["Diagnosa-prod"].find_resources("AWS::Lambda::Function").values()
+                  if f["Properties"].get("FunctionName") == "diagnosa-prod-promote"]
+    read = re.search(r"--cli-read-timeout (\d+)(\s|$)", command)
+    connect = re.search(r"--cli-connect-timeout (\d+)(\s|$)", command)
+    assert read and connect, command
+    assert int(read.group(1)) > function["Timeout"] and 0 < int(connect.group(1)) <= 60
+
+
+def test_only_the_promotion_steps_own_role_may_invoke_the_promote_function(delivery, templates):
+    # Not any principal of the delivery account: the role the PromoteModel-prod CodeBuild project runs with.
+    _, props = _project(delivery, "PromoteModel")
+    [role] = [r["Properties"] for k, r in delivery.find_resources("AWS::IAM::Role").items()
+              if k == props["ServiceRole"]["Fn::GetAtt"][0]]
+    assert role["RoleName"] == "diagnosa-delivery-promote-prod"
+    assert role["AssumeRolePolicyDocument"]["Statement"] == [{"Action": "sts:AssumeRole", "Effect": "Allow",
+                                                              "Principal": {"Service": "codebuild.amazonaws.com"}}]
+    permissions = [p["Properties"] for p in templates["Diagnosa-prod"].find_resources("AWS::Lambda::Permission").values()
+                   if p["Properties"]["Action"] == "lambda:InvokeFunction"
+                   and "PromoteFunction" in json.dumps(p["Properties"]["FunctionName"])]
+    assert permissions == [{"Action": "lambda:InvokeFunction",
+                            "FunctionName": permissions[0]["FunctionName"],
+                            "Principal": {"Fn::Join": ["", ["arn:", {"Ref": "AWS::Partition"},
+                                                            ":iam::111111111111:role/diagnosa-delivery-promote-prod"]]}}]
 
 
 def test_artifacts_are_encrypted_with_a_rotated_key_versioned_and_logged(delivery):
@@ -144,7 +179,7 @@ def test_dev_lets_only_prods_promote_role_read_its_versions_run_folders_and_key(
                          for s in p["Properties"]["PolicyDocument"]["Statement"] if s.get("Sid") == "PromoteToProd"]
     [read] = bucket_statements
     assert read["Action"] == "s3:GetObject" and read["Principal"] == root and read["Condition"] == PROMOTER
-    assert json.dumps(read["Resource"]).endswith('"/artifacts/runs/*"]]}')
+    assert "/artifacts/runs/*/champion/model.tar.gz" in json.dumps(read["Resource"])
     [key] = dev.find_resources("AWS::KMS::Key").values()
     [decrypt] = [s for s in key["Properties"]["KeyPolicy"]["Statement"] if s.get("Sid") == "PromoteToProd"]
     assert decrypt["Action"] == "kms:Decrypt" and decrypt["Condition"]["StringEquals"] == {
@@ -161,7 +196,8 @@ def test_prods_promote_function_reads_dev_writes_its_own_promoted_folder_and_reg
     by_sid = {s.get("Sid"): s for s in statements}
     assert json.dumps(by_sid["ReadSourceVersions"]["Resource"]).count(":eu-west-1:123456789012:model-package") == 2
     assert by_sid["ReadSourceRunFolders"]["Condition"] == {"StringEquals": {"s3:ResourceAccount": "123456789012"}}
-    assert json.dumps(by_sid["ReadSourceRunFolders"]["Resource"]).endswith(':s3:::diagnosa-dev-lake*/artifacts/runs/*"]]}')
+    assert ':s3:::diagnosa-dev-lake*/artifacts/runs/*/champion/model.tar.gz"' in json.dumps(
+        by_sid["ReadSourceRunFolders"]["Resource"])
     assert by_sid["DecryptSourceThroughS3"]["Condition"]["ForAnyValue:StringEquals"] == {
         "kms:ResourceAliases": "alias/diagnosa-dev"}
     assert json.dumps(by_sid["WritePromotedCopies"]["Resource"]).endswith('"/artifacts/runs/promoted/*"]]}')
@@ -169,8 +205,45 @@ def test_prods_promote_function_reads_dev_writes_its_own_promoted_folder_and_reg
               if a.startswith("s3:Put") or a.startswith("s3:Delete")}
     assert writes == {"s3:PutObject"}
     assert "diagnosa-prod" in json.dumps(by_sid["RegisterPromotedVersions"]["Resource"])
-    [permission] = prod.find_resources("AWS::Lambda::Permission", {"Properties": {"Principal": "111111111111"}}).values()
-    assert permission["Properties"]["Action"] == "lambda:InvokeFunction"
+    # ListModelPackages on the two groups and their versions only (the reference gives it a resource type)
+    listed = json.dumps(by_sid["ListVersions"]["Resource"])
+    assert by_sid["ListVersions"]["Action"] == "sagemaker:ListModelPackages" and '"*"' not in listed
+    assert ":123456789012:model-package/diagnosa-dev/*" in listed and ":210987654321:model-package/diagnosa-prod/*" in listed
+    assert not [p for p in prod.find_resources("AWS::IAM::ManagedPolicy").values()
+                if p["Properties"]["ManagedPolicyName"] == "diagnosa-prod-promote-function-unscoped"]
+
+
+# Patient-derived outputs of a run: the split, and the transformed training, validation and test sets.
+PATIENT_DATA_OUTPUTS = ("Preprocess/split", "Transform/train", "Transform/validation", "Transform/test")
+
+
+def test_promotion_reads_only_what_a_version_registers_not_the_runs_patient_data(templates, cfn_text, run_objects):
+    # Prod's promote function reads a dev version's model, metrics and baselines (it gates on evaluation.json and
+    # copies every object the version names): dev's bucket policy and prod's role grant exactly those objects of
+    # a run, never its split, train, validation or test outputs.
+    from fnmatch import fnmatchcase
+
+    dev, prod = templates["Diagnosa-dev"], templates["Diagnosa-prod"]
+    registered, outputs = run_objects(dev)
+    names = {"part-00000.parquet", "data.csv", *(key.rsplit("/", 1)[1] for key in registered.values())}
+    candidates = {*registered.values(), *(f"{folder}/{name}" for folder in outputs.values() for name in names)}
+    [lake] = [k for k, v in dev.find_resources("AWS::S3::Bucket").items()
+              if v["Properties"].get("LoggingConfiguration", {}).get("LogFilePrefix") == "lake/"]
+    [policy] = [s for p in dev.find_resources("AWS::S3::BucketPolicy").values()
+                for s in p["Properties"]["PolicyDocument"]["Statement"] if s.get("Sid") == "PromoteToProd"]
+    [role] = [s for s in _statements(prod, "diagnosa-prod-promote-function") if s.get("Sid") == "ReadSourceRunFolders"]
+    for statement, arn in ((policy, f"<Att:{lake}.Arn>/"),
+                           (role, "arn:<Ref:AWS::Partition>:s3:::diagnosa-dev-lake5f1b88ea-1a2b3c4d5e6f/")):
+        patterns = [cfn_text(r) for r in ([statement["Resource"]] if isinstance(statement["Resource"], dict)
+                                          else statement["Resource"])]
+        readable = {key for key in candidates if any(fnmatchcase(arn + key, p) for p in patterns)}
+        assert readable == set(registered.values()), statement["Sid"]
+        for output in PATIENT_DATA_OUTPUTS:
+            assert not any(key.startswith(outputs[output] + "/") for key in readable), output
+        # and a promoted copy in dev's lake (dev promoting from another stage) stays readable
+        copy = "artifacts/runs/promoted/diagnosa-qa-v2/" + registered["ModelMetrics.ModelQuality.Statistics"].removeprefix(
+            "artifacts/runs/")
+        assert any(fnmatchcase(arn + copy, p) for p in patterns)
 
 
 def test_stage_stacks_keep_their_names_inside_their_stage(delivery_assembly):

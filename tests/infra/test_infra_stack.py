@@ -50,6 +50,11 @@ def _list(action):
     return [action] if isinstance(action, str) else action
 
 
+def _resources(statement):
+    """A statement's Resource as a list (one ARN may be a string or an Fn::Join)."""
+    return statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
+
+
 # ------------------------------------------------------------------------------------------ data lake
 
 def lake(template):
@@ -227,8 +232,40 @@ def test_model_role_reads_artifacts_and_writes_capture_only(dev):
     writes = text([s["Resource"] for s in statements if "s3:PutObject" in s["Action"]])
     assert writes.count("/capture/diagnosa-dev/*") == 1 and "/artifacts/" not in writes
     reads = text([s["Resource"] for s in statements if s["Action"] == "s3:GetObject"])
-    assert "/artifacts/runs/*" in reads and "/artifacts/code/*" in reads and "/curated/" not in reads
+    # the registered model artifact only (it carries the serving code), no other object of the run folders
+    assert "/artifacts/runs/*/champion/model.tar.gz" in reads and "/artifacts/code/" not in reads
+    assert "/artifacts/runs/*\"" not in reads and "/curated/" not in reads
     assert not any(a.startswith(("iam:", "sagemaker:")) for a in actions(statements))
+
+
+def test_model_role_in_vpc_mode_may_attach_the_endpoints_network_interfaces(dev, prod):
+    # The deploy function sends CreateModel a VpcConfig in VPC mode: SageMaker attaches the model's network
+    # interfaces with the model role, which needs AWS's list for hosting in a VPC (SageMaker guide, host-vpc).
+    [network] = [s for s in statements_of(prod, "diagnosa-prod-model") if s.get("Sid") == "EndpointNetworkInterfaces"]
+    assert set(_list(network["Action"])) == {
+        "ec2:DescribeVpcEndpoints", "ec2:DescribeDhcpOptions", "ec2:DescribeVpcs", "ec2:DescribeSubnets",
+        "ec2:DescribeSecurityGroups", "ec2:DescribeNetworkInterfaces", "ec2:DeleteNetworkInterfacePermission",
+        "ec2:DeleteNetworkInterface", "ec2:CreateNetworkInterfacePermission", "ec2:CreateNetworkInterface"}
+    assert network["Resource"] == "*"
+    assert not any(a.startswith("ec2:") for a in actions(statements_of(dev, "diagnosa-dev-model")))
+
+
+def test_model_role_writes_its_endpoints_own_log_group(dev, prod, cfn_text):
+    # SageMaker writes an endpoint's container logs to /aws/sagemaker/Endpoints/<endpoint>, stream
+    # <variant>/<instance id>: the grant names that group, not /aws/sagemaker/Endpoints.
+    from fnmatch import fnmatchcase
+
+    for template, stage in ((dev, "dev"), (prod, "prod")):
+        [logs] = [s for s in statements_of(template, f"diagnosa-{stage}-model")
+                  if any(a.startswith("logs:") for a in _list(s["Action"]))]
+        assert sorted(_list(logs["Action"])) == ["logs:CreateLogGroup", "logs:CreateLogStream",
+                                                 "logs:DescribeLogStreams", "logs:PutLogEvents"]
+        [resource] = [cfn_text(r) for r in _resources(logs)]
+        assert resource == (f"arn:<Ref:AWS::Partition>:logs:eu-west-1:123456789012:log-group:"
+                            f"/aws/sagemaker/Endpoints/diagnosa-{stage}:*")
+        stream = (f"arn:<Ref:AWS::Partition>:logs:eu-west-1:123456789012:log-group:/aws/sagemaker/Endpoints/"
+                  f"diagnosa-{stage}:log-stream:AllTraffic/i-0123456789abcdef0")
+        assert fnmatchcase(stream, resource)
 
 
 def test_deploy_function_role_is_scoped_to_the_stage(dev):
@@ -254,6 +291,91 @@ def test_deploy_function_role_is_scoped_to_the_stage(dev):
     sm = text([s["Resource"] for s in statements if any(a.startswith("sagemaker:") for a in
                                                           ([s["Action"]] if isinstance(s["Action"], str) else s["Action"]))])
     assert "endpoint/diagnosa-dev" in sm and "model-package/diagnosa-dev/*" in sm and '"*"' not in sm
+
+
+# Patient-derived outputs of a run: the split (rows by patient), and the transformed training, validation and test sets.
+PATIENT_DATA_OUTPUTS = ("Preprocess/split", "Transform/train", "Transform/validation", "Transform/test")
+
+
+def readable_run_objects(template, statements, cfn_text, run_objects):
+    """Which objects of one pipeline run (every registered object, and sample files in every job output folder)
+    the statements let the role read (s3:GetObject), by lake key."""
+    from fnmatch import fnmatchcase
+
+    registered, outputs = run_objects(template)
+    names = {"part-00000.parquet", "data.csv", *(key.rsplit("/", 1)[1] for key in registered.values())}
+    candidates = {*registered.values(), *(f"{folder}/{name}" for folder in outputs.values() for name in names)}
+    patterns = [cfn_text(r) for s in statements if "s3:GetObject" in _list(s["Action"]) for r in _resources(s)]
+    arn = f"<Att:{lake(template)}.Arn>/"
+    return {key for key in candidates if any(fnmatchcase(arn + key, p) for p in patterns)}
+
+
+def test_model_and_deploy_roles_read_only_what_a_version_registers_for_them(dev, prod, cfn_text, run_objects,
+                                                                            deploy_fn):
+    # The model reads its artifact; the deploy function copies the four baseline files the serving version names
+    # into the monitoring prefix. Neither may read the run's patient-derived outputs (split, train, validation,
+    # test) or anything else the run writes.
+    baselines = {".".join(path) for paths in deploy_fn.BASELINE_FILES.values() for path in paths}
+    for template, stage in ((dev, "dev"), (prod, "prod")):
+        registered, outputs = run_objects(template)
+        model = readable_run_objects(template, statements_of(template, f"diagnosa-{stage}-model"), cfn_text,
+                                     run_objects)
+        assert model == {registered["InferenceSpecification.Containers.0.ModelDataUrl"]}
+        deploy = readable_run_objects(template, statements_of(template, f"diagnosa-{stage}-deploy-function"),
+                                      cfn_text, run_objects)
+        assert deploy == {registered[where] for where in baselines}
+        assert deploy == {f"artifacts/runs/exec-0001/{name}" for name in (
+            "baseline/statistics.json", "baseline/constraints.json", "evaluation/prediction_baseline.json",
+            "evaluation/model_quality_constraints.json")}
+        for output in PATIENT_DATA_OUTPUTS:
+            assert not any(key.startswith(outputs[output] + "/") for key in model | deploy), output
+    from infra.stack import MONITORING_BASELINES  # the stack's copy of what the deploy function copies
+
+    assert set(MONITORING_BASELINES) == baselines
+
+
+def test_a_promoted_copy_is_readable_by_the_model_and_deploy_roles(prod, cfn_text, run_objects):
+    # The promote function copies a version's objects to artifacts/runs/promoted/<group>-v<N>/<source key after
+    # artifacts/runs/>: the same grants cover the copies.
+    from fnmatch import fnmatchcase
+
+    registered, _ = run_objects(prod)
+    arn = f"<Att:{lake(prod)}.Arn>/"
+    for role, wheres in (("diagnosa-prod-model", ["InferenceSpecification.Containers.0.ModelDataUrl"]),
+                         ("diagnosa-prod-deploy-function", ["ModelMetrics.ModelDataQuality.Statistics",
+                                                            "CustomerMetadataProperties.diagnosa:prediction-baseline"])):
+        patterns = [cfn_text(r) for s in statements_of(prod, role) if "s3:GetObject" in _list(s["Action"])
+                    for r in _resources(s)]
+        for where in wheres:
+            copy = "artifacts/runs/promoted/diagnosa-dev-v3/" + registered[where].removeprefix("artifacts/runs/")
+            assert any(fnmatchcase(arn + copy, p) for p in patterns), (role, copy)
+
+
+def test_unscoped_actions_say_truly_why_they_stay_on_any_resource():
+    # The Service Authorization Reference (as cfn-lint ships it) gives resource types for some actions: those may be
+    # on "*" only where AWS documents them so (the ec2 network-interface actions of SageMaker in a VPC), and their
+    # reason must say that, not "no resource-level permissions". ListModelPackages is scoped (model-package).
+    from pathlib import Path as _Path
+
+    import cfnlint
+
+    from infra.stack import UNSCOPED_ACTIONS
+
+    reference = json.loads((_Path(cfnlint.__file__).parent / "data/AdditionalSpecs/Policies.json").read_text())
+    scopable = {a for a in UNSCOPED_ACTIONS
+                if reference[a.split(":")[0]]["Actions"].get(a.split(":")[1].lower(), {}).get("Resources")}
+    assert "sagemaker:ListModelPackages" not in UNSCOPED_ACTIONS
+    assert scopable - {"cloudwatch:PutMetricData"} == {
+        "ec2:CreateNetworkInterface", "ec2:CreateNetworkInterfacePermission", "ec2:DeleteNetworkInterface",
+        "ec2:DeleteNetworkInterfacePermission"}
+    for action in scopable:
+        reason = UNSCOPED_ACTIONS[action]
+        assert "no resource-level" not in reason and "resource-level scoping" not in reason, action
+    for action in scopable - {"cloudwatch:PutMetricData"}:  # PutMetricData: limited by its namespace condition
+        assert 'AWS documents this action on Resource "*"' in UNSCOPED_ACTIONS[action]
+        assert "only sagemaker.amazonaws.com" in UNSCOPED_ACTIONS[action]
+    for action in set(UNSCOPED_ACTIONS) - scopable:
+        assert not reference[action.split(":")[0]]["Actions"][action.split(":")[1].lower()].get("Resources"), action
 
 
 def test_retrain_function_may_only_start_this_pipeline_and_its_feedback_folding_job(dev):
@@ -306,7 +428,7 @@ def test_only_acknowledged_wildcards(dev, prod):
                 elif s.get("Sid") == "DescribeAutoscaling":  # no resource-level permissions (AWS's reference)
                     assert sorted(s["Action"]) == ["application-autoscaling:DescribeScalableTargets",
                                                    "application-autoscaling:DescribeScalingPolicies"], s
-                elif s.get("Sid") == "JobNetworkInterfaces":  # VPC mode only
+                elif s.get("Sid") in ("JobNetworkInterfaces", "EndpointNetworkInterfaces"):  # VPC mode only
                     assert template is prod and all(a.startswith("ec2:") for a in s["Action"]), s
                 else:
                     assert s["Action"] == "ecr:GetAuthorizationToken", s
@@ -314,8 +436,12 @@ def test_only_acknowledged_wildcards(dev, prod):
 
 # ------------------------------------------------------------------------------------------ SageMaker
 
-def test_model_package_group_and_pipeline(dev):
+def test_model_package_group_and_pipeline(dev, prod):
     dev.has_resource_properties("AWS::SageMaker::ModelPackageGroup", {"ModelPackageGroupName": "diagnosa-dev"})
+    # The registry (versions, approvals, promotion records) is data: it outlives `cdk destroy` like the lake.
+    for template in (dev, prod):
+        [group] = resources(template, "AWS::SageMaker::ModelPackageGroup").values()
+        assert group["DeletionPolicy"] == "Retain" and group["UpdateReplacePolicy"] == "Retain"
     dev.has_resource_properties("AWS::SageMaker::Pipeline", {
         "PipelineName": "diagnosa-dev",
         "RoleArn": {"Fn::GetAtt": [role_id(dev, "diagnosa-dev-pipeline"), "Arn"]},
