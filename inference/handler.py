@@ -19,13 +19,14 @@ import io
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Collection, Iterable
 
 import numpy as np
 import pandas as pd
 
 from diagnosa.data.csv_cells import csv_problem, fit_to_header, header_problem, is_blank_row, misfit_problem, named_width
 from diagnosa.data.schema import Schema, other_delimiter
+from diagnosa.data.validate import clip
 from diagnosa.model import DiagnosaModel, model_version
 from inference.fastpath import CompiledFeatures, compile_model
 from inference.limits import (
@@ -39,11 +40,12 @@ from inference.limits import (
     printable,
     surrogate_path,
 )
-from inference.schema import Problem, RequestSchema
+from inference.schema import SHOWN_FIELD_CHARS, Problem, RequestSchema, shown
 from processing.features import category_vocabularies, list_vocabularies
 from processing.phenotype import PhenotypeSimilarity, find_similarity
 
 MAX_RESPONSE_BYTES = 6 * 1024 * 1024  # SageMaker refuses replies over 6 MB too: so does the endpoint, clearly
+MAX_REFUSAL_BYTES = 64 * 1024  # a refusal's size: its problems are listed up to it, the rest counted (more_errors)
 # A JSON text can carry a lone UTF-16 surrogate only as a \uD800-\uDFFF escape (UTF-8 cannot encode one).
 SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 JSON = "application/json"
@@ -66,14 +68,27 @@ class RequestError(Exception):
         self.more = more
 
     def body(self) -> dict[str, Any]:
-        """The refusal as JSON: at most MAX_LISTED_PROBLEMS problems (``more_errors`` counts the rest), so a
-        body of junk cannot become a reply many times its size."""
-        listed = [e.to_dict() for e in self.errors[:MAX_LISTED_PROBLEMS]]
+        """The refusal as JSON: at most MAX_LISTED_PROBLEMS problems, and those up to MAX_REFUSAL_BYTES
+        (``more_errors`` counts the rest), so a body of junk cannot become a reply many times its size. (Each
+        message quotes values clipped, :func:`~inference.schema.shown`; this bounds their sum.)"""
+        listed: list[dict[str, Any]] = []
+        size = len(encode_json({"error": self.message, "errors": [], "more_errors": len(self.errors) + self.more}))
+        for error in self.errors[:MAX_LISTED_PROBLEMS]:
+            problem = error.to_dict()
+            size += len(encode_json(problem)) + 2
+            if size > MAX_REFUSAL_BYTES:
+                break
+            listed.append(problem)
         out: dict[str, Any] = {"error": self.message, "errors": listed}
         more = len(self.errors) - len(listed) + self.more
         if more:
             out["more_errors"] = more
         return out
+
+
+class NotText(RequestError):
+    """A 400 for a body holding a lone UTF-16 surrogate (a JSON ``\\ud800`` escape; a str body): text that no UTF-8
+    writer can hold, which the monitor counts under a reason of its own."""
 
 
 def encode_json(payload: Any) -> bytes:
@@ -97,7 +112,8 @@ def load_json(body: bytes) -> Any:
     if SURROGATE_ESCAPE.search(body):  # valid pairs (astral characters) pass the scan below
         where = surrogate_path(data)
         if where is not None:
-            raise RequestError(400, f"{printable(where)}: {not_text()}")  # the path's own surrogate escaped
+            # The path's own surrogate escaped; clipped as a field name is (its keys are the request's).
+            raise NotText(400, f"{clip(printable(where), SHOWN_FIELD_CHARS)}: {not_text()}")
     return data
 
 
@@ -113,6 +129,8 @@ class Service:
     phenotype_field: str | None = None  # the HPO list field it scores
     vocabularies: dict[str, frozenset[str]] = field(default_factory=dict)  # codes the model knows, per list field
     categories: dict[str, frozenset[str]] = field(default_factory=dict)  # values it knows, per category field
+    # The differential's shortest entries (JSON, CSV) and how many diseases it ranks: :func:`answer_floor`'s, on first use.
+    least_entries: tuple[dict[str, Any], dict[str, Any], int] | None = field(default=None, repr=False)
 
 
 @dataclass
@@ -189,7 +207,7 @@ def _accepted(accept: str | None) -> str:
         answer = next((m for m in matches if m in (JSON, CSV) and m not in refused), None)
         if answer is not None:
             return answer
-    raise RequestError(406, f"cannot answer in {accept!r}: accept {JSON} or {CSV}")
+    raise RequestError(406, f"cannot answer in {shown(accept)}: accept {JSON} or {CSV}")
 
 
 SERVING_THREADS = 1  # math-library threads per serving worker
@@ -252,14 +270,58 @@ def warm_up(service: Service) -> None:
     predict(request, service)
 
 
-def _records_from_json(body: bytes) -> tuple[list[Any], Any, Any]:
+@dataclass
+class Body:
+    """A request's body as the endpoint reads it, before any record is validated: its patient records (JSON values, or
+    for CSV the cells' texts by header name) and the options it names (JSON only; top_k None: the default)."""
+    records: list[Any]
+    top_k: Any = None
+    differential: Any = 0
+    text: bool = False  # the records are CSV rows: their values are texts, read as ingestion reads a CSV cell
+
+
+def read_body(body: bytes | str, content_type: str | None, fields: Collection[str] = frozenset()) -> Body:
+    """How the endpoint reads a request's bytes (no model needed): size, media type and charset, then JSON or CSV.
+    :class:`RequestError` (:class:`NotText` for a lone surrogate) for a body it refuses. The one reader of a request:
+    :func:`parse_request` validates what it reads, and the monitor and retraining read captured requests with it
+    (monitoring/traffic.py), so a request answered 200 is read there into the records it was scored on. ``fields``:
+    the names a CSV header may have (a header of one of them is not taken for a ';'-separated one)."""
+    if isinstance(body, str):
+        try:
+            body = body.encode("utf-8")
+        except UnicodeEncodeError as err:  # a str body with a lone surrogate (a toolkit may hand us text)
+            raise NotText(400, f"the body is not Unicode text (character {err.start} is a lone surrogate)") from None
+    if len(body) > MAX_BODY_BYTES:
+        raise RequestError(413, f"the body is {len(body):,} bytes; the limit is {MAX_BODY_BYTES:,} (6 MB)")
+    if not body.strip():
+        raise RequestError(400, "the body is empty: send one patient record or a list of them")
+    media = _media_type(content_type)
+    if media not in (JSON, CSV):
+        raise RequestError(415, f"unsupported content type {shown(content_type)}: use {JSON} or {CSV}")
+    charset = _charset(content_type)
+    if charset not in (None, "utf-8", "utf8"):
+        raise RequestError(415, f"unsupported charset {shown(charset)}: send the body as UTF-8 (charset=utf-8)")
+    read = _records_from_json(body) if media == JSON else Body(_records_from_csv(body, frozenset(fields)), text=True)
+    if not read.records:
+        raise RequestError(400, "no patient records in the request")
+    if len(read.records) > MAX_RECORDS:
+        raise _too_many(f"{len(read.records):,}")
+    return read
+
+
+def _too_many(count: str) -> RequestError:
+    return RequestError(413, f"{count} records in one request; the limit is {MAX_RECORDS:,}: split them over several "
+                             "requests")
+
+
+def _records_from_json(body: bytes) -> Body:
     data = load_json(body)
     top_k, differential = None, 0  # top_k None: the default, as many as the model has labels if fewer
     if isinstance(data, dict) and "instances" in data:
         extra = sorted(set(data) - {"instances", "top_k", "differential"})
         if extra:
-            raise RequestError(400, f"unknown top-level keys: {', '.join(extra)} (allowed: instances, top_k, "
-                                    "differential)")
+            named = ", ".join(clip(str(key), SHOWN_FIELD_CHARS) for key in extra[:10]) + ", …" * (len(extra) > 10)
+            raise RequestError(400, f"unknown top-level keys: {named} (allowed: instances, top_k, differential)")
         if isinstance(data, RepeatedKeys):
             raise RequestError(400, f"top-level key(s) given twice: {', '.join(data.repeated)}")
         top_k = data.get("top_k")
@@ -268,7 +330,7 @@ def _records_from_json(body: bytes) -> tuple[list[Any], Any, Any]:
         if not isinstance(data, list):
             raise RequestError(400, "'instances' must be a list of patient records")
     records = data if isinstance(data, list) else [data]
-    return records, top_k, differential
+    return Body(records, top_k, differential)
 
 
 def _records_from_csv(body: bytes, fields: frozenset[str] = frozenset()) -> list[dict[str, str]]:
@@ -278,7 +340,14 @@ def _records_from_csv(body: bytes, fields: frozenset[str] = frozenset()) -> list
         text = body.decode("utf-8-sig")
     except UnicodeDecodeError as err:
         raise RequestError(400, f"the body is not UTF-8 (byte {err.start})") from None
-    reader = csv.reader(io.StringIO(text, newline=None), strict=True)  # newline=None: '\r' ends a line too
+    return csv_records(io.StringIO(text, newline=None), fields)  # newline=None: '\r' ends a line too
+
+
+def csv_records(lines: Iterable[str], fields: frozenset[str] = frozenset()) -> list[dict[str, str]]:
+    """The records of a CSV body's decoded ``lines`` (:func:`_records_from_csv`). Read up to MAX_RECORDS + 1 rows
+    that are not blank, then refused: 3 million rows of one cell (6 MB) took 7 s and 600 MB when all were read
+    before they were counted."""
+    reader = csv.reader(lines, strict=True)
     rows: list[dict[str, str]] = []
     try:
         header = next(reader, None) or []
@@ -289,16 +358,17 @@ def _records_from_csv(body: bytes, fields: frozenset[str] = frozenset()) -> list
         if opening in ("{", "["):
             raise RequestError(400, f"the CSV body starts with {opening!r}: it looks like JSON; send it as {JSON}")
         other = other_delimiter(header)
-        if other is not None and header[0] not in fields:
-            head = header[0]  # shown cut: a header may be megabytes long
-            raise RequestError(400, f"the CSV header is one field, {head[:80]!r}{'…' * (len(head) > 80)}: the cells "
-                                    f"look {other!r}-separated; send comma-separated cells with decimal points")
+        if other is not None and header[0] not in fields:  # shown cut: a header may be megabytes long
+            raise RequestError(400, f"the CSV header is one field, {shown(header[0], 80)}: the cells look "
+                                    f"{other!r}-separated; send comma-separated cells with decimal points")
         problem = header_problem(header, width)
         if problem:
             raise RequestError(400, problem)
         for cells in reader:
             if is_blank_row(cells):  # a blank line, or a spreadsheet's formatted empty row (',,,'), as ingestion skips
                 continue
+            if len(rows) == MAX_RECORDS:
+                raise _too_many(f"over {MAX_RECORDS:,}")
             fitted = fit_to_header(cells, width)  # empty trailing cells dropped, as ingestion drops them
             if fitted is None:
                 raise RequestError(400, f"CSV row {len(rows) + 1} (line {reader.line_num}) has "
@@ -313,41 +383,15 @@ def _records_from_csv(body: bytes, fields: frozenset[str] = frozenset()) -> list
 
 def parse_request(body: bytes | str, content_type: str | None, service: Service) -> Request:
     """Parse and validate; every problem of every row is counted, the first MAX_LISTED_PROBLEMS kept to be named."""
-    if isinstance(body, str):
-        try:
-            body = body.encode("utf-8")
-        except UnicodeEncodeError as err:  # a str body with a lone surrogate (a toolkit may hand us text)
-            raise RequestError(400, f"the body is not Unicode text (character {err.start} is a lone surrogate)") \
-                from None
-    if len(body) > MAX_BODY_BYTES:
-        raise RequestError(413, f"the body is {len(body):,} bytes; the limit is {MAX_BODY_BYTES:,} (6 MB)")
-    if not body.strip():
-        raise RequestError(400, "the body is empty: send one patient record or a list of them")
-    media = _media_type(content_type)
-    if media not in (JSON, CSV):
-        raise RequestError(415, f"unsupported content type {content_type!r}: use {JSON} or {CSV}")
-    charset = _charset(content_type)
-    if charset not in (None, "utf-8", "utf8"):
-        raise RequestError(415, f"unsupported charset {charset!r}: send the body as UTF-8 (charset=utf-8)")
-    if media == JSON:
-        records, top_k, differential = _records_from_json(body)
-        text = False
-    else:
-        records, top_k, differential, text = _records_from_csv(body, frozenset(service.schema.accepted)), None, 0, True
-    if not records:
-        raise RequestError(400, "no patient records in the request")
-    if len(records) > MAX_RECORDS:
-        raise RequestError(413, f"{len(records):,} records in one request; the limit is {MAX_RECORDS:,}: "
-                                "split them over several requests")
+    read = read_body(body, content_type, service.schema.accepted)
+    records, top_k, differential = read.records, read.top_k, read.differential
     if top_k is None:  # a two-label model answers a request that names no top_k with both, not a 400
         top_k = min(DEFAULT_TOP_K, len(service.model.labels))
     if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= len(service.model.labels):
-        raise RequestError(400, f"top_k must be an integer from 1 to {len(service.model.labels)}, got {top_k!r}")
+        raise RequestError(400, f"top_k must be an integer from 1 to {len(service.model.labels)}, got {shown(top_k)}")
     if isinstance(differential, bool) or not isinstance(differential, int) or not 0 <= differential <= MAX_DIFFERENTIAL:
-        shown = repr(differential)
-        shown = shown if len(shown) <= 60 else shown[:57] + "..."
         raise RequestError(400, f"differential must be an integer from 1 to {MAX_DIFFERENTIAL} (0 or absent: none), "
-                                f"got {shown}")
+                                f"got {shown(differential)}")
     if differential and service.phenotype is None:
         raise RequestError(400, "differential is not available for this model: it has no HPO symptom field, so no "
                                 "rare-disease knowledge base to match against")
@@ -355,7 +399,7 @@ def parse_request(body: bytes | str, content_type: str | None, service: Service)
     problems: list[Problem] = []
     found_count = 0  # every problem counted; only the first MAX_LISTED_PROBLEMS kept (a junk body's millions are not)
     for row, record in enumerate(records):
-        values, found = service.schema.validate(row, record, text=text)
+        values, found = service.schema.validate(row, record, text=read.text)
         clean.append(values)
         if found:
             found_count += len(found)
@@ -427,6 +471,49 @@ def render(prediction: list[dict[str, Any]], accept: str | None) -> tuple[bytes,
     return out.getvalue().encode("utf-8", errors="backslashreplace"), CSV
 
 
+def _least_entries(service: Service) -> tuple[dict[str, Any], dict[str, Any], int]:
+    """The differential entries of the knowledge base that render shortest, in JSON and in CSV (score 0.0: no float
+    is written shorter), and how many diseases it holds: every entry, as ``rank`` writes them, once."""
+    if service.least_entries is None:
+        assert service.phenotype is not None
+        entries = service.phenotype.rank([[]], len(service.phenotype.disease_ids_))[0]
+        entries = [{**entry, "score": 0.0} for entry in entries]
+        service.least_entries = (min(entries, key=lambda e: len(encode_json(e))),
+                                 min(entries, key=lambda e: len(str(e["disease_id"]).encode("utf-8"))), len(entries))
+    return service.least_entries
+
+
+def answer_floor(request: Request, service: Service, media: str) -> int:
+    """Bytes the answer to ``request`` will at least take in ``media``, known before anything is scored: each patient's
+    answer as :func:`predict` writes it, at its shortest (one label wherever a label goes, the one rendering shortest;
+    every probability and score 0.0, the differential's shortest entries; no unused codes or unknown values), rendered
+    as :func:`render` writes it, plus the patients' own ids. A request over MAX_RESPONSE_BYTES by this floor cannot
+    be answered: 10,000 patients with a differential of 20 were scored for 10-17 s, then refused a 35 MB answer."""
+    differential: dict[str, Any] = {}
+    if request.differential and service.phenotype is not None and service.phenotype_field is not None:
+        json_entry, csv_entry, diseases = _least_entries(service)
+        differential = {"differential": [json_entry if media == JSON else csv_entry] * min(request.differential, diseases),
+                        "differential_note": DIFFERENTIAL_NOTE.format(release=service.phenotype.release or "annotations")}
+    patients = len(request.ids)
+    per_answer, fixed = [], 0
+    for label in service.model.labels:
+        least = {"patient_id": None, "category": label, "probabilities": dict.fromkeys(service.model.labels, 0.0),
+                 "top_k": [{"category": label, "probability": 0.0}] * request.top_k, "model_version": service.version,
+                 **differential}
+        if media == JSON:  # '{"predictions": [' + answers joined by ', ' + ']}'
+            per_answer.append(len(encode_json(least)) + 2)
+            fixed = len(encode_json({"predictions": []})) - 2
+        else:  # the header, then a row per patient
+            one, two = (len(render([least] * n, CSV)[0]) for n in (1, 2))
+            per_answer.append(two - one)
+            fixed = 2 * one - two
+    if media == JSON:  # an id is its JSON string where the shortest answer has null (4 bytes)
+        ids = sum(len(encode_json(pid)) - 4 for pid in request.ids if pid is not None)
+    else:  # an id is written as it is, or quoted, where the shortest row has an empty cell
+        ids = sum(len(pid.encode("utf-8", errors="backslashreplace")) for pid in request.ids if pid is not None)
+    return fixed + patients * min(per_answer) + ids
+
+
 def invoke(service: Service, body: bytes | str, content_type: str | None, accept: str | None) -> tuple[bytes, str]:
     """One invocation: parse → predict → render; :class:`RequestError` for anything the client must fix."""
     output, output_type, _ = answer(service, body, content_type, accept)
@@ -436,8 +523,13 @@ def invoke(service: Service, body: bytes | str, content_type: str | None, accept
 def answer(service: Service, body: bytes | str, content_type: str | None, accept: str | None
            ) -> tuple[bytes, str, int]:
     """:func:`invoke`'s answer and the number of patients it answers (what feedback's event_row counts)."""
-    _accepted(accept)  # refuse an Accept we cannot produce before scoring anything
-    prediction = predict(parse_request(body, content_type, service), service)
+    media = _accepted(accept)  # refuse an Accept we cannot produce before scoring anything
+    request = parse_request(body, content_type, service)
+    floor = answer_floor(request, service, media)  # nor score what cannot be answered
+    if floor > MAX_RESPONSE_BYTES:
+        raise RequestError(413, f"the answer would be at least {floor:,} bytes; the limit is {MAX_RESPONSE_BYTES:,} "
+                                "(6 MB, as SageMaker's): send fewer records or a smaller differential")
+    prediction = predict(request, service)
     output, output_type = render(prediction, accept)
     if len(output) > MAX_RESPONSE_BYTES:
         raise RequestError(413, f"the answer would be {len(output):,} bytes; the limit is {MAX_RESPONSE_BYTES:,} "

@@ -23,12 +23,47 @@ from diagnosa.data.schema import (
     near_spelling,
     number_spelling,
 )
-from diagnosa.data.validate import BOOLEAN_SPELLINGS, CODE, LIST_SEPARATOR, boolean_text
+from diagnosa.data.validate import BOOLEAN_SPELLINGS, CODE, LIST_SEPARATOR, boolean_text, clip
 from inference.limits import MAX_LISTED_PROBLEMS, RepeatedKeys
 
 LISTED_FIELDS = 30  # an unknown field's problem lists the accepted names up to this many (else the closest ones)
 NOT_PLAIN = object()  # what a field's fast check returns for a value it does not vouch for (the full check decides)
 EXACT_FLOATS = 2**53  # integers below this convert to float exactly: range checks on either agree
+SHOWN_CHARS = 60  # how much of a refused value a message quotes
+SHOWN_FIELD_CHARS = 200  # how much of a refused field name (a key of the request) a problem names
+
+
+def shown(value: Any, limit: int = SHOWN_CHARS) -> str:
+    """``repr(value)`` clipped to ``limit`` characters (ingestion's :func:`~diagnosa.data.validate.clip`): how every
+    refusal of the endpoint quotes a value, a top_k or a header. Built from the value's first ``limit`` characters and
+    items only: the repr of a 6 MB list (25 MB) made a 25 MB 400, and costs its memory even when cut afterwards. A
+    text clipped keeps its closing quote, so a reader of the message sees where it ends (the errors stream's
+    redaction, inference/capture.py, removes quoted literals)."""
+    text = _repr_head(value, limit + 1)
+    if len(text) > limit and isinstance(value, str):
+        return clip(text, limit - 1) + text[0]
+    return clip(text, limit)
+
+
+def _repr_head(value: Any, budget: int) -> str:
+    """``repr(value)``, or a text of at least ``budget`` characters it starts with (a JSON value: dicts, lists,
+    strings, numbers). Each level of nesting takes one character of the budget, so a deep value stops early too."""
+    if isinstance(value, str):
+        return repr(value[:budget])
+    if isinstance(value, (list, dict)):
+        items = value.items() if isinstance(value, dict) else value
+        opening, closing = ("{", "}") if isinstance(value, dict) else ("[", "]")
+        parts: list[str] = []
+        used = 1
+        for item in items:
+            if used > budget:  # cut before this item, after the separator the repr has next
+                return opening + ", ".join(parts) + ", "
+            part = (f"{_repr_head(item[0], budget - used)}: {_repr_head(item[1], budget - used)}"
+                    if isinstance(value, dict) else _repr_head(item, budget - used))
+            parts.append(part)
+            used += len(part) + 2
+        return opening + ", ".join(parts) + closing
+    return repr(value)
 
 
 @dataclass(frozen=True)
@@ -38,7 +73,9 @@ class Problem:
     problem: str
 
     def to_dict(self) -> dict[str, Any]:
-        return {"row": self.row, "field": self.field, "problem": self.problem}
+        # The field may be any key a request sent (a 6 MB one): named clipped, as values are quoted.
+        field = self.field if self.field is None else clip(self.field, SHOWN_FIELD_CHARS)
+        return {"row": self.row, "field": field, "problem": self.problem}
 
 
 class RequestSchema:
@@ -213,11 +250,11 @@ class RequestSchema:
                     value = float(value)
                 except ValueError:
                     spelled = number_spelling(value)  # '1,657.0', '10,6', '124 mg/dL': ingestion's [csv] may read them
-                    return None, f"expected a number, got {value[:40]!r}" + (
+                    return None, f"expected a number, got {shown(value, 40)}" + (
                         f" ({spelled}; the endpoint reads a number written 1234.5: a decimal point, no thousands "
                         "separator, no unit)" if spelled else "")
             if isinstance(value, bool) or not isinstance(value, (int, float)):
-                return None, f"expected a number, got {type(value).__name__} {str(value)[:40]!r}"
+                return None, f"expected a number, got {type(value).__name__} {shown(value, 40)}"
             try:
                 number = float(value)
             except OverflowError:
@@ -239,8 +276,8 @@ class RequestSchema:
             if truth is not None:
                 return truth, None
             if not isinstance(value, bool):
-                return None, (f"expected true or false ({BOOLEAN_SPELLINGS}), got {value!r}" if text else
-                              f"expected true or false, got {value!r}"
+                return None, (f"expected true or false ({BOOLEAN_SPELLINGS}), got {shown(value)}" if text else
+                              f"expected true or false, got {shown(value)}"
                               + (" (a JSON boolean: the text is read so only in a CSV cell)"
                                  if isinstance(value, str) and boolean_text(value) is not None else ""))
             return value, None
@@ -248,24 +285,24 @@ class RequestSchema:
             if text and isinstance(value, str):
                 value = [x.strip() for x in value.split(LIST_SEPARATOR) if x.strip()]
             if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
-                return None, f"expected a list of strings, got {value!r}"
+                return None, f"expected a list of strings, got {shown(value)}"
             if f.type == "hpo_terms":
                 malformed = [x for x in value if not HPO_ID.fullmatch(x)]
                 if malformed:
-                    return None, f"malformed HPO id {malformed[0]!r} (expected HP:nnnnnnn)"
+                    return None, f"malformed HPO id {shown(malformed[0])} (expected HP:nnnnnnn)"
                 unknown = [x for x in value if x not in self._terms()]
                 if unknown:
-                    return None, f"unknown HPO term {unknown[0]!r}"
+                    return None, f"unknown HPO term {shown(unknown[0])}"
             else:
                 malformed = [x for x in value if not CODE.fullmatch(x)]
                 if malformed:
-                    return None, f"malformed code {malformed[0]!r}"
+                    return None, f"malformed code {shown(malformed[0])}"
             return list(value), None
         if not isinstance(value, str):
-            return None, f"expected a string, got {type(value).__name__} {value!r}"
+            return None, f"expected a string, got {type(value).__name__} {shown(value)}"
         value = clean_text(value)  # as ingestion read the training cells: 'M ' is 'M'
         if f.type == "category" and f.values is not None and value not in f.values:
             near = near_spelling(value, f.values)  # case and spaces are meaningful, as in ingestion: say so
-            return None, f"unknown value {value!r} (expected one of: {', '.join(f.values)})" + (
+            return None, f"unknown value {shown(value)} (expected one of: {', '.join(f.values)})" + (
                 f"; {near[0]!r} {near[1]}" if near else "")
         return value, None

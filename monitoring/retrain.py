@@ -56,6 +56,7 @@ from inference.capture import decode_payload, read_capture
 from inference.feedback import Feedback, confirmed_patients, read_feedback
 from monitoring.traffic import (
     LONE_SURROGATE,
+    READ_ERRORS,
     LoneSurrogate,
     Skipped,
     by_inference_id,
@@ -304,10 +305,11 @@ def feedback_lines(lake: DataLake, endpoint: str, header: list[str], config: dic
         data = event["captureData"]["endpointInput"]
         content_type = data.get("observedContentType") or ""
         try:
-            requests[meta["eventId"]] = request_records(decode_payload(data), content_type)
+            # Read as the endpoint read it (monitoring.traffic.read_request): one unreadable line is counted, never a crash.
+            requests[meta["eventId"]] = request_records(decode_payload(data), content_type, header)
         except (LoneSurrogate, UnicodeEncodeError) as err:
             requests[meta["eventId"]] = (LONE_SURROGATE, str(err))
-        except (ValueError, UnicodeDecodeError, KeyError) as err:
+        except (*READ_ERRORS, KeyError) as err:
             requests[meta["eventId"]] = ("captured request is not a readable JSON or CSV request", str(err))
 
     def patients(item: Feedback) -> int | tuple[str, str]:

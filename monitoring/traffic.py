@@ -7,13 +7,12 @@ few examples naming the object and line.
 from __future__ import annotations
 
 import csv
-import io
 import json
 import re
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
-from typing import Any, Iterable, Mapping, NamedTuple
+from typing import Any, Collection, Iterable, Mapping, NamedTuple
 
 import pandas as pd
 
@@ -21,6 +20,7 @@ from diagnosa.data.schema import FieldNames, clean_text, is_missing_text
 from diagnosa.data.validate import LIST_SEPARATOR, boolean_text
 from diagnosa.lake import DataLake
 from inference.capture import LONE_SURROGATE_ID, decode_payload, lone_surrogate, parse_time, read_capture
+from inference.handler import Body, NotText, RequestError, read_body
 
 MAX_EXAMPLES = 5
 
@@ -74,6 +74,16 @@ class LoneSurrogate(ValueError):
     """A captured text holds a lone UTF-16 surrogate: no table of Arrow strings, report or CSV file can hold it."""
 
 
+class UnreadableRequest(ValueError):
+    """A captured request the endpoint's reader refuses (the reason is its refusal's message)."""
+
+
+UNREADABLE_INPUT = "input is not a readable JSON or CSV request"
+# What reading one captured body may raise, each counted under a reason (never a crash of the monitor or retraining):
+# the reader's refusals; a body that is not base64 (binascii.Error is a ValueError) or not text.
+READ_ERRORS = (ValueError, UnicodeError, RecursionError, csv.Error)
+
+
 LONE_SURROGATE = "a lone UTF-16 surrogate (a '\\ud800' escape) in the captured event: no UTF-8 text can hold it"
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")  # how one gets into a JSON text written as ASCII
 
@@ -101,20 +111,24 @@ def _holds_lone_surrogate(value: Any) -> bool:
     return False
 
 
-def request_records(body: bytes, content_type: str) -> list[Any]:
-    """The patient records of a captured request, as sent (a JSON object or array, ``instances``, or CSV rows)."""
-    media = content_type.split(";", 1)[0].strip().lower()
-    text = body.decode("utf-8")
-    if media == "application/json" or media.endswith("+json"):
-        payload = json_payload(text)
-        if isinstance(payload, dict) and "instances" in payload:
-            payload = payload["instances"]
-        records = payload if isinstance(payload, list) else [payload]
-        return records
-    if media == "text/csv":
-        reader = csv.DictReader(io.StringIO(text))
-        return [dict(row) for row in reader]
-    raise ValueError(f"unsupported input content type {content_type!r}")
+def read_request(body: bytes, content_type: str, fields: Collection[str] = ()) -> Body:
+    """A captured request read exactly as the endpoint read it when it answered (inference.handler.read_body: its
+    decoding, byte-order mark, line ends, blank CSV rows, JSON): the records it scored and its options. A reader of
+    its own here read a lone-CR CSV the endpoint answered as a csv.Error that stopped the monitor, and a BOM before a
+    CSV's first field name as a field named '\ufeffage'. A body the endpoint refuses is an UnreadableRequest (a
+    LoneSurrogate for a lone UTF-16 surrogate in it), with the endpoint's reason. ``fields``: the model's field names
+    (the endpoint takes a header of one of them for a field, not for a ';'-separated header)."""
+    try:
+        return read_body(body, content_type, frozenset(fields))
+    except NotText as err:
+        raise LoneSurrogate(err.message) from None
+    except RequestError as err:
+        raise UnreadableRequest(err.message) from None
+
+
+def request_records(body: bytes, content_type: str, fields: Collection[str] = ()) -> list[Any]:
+    """The patient records of a captured request, as the endpoint read them (:func:`read_request`)."""
+    return read_request(body, content_type, fields).records
 
 
 def _coerce(kind: str, value: Any, text: bool, missing: frozenset[str] = frozenset()) -> tuple[Any, bool]:
@@ -195,12 +209,13 @@ def traffic_from_events(events: Iterable[dict[str, Any]], kinds: dict[str, str],
         data = event["captureData"]
         try:
             content_type = data["endpointInput"].get("observedContentType") or ""
-            records = request_records(decode_payload(data["endpointInput"]), content_type)
+            request = read_request(decode_payload(data["endpointInput"]), content_type, kinds)
+            records = request.records
         except (LoneSurrogate, UnicodeEncodeError) as err:  # one such line failed the whole table's build
             drop(LONE_SURROGATE, f"{where}: input: {err}")
             continue
-        except (ValueError, UnicodeDecodeError, RecursionError) as err:  # JSONDecodeError is a ValueError
-            drop("input is not a readable JSON or CSV request", f"{where}: {err}")
+        except READ_ERRORS as err:
+            drop(UNREADABLE_INPUT, f"{where}: {err}")
             continue
         try:
             output = json_payload(decode_payload(data["endpointOutput"]).decode("utf-8"))
@@ -222,7 +237,7 @@ def traffic_from_events(events: Iterable[dict[str, Any]], kinds: dict[str, str],
             other_models[event_id] = answered
             other_patients += len(records)
             continue
-        text = content_type.split(";", 1)[0].strip().lower() == "text/csv"
+        text = request.text  # CSV cells: texts, read as the endpoint read them
         when = meta.get("inferenceTime")
         for i, (record, prediction) in enumerate(zip(records, predictions)):
             if not isinstance(record, dict):
