@@ -62,6 +62,7 @@ MAX_ERROR_PROBLEMS = 20  # problems kept per refused request in the errors strea
 MAX_ERROR_TEXT = 300  # characters kept of a refusal's message (and of each problem)
 RECENT_EVENTS = 200_000  # event ids remembered in memory for the feedback check (besides the lake)
 UNCOUNTED = -1  # a captured event whose patients are not known (a previous process's spool)
+CAPTURE_FAILED = -2  # an answered, sampled event whose capture line was not written (spool full or failing, closed)
 CACHED_HOURS = 8  # hours of captured event ids kept after reading them back from the lake
 
 
@@ -88,15 +89,38 @@ def new_event_id(when: datetime | None = None) -> str:
     return str(uuid.UUID(int=value))
 
 
-def event_time(event_id: str) -> datetime | None:
-    """The issue time (ms) of a UUIDv7 event id; None for anything else (UUIDv4, a SageMaker eventId...)."""
+def _uuid7_millis(event_id: str) -> int | None:
+    """The 48-bit Unix time (ms) of a canonical UUIDv7 text; None for anything else."""
     try:
         value = uuid.UUID(event_id)
     except (ValueError, TypeError, AttributeError):
         return None
     if value.version != 7 or str(value) != event_id.lower():
         return None
-    return _EPOCH + timedelta(milliseconds=value.int >> 80)
+    return value.int >> 80
+
+
+def event_time(event_id: str) -> datetime | None:
+    """The issue time (ms) of a UUIDv7 event id; None for anything else (UUIDv4, a SageMaker eventId...) and for a
+    UUIDv7 whose time is past datetime's range (48 bits of ms reach year 10889; any id from
+    e677d21f-dc00-7000-... up is after 9999-12-31): no endpoint issued it, and it must not raise OverflowError."""
+    millis = _uuid7_millis(event_id)
+    if millis is None:
+        return None
+    try:
+        return _EPOCH + timedelta(milliseconds=millis)
+    except OverflowError:
+        return None
+
+
+def issued_later(event_id: str, now: datetime, slack: timedelta = timedelta(minutes=5)) -> bool:
+    """Whether ``event_id`` is a UUIDv7 naming a time after ``now`` + ``slack`` (after year 9999 included): an id
+    no endpoint has issued yet."""
+    millis = _uuid7_millis(event_id)
+    if millis is None:
+        return False
+    when = event_time(event_id)
+    return when is None or when > _utc(now) + slack
 
 
 def encode_payload(body: bytes, content_type: str | None) -> tuple[str, str]:
@@ -355,7 +379,8 @@ class DataCapture:
         self._ship_lock = threading.Lock()  # one shipper at a time (the thread, flush() or close())
         self._capture = _Stream(self.spool_dir / "capture", self.prefix, fsync)
         self._errors = _Stream(self.spool_dir / "errors", f"{ERRORS_ZONE}/{self.endpoint_name}/", fsync)
-        # event id → the patients its request held when captured (UNCOUNTED: not known), 0 when not sampled
+        # event id → the patients its request held when captured (UNCOUNTED: not known), 0 when not sampled,
+        # CAPTURE_FAILED when sampled but not spooled (so feedback for it is told why, not "never captured")
         self._recent: OrderedDict[str, int] = OrderedDict()
         self._hours: OrderedDict[datetime, frozenset[str]] = OrderedDict()  # ids read back from the lake
         self._failures: dict[str, int] = {}  # segment name → failed shipping attempts
@@ -397,7 +422,8 @@ class DataCapture:
             return value
 
     def _remember(self, event_id: str, patients: int) -> None:
-        """Call under the lock (or before the thread starts). ``patients``: 0 for an event not sampled."""
+        """Call under the lock (or before the thread starts). ``patients``: 0 for an event not sampled,
+        CAPTURE_FAILED for one whose line was not spooled. One bounded memory (the last RECENT_EVENTS ids)."""
         self._recent[event_id] = patients
         if len(self._recent) > RECENT_EVENTS:
             self._recent.popitem(last=False)
@@ -409,10 +435,12 @@ class DataCapture:
         with self._lock:
             if self._closed:
                 self.dropped += 1
+                self._failed(stream, event_id)
                 log.warning("capture for %s is closed: event %s not captured", self.endpoint_name, event_id)
                 return False
             if self._spool_bytes + len(data) > self.max_spool_bytes:
                 self.dropped += 1
+                self._failed(stream, event_id)
                 log.warning("capture spool %s is full (%d bytes unshipped): event %s not captured (%d dropped "
                             "so far)", self.spool_dir, self._spool_bytes, event_id, self.dropped)
                 return False
@@ -421,6 +449,7 @@ class DataCapture:
             except OSError as err:
                 self.spool_errors += 1
                 self.dropped += 1
+                self._failed(stream, event_id)
                 log.error("capture spool write failed: event %s not captured (%d spool errors so far): %s",
                           event_id, self.spool_errors, err)
                 return False
@@ -434,6 +463,11 @@ class DataCapture:
         if full:
             self._wake.set()
         return True
+
+    def _failed(self, stream: _Stream, event_id: str | None) -> None:
+        """Remember an event whose capture line was not written (call under the lock)."""
+        if stream is self._capture and event_id is not None:
+            self._remember(event_id, CAPTURE_FAILED)
 
     def record(self, event_id: str, inference_id: str | None, input_body: bytes, input_content_type: str | None,
                output_body: bytes, output_content_type: str | None, when: datetime, patients: int = 1) -> bool:
@@ -449,7 +483,9 @@ class DataCapture:
             line = capture_line(event_id, inference_id, bytes(input_body), input_content_type, bytes(output_body),
                                 output_content_type, when)
         except Exception:  # noqa: BLE001  (a bad event must not fail the request)
-            self._count("lost")
+            with self._lock:
+                self.lost += 1
+                self._remember(event_id, CAPTURE_FAILED)
             log.exception("capture event %s could not be serialised", event_id)
             return False
         return self._spool(self._capture, when, line, event_id, patients)
@@ -469,19 +505,21 @@ class DataCapture:
         return self._spool(self._errors, when, line, None)
 
     def lookup(self, event_id: str) -> str:
-        """Whether an event was captured: ``"captured"``, ``"not sampled"`` or ``"unknown"``.
+        """Whether an event was captured: ``"captured"``, ``"not sampled"``, ``"capture failed"`` (answered by this
+        process, sampled, but its line was not written: spool full or failing, capture closed) or ``"unknown"``.
 
         Bounded work: ids spooled by this process are in memory; otherwise the event's hour comes
         from its id (UUIDv7) and only that hour's objects are read (then cached), and those of the hours it may be
         filed under (:func:`filing_hours`) when it is not there. Ids that carry no
-        time (not issued by the local endpoint) and hours in the future are ``"unknown"`` at once.
+        time (not issued by the local endpoint) and times in the future (past year 9999 too) are ``"unknown"`` at once.
         """
         with self._lock:
             known = self._recent.get(event_id)
             if known is not None:
-                return "captured" if known else "not sampled"
+                return "captured" if known > 0 or known == UNCOUNTED else \
+                    "capture failed" if known == CAPTURE_FAILED else "not sampled"
         when = event_time(event_id)
-        if when is None or when > datetime.now(timezone.utc) + timedelta(minutes=5):
+        if when is None or issued_later(event_id, datetime.now(timezone.utc)):
             return "unknown"
         for hour in filing_hours(when):  # its own hour first; then where a late write or a skewed clock filed it
             with self._lock:
@@ -747,7 +785,10 @@ def captured_patients(lake: DataLake, endpoint: str, event_ids: Iterable[str]) -
     carries no time (SageMaker's event ids), whatever the number of ids asked about. Only the lines of the ids asked
     about are parsed. Spooled events a running endpoint has not shipped yet are not seen.
     """
-    wanted = set(event_ids)
+    # A UUIDv7 past datetime's range (after year 9999) names no hour and was never captured: not a reason to read
+    # every hour, as an id without a time is.
+    wanted = {event_id for event_id in event_ids
+              if event_time(event_id) is not None or _uuid7_millis(event_id) is None}
     if not wanted:
         return {}
     times = [event_time(event_id) for event_id in wanted]

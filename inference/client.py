@@ -72,8 +72,8 @@ class PredictionRejected(ClientFailure):
 @dataclass
 class FeedbackRejected(ClientFailure):
     """This feedback record was refused, for what it holds (``fields`` maps each bad field to its problem), its event
-    id (404: no captured prediction) or its size (413); another record may be taken. A refusal of every record (the
-    token, the endpoint's own state) is a plain :class:`ClientFailure`."""
+    id (404: no captured prediction; 409: answered, its capture failed) or its size (413); another record may be
+    taken. A refusal of every record (the token, the endpoint's own state) is a plain :class:`ClientFailure`."""
 
     message: str
     status: int
@@ -336,7 +336,8 @@ class DiagnosaClient:
                 raise FeedbackRejected(error or "invalid feedback", 400, fields=fields) from None
             # The URL's endpoint, whatever this client's (default) endpoint name says.
             message = f"endpoint {self.endpoint_url} refused the feedback ({err.code}): {error or err.reason}"
-            if err.code in (404, 413):  # this record's event id was not captured, or the record is too big
+            # This record's event id was not captured (404; 409: answered, its capture failed), or it is too big.
+            if err.code in (404, 409, 413):
                 raise FeedbackRejected(message, err.code) from None
             raise ClientFailure(message) from None
         except urllib.error.URLError as err:  # not sent: nothing listens, no route, the connection not made in time

@@ -8,9 +8,12 @@ this server exactly as to a deployed endpoint, errors included. Every invocation
 
 Transport rules: HTTP/1.1 keep-alive, a socket timeout so a silent client cannot hold a thread, a
 whole-request deadline (request line, headers and body) so a client sending one byte at a time
-cannot either, a cap on open connections (more are answered 503 at once), bodies bounded before
-they are read, and a clean stop (no new connections, in-flight requests finish, capture flushed)
-on :meth:`EndpointServer.stop` or SIGTERM/SIGINT.
+cannot either (408, then close), a cap on open connections and on those of one client address (more are
+answered 503), a few connections beyond the cap kept for ``/ping`` alone (the health check answers while slow
+clients hold every slot), bodies bounded before they are read, one framing for every route (a body on a
+route that takes none is refused and the connection closed, never read as the next request), header lines
+checked as RFC 9112 writes them (400 and close otherwise, never dropped), and a clean stop (no new connections,
+in-flight requests finish, capture flushed) on :meth:`EndpointServer.stop` or SIGTERM/SIGINT.
 """
 from __future__ import annotations
 
@@ -24,6 +27,7 @@ import socket
 import threading
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -33,7 +37,7 @@ from urllib.parse import unquote
 from diagnosa.labels import CATEGORIES
 from diagnosa.model import ModelLoadError, model_labels
 from inference import handler
-from inference.capture import DEFAULT_VARIANT, DataCapture, new_event_id
+from inference.capture import DEFAULT_VARIANT, DataCapture, issued_later, new_event_id
 from inference.workers import Outcome, WorkerPool, WorkerUnavailable, score
 
 log = logging.getLogger("diagnosa.server")
@@ -44,12 +48,91 @@ LINGER_SECONDS = 2.0  # after refusing an oversized body, how long its remainder
 STOP_TIMEOUT = 30.0
 REQUEST_DEADLINE = 30.0  # seconds from a request's first byte to its last (line, headers and body)
 MAX_CONNECTIONS = 256  # open connections (one thread each); more are answered 503 and closed
+# Open connections of one client address: one client cannot take every slot. Behind a proxy every client shares the
+# proxy's address (and on loopback every local client shares 127.0.0.1): None turns it off (docs/serving.md).
+MAX_CLIENT_CONNECTIONS = 128
+PING_RESERVE = 8  # connections beyond the caps that may only ask /ping (one request each, then closed)
+PING_DEADLINE = 2.0  # seconds a reserve connection has to send its whole request
+EMPTY_LINES = 4  # empty lines ignored before a request line (RFC 9112 2.2: at least one)
+MAX_ECHO = 200  # characters of a request's own text (path, method, header value) an error message repeats
+MAX_MODEL_ERROR = 64 * 1024  # bytes of a refusal's JSON a 4xx (or the runtime route's 424) carries
+MODEL_ERROR_QUOTED = 1000  # characters of it quoted in the 424's "message" (the whole is in OriginalMessage)
+CAPTURE_HEADER = "X-Diagnosa-Capture"  # "failed" on an answer whose capture line could not be written
 JSON = "application/json"
 FEEDBACK_MAX_BYTES = 16 * 1024  # a feedback body: a few short fields (a 1000-character note at most)
 _RUNTIME = re.compile(r"^/endpoints/([^/]+)/invocations$")
 _DIGITS = re.compile(r"^[0-9]{1,15}$")
 _PING, _INVOCATIONS, _RUNTIME_ROUTE, _FEEDBACK = "ping", "invocations", "runtime", "feedback"
 _ALLOWED = {_PING: ("GET", "HEAD"), _INVOCATIONS: ("POST",), _RUNTIME_ROUTE: ("POST",), _FEEDBACK: ("POST",)}
+_BODY_ROUTES = (_INVOCATIONS, _RUNTIME_ROUTE, _FEEDBACK)  # the routes (with POST) that read a body
+_TOKEN = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 5.1: a field name
+_CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")  # in a field value: NUL, CR, LF and the other controls (not tab)
+
+
+def _shown(text: str, limit: int = MAX_ECHO) -> str:
+    """A request's own text as an error message repeats it: repr'd (no control characters), cut to ``limit``."""
+    return repr(text) if len(text) <= limit else repr(text[:limit]) + f"… ({len(text):,} characters)"
+
+
+def _header_line_problem(line: bytes) -> str | None:
+    """What is wrong with one raw header line (RFC 9112 5: ``field-name ":" OWS field-value OWS``), or None.
+
+    The stdlib's parser is lenient: a line without a colon or with a space before it ends the headers there (the
+    rest, Content-Type and Content-Length included, silently became "body"), obs-fold joins lines, NUL and a bare
+    CR pass. Each is a 400 naming the header."""
+    text = line[:-2] if line.endswith(b"\r\n") else line[:-1] if line.endswith(b"\n") else line
+    if text[:1] in (b" ", b"\t"):
+        return f"obsolete line folding (a header line starting with whitespace: {_shown(text.decode('latin-1'), 40)})"
+    name, colon, value = text.partition(b":")
+    shown = _shown(name.decode("latin-1"), 40)
+    if not colon:
+        return f"a header line without a colon: {_shown(text.decode('latin-1'), 40)}"
+    if not _TOKEN.fullmatch(name):
+        return (f"header name {shown} is not a token" + (" (whitespace before the colon)"
+                                                          if name[-1:] in (b" ", b"\t") else ""))
+    if _CONTROL.search(value):
+        return f"header {shown}: its value holds a control character (NUL, CR, LF...)"
+    return None
+
+
+def _charset(content_type: str | None) -> str | None:
+    """The charset a Content-Type names, lower case, or None (as the handler reads it for /invocations)."""
+    for parameter in (content_type or "").split(";")[1:]:
+        name, _, value = parameter.partition("=")
+        if name.strip().lower() == "charset":
+            return value.strip().strip('"').lower()
+    return None
+
+
+def _bounded_refusal(text: str, refusal: dict[str, Any] | None) -> str:
+    """A refusal's JSON as a reply carries it: as is up to MAX_MODEL_ERROR bytes; else its message cut and as many of
+    its problems as fit (``more_errors`` counting the rest), still JSON a client reads the same way."""
+    if len(text.encode("utf-8", "surrogatepass")) <= MAX_MODEL_ERROR:
+        return text
+    if refusal is None:
+        try:
+            refusal = json.loads(text)
+        except ValueError:
+            refusal = None
+    if not isinstance(refusal, dict):
+        return json.dumps({"error": text[:MODEL_ERROR_QUOTED] + f"… (a {len(text):,}-character refusal, cut)"})
+    error = str(refusal.get("error", ""))
+    out: dict[str, Any] = {"error": error if len(error) <= MODEL_ERROR_QUOTED else
+                           error[:MODEL_ERROR_QUOTED] + f"… ({len(error):,} characters)", "errors": []}
+    listed = refusal.get("errors")
+    errors: list[Any] = listed if isinstance(listed, list) else []
+    size = len(handler.encode_json(out)) + 100
+    for item in errors:
+        item = {k: (v[:300] + "…" if isinstance(v, str) and len(v) > 300 else v) for k, v in item.items()} \
+            if isinstance(item, dict) else item
+        size += len(handler.encode_json(item)) + 1
+        if size > MAX_MODEL_ERROR:
+            break
+        out["errors"].append(item)
+    more = len(errors) - len(out["errors"]) + int(refusal.get("more_errors") or 0)
+    if more:
+        out["more_errors"] = more
+    return handler.encode_json(out).decode("utf-8")
 
 
 def _path(target: str) -> str:
@@ -77,13 +160,14 @@ class _Reply(Exception):
     """A response decided before the handler runs (bad transport, unknown endpoint...)."""
 
     def __init__(self, status: int, message: str, *, close: bool = False, linger: bool = False,
-                 aws_type: str = "ValidationError"):
+                 aws_type: str = "ValidationError", headers: dict[str, str] | None = None):
         super().__init__(message)
         self.status = status
         self.message = message
         self.close = close
         self.linger = linger
         self.aws_type = aws_type
+        self.headers = headers or {}
 
 
 class _DeadlineSocketReader(io.RawIOBase):
@@ -96,6 +180,7 @@ class _DeadlineSocketReader(io.RawIOBase):
         self.read_timeout = read_timeout
         self.deadline_seconds = deadline_seconds
         self.deadline: float | None = None  # None: waiting for the next request (the idle limit applies)
+        self.timed_out = False  # a read of this request timed out (the handler answers 408 if nothing was sent)
 
     def readable(self) -> bool:
         return True
@@ -104,16 +189,43 @@ class _DeadlineSocketReader(io.RawIOBase):
         if self.deadline is not None:
             left = self.deadline - time.monotonic()
             if left <= 0:
+                self.timed_out = True
                 raise TimeoutError(f"the request did not arrive within {self.deadline_seconds:g} s")
             self.sock.settimeout(min(left, self.read_timeout))
         try:
             n = self.sock.recv_into(buffer)
+        except TimeoutError:
+            self.timed_out = True
+            raise
         finally:
             if self.deadline is not None:
                 self.sock.settimeout(self.read_timeout)  # writes keep the ordinary timeout
         if n and self.deadline is None:
             self.deadline = time.monotonic() + self.deadline_seconds
         return n
+
+
+class _RequestReader(io.BufferedReader):
+    """The request stream, keeping the lines read while ``lines`` is a list (the header block, checked after the
+    stdlib's lenient parser has read it)."""
+
+    lines: list[bytes] | None = None
+
+    def readline(self, size: int | None = -1, /) -> bytes:
+        line = super().readline(size)
+        if self.lines is not None:
+            self.lines.append(line)
+        return line
+
+
+@dataclass
+class _Slot:
+    """What a connection holds: an ordinary slot, or a /ping-only one (``ping_only`` says why it got no other)."""
+
+    client: str
+    ping_only: str | None = None
+    settled: bool = False  # a /ping-only connection whose request arrived whole: being answered, never evicted
+    evicted: bool = False  # a /ping-only connection closed to make room for a newer one
 
 
 class _Server(ThreadingHTTPServer):
@@ -128,21 +240,63 @@ class _Server(ThreadingHTTPServer):
         self.drained = threading.Condition(self.lock)
         self.connections: dict[socket.socket, bool] = {}  # socket -> busy with a request
         self.in_flight = 0
-        self.accepted = 0  # connections handed to a thread and not yet closed
+        self.accepted = 0  # connections in an ordinary slot, handed to a thread and not yet closed
+        self.reserved = 0  # connections in a /ping-only slot (at most PING_RESERVE)
+        self.evicting = 0  # /ping-only connections evicted whose thread has not ended yet (at most PING_RESERVE)
+        self.by_client: dict[str, int] = {}  # client address -> its connections in ordinary slots
+        self.slots: dict[Any, _Slot] = {}  # socket -> its slot, in the order they were accepted
         self.stopping = False
         super().__init__(address, _Handler)
 
+    def _full(self, client: str) -> str | None:
+        """Why a new connection from ``client`` gets no ordinary slot (call under lock), or None."""
+        endpoint = self.endpoint
+        if self.accepted >= endpoint.max_connections:
+            return f"the endpoint has {endpoint.max_connections} open connections, its limit: retry shortly"
+        limit = endpoint.max_client_connections
+        if limit is not None and self.by_client.get(client, 0) >= limit:
+            return f"this client address has {limit} open connections, the limit per client: retry shortly"
+        return None
+
+    def _reserve(self) -> bool:
+        """A /ping-only slot for a new connection (call under lock): a free one, or the one of the oldest reserve
+        connection still waiting for its request, which is closed. Slow clients re-opening connections cannot
+        keep the reserve: a health check (its request follows its connection at once) takes a slot from them."""
+        if self.reserved < PING_RESERVE:
+            self.reserved += 1
+            return True
+        if self.evicting >= PING_RESERVE:  # their threads are ending: the thread count stays bounded
+            return False
+        for sock, slot in self.slots.items():
+            if slot.ping_only is not None and not slot.settled and not slot.evicted:
+                slot.evicted = True
+                self.evicting += 1
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)  # its thread's read returns b"": it ends without answering
+                except OSError:
+                    pass
+                return True
+        return False
+
     def process_request(self, request: Any, client_address: Any) -> None:
+        client = str(client_address[0]) if isinstance(client_address, tuple) and client_address else "?"
         with self.lock:
-            full = self.accepted >= self.endpoint.max_connections
-            if not full:
+            full = self._full(client)
+            if full is None:
                 self.accepted += 1
-        if not full:
+                self.by_client[client] = self.by_client.get(client, 0) + 1
+                self.slots[request] = _Slot(client)
+            elif self._reserve():
+                # Kept for the health check: slow clients holding every slot must not make /ping fail (and the
+                # instance be replaced). The thread reads one request within PING_DEADLINE: /ping is answered,
+                # anything else gets this 503.
+                self.slots[request] = _Slot(client, ping_only=full)
+                full = None
+        if full is None:
             super().process_request(request, client_address)
             return
         # Answered on the accepting thread, small and at once: no thread for a connection we cannot serve.
-        body = json.dumps({"error": f"the endpoint has {self.endpoint.max_connections} open connections, "
-                                    "its limit: retry shortly"}).encode()
+        body = json.dumps({"error": full}).encode()
         try:
             request.settimeout(1.0)
             request.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
@@ -153,12 +307,36 @@ class _Server(ThreadingHTTPServer):
         finally:
             super().shutdown_request(request)
 
+    def settle(self, request: Any, settled: bool = True) -> bool:
+        """Mark a /ping-only connection as being answered (or, ``settled=False``, no longer: its answer is out);
+        False when it was evicted meanwhile (the thread ends without answering)."""
+        with self.lock:
+            slot = self.slots.get(request)
+            if slot is None or slot.evicted:
+                return False
+            slot.settled = settled
+            return True
+
     def shutdown_request(self, request: Any) -> None:
         try:
             super().shutdown_request(request)
         finally:
             with self.lock:
-                self.accepted -= 1
+                slot = self.slots.pop(request, None)
+                if slot is None:
+                    pass
+                elif slot.ping_only is not None:
+                    if slot.evicted:
+                        self.evicting -= 1
+                    else:
+                        self.reserved -= 1
+                else:
+                    self.accepted -= 1
+                    left = self.by_client.get(slot.client, 1) - 1
+                    if left > 0:
+                        self.by_client[slot.client] = left
+                    else:
+                        self.by_client.pop(slot.client, None)
 
     def close_idle(self) -> None:
         """Wake the threads waiting for a next request on a keep-alive connection (call under lock)."""
@@ -178,16 +356,27 @@ class _Handler(BaseHTTPRequestHandler):
     # ACK (~40 ms on Linux) on every keep-alive request.
     disable_nagle_algorithm = True
     server: _Server
+    raw_requestline: bytes  # set by the base class before parse_request
 
     # -- connection bookkeeping --------------------------------------------------------------
     def setup(self) -> None:
         # StreamRequestHandler applies it to the socket; typeshed calls it a ClassVar, but setup() reads the instance's
         self.timeout = self.server.endpoint.socket_timeout  # type: ignore[misc]
+        deadline = self.server.endpoint.request_deadline
+        with self.server.lock:
+            slot = self.server.slots.get(self.request)
+            self._ping_only = slot.ping_only if slot is not None else None  # why, when in a /ping-only slot
+        if self._ping_only is not None:  # a reserve slot: one quick request, so the reserve frees itself at once
+            self.timeout = min(self.timeout, PING_DEADLINE)  # type: ignore[misc]
+            deadline = min(deadline, PING_DEADLINE)
         super().setup()
         self.rfile.close()  # the socket's own reader, replaced by one that keeps the request's deadline
-        self._reader = _DeadlineSocketReader(self.connection, self.timeout, self.server.endpoint.request_deadline)
-        self.rfile = io.BufferedReader(self._reader)
+        self._reader = _DeadlineSocketReader(self.connection, self.timeout, deadline)
+        self._lines = _RequestReader(self._reader)
+        self.rfile = self._lines
         self._busy = False
+        self._status = 0
+        self._linger = False
         with self.server.lock:
             self.server.connections[self.connection] = False
             if self.server.stopping:
@@ -201,28 +390,80 @@ class _Handler(BaseHTTPRequestHandler):
                 self.server.connections.pop(self.connection, None)
 
     def parse_request(self) -> bool:
+        if self._ping_only is not None and not self.server.settle(self.request, False):
+            self.close_connection = True  # evicted from its /ping-only slot: what it sent is cut, nothing to answer
+            return False
         # A request line arrived: from here on the connection is busy and stop() waits for it.
         with self.server.lock:
             self.server.in_flight += 1
             self.server.connections[self.connection] = True
             self._busy = True
         self._started = time.perf_counter()
-        self._status = 0
-        self._linger = False
-        if not super().parse_request():
+        for _ in range(EMPTY_LINES):
+            # RFC 9112 2.2: ignore empty lines before the request line (some clients send CRLF after a body).
+            if self.raw_requestline not in (b"\r\n", b"\n"):
+                break
+            self.raw_requestline = self.rfile.readline(65537)
+            if len(self.raw_requestline) > 65536:
+                self.send_error(414)
+                return False
+        self._header_lines: list[bytes] = []
+        self._lines.lines = self._header_lines  # what the header parser reads, kept to be checked line by line
+        try:
+            parsed = super().parse_request()
+        finally:
+            self._lines.lines = None
+        if self._ping_only is not None and not self.server.settle(self.request):
+            self.close_connection = True  # evicted while its headers came: they are cut, nothing to answer
+            return False
+        if not parsed:
             return False
         if self.request_version == "HTTP/0.9":  # "GET /path" with no version: answered, but not in 0.9 style
             self.send_error(400, "HTTP/0.9 requests are not supported")
             return False
+        problem = self._header_problem()
+        if problem is not None:
+            self._linger = True  # what follows cannot be framed: discard it (bounded) so the client reads the 400
+            self.send_error(400, f"malformed header: {problem}")
+            return False
         return True
+
+    def _header_problem(self) -> str | None:
+        """The first malformed header line (see _header_line_problem), or a defect the stdlib's parser noted."""
+        for line in getattr(self, "_header_lines", ())[:-1]:  # the last is the blank line (or b"" at EOF)
+            problem = _header_line_problem(line)
+            if problem is not None:
+                return problem
+        defects = getattr(self.headers, "defects", None)
+        if defects:
+            return f"the header block is malformed ({type(defects[0]).__name__})"
+        return None
 
     def handle_one_request(self) -> None:
         self._busy = False
+        self._status = 0
+        self._linger = False
+        self.command = ""  # not the previous request's (a 408 for a request line that never finished has none)
         # A new request: the idle keep-alive limit applies until its first byte, then its deadline.
         # (Bytes of a pipelined next request already buffered start no clock: they arrived in time.)
         self._reader.deadline = None
+        self._reader.timed_out = False
         try:
-            super().handle_one_request()
+            super().handle_one_request()  # catches a timeout of the request line or headers and drops the connection
+            if self._reader.timed_out and self._reader.deadline is not None and not self._status:
+                # The request had begun (a byte of it arrived) but its line or headers never finished: say so
+                # (RFC 9110 15.5.9) before closing, instead of a silent close the client cannot tell from a crash.
+                try:
+                    self.send_error(408, f"the request line and headers did not arrive within the request deadline "
+                                         f"({self._reader.deadline_seconds:g} s) or the client was silent "
+                                         f"{self.timeout:g} s")
+                except OSError:
+                    pass
+                self.close_connection = True
+            if self._linger:
+                if self._ping_only is not None:
+                    self.server.settle(self.request, False)  # its answer is out: discarding the rest holds no reserve
+                self._linger_close()
         finally:
             if self._busy:
                 self._log_request()
@@ -244,7 +485,7 @@ class _Handler(BaseHTTPRequestHandler):
         log.warning("%s: %s", self.client_address[0], format % args)
 
     def _log_request(self) -> None:
-        command = getattr(self, "command", None) or "-"
+        command = (getattr(self, "command", None) or "-")[:20]  # a method token may be 64 KB long
         path = _path(getattr(self, "path", "") or "")[:200] or "-"
         elapsed = 1000 * (time.perf_counter() - self._started)
         log.info("%s %s %s %.1f ms", command, path.encode("unicode_escape").decode("ascii"), self._status or "-",
@@ -278,14 +519,22 @@ class _Handler(BaseHTTPRequestHandler):
         self._status = code
         if getattr(self, "request_version", "HTTP/0.9") == "HTTP/0.9":
             self.request_version = "HTTP/1.0"  # garbage request lines still get a status line and headers
-        self.send_response(code, message)
-        body = json.dumps({"error": message or phrase}).encode("utf-8")
-        self.send_header("Content-Type", JSON)
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Connection", "close")
-        self.end_headers()
-        if getattr(self, "command", None) != "HEAD" and code >= 200 and code not in (204, 304):
-            self.wfile.write(body)
+        # The stdlib's messages quote the request line ("Bad request syntax ('...')", up to 64 KB): the status line
+        # gets the standard phrase, the body the message cut to a few hundred characters.
+        text = message or phrase
+        if len(text) > 2 * MAX_ECHO:
+            text = text[:2 * MAX_ECHO] + f"… ({len(text):,} characters)"
+        body = json.dumps({"error": text}).encode("utf-8")
+        try:
+            self.send_response(code, phrase)
+            self.send_header("Content-Type", JSON)
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Connection", "close")
+            self.end_headers()
+            if getattr(self, "command", None) != "HEAD" and code >= 200 and code not in (204, 304):
+                self.wfile.write(body)
+        except OSError:  # the client is gone (reset, or its connection evicted from a /ping-only slot)
+            self.close_connection = True
 
     # -- methods -----------------------------------------------------------------------------
     def do_GET(self) -> None:  # noqa: N802
@@ -305,18 +554,42 @@ class _Handler(BaseHTTPRequestHandler):
     def _body_pending(self) -> bool:
         return self.headers.get("Content-Length", "0").strip() not in ("", "0") or "Transfer-Encoding" in self.headers
 
+    def _reads_body(self) -> bool:
+        """Whether this request's route reads a body (only then may one be sent; everywhere else it is refused and
+        the connection closed, so a body can never be read as a next request)."""
+        route = _route(_path(self.path))[0]
+        return self._ping_only is None and route in _BODY_ROUTES and self.command in _ALLOWED[route]
+
     def _dispatch(self) -> None:
         path = _path(self.path)
         route, name = _route(path)
         try:
-            if route is None:
-                self._send_json(404, {"error": f"no such path {path[:200]!r}"}, close=self._body_pending())
+            pending = self._body_pending()
+            if pending and not self._reads_body():
+                # A body where none is read (GET/HEAD /ping, an unknown path, a wrong method): never left in the
+                # stream to be parsed as the next request. Refused, the connection closed, the rest discarded.
+                self._linger = True
+            if self._ping_only is not None and not (route == _PING and self.command in _ALLOWED[_PING]):
+                self._send_json(503, {"error": self._ping_only}, {"Retry-After": "1"}, close=True)
+            elif "Transfer-Encoding" in self.headers and not self._reads_body():
+                self._send_json(411, {"error": "chunked request bodies are not supported (and this request takes no "
+                                               "body)"}, close=True)
+            elif route is None:
+                self._send_json(404, {"error": f"no such path {_shown(path)}"}, close=pending)
             elif self.command not in _ALLOWED[route]:
                 allowed = ", ".join(_ALLOWED[route])
-                self._send_json(405, {"error": f"method {self.command} not allowed here (allowed: {allowed})"},
-                                {"Allow": allowed}, close=self._body_pending())
+                self._send_json(405, {"error": f"method {_shown(self.command, 40)} not allowed here "
+                                               f"(allowed: {allowed})"}, {"Allow": allowed}, close=pending)
             elif route == _PING:
-                self._ping()
+                problem = self._length_problem()
+                if problem is not None and problem.status == 400:  # an invalid Content-Length, as on every route
+                    self._send_json(400, {"error": problem.message}, close=True)
+                elif pending:
+                    self._send_json(400, {"error": f"{self.command} /ping takes no body (Content-Length "
+                                                   f"{_shown(self.headers['Content-Length'].strip(), 20)})"},
+                                    close=True)
+                else:
+                    self._ping()
             elif route == _FEEDBACK:
                 self._feedback()
             else:
@@ -332,8 +605,6 @@ class _Handler(BaseHTTPRequestHandler):
             if not self._status:
                 self._send_json(500, {"error": "internal error", "event_id": event_id}, close=True)
             self.close_connection = True
-        if self._linger:
-            self._linger_close()
 
     # -- body --------------------------------------------------------------------------------
     def _body_limit(self) -> int:
@@ -355,8 +626,9 @@ class _Handler(BaseHTTPRequestHandler):
         return None
 
     def handle_expect_100(self) -> bool:
-        # Refuse a body we will not read before the client sends it: no "100 Continue" then.
-        if self.command == "POST" and self._length_problem() is not None:
+        # Refuse a body we will not read before the client sends it: no "100 Continue" then (nor for malformed
+        # headers, a route that reads no body or a /ping-only connection).
+        if self._header_problem() is not None or not self._reads_body() or self._length_problem() is not None:
             return True
         return super().handle_expect_100()
 
@@ -393,14 +665,23 @@ class _Handler(BaseHTTPRequestHandler):
     # -- routes ------------------------------------------------------------------------------
     def _ping(self) -> None:
         endpoint = self.server.endpoint
+        close = self._ping_only is not None  # a reserve slot serves one request
         if endpoint.version is not None:
             self._send_json(200, {"status": "ok", "model_version": endpoint.version,
-                                  "endpoint_name": endpoint.endpoint_name})
+                                  "endpoint_name": endpoint.endpoint_name}, close=close)
         elif endpoint.load_error is not None:
             self._send_json(500, {"status": "failed", "error": "the model failed to load (see the server log)",
-                                  "endpoint_name": endpoint.endpoint_name})
+                                  "endpoint_name": endpoint.endpoint_name}, close=close)
         else:
-            self._send_json(503, {"status": "loading", "endpoint_name": endpoint.endpoint_name})
+            self._send_json(503, {"status": "loading", "endpoint_name": endpoint.endpoint_name}, close=close)
+
+    def _content_problem(self) -> _Reply | None:
+        """A compressed body: refused (RFC 9110 15.5.16), never inflated here nor read as if it were not."""
+        encoding = (self.headers.get("Content-Encoding") or "").strip()
+        if encoding and any(part.strip().lower() != "identity" for part in encoding.split(",")):
+            return _Reply(415, f"unsupported content encoding {_shown(encoding, 40)}: send the body uncompressed "
+                               "(no Content-Encoding, or identity)", headers={"Accept-Encoding": "identity"})
+        return None
 
     def _refused(self, route: str, event_id: str | None, status: int, message: str, problems: Any = (),
                  fields: Any = None) -> None:
@@ -420,9 +701,11 @@ class _Handler(BaseHTTPRequestHandler):
 
         201 ``{"event_id", "key"}`` (and ``event_row`` when given); a bad body is a 400 ``{"error", "fields":
         {field: problem}}`` (plus the invocations' ``errors`` list of ``{"row", "field", "problem"}``), so is an
-        event_row missing for, or beyond, a request of several patients this process captured; 404 for an event id
-        this endpoint did not capture; 401 without the feedback token when one is set; 413 over 16 KB. Needs the
-        endpoint's data lake (the one data capture writes to).
+        event_row missing for, or beyond, a request of several patients this process captured, and an empty body; 404
+        for an event id this endpoint did not capture (or one naming a time in the future); 409 for one it answered
+        but whose capture line could not be written; 401 without the feedback token when one is set; 413 over 16 KB;
+        415 for a type other than JSON, a charset other than UTF-8 or a Content-Encoding. Needs the endpoint's data
+        lake (the one data capture writes to).
         """
         from inference.feedback import OPTIONAL, REQUIRED, FeedbackError, parse_feedback, row_problem, store_feedback
 
@@ -448,9 +731,23 @@ class _Handler(BaseHTTPRequestHandler):
                                       "<token>'" if not given else "the feedback token is not the endpoint's"},
                        headers={"WWW-Authenticate": 'Bearer realm="diagnosa-feedback"'})
                 return
-        media = (self.headers.get("Content-Type") or "").split(";", 1)[0].strip().lower()
+        content_type = self.headers.get("Content-Type") or ""
+        media = content_type.split(";", 1)[0].strip().lower()
+        charset = _charset(content_type)
+        refusal = self._content_problem()
+        if refusal is not None:
+            refuse(refusal.status, {"error": refusal.message}, headers=refusal.headers)
+            return
         if media != JSON:
-            refuse(415, {"error": f"feedback must be {JSON}, got {media or 'no content type'!r}"})
+            refuse(415, {"error": f"feedback must be {JSON}, got {_shown(media) if media else 'no content type'}"})
+            return
+        if charset not in (None, "utf-8", "utf8"):  # as /invocations: a charset is not ignored
+            refuse(415, {"error": f"unsupported charset {_shown(charset, 40)}: send the body as UTF-8 (charset=utf-8)"})
+            return
+        if not body.strip():
+            problems = {"body": "the body is empty: send a JSON object"}
+            errors = [{"row": 0, "field": "body", "problem": problems["body"]}]
+            refuse(400, {"error": "invalid feedback", "fields": problems, "errors": errors}, problems=errors)
             return
         try:
             feedback = parse_feedback(handler.load_json(body), endpoint.labels)
@@ -465,10 +762,21 @@ class _Handler(BaseHTTPRequestHandler):
                                            "feedback cannot be stored"})
             return
         found = capture.lookup(feedback.event_id)
+        if found == "capture failed":
+            # 409: the id is this endpoint's and the body is fine, but the event's state (its capture line was never
+            # written) leaves nothing to attach feedback to; sending it again cannot help.
+            refuse(409, {"error": f"event {feedback.event_id} was answered by this endpoint but its data capture "
+                                  "failed (the capture spool could not be written; the answer carried "
+                                  f"'{CAPTURE_HEADER}: failed'): there is no captured prediction to attach feedback "
+                                  "to", "event_id": feedback.event_id}, feedback.event_id)
+            return
         if found != "captured":
             why = (f"event {feedback.event_id} was answered but not sampled for data capture (sampling "
                    f"{capture.sampling_percentage}%): there is no captured prediction to attach feedback to"
                    if found == "not sampled" else
+                   f"no captured prediction has event id {feedback.event_id}: it names a time in the future (its "
+                   "UUIDv7 timestamp), so this endpoint has not issued it"
+                   if issued_later(feedback.event_id, datetime.now(timezone.utc)) else
                    f"no captured prediction has event id {feedback.event_id}: feedback refers to the "
                    "X-Diagnosa-Event-Id this endpoint answered (predictions captured elsewhere, e.g. by SageMaker, "
                    "take feedback through `diagnosa feedback`, straight to the lake)")
@@ -501,8 +809,12 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             body = self._read_body()
             if runtime and name != endpoint.endpoint_name:  # AWS's words, then which one this server is
-                raise _Reply(400, f"Endpoint {name} of account {ACCOUNT} not found. (This local server serves "
+                shown = name if name and len(name) <= MAX_ECHO and name.isprintable() else _shown(name or "")
+                raise _Reply(400, f"Endpoint {shown} of account {ACCOUNT} not found. (This local server serves "
                                   f"endpoint {endpoint.endpoint_name}.)")
+            problem = self._content_problem()
+            if problem is not None:
+                raise problem
             inference_id = self.headers.get("X-Amzn-SageMaker-Inference-Id")
             if inference_id is not None and not (1 <= len(inference_id) <= 64 and inference_id.isprintable()
                                                  and not inference_id[0].isspace()):
@@ -514,6 +826,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._refused(route, event_id, reply.status, reply.message)
             if reply.linger:
                 self._linger = True
+            headers.update(reply.headers)
             if runtime:
                 headers["x-amzn-ErrorType"] = reply.aws_type
                 self._send_json(reply.status, {"message": reply.message}, headers, close=reply.close)
@@ -538,15 +851,20 @@ class _Handler(BaseHTTPRequestHandler):
         if outcome.status != 200:
             refusal = outcome.refusal or {}
             self._refused(route, event_id, outcome.status, refusal.get("error", ""), refusal.get("errors", []))
-            self._model_error(runtime, outcome.status, outcome.body.decode("utf-8"), headers)
+            self._model_error(runtime, outcome.status, _bounded_refusal(outcome.body.decode("utf-8"), outcome.refusal),
+                              headers)
             return
         output, output_type = outcome.body, outcome.content_type
         if endpoint.capture is not None:
             try:
-                endpoint.capture.record(event_id, inference_id, body, content_type, output, output_type, when,
-                                        patients=outcome.patients)
+                captured = endpoint.capture.record(event_id, inference_id, body, content_type, output, output_type,
+                                                   when, patients=outcome.patients)
+                failed = not captured and endpoint.capture.lookup(event_id) == "capture failed"
             except Exception:  # noqa: BLE001  (capture must never fail a prediction)
                 log.exception("capture failed for event %s", event_id)
+                failed = True
+            if failed:  # answered all the same; the client learns its event has no captured record for feedback
+                headers[CAPTURE_HEADER] = "failed"
         if runtime:
             headers["x-Amzn-Invoked-Production-Variant"] = endpoint.variant
         self._send(200, output, output_type, headers)
@@ -558,7 +876,9 @@ class _Handler(BaseHTTPRequestHandler):
             return
         kind = "client" if status < 500 else "server"
         headers["x-amzn-ErrorType"] = "ModelError"
-        self._send_json(424, {"message": f"Received {kind} error ({status}) from primary with message \"{text}\"",
+        # One whole copy (OriginalMessage, what clients parse); the message quotes its start, as AWS's does.
+        quoted = text if len(text) <= MODEL_ERROR_QUOTED else text[:MODEL_ERROR_QUOTED] + "…"
+        self._send_json(424, {"message": f"Received {kind} error ({status}) from primary with message \"{quoted}\"",
                               "OriginalStatusCode": status, "OriginalMessage": text}, headers)
 
 
@@ -569,7 +889,8 @@ class EndpointServer:
                  capture: DataCapture | None = None, *,
                  loader: Callable[[str], handler.Service] | None = None, socket_timeout: float = SOCKET_TIMEOUT,
                  request_deadline: float = REQUEST_DEADLINE, max_connections: int = MAX_CONNECTIONS,
-                 workers: int = 0, feedback_token: str | None = None):
+                 workers: int = 0, feedback_token: str | None = None,
+                 max_client_connections: int | None = MAX_CLIENT_CONNECTIONS):
         self.model_dir = str(model_dir)
         self._labels: list[str] | None = None  # the model's, read from its metadata.json when first asked
         self.endpoint_name = endpoint_name
@@ -587,6 +908,13 @@ class EndpointServer:
             raise ValueError(f"max_connections must be a whole number >= 1, got {max_connections!r}")
         self.request_deadline = float(request_deadline)
         self.max_connections = max_connections
+        if max_client_connections is not None and (isinstance(max_client_connections, bool) or not isinstance(
+                max_client_connections, int) or max_client_connections < 1):
+            raise ValueError(f"max_client_connections must be a whole number >= 1 or None (no limit per client "
+                             f"address), got {max_client_connections!r}")
+        # None: every client address may use every slot (behind a proxy, which is then every client's address)
+        self.max_client_connections = None if max_client_connections is None \
+            else min(max_client_connections, max_connections)
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
             raise ValueError(f"workers must be a whole number >= 0, got {workers!r}")
         if workers and loader is not None:

@@ -287,3 +287,31 @@ def test_refusals_go_to_the_errors_stream_without_values(lake):
     assert redact("unknown top-level keys: patient_name, dob (allowed: instances)") == \
         "unknown top-level keys (allowed: instances)"
     assert len(redact("x" * 5000)) <= 300
+
+
+def test_events_whose_capture_failed_are_remembered_as_such(lake, monkeypatch):
+    # Review 48a, finding 9: the client got its answer, so feedback for the id must hear "capture failed", not
+    # "never captured". Each way a sampled line is not written: the spool full, a failing write, capture closed.
+    import errno
+    import os
+
+    capture = DataCapture(lake, "diagnosa", flush_seconds=60, max_spool_bytes=1_000)
+    assert not _record(capture, 1, event_id="too-big-for-the-spool" + "x" * 2_000)
+    real_write = os.write
+
+    def write(fd: int, data: bytes) -> int:
+        if fd == capture._capture.fd:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", write)
+    assert not _record(capture, 2, event_id="disk-full")
+    monkeypatch.setattr(os, "write", real_write)
+    assert _record(capture, 3, event_id="written")
+    capture.close()
+    assert not _record(capture, 4, event_id="after-close")
+    assert capture.dropped == 3 and capture.spool_errors == 1
+    for event in ("too-big-for-the-spool" + "x" * 2_000, "disk-full", "after-close"):
+        assert capture.lookup(event) == "capture failed"
+        assert capture.patients(event) is None
+    assert capture.lookup("written") == "captured" and capture.lookup("never-seen") == "unknown"

@@ -606,3 +606,60 @@ def test_a_row_beyond_a_single_patient_request_and_a_row_that_is_no_number_are_n
     status, body = _post(ep.url, {"event_id": event, "diagnosis": "NO ENFERMO", "event_row": True})
     assert status == 400 and body["fields"]["event_row"].endswith("; got true")  # as JSON wrote it, not Python's True
     assert _post(ep.url, {"event_id": event, "diagnosis": "NO ENFERMO", "event_row": 0})[0] == 201
+
+
+# -- review 48a: ids past year 9999 (finding 7), capture that failed (finding 9) --------------------------
+BEYOND_9999 = ("ffffffff-ffff-7fff-bfff-ffffffffffff", "e677d21f-dc00-7000-8000-000000000000")
+
+
+@pytest.mark.parametrize("event", BEYOND_9999)
+def test_feedback_for_a_uuid7_past_year_9999_is_a_404_naming_the_problem_not_a_500(endpoint, event):
+    from inference.capture import captured_patients, event_time
+
+    ep, lake = endpoint
+    assert event_time(event) is None  # was OverflowError: date value out of range
+    status, body = _post(ep.url, {"event_id": event, "diagnosis": "NO ENFERMO"})
+    assert status == 404 and "time in the future" in body["error"] and body["event_id"] == event
+    # Straight to the lake (no check there): the readers skip its hour instead of raising.
+    store_feedback(lake, "diagnosa", parse_feedback({"event_id": event, "diagnosis": "NO ENFERMO"}))
+    now = datetime.now(timezone.utc)
+    assert (event, None) in read_feedback(lake, "diagnosa", window=(now - timedelta(hours=1), now)).latest
+    assert captured_patients(lake, "diagnosa", [event]) == {}
+
+
+def test_feedback_for_an_answered_request_whose_capture_failed_says_so(tmp_path, trained_model_dir, monkeypatch):
+    import errno
+    import os
+
+    lake = DataLake.from_uri(str(tmp_path / "lake"))
+    capture = DataCapture(lake, "diagnosa")
+    real_write = os.write
+
+    def write(fd: int, data: bytes) -> int:  # the disk is full for the capture spool's segment, nothing else
+        if fd == capture._capture.fd:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(fd, data)
+
+    with EndpointServer(str(trained_model_dir), capture=capture) as ep:
+        ep.wait_until_ready(60)
+        monkeypatch.setattr(os, "write", write)
+        request = urllib.request.Request(ep.url + "/invocations", data=json.dumps({"age": 40}).encode(),
+                                         method="POST", headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=10) as response:  # answered all the same
+            assert response.status == 200
+            event = response.headers["X-Diagnosa-Event-Id"]
+            assert response.headers["X-Diagnosa-Capture"] == "failed"
+        monkeypatch.setattr(os, "write", real_write)
+        assert capture.spool_errors == 1 and capture.lookup(event) == "capture failed"
+        status, body = _post(ep.url, {"event_id": event, "diagnosis": "NO ENFERMO"})
+        assert status == 409 and "capture failed" in body["error"] and body["event_id"] == event
+        assert "no captured prediction has" not in body["error"]  # before: "...: feedback refers to the id answered"
+        # The client refuses that one record (a batch of feedback goes on with the next), as a 404 or a 413.
+        with pytest.raises(FeedbackRejected) as refused:
+            DiagnosaClient("diagnosa", endpoint_url=ep.url).send_feedback(event, "NO ENFERMO")
+        assert refused.value.status == 409 and "capture failed" in str(refused.value)
+        with urllib.request.urlopen(request, timeout=10) as response:  # the disk has room again: captured
+            assert response.headers.get("X-Diagnosa-Capture") is None
+            assert _post(ep.url, {"event_id": response.headers["X-Diagnosa-Event-Id"],
+                                  "diagnosis": "NO ENFERMO"})[0] == 201
+    assert lake.list("feedback/") != []
