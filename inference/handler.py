@@ -175,7 +175,7 @@ def _media_type(content_type: str | None) -> str:
     return (content_type or "").split(";", 1)[0].strip().lower()
 
 
-def _charset(content_type: str | None) -> str | None:
+def charset(content_type: str | None) -> str | None:
     """The charset a Content-Type names, lower case, or None."""
     for parameter in (content_type or "").split(";")[1:]:
         name, _, value = parameter.partition("=")
@@ -298,9 +298,9 @@ def read_body(body: bytes | str, content_type: str | None, fields: Collection[st
     media = _media_type(content_type)
     if media not in (JSON, CSV):
         raise RequestError(415, f"unsupported content type {shown(content_type)}: use {JSON} or {CSV}")
-    charset = _charset(content_type)
-    if charset not in (None, "utf-8", "utf8"):
-        raise RequestError(415, f"unsupported charset {shown(charset)}: send the body as UTF-8 (charset=utf-8)")
+    named = charset(content_type)
+    if named not in (None, "utf-8", "utf8"):
+        raise RequestError(415, f"unsupported charset {shown(named)}: send the body as UTF-8 (charset=utf-8)")
     read = _records_from_json(body) if media == JSON else Body(_records_from_csv(body, frozenset(fields)), text=True)
     if not read.records:
         raise RequestError(400, "no patient records in the request")

@@ -24,6 +24,7 @@ from diagnosa.data.schema import (
     number_spelling,
 )
 from diagnosa.data.validate import BOOLEAN_SPELLINGS, CODE, LIST_SEPARATOR, boolean_text, clip
+from diagnosa.data.validate import shown as quoted
 from inference.limits import MAX_LISTED_PROBLEMS, RepeatedKeys
 
 LISTED_FIELDS = 30  # an unknown field's problem lists the accepted names up to this many (else the closest ones)
@@ -34,36 +35,8 @@ SHOWN_FIELD_CHARS = 200  # how much of a refused field name (a key of the reques
 
 
 def shown(value: Any, limit: int = SHOWN_CHARS) -> str:
-    """``repr(value)`` clipped to ``limit`` characters (ingestion's :func:`~diagnosa.data.validate.clip`): how every
-    refusal of the endpoint quotes a value, a top_k or a header. Built from the value's first ``limit`` characters and
-    items only: the repr of a 6 MB list (25 MB) made a 25 MB 400, and costs its memory even when cut afterwards. A
-    text clipped keeps its closing quote, so a reader of the message sees where it ends (the errors stream's
-    redaction, inference/capture.py, removes quoted literals)."""
-    text = _repr_head(value, limit + 1)
-    if len(text) > limit and isinstance(value, str):
-        return clip(text, limit - 1) + text[0]
-    return clip(text, limit)
-
-
-def _repr_head(value: Any, budget: int) -> str:
-    """``repr(value)``, or a text of at least ``budget`` characters it starts with (a JSON value: dicts, lists,
-    strings, numbers). Each level of nesting takes one character of the budget, so a deep value stops early too."""
-    if isinstance(value, str):
-        return repr(value[:budget])
-    if isinstance(value, (list, dict)):
-        items = value.items() if isinstance(value, dict) else value
-        opening, closing = ("{", "}") if isinstance(value, dict) else ("[", "]")
-        parts: list[str] = []
-        used = 1
-        for item in items:
-            if used > budget:  # cut before this item, after the separator the repr has next
-                return opening + ", ".join(parts) + ", "
-            part = (f"{_repr_head(item[0], budget - used)}: {_repr_head(item[1], budget - used)}"
-                    if isinstance(value, dict) else _repr_head(item, budget - used))
-            parts.append(part)
-            used += len(part) + 2
-        return opening + ", ".join(parts) + closing
-    return repr(value)
+    """A refused value (a top_k, a header) as the endpoint quotes it: ingestion's bounded quote, at its own length."""
+    return quoted(value, limit)
 
 
 @dataclass(frozen=True)

@@ -95,15 +95,6 @@ def _header_line_problem(line: bytes) -> str | None:
     return None
 
 
-def _charset(content_type: str | None) -> str | None:
-    """The charset a Content-Type names, lower case, or None (as the handler reads it for /invocations)."""
-    for parameter in (content_type or "").split(";")[1:]:
-        name, _, value = parameter.partition("=")
-        if name.strip().lower() == "charset":
-            return value.strip().strip('"').lower()
-    return None
-
-
 def _bounded_refusal(text: str, refusal: dict[str, Any] | None) -> str:
     """A refusal's JSON as a reply carries it: as is up to MAX_MODEL_ERROR bytes; else its message cut and as many of
     its problems as fit (``more_errors`` counting the rest), still JSON a client reads the same way."""
@@ -733,7 +724,7 @@ class _Handler(BaseHTTPRequestHandler):
                 return
         content_type = self.headers.get("Content-Type") or ""
         media = content_type.split(";", 1)[0].strip().lower()
-        charset = _charset(content_type)
+        charset = handler.charset(content_type)  # as /invocations reads it
         refusal = self._content_problem()
         if refusal is not None:
             refuse(refusal.status, {"error": refusal.message}, headers=refusal.headers)

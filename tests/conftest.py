@@ -132,6 +132,27 @@ def curated_cohort(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def baseline_dir(tmp_path_factory, curated_cohort):
+    """The cohort's data baseline and a prediction baseline of the five labels, as the pipeline lays them out (a
+    module may define its own, with other figures)."""
+    from diagnosa.data.schema import Schema
+    from diagnosa.labels import CATEGORIES
+    from processing.baseline import write_data_baseline, write_json
+
+    frame, manifest = curated_cohort
+    folder = tmp_path_factory.mktemp("baseline")
+    write_data_baseline(frame, Schema.from_dict(manifest["schema"]), folder)
+    labels = list(CATEGORIES)
+    write_json(folder / "prediction_baseline.json", {
+        "version": 1, "model_version": None, "labels": labels, "n": 100,
+        "predicted_distribution": {label: 20 for label in labels}, "predicted_share": {label: 0.2 for label in labels},
+        "per_class": {label: {"recall": 0.9, "precision": 0.9, "support": 20} for label in labels},
+        "orphan": {"n": 10, "macro_recall": 0.6, "recall_per_class": {}, "trained_groups": ["ORPHA:558"]},
+        "thresholds": {"recall": {label: 0.8 for label in labels}, "orphan_macro_recall": 0.5}})
+    return folder
+
+
+@pytest.fixture(scope="session")
 def seed_lake(curated_cohort):
     """``seed_lake(root)``: a local data lake at ``root/lake`` holding the small cohort's curated version;
     returns (lake, the version's key prefix)."""

@@ -9,15 +9,12 @@ from datetime import datetime, timezone
 
 import pytest
 
-from diagnosa.data.schema import Schema
-from diagnosa.labels import CATEGORIES
 from diagnosa.lake import DataLake
 from inference.capture import DataCapture, capture_line, new_event_id
 from inference.feedback import Feedback, store_feedback
 from inference.handler import answer, load_service, parse_request
 from monitoring.retrain import feedback_records
 from monitoring.traffic import read_traffic
-from processing.baseline import write_data_baseline, write_json
 
 ENDPOINT = "diagnosa"
 KINDS = {"age": "numeric", "sex": "category", "symptoms": "terms"}
@@ -71,21 +68,6 @@ def test_the_monitor_reads_each_answered_request_into_the_records_the_endpoint_s
         read.setdefault(row.event_id, []).append((age, sex, list(row.symptoms)))
     for event, (body, content_type) in zip(ids, BODIES):
         assert read.get(event) == as_scored(service, body, content_type), body
-
-
-@pytest.fixture(scope="module")
-def baseline_dir(tmp_path_factory, curated_cohort):
-    frame, manifest = curated_cohort
-    folder = tmp_path_factory.mktemp("baseline")
-    write_data_baseline(frame, Schema.from_dict(manifest["schema"]), folder)
-    labels = list(CATEGORIES)
-    write_json(folder / "prediction_baseline.json", {
-        "version": 1, "model_version": None, "labels": labels, "n": 100,
-        "predicted_distribution": {label: 20 for label in labels}, "predicted_share": {label: 0.2 for label in labels},
-        "per_class": {label: {"recall": 0.9, "precision": 0.9, "support": 20} for label in labels},
-        "orphan": {"n": 10, "macro_recall": 0.6, "recall_per_class": {}, "trained_groups": ["ORPHA:558"]},
-        "thresholds": {"recall": {label: 0.8 for label in labels}, "orphan_macro_recall": 0.5}})
-    return folder
 
 
 def unanswerable(event_id: str, body: bytes, content_type: str) -> dict:

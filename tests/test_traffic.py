@@ -10,8 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from diagnosa.data.schema import Schema
-from diagnosa.labels import CATEGORIES
 from diagnosa.lake import DataLake
 from inference.capture import DataCapture, read_capture
 from inference.feedback import SAME_PATIENT, parse_feedback, store_feedback
@@ -25,7 +23,7 @@ from monitoring.traffic import (
     read_traffic,
     retried_copies,
 )
-from processing.baseline import load_baseline, write_data_baseline, write_json
+from processing.baseline import load_baseline
 
 KEY = "capture/diagnosa/AllTraffic/2026/11/27/10/00-00-000-x.jsonl"
 
@@ -48,22 +46,6 @@ def lake_with(root: Path, *objects: list[dict]) -> DataLake:
     for number, events in enumerate(objects):
         lake.put_bytes(KEY.replace("-x.", f"-{number}."), ("\n".join(json.dumps(e) for e in events) + "\n").encode())
     return lake
-
-
-@pytest.fixture(scope="module")
-def baseline_dir(tmp_path_factory, curated_cohort):
-    """The cohort's data baseline and a prediction baseline of the five labels, as the pipeline lays them out."""
-    frame, manifest = curated_cohort
-    folder = tmp_path_factory.mktemp("baseline")
-    write_data_baseline(frame, Schema.from_dict(manifest["schema"]), folder)
-    labels = list(CATEGORIES)
-    write_json(folder / "prediction_baseline.json", {
-        "version": 1, "model_version": None, "labels": labels, "n": 100,
-        "predicted_distribution": {label: 20 for label in labels}, "predicted_share": {label: 0.2 for label in labels},
-        "per_class": {label: {"recall": 0.9, "precision": 0.9, "support": 20} for label in labels},
-        "orphan": {"n": 10, "macro_recall": 0.6, "recall_per_class": {}, "trained_groups": ["ORPHA:558"]},
-        "thresholds": {"recall": {label: 0.8 for label in labels}, "orphan_macro_recall": 0.5}})
-    return folder
 
 
 @pytest.mark.parametrize("first, retry", [

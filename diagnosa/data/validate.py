@@ -39,9 +39,37 @@ def clip(text: str, limit: int = 160) -> str:
     return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
-def shown(value: object, limit: int = 40) -> str:
-    """``repr(value)``, clipped: how an error message quotes a value it refuses."""
-    return clip(repr(value), limit)
+def shown(value: Any, limit: int = 40) -> str:
+    """``repr(value)`` clipped to ``limit`` characters (:func:`clip`): how an error message quotes a value it refuses
+    (ingestion's, the CLI's, the endpoint's). Built from the value's first ``limit`` characters and items only: the
+    repr of a 6 MB list (25 MB) made a 25 MB 400, and costs its memory even when cut afterwards. A text clipped keeps
+    its closing quote, so a reader of the message sees where it ends (the errors stream's redaction,
+    inference/capture.py, removes quoted literals)."""
+    text = _repr_head(value, limit + 1)
+    if len(text) > limit and isinstance(value, str):
+        return clip(text, limit - 1) + text[0]
+    return clip(text, limit)
+
+
+def _repr_head(value: Any, budget: int) -> str:
+    """``repr(value)``, or a text of at least ``budget`` characters it starts with (a JSON value: dicts, lists,
+    strings, numbers). Each level of nesting takes one character of the budget, so a deep value stops early too."""
+    if isinstance(value, str):
+        return repr(value[:budget])
+    if isinstance(value, (list, dict)):
+        items = value.items() if isinstance(value, dict) else value
+        opening, closing = ("{", "}") if isinstance(value, dict) else ("[", "]")
+        parts: list[str] = []
+        used = 1
+        for item in items:
+            if used > budget:  # cut before this item, after the separator the repr has next
+                return opening + ", ".join(parts) + ", "
+            part = (f"{_repr_head(item[0], budget - used)}: {_repr_head(item[1], budget - used)}"
+                    if isinstance(value, dict) else _repr_head(item, budget - used))
+            parts.append(part)
+            used += len(part) + 2
+        return opening + ", ".join(parts) + closing
+    return repr(value)
 
 
 def _missing(col: pd.Series, text: bool) -> np.ndarray:
