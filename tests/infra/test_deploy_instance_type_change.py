@@ -6,24 +6,20 @@ from __future__ import annotations
 
 import boto3
 import pytest
+from aws_calls import error, on_call, update_endpoints
 from botocore.exceptions import ClientError
-from deploy_env import ENV, REGION
-from moto import mock_aws
+from deploy_env import ENV, IN_SERVICE, REGION, dev_stage
 from moto.sagemaker.models import sagemaker_backends
 
 IMAGE = "763104351884.dkr.ecr.eu-west-1.amazonaws.com/pytorch-inference:2.5-cpu-py311"
-IN_SERVICE = {"detail-type": "SageMaker Endpoint State Change",
-              "detail": {"EndpointName": "diagnosa-dev", "EndpointStatus": "IN_SERVICE"}}
 RESOURCE = "endpoint/diagnosa-dev/variant/AllTraffic"
 LARGER = {**ENV, "INSTANCE_TYPE": "ml.m5.xlarge"}
 
 
 @pytest.fixture
 def aws():
-    with mock_aws():
-        sm = boto3.client("sagemaker", region_name=REGION)
-        sm.create_model_package_group(ModelPackageGroupName="diagnosa-dev")
-        yield sm, boto3.client("application-autoscaling", region_name=REGION)
+    with dev_stage():
+        yield boto3.client("sagemaker", region_name=REGION), boto3.client("application-autoscaling", region_name=REGION)
 
 
 def approval(sm, time):
@@ -51,21 +47,20 @@ def serving_and_scaled(sm, autoscaling, deploy_fn):
     assert scaling(autoscaling) == ([RESOURCE], [RESOURCE])
 
 
-def recorded(sm, autoscaling, monkeypatch, update=None):
-    """The calls that matter, in order; UpdateEndpoint (which moto lacks) records the scalable targets registered when
-    it comes. (On AWS deregistering a target deletes its scaling policies too; moto keeps them, so only targets.)"""
+def recorded(sm, autoscaling, update=None):
+    """The calls that matter, in order, heard at botocore's before-call (the clients validated and serialized them).
+    UpdateEndpoint, which moto lacks, is answered there (aws_calls.py), recording the scalable targets registered when
+    it comes; ``update(request)`` may answer it otherwise. (On AWS deregistering a target deletes its scaling
+    policies too; moto keeps them, so only targets.)"""
     calls: list = []
-    deregister, register = autoscaling.deregister_scalable_target, autoscaling.register_scalable_target
-    monkeypatch.setattr(autoscaling, "deregister_scalable_target",
-                        lambda **kw: calls.append(("deregister", kw["ResourceId"])) or deregister(**kw))
-    monkeypatch.setattr(autoscaling, "register_scalable_target",
-                        lambda **kw: calls.append(("register", kw["ResourceId"])) or register(**kw))
+    for operation, name in (("DeregisterScalableTarget", "deregister"), ("RegisterScalableTarget", "register")):
+        on_call(autoscaling, operation, lambda request, name=name: calls.append((name, request["ResourceId"])))
 
-    def update_endpoint(**request):
+    def update_endpoint(request):
         calls.append(("update", request["EndpointConfigName"], scaling(autoscaling)[0]))
-        return update(**request) if update else {"EndpointArn": "arn"}
+        return update(request) if update else None
 
-    monkeypatch.setattr(sm, "update_endpoint", update_endpoint, raising=False)
+    update_endpoints(sm, then=update_endpoint)
     return calls
 
 
@@ -76,10 +71,10 @@ def serve(sm, config):
 
 
 def test_a_new_model_leaves_the_autoscaling_alone_a_new_instance_type_deregisters_it_first_and_in_service_scales_it(
-        aws, deploy_fn, monkeypatch):
+        aws, deploy_fn):
     sm, autoscaling = aws
     serving_and_scaled(sm, autoscaling, deploy_fn)
-    calls = recorded(sm, autoscaling, monkeypatch)
+    calls = recorded(sm, autoscaling)
     # A new model on the same instance type: SageMaker allows the update, the target is left alone.
     same = deploy_fn.handler(approval(sm, "2025-01-02T00:00:00Z"), sagemaker=sm, autoscaling=autoscaling,
                              env=ENV, now=3600)
@@ -103,33 +98,32 @@ def test_a_new_model_leaves_the_autoscaling_alone_a_new_instance_type_deregister
     deploy_fn.handler(IN_SERVICE, sagemaker=sm, autoscaling=autoscaling, env=LARGER, now=10800)
     assert calls[-1] == ("register", RESOURCE)
     [target] = autoscaling.describe_scalable_targets(ServiceNamespace="sagemaker")["ScalableTargets"]
-    assert target["ResourceId"] == RESOURCE and (target["MinCapacity"], target["MaxCapacity"]) == (1, 3)
+    assert target["ResourceId"] == RESOURCE and (target["MinCapacity"], target["MaxCapacity"]) == (1, 2)
     [policy] = autoscaling.describe_scaling_policies(ServiceNamespace="sagemaker")["ScalingPolicies"]
     assert policy["TargetTrackingScalingPolicyConfiguration"]["TargetValue"] == 200.0
 
 
-def test_a_dropped_variant_is_deregistered_before_the_update(aws, deploy_fn, monkeypatch):
+def test_a_dropped_variant_is_deregistered_before_the_update(aws, deploy_fn):
     sm, autoscaling = aws
     serving_and_scaled(sm, autoscaling, deploy_fn)
-    calls = recorded(sm, autoscaling, monkeypatch)
+    calls = recorded(sm, autoscaling)
     result = deploy_fn.handler(approval(sm, "2025-01-02T00:00:00Z"), sagemaker=sm, autoscaling=autoscaling,
                                env={**ENV, "VARIANT_NAME": "Blue"}, now=3600)
     assert result["deregistered"] == [RESOURCE]
     assert calls == [("deregister", RESOURCE), ("update", result["endpoint_config"], [])]
 
 
-def test_a_run_that_dies_after_deregistering_is_retried_and_the_retry_updates(aws, deploy_fn, monkeypatch):
+def test_a_run_that_dies_after_deregistering_is_retried_and_the_retry_updates(aws, deploy_fn):
     sm, autoscaling = aws
     serving_and_scaled(sm, autoscaling, deploy_fn)
     died = []
 
-    def dies_once(**request):  # the function timed out after deregistering, before UpdateEndpoint took effect
+    def dies_once(request):  # the function timed out after deregistering, before UpdateEndpoint took effect
         if not died:
             died.append(request)
             raise TimeoutError("Task timed out")
-        return {"EndpointArn": "arn"}
 
-    calls = recorded(sm, autoscaling, monkeypatch, update=dies_once)
+    calls = recorded(sm, autoscaling, update=dies_once)
     event = approval(sm, "2025-01-02T00:00:00Z")
     with pytest.raises(TimeoutError):
         deploy_fn.handler(event, sagemaker=sm, autoscaling=autoscaling, env=LARGER, now=3600)
@@ -140,14 +134,14 @@ def test_a_run_that_dies_after_deregistering_is_retried_and_the_retry_updates(aw
     assert calls[-1][2] == []
 
 
-def test_a_refused_update_gives_the_serving_variant_its_autoscaling_back(aws, deploy_fn, monkeypatch):
+def test_a_refused_update_gives_the_serving_variant_its_autoscaling_back(aws, deploy_fn):
     sm, autoscaling = aws
     serving_and_scaled(sm, autoscaling, deploy_fn)
 
-    def refused(**request):
-        raise ClientError({"Error": {"Code": "ValidationException", "Message": "refused"}}, "UpdateEndpoint")
+    def refused(request):  # SageMaker's answer to an update it will not start
+        return error("ValidationException", "refused")
 
-    calls = recorded(sm, autoscaling, monkeypatch, update=refused)
+    calls = recorded(sm, autoscaling, update=refused)
     with pytest.raises(ClientError, match="refused"):
         deploy_fn.handler(approval(sm, "2025-01-02T00:00:00Z"), sagemaker=sm, autoscaling=autoscaling,
                           env=LARGER, now=3600)
@@ -156,7 +150,7 @@ def test_a_refused_update_gives_the_serving_variant_its_autoscaling_back(aws, de
 
 
 def test_a_version_kept_during_a_deployment_is_deployed_at_in_service_with_the_same_deregistration(
-        aws, deploy_fn, monkeypatch):
+        aws, deploy_fn):
     """The IN_SERVICE run registers the target, then deploys the version kept pending: that update too changes the
     instance type, so the target it has just registered is deregistered before it."""
     sm, autoscaling = aws
@@ -166,7 +160,7 @@ def test_a_version_kept_during_a_deployment_is_deployed_at_in_service_with_the_s
     kept = deploy_fn.handler(approval(sm, "2025-01-02T00:00:00Z"), sagemaker=sm, autoscaling=autoscaling,
                              env=LARGER, now=3600)
     assert kept["action"] == "deferred"
-    calls = recorded(sm, autoscaling, monkeypatch)
+    calls = recorded(sm, autoscaling)
     endpoint.endpoint_status = "InService"
     result = deploy_fn.handler(IN_SERVICE, sagemaker=sm, autoscaling=autoscaling, env=LARGER, now=4000)
     assert result["pending"]["action"] == "updated" and result["pending"]["deregistered"] == [RESOURCE]

@@ -10,21 +10,25 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import boto3
 import pytest
-from deploy_env import ENV, REGION
-from moto import mock_aws
+from aws_calls import error, on_call
+from deploy_env import (
+    ENV,
+    IN_SERVICE,
+    REGION,
+    dev_stage,
+    differences,
+    function_environment,
+)
 
 IMAGE = "763104351884.dkr.ecr.eu-west-1.amazonaws.com/pytorch-inference:2.5-cpu-py311"
-IN_SERVICE = {"detail-type": "SageMaker Endpoint State Change",
-              "detail": {"EndpointName": "diagnosa-dev", "EndpointStatus": "IN_SERVICE"}}
 STACK_TAGS = {"project": "diagnosa", "stage": "dev", "data-classification": "phi"}
 
 
 @pytest.fixture
 def aws():
-    with mock_aws():
-        sm = boto3.client("sagemaker", region_name=REGION)
-        sm.create_model_package_group(ModelPackageGroupName="diagnosa-dev")
-        yield sm, boto3.client("application-autoscaling", region_name=REGION), boto3.client("cloudwatch", region_name=REGION)
+    with dev_stage():
+        yield (boto3.client("sagemaker", region_name=REGION), boto3.client("application-autoscaling", region_name=REGION),
+               boto3.client("cloudwatch", region_name=REGION))
 
 
 def approve(sm, deploy_fn, now=0, env=ENV):
@@ -139,19 +143,22 @@ def test_stack_deletion_removes_what_the_deploy_function_made_and_nothing_else(a
     assert again["removed"] == {"scalable_target": False, "endpoint": False, "endpoint_configs": [], "models": []}
 
 
-def test_a_failed_removal_is_reported_failed_to_cloudformation(aws, deploy_fn, response_url, monkeypatch):
+def test_a_failed_removal_is_reported_failed_to_cloudformation(aws, deploy_fn, response_url):
     sm, autoscaling, _ = aws
     url, received = response_url
     approve(sm, deploy_fn)
-
-    def refuse(**kwargs):
-        raise RuntimeError("AccessDenied on DeleteEndpoint")
-
-    monkeypatch.setattr(sm, "delete_endpoint", refuse)
+    # The role may not delete the endpoint (a policy changed by hand): SageMaker's answer, which moto never gives,
+    # at botocore's before-call; the client raises it as from the service.
+    denied = ("User: arn:aws:sts::123456789012:assumed-role/diagnosa-dev-endpoint-resources-function/x is not "
+              "authorized to perform: sagemaker:DeleteEndpoint on resource: "
+              "arn:aws:sagemaker:eu-west-1:123456789012:endpoint/diagnosa-dev")
+    on_call(sm, "DeleteEndpoint", lambda request: error("AccessDeniedException", denied))
     result = deploy_fn.resources(cfn_event("Delete", url), sagemaker=sm, autoscaling=autoscaling, env=ENV)
     assert result["status"] == "FAILED"
     [(_, answer)] = received
-    assert answer["Status"] == "FAILED" and "AccessDenied on DeleteEndpoint" in answer["Reason"]
+    assert answer["Status"] == "FAILED" and answer["Reason"].startswith(
+        "ClientError: An error occurred (AccessDeniedException) when calling the DeleteEndpoint operation: User: ")
+    assert sm.list_endpoints()["Endpoints"], "nothing removed behind CloudFormation's back: the endpoint is still there"
 
 
 def drift(deploy_fn, aws, env=ENV):
@@ -168,6 +175,12 @@ def published(cloudwatch):
 
 
 ENV_DRIFT = {**ENV, "METRICS_NAMESPACE": "Diagnosa/Monitoring"}
+
+
+def test_the_tests_environment_is_the_one_the_stack_gives_the_endpoint_resources_function(dev, cfn_text):
+    """The deploy function's environment and its metrics namespace (see test_infra_functions.py for ENV)."""
+    synthesized = function_environment(dev, cfn_text, "diagnosa-dev-endpoint-resources")
+    assert differences(synthesized, ENV_DRIFT) == []
 
 
 def test_drift_report_finds_the_endpoint_in_sync_with_the_stage(aws, deploy_fn):

@@ -12,8 +12,8 @@ from pathlib import Path
 import boto3
 import cfnlint
 import pytest
-from botocore.awsrequest import AWSResponse
-from deploy_env import ENV, REGION
+from aws_calls import update_endpoints
+from deploy_env import ENV, REGION, dev_stage
 from moto import mock_aws
 from moto.sagemaker.models import sagemaker_backends
 
@@ -173,10 +173,8 @@ def test_a_bake_the_service_refuses_is_refused_at_synth(deploy_fn):
 
 @pytest.fixture
 def sm():
-    with mock_aws():
-        client = boto3.client("sagemaker", region_name=REGION)
-        client.create_model_package_group(ModelPackageGroupName="diagnosa-dev")
-        yield client
+    with dev_stage():
+        yield boto3.client("sagemaker", region_name=REGION)
 
 
 def _package(sm, status="Approved"):
@@ -200,15 +198,8 @@ def documented_package_event(arn: str, status: str = "Approved") -> dict:
                        "LastModifiedTime": "2021-02-24T17:00:14Z"}}
 
 
-def _record_updates(sm) -> list[dict]:
-    """UpdateEndpoint (which moto lacks) answered by botocore's before-call hook; the requests are recorded."""
-    updates: list[dict] = []
-
-    def answer(params, **_):
-        updates.append(params["body"])
-        return AWSResponse("https://api.sagemaker", 200, {}, None), {"EndpointArn": "arn"}
-    sm.meta.events.register("before-call.sagemaker.UpdateEndpoint", answer)
-    return updates
+# update_endpoints (aws_calls.py): UpdateEndpoint, which moto lacks, answered at botocore's before-call; the requests
+# recorded as the client validated and serialized them.
 
 
 def _set_status(name: str, status: str) -> None:
@@ -262,7 +253,7 @@ def _one_waiting(sm, deploy_fn) -> str:
 def test_an_approval_during_a_deployment_is_deployed_once_the_endpoint_is_in_service(sm, deploy_fn, status):
     # It failed for Lambda to retry: after two retries (~3 minutes, long before a blue/green update with its bake
     # ends) the approval was in the dead-letter queue and the approved version never served.
-    updates = _record_updates(sm)
+    updates = update_endpoints(sm)
     deploy_fn.handler(documented_package_event(_package(sm)), sagemaker=sm, env=ENV, now=0)
     _set_status("diagnosa-dev", status)
     before = len(sm.list_models()["Models"]), len(sm.list_endpoint_configs()["EndpointConfigs"])
@@ -276,13 +267,13 @@ def test_an_approval_during_a_deployment_is_deployed_once_the_endpoint_is_in_ser
     result = _in_service(sm, deploy_fn, now=900)
     assert result["pending"]["action"] == "updated" and result["pending"]["model_package"] == third
     [update] = updates
-    assert json.loads(update)["EndpointConfigName"] == result["pending"]["endpoint_config"] and _pending(sm) == []
+    assert update["EndpointConfigName"] == result["pending"]["endpoint_config"] and _pending(sm) == []
     assert "pending" not in _in_service(sm, deploy_fn, now=1800), "deployed once, not at every IN_SERVICE"
     assert len(updates) == 1
 
 
 def test_a_version_rejected_while_it_waited_is_not_deployed(sm, deploy_fn):
-    updates = _record_updates(sm)
+    updates = update_endpoints(sm)
     waiting = _one_waiting(sm, deploy_fn)
     sm.update_model_package(ModelPackageArn=waiting, ModelApprovalStatus="Rejected")
     pending = _in_service(sm, deploy_fn, now=900)["pending"]
@@ -291,7 +282,7 @@ def test_a_version_rejected_while_it_waited_is_not_deployed(sm, deploy_fn):
 
 
 def test_a_copy_of_the_approval_being_deployed_changes_nothing(sm, deploy_fn):
-    updates = _record_updates(sm)
+    updates = update_endpoints(sm)
     event = documented_package_event(_package(sm))
     deploy_fn.handler(event, sagemaker=sm, env=ENV, now=0)
     _set_status("diagnosa-dev", "Creating")
@@ -302,7 +293,7 @@ def test_a_copy_of_the_approval_being_deployed_changes_nothing(sm, deploy_fn):
 
 def test_an_approval_supersedes_one_kept_during_a_deployment(sm, deploy_fn):
     # The IN_SERVICE event lost (or the update failed): the next approval deploys and the older one is dropped.
-    updates = _record_updates(sm)
+    updates = update_endpoints(sm)
     deploy_fn.handler(documented_package_event(_package(sm)), sagemaker=sm, env=ENV, now=0)
     _set_status("diagnosa-dev", "Updating")
     deploy_fn.handler(documented_package_event(_package(sm)), sagemaker=sm, env=ENV, now=60)
@@ -315,7 +306,7 @@ def test_an_approval_supersedes_one_kept_during_a_deployment(sm, deploy_fn):
 def test_a_duplicate_of_the_serving_approval_keeps_the_waiting_one(sm, deploy_fn):
     # The copy of the approval being deployed, delivered again once the endpoint is InService but before its
     # IN_SERVICE event is handled, must not drop the version approved meanwhile.
-    updates = _record_updates(sm)
+    updates = update_endpoints(sm)
     serving = documented_package_event(_package(sm))
     deploy_fn.handler(serving, sagemaker=sm, env=ENV, now=0)
     _set_status("diagnosa-dev", "Updating")
@@ -352,7 +343,7 @@ def _serve(name: str, status: str, config: str) -> None:
 def test_a_late_copy_of_an_older_approval_does_not_roll_the_endpoint_back(sm, deploy_fn, status):
     # EventBridge delivers at least once and Lambda retries: v1's approval arriving again after v2's deployed it
     # (or while v2 deploys) was deployed, or kept and deployed at the next IN_SERVICE, over v2.
-    updates = _record_updates(sm)
+    updates = update_endpoints(sm)
     first, second = _package(sm), _package(sm)
     deploy_fn.handler(_approved_at(first, "2026-01-01T00:00:00Z"), sagemaker=sm, env=ENV, now=0)
     _set_status("diagnosa-dev", "InService")
@@ -368,7 +359,7 @@ def test_a_late_copy_of_an_older_approval_does_not_roll_the_endpoint_back(sm, de
 
 
 def test_a_copy_of_the_approval_being_deployed_does_not_undo_its_rollback(sm, deploy_fn):
-    updates = _record_updates(sm)
+    updates = update_endpoints(sm)
     first, second = _package(sm), _package(sm)
     deploy_fn.handler(_approved_at(first, "2026-01-01T00:00:00Z"), sagemaker=sm, env=ENV, now=0)
     _set_status("diagnosa-dev", "InService")
@@ -382,7 +373,7 @@ def test_a_copy_of_the_approval_being_deployed_does_not_undo_its_rollback(sm, de
 
 
 def test_of_two_approvals_kept_during_a_deployment_the_newer_wins_whatever_the_order_they_arrive_in(sm, deploy_fn):
-    updates = _record_updates(sm)
+    updates = update_endpoints(sm)
     deploy_fn.handler(_approved_at(_package(sm), "2026-01-01T00:00:00Z"), sagemaker=sm, env=ENV, now=0)
     _set_status("diagnosa-dev", "Updating")
     second, third = _package(sm), _package(sm)
@@ -399,7 +390,7 @@ def test_a_failure_while_deploying_the_kept_version_keeps_it_for_the_retry(sm, d
     # the approved version was lost without a dead letter.
     from botocore.exceptions import ClientError
 
-    updates = _record_updates(sm)
+    updates = update_endpoints(sm)
     waiting = _one_waiting(sm, deploy_fn)
     throttled = []
 
@@ -416,7 +407,7 @@ def test_a_failure_while_deploying_the_kept_version_keeps_it_for_the_retry(sm, d
 
 
 def test_a_kept_version_deleted_from_the_registry_meanwhile_is_refused_not_an_error(sm, deploy_fn):
-    updates = _record_updates(sm)
+    updates = update_endpoints(sm)
     waiting = _one_waiting(sm, deploy_fn)
     # DeleteModelPackage, which moto lacks: gone from its registry, DescribeModelPackage answers ValidationException
     backend = sagemaker_backends[ACCOUNT][REGION]
@@ -484,7 +475,7 @@ def test_the_deploy_role_may_keep_and_read_the_pending_approval_on_its_endpoint_
 
 
 def test_a_duplicate_approval_of_the_serving_package_changes_nothing(sm, deploy_fn):
-    updates = _record_updates(sm)
+    updates = update_endpoints(sm)
     event = documented_package_event(_package(sm))
     deploy_fn.handler(event, sagemaker=sm, env=ENV, now=0)
     _set_status("diagnosa-dev", "InService")
@@ -494,7 +485,7 @@ def test_a_duplicate_approval_of_the_serving_package_changes_nothing(sm, deploy_
 
 def test_rejected_approved_rejected_deploys_only_while_approved(sm, deploy_fn):
     """Held: the registry is read again; only an Approved state deploys."""
-    updates = _record_updates(sm)
+    updates = update_endpoints(sm)
     arn = _package(sm, "Rejected")
     with pytest.raises(deploy_fn.Refused):
         deploy_fn.handler(documented_package_event(arn, "Rejected"), sagemaker=sm, env=ENV, now=0)

@@ -7,9 +7,12 @@ import json
 
 import boto3
 import pytest
+from aws_calls import ACCOUNT, error, on_call
+from botocore.exceptions import ClientError
 from deploy_env import REGION
 from lambda_functions import create_pipeline
 from moto import mock_aws
+from moto.sagemaker.models import sagemaker_backends
 from s3_grants import PrefixListGrant
 
 from pipelines.service_model import request_problems
@@ -304,33 +307,31 @@ class Invocation:
         self.aws_request_id = request_id
 
 
+def jobs() -> list[str]:
+    return sorted(sagemaker_backends[ACCOUNT][REGION].processing_jobs)
+
+
 def test_a_retried_invocation_finds_its_job_and_two_invocations_never_share_a_request(aws, retrain_fn):
     """Lambda retries an invocation with its request id; two invocations may come in the same second (the
     schedule and a person): each has its own job and request, and a retry starts no second job."""
     sm, s3 = aws
     with_feedback(s3)
+    # SageMaker refuses a second job of one name, ResourceInUse (an error of CreateProcessingJob in botocore's
+    # model); moto keeps the last. That answer, at botocore's before-call; a new name goes on to moto.
+    assert "ResourceInUse" in {e.name for e in sm.client.meta.service_model.operation_model(
+        "CreateProcessingJob").error_shapes}
 
-    class SageMaker:  # SageMaker refuses a second job of one name (moto keeps the last)
-        def __init__(self):
-            self.jobs = {}
+    def one_job_per_name(request):
+        name = request["ProcessingJobName"]
+        return error("ResourceInUse", f"Processing job {name} already exists") if name in jobs() else None
 
-        def create_processing_job(self, **request):
-            if request["ProcessingJobName"] in self.jobs:
-                from botocore.exceptions import ClientError
-                raise ClientError({"Error": {"Code": "ResourceInUse", "Message": "Job exists"}}, "CreateProcessingJob")
-            self.jobs[request["ProcessingJobName"]] = request
-
-        def __getattr__(self, name):  # the pipeline's definition, read from moto
-            return getattr(sm.client, name)
-
-    service = SageMaker()
+    on_call(sm.client, "CreateProcessingJob", one_job_per_name)
     manual = {"reason": "manual", "parameters": {"Resampling": "smote"}}
-    first = retrain_fn.handler(manual, Invocation("req-1"), sagemaker=service, s3=s3, env=RETRAIN_ENV, now=NOW)
-    again = retrain_fn.handler(manual, Invocation("req-1"), sagemaker=service, s3=s3, env=RETRAIN_ENV, now=NOW + 60)
-    scheduled = retrain_fn.handler({"id": "eb-7", "reason": "schedule"}, Invocation("req-2"), sagemaker=service, s3=s3,
+    first = retrain_fn.handler(manual, Invocation("req-1"), sagemaker=sm, s3=s3, env=RETRAIN_ENV, now=NOW)
+    again = retrain_fn.handler(manual, Invocation("req-1"), sagemaker=sm, s3=s3, env=RETRAIN_ENV, now=NOW + 60)
+    scheduled = retrain_fn.handler({"id": "eb-7", "reason": "schedule"}, Invocation("req-2"), sagemaker=sm, s3=s3,
                                    env=RETRAIN_ENV, now=NOW)  # the same second as the first
-    assert first["job"] == again["job"] != scheduled["job"] and sorted(service.jobs) == sorted(
-        {first["job"], scheduled["job"]})
+    assert first["job"] == again["job"] != scheduled["job"] and jobs() == sorted({first["job"], scheduled["job"]})
 
     def request_of(job):
         key = f"artifacts/monitoring/diagnosa-dev/retraining/{job}/request.json"
@@ -339,27 +340,21 @@ def test_a_retried_invocation_finds_its_job_and_two_invocations_never_share_a_re
     assert request_of(first["job"]) == {"reason": "manual", "parameters": {"Resampling": "smote"}}
     assert request_of(scheduled["job"]) == {"reason": "schedule", "parameters": {}}
     # An EventBridge event is named by its id, whatever the attempt.
-    retried = retrain_fn.handler({"id": "eb-7", "reason": "schedule"}, Invocation("req-3"), sagemaker=service, s3=s3,
+    retried = retrain_fn.handler({"id": "eb-7", "reason": "schedule"}, Invocation("req-3"), sagemaker=sm, s3=s3,
                                  env=RETRAIN_ENV, now=NOW)
-    assert retried["job"] == scheduled["job"] and len(service.jobs) == 2
+    assert retried["job"] == scheduled["job"] and len(jobs()) == 2
+    assert [name for name, _ in sm.calls] == ["create_processing_job"] * 4  # two of them answered ResourceInUse
 
 
 def test_a_job_that_could_not_start_leaves_no_request(aws, retrain_fn):
     sm, s3 = aws
     with_feedback(s3)
-
-    class Throttled:
-        def create_processing_job(self, **request):
-            from botocore.exceptions import ClientError
-            raise ClientError({"Error": {"Code": "ThrottlingException", "Message": "Rate exceeded"}},
-                              "CreateProcessingJob")
-
-        def __getattr__(self, name):  # the pipeline's definition, read from moto
-            return getattr(sm.client, name)
-
-    with pytest.raises(Exception, match="Rate exceeded"):
-        retrain_fn.handler({"reason": "manual"}, Invocation("req-9"), sagemaker=Throttled(), s3=s3, env=RETRAIN_ENV)
-    assert not lake_view().list_objects_v2(Bucket=BUCKET, Prefix="artifacts/monitoring/").get("Contents")
+    # SageMaker throttles every attempt (botocore retries, then gives up): its answer, at botocore's before-call
+    on_call(sm.client, "CreateProcessingJob", lambda request: error("ThrottlingException", "Rate exceeded"))
+    with pytest.raises(ClientError, match=r"\(ThrottlingException\) when calling the CreateProcessingJob operation: "
+                                          r"Rate exceeded"):
+        retrain_fn.handler({"reason": "manual"}, Invocation("req-9"), sagemaker=sm, s3=s3, env=RETRAIN_ENV)
+    assert jobs() == [] and not lake_view().list_objects_v2(Bucket=BUCKET, Prefix="artifacts/monitoring/").get("Contents")
 
 
 def test_nothing_to_fold_trains_on_the_version_the_job_checked_not_a_later_one(aws, retrain_fn):

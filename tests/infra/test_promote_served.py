@@ -6,11 +6,14 @@ import json
 from pathlib import Path
 
 import pytest
-from botocore.awsrequest import AWSResponse
+from aws_calls import update_endpoints
 from deploy_env import ENV, REGION
 from moto import mock_aws
 from moto.sagemaker.models import sagemaker_backends
 from test_promote import IMAGE, SOURCE_BUCKET, evaluation_of, stages
+
+# dev's deploy function: its lake is dev's (where its runs wrote the models)
+DEV_ENV = {**ENV, "LAKE_BUCKET": SOURCE_BUCKET, "CAPTURE_URI": f"s3://{SOURCE_BUCKET}/capture"}
 
 
 def _event(arn, time):
@@ -21,9 +24,7 @@ def _event(arn, time):
 def dev():
     """dev's group with v1 and v2 Approved, prod's group empty, and the promote function's environment."""
     with stages(IMAGE) as (sm, s3, env):
-        # moto does not implement UpdateEndpoint's deployment config: answer it as SageMaker starts an update
-        sm.meta.events.register("before-call.sagemaker.UpdateEndpoint",
-                                lambda params, **_: (AWSResponse("https://x", 200, {}, None), {"EndpointArn": "arn"}))
+        update_endpoints(sm)  # moto lacks UpdateEndpoint: answered as SageMaker starts an update (aws_calls.py)
         arns = []
         for i in (1, 2):
             s3.put_object(Bucket=SOURCE_BUCKET, Key=f"artifacts/runs/r{i}/model.tar.gz", Body=b"model %d" % i)
@@ -52,8 +53,8 @@ def _prod_versions(sm):
 def test_after_an_automatic_rollback_the_version_dev_serves_is_promoted_not_the_newest_approved(
         dev, deploy_fn, promote_fn):
     sm, s3, env, (v1, v2) = dev
-    first = deploy_fn.handler(_event(v1, "2026-01-01T00:00:00Z"), sagemaker=sm, env=ENV, now=0)
-    assert deploy_fn.handler(_event(v2, "2026-01-01T01:00:00Z"), sagemaker=sm, env=ENV, now=3600)["action"] == "updated"
+    first = deploy_fn.handler(_event(v1, "2026-01-01T00:00:00Z"), sagemaker=sm, env=DEV_ENV, now=0)
+    assert deploy_fn.handler(_event(v2, "2026-01-01T01:00:00Z"), sagemaker=sm, env=DEV_ENV, now=3600)["action"] == "updated"
     _endpoint().endpoint_config_name = first["endpoint_config"]  # v2's canary tripped the alarms: v1 serves again
     assert deploy_fn.serving_package(sm, "diagnosa-dev") == v1
     result = promote_fn.handler({}, source=sm, target=sm, s3=s3, env=env)
@@ -69,21 +70,21 @@ def test_after_an_automatic_rollback_the_version_dev_serves_is_promoted_not_the_
 
 def test_after_a_manual_rollback_by_approving_v1_again_v1_is_promoted(dev, deploy_fn, promote_fn):
     sm, s3, env, (v1, v2) = dev
-    deploy_fn.handler(_event(v1, "2026-01-01T00:00:00Z"), sagemaker=sm, env=ENV, now=0)
-    deploy_fn.handler(_event(v2, "2026-01-01T01:00:00Z"), sagemaker=sm, env=ENV, now=3600)
+    deploy_fn.handler(_event(v1, "2026-01-01T00:00:00Z"), sagemaker=sm, env=DEV_ENV, now=0)
+    deploy_fn.handler(_event(v2, "2026-01-01T01:00:00Z"), sagemaker=sm, env=DEV_ENV, now=3600)
     _endpoint().endpoint_config_name = sm.list_endpoint_configs(
         NameContains="diagnosa-dev-v2")["EndpointConfigs"][0]["EndpointConfigName"]  # v2's update completed
     assert promote_fn.served_version(sm, env) == v2
     # a person rolls back: v1 approved again (v2 stays Approved, the newest)
     sm.update_model_package(ModelPackageArn=v1, ModelApprovalStatus="Approved")
-    again = deploy_fn.handler(_event(v1, "2026-01-01T02:00:00Z"), sagemaker=sm, env=ENV, now=7200)
+    again = deploy_fn.handler(_event(v1, "2026-01-01T02:00:00Z"), sagemaker=sm, env=DEV_ENV, now=7200)
     _endpoint().endpoint_config_name = again["endpoint_config"]
     assert promote_fn.handler({}, source=sm, target=sm, s3=s3, env=env)["source"] == v1
 
 
 def test_a_version_dev_does_not_serve_is_promoted_only_when_forced(dev, deploy_fn, promote_fn):
     sm, s3, env, (v1, v2) = dev
-    deploy_fn.handler(_event(v1, "2026-01-01T00:00:00Z"), sagemaker=sm, env=ENV, now=0)
+    deploy_fn.handler(_event(v1, "2026-01-01T00:00:00Z"), sagemaker=sm, env=DEV_ENV, now=0)
     with pytest.raises(promote_fn.Refused, match="only with a version"):
         promote_fn.handler({"force": True}, source=sm, target=sm, s3=s3, env=env)
     with pytest.raises(promote_fn.Refused, match="force must be true or false"):
@@ -100,7 +101,7 @@ def test_dev_updating_or_serving_nothing_known_is_refused(dev, deploy_fn, promot
     sm, s3, env, (v1, _) = dev
     with pytest.raises(promote_fn.Refused, match="diagnosa-dev does not exist: diagnosa-dev serves no version"):
         promote_fn.handler({}, source=sm, target=sm, s3=s3, env=env)
-    deploy_fn.handler(_event(v1, "2026-01-01T00:00:00Z"), sagemaker=sm, env=ENV, now=0)
+    deploy_fn.handler(_event(v1, "2026-01-01T00:00:00Z"), sagemaker=sm, env=DEV_ENV, now=0)
     for status in ("Updating", "RollingBack", "Creating"):
         _endpoint().endpoint_status = status
         with pytest.raises(promote_fn.Refused, match=f"diagnosa-dev is {status}, not InService"):
@@ -118,7 +119,7 @@ def test_dev_updating_or_serving_nothing_known_is_refused(dev, deploy_fn, promot
 
 def test_a_served_version_rejected_since_is_refused(dev, deploy_fn, promote_fn):
     sm, s3, env, (v1, _) = dev
-    deploy_fn.handler(_event(v1, "2026-01-01T00:00:00Z"), sagemaker=sm, env=ENV, now=0)
+    deploy_fn.handler(_event(v1, "2026-01-01T00:00:00Z"), sagemaker=sm, env=DEV_ENV, now=0)
     sm.update_model_package(ModelPackageArn=v1, ModelApprovalStatus="Rejected")  # rejected, still serving
     with pytest.raises(promote_fn.Refused, match="is Rejected, not Approved in diagnosa-dev"):
         promote_fn.handler({}, source=sm, target=sm, s3=s3, env=env)
