@@ -53,6 +53,9 @@ class EmbeddedDefinition:
     # Every S3 object the RegisterModel step names (where in its request, lake key pattern with ``*`` for the
     # execution id): what readers of a registered version may read, and nothing else of the run folder.
     registered: tuple[tuple[str, str], ...] = ()
+    # The lake key patterns of the steps' property files (JsonGet reads them: the gate's evaluation.json): what the
+    # pipeline's own role reads of a run, and nothing else.
+    property_files: tuple[str, ...] = ()
 
     @property
     def model_keys(self) -> tuple[str, ...]:
@@ -166,7 +169,24 @@ def _build(region: str, frozen_settings: tuple[tuple[str, Any], ...]) -> Embedde
                               images=tuple(sorted(every_image)), job_images=tuple(sorted(job_images)),
                               serving_images=tuple(sorted(serving_images)), baked=baked, in_vpc="subnets" in settings,
                               gate=json.dumps(registration_gate(definition), sort_keys=True),
-                              registered=_registered_objects(definition["Steps"]))
+                              registered=_registered_objects(definition["Steps"]),
+                              property_files=_property_files(definition["Steps"]))
+
+
+def _property_files(steps: list[dict[str, Any]]) -> tuple[str, ...]:
+    """Lake key patterns (``*`` for the execution id) of every step's PropertyFiles: the objects SageMaker Pipelines
+    reads with the pipeline's role to evaluate a JsonGet. One outside the run folders stops the build."""
+    found = set()
+    for step in all_steps(steps):
+        for prop in step.get("PropertyFiles") or []:
+            [output] = [o for o in step["Arguments"]["ProcessingOutputConfig"]["Outputs"]
+                        if o["OutputName"] == prop["OutputName"]]
+            text = _render(output["S3Output"]["S3Uri"]).rstrip("/") + "/" + prop["FilePath"]
+            prefix = f"s3://{SENTINEL_BUCKET}/{RUNS_PREFIX}"
+            if not text.startswith(prefix):
+                raise ValueError(f"property file {prop['PropertyFileName']} of {step['Name']} is {text}, outside {prefix}")
+            found.add(text[len(f"s3://{SENTINEL_BUCKET}/"):])
+    return tuple(sorted(found))
 
 
 def _images_by_use(steps: list[dict[str, Any]]) -> tuple[set[str], set[str]]:

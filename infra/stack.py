@@ -533,7 +533,9 @@ class DiagnosaStack(Stack):
                            self.arn("sagemaker", "experiment-trial-component", "*")]),
             iam.PolicyStatement(sid="PassOnlyTheJobRole", actions=["iam:PassRole"], resources=[self.job_role.role_arn],
                                 conditions={"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}}),
-            iam.PolicyStatement(sid="ReadRunOutputs", actions=["s3:GetObject"], resources=self.objects("artifacts/runs/")),
+            # The property files its JsonGets read (the gate's evaluation.json), not the run's data.
+            iam.PolicyStatement(sid="ReadPropertyFiles", actions=["s3:GetObject"], resources=[
+                self.lake.arn_for_objects(key) for key in self.definition.property_files]),
             self.kms_for_s3("kms:Decrypt"),
             self._volume_grant(),
         ]
@@ -552,8 +554,9 @@ class DiagnosaStack(Stack):
                               f"<AWS::AccountId>:{kind}/*]",
                         "Pipelines names one trial per execution (the execution id) and one trial component per "
                         "job, all generated; the experiment itself is fixed to the pipeline's name.")
-        self.ack(role, f"AwsSolutions-IAM5[Resource::<{logical_id(self.lake)}.Arn>/artifacts/runs/*]",
-                    "The gate reads evaluation.json from the execution's run folder (named by execution id).")
+        for key in self.definition.property_files:
+            self.ack(role, f"AwsSolutions-IAM5[Resource::<{logical_id(self.lake)}.Arn>/{key}]",
+                     "A property file the gate reads (JsonGet), in the run folder named by the execution id.")
         return role
 
     def _model_role(self) -> iam.Role:

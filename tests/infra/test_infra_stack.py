@@ -334,6 +334,16 @@ def test_model_and_deploy_roles_read_only_what_a_version_registers_for_them(dev,
     assert set(MONITORING_BASELINES) == baselines
 
 
+def test_the_pipeline_role_reads_only_the_property_file_its_gate_reads(dev, prod, cfn_text, run_objects):
+    # SageMaker Pipelines reads a JsonGet's property file (Evaluate's evaluation.json) with the pipeline's role;
+    # the jobs read and write the run with the job role. It read all of artifacts/runs/* before.
+    for template, stage in ((dev, "dev"), (prod, "prod")):
+        _, outputs = run_objects(template)
+        readable = readable_run_objects(template, statements_of(template, f"diagnosa-{stage}-pipeline"), cfn_text,
+                                        run_objects)
+        assert readable == {outputs["Evaluate/evaluation"] + "/evaluation.json"}
+
+
 def test_a_promoted_copy_is_readable_by_the_model_and_deploy_roles(prod, cfn_text, run_objects):
     # The promote function copies a version's objects to artifacts/runs/promoted/<group>-v<N>/<source key after
     # artifacts/runs/>: the same grants cover the copies.
