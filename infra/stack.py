@@ -564,6 +564,9 @@ class DiagnosaStack(Stack):
         capture and the endpoint's logs; in VPC mode attach its network interfaces (CreateModel's VpcConfig)."""
         ep = self.endpoint_name
         logs_group = f"/aws/sagemaker/Endpoints/{ep}"  # SageMaker's log group of one endpoint
+        # The stack's, not SageMaker's default (kept forever, unencrypted by our key): the serving container's logs
+        # are the stage's like every other log, with its retention and key.
+        self.endpoint_log_group = self.log_group(logs_group, "EndpointLogGroup")
         statements = [
             iam.PolicyStatement(sid="ReadModelArtifact", actions=["s3:GetObject"], resources=[
                 self.lake.arn_for_objects(key) for key in self.definition.model_keys]),

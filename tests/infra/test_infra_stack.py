@@ -268,6 +268,16 @@ def test_model_role_writes_its_endpoints_own_log_group(dev, prod, cfn_text):
         assert fnmatchcase(stream, resource)
 
 
+def test_the_endpoints_log_group_is_the_stacks_with_its_retention_and_key(dev, prod):
+    # SageMaker creates /aws/sagemaker/Endpoints/<endpoint> itself when nothing holds the name: kept forever, not
+    # encrypted with the stage's key. The stack owns it, as it owns its functions' groups.
+    for template, stage in ((dev, "dev"), (prod, "prod")):
+        [group] = [g for g in resources(template, "AWS::Logs::LogGroup").values()
+                   if g["Properties"].get("LogGroupName") == f"/aws/sagemaker/Endpoints/diagnosa-{stage}"]
+        assert group["Properties"]["RetentionInDays"] == 365 and "KmsKeyId" in group["Properties"]
+        assert group["DeletionPolicy"] == "Retain"
+
+
 def test_deploy_function_role_is_scoped_to_the_stage(dev):
     statements = statements_of(dev, "diagnosa-dev-deploy-function")
     acts = actions(statements)
