@@ -18,6 +18,7 @@ in-flight requests finish, capture flushed) on :meth:`EndpointServer.stop` or SI
 from __future__ import annotations
 
 import hmac
+import http.client
 import io
 import json
 import logging
@@ -54,6 +55,7 @@ MAX_CLIENT_CONNECTIONS = 128
 PING_RESERVE = 8  # connections beyond the caps that may only ask /ping (one request each, then closed)
 PING_DEADLINE = 2.0  # seconds a reserve connection has to send its whole request
 EMPTY_LINES = 4  # empty lines ignored before a request line (RFC 9112 2.2: at least one)
+MAX_HEADER_BYTES = 64 * 1024  # the header block (the stdlib allows 100 lines of 64 KB: 6.4 MB held per request)
 MAX_ECHO = 200  # characters of a request's own text (path, method, header value) an error message repeats
 MAX_MODEL_ERROR = 64 * 1024  # bytes of a refusal's JSON a 4xx (or the runtime route's 424) carries
 MODEL_ERROR_QUOTED = 1000  # characters of it quoted in the 424's "message" (the whole is in OriginalMessage)
@@ -206,6 +208,8 @@ class _RequestReader(io.BufferedReader):
         line = super().readline(size)
         if self.lines is not None:
             self.lines.append(line)
+            if sum(map(len, self.lines)) > MAX_HEADER_BYTES:  # the base class answers it 431
+                raise http.client.HTTPException(f"the header block is over {MAX_HEADER_BYTES:,} bytes")
         return line
 
 
@@ -513,6 +517,8 @@ class _Handler(BaseHTTPRequestHandler):
         # The stdlib's messages quote the request line ("Bad request syntax ('...')", up to 64 KB): the status line
         # gets the standard phrase, the body the message cut to a few hundred characters.
         text = message or phrase
+        if explain:  # the stdlib's detail ("got more than 100 headers", the header block's size)
+            text = f"{text}: {explain}"
         if len(text) > 2 * MAX_ECHO:
             text = text[:2 * MAX_ECHO] + f"… ({len(text):,} characters)"
         body = json.dumps({"error": text}).encode("utf-8")

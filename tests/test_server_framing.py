@@ -226,3 +226,15 @@ def test_a_large_model_refusal_is_one_bounded_copy_on_the_runtime_route(captured
         kept = len(original["errors"])
         assert 0 < kept < 3_000 and original["more_errors"] == 3_000 - kept
         assert original["errors"][0] == {"row": 0, "field": "age", "problem": "p" * 300 + "…"}
+
+
+def test_a_header_block_over_the_limit_is_a_431_and_one_under_it_is_served(captured):
+    # The stdlib parser takes 100 header lines of up to 64 KB each: 6.4 MB held per request before any check.
+    ep, _ = captured
+    filler = "x" * 1000
+    under = {f"X-Pad-{i}": filler for i in range(server_module.MAX_HEADER_BYTES // 1100)}
+    [(status, _, _)] = _answers(_exchange(ep, _request("GET", "/ping", headers=under, length=False)))
+    assert status == 200
+    over = {f"X-Pad-{i}": filler for i in range(server_module.MAX_HEADER_BYTES // 1000 + 2)}
+    [(status, _, body)] = _answers(_exchange(ep, _request("GET", "/ping", headers=over, length=False)))
+    assert status == 431 and f"over {server_module.MAX_HEADER_BYTES:,} bytes" in body.decode()

@@ -110,8 +110,9 @@ def test_one_client_address_cannot_take_every_slot(trained_model_dir):
 
 def test_slow_clients_in_the_reserve_too_give_way_to_the_health_check(trained_model_dir, monkeypatch):
     # The review's attack re-opened every connection the server closed: the reserve alone would fill with them.
-    # Long enough that the reserve is surely still held when the health check comes (not a timing assertion).
-    monkeypatch.setattr(server_module, "PING_DEADLINE", 5.0)
+    # Long enough that the reserve is surely still held when the health checks come (not a timing assertion): with
+    # 5 s, three checks on a loaded 2-core machine outlasted it once, and a slow client got its 408 before its eviction.
+    monkeypatch.setattr(server_module, "PING_DEADLINE", 20.0)
     ep = _started(str(trained_model_dir), max_connections=2, max_client_connections=None)
     try:
         with ExitStack() as stack:
