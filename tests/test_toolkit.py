@@ -24,16 +24,6 @@ def test_arities_match_the_transformers_calling_convention():
     assert len(inspect.signature(toolkit.transform_fn).parameters) == 5  # (model, data, type, accept) + context
 
 
-def test_a_server_fault_is_a_500_with_an_incident_id_and_no_internals(caplog):
-    ctx = context()
-    body, media = toolkit.transform_fn(object(), b'{"age": 40}', "application/json", "application/json", ctx)
-    assert ctx.get_response_status(0) == (500, "Internal Server Error")
-    payload = json.loads(body)
-    assert payload["error"] == "internal error" and len(payload["incident"]) == 32 and media == "application/json"
-    assert "Traceback" not in body.decode()
-    assert payload["incident"] in caplog.text and "Traceback" in caplog.text  # the traceback goes to the log
-
-
 def test_without_a_context_a_refusal_is_the_toolkits_own_error_class():
     with pytest.raises(BaseInferenceToolkitError) as err:
         toolkit.refuse(415, {"error": "unsupported content type", "errors": []}, None)
@@ -47,3 +37,25 @@ def test_a_refusal_naming_a_lone_surrogate_is_still_valid_json():
                              ctx)
     assert json.loads(body.decode("utf-8"))["errors"][0]["field"] == "\ud800"
     assert ctx.get_response_status(0)[0] == 400
+
+
+def test_a_server_fault_through_the_toolkits_own_transformer_is_a_500_with_an_incident_id(tmp_path, monkeypatch,
+                                                                                        caplog):
+    """The fault path TorchServe cannot provoke, through sagemaker_inference's Transformer as TorchServe drives it:
+    the user module found by SAGEMAKER_PROGRAM, the body decoded as the toolkit decodes it, the context handed over
+    by the toolkit's arity rule. Only the model is faulty (an object that cannot score)."""
+    from sagemaker_inference.transformer import Transformer
+
+    (tmp_path / "faulty_serving.py").write_text(
+        "from inference.toolkit import transform_fn  # noqa: F401  (the serving program's own)\n\n\n"
+        "def model_fn(model_dir):\n    return object()\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("SAGEMAKER_PROGRAM", "faulty_serving.py")
+    ctx = Context("model", str(tmp_path), None, 1, None, "0.12.0")
+    ctx.request_processor = [RequestProcessor({"Content-Type": "application/json", "Accept": "application/json"})]
+    [body] = Transformer().transform([{"body": b'{"age": 40}'}], ctx)
+    assert ctx.get_response_status(0) == (500, "Internal Server Error")
+    payload = json.loads(body)
+    assert payload["error"] == "internal error" and len(payload["incident"]) == 32
+    assert "Traceback" not in (body if isinstance(body, str) else body.decode())
+    assert payload["incident"] in caplog.text and "Traceback" in caplog.text
