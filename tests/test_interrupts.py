@@ -133,7 +133,7 @@ def test_ctrl_c_as_the_command_starts_is_one_line_and_status_130(tmp_path, comma
     if command == "script" and not SCRIPT.is_file():
         pytest.skip(f"no console script {SCRIPT}: the package is not installed in this environment")
     argv = [str(SCRIPT)] if command == "script" else [sys.executable, "-m", "diagnosa"]
-    for _ in range(3):
+    for _ in range(5):
         process = subprocess.Popen([*argv, "--workspace", str(tmp_path / "ws"), "--help"], cwd=tmp_path,
                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                    env={**os.environ, "PYTHONPATH": str(ROOT)})
@@ -145,9 +145,10 @@ def test_ctrl_c_as_the_command_starts_is_one_line_and_status_130(tmp_path, comma
             if process.poll() is None:
                 process.kill()
                 process.wait()
-        # On a loaded machine the signal may land after main printed the help, as Python finalizes (its own
-        # default handler is back then): too late to test the start; try again.
-        if not (process.returncode == -signal.SIGINT and out.startswith(b"usage: diagnosa")):
+        # On a loaded machine the signal may land too late to test the start: after main printed the help, as Python
+        # finalizes (its default disposition is back: -SIGINT, the help maybe never flushed), or after the process
+        # ended (0: the help, no signal). Try again; a start that mishandles Ctrl-C fails every time.
+        if process.returncode not in (0, -signal.SIGINT):
             break
     assert b"Traceback" not in errors, errors.decode()
     assert (process.returncode, errors.decode()) == (INTERRUPTED, "diagnosa: interrupted\n")
