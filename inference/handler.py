@@ -131,6 +131,8 @@ class Service:
     categories: dict[str, frozenset[str]] = field(default_factory=dict)  # values it knows, per category field
     # The differential's shortest entries (JSON, CSV) and how many diseases it ranks: :func:`answer_floor`'s, on first use.
     least_entries: tuple[dict[str, Any], dict[str, Any], int] | None = field(default=None, repr=False)
+    # (media, top_k, differential) -> the shortest answer's (fixed bytes, bytes per patient): answer_floor's, per shape
+    answer_floors: dict[tuple[str, int, int], tuple[int, int]] = field(default_factory=dict, repr=False)
 
 
 @dataclass
@@ -489,17 +491,29 @@ def answer_floor(request: Request, service: Service, media: str) -> int:
     every probability and score 0.0, the differential's shortest entries; no unused codes or unknown values), rendered
     as :func:`render` writes it, plus the patients' own ids. A request over MAX_RESPONSE_BYTES by this floor cannot
     be answered: 10,000 patients with a differential of 20 were scored for 10-17 s, then refused a 35 MB answer."""
-    differential: dict[str, Any] = {}
-    if request.differential and service.phenotype is not None and service.phenotype_field is not None:
+    shape = (media, request.top_k, request.differential)
+    if shape not in service.answer_floors:  # a few shapes per model: not worked out again on every request
+        service.answer_floors[shape] = _shortest_answer(service, *shape)
+    fixed, per_answer = service.answer_floors[shape]
+    # An id takes at least its own bytes where the shortest answer has an empty CSV cell; in JSON at least those and
+    # its two quotes (escapes only add) where it has null (4 bytes).
+    given = [len(pid.encode("utf-8", errors="backslashreplace")) for pid in request.ids if pid is not None]
+    ids = sum(given) - (2 * len(given) if media == JSON else 0)
+    return fixed + len(request.ids) * per_answer + ids
+
+
+def _shortest_answer(service: Service, media: str, top_k: int, differential: int) -> tuple[int, int]:
+    """(fixed bytes, bytes per patient) of the shortest answer of that shape (:func:`answer_floor`)."""
+    listed: dict[str, Any] = {}
+    if differential and service.phenotype is not None and service.phenotype_field is not None:
         json_entry, csv_entry, diseases = _least_entries(service)
-        differential = {"differential": [json_entry if media == JSON else csv_entry] * min(request.differential, diseases),
-                        "differential_note": DIFFERENTIAL_NOTE.format(release=service.phenotype.release or "annotations")}
-    patients = len(request.ids)
+        listed = {"differential": [json_entry if media == JSON else csv_entry] * min(differential, diseases),
+                  "differential_note": DIFFERENTIAL_NOTE.format(release=service.phenotype.release or "annotations")}
     per_answer, fixed = [], 0
     for label in service.model.labels:
         least = {"patient_id": None, "category": label, "probabilities": dict.fromkeys(service.model.labels, 0.0),
-                 "top_k": [{"category": label, "probability": 0.0}] * request.top_k, "model_version": service.version,
-                 **differential}
+                 "top_k": [{"category": label, "probability": 0.0}] * top_k, "model_version": service.version,
+                 **listed}
         if media == JSON:  # '{"predictions": [' + answers joined by ', ' + ']}'
             per_answer.append(len(encode_json(least)) + 2)
             fixed = len(encode_json({"predictions": []})) - 2
@@ -507,11 +521,7 @@ def answer_floor(request: Request, service: Service, media: str) -> int:
             one, two = (len(render([least] * n, CSV)[0]) for n in (1, 2))
             per_answer.append(two - one)
             fixed = 2 * one - two
-    if media == JSON:  # an id is its JSON string where the shortest answer has null (4 bytes)
-        ids = sum(len(encode_json(pid)) - 4 for pid in request.ids if pid is not None)
-    else:  # an id is written as it is, or quoted, where the shortest row has an empty cell
-        ids = sum(len(pid.encode("utf-8", errors="backslashreplace")) for pid in request.ids if pid is not None)
-    return fixed + patients * min(per_answer) + ids
+    return fixed, min(per_answer)
 
 
 def invoke(service: Service, body: bytes | str, content_type: str | None, accept: str | None) -> tuple[bytes, str]:
