@@ -57,8 +57,7 @@ PING_DEADLINE = 2.0  # seconds a reserve connection has to send its whole reques
 EMPTY_LINES = 4  # empty lines ignored before a request line (RFC 9112 2.2: at least one)
 MAX_HEADER_BYTES = 64 * 1024  # the header block (the stdlib allows 100 lines of 64 KB: 6.4 MB held per request)
 MAX_ECHO = 200  # characters of a request's own text (path, method, header value) an error message repeats
-MAX_MODEL_ERROR = 64 * 1024  # bytes of a refusal's JSON a 4xx (or the runtime route's 424) carries
-MODEL_ERROR_QUOTED = 1000  # characters of it quoted in the 424's "message" (the whole is in OriginalMessage)
+MODEL_ERROR_QUOTED = 1000  # characters of a refusal quoted in the 424's "message" (the whole is in OriginalMessage)
 CAPTURE_HEADER = "X-Diagnosa-Capture"  # "failed" on an answer whose capture line could not be written
 JSON = "application/json"
 FEEDBACK_MAX_BYTES = 16 * 1024  # a feedback body: a few short fields (a 1000-character note at most)
@@ -95,37 +94,6 @@ def _header_line_problem(line: bytes) -> str | None:
     if _CONTROL.search(value):
         return f"header {shown}: its value holds a control character (NUL, CR, LF...)"
     return None
-
-
-def _bounded_refusal(text: str, refusal: dict[str, Any] | None) -> str:
-    """A refusal's JSON as a reply carries it: as is up to MAX_MODEL_ERROR bytes; else its message cut and as many of
-    its problems as fit (``more_errors`` counting the rest), still JSON a client reads the same way."""
-    if len(text.encode("utf-8", "surrogatepass")) <= MAX_MODEL_ERROR:
-        return text
-    if refusal is None:
-        try:
-            refusal = json.loads(text)
-        except ValueError:
-            refusal = None
-    if not isinstance(refusal, dict):
-        return json.dumps({"error": text[:MODEL_ERROR_QUOTED] + f"… (a {len(text):,}-character refusal, cut)"})
-    error = str(refusal.get("error", ""))
-    out: dict[str, Any] = {"error": error if len(error) <= MODEL_ERROR_QUOTED else
-                           error[:MODEL_ERROR_QUOTED] + f"… ({len(error):,} characters)", "errors": []}
-    listed = refusal.get("errors")
-    errors: list[Any] = listed if isinstance(listed, list) else []
-    size = len(handler.encode_json(out)) + 100
-    for item in errors:
-        item = {k: (v[:300] + "…" if isinstance(v, str) and len(v) > 300 else v) for k, v in item.items()} \
-            if isinstance(item, dict) else item
-        size += len(handler.encode_json(item)) + 1
-        if size > MAX_MODEL_ERROR:
-            break
-        out["errors"].append(item)
-    more = len(errors) - len(out["errors"]) + int(refusal.get("more_errors") or 0)
-    if more:
-        out["more_errors"] = more
-    return handler.encode_json(out).decode("utf-8")
 
 
 def _path(target: str) -> str:
@@ -848,8 +816,8 @@ class _Handler(BaseHTTPRequestHandler):
         if outcome.status != 200:
             refusal = outcome.refusal or {}
             self._refused(route, event_id, outcome.status, refusal.get("error", ""), refusal.get("errors", []))
-            self._model_error(runtime, outcome.status, _bounded_refusal(outcome.body.decode("utf-8"), outcome.refusal),
-                              headers)
+            # The handler's refusal is bounded where it is made (handler.RequestError.body: 64 KB).
+            self._model_error(runtime, outcome.status, outcome.body.decode("utf-8"), headers)
             return
         output, output_type = outcome.body, outcome.content_type
         if endpoint.capture is not None:

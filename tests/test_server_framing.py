@@ -11,7 +11,6 @@ from __future__ import annotations
 import gzip
 import json
 import socket
-from typing import Any
 
 import pytest
 
@@ -19,7 +18,6 @@ from diagnosa.lake import DataLake
 from inference import server as server_module
 from inference.capture import DataCapture
 from inference.server import EndpointServer
-from inference.workers import Outcome
 
 PATIENT = b'{"age": 67, "sex": "M", "temperature_c": 38.9, "symptoms": ["HP:0001945"]}'
 
@@ -198,34 +196,25 @@ def test_feedback_refuses_a_charset_other_than_utf8_as_invocations_do(captured):
 
 
 # -- finding 4 (the server's part): the runtime route's 424 ------------------------------------------
-def test_a_large_model_refusal_is_one_bounded_copy_on_the_runtime_route(captured, monkeypatch):
+def test_a_large_model_refusal_is_one_copy_on_the_runtime_route(captured):
+    # The runtime route wrapped the handler's refusal twice (message and OriginalMessage, each escaped): now its
+    # message quotes the start once and OriginalMessage is the container's reply as is. That reply's size is bounded
+    # where the refusal is made (handler.RequestError.body, tests/test_request_bounds.py).
     ep, _ = captured
-    # The handler's own refusals are bounded (inference/handler.py); this one stands in for any refusal of
-    # megabytes, at the model boundary: 3,000 problems of 1,000 characters.
-    refusal: dict[str, Any] = {"error": "invalid request: " + "e" * 5_000,
-                               "errors": [{"row": i, "field": "age", "problem": "p" * 1_000} for i in range(3_000)]}
-    body = json.dumps(refusal).encode()
-
-    def scored(*_args: Any) -> Outcome:
-        return Outcome(400, body, "application/json", refusal)
-
-    monkeypatch.setattr(ep, "score", scored)
+    junk = json.dumps([{"age": 400, "sex": "X", "colour" + "z" * 150: "red"} for _ in range(500)]).encode()
+    replies = {}
     for path in ("/endpoints/diagnosa/invocations", "/invocations"):
-        raw = _exchange(ep, _request("POST", path, PATIENT, {"Content-Type": "application/json"}))
-        [(status, _, reply)] = _answers(raw)
-        assert len(raw) < 2 * server_module.MAX_MODEL_ERROR, (path, len(raw))  # was 2 copies of 3 MB, escaped twice
-        answer = json.loads(reply)
-        if path.startswith("/endpoints"):
-            assert status == 424 and answer["OriginalStatusCode"] == 400
-            assert len(answer["message"]) < 1_200  # the start of the refusal, quoted once
-            original = json.loads(answer["OriginalMessage"])  # still JSON: clients read its errors
-        else:
-            assert status == 400
-            original = answer
-        assert original["error"].startswith("invalid request: eee") and len(original["error"]) < 1_100
-        kept = len(original["errors"])
-        assert 0 < kept < 3_000 and original["more_errors"] == 3_000 - kept
-        assert original["errors"][0] == {"row": 0, "field": "age", "problem": "p" * 300 + "…"}
+        [(status, _, reply)] = _answers(_exchange(ep, _request("POST", path, junk, {"Content-Type": "application/json"})))
+        replies[path] = (status, reply)
+    status, plain = replies["/invocations"]
+    refusal = json.loads(plain)
+    assert status == 400 and refusal["more_errors"] > 0 and len(plain) > server_module.MODEL_ERROR_QUOTED
+    status, wrapped = replies["/endpoints/diagnosa/invocations"]
+    answer = json.loads(wrapped)
+    assert status == 424 and answer["OriginalStatusCode"] == 400
+    assert json.loads(answer["OriginalMessage"]) == refusal  # one whole copy, what clients parse
+    assert len(answer["message"]) < server_module.MODEL_ERROR_QUOTED + 100  # the start of it, quoted once
+    assert len(wrapped) < 2.5 * len(plain)  # one escaped copy and the quote: before, two escaped copies
 
 
 def test_a_header_block_over_the_limit_is_a_431_and_one_under_it_is_served(captured):
