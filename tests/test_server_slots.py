@@ -123,6 +123,9 @@ def test_slow_clients_in_the_reserve_too_give_way_to_the_health_check(trained_mo
             for _ in range(3):  # as the review's attacker did: re-open what the server closed, before each check
                 status, _, body = _ask(ep, PING)
                 assert status == 200 and json.loads(body)["status"] == "ok"
+                # The client reads the close before the server's thread gives the slot back: held before that, the
+                # new slow client evicted another one instead, and the reserve stayed one short (a flaky wait).
+                _wait_until(ep, lambda httpd: httpd.reserved < server_module.PING_RESERVE and not httpd.evicting)
                 reserve += _hold(ep, stack, 1)  # takes the slot the answered /ping freed: the reserve is full again
                 _wait_until(ep, lambda httpd: httpd.reserved >= server_module.PING_RESERVE and not httpd.evicting)
             # Each check took the slot of the oldest slow client still waiting for its request, closed unanswered.
