@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from diagnosa.data.validate import clip
@@ -76,6 +76,7 @@ def test_many_long_problems_are_listed_up_to_the_reply_bound(service):
                     | st.text(alphabet=st.characters(blacklist_characters="'\"")),
                     lambda inner: st.lists(inner) | st.dictionaries(st.text(max_size=80), inner), max_leaves=40),
        st.sampled_from([10, 40, 60, 80]))
+@example({"000000000'\"": None}, 10)  # found by hypothesis: the cut key lost the quote mark that picks repr's quotes
 def test_a_quoted_value_is_its_repr_clipped(value, limit):
     # A text keeps its closing quote: the errors stream's redaction removes what is quoted.
     from inference.schema import shown

@@ -55,7 +55,11 @@ def _repr_head(value: Any, budget: int) -> str:
     """``repr(value)``, or a text of at least ``budget`` characters it starts with (a JSON value: dicts, lists,
     strings, numbers). Each level of nesting takes one character of the budget, so a deep value stops early too."""
     if isinstance(value, str):
-        return repr(value[:budget])
+        head = value[:budget]
+        # repr quotes with ' unless the text holds ' and no ": the whole text decides, so its quote marks, where
+        # only the rest holds them, go with the head (the clip cuts them off again).
+        head += "".join(q for q in "'\"" if q not in head and q in value)
+        return repr(head)
     if isinstance(value, (list, dict)):
         items = value.items() if isinstance(value, dict) else value
         opening, closing = ("{", "}") if isinstance(value, dict) else ("[", "]")
