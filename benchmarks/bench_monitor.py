@@ -13,7 +13,13 @@ its peak RSS is its own:
 
 Prints a Markdown table: median wall time of ``--repeats`` runs and the process's peak RSS (and its RSS after the
 imports, before reading). Run by hand; never timed in tests.
+
+``--window 24h --spacing 60`` (one request a minute: 50,000 lines are 35 days of traffic) adds what one scheduled
+monitoring job over the last ``--window`` moves out of the lake: the objects and bytes the job reads itself
+(``monitoring/job.py --lake``, counted at the storage) beside what a ProcessingInput of ``capture/<endpoint>/`` and
+``feedback/<endpoint>/`` downloads (every object under them), and the time to read them.
 Usage: python benchmarks/bench_monitor.py [--lines 50000] [--feedback 5000] [--retried 0.1] [--repeats 3]
+                                          [--spacing 2] [--window 24h]
 """
 from __future__ import annotations
 
@@ -35,6 +41,7 @@ from inference.capture import capture_line
 from inference.feedback import parse_feedback, read_feedback, store_feedback
 from monitoring.quality import QualityThresholds, join_feedback, live_quality
 from monitoring.retrain import KINDS, feedback_records
+from monitoring.run import parse_window
 from monitoring.traffic import Skipped, read_traffic
 
 ENDPOINT = "diagnosa"
@@ -63,8 +70,9 @@ def answer(rng: random.Random, records: list[dict[str, Any]]) -> bytes:
     return json.dumps({"predictions": predictions}).encode()
 
 
-def build_lake(root: str, lines: int, feedback: int, retried: float, seed: int = 7) -> dict[str, int]:
-    """The lake of the benchmark under ``root``; returns what it holds."""
+def build_lake(root: str, lines: int, feedback: int, retried: float, seed: int = 7,
+               spacing: float = 2.0) -> dict[str, int]:
+    """The lake of the benchmark under ``root``, one request every ``spacing`` seconds; returns what it holds."""
     rng = random.Random(seed)
     lake = DataLake.from_uri(root)
     requests: list[tuple[str, str, bytes, bytes, int]] = []  # event id, inference id, body, answer, patients
@@ -72,7 +80,7 @@ def build_lake(root: str, lines: int, feedback: int, retried: float, seed: int =
     objects: dict[str, list[bytes]] = {}
     patients = 0
     for i in range(lines):
-        when = START + timedelta(seconds=2 * i)
+        when = START + timedelta(seconds=spacing * i)
         if requests and rng.random() < retried:  # the client timed out and sent a recent request again
             _, inference_id, body, output, count = requests[-rng.randint(1, min(50, len(requests)))]
             retried_ids.append(next(r[0] for r in reversed(requests) if r[1] == inference_id))
@@ -82,7 +90,7 @@ def build_lake(root: str, lines: int, feedback: int, retried: float, seed: int =
             patients += count
             body = json.dumps({"instances": records} if count > 1 else records[0]).encode()
             output, inference_id = answer(rng, records), f"visit-{i}"
-        event_id = f"ev-{i:08d}"
+        event_id = f"ev-{i:08d}"  # names no time, as SageMaker's capture ids: all feedback is read
         line = capture_line(event_id, inference_id, body, "application/json", output, "application/json", when)
         requests.append((event_id, inference_id, body, output, count))
         key = f"capture/{ENDPOINT}/AllTraffic/{when:%Y/%m/%d/%H}/{i // LINES_PER_OBJECT:06d}.jsonl"
@@ -104,9 +112,47 @@ def build_lake(root: str, lines: int, feedback: int, retried: float, seed: int =
             body["event_row"] = row
         if rng.random() < 0.1:
             body["disease_id"] = rng.choice(("ORPHA:558", "ORPHA:79318", "OMIM:154700"))
-        store_feedback(lake, ENDPOINT, parse_feedback(body), now=START + timedelta(days=1, seconds=n))
+        store_feedback(lake, ENDPOINT, parse_feedback(body), now=START + timedelta(seconds=spacing * lines + n))
         stored += 1
-    return {"lines": lines, "objects": len(objects), "feedback": stored}
+    return {"lines": lines, "objects": len(objects), "feedback": stored, "end": int((START + timedelta(
+        seconds=spacing * lines)).timestamp())}
+
+
+class CountingStorage:
+    """The lake's storage, counting what is read from it (what an S3 lake would serve the job)."""
+
+    def __init__(self, storage: Any) -> None:
+        self.storage, self.objects, self.bytes, self.listings = storage, 0, 0, 0
+        self.uri = storage.uri
+
+    def get_bytes(self, key: str) -> bytes:
+        data = self.storage.get_bytes(key)
+        self.objects, self.bytes = self.objects + 1, self.bytes + len(data)
+        return data
+
+    def list(self, prefix: str = "") -> list[str]:
+        self.listings += 1
+        return self.storage.list(prefix)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.storage, name)
+
+
+def window_io(root: str, window: str, end: datetime) -> dict[str, Any]:
+    """What one monitoring job over the ``window`` ending at ``end`` reads (the job's own reads: read_traffic and
+    read_feedback, as run_monitor calls them), against what a ProcessingInput of the prefixes downloads."""
+    lake = DataLake.from_uri(root)
+    prefixes = [f"capture/{ENDPOINT}/", f"feedback/{ENDPOINT}/"]
+    everything = [lake.storage.root / key for prefix in prefixes for key in lake.list(prefix)]
+    counting = CountingStorage(lake.storage)
+    start, _ = parse_window(last=window, now=end)
+    began = time.perf_counter()
+    traffic = read_traffic(DataLake(counting), ENDPOINT, start, end, KINDS, model_version="7")
+    feedback = read_feedback(DataLake(counting), ENDPOINT, (start, end))
+    seconds = time.perf_counter() - began
+    return {"objects": counting.objects, "bytes": counting.bytes, "listings": counting.listings, "seconds": seconds,
+            "all_objects": len(everything), "all_bytes": sum(path.stat().st_size for path in everything),
+            "patients": len(traffic.rows), "feedback": feedback.records}
 
 
 def measure(path: str, root: str, repeats: int) -> dict[str, Any]:
@@ -143,6 +189,8 @@ def main() -> None:
     parser.add_argument("--feedback", type=int, default=5_000)
     parser.add_argument("--retried", type=float, default=0.1, help="fraction of lines that are a retried request")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--spacing", type=float, default=2.0, help="seconds between two captured requests")
+    parser.add_argument("--window", help="also: what one monitoring job over this last window (24h) reads")
     parser.add_argument("--measure", nargs=2, metavar=("PATH", "LAKE"), help=argparse.SUPPRESS)  # the child process
     args = parser.parse_args()
     if args.measure:
@@ -150,9 +198,19 @@ def main() -> None:
         return
     with tempfile.TemporaryDirectory(prefix="bench-monitor-") as root:
         began = time.perf_counter()
-        built = build_lake(root, args.lines, args.feedback, args.retried)
-        print(f"lake: {built['lines']} capture lines in {built['objects']} objects, {built['feedback']} feedback "
+        built = build_lake(root, args.lines, args.feedback, args.retried, spacing=args.spacing)
+        end = datetime.fromtimestamp(built["end"], timezone.utc)
+        print(f"lake: {built['lines']} capture lines in {built['objects']} objects, {built['feedback']} feedback, "
+              f"{(end - START).total_seconds() / 86400:.1f} days of traffic "
               f"({time.perf_counter() - began:.1f} s to write)\n")
+        if args.window:
+            io = window_io(root, args.window, end)
+            print(f"| one job over the last {args.window} | objects | MiB | listings | s | patients | feedback |")
+            print("|---|---|---|---|---|---|---|")
+            print(f"| reads the lake itself (--lake) | {io['objects']} | {io['bytes'] / 2**20:.1f} | {io['listings']} "
+                  f"| {io['seconds']:.2f} | {io['patients']} | {io['feedback']} |")
+            print(f"| ProcessingInput of the prefixes (downloaded) | {io['all_objects']} | "
+                  f"{io['all_bytes'] / 2**20:.1f} | | | | |\n", flush=True)
         print("| path | lines | feedback | median s | peak RSS MiB | RSS after imports MiB | result |")
         print("|---|---|---|---|---|---|---|")
         for path in ("monitor", "retrain"):

@@ -1231,7 +1231,7 @@ class DiagnosaStack(Stack):
                                  conditions={"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}}),
              iam.PolicyStatement(sid="FindBaselinesAndTraffic", actions=["s3:ListBucket"],
                                  resources=[self.lake.bucket_arn], conditions={"StringLike": {"s3:prefix": [
-                                     f"{baseline}*", f"capture/{ep}/*", f"feedback/{ep}/*"]}}),
+                                     f"{baseline}*", f"capture/{ep}/*"]}}),
              iam.PolicyStatement(sid="ReadBaselineMetadata", actions=["s3:GetObject"],
                                  resources=self.objects(baseline))],
             code="jobs", entry="monitor.handler")

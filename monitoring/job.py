@@ -1,8 +1,10 @@
 """Monitoring job (scheduled in AWS, or by hand): a window of captured traffic + feedback → report.
 
 Container contract (SageMaker Processing):
-- ``input/lake/capture/`` and ``input/lake/feedback/``: the lake's capture and feedback prefixes
-  (two ProcessingInputs, S3Prefix), read as a lake folder;
+- ``--lake s3://bucket[/prefix]`` (or a folder; default ``input/lake/``): the lake whose ``capture/<endpoint>/`` and
+  ``feedback/<endpoint>/`` the job reads itself, only the window's objects (the hour folders of the window and their
+  filing margin, the feedback of events that may be in it). The monitor function passes the stack's lake: a
+  ProcessingInput of those prefixes would download every request ever captured, each day, however short the window;
 - ``input/baseline/``: ``statistics.json`` + ``constraints.json`` (preprocess ``baseline`` output) and
   ``prediction_baseline.json`` (evaluate ``evaluation`` output), in one folder or two
   (``input/baseline/data`` and ``input/baseline/predictions``);
@@ -22,7 +24,7 @@ from pathlib import Path
 from typing import Sequence
 
 from diagnosa.files import write_job_failure
-from diagnosa.lake import DataLake
+from diagnosa.lake import DataLake, LakeError
 from diagnosa.logs import configure_logging
 
 log = logging.getLogger("diagnosa.monitor")
@@ -32,6 +34,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging()
     parser = argparse.ArgumentParser(description="Diagnosa monitoring job")
     parser.add_argument("--base-dir", default="/opt/ml/processing")
+    parser.add_argument("--lake", help="the lake holding capture/ and feedback/: s3://bucket[/prefix] or a folder "
+                                       "(default: <base-dir>/input/lake)")
     parser.add_argument("--endpoint-name", default="diagnosa")
     parser.add_argument("--since")
     parser.add_argument("--until")
@@ -52,14 +56,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         root = base / "input" / "baseline"
         folders = [p for p in (root, root / "data", root / "predictions") if p.is_dir()]
         baseline = load_baseline(folders or [root])
-        lake_dir = base / "input" / "lake"
-        lake_dir.mkdir(parents=True, exist_ok=True)  # no capture at all is a report of "no data", not a crash
-        report = run_monitor(DataLake.from_uri(str(lake_dir)), args.endpoint_name, baseline, start, end,
+        if args.lake is None:
+            lake_dir = base / "input" / "lake"
+            lake_dir.mkdir(parents=True, exist_ok=True)  # no capture at all is a report of "no data", not a crash
+        lake = DataLake.from_uri(args.lake if args.lake is not None else str(lake_dir))
+        report = run_monitor(lake, args.endpoint_name, baseline, start, end,
                              settings_from_baseline(baseline, min_feedback=args.min_feedback))
         paths = write_report(report, out)
-    except (WindowError, BaselineError, FileExistsError, ValueError, OSError) as err:
+    except (WindowError, BaselineError, LakeError, FileExistsError, ValueError, OSError) as err:
         log.error("monitoring failed: %s", err)
         write_job_failure(base, str(err))
+        return 1
+    except Exception as err:  # an S3 error (botocore's), a bug: the job's status still needs the reason
+        log.exception("monitoring failed")
+        write_job_failure(base, f"{type(err).__name__}: {err}")
         return 1
     log.info("verdict %s; %s", report["verdict"], "; ".join(report["alerts"]) or "no alert")
     log.info("wrote %s", ", ".join(str(p) for p in paths.values()))

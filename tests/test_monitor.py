@@ -531,6 +531,59 @@ def test_processing_job_reads_the_container_contract(tmp_path, loop, baseline_di
 
 
 
+def test_on_aws_the_job_reads_only_its_windows_traffic_from_the_lake(tmp_path, loop, baseline_dir, capsys):
+    """The monitor function's job reads the lake itself (``--lake s3://<lake>``): a ProcessingInput of
+    ``capture/<endpoint>/`` downloaded every request ever captured on every daily run. Given a month of older
+    traffic, the job fetches none of it, and its report is the one the same window gives read from a folder."""
+    import re
+    import shutil
+
+    import boto3
+    from moto import mock_aws
+
+    from monitoring import job
+
+    lake, phases = loop
+    since = phases["drift"]["start"].strftime("%Y-%m-%dT%H:%M:%SZ")
+    reports = {}
+    for name in ("folder", "s3", "gone"):
+        shutil.copytree(baseline_dir, tmp_path / name / "input" / "baseline")
+    for zone in ("capture", "feedback"):
+        shutil.copytree(lake.storage.root / zone, tmp_path / "folder" / "input" / "lake" / zone)
+    assert job.main(["--base-dir", str(tmp_path / "folder"), "--since", since]) == 0
+    reports["folder"] = json.loads((tmp_path / "folder" / "output" / "report" / "report.json").read_text())
+
+    with mock_aws():
+        boto3.setup_default_session(region_name="eu-west-1")  # the job's client comes from the default session
+        s3 = boto3.client("s3")
+        s3.create_bucket(Bucket="lake", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+        for key in lake.list("capture/") + lake.list("feedback/"):
+            s3.put_object(Bucket="lake", Key=key, Body=lake.get_bytes(key))
+        older = set()
+        for key in lake.list("capture/diagnosa/"):  # the same objects, filed 30 days earlier
+            folder, hour, name = re.fullmatch(r"(capture/diagnosa/[^/]+/)([0-9/]{13})(/.+)", key).groups()
+            old = folder + (datetime.strptime(hour, "%Y/%m/%d/%H") - timedelta(days=30)).strftime("%Y/%m/%d/%H") + name
+            s3.put_object(Bucket="lake", Key=old, Body=lake.get_bytes(key))
+            older.add(old)
+        fetched: list[str] = []
+        boto3.DEFAULT_SESSION.events.register("before-parameter-build.s3.GetObject",
+                                              lambda params, **_: fetched.append(params["Key"]))
+        try:
+            assert job.main(["--base-dir", str(tmp_path / "s3"), "--lake", "s3://lake", "--since", since]) == 0
+            assert job.main(["--base-dir", str(tmp_path / "gone"), "--lake", "s3://no-such-lake", "--since", since]) == 1
+        finally:
+            boto3.DEFAULT_SESSION = None
+    reports["s3"] = json.loads((tmp_path / "s3" / "output" / "report" / "report.json").read_text())
+    assert fetched and not older & set(fetched)  # nothing of the older month was read
+    assert {key for key in fetched if key.startswith("capture/")} <= set(lake.list("capture/"))
+    assert reports["s3"]["traffic"] == reports["folder"]["traffic"] and reports["s3"]["traffic"]["events"] == 300
+    for part in ("verdict", "alerts", "drifted_features", "quality"):
+        assert reports["s3"][part] == reports["folder"][part], part
+    failure = (tmp_path / "gone" / "output" / "failure").read_text()
+    assert "NoSuchBucket" in failure  # the job's status names why it could not read the lake
+    capsys.readouterr()
+
+
 @pytest.mark.slow
 def test_retraining_runs_the_pipeline_on_the_feedback_version_and_the_gate_decides(tmp_path, loop, baseline_dir,
                                                                                    capsys):

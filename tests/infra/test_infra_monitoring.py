@@ -230,13 +230,14 @@ def test_scheduled_run_starts_the_monitoring_job(aws, monitor_fn):
     script = app["ContainerEntrypoint"][2]
     assert "tar -xzf sourcedir.tar.gz" in script and "pip install" in script and "-r requirements.txt" in script
     assert 'python monitor_job.py "$@"' in script
+    # The job reads the window's capture and feedback in the lake itself: a ProcessingInput of capture/<endpoint>/
+    # would download every request ever captured, on every run, however short the window.
     assert app["ContainerArguments"] == ["--base-dir", "/opt/ml/processing", "--endpoint-name", "diagnosa-dev",
-                                         "--last", "1d", "--metrics-namespace", "Diagnosa/Monitoring"]
+                                         "--lake", "s3://lake", "--last", "1d",
+                                         "--metrics-namespace", "Diagnosa/Monitoring"]
     inputs = {i["InputName"]: (i["S3Input"]["S3Uri"], i["S3Input"]["LocalPath"]) for i in request["ProcessingInputs"]}
     assert inputs == {
         "code": ("s3://lake/artifacts/code/0123456789abcdef/", "/opt/ml/processing/input/code"),
-        "capture": ("s3://lake/capture/diagnosa-dev/", "/opt/ml/processing/input/lake/capture/diagnosa-dev"),
-        "feedback": ("s3://lake/feedback/diagnosa-dev/", "/opt/ml/processing/input/lake/feedback/diagnosa-dev"),
         "baseline": ("s3://lake/artifacts/monitoring/diagnosa-dev/baseline/", "/opt/ml/processing/input/baseline")}
     [output] = request["ProcessingOutputConfig"]["Outputs"]
     assert output["S3Output"]["S3Uri"] == f"s3://lake/artifacts/monitoring/diagnosa-dev/reports/{name}/"
@@ -252,8 +253,7 @@ def test_the_job_never_reads_traffic_from_before_the_serving_model(aws, monitor_
     captured(s3, feedback=False)
     result, [request] = run_monitor(monitor_fn, sm, s3)
     arguments = request["AppSpecification"]["ContainerArguments"]
-    assert arguments[4:6] == ["--since", "2027-01-15T02:30:00Z"] and "--last" not in arguments
-    assert "feedback" not in {i["InputName"] for i in request["ProcessingInputs"]}  # empty prefix: no input
+    assert arguments[6:8] == ["--since", "2027-01-15T02:30:00Z"] and "--last" not in arguments
     assert request_problems("CreateProcessingJob", request) is None
 
 

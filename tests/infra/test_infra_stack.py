@@ -669,7 +669,7 @@ def test_monitor_function_role_starts_only_monitor_jobs_and_passes_only_the_moni
     assert text(read["Resource"]).endswith('/artifacts/monitoring/diagnosa-dev/baseline/*"]]}')
     [listing] = [s for s in statements if s["Action"] == "s3:ListBucket"]
     assert listing["Condition"] == {"StringLike": {"s3:prefix": [
-        "artifacts/monitoring/diagnosa-dev/baseline/*", "capture/diagnosa-dev/*", "feedback/diagnosa-dev/*"]}}
+        "artifacts/monitoring/diagnosa-dev/baseline/*", "capture/diagnosa-dev/*"]}}  # the job reads the feedback
 
 
 def test_monitor_schedule_runs_the_monitor_function(dev, stacks):

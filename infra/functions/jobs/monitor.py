@@ -3,9 +3,11 @@
 Invoked by the monitoring schedule (``{"reason": "schedule", "schedule": "rate(1 day)", "window": ""}``)
 or directly (``{"window": "7d"}``). It starts ``monitoring/job.py`` — ``monitor_job.py`` at the
 root of the staged step code, the same ``sourcedir.tar.gz`` and image the pipeline's jobs
-use — over the lake's ``capture/<endpoint>/`` and ``feedback/<endpoint>/`` prefixes and the
-baselines of the model the endpoint serves (``artifacts/monitoring/<endpoint>/baseline/``, put
-there by the deploy function). The job writes its report under
+use — over the window's traffic in the lake's ``capture/<endpoint>/`` and ``feedback/<endpoint>/``
+(the job reads those objects itself, ``--lake``: a ProcessingInput of the prefixes would download all the
+traffic ever captured on every run) and the baselines of the model the endpoint serves
+(``artifacts/monitoring/<endpoint>/baseline/``, put there by the deploy function, a ProcessingInput).
+The job writes its report under
 ``artifacts/monitoring/<endpoint>/reports/<job name>/`` and publishes ``DriftScore`` (and friends)
 to CloudWatch, where the drift alarm starts retraining.
 
@@ -99,7 +101,8 @@ def handler(event: dict[str, Any], context: Any = None, *, sagemaker: Any = None
         return {"status": "skipped", "reason": "no captured traffic"}
 
     metadata = s3.head_object(Bucket=bucket, Key=baseline + REQUIRED[0]).get("Metadata", {})
-    arguments = ["--base-dir", CONTAINER, "--endpoint-name", endpoint]
+    arguments = ["--base-dir", CONTAINER, "--endpoint-name", endpoint, "--lake", f"s3://{bucket}"]
+    window_arguments = len(arguments)
     since = _since(metadata.get("serving-since"))
     if since is not None and since > when - _duration(window):
         # The serving model started within the window: read only its own traffic.
@@ -109,10 +112,10 @@ def handler(event: dict[str, Any], context: Any = None, *, sagemaker: Any = None
     arguments += ["--metrics-namespace", env["METRICS_NAMESPACE"]]
 
     name = f"{env['JOB_PREFIX']}-{when.strftime('%Y%m%d-%H%M%S')}"[:63]
-    request = monitoring_request(env, name, arguments,
-                                 with_feedback=_has_objects(s3, bucket, f"feedback/{endpoint}/"))
+    request = monitoring_request(env, name, arguments)
     (sagemaker or boto3.client("sagemaker")).create_processing_job(**request)
-    log.info("started %s for %s (%s), baselines of %s", name, endpoint, " ".join(arguments[4:6]),
+    log.info("started %s for %s (%s), baselines of %s", name, endpoint,
+             " ".join(arguments[window_arguments:window_arguments + 2]),
              metadata.get("model-package", "?"))
     return {"status": "started", "job": name, "arguments": arguments, "model_package": metadata.get("model-package"),
             "report": f"s3://{bucket}/{base}/reports/{name}/"}
@@ -128,14 +131,11 @@ def _since(value: str | None) -> datetime | None:
         return None
 
 
-def monitoring_request(env: dict[str, str], name: str, arguments: list[str], *, with_feedback: bool) -> dict[str, Any]:
-    """The monitoring job's CreateProcessingJob request (checked against botocore's shape in the tests)."""
+def monitoring_request(env: dict[str, str], name: str, arguments: list[str]) -> dict[str, Any]:
+    """The monitoring job's CreateProcessingJob request (checked against botocore's shape in the tests). Its one data
+    input is the baselines; the job lists and reads the window's capture and feedback in the lake itself."""
     lake, endpoint = f"s3://{env['LAKE_BUCKET']}", env["ENDPOINT_NAME"]
-    # The lake folder the job reads looks like the lake itself: capture/<endpoint>/..., feedback/<endpoint>/...
-    inputs = [s3_input("capture", f"{lake}/capture/{endpoint}/", f"lake/capture/{endpoint}"),
-              s3_input("baseline", f"{lake}/artifacts/monitoring/{endpoint}/baseline/", "baseline")]
-    if with_feedback:  # an empty prefix would fail the download; no feedback is a valid input
-        inputs.insert(1, s3_input("feedback", f"{lake}/feedback/{endpoint}/", f"lake/feedback/{endpoint}"))
+    inputs = [s3_input("baseline", f"{lake}/artifacts/monitoring/{endpoint}/baseline/", "baseline")]
     return processing_request(env, name, role_arn=env["JOB_ROLE_ARN"], entry=ENTRY, arguments=arguments,
                               inputs=inputs, output=("report", f"{lake}/artifacts/monitoring/{endpoint}/reports/{name}/",
                                                      "report"))
