@@ -157,7 +157,23 @@ def gate_section(result: dict[str, Any], thresholds: dict[str, float], orphan: f
         return {"passed": True, "failures": [], "message": "recall gate passed"}
     parts = [f"{f['check']} {'undefined' if f['value'] is None else format(f['value'], '.3f')} < "
              f"{f['threshold']:.3f} (short by {f['shortfall']:.3f})" for f in failures]
-    return {"passed": False, "failures": failures, "message": "recall gate failed: " + "; ".join(parts)}
+    return {"passed": False, "failures": failures, "message": _within(FAILURE_REASON_MAX, "recall gate failed: ", parts)}
+
+
+# The FailStep shows the gate's message as the step's FailureReason, which SageMaker holds to 1,024 characters
+# (botocore's PipelineExecutionStep.FailureReason); a gate over 90 labels can miss more than that says.
+FAILURE_REASON_MAX = 1024
+
+
+def _within(limit: int, head: str, parts: list[str]) -> str:
+    """``head`` and as many of ``parts`` as fit in ``limit`` characters, then how many more there are."""
+    for count in range(len(parts), -1, -1):
+        rest = len(parts) - count
+        more = f"{'; ' if count else ''}… and {rest} more (evaluation.json: gate.failures)" if rest else ""
+        text = head + "; ".join(parts[:count]) + more
+        if len(text) <= limit:
+            return text
+    return head[:limit]
 
 
 def _model_dir(path: Path, scratch: Path) -> Path:

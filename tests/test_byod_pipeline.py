@@ -270,3 +270,28 @@ def test_evaluation_and_gate_for_any_labels_and_slice():
     assert not failed["passed"] and "recall[2] 0.500 < 0.900" in failed["message"]
     assert "edema_macro_recall 0.750 < 0.800 (short by 0.050)" in failed["message"]
     assert "smokers_macro_recall undefined < 0.100" in failed["message"]  # a slice the evaluation lacks fails
+
+
+def test_the_gates_message_fits_a_failed_steps_reason_whatever_the_number_of_misses():
+    """The FailStep shows ``gate.message`` as the step's FailureReason, at most 1,024 characters on SageMaker
+    (botocore's model): 90 missed labels wrote 4,900. The message names the misses that fit and how many more."""
+    import numpy as np
+
+    from processing.evaluate import FAILURE_REASON_MAX, gate_section
+    from processing.metrics import evaluate
+
+    labels = [f"class_{i:02d}" for i in range(90)]
+    y = labels * 2
+    proba = np.roll(np.eye(90), 1, axis=1)[[i % 90 for i in range(180)]]  # every patient predicted the next class
+    result = evaluate(y, proba, labels)
+    failed = gate_section(result, dict.fromkeys(labels, 0.5), None)
+    import botocore.session
+
+    model = botocore.session.get_session().get_service_model("sagemaker")
+    assert FAILURE_REASON_MAX == model.shape_for("PipelineExecutionStep").members["FailureReason"].metadata["max"]
+    assert len(failed["failures"]) == 90 and len(failed["message"]) <= FAILURE_REASON_MAX
+    shown = failed["message"].count("< 0.500")
+    assert 0 < shown < 90 and failed["message"].endswith(f"… and {90 - shown} more (evaluation.json: gate.failures)")
+    assert "recall[class_00] 0.000 < 0.500 (short by 0.500)" in failed["message"]
+    few = gate_section(result, {"class_00": 0.5}, None)
+    assert few["message"] == "recall gate failed: recall[class_00] 0.000 < 0.500 (short by 0.500)"

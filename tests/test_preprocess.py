@@ -80,6 +80,20 @@ def test_held_out_orphan_diseases_never_reach_train(data):
     assert split_dataset(frame, plain, seed=0).train_groups is None
 
 
+@pytest.mark.parametrize("groups", [2, 3, 4])
+def test_with_few_groups_the_one_held_out_is_in_test_where_the_gate_measures_it(data, groups):
+    """One group is held out of 2 to 4: it went to validation every time (it is further below its share), the test
+    split had no unseen patient, the unseen recall was undefined and the gate failed every run of such a dataset."""
+    frame, schema, _ = data
+    kept = sorted(set(frame.loc[frame["is_orphan"], "disease_id"]))[:groups]
+    few = frame[~frame["is_orphan"] | frame["disease_id"].isin(kept)].reset_index(drop=True)
+    for seed in (0, 1, 2):
+        splits = split_dataset(few, schema, seed=seed)
+        unseen = set(kept) - splits.train_groups
+        assert len(unseen) == 1
+        assert unseen_mask(splits.test, schema, splits.train_groups).any(), f"seed {seed}: no unseen patient in test"
+
+
 def test_split_is_deterministic_per_seed(data):
     frame, schema, _ = data
     a, b, c = (split_dataset(frame, schema, seed=s) for s in (4, 4, 5))
