@@ -26,6 +26,9 @@ from diagnosa.data.schema import (
     BUILTIN_DATASET,
     BUILTIN_RESOURCE,
     DATASET_NAME,
+    DATASET_NAME_RULE,
+    ENDPOINT_NAME_MAX,
+    EXECUTION_ID_LENGTH,
     MISSING_INDICATORS,
     RESOURCE_NAME,
     SLICE_NAME,
@@ -147,6 +150,10 @@ def parameter_range_problems(values: dict[str, Any]) -> list[str]:
         elif name == ENDPOINT_PARAMETER and isinstance(value, str) and not RESOURCE_NAME.fullmatch(value):
             problems.append(f"parameter {name} must be a SageMaker name (ASCII letters, digits and inner '-', at most "
                             f"63); got {shown(value, 80)}")
+        elif name == ENDPOINT_PARAMETER and isinstance(value, str) and len(value) > ENDPOINT_NAME_MAX:
+            problems.append(f"parameter {name} is {len(value)} characters, at most {ENDPOINT_NAME_MAX}: the pipeline "
+                            f"names its endpoint config <{name}>-<execution id>, and SageMaker's ids are "
+                            f"{EXECUTION_ID_LENGTH} characters (a name at most 63); got {shown(value, 80)}")
     return problems
 
 
@@ -331,7 +338,7 @@ def check_settings(settings: PipelineSettings) -> None:
     if problem:
         raise ValueError(problem)
     if not DATASET_NAME.fullmatch(settings.dataset):
-        raise ValueError(f"dataset name {shown(settings.dataset, 80)} must be 1 to 63 ASCII letters, digits, '-' and '_'")
+        raise ValueError(f"dataset name {shown(settings.dataset, 80)} must be {DATASET_NAME_RULE}")
     if len(settings.labels) < 2 or len(set(settings.labels)) != len(settings.labels):
         raise ValueError(f"labels must be at least two distinct values, got {list(settings.labels)}")
     if settings.missing_indicators not in MISSING_INDICATORS:
@@ -361,6 +368,10 @@ def check_settings(settings: PipelineSettings) -> None:
         if not RESOURCE_NAME.fullmatch(value):
             raise ValueError(f"{what} {shown(value, 80)} is not a SageMaker name (ASCII letters, digits and inner '-', "
                              "at most 63)")
+    if len(settings.endpoint_name) > ENDPOINT_NAME_MAX:
+        raise ValueError(f"endpoint_name {settings.endpoint_name!r} is {len(settings.endpoint_name)} characters: at most "
+                         f"{ENDPOINT_NAME_MAX}, since the pipeline names each endpoint config <endpoint>-<execution id> "
+                         f"(SageMaker's ids are {EXECUTION_ID_LENGTH} characters; a name at most 63)")
     if bool(settings.subnets) != bool(settings.security_group_ids):
         raise ValueError("subnets and security_group_ids go together: give both (a VPC) or neither")
     for what, pattern, values, form in (("subnet", SUBNET_ID, settings.subnets, "subnet-<1 to 25 of a-z, 0-9>"),
@@ -718,7 +729,7 @@ def validate_definition(definition: dict[str, Any], parameters: dict[str, Any] |
         return "s3://placeholder/key" if isinstance(value, Placeholder) else value
 
     defaults = {p["Name"]: p.get("DefaultValue") for p in definition.get("Parameters", [])} | (parameters or {})
-    execution = {"PipelineExecutionId": "execution", "PipelineExecutionArn": "arn", "PipelineName": "pipeline",
+    execution = {"PipelineExecutionId": "e" * EXECUTION_ID_LENGTH, "PipelineExecutionArn": "arn", "PipelineName": "pipeline",
                  "StartDateTime": "2026-01-01T00:00:00Z", "CurrentDateTime": "2026-01-01T00:00:00Z"}
     resolver = Resolver(defaults, execution, lambda step: Placeholder(), lambda step, name: Placeholder())
     report = {}

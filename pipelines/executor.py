@@ -20,14 +20,15 @@ import hashlib
 import json
 import os
 import re
+import secrets
 import signal
 import socket
+import string
 import subprocess
 import sys
 import threading
 import time
 import traceback
-import uuid
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -35,6 +36,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from diagnosa.data.schema import EXECUTION_ID_LENGTH
 from diagnosa.data.validate import clip, shown
 from diagnosa.files import write_json_atomic
 from diagnosa.lake import DataLake
@@ -304,6 +306,29 @@ def execution_definition(record: ExecutionRecord) -> dict[str, Any]:
     return definition
 
 
+def new_execution_id(now: datetime | None = None) -> str:
+    """An execution id of SageMaker's form, EXECUTION_ID_LENGTH lowercase letters and digits, so that every name a
+    definition builds from it (the endpoint config's) is as long here as on AWS: the UTC minute (yymmddHHMM: ids
+    read as their start and sort by it) and random characters."""
+    stamp = (now or datetime.now(timezone.utc)).astimezone(timezone.utc).strftime("%y%m%d%H%M")
+    alphabet = string.ascii_lowercase + string.digits
+    return stamp + "".join(secrets.choice(alphabet) for _ in range(EXECUTION_ID_LENGTH - len(stamp)))
+
+
+def _new_execution_folder(root: Path, execution_id: str | None) -> Path:
+    """The new execution's folder, made here: ``execution_id``'s, or a new id's (another one when an execution of
+    the same minute drew the same)."""
+    for _ in range(100):
+        folder = root / (execution_id or new_execution_id())
+        try:
+            folder.mkdir(parents=True, exist_ok=False)
+            return folder
+        except FileExistsError:
+            if execution_id is not None:
+                raise
+    raise ExecutionError(f"no free execution id in {root} after 100 draws")
+
+
 def execution_variables(data: dict[str, Any]) -> dict[str, Any]:
     """The ``Execution.*`` variables of an execution record's data."""
     name = data.get("PipelineName", "diagnosa")
@@ -370,11 +395,9 @@ class LocalExecutor:
         """Check everything that can be checked, then run the definition to the end."""
         graph, parameters = self.preflight(definition, overrides or {})
         name = pipeline_name
-        execution_id = execution_id or (datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-"
-                                        + uuid.uuid4().hex[:6])
-        folder = self.root / execution_id
         with _deferred_interrupts() as interrupt:  # from the first record on, Ctrl-C ends in a Stopped record
-            folder.mkdir(parents=True, exist_ok=False)
+            folder = _new_execution_folder(self.root, execution_id)
+            execution_id = folder.name
             text = json.dumps(definition, indent=2, ensure_ascii=False, sort_keys=True)
             (folder / "definition.json").write_text(text + "\n", encoding="utf-8")
             record = ExecutionRecord(folder / "execution.json", {
@@ -582,7 +605,7 @@ class LocalExecutor:
         t0 = time.perf_counter()
         cache_hit = None
         try:
-            cache = self._cache_entry(node, resolve)
+            cache = self._cache_entry(record.data["PipelineName"], node, resolve)
             cache_hit = cache.lookup() if cache else None
             if cache_hit:
                 properties = cache_hit["Properties"]
@@ -625,13 +648,16 @@ class LocalExecutor:
         if self.on_step is not None:
             self.on_step(event)
 
-    def _cache_entry(self, node: StepNode, resolve: Resolver) -> StepCache | None:
+    def _cache_entry(self, pipeline: str, node: StepNode, resolve: Resolver) -> StepCache | None:
+        """The step's cache entry: AWS's key attributes of its request, scoped to one pipeline as on SageMaker ("you
+        can't reuse a step from another pipeline even if there is a step signature match")."""
         config = node.definition.get("CacheConfig") or {}
         if not self.use_cache or not config.get("Enabled") or node.type not in CACHE_KEYS:
             return None
         arguments = resolve(node.arguments)
         attributes = {k: arguments.get(k) for k in CACHE_KEYS[node.type]}
-        digest = hashlib.sha256(json.dumps([node.type, node.name, attributes, node.definition.get("PropertyFiles")],
+        digest = hashlib.sha256(json.dumps([pipeline, node.type, node.name, attributes,
+                                            node.definition.get("PropertyFiles")],
                                            sort_keys=True, default=str).encode()).hexdigest()
         return StepCache(self.root.parent / "step-cache" / f"{digest}.json", _duration(config.get("ExpireAfter")),
                          self)
@@ -673,7 +699,9 @@ class LocalExecutor:
                                       f"({key}) is missing or not JSON: {err}") from None
             return {**result, "ProcessingJobArn": job_arn(operation, job_name), "PropertyFiles": files}
         if node.type == "Condition":
-            outcome = all(evaluate_condition(c, resolve) for c in node.arguments.get("Conditions", []))
+            # Every condition is evaluated: one that cannot be (an undefined value) fails the step whatever the
+            # outcome of the others, not only when those before it held.
+            outcome = all([evaluate_condition(c, resolve) for c in node.arguments.get("Conditions", [])])
             return {"Outcome": outcome}
         if node.type == "Fail":
             message = resolve(node.arguments.get("ErrorMessage", ""))

@@ -145,6 +145,10 @@ def evaluate_condition(condition: Mapping[str, Any], resolve: Resolver) -> bool:
     left, right = resolve(condition["LeftValue"]), resolve(condition["RightValue"])
     if kind == "Equals":
         return left == right
+    if left is None or right is None:  # a JsonGet of a JSON null: SageMaker documents no outcome for it
+        raise ExpressionError(f"{kind} compares numbers, got {left!r} and {right!r}: an undefined value (JSON null, "
+                              "e.g. a recall with no test patient to measure it on) has no defined outcome on "
+                              "SageMaker either, so the condition step fails")
     try:
         left, right = float(left), float(right)
     except (TypeError, ValueError):

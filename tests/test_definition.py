@@ -176,6 +176,7 @@ def test_upsert_and_start_with_overrides(aws):
     ({"training_instance_count": 2.0}, "must be a whole number, got 2.0"),
     # "$" matches before a final "\n": each of these passed, and would have been sent to SageMaker as written.
     ({"endpoint_name": "diagnosa\n"}, "endpoint_name 'diagnosa\\\\n' is not a SageMaker name"),
+    ({"endpoint_name": "e" * 51}, "endpoint_name 'e{51}' is 51 characters: at most 50"),
     ({"name": "diagnosa\n"}, "name 'diagnosa\\\\n' is not a SageMaker name"),
     ({"kms_key": "arn:aws:kms:eu-west-1:123456789012:key/k1\n"}, "kms_key '.*k1\\\\n' must be a KMS key ARN"),
     ({"subnets": ("subnet-1\n",), "security_group_ids": ("sg-1",)}, "subnet id\\(s\\) \\['subnet-1\\\\n'\\]"),
@@ -368,6 +369,43 @@ def test_an_endpoint_name_parameter_with_a_trailing_newline_is_out_of_range():
     assert parameter_range_problems({"EndpointName": "diagnosa\n"}) == [
         "parameter EndpointName must be a SageMaker name (ASCII letters, digits and inner '-', at most 63); "
         "got 'diagnosa\\n'"]
+
+
+def test_an_endpoint_name_leaves_room_for_the_execution_id_in_its_endpoint_configs_name(definition):
+    """The endpoint config is named <EndpointName>-<execution id>, at most 63 characters; SageMaker's ids are 12
+    characters. A 51-character name passed every check before any step ran and failed at EndpointConfig, after
+    every job and the registration (the check filled in a 9-character id)."""
+    from diagnosa.data.schema import ENDPOINT_NAME_MAX
+    from pipelines.definition import parameter_problems
+    from pipelines.executor import resolve_parameters
+
+    d = json.loads(definition)
+    assert ENDPOINT_NAME_MAX == 50
+    longest = "e" * ENDPOINT_NAME_MAX
+    assert parameter_range_problems({"EndpointName": longest}) == []
+    assert parameter_problems(d, resolve_parameters(d, {"EndpointName": longest})) == []
+    [problem] = parameter_range_problems({"EndpointName": longest + "e"})
+    assert "51 characters, at most 50" in problem and "<EndpointName>-<execution id>" in problem
+    # botocore's model of the request, with an id of SageMaker's length, says the same
+    defaults = {p["Name"]: p.get("DefaultValue") for p in d["Parameters"]}
+    [problem] = parameter_problems(d, defaults | {"EndpointName": longest + "e"})
+    assert problem.startswith("step EndpointConfig: parameter EndpointName=") and "EndpointConfigName" in problem
+
+
+def test_a_local_execution_id_has_sagemakers_form_and_a_taken_one_is_drawn_again(tmp_path, monkeypatch):
+    from datetime import datetime, timezone
+
+    from pipelines import executor
+
+    now = datetime(2026, 12, 4, 22, 50, 59, tzinfo=timezone.utc)
+    ids = {executor.new_execution_id(now) for _ in range(50)}
+    assert all(re.fullmatch(r"2612042250[a-z0-9]{2}", i) for i in ids) and len(ids) > 1
+    drawn = iter(["2612042250aa", "2612042250aa", "2612042250ab"])
+    monkeypatch.setattr(executor, "new_execution_id", lambda: next(drawn))
+    assert executor._new_execution_folder(tmp_path, None).name == "2612042250aa"
+    assert executor._new_execution_folder(tmp_path, None).name == "2612042250ab"  # the same minute drew a taken id
+    with pytest.raises(FileExistsError):
+        executor._new_execution_folder(tmp_path, "2612042250aa")  # a named execution is never renamed
 
 
 @pytest.mark.parametrize("kind, text", [

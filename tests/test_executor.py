@@ -124,6 +124,22 @@ def test_runs_in_dependency_order_with_parallel_branches(setup):
     assert [e["PipelineExecutionId"] for e in list_executions(executor.root)] == [record.id]
 
 
+def test_a_condition_on_an_undefined_value_fails_the_gate_whatever_the_conditions_before_it(setup):
+    """A JsonGet of a JSON null (a recall with no test patient) has no defined outcome on SageMaker. The gate stopped
+    at its first false condition, so the same null either failed the step or was never looked at, by its order."""
+    executor, _, marker, _ = setup
+    for first_holds in (True, False):
+        d = without_property_files(definition(marker))
+        gate = next(step for step in d["Steps"] if step["Name"] == "Gate")
+        gate["Arguments"]["Conditions"] = [
+            {"Type": "GreaterThanOrEqualTo", "LeftValue": 0.9 if first_holds else 0.1, "RightValue": 0.5},
+            {"Type": "GreaterThanOrEqualTo", "LeftValue": None, "RightValue": 0.5}]
+        record = executor.start(d)
+        assert record.status == "Failed" and record.steps["Gate"]["StepStatus"] == "Failed", first_holds
+        assert "undefined value (JSON null" in record.steps["Gate"]["FailureReason"]
+        assert "Stop" not in record.steps and "Publish" not in record.steps
+
+
 def test_a_long_job_reports_itself_with_its_logs_last_line(setup):
     executor, lake, marker, lines = setup
     executor.heartbeat_seconds = 0.2
@@ -279,6 +295,10 @@ def test_step_cache_reuses_an_earlier_run_with_the_same_inputs(setup):
     uncached = LocalExecutor(lake=lake, bucket=BUCKET, root=executor.root, registry=executor.registry,
                              progress=lambda line: None, use_cache=False).start(d)
     assert not any("CacheHitResult" in step for step in uncached.steps.values())
+    # SageMaker scopes the cache to one pipeline: the same steps under another pipeline's name run again.
+    other = executor.start(d, pipeline_name="diagnosa-other")
+    assert not any("CacheHitResult" in step for step in other.steps.values())
+    assert "CacheHitResult" in executor.start(d, pipeline_name="diagnosa-other").steps["Seed"]
 
 
 def test_each_step_is_announced_when_it_starts_and_ends(setup):

@@ -53,7 +53,9 @@ def test_a_batch_name_with_a_trailing_newline_names_no_raw_file(tmp_path):
 
 
 @pytest.mark.parametrize("change, message", [
-    ({"name": "aids\n"}, r"name 'aids\\n' must be 1 to 63"),
+    ({"name": "aids\n"}, r"name 'aids\\n' must be 1 to 50"),
+    # It names the endpoint, whose endpoint configs are <endpoint>-<12-character execution id>, at most 63.
+    ({"name": "a" * 51}, r"name 'a{51}' must be 1 to 50 .*<endpoint>-<12-character execution id>, at most 63"),
     ({"slice": {"column": "rare", "name": "orphan\n"}}, r"\[slice\] name 'orphan\\n' must start with a letter"),
 ])
 def test_a_dataset_config_name_with_a_trailing_newline_is_refused(change, message):

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from diagnosa.aws import resolve_region
-from diagnosa.data.schema import DATASET_NAME, RESOURCE_NAME, resource_name
+from diagnosa.data.schema import DATASET_NAME, DATASET_NAME_RULE, RESOURCE_NAME, resource_name
 from diagnosa.data.validate import shown
 from diagnosa.lake import DataLake
 from diagnosa.net import MAX_TIMEOUT
@@ -193,8 +193,8 @@ def model_folder(path: Path, ws: Path) -> Path:
 def dataset_name(text: str) -> str:
     """--dataset: a dataset's name, never a path (it names lake keys and local folders)."""
     if not DATASET_NAME.fullmatch(text):
-        raise argparse.ArgumentTypeError(f"{shown(text, 80)} is not a dataset name: 1 to 63 ASCII letters, digits, '-' and '_' "
-                                         "(a name, not a path)")
+        raise argparse.ArgumentTypeError(f"{shown(text, 80)} is not a dataset name (a name, not a path): "
+                                         f"{DATASET_NAME_RULE}")
     return text
 
 

@@ -17,7 +17,7 @@ set ([pipeline.md](pipeline.md#one-pipeline-per-dataset)).
 
 | key | type | required | default | what |
 |---|---|---|---|---|
-| `name` | string | yes | | the dataset: 1 to 63 ASCII letters, digits, `-`, `_` (starting and ending with a letter or digit). It names `curated/<name>/`, the model package group and the endpoint (`_` becomes `-`) |
+| `name` | string | yes | | the dataset: 1 to 50 ASCII letters, digits, `-`, `_` (starting and ending with a letter or digit). It names `curated/<name>/`, the model package group and the endpoint (`_` becomes `-`); at most 50 because the pipeline names each endpoint config `<endpoint>-<execution id>` (12 characters), at most 63 |
 | `id_column` | string | yes | | the column identifying a row; a repeated id is quarantined (all copies when they differ). The endpoint's answers give it as `patient_id`, so a column of that name must be the id column or in `exclude` |
 | `target` | string | yes | | the column holding the label |
 | `labels` | list of strings | yes | | the labels, **in their order** (severity order when `ordinal`). At least two, no duplicates, none with `'`, `\\`, `[`, `]` or control characters. A row whose label is not in the list is quarantined: the list doubles as a filter. A numeric label written otherwise (`4.0` for `4`, as pandas writes an integer column with gaps; `4,0` in a file read with decimal commas) is read as that label, as validation reads a number in that file (not `1_0` or other scripts' digits), and the report says so (`labels read as numbers: '4.0' as '4'`) |

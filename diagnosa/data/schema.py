@@ -284,7 +284,15 @@ COLUMN_KEYS = {"type", "role", "required", "min", "max", "values", "unit"}
 # dataset's column of such a type is metadata.
 UNLEARNED_TYPES = ("date", "text")
 SLICE_KEYS = {"name", "column", "value", "group"}
-DATASET_NAME = re.compile(r"\A[A-Za-z0-9](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9])?\Z")
+# A dataset names its endpoint, and the pipeline names each endpoint config <endpoint>-<execution id>, at most 63
+# characters (SageMaker); SageMaker's execution ids, and the local executor's, are EXECUTION_ID_LENGTH long.
+EXECUTION_ID_LENGTH = 12
+ENDPOINT_NAME_MAX = 63 - 1 - EXECUTION_ID_LENGTH
+DATASET_NAME_MAX = ENDPOINT_NAME_MAX
+DATASET_NAME = re.compile(rf"\A[A-Za-z0-9](?:[A-Za-z0-9_-]{{0,{DATASET_NAME_MAX - 2}}}[A-Za-z0-9])?\Z")
+DATASET_NAME_RULE = (f"1 to {DATASET_NAME_MAX} ASCII letters, digits, '-' and '_', starting and ending with a letter "
+                     f"or digit (it names the model package group and the endpoint, whose endpoint configs are "
+                     f"named <endpoint>-<{EXECUTION_ID_LENGTH}-character execution id>, at most 63)")
 # A label becomes a key in JSON paths the pipeline's gate reads (diagnosa.per_class['<label>'].recall).
 LABEL_FORBIDDEN = re.compile(r"['\\\[\]\x00-\x1f\x7f]")
 
@@ -390,9 +398,7 @@ def check_dataset_config(data: dict[str, Any], where: str) -> dict[str, Any]:
         if key in data and not (isinstance(data[key], str) and data[key]):
             raise SchemaError(f"{where}: '{key}' must be a non-empty string, got {data[key]!r}")
     if not DATASET_NAME.fullmatch(data["name"]):
-        raise SchemaError(f"{where}: name {data['name']!r} must be 1 to 63 ASCII letters, digits, '-' and '_', "
-                          "starting and ending with a letter or digit (it names the model package group and the "
-                          "endpoint)")
+        raise SchemaError(f"{where}: name {data['name']!r} must be {DATASET_NAME_RULE}")
     if data["name"] in (BUILTIN_DATASET, BUILTIN_RESOURCE):
         raise SchemaError(f"{where}: name '{data['name']}' is the built-in cohort's (its curated data, model package "
                           "group and endpoint): name your dataset otherwise")
