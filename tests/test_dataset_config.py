@@ -664,7 +664,7 @@ def test_the_config_gives_the_definition_its_missing_indicators_default(lake, tm
     parameter's default in the definition a run builds from the lake and in the one built from the TOML alone."""
     from diagnosa.services import dataset_of
 
-    rows = "".join(line + (",site\n" if i == 0 else f",s{i % 2}\n") for i, line in enumerate(ROWS.splitlines()))
+    rows = "".join(line + (",site\n" if i == 0 else f",s{i % 3}\n") for i, line in enumerate(ROWS.splitlines()))
     ingest(lake, tmp_path, BASE + extra, rows)
     assert dataset_of(load_curated(lake, "x")[1], "x")["missing_indicators"] == expected
     out = tmp_path / "definition.json"
@@ -672,6 +672,20 @@ def test_the_config_gives_the_definition_its_missing_indicators_default(lake, tm
                  "--region", "eu-west-1", "--out", str(out)]) == 0
     [parameter] = [p for p in json.loads(out.read_text())["Parameters"] if p["Name"] == "MissingIndicators"]
     assert parameter["DefaultValue"] == expected and parameter["EnumValues"] == ["scaled", "binary"]
+
+
+def test_a_slice_with_fewer_than_two_groups_is_refused_at_ingest(lake, tmp_path):
+    """The split holds a share of the slice's groups out of training, and the gate measures them on test: with one
+    group none could be held out, the unseen recall was undefined and every run of the dataset failed the gate."""
+    config = BASE + '[slice]\ncolumn = "flag"\nvalue = "yes"\ngroup = "site"\n'
+    for sites, groups in (("s0", 1), ("", 0)):
+        rows = "".join(line + (",site\n" if i == 0 else f",{sites}\n") for i, line in enumerate(ROWS.splitlines()))
+        with pytest.raises(IngestError, match=f"the slice 'flag' has {groups} groups? in its group column 'site'.*at "
+                                              "least 2. Leave `group` out"):
+            ingest(lake, tmp_path, config, rows)
+        assert not lake.list("curated/")
+    two = "".join(line + (",site\n" if i == 0 else f",s{i % 3}\n") for i, line in enumerate(ROWS.splitlines()))
+    assert ingest(lake, tmp_path, config, two).version
 
 
 def test_the_built_in_cohort_keeps_scaled_missing_indicators():

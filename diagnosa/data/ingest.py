@@ -1033,6 +1033,17 @@ def ingest_csv_data(lake: DataLake, data: bytes, stem: str, config: dict[str, An
         raise IngestError(f"{source}: no accepted row is in the slice '{schema.slice}' (column '{slice_[1]}'"
                           + (f" = {slice_[2]!r}){_values_hint(read_cells[slice_[1]], slice_[2])}"
                              if slice_[2] is not None else " true)") + ". Nothing was written")
+    if slice_ and schema.group_column:
+        in_slice = curated[schema.slice_column].fillna(False).astype(bool)
+        groups = curated.loc[in_slice, schema.group_column].dropna().astype(str).nunique()
+        if groups < 2:
+            # The split holds a share of the groups out of training and the gate measures them on test: with one
+            # group none can be held out, the unseen recall is undefined and every run fails the gate.
+            raise IngestError(f"{source}: the slice '{schema.slice}' has {groups} group{'s' * (groups != 1)} in its "
+                              f"group column '{schema.group_column}' among the accepted rows; holding groups out of "
+                              "training (the unseen-group recall the gate checks) needs at least 2. Leave `group` out "
+                              "of the [slice] in the dataset config, or give the slice's rows their groups. Nothing "
+                              "was written")
     phase("writing the curated version", version)
     lake.put_bytes_once(raw_key, data)
     sources = [SourceCounts(schema.name, raw_key, digest, rows_read, len(curated), len(quarantined))]

@@ -40,7 +40,8 @@ boolean marker column `in_<name>`). Without `value` the column must be boolean a
 and becomes `metadata` (never a feature: it would name the answer): the split then holds a share of
 the groups out of training entirely (docs/pipeline.md, Preprocess), and the evaluation reports
 `<name>_seen` and `<name>_unseen` beside the slice, with its own gate parameter
-`Unseen<Name>RecallThreshold`. The built-in cohort's `orphan` slice is one such slice (`is_orphan`,
+`Unseen<Name>RecallThreshold`; the slice's accepted rows need at least 2 groups (one is always held out, on
+test, where the gate measures it), or ingestion refuses the data. The built-in cohort's `orphan` slice is one such slice (`is_orphan`,
 grouped by `disease_id`). The evaluation reports the slice's recall beside `common` (the rows outside
 it), and the pipeline's gate holds its macro recall to a threshold; a dataset without a slice has no
 slice condition.
