@@ -23,7 +23,7 @@ import threading
 import unicodedata
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -380,22 +380,31 @@ class FeedbackRead:
     problems: Counter[str]  # reason → count of unreadable objects
     examples: dict[str, list[str]]
     outside: int = 0  # objects not read: their event id's time is outside the window asked for
+    # Objects not read: ``ids`` was given and their event id is none of them (the window's traffic does not name it;
+    # an id that names no time may be of a request never captured: not said to be outside the window).
+    not_named: int = 0
 
 
 def read_feedback(lake: DataLake, endpoint: str, window: tuple[datetime | None, datetime | None] | None = None,
-                  margin: timedelta = FILING_MARGIN) -> FeedbackRead:
+                  margin: timedelta = FILING_MARGIN, *, ids: Collection[str] | None = None) -> FeedbackRead:
     """All feedback for ``endpoint``; the latest per (event id, event row) wins (by received time, then key).
 
     ``window`` (start, end): only the objects of events that may be in it are read — an event id that names its
     time (the local endpoint's UUIDv7) more than ``margin`` outside it is counted in ``outside``, unread. A daily
     monitor read every feedback ever given (20,000 objects: 12.6 s, 282 MB for a 2-hour window) and listed it all
-    as "not used"; ids that name no time (SageMaker's) are always read."""
+    as "not used"; ids that name no time (SageMaker's) were always read, so on AWS every daily job fetched every
+    feedback object ever written. ``ids`` (the monitor's: every event and inference id the window's capture names,
+    ``Traffic.feedback_ids``): an object of the ``events/`` layout whose event id is one of them (compared without
+    case: a UUID's feedback is stored lower case) is read whatever its time; one whose id is none of them is not
+    read, counted in ``outside`` when its id's time is outside the window, else in ``not_named``. Objects of the
+    old layout are always read (their event id is not checked). Retraining gives neither: it reads all."""
     prefix = f"{ZONE}/{_check_endpoint(endpoint)}/"
     problems: Counter[str] = Counter()
     examples: dict[str, list[str]] = {}
     found: dict[tuple[str, int | None], list[tuple[bool, datetime, str, Feedback]]] = {}
-    records = outside = 0
+    records = outside = not_named = 0
     start, end = window or (None, None)
+    named = None if ids is None else {str(event_id).lower() for event_id in ids}
 
     def bad(reason: str, key: str) -> None:
         problems[reason] += 1
@@ -407,11 +416,16 @@ def read_feedback(lake: DataLake, endpoint: str, window: tuple[datetime | None, 
         if not key.endswith(".json"):
             bad("not a feedback object (.json)", key)
             continue
-        if window is not None and key.startswith(f"{prefix}{EVENTS}/"):
-            when = event_time(key[len(f"{prefix}{EVENTS}/"):].split("/")[0].removesuffix(".json"))
-            if when is not None and ((start is not None and when < start - margin)
-                                     or (end is not None and when >= end + margin)):
+        if (window is not None or named is not None) and key.startswith(f"{prefix}{EVENTS}/"):
+            event_id = key[len(f"{prefix}{EVENTS}/"):].split("/")[0].removesuffix(".json")
+            if named is not None and event_id.lower() in named:
+                pass  # an event (or inference id) of the window's traffic: its feedback is read
+            elif window is not None and (when := event_time(event_id)) is not None and (
+                    (start is not None and when < start - margin) or (end is not None and when >= end + margin)):
                 outside += 1
+                continue
+            elif named is not None:
+                not_named += 1
                 continue
         try:
             body = json.loads(lake.get_bytes(key).decode("utf-8"))
@@ -439,4 +453,4 @@ def read_feedback(lake: DataLake, endpoint: str, window: tuple[datetime | None, 
                                                        item))
     latest = {event: max(items, key=lambda t: t[:3])[3] for event, items in found.items()}
     superseded = sum(len(items) - 1 for items in found.values())
-    return FeedbackRead(latest, records, superseded, problems, examples, outside)
+    return FeedbackRead(latest, records, superseded, problems, examples, outside, not_named)

@@ -158,7 +158,9 @@ def render_html(report: dict[str, Any]) -> str:
                  f"feedback for the same event), matched to a capture of this window: {fb['matched']}, minimum per "
                  f"class before a recall can fail: {r['thresholds']['quality']['min_feedback']}"
                  + (f"; feedback for events outside this window, not read: {fb['outside_window']}"
-                    if fb.get("outside_window") else "") + ".</p>")
+                    if fb.get("outside_window") else "")
+                 + (f"; feedback for event ids this window's traffic does not name, not read: "
+                    f"{fb['not_named_by_traffic']}" if fb.get("not_named_by_traffic") else "") + ".</p>")
 
     # Features.
     parts.append("<h2 id='features'>Data drift per feature</h2>")

@@ -195,7 +195,9 @@ def run_monitor(lake: DataLake, endpoint: str, baseline: Baseline, start: dateti
     predictions = prediction_drift(baseline.predictions, rows["predicted"], settings.drift,
                                    settings.quality.labels)
 
-    feedback = read_feedback(lake, endpoint, (start, end))  # the window's events' feedback, not all there is
+    # The feedback of the window's events (by event or inference id), not all there is: on AWS the event ids name no
+    # time, and every daily job fetched every feedback object ever written and listed it all as not captured.
+    feedback = read_feedback(lake, endpoint, (start, end), ids=traffic.feedback_ids())
     fb_skipped = Skipped()
     for reason, count in feedback.problems.items():
         for example in feedback.examples.get(reason, []):
@@ -206,7 +208,7 @@ def run_monitor(lake: DataLake, endpoint: str, baseline: Baseline, start: dateti
     quality = live_quality(joined, settings.quality)
     quality["feedback"] = {"records": feedback.records, "superseded": feedback.superseded, "latest": len(feedback.latest),
                            "matched": len(joined), "skipped": fb_skipped.to_dict(),
-                           "outside_window": feedback.outside}
+                           "outside_window": feedback.outside, "not_named_by_traffic": feedback.not_named}
 
     drifted = [f.name for f in features if f.verdict == DRIFT]
     alerts = []

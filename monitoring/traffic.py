@@ -63,6 +63,17 @@ class Traffic:
     # A request's inference id → the event id of its copy kept (:func:`by_inference_id`): feedback recorded under the
     # inference id (the doctors' app over SageMaker, which returns no event id) confirms that event's patient.
     by_inference: dict[str, str] = field(default_factory=dict)
+    # Every event id and inference id the capture events read carry (those left out too: a retried copy, a request
+    # another version answered or none could read, an inference id two requests carry): :meth:`feedback_ids`.
+    seen_ids: set[str] = field(default_factory=set)
+
+    def feedback_ids(self) -> frozenset[str]:
+        """The ids feedback about this traffic can be recorded under (``read_feedback(ids=...)``): each event id read
+        (kept, dropped, another version's, a retried copy and the copy kept) and each inference id (one naming two
+        requests too: its feedback is read and counted as naming no one request, as before)."""
+        rows = self.rows["event_id"].unique() if "event_id" in self.rows else ()
+        return frozenset({*self.seen_ids, *map(str, rows), *self.dropped,
+                          *self.other_models, *self.retried, *self.retried.values(), *self.by_inference})
 
     def other_versions(self) -> dict[str, Any]:
         """What was left out as answered by another model version: requests, patients, requests by version."""
@@ -188,6 +199,12 @@ def traffic_from_events(events: Iterable[dict[str, Any]], kinds: dict[str, str],
     skipped = skipped or Skipped()
     events = list(events)
     count = len(events)
+    seen_ids: set[str] = set()  # what feedback about these events may be recorded under (Traffic.feedback_ids)
+    for event in events:
+        meta = event.get("eventMetadata") if isinstance(event, dict) else None
+        if isinstance(meta, dict):
+            seen_ids.update(value for value in (meta.get("eventId"), meta.get("inferenceId"))
+                            if isinstance(value, str) and value)
     type_errors: Counter[str] = Counter()
     rows: list[list[Any]] = []  # in ``columns``' order: a list per patient takes a fifth of a dict's memory
     dropped: dict[str, str] = {}
@@ -261,7 +278,7 @@ def traffic_from_events(events: Iterable[dict[str, Any]], kinds: dict[str, str],
                 row.append(value)
             rows.append(row)
     return Traffic(pd.DataFrame(rows, columns=columns), count, skipped, type_errors, dropped, other_models,
-                   other_patients, retried, by_inference_id(events, retried))
+                   other_patients, retried, by_inference_id(events, retried), seen_ids)
 
 
 class EventPatients(NamedTuple):

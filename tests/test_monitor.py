@@ -217,6 +217,7 @@ def test_malformed_captures_and_unknown_feedback_are_counted_with_reasons(tmp_pa
     lake.put_bytes("capture/diagnosa/AllTraffic/2026/11/27/10/00-00-000-x.jsonl", ("\n".join(lines) + "\n").encode())
     lake.put_bytes("capture/diagnosa/AllTraffic/notes.txt", b"hello")
     store_feedback(lake, "diagnosa", parse_feedback({"event_id": "ok-1", "diagnosis": "NO ENFERMO"}))
+    store_feedback(lake, "diagnosa", parse_feedback({"event_id": "bad-out", "diagnosis": "ENFERMEDAD AGUDA"}))
     store_feedback(lake, "diagnosa", parse_feedback({"event_id": "ghost", "diagnosis": "ENFERMEDAD AGUDA"}))
     report = run_monitor(lake, "diagnosa", baseline)
     assert report["traffic"]["patients"] == 1
@@ -228,7 +229,8 @@ def test_malformed_captures_and_unknown_feedback_are_counted_with_reasons(tmp_pa
     assert fb["matched"] == 1
     assert {s["reason"]: s["count"] for s in fb["skipped"]["by_reason"]} == \
         {"feedback for an event id not captured in this window": 1}
-    assert fb["skipped"]["by_reason"][0]["examples"] == ["ghost"]
+    assert fb["skipped"]["by_reason"][0]["examples"] == ["bad-out"]  # captured, but its answer could not be read
+    assert fb["not_named_by_traffic"] == 1  # 'ghost': no request of the window names it, so it is not read
     # One patient and one confirmed case judge nothing: the verdict says so instead of "ok".
     assert all(f["verdict"] == "insufficient data" for f in report["features"])
     assert report["verdict"] == "insufficient data"
@@ -267,6 +269,94 @@ def test_feedback_recorded_under_an_inference_id_confirms_its_request(tmp_path, 
     records, _, folded = feedback_records(lake, "diagnosa")
     assert sorted(r["patient_id"] for r in records) == ["FB-e-1b", "FB-e-2"]
     assert dict(folded.counts) == {"no captured request for this event id": 1}
+
+
+def test_the_monitor_reads_only_the_feedback_its_windows_traffic_names(tmp_path, baseline):
+    """On AWS the event ids name no time (SageMaker's, or the client's inference ids): every daily job fetched every
+    feedback object ever written and listed all of history's as "not captured in this window". The job now reads
+    the feedback of the ids its window's capture names — by event id, by inference id (one two requests carry too),
+    on a retried copy, on another version's request, on one no reader could use — as before, and counts what it left
+    unread without fetching it. The old layout's objects are read as before."""
+    import uuid
+
+    from diagnosa.lake import LocalStorage
+    from monitoring.quality import OTHER_MODEL_FEEDBACK
+
+    class Counting(LocalStorage):
+        def __init__(self, root):
+            super().__init__(root)
+            self.fetched = []
+
+        def get_bytes(self, key):
+            self.fetched.append(key)
+            return super().get_bytes(key)
+
+    def event(event_id, inference_id, when, age, version="7", data=None):
+        return {"captureData": {
+            "endpointInput": {"observedContentType": "application/json", "mode": "INPUT", "encoding": "JSON",
+                              "data": data or json.dumps({"age": age, "sex": "F"})},
+            "endpointOutput": {"observedContentType": "application/json", "mode": "OUTPUT", "encoding": "JSON",
+                               "data": json.dumps({"predictions": [{"category": "ENFERMEDAD LEVE",
+                                                                    "model_version": version}]})}},
+            "eventMetadata": {"eventId": event_id, "inferenceId": inference_id, "inferenceTime": when},
+            "eventVersion": "0"}
+
+    lake = DataLake.from_uri(str(tmp_path / "lake"))
+    sagemaker = str(uuid.uuid4())  # SageMaker's event id: a UUID4, no time; feedback typed in capitals names it too
+    window = [event("e-1", "app-1", "2026-11-27T10:00:01Z", 40), event("e-1b", "app-1", "2026-11-27T10:00:09Z", 40),
+              event("e-2", "app-2", "2026-11-27T10:00:02Z", 50), event("e-3", "visit", "2026-11-27T10:00:03Z", 60),
+              event("e-4", "visit", "2026-11-27T10:00:04Z", 61), event("e-5", "app-5", "2026-11-27T10:00:05Z", 70, "8"),
+              event("e-6", "app-6", "2026-11-27T10:00:06Z", 0, data="{not json"),
+              event(sagemaker, "app-7", "2026-11-27T10:00:07Z", 80)]
+    later = [event("late-1", "app-8", "2026-11-28T10:00:00Z", 30),  # captured, but in the next day's window
+             event("late-2", "app-9", "2026-11-28T10:00:01Z", 31)]
+    for hour, events in (("2026/11/27/10", window), ("2026/11/28/10", later)):
+        lake.put_bytes(f"capture/diagnosa/AllTraffic/{hour}/00-00-000-x.jsonl",
+                       ("\n".join(json.dumps(e) for e in events) + "\n").encode())
+    read = {"e-1": "retried copy", "app-2": "inference id", "visit": "inference id of two requests",
+            "e-5": "another version's", "e-6": "unreadable request"}
+    unread = {"ghost-1": None, "ghost-2": 1, "late-1": None, "app-9": None}  # never captured, or another window's
+    for event_id in read:
+        store_feedback(lake, "diagnosa", parse_feedback({"event_id": event_id, "diagnosis": "ENFERMEDAD LEVE"}))
+    # Stored as typed, in capitals (before ids were stored as their captures write them): it names the event too.
+    capitals = f"feedback/diagnosa/events/{sagemaker.upper()}.json"
+    lake.put_json(capitals, {"event_id": sagemaker.upper(), "diagnosis": "ENFERMEDAD LEVE",
+                             "received_at": "2026-11-27T11:00:00+00:00"})
+    for event_id, row in unread.items():
+        store_feedback(lake, "diagnosa", parse_feedback({"event_id": event_id, "diagnosis": "ENFERMEDAD LEVE",
+                                                         **({} if row is None else {"event_row": row})}))
+    legacy = "feedback/diagnosa/2026/11/20/09/ghost-old--2026-11-20T09:00:00Z--ab12.json"  # the old layout
+    lake.put_json(legacy, {"event_id": "ghost-old", "diagnosis": "ENFERMEDAD LEVE",
+                           "received_at": "2026-11-20T09:00:00+00:00"})
+
+    storage = Counting(lake.storage.root)
+    report = run_monitor(DataLake(storage), "diagnosa", baseline, datetime(2026, 11, 27, tzinfo=timezone.utc),
+                         datetime(2026, 11, 28, tzinfo=timezone.utc), model_version="7")
+    fetched = {key for key in storage.fetched if key.startswith("feedback/")}
+    assert fetched == {f"feedback/diagnosa/events/{event_id}.json" for event_id in read} | {capitals, legacy}
+    fb = report["quality"]["feedback"]
+    assert (fb["records"], fb["not_named_by_traffic"], fb["outside_window"]) == (7, 4, 0)
+    # What was read is reported as before: e-1 (confirming e-1b, the copy kept), app-2 (e-2) and the SageMaker id
+    # confirm their requests; 'visit' names two requests, e-6's request could not be read, e-5 is version 8's.
+    assert fb["matched"] == 3 and report["quality"]["per_class"]["ENFERMEDAD LEVE"]["n"] == 3
+    skipped = {s["reason"]: sorted(s["examples"]) for s in fb["skipped"]["by_reason"]}
+    assert skipped == {"feedback for an event id not captured in this window": ["e-6", "ghost-old", "visit"],
+                       OTHER_MODEL_FEEDBACK: ["e-5: model version 8"]}
+    html = write_report(report, tmp_path / "out")["html"].read_text()
+    assert "feedback for event ids this window's traffic does not name, not read: 4" in html
+    # The next day's job reads late-1's and app-9's (late-2's) feedback, and the old layout's; none of the first day's.
+    storage.fetched.clear()
+    report = run_monitor(DataLake(storage), "diagnosa", baseline, datetime(2026, 11, 28, tzinfo=timezone.utc),
+                         datetime(2026, 11, 29, tzinfo=timezone.utc), model_version="7")
+    assert {key for key in storage.fetched if key.startswith("feedback/")} == {
+        "feedback/diagnosa/events/late-1.json", "feedback/diagnosa/events/app-9.json", legacy}
+    assert report["quality"]["feedback"]["matched"] == 2 and report["quality"]["feedback"]["not_named_by_traffic"] == 8
+    # Retraining still folds every feedback there is, whatever window its requests were in.
+    from monitoring.retrain import feedback_records
+
+    records, _, _ = feedback_records(lake, "diagnosa")
+    assert sorted(r["patient_id"] for r in records) == sorted(
+        ["FB-e-1b", "FB-e-2", "FB-e-5", f"FB-{sagemaker}", "FB-late-1", "FB-late-2"])
 
 
 def test_a_request_retried_with_its_inference_id_is_one_patient(tmp_path, baseline):

@@ -263,6 +263,48 @@ def test_feedback_records_are_each_patient_found_as_a_filter_over_the_table_find
                   for event_id, row in zip(joined["event_id"], joined["row"])) == sorted(r["patient_id"] for r in records)
 
 
+@pytest.mark.parametrize("model_version", [None, "7"])
+def test_a_window_reads_the_feedback_of_the_ids_its_traffic_names_and_joins_it_as_reading_all_did(lake, model_version):
+    # The event ids name no time (as SageMaker's): the monitor read all of history's feedback for every window.
+    class Counting:
+        def __init__(self, storage: Any) -> None:
+            self.storage, self.fetched = storage, []
+
+        def get_bytes(self, key: str) -> bytes:
+            self.fetched.append(key)
+            return self.storage.get_bytes(key)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.storage, name)
+
+    start, end = START + timedelta(minutes=10), START + timedelta(minutes=30)
+    traffic = read_traffic(lake, ENDPOINT, start, end, KINDS, model_version=model_version)
+    ids = traffic.feedback_ids()
+    storage = Counting(lake.storage)
+    windowed = read_feedback(DataLake(storage), ENDPOINT, (start, end), ids=ids)
+    everything = read_feedback(lake, ENDPOINT)
+    objects = lake.list(f"feedback/{ENDPOINT}/")
+    named = [key for key in objects if key.split("/")[3].removesuffix(".json") in ids]
+    assert 0 < len(named) < len(objects) // 2
+    assert sorted(storage.fetched) == sorted(named)  # nothing else was fetched
+    assert (windowed.not_named, windowed.outside) == (len(objects) - len(named), 0)
+    assert windowed.latest == {patient: item for patient, item in everything.latest.items() if patient[0] in ids}
+    # Joined, it confirms the same patients as all the feedback did; only what was left unread is no longer counted.
+    found, expected = Skipped(), Skipped()
+    joined = join_feedback(traffic.rows, windowed.latest, found, CATEGORIES, traffic.other_models, traffic.retried,
+                           traffic.by_inference)
+    reference = join_feedback(traffic.rows, everything.latest, expected, CATEGORIES, traffic.other_models,
+                              traffic.retried, traffic.by_inference)
+    assert len(joined) > 20
+    pd.testing.assert_frame_equal(joined, reference)
+    assert SAME_PATIENT in found.counts and (OTHER_MODEL_FEEDBACK in found.counts) == bool(model_version)
+    assert any(event_id in traffic.retried for event_id, _ in windowed.latest)  # a retried copy's feedback
+    unread = {NOT_CAPTURED, NOT_A_LABEL}  # what feedback of an event not in the window was counted under
+    assert {r: c for r, c in found.counts.items() if r not in unread} == {
+        r: c for r, c in expected.counts.items() if r not in unread}
+    assert expected.counts[NOT_CAPTURED] > found.counts[NOT_CAPTURED]
+
+
 def test_whole_numbers_are_a_column_of_floats_as_every_other_number(tmp_path):
     # A request's ages all whole numbers: still the monitor's floats, not integers (the baseline's statistics are).
     lake = DataLake.from_uri(str(tmp_path / "lake"))

@@ -177,7 +177,9 @@ def _print_summary(report: dict[str, Any], paths: dict[str, Path], lake_url: str
     fb = report["quality"]["feedback"]
     print(f"feedback: {fb['records']} records ({fb['superseded']} superseded), {fb['matched']} joined with captures, "
           f"{fb['skipped']['total']} not used"
-          + (f"; {fb['outside_window']} for events outside this window, not read" if fb.get("outside_window") else ""))
+          + (f"; {fb['outside_window']} for events outside this window, not read" if fb.get("outside_window") else "")
+          + (f"; {fb['not_named_by_traffic']} for event ids this window's traffic does not name, not read"
+             if fb.get("not_named_by_traffic") else ""))
     for entry in fb["skipped"]["by_reason"]:
         print(f"  not used {entry['count']}: {entry['reason']}")
     print(f"verdict: {report['verdict'].upper()}")
