@@ -94,8 +94,10 @@ class AppConfig:
     @property
     def deadline(self) -> float:
         """The longest a call waits in all, every attempt included: ``timeout`` x ``attempts`` (the timeout alone
-        bounds each socket read, which an endpoint trickling its answer never lets expire)."""
-        return self.timeout * self.attempts
+        bounds each socket read, which an endpoint trickling its answer never lets expire): the CLI's rule."""
+        from inference.client import overall_deadline
+
+        return overall_deadline(self.timeout, self.attempts)
 
     @property
     def is_local(self) -> bool:

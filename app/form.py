@@ -339,12 +339,15 @@ def field_errors(spec: FormSpec, errors: Sequence[Mapping[str, Any]], message: s
     """Map the endpoint's ``errors`` (row, field, problem) onto the form's fields.
 
     The form sends one patient, so every problem is row 0's. A problem naming no field, or a field
-    the form does not show, goes to ``general``; so does ``message`` when no problem is listed.
+    the form does not show, goes to ``general``; so does ``message`` when no problem is listed. What is not a
+    problem object (``"bad"``, ``null``, a number: whatever answered was not a Diagnosa endpoint) is skipped.
     """
     names = set(spec.names)
     by_field: dict[str, list[str]] = {}
     general: list[str] = []
-    for error in errors:
+    for error in errors if isinstance(errors, (list, tuple)) else ():
+        if not isinstance(error, Mapping):
+            continue
         problem = str(error.get("problem") or error.get("message") or "invalid")
         name = error.get("field")
         if name in names:

@@ -258,7 +258,12 @@ def diagnose(client: DiagnosaClient, record: Mapping[str, Any], config: AppConfi
             inference_id = str(uuid.uuid4())
             prediction = client.predict(dict(record), top_k=top_k, inference_id=inference_id)
     except ClientFailure as err:
-        return Outcome(failure=explain_failure(err, config, spec))
+        try:
+            return Outcome(failure=explain_failure(err, config, spec))
+        except Exception as unexplained:  # noqa: BLE001  (an answer not explained: the generic failure, not a traceback)
+            return Outcome(failure=Failure("failed", f"The {config.description} did not give a diagnosis, and its "
+                                                     f"answer could not be read ({type(unexplained).__name__}): it may not "
+                                                     "be a Diagnosa endpoint. Tell the administrator."))
     except Exception as err:  # noqa: BLE001  (a bug must not show a traceback with the patient's values)
         return Outcome(failure=Failure("failed", f"The {config.description} could not give a diagnosis "
                                                  f"({type(err).__name__})."))

@@ -347,14 +347,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
     """A file (or standard input) of patients, streamed to the endpoint in requests of 100; the predictions go to
     standard output as they arrive, the refused records' problems to a file, summarised on standard error."""
     from inference.bulk import Answered, JsonNotCsv, PredictionsDocument, ProblemSummary, predict_stream, read_records
-    from inference.client import ClientFailure, DiagnosaClient, PredictionRejected
+    from inference.client import ClientFailure, DiagnosaClient, PredictionRejected, overall_deadline
 
     if (args.input is None) == (args.batch is None):
         raise UsageError("give either a file (or - for standard input) or --batch NAME, not both")
     resolve_endpoint_name(args)
     try:
+        # --timeout bounds each read; the deadline each request in all (an endpoint trickling its answer held it)
         client = DiagnosaClient(args.endpoint_name, endpoint_url=endpoint_url(args), region=args.region,
-                                timeout=args.timeout)
+                                timeout=args.timeout, deadline=overall_deadline(args.timeout))
     except ValueError as err:
         raise UsageError(f"--endpoint-url: {err}") from None
     if args.batch is not None:

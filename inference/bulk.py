@@ -75,11 +75,20 @@ class Refused:
 
 # The words of a problem before the value it echoes: "impossible value -1 (...)" → "impossible value".
 _VALUE_STARTS = re.compile(r",?\s+got\b|\s['\"(\[\d-]|:")
+_URL = re.compile(r"\b[a-z][a-z0-9+.-]*://\S+", re.IGNORECASE)  # its ':' is no value's start
+_HTTP_STATUS = re.compile(r"\s*\(([1-5]\d\d)\)")  # "refused the feedback (404): ..."
 
 
 def problem_kind(field_name: str | None, problem: Any) -> str:
-    """A problem's kind for counting: its field and the words before any value, e.g. 'age: impossible value'."""
-    head = _VALUE_STARTS.split(str(problem), maxsplit=1)[0].strip(" ,;") or str(problem)[:60]
+    """A problem's kind for counting: its field and the words before any value, e.g. 'age: impossible value'; an
+    endpoint's refusal by its HTTP status right after those words, e.g. 'endpoint <URL> refused the feedback (404)'
+    (cut at a URL's ':', every refusal was one kind, 'endpoint http', whatever its status)."""
+    text = _URL.sub("<URL>", str(problem))
+    head = _VALUE_STARTS.split(text, maxsplit=1)[0]
+    status = _HTTP_STATUS.match(text, len(head))
+    head = head.strip(" ,;") or text[:60]
+    if status:
+        head += f" ({status.group(1)})"
     return f"{field_name}: {head}" if field_name else head
 
 

@@ -22,6 +22,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
 from diagnosa.aws import resolve_region
+from inference.limits import MAX_LISTED_PROBLEMS, MAX_REFUSAL_BYTES
 
 if TYPE_CHECKING:  # imported where used: the feedback module is not needed to predict
     from inference.feedback import StoredFeedback
@@ -29,6 +30,71 @@ if TYPE_CHECKING:  # imported where used: the feedback module is not needed to p
 JSON = "application/json"
 CSV = "text/csv"
 TOKEN_ENV = "DIAGNOSA_FEEDBACK_TOKEN"  # the local endpoint's feedback token, when it checks one
+DEFAULT_ATTEMPTS = 4  # attempts of a call, retries included, unless the caller says otherwise
+# The most read or kept of an error reply is MAX_REFUSAL_BYTES, the endpoint's own refusals' size: a proxy or a wrong
+# URL answering 400 with megabytes of field errors made `diagnosa feedback --file` write gigabytes of them.
+MAX_FIELD_ERRORS = 20  # a refused feedback record's field problems kept; the rest are counted
+MAX_MESSAGE_CHARS = 1000  # an endpoint's error message, as kept in an exception
+
+
+def overall_deadline(timeout: float, attempts: int = DEFAULT_ATTEMPTS) -> float:
+    """The longest a call may take in all (every attempt and the reading of its answer), for a client whose
+    ``timeout`` bounds each connection and socket read: ``timeout`` x ``attempts``. The rule of the CLI's calls (and
+    the app's, :attr:`app.config.AppConfig.deadline`): a per-read timeout alone never fires for an endpoint that
+    trickles its answer a byte every few seconds, which held a command for days."""
+    return timeout * attempts
+
+
+def within_deadline(call: Any, deadline: float | None, what: str) -> Any:
+    """``call()``'s result within ``deadline`` seconds (or its exception); :class:`AnswerTimeout` past it, saying
+    that ``what`` gave no complete answer in that time. None: no deadline.
+
+    The call runs in a daemon thread that is left to end on its own (its socket reads still time out): the
+    caller is not held by it."""
+    if deadline is None:
+        return call()
+    box: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            box["value"] = call()
+        except BaseException as err:  # noqa: BLE001  (re-raised in the caller's thread)
+            box["error"] = err
+
+    worker = threading.Thread(target=run, name="diagnosa-client-call", daemon=True)
+    worker.start()
+    worker.join(deadline)
+    if worker.is_alive():
+        raise AnswerTimeout(f"{what} gave no complete answer within {deadline:g} s")
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
+def _clipped(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
+    return text if len(text) <= limit else text[:limit] + f"… ({len(text) - limit:,} more characters)"
+
+
+def _problems(raw: Any, more: Any) -> tuple[list[dict[str, Any]], int]:
+    """A refusal's ``errors`` as an endpoint sent them, kept as the endpoint itself lists them: the objects only
+    (not a string, a null or a number), at most MAX_LISTED_PROBLEMS and those up to MAX_REFUSAL_BYTES; and the
+    number of problems not kept, ``more`` (the endpoint's ``more_errors``) included when it is a count."""
+    items = raw if isinstance(raw, list) else []
+    listed: list[dict[str, Any]] = []
+    size = 0
+    for item in items:
+        if not isinstance(item, dict):
+            continue
+        try:
+            size += len(json.dumps(item, ensure_ascii=False, default=str)) + 2
+        except (TypeError, ValueError, RecursionError):
+            continue
+        if len(listed) >= MAX_LISTED_PROBLEMS or size > MAX_REFUSAL_BYTES:
+            break
+        listed.append(item)
+    dropped = sum(1 for item in items if isinstance(item, dict)) - len(listed)
+    counted = more if isinstance(more, int) and not isinstance(more, bool) and more > 0 else 0
+    return listed, dropped + counted
 
 
 class ClientFailure(RuntimeError):
@@ -61,9 +127,12 @@ class PredictionRejected(ClientFailure):
     SHOWN = 10  # problems a message lists; a file of thousands of bad rows still gives one readable line
 
     def __str__(self) -> str:
+        # Objects only: a PredictionRejected made by hand (or an old caller's) may hold anything in ``errors``.
+        problems = [e for e in self.errors if isinstance(e, Mapping)] if isinstance(self.errors, list) else []
         details = "; ".join(f"row {e.get('row')} {e.get('field') or ''}: {e.get('problem')}".replace("  ", " ")
-                            for e in self.errors[:self.SHOWN])
-        hidden = max(0, len(self.errors) - self.SHOWN) + self.more_errors
+                            for e in problems[:self.SHOWN])
+        more = self.more_errors if isinstance(self.more_errors, int) else 0
+        hidden = max(0, len(problems) - self.SHOWN) + more
         if hidden:
             details += f"; … and {hidden:,} more problem(s)"
         return f"{self.message} ({details})" if details else self.message
@@ -77,7 +146,10 @@ class FeedbackRejected(ClientFailure):
 
     message: str
     status: int
-    fields: dict[str, str] = field(default_factory=dict)
+    fields: dict[str, str] = field(default_factory=dict)  # at most MAX_FIELD_ERRORS, and MORE_FIELDS for the rest
+    more_fields: int = 0  # field problems the endpoint sent that are not kept
+
+    MORE_FIELDS = "…"  # the key of the line counting the problems not kept (what lists ``fields`` shows it too)
 
     def __str__(self) -> str:
         details = "; ".join(f"{k}: {v}" for k, v in self.fields.items())
@@ -125,25 +197,37 @@ def check_endpoint_url(url: str) -> str:
 
 def served_endpoint_name(endpoint_url: str, timeout: float = 10.0) -> str | None:
     """The name of the endpoint a local server serves (its ``GET /ping``, which names it while the model loads or
-    after it failed to); None when the URL does not say (not reachable, or not a Diagnosa server)."""
+    after it failed to); None when the URL does not say (not reachable, or not a Diagnosa server).
+    :class:`AnswerTimeout` when no complete answer came within ``overall_deadline(timeout, 1)``: a server trickling
+    its answer a byte at a time never lets one read time out."""
     import urllib.error
     import urllib.request
 
     try:
+        url = check_endpoint_url(endpoint_url)
+    except ValueError:  # the client made for the URL says what is wrong with it
+        return None
+
+    def ping() -> bytes:
         try:
-            with urllib.request.urlopen(f"{check_endpoint_url(endpoint_url)}/ping", timeout=timeout) as response:
-                body = response.read(65536)
+            with urllib.request.urlopen(f"{url}/ping", timeout=timeout) as response:
+                return bytes(response.read(MAX_REFUSAL_BYTES))
         except urllib.error.HTTPError as err:  # loading (503) or failed (500): the body still names the endpoint
-            body = err.read(65536)
+            return bytes(err.read(MAX_REFUSAL_BYTES))
+
+    try:
+        body = within_deadline(ping, overall_deadline(timeout, 1), f"{url}/ping")
         name = json.loads(body).get("endpoint_name")
-    except (OSError, ValueError, AttributeError):  # URLError is an OSError; not JSON; not an object
+    except AnswerTimeout:
+        raise
+    except (OSError, ValueError, AttributeError, RecursionError):  # URLError is an OSError; not JSON; not an object
         return None
     return name if isinstance(name, str) and name else None
 
 
 class DiagnosaClient:
     def __init__(self, endpoint_name: str = "diagnosa", *, endpoint_url: str | None = None, region: str | None = None,
-                 timeout: float = 10.0, max_attempts: int = 4, runtime: Any = None, lake: Any = None,
+                 timeout: float = 10.0, max_attempts: int = DEFAULT_ATTEMPTS, runtime: Any = None, lake: Any = None,
                  feedback_token: str | None = None, deadline: float | None = None):
         """``timeout`` bounds each connection and each socket read, ``max_attempts`` the attempts of a call (retries
         included); ``deadline``, when given, the whole call in seconds, every attempt and the reading of the answer
@@ -175,28 +259,8 @@ class DiagnosaClient:
                                                config=config)
 
     def _within_deadline(self, call: Any, what: str) -> Any:
-        """``call()``'s result within ``self.deadline`` seconds (or its exception); :class:`AnswerTimeout` past it.
-
-        The call runs in a daemon thread that is left to end on its own (its socket reads still time out): the
-        caller is not held by it."""
-        if self.deadline is None:
-            return call()
-        box: dict[str, Any] = {}
-
-        def run() -> None:
-            try:
-                box["value"] = call()
-            except BaseException as err:  # noqa: BLE001  (re-raised in the caller's thread)
-                box["error"] = err
-
-        worker = threading.Thread(target=run, name="diagnosa-client-call", daemon=True)
-        worker.start()
-        worker.join(self.deadline)
-        if worker.is_alive():
-            raise AnswerTimeout(f"{what} gave no complete answer within {self.deadline:g} s")
-        if "error" in box:
-            raise box["error"]
-        return box["value"]
+        """``call()``'s result within ``self.deadline`` seconds (:func:`within_deadline`)."""
+        return within_deadline(call, self.deadline, what)
 
     def invoke(self, body: bytes | str, content_type: str = JSON, accept: str = JSON,
                inference_id: str | None = None) -> tuple[bytes, dict[str, str]]:
@@ -322,18 +386,32 @@ class DiagnosaClient:
                                                      if self.feedback_token else {})})
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                answer = json.loads(response.read())
+                reply = response.read(MAX_REFUSAL_BYTES + 1)  # a stored record's key: a few hundred bytes
+                if len(reply) > MAX_REFUSAL_BYTES:
+                    raise ValueError(f"an answer of over {MAX_REFUSAL_BYTES // 1024} KB")
+                answer = json.loads(reply)
         except urllib.error.HTTPError as err:
+            # Read up to the endpoint's own cap on a refusal: more is not its answer (a proxy's, a wrong URL's).
             try:
-                detail = json.loads(err.read())
-            except (ValueError, OSError):
+                raw_body = err.read(MAX_REFUSAL_BYTES + 1)
+            except (OSError, http.client.HTTPException):
+                raw_body = b""
+            oversized = len(raw_body) > MAX_REFUSAL_BYTES
+            try:
+                detail = {} if oversized else json.loads(raw_body)
+            except (ValueError, RecursionError):
                 detail = {}
             detail = detail if isinstance(detail, dict) else {}
-            error = detail.get("error") if isinstance(detail.get("error"), str) else None
+            error = _clipped(detail["error"]) if isinstance(detail.get("error"), str) else \
+                f"an answer of over {MAX_REFUSAL_BYTES // 1024} KB, not read" if oversized else None
             if err.code == 400:
                 raw = detail.get("fields")
-                fields = {str(k): str(v) for k, v in raw.items()} if isinstance(raw, dict) else {}
-                raise FeedbackRejected(error or "invalid feedback", 400, fields=fields) from None
+                items = list(raw.items()) if isinstance(raw, dict) else []
+                fields = {_clipped(str(k), 200): _clipped(str(v), 500) for k, v in items[:MAX_FIELD_ERRORS]}
+                more = len(items) - len(fields)
+                if more:
+                    fields[FeedbackRejected.MORE_FIELDS] = f"{more:,} more field problem(s) not listed"
+                raise FeedbackRejected(error or "invalid feedback", 400, fields=fields, more_fields=more) from None
             # The URL's endpoint, whatever this client's (default) endpoint name says.
             message = f"endpoint {self.endpoint_url} refused the feedback ({err.code}): {error or err.reason}"
             # This record's event id was not captured (404; 409: answered, its capture failed), or it is too big.
@@ -359,16 +437,23 @@ class DiagnosaClient:
         if code == "ModelError":
             # the keys sagemaker-runtime adds to a ModelError (botocore-stubs declare only the common ones)
             model_error: Mapping[str, Any] = err.response
-            original = model_error.get("OriginalMessage") or "{}"
+            original = str(model_error.get("OriginalMessage") or "{}")
             try:
                 detail = json.loads(original)
-            except json.JSONDecodeError:
+            except (ValueError, RecursionError):
                 detail = {"error": original}
-            status = int(model_error.get("OriginalStatusCode") or 400)
+            # Whatever answered (a proxy, another server) may send any JSON: only what has the endpoint's shape is
+            # read, and no more than the endpoint itself would send.
+            detail = detail if isinstance(detail, dict) else {"error": original}
+            error = _clipped(detail["error"] if isinstance(detail.get("error"), str) else str(message))
+            try:
+                status = int(model_error.get("OriginalStatusCode") or 400)
+            except (TypeError, ValueError):
+                status = 400
             if 400 <= status < 500:
-                return PredictionRejected(detail.get("error", message), status, detail.get("errors", []),
-                                          int(detail.get("more_errors") or 0))
-            return ClientFailure(f"the model failed ({status}): {detail.get('error', original)}")
+                errors, more = _problems(detail.get("errors"), detail.get("more_errors"))
+                return PredictionRejected(error, status, errors, more)
+            return ClientFailure(f"the model failed ({status}): {error}")
         if code == "ValidationError":
             return ClientFailure(f"endpoint '{self.endpoint_name}' rejected the call: {message}")
         return ClientFailure(f"endpoint '{self.endpoint_name}' failed: {code} {message}")

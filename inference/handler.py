@@ -33,6 +33,7 @@ from inference.limits import (
     MAX_BODY_BYTES,
     MAX_LISTED_PROBLEMS,
     MAX_RECORDS,
+    MAX_REFUSAL_BYTES,
     RepeatedKeys,
     json_problem,
     loads,
@@ -45,7 +46,6 @@ from processing.features import category_vocabularies, list_vocabularies
 from processing.phenotype import PhenotypeSimilarity, find_similarity
 
 MAX_RESPONSE_BYTES = 6 * 1024 * 1024  # SageMaker refuses replies over 6 MB too: so does the endpoint, clearly
-MAX_REFUSAL_BYTES = 64 * 1024  # a refusal's size: its problems are listed up to it, the rest counted (more_errors)
 # A JSON text can carry a lone UTF-16 surrogate only as a \uD800-\uDFFF escape (UTF-8 cannot encode one).
 SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 JSON = "application/json"

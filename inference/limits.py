@@ -10,6 +10,7 @@ from typing import Any
 MAX_BODY_BYTES = 6 * 1024 * 1024  # SageMaker's real-time invocation payload limit
 MAX_RECORDS = 10_000  # patients per request: work stays proportional to what a caller can mean
 MAX_LISTED_PROBLEMS = 100  # problems listed in a refusal; the message says how many more there were
+MAX_REFUSAL_BYTES = 64 * 1024  # a refusal's size: its problems are listed up to it, the rest counted (more_errors)
 
 
 def has_surrogate(text: str) -> bool:

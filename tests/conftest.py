@@ -251,3 +251,28 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 
     for mark in item.iter_markers("needs"):
         need(*mark.args)
+
+
+@pytest.fixture
+def http_server():
+    """``start(handler_class, **attributes) -> (URL, handler)``: a real HTTP server (the stdlib's threading one, on a
+    free loopback port) for a test's fake endpoint, its handler a subclass with those class attributes (and a fresh
+    ``received`` list, no request log); every server started is shut down after the test."""
+    import threading
+    from http.server import ThreadingHTTPServer
+
+    servers = []
+
+    def start(base: type, **attributes: object) -> tuple[str, type]:
+        quiet = {"log_message": lambda self, *args: None}  # a request line per request on stderr says nothing here
+        handler = type("Handler", (base,), {"received": [], **quiet, **attributes})
+        server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        server.daemon_threads = True
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return f"http://127.0.0.1:{server.server_address[1]}", handler
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()

@@ -3,9 +3,8 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 
@@ -306,21 +305,11 @@ class _Stub(BaseHTTPRequestHandler):
 
 
 @pytest.fixture
-def stub():
-    servers = []
-
+def stub(http_server):
     def start(**attrs):
-        handler = type("Handler", (_Stub,), attrs)
-        server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        server.daemon_threads = True
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        servers.append(server)
-        return f"http://127.0.0.1:{server.server_address[1]}"
+        return http_server(_Stub, **attrs)[0]
 
-    yield start
-    for server in servers:
-        server.shutdown()
-        server.server_close()
+    return start
 
 
 def _closed_port_url() -> str:
@@ -509,3 +498,33 @@ def test_app_command_refuses_a_bad_configuration(tmp_path, capsys):
     assert "metadata.json" in capsys.readouterr().err
     assert main(["app", "--endpoint-url", "localhost:8080"]) == 2
     assert "http://" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("errors", ["bad", [None], [1], {"a": 1}, [None, {"field": "age", "problem": "impossible"}]])
+def test_a_refusal_whose_errors_are_not_problem_objects_is_a_failure_not_an_exception(stub, errors):
+    # A proxy or another server answering 4xx with any JSON: diagnose() (documented never to raise) raised
+    # AttributeError from the field errors it read.
+    refusal = {"message": "Received client error (400)", "OriginalStatusCode": 400,
+               "OriginalMessage": json.dumps({"error": "1 problem(s) in the request", "errors": errors})}
+    outcome = _outcome(stub(status=424, body=json.dumps(refusal).encode(),
+                            headers_out={"x-amzn-ErrorType": "ModelError", "Content-Type": "application/json"}))
+    assert outcome.failure is not None and outcome.failure.kind in ("rejected", "failed")
+    assert "HTTP 400" in outcome.failure.message or "could not" in outcome.failure.message
+    # Built by hand too: no problem object is read as one, and the app still explains the refusal.
+    from inference.client import PredictionRejected
+
+    err = PredictionRejected("1 problem(s) in the request", 400, errors)
+    assert str(err).startswith("1 problem(s) in the request")
+    failure = explain_failure(err, AppConfig(), load_form_spec(None))
+    assert failure.kind == "rejected" and "HTTP 400" in failure.message
+
+
+def test_a_failure_while_explaining_a_failure_is_the_generic_failure(stub, monkeypatch):
+    import app.results
+
+    def broken(*args, **kwargs):
+        raise KeyError("x")
+
+    monkeypatch.setattr(app.results, "explain_failure", broken)
+    outcome = _outcome(_closed_port_url())
+    assert outcome.failure.kind == "failed" and "could not be read (KeyError)" in outcome.failure.message

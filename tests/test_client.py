@@ -280,3 +280,143 @@ def test_predict_reads_json_lines(endpoint, tmp_path, capsys):
     out, err = capsys.readouterr()
     assert [p["patient_id"] for p in json.loads(out)["predictions"]] == ["L1"]  # the readable line still answered
     assert f"1 of 2 patient record(s) of {path} refused" in err and "line 2: not JSON: Expecting value" in err
+
+
+# ------------------------------------------------------------------------------------------------ misbehaving servers
+
+class _Misbehaving(BaseHTTPRequestHandler):
+    """A server that is not a Diagnosa endpoint (a proxy, a wrong URL): ``answer(handler)`` writes each reply."""
+
+    protocol_version = "HTTP/1.1"
+    stop = threading.Event()
+
+    def do_GET(self) -> None:  # noqa: N802
+        self.answer()
+
+    def do_POST(self) -> None:  # noqa: N802
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.answer()
+
+    def reply(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
+        self.send_response(status)
+        for key, value in {"Content-Type": "application/json", "Content-Length": str(len(body)),
+                           **(headers or {})}.items():
+            self.send_header(key, value)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def trickle(self, size: int = 70) -> None:
+        """A 200 whose body comes one byte a second: no socket read ever times out (70 s: past any bound below)."""
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(size))
+        self.end_headers()
+        try:
+            for _ in range(size):
+                if self.stop.wait(1.0):
+                    return
+                self.wfile.write(b" ")
+                self.wfile.flush()
+        except OSError:
+            pass
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def misbehaving():
+    servers = []
+
+    def start(answer):
+        handler = type("Handler", (_Misbehaving,), {"answer": answer, "stop": threading.Event()})
+        server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        server.daemon_threads = True
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append((server, handler))
+        return f"http://127.0.0.1:{server.server_address[1]}"
+
+    yield start
+    for server, handler in servers:
+        handler.stop.set()
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_refusal_listing_junk_is_read_and_printed_without_failing():
+    for errors in ("bad", [None], [1], {"a": 1}):
+        text = str(PredictionRejected("1 problem(s) in the request", 400, errors))  # raised AttributeError
+        assert text == "1 problem(s) in the request"
+
+
+def test_an_error_reply_is_read_and_kept_only_up_to_the_endpoints_own_cap(misbehaving):
+    from inference.client import FeedbackRejected
+    from inference.limits import MAX_REFUSAL_BYTES  # the endpoint's cap on its own refusals, and the client's
+
+    huge = json.dumps({"error": "invalid feedback", "fields": {f"f{i}": "x" * 30 for i in range(50_000)}}).encode()
+    many = json.dumps({"error": "invalid feedback", "fields": {f"f{i}": "bad" for i in range(3_000)}}).encode()
+    assert len(huge) > 2_000_000 and len(many) < MAX_REFUSAL_BYTES
+    refusal = {"message": "Received client error (400)", "OriginalStatusCode": 400,
+               "OriginalMessage": json.dumps({"error": "50000 problem(s)", "errors": [
+                   {"row": i, "field": f"f{i}", "problem": "x" * 30} for i in range(50_000)]})}
+    replies = [huge, many]  # to the first feedback, then to the second
+
+    def answer(h):
+        if h.command == "POST" and h.path == "/feedback":
+            h.reply(400, replies.pop(0))
+        else:
+            h.reply(424, json.dumps(refusal).encode(), {"x-amzn-ErrorType": "ModelError"})
+
+    client = DiagnosaClient("diagnosa", endpoint_url=misbehaving(answer), timeout=5, max_attempts=1)
+    with pytest.raises(FeedbackRejected) as err:
+        client.send_feedback("ev-1", "NO ENFERMO")
+    assert len(str(err.value)) <= MAX_REFUSAL_BYTES and len(err.value.fields) <= 21  # was 50,000 fields
+    assert "over 64 KB" in str(err.value)
+    # A reply under the cap that lists thousands of fields: 20 kept, the rest counted.
+    with pytest.raises(FeedbackRejected) as err:
+        client.send_feedback("ev-1", "NO ENFERMO")
+    fields = err.value.fields
+    assert len(fields) == 21 and list(fields)[:2] == ["f0", "f1"] and err.value.more_fields == 2_980
+    assert fields[FeedbackRejected.MORE_FIELDS] == "2,980 more field problem(s) not listed"
+    assert "2,980 more field problem(s)" in str(err.value)
+    # A refused prediction: at most the problems the endpoint itself lists, the rest counted.
+    with pytest.raises(PredictionRejected) as rejected:
+        client.predict(PATIENT)
+    assert len(rejected.value.errors) <= 100 and len(json.dumps(rejected.value.errors)) <= MAX_REFUSAL_BYTES
+    assert len(rejected.value.errors) + rejected.value.more_errors == 50_000 and len(str(rejected.value)) < 2_000
+
+
+def test_predict_gives_up_on_an_endpoint_trickling_its_answer_saying_after_how_long(misbehaving, tmp_path, capsys):
+    import time
+
+    patients = tmp_path / "patients.json"
+    patients.write_text(json.dumps([PATIENT]))
+    url = misbehaving(lambda h: h.trickle() if h.command == "POST" else h.reply(404, b"{}"))
+    started = time.monotonic()
+    assert main(["predict", str(patients), "--endpoint-url", url, "--timeout", "3"]) == 2
+    assert time.monotonic() - started < 60  # held for as long as it trickled (days)
+    assert "gave no complete answer within 12 s" in capsys.readouterr().err  # --timeout x the attempts
+
+
+def test_the_endpoint_name_discovery_gives_up_on_a_trickling_ping(misbehaving, tmp_path, capsys):
+    import time
+
+    patients = tmp_path / "patients.json"
+    patients.write_text(json.dumps([PATIENT]))
+    answer = json.dumps({"predictions": [{"patient_id": "A1"}]}).encode()
+    url = misbehaving(lambda h: h.trickle() if h.command == "GET" else h.reply(200, answer))
+    started = time.monotonic()
+    assert main(["predict", str(patients), "--endpoint-url", url, "--timeout", "3"]) == 2
+    assert time.monotonic() - started < 60
+    err = capsys.readouterr().err
+    assert f"{url}/ping gave no complete answer within 3 s" in err and "--timeout" in err
+
+
+def test_an_endpoints_refusals_are_counted_by_their_status():
+    from inference.bulk import problem_kind
+
+    kinds = {problem_kind(None, f"endpoint http://127.0.0.1:8080 refused the feedback ({status}): {why}")
+             for status, why in ((404, "no captured prediction"), (409, "its capture failed"), (413, "too big"))}
+    assert kinds == {"endpoint <URL> refused the feedback (404)", "endpoint <URL> refused the feedback (409)",
+                     "endpoint <URL> refused the feedback (413)"}  # all three were 'endpoint http'
+    assert problem_kind("age", "impossible value -1 (possible range 0 to 120 years)") == "age: impossible value"

@@ -109,10 +109,13 @@ def resolve_endpoint_name(args: argparse.Namespace) -> None:
     endpoint is not diagnosa), else the built-in's; given, the server must serve that endpoint. A name beside another
     endpoint's URL was ignored: predictions were labelled, and feedback stored, under the endpoint the URL serves."""
     from diagnosa.data.schema import BUILTIN_RESOURCE
-    from inference.client import served_endpoint_name
+    from inference.client import AnswerTimeout, served_endpoint_name
 
-    served = (served_endpoint_name(args.endpoint_url, getattr(args, "timeout", 10.0)) if args.endpoint_url
-              else None)  # None too when the server does not say (unreachable: the request itself says so)
+    try:  # within --timeout in all: a server trickling its answer a byte at a time held the command for days
+        served = (served_endpoint_name(args.endpoint_url, getattr(args, "timeout", 10.0)) if args.endpoint_url
+                  else None)  # None too when the server does not say (unreachable: the request itself says so)
+    except AnswerTimeout as err:
+        raise UsageError(f"--endpoint-url: {err} (--timeout): is it a Diagnosa endpoint?") from None
     if args.endpoint_name is None:
         args.endpoint_name = served or BUILTIN_RESOURCE
     elif served is not None and served != args.endpoint_name:
