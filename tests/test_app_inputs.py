@@ -4,14 +4,15 @@ messages of a confirmed diagnosis that was or may not have been recorded. Endpoi
 ports."""
 from __future__ import annotations
 
+import functools
 import json
 import os
 import socket
 import tarfile
 import threading
 import time
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
@@ -242,26 +243,10 @@ class _Trickle(BaseHTTPRequestHandler):
         except OSError:
             pass
 
-    def log_message(self, *args):
-        pass
-
 
 @pytest.fixture
-def serve() -> Iterator:
-    servers = []
-
-    def start(**attrs) -> tuple[str, type]:
-        handler = type("Handler", (_Trickle,), {"received": [], **attrs})
-        server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        server.daemon_threads = True
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        servers.append(server)
-        return f"http://127.0.0.1:{server.server_address[1]}", handler
-
-    yield start
-    for server in servers:
-        server.shutdown()
-        server.server_close()
+def serve(http_server) -> Callable[..., tuple[str, type]]:
+    return functools.partial(http_server, _Trickle)
 
 
 def test_a_trickling_endpoint_holds_the_doctor_no_longer_than_timeout_times_attempts(serve):

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import codecs
-import json
 import re
+import signal
 import sys
+import threading
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,7 +30,7 @@ from diagnosa.commands.common import (
 )
 from diagnosa.files import FileProblem, FileTooLarge, read_file_bounded
 from diagnosa.lake import DataLake
-from inference.limits import MAX_RECORDS, has_surrogate, printable
+from inference.limits import MAX_RECORDS, has_surrogate, loads, printable
 
 if TYPE_CHECKING:  # imported where used (the CLI starts without the feedback module)
     from inference.feedback import StoredFeedback
@@ -275,13 +276,21 @@ def cmd_feedback(args: argparse.Namespace) -> int:
     return 0
 
 
+# A feedback POST waits FEEDBACK_TIMEOUT s for its connection and for each socket read of its answer, and
+# overall_deadline(FEEDBACK_TIMEOUT) in all, the rule of `diagnosa predict`'s calls: an endpoint trickling its reply a
+# byte at a time never let a read time out, and held the command (a file's batch with it) for as long as it trickled.
+FEEDBACK_TIMEOUT = 10.0
+
+
 def _feedback_client(args: argparse.Namespace) -> Any:
-    """The client of --endpoint-url, with the feedback token of --feedback-token-file (default $DIAGNOSA_FEEDBACK_TOKEN)."""
-    from inference.client import DiagnosaClient
+    """The client of --endpoint-url, with the feedback token of --feedback-token-file (default $DIAGNOSA_FEEDBACK_TOKEN)
+    and an overall deadline on each call."""
+    from inference.client import DiagnosaClient, overall_deadline
 
     token = read_token_file(args.feedback_token_file) if args.feedback_token_file else None
     try:
-        return DiagnosaClient(args.endpoint_name, endpoint_url=args.endpoint_url, feedback_token=token)
+        return DiagnosaClient(args.endpoint_name, endpoint_url=args.endpoint_url, feedback_token=token,
+                              timeout=FEEDBACK_TIMEOUT, deadline=overall_deadline(FEEDBACK_TIMEOUT))
     except ValueError as err:  # the endpoint URL is not a server root
         raise UsageError(f"--endpoint-url: {err}") from None
 
@@ -359,13 +368,13 @@ def _warn_not_captured(args: argparse.Namespace, lake: DataLake, event_ids: list
 
 
 def _event_ids(lines: list[str]) -> list[str]:
-    """The event ids a feedback file's lines name, as parse_feedback reads them (lines it refuses name none)."""
+    """The event ids a feedback file's lines name, as the file's pass reads them (lines it refuses name none)."""
     from inference.feedback import FeedbackError, parse_feedback
 
     ids = []
     for line in lines:
         try:
-            ids.append(parse_feedback(json.loads(line), None).event_id)
+            ids.append(parse_feedback(loads(line), None).event_id)
         except (ValueError, RecursionError, FeedbackError):  # refused in the file's pass, with its line number
             continue
     return ids
@@ -391,6 +400,66 @@ def undecodable(line: str) -> str | None:
     return None
 
 
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+
+
+def export_lines(text: str) -> list[str]:
+    """The lines of a JSON Lines export: broken at CR LF, LF or a lone CR only. str.splitlines() also broke at
+    U+2028, U+2029 and NEL, which JSON allows raw inside a string (json.dumps(..., ensure_ascii=False) writes them),
+    and at the form feed, vertical tab and U+001C-U+001E: a good record was cut in two, both halves refused, and
+    every later line number was off by one."""
+    lines = _LINE_BREAK.split(text)
+    if lines and not lines[-1]:  # the export's last line break ends a line, it starts none
+        lines.pop()
+    return lines
+
+
+class _Interrupted(BaseException):
+    """SIGINT or SIGTERM as a record of a --file batch was about to be sent or stored (``sent`` False), or while it
+    was (True: it may be stored)."""
+
+    def __init__(self, sent: bool) -> None:
+        super().__init__(sent)
+        self.sent = sent
+
+
+class _BatchSignals:
+    """SIGINT and SIGTERM during a --file batch: taken by ``take``, which notes the signal, and raises
+    :class:`_Interrupted` only while a record is being sent (``armed``): the loop stops there, or before its next
+    line, and says what was stored and where to resume, instead of a bare "interrupted" (or nothing, for SIGTERM).
+    Only the main thread takes signals; one ignored (a background job's SIGINT) or handled otherwise stays so."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self.armed = False
+        self.previous: dict[int, Any] = {}
+
+    def arm(self) -> None:
+        """From now on a signal raises :class:`_Interrupted`; at once, for one already taken."""
+        self.armed = True
+        if self.signum is not None:
+            self.armed = False
+            raise _Interrupted(sent=False)
+
+    def take(self, signum: int, frame: Any) -> None:
+        self.signum = signum
+        if self.armed:
+            self.armed = False
+            raise _Interrupted(sent=True)
+
+    def __enter__(self) -> _BatchSignals:
+        if threading.current_thread() is threading.main_thread():
+            for sig, default in ((signal.SIGINT, signal.default_int_handler), (signal.SIGTERM, signal.SIG_DFL)):
+                if signal.getsignal(sig) is default:
+                    self.previous[sig] = signal.signal(sig, self.take)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.armed = False
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+
 FEEDBACK_MAX_BYTES = 256 << 20  # a feedback export, read whole (its event ids are looked up in one pass)
 
 
@@ -400,7 +469,7 @@ def _feedback_file(args: argparse.Namespace) -> int:
     first of each, and all of them, one JSON line each, in the errors file; an endpoint that fails every line stops
     the file."""
     from inference.bulk import ProblemSummary, Refused
-    from inference.client import ClientFailure, FeedbackRejected
+    from inference.client import AnswerTimeout, ClientFailure, FeedbackRejected
     from inference.feedback import FeedbackError, parse_feedback, store_feedback
 
     path = Path(args.file)
@@ -414,9 +483,9 @@ def _feedback_file(args: argparse.Namespace) -> int:
             if len(text) > FEEDBACK_MAX_BYTES:
                 raise UsageError(f"--file -: standard input holds over {FEEDBACK_MAX_BYTES:,} bytes, the most read; "
                                  "split the export")
-            lines = text.splitlines()
+            lines = export_lines(text)
         else:
-            lines = export_text(read_file_bounded(path, FEEDBACK_MAX_BYTES, "feedback file")).splitlines()
+            lines = export_lines(export_text(read_file_bounded(path, FEEDBACK_MAX_BYTES, "feedback file")))
     except FileTooLarge as err:
         raise UsageError(f"{err}; split the export") from None
     except FileProblem as err:
@@ -448,61 +517,93 @@ def _feedback_file(args: argparse.Namespace) -> int:
     stored, stored_ids = 0, []
     replacing = {"other": 0, "same": 0, "unreadable": 0}  # stored lines that replaced an earlier record, by kind
     stopped: tuple[int, ClientFailure] | None = None
-    try:
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            where = f"line {number}"
-            problem = undecodable(line)
-            if problem:
-                bad.add(Refused(where, None, problem))
-                continue
-            try:
-                body = json.loads(line)
-            except (ValueError, RecursionError) as err:  # RecursionError: arrays nested thousands deep
-                bad.add(Refused(where, None, "not JSON (" + ("nested too deeply" if isinstance(err, RecursionError)
-                                                             else printable(str(err))) + ")"))
-                continue
-            try:
-                feedback = parse_feedback(body, labels)
-                if client is not None:
-                    replaced = _send_feedback(client, feedback).replaced
-                else:
-                    assert lake is not None
-                    _check_row(feedback, captured)
-                    replaced = store_feedback(lake, args.endpoint_name, feedback).replaced
-            except (FeedbackError, FeedbackRejected) as err:  # this line's: its fields, its event id, its size
-                fields = err.fields or {}
-                for field, problem in fields.items():
-                    bad.add(Refused(where, printable(field), printable(problem)))
-                if not fields:
-                    bad.add(Refused(where, None, printable(str(getattr(err, "message", err)))))
-                continue
-            except ClientFailure as err:  # every line's (unreachable, the token, the endpoint's state): stop here
-                stopped = (number, err)
-                break
-            stored += 1
-            stored_ids.append(feedback.event_id)
-            if replaced is not None:  # an earlier record of the patient (an earlier line's, or already in the lake)
-                replacing["unreadable" if replaced.unreadable else "same" if replaced.same else "other"] += 1
-    finally:
-        bad.close()
-    not_sent = sum(1 for line in lines[stopped[0] - 1:] if line.strip()) if stopped else 0
+    interrupted: int | None = None  # the line a signal stopped the batch at
+    in_doubt = False  # the stopping line's record was sent, with no answer: it may be stored
+    number = 0
+    with _BatchSignals() as signals:
+        try:
+            for number, line in enumerate(lines, start=1):
+                if not line.strip():
+                    continue
+                if signals.signum is not None:  # taken between two records: this one not begun
+                    interrupted = number
+                    break
+                where = f"line {number}"
+                problem = undecodable(line)
+                if problem:
+                    bad.add(Refused(where, None, problem))
+                    continue
+                try:
+                    body = loads(line)  # a key given twice is named, as the endpoint's route names it
+                except (ValueError, RecursionError) as err:  # RecursionError: arrays nested thousands deep
+                    bad.add(Refused(where, None, "not JSON (" + ("nested too deeply" if isinstance(err, RecursionError)
+                                                                 else printable(str(err))) + ")"))
+                    continue
+                try:
+                    feedback = parse_feedback(body, labels)
+                    signals.arm()  # from here a signal stops the send itself: its record may be stored
+                    if client is not None:
+                        replaced = _send_feedback(client, feedback).replaced
+                    else:
+                        assert lake is not None
+                        _check_row(feedback, captured)
+                        replaced = store_feedback(lake, args.endpoint_name, feedback).replaced
+                    signals.armed = False
+                except (FeedbackError, FeedbackRejected) as err:  # this line's: its fields, its event id, its size
+                    signals.armed = False
+                    fields = err.fields or {}
+                    for field, problem in fields.items():
+                        bad.add(Refused(where, printable(field), printable(problem)))
+                    if not fields:
+                        bad.add(Refused(where, None, printable(str(getattr(err, "message", err)))))
+                    continue
+                except ClientFailure as err:  # every line's (unreachable, the token, the endpoint's state): stop here
+                    signals.armed = False
+                    stopped = (number, err)
+                    in_doubt = isinstance(err, AnswerTimeout)  # sent, then no (complete) answer
+                    break
+                stored += 1
+                stored_ids.append(feedback.event_id)
+                if replaced is not None:  # an earlier record of the patient (an earlier line's, or already in the lake)
+                    replacing["unreadable" if replaced.unreadable else "same" if replaced.same else "other"] += 1
+        except _Interrupted as err:  # wherever it landed while armed: at worst a stored record is said in doubt
+            interrupted, in_doubt = number, err.sent
+        finally:
+            bad.close()
+    signum = signals.signum  # also one taken after the last record: every line was handled, the status says so
+    at = stopped[0] if stopped else interrupted
+    not_sent = 0 if at is None else sum(1 for line in lines[at - 1:] if line.strip()) - int(in_doubt)
     where = f" to {client.endpoint_url}" if client is not None else ""
     print(printable(f"feedback from {args.file}{where}: {stored} stored, {bad.records} refused"
-                    + (f", {not_sent} not sent" if stopped else "") + _replacing_summary(replacing)))
+                    + (", 1 may be stored (sent, no answer)" if in_doubt else "")
+                    + (f", {not_sent} not sent" if at is not None else "")
+                    + (f"; interrupted at line {interrupted}" if interrupted is not None else "")
+                    + _replacing_summary(replacing)))
     if bad.total:
         print("\n".join(printable(line) for line in bad.lines()))
     if bad.sink is not None:
         print(f"every refused line's problems, one JSON line each: {errors_path.resolve()}")
     if lake is not None and stored_ids:
         _warn_not_captured(args, lake, stored_ids, captured)
-    if stopped:
-        at, failure = stopped
-        print(f"diagnosa: error: {failure}: stopped at line {at}, {not_sent} line(s) from there not sent",
+    resend = f"; re-send the file from line {at} (a record sent again replaces itself)"
+    if at is not None:
+        rest = (f"its record may be stored, {not_sent} line(s) after it not sent{resend}" if in_doubt
+                else f"{not_sent} line(s) from there not sent")
+        if stopped:
+            print(printable(f"diagnosa: error: {stopped[1]}: stopped at line {at}, {rest}"), file=sys.stderr)
+            return EXIT_FAILED
+        print(f"diagnosa: interrupted ({_signal_name(signum)}) at line {at}, {rest}{'' if in_doubt else resend}",
               file=sys.stderr)
-        return EXIT_FAILED
+    elif signum is not None:
+        print(f"diagnosa: interrupted ({_signal_name(signum)}) after the last line: every line was handled",
+              file=sys.stderr)
+    if signum is not None:
+        return 128 + signum  # as a shell reports a command a signal stopped (130 for Ctrl-C, as diagnosa.logs)
     return 0 if not bad.total else EXIT_BAD_INPUT
+
+
+def _signal_name(signum: int | None) -> str:
+    return signal.Signals(signum).name if signum is not None else "a signal"
 
 
 def _replacing_summary(replacing: dict[str, int]) -> str:
