@@ -56,11 +56,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         root = base / "input" / "baseline"
         folders = [p for p in (root, root / "data", root / "predictions") if p.is_dir()]
         baseline = load_baseline(folders or [root])
-        if args.lake is None:
+        lake_uri = args.lake
+        if lake_uri is None:
             lake_dir = base / "input" / "lake"
             lake_dir.mkdir(parents=True, exist_ok=True)  # no capture at all is a report of "no data", not a crash
-        lake = DataLake.from_uri(args.lake if args.lake is not None else str(lake_dir))
-        report = run_monitor(lake, args.endpoint_name, baseline, start, end,
+            lake_uri = str(lake_dir)
+        report = run_monitor(DataLake.from_uri(lake_uri), args.endpoint_name, baseline, start, end,
                              settings_from_baseline(baseline, min_feedback=args.min_feedback))
         paths = write_report(report, out)
     except (WindowError, BaselineError, LakeError, FileExistsError, ValueError, OSError) as err:

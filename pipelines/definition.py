@@ -150,11 +150,18 @@ def parameter_range_problems(values: dict[str, Any]) -> list[str]:
         elif name == ENDPOINT_PARAMETER and isinstance(value, str) and not RESOURCE_NAME.fullmatch(value):
             problems.append(f"parameter {name} must be a SageMaker name (ASCII letters, digits and inner '-', at most "
                             f"63); got {shown(value, 80)}")
-        elif name == ENDPOINT_PARAMETER and isinstance(value, str) and len(value) > ENDPOINT_NAME_MAX:
-            problems.append(f"parameter {name} is {len(value)} characters, at most {ENDPOINT_NAME_MAX}: the pipeline "
-                            f"names its endpoint config <{name}>-<execution id>, and SageMaker's ids are "
-                            f"{EXECUTION_ID_LENGTH} characters (a name at most 63); got {shown(value, 80)}")
+        elif name == ENDPOINT_PARAMETER and isinstance(value, str) and endpoint_length_problem(name, value):
+            problems.append(f"parameter {endpoint_length_problem(name, value)}")
     return problems
+
+
+def endpoint_length_problem(what: str, value: str) -> str | None:
+    """Why an endpoint name is too long for the definition's endpoint configs, or None."""
+    if len(value) <= ENDPOINT_NAME_MAX:
+        return None
+    return (f"{what} {shown(value, 80)} is {len(value)} characters, at most {ENDPOINT_NAME_MAX}: the pipeline names "
+            f"each endpoint config <{what}>-<execution id>, and SageMaker's ids are {EXECUTION_ID_LENGTH} characters "
+            "(a name at most 63)")
 
 
 # A parameter's value as text (--param NAME=VALUE): an ASCII decimal as written, with at most ASCII spaces around.
@@ -368,10 +375,9 @@ def check_settings(settings: PipelineSettings) -> None:
         if not RESOURCE_NAME.fullmatch(value):
             raise ValueError(f"{what} {shown(value, 80)} is not a SageMaker name (ASCII letters, digits and inner '-', "
                              "at most 63)")
-    if len(settings.endpoint_name) > ENDPOINT_NAME_MAX:
-        raise ValueError(f"endpoint_name {settings.endpoint_name!r} is {len(settings.endpoint_name)} characters: at most "
-                         f"{ENDPOINT_NAME_MAX}, since the pipeline names each endpoint config <endpoint>-<execution id> "
-                         f"(SageMaker's ids are {EXECUTION_ID_LENGTH} characters; a name at most 63)")
+    problem = endpoint_length_problem("endpoint_name", settings.endpoint_name)
+    if problem:
+        raise ValueError(problem)
     if bool(settings.subnets) != bool(settings.security_group_ids):
         raise ValueError("subnets and security_group_ids go together: give both (a VPC) or neither")
     for what, pattern, values, form in (("subnet", SUBNET_ID, settings.subnets, "subnet-<1 to 25 of a-z, 0-9>"),

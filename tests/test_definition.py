@@ -176,7 +176,7 @@ def test_upsert_and_start_with_overrides(aws):
     ({"training_instance_count": 2.0}, "must be a whole number, got 2.0"),
     # "$" matches before a final "\n": each of these passed, and would have been sent to SageMaker as written.
     ({"endpoint_name": "diagnosa\n"}, "endpoint_name 'diagnosa\\\\n' is not a SageMaker name"),
-    ({"endpoint_name": "e" * 51}, "endpoint_name 'e{51}' is 51 characters: at most 50"),
+    ({"endpoint_name": "e" * 51}, "endpoint_name 'e{51}' is 51 characters, at most 50"),
     ({"name": "diagnosa\n"}, "name 'diagnosa\\\\n' is not a SageMaker name"),
     ({"kms_key": "arn:aws:kms:eu-west-1:123456789012:key/k1\n"}, "kms_key '.*k1\\\\n' must be a KMS key ARN"),
     ({"subnets": ("subnet-1\n",), "security_group_ids": ("sg-1",)}, "subnet id\\(s\\) \\['subnet-1\\\\n'\\]"),

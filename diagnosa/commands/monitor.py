@@ -8,6 +8,8 @@ import re
 import signal
 import sys
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -434,12 +436,16 @@ class _BatchSignals:
         self.armed = False
         self.previous: dict[int, Any] = {}
 
-    def arm(self) -> None:
-        """From now on a signal raises :class:`_Interrupted`; at once, for one already taken."""
-        self.armed = True
+    @contextmanager
+    def sending(self) -> Iterator[None]:
+        """While a record is sent or stored, a signal raises :class:`_Interrupted` (at once, for one already taken)."""
         if self.signum is not None:
-            self.armed = False
             raise _Interrupted(sent=False)
+        self.armed = True
+        try:
+            yield
+        finally:
+            self.armed = False
 
     def take(self, signum: int, frame: Any) -> None:
         self.signum = signum
@@ -541,16 +547,14 @@ def _feedback_file(args: argparse.Namespace) -> int:
                     continue
                 try:
                     feedback = parse_feedback(body, labels)
-                    signals.arm()  # from here a signal stops the send itself: its record may be stored
-                    if client is not None:
-                        replaced = _send_feedback(client, feedback).replaced
-                    else:
-                        assert lake is not None
-                        _check_row(feedback, captured)
-                        replaced = store_feedback(lake, args.endpoint_name, feedback).replaced
-                    signals.armed = False
+                    with signals.sending():  # a signal now stops the send itself: its record may be stored
+                        if client is not None:
+                            replaced = _send_feedback(client, feedback).replaced
+                        else:
+                            assert lake is not None
+                            _check_row(feedback, captured)
+                            replaced = store_feedback(lake, args.endpoint_name, feedback).replaced
                 except (FeedbackError, FeedbackRejected) as err:  # this line's: its fields, its event id, its size
-                    signals.armed = False
                     fields = err.fields or {}
                     for field, problem in fields.items():
                         bad.add(Refused(where, printable(field), printable(problem)))
@@ -558,7 +562,6 @@ def _feedback_file(args: argparse.Namespace) -> int:
                         bad.add(Refused(where, None, printable(str(getattr(err, "message", err)))))
                     continue
                 except ClientFailure as err:  # every line's (unreachable, the token, the endpoint's state): stop here
-                    signals.armed = False
                     stopped = (number, err)
                     in_doubt = isinstance(err, AnswerTimeout)  # sent, then no (complete) answer
                     break

@@ -101,21 +101,17 @@ def handler(event: dict[str, Any], context: Any = None, *, sagemaker: Any = None
         return {"status": "skipped", "reason": "no captured traffic"}
 
     metadata = s3.head_object(Bucket=bucket, Key=baseline + REQUIRED[0]).get("Metadata", {})
-    arguments = ["--base-dir", CONTAINER, "--endpoint-name", endpoint, "--lake", f"s3://{bucket}"]
-    window_arguments = len(arguments)
     since = _since(metadata.get("serving-since"))
-    if since is not None and since > when - _duration(window):
-        # The serving model started within the window: read only its own traffic.
-        arguments += ["--since", since.strftime("%Y-%m-%dT%H:%M:%SZ")]
-    else:
-        arguments += ["--last", window]
-    arguments += ["--metrics-namespace", env["METRICS_NAMESPACE"]]
+    # The serving model started within the window: read only its own traffic.
+    traffic = (["--since", since.strftime("%Y-%m-%dT%H:%M:%SZ")] if since is not None and since > when - _duration(window)
+               else ["--last", window])
+    arguments = ["--base-dir", CONTAINER, "--endpoint-name", endpoint, "--lake", f"s3://{bucket}", *traffic,
+                 "--metrics-namespace", env["METRICS_NAMESPACE"]]
 
     name = f"{env['JOB_PREFIX']}-{when.strftime('%Y%m%d-%H%M%S')}"[:63]
     request = monitoring_request(env, name, arguments)
     (sagemaker or boto3.client("sagemaker")).create_processing_job(**request)
-    log.info("started %s for %s (%s), baselines of %s", name, endpoint,
-             " ".join(arguments[window_arguments:window_arguments + 2]),
+    log.info("started %s for %s (%s), baselines of %s", name, endpoint, " ".join(traffic),
              metadata.get("model-package", "?"))
     return {"status": "started", "job": name, "arguments": arguments, "model_package": metadata.get("model-package"),
             "report": f"s3://{bucket}/{base}/reports/{name}/"}
