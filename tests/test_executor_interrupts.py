@@ -136,12 +136,12 @@ def live(pid: int) -> bool:
         return False
 
 
-def wait_for(condition, seconds: float, what: str, every: float = 0.1) -> None:
+def wait_for(condition, seconds: float, what: str) -> None:
     deadline = time.monotonic() + seconds
     while not condition():
         if time.monotonic() > deadline:
             pytest.fail(f"no {what} within {seconds:g} s")
-        time.sleep(every)
+        time.sleep(0.1)
 
 
 def children(pid: int) -> list[int]:
