@@ -86,6 +86,9 @@ class StageConfig:
     # Monitoring job (monitoring/job.py on SageMaker Processing), which publishes the drift metric
     monitor_schedule: str = "rate(1 day)"  # EventBridge schedule expression; "" turns the schedule off
     monitor_window: str = ""  # traffic each run reads (30m, 24h, 7d, 2w); "" = the period of a rate() schedule
+    # How long after a request its confirmed diagnosis may come ("0" for none): each run's live quality also judges
+    # the requests of this long before its window, whose feedback earlier runs could not yet join.
+    monitor_feedback_lag: str = "7d"
     monitor_instance_type: str = "ml.m5.large"
     # Data lake
     capture_expiry_days: int = 90
@@ -235,6 +238,12 @@ class StageConfig:
         if not 0 <= self.capture_sampling_percent <= 100:
             problems.append(f"capture_sampling_percent must be in [0, 100], got {self.capture_sampling_percent}")
         window, rate = re.fullmatch(r"([1-9][0-9]*)([mhdw])", self.monitor_window), RATE.fullmatch(self.monitor_schedule)
+        lag = re.fullmatch(r"([0-9]+)([mhdw])", self.monitor_feedback_lag) if isinstance(
+            self.monitor_feedback_lag, str) else None
+        lag_days = int(lag[1]) * WINDOW_DAYS[lag[2]] if lag else 0
+        if self.monitor_feedback_lag != "0" and not lag:
+            problems.append(f"monitor_feedback_lag {self.monitor_feedback_lag!r} must be 0 or a duration like 12h, 7d "
+                            "or 2w")
         if self.monitor_window and not window:
             problems.append(f"monitor_window {self.monitor_window!r} must be a duration like 30m, 24h, 7d or 2w")
         elif (read := window or rate) and self.capture_expiry_days >= 1:  # the window: given, or the rate's period
@@ -244,6 +253,11 @@ class StageConfig:
                                 f"longer than capture_expiry_days ({self.capture_expiry_days}): the lake deletes "
                                 f"captures older than that, so each run would read less than it says; give at most "
                                 f"{self.capture_expiry_days}d")
+            elif n * WINDOW_DAYS[unit] + lag_days > self.capture_expiry_days:
+                problems.append(f"monitor_window {self.monitor_window or f'{n}{unit} (the schedule period)'} and "
+                                f"monitor_feedback_lag {self.monitor_feedback_lag} reach back further than "
+                                f"capture_expiry_days ({self.capture_expiry_days}): the lake deletes the captures the "
+                                "live quality would judge; shorten the lag or keep captures longer")
         if (self.monitor_schedule and not self.monitor_window
                 and not RATE.fullmatch(self.monitor_schedule)):
             problems.append("monitor_window is required when monitor_schedule is not rate(N minutes|hours|days)")

@@ -59,8 +59,8 @@ TOKEN_ESTIMATE = 160
 # Which stage setting makes each variable what it is (named when a function's environment is too large).
 ENVIRONMENT_SETTINGS = {"DATASET": "dataset_config (its name)",
                         "METRICS_NAMESPACE": "drift_metric_namespace", "SCHEDULE": "monitor_schedule",
-                        "WINDOW": "monitor_window", "INSTANCE_TYPE": "the instance type settings",
-                        "RESOURCE_TAGS": "the stage's name"}
+                        "WINDOW": "monitor_window", "FEEDBACK_LAG": "monitor_feedback_lag",
+                        "INSTANCE_TYPE": "the instance type settings", "RESOURCE_TAGS": "the stage's name"}
 
 
 # The only actions a role may be granted on Resource "*", each with why it stays there. They go into a policy of
@@ -1218,6 +1218,8 @@ class DiagnosaStack(Stack):
         }
         if c.monitor_window:
             environment["WINDOW"] = c.monitor_window
+        if c.monitor_feedback_lag != "0":
+            environment["FEEDBACK_LAG"] = c.monitor_feedback_lag
         environment |= self._network_environment()  # the job runs in the private subnets, like the functions
         baseline = self.monitoring_prefix + "baseline/"
         function = self._function(

@@ -40,19 +40,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--since")
     parser.add_argument("--until")
     parser.add_argument("--last", help="e.g. 24h (the schedule's period)")
+    parser.add_argument("--feedback-lag", default="0", help="e.g. 7d: live quality also judges the requests of this "
+                                                               "long before the window (their feedback may come late)")
     parser.add_argument("--min-feedback", type=int, default=None)
     parser.add_argument("--metrics-namespace", help="also publish the verdict as CloudWatch metrics in this namespace "
                                                     "(the CDK app's drift alarm watches Diagnosa/Monitoring DriftScore)")
     args = parser.parse_args(argv)
     base = Path(args.base_dir)
     out = base / "output" / "report"
-    from monitoring.run import WindowError, parse_window, run_monitor, settings_from_baseline, write_report
+    from monitoring.run import (
+        WindowError,
+        parse_duration,
+        parse_window,
+        run_monitor,
+        settings_from_baseline,
+        write_report,
+    )
     from processing.baseline import BaselineError, load_baseline
 
     try:
         if out.exists() and any(out.iterdir()):
             raise FileExistsError(f"output folder {out} is not empty: refusing to overwrite another run's report")
         start, end = parse_window(args.since, args.until, args.last)
+        lag = parse_duration(args.feedback_lag, "--feedback-lag", zero=True)
         root = base / "input" / "baseline"
         folders = [p for p in (root, root / "data", root / "predictions") if p.is_dir()]
         baseline = load_baseline(folders or [root])
@@ -62,7 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             lake_dir.mkdir(parents=True, exist_ok=True)  # no capture at all is a report of "no data", not a crash
             lake_uri = str(lake_dir)
         report = run_monitor(DataLake.from_uri(lake_uri), args.endpoint_name, baseline, start, end,
-                             settings_from_baseline(baseline, min_feedback=args.min_feedback))
+                             settings_from_baseline(baseline, min_feedback=args.min_feedback), feedback_lag=lag)
         paths = write_report(report, out)
     except (WindowError, BaselineError, LakeError, FileExistsError, ValueError, OSError) as err:
         log.error("monitoring failed: %s", err)

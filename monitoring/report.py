@@ -19,6 +19,14 @@ COLOURS = {"ok": "#1b7f3b", "warn": "#b26a00", "drift": "#b3261e", "alert": "#b3
 _VERDICT_ORDER = {"drift": 0, "warn": 1, "ok": 2, "insufficient data": 3}
 
 
+def lag_text(seconds: int) -> str:
+    """A duration as the monitor's flags write it: 3d, 36h, 90m (seconds when none divides it)."""
+    for unit, size in (("w", 604800), ("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds and seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
 def _e(value: Any) -> str:
     return html.escape(str(value), quote=True)
 
@@ -132,6 +140,12 @@ def render_html(report: dict[str, Any]) -> str:
     # Live quality.
     q = r["quality"]
     parts.append("<h2 id='quality'>Live quality (doctors' confirmed diagnoses)</h2>")
+    judged = q.get("window")  # reports written before the feedback lag have none: the window's requests
+    if judged and judged.get("feedback_lag_seconds"):
+        parts.append(f"<p class='meta'>requests judged: {_e(judged['start'])} → {_e(judged['end'] or 'now')} "
+                     f"({judged['events']} requests, {judged['patients']} patients): the window and the "
+                     f"{_e(lag_text(judged['feedback_lag_seconds']))} of feedback lag before it, whose feedback may "
+                     "have come since their own report</p>")
     if q["n"]:
         parts.append(f"<img alt='live recall per class' src='{_recall_plot(q['per_class'])}'>")
     parts.append("<table><tr><th>class</th><th class='num'>confirmed</th><th class='num'>predicted right</th>"
@@ -155,8 +169,8 @@ def render_html(report: dict[str, Any]) -> str:
     parts.append("</table>")
     fb = q["feedback"]
     parts.append(f"<p class='meta'>feedback objects read: {fb['records']} ({fb['superseded']} superseded by a later "
-                 f"feedback for the same event), matched to a capture of this window: {fb['matched']}, minimum per "
-                 f"class before a recall can fail: {r['thresholds']['quality']['min_feedback']}"
+                 f"feedback for the same event), matched to a capture of the requests judged: {fb['matched']}, minimum "
+                 f"per class before a recall can fail: {r['thresholds']['quality']['min_feedback']}"
                  + (f"; feedback for events outside this window, not read: {fb['outside_window']}"
                     if fb.get("outside_window") else "")
                  + (f"; feedback for event ids this window's traffic does not name, not read: "

@@ -33,7 +33,7 @@ from monitoring.quality import (
     live_quality,
 )
 from monitoring.report import render_html
-from monitoring.traffic import Skipped, read_traffic
+from monitoring.traffic import Skipped, read_traffic, read_traffic_since
 from processing.baseline import Baseline
 
 REPORT_VERSION = 1
@@ -58,6 +58,19 @@ def _instant(text: str, what: str) -> datetime:
     return when.replace(tzinfo=timezone.utc) if when.tzinfo is None else when.astimezone(timezone.utc)
 
 
+def parse_duration(text: str, flag: str, zero: bool = False) -> timedelta:
+    """``30m``, ``24h``, ``7d``, ``2w`` (``0`` too with ``zero``) as a timedelta; WindowError naming ``flag``."""
+    match = _DURATION.fullmatch(text.strip().lower())
+    if zero and text.strip() == "0":
+        return timedelta(0)
+    if not match or (int(match[1]) == 0 and not zero):
+        raise WindowError(f"{flag} {text!r} must be a {'' if zero else 'positive '}duration like 30m, 24h, 7d or 2w")
+    try:
+        return timedelta(**{_UNITS[match[2]]: int(match[1])})
+    except OverflowError:
+        raise WindowError(f"{flag} {text!r} reaches back before the year 1: give a shorter window") from None
+
+
 def parse_window(since: str | None = None, until: str | None = None, last: str | None = None,
                  now: datetime | None = None) -> tuple[datetime | None, datetime | None]:
     """``[start, end)`` in UTC from ``--since/--until`` (ISO) or ``--last 24h`` (m, h, d, w); None = open."""
@@ -70,12 +83,10 @@ def parse_window(since: str | None = None, until: str | None = None, last: str |
                               f"2026-12-01T00:00:00Z, or leave {flag} out")
     end = _instant(until, "--until") if until else None
     if last is not None:
-        match = _DURATION.fullmatch(last.strip().lower())
-        if not match or int(match[1]) == 0:
-            raise WindowError(f"--last {last!r} must be a positive duration like 30m, 24h, 7d or 2w")
+        length = parse_duration(last, "--last")
         try:
-            return (end or now) - timedelta(**{_UNITS[match[2]]: int(match[1])}), end
-        except (OverflowError, ValueError):  # 99999999999d: before year 1
+            return (end or now) - length, end
+        except OverflowError:  # 999999999d: before year 1
             raise WindowError(f"--last {last!r} reaches back before the year 1: give a shorter window") from None
     start = _instant(since, "--since") if since else None
     if start is not None and end is not None and start >= end:
@@ -177,19 +188,34 @@ def _iso(when: datetime | None) -> str | None:
 
 def run_monitor(lake: DataLake, endpoint: str, baseline: Baseline, start: datetime | None = None,
                 end: datetime | None = None, settings: MonitorSettings | None = None,
-                now: datetime | None = None, model_version: str | None = None) -> dict[str, Any]:
+                now: datetime | None = None, model_version: str | None = None,
+                feedback_lag: timedelta = timedelta(0)) -> dict[str, Any]:
     """The report of the window ``[start, end)``. ``model_version``: the version of the model the baselines are of
     (default: the one their files and run name, ``monitoring.identity.baseline_model``, when they name one). Only
     the requests that version answered are judged; those of other versions are left out and counted — one model's
-    traffic is never compared with another's baselines (in AWS the window also starts when the serving model did)."""
+    traffic is never compared with another's baselines (in AWS the window also starts when the serving model did).
+
+    ``feedback_lag``: how long after a request its feedback may still come. Drift is judged on the window's requests;
+    live quality on those of ``[start - feedback_lag, end)``, so a diagnosis confirmed days after the request (a lab
+    result, a specialist's visit) is joined by a later report. Without it, a daily report joined only the feedback
+    given within the day of the request, and later feedback was never counted by any report."""
     settings = settings or settings_from_baseline(baseline)
     settings.validate()
+    if feedback_lag < timedelta(0):
+        raise WindowError(f"the feedback lag {feedback_lag} is negative")
     if model_version is None:
         model_version = baseline_model(baseline).version
     kinds = {name: "boolean" if fb.field_type == "boolean" else fb.kind for name, fb in baseline.data.features.items()}
-    traffic = read_traffic(lake, endpoint, start, end, kinds,
-                           missing={name: fb.missing_values for name, fb in baseline.data.features.items()},
-                           model_version=model_version)
+    missing = {name: fb.missing_values for name, fb in baseline.data.features.items()}
+    try:
+        quality_start = start - feedback_lag if start is not None else None
+    except OverflowError:
+        raise WindowError(f"the feedback lag {feedback_lag.days} days reaches back before the year 1") from None
+    if start is None or quality_start is None or quality_start == start:  # an open window holds every older request
+        traffic = judged = read_traffic(lake, endpoint, start, end, kinds, missing=missing, model_version=model_version)
+    else:
+        traffic, judged = read_traffic_since(lake, endpoint, start, quality_start, end, kinds, missing=missing,
+                                             model_version=model_version)
     rows = traffic.rows
     features = data_drift(baseline.data, rows, settings.drift, traffic.type_errors)
     predictions = prediction_drift(baseline.predictions, rows["predicted"], settings.drift,
@@ -197,15 +223,19 @@ def run_monitor(lake: DataLake, endpoint: str, baseline: Baseline, start: dateti
 
     # The feedback of the window's events (by event or inference id), not all there is: on AWS the event ids name no
     # time, and every daily job fetched every feedback object ever written and listed it all as not captured.
-    feedback = read_feedback(lake, endpoint, (start, end), ids=traffic.feedback_ids())
+    feedback = read_feedback(lake, endpoint, (quality_start, end), ids=judged.feedback_ids())
     fb_skipped = Skipped()
     for reason, count in feedback.problems.items():
         for example in feedback.examples.get(reason, []):
             fb_skipped.add(reason, example, 0)
         fb_skipped.counts[reason] += count
-    joined = join_feedback(rows, feedback.latest, fb_skipped, settings.quality.labels, traffic.other_models,
-                           traffic.retried, traffic.by_inference)
+    joined = join_feedback(judged.rows, feedback.latest, fb_skipped, settings.quality.labels, judged.other_models,
+                           judged.retried, judged.by_inference)
     quality = live_quality(joined, settings.quality)
+    # The requests whose feedback was joined: the window's, and those of the feedback lag before it.
+    quality["window"] = {"start": _iso(quality_start), "end": _iso(end), "feedback_lag_seconds":
+                         int(feedback_lag.total_seconds()) if start is not None else 0,
+                         "events": judged.events, "patients": len(judged.rows)}
     quality["feedback"] = {"records": feedback.records, "superseded": feedback.superseded, "latest": len(feedback.latest),
                            "matched": len(joined), "skipped": fb_skipped.to_dict(),
                            "outside_window": feedback.outside, "not_named_by_traffic": feedback.not_named}

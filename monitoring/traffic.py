@@ -19,7 +19,14 @@ import pandas as pd
 from diagnosa.data.schema import FieldNames, clean_text, is_missing_text
 from diagnosa.data.validate import LIST_SEPARATOR, boolean_text
 from diagnosa.lake import DataLake
-from inference.capture import LONE_SURROGATE_ID, decode_payload, lone_surrogate, parse_time, read_capture
+from inference.capture import (
+    LONE_SURROGATE_ID,
+    CaptureRead,
+    decode_payload,
+    lone_surrogate,
+    parse_time,
+    read_capture,
+)
 from inference.handler import Body, NotText, RequestError, read_body
 
 MAX_EXAMPLES = 5
@@ -411,7 +418,25 @@ def read_traffic(lake: DataLake, endpoint: str, start: datetime | None, end: dat
                  missing: Mapping[str, Iterable[str]] | None = None, model_version: str | None = None) -> Traffic:
     """Captured traffic of ``endpoint`` in ``[start, end)`` with the capture problems counted (with
     ``model_version``: that version's, the others counted)."""
-    read = read_capture(lake, endpoint, start, end, variant)
+    return _traffic(read_capture(lake, endpoint, start, end, variant), kinds, missing, model_version)
+
+
+def read_traffic_since(lake: DataLake, endpoint: str, start: datetime, earlier: datetime, end: datetime | None,
+                       kinds: dict[str, str], missing: Mapping[str, Iterable[str]] | None = None,
+                       model_version: str | None = None) -> tuple[Traffic, Traffic]:
+    """The traffic of ``[start, end)`` and that of ``[earlier, end)`` (``earlier <= start``), from one read of the
+    capture: the monitor judges drift on the first and live quality on the second, whose older requests' feedback
+    may have come since their own window's report. The capture problems are counted in both."""
+    if earlier > start:
+        raise ValueError(f"the quality window's start {earlier.isoformat()} is after the window's {start.isoformat()}")
+    read = read_capture(lake, endpoint, earlier, end)
+    recent = replace(read, events=[event for event in read.events
+                                   if parse_time(event["eventMetadata"].get("inferenceTime")) >= start])
+    return _traffic(recent, kinds, missing, model_version), _traffic(read, kinds, missing, model_version)
+
+
+def _traffic(read: CaptureRead, kinds: dict[str, str], missing: Mapping[str, Iterable[str]] | None,
+             model_version: str | None) -> Traffic:
     skipped = Skipped()
     for problem in read.problems:
         if problem.endswith(": not in the capture layout"):

@@ -359,6 +359,53 @@ def test_the_monitor_reads_only_the_feedback_its_windows_traffic_names(tmp_path,
         ["FB-e-1b", "FB-e-2", "FB-e-5", f"FB-{sagemaker}", "FB-late-1", "FB-late-2"])
 
 
+def test_feedback_given_after_its_windows_report_is_joined_by_a_later_report_within_the_feedback_lag(tmp_path,
+                                                                                                      baseline):
+    """A diagnosis is often confirmed days after the request (a lab result, a specialist). Each daily report joined
+    only the feedback of its own day's requests, so feedback given later was counted by no report at all. With a
+    feedback lag, live quality judges the requests of the lag before the window too; drift stays the window's."""
+    def event(event_id, when, age):
+        return {"captureData": {
+            "endpointInput": {"observedContentType": "application/json", "mode": "INPUT", "encoding": "JSON",
+                              "data": json.dumps({"age": age, "sex": "F"})},
+            "endpointOutput": {"observedContentType": "application/json", "mode": "OUTPUT", "encoding": "JSON",
+                               "data": json.dumps({"predictions": [{"category": "ENFERMEDAD LEVE",
+                                                                    "model_version": "7"}]})}},
+            "eventMetadata": {"eventId": event_id, "inferenceTime": when}, "eventVersion": "0"}
+
+    lake = DataLake.from_uri(str(tmp_path / "lake"))
+    days = {"2026/11/24/10": ["too-old"], "2026/11/25/10": ["mon-1", "mon-2"], "2026/11/26/10": ["tue-1"],
+            "2026/11/27/10": ["wed-1", "wed-2", "wed-3"]}
+    for hour, ids in days.items():
+        when = hour.replace("/", "-", 2).replace("/", "T") + ":00:0"
+        lake.put_bytes(f"capture/diagnosa/AllTraffic/{hour}/00-00-000-x.jsonl", ("\n".join(
+            json.dumps(event(i, f"{when}{n}Z", 40 + n)) for n, i in enumerate(ids)) + "\n").encode())
+    for event_id in ("too-old", "mon-1", "tue-1", "wed-2"):  # Monday's and Tuesday's given after their own report
+        store_feedback(lake, "diagnosa", parse_feedback({"event_id": event_id, "diagnosis": "ENFERMEDAD LEVE"}))
+    start, end = datetime(2026, 11, 27, tzinfo=timezone.utc), datetime(2026, 11, 28, tzinfo=timezone.utc)
+
+    plain = run_monitor(lake, "diagnosa", baseline, start, end, model_version="7")
+    lagged = run_monitor(lake, "diagnosa", baseline, start, end, model_version="7", feedback_lag=timedelta(days=2))
+    assert plain["quality"]["feedback"]["matched"] == 1  # wed-2 only: Monday's and Tuesday's were never counted
+    assert lagged["quality"]["feedback"]["matched"] == 3  # mon-1, tue-1, wed-2; too-old is before the lag
+    assert lagged["quality"]["per_class"]["ENFERMEDAD LEVE"]["n"] == 3
+    assert (lagged["quality"]["feedback"]["outside_window"], lagged["quality"]["feedback"]["not_named_by_traffic"]) \
+        == (0, 1)
+    # Drift (and the traffic counted) is the window's alone, the same with or without the lag.
+    assert plain["traffic"]["patients"] == lagged["traffic"]["patients"] == 3
+    assert [f["n_live"] for f in plain["features"]] == [f["n_live"] for f in lagged["features"]] != []
+    assert plain["quality"]["window"] == {"start": "2026-11-27T00:00:00Z", "end": "2026-11-28T00:00:00Z",
+                                          "feedback_lag_seconds": 0, "events": 3, "patients": 3}
+    assert lagged["quality"]["window"] == {"start": "2026-11-25T00:00:00Z", "end": "2026-11-28T00:00:00Z",
+                                           "feedback_lag_seconds": 172800, "events": 6, "patients": 6}
+    assert lagged["window"] == plain["window"]
+    html = write_report(lagged, tmp_path / "out")["html"].read_text()
+    assert "requests judged: 2026-11-25T00:00:00Z → 2026-11-28T00:00:00Z (6 requests, 6 patients)" in html
+    assert "2d of feedback lag" in html
+    with pytest.raises(WindowError, match="negative"):
+        run_monitor(lake, "diagnosa", baseline, start, end, feedback_lag=timedelta(days=-1))
+
+
 def test_a_request_retried_with_its_inference_id_is_one_patient(tmp_path, baseline):
     # The doctors' app retries a timed-out prediction with the same InferenceId; SageMaker scores and captures both,
     # and the patient counted twice in every distribution the monitor compares.
@@ -546,6 +593,31 @@ def test_cli_monitor_writes_the_report_and_fails_on_alert_when_asked(tmp_path, l
     assert main([*argv, "--baseline", str(baseline_dir), "--out", str(out)]) == 2  # never overwrites a report
 
 
+def test_cli_monitor_feedback_lag_judges_the_earlier_requests_too(tmp_path, loop, baseline_dir, capsys):
+    from diagnosa.cli import main
+
+    lake, phases = loop
+    start = phases["drift"]["start"].strftime("%Y-%m-%dT%H:%M:%SZ")
+    argv = ["--lake", lake.uri, "--workspace", str(tmp_path / "ws"), "monitor", "--baseline", str(baseline_dir)]
+    reports = lake.list("artifacts/monitoring/")
+    for bad, said in ((["--since", start, "--feedback-lag", "3x"], "--feedback-lag '3x' must be a duration like"),
+                      (["--since", start, "--feedback-lag=-1d"], "--feedback-lag '-1d' must be a duration like"),
+                      (["--feedback-lag", "1d"], "--feedback-lag goes with a window that has a start")):
+        assert main([*argv, *bad]) == 2, bad
+        assert said in capsys.readouterr().err
+    assert lake.list("artifacts/monitoring/") == reports  # refused before any report was written
+    assert main([*argv, "--since", start, "--out", str(tmp_path / "plain")]) == 0
+    assert "live quality:" not in capsys.readouterr().out
+    assert main([*argv, "--since", start, "--feedback-lag", "1h", "--out", str(tmp_path / "lagged")]) == 0
+    printed = capsys.readouterr().out
+    plain, lagged = (json.loads((tmp_path / name / "report.json").read_text()) for name in ("plain", "lagged"))
+    # The clean phase's requests (just before the window) and their feedback are judged too; drift is unchanged.
+    assert (plain["quality"]["feedback"]["matched"], lagged["quality"]["feedback"]["matched"]) == (150, 300)
+    assert plain["traffic"] == lagged["traffic"] and plain["drifted_features"] == lagged["drifted_features"]
+    assert f"live quality: the requests of {lagged['quality']['window']['start']} → now (600 requests, 600 patients)" \
+        f": the window and its 1h of feedback lag" in printed
+
+
 def test_two_monitor_runs_in_one_second_keep_both_reports(tmp_path, loop, baseline_dir, monkeypatch, capsys):
     """A script running the monitor twice (a report, then a retraining check) within one second: each run has its
     own report folder and lake prefix (named by time, both runs had the same)."""
@@ -589,6 +661,18 @@ def test_processing_job_reads_the_container_contract(tmp_path, loop, baseline_di
     assert "monitor:alert=1" in printed and "monitor:drifted_features=0" not in printed
     report = json.loads((base / "output" / "report" / "report.json").read_text())
     assert report["verdict"] == "alert"
+
+    # The monitor function's feedback lag (whole minutes): the window's drift, live quality of the lag before it too.
+    shutil.rmtree(base / "output")
+    start = loop[1]["drift"]["start"].strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert job.main(["--base-dir", str(base), "--since", start, "--feedback-lag", "10080m"]) == 0
+    lagged = json.loads((base / "output" / "report" / "report.json").read_text())
+    assert lagged["quality"]["window"]["feedback_lag_seconds"] == 7 * 86400
+    assert lagged["quality"]["feedback"]["matched"] == 300  # both phases' 150 feedback, not the window's alone
+    shutil.rmtree(base / "output")
+    assert job.main(["--base-dir", str(base), "--since", start, "--feedback-lag", "7 days"]) == 1
+    assert "--feedback-lag '7 days' must be a duration" in (base / "output" / "failure").read_text()
+    capsys.readouterr()
 
     # In AWS the job also publishes the verdict where the CDK app's drift alarm looks for it.
     import boto3

@@ -90,6 +90,7 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     from monitoring.identity import baseline_model, check_same_model
     from monitoring.run import (
         WindowError,
+        parse_duration,
         parse_window,
         report_prefix,
         run_monitor,
@@ -110,6 +111,10 @@ def cmd_monitor(args: argparse.Namespace) -> int:
             raise UsageError(f"{', '.join(given)} go{'es' * (len(given) == 1)} with --retrain (the execution it starts)")
     try:
         start, end = parse_window(args.since, args.until, args.last)
+        lag = parse_duration(args.feedback_lag, "--feedback-lag", zero=True)
+        if lag and start is None:
+            raise WindowError("--feedback-lag goes with a window that has a start (--last or --since): without one, "
+                              "every request since the beginning is judged already")
         folders = [Path(p) for p in args.baseline] if args.baseline else _served_baselines(args, lake)
         baseline = load_baseline(folders)
         served = _served_model(args, lake)
@@ -130,7 +135,8 @@ def cmd_monitor(args: argparse.Namespace) -> int:
         raise UsageError(re.sub(r"\b(min_psi|p_value|missing_rate_delta)\b",
                                 lambda m: "--" + m.group(1).replace("_", "-"), str(err))) from None
     now = datetime.now(timezone.utc)
-    report = run_monitor(lake, args.endpoint_name, baseline, start, end, settings, now=now, model_version=version)
+    report = run_monitor(lake, args.endpoint_name, baseline, start, end, settings, now=now, model_version=version,
+                         feedback_lag=lag)
     name = run_name(now)
     out = Path(args.out) if args.out else workspace(args) / "monitoring" / args.endpoint_name / name
     if out.exists() and not out.is_dir():
@@ -158,6 +164,8 @@ def cmd_monitor(args: argparse.Namespace) -> int:
 
 
 def _print_summary(report: dict[str, Any], paths: dict[str, Path], lake_url: str) -> None:
+    from monitoring.report import lag_text
+
     t = report["traffic"]
     print(f"monitoring {report['endpoint']}: window {report['window']['start'] or 'beginning'} → "
           f"{report['window']['end'] or 'now'}; {t['events']} captured requests, {t['patients']} patients, "
@@ -177,6 +185,11 @@ def _print_summary(report: dict[str, Any], paths: dict[str, Path], lake_url: str
         print(f"refused requests: {refused['total']} ({statuses})")
         for entry in refused["by_reason"][:5]:
             print(f"  refused {entry['count']}: {entry['reason']}")
+    judged = report["quality"].get("window") or {}
+    if judged.get("feedback_lag_seconds"):
+        print(f"live quality: the requests of {judged['start']} → {judged['end'] or 'now'} ({judged['events']} requests, "
+              f"{judged['patients']} patients): the window and its {lag_text(judged['feedback_lag_seconds'])} of "
+              "feedback lag")
     fb = report["quality"]["feedback"]
     print(f"feedback: {fb['records']} records ({fb['superseded']} superseded), {fb['matched']} joined with captures, "
           f"{fb['skipped']['total']} not used"
@@ -633,6 +646,10 @@ def register(commands: Any) -> None:
     monitor.add_argument("--since", help="window start, ISO 8601 (UTC unless an offset is given)")
     monitor.add_argument("--until", help="window end (exclusive), ISO 8601")
     monitor.add_argument("--last", help="window of this length before --until or now: 30m, 24h, 7d, 2w")
+    monitor.add_argument("--feedback-lag", default="0", metavar="DURATION",
+                         help="how long after a request its confirmed diagnosis may still come (e.g. 7d): live "
+                              "quality judges the requests of the window and of this long before it, so feedback "
+                              "given after an earlier report still counts; drift stays the window's (default 0)")
     monitor.add_argument("--out", help="report folder (default <workspace>/monitoring/<endpoint>/<time>)")
     monitor.add_argument("--min-psi", type=float, default=0.10,
                          help="population stability index a significant shift (--p-value) needs to be drift (a "

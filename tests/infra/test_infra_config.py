@@ -87,6 +87,12 @@ def test_raw_retention_defaults_to_six_years_compliance_and_cdk_json_relaxes_dev
     ({"monitor_window": "99999999999w"}, "monitor_window 99999999999w is longer than capture_expiry_days"),
     ({"monitor_schedule": "rate(8 days)", "capture_expiry_days": 7},
      r"monitor_window 8d \(the schedule period\) is longer than capture_expiry_days \(7\)"),
+    # The live quality's requests (the window and the feedback lag before it) must still be in the lake.
+    ({"monitor_feedback_lag": "7 days"}, "monitor_feedback_lag '7 days' must be 0 or a duration like 12h, 7d or 2w"),
+    ({"monitor_feedback_lag": "-1d"}, "monitor_feedback_lag '-1d' must be 0 or a duration"),
+    ({"monitor_window": "84d"}, r"monitor_window 84d and monitor_feedback_lag 7d reach back further than "
+                                r"capture_expiry_days \(90\): .* shorten the lag or keep captures longer"),
+    ({"capture_expiry_days": 7}, r"monitor_window 1d \(the schedule period\) and monitor_feedback_lag 7d reach back"),
     # Instance types: botocore's list of what SageMaker takes, with a hint.
     ({"endpoint_instance_type": "m5.large"}, r"'m5.large' is not a SageMaker endpoint instance type .*did you mean "
                                              r".*ml.m5.large"),
@@ -115,8 +121,10 @@ def test_settings_aws_would_refuse_stop_synth_naming_the_stage_field_and_value(v
     {"retrain_schedule": "", "monitor_schedule": ""},
     {"vpc": True, "vpc_cidr": "10.40.0.0/21"},
     {"endpoint_instance_type": "ml.g4dn.xlarge", "training_instance_type": "ml.c5.2xlarge"},
-    {"log_retention_days": 3653, "capture_expiry_days": 1},
-    {"monitor_window": "90d"}, {"monitor_window": "2160h", "monitor_schedule": "cron(0 4 * * ? *)"},
+    {"log_retention_days": 3653, "capture_expiry_days": 1, "monitor_feedback_lag": "0"},
+    {"monitor_window": "90d", "monitor_feedback_lag": "0"},
+    {"monitor_window": "2160h", "monitor_schedule": "cron(0 4 * * ? *)", "monitor_feedback_lag": "0"},
+    {"monitor_window": "83d"}, {"monitor_feedback_lag": "89d"}, {"monitor_feedback_lag": "12h"},
 ])
 def test_settings_aws_takes_synthesize(values):
     config = stage_config("dev", {"region": "eu-west-1", **values})

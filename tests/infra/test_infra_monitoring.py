@@ -257,6 +257,40 @@ def test_the_job_never_reads_traffic_from_before_the_serving_model(aws, monitor_
     assert request_problems("CreateProcessingJob", request) is None
 
 
+@pytest.mark.parametrize("since, env, lag", [
+    ("2027-01-01T00:00:00Z", {"FEEDBACK_LAG": "7d"}, ["--feedback-lag", "10080m"]),  # the stack's default
+    ("2027-01-12T08:00:00Z", {"FEEDBACK_LAG": "7d"}, ["--feedback-lag", "2880m"]),  # not before the model served
+    ("2027-01-14T08:00:00Z", {"FEEDBACK_LAG": "7d"}, []),  # it started serving as the window did
+    ("2027-01-01T00:00:00Z", {}, []),  # no lag: the window's requests alone
+    ("2027-01-01T00:00:00Z", {"FEEDBACK_LAG": "0"}, []),
+])
+def test_live_quality_judges_the_feedback_lag_before_the_window_but_never_another_models_traffic(
+        aws, monitor_fn, since, env, lag):
+    # Feedback confirmed days after its request was joined by no report: each daily job judged only its own day's.
+    sm, s3, _ = aws
+    installed_baselines(s3, since=since)
+    captured(s3)
+    _, [request] = run_monitor(monitor_fn, sm, s3, env={**MONITOR_ENV, **env})
+    arguments = request["AppSpecification"]["ContainerArguments"]
+    assert arguments[6:8 + len(lag)] == ["--last", "1d", *lag]
+    assert request_problems("CreateProcessingJob", request) is None
+
+
+@pytest.mark.parametrize("lag, message", [
+    ("7 days", "feedback lag '7 days' must be 0 or a duration like 12h, 7d or 2w"),
+    ("-1d", "feedback lag '-1d' must be 0 or a duration"),
+    ("99999999999w", "feedback lag '99999999999w' is longer than 36500 days")])
+def test_a_bad_feedback_lag_starts_no_job(aws, monitor_fn, lag, message):
+    sm, s3, _ = aws
+    installed_baselines(s3)
+    captured(s3)
+    with pytest.raises(monitor_fn.Refused, match=message):
+        run_monitor(monitor_fn, sm, s3, env={**MONITOR_ENV, "FEEDBACK_LAG": lag})
+    with pytest.raises(monitor_fn.Refused, match=message):  # a direct invocation's own lag is checked the same way
+        run_monitor(monitor_fn, sm, s3, event={"window": "1d", "feedback_lag": lag})
+    assert sm.list_processing_jobs()["ProcessingJobSummaries"] == []
+
+
 def test_vpc_mode_gives_the_job_the_private_subnets(aws, monitor_fn):
     sm, s3, _ = aws
     installed_baselines(s3)

@@ -693,7 +693,7 @@ def test_monitor_schedule_runs_the_monitor_function(dev, stacks):
     assert env["CODE_PREFIX"] == stack.definition.code_prefix == stack.definition.code_key.removesuffix("sourcedir.tar.gz")
     assert env["JOB_PREFIX"] == "diagnosa-dev-monitor" and env["METRICS_NAMESPACE"] == "Diagnosa/Monitoring"
     assert env["JOB_ROLE_ARN"] == {"Fn::GetAtt": [role_id(dev, "diagnosa-dev-monitoring"), "Arn"]}
-    assert env["SCHEDULE"] == "rate(1 day)" and "WINDOW" not in env
+    assert env["SCHEDULE"] == "rate(1 day)" and "WINDOW" not in env and env["FEEDBACK_LAG"] == "7d"
     assert props["ReservedConcurrentExecutions"] == 1 and "DeadLetterConfig" in props and "KmsKeyArn" in props
     # the metric the job publishes is the one the drift alarm watches
     dev.has_resource_properties("AWS::CloudWatch::Alarm", {

@@ -13,8 +13,10 @@ to CloudWatch, where the drift alarm starts retraining.
 
 The window is the last ``window`` (``30m``, ``24h``, ``7d``, ``2w``); an empty window is derived from
 a ``rate(N unit)`` schedule (``rate(1 day)`` → ``1d``), so each run reads the traffic since the
-previous one. It never reaches before the time the serving model started serving (the baselines'
-``serving-since`` metadata): one model's traffic is never compared with another's baselines.
+previous one. Live quality also judges the requests of ``feedback_lag`` (FEEDBACK_LAG, ``7d`` by default in the
+stack) before the window: a diagnosis confirmed days after its request is joined by a later run. Neither reaches
+before the time the serving model started serving (the baselines' ``serving-since`` metadata): one model's traffic
+is never compared with another's baselines.
 
 Nothing is started, and the result says why, when the endpoint has no baselines (no deployment yet,
 a deployment in progress, or a package registered without them) or no captured traffic at all.
@@ -70,6 +72,23 @@ def window_of(event: dict[str, Any], env: dict[str, str]) -> str:
     return window
 
 
+def feedback_lag_of(event: dict[str, Any], env: dict[str, str]) -> timedelta:
+    """How long after a request its feedback may come (``feedback_lag``: the event's, else FEEDBACK_LAG; ``0``)."""
+    lag = str(event.get("feedback_lag") or env.get("FEEDBACK_LAG") or "0").strip().lower()
+    if lag == "0":
+        return timedelta(0)
+    match = _WINDOW.fullmatch(lag)
+    if not match:
+        raise Refused(f"feedback lag {lag!r} must be 0 or a duration like 12h, 7d or 2w")
+    try:
+        length = _duration(lag)
+    except OverflowError:
+        length = MAX_WINDOW + timedelta(1)
+    if length > MAX_WINDOW:
+        raise Refused(f"feedback lag {lag!r} is longer than {MAX_WINDOW.days} days: no capture is kept that long")
+    return length
+
+
 def _duration(window: str) -> timedelta:
     n, unit = int(window[:-1]), window[-1]
     return timedelta(**{{"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}[unit]: n})
@@ -86,6 +105,7 @@ def handler(event: dict[str, Any], context: Any = None, *, sagemaker: Any = None
     s3 = s3 or boto3.client("s3")
     when = datetime.fromtimestamp(time.time() if now is None else now, timezone.utc)
     window = window_of(event, env)
+    lag = feedback_lag_of(event, env)
     bucket, endpoint = env["LAKE_BUCKET"], env["ENDPOINT_NAME"]
     base = f"artifacts/monitoring/{endpoint}"
     baseline = f"{base}/baseline/"
@@ -102,9 +122,15 @@ def handler(event: dict[str, Any], context: Any = None, *, sagemaker: Any = None
 
     metadata = s3.head_object(Bucket=bucket, Key=baseline + REQUIRED[0]).get("Metadata", {})
     since = _since(metadata.get("serving-since"))
-    # The serving model started within the window: read only its own traffic.
-    traffic = (["--since", since.strftime("%Y-%m-%dT%H:%M:%SZ")] if since is not None and since > when - _duration(window)
-               else ["--last", window])
+    # The serving model started within the window: read only its own traffic. Live quality judges the requests of
+    # the feedback lag before the window too, but none from before the serving model started (whole minutes).
+    start = when - _duration(window)
+    if since is not None and since > start:
+        traffic = ["--since", since.strftime("%Y-%m-%dT%H:%M:%SZ")]
+    else:
+        lag = min(lag, start - since) if since is not None else lag
+        minutes = int(lag.total_seconds()) // 60
+        traffic = ["--last", window] + (["--feedback-lag", f"{minutes}m"] if minutes else [])
     arguments = ["--base-dir", CONTAINER, "--endpoint-name", endpoint, "--lake", f"s3://{bucket}", *traffic,
                  "--metrics-namespace", env["METRICS_NAMESPACE"]]
 
@@ -137,4 +163,4 @@ def monitoring_request(env: dict[str, str], name: str, arguments: list[str]) -> 
                                                      "report"))
 
 
-__all__ = ["Refused", "handler", "monitoring_request", "window_of"]
+__all__ = ["Refused", "feedback_lag_of", "handler", "monitoring_request", "window_of"]
