@@ -39,7 +39,14 @@ from botocore.exceptions import (
 from app.config import AppConfig
 from app.form import FieldErrors, FormSpec, field_errors
 from diagnosa.labels import CATEGORIES
-from inference.client import AnswerTimeout, ClientFailure, DiagnosaClient, EndpointUnreachable, PredictionRejected
+from inference.client import (
+    AnswerTimeout,
+    ClientFailure,
+    DiagnosaClient,
+    EndpointUnreachable,
+    ModelTimeout,
+    PredictionRejected,
+)
 from inference.feedback import Replaced
 
 FailureKind = Literal["unreachable", "timeout", "rejected", "unavailable", "server_error", "not_found", "failed"]
@@ -125,6 +132,10 @@ def explain_failure(err: BaseException, config: AppConfig, spec: FormSpec) -> Fa
         attempts = f" ({config.attempts} attempts of {config.timeout:g} s)" if config.attempts > 1 else ""
         return Failure("timeout", f"The {where} did not answer within {config.deadline:g} s{attempts}. It may be "
                                   "overloaded: wait a moment and ask again. No diagnosis was received.")
+    if isinstance(err, ModelTimeout):  # SageMaker's own limit on the model's answer (60 s), not the app's timeout
+        return Failure("timeout", f"The model behind the {where} took longer than the endpoint allows and gave no "
+                                  "diagnosis. It may be overloaded: wait a moment and ask again. Nothing is wrong with "
+                                  "the patient's values.")
     cause = _cause(err)
     if isinstance(cause, ReadTimeoutError):
         return Failure("timeout", f"The {where} did not answer within {config.timeout:g} s. It may be overloaded: "

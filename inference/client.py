@@ -111,6 +111,12 @@ class AnswerTimeout(EndpointUnreachable):
     endpoint may have processed it (a feedback record may be stored, a prediction captured)."""
 
 
+class ModelTimeout(ClientFailure):
+    """SageMaker stopped waiting for the model's answer (its 60 s limit on a container's reply: a ModelError whose
+    original status is 0, "Received server error (0) ... Your invocation timed out"). Nothing is wrong with the input:
+    the model was overloaded or the request too large to answer in time; a later or smaller request may be answered."""
+
+
 class InvalidInput(ClientFailure, ValueError):
     """What the caller passed cannot be sent at all (not a patient record or a list of them)."""
 
@@ -446,14 +452,20 @@ class DiagnosaClient:
             # read, and no more than the endpoint itself would send.
             detail = detail if isinstance(detail, dict) else {"error": original}
             error = _clipped(detail["error"] if isinstance(detail.get("error"), str) else str(message))
+            # Only the container's own 4xx is a refusal of the input. SageMaker's timeout has 0; a reply without the
+            # status (a proxy's) says nothing about the input: both were once read as 400, and the app told the
+            # doctor the request was refused, `diagnosa predict` that the input was wrong (exit 2).
             try:
-                status = int(model_error.get("OriginalStatusCode") or 400)
-            except (TypeError, ValueError):
-                status = 400
-            if 400 <= status < 500:
+                status: int | None = int(model_error["OriginalStatusCode"])
+            except (KeyError, TypeError, ValueError):
+                status = None
+            if status is not None and 400 <= status < 500:
                 errors, more = _problems(detail.get("errors"), detail.get("more_errors"))
                 return PredictionRejected(error, status, errors, more)
-            return ClientFailure(f"the model failed ({status}): {error}")
+            if status == 0:
+                return ModelTimeout(f"endpoint '{self.endpoint_name}': the model gave no answer within SageMaker's "
+                                    f"limit (ModelError, original status 0): {error}")
+            return ClientFailure(f"the model failed ({'no status given' if status is None else status}): {error}")
         if code == "ValidationError":
             return ClientFailure(f"endpoint '{self.endpoint_name}' rejected the call: {message}")
         return ClientFailure(f"endpoint '{self.endpoint_name}' failed: {code} {message}")

@@ -339,6 +339,14 @@ def test_each_failure_has_its_own_message(stub):
     assert "Cannot reach" in kinds["unreachable"] and "within 0.5 s" in kinds["timeout"]
     assert "HTTP 500" in kinds["server_error"] and "loading" in kinds["unavailable"]
     assert len(set(kinds.values())) == 4
+    # SageMaker's own 60 s limit on the model's answer (a ModelError, original status 0) was told as a refused request.
+    message = "Your invocation timed out while waiting for a response from container primary."
+    timed_out = {"message": f'Received server error (0) from primary with message "{message}"',
+                 "OriginalStatusCode": 0, "OriginalMessage": message}
+    late = _outcome(stub(status=424, body=json.dumps(timed_out).encode(),
+                         headers_out={"x-amzn-ErrorType": "ModelError", "Content-Type": "application/json"}))
+    assert late.failure.kind == "timeout" and "took longer than the endpoint allows" in late.failure.message
+    assert "refused" not in late.failure.message and late.failure.message not in kinds.values()
 
 
 def test_nothing_is_sent_for_an_empty_form(stub):

@@ -343,6 +343,40 @@ def misbehaving():
         server.server_close()
 
 
+# SageMaker's answer when the container gave no reply within its 60 s limit (a 424 ModelError, original status 0).
+TIMED_OUT = ("Your invocation timed out while waiting for a response from container primary. Review the latency "
+             "metrics for each container in Amazon CloudWatch, resolve the issue, and try again.")
+
+
+@pytest.mark.parametrize("reply, kind, said", [
+    ({"OriginalStatusCode": 0, "OriginalMessage": TIMED_OUT,
+      "message": f'Received server error (0) from primary with message "{TIMED_OUT}"'},
+     "ModelTimeout", "the model gave no answer within SageMaker's limit (ModelError, original status 0)"),
+    ({"OriginalMessage": TIMED_OUT, "message": TIMED_OUT}, "ClientFailure", "the model failed (no status given)"),
+])
+def test_a_model_error_that_is_no_4xx_is_never_a_refusal_of_the_input(misbehaving, tmp_path, capsys, reply, kind, said):
+    # Both were read as a 400: the app told the doctor the request was refused ("tell the administrator: the app's
+    # configuration may not match"), and a timeout looked like bad input.
+    from inference.client import ClientFailure, ModelTimeout
+
+    sent = []
+
+    def answer(h):
+        sent.append(h.path)
+        h.reply(424, json.dumps(reply).encode(), {"x-amzn-ErrorType": "ModelError"})
+
+    url = misbehaving(answer)
+    with pytest.raises(ClientFailure) as failure:
+        DiagnosaClient("diagnosa", endpoint_url=url, timeout=5).predict(PATIENT)
+    assert not isinstance(failure.value, PredictionRejected) and type(failure.value).__name__ == kind
+    assert isinstance(failure.value, ModelTimeout) == (kind == "ModelTimeout") and said in str(failure.value)
+    assert len(sent) == 1  # a 424 is not retried: the model had the request
+    patients = tmp_path / "patients.json"
+    patients.write_text(json.dumps([PATIENT]))
+    main(["predict", str(patients), "--endpoint-url", url, "--timeout", "5"])
+    assert said in capsys.readouterr().err
+
+
 def test_a_refusal_listing_junk_is_read_and_printed_without_failing():
     for errors in ("bad", [None], [1], {"a": 1}):
         text = str(PredictionRejected("1 problem(s) in the request", 400, errors))  # raised AttributeError
