@@ -10,6 +10,8 @@
    either way the row is the captured request's fields with the doctor's confirmed diagnosis as the label, and
    it is ingested through the normal path, so validation and quarantine apply to feedback rows exactly as to
    hospital data (a captured request without an age, say, is quarantined with its reason, not silently dropped).
+   The new version takes its base's place among the dataset's ingests: a version ingested while the feedback is
+   read (a hospital's new batch) stays the latest, and the feedback is added to it instead (``feedback_dataset``).
 2. A pipeline execution on that version follows: locally ``diagnosa monitor --retrain`` starts it as
    ``diagnosa run --local`` does (``diagnosa.services.retraining_input`` names the version as its
    ``InputDataUri``), on AWS the retrain function does. The pipeline's recall gate then decides
@@ -30,10 +32,12 @@ from diagnosa.data.ingest import (
     BATCH_NAME,
     IngestError,
     IngestReport,
+    asked_now,
     curated_prefix,
     ingest_cohort,
     ingest_csv_data,
     lake_datasets,
+    latest_record,
     latest_version,
     parses_as_float,
     raw_keys,
@@ -96,19 +100,42 @@ class FeedbackDataset:
     feedback_rows: int  # feedback turned into records
     skipped: Skipped = field(default_factory=Skipped)
     report: IngestReport | None = None
+    base_given: bool = False  # the base version was named (--base-version), not the dataset's latest
+    # Folds dropped because another version was ingested while they ran, each (its base, its version, the version
+    # ingested meanwhile): the feedback was added again, to the then latest version.
+    rebuilt_from: list[tuple[str, str, str]] = field(default_factory=list)
 
     @property
     def version(self) -> str:
         assert self.report is not None
         return self.report.version
 
+    @property
+    def overtaken_by(self) -> str | None:
+        """The version ingested while the feedback was added that stays the latest instead of ``version``."""
+        return None if self.report is None else self.report.overtaken_by
+
     def summary(self) -> str:
         lines = [f"training data with feedback ({self.dataset}): {self.source} = {self.base_source} + "
                  f"{self.feedback_rows} feedback record(s)"]
+        for base, version, newer in self.rebuilt_from:
+            lines.append(f"  version {newer} of {self.dataset} was ingested while the feedback was added to {base}: "
+                         f"it was added to the latest version instead ({version}, built on {base}, was written but "
+                         "is not the latest, nor trained on)")
         for reason, count in self.skipped.counts.most_common():
             lines.append(f"  feedback not used ({count}): {reason}")
         if self.report is not None:
             lines.append(self.report.summary())
+        if self.overtaken_by == self.base_version:
+            lines.append(f"  version {self.base_version} of {self.dataset} was ingested again while the feedback was "
+                         f"added to it, and stays the latest: {self.version} ({self.base_version} + feedback) is not "
+                         "the latest (retrain again to make it so)")
+        elif self.overtaken_by:
+            why = ("as --base-version asked" if self.base_given else
+                   f"the feedback was added {len(self.rebuilt_from) + 1} times, each time overtaken: retrain again")
+            lines.append(f"  version {self.overtaken_by} of {self.dataset} was ingested while the feedback was added and "
+                         f"stays the latest: {self.version} ({self.base_version} + feedback) is not the latest, and "
+                         f"trains without {self.overtaken_by}'s data ({why})")
         return "\n".join(lines)
 
 
@@ -173,16 +200,53 @@ def endpoint_dataset(lake: DataLake, endpoint: str) -> str:
     return matches[0]
 
 
+FOLD_ATTEMPTS = 3  # folds on the latest version, each overtaken by a version ingested meanwhile, before giving up
+
+
 def feedback_dataset(lake: DataLake, endpoint: str, *, dataset: str | None = None, base_version: str | None = None,
                      start: datetime | None = None, end: datetime | None = None) -> FeedbackDataset:
     """Write the endpoint's dataset's raw data + feedback as new raw data and ingest it (a new curated version).
 
     ``dataset``: the dataset the endpoint serves, when its name does not say (an AWS stage's endpoint is
-    ``diagnosa-<stage>`` whatever its dataset); else the dataset that deploys to the endpoint of its name."""
+    ``diagnosa-<stage>`` whatever its dataset); else the dataset that deploys to the endpoint of its name.
+
+    Reading the feedback takes minutes on AWS: a version ingested meanwhile (a hospital's new batch) stays the
+    latest, and the version built on the older one is not made the latest (its ingest is asked for as of its base:
+    ``overtaken_by``). Folded onto the latest version (no ``base_version``), the feedback is then added again, to
+    the new latest (``rebuilt_from`` names the folds dropped), up to ``FOLD_ATTEMPTS`` times; onto a named
+    ``base_version``, the result stays as asked, ``overtaken_by`` saying which version stays the latest."""
     dataset = dataset or endpoint_dataset(lake, endpoint)
-    if dataset != BUILTIN_DATASET:
-        return own_feedback_dataset(lake, endpoint, dataset, base_version=base_version, start=start, end=end)
-    base_version = base_version or latest_version(lake, BUILTIN_DATASET)
+    rebuilt: list[tuple[str, str, str]] = []
+    while True:
+        if dataset == BUILTIN_DATASET:
+            result = _cohort_feedback_dataset(lake, endpoint, base_version=base_version, start=start, end=end)
+        else:
+            result = own_feedback_dataset(lake, endpoint, dataset, base_version=base_version, start=start, end=end)
+        result.base_given, result.rebuilt_from = base_version is not None, rebuilt
+        if result.overtaken_by in (None, result.base_version) or base_version is not None \
+                or len(rebuilt) + 1 >= FOLD_ATTEMPTS:  # its base asked for again: added again, it would be the same
+            return result
+        rebuilt = [*rebuilt, (result.base_version, result.version, result.overtaken_by)]
+
+
+def _asked(lake: DataLake, dataset: str,
+           base_version: str | None) -> tuple[str, tuple[str, tuple[str | None, str | None]]]:
+    """The version feedback is added to (``base_version``, else the latest), and its ingest's ``asked``: the
+    ``latest_record`` read now, before the feedback, and when the ingest is asked for. On the latest version, as of
+    the ingest that made it the latest: the fold takes its base's place, so any version ingested since, even one
+    asked for before the fold started, stays the latest. On a version named (or a LATEST.json that does not say
+    when), now, as an ingest asked for now."""
+    before = latest_record(lake, dataset)
+    version = base_version or latest_version(lake, dataset)
+    asked_at = before[1] if version == before[0] and before[1] is not None else asked_now()
+    return version, (asked_at, before)
+
+
+def _cohort_feedback_dataset(lake: DataLake, endpoint: str, *, base_version: str | None = None,
+                             start: datetime | None = None, end: datetime | None = None) -> FeedbackDataset:
+    """The built-in cohort's raw batch the curated version came from + one record (and lab row) per accepted feedback,
+    as a new raw batch, ingested."""
+    base_version, asked = _asked(lake, BUILTIN_DATASET, base_version)
     manifest_key = f"{curated_prefix(BUILTIN_DATASET, base_version)}/manifest.json"
     if not lake.exists(manifest_key):
         raise RetrainError(f"no curated version {base_version!r} of '{BUILTIN_DATASET}' in {lake.uri}")
@@ -216,7 +280,7 @@ def feedback_dataset(lake: DataLake, endpoint: str, *, dataset: str | None = Non
     lake.put_bytes_once(new_labs_key, base_labs + lab_separator + extra_labs)
     result = FeedbackDataset(BUILTIN_DATASET, base_version, base_batch, batch, len(records), skipped)
     result.report = ingest_cohort(lake, batch, feedback={"base_batch": base_batch, "endpoint": endpoint,
-                                                         "records": len(records)})
+                                                         "records": len(records)}, asked=asked)
     return result
 
 
@@ -232,8 +296,9 @@ def own_feedback_dataset(lake: DataLake, endpoint: str, dataset: str, *, base_ve
 
     Feedback is added to the file the user ingested, never to an earlier retraining's: each retraining adds all the
     feedback, each event's latest word, so a doctor's corrected diagnosis replaces the first (as two rows with one id
-    and other content, both would be quarantined) and no row is added twice."""
-    base_version = base_version or latest_version(lake, dataset)
+    and other content, both would be quarantined) and no row is added twice. A version ingested while it ran stays
+    the latest (``overtaken_by``; ``feedback_dataset`` adds the feedback to it)."""
+    base_version, asked = _asked(lake, dataset, base_version)
     manifest_key = f"{curated_prefix(dataset, base_version)}/manifest.json"
     if not lake.exists(manifest_key):
         raise RetrainError(f"no curated version {base_version!r} of '{dataset}' in {lake.uri}")
@@ -263,7 +328,7 @@ def own_feedback_dataset(lake: DataLake, endpoint: str, dataset: str, *, base_ve
     try:
         result.report = ingest_csv_data(lake, combined, stem, config, source=f"{base_key} + feedback",
                                         config_source=where, feedback={"base_key": base_key, "endpoint": endpoint,
-                                                                       "rows": len(rows)})
+                                                                       "rows": len(rows)}, asked=asked)
     except IngestError as err:
         raise RetrainError(str(err)) from None
     result.source = next(s.key for s in result.report.sources)

@@ -15,11 +15,16 @@ Container contract (SageMaker Processing):
 
     {"endpoint": ..., "dataset": ..., "base_version": ... | null,
      "version": the new curated version | null, "input_data_uri": the pipeline's InputDataUri for it | null,
-     "feedback_rows": N, "skipped": {reason: count}, "reason": why there is no new version | null}
+     "feedback_rows": N, "skipped": {reason: count}, "reason": why there is no new version | null,
+     "overtaken_by": a version that stays the latest instead of "version" | null,
+     "rebuilt_from": [{"base_version": ..., "version": ..., "ingested_meanwhile": ...}, ...]}
 
   ``base_version`` is the version the feedback was added to, or found nothing to add to (the one to train on
   then); ``input_data_uri`` is the lake's URL of the version's prefix (``s3://<lake bucket>/curated/<dataset>/<version>``;
-  ``file://...`` for a folder).
+  ``file://...`` for a folder). A version ingested while the job read the feedback (a hospital's new batch) stays the
+  latest: the feedback is added again, to it, and ``rebuilt_from`` names each fold so dropped (its version written,
+  never the latest); ``overtaken_by`` names the version that stayed the latest when the new one is not (a
+  ``--base-version`` overtaken, or a fold overtaken each time: the version trains without that one's data).
 
 Exit status 0 when the result is written, with a new version or without one: no accepted feedback to fold (none
 at all, or none that could become a row) is ``version: null`` with the reason, and the caller trains on
@@ -70,7 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         dataset = args.dataset or endpoint_dataset(lake, args.endpoint_name)  # none ingested: latest_version says so
         result: dict[str, Any] = {"endpoint": args.endpoint_name, "dataset": dataset, "base_version": args.base_version,
                                   "version": None, "input_data_uri": None, "feedback_rows": 0, "skipped": {},
-                                  "reason": None}
+                                  "reason": None, "overtaken_by": None, "rebuilt_from": []}
         try:
             folded = feedback_dataset(lake, args.endpoint_name, dataset=dataset, base_version=args.base_version)
         except NothingToFold as err:
@@ -79,10 +84,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                        "skipped": dict(err.skipped.counts.most_common()), "reason": str(err)}
             log.info("no new curated version of %s: %s", dataset, err)
         else:
-            log.info("%s", folded.summary())
+            log.log(logging.WARNING if folded.overtaken_by or folded.rebuilt_from else logging.INFO, "%s",
+                    folded.summary())
             result |= {"base_version": folded.base_version, "version": folded.version,
                        "input_data_uri": lake.url(curated_prefix(folded.dataset, folded.version)),
-                       "feedback_rows": folded.feedback_rows, "skipped": dict(folded.skipped.counts.most_common())}
+                       "feedback_rows": folded.feedback_rows, "skipped": dict(folded.skipped.counts.most_common()),
+                       "overtaken_by": folded.overtaken_by,
+                       "rebuilt_from": [{"base_version": base, "version": version, "ingested_meanwhile": newer}
+                                        for base, version, newer in folded.rebuilt_from]}
         out.mkdir(parents=True, exist_ok=True)
         path = out / RESULT
         path.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

@@ -119,7 +119,8 @@ def test_the_cohorts_feedback_becomes_a_new_curated_version_in_the_s3_lake(tmp_p
     assert version and version != base_version
     assert result == {"endpoint": "diagnosa-dev", "dataset": "patients", "base_version": base_version, "version": version,
                       "input_data_uri": f"s3://{LAKE}/curated/patients/{version}", "feedback_rows": 3,
-                      "skipped": {"no captured request for this event id": 1}, "reason": None}
+                      "skipped": {"no captured request for this event id": 1}, "reason": None, "overtaken_by": None,
+                      "rebuilt_from": []}
     assert result["input_data_uri"] == curated_uri(LAKE, "patients", version)  # what the pipeline's input reads
     assert not (tmp_path / "job" / "output" / "failure").exists()
     # LATEST moved to the new version, whose manifest says what it holds; the feedback rows are in it.
@@ -162,7 +163,7 @@ def test_a_dataset_of_ones_own_is_folded_in_the_s3_lake(tmp_path, s3):
     version = result["version"]
     assert result == {"endpoint": "mi-hospital", "dataset": "mi_hospital", "base_version": base_version,
                       "version": version, "input_data_uri": f"s3://{LAKE}/curated/mi_hospital/{version}",
-                      "feedback_rows": 1, "skipped": {}, "reason": None}
+                      "feedback_rows": 1, "skipped": {}, "reason": None, "overtaken_by": None, "rebuilt_from": []}
     assert version != base_version and current_latest(lake, "mi_hospital") == version
     frame, manifest = load_curated(lake, "mi_hospital", version)
     assert len(frame) == 61 and manifest["feedback"]["rows"] == 1 and manifest["feedback"]["endpoint"] == "mi-hospital"
@@ -178,7 +179,8 @@ def test_no_feedback_to_fold_is_a_result_without_a_version(tmp_path, s3, cohort_
     assert job(tmp_path / "none", "diagnosa") == 0
     assert result_of(tmp_path / "none") == {
         "endpoint": "diagnosa", "dataset": "patients", "base_version": latest, "version": None, "input_data_uri": None,
-        "feedback_rows": 0, "skipped": {}, "reason": "no accepted feedback to add: no feedback in the lake"}
+        "feedback_rows": 0, "skipped": {}, "reason": "no accepted feedback to add: no feedback in the lake",
+        "overtaken_by": None, "rebuilt_from": []}
     # Feedback that cannot become a row is counted under its reason; still nothing to fold, still a result.
     store_feedback(cohort_lake, "diagnosa", Feedback(event_id=new_event_id(), diagnosis="NO ENFERMO"))
     assert job(tmp_path / "uncaptured", "diagnosa") == 0

@@ -617,17 +617,20 @@ def curated_uri(bucket: str, dataset: str, version: str) -> str:
     return f"s3://{bucket}/{curated_prefix(dataset, version)}"
 
 
-def _existing(lake: DataLake, dataset: str, version: str, asked_at: str) -> IngestReport | None:
+def _existing(lake: DataLake, dataset: str, version: str, asked_at: str,
+              latest_before: tuple[str | None, str | None]) -> IngestReport | None:
     """The report of a version already in the lake, made the dataset's latest again: ingesting a file is asking
     to train on it (the earlier file after a newer one; an ingest killed between its manifest and LATEST). Already
     the latest, it is asked for again (``asked_at``): an ingest of another file asked for earlier and still running
-    does not take its place."""
+    does not take its place. Another ingest asked for after this one that made its version the latest since
+    ``latest_before`` was read keeps it (``_overtaken``), as with a version written anew."""
     key = f"{curated_prefix(dataset, version)}/manifest.json"
     if not lake.exists(key):
         return None
     manifest = lake.get_json(key)
-    before, recorded = latest_record(lake, dataset)
-    if before != version or recorded is None or recorded < asked_at:
+    before, recorded = now = latest_record(lake, dataset)
+    overtaken = _overtaken(now, latest_before, version, asked_at)
+    if overtaken is None and (before != version or recorded is None or recorded < asked_at):
         lake.put_json(latest_key(dataset), {"version": version, "manifest": key, "asked_at": asked_at})
     return IngestReport(
         dataset=dataset, version=version, rows=manifest["rows"],
@@ -635,7 +638,7 @@ def _existing(lake: DataLake, dataset: str, version: str, asked_at: str) -> Inge
         data_keys=curated_data_keys(manifest), manifest_key=key, quarantine_keys=manifest["quarantine_keys"], reused=True,
         missing_cells=manifest.get("missing_cells", {}),
         labels_read_as_numbers=manifest.get("labels_read_as_numbers", {}),
-        relatest=(before or "") if before != version else None,
+        relatest=(before or "") if before != version and overtaken is None else None, overtaken_by=overtaken,
         cleaned_cells=manifest.get("cleaned_cells", 0),
         numbers_read_as_categories=manifest.get("numbers_read_as_categories", {}),
         inferred_columns=manifest.get("inferred_columns", {}), read_notes=manifest.get("read_notes", []),
@@ -663,6 +666,18 @@ def latest_record(lake: DataLake, dataset: str) -> tuple[str | None, str | None]
         return DAMAGED_LATEST, None
     return (version if isinstance(version, str) and VERSION_ID.fullmatch(version) else DAMAGED_LATEST,
             asked if isinstance(asked, str) else None)
+
+
+def _overtaken(now: tuple[str | None, str | None], latest_before: tuple[str | None, str | None], version: str,
+               asked_at: str) -> str | None:
+    """The version another ingest made the latest since ``latest_before`` was read (``now``, a ``latest_record``), when
+    it keeps the latest from ``version``: it was asked for after this ingest (``asked_at``), or does not say when.
+    None when LATEST.json did not change meanwhile (whatever the clocks say), names ``version``, or the other ingest was
+    asked for before this one and merely finished first."""
+    latest_now, other = now
+    if now == latest_before or latest_now == version:
+        return None
+    return None if other is not None and other < asked_at else latest_now
 
 
 def current_latest(lake: DataLake, dataset: str) -> str | None:
@@ -717,10 +732,7 @@ def _commit(lake: DataLake, schema: Schema, version: str, curated: pd.DataFrame,
     }
     manifest_key = f"{prefix}/manifest.json"
     lake.put_json(manifest_key, manifest)
-    latest_now, other = now = latest_record(lake, schema.name)
-    overtaken = latest_now if now != latest_before and latest_now != version else None
-    if overtaken is not None and other is not None and other < asked_at:  # asked for before this one: only finished first
-        overtaken = None
+    overtaken = _overtaken(latest_record(lake, schema.name), latest_before, version, asked_at)
     if overtaken is None:
         lake.put_json(latest_key(schema.name), {"version": version, "manifest": manifest_key, "asked_at": asked_at})
     return IngestReport(schema.name, version, len(curated), sources, dict(reasons), data_keys, manifest_key,
@@ -791,28 +803,33 @@ def check_batch_name(batch: str) -> None:
 
 
 def ingest_cohort(lake: DataLake, batch: str, *, ontology: Ontology | None = None,
-                  phase: Phase = _no_phase, feedback: dict[str, Any] | None = None) -> IngestReport:
+                  phase: Phase = _no_phase, feedback: dict[str, Any] | None = None,
+                  asked: tuple[str, tuple[str | None, str | None]] | None = None) -> IngestReport:
     """The built-in cohort's raw ``batch`` (clinical records + lab results) as a curated version; ``feedback``
-    (retraining's: the batch feedback was added to, how many records) is kept in its manifest."""
+    (retraining's: the batch feedback was added to, how many records) is kept in its manifest. ``asked``: when the
+    ingest was asked for and the ``latest_record`` it builds on, read earlier by the caller (retraining: when it read
+    the version it adds feedback to), else now: a version another ingest made the latest since keeps it
+    (``overtaken_by``)."""
     phase("reading the raw batch", batch)
     records_key, labs_key = existing_raw_keys(lake, batch)
     return _ingest_cohort_bytes(lake, batch, lake.get_bytes(records_key), lake.get_bytes(labs_key), ontology=ontology,
-                                phase=phase, feedback=feedback)
+                                phase=phase, feedback=feedback, asked=asked)
 
 
 def _ingest_cohort_bytes(lake: DataLake, batch: str, records_bytes: bytes, labs_bytes: bytes, *,
                          ontology: Ontology | None = None, phase: Phase = _no_phase,
                          feedback: dict[str, Any] | None = None, stage: Callable[[], None] | None = None,
-                         sources: tuple[str, str] | None = None) -> IngestReport:
+                         sources: tuple[str, str] | None = None,
+                         asked: tuple[str, tuple[str | None, str | None]] | None = None) -> IngestReport:
     """``ingest_cohort`` of a batch's bytes; ``stage`` (a delivery's files into raw/) is called once they were
     accepted, before the curated version is written; ``sources`` names the files in errors (default their keys)."""
     started = time.perf_counter()
-    asked_at, latest_before = asked_now(), latest_record(lake, BUILTIN_DATASET)
+    asked_at, latest_before = asked or (asked_now(), latest_record(lake, BUILTIN_DATASET))
     records_key, labs_key = raw_keys(batch)
     schema = cohort_schema()
     hashes = [hashlib.sha256(records_bytes).hexdigest(), hashlib.sha256(labs_bytes).hexdigest()]
     version = _version(schema, hashes)
-    existing = _existing(lake, schema.name, version, asked_at)
+    existing = _existing(lake, schema.name, version, asked_at, latest_before)
     if existing is not None:
         if stage is not None:
             stage()
@@ -934,10 +951,12 @@ def _not_a_file(path: Path, kind: str = "CSV file") -> str:
 
 def ingest_csv_data(lake: DataLake, data: bytes, stem: str, config: dict[str, Any], *, source: str,
                     config_source: str, phase: Phase = _no_phase, started: float | None = None,
-                    feedback: dict[str, Any] | None = None) -> IngestReport:
+                    feedback: dict[str, Any] | None = None,
+                    asked: tuple[str, tuple[str | None, str | None]] | None = None) -> IngestReport:
     """``ingest_csv`` of a file's bytes (``stem`` names its raw object) with a checked config (``source`` and
     ``config_source`` name them in the errors): also how retraining ingests a dataset's file with feedback added
-    (``feedback``, kept in the manifest: the file it was added to, and how many rows)."""
+    (``feedback``, kept in the manifest: the file it was added to, and how many rows; ``asked`` as
+    ``ingest_cohort``'s)."""
     started = time.perf_counter() if started is None else started
     sharing = [other for other in lake_datasets(lake) if other != config["name"]
                and resource_name(other) == resource_name(config["name"])]
@@ -945,7 +964,7 @@ def ingest_csv_data(lake: DataLake, data: bytes, stem: str, config: dict[str, An
         raise IngestError(f"{config_source}: dataset '{config['name']}' would share its model package group and endpoint "
                           f"'{resource_name(config['name'])}' with the dataset '{sharing[0]}' in the lake (SageMaker "
                           "names write '_' as '-'): name it otherwise, or use that name")
-    asked_at, latest_before = asked_now(), latest_record(lake, config["name"])
+    asked_at, latest_before = asked or (asked_now(), latest_record(lake, config["name"]))
     digest = hashlib.sha256(data).hexdigest()
     raw_key = f"raw/{config['name']}/{raw_stem(stem)}-{digest[:12]}.csv"
     dialect = csv_dialect(config)
@@ -987,7 +1006,7 @@ def ingest_csv_data(lake: DataLake, data: bytes, stem: str, config: dict[str, An
                                           else []),
                                 *([] if dialect.is_default() else ["csv:" + json.dumps(dialect.as_config(),
                                                                                        sort_keys=True)])])
-    existing = _existing(lake, schema.name, version, asked_at)
+    existing = _existing(lake, schema.name, version, asked_at, latest_before)
     if existing is not None:
         return existing
 
