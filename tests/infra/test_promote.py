@@ -129,6 +129,30 @@ def test_the_newest_approved_version_is_copied_registered_and_approved_once(aws,
     assert len(sm.list_model_packages(ModelPackageGroupName="diagnosa-prod")["ModelPackageSummaryList"]) == 1
 
 
+def test_what_describe_may_add_to_the_container_names_this_stages_copy_not_the_source(promote_fn):
+    # DescribeModelPackage may return the artifact twice (ModelDataUrl and ModelDataSource) and its ETag: copied as
+    # they were, the version promoted would name dev's object (another account's lake) and dev's object's ETag.
+    from pipelines.service_model import request_problems
+
+    model = f"{RUN}/champion/model.tar.gz"
+    package = {"ModelPackageArn": "arn:aws:sagemaker:eu-west-1:123456789012:model-package/diagnosa-dev/2",
+               "InferenceSpecification": {"Containers": [{
+                   "Image": IMAGE, "ImageDigest": "sha256:" + "0" * 64, "ModelDataUrl": model,
+                   "ModelDataETag": '"9b2cf535f27731c974343645a3985328"',
+                   "ModelDataSource": {"S3DataSource": {"S3Uri": model, "S3DataType": "S3Object",
+                                                        "CompressionType": "Gzip"}}}],
+                   "SupportedContentTypes": ["application/json"], "SupportedResponseMIMETypes": ["application/json"]}}
+    env = {"SOURCE_BUCKET_PREFIX": "diagnosa-dev-lake", "LAKE_BUCKET": "prod-lake", "SERVING_IMAGE": PROD_IMAGE,
+           "TARGET_GROUP": "diagnosa-prod", "SOURCE_ACCOUNT": ""}
+    request, copies = promote_fn.promoted_request(package, env, "artifacts/runs/promoted/diagnosa-dev-v2/")
+    [container] = request["InferenceSpecification"]["Containers"]
+    target = "s3://prod-lake/artifacts/runs/promoted/diagnosa-dev-v2/exec-3/champion/model.tar.gz"
+    assert container["ModelDataUrl"] == container["ModelDataSource"]["S3DataSource"]["S3Uri"] == target
+    assert "ModelDataETag" not in container and "ImageDigest" not in container
+    assert copies == {model: target} and request_problems("CreateModelPackage", request, patterns=True) is None
+    assert package["InferenceSpecification"]["Containers"][0]["ModelDataSource"]["S3DataSource"]["S3Uri"] == model
+
+
 def test_a_named_version_is_promoted_only_if_approved(aws, promote_fn):
     sm, s3, env = aws
     register(sm, s3, "Approved")

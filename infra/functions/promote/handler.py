@@ -278,6 +278,12 @@ def promoted_request(package: dict[str, Any], env: dict[str, str], prefix: str) 
         container["ModelDataUrl"] = moved(container["ModelDataUrl"])
         container["Image"] = env["SERVING_IMAGE"]  # this stage's region and repository: same pins (steps.txt)
         container.pop("ImageDigest", None)
+        # What DescribeModelPackage may also say of the artifact: its source (the same object, named again: copied
+        # too) and the source object's ETag, which the copy, encrypted with this stage's key, does not have.
+        container.pop("ModelDataETag", None)
+        for name in ("ModelDataSource", "AdditionalS3DataSource"):
+            if container.get(name):
+                container[name] = rewrite(container[name])
     metadata = dict(package.get("CustomerMetadataProperties") or {})
     if metadata.get(PREDICTION_BASELINE):
         metadata[PREDICTION_BASELINE] = moved(metadata[PREDICTION_BASELINE])
