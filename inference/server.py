@@ -781,9 +781,12 @@ class _Handler(BaseHTTPRequestHandler):
             if problem is not None:
                 raise problem
             inference_id = self.headers.get("X-Amzn-SageMaker-Inference-Id")
-            if inference_id is not None and not (1 <= len(inference_id) <= 64 and inference_id.isprintable()
-                                                 and not inference_id[0].isspace()):
-                raise _Reply(400, "X-Amzn-SageMaker-Inference-Id must be 1 to 64 printable characters")
+            # SageMaker's rule (botocore: \A\S[\p{Print}]*\z, Java's printable ASCII): 'é' passed here and was
+            # refused there.
+            if inference_id is not None and not (1 <= len(inference_id) <= 64 and inference_id.isascii()
+                                                 and inference_id.isprintable() and not inference_id[0].isspace()):
+                raise _Reply(400, "X-Amzn-SageMaker-Inference-Id must be 1 to 64 printable ASCII characters, the "
+                                  "first not a space")
             if endpoint.version is None:
                 raise _Reply(503, "the model is not loaded yet" if endpoint.load_error is None
                              else "the model failed to load", aws_type="ServiceUnavailable")

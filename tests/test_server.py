@@ -652,9 +652,13 @@ def test_refused_invocations_are_in_the_errors_stream_without_patient_values(mod
     assert "Maria" not in json.dumps(errors.events) and "'Q'" not in json.dumps(errors.events)
 
 
-def test_an_invalid_inference_id_is_refused(endpoint):
-    reply = _invoke(endpoint, HEALTHY, headers={"X-Amzn-SageMaker-Inference-Id": "x" * 65})
-    assert reply.status == 400 and "Inference-Id" in reply.json()["error"]
+@pytest.mark.parametrize("inference_id", ["x" * 65, "visita-café", "visit\t1"])
+def test_an_invalid_inference_id_is_refused(endpoint, inference_id):
+    # SageMaker's pattern (\A\S[\p{Print}]*\z) is Java's printable ASCII: a Latin-1 'é' was served here, refused there.
+    reply = _request(endpoint, "POST", "/invocations", json.dumps(HEALTHY).encode(),
+                     {"Content-Type": JSON, "X-Amzn-SageMaker-Inference-Id": inference_id.encode("latin-1")})
+    assert reply.status == 400 and "printable ASCII" in reply.json()["error"]
+    assert _invoke(endpoint, HEALTHY, headers={"X-Amzn-SageMaker-Inference-Id": "visit-1 ~!"}).status == 200
 
 
 # -- stopping ----------------------------------------------------------------------------------
