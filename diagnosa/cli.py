@@ -42,7 +42,7 @@ from diagnosa.commands.common import (
 )
 from diagnosa.lake import DataLake, LakeError, bucket_name_problem
 from diagnosa.logs import interrupted
-from diagnosa.services import LOCAL_BUCKET, PortTaken, ServiceError
+from diagnosa.services import LOCAL_BUCKET, EndpointBusy, PortTaken, ServiceError
 
 MAX_TOP_K = 1_000  # --top-k's bound here; the endpoint holds it to the model's labels
 
@@ -556,8 +556,20 @@ def cmd_registry_decide(args: argparse.Namespace) -> int:
             print("  on AWS the approval event starts the deploy function (docs/deploy.md)")
         return 0
     if deploy:
+        from pipelines.local_endpoints import DEPLOY_WAIT
+
+        def waiting(line: str) -> None:  # another approval's deploy: this one follows it, as on AWS
+            print(f"{line}, then deploys v{args.version}", file=sys.stderr, flush=True)
+
         try:
-            record = local_workspace(args).deploy_approved(package, endpoint_name=args.endpoint_name, port=args.port)
+            record = local_workspace(args).deploy_approved(package, endpoint_name=args.endpoint_name, port=args.port,
+                                                           wait=DEPLOY_WAIT, on_wait=waiting)
+        except EndpointBusy as err:  # transient, not bad input: the same command deploys it once that deploy ends
+            again += (f" --endpoint-name {args.endpoint_name}" if args.endpoint_name else "") + (
+                f" --port {args.port}" if args.port is not None else "")
+            print(f"diagnosa: error: {args.group} v{args.version} is Approved in the registry, but not deployed: "
+                  f"{err}. Once that deploy ends, approving it again deploys it (`{again}`)", file=sys.stderr)
+            return EXIT_FAILED
         except ServiceError as err:
             again += f" --endpoint-name {args.endpoint_name}" if args.endpoint_name else ""
             port = isinstance(err, PortTaken)  # the only failure another port mends
@@ -946,7 +958,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 help="local endpoint the approved version goes to (default: the group's name)")
             decide.add_argument("--port", type=int_in(0, 65535, "--port"), default=None,
                                 help="port of the endpoint (a new one: default 8080, 0 picks a free one; an existing "
-                                     "one keeps its port unless given another, then moves there)")
+                                     "one keeps its port unless given one, then moves there: 0 to a free one)")
             decide.add_argument("--no-deploy", action="store_true", help="approve without deploying")
         else:
             decide.set_defaults(no_deploy=True)

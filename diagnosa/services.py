@@ -40,6 +40,11 @@ class PortTaken(ServiceError):
     """A deploy refused because another process listens on the endpoint's port: the one failure another port mends."""
 
 
+class EndpointBusy(ServiceError):
+    """A deploy refused because another process was still deploying the endpoint when the wait ended: transient, the
+    same deploy succeeds once that one ends."""
+
+
 def latest_input(lake: DataLake, dataset: str, bucket: str) -> str:
     """The pipeline's ``InputDataUri`` for the dataset's latest curated version in ``lake``, which the
     pipeline reads as ``s3://<bucket>``; IngestError when the dataset has none."""
@@ -291,13 +296,17 @@ class LocalWorkspace:
             raise ServiceError("the local executor runs against a local lake folder; for s3:// use "
                                "`diagnosa pipeline upsert` and `diagnosa pipeline start`")
 
-    def endpoints(self, port: int | None = None) -> LocalEndpoints:
+    def endpoints(self, port: int | None = None, *, wait: float | None = None,
+                  on_wait: Callable[[str], None] | None = None) -> LocalEndpoints:
         """The workspace's local endpoints (records under <workspace>/endpoints/, servers deployed from the lake);
-        ``port``: a new endpoint's (default 8080, 0 any free one); an existing endpoint moves to a port given."""
+        ``port``: a new endpoint's (default 8080, 0 any free one); an existing endpoint moves to a port given (0:
+        a free one). ``wait``: how long a deploy waits for another process deploying the endpoint (None: a few
+        seconds), saying so with ``on_wait``."""
         from pipelines.local_endpoints import LocalEndpoints
         from pipelines.local_jobs import LakeMapping
 
-        return LocalEndpoints(self.root, LakeMapping(LOCAL_BUCKET, self.lake), lake_uri=self.lake_uri, port=port)
+        return LocalEndpoints(self.root, LakeMapping(LOCAL_BUCKET, self.lake), lake_uri=self.lake_uri, port=port,
+                              lock_wait=wait, on_wait=on_wait)
 
     def executor(self, *, port: int | None = None, max_parallel: int | None = None, use_cache: bool = True,
                  progress: Callable[[str], None] = print,
@@ -329,14 +338,19 @@ class LocalWorkspace:
         """Why deploying ``package`` to ``endpoint_name`` would fail, known before `registry approve` writes its
         status (a version approved that can never deploy stayed Approved): its model archive gone, outside the lake
         or unreadable as the deploy reads it (fetched and unpacked by the loader's own unpack_model, then its
-        metadata read), or the endpoint another dataset's (the deploy's own check). None: nothing known against it."""
+        metadata read), the endpoint another dataset's (the deploy's own check), or the names of the model and
+        endpoint config it would create not SageMaker's. None: nothing known against it."""
         import tempfile
 
         from diagnosa.lake import LakeError
         from diagnosa.model import ModelLoadError, read_metadata, unpack_model
+        from pipelines.local_endpoints import names_problem
         from pipelines.local_jobs import JobError
 
         endpoints = self.endpoints(port)
+        named = names_problem(endpoint_name, package)
+        if named:
+            return named
         containers = (package.get("InferenceSpecification") or {}).get("Containers") or [{}]
         url = containers[0].get("ModelDataUrl") if isinstance(containers[0], dict) else None
         if not url:
@@ -359,24 +373,29 @@ class LocalWorkspace:
         return None
 
     def deploy_approved(self, package: dict[str, Any], *, endpoint_name: str | None = None,
-                        port: int | None = None) -> dict[str, Any]:
+                        port: int | None = None, wait: float | None = None,
+                        on_wait: Callable[[str], None] | None = None) -> dict[str, Any]:
         """The local counterpart of the AWS deploy function: an approved version goes to its endpoint (each
         dataset's group has the endpoint of its name: diagnosa for the built-in cohort). The endpoint's record;
         ServiceError when it does not serve the version (the previous one serves on, rolled back; PortTaken when its
         port was taken). The checks are
         the endpoints' (LocalEndpoints.deploy), which a run's Endpoint step passes too: another dataset's endpoint
-        is refused, another command deploying it meanwhile too, and a version rejected while it deployed is not
-        recorded as served."""
+        is refused, and a version rejected while it deployed is not recorded as served. Another process deploying
+        the endpoint is waited for ``wait`` seconds (None: a few; ``on_wait`` says it waits), then this deploy
+        goes ahead, as the AWS deploy function's kept approval does; EndpointBusy when it was still deploying."""
         from diagnosa.lake import LakeError
+        from pipelines.local_endpoints import EndpointBusy as Busy
         from pipelines.local_endpoints import PortInUse
         from pipelines.local_jobs import JobError
 
         name = endpoint_name or package["ModelPackageGroupName"]
-        endpoints = self.endpoints(port)
+        endpoints = self.endpoints(port, wait=wait, on_wait=on_wait)
         try:
             return endpoints.deploy_model_package(package, endpoint_name=name)
         except PortInUse as err:
             raise PortTaken(str(err)) from None
+        except Busy as err:
+            raise EndpointBusy(str(err)) from None
         except JobError as err:  # DeployError, or a model outside the local lake
             raise ServiceError(str(err)) from None
         except (LakeError, OSError) as err:  # the model archive gone from the lake, or the disk full

@@ -17,6 +17,7 @@ it deployed); a rollback to one says so.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -42,7 +43,12 @@ HEALTH_TIMEOUT = 120.0
 PORT_RELEASE_WAIT = 5.0  # seconds a stopped server may take to release its port
 STOP_TIMEOUT = 30.0
 LOCK_WAIT = 3.0  # seconds a deploy waits for another command's hold on the endpoint (a listing's probe) to end
+# The longest a deploy holds an endpoint on its own clocks: the old server stopped, the new one started, and a
+# rollback's. `registry approve` waits that long for another approval's deploy, then deploys its own (the AWS deploy
+# function keeps a later approval pending until the endpoint is InService: the newest approval wins).
+DEPLOY_WAIT = STOP_TIMEOUT + 2 * (PORT_RELEASE_WAIT + HEALTH_TIMEOUT)
 ARN = "arn:aws:sagemaker:local:000000000000"
+NAME_MAX = 63  # SageMaker's model and endpoint config names
 
 
 DAMAGED = "Damaged"  # the status shown for an endpoint record that cannot be read
@@ -71,6 +77,11 @@ class PortInUse(DeployError):
     (the CLI then says so: --port 0). A rollback after it keeps this type, its message extended."""
 
 
+class EndpointBusy(DeployError):
+    """A deploy, start or stop refused because another process deploys the endpoint (its hold outlasted the wait):
+    transient, the same command succeeds once that ends."""
+
+
 class RecordError(DeployError, SchemaError):
     """An endpoint record that is damaged or lacks the field a command needs, named with its file. A DeployError for
     deploy, start and stop; a SchemaError (a ValueError) for the CLI, which says it in one line with exit status 2
@@ -93,6 +104,36 @@ class EndpointRecord(dict[str, Any]):
             raise RecordError(f"endpoint {name}: {self.problem}")
         raise RecordError(f"endpoint {name}: its record {self.path} has no {key}: deploying a version again "
                           "(`diagnosa registry approve N`) writes it anew")
+
+
+def deployment_names(endpoint_name: str, group: str, version: object, epoch: int) -> tuple[str, str]:
+    """(model, endpoint config) names of a deploy of ``group`` v``version`` to ``endpoint_name`` at ``epoch``:
+    ``<group>-v<N>-<epoch>-model`` and ``<endpoint>-<group>-v<N>-<epoch>``, each within SageMaker's 63 characters
+    for every name a group and an endpoint may have (a 25-character dataset's config name was refused after its
+    version was written Approved): a name too long keeps its head, then a hash of the whole name (one per
+    deployment, as the name was), its version and epoch."""
+    tag = f"{group}-v{version}-{epoch}"
+    return _fitted(f"{tag}-model", f"-v{version}-{epoch}", "-model"), _fitted(f"{endpoint_name}-{tag}",
+                                                                              f"-v{version}-{epoch}")
+
+
+def names_problem(endpoint_name: str, package: dict[str, Any]) -> str | None:
+    """Why the model or endpoint config a deploy of ``package`` to ``endpoint_name`` creates (deployment_names)
+    would not be a SageMaker name; None when both are. Checked before `registry approve` writes the status."""
+    for kind, name in zip(("model", "endpoint config"), deployment_names(
+            endpoint_name, str(package.get("ModelPackageGroupName")), package.get("ModelPackageVersion"),
+            int(time.time()))):
+        if not RESOURCE_NAME.fullmatch(name):
+            return (f"its local {kind} would be named {shown(name, 80)}, not a SageMaker name (ASCII letters, digits "
+                    f"and inner '-', at most {NAME_MAX})")
+    return None
+
+
+def _fitted(name: str, kept: str, suffix: str = "") -> str:
+    if len(name) <= NAME_MAX:
+        return name
+    tail = f"{kept}-{hashlib.sha256(name.encode()).hexdigest()[:8]}{suffix}"
+    return name[:max(NAME_MAX - len(tail), 1)].rstrip("-") + tail
 
 
 def record_problem(data: object, name: str) -> str | None:
@@ -152,7 +193,8 @@ def _alive(pid: object, workspace: Path, name: str) -> bool:
 
 class LocalEndpoints:
     def __init__(self, workspace: Path, mapping: LakeMapping, *, lake_uri: str | None = None,
-                 python: str = sys.executable, host: str = "127.0.0.1", port: int | None = None):
+                 python: str = sys.executable, host: str = "127.0.0.1", port: int | None = None,
+                 lock_wait: float | None = None, on_wait: Callable[[str], None] | None = None):
         self.workspace = Path(workspace)
         self.root = self.workspace / "endpoints"
         self.mapping = mapping
@@ -162,6 +204,10 @@ class LocalEndpoints:
         self.port = DEFAULT_PORT if port is None else port  # 0: any free port
         self.asked_port = port  # None: not asked for (an existing endpoint keeps its port)
         self._held: set[str] = set()  # the endpoints this object holds (_exclusive) now
+        # How long a deploy, start or stop waits for another process's hold on the endpoint (None: LOCK_WAIT, a
+        # listing's probe); `registry approve` waits for another's deploy (DEPLOY_WAIT), saying so (on_wait).
+        self.lock_wait = lock_wait
+        self.on_wait = on_wait
 
     # -------------------------------------------------------------------------------- one command at a time
     @contextmanager
@@ -176,14 +222,25 @@ class LocalEndpoints:
             return
         folder = self.root / name
         folder.mkdir(parents=True, exist_ok=True)
+        budget = LOCK_WAIT if self.lock_wait is None else max(self.lock_wait, LOCK_WAIT)
         with ExitStack() as held:  # a LockHeld from within the hold is not this refusal
             try:
-                held.enter_context(file_lock(folder / ".lock", wait=LOCK_WAIT))
+                try:
+                    held.enter_context(file_lock(folder / ".lock", wait=LOCK_WAIT))
+                except LockHeld as err:
+                    if budget <= LOCK_WAIT:
+                        raise
+                    if self.on_wait:  # a deploy holds it, not a listing's probe: said, then waited for
+                        self.on_wait(f"endpoint {name} is being deployed by another process"
+                                     + (f" (pid {err.pid})" if err.pid is not None else "")
+                                     + f": waiting for it to end (at most {budget - LOCK_WAIT:.0f} s more)")
+                    held.enter_context(file_lock(folder / ".lock", wait=budget - LOCK_WAIT))
             except LockHeld as err:
-                raise DeployError(
+                waited = f", still after {budget:.0f} s" if budget > LOCK_WAIT else ""
+                raise EndpointBusy(
                     f"endpoint {name} is being deployed by another process"
-                    + (f" (pid {err.pid})" if err.pid is not None else "") + ": wait for it to end (`diagnosa "
-                    f"endpoint list` shows {name} {UPDATING} meanwhile), then try again") from None
+                    + (f" (pid {err.pid})" if err.pid is not None else "") + f"{waited}: wait for it to end "
+                    f"(`diagnosa endpoint list` shows {name} {UPDATING} meanwhile), then try again") from None
             self._held.add(name)
             try:
                 yield
@@ -471,11 +528,22 @@ class LocalEndpoints:
                     entry.unlink(missing_ok=True)
 
     def _port_for(self, endpoint_name: str, previous: dict[str, Any] | None) -> int:
-        """An existing endpoint keeps its port (its clients know the URL), unless another one is asked for: then
-        it moves there (--port was ignored for an existing endpoint). A new one gets _new_port's."""
+        """An existing endpoint keeps its port (its clients know the URL), unless a port is asked for: then it moves
+        there (--port was ignored for an existing endpoint); for 0 (any free port) it keeps its own while that is
+        free, and moves to a free one once another process took it (0 was taken for "not asked": `--port 0`, the
+        hint for a taken port, kept the taken port and failed again). A new one gets _new_port's."""
         if previous is None:
             return self._new_port(endpoint_name)
-        return self.asked_port if self.asked_port else int(previous["Port"])
+        own = int(previous["Port"])
+        if self.asked_port is None:
+            return own
+        if self.asked_port:
+            return self.asked_port
+        # 0: a free port. Its own while it is (or its own server holds it: stopped before the new one starts), so
+        # that clients keep its URL; another once another process took it.
+        if previous.get("EndpointStatus") == "InService" or not port_taken(self.host, own):
+            return own
+        return free_port(self.host)
 
     def _new_port(self, endpoint_name: str) -> int:
         """A new endpoint's port: the one asked for; the default port only when no other endpoint of this
@@ -492,17 +560,21 @@ class LocalEndpoints:
         if not RESOURCE_NAME.fullmatch(endpoint_name):  # before any file is named after it
             raise DeployError(f"endpoint name {shown(endpoint_name, 80)} is not a SageMaker name (ASCII letters, digits and "
                               "inner '-', at most 63)")
+        problem = names_problem(endpoint_name, package)
+        if problem:
+            raise DeployError(f"model package {package.get('ModelPackageArn')}: {problem}")
         if package.get("ModelApprovalStatus") != "Approved":
             raise DeployError(f"model package {package.get('ModelPackageArn')} is "
                               f"{package.get('ModelApprovalStatus')}, not Approved: not deployed")
         container = package["InferenceSpecification"]["Containers"][0]
-        tag = f"{package['ModelPackageGroupName']}-v{package['ModelPackageVersion']}-{int(time.time())}"
-        model = self.create_model(f"{tag}-model", {
+        model_name, config_name = deployment_names(endpoint_name, package["ModelPackageGroupName"],
+                                                   package["ModelPackageVersion"], int(time.time()))
+        model = self.create_model(model_name, {
             "ExecutionRoleArn": f"arn:aws:iam::000000000000:role/{endpoint_name}-local",
             "PrimaryContainer": {k: v for k, v in container.items() if k in ("Image", "ModelDataUrl", "Environment")}})
         instance = (package["InferenceSpecification"].get("SupportedRealtimeInferenceInstanceTypes") or ["ml.m5.large"])[0]
         config = self.create_endpoint_config({
-            "EndpointConfigName": f"{endpoint_name}-{tag}",
+            "EndpointConfigName": config_name,
             "ProductionVariants": [{"VariantName": "AllTraffic", "ModelName": model["ModelName"],
                                     "InitialInstanceCount": 1, "InstanceType": instance}],
             "DataCaptureConfig": {"EnableCapture": capture_sampling > 0, "InitialSamplingPercentage": capture_sampling,
@@ -529,6 +601,8 @@ class LocalEndpoints:
             record = self._existing(endpoint_name)
             if record["EndpointStatus"] == DAMAGED:
                 raise DeployError(f"endpoint {endpoint_name}: {record['Problem']}")
+            # Serving already where it should: on its port, or on any (0: a free one is asked for a stopped endpoint,
+            # whose port another process may have taken; one serving has a port of its own).
             if record["EndpointStatus"] == "InService" and self.asked_port in (None, 0, record["Port"]):
                 return None
             known = self._package(record.get("ModelPackageArn"))

@@ -9,7 +9,8 @@ registers locally would register on SageMaker. It answers like ``DescribeModelPa
 ``PendingManualApproval`` → ``Approved`` / ``Rejected``, model metrics and lineage kept with each version
 (a version file that cannot be read is listed as ``Damaged``, naming it). Versions are allocated under a
 file lock and each package is written atomically, so concurrent registrations never share a number or
-half-write.
+half-write; a group's high-water mark (MARK_FILE) keeps a number from being given twice, as on SageMaker, once
+a version's file is gone.
 """
 from __future__ import annotations
 
@@ -21,13 +22,14 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from diagnosa.data.schema import SchemaError
-from diagnosa.lake import LocalStorage
+from diagnosa.lake import LakeError, LocalStorage
 from pipelines.locks import file_lock
 from pipelines.service_model import request_problems
 
 APPROVAL_STATUSES = ("PendingManualApproval", "Approved", "Rejected")
 DAMAGED = "Damaged"  # the status listed for a version whose file cannot be read
 ARN_PREFIX = "arn:aws:sagemaker:local:000000000000:model-package"
+MARK_FILE = ".last-version"  # a group's high-water mark: the highest version number it ever gave
 GROUP_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")  # SageMaker's EntityName pattern
 
 
@@ -83,9 +85,13 @@ class LocalModelRegistry:
         status = arguments.get("ModelApprovalStatus", "PendingManualApproval")
         now = datetime.now(timezone.utc).isoformat(timespec="seconds")
         with self.group_lock(group):
-            # After the highest, never the count: with a version's file gone, the count named an existing version,
-            # and the new package overwrote it (its approval and lineage lost). SageMaker never reuses a number.
-            version = max(self._versions(group), default=0) + 1
+            # After the highest ever given, never the count nor the highest file: with a version's file gone (moved
+            # out, as a damaged file's message says), the count named an existing version and the highest file an
+            # old one, and endpoints, monitor baselines and `registry list` took the new package for the one they
+            # knew (they name versions by ARN). SageMaker never reuses a number in a group. The mark is written
+            # before the package: a process killed in between skips a number, never reuses one.
+            version = max(self._high_water_mark(group), *self._versions(group), 0) + 1
+            self.storage.put_bytes(self._mark_key(group), f"{version}\n".encode())
             arn = f"{ARN_PREFIX}/{group}/{version}"
             package = {
                 **arguments,
@@ -179,6 +185,20 @@ class LocalModelRegistry:
                 found.append(int(name[:-5]))
         return sorted(found)
 
+    def _high_water_mark(self, group: str) -> int:
+        """The highest version number ever given in ``group`` (MARK_FILE, written under the group's lock before the
+        version's file); 0 when there is none (a registry written before the mark was kept: its files say) or it
+        cannot be read."""
+        try:
+            text = self.storage.get_bytes(self._mark_key(group)).decode("ascii").strip()
+        except (LakeError, OSError, ValueError):  # no mark yet, unreadable, or not ASCII
+            return 0
+        return int(text) if text.isdigit() else 0
+
+    @staticmethod
+    def _mark_key(group: str) -> str:
+        return f"{group}/{MARK_FILE}"
+
     @staticmethod
     def _key(group: str, version: int) -> str:
         return f"{group}/{version:06d}.json"
@@ -256,7 +276,12 @@ class SageMakerRegistry:
         return {"ModelPackageArn": self._call("update_model_package", **kwargs)["ModelPackageArn"]}
 
     def package_arn(self, group: str, version: int) -> str:
-        for package in self.list_model_packages(group):
-            if package.get("ModelPackageVersion") == version:
-                return package["ModelPackageArn"]
+        """Version ``version``'s ARN, from ListModelPackages' summaries, which carry each version's number and ARN
+        (describing every version to find one made a DescribeModelPackage call per version of the group)."""
+        pages = self._call("get_paginator", operation_name="list_model_packages").paginate(
+            ModelPackageGroupName=group)
+        for page in pages:
+            for summary in page["ModelPackageSummaryList"]:
+                if summary.get("ModelPackageVersion") == version:
+                    return str(summary["ModelPackageArn"])
         raise RegistryError(f"model package {group}/{version} does not exist in {self.root}")

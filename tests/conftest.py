@@ -245,6 +245,30 @@ def local_endpoint(trained_model_dir):
         yield endpoint
 
 
+@pytest.fixture
+def model_workspace(tmp_path, trained_model_dir):
+    """A local workspace whose lake (its default folder, ``<workspace>/lake``) holds ``trained_model_dir`` as
+    ``artifacts/m/model.tar.gz`` (``s3://<local bucket>/artifacts/m/model.tar.gz`` to a registered version); the
+    servers of every endpoint deployed from it are stopped afterwards."""
+    import tarfile
+
+    from diagnosa.lake import DataLake
+    from diagnosa.services import LocalWorkspace
+
+    lake = DataLake.from_uri(str(tmp_path / "ws" / "lake"))
+    archive = tmp_path / "model.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        for entry in sorted(trained_model_dir.iterdir()):
+            tar.add(entry, arcname=entry.name)
+    lake.put_file(archive, "artifacts/m/model.tar.gz")
+    workspace = LocalWorkspace(tmp_path / "ws", lake)
+    yield workspace
+    endpoints = workspace.endpoints()
+    for folder in sorted(endpoints.root.glob("*/")):
+        for pid in endpoints.servers(folder.name):
+            endpoints._stop(pid)
+
+
 def pytest_runtest_setup(item: pytest.Item) -> None:
     """``@pytest.mark.needs("chromium")``: skip without the tool, or fail when the run declares it (tests/tools.py)."""
     from tools import need

@@ -6,13 +6,11 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import tarfile
 import textwrap
 
 import pytest
 
 from diagnosa.cli import main
-from diagnosa.lake import DataLake
 from diagnosa.net import free_port
 from diagnosa.services import LOCAL_BUCKET, LocalWorkspace, ServiceError
 from pipelines.local_endpoints import UPDATING, DeployError, LocalEndpoints, _alive
@@ -22,19 +20,8 @@ MODEL_URL = f"s3://{LOCAL_BUCKET}/artifacts/m/model.tar.gz"
 
 
 @pytest.fixture
-def workspace(tmp_path, trained_model_dir):
-    lake = DataLake.from_uri(str(tmp_path / "lake"))
-    archive = tmp_path / "model.tar.gz"
-    with tarfile.open(archive, "w:gz") as tar:
-        for entry in sorted(trained_model_dir.iterdir()):
-            tar.add(entry, arcname=entry.name)
-    lake.put_file(archive, "artifacts/m/model.tar.gz")
-    workspace = LocalWorkspace(tmp_path / "ws", lake)
-    yield workspace
-    endpoints = workspace.endpoints()
-    for name in ("diagnosa", "mydata"):
-        for pid in endpoints.servers(name):
-            endpoints._stop(pid)
+def workspace(model_workspace):
+    return model_workspace
 
 
 def _register(workspace: LocalWorkspace, group: str = "diagnosa", status: str = "Approved") -> dict:

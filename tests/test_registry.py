@@ -84,6 +84,48 @@ def test_a_version_whose_file_is_gone_is_never_overwritten(registry, tmp_path):
     assert registry.describe_model_package("diagnosa/3")["ModelApprovalStatus"] == "Approved"
 
 
+def test_a_version_number_is_never_given_twice_even_once_the_highest_versions_file_is_moved_out(registry, tmp_path):
+    # v3's file damaged and moved out of the registry folder, as the damaged-file message says: the next
+    # registration was v3 again, and the endpoint still serving the old v3 was listed as serving the new one
+    # (consumers name versions by ARN). SageMaker never reuses a version number in a group.
+    for _ in range(3):
+        registry.create_model_package(**PACKAGE)
+    (tmp_path / "registry" / "diagnosa" / "000003.json").rename(tmp_path / "000003.json.bak")
+    assert registry.create_model_package(**PACKAGE)["ModelPackageArn"].endswith("/diagnosa/4")
+    (tmp_path / "registry" / "diagnosa" / "000004.json").unlink()
+    assert registry.create_model_package(**PACKAGE)["ModelPackageArn"].endswith("/diagnosa/5")
+    assert [p["ModelPackageVersion"] for p in registry.list_model_packages("diagnosa")] == [1, 2, 5]
+    # A registry written before the mark was kept (or one whose mark is unreadable): its files say.
+    (tmp_path / "registry" / "diagnosa" / ".last-version").unlink()
+    assert registry.create_model_package(**PACKAGE)["ModelPackageArn"].endswith("/diagnosa/6")
+    (tmp_path / "registry" / "diagnosa" / ".last-version").write_text("garbage")
+    assert registry.create_model_package(**PACKAGE)["ModelPackageArn"].endswith("/diagnosa/7")
+
+
+def test_a_registration_killed_midway_skips_a_version_number_and_never_reuses_one(registry, tmp_path):
+    import json
+    import subprocess
+    import sys
+    import textwrap
+
+    registry.create_model_package(**PACKAGE)
+    killed = subprocess.run([sys.executable, "-c", textwrap.dedent(f"""
+        import json, os, signal
+        from diagnosa.lake import LocalStorage
+        from pipelines.registry import LocalModelRegistry
+        put = LocalStorage.put_bytes
+        def put_then_die(self, key, data):
+            if key.endswith(".json"):  # the mark is written; SIGKILL before the version's file is
+                os.kill(os.getpid(), signal.SIGKILL)
+            put(self, key, data)
+        LocalStorage.put_bytes = put_then_die
+        LocalModelRegistry({str(tmp_path / "registry")!r}).create_model_package(**json.loads({json.dumps(json.dumps(PACKAGE))}))
+        """)], capture_output=True, text=True)
+    assert killed.returncode == -9, killed.stderr
+    assert [p["ModelPackageVersion"] for p in registry.list_model_packages("diagnosa")] == [1]
+    assert registry.create_model_package(**PACKAGE)["ModelPackageArn"].endswith("/diagnosa/3")  # 2 skipped
+
+
 def test_concurrent_registrations_get_distinct_versions(registry):
     threads = [threading.Thread(target=registry.create_model_package, kwargs=PACKAGE) for _ in range(8)]
     [t.start() for t in threads]
