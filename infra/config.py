@@ -53,6 +53,15 @@ EMAIL = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-
                    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$")
 
 
+def _local_storage(instance_type: str) -> bool:
+    """Whether SageMaker refuses a volume key for ``instance_type`` (its storage is the instance's own): the SageMaker
+    SDK's rule, which the monitoring and feedback-folding jobs' requests follow (infra/functions/jobs/job_request.py
+    ``local_storage``, a test holds the two equal)."""
+    from sagemaker.core.common_utils import instance_supports_kms
+
+    return not instance_supports_kms(instance_type)
+
+
 @dataclass(frozen=True)
 class StageConfig:
     stage: str
@@ -197,6 +206,13 @@ class StageConfig:
             problem = instance_type_problem(kind, getattr(self, name))  # botocore's list: what SageMaker takes
             if problem:
                 problems.append(f"{name}: {problem}")
+            elif name in ("processing_instance_type", "training_instance_type") and _local_storage(getattr(self, name)):
+                problems.append(
+                    f"{name}: {getattr(self, name)!r} has local (NVMe) storage, for which SageMaker refuses a "
+                    "VolumeKmsKeyId (its hardware encrypts it); the stage's pipeline encrypts every job's volume with "
+                    "the stage's key, and the type is a run-time parameter it cannot leave the key out for: every "
+                    "execution would fail at its first job. Choose a type without local storage (no 'd' in the "
+                    "family, not g5, g6, p5, trn1...), e.g. ml.m5.xlarge")
         for name in ("retrain_schedule", "monitor_schedule"):
             problem = schedule_problem(getattr(self, name))
             if problem:

@@ -77,6 +77,9 @@ UNSCOPED_ACTIONS: dict[str, str] = {
     **{action: "List operations have no resource-level permissions; the endpoint-resources function keeps only "
                "names starting with the endpoint's, and deletes only what carries the deploy function's tags"
        for action in ("sagemaker:ListEndpointConfigs", "sagemaker:ListModels")},
+    "sagemaker:ListProcessingJobs": "List operations have no resource-level permissions; the retrain function lists "
+                                    "only its stage's feedback-folding jobs in progress (NameContains, StatusEquals) "
+                                    "to start no second retraining while one runs",
     **{action: "ec2 Describe actions have no resource-level permissions; in VPC mode SageMaker reads the stage's "
                "network with the execution role (only sagemaker.amazonaws.com, from this account, can assume it)"
        for action in ("ec2:DescribeNetworkInterfaces", "ec2:DescribeVpcs", "ec2:DescribeDhcpOptions",
@@ -1072,6 +1075,12 @@ class DiagnosaStack(Stack):
             [iam.PolicyStatement(sid="StartThePipeline", actions=["sagemaker:StartPipelineExecution",
                                                                   "sagemaker:DescribePipeline"],
                                  resources=[self.arn("sagemaker", "pipeline", self.prefix)]),
+             # Whether a retraining is in flight (one at a time): an execution of this pipeline executing, or a
+             # feedback-folding job in progress (ListProcessingJobs has no resource-level permissions: Resource "*").
+             iam.PolicyStatement(sid="FindRunningExecutions", actions=["sagemaker:ListPipelineExecutions"],
+                                 resources=[self.arn("sagemaker", "pipeline", self.prefix)]),
+             iam.PolicyStatement(sid="FindRunningFeedbackFolding", actions=["sagemaker:ListProcessingJobs"],
+                                 resources=["*"]),
              # Which curated version to train on: the pointer ingestion writes last, nothing else.
              iam.PolicyStatement(sid="ReadLatestCuratedVersion", actions=["s3:GetObject"],
                                  resources=[self.lake.arn_for_objects(f"curated/{c.dataset}/LATEST.json")]),
@@ -1108,8 +1117,11 @@ class DiagnosaStack(Stack):
         rule = events.Rule(self, "RetrainSchedule" + "Rule", rule_name=f"{self.prefix}-retrain-schedule",
                            description="Scheduled retraining", enabled=bool(c.retrain_schedule),
                            schedule=events.Schedule.expression(schedule.value_as_string))
+        # The event's id names the retraining (its folding job, its execution's client token): EventBridge delivers at
+        # least once and retries with the same event, so a second delivery starts nothing new.
         rule.add_target(targets.LambdaFunction(
-            function, event=events.RuleTargetInput.from_object({"reason": "schedule", "parameters": {}}),
+            function, event=events.RuleTargetInput.from_object({"reason": "schedule", "parameters": {},
+                                                                "id": events.EventField.event_id}),
             dead_letter_queue=self.dead_letters, retry_attempts=2))
         drift = cloudwatch.Alarm(
             self, "DriftAlarm", alarm_name=f"{self.prefix}-drift",
@@ -1119,7 +1131,10 @@ class DiagnosaStack(Stack):
                                      period=Duration.hours(1)),
             threshold=c.drift_threshold, evaluation_periods=1,
             comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
-            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING)
+            # The score comes once a day (the monitoring job), the period is an hour: the hours between keep the
+            # state the last score set. Not breaching, they took the alarm back to OK, and each day of a persisting
+            # drift was a new ALARM, a new retraining.
+            treat_missing_data=cloudwatch.TreatMissingData.IGNORE)
         drift.add_alarm_action(cw_actions.SnsAction(self.alerts))
         on_drift = events.Rule(self, "OnDriftAlarm", rule_name=f"{self.prefix}-retrain-on-drift",
                                description="The drift alarm went to ALARM: retrain",

@@ -144,11 +144,34 @@ def _category_class(category: str) -> str:
                    for a, b in found)
 
 
+# Java's "." (no DOTALL, no UNIX_LINES) matches any character but its line terminators; Python's takes all but "\n".
+_JAVA_DOT = r"[^\n\r\x85\u2028\u2029]"
+
+
+def _java_dots(pattern: str) -> str:
+    """``pattern`` with each "." outside a character class (and not escaped) as Java's: no line terminator."""
+    out, depth, i = [], 0, 0
+    while i < len(pattern):
+        ch = pattern[i]
+        if ch == "\\":
+            out.append(pattern[i:i + 2])
+            i += 2
+            continue
+        if ch == "[":
+            depth += 1
+        elif ch == "]" and depth:
+            depth -= 1
+        out.append(_JAVA_DOT if ch == "." and not depth else ch)
+        i += 1
+    return "".join(out)
+
+
 @functools.lru_cache(maxsize=256)
 def service_pattern(pattern: str) -> re.Pattern[str]:
     """A shape's ``pattern`` (the service's Java regular expression) as Python's, to match a whole value:
-    ``\\p{L}`` and the like become their categories' characters; ``\\d``, ``\\w`` and ``\\s`` stay ASCII, as in Java."""
-    translated = _QUANTIFIED_END.sub("$", pattern)
+    ``\\p{L}`` and the like become their categories' characters; ``\\d``, ``\\w`` and ``\\s`` stay ASCII, as in Java;
+    ``.`` matches no line terminator (``\\n``, ``\\r``, ``\\u0085``, ``\\u2028``, ``\\u2029``), as in Java."""
+    translated = _java_dots(_QUANTIFIED_END.sub("$", pattern))
     if _PROPERTY.search(translated):
         inside = re.sub(r"\[([^\]]*\\p\{[^\]]*)\]", lambda m: "[" + _PROPERTY.sub(
             lambda p: _category_class(p.group(1)), m.group(1)) + "]", translated)

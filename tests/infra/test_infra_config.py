@@ -98,6 +98,10 @@ def test_raw_retention_defaults_to_six_years_compliance_and_cdk_json_relaxes_dev
                                              r".*ml.m5.large"),
     ({"training_instance_type": "ml.bogus.large"}, "'ml.bogus.large' is not a SageMaker training instance type"),
     ({"monitor_instance_type": ""}, "monitor_instance_type: '' is not a SageMaker processing instance type"),
+    # The pipeline's jobs always carry the stage's volume key, which SageMaker refuses for local (NVMe) storage.
+    ({"training_instance_type": "ml.g5.xlarge"}, r"training_instance_type: 'ml.g5.xlarge' has local \(NVMe\) storage, "
+                                                 r"for which SageMaker refuses a VolumeKmsKeyId"),
+    ({"processing_instance_type": "ml.r5d.large"}, r"processing_instance_type: 'ml.r5d.large' has local \(NVMe\)"),
     ({"families": []}, r"families must be a non-empty list"),
     ({"families": ["mlp", "mlp"]}, "families names 'mlp' more than once"),
     ({"families": ["lightgbm"]}, "families names 'lightgbm', not among"),
@@ -121,6 +125,7 @@ def test_settings_aws_would_refuse_stop_synth_naming_the_stage_field_and_value(v
     {"retrain_schedule": "", "monitor_schedule": ""},
     {"vpc": True, "vpc_cidr": "10.40.0.0/21"},
     {"endpoint_instance_type": "ml.g4dn.xlarge", "training_instance_type": "ml.c5.2xlarge"},
+    {"monitor_instance_type": "ml.g4dn.xlarge"},  # the function's jobs leave the volume key out for it
     {"log_retention_days": 3653, "capture_expiry_days": 1, "monitor_feedback_lag": "0"},
     {"monitor_window": "90d", "monitor_feedback_lag": "0"},
     {"monitor_window": "2160h", "monitor_schedule": "cron(0 4 * * ? *)", "monitor_feedback_lag": "0"},

@@ -4,6 +4,7 @@ start the pipeline on the version the job wrote. Under moto, requests checked ag
 from __future__ import annotations
 
 import json
+import re
 
 import boto3
 import pytest
@@ -44,6 +45,9 @@ class Recorder:
         self.client, self.calls, self.reads = client, [], []
 
     def __getattr__(self, name):
+        if name == "meta":  # the client's service model (the function checks instance counts and types with it)
+            return self.client.meta
+
         def call(**request):
             (self.reads if name.startswith(("describe_", "list_", "get_")) else self.calls).append((name, request))
             return getattr(self.client, name)(**request)
@@ -156,6 +160,24 @@ def test_a_folding_job_with_nothing_to_add_retrains_on_the_latest_version_with_t
     assert name == "start_pipeline_execution" and request_problems("StartPipelineExecution", request) is None
 
 
+def test_a_fold_rebuilt_on_a_batch_ingested_meanwhile_says_so_in_the_executions_description(aws, retrain_fn):
+    # The folding job adds the feedback again to a batch ingested while it read (monitoring/retrain_job.py): the
+    # execution it starts is listed in SageMaker with that said, not only in the job's log.
+    sm, s3 = aws
+    folded(s3, {"endpoint": "diagnosa-dev", "dataset": "patients", "base_version": "b2b2b2b2b2b2",
+                "version": "c3c3c3c3c3c3", "input_data_uri": "s3://lake/curated/patients/c3c3c3c3c3c3",
+                "feedback_rows": 3, "skipped": {}, "reason": None, "overtaken_by": None,
+                "rebuilt_from": [{"base_version": "a1a1a1a1a1a1", "version": "d4d4d4d4d4d4",
+                                  "ingested_meanwhile": "b2b2b2b2b2b2"}]})
+    result = retrain_fn.handler(job_event(), sagemaker=sm, s3=s3, env=RETRAIN_ENV, now=NOW)
+    assert result["parameters"]["InputDataUri"] == "s3://lake/curated/patients/c3c3c3c3c3c3"
+    assert "3 feedback row(s) added: version c3c3c3c3c3c3; rebuilt on version b2b2b2b2b2b2, ingested meanwhile" \
+        in result["reason"]
+    [(_, request)] = sm.calls
+    assert "rebuilt on version b2b2b2b2b2b2 ingested meanwhile" in request["PipelineExecutionDescription"]
+    assert request_problems("StartPipelineExecution", request, patterns=True) is None
+
+
 def test_the_jobs_end_event_sent_twice_carries_one_client_token(aws, retrain_fn):
     """SageMaker may send a state change twice; the same token makes SageMaker start one execution (moto does not
     deduplicate, so the test checks what SageMaker deduplicates on)."""
@@ -194,14 +216,15 @@ def test_a_request_with_lone_surrogates_survives_both_steps(aws, retrain_fn):
     """A manual invocation's JSON may escape a lone surrogate ("\\ud800"): stored, read back, described."""
     sm, s3 = aws
     with_feedback(s3)
-    event = json.loads('{"reason": "nuevo lote \\ud800", "parameters": {"Resampling": "smote\\udfff"}}')
+    event = json.loads('{"reason": "nuevo lote \\ud800 y \\udfff", "parameters": {"Resampling": "smote"}}')
     job = retrain_fn.handler(event, sagemaker=sm, s3=s3, env=RETRAIN_ENV, now=NOW)["job"]
     s3.put_object(Bucket=BUCKET, Key=f"artifacts/monitoring/diagnosa-dev/retraining/{job}/result/retraining.json",
                   Body=json.dumps({"version": None, "reason": "no feedback in the lake"}))
     result = retrain_fn.handler(job_event(name=job), sagemaker=sm, s3=s3, env=RETRAIN_ENV, now=NOW)
-    assert result["parameters"]["Resampling"] == "smote\udfff" and result["reason"].startswith("nuevo lote \ud800")
+    assert result["parameters"]["Resampling"] == "smote" and result["reason"].startswith("nuevo lote \ud800 y \udfff")
     _, request = sm.calls[-1]
-    assert "\ud800" not in request["PipelineExecutionDescription"]  # the description keeps words and punctuation
+    description = request["PipelineExecutionDescription"]  # it keeps words and punctuation
+    assert "\ud800" not in description and "\udfff" not in description
 
 
 # ------------------------------------------------------------------------------------------ without feedback folding
@@ -311,10 +334,11 @@ def jobs() -> list[str]:
     return sorted(sagemaker_backends[ACCOUNT][REGION].processing_jobs)
 
 
-def test_a_retried_invocation_finds_its_job_and_two_invocations_never_share_a_request(aws, retrain_fn):
+def test_a_retried_invocation_finds_its_job_and_two_invocations_never_share_a_request(aws, retrain_fn, dev):
     """Lambda retries an invocation with its request id; two invocations may come in the same second (the
     schedule and a person): each has its own job and request, and a retry starts no second job."""
     sm, s3 = aws
+    schedule = schedule_input(dev, "eb-7")  # what the stack's schedule sends the function for EventBridge's event eb-7
     with_feedback(s3)
     # SageMaker refuses a second job of one name, ResourceInUse (an error of CreateProcessingJob in botocore's
     # model); moto keeps the last. That answer, at botocore's before-call; a new name goes on to moto.
@@ -329,7 +353,8 @@ def test_a_retried_invocation_finds_its_job_and_two_invocations_never_share_a_re
     manual = {"reason": "manual", "parameters": {"Resampling": "smote"}}
     first = retrain_fn.handler(manual, Invocation("req-1"), sagemaker=sm, s3=s3, env=RETRAIN_ENV, now=NOW)
     again = retrain_fn.handler(manual, Invocation("req-1"), sagemaker=sm, s3=s3, env=RETRAIN_ENV, now=NOW + 60)
-    scheduled = retrain_fn.handler({"id": "eb-7", "reason": "schedule"}, Invocation("req-2"), sagemaker=sm, s3=s3,
+    # (moto's jobs are Completed at once: the first is not in flight when the schedule comes)
+    scheduled = retrain_fn.handler(schedule, Invocation("req-2"), sagemaker=sm, s3=s3,
                                    env=RETRAIN_ENV, now=NOW)  # the same second as the first
     assert first["job"] == again["job"] != scheduled["job"] and jobs() == sorted({first["job"], scheduled["job"]})
 
@@ -340,7 +365,7 @@ def test_a_retried_invocation_finds_its_job_and_two_invocations_never_share_a_re
     assert request_of(first["job"]) == {"reason": "manual", "parameters": {"Resampling": "smote"}}
     assert request_of(scheduled["job"]) == {"reason": "schedule", "parameters": {}}
     # An EventBridge event is named by its id, whatever the attempt.
-    retried = retrain_fn.handler({"id": "eb-7", "reason": "schedule"}, Invocation("req-3"), sagemaker=sm, s3=s3,
+    retried = retrain_fn.handler(schedule_input(dev, "eb-7"), Invocation("req-3"), sagemaker=sm, s3=s3,
                                  env=RETRAIN_ENV, now=NOW)
     assert retried["job"] == scheduled["job"] and len(jobs()) == 2
     assert [name for name, _ in sm.calls] == ["create_processing_job"] * 4  # two of them answered ResourceInUse
@@ -362,3 +387,283 @@ def test_nothing_to_fold_trains_on_the_version_the_job_checked_not_a_later_one(a
     folded(s3, {"version": None, "base_version": "aaaaaa111111", "reason": "no feedback in the lake"})
     result = retrain_fn.handler(job_event(), sagemaker=sm, s3=s3, env=RETRAIN_ENV)  # LATEST is d1e44cbc09b6 by now
     assert result["parameters"]["InputDataUri"] == "s3://lake/curated/patients/aaaaaa111111"
+
+
+# ------------------------------------------------------------------------------------------ the stack's wiring
+
+def _target(template, rule_name):
+    """The one target of the rule named ``rule_name`` in a synthesized template."""
+    [rule] = [r["Properties"] for r in template.find_resources("AWS::Events::Rule").values()
+              if r["Properties"].get("Name") == rule_name]
+    [target] = rule["Targets"]
+    return target
+
+
+def delivered(target, event):
+    """What EventBridge sends ``target`` for ``event``: its constant Input, or its InputTransformer applied (each
+    ``<name>`` of the template replaced by the JSON value at its path, "$.a.b", a string with its quotes)."""
+    if "InputTransformer" not in target:
+        return json.loads(target.get("Input", json.dumps(event)))
+    transformer = target["InputTransformer"]
+    text = transformer["InputTemplate"]
+    for name, path in transformer["InputPathsMap"].items():
+        value = event
+        for key in path.removeprefix("$.").split("."):
+            value = value[key]
+        text = text.replace(f"<{name}>", json.dumps(value))
+    return json.loads(text)
+
+
+def scheduled_event(event_id, time="2027-01-15T08:00:00Z"):
+    """EventBridge's event of a schedule's rule (the same id on a duplicate delivery and on each retry)."""
+    return {"version": "0", "id": event_id, "detail-type": "Scheduled Event", "source": "aws.events",
+            "account": "123456789012", "time": time, "region": REGION,
+            "resources": ["arn:aws:events:eu-west-1:123456789012:rule/diagnosa-dev-retrain-schedule"], "detail": {}}
+
+
+def schedule_input(template, event_id):
+    """What the stage's retraining schedule sends the function for EventBridge's event ``event_id``."""
+    return delivered(_target(template, "diagnosa-dev-retrain-schedule"), scheduled_event(event_id))
+
+
+def test_the_schedule_sends_its_events_id_so_a_duplicate_delivery_starts_no_second_job(aws, retrain_fn, dev):
+    """EventBridge delivers at least once and retries the target with the same event; a constant input made every
+    delivery a new Lambda request id, hence a second folding job (a second version, a second execution)."""
+    sm, s3 = aws
+    with_feedback(s3)
+    sent = schedule_input(dev, "c4c1c1c9-6542-e61b-6ef0-8c4d36933a92")
+    assert sent["reason"] == "schedule" and sent["parameters"] == {}
+    assert sent["id"] == "c4c1c1c9-6542-e61b-6ef0-8c4d36933a92"
+    first = retrain_fn.handler(sent, Invocation("req-1"), sagemaker=sm, s3=s3, env=RETRAIN_ENV, now=NOW)
+    again = retrain_fn.handler(schedule_input(dev, "c4c1c1c9-6542-e61b-6ef0-8c4d36933a92"), Invocation("req-2"),
+                               sagemaker=sm, s3=s3, env=RETRAIN_ENV, now=NOW + 30)
+    assert first["job"] == again["job"] and jobs() == [first["job"]]
+    # The next week's event is another retraining.
+    later = retrain_fn.handler(schedule_input(dev, "0d6b8e2e-1111-2222-3333-444455556666"), Invocation("req-3"),
+                               sagemaker=sm, s3=s3, env=RETRAIN_ENV, now=NOW + 7 * 86400)
+    assert later["job"] != first["job"] and len(jobs()) == 2
+
+
+def test_the_drift_alarm_stays_in_alarm_between_the_daily_drift_scores(dev):
+    """The monitoring job publishes the drift score once a day; the alarm's period is an hour. Missing data
+    treated as not breaching took the alarm back to OK an hour after each score, and each day's score of a
+    persisting drift was a new ALARM: a new retraining every day. Ignored, the state stays until a score says
+    otherwise (CloudWatch: "ignore — the current alarm state is maintained")."""
+    [alarm] = [a["Properties"] for a in dev.find_resources("AWS::CloudWatch::Alarm").values()
+               if a["Properties"].get("AlarmName") == "diagnosa-dev-drift"]
+    assert alarm["TreatMissingData"] == "ignore"
+    assert alarm["Period"] == 3600 and alarm["EvaluationPeriods"] == 1
+
+
+def test_the_retrain_function_may_list_only_what_tells_it_a_retraining_runs(dev):
+    from test_infra_stack import statements_of
+
+    statements = statements_of(dev, "diagnosa-dev-retrain-function")
+    listing = [s for s in statements if any(a in ("sagemaker:ListProcessingJobs", "sagemaker:ListPipelineExecutions")
+                                            for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"]))]
+    by_action = {s["Action"]: s for s in listing}
+    assert sorted(by_action) == ["sagemaker:ListPipelineExecutions", "sagemaker:ListProcessingJobs"]
+    # ListProcessingJobs has no resource-level permissions (the Service Authorization Reference): Resource "*", in
+    # the role's unscoped policy; ListPipelineExecutions is scoped to the stage's pipeline.
+    assert by_action["sagemaker:ListProcessingJobs"]["Resource"] == "*"
+    assert json.dumps(by_action["sagemaker:ListPipelineExecutions"]["Resource"]).endswith(':pipeline/diagnosa-dev"]]}')
+
+
+# ------------------------------------------------------------------------------------------ one retraining at a time
+
+def test_a_repeated_invocation_without_feedback_carries_one_client_token(aws, retrain_fn):
+    """Without feedback the execution starts at once: its client token is derived from the invocation (the event's
+    id, else Lambda's request id), so SageMaker starts one execution for a repeated event. botocore filled a fresh
+    token in each request before. (moto does not deduplicate: the test checks what SageMaker deduplicates on.)"""
+    sm, s3 = aws
+    sent = []  # the requests as botocore serialized them
+    on_call(sm.client, "StartPipelineExecution", lambda request: sent.append(request) or None)
+    alarm = {**ALARM, "id": "c4c1c1c9-6542-e61b-6ef0-8c4d36933a92"}
+    for attempt in ("req-a", "req-b"):  # EventBridge delivering the alarm's event twice
+        retrain_fn.handler(alarm, Invocation(attempt), sagemaker=sm, s3=s3, env=RETRAIN_ENV)
+    for _ in range(2):  # Lambda retrying a direct invocation (its request id)
+        retrain_fn.handler({"reason": "manual"}, Invocation("req-1"), sagemaker=sm, s3=s3, env=RETRAIN_ENV)
+    retrain_fn.handler({**alarm, "id": "another-event"}, Invocation("req-c"), sagemaker=sm, s3=s3, env=RETRAIN_ENV)
+    tokens = [request["ClientRequestToken"] for request in sent]
+    assert tokens[0] == tokens[1] != tokens[2] == tokens[3] != tokens[4] != tokens[0]
+    shape = sm.client.meta.service_model.shape_for("IdempotencyToken")
+    assert all(shape.metadata["min"] <= len(t) <= shape.metadata["max"] for t in tokens)
+    assert all(request_problems("StartPipelineExecution", request, patterns=True) is None for request in sent)
+
+
+def in_progress(job):
+    """SageMaker's view of a job still running (moto completes a job at once)."""
+    sagemaker_backends[ACCOUNT][REGION].processing_jobs[job].processing_job_status = "InProgress"
+
+
+def executing(arn, status="Executing"):
+    """SageMaker's view of an execution still running (moto's succeed at once), or of one over (``status``)."""
+    backend = sagemaker_backends[ACCOUNT][REGION]
+    [execution] = [e for p in backend.pipelines.values() for a, e in p.pipeline_executions.items() if a == arn]
+    execution.pipeline_execution_status = status
+
+
+def test_a_retraining_in_flight_holds_back_the_next_one_but_not_its_own_continuation(aws, retrain_fn):
+    """The drift alarm and the schedule may come while a retraining runs: a second one would train the same data
+    twice and leave two versions pending approval. The function starts nothing while a folding job of the stage is
+    in progress or an execution of the pipeline is executing; a retry of the invocation that started the job still
+    writes its request, and the job's end still starts its execution."""
+    sm, s3 = aws
+    with_feedback(s3)
+    on_call(sm.client, "CreateProcessingJob", lambda request: error(
+        "ResourceInUse", "Job name must be unique") if request["ProcessingJobName"] in jobs() else None)
+    first = retrain_fn.handler({**ALARM, "id": "event-1"}, Invocation("r1"), sagemaker=sm, s3=s3, env=RETRAIN_ENV)
+    in_progress(first["job"])
+    # The alarm again (a day later, another event), and the schedule: nothing started, and said why.
+    for event in ({**ALARM, "id": "event-2"}, {"id": "event-3", "reason": "schedule", "parameters": {}}):
+        held = retrain_fn.handler(event, Invocation("r2"), sagemaker=sm, s3=s3, env=RETRAIN_ENV)
+        assert f"the feedback-folding job {first['job']} is in progress" in held["skipped"] and "job" not in held
+    assert jobs() == [first["job"]] and [n for n, _ in sm.calls] == ["create_processing_job"]
+    listed = [r for n, r in sm.reads if n == "list_processing_jobs"]
+    assert listed[-1]["NameContains"] == "diagnosa-dev-fold-" and listed[-1]["StatusEquals"] == "InProgress"
+    assert all(request_problems("ListProcessingJobs", r, patterns=True) is None for r in listed)
+    # Lambda retrying the first invocation finds its own job, not another retraining's.
+    retried = retrain_fn.handler({**ALARM, "id": "event-1"}, Invocation("r1"), sagemaker=sm, s3=s3, env=RETRAIN_ENV)
+    assert retried["job"] == first["job"] and "skipped" not in retried
+    # The job ends: its event starts the execution, though that is "another" start.
+    s3.put_object(Bucket=BUCKET, Key=f"artifacts/monitoring/diagnosa-dev/retraining/{first['job']}/result/"
+                  "retraining.json", Body=json.dumps({"version": None, "reason": "no feedback in the lake"}))
+    sagemaker_backends[ACCOUNT][REGION].processing_jobs[first["job"]].processing_job_status = "Completed"
+    started = retrain_fn.handler(job_event(name=first["job"]), sagemaker=sm, s3=s3, env=RETRAIN_ENV)
+    executing(started["execution"])
+    # While it executes, the next alarm starts nothing either; the job's end event sent again still reaches
+    # StartPipelineExecution (with its job's client token: SageMaker starts no second execution).
+    held = retrain_fn.handler({**ALARM, "id": "event-4"}, Invocation("r4"), sagemaker=sm, s3=s3, env=RETRAIN_ENV)
+    assert held["skipped"] == f"the execution {started['execution']} of diagnosa-dev is executing"
+    retrain_fn.handler(job_event(name=first["job"]), sagemaker=sm, s3=s3, env=RETRAIN_ENV)
+    starts = [r for n, r in sm.calls if n == "start_pipeline_execution"]
+    assert len(starts) == 2 and starts[0]["ClientRequestToken"] == starts[1]["ClientRequestToken"]
+    listed = [r for n, r in sm.reads if n == "list_pipeline_executions"]
+    assert listed and all(request_problems("ListPipelineExecutions", r, patterns=True) is None for r in listed)
+    # Once it is over, the next alarm retrains.
+    executing(started["execution"], "Succeeded")
+    assert retrain_fn.handler({**ALARM, "id": "event-5"}, Invocation("r5"), sagemaker=sm, s3=s3,
+                              env=RETRAIN_ENV)["job"] != first["job"]
+
+
+def test_an_execution_in_flight_holds_back_a_retraining_without_feedback(pipeline, retrain_fn):
+    first = retrain_fn.handler({"reason": "schedule"}, Invocation("r1"), sagemaker=pipeline, env=BASIC_ENV)
+    executing(first["execution"])
+    held = retrain_fn.handler({"reason": "schedule"}, Invocation("r2"), sagemaker=pipeline, env=BASIC_ENV)
+    assert "is executing" in held["skipped"]
+    assert len(pipeline.list_pipeline_executions(PipelineName="diagnosa-dev")["PipelineExecutionSummaries"]) == 1
+
+
+# ------------------------------------------------------------------------------------------ parameter values
+
+def test_values_the_local_run_refuses_are_refused_before_the_folding_job(aws, retrain_fn):
+    """`diagnosa monitor --retrain --param` checks types, enums and ranges before anything runs; the function
+    checked names only, and a threshold of 1.5, a seed of -3 or a count of "two" reached StartPipelineExecution after
+    the folding job had moved LATEST."""
+    sm, s3 = aws
+    with_feedback(s3)
+    for bad, why in (({"RecallThresholdNoEnfermo": 1.5}, r"RecallThresholdNoEnfermo is a recall threshold, in \[0, 1\]"),
+                     ({"Seed": -3}, r"Seed must be in \[0, 4294967295\]"),
+                     ({"ProcessingInstanceCount": "two"}, "ProcessingInstanceCount is an Integer, got 'two'"),
+                     ({"ProcessingInstanceCount": 0}, "ProcessingInstanceCount must be 1 to 100"),
+                     ({"TrainingInstanceType": "ml.nope"}, "TrainingInstanceType must be a SageMaker instance type"),
+                     ({"Resampling": "smote\udfff"}, "Resampling must be one of"),
+                     ({"Seed": 3.0}, r"Seed is an Integer, got 3.0 \(float\)"),
+                     ({"OrphanRecallThreshold": True}, "OrphanRecallThreshold is a Float")):
+        with pytest.raises(retrain_fn.Refused, match=why):
+            retrain_fn.handler({"reason": "manual", "parameters": bad}, Invocation("r"), sagemaker=sm, s3=s3,
+                               env=RETRAIN_ENV)
+    assert sm.calls == [] and lake_view().list_objects_v2(Bucket=BUCKET, Prefix="artifacts/").get("KeyCount") == 0
+    # Text is read as the local command line reads it; the execution gets the values as SageMaker takes them.
+    result = retrain_fn.handler({"parameters": {"Seed": "7", "OrphanRecallThreshold": 1, "InputDataUri": "s3://l/c/p/v1"}},
+                                Invocation("r"), sagemaker=sm, s3=s3, env=RETRAIN_ENV)
+    assert result["parameters"] == {"Seed": 7, "OrphanRecallThreshold": 1.0, "InputDataUri": "s3://l/c/p/v1"}
+    assert sm.calls[-1][1]["PipelineParameters"] == [{"Name": "InputDataUri", "Value": "s3://l/c/p/v1"},
+                                                      {"Name": "OrphanRecallThreshold", "Value": "1.0"},
+                                                      {"Name": "Seed", "Value": "7"}]
+
+
+def test_the_functions_value_rules_are_the_local_runs(retrain_fn):
+    """The function's package holds none of pipelines/: its copy of the rules must refuse exactly what a local run
+    refuses (pipelines.executor.resolve_parameters, then pipelines.definition.parameter_problems), for every parameter
+    of the definition Diagnosa builds, and keep the same value."""
+    from lambda_functions import DEFINITION
+
+    from diagnosa.data import schema
+    from pipelines import definition as local
+    from pipelines.executor import PARAMETER_TYPES, ExecutionError, resolve_parameters
+    from training.models import MAX_SEED
+
+    assert (retrain_fn.MAX_SEED, retrain_fn.ENDPOINT_NAME_MAX) == (MAX_SEED, schema.ENDPOINT_NAME_MAX)
+    assert retrain_fn.RESOURCE_NAME.pattern == schema.RESOURCE_NAME.pattern
+    assert (retrain_fn.RECALL_THRESHOLD, retrain_fn.SEED_PARAMETER, retrain_fn.ENDPOINT_PARAMETER) == (
+        local.RECALL_THRESHOLD, local.SEED_PARAMETER, local.ENDPOINT_PARAMETER)
+    assert {k: p.pattern for k, p in retrain_fn.PARAMETER_TEXT.items()} == {
+        k: p.pattern for k, p in local.PARAMETER_TEXT.items()}
+    assert (retrain_fn.INTEGER_DIGITS, retrain_fn.FLOAT_MAX) == (local.INTEGER_DIGITS, local.FLOAT_MAX)
+    assert set(retrain_fn.PARAMETER_TYPES) == set(PARAMETER_TYPES)
+    assert set(local.INSTANCE_COUNT_PARAMETERS.values()) <= set(retrain_fn.SHAPE_PARAMETERS)
+
+    definition = json.loads(DEFINITION.read_text(encoding="utf-8"))
+    declared = {p["Name"]: p for p in definition["Parameters"]}
+    model = boto3.client("sagemaker", region_name=REGION).meta.service_model
+    values = [0, 1, 2, -3, 100, 101, 2**32 - 1, 2**32, 2**63, 0.5, 1.0, 1.5, -0.0, -0.1, float("nan"), float("inf"),
+              10**400, True, False, None, [], "0", "7", "007", "-3", "0.8", ".5", "1e-3", "1.5", "1e400", "1e-400",
+              " 3 ", "+3", "1_000", "٣", "nan", "inf", "two", "", "true", "smote", "none", "both", "Approved",
+              "ml.m5.xlarge", "ml.g4dn.xlarge", "ml.nope", "diagnosa", "diagnosa-", "x" * 50, "x" * 51,
+              "s3://lake/curated/patients/abc123", "smote\udfff"]
+    compared = 0
+    for name in declared:
+        for value in values:
+            try:
+                resolved = resolve_parameters(definition, {name: value})
+                locally = None if not local.parameter_problems(definition, resolved) else "refused"
+            except ExecutionError:
+                locally = "refused"
+            try:
+                there = retrain_fn.parameter_values({name: value}, declared, model)
+            except retrain_fn.Refused:
+                there = "refused"
+            assert (there == "refused") == (locally == "refused"), (name, value, there)
+            if there != "refused":
+                assert there[name] == resolved[name] and type(there[name]) is type(resolved[name]), (name, value)
+            compared += 1
+    assert compared == len(declared) * len(values) and len(declared) == 19
+
+
+@pytest.mark.parametrize("reason", ["new batch\nfrom the HIS", "lote\r\n2", "x\u2028y", "x\u2029y", "x\x85y",
+                                    "tab\there", "  many   spaces\x1c "])
+def test_a_reason_of_many_lines_makes_a_one_line_description(pipeline, retrain_fn, reason):
+    """SageMaker holds PipelineExecutionDescription to ".*" with Java's semantics: "." takes no line terminator
+    (\\n, \\r, \\u0085, \\u2028, \\u2029), and a reason a person or the folding job's result wrote may hold them."""
+    sent = []  # as botocore serialized it
+    on_call(pipeline, "StartPipelineExecution", lambda request: sent.append(request) or None)
+    retrain_fn.handler({"reason": reason}, sagemaker=pipeline, env=BASIC_ENV)
+    [request] = sent
+    assert request_problems("StartPipelineExecution", request, patterns=True) is None
+    description = request["PipelineExecutionDescription"]
+    assert description.startswith("Diagnosa retraining: ") and re.fullmatch(r"\S+( \S+)*", description), description
+
+
+# ------------------------------------------------------------------------------------------ instance storage
+
+def test_instance_types_with_local_storage_get_no_volume_key(retrain_fn):
+    """SageMaker refuses a VolumeKmsKeyId for an instance type with local (NVMe) storage, which its hardware
+    encrypts (botocore's documentation of ProcessingClusterConfig): the folding and monitoring jobs' requests leave
+    it out for those, by the SageMaker SDK's rule (the function's package has no SDK: a copy, held equal here)."""
+    import job_request
+    from sagemaker.core.common_utils import instance_supports_kms
+
+    model = boto3.client("sagemaker", region_name=REGION).meta.service_model
+    assert "can't request a <code>VolumeKmsKeyId</code> when using an instance type with local storage" in \
+        model.shape_for("ProcessingClusterConfig").members["VolumeKmsKeyId"].documentation
+    types = {*model.shape_for("ProcessingInstanceType").enum, *model.shape_for("TrainingInstanceType").enum}
+    assert {t for t in types if job_request.local_storage(t)} == {t for t in types if not instance_supports_kms(t)}
+    assert job_request.local_storage("ml.g4dn.xlarge") and not job_request.local_storage("ml.m5.large")
+    for instance_type, keyed in (("ml.m5.large", True), ("ml.g4dn.xlarge", False), ("ml.r5d.large", False),
+                                 ("ml.g5.xlarge", False), ("ml.c5.xlarge", True)):
+        request = retrain_fn.fold_request({**RETRAIN_ENV, "INSTANCE_TYPE": instance_type}, JOB)
+        assert request_problems("CreateProcessingJob", request) is None
+        cluster = request["ProcessingResources"]["ClusterConfig"]
+        assert ("VolumeKmsKeyId" in cluster) is keyed and (cluster.get("VolumeKmsKeyId", KEY) == KEY), instance_type
+        assert request["ProcessingOutputConfig"]["KmsKeyId"] == KEY  # the outputs are the stage key's either way

@@ -406,7 +406,13 @@ def test_retrain_function_may_only_start_this_pipeline_and_its_feedback_folding_
     assert text(sm["StartThePipeline"]["Resource"]).endswith(':pipeline/diagnosa-dev"]]}')
     assert sorted(sm["StartFeedbackFolding"]["Action"]) == ["sagemaker:AddTags", "sagemaker:CreateProcessingJob"]
     assert text(sm["StartFeedbackFolding"]["Resource"]).endswith(':processing-job/diagnosa-dev-fold-*"]]}')
-    assert set(sm) == {"StartThePipeline", "StartFeedbackFolding"}
+    # Whether a retraining is in flight: this pipeline's executions; the processing jobs in progress (ListProcessingJobs
+    # has no resource-level permissions: Resource "*", in the role's -unscoped policy).
+    assert sm["FindRunningExecutions"]["Action"] == "sagemaker:ListPipelineExecutions"
+    assert text(sm["FindRunningExecutions"]["Resource"]).endswith(':pipeline/diagnosa-dev"]]}')
+    assert sm["FindRunningFeedbackFolding"]["Action"] == "sagemaker:ListProcessingJobs"
+    assert sm["FindRunningFeedbackFolding"]["Resource"] == "*"
+    assert set(sm) == {"StartThePipeline", "StartFeedbackFolding", "FindRunningExecutions", "FindRunningFeedbackFolding"}
     [passes] = [s for s in statements if s["Action"] == "iam:PassRole"]
     assert "FoldRole" in text(passes["Resource"]) and "JobRole" not in text(passes["Resource"])
     # It reads the pointer to the latest curated version, lists only the endpoint's feedback, and reads and
@@ -443,6 +449,8 @@ def test_only_acknowledged_wildcards(dev, prod):
                 assert policy["Properties"]["ManagedPolicyName"].endswith("-unscoped"), policy
                 if s["Action"] == "cloudwatch:PutMetricData":  # limited to the drift metric's namespace
                     assert s["Condition"] == {"StringEquals": {"cloudwatch:namespace": "Diagnosa/Monitoring"}}, s
+                elif s.get("Sid") == "FindRunningFeedbackFolding":  # the retrain function: a retraining in flight?
+                    assert s["Action"] == "sagemaker:ListProcessingJobs", s
                 elif s.get("Sid") == "FindConfigsAndModels":  # the endpoint-resources function's listing
                     assert sorted(s["Action"]) == ["sagemaker:ListEndpointConfigs", "sagemaker:ListModels"], s
                 elif s.get("Sid") == "DescribeAutoscaling":  # no resource-level permissions (AWS's reference)
@@ -559,8 +567,11 @@ def test_retraining_schedule_and_drift_alarm_start_the_retrain_function(dev):
     dev.has_parameter("RetrainSchedule", {"Type": "String", "Default": "rate(7 days)"})
     dev.has_resource_properties("AWS::Events::Rule", {
         "ScheduleExpression": {"Ref": "RetrainSchedule"}, "State": "ENABLED",
-        "Targets": [Match.object_like({"Arn": {"Fn::GetAtt": [function, "Arn"]},
-                                       "Input": json.dumps({"reason": "schedule", "parameters": {}}, separators=(",", ":"))})]})
+        # The event's id goes along (tests/infra/test_infra_retraining.py feeds the function what this sends).
+        "Targets": [Match.object_like({"Arn": {"Fn::GetAtt": [function, "Arn"]}, "InputTransformer": {
+            "InputPathsMap": {"id": "$.id"},
+            "InputTemplate": json.dumps({"reason": "schedule", "parameters": {}, "id": "<id>"},
+                                        separators=(",", ":")).replace('"<id>"', "<id>")}})]})
     alarm = logical(dev, "AWS::CloudWatch::Alarm", lambda p: p.get("AlarmName") == "diagnosa-dev-drift")
     dev.has_resource_properties("AWS::Events::Rule", {
         "EventPattern": {"source": ["aws.cloudwatch"], "detail-type": ["CloudWatch Alarm State Change"],

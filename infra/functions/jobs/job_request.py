@@ -6,6 +6,17 @@ from __future__ import annotations
 from typing import Any
 
 CONTAINER = "/opt/ml/processing"
+# Instance types whose storage is the instance's own (NVMe, encrypted by a hardware module on the instance):
+# SageMaker refuses a VolumeKmsKeyId for them (botocore's documentation of ProcessingClusterConfig). The SageMaker
+# SDK's rule (sagemaker.core.common_utils.instance_supports_kms, which a test holds this one equal to; the
+# function's package has no SDK): a "d" in the family (r5d, g4dn, p4d...), or one of these families.
+LOCAL_STORAGE_FAMILIES = ("g5", "g6", "g7e", "p5", "p6-b200", "trn1", "trn2")
+
+
+def local_storage(instance_type: str) -> bool:
+    """Whether ``instance_type`` (``ml.<family>.<size>``) runs on its own encrypted storage, no EBS volume."""
+    family = instance_type.removeprefix("ml.").split(".", 1)[0]
+    return "d" in family or family.startswith(LOCAL_STORAGE_FAMILIES)
 
 
 def container_script(entry: str) -> str:
@@ -41,16 +52,17 @@ def processing_request(env: dict[str, str], name: str, *, role_arn: str, entry: 
                 "S3Uri": uri, "LocalPath": f"{CONTAINER}/output/{folder}", "S3UploadMode": "EndOfJob"}}],
             "KmsKeyId": env["KMS_KEY_ARN"]},
         "ProcessingResources": {"ClusterConfig": {"InstanceCount": 1, "InstanceType": env["INSTANCE_TYPE"],
-                                                  "VolumeSizeInGB": int(env.get("VOLUME_GB", "30")),
-                                                  "VolumeKmsKeyId": env["KMS_KEY_ARN"]}},
+                                                  "VolumeSizeInGB": int(env.get("VOLUME_GB", "30"))}},
         "StoppingCondition": {"MaxRuntimeInSeconds": int(env.get("MAX_RUNTIME_SECONDS", "3600"))},
         "Environment": {"AWS_DEFAULT_REGION": env["AWS_REGION"], "PYTHONUNBUFFERED": "1"},
         "Tags": [{"Key": "diagnosa:endpoint", "Value": env["ENDPOINT_NAME"]}],
     }
+    if not local_storage(env["INSTANCE_TYPE"]):  # the stage's key, else the instance's hardware encrypts the storage
+        request["ProcessingResources"]["ClusterConfig"]["VolumeKmsKeyId"] = env["KMS_KEY_ARN"]
     if env.get("SUBNET_IDS"):
         request["NetworkConfig"] = {"VpcConfig": {"Subnets": env["SUBNET_IDS"].split(","),
                                                   "SecurityGroupIds": env["SECURITY_GROUP_IDS"].split(",")}}
     return request
 
 
-__all__ = ["CONTAINER", "container_script", "processing_request", "s3_input"]
+__all__ = ["CONTAINER", "LOCAL_STORAGE_FAMILIES", "container_script", "local_storage", "processing_request", "s3_input"]

@@ -4,7 +4,14 @@ Invoked by the retraining schedule (``{"reason": "schedule", "parameters": {...}
 alarm through EventBridge (``CloudWatch Alarm State Change`` to ALARM) or directly with
 ``{"reason": "...", "parameters": {"Name": value}}``. Parameter overrides must name parameters the
 pipeline declares (read from its definition with ``DescribePipeline``: a list in the environment would grow with
-the labels past Lambda's 4 KB); anything else is refused before the execution is started. Without an ``InputDataUri``
+the labels past Lambda's 4 KB), with values of the declared type, choices and range (``parameter_values``: the
+local run's rules); anything else is refused before the folding job or the execution is started.
+
+One retraining at a time: while a feedback-folding job of the stage is in progress or an execution of the pipeline
+is executing, an alarm, the schedule or a person starts nothing (``{"skipped": why}``); the folding job's end event
+is the same retraining going on and always starts its execution. The schedule's target sends EventBridge's event id:
+with it (else Lambda's request id) a repeated invocation names the same folding job and the same client token of an
+execution started at once, so SageMaker starts neither twice. Without an ``InputDataUri``
 override the execution trains on the lake's latest curated version of the stage's dataset
 (``curated/<DATASET>/LATEST.json``, written last by ingestion; the built-in cohort's ``patients`` without
 ``DATASET``): the definition's default names the dataset's prefix, not a version.
@@ -32,6 +39,7 @@ import json
 import logging
 import os
 import re
+import sys
 import time
 from datetime import datetime, timezone
 from typing import Any
@@ -48,6 +56,25 @@ JOB_EVENT = "SageMaker Processing Job State Change"
 ENTRY = "retrain_job.py"
 SCRIPT = container_script(ENTRY)
 _VERSION = re.compile(r"[0-9a-f]{6,64}")
+
+
+# The values a parameter takes, as `diagnosa monitor --retrain` checks them locally (pipelines/executor.py
+# resolve_parameters, pipelines/definition.py parameter_from_text and parameter_range_problems): the function's package
+# holds none of pipelines/, so the rules are here too, and tests/infra/test_infra_retraining.py holds the two equal
+# for every parameter of the definition Diagnosa builds.
+RECALL_THRESHOLD = "RecallThreshold"  # in the name of every recall-threshold parameter: in [0, 1]
+SEED_PARAMETER, MAX_SEED = "Seed", 2**32 - 1  # numpy's and xgboost's seeds
+ENDPOINT_PARAMETER = "EndpointName"
+RESOURCE_NAME = re.compile(r"\A[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}\Z")  # SageMaker's names
+ENDPOINT_NAME_MAX = 63 - 1 - 12  # the pipeline names endpoint configs <EndpointName>-<execution id of 12>
+PARAMETER_TEXT = {"Integer": re.compile(r"-?[0-9]+"),
+                  "Float": re.compile(r"-?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")}
+INTEGER_DIGITS = 19  # 2**63 - 1
+FLOAT_MAX = sys.float_info.max
+PARAMETER_TYPES = ("String", "Integer", "Float", "Boolean")
+# Parameters named as the SageMaker shape of the request field their value goes to: held to the shape's range or
+# values in the service's model (pipelines/service_model.py instance_count_problem, instance_type_problem).
+SHAPE_PARAMETERS = ("ProcessingInstanceCount", "TrainingInstanceCount", "ProcessingInstanceType", "TrainingInstanceType")
 
 
 class Refused(Exception):
@@ -99,32 +126,87 @@ def handler(event: dict[str, Any], context: Any = None, *, sagemaker: Any = None
             env: dict[str, str] | None = None, now: float | None = None) -> dict[str, Any]:
     env = env if env is not None else dict(os.environ)
     event = event or {}
-    if event.get("detail-type") == JOB_EVENT:
+    sagemaker = sagemaker or boto3.client("sagemaker")
+    if event.get("detail-type") == JOB_EVENT:  # the continuation of a retraining: never held back by the guard
         return _after_folding(event.get("detail") or {}, sagemaker, s3, env)
     declared = _declared(env, sagemaker)
-    reason, overrides = _request(event, declared)
-    if "InputDataUri" not in overrides and env.get("FOLD_JOB_PREFIX"):
+    reason, overrides = _request(event, declared, sagemaker.meta.service_model)
+    # The invocation: the EventBridge event's id (the same on a duplicate delivery and on Lambda's retries), else
+    # Lambda's request id (the same on a retry of a direct invocation). It names the folding job and the execution's
+    # client token, so a repeated invocation starts neither twice.
+    invocation = str(event.get("id") or getattr(context, "aws_request_id", None) or "") or None
+    own_job = fold_job_name(env, invocation or _clock(now)) if env.get("FOLD_JOB_PREFIX") else None
+    running = _in_flight(sagemaker, env, own_job)
+    if running:
+        log.info("no retraining started (%s): %s", reason, running)
+        return {"skipped": running, "reason": reason, "parameters": overrides}
+    if "InputDataUri" not in overrides and own_job:
         s3 = s3 or boto3.client("s3")
         endpoint, bucket = env["ENDPOINT_NAME"], env["LAKE_BUCKET"]
         if s3.list_objects_v2(Bucket=bucket, Prefix=f"feedback/{endpoint}/", MaxKeys=1).get("KeyCount", 0):
-            invocation = str(event.get("id") or getattr(context, "aws_request_id", None)
-                             or datetime.fromtimestamp(time.time() if now is None else now, timezone.utc).isoformat())
-            return _start_folding(reason, overrides, sagemaker, s3, env, invocation)
+            return _start_folding(reason, overrides, sagemaker, s3, env, own_job)
     if "InputDataUri" in declared and "InputDataUri" not in overrides and env.get("LAKE_BUCKET"):
         overrides = {**overrides, "InputDataUri": latest_input(s3 or boto3.client("s3"), env["LAKE_BUCKET"],
                                                                env.get("DATASET") or "patients")}
-    return _start(sagemaker, env, reason, overrides)
+    token = _token(f"start:{invocation}") if invocation else None  # none: a direct call without a context
+    return _start(sagemaker, env, reason, overrides, token)
 
 
-def _declared(env: dict[str, str], sagemaker: Any) -> set[str]:
-    """The names of the parameters the pipeline's definition declares."""
-    described = (sagemaker or boto3.client("sagemaker")).describe_pipeline(PipelineName=env["PIPELINE_NAME"])
+def _clock(now: float | None) -> str:
+    return datetime.fromtimestamp(time.time() if now is None else now, timezone.utc).isoformat()
+
+
+def _token(text: str) -> str:
+    """A ClientRequestToken of StartPipelineExecution (32 to 128 characters): the hash of what names the start."""
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def fold_job_name(env: dict[str, str], invocation: str) -> str:
+    """The feedback-folding job of an invocation (at most 63 characters with the stage's prefix)."""
+    return f"{env['FOLD_JOB_PREFIX']}-{hashlib.sha256(invocation.encode('utf-8', 'surrogatepass')).hexdigest()[:24]}"
+
+
+def _in_flight(sagemaker: Any, env: dict[str, str], own_job: str | None) -> str | None:
+    """What of a retraining is running, or None: a feedback-folding job of this stage in progress (other than
+    ``own_job``, which a retried invocation finds started by its first attempt), or an execution of the pipeline.
+
+    The drift alarm fires on each state change and the schedule on its own; while a retraining runs, another would
+    train the same data twice and leave two versions pending approval. The folding job's end event is the same
+    retraining going on: it is not asked."""
+    prefix = env.get("FOLD_JOB_PREFIX")
+    if prefix:
+        for job in _pages(sagemaker.list_processing_jobs, "ProcessingJobSummaries", NameContains=f"{prefix}-",
+                          StatusEquals="InProgress"):
+            name = str(job.get("ProcessingJobName", ""))
+            if name.startswith(f"{prefix}-") and name != own_job:
+                return f"the feedback-folding job {name} is in progress (its end starts the retraining's execution)"
+    for execution in _pages(sagemaker.list_pipeline_executions, "PipelineExecutionSummaries",
+                            PipelineName=env["PIPELINE_NAME"], SortBy="CreationTime", SortOrder="Descending"):
+        if execution.get("PipelineExecutionStatus") == "Executing":
+            return f"the execution {execution.get('PipelineExecutionArn')} of {env['PIPELINE_NAME']} is executing"
+    return None
+
+
+def _pages(call: Any, key: str, **request: Any) -> Any:
+    """Every item of a paginated SageMaker listing (100 a page)."""
+    token = None
+    while True:
+        page = call(**request, MaxResults=100, **({"NextToken": token} if token else {}))
+        yield from page.get(key, [])
+        token = page.get("NextToken")
+        if not token:
+            return
+
+
+def _declared(env: dict[str, str], sagemaker: Any) -> dict[str, dict[str, Any]]:
+    """The parameters the pipeline's definition declares, by name (their Type, EnumValues)."""
+    described = sagemaker.describe_pipeline(PipelineName=env["PIPELINE_NAME"])
     definition = described["PipelineDefinition"]
-    return {str(p["Name"]) for p in json.loads(definition).get("Parameters", [])}
+    return {str(p["Name"]): p for p in json.loads(definition).get("Parameters", [])}
 
 
-def _request(event: dict[str, Any], declared: set[str]) -> tuple[str, dict[str, Any]]:
-    """The retraining's reason and its checked parameter overrides."""
+def _request(event: dict[str, Any], declared: dict[str, dict[str, Any]], model: Any) -> tuple[str, dict[str, Any]]:
+    """The retraining's reason and its checked parameter overrides (names, types, enums and ranges)."""
     overrides: object  # the event's, checked below
     if event.get("detail-type") == ALARM_EVENT:
         detail = event.get("detail", {})
@@ -136,28 +218,125 @@ def _request(event: dict[str, Any], declared: set[str]) -> tuple[str, dict[str, 
         overrides = event.get("parameters") or {}
     if not isinstance(overrides, dict):
         raise Refused("parameters must be an object of NAME: value")
-    unknown = sorted(set(overrides) - declared)
+    unknown = sorted(set(overrides) - set(declared))
     if unknown:
         raise Refused(f"unknown pipeline parameter(s) {unknown} (declared: {sorted(declared)})")
-    return reason, overrides
+    return reason, parameter_values(overrides, declared, model)
+
+
+def parameter_values(overrides: dict[str, Any], declared: dict[str, dict[str, Any]], model: Any) -> dict[str, Any]:
+    """``overrides`` as values of their declared types; Refused naming every value of the wrong type, outside the
+    parameter's EnumValues or range. Text is read as a number only when it is one as written (ASCII decimals).
+    ``model``: SageMaker's service model (the client's), for the instance counts' and types' shapes."""
+    values, problems = {}, []
+    for name, value in overrides.items():
+        kind = declared[name].get("Type", "String")
+        try:
+            values[name] = _typed(name, kind, value)
+        except ValueError as err:
+            problems.append(str(err))
+            continue
+        allowed = declared[name].get("EnumValues")
+        if allowed and values[name] not in allowed:
+            problems.append(f"parameter {name} must be one of {allowed}, got {_shown(values[name])}")
+    problems += _range_problems(values, model)
+    if problems:
+        raise Refused("; ".join(problems))
+    return values
+
+
+def parameter_text(value: Any) -> str:
+    """A checked value as StartPipelineExecution takes it (a Boolean as true or false)."""
+    return ("true" if value else "false") if isinstance(value, bool) else str(value)
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:79] + "…"
+
+
+def _typed(name: str, kind: str, value: Any) -> Any:
+    """``value`` as a ``kind``; ValueError why not (executor.coerce_parameter's rules)."""
+    if kind not in PARAMETER_TYPES:
+        raise ValueError(f"parameter {name} has type {kind!r}, not one of {', '.join(PARAMETER_TYPES)}")
+    if isinstance(value, str) and kind != "String":
+        value = _from_text(name, kind, value)
+    ok = {"String": isinstance(value, str), "Boolean": isinstance(value, bool),
+          "Integer": isinstance(value, int) and not isinstance(value, bool),
+          "Float": isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) <= FLOAT_MAX}[kind]
+    if not ok:
+        article = "an" if kind == "Integer" else "a"
+        raise ValueError(f"parameter {name} is {article} {kind}, got {_shown(value)} ({type(value).__name__})")
+    return float(value) + 0.0 if kind == "Float" else value  # + 0.0: -0.0 is 0.0
+
+
+def _from_text(name: str, kind: str, text: str) -> bool | int | float:
+    """Text read as a Boolean, Integer or Float (definition.parameter_from_text's rules)."""
+    written = text.strip(" ")
+    refused = ValueError(f"parameter {name} is {'an' if kind == 'Integer' else 'a'} {kind}, got {_shown(text)}")
+    if kind == "Boolean":
+        truth = {"true": True, "false": False}.get(written.lower())
+        if truth is None:
+            raise refused
+        return truth
+    if not PARAMETER_TEXT[kind].fullmatch(written):
+        raise refused
+    if kind == "Integer":
+        sign, digits = ("-", written[1:]) if written.startswith("-") else ("", written)
+        digits = digits.lstrip("0") or "0"
+        number = int(sign + digits) if len(digits) <= INTEGER_DIGITS else None
+        if number is None or not -2**63 <= number < 2**63:
+            raise ValueError(f"parameter {name} is an Integer, got {_shown(text)}: outside 64 bits")
+        return number
+    value = float(written)
+    if abs(value) > FLOAT_MAX:
+        raise ValueError(f"parameter {name} is a Float, got {_shown(text)}: too large for a float")
+    if value == 0.0 and re.split("[eE]", written)[0].strip("-.0"):
+        raise ValueError(f"parameter {name} is a Float, got {_shown(text)}: too close to 0 for a float")
+    return value + 0.0
+
+
+def _range_problems(values: dict[str, Any], model: Any) -> list[str]:
+    """Values outside the range their meaning allows (definition.parameter_range_problems' rules, and the instance
+    counts and types of the jobs' requests)."""
+    problems = []
+    for name, value in values.items():
+        if RECALL_THRESHOLD in name and isinstance(value, float) and not 0.0 <= value <= 1.0:
+            problems.append(f"parameter {name} is a recall threshold, in [0, 1]; got {value!r}")
+        elif name == SEED_PARAMETER and isinstance(value, int) and not 0 <= value <= MAX_SEED:
+            problems.append(f"parameter {name} must be in [0, {MAX_SEED}]; got {value}")
+        elif name == ENDPOINT_PARAMETER and isinstance(value, str) and not (
+                RESOURCE_NAME.fullmatch(value) and len(value) <= ENDPOINT_NAME_MAX):
+            problems.append(f"parameter {name} must be a SageMaker name of at most {ENDPOINT_NAME_MAX} characters "
+                            f"(ASCII letters, digits and inner '-'); got {_shown(value)}")
+        elif name in SHAPE_PARAMETERS:
+            shape = model.shape_for(name)
+            if shape.type_name == "integer" and isinstance(value, int):
+                least, most = max(1, int(shape.metadata.get("min", 1))), shape.metadata.get("max")
+                if value < least or (most is not None and value > most):
+                    problems.append(f"parameter {name} must be {least} to {most if most is not None else 'any'}; "
+                                    f"got {value}")
+            elif shape.enum and value not in shape.enum:
+                problems.append(f"parameter {name} must be a SageMaker instance type ({shape.name}); got {_shown(value)}")
+    return problems
 
 
 def _start(sagemaker: Any, env: dict[str, str], reason: str, overrides: dict[str, Any],
            token: str | None = None) -> dict[str, Any]:
-    sagemaker = sagemaker or boto3.client("sagemaker")
-    description = re.sub(r"[^\w\s.:/=+-]", " ", f"Diagnosa retraining: {reason}")[:3072]
+    # One line: SageMaker holds the description to ".*" with Java's semantics, where "." takes no line terminator.
+    description = re.sub(r"\s+", " ", re.sub(r"[^\w\s.:/=+-]", " ", f"Diagnosa retraining: {reason}")).strip()[:3072]
     extra = {"ClientRequestToken": token} if token else {}
     response = sagemaker.start_pipeline_execution(
         PipelineName=env["PIPELINE_NAME"], PipelineExecutionDescription=description,
         PipelineExecutionDisplayName=re.sub(r"[^A-Za-z0-9-]", "-", f"retrain-{reason}")[:82].strip("-"),
-        PipelineParameters=[{"Name": k, "Value": str(v)} for k, v in sorted(overrides.items())], **extra)
+        PipelineParameters=[{"Name": k, "Value": parameter_text(v)} for k, v in sorted(overrides.items())], **extra)
     arn = response["PipelineExecutionArn"]
     log.info("started %s (%s, overrides %s)", arn, reason, overrides)
     return {"execution": arn, "reason": reason, "parameters": overrides}
 
 
 def _start_folding(reason: str, overrides: dict[str, Any], sagemaker: Any, s3: Any, env: dict[str, str],
-                   invocation: str) -> dict[str, Any]:
+                   name: str) -> dict[str, Any]:
     """Step 1: start the feedback-folding job, then write the request beside its future result.
 
     The job is named after the invocation (the EventBridge event's id, else Lambda's request id), so a retried
@@ -165,10 +344,9 @@ def _start_folding(reason: str, overrides: dict[str, Any], sagemaker: Any, s3: A
     share a request. The request is written after the job starts: a job that could not start leaves nothing, and
     the job runs for minutes before its end event reads the request."""
     bucket, endpoint = env["LAKE_BUCKET"], env["ENDPOINT_NAME"]
-    name = f"{env['FOLD_JOB_PREFIX']}-{hashlib.sha256(invocation.encode('utf-8')).hexdigest()[:24]}"
     folder = f"{retraining_prefix(endpoint)}{name}/"
     try:
-        (sagemaker or boto3.client("sagemaker")).create_processing_job(**fold_request(env, name))
+        sagemaker.create_processing_job(**fold_request(env, name))
     except Exception as err:  # botocore's ClientError: the service's code says whether the job exists
         if getattr(err, "response", {}).get("Error", {}).get("Code") != "ResourceInUse":
             raise
@@ -195,7 +373,8 @@ def _after_folding(detail: dict[str, Any], sagemaker: Any, s3: Any, env: dict[st
     s3 = s3 or boto3.client("s3")
     request, result = (_read_json(s3, bucket, folder + key) for key in ("request.json", "result/retraining.json"))
     declared = _declared(env, sagemaker)
-    reason, overrides = _request({"reason": request.get("reason"), "parameters": request.get("parameters")}, declared)
+    reason, overrides = _request({"reason": request.get("reason"), "parameters": request.get("parameters")}, declared,
+                                 sagemaker.meta.service_model)
     dataset = env.get("DATASET") or "patients"
     version, base = result.get("version"), result.get("base_version")
     if version is None:  # the version the job found nothing to add to, else the latest
@@ -208,8 +387,15 @@ def _after_folding(detail: dict[str, Any], sagemaker: Any, s3: Any, env: dict[st
             raise Refused(f"s3://{bucket}/{folder}result/retraining.json names no version of {dataset} in this lake: "
                           f"{version!r}, {result.get('input_data_uri')!r}")
         reason += f"; {result.get('feedback_rows', '?')} feedback row(s) added: version {version}"
+        # A batch ingested while the job folded (monitoring/retrain_job.py): said where the execution is listed.
+        rebuilt = [entry.get("ingested_meanwhile") for entry in result.get("rebuilt_from") or []
+                   if isinstance(entry, dict)]
+        if rebuilt:
+            reason += f"; rebuilt on version {rebuilt[-1]}, ingested meanwhile"
+        if isinstance(result.get("overtaken_by"), str):
+            reason += f"; version {result['overtaken_by']} stays the latest and is not in this training data"
     overrides = {**overrides, "InputDataUri": uri} if "InputDataUri" in declared else overrides
-    token = hashlib.sha256(name.encode("utf-8")).hexdigest()  # a repeated event starts no second execution
+    token = _token(name)  # a repeated event starts no second execution
     return {**_start(sagemaker, env, reason, overrides, token), "job": name}
 
 
@@ -239,4 +425,5 @@ def fold_request(env: dict[str, str], name: str) -> dict[str, Any]:
                               output=("result", f"{lake}/{retraining_prefix(endpoint)}{name}/result/", "result"))
 
 
-__all__ = ["Refused", "curated_uri", "fold_request", "handler", "latest_input", "retraining_prefix"]
+__all__ = ["Refused", "curated_uri", "fold_job_name", "fold_request", "handler", "latest_input", "parameter_text",
+           "parameter_values", "retraining_prefix"]
