@@ -310,8 +310,9 @@ def _send_batch(args: argparse.Namespace, client: Any) -> int:
             if not send(chunk) and len(chunk) > 1:
                 for record in chunk:
                     send([record])
-    except ClientFailure as err:
-        raise UsageError(f"{err} (after {sum(categories.values())} patients were answered)") from None
+    except ClientFailure as err:  # the endpoint, not the batch: unreachable, failing, too slow
+        print(f"diagnosa: error: {err} (after {sum(categories.values())} patients were answered)", file=sys.stderr)
+        return EXIT_FAILED
     answered = sum(categories.values())
     print(f"batch {args.batch}: {answered:,} of {len(batch.records):,} patients answered in {requests:,} requests"
           + (f"; {batch.unreadable} unreadable line(s) skipped" if batch.unreadable else ""))
@@ -388,6 +389,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     document, problems = PredictionsDocument(sys.stdout), ProblemSummary(open_errors_file)
     failure = None
+    # The endpoint (unreachable, failing, too slow), not the input, stopped the run: exit status 1, as for any service
+    # that says no, not 2 (a script told "bad input" would not send the same file again).
+    endpoint_failed = False
     try:
         records, header = read_records(stream, fmt, name)
         for outcome in predict_stream(client, records, csv_header=header, top_k=args.top_k,
@@ -409,11 +413,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
         failure = str(err)
     except ClientFailure as err:
         failure = str(err) + (f" (after {document.count:,} patients were answered)" if document.count else "")
+        endpoint_failed = True
     finally:
         document.close()
         problems.close()
         if stream is not sys.stdin:
             stream.close()
+    if failure and endpoint_failed and not problems.total:
+        print(f"diagnosa: error: {failure}", file=sys.stderr)
+        return EXIT_FAILED
     if failure and not problems.total:
         raise UsageError(failure)
     if problems.total:
@@ -427,7 +435,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
             print(f"every problem, one JSON line each: {errors_path.resolve()}", file=sys.stderr)
         if failure:
             print(f"then stopped: {failure}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return EXIT_FAILED if endpoint_failed else EXIT_BAD_INPUT
     if len(document.event_ids) > 1:
         print(f"{document.count:,} patients answered in {len(document.event_ids):,} requests", file=sys.stderr)
     return 0

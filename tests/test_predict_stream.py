@@ -128,6 +128,26 @@ def test_input_without_patient_records_is_refused_not_answered_with_nothing(tmp_
     assert out == "" and err == f"diagnosa: error: {path}: no patient records in the input ({why})\n"
 
 
+def test_an_endpoint_that_cannot_answer_is_exit_status_1_not_bad_input(tmp_path, capsys):
+    # Unreachable (or failing, or too slow): the file is fine and the same command sent later may succeed. It was exit
+    # status 2, "bad input", as a refused record is, so a script could not tell "fix the file" from "send it again".
+    path = tmp_path / "one.json"
+    path.write_text(json.dumps({"patient_id": "W1", "age": 67, "sex": "F"}))
+    assert main(["--workspace", str(tmp_path / "ws"), "predict", str(path), "--endpoint-url", UNREACHABLE,
+                 "--timeout", "2"]) == 1
+    out, err = capsys.readouterr()
+    assert err.startswith("diagnosa: error: could not reach endpoint 'diagnosa'") and err.count("\n") == 1
+    assert out == ""
+    from diagnosa.data.cohort import CohortConfig, generate, write_raw
+    from diagnosa.lake import DataLake
+
+    lake = DataLake.from_uri(str(tmp_path / "ws" / "lake"))
+    write_raw(generate(CohortConfig(patients=1000, seed=3)), lake, "b")
+    assert main(["--workspace", str(tmp_path / "ws"), "predict", "--batch", "b", "--endpoint-url", UNREACHABLE,
+                 "--timeout", "2"]) == 1
+    assert "(after 0 patients were answered)" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("text, opening", [
     ('[{"age": 50, "sex": "F"}]\n', "["),  # one line: read as a header and no rows, it was answered with nothing
     ('[\n  {"age": 50},\n  {"age": 60}\n]\n', "["),
