@@ -85,10 +85,11 @@ class NothingToFold(RetrainError):
     """No accepted feedback could become a row (none at all, or each counted under its reason in ``skipped``): there
     is no new version to train on, which is no fault of the lake's (the retraining job reports it and succeeds)."""
 
-    def __init__(self, skipped: Skipped) -> None:
+    def __init__(self, skipped: Skipped, dataset: str | None = None, base_version: str | None = None) -> None:
         super().__init__("no accepted feedback to add: " + (", ".join(f"{c} {r}" for r, c in skipped.counts.items())
                                                             or "no feedback in the lake"))
         self.skipped = skipped
+        self.dataset, self.base_version = dataset, base_version  # the version there was nothing to add to
 
 
 @dataclass
@@ -259,7 +260,7 @@ def _cohort_feedback_dataset(lake: DataLake, endpoint: str, *, base_version: str
                            "feedback can only be added to such a batch")
     records, labs, skipped = feedback_records(lake, endpoint, start, end)
     if not records:
-        raise NothingToFold(skipped)
+        raise NothingToFold(skipped, BUILTIN_DATASET, base_version)
     records_key, labs_key = raw_keys(base_batch)
     base_records, base_labs = lake.get_bytes(records_key), lake.get_bytes(labs_key)
     extra_records = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode("utf-8")
@@ -321,7 +322,7 @@ def own_feedback_dataset(lake: DataLake, endpoint: str, dataset: str, *, base_ve
     config = typed_as_before(config, schema, header)
     rows, skipped = feedback_lines(lake, endpoint, header, config, types, dialect, start, end)
     if not rows:
-        raise NothingToFold(skipped)
+        raise NothingToFold(skipped, dataset, base_version)
     combined = _appended(data, rows, dialect)
     stem = f"{base_key.rsplit('/', 1)[-1].removesuffix('.csv')[:80]}.fb"
     result = FeedbackDataset(dataset, base_version, base_key, "", len(rows), skipped)

@@ -791,6 +791,30 @@ def test_retraining_runs_the_pipeline_on_the_feedback_version_and_the_gate_decid
         assert code == 1 and "RecallGateFailed" in steps and "Register" not in steps
 
 
+def test_retraining_with_no_feedback_to_add_trains_on_the_version_as_it_is_as_on_aws(tmp_path, baseline_dir, capsys,
+                                                                                     monkeypatch):
+    # The AWS retrain function trains on the version the folding job found nothing to add to; locally the same
+    # report's retraining stopped with "retraining not started" and exit status 2, as if the command were wrong.
+    from diagnosa.cli import main
+    from diagnosa.commands import local
+    from diagnosa.data.cohort import write_raw
+    from diagnosa.data.ingest import ingest_cohort
+
+    lake = DataLake.from_uri(str(tmp_path / "lake"))
+    write_raw(generate(CohortConfig(patients=1000, seed=3, defect_rate=0)), lake, "base")
+    version = ingest_cohort(lake, "base").version
+    started = []
+    monkeypatch.setattr(local, "run_pipeline", lambda *args, **kwargs: started.append(kwargs) or 0)
+    assert main(["--lake", lake.uri, "--workspace", str(tmp_path / "ws"), "monitor", "--baseline", str(baseline_dir),
+                 "--last", "1h", "--retrain", "--force-retrain", "--families", "logistic_regression"]) == 0
+    printed = capsys.readouterr().out
+    assert (f"retraining: no accepted feedback to add: no feedback in the lake; training on curated version {version} "
+            "of patients as it is") in printed
+    [run] = started
+    assert run["dataset"] == "patients" and list(run["families"]) == ["logistic_regression"]
+    assert run["overrides"] == {"InputDataUri": f"s3://diagnosa-local/curated/patients/{version}"}
+
+
 def test_retraining_options_are_checked_before_anything_is_written(tmp_path, loop, baseline_dir, capsys):
     # A typo in --param or --families was found only after the feedback version had been written and made the
     # dataset's latest: the next plain `run --local` trained on it. Without --retrain they were not checked at all.

@@ -225,19 +225,27 @@ def _check_retraining(args: argparse.Namespace, lake: Any) -> None:
 def _retrain(args: argparse.Namespace, lake: Any, start: Any, end: Any) -> int:
     from diagnosa.commands.local import run_pipeline
     from diagnosa.services import retraining_input
-    from monitoring.retrain import RetrainError, feedback_dataset
+    from monitoring.retrain import NothingToFold, RetrainError, feedback_dataset
 
     try:
-        dataset = feedback_dataset(lake, args.endpoint_name, base_version=args.base_version, start=None, end=end)
+        folded = feedback_dataset(lake, args.endpoint_name, base_version=args.base_version, start=None, end=end)
+    except NothingToFold as err:
+        # As on AWS (the retrain function trains on the version the folding job found nothing to add to): the report
+        # asked for a retraining, and the version may hold data the served model never saw (a batch ingested since).
+        assert err.dataset is not None and err.base_version is not None
+        print(f"retraining: {err}; training on curated version {err.base_version} of {err.dataset} as it is")
+        dataset, version = err.dataset, err.base_version
     except RetrainError as err:
         raise UsageError(f"retraining not started: {err}") from None
-    print(dataset.summary())
-    print(f"retraining: starting a local pipeline execution on curated version {dataset.version}")
+    else:
+        print(folded.summary())
+        print(f"retraining: starting a local pipeline execution on curated version {folded.version}")
+        dataset, version = folded.dataset, folded.version
     # The recall gate of that execution decides whether the new model is registered (and so replaces the old one).
     local = local_workspace(args, lake)
-    overrides = {"InputDataUri": retraining_input(dataset.dataset, dataset.version), **split_params(args.param)}
+    overrides = {"InputDataUri": retraining_input(dataset, version), **split_params(args.param)}
     families = split_families(args.families)
-    return run_pipeline(local, local.executor(), dataset=dataset.dataset, overrides=overrides, families=families)
+    return run_pipeline(local, local.executor(), dataset=dataset, overrides=overrides, families=families)
 
 
 # ------------------------------------------------------------------------------------------------ feedback
