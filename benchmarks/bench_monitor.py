@@ -42,8 +42,8 @@ from inference.capture import capture_line
 from inference.feedback import parse_feedback, read_feedback, store_feedback
 from monitoring.quality import QualityThresholds, join_feedback, live_quality
 from monitoring.retrain import KINDS, feedback_records
-from monitoring.run import parse_window
-from monitoring.traffic import Skipped, read_traffic
+from monitoring.run import parse_duration, parse_window
+from monitoring.traffic import Skipped, read_traffic, read_traffic_since
 
 ENDPOINT = "diagnosa"
 LINES_PER_OBJECT = 2_000  # a busy endpoint's shipper writes a few objects an hour
@@ -139,21 +139,28 @@ class CountingStorage:
         return getattr(self.storage, name)
 
 
-def window_io(root: str, window: str, end: datetime) -> dict[str, Any]:
-    """What one monitoring job over the ``window`` ending at ``end`` reads (the job's own reads: read_traffic and
-    read_feedback, as run_monitor calls them), against what a ProcessingInput of the prefixes downloads."""
+def window_io(root: str, window: str, end: datetime, lag: timedelta = timedelta(0)) -> dict[str, Any]:
+    """What one monitoring job over the ``window`` ending at ``end`` reads (the job's own reads: read_traffic (or
+    read_traffic_since, with a feedback ``lag``) and read_feedback, as run_monitor calls them), against what a
+    ProcessingInput of the prefixes downloads."""
     lake = DataLake.from_uri(root)
     prefixes = [f"capture/{ENDPOINT}/", f"feedback/{ENDPOINT}/"]
     everything = [lake.storage.root / key for prefix in prefixes for key in lake.list(prefix)]
     counting = CountingStorage(lake.storage)
     start, _ = parse_window(last=window, now=end)
+    assert start is not None
     began = time.perf_counter()
-    traffic = read_traffic(DataLake(counting), ENDPOINT, start, end, KINDS, model_version="7")
-    feedback = read_feedback(DataLake(counting), ENDPOINT, (start, end), ids=traffic.feedback_ids())
+    if lag:
+        traffic, judged = read_traffic_since(DataLake(counting), ENDPOINT, start, start - lag, end, KINDS,
+                                             model_version="7")
+    else:
+        traffic = judged = read_traffic(DataLake(counting), ENDPOINT, start, end, KINDS, model_version="7")
+    feedback = read_feedback(DataLake(counting), ENDPOINT, (start - lag, end), ids=judged.feedback_ids())
     seconds = time.perf_counter() - began
     return {"objects": counting.objects, "bytes": counting.bytes, "listings": counting.listings, "seconds": seconds,
             "all_objects": len(everything), "all_bytes": sum(path.stat().st_size for path in everything),
-            "patients": len(traffic.rows), "feedback": feedback.records, "not_named": feedback.not_named}
+            "patients": len(traffic.rows), "judged": len(judged.rows), "feedback": feedback.records,
+            "not_named": feedback.not_named}
 
 
 def measure(path: str, root: str, repeats: int) -> dict[str, Any]:
@@ -192,6 +199,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--spacing", type=float, default=2.0, help="seconds between two captured requests")
     parser.add_argument("--window", help="also: what one monitoring job over this last window (24h) reads")
+    parser.add_argument("--feedback-lag", help="and what it reads with this feedback lag (7d: the stack's default)")
     parser.add_argument("--measure", nargs=2, metavar=("PATH", "LAKE"), help=argparse.SUPPRESS)  # the child process
     args = parser.parse_args()
     if args.measure:
@@ -205,14 +213,19 @@ def main() -> None:
               f"{(end - START).total_seconds() / 86400:.1f} days of traffic "
               f"({time.perf_counter() - began:.1f} s to write)\n")
         if args.window:
-            io = window_io(root, args.window, end)
-            print(f"| one job over the last {args.window} | objects | MiB | listings | s | patients | feedback "
-                  "| feedback not read |")
-            print("|---|---|---|---|---|---|---|---|")
-            print(f"| reads the lake itself (--lake) | {io['objects']} | {io['bytes'] / 2**20:.1f} | {io['listings']} "
-                  f"| {io['seconds']:.2f} | {io['patients']} | {io['feedback']} | {io['not_named']} |")
+            print(f"| one job over the last {args.window} | objects | MiB | listings | s | patients (drift) | "
+                  "patients (quality) | feedback | feedback not read |")
+            print("|---|---|---|---|---|---|---|---|---|")
+            lags = [("reads the lake itself (--lake)", timedelta(0))] + (
+                [(f"and --feedback-lag {args.feedback_lag}", parse_duration(args.feedback_lag, "--feedback-lag"))]
+                if args.feedback_lag else [])
+            for what, lag in lags:
+                io = window_io(root, args.window, end, lag)
+                print(f"| {what} | {io['objects']} | {io['bytes'] / 2**20:.1f} | {io['listings']} "
+                      f"| {io['seconds']:.2f} | {io['patients']} | {io['judged']} | {io['feedback']} | "
+                      f"{io['not_named']} |")
             print(f"| ProcessingInput of the prefixes (downloaded) | {io['all_objects']} | "
-                  f"{io['all_bytes'] / 2**20:.1f} | | | | | |\n", flush=True)
+                  f"{io['all_bytes'] / 2**20:.1f} | | | | | | |\n", flush=True)
         print("| path | lines | feedback | median s | peak RSS MiB | RSS after imports MiB | result |")
         print("|---|---|---|---|---|---|---|")
         for path in ("monitor", "retrain"):
