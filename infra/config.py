@@ -535,6 +535,18 @@ class DeliveryConfig:
             source = stages[name].promote_from if name in stages else ""
             if source and order.get(source, len(order)) >= order[name]:
                 problems.append(f"stage {name} promotes from {source!r}, which the pipeline does not deploy before it")
+        # CDK Pipelines deploys a stage of another region through a cross-region support stack of the pipeline's
+        # account in that region, and needs that account by value (else CDK stops synth with
+        # ExplicitAccountRequiredForCrossRegion, offline or whenever the CLI's account is not known).
+        if self.account is None:
+            for name in self.stages:
+                if name in stages and stages[name].region != self.region:
+                    problems.append(
+                        f"stage {name} deploys to {stages[name].region}, not the pipeline's region {self.region}: "
+                        "a cross-region pipeline needs its account given explicitly: set diagnosa:delivery's "
+                        f"account (the tooling account; and {name}'s own account in diagnosa:stages where it is "
+                        f"another), and bootstrap the tooling account in {stages[name].region} too (docs/deploy.md, "
+                        "§0)")
         if problems:
             raise ValueError("diagnosa:delivery: " + "; ".join(problems))
         return self

@@ -16,9 +16,18 @@ function once deployed.
 Accounts: the pipeline runs in ``diagnosa:delivery``'s account; each stage deploys into its own (the
 stage's ``account``, or the pipeline's), which must be bootstrapped trusting the pipeline's account
 (docs/deploy.md). Cross-account artifacts are encrypted with the pipeline's own key (rotated).
+
+Tooling: the Build step installs ``requirements/dev-lock.txt``, whose torch is PyTorch's CPU build
+(``+cpu``, on PyTorch's own index, not PyPI): ``PIP_EXTRA_INDEX_URL`` points pip there. The Docker asset
+steps log in to AWS's Deep Learning Containers registry of each baking stage's region (the baked images'
+``FROM``), and self-mutation and asset publishing install pinned CLIs: the CDK CLI of package-lock.json and
+:data:`CDK_ASSETS_VERSION`.
 """
 from __future__ import annotations
 
+import json
+import re
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import aws_cdk as cdk
@@ -26,12 +35,14 @@ from aws_cdk import Duration, RemovalPolicy, Stack, pipelines
 from aws_cdk import aws_codebuild as codebuild
 from aws_cdk import aws_codecommit as codecommit
 from aws_cdk import aws_codepipeline as codepipeline
+from aws_cdk import aws_ecr as ecr
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
 from infra.config import DeliveryConfig
+from infra.images import base_images
 from infra.stack import DiagnosaStack, acknowledge, logical_id
 
 if TYPE_CHECKING:
@@ -41,6 +52,43 @@ PIPELINE_NAME = "diagnosa-delivery"
 # The Build step's commands, in order; each fails the step (and stops the pipeline) on any finding.
 GATES = ("make test", "make synth", "make gates")
 BUILD_IMAGE = codebuild.LinuxBuildImage.STANDARD_7_0  # Ubuntu 22.04: python 3.11 and node 20 runtimes
+# requirements/dev-lock.txt pins torch's CPU build (torch==<v>+cpu): PyTorch publishes it on its own index, not
+# on PyPI, so the Build step's pip looks there too (PyTorch's documented index for CPU wheels). The lock's hashes
+# still decide what pip installs.
+PIP_EXTRA_INDEX_URL = "https://download.pytorch.org/whl/cpu"
+ROOT = Path(__file__).resolve().parents[1]
+# cdk-assets, the asset-publishing CLI of the Assets steps (CDK Pipelines installs `cdk-assets@latest` otherwise).
+CDK_ASSETS_VERSION = "4.7.3"
+# An ECR image URI: account, region, repository (AWS's DLC images: <account>.dkr.ecr.<region>.amazonaws.com/<repo>:tag).
+ECR_IMAGE = re.compile(r"\A([0-9]{12})\.dkr\.ecr\.([a-z0-9-]+)\.amazonaws\.com(\.cn)?/([a-z0-9][a-z0-9._/-]*)[:@]")
+
+
+def cdk_cli_version(root: Path = ROOT) -> str:
+    """The project's pinned CDK CLI (package-lock.json, which `npm ci` installs; package.json pins the same):
+    what self-mutation installs, so the pipeline updates itself with the CLI the project tests with."""
+    lock = json.loads((root / "package-lock.json").read_text())
+    version = lock["packages"]["node_modules/aws-cdk"]["version"]
+    pinned = json.loads((root / "package.json").read_text())["devDependencies"]["aws-cdk"]
+    if pinned != version or not re.fullmatch(r"[0-9]+\.[0-9]+\.[0-9]+", version):
+        raise ValueError(f"package.json pins aws-cdk {pinned!r} but package-lock.json installs {version!r}: pin one "
+                         "exact version in both (npm install --save-exact aws-cdk@<version>)")
+    return str(version)
+
+
+def base_image_repositories(stages: list[DiagnosaStage]) -> list[str]:
+    """The ARNs of AWS's repositories the baked images build ``FROM`` (infra/images: the base images the
+    definition names for each baking stage's region), sorted, each once."""
+    arns = set()
+    for stage in stages:
+        if not stage.config.baked_images:
+            continue
+        for uri in base_images(stage.config).values():
+            match = ECR_IMAGE.match(uri)
+            if not match:
+                raise ValueError(f"stage {stage.config.stage}: base image {uri!r} is not an ECR image URI")
+            account, region, china, repository = match.groups()
+            arns.add(f"arn:{'aws-cn' if china else 'aws'}:ecr:{region}:{account}:repository/{repository}")
+    return sorted(arns)
 
 
 class DeliveryStack(Stack):
@@ -65,9 +113,18 @@ class DeliveryStack(Stack):
                                                          compute_type=codebuild.ComputeType.LARGE),
             partial_build_spec=codebuild.BuildSpec.from_object(
                 {"phases": {"install": {"runtime-versions": {"python": "3.11", "nodejs": "20"}}}}),
-            timeout=Duration.minutes(90))
+            env={"PIP_EXTRA_INDEX_URL": PIP_EXTRA_INDEX_URL}, timeout=Duration.minutes(90))
+        # The baked images build FROM AWS's Deep Learning Containers images (another account's registry):
+        # cdk-assets logs in only to the destination registry, so the Docker asset steps log in to these too.
+        # Asset publishing only: the Build step builds no image.
+        self.base_image_repositories = base_image_repositories(stages)
+        credentials = [pipelines.DockerCredential.ecr(
+            [ecr.Repository.from_repository_arn(self, f"BaseImageRepository{i}", arn)
+             for i, arn in enumerate(self.base_image_repositories)],
+            usages=[pipelines.DockerCredentialUsage.ASSET_PUBLISHING])] if self.base_image_repositories else []
         self.pipeline = pipelines.CodePipeline(
             self, "Delivery", code_pipeline=underlying, synth=self.build, self_mutation=True,
+            cli_version=cdk_cli_version(), cdk_assets_cli_version=CDK_ASSETS_VERSION, docker_credentials=credentials,
             code_build_defaults=pipelines.CodeBuildOptions(build_environment=codebuild.BuildEnvironment(
                 build_image=BUILD_IMAGE, compute_type=codebuild.ComputeType.SMALL)))
         self.approvals: dict[str, pipelines.ManualApprovalStep] = {}
@@ -195,6 +252,9 @@ class DeliveryStack(Stack):
                                                "/Assets/DockerRole/DefaultPolicy/Resource",
                                                "/UpdatePipeline/SelfMutation/Role/DefaultPolicy/Resource"))):
             acknowledge(role, "AwsSolutions-IAM5[Resource::*]",
-                        "CDK Pipelines' asset and self-mutation roles: sts:AssumeRole on CDK's bootstrap roles "
-                        "(limited by their aws-cdk:bootstrap-role tag), cloudformation:DescribeStacks and "
+                        "CDK Pipelines' asset roles: codebuild:StartBuild, StopBuild and BatchGetBuilds (each asset "
+                        "role is also the pipeline action role that starts and polls its generated asset projects; "
+                        "CDK's AssetSingletonRole widens these to '*' so the policy does not grow with every asset) "
+                        "and, with baked images, ecr:GetAuthorizationToken (no resource-level permission: the login "
+                        "to AWS's base-image registry); the self-mutation role: cloudformation:DescribeStacks and "
                         "s3:ListBucket, which the CDK CLI calls before it assumes a bootstrap role.")

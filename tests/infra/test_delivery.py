@@ -80,6 +80,139 @@ def test_the_build_step_runs_tests_synth_and_the_template_gates(delivery):
     assert props["TimeoutInMinutes"] == 90 and props["Environment"]["Image"] == "aws/codebuild/standard:7.0"
 
 
+def test_the_build_step_lets_pip_find_the_dev_locks_pytorch_cpu_wheel(delivery):
+    # requirements/dev-lock.txt pins torch's CPU build (+cpu), which is on PyTorch's index, not on PyPI: without
+    # the index `make install` cannot install the lock in CodeBuild (no /etc/pip.conf, no PIP_FIND_LINKS there).
+    from pathlib import Path
+
+    lock = (Path(__file__).resolve().parents[2] / "requirements" / "dev-lock.txt").read_text()
+    assert "torch==" in lock and "+cpu" in lock.split("torch==", 1)[1].split()[0]
+    _, props = _project(delivery, "PipelineBuild")
+    spec = json.loads(props["Source"]["BuildSpec"])
+    variables = {v["Name"]: v["Value"] for v in props["Environment"].get("EnvironmentVariables", [])}
+    variables.update(spec.get("env", {}).get("variables", {}))
+    assert variables.get("PIP_EXTRA_INDEX_URL") == "https://download.pytorch.org/whl/cpu"
+
+
+def _render(value):
+    """A CloudFormation string expression as text, with Fn::Select/Fn::Split evaluated and AWS::URLSuffix as in
+    the aws partition."""
+    if isinstance(value, str):
+        return value
+    if "Fn::Join" in value:
+        sep, parts = value["Fn::Join"]
+        return sep.join(_render(p) for p in parts)
+    if "Fn::Select" in value:
+        index, items = value["Fn::Select"]
+        sep, text = items["Fn::Split"]
+        return _render(text).split(sep)[index]
+    if value.get("Ref") == "AWS::URLSuffix":
+        return "amazonaws.com"
+    if "Ref" in value:
+        return f"<Ref:{value['Ref']}>"
+    return "<token>"
+
+
+def _base_image_repositories():
+    """The DLC repositories (ARNs) the baked images build FROM (prod's base images)."""
+    return sorted({f"arn:aws:ecr:{region}:{account}:repository/{repository}"
+                   for image in _base_images() for account, region, repository in [_parse(image)]})
+
+
+def _parse(image):
+    import re
+
+    match = re.fullmatch(r"([0-9]{12})\.dkr\.ecr\.([a-z0-9-]+)\.amazonaws\.com/([^:]+):.+", image)
+    assert match, image
+    return match.groups()
+
+
+def _base_images():
+    from infra.config import stage_config
+    from infra.images import base_images
+
+    return set(base_images(stage_config("prod", {"region": "eu-west-1", "account": "210987654321",
+                                                  "baked_images": True})).values())
+
+
+def test_docker_asset_steps_log_in_to_the_base_images_registry_of_each_stages_region(delivery, delivery_assembly):
+    # The baked images build FROM AWS's Deep Learning Containers images (763104351884 in eu-west-1), another
+    # account's registry: cdk-assets logs in only to the destination, so each Docker asset step writes the
+    # credentials file for the DLC registry, and its role may pull from exactly those repositories.
+    from pathlib import Path
+
+    _, cloud = delivery_assembly
+    manifests = [json.loads(path.read_text()) for path in Path(cloud.directory).rglob("*.assets.json")]
+    recorded = {d["source"]["dockerBuildArgs"]["BASE_IMAGE"] for m in manifests
+                for d in m.get("dockerImages", {}).values()}
+    assert recorded == _base_images() and len(recorded) == 2
+    registries = {f"{account}.dkr.ecr.{region}.amazonaws.com" for account, region, _ in map(_parse, recorded)}
+    assert registries == {"763104351884.dkr.ecr.eu-west-1.amazonaws.com"}
+    projects = delivery.find_resources("AWS::CodeBuild::Project")
+    docker = {k: v["Properties"] for k, v in projects.items() if "DockerAsset" in k}
+    assert len(docker) == 2
+    roles = set()
+    for props in docker.values():
+        spec = json.loads(_render(props["Source"]["BuildSpec"]))
+        [write] = [c for c in spec["phases"]["pre_build"]["commands"] if "cdk-docker-creds.json" in c]
+        credentials = json.loads(write.split("'")[1])["domainCredentials"]
+        assert set(credentials) == registries and all(c == {"ecrRepository": True} for c in credentials.values())
+        roles.add(props["ServiceRole"]["Fn::GetAtt"][0])
+    [role] = roles
+    pulls = [s for p in delivery.find_resources("AWS::IAM::Policy").values() if {"Ref": role} in p["Properties"]["Roles"]
+             for s in p["Properties"]["PolicyDocument"]["Statement"] if "ecr:BatchGetImage" in json.dumps(s["Action"])]
+    assert [sorted(s["Resource"]) for s in pulls] == [_base_image_repositories()]
+    # asset publishing only (CDK gives the file asset role the same login): the Build step, which builds no
+    # image, and self-mutation get no ECR grant
+    for k, p in delivery.find_resources("AWS::IAM::Policy").items():
+        if "DeliveryAssets" not in k:
+            assert "ecr:" not in json.dumps(p["Properties"]["PolicyDocument"]), k
+    build = [v["Properties"] for k, v in projects.items() if "PipelineBuild" in k or "SelfMutation" in k]
+    assert len(build) == 2 and "cdk-docker-creds" not in json.dumps(build)
+
+
+def test_the_pipeline_installs_the_projects_pinned_cdk_cli_and_a_pinned_cdk_assets(delivery):
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    cli = json.loads((root / "package-lock.json").read_text())["packages"]["node_modules/aws-cdk"]["version"]
+    assert json.loads((root / "package.json").read_text())["devDependencies"]["aws-cdk"] == cli
+    projects = delivery.find_resources("AWS::CodeBuild::Project")
+    installs = {k: json.loads(_render(v["Properties"]["Source"]["BuildSpec"]))["phases"].get("install", {}).get(
+        "commands", []) for k, v in projects.items()}
+    [mutation] = [c for k, c in installs.items() if "SelfMutation" in k]
+    assert f"npm install -g aws-cdk@{cli}" in mutation
+    assets = [c for k, c in installs.items() if "Asset" in k and "PromoteModel" not in k]
+    assert len(assets) >= 3  # file assets and the two images
+    from infra.delivery import CDK_ASSETS_VERSION
+
+    for commands in assets:
+        assert commands == [f"npm install -g cdk-assets@{CDK_ASSETS_VERSION}"]
+    assert "@latest" not in json.dumps(installs) and "aws-cdk@2\"" not in json.dumps(installs)
+
+
+def test_the_star_acknowledgement_names_what_each_role_is_granted_on_star(delivery, delivery_assembly):
+    # AwsSolutions-IAM5[Resource::*] on the asset and self-mutation roles: its reason must name every action
+    # those roles hold on Resource "*" (as synthesized), not another permission.
+    _, cloud = delivery_assembly
+    metadata = json.loads(open(f"{cloud.directory}/Diagnosa-delivery.metadata.json").read())
+    paths = {e["data"]: path for path, entries in metadata.items() for e in entries if e["type"] == "aws:cdk:logicalId"}
+    checked = 0
+    for logical, policy in delivery.find_resources("AWS::IAM::Policy").items():
+        star = [a for s in policy["Properties"]["PolicyDocument"]["Statement"] if s["Resource"] == "*"
+                for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])]
+        if not star:
+            continue
+        [reason] = [e["data"]["Annotation::AwsSolutions-IAM5[Resource::*]"] for e in metadata[paths[logical]]
+                    if e["type"] == "aws:cdk:acknowledged-rules"
+                    and "Annotation::AwsSolutions-IAM5[Resource::*]" in e["data"]]
+        for action in star:
+            service, name = action.split(":")
+            assert f"{service}:" in reason and name in reason, (logical, action, reason)
+        checked += 1
+    assert checked == 3  # the file and image asset roles and self-mutation's
+
+
 def test_the_makefile_gates_are_the_ones_the_pipeline_calls():
     from pathlib import Path
 
@@ -295,6 +428,30 @@ def test_one_stage_synthesizes_no_pipeline():
 def test_bad_delivery_settings_are_refused_naming_what_is_wrong(values, message):
     with pytest.raises(ValueError, match=r"diagnosa:delivery: .*" + message):
         delivery_from_context(context(values))
+
+
+def test_a_stage_in_another_region_needs_the_pipelines_account_given():
+    # CDK Pipelines deploys it through a cross-region support stack in the pipeline's account, which CDK needs by
+    # value: without it synth stops in CDK with ExplicitAccountRequiredForCrossRegion (offline).
+    stages = {"dev": {"region": "eu-west-1"}, "prod": {"region": "us-east-1", "promote_from": "dev"}}
+    values = {"region": "eu-west-1", "repository": "r", "stages": ["dev", "prod"]}
+    with pytest.raises(ValueError, match=r"diagnosa:delivery: stage prod deploys to us-east-1, not the pipeline's "
+                                         r"region eu-west-1: .*account.*bootstrap the tooling account in us-east-1"):
+        delivery_from_context({"diagnosa:stages": stages, "diagnosa:delivery": values}.get)
+    config = delivery_from_context({"diagnosa:stages": stages,
+                                    "diagnosa:delivery": {**values, "account": "111111111111"}}.get)
+    assert config.account == "111111111111"
+
+
+def test_a_cross_region_pipeline_without_its_account_is_refused_before_cdk(tmp_path, monkeypatch):
+    from infra.app import build_app, new_app
+
+    monkeypatch.delenv("CDK_DEFAULT_ACCOUNT", raising=False)
+    stages = [stage_config("dev", {"region": "eu-west-1"}),
+              stage_config("prod", {"region": "us-east-1", "promote_from": "dev"})]
+    with pytest.raises(ValueError, match="stage prod deploys to us-east-1, not the pipeline's region eu-west-1"):
+        build_app(new_app(outdir=str(tmp_path)), stages,
+                  DeliveryConfig(region="eu-west-1", stages=("dev", "prod"), repository="diagnosa"))
 
 
 def test_a_connection_source_is_accepted():
