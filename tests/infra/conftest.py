@@ -96,12 +96,19 @@ def promote_fn():
 
 
 def _cfn_text(value) -> str:
-    """A CloudFormation string expression as text, tokens written as <Ref:X>, <Att:X.Y> or <token>."""
+    """A CloudFormation string expression as text, tokens written as <Ref:X>, <Att:X.Y> or <token>; Fn::Select of an
+    Fn::Split evaluated and AWS::URLSuffix as in the aws partition (CDK Pipelines' buildspecs name registries so)."""
     if isinstance(value, str):
         return value
     if "Fn::Join" in value:
         sep, parts = value["Fn::Join"]
         return sep.join(_cfn_text(p) for p in parts)
+    if "Fn::Select" in value and isinstance(value["Fn::Select"][1], dict) and "Fn::Split" in value["Fn::Select"][1]:
+        index, items = value["Fn::Select"]
+        sep, text = items["Fn::Split"]
+        return _cfn_text(text).split(sep)[index]
+    if value.get("Ref") == "AWS::URLSuffix":
+        return "amazonaws.com"
     if "Ref" in value:
         return f"<Ref:{value['Ref']}>"
     if "Fn::GetAtt" in value:

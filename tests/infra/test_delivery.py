@@ -94,25 +94,6 @@ def test_the_build_step_lets_pip_find_the_dev_locks_pytorch_cpu_wheel(delivery):
     assert variables.get("PIP_EXTRA_INDEX_URL") == "https://download.pytorch.org/whl/cpu"
 
 
-def _render(value):
-    """A CloudFormation string expression as text, with Fn::Select/Fn::Split evaluated and AWS::URLSuffix as in
-    the aws partition."""
-    if isinstance(value, str):
-        return value
-    if "Fn::Join" in value:
-        sep, parts = value["Fn::Join"]
-        return sep.join(_render(p) for p in parts)
-    if "Fn::Select" in value:
-        index, items = value["Fn::Select"]
-        sep, text = items["Fn::Split"]
-        return _render(text).split(sep)[index]
-    if value.get("Ref") == "AWS::URLSuffix":
-        return "amazonaws.com"
-    if "Ref" in value:
-        return f"<Ref:{value['Ref']}>"
-    return "<token>"
-
-
 def _base_image_repositories():
     """The DLC repositories (ARNs) the baked images build FROM (prod's base images)."""
     return sorted({f"arn:aws:ecr:{region}:{account}:repository/{repository}"
@@ -135,7 +116,8 @@ def _base_images():
                                                   "baked_images": True})).values())
 
 
-def test_docker_asset_steps_log_in_to_the_base_images_registry_of_each_stages_region(delivery, delivery_assembly):
+def test_docker_asset_steps_log_in_to_the_base_images_registry_of_each_stages_region(delivery, delivery_assembly,
+                                                                                    cfn_text):
     # The baked images build FROM AWS's Deep Learning Containers images (763104351884 in eu-west-1), another
     # account's registry: cdk-assets logs in only to the destination, so each Docker asset step writes the
     # credentials file for the DLC registry, and its role may pull from exactly those repositories.
@@ -153,7 +135,7 @@ def test_docker_asset_steps_log_in_to_the_base_images_registry_of_each_stages_re
     assert len(docker) == 2
     roles = set()
     for props in docker.values():
-        spec = json.loads(_render(props["Source"]["BuildSpec"]))
+        spec = json.loads(cfn_text(props["Source"]["BuildSpec"]))
         [write] = [c for c in spec["phases"]["pre_build"]["commands"] if "cdk-docker-creds.json" in c]
         credentials = json.loads(write.split("'")[1])["domainCredentials"]
         assert set(credentials) == registries and all(c == {"ecrRepository": True} for c in credentials.values())
@@ -171,14 +153,14 @@ def test_docker_asset_steps_log_in_to_the_base_images_registry_of_each_stages_re
     assert len(build) == 2 and "cdk-docker-creds" not in json.dumps(build)
 
 
-def test_the_pipeline_installs_the_projects_pinned_cdk_cli_and_a_pinned_cdk_assets(delivery):
+def test_the_pipeline_installs_the_projects_pinned_cdk_cli_and_a_pinned_cdk_assets(delivery, cfn_text):
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[2]
     cli = json.loads((root / "package-lock.json").read_text())["packages"]["node_modules/aws-cdk"]["version"]
     assert json.loads((root / "package.json").read_text())["devDependencies"]["aws-cdk"] == cli
     projects = delivery.find_resources("AWS::CodeBuild::Project")
-    installs = {k: json.loads(_render(v["Properties"]["Source"]["BuildSpec"]))["phases"].get("install", {}).get(
+    installs = {k: json.loads(cfn_text(v["Properties"]["Source"]["BuildSpec"]))["phases"].get("install", {}).get(
         "commands", []) for k, v in projects.items()}
     [mutation] = [c for k, c in installs.items() if "SelfMutation" in k]
     assert f"npm install -g aws-cdk@{cli}" in mutation
