@@ -47,6 +47,8 @@ class Recorder:
     def __getattr__(self, name):
         if name == "meta":  # the client's service model (the function checks instance counts and types with it)
             return self.client.meta
+        if name == "get_paginator":  # listings, page after page: reads, made by botocore's paginator
+            return self.client.get_paginator
 
         def call(**request):
             (self.reads if name.startswith(("describe_", "list_", "get_")) else self.calls).append((name, request))
@@ -512,6 +514,9 @@ def test_a_retraining_in_flight_holds_back_the_next_one_but_not_its_own_continua
     with_feedback(s3)
     on_call(sm.client, "CreateProcessingJob", lambda request: error(
         "ResourceInUse", "Job name must be unique") if request["ProcessingJobName"] in jobs() else None)
+    listings: dict[str, list] = {"ListProcessingJobs": [], "ListPipelineExecutions": []}  # as the paginator sends them
+    for operation, sent in listings.items():
+        on_call(sm.client, operation, lambda request, sent=sent: sent.append(request) or None)
     first = retrain_fn.handler({**ALARM, "id": "event-1"}, Invocation("r1"), sagemaker=sm, s3=s3, env=RETRAIN_ENV)
     in_progress(first["job"])
     # The alarm again (a day later, another event), and the schedule: nothing started, and said why.
@@ -519,7 +524,7 @@ def test_a_retraining_in_flight_holds_back_the_next_one_but_not_its_own_continua
         held = retrain_fn.handler(event, Invocation("r2"), sagemaker=sm, s3=s3, env=RETRAIN_ENV)
         assert f"the feedback-folding job {first['job']} is in progress" in held["skipped"] and "job" not in held
     assert jobs() == [first["job"]] and [n for n, _ in sm.calls] == ["create_processing_job"]
-    listed = [r for n, r in sm.reads if n == "list_processing_jobs"]
+    listed = listings["ListProcessingJobs"]
     assert listed[-1]["NameContains"] == "diagnosa-dev-fold-" and listed[-1]["StatusEquals"] == "InProgress"
     assert all(request_problems("ListProcessingJobs", r, patterns=True) is None for r in listed)
     # Lambda retrying the first invocation finds its own job, not another retraining's.
@@ -538,7 +543,7 @@ def test_a_retraining_in_flight_holds_back_the_next_one_but_not_its_own_continua
     retrain_fn.handler(job_event(name=first["job"]), sagemaker=sm, s3=s3, env=RETRAIN_ENV)
     starts = [r for n, r in sm.calls if n == "start_pipeline_execution"]
     assert len(starts) == 2 and starts[0]["ClientRequestToken"] == starts[1]["ClientRequestToken"]
-    listed = [r for n, r in sm.reads if n == "list_pipeline_executions"]
+    listed = listings["ListPipelineExecutions"]
     assert listed and all(request_problems("ListPipelineExecutions", r, patterns=True) is None for r in listed)
     # Once it is over, the next alarm retrains.
     executing(started["execution"], "Succeeded")

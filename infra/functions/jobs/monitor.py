@@ -60,32 +60,27 @@ def window_of(event: dict[str, Any], env: dict[str, str]) -> str:
             raise Refused(f"no window given and none derivable from schedule {schedule!r}: set the MonitorWindow "
                           f"parameter (e.g. 24h) for a cron schedule")
         window = f"{int(match[1])}{_UNIT[match[2]]}"
-    match = _WINDOW.fullmatch(window)
-    if not match or int(match[1]) == 0:
-        raise Refused(f"window {window!r} must be a positive duration like 30m, 24h, 7d or 2w")
-    try:
-        too_long = _duration(window) > MAX_WINDOW
-    except OverflowError:  # 99999999999w: past what a timedelta holds, and the job's --last would refuse it
-        too_long = True
-    if too_long:
-        raise Refused(f"window {window!r} is longer than {MAX_WINDOW.days} days: no capture is kept that long")
+    _length(window, "window", "a positive duration like 30m, 24h, 7d or 2w", positive=True)
     return window
 
 
 def feedback_lag_of(event: dict[str, Any], env: dict[str, str]) -> timedelta:
     """How long after a request its feedback may come (``feedback_lag``: the event's, else FEEDBACK_LAG; ``0``)."""
     lag = str(event.get("feedback_lag") or env.get("FEEDBACK_LAG") or "0").strip().lower()
-    if lag == "0":
-        return timedelta(0)
-    match = _WINDOW.fullmatch(lag)
-    if not match:
-        raise Refused(f"feedback lag {lag!r} must be 0 or a duration like 12h, 7d or 2w")
+    return timedelta(0) if lag == "0" else _length(lag, "feedback lag", "0 or a duration like 12h, 7d or 2w")
+
+
+def _length(text: str, what: str, form: str, positive: bool = False) -> timedelta:
+    """``text`` (``7d``) as a duration of at most MAX_WINDOW; Refused naming ``what`` and the ``form`` it must have."""
+    match = _WINDOW.fullmatch(text)
+    if not match or (positive and int(match[1]) == 0):
+        raise Refused(f"{what} {text!r} must be {form}")
     try:
-        length = _duration(lag)
-    except OverflowError:
-        length = MAX_WINDOW + timedelta(1)
-    if length > MAX_WINDOW:
-        raise Refused(f"feedback lag {lag!r} is longer than {MAX_WINDOW.days} days: no capture is kept that long")
+        length = _duration(text)
+    except OverflowError:  # 99999999999w: past what a timedelta holds, and the job would refuse it
+        length = None
+    if length is None or length > MAX_WINDOW:
+        raise Refused(f"{what} {text!r} is longer than {MAX_WINDOW.days} days: no capture is kept that long")
     return length
 
 

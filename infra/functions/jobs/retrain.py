@@ -175,27 +175,22 @@ def _in_flight(sagemaker: Any, env: dict[str, str], own_job: str | None) -> str 
     retraining going on: it is not asked."""
     prefix = env.get("FOLD_JOB_PREFIX")
     if prefix:
-        for job in _pages(sagemaker.list_processing_jobs, "ProcessingJobSummaries", NameContains=f"{prefix}-",
-                          StatusEquals="InProgress"):
+        for job in _listed(sagemaker, "list_processing_jobs", "ProcessingJobSummaries", NameContains=f"{prefix}-",
+                           StatusEquals="InProgress"):
             name = str(job.get("ProcessingJobName", ""))
             if name.startswith(f"{prefix}-") and name != own_job:
                 return f"the feedback-folding job {name} is in progress (its end starts the retraining's execution)"
-    for execution in _pages(sagemaker.list_pipeline_executions, "PipelineExecutionSummaries",
-                            PipelineName=env["PIPELINE_NAME"], SortBy="CreationTime", SortOrder="Descending"):
+    for execution in _listed(sagemaker, "list_pipeline_executions", "PipelineExecutionSummaries",
+                             PipelineName=env["PIPELINE_NAME"], SortBy="CreationTime", SortOrder="Descending"):
         if execution.get("PipelineExecutionStatus") == "Executing":
             return f"the execution {execution.get('PipelineExecutionArn')} of {env['PIPELINE_NAME']} is executing"
     return None
 
 
-def _pages(call: Any, key: str, **request: Any) -> Any:
-    """Every item of a paginated SageMaker listing (100 a page)."""
-    token = None
-    while True:
-        page = call(**request, MaxResults=100, **({"NextToken": token} if token else {}))
+def _listed(sagemaker: Any, operation: str, key: str, **request: Any) -> Any:
+    """Every item of a SageMaker listing, page after page (botocore's paginator)."""
+    for page in sagemaker.get_paginator(operation).paginate(**request):
         yield from page.get(key, [])
-        token = page.get("NextToken")
-        if not token:
-            return
 
 
 def _declared(env: dict[str, str], sagemaker: Any) -> dict[str, dict[str, Any]]:
