@@ -11,7 +11,10 @@ function once deployed.
     UpdatePipeline  the pipeline updates itself from that cloud assembly first (self-mutation)
     Assets        file and image assets published to each stage's account and region
     <stage> ...   CloudFormation deployments of the stage's stacks (images first); from the second stage on
-                  a manual approval comes first, and ``PromoteModel`` after, where the stage promotes models
+                  a manual approval comes first; where the stage promotes models, ``ServedModel`` reads just
+                  before the approval which version the source stage serves (the approval shows it), and
+                  ``PromoteModel`` promotes that version once the stacks are deployed, only if the source
+                  still serves it: a version deployed while the approval waits is never promoted unapproved
 
 Accounts: the pipeline runs in ``diagnosa:delivery``'s account; each stage deploys into its own (the
 stage's ``account``, or the pipeline's), which must be bootstrapped trusting the pipeline's account
@@ -41,7 +44,7 @@ from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
-from infra.config import DeliveryConfig
+from infra.config import DeliveryConfig, StageConfig
 from infra.images import base_images
 from infra.stack import DiagnosaStack, acknowledge, logical_id
 
@@ -73,6 +76,14 @@ def cdk_cli_version(root: Path = ROOT) -> str:
         raise ValueError(f"package.json pins aws-cdk {pinned!r} but package-lock.json installs {version!r}: pin one "
                          "exact version in both (npm install --save-exact aws-cdk@<version>)")
     return str(version)
+
+
+def boto3_pin(root: Path = ROOT) -> str:
+    """The boto3 version setup.py pins: what the ServedModel step installs to run the promote function's read."""
+    match = re.search(r'"boto3==([0-9][0-9.]*)"', (root / "setup.py").read_text())
+    if not match:
+        raise ValueError("setup.py pins no boto3 version (\"boto3==<version>\")")
+    return match.group(1)
 
 
 def base_image_repositories(stages: list[DiagnosaStage]) -> list[str]:
@@ -130,22 +141,34 @@ class DeliveryStack(Stack):
         self.approvals: dict[str, pipelines.ManualApprovalStep] = {}
         self.promotions: dict[str, pipelines.CodeBuildStep] = {}
         self.promotion_roles: list[iam.Role] = []
+        self.served: dict[str, pipelines.CodeBuildStep] = {}
+        configs = {stage.config.stage: stage.config for stage in stages}
         for position, stage in enumerate(stages):
             name = stage.config.stage
-            pre = []
+            pre: list[pipelines.Step] = []
+            source = stage.config.promote_from
+            if source:
+                # What PromoteModel-<stage> promotes: the version the source stage's endpoint serves when the
+                # approval is asked (read just before it, shown in it), and only if the endpoint still serves it
+                # then (functions/promote) — not the source's newest Approved one, nor one deployed meanwhile.
+                self.served[name] = self._served_step(stage, configs[source])
+                pre.append(self.served[name])
             if position:
-                # What PromoteModel-<stage> promotes: the version the source stage's endpoint serves now
-                # (functions/promote), not the source's newest Approved one.
-                source = stage.config.promote_from
-                self.approvals[name] = pipelines.ManualApprovalStep(
-                    f"Approve-{name}", comment=f"Deploy to {name}: the infrastructure change of this execution"
-                                               + (f" and the model version {source}'s endpoint serves now" if source
-                                                  else "")
-                                               + f", as deployed and tested in {stages[position - 1].config.stage}")
+                comment = (f"Deploy to {name}: the infrastructure change of this execution, as deployed and tested "
+                           f"in {stages[position - 1].config.stage}")
+                if source:
+                    read = self.served[name]
+                    comment += (f"; and the model version {source}'s endpoint serves as this approval is asked: "
+                                f"version {read.exported_variable('SERVED_VERSION')} of {configs[source].prefix} "
+                                f"({read.exported_variable('SERVED_MODEL')}). PromoteModel-{name} promotes that "
+                                f"version only if {source} still serves it then; none promotes nothing")
+                self.approvals[name] = pipelines.ManualApprovalStep(f"Approve-{name}", comment=comment)
+                if source:
+                    self.approvals[name].add_step_dependency(self.served[name])
                 pre.append(self.approvals[name])
             post = []
-            if stage.config.promote_from:
-                self.promotions[name] = self._promotion_step(stage)
+            if source:
+                self.promotions[name] = self._promotion_step(stage, self.served[name])
                 post.append(self.promotions[name])
             self.pipeline.add_stage(stage, pre=pre, post=post)
         self.pipeline.build_pipeline()
@@ -182,8 +205,53 @@ class DeliveryStack(Stack):
                     "Pipeline artifacts (source and templates, no patient data) are rebuilt by any execution.")
         return bucket
 
-    def _promotion_step(self, stage: DiagnosaStage) -> pipelines.CodeBuildStep:
-        """Invoke the stage's promote function (in the stage's account and region) and fail on its error. The step
+    def _served_step(self, stage: DiagnosaStage, source: StageConfig) -> pipelines.CodeBuildStep:
+        """Read which version ``source``'s endpoint serves, before ``stage``'s approval, with the promote function's
+        own reading (``handler.py served``): exports SERVED_VERSION (a number, or ``none``) and SERVED_MODEL (its
+        ARN, or why none is settled). A failed read (no permission, no network) stops the pipeline before the
+        approval; a source serving no settled version does not (the approval says so). Across accounts the step
+        assumes the source stage's reader role (SageMaker endpoints take no resource policy)."""
+        c = stage.config
+        # As the source stack decides whether to trust this step's role (its delivery_account): a stage without an
+        # account deploys into the pipeline's, and a pipeline without one is taken to share the source's.
+        source_account = source.account or self.config.account or self.account
+        env = {"SOURCE_ENDPOINT": source.prefix, "SOURCE_GROUP": source.prefix, "SOURCE_REGION": source.region,
+               "SOURCE_READER_ROLE": ""}
+        if self.config.account and source_account != self.config.account:
+            env["SOURCE_READER_ROLE"] = (f"arn:{self.partition}:iam::{source_account}:role/"
+                                         f"{DiagnosaStack.promote_reader_name(source, c)}")
+            statements = [iam.PolicyStatement(actions=["sts:AssumeRole"], resources=[env["SOURCE_READER_ROLE"]])]
+        else:
+            arn = f"arn:{self.partition}:sagemaker:{source.region}:{source_account}"
+            statements = [
+                iam.PolicyStatement(actions=["sagemaker:DescribeEndpoint"], resources=[f"{arn}:endpoint/{source.prefix}"]),
+                iam.PolicyStatement(actions=["sagemaker:DescribeEndpointConfig", "sagemaker:ListTags"],
+                                    resources=[f"{arn}:endpoint-config/{source.prefix}-*"])]
+        role = iam.Role(self, f"ServedModelRole{c.stage.capitalize()}",
+                        role_name=DiagnosaStack.delivery_served_role_name(c),
+                        assumed_by=iam.ServicePrincipal("codebuild.amazonaws.com"),
+                        description=f"The delivery pipeline's ServedModel-{c.stage} step: reads which version "
+                                    f"{source.prefix} serves")
+        self.promotion_roles.append(role)
+        if not env["SOURCE_READER_ROLE"]:
+            account = source.account or self.config.account or "<AWS::AccountId>"  # cdk-nag's rendering of a token
+            acknowledge(role, f"AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:sagemaker:{source.region}:"
+                              f"{account}:endpoint-config/{source.prefix}-*]",
+                        "The source stage's deploy function names each endpoint config after the endpoint, the "
+                        "version and the time; only describing them and reading their tags (which package the "
+                        "source endpoint serves) is granted.")
+        return pipelines.CodeBuildStep(
+            f"ServedModel-{c.stage}", input=self.source,
+            install_commands=[f"pip install --quiet boto3=={boto3_pin()}"],
+            commands=["python infra/functions/promote/handler.py served > served.env && cat served.env "
+                      "&& set -a && . ./served.env && set +a"],
+            partial_build_spec=codebuild.BuildSpec.from_object(
+                {"phases": {"install": {"runtime-versions": {"python": "3.11"}}}}),
+            env=env, role=role, role_policy_statements=statements)
+
+    def _promotion_step(self, stage: DiagnosaStage, served: pipelines.CodeBuildStep) -> pipelines.CodeBuildStep:
+        """Invoke the stage's promote function (in the stage's account and region) for the version its approval
+        was asked for (``served``'s SERVED_VERSION), and fail on its error or when that read found none. The step
         runs with a role of a fixed name: the function's invoke permission names it, not the whole account."""
         c = stage.config
         function = (f"arn:{self.partition}:lambda:{c.region}:{c.account or self.account}:function:"
@@ -202,11 +270,16 @@ class DeliveryStack(Stack):
         self.promotion_roles.append(role)
         return pipelines.CodeBuildStep(
             f"PromoteModel-{c.stage}", commands=[
+                # SERVED_VERSION is a version number or "none" (handler.py served); anything else is refused too.
+                'case "$APPROVED_VERSION" in ""|*[!0-9]*) echo "nothing promoted: when the approval was asked, '
+                f'{c.promote_from}\'s endpoint served no settled version ($APPROVED_MODEL)"; exit 1;; esac',
                 f"aws lambda invoke --region {c.region} --function-name {function} --cli-binary-format "
                 f"raw-in-base64-out --cli-read-timeout {read_timeout} --cli-connect-timeout 30 "
-                "--payload '{}' promoted.json > invoke.json",
+                "--payload '{\"version\": '\"$APPROVED_VERSION\"'}' promoted.json > invoke.json",
                 "cat invoke.json promoted.json",
                 "if grep -q FunctionError invoke.json; then exit 1; fi"],
+            env={"APPROVED_VERSION": served.exported_variable("SERVED_VERSION"),
+                 "APPROVED_MODEL": served.exported_variable("SERVED_MODEL")},
             role=role,
             role_policy_statements=[iam.PolicyStatement(actions=["lambda:InvokeFunction"], resources=[function])])
 

@@ -222,7 +222,7 @@ class DiagnosaStack(Stack):
         # lake and registry; the stages that promote from this one may read them (across accounts too).
         self.promote_function = self._promotion(promote_source, delivery_account) if promote_source else None
         for reader in promoted_to:
-            self._let_promote(reader)
+            self._let_promote(reader, delivery_account)
         cdk.CfnOutput(self, "LakeBucket", value=self.lake.bucket_name)
         cdk.CfnOutput(self, "RawBucket", value=self.raw.bucket_name,
                       description="The raw zone (object lock, default retention): diagnosa --raw-lake s3://<this>")
@@ -1290,9 +1290,16 @@ class DiagnosaStack(Stack):
         return f"diagnosa-delivery-promote-{config.stage}"
 
     @staticmethod
+    def delivery_served_role_name(config: StageConfig) -> str:
+        """The delivery pipeline's role that reads, before ``config``'s approval, which version the stage it promotes
+        from serves (fixed name, so that stage's reader role can trust it in the pipeline's account)."""
+        return f"diagnosa-delivery-served-{config.stage}"
+
+    @staticmethod
     def promote_reader_name(source: StageConfig, reader: StageConfig) -> str:
-        """The role of ``source``'s stage that ``reader``'s promote function assumes, across accounts, to see what
-        ``source``'s endpoint serves (SageMaker endpoints take no resource policy)."""
+        """The role of ``source``'s stage that, across accounts, ``reader``'s promote function and the delivery
+        pipeline's read before ``reader``'s approval assume to see what ``source``'s endpoint serves (SageMaker
+        endpoints take no resource policy)."""
         return f"{source.prefix}-{reader.stage}-promote-reader"
 
     @staticmethod
@@ -1300,30 +1307,28 @@ class DiagnosaStack(Stack):
         """Whether ``reader``'s promote function reads a source stage (in ``source_account``) of another account."""
         return bool(reader.account) and reader.account != source_account
 
-    def _let_promote(self, reader: StageConfig) -> None:
+    def _let_promote(self, reader: StageConfig, delivery_account: str | None) -> None:
         """Let ``reader``'s promote function read this stage's registered versions: on another account, this
         side's resource policies (registry group, lake run folders, key through S3) name that one role. The
         principal is the reader's account with an ``aws:PrincipalArn`` condition, so this stage deploys before
         the role exists. What this stage's endpoint serves (its config's package tag) is read through a role of
-        this stage the reader's promote function assumes: DescribeEndpoint on the endpoint, DescribeEndpointConfig
-        and ListTags on its configs, nothing else."""
-        if not reader.account or not self.promotes_across_accounts(reader, self.account):
+        this stage that the reader's promote function (in another account) and the delivery pipeline's read before
+        the reader's approval (from another account) assume: DescribeEndpoint on the endpoint,
+        DescribeEndpointConfig and ListTags on its configs, nothing else."""
+        readers: dict[str, list[str]] = {}  # account -> the roles there that may assume the reader role
+        reader_account = reader.account or self.account
+        promote_across = self.promotes_across_accounts(reader, self.account)
+        if promote_across:
+            readers[reader_account] = [self.promote_role_arn(reader, self.partition, reader_account)]
+        if delivery_account and delivery_account != self.account:
+            readers.setdefault(delivery_account, []).append(
+                f"arn:{self.partition}:iam::{delivery_account}:role/{self.delivery_served_role_name(reader)}")
+        if readers:
+            self._served_reader_role(reader, readers)
+        if not promote_across:
             return  # one account: the reader's own identity policy is all it takes
-        principal = iam.AccountPrincipal(reader.account).with_conditions(
-            {"ArnEquals": {"aws:PrincipalArn": self.promote_role_arn(reader, self.partition, reader.account)}})
-        name = self.promote_reader_name(self.config, reader).removeprefix(f"{self.prefix}-")
-        role = self._role(f"PromoteReader{reader.stage.capitalize()}Role", name,
-                          f"Lets {reader.prefix}'s promote function see which version {self.endpoint_name} serves",
-                          principal, [
-                              iam.PolicyStatement(sid="ReadServedVersion", actions=["sagemaker:DescribeEndpoint"],
-                                                  resources=[self.arn("sagemaker", "endpoint", self.endpoint_name)]),
-                              iam.PolicyStatement(sid="ReadEndpointConfigs", actions=[
-                                  "sagemaker:DescribeEndpointConfig", "sagemaker:ListTags"],
-                                  resources=[self.arn("sagemaker", "endpoint-config", f"{self.endpoint_name}-*")])])
-        self.ack(role, f"AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:sagemaker:<AWS::Region>:<AWS::AccountId>:"
-                       f"endpoint-config/{self.endpoint_name}-*]",
-                 "The deploy function names each endpoint config after the endpoint, the version and the time; "
-                 "only describing them and reading their tags (which package serves) is granted.")
+        principal = iam.AccountPrincipal(reader_account).with_conditions(
+            {"ArnEquals": {"aws:PrincipalArn": self.promote_role_arn(reader, self.partition, reader_account)}})
         group = self.model_package_group
         group.model_package_group_policy = iam.PolicyDocument(statements=[iam.PolicyStatement(
             sid=f"PromoteTo{reader.stage.capitalize()}", principals=[principal],
@@ -1338,6 +1343,30 @@ class DiagnosaStack(Stack):
         self.key.add_to_resource_policy(iam.PolicyStatement(
             sid=f"PromoteTo{reader.stage.capitalize()}", principals=[principal], actions=["kms:Decrypt"],
             resources=["*"], conditions={"StringEquals": {"kms:ViaService": f"s3.{self.region}.amazonaws.com"}}))
+
+    def _served_reader_role(self, reader: StageConfig, readers: dict[str, list[str]]) -> iam.Role:
+        """The role ``readers`` (account -> role ARNs there) assume to see which version this stage's endpoint
+        serves for ``reader``'s promotion. Each account is a principal with an ``aws:PrincipalArn`` condition, so
+        this stage deploys before those roles exist."""
+        (first, arns), *others = readers.items()
+        name = self.promote_reader_name(self.config, reader).removeprefix(f"{self.prefix}-")
+        role = self._role(f"PromoteReader{reader.stage.capitalize()}Role", name,
+                          f"Lets {reader.prefix}'s promotion see which version {self.endpoint_name} serves",
+                          iam.AccountPrincipal(first).with_conditions({"ArnEquals": {"aws:PrincipalArn": arns}}), [
+                              iam.PolicyStatement(sid="ReadServedVersion", actions=["sagemaker:DescribeEndpoint"],
+                                                  resources=[self.arn("sagemaker", "endpoint", self.endpoint_name)]),
+                              iam.PolicyStatement(sid="ReadEndpointConfigs", actions=[
+                                  "sagemaker:DescribeEndpointConfig", "sagemaker:ListTags"],
+                                  resources=[self.arn("sagemaker", "endpoint-config", f"{self.endpoint_name}-*")])])
+        for account, arns in others:
+            role.assume_role_policy.add_statements(iam.PolicyStatement(  # type: ignore[union-attr]
+                actions=["sts:AssumeRole"], principals=[iam.AccountPrincipal(account)],
+                conditions={"ArnEquals": {"aws:PrincipalArn": arns}}))
+        self.ack(role, f"AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:sagemaker:<AWS::Region>:<AWS::AccountId>:"
+                       f"endpoint-config/{self.endpoint_name}-*]",
+                 "The deploy function names each endpoint config after the endpoint, the version and the time; "
+                 "only describing them and reading their tags (which package serves) is granted.")
+        return role
 
     def _promotion(self, source: StageConfig, delivery_account: str | None) -> lambda_.Function:
         """The promote function: the version ``source``'s endpoint serves (or the one asked for, if it serves it) is

@@ -3,6 +3,7 @@ approval before prod, model promotion across accounts, and its settings."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from aws_cdk.assertions import Template
@@ -49,18 +50,50 @@ def test_stages_run_source_build_self_update_assets_then_dev_then_prod(delivery,
     assert "123456789012" in dev_roles and "cdk-hnb659fds-deploy-role" in dev_roles
 
 
-def test_prod_waits_for_a_manual_approval_then_deploys_images_stack_then_promotes(delivery):
+def test_prod_reads_what_dev_serves_waits_for_an_approval_showing_it_deploys_then_promotes_that_version(delivery):
     stages = {s["Name"]: s for s in _pipeline(delivery)["Stages"]}
     actions = _actions(stages["prod"])
-    assert actions[0] == ("Approve-prod", "Manual", 1)  # nothing of prod runs before a person approves
-    assert [a[0] for a in actions[1:]] == ["Diagnosa-prod-images.Prepare", "Diagnosa-prod-images.Deploy",
+    # nothing of prod runs before a person approves, but the read of what dev serves, which the approval shows
+    assert actions[:2] == [("ServedModel-prod", "CodeBuild", 1), ("Approve-prod", "Manual", 2)]
+    assert [a[0] for a in actions[2:]] == ["Diagnosa-prod-images.Prepare", "Diagnosa-prod-images.Deploy",
                                            "Diagnosa-prod.Prepare", "Diagnosa-prod.Deploy", "PromoteModel-prod"]
     assert [a[2] for a in actions] == sorted(a[2] for a in actions) and len({a[2] for a in actions}) == len(actions)
-    comment = stages["prod"]["Actions"][0]["Configuration"]["CustomData"]
-    # What PromoteModel-prod promotes: the version dev's endpoint serves (not dev's newest Approved one).
-    assert "the model version dev's endpoint serves now" in comment and "tested in dev" in comment
-    assert "newest" not in comment
+    read, approve = stages["prod"]["Actions"][:2]
+    namespace = read["Namespace"]
+    comment = approve["Configuration"]["CustomData"]
+    # The approval names the version PromoteModel-prod will promote: the one dev's endpoint serves as it is asked
+    # (CodePipeline resolves the read's variables in it), not dev's newest Approved one.
+    assert f"version #{{{namespace}.SERVED_VERSION}} of diagnosa-dev (#{{{namespace}.SERVED_MODEL}})" in comment
+    assert "dev's endpoint serves as this approval is asked" in comment and "tested in dev" in comment
+    assert "newest" not in comment and len(comment) < 1000  # CodePipeline's limit for a configuration field
+    [promote] = [a for a in stages["prod"]["Actions"] if a["Name"] == "PromoteModel-prod"]
+    assert json.loads(promote["Configuration"]["EnvironmentVariables"]) == [
+        {"name": "APPROVED_VERSION", "type": "PLAINTEXT", "value": f"#{{{namespace}.SERVED_VERSION}}"},
+        {"name": "APPROVED_MODEL", "type": "PLAINTEXT", "value": f"#{{{namespace}.SERVED_MODEL}}"}]
     assert not [a for a in _actions(stages["dev"]) if a[1] == "Manual"]
+
+
+def test_the_read_before_the_approval_runs_the_promote_functions_own_read_assuming_only_devs_reader_role(
+        delivery, cfn_text):
+    import re
+
+    logical, props = _project(delivery, "ServedModel")
+    spec = json.loads(cfn_text(props["Source"]["BuildSpec"]))
+    assert spec["env"]["exported-variables"] == ["SERVED_VERSION", "SERVED_MODEL"]
+    assert spec["phases"]["build"]["commands"][0].startswith("python infra/functions/promote/handler.py served ")
+    # boto3 as setup.py pins it (the function's read runs on plain boto3)
+    setup = (Path(__file__).resolve().parents[2] / "setup.py").read_text()
+    assert spec["phases"]["install"]["commands"] == [
+        f"pip install --quiet boto3=={re.search(r'boto3==([0-9.]+)', setup).group(1)}"]
+    role = props["ServiceRole"]["Fn::GetAtt"][0]
+    [named] = [r["Properties"] for k, r in delivery.find_resources("AWS::IAM::Role").items() if k == role]
+    assert named["RoleName"] == "diagnosa-delivery-served-prod"
+    granted = [s for p in delivery.find_resources("AWS::IAM::Policy").values() if {"Ref": role} in p["Properties"]["Roles"]
+               for s in p["Properties"]["PolicyDocument"]["Statement"]]
+    # dev is in another account than the pipeline: only its reader role, nothing of SageMaker directly
+    assert [cfn_text(s["Resource"]) for s in granted if s["Action"] == "sts:AssumeRole"] == [
+        "arn:<Ref:AWS::Partition>:iam::123456789012:role/diagnosa-dev-prod-promote-reader"]
+    assert "sagemaker:" not in json.dumps(granted)
 
 
 def _project(delivery, name_part):
@@ -83,7 +116,6 @@ def test_the_build_step_runs_tests_synth_and_the_template_gates(delivery):
 def test_the_build_step_lets_pip_find_the_dev_locks_pytorch_cpu_wheel(delivery):
     # requirements/dev-lock.txt pins torch's CPU build (+cpu), which is on PyTorch's index, not on PyPI: without
     # the index `make install` cannot install the lock in CodeBuild (no /etc/pip.conf, no PIP_FIND_LINKS there).
-    from pathlib import Path
 
     lock = (Path(__file__).resolve().parents[2] / "requirements" / "dev-lock.txt").read_text()
     assert "torch==" in lock and "+cpu" in lock.split("torch==", 1)[1].split()[0]
@@ -121,7 +153,6 @@ def test_docker_asset_steps_log_in_to_the_base_images_registry_of_each_stages_re
     # The baked images build FROM AWS's Deep Learning Containers images (763104351884 in eu-west-1), another
     # account's registry: cdk-assets logs in only to the destination, so each Docker asset step writes the
     # credentials file for the DLC registry, and its role may pull from exactly those repositories.
-    from pathlib import Path
 
     _, cloud = delivery_assembly
     manifests = [json.loads(path.read_text()) for path in Path(cloud.directory).rglob("*.assets.json")]
@@ -154,7 +185,6 @@ def test_docker_asset_steps_log_in_to_the_base_images_registry_of_each_stages_re
 
 
 def test_the_pipeline_installs_the_projects_pinned_cdk_cli_and_a_pinned_cdk_assets(delivery, cfn_text):
-    from pathlib import Path
 
     root = Path(__file__).resolve().parents[2]
     cli = json.loads((root / "package-lock.json").read_text())["packages"]["node_modules/aws-cdk"]["version"]
@@ -196,7 +226,6 @@ def test_the_star_acknowledgement_names_what_each_role_is_granted_on_star(delive
 
 
 def test_the_makefile_gates_are_the_ones_the_pipeline_calls():
-    from pathlib import Path
 
     makefile = (Path(__file__).resolve().parents[2] / "Makefile").read_text()
     assert "\ngates: synth checkov\n\t$(BIN)/python -m infra.gates cdk.out --checkov $(CHECKOV_VENV)/bin/checkov" in makefile
@@ -208,7 +237,8 @@ def test_promotion_step_may_invoke_only_the_prod_promote_function(delivery, cfn_
     spec = json.loads(cfn_text(props["Source"]["BuildSpec"]))
     function = "arn:<Ref:AWS::Partition>:lambda:eu-west-1:210987654321:function:diagnosa-prod-promote"
     commands = spec["phases"]["build"]["commands"]
-    assert f"--function-name {function}" in commands[0] and "if grep -q FunctionError invoke.json; then exit 1; fi" in commands
+    [invoke] = [c for c in commands if c.startswith("aws lambda invoke")]
+    assert f"--function-name {function}" in invoke and "if grep -q FunctionError invoke.json; then exit 1; fi" in commands
     role = props["ServiceRole"]["Fn::GetAtt"][0]
     invokes = [s for p in delivery.find_resources("AWS::IAM::Policy").values() if {"Ref": role} in p["Properties"]["Roles"]
                for s in p["Properties"]["PolicyDocument"]["Statement"] if "lambda:InvokeFunction" in json.dumps(s["Action"])]
@@ -379,7 +409,6 @@ def context(delivery, **extra):
 
 
 def test_cdk_json_declares_the_pipeline_and_prod_promotes_from_dev():
-    from pathlib import Path
 
     values = json.loads((Path(__file__).resolve().parents[2] / "cdk.json").read_text())["context"]
     config = delivery_from_context(values.get)
@@ -450,3 +479,59 @@ def test_promote_from_must_name_another_declared_stage():
         check_promotions({"dev": stage_config("dev", {"region": "eu-west-1"}),
                           "prod": stage_config("prod", {"region": "eu-west-1", "promote_from": "qa"})})
     assert DeliveryConfig(region="eu-west-1", stages=("dev",), repository="r").branch == "main"
+
+
+@pytest.fixture(scope="module")
+def pipeline_in_devs_account(tmp_path_factory):
+    """The delivery pipeline in dev's account, prod in another: synth refuses any unacknowledged cdk-nag finding."""
+    from infra.app import build_app, new_app
+    from infra.nag import synth
+
+    stages = [stage_config("dev", {"region": "eu-west-1", "account": "123456789012"}),
+              stage_config("prod", {"region": "eu-west-1", "account": "210987654321", "promote_from": "dev"})]
+    delivery = DeliveryConfig(region="eu-west-1", account="123456789012", stages=("dev", "prod"), repository="diagnosa")
+    return synth(build_app(new_app(outdir=str(tmp_path_factory.mktemp("devs-account.out"))), stages, delivery))
+
+
+def test_in_devs_account_the_read_before_the_approval_describes_devs_endpoint_directly(pipeline_in_devs_account,
+                                                                                        cfn_text):
+    from aws_cdk.assertions import Template
+
+    from infra.gates import cfn_lint, templates
+
+    stacks = {s.stack_name: Template.from_json(json.loads(open(s.template_full_path).read()))
+              for s in pipeline_in_devs_account.stacks_recursively}
+    delivery = stacks["Diagnosa-delivery"]
+    _, props = _project(delivery, "ServedModel")
+    assert {v["Name"]: v["Value"] for v in props["Environment"]["EnvironmentVariables"]}["SOURCE_READER_ROLE"] == ""
+    role = props["ServiceRole"]["Fn::GetAtt"][0]
+    granted = {cfn_text(s["Resource"]): s["Action"] for p in delivery.find_resources("AWS::IAM::Policy").values()
+               if {"Ref": role} in p["Properties"]["Roles"] for s in p["Properties"]["PolicyDocument"]["Statement"]
+               if "sagemaker" in json.dumps(s["Action"]) or s["Action"] == "sts:AssumeRole"}
+    assert granted == {
+        "arn:<Ref:AWS::Partition>:sagemaker:eu-west-1:123456789012:endpoint/diagnosa-dev": "sagemaker:DescribeEndpoint",
+        "arn:<Ref:AWS::Partition>:sagemaker:eu-west-1:123456789012:endpoint-config/diagnosa-dev-*": [
+            "sagemaker:DescribeEndpointConfig", "sagemaker:ListTags"]}
+    # dev's reader role is still there for prod's promote function (another account), and only for it
+    [reader] = [r["Properties"] for r in stacks["Diagnosa-dev"].find_resources("AWS::IAM::Role").values()
+                if r["Properties"].get("RoleName") == "diagnosa-dev-prod-promote-reader"]
+    [trust] = reader["AssumeRolePolicyDocument"]["Statement"]
+    assert cfn_text(trust["Condition"]["ArnEquals"]["aws:PrincipalArn"][0]).endswith(
+        ":iam::210987654321:role/diagnosa-prod-promote-function")
+    assert cfn_lint(templates(pipeline_in_devs_account.directory)) == []
+
+
+def test_the_pipeline_of_cdk_json_synthesizes_without_accounts_with_every_finding_acknowledged(tmp_path, monkeypatch):
+    # cdk.json names no account: the read before prod's approval then grants on the account token (cdk-nag renders it
+    # <AWS::AccountId>), which broke `make synth` once while every test with accounts passed
+    from infra.app import build_app, new_app
+    from infra.nag import synth
+
+    monkeypatch.delenv("CDK_DEFAULT_ACCOUNT", raising=False)
+    context = json.loads((Path(__file__).resolve().parents[2] / "cdk.json").read_text())["context"]
+    app = new_app(outdir=str(tmp_path))
+    for key, value in context.items():
+        app.node.set_context(key, value)
+    cloud = synth(build_app(app))
+    [stack] = [s for s in cloud.stacks_recursively if s.stack_name == "Diagnosa-delivery"]
+    assert "ServedModel-prod" in Path(stack.template_full_path).read_text()

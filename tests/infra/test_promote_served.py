@@ -158,10 +158,14 @@ def test_across_accounts_prod_reads_what_dev_serves_through_one_reader_role_of_d
                  for s in cloud.stacks_recursively}
     dev, prod = templates["Diagnosa-dev"], templates["Diagnosa-prod"]
     role, statements = _role(dev, "diagnosa-dev-prod-promote-reader")
-    [trust] = role["Properties"]["AssumeRolePolicyDocument"]["Statement"]
-    assert trust["Action"] == "sts:AssumeRole"
-    assert "210987654321" in json.dumps(trust["Principal"])
-    assert json.dumps(trust["Condition"]).endswith(':iam::210987654321:role/diagnosa-prod-promote-function"]]}}}')
+    # two roles of other accounts may assume it: prod's promote function, and the delivery pipeline's read of what
+    # dev serves before prod's approval
+    promote, delivery = role["Properties"]["AssumeRolePolicyDocument"]["Statement"]
+    for trust, account, name in ((promote, "210987654321", "diagnosa-prod-promote-function"),
+                                 (delivery, "111111111111", "diagnosa-delivery-served-prod")):
+        assert trust["Action"] == "sts:AssumeRole"
+        assert json.dumps(trust["Principal"]).endswith(f':iam::{account}:root"]]}}}}')
+        assert json.dumps(trust["Condition"]).endswith(f':iam::{account}:role/{name}"]]}}]}}}}')
     assert sorted(a for s in statements for a in _actions(s)) == [
         "sagemaker:DescribeEndpoint", "sagemaker:DescribeEndpointConfig", "sagemaker:ListTags"]
     by_sid = {s["Sid"]: s for s in statements}
@@ -248,3 +252,151 @@ def test_prods_promote_function_gates_with_prods_own_definition_shipped_in_its_l
     stricter = embedded_definition(stage_config("prod", {"region": "eu-west-1", "account": "123456789012",
                                                          "promote_from": "dev", "recall_threshold": 0.85}))
     assert stricter.gate_key != definition.gate_key and {c["at_least"] for c in json.loads(stricter.gate)} >= {0.85}
+
+
+# ------------------------------------------------------------------------------------------ the approval's version
+# The delivery pipeline reads what dev serves just before prod's approval (ServedModel-prod), shows it in the approval
+# and PromoteModel-prod asks for that version: the steps' own buildspec commands, run here as CodeBuild runs them.
+
+
+def _step(delivery_assembly, cfn_text, name):
+    """(build commands, environment) of the delivery pipeline's CodeBuild step ``name``, as synthesized."""
+    _, cloud = delivery_assembly
+    [stack] = [s for s in cloud.stacks_recursively if s.stack_name == "Diagnosa-delivery"]
+    resources = json.loads(Path(stack.template_full_path).read_text())["Resources"]
+    [pipeline] = [r for r in resources.values() if r["Type"] == "AWS::CodePipeline::Pipeline"]
+    [action] = [a for s in pipeline["Properties"]["Stages"] for a in s["Actions"] if a["Name"] == name]
+    project = resources[action["Configuration"]["ProjectName"]["Ref"]]["Properties"]
+    spec = json.loads(cfn_text(project["Source"]["BuildSpec"]).replace("<Ref:AWS::Partition>", "aws"))
+    env = {v["Name"]: cfn_text(v["Value"]).replace("<Ref:AWS::Partition>", "aws")
+           for v in project["Environment"].get("EnvironmentVariables", [])}
+    return spec, env, action
+
+
+def _run_build(commands, env, cwd):
+    """The commands in one shell, as CodeBuild runs a phase: in order, stopping at the first that fails."""
+    import subprocess
+
+    script = "".join(f"{c}\nrc=$?; if [ $rc -ne 0 ]; then exit $rc; fi\n" for c in commands)
+    return subprocess.run(["sh", "-c", script], env=env, cwd=cwd, capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture
+def codebuild(tmp_path):
+    """A CodeBuild-like shell: the source checkout's promote function, this venv's python (boto3 pinned as the
+    step installs it), an ``aws`` on PATH that records its arguments (the Lambda invoke: moto cannot run a
+    function), and AWS reached at a moto server sharing the test's moto state."""
+    import os
+    import shutil
+    import sys
+
+    from moto.server import ThreadedMotoServer
+
+    checkout = tmp_path / "src"
+    (checkout / "infra/functions/promote").mkdir(parents=True)
+    shutil.copy(Path(__file__).resolve().parents[2] / "infra/functions/promote/handler.py",
+                checkout / "infra/functions/promote/handler.py")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "python").symlink_to(sys.executable)
+    calls = tmp_path / "aws-calls.jsonl"
+    (bin_dir / "aws").write_text(f"#!{sys.executable}\nimport json, sys\n"
+                                 f"open({str(calls)!r}, 'a').write(json.dumps(sys.argv[1:]) + '\\n')\n"
+                                 "open(sys.argv[-1], 'w').write('{}')\nprint('{\"StatusCode\": 200}')\n")
+    (bin_dir / "aws").chmod(0o755)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    base = {"PATH": f"{bin_dir}:{os.environ['PATH']}", "HOME": str(tmp_path), "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": REGION,
+            "AWS_ENDPOINT_URL": f"http://{host}:{port}"}
+
+    def run(commands, env):
+        return _run_build(commands, {**base, **env}, checkout)
+
+    def invoked():
+        return [json.loads(line) for line in calls.read_text().splitlines()] if calls.exists() else []
+
+    yield run, invoked
+    server.stop()
+
+
+def _payload(arguments):
+    return json.loads(arguments[arguments.index("--payload") + 1])
+
+
+def test_prod_promotes_the_version_dev_served_when_the_approval_was_asked_and_only_while_dev_serves_it(
+        dev, deploy_fn, promote_fn, delivery_assembly, cfn_text, codebuild):
+    sm, s3, env, (v1, v2) = dev
+    run, invoked = codebuild
+    first = deploy_fn.handler(_event(v1, "2026-01-01T00:00:00Z"), sagemaker=sm, env=DEV_ENV, now=0)  # dev serves v1
+    spec, read_env, action = _step(delivery_assembly, cfn_text, "ServedModel-prod")
+    assert spec["env"]["exported-variables"] == ["SERVED_VERSION", "SERVED_MODEL"]
+    # across accounts (the pipeline's account is not dev's): through dev's reader role
+    assert read_env["SOURCE_READER_ROLE"] == "arn:aws:iam::123456789012:role/diagnosa-dev-prod-promote-reader"
+    read = run(spec["phases"]["build"]["commands"] + ['echo "exported: $SERVED_VERSION|$SERVED_MODEL"'], read_env)
+    assert read.returncode == 0, read.stderr
+    assert read.stdout.splitlines()[-1] == f"exported: 1|{v1}"
+    approved = {"APPROVED_VERSION": "1", "APPROVED_MODEL": v1}  # what CodePipeline passes on (checked below)
+
+    # While the approval waits, dev deploys v2 and its update completes: v2 was never approved for prod.
+    deploy_fn.handler(_event(v2, "2026-01-01T01:00:00Z"), sagemaker=sm, env=DEV_ENV, now=3600)
+    _endpoint().endpoint_config_name = sm.list_endpoint_configs(
+        NameContains="diagnosa-dev-v2")["EndpointConfigs"][0]["EndpointConfigName"]
+    spec, promote_env, promote_action = _step(delivery_assembly, cfn_text, "PromoteModel-prod")
+    variables = {v["name"]: v["value"] for v in json.loads(promote_action["Configuration"]["EnvironmentVariables"])}
+    assert variables == {"APPROVED_VERSION": f"#{{{action['Namespace']}.SERVED_VERSION}}",
+                         "APPROVED_MODEL": f"#{{{action['Namespace']}.SERVED_MODEL}}"}
+    promote = run(spec["phases"]["build"]["commands"], {**promote_env, **approved})
+    assert promote.returncode == 0, promote.stdout + promote.stderr
+    [arguments] = invoked()
+    assert arguments[:2] == ["lambda", "invoke"] and _payload(arguments) == {"version": 1}
+    with pytest.raises(promote_fn.Refused, match=r"diagnosa-dev serves .*/diagnosa-dev/2, not version 1"):
+        promote_fn.handler(_payload(arguments), source=sm, target=sm, s3=s3, env=env)
+    assert _prod_versions(sm) == []
+    # v2's canary trips the alarms and v1 serves again: v1, the approved version, is promoted
+    _endpoint().endpoint_config_name = first["endpoint_config"]
+    assert promote_fn.handler(_payload(arguments), source=sm, target=sm, s3=s3, env=env)["source"] == v1
+
+
+def test_when_dev_serves_nothing_settled_the_approval_says_so_and_the_promotion_promotes_nothing(
+        dev, promote_fn, delivery_assembly, cfn_text, codebuild):
+    run, invoked = codebuild
+    spec, read_env, _ = _step(delivery_assembly, cfn_text, "ServedModel-prod")
+    read = run(spec["phases"]["build"]["commands"] + ['echo "exported: $SERVED_VERSION|$SERVED_MODEL"'], read_env)
+    assert read.returncode == 0, read.stderr  # the infrastructure change may still be approved and deployed
+    assert read.stdout.splitlines()[-1].startswith("exported: none|diagnosa-dev does not exist: ")
+    reason = read.stdout.splitlines()[-1].partition("|")[2]
+    spec, promote_env, _ = _step(delivery_assembly, cfn_text, "PromoteModel-prod")
+    promote = run(spec["phases"]["build"]["commands"], {**promote_env, "APPROVED_VERSION": "none", "APPROVED_MODEL": reason})
+    assert promote.returncode == 1
+    assert promote.stdout.strip() == ("nothing promoted: when the approval was asked, dev's endpoint served no settled "
+                                      f"version ({reason})")
+    # anything but a version number is refused before any invoke
+    for value in ("", "1; touch pwned", "1e3", "-1", "1 2"):
+        promote = run(spec["phases"]["build"]["commands"], {**promote_env, "APPROVED_VERSION": value})
+        assert promote.returncode == 1 and promote.stdout.startswith("nothing promoted"), value
+    assert invoked() == []
+
+
+def test_a_read_that_fails_stops_the_pipeline_before_the_approval(delivery_assembly, cfn_text, codebuild):
+    run, _ = codebuild
+    spec, read_env, _ = _step(delivery_assembly, cfn_text, "ServedModel-prod")
+    # AWS unreachable (no network, no permission...): nothing can be said of what dev serves
+    read = run(spec["phases"]["build"]["commands"] + ['echo "exported: $SERVED_VERSION"'],
+               {**read_env, "AWS_ENDPOINT_URL": "http://127.0.0.1:9", "AWS_MAX_ATTEMPTS": "1"})
+    assert read.returncode != 0 and "exported" not in read.stdout
+    assert "Could not connect to the endpoint URL" in read.stderr
+
+
+def test_the_served_read_is_the_promote_functions_own(dev, deploy_fn, promote_fn):
+    sm, _, env, (v1, _) = dev
+    assert promote_fn.served(env, reader=sm)[0] == "none"
+    deploy_fn.handler(_event(v1, "2026-01-01T00:00:00Z"), sagemaker=sm, env=DEV_ENV, now=0)
+    assert promote_fn.served(env, reader=sm) == ("1", v1)
+    _endpoint().endpoint_status = "Updating"
+    version, reason = promote_fn.served(env, reader=sm)
+    assert version == "none" and reason.startswith("diagnosa-dev is Updating, not InService")
+    # what the approval shows is bounded (CodePipeline's action configuration holds 1,000 characters)
+    long = {**env, "SOURCE_ENDPOINT": "diagnosa-gone", "SOURCE_GROUP": "g" * 600}
+    assert len(promote_fn.served(long, reader=sm)[1]) == promote_fn.SERVED_REASON_CHARS

@@ -1,8 +1,9 @@
 """Promotes an Approved model version of an earlier stage into this stage (AWS Lambda, plain boto3).
 
-The delivery pipeline invokes it after its manual approval, once this stage's stacks are deployed
-(``{}``: the version the source stage's endpoint serves; ``{"version": N}``: that one, only if the source
-endpoint serves it; ``{"version": N, "force": true}``: that one even if it does not). It
+The delivery pipeline invokes it after its manual approval, once this stage's stacks are deployed, with the
+version the approval was asked for (``{"version": N}``: promoted only if the source endpoint still serves it);
+``{}`` promotes the version the source stage's endpoint serves now, ``{"version": N, "force": true}`` that one
+even if the endpoint does not serve it. It
 
 1. finds what the source stage serves: its endpoint must be InService, and its current endpoint config's
    ``diagnosa:model-package`` tag (set by the deploy function; after an automatic rollback the old config,
@@ -28,6 +29,12 @@ registered as its ModelQuality statistics. A source run started with lowered thr
 source's gate but not this one. ``force`` never skips it.
 
 Configuration comes from environment variables set by the stack (``infra/stack.py``).
+
+``python handler.py served`` is the delivery pipeline's read, before its manual approval, of what the source
+endpoint serves (step 1 alone, with the same environment variables): it prints ``SERVED_VERSION`` (the version
+number, or ``none``) and ``SERVED_MODEL`` (the version's ARN, or why none is settled) as shell assignments. The
+approval shows them, and the promotion after it asks for that version, so a version the source deploys while the
+approval waits is never promoted unapproved (``infra/delivery.py``).
 """
 from __future__ import annotations
 
@@ -36,6 +43,9 @@ import json
 import logging
 import math
 import os
+import re
+import shlex
+import sys
 from typing import Any
 
 import boto3
@@ -48,6 +58,7 @@ PROMOTED_FROM = "diagnosa:promoted-from"
 PACKAGE_TAG = "diagnosa:model-package"  # the deploy function's tag on the models and endpoint configs it creates
 PREDICTION_BASELINE = "diagnosa:prediction-baseline"
 RUNS = "artifacts/runs/"
+SERVED_REASON_CHARS = 400
 EVALUATION_MAX_BYTES = 10 * 2**20  # an evaluation.json is tens of KB; a larger object is not one
 
 
@@ -185,6 +196,21 @@ def served_version(sagemaker: Any, env: dict[str, str]) -> str:
     return str(arn)
 
 
+def served(env: dict[str, str], reader: Any = None) -> tuple[str, str]:
+    """(SERVED_VERSION, SERVED_MODEL) for the delivery pipeline's approval: the version number and ARN the source
+    endpoint serves, or ``("none", why)`` when it serves no settled version (no endpoint, a deployment under way,
+    no package tag). The approval then says so and the promotion after it fails with that reason; the stage's
+    infrastructure still deploys. Any other error (no permission, no network) is raised: nothing can be said."""
+    try:
+        arn = served_version(reader if reader is not None else endpoint_reader(env), env)
+    except Refused as err:  # shown in the approval: CodePipeline's action configuration holds 1,000 characters
+        return "none", str(err)[:SERVED_REASON_CHARS]
+    version = arn.rpartition("/")[2]
+    if not re.fullmatch(r"[1-9][0-9]{0,9}", version):
+        raise ValueError(f"{env['SOURCE_ENDPOINT']}'s {PACKAGE_TAG} tag {arn!r} is not a model package version ARN")
+    return version, arn
+
+
 def already_promoted(sagemaker: Any, group: str, arn: str) -> str | None:
     for page in sagemaker.get_paginator("list_model_packages").paginate(ModelPackageGroupName=group):
         for summary in page.get("ModelPackageSummaryList", []):
@@ -305,3 +331,11 @@ def copy_object(s3: Any, source_uri: str, target_uri: str, env: dict[str, str]) 
     bucket, key = _split(target_uri)
     s3.copy({"Bucket": source_bucket, "Key": source_key}, bucket, key,
             ExtraArgs={"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": env["KMS_KEY_ARN"]})  # bucket keys: the bucket default
+
+
+if __name__ == "__main__":  # the delivery pipeline's read before its approval (module docstring)
+    if sys.argv[1:] != ["served"]:
+        sys.exit(f"usage: {sys.argv[0]} served (reads SOURCE_ENDPOINT, SOURCE_REGION, SOURCE_GROUP, SOURCE_READER_ROLE)")
+    logging.basicConfig()
+    served_version_number, model = served(settings())
+    print(f"SERVED_VERSION={shlex.quote(served_version_number)}\nSERVED_MODEL={shlex.quote(model)}")
