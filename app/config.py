@@ -12,9 +12,11 @@
 | ``DIAGNOSA_APP_MODEL`` | a model folder (``metadata.json``) whose request schema shapes the form |
 | ``DIAGNOSA_APP_LAKE`` | the data lake (folder or ``s3://bucket/prefix``) confirmed diagnoses go to when the endpoint has |
 |  | no feedback route (SageMaker) |
-| ``DIAGNOSA_APP_TIMEOUT`` | seconds to wait for each connection and socket read (default 10, at most a day); a call |
-|  | gives up after ``TIMEOUT`` x ``ATTEMPTS`` seconds in all (:attr:`AppConfig.deadline`) |
-| ``DIAGNOSA_APP_ATTEMPTS`` | attempts per call, retries included (default 2) |
+| ``DIAGNOSA_APP_TIMEOUT`` | seconds to wait for the endpoint's answer, each socket read (default 70: over SageMaker's |
+|  | 60 s limit on a model's answer; at most a day); a connection waits at most 10 s of it. A read timeout is not |
+|  | retried (the request was delivered: a retry would run the model again); a call gives up after ``TIMEOUT`` x |
+|  | ``ATTEMPTS`` seconds in all (:attr:`AppConfig.deadline`) |
+| ``DIAGNOSA_APP_ATTEMPTS`` | attempts per call, retries included (default 2): a connection that fails, throttling, a 5xx |
 | ``DIAGNOSA_APP_TOP_K`` | categories listed in the top-k, at most the model's labels (default: the endpoint's, 3 or all |
 |  | the labels of a model with fewer) |
 | ``DIAGNOSA_APP_DIFFERENTIAL`` | rare diseases listed as decision support under the diagnosis (default 5; 0: none) |
@@ -26,10 +28,11 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 from diagnosa.net import MAX_TIMEOUT
+from inference.limits import INVOKE_TIMEOUT
 
 PREFIX = "DIAGNOSA_APP_"
 DEFAULT_ENDPOINT_NAME = "diagnosa"
-DEFAULT_TIMEOUT = 10.0
+DEFAULT_TIMEOUT = INVOKE_TIMEOUT  # past SageMaker's 60 s limit on a model's answer (inference.limits)
 DEFAULT_ATTEMPTS = 2
 DEFAULT_DIFFERENTIAL = 5
 MAX_DIFFERENTIAL = 20  # the endpoint's limit

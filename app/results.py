@@ -5,21 +5,27 @@
 
 | kind | when |
 |---|---|
-| ``unreachable`` | nothing listens at the endpoint address (down, wrong URL, no network) |
+| ``unreachable`` | nothing listens at the endpoint address (down, wrong URL, no network), or the connection broke |
+|  | after the request was sent |
 | ``timeout`` | the endpoint took longer than the configured timeout to answer |
 | ``rejected`` | the endpoint refused the input (4xx); the field errors go next to the fields (a refusal naming |
 |  | no field of the form does not ask the doctor to correct the fields) |
-| ``unavailable`` | the endpoint is up but cannot serve yet (model loading, 503) |
+| ``unavailable`` | the endpoint is up but cannot serve now: busy (the container's 429, 408, 503; throttled; the |
+|  | model not ready), the local endpoint's model loading, SageMaker's service unavailable |
 | ``server_error`` | the endpoint failed while scoring (5xx) |
 | ``not_found`` | no endpoint of that name (a configuration problem) |
-| ``failed`` | anything else the client reported, and an answer that is not a diagnosis (:func:`prediction_problem`: |
-|  | a category that is not text, probabilities that are not numbers from 0 to 1, an incomplete top-k...) |
+| ``not_authorized`` | the app's AWS credentials are missing, could not be obtained, expired or invalid, or its |
+|  | identity may not invoke the endpoint: a fixed message (AWS's names the role and the account: logged) |
+| ``failed`` | an answer that is not a diagnosis (:func:`prediction_problem`: a category that is not text, |
+|  | probabilities that are not numbers from 0 to 1 or do not sum to 1, an incomplete top-k...), and anything |
+|  | else, in neutral words: what the client said (AWS's words may name accounts, roles, log URLs) is logged |
 
-Nothing here logs or prints patient values; failure texts name the endpoint, never the record.
+Nothing here logs or prints patient values; failure texts name the endpoint, never the record, and never what AWS
+said (logged, with the ``app.results`` logger, for the administrator).
 """
 from __future__ import annotations
 
-import math
+import logging
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -28,28 +34,43 @@ from typing import Any, Literal, Mapping
 import boto3
 from botocore.config import Config
 from botocore.exceptions import (
+    BotoCoreError,
     ClientError,
     ConnectionClosedError,
     ConnectTimeoutError,
     EndpointConnectionError,
-    NoCredentialsError,
+    IncompleteReadError,
     ReadTimeoutError,
+    ResponseStreamingError,
 )
 
 from app.config import AppConfig
 from app.form import FieldErrors, FormSpec, field_errors
 from diagnosa.labels import CATEGORIES
 from inference.client import (
+    BUSY_CODES,
+    CREDENTIAL_ERRORS,
+    DEFAULT_CONNECT_TIMEOUT,
+    AnswerLost,
     AnswerTimeout,
     ClientFailure,
     DiagnosaClient,
+    EndpointBusy,
     EndpointUnreachable,
+    InvalidAnswer,
     ModelTimeout,
+    NotAuthorized,
     PredictionRejected,
+    is_probability,
+    prediction_problem,  # the validity of a prediction: the client's (it refuses an invalid one), and the page's
 )
 from inference.feedback import Replaced
 
-FailureKind = Literal["unreachable", "timeout", "rejected", "unavailable", "server_error", "not_found", "failed"]
+# What the app is told by the client and by AWS, for the administrator (a doctor's page shows none of it).
+log = logging.getLogger(__name__)
+
+FailureKind = Literal["unreachable", "timeout", "rejected", "unavailable", "server_error", "not_found",
+                      "not_authorized", "failed"]
 WARNING = ("This result supports and does not replace clinical judgement: it is a statistical estimate from a model, "
            "to be weighed with the examination, the history and the tests.")
 DIFFERENTIAL_LABEL = "Decision support — not a diagnosis"
@@ -85,11 +106,12 @@ def make_client(config: AppConfig) -> DiagnosaClient:
     SageMaker endpoint always uses the AWS credential chain).
     """
     runtime = None
-    if config.is_local and boto3.Session().get_credentials() is None:
+    if config.is_local and not _has_credentials():
         runtime = boto3.client("sagemaker-runtime", endpoint_url=config.endpoint_url,
                                region_name=config.region or "eu-west-1", aws_access_key_id="local",
                                aws_secret_access_key="local",
-                               config=Config(connect_timeout=config.timeout, read_timeout=config.timeout,
+                               config=Config(connect_timeout=min(config.timeout, DEFAULT_CONNECT_TIMEOUT),
+                                             read_timeout=config.timeout,
                                              retries={"total_max_attempts": config.attempts, "mode": "standard"}))
     extra: dict[str, Any] = {}
     if config.lake:  # where feedback goes when the endpoint has no feedback route (a SageMaker endpoint)
@@ -99,6 +121,39 @@ def make_client(config: AppConfig) -> DiagnosaClient:
     return DiagnosaClient(config.endpoint_name, endpoint_url=config.endpoint_url, region=config.region,
                           timeout=config.timeout, max_attempts=config.attempts, runtime=runtime,
                           deadline=config.deadline, **extra)
+
+
+def _has_credentials() -> bool:
+    """Whether the AWS credential chain gives credentials (False too when a provider fails: a local endpoint checks no
+    signature, so a failing credential_process is no reason not to call it)."""
+    try:
+        return boto3.Session().get_credentials() is not None
+    except BotoCoreError:
+        return False
+
+
+def client_failure(err: BaseException, config: AppConfig) -> Failure:
+    """What the doctor reads when the client could not be made (:func:`make_client` raised): the AWS credentials
+    could not be obtained (a credential_process exiting 1, an expired SSO token, none at all), resolved by botocore
+    as it makes its client. The page still shows its form; AWS's own words go to the log."""
+    log.warning("no client for the %s: %s: %s", config.description, type(err).__name__, err)
+    if isinstance(err, (NotAuthorized, *CREDENTIAL_ERRORS)):
+        return Failure("not_authorized", _credentials_message(config))
+    return Failure("failed", f"The app cannot call the {config.description} ({type(err).__name__}). Tell the "
+                             "administrator (the app's log says why).")
+
+
+def make_client_or_failure(config: AppConfig) -> DiagnosaClient | Failure:
+    """:func:`make_client`'s client, or the :class:`Failure` saying why there is none (:func:`client_failure`)."""
+    try:
+        return make_client(config)
+    except (BotoCoreError, ClientFailure) as err:
+        return client_failure(err, config)
+
+
+def _credentials_message(config: AppConfig) -> str:
+    return (f"The app cannot call the {config.description}: its AWS credentials are missing, expired or invalid. "
+            "Tell the administrator. No diagnosis was received; nothing is wrong with the patient's values.")
 
 
 def _cause(err: BaseException) -> BaseException | None:
@@ -128,90 +183,77 @@ def explain_failure(err: BaseException, config: AppConfig, spec: FormSpec) -> Fa
         return Failure("rejected", f"The {where} refused the request (HTTP {err.status}) for a reason that is not a "
                                    "value in the form (below). Tell the administrator: the app's configuration or "
                                    "its --model may not match the endpoint's model.", fields)
+    cause = _cause(err)
+    if isinstance(err, NotAuthorized):  # AWS's words name the role and the account: logged, not shown
+        log.warning("the %s refused the app's call: %s", where, err)
+        if err.credentials:
+            return Failure("not_authorized", _credentials_message(config))
+        return Failure("not_authorized", f"The app is not authorized to call the {where} (its AWS identity may not "
+                                         "invoke it). Tell the administrator. Nothing is wrong with the patient's "
+                                         "values.")
+    if isinstance(err, EndpointBusy) or (isinstance(cause, ClientError)
+                                         and _code(cause.response) in BUSY_CODES):
+        log.info("the %s is busy: %s", where, err)
+        return Failure("unavailable", f"The {where} is busy or still starting: ask again in a moment. Nothing is "
+                                      "wrong with the patient's values; no diagnosis was received.")
+    if isinstance(cause, ReadTimeoutError):  # one socket read: not retried (a retry would run the model again)
+        return Failure("timeout", f"The {where} did not answer within {config.timeout:g} s. It may be overloaded: "
+                                  "wait a moment and ask again. No diagnosis was received.")
     if isinstance(err, AnswerTimeout):  # the call's overall deadline: an answer trickling in, or every attempt slow
-        attempts = f" ({config.attempts} attempts of {config.timeout:g} s)" if config.attempts > 1 else ""
+        attempts = f" ({config.attempts} attempts of up to {config.timeout:g} s)" if config.attempts > 1 else ""
         return Failure("timeout", f"The {where} did not answer within {config.deadline:g} s{attempts}. It may be "
                                   "overloaded: wait a moment and ask again. No diagnosis was received.")
     if isinstance(err, ModelTimeout):  # SageMaker's own limit on the model's answer (60 s), not the app's timeout
         return Failure("timeout", f"The model behind the {where} took longer than the endpoint allows and gave no "
                                   "diagnosis. It may be overloaded: wait a moment and ask again. Nothing is wrong with "
                                   "the patient's values.")
-    cause = _cause(err)
-    if isinstance(cause, ReadTimeoutError):
-        return Failure("timeout", f"The {where} did not answer within {config.timeout:g} s. It may be overloaded: "
-                                  "wait a moment and ask again. No diagnosis was received.")
-    if isinstance(cause, (EndpointConnectionError, ConnectTimeoutError, ConnectionClosedError)):
+    if isinstance(err, AnswerLost) or isinstance(cause, (ConnectionClosedError, ResponseStreamingError,
+                                                         IncompleteReadError)):
+        return Failure("unreachable", f"The connection to the {where} broke after the request was sent: no "
+                                      "diagnosis was received (the endpoint may have processed the request). Ask "
+                                      "again.")
+    if isinstance(err, EndpointUnreachable) or isinstance(cause, (EndpointConnectionError, ConnectTimeoutError)):
         return Failure("unreachable", f"Cannot reach the {where}: it is down or the address is wrong. "
                                       "Check that the endpoint is running, then ask again.")
-    if isinstance(cause, NoCredentialsError):
-        return Failure("failed", f"No AWS credentials to call the {where}: configure them (AWS_PROFILE, "
-                                 "environment variables or an instance role) and ask again.")
+    if isinstance(err, InvalidAnswer):
+        log.warning("the %s answered something that is not a diagnosis: %s", where, err)
+        return Failure("failed", f"The {where} answered something that is not a diagnosis ({err.problem}). No "
+                                 "diagnosis was received: tell the administrator, the endpoint may be faulty or not a "
+                                 "Diagnosa endpoint.")
     if isinstance(cause, ClientError):
         response: Mapping[str, Any] = cause.response
-        code = response.get("Error", {}).get("Code", "")
+        code = _code(response)
         status = int(response.get("OriginalStatusCode") or response.get("ResponseMetadata", {}).get("HTTPStatusCode")
                      or 0)
-        if code == "ServiceUnavailable" or status == 503:
-            return Failure("unavailable", f"The {where} is up but cannot serve yet (the model may still be loading). "
-                                          "Ask again in a few seconds.")
+        if code == "ServiceUnavailable" or (code != "ModelError" and status == 503):
+            log.warning("the %s is unavailable: %s", where, err)
+            if config.is_local:  # the local endpoint answers so while its model loads (or after it failed to load)
+                return Failure("unavailable", f"The {where} is up but cannot serve yet: its model is still loading, "
+                                              "or failed to load. Ask again in a few seconds; tell the administrator "
+                                              "if it persists.")
+            return Failure("unavailable", f"SageMaker's service is unavailable at the moment: the {where} cannot be "
+                                          "called. Ask again in a moment; tell the administrator if it persists.")
         if code == "ValidationError" and "not found" in str(response.get("Error", {}).get("Message", "")):
-            return Failure("not_found", f"There is no endpoint named '{config.endpoint_name}' at the {where}: "
-                                        "check the app's endpoint name (--endpoint-name; by default the endpoint of "
-                                        "the model's dataset, as `diagnosa run` and `diagnosa serve` name it unless "
-                                        "given another).")
+            place = f"The {where} serves no endpoint named '{config.endpoint_name}'" if config.is_local else \
+                f"SageMaker has no endpoint named '{config.endpoint_name}' in {config.region or 'the default AWS region'}"
+            return Failure("not_found", f"{place}: check the app's endpoint name (--endpoint-name; by default the "
+                                        "endpoint of the model's dataset, as `diagnosa run` and `diagnosa serve` name "
+                                        "it unless given another).")
         if code == "ModelError" or status >= 500:
+            log.warning("the %s failed: %s", where, err)
             return Failure("server_error", f"The {where} failed while computing the diagnosis (HTTP {status or 500}). "
                                            "This is not caused by the patient's values; try again, and tell the "
                                            "administrator if it persists.")
-    return Failure("failed", f"The {where} could not give a diagnosis: {err}")
+    # Anything else: what the client said may be AWS's words (an account, a role, a log URL) or a stranger's answer,
+    # which the log keeps for the administrator; the doctor reads that no diagnosis came and whom to tell.
+    log.warning("no diagnosis from the %s: %s: %s", where, type(err).__name__, err)
+    return Failure("failed", f"The {where} could not give a diagnosis. Tell the administrator (the app's log says "
+                             "why). Nothing is wrong with the patient's values as far as the app can tell.")
 
 
-def _probability(value: Any) -> bool:
-    """A probability as an answer may hold one: a number (not a boolean), finite, from 0 to 1."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and 0 <= value <= 1
-
-
-def prediction_problem(result: Any) -> str | None:
-    """What makes an endpoint's prediction unfit to show (None when it is fit): an answer that is JSON but not a
-    diagnosis crashed the page (a missing category, a null probability, a top-k item without its probability) or
-    showed wrong numbers (7.5 read 'over 99.9 %', NaN 'nan %')."""
-    if not isinstance(result, Mapping):
-        return f"the prediction is {type(result).__name__ if result is not None else 'null'}, not an object"
-    category = result.get("category")
-    if not isinstance(category, str) or not category:
-        return "no category (text) in the prediction"
-    probabilities = result.get("probabilities")
-    if not isinstance(probabilities, Mapping) or not probabilities:
-        return "no probabilities in the prediction"
-    for name, value in probabilities.items():
-        if not isinstance(name, str):
-            return "a probability not keyed by a category name"
-        if not _probability(value):
-            return f"the probability of {name!r} is {value!r}, not a number from 0 to 1"
-    if category not in probabilities:
-        return f"the category {category!r} has no probability"
-    top_k = result.get("top_k", [])
-    if not isinstance(top_k, list):
-        return "top_k is not a list"
-    for item in top_k:
-        if not (isinstance(item, Mapping) and isinstance(item.get("category"), str)
-                and _probability(item.get("probability"))):
-            return f"a top-k item is not a category with a probability from 0 to 1: {str(item)[:80]!r}"
-    differential = result.get("differential")
-    if differential is not None:
-        if not isinstance(differential, list):
-            return "the differential is not a list"
-        for item in differential:
-            score = item.get("score") if isinstance(item, Mapping) else None
-            if not (isinstance(item, Mapping) and isinstance(item.get("name"), str)
-                    and isinstance(item.get("disease_id"), str) and isinstance(score, (int, float))
-                    and not isinstance(score, bool) and math.isfinite(score)):
-                return f"a differential item is not a disease with its id and score: {str(item)[:80]!r}"
-    if not isinstance(result.get("differential_note", ""), str):
-        return "the differential's note is not text"
-    if not isinstance(result.get("model_version", ""), (str, int)):
-        return "the model version is not text"
-    return None
+def _code(response: Mapping[str, Any]) -> str:
+    """An AWS error's code ('com.amazonaws.sagemaker#ThrottlingException' read as 'ThrottlingException')."""
+    return str(response.get("Error", {}).get("Code", "")).rpartition("#")[2]
 
 
 def label_problem(result: Mapping[str, Any], spec: FormSpec) -> str | None:
@@ -278,10 +320,10 @@ def diagnose(client: DiagnosaClient, record: Mapping[str, Any], config: AppConfi
     except Exception as err:  # noqa: BLE001  (a bug must not show a traceback with the patient's values)
         return Outcome(failure=Failure("failed", f"The {config.description} could not give a diagnosis "
                                                  f"({type(err).__name__})."))
-    if not prediction.results:
+    if not prediction.results:  # the client refuses such an answer (a prediction per patient): a stand-in's
         return Outcome(failure=Failure("failed", f"The {config.description} answered with no prediction."))
     result = prediction.results[0]
-    problem = prediction_problem(result)
+    problem = prediction_problem(result)  # the client's check, again for a client that is not Diagnosa's
     if problem is not None:
         return Outcome(failure=Failure("failed", f"The {config.description} answered something that is not a "
                                                  f"diagnosis ({problem}). No diagnosis was received: tell the "
@@ -300,7 +342,7 @@ def percent(p: float) -> str:
     A model's estimate is never a certainty: the endpoint rounds its probabilities to six decimals, so 1.0 and 0.0
     read 'over 99.9 %' and 'under 0.1 %', never '100.0 %' or '0.0 %'.
     """
-    if not _probability(p):  # diagnose() refuses such an answer: never shown as a number
+    if not is_probability(p):  # diagnose() refuses such an answer: never shown as a number
         raise ValueError(f"not a probability: {p!r}")
     value = 100.0 * float(p)
     if value < 0.1:

@@ -43,6 +43,7 @@ from diagnosa.commands.common import (
 from diagnosa.lake import DataLake, LakeError, bucket_name_problem
 from diagnosa.logs import interrupted
 from diagnosa.services import LOCAL_BUCKET, EndpointBusy, PortTaken, ServiceError
+from inference.limits import INVOKE_TIMEOUT
 
 MAX_TOP_K = 1_000  # --top-k's bound here; the endpoint holds it to the model's labels
 
@@ -903,7 +904,11 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--differential", type=int, default=None, metavar="N",
                          help="also list the N best-matching rare diseases (decision support, JSON input only; "
                               "the endpoint checks N)")
-    predict.add_argument("--timeout", type=positive_seconds, default=10.0, help="seconds to connect and to read the answer")
+    predict.add_argument("--timeout", type=positive_seconds, default=INVOKE_TIMEOUT,
+                         help=f"seconds to wait for each request's answer (default {INVOKE_TIMEOUT:g}: over SageMaker's "
+                              "60 s limit on a model's answer, which is not asked for twice: a read timeout is not "
+                              "retried); a connection waits at most 10 s of it, and a request gives up after 4 x "
+                              "--timeout in all")
     predict.add_argument("--errors-file", metavar="PATH",
                          help="where the refused records' problems go, one JSON line each, when there are more than the "
                               "10 the message lists (default: NAME.errors.jsonl in the current folder, for an input file "

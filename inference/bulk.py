@@ -21,7 +21,7 @@ from typing import IO, Any, Callable, Iterable, Iterator
 
 from diagnosa.data.csv_cells import csv_problem, fit_to_header, header_problem, is_blank_row, misfit_problem, named_width
 from diagnosa.data.schema import other_delimiter
-from inference.client import DiagnosaClient, PredictionRejected
+from inference.client import DiagnosaClient, InvalidAnswer, PredictionRejected
 from inference.limits import (
     MAX_BODY_BYTES,
     MAX_LISTED_PROBLEMS,
@@ -263,7 +263,11 @@ def _send(client: DiagnosaClient, batch: list[InputRecord], csv_header: list[str
                 pending[:0] = [items[:len(items) // 2], items[len(items) // 2:]]
             continue
         try:
-            prediction = client.predict_csv(body) if csv_header is not None else client.predict_body(body)
+            # The client takes an answer only when it is one valid prediction per record sent (InvalidAnswer else):
+            # zipped as it came, an answer short of one stopped at the shorter, and a patient went without an
+            # answer, or with another's, and the command said 0.
+            prediction = client.predict_csv(body, records=len(items)) if csv_header is not None else \
+                client.predict_body(body, records=len(items))
         except PredictionRejected as err:
             refused = _refused_rows(err, len(items))
             if not refused and err.status == 413:  # too much at once (the answer would be over the limit): halve
@@ -281,7 +285,7 @@ def _send(client: DiagnosaClient, batch: list[InputRecord], csv_header: list[str
             if rest:
                 pending.insert(0, rest)
             continue
-        for row, (item, result) in enumerate(zip(items, prediction.results)):
+        for row, (item, result) in enumerate(zip(items, prediction.results, strict=True)):
             yield Answered(item.where, result, prediction.event_id, row)
 
 
@@ -379,9 +383,13 @@ class PredictionsDocument:
         self.event_ids: list[str | None] = []
 
     def add(self, answer: Answered) -> None:
-        self.out.write(('{"predictions": [\n  ' if not self.count else ",\n  ")
-                       + json.dumps({**answer.result, "event_id": answer.event_id, "event_row": answer.event_row},
-                                    ensure_ascii=False))
+        try:  # JSON has no NaN or Infinity: written as Python writes them by default, no JSON reader took the output
+            line = json.dumps({**answer.result, "event_id": answer.event_id, "event_row": answer.event_row},
+                              ensure_ascii=False, allow_nan=False)
+        except (TypeError, ValueError) as err:
+            raise InvalidAnswer(f"the prediction of {answer.where} cannot be written as JSON: {err}",
+                                "a prediction that cannot be written as JSON") from None
+        self.out.write(('{"predictions": [\n  ' if not self.count else ",\n  ") + line)
         self.count += 1
         if not self.event_ids or self.event_ids[-1] != answer.event_id:
             self.event_ids.append(answer.event_id)

@@ -2,13 +2,20 @@
 
 The same code talks to a real SageMaker endpoint (region + endpoint name, credentials from the
 usual AWS chain) and to the local endpoint (``endpoint_url="http://127.0.0.1:8080"``). Timeouts and
-retries come from botocore: "standard" retry mode retries throttling and transient 5xx errors with
-exponential backoff; a rejected request (the model's 4xx) is not retried and surfaces as
-:class:`PredictionRejected` with the field errors the endpoint sent.
+retries come from botocore: "standard" retry mode retries throttling, connection failures and transient
+5xx errors with exponential backoff; a read timeout of InvokeEndpoint is not retried (the request was
+delivered: a retry would run the model again); a rejected request (the model's 4xx) is not retried and
+surfaces as :class:`PredictionRejected` with the field errors the endpoint sent.
+
+An answer is taken only when it is one valid prediction per patient sent (:func:`prediction_problem`);
+anything else is :class:`InvalidAnswer`, naming what is wrong.
 """
 from __future__ import annotations
 
+import csv
+import io
 import json
+import math
 import os
 import threading
 import urllib.parse
@@ -19,10 +26,27 @@ from typing import TYPE_CHECKING, Any
 import boto3
 from botocore import UNSIGNED
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectionClosedError,
+    ConnectTimeoutError,
+    CredentialRetrievalError,
+    EndpointConnectionError,
+    IncompleteReadError,
+    NoAuthTokenError,
+    NoCredentialsError,
+    PartialCredentialsError,
+    ReadTimeoutError,
+    ResponseStreamingError,
+    SSOError,
+    TokenRetrievalError,
+)
 
 from diagnosa.aws import resolve_region
-from inference.limits import MAX_LISTED_PROBLEMS, MAX_REFUSAL_BYTES
+from diagnosa.data.csv_cells import is_blank_row
+from diagnosa.data.validate import shown
+from inference.limits import INVOKE_TIMEOUT, MAX_BODY_BYTES, MAX_LISTED_PROBLEMS, MAX_REFUSAL_BYTES
 
 if TYPE_CHECKING:  # imported where used: the feedback module is not needed to predict
     from inference.feedback import StoredFeedback
@@ -31,6 +55,26 @@ JSON = "application/json"
 CSV = "text/csv"
 TOKEN_ENV = "DIAGNOSA_FEEDBACK_TOKEN"  # the local endpoint's feedback token, when it checks one
 DEFAULT_ATTEMPTS = 4  # attempts of a call, retries included, unless the caller says otherwise
+DEFAULT_TIMEOUT = INVOKE_TIMEOUT  # seconds a socket read waits for the answer (inference.limits)
+DEFAULT_CONNECT_TIMEOUT = 10.0  # seconds a connection waits at most (less when the timeout is shorter)
+PROBABILITY_SUM_TOLERANCE = 1e-3  # how far a prediction's probabilities may sum from 1 (the endpoint rounds each to 6 places)
+# A container's statuses that say "not now", not "not this": its queue is full (429), it did not get the request in
+# time (408), it has no worker free (503). SageMaker's codes that say so of the endpoint or the service.
+BUSY_STATUSES = frozenset({408, 429, 503})
+BUSY_CODES = frozenset({"ModelNotReadyException", "ThrottlingException", "Throttling", "ThrottledException",
+                        "TooManyRequestsException", "RequestLimitExceeded", "RequestThrottled",
+                        "RequestThrottledException", "SlowDown"})
+# AWS's codes for a call whose credentials are missing, expired or invalid, or whose identity may not invoke the endpoint.
+PERMISSION_CODES = frozenset({"AccessDeniedException", "AccessDenied", "NotAuthorized"})
+CREDENTIAL_CODES = frozenset({"ExpiredTokenException", "ExpiredToken", "UnrecognizedClientException",
+                              "InvalidSignatureException", "IncompleteSignature", "IncompleteSignatureException",
+                              "MissingAuthenticationToken", "MissingAuthenticationTokenException",
+                              "InvalidClientTokenId", "SignatureDoesNotMatch", "RequestExpired"})
+# botocore's errors for credentials that could not be had (none configured, a credential_process or an SSO token that
+# failed, half a key pair).
+CREDENTIAL_ERRORS: tuple[type[BotoCoreError], ...] = (NoCredentialsError, PartialCredentialsError,
+                                                      CredentialRetrievalError, TokenRetrievalError, NoAuthTokenError,
+                                                      SSOError)
 # The most read or kept of an error reply is MAX_REFUSAL_BYTES, the endpoint's own refusals' size: a proxy or a wrong
 # URL answering 400 with megabytes of field errors made `diagnosa feedback --file` write gigabytes of them.
 MAX_FIELD_ERRORS = 20  # a refused feedback record's field problems kept; the rest are counted
@@ -117,6 +161,39 @@ class ModelTimeout(ClientFailure):
     the model was overloaded or the request too large to answer in time; a later or smaller request may be answered."""
 
 
+class AnswerLost(ClientFailure):
+    """The connection broke after the request was sent (closed before the answer, or in the middle of it): the
+    endpoint may have processed it; no answer came."""
+
+
+class EndpointBusy(ClientFailure):
+    """The endpoint could not take the request now, for nothing in it: the model's container answered 429 (its queue
+    is full), 408 (the request did not reach it in time) or 503 (no worker free), the model is not ready yet
+    (ModelNotReadyException) or SageMaker throttled the call (after botocore's retries). The same request asked again
+    in a moment may be answered. (Not :class:`diagnosa.services.EndpointBusy`, a deploy's.)"""
+
+
+class NotAuthorized(ClientFailure):
+    """AWS refused the call for who makes it: no credentials, credentials that could not be obtained (a failing
+    credential_process, an expired SSO token), expired or invalid ones (``credentials``), or an identity its policy
+    does not allow to invoke the endpoint (not ``credentials``). The message is AWS's, which names the identity's role
+    and account: for an engineer's terminal or a server log, not for a doctor's page."""
+
+    def __init__(self, message: str, *, credentials: bool = True):
+        super().__init__(message)
+        self.credentials = credentials
+
+
+class InvalidAnswer(ClientFailure):
+    """The endpoint answered, but not with one valid prediction per patient sent (not JSON, another number of
+    predictions, a prediction that is not one: :func:`prediction_problem`). ``problem`` says what is wrong quoting
+    at most a clipped value of the answer, never the answer at length (a proxy's sign-in page)."""
+
+    def __init__(self, message: str, problem: str):
+        super().__init__(message)
+        self.problem = problem
+
+
 class InvalidInput(ClientFailure, ValueError):
     """What the caller passed cannot be sent at all (not a patient record or a list of them)."""
 
@@ -166,6 +243,116 @@ class FeedbackRejected(ClientFailure):
 class Prediction:
     results: list[dict[str, Any]]
     event_id: str | None  # data-capture event id (local endpoint): what feedback refers to
+
+
+def is_probability(value: Any) -> bool:
+    """A probability as an answer may hold one: a number (not a boolean), finite, from 0 to 1."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and 0 <= value <= 1
+
+
+def _not_finite(value: Any) -> str | None:
+    """Where the first number that is NaN or infinite is in ``value`` (e.g. 'differential[0].score'), which JSON cannot
+    hold (a writer with allow_nan=False refuses it; one without writes text no JSON reader takes); None: none."""
+    stack: list[tuple[Any, str]] = [(value, "")]
+    while stack:
+        item, path = stack.pop()
+        if isinstance(item, float) and not math.isfinite(item):
+            return path or "the prediction"
+        if isinstance(item, Mapping):
+            stack.extend((v, f"{path}.{k}" if path else str(k)) for k, v in item.items())
+        elif isinstance(item, list):
+            stack.extend((v, f"{path}[{i}]") for i, v in enumerate(item))
+    return None
+
+
+def prediction_problem(result: Any) -> str | None:
+    """What makes an endpoint's prediction not a valid one (None when it is valid): the client refuses an answer
+    holding such a prediction (:class:`InvalidAnswer`), and the app refuses to show one. An answer that is JSON but
+    not a diagnosis crashed the page (a missing category, a null probability, a top-k item without its probability),
+    showed wrong numbers (7.5 read 'over 99.9 %', NaN 'nan %', probabilities of 0.95, 0.9 and 0.8 as they came) or
+    was written as JSON no reader takes (NaN) by `diagnosa predict`."""
+    if not isinstance(result, Mapping):
+        return f"the prediction is {type(result).__name__ if result is not None else 'null'}, not an object"
+    category = result.get("category")
+    if not isinstance(category, str) or not category:
+        return "no category (text) in the prediction"
+    probabilities = result.get("probabilities")
+    if not isinstance(probabilities, Mapping) or not probabilities:
+        return "no probabilities in the prediction"
+    for name, value in probabilities.items():
+        if not isinstance(name, str):
+            return "a probability not keyed by a category name"
+        if not is_probability(value):
+            return f"the probability of {shown(name)} is {shown(value)}, not a number from 0 to 1"
+    total = math.fsum(probabilities.values())
+    if abs(total - 1) > PROBABILITY_SUM_TOLERANCE:
+        return f"its probabilities sum to {total:.4g}, not 1"
+    if category not in probabilities:
+        return f"the category {shown(category)} has no probability"
+    top_k = result.get("top_k", [])
+    if not isinstance(top_k, list):
+        return "top_k is not a list"
+    for item in top_k:
+        if not (isinstance(item, Mapping) and isinstance(item.get("category"), str)
+                and is_probability(item.get("probability"))):
+            return f"a top-k item is not a category with a probability from 0 to 1: {shown(item, 80)}"
+        if item["category"] not in probabilities:
+            return f"the top-k category {shown(item['category'])} has no probability"
+    differential = result.get("differential")
+    if differential is not None:
+        if not isinstance(differential, list):
+            return "the differential is not a list"
+        for item in differential:
+            score = item.get("score") if isinstance(item, Mapping) else None
+            if not (isinstance(item, Mapping) and isinstance(item.get("name"), str)
+                    and isinstance(item.get("disease_id"), str) and isinstance(score, (int, float))
+                    and not isinstance(score, bool) and math.isfinite(score)):
+                return f"a differential item is not a disease with its id and score: {shown(item, 80)}"
+    if not isinstance(result.get("differential_note", ""), str):
+        return "the differential's note is not text"
+    if not isinstance(result.get("model_version", ""), (str, int)):
+        return "the model version is not text"
+    where = _not_finite(result)
+    if where is not None:
+        return f"{shown(where, 80)} is not a finite number (NaN or infinity, which JSON cannot hold)"
+    return None
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{count:,} {word}{'' if count == 1 else 's'}"
+
+
+def _records_in_json(body: str | bytes) -> int | None:
+    """How many patient records a JSON request body holds (``{"instances": [...]}``, a list, or one record); None when
+    it cannot be told (the endpoint refuses such a body)."""
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+    if isinstance(data, dict) and "instances" in data:
+        data = data["instances"]
+        return len(data) if isinstance(data, list) else None
+    return len(data) if isinstance(data, list) else 1
+
+
+def _records_in_csv(text: str) -> int | None:
+    """How many patient records a CSV request body holds: its rows under the header that are not blank, as the
+    endpoint counts them (inference.handler.csv_records); None when it cannot be told."""
+    try:
+        rows = csv.reader(io.StringIO(text.removeprefix("\ufeff"), newline=None))
+        if next(rows, None) is None:
+            return None
+        return sum(1 for cells in rows if not is_blank_row(cells))
+    except csv.Error:
+        return None
+
+
+def _no_retry_after_read_timeout(caught_exception: Any = None, **_: Any) -> bool | None:
+    """botocore's ``needs-retry`` hook for InvokeEndpoint: no retry (False, which wins over the retry handler of the
+    service, called after this more specific one) when the attempt's socket read timed out: the request was delivered
+    and the model may be computing it, and a retry runs it again (a model taking 10 to 60 s was invoked 2 to 4 times
+    per request). Connection failures, throttling and 5xx answers are retried as botocore's mode says (None)."""
+    return False if isinstance(caught_exception, ReadTimeoutError) else None
 
 
 def check_endpoint_url(url: str) -> str:
@@ -233,14 +420,23 @@ def served_endpoint_name(endpoint_url: str, timeout: float = 10.0) -> str | None
 
 class DiagnosaClient:
     def __init__(self, endpoint_name: str = "diagnosa", *, endpoint_url: str | None = None, region: str | None = None,
-                 timeout: float = 10.0, max_attempts: int = DEFAULT_ATTEMPTS, runtime: Any = None, lake: Any = None,
-                 feedback_token: str | None = None, deadline: float | None = None):
-        """``timeout`` bounds each connection and each socket read, ``max_attempts`` the attempts of a call (retries
-        included); ``deadline``, when given, the whole call in seconds, every attempt and the reading of the answer
-        included: an endpoint trickling its answer a few bytes at a time never lets one read time out, and held the
-        caller for as long as it trickled (:class:`AnswerTimeout` when it passes)."""
+                 timeout: float = DEFAULT_TIMEOUT, max_attempts: int = DEFAULT_ATTEMPTS, runtime: Any = None,
+                 lake: Any = None, feedback_token: str | None = None, deadline: float | None = None,
+                 connect_timeout: float | None = None):
+        """``timeout`` bounds each socket read (default 70 s: over SageMaker's 60 s limit on the model's answer) and
+        ``connect_timeout`` each connection (default the timeout, at most 10 s); ``max_attempts`` the attempts of a
+        call (retries included; a read timeout of a prediction is not retried); ``deadline``, when given, the whole
+        call in seconds, every attempt and the reading of the answer included: an endpoint trickling its answer a few
+        bytes at a time never lets one read time out, and held the caller for as long as it trickled
+        (:class:`AnswerTimeout` when it passes).
+
+        The AWS credentials are resolved here (botocore does it as it makes its client): a provider that fails (a
+        credential_process exiting 1, an expired SSO token) raises its :class:`~botocore.exceptions.BotoCoreError`
+        (one of CREDENTIAL_ERRORS), for a SageMaker endpoint; a local endpoint is then called unsigned."""
         if timeout <= 0:
             raise ValueError(f"timeout must be positive, got {timeout}")
+        if connect_timeout is not None and not connect_timeout > 0:
+            raise ValueError(f"connect_timeout must be positive, got {connect_timeout}")
         if max_attempts < 1:
             raise ValueError(f"max_attempts must be at least 1, got {max_attempts}")
         if deadline is not None and not deadline > 0:
@@ -255,14 +451,19 @@ class DiagnosaClient:
             or None
         # A local endpoint needs no AWS credentials: with none configured, requests to an explicit
         # endpoint URL go unsigned (the local server does not check signatures).
-        unsigned = endpoint_url is not None and runtime is None and boto3.session.Session().get_credentials() is None
-        config = Config(connect_timeout=timeout, read_timeout=timeout,
+        unsigned = endpoint_url is not None and runtime is None and not _has_credentials()
+        connect = min(timeout, DEFAULT_CONNECT_TIMEOUT) if connect_timeout is None else connect_timeout
+        config = Config(connect_timeout=connect, read_timeout=timeout,
                         retries={"total_max_attempts": max_attempts, "mode": "standard"},
                         **({"signature_version": UNSIGNED} if unsigned else {}))
         self.runtime = runtime or boto3.client("sagemaker-runtime", endpoint_url=endpoint_url,
                                                region_name=resolve_region(region) or boto3.session.Session().region_name
                                                or "eu-west-1",
                                                config=config)
+        events = getattr(getattr(self.runtime, "meta", None), "events", None)
+        if events is not None:  # a botocore client (a test's stand-in may be none)
+            events.register_first("needs-retry.sagemaker-runtime.InvokeEndpoint", _no_retry_after_read_timeout,
+                                  unique_id="diagnosa-no-retry-after-read-timeout")
 
     def _within_deadline(self, call: Any, what: str) -> Any:
         """``call()``'s result within ``self.deadline`` seconds (:func:`within_deadline`)."""
@@ -281,23 +482,64 @@ class DiagnosaClient:
             kwargs["InferenceId"] = inference_id
         try:
             response = self.runtime.invoke_endpoint(**kwargs)
-            answer = response["Body"].read()  # a read timeout here is the call's too
         except ClientError as err:
             raise self._failure(err) from None
-        except NoCredentialsError:
-            raise ClientFailure(f"no AWS credentials to call the SageMaker endpoint '{self.endpoint_name}': configure "
-                                "them (aws configure, AWS_PROFILE), or for a local endpoint give its URL "
-                                "(--endpoint-url http://127.0.0.1:8080)") from None
         except BotoCoreError as err:
-            raise ClientFailure(f"could not reach endpoint '{self.endpoint_name}': {err}") from None
+            raise self._transport_failure(err) from None
+        stream = response["Body"]
+        try:
+            # At most SageMaker's own limit on an answer, and a byte to tell a longer one: read whole, a 400 MB answer
+            # took the app from 122 MB to 1.3 GB. Read to its end (an empty read), where botocore checks that the
+            # answer came whole (its Content-Length): a connection broken in it is told. A read timeout here is the
+            # call's too.
+            chunks: list[bytes] = []
+            size = 0
+            while size <= MAX_BODY_BYTES:
+                chunk = stream.read(MAX_BODY_BYTES + 1 - size)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                size += len(chunk)
+            answer = b"".join(chunks)
+        except BotoCoreError as err:
+            raise self._transport_failure(err) from None
+        finally:
+            stream.close()
+        if len(answer) > MAX_BODY_BYTES:
+            limit = f"{MAX_BODY_BYTES // 2**20} MB"
+            raise InvalidAnswer(f"endpoint '{self.endpoint_name}' answered over {limit}, SageMaker's limit on an "
+                                "answer: not read", f"an answer of over {limit}")
         headers = response.get("ResponseMetadata", {}).get("HTTPHeaders", {})
         return answer, headers
+
+    def _transport_failure(self, err: BotoCoreError) -> ClientFailure:
+        """The failure of a call that got no AWS answer (botocore's ``err``), saying whether the request was sent."""
+        where = f"endpoint '{self.endpoint_name}'"
+        if isinstance(err, NoCredentialsError):
+            return NotAuthorized(f"no AWS credentials to call the SageMaker endpoint '{self.endpoint_name}': configure "
+                                 "them (aws configure, AWS_PROFILE), or for a local endpoint give its URL "
+                                 "(--endpoint-url http://127.0.0.1:8080)")
+        if isinstance(err, CREDENTIAL_ERRORS):
+            return NotAuthorized(f"the AWS credentials to call the SageMaker endpoint '{self.endpoint_name}' could not "
+                                 f"be obtained: {err}")
+        if isinstance(err, ReadTimeoutError):
+            return AnswerTimeout(f"{where} gave no answer within {self.timeout:g} s (the request was sent and may "
+                                 "have been processed; a read timeout is not retried, as a retry would run the model "
+                                 "again)")
+        if isinstance(err, (ConnectionClosedError, ResponseStreamingError, IncompleteReadError)):
+            return AnswerLost(f"the connection to {where} broke after the request was sent: no complete answer came, "
+                              f"and the endpoint may have processed the request ({err})")
+        if isinstance(err, (EndpointConnectionError, ConnectTimeoutError)):
+            return EndpointUnreachable(f"could not reach endpoint '{self.endpoint_name}': {err}")
+        return ClientFailure(f"could not call endpoint '{self.endpoint_name}': {err}")
 
     def predict(self, patients: dict[str, Any] | list[dict[str, Any]], *, top_k: int | None = None,
                 differential: int | None = None, inference_id: str | None = None) -> Prediction:
         """Predictions for one or more patients; ``differential`` (1-20) also asks, per patient, for the rare
         diseases whose HPO annotations best match the symptoms (decision support, ``result["differential"]``)."""
-        return self.predict_body(self.json_body(patients, top_k=top_k, differential=differential), inference_id)
+        sent = 1 if isinstance(patients, dict) else len(patients) if isinstance(patients, (list, tuple)) else None
+        return self.predict_body(self.json_body(patients, top_k=top_k, differential=differential), inference_id,
+                                 records=sent)
 
     @staticmethod
     def json_body(patients: dict[str, Any] | list[dict[str, Any]], *, top_k: int | None = None,
@@ -321,22 +563,47 @@ class DiagnosaClient:
         except (TypeError, ValueError) as err:  # a set, a date...: not JSON
             raise InvalidInput(f"the patients cannot be written as JSON: {err}") from None
 
-    def predict_body(self, body: str, inference_id: str | None = None) -> Prediction:
-        """Predictions for a JSON request body as ``json_body`` writes it."""
-        return self._results(*self.invoke(body, JSON, JSON, inference_id))
+    def predict_body(self, body: str, inference_id: str | None = None, *, records: int | None = None) -> Prediction:
+        """Predictions for a JSON request body as ``json_body`` writes it, holding ``records`` patients (None: counted
+        in the body); :class:`InvalidAnswer` unless the answer is one valid prediction per patient."""
+        sent = _records_in_json(body) if records is None else records
+        return self._results(*self.invoke(body, JSON, JSON, inference_id), sent)
 
-    def predict_csv(self, text: str, *, inference_id: str | None = None) -> Prediction:
-        return self._results(*self.invoke(text.encode("utf-8"), CSV, JSON, inference_id))
+    def predict_csv(self, text: str, *, inference_id: str | None = None, records: int | None = None) -> Prediction:
+        """Predictions for a CSV request body of ``records`` patients (None: its rows, counted as the endpoint does)."""
+        sent = _records_in_csv(text) if records is None else records
+        return self._results(*self.invoke(text.encode("utf-8"), CSV, JSON, inference_id), sent)
 
-    @staticmethod
-    def _results(body: bytes, headers: dict[str, str]) -> Prediction:
+    def _results(self, body: bytes, headers: dict[str, str], sent: int | None) -> Prediction:
+        """The predictions of an answer to ``sent`` patients (None: a number not known), each checked
+        (:func:`prediction_problem`): a count that is not the patients' left patients without an answer, or paired a
+        patient with another's, and `diagnosa predict` said nothing (zip stopped at the shorter)."""
+        where = f"endpoint '{self.endpoint_name}'"
         try:
             payload = json.loads(body)
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise ClientFailure(f"the endpoint answered something that is not JSON: {body[:200]!r}") from None
+        except (ValueError, RecursionError):  # not JSON, not UTF-8, nested too deeply
+            raise InvalidAnswer(f"{where} answered something that is not JSON: {body[:200]!r}", "not JSON") from None
         if not isinstance(payload, dict) or not isinstance(payload.get("predictions"), list):
-            raise ClientFailure(f"the endpoint answered JSON without a list of predictions: {body[:200]!r}")
-        return Prediction(payload["predictions"], headers.get("x-diagnosa-event-id"))
+            raise InvalidAnswer(f"{where} answered JSON without a list of predictions: {body[:200]!r}",
+                                "JSON without a list of predictions")
+        predictions: list[Any] = payload["predictions"]
+        if sent is not None and len(predictions) != sent:
+            counts = f"{_plural(len(predictions), 'prediction')} for {_plural(sent, 'patient')}"
+            raise InvalidAnswer(f"{where} answered {counts}: which answer is whose cannot be told, so none is taken",
+                                f"it answered {counts}")
+        categories: set[str] | None = None
+        for number, result in enumerate(predictions, start=1):
+            problem = prediction_problem(result)
+            if problem is None:
+                names = set(result["probabilities"])
+                categories = names if categories is None else categories
+                if names != categories:
+                    problem = "its categories are not those of the first prediction"
+            if problem is not None:
+                which = f"prediction {number:,} of {len(predictions):,}" if len(predictions) > 1 else "the prediction"
+                raise InvalidAnswer(f"{where} answered something that is not a valid prediction ({which}): {problem}",
+                                    problem if len(predictions) == 1 else f"{which}: {problem}")
+        return Prediction(predictions, headers.get("x-diagnosa-event-id"))
 
     def send_feedback(self, event_id: str, diagnosis: str, note: str | None = None,
                       disease_id: str | None = None, source: str | None = None,
@@ -438,20 +705,26 @@ class DiagnosaClient:
         return StoredFeedback(answer["key"], Replaced.from_reply(answer.get("replaced")))
 
     def _failure(self, err: ClientError) -> ClientFailure:
-        code = err.response.get("Error", {}).get("Code", "")
-        message = err.response.get("Error", {}).get("Message", str(err))
+        error = err.response.get("Error", {})
+        code = str(error.get("Code", "")).rpartition("#")[2]  # '__type' may come as 'com.amazonaws.sagemaker#Code'
+        message = _clipped(str(error.get("Message") or ""))
+        where = f"endpoint '{self.endpoint_name}'"
         if code == "ModelError":
             # the keys sagemaker-runtime adds to a ModelError (botocore-stubs declare only the common ones)
             model_error: Mapping[str, Any] = err.response
-            original = str(model_error.get("OriginalMessage") or "{}")
+            raw = model_error.get("OriginalMessage")
+            original = raw if isinstance(raw, str) else ""
             try:
-                detail = json.loads(original)
+                detail = json.loads(original) if original.strip() else {}
             except (ValueError, RecursionError):
-                detail = {"error": original}
+                detail = {}
             # Whatever answered (a proxy, another server) may send any JSON: only what has the endpoint's shape is
             # read, and no more than the endpoint itself would send.
-            detail = detail if isinstance(detail, dict) else {"error": original}
-            error = _clipped(detail["error"] if isinstance(detail.get("error"), str) else str(message))
+            detail = detail if isinstance(detail, dict) else {}
+            # The container's own words: its "error", else its reply as sent (clipped). Never SageMaker's Message,
+            # which names the AWS account and the endpoint's CloudWatch log group.
+            said = _clipped(detail["error"]) if isinstance(detail.get("error"), str) else \
+                shown(original, 300) if original.strip() else "the model's container said nothing more"
             # Only the container's own 4xx is a refusal of the input. SageMaker's timeout has 0; a reply without the
             # status (a proxy's) says nothing about the input: both were once read as 400, and the app told the
             # doctor the request was refused, `diagnosa predict` that the input was wrong (exit 2).
@@ -459,16 +732,37 @@ class DiagnosaClient:
                 status: int | None = int(model_error["OriginalStatusCode"])
             except (KeyError, TypeError, ValueError):
                 status = None
+            if status in BUSY_STATUSES:  # "not now", not "not this": was PredictionRejected, bad input (exit 2)
+                why = {429: "its queue is full", 408: "the request did not reach it in time",
+                       503: "it has no worker free"}[status]
+                return EndpointBusy(f"{where}: the model's container could not take the request now ({why}, HTTP "
+                                    f"{status}): {said}; nothing is wrong with the input: ask again in a moment")
             if status is not None and 400 <= status < 500:
                 errors, more = _problems(detail.get("errors"), detail.get("more_errors"))
-                return PredictionRejected(error, status, errors, more)
+                return PredictionRejected(said, status, errors, more)
             if status == 0:
-                return ModelTimeout(f"endpoint '{self.endpoint_name}': the model gave no answer within SageMaker's "
-                                    f"limit (ModelError, original status 0): {error}")
-            return ClientFailure(f"the model failed ({'no status given' if status is None else status}): {error}")
+                return ModelTimeout(f"{where}: the model gave no answer within SageMaker's limit (ModelError, "
+                                    f"original status 0): {said}")
+            return ClientFailure(f"the model failed ({'no status given' if status is None else status}): {said}")
+        if code in PERMISSION_CODES:
+            return NotAuthorized(f"{where}: AWS refused the call: the caller's identity may not invoke the endpoint "
+                                 f"({code}): {message}", credentials=False)
+        if code in CREDENTIAL_CODES:
+            return NotAuthorized(f"{where}: AWS refused the call's credentials, expired or invalid ({code}): {message}")
+        if code in BUSY_CODES:
+            return EndpointBusy(f"{where} is busy or not ready yet ({code}: {message}): ask again in a moment")
         if code == "ValidationError":
-            return ClientFailure(f"endpoint '{self.endpoint_name}' rejected the call: {message}")
-        return ClientFailure(f"endpoint '{self.endpoint_name}' failed: {code} {message}")
+            return ClientFailure(f"{where} rejected the call: {message}")
+        return ClientFailure(f"{where} failed: {code} {message}")
+
+
+def _has_credentials() -> bool:
+    """Whether the AWS credential chain gives credentials: False too when a provider fails (a credential_process
+    exiting 1), which for a local endpoint (no signature checked) only means the requests go unsigned."""
+    try:
+        return boto3.session.Session().get_credentials() is not None
+    except BotoCoreError:
+        return False
 
 
 @dataclass

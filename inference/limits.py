@@ -7,6 +7,12 @@ import json
 from collections import Counter
 from typing import Any
 
+# Seconds a client waits for an InvokeEndpoint answer (socket read): over SageMaker's own 60 s limit on a model's answer,
+# as AWS advises (70 s), so a slow model's answer, or SageMaker's ModelError when it gives up on the model, arrives. At
+# 10 s (a read timeout retried) a model taking 10 to 60 s was asked 2 to 4 times per request and never answered. The
+# default of the client, `diagnosa predict --timeout` and the doctors' app (here: this module loads no boto3).
+INVOKE_TIMEOUT = 70.0
+
 MAX_BODY_BYTES = 6 * 1024 * 1024  # SageMaker's real-time invocation payload limit
 MAX_RECORDS = 10_000  # patients per request: work stays proportional to what a caller can mean
 MAX_LISTED_PROBLEMS = 100  # problems listed in a refusal; the message says how many more there were

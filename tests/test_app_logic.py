@@ -536,3 +536,150 @@ def test_a_failure_while_explaining_a_failure_is_the_generic_failure(stub, monke
     monkeypatch.setattr(app.results, "explain_failure", broken)
     outcome = _outcome(_closed_port_url())
     assert outcome.failure.kind == "failed" and "could not be read (KeyError)" in outcome.failure.message
+
+
+# ------------------------------------------------------------------------------------------------ over SageMaker
+# The app's real client against a real HTTP server answering as SageMaker's runtime does (tests/test_client.py).
+from test_client import ACCOUNT, ANSWER, answering, aws_error, model_error, sagemaker_fixture  # noqa: E402, F401
+
+ACCESS_DENIED = (f"User: arn:aws:sts::{ACCOUNT}:assumed-role/diagnosa-app/i-0abc is not authorized to perform: "
+                 f"sagemaker:InvokeEndpoint on resource: arn:aws:sagemaker:eu-west-1:{ACCOUNT}:endpoint/diagnosa because "
+                 "no identity-based policy allows the sagemaker:InvokeEndpoint action")
+
+
+def _over_sagemaker(sagemaker, *replies, **config) -> Outcome:
+    sagemaker(*replies)
+    cfg = AppConfig("diagnosa", region="eu-west-1", **({"attempts": 1} | config))
+    return diagnose(make_client(cfg), {"age": 40}, cfg, load_form_spec(None))
+
+
+def _on_the_page(outcome: Outcome) -> str:
+    failure = outcome.failure
+    assert failure is not None, outcome
+    return " ".join([failure.message, *failure.fields.general,
+                     *(p for problems in failure.fields.by_field.values() for p in problems)])
+
+
+@pytest.mark.parametrize("reply, kind, says, logged", [
+    (aws_error(403, "AccessDeniedException", ACCESS_DENIED), "not_authorized",
+     "The app is not authorized to call the SageMaker endpoint 'diagnosa' in eu-west-1", ACCESS_DENIED),
+    (aws_error(400, "ExpiredTokenException", "The security token included in the request is expired"),
+     "not_authorized", "its AWS credentials are missing, expired or invalid. Tell the administrator",
+     "The security token included in the request is expired"),
+    (aws_error(403, "UnrecognizedClientException", "The security token included in the request is invalid."),
+     "not_authorized", "its AWS credentials are missing, expired or invalid", "UnrecognizedClientException"),
+    (aws_error(403, "InvalidSignatureException", "The request signature we calculated does not match the signature "
+                                                 "you provided."),
+     "not_authorized", "its AWS credentials are missing, expired or invalid", "InvalidSignatureException"),
+    (aws_error(400, "ValidationError", f"1 validation error detected in account {ACCOUNT}: Value at 'inferenceId' "
+                                       "failed to satisfy constraint"),
+     "failed", "could not give a diagnosis. Tell the administrator", f"validation error detected in account {ACCOUNT}"),
+    ({"status": 200, "body": f"<html><body>Sign in to account {ACCOUNT}</body></html>".encode(),
+      "headers": {"Content-Type": "text/html"}},
+     "failed", "answered something that is not a diagnosis (not JSON)", f"Sign in to account {ACCOUNT}"),
+    (model_error(415, json.dumps({"message": "Content type application/json is not supported"})), "rejected",
+     "refused the request (HTTP 415)", None),
+], ids=["access-denied", "expired-token", "unrecognized-client", "invalid-signature", "validation", "html", "model-415"])
+def test_what_aws_says_of_the_apps_account_and_role_is_logged_not_shown(sagemaker, caplog, reply, kind, says, logged):
+    # The page showed AccessDenied's text (the assumed role, the account id), SageMaker's ModelError Message (the
+    # account and a CloudWatch URL), an HTML page's text.
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="app.results"):
+        outcome = _over_sagemaker(sagemaker, reply)
+    page = _on_the_page(outcome)
+    assert outcome.failure.kind == kind and says in outcome.failure.message, page
+    assert ACCOUNT not in page and "arn:" not in page and "cloudwatch" not in page.lower() and "Sign in" not in page
+    if logged:
+        assert logged in caplog.text
+
+
+@pytest.mark.parametrize("reply", [
+    model_error(429, json.dumps({"code": 429, "message": "Too Many Requests: model worker queue is full"})),
+    model_error(408, json.dumps({"error": "the body did not arrive in time: silent for 10 s"})),
+    aws_error(429, "ModelNotReadyException", "Model for endpoint diagnosa variant AllTraffic is not ready; try again."),
+    aws_error(400, "ThrottlingException", "Rate exceeded"),
+], ids=["queue-full", "request-timeout", "model-not-ready", "throttled"])
+def test_a_busy_endpoint_asks_the_doctor_to_ask_again_in_a_moment(sagemaker, reply):
+    # The container's 429 read "refused the request... the configuration may not match"; ModelNotReady and throttling
+    # read "could not give a diagnosis: ... ThrottlingException Rate exceeded".
+    outcome = _over_sagemaker(sagemaker, reply)
+    message = outcome.failure.message
+    assert outcome.failure.kind == "unavailable" and "is busy or still starting: ask again in a moment" in message
+    assert "refused" not in message and "Exception" not in message and not outcome.failure.fields.general
+
+
+def test_no_aws_credentials_tell_the_doctor_to_tell_the_administrator(sagemaker, monkeypatch):
+    sagemaker(answering(ANSWER))
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(name)
+    cfg = AppConfig("diagnosa", region="eu-west-1", attempts=1)
+    failure = diagnose(make_client(cfg), {"age": 40}, cfg, load_form_spec(None)).failure
+    assert failure.kind == "not_authorized" and "Tell the administrator" in failure.message
+    assert "AWS_PROFILE" not in failure.message  # the doctor configures nothing
+
+
+def _failing_credential_process(monkeypatch, tmp_path) -> None:
+    """The AWS configuration of an app whose credential_process fails (an expired SSO login behind it)."""
+    config = tmp_path / "aws-config"
+    config.write_text('[default]\ncredential_process = /bin/sh -c "echo token expired >&2; exit 1"\n')
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(config))
+
+
+def test_a_failing_credential_provider_is_a_failure_not_an_exception(sagemaker, monkeypatch, tmp_path, caplog):
+    # botocore resolves the credentials as it makes its client: make_client raised at page load.
+    import logging
+
+    from app.results import Failure, make_client_or_failure
+
+    sagemaker(answering(ANSWER))
+    _failing_credential_process(monkeypatch, tmp_path)
+    with caplog.at_level(logging.INFO, logger="app.results"):
+        failure = make_client_or_failure(AppConfig("diagnosa", region="eu-west-1"))
+    assert isinstance(failure, Failure) and failure.kind == "not_authorized"
+    assert "its AWS credentials are missing, expired or invalid. Tell the administrator" in failure.message
+    assert "token expired" in caplog.text and "custom-process" not in failure.message
+    # A local endpoint checks no signature: a failing provider does not stop the app from calling it.
+    assert not isinstance(make_client_or_failure(AppConfig(endpoint_url="http://127.0.0.1:8080")), Failure)
+
+
+def test_an_answer_of_another_number_of_predictions_is_a_model_failure(sagemaker):
+    outcome = _over_sagemaker(sagemaker, answering(ANSWER, ANSWER))
+    assert not outcome.ok and outcome.failure.kind == "failed"
+    assert "answered something that is not a diagnosis (it answered 2 predictions for 1 patient)" in \
+        outcome.failure.message
+
+
+@pytest.mark.parametrize("reply, kind, says, not_says", [
+    (aws_error(400, "ValidationError", f"Endpoint diagnosa of account {ACCOUNT} not found."), "not_found",
+     "SageMaker has no endpoint named 'diagnosa' in eu-west-1: check the app's endpoint name",
+     "at the SageMaker endpoint"),
+    (aws_error(503, "ServiceUnavailable", "The service is unavailable."), "unavailable",
+     "SageMaker's service is unavailable at the moment", "loading"),
+    ({**answering(ANSWER), "cut": True}, "unreachable",
+     "The connection to the SageMaker endpoint 'diagnosa' in eu-west-1 broke after the request was sent", "down"),
+    ({"close": True}, "unreachable", "broke after the request was sent", "address is wrong"),
+], ids=["not-found", "service-unavailable", "cut-in-the-answer", "closed-before-the-answer"])
+def test_each_failure_over_sagemaker_is_said_truly(sagemaker, reply, kind, says, not_says):
+    # "There is no endpoint named 'diagnosa' at the SageMaker endpoint 'diagnosa'"; SageMaker's own 503 read "the
+    # model may still be loading"; a connection broken after the request was sent read "down or the address is wrong".
+    outcome = _over_sagemaker(sagemaker, reply)
+    assert outcome.failure.kind == kind and says in outcome.failure.message, outcome.failure
+    assert not_says not in outcome.failure.message and ACCOUNT not in outcome.failure.message
+
+
+def test_a_slow_model_is_asked_once_per_click_and_waited_for_past_sagemakers_limit(sagemaker):
+    # 10 s x 2 attempts, the read timeout retried: a model taking 10 to 60 s ran twice per click, and SageMaker's own
+    # timeout answer (a ModelError at 60 s) was never waited for.
+    import time
+
+    handler = sagemaker({**answering(ANSWER), "delay": 2.5}, answering(ANSWER))
+    cfg = AppConfig("diagnosa", region="eu-west-1", timeout=1, attempts=2)
+    outcome = diagnose(make_client(cfg), {"age": 40}, cfg, load_form_spec(None))
+    assert outcome.failure.kind == "timeout" and "did not answer within 1 s" in outcome.failure.message
+    time.sleep(2)
+    assert len(handler.received) == 1
+    assert AppConfig().timeout == 70 and AppConfig.from_env({}).timeout == 70
+    assert make_client(AppConfig("diagnosa", region="eu-west-1")).runtime.meta.config.read_timeout == 70

@@ -449,3 +449,39 @@ def test_a_result_says_when_the_values_changed_since_it_was_asked_for(monkeypatc
     assert not stale() and script.invocations[-1]["instances"][0]["symptoms"] == ["HP:0001945"]
     at.button(key="new-patient").click().run()
     assert "outcome_values" not in at.session_state
+
+
+# ------------------------------------------------------------------------------------------------ 6. AWS credentials
+
+from test_client import ANSWER, answering, sagemaker_fixture  # noqa: E402, F401  (the fixture "sagemaker")
+
+
+def test_credentials_that_cannot_be_obtained_leave_the_form_and_say_whom_to_tell(monkeypatch, tmp_path, sagemaker):
+    # A credential_process exiting 1 (an expired SSO login behind it): botocore raised as the client was made, at page
+    # load, and the page showed only the exception's name, no form.
+    handler = sagemaker(answering(ANSWER))
+    config = tmp_path / "aws-config"
+    config.write_text('[default]\ncredential_process = /bin/sh -c "echo token expired >&2; exit 1"\n')
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(config))
+    # An endpoint name of its own: a client another test made for its configuration is kept (st.cache_resource).
+    at = _app(monkeypatch, None, REGION="eu-west-1", ENDPOINT_NAME="no-credentials")  # no exception: the page renders
+    said = "its AWS credentials are missing, expired or invalid. Tell the administrator"
+    assert any(said in e for e in _text(at.error)) and at.button(key="submit")
+    at = _submit(at, age="67")
+    assert not at.exception, at.exception
+    assert any(said in e for e in _text(at.error)) and at.text_input(key="in-age").value == "67"
+    assert not handler.received  # nothing was sent
+
+
+def test_probabilities_that_do_not_sum_to_one_are_no_diagnosis(monkeypatch, endpoint):
+    # 0.95, 0.9 and 0.8 were shown as they came, each category 'probable'.
+    url, script = endpoint
+    script.answers = [(200, {"predictions": [answer("ENFERMEDAD LEVE") | {
+        "probabilities": {"NO ENFERMO": 0.95, "ENFERMEDAD LEVE": 0.9, "ENFERMEDAD AGUDA": 0.8},
+        "top_k": [{"category": "NO ENFERMO", "probability": 0.95}]}]})]
+    at = _submit(_app(monkeypatch, url), age="67")
+    assert not at.exception, at.exception
+    assert any("not a diagnosis (its probabilities sum to 2.65, not 1)" in e for e in _text(at.error)), _text(at.error)
+    assert not [n for n in at.get("flex_container") if getattr(n, "key", None) == "result"]

@@ -15,6 +15,9 @@ from inference.server import EndpointServer
 
 PATIENT = {"patient_id": "A1", "age": 67, "sex": "M", "temperature_c": 38.9, "spo2_pct": 90,
            "symptoms": ["HP:0001945", "HP:0012735"]}
+# A valid prediction as the endpoint answers one (the client takes no other): a fake endpoint's answer.
+ANSWER = {"patient_id": "A1", "category": "NO ENFERMO", "probabilities": {"NO ENFERMO": 0.9, "ENFERMEDAD LEVE": 0.1},
+          "top_k": [{"category": "NO ENFERMO", "probability": 0.9}], "model_version": "1"}
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +67,7 @@ def test_throttling_is_retried_by_botocore():
             if len(calls) <= 2:
                 body, status, headers = b'{"message": "slow down"}', 400, {"x-amzn-ErrorType": "ThrottlingException"}
             else:
-                body, status, headers = json.dumps({"predictions": [{"patient_id": "A1"}]}).encode(), 200, {}
+                body, status, headers = json.dumps({"predictions": [ANSWER]}).encode(), 200, {}
             self.send_response(status)
             for key, value in {"Content-Type": "application/json", "Content-Length": str(len(body)), **headers}.items():
                 self.send_header(key, value)
@@ -78,7 +81,7 @@ def test_throttling_is_retried_by_botocore():
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         client = DiagnosaClient("diagnosa", endpoint_url=f"http://127.0.0.1:{server.server_address[1]}", max_attempts=4)
-        assert client.predict(PATIENT).results == [{"patient_id": "A1"}]
+        assert client.predict(PATIENT).results == [ANSWER]
         assert len(calls) == 3
         calls.clear()
         with pytest.raises(ClientFailure, match="ThrottlingException"):
@@ -437,7 +440,7 @@ def test_the_endpoint_name_discovery_gives_up_on_a_trickling_ping(misbehaving, t
 
     patients = tmp_path / "patients.json"
     patients.write_text(json.dumps([PATIENT]))
-    answer = json.dumps({"predictions": [{"patient_id": "A1"}]}).encode()
+    answer = json.dumps({"predictions": [ANSWER]}).encode()
     url = misbehaving(lambda h: h.trickle() if h.command == "GET" else h.reply(200, answer))
     started = time.monotonic()
     assert main(["predict", str(patients), "--endpoint-url", url, "--timeout", "3"]) == 2
@@ -454,3 +457,255 @@ def test_an_endpoints_refusals_are_counted_by_their_status():
     assert kinds == {"endpoint <URL> refused the feedback (404)", "endpoint <URL> refused the feedback (409)",
                      "endpoint <URL> refused the feedback (413)"}  # all three were 'endpoint http'
     assert problem_kind("age", "impossible value -1 (possible range 0 to 120 years)") == "age: impossible value"
+
+
+# ------------------------------------------------------------------------------------------------ SageMaker's answers
+# A real HTTP server answering InvokeEndpoint as SageMaker's runtime does (rest-json: the error's code in
+# x-amzn-ErrorType, its message and a ModelError's Original* keys in the JSON body), and real boto3 clients pointed at it
+# (AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME, dummy credentials): the client and `diagnosa predict` as over a SageMaker endpoint.
+
+ACCOUNT = "123456789012"
+LOG_GROUP = f"arn:aws:logs:eu-west-1:{ACCOUNT}:log-group:/aws/sagemaker/Endpoints/diagnosa"
+CLOUDWATCH = (" See https://eu-west-1.console.aws.amazon.com/cloudwatch/home?region=eu-west-1#logEventViewer:group=/aws/"
+              f"sagemaker/Endpoints/diagnosa in account {ACCOUNT} for more information.")
+
+
+class SageMakerRuntime(BaseHTTPRequestHandler):
+    """InvokeEndpoint as SageMaker answers it: ``replies`` in turn (the last one repeated), each a dict: ``status``,
+    ``body`` (bytes, or an object sent as JSON), ``headers``, ``delay`` (seconds before answering), ``cut`` (the body
+    announced whole, half of it sent, the connection closed), ``close`` (closed with no answer at all). Each request's
+    (path, body) is kept in ``received``."""
+
+    protocol_version = "HTTP/1.1"
+    replies: list[dict] = []
+    received: list[tuple[str, bytes]] = []
+
+    def do_POST(self) -> None:  # noqa: N802
+        import socket
+        import time
+
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.received.append((self.path, body))
+        reply = self.replies[min(len(self.received), len(self.replies)) - 1]
+        time.sleep(reply.get("delay", 0))
+        if reply.get("close"):
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
+            return
+        data = reply.get("body", b"")
+        data = data if isinstance(data, bytes) else json.dumps(data).encode()
+        try:
+            self.send_response(reply.get("status", 200))
+            for key, value in {"Content-Type": "application/json", "x-amzn-RequestId": "req-1",
+                               "Content-Length": str(len(data)), **reply.get("headers", {})}.items():
+                self.send_header(key, value)
+            self.end_headers()
+            if reply.get("cut"):
+                self.wfile.write(data[:len(data) // 2])
+                self.wfile.flush()
+                self.close_connection = True
+                self.connection.shutdown(socket.SHUT_RDWR)
+                return
+            self.wfile.write(data)
+        except OSError:  # the client stopped reading (an answer over the limit)
+            self.close_connection = True
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def aws_error(status: int, code: str, message: str, **extra: object) -> dict:
+    """An AWS error reply as the SageMaker runtime sends it."""
+    return {"status": status, "body": {"message": message, **extra},
+            "headers": {"x-amzn-ErrorType": f"{code}:http://internal.amazon.com/coral/com.amazon.sagemaker/"}}
+
+
+def model_error(status: int, original: str) -> dict:
+    """SageMaker's 424 for the model container's reply of ``status``: its Message names the account and the
+    endpoint's CloudWatch logs; the container's own words are in OriginalMessage."""
+    kind = "client" if 400 <= status < 500 else "server"
+    return aws_error(424, "ModelError", f'Received {kind} error ({status}) from primary with message "{original[:40]}".'
+                     + CLOUDWATCH, OriginalStatusCode=status, OriginalMessage=original, LogStreamArn=LOG_GROUP)
+
+
+def answering(*results: object) -> dict:
+    return {"status": 200, "body": {"predictions": list(results)}}
+
+
+@pytest.fixture(name="sagemaker")
+def sagemaker_fixture(http_server, monkeypatch, tmp_path):
+    """``start(*replies) -> handler``: the SageMaker runtime of region eu-west-1 answering ``replies``, for every boto3
+    client made after it (dummy credentials, no AWS configuration file)."""
+    import boto3
+
+    def start(*replies: dict) -> type:
+        url, handler = http_server(SageMakerRuntime, replies=list(replies))
+        for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_REGION", "AWS_ENDPOINT_URL"):
+            monkeypatch.delenv(name, raising=False)
+        for name, value in {"AWS_ACCESS_KEY_ID": "AKIDTEST", "AWS_SECRET_ACCESS_KEY": "test",
+                            "AWS_DEFAULT_REGION": "eu-west-1", "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": url,
+                            "AWS_CONFIG_FILE": str(tmp_path / "no-aws-config"),
+                            "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "no-aws-credentials"),
+                            "AWS_EC2_METADATA_DISABLED": "true"}.items():
+            monkeypatch.setenv(name, value)
+        monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)  # not one whose credentials an earlier test resolved
+        return handler
+
+    return start
+
+
+def _predict_over_sagemaker(tmp_path, patients: list, *extra: str) -> int:
+    path = tmp_path / "patients.json"
+    path.write_text(json.dumps(patients), encoding="utf-8")
+    return main(["--workspace", str(tmp_path / "ws"), "predict", str(path), "--endpoint-name", "diagnosa", "--region",
+                 "eu-west-1", "--errors-file", str(tmp_path / "errors.jsonl"), *extra])
+
+
+@pytest.mark.parametrize("answered", [1, 3])
+def test_an_answer_of_another_number_of_predictions_than_patients_is_a_failure_naming_both(sagemaker, tmp_path,
+                                                                                           capsys, answered):
+    # `diagnosa predict` zipped the records with the predictions: one short dropped a patient, one more paired a
+    # patient with another's answer, and it said 0.
+    sagemaker(answering(*[ANSWER] * answered))
+    client = DiagnosaClient("diagnosa", region="eu-west-1", max_attempts=1)
+    with pytest.raises(ClientFailure, match=f"answered {answered} predictions? for 2 patients"):
+        client.predict([PATIENT, PATIENT])
+    assert _predict_over_sagemaker(tmp_path, [PATIENT, {**PATIENT, "patient_id": "B2"}]) == 1
+    out, err = capsys.readouterr()
+    assert f"answered {answered} prediction{'s' * (answered > 1)} for 2 patients" in err and out == ""
+
+
+@pytest.mark.parametrize("reply, says", [
+    ({"predictions": ["NO ENFERMO"]}, "the prediction is str, not an object"),
+    ({"predictions": [{**ANSWER, "probabilities": {"NO ENFERMO": float("nan"), "ENFERMEDAD LEVE": 0.1}}]},
+     "the probability of 'NO ENFERMO' is nan"),
+    ({"predictions": [{**ANSWER, "score": float("inf")}]}, "'score' is not a finite number"),
+    ({"predictions": [{**ANSWER, "probabilities": {"NO ENFERMO": 0.9, "ENFERMEDAD LEVE": 0.9}}]},
+     "its probabilities sum to 1.8, not 1"),
+    ({"predictions": [{**ANSWER, "top_k": [{"category": "COVID", "probability": 0.9}]}]},
+     "the top-k category 'COVID' has no probability"),
+], ids=["text", "nan", "infinity", "sum", "top-k-label"])
+def test_a_prediction_that_is_not_one_is_refused_by_the_client_and_predict_exits_1(sagemaker, tmp_path, capsys,
+                                                                                  reply, says):
+    # NaN was written as JSON no reader takes (exit 0); a text prediction crashed PredictionsDocument.add (TypeError).
+    sagemaker({"status": 200, "body": json.dumps(reply).encode()})  # json.dumps writes NaN and Infinity as Python does
+    with pytest.raises(ClientFailure, match=re.escape(says)):
+        DiagnosaClient("diagnosa", region="eu-west-1", max_attempts=1).predict(PATIENT)
+    assert _predict_over_sagemaker(tmp_path, [PATIENT]) == 1
+    out, err = capsys.readouterr()
+    assert says in err and "Traceback" not in err and out == ""
+
+
+def test_the_predictions_written_are_json_without_nan():
+    from inference.bulk import Answered, PredictionsDocument
+    from inference.client import ClientFailure
+
+    out = __import__("io").StringIO()
+    document = PredictionsDocument(out)
+    with pytest.raises(ClientFailure, match="record 1 cannot be written as JSON"):
+        document.add(Answered("record 1", {**ANSWER, "score": float("nan")}, None))
+    assert "NaN" not in out.getvalue()
+
+
+def test_a_model_error_without_its_error_key_quotes_the_containers_words_not_sagemakers(sagemaker):
+    # SageMaker's Message names the AWS account and the endpoint's CloudWatch logs: it was the refusal's message.
+    # A container's JSON reply without the endpoint's "error" key (another server's, a framework's), or none at all.
+    sagemaker(model_error(415, json.dumps({"message": "Content type application/json is not supported"})),
+              {**model_error(404, ""), "body": {"message": "Received client error (404)" + CLOUDWATCH}})
+    client = DiagnosaClient("diagnosa", region="eu-west-1", max_attempts=1)
+    with pytest.raises(PredictionRejected) as refused:
+        client.predict(PATIENT)
+    text = str(refused.value)
+    assert "Content type application/json is not supported" in text and refused.value.status == 415
+    assert ACCOUNT not in text and "cloudwatch" not in text.lower()
+    with pytest.raises(ClientFailure) as failure:
+        client.predict(PATIENT)
+    assert ACCOUNT not in str(failure.value) and "the model's container said nothing more" in str(failure.value)
+
+
+@pytest.mark.parametrize("reply, says", [
+    (model_error(429, json.dumps({"code": 429, "message": "Too Many Requests: model worker queue is full"})),
+     "its queue is full, HTTP 429"),
+    (model_error(408, json.dumps({"error": "the body did not arrive in time: silent for 10 s"})),
+     "the request did not reach it in time, HTTP 408"),
+    (aws_error(429, "ModelNotReadyException", "Model for endpoint diagnosa variant AllTraffic is not ready; try again."),
+     "busy or not ready yet (ModelNotReadyException"),
+], ids=["queue-full", "request-timeout", "model-not-ready"])
+def test_a_busy_endpoint_is_no_refusal_of_the_input(sagemaker, tmp_path, capsys, reply, says):
+    # The container's 429/408 were PredictionRejected: the app told the doctor the configuration may not match, and
+    # `diagnosa predict` exited 2, "bad input", for a file a later run would have had answered.
+    sagemaker(reply)
+    with pytest.raises(ClientFailure) as failure:
+        DiagnosaClient("diagnosa", region="eu-west-1", max_attempts=1).predict(PATIENT)
+    assert not isinstance(failure.value, PredictionRejected) and type(failure.value).__name__ == "EndpointBusy"
+    assert says in str(failure.value)
+    assert _predict_over_sagemaker(tmp_path, [PATIENT]) == 1  # the endpoint's, not bad input (2)
+    assert says in capsys.readouterr().err
+
+
+def test_a_read_timeout_is_not_retried_and_the_default_waits_past_sagemakers_model_limit(sagemaker):
+    # The request was delivered: each retry ran the model again (a 10 to 60 s model was invoked 4 times per request of
+    # `diagnosa predict`, twice per click of the app) and SageMaker's own timeout answer (60 s) never came.
+    import time
+
+    from botocore.exceptions import ReadTimeoutError
+
+    handler = sagemaker({**answering(ANSWER), "delay": 2.5}, answering(ANSWER))
+    client = DiagnosaClient("diagnosa", region="eu-west-1", timeout=1, max_attempts=3)
+    with pytest.raises(ClientFailure) as failure:
+        client.predict(PATIENT)
+    assert isinstance(failure.value.__context__, ReadTimeoutError)
+    assert "gave no answer within 1 s" in str(failure.value) and "may have been processed" in str(failure.value)
+    time.sleep(2)  # a retry would have come by now
+    assert len(handler.received) == 1
+    config = DiagnosaClient("diagnosa", region="eu-west-1").runtime.meta.config
+    assert config.read_timeout == 70 and config.connect_timeout == 10
+    from diagnosa.cli import build_parser
+
+    assert build_parser().parse_args(["predict", "-"]).timeout == 70
+
+
+def test_a_connection_closed_before_the_answer_is_still_retried(sagemaker):
+    handler = sagemaker({"close": True}, answering(ANSWER))
+    assert DiagnosaClient("diagnosa", region="eu-west-1", max_attempts=2).predict(PATIENT).results == [ANSWER]
+    assert len(handler.received) == 2
+
+
+def test_an_answer_over_sagemakers_limit_is_not_read(sagemaker):
+    # A 400 MB answer was read whole (the app went from 122 MB to 1.3 GB).
+    from inference.limits import MAX_BODY_BYTES
+
+    sagemaker({"status": 200, "body": b'{"predictions": ["' + b"x" * MAX_BODY_BYTES + b'"]}'})
+    with pytest.raises(ClientFailure, match="answered over 6 MB, SageMaker's limit on an answer: not read"):
+        DiagnosaClient("diagnosa", region="eu-west-1", max_attempts=1).predict(PATIENT)
+
+
+def test_a_connection_broken_in_the_answer_says_the_request_was_sent(sagemaker, tmp_path, capsys):
+    sagemaker({**answering(ANSWER), "cut": True})
+    with pytest.raises(ClientFailure) as failure:
+        DiagnosaClient("diagnosa", region="eu-west-1", max_attempts=1).predict(PATIENT)
+    text = str(failure.value)
+    assert "broke after the request was sent" in text and "may have processed" in text
+    assert "could not reach" not in text
+
+
+def test_credentials_that_cannot_be_obtained_at_call_time_are_said_so(sagemaker):
+    # A credential_process exiting 1 or an expired SSO token as the credentials are refreshed: "could not reach".
+    import boto3
+    from botocore.credentials import RefreshableCredentials
+    from botocore.exceptions import CredentialRetrievalError
+
+    sagemaker(answering(ANSWER))
+
+    def refresh() -> dict:
+        raise CredentialRetrievalError(provider="custom-process", error_msg="token expired")
+
+    session = boto3.session.Session(region_name="eu-west-1")
+    session._session._credentials = RefreshableCredentials.create_from_metadata(
+        {"access_key": "AKIDOLD", "secret_key": "old", "token": "t", "expiry_time": "2020-01-01T00:00:00Z"},
+        refresh_using=refresh, method="custom-process")
+    client = DiagnosaClient("diagnosa", runtime=session.client("sagemaker-runtime"), max_attempts=1)
+    with pytest.raises(ClientFailure) as failure:
+        client.predict(PATIENT)
+    assert "could not be obtained" in str(failure.value) and "could not reach" not in str(failure.value)
+    assert type(failure.value).__name__ == "NotAuthorized"

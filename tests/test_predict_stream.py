@@ -7,6 +7,7 @@ import io
 import json
 
 import pytest
+from test_client import sagemaker_fixture  # noqa: F401  (the fixture "sagemaker": SageMaker's runtime)
 
 from diagnosa.cli import main
 from inference import bulk
@@ -393,3 +394,23 @@ def test_a_file_that_is_no_utf8_text_is_named_for_what_it_is(endpoint, tmp_path,
         assert main(["--workspace", str(tmp_path / "ws"), "predict", str(path), "--format", "csv",
                      "--endpoint-url", endpoint.url]) == 2
         assert says in capsys.readouterr().err
+
+
+def test_a_csv_answered_with_fewer_predictions_than_rows_loses_no_patient_silently(tmp_path, capsys, sagemaker):
+    # zip(records, predictions) stopped at the shorter: a patient went without an answer, and the command said 0.
+    from test_client import ANSWER, answering
+
+    sagemaker(answering(ANSWER))
+    path = tmp_path / "patients.csv"
+    path.write_text("patient_id,age\nA1,50\nA2,60\n", encoding="utf-8")
+    assert main(["--workspace", str(tmp_path / "ws"), "predict", str(path), "--endpoint-name", "diagnosa", "--region",
+                 "eu-west-1", "--errors-file", str(tmp_path / "errors.jsonl")]) == 1
+    out, err = capsys.readouterr()
+    assert "answered 1 prediction for 2 patients" in err and out == ""
+    # Without the count, the client counts a CSV's rows as the endpoint does: blank ones (',,') are none.
+    client = DiagnosaClient("diagnosa", region="eu-west-1", max_attempts=1)
+    assert len(client.predict_csv("patient_id,age\n\nA1,50\n,\n").results) == 1
+    from inference.client import ClientFailure
+
+    with pytest.raises(ClientFailure, match="answered 1 prediction for 2 patients"):
+        client.predict_csv("patient_id,age\nA1,50\nA2,60\n")

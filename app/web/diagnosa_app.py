@@ -12,6 +12,7 @@ import os
 from typing import Any
 
 import streamlit as st
+from botocore.exceptions import BotoCoreError
 
 from app.config import AppConfig, ConfigError
 from app.form import (
@@ -31,6 +32,7 @@ from app.results import (
     Failure,
     FeedbackOutcome,
     Outcome,
+    client_failure,
     decision_note,
     diagnose,
     differential_rows,
@@ -44,6 +46,7 @@ from app.results import (
     top_k_rows,
 )
 from app.terms import TermIndex, build_index
+from inference.client import ClientFailure
 from inference.feedback import MAX_NOTE
 
 # Request bodies must never reach a log, whatever level the host process configured.
@@ -71,8 +74,15 @@ def _client(endpoint_name: str, endpoint_url: str | None, region: str | None, la
 
 
 def client_for(config: AppConfig) -> Any:
-    return _client(config.endpoint_name, config.endpoint_url, config.region, config.lake, config.timeout,
-                   config.attempts)
+    """The endpoint's client, or the :class:`Failure` saying why there is none: botocore resolves the AWS credentials
+    as it makes its client, and a provider that fails (a credential_process exiting 1, an expired SSO token) broke the
+    whole page, which showed the exception's name and no form. Not cached when it fails: renewed credentials are used
+    at the next click."""
+    try:
+        return _client(config.endpoint_name, config.endpoint_url, config.region, config.lake, config.timeout,
+                       config.attempts)
+    except (BotoCoreError, ClientFailure) as err:
+        return client_failure(err, config)
 
 
 # ------------------------------------------------------------------------------------------------ callbacks
@@ -114,7 +124,11 @@ def submit(config: AppConfig, spec: FormSpec) -> None:
         st.session_state["outcome"] = Outcome(failure=Failure(
             "rejected", "Nothing was sent: correct the fields marked in red and ask again.", FieldErrors(problems)))
         return
-    outcome = diagnose(client_for(config), build_record(spec, values), config, spec)
+    client = client_for(config)
+    if isinstance(client, Failure):  # no client (the AWS credentials): nothing was sent
+        st.session_state["outcome"] = Outcome(failure=client)
+        return
+    outcome = diagnose(client, build_record(spec, values), config, spec)
     st.session_state["outcome"] = outcome
     reference = case_reference(outcome, config) if outcome.ok else None
     if reference:  # a new case: the feedback form starts empty, with its reference
@@ -150,7 +164,11 @@ def send_feedback(config: AppConfig, spec: FormSpec) -> None:
     if not st.session_state.get("policy_accepted"):
         st.session_state["feedback_outcome"] = FeedbackOutcome(message="Accept the data-use policy first.")
         return
-    outcome = record_feedback(client_for(config), st.session_state.get("fb-event") or "",
+    client = client_for(config)
+    if isinstance(client, Failure):  # no client (the AWS credentials): nothing was sent
+        st.session_state["feedback_outcome"] = FeedbackOutcome(message=client.message)
+        return
+    outcome = record_feedback(client, st.session_state.get("fb-event") or "",
                               st.session_state.get("fb-diagnosis"), st.session_state.get("fb-note"), config,
                               disease_id=st.session_state.get("fb-disease") if spec.orphan_slice else None,
                               labels=spec.labels)
@@ -295,6 +313,9 @@ def feedback_section(config: AppConfig, spec: FormSpec, client: Any) -> None:
         if not config.is_local and not config.lake:
             st.info(SAGEMAKER_FEEDBACK, icon=":material/info:")
             return
+        if isinstance(client, Failure):  # said above the form: the app has no client
+            st.info(escape_markdown(client.message), icon=":material/info:")
+            return
         if not feedback_supported(client):
             st.info("Recording a confirmed diagnosis needs the endpoint's feedback route, which this version of "
                     "the client does not offer.")
@@ -377,6 +398,9 @@ def main() -> None:
         st.error(f"The app is not configured correctly: {err}")
         st.stop()
     st.caption(f"Clinical triage support · predictions from the {config.description}")
+    client = client_for(config)
+    if isinstance(client, Failure):  # the form still shows: the values are kept for when it can be called
+        st.error(escape_markdown(client.message), icon=":material/key_off:")
 
     with st.expander(f"Data-use policy (version {POLICY_VERSION})", expanded=not st.session_state.get("policy_accepted")):
         st.markdown(POLICY_MARKDOWN)
@@ -396,7 +420,7 @@ def main() -> None:
             show_result(outcome, spec, config)
         else:
             st.info("The diagnosis appears here.", icon=":material/clinical_notes:")
-        feedback_section(config, spec, client_for(config))
+        feedback_section(config, spec, client)
 
 
 main()

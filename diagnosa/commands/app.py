@@ -104,7 +104,8 @@ def register(commands: argparse._SubParsersAction) -> None:
                         help="data lake (folder or s3://bucket/prefix) for confirmed diagnoses when the endpoint is a "
                              "SageMaker endpoint, which has no feedback route")
     parser.add_argument("--timeout", type=positive_seconds, default=None,
-                        help="seconds to wait for a diagnosis (default $DIAGNOSA_APP_TIMEOUT, else 10)")
+                        help="seconds to wait for a diagnosis (default $DIAGNOSA_APP_TIMEOUT, else 70: over SageMaker's 60 s "
+                             "limit on a model's answer)")
     parser.add_argument("--attempts", type=int_in(1, 10, "--attempts"), default=None,
                         help="attempts per call, retries included (default $DIAGNOSA_APP_ATTEMPTS, else 2)")
     parser.add_argument("--top-k", type=int, default=None,

@@ -111,8 +111,10 @@ def resolve_endpoint_name(args: argparse.Namespace) -> None:
     from diagnosa.data.schema import BUILTIN_RESOURCE
     from inference.client import AnswerTimeout, served_endpoint_name
 
-    try:  # within --timeout in all: a server trickling its answer a byte at a time held the command for days
-        served = (served_endpoint_name(args.endpoint_url, getattr(args, "timeout", 10.0)) if args.endpoint_url
+    # Within --timeout in all (a server trickling its answer a byte at a time held the command for days), and 10 s at
+    # most: a ping runs no model, so it needs none of a prediction's wait past SageMaker's 60 s model limit.
+    try:
+        served = (served_endpoint_name(args.endpoint_url, min(getattr(args, "timeout", 10.0), 10.0)) if args.endpoint_url
                   else None)  # None too when the server does not say (unreachable: the request itself says so)
     except AnswerTimeout as err:
         raise UsageError(f"--endpoint-url: {err} (--timeout): is it a Diagnosa endpoint?") from None
