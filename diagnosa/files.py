@@ -40,13 +40,37 @@ def write_json_atomic(target: str | os.PathLike, data: Any, **dumps: Any) -> Non
     write_text_atomic(target, json.dumps(data, **{"ensure_ascii": False, **dumps}))
 
 
+# What a processing container writes for DescribeProcessingJob's ExitMessage: AWS docs, "Save and Access Metadata
+# Information About Your Processing Job" (docs.aws.amazon.com/sagemaker/latest/dg/byoc-metadata.html): UTF-8 text in
+# /opt/ml/output/message, of which the service keeps the first 1 KB after the job ends ("Completed", "Stopped" or
+# "Failed"); text that is not UTF-8 fails the job with a ClientError. The processing root is /opt/ml/processing,
+# so the file is <base dir>/../output/message. No ProcessingOutput uploads /opt/ml/processing/output/failure.
+EXIT_MESSAGE = ("output", "message")  # under the container root (/opt/ml), the processing base dir's parent
+EXIT_MESSAGE_LIMIT = 1024  # bytes of the message the service keeps
+
+
+def exit_message_path(base_dir: str | os.PathLike) -> Path:
+    """Where a processing job whose base dir is ``base_dir`` (/opt/ml/processing) leaves its exit message."""
+    return Path(base_dir).parent.joinpath(*EXIT_MESSAGE)
+
+
+def clip_utf8(text: str, limit: int = EXIT_MESSAGE_LIMIT) -> str:
+    """``text`` as UTF-8 within ``limit`` bytes, cut at a character boundary (what cannot be encoded escaped)."""
+    data = text.encode("utf-8", errors="backslashreplace")
+    return data[:limit].decode("utf-8", errors="ignore")
+
+
 def write_job_failure(base_dir: str | os.PathLike, message: str) -> None:
-    """A processing job's reason for failing, ``<base dir>/output/failure`` (what a run's status shows): best
-    effort, since the job is already failing and its log has the message."""
-    try:
-        write_text_atomic(Path(base_dir) / "output" / "failure", message + "\n")
-    except OSError:
-        pass
+    """A processing job's reason for failing: ``/opt/ml/output/message`` (the service's ExitMessage, the first
+    1 KB, UTF-8; the local executor shows the same file) and ``<base dir>/output/failure`` (the whole reason, for
+    a root run by hand). Best effort, since the job is already failing and its log has the message."""
+    text = message.encode("utf-8", errors="backslashreplace").decode("utf-8")  # lone surrogates (odd file names)
+    for path, body in ((exit_message_path(base_dir), clip_utf8(text)), (Path(base_dir) / "output" / "failure",
+                                                                            text + "\n")):
+        try:
+            write_text_atomic(path, body)
+        except OSError:
+            pass
 
 
 class FileProblem(ValueError):

@@ -15,6 +15,7 @@ import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Collection
 
 if __name__ == "__main__":  # run as a script (python -I -S): the project's own stdlib-only helpers, by path
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -26,21 +27,48 @@ EXECUTION_MARKER = "DIAGNOSA_EXECUTION"
 KILL_SECONDS = 30  # how long the guard keeps killing what the jobs start meanwhile
 
 
-def job_processes(folder: Path | str) -> list[int]:
-    """Live processes of an execution's jobs, of any attempt (their environment names its folder: EXECUTION_MARKER),
-    from /proc; none where there is no /proc."""
-    mark = f"{EXECUTION_MARKER}={folder}".encode()
+def marked_processes(marks: Collection[bytes]) -> list[int]:
+    """Live processes whose environment holds one of ``marks`` (``NAME=value``), from /proc; none where there is no
+    /proc."""
     found = []
     for entry in os.listdir("/proc") if os.path.isdir("/proc") else []:
         if not entry.isdigit() or int(entry) == os.getpid():
             continue
         try:
             with open(f"/proc/{entry}/environ", "rb") as environ:  # a zombie's is empty: it runs nothing
-                if mark in environ.read().split(b"\0"):
+                if not set(marks).isdisjoint(environ.read().split(b"\0")):
                     found.append(int(entry))
         except OSError:  # ended meanwhile, or another user's
             continue
     return sorted(found)
+
+
+def kill_marked(marks: Collection[bytes], seconds: float) -> set[int]:
+    """SIGKILL every process carrying one of ``marks`` until none is left (one may start another meanwhile) or
+    ``seconds`` have passed; the ones killed."""
+    killed: set[int] = set()
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        left = marked_processes(marks)
+        if not left:
+            break
+        for pid in left:
+            try:
+                os.kill(pid, signal.SIGKILL)
+                killed.add(pid)
+            except OSError:  # ended meanwhile
+                continue
+        time.sleep(0.05)
+    return killed
+
+
+def _execution_mark(folder: Path | str) -> bytes:
+    return f"{EXECUTION_MARKER}={folder}".encode()
+
+
+def job_processes(folder: Path | str) -> list[int]:
+    """Live processes of an execution's jobs, of any attempt (their environment names its folder: EXECUTION_MARKER)."""
+    return marked_processes({_execution_mark(folder)})
 
 
 def signal_jobs(folder: Path | str, signum: int) -> list[int]:
@@ -79,14 +107,7 @@ def guard(folder: str, executor: int) -> None:
                 step.update(StepStatus="Stopped", EndTime=now, FailureReason=reason)
         data.update(PipelineExecutionStatus="Stopped", FailureReason=reason, EndTime=now, LastModifiedTime=now)
         write_json_atomic(path, data, indent=2)
-    killed: set[int] = set()
-    deadline = time.monotonic() + KILL_SECONDS
-    while time.monotonic() < deadline:  # until none is left: a job may have started another process meanwhile
-        sent = signal_jobs(folder, signal.SIGKILL)
-        if not sent:
-            break
-        killed.update(sent)
-        time.sleep(0.1)
+    killed = kill_marked({_execution_mark(folder)}, KILL_SECONDS)
     if closed or killed:  # where the killed command printed: its terminal, or its log
         stopped = f" (job processes {' '.join(map(str, sorted(killed)))})" if killed else ""
         print(f"diagnosa: execution {execution_id} stopped: the executor (process {executor}) was killed; its running "

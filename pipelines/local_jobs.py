@@ -51,6 +51,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from diagnosa.files import EXIT_MESSAGE
 from diagnosa.lake import DataLake
 from pipelines.containers import (
     CONTAINER_ROOT,
@@ -65,6 +66,7 @@ from pipelines.containers import (
     render_training,
     training_environment,
 )
+from pipelines.guard import kill_marked
 from pipelines.isolation import isolated_network, unavailable_reason
 from pipelines.service_model import request_problems
 
@@ -84,6 +86,13 @@ NOISE = (re.compile(r"^WARNING: Skipping \S+ as it is not installed\.$"),
 # The training toolkit ends a failed job by logging the failure file's text again, then the exit code.
 TOOLKIT_EPILOGUE = "Reporting training FAILURE"
 TRACEBACK = "Traceback (most recent call last):"
+# In the environment of each host's process (and so of everything it starts): that host's container root. Stopping a
+# job stops every process carrying its mark, not only the one started here: the training toolkit does not forward
+# signals, and the training script it ran (its child) went on, orphaned, after the toolkit was killed. On the service
+# the container ends with its main process; here a job's processes share the executor's process group (a terminal's
+# Ctrl-C must reach them), so the mark tells them apart. Read from /proc; where there is none, the host's process alone.
+JOB_MARKER = "DIAGNOSA_JOB_ROOT"
+STOP_SECONDS = 10.0  # how long a stop keeps killing what the job's processes start meanwhile
 
 
 log = logging.getLogger(__name__)
@@ -192,7 +201,7 @@ class Launch:
     cwd: Path
     environment: dict[str, str]
     log_path: Path
-    failure_file: Path | None = None
+    failure_file: Path | None = None  # where the container leaves its failure reason (the service shows it)
 
 
 def run_processing(arguments: dict[str, Any], run_dir: Path, mapping: LakeMapping, *,
@@ -215,7 +224,10 @@ def run_processing(arguments: dict[str, Any], run_dir: Path, mapping: LakeMappin
         except ContainerError as err:
             raise JobError(f"job {name}: {err}") from None
         containers.append(container)
-        launches.append(Launch(host, container.command, container.root, environment, host_log(run_dir, host)))
+        # A processing container's failure reason is its exit message, /opt/ml/output/message (diagnosa/files.py
+        # says where AWS documents it): what DescribeProcessingJob shows, so the local answer shows it too.
+        launches.append(Launch(host, container.command, container.root, environment, host_log(run_dir, host),
+                               container.root.joinpath(*EXIT_MESSAGE)))
     isolated = bool(arguments.get("NetworkConfig", {}).get("EnableNetworkIsolation"))
     seconds = _run(name, launches, heartbeat=heartbeat, isolated=isolated, python=python)
 
@@ -317,8 +329,8 @@ def _wait(name: str, launches: list[Launch], commands: list[list[str]], heartbea
         for launch, command in zip(launches, commands):
             launch.log_path.parent.mkdir(parents=True, exist_ok=True)
             logs.append(open(launch.log_path, "w", encoding="utf-8"))
-            processes.append(subprocess.Popen(command, cwd=launch.cwd, env=launch.environment, stdout=logs[-1],
-                                              stderr=subprocess.STDOUT))
+            processes.append(subprocess.Popen(command, cwd=launch.cwd, stdout=logs[-1], stderr=subprocess.STDOUT,
+                                              env={**launch.environment, JOB_MARKER: str(launch.cwd)}))
         next_beat = time.perf_counter() + heartbeat.every if heartbeat is not None else None
         while True:
             codes = [p.poll() for p in processes]
@@ -335,7 +347,7 @@ def _wait(name: str, launches: list[Launch], commands: list[list[str]], heartbea
             except subprocess.TimeoutExpired:
                 pass
     except BaseException:
-        _stop(processes)
+        _stop(processes, launches)
         raise
     finally:
         for log in logs:
@@ -343,7 +355,7 @@ def _wait(name: str, launches: list[Launch], commands: list[list[str]], heartbea
     seconds = time.perf_counter() - started
     if failed is None:
         return seconds
-    _stop(processes)
+    _stop(processes, launches)
     launch, code = launches[failed], codes[failed]
     failure = launch.failure_file.read_text(encoding="utf-8", errors="replace") \
         if launch.failure_file is not None and launch.failure_file.is_file() else None
@@ -352,10 +364,13 @@ def _wait(name: str, launches: list[Launch], commands: list[list[str]], heartbea
     raise JobError(f"job {name}{where} exited with {code} after {seconds:.1f} s (log: {launch.log_path}): {reason}")
 
 
-def _stop(processes: list[subprocess.Popen]) -> None:
+def _stop(processes: list[subprocess.Popen], launches: list[Launch]) -> None:
+    """Kill the job's processes: each host's, and every process they started (those carrying JOB_MARKER), the
+    failed host's orphans too; until none is left (one may start another meanwhile) or STOP_SECONDS have passed."""
     for process in processes:
         if process.poll() is None:
             process.kill()
+    kill_marked({f"{JOB_MARKER}={launch.cwd}".encode() for launch in launches[:len(processes)]}, STOP_SECONDS)
     for process in processes:
         process.wait()
 

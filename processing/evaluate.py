@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import sys
 import tempfile
 import time
@@ -24,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from diagnosa.data.schema import BUILTIN_SLICE, Schema, seen_slice, unseen_slice
+from diagnosa.files import write_job_failure, write_text_atomic
 from diagnosa.labels import ascii_words
 from diagnosa.logs import configure_logging
 from diagnosa.model import DiagnosaModel, ModelLoadError, apply_calibration, unpack_model
@@ -112,6 +114,12 @@ def knowledge_reference(model: DiagnosaModel, test: pd.DataFrame, schema: Schema
             "own_disease_included": {"method": LOOKUP_METHOD, "slices": scores([None] * len(rows))}}
 
 
+def _is_share(value: float) -> bool:
+    """A recall threshold: a finite number in [0, 1] (nan compared false with every recall, so a gate of nan
+    passed, and inf could not be written to evaluation.json)."""
+    return math.isfinite(value) and 0.0 <= value <= 1.0
+
+
 def _thresholds(text: str) -> dict[str, float]:
     try:
         value = json.loads(text)
@@ -120,19 +128,38 @@ def _thresholds(text: str) -> dict[str, float]:
     if not isinstance(value, dict) or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
                                               for v in value.values()):
         raise argparse.ArgumentTypeError('--thresholds must map labels to numbers, e.g. {"NO ENFERMO": 0.8}')
+    bad = [f"{k}: {v}" for k, v in value.items() if not _is_share(float(v))]
+    if bad:
+        raise argparse.ArgumentTypeError(f"--thresholds must be numbers in [0, 1], got {', '.join(bad)}")
     return {str(k): float(v) for k, v in value.items()}
 
 
+def _share(flag: str) -> Callable[[str], float]:
+    """The parser of ``flag NUMBER``: a finite number in [0, 1]."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not _is_share(value):
+            raise argparse.ArgumentTypeError(f"{flag} takes a number in [0, 1], got {text!r}")
+        return value
+    return parse
+
+
 def _named_threshold(flag: str) -> Callable[[str], tuple[str, float]]:
-    """The parser of ``flag NAME=NUMBER`` (a name holds no '=')."""
+    """The parser of ``flag NAME=NUMBER`` (a name holds no '='; the number in [0, 1])."""
     def parse(text: str) -> tuple[str, float]:
         name, sep, value = text.rpartition("=")
         try:
             if not sep or not name:
                 raise ValueError
-            return name, float(value)
+            number = float(value)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{flag} takes NAME=NUMBER, got {text!r}") from None
+        if not _is_share(number):
+            raise argparse.ArgumentTypeError(f"{flag} takes NAME=NUMBER with the number in [0, 1], got {text!r}")
+        return name, number
     return parse
 
 
@@ -211,7 +238,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--recall-threshold", type=_named_threshold("--recall-threshold"), action="append", default=[],
                         help="NAME=VALUE: test recall threshold of the label NAME spells in ASCII (EnfermedadCronica "
                              "for ENFERMEDAD CRÓNICA, as its pipeline parameter; repeatable; what the pipeline passes)")
-    parser.add_argument("--orphan-threshold", type=float, default=None, help="orphan-slice macro recall threshold")
+    parser.add_argument("--orphan-threshold", type=_share("--orphan-threshold"), default=None,
+                        help="orphan-slice macro recall threshold, in [0, 1]")
     parser.add_argument("--slice-threshold", type=_named_threshold("--slice-threshold"), action="append", default=[],
                         help="NAME=VALUE: minimum macro recall on the dataset's slice NAME (repeatable)")
     args = parser.parse_args(argv)
@@ -226,6 +254,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             started = time.perf_counter()
             model = DiagnosaModel.load(_model_dir(base / "input" / "model", Path(scratch)))
             test = read_split(test_dir, "test input")
+            if not len(test):
+                raise ValueError(f"the test input {test_dir} has no rows (its parts hold a header only): the test "
+                                 "split is empty, so there is nothing to evaluate")
             log.info("read model (%s) and %s test rows in %.2f s", model.metadata.get("family"), len(test),
                      time.perf_counter() - started)
             started = time.perf_counter()
@@ -235,11 +266,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             result["gate"] = gate_section(result, args.thresholds, args.orphan_threshold, dict(args.slice_threshold))
             log.info("evaluated in %.2f s", time.perf_counter() - started)
         out_eval.mkdir(parents=True, exist_ok=True)
-        (out_eval / "evaluation.json").write_text(json.dumps(result, indent=2, ensure_ascii=False, allow_nan=False)
-                                                  + "\n", encoding="utf-8")
+        text = json.dumps(result, indent=2, ensure_ascii=False, allow_nan=False) + "\n"  # refused here, not half-written
         _write_monitoring_baselines(result, args.thresholds, args.orphan_threshold,
                                     dict(args.slice_threshold).get(unseen_slice(BUILTIN_SLICE)), trained_groups, out_eval)
         paths = write_report(result, out_report)
+        # Last, and whole or not at all: the gate's condition reads it, so it exists only when every output does.
+        write_text_atomic(out_eval / "evaluation.json", text)
         d = result["diagnosa"]
         log.info("test macro recall %.4f, worst class %s %.4f; wrote %s and %s", d["macro"]["recall"],
                  d["worst_class_recall"]["label"], d["worst_class_recall"]["recall"], out_eval / "evaluation.json",
@@ -247,8 +279,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         for label, scores in d["per_class"].items():
             print(f"test:recall[{label}]={np.nan if scores['recall'] is None else scores['recall']:.4f}")
         return 0
-    except (ValueError, FileNotFoundError, FileExistsError, KeyError, OSError, ModelLoadError) as err:  # SplitError too
-        log.error("evaluation failed: %s", err)
+    except Exception as err:  # noqa: BLE001  (the job's failure reason must say what was wrong, whatever it was)
+        known = isinstance(err, (ValueError, ModelLoadError))  # SplitError too: messages written to be read
+        message = str(err) if known else f"{type(err).__name__}: {err}"
+        log.error("evaluation failed: %s", message, exc_info=not known)
+        write_job_failure(base, message)
         return 1
 
 

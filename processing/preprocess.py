@@ -23,8 +23,12 @@ row in one process (``JOINT_METHODS``): they run with one transform instance onl
 
 Container contract (SageMaker Processing): ``/opt/ml/processing/input/curated`` holds a curated version
 (``manifest.json`` and its Parquet parts, ``data/part-NNNNN.parquet``; a single ``data.parquet`` works
-the same); the transform stage also gets ``input/transformer`` and ``input/split``; outputs go to
-``/opt/ml/processing/output/<name>``. The entry point is thin: tests call the functions directly.
+the same). The fit reads exactly the parts the manifest's ``data_keys`` list, and refuses any other object there
+or a listed part that is absent (a stray export under the prefix was trained and tested on); it records their names
+in ``preprocess.json``, and each transform instance refuses an object it holds that is not among them. The transform
+stage also gets ``input/transformer`` and ``input/split``; outputs go to ``/opt/ml/processing/output/<name>``. A
+failure's reason goes to ``/opt/ml/output/message`` (DescribeProcessingJob's ExitMessage: ``diagnosa/files.py``). The
+entry point is thin: tests call the functions directly.
 """
 from __future__ import annotations
 
@@ -32,6 +36,7 @@ import argparse
 import hashlib
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -47,7 +52,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import scipy.sparse as sp
 
-from diagnosa.data.schema import MISSING_INDICATORS, Schema
+from diagnosa.data.ingest import curated_prefix
+from diagnosa.data.schema import LIST_TYPES, MISSING_INDICATORS, UNLEARNED_TYPES, Schema
 from diagnosa.files import write_job_failure
 from diagnosa.logs import configure_logging
 from processing.entry import job_parser
@@ -65,6 +71,7 @@ OUTPUTS = (*TRANSFORM_OUTPUTS, *FIT_OUTPUTS)
 TRANSFORMER_FILE = "feature_pipeline.joblib"
 RECORD_FILE = "preprocess.json"
 MEMBERSHIP_FILE = "membership.parquet"  # in split/: each id's split (0 train, 1 validation, 2 test)
+MANIFEST_FILE = "manifest.json"
 DEFAULT_FIT_MAX_ROWS = 200_000
 
 
@@ -161,6 +168,7 @@ def fit(keys: pd.DataFrame, schema: Schema, params: PreprocessParams,
     if len(rows) != len(chosen):
         raise ValueError(f"the curated data gave {len(rows)} of the {len(chosen)} training rows asked for")
     timings["read_fit_rows"] = time.perf_counter() - started
+    check_feature_columns(rows, schema)
     started = time.perf_counter()
     pipeline = build_feature_pipeline(schema, params.features, seed=params.seed)
     pipeline.fit(rows, y_all[chosen])
@@ -169,6 +177,30 @@ def fit(keys: pd.DataFrame, schema: Schema, params: PreprocessParams,
              timings["fit_features"])
     return Fitted(pipeline, labels, membership, splits.train_groups, resampling, _feature_names(pipeline, rows), rows,
                   timings)
+
+
+def check_feature_columns(rows: pd.DataFrame, schema: Schema) -> None:
+    """Refuse feature columns the pipeline would learn nothing from, without a word: one with no value in any
+    training row fitted on (imputed to a constant; the data baseline recorded its completeness as 0.0, so monitoring
+    then accepted it missing for ever), and a list column (HPO terms, codes) holding text instead of lists (every
+    value read as an empty list: its indicator features vanished, 414 → 83 on the cohort)."""
+    for column in schema.fields:
+        if column.role != "feature" or column.type in UNLEARNED_TYPES or column.name not in rows.columns:
+            continue
+        values = rows[column.name]
+        present = values[values.notna()]
+        if not len(present):
+            raise ValueError(f"feature column '{column.name}' has no value in any of the {len(rows)} training rows the "
+                             "feature pipeline is fitted on (the data baseline would expect it missing for ever): fix "
+                             "the column at ingestion, or leave it out of the dataset (its 'exclude' list in the "
+                             "dataset config) and ingest again")
+        if column.type in LIST_TYPES:
+            text = present[present.map(lambda v: not isinstance(v, (list, tuple, np.ndarray)))]
+            if len(text):
+                raise ValueError(f"feature column '{column.name}' ({column.type}) holds {type(text.iloc[0]).__name__} "
+                                 f"values, not lists (e.g. {str(text.iloc[0])[:60]!r}, {len(text)} of {len(present)} "
+                                 "rows): each would read as no term at all; fix its type at ingestion (a list column in "
+                                 "the curated Parquet) and ingest again")
 
 
 def label_indices(values: pd.Series, labels: list[str]) -> np.ndarray:
@@ -307,9 +339,136 @@ def preprocess(frame: pd.DataFrame, schema: Schema, params: PreprocessParams | N
 
 # ------------------------------------------------------------------------------------------------ files
 
-def curated_parts(folder: Path) -> list[Path]:
-    """The curated Parquet objects under ``folder``, in row order (their relative paths sorted)."""
-    return sorted((p for p in folder.rglob("*.parquet") if p.is_file()), key=lambda p: p.relative_to(folder).as_posix())
+def read_manifest(folder: Path) -> dict[str, Any]:
+    """``folder``'s manifest.json, checked for what the job reads: a JSON object with a valid ``schema`` and the
+    version's parts (``data_keys``, or a single ``data_key``), its ``dataset`` and ``version``. ValueError (or
+    FileNotFoundError) naming what is wrong."""
+    path = folder / MANIFEST_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"input {path} does not exist (a curated version holds its manifest.json)")
+    where = f"input {path}"
+    try:
+        manifest = json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{where} is not UTF-8 text (byte {err.object[err.start]:#04x} at offset {err.start})") from None
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{where} is not JSON: {err.msg} at line {err.lineno} column {err.colno}") from None
+    if not isinstance(manifest, dict):
+        raise ValueError(f"{where} must be a JSON object (the ingest's manifest), got {type(manifest).__name__}")
+    if not isinstance(manifest.get("schema"), dict):
+        raise ValueError(f"{where} has no 'schema' object (the ingest writes the dataset's schema there): got "
+                         f"{_kind(manifest.get('schema'))}")
+    try:
+        Schema.from_dict(manifest["schema"])
+    except (ValueError, KeyError, TypeError) as err:
+        detail = f"no {err}" if isinstance(err, KeyError) else str(err)
+        raise ValueError(f"{where}: its 'schema' is invalid: {detail}") from None
+    for key in ("dataset", "version"):
+        if not isinstance(manifest.get(key), str) or not manifest[key]:
+            raise ValueError(f"{where}: '{key}' must name the curated version's {key}, got {_kind(manifest.get(key))}")
+    keys = manifest["data_keys"] if "data_keys" in manifest else manifest.get("data_key", [])
+    keys = [keys] if isinstance(keys, str) else keys
+    if not isinstance(keys, list) or not keys or not all(isinstance(k, str) and k for k in keys):
+        raise ValueError(f"{where}: 'data_keys' must list the version's Parquet parts (object keys), got "
+                         f"{_kind(manifest.get('data_keys', manifest.get('data_key')))}")
+    return manifest
+
+
+def _kind(value: Any) -> str:
+    return "nothing" if value is None else f"{type(value).__name__} {str(value)[:60]!r}"
+
+
+def manifest_parts(manifest: dict[str, Any]) -> list[str]:
+    """The parts ``manifest`` lists (read_manifest checked it), as paths inside the version's prefix, in row order."""
+    keys = manifest["data_keys"] if "data_keys" in manifest else [manifest["data_key"]]
+    prefix = curated_prefix(manifest["dataset"], manifest["version"]) + "/"
+    outside = [key for key in keys if not key.startswith(prefix)]
+    if outside:
+        raise ValueError(f"the manifest's data_keys {', '.join(outside[:3])} are not under its version's prefix "
+                         f"{prefix}")
+    return [key[len(prefix):] for key in keys]
+
+
+def _objects(folder: Path) -> list[str]:
+    """Every file under ``folder`` but the manifest (hidden ones and empty ones too), as relative paths, sorted."""
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")
+                  if p.is_file() and p.relative_to(folder).as_posix() != MANIFEST_FILE)
+
+
+def _names(names: Sequence[str], limit: int = 5) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def curated_parts(folder: Path, manifest: dict[str, Any]) -> list[Path]:
+    """Exactly the Parquet parts ``manifest`` lists under ``folder``, in its (row) order. Any other object there (an
+    old export in a subfolder, a ._ file a Mac left, an empty part) is refused, and so is a listed part that is not
+    there: both named. What was picked up by a glob before was trained and tested on without a word."""
+    listed = manifest_parts(manifest)
+    present = _objects(folder)
+    missing = [name for name in listed if name not in set(present)]
+    if missing:
+        raise ValueError(f"input {folder}: the manifest lists {len(missing)} part(s) that are not there: "
+                         f"{_names(missing)} (the curated version is incomplete: copy it whole, or ingest again)")
+    extra = [name for name in present if name not in set(listed)]
+    if extra:
+        raise ValueError(f"input {folder} holds {len(extra)} object(s) its manifest does not list: {_names(extra)} "
+                         "(remove them, or point the input at the curated version's own prefix)")
+    return [folder / name for name in listed]
+
+
+def held_parts(folder: Path, listed: Sequence[str]) -> list[Path]:
+    """The parts of ``listed`` (what the fit read) that this transform instance holds under ``folder`` (sharded by
+    key: a share of them, maybe none), in their order; any other object but the manifest is refused, named."""
+    present = set(_objects(folder)) if folder.is_dir() else set()
+    extra = sorted(present - set(listed))
+    if extra:
+        raise ValueError(f"input {folder} holds {len(extra)} object(s) the fit did not read (preprocess.json: parts): "
+                         f"{_names(extra)}")
+    return [folder / name for name in listed if name in present]
+
+
+def part_label(path: Path) -> str:
+    """A part as messages name it: its folder and file name (data/part-00003.parquet)."""
+    return f"{path.parent.name}/{path.name}"
+
+
+def read_part(path: Path, columns: list[str] | None = None) -> pa.Table:
+    """A curated part's table (``columns`` only, when given), its text checked as UTF-8; ValueError naming the part
+    (and the column) first, when it cannot be read."""
+    try:
+        table = pq.read_table(path, columns=columns)
+    except Exception as err:  # noqa: BLE001  (pyarrow's errors name no file: this one must)
+        raise ValueError(f"curated part {part_label(path)} cannot be read as Parquet: {type(err).__name__}: "
+                         f"{err}") from None
+    for name, column in zip(table.column_names, table.columns):
+        if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+            try:
+                column.validate(full=True)
+            except pa.ArrowInvalid as err:
+                raise ValueError(f"curated part {part_label(path)}, column '{name}': text that is not valid UTF-8 "
+                                 f"({str(err)[:200]}): fix the source at ingestion") from None
+    return table
+
+
+def concat_parts(tables: list[pa.Table], parts: list[Path]) -> pa.Table:
+    """The parts' tables in order; parts whose columns differ in type are refused naming the part and the column
+    (pyarrow's message printed both schemas whole, past the 1 KB a failure reason keeps, before naming anything)."""
+    try:
+        return pa.concat_tables(tables)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        first = tables[0].schema
+        for table, path in zip(tables[1:], parts[1:]):
+            for column in table.schema:
+                if first.get_field_index(column.name) < 0:
+                    raise ValueError(f"curated part {part_label(path)}: column '{column.name}' is not in "
+                                     f"{part_label(parts[0])}: the parts of one version must share one schema") from None
+                other = first.field(column.name).type
+                if column.type != other:
+                    raise ValueError(f"curated part {part_label(path)}, column '{column.name}': type {column.type}, but "
+                                     f"{other} in {part_label(parts[0])}: the parts of one version must share one "
+                                     "schema (ingest the version again)") from None
+        raise
 
 
 def part_name(path: Path, folder: Path) -> str:
@@ -321,11 +480,15 @@ def read_keys(parts: list[Path], schema: Schema) -> pd.DataFrame:
     """The key columns of every part, concatenated in row order (a small share of the data)."""
     columns = key_columns(schema)
     for path in parts:
-        names = set(pq.read_schema(path).names)  # once a part: read per column, 2,000 features took 38 s
+        try:
+            names = set(pq.read_schema(path).names)  # once a part: read per column, 2,000 features took 38 s
+        except Exception as err:  # noqa: BLE001  (pyarrow's errors name no file: this one must)
+            raise ValueError(f"curated part {part_label(path)} cannot be read as Parquet: {type(err).__name__}: "
+                             f"{err}") from None
         missing = [c for c in [*columns, *schema.features()] if c not in names]
         if missing:
             raise ValueError(f"{path.name} lacks columns the schema declares: {', '.join(missing)}")
-    return pa.concat_tables([pq.read_table(p, columns=columns) for p in parts]).to_pandas()
+    return concat_parts([read_part(p, columns) for p in parts], parts).to_pandas()
 
 
 def rows_reader(parts: list[Path], schema: Schema) -> Callable[[pd.Series], pd.DataFrame]:
@@ -334,9 +497,9 @@ def rows_reader(parts: list[Path], schema: Schema) -> Callable[[pd.Series], pd.D
         wanted = pa.array(ids.to_numpy())
         tables = []
         for path in parts:
-            table = pq.read_table(path)
+            table = read_part(path)
             tables.append(table.filter(pc.is_in(table.column(schema.id_column), value_set=wanted)))
-        return pa.concat_tables(tables).to_pandas()
+        return concat_parts(tables, parts).to_pandas()
     return rows_of
 
 
@@ -358,8 +521,9 @@ def fingerprint(membership: pd.DataFrame, schema: Schema, manifest: dict[str, An
 
 
 def write_fit(fitted: Fitted, schema: Schema, manifest: dict[str, Any], params: PreprocessParams,
-              out: dict[str, Path], baseline_dir: Path | None) -> None:
-    """``transformer/`` (pipeline + preprocess.json), ``split/`` (membership + groups) and the data baseline."""
+              out: dict[str, Path], baseline_dir: Path | None, parts: Sequence[str] = ()) -> None:
+    """``transformer/`` (pipeline + preprocess.json, with ``parts``: the curated parts read, by path in the version),
+    ``split/`` (membership + groups) and the data baseline."""
     _refuse_non_empty([out["transformer"], out["split"], *([baseline_dir] if baseline_dir else [])])
     for name in FIT_OUTPUTS:
         out[name].mkdir(parents=True, exist_ok=True)
@@ -378,6 +542,7 @@ def write_fit(fitted: Fitted, schema: Schema, manifest: dict[str, Any], params: 
         "fingerprint": fingerprint(fitted.membership, schema, manifest, params),
         "rows": {name: int(n) for name, n in zip(SPLITS, counts)} | {"fitted": len(fitted.fitted_rows)},
         "resampling": fitted.resampling,
+        "parts": list(parts),
         "timings_seconds": {k: round(v, 3) for k, v in fitted.timings.items()},
     }
     (out["transformer"] / RECORD_FILE).write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n",
@@ -414,8 +579,8 @@ def run_transform(parts: list[Path], folder: Path, pipeline: Any, record: dict[s
     for path in parts:
         started = time.perf_counter()
         name = part_name(path, folder)
-        rows = transform_part(pq.read_table(path), pipeline, split_of, schema, labels, len(record["feature_names"]),
-                              source=path.name)
+        rows = transform_part(read_part(path), pipeline, split_of, schema, labels, len(record["feature_names"]),
+                              source=part_label(path))
         for split, table in (("validation", rows.validation), ("test", rows.test)):
             if table.num_rows:
                 pq.write_table(table, out[split] / f"{name}.parquet", compression="zstd")
@@ -448,24 +613,33 @@ def run_transform(parts: list[Path], folder: Path, pipeline: Any, record: dict[s
 
 
 def fit_stage(parts: list[Path], manifest: dict[str, Any], params: PreprocessParams, out: dict[str, Path],
-              baseline_dir: Path | None = None) -> Fitted:
-    """The fit stage over curated parts: key columns read, split, pipeline fitted, ``transformer/`` and ``split/``
-    (and the data baseline) written."""
+              baseline_dir: Path | None = None, source: Path | None = None) -> Fitted:
+    """The fit stage over curated parts (in ``source``: default, their common folder): key columns read, split,
+    pipeline fitted, ``transformer/`` and ``split/`` (and the data baseline) written."""
     schema = Schema.from_dict(manifest["schema"])
     started = time.perf_counter()
     keys = read_keys(parts, schema)
     log.info("read the key columns of %d rows from %d part(s) (dataset %s version %s) in %.2f s", len(keys),
              len(parts), manifest.get("dataset"), manifest.get("version"), time.perf_counter() - started)
     fitted = fit(keys, schema, params, rows_reader(parts, schema))
-    write_fit(fitted, schema, manifest, params, out, baseline_dir)
+    folder = source if source is not None else Path(os.path.commonpath([p.parent for p in parts]))
+    write_fit(fitted, schema, manifest, params, out, baseline_dir, [p.relative_to(folder).as_posix() for p in parts])
     log.info("wrote %s and %s", out["transformer"], out["split"])
     return fitted
 
 
-def transform_stage(parts: list[Path], source: Path, fit_dirs: tuple[Path, Path], out: dict[str, Path],
+def transform_stage(parts: list[Path] | None, source: Path, fit_dirs: tuple[Path, Path], out: dict[str, Path],
                     instances: int = 1) -> dict[str, int]:
-    """The transform stage: the fit's outputs read from ``fit_dirs`` (transformer, split), these parts written."""
+    """The transform stage: the fit's outputs read from ``fit_dirs`` (transformer, split), these parts written
+    (None: the parts of those the fit read that ``source`` holds, refusing any other object there)."""
     pipeline, record, membership = read_fit(*fit_dirs)
+    if parts is None:
+        if not isinstance(record.get("parts"), list):
+            raise ValueError(f"{fit_dirs[0] / RECORD_FILE} lists no curated parts (a fit of an older Diagnosa wrote "
+                             "it): run the fit stage again")
+        parts = held_parts(source, record["parts"])
+        if not parts:  # sharded by key: an instance may hold no part when there are fewer parts than instances
+            log.warning("this instance holds no curated part (%s): it transforms nothing", source)
     started = time.perf_counter()
     written = run_transform(parts, source, pipeline, record, membership, out, fit_dirs[1] / GROUPS_FILE, instances)
     log.info("transformed %d part(s): %s rows in %.2f s", len(parts), written, time.perf_counter() - started)
@@ -543,20 +717,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         params.validate()
         source = base / "input" / "curated"
         out = {name: base / "output" / name for name in OUTPUTS}
-        parts = curated_parts(source) if source.is_dir() else []
-        if not parts and args.stage != "transform":
-            raise FileNotFoundError(f"input {source} does not exist or holds no Parquet data")
-        if not parts:  # sharded by key: an instance may hold no part when there are fewer parts than instances
-            log.warning("this instance holds no curated part (%s): it transforms nothing", source)
+        parts = None
         if args.stage in ("all", "fit"):
             check_scale_out(params.resampling, args.transform_instances)
-            manifest_path = source / "manifest.json"
-            if not manifest_path.is_file():
-                raise FileNotFoundError(f"input {manifest_path} does not exist")
-            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+            if not source.is_dir():
+                raise FileNotFoundError(f"input {source} does not exist")
+            manifest = read_manifest(source)
+            parts = curated_parts(source, manifest)
             baseline_dir = Path(args.baseline_dir) if args.baseline_dir else base / "output" / "baseline"
             write_baseline = args.baseline_dir is not None or baseline_dir.is_dir()
-            fit_stage(parts, manifest, params, out, baseline_dir if write_baseline else None)
+            fit_stage(parts, manifest, params, out, baseline_dir if write_baseline else None, source)
             if not write_baseline:
                 log.info("no monitoring baseline: %s does not exist; pass --baseline-dir", baseline_dir)
         if args.stage in ("all", "transform"):
@@ -564,9 +734,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                         else (base / "input" / "transformer", base / "input" / "split"))
             transform_stage(parts, source, fit_dirs, out, instance_count(base))
         return 0
-    except (ValueError, FileNotFoundError, FileExistsError, KeyError) as err:
-        log.error("preprocessing failed: %s", err)
-        write_job_failure(base, str(err))
+    except Exception as err:  # noqa: BLE001  (the job's failure reason must say what was wrong, whatever it was)
+        message = str(err) if isinstance(err, ValueError) else f"{type(err).__name__}: {err}"
+        log.error("preprocessing failed: %s", message, exc_info=not isinstance(err, ValueError))
+        write_job_failure(base, message)
         return 1
 
 

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from diagnosa.files import atomic_path, write_text_atomic
+from diagnosa.files import atomic_path, write_job_failure, write_text_atomic
 from diagnosa.logs import configure_logging
 from diagnosa.model import (
     METADATA_FILE,
@@ -351,6 +351,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as err:  # noqa: BLE001  (the job log must say what was wrong)
         message = str(err) if isinstance(err, ValueError) else f"{type(err).__name__}: {err}"
         logger.error("champion selection failed: %s", message, exc_info=not isinstance(err, ValueError))
+        write_job_failure(args.base_dir, message)
         return 1
     return 0
 

@@ -187,7 +187,9 @@ def _train_model(root, curated_cohort, hyperparameters: dict) -> Path:
     source = root / "pre" / "input" / "curated"
     source.mkdir(parents=True)
     frame.to_parquet(source / "data.parquet", index=False)
-    (source / "manifest.json").write_text(_json.dumps(manifest))
+    # The manifest lists the one part written here (Preprocess reads exactly the parts it lists).
+    listed = [f"curated/{manifest['dataset']}/{manifest['version']}/data.parquet"]
+    (source / "manifest.json").write_text(_json.dumps({**manifest, "data_keys": listed}))
     assert preprocess_job.main(["--base-dir", str(root / "pre")]) == 0
     env = {f"SM_CHANNEL_{c.upper()}": str(root / "pre" / "output" / c) for c in ("train", "validation", "transformer")}
     env |= {"SM_MODEL_DIR": str(root / "model"), "SM_OUTPUT_DATA_DIR": str(root / "out" / "data"),

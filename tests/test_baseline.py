@@ -100,7 +100,8 @@ def test_preprocess_writes_the_baseline_only_when_asked(tmp_path, curated_cohort
         source = base / "input" / "curated"
         source.mkdir(parents=True)
         frame.to_parquet(source / "data.parquet", index=False)
-        (source / "manifest.json").write_text(json.dumps(manifest))
+        listed = [f"curated/{manifest['dataset']}/{manifest['version']}/data.parquet"]  # the part written here
+        (source / "manifest.json").write_text(json.dumps({**manifest, "data_keys": listed}))
         assert preprocess.main(["--base-dir", str(base), "--resampling", "none", *extra]) == 0
         assert (tmp_path / "b" / "statistics.json").is_file() is expected
         assert not (base / "output" / "baseline").exists()

@@ -60,7 +60,8 @@ def run_preprocess(root: Path, frame: pd.DataFrame, schema: Schema, *args: str) 
     source = root / "pre" / "input" / "curated"
     source.mkdir(parents=True)
     frame.to_parquet(source / "data.parquet", index=False)
-    manifest = {"schema": schema.to_dict(), "version": "v1", "dataset": "synth", "rows": len(frame)}
+    manifest = {"schema": schema.to_dict(), "version": "v1", "dataset": "synth", "rows": len(frame),
+                "data_keys": ["curated/synth/v1/data.parquet"]}
     (source / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
     assert pre.main(["--base-dir", str(root / "pre"), *args]) == 0
     return root / "pre" / "output"

@@ -307,13 +307,18 @@ def test_a_single_sample_class_falls_back_to_duplication():
 
 # ------------------------------------------------------------------------------------------------ the job
 
+def listing(manifest: dict, names: list[str]) -> dict:
+    """``manifest`` listing the parts written (paths in the version), as the ingest lists its own."""
+    return {**manifest, "data_keys": [f"curated/{manifest['dataset']}/{manifest['version']}/{n}" for n in names]}
+
+
 def container(tmp_path: Path, data) -> Path:
     frame, _, manifest = data
     base = tmp_path / "opt" / "ml" / "processing"
     source = base / "input" / "curated"
     source.mkdir(parents=True)
     frame.to_parquet(source / "data.parquet", index=False)
-    (source / "manifest.json").write_text(json.dumps(manifest))
+    (source / "manifest.json").write_text(json.dumps(listing(manifest, ["data.parquet"])))
     return base
 
 
@@ -369,7 +374,7 @@ def curated_in_parts(base: Path, data, rows: int) -> list[Path]:
     for number, start in enumerate(range(0, len(frame), rows)):
         parts.append(source / "data" / f"part-{number:05d}.parquet")
         frame.iloc[start:start + rows].to_parquet(parts[-1], index=False)
-    (source / "manifest.json").write_text(json.dumps(manifest))
+    (source / "manifest.json").write_text(json.dumps(listing(manifest, [p.relative_to(source).as_posix() for p in parts])))
     return parts
 
 

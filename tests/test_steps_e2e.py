@@ -40,7 +40,8 @@ def pipeline_run(tmp_path_factory, curated_cohort):
     pre = root / "preprocess"
     (pre / "input" / "curated").mkdir(parents=True)
     frame.to_parquet(pre / "input" / "curated" / "data.parquet", index=False)
-    (pre / "input" / "curated" / "manifest.json").write_text(json.dumps(manifest))
+    listed = [f"curated/{manifest['dataset']}/{manifest['version']}/data.parquet"]  # the part written here
+    (pre / "input" / "curated" / "manifest.json").write_text(json.dumps({**manifest, "data_keys": listed}))
     assert preprocess_job.main(["--base-dir", str(pre), "--resampling", "class_weights"]) == 0
 
     for family in FAMILIES:

@@ -171,7 +171,13 @@ rows (accept {expected['labs_accepted']:,}, quarantine {expected['labs_quarantin
 
 Ingestion (`diagnosa data ingest`) validates both against the schema below, joins them, and writes
 `curated/patients/<version>/data/part-NNNNN.parquet` (5,000 rows each) + `manifest.json`; rejected rows go to
-`quarantine/patients/<version>/<source>.jsonl` with the reasons and the original content. A hospital's
+`quarantine/patients/<version>/<source>.jsonl` with the reasons and the original content. The manifest's
+`data_keys` list the version's parts in row order, and the Preprocess step reads exactly those: any other
+object under the version's prefix (an old export copied into a `backup/` folder, the `._part-00000.parquet`
+a Mac's copy leaves, an empty `_SUCCESS`) is refused naming it, and so is a listed part that is missing
+(before 2026-12 every `*.parquet` below the prefix was read, and trained and tested on). A part that cannot
+be read, text that is not UTF-8, or parts whose columns differ in type fail the step naming the part (and
+the column) first. A hospital's
 delivery (`diagnosa data ingest records.jsonl --labs labs.csv [--batch NAME]`) is checked and curated before
 its files are copied into the raw zone: one refused (an empty or unreadable file, every record rejected)
 leaves no raw batch behind, so the corrected delivery can take the same (write-once) name, and a batch

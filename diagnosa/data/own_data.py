@@ -121,7 +121,12 @@ from it. Distinct numbers stay numbers (a lab value measured to four decimals is
 column not excluded is a feature unless its role says otherwise, but for `date` and `text` columns: no
 model learns from those (a date's meaning, an age or a delay, is the dataset's to compute as a number
 column), so they are `metadata` (checked and kept in the curated data, not sent to the endpoint), and
-declaring one `role = "feature"` is refused saying so. One `<0.1` or `#DIV/0!` among a lab's values so makes the whole column a category:
+declaring one `role = "feature"` is refused saying so. The Preprocess step refuses a feature column with
+no value in any of the training rows it fits on (imputed to a constant, it teaches nothing, and the monitoring
+baseline would record it as always missing, so monitoring would accept it missing for ever): fix the column,
+or put it in `exclude` and ingest again. It refuses too an `hpo_terms` or `codes` column whose values are
+text (`"HP:0001945,HP:0002315"`) rather than lists, which would read as no term at all: its type is fixed
+at ingestion. One `<0.1` or `#DIV/0!` among a lab's values so makes the whole column a category:
 the report names every column read as a category though most of its sampled cells are numbers, with
 the cells that were not (`crp (4 of 7 sampled cells are numbers; not: '<0.1', '#DIV/0!')`), so you
 can declare it a `number` (the rows with other text are then quarantined) or list the text in

@@ -27,6 +27,7 @@ from diagnosa.labels import CATEGORIES
 
 MIN_CLASS_ROWS = 3  # a stratified 70/20/10 split needs one row of each class in each split
 TYPES = ("number", "integer", "string", "category", "date", "boolean", "hpo_terms", "codes", "text")
+LIST_TYPES = ("hpo_terms", "codes")  # the types whose values are lists (of terms, of codes)
 ROLES = ("id", "feature", "target", "metadata")  # metadata: kept for slices and audit, never a feature
 
 

@@ -1,0 +1,130 @@
+"""A failed local job: its reason from the file the service reads, and every process of it stopped.
+
+* Processing: the service's ExitMessage is the first 1 KB of /opt/ml/output/message (AWS, byoc-metadata); the local
+  executor read no file for processing jobs (failure_file=None) and showed only its log's last lines.
+* A multi-host job one of whose hosts fails: the others were stopped with Popen.kill() on the host's own process;
+  the training toolkit does not forward signals, so its child (train_job.py) ran on, orphaned, and a resume was
+  refused while it lived.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from diagnosa.lake import DataLake
+from pipelines.containers import Host
+from pipelines.local_jobs import JobError, LakeMapping, Launch, _wait, run_processing
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def processing_request(name: str, script: str, inputs: list[dict] | None = None) -> dict:
+    return {
+        "ProcessingJobName": name,
+        "RoleArn": "arn:aws:iam::123456789012:role/diagnosa-processing",
+        "ProcessingResources": {"ClusterConfig": {"InstanceCount": 1, "InstanceType": "ml.m5.xlarge",
+                                                  "VolumeSizeInGB": 30}},
+        "AppSpecification": {"ImageUri": "123456789012.dkr.ecr.eu-west-1.amazonaws.com/sklearn:1.2-1",
+                             "ContainerEntrypoint": ["python3", "-c", script]},
+        "ProcessingInputs": inputs or [],
+        "Environment": {"PYTHONPATH": str(ROOT)},
+    }
+
+
+def test_a_processing_jobs_exit_message_is_its_failure_reason_locally_too(tmp_path):
+    # What the container leaves in /opt/ml/output/message is what DescribeProcessingJob shows (ExitMessage); the
+    # local answer shows the same, though the job printed nothing.
+    script = ("import os, sys; os.makedirs('/opt/ml/output', exist_ok=True); "
+              "open('/opt/ml/output/message', 'w').write('manifest.json has no schema object'); sys.exit(1)")
+    lake = DataLake.from_uri(str(tmp_path / "lake"))
+    with pytest.raises(JobError) as failed:
+        run_processing(processing_request("says-why", script), tmp_path / "run", LakeMapping("lake", lake))
+    assert "job says-why exited with 1" in str(failed.value)
+    assert str(failed.value).endswith(": manifest.json has no schema object")
+
+
+def test_the_preprocess_jobs_reason_reaches_the_local_answer(tmp_path, seed_lake):
+    # A stray export under the curated prefix: refused, and the refusal is the job's failure reason.
+    lake, prefix = seed_lake(tmp_path)
+    (tmp_path / "stray.parquet").write_bytes(lake.get_bytes(f"{prefix}/data/part-00000.parquet"))
+    lake.put_file(tmp_path / "stray.parquet", f"{prefix}/backup/old-export.parquet")
+    request = processing_request("pre-stray", "")
+    request["AppSpecification"] = {**request["AppSpecification"],
+                                   "ContainerEntrypoint": ["python3", "-m", "processing.preprocess"],
+                                   "ContainerArguments": ["--base-dir", "/opt/ml/processing", "--stage", "fit"]}
+    request["ProcessingInputs"] = [{"InputName": "curated", "S3Input": {
+        "S3Uri": f"s3://lake/{prefix}", "LocalPath": "/opt/ml/processing/input/curated",
+        "S3DataType": "S3Prefix", "S3InputMode": "File"}}]
+    with pytest.raises(JobError, match=r"job pre-stray exited with 1 .*: input \S+ holds 1 object\(s\) its manifest "
+                                       r"does not list: backup/old-export.parquet"):
+        run_processing(request, tmp_path / "run", LakeMapping("lake", lake))
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has ended
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs Linux's /proc")
+def test_a_failed_host_stops_every_process_its_peers_started(tmp_path):
+    # Host algo-1 runs a child and waits for it (as the training toolkit runs train_job.py, forwarding no signal);
+    # host algo-2 fails. Stopping the job killed algo-1's process alone: its child trained on, orphaned.
+    pid_file = tmp_path / "child.pid"
+    child = f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(120)"
+    parent = (f"import subprocess, sys, signal; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+              f"sys.exit(subprocess.call([sys.executable, '-c', {child!r}]))")
+    hosts = [Host(("algo-1", "algo-2"), name) for name in ("algo-1", "algo-2")]
+    wait_for_child = (f"import os, sys, time\nwhile not os.path.exists({str(pid_file)!r}): time.sleep(0.05)\n"
+                      "time.sleep(0.2); sys.exit(3)")
+    launches = []
+    for host, command in zip(hosts, ([sys.executable, "-c", parent], [sys.executable, "-c", wait_for_child])):
+        root = tmp_path / host.current / "opt-ml"
+        root.mkdir(parents=True)
+        launches.append(Launch(host, command, root, dict(os.environ), tmp_path / host.current / "job.log"))
+    pid = None
+    try:
+        with pytest.raises(JobError, match="job Train-x host algo-2 exited with 3"):
+            _wait("Train-x", launches, [launch.command for launch in launches], None)
+        pid = int(pid_file.read_text())
+        deadline = time.monotonic() + 5
+        while alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not alive(pid), "algo-1's child outlived the stopped job"
+    finally:
+        if pid is None and pid_file.exists():
+            pid = int(pid_file.read_text())
+        if pid is not None and alive(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs Linux's /proc")
+def test_a_failed_host_leaves_no_orphan_of_its_own(tmp_path):
+    # The failing host started a background process and exited: on the service its container ends with it.
+    pid_file = tmp_path / "orphan.pid"
+    orphan = f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(120)"
+    script = (f"import os, subprocess, sys, time\nsubprocess.Popen([sys.executable, '-c', {orphan!r}])\n"
+              f"while not os.path.exists({str(pid_file)!r}): time.sleep(0.05)\nsys.exit(2)")
+    host = Host(("algo-1",), "algo-1")
+    launch = Launch(host, [sys.executable, "-c", script], tmp_path, dict(os.environ), tmp_path / "job.log")
+    pid = None
+    try:
+        with pytest.raises(JobError, match="exited with 2"):
+            _wait("Orphaning", [launch], [launch.command], None)
+        pid = int(pid_file.read_text())
+        deadline = time.monotonic() + 5
+        while alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not alive(pid), "the failed host's background process outlived the job"
+    finally:
+        if pid is None and pid_file.exists():
+            pid = int(pid_file.read_text())
+        if pid is not None and alive(pid):
+            os.kill(pid, signal.SIGKILL)
