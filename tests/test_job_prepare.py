@@ -173,7 +173,9 @@ def test_training_help_lists_every_family_and_its_hyperparameters():
             assert re.search(rf"^    {name} ", text, re.MULTILINE), (family, name)
     for name in (*SETTING_NAMES, "SM_INPUT_DIR", "SM_MODEL_DIR", "SM_OUTPUT_DIR", "SM_CHANNEL_TRAIN"):
         assert name in text
-    assert main(["--help"]) == 0 and main(["--family", "xgboost", "-h"]) == 0
+    assert main(["--help"]) == 0 and main(["-h"]) == 0
+    # only a lone flag: in a job's NAME VALUE pairs a "-h" is a value or a name without one, and fails the job
+    assert main(["--family", "xgboost", "-h"]) == 1
 
 
 # ------------------------------------------------------------------------------------------------ bad input

@@ -215,6 +215,99 @@ def test_read_hyperparameters_decodes_and_drops_sagemaker_keys(tmp_path):
         train_module.parse_cli(["xgboost"])
 
 
+def test_parse_cli_reads_the_toolkits_command_line():
+    """What sagemaker_training's own mapping makes of hyperparameters (one dash for a one-character name) parses
+    back to them; a value is always a value, whatever it looks like."""
+    from sagemaker_training.mapping import to_cmd_args
+
+    hps = {"C": 0.5, "family": "svm", "seed": -1, "max_iter": "-h", "n_components": "--help", "gamma": None}
+    argv = to_cmd_args(hps)
+    assert "-C" in argv  # the toolkit's form, not --C
+    assert train_module.parse_cli(argv) == {"C": "0.5", "family": "svm", "seed": "-1", "max_iter": "-h",
+                                            "n_components": "--help", "gamma": ""}
+    for bad in (["-CC", "1"], ["--", "1"], ["-", "1"]):  # only one dash + exactly one character
+        with pytest.raises(ValueError, match="unexpected command-line argument"):
+            train_module.parse_cli(bad)
+    with pytest.raises(ValueError, match="'-C' has no value"):
+        train_module.parse_cli(["-C"])
+
+
+def test_C_given_on_the_command_line_as_the_toolkit_gives_it(layout):
+    write_hps(layout, {"family": "logistic_regression", "search_max_configs": 1})
+    assert train_module.main(["--family", "logistic_regression", "-C", "0.5"]) == 0
+    assert DiagnosaModel.load(layout["model"]).metadata["hyperparameters"]["C"] == 0.5
+
+
+@pytest.mark.parametrize(("argv", "expected"), [
+    (["--family", "logistic_regression", "--max_iter", "-h"], "'max_iter' must be an integer, got '-h'"),
+    (["--family", "random_forest", "--n_estimators", "--help"], "'n_estimators' must be an integer, got '--help'"),
+    (["--family", "--help"], "unknown model family '--help'"),
+    (["--family", "xgboost", "-h"], "'-h' has no value"),
+])
+def test_help_only_for_a_lone_help_flag(layout, argv, expected, capsys):
+    assert train_module.main(argv) == 1
+    assert expected in (layout["output"] / "failure").read_text(encoding="utf-8")
+    assert "usage:" not in capsys.readouterr().out
+    assert model_files(layout) == [] and not layout["model"].exists()
+    for flag in ("-h", "--help"):
+        assert train_module.main([flag]) == 0 and capsys.readouterr().out.startswith("usage:")
+
+
+@pytest.mark.parametrize(("settings", "expected"), [
+    ({"search_budget": "1e999"}, "search setting 'search_budget' must be an integer, got '1e999'"),
+    ({"search_budget": "2.5"}, "search setting 'search_budget' must be an integer, got '2.5'"),
+    ({"cv_max_folds": "2.9"}, "search setting 'cv_max_folds' must be an integer, got '2.9'"),
+    ({"search_max_configs": "many"}, "search setting 'search_max_configs' must be an integer, got 'many'"),
+    ({"holdout_min_class": True}, "search setting 'holdout_min_class' must be an integer, got True"),
+    ({"max_precision_loss": "inf"}, "search setting 'max_precision_loss' must be a finite number, got 'inf'"),
+])
+def test_search_settings_are_parsed_strictly_naming_the_setting(settings, expected):
+    hps = {"C": "1", **settings}
+    with pytest.raises(ValueError) as err:
+        train_module.SearchSettings.pop_from(hps)
+    assert str(err.value) == expected
+
+
+def test_search_settings_take_integers_as_a_tuner_writes_them():
+    hps = {"search_budget": "\"3e4\"", "cv_max_folds": "4.0", "cv_max_rows": 500, "max_precision_loss": "0.1",
+           "C": "1"}
+    settings = train_module.SearchSettings.pop_from(hps)
+    assert (settings.budget, settings.max_folds, settings.cv_max_rows, settings.max_precision_loss) == \
+        (30_000, 4, 500, 0.1)
+    assert hps == {"C": "1"}  # the family's hyperparameters stay
+
+
+def test_a_failure_to_write_the_serving_code_leaves_no_model_and_no_validation_report(layout, monkeypatch):
+    """write_serving_code failing (here: no pins to ship, as with a bundle without requirements.txt) fails the job
+    before anything is in the model dir: the model is staged whole, serving code included, and moved in last."""
+    from diagnosa import serving_code
+
+    find_pins, bare = serving_code._requirements, layout["root"] / "bare-bundle"
+    bare.mkdir()
+    monkeypatch.setattr(serving_code, "_requirements", lambda root: find_pins(bare))  # the packages' folder, bare
+    write_hps(layout, {"family": "logistic_regression", "search_max_configs": 1})
+    assert train_module.main([]) == 1
+    assert "no requirements.txt" in (layout["output"] / "failure").read_text(encoding="utf-8")
+    assert not layout["model"].exists() or not any(layout["model"].iterdir())
+    assert not (layout["output"] / "data" / "validation.json").exists()
+    assert not [p for p in layout["root"].iterdir() if p.name.startswith(".model")]  # staging cleaned up
+
+
+def test_save_model_into_a_non_empty_model_dir_carries_the_serving_code(layout, tmp_path):
+    """/opt/ml/model may be a mount point or hold a stale model: the entries move one by one, the stale code/ is
+    replaced, not mixed with the new one."""
+    stale = layout["model"]
+    (stale / "code").mkdir(parents=True)
+    (stale / "code" / "stale.py").write_text("")
+    (stale / METADATA_FILE).write_text("{}")
+    result = train_module.train(layout["train"], layout["validation"], layout["transformer"], "logistic_regression",
+                                settings=train_module.SearchSettings(max_configs=1))
+    train_module.save_model(result.model, stale, serving_code=True)
+    assert DiagnosaModel.load(stale).metadata["family"] == "logistic_regression"
+    assert (stale / "code" / "serve_endpoint.py").is_file() and not (stale / "code" / "stale.py").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".model")]
+
+
 def test_defaults_per_family():
     xgb = make_classifier("xgboost").named_steps["xgboost"]
     assert (xgb.n_estimators, xgb.max_depth, xgb.learning_rate) == (300, 6, 0.1)
@@ -351,6 +444,10 @@ BAD_INPUTS = {
     "out of range": (lambda lay: None, {"family": "xgboost", "n_estimators": 0},
                      ["xgboost", "'n_estimators'", "out of range"]),
     "missing family": (lambda lay: None, {"C": 1}, ["missing required hyperparameter 'family'"]),
+    "null family": (lambda lay: None, {"family": None}, ["'family' is empty or null", ", ".join(FAMILIES)]),
+    "empty family": (lambda lay: None, {"family": ""}, ["'family' is empty or null", ", ".join(FAMILIES)]),
+    "search setting not an integer": (lambda lay: None, {"family": "xgboost", "search_budget": "1e999"},
+                                      ["search setting 'search_budget' must be an integer, got inf"]),
     "bad seed": (lambda lay: None, {"family": "xgboost", "seed": "x"}, ["seed must be an integer"]),
     "missing train.npz": (lambda lay: (lay["train"] / "train.npz").unlink(), {"family": "logistic_regression"},
                           ["train channel: no training data (*.npz)"]),
@@ -706,7 +803,9 @@ def cohort_channels(tmp_path_factory, curated_cohort):
     half = len(frame) // 2  # two curated parts: each split is written a part at a time
     frame.iloc[:half].to_parquet(source / "data" / "part-00000.parquet", index=False)
     frame.iloc[half:].to_parquet(source / "data" / "part-00001.parquet", index=False)
-    (source / "manifest.json").write_text(json.dumps(manifest))
+    [key] = manifest["data_keys"]  # the manifest lists exactly the parts the input holds (processing.preprocess)
+    keys = [key.replace("part-00000", f"part-{i:05d}") for i in (0, 1)]
+    (source / "manifest.json").write_text(json.dumps({**manifest, "data_keys": keys}))
     assert preprocess_job.main(["--base-dir", str(base)]) == 0
     return {name: base / "output" / name for name in ("train", "validation", "transformer")}
 

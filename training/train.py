@@ -30,7 +30,7 @@ from sklearn.utils.class_weight import compute_sample_weight
 from diagnosa.data.schema import Schema
 from diagnosa.files import atomic_path, write_text_atomic
 from diagnosa.logs import configure_logging
-from diagnosa.model import METADATA_FILE, MODEL_FILE, OOF_FILE, DiagnosaModel, identity_version
+from diagnosa.model import METADATA_FILE, OOF_FILE, DiagnosaModel, identity_version
 from diagnosa.serving_code import write_serving_code
 from processing.calibration import calibration_numbers
 from processing.decisions import MAX_PRECISION_LOSS, calibrate_and_decide
@@ -44,6 +44,8 @@ from training.models import (
     FAMILIES,
     MAX_SEED,
     PARAMS,
+    _parse_float,
+    _parse_int,
     adapt_to_rows,
     check_seed,
     decode_transported,
@@ -70,6 +72,7 @@ TRANSFORMER_FILE = "feature_pipeline.joblib"
 PREPROCESS_FILE = "preprocess.json"
 VALIDATION_REPORT = "validation.json"
 FAILURE_FILE = "failure"
+SERVING_CODE_DIR = "code"  # the model's serving code and pins (model.tar.gz/code/, SageMaker's layout)
 NAN_TOLERANT = ("xgboost", "gradient_boosting")  # families that treat NaN as "missing" natively
 RESERVED_PREFIX = "sagemaker_"  # keys SageMaker script mode adds (sagemaker_program, ...); not ours
 
@@ -82,6 +85,10 @@ class TrainResult(NamedTuple):
 # Job settings that are not the family's hyperparameters (SageMaker passes them the same way).
 SETTING_NAMES = ("search_budget", "search_max_configs", "cv_max_folds", "cv_max_rows", "max_precision_loss",
                  "holdout_min_class")
+# Each setting's SearchSettings field.
+SETTING_FIELDS = {"search_budget": "budget", "search_max_configs": "max_configs", "cv_max_folds": "max_folds",
+                  "cv_max_rows": "cv_max_rows", "max_precision_loss": "max_precision_loss",
+                  "holdout_min_class": "holdout_min_class"}
 
 
 @dataclass(frozen=True)
@@ -97,17 +104,19 @@ class SearchSettings:
 
     @classmethod
     def pop_from(cls, hps: dict[str, Any]) -> SearchSettings:
-        """Take the settings out of a hyperparameter dict (strings as SageMaker sends them)."""
+        """Take the settings out of a hyperparameter dict (strings as SageMaker sends them), each parsed as the
+        family's hyperparameters are (training/models.py): a count must be an integer ("300", "3e2", "300.0";
+        not "2.5"), max_precision_loss a finite number; the error names the setting."""
         raw = {name: hps.pop(name) for name in SETTING_NAMES if name in hps}
-        try:
-            return cls(budget=int(float(raw.get("search_budget", cls.budget))),
-                       max_configs=int(float(raw.get("search_max_configs", cls.max_configs))),
-                       max_folds=int(float(raw.get("cv_max_folds", cls.max_folds))),
-                       cv_max_rows=int(float(raw.get("cv_max_rows", cls.cv_max_rows))),
-                       max_precision_loss=float(raw.get("max_precision_loss", cls.max_precision_loss)),
-                       holdout_min_class=int(float(raw.get("holdout_min_class", cls.holdout_min_class))))
-        except (TypeError, ValueError):
-            raise ValueError(f"search settings must be numbers, got {raw}") from None
+        values: dict[str, Any] = {}
+        for name, value in raw.items():
+            counts = name != "max_precision_loss"
+            try:
+                values[SETTING_FIELDS[name]] = (_parse_int if counts else _parse_float)(decode_transported(value))
+            except (TypeError, ValueError, OverflowError):
+                raise ValueError(f"search setting '{name}' must be {'an integer' if counts else 'a finite number'}, "
+                                 f"got {value!r}") from None
+        return cls(**values)
 
     def validate(self) -> None:
         if self.budget < 1 or self.max_configs < 1 or self.cv_max_rows < 20:
@@ -141,7 +150,9 @@ def help_text() -> str:
         "",
         "Diagnosa training job: fit one model family on the preprocessing job's outputs, save the deployable model.",
         "It runs in SageMaker's training container (script mode): hyperparameters come from $SM_HPS, else",
-        "<SM_INPUT_DIR>/config/hyperparameters.json; --NAME VALUE pairs on the command line override them.",
+        "<SM_INPUT_DIR>/config/hyperparameters.json; --NAME VALUE pairs on the command line override them (-N VALUE",
+        "for a one-character name such as C, as the training toolkit passes it). The word after a name is its value,",
+        "whatever it looks like; only a lone -h/--help prints this.",
         "",
         "environment (the training toolkit sets it in the container; the defaults are the container's paths):",
         "  SM_INPUT_DIR            /opt/ml/input: config/hyperparameters.json, the channels under data/",
@@ -156,7 +167,8 @@ def help_text() -> str:
         "hyperparameters:",
         f"  family                  required: {', '.join(FAMILIES)}",
         f"  seed                    integer in [0, {MAX_SEED}] (default 0)",
-        *(f"  {name:<23} {SETTING_HELP[name]} (default {value})" for name, value in settings.items()),
+        *(f"  {name:<23} {SETTING_HELP[name]} ({'a finite number' if isinstance(value, float) else 'an integer'}; "
+          f"default {value})" for name, value in settings.items()),
         "",
         "the family's own hyperparameters (default; valid values):",
     ]
@@ -176,21 +188,28 @@ def help_text() -> str:
 
 
 def parse_cli(argv: Sequence[str]) -> dict[str, Any]:
-    """``--key value`` / ``--key=value`` pairs, as SageMaker script mode passes hyperparameters."""
+    """``--key value`` / ``--key=value`` pairs, as SageMaker script mode passes hyperparameters, and ``-K value``:
+    the training toolkit (``sagemaker_training.mapping.to_cmd_args``) gives a one-character name one dash
+    (``C`` -> ``-C 0.5``). The argument after a name is always its value, whatever it looks like (``-1``, ``-h``)."""
     out: dict[str, Any] = {}
     args = list(argv)
     i = 0
     while i < len(args):
         arg = args[i]
-        if not arg.startswith("--") or len(arg) == 2:
-            raise ValueError(f"unexpected command-line argument {arg!r} (expected --name value pairs)")
-        if "=" in arg:
-            key, value = arg[2:].split("=", 1)
+        if arg.startswith("--") and len(arg) > 2:
+            name, joined = arg[2:], "=" in arg
+        elif len(arg) == 2 and arg[0] == "-" and arg[1] != "-":  # the toolkit's form of a one-character name
+            name, joined = arg[1:], False
+        else:
+            raise ValueError(f"unexpected command-line argument {arg!r} (expected --name value pairs, or -N value "
+                             "for a one-character name)")
+        if joined:
+            key, value = name.split("=", 1)
             i += 1
         else:
             if i + 1 >= len(args):
                 raise ValueError(f"command-line argument {arg!r} has no value")
-            key, value = arg[2:], args[i + 1]
+            key, value = name, args[i + 1]
             i += 2
         out[key.replace("-", "_")] = value
     return out
@@ -715,20 +734,31 @@ def _write_json_atomic(path: Path, data: Any) -> None:
 
 
 def _move_into(src: Path, folder: Path) -> None:
-    """Atomic within one filesystem; across filesystems copy to a hidden name, then rename."""
+    """Atomic within one filesystem; across filesystems copy to a hidden name, then rename (a folder too)."""
     target = folder / src.name
     try:
         os.replace(src, target)
     except OSError:
-        with atomic_path(target) as partial:
-            shutil.copyfile(src, partial)
+        if src.is_dir():
+            partial = folder / f".{src.name}.{os.getpid()}.partial"
+            shutil.rmtree(partial, ignore_errors=True)
+            try:
+                shutil.copytree(src, partial)
+                os.replace(partial, target)
+            finally:
+                shutil.rmtree(partial, ignore_errors=True)
+        else:
+            with atomic_path(target) as partial:
+                shutil.copyfile(src, partial)
 
 
-def save_model(model: DiagnosaModel, model_dir: str | os.PathLike) -> None:
+def save_model(model: DiagnosaModel, model_dir: str | os.PathLike, *, serving_code: bool = False) -> None:
     """Save into a temp dir beside ``model_dir``, check it loads, then move it into place.
 
-    metadata.json moves last (and any old one is removed first), so a model dir never holds a new
-    model.joblib with stale metadata: DiagnosaModel.load refuses a dir without metadata.json.
+    ``serving_code``: also write the serving code and pins (``code/``, diagnosa/serving_code.py) into the temp dir,
+    so a failure to assemble them leaves no model behind. metadata.json moves last (and any old one is removed
+    first), so a model dir never holds a new model.joblib with stale metadata: DiagnosaModel.load refuses a dir
+    without metadata.json; if a move fails, what was moved is removed again.
     """
     model_dir = Path(model_dir)
     model_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -739,22 +769,41 @@ def save_model(model: DiagnosaModel, model_dir: str | os.PathLike) -> None:
         staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=model_dir))
     try:
         model.save(staging)
+        if serving_code:
+            write_serving_code(staging / SERVING_CODE_DIR)
         DiagnosaModel.load(staging)
         try:
             if model_dir.exists() and any(model_dir.iterdir()):
                 raise OSError("model dir not empty")
             os.replace(staging, model_dir)  # replaces an empty directory atomically
         except OSError:  # non-empty, a mount point (/opt/ml/model may be one) or another filesystem
-            model_dir.mkdir(parents=True, exist_ok=True)
-            (model_dir / METADATA_FILE).unlink(missing_ok=True)
-            (model_dir / OOF_FILE).unlink(missing_ok=True)
-            _move_into(staging / MODEL_FILE, model_dir)
-            if (staging / OOF_FILE).is_file():
-                _move_into(staging / OOF_FILE, model_dir)
-            _move_into(staging / METADATA_FILE, model_dir)
+            _move_files_into(staging, model_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     logger.info("wrote model to %s", model_dir)
+
+
+def _move_files_into(staging: Path, model_dir: Path) -> None:
+    """The staged model's entries into ``model_dir`` one by one, metadata.json last; on a failure the entries moved
+    so far are removed again (the old model's metadata.json is gone already, so nothing half-new loads)."""
+    model_dir.mkdir(parents=True, exist_ok=True)
+    (model_dir / METADATA_FILE).unlink(missing_ok=True)
+    (model_dir / OOF_FILE).unlink(missing_ok=True)
+    if (model_dir / SERVING_CODE_DIR).is_dir() and (staging / SERVING_CODE_DIR).is_dir():
+        shutil.rmtree(model_dir / SERVING_CODE_DIR)  # a stale model's serving code: never mixed with the new one
+    names = sorted(p.name for p in staging.iterdir() if p.name != METADATA_FILE) + [METADATA_FILE]
+    moved: list[Path] = []
+    try:
+        for name in names:
+            _move_into(staging / name, model_dir)
+            moved.append(model_dir / name)
+    except BaseException:
+        for path in moved:
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+        raise
 
 
 def _write_failure(output_dir: Path, message: str) -> None:
@@ -772,7 +821,9 @@ def _configure_logging() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Container entry point; returns the exit code (0 ok, 1 failure written to <SM_OUTPUT_DIR>/failure)."""
     argv = sys.argv[1:] if argv is None else argv
-    if any(arg in HELP_FLAGS for arg in argv):  # never a hyperparameter: SageMaker passes --NAME VALUE pairs
+    if len(argv) == 1 and argv[0] in HELP_FLAGS:
+        # Only a lone -h/--help: in a job's --NAME VALUE pairs "-h" or "--help" is a value (n_estimators="--help"),
+        # which must fail the job, not print help and exit 0 with no model.
         print(help_text())
         return 0
     _configure_logging()
@@ -784,6 +835,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if "family" not in hps:
             raise ValueError("missing required hyperparameter 'family'")
         family = hps.pop("family")
+        if family is None or (isinstance(family, str) and not family.strip()):
+            # The toolkit hands a JSON null to the program as an empty string ("--family ''"), SM_HPS as null.
+            raise ValueError("hyperparameter 'family' is empty or null (the training toolkit passes a JSON null "
+                             f"as an empty string); expected one of: {', '.join(FAMILIES)}")
         if not isinstance(family, str):
             raise ValueError(f"hyperparameter 'family' must be a string, got {family!r}")
         seed = check_seed(hps.pop("seed", 0))
@@ -809,11 +864,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
 
         started_write = time.perf_counter()
+        # The outputs appear only when the job succeeds: validation.json (the smaller write) first, then the model,
+        # staged whole and moved in last; a failure of the model's write takes validation.json away again.
         _write_json_atomic(data_dir / VALIDATION_REPORT, result.evaluation)
+        try:
+            # The artifact carries its serving code and pins (model.tar.gz/code/, SageMaker's layout).
+            save_model(result.model, model_dir, serving_code=True)
+        except BaseException:
+            (data_dir / VALIDATION_REPORT).unlink(missing_ok=True)
+            raise
         logger.info("wrote %s", data_dir / VALIDATION_REPORT)
-        save_model(result.model, model_dir)
-        # The artifact carries its serving code and pins (model.tar.gz/code/, SageMaker's layout).
-        write_serving_code(model_dir / "code")
         logger.info("phase write: %.2f s", time.perf_counter() - started_write)
     except Exception as err:  # noqa: BLE001  (the container must always leave a readable reason)
         message = str(err) if isinstance(err, ValueError) else f"{type(err).__name__}: {err}"

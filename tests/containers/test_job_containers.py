@@ -42,6 +42,7 @@ from pipelines.executor import open_local, recorded_request
 from pipelines.graph import build_graph
 from pipelines.local_jobs import JobError, LakeMapping, container_environment, run_processing, run_training
 from pipelines.staging import build_bundle, bundle_files
+from training.models import PARAMS
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
@@ -132,8 +133,10 @@ def test_training_step_runs_in_the_training_toolkit(family, execution, s3, aws_e
     # Search settings the definition leaves at their defaults, given as a user's hyperparameters would be: they must
     # reach the job through the toolkit's SM_HPS, and a search of one configuration on 2 folds (2 fits before the
     # final one, not 6) took the gradient boosting's case from 284 s to 135 s (1,500 trees on 617 features a fit).
+    # C, a one-character name, reaches the program as the toolkit writes it: "-C 0.5" (one dash), as the SDK sends it.
+    given_c = {"C": "\"0.5\""} if "C" in PARAMS[family] else {}
     request = {**request, "HyperParameters": {**request["HyperParameters"], "search_max_configs": "1",
-                                              "cv_max_folds": "2"}}
+                                              "cv_max_folds": "2", **given_c}}
     hyperparameters = request["HyperParameters"]
     container = render_training(request, tmp_path / "opt-ml", s3_fetch(s3))
     assert container.hyperparameters == hyperparameters  # as the service writes them: no local rewriting
@@ -162,6 +165,8 @@ def test_training_step_runs_in_the_training_toolkit(family, execution, s3, aws_e
     assert (model / "code" / "requirements.txt").read_bytes() == (container.root / "code" / "requirements.txt").read_bytes()
     metadata = json.loads((model / "metadata.json").read_text())
     assert metadata["family"] == user["family"] == family and metadata["seed"] == int(user["seed"])
+    if given_c:
+        assert " -C 0.5 " in log and metadata["hyperparameters"]["C"] == 0.5
     settings = metadata["search"]["settings"]
     assert settings["search_max_configs"] == 1 and settings["cv_max_folds"] == 2 and len(metadata["search"]["trials"]) == 1
     assert (container.output_dir / "success").is_file() and not container.failure_file.exists()
