@@ -406,11 +406,12 @@ def curated_parts(folder: Path, manifest: dict[str, Any]) -> list[Path]:
     there: both named. What was picked up by a glob before was trained and tested on without a word."""
     listed = manifest_parts(manifest)
     present = _objects(folder)
-    missing = [name for name in listed if name not in set(present)]
+    held, wanted = set(present), set(listed)
+    missing = [name for name in listed if name not in held]
     if missing:
         raise ValueError(f"input {folder}: the manifest lists {len(missing)} part(s) that are not there: "
                          f"{_names(missing)} (the curated version is incomplete: copy it whole, or ingest again)")
-    extra = [name for name in present if name not in set(listed)]
+    extra = [name for name in present if name not in wanted]
     if extra:
         raise ValueError(f"input {folder} holds {len(extra)} object(s) its manifest does not list: {_names(extra)} "
                          "(remove them, or point the input at the curated version's own prefix)")
