@@ -1084,7 +1084,9 @@ class DiagnosaStack(Stack):
              # Which curated version to train on: the pointer ingestion writes last, nothing else.
              iam.PolicyStatement(sid="ReadLatestCuratedVersion", actions=["s3:GetObject"],
                                  resources=[self.lake.arn_for_objects(f"curated/{c.dataset}/LATEST.json")]),
-             iam.PolicyStatement(sid="StartFeedbackFolding", actions=["sagemaker:CreateProcessingJob", "sagemaker:AddTags"],
+             # DescribeProcessingJob: a failed job's own reason (its ExitMessage), which its event may not carry.
+             iam.PolicyStatement(sid="StartFeedbackFolding", actions=["sagemaker:CreateProcessingJob", "sagemaker:AddTags",
+                                                                      "sagemaker:DescribeProcessingJob"],
                                  resources=[self.arn("sagemaker", "processing-job", f"{fold_prefix}-*")]),
              self._volume_grant(),
              iam.PolicyStatement(sid="PassOnlyTheFoldRole", actions=["iam:PassRole"], resources=[self.fold_role.role_arn],

@@ -17,7 +17,6 @@ could not run), so an alert never looks like a broken job.
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 from pathlib import Path
@@ -26,14 +25,17 @@ from typing import Sequence
 from diagnosa.files import write_job_failure
 from diagnosa.lake import DataLake, LakeError
 from diagnosa.logs import configure_logging
+from processing.entry import PROCESSING_ROOT, JobArgumentParser
 
 log = logging.getLogger("diagnosa.monitor")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     configure_logging()
-    parser = argparse.ArgumentParser(description="Diagnosa monitoring job")
-    parser.add_argument("--base-dir", default="/opt/ml/processing")
+    # An argument error fails the job with its reason where the service reads it (ExitMessage), as every job's.
+    parser = JobArgumentParser(prog="python -m monitoring.job", description="Diagnosa monitoring job")
+    parser.add_argument("--base-dir", default=PROCESSING_ROOT, help="the processing container's root "
+                                                                   "(default: %(default)s)")
     parser.add_argument("--lake", help="the lake holding capture/ and feedback/: s3://bucket[/prefix] or a folder "
                                        "(default: <base-dir>/input/lake)")
     parser.add_argument("--endpoint-name", default="diagnosa")

@@ -30,11 +30,11 @@ Exit status 0 when the result is written, with a new version or without one: no 
 at all, or none that could become a row) is ``version: null`` with the reason, and the caller trains on
 ``base_version``. Exit status 1 only when the job could not run (no curated version to add to, an endpoint
 no dataset deploys to, a ``--dataset`` with no curated version, ingestion refused, the lake unreadable, an output
-folder holding another run's result): ``output/failure`` holds the message. Bad arguments: 2 (argparse).
+folder holding another run's result): ``output/failure`` and the job's ExitMessage hold the reason. Bad arguments:
+2, as argparse, with the reason in the same places.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import sys
@@ -43,6 +43,7 @@ from typing import Any, Sequence
 
 from diagnosa.files import write_job_failure
 from diagnosa.logs import configure_logging
+from processing.entry import PROCESSING_ROOT, JobArgumentParser
 
 log = logging.getLogger("diagnosa.retrain")
 
@@ -51,9 +52,12 @@ RESULT = "retraining.json"
 
 def main(argv: Sequence[str] | None = None) -> int:
     configure_logging()
-    parser = argparse.ArgumentParser(description="Diagnosa feedback-folding job: the endpoint's accepted feedback "
-                                                 "→ a new curated version of its dataset (output/result/retraining.json)")
-    parser.add_argument("--base-dir", default="/opt/ml/processing")
+    # An argument error fails the job with its reason where the service reads it (ExitMessage), as every job's.
+    parser = JobArgumentParser(prog="python -m monitoring.retrain_job",
+                               description="Diagnosa feedback-folding job: the endpoint's accepted feedback → a new "
+                                           "curated version of its dataset (output/result/retraining.json)")
+    parser.add_argument("--base-dir", default=PROCESSING_ROOT, help="the processing container's root "
+                                                                   "(default: %(default)s)")
     parser.add_argument("--lake", required=True, help="the data lake: s3://bucket[/prefix] or a folder")
     parser.add_argument("--raw-lake", help="the raw zone's own storage (the stack's object-locked raw bucket)")
     parser.add_argument("--endpoint-name", required=True, help="the endpoint whose feedback is folded")

@@ -92,6 +92,28 @@ def test_a_threshold_must_be_a_finite_share_and_a_bad_one_is_the_jobs_failure_re
     assert not (base / "output" / "evaluation").exists()
 
 
+@pytest.mark.parametrize("module, arguments, named", [
+    ("monitoring.job", ["--last", "24h", "--min-feedback", "some"], "--min-feedback"),
+    ("monitoring.job", ["--since"], "--since"),
+    ("monitoring.retrain_job", ["--endpoint-name", "diagnosa"], "--lake"),
+    ("monitoring.retrain_job", ["--lake", "lake", "--endpoint-name", "diagnosa", "--base-versoin", "v1"],
+     "--base-versoin"),
+])
+def test_the_monitoring_and_folding_jobs_argument_errors_are_their_failure_reason(tmp_path, capsys, module,
+                                                                                 arguments, named):
+    # The monitor and retrain functions start these jobs on AWS: an argument error said only "AlgorithmError".
+    import importlib
+
+    main = importlib.import_module(module).main
+    base = container(tmp_path)
+    with pytest.raises(SystemExit) as exit_:
+        main(["--base-dir", str(base), *arguments])
+    assert exit_.value.code == 2
+    assert named in capsys.readouterr().err
+    reason = exit_message(base)
+    assert reason.startswith(f"python -m {module}: error:") and named in reason, reason
+
+
 @pytest.fixture(scope="module")
 def evaluation_root(trained_model_dir, curated_cohort, tmp_path_factory):
     """A model and a test split an evaluation job runs on: (model folder, test frame)."""

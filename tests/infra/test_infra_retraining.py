@@ -8,7 +8,7 @@ import re
 
 import boto3
 import pytest
-from aws_calls import ACCOUNT, error, on_call
+from aws_calls import ACCOUNT, answer, error, on_call
 from botocore.exceptions import ClientError
 from deploy_env import REGION
 from lambda_functions import create_pipeline
@@ -198,6 +198,40 @@ def test_a_folding_job_that_did_not_complete_starts_nothing_and_says_why(aws, re
     with pytest.raises(retrain_fn.Refused, match=rf"{JOB} is {status}: AlgorithmError: ingest refused.*request\.json"):
         retrain_fn.handler(job_event(status, FailureReason="AlgorithmError: ingest refused"),
                            sagemaker=sm, s3=s3, env=RETRAIN_ENV, now=NOW)
+    assert sm.calls == []
+
+
+def test_a_failed_folding_job_is_refused_with_its_own_reason_not_only_the_services(aws, retrain_fn):
+    # SageMaker's FailureReason says only how the container ended; the job's reason is its ExitMessage (what it wrote
+    # to /opt/ml/output/message), which the event may not carry: DescribeProcessingJob has it.
+    sm, s3 = aws
+    folded(s3, None)
+    own = "no curated version of patients to add the feedback to: ingest one first"
+    described = []
+
+    def describe(request):
+        described.append(request["ProcessingJobName"])
+        return answer(200, {"ProcessingJobName": JOB, "ProcessingJobStatus": "Failed", "ExitMessage": own,
+                            "FailureReason": "AlgorithmError: see job logs"})
+    on_call(sm.client, "DescribeProcessingJob", describe)
+    with pytest.raises(retrain_fn.Refused) as refused:
+        retrain_fn.handler(job_event("Failed", FailureReason="AlgorithmError: see job logs"),
+                           sagemaker=sm, s3=s3, env=RETRAIN_ENV, now=NOW)
+    assert "AlgorithmError: see job logs" in str(refused.value) and own in str(refused.value)
+    assert described == [JOB] and sm.calls == []
+    # Carried by the event: nothing more is read.
+    with pytest.raises(retrain_fn.Refused, match=own):
+        retrain_fn.handler(job_event("Failed", ExitMessage=own), sagemaker=sm, s3=s3, env=RETRAIN_ENV, now=NOW)
+    assert described == [JOB]
+
+
+def test_a_failed_folding_job_whose_description_cannot_be_read_keeps_the_events_reason(aws, retrain_fn):
+    sm, s3 = aws
+    folded(s3, None)
+    on_call(sm.client, "DescribeProcessingJob", lambda request: error("AccessDeniedException", "not authorized"))
+    with pytest.raises(retrain_fn.Refused, match=rf"{JOB} is Stopped: MaxRuntimeExceeded; no retraining started"):
+        retrain_fn.handler(job_event("Stopped", FailureReason="MaxRuntimeExceeded"), sagemaker=sm, s3=s3,
+                           env=RETRAIN_ENV, now=NOW)
     assert sm.calls == []
 
 

@@ -404,7 +404,9 @@ def test_retrain_function_may_only_start_this_pipeline_and_its_feedback_folding_
     # It starts the pipeline and reads which parameters it declares (the overrides it may pass), nothing else.
     assert sorted(sm["StartThePipeline"]["Action"]) == ["sagemaker:DescribePipeline", "sagemaker:StartPipelineExecution"]
     assert text(sm["StartThePipeline"]["Resource"]).endswith(':pipeline/diagnosa-dev"]]}')
-    assert sorted(sm["StartFeedbackFolding"]["Action"]) == ["sagemaker:AddTags", "sagemaker:CreateProcessingJob"]
+    # DescribeProcessingJob: a failed folding job's own reason (ExitMessage), on the stage's folding jobs only.
+    assert sorted(sm["StartFeedbackFolding"]["Action"]) == ["sagemaker:AddTags", "sagemaker:CreateProcessingJob",
+                                                            "sagemaker:DescribeProcessingJob"]
     assert text(sm["StartFeedbackFolding"]["Resource"]).endswith(':processing-job/diagnosa-dev-fold-*"]]}')
     # Whether a retraining is in flight: this pipeline's executions; the processing jobs in progress (ListProcessingJobs
     # has no resource-level permissions: Resource "*", in the role's -unscoped policy).

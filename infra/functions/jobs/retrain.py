@@ -45,7 +45,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 import boto3
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 from job_request import CONTAINER, container_script, processing_request
 
 log = logging.getLogger()
@@ -363,7 +363,7 @@ def _after_folding(detail: dict[str, Any], sagemaker: Any, s3: Any, env: dict[st
     bucket, endpoint = env["LAKE_BUCKET"], env["ENDPOINT_NAME"]
     folder = f"{retraining_prefix(endpoint)}{name}/"
     if status != "Completed":
-        raise Refused(f"the feedback-folding job {name} is {status}: {detail.get('FailureReason') or 'no reason given'}"
+        raise Refused(f"the feedback-folding job {name} is {status}: {_why_not_completed(detail, name, sagemaker)}"
                       f"; no retraining started (its request: s3://{bucket}/{folder}request.json)")
     s3 = s3 or boto3.client("s3")
     request, result = (_read_json(s3, bucket, folder + key) for key in ("request.json", "result/retraining.json"))
@@ -392,6 +392,24 @@ def _after_folding(detail: dict[str, Any], sagemaker: Any, s3: Any, env: dict[st
     overrides = {**overrides, "InputDataUri": uri} if "InputDataUri" in declared else overrides
     token = _token(name)  # a repeated event starts no second execution
     return {**_start(sagemaker, env, reason, overrides, token), "job": name}
+
+
+def _why_not_completed(detail: dict[str, Any], name: str, sagemaker: Any) -> str:
+    """SageMaker's FailureReason ("AlgorithmError: ...", the exit status) and the job's own reason, its ExitMessage
+    (what the job wrote to /opt/ml/output/message: "no curated version of ...", "ingestion refused: ..."). The event
+    may not carry ExitMessage; DescribeProcessingJob does. A failed read still leaves the event's reason."""
+    reason, message = detail.get("FailureReason"), detail.get("ExitMessage")
+    if not message:
+        try:
+            described = sagemaker.describe_processing_job(ProcessingJobName=name)
+        except (ClientError, BotoCoreError) as err:
+            log.warning("could not read the feedback-folding job %s's exit message: %s", name, err)
+        else:
+            reason, message = reason or described.get("FailureReason"), described.get("ExitMessage")
+    said = [str(text).strip() for text in (reason, message) if isinstance(text, str) and text.strip()]
+    if len(said) == 2 and said[1] in said[0]:  # a reason that already quotes the message
+        said = said[:1]
+    return " — ".join(said) or "no reason given"
 
 
 def _read_json(s3: Any, bucket: str, key: str) -> dict[str, Any]:
