@@ -332,8 +332,12 @@ def _wait(name: str, launches: list[Launch], commands: list[list[str]], heartbea
             processes.append(subprocess.Popen(command, cwd=launch.cwd, stdout=logs[-1], stderr=subprocess.STDOUT,
                                               env={**launch.environment, JOB_MARKER: str(launch.cwd)}))
         next_beat = time.perf_counter() + heartbeat.every if heartbeat is not None else None
+        ended: set[int] = set()
         while True:
             codes = [p.poll() for p in processes]
+            for i in [i for i, code in enumerate(codes) if code == 0 and i not in ended]:
+                ended.add(i)
+                _end_container(name, launches[i], len(launches) > 1)
             failed = next((i for i, code in enumerate(codes) if code not in (None, 0)), None)
             if failed is not None or all(code == 0 for code in codes):
                 break
@@ -362,6 +366,17 @@ def _wait(name: str, launches: list[Launch], commands: list[list[str]], heartbea
     reason = failure_reason(launch.log_path.read_text(encoding="utf-8", errors="replace"), failure)
     where = f" host {launch.host.current}" if len(launches) > 1 else ""
     raise JobError(f"job {name}{where} exited with {code} after {seconds:.1f} s (log: {launch.log_path}): {reason}")
+
+
+def _end_container(name: str, launch: Launch, several: bool) -> None:
+    """A host whose process exited 0: what it left running in the background ends too, as every process of a
+    container ends with the container's own (a daemon, a training script the toolkit started and did not wait
+    for, a worker pool not joined would otherwise run on, unseen, after the job and the execution are over)."""
+    left = kill_marked({f"{JOB_MARKER}={launch.cwd}".encode()}, STOP_SECONDS)
+    if left:
+        where = f" host {launch.host.current}" if several else ""
+        log.warning("job %s%s ended with %d process(es) it started still running: stopped (pids %s), as its "
+                    "container's end would", name, where, len(left), ", ".join(map(str, sorted(left))))
 
 
 def _stop(processes: list[subprocess.Popen], launches: list[Launch]) -> None:

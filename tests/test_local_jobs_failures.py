@@ -128,3 +128,63 @@ def test_a_failed_host_leaves_no_orphan_of_its_own(tmp_path):
             pid = int(pid_file.read_text())
         if pid is not None and alive(pid):
             os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs Linux's /proc")
+def test_a_succeeded_host_leaves_no_background_process_running(tmp_path, caplog):
+    # A job whose script starts a background process and exits 0: on the service the container ends with the
+    # script, and every process in it; locally the process ran on after the job, the execution and the run.
+    pid_file = tmp_path / "daemon.pid"
+    daemon = f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(120)"
+    script = (f"import os, subprocess, sys, time\nsubprocess.Popen([sys.executable, '-c', {daemon!r}])\n"
+              f"while not os.path.exists({str(pid_file)!r}): time.sleep(0.05)\nsys.exit(0)")
+    host = Host(("algo-1",), "algo-1")
+    launch = Launch(host, [sys.executable, "-c", script], tmp_path, dict(os.environ), tmp_path / "job.log")
+    pid = None
+    try:
+        with caplog.at_level("WARNING", logger="pipelines.local_jobs"):
+            _wait("Daemonising", [launch], [launch.command], None)
+        pid = int(pid_file.read_text())
+        assert not alive(pid), "the succeeded job's background process outlived it"
+        assert f"job Daemonising ended with 1 process(es) it started still running: stopped (pids {pid})" \
+            in caplog.text
+    finally:
+        if pid is None and pid_file.exists():
+            pid = int(pid_file.read_text())
+        if pid is not None and alive(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs Linux's /proc")
+def test_a_host_that_ends_first_stops_only_its_own_processes(tmp_path):
+    # algo-1 ends at once leaving a background process; algo-2 starts one of its own, waits for algo-1's to be
+    # stopped, then ends. algo-2's ran while algo-2 ran: a host's end stops its container's processes, not its peers'.
+    files = {name: tmp_path / f"{name}.pid" for name in ("algo-1", "algo-2")}
+    def daemon(name):
+        return f"import os, time; open({str(files[name])!r}, 'w').write(str(os.getpid())); time.sleep(120)"
+    first = (f"import os, subprocess, sys, time\nsubprocess.Popen([sys.executable, '-c', {daemon('algo-1')!r}])\n"
+             f"while not os.path.exists({str(files['algo-1'])!r}): time.sleep(0.05)\n")
+    second = (f"import os, subprocess, sys, time\nsubprocess.Popen([sys.executable, '-c', {daemon('algo-2')!r}])\n"
+              f"while not os.path.exists({str(files['algo-1'])!r}) or not os.path.exists({str(files['algo-2'])!r}):\n"
+              "    time.sleep(0.05)\n"
+              f"pid = int(open({str(files['algo-1'])!r}).read())\n"
+              "deadline = time.monotonic() + 20\n"
+              "while os.path.exists(f'/proc/{pid}') and open(f'/proc/{pid}/stat').read().rsplit(')', 1)[1].split()[0]"
+              " != 'Z' and time.monotonic() < deadline:\n    time.sleep(0.05)\n"
+              f"mine = int(open({str(files['algo-2'])!r}).read())\n"
+              "sys.exit(0 if os.path.exists(f'/proc/{mine}') and time.monotonic() < deadline else 4)\n")
+    hosts = [Host(("algo-1", "algo-2"), name) for name in ("algo-1", "algo-2")]
+    launches = []
+    for host, script in zip(hosts, (first, second)):
+        root = tmp_path / host.current / "opt-ml"
+        root.mkdir(parents=True)
+        launches.append(Launch(host, [sys.executable, "-c", script], root, dict(os.environ),
+                               tmp_path / host.current / "job.log"))
+    try:
+        _wait("Two-hosts", launches, [launch.command for launch in launches], None)  # algo-2 exits 4 otherwise
+        for name, path in files.items():
+            assert not alive(int(path.read_text())), f"{name}'s background process outlived the job"
+    finally:
+        for path in files.values():
+            if path.exists() and alive(int(path.read_text())):
+                os.kill(int(path.read_text()), signal.SIGKILL)
