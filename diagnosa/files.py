@@ -1,27 +1,161 @@
 """Atomic file writes: a reader sees the old file or the new one, never a partial one, and a crash
-mid-write leaves at most a temp file beside the target (named ``.<target>.<random><suffix>``). And the
-bounded read of a file a user names, which may be no file at all."""
+mid-write leaves at most a temp file beside the target, named after its writer
+(``.<target>.<host>.<pid>.<start>.<random><suffix>``, temp_name) so that a sweep can tell an abandoned one from
+one a live process still writes (temp_writer_alive). And the bounded read of a file a user names, which may be
+no file at all."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
+import socket
 import stat
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 TMP_SUFFIX = ".tmp"
+NAME_MAX = 255  # bytes in one file name, where the filesystem does not say (os.pathconf)
+
+
+@dataclass(frozen=True)
+class TempWriter:
+    """Who wrote a temp file, from its name: ``host`` (host_token), ``pid`` and ``start`` (the process's start
+    time in clock ticks since boot, 0 where unknown)."""
+
+    host: str
+    pid: int
+    start: int
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path, encoding="ascii", errors="replace") as fh:
+            return fh.read().strip()
+    except OSError:
+        return None
+
+
+def host_token() -> str:
+    """This host as a temp name shows it: the host name (letters, digits and '-' only, so a name parses from the
+    right) and a digest of the host name, the boot and the PID namespace. A pid means one process only within one
+    boot and one namespace: two containers sharing a host name (--network host) and a lake, or this host before a
+    reboot, are other hosts, whose temp files only age decides."""
+    name = socket.gethostname()
+    label = re.sub(r"[^A-Za-z0-9-]+", "-", name).strip("-")[:32] or "host"
+    try:
+        namespace = os.readlink("/proc/self/ns/pid")
+    except OSError:  # no /proc (macOS): no PID namespaces either
+        namespace = ""
+    seed = "\0".join((name, _read("/proc/sys/kernel/random/boot_id") or "", namespace))
+    return f"{label}-{hashlib.sha256(seed.encode('utf-8', 'surrogateescape')).hexdigest()[:8]}"
+
+
+def process_start(pid: int) -> int | None:
+    """Start time of process ``pid`` in clock ticks since boot (/proc/<pid>/stat, field 22); None when it cannot
+    be read (no such process, no /proc, hidepid). Tells a pid's process from a later one given the same pid."""
+    fields = _proc_stat(pid)
+    try:
+        return int(fields[19]) if fields else None
+    except (IndexError, ValueError):
+        return None
+
+
+def _proc_stat(pid: int) -> list[str] | None:
+    """The fields of /proc/<pid>/stat after the command name (field 3, the state, first); the name is in parentheses
+    and may hold spaces and ')' itself, so the split is at the last ')'."""
+    text = _read(f"/proc/{pid}/stat")
+    return text.rpartition(")")[2].split() if text and ")" in text else None
+
+
+_HOST: str | None = None
+_SELF: tuple[int, int] = (0, 0)  # (pid, start) of this process, read once per process (a fork reads its own)
+
+
+def _writer() -> tuple[str, int, int]:
+    global _HOST, _SELF
+    if _HOST is None:
+        _HOST = host_token()
+    pid = os.getpid()
+    if _SELF[0] != pid:
+        _SELF = (pid, process_start(pid) or 0)
+    return _HOST, pid, _SELF[1]
+
+
+def _clip_name(name: str, limit: int) -> str:
+    """``name`` cut to at most ``limit`` bytes as the filesystem stores it, at a character boundary."""
+    kept, used = [], 0
+    for char in name:
+        used += len(os.fsencode(char))
+        if used > limit:
+            break
+        kept.append(char)
+    return "".join(kept)
+
+
+def temp_name(target: Path, suffix: str = TMP_SUFFIX) -> str:
+    """The name of a temp file for ``target`` written by this process: ``.<target>.<host>.<pid>.<start>.<uuid>
+    <suffix>``. The target's name is cut to keep the whole within the filesystem's name limit (a target name near
+    255 bytes could not be written at all when its temp name was longer); the uuid keeps it unique."""
+    host, pid, start = _writer()
+    tail = f".{host}.{pid}.{start}.{uuid.uuid4().hex}{suffix}"
+    try:
+        limit = os.pathconf(target.parent, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        limit = NAME_MAX
+    return "." + _clip_name(target.name, max(0, limit - len(os.fsencode(tail)) - 1)) + tail
+
+
+def temp_writer(name: str, suffix: str = TMP_SUFFIX) -> TempWriter | None:
+    """The writer a temp file's name records (temp_name), None for a name of another form (an older temp name,
+    ``.<target>.<uuid><suffix>``, records none)."""
+    found = re.fullmatch(r"\..*\.(?P<host>[A-Za-z0-9-]+)\.(?P<pid>[0-9]{1,10})\.(?P<start>[0-9]{1,20})\.[0-9a-f]{32}"
+                         + re.escape(suffix), name, re.DOTALL)
+    if not found:
+        return None
+    return TempWriter(found["host"], int(found["pid"]), int(found["start"]))
+
+
+def temp_writer_alive(writer: TempWriter) -> bool | None:
+    """Whether the process that wrote a temp file still runs: True (the same process: pid and start time match),
+    False (no process has its pid, or a zombie, or a later process given the same pid), None when this host cannot
+    tell (another host, or no start time to tell a reused pid by): then only the file's age can say."""
+    if writer.host != _writer()[0] or writer.pid <= 0:
+        return None
+    try:
+        os.kill(writer.pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        pass
+    except (OSError, OverflowError):  # a pid out of range
+        return None
+    # The kernel says the pid is taken; /proc says by whom. Unreadable there (hidepid, no /proc): cannot tell.
+    fields = _proc_stat(writer.pid)
+    if not fields:
+        return None
+    if fields[0] in ("Z", "X"):  # killed, not yet reaped by its parent: writes nothing any more
+        return False
+    try:
+        start = int(fields[19])
+    except (IndexError, ValueError):
+        return None
+    if not writer.start:
+        return None
+    return start == writer.start
 
 
 @contextmanager
 def atomic_path(target: str | os.PathLike, suffix: str = TMP_SUFFIX) -> Iterator[Path]:
-    """A temp path in the target's folder to write; on success it replaces ``target`` in one rename,
-    on any exception it is removed and the target is untouched."""
+    """A temp path in the target's folder to write (temp_name: it names this process); on success it replaces
+    ``target`` in one rename, on any exception it is removed and the target is untouched."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}{suffix}")
+    tmp = target.with_name(temp_name(target, suffix))
     try:
         yield tmp
         os.replace(tmp, target)

@@ -14,20 +14,29 @@ import base64
 import hashlib
 import ipaddress
 import json
+import logging
 import os
 import re
 import shutil
+import stat
+import time
 import typing
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import unquote, urlparse
 
-from diagnosa.files import atomic_path
+from diagnosa.files import atomic_path, temp_writer, temp_writer_alive
 
 ZONES: tuple[str, ...] = ("raw", "curated", "features", "artifacts", "capture", "capture-errors", "feedback",
                           "quarantine")
 
 _TMP_SUFFIX = ".lake-tmp"  # local temp files end with this; list() never reports them
+# A temp file whose writer cannot be checked (another host's on a shared lake, an older temp name without its
+# writer, a writer whose start time is unknown) is abandoned once unmodified this long: no write pauses a day.
+TEMP_MAX_AGE_SECONDS = 24 * 3600.0
+
+log = logging.getLogger(__name__)
 _S3_MISSING = {"NoSuchKey", "404", "NotFound"}
 _S3_FORBIDDEN = {"403", "AccessDenied", "Forbidden"}
 
@@ -82,6 +91,23 @@ class Storage(typing.Protocol):
     def list(self, prefix: str = "") -> list[str]: ...
     def delete(self, key: str) -> None: ...
     def url(self, key: str) -> str: ...
+
+
+@dataclass
+class TempSweep:
+    """What a sweep of abandoned temp files removed (path and bytes of each), and how many it could not."""
+
+    removed: list[tuple[Path, int]] = field(default_factory=list)
+    errors: int = 0
+
+    @property
+    def bytes(self) -> int:
+        return sum(size for _, size in self.removed)
+
+    def __iadd__(self, other: TempSweep) -> TempSweep:
+        self.removed += other.removed
+        self.errors += other.errors
+        return self
 
 
 class LocalStorage:
@@ -156,6 +182,55 @@ class LocalStorage:
 
     def url(self, key: str) -> str:
         return self._path(key).as_uri()
+
+    def sweep_temp(self, older_than: float = TEMP_MAX_AGE_SECONDS) -> TempSweep:
+        """Remove the temp files that killed writes left (SIGKILL, the OOM killer: nothing ran to remove them),
+        anywhere under the root: one whose writer, named in it (diagnosa.files.temp_name), is gone from this host;
+        one whose writer cannot be checked, once unmodified ``older_than`` seconds. A live writer's temp file stays.
+        Never raises: a file that cannot be removed is logged and counted; symlinks are not followed."""
+        if older_than < 0:
+            raise ValueError(f"older_than must be at least 0 seconds, not {older_than}")
+        swept = TempSweep()
+        now = time.time()
+
+        def unreadable(err: OSError) -> None:
+            if not isinstance(err, FileNotFoundError):  # the root not made yet, or a folder removed meanwhile
+                log.warning("temp sweep: cannot list %s: %s", err.filename, err.strerror or err)
+                swept.errors += 1
+
+        # fwalk: each folder is opened once (no symlink followed, os.walk's default too) and its files are looked
+        # at and removed through that folder's descriptor, so a folder swapped for a symlink meanwhile leads nowhere.
+        try:
+            for folder, _dirs, files, dir_fd in os.fwalk(self.root, onerror=unreadable):
+                for name in files:
+                    if name.endswith(_TMP_SUFFIX):
+                        self._sweep_one(Path(folder) / name, dir_fd, now, older_than, swept)
+        except OSError as err:  # fwalk's own open of the root
+            unreadable(err)
+        if swept.removed or swept.errors:
+            log.info("temp sweep of %s: removed %d abandoned temp file(s), %d bytes%s", self.root,
+                     len(swept.removed), swept.bytes, f"; {swept.errors} could not be removed" if swept.errors else "")
+        return swept
+
+    @staticmethod
+    def _sweep_one(path: Path, dir_fd: int, now: float, older_than: float, swept: TempSweep) -> None:
+        try:
+            info = os.stat(path.name, dir_fd=dir_fd, follow_symlinks=False)
+            if not stat.S_ISREG(info.st_mode):  # our temp files are regular files; a symlink is not ours to remove
+                return
+            writer = temp_writer(path.name, _TMP_SUFFIX)
+            alive = temp_writer_alive(writer) if writer is not None else None
+            # False: its writer is gone from this host; None: nobody can tell, so only a long silence says so.
+            if alive is True or (alive is None and now - info.st_mtime < older_than):
+                return
+            os.unlink(path.name, dir_fd=dir_fd)
+        except FileNotFoundError:  # renamed into place or removed meanwhile: nothing left to sweep
+            return
+        except OSError as err:
+            log.warning("temp sweep: cannot remove %s: %s", path, err.strerror or err)
+            swept.errors += 1
+            return
+        swept.removed.append((path, info.st_size))
 
 
 BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", re.ASCII)
@@ -417,6 +492,15 @@ class DataLake:
         would be listed and read as the lake's objects."""
         resolved = Path(path).expanduser().resolve()
         return next((root for root in self.local_roots() if root == resolved or root in resolved.parents), None)
+
+    def sweep_temp(self, older_than: float = TEMP_MAX_AGE_SECONDS) -> TempSweep:
+        """LocalStorage.sweep_temp over the lake's local folders (the raw zone's too); nothing on S3, whose writes
+        leave no temp files."""
+        swept = TempSweep()
+        storages = {s.root: s for s in (self.storage, self.raw_storage) if isinstance(s, LocalStorage)}
+        for storage in storages.values():
+            swept += storage.sweep_temp(older_than)
+        return swept
 
     def init_zones(self) -> None:
         """Create the zone folders locally; S3 prefixes are implicit, so nothing to do there. A local folder that

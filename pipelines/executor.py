@@ -496,6 +496,10 @@ class LocalExecutor:
         then SIGKILL; a second Ctrl-C, ``interrupt.forced``: SIGKILL at once), records them and the execution as
         Stopped."""
         started = time.perf_counter()
+        swept = self.lake.sweep_temp()  # temp files of lake writes killed mid-way (a killed run, ingest)
+        if swept.removed:
+            self.progress(f"removed {len(swept.removed)} temp file(s) of lake writes killed mid-way "
+                          f"({swept.bytes:,} bytes; docs/operations.md)")
         resolver = execution_resolver(record)
         done = {n for n, s in record.steps.items() if s["StepStatus"] == "Succeeded"}
         for name in sorted(done):
