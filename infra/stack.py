@@ -10,7 +10,7 @@ acknowledged below, in place, with its full cdk-nag finding id and the reason.
 from __future__ import annotations
 
 import json
-import tempfile
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal, TypedDict
@@ -48,6 +48,7 @@ from monitoring.cloudwatch import DRIFT_METRIC, class_dimension
 FUNCTIONS = Path(__file__).parent / "functions"
 ZONES = ("raw", "curated", "features", "artifacts", "capture", "feedback", "quarantine")
 RAW = "raw/"
+STEP_CODE_SOURCE = ".diagnosa-step-code"  # in the cloud assembly: the step code asset's source, per stack
 PROMOTED_PREFIX = "artifacts/runs/promoted/"  # a promoted version's copies (model and baselines), under the run folders
 VARIANT = "AllTraffic"
 RUNTIME = lambda_.Runtime.PYTHON_3_14  # cdk-nag AwsSolutions-L1 wants the latest
@@ -705,7 +706,12 @@ class DiagnosaStack(Stack):
         writes (never reads or deletes) under artifacts/code/ only, KMS through S3 only; in VPC mode it runs
         in the isolated subnets like every other function. CDK's own grants (read-write on the whole lake,
         delete included) are refused: the role is passed without policy updates."""
-        folder = self.definition.write_objects(Path(tempfile.mkdtemp(prefix="diagnosa-code-")))
+        # The asset's source folder, in the cloud assembly beside what CDK stages from it: one per stack, laid out
+        # again at each synth (a temp folder was left behind by every synth), and still there for a deploy that
+        # reads the source in place (`cdk deploy --no-staging`).
+        folder = Path(cdk.Stage.of(self).outdir) / STEP_CODE_SOURCE / self.artifact_id
+        shutil.rmtree(folder, ignore_errors=True)
+        folder = self.definition.write_objects(folder)
         asset = s3_assets.Asset(self, "StepCodeAsset", path=str(folder))
         log_group = self.log_group(f"/diagnosa/{self.config.stage}/step-code-deployment", "StepCodeLogs")
         statements = [

@@ -505,6 +505,26 @@ def test_step_code_is_copied_into_artifacts_code_without_pruning(dev):
     assert props["Prune"] is False and props["SystemMetadata"]["sse"] == "aws:kms"
 
 
+def test_the_step_code_assets_source_is_laid_out_in_the_assembly_not_left_in_the_temp_dir(assembly, stacks):
+    # Every synth left a /tmp/diagnosa-code-* folder (half a megabyte; 109 of them after one test run). The source
+    # now lives in the stage's cloud assembly, beside the asset CDK stages from it, one folder per stack.
+    import aws_cdk as cdk
+
+    from infra.stack import STEP_CODE_SOURCE, DiagnosaStack
+
+    stage_stacks = [stack for stack in stacks.values() if isinstance(stack, DiagnosaStack)]
+    assert len(stage_stacks) == 2
+    for stack in stage_stacks:
+        source = Path(cdk.Stage.of(stack).outdir) / STEP_CODE_SOURCE / stack.artifact_id
+        assert source.is_dir() and Path(assembly[1].directory) in source.parents
+        gate = source / stack.definition.gate_key.removeprefix("artifacts/code/")
+        staged = list(Path(assembly[1].directory).rglob(f"asset.*/{gate.relative_to(source)}"))
+        assert staged and all(copy.read_bytes() == gate.read_bytes() for copy in staged)
+        written = {f.relative_to(source).as_posix(): f.read_bytes() for f in source.rglob("*") if f.is_file()}
+        assert {key.removeprefix("artifacts/code/"): data for key, data in stack.definition.objects} | {
+            gate.relative_to(source).as_posix(): gate.read_bytes()} == written
+
+
 def test_approval_rule_targets_the_deploy_function(dev):
     function = logical(dev, "AWS::Lambda::Function", lambda p: p.get("FunctionName") == "diagnosa-dev-deploy")
     dev.has_resource_properties("AWS::Events::Rule", {
