@@ -709,7 +709,9 @@ class DiagnosaStack(Stack):
         # The asset's source folder, in the cloud assembly beside what CDK stages from it: one per stack, laid out
         # again at each synth (a temp folder was left behind by every synth), and still there for a deploy that
         # reads the source in place (`cdk deploy --no-staging`).
-        folder = Path(cdk.Stage.of(self).outdir) / STEP_CODE_SOURCE / self.artifact_id
+        stage = cdk.Stage.of(self)
+        assert stage is not None  # every stack is in an app or a stage
+        folder = Path(stage.outdir) / STEP_CODE_SOURCE / self.artifact_id
         shutil.rmtree(folder, ignore_errors=True)
         folder = self.definition.write_objects(folder)
         asset = s3_assets.Asset(self, "StepCodeAsset", path=str(folder))
