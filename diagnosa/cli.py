@@ -23,6 +23,7 @@ from diagnosa.aws import resolve_region
 from diagnosa.commands.common import (
     EXIT_BAD_INPUT,
     EXIT_FAILED,
+    Unavailable,
     UsageError,
     dataset_name,
     endpoint_url,
@@ -1067,6 +1068,9 @@ def _command(argv: Sequence[str] | None) -> int:
     except (UsageError, ServiceError, IngestError, SchemaError, LakeError) as err:
         print(f"diagnosa: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except Unavailable as err:
+        print(f"diagnosa: error: {err}", file=sys.stderr)
+        return EXIT_FAILED
     except NoCredentialsError:  # an s3:// lake or a SageMaker call on a machine without AWS credentials
         lake = getattr(args, "lake", None) or os.environ.get("DIAGNOSA_LAKE") or ""
         hint = "; a local lake is a folder: --lake PATH" if lake.startswith("s3://") else ""  # not for SageMaker calls

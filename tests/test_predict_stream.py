@@ -301,6 +301,19 @@ def test_one_request_keeps_its_event_id_at_the_top(endpoint, tmp_path, capsys):
     assert document["event_id"] and document["predictions"][0]["event_id"] == document["event_id"] and not err
 
 
+def test_a_damaged_local_endpoint_is_the_endpoints_failure_not_bad_input(tmp_path, capsys):
+    ws = tmp_path / "ws"
+    record = ws / "endpoints" / "diagnosa" / "endpoint.json"
+    record.parent.mkdir(parents=True)
+    record.write_text('{"EndpointName": "diagnosa", "EndpointStatus": "InSer')  # truncated by a full disk
+    path = tmp_path / "one.json"
+    path.write_text(json.dumps({"patient_id": "W1", "age": 67}))
+    assert main(["--workspace", str(ws), "predict", str(path), "--endpoint-name", "diagnosa"]) == 1
+    out, err = capsys.readouterr()
+    assert not out and err.startswith("diagnosa: error: the local endpoint diagnosa (workspace ")
+    assert "cannot be used: " in err and "`diagnosa endpoint stop diagnosa`" in err and err.count("\n") == 1
+
+
 def test_without_a_url_the_workspaces_local_endpoint_of_that_name_is_used(endpoint, tmp_path, monkeypatch, capsys):
     from pipelines import local_endpoints
 
@@ -314,9 +327,10 @@ def test_without_a_url_the_workspaces_local_endpoint_of_that_name_is_used(endpoi
     path.write_text(json.dumps({"patient_id": "W1", "age": 67}))
     assert main(["--workspace", str(ws), "predict", str(path)]) == 0
     assert [p["patient_id"] for p in json.loads(capsys.readouterr().out)["predictions"]] == ["W1"]
-    # Its server gone, the endpoint is named as not running (it used to be asked of SageMaker, without credentials).
+    # Its server gone, the endpoint is named as not running (it used to be asked of SageMaker, without credentials);
+    # the endpoint, not the input: exit status 1 as for a SageMaker endpoint that is down (it was 2, "bad input").
     monkeypatch.setattr(local_endpoints, "_alive", lambda *_: False)
-    assert main(["--workspace", str(ws), "predict", str(path), "--endpoint-name", "diagnosa"]) == 2
+    assert main(["--workspace", str(ws), "predict", str(path), "--endpoint-name", "diagnosa"]) == 1
     out, err = capsys.readouterr()
     assert not out and err.startswith(f"diagnosa: error: the local endpoint diagnosa (workspace {ws} (from "
                                       "--workspace)) is not running (OutOfService): `diagnosa endpoint start "

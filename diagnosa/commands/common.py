@@ -27,6 +27,11 @@ class UsageError(Exception):
     """Bad input from the command line; printed as one line, exit status 2."""
 
 
+class Unavailable(Exception):
+    """What the command needs is not there now, the command being right (a local endpoint stopped or damaged, as a
+    SageMaker endpoint that is down): printed as one line, exit status 1."""
+
+
 WORKSPACE_FOLDER = ".diagnosa"
 
 
@@ -128,8 +133,8 @@ def resolve_endpoint_name(args: argparse.Namespace) -> None:
 
 def endpoint_url(args: argparse.Namespace) -> str | None:
     """Where --endpoint-name is served: --endpoint-url; else, without --region (which names SageMaker's), the URL of
-    the workspace's local endpoint of that name; None for neither (SageMaker's endpoint of that name). UsageError
-    when that local endpoint is recorded but not running."""
+    the workspace's local endpoint of that name; None for neither (SageMaker's endpoint of that name). Unavailable
+    when that local endpoint is recorded but not running or damaged."""
     if args.endpoint_url or args.region:
         return args.endpoint_url
     lake = open_lake(args)
@@ -144,10 +149,10 @@ def endpoint_url(args: argparse.Namespace) -> str | None:
     from pipelines.local_endpoints import DAMAGED
 
     if record.get("EndpointStatus") == DAMAGED:  # `endpoint start` refuses it: say what the record says to do
-        raise UsageError(f"the local endpoint {args.endpoint_name} ({workspace_hint(args)}) cannot be used: "
+        raise Unavailable(f"the local endpoint {args.endpoint_name} ({workspace_hint(args)}) cannot be used: "
                          f"{record.get('Problem')}")
     if record.get("EndpointStatus") != "InService" or not record.get("Url"):
-        raise UsageError(f"the local endpoint {args.endpoint_name} ({workspace_hint(args)}) is not running "
+        raise Unavailable(f"the local endpoint {args.endpoint_name} ({workspace_hint(args)}) is not running "
                          f"({record.get('EndpointStatus')}): `diagnosa endpoint start {args.endpoint_name}` starts "
                          "it again; `diagnosa endpoint list` shows the local ones; give --endpoint-url for another "
                          "server, or --region for a SageMaker endpoint")
