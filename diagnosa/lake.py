@@ -78,6 +78,13 @@ def _validate_prefix(prefix: str) -> str:
     return prefix
 
 
+def _validate_folder(prefix: str) -> str:
+    """A folder prefix is '' or a key ending with '/'."""
+    if prefix and not prefix.endswith("/"):
+        raise InvalidKey(f"invalid folder {prefix!r}: must end with '/'")
+    return _validate_prefix(prefix)
+
+
 class Storage(typing.Protocol):
     """Minimal object store; keys are relative to ``uri``."""
 
@@ -88,6 +95,7 @@ class Storage(typing.Protocol):
     def put_file(self, local_path: str | os.PathLike, key: str) -> None: ...
     def get_file(self, key: str, local_path: str | os.PathLike) -> None: ...
     def exists(self, key: str) -> bool: ...
+    def list_folders(self, prefix: str) -> list[str]: ...
     def list(self, prefix: str = "") -> list[str]: ...
     def delete(self, key: str) -> None: ...
     def url(self, key: str) -> str: ...
@@ -156,6 +164,18 @@ class LocalStorage:
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
+
+    def list_folders(self, prefix: str) -> list[str]:
+        """The folders directly under ``prefix`` (a '' or '/'-ended prefix), as ``prefix + name + '/'``, sorted: one
+        level of the tree, without walking it (S3's delimiter listing)."""
+        _validate_folder(prefix)
+        try:
+            names = [entry.name for entry in os.scandir(self.root / prefix) if entry.is_dir(follow_symlinks=False)]
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        except OSError as err:
+            raise LakeError(f"cannot list {err.filename or self.root / prefix}: {err.strerror or err}") from None
+        return sorted(f"{prefix}{name}/" for name in names)
 
     def list(self, prefix: str = "") -> list[str]:
         _validate_prefix(prefix)
@@ -341,6 +361,17 @@ class S3Storage:
             raise
         return True
 
+    def list_folders(self, prefix: str) -> list[str]:
+        """The folders directly under ``prefix`` (a '' or '/'-ended prefix), as ``prefix + name + '/'``, sorted: a
+        delimiter listing (CommonPrefixes), one request per 1000 folders however many keys they hold."""
+        _validate_folder(prefix)
+        root = f"{self.prefix}/" if self.prefix else ""
+        folders: list[str] = []
+        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=root + prefix,
+                                                                          Delimiter="/"):
+            folders.extend(common["Prefix"][len(root):] for common in page.get("CommonPrefixes", []))
+        return sorted(folders)
+
     def list(self, prefix: str = "") -> list[str]:
         _validate_prefix(prefix)
         root = f"{self.prefix}/" if self.prefix else ""
@@ -430,6 +461,14 @@ class DataLake:
 
     def exists(self, key: str) -> bool:
         return self._storage(key).exists(self._k(key))
+
+    def list_folders(self, prefix: str) -> list[str]:
+        """The folders directly under ``prefix``, a folder of a zone (``capture/<endpoint>/``), as full prefixes
+        ending with '/', sorted: one level of a dated layout, instead of listing every key under it."""
+        if not prefix.endswith("/"):
+            raise InvalidKey(f"invalid folder {prefix!r}: must end with '/'")
+        self._k(prefix[:-1])
+        return self._storage(prefix).list_folders(prefix)
 
     def list(self, prefix: str = "") -> list[str]:
         if self.raw_storage is None or not (prefix.startswith(RAW) or RAW.startswith(prefix)):

@@ -33,11 +33,15 @@ import tempfile
 import threading
 import time
 import uuid
-from collections import Counter, OrderedDict
+from collections import Counter, OrderedDict, deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import closing
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
+from functools import partial
+from itertools import islice
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Generator, Iterable, Iterator
 
 from diagnosa.data.schema import RESOURCE_NAME
 from diagnosa.lake import DataLake
@@ -724,6 +728,97 @@ def filing_hours(when: datetime) -> list[datetime]:
                     if hour - FILING_MARGIN <= when < hour + timedelta(hours=1) + FILING_MARGIN]
 
 
+FETCH_WORKERS = 10  # objects fetched (and folders listed) at once by a read: botocore pools 10 connections per client
+DAYS_LISTED = 45  # a window over at most this many days is listed day by day, a longer one month by month
+MONTHS_LISTED = 120  # ... and one over more months than this as the whole history, in one listing
+_HOUR = timedelta(hours=1)
+
+
+def fetch_in_order(lake: DataLake, keys: Iterable[str],
+                   workers: int = FETCH_WORKERS) -> Generator[Future[bytes], None, None]:
+    """``lake.get_bytes`` of each key as a future, in key order, ``workers`` fetched at a time and at most twice as
+    many held ahead of the caller: on S3 each GET waits 20-50 ms, and one after another a day of a few hundred
+    objects took seconds. A failed fetch raises from its future's ``result()``, at its turn, as the sequential read
+    did. Wrap it in ``contextlib.closing`` when the caller may stop early: closing cancels what has not started."""
+    pending = iter(keys)
+    with ThreadPoolExecutor(workers, thread_name_prefix="lake-fetch") as pool:
+        queue: deque[Future[bytes]] = deque(pool.submit(lake.get_bytes, key) for key in islice(pending, 2 * workers))
+        try:
+            while queue:
+                future = queue.popleft()
+                queue.extend(pool.submit(lake.get_bytes, key) for key in islice(pending, 1))
+                yield future
+        finally:
+            for future in queue:
+                future.cancel()
+
+
+def _in_parallel(listings: list[Callable[[], list[str]]]) -> list[str]:
+    """The keys of ``listings`` (FETCH_WORKERS run at once), concatenated in their order."""
+    if len(listings) <= 1:
+        return [key for listing in listings for key in listing()]
+    with ThreadPoolExecutor(min(FETCH_WORKERS, len(listings)), thread_name_prefix="lake-list") as pool:
+        return [key for keys in pool.map(lambda listing: listing(), listings) for key in keys]
+
+
+def _folder(day: date, depth: int) -> str:
+    """``YYYY/``, ``YYYY/MM/`` or ``YYYY/MM/DD/`` (``depth`` 1, 2 or 3) of ``day``, as the capture layout names it."""
+    return "/".join((f"{day.year:04d}", f"{day.month:02d}", f"{day.day:02d}")[:depth]) + "/"
+
+
+def _window_folders(start: datetime, end: datetime | None, now: datetime) -> tuple[list[str], date, int] | None:
+    """The date folders (under a variant's) holding every hour an event of ``[start, end)`` may be filed under, the
+    last day they cover and their depth (3: days; 2: months, for a window over more than DAYS_LISTED days). With no
+    end they reach today, and later folders are looked for by name (:func:`_later_keys`). None: list everything (a
+    window over more than MONTHS_LISTED months, or reaching past datetime's range)."""
+    try:
+        # The hours read are those h with h + 1 h + FILING_MARGIN > start and h < end + FILING_MARGIN.
+        first = (_floor_hour(start - FILING_MARGIN - _HOUR) + _HOUR).date()
+        last = _floor_hour(end + FILING_MARGIN - timedelta(microseconds=1)).date() if end else max(first, now.date())
+    except OverflowError:
+        return None
+    if (last - first).days < DAYS_LISTED:
+        return [_folder(first + timedelta(days=n), 3) for n in range((last - first).days + 1)], last, 3
+    months = (last.year - first.year) * 12 + last.month - first.month + 1
+    if months > MONTHS_LISTED:
+        return None
+    return [f"{(first.month - 1 + n) // 12 + first.year:04d}/{(first.month - 1 + n) % 12 + 1:02d}/"
+            for n in range(months)], last, 2
+
+
+def _floor_hour(when: datetime) -> datetime:
+    return when.replace(minute=0, second=0, microsecond=0)
+
+
+def _later_keys(lake: DataLake, variant: str, last: date, depth: int) -> list[str]:
+    """The keys of ``variant``'s folders named after the day (or month) ``last``: an endpoint whose clock runs ahead
+    of ours files into them, and a window with no end holds its events. One folder listing per level (year, month,
+    day); the later folders, normally none, are listed whole."""
+    later: list[str] = []
+    folder = variant
+    for part in _folder(last, depth).split("/")[:depth]:
+        later += [sub for sub in lake.list_folders(folder) if sub[len(folder):-1] > part]
+        folder += part + "/"
+    return [key for sub in later for key in lake.list(sub)]
+
+
+def _capture_keys(lake: DataLake, prefix: str, variant: str | None, start: datetime | None,
+                  end: datetime | None) -> list[str]:
+    """The keys under ``prefix`` (an endpoint's capture, or a variant's) a read of ``[start, end)`` looks at, sorted
+    as one listing of ``prefix`` gives them: every one without a start; else those of the window's days, in every
+    variant folder (see :func:`_window_folders`), listed FETCH_WORKERS at a time."""
+    window = _window_folders(start, end, datetime.now(timezone.utc)) if start is not None else None
+    if window is None:
+        return lake.list(prefix)
+    folders, last, depth = window
+    variants = [prefix] if variant else lake.list_folders(prefix)
+    listings: list[Callable[[], list[str]]] = [partial(lake.list, each + folder) for each in variants
+                                               for folder in folders]
+    if end is None:
+        listings += [partial(_later_keys, lake, each, last, depth) for each in variants]
+    return sorted(_in_parallel(listings))
+
+
 def read_capture(lake: DataLake, endpoint: str, start: datetime | None = None, end: datetime | None = None,
                  variant: str | None = None) -> CaptureRead:
     """Captured events of ``endpoint`` with ``start <= inferenceTime < end``, oldest first.
@@ -732,8 +827,16 @@ def read_capture(lake: DataLake, endpoint: str, start: datetime | None = None, e
     the window's hours are read with FILING_MARGIN on each side, so an event filed up to an hour away from its own
     hour is found. Lines further from their path hour and outside the window are listed in ``misfiled``.
 
-    Nothing is skipped silently: malformed lines are counted (and described in ``problems``),
-    and so are keys under the endpoint's prefix that do not follow the capture layout.
+    What is listed: with no start, every key of the endpoint (or ``variant``), the whole history as ever. With a
+    start, only the day folders (``<variant>/YYYY/MM/DD/``; month folders for a window over more than DAYS_LISTED
+    days) of the hours read, in each variant folder, and with no end also every folder named after today (a clock
+    ahead of ours files there): a daily monitor listed all of history, ~9 S3 requests per variant and year, growing
+    for ever. Objects are fetched FETCH_WORKERS at a time and read in key order, so the result is the one a
+    sequential read of every key gives for the window's events, malformed lines and misfiled lines.
+
+    Nothing under the folders listed is skipped silently: malformed lines are counted (and described in
+    ``problems``), and so are keys that do not follow the capture layout. Keys outside them (of other days, or not
+    in a date folder at all) are no longer examined when the window has a start.
     """
     _check_name(endpoint, "endpoint")
     prefix = f"{ZONE}/{endpoint}/" + (f"{_check_name(variant, 'variant')}/" if variant else "")
@@ -741,36 +844,43 @@ def read_capture(lake: DataLake, endpoint: str, start: datetime | None = None, e
     end = _utc(end) if end else None
     result = CaptureRead([])
     stamped: list[tuple[datetime, dict[str, Any]]] = []
-    for key in lake.list(prefix):
+    plan: list[tuple[str, datetime | str]] = []  # in key order: a key to read and its hour, or a problem to report
+    for key in _capture_keys(lake, prefix, variant, start, end):
         match = _KEY.fullmatch(key)
         if not match:
-            result.problems.append(f"{key}: not in the capture layout")
-            log.warning("capture read: %s is not in the capture layout", key)
+            plan.append((key, "not in the capture layout"))
             continue
         try:
             hour = datetime(int(match["y"]), int(match["m"]), int(match["d"]), int(match["h"]), tzinfo=timezone.utc)
         except ValueError:
-            result.problems.append(f"{key}: impossible date in the path")
-            log.warning("capture read: %s has an impossible date", key)
+            plan.append((key, "impossible date in the path"))
             continue
         if (end is not None and hour >= end + FILING_MARGIN) or \
                 (start is not None and hour + timedelta(hours=1) + FILING_MARGIN <= start):
             continue
-        for number, line in enumerate(lake.get_bytes(key).splitlines(), start=1):
-            if not line.strip():
+        plan.append((key, hour))
+    with closing(fetch_in_order(lake, [key for key, hour in plan if isinstance(hour, datetime)])) as fetched:
+        for key, filed in plan:
+            if not isinstance(filed, datetime):
+                result.problems.append(f"{key}: {filed}")
+                log.warning("capture read: %s: %s", key, filed)
                 continue
-            try:
-                obj = json.loads(line)
-                when = _check_event(obj)
-            except (ValueError, RecursionError) as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-                result.malformed += 1
-                result.problems.append(f"{key}:{number}: {err}")
-                log.warning("capture read: %s line %d is malformed: %s", key, number, err)
-                continue
-            if (start is None or when >= start) and (end is None or when < end):
-                stamped.append((when, obj))
-            elif not hour - FILING_MARGIN <= when < hour + timedelta(hours=1) + FILING_MARGIN:
-                result.misfiled.append(f"{key}:{number}: inferenceTime {when:%Y-%m-%dT%H:%M:%SZ}")
+            hour = filed
+            for number, line in enumerate(next(fetched).result().splitlines(), start=1):
+                if not line.strip():
+                    continue
+                try:
+                    obj = json.loads(line)
+                    when = _check_event(obj)
+                except (ValueError, RecursionError) as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+                    result.malformed += 1
+                    result.problems.append(f"{key}:{number}: {err}")
+                    log.warning("capture read: %s line %d is malformed: %s", key, number, err)
+                    continue
+                if (start is None or when >= start) and (end is None or when < end):
+                    stamped.append((when, obj))
+                elif not hour - FILING_MARGIN <= when < hour + timedelta(hours=1) + FILING_MARGIN:
+                    result.misfiled.append(f"{key}:{number}: inferenceTime {when:%Y-%m-%dT%H:%M:%SZ}")
     stamped.sort(key=lambda pair: pair[0])  # stable: same-second events keep file and line order
     result.events = [obj for _when, obj in stamped]
     return result
@@ -780,10 +890,11 @@ def captured_patients(lake: DataLake, endpoint: str, event_ids: Iterable[str]) -
     """Of ``event_ids``, those with a captured request of ``endpoint`` in the lake (any variant) → how many patients
     that request held (its answer's predictions; ``UNCOUNTED`` when the answer cannot be read).
 
-    One listing of the endpoint's capture; objects are read only for the hours the ids carry (the local
-    endpoint's UUIDv7) and those an event may be filed under (:func:`filing_hours`), or all of them once when an id
-    carries no time (SageMaker's event ids), whatever the number of ids asked about. Only the lines of the ids asked
-    about are parsed. Spooled events a running endpoint has not shipped yet are not seen.
+    Objects are read only for the hours the ids carry (the local endpoint's UUIDv7) and those an event may be filed
+    under (:func:`filing_hours`), listed by their day folders in each variant folder (up to DAYS_LISTED days; more,
+    one listing of the endpoint's capture); all of them once when an id carries no time (SageMaker's event ids),
+    whatever the number of ids asked about. Objects are fetched FETCH_WORKERS at a time, and only the lines of the ids
+    asked about are parsed. Spooled events a running endpoint has not shipped yet are not seen.
     """
     # A UUIDv7 past datetime's range (after year 9999) names no hour and was never captured: not a reason to read
     # every hour, as an id without a time is.
@@ -795,8 +906,15 @@ def captured_patients(lake: DataLake, endpoint: str, event_ids: Iterable[str]) -
     hours = None if any(t is None for t in times) else {hour for t in times if t is not None
                                                         for hour in filing_hours(t)}
     by_id = {event_id.lower(): event_id for event_id in wanted} | {event_id: event_id for event_id in wanted}
-    found: dict[str, int] = {}
-    for key in lake.list(f"{ZONE}/{_check_name(endpoint, 'endpoint')}/"):
+    prefix = f"{ZONE}/{_check_name(endpoint, 'endpoint')}/"
+    days = sorted({hour.date() for hour in hours}) if hours is not None else []
+    if hours is None or len(days) > DAYS_LISTED:
+        keys = lake.list(prefix)
+    else:
+        keys = sorted(_in_parallel([partial(lake.list, variant + _folder(day, 3))
+                                    for variant in lake.list_folders(prefix) for day in days]))
+    selected: list[str] = []
+    for key in keys:
         match = _KEY.fullmatch(key)
         if not match:
             continue
@@ -807,11 +925,15 @@ def captured_patients(lake: DataLake, endpoint: str, event_ids: Iterable[str]) -
                 continue
             if hour not in hours:
                 continue
-        for line in lake.get_bytes(key).splitlines():
-            event = _EVENT_ID_IN_LINE.search(line)
-            asked = by_id.get(event.group(1).decode("utf-8", "replace")) if event else None
-            if asked is not None:
-                found[asked] = _answered_patients(line)
+        selected.append(key)
+    found: dict[str, int] = {}
+    with closing(fetch_in_order(lake, selected)) as fetched:
+        for data in fetched:
+            for line in data.result().splitlines():
+                event = _EVENT_ID_IN_LINE.search(line)
+                asked = by_id.get(event.group(1).decode("utf-8", "replace")) if event else None
+                if asked is not None:
+                    found[asked] = _answered_patients(line)
     return found
 
 
