@@ -294,3 +294,24 @@ def test_list_folders_and_a_days_listing_page_on_s3(aws):
                                                                                          tzinfo=timezone.utc))
     # The same second: key order (AllTraffic's objects, then each variant's); then the variants' later events.
     assert ids(window) == [f"n-{n:04d}" for n in range(0, 1005, 24)] + ["v1", "v2", "v3", "v4", "v5"]
+
+
+def test_the_refusals_stream_is_fetched_several_objects_at_a_time_in_time_order(tmp_path):
+    # The monitor's refusals summary read every capture-errors object one GET after another.
+    lake = DataLake.from_uri(str(tmp_path / "lake"))
+    written = []
+    for hour in range(24):
+        lines = []
+        for n, status in enumerate((400, 413, 415)):
+            when = f"2026-03-10T{hour:02d}:{59 - n:02d}:00Z"  # within an object, newest first
+            lines.append(json.dumps({"time": when, "status": status, "route": "/invocations", "error": f"e{hour}"}))
+            written.append((when, status))
+        lake.put_bytes(f"capture-errors/{EP}/2026/03/10/{hour:02d}/part.jsonl", "\n".join(lines).encode())
+    lake.put_bytes(f"capture-errors/{EP}/2026/03/10/05/broken.jsonl", b'{"time": "2026-03-10T05:00:00Z"}\nnot json')
+    recording = Recording(lake.storage, delay=0.01)
+    read = capture.read_errors(DataLake(recording), EP, datetime(2026, 3, 10, 1, tzinfo=timezone.utc),
+                               datetime(2026, 3, 10, 23, tzinfo=timezone.utc))
+    assert recording.most > 1 and recording.most <= capture.FETCH_WORKERS
+    expected = sorted((when, status) for when, status in written if "T01" <= when[10:13] < "T23")
+    assert [(event["time"], event["status"]) for event in read.events] == expected
+    assert read.malformed == 2 and dict(read.by_status) == {400: 22, 413: 22, 415: 22}
