@@ -2,9 +2,16 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
+import os
+import shutil
+import signal
 import sys
+import threading
 from pathlib import Path
-from typing import Any, NoReturn, Sequence
+from types import FrameType
+from typing import Any, Iterable, Iterator, NoReturn, Sequence
 
 from diagnosa.files import write_job_failure
 
@@ -52,3 +59,65 @@ def job_parser(module: str, description: str, step: str, example: str,
                f"  python -m {module} --base-dir {root}/processing {example}".rstrip())
     parser.add_argument("--base-dir", default=PROCESSING_ROOT, help=f"{base_dir_help} (default: %(default)s)")
     return parser
+
+
+# ------------------------------------------------------------------------------------------------ stopped by SIGTERM
+# SageMaker stops a processing job (StopProcessingJob, a stopped pipeline execution) with SIGTERM, then SIGKILL; the
+# local executor does the same (pipelines/executor.py). Python's default action for SIGTERM ends the process at once:
+# no `finally` ran, a file being written was left cut at its final name (Preprocess writes its parts in place), the
+# outputs written so far looked like a run's, and the job left no reason.
+STOPPED_EXIT = 128 + signal.SIGTERM  # a shell's status for a process ended by SIGTERM
+STOPPED_MESSAGE = ("stopped by SIGTERM (StopProcessingJob, or the pipeline execution was stopped) before it finished: "
+                   "the outputs it had written were removed")
+
+
+class JobStopped(BaseException):
+    """SIGTERM reached a job: raised where its code stands, so its ``finally`` blocks and atomic writes clean up. Not
+    an Exception, so no ``except Exception`` on the way takes the stop for a failure to handle or retry."""
+
+
+def _entries(roots: Iterable[Path]) -> set[Path]:
+    return {path for root in roots if root.is_dir() for path in root.rglob("*")} | set(roots)
+
+
+def _remove_new(roots: Iterable[Path], before: set[Path]) -> None:
+    """Remove what lies under ``roots`` that was not there in ``before``, deepest first; what was stays."""
+    for path in sorted(_entries(roots) - before, key=lambda p: len(p.parts), reverse=True):
+        try:
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+        except FileNotFoundError:
+            pass
+        except OSError as err:
+            logging.getLogger(__name__).warning("could not remove %s of the stopped job: %s", path, err)
+
+
+@contextlib.contextmanager
+def stops_on_sigterm(base_dir: str | os.PathLike, outputs: Sequence[Path]) -> Iterator[None]:
+    """Run a job's body so that SIGTERM stops it cleanly: JobStopped is raised where it stands (its ``finally``
+    blocks and atomic writes clean up), what the job wrote under ``outputs`` since this began is removed (what was
+    there before stays: a run refused for another's outputs keeps them), the reason is written as any failure's
+    (``diagnosa.files.write_job_failure``) and the job exits STOPPED_EXIT. A second SIGTERM during that is ignored;
+    SIGKILL follows on the service's own clock."""
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set a handler
+        yield
+        return
+    before = _entries(outputs)
+
+    def stop(signum: int, _frame: FrameType | None) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the cleanup runs once, whole
+        raise JobStopped(signal.Signals(signum).name)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    except JobStopped:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # raised by the handler, which set this already: made sure
+        logging.getLogger(__name__).error("job %s", STOPPED_MESSAGE)
+        _remove_new(outputs, before)
+        write_job_failure(base_dir, STOPPED_MESSAGE)
+        raise SystemExit(STOPPED_EXIT) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -30,7 +30,7 @@ from diagnosa.labels import ascii_words
 from diagnosa.logs import configure_logging
 from diagnosa.model import DiagnosaModel, ModelLoadError, apply_calibration, unpack_model
 from processing.calibration import honest_section
-from processing.entry import job_parser
+from processing.entry import job_parser, stops_on_sigterm
 from processing.metrics import evaluate, recall_gate, slice_scores, write_report
 from processing.phenotype import find_similarity
 from processing.split import read_split, read_train_groups, unseen_mask
@@ -245,6 +245,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     base = Path(args.base_dir)
     out_eval, out_report = base / "output" / "evaluation", base / "output" / "report"
+    with stops_on_sigterm(base, [base / "output"]):
+        return _evaluate(args, base, out_eval, out_report)
+
+
+def _evaluate(args: argparse.Namespace, base: Path, out_eval: Path, out_report: Path) -> int:
+    """The job's body: 0, or 1 with its reason written for the service."""
     try:
         for folder in (out_eval, out_report):
             if folder.exists() and any(folder.iterdir()):

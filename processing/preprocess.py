@@ -56,7 +56,7 @@ from diagnosa.data.ingest import curated_prefix
 from diagnosa.data.schema import LIST_TYPES, MISSING_INDICATORS, UNLEARNED_TYPES, Schema
 from diagnosa.files import write_job_failure
 from diagnosa.logs import configure_logging
-from processing.entry import job_parser
+from processing.entry import job_parser, stops_on_sigterm
 from processing.features import REDUCTIONS, FeatureParams, as_float32, binary_columns, build_feature_pipeline
 from processing.resample import JOINT_METHODS, METHODS, Resampled, balanced_class_weights, resample, row_weights
 from processing.sparse import is_sparse
@@ -708,6 +708,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging()
     args = parse_args(argv)
     base = Path(args.base_dir)
+    outputs = [base / "output", *([Path(args.baseline_dir)] if args.baseline_dir else [])]
+    with stops_on_sigterm(base, outputs):
+        return _preprocess(args, base)
+
+
+def _preprocess(args: argparse.Namespace, base: Path) -> int:
+    """The job's body: 0, or 1 with its reason written for the service."""
     try:
         params = PreprocessParams(
             features=FeatureParams(reduction=args.reduction, hpo_rollup=args.hpo_rollup == "true",

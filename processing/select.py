@@ -22,7 +22,8 @@ import shutil
 import sys
 import tarfile
 import tempfile
-from pathlib import Path
+import zlib
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
@@ -34,6 +35,7 @@ from diagnosa.model import (
     MODEL_FILE,
     OOF_FILE,
     DiagnosaModel,
+    MetadataError,
     ModelLoadError,
     identity_version,
     parse_metadata,
@@ -43,7 +45,7 @@ from diagnosa.model import (
 from processing import ensemble
 from processing.calibration import calibration_numbers
 from processing.decisions import MAX_PRECISION_LOSS, calibrate_and_decide
-from processing.entry import job_parser
+from processing.entry import job_parser, stops_on_sigterm
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +68,8 @@ def _metric(candidate: dict[str, Any], *path: str) -> float:
         value = value[key]
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise ValueError(f"candidate {name!r}: validation {'.'.join(path)} must be a finite number, got {value!r}")
+    if not 0 <= value <= 1:  # a recall: 1.5 ranked first and was shipped
+        raise ValueError(f"candidate {name!r}: validation {'.'.join(path)} must be a recall in [0, 1], got {value!r}")
     return float(value)
 
 
@@ -118,24 +122,99 @@ def _member_name(name: str) -> str:
     return name[2:] if name.startswith("./") else name
 
 
-def _read_tar_metadata(tarball: Path) -> dict[str, Any]:
-    """metadata.json from a model tarball's root, read without extracting anything."""
+# A candidate's model.tar.gz is a training job's output, read before anything vouches for it. Select reads it member
+# by member, header first, and refuses it, naming the candidate and the member, before reading past any of these:
+MAX_MEMBERS = 10_000  # members of one model.tar.gz (a model, its metadata, oof.npz, code/: a few dozen)
+MAX_UNPACKED_BYTES = 4 << 30  # 4 GiB: the members' sizes together; a candidate is unpacked whole for the vote and by
+#                               Evaluate, on a processing volume of 30 GB by default (a 10 MB gzip of zeros holds 10 GB)
+MAX_METADATA_BYTES = 16 << 20  # metadata.json, read into memory
+MAX_OOF_BYTES = 1 << 30  # oof.npz, read into memory for the vote
+_OUTSIDE = "/nonexistent/unpacked"  # where the data filter checks a member would land (no real folder resolved)
+
+
+def _size(n: int) -> str:
+    return f"{n / (1 << 30):.1f} GiB" if n >= 1 << 30 else f"{n / (1 << 20):.1f} MiB" if n >= 1 << 20 else f"{n} bytes"
+
+
+def _read_tarball(name: str, tarball: Path, wanted: str) -> bytes | None:
+    """``wanted`` (a file at the tarball's root) of candidate ``name``'s model.tar.gz, None when it has none, after
+    checking every member as unpacking would meet it: a path or link leading out of the folder (absolute, ``..``),
+    a device or FIFO, a name twice, more than MAX_MEMBERS members or MAX_UNPACKED_BYTES in all, a model file missing
+    (MODEL_FILE, METADATA_FILE), a read file over its limit. Nothing is extracted; a refusal is a ValueError that leads
+    with the candidate."""
+    where = f"candidate {name!r}: {MODEL_TARBALL}"
+    files: dict[str, tarfile.TarInfo] = {}
+    seen: set[str] = set()
+    total, data = 0, None
     try:
         with tarfile.open(tarball, "r:gz") as tar:
-            members = {_member_name(m.name): m for m in tar.getmembers() if m.isfile()}
-            for required in (MODEL_FILE, METADATA_FILE):
-                if required not in members:
-                    raise ValueError(f"{tarball} has no {required} at its root")
-            metadata = tar.extractfile(members[METADATA_FILE])
-            assert metadata is not None  # None only for what is not a regular file; members holds regular files
-            raw = metadata.read()
-    except (tarfile.TarError, OSError, EOFError) as err:
-        raise ValueError(f"{tarball} is not a readable gzip tar: {err}") from None
-    return parse_metadata(raw, tarball)
+            # One header at a time: a refused header stops the read before its data is decompressed.
+            for count, member in enumerate(tar, 1):
+                member_name = _member_name(member.name)
+                if count > MAX_MEMBERS:
+                    raise ValueError(f"{where} holds more than {MAX_MEMBERS} members (MAX_MEMBERS): not a model")
+                total += member.size
+                if total > MAX_UNPACKED_BYTES:
+                    raise ValueError(f"{where} unpacks to more than {_size(MAX_UNPACKED_BYTES)} (MAX_UNPACKED_BYTES; "
+                                     f"member {member_name!r} alone is {_size(member.size)}): a decompression bomb "
+                                     "or not a model, refused unread")
+                path = PurePosixPath(member.name)
+                try:
+                    # The data filter unpacks /x as x; an unpacker without it (a serving toolkit's) writes /x.
+                    if path.is_absolute() or ".." in path.parts:
+                        raise tarfile.OutsideDestinationError(member, member.name)
+                    tarfile.data_filter(member, _OUTSIDE)  # what unpack_model's extractall(filter="data") refuses
+                except tarfile.FilterError as err:
+                    raise ValueError(f"{where}: refused, {err} ({type(err).__name__}): a model's tarball holds "
+                                     "files and folders inside its own folder only") from None
+                if not member.isdir():  # a folder may be listed again (hosts' model folders packed together)
+                    if member_name in seen:
+                        raise ValueError(f"{where}: member {member_name!r} appears twice (which is the model's?)")
+                    seen.add(member_name)
+                if member.isfile():
+                    files[member_name] = member
+                    limit = {METADATA_FILE: MAX_METADATA_BYTES, OOF_FILE: MAX_OOF_BYTES}.get(member_name)
+                    if limit is not None and member.size > limit:
+                        raise ValueError(f"{where}: {member_name} is {_size(member.size)}, over the {_size(limit)} "
+                                         "Select reads of it")
+                    if member_name == wanted:
+                        stream = tar.extractfile(member)
+                        assert stream is not None  # None only for what is not a regular file
+                        data = stream.read()
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as err:
+        raise ValueError(f"{where} is not a readable gzip tar ({tarball}): {err}") from None
+    for required in (MODEL_FILE, METADATA_FILE):
+        if required not in files:
+            raise ValueError(f"{where} has no {required} at its root ({tarball})")
+    return data
+
+
+def _metadata(name: str, raw: bytes, source: Path) -> dict[str, Any]:
+    try:
+        return parse_metadata(raw, source)
+    except MetadataError as err:
+        raise ValueError(f"candidate {name!r}: {err}") from None
+
+
+def _utf8(name: str, meta: dict[str, Any], source: Path) -> None:
+    """Text selection.json carries must be UTF-8: a lone surrogate ("\\ud800", valid JSON) failed its write after the
+    champion was written."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(f"candidate folder name {name!r} is not UTF-8") from None
+    try:
+        json.dumps(meta, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as err:
+        bad = err.object[max(0, err.start - 40):err.end + 10] if isinstance(err.object, str) else ""
+        raise ValueError(f"candidate {name!r}: {METADATA_FILE} ({source}) holds text that is not UTF-8 (a lone "
+                         f"surrogate, near {bad!r})") from None
 
 
 def load_candidates(candidates_dir: Path) -> list[tuple[str, Path, dict[str, Any]]]:
-    """(name, source, metadata) per candidate folder; source is its model.tar.gz or the folder itself."""
+    """(name, source, metadata) per candidate folder; source is its model.tar.gz or the folder itself. A candidate
+    that cannot be read whole and safely fails the job naming it: none is skipped (a broken training output is a
+    fault to see, and the others' comparison is not the one the pipeline asked for)."""
     if not candidates_dir.is_dir():
         raise ValueError(f"no candidates: {candidates_dir} does not exist")
     found = []
@@ -146,16 +225,22 @@ def load_candidates(candidates_dir: Path) -> list[tuple[str, Path, dict[str, Any
             raise ValueError(f"unexpected file {entry} in {candidates_dir}: each candidate must be a folder")
         tarball = entry / MODEL_TARBALL
         if tarball.is_file():
-            meta = _read_tar_metadata(tarball)
+            raw = _read_tarball(entry.name, tarball, METADATA_FILE)
+            assert raw is not None  # _read_tarball refuses a tarball without it
+            meta = _metadata(entry.name, raw, tarball)
             source = tarball
         elif (entry / METADATA_FILE).is_file():
             if not (entry / MODEL_FILE).is_file():
                 raise ValueError(f"candidate {entry.name!r}: {entry} has {METADATA_FILE} but no {MODEL_FILE}")
-            meta = parse_metadata((entry / METADATA_FILE).read_bytes(), entry)
+            if (entry / METADATA_FILE).stat().st_size > MAX_METADATA_BYTES:
+                raise ValueError(f"candidate {entry.name!r}: {entry / METADATA_FILE} is over the "
+                                 f"{_size(MAX_METADATA_BYTES)} Select reads of it")
+            meta = _metadata(entry.name, (entry / METADATA_FILE).read_bytes(), entry)
             source = entry
         else:
             raise ValueError(f"candidate {entry.name!r}: {entry} holds neither {MODEL_TARBALL} "
                              f"nor an extracted model ({METADATA_FILE} + {MODEL_FILE})")
+        _utf8(entry.name, meta, source)
         logger.info("candidate %s: read %s (family %s)", entry.name, source, meta.get("family"))
         found.append((entry.name, source, meta))
     if not found:
@@ -173,18 +258,15 @@ def _check_comparable(candidates: list[tuple[str, Path, dict[str, Any]]]) -> Non
             raise ValueError(f"candidates are not comparable: their {key} differ ({detail})")
 
 
-def _read_oof(source: Path) -> dict[str, Any] | None:
-    """A candidate's out-of-fold probabilities (from its tarball or folder); None when it has none."""
+def _read_oof(name: str, source: Path) -> dict[str, Any] | None:
+    """Candidate ``name``'s out-of-fold probabilities (from its tarball or folder); None when it has none."""
     if source.is_dir():
         path = source / OOF_FILE
+        if path.is_file() and path.stat().st_size > MAX_OOF_BYTES:
+            raise ValueError(f"candidate {name!r}: {path} is over the {_size(MAX_OOF_BYTES)} Select reads of it")
         return read_oof(path) if path.is_file() else None
-    with tarfile.open(source, "r:gz") as tar:
-        member = next((m for m in tar.getmembers() if m.isfile() and _member_name(m.name) == OOF_FILE), None)
-        if member is None:
-            return None
-        stream = tar.extractfile(member)
-        assert stream is not None
-        return read_oof(io.BytesIO(stream.read()))
+    raw = _read_tarball(name, source, OOF_FILE)
+    return None if raw is None else read_oof(io.BytesIO(raw))
 
 
 def gather_evidence(candidates: list[tuple[str, Path, dict[str, Any]]]) -> tuple[ensemble.Evidence | None, str]:
@@ -196,7 +278,7 @@ def gather_evidence(candidates: list[tuple[str, Path, dict[str, Any]]]) -> tuple
     oofs = {}
     for name, source, _ in candidates:
         try:
-            oofs[name] = _read_oof(source)
+            oofs[name] = _read_oof(name, source)
         except ModelLoadError as err:
             raise ValueError(f"candidate {name!r}: {err}") from None
     present = {name: oof for name, oof in oofs.items() if oof is not None}
@@ -316,21 +398,30 @@ def run(base_dir: str | os.PathLike, ensemble_mode: str = "auto") -> dict[str, A
     choice = None if evidence is None else ensemble.choose(evidence, seed=seed)
     selection["ensemble"] = {"considered": evidence is not None, "reason": reason,
                              **({} if choice is None else choice.to_dict())}
-    if evidence is not None and choice is not None and choice.use_ensemble:
-        with tempfile.TemporaryDirectory(prefix="ensemble-", dir=base) as work:
-            folder = Path(work) / ENSEMBLE_NAME
-            built = build_ensemble(candidates, choice.weights, evidence, choice, folder, seed=seed)
-            _tar_folder_atomic(folder, champion_path)
-        selection["champion"] = ENSEMBLE_NAME
-        selection["ensemble"]["validation"] = built["validation"]
-        logger.info("champion: the ensemble %s (cross-fitted macro recall %.4f vs %.4f for one candidate)",
-                    choice.weights, choice.cross_fitted[choice.procedure], choice.cross_fitted["single"])
-    elif source.is_file():
-        _copy_atomic(source, champion_path)
-    else:
-        _tar_folder_atomic(source, champion_path)
     selection_path = base / "output" / "selection" / "selection.json"
-    _write_json_atomic(selection_path, selection)
+    written = False
+    try:
+        if evidence is not None and choice is not None and choice.use_ensemble:
+            with tempfile.TemporaryDirectory(prefix="ensemble-", dir=base) as work:
+                folder = Path(work) / ENSEMBLE_NAME
+                built = build_ensemble(candidates, choice.weights, evidence, choice, folder, seed=seed)
+                _tar_folder_atomic(folder, champion_path)
+                written = True
+            selection["champion"] = ENSEMBLE_NAME
+            selection["ensemble"]["validation"] = built["validation"]
+            logger.info("champion: the ensemble %s (cross-fitted macro recall %.4f vs %.4f for one candidate)",
+                        choice.weights, choice.cross_fitted[choice.procedure], choice.cross_fitted["single"])
+        elif source.is_file():
+            _copy_atomic(source, champion_path)
+            written = True
+        else:
+            _tar_folder_atomic(source, champion_path)
+            written = True
+        _write_json_atomic(selection_path, selection)
+    except BaseException:  # a champion without its selection.json is no run's output (it looked like one)
+        if written:
+            champion_path.unlink(missing_ok=True)
+        raise
     logger.info("champion %s (macro recall %.4f); wrote %s and %s", selection["champion"],
                 selection["ranking"][0]["macro_recall"], champion_path, selection_path)
     return selection
@@ -346,13 +437,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="auto: ship the candidates' vote when it wins the cross-fitted comparison; never: always "
                              "the single champion (default: %(default)s)")
     args = parser.parse_args(argv)
-    try:
-        run(args.base_dir, args.ensemble)
-    except Exception as err:  # noqa: BLE001  (the job log must say what was wrong)
-        message = str(err) if isinstance(err, ValueError) else f"{type(err).__name__}: {err}"
-        logger.error("champion selection failed: %s", message, exc_info=not isinstance(err, ValueError))
-        write_job_failure(args.base_dir, message)
-        return 1
+    with stops_on_sigterm(args.base_dir, [Path(args.base_dir) / "output"]):
+        try:
+            run(args.base_dir, args.ensemble)
+        except Exception as err:  # noqa: BLE001  (the job log must say what was wrong)
+            message = str(err) if isinstance(err, ValueError) else f"{type(err).__name__}: {err}"
+            logger.error("champion selection failed: %s", message, exc_info=not isinstance(err, ValueError))
+            write_job_failure(args.base_dir, message)
+            return 1
     return 0
 
 
