@@ -9,9 +9,8 @@ import time
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-import boto3
+import lake_fixtures
 import pytest
-from moto import mock_aws
 
 from diagnosa.lake import DataLake, InvalidKey, ObjectNotFound, S3Storage
 from inference import capture
@@ -24,34 +23,13 @@ from inference.capture import (
 )
 from inference.feedback import parse_feedback, read_feedback, store_feedback
 
-BUCKET = "diagnosa-lake"
-REGION = "eu-west-1"
+BUCKET, REGION = lake_fixtures.BUCKET, lake_fixtures.REGION
+aws, lake = lake_fixtures.aws, lake_fixtures.lake  # the fixtures, on a folder and on S3
+
 EP = "ep"
 A, S = f"capture/{EP}/AllTraffic/", f"capture/{EP}/Shadow/"
 START = datetime(2026, 3, 10, 0, 30, tzinfo=timezone.utc)
 END = datetime(2026, 3, 11, 0, 30, tzinfo=timezone.utc)
-
-
-@pytest.fixture
-def aws(monkeypatch):
-    """Fake credentials + moto, and an S3 client with the lake bucket created."""
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
-    with mock_aws():
-        client = boto3.client("s3", region_name=REGION)
-        client.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION})
-        yield client
-
-
-@pytest.fixture(params=["local", "s3", "s3-prefix"])
-def lake(request, tmp_path):
-    if request.param == "local":
-        return DataLake.from_uri(str(tmp_path / "lake"))
-    client = request.getfixturevalue("aws")
-    return DataLake.from_uri(f"s3://{BUCKET}" if request.param == "s3" else f"s3://{BUCKET}/team/lake",
-                             s3_client=client)
 
 
 class Recording:

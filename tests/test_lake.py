@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 
 import boto3
+import lake_fixtures
 import pytest
-from moto import mock_aws
 from s3_grants import PrefixListGrant
 
 from diagnosa import lake as lake_mod
@@ -23,30 +23,8 @@ from diagnosa.lake import (
     S3Storage,
 )
 
-BUCKET = "diagnosa-lake"
-REGION = "eu-west-1"
-
-
-@pytest.fixture
-def aws(monkeypatch):
-    """Fake credentials + moto, and an S3 client with the lake bucket created."""
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
-    with mock_aws():
-        client = boto3.client("s3", region_name=REGION)
-        client.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION})
-        yield client
-
-
-@pytest.fixture(params=["local", "s3", "s3-prefix"])
-def lake(request, tmp_path):
-    if request.param == "local":
-        return DataLake.from_uri(str(tmp_path / "lake"))
-    client = request.getfixturevalue("aws")
-    uri = f"s3://{BUCKET}" if request.param == "s3" else f"s3://{BUCKET}/team/lake"
-    return DataLake.from_uri(uri, s3_client=client)
+BUCKET, REGION = lake_fixtures.BUCKET, lake_fixtures.REGION
+aws, lake = lake_fixtures.aws, lake_fixtures.lake  # the fixtures, on a folder and on S3
 
 
 @pytest.fixture
