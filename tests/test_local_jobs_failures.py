@@ -73,6 +73,14 @@ def alive(pid: int) -> bool:
         return False
 
 
+def kill_left(*pid_files: Path) -> None:
+    """The processes a test's jobs started (each wrote its pid to one of ``pid_files``), killed if still alive: a
+    failed assertion leaves nothing running."""
+    for path in pid_files:
+        if path.exists() and alive(pid := int(path.read_text())):
+            os.kill(pid, signal.SIGKILL)
+
+
 @pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs Linux's /proc")
 def test_a_failed_host_stops_every_process_its_peers_started(tmp_path):
     # Host algo-1 runs a child and waits for it (as the training toolkit runs train_job.py, forwarding no signal);
@@ -89,7 +97,6 @@ def test_a_failed_host_stops_every_process_its_peers_started(tmp_path):
         root = tmp_path / host.current / "opt-ml"
         root.mkdir(parents=True)
         launches.append(Launch(host, command, root, dict(os.environ), tmp_path / host.current / "job.log"))
-    pid = None
     try:
         with pytest.raises(JobError, match="job Train-x host algo-2 exited with 3"):
             _wait("Train-x", launches, [launch.command for launch in launches], None)
@@ -99,10 +106,7 @@ def test_a_failed_host_stops_every_process_its_peers_started(tmp_path):
             time.sleep(0.05)
         assert not alive(pid), "algo-1's child outlived the stopped job"
     finally:
-        if pid is None and pid_file.exists():
-            pid = int(pid_file.read_text())
-        if pid is not None and alive(pid):
-            os.kill(pid, signal.SIGKILL)
+        kill_left(pid_file)
 
 
 @pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs Linux's /proc")
@@ -114,7 +118,6 @@ def test_a_failed_host_leaves_no_orphan_of_its_own(tmp_path):
               f"while not os.path.exists({str(pid_file)!r}): time.sleep(0.05)\nsys.exit(2)")
     host = Host(("algo-1",), "algo-1")
     launch = Launch(host, [sys.executable, "-c", script], tmp_path, dict(os.environ), tmp_path / "job.log")
-    pid = None
     try:
         with pytest.raises(JobError, match="exited with 2"):
             _wait("Orphaning", [launch], [launch.command], None)
@@ -124,10 +127,7 @@ def test_a_failed_host_leaves_no_orphan_of_its_own(tmp_path):
             time.sleep(0.05)
         assert not alive(pid), "the failed host's background process outlived the job"
     finally:
-        if pid is None and pid_file.exists():
-            pid = int(pid_file.read_text())
-        if pid is not None and alive(pid):
-            os.kill(pid, signal.SIGKILL)
+        kill_left(pid_file)
 
 
 @pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs Linux's /proc")
@@ -140,7 +140,6 @@ def test_a_succeeded_host_leaves_no_background_process_running(tmp_path, caplog)
               f"while not os.path.exists({str(pid_file)!r}): time.sleep(0.05)\nsys.exit(0)")
     host = Host(("algo-1",), "algo-1")
     launch = Launch(host, [sys.executable, "-c", script], tmp_path, dict(os.environ), tmp_path / "job.log")
-    pid = None
     try:
         with caplog.at_level("WARNING", logger="pipelines.local_jobs"):
             _wait("Daemonising", [launch], [launch.command], None)
@@ -149,10 +148,7 @@ def test_a_succeeded_host_leaves_no_background_process_running(tmp_path, caplog)
         assert f"job Daemonising ended with 1 process(es) it started still running: stopped (pids {pid})" \
             in caplog.text
     finally:
-        if pid is None and pid_file.exists():
-            pid = int(pid_file.read_text())
-        if pid is not None and alive(pid):
-            os.kill(pid, signal.SIGKILL)
+        kill_left(pid_file)
 
 
 @pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs Linux's /proc")
@@ -185,6 +181,4 @@ def test_a_host_that_ends_first_stops_only_its_own_processes(tmp_path):
         for name, path in files.items():
             assert not alive(int(path.read_text())), f"{name}'s background process outlived the job"
     finally:
-        for path in files.values():
-            if path.exists() and alive(int(path.read_text())):
-                os.kill(int(path.read_text()), signal.SIGKILL)
+        kill_left(*files.values())
