@@ -34,6 +34,15 @@ def container(tmp_path: Path) -> Path:
     return base
 
 
+def argument_error(main, base: Path, arguments: list[str], capsys) -> tuple[str, str]:
+    """A job's ``main`` run on ``arguments`` in a container whose base dir is ``base``, refusing them as argparse
+    does (exit status 2): (what it printed on standard error, the reason the service would show)."""
+    with pytest.raises(SystemExit) as exit_:
+        main(["--base-dir", str(base), *arguments])
+    assert exit_.value.code == 2
+    return capsys.readouterr().err, exit_message(base)
+
+
 def test_a_job_failure_is_written_where_the_service_reads_the_exit_message(tmp_path):
     base = container(tmp_path)
     long = "curated part data/part-00001.parquet: " + "é" * 2000  # 2-byte characters past the 1 KB
@@ -83,12 +92,8 @@ def test_a_threshold_must_be_a_finite_share_and_a_bad_one_is_the_jobs_failure_re
     from processing.evaluate import main
 
     base = container(tmp_path)
-    with pytest.raises(SystemExit) as exit_:
-        main(["--base-dir", str(base), *arguments])
-    assert exit_.value.code == 2
-    assert flag in capsys.readouterr().err
-    reason = exit_message(base)
-    assert flag in reason and "[0, 1]" in reason
+    err, reason = argument_error(main, base, arguments, capsys)
+    assert flag in err and flag in reason and "[0, 1]" in reason
     assert not (base / "output" / "evaluation").exists()
 
 
@@ -105,13 +110,8 @@ def test_the_monitoring_and_folding_jobs_argument_errors_are_their_failure_reaso
     import importlib
 
     main = importlib.import_module(module).main
-    base = container(tmp_path)
-    with pytest.raises(SystemExit) as exit_:
-        main(["--base-dir", str(base), *arguments])
-    assert exit_.value.code == 2
-    assert named in capsys.readouterr().err
-    reason = exit_message(base)
-    assert reason.startswith(f"python -m {module}: error:") and named in reason, reason
+    err, reason = argument_error(main, container(tmp_path), arguments, capsys)
+    assert named in err and reason.startswith(f"python -m {module}: error:") and named in reason, reason
 
 
 @pytest.fixture(scope="module")
