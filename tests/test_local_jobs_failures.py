@@ -109,15 +109,21 @@ def test_a_failed_host_stops_every_process_its_peers_started(tmp_path):
         kill_left(pid_file)
 
 
+def background_job(tmp_path: Path, code: int) -> tuple[Path, Launch]:
+    """A one-host job that starts a background process (its pid in the file returned), waits until it runs and exits
+    with ``code``."""
+    pid_file = tmp_path / "background.pid"
+    background = f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(120)"
+    script = (f"import os, subprocess, sys, time\nsubprocess.Popen([sys.executable, '-c', {background!r}])\n"
+              f"while not os.path.exists({str(pid_file)!r}): time.sleep(0.05)\nsys.exit({code})")
+    host = Host(("algo-1",), "algo-1")
+    return pid_file, Launch(host, [sys.executable, "-c", script], tmp_path, dict(os.environ), tmp_path / "job.log")
+
+
 @pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs Linux's /proc")
 def test_a_failed_host_leaves_no_orphan_of_its_own(tmp_path):
     # The failing host started a background process and exited: on the service its container ends with it.
-    pid_file = tmp_path / "orphan.pid"
-    orphan = f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(120)"
-    script = (f"import os, subprocess, sys, time\nsubprocess.Popen([sys.executable, '-c', {orphan!r}])\n"
-              f"while not os.path.exists({str(pid_file)!r}): time.sleep(0.05)\nsys.exit(2)")
-    host = Host(("algo-1",), "algo-1")
-    launch = Launch(host, [sys.executable, "-c", script], tmp_path, dict(os.environ), tmp_path / "job.log")
+    pid_file, launch = background_job(tmp_path, 2)
     try:
         with pytest.raises(JobError, match="exited with 2"):
             _wait("Orphaning", [launch], [launch.command], None)
@@ -134,12 +140,7 @@ def test_a_failed_host_leaves_no_orphan_of_its_own(tmp_path):
 def test_a_succeeded_host_leaves_no_background_process_running(tmp_path, caplog):
     # A job whose script starts a background process and exits 0: on the service the container ends with the
     # script, and every process in it; locally the process ran on after the job, the execution and the run.
-    pid_file = tmp_path / "daemon.pid"
-    daemon = f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(120)"
-    script = (f"import os, subprocess, sys, time\nsubprocess.Popen([sys.executable, '-c', {daemon!r}])\n"
-              f"while not os.path.exists({str(pid_file)!r}): time.sleep(0.05)\nsys.exit(0)")
-    host = Host(("algo-1",), "algo-1")
-    launch = Launch(host, [sys.executable, "-c", script], tmp_path, dict(os.environ), tmp_path / "job.log")
+    pid_file, launch = background_job(tmp_path, 0)
     try:
         with caplog.at_level("WARNING", logger="pipelines.local_jobs"):
             _wait("Daemonising", [launch], [launch.command], None)
