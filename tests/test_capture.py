@@ -169,9 +169,9 @@ class _BlockingLake:
         self.lake.put_bytes(key, data)
 
 
-def test_record_never_blocks_even_when_the_writer_is_stuck(lake):
+def test_record_never_blocks_even_when_the_writer_is_stuck(lake, tmp_path):
     slow = _BlockingLake(lake)
-    capture = DataCapture(slow, "diagnosa", flush_seconds=0.01)  # type: ignore[arg-type]
+    capture = DataCapture(slow, "diagnosa", flush_seconds=0.01, spool_dir=tmp_path / "spool")  # type: ignore[arg-type]
     try:
         _record(capture, 0)
         assert slow.entered.wait(5)  # the shipper is now blocked inside a write
@@ -185,12 +185,13 @@ def test_record_never_blocks_even_when_the_writer_is_stuck(lake):
     assert len(read_capture(lake, "diagnosa").events) == 6
 
 
-def test_a_full_spool_drops_and_counts(lake):
+def test_a_full_spool_drops_and_counts(lake, tmp_path):
     slow = _BlockingLake(lake)
     line = len(b"%d " % 0) + 16 + len(json.dumps(capture_line("event-1", None, b'{"age": 1}', "application/json",
                                                                  b'{"predictions": []}', "application/json", WHEN),
                                                     separators=(",", ":")))
-    capture = DataCapture(slow, "diagnosa", flush_seconds=60, max_spool_bytes=3 * line)  # type: ignore[arg-type]
+    capture = DataCapture(slow, "diagnosa", flush_seconds=60, max_spool_bytes=3 * line,  # type: ignore[arg-type]
+                          spool_dir=tmp_path / "spool")
     try:
         results = [_record(capture, i) for i in range(1, 6)]
         assert results == [True, True, True, False, False] and capture.dropped == 2
@@ -212,9 +213,10 @@ class _FlakyLake:
         self.lake.put_bytes(key, data)
 
 
-def test_a_failed_write_is_retried_at_the_next_flush(lake, caplog):
+def test_a_failed_write_is_retried_at_the_next_flush(lake, caplog, tmp_path):
     flaky = _FlakyLake(lake, failures=1)
-    with DataCapture(flaky, "diagnosa", flush_seconds=60) as capture:  # type: ignore[arg-type]
+    with DataCapture(flaky, "diagnosa", flush_seconds=60,  # type: ignore[arg-type]
+                     spool_dir=tmp_path / "spool") as capture:
         _record(capture, 1)
         assert not capture.flush()
         assert "not written (attempt 1)" in caplog.text
