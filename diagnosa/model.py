@@ -14,13 +14,18 @@ weight per label): the predicted category is the argmax of weight x calibrated p
 from __future__ import annotations
 
 import hashlib
+import io
 import json
+import math
+import os
 import platform
+import struct
+import tarfile
 import zipfile
 from dataclasses import dataclass, field
 from importlib import metadata as importlib_metadata
-from pathlib import Path
-from typing import Any, Mapping
+from pathlib import Path, PurePosixPath
+from typing import Any, Iterator, Mapping
 
 import joblib
 import numpy as np
@@ -176,15 +181,110 @@ def model_dataset(model_dir: str | Path) -> str:
     return name
 
 
+# A model.tar.gz is a training job's output (or a registry's, a user's), read before anything vouches for it. Select
+# (processing/select.py), unpack_model (Evaluate, the vote's members, the local endpoints and registry, `diagnosa
+# serve`) and read_oof hold it to these, checked header by header, before reading past the header that breaks one:
+MAX_MEMBERS = 10_000  # members of one model.tar.gz (a model, its metadata, oof.npz, code/: a few dozen)
+MAX_UNPACKED_BYTES = 4 << 30  # 4 GiB: the members' sizes together; a model is unpacked whole by Evaluate, the vote and
+#                               at an endpoint's load, on a processing volume of 30 GB by default (a 10 MB gzip of
+#                               zeros holds 10 GB)
+MAX_METADATA_BYTES = 16 << 20  # metadata.json, read into memory
+MAX_OOF_BYTES = 1 << 30  # oof.npz in a tarball, and the arrays an oof.npz declares together (read into memory)
+MAX_HEADER_BYTES = 1 << 20  # a pax or GNU long-name header's data (a member's name and attributes: bytes to KiB),
+#                              which tarfile reads into memory whole before the member it describes is seen
+_LIMIT_NAMES = {METADATA_FILE: "MAX_METADATA_BYTES", OOF_FILE: "MAX_OOF_BYTES"}
+_OUTSIDE = "/nonexistent/unpacked"  # where the data filter checks a member would land (no real folder resolved)
+
+
+class ModelArchiveRefused(ModelLoadError, ValueError):
+    """A model.tar.gz or oof.npz refused by what its headers declare (a ValueError too: bad input to a job)."""
+
+
+def format_size(n: int) -> str:
+    """``n`` bytes for a message: 10.0 GiB, 5.0 MiB, 300 bytes."""
+    for shift, unit in ((40, "TiB"), (30, "GiB"), (20, "MiB")):
+        if n >= 1 << shift:
+            return f"{n / (1 << shift):.1f} {unit}"
+    return f"{n} bytes"
+
+
+class _BoundedTarInfo(tarfile.TarInfo):
+    """A TarInfo that refuses an extended header's data over MAX_HEADER_BYTES before tarfile reads it into memory
+    (a pax header declaring 8 GiB of zeros was read whole: no member, hence no check, comes before it)."""
+
+    _EXTENDED = (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK, tarfile.XHDTYPE, tarfile.XGLTYPE,
+                 tarfile.SOLARIS_XHDTYPE)
+
+    def _proc_member(self, tar: tarfile.TarFile) -> tarfile.TarInfo | None:  # tarfile's hook for every header
+        if self.type in self._EXTENDED and self.size > MAX_HEADER_BYTES:
+            raise tarfile.ReadError(
+                f"an extended header (pax or GNU long name) of {format_size(self.size)}, over the "
+                f"{format_size(MAX_HEADER_BYTES)} a member's name and attributes take (MAX_HEADER_BYTES): refused "
+                "before reading it")
+        return super()._proc_member(tar)  # type: ignore[misc]  # a private hook, not in typeshed
+
+
+def open_model_tarball(archive: str | Path) -> tarfile.TarFile:
+    """A model.tar.gz opened for :func:`checked_members`, its extended headers bounded (MAX_HEADER_BYTES)."""
+    return tarfile.open(archive, "r:gz", tarinfo=_BoundedTarInfo)
+
+
+def member_name(member: tarfile.TarInfo) -> str:
+    """A tarball member's name as unpacked (``./metadata.json`` is ``metadata.json``)."""
+    return member.name[2:] if member.name.startswith("./") else member.name
+
+
+def checked_members(tar: tarfile.TarFile, where: str, *, file_limits: Mapping[str, int] | None = None,
+                    reader: str = "a model load") -> Iterator[tarfile.TarInfo]:
+    """The members of a model.tar.gz opened as ``tar``, one at a time, each yielded only once its header passed (the
+    caller reads or extracts it before the next header is read): :class:`ModelArchiveRefused`, leading with ``where``
+    and naming the member and the limit, for a path or link leading out of the folder (absolute, ``..``), a device or
+    FIFO, a name twice, more than MAX_MEMBERS members or MAX_UNPACKED_BYTES in all, a file of ``file_limits`` (by
+    name at the root; default: metadata.json and oof.npz at MAX_METADATA_BYTES and MAX_OOF_BYTES) over its limit.
+    A refused member's data is never read; tarfile's own errors (not a gzip tar, cut, an extended header over
+    MAX_HEADER_BYTES when opened by :func:`open_model_tarball`) pass through."""
+    limits = {METADATA_FILE: MAX_METADATA_BYTES, OOF_FILE: MAX_OOF_BYTES} if file_limits is None else file_limits
+    seen: set[str] = set()
+    total = 0
+    for count, member in enumerate(tar, 1):
+        name = member_name(member)
+        if count > MAX_MEMBERS:
+            raise ModelArchiveRefused(f"{where} holds more than {MAX_MEMBERS} members (MAX_MEMBERS): not a model")
+        total += member.size
+        if total > MAX_UNPACKED_BYTES:
+            raise ModelArchiveRefused(
+                f"{where} unpacks to more than {format_size(MAX_UNPACKED_BYTES)} (MAX_UNPACKED_BYTES; member "
+                f"{name!r} alone is {format_size(member.size)}): a decompression bomb or not a model, refused before "
+                "its data is read")
+        path = PurePosixPath(member.name)
+        try:
+            # The data filter unpacks /x as x; an unpacker without it (a serving toolkit's) writes /x.
+            if path.is_absolute() or ".." in path.parts:
+                raise tarfile.OutsideDestinationError(member, member.name)
+            tarfile.data_filter(member, _OUTSIDE)  # what extractall(filter="data") refuses
+        except tarfile.FilterError as err:
+            raise ModelArchiveRefused(f"{where}: refused, {err} ({type(err).__name__}): a model's tarball holds "
+                                      "files and folders inside its own folder only") from None
+        if not member.isdir():  # a folder may be listed again (hosts' model folders packed together)
+            if name in seen:
+                raise ModelArchiveRefused(f"{where}: member {name!r} appears twice (which is the model's?)")
+            seen.add(name)
+        limit = limits.get(name) if member.isfile() else None
+        if limit is not None and member.size > limit:
+            raise ModelArchiveRefused(f"{where}: {name} is {format_size(member.size)}, over the "
+                                      f"{format_size(limit)} {reader} reads of it ({_LIMIT_NAMES.get(name, 'limit')})")
+        yield member
+
+
 def unpack_model(archive: str | Path, target: str | Path) -> Path:
     """Extract a SageMaker ``model.tar.gz`` (model.joblib + metadata.json at its root) into ``target``.
 
     The archive is extracted into a temporary folder beside ``target`` and moved into place only once whole: a
     truncated archive used to leave a partial folder (its metadata.json complete, its model.joblib cut) that the next
-    call took for the model. On failure nothing is left behind."""
-    import os
+    call took for the model. On failure nothing is left behind. It is read in one pass, each member extracted once
+    its header passed :func:`checked_members`: a tarball over a limit is refused (:class:`ModelArchiveRefused`, a
+    ModelLoadError) before anything past the limit is decompressed or written, and what was unpacked is removed."""
     import shutil
-    import tarfile
     import tempfile
     import zlib
 
@@ -193,8 +293,10 @@ def unpack_model(archive: str | Path, target: str | Path) -> Path:
     scratch = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".unpacking", dir=target.parent))
     try:
         try:
-            with tarfile.open(archive, "r:gz") as tar:
-                tar.extractall(scratch, filter="data")
+            with open_model_tarball(archive) as tar:
+                # extractall draws members from the check one by one (as it draws them from the tar without it),
+                # and sets the folders' attributes last, as before.
+                tar.extractall(scratch, members=checked_members(tar, str(archive)), filter="data")
         except (tarfile.TarError, OSError, EOFError, zlib.error) as err:
             raise ModelLoadError(f"{archive} is not a readable model.tar.gz: {err}") from None
         try:
@@ -294,14 +396,71 @@ class DiagnosaModel:
                    oof=read_oof(model_dir / OOF_FILE) if (model_dir / OOF_FILE).is_file() else None)
 
 
+_NPY_HEADER_MAX = 10_000  # numpy's own limit on a .npy header (np.load's max_header_size)
+_OOF_KINDS = "biuf"  # bool, integers, floats: what DiagnosaModel.save writes (no objects: allow_pickle stays False)
+
+
+def check_oof_arrays(source: Any, label: str = OOF_FILE) -> None:
+    """Refuse an oof.npz (a path or an open binary file, read from its start) from its arrays' headers, before
+    np.load allocates what they declare (a 100-byte file declared 8 TB): :class:`ModelArchiveRefused`, naming
+    ``label``, for a member that is not a .npy array, a dtype other than bool, integer or float (objects, strings,
+    records), a shape that is no array's, or more than MAX_OOF_BYTES declared in all. zipfile's and numpy's errors
+    (not a zip, a cut header) pass through."""
+    total = 0
+    with zipfile.ZipFile(source) as archive:
+        for info in archive.infolist():
+            key = info.filename.removesuffix(".npy")
+            if info.flag_bits & 0x1:
+                raise ModelArchiveRefused(f"{label}: member {info.filename!r} is encrypted: not an oof.npz")
+            with archive.open(info) as member:
+                try:
+                    version = np.lib.format.read_magic(member)
+                except ValueError as err:
+                    raise ModelArchiveRefused(f"{label}: member {info.filename!r} is not a .npy array ({err})") from None
+                layout = {(1, 0): "<H", (2, 0): "<I"}.get(version)
+                if layout is None:
+                    raise ModelArchiveRefused(f"{label}: member {info.filename!r} is a .npy of format {version}, not "
+                                              "one DiagnosaModel.save writes (1.0 or 2.0)")
+                length_bytes = member.read(struct.calcsize(layout))
+                if len(length_bytes) != struct.calcsize(layout):
+                    raise ValueError(f"member {info.filename!r}: the .npy header is cut")
+                (length,) = struct.unpack(layout, length_bytes)
+                if length > _NPY_HEADER_MAX:  # read into memory before numpy checks its size
+                    raise ModelArchiveRefused(f"{label}: member {info.filename!r} declares a header of {length:,} "
+                                              f"bytes, over numpy's {_NPY_HEADER_MAX:,}")
+                header = io.BytesIO(length_bytes + member.read(length))
+            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                           else np.lib.format.read_array_header_2_0)
+            shape, _, dtype = read_header(header)
+            if dtype.hasobject or dtype.kind not in _OOF_KINDS:
+                raise ModelArchiveRefused(f"{label}: array {key!r} declares dtype {dtype.str!r}: an oof.npz holds "
+                                          "booleans, integers and floats only (objects are never unpickled)")
+            if any(n < 0 for n in shape):
+                raise ModelArchiveRefused(f"{label}: array {key!r} declares shape {shape}: no array's")
+            declared = math.prod(shape) * dtype.itemsize
+            total += declared
+            if total > MAX_OOF_BYTES:
+                raise ModelArchiveRefused(
+                    f"{label}: array {key!r} declares {dtype.name} {shape}, {format_size(declared)}: the arrays "
+                    f"together are over the {format_size(MAX_OOF_BYTES)} an oof.npz may declare (MAX_OOF_BYTES), "
+                    "refused before allocating them")
+
+
 def read_oof(source: Any) -> dict[str, np.ndarray]:
     """An OOF_FILE (a path or an open binary file) as {"proba": n x k, "y": n} and, when training saved them,
-    "w" (the rows' weights in the decision fit) and "groups" (the rows in the slice), checked."""
+    "w" (the rows' weights in the decision fit) and "groups" (the rows in the slice), checked; its arrays' headers
+    first (:func:`check_oof_arrays`), so what it declares is refused before it is allocated."""
+    label = str(source) if isinstance(source, (str, os.PathLike)) else OOF_FILE
     try:
+        check_oof_arrays(source, label)
+        if not isinstance(source, (str, os.PathLike)):
+            source.seek(0)
         with np.load(source, allow_pickle=False) as data:
             oof = {"proba": np.asarray(data["proba"], dtype=float), "y": np.asarray(data["y"])}
             oof |= {key: np.asarray(data[key]) for key in ("w", "groups") if key in data.files}
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
+    except ModelArchiveRefused:
+        raise
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, NotImplementedError) as err:
         raise ModelLoadError(f"{OOF_FILE} is not readable: {err}") from None
     proba, y = oof["proba"], oof["y"]
     if proba.ndim != 2 or y.shape != (len(proba),) or not np.issubdtype(y.dtype, np.integer):

@@ -23,21 +23,30 @@ import sys
 import tarfile
 import tempfile
 import zlib
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from diagnosa.files import atomic_path, write_job_failure, write_text_atomic
 from diagnosa.logs import configure_logging
-from diagnosa.model import (
+from diagnosa.model import (  # the limits a model.tar.gz is held to live there; named here too
+    MAX_MEMBERS,  # noqa: F401
+    MAX_METADATA_BYTES,
+    MAX_OOF_BYTES,
+    MAX_UNPACKED_BYTES,  # noqa: F401
     METADATA_FILE,
     MODEL_FILE,
     OOF_FILE,
     DiagnosaModel,
     MetadataError,
+    ModelArchiveRefused,
     ModelLoadError,
+    checked_members,
+    format_size,
     identity_version,
+    member_name,
+    open_model_tarball,
     parse_metadata,
     read_oof,
     unpack_model,
@@ -118,69 +127,29 @@ def select_champion(candidates: list[dict[str, Any]]) -> dict[str, Any]:
 # The processing container
 
 
-def _member_name(name: str) -> str:
-    return name[2:] if name.startswith("./") else name
-
-
-# A candidate's model.tar.gz is a training job's output, read before anything vouches for it. Select reads it member
-# by member, header first, and refuses it, naming the candidate and the member, before reading past any of these:
-MAX_MEMBERS = 10_000  # members of one model.tar.gz (a model, its metadata, oof.npz, code/: a few dozen)
-MAX_UNPACKED_BYTES = 4 << 30  # 4 GiB: the members' sizes together; a candidate is unpacked whole for the vote and by
-#                               Evaluate, on a processing volume of 30 GB by default (a 10 MB gzip of zeros holds 10 GB)
-MAX_METADATA_BYTES = 16 << 20  # metadata.json, read into memory
-MAX_OOF_BYTES = 1 << 30  # oof.npz, read into memory for the vote
-_OUTSIDE = "/nonexistent/unpacked"  # where the data filter checks a member would land (no real folder resolved)
-
-
-def _size(n: int) -> str:
-    return f"{n / (1 << 30):.1f} GiB" if n >= 1 << 30 else f"{n / (1 << 20):.1f} MiB" if n >= 1 << 20 else f"{n} bytes"
-
-
 def _read_tarball(name: str, tarball: Path, wanted: str) -> bytes | None:
     """``wanted`` (a file at the tarball's root) of candidate ``name``'s model.tar.gz, None when it has none, after
-    checking every member as unpacking would meet it: a path or link leading out of the folder (absolute, ``..``),
-    a device or FIFO, a name twice, more than MAX_MEMBERS members or MAX_UNPACKED_BYTES in all, a model file missing
-    (MODEL_FILE, METADATA_FILE), a read file over its limit. Nothing is extracted; a refusal is a ValueError that leads
-    with the candidate."""
+    checking every member as unpacking would meet it (diagnosa.model.checked_members: a path or link leading out of
+    the folder, a device or FIFO, a name twice, more than MAX_MEMBERS members or MAX_UNPACKED_BYTES in all, a read
+    file over its limit) and that the model files are there (MODEL_FILE, METADATA_FILE). Nothing is extracted; a
+    refusal is a ValueError that leads with the candidate."""
     where = f"candidate {name!r}: {MODEL_TARBALL}"
     files: dict[str, tarfile.TarInfo] = {}
-    seen: set[str] = set()
-    total, data = 0, None
+    data = None
+    # This module's names of the read limits (diagnosa.model's), looked up at each call.
+    limits = {METADATA_FILE: MAX_METADATA_BYTES, OOF_FILE: MAX_OOF_BYTES}
     try:
-        with tarfile.open(tarball, "r:gz") as tar:
+        with open_model_tarball(tarball) as tar:
             # One header at a time: a refused header stops the read before its data is decompressed.
-            for count, member in enumerate(tar, 1):
-                member_name = _member_name(member.name)
-                if count > MAX_MEMBERS:
-                    raise ValueError(f"{where} holds more than {MAX_MEMBERS} members (MAX_MEMBERS): not a model")
-                total += member.size
-                if total > MAX_UNPACKED_BYTES:
-                    raise ValueError(f"{where} unpacks to more than {_size(MAX_UNPACKED_BYTES)} (MAX_UNPACKED_BYTES; "
-                                     f"member {member_name!r} alone is {_size(member.size)}): a decompression bomb "
-                                     "or not a model, refused unread")
-                path = PurePosixPath(member.name)
-                try:
-                    # The data filter unpacks /x as x; an unpacker without it (a serving toolkit's) writes /x.
-                    if path.is_absolute() or ".." in path.parts:
-                        raise tarfile.OutsideDestinationError(member, member.name)
-                    tarfile.data_filter(member, _OUTSIDE)  # what unpack_model's extractall(filter="data") refuses
-                except tarfile.FilterError as err:
-                    raise ValueError(f"{where}: refused, {err} ({type(err).__name__}): a model's tarball holds "
-                                     "files and folders inside its own folder only") from None
-                if not member.isdir():  # a folder may be listed again (hosts' model folders packed together)
-                    if member_name in seen:
-                        raise ValueError(f"{where}: member {member_name!r} appears twice (which is the model's?)")
-                    seen.add(member_name)
+            for member in checked_members(tar, where, file_limits=limits, reader="Select"):
                 if member.isfile():
-                    files[member_name] = member
-                    limit = {METADATA_FILE: MAX_METADATA_BYTES, OOF_FILE: MAX_OOF_BYTES}.get(member_name)
-                    if limit is not None and member.size > limit:
-                        raise ValueError(f"{where}: {member_name} is {_size(member.size)}, over the {_size(limit)} "
-                                         "Select reads of it")
-                    if member_name == wanted:
+                    files[member_name(member)] = member
+                    if member_name(member) == wanted:
                         stream = tar.extractfile(member)
                         assert stream is not None  # None only for what is not a regular file
                         data = stream.read()
+    except ModelArchiveRefused as err:  # a plain ValueError: no "candidate" prefix added again for a ModelLoadError
+        raise ValueError(str(err)) from None
     except (tarfile.TarError, OSError, EOFError, zlib.error) as err:
         raise ValueError(f"{where} is not a readable gzip tar ({tarball}): {err}") from None
     for required in (MODEL_FILE, METADATA_FILE):
@@ -234,7 +203,7 @@ def load_candidates(candidates_dir: Path) -> list[tuple[str, Path, dict[str, Any
                 raise ValueError(f"candidate {entry.name!r}: {entry} has {METADATA_FILE} but no {MODEL_FILE}")
             if (entry / METADATA_FILE).stat().st_size > MAX_METADATA_BYTES:
                 raise ValueError(f"candidate {entry.name!r}: {entry / METADATA_FILE} is over the "
-                                 f"{_size(MAX_METADATA_BYTES)} Select reads of it")
+                                 f"{format_size(MAX_METADATA_BYTES)} Select reads of it")
             meta = _metadata(entry.name, (entry / METADATA_FILE).read_bytes(), entry)
             source = entry
         else:
@@ -263,7 +232,7 @@ def _read_oof(name: str, source: Path) -> dict[str, Any] | None:
     if source.is_dir():
         path = source / OOF_FILE
         if path.is_file() and path.stat().st_size > MAX_OOF_BYTES:
-            raise ValueError(f"candidate {name!r}: {path} is over the {_size(MAX_OOF_BYTES)} Select reads of it")
+            raise ValueError(f"candidate {name!r}: {path} is over the {format_size(MAX_OOF_BYTES)} Select reads of it")
         return read_oof(path) if path.is_file() else None
     raw = _read_tarball(name, source, OOF_FILE)
     return None if raw is None else read_oof(io.BytesIO(raw))
