@@ -348,6 +348,9 @@ def run(base_dir: str | os.PathLike, ensemble_mode: str = "auto") -> dict[str, A
     if ensemble_mode not in ENSEMBLE_MODES:
         raise ValueError(f"ensemble mode must be one of {', '.join(ENSEMBLE_MODES)}, got {ensemble_mode!r}")
     base = Path(base_dir)
+    for folder in (base / "output" / "champion", base / "output" / "selection"):  # as every job: no run overwrites
+        if folder.exists() and any(folder.iterdir()):                            # another's outputs
+            raise FileExistsError(f"output folder {folder} is not empty: refusing to overwrite another run's outputs")
     candidates = load_candidates(base / "input" / "candidates")
     _check_comparable(candidates)
     selection = select_champion([{"name": name, "validation": meta.get("validation")}

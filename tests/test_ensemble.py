@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import tarfile
 from pathlib import Path
 
@@ -224,6 +225,7 @@ def test_the_ensemble_parameter_never_keeps_the_single_champion(tmp_path, capsys
     with tarfile.open(base / "output" / "champion" / "model.tar.gz") as tar:
         meta = json.load(tar.extractfile("metadata.json"))
     assert meta["family"] == selection["champion"]
+    shutil.rmtree(base / "output")  # a run's outputs: the next run writes its own
     assert main(["--base-dir", str(base), "--ensemble", "auto"]) == 0  # the same candidates: the vote wins
     assert json.loads((base / "output" / "selection" / "selection.json").read_text())["champion"] == ENSEMBLE_NAME
     with pytest.raises(SystemExit) as exit_:

@@ -149,6 +149,19 @@ def test_extracted_model_dir_champion_is_tarred_at_root(base, tmp_path):
     assert meta["validation"]["macro_recall"] == 0.9
 
 
+def test_a_second_run_into_the_same_outputs_is_refused_and_leaves_them(base, tmp_path, caplog):
+    # Every other job refuses a non-empty output folder; Select overwrote the champion another run had written.
+    add_tar_candidate(base, tmp_path, "logreg", 0.71, 0.40)
+    assert main(["--base-dir", str(base)]) == 0
+    written = {p: p.read_bytes() for p in (base / "output").rglob("*") if p.is_file()}
+    add_tar_candidate(base, tmp_path, "xgb", 0.93, 0.86, family="xgboost")
+    with caplog.at_level(logging.ERROR, logger="processing.select"):
+        assert main(["--base-dir", str(base)]) == 1
+    assert "output folder" in caplog.text and "is not empty: refusing to overwrite another run's outputs" in caplog.text
+    assert {p: p.read_bytes() for p in (base / "output").rglob("*") if p.is_file() and p.name != "failure"} == written
+    assert json.loads((base / "output" / "selection" / "selection.json").read_text())["champion"] == "logreg"
+
+
 def _fails(base: Path, caplog: pytest.LogCaptureFixture, fragment: str) -> None:
     with caplog.at_level(logging.ERROR, logger="processing.select"):
         assert main(["--base-dir", str(base)]) == 1
