@@ -114,7 +114,9 @@ class ModelLoadError(RuntimeError):
     """The model directory is missing, incomplete or was built with other library versions."""
 
 
-METADATA_MAX_BYTES = 64 * 1024 * 1024  # a metadata.json: the schema, feature names and numbers, never near this
+# A metadata.json (the schema, feature names and numbers: kilobytes to a few MB), read into memory whole: in a folder
+# (read_metadata, DiagnosaModel.load) as in a tarball (checked_members).
+MAX_METADATA_BYTES = 16 << 20
 
 
 def read_metadata(model_dir: str | Path) -> dict[str, Any]:
@@ -127,9 +129,10 @@ def read_metadata(model_dir: str | Path) -> dict[str, Any]:
     if not path.exists() and not path.is_symlink():
         raise ModelLoadError(f"{model_dir} is not a model folder (no {METADATA_FILE})")
     try:
-        data = read_file_bounded(path, METADATA_MAX_BYTES, METADATA_FILE)
+        data = read_file_bounded(path, MAX_METADATA_BYTES, METADATA_FILE)
     except FileTooLarge:
-        raise ModelLoadError(f"{path} is over {METADATA_MAX_BYTES:,} bytes: not a model's metadata") from None
+        raise ModelLoadError(f"{path} is over {MAX_METADATA_BYTES:,} bytes (MAX_METADATA_BYTES): not a model's "
+                             "metadata") from None
     except FileProblem as err:  # a FIFO hung every reader; a folder, a device, an unreadable file are named
         raise ModelLoadError(f"not a model folder: {err}") from None
     return parse_metadata(data, model_dir)
@@ -188,7 +191,6 @@ MAX_MEMBERS = 10_000  # members of one model.tar.gz (a model, its metadata, oof.
 MAX_UNPACKED_BYTES = 4 << 30  # 4 GiB: the members' sizes together; a model is unpacked whole by Evaluate, the vote and
 #                               at an endpoint's load, on a processing volume of 30 GB by default (a 10 MB gzip of
 #                               zeros holds 10 GB)
-MAX_METADATA_BYTES = 16 << 20  # metadata.json, read into memory
 MAX_OOF_BYTES = 1 << 30  # oof.npz in a tarball, and the arrays an oof.npz declares together (read into memory)
 MAX_HEADER_BYTES = 1 << 20  # a pax or GNU long-name header's data (a member's name and attributes: bytes to KiB),
 #                              which tarfile reads into memory whole before the member it describes is seen
@@ -385,7 +387,7 @@ class DiagnosaModel:
         for name in (MODEL_FILE, METADATA_FILE):
             if not (model_dir / name).is_file():
                 raise ModelLoadError(f"model directory {model_dir} has no {name}")
-        meta = json.loads((model_dir / METADATA_FILE).read_text(encoding="utf-8"))
+        meta = read_metadata(model_dir)  # bounded, and named when it is not a JSON object
         if check_versions:
             built, here = meta.get("versions", {}), library_versions()
             differ = {k: (built.get(k), here[k]) for k in here if k != "python" and built.get(k) != here[k]}

@@ -279,6 +279,21 @@ def test_a_model_folder_whose_oof_npz_declares_too_much_is_refused_at_load(tmp_p
         DiagnosaModel.load(folder)
 
 
+@pytest.mark.parametrize("metadata, said", [
+    (b"{not json", r"metadata\.json is not valid JSON"),
+    (b"[1, 2]", r"metadata\.json must hold a JSON object"),
+    (b" " * ((16 << 20) + 1), r"is over 16,777,216 bytes \(MAX_METADATA_BYTES\)"),
+])
+def test_a_model_folders_metadata_is_read_bounded_and_named_at_load(tmp_path, trained_model_dir, metadata, said):
+    # DiagnosaModel.load read metadata.json whole and unchecked: a JSONDecodeError traceback, or a list's TypeError,
+    # where every other reader of a model folder (read_metadata) names it; the same limit as in a tarball now.
+    folder = tmp_path / "model"
+    shutil.copytree(trained_model_dir, folder)
+    (folder / METADATA_FILE).write_bytes(metadata)
+    with pytest.raises(ModelLoadError, match=said):
+        DiagnosaModel.load(folder)
+
+
 def test_an_oof_npz_member_that_is_no_array_is_refused_unread(tmp_path):
     # A member without the .npy magic was read whole into memory as bytes (64 MiB of zeros from a 64 KB file here).
     path = npz(tmp_path / OOF_FILE, {"proba": bytes(64 << 20), "y.npy": saved_npy(np.zeros(3, dtype=np.int64))})
