@@ -236,16 +236,15 @@ def member_name(member: tarfile.TarInfo) -> str:
     return member.name[2:] if member.name.startswith("./") else member.name
 
 
-def checked_members(tar: tarfile.TarFile, where: str, *, file_limits: Mapping[str, int] | None = None,
-                    reader: str = "a model load") -> Iterator[tarfile.TarInfo]:
+def checked_members(tar: tarfile.TarFile, where: str, *, reader: str = "a model load") -> Iterator[tarfile.TarInfo]:
     """The members of a model.tar.gz opened as ``tar``, one at a time, each yielded only once its header passed (the
     caller reads or extracts it before the next header is read): :class:`ModelArchiveRefused`, leading with ``where``
     and naming the member and the limit, for a path or link leading out of the folder (absolute, ``..``), a device or
-    FIFO, a name twice, more than MAX_MEMBERS members or MAX_UNPACKED_BYTES in all, a file of ``file_limits`` (by
-    name at the root; default: metadata.json and oof.npz at MAX_METADATA_BYTES and MAX_OOF_BYTES) over its limit.
+    FIFO, a name twice, more than MAX_MEMBERS members or MAX_UNPACKED_BYTES in all, metadata.json or oof.npz at the
+    root over MAX_METADATA_BYTES or MAX_OOF_BYTES (read into memory).
     A refused member's data is never read; tarfile's own errors (not a gzip tar, cut, an extended header over
     MAX_HEADER_BYTES when opened by :func:`open_model_tarball`) pass through."""
-    limits = {METADATA_FILE: MAX_METADATA_BYTES, OOF_FILE: MAX_OOF_BYTES} if file_limits is None else file_limits
+    limits = {METADATA_FILE: MAX_METADATA_BYTES, OOF_FILE: MAX_OOF_BYTES}  # looked up at each call
     seen: set[str] = set()
     total = 0
     for count, member in enumerate(tar, 1):

@@ -30,11 +30,7 @@ import numpy as np
 
 from diagnosa.files import atomic_path, write_job_failure, write_text_atomic
 from diagnosa.logs import configure_logging
-from diagnosa.model import (  # the limits a model.tar.gz is held to live there; named here too
-    MAX_MEMBERS,  # noqa: F401
-    MAX_METADATA_BYTES,
-    MAX_OOF_BYTES,
-    MAX_UNPACKED_BYTES,  # noqa: F401
+from diagnosa.model import (  # the limits a model.tar.gz is held to live there (checked_members)
     METADATA_FILE,
     MODEL_FILE,
     OOF_FILE,
@@ -43,11 +39,11 @@ from diagnosa.model import (  # the limits a model.tar.gz is held to live there;
     ModelArchiveRefused,
     ModelLoadError,
     checked_members,
-    format_size,
     identity_version,
     member_name,
     open_model_tarball,
     parse_metadata,
+    read_metadata,
     read_oof,
     unpack_model,
 )
@@ -136,12 +132,10 @@ def _read_tarball(name: str, tarball: Path, wanted: str) -> bytes | None:
     where = f"candidate {name!r}: {MODEL_TARBALL}"
     files: dict[str, tarfile.TarInfo] = {}
     data = None
-    # This module's names of the read limits (diagnosa.model's), looked up at each call.
-    limits = {METADATA_FILE: MAX_METADATA_BYTES, OOF_FILE: MAX_OOF_BYTES}
     try:
         with open_model_tarball(tarball) as tar:
             # One header at a time: a refused header stops the read before its data is decompressed.
-            for member in checked_members(tar, where, file_limits=limits, reader="Select"):
+            for member in checked_members(tar, where, reader="Select"):
                 if member.isfile():
                     files[member_name(member)] = member
                     if member_name(member) == wanted:
@@ -201,10 +195,10 @@ def load_candidates(candidates_dir: Path) -> list[tuple[str, Path, dict[str, Any
         elif (entry / METADATA_FILE).is_file():
             if not (entry / MODEL_FILE).is_file():
                 raise ValueError(f"candidate {entry.name!r}: {entry} has {METADATA_FILE} but no {MODEL_FILE}")
-            if (entry / METADATA_FILE).stat().st_size > MAX_METADATA_BYTES:
-                raise ValueError(f"candidate {entry.name!r}: {entry / METADATA_FILE} is over the "
-                                 f"{format_size(MAX_METADATA_BYTES)} Select reads of it")
-            meta = _metadata(entry.name, (entry / METADATA_FILE).read_bytes(), entry)
+            try:
+                meta = read_metadata(entry)  # bounded, as in a tarball
+            except ModelLoadError as err:
+                raise ValueError(f"candidate {entry.name!r}: {err}") from None
             source = entry
         else:
             raise ValueError(f"candidate {entry.name!r}: {entry} holds neither {MODEL_TARBALL} "
@@ -231,9 +225,7 @@ def _read_oof(name: str, source: Path) -> dict[str, Any] | None:
     """Candidate ``name``'s out-of-fold probabilities (from its tarball or folder); None when it has none."""
     if source.is_dir():
         path = source / OOF_FILE
-        if path.is_file() and path.stat().st_size > MAX_OOF_BYTES:
-            raise ValueError(f"candidate {name!r}: {path} is over the {format_size(MAX_OOF_BYTES)} Select reads of it")
-        return read_oof(path) if path.is_file() else None
+        return read_oof(path) if path.is_file() else None  # what its arrays declare is bounded there
     raw = _read_tarball(name, source, OOF_FILE)
     return None if raw is None else read_oof(io.BytesIO(raw))
 

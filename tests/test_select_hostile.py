@@ -20,6 +20,7 @@ import pytest
 from test_processing_failures import container, exit_message
 from test_select import saved_model
 
+import diagnosa.model as model_module
 from diagnosa.model import METADATA_FILE, MODEL_FILE, OOF_FILE
 from processing import select
 
@@ -170,7 +171,7 @@ def test_a_metadata_json_over_its_limit_is_not_read_into_memory(tmp_path, models
 
 
 def test_an_oof_npz_over_its_limit_is_not_read_into_memory(tmp_path, models, monkeypatch):
-    monkeypatch.setattr(select, "MAX_OOF_BYTES", 1 << 20, raising=False)  # the limit is 1 GiB: 5 MiB here
+    monkeypatch.setattr(model_module, "MAX_OOF_BYTES", 1 << 20)  # the limit is 1 GiB: 5 MiB here
     base = job(tmp_path, models)
     bomb(bad_tarball(base), models["better"], OOF_FILE, 5 << 20)
     refused(base, "oof.npz is 5.0 MiB, over the 1.0 MiB Select reads of it")
