@@ -515,9 +515,13 @@ def build_pipeline(settings: PipelineSettings, session: Any) -> Any:
                                    if settings.subnets else {}) | ({"enable_network_isolation": True} if isolated else {})
     network = NetworkConfig(**job_network) if job_network else None
 
+    # The SDK's runproc.sh ends with `<command> <script> "$@"` under bash, the container's first process. Run as
+    # a child, the job never saw SageMaker's SIGTERM (StopProcessingJob): bash as PID 1 ignores it and does not pass
+    # it on, so SIGKILL followed and the job's handler (processing/entry.py) never ran. `exec` makes the job the
+    # first process itself.
     def processor(count: Any) -> Any:
         return FrameworkProcessor(image_uri=image, role=settings.role_arn, instance_count=count,
-                                  instance_type=processing_type, sagemaker_session=session,
+                                  command=["exec", "python"], instance_type=processing_type, sagemaker_session=session,
                                   code_location=f"{bucket}/artifacts/code/runners",
                                   volume_kms_key=settings.kms_key, output_kms_key=settings.kms_key,
                                   network_config=network)

@@ -44,8 +44,9 @@ from pipelines.local_jobs import JobError, LakeMapping, lake_fetcher
 from pipelines.staging import ENTRY_POINTS
 
 MARKER = ".diagnosa-job.json"  # written into a prepared root: only such a root is replaced by --force
-# The SDK's runproc.sh ends with `<python command> <entry script> "$@"` (FrameworkProcessor._generate_framework_script).
-_RUNPROC_CALL = re.compile(r'^\s*\S*python3?\s+(\S+\.py)\s+"\$@"\s*$', re.MULTILINE)
+# The SDK's runproc.sh ends with `<python command> <entry script> "$@"` (FrameworkProcessor._generate_framework_script);
+# the definition's command is `exec python`.
+_RUNPROC_CALL = re.compile(r'^\s*(?:exec\s+)?\S*python3?\s+(\S+\.py)\s+"\$@"\s*$', re.MULTILINE)
 # The container paths the training entry point reads (the toolkit's names); the rest it finds under SM_INPUT_DIR.
 TRAINING_VARIABLES = {"SM_INPUT_DIR": "/opt/ml/input", "SM_MODEL_DIR": "/opt/ml/model", "SM_OUTPUT_DIR": "/opt/ml/output"}
 

@@ -21,12 +21,16 @@ failing with a message naming it.
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import os
 import re
+import signal
 import subprocess
 import sys
 import tarfile
+import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from types import SimpleNamespace
@@ -236,6 +240,75 @@ def test_processing_step_runs_as_its_container(step, execution, s3, s3_fetch, tm
     assert config["ProcessingJobName"] == request["ProcessingJobName"]
     assert config["AppSpecification"]["ContainerEntrypoint"] == ENTRYPOINT
     CHECKS[step](container.outputs, execution)
+
+
+def _can_make_pid_namespace() -> bool:
+    try:
+        return subprocess.run(["unshare", "--pid", "--fork", "true"], capture_output=True, timeout=30).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def _first_process(launcher: subprocess.Popen, in_namespace: bool) -> int:
+    """The container's first process as the host sees it: the launcher itself, or unshare's one child (PID 1 inside)."""
+    if not in_namespace:
+        return launcher.pid
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        children = Path(f"/proc/{launcher.pid}/task/{launcher.pid}/children").read_text().split()
+        if children:
+            return int(children[0])
+        time.sleep(0.05)
+    pytest.fail("unshare started no process")
+
+
+@pytest.mark.parametrize("in_namespace", [
+    pytest.param(True, id="pid-1", marks=pytest.mark.skipif(
+        not _can_make_pid_namespace(), reason="a PID namespace (the container's PID 1) needs CAP_SYS_ADMIN: root, as CI")),
+    pytest.param(False, id="plain-process")])
+def test_a_processing_job_stopped_by_the_service_gets_its_sigterm(in_namespace, execution, s3, s3_fetch, tmp_path):
+    # StopProcessingJob signals the container's first process: the bash that runs the SDK's runproc.sh. As PID 1
+    # bash ignores SIGTERM (no handler) and passes nothing on; as a plain process it dies and leaves the job running.
+    # Either way the job's own handler (processing/entry.py) never ran and SIGKILL came 30 s later: no reason, a
+    # half-written champion. The definition's runproc.sh now execs the job, so the job is that first process.
+    from test_job_sigterm import HOOK
+
+    request = request_of(execution, "Select")
+    container = render_processing(request, tmp_path / "opt-ml", s3_fetch(s3),
+                                  f"arn:aws:sagemaker:{REGION}:000000000000:processing-job/{request['ProcessingJobName']}")
+    hook, ready = tmp_path / "hook", tmp_path / "paused"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(HOOK, encoding="utf-8")
+    # The hook wraps the bundle's own diagnosa.files (runproc.sh unpacks it into the code input before Python starts).
+    env = container_environment(tmp_path, sys.executable, {
+        **request.get("Environment", {}), "OMP_NUM_THREADS": "1", "PAUSE_AT": "output/selection/selection.json",
+        "PAUSE_READY": str(ready), "PYTHONPATH": os.pathsep.join([str(hook), str(container.inputs["code"])])})
+    launcher_command = (["unshare", "--pid", "--fork", "--kill-child"] if in_namespace else []) + container.command
+    log = tmp_path / "container.log"
+    with log.open("wb") as out:
+        launcher = subprocess.Popen(launcher_command, cwd=container.root, env=env, stdout=out,
+                                    stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            deadline = time.monotonic() + 300
+            while not ready.exists():
+                assert launcher.poll() is None, f"the job ended before its pause:\n{log.read_text(errors='replace')[-3000:]}"
+                assert time.monotonic() < deadline, "the job did not reach its pause in 300 s"
+                time.sleep(0.05)
+            os.kill(_first_process(launcher, in_namespace), signal.SIGTERM)
+            try:
+                launcher.wait(timeout=30)  # the service's SIGKILL would come now
+            except subprocess.TimeoutExpired:
+                pytest.fail("the job was still running 30 s after SIGTERM: the service would SIGKILL it, reason lost")
+        finally:
+            with contextlib.suppress(ProcessLookupError):  # a job the signal missed (bash died, the job ran on)
+                os.killpg(launcher.pid, signal.SIGKILL)
+            launcher.wait()
+    message = container.root / "output" / "message"
+    said = log.read_text(errors="replace")
+    assert message.is_file(), f"no ExitMessage for DescribeProcessingJob; the job's log:\n{said[-3000:]}"
+    assert message.read_text(encoding="utf-8").startswith("stopped by SIGTERM"), said[-3000:]
+    assert launcher.returncode == 143  # the job's own status, as SageMaker records it
+    assert not [p for p in container.outputs["champion"].rglob("*") if p.is_file()]  # no half-done champion
 
 
 # ------------------------------------------------------------------------------------------------ monitoring
