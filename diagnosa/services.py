@@ -235,7 +235,10 @@ def plan_local_run(lake: DataLake, *, dataset: str, overrides: Mapping[str, str]
     from diagnosa.data.schema import too_small_classes
     from pipelines.definition import parameter_problems
     from pipelines.executor import ExecutionError, resolve_parameters
+    from pipelines.graph import definition_problems
 
+    if definition is not None and (malformed := definition_problems(definition)):  # a saved one: all of it at once
+        raise ServiceError("; ".join(malformed))
     overrides = dict(overrides or {})
     manifest = curated_manifest(lake, dataset, overrides.get("InputDataUri"))
     built = definition is None

@@ -55,6 +55,7 @@ DEFAULT_RECALL_THRESHOLD = 0.80
 MAX_LABELS = 90
 RECALL_THRESHOLD = "RecallThreshold"  # in the name of every recall-threshold parameter (a class's, a slice's)
 SEED_PARAMETER = "Seed"
+GATE_FAILED_STEP = "RecallGateFailed"  # the Fail step the recall gate leads to: the CLI's hint after a run names its thresholds
 DEFAULT_ORPHAN_THRESHOLD = 0.50
 DEFAULT_SLICE_THRESHOLD = DEFAULT_ORPHAN_THRESHOLD  # minimum macro recall on a dataset's slice
 # Minimum macro recall on the slice's groups held out of training (the cohort's: orphan diseases with no
@@ -655,7 +656,7 @@ def build_pipeline(settings: PipelineSettings, session: Any) -> Any:
         deploy_steps = _deployment(settings, session, serving_image, champion_model, serving_env, endpoint_name, bucket)
         on_pass.append(ConditionStep(name="DeployIfApproved", depends_on=[register], if_steps=deploy_steps,
                                      conditions=[ConditionEquals(left=approval, right="Approved")], else_steps=[]))
-    fail = FailStep(name="RecallGateFailed", error_message=recall_of("gate.message"))
+    fail = FailStep(name=GATE_FAILED_STEP, error_message=recall_of("gate.message"))
     gate = ConditionStep(name="RecallGate", conditions=conditions, if_steps=on_pass, else_steps=[fail])
     return Pipeline(name=settings.name, parameters=parameters,
                     steps=[preprocess, transform, *trainings, select, evaluate, gate], sagemaker_session=session)

@@ -45,7 +45,7 @@ from diagnosa.net import process_alive
 from pipelines import guard as guard_script
 from pipelines.definition import FLOAT_MAX, parameter_from_text, parameter_problems, parameter_range_problems
 from pipelines.expressions import ExpressionError, Resolver, evaluate_condition, step_references
-from pipelines.graph import DefinitionError, StepNode, build_graph
+from pipelines.graph import DefinitionError, StepNode, build_graph, declared_parameter_problems
 from pipelines.guard import EXECUTION_MARKER, job_processes, signal_jobs
 from pipelines.local_jobs import (
     JOB_LOG,
@@ -88,7 +88,10 @@ class DamagedExecution(ExecutionError):
 
 def resolve_parameters(definition: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
     """Declared defaults with ``overrides`` applied; unknown names, wrong types, values outside an enum or outside
-    the parameter's range (``parameter_range_problems``) are refused."""
+    the parameter's range (``parameter_range_problems``) are refused, as is a malformed definition."""
+    problems = declared_parameter_problems(definition)
+    if problems:
+        raise ExecutionError("; ".join(problems))
     declared = {p["Name"]: p for p in definition.get("Parameters", [])}
     unknown = sorted(set(overrides) - set(declared))
     if unknown:

@@ -82,6 +82,9 @@ class Resolver:
             return self._get(value["Get"])
         if set(value) == {"Std:Join"}:
             spec = value["Std:Join"]
+            if not isinstance(spec, dict) or not isinstance(spec.get("On", ""), str) \
+                    or not isinstance(spec.get("Values", []), list):
+                raise ExpressionError(f"Std:Join needs On (a string) and Values (a list), got {spec!r:.120}")
             return str(self(spec.get("On", ""))).join(self._text(self(v)) for v in spec.get("Values", []))
         if set(value) == {"Std:JsonGet"}:
             return self._json_get(value["Std:JsonGet"])

@@ -2,15 +2,18 @@
 
 Edges come from data (an argument reads ``Steps.X...``), from ``DependsOn``, and from condition
 branches (a step in a Condition's ``IfSteps``/``ElseSteps`` waits for the condition and runs only on
-its branch). Unknown step types, references to missing steps, duplicate names and cycles are
-reported at once with the names involved, so a bad definition fails before any step runs.
+its branch). A malformed document (``definition_problems``), unknown step types, references to missing steps,
+duplicate names and cycles are reported at once with the names involved, so a bad definition fails before any step
+runs.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
 
+from inference.limits import not_text, surrogate_path
 from pipelines.expressions import step_references
+from pipelines.service_model import name_problem
 
 SUPPORTED_TYPES = ("Processing", "Training", "Condition", "Fail", "RegisterModel", "Model", "CreateModel",
                    "EndpointConfig", "Endpoint")
@@ -31,9 +34,7 @@ class StepNode:
 
 
 def _flatten(steps: list[dict[str, Any]], branch: tuple[str, bool] | None, out: list[StepNode]) -> None:
-    for step in steps:
-        if not isinstance(step, dict) or "Name" not in step or "Type" not in step:
-            raise DefinitionError(f"a step needs a Name and a Type, got {str(step)[:80]}")
+    for step in steps:  # shapes checked by definition_problems
         node = StepNode(step["Name"], step["Type"], step.get("Arguments", {}), step, branch_of=branch)
         out.append(node)
         if step["Type"] == "Condition":
@@ -41,9 +42,75 @@ def _flatten(steps: list[dict[str, Any]], branch: tuple[str, bool] | None, out: 
             _flatten(node.arguments.get("ElseSteps", []), (node.name, False), out)
 
 
-def build_graph(definition: dict[str, Any]) -> dict[str, StepNode]:
+def definition_problems(definition: Any) -> list[str]:
+    """What is wrong with the document itself, all of it (CreatePipeline checks a definition before it stores it):
+    its shape (a Steps list of step objects, a Parameters list), the names of steps and parameters (SageMaker's
+    ``StepName`` and ``PipelineParameterName`` shapes), the types of ``Arguments``, ``DependsOn`` and a condition's
+    branches, and text no UTF-8 writer can write (a lone surrogate, anywhere)."""
+    if not isinstance(definition, dict):
+        return ["a pipeline definition is a JSON object"]
+    where = surrogate_path(definition)
+    problems = [f"{where}: {not_text()}"] if where else []
+    problems += declared_parameter_problems(definition, surrogates=False)
     if not isinstance(definition.get("Steps"), list):
-        raise DefinitionError("the definition has no Steps list")
+        return [*problems, "the definition has no Steps list"]
+    problems += _step_problems(definition["Steps"], "Steps")
+    return problems
+
+
+def declared_parameter_problems(definition: dict[str, Any], *, surrogates: bool = True) -> list[str]:
+    """What is wrong with the definition's ``Parameters``: a list of objects named within SageMaker's
+    ``PipelineParameterName`` (their types and values are the executor's ``resolve_parameters`` to check)."""
+    parameters = definition.get("Parameters", [])
+    if not isinstance(parameters, list):
+        return [f"Parameters must be a list of parameter objects, got {type(parameters).__name__}"]
+    where = surrogate_path(parameters) if surrogates else None
+    problems = [f"Parameters{'' if where.startswith('[') else '.'}{where}: {not_text()}"] if where else []
+    for i, parameter in enumerate(parameters):
+        problem = (name_problem("PipelineParameterName", parameter.get("Name")) if isinstance(parameter, dict)
+                   else "must be an object with a Name and a Type")
+        if problem:
+            problems.append(f"Parameters[{i}]: {'Name ' if isinstance(parameter, dict) else ''}{problem}")
+    return problems
+
+
+def _step_problems(steps: list[Any], where: str) -> list[str]:
+    problems = []
+    for i, step in enumerate(steps):
+        at = f"{where}[{i}]"
+        if not isinstance(step, dict):
+            problems.append(f"{at}: a step is an object with a Name and a Type, got {str(step)[:80]}")
+            continue
+        name_wrong = name_problem("StepName", step.get("Name"))
+        if name_wrong:
+            problems.append(f"{at}: Name {name_wrong}")
+        else:
+            at = f"step {step['Name']!r}"
+        if not isinstance(step.get("Type"), str):
+            problems.append(f"{at}: Type must be a string, got {step.get('Type')!r:.80}")
+        arguments = step.get("Arguments", {})
+        if not isinstance(arguments, dict):
+            problems.append(f"{at}: Arguments must be an object, got {type(arguments).__name__}")
+            arguments = {}
+        depends = step.get("DependsOn", [])
+        if not isinstance(depends, list) or not all(isinstance(name, str) for name in depends):
+            problems.append(f"{at}: DependsOn must be a list of step names, got {depends!r:.80}")
+        if step.get("Type") == "Condition":
+            conditions = arguments.get("Conditions", [])
+            if not isinstance(conditions, list) or not all(isinstance(c, dict) for c in conditions):
+                problems.append(f"{at}: Conditions must be a list of condition objects, got {conditions!r:.80}")
+            for branch in ("IfSteps", "ElseSteps"):
+                if not isinstance(arguments.get(branch, []), list):
+                    problems.append(f"{at}: {branch} must be a list of steps, got {arguments[branch]!r:.80}")
+                else:
+                    problems += _step_problems(arguments.get(branch, []), f"{at} {branch}")
+    return problems
+
+
+def build_graph(definition: dict[str, Any]) -> dict[str, StepNode]:
+    problems = definition_problems(definition)
+    if problems:
+        raise DefinitionError("; ".join(problems))
     nodes: list[StepNode] = []
     _flatten(definition["Steps"], None, nodes)
     graph: dict[str, StepNode] = {}

@@ -179,6 +179,20 @@ def service_pattern(pattern: str) -> re.Pattern[str]:
     return re.compile(translated, re.ASCII)
 
 
+def name_problem(shape_name: str, value: Any) -> str | None:
+    """Why ``value`` is not a string of SageMaker's shape ``shape_name`` (its length and pattern: a step's
+    ``StepName``, a parameter's ``PipelineParameterName``), or None."""
+    shape = _sagemaker().shape_for(shape_name)
+    if not isinstance(value, str):
+        return f"must be a string, got {value!r:.80}"
+    least, most, pattern = shape.metadata.get("min", 0), shape.metadata.get("max"), shape.metadata.get("pattern")
+    if len(value) < max(least, 1) or (most is not None and len(value) > most):
+        return f"must be 1 to {most} characters, got {len(value)}"
+    if pattern is not None and not service_pattern(pattern).fullmatch(value):
+        return f"{value!r:.80} must match SageMaker's {shape_name} pattern {pattern}"
+    return None
+
+
 def pattern_problems(shape: Any, value: Any) -> list[str]:
     """Strings (values and map keys) that do not match their shape's ``pattern``, which botocore's validator does not
     check; and strings with a lone UTF-16 surrogate, which no service request can carry. SageMaker refuses them when

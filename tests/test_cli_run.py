@@ -66,6 +66,68 @@ def test_a_saved_definition_is_checked_before_it_runs(ws, tmp_path, capsys):
     assert "step 'Cluster' has type 'EMR', which the local executor does not run" in capsys.readouterr().err
 
 
+FAIL = {"Name": "Stop", "Type": "Fail", "Arguments": {"ErrorMessage": "stopped"}}
+
+
+@pytest.mark.parametrize("definition, message", [
+    # Each was a Python traceback (exit 1), or read as something else: DependsOn "Ab" as the steps A and b.
+    ({"Steps": [{**FAIL, "Name": ["Stop"]}]}, "Steps[0]: Name must be a string, got ['Stop']"),
+    ({"Steps": [{**FAIL, "Arguments": []}]}, "step 'Stop': Arguments must be an object, got list"),
+    ({"Steps": [{**FAIL, "DependsOn": "Ab"}]}, "step 'Stop': DependsOn must be a list of step names, got 'Ab'"),
+    ({"Steps": [{**FAIL, "DependsOn": [["A"]]}]}, "DependsOn must be a list of step names"),
+    ({"Parameters": "Seed", "Steps": [FAIL]}, "Parameters must be a list of parameter objects, got str"),
+    ({"Parameters": [{"Name": 5, "Type": "String", "DefaultValue": "x"}], "Steps": [FAIL]},
+     "Parameters[0]: Name must be a string, got 5"),
+    ({"Steps": [{"Name": "Gate", "Type": "Condition", "Arguments": {"Conditions": "x", "IfSteps": [FAIL]}}]},
+     "step 'Gate': Conditions must be a list of condition objects, got 'x'"),
+    ({"Steps": [{"Name": "Gate", "Type": "Condition", "Arguments": {"Conditions": [], "ElseSteps": FAIL}}]},
+     "step 'Gate': ElseSteps must be a list of steps"),
+    ({"Steps": [{"Name": "Gate", "Type": "Condition", "Arguments": {"Conditions": [], "IfSteps": [7]}}]},
+     "step 'Gate' IfSteps[0]: a step is an object with a Name and a Type, got 7"),
+    # Names SageMaker's StepName refuses (CreatePipeline): a space, more than 64 characters.
+    ({"Steps": [{**FAIL, "Name": "my step"}]}, "Name 'my step' must match SageMaker's StepName pattern"),
+    ({"Steps": [{**FAIL, "Name": "S" * 65}]}, "Steps[0]: Name must be 1 to 64 characters, got 65"),
+    # A lone surrogate (a JSON \ud800 escape) anywhere: a traceback when the execution record was written.
+    ({"Steps": [{**FAIL, "Arguments": {"ErrorMessage": "\ud800"}}]},
+     "Steps[0].Arguments.ErrorMessage: a string holds a lone UTF-16 surrogate"),
+    ({"Steps": [{**FAIL, "Arguments": {"\udc80": "x"}}]}, "Steps[0].Arguments.<key>: a string holds a lone UTF-16"),
+])
+def test_a_malformed_saved_definition_is_refused_whole_before_it_runs(ws, tmp_path, capsys, definition, message):
+    saved = tmp_path / "definition.json"
+    saved.write_text(json.dumps(definition), encoding="utf-8")  # ensure_ascii: surrogates written as escapes
+    assert main([*ws, "run", "--local", "--definition", str(saved)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err, err
+    assert not (tmp_path / "ws" / "executions").exists()
+
+
+def test_every_problem_of_a_saved_definition_is_named_at_once(ws, tmp_path, capsys):
+    saved = tmp_path / "definition.json"
+    saved.write_text(json.dumps({"Parameters": [{"Name": "a b"}], "Steps": [{**FAIL, "Name": "x y"}, 3]}))
+    assert main([*ws, "run", "--local", "--definition", str(saved)]) == 2
+    err = capsys.readouterr().err
+    assert "Parameters[0]: Name 'a b' must match" in err and "Steps[0]: Name 'x y' must match" in err
+    assert "Steps[1]: a step is an object" in err
+
+
+def test_a_fail_step_of_ones_own_is_not_called_the_recall_gate(ws, tmp_path, capsys):
+    # A saved definition's own Fail step was reported as "the recall gate kept the model out of the registry".
+    saved = tmp_path / "definition.json"
+    saved.write_text(json.dumps({"Version": "2020-12-01", "Parameters": [], "Steps": [FAIL]}))
+    assert main([*ws, "run", "--local", "--definition", str(saved)]) == 1
+    out = capsys.readouterr().out
+    assert "failed: stopped" in out and "the definition's Fail step Stop was reached" in out, out
+    assert "recall gate" not in out and "--resume" not in out  # a resumed run would end there again
+
+
+def test_a_malformed_join_fails_its_step_by_name(ws, tmp_path, capsys):
+    saved = tmp_path / "definition.json"
+    saved.write_text(json.dumps({"Steps": [{**FAIL, "Arguments": {"ErrorMessage": {"Std:Join": {"On": 1, "Values": 5}}}}]}))
+    assert main([*ws, "run", "--local", "--definition", str(saved)]) == 1
+    out = capsys.readouterr().out
+    assert "step Stop: Std:Join needs On (a string) and Values (a list)" in out and "internal error" not in out, out
+
+
 def test_listing_an_empty_workspace(ws, capsys):
     assert main([*ws, "executions"]) == 0
     assert "no local executions" in capsys.readouterr().out

@@ -38,7 +38,8 @@ def test_waves_follow_data_edges_dependson_and_branches():
     ([step("A", "Transform")], "type 'Transform', which the local executor does not run"),
     ([step("A", X={"Get": "Steps.Ghost.Prop"})], "refers to unknown step\\(s\\): Ghost"),
     ([step("A", depends=["B"]), step("B", depends=["A"])], "wait for each other"),
-    ([{"Type": "Processing"}], "needs a Name and a Type"),
+    ([{"Type": "Processing"}], "Steps\\[0\\]: Name must be a string, got None"),
+    ([step("A", depends=["B"]), 5], "Steps\\[1\\]: a step is an object with a Name and a Type, got 5"),
 ])
 def test_bad_definitions_fail_before_anything_runs(steps, message):
     with pytest.raises(DefinitionError, match=message):

@@ -125,6 +125,7 @@ def _example(lake, manifest: dict[str, Any] | None, record) -> dict[str, Any]:
 
 
 def _report(record, lake, example: dict[str, Any] = EXAMPLE_REQUEST, *, port: int | None = None) -> None:
+    from pipelines.definition import GATE_FAILED_STEP
     from pipelines.registry import package_version
 
     print(f"execution {record.id}: {record.status} (details: {record.path})")
@@ -156,11 +157,14 @@ def _report(record, lake, example: dict[str, Any] = EXAMPLE_REQUEST, *, port: in
         print(f"  stopped before the end: resume with `diagnosa run --local --resume {record.id}`")
     if record.status == "Failed":
         print(f"  failed: {record.data.get('FailureReason')}")
-        if any(s["StepType"] == "Fail" and s["StepStatus"] == "Failed" for s in steps.values()):
+        failed_at = [name for name, s in steps.items() if s["StepType"] == "Fail" and s["StepStatus"] == "Failed"]
+        if failed_at == [GATE_FAILED_STEP]:
             names = ", ".join(_gate_parameters(lake, evaluate)) or "<Name>"
             print(f"  the recall gate kept the model out of the registry: hold one run to other thresholds with "
                   f"`--param NAME=VALUE` ({names}; training is reused from the cache), a dataset "
                   "to its own in its config's [gate] (docs/data.md; ingested again, a new version that trains anew)")
+        elif failed_at:  # a saved definition's own Fail step: it ends there again when resumed
+            print(f"  the definition's Fail step {failed_at[0]} was reached: its condition decides, not a fault to resume")
         else:
             # A resumed run reads the same curated version: it can retry a fixed environment or code, not data.
             print(f"  after fixing the cause in the code or the environment, resume with `diagnosa run --local "
