@@ -13,10 +13,12 @@ Container contract (SageMaker Processing):
 Prints ``monitor:drifted_features=N``, ``monitor:failing_classes=N`` and ``monitor:alert=0|1``;
 with ``--metrics-namespace`` it also publishes them to CloudWatch (``monitoring/cloudwatch.py``), where
 the CDK app's drift alarm starts retraining; the exit status is 0 whatever the verdict (1 only when the job
-could not run), so an alert never looks like a broken job.
+could not run), so an alert never looks like a broken job. Stopped by SIGTERM (StopProcessingJob): 143, its reason
+"stopped by SIGTERM ..." and no report (``processing.entry.stops_on_sigterm``).
 """
 from __future__ import annotations
 
+import argparse
 import logging
 import sys
 from pathlib import Path
@@ -25,7 +27,7 @@ from typing import Sequence
 from diagnosa.files import write_job_failure
 from diagnosa.lake import DataLake, LakeError
 from diagnosa.logs import configure_logging
-from processing.entry import PROCESSING_ROOT, JobArgumentParser
+from processing.entry import PROCESSING_ROOT, JobArgumentParser, stops_on_sigterm
 
 log = logging.getLogger("diagnosa.monitor")
 
@@ -49,6 +51,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                     "(the CDK app's drift alarm watches Diagnosa/Monitoring DriftScore)")
     args = parser.parse_args(argv)
     base = Path(args.base_dir)
+    # Stopped by SIGTERM (StopProcessingJob): what it wrote under output/ is removed (a report cut between its files
+    # looked like a run's), its reason is written, exit 143 (processing/entry.py).
+    with stops_on_sigterm(base, [base / "output"]):
+        return _monitor(args, base)
+
+
+def _monitor(args: argparse.Namespace, base: Path) -> int:
+    """The job's body: 0 whatever the verdict, 1 with its reason written for the service when it could not run."""
     out = base / "output" / "report"
     from monitoring.run import (
         WindowError,

@@ -31,10 +31,14 @@ at all, or none that could become a row) is ``version: null`` with the reason, a
 ``base_version``. Exit status 1 only when the job could not run (no curated version to add to, an endpoint
 no dataset deploys to, a ``--dataset`` with no curated version, ingestion refused, the lake unreadable, an output
 folder holding another run's result): ``output/failure`` and the job's ExitMessage hold the reason. Bad arguments:
-2, as argparse, with the reason in the same places.
+2, as argparse, with the reason in the same places. Stopped by SIGTERM (StopProcessingJob): 143, the reason "stopped
+by SIGTERM ..." in the same places and no result (``processing.entry.stops_on_sigterm``); the lake keeps what was
+ingested whole (a version without its manifest is never read; one written before LATEST.json moved is the latest
+again when the same feedback is folded again).
 """
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import sys
@@ -43,7 +47,7 @@ from typing import Any, Sequence
 
 from diagnosa.files import write_job_failure
 from diagnosa.logs import configure_logging
-from processing.entry import PROCESSING_ROOT, JobArgumentParser
+from processing.entry import PROCESSING_ROOT, JobArgumentParser, stops_on_sigterm
 
 log = logging.getLogger("diagnosa.retrain")
 
@@ -67,6 +71,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--base-version", help="the curated version to add the feedback to (default: the latest)")
     args = parser.parse_args(argv)
     base = Path(args.base_dir)
+    # Stopped by SIGTERM (StopProcessingJob): what it wrote under output/ is removed, its reason is written (the
+    # retrain function quotes it), exit 143 (processing/entry.py). The lake needs no undoing: a curated version is
+    # read only once its manifest is written, whole (atomic writes), and LATEST.json moves only after it; a stop
+    # before LATEST leaves a complete version that a rerun of the same feedback makes the latest again.
+    with stops_on_sigterm(base, [base / "output"]):
+        return _fold(args, base)
+
+
+def _fold(args: argparse.Namespace, base: Path) -> int:
+    """The job's body: 0 with the result written, 1 with its reason written for the service."""
     out = base / "output" / "result"
     from diagnosa.data.ingest import IngestError, curated_prefix, latest_version
     from diagnosa.lake import DataLake, LakeError
