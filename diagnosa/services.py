@@ -139,17 +139,20 @@ def serves(record: dict[str, Any], package: dict[str, Any]) -> bool:
 
 
 def label_naming_problem(config_path: Path) -> str | None:
-    """Why the pipeline could not name a recall-threshold parameter for every label of a dataset config (a
-    label with no letter or digit, two labels mapping to one name), so ingestion can refuse it before anything
-    is written rather than the first run after it; None when it can, or when the config does not load (ingestion
-    says why)."""
+    """Why the pipeline could not be built for the labels of a dataset config (more than it takes; a label with no
+    letter or digit to name its recall-threshold parameter, two labels mapping to one name), so ingestion can refuse
+    it before anything is written rather than the first run after it; None when it can, or when the config does not
+    load (ingestion says why)."""
     from diagnosa.data.schema import SchemaError, load_dataset_config
-    from pipelines.definition import parameter_names
+    from pipelines.definition import parameter_names, too_many_labels
 
     try:
         labels = load_dataset_config(config_path)["labels"]
     except SchemaError:
         return None
+    problem = too_many_labels(labels)
+    if problem:
+        return f"{config_path}: {problem}. Nothing was written"
     try:
         parameter_names(labels)
     except ValueError as err:

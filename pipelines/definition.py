@@ -109,10 +109,20 @@ def class_parameter(label: str) -> str:
 MAX_LABEL_NAME = 200
 
 
+def too_many_labels(labels: tuple[str, ...] | list[str]) -> str | None:
+    """Why the pipeline cannot take this many labels, or None."""
+    if len(labels) <= MAX_LABELS:
+        return None
+    return (f"{len(labels):,} labels: the pipeline takes at most {MAX_LABELS} (the Evaluate job takes each label's "
+            "recall threshold as one of SageMaker's at most 100 container arguments); merge the rarest into broader "
+            "classes")
+
+
 def parameter_names(labels: tuple[str, ...] | list[str]) -> dict[str, str]:
     """Label → its recall-threshold parameter, in label order; ValueError when a label has no letter or digit, is
     spelt longer than a parameter name can be, or two labels share a name (what the user should rename)."""
     names: dict[str, str] = {}
+    owner: dict[str, str] = {}  # parameter name → the label that took it (a scan of names per label was quadratic)
     for label in labels:
         name = class_parameter(label)
         if len(name) - len(RECALL_THRESHOLD) > MAX_LABEL_NAME:
@@ -120,11 +130,10 @@ def parameter_names(labels: tuple[str, ...] | list[str]) -> dict[str, str]:
                              f"long in its recall-threshold parameter's name (accents dropped, any other non-ASCII "
                              f"letter written U+hex): at most {MAX_LABEL_NAME} (SageMaker takes parameter names and "
                              f"job arguments of up to 256 characters); shorten it")
-        clash = [other for other, taken in names.items() if taken == name]
-        if clash:
-            raise ValueError(f"labels {clash[0]!r} and {label!r} both map to the parameter name {name}: "
+        if name in owner:
+            raise ValueError(f"labels {owner[name]!r} and {label!r} both map to the parameter name {name}: "
                              "rename one of them (docs/pipeline.md: parameter names)")
-        names[label] = name
+        names[label], owner[name] = name, label
     return names
 
 
@@ -352,10 +361,9 @@ def check_settings(settings: PipelineSettings) -> None:
     if settings.missing_indicators not in MISSING_INDICATORS:
         raise ValueError(f"missing_indicators must be one of {', '.join(MISSING_INDICATORS)}, "
                          f"got {settings.missing_indicators!r}")
-    if len(settings.labels) > MAX_LABELS:
-        raise ValueError(f"{len(settings.labels)} labels: the pipeline takes at most {MAX_LABELS} (the Evaluate job "
-                         "takes each label's recall threshold as one of SageMaker's at most 100 container "
-                         "arguments); merge the rarest into broader classes")
+    problem = too_many_labels(settings.labels)
+    if problem:
+        raise ValueError(problem)
     names = settings.parameter_names()
     if settings.slice_name is not None:
         if not SLICE_NAME.fullmatch(settings.slice_name):

@@ -90,3 +90,30 @@ def test_ingest_refuses_a_label_too_long_for_its_gate_parameter_before_anything_
     assert code == 2 and "label 'muygrave" in err and "at most 200" in err and "Nothing was written" in err
     assert not (tmp_path / "ws" / "lake" / "raw" / "x").exists()
     assert not list((tmp_path / "ws" / "lake").rglob("*.csv")) and not list((tmp_path / "ws" / "lake").rglob("*.parquet"))
+
+
+def test_ingest_refuses_more_labels_than_the_pipeline_takes_before_anything_is_written(tmp_path, capsys):
+    # 91 labels, each with its 3 rows, were ingested and refused only by the first run's definition build (the Evaluate
+    # job's container arguments); a config of 300,000 labels ran for over 10 minutes (a quadratic name check).
+    from diagnosa.cli import main
+
+    labels = [f"clase{i}" for i in range(91)]
+    (tmp_path / "x.csv").write_text("case,age,outcome\n" + "".join(
+        f"c{i}-{j},{30 + j},{label}\n" for i, label in enumerate(labels) for j in range(3)), encoding="utf-8")
+    (tmp_path / "x.toml").write_text(f'name = "x"\nid_column = "case"\ntarget = "outcome"\nlabels = {labels}\n'
+                                     .replace("'", '"'), encoding="utf-8")
+    code = main(["--workspace", str(tmp_path / "ws"), "data", "ingest", str(tmp_path / "x.csv"),
+                 "--config", str(tmp_path / "x.toml")])
+    err = capsys.readouterr().err
+    assert code == 2 and "91 labels: the pipeline takes at most 90" in err and "Nothing was written" in err, err
+    assert not list((tmp_path / "ws" / "lake").rglob("*.csv")) and not list((tmp_path / "ws" / "lake").rglob("*.parquet"))
+
+
+def test_two_labels_of_one_parameter_name_are_both_named():
+    from pipelines.definition import parameter_names
+
+    many = [f"L{i}" for i in range(1000)]
+    assert list(parameter_names(many).values()) == [f"RecallThresholdL{i}" for i in range(1000)]
+    with pytest.raises(ValueError, match="labels 'Muy grave' and 'muy-grave' both map to the parameter name "
+                                         "RecallThresholdMuyGrave"):
+        parameter_names([*many, "Muy grave", "muy-grave"])

@@ -147,7 +147,8 @@ nothing reaches the lake (not even `raw/`):
 - the config: not TOML, unknown keys (at the top, in `[slice]`, in `[columns.<column>]`), a missing
   required key, a value of the wrong type (`ordinal = "yes"`, `min = "0"`, `labels = "a,b"`), duplicate
   labels (or a name twice in `exclude`, a value twice in a column's `values`), a `[slice]` `value` that
-  is `nan` or infinite, labels the gate cannot name (two mapping to one parameter name,
+  is `nan` or infinite, more than 90 labels (the Evaluate job takes one container argument per label's
+  threshold, SageMaker at most 100 per job), labels the gate cannot name (two mapping to one parameter name,
   `Détérioration +` and `Détérioration ++`; one without a letter or digit, `+`), a name SageMaker cannot
   use or the built-in cohort's (`patients`, `diagnosa`), an unknown type or role; a `[columns.<target>]`
   setting anything but `unit` (the target is always required, its values the labels) or a
