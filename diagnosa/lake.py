@@ -27,6 +27,7 @@ from typing import Any, Callable
 from urllib.parse import unquote, urlparse
 
 from diagnosa.files import atomic_path, temp_writer, temp_writer_alive
+from diagnosa.text import some_of
 
 ZONES: tuple[str, ...] = ("raw", "curated", "features", "artifacts", "capture", "capture-errors", "feedback",
                           "quarantine")
@@ -564,8 +565,7 @@ def _not_a_lake(root: Path) -> str | None:
         return None
     if not names or any((root / zone).is_dir() for zone in ZONES):
         return None
-    shown = ", ".join(names[:2])
-    return shown + (f" and {len(names) - 2} more" if len(names) > 2 else "")
+    return some_of(names, 2)
 
 
 def _file_sha256(path: str | os.PathLike) -> str:

@@ -56,6 +56,7 @@ from diagnosa.data.ingest import curated_prefix
 from diagnosa.data.schema import LIST_TYPES, MISSING_INDICATORS, UNLEARNED_TYPES, Schema
 from diagnosa.files import write_job_failure
 from diagnosa.logs import configure_logging
+from diagnosa.text import some_of
 from processing.entry import job_parser, stops_on_sigterm
 from processing.features import REDUCTIONS, FeatureParams, as_float32, binary_columns, build_feature_pipeline
 from processing.resample import JOINT_METHODS, METHODS, Resampled, balanced_class_weights, resample, row_weights
@@ -395,11 +396,6 @@ def _objects(folder: Path) -> list[str]:
                   if p.is_file() and p.relative_to(folder).as_posix() != MANIFEST_FILE)
 
 
-def _names(names: Sequence[str], limit: int = 5) -> str:
-    shown = ", ".join(names[:limit])
-    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
-
-
 def curated_parts(folder: Path, manifest: dict[str, Any]) -> list[Path]:
     """Exactly the Parquet parts ``manifest`` lists under ``folder``, in its (row) order. Any other object there (an
     old export in a subfolder, a ._ file a Mac left, an empty part) is refused, and so is a listed part that is not
@@ -410,10 +406,10 @@ def curated_parts(folder: Path, manifest: dict[str, Any]) -> list[Path]:
     missing = [name for name in listed if name not in held]
     if missing:
         raise ValueError(f"input {folder}: the manifest lists {len(missing)} part(s) that are not there: "
-                         f"{_names(missing)} (the curated version is incomplete: copy it whole, or ingest again)")
+                         f"{some_of(missing, 5)} (the curated version is incomplete: copy it whole, or ingest again)")
     extra = [name for name in present if name not in wanted]
     if extra:
-        raise ValueError(f"input {folder} holds {len(extra)} object(s) its manifest does not list: {_names(extra)} "
+        raise ValueError(f"input {folder} holds {len(extra)} object(s) its manifest does not list: {some_of(extra, 5)} "
                          "(remove them, or point the input at the curated version's own prefix)")
     return [folder / name for name in listed]
 
@@ -425,7 +421,7 @@ def held_parts(folder: Path, listed: Sequence[str]) -> list[Path]:
     extra = sorted(present - set(listed))
     if extra:
         raise ValueError(f"input {folder} holds {len(extra)} object(s) the fit did not read (preprocess.json: parts): "
-                         f"{_names(extra)}")
+                         f"{some_of(extra, 5)}")
     return [folder / name for name in listed if name in present]
 
 

@@ -140,6 +140,34 @@ def test_bad_config_is_refused_naming_what_is_wrong_and_nothing_is_written(lake,
     assert lake.list("curated/") == [] and lake.list("raw/") == [] and lake.list("quarantine/") == []
 
 
+MANY = 300_000
+
+
+@pytest.mark.parametrize("config_text, named", [
+    # One item per name the config gives: 300,000 excluded columns the CSV lacks made a 5.6 MB error.
+    (BASE + "exclude = [" + ", ".join(f'"c{i}"' for i in range(MANY)) + "]\n",
+     "not in the CSV header: exclude 'c0', exclude 'c1',"),
+    (BASE + "".join(f"[columns.c{i}]\ntype = \"number\"\n" for i in range(50_000)), "columns 'c9' and 49,990 more"),
+    ('name = "x"\nid_column = "case"\ntarget = "outcome"\nlabels = [' + ", ".join(f'"a{i // 2}"' for i in range(MANY))
+     + "]\n", "duplicate labels 'a0', 'a1',"),
+    (BASE + "".join(f"k{i} = 1\n" for i in range(MANY)), "unknown keys k0, k1,"),
+    (BASE + "[gate.recall]\n" + "".join(f"g{i} = 0.5\n" for i in range(MANY)), "[gate.recall] names 'g0', 'g1',"),
+])
+def test_a_config_naming_thousands_of_wrong_things_gets_a_short_error(lake, tmp_path, config_text, named):
+    with pytest.raises(IngestError) as caught:
+        ingest(lake, tmp_path, config_text)
+    assert named in str(caught.value) and len(str(caught.value)) < 2000, str(caught.value)[:300]
+    assert lake.list("curated/") == [] and lake.list("raw/") == []
+
+
+def test_a_csv_header_of_thousands_of_columns_is_shown_short_in_an_error(lake, tmp_path):
+    header = ",".join(f"col{i}" for i in range(100_000))
+    with pytest.raises(IngestError) as caught:
+        ingest(lake, tmp_path, BASE, rows=header + "\n" + ",".join("1" * 100_000) + "\n")
+    message = str(caught.value)
+    assert "(header: col0, col1," in message and "and 99,990 more)" in message and len(message) < 2000, message[:500]
+
+
 def test_every_class_too_small_for_the_split_is_named_at_once_with_what_to_do(lake, tmp_path, capsys):
     rows = "case,age,outcome\n" + "".join(f"c{i},{30 + i},{label}\n" for i, label in enumerate(
         ["mild"] * 5 + ["moderate"] * 2 + ["severe"] + ["critical"] * 2 + ["moderate-x"]))

@@ -32,6 +32,7 @@ from diagnosa.commands.common import (
 )
 from diagnosa.files import FileProblem, FileTooLarge, read_file_bounded
 from diagnosa.lake import DataLake
+from diagnosa.text import some_of
 from inference.limits import MAX_RECORDS, has_surrogate, loads, printable
 
 if TYPE_CHECKING:  # imported where used (the CLI starts without the feedback module)
@@ -377,7 +378,7 @@ def _warn_not_captured(args: argparse.Namespace, lake: DataLake, event_ids: list
     missing = [event_id for event_id in dict.fromkeys(event_ids) if event_id not in captured]
     if not missing:
         return
-    shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5:,} more" if len(missing) > 5 else "")
+    shown = some_of(missing, 5)
     hint = ""
     if not lake.uri.startswith("s3://"):
         endpoints = local_workspace(args, lake).endpoints()

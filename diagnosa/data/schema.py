@@ -24,6 +24,7 @@ from typing import Any
 from diagnosa.data.physiology import AGE_RANGE, LABS, SEXES, VARIABLES, VITALS
 from diagnosa.files import FileProblem, read_file_bounded
 from diagnosa.labels import CATEGORIES
+from diagnosa.text import some_of
 
 MIN_CLASS_ROWS = 3  # a stratified 70/20/10 split needs one row of each class in each split
 TYPES = ("number", "integer", "string", "category", "date", "boolean", "hpo_terms", "codes", "text")
@@ -82,7 +83,7 @@ class Schema:
         names = [f.name for f in self.fields]
         duplicated = repeated(names)
         if duplicated:
-            raise SchemaError(f"schema '{self.name}': fields declared twice: {', '.join(duplicated)}")
+            raise SchemaError(f"schema '{self.name}': fields declared twice: {some_of(duplicated)}")
         for role in ("id", "target"):
             found = [f.name for f in self.fields if f.role == role]
             if len(found) != 1:
@@ -91,7 +92,7 @@ class Schema:
             raise SchemaError(f"schema '{self.name}': labels must be at least two distinct values, got {list(self.labels)}")
         clash = sorted(set(self.exclude) & set(names))
         if clash:
-            raise SchemaError(f"schema '{self.name}': columns both declared and excluded: {', '.join(clash)}")
+            raise SchemaError(f"schema '{self.name}': columns both declared and excluded: {some_of(clash)}")
         if self.slice_column is not None:
             marker = next((f for f in self.fields if f.name == self.slice_column), None)
             if marker is None or marker.type != "boolean":
@@ -196,7 +197,7 @@ def too_small_classes(counts: Mapping[Hashable, int], labels: tuple[str, ...] | 
             return f"{n} accepted row{'s' * (n != 1)} ({before:,} in the data, {before - n:,} rejected)"
         return "no rows (not in the data)" if n == 0 else f"{n} row{'s' * (n != 1)}"
 
-    named = ", ".join(f"class '{label}' has {rows(label, n)}" for label, n in small)
+    named = some_of(f"class '{label}' has {rows(label, n)}" for label, n in small)
     rejected = found is not None and any(int(found.get(label, 0)) > n for label, n in small)
     return (f"{len(small)} class{'es' * (len(small) != 1)} too small for the 70/20/10 split (each class needs at "
             f"least {MIN_CLASS_ROWS} rows, one per split): {named}. "
@@ -390,7 +391,7 @@ def check_dataset_config(data: dict[str, Any], where: str) -> dict[str, Any]:
     data = _trimmed_column_names(data, where)  # checked as the header's names are read
     unknown = sorted(set(data) - CONFIG_KEYS)
     if unknown:
-        raise SchemaError(f"{where}: unknown keys {', '.join(unknown)} (allowed: {', '.join(sorted(CONFIG_KEYS))}; "
+        raise SchemaError(f"{where}: unknown keys {some_of(unknown)} (allowed: {', '.join(sorted(CONFIG_KEYS))}; "
                           "see docs/data.md)")
     for key in ("name", "id_column", "target", "labels"):
         if key not in data:
@@ -408,16 +409,16 @@ def check_dataset_config(data: dict[str, Any], where: str) -> dict[str, Any]:
         raise SchemaError(f"{where}: 'labels' must be a list of non-empty strings in their order, got {labels!r}")
     duplicated = repeated(labels)
     if duplicated:
-        raise SchemaError(f"{where}: duplicate labels {', '.join(repr(x) for x in duplicated)} in 'labels'")
+        raise SchemaError(f"{where}: duplicate labels {some_of(repr(x) for x in duplicated)} in 'labels'")
     if len(labels) < 2:
         raise SchemaError(f"{where}: 'labels' needs at least two labels, got {labels!r}")
     spaced = [x for x in labels if x != x.strip()]
     if spaced:
-        raise SchemaError(f"{where}: labels {', '.join(repr(x) for x in spaced)} have spaces around them (cells are "
+        raise SchemaError(f"{where}: labels {some_of(repr(x) for x in spaced)} have spaces around them (cells are "
                           "read trimmed: write the labels without them)")
     bad = [x for x in labels if LABEL_FORBIDDEN.search(x)]
     if bad:
-        raise SchemaError(f"{where}: labels {', '.join(repr(x) for x in bad)} hold a quote, backslash, bracket or "
+        raise SchemaError(f"{where}: labels {some_of(repr(x) for x in bad)} hold a quote, backslash, bracket or "
                           "control character (not allowed: labels are keys in the gate's JSON paths)")
     if "ordinal" in data and not isinstance(data["ordinal"], bool):
         raise SchemaError(f"{where}: 'ordinal' must be true or false, got {data['ordinal']!r}")
@@ -425,7 +426,7 @@ def check_dataset_config(data: dict[str, Any], where: str) -> dict[str, Any]:
         raise SchemaError(f"{where}: 'exclude' must be a list of column names, got {data['exclude']!r}")
     twice = repeated(data.get("exclude") or ())
     if twice:  # harmless, but likely another column mistyped
-        raise SchemaError(f"{where}: 'exclude' names {', '.join(map(repr, twice))} more than once")
+        raise SchemaError(f"{where}: 'exclude' names {some_of(map(repr, twice))} more than once")
     if "missing_values" in data and not (_is_str_list(data["missing_values"]) and all(data["missing_values"])):
         raise SchemaError(f"{where}: 'missing_values' must be a list of non-empty strings (the cell texts that mean "
                           f"a missing value, read without the spaces around them, as cells are; [] for none), got "
@@ -438,7 +439,7 @@ def check_dataset_config(data: dict[str, Any], where: str) -> dict[str, Any]:
             raise SchemaError(f"{where}: give either 'slice_column' or a [slice] table, not both")
         bad_keys = sorted(set(spec) - SLICE_KEYS)
         if bad_keys:
-            raise SchemaError(f"{where}: [slice] has unknown keys {', '.join(bad_keys)} "
+            raise SchemaError(f"{where}: [slice] has unknown keys {some_of(bad_keys)} "
                               f"(allowed: {', '.join(sorted(SLICE_KEYS))})")
         if not (isinstance(spec.get("column"), str) and spec["column"]):
             raise SchemaError(f"{where}: [slice] needs 'column', the column that defines the slice")
@@ -466,7 +467,7 @@ def check_dataset_config(data: dict[str, Any], where: str) -> dict[str, Any]:
             raise SchemaError(f"{where}: [columns.{column}] must be a table")
         bad_keys = sorted(set(spec) - COLUMN_KEYS)
         if bad_keys:
-            raise SchemaError(f"{where}: [columns.{column}] has unknown keys {', '.join(bad_keys)} "
+            raise SchemaError(f"{where}: [columns.{column}] has unknown keys {some_of(bad_keys)} "
                               f"(allowed: {', '.join(sorted(COLUMN_KEYS))})")
         for key, ok, what in (("type", lambda v: isinstance(v, str), "a string"),
                               ("role", lambda v: isinstance(v, str), "a string"),
@@ -493,11 +494,11 @@ def check_dataset_config(data: dict[str, Any], where: str) -> dict[str, Any]:
                               "excluded column is dropped on ingestion")
         twice = repeated(str(v) for v in spec.get("values") or ())
         if twice:
-            raise SchemaError(f"{where}: [columns.{column}] values {', '.join(map(repr, twice))} are given more than "
+            raise SchemaError(f"{where}: [columns.{column}] values {some_of(map(repr, twice))} are given more than "
                               "once")
         spaced = [v for v in spec.get("values") or () if isinstance(v, str) and v != v.strip()]
         if spaced:
-            raise SchemaError(f"{where}: [columns.{column}] values {', '.join(map(repr, spaced))} have spaces around "
+            raise SchemaError(f"{where}: [columns.{column}] values {some_of(map(repr, spaced))} have spaces around "
                               "them (cells are read trimmed: write the values without them)")
     _check_key_columns(data, columns, where)
     return data
@@ -562,7 +563,7 @@ def _check_gate(data: dict[str, Any], where: str) -> None:
     if isinstance(recall, dict):
         unknown = [label for label in recall if label not in data["labels"]]
         if unknown:
-            raise SchemaError(f"{where}: [gate.recall] names {', '.join(repr(x) for x in unknown)}, not in 'labels'")
+            raise SchemaError(f"{where}: [gate.recall] names {some_of(repr(x) for x in unknown)}, not in 'labels'")
         wrong = {label: v for label, v in recall.items() if not _recall(v)}
         if wrong:
             raise SchemaError(f"{where}: [gate.recall] thresholds must be numbers in [0, 1], got {wrong!r}")
@@ -586,7 +587,7 @@ def _check_table(spec: Any, name: str, allowed: set[str], where: str) -> None:
         raise SchemaError(f"{where}: '{name}' must be a table ([{name}] with {', '.join(sorted(allowed))})")
     bad_keys = sorted(set(spec) - allowed)
     if bad_keys:
-        raise SchemaError(f"{where}: [{name}] has unknown keys {', '.join(bad_keys)} (allowed: {', '.join(sorted(allowed))})")
+        raise SchemaError(f"{where}: [{name}] has unknown keys {some_of(bad_keys)} (allowed: {', '.join(sorted(allowed))})")
 
 
 def _check_features(spec: Any, where: str) -> None:
@@ -758,7 +759,7 @@ def schema_from_config(config: dict[str, Any], header: list[str], sample: dict[s
     missing = [f"{what} '{column}'" + _near_miss(column, header) for what, column in named if column not in header]
     if missing:
         raise SchemaError(f"column{'s' * (len(missing) > 1)} named in the config not in the CSV header: "
-                          f"{', '.join(missing)} (header: {_shown(header)})")
+                          f"{some_of(missing)} (header: {_shown(header)})")
     if id_column == target:
         raise SchemaError(f"the id column and the target are the same column '{id_column}'")
     if ANSWER_ID in header and ANSWER_ID not in (id_column, *exclude):
@@ -866,7 +867,7 @@ def ungrouped(text: str, decimal: str, thousands: str) -> str | None:
 
 def _shown(header: list[str]) -> str:
     """Header names for a message: quoted where spaces around a name, or a space other than ' ', would not show."""
-    return ", ".join(repr(name) if name != " ".join(name.split()) else name for name in header)
+    return some_of(repr(name) if name != " ".join(name.split()) else name for name in header)
 
 
 def _near_miss(column: str, header: list[str]) -> str:
