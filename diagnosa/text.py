@@ -5,7 +5,7 @@ from collections.abc import Iterable
 from typing import Any
 
 LISTED = 10  # items a message names before "and N more"
-ITEM_CHARS = 120  # characters of one item at most
+ITEM_CHARS = 300  # characters of one item at most (a report line's column with its example fits)
 
 
 def some_of(items: Iterable[Any], limit: int = LISTED) -> str:

@@ -168,6 +168,27 @@ def test_a_csv_header_of_thousands_of_columns_is_shown_short_in_an_error(lake, t
     assert "(header: col0, col1," in message and "and 99,990 more)" in message and len(message) < 2000, message[:500]
 
 
+def test_a_header_of_thousands_of_repeated_or_unnamed_columns_is_named_short(lake, tmp_path):
+    for header, named in ((",".join(f"d{i // 2}" for i in range(100_000)) + ",case,age,flag,outcome",
+                           "duplicated column names in the header: 'd0', 'd1',"),
+                          ("case,age,flag,outcome" + "," * 100_000 + "x", "columns 5, 6, 7,")):
+        with pytest.raises(IngestError) as caught:
+            ingest(lake, tmp_path, BASE, rows=header + "\n" + ROWS.split("\n", 1)[1])
+        message = str(caught.value)
+        assert named in message and "more" in message and len(message) < 2000, message[:400]
+
+
+def test_a_category_of_many_values_quarantines_a_row_with_a_short_reason(lake, tmp_path):
+    # Each quarantined row's reason listed every allowed value: 300,000 values, 2.4 MB a row.
+    values = ", ".join(f'"v{i}"' for i in range(300_000))
+    rows = "case,age,flag,outcome\n" + "".join(f"c{i},{30 + i},no,{label}\n" for i, label in enumerate("aaabbb"))
+    report = ingest(lake, tmp_path, BASE + f"[columns.flag]\ntype = \"category\"\nvalues = [\"no\", {values}]\n",
+                    rows=rows + "c9,40,yes,a\n")
+    assert sum(source.quarantined for source in report.sources) == 1
+    stored = b"".join(lake.get_bytes(key) for key in report.quarantine_keys)
+    assert b"unknown value for 'flag'" in stored and b"and 299,991 more" in stored and len(stored) < 20_000, len(stored)
+
+
 def test_every_class_too_small_for_the_split_is_named_at_once_with_what_to_do(lake, tmp_path, capsys):
     rows = "case,age,outcome\n" + "".join(f"c{i},{30 + i},{label}\n" for i, label in enumerate(
         ["mild"] * 5 + ["moderate"] * 2 + ["severe"] + ["critical"] * 2 + ["moderate-x"]))

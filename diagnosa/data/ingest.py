@@ -62,12 +62,14 @@ from diagnosa.data.schema import (
 from diagnosa.data.validate import clip, validate_frame
 from diagnosa.files import not_a_regular_file
 from diagnosa.lake import DataLake, LakeError
+from diagnosa.text import some_of
 
 INGEST_VERSION = "2"  # bump when ingestion changes what it writes for the same input (2: data in parts)
 # The curated rows are written as several Parquet objects of at most this many rows (data/part-NNNNN.parquet),
 # so a processing job of N instances can take a share each (S3 sharding by key: pipelines/definition.py). The
 # default cohort (20k) makes four parts, a million patients 200.
 ROWS_PER_PART = 5_000
+REPORT_LISTED = 20  # columns (markers, labels) a line of the ingestion report names before "and N more"
 RECORDS_SOURCE = "clinical_records"
 LABS_SOURCE = "lab_results"
 BATCH_NAME = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._-]{0,99}\Z")  # \Z: "$" also matches before a final "\n"
@@ -135,40 +137,41 @@ class IngestReport:
             example = self.reason_examples.get(reason)
             lines.append(f"    quarantined for {reason}: {count:,}" + (f" (e.g. {example})" if example else ""))
         if self.labels_read_as_numbers:
-            lines.append("  labels read as numbers: " + ", ".join(f"{text!r} as {label!r}"
-                                                                  for text, label in self.labels_read_as_numbers.items()))
+            lines.append("  labels read as numbers: " + some_of((f"{text!r} as {label!r}"
+                                                                  for text, label in self.labels_read_as_numbers.items()),
+                                                                 REPORT_LISTED))
         if self.numbers_read_as_categories:
             lines.append("  read as categories though mostly numbers (declare a column a number to quarantine the rows "
-                         "with other text instead, or add the text to missing_values): " + ", ".join(
+                         "with other text instead, or add the text to missing_values): " + some_of((
                              f"{column} ({c['numbers']:,} of {c['cells']:,} sampled cells are numbers; not: "
                              + ", ".join(map(repr, c["others"]))
                              + (f"; {c['spelled']:,} spell a number otherwise, e.g. {c['spelled_example']!r} with "
                                 f"{c['spelled_as']}: write them as plain numbers" if c.get("spelled") else "") + ")"
-                             for column, c in self.numbers_read_as_categories.items()))
+                             for column, c in self.numbers_read_as_categories.items()), REPORT_LISTED))
         if self.text_below_the_sample:
             lines.append(f"  not declared and read as numbers from their first {SAMPLE_CELLS:,} non-empty cells, with "
                          "other text further down (those rows quarantined; declare [columns.<name>] type = "
-                         "\"category\" to keep the cells as text, or list the text in missing_values): " + ", ".join(
+                         "\"category\" to keep the cells as text, or list the text in missing_values): " + some_of((
                              f"{column} ({c['rows']:,} rows from line {c['line']})"
-                             for column, c in self.text_below_the_sample.items()))
+                             for column, c in self.text_below_the_sample.items()), REPORT_LISTED))
         unlearned = {c: k for c, k in self.inferred_columns.items() if k["kind"] != "code"}
         if unlearned:
             lines.append("  not declared, kept as metadata (in the curated data, never a model's input; declare "
-                         "[columns.<name>] type = \"category\" to learn from one): " + ", ".join(
+                         "[columns.<name>] type = \"category\" to learn from one): " + some_of((
                              f"{column} ({INFERRED_WHY[k['kind']]}" + (f", e.g. {clip(k['example'], 40)!r}"
                                                                          if k.get("example") else "") + ")"
-                             for column, k in unlearned.items()))
+                             for column, k in unlearned.items()), REPORT_LISTED))
         codes = [f"{column} (e.g. {k['example']!r})" for column, k in self.inferred_columns.items() if k["kind"] == "code"]
         if codes:
             lines.append("  read as categories, not numbers, for their leading zeros (declare [columns.<name>] type = "
-                         "\"number\" if they are amounts): " + ", ".join(codes))
+                         "\"number\" if they are amounts): " + some_of(codes, REPORT_LISTED))
         for note in self.read_notes:
             lines.append(f"  {note}")
         if self.cleaned_cells:
             lines.append(f"  cells read without the spaces around them or with composed accents: {self.cleaned_cells:,}")
         if self.missing_cells:
-            lines.append("  cells read as missing: " + ", ".join(f"{marker!r} {n:,}"
-                                                                 for marker, n in self.missing_cells.items()))
+            lines.append("  cells read as missing: " + some_of((f"{marker!r} {n:,}"
+                                                                 for marker, n in self.missing_cells.items()), REPORT_LISTED))
         if self.overtaken_by:
             lines.append(f"  not made the latest version: another ingest of {self.dataset} made {self.overtaken_by} the "
                          "latest while this one ran (ingest this file again to make it the latest)")
@@ -453,7 +456,7 @@ def read_csv_rows(data: bytes, source: str, dialect: CsvDialect | None = None) -
     trailing = [str(i + 1) for i in range(width, len(header))]
     notes = []
     if unnamed and unnamed == trailing and holding is None and (lines or malformed):
-        notes.append(f"header column{'s' * (len(trailing) > 1)} {', '.join(trailing)} without a name and empty in "
+        notes.append(f"header column{'s' * (len(trailing) > 1)} {some_of(trailing)} without a name and empty in "
                      "every row (a spreadsheet's delimiters at the end of its lines): dropped")
         header, written, unnamed = header[:width], written[:width], []
     if unnamed and width == 1 and holding is not None and len(header) > 2:
@@ -462,7 +465,7 @@ def read_csv_rows(data: bytes, source: str, dialect: CsvDialect | None = None) -
                           "like a title above the table, not its header. Delete the lines above the column names, "
                           "so that the first line names every column")
     if unnamed:
-        raise IngestError(f"{source}: column{'s' * (len(unnamed) > 1)} {', '.join(unnamed)} of the header "
+        raise IngestError(f"{source}: column{'s' * (len(unnamed) > 1)} {some_of(unnamed)} of the header "
                           f"{'have' if len(unnamed) > 1 else 'has'} no name (a spreadsheet's empty columns, or a "
                           "delimiter at the end of the header)"
                           + (f"; line {holding} has text under {'them' if len(trailing) > 1 else 'it'}"
@@ -476,9 +479,9 @@ def read_csv_rows(data: bytes, source: str, dialect: CsvDialect | None = None) -
     duplicated = repeated(header)
     if duplicated:
         spaced = sorted({w for w, name in zip(written, header) if name in duplicated and w != name})
-        raise IngestError(f"{source}: duplicated column names in the header: {', '.join(map(repr, duplicated))}"
+        raise IngestError(f"{source}: duplicated column names in the header: {some_of(map(repr, duplicated))}"
                           + (f" (names are read without the spaces around them and with accents composed; written "
-                             f"{', '.join(map(repr, spaced))})" if spaced else ""))
+                             f"{some_of(map(repr, spaced))})" if spaced else ""))
     if not lines and not malformed:
         raise IngestError(f"{source} has a header but no rows")
     frame = pd.DataFrame(rows, columns=header, dtype=str) if rows else pd.DataFrame(columns=header, dtype=str)

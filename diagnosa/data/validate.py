@@ -16,6 +16,7 @@ import pandas as pd
 
 from diagnosa.data.hpo import HPO_ID, Ontology
 from diagnosa.data.schema import FEATURE_NUMBER_MAX, Field, clean_text, near_spelling, number_text
+from diagnosa.text import some_of
 
 # Compared lower-cased; Spanish as well ('no' is both): a spreadsheet in Spanish writes VERDADERO/FALSO, a hospital
 # system S/N, PostgreSQL's CSV export t/f. Only for a column declared boolean (or the slice_column): never inferred.
@@ -145,7 +146,7 @@ def validate_frame(raw: pd.DataFrame, fields: Sequence[Field], *, text: bool, on
                 unknown = present & ~wrong & ~strings.isin(f.values)
                 what = "label" if f.role == "target" else f"value for '{f.name}'"
                 flag(unknown, lambda pos, c=col, w=what, v=f.values:
-                     f"unknown {w}: {shown(c[pos])} (expected one of: {', '.join(v)}){_case_hint(c[pos], v)}")
+                     f"unknown {w}: {shown(c[pos])} (expected one of: {some_of(v)}){_case_hint(c[pos], v)}")
             if f.role == "id":
                 blank = present & ~wrong & strings.astype(str).str.strip().eq("")
                 flag(blank, lambda pos, f=f: f"empty identifier in '{f.name}'")
