@@ -144,15 +144,12 @@ def label_naming_problem(config_path: Path) -> str | None:
     it before anything is written rather than the first run after it; None when it can, or when the config does not
     load (ingestion says why)."""
     from diagnosa.data.schema import SchemaError, load_dataset_config
-    from pipelines.definition import parameter_names, too_many_labels
+    from pipelines.definition import parameter_names
 
     try:
         labels = load_dataset_config(config_path)["labels"]
     except SchemaError:
         return None
-    problem = too_many_labels(labels)
-    if problem:
-        return f"{config_path}: {problem}. Nothing was written"
     try:
         parameter_names(labels)
     except ValueError as err:

@@ -109,18 +109,14 @@ def class_parameter(label: str) -> str:
 MAX_LABEL_NAME = 200
 
 
-def too_many_labels(labels: tuple[str, ...] | list[str]) -> str | None:
-    """Why the pipeline cannot take this many labels, or None."""
-    if len(labels) <= MAX_LABELS:
-        return None
-    return (f"{len(labels):,} labels: the pipeline takes at most {MAX_LABELS} (the Evaluate job takes each label's "
-            "recall threshold as one of SageMaker's at most 100 container arguments); merge the rarest into broader "
-            "classes")
-
-
 def parameter_names(labels: tuple[str, ...] | list[str]) -> dict[str, str]:
-    """Label → its recall-threshold parameter, in label order; ValueError when a label has no letter or digit, is
-    spelt longer than a parameter name can be, or two labels share a name (what the user should rename)."""
+    """Label → its recall-threshold parameter, in label order; ValueError when there are more labels than the
+    pipeline takes, or a label has no letter or digit, is spelt longer than a parameter name can be, or two labels
+    share a name (what the user should rename). Ingestion, the CDK app's config and the definition's build ask it."""
+    if len(labels) > MAX_LABELS:
+        raise ValueError(f"{len(labels):,} labels: the pipeline takes at most {MAX_LABELS} (the Evaluate job takes each "
+                         "label's recall threshold as one of SageMaker's at most 100 container arguments); merge the "
+                         "rarest into broader classes")
     names: dict[str, str] = {}
     owner: dict[str, str] = {}  # parameter name → the label that took it (a scan of names per label was quadratic)
     for label in labels:
@@ -361,9 +357,6 @@ def check_settings(settings: PipelineSettings) -> None:
     if settings.missing_indicators not in MISSING_INDICATORS:
         raise ValueError(f"missing_indicators must be one of {', '.join(MISSING_INDICATORS)}, "
                          f"got {settings.missing_indicators!r}")
-    problem = too_many_labels(settings.labels)
-    if problem:
-        raise ValueError(problem)
     names = settings.parameter_names()
     if settings.slice_name is not None:
         if not SLICE_NAME.fullmatch(settings.slice_name):

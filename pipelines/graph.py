@@ -51,23 +51,26 @@ def definition_problems(definition: Any) -> list[str]:
     if not isinstance(definition, dict):
         return ["a pipeline definition is a JSON object"]
     where = surrogate_path(definition) if _has_surrogate(definition) else None
-    problems = _Problems([f"{where}: {not_text()}"] if where else [])
-    try:
-        problems.extend(declared_parameter_problems(definition, surrogates=False))
-        if not isinstance(definition.get("Steps"), list):
-            problems.append("the definition has no Steps list")
-        else:
-            _step_problems(definition["Steps"], "Steps", problems)
-    except _Enough:
-        return [*problems, f"(the first {MAX_PROBLEMS} problems; there are more)"]
-    return list(problems)
+    problems = [f"{where}: {not_text()}"] if where else []
+    problems += declared_parameter_problems(definition, surrogates=False)
+    if not isinstance(definition.get("Steps"), list):
+        problems.append("the definition has no Steps list")
+    else:
+        _step_problems(definition["Steps"], "Steps", problems)
+    return _at_most(problems)
 
 
-def _has_surrogate(definition: dict[str, Any]) -> bool:
+def _at_most(problems: list[str]) -> list[str]:
+    if len(problems) > MAX_PROBLEMS:
+        return [*problems[:MAX_PROBLEMS], f"(the first {MAX_PROBLEMS} problems; there are more)"]
+    return problems
+
+
+def _has_surrogate(document: Any) -> bool:
     """Whether any key or value holds a lone surrogate: one pass in C (surrogate_path keeps a link per value: a
-    definition of 3 million junk steps took 750 MB)."""
+    definition of 3 million junk steps took 750 MB), before the path of the first one is looked for."""
     try:
-        json.dumps(definition, ensure_ascii=False).encode("utf-8")
+        json.dumps(document, ensure_ascii=False).encode("utf-8")
     except UnicodeEncodeError:
         return True
     return False
@@ -77,41 +80,29 @@ def _has_surrogate(definition: dict[str, Any]) -> bool:
 MAX_PROBLEMS = 20
 
 
-class _Enough(Exception):
-    pass
-
-
-class _Problems(list[str]):
-    """The problems found so far; _Enough once MAX_PROBLEMS are."""
-
-    def append(self, problem: str) -> None:
-        if len(self) >= MAX_PROBLEMS:
-            raise _Enough
-        super().append(problem)
-
-    def extend(self, problems: Any) -> None:
-        for problem in problems:
-            self.append(problem)
-
-
 def declared_parameter_problems(definition: dict[str, Any], *, surrogates: bool = True) -> list[str]:
     """What is wrong with the definition's ``Parameters``: a list of objects named within SageMaker's
     ``PipelineParameterName`` (their types and values are the executor's ``resolve_parameters`` to check)."""
     parameters = definition.get("Parameters", [])
     if not isinstance(parameters, list):
         return [f"Parameters must be a list of parameter objects, got {type(parameters).__name__}"]
-    where = surrogate_path(parameters) if surrogates else None
+    where = surrogate_path(parameters) if surrogates and _has_surrogate(parameters) else None
     problems = [f"Parameters{'' if where.startswith('[') else '.'}{where}: {not_text()}"] if where else []
     for i, parameter in enumerate(parameters):
+        if len(problems) > MAX_PROBLEMS:
+            break
         problem = (name_problem("PipelineParameterName", parameter.get("Name")) if isinstance(parameter, dict)
                    else "must be an object with a Name and a Type")
         if problem:
             problems.append(f"Parameters[{i}]: {'Name ' if isinstance(parameter, dict) else ''}{problem}")
-    return problems
+    return _at_most(problems)
 
 
 def _step_problems(steps: list[Any], where: str, problems: list[str]) -> None:
+    """Appends the problems of ``steps`` (and of the branches of their conditions) until past MAX_PROBLEMS."""
     for i, step in enumerate(steps):
+        if len(problems) > MAX_PROBLEMS:  # enough to say there are more: the rest is not looked at
+            return
         at = f"{where}[{i}]"
         if not isinstance(step, dict):
             problems.append(f"{at}: a step is an object with a Name and a Type, got {str(step)[:80]}")

@@ -110,13 +110,15 @@ def test_every_problem_of_a_saved_definition_is_named_at_once(ws, tmp_path, caps
     assert "Steps[1]: a step is an object" in err
 
 
-def test_a_definition_of_junk_steps_gets_a_short_answer(ws, tmp_path, capsys):
+@pytest.mark.parametrize("junk, named", [({"Steps": [1] * 100_000}, "Steps"),
+                                         ({"Parameters": [1] * 100_000, "Steps": [FAIL]}, "Parameters")])
+def test_a_definition_of_junk_gets_a_short_answer(ws, tmp_path, capsys, junk, named):
     # One problem per junk step made a 9 MB definition's message 200 MB (1.2 GB to build).
     saved = tmp_path / "definition.json"
-    saved.write_text(json.dumps({"Steps": [1] * 100_000}))
+    saved.write_text(json.dumps(junk))
     assert main([*ws, "run", "--local", "--definition", str(saved)]) == 2
     err = capsys.readouterr().err
-    assert "Steps[19]: a step is an object" in err and "Steps[20]" not in err
+    assert f"{named}[19]:" in err and f"{named}[20]" not in err
     assert "(the first 20 problems; there are more)" in err and len(err) < 3000
 
 

@@ -112,8 +112,8 @@ def test_ingest_refuses_more_labels_than_the_pipeline_takes_before_anything_is_w
 def test_two_labels_of_one_parameter_name_are_both_named():
     from pipelines.definition import parameter_names
 
-    many = [f"L{i}" for i in range(1000)]
-    assert list(parameter_names(many).values()) == [f"RecallThresholdL{i}" for i in range(1000)]
+    many = [f"L{i}" for i in range(80)]
+    assert list(parameter_names(many).values()) == [f"RecallThresholdL{i}" for i in range(80)]
     with pytest.raises(ValueError, match="labels 'Muy grave' and 'muy-grave' both map to the parameter name "
                                          "RecallThresholdMuyGrave"):
         parameter_names([*many, "Muy grave", "muy-grave"])

@@ -52,6 +52,9 @@ def test_the_stage_settings_come_from_the_dataset_config(config_path):
     (None, r"dataset config not found: .*missing\.toml"),
     ('name = "x"\n', r"missing required key 'id_column'"),
     (CONFIG.replace('"crítico"]', '"crítico", "+"]'), r"'\+'.*no letter or digit"),
+    # 91 labels passed the stage's check and failed only at synth, in the definition's build.
+    (CONFIG.replace('"crítico"]', '"crítico", ' + ", ".join(f'"c{i}"' for i in range(88)) + "]"),
+     r"91 labels: the pipeline takes at most 90"),
 ])
 def test_a_dataset_config_that_cannot_be_used_is_refused_naming_the_stage(tmp_path, text, message):
     path = tmp_path / "missing.toml"
