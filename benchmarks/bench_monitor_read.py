@@ -1,4 +1,5 @@
-"""Benchmark: what the monitoring job's read of a 24 h window of capture costs, the old way and the new.
+"""Benchmark: what the monitoring job's read of a 24 h window of capture (and of refusals) costs, the old way and the
+new.
 
 Builds a year of hourly capture objects (``--days`` × 24 hours × ``--variants``, a few events each) in a local
 folder and in S3 (moto, in process; each S3 request waits ``--latency-ms`` more, as a real S3 GET or LIST does), then
@@ -8,9 +9,14 @@ reads the last 24 h with no end (``--last 24h``, as the scheduled job does) and 
   whole history, then the window's objects fetched one after another;
 - NEW: ``inference.capture.read_capture``: the window's day folders in each variant, objects fetched concurrently.
 
-Checks both give the same events, problems and misfiled lines; prints the median wall time over ``--repeats`` runs,
-the ratio, and the storage calls (listings, folder listings, GETs; on S3 also the ListObjectsV2 requests, pages
-included). Usage: python benchmarks/bench_monitor_read.py [--days 365] [--variants 1] [--repeats 5] [--latency-ms 20]
+The same for the local endpoint's refusals (``capture-errors/``, one per hour): OLD ``old_read_errors`` (every
+object of the endpoint's history listed and fetched, every refusal of the window held) against NEW
+``inference.capture.read_errors(..., keep_events=False)`` as the monitor calls it.
+
+Checks both give the same events, problems and misfiled lines (the same refusals summary); prints the median wall
+time over ``--repeats`` runs, the ratio, and the storage calls (listings, folder listings, GETs; on S3 also the
+ListObjectsV2 requests, pages included).
+Usage: python benchmarks/bench_monitor_read.py [--days 365] [--variants 1] [--repeats 5] [--latency-ms 20]
 """
 from __future__ import annotations
 
@@ -31,11 +37,15 @@ from inference.capture import (
     FILING_MARGIN,
     ZONE,
     CaptureRead,
+    ErrorsRead,
     _check_event,
     _check_name,
     _utc,
     capture_line,
+    fetch_in_order,
+    parse_time,
     read_capture,
+    read_errors,
 )
 
 ENDPOINT = "diagnosa"
@@ -83,6 +93,38 @@ def old_read_capture(lake: DataLake, endpoint: str, start: datetime | None = Non
     stamped.sort(key=lambda pair: pair[0])
     result.events = [obj for _when, obj in stamped]
     return result
+
+
+def old_read_errors(lake: DataLake, endpoint: str, start: datetime | None = None,
+                    end: datetime | None = None) -> dict[str, Any]:
+    """OLD CODE, condensed to what the monitor used (the summary): every object of the stream listed and fetched,
+    the window's refusals held and sorted, then counted."""
+    result = ErrorsRead([])
+    stamped: list[tuple[datetime, dict[str, Any]]] = []
+    keys = [key for key in lake.list(f"capture-errors/{endpoint}/") if key.endswith(".jsonl")]
+    for data in fetch_in_order(lake, keys):
+        for line in data.result().splitlines():
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+                when = parse_time(obj["time"].replace("Z", "+00:00"), "time")
+                int(obj["status"])
+            except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
+                result.malformed += 1
+                continue
+            if (start is None or when >= start) and (end is None or when < end):
+                stamped.append((when, obj))
+    stamped.sort(key=lambda pair: pair[0])
+    for _when, obj in stamped:
+        result.events.append(obj)
+        result.count(obj)
+    return result.summary()
+
+
+def new_read_errors(lake: DataLake, endpoint: str, start: datetime | None = None,
+                    end: datetime | None = None) -> dict[str, Any]:
+    return read_errors(lake, endpoint, start, end, keep_events=False).summary()
 # -- end of OLD --------------------------------------------------------------------------------------------------
 
 
@@ -126,6 +168,12 @@ def objects(days: int, variants: int, last_hour: datetime) -> list[tuple[str, by
                      for n in range(EVENTS_PER_OBJECT)]
             out.append((f"capture/{ENDPOINT}/{variant}/{hour:%Y/%m/%d/%H}/20-00-000-x.jsonl",
                         ("\n".join(lines) + "\n").encode()))
+    for back in range(days * 24):  # a refusal an hour (a local endpoint's errors stream)
+        hour = last_hour - timedelta(hours=back)
+        refusal = {"time": f"{hour:%Y-%m-%dT%H}:30:00.000Z", "status": 400, "route": "/invocations",
+                   "error": "invalid request"}
+        out.append((f"capture-errors/{ENDPOINT}/{hour:%Y/%m/%d/%H}/30-00-000-x.jsonl",
+                    (json.dumps(refusal) + "\n").encode()))
     return out
 
 
@@ -158,10 +206,10 @@ def s3_lake(written: list[tuple[str, bytes]], latency: list[float], requests: di
     return DataLake.from_uri(f"s3://{BUCKET}", s3_client=client)
 
 
-def measure(read: Callable[..., CaptureRead], lake: DataLake, start: datetime, end: datetime | None, repeats: int,
-            requests: dict[str, int] | None) -> tuple[float, dict[str, int], CaptureRead]:
+def measure(read: Callable[..., Any], lake: DataLake, start: datetime, end: datetime | None, repeats: int,
+            requests: dict[str, int] | None) -> tuple[float, dict[str, int], Any]:
     """Median seconds of ``repeats`` reads, the calls of one, and its result."""
-    times, counts, result = [], {}, CaptureRead([])
+    times, counts, result = [], {}, None
     for _ in range(repeats):
         counting = Counting(lake.storage)
         if requests is not None:
@@ -175,15 +223,20 @@ def measure(read: Callable[..., CaptureRead], lake: DataLake, start: datetime, e
 
 def compare(name: str, lake: DataLake, windows: dict[str, tuple[datetime, datetime | None]], repeats: int,
             requests: dict[str, int] | None = None) -> None:
-    for label, (start, end) in windows.items():
-        old_s, old_calls, old = measure(old_read_capture, lake, start, end, repeats, requests)
-        new_s, new_calls, new = measure(read_capture, lake, start, end, repeats, requests)
-        same = (old.events, old.malformed, old.problems, old.misfiled) == (new.events, new.malformed, new.problems,
-                                                                         new.misfiled)
-        print(f"| {name} | {label} | {len(new.events)} | {old_s * 1000:.0f} ms | {new_s * 1000:.0f} ms | "
-              f"{old_s / new_s:.1f}× | {old_calls} | {new_calls} | {'yes' if same else 'NO'} |", flush=True)
-        if not same:
-            raise SystemExit(f"{name} {label}: the old and the new read differ")
+    def read_result(read: CaptureRead) -> tuple[Any, ...]:
+        return read.events, read.malformed, read.problems, read.misfiled
+
+    reads = (("capture", old_read_capture, read_capture, read_result, lambda read: len(read.events)),
+             ("refusals", old_read_errors, new_read_errors, lambda summary: summary, lambda summary: summary["total"]))
+    for stream, old_read, new_read, result_of, events_of in reads:
+        for label, (start, end) in windows.items():
+            old_s, old_calls, old = measure(old_read, lake, start, end, repeats, requests)
+            new_s, new_calls, new = measure(new_read, lake, start, end, repeats, requests)
+            same = result_of(old) == result_of(new)
+            print(f"| {name} | {stream}, {label} | {events_of(new)} | {old_s * 1000:.0f} ms | {new_s * 1000:.0f} ms | "
+                  f"{old_s / new_s:.1f}× | {old_calls} | {new_calls} | {'yes' if same else 'NO'} |", flush=True)
+            if not same:
+                raise SystemExit(f"{name} {stream} {label}: the old and the new read differ")
 
 
 def main() -> None:
@@ -202,7 +255,8 @@ def main() -> None:
         "24h a month back": (month_back, month_back + timedelta(hours=24)),
     }
     written = objects(args.days, args.variants, last_hour)
-    print(f"{len(written)} capture objects ({args.days} days × 24 h × {args.variants} variant(s)), "
+    print(f"{len(written)} capture and refusal objects ({args.days} days × 24 h × ({args.variants} variant(s) + the "
+          "refusals)), "
           f"{args.repeats} repeats, medians; calls of one read\n")
     print("| lake | window | events | old | new | old/new | old calls | new calls | same result |")
     print("|---|---|---|---|---|---|---|---|---|")

@@ -44,7 +44,9 @@ from pathlib import Path
 from typing import Any, Callable, Generator, Iterable, Iterator
 
 from diagnosa.data.schema import RESOURCE_NAME
+from diagnosa.data.validate import clip, shown
 from diagnosa.lake import DataLake
+from inference.limits import printable
 
 log = logging.getLogger("diagnosa.capture")
 
@@ -64,6 +66,7 @@ _KEY_NAMESPACE = uuid.UUID("6f1c1d2e-8a35-4f5e-9c1b-2d7f1e0a9b44")  # object key
 _EVENT_ID_IN_LINE = re.compile(rb'"eventId"\s*:\s*"([^"\\]{1,128})"')
 MAX_ERROR_PROBLEMS = 20  # problems kept per refused request in the errors stream
 MAX_ERROR_TEXT = 300  # characters kept of a refusal's message (and of each problem)
+SHOWN_CHARS = 80  # characters of a value a read's problem quotes (a 20 MB inferenceTime was quoted whole)
 RECENT_EVENTS = 200_000  # event ids remembered in memory for the feedback check (besides the lake)
 UNCOUNTED = -1  # a captured event whose patients are not known (a previous process's spool)
 CAPTURE_FAILED = -2  # an answered, sampled event whose capture line was not written (spool full or failing, closed)
@@ -672,11 +675,11 @@ def parse_time(value: Any, what: str = "inferenceTime") -> datetime:
     """A captured time (ISO 8601: 'Z' or an offset, fractions, 'T' or a space) as a UTC instant; a ValueError naming
     ``what`` otherwise. One reading for every reader: ordering by the text put 10:00:01Z after 10:00:01.900Z."""
     if not isinstance(value, str):
-        raise ValueError(f"{what} {value!r} is not a string")
+        raise ValueError(f"{what} {shown(value, SHOWN_CHARS)} is not a string")
     try:
         return _utc(datetime.fromisoformat(value))
     except (ValueError, OverflowError):  # OverflowError: an offset moving year 1 or 9999 out of range
-        raise ValueError(f"{what} {value!r} is not an ISO 8601 time") from None
+        raise ValueError(f"{what} {shown(value, SHOWN_CHARS)} is not an ISO 8601 time") from None
 
 
 _LONE_SURROGATE = re.compile(r"[\ud800-\udfff]")
@@ -708,7 +711,7 @@ def _check_event(obj: Any) -> datetime:
     if not isinstance(meta.get("eventId"), str):
         raise ValueError("missing eventId")
     if lone_surrogate(meta["eventId"]):  # no report, table or feedback could name the event
-        raise ValueError(f"{LONE_SURROGATE_ID} ({ascii(meta['eventId'])})")
+        raise ValueError(f"{LONE_SURROGATE_ID} ({clip(ascii(meta['eventId'][:SHOWN_CHARS]), SHOWN_CHARS)})")
     return parse_time(meta.get("inferenceTime"))
 
 
@@ -802,21 +805,39 @@ def _later_keys(lake: DataLake, variant: str, last: date, depth: int) -> list[st
     return [key for sub in later for key in lake.list(sub)]
 
 
-def _capture_keys(lake: DataLake, prefix: str, variant: str | None, start: datetime | None,
-                  end: datetime | None) -> list[str]:
-    """The keys under ``prefix`` (an endpoint's capture, or a variant's) a read of ``[start, end)`` looks at, sorted
-    as one listing of ``prefix`` gives them: every one without a start; else those of the window's days, in every
-    variant folder (see :func:`_window_folders`), listed FETCH_WORKERS at a time."""
+def _capture_keys(lake: DataLake, prefix: str, start: datetime | None, end: datetime | None, *,
+                  variant_folders: bool) -> list[str]:
+    """The keys under ``prefix`` (an endpoint's capture, a variant's, or an endpoint's errors stream) a read of
+    ``[start, end)`` looks at, sorted as one listing of ``prefix`` gives them: every one without a start; else those
+    of the window's days (see :func:`_window_folders`), in every variant folder of ``prefix`` when ``variant_folders``
+    (an endpoint's capture) or right under it, listed FETCH_WORKERS at a time."""
     window = _window_folders(start, end, datetime.now(timezone.utc)) if start is not None else None
     if window is None:
         return lake.list(prefix)
     folders, last, depth = window
-    variants = [prefix] if variant else lake.list_folders(prefix)
+    variants = lake.list_folders(prefix) if variant_folders else [prefix]
     listings: list[Callable[[], list[str]]] = [partial(lake.list, each + folder) for each in variants
                                                for folder in folders]
     if end is None:
         listings += [partial(_later_keys, lake, each, last, depth) for each in variants]
     return sorted(_in_parallel(listings))
+
+
+LOGGED_PROBLEMS = 20  # problems of one read logged (each is in the read's problems, hence the monitor's report)
+
+
+def _warn(read: CaptureRead, message: str, *args: Any) -> None:
+    """Log a read's problem, up to LOGGED_PROBLEMS of them: 300,000 cut lines wrote 54 MB to stderr."""
+    if len(read.problems) <= LOGGED_PROBLEMS:
+        log.warning(message, *args)
+    if len(read.problems) == LOGGED_PROBLEMS:
+        log.warning("capture read: further problems are counted in the read (the monitor's report), not logged")
+
+
+def _outside_window(hour: datetime, start: datetime | None, end: datetime | None) -> bool:
+    """Whether no event of ``[start, end)`` may be filed under the hour folder ``hour`` (FILING_MARGIN)."""
+    return (end is not None and hour >= end + FILING_MARGIN) or \
+        (start is not None and hour + timedelta(hours=1) + FILING_MARGIN <= start)
 
 
 def read_capture(lake: DataLake, endpoint: str, start: datetime | None = None, end: datetime | None = None,
@@ -845,7 +866,7 @@ def read_capture(lake: DataLake, endpoint: str, start: datetime | None = None, e
     result = CaptureRead([])
     stamped: list[tuple[datetime, dict[str, Any]]] = []
     plan: list[tuple[str, datetime | str]] = []  # in key order: a key to read and its hour, or a problem to report
-    for key in _capture_keys(lake, prefix, variant, start, end):
+    for key in _capture_keys(lake, prefix, start, end, variant_folders=not variant):
         match = _KEY.fullmatch(key)
         if not match:
             plan.append((key, "not in the capture layout"))
@@ -855,15 +876,14 @@ def read_capture(lake: DataLake, endpoint: str, start: datetime | None = None, e
         except ValueError:
             plan.append((key, "impossible date in the path"))
             continue
-        if (end is not None and hour >= end + FILING_MARGIN) or \
-                (start is not None and hour + timedelta(hours=1) + FILING_MARGIN <= start):
+        if _outside_window(hour, start, end):
             continue
         plan.append((key, hour))
     with closing(fetch_in_order(lake, [key for key, hour in plan if isinstance(hour, datetime)])) as fetched:
         for key, filed in plan:
             if not isinstance(filed, datetime):
                 result.problems.append(f"{key}: {filed}")
-                log.warning("capture read: %s: %s", key, filed)
+                _warn(result, "capture read: %s: %s", printable(key), filed)
                 continue
             hour = filed
             for number, line in enumerate(next(fetched).result().splitlines(), start=1):
@@ -874,8 +894,9 @@ def read_capture(lake: DataLake, endpoint: str, start: datetime | None = None, e
                     when = _check_event(obj)
                 except (ValueError, RecursionError) as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
                     result.malformed += 1
-                    result.problems.append(f"{key}:{number}: {err}")
-                    log.warning("capture read: %s line %d is malformed: %s", key, number, err)
+                    result.problems.append(f"{key}:{number}: {clip(str(err), MAX_ERROR_TEXT)}")
+                    _warn(result, "capture read: %s line %d is malformed: %s", printable(key), number,
+                          printable(clip(str(err), MAX_ERROR_TEXT)))
                     continue
                 if (start is None or when >= start) and (end is None or when < end):
                     stamped.append((when, obj))
@@ -949,30 +970,74 @@ def _answered_patients(line: bytes) -> int:
 
 @dataclass
 class ErrorsRead:
-    """Refused requests in time order, with counts by status and by reason (the message)."""
+    """Refused requests in time order (unless read for counts only), with counts by status and by reason (the
+    message)."""
 
     events: list[dict[str, Any]]
+    total: int = 0
     by_status: Counter[int] = field(default_factory=Counter)
     by_reason: Counter[str] = field(default_factory=Counter)
     malformed: int = 0
 
     def summary(self, top: int = 10) -> dict[str, Any]:
-        return {"total": len(self.events), "by_status": {str(k): v for k, v in sorted(self.by_status.items())},
+        return {"total": self.total, "by_status": {str(k): v for k, v in sorted(self.by_status.items())},
                 "by_reason": [{"reason": r, "count": n} for r, n in self.by_reason.most_common(top)],
                 "malformed": self.malformed}
 
+    def count(self, obj: dict[str, Any]) -> None:
+        self.total += 1
+        self.by_status[obj["status"]] += 1
+        # Without the event id (records written before it was cut from the message): one reason, not one per id.
+        # Redacted and bounded as the endpoint writes it, whatever wrote the line; no lone surrogate (the report).
+        error = redact(without_event_id(str(obj.get("error")), obj.get("eventId")))
+        reason = printable(f"{obj['status']} {clip(str(obj.get('route')), SHOWN_CHARS)}: {error}")
+        if reason not in self.by_reason and len(self.by_reason) >= MAX_REASONS:
+            reason = OTHER_REASONS
+        self.by_reason[reason] += 1
 
-def read_errors(lake: DataLake, endpoint: str, start: datetime | None = None,
-                end: datetime | None = None) -> ErrorsRead:
-    """The errors stream of ``endpoint`` (``capture-errors/<endpoint>/``) with ``start <= time < end``."""
+
+_ERRORS_KEY = re.compile(r"capture-errors/[^/]+/(?P<y>[0-9]{4})/(?P<m>[0-9]{2})/(?P<d>[0-9]{2})/(?P<h>[0-9]{2})/"
+                         r"[^/]+\.jsonl")  # always fullmatch
+# Reasons told apart by a read of the errors stream: a refusal's message names what the client sent wrong (a field,
+# a type), so a stream of junk may hold as many reasons as requests; past this many, the rest are counted together.
+MAX_REASONS = 1000
+OTHER_REASONS = "(other reasons, past the MAX_REASONS told apart)"
+
+
+def _http_status(value: Any) -> bool:
+    """Whether a refusal's ``status`` is an HTTP status code (an int of 100-599): anything else makes its line
+    malformed (``Infinity`` failed the read; 50,000 made-up statuses made a 900 KB report)."""
+    return isinstance(value, int) and not isinstance(value, bool) and 100 <= value <= 599
+
+
+def read_errors(lake: DataLake, endpoint: str, start: datetime | None = None, end: datetime | None = None, *,
+                keep_events: bool = True) -> ErrorsRead:
+    """The errors stream of ``endpoint`` (``capture-errors/<endpoint>/``) with ``start <= time < end``; with
+    ``keep_events`` false, their counts only (the monitor's summary: a day of junk requests is not held in memory).
+
+    A line's time, not its path, places it; an object is filed under its lines' own hour (:class:`DataCapture`), so
+    a window with a start lists only its days' folders, as :func:`read_capture` does, and reads the objects of its
+    hours with FILING_MARGIN on each side (objects outside the layout under those folders are read whole): the
+    monitor's daily read listed and fetched every refusal ever made."""
     _check_name(endpoint, "endpoint")
     start = _utc(start) if start else None
     end = _utc(end) if end else None
     result = ErrorsRead([])
     stamped: list[tuple[datetime, dict[str, Any]]] = []
-    # Every object is read (a line's time, not its path, places it: no filing margin is known for this stream), but
-    # FETCH_WORKERS at a time, as the capture's.
-    keys = [key for key in lake.list(f"{ERRORS_ZONE}/{endpoint}/") if key.endswith(".jsonl")]
+    keys = []
+    for key in _capture_keys(lake, f"{ERRORS_ZONE}/{endpoint}/", start, end, variant_folders=False):
+        if not key.endswith(".jsonl"):
+            continue
+        match = _ERRORS_KEY.fullmatch(key)
+        if match:
+            try:
+                hour = datetime(int(match["y"]), int(match["m"]), int(match["d"]), int(match["h"]),
+                                tzinfo=timezone.utc)
+            except ValueError:
+                hour = None
+            if hour is not None and _outside_window(hour, start, end):
+                continue
+        keys.append(key)
     with closing(fetch_in_order(lake, keys)) as fetched:
         for data in fetched:
             for line in data.result().splitlines():
@@ -981,17 +1046,18 @@ def read_errors(lake: DataLake, endpoint: str, start: datetime | None = None,
                 try:
                     obj = json.loads(line)
                     when = parse_time(obj["time"].replace("Z", "+00:00"), "time")
-                    int(obj["status"])  # a line without a numeric status is malformed
+                    if not _http_status(obj["status"]):
+                        raise ValueError("not an HTTP status")
                 except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
                     result.malformed += 1
                     continue
                 if (start is None or when >= start) and (end is None or when < end):
-                    stamped.append((when, obj))
+                    if keep_events:
+                        stamped.append((when, obj))
+                    else:
+                        result.count(obj)
     stamped.sort(key=lambda pair: pair[0])
     for _when, obj in stamped:
         result.events.append(obj)
-        result.by_status[int(obj["status"])] += 1
-        # Without the event id (records written before it was cut from the message): one reason, not one per id.
-        error = without_event_id(str(obj.get("error")), obj.get("eventId"))
-        result.by_reason[f"{obj['status']} {obj.get('route')}: {error}"] += 1
+        result.count(obj)
     return result

@@ -17,9 +17,11 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from diagnosa.data.validate import clip
+from diagnosa.files import write_text_atomic
 from diagnosa.lake import DataLake
 from inference.capture import read_errors
 from inference.feedback import read_feedback
+from inference.limits import has_surrogate, printable
 from monitoring.drift import DRIFT, INSUFFICIENT, OK, WARN, DriftThresholds, data_drift, prediction_drift
 from monitoring.identity import ModelFacts, baseline_model
 from monitoring.quality import (
@@ -281,7 +283,7 @@ def run_monitor(lake: DataLake, endpoint: str, baseline: Baseline, start: dateti
     if predictions["verdict"] == DRIFT:
         reasons.append("predicted-category mix drifted")
     violations = [{"feature_name": f.name, **v} for f in features for v in f.violations]
-    return {
+    return _unicode_only({
         "version": REPORT_VERSION,
         "endpoint": endpoint,
         "window": {"start": _iso(start), "end": _iso(end)},
@@ -299,12 +301,25 @@ def run_monitor(lake: DataLake, endpoint: str, baseline: Baseline, start: dateti
                     # the version judged (None: not known, every request judged) and the requests others answered
                     "model_version": model_version, "other_versions": traffic.other_versions()},
         # Requests the local endpoint refused in the window (its capture-errors/ stream; none on SageMaker).
-        "refusals": read_errors(lake, endpoint, start, end).summary(),
+        "refusals": read_errors(lake, endpoint, start, end, keep_events=False).summary(),
         "features": [f.to_dict() for f in features],
         "predictions": predictions,
         "quality": quality,
         "constraint_violations": violations,
-    }
+    })
+
+
+def _unicode_only(value: Any) -> Any:
+    """``value`` with each lone surrogate in its strings (keys too) written as its ``\\udXXX`` escape text: a report
+    quotes what the lake holds (a refusal's message, an object's name a local folder listed with surrogateescape),
+    and one surrogate failed the UTF-8 write of report.json, leaving it empty."""
+    if isinstance(value, str):
+        return printable(value) if has_surrogate(value) else value
+    if isinstance(value, dict):
+        return {_unicode_only(key): _unicode_only(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_unicode_only(item) for item in value]
+    return value
 
 
 def write_report(report: dict[str, Any], out_dir: Path) -> dict[str, Path]:
@@ -312,10 +327,11 @@ def write_report(report: dict[str, Any], out_dir: Path) -> dict[str, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"json": out_dir / "report.json", "html": out_dir / "report.html",
              "violations": out_dir / "constraint_violations.json"}
-    paths["json"].write_text(json.dumps(report, indent=2, ensure_ascii=False, allow_nan=False) + "\n", encoding="utf-8")
-    paths["html"].write_text(render_html(report), encoding="utf-8")
-    paths["violations"].write_text(json.dumps({"violations": report["constraint_violations"]}, indent=2,
-                                              ensure_ascii=False) + "\n", encoding="utf-8")
+    # Each whole or not at all: a report that failed to write was left as an empty report.json.
+    write_text_atomic(paths["json"], json.dumps(report, indent=2, ensure_ascii=False, allow_nan=False) + "\n")
+    write_text_atomic(paths["html"], render_html(report))
+    write_text_atomic(paths["violations"], json.dumps({"violations": report["constraint_violations"]}, indent=2,
+                                                      ensure_ascii=False) + "\n")
     return paths
 
 

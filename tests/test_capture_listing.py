@@ -293,3 +293,39 @@ def test_the_refusals_stream_is_fetched_several_objects_at_a_time_in_time_order(
     expected = sorted((when, status) for when, status in written if "T01" <= when[10:13] < "T23")
     assert [(event["time"], event["status"]) for event in read.events] == expected
     assert read.malformed == 2 and dict(read.by_status) == {400: 22, 413: 22, 415: 22}
+
+
+def test_the_refusals_of_a_window_are_read_from_its_days_and_counted_without_holding_them(lake, monkeypatch):
+    # The monitor's daily summary of refusals listed and fetched every capture-errors object ever written, and held
+    # every refusal of its window in memory to count them.
+    def refusal(when: str, error: str, status: int = 400) -> str:
+        return json.dumps({"time": when, "status": status, "route": "/invocations", "error": error})
+
+    errors = f"capture-errors/{EP}/"
+    old = [put(lake, errors + f"2026/{month:02d}/{day:02d}/12/old.jsonl", refusal(f"2026-{month:02d}-{day:02d}T12:00:00Z",
+                                                                                   "old"))
+           for month in (1, 2) for day in (3, 17)]
+    window = [put(lake, errors + "2026/03/09/23/a.jsonl", refusal("2026-03-09T23:59:00Z", "just before"),
+                  refusal("2026-03-10T00:30:00Z", "filed an hour early")),
+              put(lake, errors + "2026/03/10/12/a.jsonl", *(refusal("2026-03-10T12:00:00Z", f"field f{n}")
+                                                              for n in range(6)), "{cut by a kill"),
+              put(lake, errors + "2026/03/11/00/a.jsonl", refusal("2026-03-11T00:10:00Z", "in", 413),
+                  refusal("2026-03-11T00:40:00Z", "after")),
+              put(lake, errors + "2026/03/10/12/notes.jsonl.txt", "not a stream object")]
+    after = put(lake, errors + "2026/03/11/03/a.jsonl", refusal("2026-03-11T03:00:00Z", "hours after"))
+    recording = Recording(lake.storage)
+    monkeypatch.setattr(capture, "MAX_REASONS", 4)
+    held = capture.read_errors(DataLake(recording), EP, START, END)
+    counted = capture.read_errors(DataLake(recording), EP, START, END, keep_events=False)
+    assert [event["error"] for event in held.events] == ["filed an hour early"] + [f"field f{n}" for n in range(6)] \
+        + ["in"]
+    assert counted.events == [] and counted.total == held.total == 8
+    assert counted.summary(top=100) == held.summary(top=100) == {
+        "total": 8, "by_status": {"400": 7, "413": 1}, "malformed": 1,
+        "by_reason": [{"reason": capture.OTHER_REASONS, "count": 4}]
+        + [{"reason": f"400 /invocations: {text}", "count": 1} for text in ("filed an hour early", "field f0",
+                                                                            "field f1", "field f2")]}
+    fetched = set(recording.gets)
+    assert fetched == set(window[:3]) and not fetched & set(old + [after])
+    assert all(listed.startswith(errors + "2026/03/") for listed in recording.lists)
+    assert capture.read_errors(lake, EP).total == 15  # no window: every object, as before

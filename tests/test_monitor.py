@@ -236,6 +236,56 @@ def test_malformed_captures_and_unknown_feedback_are_counted_with_reasons(tmp_pa
     assert report["verdict"] == "insufficient data"
 
 
+def test_lake_text_that_forges_crashes_or_floods_is_reported_bounded_and_printed_escaped(tmp_path, baseline_dir,
+                                                                                         capsys, caplog):
+    # What others wrote into the lake went raw into the monitor: a refusal's `Infinity` status stopped it, a lone
+    # surrogate (in a refusal, or an object name a local folder lists with surrogateescape) left an empty report.json,
+    # a 1 MB message was a 1 MB line of the summary and the report, every made-up status its own entry, each cut
+    # capture line a warning quoting it whole, and a newline in a reason printed a forged verdict.
+    from diagnosa.cli import main
+
+    root = tmp_path / "lake"
+    lake = DataLake.from_uri(str(root))
+    hour = "2026/11/27/10"
+
+    def refusal(status, error="bad", route="invocations"):
+        return json.dumps({"time": "2026-11-27T10:00:00.000Z", "status": status, "route": route, "error": error})
+
+    forged = "x\nverdict: OK (forged)\x1b[2J\u202e"
+    lines = [refusal(400, "\ud800 bad"), refusal(400, route="\udc00"), refusal(400, "m" * 1_000_000),
+             refusal(400, forged), '{"time": "2026-11-27T10:00:00Z", "status": Infinity, "error": "x"}',
+             *(refusal(1000 + n) for n in range(2000)), refusal(True), refusal("400")]
+    lake.put_bytes(f"capture-errors/diagnosa/{hour}/00-00-000-x.jsonl", ("\n".join(lines) + "\n").encode())
+    cut = json.dumps({"eventMetadata": {"eventId": "e", "inferenceTime": "2026-11-27T10:00:00Z"}})[:30]
+    huge_time = json.dumps({"captureData": {"endpointInput": {"mode": "INPUT", "encoding": "JSON", "data": "{}"},
+                                            "endpointOutput": {"mode": "OUTPUT", "encoding": "JSON", "data": "{}"}},
+                            "eventMetadata": {"eventId": "t", "inferenceTime": "9" * 1_000_000}})
+    lake.put_bytes(f"capture/diagnosa/AllTraffic/{hour}/00-00-000-x.jsonl",
+                   ("\n".join([cut] * 500 + [huge_time]) + "\n").encode())
+    (root / "feedback/diagnosa/events").mkdir(parents=True)
+    (root / "feedback/diagnosa/events" / "x\udcff.txt").write_bytes(b"{}")  # a name that is not UTF-8
+
+    out = tmp_path / "out"
+    argv = ["--lake", lake.uri, "--workspace", str(tmp_path / "ws"), "monitor", "--baseline", str(baseline_dir),
+            "--since", "2026-11-27T10:00:00Z", "--until", "2026-11-27T11:00:00Z", "--out", str(out)]
+    assert main(argv) == 0
+    printed = capsys.readouterr()
+    report = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    refused = report["refusals"]
+    assert refused["total"] == 4 and refused["by_status"] == {"400": 4} and refused["malformed"] == 2003
+    reasons = [entry["reason"] for entry in refused["by_reason"]]
+    assert "400 invocations: \\ud800 bad" in reasons and "400 \\udc00: bad" in reasons
+    assert all(len(reason) < 400 for reason in reasons)
+    skipped = {s["reason"]: s["count"] for s in report["traffic"]["skipped"]["by_reason"]}
+    assert skipped["malformed capture line: not JSON"] == 500 and sum(skipped.values()) == 501
+    examples = report["quality"]["feedback"]["skipped"]["by_reason"][0]["examples"]
+    assert examples == ["feedback/diagnosa/events/x\\udcff.txt"]  # the object named, its byte as text
+    assert len(json.dumps(report)) < 200_000 and (out / "report.html").stat().st_size < 400_000
+    assert not any(line.startswith("verdict: OK") for line in printed.out.splitlines())
+    assert "\x1b" not in printed.out and "\\nverdict: OK (forged)\\x1b[2J\\u202e" in printed.out
+    assert len(printed.out) < 20_000 and len(printed.err) + len(caplog.text) < 50_000
+
+
 def test_feedback_recorded_under_an_inference_id_confirms_its_request(tmp_path, baseline):
     """SageMaker returns the client no event id; the doctors' app records the confirmed diagnosis under the inference
     id it gave the prediction, which the capture keeps: the monitor and retraining join it to that request's event

@@ -33,7 +33,7 @@ from diagnosa.commands.common import (
 from diagnosa.files import FileProblem, FileTooLarge, read_file_bounded
 from diagnosa.lake import DataLake
 from diagnosa.text import some_of
-from inference.limits import MAX_RECORDS, has_surrogate, loads, printable
+from inference.limits import MAX_RECORDS, has_surrogate, loads, printable, printable_line
 
 if TYPE_CHECKING:  # imported where used (the CLI starts without the feedback module)
     from inference.feedback import StoredFeedback
@@ -164,47 +164,53 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     return status
 
 
+def _say(line: str) -> None:
+    """One line of the summary, whose reasons, versions and names come from the lake (a refusal's message, a feedback
+    object's name): a newline or an escape code in them can neither forge a line nor clear the screen."""
+    print(printable_line(line))
+
+
 def _print_summary(report: dict[str, Any], paths: dict[str, Path], lake_url: str) -> None:
     from monitoring.report import lag_text
 
     t = report["traffic"]
-    print(f"monitoring {report['endpoint']}: window {report['window']['start'] or 'beginning'} → "
+    _say(f"monitoring {report['endpoint']}: window {report['window']['start'] or 'beginning'} → "
           f"{report['window']['end'] or 'now'}; {t['events']} captured requests, {t['patients']} patients, "
           f"{t['skipped']['total']} skipped")
     for entry in t["skipped"]["by_reason"]:
-        print(f"  skipped {entry['count']}: {entry['reason']}")
+        _say(f"  skipped {entry['count']}: {entry['reason']}")
     other = t.get("other_versions") or {}
     if t.get("model_version"):
-        print(f"  judged: the requests model version {t['model_version']} answered")
+        _say(f"  judged: the requests model version {t['model_version']} answered")
     if other.get("requests"):
         versions = ", ".join(f"{v} ({n})" for v, n in other["by_version"].items())
-        print(f"  left out {other['requests']} captured requests ({other['patients']} patients) answered by other "
+        _say(f"  left out {other['requests']} captured requests ({other['patients']} patients) answered by other "
               f"model versions: {versions}")
     refused = report.get("refusals") or {}
     if refused.get("total"):
         statuses = ", ".join(f"{n} × {status}" for status, n in refused["by_status"].items())
-        print(f"refused requests: {refused['total']} ({statuses})")
+        _say(f"refused requests: {refused['total']} ({statuses})")
         for entry in refused["by_reason"][:5]:
-            print(f"  refused {entry['count']}: {entry['reason']}")
+            _say(f"  refused {entry['count']}: {entry['reason']}")
     judged = report["quality"].get("window") or {}
     if judged.get("feedback_lag_seconds"):
-        print(f"live quality: the requests of {judged['start']} → {judged['end'] or 'now'} ({judged['events']} requests, "
+        _say(f"live quality: the requests of {judged['start']} → {judged['end'] or 'now'} ({judged['events']} requests, "
               f"{judged['patients']} patients): the window and its {lag_text(judged['feedback_lag_seconds'])} of "
               "feedback lag")
     fb = report["quality"]["feedback"]
-    print(f"feedback: {fb['records']} records ({fb['superseded']} superseded), {fb['matched']} joined with captures, "
+    _say(f"feedback: {fb['records']} records ({fb['superseded']} superseded), {fb['matched']} joined with captures, "
           f"{fb['skipped']['total']} not used"
           + (f"; {fb['outside_window']} for events outside this window, not read" if fb.get("outside_window") else "")
           + (f"; {fb['not_named_by_traffic']} for event ids this window's traffic does not name, not read"
              if fb.get("not_named_by_traffic") else ""))
     for entry in fb["skipped"]["by_reason"]:
-        print(f"  not used {entry['count']}: {entry['reason']}")
-    print(f"verdict: {report['verdict'].upper()}")
+        _say(f"  not used {entry['count']}: {entry['reason']}")
+    _say(f"verdict: {report['verdict'].upper()}")
     for alert in report["alerts"]:
-        print(f"  ALERT {alert}")
+        _say(f"  ALERT {alert}")
     for f in report["features"]:
         if f["verdict"] in ("drift", "warn"):
-            print(f"  {f['verdict']:5} {f['name']}: {'; '.join(f['reasons'])}")
+            _say(f"  {f['verdict']:5} {f['name']}: {'; '.join(f['reasons'])}")
     print(f"report: {paths['html']}\n        {paths['json']}\n        {lake_url}")
 
 
