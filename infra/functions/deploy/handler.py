@@ -19,8 +19,11 @@ Two EventBridge events reach it:
   version): the endpoint's ``diagnosa:latest-approval`` tag holds the newest one acted on (deployed or
   kept), and an approval no newer than it is a copy or stale and changes nothing — a late copy of an
   older approval does not roll the endpoint back, nor does a copy of the approval being deployed undo
-  an automatic rollback. These reads and writes of the tags are not atomic: they are safe because the stack
-  runs this function one invocation at a time (reserved concurrency 1, ``infra/stack.py``); two at once could
+  an automatic rollback. An event's time, when it has one, must be an ISO 8601 time no more than CLOCK_SKEW after
+  the function's clock: a later one (a hand-made event) is refused, since as the latest approval it would supersede
+  every real one until that date (see ``Approval.of``); a latest-approval tag that is malformed or in the future is
+  ignored with a warning (``latest_approval``). These reads and writes of the tags are not atomic: they are safe
+  because the stack runs this function one invocation at a time (reserved concurrency 1, ``infra/stack.py``); two at once could
   redeploy a rolled-back version or an older approval over a newer one.
 * ``SageMaker Endpoint State Change`` to IN_SERVICE: target-tracking autoscaling on
   ``SageMakerVariantInvocationsPerInstance`` is (re)registered; registration needs an endpoint in
@@ -47,6 +50,11 @@ job (``infra/functions/jobs/monitor.py``) reads them from one fixed prefix per e
   started serving as metadata; the monitor reads no traffic from before that time.
   A package without data baselines is deployed anyway (a warning is logged) and the prefix stays
   empty: the endpoint is served unmonitored until a version with baselines is deployed.
+  A baseline the package names but that cannot be copied (its run folder expired or was deleted) leaves the
+  prefix empty too (the files copied before it are removed) and never holds back the version kept pending:
+  that one is deployed first. If it was, the failure is logged as an error (the new version's IN_SERVICE
+  installs its own baselines); if not, the run then fails naming the object (``BaselinesUnavailable``: Lambda's
+  retries, then the dead-letter queue's alarm), since the serving version is not monitored.
 
 Everything the function creates (models, endpoint configs, the endpoint, the scalable target) carries
 the tags ``diagnosa:managed-by`` (this function's name), ``diagnosa:model-package`` and the stack's own
@@ -66,7 +74,7 @@ import os
 import re
 import time
 import urllib.request
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, NamedTuple
 
 import boto3
@@ -98,7 +106,51 @@ class Refused(Exception):
     """The event asks for something this function must not do; nothing was changed."""
 
 
+class BaselinesUnavailable(RuntimeError):
+    """The serving package's baselines could not be copied into the monitoring prefix (left empty): it is not monitored."""
+
+
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"  # EventBridge's event time, to the second
+# How far an approval's time may be ahead of the function's clock (see Approval.of): EventBridge stamps events with
+# AWS's clock, which Lambda's follows to well within this.
+CLOCK_SKEW = timedelta(minutes=5)
+# The longest ModelPackageName (a name or an ARN) DescribeModelPackage accepts.
+ARN_MAX_LENGTH = 176
+
+
+def _clip(text: str, limit: int = 300) -> str:
+    """``text`` for a message or a log line: at most ``limit`` characters (and the length it had), and no lone
+    surrogate (escaped as ``\\udXXX``: one cannot be encoded to log or return)."""
+    if len(text) > limit:
+        text = f"{text[:limit]}... ({len(text)} characters)"
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _shown(value: Any, limit: int = 80) -> str:
+    """A value of the event, quoted, for a message: a string clipped (``_clip``), a short scalar as it is, anything else
+    by its type (a list or a number from the event may be of any size; a 5 000-digit int cannot even be printed)."""
+    if isinstance(value, str):
+        return _clip(ascii(value[:limit])[:2 * limit] + ("" if len(value) <= limit else f"... ({len(value)} characters)"),
+                     4 * limit)
+    if _scalar(value):
+        return repr(value)
+    return _article(type(value).__name__)
+
+
+def _typed(value: Any) -> str:
+    """A value of the event of the wrong type, for a message: its type, and the value when that is short to show."""
+    if value is None:
+        return "null (NoneType)"
+    kind = _article(type(value).__name__)
+    return f"{kind} ({_shown(value)})" if isinstance(value, str) or _scalar(value) else kind
+
+
+def _scalar(value: Any) -> bool:
+    return value is None or isinstance(value, (bool, float)) or (isinstance(value, int) and value.bit_length() < 64)
+
+
+def _article(name: str) -> str:
+    return f"{'an' if name[:1] in tuple('aeiou') else 'a'} {name}"
 
 
 class Approval(NamedTuple):
@@ -109,57 +161,117 @@ class Approval(NamedTuple):
     version: int
 
     @classmethod
-    def of(cls, sent: str | None, version: int, now: float) -> "Approval":
-        """The event's ``time``; an event without one (invoked by hand) is as new as the clock."""
-        at = _event_time(sent) if sent else None
-        return cls(at or datetime.fromtimestamp(int(now), timezone.utc), version)
+    def of(cls, sent: Any, version: int, now: float) -> "Approval":
+        """The event's ``time``; an event without one (invoked by hand; ``null`` or "" alike) is as new as the clock.
+        Refused when the time is not an ISO 8601 time, or is after the function's clock by more than CLOCK_SKEW.
+
+        A time from the future is refused, not clamped to now. It was not stamped by EventBridge (whose clock is
+        AWS's): it is a hand-made or forged event, so its time says nothing about the approval's order. Recorded as
+        the endpoint's LATEST_TAG, it would make every real approval until that date look older ("superseded": none
+        deployed, ever, for 9999-12-31); clamped to now it would still put a replayed old approval after the real
+        ones, rolling the endpoint back. Refused, the run fails (retries, then the dead-letter queue's alarm) and the
+        operator sends the approval again without ``time``, which means now."""
+        clock = datetime.fromtimestamp(int(now), timezone.utc)
+        if sent is None or sent == "":
+            return cls(clock, version)
+        if not isinstance(sent, str):
+            raise Refused(f"the event's time is {_typed(sent)}, not a time such as 2026-01-01T00:00:00Z: nothing "
+                          "deployed (leave it out for now)")
+        at = _event_time(sent)
+        if at is None:
+            raise Refused(f"the event's time {_shown(sent)} is not an ISO 8601 time such as 2026-01-01T00:00:00Z, or "
+                          "is out of range: nothing deployed (leave it out for now)")
+        latest = _latest_believable(now)
+        if at > latest:
+            raise Refused(f"the event's time {_shown(sent)} is after the function's clock "
+                          f"({(latest - CLOCK_SKEW).strftime(TIME_FORMAT)}) by more than {CLOCK_SKEW}: not an "
+                          "EventBridge time, and as the latest approval it would supersede every real one until then; "
+                          "nothing deployed (send the approval again without a time, which means now)")
+        return cls(at, version)
 
     @classmethod
     def parse(cls, value: str | None) -> "Approval | None":
+        """The endpoint's LATEST_TAG; None when there is none or it is not "<time> v<version>" (ASCII digits)."""
         at, _, version = (value or "").partition(" v")
         moment = _event_time(at)
-        return cls(moment, int(version)) if moment is not None and version.isdigit() else None
+        if moment is None or not re.fullmatch(r"[0-9]{1,18}", version):
+            return None
+        return cls(moment, int(version))
 
     def tag(self) -> str:
         return f"{self.at.strftime(TIME_FORMAT)} v{self.version}"
 
 
 def _event_time(text: str) -> datetime | None:
+    """``text`` as a UTC time to the second; None when it is not an ISO 8601 time, or is one whose UTC time is out
+    of datetime's range (0001-01-01T00:00:00+01:00, 9999-12-31T23:59:59-01:00)."""
     try:
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
+        moment = moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+        return moment.astimezone(timezone.utc).replace(microsecond=0)
+    except (ValueError, OverflowError):
         return None
-    moment = moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
-    return moment.astimezone(timezone.utc).replace(microsecond=0)
+
+
+def _latest_believable(now: float) -> datetime:
+    """The latest time an approval (or the endpoint's LATEST_TAG) may carry: the clock plus CLOCK_SKEW. The clock is
+    the later of ``now`` and the system's: on Lambda they are the same; ``now`` can be set (tests replay events with
+    a fixed clock, often long before the events' times), and a time in the system clock's past is not a future one."""
+    return datetime.fromtimestamp(int(max(now, time.time())), timezone.utc) + CLOCK_SKEW
 
 
 def settings() -> dict[str, str]:
     return dict(os.environ)
 
 
-def handler(event: dict[str, Any], context: Any = None, *, sagemaker: Any = None, autoscaling: Any = None,
+def handler(event: Any, context: Any = None, *, sagemaker: Any = None, autoscaling: Any = None,
             s3: Any = None, env: dict[str, str] | None = None, now: float | None = None) -> dict[str, Any]:
     env = env or settings()
     sagemaker = sagemaker or boto3.client("sagemaker")
     autoscaling = autoscaling or boto3.client("application-autoscaling")  # an update may have to deregister it
     now = time.time() if now is None else now
+    if not isinstance(event, dict):  # Lambda passes whatever JSON it was invoked with
+        raise Refused(f"the event is not a JSON object but {_typed(event)}: nothing done")
     kind = event.get("detail-type")
+    if kind not in (PACKAGE_EVENT, ENDPOINT_EVENT):
+        raise Refused(f"unexpected event type {_shown(kind)}")
+    detail = event.get("detail")
+    if not isinstance(detail, dict):
+        raise Refused(f"the {kind} event has no detail object "
+                      f"({'no detail' if 'detail' not in event else 'detail is ' + _typed(detail)}): nothing done")
     if kind == PACKAGE_EVENT:
-        return deploy(event["detail"], sagemaker, autoscaling, env, now=now, s3=s3, sent=event.get("time"))
-    if kind == ENDPOINT_EVENT:
-        detail = event.get("detail", {})
-        if detail.get("EndpointName") == env["ENDPOINT_NAME"] and detail.get("EndpointStatus") in STRANDED_EVENTS:
-            return stranded_pending(sagemaker, env, detail["EndpointStatus"])
-        if detail.get("EndpointName") != env["ENDPOINT_NAME"] or detail.get("EndpointStatus") != "IN_SERVICE":
-            raise Refused(f"not this function's endpoint event: {json.dumps(detail)[:300]}")
-        result = register_autoscaling(autoscaling, env)
-        if env.get("LAKE_BUCKET"):
+        return deploy(detail, sagemaker, autoscaling, env, now=now, s3=s3, sent=event.get("time"))
+    if detail.get("EndpointName") == env["ENDPOINT_NAME"] and detail.get("EndpointStatus") in STRANDED_EVENTS:
+        return stranded_pending(sagemaker, env, detail["EndpointStatus"])
+    if detail.get("EndpointName") != env["ENDPOINT_NAME"] or detail.get("EndpointStatus") != "IN_SERVICE":
+        raise Refused(f"not this function's endpoint event: {json.dumps(detail)[:300]}")
+    return in_service(sagemaker, autoscaling, env, now=now, s3=s3)
+
+
+def in_service(sagemaker: Any, autoscaling: Any, env: dict[str, str], *, now: float, s3: Any = None) -> dict[str, Any]:
+    """The endpoint is InService: its autoscaling registered, the serving package's baselines installed, then the
+    version kept pending deployed. The baselines never hold that version back: a failure to install them (the run
+    folder they are in expired, was deleted, cannot be read) is raised only after it, and not at all when its
+    update started (the endpoint then serves the pending version, whose own IN_SERVICE installs its baselines):
+    otherwise every retry failed on the same missing object and the approved version never deployed."""
+    result = register_autoscaling(autoscaling, env)
+    failed: Exception | None = None
+    if env.get("LAKE_BUCKET"):
+        try:
             result["baselines"] = install_baselines(sagemaker, s3 or boto3.client("s3"), env, now=now)
-        pending = deploy_pending(sagemaker, autoscaling, env, now=now, s3=s3)
-        if pending:
-            result["pending"] = pending
-        return result
-    raise Refused(f"unexpected event type {kind!r}")
+        except Exception as err:  # noqa: BLE001 - raised again below, once the pending version had its chance
+            failed = err
+            result["baselines"] = {"status": "failed", "reason": _clip(f"{type(err).__name__}: {err}", 500)}
+    pending = deploy_pending(sagemaker, autoscaling, env, now=now, s3=s3)
+    if pending:
+        result["pending"] = pending
+    if failed is not None:
+        if (pending or {}).get("action") != "updated":
+            raise failed
+        log.error("%s: the baselines of the version it served are not installed (%s); %s is deploying now, and "
+                  "its IN_SERVICE installs its own", env["ENDPOINT_NAME"], result["baselines"]["reason"],
+                  pending and pending.get("model_package"))
+    return result
 
 
 def resource_tags(env: dict[str, str], package_arn: str) -> dict[str, str]:
@@ -201,10 +313,12 @@ def network_isolated(env: dict[str, str]) -> bool:
 
 
 def deploy(detail: dict[str, Any], sagemaker: Any, autoscaling: Any, env: dict[str, str], *, now: float,
-           s3: Any = None, sent: str | None = None) -> dict[str, Any]:
+           s3: Any = None, sent: Any = None) -> dict[str, Any]:
     arn = detail.get("ModelPackageArn")
     if not arn:
         raise Refused("the event names no ModelPackageArn")
+    if not isinstance(arn, str) or len(arn) > ARN_MAX_LENGTH:
+        raise Refused(f"the event's ModelPackageArn is not a model package ARN but {_typed(arn)}: nothing deployed")
     package = approved_package(sagemaker, arn, env)
     approval = Approval.of(sent, int(package.get("ModelPackageVersion") or 0), now)
     endpoint = env["ENDPOINT_NAME"]
@@ -212,7 +326,7 @@ def deploy(detail: dict[str, Any], sagemaker: Any, autoscaling: Any, env: dict[s
     if current is None:
         return roll_out(package, arn, None, approval.tag(), sagemaker, autoscaling, env, now=now, s3=s3)
     status = current["EndpointStatus"]
-    latest = Approval.parse(_tags(sagemaker, current["EndpointArn"]).get(LATEST_TAG))
+    latest = latest_approval(_tags(sagemaker, current["EndpointArn"]).get(LATEST_TAG), endpoint, now)
     if latest is not None and approval <= latest:
         # A copy of an approval already acted on, or one older than it (events come at least once, in any order):
         # deploying it would roll back to an older version, or redo a rollout SageMaker has just rolled back.
@@ -245,6 +359,21 @@ def deploy(detail: dict[str, Any], sagemaker: Any, autoscaling: Any, env: dict[s
     return roll_out(package, arn, current, approval.tag(), sagemaker, autoscaling, env, now=now, s3=s3)
 
 
+def latest_approval(tag: str | None, endpoint: str, now: float) -> Approval | None:
+    """The endpoint's LATEST_TAG as an Approval. A tag that is not one (edited by hand, another tool), or that is in
+    the future (written by a future-timed approval before Approval.of refused them), is ignored with a warning: kept,
+    it would fail every approval, or supersede every real one until that date. The next deployment overwrites it."""
+    latest = Approval.parse(tag)
+    if tag and latest is None:
+        log.warning("%s: its %s tag %s is not '<time> v<version>': ignored, this approval is not compared with it",
+                    endpoint, LATEST_TAG, _shown(tag))
+    elif latest is not None and latest.at > _latest_believable(now):
+        log.warning("%s: its %s tag %s is in the future: ignored, this approval is not compared with it", endpoint,
+                    LATEST_TAG, _shown(tag))
+        return None
+    return latest
+
+
 def approved_package(sagemaker: Any, arn: str, env: dict[str, str]) -> dict[str, Any]:
     """The package as the registry describes it now (the event is a hint, the registry the truth); Refused unless
     it exists, is Approved and belongs to this stage's group."""
@@ -253,13 +382,32 @@ def approved_package(sagemaker: Any, arn: str, env: dict[str, str]) -> dict[str,
     except ClientError as err:
         if err.response.get("Error", {}).get("Code") != "ValidationException":
             raise
-        raise Refused(f"{arn} is not in the registry: {err.response['Error'].get('Message', '')}"[:500]) from None
+        raise Refused(_clip(f"{arn} is not in the registry: {err.response['Error'].get('Message', '')}", 500)) from None
     group, status = package.get("ModelPackageGroupName"), package.get("ModelApprovalStatus")
     if group != env["MODEL_PACKAGE_GROUP"]:
         raise Refused(f"{arn} belongs to group {group!r}, not {env['MODEL_PACKAGE_GROUP']!r}")
     if status != "Approved":
         raise Refused(f"{arn} is {status}, not Approved: nothing deployed")
+    serving_container(package, arn)
     return package
+
+
+def serving_container(package: dict[str, Any], arn: str) -> dict[str, Any]:
+    """The package's first inference container, which the model runs; Refused unless it names an ``Image`` and a
+    ``ModelDataUrl`` (model.tar.gz: the registry also accepts a package without an inference specification, and a
+    container with a ``ModelDataSource`` instead, which this function does not deploy)."""
+    spec = package.get("InferenceSpecification")
+    if not isinstance(spec, dict):
+        raise Refused(f"{arn} has no InferenceSpecification: nothing to deploy")
+    containers = spec.get("Containers") or []
+    if not isinstance(containers, list) or not containers or not isinstance(containers[0], dict):
+        raise Refused(f"{arn} has no inference container: nothing to deploy")
+    container: dict[str, Any] = containers[0]
+    missing = [key for key in ("Image", "ModelDataUrl") if not isinstance(container.get(key), str) or not container[key]]
+    if missing:
+        also = " (a ModelDataSource is not deployed by this function)" if "ModelDataSource" in container else ""
+        raise Refused(f"{arn}'s inference container has no {' and no '.join(missing)}{also}: nothing deployed")
+    return container
 
 
 def roll_out(package: dict[str, Any], arn: str, current: dict[str, Any] | None, approval: str, sagemaker: Any,
@@ -270,9 +418,7 @@ def roll_out(package: dict[str, Any], arn: str, current: dict[str, Any] | None, 
     endpoint = env["ENDPOINT_NAME"]
     version = package.get("ModelPackageVersion", 0)
     name = f"{endpoint}-v{version}-{time.strftime('%Y%m%d%H%M%S', time.gmtime(now))}"[:63]
-    [container] = package["InferenceSpecification"]["Containers"][:1] or [None]
-    if container is None:
-        raise Refused(f"{arn} has no inference container")
+    container = serving_container(package, arn)
     # The version is served by the code it was trained with: model.tar.gz carries code/ and the package's
     # environment names its program; a package registered without that environment gets the same layout's defaults.
     environment = {"SAGEMAKER_PROGRAM": SERVING_PROGRAM, "SAGEMAKER_SUBMIT_DIRECTORY": "/opt/ml/model/code",
@@ -558,10 +704,22 @@ def install_baselines(sagemaker: Any, s3: Any, env: dict[str, str], *, now: floa
     since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))
     # The required files last: the monitor treats data/statistics.json as "baselines present".
     for name in sorted(sources, key=lambda n: (n in REQUIRED, n)):
-        s3.copy_object(Bucket=bucket, Key=prefix + name, CopySource={"Bucket": bucket, "Key": sources[name]},
-                       MetadataDirective="REPLACE", ContentType="application/json",
-                       Metadata={"model-package": arn, "serving-since": since, "source": sources[name]},
-                       ServerSideEncryption="aws:kms", SSEKMSKeyId=env["KMS_KEY_ARN"], BucketKeyEnabled=True)
+        try:
+            s3.copy_object(Bucket=bucket, Key=prefix + name, CopySource={"Bucket": bucket, "Key": sources[name]},
+                           MetadataDirective="REPLACE", ContentType="application/json",
+                           Metadata={"model-package": arn, "serving-since": since, "source": sources[name]},
+                           ServerSideEncryption="aws:kms", SSEKMSKeyId=env["KMS_KEY_ARN"], BucketKeyEnabled=True)
+        except ClientError as err:
+            # The run folder expired or was deleted, or the object cannot be read. All or nothing: the files copied
+            # so far are removed, so the monitor finds no baseline rather than some of another set.
+            removed = clear_baselines(s3, env)
+            error = err.response.get("Error", {})
+            message = _clip(f"{endpoint} serves {arn}, whose {name} baseline s3://{bucket}/{sources[name]} cannot be "
+                            f"copied ({error.get('Code', 'error')}: {error.get('Message', '')}): it is not monitored "
+                            f"(s3://{bucket}/{prefix} left empty, {removed} removed) until that object is restored or "
+                            "a version with baselines is deployed", 900)
+            log.error("%s", message)
+            raise BaselinesUnavailable(message) from None
     log.info("baselines of %s installed under s3://%s/%s (%s)", arn, bucket, prefix, ", ".join(sorted(sources)))
     return {"status": "installed", "model_package": arn, "files": sorted(sources), "serving_since": since}
 

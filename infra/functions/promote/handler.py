@@ -26,7 +26,9 @@ even if the endpoint does not serve it. It
 Before 4, the version is gated again with this stage's own gate: the checks of this stage's pipeline definition
 at their defaults (``GATE_KEY``, a file the stack writes into this lake), read from the evaluation the version
 registered as its ModelQuality statistics. A source run started with lowered thresholds (``--param``) passes the
-source's gate but not this one. ``force`` never skips it.
+source's gate but not this one. ``force`` never skips it. A gate file that is not a non-empty list of checks
+(truncated, empty, another shape) refuses every promotion: a gate that checks nothing never passes a version.
+Refusals quote the event's and the S3 objects' values bounded (their start and their size), whatever their size.
 
 Configuration comes from environment variables set by the stack (``infra/stack.py``).
 
@@ -60,6 +62,10 @@ PREDICTION_BASELINE = "diagnosa:prediction-baseline"
 RUNS = "artifacts/runs/"
 SERVED_REASON_CHARS = 400
 EVALUATION_MAX_BYTES = 10 * 2**20  # an evaluation.json is tens of KB; a larger object is not one
+GATE_MAX_BYTES = 2**20  # a gate file is a few KB (a handful of checks)
+SHOWN_CHARS = 80  # of a value from the event or an S3 object quoted in a message (CloudWatch, the pipeline's failure)
+PATH_CHARS = 200  # of a gate path named in a message
+FAILURES_SHOWN = 20  # of the gate's failures named in a refusal
 
 
 class Refused(Exception):
@@ -70,20 +76,23 @@ def settings() -> dict[str, str]:
     return dict(os.environ)
 
 
-def handler(event: dict[str, Any], context: Any = None, *, source: Any = None, target: Any = None, s3: Any = None,
+def handler(event: Any, context: Any = None, *, source: Any = None, target: Any = None, s3: Any = None,
             reader: Any = None, env: dict[str, str] | None = None) -> dict[str, Any]:
     """``source``: SageMaker in the source region (its registry); ``reader``: SageMaker that may describe the
     source endpoint and its configs (default: :func:`endpoint_reader`)."""
     env = env or settings()
+    if not isinstance(event, dict):  # Lambda passes any JSON
+        raise Refused(f'the event must be a JSON object ({{}}, {{"version": N}} or {{"version": N, "force": true}}), '
+                      f"got {kind(event)}: nothing promoted")
     source = source or boto3.client("sagemaker", region_name=env["SOURCE_REGION"])
     target = target or boto3.client("sagemaker")
     s3 = s3 or boto3.client("s3")
     version, force = event.get("version"), event.get("force", False)
     if version is not None and (not isinstance(version, int) or isinstance(version, bool) or version < 1):
-        raise Refused(f"version must be a positive integer, got {version!r}")
+        raise Refused(f"version must be a positive integer, got {shown(version)}")
     if not isinstance(force, bool) or (force and version is None):
         raise Refused(f"force must be true or false, and only with a version (it promotes that version even if "
-                      f"{env['SOURCE_ENDPOINT']} does not serve it), got {force!r}")
+                      f"{env['SOURCE_ENDPOINT']} does not serve it), got {shown(force)}")
     if force and version is not None:  # (force without a version is refused above)
         arn = source_version(source, env, version)
         log.warning("forced: %s is promoted without checking that %s serves it", arn, env["SOURCE_ENDPOINT"])
@@ -132,6 +141,42 @@ def handler(event: dict[str, Any], context: Any = None, *, source: Any = None, t
             "forced": force}
 
 
+def kind(value: Any) -> str:
+    """What JSON type ``value`` is, for a message."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    return {dict: "an object", list: "a list", str: "a string", int: "a number", float: "a number"}.get(
+        type(value), type(value).__name__)
+
+
+def text(value: str, limit: int = SHOWN_CHARS) -> str:
+    """``value`` (a name read from an S3 object) for a message: lone surrogates escaped, cut to ``limit``
+    characters with its length said."""
+    value = value.encode("utf-8", "backslashreplace").decode("utf-8")
+    return value if len(value) <= limit else f"{value[:limit]}... ({len(value)} characters)"
+
+
+def shown(value: Any, limit: int = SHOWN_CHARS) -> str:
+    """A value of the event or of an S3 object for a message, bounded whatever its size: a list or an object by its
+    size, a string or number quoted (its start only when long, with its length; surrogates escaped by repr)."""
+    if isinstance(value, (list, dict)):
+        what, count = ("a list", "item") if isinstance(value, list) else ("an object", "key")
+        return f"{what} of {len(value)} {count}{'' if len(value) == 1 else 's'}"
+    if isinstance(value, str):
+        quoted = repr(value[:limit])  # escapes surrogates and control characters: up to 10 characters for one
+        return quoted if len(value) <= limit and len(quoted) <= limit + 2 else \
+            f"{quoted[:limit]}... ({len(value)} characters)"
+    if isinstance(value, int) and not isinstance(value, bool):
+        try:
+            digits = str(value)
+        except ValueError:  # over sys.get_int_max_str_digits() (4,300 by default)
+            return "an integer too long to write out"
+        return digits if len(digits) <= limit else f"{digits[:limit]}... ({len(digits)} digits)"
+    return repr(value) if isinstance(value, (float, bool)) or value is None else kind(value)
+
+
 def source_group(env: dict[str, str]) -> str:
     """The source group by ARN when it is in another account (cross-account calls need the ARN)."""
     if not env.get("SOURCE_ACCOUNT"):
@@ -148,7 +193,7 @@ def source_version(sagemaker: Any, env: dict[str, str], version: int) -> str:
         for p in page.get("ModelPackageSummaryList", [])]
     match = [p for p in listed if p.get("ModelPackageVersion") == version]
     if not match:
-        raise Refused(f"{env['SOURCE_GROUP']} has no version {version}")
+        raise Refused(f"{env['SOURCE_GROUP']} has no version {shown(version)}")
     return str(match[0]["ModelPackageArn"])
 
 
@@ -236,32 +281,102 @@ def in_source_runs(uri: str, env: dict[str, str]) -> tuple[str, str]:
     return bucket, key
 
 
+def read_gate(s3: Any, env: dict[str, str]) -> list[dict[str, Any]]:
+    """This stage's gate: the checks the stack wrote to ``GATE_KEY`` (``pipelines.expressions.registration_gate``),
+    a non-empty list of ``{"path", "keys", "at_least", "parameter"}``. A file that is not one (truncated, empty,
+    another shape) is refused, never read as "no checks": a gate that checks nothing would pass every version."""
+    where = f"s3://{env['LAKE_BUCKET']}/{env['GATE_KEY']}"
+    try:
+        body = s3.get_object(Bucket=env["LAKE_BUCKET"], Key=env["GATE_KEY"])["Body"].read(GATE_MAX_BYTES + 1)
+    except ClientError as err:
+        raise Refused(f"this stage's gate {where} cannot be read ({err.response.get('Error', {}).get('Code')}): "
+                      "deploy this stage's stack again; nothing promoted") from err
+    checks, wrong = gate_checks(body)
+    if wrong:
+        raise Refused(f"this stage's gate {where} is not a gate file ({wrong}): deploy this stage's stack again; "
+                      "nothing promoted")
+    return checks
+
+
+def gate_checks(body: bytes) -> tuple[list[dict[str, Any]], str]:
+    """(the checks of a gate file's ``body``, ``""``), or ``([], what is wrong with it)``."""
+    if len(body) > GATE_MAX_BYTES:
+        return [], f"it is over {GATE_MAX_BYTES} bytes"
+    try:
+        checks = json.loads(body)
+    except RecursionError:  # not a ValueError
+        return [], "it is not JSON: nested too deeply"
+    except ValueError as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        return [], f"it is not JSON: {text(str(err), 200)}"
+    if not isinstance(checks, list):
+        return [], f"it is {kind(checks)}, not a list of checks"
+    if not checks:
+        return [], "it has no checks: a gate that checks nothing would pass every version"
+    for i, check in enumerate(checks, 1):
+        problem = gate_check_problem(check)
+        if problem:
+            return [], f"check {i}{problem}"
+    return checks, ""
+
+
+def gate_check_problem(check: Any) -> str:
+    """What is wrong with one check of a gate file (to follow "check N"), or ``""``."""
+    if not isinstance(check, dict):
+        return f" is not an object (it is {shown(check)})"
+
+    def given(name: str) -> str:
+        return shown(check[name]) if name in check else "missing"
+
+    path, keys, at_least = check.get("path"), check.get("keys"), check.get("at_least")
+    if not isinstance(path, str) or not path:
+        return f"'s path is not a non-empty string (it is {given('path')})"
+    if not isinstance(keys, list) or not keys or any(isinstance(k, bool) or not isinstance(k, (str, int)) for k in keys):
+        return f"'s keys are not a non-empty list of names and indexes (they are {given('keys')})"
+    if isinstance(at_least, bool) or not isinstance(at_least, (int, float)) or number(at_least) is None:
+        return f"'s at_least is not a finite number (it is {given('at_least')})"
+    if not isinstance(check.get("parameter") or "", str):
+        return f"'s parameter is not a string (it is {given('parameter')})"
+    return ""
+
+
+def number(value: Any) -> float | None:
+    """``value`` as the float the gate compares (as the pipeline's gate does), or None: not a number, not finite,
+    or an integer beyond the floats."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        as_float = float(value)
+    except OverflowError:
+        return None
+    return as_float if math.isfinite(as_float) else None
+
+
 def check_gate(s3: Any, package: dict[str, Any], env: dict[str, str]) -> None:
-    """Refuse the version unless its registered evaluation passes every check of this stage's gate (all failures
-    named): the source stage's run may have been gated with lowered thresholds."""
+    """Refuse the version unless its registered evaluation passes every check of this stage's gate (the failures
+    named, each in a bounded text): the source stage's run may have been gated with lowered thresholds."""
     arn = package["ModelPackageArn"]
     uri = (((package.get("ModelMetrics") or {}).get("ModelQuality") or {}).get("Statistics") or {}).get("S3Uri")
     if not uri:
         raise Refused(f"{arn} registers no ModelQuality statistics (its evaluation): this stage's gate cannot check "
                       "it, nothing promoted")
     bucket, key = in_source_runs(uri, env)
-    try:
-        checks = json.loads(s3.get_object(Bucket=env["LAKE_BUCKET"], Key=env["GATE_KEY"])["Body"].read())
-    except ClientError as err:
-        raise Refused(f"this stage's gate s3://{env['LAKE_BUCKET']}/{env['GATE_KEY']} cannot be read "
-                      f"({err.response.get('Error', {}).get('Code')}): deploy this stage's stack again; nothing "
-                      "promoted") from err
+    checks = read_gate(s3, env)
     try:
         body = s3.get_object(Bucket=bucket, Key=key)["Body"].read(EVALUATION_MAX_BYTES + 1)
     except ClientError as err:
         raise Refused(f"{arn}'s evaluation {uri} cannot be read ({err.response.get('Error', {}).get('Code')}): "
                       "nothing promoted") from err
+    wrong = ""
     try:
         if len(body) > EVALUATION_MAX_BYTES:
             raise ValueError(f"it is over {EVALUATION_MAX_BYTES} bytes")
         evaluation = json.loads(body)
+    except RecursionError:  # not a ValueError: deep nesting under the size limit
+        wrong = "it is nested too deeply"
     except ValueError as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-        raise Refused(f"{arn}'s evaluation {uri} is not an evaluation JSON ({err}): nothing promoted") from None
+        wrong = text(str(err), 200)
+    if wrong:
+        raise Refused(f"{arn}'s evaluation {uri} is not an evaluation JSON ({wrong}): nothing promoted")
     failures = []
     for check in checks:
         value: Any = evaluation
@@ -271,13 +386,19 @@ def check_gate(s3: Any, package: dict[str, Any], env: dict[str, str]) -> None:
             except (KeyError, IndexError, TypeError):
                 value = None
                 break
-        threshold = f"{check['at_least']:g}" + (f" ({check['parameter']})" if check.get("parameter") else "")
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            failures.append(f"{check['path']} is {'missing' if value is None else repr(value)}, needs >= {threshold}")
-        elif value < check["at_least"]:
-            failures.append(f"{check['path']} is {value:.4g}, needs >= {threshold}")
+        at_least = float(check["at_least"])  # finite: read_gate checked it
+        threshold = f"{at_least:g}" + (f" ({text(check['parameter'])})" if check.get("parameter") else "")
+        path, compared = text(check["path"], PATH_CHARS), number(value)
+        if compared is None:
+            what = "missing" if value is None else "an integer too large to compare" \
+                if isinstance(value, int) and not isinstance(value, bool) else shown(value)
+            failures.append(f"{path} is {what}, needs >= {threshold}")
+        elif compared < at_least:
+            failures.append(f"{path} is {compared:.4g}, needs >= {threshold}")
     if failures:
-        raise Refused(f"{arn} does not pass {env['TARGET_GROUP']}'s gate: {'; '.join(failures)}. Nothing promoted "
+        named = "; ".join(failures[:FAILURES_SHOWN]) + (
+            f" (and {len(failures) - FAILURES_SHOWN} more)" if len(failures) > FAILURES_SHOWN else "")
+        raise Refused(f"{arn} does not pass {env['TARGET_GROUP']}'s gate: {named}. Nothing promoted "
                       "(the source run was gated with other thresholds); train a version that passes it")
 
 
@@ -299,7 +420,19 @@ def promoted_request(package: dict[str, Any], env: dict[str, str], prefix: str) 
             return [rewrite(v) for v in node]
         return node
 
-    spec = copy.deepcopy(package["InferenceSpecification"])
+    arn = package["ModelPackageArn"]
+    spec = package.get("InferenceSpecification")
+    if not isinstance(spec, dict) or not isinstance(spec.get("Containers"), list) or not spec["Containers"]:
+        raise Refused(f"{arn} has no InferenceSpecification with containers (what to serve): nothing promoted")
+    for i, container in enumerate(spec["Containers"], 1):
+        missing = [name for name in ("Image", "ModelDataUrl")
+                   if not isinstance(container, dict) or not isinstance(container.get(name), str) or not container[name]]
+        if missing:
+            other = " (its model is named by a ModelDataSource only: this function copies the model artifact a " \
+                    "ModelDataUrl names)" if "ModelDataUrl" in missing and isinstance(container, dict) \
+                    and container.get("ModelDataSource") else ""
+            raise Refused(f"{arn}'s container {i} has no {' and no '.join(missing)}{other}: nothing promoted")
+    spec = copy.deepcopy(spec)
     for container in spec["Containers"]:
         container["ModelDataUrl"] = moved(container["ModelDataUrl"])
         container["Image"] = env["SERVING_IMAGE"]  # this stage's region and repository: same pins (steps.txt)
