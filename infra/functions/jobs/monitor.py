@@ -19,7 +19,9 @@ before the time the serving model started serving (the baselines' ``serving-sinc
 is never compared with another's baselines.
 
 Nothing is started, and the result says why, when the endpoint has no baselines (no deployment yet,
-a deployment in progress, or a package registered without them) or no captured traffic at all.
+a deployment in progress, or a package registered without them), no captured traffic at all, or a serving model
+that started serving just now. A ``serving-since`` that is unreadable or in the future is refused (``Refused``):
+no job can keep to the serving model's traffic with it.
 """
 from __future__ import annotations
 
@@ -45,6 +47,13 @@ _UNIT = {"minute": "m", "minutes": "m", "hour": "h", "hours": "h", "day": "d", "
 
 
 MAX_WINDOW = timedelta(days=36500)  # S3 keeps nothing longer on its own (object lock's longest retention)
+MAX_DIGITS = 9  # more significant digits than any length of at most MAX_WINDOW has (52 560 000 minutes)
+SHOWN_MAX = 80  # an event's or the environment's value quoted in a message
+# How far ahead of this function's clock the deploy function's (which wrote serving-since) may run: a model that
+# started serving that little "in the future" started just now, and has served no traffic yet.
+CLOCK_SKEW = timedelta(minutes=5)
+_MEND = ("set the baselines' serving-since metadata to when the serving model went InService "
+         "(YYYY-MM-DDTHH:MM:SSZ, UTC)")
 
 
 class Refused(Exception):
@@ -52,35 +61,59 @@ class Refused(Exception):
 
 
 def window_of(event: dict[str, Any], env: dict[str, str]) -> str:
-    window = str(event.get("window") or env.get("WINDOW") or "").strip().lower()
+    """The window to read (``7d``, its number without leading zeros), the event's else WINDOW, else the one of a
+    ``rate(...)`` schedule; Refused naming the value (cut to SHOWN_MAX) and what it must be."""
+    window = _text(event.get("window") or env.get("WINDOW") or "", "window").strip().lower()
     if not window:
-        schedule = str(event.get("schedule") or env.get("SCHEDULE") or "").strip()
+        schedule = _text(event.get("schedule") or env.get("SCHEDULE") or "", "schedule").strip()
         match = _RATE.fullmatch(schedule)
         if not match:
-            raise Refused(f"no window given and none derivable from schedule {schedule!r}: set the MonitorWindow "
-                          f"parameter (e.g. 24h) for a cron schedule")
-        window = f"{int(match[1])}{_UNIT[match[2]]}"
-    _length(window, "window", "a positive duration like 30m, 24h, 7d or 2w", positive=True)
-    return window
+            raise Refused(f"no window given and none derivable from schedule {_shown(schedule)}: set the "
+                          f"MonitorWindow parameter (e.g. 24h) for a cron schedule")
+        window = f"{match[1]}{_UNIT[match[2]]}"
+    form = "a positive duration like 30m, 24h, 7d or 2w"
+    _length(window, "window", form, positive=True)
+    return _normal(window)
 
 
 def feedback_lag_of(event: dict[str, Any], env: dict[str, str]) -> timedelta:
     """How long after a request its feedback may come (``feedback_lag``: the event's, else FEEDBACK_LAG; ``0``)."""
-    lag = str(event.get("feedback_lag") or env.get("FEEDBACK_LAG") or "0").strip().lower()
+    lag = _text(event.get("feedback_lag") or env.get("FEEDBACK_LAG") or "0", "feedback lag").strip().lower()
     return timedelta(0) if lag == "0" else _length(lag, "feedback lag", "0 or a duration like 12h, 7d or 2w")
+
+
+def _text(value: Any, what: str) -> str:
+    """A window, lag or schedule as text: a string, or a number as a schedule's target may send it."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value) if abs(value) < 10**MAX_DIGITS else "9" * (MAX_DIGITS + 1)  # no int-to-str limit
+    raise Refused(f"{what} must be text like 7d, not {type(value).__name__}")
+
+
+def _shown(text: str) -> str:
+    """``text`` quoted for a message, at most SHOWN_MAX characters: cut before its repr (which escapes lone
+    surrogates), and after."""
+    quoted = repr(text[:SHOWN_MAX])
+    return quoted if len(text) <= SHOWN_MAX and len(quoted) <= SHOWN_MAX else quoted[:SHOWN_MAX - 1] + "…"
+
+
+def _normal(window: str) -> str:
+    """``0007d`` as ``7d``: the number's significant digits (at most MAX_DIGITS + 1 of them are read)."""
+    digits = window[:-1].lstrip("0") or "0"
+    return digits + window[-1]
 
 
 def _length(text: str, what: str, form: str, positive: bool = False) -> timedelta:
     """``text`` (``7d``) as a duration of at most MAX_WINDOW; Refused naming ``what`` and the ``form`` it must have."""
     match = _WINDOW.fullmatch(text)
-    if not match or (positive and int(match[1]) == 0):
-        raise Refused(f"{what} {text!r} must be {form}")
-    try:
-        length = _duration(text)
-    except OverflowError:  # 99999999999w: past what a timedelta holds, and the job would refuse it
-        length = None
+    digits = (match[1].lstrip("0") or "0") if match else ""
+    if not match or (positive and digits == "0"):
+        raise Refused(f"{what} {_shown(text)} must be {form}")
+    # Thousands of digits: past MAX_WINDOW, and past what int() reads (4 300 digits) or a timedelta holds.
+    length = _duration(_normal(text)) if len(digits) <= MAX_DIGITS else None
     if length is None or length > MAX_WINDOW:
-        raise Refused(f"{what} {text!r} is longer than {MAX_WINDOW.days} days: no capture is kept that long")
+        raise Refused(f"{what} {_shown(text)} is longer than {MAX_WINDOW.days} days: no capture is kept that long")
     return length
 
 
@@ -96,7 +129,9 @@ def _has_objects(s3: Any, bucket: str, prefix: str) -> bool:
 def handler(event: dict[str, Any], context: Any = None, *, sagemaker: Any = None, s3: Any = None,
             env: dict[str, str] | None = None, now: float | None = None) -> dict[str, Any]:
     env = env if env is not None else dict(os.environ)
-    event = event or {}
+    event = {} if event is None else event
+    if not isinstance(event, dict):  # Lambda passes any JSON as the event
+        raise Refused(f"the event must be a JSON object, not {type(event).__name__}")
     s3 = s3 or boto3.client("s3")
     when = datetime.fromtimestamp(time.time() if now is None else now, timezone.utc)
     window = window_of(event, env)
@@ -116,7 +151,11 @@ def handler(event: dict[str, Any], context: Any = None, *, sagemaker: Any = None
         return {"status": "skipped", "reason": "no captured traffic"}
 
     metadata = s3.head_object(Bucket=bucket, Key=baseline + REQUIRED[0]).get("Metadata", {})
-    since = _since(metadata.get("serving-since"))
+    since = _since(metadata.get("serving-since"), f"s3://{bucket}/{baseline}{REQUIRED[0]}", when)
+    if since is not None and since >= when:
+        log.warning("skipped: %s started serving at %s, just now: no traffic of it to judge yet", endpoint,
+                    metadata.get("serving-since"))
+        return {"status": "skipped", "reason": "no traffic of the serving model yet"}
     # The serving model started within the window: read only its own traffic. Live quality judges the requests of
     # the feedback lag before the window too, but none from before the serving model started (whole minutes).
     start = when - _duration(window)
@@ -138,14 +177,26 @@ def handler(event: dict[str, Any], context: Any = None, *, sagemaker: Any = None
             "report": f"s3://{bucket}/{base}/reports/{name}/"}
 
 
-def _since(value: str | None) -> datetime | None:
+def _since(value: str | None, where: str, when: datetime) -> datetime | None:
+    """When the serving model started serving (the baselines' serving-since, which the deploy function writes);
+    None when the metadata is absent (baselines installed before it was written).
+
+    Refused when it is unreadable or later than ``when`` by more than CLOCK_SKEW: the deploy function wrote neither,
+    so the metadata is damaged, and no job can be sized from it. A job reading the window and the feedback lag
+    regardless could judge the previous model's traffic against this one's baselines (false drift, and the drift
+    alarm retrains); one reading from a future time reads nothing. The refusal fails the invocation, whose retries
+    end in the dead-letter queue, whose alarm tells a person, who sets it right."""
     if not value:
         return None
     try:
-        return datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+        since = datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
     except ValueError:
-        log.warning("ignoring unreadable serving-since %r", value)
-        return None
+        raise Refused(f"{where}: unreadable serving-since {_shown(value)} (not YYYY-MM-DDTHH:MM:SSZ): no job started, "
+                      f"it could read another model's traffic; {_MEND}") from None
+    if since > when + CLOCK_SKEW:
+        raise Refused(f"{where}: serving-since {value} is in the future (now {when:%Y-%m-%dT%H:%M:%SZ}): no job "
+                      f"started, it would read no traffic; {_MEND}")
+    return since
 
 
 def monitoring_request(env: dict[str, str], name: str, arguments: list[str]) -> dict[str, Any]:

@@ -77,21 +77,40 @@ PARAMETER_TYPES = ("String", "Integer", "Float", "Boolean")
 SHAPE_PARAMETERS = ("ProcessingInstanceCount", "TrainingInstanceCount", "ProcessingInstanceType", "TrainingInstanceType")
 
 
+# What an event or an S3 object may make a message, a log line or the execution's reason: cut to these lengths.
+REASON_MAX = 500  # the retraining's reason (the event's, an alarm's name): kept in request.json and the result
+SHOWN_MAX = 300  # free text quoted in a message or a log line
+NAMES_SHOWN = 10  # unknown parameter names named in a refusal; the rest counted
+# The JSON objects the function reads (LATEST.json, a folding job's request and result) are a few KB; the function has
+# 256 MB (infra/stack.py), and parsing takes some times the object's size: a larger one is refused, not read whole.
+JSON_MAX_BYTES = 1024 * 1024
+# An InputDataUri override: an s3:// URI of a bucket and a prefix (SageMaker's S3Uri holds 1024 characters), no "."
+# or ".." step in its path.
+S3_URI = re.compile(r"\As3://[a-z0-9][a-z0-9.-]{0,62}/(?!\.{1,2}(?:/|\Z))(?:[^\s/]|/(?!\.{1,2}(?:/|\Z)))+\Z")
+S3_URI_MAX = 1024
+
+
 class Refused(Exception):
     """The event cannot start an execution; nothing was started."""
 
 
 def latest_input(s3: Any, bucket: str, dataset: str = "patients") -> str:
-    """``s3://<bucket>/curated/<dataset>/<version>`` of the latest curated version; Refused when there is none."""
+    """``s3://<bucket>/curated/<dataset>/<version>`` of the latest curated version; Refused when there is none or
+    LATEST.json is damaged (naming the object and what is wrong)."""
     key = f"curated/{dataset}/LATEST.json"
     try:
-        version = json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())["version"]
+        body = _read_object(s3, bucket, key)
     except ClientError as err:
         if not missing_object(s3, bucket, key, err):
             raise
         raise Refused(f"no curated dataset in s3://{bucket}/curated/{dataset}/ (no {key}): ingest data first") from None
+    latest = _parsed(body, bucket, key)
+    if "version" not in latest:
+        raise Refused(f's3://{bucket}/{key} has no "version": it is not what ingestion writes; ingest again or '
+                      f"restore it")
+    version = latest["version"]
     if not isinstance(version, str) or not _VERSION.fullmatch(version):
-        raise Refused(f"s3://{bucket}/{key} names no valid version: {version!r}")
+        raise Refused(f"s3://{bucket}/{key} names no valid version: {_shown(version)}")
     return curated_uri(bucket, dataset, version)
 
 
@@ -125,12 +144,17 @@ def retraining_prefix(endpoint: str) -> str:
 def handler(event: dict[str, Any], context: Any = None, *, sagemaker: Any = None, s3: Any = None,
             env: dict[str, str] | None = None, now: float | None = None) -> dict[str, Any]:
     env = env if env is not None else dict(os.environ)
-    event = event or {}
+    event = {} if event is None else event
+    if not isinstance(event, dict):  # Lambda passes any JSON as the event
+        raise Refused(f"the event must be a JSON object, not {_kind(event)}")
     sagemaker = sagemaker or boto3.client("sagemaker")
     if event.get("detail-type") == JOB_EVENT:  # the continuation of a retraining: never held back by the guard
-        return _after_folding(event.get("detail") or {}, sagemaker, s3, env)
+        detail = event.get("detail")
+        if not isinstance(detail, dict):
+            raise Refused(f"the {JOB_EVENT} event's detail must be an object, not {_kind(detail)}")
+        return _after_folding(detail, sagemaker, s3, env)
     declared = _declared(env, sagemaker)
-    reason, overrides = _request(event, declared, sagemaker.meta.service_model)
+    reason, overrides = _request(event, declared, sagemaker.meta.service_model, env)
     # The invocation: the EventBridge event's id (the same on a duplicate delivery and on Lambda's retries), else
     # Lambda's request id (the same on a retry of a direct invocation). It names the folding job and the execution's
     # client token, so a repeated invocation starts neither twice.
@@ -138,7 +162,7 @@ def handler(event: dict[str, Any], context: Any = None, *, sagemaker: Any = None
     own_job = fold_job_name(env, invocation or _clock(now)) if env.get("FOLD_JOB_PREFIX") else None
     running = _in_flight(sagemaker, env, own_job)
     if running:
-        log.info("no retraining started (%s): %s", reason, running)
+        log.info("no retraining started (%s): %s", _said(reason), running)
         return {"skipped": running, "reason": reason, "parameters": overrides}
     if "InputDataUri" not in overrides and own_job:
         s3 = s3 or boto3.client("s3")
@@ -200,23 +224,58 @@ def _declared(env: dict[str, str], sagemaker: Any) -> dict[str, dict[str, Any]]:
     return {str(p["Name"]): p for p in json.loads(definition).get("Parameters", [])}
 
 
-def _request(event: dict[str, Any], declared: dict[str, dict[str, Any]], model: Any) -> tuple[str, dict[str, Any]]:
-    """The retraining's reason and its checked parameter overrides (names, types, enums and ranges)."""
+def _request(event: dict[str, Any], declared: dict[str, dict[str, Any]], model: Any,
+             env: dict[str, str]) -> tuple[str, dict[str, Any]]:
+    """The retraining's reason (cut to REASON_MAX) and its checked parameter overrides (names, types, enums and
+    ranges; an InputDataUri's form)."""
     overrides: object  # the event's, checked below
     if event.get("detail-type") == ALARM_EVENT:
-        detail = event.get("detail", {})
-        if detail.get("state", {}).get("value") != "ALARM":
-            raise Refused(f"alarm {detail.get('alarmName')} is not in ALARM")
-        reason, overrides = f"alarm {detail.get('alarmName')}", {}
+        detail = event.get("detail")
+        state = detail.get("state") if isinstance(detail, dict) else None
+        if not isinstance(detail, dict) or not isinstance(state, dict):
+            raise Refused(f"the {ALARM_EVENT} event's detail must be an object with a state object, not "
+                          + (f"a state of {_kind(state)}" if isinstance(detail, dict) else _kind(detail)))
+        alarm = _cut(str(detail.get("alarmName")), REASON_MAX)
+        if state.get("value") != "ALARM":
+            raise Refused(f"alarm {_said(alarm)} is not in ALARM")
+        reason, overrides = f"alarm {alarm}", {}
     else:
-        reason = str(event.get("reason") or "manual")
+        reason = _cut(str(event.get("reason") or "manual"), REASON_MAX)
         overrides = event.get("parameters") or {}
     if not isinstance(overrides, dict):
         raise Refused("parameters must be an object of NAME: value")
     unknown = sorted(set(overrides) - set(declared))
     if unknown:
-        raise Refused(f"unknown pipeline parameter(s) {unknown} (declared: {sorted(declared)})")
-    return reason, parameter_values(overrides, declared, model)
+        named = ", ".join(_shown(name, 60) for name in unknown[:NAMES_SHOWN])
+        more = f" and {len(unknown) - NAMES_SHOWN} more" if len(unknown) > NAMES_SHOWN else ""
+        raise Refused(f"unknown pipeline parameter(s) [{named}]{more} (declared: {sorted(declared)})")
+    values = parameter_values(overrides, declared, model)
+    if "InputDataUri" in values:
+        problem = input_problem(values["InputDataUri"])
+        if problem:
+            raise Refused(problem)
+        _warn_outside_lake(values["InputDataUri"], env)
+    return reason, values
+
+
+def input_problem(uri: Any) -> str | None:
+    """Why an ``InputDataUri`` override cannot be read by the pipeline, or None: anything but an s3:// URI of a
+    bucket and a prefix (printable, no "." or ".." step, at most S3_URI_MAX characters) would start an execution
+    that fails at its first step."""
+    if not isinstance(uri, str) or len(uri) > S3_URI_MAX or not S3_URI.fullmatch(uri) or not uri.isprintable():
+        return (f"parameter InputDataUri must be an s3:// URI (s3://<bucket>/<prefix>, at most {S3_URI_MAX} "
+                f"characters, no spaces), got {_shown(uri)}")
+    return None
+
+
+def _warn_outside_lake(uri: str, env: dict[str, str]) -> None:
+    """An input that is no curated version of the stage's dataset in its lake trains, as given, on data this
+    stage's ingestion never checked (`diagnosa pipeline start` refuses it): said in the log."""
+    bucket, dataset = env.get("LAKE_BUCKET"), env.get("DATASET") or "patients"
+    prefix = f"s3://{bucket}/curated/{dataset}/"
+    if bucket and not (uri.startswith(prefix) and _VERSION.fullmatch(uri[len(prefix):].removesuffix("/"))):
+        log.warning("InputDataUri %s is not a curated version of %s in this stage's lake (%s<version>): the "
+                    "execution trains on it as given", _shown(uri), dataset, prefix)
 
 
 def parameter_values(overrides: dict[str, Any], declared: dict[str, dict[str, Any]], model: Any) -> dict[str, Any]:
@@ -245,9 +304,35 @@ def parameter_text(value: Any) -> str:
     return ("true" if value else "false") if isinstance(value, bool) else str(value)
 
 
-def _shown(value: Any) -> str:
+def _shown(value: Any, limit: int = 80) -> str:
+    """``value``'s repr, at most ``limit`` characters (a long string is cut before its repr is made); repr escapes
+    lone surrogates."""
+    if isinstance(value, str) and len(value) > limit:
+        value = value[:limit]
+    elif isinstance(value, (dict, list, tuple)):
+        return _kind(value)  # a container's repr grows with it, and a deep one fails
     text = repr(value)
-    return text if len(text) <= 80 else text[:79] + "…"
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def _kind(value: Any) -> str:
+    """What a JSON value is, in words (for a message naming a value of the wrong type without quoting it)."""
+    if value is None:
+        return "null"
+    if isinstance(value, (dict, list)):
+        return f"{'an object' if isinstance(value, dict) else 'a list'} of {len(value)} item(s)"
+    return f"{_shown(value, 60)} ({type(value).__name__})"
+
+
+def _cut(text: str, limit: int) -> str:
+    """``text``, at most ``limit`` characters (the last one "…" when cut)."""
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def _said(text: str, limit: int = SHOWN_MAX) -> str:
+    """Free text for a message or a log line: cut to ``limit`` and lone surrogates escaped (a UTF-8 log cannot
+    write them)."""
+    return _cut(_cut(text, limit).encode("utf-8", "backslashreplace").decode("utf-8"), limit)
 
 
 def _typed(name: str, kind: str, value: Any) -> Any:
@@ -326,7 +411,7 @@ def _start(sagemaker: Any, env: dict[str, str], reason: str, overrides: dict[str
         PipelineExecutionDisplayName=re.sub(r"[^A-Za-z0-9-]", "-", f"retrain-{reason}")[:82].strip("-"),
         PipelineParameters=[{"Name": k, "Value": parameter_text(v)} for k, v in sorted(overrides.items())], **extra)
     arn = response["PipelineExecutionArn"]
-    log.info("started %s (%s, overrides %s)", arn, reason, overrides)
+    log.info("started %s (%s, overrides %s)", arn, _said(reason, 400), _said(repr(overrides)))
     return {"execution": arn, "reason": reason, "parameters": overrides}
 
 
@@ -348,7 +433,7 @@ def _start_folding(reason: str, overrides: dict[str, Any], sagemaker: Any, s3: A
         log.info("the feedback-folding job %s was started by an earlier attempt of this invocation", name)
     s3.put_object(Bucket=bucket, Key=folder + "request.json", ContentType="application/json",
                   Body=json.dumps({"reason": reason, "parameters": overrides}).encode("ascii"))  # lone surrogates too
-    log.info("started the feedback-folding job %s (%s, overrides %s)", name, reason, overrides)
+    log.info("started the feedback-folding job %s (%s, overrides %s)", name, _said(reason), _said(repr(overrides)))
     return {"job": name, "reason": reason, "parameters": overrides, "result": f"s3://{bucket}/{folder}result/"}
 
 
@@ -356,42 +441,79 @@ def _after_folding(detail: dict[str, Any], sagemaker: Any, s3: Any, env: dict[st
     """Step 2: the folding job ended; start the execution on the version it wrote."""
     name, status = str(detail.get("ProcessingJobName") or ""), detail.get("ProcessingJobStatus")
     prefix = env.get("FOLD_JOB_PREFIX")
-    if not prefix or not name.startswith(prefix + "-"):
-        raise Refused(f"processing job {name!r} is not this stage's feedback-folding job ({prefix}-*)")
+    if not prefix or not name.startswith(prefix + "-") or len(name) > 63:  # SageMaker's names: 63 at most
+        raise Refused(f"processing job {_shown(name)} is not this stage's feedback-folding job ({prefix}-*)")
     if status in ("InProgress", "Stopping"):
         return {"job": name, "status": status}  # not over yet; the rule matches only the ends
     bucket, endpoint = env["LAKE_BUCKET"], env["ENDPOINT_NAME"]
     folder = f"{retraining_prefix(endpoint)}{name}/"
     if status != "Completed":
-        raise Refused(f"the feedback-folding job {name} is {status}: {_why_not_completed(detail, name, sagemaker)}"
+        raise Refused(f"the feedback-folding job {name} is {_said(str(status), 40)}: "
+                      f"{_why_not_completed(detail, name, sagemaker)}"
                       f"; no retraining started (its request: s3://{bucket}/{folder}request.json)")
     s3 = s3 or boto3.client("s3")
     request, result = (_read_json(s3, bucket, folder + key) for key in ("request.json", "result/retraining.json"))
     declared = _declared(env, sagemaker)
     reason, overrides = _request({"reason": request.get("reason"), "parameters": request.get("parameters")}, declared,
-                                 sagemaker.meta.service_model)
+                                 sagemaker.meta.service_model, env)
     dataset = env.get("DATASET") or "patients"
-    version, base = result.get("version"), result.get("base_version")
+    checked = _checked_result(result, f"s3://{bucket}/{folder}result/retraining.json")
+    version, base = checked["version"], checked["base_version"]
     if version is None:  # the version the job found nothing to add to, else the latest
-        uri = (curated_uri(bucket, dataset, base) if isinstance(base, str) and _VERSION.fullmatch(base)
-               else latest_input(s3, bucket, dataset))
-        reason += f"; no feedback added ({result.get('reason') or 'none accepted'})"
+        uri = curated_uri(bucket, dataset, base) if base is not None else latest_input(s3, bucket, dataset)
+        reason += f"; no feedback added ({_cut(checked['reason'] or 'none accepted', SHOWN_MAX)})"
     else:
         uri = curated_uri(bucket, dataset, version)
-        if not isinstance(version, str) or not _VERSION.fullmatch(version) or result.get("input_data_uri") != uri:
+        if result.get("input_data_uri") != uri:
             raise Refused(f"s3://{bucket}/{folder}result/retraining.json names no version of {dataset} in this lake: "
-                          f"{version!r}, {result.get('input_data_uri')!r}")
-        reason += f"; {result.get('feedback_rows', '?')} feedback row(s) added: version {version}"
+                          f"{version!r}, {_shown(result.get('input_data_uri'))}")
+        rows = checked["feedback_rows"]
+        reason += f"; {'?' if rows is None else rows} feedback row(s) added: version {version}"
         # A batch ingested while the job folded (monitoring/retrain_job.py): said where the execution is listed.
-        rebuilt = [entry.get("ingested_meanwhile") for entry in result.get("rebuilt_from") or []
-                   if isinstance(entry, dict)]
+        rebuilt = checked["rebuilt_from"]
         if rebuilt:
             reason += f"; rebuilt on version {rebuilt[-1]}, ingested meanwhile"
-        if isinstance(result.get("overtaken_by"), str):
-            reason += f"; version {result['overtaken_by']} stays the latest and is not in this training data"
+        if checked["overtaken_by"] is not None:
+            reason += f"; version {checked['overtaken_by']} stays the latest and is not in this training data"
     overrides = {**overrides, "InputDataUri": uri} if "InputDataUri" in declared else overrides
     token = _token(name)  # a repeated event starts no second execution
     return {**_start(sagemaker, env, reason, overrides, token), "job": name}
+
+
+def _checked_result(result: dict[str, Any], where: str) -> dict[str, Any]:
+    """The fields of a folding job's ``retraining.json`` (monitoring/retrain_job.py writes every one, ``version``
+    null when nothing was added) that the execution depends on, checked; Refused naming the object (``where``) and
+    each problem. Without ``version`` the object is not the job's result: read as "nothing added" it would retrain on
+    the previous latest version and skip, unsaid, a version the job did write."""
+    if "version" not in result:
+        raise Refused(f'{where} has no "version": it is not a feedback-folding job\'s result (retrain_job.py writes '
+                      f'"version": null when it added nothing); no retraining started')
+    problems = []
+
+    def version_or_null(key: str) -> str | None:
+        value = result.get(key)
+        if value is None or (isinstance(value, str) and _VERSION.fullmatch(value)):
+            return value
+        problems.append(f"{key} must be a curated version or null, got {_shown(value)}")
+        return None
+
+    checked: dict[str, Any] = {key: version_or_null(key) for key in ("version", "base_version", "overtaken_by")}
+    rows = result.get("feedback_rows")
+    if rows is not None and (not isinstance(rows, int) or isinstance(rows, bool) or rows < 0):
+        problems.append(f"feedback_rows must be a count, got {_shown(rows)}")
+    reason = result.get("reason")
+    if reason is not None and not isinstance(reason, str):
+        problems.append(f"reason must be text or null, got {_kind(reason)}")
+    rebuilt = result.get("rebuilt_from") or []
+    meanwhile = [entry.get("ingested_meanwhile") for entry in rebuilt if isinstance(entry, dict)] \
+        if isinstance(rebuilt, list) else []
+    if not isinstance(rebuilt, list) or len(meanwhile) != len(rebuilt) or not all(
+            isinstance(v, str) and _VERSION.fullmatch(v) for v in meanwhile):
+        problems.append(f"rebuilt_from must be a list of {{..., \"ingested_meanwhile\": version}}, got "
+                        f"{_kind(rebuilt) if isinstance(rebuilt, (dict, list)) else _shown(rebuilt)}")
+    if problems:
+        raise Refused(f"{where} is not a feedback-folding job's result: {'; '.join(problems)}; no retraining started")
+    return {**checked, "feedback_rows": rows, "reason": reason, "rebuilt_from": meanwhile}
 
 
 def _why_not_completed(detail: dict[str, Any], name: str, sagemaker: Any) -> str:
@@ -406,7 +528,7 @@ def _why_not_completed(detail: dict[str, Any], name: str, sagemaker: Any) -> str
             log.warning("could not read the feedback-folding job %s's exit message: %s", name, err)
         else:
             reason, message = reason or described.get("FailureReason"), described.get("ExitMessage")
-    said = [str(text).strip() for text in (reason, message) if isinstance(text, str) and text.strip()]
+    said = [_said(text.strip()) for text in (reason, message) if isinstance(text, str) and text.strip()]
     if len(said) == 2 and said[1] in said[0]:  # a reason that already quotes the message
         said = said[:1]
     return " — ".join(said) or "no reason given"
@@ -414,15 +536,36 @@ def _why_not_completed(detail: dict[str, Any], name: str, sagemaker: Any) -> str
 
 def _read_json(s3: Any, bucket: str, key: str) -> dict[str, Any]:
     try:
-        value = json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+        body = _read_object(s3, bucket, key)
     except ClientError as err:
         if not missing_object(s3, bucket, key, err):
             raise
         raise Refused(f"s3://{bucket}/{key} is missing") from None
-    except ValueError as err:
-        raise Refused(f"s3://{bucket}/{key} is not JSON: {err}") from None
+    return _parsed(body, bucket, key)
+
+
+def _read_object(s3: Any, bucket: str, key: str) -> bytes:
+    """The object's bytes, at most JSON_MAX_BYTES + 1: a larger object is never read whole (ClientError as S3's)."""
+    stream = s3.get_object(Bucket=bucket, Key=key)["Body"]
+    try:
+        return bytes(stream.read(JSON_MAX_BYTES + 1))
+    finally:
+        stream.close()
+
+
+def _parsed(body: bytes, bucket: str, key: str) -> dict[str, Any]:
+    """``body`` (read by _read_object) as a JSON object; Refused naming ``s3://bucket/key`` and what is wrong."""
+    where = f"s3://{bucket}/{key}"
+    if len(body) > JSON_MAX_BYTES:
+        raise Refused(f"{where} is larger than {JSON_MAX_BYTES // 1024} KB: not what Diagnosa writes there; not read")
+    try:
+        value = json.loads(body.decode("utf-8"))
+    except ValueError as err:  # JSONDecodeError, UnicodeDecodeError
+        raise Refused(f"{where} is not JSON (UTF-8): {_said(str(err), 120)}") from None
+    except RecursionError:
+        raise Refused(f"{where} is not JSON this function reads: nested too deeply") from None
     if not isinstance(value, dict):
-        raise Refused(f"s3://{bucket}/{key} is not a JSON object")
+        raise Refused(f"{where} is not a JSON object but {_kind(value)}")
     return value
 
 
