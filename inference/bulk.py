@@ -17,7 +17,7 @@ import json
 import re
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import IO, Any, Callable, Iterable, Iterator
+from typing import IO, Any, Callable, Collection, Iterable, Iterator
 
 from diagnosa.data.csv_cells import csv_problem, fit_to_header, header_problem, is_blank_row, misfit_problem, named_width
 from diagnosa.data.schema import other_delimiter
@@ -304,11 +304,18 @@ def _refused_rows(err: PredictionRejected, size: int) -> dict[int, list[dict[str
 
 # ------------------------------------------------------------------------------------------------ reporting
 
+OTHER_FIELD = "(other field)"  # the kind's field of a problem of a field not among ProblemSummary's known_fields
+_COUNT = re.compile(r"\A\d[\d,]*\s+")  # "1,990 more field problem(s) ...": a count that opens a problem
+
+
 @dataclass
 class ProblemSummary:
     """Problems counted by kind, with each kind's first occurrence and the first ``shown`` problems kept for the
     message. Once there are more than ``shown``, every problem also goes, one JSON line each, to the file
-    ``open_sink()`` opens (the first ones included)."""
+    ``open_sink()`` opens (the first ones included); with ``per_record``, one JSON line per refused record instead,
+    ``{"where", "problems": [{"field", "problem"}...]}`` (at most MAX_LISTED_PROBLEMS of them, ``more_problems``
+    counting the rest). ``known_fields``: the fields a record may hold; a problem of any other field (a name the
+    input invented) is counted under the kind of ``OTHER_FIELD``, not one kind per name."""
 
     open_sink: Callable[[], IO[str]] | None = None
     shown: int = 10
@@ -318,12 +325,35 @@ class ProblemSummary:
     examples: dict[str, Refused] = field(default_factory=dict)
     records: int = 0  # refused records: a record's problems arrive together (predict_stream)
     _last: str | None = None
+    known_fields: Collection[str] | None = None
+    per_record: bool = False
+    _record: list[Refused] = field(default_factory=list)  # per_record: the problems of the record being added
+    _record_more: int = 0  # per_record: its problems beyond MAX_LISTED_PROBLEMS, counted
+    _held: list[str] = field(default_factory=list)  # per_record: the lines of the records before the sink opened
+
+    def kind(self, problem: Refused) -> str:
+        """The kind ``problem`` is counted under."""
+        if self.known_fields is None or problem.field is None or problem.field in self.known_fields:
+            return problem.kind
+        return problem_kind(OTHER_FIELD, _COUNT.sub("", problem.problem))
 
     def add(self, problem: Refused) -> None:
-        self.kinds[problem.kind] += 1
-        self.examples.setdefault(problem.kind, problem)
-        if problem.where != self._last:
+        kind = self.kind(problem)
+        self.kinds[kind] += 1
+        self.examples.setdefault(kind, problem)
+        new = problem.where != self._last
+        if new:
             self.records, self._last = self.records + 1, problem.where
+        if self.per_record:
+            if len(self.first) < self.shown:
+                self.first.append(problem)
+            if new:
+                self._end_record()
+            if len(self._record) < MAX_LISTED_PROBLEMS:
+                self._record.append(problem)
+            else:
+                self._record_more += 1
+            return
         if len(self.first) < self.shown:
             self.first.append(problem)
             return
@@ -332,6 +362,28 @@ class ProblemSummary:
             self._write("".join(json.dumps(p.to_dict(), ensure_ascii=False) + "\n" for p in self.first))
         if self.sink is not None:
             self._write(json.dumps(problem.to_dict(), ensure_ascii=False) + "\n")
+
+    def _end_record(self) -> None:
+        """per_record: the line of the record added so far, to the sink (opened once there are more than ``shown``
+        problems) or held until then."""
+        if not self._record:
+            return
+        item: dict[str, Any] = {"where": self._record[0].where,
+                                "problems": [{"field": p.field, "problem": p.problem} for p in self._record]}
+        if self._record_more:
+            item["more_problems"] = self._record_more
+        self._record, self._record_more = [], 0
+        if self.open_sink is None:
+            return
+        line = json.dumps(item, ensure_ascii=False) + "\n"
+        if self.sink is None and self.total <= self.shown:
+            self._held.append(line)  # at most ``shown`` records: each has a problem
+            return
+        if self.sink is None:
+            self.sink = self.open_sink()
+            self._write("".join(self._held))
+            self._held = []
+        self._write(line)
 
     def _write(self, text: str) -> None:
         """Into the sink; a failure (a full disk, /dev/full) names the file, which the machine's answer did not."""
@@ -359,6 +411,8 @@ class ProblemSummary:
         return out
 
     def close(self) -> None:
+        if self.per_record:
+            self._end_record()  # the last record's line (which may open the sink)
         if self.sink is not None:
             try:
                 self.sink.close()  # its last buffered lines are written here

@@ -25,15 +25,23 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Sequence
 from contextlib import closing
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from diagnosa.data.schema import RESOURCE_NAME, FieldNames
+from diagnosa.data.schema import RESOURCE_NAME, FieldNames, clean_text
 from diagnosa.labels import CATEGORIES
 from diagnosa.lake import DataLake
 from inference.capture import FILING_MARGIN, event_time, fetch_in_order
-from inference.limits import MAX_RECORDS, RepeatedKeys, has_surrogate, not_text, printable, surrogate_path
+from inference.limits import (
+    MAX_RECORDS,
+    RepeatedKeys,
+    has_surrogate,
+    json_problem,
+    not_text,
+    printable,
+    surrogate_path,
+)
 
 log = logging.getLogger("diagnosa.feedback")
 
@@ -50,13 +58,25 @@ DISEASE_ID = re.compile(r"\A[A-Za-z][A-Za-z0-9_]*:[A-Za-z0-9_.-]+\Z")
 REQUIRED = ("event_id", "diagnosis")
 OPTIONAL = ("event_row", "note", "source", "disease_id")
 FEEDBACK_FIELDS = FieldNames(REQUIRED + OPTIONAL)
+# Fields a body names that feedback does not accept (unknown, or a name that is not text): the first MAX_NAMED_FIELDS
+# are named, the rest counted under MORE_FIELDS. A 16 KB body of 2,000 unknown keys was refused with all 2,000 named
+# (twice: a 435 KB reply), and a file's line of 100,000 keys wrote 100,000 problems.
+MAX_NAMED_FIELDS = 10
+MORE_FIELDS = "…"  # the key of the problem counting the fields not named (the client's key for those it does not keep)
+
+
+def more_fields(count: int) -> str:
+    """The problem under MORE_FIELDS: how many more fields that feedback does not accept were not named."""
+    return f"{count:,} more unknown field(s) not named here (accepted: {', '.join(REQUIRED + OPTIONAL)})"
 
 
 class FeedbackError(ValueError):
-    """A feedback body is not acceptable; ``fields`` maps each bad field to its problem."""
+    """A feedback body is not acceptable; ``fields`` maps each bad field to its problem (at most MAX_NAMED_FIELDS of
+    the fields it does not accept, and then MORE_FIELDS: how many more there are; ``more`` counts them)."""
 
-    def __init__(self, fields: dict[str, str]):
+    def __init__(self, fields: dict[str, str], more: int = 0):
         self.fields = fields
+        self.more = more
         super().__init__("invalid feedback: " + "; ".join(f"{k}: {v}" for k, v in fields.items()))
 
 
@@ -109,8 +129,23 @@ def parse_feedback(body: Any, labels: Sequence[str] | None = CATEGORIES) -> Feed
     if not isinstance(body, dict):
         raise FeedbackError({"body": f"must be a JSON object, got {type(body).__name__}"})
     problems: dict[str, str] = {}
+    others: set[str] = set()  # the fields named that feedback does not accept (at most MAX_NAMED_FIELDS)
+    more = 0  # and those counted, not named
+
+    def not_accepted(name: str, problem: str) -> None:
+        nonlocal more
+        if name in others or len(others) < MAX_NAMED_FIELDS:
+            others.add(name)
+            problems[name] = problem
+        else:
+            more += 1
+
+    accepted = REQUIRED + OPTIONAL
     for key in body.repeated if isinstance(body, RepeatedKeys) else ():  # which value was meant is not known
-        problems[str(key)[:100]] = "given twice"
+        name = str(key)
+        if name in accepted or (not has_surrogate(name) and clean_text(name) in accepted):
+            problems[name[:100]] = "given twice"
+        # any other key given twice is a field not accepted: named (or counted) as such below, once
     body, twice = FEEDBACK_FIELDS.read(body)  # ' diagnosis ' named as /invocations names a field: trimmed
     problems.update({name: f"given twice (once {how})" for name, how in twice})
     # Text only, as the route's load_json holds a whole body to (this is also the check of the CLI and its files):
@@ -118,9 +153,9 @@ def parse_feedback(body: Any, labels: Sequence[str] | None = CATEGORIES) -> Feed
     for key, value in body.items():
         name = str(key)
         if has_surrogate(name):
-            problems[printable(name)[:100]] = not_text("the field name")
-        elif name not in REQUIRED + OPTIONAL:
-            problems[name[:100]] = f"unknown field (accepted: {', '.join(REQUIRED + OPTIONAL)})"
+            not_accepted(printable(name)[:100], not_text("the field name"))
+        elif name not in accepted:
+            not_accepted(name[:100], f"unknown field (accepted: {', '.join(accepted)})")
         elif surrogate_path(value) is not None:
             problems[name] = not_text()
     text = {name: body.get(name) for name in REQUIRED + OPTIONAL if name not in problems}
@@ -131,7 +166,7 @@ def parse_feedback(body: Any, labels: Sequence[str] | None = CATEGORIES) -> Feed
         problems["event_id"] = "required"
     elif not isinstance(event_id, str) or not EVENT_ID.fullmatch(event_id):
         problems["event_id"] = ("must be the X-Diagnosa-Event-Id of a prediction (letters, digits, '.', '_', ':', "
-                                f"'-'; up to 128), got {str(event_id)[:60]!r}")
+                                f"'-'; up to 128), got {_shown_text(event_id)!r}")
     diagnosis = text.get("diagnosis")
     label = None
     if "diagnosis" not in text:
@@ -139,8 +174,8 @@ def parse_feedback(body: Any, labels: Sequence[str] | None = CATEGORIES) -> Feed
     elif diagnosis is None:
         problems["diagnosis"] = "required"
     elif not isinstance(diagnosis, str) or (label := _label(diagnosis, labels)) is None:
-        problems["diagnosis"] = (f"must be one of {', '.join(labels)}; got {str(diagnosis)[:60]!r}" if labels is not None
-                                 else f"must be a non-empty string; got {str(diagnosis)[:60]!r}")
+        problems["diagnosis"] = (f"must be one of {', '.join(labels)}; got {_shown_text(diagnosis)!r}" if labels is not None
+                                 else f"must be a non-empty string; got {_shown_text(diagnosis)!r}")
     for name, limit in (("note", MAX_NOTE), ("source", MAX_SOURCE)):
         value = text.get(name)
         if value is not None and (not isinstance(value, str) or len(value) > limit):
@@ -150,15 +185,35 @@ def parse_feedback(body: Any, labels: Sequence[str] | None = CATEGORIES) -> Feed
     if event_row is not None and (isinstance(event_row, bool) or not isinstance(event_row, int)
                                   or not 0 <= event_row < MAX_RECORDS):
         problems["event_row"] = (f"must be the patient's position in the request, a whole number from 0 (the first) "
-                                 f"to {MAX_RECORDS - 1:,}; got {json.dumps(event_row, default=str)[:60]}")
+                                 f"to {MAX_RECORDS - 1:,}; got {_shown_json(event_row)}")
     disease_id = text.get("disease_id")
     if disease_id is not None and (not isinstance(disease_id, str) or len(disease_id) > MAX_DISEASE_ID
                                    or not DISEASE_ID.fullmatch(disease_id)):
-        problems["disease_id"] = f"must look like ORPHA:558 or OMIM:154700 (up to {MAX_DISEASE_ID}), got {str(disease_id)[:60]!r}"
+        problems["disease_id"] = (f"must look like ORPHA:558 or OMIM:154700 (up to {MAX_DISEASE_ID}), "
+                                  f"got {_shown_text(disease_id)!r}")
+    if more:
+        problems[MORE_FIELDS] = more_fields(more)
     if problems:
-        raise FeedbackError(problems)
+        raise FeedbackError(problems, more)
     assert isinstance(event_id, str) and label is not None  # no problems: both were checked above
     return Feedback(canonical_event_id(event_id), label, body.get("note"), body.get("source"), disease_id, event_row=event_row)
+
+
+def _shown_json(value: Any, limit: int = 60) -> str:
+    """A value as JSON writes it, clipped; its type's name when it cannot be written (a list nested nearly as deep as
+    the reader allowed, read back from the lake at a deeper call, raised RecursionError here)."""
+    try:
+        return json.dumps(value, default=str)[:limit]
+    except (RecursionError, ValueError):
+        return type(value).__name__
+
+
+def _shown_text(value: Any, limit: int = 60) -> str:
+    """A value as its problem quotes it, clipped (its type's name when it cannot be written, as :func:`_shown_json`)."""
+    try:
+        return str(value)[:limit]
+    except (RecursionError, ValueError):
+        return type(value).__name__
 
 
 NO_ROW = "feedback names no event_row but its request held several patients (which patient is ambiguous)"
@@ -246,13 +301,14 @@ _KEPT = (*REQUIRED, *OPTIONAL, "received_at")
 
 
 def _records(obj: Any) -> list[dict[str, Any]]:
-    """An event object's current record and its revisions (whatever of them is readable)."""
+    """An event object's current record and its revisions (whatever of them is readable; of the first MAX_REVISIONS,
+    all that store_feedback keeps)."""
     if not isinstance(obj, dict):
         return []
     out = [{k: v for k, v in obj.items() if k in _KEPT}]
     revisions = obj.get("revisions")
     if isinstance(revisions, list):
-        out.extend({k: v for k, v in r.items() if k in _KEPT} for r in revisions if isinstance(r, dict))
+        out.extend({k: v for k, v in r.items() if k in _KEPT} for r in revisions[:MAX_REVISIONS] if isinstance(r, dict))
     return out
 
 
@@ -360,8 +416,9 @@ def store_feedback(lake: DataLake, endpoint: str, feedback: Feedback, *, now: da
         if lake.exists(key):
             try:  # its bytes, as read_feedback reads them: get_json raises LakeError for what is not JSON
                 body = json.loads(lake.get_bytes(key).decode("utf-8"))
-            except (ValueError, UnicodeDecodeError, RecursionError):
-                log.warning("feedback object %s is not valid JSON: replaced without its history", key)
+            except (ValueError, UnicodeDecodeError, RecursionError) as err:
+                # What it is: valid JSON nested too deeply was said to be "not valid JSON".
+                log.warning("feedback object %s %s: replaced without its history", key, _unreadable(err))
                 replaced = Replaced(unreadable=True)
             else:
                 history = _records(body)
@@ -373,17 +430,32 @@ def store_feedback(lake: DataLake, endpoint: str, feedback: Feedback, *, now: da
     return StoredFeedback(key, replaced)
 
 
+def _unreadable(err: BaseException) -> str:
+    """What a feedback object whose bytes ``json.loads`` refused is, after "feedback object ..."."""
+    if isinstance(err, RecursionError):  # valid JSON: "not valid JSON" said otherwise
+        return "is JSON nested too deeply to read"
+    if isinstance(err, (UnicodeDecodeError, json.JSONDecodeError)):
+        return "is not valid JSON"
+    return f"is JSON this cannot read ({json_problem(err)})"  # a number of over 4,300 digits
+
+
 @dataclass
 class FeedbackRead:
     latest: dict[tuple[str, int | None], Feedback]  # (event id, event row as given) → latest feedback
-    records: int  # readable feedback objects
+    records: int  # readable feedback records: each object's current record, and its revisions read
     superseded: int  # older feedback for an event that has a newer one
-    problems: Counter[str]  # reason → count of unreadable objects
+    problems: Counter[str]  # reason → count of unreadable objects (their current record included)
     examples: dict[str, list[str]]
     outside: int = 0  # objects not read: their event id's time is outside the window asked for
     # Objects not read: ``ids`` was given and their event id is none of them (the window's traffic does not name it;
     # an id that names no time may be of a request never captured: not said to be outside the window).
     not_named: int = 0
+    # Revisions (the replaced records an object keeps) that could not be read: reason → count, of the MAX_REVISIONS
+    # read per object; the object itself is read. Each used to count as an unreadable object, and every revision
+    # was read: one object of 20,000 made "60 records" "20,060 records".
+    bad_revisions: Counter[str] = field(default_factory=Counter)
+    # Revisions beyond the MAX_REVISIONS that store_feedback keeps (an object written otherwise): not read.
+    unread_revisions: int = 0
 
 
 def read_feedback(lake: DataLake, endpoint: str, window: tuple[datetime | None, datetime | None] | None = None,
@@ -403,7 +475,8 @@ def read_feedback(lake: DataLake, endpoint: str, window: tuple[datetime | None, 
     problems: Counter[str] = Counter()
     examples: dict[str, list[str]] = {}
     found: dict[tuple[str, int | None], list[tuple[bool, datetime, str, Feedback]]] = {}
-    records = outside = not_named = 0
+    records = outside = not_named = unread_revisions = 0
+    bad_revisions: Counter[str] = Counter()
     start, end = window or (None, None)
     named = None if ids is None else {str(event_id).lower() for event_id in ids}
 
@@ -439,21 +512,37 @@ def read_feedback(lake: DataLake, endpoint: str, window: tuple[datetime | None, 
                 continue
             try:
                 body = json.loads(next(fetched).result().decode("utf-8"))
-            except (ValueError, UnicodeDecodeError):
-                bad("feedback object is not valid JSON", key)
+            except (ValueError, UnicodeDecodeError, RecursionError) as err:  # RecursionError: nested thousands deep
+                bad(f"feedback object {_unreadable(err)}", key)
                 continue
             if not isinstance(body, dict):
                 bad("feedback object is not a JSON object", key)
                 continue
-            # One record per object in the old layout; the current record and its revisions in the new one.
-            entries = _records(body) if key.startswith(f"{prefix}{EVENTS}/") else [body]
+            # One record per object in the old layout; the current record and its revisions in the new one, as many
+            # as store_feedback keeps (MAX_REVISIONS).
+            entries: list[Any] = [body]
+            if key.startswith(f"{prefix}{EVENTS}/"):
+                entries = [{k: v for k, v in body.items() if k in _KEPT}]
+                revisions = body.get("revisions", [])
+                if isinstance(revisions, list):
+                    entries += revisions[:MAX_REVISIONS]
+                    unread_revisions += max(0, len(revisions) - MAX_REVISIONS)
+                else:
+                    bad_revisions["feedback object's revisions are not a list"] += 1
             for number, entry in enumerate(entries):
+                if not isinstance(entry, dict):
+                    bad_revisions["feedback revision is not a JSON object"] += 1
+                    continue
                 received = entry.get("received_at")
                 content = {k: v for k, v in entry.items() if k in REQUIRED + OPTIONAL}
                 try:
                     item = parse_feedback(content, labels=None)  # its label was held to the model's when stored
-                except FeedbackError as err:
-                    bad("invalid feedback" + (" revision" if number else "") + ": " + ", ".join(sorted(err.fields)), key)
+                except (FeedbackError, RecursionError) as err:  # RecursionError: a value nested nearly too deep
+                    fields = ", ".join(sorted(err.fields)) if isinstance(err, FeedbackError) else "nested too deeply"
+                    if number:
+                        bad_revisions[f"invalid feedback revision: {fields}"] += 1
+                    else:
+                        bad(f"invalid feedback: {fields}", key)
                     continue
                 records += 1
                 item = Feedback(**{**asdict(item), "received_at": received if isinstance(received, str) else None})
@@ -463,4 +552,5 @@ def read_feedback(lake: DataLake, endpoint: str, window: tuple[datetime | None, 
                                                            item))
     latest = {event: max(items, key=lambda t: t[:3])[3] for event, items in found.items()}
     superseded = sum(len(items) - 1 for items in found.values())
-    return FeedbackRead(latest, records, superseded, problems, examples, outside, not_named)
+    return FeedbackRead(latest, records, superseded, problems, examples, outside, not_named, bad_revisions,
+                        unread_revisions)

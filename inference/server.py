@@ -672,10 +672,44 @@ class _Handler(BaseHTTPRequestHandler):
         415 for a type other than JSON, a charset other than UTF-8 or a Content-Encoding. Needs the endpoint's data
         lake (the one data capture writes to).
         """
-        from inference.feedback import OPTIONAL, REQUIRED, FeedbackError, parse_feedback, row_problem, store_feedback
+        from inference.feedback import (
+            MORE_FIELDS,
+            OPTIONAL,
+            REQUIRED,
+            FeedbackError,
+            parse_feedback,
+            row_problem,
+            store_feedback,
+        )
+        from inference.limits import MAX_LISTED_PROBLEMS, MAX_REFUSAL_BYTES
 
         endpoint = self.server.endpoint
         fields = (*REQUIRED, *OPTIONAL, "body")
+
+        def invalid(problems: dict[str, str], more: int = 0) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+            """The 400 of a bad body and its listed problems: as /invocations refusals (handler.RequestError.body), at
+            most MAX_LISTED_PROBLEMS, and those up to MAX_REFUSAL_BYTES counting both their ``fields`` and ``errors``
+            entries; ``more_errors`` and ``fields[MORE_FIELDS]`` count the rest (``more``: those parse_feedback
+            counted without naming them). A 16 KB body of 2,000 unknown keys got a 435 KB refusal."""
+            items = [(name, problem) for name, problem in problems.items() if name != MORE_FIELDS]
+            size = len(handler.encode_json({"error": "invalid feedback", "fields": {MORE_FIELDS: "x" * 200},
+                                            "errors": [], "more_errors": len(items) + more}))
+            listed: dict[str, str] = {}
+            errors: list[dict[str, Any]] = []
+            for name, problem in items[:MAX_LISTED_PROBLEMS - 1]:  # one key left for MORE_FIELDS
+                error = {"row": 0, "field": name, "problem": problem}
+                size += len(handler.encode_json({name: problem})) + len(handler.encode_json(error)) + 4
+                if size > MAX_REFUSAL_BYTES:
+                    break
+                listed[name] = problem
+                errors.append(error)
+            cut = len(items) - len(errors)
+            payload: dict[str, Any] = {"error": "invalid feedback", "fields": listed, "errors": errors}
+            if cut or more:
+                listed[MORE_FIELDS] = (problems[MORE_FIELDS] if not cut and MORE_FIELDS in problems else
+                                       f"{cut + more:,} more field problem(s) not listed")
+                payload["more_errors"] = cut + more
+            return payload, errors
 
         def refuse(status: int, payload: dict[str, Any], event_id: str | None = None, problems: Any = (),
                    **kw: Any) -> None:
@@ -710,16 +744,17 @@ class _Handler(BaseHTTPRequestHandler):
             refuse(415, {"error": f"unsupported charset {_shown(charset, 40)}: send the body as UTF-8 (charset=utf-8)"})
             return
         if not body.strip():
-            problems = {"body": "the body is empty: send a JSON object"}
-            errors = [{"row": 0, "field": "body", "problem": problems["body"]}]
-            refuse(400, {"error": "invalid feedback", "fields": problems, "errors": errors}, problems=errors)
+            payload, errors = invalid({"body": "the body is empty: send a JSON object"})
+            refuse(400, payload, problems=errors)
             return
         try:
             feedback = parse_feedback(handler.load_json(body), endpoint.labels)
         except (FeedbackError, handler.RequestError) as err:  # bad JSON, nesting, surrogates: as for invocations
-            problems = err.fields if isinstance(err, FeedbackError) else {"body": err.message}
-            errors = [{"row": 0, "field": k, "problem": v} for k, v in problems.items()]
-            refuse(400, {"error": "invalid feedback", "fields": problems, "errors": errors}, problems=errors)
+            payload, errors = invalid(*((err.fields, err.more) if isinstance(err, FeedbackError)
+                                        else ({"body": err.message}, 0)))
+            if "more_errors" in payload:  # the errors stream keeps the count too, as one problem
+                errors = [*errors, {"row": 0, "field": MORE_FIELDS, "problem": payload["fields"][MORE_FIELDS]}]
+            refuse(400, payload, problems=errors)
             return
         capture = endpoint.capture
         if capture is None:
@@ -750,10 +785,8 @@ class _Handler(BaseHTTPRequestHandler):
         patients = capture.patients(feedback.event_id)  # known for what this process captured
         problem = None if patients is None else row_problem(feedback, patients)
         if problem is not None:
-            problems = {"event_row": problem}
-            errors = [{"row": 0, "field": "event_row", "problem": problem}]
-            refuse(400, {"error": "invalid feedback", "fields": problems, "errors": errors}, feedback.event_id,
-                   problems=errors)
+            payload, errors = invalid({"event_row": problem})
+            refuse(400, payload, feedback.event_id, problems=errors)
             return
         stored = store_feedback(capture.lake, endpoint.endpoint_name, feedback)
         log.info("feedback for event %s stored as %s%s", feedback.event_id, stored.key,

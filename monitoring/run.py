@@ -20,7 +20,7 @@ from diagnosa.data.validate import clip
 from diagnosa.files import write_text_atomic
 from diagnosa.lake import DataLake
 from inference.capture import read_errors
-from inference.feedback import read_feedback
+from inference.feedback import MAX_REVISIONS, read_feedback
 from inference.limits import has_surrogate, printable
 from monitoring.drift import DRIFT, INSUFFICIENT, OK, WARN, DriftThresholds, data_drift, prediction_drift
 from monitoring.identity import ModelFacts, baseline_model
@@ -231,6 +231,12 @@ def run_monitor(lake: DataLake, endpoint: str, baseline: Baseline, start: dateti
         for example in feedback.examples.get(reason, []):
             fb_skipped.add(reason, example, 0)
         fb_skipped.counts[reason] += count
+    # Revisions (records an object's current one replaced) never count as feedback; said, not joined.
+    for reason, count in feedback.bad_revisions.items():
+        fb_skipped.counts[reason] += count
+    if feedback.unread_revisions:
+        fb_skipped.counts[f"feedback revisions beyond the {MAX_REVISIONS} an object keeps, not read"] += \
+            feedback.unread_revisions
     joined = join_feedback(judged.rows, feedback.latest, fb_skipped, settings.quality.labels, judged.other_models,
                            judged.retried, judged.by_inference)
     quality = live_quality(joined, settings.quality)

@@ -583,9 +583,9 @@ def test_a_file_of_many_refused_lines_is_summarised_by_kind_and_listed_whole_in_
     assert "4,001  diagnosis: must be one of NO ENFERMO" in out and "1,000  not JSON" in out
     assert "line 4: diagnosis: must be one of" in out and "line 4004: not JSON" in out
     listed = [json.loads(line) for line in (tmp_path / "export.jsonl.errors.jsonl").read_text().splitlines()]
-    assert len(listed) == 5002 and listed[-1] == {
-        "where": "line 5004", "field": "diagnosis", "problem": listed[-1]["problem"]}
-    assert {p["where"] for p in listed if p["field"] == "event_id"} == {"line 5004"}
+    assert len(listed) == 5001 and listed[-1]["where"] == "line 5004"  # one line per refused line
+    assert {p["field"] for p in listed[-1]["problems"]} == {"event_id", "diagnosis"}
+    assert {item["where"] for item in listed if any(p["field"] == "event_id" for p in item["problems"])} == {"line 5004"}
     assert str(tmp_path / "export.jsonl.errors.jsonl") in out
     code, _, err = _cli(capsys, "feedback", "e1", "NO ENFERMO", "--errors-file", "x.jsonl")
     assert code == 2 and "--errors-file goes with --file" in err

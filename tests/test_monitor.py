@@ -286,6 +286,31 @@ def test_lake_text_that_forges_crashes_or_floods_is_reported_bounded_and_printed
     assert len(printed.out) < 20_000 and len(printed.err) + len(caplog.text) < 50_000
 
 
+def test_feedback_revisions_that_cannot_be_read_or_are_past_the_bound_are_said_in_the_report(tmp_path, baseline):
+    # The reader counted them apart (bad revisions, revisions past MAX_REVISIONS), and the report said nothing.
+    from inference.feedback import MAX_REVISIONS
+
+    lake = DataLake.from_uri(str(tmp_path))
+    good = {"captureData": {
+        "endpointInput": {"observedContentType": "application/json", "mode": "INPUT", "encoding": "JSON",
+                          "data": json.dumps({"age": 40, "sex": "F"})},
+        "endpointOutput": {"observedContentType": "application/json", "mode": "OUTPUT", "encoding": "JSON",
+                           "data": json.dumps({"predictions": [{"category": "NO ENFERMO"}]})}},
+        "eventMetadata": {"eventId": "ok-1", "inferenceTime": "2026-11-27T10:00:00Z"}, "eventVersion": "0"}
+    lake.put_bytes("capture/diagnosa/AllTraffic/2026/11/27/10/00-00-000-x.jsonl", (json.dumps(good) + "\n").encode())
+    revision = {"event_id": "ok-1", "diagnosis": "ENFERMEDAD LEVE", "received_at": "2026-11-27T10:00:00+00:00"}
+    revisions = [{"event_id": "ok-1", "diagnosis": ""}] * 2 + [revision] * (MAX_REVISIONS - 2 + 3)
+    lake.put_json("feedback/diagnosa/events/ok-1.json", {
+        "endpoint": "diagnosa", "event_id": "ok-1", "diagnosis": "NO ENFERMO",
+        "received_at": "2026-11-28T10:00:00+00:00", "revisions": revisions})
+    report = run_monitor(lake, "diagnosa", baseline)
+    fb = report["quality"]["feedback"]
+    assert fb["matched"] == 1 and fb["records"] == MAX_REVISIONS - 1  # the current record and 8 good revisions
+    said = {s["reason"]: s["count"] for s in fb["skipped"]["by_reason"]}
+    assert said == {"invalid feedback revision: diagnosis": 2,
+                    f"feedback revisions beyond the {MAX_REVISIONS} an object keeps, not read": 3}
+
+
 def test_feedback_recorded_under_an_inference_id_confirms_its_request(tmp_path, baseline):
     """SageMaker returns the client no event id; the doctors' app records the confirmed diagnosis under the inference
     id it gave the prediction, which the capture keeps: the monitor and retraining join it to that request's event
