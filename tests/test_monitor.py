@@ -45,6 +45,16 @@ def requests(cohort, n, seed):
     return out
 
 
+def captured_event(event_id, when, age=40, category="NO ENFERMO"):
+    """One capture line's event as SageMaker's data capture writes it (JSON in, JSON out)."""
+    return {"captureData": {
+        "endpointInput": {"observedContentType": "application/json", "mode": "INPUT", "encoding": "JSON",
+                          "data": json.dumps({"age": age, "sex": "F"})},
+        "endpointOutput": {"observedContentType": "application/json", "mode": "OUTPUT", "encoding": "JSON",
+                           "data": json.dumps({"predictions": [{"category": category}]})}},
+        "eventMetadata": {"eventId": event_id, "inferenceTime": when}, "eventVersion": "0"}
+
+
 @pytest.fixture(scope="module")
 def baseline_dir(tmp_path_factory, curated_cohort, trained_model_dir):
     """The baseline files as the pipeline writes them (preprocess: data; evaluate: predictions)."""
@@ -204,12 +214,7 @@ def test_an_empty_window_reports_no_data(tmp_path, baseline):
 
 def test_malformed_captures_and_unknown_feedback_are_counted_with_reasons(tmp_path, baseline):
     lake = DataLake.from_uri(str(tmp_path))
-    good = {"captureData": {
-        "endpointInput": {"observedContentType": "application/json", "mode": "INPUT", "encoding": "JSON",
-                          "data": json.dumps({"age": 40, "sex": "F"})},
-        "endpointOutput": {"observedContentType": "application/json", "mode": "OUTPUT", "encoding": "JSON",
-                           "data": json.dumps({"predictions": [{"category": "NO ENFERMO"}]})}},
-        "eventMetadata": {"eventId": "ok-1", "inferenceTime": "2026-11-27T10:00:00Z"}, "eventVersion": "0"}
+    good = captured_event("ok-1", "2026-11-27T10:00:00Z")
     bad_output = json.loads(json.dumps(good))
     bad_output["eventMetadata"]["eventId"] = "bad-out"
     bad_output["captureData"]["endpointOutput"]["data"] = "<html>"
@@ -291,12 +296,7 @@ def test_feedback_revisions_that_cannot_be_read_or_are_past_the_bound_are_said_i
     from inference.feedback import MAX_REVISIONS
 
     lake = DataLake.from_uri(str(tmp_path))
-    good = {"captureData": {
-        "endpointInput": {"observedContentType": "application/json", "mode": "INPUT", "encoding": "JSON",
-                          "data": json.dumps({"age": 40, "sex": "F"})},
-        "endpointOutput": {"observedContentType": "application/json", "mode": "OUTPUT", "encoding": "JSON",
-                           "data": json.dumps({"predictions": [{"category": "NO ENFERMO"}]})}},
-        "eventMetadata": {"eventId": "ok-1", "inferenceTime": "2026-11-27T10:00:00Z"}, "eventVersion": "0"}
+    good = captured_event("ok-1", "2026-11-27T10:00:00Z")
     lake.put_bytes("capture/diagnosa/AllTraffic/2026/11/27/10/00-00-000-x.jsonl", (json.dumps(good) + "\n").encode())
     revision = {"event_id": "ok-1", "diagnosis": "ENFERMEDAD LEVE", "received_at": "2026-11-27T10:00:00+00:00"}
     revisions = [{"event_id": "ok-1", "diagnosis": ""}] * 2 + [revision] * (MAX_REVISIONS - 2 + 3)
