@@ -16,6 +16,7 @@ and what follows, reusing the steps that succeeded.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -57,7 +58,7 @@ from pipelines.local_jobs import (
     run_training,
 )
 from pipelines.locks import LockHeld, file_lock
-from pipelines.registry import LocalModelRegistry, RegistryError
+from pipelines.registry import LocalModelRegistry, RegistryError, not_a_file
 
 LOCAL_ACCOUNT = "000000000000"
 LOCAL_REGION = "local"
@@ -225,13 +226,24 @@ def execution_problem(data: object, execution_id: str) -> str | None:
 
 def read_execution(path: Path) -> dict[str, Any]:
     """The data of the execution record ``path`` (``<root>/<id>/execution.json``), checked: DamagedExecution naming
-    the file and what is wrong, rather than a traceback in whichever command read it. OSError when it cannot be read
-    at all."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        problem = execution_problem(data, path.parent.name)
-    except ValueError as err:  # UnicodeDecodeError too
-        problem = f"not JSON: {err}"
+    the file and what is wrong, rather than a traceback in whichever command read it; a record that is there but no
+    file (a folder, a symlink that loops or leads nowhere) or cannot be read is damaged too. FileNotFoundError only
+    when nothing is there (removed as it was listed)."""
+    if not os.path.lexists(path):
+        raise FileNotFoundError(errno.ENOENT, "no execution record", str(path))
+    problem = not_a_file(path)
+    if not problem:
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            problem = execution_problem(data, path.parent.name)
+        except ValueError as err:  # UnicodeDecodeError too
+            problem = f"not JSON: {err}"
+        except RecursionError:  # valid nesting deeper than Python's recursion limit ([[[[...]]]])
+            problem = "not JSON: nested too deeply"
+        except FileNotFoundError:
+            raise
+        except OSError as err:  # unreadable (permissions, an I/O error): listed as damaged, not dropped
+            problem = f"it cannot be read ({err.strerror or err})"
     if problem:
         raise DamagedExecution(path.parent.name, f"its record {path} is damaged ({problem}): it cannot be shown or "
                                                  "resumed; start a new run")
@@ -243,20 +255,30 @@ def list_executions(root: Path) -> list[dict[str, Any]]:
     by the time its record was last written (it used to be left out, and then named as not there; the latest
     execution is still the latest when damaged: `job prepare` says so rather than take an older one)."""
     found = []
-    for path in root.glob("*/execution.json") if root.is_dir() else []:
+    for path in _records(root):
         try:
             found.append(_settled(read_execution(path), path.parent))
         except DamagedExecution as err:
-            try:
-                written = datetime.fromtimestamp(path.stat().st_mtime, timezone.utc).isoformat(timespec="milliseconds")
+            try:  # lstat: a symlink leading nowhere has a time too
+                written = datetime.fromtimestamp(path.lstat().st_mtime, timezone.utc).isoformat(timespec="milliseconds")
             except OSError:
-                continue
+                continue  # removed as it was listed
             found.append({"PipelineExecutionId": path.parent.name, "PipelineExecutionStatus": DAMAGED,
                           "CreationTime": "", "LastModifiedTime": written, "Parameters": {}, "Steps": {},
                           "Problem": err.detail})
         except OSError:
             continue  # removed as it was listed
     return sorted(found, key=lambda e: e.get("CreationTime") or e.get("LastModifiedTime", ""), reverse=True)
+
+
+def _records(root: Path) -> list[Path]:
+    """Every ``<root>/<id>/execution.json`` there is, whatever it is: a glob skipped one that is a symlink leading
+    nowhere, and the readers took one that is a folder for none (the execution was then dropped without a word)."""
+    try:
+        folders = [Path(entry.path) for entry in os.scandir(root) if entry.is_dir()]
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    return [folder / "execution.json" for folder in sorted(folders) if os.path.lexists(folder / "execution.json")]
 
 
 def _settled(data: dict[str, Any], folder: Path) -> dict[str, Any]:
@@ -289,7 +311,7 @@ def load_execution(root: Path, execution_id: str | None = None) -> ExecutionReco
             raise ExecutionError(f"no local executions in {root}: run `diagnosa run --local` first")
         execution_id = executions[0]["PipelineExecutionId"]
     path = root / execution_id / "execution.json"
-    if not execution_id or "/" in execution_id or not path.is_file():
+    if not execution_id or "/" in execution_id or not os.path.lexists(path):  # one there but no file: damaged
         known = ", ".join(e["PipelineExecutionId"] for e in executions[:5]) or "none"
         raise ExecutionError(f"no local execution {execution_id!r} under {root} (latest: {known})")
     return ExecutionRecord.load(path)

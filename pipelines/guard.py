@@ -97,13 +97,16 @@ def guard(folder: str, executor: int) -> None:
     try:
         with open(path, encoding="utf-8") as file:
             data = json.load(file)
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):  # RecursionError: nested deeper than Python's recursion limit
+        data = {}
+    if not isinstance(data, dict):  # a damaged record (a JSON list): none to close, and the jobs are killed still
         data = {}
     closed = data.get("PipelineExecutionStatus") == "Executing" and data.get("ExecutorPid") == executor
     if closed:  # not when the executor had closed it already, or a resume has taken the execution over
         now = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
-        for step in data.get("Steps", {}).values():
-            if step.get("StepStatus") == "Executing":
+        steps = data.get("Steps")
+        for step in steps.values() if isinstance(steps, dict) else ():
+            if isinstance(step, dict) and step.get("StepStatus") == "Executing":
                 step.update(StepStatus="Stopped", EndTime=now, FailureReason=reason)
         data.update(PipelineExecutionStatus="Stopped", FailureReason=reason, EndTime=now, LastModifiedTime=now)
         write_json_atomic(path, data, indent=2)

@@ -159,6 +159,17 @@ def record_problem(data: object, name: str) -> str | None:
     return None
 
 
+def _escaped(text: str, limit: int = 100) -> str:
+    """``text`` (a file or folder name) printable: bytes that are not UTF-8 (lone surrogates once decoded) written as
+    \\xNN, clipped to ``limit`` characters."""
+    try:
+        data = text.encode("utf-8", "surrogateescape")  # a file name's bytes, as os.fsencode gives them
+    except UnicodeEncodeError:  # a surrogate no file name decodes to ('\ud800' from JSON)
+        data = text.encode("utf-8", "backslashreplace")
+    printable = data.decode("utf-8", "backslashreplace")
+    return printable if len(printable) <= limit else printable[:limit - 1] + "…"
+
+
 def _arguments(pid: int) -> list[bytes]:
     try:
         return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
@@ -181,8 +192,8 @@ def _serves(arguments: list[bytes], workspace: Path, name: str) -> bool:
     command line (as _start writes it) names this workspace, resolved, and this endpoint. A pid alone is not enough:
     a copied workspace's records name the original's servers (its `endpoint stop` killed them), a reused pid another
     program (`endpoint stop` killed it)."""
-    return (_is_server(arguments) and _follows(arguments, b"--workspace", str(workspace.resolve()).encode())
-            and _follows(arguments, b"--endpoint-name", name.encode()))
+    return (_is_server(arguments) and _follows(arguments, b"--workspace", os.fsencode(workspace.resolve()))
+            and _follows(arguments, b"--endpoint-name", os.fsencode(name)))  # the bytes of an odd (non-UTF-8) name
 
 
 def _alive(pid: object, workspace: Path, name: str) -> bool:
@@ -292,7 +303,18 @@ class LocalEndpoints:
     def _read(self, path: Path, what: str) -> dict[str, Any]:
         if not path.is_file():
             raise DeployError(f"{what} does not exist locally ({path})")
-        return json.loads(path.read_text(encoding="utf-8"))
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except ValueError as err:  # JSONDecodeError, UnicodeDecodeError
+            problem = f"not JSON: {err}"
+        except RecursionError:  # valid nesting deeper than Python's recursion limit ([[[[...]]]])
+            problem = "not JSON: nested too deeply"
+        else:
+            if isinstance(data, dict):
+                return data
+            problem = f"it holds {shown(data)}, not a JSON object"
+        raise DeployError(f"{what}: its file {path} is damaged ({problem}): deploying a version again "
+                          "(`diagnosa registry approve N`) writes a new one")
 
     def create_model(self, name: str, arguments: dict[str, Any]) -> dict[str, Any]:
         request = {**arguments, "ModelName": arguments.get("ModelName") or name}
@@ -319,19 +341,35 @@ class LocalEndpoints:
         """Endpoint ``name``'s record (None: there is none); InService only while its server runs. A damaged record
         (truncated by a full disk, edited by hand: record_problem) is a DAMAGED stand-in whose Problem says the way
         out; any field asked of it is refused with that (EndpointRecord)."""
+        from pipelines.registry import not_a_file
+
         path = self.root / name / "endpoint.json"
-        if not path.is_file():
-            return None
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-            problem = record_problem(data, name)
-        except (ValueError, UnicodeDecodeError) as err:
-            problem = f"not JSON: {err}"
+            if not os.path.lexists(path):
+                return None
+        except ValueError:  # os.path.lexists of a NUL: no such endpoint
+            return None
+        if not RESOURCE_NAME.fullmatch(name):  # a folder copied from elsewhere, or not UTF-8: no server serves it
+            return self._odd_folder(name, path)
+        problem = not_a_file(path)  # a folder, a symlink that loops or leads nowhere: there, and damaged (it was
+        # taken for no endpoint at all, and `predict` then called SageMaker's endpoint of that name)
+        way_out = ("remove it, then deploying a version again (`diagnosa registry approve N`) writes the record"
+                   if problem and path.is_dir() else
+                   "deploying a version again (`diagnosa registry approve N`) writes it anew")
+        if not problem:
+            try:
+                data = json.loads(path.read_text(encoding="utf-8"))
+                problem = record_problem(data, name)
+            except (ValueError, UnicodeDecodeError) as err:
+                problem = f"not JSON: {err}"
+            except RecursionError:  # valid nesting deeper than Python's recursion limit ([[[[...]]]])
+                problem = "not JSON: nested too deeply"
+            except OSError as err:  # unreadable, or removed meanwhile: damaged, never "no such endpoint"
+                problem = f"it cannot be read ({err.strerror or err})"
         if problem:
             running = self.servers(name)
-            problem = (f"its record {path} is damaged ({problem}): `diagnosa endpoint stop {name}` stops what it "
-                       f"runs{' (pid ' + str(running[0]) + ')' if running else ''}; deploying a version again "
-                       "(`diagnosa registry approve N`) writes it anew")
+            problem = (f"its record {_escaped(str(path), 8192)} is damaged ({problem}): `diagnosa endpoint stop "
+                       f"{name}` stops what it runs{' (pid ' + str(running[0]) + ')' if running else ''}; {way_out}")
             return EndpointRecord({"EndpointName": name, "EndpointStatus": DAMAGED, "Url": "", "EndpointConfigName": "",
                                    "Pid": running[0] if running else None, "Problem": problem}, path, problem)
         record = EndpointRecord(data, path)
@@ -350,6 +388,17 @@ class LocalEndpoints:
             record["EndpointStatus"] = "OutOfService"  # the process is gone (reboot, kill), or another workspace's
         return record
 
+    def _odd_folder(self, name: str, path: Path) -> EndpointRecord:
+        """The DAMAGED stand-in for an endpoint folder whose name is no endpoint name (not UTF-8, copied from
+        elsewhere): named escaped and clipped (a lone surrogate printed was a UnicodeEncodeError), with the way out.
+        No deploy makes such a folder, and no server serves it (`serve` refuses the name)."""
+        shown_name = _escaped(name)
+        problem = (f"its folder's name {shown_name} is not an endpoint name (ASCII letters, digits and inner '-', at "
+                   f"most {NAME_MAX}): it is no endpoint of this workspace; move the folder "
+                   f"{_escaped(str(path.parent), 400)} out of {_escaped(str(self.root), 400)}")
+        return EndpointRecord({"EndpointName": shown_name, "EndpointStatus": DAMAGED, "Url": "",
+                               "EndpointConfigName": "", "Pid": None, "Problem": problem}, path, problem)
+
     def servers(self, name: str) -> tuple[int, ...]:
         """The pids of this workspace's servers of endpoint ``name``, whatever the records say: a deploy interrupted
         between stopping the old server and recording the new one left a server no record names."""
@@ -362,7 +411,13 @@ class LocalEndpoints:
         return tuple(sorted(found))
 
     def list(self) -> list[EndpointRecord]:
-        return [r for r in (self.describe(p.parent.name) for p in sorted(self.root.glob("*/endpoint.json"))) if r]
+        """Every endpoint folder's record: one that is no file (a folder, a symlink leading nowhere) is listed as
+        damaged, not skipped (a glob skipped a dangling symlink, and a folder was taken for no record)."""
+        try:
+            names = sorted(entry.name for entry in os.scandir(self.root) if entry.is_dir())
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        return [r for r in map(self.describe, names) if r]
 
     # -------------------------------------------------------------------------------- deploy
     def deploy(self, endpoint_name: str, config_name: str, *, log: Path | None = None,
@@ -583,8 +638,11 @@ class LocalEndpoints:
         return self.deploy(endpoint_name, config["EndpointConfigName"], package_arn=package["ModelPackageArn"])
 
     def _existing(self, endpoint_name: str) -> EndpointRecord:
-        """The endpoint's record; DeployError naming the endpoints there are when it has none."""
+        """The endpoint's record; DeployError naming the endpoints there are when it has none, or naming it escaped
+        when its folder's name is no endpoint name (nothing there to start or stop)."""
         record = self.describe(endpoint_name)
+        if record and not RESOURCE_NAME.fullmatch(endpoint_name):
+            raise DeployError(f"endpoint {record['EndpointName']}: {record['Problem']}")
         if not record:
             others = [r["EndpointName"] for r in self.list()]
             dashed = endpoint_name.replace("_", "-")

@@ -14,15 +14,19 @@ a version's file is gone.
 """
 from __future__ import annotations
 
+import errno
 import json
+import os
 import re
+import stat
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
 from diagnosa.data.schema import SchemaError
-from diagnosa.lake import LakeError, LocalStorage
+from diagnosa.data.validate import shown
+from diagnosa.lake import LakeError, LocalStorage, validate_key
 from pipelines.locks import file_lock
 from pipelines.service_model import request_problems
 
@@ -31,6 +35,11 @@ DAMAGED = "Damaged"  # the status listed for a version whose file cannot be read
 ARN_PREFIX = "arn:aws:sagemaker:local:000000000000:model-package"
 MARK_FILE = ".last-version"  # a group's high-water mark: the highest version number it ever gave
 GROUP_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")  # SageMaker's EntityName pattern
+# A version's file name: ASCII digits only (str.isdigit() takes '²' and Arabic-Indic digits, which int() refuses or
+# reads as another version's number), as _key writes it (six digits at least: '3.json' is no version's file).
+VERSION_FILE = re.compile(r"[0-9]+\.json")
+VERSION = re.compile(r"[0-9]+")
+NAME_CHARS = 100  # the most of a file's own text a damaged version's message quotes (a 1 MB group name made a 1 MB line)
 
 
 class RegistryError(ValueError):
@@ -131,8 +140,7 @@ class LocalModelRegistry:
     def describe_model_package(self, ModelPackageName: str) -> dict[str, Any]:  # noqa: N803
         """The version's package; RegistryError when there is none, DamagedPackage when its file cannot be read."""
         group, version = self._parse(ModelPackageName)
-        key = self._key(group, version)
-        if not self.storage.exists(key):
+        if not os.path.lexists(self._path(group, version)):  # a folder or a dangling symlink there is damaged
             raise RegistryError(f"model package {ModelPackageName} does not exist")
         return self._read(group, version)
 
@@ -154,7 +162,15 @@ class LocalModelRegistry:
         return packages
 
     def groups(self) -> list[str]:
-        return sorted({key.split("/", 1)[0] for key in self.storage.list() if key.endswith(".json")})
+        found = {key.split("/", 1)[0] for key in self.storage.list() if key.endswith(".json")}
+        # and a group whose versions are all damaged past being files (folders): listed, as its versions are
+        for name in (folder[:-1] for folder in self.storage.list_folders("")):
+            try:
+                if name not in found and self._versions(name):
+                    found.add(name)
+            except LakeError:  # a folder no key can name (a backslash in it): no group, as before
+                continue
+        return sorted(found)
 
     def latest_approved(self, group: str) -> dict[str, Any] | None:
         approved = self.list_model_packages(group, "Approved")
@@ -165,11 +181,17 @@ class LocalModelRegistry:
         """A version's package as its file holds it; DamagedPackage, naming the file and the way out, when the file
         is not a package's JSON (truncated, edited by hand)."""
         key = self._key(group, version)
-        try:
-            package = json.loads(self.storage.get_bytes(key))
-            problem = _package_problem(package, group, version)
-        except ValueError as err:  # JSONDecodeError, UnicodeDecodeError
-            problem = f"not JSON: {err}"
+        problem = not_a_file(self._path(group, version))  # a folder, a symlink loop or one leading nowhere
+        if not problem:
+            try:
+                package = json.loads(self.storage.get_bytes(key))
+                problem = _package_problem(package, group, version)
+            except ValueError as err:  # JSONDecodeError, UnicodeDecodeError
+                problem = f"not JSON: {err}"
+            except RecursionError:  # valid nesting deeper than Python's recursion limit ([[[[...]]]])
+                problem = "not JSON: nested too deeply"
+            except (LakeError, OSError) as err:  # gone or made unreadable since it was listed: this version only
+                problem = f"it cannot be read ({getattr(err, 'strerror', None) or err})"
         if problem:
             raise DamagedPackage(
                 f"model package {group}/{version}: its file {self.root / key} is damaged ({problem}): it cannot be "
@@ -178,12 +200,26 @@ class LocalModelRegistry:
         return package
 
     def _versions(self, group: str) -> list[int]:
+        """The versions whose files are in ``group``'s folder: each entry named as _key names one (ASCII digits,
+        six at least), whatever it is (a file, a folder, a symlink leading nowhere: _read says it is damaged, rather
+        than the lake's "no object" failing the whole listing or a folder hiding the version). Other names are not
+        versions: '².json', '٣.json', '3.json', a version's name in a subfolder."""
+        validate_key(group)  # InvalidKey (as the lake's listing said): '..' or a '/' names no group folder
+        try:
+            names = [entry.name for entry in os.scandir(self.storage.root / group)]
+        except (FileNotFoundError, NotADirectoryError):  # no such group
+            return []
+        except OSError as err:
+            raise LakeError(f"cannot list {self.storage.root / group}: {err.strerror or err}") from None
         found = []
-        for key in self.storage.list(f"{group}/"):
-            name = key.rsplit("/", 1)[-1]
-            if name.endswith(".json") and name[:-5].isdigit():
+        for name in names:
+            if VERSION_FILE.fullmatch(name) and name == self._key(group, int(name[:-5])).rsplit("/", 1)[-1]:
                 found.append(int(name[:-5]))
         return sorted(found)
+
+    def _path(self, group: str, version: int) -> Path:
+        """The version's file (the lake's key, checked as the lake checks it: never outside the registry)."""
+        return self.storage.root / validate_key(self._key(group, version))
 
     def _high_water_mark(self, group: str) -> int:
         """The highest version number ever given in ``group`` (MARK_FILE, written under the group's lock before the
@@ -213,20 +249,53 @@ def _package_problem(package: Any, group: str, version: int) -> str | None:
     if not isinstance(package, dict):
         return f"a JSON {type(package).__name__}, not an object"
     if package.get("ModelPackageVersion") != version or package.get("ModelPackageGroupName") != group:
-        return f"it names version {package.get('ModelPackageGroupName')!r}/{package.get('ModelPackageVersion')!r}"
+        return (f"it names version {_quoted(package.get('ModelPackageGroupName'))}/"
+                f"{_quoted(package.get('ModelPackageVersion'))}")
     if package.get("ModelApprovalStatus") not in APPROVAL_STATUSES:
-        return f"approval status {package.get('ModelApprovalStatus')!r} is none of {', '.join(APPROVAL_STATUSES)}"
+        return (f"approval status {_quoted(package.get('ModelApprovalStatus'))} is none of "
+                f"{', '.join(APPROVAL_STATUSES)}")
     if not isinstance(package.get("CustomerMetadataProperties", {}), dict):
         return "its CustomerMetadataProperties are not an object"
     return None
 
 
+def _quoted(value: Any) -> str:
+    """``repr(value)`` of a file's field, at most NAME_CHARS characters (its closing quote kept for text)."""
+    return shown(value, NAME_CHARS)
+
+
+def not_a_file(path: Path) -> str | None:
+    """Why the record ``path``, which is there (os.path.lexists), is no regular file one can read a record from: a
+    folder, a symlink that loops or leads nowhere, a FIFO (reading it would block); None when it is a file. Said by
+    the registry, execution and endpoint readers, which list such a record as damaged rather than drop it."""
+    try:
+        mode = path.stat().st_mode
+    except OSError as err:
+        if path.is_symlink() and err.errno == errno.ELOOP:
+            return "it is a symbolic link that loops"
+        if path.is_symlink() and err.errno in (errno.ENOENT, errno.ENOTDIR):
+            try:
+                target = os.readlink(path)
+            except OSError:
+                return "it is a symbolic link to a file that does not exist"
+            return f"it is a symbolic link to {_quoted(target)}, which does not exist"
+        return f"it cannot be read ({err.strerror or err})"
+    except ValueError as err:  # a NUL in the path
+        return f"it cannot be read ({err})"
+    if stat.S_ISDIR(mode):
+        return "it is a folder, not a file"
+    if not stat.S_ISREG(mode):
+        return "it is not a regular file"
+    return None
+
+
 def package_version(name: str) -> tuple[str, int]:
-    """A model package ARN (local or SageMaker's) or ``group/version`` → (group, version)."""
+    """A model package ARN (local or SageMaker's) or ``group/version`` → (group, version); the version in ASCII digits
+    only (str.isdigit() took '²', which int() refuses, and '٣', which it reads as 3)."""
     tail = name.rsplit(":model-package/", 1)[-1]
     group, _, version = tail.rpartition("/")
-    if not group or "/" in group or not version.isdigit():
-        raise RegistryError(f"not a model package ARN or group/version: {name!r}")
+    if not group or "/" in group or not VERSION.fullmatch(version):
+        raise RegistryError(f"not a model package ARN or group/version: {_quoted(name)}")
     return group, int(version)
 
 

@@ -14,6 +14,7 @@ from pipelines.executor import DAMAGED, DamagedExecution, list_executions, load_
 from pipelines.local_endpoints import DAMAGED as ENDPOINT_DAMAGED
 from pipelines.local_endpoints import DeployError, LocalEndpoints, RecordError
 
+DEEP = "[" * 100_000 + "]" * 100_000  # valid nesting, deeper than Python's recursion limit: a RecursionError
 GOOD_ID, BAD_ID = "20261201T070000Z-aaaaaa", "20261202T070000Z-bbbbbb"
 STEP = {"StepName": "Preprocess", "StepType": "Processing", "StepStatus": "Failed", "StartTime": "2026-12-02T07:00:01Z",
         "RunFolder": "/nowhere"}
@@ -59,6 +60,7 @@ DAMAGED_EXECUTIONS = {
                                "PipelineExecutionId 'x' is not its folder's name"),
     "an unknown status": (json.dumps({**EXECUTION, "PipelineExecutionStatus": "Done"}),
                           "PipelineExecutionStatus 'Done' is none of"),
+    "nested too deeply": (DEEP, "not JSON: nested too deeply"),  # was a RecursionError traceback
 }
 
 
@@ -68,6 +70,12 @@ def test_a_damaged_execution_record_is_listed_as_damaged_and_refused_by_name(tmp
     # and KeyErrors ('Steps', 'PipelineExecutionId', 'PipelineExecutionStatus'); resume, a JSONDecodeError traceback.
     ws = tmp_path / "ws"
     path = _executions(ws, content)
+    _assert_damaged_execution(capsys, ws, path, problem)
+
+
+def _assert_damaged_execution(capsys, ws, path, problem: str) -> None:
+    """Execution BAD_ID, whose record ``path`` is damaged by ``problem``, is listed as DAMAGED, placed by when its
+    record was written, and refused by name in one line by every command that reads it; GOOD_ID is read as ever."""
     listed = {e["PipelineExecutionId"]: e for e in list_executions(ws / "executions")}
     assert listed[GOOD_ID]["PipelineExecutionStatus"] == "Failed" and listed[BAD_ID]["PipelineExecutionStatus"] == DAMAGED
     assert str(path) in listed[BAD_ID]["Problem"] and problem in listed[BAD_ID]["Problem"]
@@ -124,6 +132,7 @@ DAMAGED_ENDPOINTS = {
                                 "its EndpointName 'other' is not the name of its folder, diagnosa"),
     "an unknown status": (json.dumps({**RECORD, "EndpointStatus": "Creating"}),
                           "its EndpointStatus 'Creating' is none of InService, OutOfService"),
+    "nested too deeply": (DEEP, "not JSON: nested too deeply"),  # was a RecursionError traceback
 }
 
 
@@ -133,6 +142,13 @@ def test_a_damaged_endpoint_record_is_listed_as_damaged_and_refused_by_name(tmp_
     # (only EndpointName was checked); a truncated record made `monitor` a KeyError 'ModelDataUrl'.
     ws = tmp_path / "ws"
     path = _endpoint(ws, content)
+    _assert_damaged_endpoint(tmp_path, capsys, ws, path, problem)
+    assert path.read_text() == content  # left as it was, for the next deploy to write anew
+
+
+def _assert_damaged_endpoint(tmp_path, capsys, ws, path, problem: str) -> None:
+    """Endpoint diagnosa, whose record ``path`` is damaged by ``problem``, is listed as DAMAGED and refused by name
+    by every command that uses it: never "no such endpoint" (predict then called SageMaker's endpoint of that name)."""
     from diagnosa.lake import DataLake
     from diagnosa.services import LOCAL_BUCKET
     from pipelines.local_jobs import LakeMapping
@@ -160,7 +176,6 @@ def test_a_damaged_endpoint_record_is_listed_as_damaged_and_refused_by_name(tmp_
     assert err.startswith("diagnosa: error: the local endpoint diagnosa (") and f"its record {path} is damaged" in err
     code, out, err = _cli(capsys, "--workspace", ws, "endpoint", "stop", "diagnosa")  # nothing runs: nothing stopped
     assert code == 0 and "endpoint diagnosa: was not running" in out
-    assert path.read_text() == content  # left as it was, for the next deploy to write anew
 
 
 def test_a_field_an_endpoint_record_lacks_is_named_by_the_command_that_needs_it(tmp_path, capsys):
@@ -175,3 +190,202 @@ def test_a_field_an_endpoint_record_lacks_is_named_by_the_command_that_needs_it(
         code, out, err = _cli(capsys, "--workspace", ws, *argv)
         assert code == 2 and err.startswith(f"diagnosa: error: endpoint diagnosa: its record {path} has no {field}: ")
         assert err.count("\n") == 1, err
+
+
+def _not_a_file(path, kind: str) -> str:
+    """Replace the record ``path`` by a folder, a symlink loop or a dangling symlink; what its Problem says."""
+    written = os.stat(path).st_mtime
+    path.unlink()
+    if kind == "folder":
+        path.mkdir()
+        problem = "it is a folder, not a file"
+    elif kind == "symlink loop":
+        path.symlink_to(path.name)
+        problem = "it is a symbolic link that loops"
+    else:
+        path.symlink_to("/nowhere/record.json")
+        problem = "it is a symbolic link to '/nowhere/record.json', which does not exist"
+    os.utime(path, (written, written), follow_symlinks=False)
+    return problem
+
+
+NOT_A_FILE = ("folder", "symlink loop", "dangling symlink")
+
+
+@pytest.mark.parametrize("kind", NOT_A_FILE)
+def test_an_execution_record_that_is_no_file_is_listed_as_damaged(tmp_path, capsys, kind):
+    # It was dropped without a word ("no local executions"; "no local execution <id>"), and `job prepare` took an
+    # older execution.
+    ws = tmp_path / "ws"
+    path = _executions(ws, json.dumps(EXECUTION))
+    problem = _not_a_file(path, kind)
+    _assert_damaged_execution(capsys, ws, path, problem)
+
+
+@pytest.mark.parametrize("kind", NOT_A_FILE)
+def test_an_endpoint_record_that_is_no_file_is_a_damaged_endpoint(tmp_path, capsys, kind):
+    # It was "no local endpoints" while its server ran on, and `predict` with no flags called SageMaker's endpoint
+    # of that name with the patient's data.
+    ws = tmp_path / "ws"
+    path = _endpoint(ws, json.dumps(RECORD))
+    problem = _not_a_file(path, kind)
+    _assert_damaged_endpoint(tmp_path, capsys, ws, path, problem)
+    assert os.path.lexists(path) and not path.is_file()  # left as it was
+
+
+BAD_NAME = os.fsdecode(b"e\xed\xa0\x80")  # a folder name that is not UTF-8: lone surrogates once decoded
+ESCAPED = "e\\xed\\xa0\\x80"
+
+
+@pytest.mark.parametrize("named", ("another endpoint's record", "its own name"))
+def test_an_endpoint_folder_whose_name_is_not_utf8_is_named_escaped(tmp_path, capsys, named):
+    # A UnicodeEncodeError traceback in `endpoint list` and `endpoint stop`, for every endpoint of the workspace.
+    ws = tmp_path / "ws"
+    _endpoint(ws, json.dumps(RECORD))
+    folder = ws / "endpoints" / BAD_NAME
+    folder.mkdir()
+    (folder / "endpoint.json").write_text(json.dumps({**RECORD, "EndpointName": BAD_NAME if named == "its own name"
+                                                      else "diagnosa"}))
+    code, out, err = _cli(capsys, "--workspace", ws, "endpoint", "list")
+    assert code == 0 and not err
+    rows = out.splitlines()
+    assert len(rows) == 2 and rows[0].startswith("diagnosa ") and "OutOfService" in rows[0]
+    assert rows[1].startswith(f"{ESCAPED} ") and ENDPOINT_DAMAGED in rows[1] and "is not an endpoint name" in rows[1]
+    with pytest.raises(SystemExit) as refused:  # the CLI refuses the name as it is read
+        main(["--workspace", str(ws), "endpoint", "stop", BAD_NAME])
+    out, err = capsys.readouterr()
+    assert refused.value.code == 2 and not out and "is not a SageMaker name" in err
+    err.encode("utf-8")  # no lone surrogate
+    from diagnosa.lake import DataLake
+    from diagnosa.services import LOCAL_BUCKET
+    from pipelines.local_jobs import LakeMapping
+
+    endpoints = LocalEndpoints(ws, LakeMapping(LOCAL_BUCKET, DataLake.from_uri(str(tmp_path / "lake"))), port=0)
+    for act in (endpoints.stop, endpoints.start):  # and so does the API, naming it escaped (its servers' scan failed)
+        with pytest.raises(DeployError, match=f"^endpoint {ESCAPED.replace(chr(92), chr(92) * 2)}: its folder's name "
+                                              f"{ESCAPED.replace(chr(92), chr(92) * 2)} is not an endpoint name") as err:
+            act(BAD_NAME)
+        str(err.value).encode("utf-8")
+    assert (folder / "endpoint.json").is_file()  # left as it was
+
+
+# -------------------------------------------------------------------------------- the registry's version files
+
+def _registry(ws, versions: int = 2):
+    from test_registry import PACKAGE
+
+    from pipelines.registry import LocalModelRegistry
+
+    registry = LocalModelRegistry(ws / "registry")
+    for _ in range(versions):
+        registry.create_model_package(**PACKAGE)
+    return registry
+
+
+def test_a_version_file_nested_too_deeply_is_a_damaged_version(tmp_path, capsys):
+    ws = tmp_path / "ws"
+    _registry(ws)
+    path = ws / "registry" / "diagnosa" / "000001.json"
+    path.write_text(DEEP)
+    code, out, err = _cli(capsys, "--workspace", ws, "registry", "list")
+    assert code == 0 and not err
+    assert "  v1    Damaged" in out and f"its file {path} is damaged (not JSON: nested too deeply)" in out
+    assert "  v2    PendingManualApproval" in out
+    code, out, err = _cli(capsys, "--workspace", ws, "registry", "approve", "1", "--no-deploy")
+    assert code == 2 and err.startswith("diagnosa: error: model package diagnosa/1: its file") and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("kind", NOT_A_FILE)
+def test_a_version_file_that_is_no_file_is_a_damaged_version(tmp_path, capsys, kind):
+    # A symlink loop or a dangling symlink failed `registry list` for every group ("no object 'diagnosa/000001.json'"),
+    # and `approve 1` said it does not exist; a folder hid the version without a word.
+    from pipelines.registry import DAMAGED, DamagedPackage
+
+    ws = tmp_path / "ws"
+    registry = _registry(ws)
+    path = ws / "registry" / "diagnosa" / "000001.json"
+    problem = _not_a_file(path, kind)
+    code, out, err = _cli(capsys, "--workspace", ws, "registry", "list")
+    assert code == 0 and not err
+    lines = out.splitlines()
+    assert lines[0] == "diagnosa: 2 version(s)"
+    assert lines[1].startswith(f"  v1    {DAMAGED}") and f"its file {path} is damaged ({problem})" in lines[1]
+    assert lines[2].startswith("  v2    PendingManualApproval")
+    with pytest.raises(DamagedPackage, match=f"its file {path} is damaged"):
+        registry.describe_model_package("diagnosa/1")
+    code, out, err = _cli(capsys, "--workspace", ws, "registry", "approve", "1", "--no-deploy")
+    assert code == 2 and err.startswith(f"diagnosa: error: model package diagnosa/1: its file {path} is damaged (")
+    assert err.count("\n") == 1
+    code, out, err = _cli(capsys, "--workspace", ws, "registry", "approve", "2", "--no-deploy")
+    assert code == 0, err
+    from test_registry import PACKAGE
+
+    assert registry.create_model_package(**PACKAGE)["ModelPackageArn"].endswith("/diagnosa/3")  # never v1 again
+
+
+def test_only_ascii_digit_file_names_are_versions(tmp_path, capsys):
+    # '².json' was a ValueError traceback (str.isdigit() takes it, int() does not); '٠٠٠٠٠٣.json' was read as v3 and
+    # looked up as 000003.json, failing the whole list; so were '3.json' and a version file in a subfolder.
+    from pipelines.registry import RegistryError, package_version
+
+    ws = tmp_path / "ws"
+    registry = _registry(ws)
+    group = ws / "registry" / "diagnosa"
+    sound = (group / "000001.json").read_text()
+    for name in ("².json", "٠٠٠٠٠٣.json", "3.json", "0000004.json", "sub/000005.json"):
+        (group / name).parent.mkdir(exist_ok=True)
+        (group / name).write_text(sound)
+    code, out, err = _cli(capsys, "--workspace", ws, "registry", "list")
+    assert code == 0 and not err
+    assert out.startswith("diagnosa: 2 version(s)\n") and "Damaged" not in out
+    assert [p["ModelPackageVersion"] for p in registry.list_model_packages("diagnosa")] == [1, 2]
+    for name in ("diagnosa/²", "diagnosa/٣", "diagnosa/1٣"):
+        with pytest.raises(RegistryError, match="not a model package ARN or group/version"):
+            package_version(name)
+
+
+def test_the_damaged_version_message_is_bounded(tmp_path, capsys):
+    # A 1 MB group name in a version file made a 1 MB error line (its fields were quoted whole).
+    ws = tmp_path / "ws"
+    _registry(ws)
+    path = ws / "registry" / "diagnosa" / "000002.json"
+    package = json.loads(path.read_text())
+    path.write_text(json.dumps({**package, "ModelPackageGroupName": "g" * 1_000_000}))
+    code, out, err = _cli(capsys, "--workspace", ws, "registry", "list")
+    assert code == 0 and "  v2    Damaged" in out and len(out) < 2_000, len(out)
+    path.write_text(json.dumps({**package, "ModelApprovalStatus": "s" * 1_000_000}))
+    code, out, err = _cli(capsys, "--workspace", ws, "registry", "approve", "2", "--no-deploy")
+    assert code == 2 and "is damaged (approval status 'sss" in err and len(err) < 2_000, len(err)
+
+
+@pytest.mark.parametrize("content", ("[1, 2]", DEEP))
+def test_the_guard_of_a_killed_executor_reads_a_damaged_record_without_failing(tmp_path, monkeypatch, content):
+    # A record that was a JSON list was an AttributeError in the guard, before it killed the jobs.
+    import io
+    import signal
+    import sys
+
+    from pipelines import guard
+
+    folder = tmp_path / BAD_ID
+    folder.mkdir()
+    (folder / "execution.json").write_text(content)
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"")))  # the executor gone without its "done"
+    monkeypatch.setattr(guard, "kill_marked", lambda marks, seconds: [])
+    previous = signal.getsignal(signal.SIGINT)
+    try:
+        guard.guard(str(folder), 999_999_999)
+    finally:  # the guard ignores Ctrl-C, as its own process: not this one's, whose later tests interrupt themselves
+        signal.signal(signal.SIGINT, previous)
+    assert (folder / "execution.json").read_text() == content  # not rewritten: it is no record to close
+
+
+def test_a_group_whose_only_version_is_a_folder_is_still_listed(tmp_path, capsys):
+    # The group vanished with its version: "no model packages in ...", exit status 0.
+    ws = tmp_path / "ws"
+    _registry(ws, versions=1)
+    path = ws / "registry" / "diagnosa" / "000001.json"
+    problem = _not_a_file(path, "folder")
+    code, out, err = _cli(capsys, "--workspace", ws, "registry", "list")
+    assert code == 0 and not err
+    assert out.startswith("diagnosa: 1 version(s)\n  v1    Damaged") and f"({problem})" in out
