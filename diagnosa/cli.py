@@ -16,7 +16,7 @@ import re
 import signal
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, NoReturn, Sequence
 
 from diagnosa.aws import client as aws_client
 from diagnosa.aws import resolve_region
@@ -41,6 +41,7 @@ from diagnosa.commands.common import (
     workspace,
     workspace_hint,
 )
+from diagnosa.data.validate import clip
 from diagnosa.lake import DataLake, LakeError, bucket_name_problem
 from diagnosa.logs import interrupted
 from diagnosa.services import LOCAL_BUCKET, EndpointBusy, PortTaken, ServiceError
@@ -281,11 +282,12 @@ def _send_batch(args: argparse.Namespace, client: Any) -> int:
     at a time, so one defective record costs one refusal. Prints a summary, not the predictions."""
     from collections import Counter
 
-    from diagnosa.data.ingest import IngestError
+    from diagnosa.data.ingest import IngestError, check_batch_name
     from inference.bulk import problem_kind
     from inference.client import ClientFailure, PredictionRejected, raw_batch_requests
 
     try:
+        check_batch_name(args.batch)  # a name, never a path: 128 KiB of it was "File name too long", exit 1
         batch = raw_batch_requests(open_lake(args), args.batch)
     except IngestError as err:
         raise UsageError(str(err)) from None
@@ -820,8 +822,26 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------------------------------------ parser
 
+# What one error says at most. A flag's message quotes its value (`--since` 'x…'), a command's what it refused; a value
+# as long as one argument can be (128 KiB) came back whole, from most flags and names.
+MAX_FLAG_ERROR = 1_000
+MAX_ERROR = 8_000  # a command's error (up to 20 problems named, each bounded: diagnosa.text.some_of)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser (and its subcommands'), its usage error cut to MAX_FLAG_ERROR characters: argparse quotes
+    an invalid value whole ("invalid choice: '…'"), as do the flags' own type checks."""
+
+    def error(self, message: str) -> NoReturn:
+        super().error(clip(message, MAX_FLAG_ERROR))
+
+
+def _said(err: BaseException) -> str:
+    return clip(str(err), MAX_ERROR)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="diagnosa", description="Diagnosa: build, gate, ship and watch the triage "
+    parser = _Parser(prog="diagnosa", description="Diagnosa: build, gate, ship and watch the triage "
                                                                   "model, on this machine or on SageMaker.")
     parser.add_argument("--workspace", help="workspace folder (default $DIAGNOSA_HOME, else the nearest .diagnosa "
                                               "in the current folder or above, else ./.diagnosa)")
@@ -1066,10 +1086,10 @@ def _command(argv: Sequence[str] | None) -> int:
     try:
         return args.func(args)
     except (UsageError, ServiceError, IngestError, SchemaError, LakeError) as err:
-        print(f"diagnosa: error: {err}", file=sys.stderr)
+        print(f"diagnosa: error: {_said(err)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except Unavailable as err:
-        print(f"diagnosa: error: {err}", file=sys.stderr)
+        print(f"diagnosa: error: {_said(err)}", file=sys.stderr)
         return EXIT_FAILED
     except NoCredentialsError:  # an s3:// lake or a SageMaker call on a machine without AWS credentials
         lake = getattr(args, "lake", None) or os.environ.get("DIAGNOSA_LAKE") or ""
@@ -1078,7 +1098,7 @@ def _command(argv: Sequence[str] | None) -> int:
               f"~/.aws/credentials, an instance role){hint}", file=sys.stderr)
         return EXIT_FAILED
     except (BotoCoreError, ClientError, Boto3Error) as err:  # AWS unreachable (no network, a wrong region) or refusing
-        print(f"diagnosa: error: AWS: {err}", file=sys.stderr)
+        print(f"diagnosa: error: AWS: {_said(err)}", file=sys.stderr)
         return EXIT_FAILED
     except BrokenPipeError:  # `diagnosa registry list | head`: the reader had what it wanted, as for any Unix tool
         try:
@@ -1088,7 +1108,7 @@ def _command(argv: Sequence[str] | None) -> int:
         return 128 + signal.SIGPIPE
     except OSError as err:  # the machine's answer about a path: unwritable, a file where a folder goes, disk full
         where = f": {err.filename}" if err.filename else ""
-        print(f"diagnosa: error: {err.strerror or err}{where}", file=sys.stderr)
+        print(f"diagnosa: error: {clip(f'{err.strerror or err}{where}', MAX_ERROR)}", file=sys.stderr)
         return EXIT_FAILED
 
 

@@ -91,3 +91,21 @@ def test_a_capture_spool_that_is_a_file_is_bad_input(two_label_model_dir, tmp_pa
                  "--capture-spool", str(tmp_path / "afile")])
     err = capsys.readouterr().err
     assert code == 2 and f"cannot use the capture spool {tmp_path / 'afile'}: " in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("argv", [
+    ["predict", "-", "--top-k"], ["predict", "-", "--timeout"], ["predict", "-", "--endpoint-url"], ["executions"],
+    ["endpoint", "stop"], ["run", "--local", "--resume"], ["run", "--local", "--families"], ["monitor", "--last"],
+    ["monitor", "--since"], ["monitor", "--min-psi"], ["registry", "approve"],
+    ["predict", "--endpoint-url", "http://127.0.0.1:9", "--batch"]],
+    ids=lambda argv: " ".join(argv))
+def test_a_value_as_long_as_an_argument_can_be_is_not_said_back_whole(tmp_path, capsys, argv):
+    # Each of these errors quoted the value whole: 128 KiB of 'a' said back as a 128 KiB error line.
+    value = "a" * 128_000
+    try:
+        status = main(["--workspace", str(tmp_path / "ws"), *argv, value])
+    except SystemExit as stop:  # argparse's own refusal of the value
+        status = stop.code
+    assert status == 2
+    said = capsys.readouterr()
+    assert "a" * 50 in said.err and len(said.err) < 10_000 and not said.out

@@ -19,6 +19,7 @@ from diagnosa.commands.common import (
     dataset_name,
     int_in,
     local_workspace,
+    sagemaker_name,
     split_families,
     split_params,
     workspace,
@@ -313,5 +314,5 @@ def register(commands: Any) -> None:
                        help="move it to this port (default: its own)")
     start.set_defaults(func=cmd_endpoint)
     stop = endpoint_commands.add_parser("stop", help="stop a local endpoint's server")
-    stop.add_argument("name")
+    stop.add_argument("name", type=sagemaker_name)
     stop.set_defaults(func=cmd_endpoint)
