@@ -217,6 +217,16 @@ def test_a_step_that_is_not_a_job_is_refused_with_the_valid_ones(failed, tmp_pat
     assert not (tmp_path / "root").exists()
 
 
+def test_a_root_whose_name_is_not_utf8_is_refused_before_anything_is_laid_out(failed, tmp_path, capsys):
+    # A byte that is not UTF-8 in --root (kept as a lone surrogate) was a UnicodeEncodeError traceback from writing the
+    # job's shell scripts, after part of the root was laid out.
+    root = tmp_path / "root\udced"
+    code, out, err = prepare(failed["workspace"], "Preprocess", "--root", str(root), capsys=capsys)
+    assert (code, out) == (2, "") and err.count("\n") == 1
+    assert "root\\udced is not UTF-8 text" in err and "Traceback" not in err
+    assert not os.path.lexists(root)
+
+
 def test_an_unknown_execution_is_refused_naming_the_latest(failed, tmp_path, capsys):
     code, _, err = prepare(failed["workspace"], "Preprocess", "--execution", "20990101T000000Z-abcdef",
                            "--root", str(tmp_path / "root"), capsys=capsys)

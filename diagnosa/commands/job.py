@@ -7,6 +7,7 @@ from typing import Any
 
 from diagnosa.commands.common import UsageError, local_workspace
 from diagnosa.services import LOCAL_BUCKET
+from inference.limits import has_surrogate, printable
 
 
 def cmd_job_prepare(args: argparse.Namespace) -> int:
@@ -15,6 +16,9 @@ def cmd_job_prepare(args: argparse.Namespace) -> int:
     from pipelines.local_jobs import LakeMapping
 
     local = local_workspace(args)
+    if args.root and has_surrogate(args.root):  # checked before anything is laid out under it
+        raise UsageError(f"--root {printable(args.root)} is not UTF-8 text (its bytes were kept as \\udcXX): the job's "
+                         "shell scripts name it, and they are UTF-8; give a folder whose name is")
     try:
         job = prepare_job(executions_folder(local.root), LakeMapping(LOCAL_BUCKET, local.lake), args.step,
                           Path(args.root) if args.root else None, execution_id=args.execution, force=args.force)
