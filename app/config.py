@@ -36,6 +36,7 @@ DEFAULT_TIMEOUT = INVOKE_TIMEOUT  # past SageMaker's 60 s limit on a model's ans
 DEFAULT_ATTEMPTS = 2
 DEFAULT_DIFFERENTIAL = 5
 MAX_DIFFERENTIAL = 20  # the endpoint's limit
+MAX_SETTING_CHARS = 32  # of a numeric setting: '1e999', 5,000 digits and the like are refused, quoted in part
 
 
 class ConfigError(ValueError):
@@ -124,11 +125,17 @@ class AppConfig:
             raw = env.get(PREFIX + name, "").strip()
             if not raw:
                 return default
+            from app.form import display_text
+
+            what = "an integer" if kind is int else "a number"
+            if len(raw) > MAX_SETTING_CHARS:  # the message quotes its beginning: it was as long as the value
+                raise ConfigError(f"{PREFIX}{name} must be {what} of at most {MAX_SETTING_CHARS} characters, got "
+                                  f"'{display_text(raw, 20)}' ({len(raw):,} characters)")
             try:
                 return kind(raw)
             except ValueError:
-                raise ConfigError(f"{PREFIX}{name} must be {'an integer' if kind is int else 'a number'}, "
-                                  f"got {raw!r}") from None
+                raise ConfigError(f"{PREFIX}{name} must be {what}, got '{display_text(raw, MAX_SETTING_CHARS)}'") \
+                    from None
 
         settings = {"timeout": float(number("TIMEOUT", float, DEFAULT_TIMEOUT)),
                     "attempts": int(number("ATTEMPTS", int, DEFAULT_ATTEMPTS)),

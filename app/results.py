@@ -44,8 +44,8 @@ from botocore.exceptions import (
     ResponseStreamingError,
 )
 
-from app.config import AppConfig
-from app.form import FieldErrors, FormSpec, field_errors
+from app.config import MAX_DIFFERENTIAL, AppConfig
+from app.form import MAX_PROBLEMS, FieldErrors, FormSpec, display_text, field_errors
 from diagnosa.labels import CATEGORIES
 from inference.client import (
     BUSY_CODES,
@@ -75,6 +75,15 @@ WARNING = ("This result supports and does not replace clinical judgement: it is 
            "to be weighed with the examination, the history and the tests.")
 DIFFERENTIAL_LABEL = "Decision support — not a diagnosis"
 UNKNOWN_FIELD = "unknown field"  # how the endpoint names an input its model does not have (inference.schema)
+# The most categories an answer the page shows may have: a chart of 100,000 took a minute to build and was 17 MB.
+MAX_CATEGORIES = 100
+MAX_LISTED_CODES = 20  # unlearned codes named in one warning; the rest counted
+
+
+def markdown_text(value: object, limit: int = 200) -> str:
+    """Text a markdown renderer shows as is (st.table renders markdown and HTML in its cells): quoted as
+    :func:`app.form.display_text` does, with the markdown and HTML characters escaped (the app's escape_markdown)."""
+    return "".join("\\" + c if c in "\\`*_{}[]()#+-.!|<>~:@$&" else c for c in display_text(value, limit))
 
 
 @dataclass(frozen=True)
@@ -262,7 +271,7 @@ def label_problem(result: Mapping[str, Any], spec: FormSpec) -> str | None:
     category = result.get("category")
     if category in spec.labels:
         return None
-    return (f"'{category}' is not one of the categories of the model this form was made for "
+    return (f"'{display_text(category, 100)}' is not one of the categories of the model this form was made for "
             f"({', '.join(spec.labels)}): the endpoint may serve another model. Tell the administrator.")
 
 
@@ -272,22 +281,70 @@ def input_warnings(result: Mapping[str, Any], spec: FormSpec) -> dict[str, list[
     ``unused_codes`` (codes the model never learned, which change nothing), said under their field."""
     out: dict[str, list[str]] = {}
     names = set(spec.names)
+    others = 0  # warnings of fields the form does not show: at most MAX_PROBLEMS listed, the rest counted
 
     def add(name: Any, text: str) -> None:
+        nonlocal others
         name = str(name)
-        out.setdefault(name if name in names else "", []).append(text if name in names else f"{name}: {text}")
+        if name in names:
+            out.setdefault(name, []).append(text)
+            return
+        others += 1
+        if others <= MAX_PROBLEMS:
+            out.setdefault("", []).append(f"{display_text(name, 80)}: {text}")
 
     unknown = result.get("unknown_values")
     for name, value in (unknown.items() if isinstance(unknown, Mapping) else ()):
         known = spec.levels.get(str(name))
-        add(name, f"'{value}' is not a value the model knows: it was counted as none of them, which changes the "
-                  "diagnosis" + (f" (known: {', '.join(known)})" if known else "") + ". Check the spelling.")
+        add(name, f"'{display_text(value, 80)}' is not a value the model knows: it was counted as none of them, which "
+                  "changes the diagnosis" + (f" (known: {', '.join(known)})" if known else "") + ". Check the spelling.")
     unused = result.get("unused_codes")
     for name, codes in (unused.items() if isinstance(unused, Mapping) else ()):
         codes = codes if isinstance(codes, list) else [codes]
-        add(name, f"{', '.join(str(c) for c in codes)}: not learned by the model (too rare in its training data), "
-                  "so it changed nothing in the diagnosis.")
+        named = ", ".join(display_text(c, 40) for c in codes[:MAX_LISTED_CODES])
+        more = f" and {len(codes) - MAX_LISTED_CODES:,} more" if len(codes) > MAX_LISTED_CODES else ""
+        add(name, f"{named}{more}: not learned by the model (too rare in its training data), so it changed nothing "
+                  "in the diagnosis.")
+    if others > MAX_PROBLEMS:
+        out[""].append(f"… and {others - MAX_PROBLEMS:,} more inputs the model ignored, not listed")
     return out
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def display_problem(result: Mapping[str, Any]) -> str | None:
+    """What makes a valid prediction (:func:`prediction_problem`) one the page cannot show (None when it can): more
+    categories than a model's answer may hold, more top-k items than categories, more diseases than the differential
+    is asked for, a category name holding a control character (it would forge a line of its own), and a lone UTF-16
+    surrogate anywhere (a JSON "\\ud800" escape decodes to one; the page cannot send it to the browser)."""
+    probabilities = result.get("probabilities") or {}
+    if len(probabilities) > MAX_CATEGORIES:
+        return f"{len(probabilities):,} categories, more than the {MAX_CATEGORIES} a model's answer may hold"
+    top_k = result.get("top_k") or []
+    if len(top_k) > len(probabilities):
+        return f"{len(top_k):,} top-k items, more than its {len(probabilities):,} categories"
+    differential = result.get("differential") or []
+    if len(differential) > MAX_DIFFERENTIAL:
+        return f"{len(differential):,} diseases in the differential, more than the {MAX_DIFFERENTIAL} asked for at most"
+    stack: list[tuple[Any, str]] = [(result, "")]
+    while stack:
+        item, path = stack.pop()
+        texts = [item] if isinstance(item, str) else list(item) if isinstance(item, Mapping) else []
+        if any(isinstance(t, str) and not _encodable(t) for t in texts):
+            return f"a lone UTF-16 surrogate, not valid text, in {display_text(path or 'the prediction', 80)}"
+        if isinstance(item, Mapping):
+            stack.extend((v, f"{path}.{k}" if path else str(k)) for k, v in item.items())
+        elif isinstance(item, list):
+            stack.extend((v, f"{path}[{i}]") for i, v in enumerate(item))
+    if any(display_text(c, len(c)) != c for c in probabilities if isinstance(c, str)):
+        return "a category name holding a control character"
+    return None
 
 
 def diagnose(client: DiagnosaClient, record: Mapping[str, Any], config: AppConfig, spec: FormSpec) -> Outcome:
@@ -323,14 +380,19 @@ def diagnose(client: DiagnosaClient, record: Mapping[str, Any], config: AppConfi
     if not prediction.results:  # the client refuses such an answer (a prediction per patient): a stand-in's
         return Outcome(failure=Failure("failed", f"The {config.description} answered with no prediction."))
     result = prediction.results[0]
-    problem = prediction_problem(result)  # the client's check, again for a client that is not Diagnosa's
+    # The client's check, again for a client that is not Diagnosa's; then what the page can show.
+    problem = prediction_problem(result) or display_problem(result)
     if problem is not None:
         return Outcome(failure=Failure("failed", f"The {config.description} answered something that is not a "
                                                  f"diagnosis ({problem}). No diagnosis was received: tell the "
                                                  "administrator, the endpoint may be faulty or not a Diagnosa "
                                                  "endpoint."))
     event_id = prediction.event_id if isinstance(prediction.event_id, str) and prediction.event_id else None
-    return Outcome(result=dict(result), event_id=event_id, inference_id=inference_id,
+    shown = dict(result)
+    for key in ("model_version", "differential_note"):  # shown as they are: a newline in them forged a line
+        if isinstance(shown.get(key), str):
+            shown[key] = display_text(shown[key], 500)
+    return Outcome(result=shown, event_id=event_id, inference_id=inference_id,
                    received_at=datetime.now().strftime("%H:%M:%S"), warnings=input_warnings(result, spec))
 
 
@@ -356,11 +418,14 @@ def probability_rows(result: Mapping[str, Any]) -> list[dict[str, Any]]:
     """One row per category in clinical order (the model's own order for other labels), for the chart."""
     probabilities: Mapping[str, float] = result.get("probabilities", {})
     order = [c for c in CATEGORIES if c in probabilities] + [c for c in probabilities if c not in CATEGORIES]
-    return [{"category": c, "probability": float(probabilities[c]), "label": percent(probabilities[c])} for c in order]
+    return [{"category": display_text(c), "probability": float(probabilities[c]), "label": percent(probabilities[c])}
+            for c in order]
 
 
 def top_k_rows(result: Mapping[str, Any]) -> list[dict[str, Any]]:
-    return [{"rank": i, "category": item["category"], "probability": percent(item["probability"])}
+    """The top-k table's rows: st.table renders markdown and HTML in its cells, so a category is escaped text (a
+    label '[x](http://…)' was a link, '<img …>' HTML)."""
+    return [{"rank": i, "category": markdown_text(item["category"]), "probability": percent(item["probability"])}
             for i, item in enumerate(result.get("top_k", []), start=1)]
 
 
@@ -369,7 +434,7 @@ def differential_rows(result: Mapping[str, Any]) -> list[str]:
 
     Diseases with a score of 0 (nothing in common beyond the root of the ontology) are left out.
     """
-    return [f"{d['name']} ({d['disease_id']}) — {float(d['score']):.3f}"
+    return [f"{display_text(d['name'])} ({display_text(d['disease_id'], 60)}) — {float(d['score']):.3f}"
             for d in result.get("differential") or [] if float(d.get("score", 0)) > 0]
 
 
@@ -377,7 +442,7 @@ def headline(result: Mapping[str, Any]) -> str:
     """'ENFERMEDAD AGUDA (95.0 %)': the predicted category and its probability."""
     category = result["category"]
     p = result.get("probabilities", {}).get(category)
-    return f"{category} ({percent(p)})" if p is not None else category
+    return f"{display_text(category)} ({percent(p)})" if p is not None else display_text(category)
 
 
 def decision_note(result: Mapping[str, Any]) -> str | None:
@@ -393,7 +458,7 @@ def decision_note(result: Mapping[str, Any]) -> str | None:
     top = max(probabilities, key=lambda c: probabilities[c])
     if probabilities[top] <= probabilities[result["category"]]:
         return None
-    return (f"{top} is more probable ({percent(probabilities[top])}): the category above is the model's decision, "
+    return (f"{display_text(top)} is more probable ({percent(probabilities[top])}): the category above is the model's decision, "
             "which weighs each category's probability so that fewer cases of any category are missed.")
 
 

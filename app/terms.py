@@ -26,6 +26,9 @@ from diagnosa.data.hpo import PHENOTYPIC_ABNORMALITY, Ontology, hpo_data_dir, lo
 
 DEFAULT_LIMIT = 8
 MIN_QUERY = 2  # letters before a search starts: one letter matches most of the ontology
+# The characters of a query searched: more than any term's name. A paste of megabytes took seconds to fold, twice
+# per keystroke (the search box is live); its beginning is searched.
+MAX_QUERY = 200
 _WORD = re.compile(r"[a-z0-9]+")
 _ID = re.compile(r"^(?:hp[:_ ]?)?([0-9]{7})$", re.IGNORECASE)
 _SYNONYM = re.compile(r'^synonym: "(.*)" (EXACT|RELATED)\b')
@@ -134,7 +137,7 @@ class TermIndex:
 
     def search(self, query: str, limit: int = DEFAULT_LIMIT) -> list[Term]:
         """Terms whose name (or a synonym) has a word starting with each query word, best first."""
-        text = query.strip()
+        text = query.strip()[:MAX_QUERY].strip()
         if not text or limit <= 0:
             return []
         as_id = _ID.fullmatch(text.replace(" ", "")) if any(c.isdigit() for c in text) else None
