@@ -22,6 +22,7 @@ from infra.config import (
     StageConfig,
     check_promotions,
     declared_stages,
+    delivery_account,
     delivery_from_context,
     stages_from_context,
 )
@@ -85,10 +86,11 @@ def build_app(app: cdk.App | None = None, stages: list[StageConfig] | None = Non
         delivery = delivery or delivery_from_context(get)
     elif delivery is not None:
         delivery.check(declared)
+    tooling = delivery.account if delivery else delivery_account(get)  # checked: a promote function trusts it
     built = {config.stage: DiagnosaStage(
         app, config, promote_source=declared.get(config.promote_from) if config.promote_from else None,
         promoted_to=tuple(c for c in declared.values() if c.promote_from == config.stage),
-        delivery_account=delivery.account if delivery else (get("diagnosa:delivery") or {}).get("account"),
+        delivery_account=tooling,
         last_delivery_stage=_last_delivery_stage(delivery, get))
         for config in stages}
     if delivery is not None:

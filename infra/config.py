@@ -15,14 +15,18 @@ from functools import cached_property
 from typing import Any
 
 from diagnosa.data.schema import BUILTIN_DATASET
+from diagnosa.data.validate import clip, shown
 from diagnosa.labels import CATEGORIES
+from diagnosa.text import some_of
 from inference.limits import has_surrogate
 from pipelines.service_model import instance_type_problem, sagemaker_regions
 
 STAGE_NAME = re.compile(r"[a-z][a-z0-9]{1,11}")  # always fullmatch: "$" also matches before a final "\n"
 REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-[0-9]")
 ACCOUNT = re.compile(r"[0-9]{12}")  # not \d, which matches any Unicode digit
-RATE = re.compile(r"rate\(([1-9][0-9]*) (minute|minutes|hour|hours|day|days)\)")
+# At most 100 digits (schedule_problem refuses longer expressions anyway): int() refuses over 4,300 digits with an
+# error naming no setting.
+RATE = re.compile(r"rate\(([1-9][0-9]{0,99}) (minute|minutes|hour|hours|day|days)\)")
 CRON = re.compile(r"cron\((\S+( \S+){5})\)")  # the six fields, each checked by cron_problem
 # VPC mode: the stage VPC's isolated subnets, one of this size per AZ (a VPC's block is /16 to /28 on AWS).
 VPC_AZS = 2
@@ -49,8 +53,32 @@ REMOVED = {"drift_metric_name": "the monitoring job always publishes its drift m
                               "the script training writes into the artifact's code/), which overrode the setting "
                               "for every such version; it only reached versions registered by hand, unchecked "
                               "against their code. Name another program in the version's registration instead"}
+MAX_ALARM_EMAILS = 50  # one AWS::SNS::Subscription each, in a stack CloudFormation caps at 500 resources
+MAX_NUMBER_DIGITS = 100  # an integer setting longer than this is a typo (and str() of one over 4,300 digits raises)
+QUOTED = 300  # characters of a refused value an error quotes (diagnosa.data.validate.shown); a 256-character
+# namespace still shows whole
+PROBLEM_CHARS = 1000  # one problem's text at most: a message is bounded whatever the context holds
 EMAIL = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
                    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$")
+
+
+def _q(value: Any) -> str:
+    """``value`` quoted for an error message: its repr, at most QUOTED characters (megabytes of context, a value nested
+    thousands deep or an integer of 5,000 digits stay a short quote, never a traceback)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 3 * MAX_NUMBER_DIGITS:
+        return f"an integer of about {int(value.bit_length() * 0.30103):,} digits"
+    return shown(value, QUOTED)
+
+
+def _label(stage: Any) -> str:
+    """A stage's name as messages prefix it: itself when it is a valid name, else quoted (bounded, surrogates
+    escaped: a message holding a lone surrogate cannot be printed to a UTF-8 stderr)."""
+    return stage if isinstance(stage, str) and STAGE_NAME.fullmatch(stage) else _q(stage)
+
+
+def _problems(problems: list[str]) -> str:
+    """The problems joined, each cut to PROBLEM_CHARS (some come from checks elsewhere that quote in full)."""
+    return "; ".join(clip(p, PROBLEM_CHARS) for p in problems)
 
 
 def _local_storage(instance_type: str) -> bool:
@@ -170,24 +198,24 @@ class StageConfig:
         for f in fields(self):
             value = getattr(self, f.name)
             if f.type.startswith("str") and not (isinstance(value, str) or (value is None and "None" in f.type)):
-                problems.append(f"{f.name} must be a string, got {value!r}")
+                problems.append(f"{f.name} must be a string, got {_q(value)}")
             texts = value if isinstance(value, tuple) else (value,)
             if any(isinstance(t, str) and has_surrogate(t) for t in texts):  # no text AWS (or jsii's JSON) takes
-                problems.append(f"{f.name} holds a lone UTF-16 surrogate: {value!r}")
+                problems.append(f"{f.name} holds a lone UTF-16 surrogate: {_q(value)}")
         if problems:
-            raise ValueError(f"stage {self.stage}: " + "; ".join(problems))
+            raise ValueError(f"stage {_label(self.stage)}: " + _problems(problems))
         if not STAGE_NAME.fullmatch(self.stage):
-            problems.append(f"stage name {self.stage!r} must be 2-12 lowercase letters or digits, starting with a letter")
+            problems.append(f"stage name {_q(self.stage)} must be 2-12 lowercase letters or digits, starting with a letter")
         if self.region not in sagemaker_regions():  # a concrete region: the image URIs in the definition depend on it
-            problems.append(f"region {self.region!r} is not a region where SageMaker runs (botocore knows "
+            problems.append(f"region {_q(self.region)} is not a region where SageMaker runs (botocore knows "
                             f"{len(sagemaker_regions())}: {', '.join(sorted(sagemaker_regions())[:4])}, ...)")
         elif (partition := region_partition(self.region)) not in PARTITIONS:
-            problems.append(f"region {self.region!r} is in the {partition} partition, which this stack does not "
+            problems.append(f"region {_q(self.region)} is in the {partition} partition, which this stack does not "
                             f"support (only {' and '.join(PARTITIONS)}: resource types it uses, such as "
                             f"AWS::SageMaker::ModelPackageGroup, or its <service>.<region>.amazonaws.com service "
                             f"hosts do not exist there)")
         if self.account is not None and not ACCOUNT.fullmatch(self.account):
-            problems.append(f"account {self.account!r} must be 12 digits")
+            problems.append(f"account {_q(self.account)} must be 12 digits")
         if not 1 <= self.endpoint_min_instances <= self.endpoint_max_instances:
             problems.append(f"need 1 <= endpoint_min_instances <= endpoint_max_instances, got "
                             f"{self.endpoint_min_instances} and {self.endpoint_max_instances}")
@@ -195,7 +223,7 @@ class StageConfig:
             problems.append(f"endpoint_max_instances must be at most {MAX_INSTANCES}, got {self.endpoint_max_instances} "
                             f"(SageMaker's instance quotas are far lower; a larger fleet is a deliberate change here)")
         if self.traffic_shifting not in ("CANARY", "ALL_AT_ONCE"):
-            problems.append(f"traffic_shifting must be CANARY or ALL_AT_ONCE, got {self.traffic_shifting!r}")
+            problems.append(f"traffic_shifting must be CANARY or ALL_AT_ONCE, got {_q(self.traffic_shifting)}")
         if not 1 <= self.canary_percent <= 50:
             problems.append(f"canary_percent must be in [1, 50], got {self.canary_percent}")
         if not 0 <= self.bake_seconds <= 3600:  # UpdateEndpoint's WaitIntervalInSeconds / TerminationWaitInSeconds
@@ -208,7 +236,7 @@ class StageConfig:
                 problems.append(f"{name}: {problem}")
             elif name in ("processing_instance_type", "training_instance_type") and _local_storage(getattr(self, name)):
                 problems.append(
-                    f"{name}: {getattr(self, name)!r} has local (NVMe) storage, for which SageMaker refuses a "
+                    f"{name}: {_q(getattr(self, name))} has local (NVMe) storage, for which SageMaker refuses a "
                     "VolumeKmsKeyId (its hardware encrypts it); the stage's pipeline encrypts every job's volume with "
                     "the stage's key, and the type is a run-time parameter it cannot leave the key out for: every "
                     "execution would fail at its first job. Choose a type without local storage (no 'd' in the "
@@ -216,7 +244,7 @@ class StageConfig:
         for name in ("retrain_schedule", "monitor_schedule"):
             problem = schedule_problem(getattr(self, name))
             if problem:
-                problems.append(f"{name} {getattr(self, name)!r} {problem}")
+                problems.append(f"{name} {_q(getattr(self, name))} {problem}")
         for name, low, high, why in (
                 ("capture_expiry_days", 1, MAX_DAYS, ""), ("noncurrent_version_days", 1, MAX_DAYS, ""),
                 ("access_log_days", 1, MAX_DAYS, ""), ("log_retention_days", 1, LOG_RETENTION_MAX, ""),
@@ -228,15 +256,16 @@ class StageConfig:
             if not low <= value <= high:
                 problems.append(f"{name} must be [{low}, {high}]{why}, got {value}")
         if not math.isfinite(self.drift_threshold) or self.drift_threshold <= 0:
-            problems.append(f"drift_threshold must be a positive finite number, got {self.drift_threshold!r}")
+            problems.append(f"drift_threshold must be a positive finite number, got {_q(self.drift_threshold)}")
         namespace = self.drift_metric_namespace
         if not NAMESPACE.fullmatch(namespace) or namespace.startswith((":", "AWS/")):
-            problems.append(f"drift_metric_namespace {namespace!r} must be 1-255 of CloudWatch's namespace characters "
+            problems.append(f"drift_metric_namespace {_q(namespace)} must be 1-255 of CloudWatch's namespace characters "
                             f"(ASCII letters, digits, . - _ / # : and space), not starting with ':', the namespace "
                             f"not under AWS/")
         from pipelines.definition import families_problem
 
-        problem = families_problem(self.families)
+        problem = (f"families lists {len(self.families):,} names: at most one of each family"
+                   if len(self.families) > 50 else families_problem(self.families))
         if problem:
             problems.append(problem)
         if self.vpc:
@@ -245,23 +274,23 @@ class StageConfig:
                 if not net.is_private or net.prefixlen not in VPC_PREFIXES:
                     raise ValueError
             except ValueError:
-                problems.append(f"vpc_cidr {self.vpc_cidr!r} must be a private IPv4 network, /{VPC_PREFIXES[0]} to "
+                problems.append(f"vpc_cidr {_q(self.vpc_cidr)} must be a private IPv4 network, /{VPC_PREFIXES[0]} to "
                                 f"/{VPC_PREFIXES[-1]} (room for {VPC_AZS} subnets of /{VPC_SUBNET_MASK})")
         if self.raw_retention_mode not in ("COMPLIANCE", "GOVERNANCE"):
-            problems.append(f"raw_retention_mode must be COMPLIANCE or GOVERNANCE, got {self.raw_retention_mode!r}")
+            problems.append(f"raw_retention_mode must be COMPLIANCE or GOVERNANCE, got {_q(self.raw_retention_mode)}")
         if not 1 <= self.raw_retention_days <= 36500:
             problems.append(f"raw_retention_days must be between 1 and 36500 (S3 object lock), got {self.raw_retention_days}")
         if not 0 <= self.capture_sampling_percent <= 100:
             problems.append(f"capture_sampling_percent must be in [0, 100], got {self.capture_sampling_percent}")
-        window, rate = re.fullmatch(r"([1-9][0-9]*)([mhdw])", self.monitor_window), RATE.fullmatch(self.monitor_schedule)
-        lag = re.fullmatch(r"([0-9]+)([mhdw])", self.monitor_feedback_lag) if isinstance(
+        window, rate = re.fullmatch(r"([1-9][0-9]{0,99})([mhdw])", self.monitor_window), RATE.fullmatch(self.monitor_schedule)
+        lag = re.fullmatch(r"([0-9]{1,100})([mhdw])", self.monitor_feedback_lag) if isinstance(
             self.monitor_feedback_lag, str) else None
         lag_days = int(lag[1]) * WINDOW_DAYS[lag[2]] if lag else 0
         if self.monitor_feedback_lag != "0" and not lag:
-            problems.append(f"monitor_feedback_lag {self.monitor_feedback_lag!r} must be 0 or a duration like 12h, 7d "
+            problems.append(f"monitor_feedback_lag {_q(self.monitor_feedback_lag)} must be 0 or a duration like 12h, 7d "
                             "or 2w")
         if self.monitor_window and not window:
-            problems.append(f"monitor_window {self.monitor_window!r} must be a duration like 30m, 24h, 7d or 2w")
+            problems.append(f"monitor_window {_q(self.monitor_window)} must be a duration like 30m, 24h, 7d or 2w")
         elif (read := window or rate) and self.capture_expiry_days >= 1:  # the window: given, or the rate's period
             n, unit = int(read[1]), read[2][0]  # '7d' or 'rate(7 days)': 7, 'd'
             if n * WINDOW_DAYS[unit] > self.capture_expiry_days:
@@ -281,14 +310,18 @@ class StageConfig:
             problems.append("vpc mode needs baked_images=true: the isolated subnets reach no package index, so "
                             "containers that pip-install their pins at start would fail (remove baked_images=false "
                             "or set vpc=false)")
-        bad = [e for e in self.alarm_emails if not isinstance(e, str) or not EMAIL.fullmatch(e) or len(e) > 254]
+        if len(self.alarm_emails) > MAX_ALARM_EMAILS:
+            problems.append(f"alarm_emails lists {len(self.alarm_emails):,} addresses, at most {MAX_ALARM_EMAILS} (each "
+                            "is a subscription resource of the stage's stack, which CloudFormation caps at 500 "
+                            "resources): subscribe a distribution list instead")
+        bad = [e for e in self.alarm_emails if not isinstance(e, str) or len(e) > 254 or not EMAIL.fullmatch(e)]
         if bad:
-            problems.append(f"alarm_emails: {', '.join(map(repr, bad))} not an e-mail address")
+            problems.append(f"alarm_emails: {some_of(map(_q, bad))} not an e-mail address")
         if len({str(e).lower() for e in self.alarm_emails}) != len(self.alarm_emails):
             problems.append("alarm_emails lists an address twice")
         for name in ("recall_threshold", "orphan_threshold", "unseen_threshold"):
             if not 0.0 <= getattr(self, name) <= 1.0:
-                problems.append(f"{name} must be in [0, 1], got {getattr(self, name)!r}")
+                problems.append(f"{name} must be in [0, 1], got {_q(getattr(self, name))}")
         if self.dataset_config:
             from diagnosa.data.schema import SchemaError
             from pipelines.definition import parameter_names
@@ -296,10 +329,20 @@ class StageConfig:
             try:
                 parameter_names(self.dataset_settings["labels"])  # each label a gate parameter of its own
             except (SchemaError, ValueError, OSError) as err:
-                problems.append(f"dataset_config: {err}")
+                problems.append(f"dataset_config: {clip(str(err), PROBLEM_CHARS - 16)}")
         if problems:
-            raise ValueError(f"stage {self.stage}: " + "; ".join(problems))
+            raise ValueError(f"stage {_label(self.stage)}: " + _problems(problems))
         return self
+
+
+def _known_partition(region: str) -> str | None:
+    """The partition of a region botocore knows, or None for one it does not."""
+    from botocore.exceptions import UnknownRegionError
+
+    try:
+        return region_partition(region)
+    except UnknownRegionError:
+        return None
 
 
 def region_partition(region: str) -> str:
@@ -338,13 +381,13 @@ def _cron_field_problem(index: int, text: str) -> str | None:
             continue
         base, _, step = item.partition("/")
         if step and not (step.isascii() and step.isdigit() and 1 <= int(step) <= high):
-            return f"{name} {text!r}: step {step!r} is not a number in [1, {high}]"
+            return f"{name} {_q(text)}: step {_q(step)} is not a number in [1, {high}]"
         if base == "*":
             continue
         first, _, last = base.partition("-")
         if number(first) is None or (last and number(last) is None):
             shown = f"{low}-{high}" + (f" or {next(iter(names))}-{list(names)[-1]}" if names else "")
-            return f"{name} {text!r} is not {shown} (with , - * /" + {"day-of-month": " ? L W", "day-of-week":
+            return f"{name} {_q(text)} is not {shown} (with , - * /" + {"day-of-month": " ? L W", "day-of-week":
                                                                             " ? L #"}.get(name, "") + ")"
     return None
 
@@ -400,29 +443,34 @@ def _coerce(name: str, value: Any, default: Any) -> Any:
     if isinstance(default, bool):
         if isinstance(value, bool):
             return value
-        text = str(value).strip().lower()
+        # a text (-c) or JSON 0/1; str() of anything else costs its whole repr (a list nested 5,000 deep raised)
+        text = str(value).strip().lower() if isinstance(value, (str, int)) else ""
         if text in TRUE or text in FALSE:
             return text in TRUE
-        raise ValueError(f"{name} must be true or false, got {value!r}")
+        raise ValueError(f"{name} must be true or false, got {_q(value)}")
     if isinstance(default, tuple):
         if isinstance(value, str):
             if value.strip().startswith("["):  # -c diagnosa:families=["mlp","xgboost"]: JSON is cdk.json's
-                raise ValueError(f"{name}: -c takes a comma-separated list (-c diagnosa:{name}=a,b), got {value!r}; "
+                raise ValueError(f"{name}: -c takes a comma-separated list (-c diagnosa:{name}=a,b), got {_q(value)}; "
                                  f"a JSON list goes in cdk.json")
             return tuple(v.strip() for v in value.split(",") if v.strip())
         if not isinstance(value, (list, tuple)):
-            raise ValueError(f"{name} must be a list, got {value!r}")
+            raise ValueError(f"{name} must be a list, got {_q(value)}")
         if not all(isinstance(v, str) for v in value):
-            raise ValueError(f"{name} must be a list of strings, got {value!r}")
+            raise ValueError(f"{name} must be a list of strings, got {_q(value)}")
         return tuple(value)
     if not isinstance(default, (int, float)):  # a text (or None) setting: its type is check()'s to name
         return value
+    if isinstance(value, str) and INTEGER.fullmatch(value.strip()) and len(value.strip().lstrip("+-")) > MAX_NUMBER_DIGITS:
+        raise ValueError(f"{name} must be a number of at most {MAX_NUMBER_DIGITS} digits, got {_q(value)}")
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10 ** MAX_NUMBER_DIGITS:
+        raise ValueError(f"{name} must be a number of at most {MAX_NUMBER_DIGITS} digits, got {_q(value)}")
     try:
         if isinstance(value, bool):  # JSON true is neither 1 instance nor a threshold of 1.0
             raise ValueError
         if isinstance(default, int):
-            if isinstance(value, float) and not value.is_integer():
-                raise ValueError
+            if isinstance(value, float) and not (value.is_integer() and abs(value) < 10 ** MAX_NUMBER_DIGITS):
+                raise ValueError  # NaN, inf, 1.5, 1e300
             if isinstance(value, str) and not INTEGER.fullmatch(value.strip()):
                 raise ValueError
             return int(value)
@@ -433,30 +481,30 @@ def _coerce(name: str, value: Any, default: Any) -> Any:
             if not math.isfinite(number):  # NaN/inf reach the jsii kernel as invalid JSON
                 raise ValueError
             return number
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         kind = "an integer" if isinstance(default, int) else "a number"
-        raise ValueError(f"{name} must be {kind}, got {value!r}") from None
+        raise ValueError(f"{name} must be {kind}, got {_q(value)}") from None
     return value
 
 
 def stage_config(stage: str, values: dict[str, Any]) -> StageConfig:
     if not isinstance(values, dict):
-        raise ValueError(f"stage {stage}: its block in diagnosa:stages must be an object of settings, got {values!r}")
+        raise ValueError(f"stage {_label(stage)}: its block in diagnosa:stages must be an object of settings, got {_q(values)}")
     known = {f.name: f for f in fields(StageConfig) if f.name != "stage"}  # the block's key names the stage
     removed = [f"{name} was removed: {REMOVED[name]}" for name in sorted(set(values) & set(REMOVED))]
     if removed:
-        raise ValueError(f"stage {stage}: " + "; ".join(removed))
+        raise ValueError(f"stage {_label(stage)}: " + "; ".join(removed))
     unknown = sorted(set(values) - set(known))
     if unknown:
-        raise ValueError(f"stage {stage}: unknown settings {unknown}")
+        raise ValueError(f"stage {_label(stage)}: unknown settings [{some_of(map(_q, unknown))}]")
     if "region" not in values:
-        raise ValueError(f"stage {stage}: needs a region")
+        raise ValueError(f"stage {_label(stage)}: needs a region")
     base = StageConfig(stage=stage, region=values["region"])
     try:
         coerced = {k: _coerce(k, v, False if k in OPTIONAL_BOOLS else getattr(base, k))
                    for k, v in values.items() if k not in ("stage", "region")}
     except ValueError as err:
-        raise ValueError(f"stage {stage}: {err}") from None
+        raise ValueError(f"stage {_label(stage)}: {err}") from None
     if coerced.get("vpc") and "baked_images" not in coerced:
         coerced["baked_images"] = True  # VPC mode bakes the images unless told otherwise (which check() refuses)
     return replace(base, **coerced).check()
@@ -467,15 +515,15 @@ def declared_stages(get: Any, all_context: dict[str, Any] | None = None) -> dict
     ``all_context``, ``node.get_all_context()``, a ``diagnosa:`` key naming no field stops synth)."""
     declared: dict[str, dict[str, Any]] = get("diagnosa:stages") or {}
     if not isinstance(declared, dict):
-        raise ValueError(f"diagnosa:stages must be an object (stage name -> settings), got {declared!r}")
+        raise ValueError(f"diagnosa:stages must be an object (stage name -> settings), got {_q(declared)}")
     if not declared:
         raise ValueError("no stages: set the context key diagnosa:stages (see cdk.json)")
     if all_context is not None:
         known = {f"diagnosa:{f.name}" for f in fields(StageConfig) if f.name != "stage"}
         known |= {"diagnosa:stages", "diagnosa:delivery"} | {f"diagnosa:{name}" for name in REMOVED}
-        typos = sorted(k for k in all_context if k.startswith("diagnosa:") and k not in known)
+        typos = sorted(k for k in all_context if isinstance(k, str) and k.startswith("diagnosa:") and k not in known)
         if typos:
-            raise ValueError(f"unknown context key(s) {typos}: -c diagnosa:<field> must name a setting of "
+            raise ValueError(f"unknown context key(s) [{some_of(map(_q, typos))}]: -c diagnosa:<field> must name a setting of "
                              f"infra/config.py:StageConfig")
     overrides = {name: get(f"diagnosa:{name}") for name in (*(f.name for f in fields(StageConfig)), *REMOVED)}
     overrides = {k: v for k, v in overrides.items() if v is not None and k != "stage"}
@@ -487,8 +535,8 @@ def stages_from_context(get: Any) -> list[StageConfig]:
     """``get`` is ``node.try_get_context``. Returns the stages to synthesize (``-c stage=NAME``: that one)."""
     declared = declared_stages(get)
     wanted = get("stage")
-    if wanted and wanted not in declared:
-        raise ValueError(f"unknown stage {wanted!r} (declared: {', '.join(declared)})")
+    if wanted and (not isinstance(wanted, str) or wanted not in declared):  # a list or object: not a TypeError
+        raise ValueError(f"unknown stage {_q(wanted)} (-c stage=NAME; declared: {some_of(declared)})")
     return [declared[wanted]] if wanted else list(declared.values())
 
 
@@ -509,46 +557,60 @@ class DeliveryConfig:
 
     def check(self, stages: dict[str, StageConfig]) -> "DeliveryConfig":
         problems = []
+        texts = {"region": self.region, "account": self.account or "", "repository": self.repository,
+                 "connection_arn": self.connection_arn, "branch": self.branch, "stages": "".join(self.stages)}
+        surrogates = [name for name, text in texts.items() if has_surrogate(text)]
+        if surrogates:  # no text AWS (or jsii's JSON) takes: synth would fail in the jsii kernel
+            raise ValueError(f"diagnosa:delivery: {', '.join(surrogates)} holds a lone UTF-16 surrogate "
+                             "(\\ud800-\\udfff), which is not Unicode text")
         if not REGION.fullmatch(self.region):
-            problems.append(f"region {self.region!r} must be a concrete AWS region")
+            problems.append(f"region {_q(self.region)} must be a concrete AWS region")
+        elif (partition := _known_partition(self.region)) not in PARTITIONS:
+            where = f"in the {partition} partition" if partition else "not a region botocore knows"
+            problems.append(f"region {_q(self.region)} is {where}: the pipeline runs in {' or '.join(PARTITIONS)} "
+                            "regions only")
         if self.account is not None and not ACCOUNT.fullmatch(self.account):
-            problems.append(f"account {self.account!r} must be 12 digits")
+            problems.append(f"account {_q(self.account)} must be 12 digits")
         if not self.stages:
             problems.append("stages must list the stages to deploy, in order (e.g. [\"dev\", \"prod\"])")
         unknown = [s for s in self.stages if s not in stages]
         if unknown:
-            problems.append(f"stages {unknown} are not declared in diagnosa:stages ({', '.join(stages)})")
+            problems.append(f"stages [{some_of(map(_q, unknown))}] are not declared in diagnosa:stages "
+                            f"({some_of(stages)})")
         if len(set(self.stages)) != len(self.stages):
             problems.append("stages lists a stage twice")
         if not self.repository:
             problems.append("repository is required: a CodeCommit repository's name, or owner/name with connection_arn")
         if self.connection_arn and not CONNECTION_ARN.fullmatch(self.connection_arn):
-            problems.append(f"connection_arn {self.connection_arn!r} is not a CodeStar/CodeConnections connection ARN")
-        if self.connection_arn and self.repository.count("/") != 1:
-            problems.append(f"repository {self.repository!r} must be owner/name with a connection")
-        if not self.branch or re.search(r"\.\.|[\s~^:?*\[\\]|^/|/$|\.lock$|@\{", self.branch):
-            problems.append(f"branch {self.branch!r} must be a valid git branch name")
+            problems.append(f"connection_arn {_q(self.connection_arn)} is not a CodeStar/CodeConnections connection ARN")
+        if self.connection_arn and not re.fullmatch(r"[\w.-]{1,100}/[\w.-]{1,100}", self.repository, re.ASCII):
+            problems.append(f"repository {_q(self.repository)} must be owner/name with a connection (each 1-100 ASCII "
+                            "letters, digits, '.', '-' or '_')")
+        if len(self.branch) > 255:  # a ref is a file of that name: 255 bytes at most on the usual filesystems
+            problems.append(f"branch {_q(self.branch)} is {len(self.branch):,} characters long, at most 255")
+        elif not self.branch or re.search(r"\.\.|[\s~^:?*\[\\]|^/|/$|\.lock$|@\{", self.branch):
+            problems.append(f"branch {_q(self.branch)} must be a valid git branch name")
         if not self.connection_arn and not re.fullmatch(r"[\w.-]{1,100}", self.repository, re.ASCII):
-            problems.append(f"repository {self.repository!r} is not a CodeCommit repository name")
+            problems.append(f"repository {_q(self.repository)} is not a CodeCommit repository name")
         order = {name: i for i, name in enumerate(self.stages)}
         for name in self.stages:
             source = stages[name].promote_from if name in stages else ""
             if source and order.get(source, len(order)) >= order[name]:
-                problems.append(f"stage {name} promotes from {source!r}, which the pipeline does not deploy before it")
+                problems.append(f"stage {_label(name)} promotes from {_q(source)}, which the pipeline does not deploy before it")
         # CDK Pipelines deploys a stage of another region through a cross-region support stack of the pipeline's
         # account in that region, and needs that account by value (else CDK stops synth with
         # ExplicitAccountRequiredForCrossRegion, offline or whenever the CLI's account is not known).
-        if self.account is None:
-            for name in self.stages:
-                if name in stages and stages[name].region != self.region:
-                    problems.append(
-                        f"stage {name} deploys to {stages[name].region}, not the pipeline's region {self.region}: "
-                        "a cross-region pipeline needs its account given explicitly: set diagnosa:delivery's "
-                        f"account (the tooling account; and {name}'s own account in diagnosa:stages where it is "
-                        f"another), and bootstrap the tooling account in {stages[name].region} too (docs/deploy.md, "
-                        "§0)")
+        elsewhere = [name for name in self.stages if name in stages and stages[name].region != self.region]
+        if self.account is None and elsewhere:  # one problem, however many stages
+            name, region = elsewhere[0], stages[elsewhere[0]].region
+            also = f" (so do {some_of(elsewhere[1:])})" if elsewhere[1:] else ""
+            problems.append(
+                f"stage {name} deploys to {region}, not the pipeline's region {self.region}{also}: a cross-region "
+                "pipeline needs its account given explicitly: set diagnosa:delivery's account (the tooling account; "
+                f"and {name}'s own account in diagnosa:stages where it is another), and bootstrap the tooling account "
+                f"in {region} too (docs/deploy.md, §0)")
         if problems:
-            raise ValueError("diagnosa:delivery: " + "; ".join(problems))
+            raise ValueError("diagnosa:delivery: " + _problems(problems))
         return self
 
 
@@ -559,28 +621,43 @@ def delivery_from_context(get: Any) -> DeliveryConfig | None:
     if not values or get("stage"):
         return None
     if not isinstance(values, dict):
-        raise ValueError(f"diagnosa:delivery must be an object of settings, got {values!r}")
+        raise ValueError(f"diagnosa:delivery must be an object of settings, got {_q(values)}")
     for name in ("region", "repository", "account", "connection_arn", "branch"):
         if name in values and not isinstance(values[name], str):
-            raise ValueError(f"diagnosa:delivery: {name} must be a string, got {values[name]!r}")
+            raise ValueError(f"diagnosa:delivery: {name} must be a string, got {_q(values[name])}")
     known = {f.name for f in fields(DeliveryConfig)}
     unknown = sorted(set(values) - known)
     if unknown:
-        raise ValueError(f"diagnosa:delivery: unknown settings {unknown}")
+        raise ValueError(f"diagnosa:delivery: unknown settings [{some_of(map(_q, unknown))}]")
     missing = [name for name in ("region", "stages", "repository") if name not in values]
     if missing:
         raise ValueError(f"diagnosa:delivery: needs {', '.join(missing)}")
     if not isinstance(values["stages"], list) or not all(isinstance(s, str) for s in values["stages"]):
-        raise ValueError(f"diagnosa:delivery: stages must be a list, got {values['stages']!r}")
+        raise ValueError(f"diagnosa:delivery: stages must be a list, got {_q(values['stages'])}")
     config = DeliveryConfig(**{**values, "stages": tuple(values["stages"])})
     return config.check(declared_stages(get))
+
+
+def delivery_account(get: Any) -> str | None:
+    """The tooling account of ``diagnosa:delivery`` (its ``account``), also when ``-c stage=NAME`` builds no pipeline:
+    a stage's promote function trusts it. None without one; a block that is not an object, or an account that is not
+    12 digits, is a ValueError (it reached the stack unchecked, or crashed the app with an AttributeError)."""
+    values = get("diagnosa:delivery")
+    if not values:
+        return None
+    if not isinstance(values, dict):
+        raise ValueError(f"diagnosa:delivery must be an object of settings, got {_q(values)}")
+    account = values.get("account")
+    if account is not None and not (isinstance(account, str) and ACCOUNT.fullmatch(account)):
+        raise ValueError(f"diagnosa:delivery: account {_q(account)} must be 12 digits")
+    return account
 
 
 def check_promotions(stages: dict[str, StageConfig]) -> None:
     for config in stages.values():
         if config.promote_from and (config.promote_from not in stages or config.promote_from == config.stage):
-            raise ValueError(f"stage {config.stage}: promote_from {config.promote_from!r} must name another declared "
-                             f"stage ({', '.join(s for s in stages if s != config.stage)})")
+            raise ValueError(f"stage {_label(config.stage)}: promote_from {_q(config.promote_from)} must name another declared "
+                             f"stage ({some_of(s for s in stages if s != config.stage)})")
     for config in stages.values():  # a cycle (dev <- prod <- dev) is refused with or without a delivery pipeline
         chain, source = [config.stage], config.promote_from
         while source:
@@ -598,14 +675,14 @@ def _check_promotion(config: StageConfig, source: StageConfig) -> None:
     it is, so both stages must train the same dataset (name and labels). Their gates may differ: the promote
     function gates the version again with the promoting stage's own (docs/deploy.md, "Model promotion")."""
     def dataset(c: StageConfig) -> str:
-        return f"{c.stage} trains dataset {c.dataset!r} ({c.dataset_config or 'the built-in cohort'}; labels " \
+        return f"{c.stage} trains dataset {_q(c.dataset)} ({c.dataset_config or 'the built-in cohort'}; labels " \
                f"{', '.join(c.labels)})"
 
     if (config.dataset, config.labels) != (source.dataset, source.labels):
-        raise ValueError(f"stage {config.stage}: promote_from {source.stage!r} needs both stages on one dataset, but "
+        raise ValueError(f"stage {_label(config.stage)}: promote_from {_q(source.stage)} needs both stages on one dataset, but "
                          f"{dataset(config)} and {dataset(source)}: a promoted version would serve another dataset's "
                          "fields and labels")
 
 
 __all__ = ["DeliveryConfig", "StageConfig", "check_promotions", "cron_problem", "declared_stages",
-           "delivery_from_context", "schedule_problem", "stage_config", "stages_from_context"]
+           "delivery_account", "delivery_from_context", "schedule_problem", "stage_config", "stages_from_context"]
