@@ -5,6 +5,7 @@ one a live process still writes (temp_writer_alive). And the bounded read of a f
 no file at all."""
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -242,3 +243,42 @@ def read_file_bounded(path: str | os.PathLike, limit: int, what: str) -> bytes:
     if len(data) > limit:
         raise FileTooLarge(f"{what} {path} is over {limit:,} bytes, the most read")
     return data
+
+
+def not_a_file(path: Path) -> str | None:
+    """Why the record ``path``, which is there (os.path.lexists), is no regular file one can read a record from: a
+    folder, a symlink that loops or leads nowhere, a FIFO (reading it would block); None when it is a file. The
+    registry's, executions' and endpoints' readers list such a record as damaged rather than drop it."""
+    try:
+        mode = path.stat().st_mode
+    except OSError as err:
+        if path.is_symlink() and err.errno == errno.ELOOP:
+            return "it is a symbolic link that loops"
+        if path.is_symlink() and err.errno in (errno.ENOENT, errno.ENOTDIR):
+            try:
+                target = os.readlink(path)
+            except OSError:
+                return "it is a symbolic link to a file that does not exist"
+            shown = ascii(target[:100]) + ("…" if len(target) > 100 else "")
+            return f"it is a symbolic link to {shown}, which does not exist"
+        return f"it cannot be read ({err.strerror or err})"
+    except ValueError as err:  # a NUL in the path
+        return f"it cannot be read ({err})"
+    return None if stat.S_ISREG(mode) else f"it is {not_a_regular_file(mode)}, not a file"
+
+
+def read_json_record(path: Path) -> tuple[Any, str | None]:
+    """A record file's JSON, or None and why it cannot be read: no regular file there (:func:`not_a_file`), not
+    JSON (or not UTF-8), nested deeper than Python's recursion limit, or unreadable (removed since it was listed,
+    permissions, an I/O error). One reading for the registry's, executions' and endpoints' records."""
+    problem = not_a_file(path)
+    if problem:
+        return None, problem
+    try:
+        return json.loads(path.read_text(encoding="utf-8")), None
+    except ValueError as err:  # JSONDecodeError, UnicodeDecodeError
+        return None, f"not JSON: {err}"
+    except RecursionError:  # valid nesting deeper than Python's recursion limit ([[[[...]]]])
+        return None, "not JSON: nested too deeply"
+    except OSError as err:
+        return None, f"it cannot be read ({err.strerror or err})"

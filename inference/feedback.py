@@ -30,6 +30,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from diagnosa.data.schema import RESOURCE_NAME, FieldNames, clean_text
+from diagnosa.data.validate import shown
 from diagnosa.labels import CATEGORIES
 from diagnosa.lake import DataLake
 from inference.capture import FILING_MARGIN, event_time, fetch_in_order
@@ -166,7 +167,7 @@ def parse_feedback(body: Any, labels: Sequence[str] | None = CATEGORIES) -> Feed
         problems["event_id"] = "required"
     elif not isinstance(event_id, str) or not EVENT_ID.fullmatch(event_id):
         problems["event_id"] = ("must be the X-Diagnosa-Event-Id of a prediction (letters, digits, '.', '_', ':', "
-                                f"'-'; up to 128), got {_shown_text(event_id)!r}")
+                                f"'-'; up to 128), got {shown(event_id, 60)}")
     diagnosis = text.get("diagnosis")
     label = None
     if "diagnosis" not in text:
@@ -174,8 +175,8 @@ def parse_feedback(body: Any, labels: Sequence[str] | None = CATEGORIES) -> Feed
     elif diagnosis is None:
         problems["diagnosis"] = "required"
     elif not isinstance(diagnosis, str) or (label := _label(diagnosis, labels)) is None:
-        problems["diagnosis"] = (f"must be one of {', '.join(labels)}; got {_shown_text(diagnosis)!r}" if labels is not None
-                                 else f"must be a non-empty string; got {_shown_text(diagnosis)!r}")
+        problems["diagnosis"] = (f"must be one of {', '.join(labels)}; got {shown(diagnosis, 60)}" if labels is not None
+                                 else f"must be a non-empty string; got {shown(diagnosis, 60)}")
     for name, limit in (("note", MAX_NOTE), ("source", MAX_SOURCE)):
         value = text.get(name)
         if value is not None and (not isinstance(value, str) or len(value) > limit):
@@ -190,7 +191,7 @@ def parse_feedback(body: Any, labels: Sequence[str] | None = CATEGORIES) -> Feed
     if disease_id is not None and (not isinstance(disease_id, str) or len(disease_id) > MAX_DISEASE_ID
                                    or not DISEASE_ID.fullmatch(disease_id)):
         problems["disease_id"] = (f"must look like ORPHA:558 or OMIM:154700 (up to {MAX_DISEASE_ID}), "
-                                  f"got {_shown_text(disease_id)!r}")
+                                  f"got {shown(disease_id, 60)}")
     if more:
         problems[MORE_FIELDS] = more_fields(more)
     if problems:
@@ -204,14 +205,6 @@ def _shown_json(value: Any, limit: int = 60) -> str:
     the reader allowed, read back from the lake at a deeper call, raised RecursionError here)."""
     try:
         return json.dumps(value, default=str)[:limit]
-    except (RecursionError, ValueError):
-        return type(value).__name__
-
-
-def _shown_text(value: Any, limit: int = 60) -> str:
-    """A value as its problem quotes it, clipped (its type's name when it cannot be written, as :func:`_shown_json`)."""
-    try:
-        return str(value)[:limit]
     except (RecursionError, ValueError):
         return type(value).__name__
 
@@ -300,16 +293,24 @@ _STORE_LOCK = threading.Lock()  # read-modify-write of an event's object within 
 _KEPT = (*REQUIRED, *OPTIONAL, "received_at")
 
 
+def _entries(obj: dict[str, Any]) -> tuple[list[Any], int, bool]:
+    """An event object's current record (its kept fields), then its first MAX_REVISIONS revisions as stored (any
+    JSON value: the reader says which are not records); how many revisions are past those, and whether the
+    revisions are a list at all (an object written otherwise)."""
+    current = {k: v for k, v in obj.items() if k in _KEPT}
+    revisions = obj.get("revisions", [])
+    if not isinstance(revisions, list):
+        return [current], 0, False
+    return [current, *revisions[:MAX_REVISIONS]], max(0, len(revisions) - MAX_REVISIONS), True
+
+
 def _records(obj: Any) -> list[dict[str, Any]]:
     """An event object's current record and its revisions (whatever of them is readable; of the first MAX_REVISIONS,
     all that store_feedback keeps)."""
     if not isinstance(obj, dict):
         return []
-    out = [{k: v for k, v in obj.items() if k in _KEPT}]
-    revisions = obj.get("revisions")
-    if isinstance(revisions, list):
-        out.extend({k: v for k, v in r.items() if k in _KEPT} for r in revisions[:MAX_REVISIONS] if isinstance(r, dict))
-    return out
+    entries, _, _ = _entries(obj)
+    return [{k: v for k, v in entry.items() if k in _KEPT} for entry in entries if isinstance(entry, dict)]
 
 
 def _instant(text: str | None) -> datetime:
@@ -522,12 +523,9 @@ def read_feedback(lake: DataLake, endpoint: str, window: tuple[datetime | None, 
             # as store_feedback keeps (MAX_REVISIONS).
             entries: list[Any] = [body]
             if key.startswith(f"{prefix}{EVENTS}/"):
-                entries = [{k: v for k, v in body.items() if k in _KEPT}]
-                revisions = body.get("revisions", [])
-                if isinstance(revisions, list):
-                    entries += revisions[:MAX_REVISIONS]
-                    unread_revisions += max(0, len(revisions) - MAX_REVISIONS)
-                else:
+                entries, past, listed = _entries(body)
+                unread_revisions += past
+                if not listed:
                     bad_revisions["feedback object's revisions are not a list"] += 1
             for number, entry in enumerate(entries):
                 if not isinstance(entry, dict):

@@ -67,8 +67,8 @@ class RequestError(Exception):
         self.errors = errors or []
         self.more = more
 
-    def body(self) -> dict[str, Any]:
-        """The refusal as JSON: at most MAX_LISTED_PROBLEMS problems, and those up to MAX_REFUSAL_BYTES
+    def body(self, limit: int = MAX_REFUSAL_BYTES) -> dict[str, Any]:
+        """The refusal as JSON: at most MAX_LISTED_PROBLEMS problems, and those up to ``limit`` bytes
         (``more_errors`` counts the rest), so a body of junk cannot become a reply many times its size. (Each
         message quotes values clipped, :func:`~inference.schema.shown`; this bounds their sum.)"""
         listed: list[dict[str, Any]] = []
@@ -76,7 +76,7 @@ class RequestError(Exception):
         for error in self.errors[:MAX_LISTED_PROBLEMS]:
             problem = error.to_dict()
             size += len(encode_json(problem)) + 2
-            if size > MAX_REFUSAL_BYTES:
+            if size > limit:
                 break
             listed.append(problem)
         out: dict[str, Any] = {"error": self.message, "errors": listed}

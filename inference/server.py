@@ -681,34 +681,25 @@ class _Handler(BaseHTTPRequestHandler):
             row_problem,
             store_feedback,
         )
-        from inference.limits import MAX_LISTED_PROBLEMS, MAX_REFUSAL_BYTES
+        from inference.limits import MAX_REFUSAL_BYTES
+        from inference.schema import Problem
 
         endpoint = self.server.endpoint
         fields = (*REQUIRED, *OPTIONAL, "body")
 
         def invalid(problems: dict[str, str], more: int = 0) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-            """The 400 of a bad body and its listed problems: as /invocations refusals (handler.RequestError.body), at
-            most MAX_LISTED_PROBLEMS, and those up to MAX_REFUSAL_BYTES counting both their ``fields`` and ``errors``
-            entries; ``more_errors`` and ``fields[MORE_FIELDS]`` count the rest (``more``: those parse_feedback
-            counted without naming them). A 16 KB body of 2,000 unknown keys got a 435 KB refusal."""
-            items = [(name, problem) for name, problem in problems.items() if name != MORE_FIELDS]
-            size = len(handler.encode_json({"error": "invalid feedback", "fields": {MORE_FIELDS: "x" * 200},
-                                            "errors": [], "more_errors": len(items) + more}))
-            listed: dict[str, str] = {}
-            errors: list[dict[str, Any]] = []
-            for name, problem in items[:MAX_LISTED_PROBLEMS - 1]:  # one key left for MORE_FIELDS
-                error = {"row": 0, "field": name, "problem": problem}
-                size += len(handler.encode_json({name: problem})) + len(handler.encode_json(error)) + 4
-                if size > MAX_REFUSAL_BYTES:
-                    break
-                listed[name] = problem
-                errors.append(error)
-            cut = len(items) - len(errors)
-            payload: dict[str, Any] = {"error": "invalid feedback", "fields": listed, "errors": errors}
-            if cut or more:
-                listed[MORE_FIELDS] = (problems[MORE_FIELDS] if not cut and MORE_FIELDS in problems else
-                                       f"{cut + more:,} more field problem(s) not listed")
-                payload["more_errors"] = cut + more
+            """The 400 of a bad body and its listed problems, listed as /invocations' refusals are
+            (RequestError.body) in half their bytes, since each is under ``fields`` too; ``more_errors`` and
+            ``fields[MORE_FIELDS]`` count the rest (``more``: those parse_feedback counted without naming them). A
+            16 KB body of 2,000 unknown keys got a 435 KB refusal."""
+            named = [Problem(0, name, problem) for name, problem in problems.items() if name != MORE_FIELDS]
+            payload = handler.RequestError(400, "invalid feedback", named, more).body(MAX_REFUSAL_BYTES // 2)
+            errors = payload["errors"]
+            payload["fields"] = {error["field"]: error["problem"] for error in errors}
+            unlisted = payload.get("more_errors", 0)
+            if unlisted:
+                payload["fields"][MORE_FIELDS] = (problems[MORE_FIELDS] if unlisted == more and MORE_FIELDS in problems
+                                                  else f"{unlisted:,} more field problem(s) not listed")
             return payload, errors
 
         def refuse(status: int, payload: dict[str, Any], event_id: str | None = None, problems: Any = (),

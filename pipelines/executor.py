@@ -39,7 +39,7 @@ from typing import Any, Callable, Iterator
 
 from diagnosa.data.schema import EXECUTION_ID_LENGTH
 from diagnosa.data.validate import clip, shown
-from diagnosa.files import write_json_atomic
+from diagnosa.files import read_json_record, write_json_atomic
 from diagnosa.lake import DataLake
 from diagnosa.logs import utc_now
 from diagnosa.net import process_alive
@@ -58,7 +58,7 @@ from pipelines.local_jobs import (
     run_training,
 )
 from pipelines.locks import LockHeld, file_lock
-from pipelines.registry import LocalModelRegistry, RegistryError, not_a_file
+from pipelines.registry import LocalModelRegistry, RegistryError
 
 LOCAL_ACCOUNT = "000000000000"
 LOCAL_REGION = "local"
@@ -229,21 +229,10 @@ def read_execution(path: Path) -> dict[str, Any]:
     the file and what is wrong, rather than a traceback in whichever command read it; a record that is there but no
     file (a folder, a symlink that loops or leads nowhere) or cannot be read is damaged too. FileNotFoundError only
     when nothing is there (removed as it was listed)."""
-    if not os.path.lexists(path):
+    data, problem = read_json_record(path)
+    if problem and not os.path.lexists(path):  # removed as it was listed: nothing there to call damaged
         raise FileNotFoundError(errno.ENOENT, "no execution record", str(path))
-    problem = not_a_file(path)
-    if not problem:
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-            problem = execution_problem(data, path.parent.name)
-        except ValueError as err:  # UnicodeDecodeError too
-            problem = f"not JSON: {err}"
-        except RecursionError:  # valid nesting deeper than Python's recursion limit ([[[[...]]]])
-            problem = "not JSON: nested too deeply"
-        except FileNotFoundError:
-            raise
-        except OSError as err:  # unreadable (permissions, an I/O error): listed as damaged, not dropped
-            problem = f"it cannot be read ({err.strerror or err})"
+    problem = problem or execution_problem(data, path.parent.name)
     if problem:
         raise DamagedExecution(path.parent.name, f"its record {path} is damaged ({problem}): it cannot be shown or "
                                                  "resumed; start a new run")

@@ -18,7 +18,6 @@ it deployed); a rollback to one says so.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 import signal
@@ -31,7 +30,7 @@ from typing import Any, Callable, ContextManager, Iterator
 
 from diagnosa.data.schema import RESOURCE_NAME, SchemaError
 from diagnosa.data.validate import shown
-from diagnosa.files import write_json_atomic
+from diagnosa.files import read_json_record, write_json_atomic
 from diagnosa.logs import utc_now
 from diagnosa.model import ModelLoadError, unpack_model
 from diagnosa.net import ServerExited, free_port, port_taken, process_alive, wait_until_ok
@@ -303,16 +302,10 @@ class LocalEndpoints:
     def _read(self, path: Path, what: str) -> dict[str, Any]:
         if not path.is_file():
             raise DeployError(f"{what} does not exist locally ({path})")
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except ValueError as err:  # JSONDecodeError, UnicodeDecodeError
-            problem = f"not JSON: {err}"
-        except RecursionError:  # valid nesting deeper than Python's recursion limit ([[[[...]]]])
-            problem = "not JSON: nested too deeply"
-        else:
-            if isinstance(data, dict):
-                return data
-            problem = f"it holds {shown(data)}, not a JSON object"
+        data, problem = read_json_record(path)
+        if isinstance(data, dict):
+            return data
+        problem = problem or f"it holds {shown(data)}, not a JSON object"
         raise DeployError(f"{what}: its file {path} is damaged ({problem}): deploying a version again "
                           "(`diagnosa registry approve N`) writes a new one")
 
@@ -341,8 +334,6 @@ class LocalEndpoints:
         """Endpoint ``name``'s record (None: there is none); InService only while its server runs. A damaged record
         (truncated by a full disk, edited by hand: record_problem) is a DAMAGED stand-in whose Problem says the way
         out; any field asked of it is refused with that (EndpointRecord)."""
-        from pipelines.registry import not_a_file
-
         path = self.root / name / "endpoint.json"
         try:
             if not os.path.lexists(path):
@@ -351,22 +342,13 @@ class LocalEndpoints:
             return None
         if not RESOURCE_NAME.fullmatch(name):  # a folder copied from elsewhere, or not UTF-8: no server serves it
             return self._odd_folder(name, path)
-        problem = not_a_file(path)  # a folder, a symlink that loops or leads nowhere: there, and damaged (it was
-        # taken for no endpoint at all, and `predict` then called SageMaker's endpoint of that name)
-        way_out = ("remove it, then deploying a version again (`diagnosa registry approve N`) writes the record"
-                   if problem and path.is_dir() else
-                   "deploying a version again (`diagnosa registry approve N`) writes it anew")
-        if not problem:
-            try:
-                data = json.loads(path.read_text(encoding="utf-8"))
-                problem = record_problem(data, name)
-            except (ValueError, UnicodeDecodeError) as err:
-                problem = f"not JSON: {err}"
-            except RecursionError:  # valid nesting deeper than Python's recursion limit ([[[[...]]]])
-                problem = "not JSON: nested too deeply"
-            except OSError as err:  # unreadable, or removed meanwhile: damaged, never "no such endpoint"
-                problem = f"it cannot be read ({err.strerror or err})"
+        # A folder, a symlink that loops or leads nowhere, a file unreadable or removed meanwhile: there, and damaged
+        # (such a record was taken for no endpoint at all, and `predict` then called SageMaker's endpoint of that name)
+        data, problem = read_json_record(path)
+        problem = problem or record_problem(data, name)
         if problem:
+            way_out = ("remove it, then deploying a version again (`diagnosa registry approve N`) writes the record"
+                       if path.is_dir() else "deploying a version again (`diagnosa registry approve N`) writes it anew")
             running = self.servers(name)
             problem = (f"its record {_escaped(str(path), 8192)} is damaged ({problem}): `diagnosa endpoint stop "
                        f"{name}` stops what it runs{' (pid ' + str(running[0]) + ')' if running else ''}; {way_out}")

@@ -14,11 +14,9 @@ a version's file is gone.
 """
 from __future__ import annotations
 
-import errno
 import json
 import os
 import re
-import stat
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -26,6 +24,7 @@ from typing import Any, Iterator
 
 from diagnosa.data.schema import SchemaError
 from diagnosa.data.validate import shown
+from diagnosa.files import read_json_record
 from diagnosa.lake import LakeError, LocalStorage, validate_key
 from pipelines.locks import file_lock
 from pipelines.service_model import request_problems
@@ -181,17 +180,9 @@ class LocalModelRegistry:
         """A version's package as its file holds it; DamagedPackage, naming the file and the way out, when the file
         is not a package's JSON (truncated, edited by hand)."""
         key = self._key(group, version)
-        problem = not_a_file(self._path(group, version))  # a folder, a symlink loop or one leading nowhere
-        if not problem:
-            try:
-                package = json.loads(self.storage.get_bytes(key))
-                problem = _package_problem(package, group, version)
-            except ValueError as err:  # JSONDecodeError, UnicodeDecodeError
-                problem = f"not JSON: {err}"
-            except RecursionError:  # valid nesting deeper than Python's recursion limit ([[[[...]]]])
-                problem = "not JSON: nested too deeply"
-            except (LakeError, OSError) as err:  # gone or made unreadable since it was listed: this version only
-                problem = f"it cannot be read ({getattr(err, 'strerror', None) or err})"
+        # a folder, a symlink that loops or leads nowhere, a file gone since it was listed: this version only
+        package, problem = read_json_record(self._path(group, version))
+        problem = problem or _package_problem(package, group, version)
         if problem:
             raise DamagedPackage(
                 f"model package {group}/{version}: its file {self.root / key} is damaged ({problem}): it cannot be "
@@ -262,31 +253,6 @@ def _package_problem(package: Any, group: str, version: int) -> str | None:
 def _quoted(value: Any) -> str:
     """``repr(value)`` of a file's field, at most NAME_CHARS characters (its closing quote kept for text)."""
     return shown(value, NAME_CHARS)
-
-
-def not_a_file(path: Path) -> str | None:
-    """Why the record ``path``, which is there (os.path.lexists), is no regular file one can read a record from: a
-    folder, a symlink that loops or leads nowhere, a FIFO (reading it would block); None when it is a file. Said by
-    the registry, execution and endpoint readers, which list such a record as damaged rather than drop it."""
-    try:
-        mode = path.stat().st_mode
-    except OSError as err:
-        if path.is_symlink() and err.errno == errno.ELOOP:
-            return "it is a symbolic link that loops"
-        if path.is_symlink() and err.errno in (errno.ENOENT, errno.ENOTDIR):
-            try:
-                target = os.readlink(path)
-            except OSError:
-                return "it is a symbolic link to a file that does not exist"
-            return f"it is a symbolic link to {_quoted(target)}, which does not exist"
-        return f"it cannot be read ({err.strerror or err})"
-    except ValueError as err:  # a NUL in the path
-        return f"it cannot be read ({err})"
-    if stat.S_ISDIR(mode):
-        return "it is a folder, not a file"
-    if not stat.S_ISREG(mode):
-        return "it is not a regular file"
-    return None
 
 
 def package_version(name: str) -> tuple[str, int]:

@@ -198,7 +198,7 @@ def _not_a_file(path, kind: str) -> str:
     path.unlink()
     if kind == "folder":
         path.mkdir()
-        problem = "it is a folder, not a file"
+        problem = "it is a directory, not a file"
     elif kind == "symlink loop":
         path.symlink_to(path.name)
         problem = "it is a symbolic link that loops"
