@@ -47,6 +47,7 @@ from botocore.exceptions import (
 from app.config import MAX_DIFFERENTIAL, AppConfig
 from app.form import MAX_PROBLEMS, FieldErrors, FormSpec, display_text, field_errors
 from diagnosa.labels import CATEGORIES
+from diagnosa.text import some_of
 from inference.client import (
     BUSY_CODES,
     CREDENTIAL_ERRORS,
@@ -65,6 +66,7 @@ from inference.client import (
     prediction_problem,  # the validity of a prediction: the client's (it refuses an invalid one), and the page's
 )
 from inference.feedback import Replaced
+from inference.limits import surrogate_path
 
 # What the app is told by the client and by AWS, for the administrator (a doctor's page shows none of it).
 log = logging.getLogger(__name__)
@@ -301,21 +303,12 @@ def input_warnings(result: Mapping[str, Any], spec: FormSpec) -> dict[str, list[
     unused = result.get("unused_codes")
     for name, codes in (unused.items() if isinstance(unused, Mapping) else ()):
         codes = codes if isinstance(codes, list) else [codes]
-        named = ", ".join(display_text(c, 40) for c in codes[:MAX_LISTED_CODES])
-        more = f" and {len(codes) - MAX_LISTED_CODES:,} more" if len(codes) > MAX_LISTED_CODES else ""
-        add(name, f"{named}{more}: not learned by the model (too rare in its training data), so it changed nothing "
+        named = some_of((display_text(c, 40) for c in codes), MAX_LISTED_CODES)
+        add(name, f"{named}: not learned by the model (too rare in its training data), so it changed nothing "
                   "in the diagnosis.")
     if others > MAX_PROBLEMS:
         out[""].append(f"… and {others - MAX_PROBLEMS:,} more inputs the model ignored, not listed")
     return out
-
-
-def _encodable(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def display_problem(result: Mapping[str, Any]) -> str | None:
@@ -332,16 +325,9 @@ def display_problem(result: Mapping[str, Any]) -> str | None:
     differential = result.get("differential") or []
     if len(differential) > MAX_DIFFERENTIAL:
         return f"{len(differential):,} diseases in the differential, more than the {MAX_DIFFERENTIAL} asked for at most"
-    stack: list[tuple[Any, str]] = [(result, "")]
-    while stack:
-        item, path = stack.pop()
-        texts = [item] if isinstance(item, str) else list(item) if isinstance(item, Mapping) else []
-        if any(isinstance(t, str) and not _encodable(t) for t in texts):
-            return f"a lone UTF-16 surrogate, not valid text, in {display_text(path or 'the prediction', 80)}"
-        if isinstance(item, Mapping):
-            stack.extend((v, f"{path}.{k}" if path else str(k)) for k, v in item.items())
-        elif isinstance(item, list):
-            stack.extend((v, f"{path}[{i}]") for i, v in enumerate(item))
+    where = surrogate_path(result)
+    if where is not None:
+        return f"a lone UTF-16 surrogate, not valid text, in {display_text(where, 80)}"
     if any(display_text(c, len(c)) != c for c in probabilities if isinstance(c, str)):
         return "a category name holding a control character"
     return None
