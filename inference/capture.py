@@ -978,11 +978,26 @@ class ErrorsRead:
     by_status: Counter[int] = field(default_factory=Counter)
     by_reason: Counter[str] = field(default_factory=Counter)
     malformed: int = 0
+    # Objects under the folders read whose names do not end in .jsonl (not the stream's: not read), as the capture
+    # read counts the keys outside its layout; the first STRAY_EXAMPLES of them named (clipped, printable).
+    strays: int = 0
+    stray_examples: list[str] = field(default_factory=list)
 
     def summary(self, top: int = 10) -> dict[str, Any]:
         return {"total": self.total, "by_status": {str(k): v for k, v in sorted(self.by_status.items())},
                 "by_reason": [{"reason": r, "count": n} for r, n in self.by_reason.most_common(top)],
-                "malformed": self.malformed}
+                "malformed": self.malformed, "strays": self.strays, "stray_examples": list(self.stray_examples)}
+
+    def stray(self, key: str) -> None:
+        """Count an object of the errors stream's folders that is not one of its objects (its name)."""
+        self.strays += 1
+        if len(self.stray_examples) < STRAY_EXAMPLES:
+            self.stray_examples.append(clip(printable(key), MAX_ERROR_TEXT))
+        if self.strays <= LOGGED_PROBLEMS:
+            log.warning("errors stream read: %s is not a .jsonl object of the stream, not read", printable(key))
+        if self.strays == LOGGED_PROBLEMS:
+            log.warning("errors stream read: further objects not of the stream are counted in the read (the "
+                        "monitor's report), not logged")
 
     def count(self, obj: dict[str, Any]) -> None:
         self.total += 1
@@ -1002,6 +1017,7 @@ _ERRORS_KEY = re.compile(r"capture-errors/[^/]+/(?P<y>[0-9]{4})/(?P<m>[0-9]{2})/
 # a type), so a stream of junk may hold as many reasons as requests; past this many, the rest are counted together.
 MAX_REASONS = 1000
 OTHER_REASONS = "(other reasons, past the MAX_REASONS told apart)"
+STRAY_EXAMPLES = 5  # objects not of the errors stream a read names (all are counted)
 
 
 def _http_status(value: Any) -> bool:
@@ -1018,7 +1034,9 @@ def read_errors(lake: DataLake, endpoint: str, start: datetime | None = None, en
     A line's time, not its path, places it; an object is filed under its lines' own hour (:class:`DataCapture`), so
     a window with a start lists only its days' folders, as :func:`read_capture` does, and reads the objects of its
     hours with FILING_MARGIN on each side (objects outside the layout under those folders are read whole): the
-    monitor's daily read listed and fetched every refusal ever made."""
+    monitor's daily read listed and fetched every refusal ever made. Objects listed whose names do not end in
+    ``.jsonl`` are not read but counted (``strays``, the first STRAY_EXAMPLES named), as :func:`read_capture` counts
+    the keys outside its layout: they were skipped silently."""
     _check_name(endpoint, "endpoint")
     start = _utc(start) if start else None
     end = _utc(end) if end else None
@@ -1027,6 +1045,7 @@ def read_errors(lake: DataLake, endpoint: str, start: datetime | None = None, en
     keys = []
     for key in _capture_keys(lake, f"{ERRORS_ZONE}/{endpoint}/", start, end, variant_folders=False):
         if not key.endswith(".jsonl"):
+            result.stray(key)  # counted, as read_capture counts the keys outside its layout; never read
             continue
         match = _ERRORS_KEY.fullmatch(key)
         if match:

@@ -246,6 +246,10 @@ def render_html(report: dict[str, Any]) -> str:
                      "<th class='num'>count</th></tr>"
                      + "".join(f"<tr><td>{_e(x['reason'])}</td><td class='num'>{x['count']}</td></tr>"
                                for x in refused["by_reason"]) + "</table>")
+    if refused.get("strays"):  # objects of the errors stream's folders that are not its .jsonl objects: not read
+        parts.append(f"<p>objects in the refusals stream that are not .jsonl, not read: {refused['strays']}"
+                     + "".join(f"<br><code>{_e(key)}</code>" for key in refused.get("stray_examples") or [])
+                     + "</p>")
     parts.append(f"<p class='meta'>baseline: {_e(', '.join(r['baseline']['sources']))} "
                  f"({r['baseline']['item_count']} training rows). Thresholds: {_e(r['thresholds']['drift'])}.</p>")
     parts.append("</body></html>")

@@ -322,6 +322,7 @@ def test_the_refusals_of_a_window_are_read_from_its_days_and_counted_without_hol
     assert counted.events == [] and counted.total == held.total == 8
     assert counted.summary(top=100) == held.summary(top=100) == {
         "total": 8, "by_status": {"400": 7, "413": 1}, "malformed": 1,
+        "strays": 1, "stray_examples": [errors + "2026/03/10/12/notes.jsonl.txt"],  # counted, not read (not .jsonl)
         "by_reason": [{"reason": capture.OTHER_REASONS, "count": 4}]
         + [{"reason": f"400 /invocations: {text}", "count": 1} for text in ("filed an hour early", "field f0",
                                                                             "field f1", "field f2")]}

@@ -192,6 +192,10 @@ def _print_summary(report: dict[str, Any], paths: dict[str, Path], lake_url: str
         _say(f"refused requests: {refused['total']} ({statuses})")
         for entry in refused["by_reason"][:5]:
             _say(f"  refused {entry['count']}: {entry['reason']}")
+    if refused.get("strays"):
+        examples = refused.get("stray_examples") or []
+        _say(f"objects in the refusals stream that are not .jsonl, not read: {refused['strays']}"
+              + (f" (e.g. {', '.join(examples[:3])})" if examples else ""))
     judged = report["quality"].get("window") or {}
     if judged.get("feedback_lag_seconds"):
         _say(f"live quality: the requests of {judged['start']} → {judged['end'] or 'now'} ({judged['events']} requests, "
