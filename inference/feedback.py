@@ -5,7 +5,11 @@ written as the one object of its patient in the lake's ``feedback/`` zone:
 ``feedback/<endpoint>/events/<event id>.json``, or ``.../events/<event id>/<event row>.json`` for the patient at
 ``event_row`` (0 = the first) of a request of several patients. A second feedback for the same patient replaces it
 atomically (the latest received wins) and the replaced records move into the object's
-``revisions`` (newest first, at most MAX_REVISIONS), so repeated feedback cannot grow the zone.
+``revisions`` (newest first, at most MAX_REVISIONS), so repeated feedback cannot grow the zone. An object that
+cannot be carried over whole (not UTF-8, not JSON, JSON nested too deeply to read, not a JSON object, revisions that
+are not a list: not what store_feedback writes) is never lost when feedback is stored over it: its bytes are moved
+aside to ``<its key>.damaged-<UTC time>-<random>`` (counted by the reader, hence the monitor's report), and what can be
+read of it (the current record and revisions of a JSON object whose revisions are not a list) is kept as usual.
 
 Which patient of a request a feedback confirms is resolved when it is joined with the captured request
 (:func:`patient_row`): the request's only patient when no ``event_row`` is given, else the one at that row.
@@ -397,6 +401,11 @@ def _replaced(current: dict[str, Any] | None, feedback: Feedback) -> Replaced:
                     same=diagnosis == feedback.diagnosis and disease_id == (feedback.disease_id or None))
 
 
+DAMAGED = ".damaged-"  # <key>.damaged-<UTC time>-<random>: a damaged object moved aside by store_feedback
+_SET_ASIDE = re.compile(r"(?P<object>.+\.json)\.damaged-[0-9]{8}T[0-9]{12}Z-[0-9a-f]{8}")  # always fullmatch
+SET_ASIDE_REASON = "damaged feedback object set aside when feedback was stored over it"
+
+
 def store_feedback(lake: DataLake, endpoint: str, feedback: Feedback, *, now: datetime | None = None
                    ) -> StoredFeedback:
     """Write the event's feedback object (replacing it atomically: the latest received wins, earlier
@@ -407,6 +416,11 @@ def store_feedback(lake: DataLake, endpoint: str, feedback: Feedback, *, now: da
     revision written at the same moment can be missing from the history (the current record is right).
     Feedback for the same patient in the lake's old layout, or under the other form of a one-patient request's
     row (no event_row / event_row 0: another object), is not looked for: not reported as replaced.
+
+    An earlier object that cannot be carried over whole (see the module's docstring) is first moved aside, its bytes
+    unchanged, to ``<key>.damaged-<UTC time>-<random>`` (the store fails, replacing nothing, when that write does);
+    it used to be replaced and lost. Its records are not dug out of it here (an object nested too deeply is read by
+    no JSON reader of the standard library): ``replaced`` says ``unreadable`` and the bytes set aside keep them.
     """
     when = (now or datetime.now(timezone.utc)).astimezone(timezone.utc)
     record = {**feedback.to_dict(), "received_at": when.isoformat(timespec="microseconds")}
@@ -415,15 +429,27 @@ def store_feedback(lake: DataLake, endpoint: str, feedback: Feedback, *, now: da
     with _STORE_LOCK:
         history: list[dict[str, Any]] = []
         if lake.exists(key):
+            data = lake.get_bytes(key)
+            damage: str | None = None
+            body: Any = None
             try:  # its bytes, as read_feedback reads them: get_json raises LakeError for what is not JSON
-                body = json.loads(lake.get_bytes(key).decode("utf-8"))
+                body = json.loads(data.decode("utf-8"))
             except (ValueError, UnicodeDecodeError, RecursionError) as err:
                 # What it is: valid JSON nested too deeply was said to be "not valid JSON".
-                log.warning("feedback object %s %s: replaced without its history", key, _unreadable(err))
-                replaced = Replaced(unreadable=True)
+                damage = _unreadable(err)
             else:
-                history = _records(body)
-                replaced = _replaced(history[0] if history else None, feedback)
+                if not isinstance(body, dict):
+                    damage = "is not a JSON object"
+                elif not isinstance(body.get("revisions", []), list):
+                    damage = "holds revisions that are not a list"
+            if damage is not None:
+                aside = f"{key}{DAMAGED}{when:%Y%m%dT%H%M%S%f}Z-{uuid.uuid4().hex[:8]}"
+                lake.put_bytes(aside, data)  # before the object is replaced: never lost
+                log.warning("feedback object %s %s: moved aside to %s, %s", key, damage, aside,
+                            "its readable records kept as revisions" if _records(body) else "nothing of it readable")
+            history = _records(body)
+            replaced = (_replaced(history[0], feedback) if history
+                        else Replaced(unreadable=True) if damage is not None else _replaced(None, feedback))
         # The record written now is the latest received, whatever the clocks stamped on the earlier ones: sorted by
         # their received_at text, a doctor's correction lost to a record from a host whose clock ran ahead (the
         # correction was said "stored" and sat in the revisions).
@@ -487,29 +513,40 @@ def read_feedback(lake: DataLake, endpoint: str, window: tuple[datetime | None, 
         if len(examples[reason]) < 5:
             examples[reason].append(key)
 
-    plan: list[tuple[str, bool]] = []  # in key order: (key, whether it is read); the others are reported
+    def left_out(key: str) -> bool:
+        """Whether the object ``key`` of an event (the events/ layout) is not read for the window or ids asked."""
+        nonlocal outside, not_named
+        if (window is None and named is None) or not key.startswith(f"{prefix}{EVENTS}/"):
+            return False
+        event_id = key[len(f"{prefix}{EVENTS}/"):].split("/")[0].removesuffix(".json")
+        if named is not None and event_id.lower() in named:
+            return False  # an event (or inference id) of the window's traffic: its feedback is read
+        if window is not None and (when := event_time(event_id)) is not None and (
+                (start is not None and when < start - margin) or (end is not None and when >= end + margin)):
+            outside += 1
+            return True
+        if named is not None:
+            not_named += 1
+            return True
+        return False
+
+    plan: list[tuple[str, str | None]] = []  # in key order: (key, None: read; else the reason it is reported)
     for key in lake.list(prefix):
         if not key.endswith(".json"):
-            plan.append((key, False))
+            aside = _SET_ASIDE.fullmatch(key)
+            if aside is None:
+                plan.append((key, "not a feedback object (.json)"))
+            elif not left_out(aside["object"]):  # said with its event's feedback, as the object it was
+                plan.append((key, SET_ASIDE_REASON))
             continue
-        if (window is not None or named is not None) and key.startswith(f"{prefix}{EVENTS}/"):
-            event_id = key[len(f"{prefix}{EVENTS}/"):].split("/")[0].removesuffix(".json")
-            if named is not None and event_id.lower() in named:
-                pass  # an event (or inference id) of the window's traffic: its feedback is read
-            elif window is not None and (when := event_time(event_id)) is not None and (
-                    (start is not None and when < start - margin) or (end is not None and when >= end + margin)):
-                outside += 1
-                continue
-            elif named is not None:
-                not_named += 1
-                continue
-        plan.append((key, True))
+        if not left_out(key):
+            plan.append((key, None))
     # Fetched FETCH_WORKERS at a time (a window's few hundred objects, one GET after another, took seconds on S3),
     # read in key order as before: the same examples, the same tie-break between records.
-    with closing(fetch_in_order(lake, [key for key, read in plan if read])) as fetched:
-        for key, read in plan:
-            if not read:
-                bad("not a feedback object (.json)", key)
+    with closing(fetch_in_order(lake, [key for key, reason in plan if reason is None])) as fetched:
+        for key, reason in plan:
+            if reason is not None:
+                bad(reason, key)
                 continue
             try:
                 body = json.loads(next(fetched).result().decode("utf-8"))
