@@ -88,6 +88,17 @@ def markdown_text(value: object, limit: int = 200) -> str:
     return "".join("\\" + c if c in "\\`*_{}[]()#+-.!|<>~:@$&" else c for c in display_text(value, limit))
 
 
+HEADER = "Clinical triage support · predictions from the "
+
+
+def header_caption(config: AppConfig) -> str:
+    """The page header's caption: where predictions come from (:attr:`AppConfig.description`, made of what the
+    administrator set in ``DIAGNOSA_APP_*``) as :func:`markdown_text`, as the page shows other text: st.caption renders
+    markdown, so an endpoint name holding '[x](http://…)' made a link, '![x](…)' an image the browser fetched, a
+    newline a line of its own, and a lone surrogate (an environment value that is not UTF-8) a traceback."""
+    return HEADER + markdown_text(config.description)
+
+
 @dataclass(frozen=True)
 class Failure:
     kind: FailureKind

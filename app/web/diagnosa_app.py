@@ -37,6 +37,7 @@ from app.results import (
     diagnose,
     differential_rows,
     feedback_supported,
+    header_caption,
     headline,
     label_problem,
     make_client,
@@ -397,7 +398,7 @@ def main() -> None:
     except (ConfigError, FormError) as err:
         st.error(f"The app is not configured correctly: {err}")
         st.stop()
-    st.caption(f"Clinical triage support · predictions from the {config.description}")
+    st.caption(header_caption(config))
     client = client_for(config)
     if isinstance(client, Failure):  # the form still shows: the values are kept for when it can be called
         st.error(escape_markdown(client.message), icon=":material/key_off:")
