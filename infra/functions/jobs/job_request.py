@@ -1,6 +1,7 @@
 """The CreateProcessingJob request of a Diagnosa job started by a function (plain boto3): the monitoring job
 (``monitor.py``) and the retraining's feedback-folding job (``retrain.py``) run a root script of the staged step
-code, in the image the pipeline's jobs use, on the stage's key and network."""
+code, in the image the pipeline's jobs use, on the stage's key and network. Also the one copy of how both quote a
+value in a message (:func:`shown`, :func:`kind_of`, :func:`cut`): they ship together, as one asset."""
 from __future__ import annotations
 
 from typing import Any
@@ -65,4 +66,34 @@ def processing_request(env: dict[str, str], name: str, *, role_arn: str, entry: 
     return request
 
 
-__all__ = ["CONTAINER", "LOCAL_STORAGE_FAMILIES", "container_script", "local_storage", "processing_request", "s3_input"]
+# -- quoting in messages (the monitor and retrain functions' one copy) -------------------------------------------
+SHOWN_LIMIT = 80  # characters of a value quoted in a message, by default
+
+
+def cut(text: str, limit: int) -> str:
+    """``text``, at most ``limit`` characters (the last one "…" when cut)."""
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def shown(value: Any, limit: int = SHOWN_LIMIT) -> str:
+    """``value``'s repr, at most ``limit`` characters (a long string is cut before its repr is made, and its repr
+    after); repr escapes lone surrogates. A container is said in words (:func:`kind_of`): its repr grows with it, and a
+    deep one fails."""
+    if isinstance(value, str) and len(value) > limit:
+        value = value[:limit]
+    elif isinstance(value, (dict, list, tuple)):
+        return kind_of(value)
+    return cut(repr(value), limit)
+
+
+def kind_of(value: Any) -> str:
+    """What a JSON value is, in words (for a message naming a value of the wrong type without quoting it)."""
+    if value is None:
+        return "null"
+    if isinstance(value, (dict, list)):
+        return f"{'an object' if isinstance(value, dict) else 'a list'} of {len(value)} item(s)"
+    return f"{shown(value, 60)} ({type(value).__name__})"
+
+
+__all__ = ["CONTAINER", "LOCAL_STORAGE_FAMILIES", "SHOWN_LIMIT", "container_script", "cut", "kind_of", "local_storage",
+           "processing_request", "s3_input", "shown"]

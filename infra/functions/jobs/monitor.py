@@ -33,7 +33,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import boto3
-from job_request import CONTAINER, container_script, processing_request, s3_input
+from job_request import CONTAINER, container_script, processing_request, s3_input, shown
 
 log = logging.getLogger()
 log.setLevel(logging.INFO)
@@ -48,7 +48,6 @@ _UNIT = {"minute": "m", "minutes": "m", "hour": "h", "hours": "h", "day": "d", "
 
 MAX_WINDOW = timedelta(days=36500)  # S3 keeps nothing longer on its own (object lock's longest retention)
 MAX_DIGITS = 9  # more significant digits than any length of at most MAX_WINDOW has (52 560 000 minutes)
-SHOWN_MAX = 80  # an event's or the environment's value quoted in a message
 # How far ahead of this function's clock the deploy function's (which wrote serving-since) may run: a model that
 # started serving that little "in the future" started just now, and has served no traffic yet.
 CLOCK_SKEW = timedelta(minutes=5)
@@ -62,13 +61,13 @@ class Refused(Exception):
 
 def window_of(event: dict[str, Any], env: dict[str, str]) -> str:
     """The window to read (``7d``, its number without leading zeros), the event's else WINDOW, else the one of a
-    ``rate(...)`` schedule; Refused naming the value (cut to SHOWN_MAX) and what it must be."""
+    ``rate(...)`` schedule; Refused naming the value (cut to job_request.SHOWN_LIMIT) and what it must be."""
     window = _text(event.get("window") or env.get("WINDOW") or "", "window").strip().lower()
     if not window:
         schedule = _text(event.get("schedule") or env.get("SCHEDULE") or "", "schedule").strip()
         match = _RATE.fullmatch(schedule)
         if not match:
-            raise Refused(f"no window given and none derivable from schedule {_shown(schedule)}: set the "
+            raise Refused(f"no window given and none derivable from schedule {shown(schedule)}: set the "
                           f"MonitorWindow parameter (e.g. 24h) for a cron schedule")
         window = f"{match[1]}{_UNIT[match[2]]}"
     form = "a positive duration like 30m, 24h, 7d or 2w"
@@ -91,13 +90,6 @@ def _text(value: Any, what: str) -> str:
     raise Refused(f"{what} must be text like 7d, not {type(value).__name__}")
 
 
-def _shown(text: str) -> str:
-    """``text`` quoted for a message, at most SHOWN_MAX characters: cut before its repr (which escapes lone
-    surrogates), and after."""
-    quoted = repr(text[:SHOWN_MAX])
-    return quoted if len(text) <= SHOWN_MAX and len(quoted) <= SHOWN_MAX else quoted[:SHOWN_MAX - 1] + "…"
-
-
 def _normal(window: str) -> str:
     """``0007d`` as ``7d``: the number's significant digits (at most MAX_DIGITS + 1 of them are read)."""
     digits = window[:-1].lstrip("0") or "0"
@@ -109,11 +101,11 @@ def _length(text: str, what: str, form: str, positive: bool = False) -> timedelt
     match = _WINDOW.fullmatch(text)
     digits = (match[1].lstrip("0") or "0") if match else ""
     if not match or (positive and digits == "0"):
-        raise Refused(f"{what} {_shown(text)} must be {form}")
+        raise Refused(f"{what} {shown(text)} must be {form}")
     # Thousands of digits: past MAX_WINDOW, and past what int() reads (4 300 digits) or a timedelta holds.
     length = _duration(_normal(text)) if len(digits) <= MAX_DIGITS else None
     if length is None or length > MAX_WINDOW:
-        raise Refused(f"{what} {_shown(text)} is longer than {MAX_WINDOW.days} days: no capture is kept that long")
+        raise Refused(f"{what} {shown(text)} is longer than {MAX_WINDOW.days} days: no capture is kept that long")
     return length
 
 
@@ -191,7 +183,7 @@ def _since(value: str | None, where: str, when: datetime) -> datetime | None:
     try:
         since = datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
     except ValueError:
-        raise Refused(f"{where}: unreadable serving-since {_shown(value)} (not YYYY-MM-DDTHH:MM:SSZ): no job started, "
+        raise Refused(f"{where}: unreadable serving-since {shown(value)} (not YYYY-MM-DDTHH:MM:SSZ): no job started, "
                       f"it could read another model's traffic; {_MEND}") from None
     if since > when + CLOCK_SKEW:
         raise Refused(f"{where}: serving-since {value} is in the future (now {when:%Y-%m-%dT%H:%M:%SZ}): no job "

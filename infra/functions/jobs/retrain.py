@@ -46,7 +46,7 @@ from typing import Any
 
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError
-from job_request import CONTAINER, container_script, processing_request
+from job_request import CONTAINER, container_script, cut, kind_of, processing_request, shown
 
 log = logging.getLogger()
 log.setLevel(logging.INFO)
@@ -110,7 +110,7 @@ def latest_input(s3: Any, bucket: str, dataset: str = "patients") -> str:
                       f"restore it")
     version = latest["version"]
     if not isinstance(version, str) or not _VERSION.fullmatch(version):
-        raise Refused(f"s3://{bucket}/{key} names no valid version: {_shown(version)}")
+        raise Refused(f"s3://{bucket}/{key} names no valid version: {shown(version)}")
     return curated_uri(bucket, dataset, version)
 
 
@@ -146,12 +146,12 @@ def handler(event: dict[str, Any], context: Any = None, *, sagemaker: Any = None
     env = env if env is not None else dict(os.environ)
     event = {} if event is None else event
     if not isinstance(event, dict):  # Lambda passes any JSON as the event
-        raise Refused(f"the event must be a JSON object, not {_kind(event)}")
+        raise Refused(f"the event must be a JSON object, not {kind_of(event)}")
     sagemaker = sagemaker or boto3.client("sagemaker")
     if event.get("detail-type") == JOB_EVENT:  # the continuation of a retraining: never held back by the guard
         detail = event.get("detail")
         if not isinstance(detail, dict):
-            raise Refused(f"the {JOB_EVENT} event's detail must be an object, not {_kind(detail)}")
+            raise Refused(f"the {JOB_EVENT} event's detail must be an object, not {kind_of(detail)}")
         return _after_folding(detail, sagemaker, s3, env)
     declared = _declared(env, sagemaker)
     reason, overrides = _request(event, declared, sagemaker.meta.service_model, env)
@@ -234,19 +234,19 @@ def _request(event: dict[str, Any], declared: dict[str, dict[str, Any]], model: 
         state = detail.get("state") if isinstance(detail, dict) else None
         if not isinstance(detail, dict) or not isinstance(state, dict):
             raise Refused(f"the {ALARM_EVENT} event's detail must be an object with a state object, not "
-                          + (f"a state of {_kind(state)}" if isinstance(detail, dict) else _kind(detail)))
-        alarm = _cut(str(detail.get("alarmName")), REASON_MAX)
+                          + (f"a state of {kind_of(state)}" if isinstance(detail, dict) else kind_of(detail)))
+        alarm = cut(str(detail.get("alarmName")), REASON_MAX)
         if state.get("value") != "ALARM":
             raise Refused(f"alarm {_said(alarm)} is not in ALARM")
         reason, overrides = f"alarm {alarm}", {}
     else:
-        reason = _cut(str(event.get("reason") or "manual"), REASON_MAX)
+        reason = cut(str(event.get("reason") or "manual"), REASON_MAX)
         overrides = event.get("parameters") or {}
     if not isinstance(overrides, dict):
         raise Refused("parameters must be an object of NAME: value")
     unknown = sorted(set(overrides) - set(declared))
     if unknown:
-        named = ", ".join(_shown(name, 60) for name in unknown[:NAMES_SHOWN])
+        named = ", ".join(shown(name, 60) for name in unknown[:NAMES_SHOWN])
         more = f" and {len(unknown) - NAMES_SHOWN} more" if len(unknown) > NAMES_SHOWN else ""
         raise Refused(f"unknown pipeline parameter(s) [{named}]{more} (declared: {sorted(declared)})")
     values = parameter_values(overrides, declared, model)
@@ -264,7 +264,7 @@ def input_problem(uri: Any) -> str | None:
     that fails at its first step."""
     if not isinstance(uri, str) or len(uri) > S3_URI_MAX or not S3_URI.fullmatch(uri) or not uri.isprintable():
         return (f"parameter InputDataUri must be an s3:// URI (s3://<bucket>/<prefix>, at most {S3_URI_MAX} "
-                f"characters, no spaces), got {_shown(uri)}")
+                f"characters, no spaces), got {shown(uri)}")
     return None
 
 
@@ -275,7 +275,7 @@ def _warn_outside_lake(uri: str, env: dict[str, str]) -> None:
     prefix = f"s3://{bucket}/curated/{dataset}/"
     if bucket and not (uri.startswith(prefix) and _VERSION.fullmatch(uri[len(prefix):].removesuffix("/"))):
         log.warning("InputDataUri %s is not a curated version of %s in this stage's lake (%s<version>): the "
-                    "execution trains on it as given", _shown(uri), dataset, prefix)
+                    "execution trains on it as given", shown(uri), dataset, prefix)
 
 
 def parameter_values(overrides: dict[str, Any], declared: dict[str, dict[str, Any]], model: Any) -> dict[str, Any]:
@@ -292,7 +292,7 @@ def parameter_values(overrides: dict[str, Any], declared: dict[str, dict[str, An
             continue
         allowed = declared[name].get("EnumValues")
         if allowed and values[name] not in allowed:
-            problems.append(f"parameter {name} must be one of {allowed}, got {_shown(values[name])}")
+            problems.append(f"parameter {name} must be one of {allowed}, got {shown(values[name])}")
     problems += _range_problems(values, model)
     if problems:
         raise Refused("; ".join(problems))
@@ -304,35 +304,10 @@ def parameter_text(value: Any) -> str:
     return ("true" if value else "false") if isinstance(value, bool) else str(value)
 
 
-def _shown(value: Any, limit: int = 80) -> str:
-    """``value``'s repr, at most ``limit`` characters (a long string is cut before its repr is made); repr escapes
-    lone surrogates."""
-    if isinstance(value, str) and len(value) > limit:
-        value = value[:limit]
-    elif isinstance(value, (dict, list, tuple)):
-        return _kind(value)  # a container's repr grows with it, and a deep one fails
-    text = repr(value)
-    return text if len(text) <= limit else text[:limit - 1] + "…"
-
-
-def _kind(value: Any) -> str:
-    """What a JSON value is, in words (for a message naming a value of the wrong type without quoting it)."""
-    if value is None:
-        return "null"
-    if isinstance(value, (dict, list)):
-        return f"{'an object' if isinstance(value, dict) else 'a list'} of {len(value)} item(s)"
-    return f"{_shown(value, 60)} ({type(value).__name__})"
-
-
-def _cut(text: str, limit: int) -> str:
-    """``text``, at most ``limit`` characters (the last one "…" when cut)."""
-    return text if len(text) <= limit else text[:limit - 1] + "…"
-
-
 def _said(text: str, limit: int = SHOWN_MAX) -> str:
     """Free text for a message or a log line: cut to ``limit`` and lone surrogates escaped (a UTF-8 log cannot
     write them)."""
-    return _cut(_cut(text, limit).encode("utf-8", "backslashreplace").decode("utf-8"), limit)
+    return cut(cut(text, limit).encode("utf-8", "backslashreplace").decode("utf-8"), limit)
 
 
 def _typed(name: str, kind: str, value: Any) -> Any:
@@ -346,14 +321,14 @@ def _typed(name: str, kind: str, value: Any) -> Any:
           "Float": isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) <= FLOAT_MAX}[kind]
     if not ok:
         article = "an" if kind == "Integer" else "a"
-        raise ValueError(f"parameter {name} is {article} {kind}, got {_shown(value)} ({type(value).__name__})")
+        raise ValueError(f"parameter {name} is {article} {kind}, got {shown(value)} ({type(value).__name__})")
     return float(value) + 0.0 if kind == "Float" else value  # + 0.0: -0.0 is 0.0
 
 
 def _from_text(name: str, kind: str, text: str) -> bool | int | float:
     """Text read as a Boolean, Integer or Float (definition.parameter_from_text's rules)."""
     written = text.strip(" ")
-    refused = ValueError(f"parameter {name} is {'an' if kind == 'Integer' else 'a'} {kind}, got {_shown(text)}")
+    refused = ValueError(f"parameter {name} is {'an' if kind == 'Integer' else 'a'} {kind}, got {shown(text)}")
     if kind == "Boolean":
         truth = {"true": True, "false": False}.get(written.lower())
         if truth is None:
@@ -366,13 +341,13 @@ def _from_text(name: str, kind: str, text: str) -> bool | int | float:
         digits = digits.lstrip("0") or "0"
         number = int(sign + digits) if len(digits) <= INTEGER_DIGITS else None
         if number is None or not -2**63 <= number < 2**63:
-            raise ValueError(f"parameter {name} is an Integer, got {_shown(text)}: outside 64 bits")
+            raise ValueError(f"parameter {name} is an Integer, got {shown(text)}: outside 64 bits")
         return number
     value = float(written)
     if abs(value) > FLOAT_MAX:
-        raise ValueError(f"parameter {name} is a Float, got {_shown(text)}: too large for a float")
+        raise ValueError(f"parameter {name} is a Float, got {shown(text)}: too large for a float")
     if value == 0.0 and re.split("[eE]", written)[0].strip("-.0"):
-        raise ValueError(f"parameter {name} is a Float, got {_shown(text)}: too close to 0 for a float")
+        raise ValueError(f"parameter {name} is a Float, got {shown(text)}: too close to 0 for a float")
     return value + 0.0
 
 
@@ -388,7 +363,7 @@ def _range_problems(values: dict[str, Any], model: Any) -> list[str]:
         elif name == ENDPOINT_PARAMETER and isinstance(value, str) and not (
                 RESOURCE_NAME.fullmatch(value) and len(value) <= ENDPOINT_NAME_MAX):
             problems.append(f"parameter {name} must be a SageMaker name of at most {ENDPOINT_NAME_MAX} characters "
-                            f"(ASCII letters, digits and inner '-'); got {_shown(value)}")
+                            f"(ASCII letters, digits and inner '-'); got {shown(value)}")
         elif name in SHAPE_PARAMETERS:
             shape = model.shape_for(name)
             if shape.type_name == "integer" and isinstance(value, int):
@@ -397,7 +372,7 @@ def _range_problems(values: dict[str, Any], model: Any) -> list[str]:
                     problems.append(f"parameter {name} must be {least} to {most if most is not None else 'any'}; "
                                     f"got {value}")
             elif shape.enum and value not in shape.enum:
-                problems.append(f"parameter {name} must be a SageMaker instance type ({shape.name}); got {_shown(value)}")
+                problems.append(f"parameter {name} must be a SageMaker instance type ({shape.name}); got {shown(value)}")
     return problems
 
 
@@ -442,7 +417,7 @@ def _after_folding(detail: dict[str, Any], sagemaker: Any, s3: Any, env: dict[st
     name, status = str(detail.get("ProcessingJobName") or ""), detail.get("ProcessingJobStatus")
     prefix = env.get("FOLD_JOB_PREFIX")
     if not prefix or not name.startswith(prefix + "-") or len(name) > 63:  # SageMaker's names: 63 at most
-        raise Refused(f"processing job {_shown(name)} is not this stage's feedback-folding job ({prefix}-*)")
+        raise Refused(f"processing job {shown(name)} is not this stage's feedback-folding job ({prefix}-*)")
     if status in ("InProgress", "Stopping"):
         return {"job": name, "status": status}  # not over yet; the rule matches only the ends
     bucket, endpoint = env["LAKE_BUCKET"], env["ENDPOINT_NAME"]
@@ -461,12 +436,12 @@ def _after_folding(detail: dict[str, Any], sagemaker: Any, s3: Any, env: dict[st
     version, base = checked["version"], checked["base_version"]
     if version is None:  # the version the job found nothing to add to, else the latest
         uri = curated_uri(bucket, dataset, base) if base is not None else latest_input(s3, bucket, dataset)
-        reason += f"; no feedback added ({_cut(checked['reason'] or 'none accepted', SHOWN_MAX)})"
+        reason += f"; no feedback added ({cut(checked['reason'] or 'none accepted', SHOWN_MAX)})"
     else:
         uri = curated_uri(bucket, dataset, version)
         if result.get("input_data_uri") != uri:
             raise Refused(f"s3://{bucket}/{folder}result/retraining.json names no version of {dataset} in this lake: "
-                          f"{version!r}, {_shown(result.get('input_data_uri'))}")
+                          f"{version!r}, {shown(result.get('input_data_uri'))}")
         rows = checked["feedback_rows"]
         reason += f"; {'?' if rows is None else rows} feedback row(s) added: version {version}"
         # A batch ingested while the job folded (monitoring/retrain_job.py): said where the execution is listed.
@@ -494,23 +469,23 @@ def _checked_result(result: dict[str, Any], where: str) -> dict[str, Any]:
         value = result.get(key)
         if value is None or (isinstance(value, str) and _VERSION.fullmatch(value)):
             return value
-        problems.append(f"{key} must be a curated version or null, got {_shown(value)}")
+        problems.append(f"{key} must be a curated version or null, got {shown(value)}")
         return None
 
     checked: dict[str, Any] = {key: version_or_null(key) for key in ("version", "base_version", "overtaken_by")}
     rows = result.get("feedback_rows")
     if rows is not None and (not isinstance(rows, int) or isinstance(rows, bool) or rows < 0):
-        problems.append(f"feedback_rows must be a count, got {_shown(rows)}")
+        problems.append(f"feedback_rows must be a count, got {shown(rows)}")
     reason = result.get("reason")
     if reason is not None and not isinstance(reason, str):
-        problems.append(f"reason must be text or null, got {_kind(reason)}")
+        problems.append(f"reason must be text or null, got {kind_of(reason)}")
     rebuilt = result.get("rebuilt_from") or []
     meanwhile = [entry.get("ingested_meanwhile") for entry in rebuilt if isinstance(entry, dict)] \
         if isinstance(rebuilt, list) else []
     if not isinstance(rebuilt, list) or len(meanwhile) != len(rebuilt) or not all(
             isinstance(v, str) and _VERSION.fullmatch(v) for v in meanwhile):
         problems.append(f"rebuilt_from must be a list of {{..., \"ingested_meanwhile\": version}}, got "
-                        f"{_kind(rebuilt) if isinstance(rebuilt, (dict, list)) else _shown(rebuilt)}")
+                        f"{kind_of(rebuilt) if isinstance(rebuilt, (dict, list)) else shown(rebuilt)}")
     if problems:
         raise Refused(f"{where} is not a feedback-folding job's result: {'; '.join(problems)}; no retraining started")
     return {**checked, "feedback_rows": rows, "reason": reason, "rebuilt_from": meanwhile}
@@ -565,7 +540,7 @@ def _parsed(body: bytes, bucket: str, key: str) -> dict[str, Any]:
     except RecursionError:
         raise Refused(f"{where} is not JSON this function reads: nested too deeply") from None
     if not isinstance(value, dict):
-        raise Refused(f"{where} is not a JSON object but {_kind(value)}")
+        raise Refused(f"{where} is not a JSON object but {kind_of(value)}")
     return value
 
 
