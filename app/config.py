@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 from diagnosa.net import MAX_TIMEOUT
-from inference.limits import INVOKE_TIMEOUT
+from inference.limits import INVOKE_TIMEOUT, printable_line
 
 PREFIX = "DIAGNOSA_APP_"
 DEFAULT_ENDPOINT_NAME = "diagnosa"
@@ -54,6 +54,13 @@ def model_endpoint_name(model: str | None) -> str:
         return model_endpoint(model)
     except ModelLoadError as err:
         raise ConfigError(f"cannot name the model's endpoint: {err}") from None
+
+
+DESCRIBED_CHARS = 80  # of an endpoint's name, URL or region in the words that say where predictions come from
+
+
+def _described(text: str) -> str:
+    return printable_line(text[:DESCRIBED_CHARS]) + ("…" if len(text) > DESCRIBED_CHARS else "")
 
 
 @dataclass(frozen=True)
@@ -109,11 +116,13 @@ class AppConfig:
 
     @property
     def description(self) -> str:
-        """Where predictions come from, in words for the page header."""
+        """Where predictions come from, in words for the page header and the messages that name it: each part one
+        printable line of at most DESCRIBED_CHARS (an environment value is the administrator's text: a newline forged
+        a line of a message, a lone surrogate — a value that is not UTF-8 — made the page a traceback)."""
         if self.endpoint_url:
-            return f"local endpoint {self.endpoint_url}"
-        region = self.region or "the default AWS region"
-        return f"SageMaker endpoint '{self.endpoint_name}' in {region}"
+            return f"local endpoint {_described(self.endpoint_url)}"
+        region = _described(self.region) if self.region else "the default AWS region"
+        return f"SageMaker endpoint '{_described(self.endpoint_name or '')}' in {region}"
 
     @staticmethod
     def settings_from_env(env: Mapping[str, str]) -> dict[str, Any]:

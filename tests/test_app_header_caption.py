@@ -23,7 +23,7 @@ def test_the_header_caption_shows_the_configured_endpoint_as_text():
     assert shown == ("SageMaker endpoint 'x](http://evil.example) ![i](http://evil.example/t.png) <b>hi</b>\\n# big "
                      "$x$' in eu\\udcff\\u202e")
     long = header_caption(AppConfig(endpoint_name="e" * 10_000))
-    assert len(long) < len(HEADER) + 2 * 200 and long.endswith("…")
+    assert len(long) < len(HEADER) + 2 * 200 and "…" in long
 
 
 def test_the_app_page_shows_the_header_caption_escaped(monkeypatch):
@@ -37,3 +37,14 @@ def test_the_app_page_shows_the_header_caption_escaped(monkeypatch):
     at = AppTest.from_file(script, default_timeout=60).run()
     caption = [c.value for c in at.caption if "predictions from the" in c.value]
     assert len(caption) == 1 and "![" not in caption[0] and "\n" not in caption[0]
+
+
+def test_the_messages_naming_the_endpoint_quote_it_as_one_bounded_printable_line():
+    # The failure messages ("The app cannot call the {description} ...") named an environment value whole: a newline
+    # forged a line, a lone surrogate (a value that is not UTF-8) made the page a traceback.
+    from app.config import DESCRIBED_CHARS, AppConfig
+
+    named = AppConfig(endpoint_name="a\nForged line\ud800" + "e" * 10_000, region="eu-west-1\u202e").description
+    named.encode("utf-8")
+    assert named.isprintable() and len(named) < 3 * DESCRIBED_CHARS
+    assert named.startswith("SageMaker endpoint 'a\\nForged line\\ud800e") and named.endswith("…' in eu-west-1\\u202e")
