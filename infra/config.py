@@ -597,9 +597,9 @@ class DeliveryConfig:
             source = stages[name].promote_from if name in stages else ""
             if source and order.get(source, len(order)) >= order[name]:
                 problems.append(f"stage {_label(name)} promotes from {_q(source)}, which the pipeline does not deploy before it")
-        # CDK Pipelines deploys a stage of another region through a cross-region support stack of the pipeline's
-        # account in that region, and needs that account by value (else CDK stops synth with
-        # ExplicitAccountRequiredForCrossRegion, offline or whenever the CLI's account is not known).
+        # A stage of another region deploys from the pipeline's artifact store in that region, a replication stack
+        # of the pipeline's account there (infra/replication.py) whose bucket is named after that account: it is
+        # needed by value (CDK itself stops synth with ExplicitAccountRequiredForCrossRegion otherwise).
         elsewhere = [name for name in self.stages if name in stages and stages[name].region != self.region]
         if self.account is None and elsewhere:  # one problem, however many stages
             name, region = elsewhere[0], stages[elsewhere[0]].region

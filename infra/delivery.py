@@ -18,7 +18,10 @@ function once deployed.
 
 Accounts: the pipeline runs in ``diagnosa:delivery``'s account; each stage deploys into its own (the
 stage's ``account``, or the pipeline's), which must be bootstrapped trusting the pipeline's account
-(docs/deploy.md). Cross-account artifacts are encrypted with the pipeline's own key (rotated).
+(docs/deploy.md). Cross-account artifacts are encrypted with the pipeline's own key (rotated). A stage in another
+region than the pipeline's deploys from the pipeline's artifact store in that region, which the app brings
+(``Diagnosa-delivery-replication-<region>``, infra/replication.py: a rotated key, a versioned and logged bucket) rather
+than CDK's generated support stack; it needs the tooling account given explicitly.
 
 Tooling: the Build step installs ``requirements/dev-lock.txt``, whose torch is PyTorch's CPU build
 (``+cpu``, on PyTorch's own index, not PyPI): ``PIP_EXTRA_INDEX_URL`` points pip there. The Docker asset
@@ -41,11 +44,11 @@ from aws_cdk import aws_codepipeline as codepipeline
 from aws_cdk import aws_ecr as ecr
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
-from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
 from infra.config import DeliveryConfig, StageConfig
 from infra.images import base_images
+from infra.replication import ReplicationStack, artifact_store
 from infra.stack import DiagnosaStack, acknowledge, logical_id
 
 if TYPE_CHECKING:
@@ -62,6 +65,8 @@ PIP_EXTRA_INDEX_URL = "https://download.pytorch.org/whl/cpu"
 ROOT = Path(__file__).resolve().parents[1]
 # cdk-assets, the asset-publishing CLI of the Assets steps (CDK Pipelines installs `cdk-assets@latest` otherwise).
 CDK_ASSETS_VERSION = "4.7.3"
+# The context key of ``cdk bootstrap --qualifier`` (CDK's default synthesizer reads it; the app sets none).
+BOOTSTRAP_QUALIFIER = "@aws-cdk/core:bootstrapQualifier"
 # An ECR image URI: account, region, repository (AWS's DLC images: <account>.dkr.ecr.<region>.amazonaws.com/<repo>:tag).
 ECR_IMAGE = re.compile(r"\A([0-9]{12})\.dkr\.ecr\.([a-z0-9-]+)\.amazonaws\.com(\.cn)?/([a-z0-9][a-z0-9._/-]*)[:@]")
 
@@ -102,6 +107,18 @@ def base_image_repositories(stages: list[DiagnosaStage]) -> list[str]:
     return sorted(arns)
 
 
+def deploy_role_arn(stack: Stack, pipeline_account: str, partition: str) -> str:
+    """The CDK deploy role CDK Pipelines' CloudFormation actions assume for ``stack``: ``cdk bootstrap``'s, of the
+    stack's account and region (the default synthesizer's names, with the app's bootstrap qualifier: every stack of
+    the app uses that synthesizer, infra/images.synthesizer); a stack without a concrete account deploys into the
+    pipeline's."""
+    qualifier = stack.node.try_get_context(BOOTSTRAP_QUALIFIER) or cdk.DefaultStackSynthesizer.DEFAULT_QUALIFIER
+    account = pipeline_account if cdk.Token.is_unresolved(stack.account) else stack.account
+    return (cdk.DefaultStackSynthesizer.DEFAULT_DEPLOY_ROLE_ARN.replace("${Qualifier}", str(qualifier))
+            .replace("${AWS::Partition}", partition).replace("${AWS::AccountId}", account)
+            .replace("${AWS::Region}", stack.region))
+
+
 class DeliveryStack(Stack):
     def __init__(self, scope: Construct, construct_id: str, *, config: DeliveryConfig, stages: list[DiagnosaStage],
                  **kwargs) -> None:
@@ -113,10 +130,18 @@ class DeliveryStack(Stack):
         self.key = kms.Key(self, "ArtifactsKey", alias=f"alias/{PIPELINE_NAME}", enable_key_rotation=True,
                            description="Diagnosa delivery pipeline: artifacts (cloud assembly, sources)",
                            removal_policy=RemovalPolicy.RETAIN)
-        self.artifacts = self._artifact_bucket()
+        self.artifacts = artifact_store(self, self.key)
+        # A stage in another region deploys from the pipeline's artifact store there: ours (infra/replication.py),
+        # not the support stack CDK would generate. Without one, the pipeline keeps its single store.
+        self.replication = self._replication_stores(scope, stages)
+        elsewhere = {region: store.imported(self) for region, store in self.replication.items()}
+        # CodePipeline takes one artifact bucket, or one per region (its own region's included).
         underlying = codepipeline.Pipeline(
-            self, "Pipeline", pipeline_name=PIPELINE_NAME, artifact_bucket=self.artifacts,
-            pipeline_type=codepipeline.PipelineType.V2, restart_execution_on_update=True)
+            self, "Pipeline", pipeline_name=PIPELINE_NAME, pipeline_type=codepipeline.PipelineType.V2,
+            restart_execution_on_update=True, artifact_bucket=None if elsewhere else self.artifacts,
+            cross_region_replication_buckets={config.region: self.artifacts, **elsewhere} if elsewhere else None)
+        for store in self.replication.values():
+            underlying.role.add_to_principal_policy(store.pipeline_key_statement())
         self.build = pipelines.CodeBuildStep(
             "Build", input=self.source, install_commands=["make install node_modules/.installed checkov"],
             commands=list(GATES), primary_output_directory="cdk.out",
@@ -182,28 +207,27 @@ class DeliveryStack(Stack):
         repository = codecommit.Repository.from_repository_name(self, "Repository", c.repository)
         return pipelines.CodePipelineSource.code_commit(repository, c.branch)
 
-    def _artifact_bucket(self) -> s3.Bucket:
-        logs = s3.Bucket(self, "ArtifactsAccessLogs", encryption=s3.BucketEncryption.S3_MANAGED, versioned=True,
-                         enforce_ssl=True, minimum_tls_version=1.2, block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
-                         object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED, removal_policy=RemovalPolicy.RETAIN,
-                         lifecycle_rules=[s3.LifecycleRule(expiration=Duration.days(2190),
-                                                           noncurrent_version_expiration=Duration.days(30))])
-        for finding, reason in (
-                ("AwsSolutions-S1", "The access-log bucket of the artifact bucket: logging it into itself would loop."),
-                ("HIPAA.Security-S3BucketLoggingEnabled", "The access-log bucket (see AwsSolutions-S1)."),
-                ("HIPAA.Security-S3DefaultEncryptionKMS", "S3 server access log delivery supports only SSE-S3 targets."),
-                ("HIPAA.Security-S3BucketReplicationEnabled", "Build logs stay in the pipeline's region.")):
-            acknowledge(logs, finding, reason)
-        bucket = s3.Bucket(self, "Artifacts", encryption=s3.BucketEncryption.KMS, encryption_key=self.key,
-                           bucket_key_enabled=True, versioned=True, enforce_ssl=True, minimum_tls_version=1.2,
-                           block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
-                           object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
-                           server_access_logs_bucket=logs, server_access_logs_prefix="artifacts/",
-                           lifecycle_rules=[s3.LifecycleRule(noncurrent_version_expiration=Duration.days(30))],
-                           removal_policy=RemovalPolicy.RETAIN)
-        acknowledge(bucket, "HIPAA.Security-S3BucketReplicationEnabled",
-                    "Pipeline artifacts (source and templates, no patient data) are rebuilt by any execution.")
-        return bucket
+    def _replication_stores(self, scope: Construct, stages: list[DiagnosaStage]) -> dict[str, ReplicationStack]:
+        """One replication store per region a stage deploys to other than the pipeline's, in the tooling account,
+        deployed before the pipeline's stack (``cdk deploy Diagnosa-delivery`` and self-mutation deploy it first).
+        Its readers are the CDK deploy roles CDK Pipelines' CloudFormation actions assume for that region's stacks."""
+        regions = sorted({stage.config.region for stage in stages} - {self.config.region})
+        if regions and cdk.Token.is_unresolved(self.account):  # DeliveryConfig.check refuses it first
+            raise ValueError(f"diagnosa:delivery: stages deploy to {', '.join(regions)}, not the pipeline's region "
+                             f"{self.config.region}: a cross-region pipeline needs its account given explicitly")
+        stores = {}
+        for region in regions:
+            readers = [deploy_role_arn(stack, self.account, self.partition) for stage in stages
+                       if stage.config.region == region for stack in (stage.stack, stage.images) if stack is not None]
+            store = ReplicationStack(
+                scope, f"{self.node.id}-replication-{region}", stack_name=f"{self.stack_name}-replication-"
+                f"{region}", pipeline_name=PIPELINE_NAME, readers=readers,
+                env=cdk.Environment(account=self.account, region=region), termination_protection=True,
+                description=f"Diagnosa delivery pipeline: its artifact store in {region} (cross-region replication "
+                            f"bucket and key) for the stages deployed there")
+            self.add_stack_dependency(store, f"the pipeline's artifact store in {region}")
+            stores[region] = store
+        return stores
 
     def _served_step(self, stage: DiagnosaStage, source: StageConfig) -> pipelines.CodeBuildStep:
         """Read which version ``source``'s endpoint serves, before ``stage``'s approval, with the promote function's
@@ -309,6 +333,16 @@ class DeliveryStack(Stack):
                                                             "from the pipeline's artifacts); the rule misreads CDK's "
                                                             "CODEPIPELINE/NO_SOURCE projects.",
         }
+        # The replication stores (infra/replication.py): CDK's grant on each bucket (by its name) and ours on each key
+        # (by its alias, ReplicationStack.pipeline_key_statement).
+        for region, store in self.replication.items():
+            findings[f"AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:s3:::{store.bucket_name}/*]"] = (
+                f"The pipeline's artifact store in {region} (its replication bucket): artifact object keys are "
+                "generated per execution and action.")
+            findings[f"AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:kms:{region}:<AWS::AccountId>:key/*]"] = (
+                f"The replication key in {region}: its id is generated in another region than the pipeline's, so "
+                "the grant names the region and account and is limited to the key carrying the replication alias "
+                "(kms:ResourceAliases).")
         # Each project's own log group and report groups: named after the project's generated name.
         for project in (c for c in self.node.find_all() if isinstance(c, codebuild.CfnProject)):
             name = self.get_logical_id(project)

@@ -442,8 +442,8 @@ def test_bad_delivery_settings_are_refused_naming_what_is_wrong(values, message)
 
 
 def test_a_stage_in_another_region_needs_the_pipelines_account_given():
-    # CDK Pipelines deploys it through a cross-region support stack in the pipeline's account, which CDK needs by
-    # value: without it synth stops in CDK with ExplicitAccountRequiredForCrossRegion (offline).
+    # The pipeline deploys it from its artifact store in that region, a stack of the pipeline's account there
+    # (infra/replication.py), which needs that account by value (its bucket's name holds it).
     stages = {"dev": {"region": "eu-west-1"}, "prod": {"region": "us-east-1", "promote_from": "dev"}}
     values = {"region": "eu-west-1", "repository": "r", "stages": ["dev", "prod"]}
     with pytest.raises(ValueError, match=r"diagnosa:delivery: stage prod deploys to us-east-1, not the pipeline's "
@@ -464,6 +464,153 @@ def test_a_cross_region_pipeline_without_its_account_is_refused_before_cdk(tmp_p
         build_app(new_app(outdir=str(tmp_path)), stages,
                   DeliveryConfig(region="eu-west-1", stages=("dev", "prod"), repository="diagnosa"))
 
+
+
+# ------------------------------------------------------------------------------------------ another region
+
+REPLICATION = "Diagnosa-delivery-replication-us-east-1"
+REPLICA_BUCKET = "diagnosa-delivery-artifacts-111111111111-us-east-1"
+PROD_DEPLOY_ROLE = "arn:<Ref:AWS::Partition>:iam::210987654321:role/cdk-hnb659fds-deploy-role-210987654321-us-east-1"
+
+
+@pytest.fixture(scope="module")
+def cross_region(tmp_path_factory):
+    """The pipeline in the tooling account in eu-west-1, dev in its account there, prod (baked images: two stacks)
+    in another account in us-east-1: synth refuses any unacknowledged cdk-nag finding."""
+    from infra.app import build_app, new_app
+    from infra.nag import synth
+
+    stages = [stage_config("dev", {"region": "eu-west-1", "account": "123456789012"}),
+              stage_config("prod", {"region": "us-east-1", "account": "210987654321", "baked_images": True,
+                                    "promote_from": "dev"})]
+    delivery = DeliveryConfig(region="eu-west-1", account="111111111111", stages=("dev", "prod"), repository="diagnosa")
+    cloud = synth(build_app(new_app(outdir=str(tmp_path_factory.mktemp("cross-region.out"))), stages, delivery))
+    return cloud, {s.stack_name: Template.from_json(json.loads(open(s.template_full_path).read()))
+                   for s in cloud.stacks_recursively}
+
+
+def test_a_stage_in_another_region_synthesizes_with_the_apps_own_replication_store_and_no_finding(cross_region):
+    from infra.gates import cfn_lint, templates
+    from infra.nag import findings
+
+    cloud, stacks = cross_region
+    assert findings(cloud.directory) == []
+    assert set(stacks) == {"Diagnosa-delivery", REPLICATION, "Diagnosa-dev", "Diagnosa-prod", "Diagnosa-prod-images"}
+    # no CDK-generated support stack: the replication store is ours, in the tooling account and prod's region,
+    # deployed before the pipeline's stack
+    assert not [a for a in cloud.stacks_recursively if a.stack_name.startswith("cross-region")]
+    replication = stack_artifact(cloud, REPLICATION)
+    assert (replication.environment.account, replication.environment.region) == ("111111111111", "us-east-1")
+    assert replication.termination_protection
+    assert REPLICATION in [d.id for d in stack_artifact(cloud, "Diagnosa-delivery").dependencies]
+    assert cfn_lint(templates(cloud.directory)) == []
+
+
+def test_the_replication_store_is_a_rotated_key_and_a_versioned_logged_bucket_encrypted_with_it(cross_region):
+    _, stacks = cross_region
+    store = stacks[REPLICATION]
+    [(key, key_props)] = [(k, v["Properties"]) for k, v in store.find_resources("AWS::KMS::Key").items()]
+    assert key_props["EnableKeyRotation"] is True
+    store.has_resource_properties("AWS::KMS::Alias", {"AliasName": "alias/diagnosa-delivery-replication",
+                                                      "TargetKeyId": {"Fn::GetAtt": [key, "Arn"]}})
+    buckets = {k: v["Properties"] for k, v in store.find_resources("AWS::S3::Bucket").items()}
+    [(name, bucket)] = [(k, p) for k, p in buckets.items() if p.get("BucketName") == REPLICA_BUCKET]
+    [encryption] = bucket["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+    assert encryption["ServerSideEncryptionByDefault"] == {"SSEAlgorithm": "aws:kms",
+                                                           "KMSMasterKeyID": {"Fn::GetAtt": [key, "Arn"]}}
+    assert bucket["VersioningConfiguration"] == {"Status": "Enabled"}
+    assert set(bucket["PublicAccessBlockConfiguration"].values()) == {True}
+    [logs] = [k for k in buckets if k != name]
+    assert bucket["LoggingConfiguration"]["DestinationBucketName"] == {"Ref": logs}
+    assert buckets[logs]["VersioningConfiguration"] == {"Status": "Enabled"}
+    [rule] = bucket["LifecycleConfiguration"]["Rules"]
+    assert rule["ExpirationInDays"] == 365 and rule["NoncurrentVersionExpiration"] == {"NoncurrentDays": 30}
+    # TLS only, on both buckets
+    for policy in store.find_resources("AWS::S3::BucketPolicy").values():
+        assert any(s["Effect"] == "Deny" and s["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+                   for s in policy["Properties"]["PolicyDocument"]["Statement"])
+
+
+def test_the_pipelines_artifact_store_in_the_stage_region_is_the_replication_bucket(cross_region, cfn_text):
+    _, stacks = cross_region
+    delivery = stacks["Diagnosa-delivery"]
+    props = _pipeline(delivery)
+    assert "ArtifactStore" not in props
+    stores = {s["Region"]: s["ArtifactStore"] for s in props["ArtifactStores"]}
+    assert set(stores) == {"eu-west-1", "us-east-1"}
+    assert stores["us-east-1"]["Location"] == REPLICA_BUCKET
+    # the key by its alias ARN (its id is generated in us-east-1); aliases resolve in the key's (tooling) account
+    assert stores["us-east-1"]["EncryptionKey"]["Type"] == "KMS"
+    assert cfn_text(stores["us-east-1"]["EncryptionKey"]["Id"]) == (
+        "arn:<Ref:AWS::Partition>:kms:us-east-1:111111111111:alias/diagnosa-delivery-replication")
+    [artifacts] = [k for k, v in delivery.find_resources("AWS::S3::Bucket").items()
+                   if "LoggingConfiguration" in v["Properties"]]
+    assert stores["eu-west-1"]["Location"] == {"Ref": artifacts}
+    # prod's actions run in us-east-1, dev's in the pipeline's region
+    stages = {s["Name"]: s for s in props["Stages"]}
+    assert {a.get("Region") for a in stages["prod"]["Actions"] if a["ActionTypeId"]["Provider"] == "CloudFormation"} \
+        == {"us-east-1"}
+    assert {a.get("Region") for a in stages["dev"]["Actions"]} == {None}
+
+
+def test_only_prods_deploy_role_reads_the_replication_store_and_the_pipeline_uses_its_key_by_alias(cross_region,
+                                                                                                 cfn_text):
+    _, stacks = cross_region
+    store = stacks[REPLICATION]
+    [bucket_policy] = [p["Properties"]["PolicyDocument"]["Statement"]
+                       for p in store.find_resources("AWS::S3::BucketPolicy").values()
+                       if any(s.get("Sid") == "DeployRolesReadArtifacts" for s in p["Properties"]["PolicyDocument"][
+                           "Statement"])]
+    allowed = [s for s in bucket_policy if s["Effect"] == "Allow"]
+    assert [(cfn_text(s["Principal"]["AWS"]), s["Action"]) for s in allowed] == [
+        (PROD_DEPLOY_ROLE, ["s3:GetBucket*", "s3:GetObject*", "s3:List*"])]
+    [key] = store.find_resources("AWS::KMS::Key").values()
+    grants = [s for s in key["Properties"]["KeyPolicy"]["Statement"] if s["Action"] != "kms:*"]
+    assert [(cfn_text(s["Principal"]["AWS"]), s["Action"], s["Condition"]) for s in grants] == [
+        (PROD_DEPLOY_ROLE, ["kms:Decrypt", "kms:DescribeKey"],
+         {"StringEquals": {"kms:ViaService": "s3.us-east-1.amazonaws.com"}})]
+    # The pipeline's role: the replication key through its alias only, never KMS on "*" (what CDK's own
+    # support stack needed); the "*" grants stay those of the asset and self-mutation roles
+    delivery = stacks["Diagnosa-delivery"]
+    [pipeline_role] = [k for k, r in delivery.find_resources("AWS::IAM::Role").items()
+                       if "codepipeline.amazonaws.com" in json.dumps(r["Properties"]["AssumeRolePolicyDocument"])]
+    [policy] = [p["Properties"] for p in delivery.find_resources("AWS::IAM::Policy").values()
+                if p["Properties"]["Roles"] == [{"Ref": pipeline_role}]]
+    kms = [s for s in policy["PolicyDocument"]["Statement"] if "kms:" in json.dumps(s["Action"])]
+    assert "*" not in [r for s in kms for r in (s["Resource"] if isinstance(s["Resource"], list) else [s["Resource"]])]
+    [by_alias] = [s for s in kms if "Condition" in s]
+    assert cfn_text(by_alias["Resource"]) == "arn:<Ref:AWS::Partition>:kms:us-east-1:111111111111:key/*"
+    assert by_alias["Condition"] == {"ForAnyValue:StringEquals": {
+        "kms:ResourceAliases": "alias/diagnosa-delivery-replication"}}
+    star = [k for k, p in delivery.find_resources("AWS::IAM::Policy").items()
+            if any(s["Resource"] == "*" for s in p["Properties"]["PolicyDocument"]["Statement"])]
+    assert len(star) == 3 and not [k for k in star if k.startswith("PipelineRole")]
+
+
+def test_the_cross_region_templates_pass_checkov(cross_region):
+    from tools import CHECKOV, need
+
+    from infra.gates import checkov, templates
+
+    need("checkov")
+    cloud, _ = cross_region
+    result = checkov(CHECKOV, templates(cloud.directory))
+    assert result.failed == [], "\n".join(result.failed)
+    assert any(a.startswith("CKV_AWS_18 ArtifactsAccessLogs") and "replication" in a for a in result.acknowledged)
+
+
+def test_a_stages_deploy_role_is_its_accounts_or_without_one_the_pipelines():
+    import aws_cdk as cdk
+
+    from infra.delivery import deploy_role_arn
+
+    app = cdk.App()
+    own = cdk.Stack(app, "Own", env=cdk.Environment(account="210987654321", region="us-east-1"))
+    none = cdk.Stack(app, "None", env=cdk.Environment(region="us-east-1"))
+    assert deploy_role_arn(own, "111111111111", "aws") == \
+        "arn:aws:iam::210987654321:role/cdk-hnb659fds-deploy-role-210987654321-us-east-1"
+    assert deploy_role_arn(none, "111111111111", "aws") == \
+        "arn:aws:iam::111111111111:role/cdk-hnb659fds-deploy-role-111111111111-us-east-1"
 
 def test_a_connection_source_is_accepted():
     config = delivery_from_context(context({
