@@ -13,7 +13,7 @@ import re
 import socket
 import stat
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -195,11 +195,22 @@ def clip_utf8(text: str, limit: int = EXIT_MESSAGE_LIMIT) -> str:
     return data[:limit].decode("utf-8", errors="ignore")
 
 
+REASON_CHARS = 4_000  # characters of a job's failure reason at most, as it writes and logs it
+
+
+def job_reason(message: str, limit: int = REASON_CHARS) -> str:
+    """A job's failure reason as it writes and logs it: each lone surrogate (a path or an argument that is not UTF-8)
+    written as its escape, the whole cut to ``limit`` characters. A reason quotes what it refuses: a 10 MB
+    hyperparameter or argument made a 10 MB failure file and log line, a non-UTF-8 path a crash writing it."""
+    text = message.encode("utf-8", errors="backslashreplace").decode("utf-8")
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
 def write_job_failure(base_dir: str | os.PathLike, message: str) -> None:
-    """A processing job's reason for failing: ``/opt/ml/output/message`` (the service's ExitMessage, the first
-    1 KB, UTF-8; the local executor shows the same file) and ``<base dir>/output/failure`` (the whole reason, for
-    a root run by hand). Best effort, since the job is already failing and its log has the message."""
-    text = message.encode("utf-8", errors="backslashreplace").decode("utf-8")  # lone surrogates (odd file names)
+    """A processing job's reason for failing (:func:`job_reason`): ``/opt/ml/output/message`` (the service's
+    ExitMessage, the first 1 KB, UTF-8; the local executor shows the same file) and ``<base dir>/output/failure``
+    (the whole reason, for a root run by hand). Best effort, since the job is already failing and its log has it."""
+    text = job_reason(message)
     for path, body in ((exit_message_path(base_dir), clip_utf8(text)), (Path(base_dir) / "output" / "failure",
                                                                             text + "\n")):
         try:
@@ -249,6 +260,18 @@ def not_a_file(path: Path) -> str | None:
     """Why the record ``path``, which is there (os.path.lexists), is no regular file one can read a record from: a
     folder, a symlink that loops or leads nowhere, a FIFO (reading it would block); None when it is a file. The
     registry's, executions' and endpoints' readers list such a record as damaged rather than drop it."""
+    return _not_a(path, stat.S_ISREG, "a file")
+
+
+def not_a_folder(path: Path) -> str | None:
+    """Why ``path``, a folder a job reads or writes, cannot be one: a file, a FIFO, a symlink that loops or leads
+    nowhere, a path the system refuses; None when it is a folder or nothing is there (each caller says what then). A
+    training channel that was a FIFO or a looping symlink failed later as "no training data", a model folder that
+    was a file only after the whole training."""
+    return _not_a(path, stat.S_ISDIR, "a folder") if os.path.lexists(path) else None
+
+
+def _not_a(path: Path, wanted: Callable[[int], bool], what: str) -> str | None:
     try:
         mode = path.stat().st_mode
     except OSError as err:
@@ -264,7 +287,9 @@ def not_a_file(path: Path) -> str | None:
         return f"it cannot be read ({err.strerror or err})"
     except ValueError as err:  # a NUL in the path
         return f"it cannot be read ({err})"
-    return None if stat.S_ISREG(mode) else f"it is {not_a_regular_file(mode)}, not a file"
+    if wanted(mode):
+        return None
+    return f"it is {'a file' if stat.S_ISREG(mode) else not_a_regular_file(mode)}, not {what}"
 
 
 def read_json_record(path: Path) -> tuple[Any, str | None]:

@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from diagnosa.files import write_job_failure
+from diagnosa.files import job_reason, write_job_failure
 from diagnosa.lake import DataLake, LakeError
 from diagnosa.logs import configure_logging
 from processing.entry import PROCESSING_ROOT, JobArgumentParser, stops_on_sigterm
@@ -87,7 +87,7 @@ def _monitor(args: argparse.Namespace, base: Path) -> int:
                              settings_from_baseline(baseline, min_feedback=args.min_feedback), feedback_lag=lag)
         paths = write_report(report, out)
     except (WindowError, BaselineError, LakeError, FileExistsError, ValueError, OSError) as err:
-        log.error("monitoring failed: %s", err)
+        log.error("monitoring failed: %s", job_reason(str(err)))
         write_job_failure(base, str(err))
         return 1
     except Exception as err:  # an S3 error (botocore's), a bug: the job's status still needs the reason

@@ -45,7 +45,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from diagnosa.files import write_job_failure
+from diagnosa.files import job_reason, write_job_failure
 from diagnosa.logs import configure_logging
 from processing.entry import PROCESSING_ROOT, JobArgumentParser, stops_on_sigterm
 
@@ -124,7 +124,7 @@ def _fold(args: argparse.Namespace, base: Path) -> int:
 
 def _failed(base: Path, message: str, *, logged: bool = False) -> int:
     if not logged:
-        log.error("feedback folding failed: %s", message)
+        log.error("feedback folding failed: %s", job_reason(message))
     write_job_failure(base, message)
     return 1
 

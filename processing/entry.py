@@ -9,13 +9,26 @@ import shutil
 import signal
 import sys
 import threading
+from collections import Counter
 from pathlib import Path
 from types import FrameType
 from typing import Any, Iterable, Iterator, NoReturn, Sequence
 
-from diagnosa.files import write_job_failure
+from diagnosa.data.validate import shown
+from diagnosa.files import job_reason, write_job_failure
+from diagnosa.text import some_of
 
 PROCESSING_ROOT = "/opt/ml/processing"
+
+
+def host_names_problem(hosts: Any) -> str | None:
+    """What is wrong with a job's list of host names (a processing job's resourceconfig.json ``hosts``, a training
+    job's ``SM_HOSTS``), None when nothing: it must list at least one name, each once. A host named twice is a worker
+    that never joins (every xgboost host waited for it until the timeout) or a shard nobody transforms."""
+    if not isinstance(hosts, list) or not hosts or not all(isinstance(host, str) and host for host in hosts):
+        return f"it must list at least one host name, got {shown(hosts)}"
+    twice = [host for host, count in Counter(hosts).items() if count > 1]
+    return f"it names {some_of(map(repr, twice))} more than once" if twice else None
 
 
 class JobArgumentParser(argparse.ArgumentParser):
@@ -30,8 +43,13 @@ class JobArgumentParser(argparse.ArgumentParser):
         return super().parse_known_args(args, namespace)
 
     def error(self, message: str) -> NoReturn:
+        message = job_reason(message)  # it quotes the argument, which may be megabytes long or not UTF-8
         base = _base_dir(self._argv or [])
-        if Path(base).is_dir():  # the container's root (never created here: a mistyped --base-dir stays absent)
+        try:
+            is_root = Path(base).is_dir()
+        except (OSError, ValueError):  # a --base-dir too long for the system or holding a NUL
+            is_root = False
+        if is_root:  # the container's root (never created here: a mistyped --base-dir stays absent)
             write_job_failure(base, f"{self.prog}: error: {message}")
         super().error(message)
 

@@ -25,10 +25,11 @@ import numpy as np
 import pandas as pd
 
 from diagnosa.data.schema import BUILTIN_SLICE, Schema, seen_slice, unseen_slice
-from diagnosa.files import write_job_failure, write_text_atomic
+from diagnosa.files import job_reason, write_job_failure, write_text_atomic
 from diagnosa.labels import ascii_words
 from diagnosa.logs import configure_logging
 from diagnosa.model import DiagnosaModel, ModelLoadError, apply_calibration, unpack_model
+from diagnosa.text import some_of
 from processing.calibration import honest_section
 from processing.entry import job_parser, stops_on_sigterm
 from processing.metrics import evaluate, recall_gate, slice_scores, write_report
@@ -125,13 +126,26 @@ def _thresholds(text: str) -> dict[str, float]:
         value = json.loads(text)
     except json.JSONDecodeError as err:
         raise argparse.ArgumentTypeError(f"--thresholds must be a JSON object: {err.msg}") from None
+    except ValueError:  # an integer of over 4,300 digits
+        raise argparse.ArgumentTypeError("--thresholds must be a JSON object: it holds a number with too many "
+                                         "digits (over 4,300)") from None
+    except RecursionError:  # valid nesting deeper than Python's recursion limit ([[[[...]]]]): was a traceback
+        raise argparse.ArgumentTypeError("--thresholds must be a JSON object: it is nested too deeply") from None
     if not isinstance(value, dict) or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
                                               for v in value.values()):
         raise argparse.ArgumentTypeError('--thresholds must map labels to numbers, e.g. {"NO ENFERMO": 0.8}')
-    bad = [f"{k}: {v}" for k, v in value.items() if not _is_share(float(v))]
+    bad = [f"{k}: {v}" for k, v in value.items() if not _is_share(_number(v))]
     if bad:
-        raise argparse.ArgumentTypeError(f"--thresholds must be numbers in [0, 1], got {', '.join(bad)}")
+        raise argparse.ArgumentTypeError(f"--thresholds must be numbers in [0, 1], got {some_of(bad)}")
     return {str(k): float(v) for k, v in value.items()}
+
+
+def _number(value: int | float) -> float:
+    """``value`` as a float; inf for an integer too large for one (float() raised OverflowError: a traceback)."""
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf
 
 
 def _share(flag: str) -> Callable[[str], float]:
@@ -288,7 +302,7 @@ def _evaluate(args: argparse.Namespace, base: Path, out_eval: Path, out_report: 
     except Exception as err:  # noqa: BLE001  (the job's failure reason must say what was wrong, whatever it was)
         known = isinstance(err, (ValueError, ModelLoadError))  # SplitError too: messages written to be read
         message = str(err) if known else f"{type(err).__name__}: {err}"
-        log.error("evaluation failed: %s", message, exc_info=not known)
+        log.error("evaluation failed: %s", job_reason(message), exc_info=not known)
         write_job_failure(base, message)
         return 1
 

@@ -54,10 +54,10 @@ import scipy.sparse as sp
 
 from diagnosa.data.ingest import curated_prefix
 from diagnosa.data.schema import LIST_TYPES, MISSING_INDICATORS, UNLEARNED_TYPES, Schema
-from diagnosa.files import write_job_failure
+from diagnosa.files import job_reason, not_a_file, read_json_record, write_job_failure
 from diagnosa.logs import configure_logging
 from diagnosa.text import some_of
-from processing.entry import job_parser, stops_on_sigterm
+from processing.entry import host_names_problem, job_parser, stops_on_sigterm
 from processing.features import REDUCTIONS, FeatureParams, as_float32, binary_columns, build_feature_pipeline
 from processing.resample import JOINT_METHODS, METHODS, Resampled, balanced_class_weights, resample, row_weights
 from processing.sparse import is_sparse
@@ -345,15 +345,23 @@ def read_manifest(folder: Path) -> dict[str, Any]:
     version's parts (``data_keys``, or a single ``data_key``), its ``dataset`` and ``version``. ValueError (or
     FileNotFoundError) naming what is wrong."""
     path = folder / MANIFEST_FILE
-    if not path.is_file():
+    if not os.path.lexists(path):
         raise FileNotFoundError(f"input {path} does not exist (a curated version holds its manifest.json)")
     where = f"input {path}"
+    problem = not_a_file(path)  # a folder, a FIFO (reading it hung the job) or a symlink that loops: "does not exist"
+    if problem:
+        raise ValueError(f"{where} cannot be read: {problem}")
     try:
         manifest = json.loads(path.read_bytes().decode("utf-8"))
     except UnicodeDecodeError as err:
         raise ValueError(f"{where} is not UTF-8 text (byte {err.object[err.start]:#04x} at offset {err.start})") from None
     except json.JSONDecodeError as err:
         raise ValueError(f"{where} is not JSON: {err.msg} at line {err.lineno} column {err.colno}") from None
+    except ValueError:  # an integer of over 4,300 digits
+        raise ValueError(f"{where} is not JSON this job reads: it holds a number with too many digits (over 4,300)") \
+            from None
+    except RecursionError:  # valid nesting deeper than Python's recursion limit: was "RecursionError: ..." unnamed
+        raise ValueError(f"{where} is not JSON this job reads: it is nested too deeply") from None
     if not isinstance(manifest, dict):
         raise ValueError(f"{where} must be a JSON object (the ingest's manifest), got {type(manifest).__name__}")
     if not isinstance(manifest.get("schema"), dict):
@@ -692,12 +700,23 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def instance_count(base: Path) -> int:
-    """Hosts of this processing job, from the service's /opt/ml/config/resourceconfig.json (1 when run by hand)."""
+    """Hosts of this processing job, from the service's /opt/ml/config/resourceconfig.json (1 when run by hand: no
+    such file). A file there that is damaged, names no hosts or one host twice fails the job, named: the transform
+    shards by this count, and a damaged one was a traceback or a count of hosts that are not there."""
     path = base.parent / "config" / "resourceconfig.json"
-    if not path.is_file():
+    if not os.path.lexists(path):
         return 1
-    hosts = json.loads(path.read_text(encoding="utf-8")).get("hosts") or []
-    return max(1, len(hosts))
+    config, problem = read_json_record(path)
+    hosts: Any = []
+    if problem is None and not isinstance(config, dict):
+        problem = f"a JSON object is expected, got {type(config).__name__}"
+    elif problem is None:
+        hosts = config.get("hosts")
+        problem = host_names_problem(hosts)
+        problem = f"'hosts': {problem}" if problem else None
+    if problem:
+        raise ValueError(f"the job's resource config {path}: {problem}")
+    return len(hosts)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -740,7 +759,7 @@ def _preprocess(args: argparse.Namespace, base: Path) -> int:
         return 0
     except Exception as err:  # noqa: BLE001  (the job's failure reason must say what was wrong, whatever it was)
         message = str(err) if isinstance(err, ValueError) else f"{type(err).__name__}: {err}"
-        log.error("preprocessing failed: %s", message, exc_info=not isinstance(err, ValueError))
+        log.error("preprocessing failed: %s", job_reason(message), exc_info=not isinstance(err, ValueError))
         write_job_failure(base, message)
         return 1
 

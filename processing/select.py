@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from diagnosa.files import atomic_path, write_job_failure, write_text_atomic
+from diagnosa.files import atomic_path, job_reason, write_job_failure, write_text_atomic
 from diagnosa.logs import configure_logging
 from diagnosa.model import (  # the limits a model.tar.gz is held to live there (checked_members)
     METADATA_FILE,
@@ -406,7 +406,7 @@ def main(argv: list[str] | None = None) -> int:
             run(args.base_dir, args.ensemble)
         except Exception as err:  # noqa: BLE001  (the job log must say what was wrong)
             message = str(err) if isinstance(err, ValueError) else f"{type(err).__name__}: {err}"
-            logger.error("champion selection failed: %s", message, exc_info=not isinstance(err, ValueError))
+            logger.error("champion selection failed: %s", job_reason(message), exc_info=not isinstance(err, ValueError))
             write_job_failure(args.base_dir, message)
             return 1
     return 0

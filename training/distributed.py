@@ -27,6 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from diagnosa.data.validate import shown
+from processing.entry import host_names_problem
 from processing.trainset import Rows
 
 logger = logging.getLogger(__name__)
@@ -68,15 +70,17 @@ def cluster_from_env(environ: Mapping[str, str] | None = None) -> Cluster:
     current = environ.get("SM_CURRENT_HOST")
     if raw is None and current is None:
         return Cluster(("algo-1",), "algo-1")
+    hosts: Any  # a list of distinct names once host_names_problem passes it
     try:
         hosts = json.loads(raw) if raw is not None else [current]
-    except ValueError:
-        raise ValueError(f"SM_HOSTS is not a JSON list of host names: {raw!r}") from None
-    if not isinstance(hosts, list) or not hosts or not all(isinstance(h, str) and h for h in hosts):
-        raise ValueError(f"SM_HOSTS must list at least one host name, got {raw!r}")
+    except (ValueError, RecursionError):  # nested deeper than Python's recursion limit: was a RecursionError
+        raise ValueError(f"SM_HOSTS is not a JSON list of host names: {shown(raw)}") from None
+    problem = host_names_problem(hosts)
+    if problem:
+        raise ValueError(f"SM_HOSTS: {problem}")
     current = current or hosts[0]
     if current not in hosts:
-        raise ValueError(f"SM_CURRENT_HOST {current!r} is not one of SM_HOSTS {hosts}")
+        raise ValueError(f"SM_CURRENT_HOST {shown(current)} is not one of SM_HOSTS {shown(hosts)}")
     return Cluster(tuple(sorted(hosts)), current)
 
 

@@ -28,7 +28,16 @@ from sklearn.pipeline import Pipeline
 from sklearn.utils.class_weight import compute_sample_weight
 
 from diagnosa.data.schema import Schema
-from diagnosa.files import atomic_path, write_text_atomic
+from diagnosa.data.validate import shown
+from diagnosa.files import (
+    FileProblem,
+    atomic_path,
+    job_reason,
+    not_a_folder,
+    read_file_bounded,
+    read_json_record,
+    write_text_atomic,
+)
 from diagnosa.logs import configure_logging
 from diagnosa.model import METADATA_FILE, OOF_FILE, DiagnosaModel, identity_version
 from diagnosa.serving_code import write_serving_code
@@ -75,6 +84,9 @@ FAILURE_FILE = "failure"
 SERVING_CODE_DIR = "code"  # the model's serving code and pins (model.tar.gz/code/, SageMaker's layout)
 NAN_TOLERANT = ("xgboost", "gradient_boosting")  # families that treat NaN as "missing" natively
 RESERVED_PREFIX = "sagemaker_"  # keys SageMaker script mode adds (sagemaker_program, ...); not ours
+# Bytes of hyperparameters.json read at most: SageMaker takes 100 hyperparameters of 256-character names and
+# 2,500-character values (CreateTrainingJob), well under this; a larger file is no job's.
+HYPERPARAMETERS_LIMIT = 1 << 20
 
 
 class TrainResult(NamedTuple):
@@ -221,26 +233,64 @@ def read_hyperparameters(argv: Sequence[str] | None = None,
     environ = os.environ if environ is None else environ
     if environ.get("SM_HPS"):
         source = "SM_HPS"
-        try:
-            raw = json.loads(environ["SM_HPS"])
-        except ValueError as err:
-            raise ValueError(f"SM_HPS is not valid JSON: {err}") from None
+        raw = _json_of(environ["SM_HPS"], source)
     else:
-        path = Path(environ.get("SM_INPUT_DIR", "/opt/ml/input")) / "config" / "hyperparameters.json"
+        path = Path(env_path(environ, "SM_INPUT_DIR", "/opt/ml/input")) / "config" / "hyperparameters.json"
         source = str(path)
-        if path.is_file():
+        if os.path.lexists(path):
+            # A folder, a FIFO (reading it would block) or a looping symlink there was "no hyperparameters file",
+            # and the job failed for a 'family' it was given.
             try:
-                raw = json.loads(path.read_text(encoding="utf-8"))
-            except ValueError as err:
+                data = read_file_bounded(path, HYPERPARAMETERS_LIMIT, "hyperparameters file")
+            except FileProblem as err:
+                raise ValueError(str(err)) from None
+            try:
+                text = data.decode("utf-8")
+            except UnicodeDecodeError as err:
                 raise ValueError(f"{path} is not valid JSON: {err}") from None
+            raw = _json_of(text, str(path))
         else:
             source, raw = "no hyperparameters file", {}
     if not isinstance(raw, dict):
         raise ValueError(f"hyperparameters from {source} must be a JSON object, got {type(raw).__name__}")
-    hps = {str(k): decode_transported(v) for k, v in raw.items() if not str(k).startswith(RESERVED_PREFIX)}
-    cli = {k: decode_transported(v) for k, v in parse_cli(argv or []).items()}
+    try:
+        hps = {str(k): decode_transported(v) for k, v in raw.items() if not str(k).startswith(RESERVED_PREFIX)}
+        cli = {k: decode_transported(v) for k, v in parse_cli(argv or []).items()}
+    except RecursionError:  # a value holding JSON nested deeper than Python's recursion limit
+        raise ValueError(f"a hyperparameter from {source} or the command line holds JSON nested too deeply") from None
     logger.info("hyperparameters: %d from %s, %d from the command line", len(hps), source, len(cli))
     return {**hps, **cli}
+
+
+def _json_of(text: str, source: str) -> Any:
+    """``text`` parsed as JSON; ValueError naming ``source`` when it is not JSON this job reads."""
+    try:
+        return json.loads(text)
+    except ValueError as err:  # JSONDecodeError, or an integer of over 4,300 digits
+        raise ValueError(f"{source} is not valid JSON: {err}") from None
+    except RecursionError:  # valid nesting deeper than Python's recursion limit: was "RecursionError: ...", unnamed
+        raise ValueError(f"{source} is not valid JSON: nested too deeply") from None
+
+
+def env_path(environ: Mapping[str, str], name: str, default: str | os.PathLike) -> Path:
+    """The path the variable ``name`` gives (``default`` when it is not set). Set but empty, it is refused: an empty
+    path is the current folder, where an empty SM_MODEL_DIR had the model written, and the job succeed."""
+    value = environ.get(name)
+    if value is None:
+        return Path(default)
+    if not value.strip():
+        raise ValueError(f"{name} is set but empty: it must name a folder (unset, it is {default})")
+    return Path(value)
+
+
+def check_folders(folders: Mapping[str, Path]) -> None:
+    """Refuse, before any work, a folder the job reads or writes that cannot be one (``folders``: the variable or
+    channel that names it -> its path): a channel that was a FIFO or a looping symlink failed later as "not found"
+    or "no training data", a model dir that was a file only after the whole training, as FileExistsError."""
+    for name, path in folders.items():
+        problem = not_a_folder(path)
+        if problem:
+            raise ValueError(f"{name} {path}: {problem}")
 
 
 def _sha256(path: Path) -> str:
@@ -258,10 +308,11 @@ def load_transformer(transformer_dir: str | os.PathLike) -> tuple[Any, dict[str,
     for path in (record_path, transformer_path):
         if not path.is_file():
             raise ValueError(f"transformer channel: {path.name} not found in {folder}")
-    try:
-        record = json.loads(record_path.read_text(encoding="utf-8"))
-    except ValueError as err:
-        raise ValueError(f"transformer channel: {PREPROCESS_FILE} is not valid JSON: {err}") from None
+    record, problem = read_json_record(record_path)  # nested too deeply was a RecursionError, unnamed
+    if problem:
+        raise ValueError(f"transformer channel: {PREPROCESS_FILE} cannot be read: {problem}")
+    if not isinstance(record, dict):
+        raise ValueError(f"transformer channel: {PREPROCESS_FILE} must be a JSON object, got {type(record).__name__}")
     missing = [key for key in ("labels", "schema") if key not in record]
     if missing:
         raise ValueError(f"transformer channel: {PREPROCESS_FILE} lacks {', '.join(missing)}")
@@ -271,7 +322,11 @@ def load_transformer(transformer_dir: str | os.PathLike) -> tuple[Any, dict[str,
     schema = Schema.from_dict(record["schema"])
     if list(schema.labels) != labels:
         raise ValueError(f"transformer channel: labels {labels} differ from the schema's {list(schema.labels)}")
-    transformer = joblib.load(transformer_path)
+    try:
+        transformer = joblib.load(transformer_path)
+    except Exception as err:  # noqa: BLE001  (a damaged file raises whatever unpickling met: the message names it)
+        raise ValueError(f"transformer channel: {TRANSFORMER_FILE} cannot be loaded: {type(err).__name__}: "
+                         f"{err}") from None
     if not hasattr(transformer, "transform"):
         raise ValueError(f"transformer channel: {TRANSFORMER_FILE} holds a {type(transformer).__name__}, "
                          "not a fitted transformer")
@@ -807,11 +862,12 @@ def _move_files_into(staging: Path, model_dir: Path) -> None:
 
 
 def _write_failure(output_dir: Path, message: str) -> None:
+    """The reason, bounded (``processing.entry.reason``: a non-UTF-8 path in it crashed the write and left the
+    failure file empty; a 10 MB hyperparameter made a 10 MB one), where the service reads it."""
     try:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        (output_dir / FAILURE_FILE).write_text(message + "\n", encoding="utf-8")
+        write_text_atomic(output_dir / FAILURE_FILE, job_reason(message) + "\n")
     except OSError as err:
-        logger.error("could not write %s: %s", output_dir / FAILURE_FILE, err)
+        logger.error("could not write %s: %s", job_reason(str(output_dir / FAILURE_FILE)), job_reason(str(err)))
 
 
 def _configure_logging() -> None:
@@ -828,8 +884,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     _configure_logging()
     env = os.environ
-    output_dir = Path(env.get("SM_OUTPUT_DIR", "/opt/ml/output"))
     started = time.perf_counter()
+    try:
+        output_dir = env_path(env, "SM_OUTPUT_DIR", "/opt/ml/output")
+    except ValueError as err:  # nowhere to write the reason: the current folder is no job's output folder
+        logger.error("training failed: %s (so the reason is not written)", err)
+        return 1
     try:
         hps = read_hyperparameters(argv, env)
         if "family" not in hps:
@@ -840,19 +900,24 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise ValueError("hyperparameter 'family' is empty or null (the training toolkit passes a JSON null "
                              f"as an empty string); expected one of: {', '.join(FAMILIES)}")
         if not isinstance(family, str):
-            raise ValueError(f"hyperparameter 'family' must be a string, got {family!r}")
+            raise ValueError(f"hyperparameter 'family' must be a string, got {shown(family)}")
+        if family not in FAMILIES:  # before it is logged (a lone surrogate made a logging error) or any work
+            raise ValueError(f"unknown model family {shown(family)} (expected one of: {', '.join(FAMILIES)})")
         seed = check_seed(hps.pop("seed", 0))
         settings = SearchSettings.pop_from(hps)
-        inputs = Path(env.get("SM_INPUT_DIR", "/opt/ml/input")) / "data"
-        channels = {name: Path(env.get(f"SM_CHANNEL_{name.upper()}", inputs / name))
+        inputs = env_path(env, "SM_INPUT_DIR", "/opt/ml/input") / "data"
+        channels = {name: env_path(env, f"SM_CHANNEL_{name.upper()}", inputs / name)
                     for name in ("train", "validation", "transformer")}
-        model_dir = Path(env.get("SM_MODEL_DIR", "/opt/ml/model"))
-        data_dir = Path(env.get("SM_OUTPUT_DATA_DIR", output_dir / "data"))
+        model_dir = env_path(env, "SM_MODEL_DIR", "/opt/ml/model")
+        data_dir = env_path(env, "SM_OUTPUT_DATA_DIR", output_dir / "data")
+        check_folders({**{f"{name} channel": path for name, path in channels.items()}, "SM_MODEL_DIR": model_dir,
+                       "SM_OUTPUT_DATA_DIR": data_dir, "SM_OUTPUT_DIR": output_dir})
         cluster = cluster_from_env(env)
         if cluster.size > 1 and family != "xgboost":  # every host refuses alike, before any of them waits for another
             raise ValueError(f"family {family} trains on one instance; only xgboost trains across {cluster.size}")
-        logger.info("family %s, seed %d, hyperparameters %s, host %s of %d", family, seed, hps, cluster.current,
-                    cluster.size)
+        # The hyperparameters as given, bounded: 100,000 unknown names made a 2 MB log line (the error names them).
+        logger.info("family %s, seed %d, hyperparameters %s, host %s of %d", family, seed, shown(hps, 2_000),
+                    cluster.current, cluster.size)
 
         with collective(cluster):
             result = train(channels["train"], channels["validation"], channels["transformer"], family, hps, seed,
@@ -877,7 +942,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         logger.info("phase write: %.2f s", time.perf_counter() - started_write)
     except Exception as err:  # noqa: BLE001  (the container must always leave a readable reason)
         message = str(err) if isinstance(err, ValueError) else f"{type(err).__name__}: {err}"
-        logger.error("training failed: %s", message, exc_info=not isinstance(err, ValueError))
+        logger.error("training failed: %s", job_reason(message), exc_info=not isinstance(err, ValueError))
         _write_failure(output_dir, message)
         return 1
     summary = result.model.metadata["validation"]
