@@ -41,10 +41,11 @@ from diagnosa.commands.common import (
     workspace,
     workspace_hint,
 )
-from diagnosa.data.validate import clip
+from diagnosa.data.validate import clip, shown
 from diagnosa.lake import DataLake, LakeError, bucket_name_problem
 from diagnosa.logs import interrupted
 from diagnosa.services import LOCAL_BUCKET, EndpointBusy, PortTaken, ServiceError
+from diagnosa.text import ITEM_CHARS
 from inference.limits import INVOKE_TIMEOUT
 
 MAX_TOP_K = 1_000  # --top-k's bound here; the endpoint holds it to the model's labels
@@ -58,7 +59,7 @@ def _fraction(what: str):
             raise argparse.ArgumentTypeError(f"{what} must be a number, got {text!r}") from None
         if not 0.0 <= value < 1.0:
             raise argparse.ArgumentTypeError(f"{what} must be in [0, 1), got {value}")
-        return value
+        return value + 0.0  # -0.0 is 0.0 (it was recorded as -0.0 in the batch's card)
     return parse
 
 
@@ -88,8 +89,10 @@ def cmd_data_generate(args: argparse.Namespace) -> int:
         check_batch_name(args.batch)  # as ingest checks it: it names raw files, written once
     if args.drift_strength is not None and not args.drift:
         raise UsageError("--drift-strength goes with --drift (it generated the plain cohort without a word)")
-    if args.card and Path(args.card).is_dir():  # checked before the raw batch is written, not after
-        raise UsageError(f"--card {args.card} is a directory: give the path of the Markdown file to write")
+    if args.card:  # checked before the raw batch is written (minutes of generating), not after
+        problem = _card_problem(args.card)
+        if problem:
+            raise UsageError(problem)
     strength = 1.0 if args.drift_strength is None else args.drift_strength
     healthy = CohortConfig.healthy_fraction
     if args.orphan_fraction + healthy >= 1:  # within the flag's own range, and no room left for common diseases
@@ -102,9 +105,14 @@ def cmd_data_generate(args: argparse.Namespace) -> int:
     # A drifted batch (for showing the monitoring loop, docs/operations.md) is the cohort with one scenario applied.
     batch = args.batch or (f"{config.batch}-drift-{args.drift}" if args.drift else config.batch)
     records_key, labs_key = raw_keys(batch)
-    if lake.exists(records_key) and not args.card:
-        print(f"raw batch {batch} already in {lake.uri}: nothing to do (raw data is write-once)")
-        return 0
+    if lake.exists(records_key):
+        differs = _generated_otherwise(lake, batch, config, args.drift, strength)
+        if differs:  # it said "nothing to do", and the cohort asked for was never made
+            raise UsageError(f"raw batch {batch} already in {lake.uri} was generated with {differs}: raw data is "
+                             "write-once; give this cohort another name with --batch NAME")
+        if not args.card:
+            print(f"raw batch {batch} already in {lake.uri}: nothing to do (raw data is write-once)")
+            return 0
     with Board.for_terminal(f"data generate {batch}", quiet=args.quiet) as board:
         board.phase("loading the phenotype ontology")
         ontology = load_ontology()
@@ -128,7 +136,9 @@ def cmd_data_generate(args: argparse.Namespace) -> int:
             card = render_card(summary, orphans)
             lake.put_bytes_once(f"raw/cohort_cards/{batch}.md", card.encode("utf-8"))
             if args.card:
-                Path(args.card).write_text(card, encoding="utf-8")
+                from diagnosa.files import write_text_atomic
+
+                write_text_atomic(args.card, card)  # whole or not at all
     if args.drift:
         assert cohort.drift is not None, "apply_drift records the scenario and what it changed"
         print(f"generated drifted batch {batch} ({args.drift}: {cohort.drift['description']}): "
@@ -141,6 +151,56 @@ def cmd_data_generate(args: argparse.Namespace) -> int:
             print(f"  {label}: {count:,}")
     print(f"  → {lake.url(records_key)}\n  → {lake.url(labs_key)}")
     return 0
+
+
+def _card_problem(card: str) -> str | None:
+    """Why the data card cannot be written to ``card`` (a folder, a device, a folder that is not there or not
+    writable), or None. Found after the batch was generated, it was a bare "No such file or directory" or
+    "Permission denied" with exit status 1; a device (/dev/null) took the card, and the command said it wrote it (the
+    card is now written beside its path and renamed into place, which would replace the device)."""
+    from diagnosa.files import not_a_file
+
+    path, named = Path(card), clip(card, ITEM_CHARS)
+    try:
+        path.lstat()
+        there = True
+    except (FileNotFoundError, NotADirectoryError):
+        there = False
+    except (OSError, ValueError) as err:  # a name too long, a NUL in the path
+        return f"--card {named}: {getattr(err, 'strerror', None) or err}"
+    problem = not_a_file(path) if there else None
+    if problem:
+        return f"--card {named}: {problem}: give the path of the Markdown file to write"
+    folder = path.parent
+    if not folder.is_dir():
+        return f"--card {named}: its folder {clip(str(folder), ITEM_CHARS)} does not exist"
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return f"--card {named}: its folder {clip(str(folder), ITEM_CHARS)} is not writable"
+    return None
+
+
+def _generated_otherwise(lake: DataLake, batch: str, config: Any, drift: str | None, strength: float) -> str | None:
+    """What the raw batch ``batch``, already in the lake, was generated with that this command asks otherwise (its
+    card, raw/cohort_cards/<batch>.json, says), as flags; None when nothing differs or no card says."""
+    try:
+        summary = json.loads(lake.get_bytes(f"raw/cohort_cards/{batch}.json"))
+    except (LakeError, ValueError, OSError):
+        return None
+    made = summary.get("config") if isinstance(summary, dict) else None
+    if not isinstance(made, dict):
+        return None
+    differs = [f"--{name.replace('_', '-')} {made[name]!s}" for name in ("patients", "seed", "orphan_fraction",
+                                                                         "defect_rate")
+               if name in made and made[name] != getattr(config, name)]
+    recorded = summary.get("drift")
+    if isinstance(recorded, dict) != bool(drift):
+        differs.append(f"--drift {recorded.get('scenario')}" if isinstance(recorded, dict) else "no --drift")
+    elif isinstance(recorded, dict):
+        for flag, value, asked in (("--drift", recorded.get("scenario"), drift),
+                                   ("--drift-strength", recorded.get("strength"), strength)):
+            if value != asked:
+                differs.append(f"{flag} {value!s}")
+    return ", ".join(clip(d, ITEM_CHARS) for d in differs) or None
 
 
 def cmd_data_ingest(args: argparse.Namespace) -> int:
@@ -237,7 +297,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         endpoint.start()
     except OSError as err:
-        raise UsageError(f"cannot listen on {args.host}:{args.port}: {err.strerror or err}") from None
+        import errno
+
+        taken = (": another process listens there; choose another --port (0: any free one)"
+                 if err.errno == errno.EADDRINUSE else "")
+        raise UsageError(f"cannot listen on {clip(args.host, 260)}:{args.port}: {err.strerror or err}{taken}") from None
     try:  # a model that cannot load is a failed start, not a server answering /ping 500 forever
         endpoint.wait_until_ready(MODEL_LOAD_TIMEOUT)
     except (RuntimeError, TimeoutError) as err:
@@ -602,7 +666,20 @@ def _pipeline_name(args: argparse.Namespace) -> str:
     from diagnosa.data.schema import resource_name
 
     dataset = _dataset_name(args)
+    if args.name is not None:  # start, status and list sent it as given: a newline in it forged a line of AWS's error
+        sagemaker_name_problem = _resource_name_problem(args.name)
+        if sagemaker_name_problem:
+            raise UsageError(f"--name {sagemaker_name_problem}")
     return args.name or resource_name(dataset)
+
+
+def _resource_name_problem(name: str) -> str | None:
+    """Why ``name`` is no pipeline name `pipeline upsert` would create (a SageMaker name), or None."""
+    from diagnosa.data.schema import RESOURCE_NAME
+
+    if RESOURCE_NAME.fullmatch(name):
+        return None
+    return f"{shown(name, 80)} is not a SageMaker name (ASCII letters, digits and inner '-', at most 63)"
 
 
 def _dataset_name(args: argparse.Namespace) -> str:
@@ -647,10 +724,18 @@ def _region(args: argparse.Namespace) -> str | None:
     return resolve_region(getattr(args, "region", None))
 
 
+# botocore's own check of a region's name (botocore.utils.validate_region_name): it refused one with exit status 1, as
+# if AWS had said no, quoting the whole name (128 KiB of it).
+REGION_NAME = re.compile(r"[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?", re.ASCII)
+
+
 def _required_region(args: argparse.Namespace) -> str:
     region = _region(args)
     if not region:
         raise UsageError("give an AWS region with --region (or AWS_REGION)")
+    if not REGION_NAME.fullmatch(region):
+        source = "--region" if getattr(args, "region", None) else "AWS_REGION or AWS_DEFAULT_REGION"
+        raise UsageError(f"AWS region {shown(region, 80)} ({source}) is not a region's name: e.g. eu-west-1")
     return region
 
 
@@ -696,7 +781,7 @@ ROLE_ARN = re.compile(r"arn:aws(-[a-z]+)*:iam::[0-9]{12}:role/([\x21-\x7e]{1,510
 def _role_arn(args: argparse.Namespace) -> str | None:
     role = getattr(args, "role_arn", None)
     if role is not None and not ROLE_ARN.fullmatch(role):
-        raise UsageError(f"--role-arn {role!r} is not an IAM role ARN (arn:aws:iam::<12-digit account>:role/<name>): "
+        raise UsageError(f"--role-arn {shown(role, 120)} is not an IAM role ARN (arn:aws:iam::<12-digit account>:role/<name>): "
                          "the pipeline's execution role, e.g. the stack output PipelineRoleArn")
     return role
 
@@ -755,15 +840,90 @@ def _start_deployed(args: argparse.Namespace) -> int:
                          "another with --name)") from None
     named = _dataset_name(args) if (getattr(args, "dataset", None) or getattr(args, "dataset_config", None)) else None
     lake = DataLake.from_uri(f"s3://{bucket}", s3_client=aws_client("s3", region))
+    text = described.get("PipelineDefinition") if isinstance(described, dict) else None
+    try:  # what SageMaker holds is read as JSON text; anything else was a traceback (KeyError, JSONDecodeError)
+        definition = json.loads(text) if isinstance(text, str) else None
+    except (ValueError, RecursionError):
+        definition = None
+    if not isinstance(definition, dict):
+        raise Unavailable(f"AWS answered DescribePipeline for {name} without a readable PipelineDefinition (a JSON "
+                          f"object): got {_answered(text)}")
     try:
-        overrides = plan_aws_start(json.loads(described["PipelineDefinition"]), raw, lake, bucket,
-                                   dataset=named)
+        overrides = plan_aws_start(definition, raw, lake, bucket, dataset=named)
     except ServiceError as err:
         raise UsageError(f"pipeline {name}: {err}") from None
     execution = client.start_pipeline_execution(
         PipelineName=name, PipelineParameters=[{"Name": k, "Value": str(v)} for k, v in overrides.items()])
-    print(f"{execution['PipelineExecutionArn']}  (InputDataUri={overrides['InputDataUri']})")
+    arn = execution.get("PipelineExecutionArn") if isinstance(execution, dict) else None
+    print(f"{_answered(arn)}  (InputDataUri={_answered(overrides['InputDataUri'])})")
     return 0
+
+
+LISTED_EXECUTIONS = 100  # executions `pipeline list` shows, newest first (one ListPipelineExecutions page at most)
+REASON_CHARS = 1_300  # of a FailureReason shown (SageMaker's own limit on the field)
+
+
+def _answered(value: Any, limit: int = ITEM_CHARS) -> str:
+    """A field of an AWS answer (text others wrote: a FailureReason quotes a job's output) as printed: one line, each
+    control or format character and lone surrogate escaped (printable_line), at most ``limit`` characters; a value of
+    another kind than text said as its repr, bounded (:func:`shown`), a time or number as itself."""
+    from datetime import datetime
+
+    from inference.limits import printable_line
+
+    if value is None or isinstance(value, (datetime, int, float)):
+        return str(value)
+    if not isinstance(value, str):
+        return shown(value, limit)
+    return clip(printable_line(value[:limit + 1]), limit)
+
+
+def _answer_list(answer: Any, key: str, operation: str) -> list[dict[str, Any]]:
+    """``answer[key]``, a list of objects, as an AWS answer to ``operation`` holds it; Unavailable when it does not
+    (a missing key or a None where a list goes was a traceback)."""
+    items = answer.get(key) if isinstance(answer, dict) else None
+    if not isinstance(items, list) or not all(isinstance(item, dict) for item in items[:LISTED_EXECUTIONS + 1]):
+        raise Unavailable(f"AWS answered {operation} without a list of {key}: got "
+                          f"{_answered(items if isinstance(answer, dict) else answer)}")
+    return items
+
+
+def _execution_status(client: Any, arn: str) -> list[str]:
+    """`pipeline status`: the execution's line (ARN, status, creation time) and, when it failed, SageMaker's reason."""
+    described = client.describe_pipeline_execution(PipelineExecutionArn=arn)
+    if not isinstance(described, dict):
+        raise Unavailable(f"AWS answered DescribePipelineExecution for {_answered(arn)} with {_answered(described)}, "
+                          "not an object")
+    lines = [f"{_answered(arn)}  {_answered(described.get('PipelineExecutionStatus', '?'))}  "
+             f"started {_answered(described.get('CreationTime'))}"]
+    reason = described.get("FailureReason")
+    if reason:
+        lines.append(f"  reason: {_answered(reason, REASON_CHARS)}")
+    return lines
+
+
+def _execution_lines(client: Any, name: str, command: str, given: str | None) -> list[str]:
+    """What `pipeline status` (the latest or ``given`` execution) and `pipeline list` (the newest LISTED_EXECUTIONS,
+    from ListPipelineExecutions' own summaries: no call per execution) print, every field of AWS's answers bounded and
+    on its line."""
+    if given is not None:
+        return _execution_status(client, given)
+    answer = client.list_pipeline_executions(PipelineName=name, SortBy="CreationTime", SortOrder="Descending",
+                                             MaxResults=1 if command == "status" else LISTED_EXECUTIONS)
+    summaries = _answer_list(answer, "PipelineExecutionSummaries", "ListPipelineExecutions")
+    if command == "status":
+        if not summaries:
+            raise UsageError(f"pipeline {name} has no executions")
+        arn = summaries[0].get("PipelineExecutionArn")
+        if not isinstance(arn, str) or not EXECUTION_ARN.fullmatch(arn):
+            raise Unavailable(f"AWS answered ListPipelineExecutions with {_answered(arn)}, not an execution's ARN")
+        return _execution_status(client, arn)
+    lines = [f"{_answered(s.get('PipelineExecutionArn'))}  {_answered(s.get('PipelineExecutionStatus', '?'))}  "
+             f"started {_answered(s.get('StartTime'))}" for s in summaries[:LISTED_EXECUTIONS]]
+    if len(summaries) > LISTED_EXECUTIONS or answer.get("NextToken"):
+        lines.append(f"(the newest {LISTED_EXECUTIONS} shown; every one: aws sagemaker list-pipeline-executions "
+                     f"--pipeline-name {name})")
+    return lines
 
 
 EXECUTION_ARN = re.compile(r"arn:aws[a-z-]*:sagemaker:[a-z0-9-]+:[0-9]{12}:pipeline/([A-Za-z0-9-]{1,256})/execution/"
@@ -785,23 +945,19 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
                                      "pipeline/<name>/execution/<id>; `diagnosa pipeline list` shows them)")
                 if args.name and found.group(1) != name:
                     raise UsageError(f"execution {given} belongs to pipeline {found.group(1)}, not {name} (--name)")
-            arns = [given] if given is not None else [
-                e["PipelineExecutionArn"] for e in client.list_pipeline_executions(
-                    PipelineName=name, SortBy="CreationTime", SortOrder="Descending")["PipelineExecutionSummaries"]]
-            if args.pipeline_command == "status":
-                arns = arns[:1]
-                if not arns:
-                    raise UsageError(f"pipeline {name} has no executions")
-            for arn in arns:
-                d = client.describe_pipeline_execution(PipelineExecutionArn=arn)
-                print(f"{arn}  {d['PipelineExecutionStatus']}  started {d.get('CreationTime')}")
+            for line in _execution_lines(client, name, args.pipeline_command, given):
+                print(line)
             return 0
         if args.pipeline_command == "definition":
             text = _definition_offline(args)
             if args.pretty:
                 text = json.dumps(json.loads(text), indent=2, ensure_ascii=False)
             if args.out:
-                Path(args.out).write_text(text + "\n", encoding="utf-8")
+                from diagnosa.files import write_text_atomic
+
+                if Path(args.out).is_dir():  # "Is a directory", exit status 1, as if the machine had failed
+                    raise UsageError(f"--out {args.out} is a directory: give the path of the JSON file to write")
+                write_text_atomic(args.out, text + "\n")  # whole or not at all: an interrupted write left half a JSON
                 print(f"wrote {args.out}")
             else:
                 print(text)
@@ -817,7 +973,7 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
         print(arn)
         return 0
     except ClientError as err:  # AWS answered no; one that never answers (BotoCoreError) is main's to report
-        raise UsageError(f"AWS refused {args.pipeline_command}: {err}") from None
+        raise UsageError(f"AWS refused {args.pipeline_command}: {_answered(str(err), MAX_ERROR)}") from None
 
 
 # ------------------------------------------------------------------------------------------------ parser
@@ -825,6 +981,7 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
 # What one error says at most. A flag's message quotes its value (`--since` 'x…'), a command's what it refused; a value
 # as long as one argument can be (128 KiB) came back whole, from most flags and names.
 MAX_FLAG_ERROR = 1_000
+MAX_ARGUMENTS = 1_000  # command-line arguments read at most (argparse parses 1,000 in a tenth of a second)
 MAX_ERROR = 8_000  # a command's error (up to 20 problems named, each bounded: diagnosa.text.some_of)
 
 
@@ -883,7 +1040,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser("serve", help="run the local endpoint (SageMaker container and runtime APIs)")
     serve.add_argument("--model", required=True, help="a model folder or a model.tar.gz")
-    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
+    # Empty (an unset shell variable: --host "$HOST"), it listened on every interface, not on 127.0.0.1.
+    serve.add_argument("--host", default="127.0.0.1", type=given_text("--host", "127.0.0.1"),
+                       help="address to listen on (0.0.0.0: every interface)")
     serve.add_argument("--port", type=int_in(0, 65535, "--port"), default=8080, help="port (0: any free port)")
     serve.add_argument("--endpoint-name", type=sagemaker_name, default=None,
                        help="the endpoint's name: the runtime route /endpoints/<name>/invocations and capture/<name>/ "
@@ -1077,8 +1236,13 @@ def _command(argv: Sequence[str] | None) -> int:
     from diagnosa.data.ingest import IngestError
     from diagnosa.data.schema import SchemaError
 
+    given = sys.argv[1:] if argv is None else list(argv)
+    if len(given) > MAX_ARGUMENTS:  # argparse takes time quadratic in their number: 100,000 --param ran for 20 minutes
+        print(f"diagnosa: error: {len(given):,} command-line arguments: at most {MAX_ARGUMENTS:,} are read (a "
+              "pipeline declares a few dozen parameters: give each --param NAME=VALUE once)", file=sys.stderr)
+        return EXIT_BAD_INPUT
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(given)
     if sys.stdout is None:  # started with it closed (>&-): print() wrote nothing, and the command said 0
         print("diagnosa: error: standard output is closed (>&-): what the command says would be lost; send it to a "
               "file or to /dev/null", file=sys.stderr)
@@ -1098,7 +1262,7 @@ def _command(argv: Sequence[str] | None) -> int:
               f"~/.aws/credentials, an instance role){hint}", file=sys.stderr)
         return EXIT_FAILED
     except (BotoCoreError, ClientError, Boto3Error) as err:  # AWS unreachable (no network, a wrong region) or refusing
-        print(f"diagnosa: error: AWS: {_said(err)}", file=sys.stderr)
+        print(f"diagnosa: error: AWS: {_answered(str(err), MAX_ERROR)}", file=sys.stderr)  # its text: one line
         return EXIT_FAILED
     except BrokenPipeError:  # `diagnosa registry list | head`: the reader had what it wanted, as for any Unix tool
         try:

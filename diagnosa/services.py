@@ -60,9 +60,17 @@ def plan_aws_start(definition: dict[str, Any], raw: Mapping[str, str], lake: Dat
     ``raw`` names an ``InputDataUri``, which must be a curated version of that dataset in ``bucket``, with its
     manifest. ServiceError says what is wrong."""
     from diagnosa.data.ingest import VERSION_ID, IngestError, read_manifest
+    from diagnosa.data.validate import clip
+    from diagnosa.text import ITEM_CHARS
     from pipelines.definition import parameter_problems
     from pipelines.executor import ExecutionError, resolve_parameters
+    from pipelines.graph import definition_problems
 
+    # The document as SageMaker holds it, checked as CreatePipeline checks one: a Parameters entry that was no object
+    # (or a None for the list) ended in a traceback.
+    malformed = definition_problems(definition)
+    if malformed:
+        raise ServiceError("the deployed definition is malformed: " + "; ".join(clip(p, ITEM_CHARS) for p in malformed))
     declared = {p["Name"]: p.get("DefaultValue") for p in definition.get("Parameters", [])}
     default = declared.get("InputDataUri")
     prefix = f"s3://{bucket}/curated/"
@@ -79,8 +87,8 @@ def plan_aws_start(definition: dict[str, Any], raw: Mapping[str, str], lake: Dat
         raise ServiceError(str(err)) from None
     overrides = {name: parameters[name] for name in raw}
     problems = parameter_problems(definition, parameters)
-    if problems:
-        raise ServiceError("; ".join(problems))
+    if problems:  # each bounded: a 100,000-character value was quoted whole by each step's request problem
+        raise ServiceError("; ".join(clip(problem, ITEM_CHARS) for problem in problems))
     given = overrides.get("InputDataUri")
     try:
         if given is None:

@@ -38,7 +38,7 @@ def test_a_bounded_read_names_what_the_path_is(tmp_path):
      "'1e300' seconds is more than a day (86,400 s), the longest wait taken"),
     # Ignored without a word, or found only after the raw batch was written.
     (["data", "generate", "--patients", "1000", "--drift-strength", "0.5"], "--drift-strength goes with --drift"),
-    (["data", "generate", "--patients", "1000", "--card", "{dir}"], "--card {dir} is a directory"),
+    (["data", "generate", "--patients", "1000", "--card", "{dir}"], "--card {dir}: it is a directory, not a file"),
 ])
 def test_a_path_or_value_out_of_reach_is_one_error_line(tmp_path, capsys, argv, says):
     fifo, csv = tmp_path / "fifo", tmp_path / "x.csv"

@@ -9,15 +9,17 @@ import argparse
 import hashlib
 import math
 import os
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
 from diagnosa.aws import resolve_region
 from diagnosa.data.schema import DATASET_NAME, DATASET_NAME_RULE, RESOURCE_NAME, resource_name
-from diagnosa.data.validate import shown
+from diagnosa.data.validate import clip, shown
 from diagnosa.lake import DataLake
 from diagnosa.net import MAX_TIMEOUT
 from diagnosa.services import LocalWorkspace
+from diagnosa.text import ITEM_CHARS, LISTED, some_of
 
 EXIT_BAD_INPUT = 2
 EXIT_FAILED = 1  # the machine or a service said no (a path not writable, no AWS credentials)
@@ -54,6 +56,13 @@ def workspace(args: argparse.Namespace) -> Path:
             folder = Path(chosen).expanduser().resolve()
         except RuntimeError as err:  # '~nosuchuser/ws'
             raise UsageError(f"workspace {chosen!r}: {err}") from None
+        try:
+            os.stat(folder)
+        except FileNotFoundError:
+            pass  # the first command that writes creates it
+        except OSError as err:  # a name too long: "File name too long", exit status 1, the path quoted whole
+            raise UsageError(f"workspace {clip(str(folder), ITEM_CHARS)} (--workspace or DIAGNOSA_HOME): "
+                             f"{err.strerror or err}") from None
         if folder.exists() and not folder.is_dir():
             raise UsageError(f"workspace {folder} is a file, not a folder (--workspace or DIAGNOSA_HOME)")
         return folder
@@ -164,7 +173,11 @@ def int_in(low: int, high: int, what: str):
         try:
             value = int(text.replace("_", ""))
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{what} must be an integer, got {text!r}") from None
+            digits = text.strip().lstrip("+-").replace("_", "")
+            if len(digits) > 20 and digits.isdigit():  # Python's limit (4,300 digits): "must be an integer", of one
+                raise argparse.ArgumentTypeError(f"{what} must be between {low:,} and {high:,}, got a number of "
+                                                 f"{len(digits):,} digits") from None
+            raise argparse.ArgumentTypeError(f"{what} must be an integer, got {shown(text, 80)}") from None
         if not low <= value <= high:
             raise argparse.ArgumentTypeError(f"{what} must be between {low:,} and {high:,}, got {value:,}")
         return value
@@ -184,13 +197,31 @@ def read_token_file(path: str) -> str:
 
 def model_folder(path: Path, ws: Path) -> Path:
     """A model folder, or a SageMaker model.tar.gz unpacked once into the workspace."""
+    import errno
+    import stat
+
+    from diagnosa.files import not_a_file
     from diagnosa.model import ModelLoadError, unpack_model
 
-    if path.is_dir():
-        return path
-    if not path.is_file():
-        raise UsageError(f"model not found: {path} (a model folder or a model.tar.gz)")
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    named = clip(str(path), ITEM_CHARS)  # a path of 128 KiB was quoted whole ("File name too long", exit status 1)
+    try:
+        if stat.S_ISDIR(path.stat().st_mode):
+            return path
+    except OSError as err:
+        if err.errno not in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
+            raise UsageError(f"--model {named}: {err.strerror or err}") from None
+    except ValueError as err:  # a NUL in the path
+        raise UsageError(f"--model {named}: {err}") from None
+    if not os.path.lexists(path):
+        raise UsageError(f"model not found: {named} (a model folder or a model.tar.gz)")
+    problem = not_a_file(path)  # a symlink that loops, a device (/dev/zero was read whole to be hashed), a FIFO
+    if problem:
+        raise UsageError(f"--model {named}: {problem} (a model folder or a model.tar.gz)")
+    try:
+        with open(path, "rb") as archive:  # hashed as it is read, not read whole into memory first
+            digest = hashlib.file_digest(archive, "sha256").hexdigest()[:16]
+    except OSError as err:
+        raise UsageError(f"cannot read the model {named}: {err.strerror or err}") from None
     target = ws / "models" / digest
     if not (target / "metadata.json").is_file():
         try:
@@ -254,8 +285,10 @@ def split_families(text: str | None) -> tuple[str, ...] | None:
         return None
     families = tuple(f.strip() for f in text.split(","))
     if not any(families) or not all(families):
-        raise UsageError(f"--families takes a comma-separated list of families, got {text!r}")
-    repeated = sorted({f for f in families if families.count(f) > 1})
+        raise UsageError(f"--families takes a comma-separated list of families, got {shown(text, 80)}")
+    counts = Counter(families)  # families.count of each was quadratic: 100,000 names took minutes
+    repeated = sorted(f for f, n in counts.items() if n > 1)
     if repeated:
-        raise UsageError(f"--families names {', '.join(repeated)} more than once")
+        raise UsageError(f"--families names {some_of(repeated)} more than once" if len(repeated) <= LISTED else
+                         f"--families names {len(repeated):,} families more than once: {some_of(repeated)}")
     return families
