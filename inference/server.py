@@ -959,7 +959,10 @@ class EndpointServer:
                 self.service, version = service, service.version
         except BaseException as err:  # noqa: BLE001  (reported by /ping and wait_until_ready)
             self.load_error = err
-            log.exception("model %s failed to load", self.model_dir)
+            if isinstance(err, ModelLoadError):  # a reason written to be read (`diagnosa serve` says it): no traceback
+                log.error("model %s failed to load: %s", self.model_dir, err)
+            else:
+                log.exception("model %s failed to load", self.model_dir)
         else:
             self.version = version
             where = f"in {self.workers} worker process(es)" if self.workers else "in the server process"

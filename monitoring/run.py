@@ -16,7 +16,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Mapping
 
-from diagnosa.data.validate import clip
+from diagnosa.data.validate import clip, shown
 from diagnosa.files import write_text_atomic
 from diagnosa.lake import DataLake
 from inference.capture import read_errors
@@ -65,12 +65,16 @@ def parse_duration(text: str, flag: str, zero: bool = False) -> timedelta:
     match = _DURATION.fullmatch(text.strip().lower())
     if zero and text.strip() == "0":
         return timedelta(0)
-    if not match or (int(match[1]) == 0 and not zero):
-        raise WindowError(f"{flag} {text!r} must be a {'' if zero else 'positive '}duration like 30m, 24h, 7d or 2w")
+    digits = match[1].lstrip("0") if match else ""
+    if not match or (not digits and not zero):
+        raise WindowError(f"{flag} {shown(text, 80)} must be a {'' if zero else 'positive '}duration like 30m, 24h, "
+                          "7d or 2w")
     try:
-        return timedelta(**{_UNITS[match[2]]: int(match[1])})
+        if len(digits) > 12:  # longer than any timedelta, and int() reads 4,300 digits at most (a bare ValueError)
+            raise OverflowError
+        return timedelta(**{_UNITS[match[2]]: int(digits or "0")})
     except OverflowError:
-        raise WindowError(f"{flag} {text!r} reaches back before the year 1: give a shorter window") from None
+        raise WindowError(f"{flag} {shown(text, 80)} reaches back before the year 1: give a shorter window") from None
 
 
 def parse_window(since: str | None = None, until: str | None = None, last: str | None = None,

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import re
 import sys
+from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Iterator
@@ -41,6 +42,7 @@ from diagnosa.data.schema import (
 from diagnosa.data.validate import shown
 from diagnosa.labels import CATEGORIES, ascii_words
 from diagnosa.serving_code import SERVING_PROGRAM
+from diagnosa.text import some_of
 from pipelines.service_model import instance_count_problem
 from processing.features import REDUCTIONS, FeatureParams
 from processing.resample import METHODS
@@ -336,13 +338,13 @@ def families_problem(families: Any) -> str | None:
 
     known = ", ".join(FAMILIES)
     if not isinstance(families, (list, tuple)) or not families or not all(isinstance(f, str) for f in families):
-        return f"families must be a non-empty list of names among {known}, got {families!r}"
+        return f"families must be a non-empty list of names among {known}, got {shown(families, 80)}"
     unknown = [f for f in families if f not in FAMILIES]
-    if unknown:
-        return f"families names {', '.join(map(repr, unknown))}, not among {known}"
-    repeated = sorted({f for f in families if families.count(f) > 1})
+    if unknown:  # named ten at most, each bounded: a list of 100,000 names was said whole
+        return f"families names {some_of(shown(f, 80) for f in unknown)}, not among {known}"
+    repeated = sorted(f for f, n in Counter(families).items() if n > 1)  # families.count of each was quadratic
     if repeated:
-        return f"families names {', '.join(map(repr, repeated))} more than once (one training step each)"
+        return f"families names {some_of(map(repr, repeated))} more than once (one training step each)"
     return None
 
 

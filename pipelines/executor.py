@@ -43,6 +43,7 @@ from diagnosa.files import read_json_record, write_json_atomic
 from diagnosa.lake import DataLake
 from diagnosa.logs import utc_now
 from diagnosa.net import process_alive
+from diagnosa.text import some_of
 from pipelines import guard as guard_script
 from pipelines.definition import FLOAT_MAX, parameter_from_text, parameter_problems, parameter_range_problems
 from pipelines.expressions import ExpressionError, Resolver, evaluate_condition, step_references
@@ -96,7 +97,7 @@ def resolve_parameters(definition: dict[str, Any], overrides: dict[str, Any]) ->
     declared = {p["Name"]: p for p in definition.get("Parameters", [])}
     unknown = sorted(set(overrides) - set(declared))
     if unknown:
-        raise ExecutionError(f"unknown pipeline parameter(s) {', '.join(clip(name, 80) for name in unknown)} "
+        raise ExecutionError(f"unknown pipeline parameter(s) {some_of(clip(name, 80) for name in unknown)} "
                              f"(declared: {', '.join(sorted(declared)) or 'none'})")
     values: dict[str, Any] = {}
     for name, spec in declared.items():

@@ -612,9 +612,15 @@ def test_window_parsing_names_the_bad_bound():
                             ({"since": "2026-11-28", "until": "2026-11-27"}, "not before"),
                             ({"since": "2026-11-01", "last": "1d"}, "either"),
                             ({"last": "99999999999d"}, "reaches back before the year 1"),  # was an OverflowError
+                            # 5,000 digits: Python's own "Exceeds the limit (4300 digits)", naming no flag.
+                            ({"last": "9" * 5_000 + "h"}, r"--last '9{70,80}…' reaches back before the year 1"),
+                            ({"last": "0" * 5_000 + "1h"}, None),  # leading zeros are no digits
                             # An unset shell variable read as no bound; a start after now, as "NO DATA" with status 0.
                             ({"since": ""}, "--since is empty or blank"), ({"until": " "}, "--until is empty or blank"),
                             ({"since": "9999-12-31T23:59:59Z"}, "is after now")):
+        if message is None:
+            assert parse_window(**kwargs, now=now)[0] == now - timedelta(hours=1)
+            continue
         with pytest.raises(WindowError, match=message):
             parse_window(**kwargs)
 

@@ -26,6 +26,8 @@ from sklearn.pipeline import Pipeline
 from sklearn.svm import LinearSVC
 from xgboost import XGBClassifier
 
+from diagnosa.data.validate import shown
+from diagnosa.text import some_of
 from processing.features import DenseBatches, SparseIndicators
 
 FAMILIES: tuple[str, ...] = ("logistic_regression", "random_forest", "xgboost", "mlp", "svm", "gradient_boosting")
@@ -204,7 +206,7 @@ def resolve_hyperparameters(family: str, hyperparameters: Mapping[str, Any] | No
     given = dict(hyperparameters or {})
     unknown = sorted(set(given) - set(table))
     if unknown:
-        raise ValueError(f"{family}: unknown hyperparameter(s) {', '.join(repr(u) for u in unknown)} "
+        raise ValueError(f"{family}: unknown hyperparameter(s) {some_of(shown(u, 80) for u in unknown)} "
                          f"(allowed: {', '.join(table)})")
     return {name: _parse(family, name, spec, given[name]) if name in given else spec.default
             for name, spec in table.items()}
