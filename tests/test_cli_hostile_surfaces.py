@@ -7,10 +7,9 @@ import datetime
 import json
 import socket
 
-import boto3
 import pytest
 from botocore.exceptions import ClientError
-from moto import mock_aws
+from test_pipeline_cli import COMMON, ROLE, aws_fixture  # noqa: F401  (the fixture "aws": moto with the lake bucket)
 
 import diagnosa.cli
 from diagnosa.cli import MAX_ERROR, main
@@ -19,18 +18,8 @@ from diagnosa.cli import MAX_ERROR, main
 LISTED_EXECUTIONS = getattr(diagnosa.cli, "LISTED_EXECUTIONS", 100)
 MAX_ARGUMENTS = getattr(diagnosa.cli, "MAX_ARGUMENTS", 1_000)
 
-ROLE = "arn:aws:iam::123456789012:role/diagnosa-pipeline"
-COMMON = ["--bucket", "lake", "--region", "eu-west-1"]
 ARN = "arn:aws:sagemaker:eu-west-1:123456789012:pipeline/diagnosa/execution/abc123"
 BOUND = 4_000  # what one error or line may hold at most here: a few KB
-
-
-@pytest.fixture
-def aws():
-    with mock_aws():
-        boto3.client("s3", region_name="eu-west-1").create_bucket(
-            Bucket="lake", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
-        yield boto3.client("sagemaker", region_name="eu-west-1")
 
 
 def one_line_error(err: str) -> bool:

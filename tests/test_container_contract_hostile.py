@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_training import make_frame, write_channels, write_hps
+from test_training import layout_fixture, write_hps  # noqa: F401  (the fixture "layout": a training container's filesystem)
 from threadpoolctl import threadpool_limits
 
 from diagnosa import files
@@ -35,22 +35,6 @@ def _one_native_thread():
     """One OpenMP/BLAS thread, as tests/test_training.py runs its fits."""
     with threadpool_limits(limits=1):
         yield
-
-
-@pytest.fixture(name="layout")
-def layout_fixture(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
-    """A training container's filesystem under tmp_path (tests/test_training.py's toy channels), its SM_*
-    variables pointing at it; hyperparameters from <SM_INPUT_DIR>/config/hyperparameters.json."""
-    dirs = write_channels(tmp_path, make_frame([60] * 5, seed=1), make_frame([20] * 5, seed=2))
-    (tmp_path / "input" / "config").mkdir(parents=True)
-    for key in ("SM_HPS", "SM_CHANNEL_TRAIN", "SM_CHANNEL_VALIDATION", "SM_CHANNEL_TRANSFORMER", "SM_OUTPUT_DATA_DIR",
-                "SM_HOSTS", "SM_CURRENT_HOST"):
-        monkeypatch.delenv(key, raising=False)
-    monkeypatch.setenv("SM_INPUT_DIR", str(tmp_path / "input"))
-    monkeypatch.setenv("SM_MODEL_DIR", str(tmp_path / "model"))
-    monkeypatch.setenv("SM_OUTPUT_DIR", str(tmp_path / "output"))
-    return {**dirs, "root": tmp_path, "model": tmp_path / "model", "output": tmp_path / "output",
-            "config": tmp_path / "input" / "config" / "hyperparameters.json"}
 
 
 def failure(layout: dict[str, Path]) -> str:

@@ -14,8 +14,8 @@ ROLE = "arn:aws:iam::123456789012:role/diagnosa-pipeline"
 COMMON = ["--bucket", "lake", "--region", "eu-west-1"]
 
 
-@pytest.fixture
-def aws():
+@pytest.fixture(name="aws")
+def aws_fixture():
     with mock_aws():
         boto3.client("s3", region_name="eu-west-1").create_bucket(
             Bucket="lake", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})

@@ -94,13 +94,13 @@ def write_channels(root: Path, train: pd.DataFrame, validation: pd.DataFrame,
     return dirs
 
 
-@pytest.fixture()
-def layout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
+@pytest.fixture(name="layout")
+def layout_fixture(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
     """A container filesystem under tmp_path with env vars pointing at it (defaults for the channels)."""
     dirs = write_channels(tmp_path, make_frame([120] * 5, seed=1), make_frame([40] * 5, seed=2))
     (tmp_path / "input" / "config").mkdir(parents=True)
     for key in ("SM_HPS", "SM_CHANNEL_TRAIN", "SM_CHANNEL_VALIDATION", "SM_CHANNEL_TRANSFORMER",
-                "SM_OUTPUT_DATA_DIR"):
+                "SM_OUTPUT_DATA_DIR", "SM_HOSTS", "SM_CURRENT_HOST"):
         monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("SM_INPUT_DIR", str(tmp_path / "input"))
     monkeypatch.setenv("SM_MODEL_DIR", str(tmp_path / "model"))
