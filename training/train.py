@@ -862,7 +862,7 @@ def _move_files_into(staging: Path, model_dir: Path) -> None:
 
 
 def _write_failure(output_dir: Path, message: str) -> None:
-    """The reason, bounded (``processing.entry.reason``: a non-UTF-8 path in it crashed the write and left the
+    """The reason, bounded (``diagnosa.files.job_reason``: a non-UTF-8 path in it crashed the write and left the
     failure file empty; a 10 MB hyperparameter made a 10 MB one), where the service reads it."""
     try:
         write_text_atomic(output_dir / FAILURE_FILE, job_reason(message) + "\n")
