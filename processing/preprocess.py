@@ -758,8 +758,11 @@ def _preprocess(args: argparse.Namespace, base: Path) -> int:
             transform_stage(parts, source, fit_dirs, out, instance_count(base))
         return 0
     except Exception as err:  # noqa: BLE001  (the job's failure reason must say what was wrong, whatever it was)
-        message = str(err) if isinstance(err, ValueError) else f"{type(err).__name__}: {err}"
-        log.error("preprocessing failed: %s", job_reason(message), exc_info=not isinstance(err, ValueError))
+        # A missing input (FileNotFoundError, raised by read_manifest) is said as written, like a ValueError: it was
+        # "FileNotFoundError: input ... does not exist" after a traceback of the job's own code.
+        known = isinstance(err, (ValueError, FileNotFoundError))
+        message = str(err) if known else f"{type(err).__name__}: {err}"
+        log.error("preprocessing failed: %s", job_reason(message), exc_info=not known)
         write_job_failure(base, message)
         return 1
 

@@ -351,7 +351,7 @@ def test_job_end_to_end_in_the_container_layout(tmp_path, data):
     assert "refusing to overwrite" in (out / "failure").read_text()
 
 
-def test_job_fails_at_once_on_bad_input(tmp_path, data, capsys):
+def test_job_fails_at_once_on_bad_input(tmp_path, data, capsys, caplog):
     base = container(tmp_path, data)
     with pytest.raises(SystemExit):
         main(["--base-dir", str(base), "--reduction", "tsne"])
@@ -359,8 +359,12 @@ def test_job_fails_at_once_on_bad_input(tmp_path, data, capsys):
     assert main(["--base-dir", str(base), "--pca-components", "2.5"]) == 1
     assert "pca_components" in (base / "output" / "failure").read_text()
     shutil.rmtree(base / "input")
+    caplog.clear()
     assert main(["--base-dir", str(base)]) == 1
-    assert "does not exist" in (base / "output" / "failure").read_text()
+    said = (base / "output" / "failure").read_text()
+    assert said.startswith("input ") and "does not exist" in said  # as written, not "FileNotFoundError: …"
+    failed = [r for r in caplog.records if "preprocessing failed" in r.getMessage()]
+    assert failed and not any(r.exc_info for r in failed)  # no traceback of the job's own code
 
 
 # ------------------------------------------------------------------------------------------------ scale-out
