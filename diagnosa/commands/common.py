@@ -197,23 +197,18 @@ def read_token_file(path: str) -> str:
 
 def model_folder(path: Path, ws: Path) -> Path:
     """A model folder, or a SageMaker model.tar.gz unpacked once into the workspace."""
-    import errno
-    import stat
-
-    from diagnosa.files import not_a_file
+    from diagnosa.files import not_a_file, not_a_folder
     from diagnosa.model import ModelLoadError, unpack_model
 
     named = clip(str(path), ITEM_CHARS)  # a path of 128 KiB was quoted whole ("File name too long", exit status 1)
     try:
-        if stat.S_ISDIR(path.stat().st_mode):
-            return path
-    except OSError as err:
-        if err.errno not in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
-            raise UsageError(f"--model {named}: {err.strerror or err}") from None
-    except ValueError as err:  # a NUL in the path
-        raise UsageError(f"--model {named}: {err}") from None
-    if not os.path.lexists(path):
-        raise UsageError(f"model not found: {named} (a model folder or a model.tar.gz)")
+        path.lstat()
+    except (FileNotFoundError, NotADirectoryError):
+        raise UsageError(f"model not found: {named} (a model folder or a model.tar.gz)") from None
+    except (OSError, ValueError) as err:  # a name too long, a NUL in the path, a folder it may not search
+        raise UsageError(f"--model {named}: {getattr(err, 'strerror', None) or err}") from None
+    if not_a_folder(path) is None:
+        return path
     problem = not_a_file(path)  # a symlink that loops, a device (/dev/zero was read whole to be hashed), a FIFO
     if problem:
         raise UsageError(f"--model {named}: {problem} (a model folder or a model.tar.gz)")
