@@ -840,7 +840,7 @@ def _start_deployed(args: argparse.Namespace) -> int:
                          "another with --name)") from None
     named = _dataset_name(args) if (getattr(args, "dataset", None) or getattr(args, "dataset_config", None)) else None
     lake = DataLake.from_uri(f"s3://{bucket}", s3_client=aws_client("s3", region))
-    text = described.get("PipelineDefinition") if isinstance(described, dict) else None
+    text = described.get("PipelineDefinition")  # an answer botocore cannot read is its UnreadableAnswer (diagnosa.aws)
     try:  # what SageMaker holds is read as JSON text; anything else was a traceback (KeyError, JSONDecodeError)
         definition = json.loads(text) if isinstance(text, str) else None
     except (ValueError, RecursionError):
@@ -854,7 +854,7 @@ def _start_deployed(args: argparse.Namespace) -> int:
         raise UsageError(f"pipeline {name}: {err}") from None
     execution = client.start_pipeline_execution(
         PipelineName=name, PipelineParameters=[{"Name": k, "Value": str(v)} for k, v in overrides.items()])
-    arn = execution.get("PipelineExecutionArn") if isinstance(execution, dict) else None
+    arn = execution.get("PipelineExecutionArn")
     print(f"{_answered(arn)}  (InputDataUri={_answered(overrides['InputDataUri'])})")
     return 0
 
@@ -880,20 +880,17 @@ def _answered(value: Any, limit: int = ITEM_CHARS) -> str:
 
 def _answer_list(answer: Any, key: str, operation: str) -> list[dict[str, Any]]:
     """``answer[key]``, a list of objects, as an AWS answer to ``operation`` holds it; Unavailable when it does not
-    (a missing key or a None where a list goes was a traceback)."""
-    items = answer.get(key) if isinstance(answer, dict) else None
+    (a missing key or a None in the list was a traceback). An answer that is no object, or text where the list goes,
+    botocore cannot read: diagnosa.aws refuses it as UnreadableAnswer."""
+    items = answer.get(key)
     if not isinstance(items, list) or not all(isinstance(item, dict) for item in items[:LISTED_EXECUTIONS + 1]):
-        raise Unavailable(f"AWS answered {operation} without a list of {key}: got "
-                          f"{_answered(items if isinstance(answer, dict) else answer)}")
+        raise Unavailable(f"AWS answered {operation} without a list of {key}: got {_answered(items)}")
     return items
 
 
 def _execution_status(client: Any, arn: str) -> list[str]:
     """`pipeline status`: the execution's line (ARN, status, creation time) and, when it failed, SageMaker's reason."""
     described = client.describe_pipeline_execution(PipelineExecutionArn=arn)
-    if not isinstance(described, dict):
-        raise Unavailable(f"AWS answered DescribePipelineExecution for {_answered(arn)} with {_answered(described)}, "
-                          "not an object")
     lines = [f"{_answered(arn)}  {_answered(described.get('PipelineExecutionStatus', '?'))}  "
              f"started {_answered(described.get('CreationTime'))}"]
     reason = described.get("FailureReason")

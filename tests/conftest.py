@@ -280,6 +280,28 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 
 
 @pytest.fixture
+def aws_endpoints(monkeypatch, tmp_path):
+    """``point(**urls)``: every boto3 client made after it (region eu-west-1, dummy credentials, no AWS configuration
+    file or instance role) sends each service named to its URL (``sagemaker=``, ``s3=``, ``sagemaker_runtime=``:
+    botocore's ``AWS_ENDPOINT_URL_<SERVICE>``), to a test's own server of :func:`http_server`."""
+    import boto3
+
+    def point(**urls: str) -> None:
+        for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_REGION", "AWS_ENDPOINT_URL",
+                     "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS"):
+            monkeypatch.delenv(name, raising=False)
+        for name, value in {"AWS_ACCESS_KEY_ID": "AKIDTEST", "AWS_SECRET_ACCESS_KEY": "test",
+                            "AWS_DEFAULT_REGION": "eu-west-1", "AWS_CONFIG_FILE": str(tmp_path / "no-aws-config"),
+                            "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "no-aws-credentials"),
+                            "AWS_EC2_METADATA_DISABLED": "true",
+                            **{f"AWS_ENDPOINT_URL_{service.upper()}": url for service, url in urls.items()}}.items():
+            monkeypatch.setenv(name, value)
+        monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)  # not one whose settings an earlier test resolved
+
+    return point
+
+
+@pytest.fixture
 def http_server():
     """``start(handler_class, **attributes) -> (URL, handler)``: a real HTTP server (the stdlib's threading one, on a
     free loopback port) for a test's fake endpoint, its handler a subclass with those class attributes (and a fresh

@@ -3,12 +3,13 @@
 service whose answer cannot be used), never a traceback, and a refused command writes nothing."""
 from __future__ import annotations
 
-import datetime
 import json
+import os
 import socket
+import time
+from http.server import BaseHTTPRequestHandler
 
 import pytest
-from botocore.exceptions import ClientError
 from test_pipeline_cli import COMMON, ROLE, aws_fixture  # noqa: F401  (the fixture "aws": moto with the lake bucket)
 
 import diagnosa.cli
@@ -26,38 +27,53 @@ def one_line_error(err: str) -> bool:
     return err.startswith("diagnosa: error: ") and err.count("\n") == 1 and len(err) < BOUND
 
 
-class FakeSageMaker:
-    """A SageMaker client whose answers are the test's: what a compromised or broken endpoint could send."""
+class SageMakerControl(BaseHTTPRequestHandler):
+    """SageMaker's control plane as botocore reaches it (the JSON protocol: POST /, the operation in X-Amz-Target,
+    application/x-amz-json-1.1), its answers the test's: what a compromised or broken endpoint could send.
+    ``answers`` maps an operation (ListPipelineExecutions, ...) to (status, body: bytes, or an object sent as JSON);
+    an operation without one is refused (400). Each request's X-Amz-Target is kept in ``received``."""
 
-    def __init__(self, listing=None, described=None, pipeline=None, error=None):
-        self.listing, self.described, self.pipeline, self.error = listing, described, pipeline, error
-        self.calls: list[str] = []
+    protocol_version = "HTTP/1.1"
+    answers: dict[str, tuple[int, object]] = {}
+    received: list[str] = []
 
-    def _answer(self, name, value):
-        self.calls.append(name)
-        if self.error is not None:
-            raise self.error
-        return value
+    def do_POST(self) -> None:  # noqa: N802
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        target = self.headers.get("X-Amz-Target", "")
+        self.received.append(target)
+        operation = target.removeprefix("SageMaker.")
+        status, body = self.answers.get(operation, (400, {"__type": "ValidationException",
+                                                          "message": f"the test gave no answer to {target}"}))
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        self.send_response(status)
+        for key, value in {"Content-Type": "application/x-amz-json-1.1", "x-amzn-RequestId": "req-1",
+                           "Content-Length": str(len(data))}.items():
+            self.send_header(key, value)
+        self.end_headers()
+        self.wfile.write(data)
 
-    def list_pipeline_executions(self, **kwargs):
-        return self._answer("list", self.listing)
 
-    def describe_pipeline_execution(self, **kwargs):
-        return self._answer("describe", self.described)
-
-    def describe_pipeline(self, **kwargs):
-        return self._answer("describe_pipeline", self.pipeline)
+UNASKED = object()  # an operation the test gives no answer to
 
 
-@pytest.fixture
-def fake(monkeypatch):
-    def install(**answers):
-        client = FakeSageMaker(**answers)
-        real = diagnosa.cli.aws_client
-        monkeypatch.setattr(diagnosa.cli, "aws_client",
-                            lambda service, *a, **k: client if service == "sagemaker" else real(service, *a, **k))
-        return client
-    return install
+@pytest.fixture(name="sagemaker")
+def sagemaker_fixture(http_server, aws_endpoints):
+    """``answer(listing=, described=, pipeline=, error=) -> handler``: SageMaker of region eu-west-1, for every boto3
+    client made after it (the CLI's own, diagnosa.aws.client: dummy credentials, no AWS configuration file), answering
+    ListPipelineExecutions with ``listing``, DescribePipelineExecution with ``described`` and DescribePipeline with
+    ``pipeline`` (each sent as JSON, None as null, with status 200; one not given is refused: 400), or each of them
+    with ``error``: (status, body). S3 stays where it was (moto, under the fixture "aws")."""
+
+    def answer(listing=UNASKED, described=UNASKED, pipeline=UNASKED, error=None) -> type:
+        given = {"ListPipelineExecutions": listing, "DescribePipelineExecution": described, "DescribePipeline": pipeline}
+        answers = {operation: (200, body) for operation, body in given.items() if body is not UNASKED}
+        if error is not None:
+            answers = dict.fromkeys(given, error)
+        url, handler = http_server(SageMakerControl, answers=answers)
+        aws_endpoints(sagemaker=url)
+        return handler
+
+    return answer
 
 
 # ------------------------------------------------------------------------------------------------ pipeline: flags
@@ -116,12 +132,26 @@ def test_definition_out_that_is_a_folder_is_bad_input(tmp_path, capsys):
 # ------------------------------------------------------------------------------------------------ pipeline: AWS's answers
 
 HOSTILE = "\x1b[2J\x1b[31mFailed\nFORGED-ARN  Succeeded  started now\ud800\u202e"
+JAN_1_2026 = 1_767_225_600  # a timestamp as SageMaker's JSON carries it: seconds since the epoch
+
+@pytest.fixture
+def utc():
+    """The machine's time zone UTC while the test runs: botocore gives a timestamp in the local one."""
+    before = os.environ.get("TZ")
+    os.environ["TZ"] = "UTC"
+    time.tzset()
+    yield
+    if before is None:
+        del os.environ["TZ"]
+    else:
+        os.environ["TZ"] = before
+    time.tzset()
 
 
-def test_status_prints_aws_text_escaped_and_bounded(fake, capsys):
-    fake(listing={"PipelineExecutionSummaries": [{"PipelineExecutionArn": ARN}]},
-         described={"PipelineExecutionStatus": HOSTILE + "S" * 10_000_000, "CreationTime": "x\udcff\n",
-                    "FailureReason": "step Train failed:\n" + HOSTILE * 1000})
+def test_status_prints_aws_text_escaped_and_bounded(sagemaker, capsys):
+    sagemaker(listing={"PipelineExecutionSummaries": [{"PipelineExecutionArn": ARN}]},
+              described={"PipelineExecutionStatus": HOSTILE + "S" * 10_000_000, "CreationTime": JAN_1_2026,
+                         "FailureReason": "step Train failed:\n" + HOSTILE * 1000})
     assert main(["pipeline", "status", "--region", "eu-west-1"]) == 0
     out = capsys.readouterr().out
     lines = out.splitlines()
@@ -132,31 +162,96 @@ def test_status_prints_aws_text_escaped_and_bounded(fake, capsys):
     out.encode("utf-8")  # printable: no lone surrogate left
 
 
-def test_list_prints_the_newest_executions_from_the_listing_alone(fake, capsys):
+# Answers botocore's own parser cannot read (no object where one goes, text where a list goes, a time that is none):
+# it raised AttributeError or ValueError from inside the call, past the CLI's handling of AWS's failures (a traceback).
+UNREADABLE = [
+    pytest.param("status", {"listing": None}, "ListPipelineExecutions", id="listing-null"),
+    pytest.param("list", {"listing": {"PipelineExecutionSummaries": "abc"}}, "ListPipelineExecutions",
+                 id="listing-text"),
+    pytest.param("status", {"listing": {"PipelineExecutionSummaries": [{"PipelineExecutionArn": ARN}]},
+                            "described": None}, "DescribePipelineExecution", id="described-null"),
+    pytest.param("status", {"listing": {"PipelineExecutionSummaries": [{"PipelineExecutionArn": ARN}]},
+                            "described": ["x"]}, "DescribePipelineExecution", id="described-list"),
+    pytest.param("status", {"listing": {"PipelineExecutionSummaries": [{"PipelineExecutionArn": ARN}]},
+                            "described": {"PipelineExecutionStatus": "Failed", "CreationTime": "x\udcff\n" * 10_000}},
+                 "DescribePipelineExecution", id="time-none"),
+    pytest.param("start", {"pipeline": None}, "DescribePipeline", id="pipeline-null"),
+]
+
+
+@pytest.mark.parametrize("verb, answers, operation", UNREADABLE)
+def test_an_answer_botocore_cannot_read_is_one_line(aws, sagemaker, capsys, verb, answers, operation):
+    sagemaker(**answers)
+    argv = ["pipeline", verb, *COMMON] if verb == "start" else ["pipeline", verb, "--region", "eu-west-1"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert one_line_error(err) and f"AWS: the answer to {operation} cannot be read (" in err
+    assert "\x1b" not in err and len(err) < 1_000  # botocore's words quoted bounded (its ValueError quotes the value)
+    err.encode("utf-8")  # printable: no lone surrogate left
+
+
+class S3Answers(BaseHTTPRequestHandler):
+    """S3 answering every GET with the test's XML ``listing`` (ListObjectsV2) and every object with ``body``."""
+
+    listing: bytes = b""
+    body: bytes = b""
+
+    def do_GET(self):  # noqa: N802  (http.server's name)
+        self.received.append(self.path)
+        data = self.listing if "list-type=2" in self.path else self.body
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+@pytest.mark.parametrize("listing", [
+    b"<ListBucketResult><KeyCount>many</KeyCount></ListBucketResult>",  # ValueError: int('many')
+    b"<ListBucketResult><Contents><Key>a</Key><LastModified>someday</LastModified></Contents></ListBucketResult>",
+])
+def test_an_s3_listing_botocore_cannot_read_is_a_botocore_error(http_server, aws_endpoints, listing):
+    # (A body that is no XML at all botocore's S3 handlers already take for an error: a ClientError, as AWS's refusals.)
+    from botocore.exceptions import BotoCoreError
+
+    import diagnosa.aws
+
+    url, served = http_server(S3Answers, listing=listing, body=b"[1, 2]\n" * 1000)
+    aws_endpoints(s3=url)
+    s3 = diagnosa.aws.client("s3", "eu-west-1")
+    with pytest.raises(BotoCoreError, match=r"^the answer to ListObjectsV2 cannot be read \(") as refused:
+        s3.list_objects_v2(Bucket="lake", Prefix="curated/")
+    assert len(str(refused.value)) < 300 and sum("list-type=2" in path for path in served.received) == 1  # no retry
+    assert s3.get_object(Bucket="lake", Key="x.json")["Body"].read() == b"[1, 2]\n" * 1000  # a stream: not parsed
+
+
+def test_list_prints_the_newest_executions_from_the_listing_alone(sagemaker, utc, capsys):
     # 100,000 summaries were 100,000 DescribePipelineExecution calls and 100,000 lines.
-    client = fake(listing={"PipelineExecutionSummaries": [
+    served = sagemaker(listing={"PipelineExecutionSummaries": [
         {"PipelineExecutionArn": ARN, "PipelineExecutionStatus": "Succeeded",
-         "StartTime": datetime.datetime(2026, 1, 1)}] * 100_000 + [{"PipelineExecutionArn": "a\nb"}]})
+         "StartTime": JAN_1_2026}] * 100_000 + [{"PipelineExecutionArn": "a\nb"}]})
     assert main(["pipeline", "list", "--region", "eu-west-1"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == LISTED_EXECUTIONS + 1 and lines[0] == f"{ARN}  Succeeded  started 2026-01-01 00:00:00"
+    assert len(lines) == LISTED_EXECUTIONS + 1 and lines[0] == f"{ARN}  Succeeded  started 2026-01-01 00:00:00+00:00"
     assert "newest 100 shown" in lines[-1]
-    assert client.calls == ["list"]
+    assert served.received == ["SageMaker.ListPipelineExecutions"]
 
 
-def test_list_escapes_each_summary(fake, capsys):
-    fake(listing={"PipelineExecutionSummaries": [{"PipelineExecutionArn": "arn\nforged", "PipelineExecutionStatus":
-                                                  HOSTILE, "StartTime": None}, {}]})
+def test_list_escapes_each_summary(sagemaker, capsys):
+    sagemaker(listing={"PipelineExecutionSummaries": [{"PipelineExecutionArn": "arn\nforged",
+                                                       "PipelineExecutionStatus": HOSTILE, "StartTime": None}, {}]})
     assert main(["pipeline", "list", "--region", "eu-west-1"]) == 0
     out = capsys.readouterr().out
     assert out.count("\n") == 2 and "arn\\nforged" in out and "\x1b" not in out and "None  ?  started None" in out
 
 
 @pytest.mark.parametrize("verb", ["status", "list"])
-@pytest.mark.parametrize("listing", [None, {}, {"PipelineExecutionSummaries": None},
-                                     {"PipelineExecutionSummaries": "abc"}, {"PipelineExecutionSummaries": [None]}])
-def test_a_listing_without_its_list_is_one_line(fake, capsys, verb, listing):
-    fake(listing=listing, described={"PipelineExecutionStatus": "Succeeded"})
+@pytest.mark.parametrize("listing", [
+    {},
+    {"PipelineExecutionSummaries": None},  # botocore drops the null: the answer is {}
+    {"PipelineExecutionSummaries": [None]},
+])
+def test_a_listing_without_its_list_is_one_line(sagemaker, capsys, verb, listing):
+    sagemaker(listing=listing, described={"PipelineExecutionStatus": "Succeeded"})
     assert main(["pipeline", verb, "--region", "eu-west-1"]) == 1
     err = capsys.readouterr().err
     assert one_line_error(err) and "AWS answered ListPipelineExecutions without a list of PipelineExecution" in err
@@ -166,50 +261,47 @@ def test_a_listing_without_its_list_is_one_line(fake, capsys, verb, listing):
     ({}, {}, "AWS answered ListPipelineExecutions with None, not an execution's ARN"),
     ({"PipelineExecutionArn": None}, {}, "with None, not an execution's ARN"),
     ({"PipelineExecutionArn": "\x1b[31m\nx"}, {}, r"with \x1b[31m\nx, not an execution's ARN"),
-    ({"PipelineExecutionArn": ARN}, None, "AWS answered DescribePipelineExecution for"),
-    ({"PipelineExecutionArn": ARN}, ["x"], "with ['x'], not an object"),
 ])
-def test_status_with_a_malformed_answer_is_one_line(fake, capsys, summary, described, says):
-    fake(listing={"PipelineExecutionSummaries": [summary]}, described=described)
+def test_status_with_a_malformed_answer_is_one_line(sagemaker, capsys, summary, described, says):
+    sagemaker(listing={"PipelineExecutionSummaries": [summary]}, described=described)
     assert main(["pipeline", "status", "--region", "eu-west-1"]) == 1
     err = capsys.readouterr().err
     assert one_line_error(err) and says in err
 
 
-def test_status_of_an_execution_without_a_status_says_so(fake, capsys):
-    fake(listing={"PipelineExecutionSummaries": [{"PipelineExecutionArn": ARN}]}, described={})
+def test_status_of_an_execution_without_a_status_says_so(sagemaker, capsys):
+    sagemaker(listing={"PipelineExecutionSummaries": [{"PipelineExecutionArn": ARN}]}, described={})
     assert main(["pipeline", "status", "--region", "eu-west-1"]) == 0
     assert capsys.readouterr().out == f"{ARN}  ?  started None\n"
 
 
-def test_an_aws_refusal_is_quoted_on_one_line(fake, capsys):
-    error = ClientError({"Error": {"Code": "ValidationException", "Message": "no\nFORGED: line \x1b[31m" + "x" * 100_000}},
-                        "ListPipelineExecutions")
-    fake(error=error)
+def test_an_aws_refusal_is_quoted_on_one_line(sagemaker, capsys):
+    served = sagemaker(error=(400, {"__type": "ValidationException",
+                                    "message": "no\nFORGED: line \x1b[31m" + "x" * 100_000}))
     assert main(["pipeline", "list", "--region", "eu-west-1"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("diagnosa: error: AWS refused list: ") and err.count("\n") == 1
     assert "\\nFORGED" in err and "\x1b" not in err and len(err) < MAX_ERROR + 100  # the CLI's bound on an error
+    assert served.received == ["SageMaker.ListPipelineExecutions"]  # a refusal is not retried
 
 
 @pytest.mark.parametrize("pipeline, says", [
     ({}, "without a readable PipelineDefinition (a JSON object): got None"),
-    (None, "got None"),
     ({"PipelineDefinition": "{not json"}, "got {not json"),
     ({"PipelineDefinition": "[1, 2]"}, "got [1, 2]"),
     ({"PipelineDefinition": "\x1b[2J\n" * 10_000}, "got \\x1b[2J\\n"),
 ])
-def test_start_with_an_unreadable_deployed_definition_is_one_line(aws, fake, capsys, pipeline, says):
-    fake(pipeline=pipeline)
+def test_start_with_an_unreadable_deployed_definition_is_one_line(aws, sagemaker, capsys, pipeline, says):
+    sagemaker(pipeline=pipeline)
     assert main(["pipeline", "start", *COMMON]) == 1
     err = capsys.readouterr().err
     assert one_line_error(err) and says in err
 
 
 @pytest.mark.parametrize("parameters", [None, [None], [{"Name": "a\nb", "Type": "String"}], "x"])
-def test_start_with_a_malformed_deployed_definition_names_it(aws, fake, capsys, parameters):
+def test_start_with_a_malformed_deployed_definition_names_it(aws, sagemaker, capsys, parameters):
     definition = {"Version": "2020-12-01", "Parameters": parameters, "Steps": []}
-    fake(pipeline={"PipelineDefinition": json.dumps(definition)})
+    sagemaker(pipeline={"PipelineDefinition": json.dumps(definition)})
     assert main(["pipeline", "start", *COMMON]) == 2
     err = capsys.readouterr().err
     assert one_line_error(err) and "the deployed definition is malformed: Parameters" in err

@@ -533,22 +533,13 @@ def answering(*results: object) -> dict:
 
 
 @pytest.fixture(name="sagemaker")
-def sagemaker_fixture(http_server, monkeypatch, tmp_path):
+def sagemaker_fixture(http_server, aws_endpoints):
     """``start(*replies) -> handler``: the SageMaker runtime of region eu-west-1 answering ``replies``, for every boto3
     client made after it (dummy credentials, no AWS configuration file)."""
-    import boto3
 
     def start(*replies: dict) -> type:
         url, handler = http_server(SageMakerRuntime, replies=list(replies))
-        for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_REGION", "AWS_ENDPOINT_URL"):
-            monkeypatch.delenv(name, raising=False)
-        for name, value in {"AWS_ACCESS_KEY_ID": "AKIDTEST", "AWS_SECRET_ACCESS_KEY": "test",
-                            "AWS_DEFAULT_REGION": "eu-west-1", "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": url,
-                            "AWS_CONFIG_FILE": str(tmp_path / "no-aws-config"),
-                            "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "no-aws-credentials"),
-                            "AWS_EC2_METADATA_DISABLED": "true"}.items():
-            monkeypatch.setenv(name, value)
-        monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)  # not one whose credentials an earlier test resolved
+        aws_endpoints(sagemaker_runtime=url)
         return handler
 
     return start
