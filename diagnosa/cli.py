@@ -516,16 +516,16 @@ def open_registry(args: argparse.Namespace):
     from pipelines.executor import local_registry
     from pipelines.registry import SageMakerRegistry
 
-    if getattr(args, "region", None):
-        return SageMakerRegistry(aws_client("sagemaker", args.region))
+    if getattr(args, "region", None):  # a region's name, checked as `pipeline`'s are (botocore's refusal was exit 1)
+        return SageMakerRegistry(aws_client("sagemaker", _required_region(args)))
     return local_registry(workspace(args))
 
 
 def _test_summary(args: argparse.Namespace, package: dict) -> str:
     """Test-set recall figures of a version, from the evaluation its ModelMetrics point at (local lake)."""
-    uri = package.get("ModelMetrics", {}).get("ModelQuality", {}).get("Statistics", {}).get("S3Uri", "")
-    bucket, _, key = str(uri).removeprefix("s3://").partition("/")
-    try:
+    try:  # the fields are the version's (a file, or SageMaker's answer): text or a list where an object goes is no report
+        uri = package.get("ModelMetrics", {}).get("ModelQuality", {}).get("Statistics", {}).get("S3Uri", "")
+        bucket, _, key = str(uri).removeprefix("s3://").partition("/")
         if bucket != LOCAL_BUCKET:
             raise LakeError(f"not in the local lake: {uri}")
         report = json.loads(open_lake(args).get_bytes(key))["diagnosa"]
@@ -552,47 +552,74 @@ def _serving(endpoints: list[dict], package: dict) -> list[str]:
 
 
 def cmd_registry_list(args: argparse.Namespace) -> int:
+    from diagnosa.text import some_of
     from inference.limits import printable_line
-    from pipelines.registry import DAMAGED
+    from pipelines.registry import (
+        APPROVAL_DESCRIPTION_CHARS,
+        DAMAGED,
+        LISTED_GROUPS,
+        DamagedVersion,
+        RegistryError,
+    )
 
     registry = open_registry(args)
-    existing = registry.groups()
+    try:  # SageMaker's refusal or an answer that cannot be used (the service failed: exit status 1); locally none
+        existing = registry.groups()
+    except RegistryError as err:
+        raise Unavailable(str(err)) from None
     where = f"{registry.root}" + ("" if args.region else f" ({workspace_hint(args)})")
     if args.group and args.group not in existing:
         raise UsageError(f"no model package group {args.group!r} in {where}: "
-                         + (f"its groups are {', '.join(existing)}" if existing else "it has no groups yet"))
+                         + (f"its groups are {some_of(map(printable_line, existing))}" if existing
+                            else "it has no groups yet"))
     groups = [args.group] if args.group else existing
     if not groups:
         print(f"no model packages in {where}")
         return 0
+    if args.region and len(groups) > LISTED_GROUPS:  # each group is a ListModelPackages call and one call per version
+        print(f"(the first {LISTED_GROUPS} of {len(groups):,} model package groups shown: give --group)")
+        groups = groups[:LISTED_GROUPS]
     endpoints = _in_service(args)
     for group in groups:
-        packages = registry.list_model_packages(group)
-        print(printable_line(f"{group}: {len(packages)} version(s)"))
+        if args.region:
+            try:  # the newest LISTED_VERSIONS, described: 100,000 versions were 100,000 DescribeModelPackage calls
+                packages, more = registry.newest_packages(group)
+            except RegistryError as err:  # a refusal of DescribeModelPackage was a traceback
+                raise Unavailable(str(err)) from None
+        else:
+            packages, more = registry.list_model_packages(group), False
+        print(printable_line(f"{group}: more than {len(packages)} versions (the newest {len(packages)} shown; every "
+                             f"one: aws sagemaker list-model-packages --model-package-group-name {group} --region "
+                             f"{args.region})" if more else f"{group}: {len(packages)} version(s)"))
         for p in packages:
-            # Every field is the version file's (anyone's text): printed escaped, one line each — a newline in
-            # metadata forged a version line, a lone surrogate crashed the listing of every group.
-            if p["ModelApprovalStatus"] == DAMAGED:
+            # Every field is the version file's or SageMaker's answer (anyone's text): printed escaped and bounded
+            # (_answered), one line each — a newline in metadata forged a version line, a lone surrogate crashed the
+            # listing of every group, a 10 MB description made a 10 MB line, a field missing was a KeyError.
+            if isinstance(p, DamagedVersion):
                 print(printable_line(f"  v{p['ModelPackageVersion']:<4} {DAMAGED:<22} {p['Problem']}"))
                 continue
-            rejected = " — rejected, still serving" if p["ModelApprovalStatus"] == "Rejected" else ""
+            status = p.get("ModelApprovalStatus", "?")
+            rejected = " — rejected, still serving" if status == "Rejected" else ""
             serving = "".join(f"  [serving on {name}{rejected}]" for name in _serving(endpoints, p))
-            print(printable_line(f"  v{p['ModelPackageVersion']!s:<4} {p['ModelApprovalStatus']:<22} "
-                                 f"{p.get('CreationTime', '?')!s}  {_test_summary(args, p)}{serving}"))
+            print(printable_line(f"  v{_answered(p.get('ModelPackageVersion', '?')):<4} {_answered(status):<22} "
+                                 f"{_answered(p.get('CreationTime', '?'))}  {_test_summary(args, p)}{serving}"))
             reason = p.get("ApprovalDescription")  # the --reason of the last approve or reject (local packages)
             if reason:
-                print(printable_line(f"        reason: {reason!s}"))  # at most 1,024 characters (SageMaker's limit)
-            lineage = p.get("CustomerMetadataProperties", {})
-            if lineage:
-                print(printable_line(
-                    f"        execution {lineage.get('diagnosa:execution', '?')!s} · data "
-                    f"{lineage.get('diagnosa:input-data', '?')!s} · code "
-                    f"{str(lineage.get('diagnosa:code-sha256', '?'))[:12]}"))
+                print(f"        reason: {_answered(reason, APPROVAL_DESCRIPTION_CHARS)}")  # SageMaker's limit: 1,024 characters
+            lineage = p.get("CustomerMetadataProperties")
+            if isinstance(lineage, dict) and lineage:
+                print(f"        execution {_answered(lineage.get('diagnosa:execution', '?'))} · data "
+                      f"{_answered(lineage.get('diagnosa:input-data', '?'))} · code "
+                      f"{_answered(lineage.get('diagnosa:code-sha256', '?'))[:12]}")
     return 0
 
 
 def cmd_registry_decide(args: argparse.Namespace) -> int:
-    from pipelines.registry import ARN_PREFIX, RegistryError
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from diagnosa.text import some_of
+    from inference.limits import printable_line
+    from pipelines.registry import ARN_PREFIX, RegistryError, UnusableAnswer
 
     registry = open_registry(args)
     status = "Approved" if args.registry_command == "approve" else "Rejected"
@@ -609,12 +636,20 @@ def cmd_registry_decide(args: argparse.Namespace) -> int:
                                  f"{before['ModelApprovalStatus']}), as it cannot be deployed to endpoint {name}: "
                                  f"{problem}")
         registry.update_model_package(arn, status, args.reason)
-        package = registry.describe_model_package(arn)
+        # On AWS nothing below reads the package: describing it after the update made a refusal of that call (or
+        # of anything else after the decision was written) an error, the version Approved all the same.
+        package = {} if args.region else registry.describe_model_package(arn)
+    except UnusableAnswer as err:  # SageMaker's answer cannot be used: the service failed, not the command
+        raise Unavailable(str(err)) from None
     except RegistryError as err:
-        groups = registry.groups()
-        missing = "" if args.group in groups else (
-            f"; there is no model package group {args.group!r} (" + (f"its groups are {', '.join(groups)}: give --group"
-                                                                      if groups else "no groups yet") + ")")
+        try:
+            groups: list[str] | None = registry.groups()
+        except (RegistryError, BotoCoreError, ClientError):  # SageMaker's listing of groups failing too: no hint
+            groups = None
+        missing = "" if groups is None or args.group in groups else (
+            f"; there is no model package group {args.group!r} (" + (
+                f"its groups are {some_of(map(printable_line, groups))}: give --group" if groups else "no groups yet")
+            + ")")
         raise UsageError(f"{err}{missing}" if args.region else f"{err}{missing} ({workspace_hint(args)})") from None
     print(f"{args.group} v{args.version}: {status}")
     if status == "Rejected":

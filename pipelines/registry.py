@@ -23,13 +23,14 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from diagnosa.data.schema import SchemaError
-from diagnosa.data.validate import shown
+from diagnosa.data.validate import clip, shown
 from diagnosa.files import read_json_record
 from diagnosa.lake import LakeError, LocalStorage, validate_key
 from pipelines.locks import file_lock
 from pipelines.service_model import request_problems
 
 APPROVAL_STATUSES = ("PendingManualApproval", "Approved", "Rejected")
+APPROVAL_DESCRIPTION_CHARS = 1_024  # SageMaker's limit on a version's ApprovalDescription (UpdateModelPackage)
 DAMAGED = "Damaged"  # the status listed for a version whose file cannot be read
 ARN_PREFIX = "arn:aws:sagemaker:local:000000000000:model-package"
 MARK_FILE = ".last-version"  # a group's high-water mark: the highest version number it ever gave
@@ -265,8 +266,28 @@ def package_version(name: str) -> tuple[str, int]:
     return group, int(version)
 
 
+# SageMaker's answers, read by SageMakerRegistry: botocore parses them, and they are still anyone's text (a compromised or
+# broken endpoint's). Each is checked before it is used or sent back, and read bounded.
+LISTED_GROUPS = 100  # model package groups `registry list --region` shows (each is a call and one per version)
+LISTED_VERSIONS = 100  # versions of a group `registry list --region` describes and shows: the newest (one page)
+PAGE_ITEMS = 100  # MaxResults asked of each page of a listing (SageMaker's own maximum)
+MAX_PAGES = 100  # pages of a listing read at most: a NextToken that never ended was followed forever
+MAX_GROUPS = MAX_PAGES * PAGE_ITEMS  # model package groups read at most (a page may hold more than it was asked for)
+ERROR_CHARS = 1_000  # of SageMaker's refusal quoted (a 1 MB message made a 1 MB error, its newlines forged lines)
+# A model package's ARN as SageMaker's service model has it, its group an EntityName and its version a number
+MODEL_PACKAGE_ARN = re.compile(r"arn:aws[a-z\-]*:sagemaker:[a-z0-9\-]{9,16}:[0-9]{12}:model-package/"
+                               r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}/[0-9]{1,9}")
+
+
+class UnusableAnswer(RegistryError):
+    """An answer of SageMaker's that botocore reads but that cannot be used: a listing without its list or with
+    something else than objects in it, a name or ARN that is none, pages that never end. The CLI says it in one line,
+    exit status 1 (the service failed, not the command)."""
+
+
 class SageMakerRegistry:
-    """The same reads and approval decisions against SageMaker's Model Registry (boto3), for the CLI."""
+    """The same reads and approval decisions against SageMaker's Model Registry (boto3), for the CLI. What SageMaker
+    answers is checked before it is used (UnusableAnswer), its refusals quoted on one line, bounded (RegistryError)."""
 
     def __init__(self, client: Any):
         self.client = client
@@ -275,29 +296,70 @@ class SageMakerRegistry:
     def _call(self, operation: str, **arguments: Any) -> Any:
         from botocore.exceptions import BotoCoreError, ClientError
 
+        from diagnosa.aws import UnreadableAnswer
+        from inference.limits import printable_line
+
         try:
             return getattr(self.client, operation)(**arguments)
+        except UnreadableAnswer as err:  # no refusal: an answer botocore cannot read (a JSON null where an object goes)
+            raise UnusableAnswer(f"AWS: {err}") from None  # as the CLI says it of every other call
         except (ClientError, BotoCoreError) as err:
-            raise RegistryError(f"SageMaker refused {operation}: {err}") from None
+            said = clip(printable_line(str(err)[:ERROR_CHARS + 1]), ERROR_CHARS)
+            raise RegistryError(f"SageMaker refused {operation}: {said}") from None
+
+    def _pages(self, operation: str, key: str, **arguments: Any) -> Iterator[list[dict[str, Any]]]:
+        """Each page's ``key`` list of a listing, at most MAX_PAGES pages (botocore's paginator followed a NextToken
+        that never ended forever). AWS's refusals are botocore's errors, as the paginator raised them."""
+        token = None
+        for _ in range(MAX_PAGES):
+            page = getattr(self.client, operation)(**arguments, **({"NextToken": token} if token else {}))
+            yield _items(page, key, _operation(operation))
+            token = page.get("NextToken")
+            if not token:
+                return
+        raise UnusableAnswer(f"SageMaker answered {_operation(operation)} with a next page still after {MAX_PAGES:,} "
+                             "pages: the listing is not read to its end")
 
     def groups(self) -> list[str]:
-        pages = self._call("get_paginator", operation_name="list_model_package_groups").paginate()
-        return sorted(g["ModelPackageGroupName"] for page in pages for g in page["ModelPackageGroupSummaryList"])
+        names: list[str] = []
+        for summaries in self._pages("list_model_package_groups", "ModelPackageGroupSummaryList",
+                                     MaxResults=PAGE_ITEMS):
+            for summary in summaries:
+                name = summary.get("ModelPackageGroupName")
+                if not isinstance(name, str) or not GROUP_NAME.fullmatch(name):
+                    raise UnusableAnswer(f"SageMaker answered ListModelPackageGroups with {_quoted(name)} as a group's "
+                                         "name: no model package group's name")
+                names.append(name)
+            if len(names) > MAX_GROUPS:
+                raise UnusableAnswer(f"SageMaker answered ListModelPackageGroups with more than {MAX_GROUPS:,} "
+                                     "model package groups: the listing is not read to its end")
+        return sorted(names)
+
+    def newest_packages(self, ModelPackageGroupName: str,  # noqa: N803
+                        ModelApprovalStatus: str | None = None) -> tuple[list[dict[str, Any]], bool]:
+        """The group's newest LISTED_VERSIONS versions, oldest first, each described (a field its description lacks
+        is its summary's), and whether the group has more: one ListModelPackages page, not every version of the group
+        described (100,000 versions were 100,000 DescribeModelPackage calls)."""
+        kwargs: dict[str, Any] = {"ModelPackageGroupName": ModelPackageGroupName, "SortBy": "CreationTime",
+                                  "SortOrder": "Descending", "MaxResults": LISTED_VERSIONS}
+        if ModelApprovalStatus:
+            kwargs["ModelApprovalStatus"] = ModelApprovalStatus
+        answer = self._call("list_model_packages", **kwargs)
+        summaries = _items(answer, "ModelPackageSummaryList", "ListModelPackages")
+        newest = [{**summary, **self.describe_model_package(_package_arn(summary, ModelPackageGroupName))}
+                  for summary in summaries[:LISTED_VERSIONS]]
+        return newest[::-1], len(summaries) > LISTED_VERSIONS or bool(answer.get("NextToken"))
 
     def list_model_packages(self, ModelPackageGroupName: str,  # noqa: N803
                             ModelApprovalStatus: str | None = None) -> list[dict[str, Any]]:
-        kwargs: dict[str, Any] = {"ModelPackageGroupName": ModelPackageGroupName, "SortBy": "CreationTime",
-                                  "SortOrder": "Ascending"}
-        if ModelApprovalStatus:
-            kwargs["ModelApprovalStatus"] = ModelApprovalStatus
-        pages = self._call("get_paginator", operation_name="list_model_packages").paginate(**kwargs)
-        return [self.describe_model_package(s["ModelPackageArn"]) for page in pages
-                for s in page["ModelPackageSummaryList"]]
+        """The group's newest LISTED_VERSIONS versions, oldest first (:meth:`newest_packages`)."""
+        return self.newest_packages(ModelPackageGroupName, ModelApprovalStatus)[0]
 
     def describe_model_package(self, ModelPackageName: str) -> dict[str, Any]:  # noqa: N803
         package = self._call("describe_model_package", ModelPackageName=ModelPackageName)
         package.pop("ResponseMetadata", None)
-        package["CreationTime"] = str(package.get("CreationTime", ""))
+        if "CreationTime" in package:  # (an answer without it: newest_packages shows the summary's)
+            package["CreationTime"] = str(package["CreationTime"])
         return package
 
     def update_model_package(self, ModelPackageArn: str, ModelApprovalStatus: str,  # noqa: N803
@@ -308,15 +370,45 @@ class SageMakerRegistry:
         kwargs = {"ModelPackageArn": ModelPackageArn, "ModelApprovalStatus": ModelApprovalStatus}
         if ApprovalDescription is not None:
             kwargs["ApprovalDescription"] = ApprovalDescription
-        return {"ModelPackageArn": self._call("update_model_package", **kwargs)["ModelPackageArn"]}
+        self._call("update_model_package", **kwargs)  # done once it answers: its ARN (KeyError when missing) is ours
+        return {"ModelPackageArn": ModelPackageArn}
 
     def package_arn(self, group: str, version: int) -> str:
         """Version ``version``'s ARN, from ListModelPackages' summaries, which carry each version's number and ARN
-        (describing every version to find one made a DescribeModelPackage call per version of the group)."""
-        pages = self._call("get_paginator", operation_name="list_model_packages").paginate(
-            ModelPackageGroupName=group)
-        for page in pages:
-            for summary in page["ModelPackageSummaryList"]:
+        (describing every version to find one made a DescribeModelPackage call per version of the group). An ARN
+        that names another package is refused (UnusableAnswer): it would be approved in the version's place."""
+        for summaries in self._pages("list_model_packages", "ModelPackageSummaryList", ModelPackageGroupName=group,
+                                     MaxResults=PAGE_ITEMS):
+            for summary in summaries:
                 if summary.get("ModelPackageVersion") == version:
-                    return str(summary["ModelPackageArn"])
+                    return _package_arn(summary, group, version)
         raise RegistryError(f"model package {group}/{version} does not exist in {self.root}")
+
+
+def _operation(method: str) -> str:
+    """A boto3 client's method name as AWS names the operation: list_model_packages → ListModelPackages."""
+    return "".join(word.title() for word in method.split("_"))
+
+
+def _items(answer: dict[str, Any], key: str, operation: str) -> list[dict[str, Any]]:
+    """``answer[key]``, a list of objects, as SageMaker's answer to ``operation`` holds it; UnusableAnswer when it does
+    not (a missing list or a None in it was a KeyError or TypeError)."""
+    items = answer.get(key)
+    if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
+        raise UnusableAnswer(f"SageMaker answered {operation} without a list of {key.removesuffix('List')} objects: "
+                             f"got {_quoted(items)}")
+    return items
+
+
+def _package_arn(summary: dict[str, Any], group: str, version: int | None = None) -> str:
+    """The model package ARN of a ListModelPackages summary, checked: a model package's ARN (SageMaker's pattern) of
+    ``group`` (SageMaker writes it in lower case in an ARN) and ``version`` when given; UnusableAnswer otherwise (a
+    missing ARN was a KeyError, a 10 MB or forged one was sent back to SageMaker)."""
+    arn = summary.get("ModelPackageArn")
+    if isinstance(arn, str) and MODEL_PACKAGE_ARN.fullmatch(arn):
+        named_group, named_version = package_version(arn)
+        if named_group.lower() == group.lower() and version in (None, named_version):
+            return arn
+    which = f"{group}/{version}" if version is not None else f"a version of {group}"
+    raise UnusableAnswer(f"SageMaker answered ListModelPackages with {_quoted(arn)} as the ARN of {which}: not its "
+                         "model package's ARN")
