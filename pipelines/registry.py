@@ -301,8 +301,8 @@ class SageMakerRegistry:
 
         try:
             return getattr(self.client, operation)(**arguments)
-        except UnreadableAnswer as err:  # no refusal: an answer botocore cannot read (a JSON null where an object goes)
-            raise UnusableAnswer(f"AWS: {err}") from None  # as the CLI says it of every other call
+        except UnreadableAnswer:  # no refusal: an answer botocore cannot read, said as of every other AWS call
+            raise
         except (ClientError, BotoCoreError) as err:
             said = clip(printable_line(str(err)[:ERROR_CHARS + 1]), ERROR_CHARS)
             raise RegistryError(f"SageMaker refused {operation}: {said}") from None
@@ -335,25 +335,17 @@ class SageMakerRegistry:
                                      "model package groups: the listing is not read to its end")
         return sorted(names)
 
-    def newest_packages(self, ModelPackageGroupName: str,  # noqa: N803
-                        ModelApprovalStatus: str | None = None) -> tuple[list[dict[str, Any]], bool]:
+    def newest_packages(self, group: str) -> tuple[list[dict[str, Any]], bool]:
         """The group's newest LISTED_VERSIONS versions, oldest first, each described (a field its description lacks
         is its summary's), and whether the group has more: one ListModelPackages page, not every version of the group
-        described (100,000 versions were 100,000 DescribeModelPackage calls)."""
-        kwargs: dict[str, Any] = {"ModelPackageGroupName": ModelPackageGroupName, "SortBy": "CreationTime",
-                                  "SortOrder": "Descending", "MaxResults": LISTED_VERSIONS}
-        if ModelApprovalStatus:
-            kwargs["ModelApprovalStatus"] = ModelApprovalStatus
-        answer = self._call("list_model_packages", **kwargs)
+        described (100,000 versions were 100,000 DescribeModelPackage calls). The local registry's
+        ``list_model_packages`` lists every version; this one has no such method, so nothing takes a part for all."""
+        answer = self._call("list_model_packages", ModelPackageGroupName=group, SortBy="CreationTime",
+                            SortOrder="Descending", MaxResults=LISTED_VERSIONS)
         summaries = _items(answer, "ModelPackageSummaryList", "ListModelPackages")
-        newest = [{**summary, **self.describe_model_package(_package_arn(summary, ModelPackageGroupName))}
+        newest = [{**summary, **self.describe_model_package(_package_arn(summary, group))}
                   for summary in summaries[:LISTED_VERSIONS]]
         return newest[::-1], len(summaries) > LISTED_VERSIONS or bool(answer.get("NextToken"))
-
-    def list_model_packages(self, ModelPackageGroupName: str,  # noqa: N803
-                            ModelApprovalStatus: str | None = None) -> list[dict[str, Any]]:
-        """The group's newest LISTED_VERSIONS versions, oldest first (:meth:`newest_packages`)."""
-        return self.newest_packages(ModelPackageGroupName, ModelApprovalStatus)[0]
 
     def describe_model_package(self, ModelPackageName: str) -> dict[str, Any]:  # noqa: N803
         package = self._call("describe_model_package", ModelPackageName=ModelPackageName)
