@@ -25,6 +25,7 @@ import logging
 import re
 import signal
 import socket
+import sys
 import threading
 import time
 import uuid
@@ -210,6 +211,16 @@ class _Server(ThreadingHTTPServer):
         self.slots: dict[Any, _Slot] = {}  # socket -> its slot, in the order they were accepted
         self.stopping = False
         super().__init__(address, _Handler)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """What escaped a connection's handler: a client that reset or dropped it before its request line ended
+        (a balancer's probe, a killed client) is one line, as one dropped mid-request is, not socketserver's
+        traceback on stderr; anything else is logged with its traceback."""
+        err = sys.exc_info()[1]
+        if isinstance(err, (ConnectionError, TimeoutError)):
+            log.info("connection from %s dropped before its request: %s", client_address[0], err)
+        else:
+            log.exception("unexpected error on the connection from %s", client_address[0])
 
     def _full(self, client: str) -> str | None:
         """Why a new connection from ``client`` gets no ordinary slot (call under lock), or None."""

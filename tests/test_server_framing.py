@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import gzip
 import json
+import logging
 import socket
+import struct
+import time
 
 import pytest
 
@@ -227,3 +230,25 @@ def test_a_header_block_over_the_limit_is_a_431_and_one_under_it_is_served(captu
     over = {f"X-Pad-{i}": filler for i in range(server_module.MAX_HEADER_BYTES // 1000 + 2)}
     [(status, _, body)] = _answers(_exchange(ep, _request("GET", "/ping", headers=over, length=False)))
     assert status == 431 and f"over {server_module.MAX_HEADER_BYTES:,} bytes" in body.decode()
+
+
+@pytest.mark.parametrize("sent", [b"", b"GET /pi"], ids=["nothing sent", "half a request line"])
+def test_a_client_that_resets_its_connection_is_one_log_line_not_a_traceback(captured, capsys, caplog, sent):
+    # A reset before the request line ended (a balancer's probe, a killed client) escaped the handler to
+    # socketserver, which printed a traceback on stderr: one per such connection, outside the server's log.
+    ep, _ = captured
+    with caplog.at_level(logging.INFO, logger="diagnosa.server"):
+        sock = socket.create_connection(("127.0.0.1", ep.port), timeout=10)
+        sock.sendall(sent)
+        time.sleep(0.2)  # the server's thread is reading
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.close()  # with SO_LINGER 0: a reset, not a close
+        deadline = time.monotonic() + 10
+        while "dropped" not in caplog.text and time.monotonic() < deadline:
+            time.sleep(0.05)
+        with socket.create_connection(("127.0.0.1", ep.port), timeout=10) as healthy:
+            healthy.sendall(_request("GET", "/ping"))
+            assert healthy.recv(65536).startswith(b"HTTP/1.1 200")
+    dropped = [r.getMessage() for r in caplog.records if "dropped" in r.getMessage()]
+    assert len(dropped) == 1 and "127.0.0.1" in dropped[0] and "reset" in dropped[0].lower(), caplog.text
+    assert "Traceback" not in capsys.readouterr().err
