@@ -46,7 +46,7 @@ from typing import Any, Callable, Generator, Iterable, Iterator
 from diagnosa.data.schema import RESOURCE_NAME
 from diagnosa.data.validate import clip, shown
 from diagnosa.lake import DataLake
-from inference.limits import printable
+from inference.limits import printable, printable_line
 
 log = logging.getLogger("diagnosa.capture")
 
@@ -489,11 +489,15 @@ class DataCapture:
         try:
             line = capture_line(event_id, inference_id, bytes(input_body), input_content_type, bytes(output_body),
                                 output_content_type, when)
-        except Exception:  # noqa: BLE001  (a bad event must not fail the request)
+        except Exception as err:  # noqa: BLE001  (a bad event must not fail the request)
             with self._lock:
                 self.lost += 1
                 self._remember(event_id, CAPTURE_FAILED)
-            log.exception("capture event %s could not be serialised", event_id)
+            # The id is escaped: a lone surrogate in a log record fails a UTF-8 log file's handler.
+            if isinstance(err, ValueError):  # an id or body no capture line can hold: said, not a traceback
+                log.error("capture event %s could not be serialised: %s", printable_line(event_id), err)
+            else:
+                log.exception("capture event %s could not be serialised", printable_line(event_id))
             return False
         return self._spool(self._capture, when, line, event_id, patients)
 

@@ -5,6 +5,7 @@ cohort's retraining read them back."""
 from __future__ import annotations
 
 import json
+import logging
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -140,19 +141,26 @@ def test_lines_holding_a_lone_surrogate_are_skipped_and_the_rest_monitored(tmp_p
     assert json.loads((out / "report.json").read_text(encoding="utf-8"))["traffic"]["patients"] == 2
 
 
-def test_the_capture_refuses_to_write_an_id_no_line_can_hold(tmp_path):
+def test_the_capture_refuses_to_write_an_id_no_line_can_hold(tmp_path, caplog):
     # The server's ids are UUIDs and printable headers; a lone surrogate would have raised in the spool's encoding,
     # into the request: the event is counted lost instead, and the capture goes on.
     lake = DataLake.from_uri(str(tmp_path / "lake"))
     when = datetime(2026, 11, 27, 10, tzinfo=timezone.utc)
     answer = b'{"predictions": [{"category": "NO ENFERMO"}]}'
-    with DataCapture(lake, "diagnosa", flush_seconds=0.05) as capture:
+    with caplog.at_level(logging.INFO, logger="diagnosa.capture"), \
+            DataCapture(lake, "diagnosa", flush_seconds=0.05) as capture:
         assert not capture.record("e\ud800", None, b'{"age": 40}', "application/json", answer, "application/json", when)
         assert not capture.record("e2", "v\udfff", b'{"age": 40}', "application/json", answer, "application/json", when)
         assert capture.record("e3", "visit", b'{"age": 40}', "application/json", answer, "application/json", when)
         assert capture.flush()
         assert capture.lost == 2
     assert [e["eventMetadata"]["eventId"] for e in read_capture(lake, "diagnosa").events] == ["e3"]
+    # Each said in one line a UTF-8 log file can hold (the raw id made its handler fail), without a traceback.
+    refused = [r for r in caplog.records if "could not be serialised" in r.getMessage()]
+    assert [r.getMessage().split(":")[0] for r in refused] == ["capture event e\\ud800 could not be serialised",
+                                                              "capture event e2 could not be serialised"]
+    assert all(r.exc_info is None and r.getMessage().isprintable() for r in refused)
+    assert "lone UTF-16 surrogate" in refused[1].getMessage()
 
 
 @pytest.mark.parametrize("when", ["27/11/2026", "2026-11-27T10:00:00+25:00", "0001-01-01T00:00:00+01:00", 1764237600])
