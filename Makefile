@@ -63,8 +63,12 @@ run: install
 # The pinned CDK CLI too (node_modules/): a test reads its bootstrap template (tests/infra/test_images.py);
 # and checkov's venv: tests/infra/test_template_lint.py runs the checkov gate on the synthesized templates.
 # It declares what it installs (tests/tools.py): a test needing the CDK CLI or checkov then fails rather than skips.
+# The suite runs in TEST_WORKERS processes (pytest-xdist), each test file whole in one of them, so that a file's
+# module fixtures are made once and its tests keep their order; TEST_WORKERS=0 runs it in this process (--pdb).
+TEST_WORKERS ?= 2
 test: install node_modules/.installed checkov
-	DIAGNOSA_TEST_REQUIRES="cdk,checkov$${DIAGNOSA_TEST_REQUIRES:+,$$DIAGNOSA_TEST_REQUIRES}" $(BIN)/python -m pytest $(PYTEST_ARGS)
+	DIAGNOSA_TEST_REQUIRES="cdk,checkov$${DIAGNOSA_TEST_REQUIRES:+,$$DIAGNOSA_TEST_REQUIRES}" \
+		$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 bench: install
 	$(BIN)/python benchmarks/bench_data.py

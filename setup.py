@@ -21,6 +21,7 @@ RUNTIME = STEPS + [
 DEV = [
     "moto[s3,sagemaker,iam,sts,events,cloudwatch,server]==5.2.5",  # server: the S3 the container-parity tests give the toolkits
     "pytest==9.2.0",
+    "pytest-xdist==3.8.0",  # make test runs the suite in parallel processes (Makefile, TEST_WORKERS)
     "hypothesis==6.170.15",
     # drives the system Chromium (diagnosa/browser.py); never downloads a browser of its own
     "playwright==1.65.2",

@@ -279,6 +279,20 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         need(*mark.args)
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> object:
+    """A test's report as UTF-8 can carry it: the hostile-input tests feed lone surrogates ("\\ud800"), which a
+    captured log record or a failure's text may quote, and pytest-xdist's worker, which sends each report to the
+    controller as UTF-8, died on one (and with it the rest of its tests). Escaped, as the server's logs escape them."""
+    from inference.limits import printable
+
+    outcome = yield
+    report = outcome.get_result()
+    report.sections = [(title, printable(text)) for title, text in report.sections]
+    if report.failed and printable(text := str(report.longrepr)) != text:
+        report.longrepr = printable(text)
+
+
 @pytest.fixture
 def aws_endpoints(monkeypatch, tmp_path):
     """``point(**urls)``: every boto3 client made after it (region eu-west-1, dummy credentials, no AWS configuration

@@ -140,8 +140,10 @@ def test_second_feedback_through_the_route_keeps_one_object(endpoint):
     assert read_feedback(lake, "diagnosa").latest[(event, None)].diagnosis == "ENFERMEDAD LEVE"
 
 
+# Named ids: the values are new at each collection, and pytest-xdist's workers must collect the same tests.
 @pytest.mark.parametrize("event", ["never-issued-event-id", str(uuid.uuid4()), new_event_id(),
-                                   new_event_id(datetime.now(timezone.utc) + timedelta(days=3))])
+                                   new_event_id(datetime.now(timezone.utc) + timedelta(days=3))],
+                         ids=["not-an-id", "uuid4", "new-id", "new-id-in-3-days"])
 def test_feedback_for_an_event_never_captured_is_404(endpoint, event):
     ep, lake = endpoint
     captured_event(ep)
