@@ -462,8 +462,9 @@ class _Handler(BaseHTTPRequestHandler):
         command = (getattr(self, "command", None) or "-")[:20]  # a method token may be 64 KB long
         path = _path(getattr(self, "path", "") or "")[:200] or "-"
         elapsed = 1000 * (time.perf_counter() - self._started)
-        log.info("%s %s %s %.1f ms", command, path.encode("unicode_escape").decode("ascii"), self._status or "-",
-                 elapsed)
+        # Both escaped: a method token may hold an escape code (ESC, CSI) that would act on a terminal showing the log.
+        log.info("%s %s %s %.1f ms", command.encode("unicode_escape").decode("ascii"),
+                 path.encode("unicode_escape").decode("ascii"), self._status or "-", elapsed)
 
     # -- responses ---------------------------------------------------------------------------
     def _send(self, status: int, body: bytes, content_type: str = JSON, headers: dict[str, str] | None = None,

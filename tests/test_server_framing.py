@@ -252,3 +252,16 @@ def test_a_client_that_resets_its_connection_is_one_log_line_not_a_traceback(cap
     dropped = [r.getMessage() for r in caplog.records if "dropped" in r.getMessage()]
     assert len(dropped) == 1 and "127.0.0.1" in dropped[0] and "reset" in dropped[0].lower(), caplog.text
     assert "Traceback" not in capsys.readouterr().err
+
+
+def test_a_method_token_holding_escape_codes_is_logged_escaped(captured, caplog):
+    # The path was escaped in the request's log line, the method not: ESC and CSI (the one-byte escape, read as
+    # Latin-1) reached the log as they came, to act on the terminal of whoever reads it.
+    ep, _ = captured
+    with caplog.at_level(logging.INFO, logger="diagnosa.server"):
+        for method in (b"G\x1b[2JT", b"P\x9b31mOST", b"D\x00X\x7f"):
+            [(status, _, _)] = _answers(_exchange(ep, method + b" /ping HTTP/1.1\r\nHost: x\r\n\r\n"))
+            assert status == 405
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().endswith(" ms")]
+    assert [line.split(" /ping ")[0] for line in lines] == ["G\\x1b[2JT", "P\\x9b31mOST", "D\\x00X\\x7f"]
+    assert all(line.isprintable() for line in lines)
