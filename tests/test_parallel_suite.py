@@ -1,7 +1,7 @@
 """`make test` runs the suite in pytest-xdist worker processes (Makefile, TEST_WORKERS): what the tests need of that.
 
 Each worker sends every report to the controller as UTF-8. A lone surrogate in a report — the hostile-input tests
-feed "\\ud800" into logs and failure messages — killed the worker, and the rest of its tests never ran (485 of 3,400
+feed "\\ud800" into logs and failure messages — killed the worker, and the rest of its tests never ran (484 of 3,400
 in the first parallel run). tests/conftest.py escapes them; this runs a small suite in two workers to hold that.
 """
 from __future__ import annotations
