@@ -40,6 +40,7 @@ from diagnosa.labels import CATEGORIES
 from diagnosa.model import ModelLoadError, model_labels
 from inference import handler
 from inference.capture import DEFAULT_VARIANT, DataCapture, issued_later, new_event_id
+from inference.limits import printable_line
 from inference.workers import Outcome, WorkerPool, WorkerUnavailable, score
 
 log = logging.getLogger("diagnosa.server")
@@ -218,7 +219,8 @@ class _Server(ThreadingHTTPServer):
         traceback on stderr; anything else is logged with its traceback."""
         err = sys.exc_info()[1]
         if isinstance(err, (ConnectionError, TimeoutError)):
-            log.info("connection from %s dropped before its request: %s", client_address[0], err)
+            log.info("connection from %s port %s dropped before its request: %s", client_address[0], client_address[1],
+                     err)
         else:
             log.exception("unexpected error on the connection from %s", client_address[0])
 
@@ -463,8 +465,7 @@ class _Handler(BaseHTTPRequestHandler):
         path = _path(getattr(self, "path", "") or "")[:200] or "-"
         elapsed = 1000 * (time.perf_counter() - self._started)
         # Both escaped: a method token may hold an escape code (ESC, CSI) that would act on a terminal showing the log.
-        log.info("%s %s %s %.1f ms", command.encode("unicode_escape").decode("ascii"),
-                 path.encode("unicode_escape").decode("ascii"), self._status or "-", elapsed)
+        log.info("%s %s %s %.1f ms", printable_line(command), printable_line(path), self._status or "-", elapsed)
 
     # -- responses ---------------------------------------------------------------------------
     def _send(self, status: int, body: bytes, content_type: str = JSON, headers: dict[str, str] | None = None,
