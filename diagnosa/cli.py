@@ -36,6 +36,7 @@ from diagnosa.commands.common import (
     read_token_file,
     resolve_endpoint_name,
     sagemaker_name,
+    shell_json,
     split_families,
     split_params,
     workspace,
@@ -46,7 +47,7 @@ from diagnosa.lake import DataLake, LakeError, bucket_name_problem
 from diagnosa.logs import interrupted
 from diagnosa.services import LOCAL_BUCKET, EndpointBusy, PortTaken, ServiceError
 from diagnosa.text import ITEM_CHARS
-from inference.limits import INVOKE_TIMEOUT
+from inference.limits import INVOKE_TIMEOUT, printable_line, printable_lines
 
 MAX_TOP_K = 1_000  # --top-k's bound here; the endpoint holds it to the model's labels
 
@@ -208,7 +209,7 @@ def cmd_data_ingest(args: argparse.Namespace) -> int:
 
     with Board.for_terminal("data ingest", quiet=args.quiet) as board:
         report = _ingest(args, board.phase)
-    print(report.summary())
+    print(printable_lines(report.summary()))
     return 0
 
 
@@ -309,7 +310,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise UsageError(f"not serving {model_dir}: {err}") from None
     freeze_loaded()  # with --workers 0 the model lives in this process (workers freeze their own)
     example = _served_example(args, model_dir)
-    body = json.dumps(example, ensure_ascii=False).replace("'", "'\\''") if example else None  # quoted for a shell
+    body = shell_json(example) if example else None
     print(f"local endpoint '{args.endpoint_name}' on {endpoint.url} (model {model_dir})\n"
           + (f"  curl -s {endpoint.url}/invocations -H 'Content-Type: application/json' -d '{body}'\n" if body else "")
           + f"  diagnosa predict patients.json --endpoint-url {endpoint.url}", flush=True)
@@ -379,16 +380,16 @@ def _send_batch(args: argparse.Namespace, client: Any) -> int:
                 for record in chunk:
                     send([record])
     except ClientFailure as err:  # the endpoint, not the batch: unreachable, failing, too slow
-        print(f"diagnosa: error: {err} (after {sum(categories.values())} patients were answered)", file=sys.stderr)
+        print(f"diagnosa: error: {_said(err)} (after {sum(categories.values())} patients were answered)", file=sys.stderr)
         return EXIT_FAILED
     answered = sum(categories.values())
     print(f"batch {args.batch}: {answered:,} of {len(batch.records):,} patients answered in {requests:,} requests"
           + (f"; {batch.unreadable} unreadable line(s) skipped" if batch.unreadable else ""))
     for category, count in categories.most_common():
-        print(f"  {category:<22} {count:,}")
+        print(printable_line(f"  {category:<22} {count:,}"))  # the endpoint's words
     if refused:
-        print(f"  refused: {sum(refused.values()):,} patient(s); " + "; ".join(
-            f"{reason} ({n})" for reason, n in refused.most_common(5)))
+        print(printable_line(f"  refused: {sum(refused.values()):,} patient(s); " + "; ".join(
+            f"{reason} ({n})" for reason, n in refused.most_common(5))))
     return 0
 
 
@@ -488,7 +489,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         if stream is not sys.stdin:
             stream.close()
     if failure and endpoint_failed and not problems.total:
-        print(f"diagnosa: error: {failure}", file=sys.stderr)
+        print(f"diagnosa: error: {_said(failure)}", file=sys.stderr)
         return EXIT_FAILED
     if failure and not problems.total:
         raise UsageError(failure)
@@ -502,7 +503,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         if problems.sink is not None:
             print(f"every problem, one JSON line each: {errors_path.resolve()}", file=sys.stderr)
         if failure:
-            print(f"then stopped: {failure}", file=sys.stderr)
+            print(f"then stopped: {_said(failure)}", file=sys.stderr)
         return EXIT_FAILED if endpoint_failed else EXIT_BAD_INPUT
     if len(document.event_ids) > 1:
         print(f"{document.count:,} patients answered in {len(document.event_ids):,} requests", file=sys.stderr)
@@ -553,7 +554,6 @@ def _serving(endpoints: list[dict], package: dict) -> list[str]:
 
 def cmd_registry_list(args: argparse.Namespace) -> int:
     from diagnosa.text import some_of
-    from inference.limits import printable_line
     from pipelines.registry import (
         APPROVAL_DESCRIPTION_CHARS,
         DAMAGED,
@@ -618,7 +618,6 @@ def cmd_registry_decide(args: argparse.Namespace) -> int:
     from botocore.exceptions import BotoCoreError, ClientError
 
     from diagnosa.text import some_of
-    from inference.limits import printable_line
     from pipelines.registry import ARN_PREFIX, RegistryError, UnusableAnswer
 
     registry = open_registry(args)
@@ -679,7 +678,7 @@ def cmd_registry_decide(args: argparse.Namespace) -> int:
             again += (f" --endpoint-name {args.endpoint_name}" if args.endpoint_name else "") + (
                 f" --port {args.port}" if args.port is not None else "")
             print(f"diagnosa: error: {args.group} v{args.version} is Approved in the registry, but not deployed: "
-                  f"{err}. Once that deploy ends, approving it again deploys it (`{again}`)", file=sys.stderr)
+                  f"{_said(err)}. Once that deploy ends, approving it again deploys it (`{again}`)", file=sys.stderr)
             return EXIT_FAILED
         except ServiceError as err:
             again += f" --endpoint-name {args.endpoint_name}" if args.endpoint_name else ""
@@ -904,7 +903,6 @@ def _answered(value: Any, limit: int = ITEM_CHARS) -> str:
     another kind than text said as its repr, bounded (:func:`shown`), a time or number as itself."""
     from datetime import datetime
 
-    from inference.limits import printable_line
 
     if value is None or isinstance(value, (datetime, int, float)):
         return str(value)
@@ -1025,8 +1023,11 @@ class _Parser(argparse.ArgumentParser):
         super().error(clip(message, MAX_FLAG_ERROR))
 
 
-def _said(err: BaseException) -> str:
-    return clip(str(err), MAX_ERROR)
+def _said(err: BaseException | str) -> str:
+    """An error's text as one printable line (:func:`printable_line`), at most MAX_ERROR characters: a message quotes
+    what it refuses -- a CSV's column name, a request's field, a record others wrote -- and an ESC in it acted on the
+    terminal that showed it (``lab\\x1b]0;…\\x07`` retitled the window)."""
+    return clip(printable_line(str(err)[:MAX_ERROR + 1]), MAX_ERROR)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -1304,7 +1305,7 @@ def _command(argv: Sequence[str] | None) -> int:
         return 128 + signal.SIGPIPE
     except OSError as err:  # the machine's answer about a path: unwritable, a file where a folder goes, disk full
         where = f": {err.filename}" if err.filename else ""
-        print(f"diagnosa: error: {clip(f'{err.strerror or err}{where}', MAX_ERROR)}", file=sys.stderr)
+        print(f"diagnosa: error: {_said(f'{err.strerror or err}{where}')}", file=sys.stderr)
         return EXIT_FAILED
 
 

@@ -30,6 +30,7 @@ from inference.limits import (
     loads,
     not_text,
     printable,
+    printable_line,
     surrogate_path,
 )
 
@@ -399,16 +400,19 @@ class ProblemSummary:
 
     def lines(self) -> list[str]:
         """Every problem when there are at most ``shown``; else the ``shown`` most frequent kinds with their
-        counts and first occurrences (a long message repeated by every record is printed once)."""
+        counts and first occurrences (a long message repeated by every record is printed once). Each line is
+        printable (:func:`printable_line`): a problem quotes the file's field names and the endpoint's words, and an
+        ESC among them would act on the terminal that shows it."""
         if self.total <= len(self.first):
-            return [f"  {_describe(p)}" for p in self.first]
-        out = ["by kind, with its first occurrence:"]
-        for kind, count in self.kinds.most_common(self.shown):
-            out += [f"  {count:>7,}  {kind}", f"           {_describe(self.examples[kind])}"]
-        rest = self.kinds.most_common()[self.shown:]
-        if rest:
-            out.append(f"  {sum(c for _, c in rest):>7,}  of {len(rest)} other kind(s)")
-        return out
+            out = [f"  {_describe(p)}" for p in self.first]
+        else:
+            out = ["by kind, with its first occurrence:"]
+            for kind, count in self.kinds.most_common(self.shown):
+                out += [f"  {count:>7,}  {kind}", f"           {_describe(self.examples[kind])}"]
+            rest = self.kinds.most_common()[self.shown:]
+            if rest:
+                out.append(f"  {sum(c for _, c in rest):>7,}  of {len(rest)} other kind(s)")
+        return [printable_line(line) for line in out]
 
     def close(self) -> None:
         if self.per_record:

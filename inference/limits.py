@@ -102,3 +102,9 @@ def printable_line(text: str) -> str:
     format character, a lone surrogate) written as its escape (``\\n``, ``\\u202e``, ``\\ud800``), the rest kept
     ('Größe'). For text a command shows from a file others wrote: it can neither forge a line nor crash the print."""
     return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
+
+
+def printable_lines(text: str) -> str:
+    """``text`` of several lines, each made :func:`printable_line`: its line breaks kept, every other control or
+    format character escaped. For a report a command prints whose lines quote others' text."""
+    return "\n".join(map(printable_line, text.split("\n")))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import math
 import os
 from collections import Counter
@@ -35,6 +36,14 @@ class Unavailable(Exception):
 
 
 WORKSPACE_FOLDER = ".diagnosa"
+
+
+def shell_json(example: object) -> str:
+    """``example`` as JSON to paste between a POSIX shell's single quotes (a hint's curl or printf line): accents kept,
+    each character that would not print as itself -- a category value's ESC, C1 control or bidi override, which the
+    hint put on the terminal as it was -- written as its JSON escape, the same value to the endpoint."""
+    text = json.dumps(example, ensure_ascii=False)
+    return "".join(ch if ch.isprintable() else json.dumps(ch)[1:-1] for ch in text).replace("'", "'\\''")
 
 
 def find_workspace(start: Path) -> Path | None:

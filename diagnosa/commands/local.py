@@ -20,6 +20,7 @@ from diagnosa.commands.common import (
     int_in,
     local_workspace,
     sagemaker_name,
+    shell_json,
     split_families,
     split_params,
     workspace,
@@ -29,6 +30,7 @@ from diagnosa.data.schema import BUILTIN_DATASET, resource_name
 from diagnosa.files import FileProblem, read_file_bounded
 from diagnosa.lake import DataLake, LakeError
 from diagnosa.services import EXAMPLE_REQUEST, LocalWorkspace, curated_manifest, example_request, plan_local_run
+from inference.limits import printable_line
 
 if TYPE_CHECKING:
     from diagnosa.commands.progress import Board
@@ -144,7 +146,7 @@ def _report(record, lake, example: dict[str, Any] = EXAMPLE_REQUEST, *, port: in
     prog = sys.argv[0] if os.path.basename(sys.argv[0]) == "diagnosa" else "diagnosa"
     if deploy.get("Url"):
         url = deploy["Url"]
-        body = json.dumps(example, ensure_ascii=False).replace("'", "'\\''")  # quoted for a POSIX shell
+        body = shell_json(example)
         print(f"  endpoint {deploy['EndpointName']} serving on {url}\n"
               f"    curl -s {url}/invocations -H 'Content-Type: application/json' -d '{body}'\n"
               f"    printf '%s\\n' '{body}' | {prog} predict - --endpoint-url {url}"  # echo would unescape under dash
@@ -157,7 +159,7 @@ def _report(record, lake, example: dict[str, Any] = EXAMPLE_REQUEST, *, port: in
     if record.status == "Stopped":
         print(f"  stopped before the end: resume with `diagnosa run --local --resume {record.id}`")
     if record.status == "Failed":
-        print(f"  failed: {record.data.get('FailureReason')}")
+        print(printable_line(f"  failed: {record.data.get('FailureReason')}"))
         failed_at = [name for name, s in steps.items() if s["StepType"] == "Fail" and s["StepStatus"] == "Failed"]
         if failed_at == [GATE_FAILED_STEP]:
             names = ", ".join(_gate_parameters(lake, evaluate)) or "<Name>"
@@ -202,31 +204,33 @@ def cmd_executions(args: argparse.Namespace) -> int:
         execution = match[0]
         if execution["PipelineExecutionStatus"] == DAMAGED:
             raise UsageError(f"execution {args.execution}: {execution['Problem']}")
-        print(f"{execution['PipelineExecutionId']}  {execution['PipelineExecutionStatus']}  "
-              f"started {execution['CreationTime']}")
+        # A record is a file others may have written: each field shown printable (an ESC acts on the terminal).
+        print(printable_line(f"{execution['PipelineExecutionId']}  {execution['PipelineExecutionStatus']}  "
+                             f"started {execution['CreationTime']}"))
         if execution.get("FailureReason"):
-            print(f"  failure: {execution['FailureReason']}")
+            print(printable_line(f"  failure: {execution['FailureReason']}"))
         for step in sorted(execution["Steps"].values(), key=lambda s: s["StartTime"]):
             cached = " (cache hit)" if step.get("CacheHitResult") else ""
-            print(f"  {step['StepName']:<28} {step['StepStatus']:<10} {step.get('DurationSeconds', 0):7.1f} s  "
-                  f"{step['RunFolder']}{cached}")
+            print(printable_line(f"  {step['StepName']:<28} {step['StepStatus']:<10} "
+                                 f"{step.get('DurationSeconds', 0):7.1f} s  {step['RunFolder']}{cached}"))
             if step.get("FailureReason"):
-                print(f"    {step['FailureReason']}")
+                print(printable_line(f"    {step['FailureReason']}"))
         for name in execution.get("Skipped", []):
-            print(f"  {name:<28} not run (branch not taken)")
+            print(printable_line(f"  {name:<28} not run (branch not taken)"))
         return 0
     if not executions:
         print(f"no local executions{f' of dataset {args.dataset}' if args.dataset else ''} in {root} "
               f"({workspace_hint(args)})")
     for e in executions:
         if e["PipelineExecutionStatus"] == DAMAGED:
-            print(f"{e['PipelineExecutionId']}  {DAMAGED:<10} {e['Problem']}")
+            print(printable_line(f"{e['PipelineExecutionId']}  {DAMAGED:<10} {e['Problem']}"))
             continue
         steps = e["Steps"].values()
         dataset, version = _trained_on(e)
         data = f"  {dataset} {version}" if dataset else f"  {_input(e)}" if _input(e) else ""
-        print(f"{e['PipelineExecutionId']}  {e['PipelineExecutionStatus']:<10} started {e['CreationTime']}  "
-              f"{sum(s['StepStatus'] == 'Succeeded' for s in steps)}/{len(steps)} steps succeeded{data}")
+        print(printable_line(f"{e['PipelineExecutionId']}  {e['PipelineExecutionStatus']:<10} started "
+                             f"{e['CreationTime']}  {sum(s['StepStatus'] == 'Succeeded' for s in steps)}/{len(steps)} "
+                             f"steps succeeded{data}"))
     return 0
 
 
@@ -252,7 +256,7 @@ def cmd_endpoint(args: argparse.Namespace) -> int:
             detail = (r["Problem"] if r["EndpointStatus"] == DAMAGED
                       else f"{r.get('Url', '')}  config {r.get('EndpointConfigName', '')}"
                       + (f"  ({r['Note']})" if r.get("Note") else ""))
-            print(f"{r['EndpointName']:<16} {r['EndpointStatus']:<13} {detail}")
+            print(printable_line(f"{r['EndpointName']:<16} {r['EndpointStatus']:<13} {detail}"))
         return 0
     if args.endpoint_command == "start":
         endpoints = local_workspace(args).endpoints(args.port)
@@ -262,7 +266,7 @@ def cmd_endpoint(args: argparse.Namespace) -> int:
             raise UsageError(str(err)) from None
         if record is None:
             current = endpoints.describe(args.name)
-            print(f"endpoint {args.name} serves already on {current.get('Url') if current else None}")
+            print(printable_line(f"endpoint {args.name} serves already on {current.get('Url') if current else None}"))
         else:
             print(f"endpoint {args.name} InService on {record['Url']} (config {record['EndpointConfigName']})")
         return 0

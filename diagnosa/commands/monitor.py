@@ -302,9 +302,9 @@ def cmd_feedback(args: argparse.Namespace) -> int:
             raise UsageError(str(err)) from None
         stored = store_feedback(lake, args.endpoint_name, feedback)
     row = "" if feedback.event_row is None else f" row {feedback.event_row}"
-    print(f"feedback for event {feedback.event_id}{row} ({feedback.diagnosis}) stored as {stored.key}")
+    print(printable_line(f"feedback for event {feedback.event_id}{row} ({feedback.diagnosis}) stored as {stored.key}"))
     if stored.replaced is not None:  # another record of this patient was there (perhaps another doctor's)
-        print(printable(stored.replaced.describe()))
+        print(printable_line(stored.replaced.describe()))
     if lake is not None:
         _warn_not_captured(args, lake, [feedback.event_id], captured)
     return 0
@@ -611,13 +611,13 @@ def _feedback_file(args: argparse.Namespace) -> int:
     at = stopped[0] if stopped else interrupted
     not_sent = 0 if at is None else sum(1 for line in lines[at - 1:] if line.strip()) - int(in_doubt)
     where = f" to {client.endpoint_url}" if client is not None else ""
-    print(printable(f"feedback from {args.file}{where}: {stored} stored, {bad.records} refused"
-                    + (", 1 may be stored (sent, no answer)" if in_doubt else "")
-                    + (f", {not_sent} not sent" if at is not None else "")
-                    + (f"; interrupted at line {interrupted}" if interrupted is not None else "")
-                    + _replacing_summary(replacing)))
+    print(printable_line(f"feedback from {args.file}{where}: {stored} stored, {bad.records} refused"
+                         + (", 1 may be stored (sent, no answer)" if in_doubt else "")
+                         + (f", {not_sent} not sent" if at is not None else "")
+                         + (f"; interrupted at line {interrupted}" if interrupted is not None else "")
+                         + _replacing_summary(replacing)))
     if bad.total:
-        print("\n".join(printable(line) for line in bad.lines()))
+        print("\n".join(bad.lines()))  # each printable
     if bad.sink is not None:
         print(f"every refused line's problems, one JSON line each: {errors_path.resolve()}")
     if lake is not None and stored_ids:
@@ -627,7 +627,7 @@ def _feedback_file(args: argparse.Namespace) -> int:
         rest = (f"its record may be stored, {not_sent} line(s) after it not sent{resend}" if in_doubt
                 else f"{not_sent} line(s) from there not sent")
         if stopped:
-            print(printable(f"diagnosa: error: {stopped[1]}: stopped at line {at}, {rest}"), file=sys.stderr)
+            print(printable_line(f"diagnosa: error: {stopped[1]}: stopped at line {at}, {rest}"), file=sys.stderr)
             return EXIT_FAILED
         print(f"diagnosa: interrupted ({_signal_name(signum)}) at line {at}, {rest}{'' if in_doubt else resend}",
               file=sys.stderr)

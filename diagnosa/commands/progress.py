@@ -23,6 +23,8 @@ from rich.spinner import Spinner
 from rich.table import Table
 from rich.text import Text
 
+from inference.limits import printable_line, printable_lines
+
 Detail = Callable[[], str]  # what a running step is doing now, asked at each redraw (e.g. its log's last line)
 MARKS = {"done": ("✓", "green"), "failed": ("✗", "red"), "reused": ("↺", "cyan")}
 
@@ -109,7 +111,9 @@ class Board:
         self.refresh()
 
     def echo(self, line: str) -> None:
-        """Print a line to stdout, as the command always has, without tearing the board."""
+        """Print a line to stdout, as the command always has, without tearing the board; each of its control or
+        format characters escaped (a step's failure reason quotes what it refused)."""
+        line = printable_lines(line)
         with self._screen_lock:
             live = self._live if self._live is not None and self._live.is_started else None
             if live is not None and _same_terminal(sys.stdout, live.console.file):
@@ -147,7 +151,8 @@ class Board:
             else:
                 symbol, style = MARKS[row.outcome]
                 mark, elapsed, detail = Text(symbol, style=style), row.ended - row.started, row.note
-            table.add_row(mark, row.name, f"{elapsed:.1f} s", Text(detail or ""))
+            # A job log's last line or a failure reason may quote a column's name: rich strips BEL and CR, not ESC.
+            table.add_row(mark, row.name, f"{elapsed:.1f} s", Text(printable_line(detail or "")))
         running = sum(row.ended is None for row in rows)
         heading = Text.assemble((self.title, "bold"), f"  {now - self.started:.0f} s",
                                 f" · {running} running" if running else "")

@@ -3,6 +3,7 @@ the header, a file that is no text -- one rule for ingestion, ``diagnosa predict
 from __future__ import annotations
 
 import csv
+import unicodedata
 from collections import Counter
 from collections.abc import Sequence
 
@@ -44,6 +45,13 @@ def header_problem(header: Sequence[str], width: int) -> str | None:
     if repeated:
         return "the header names a field more than once: " + ", ".join(repr(name[:80]) for name in repeated[:10])
     return None
+
+
+def hides_characters(name: str) -> bool:
+    """Whether ``name`` holds a control or format character (ESC, a tab, a bidi override, a zero-width space): on a
+    terminal such a character acts instead of showing ('lab\\x1b]0;…' retitled the window of whoever read a message
+    naming the column), and no one sees it to type it in a config or a request."""
+    return any(unicodedata.category(ch) in ("Cc", "Cf") for ch in name)
 
 
 def misfit_problem(cells: Sequence[str], header: Sequence[str], width: int) -> str:

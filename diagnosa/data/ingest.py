@@ -29,7 +29,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from diagnosa.data.csv_cells import container_kind, fit_to_header, is_blank_row, named_width
+from diagnosa.data.csv_cells import container_kind, fit_to_header, hides_characters, is_blank_row, named_width
 from diagnosa.data.hpo import Ontology, load_ontology
 from diagnosa.data.schema import (
     BUILTIN_DATASET,
@@ -59,7 +59,7 @@ from diagnosa.data.schema import (
     too_small_classes,
     ungrouped,
 )
-from diagnosa.data.validate import clip, validate_frame
+from diagnosa.data.validate import clip, shown, validate_frame
 from diagnosa.files import not_a_regular_file
 from diagnosa.lake import DataLake, LakeError
 from diagnosa.text import some_of
@@ -977,6 +977,12 @@ def ingest_csv_data(lake: DataLake, data: bytes, stem: str, config: dict[str, An
     hint = delimiter_hint(header, dialect)
     if hint:
         raise IngestError(f"{source}: {hint}")
+    hidden = [name for name in header if hides_characters(name)]
+    if hidden:
+        raise IngestError(f"{source}: column names holding a control or invisible format character (shown "
+                          f"escaped): {some_of(shown(name, 80) for name in hidden)}: rename them with visible "
+                          "characters (a terminal acts on such a character instead of showing it, and a config or a "
+                          "request cannot be typed to name the column)")
     if frame.empty:  # no row has the header's cells: how the file is written, not what the config says
         summary = rejection_summary([{"line": line, "reasons": [why]} for line, why in read.malformed.items()])
         raise IngestError(f"{source}: none of its {len(read.malformed):,} rows has as many cells as its header "

@@ -171,7 +171,10 @@ nothing reaches the lake (not even `raw/`):
   first bytes), a
   quote never closed (the line its row starts on is named; the rest of the file is not read into one
   cell), a name repeated in the header (`age.group` beside `age` is a column of its own; names are
-  read trimmed, so `age` and `age ` are one name twice), and every column the config names that the
+  read trimmed, so `age` and `age ` are one name twice), a column name holding a control or invisible
+  format character (ESC, a tab, a bidi override, a zero-width space: all named, escaped; a terminal
+  showing a message that names such a column acts on it instead of showing it, and no config or request
+  can be typed to name it), and every column the config names that the
   header lacks (all listed at once; a name that differs from the header's only by case or spaces is
   pointed out: `id_column 'id' (the header has 'ID')`);
   columns whose sampled cells are mostly numbers with a decimal comma while the file is read with
