@@ -45,7 +45,7 @@ from botocore.exceptions import (
 )
 
 from app.config import MAX_DIFFERENTIAL, AppConfig
-from app.form import MAX_PROBLEMS, FieldErrors, FormSpec, display_text, field_errors
+from app.form import MAX_PROBLEMS, FieldErrors, FormSpec, display_text, field_errors, markdown_literal
 from diagnosa.labels import CATEGORIES
 from diagnosa.text import some_of
 from inference.client import (
@@ -84,8 +84,8 @@ MAX_LISTED_CODES = 20  # unlearned codes named in one warning; the rest counted
 
 def markdown_text(value: object, limit: int = 200) -> str:
     """Text a markdown renderer shows as is (st.table renders markdown and HTML in its cells): quoted as
-    :func:`app.form.display_text` does, with the markdown and HTML characters escaped (the app's escape_markdown)."""
-    return "".join("\\" + c if c in "\\`*_{}[]()#+-.!|<>~:@$&" else c for c in display_text(value, limit))
+    :func:`app.form.display_text` does, then :func:`app.form.markdown_literal`."""
+    return markdown_literal(display_text(value, limit))
 
 
 HEADER = "Clinical triage support · predictions from the "

@@ -118,3 +118,48 @@ def test_a_doctor_typing_decimal_commas_in_chromium_sends_decimals(trained_model
             page.locator(".st-key-field-prior_diagnoses").get_by_text(
                 "malformed code '![x](http://evil.example/t.png)'").wait_for()
             assert page.locator("img[src*='evil.example']").count() == 0
+            assert page.locator("a[href*='evil.example']").count() == 0  # nor its URL a link (GFM's autolink)
+
+
+# What an own dataset's columns are called is the hospital's text: markdown to Streamlit in a widget's label.
+HOSTILE_NAME = "[site](http://evil.example/x) **dose** $x^2$ ~~gone~~ www.evil.example"
+HOSTILE_UNIT = "10*9/L *per* $"
+
+
+@needs_chromium
+def test_an_own_datasets_column_names_and_units_are_shown_as_written_in_chromium(tmp_path):
+    from conftest import _train_model
+    from playwright.sync_api import expect
+
+    from app.config import AppConfig
+    from app.e2e import running_app
+    from app.form import load_form_spec
+    from diagnosa.browser import launch
+    from diagnosa.data.ingest import ingest_csv, load_curated
+    from diagnosa.lake import DataLake
+    from inference.server import EndpointServer
+
+    rows = [f'id,age,"{HOSTILE_NAME}",ward,label'] + [
+        f"{i},{20 + i % 50},{(i * 7) % 13},{'east' if i % 2 else 'west'},{'A' if i % 3 else 'B'}"
+        for i in range(90)]
+    (tmp_path / "t.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    (tmp_path / "t.toml").write_text('name = "t"\nid_column = "id"\ntarget = "label"\nlabels = ["A", "B"]\n'
+                                     f'[columns."{HOSTILE_NAME}"]\ntype = "number"\nunit = "{HOSTILE_UNIT}"\n',
+                                     encoding="utf-8")
+    lake = DataLake.from_uri(str(tmp_path / "lake"))
+    ingest_csv(lake, tmp_path / "t.csv", tmp_path / "t.toml")
+    model = _train_model(tmp_path / "train", load_curated(lake, "t"), {"family": "logistic_regression"})
+    title = load_form_spec(model).by_name(HOSTILE_NAME).title
+    assert HOSTILE_UNIT in title
+    with EndpointServer(str(model)) as endpoint:
+        endpoint.wait_until_ready()
+        config = AppConfig(endpoint_url=endpoint.url, model=str(model), timeout=10, attempts=1)
+        with running_app(config, log=tmp_path / "streamlit.log") as url, launch() as browser:
+            page = browser.new_page(viewport={"width": 1400, "height": 1700})
+            page.goto(url, wait_until="load")
+            page.get_by_label("I have read the data-use policy and accept it").check(force=True)
+            # .first: while a rerun draws the form, the old one is still there for a moment
+            label = page.locator(".stForm label").filter(has_text="dose").first
+            expect(label).to_have_text(title)  # as the column is named, its unit and all
+            assert label.locator("a, strong, em, del, .katex, img").count() == 0
+            assert page.locator("a[href*='evil.example']").count() == 0

@@ -9,9 +9,10 @@ import time
 from typing import Any
 
 import pytest
+from markdown_source import outside_code, read_as
 
 from app.config import AppConfig, ConfigError
-from app.form import ValueProblem, field_errors, load_form_spec, parse_codes, parse_number
+from app.form import ValueProblem, display_text, field_errors, load_form_spec, parse_codes, parse_number
 from app.results import (
     diagnose,
     differential_rows,
@@ -105,7 +106,9 @@ def test_a_label_cannot_format_link_or_forge_lines_in_the_top_k_table():
     probabilities = {c: 0.2 for c in CATEGORIES[:4]} | {INJECTION: 0.2}
     rows = top_k_rows(_answer(probabilities=probabilities, top_k=[{"category": INJECTION, "probability": 0.2}]))
     shown = rows[0]["category"]  # st.table renders GitHub-flavoured markdown and HTML in its cells
-    assert _clean(shown) and "](" not in shown and "\\<img" in shown and "\\[click\\]" in shown
+    outside = outside_code(shown)  # a code span shows its text as written, never as a link
+    assert _clean(shown) and "](" not in outside and "://" not in outside and "\\<img" in outside
+    assert read_as(shown) == display_text(INJECTION)
     assert top_k_rows(_answer())[0]["category"] == CATEGORIES[0]  # a plain label is unchanged
 
 

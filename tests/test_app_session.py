@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from markdown_source import outside_code, read_as
 from streamlit.testing.v1 import AppTest
 
 from app.results import Outcome
@@ -100,8 +101,8 @@ def _app(monkeypatch, url: str | None, model: Path | None = None, **env: str) ->
 
 
 def _text(values) -> list[str]:
-    """Messages as the doctor reads them (the app escapes markdown: its messages are shown as text)."""
-    return [re.sub(r"\\(.)", r"\1", e.value) for e in values]
+    """Messages as the doctor reads them (the app writes them as markdown that shows as written)."""
+    return [read_as(e.value) for e in values]
 
 
 def _submit(at: AppTest, **values: str) -> AppTest:
@@ -335,7 +336,9 @@ def test_the_endpoints_model_version_and_event_id_cannot_format_the_caption(monk
     at.session_state["outcome"] = Outcome(result=answer(model_version="`x` [a](http://e.x)"), event_id="e`1")
     at.run()
     caption = [c.value for c in at.get_by_key("result").caption if "Model version" in c.value][0]
-    assert "](" not in caption and "`" not in caption.replace("\\`", "")
+    outside = outside_code(caption)  # a code span shows its text as written
+    assert "](" not in outside and "`" not in outside.replace("\\`", "")
+    assert read_as(caption).endswith("Model version `x` [a](http://e.x) · case reference e`1")
 
 
 # ------------------------------------------------------------------------------------------------ replaced records
@@ -370,7 +373,8 @@ def test_a_confirmed_diagnosis_that_replaced_an_earlier_record_says_so(monkeypat
     script.replaced = {"diagnosis": "[x](http://evil.example) **bold**", "received_at": None}
     record()
     [warning] = [w.value for w in at.warning if "Confirmed diagnosis recorded" in w.value]
-    assert "](" not in warning and "\\*\\*bold\\*\\*" in warning
+    assert "](" not in outside_code(warning) and "\\*\\*bold\\*\\*" in warning
+    assert "replaced an earlier record: [x](http://evil.example) **bold**" in read_as(warning)
 
 
 def test_a_note_over_the_limit_is_refused_by_name_kept_and_nothing_is_sent(monkeypatch, endpoint):

@@ -23,6 +23,7 @@ from app.form import (
     FormSpec,
     build_record,
     load_form_spec,
+    markdown_literal,
     read_numbers,
 )
 from app.policy import ACCEPT_LABEL, POLICY_MARKDOWN, POLICY_VERSION
@@ -187,15 +188,6 @@ def new_patient(spec: FormSpec) -> None:
 
 # ------------------------------------------------------------------------------------------------ widgets
 
-def escape_markdown(text: str) -> str:
-    """Text that st.markdown shows as is: markdown and HTML characters escaped (a name cannot format or link).
-
-    ':' and '@' too: GFM turns 'http://…', 'www.…' and 'a@b.c' into links by themselves, and keeps the backslashes
-    of the escapes inside them visible ('evil\\.example'); '$' starts Streamlit's LaTeX, '&' an HTML entity.
-    """
-    return "".join("\\" + c if c in "\\`*_{}[]()#+-.!|<>~:@$&" else c for c in str(text))
-
-
 def term_key(term: str) -> str:
     """A widget key for an HPO id that is also a valid CSS class ('HP:0001945' → 'HP_0001945')."""
     return term.replace(":", "_")
@@ -203,36 +195,39 @@ def term_key(term: str) -> str:
 
 def field_widget(f: FormField, spec: FormSpec) -> None:
     key = FIELD + f.name
+    # A widget's label and help are markdown to Streamlit: an own dataset's column named '[site](http://…)' was a link
+    # in the doctor's form, '$x^2$' a formula, a unit '10*9/L' half in italics. They are the column's words, as text.
+    title, help_ = markdown_literal(f.title), f.help and markdown_literal(f.help)
     if f.kind in ("integer", "number"):
         # Text, read by app.form.parse_number: the browser's number field drops a decimal comma (15,2 became 152,
         # an age of 6,5 became 65), cut a decimal of a whole number (67.5 became 67), let go of a value too big for
         # it, and its display rounded what was typed (0.004 showed as 0.00 and was sent as 0.004). No max_chars:
         # Streamlit drops a paste longer than it whole, silently; parse_number refuses a value too long, by field.
-        st.text_input(f.title, key=key, help=f.help, placeholder="not recorded")
+        st.text_input(title, key=key, help=help_, placeholder="not recorded")
     elif f.kind == "choice":
-        st.selectbox(f.title, f.choices, index=None, format_func=f.choice_label, key=key, placeholder="not recorded")
+        st.selectbox(title, f.choices, index=None, format_func=f.choice_label, key=key, placeholder="not recorded")
     elif f.kind == "boolean":
-        st.selectbox(f.title, tuple(BOOLEAN_CHOICES), index=None, key=key, placeholder="not recorded")
+        st.selectbox(title, tuple(BOOLEAN_CHOICES), index=None, key=key, placeholder="not recorded")
     elif f.kind == "codes":
-        st.multiselect(f.title, spec.known_codes, key=key, accept_new_options=True, placeholder="type or choose codes",
+        st.multiselect(title, spec.known_codes, key=key, accept_new_options=True, placeholder="type or choose codes",
                        help="Codes the model knows are listed; others can be typed.")
     elif spec.levels.get(f.name):  # a category: the values the model learned, or another typed in
-        st.selectbox(f.title, spec.levels[f.name], index=None, key=key, accept_new_options=True,
+        st.selectbox(title, spec.levels[f.name], index=None, key=key, accept_new_options=True,
                      placeholder="not recorded (choose, or type another value)",
                      help="The values the model learned are listed; another can be typed, and is then counted as "
                           "none of them.")
     else:
-        st.text_input(f.title, key=key)
+        st.text_input(title, key=key)
 
 
 def show_errors(problems: list[str]) -> None:
     for problem in problems:  # the endpoint's words may quote what was typed: shown as text, never as markdown
-        st.error(escape_markdown(problem), icon=":material/error:")
+        st.error(markdown_literal(problem), icon=":material/error:")
 
 
 def show_warnings(warnings: list[str]) -> None:
     for warning in warnings:  # an input the model ignored (it quotes what was typed: text, never markdown)
-        st.warning(escape_markdown(warning), icon=":material/warning:")
+        st.warning(markdown_literal(warning), icon=":material/warning:")
 
 
 def symptom_picker(f: FormField, index: TermIndex, problems: list[str]) -> None:
@@ -275,13 +270,13 @@ def _result(outcome: Outcome, spec: FormSpec, config: AppConfig) -> None:
     st.subheader("Diagnosis")
     if stale_result(spec):
         st.caption(STALE)
-    st.markdown(f"### {escape_markdown(headline(result))}")  # a label of the user's own is text
+    st.markdown(f"### {markdown_literal(headline(result))}")  # a label of the user's own is text
     note = decision_note(result)
     if note:
-        st.caption(escape_markdown(note))
+        st.caption(markdown_literal(note))
     other = label_problem(result, spec)
     if other:
-        st.error(escape_markdown(other), icon=":material/help:")
+        st.error(markdown_literal(other), icon=":material/help:")
     show_warnings(outcome.warnings.get("", []))  # ignored inputs of fields the form does not show
     st.warning(WARNING, icon=":material/stethoscope:")
     if "differential" in result:
@@ -290,18 +285,18 @@ def _result(outcome: Outcome, spec: FormSpec, config: AppConfig) -> None:
             rows = differential_rows(result)
             if rows:
                 # Plain text, no links: escape markdown so a disease name cannot format or link anything.
-                st.markdown("\n".join(f"{i}. {escape_markdown(row)}" for i, row in enumerate(rows, start=1)))
+                st.markdown("\n".join(f"{i}. {markdown_literal(row)}" for i, row in enumerate(rows, start=1)))
             else:
                 st.caption("No rare disease in the knowledge base matches these symptoms.")
-            st.caption(escape_markdown(result.get("differential_note", "")))
+            st.caption(markdown_literal(result.get("differential_note", "")))
     st.markdown("**Probability of each category**")
     st.altair_chart(probability_chart(probability_rows(result)), width="stretch")
     st.markdown("**Most likely categories**")
     st.table(top_k_rows(result), hide_index=True)
     # The endpoint's words: escaped, never in a code span (a backtick in them closed it and rendered a link).
     case = case_reference(outcome, config)
-    reference = f" · case reference {escape_markdown(case)}" if case else ""
-    st.caption(f"Model version {escape_markdown(str(result.get('model_version', 'unknown')))}{reference}")
+    reference = f" · case reference {markdown_literal(case)}" if case else ""
+    st.caption(f"Model version {markdown_literal(str(result.get('model_version', 'unknown')))}{reference}")
 
 
 SAGEMAKER_FEEDBACK = ("Recording a confirmed diagnosis over a SageMaker endpoint needs the data lake it goes to: the "
@@ -315,7 +310,7 @@ def feedback_section(config: AppConfig, spec: FormSpec, client: Any) -> None:
             st.info(SAGEMAKER_FEEDBACK, icon=":material/info:")
             return
         if isinstance(client, Failure):  # said above the form: the app has no client
-            st.info(escape_markdown(client.message), icon=":material/info:")
+            st.info(markdown_literal(client.message), icon=":material/info:")
             return
         if not feedback_supported(client):
             st.info("Recording a confirmed diagnosis needs the endpoint's feedback route, which this version of "
@@ -329,7 +324,7 @@ def feedback_section(config: AppConfig, spec: FormSpec, client: Any) -> None:
                                                                   "typed.")
             typed = (st.session_state.get("fb-event") or "").strip()
             if typed and typed == case.get("event_id"):  # which case the reference is: the one beside it
-                st.caption(escape_markdown(f"The diagnosis given at {case.get('at')}: {case.get('category')}."))
+                st.caption(markdown_literal(f"The diagnosis given at {case.get('at')}: {case.get('category')}."))
             elif typed:
                 st.caption("A case reference typed in: an earlier case, not the diagnosis shown.")
             else:
@@ -352,11 +347,11 @@ def feedback_section(config: AppConfig, spec: FormSpec, client: Any) -> None:
                                   args=(config, spec))
         if outcome is not None:
             if outcome.ok and outcome.replaced is not None:  # another record of this case was there: said, not hidden
-                st.warning(escape_markdown(outcome.recorded or ""), icon=":material/history:")
+                st.warning(markdown_literal(outcome.recorded or ""), icon=":material/history:")
             elif outcome.ok:
-                st.success(escape_markdown(outcome.recorded or ""))
+                st.success(markdown_literal(outcome.recorded or ""))
             elif outcome.message:
-                st.error(escape_markdown(outcome.message))
+                st.error(markdown_literal(outcome.message))
 
 
 def patient_form(config: AppConfig, spec: FormSpec, outcome: Outcome | None, accepted: bool) -> None:
@@ -379,7 +374,7 @@ def patient_form(config: AppConfig, spec: FormSpec, outcome: Outcome | None, acc
                     show_errors(by_field.get(f.name, []))
                     show_warnings(warnings.get(f.name, []))
         if failure is not None:
-            st.error(escape_markdown(failure.message), icon=":material/block:")
+            st.error(markdown_literal(failure.message), icon=":material/block:")
             show_errors(failure.fields.general)
         st.form_submit_button("Get diagnosis", key="submit", type="primary", disabled=not accepted,
                               on_click=submit, args=(config, spec))
@@ -401,7 +396,7 @@ def main() -> None:
     st.caption(header_caption(config))
     client = client_for(config)
     if isinstance(client, Failure):  # the form still shows: the values are kept for when it can be called
-        st.error(escape_markdown(client.message), icon=":material/key_off:")
+        st.error(markdown_literal(client.message), icon=":material/key_off:")
 
     with st.expander(f"Data-use policy (version {POLICY_VERSION})", expanded=not st.session_state.get("policy_accepted")):
         st.markdown(POLICY_MARKDOWN)
