@@ -7,12 +7,32 @@ screenshot in docs/app-diagnosis.png comes from the same driver, `python -m app.
 from __future__ import annotations
 
 import tarfile
+from contextlib import contextmanager
 
 import pytest
 
 from diagnosa.browser import MISSING_REASON
 
 needs_chromium = pytest.mark.needs("chromium")
+
+
+@contextmanager
+def _form_page(model_dir, tmp_path, capture=None):
+    """A Chromium page of the app (``streamlit run``, as ``diagnosa app`` starts it) on a local endpoint serving
+    ``model_dir``, its data-use policy accepted: the patient form."""
+    from app.config import AppConfig
+    from app.e2e import running_app
+    from diagnosa.browser import launch
+    from inference.server import EndpointServer
+
+    with EndpointServer(str(model_dir), capture=capture) as endpoint:
+        endpoint.wait_until_ready()
+        config = AppConfig(endpoint_url=endpoint.url, model=str(model_dir), timeout=10, attempts=1)
+        with running_app(config, log=tmp_path / "streamlit.log") as url, launch() as browser:
+            page = browser.new_page(viewport={"width": 1400, "height": 1700})
+            page.goto(url, wait_until="load")
+            page.get_by_label("I have read the data-use policy and accept it").check(force=True)
+            yield page
 
 
 @pytest.fixture()
@@ -78,47 +98,37 @@ def test_a_doctor_typing_decimal_commas_in_chromium_sends_decimals(trained_model
     # (10^9/L, up to 200), and the display rounded what was typed to two decimals.
     import json
 
-    from app.config import AppConfig
-    from app.e2e import running_app
-    from diagnosa.browser import launch
     from diagnosa.lake import DataLake
     from inference.capture import DataCapture
-    from inference.server import EndpointServer
 
     lake = DataLake.from_uri(str(tmp_path / "lake"))
     capture = DataCapture(lake, "diagnosa")
-    with EndpointServer(str(trained_model_dir), capture=capture) as endpoint:
-        endpoint.wait_until_ready()
-        config = AppConfig(endpoint_url=endpoint.url, model=str(trained_model_dir), timeout=10, attempts=1)
-        with running_app(config, log=tmp_path / "streamlit.log") as url, launch() as browser:
-            page = browser.new_page(viewport={"width": 1400, "height": 1700})
-            page.goto(url, wait_until="load")
-            page.get_by_label("I have read the data-use policy and accept it").check(force=True)
-            typed = {"age": "67", "wbc_10e9_l": "15,2", "temperature_c": "38,9", "creatinine_mg_dl": "0,125"}
-            for name, text in typed.items():
-                field = page.locator(f".st-key-in-{name} input")
-                field.press_sequentially(text)  # keystrokes, as a doctor types
-                field.press("Tab")
-            page.locator(".st-key-submit button").click()
-            page.locator(".st-key-result").get_by_text("supports and does not replace clinical judgement").wait_for()
-            assert capture.flush()
-            sent = [json.loads(json.loads(line)["captureData"]["endpointInput"]["data"])["instances"][0]
-                    for key in lake.list("capture/") for line in lake.get_bytes(key).decode().splitlines()]
-            assert [(r["age"], r["wbc_10e9_l"], r["temperature_c"], r["creatinine_mg_dl"]) for r in sent] == [
-                (67, 15.2, 38.9, 0.125)]
-            for name, text in typed.items():  # and the form still shows what was typed, not a rounded number
-                assert page.locator(f".st-key-in-{name} input").input_value() == text
+    with _form_page(trained_model_dir, tmp_path, capture) as page:
+        typed = {"age": "67", "wbc_10e9_l": "15,2", "temperature_c": "38,9", "creatinine_mg_dl": "0,125"}
+        for name, text in typed.items():
+            field = page.locator(f".st-key-in-{name} input")
+            field.press_sequentially(text)  # keystrokes, as a doctor types
+            field.press("Tab")
+        page.locator(".st-key-submit button").click()
+        page.locator(".st-key-result").get_by_text("supports and does not replace clinical judgement").wait_for()
+        assert capture.flush()
+        sent = [json.loads(json.loads(line)["captureData"]["endpointInput"]["data"])["instances"][0]
+                for key in lake.list("capture/") for line in lake.get_bytes(key).decode().splitlines()]
+        assert [(r["age"], r["wbc_10e9_l"], r["temperature_c"], r["creatinine_mg_dl"]) for r in sent] == [
+            (67, 15.2, 38.9, 0.125)]
+        for name, text in typed.items():  # and the form still shows what was typed, not a rounded number
+            assert page.locator(f".st-key-in-{name} input").input_value() == text
 
-            # The endpoint's refusal quotes what was typed: shown as text, not rendered as a markdown image.
-            codes = page.locator(".st-key-in-prior_diagnoses input")
-            codes.fill("![x](http://evil.example/t.png)")
-            codes.press("Enter")
-            codes.press("Escape")  # close the list of codes
-            page.locator(".st-key-submit button").click()
-            page.locator(".st-key-field-prior_diagnoses").get_by_text(
-                "malformed code '![x](http://evil.example/t.png)'").wait_for()
-            assert page.locator("img[src*='evil.example']").count() == 0
-            assert page.locator("a[href*='evil.example']").count() == 0  # nor its URL a link (GFM's autolink)
+        # The endpoint's refusal quotes what was typed: shown as text, not rendered as a markdown image.
+        codes = page.locator(".st-key-in-prior_diagnoses input")
+        codes.fill("![x](http://evil.example/t.png)")
+        codes.press("Enter")
+        codes.press("Escape")  # close the list of codes
+        page.locator(".st-key-submit button").click()
+        page.locator(".st-key-field-prior_diagnoses").get_by_text(
+            "malformed code '![x](http://evil.example/t.png)'").wait_for()
+        assert page.locator("img[src*='evil.example']").count() == 0
+        assert page.locator("a[href*='evil.example']").count() == 0  # nor its URL a link (GFM's autolink)
 
 
 # What an own dataset's columns are called is the hospital's text: markdown to Streamlit in a widget's label.
@@ -131,13 +141,9 @@ def test_an_own_datasets_column_names_and_units_are_shown_as_written_in_chromium
     from conftest import _train_model
     from playwright.sync_api import expect
 
-    from app.config import AppConfig
-    from app.e2e import running_app
     from app.form import load_form_spec
-    from diagnosa.browser import launch
     from diagnosa.data.ingest import ingest_csv, load_curated
     from diagnosa.lake import DataLake
-    from inference.server import EndpointServer
 
     rows = [f'id,age,"{HOSTILE_NAME}",ward,label'] + [
         f"{i},{20 + i % 50},{(i * 7) % 13},{'east' if i % 2 else 'west'},{'A' if i % 3 else 'B'}"
@@ -151,15 +157,9 @@ def test_an_own_datasets_column_names_and_units_are_shown_as_written_in_chromium
     model = _train_model(tmp_path / "train", load_curated(lake, "t"), {"family": "logistic_regression"})
     title = load_form_spec(model).by_name(HOSTILE_NAME).title
     assert HOSTILE_UNIT in title
-    with EndpointServer(str(model)) as endpoint:
-        endpoint.wait_until_ready()
-        config = AppConfig(endpoint_url=endpoint.url, model=str(model), timeout=10, attempts=1)
-        with running_app(config, log=tmp_path / "streamlit.log") as url, launch() as browser:
-            page = browser.new_page(viewport={"width": 1400, "height": 1700})
-            page.goto(url, wait_until="load")
-            page.get_by_label("I have read the data-use policy and accept it").check(force=True)
-            # .first: while a rerun draws the form, the old one is still there for a moment
-            label = page.locator(".stForm label").filter(has_text="dose").first
-            expect(label).to_have_text(title)  # as the column is named, its unit and all
-            assert label.locator("a, strong, em, del, .katex, img").count() == 0
-            assert page.locator("a[href*='evil.example']").count() == 0
+    with _form_page(model, tmp_path) as page:
+        # .first: while a rerun draws the form, the old one is still there for a moment
+        label = page.locator(".stForm label").filter(has_text="dose").first
+        expect(label).to_have_text(title)  # as the column is named, its unit and all
+        assert label.locator("a, strong, em, del, .katex, img").count() == 0
+        assert page.locator("a[href*='evil.example']").count() == 0
