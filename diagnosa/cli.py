@@ -903,7 +903,6 @@ def _answered(value: Any, limit: int = ITEM_CHARS) -> str:
     another kind than text said as its repr, bounded (:func:`shown`), a time or number as itself."""
     from datetime import datetime
 
-
     if value is None or isinstance(value, (datetime, int, float)):
         return str(value)
     if not isinstance(value, str):

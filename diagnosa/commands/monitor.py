@@ -33,7 +33,7 @@ from diagnosa.commands.common import (
 from diagnosa.files import FileProblem, FileTooLarge, read_file_bounded
 from diagnosa.lake import DataLake
 from diagnosa.text import some_of
-from inference.limits import MAX_RECORDS, has_surrogate, loads, printable, printable_line
+from inference.limits import MAX_RECORDS, has_surrogate, loads, printable, printable_line, printable_lines
 
 if TYPE_CHECKING:  # imported where used (the CLI starts without the feedback module)
     from inference.feedback import StoredFeedback
@@ -244,12 +244,13 @@ def _retrain(args: argparse.Namespace, lake: Any, start: Any, end: Any) -> int:
         # As on AWS (the retrain function trains on the version the folding job found nothing to add to): the report
         # asked for a retraining, and the version may hold data the served model never saw (a batch ingested since).
         assert err.dataset is not None and err.base_version is not None
-        print(f"retraining: {err}; training on curated version {err.base_version} of {err.dataset} as it is")
+        print(printable_line(f"retraining: {err}; training on curated version {err.base_version} of {err.dataset} "
+                             "as it is"))
         dataset, version = err.dataset, err.base_version
     except RetrainError as err:
         raise UsageError(f"retraining not started: {err}") from None
     else:
-        print(folded.summary())
+        print(printable_lines(folded.summary()))  # it names what was left out of the feedback, and why
         print(f"retraining: starting a local pipeline execution on curated version {folded.version}")
         dataset, version = folded.dataset, folded.version
     # The recall gate of that execution decides whether the new model is registered (and so replaces the old one).
@@ -362,8 +363,8 @@ def _captured_patients(args: argparse.Namespace, lake: DataLake, event_ids: list
     try:
         return captured_patients(lake, args.endpoint_name, event_ids)
     except (LakeError, OSError) as err:
-        print(f"warning: could not check the event ids against the capture of {args.endpoint_name}: {err}",
-              file=sys.stderr)
+        print(printable_line(f"warning: could not check the event ids against the capture of {args.endpoint_name}: "
+                             f"{err}"), file=sys.stderr)
         return None
 
 
