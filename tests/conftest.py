@@ -206,6 +206,13 @@ def _train_model(root, curated_cohort, hyperparameters: dict) -> Path:
 
 
 @pytest.fixture(scope="session")
+def train_model():
+    """``train(root, (curated frame, manifest), hyperparameters) -> model folder``: the preprocess and train jobs on a
+    test's own curated data (an own dataset's), as the pipeline runs them."""
+    return _train_model
+
+
+@pytest.fixture(scope="session")
 def trained_model_dir(tmp_path_factory, curated_cohort):
     """A real model folder: the preprocess and train jobs run on the small cohort (logistic regression)."""
     return _train_model(tmp_path_factory.mktemp("model"), curated_cohort, {"family": "logistic_regression"})

@@ -137,8 +137,7 @@ HOSTILE_UNIT = "10*9/L *per* $"
 
 
 @needs_chromium
-def test_an_own_datasets_column_names_and_units_are_shown_as_written_in_chromium(tmp_path):
-    from conftest import _train_model
+def test_an_own_datasets_column_names_and_units_are_shown_as_written_in_chromium(tmp_path, train_model):
     from playwright.sync_api import expect
 
     from app.form import load_form_spec
@@ -154,7 +153,7 @@ def test_an_own_datasets_column_names_and_units_are_shown_as_written_in_chromium
                                      encoding="utf-8")
     lake = DataLake.from_uri(str(tmp_path / "lake"))
     ingest_csv(lake, tmp_path / "t.csv", tmp_path / "t.toml")
-    model = _train_model(tmp_path / "train", load_curated(lake, "t"), {"family": "logistic_regression"})
+    model = train_model(tmp_path / "train", load_curated(lake, "t"), {"family": "logistic_regression"})
     title = load_form_spec(model).by_name(HOSTILE_NAME).title
     assert HOSTILE_UNIT in title
     with _form_page(model, tmp_path) as page:
