@@ -293,7 +293,8 @@ def _result(outcome: Outcome, spec: FormSpec, config: AppConfig) -> None:
     st.altair_chart(probability_chart(probability_rows(result)), width="stretch")
     st.markdown("**Most likely categories**")
     st.table(top_k_rows(result), hide_index=True)
-    # The endpoint's words: escaped, never in a code span (a backtick in them closed it and rendered a link).
+    # The endpoint's words, as text (markdown_literal: a link-like run goes in a code span fenced longer than any
+    # backticks in it; a plain one-backtick span was closed by a backtick in them and rendered a link).
     case = case_reference(outcome, config)
     reference = f" · case reference {markdown_literal(case)}" if case else ""
     st.caption(f"Model version {markdown_literal(str(result.get('model_version', 'unknown')))}{reference}")
