@@ -66,6 +66,11 @@ def ingest(lake, tmp_path, config_text: str, rows: str = ROWS):
     (BASE + "[slice]\ncolumn = \"age\"\nvalue = -inf\n", "[slice] value must be a finite number, got -inf"),
     ('name = "x"\nid_column = "case"\ntarget = "outcome"\nlabels = ["a"]\n', "'labels' needs at least two labels"),
     ('name = "x"\nid_column = "case"\ntarget = "outcome"\nlabels = ["a", "b\'s"]\n', "labels \"b's\" hold a quote"),
+    # read as 'Leve', 'Grave' and 'Aguda' wherever shown, and other labels: a zero-width space, a bidi override, a C1
+    ('name = "x"\nid_column = "case"\ntarget = "outcome"\nlabels = ["Leve", "Leve\\u200b"]\n',
+     "labels 'Leve\\u200b' hold a control or format character"),
+    ('name = "x"\nid_column = "case"\ntarget = "outcome"\nlabels = ["\\u202eGrave", "Agu\\u0085da"]\n',
+     "labels '\\u202eGrave', 'Agu\\x85da' hold a control or format character"),
     (BASE + "slice_column = \"flag\"\n[slice]\ncolumn = \"flag\"\n", "either 'slice_column' or a [slice] table"),
     (BASE + "[slice]\nname = \"1st\"\ncolumn = \"flag\"\n", "[slice] name '1st' must start with a letter"),
     (BASE + "[slice]\nname = \"s\"\n", "[slice] needs 'column'"),

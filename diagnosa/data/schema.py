@@ -21,6 +21,7 @@ from dataclasses import fields as dataclass_fields
 from pathlib import Path
 from typing import Any
 
+from diagnosa.data.csv_cells import hides_characters
 from diagnosa.data.physiology import AGE_RANGE, LABS, SEXES, VARIABLES, VITALS
 from diagnosa.files import FileProblem, read_file_bounded
 from diagnosa.labels import CATEGORIES
@@ -420,6 +421,11 @@ def check_dataset_config(data: dict[str, Any], where: str) -> dict[str, Any]:
     if bad:
         raise SchemaError(f"{where}: labels {some_of(repr(x) for x in bad)} hold a quote, backslash, bracket or "
                           "control character (not allowed: labels are keys in the gate's JSON paths)")
+    hidden = [x for x in labels if hides_characters(x)]
+    if hidden:  # 'Leve\u200b' reads as 'Leve' everywhere a doctor or an engineer sees it, and is another label
+        raise SchemaError(f"{where}: labels {some_of(repr(x) for x in hidden)} hold a control or format character "
+                          "(a bidi override, a zero-width space, a C1 control): one acts instead of showing, or "
+                          "shows nothing; write the labels without them")
     if "ordinal" in data and not isinstance(data["ordinal"], bool):
         raise SchemaError(f"{where}: 'ordinal' must be true or false, got {data['ordinal']!r}")
     if "exclude" in data and not _is_str_list(data["exclude"]):
