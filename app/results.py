@@ -45,9 +45,9 @@ from botocore.exceptions import (
 )
 
 from app.config import MAX_DIFFERENTIAL, AppConfig
-from app.form import MAX_PROBLEMS, FieldErrors, FormSpec, display_text, field_errors, markdown_literal
+from app.form import MAX_PROBLEMS, FieldErrors, FormSpec, display_text, field_errors
 from diagnosa.labels import CATEGORIES
-from diagnosa.text import some_of
+from diagnosa.text import markdown_literal, some_of
 from inference.client import (
     BUSY_CODES,
     CREDENTIAL_ERRORS,
@@ -84,7 +84,7 @@ MAX_LISTED_CODES = 20  # unlearned codes named in one warning; the rest counted
 
 def markdown_text(value: object, limit: int = 200) -> str:
     """Text a markdown renderer shows as is (st.table renders markdown and HTML in its cells): quoted as
-    :func:`app.form.display_text` does, then :func:`app.form.markdown_literal`."""
+    :func:`app.form.display_text` does, then :func:`diagnosa.text.markdown_literal`."""
     return markdown_literal(display_text(value, limit))
 
 

@@ -12,6 +12,7 @@ import io
 from typing import Any
 
 from monitoring.quality import NOT_MONITORED
+from processing.plots import plain_text
 
 COLOURS = {"ok": "#1b7f3b", "warn": "#b26a00", "drift": "#b3261e", "alert": "#b3261e", "insufficient data": "#666",
            "no data": "#666", "below threshold": "#b3261e", "below threshold, not significant": "#b26a00",
@@ -52,6 +53,7 @@ def _png(fig: Any) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
+@plain_text
 def _bars(title: str, labels: list[str], baseline: list[float], live: list[float]) -> str:
     from matplotlib.figure import Figure
 
@@ -71,6 +73,7 @@ def _bars(title: str, labels: list[str], baseline: list[float], live: list[float
     return _png(fig)
 
 
+@plain_text
 def _recall_plot(per_class: dict[str, Any]) -> str:
     from matplotlib.figure import Figure
 

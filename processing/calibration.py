@@ -17,6 +17,9 @@ from typing import Any
 
 import numpy as np
 
+from diagnosa.text import markdown_literal
+from processing.plots import plain_text
+
 Z_95 = 1.959963984540054  # two-sided 95 % normal quantile
 DEFAULT_BINS = 10
 
@@ -110,6 +113,7 @@ def recall_table(y: np.ndarray, pred: np.ndarray, labels: Sequence[str]) -> dict
     return out
 
 
+@plain_text
 def plot_reliability(curves: Mapping[str, Sequence[Mapping[str, Any]]], path: str | os.PathLike,
                      title: str = "Reliability") -> Path:
     """A reliability diagram: accuracy against mean confidence per bin, one line per named curve."""
@@ -184,13 +188,14 @@ def report_lines(section: Mapping[str, Any], out_dir: str | os.PathLike, title: 
     for label, row in section["recall"].items():
         ci = row["recall_ci95"]
         plain = section["recall_without_decision_weights"][label]["recall"]
-        lines.append(f"| {label.replace('|', chr(92) + '|')} | {row['support']} | {_fmt(row['recall'])} | "
+        lines.append(f"| {markdown_literal(label, table_cell=True)} | {row['support']} | {_fmt(row['recall'])} | "
                      f"{'n/a' if ci is None else f'{ci[0]:.3f}–{ci[1]:.3f}'} | {_fmt(plain)} | "
                      f"{_fmt(weights.get(label), 2)} |")
     w, wo = section["with_decision_weights"], section["without_decision_weights"]
+    worst, worst_plain = w["worst_class_recall"], wo["worst_class_recall"]
     lines += ["", f"Macro recall {_fmt(w['macro_recall'])} with the decision weights, {_fmt(wo['macro_recall'])} "
-              f"without; worst class {w['worst_class_recall']['label']} {_fmt(w['worst_class_recall']['recall'])} "
-              f"with, {wo['worst_class_recall']['label']} {_fmt(wo['worst_class_recall']['recall'])} without. "
+              f"without; worst class {markdown_literal(worst['label'])} {_fmt(worst['recall'])} with, "
+              f"{markdown_literal(worst_plain['label'])} {_fmt(worst_plain['recall'])} without. "
               "A small class's interval is wide: read its recall with it.", "",
               "## Calibration", "",
               "| Probabilities | ECE | Brier | Mean top probability | Accuracy |", "|---|---:|---:|---:|---:|"]

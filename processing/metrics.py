@@ -29,6 +29,8 @@ from sklearn.metrics import (
 )
 
 from diagnosa.data.schema import BUILTIN_SLICE, seen_slice, unseen_slice
+from diagnosa.text import markdown_literal
+from processing.plots import plain_text
 
 SUM_TOLERANCE = 1e-3
 CLIP_EPS = 1e-15
@@ -224,10 +226,7 @@ def _fmt(x: float | None, digits: int = 3) -> str:
     return "n/a" if x is None else f"{x:.{digits}f}"
 
 
-def _cell(label: str) -> str:
-    return label.replace("|", "\\|")
-
-
+@plain_text
 def _plot_confusion(d: dict[str, Any], path: Path, title: str) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -258,6 +257,7 @@ def _plot_confusion(d: dict[str, Any], path: Path, title: str) -> None:
     fig.savefig(path, dpi=120)
 
 
+@plain_text
 def _plot_recall(d: dict[str, Any], path: Path, title: str) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -304,7 +304,7 @@ def write_report(evaluation: dict, out_dir: str | os.PathLike, *,
         f"- Accuracy: {_fmt(d['accuracy'])} · balanced accuracy: {_fmt(d['balanced_accuracy'])}",
         f"- Macro recall: {_fmt(d['macro']['recall'])} · macro F1: {_fmt(d['macro']['f1'])} · "
         f"weighted F1: {_fmt(d['weighted']['f1'])}",
-        f"- Worst class recall: {_fmt(worst['recall'])} ({worst['label']})",
+        f"- Worst class recall: {_fmt(worst['recall'])} ({markdown_literal(worst['label'])})",
         f"- Log loss: {_fmt(d['log_loss'], 4)}",
         (f"- Ordinal error (label index distance): MAE {_fmt(d['ordinal']['mae'])}, MSE {_fmt(d['ordinal']['mse'])}"
          if "ordinal" in d else "- Labels not ordered (the dataset's `ordinal = false`): no ordinal error"), "",
@@ -314,7 +314,8 @@ def write_report(evaluation: dict, out_dir: str | os.PathLike, *,
     ]
     for label in d["labels"]:
         c = d["per_class"][label]
-        lines.append(f"| {_cell(label)} | {c['support']} | {_fmt(c['precision'])} | {_fmt(c['recall'])} | "
+        lines.append(f"| {markdown_literal(label, table_cell=True)} | {c['support']} | {_fmt(c['precision'])} | "
+                     f"{_fmt(c['recall'])} | "
                      f"{_fmt(c['f1'])} | {_fmt(c['specificity'])} | {_fmt(c['average_precision'])} |")
     if "honest" in d:  # recall intervals, decision weights and calibration (processing/calibration.py)
         from processing.calibration import report_lines
@@ -330,7 +331,7 @@ def write_report(evaluation: dict, out_dir: str | os.PathLike, *,
                   "| Accuracy | " + " | ".join(_fmt(d["slices"][s]["accuracy"]) for s in names) + " |",
                   "| Macro recall | " + " | ".join(_fmt(d["slices"][s]["macro_recall"]) for s in names) + " |"]
         for label in d["labels"]:
-            lines.append(f"| Recall {_cell(label)} | "
+            lines.append(f"| Recall {markdown_literal(label, table_cell=True)} | "
                          + " | ".join(_fmt(d["slices"][s]["recall_per_class"][label]) for s in names) + " |")
         reference = d.get("knowledge_reference")
         if reference:
@@ -352,7 +353,7 @@ def write_report(evaluation: dict, out_dir: str | os.PathLike, *,
     if "ordinal" in d:
         lines += ["", "## Ordinal errors", "",
                   f"Mean absolute error {_fmt(d['ordinal']['mae'])} and mean squared error {_fmt(d['ordinal']['mse'])} "
-                  "in label-index units (order: " + " < ".join(d["labels"]) + ")."]
+                  "in label-index units (order: " + " < ".join(map(markdown_literal, d["labels"])) + ")."]
     lines += ["", "## Plots", "",
               f"![Confusion matrix]({paths['confusion_matrix'].name})", "",
               f"![Per-class recall]({paths['per_class_recall'].name})", ""]

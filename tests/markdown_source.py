@@ -1,6 +1,6 @@
 """How the markdown the app hands Streamlit reads, for tests of its source (``streamlit.testing`` gives the source,
 not the page): code spans, shown as written, and the rest, where a backslash escapes the character after it
-(the two CommonMark rules ``app.form.markdown_literal`` relies on). What Chromium shows of it is checked by
+(the two CommonMark rules ``diagnosa.text.markdown_literal`` relies on). What Chromium shows of it is checked by
 ``tests/test_app_e2e.py``."""
 from __future__ import annotations
 

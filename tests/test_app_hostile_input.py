@@ -211,7 +211,7 @@ def test_a_refusal_holding_a_json_surrogate_escape_leaves_the_page(monkeypatch, 
 @pytest.mark.parametrize("text", ["x`[a](http://e.x)`y", "``http://e.x``", "`", "a@b.c`", "www.e.x ` [b](c)"])
 def test_a_link_like_run_holding_backticks_stays_in_its_code_span(text):
     # A one-backtick span was closed by a backtick of the text itself, and what followed rendered as a link.
-    from app.form import markdown_literal
+    from diagnosa.text import markdown_literal
 
     shown = markdown_literal(text)
     assert read_as(shown) == text and "](" not in outside_code(shown) and "://" not in outside_code(shown)

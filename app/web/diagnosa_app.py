@@ -23,7 +23,6 @@ from app.form import (
     FormSpec,
     build_record,
     load_form_spec,
-    markdown_literal,
     read_numbers,
 )
 from app.policy import ACCEPT_LABEL, POLICY_MARKDOWN, POLICY_VERSION
@@ -48,6 +47,7 @@ from app.results import (
     top_k_rows,
 )
 from app.terms import TermIndex, build_index
+from diagnosa.text import markdown_literal
 from inference.client import ClientFailure
 from inference.feedback import MAX_NOTE
 
