@@ -12,7 +12,7 @@ import io
 from typing import Any
 
 from monitoring.quality import NOT_MONITORED
-from processing.plots import plain_text
+from processing.plots import plain_text, tick_labels
 
 COLOURS = {"ok": "#1b7f3b", "warn": "#b26a00", "drift": "#b3261e", "alert": "#b3261e", "insufficient data": "#666",
            "no data": "#666", "below threshold": "#b3261e", "below threshold, not significant": "#b26a00",
@@ -65,8 +65,8 @@ def _bars(title: str, labels: list[str], baseline: list[float], live: list[float
     ax.bar([x + width / 2 for x in xs], live, width, label="live window", color="#d9822b")
     ax.set_title(title, fontsize=9)
     ax.set_ylabel("share", fontsize=8)
-    short = [label if len(label) <= 14 else label[:13] + "…" for label in labels]
-    ax.set_xticks(list(xs), short, rotation=60 if len(labels) > 4 else 0, ha="right" if len(labels) > 4 else "center",
+    many = len(labels) > 4
+    ax.set_xticks(list(xs), tick_labels(labels, 14), rotation=60 if many else 0, ha="right" if many else "center",
                   fontsize=6)
     ax.tick_params(axis="y", labelsize=7)
     ax.legend(fontsize=7, frameon=False)
@@ -92,7 +92,8 @@ def _recall_plot(per_class: dict[str, Any]) -> str:
         ax.text(i, 0.02, f"n={c['n']}", ha="center", fontsize=7, color="white")
         ax.plot([i - 0.35, i + 0.35], [c["threshold"], c["threshold"]], color="black", linestyle="--", linewidth=1)
     ax.set_ylim(0, 1.05)
-    ax.set_xticks(range(len(labels)), [label.replace("ENFERMEDAD ", "ENF. ") for label in labels], fontsize=7)
+    ax.set_xticks(range(len(labels)), tick_labels([label.replace("ENFERMEDAD ", "ENF. ") for label in labels], 20),
+                  fontsize=7)
     ax.set_ylabel("live recall", fontsize=8)
     ax.set_title("Live recall per class (dashed: gate threshold; bar: 95% interval)", fontsize=9)
     return _png(fig)

@@ -30,7 +30,7 @@ from sklearn.metrics import (
 
 from diagnosa.data.schema import BUILTIN_SLICE, seen_slice, unseen_slice
 from diagnosa.text import markdown_literal
-from processing.plots import plain_text
+from processing.plots import plain_text, tick_labels
 
 SUM_TOLERANCE = 1e-3
 CLIP_EPS = 1e-15
@@ -222,6 +222,9 @@ def recall_gate(evaluation: dict, thresholds: Mapping[str, float],
             for name, value, th in checks if value is None or value < th]
 
 
+TICK_CHARS = 32  # of a label on a plot's axis (the report's tables give it whole)
+
+
 def _fmt(x: float | None, digits: int = 3) -> str:
     return "n/a" if x is None else f"{x:.{digits}f}"
 
@@ -238,13 +241,14 @@ def _plot_confusion(d: dict[str, Any], path: Path, title: str) -> None:
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, 2)
     panels = (("Counts", np.array(d["confusion_matrix"]["counts"], dtype=float), "{:.0f}"),
-              ("Row-normalised (recall on the diagonal)", np.array(d["confusion_matrix"]["row_normalised"]),
+              ("Row-normalised\n(recall on the diagonal)", np.array(d["confusion_matrix"]["row_normalised"]),
                "{:.2f}"))
     for ax, (name, m, fmt) in zip(axes, panels):
         im = ax.imshow(m, cmap="Blues", vmin=0, vmax=max(float(m.max()), 1e-9))
         ax.set_title(name)
-        ax.set_xticks(range(k), labels, rotation=40, ha="right", rotation_mode="anchor", fontsize=8)
-        ax.set_yticks(range(k), labels, fontsize=8)
+        ax.set_xticks(range(k), tick_labels(labels, TICK_CHARS), rotation=40, ha="right", rotation_mode="anchor",
+                      fontsize=8)
+        ax.set_yticks(range(k), tick_labels(labels, TICK_CHARS), fontsize=8)
         ax.set_xlabel("Predicted")
         ax.set_ylabel("True")
         for i in range(k):
@@ -278,7 +282,7 @@ def _plot_recall(d: dict[str, Any], path: Path, title: str) -> None:
         ax.bar(offs, heights, width, label=name)
         for xb, v in zip(offs, values):
             ax.text(xb, (v or 0) + 0.01, _fmt(v, 2), ha="center", va="bottom", fontsize=7, rotation=90)
-    ax.set_xticks(x, labels, rotation=30, ha="right", rotation_mode="anchor", fontsize=8)
+    ax.set_xticks(x, tick_labels(labels, TICK_CHARS), rotation=30, ha="right", rotation_mode="anchor", fontsize=8)
     ax.set_ylim(0, 1.15)
     ax.set_ylabel("Recall")
     ax.set_title(f"{title}: per-class recall")

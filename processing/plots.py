@@ -7,11 +7,21 @@ ValueError from its math parser after every model had trained, and a category va
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import ParamSpec, TypeVar
 
 P = ParamSpec("P")
 R = TypeVar("R")
+
+
+def tick_labels(texts: Sequence[str], limit: int) -> list[str]:
+    """``texts`` as an axis names them: each cut to ``limit`` characters with '…' (a 300-character label ran across
+    the confusion matrix it names; the report's table gives it whole), numbered in their order when cutting made
+    two of them the same."""
+    cut = [text if len(text) <= limit else text[:limit - 1].rstrip() + "…" for text in texts]
+    if len(set(cut)) < len(set(texts)):
+        cut = [f"{i}. {text}" for i, text in enumerate(cut, start=1)]
+    return cut
 
 
 def plain_text(draw: Callable[P, R]) -> Callable[P, R]:
@@ -28,4 +38,4 @@ def plain_text(draw: Callable[P, R]) -> Callable[P, R]:
     return drawn
 
 
-__all__ = ["plain_text"]
+__all__ = ["plain_text", "tick_labels"]

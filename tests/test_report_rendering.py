@@ -153,3 +153,16 @@ def test_every_function_that_makes_a_figure_draws_plain_text():
                     if not any(isinstance(d, ast.Name) and d.id == "plain_text" for d in node.decorator_list):
                         bare.append(f"{path.relative_to(root)}:{node.name}")
     assert len(makers) >= 5 and bare == []
+
+
+@pytest.mark.parametrize("texts, limit, shown", [
+    (["Leve", "Grave"], 8, ["Leve", "Grave"]),
+    (["Leve", "Enfermedad muy grave"], 12, ["Leve", "Enfermedad…"]),  # cut, the space before '…' dropped
+    # cut to the same text: numbered in their order, so the axis still tells them apart
+    (["Enfermedad muy grave", "Leve", "Enfermedad muy leve"], 15,
+     ["1. Enfermedad muy…", "2. Leve", "3. Enfermedad muy…"]),
+], ids=["short", "cut", "cut-alike"])
+def test_an_axis_names_long_labels_cut_and_tells_them_apart(texts, limit, shown):
+    from processing.plots import tick_labels
+
+    assert tick_labels(texts, limit) == shown
