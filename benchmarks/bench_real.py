@@ -20,7 +20,8 @@ baselines still run on the split the Preprocess job would have made, so the tabl
 
 Usage: python benchmarks/bench_real.py [--tables pbc,aids2,... | held-out] [--dataset x.csv:x.toml ...]
        [--seeds 0,1,2,3,4] [--families mlp,logistic_regression,xgboost] [--out docs/x.md]
-       [--data-dir DIR] [--via jobs|pipeline] [--missing-indicators scaled|binary] [--threads 1] [--quick]
+       [--data-dir DIR] [--via jobs|pipeline] [--missing-indicators scaled|binary]
+       [--resampling class_weights|smote|adasyn|undersample|none] [--threads 1] [--quick]
 """
 from __future__ import annotations
 
@@ -54,6 +55,7 @@ from diagnosa.data.ingest import IngestError, ingest_csv, load_curated  # noqa: 
 from diagnosa.data.schema import MISSING_INDICATORS, Schema, config_missing_indicators  # noqa: E402
 from diagnosa.lake import DataLake  # noqa: E402
 from processing.features import FeatureParams  # noqa: E402
+from processing.resample import METHODS as RESAMPLING_METHODS  # noqa: E402
 from processing.split import SplitError  # noqa: E402
 
 NUMERIC_TYPES = ("number", "integer", "boolean")
@@ -374,11 +376,12 @@ def diagnosa_inprocess(frame: pd.DataFrame, manifest: dict[str, Any], seed: int,
 
 
 def diagnosa_pipeline(workspace: Any, manifest: dict[str, Any], frame: pd.DataFrame, seed: int,
-                      families: Sequence[str], work: Path, missing_indicators: str | None = None) -> DiagnosaRun:
+                      families: Sequence[str], work: Path, missing_indicators: str | None = None,
+                      resampling: str | None = None) -> DiagnosaRun:
     """The same through the pipeline definition and the local executor, as ``diagnosa run --local --dataset NAME
-    --param Seed=N [--param MissingIndicators=...] --families ...`` runs it (its service layer: ``plan_local_run``,
-    ``LocalWorkspace``): the
-    champion Select wrote and the test split Transform wrote, read back from the lake. The recall gate's outcome
+    --param Seed=N [--param MissingIndicators=...] [--param Resampling=...] --families ...`` runs it (its service
+    layer: ``plan_local_run``, ``LocalWorkspace``): the champion Select wrote and the test split Transform wrote,
+    read back from the lake. The recall gate's outcome
     is noted beside the champion; a failed gate does not stop the figures (Select's champion exists either way)."""
     from diagnosa.model import DiagnosaModel, unpack_model
     from diagnosa.services import LOCAL_BUCKET, plan_local_run
@@ -387,7 +390,8 @@ def diagnosa_pipeline(workspace: Any, manifest: dict[str, Any], frame: pd.DataFr
     from processing.preprocess import MEMBERSHIP_FILE, split_frames
     from processing.split import read_split, read_train_groups
 
-    overrides = {"Seed": str(seed)} | ({"MissingIndicators": missing_indicators} if missing_indicators else {})
+    overrides = ({"Seed": str(seed)} | ({"MissingIndicators": missing_indicators} if missing_indicators else {})
+                 | ({"Resampling": resampling} if resampling else {}))
     plan = plan_local_run(workspace.lake, dataset=manifest["dataset"], overrides=overrides, families=tuple(families))
     record = workspace.executor(port=0, max_parallel=1, progress=lambda line: None).start(
         plan.definition, plan.overrides)
@@ -438,7 +442,7 @@ class TableResult:
 
 def run_table(name: str, csv_path: Path, toml_path: Path, seeds: Sequence[int], families: Sequence[str],
               work: Path, log: Callable[[str], None], via: str = "jobs",
-              missing_indicators: str | None = None) -> TableResult:
+              missing_indicators: str | None = None, resampling: str | None = None) -> TableResult:
     """A CSV + dataset config through the BYOD ingestion, then ``run_curated``."""
     lake = DataLake.from_uri(str(work / "lake"))
     try:
@@ -449,7 +453,7 @@ def run_table(name: str, csv_path: Path, toml_path: Path, seeds: Sequence[int], 
     frame, manifest = load_curated(lake, report.dataset, report.version)
     log(f"{name}: {report.sources[0].read} rows read")
     return run_curated(name, frame, manifest, seeds, families, work, log, lake=lake, via=via,
-                       missing_indicators=missing_indicators)
+                       missing_indicators=missing_indicators, resampling=resampling)
 
 
 def cohort_lake(work: Path, seed: int = 7) -> DataLake:
@@ -470,11 +474,13 @@ def cohort_table(patients: int, work: Path, seed: int = 7) -> tuple[pd.DataFrame
 
 def run_curated(name: str, frame: pd.DataFrame, manifest: dict[str, Any], seeds: Sequence[int],
                 families: Sequence[str], work: Path, log: Callable[[str], None], *, lake: DataLake | None = None,
-                via: str = "jobs", missing_indicators: str | None = None) -> TableResult:
+                via: str = "jobs", missing_indicators: str | None = None, resampling: str | None = None) -> TableResult:
     """Every seed: Diagnosa (``via`` "jobs": the job functions in process; "pipeline": the definition on the local
     executor, over ``lake``, where the dataset was curated) and the baselines on the same split.
     ``missing_indicators``: the Preprocess job's ``--missing-indicators``, the definition's ``MissingIndicators``
-    parameter (None: the dataset's default, as a run of it would take: ``config_missing_indicators``)."""
+    parameter (None: the dataset's default, as a run of it would take: ``config_missing_indicators``).
+    ``resampling``: the Preprocess job's ``--resampling``, the definition's ``Resampling`` parameter (None: its
+    default, class weights)."""
     from diagnosa.services import LocalWorkspace
     from processing.preprocess import PreprocessParams
 
@@ -486,6 +492,8 @@ def run_curated(name: str, frame: pd.DataFrame, manifest: dict[str, Any], seeds:
         raise ValueError(f"missing_indicators must be one of {', '.join(MISSING_INDICATORS)}, got {missing_indicators!r}")
     if missing_indicators is None:
         missing_indicators = config_missing_indicators(manifest.get("config"))
+    if resampling is not None and resampling not in RESAMPLING_METHODS:
+        raise ValueError(f"resampling must be one of {', '.join(RESAMPLING_METHODS)}, got {resampling!r}")
     started = time.perf_counter()
     schema = Schema.from_dict(manifest["schema"])
     features = schema.features()
@@ -499,11 +507,12 @@ def run_curated(name: str, frame: pd.DataFrame, manifest: dict[str, Any], seeds:
         if result.failure is None:
             try:
                 run = (diagnosa_pipeline(LocalWorkspace(work / "workspace", lake), manifest, frame, seed, families,
-                                         work / f"seed{seed}", missing_indicators)
+                                         work / f"seed{seed}", missing_indicators, resampling)
                        if via == "pipeline" and lake is not None
                        else diagnosa_inprocess(frame, manifest, seed, families, work / f"seed{seed}",
                                                PreprocessParams(seed=seed, features=FeatureParams(
-                                                   missing_indicators=missing_indicators))))
+                                                   missing_indicators=missing_indicators),
+                                                   **({"resampling": resampling} if resampling else {}))))
             except Exception as err:  # noqa: BLE001  (a class too small for the protocol, a family that fails: say so, go on)
                 result.failure = f"Diagnosa refused or failed (seed {seed}): {type(err).__name__}: {_first_line(err)}"
                 log(f"  {name} seed {seed}: {result.failure}")
@@ -658,6 +667,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="the Preprocess job's --missing-indicators, the definition's MissingIndicators "
                              "parameter, for every table (default: each dataset's own, as a run of it takes: its config's "
                              "[features] missing_indicators, else binary; scaled with a grouped slice)")
+    parser.add_argument("--resampling", choices=RESAMPLING_METHODS,
+                        help="the Preprocess job's --resampling, the definition's Resampling parameter, for every "
+                             "table (default: the pipeline's, class_weights)")
     parser.add_argument("--threads", type=int, default=1, help="threads per numeric library (default 1)")
     parser.add_argument("--quick", action="store_true",
                         help=f"one seed, small table(s) only ({', '.join(QUICK_TABLES)}): a smoke run for tests")
@@ -694,12 +706,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         data_dir = Path(args.data_dir) if args.data_dir else Path(tmp) / "data"
         jobs = [(name, *prepare_table(TABLES[name], data_dir)) for name in names] + list(args.dataset)
         results = [run_table(name, csv_path, toml_path, seeds, families, Path(tmp) / "work" / name, log, args.via,
-                             args.missing_indicators) for name, csv_path, toml_path in jobs]
+                             args.missing_indicators, args.resampling) for name, csv_path, toml_path in jobs]
         if args.cohort:
             work = Path(tmp) / "work" / "cohort"
             results.append(run_curated(f"cohort-{args.cohort}", *cohort_table(args.cohort, work), seeds, families,
                                        work, log, lake=cohort_lake(work), via=args.via,
-                                       missing_indicators=args.missing_indicators))
+                                       missing_indicators=args.missing_indicators, resampling=args.resampling))
     table = markdown(results, seeds, families)
     print(table, end="")
     log(f"done in {time.perf_counter() - started:.0f} s on {date.today().isoformat()}")

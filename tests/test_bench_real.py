@@ -213,16 +213,18 @@ def test_an_unknown_family_is_refused_before_anything_runs(capsys):
     assert "unknown model family lightgbm; known: logistic_regression" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("table, missing_indicators", [("icu", None), ("stagec", "scaled")])
-def test_via_pipeline_gives_the_figures_of_the_job_functions_in_process(tmp_path, table, missing_indicators):
+@pytest.mark.parametrize("table, missing_indicators, resampling", [("icu", None, None), ("stagec", "scaled", "smote")],
+                         ids=["icu-defaults", "stagec-scaled-smote"])
+def test_via_pipeline_gives_the_figures_of_the_job_functions_in_process(tmp_path, table, missing_indicators,
+                                                                        resampling):
     """`--via pipeline` (the definition on the local executor, as `diagnosa run --local --dataset icu --param Seed=1`)
     and the default in-process path train the same champion on the same split: the same figures. stagec has
-    missing values: the MissingIndicators parameter reaches Preprocess as the job argument does in process; without
-    it both take the dataset's default (binary: icu's config has no grouped slice)."""
+    missing values: the MissingIndicators and Resampling parameters reach Preprocess as the job arguments do in
+    process; without them both take the defaults (binary: icu's config has no grouped slice; class weights)."""
     bench = _bench()
     csv_path, toml_path = bench.prepare_table(bench.TABLES[table], tmp_path / "data")
     results = {via: bench.run_table(table, csv_path, toml_path, [1], ("logistic_regression",), tmp_path / via,
-                                    lambda message: None, via, missing_indicators) for via in bench.VIAS}
+                                    lambda message: None, via, missing_indicators, resampling) for via in bench.VIAS}
     jobs, pipeline = results["jobs"], results["pipeline"]
     assert jobs.failure is None and pipeline.failure is None
     assert set(pipeline.per_seed) == {*bench.BASELINES, bench.DIAGNOSA}
@@ -234,7 +236,9 @@ def test_via_pipeline_gives_the_figures_of_the_job_functions_in_process(tmp_path
     assert pipeline.champions[0] in ("logistic_regression [gate passed]", "logistic_regression [gate failed]")
     [execution] = (tmp_path / "pipeline" / "workspace" / "executions").iterdir()  # it did run the executor
     [fitted] = (tmp_path / "pipeline" / "lake").glob("artifacts/runs/*/transformer/preprocess.json")
-    assert json.loads(fitted.read_text())["params"]["missing_indicators"] == (missing_indicators or "binary")
+    params = json.loads(fitted.read_text())["params"]
+    assert (params["missing_indicators"], params["resampling"]) == (missing_indicators or "binary",
+                                                                    resampling or "class_weights")
 
 
 def test_via_pipeline_needs_the_lake_the_dataset_was_curated_in(tmp_path):
@@ -247,5 +251,7 @@ def test_via_pipeline_needs_the_lake_the_dataset_was_curated_in(tmp_path):
     with pytest.raises(ValueError, match="missing_indicators must be one of scaled, binary, got 'zero'"):
         bench.run_curated("icu", frame, manifest, [0], ("logistic_regression",), tmp_path, print,
                           missing_indicators="zero")
+    with pytest.raises(ValueError, match="resampling must be one of none, smote, adasyn, undersample, class_weights"):
+        bench.run_curated("icu", frame, manifest, [0], ("logistic_regression",), tmp_path, print, resampling="nearmiss")
 
 
