@@ -243,12 +243,12 @@ def _plot_confusion(d: dict[str, Any], path: Path, title: str) -> None:
     panels = (("Counts", np.array(d["confusion_matrix"]["counts"], dtype=float), "{:.0f}"),
               ("Row-normalised\n(recall on the diagonal)", np.array(d["confusion_matrix"]["row_normalised"]),
                "{:.2f}"))
+    shown = tick_labels(labels, TICK_CHARS)
     for ax, (name, m, fmt) in zip(axes, panels):
         im = ax.imshow(m, cmap="Blues", vmin=0, vmax=max(float(m.max()), 1e-9))
         ax.set_title(name)
-        ax.set_xticks(range(k), tick_labels(labels, TICK_CHARS), rotation=40, ha="right", rotation_mode="anchor",
-                      fontsize=8)
-        ax.set_yticks(range(k), tick_labels(labels, TICK_CHARS), fontsize=8)
+        ax.set_xticks(range(k), shown, rotation=40, ha="right", rotation_mode="anchor", fontsize=8)
+        ax.set_yticks(range(k), shown, fontsize=8)
         ax.set_xlabel("Predicted")
         ax.set_ylabel("True")
         for i in range(k):
@@ -319,8 +319,8 @@ def write_report(evaluation: dict, out_dir: str | os.PathLike, *,
     for label in d["labels"]:
         c = d["per_class"][label]
         lines.append(f"| {markdown_literal(label, table_cell=True)} | {c['support']} | {_fmt(c['precision'])} | "
-                     f"{_fmt(c['recall'])} | "
-                     f"{_fmt(c['f1'])} | {_fmt(c['specificity'])} | {_fmt(c['average_precision'])} |")
+                     f"{_fmt(c['recall'])} | {_fmt(c['f1'])} | {_fmt(c['specificity'])} | "
+                     f"{_fmt(c['average_precision'])} |")
     if "honest" in d:  # recall intervals, decision weights and calibration (processing/calibration.py)
         from processing.calibration import report_lines
 
