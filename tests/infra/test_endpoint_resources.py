@@ -161,6 +161,31 @@ def test_a_failed_removal_is_reported_failed_to_cloudformation(aws, deploy_fn, r
     assert sm.list_endpoints()["Endpoints"], "nothing removed behind CloudFormation's back: the endpoint is still there"
 
 
+@pytest.mark.parametrize("without", ["StackId", "ResponseURL", "RequestId", "LogicalResourceId"])
+def test_a_delete_that_cannot_be_answered_removes_nothing(aws, deploy_fn, response_url, without):
+    """Not CloudFormation's request (a manual invocation): a Delete without StackId removed the endpoint, then failed
+    with KeyError: 'StackId' before answering anyone."""
+    sm, autoscaling, _ = aws
+    url, received = response_url
+    approve(sm, deploy_fn)
+    event = {k: v for k, v in cfn_event("Delete", url).items() if k != without}
+    with pytest.raises(deploy_fn.Refused, match=f"not a CloudFormation custom resource request: no {without} "):
+        deploy_fn.resources(event, sagemaker=sm, autoscaling=autoscaling, env=ENV)
+    assert sm.list_endpoints()["Endpoints"] and received == []
+
+
+def test_a_request_of_another_kind_is_answered_failed_and_removes_nothing(aws, deploy_fn, response_url):
+    sm, autoscaling, _ = aws
+    url, received = response_url
+    approve(sm, deploy_fn)
+    result = deploy_fn.resources(cfn_event("Delete\ud800", url), sagemaker=sm, autoscaling=autoscaling, env=ENV)
+    assert result["status"] == "FAILED"
+    [(_, answer)] = received
+    assert answer["Status"] == "FAILED" and answer["Reason"] == (
+        "RequestType 'Delete\\ud800' is none of Create, Update, Delete: nothing done")
+    assert sm.list_endpoints()["Endpoints"]
+
+
 def drift(deploy_fn, aws, env=ENV):
     sm, autoscaling, cloudwatch = aws
     return deploy_fn.resources({"reason": "drift"}, sagemaker=sm, autoscaling=autoscaling, cloudwatch=cloudwatch, env=env)

@@ -741,6 +741,8 @@ def resources(event: dict[str, Any], context: Any = None, *, sagemaker: Any = No
               respond: Callable[..., None] | None = None) -> dict[str, Any]:
     """The ``endpoint-resources`` function: a CloudFormation custom resource (removal on stack delete) and
     the daily drift report."""
+    if not isinstance(event, dict):  # `"RequestType" in event` held for a string holding the word, and a list ran
+        raise Refused(f"the event is not a JSON object but {_typed(event)}: nothing done")  # the drift report
     env = env or settings()
     sagemaker = sagemaker or boto3.client("sagemaker")
     autoscaling = autoscaling or boto3.client("application-autoscaling")
@@ -749,12 +751,26 @@ def resources(event: dict[str, Any], context: Any = None, *, sagemaker: Any = No
     return report_drift(sagemaker, autoscaling, cloudwatch or boto3.client("cloudwatch"), env)
 
 
+# What a CloudFormation custom resource request carries, the answer needs (send_response), and its kinds.
+REQUEST_FIELDS = ("RequestType", "ResponseURL", "StackId", "RequestId", "LogicalResourceId")
+REQUEST_TYPES = ("Create", "Update", "Delete")
+
+
 def custom_resource(event: dict[str, Any], sagemaker: Any, autoscaling: Any, env: dict[str, str],
                     respond: Callable[..., None]) -> dict[str, Any]:
     """Create and Update record nothing (the deploy function creates on approval); Delete removes everything
     the deploy function made. A failed removal is reported FAILED, naming what is left, so that a stack
-    deletion never leaves a billed endpoint behind unnoticed."""
+    deletion never leaves a billed endpoint behind unnoticed. A request that cannot be answered (a field of
+    REQUEST_FIELDS missing, not text: not CloudFormation's) is refused before anything is removed, and one of another
+    kind is answered FAILED."""
+    missing = [key for key in REQUEST_FIELDS if not isinstance(event.get(key), str) or not event[key]]
+    if missing:  # a Delete removed the serving resources, then failed to answer (KeyError: 'StackId')
+        raise Refused(f"not a CloudFormation custom resource request: no {', '.join(missing)} (text): nothing done")
     physical = f"{env['ENDPOINT_NAME']}-serving-resources"  # constant: an update never replaces (deletes) it
+    if event["RequestType"] not in REQUEST_TYPES:
+        reason = f"RequestType {_shown(event['RequestType'])} is none of {', '.join(REQUEST_TYPES)}: nothing done"
+        respond(event, "FAILED", reason, {}, physical)
+        return {"status": "FAILED", "reason": reason}
     try:
         result = remove_endpoint_resources(sagemaker, autoscaling, env) if event["RequestType"] == "Delete" else {}
     except Exception as err:  # noqa: BLE001 - CloudFormation waits for an answer whatever went wrong
