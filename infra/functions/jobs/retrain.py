@@ -240,7 +240,7 @@ def _request(event: dict[str, Any], declared: dict[str, dict[str, Any]], model: 
             raise Refused(f"alarm {_said(alarm)} is not in ALARM")
         reason, overrides = f"alarm {alarm}", {}
     else:
-        reason = cut(str(event.get("reason") or "manual"), REASON_MAX)
+        reason = _said(str(event.get("reason") or "manual"), REASON_MAX)  # lone surrogates escaped: it is returned
         overrides = event.get("parameters") or {}
     if not isinstance(overrides, dict):
         raise Refused("parameters must be an object of NAME: value")
@@ -436,7 +436,7 @@ def _after_folding(detail: dict[str, Any], sagemaker: Any, s3: Any, env: dict[st
     version, base = checked["version"], checked["base_version"]
     if version is None:  # the version the job found nothing to add to, else the latest
         uri = curated_uri(bucket, dataset, base) if base is not None else latest_input(s3, bucket, dataset)
-        reason += f"; no feedback added ({cut(checked['reason'] or 'none accepted', SHOWN_MAX)})"
+        reason += f"; no feedback added ({_said(checked['reason'] or 'none accepted')})"  # the job's, quoting the lake
     else:
         uri = curated_uri(bucket, dataset, version)
         if result.get("input_data_uri") != uri:
