@@ -1,4 +1,4 @@
-"""The deploy function's environment as the stack gives it to the dev stage's function (shared by the function tests).
+"""The deploy and retrain functions' environments as the stack gives them to the dev stage (shared by the function tests).
 
 The stack's values that are tokens (a Ref, a GetAtt: the lake bucket's name, the key's and the model role's ARNs) have
 stand-ins here; every other value is the template's. test_infra_functions.py holds ENV to the synthesized template
@@ -27,6 +27,18 @@ ENV = {
     "ROLLBACK_ALARMS": "diagnosa-dev-5xx,diagnosa-dev-model-latency",
     "MANAGED_BY": "diagnosa-dev-deploy",
     "RESOURCE_TAGS": '{"data-classification": "phi", "project": "diagnosa", "stage": "dev"}',
+}
+
+
+# The retrain function's, as the stack gives it to the dev stage (AWS_REGION is Lambda's own; the stack's variables
+# are the others, which test_functions_in_lambda_runtime.py holds to the synthesized template's names).
+RETRAIN_ENV = {
+    "PIPELINE_NAME": "diagnosa-dev", "LAKE_BUCKET": LAKE, "DATASET": "patients", "ENDPOINT_NAME": "diagnosa-dev",
+    "RAW_BUCKET": "raw", "FOLD_JOB_PREFIX": "diagnosa-dev-fold",
+    "FOLD_ROLE_ARN": "arn:aws:iam::123456789012:role/diagnosa-dev-fold-feedback",
+    "IMAGE_URI": "141502667606.dkr.ecr.eu-west-1.amazonaws.com/sagemaker-scikit-learn:1.2-1-cpu-py3",
+    "CODE_PREFIX": "artifacts/code/0123456789abcdef/", "INSTANCE_TYPE": "ml.m5.large", "KMS_KEY_ARN": ENV["KMS_KEY_ARN"],
+    "AWS_REGION": REGION,
 }
 
 

@@ -12,34 +12,34 @@ from pathlib import Path
 
 import boto3
 import pytest
-from deploy_env import REGION
+from deploy_env import REGION, RETRAIN_ENV
 from lambda_functions import RUNTIME, create_pipeline
 from lambda_runtime import LambdaFunction
 from moto import mock_aws
 
-ACCOUNT = "123456789012"
+
+def _functions(cloud, stack_name: str, cfn_text) -> dict[str, tuple[Path, str, str, dict[str, str]]]:
+    """The stage's functions by name (``retrain``, …): code folder in the cloud assembly, handler, runtime, variables
+    (tokens as the template writes them)."""
+    [stack] = [s for s in cloud.stacks_recursively if s.stack_name == stack_name]
+    prefix = "diagnosa-" + stack_name.removeprefix("Diagnosa-") + "-"
+    found = {}
+    for resource in json.loads(Path(stack.template_full_path).read_text())["Resources"].values():
+        props = resource["Properties"]
+        name = props.get("FunctionName")
+        if resource["Type"] != "AWS::Lambda::Function" or not isinstance(name, str):
+            continue  # CDK's own (the bucket deployment's), unnamed
+        code = Path(cloud.directory) / ("asset." + props["Code"]["S3Key"].removesuffix(".zip"))
+        variables = {k: cfn_text(v) for k, v in props.get("Environment", {}).get("Variables", {}).items()}
+        found[name.removeprefix(prefix)] = (code, props["Handler"], props["Runtime"], variables)
+    return found
 
 
 @pytest.fixture(scope="module")
-def functions(assembly, cfn_text):
-    """Each function of the dev stage by name (``retrain``, ``monitor``, …): its code folder in the cloud assembly,
-    its handler, its runtime, its variables (tokens as the template writes them)."""
-    app, cloud = assembly
-    outdir = Path(cloud.directory)
-    found = {}
-    for stack in cloud.stacks_recursively:
-        if stack.stack_name != "Diagnosa-dev":
-            continue
-        template = json.loads(Path(stack.template_full_path).read_text())
-        for resource in template["Resources"].values():
-            props = resource["Properties"]
-            name = props.get("FunctionName")
-            if resource["Type"] != "AWS::Lambda::Function" or not isinstance(name, str):
-                continue
-            code = outdir / ("asset." + props["Code"]["S3Key"].removesuffix(".zip"))
-            variables = {k: cfn_text(v) for k, v in props.get("Environment", {}).get("Variables", {}).items()}
-            found[name.removeprefix("diagnosa-dev-")] = (code, props["Handler"], props["Runtime"], variables)
-    return found
+def functions(assembly, delivery_assembly, cfn_text):
+    """Every function of the stack: the dev stage's, and the promote function of a stage promoting from another."""
+    promoting = _functions(delivery_assembly[1], "Diagnosa-prod", cfn_text)
+    return {**_functions(assembly[1], "Diagnosa-dev", cfn_text), "promote": promoting["promote"]}
 
 
 @pytest.fixture
@@ -72,14 +72,7 @@ def run_function(functions, moto_server):
         function.close()
 
 
-RETRAIN_VARIABLES = {
-    "PIPELINE_NAME": "diagnosa-dev", "LAKE_BUCKET": "lake", "DATASET": "patients", "ENDPOINT_NAME": "diagnosa-dev",
-    "RAW_BUCKET": "raw", "FOLD_JOB_PREFIX": "diagnosa-dev-fold",
-    "FOLD_ROLE_ARN": f"arn:aws:iam::{ACCOUNT}:role/diagnosa-dev-fold-feedback",
-    "IMAGE_URI": "141502667606.dkr.ecr.eu-west-1.amazonaws.com/sagemaker-scikit-learn:1.2-1-cpu-py3",
-    "CODE_PREFIX": "artifacts/code/0123456789abcdef/", "INSTANCE_TYPE": "ml.m5.large",
-    "KMS_KEY_ARN": "arn:aws:kms:eu-west-1:123456789012:key/11111111-2222-3333-4444-555555555555",
-}
+RETRAIN_VARIABLES = {k: v for k, v in RETRAIN_ENV.items() if k != "AWS_REGION"}  # the stack's
 
 
 def _lake() -> None:
@@ -99,8 +92,8 @@ def test_a_manual_retraining_whose_reason_holds_lone_surrogates_is_answered(run_
     assert answer.outcome == "response", answer
     result = answer.json()
     assert result["reason"] == "nuevo lote \\ud800 y \\udfff"
-    [execution] = boto3.client("sagemaker", region_name=REGION).list_pipeline_executions(
-        PipelineName="diagnosa-dev")["PipelineExecutionSummaries"]
+    assert len(boto3.client("sagemaker", region_name=REGION).list_pipeline_executions(
+        PipelineName="diagnosa-dev")["PipelineExecutionSummaries"]) == 1
     assert retrain.process is not None and retrain.process.poll() is None  # the same runtime takes the next event
 
 
@@ -110,7 +103,7 @@ def test_every_function_of_the_stack_loads_from_its_asset_and_refuses_an_event_t
     object (a manual invocation's payload) comes back as the function's own refusal, and the same runtime answers the
     next event. The endpoint-resources function took a list for its daily drift report and a string holding
     "RequestType" for CloudFormation's request (a TypeError)."""
-    assert set(functions) == {"deploy", "endpoint-resources", "retrain", "monitor"}
+    assert set(functions) == {"deploy", "endpoint-resources", "retrain", "monitor", "promote"}
     for name, (_, _, runtime, variables) in functions.items():
         assert runtime == RUNTIME, f"{name}: tests/lambda_functions.py encodes answers as {RUNTIME} does"
         function = run_function(name, {k: "x" for k in variables})

@@ -10,7 +10,7 @@ import boto3
 import pytest
 from aws_calls import ACCOUNT, answer, error, on_call
 from botocore.exceptions import ClientError
-from deploy_env import REGION
+from deploy_env import REGION, RETRAIN_ENV
 from lambda_functions import create_pipeline
 from moto import mock_aws
 from moto.sagemaker.models import sagemaker_backends
@@ -20,14 +20,6 @@ from pipelines.service_model import request_problems
 
 BUCKET, RAW = "lake", "raw"
 KEY = "arn:aws:kms:eu-west-1:123456789012:key/11111111-2222-3333-4444-555555555555"
-RETRAIN_ENV = {
-    "PIPELINE_NAME": "diagnosa-dev", "LAKE_BUCKET": BUCKET, "DATASET": "patients", "ENDPOINT_NAME": "diagnosa-dev",
-    "RAW_BUCKET": RAW,
-    "FOLD_JOB_PREFIX": "diagnosa-dev-fold", "FOLD_ROLE_ARN": "arn:aws:iam::123456789012:role/diagnosa-dev-fold-feedback",
-    "IMAGE_URI": "141502667606.dkr.ecr.eu-west-1.amazonaws.com/sagemaker-scikit-learn:1.2-1-cpu-py3",
-    "CODE_PREFIX": "artifacts/code/0123456789abcdef/", "INSTANCE_TYPE": "ml.m5.large", "KMS_KEY_ARN": KEY,
-    "AWS_REGION": REGION,
-}
 NOW = 1_800_000_000  # 2027-01-15T08:00:00Z
 JOB = "diagnosa-dev-fold-0123456789abcdef01234567"  # a folding job step 2 hears of (step 1 names it)
 # What the function's role may list (infra/stack.py, FindFeedback): S3 answers it 403 for a missing object elsewhere.

@@ -8,7 +8,7 @@ import logging
 
 import boto3
 import pytest
-from deploy_env import REGION
+from deploy_env import REGION, RETRAIN_ENV
 from lambda_functions import create_pipeline
 from moto import mock_aws
 from s3_grants import PrefixListGrant
@@ -19,14 +19,6 @@ LATEST = "curated/patients/LATEST.json"
 JOB = "diagnosa-dev-fold-0123456789abcdef01234567"
 FOLDER = f"artifacts/monitoring/diagnosa-dev/retraining/{JOB}/"
 RESULT = f"s3://{BUCKET}/{FOLDER}result/retraining.json"
-RETRAIN_ENV = {
-    "PIPELINE_NAME": "diagnosa-dev", "LAKE_BUCKET": BUCKET, "DATASET": "patients", "ENDPOINT_NAME": "diagnosa-dev",
-    "RAW_BUCKET": "raw", "FOLD_JOB_PREFIX": "diagnosa-dev-fold",
-    "FOLD_ROLE_ARN": "arn:aws:iam::123456789012:role/diagnosa-dev-fold-feedback",
-    "IMAGE_URI": "141502667606.dkr.ecr.eu-west-1.amazonaws.com/sagemaker-scikit-learn:1.2-1-cpu-py3",
-    "CODE_PREFIX": "artifacts/code/0123456789abcdef/", "INSTANCE_TYPE": "ml.m5.large", "KMS_KEY_ARN": KEY,
-    "AWS_REGION": REGION,
-}
 LISTABLE = ("feedback/diagnosa-dev/", "artifacts/monitoring/diagnosa-dev/retraining/", LATEST)
 NOW = 1_800_000_000  # 2027-01-15T08:00:00Z
 JOB_EVENT = {"detail-type": "SageMaker Processing Job State Change", "source": "aws.sagemaker",
