@@ -116,16 +116,18 @@ class LambdaFunction:
     ``env`` (the function's variables, AWS's endpoint). A runtime that exited is started again on the next event,
     as Lambda starts a new one."""
 
-    def __init__(self, code: Path, handler: str, runtime: str, env: dict[str, str]) -> None:
+    def __init__(self, code: Path, handler: str, runtime: str, env: dict[str, str], log_dir: Path) -> None:
         self.code, self.handler, self.runtime, self.env = code, handler, runtime, env
         self.api = _RuntimeApi()
         threading.Thread(target=self.api.serve_forever, daemon=True).start()
         self.process: subprocess.Popen[bytes] | None = None
-        self.log_path = code.parent / f"{code.name}-{uuid.uuid4().hex[:8]}.log"
+        self.log_path = log_dir / f"{handler}-{uuid.uuid4().hex[:8]}.log"  # the runtime's stdout and stderr
 
     def _start(self) -> subprocess.Popen[bytes]:
         host, port = self.api.server_address[:2]
+        # The task root is read-only on Lambda: no bytecode written into the cloud assembly's asset folder.
         env = {"PATH": os.environ["PATH"], "LANG": "en_US.UTF-8", "TZ": ":UTC", "PYTHONPATH": str(self.code),
+               "PYTHONDONTWRITEBYTECODE": "1",
                "LAMBDA_TASK_ROOT": str(self.code), "_HANDLER": self.handler, "AWS_LAMBDA_RUNTIME_API": f"{host}:{port}",
                "AWS_EXECUTION_ENV": f"AWS_Lambda_{self.runtime}", "AWS_LAMBDA_FUNCTION_NAME": "diagnosa-test",
                "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "256", "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST", **self.env}

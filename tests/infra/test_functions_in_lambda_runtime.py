@@ -57,13 +57,13 @@ def moto_server():
 
 
 @pytest.fixture
-def run_function(functions, moto_server):
+def run_function(functions, moto_server, tmp_path):
     started = []
 
     def start(name: str, variables: dict[str, str]) -> LambdaFunction:
         code, handler, runtime, declared = functions[name]
         assert set(variables) == set(declared), f"{name}: the test's variables are not the stack's"
-        function = LambdaFunction(code, handler, runtime, {**variables, **moto_server})
+        function = LambdaFunction(code, handler, runtime, {**variables, **moto_server}, tmp_path)
         started.append(function)
         return function
 
