@@ -161,6 +161,15 @@ def test_a_reason_megabytes_long_is_cut(lake, retrain_fn, caplog):
     assert [r.getMessage()[:200] for r in caplog.records if not bounded(r.getMessage())] == []
 
 
+@pytest.mark.parametrize("kind", ["SageMaker Endpoint State Change", "Scheduled Event", "\ud800" * 1_000_000, 7])
+def test_an_eventbridge_event_of_another_type_starts_no_retraining(lake, retrain_fn, kind):
+    """The stack routes the drift alarm's and the folding job's events here; any other was read as a manual
+    retraining ("manual"), and started an execution."""
+    sm, s3 = lake
+    message = refused(retrain_fn, {"detail-type": kind, "source": "aws.sagemaker", "detail": {}}, sm, s3)
+    assert message.startswith("unexpected event type") and executions(sm) == []
+
+
 def test_unknown_parameters_are_named_ten_at_most(lake, retrain_fn):
     sm, s3 = lake
     message = refused(retrain_fn, {"parameters": {f"k{i:06d}\ud800": i for i in range(200_000)}}, sm, s3)
@@ -256,6 +265,15 @@ def test_a_monitor_event_that_is_not_an_object_is_refused(served, monitor_fn, ev
     sm, s3 = served
     assert "event must be a JSON object" in refused(monitor_fn, event, sm, s3, env=MONITOR_ENV)
     assert jobs(sm) == []
+
+
+@pytest.mark.parametrize("kind", ["SageMaker Endpoint State Change", "Scheduled Event", "\ud800" * 1_000_000])
+def test_an_eventbridge_event_of_any_type_starts_no_monitoring_job(served, monitor_fn, kind):
+    """No rule sends the monitor function an EventBridge event (its schedule sends its own input): one routed to it
+    by mistake was read as a manual run, and started a job."""
+    sm, s3 = served
+    event = {"detail-type": kind, "source": "aws.sagemaker", "detail": {"EndpointName": "diagnosa-dev"}}
+    assert "unexpected event type" in refused(monitor_fn, event, sm, s3, env=MONITOR_ENV) and jobs(sm) == []
 
 
 def test_a_serving_since_in_the_future_starts_no_job(served, monitor_fn):

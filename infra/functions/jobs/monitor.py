@@ -124,6 +124,9 @@ def handler(event: dict[str, Any], context: Any = None, *, sagemaker: Any = None
     event = {} if event is None else event
     if not isinstance(event, dict):  # Lambda passes any JSON as the event
         raise Refused(f"the event must be a JSON object, not {type(event).__name__}")
+    if "detail-type" in event:  # an EventBridge event: none is routed here (it was read as a manual run, and started)
+        raise Refused(f"unexpected event type {shown(event['detail-type'])}: nothing started (the schedule and a "
+                      "manual invocation give reason, schedule, window and feedback_lag only)")
     s3 = s3 or boto3.client("s3")
     when = datetime.fromtimestamp(time.time() if now is None else now, timezone.utc)
     window = window_of(event, env)

@@ -147,8 +147,12 @@ def handler(event: dict[str, Any], context: Any = None, *, sagemaker: Any = None
     event = {} if event is None else event
     if not isinstance(event, dict):  # Lambda passes any JSON as the event
         raise Refused(f"the event must be a JSON object, not {kind_of(event)}")
+    kind = event.get("detail-type")
+    if kind is not None and kind not in (ALARM_EVENT, JOB_EVENT):  # it was read as a manual retraining, and started
+        raise Refused(f"unexpected event type {shown(kind)}: nothing started (the stack sends the drift alarm's and the "
+                      "folding job's events; the schedule and a manual invocation give reason and parameters only)")
     sagemaker = sagemaker or boto3.client("sagemaker")
-    if event.get("detail-type") == JOB_EVENT:  # the continuation of a retraining: never held back by the guard
+    if kind == JOB_EVENT:  # the continuation of a retraining: never held back by the guard
         detail = event.get("detail")
         if not isinstance(detail, dict):
             raise Refused(f"the {JOB_EVENT} event's detail must be an object, not {kind_of(detail)}")
