@@ -170,6 +170,16 @@ def test_an_eventbridge_event_of_another_type_starts_no_retraining(lake, retrain
     assert message.startswith("unexpected event type") and executions(sm) == []
 
 
+@pytest.mark.parametrize("event, expected", [
+    ({"reason": "x", "paramaters": {"Seed": 3}}, "unknown field(s) ['paramaters'] (it takes reason, parameters, id)"),
+    ({f"k{i:06d}\ud800": i for i in range(200_000)}, "'k000009\\ud800'] and 199990 more (it takes"),
+])
+def test_a_field_a_manual_retraining_does_not_take_is_refused(lake, retrain_fn, event, expected):
+    """A misspelt "parameters" was ignored, and the retraining ran with the pipeline's defaults."""
+    sm, s3 = lake
+    assert expected in refused(retrain_fn, event, sm, s3) and executions(sm) == []
+
+
 def test_unknown_parameters_are_named_ten_at_most(lake, retrain_fn):
     sm, s3 = lake
     message = refused(retrain_fn, {"parameters": {f"k{i:06d}\ud800": i for i in range(200_000)}}, sm, s3)
@@ -265,6 +275,13 @@ def test_a_monitor_event_that_is_not_an_object_is_refused(served, monitor_fn, ev
     sm, s3 = served
     assert "event must be a JSON object" in refused(monitor_fn, event, sm, s3, env=MONITOR_ENV)
     assert jobs(sm) == []
+
+
+def test_a_field_a_monitoring_run_does_not_take_is_refused(served, monitor_fn):
+    """A misspelt "window" was ignored, and the job read the schedule's window instead."""
+    sm, s3 = served
+    message = refused(monitor_fn, {"windw": "30d"}, sm, s3, env=MONITOR_ENV)
+    assert "unknown field(s) ['windw'] (it takes reason, schedule, window, feedback_lag)" in message and jobs(sm) == []
 
 
 @pytest.mark.parametrize("kind", ["SageMaker Endpoint State Change", "Scheduled Event", "\ud800" * 1_000_000])

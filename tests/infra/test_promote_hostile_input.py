@@ -179,6 +179,18 @@ def test_a_megabyte_version_or_force_gives_a_short_refusal(aws, promote_fn, even
     assert "characters)" in message or "items" in message
 
 
+@pytest.mark.parametrize("event, expected", [
+    ({"versoin": 1}, "unknown field(s) 'versoin' (the event takes version and force): nothing promoted"),
+    ({"version": 1, "Force": True}, "unknown field(s) 'Force' (the event takes"),
+    ({f"k{i:06d}\ud800": i for i in range(200_000)}, "'k000009\\ud800' and 199990 more (the event takes"),
+])
+def test_a_field_the_event_does_not_take_is_refused(aws, promote_fn, event, expected):
+    """A misspelt "version" was ignored, and what dev serves was promoted instead of the version asked for."""
+    sm, s3, env = aws
+    serve(sm, register(sm, s3, "Approved"))
+    assert expected in _refusal(promote_fn, sm, s3, env, event)
+
+
 # ------------------------------------------------------------------------------------------ the model package
 
 def _package(sm, s3, specification: dict[str, Any] | None) -> str:

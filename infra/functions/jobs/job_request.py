@@ -86,6 +86,22 @@ def shown(value: Any, limit: int = SHOWN_LIMIT) -> str:
     return cut(repr(value), limit)
 
 
+NAMES_SHOWN = 10  # names of unknown fields or parameters said in a refusal; the rest counted
+
+
+def named(names: list[str]) -> str:
+    """``names`` for a refusal: the first NAMES_SHOWN, each quoted and cut, the rest counted."""
+    more = f" and {len(names) - NAMES_SHOWN} more" if len(names) > NAMES_SHOWN else ""
+    return "[" + ", ".join(shown(name, 60) for name in names[:NAMES_SHOWN]) + "]" + more
+
+
+def unknown_fields(event: dict[str, Any], known: tuple[str, ...]) -> str | None:
+    """Why ``event`` (an invocation's own input) is refused for fields none of ``known`` names, or None: a misspelt
+    field was ignored, and the run went on with that field's default."""
+    unknown = sorted(key for key in event if key not in known)
+    return f"unknown field(s) {named(unknown)} (it takes {', '.join(known)})" if unknown else None
+
+
 def kind_of(value: Any) -> str:
     """What a JSON value is, in words (for a message naming a value of the wrong type without quoting it)."""
     if value is None:
@@ -95,5 +111,5 @@ def kind_of(value: Any) -> str:
     return f"{shown(value, 60)} ({type(value).__name__})"
 
 
-__all__ = ["CONTAINER", "LOCAL_STORAGE_FAMILIES", "SHOWN_LIMIT", "container_script", "cut", "kind_of", "local_storage",
-           "processing_request", "s3_input", "shown"]
+__all__ = ["CONTAINER", "LOCAL_STORAGE_FAMILIES", "NAMES_SHOWN", "SHOWN_LIMIT", "container_script", "cut", "kind_of",
+           "local_storage", "named", "processing_request", "s3_input", "shown", "unknown_fields"]

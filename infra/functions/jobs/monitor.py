@@ -33,13 +33,14 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import boto3
-from job_request import CONTAINER, container_script, processing_request, s3_input, shown
+from job_request import CONTAINER, container_script, processing_request, s3_input, shown, unknown_fields
 
 log = logging.getLogger()
 log.setLevel(logging.INFO)
 
 REQUIRED = ("data/statistics.json", "data/constraints.json")
 ENTRY = "monitor_job.py"
+FIELDS = ("reason", "schedule", "window", "feedback_lag")  # the schedule's input (infra/stack.py) and a manual invocation's
 SCRIPT = container_script(ENTRY)
 _RATE = re.compile(r"^rate\( *([0-9]+) +(minute|minutes|hour|hours|day|days) *\)$")
 _WINDOW = re.compile(r"^([0-9]+)(m|h|d|w)$")
@@ -127,6 +128,9 @@ def handler(event: dict[str, Any], context: Any = None, *, sagemaker: Any = None
     if "detail-type" in event:  # an EventBridge event: none is routed here (it was read as a manual run, and started)
         raise Refused(f"unexpected event type {shown(event['detail-type'])}: nothing started (the schedule and a "
                       "manual invocation give reason, schedule, window and feedback_lag only)")
+    problem = unknown_fields(event, FIELDS)
+    if problem:
+        raise Refused(f"{problem}: nothing started")
     s3 = s3 or boto3.client("s3")
     when = datetime.fromtimestamp(time.time() if now is None else now, timezone.utc)
     window = window_of(event, env)

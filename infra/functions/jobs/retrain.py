@@ -46,13 +46,14 @@ from typing import Any
 
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError
-from job_request import CONTAINER, container_script, cut, kind_of, processing_request, shown
+from job_request import CONTAINER, container_script, cut, kind_of, named, processing_request, shown, unknown_fields
 
 log = logging.getLogger()
 log.setLevel(logging.INFO)
 
 ALARM_EVENT = "CloudWatch Alarm State Change"
 JOB_EVENT = "SageMaker Processing Job State Change"
+MANUAL_FIELDS = ("reason", "parameters", "id")  # a manual invocation's or the schedule's (id: EventBridge's event id)
 ENTRY = "retrain_job.py"
 SCRIPT = container_script(ENTRY)
 _VERSION = re.compile(r"[0-9a-f]{6,64}")
@@ -80,7 +81,6 @@ SHAPE_PARAMETERS = ("ProcessingInstanceCount", "TrainingInstanceCount", "Process
 # What an event or an S3 object may make a message, a log line or the execution's reason: cut to these lengths.
 REASON_MAX = 500  # the retraining's reason (the event's, an alarm's name): kept in request.json and the result
 SHOWN_MAX = 300  # free text quoted in a message or a log line
-NAMES_SHOWN = 10  # unknown parameter names named in a refusal; the rest counted
 # The JSON objects the function reads (LATEST.json, a folding job's request and result) are a few KB; the function has
 # 256 MB (infra/stack.py), and parsing takes some times the object's size: a larger one is refused, not read whole.
 JSON_MAX_BYTES = 1024 * 1024
@@ -151,6 +151,9 @@ def handler(event: dict[str, Any], context: Any = None, *, sagemaker: Any = None
     if kind is not None and kind not in (ALARM_EVENT, JOB_EVENT):  # it was read as a manual retraining, and started
         raise Refused(f"unexpected event type {shown(kind)}: nothing started (the stack sends the drift alarm's and the "
                       "folding job's events; the schedule and a manual invocation give reason and parameters only)")
+    problem = unknown_fields(event, MANUAL_FIELDS) if kind is None else None
+    if problem:
+        raise Refused(f"{problem}: nothing started")
     sagemaker = sagemaker or boto3.client("sagemaker")
     if kind == JOB_EVENT:  # the continuation of a retraining: never held back by the guard
         detail = event.get("detail")
@@ -250,9 +253,7 @@ def _request(event: dict[str, Any], declared: dict[str, dict[str, Any]], model: 
         raise Refused("parameters must be an object of NAME: value")
     unknown = sorted(set(overrides) - set(declared))
     if unknown:
-        named = ", ".join(shown(name, 60) for name in unknown[:NAMES_SHOWN])
-        more = f" and {len(unknown) - NAMES_SHOWN} more" if len(unknown) > NAMES_SHOWN else ""
-        raise Refused(f"unknown pipeline parameter(s) [{named}]{more} (declared: {sorted(declared)})")
+        raise Refused(f"unknown pipeline parameter(s) {named(unknown)} (declared: {sorted(declared)})")
     values = parameter_values(overrides, declared, model)
     if "InputDataUri" in values:
         problem = input_problem(values["InputDataUri"])

@@ -84,6 +84,11 @@ def handler(event: Any, context: Any = None, *, source: Any = None, target: Any 
     if not isinstance(event, dict):  # Lambda passes any JSON
         raise Refused(f'the event must be a JSON object ({{}}, {{"version": N}} or {{"version": N, "force": true}}), '
                       f"got {kind(event)}: nothing promoted")
+    unknown = sorted(key for key in event if key not in ("version", "force"))
+    if unknown:  # a misspelt "version" was ignored, and what the source serves was promoted instead
+        more = f" and {len(unknown) - 10} more" if len(unknown) > 10 else ""
+        raise Refused(f"unknown field(s) {', '.join(shown(key, 60) for key in unknown[:10])}{more} (the event takes "
+                      "version and force): nothing promoted")
     source = source or boto3.client("sagemaker", region_name=env["SOURCE_REGION"])
     target = target or boto3.client("sagemaker")
     s3 = s3 or boto3.client("s3")
