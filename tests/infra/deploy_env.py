@@ -41,6 +41,14 @@ RETRAIN_ENV = {
     "AWS_REGION": REGION,
 }
 
+# The monitor function's, likewise.
+MONITOR_ENV = {
+    "LAKE_BUCKET": LAKE, "ENDPOINT_NAME": "diagnosa-dev", "JOB_PREFIX": "diagnosa-dev-monitor",
+    "JOB_ROLE_ARN": "arn:aws:iam::123456789012:role/diagnosa-dev-monitoring", "IMAGE_URI": "img",
+    "CODE_PREFIX": "artifacts/code/0123456789abcdef/", "INSTANCE_TYPE": "ml.m5.large", "KMS_KEY_ARN": ENV["KMS_KEY_ARN"],
+    "METRICS_NAMESPACE": "Diagnosa/Monitoring", "SCHEDULE": "rate(1 day)", "FEEDBACK_LAG": "7d", "AWS_REGION": REGION,
+}
+
 
 IN_SERVICE = {"detail-type": "SageMaker Endpoint State Change",
               "detail": {"EndpointName": "diagnosa-dev", "EndpointStatus": "IN_SERVICE"}}

@@ -8,11 +8,12 @@ the runtime ended, and Lambda retried the event), and turns an exception into an
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import boto3
 import pytest
-from deploy_env import REGION, RETRAIN_ENV
+from deploy_env import MONITOR_ENV, REGION, RETRAIN_ENV
 from lambda_functions import RUNTIME, create_pipeline
 from lambda_runtime import LambdaFunction
 from moto import mock_aws
@@ -73,6 +74,7 @@ def run_function(functions, moto_server, tmp_path):
 
 
 RETRAIN_VARIABLES = {k: v for k, v in RETRAIN_ENV.items() if k != "AWS_REGION"}  # the stack's
+MONITOR_VARIABLES = {k: v for k, v in MONITOR_ENV.items() if k != "AWS_REGION"}
 
 
 def _lake() -> None:
@@ -130,3 +132,49 @@ def test_an_event_of_lone_surrogates_gets_an_answer_the_invoker_can_read(functio
         answer = function.invoke(event)
         assert answer.outcome in ("response", "error"), (name, answer)
         assert len(answer.body) < 100_000 and answer.json() is not None, name
+
+
+def _scheduled_events(cloud, cfn_text) -> dict[str, object]:
+    """What each schedule rule of the dev stage sends its function (by function name), as EventBridge makes it: the
+    target's Input, or its InputTransformer's template filled from a scheduled event; the template's parameters at
+    their defaults."""
+    [stack] = [s for s in cloud.stacks_recursively if s.stack_name == "Diagnosa-dev"]
+    template = json.loads(Path(stack.template_full_path).read_text())
+    resources, defaults = template["Resources"], {k: str(p.get("Default", "")) for k, p in template["Parameters"].items()}
+
+    def text(value) -> str:
+        return re.sub(r"<Ref:(\w+)>", lambda m: defaults[m[1]], cfn_text(value))
+
+    scheduled = {"id": "7bf73129-1428-4cd3-a780-95db273d1602", "detail-type": "Scheduled Event", "source": "aws.events"}
+    found = {}
+    for rule in resources.values():
+        if rule["Type"] != "AWS::Events::Rule" or "ScheduleExpression" not in rule["Properties"]:
+            continue
+        for target in rule["Properties"]["Targets"]:
+            name = resources[target["Arn"]["Fn::GetAtt"][0]]["Properties"].get("FunctionName")
+            if "Input" in target:
+                found[name] = json.loads(text(target["Input"]))
+            elif "InputTransformer" in target:
+                transformer = target["InputTransformer"]
+                filled = text(transformer["InputTemplate"])
+                for key, path in transformer["InputPathsMap"].items():  # a string goes in quoted, as EventBridge does
+                    filled = filled.replace(f"<{key}>", json.dumps(scheduled[path.removeprefix("$.")]))
+                found[name] = json.loads(filled)
+    return found
+
+
+def test_what_each_schedule_sends_its_function_starts_its_run(assembly, cfn_text, run_function):
+    """The schedules' inputs (the template's) are what the functions take: each field known, the run started."""
+    events = _scheduled_events(assembly[1], cfn_text)
+    assert set(events) == {"diagnosa-dev-monitor", "diagnosa-dev-retrain", "diagnosa-dev-endpoint-resources"}
+    _lake()
+    s3 = boto3.client("s3", region_name=REGION)
+    for name in ("data/statistics.json", "data/constraints.json"):  # a model serving since January, with traffic
+        s3.put_object(Bucket="lake", Key=f"artifacts/monitoring/diagnosa-dev/baseline/{name}", Body=b"{}",
+                      Metadata={"model-package": "arn:pkg/1", "serving-since": "2026-01-01T00:00:00Z"})
+    s3.put_object(Bucket="lake", Key="capture/diagnosa-dev/AllTraffic/2026/01/15/07/x.jsonl", Body=b"{}\n")
+    monitored = run_function("monitor", MONITOR_VARIABLES).invoke(events["diagnosa-dev-monitor"])
+    assert monitored.outcome == "response" and monitored.json()["status"] == "started", monitored
+    retrained = run_function("retrain", RETRAIN_VARIABLES).invoke(events["diagnosa-dev-retrain"])
+    assert retrained.outcome == "response" and retrained.json()["reason"] == "schedule", retrained
+    assert "execution" in retrained.json()

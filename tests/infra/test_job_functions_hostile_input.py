@@ -8,7 +8,7 @@ import logging
 
 import boto3
 import pytest
-from deploy_env import REGION, RETRAIN_ENV
+from deploy_env import MONITOR_ENV, REGION, RETRAIN_ENV
 from lambda_functions import create_pipeline
 from moto import mock_aws
 from s3_grants import PrefixListGrant
@@ -212,12 +212,6 @@ def test_an_input_outside_the_stages_curated_data_is_trained_on_with_a_warning(l
 
 # ------------------------------------------------------------------------------------------ monitor
 
-MONITOR_ENV = {
-    "LAKE_BUCKET": BUCKET, "ENDPOINT_NAME": "diagnosa-dev", "JOB_PREFIX": "diagnosa-dev-monitor",
-    "JOB_ROLE_ARN": "arn:aws:iam::123456789012:role/diagnosa-dev-monitoring", "IMAGE_URI": "img",
-    "CODE_PREFIX": "artifacts/code/0123456789abcdef/", "INSTANCE_TYPE": "ml.m5.large", "KMS_KEY_ARN": KEY,
-    "METRICS_NAMESPACE": "Diagnosa/Monitoring", "SCHEDULE": "rate(1 day)", "FEEDBACK_LAG": "7d", "AWS_REGION": REGION,
-}
 BASELINE = "artifacts/monitoring/diagnosa-dev/baseline/"
 
 
