@@ -2,15 +2,15 @@
 entry points answering through Lambda's own runtime code."""
 from __future__ import annotations
 
-import contextlib
 import functools
 import importlib.util
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 from typing import Any
+from unittest import mock
 
 FUNCTIONS = Path(__file__).resolve().parents[1] / "infra" / "functions"
 
@@ -50,32 +50,20 @@ def as_lambda_answers(entry: Callable[..., Any]) -> Callable[..., Any]:
     def answered(*args: Any, **kwargs: Any) -> Any:
         from awslambdaric import bootstrap, lambda_runtime_marshaller
 
+        runtime = mock.patch.dict(os.environ, {"AWS_EXECUTION_ENV": f"AWS_Lambda_{RUNTIME}"})  # its encoder reads it
         try:
             result = entry(*args, **kwargs)
         except Exception as err:
             document = bootstrap.make_error(str(err), type(err).__name__, [], "test-request")
-            with _runtime_environment():
-                lambda_runtime_marshaller.to_json(document).encode("utf-8")
+            with runtime:
+                lambda_runtime_marshaller.to_json(document).encode("utf-8")  # as post_invocation_error sends it
             raise
-        with _runtime_environment():
+        with runtime:
             body, _ = lambda_runtime_marshaller.LambdaMarshaller().marshal_response(result)
-        body if isinstance(body, bytes) else body.encode("utf-8")
+        if not isinstance(body, bytes):
+            body.encode("utf-8")  # as post_invocation_result sends it
         return result
     return answered
-
-
-@contextlib.contextmanager
-def _runtime_environment() -> Iterator[None]:
-    """AWS_EXECUTION_ENV as Lambda sets it, while the runtime's encoder is made (it reads it then)."""
-    before = os.environ.get("AWS_EXECUTION_ENV")
-    os.environ["AWS_EXECUTION_ENV"] = f"AWS_Lambda_{RUNTIME}"
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop("AWS_EXECUTION_ENV", None)
-        else:
-            os.environ["AWS_EXECUTION_ENV"] = before
 
 
 # The pipeline definition Diagnosa builds for the built-in cohort, as reviewed (pinned by test_definition's snapshot

@@ -56,17 +56,6 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002  # the base class's parameter name
         pass
 
-    def _body(self) -> bytes:
-        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-            data = b""
-            while True:
-                size = int(self.rfile.readline().split(b";")[0], 16)
-                chunk = self.rfile.read(size + 2)[:size]
-                if not size:
-                    return data
-                data += chunk
-        return self.rfile.read(int(self.headers.get("Content-Length") or 0))
-
     def _peer_gone(self) -> bool:
         readable, _, _ = select.select([self.connection], [], [], 0)
         return bool(readable) and not self.connection.recv(1, socket.MSG_PEEK)
@@ -96,7 +85,7 @@ class _Handler(BaseHTTPRequestHandler):
             "Lambda-Runtime-Trace-Id": "Root=1-00000000-000000000000000000000000;Sampled=0"})
 
     def do_POST(self) -> None:  # noqa: N802
-        body = self._body()
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))  # the runtime always sends one
         parts = self.path.removeprefix(PREFIX).strip("/").split("/")
         error_type = self.headers.get("Lambda-Runtime-Function-Error-Type")
         if parts == ["init", "error"]:
