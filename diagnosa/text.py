@@ -24,6 +24,11 @@ def some_of(items: Iterable[Any], limit: int = LISTED) -> str:
     return ", ".join(shown) + (f" and {more:,} more" if more else "")
 
 
+def fixed(x: float | None, digits: int = 3) -> str:
+    """A report's number: ``x`` with ``digits`` decimals, or ``n/a`` when there is none."""
+    return "n/a" if x is None else f"{x:.{digits}f}"
+
+
 _MARKDOWN_CHARACTERS = frozenset("\\`*_{}[]()#+-.!|<>~:@$&")
 # A run of text GFM makes a link of by itself ('http://…', 'www.…', 'a@b.c'): GitHub does, and Streamlit 1.67 links it
 # in st.markdown, st.error and a widget's label even with each of its characters backslash-escaped.

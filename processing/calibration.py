@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from diagnosa.text import markdown_literal
+from diagnosa.text import fixed, markdown_literal
 from processing.plots import plain_text
 
 Z_95 = 1.959963984540054  # two-sided 95 % normal quantile
@@ -168,10 +168,6 @@ def honest_section(y: np.ndarray, raw: np.ndarray, calibrated: np.ndarray, decid
     }
 
 
-def _fmt(x: float | None, digits: int = 3) -> str:
-    return "n/a" if x is None else f"{x:.{digits}f}"
-
-
 def report_lines(section: Mapping[str, Any], out_dir: str | os.PathLike, title: str = "") -> tuple[list[str],
                                                                                                     dict[str, str]]:
     """Markdown for the report (recall with intervals, with/without decision weights, calibration) and the
@@ -188,14 +184,14 @@ def report_lines(section: Mapping[str, Any], out_dir: str | os.PathLike, title: 
     for label, row in section["recall"].items():
         ci = row["recall_ci95"]
         plain = section["recall_without_decision_weights"][label]["recall"]
-        lines.append(f"| {markdown_literal(label, table_cell=True)} | {row['support']} | {_fmt(row['recall'])} | "
-                     f"{'n/a' if ci is None else f'{ci[0]:.3f}–{ci[1]:.3f}'} | {_fmt(plain)} | "
-                     f"{_fmt(weights.get(label), 2)} |")
+        lines.append(f"| {markdown_literal(label, table_cell=True)} | {row['support']} | {fixed(row['recall'])} | "
+                     f"{'n/a' if ci is None else f'{ci[0]:.3f}–{ci[1]:.3f}'} | {fixed(plain)} | "
+                     f"{fixed(weights.get(label), 2)} |")
     w, wo = section["with_decision_weights"], section["without_decision_weights"]
     worst, worst_plain = w["worst_class_recall"], wo["worst_class_recall"]
-    lines += ["", f"Macro recall {_fmt(w['macro_recall'])} with the decision weights, {_fmt(wo['macro_recall'])} "
-              f"without; worst class {markdown_literal(worst['label'])} {_fmt(worst['recall'])} with, "
-              f"{markdown_literal(worst_plain['label'])} {_fmt(worst_plain['recall'])} without. "
+    lines += ["", f"Macro recall {fixed(w['macro_recall'])} with the decision weights, {fixed(wo['macro_recall'])} "
+              f"without; worst class {markdown_literal(worst['label'])} {fixed(worst['recall'])} with, "
+              f"{markdown_literal(worst_plain['label'])} {fixed(worst_plain['recall'])} without. "
               "A small class's interval is wide: read its recall with it.", "",
               "## Calibration", "",
               "| Probabilities | ECE | Brier | Mean top probability | Accuracy |", "|---|---:|---:|---:|---:|"]

@@ -29,7 +29,7 @@ from sklearn.metrics import (
 )
 
 from diagnosa.data.schema import BUILTIN_SLICE, seen_slice, unseen_slice
-from diagnosa.text import markdown_literal
+from diagnosa.text import fixed, markdown_literal
 from processing.plots import plain_text, tick_labels
 
 SUM_TOLERANCE = 1e-3
@@ -225,10 +225,6 @@ def recall_gate(evaluation: dict, thresholds: Mapping[str, float],
 TICK_CHARS = 32  # of a label on a plot's axis (the report's tables give it whole)
 
 
-def _fmt(x: float | None, digits: int = 3) -> str:
-    return "n/a" if x is None else f"{x:.{digits}f}"
-
-
 @plain_text
 def _plot_confusion(d: dict[str, Any], path: Path, title: str) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -281,7 +277,7 @@ def _plot_recall(d: dict[str, Any], path: Path, title: str) -> None:
         heights = [np.nan if v is None else v for v in values]
         ax.bar(offs, heights, width, label=name)
         for xb, v in zip(offs, values):
-            ax.text(xb, (v or 0) + 0.01, _fmt(v, 2), ha="center", va="bottom", fontsize=7, rotation=90)
+            ax.text(xb, (v or 0) + 0.01, fixed(v, 2), ha="center", va="bottom", fontsize=7, rotation=90)
     ax.set_xticks(x, tick_labels(labels, TICK_CHARS), rotation=30, ha="right", rotation_mode="anchor", fontsize=8)
     ax.set_ylim(0, 1.15)
     ax.set_ylabel("Recall")
@@ -305,12 +301,12 @@ def write_report(evaluation: dict, out_dir: str | os.PathLike, *,
     lines = [
         f"# {title}", "",
         f"- Samples: {d['n']}",
-        f"- Accuracy: {_fmt(d['accuracy'])} · balanced accuracy: {_fmt(d['balanced_accuracy'])}",
-        f"- Macro recall: {_fmt(d['macro']['recall'])} · macro F1: {_fmt(d['macro']['f1'])} · "
-        f"weighted F1: {_fmt(d['weighted']['f1'])}",
-        f"- Worst class recall: {_fmt(worst['recall'])} ({markdown_literal(worst['label'])})",
-        f"- Log loss: {_fmt(d['log_loss'], 4)}",
-        (f"- Ordinal error (label index distance): MAE {_fmt(d['ordinal']['mae'])}, MSE {_fmt(d['ordinal']['mse'])}"
+        f"- Accuracy: {fixed(d['accuracy'])} · balanced accuracy: {fixed(d['balanced_accuracy'])}",
+        f"- Macro recall: {fixed(d['macro']['recall'])} · macro F1: {fixed(d['macro']['f1'])} · "
+        f"weighted F1: {fixed(d['weighted']['f1'])}",
+        f"- Worst class recall: {fixed(worst['recall'])} ({markdown_literal(worst['label'])})",
+        f"- Log loss: {fixed(d['log_loss'], 4)}",
+        (f"- Ordinal error (label index distance): MAE {fixed(d['ordinal']['mae'])}, MSE {fixed(d['ordinal']['mse'])}"
          if "ordinal" in d else "- Labels not ordered (the dataset's `ordinal = false`): no ordinal error"), "",
         "## Per class", "",
         "| Label | Support | Precision | Recall | F1 | Specificity | Avg. precision |",
@@ -318,9 +314,9 @@ def write_report(evaluation: dict, out_dir: str | os.PathLike, *,
     ]
     for label in d["labels"]:
         c = d["per_class"][label]
-        lines.append(f"| {markdown_literal(label, table_cell=True)} | {c['support']} | {_fmt(c['precision'])} | "
-                     f"{_fmt(c['recall'])} | {_fmt(c['f1'])} | {_fmt(c['specificity'])} | "
-                     f"{_fmt(c['average_precision'])} |")
+        lines.append(f"| {markdown_literal(label, table_cell=True)} | {c['support']} | {fixed(c['precision'])} | "
+                     f"{fixed(c['recall'])} | {fixed(c['f1'])} | {fixed(c['specificity'])} | "
+                     f"{fixed(c['average_precision'])} |")
     if "honest" in d:  # recall intervals, decision weights and calibration (processing/calibration.py)
         from processing.calibration import report_lines
 
@@ -332,11 +328,11 @@ def write_report(evaluation: dict, out_dir: str | os.PathLike, *,
         names = list(d["slices"])
         lines += ["| Metric | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names),
                   "| n | " + " | ".join(str(d["slices"][s]["n"]) for s in names) + " |",
-                  "| Accuracy | " + " | ".join(_fmt(d["slices"][s]["accuracy"]) for s in names) + " |",
-                  "| Macro recall | " + " | ".join(_fmt(d["slices"][s]["macro_recall"]) for s in names) + " |"]
+                  "| Accuracy | " + " | ".join(fixed(d["slices"][s]["accuracy"]) for s in names) + " |",
+                  "| Macro recall | " + " | ".join(fixed(d["slices"][s]["macro_recall"]) for s in names) + " |"]
         for label in d["labels"]:
             lines.append(f"| Recall {markdown_literal(label, table_cell=True)} | "
-                         + " | ".join(_fmt(d["slices"][s]["recall_per_class"][label]) for s in names) + " |")
+                         + " | ".join(fixed(d["slices"][s]["recall_per_class"][label]) for s in names) + " |")
         reference = d.get("knowledge_reference")
         if reference:
             names = [s for s in reference["slices"] if s in d["slices"]]
@@ -347,16 +343,16 @@ def write_report(evaluation: dict, out_dir: str | os.PathLike, *,
                               "drawn from their disease's annotations) it is near an upper bound; on real patients, "
                               "how far the phenotype alone names the disease."]
             lines += ["", "| Macro recall | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names),
-                      "| model | " + " | ".join(_fmt(d["slices"][s]["macro_recall"]) for s in names) + " |",
-                      "| reference | " + " | ".join(_fmt(reference["slices"][s]["macro_recall"]) for s in names) + " |"]
+                      "| model | " + " | ".join(fixed(d["slices"][s]["macro_recall"]) for s in names) + " |",
+                      "| reference | " + " | ".join(fixed(reference["slices"][s]["macro_recall"]) for s in names) + " |"]
             if lookup:
                 lines.append("| lookup, own disease included | "
-                             + " | ".join(_fmt(lookup["slices"][s]["macro_recall"]) for s in names) + " |")
+                             + " | ".join(fixed(lookup["slices"][s]["macro_recall"]) for s in names) + " |")
     else:
         lines.append("No slices were evaluated (the dataset has no slice).")
     if "ordinal" in d:
         lines += ["", "## Ordinal errors", "",
-                  f"Mean absolute error {_fmt(d['ordinal']['mae'])} and mean squared error {_fmt(d['ordinal']['mse'])} "
+                  f"Mean absolute error {fixed(d['ordinal']['mae'])} and mean squared error {fixed(d['ordinal']['mse'])} "
                   "in label-index units (order: " + " < ".join(map(markdown_literal, d["labels"])) + ")."]
     lines += ["", "## Plots", "",
               f"![Confusion matrix]({paths['confusion_matrix'].name})", "",
