@@ -11,6 +11,7 @@ have. Keys do not change: ``raw/...`` keys go to the raw storage, every other zo
 from __future__ import annotations
 
 import base64
+import fcntl
 import hashlib
 import ipaddress
 import json
@@ -40,6 +41,12 @@ TEMP_MAX_AGE_SECONDS = 24 * 3600.0
 log = logging.getLogger(__name__)
 _S3_MISSING = {"NoSuchKey", "404", "NotFound"}
 _S3_FORBIDDEN = {"403", "AccessDenied", "Forbidden"}
+_S3_CONDITION_FAILED = {"PreconditionFailed", "412", "ConditionalRequestConflict", "409", "NoSuchKey", "404"}
+
+
+def _content_tag(data: bytes) -> str:
+    """A local object's tag for a conditional write: its content's digest."""
+    return hashlib.sha256(data).hexdigest()
 
 
 class LakeError(Exception):
@@ -93,6 +100,8 @@ class Storage(typing.Protocol):
 
     def put_bytes(self, key: str, data: bytes) -> None: ...
     def get_bytes(self, key: str) -> bytes: ...
+    def read_tagged(self, key: str) -> tuple[bytes, str]: ...
+    def put_bytes_if(self, key: str, data: bytes, tag: str | None) -> bool: ...
     def put_file(self, local_path: str | os.PathLike, key: str) -> None: ...
     def get_file(self, key: str, local_path: str | os.PathLike) -> None: ...
     def exists(self, key: str) -> bool: ...
@@ -154,6 +163,32 @@ class LocalStorage:
 
     def get_bytes(self, key: str) -> bytes:
         return self._existing(key).read_bytes()
+
+    def read_tagged(self, key: str) -> tuple[bytes, str]:
+        """The object's bytes and a tag of this state of it, for :meth:`put_bytes_if` (ObjectNotFound: none)."""
+        data = self.get_bytes(key)
+        return data, _content_tag(data)
+
+    def put_bytes_if(self, key: str, data: bytes, tag: str | None) -> bool:
+        """Write ``data`` only if the object is still as :meth:`read_tagged` gave it (``tag``), or, with ``tag`` None,
+        only if there is none: False, writing nothing, when another writer changed it meanwhile. Writers of one
+        folder take turns (an exclusive flock of the folder itself: no lock file among the objects, released however
+        the process ends), and the comparison is by content, so a rewrite of the same bytes is no change."""
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        folder = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            fcntl.flock(folder, fcntl.LOCK_EX)
+            try:
+                now = _content_tag(path.read_bytes())
+            except FileNotFoundError:
+                now = None
+            if now != tag:
+                return False
+            self.put_bytes(key, data)
+            return True
+        finally:
+            os.close(folder)  # releases the flock
 
     def put_file(self, local_path: str | os.PathLike, key: str) -> None:
         self._atomic_write(key, lambda tmp: shutil.copyfile(local_path, tmp))
@@ -325,15 +360,37 @@ class S3Storage:
         self.client.put_object(Bucket=self.bucket, Key=self._full(key), Body=data, ContentMD5=digest)
 
     def get_bytes(self, key: str) -> bytes:
+        return self.read_tagged(key)[0]
+
+    def read_tagged(self, key: str) -> tuple[bytes, str]:
+        """The object's bytes and its ETag, for :meth:`put_bytes_if` (ObjectNotFound: none)."""
         from botocore.exceptions import ClientError
 
         full = self._full(key)
         try:
-            return self.client.get_object(Bucket=self.bucket, Key=full)["Body"].read()
+            got = self.client.get_object(Bucket=self.bucket, Key=full)
+            return got["Body"].read(), got["ETag"]
         except ClientError as err:
             if self._missing(err, full):
                 raise ObjectNotFound(f"no object {key!r} in {self.uri}") from err
             raise
+
+    def put_bytes_if(self, key: str, data: bytes, tag: str | None) -> bool:
+        """S3's conditional write: PutObject with If-Match the ETag :meth:`read_tagged` gave (``tag``), or, with
+        ``tag`` None, If-None-Match ``*``. False, writing nothing, when another writer changed, created or removed
+        the object meanwhile (412 PreconditionFailed; 409 ConditionalRequestConflict when two conditional writes
+        cross; 404 for an If-Match on an object removed since)."""
+        from botocore.exceptions import ClientError
+
+        digest = base64.b64encode(hashlib.md5(data, usedforsecurity=False).digest()).decode("ascii")
+        condition = {"IfNoneMatch": "*"} if tag is None else {"IfMatch": tag}
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=self._full(key), Body=data, ContentMD5=digest, **condition)
+        except ClientError as err:
+            if getattr(err, "response", {}).get("Error", {}).get("Code") in _S3_CONDITION_FAILED:
+                return False
+            raise
+        return True
 
     def put_file(self, local_path: str | os.PathLike, key: str) -> None:
         self.client.upload_file(os.fspath(local_path), self.bucket, self._full(key))
@@ -409,6 +466,11 @@ def storage_from_uri(uri: str, *, s3_client: Any = None, what: str = "lake") -> 
     raise LakeError(f"unsupported {what} URI {uri!r}: use s3://bucket[/prefix], file:///path or a plain path")
 
 
+def json_bytes(obj: Any) -> bytes:
+    """The lake's JSON: deterministic, so identical content gives identical bytes (and hashes)."""
+    return (json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")
+
+
 class DataLake:
     """Zone-aware front for a Storage: every key starts with one of ZONES. With ``raw_storage``, the raw
     zone's keys live there instead (same keys)."""
@@ -453,6 +515,16 @@ class DataLake:
 
     def get_bytes(self, key: str) -> bytes:
         return self._storage(key).get_bytes(self._k(key))
+
+    def read_tagged(self, key: str) -> tuple[bytes, str]:
+        """The object's bytes and a tag of this state of it, for a conditional write (ObjectNotFound: none)."""
+        return self._storage(key).read_tagged(self._k(key))
+
+    def put_bytes_if(self, key: str, data: bytes, tag: str | None) -> bool:
+        """Write only if the object is still as ``read_tagged`` gave it ``tag`` (None: only if there is none); False,
+        nothing written, when another writer, another process or host included, changed it meanwhile: the caller
+        reads it again and redoes its change (a read-modify-write that loses no other writer's change)."""
+        return self._storage(key).put_bytes_if(self._k(key), data, tag)
 
     def put_file(self, local_path: str | os.PathLike, key: str) -> None:
         self._storage(key).put_file(local_path, self._k(key))
@@ -507,8 +579,11 @@ class DataLake:
 
     def put_json(self, key: str, obj: Any) -> None:
         """Deterministic JSON so identical content gives identical bytes (and hashes)."""
-        text = json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
-        self.put_bytes(key, text.encode("utf-8"))
+        self.put_bytes(key, json_bytes(obj))
+
+    def put_json_if(self, key: str, obj: Any, tag: str | None) -> bool:
+        """:meth:`put_json` as a conditional write (:meth:`put_bytes_if`)."""
+        return self.put_bytes_if(key, json_bytes(obj), tag)
 
     def get_json(self, key: str) -> Any:
         """The object at ``key`` as JSON; LakeError naming the object when it is not (a damaged or foreign object:

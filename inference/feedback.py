@@ -36,7 +36,7 @@ from typing import Any
 from diagnosa.data.schema import RESOURCE_NAME, FieldNames, clean_text
 from diagnosa.data.validate import shown
 from diagnosa.labels import CATEGORIES
-from diagnosa.lake import DataLake
+from diagnosa.lake import DataLake, LakeError, ObjectNotFound
 from inference.capture import FILING_MARGIN, event_time, fetch_in_order
 from inference.limits import (
     MAX_RECORDS,
@@ -53,6 +53,7 @@ log = logging.getLogger("diagnosa.feedback")
 ZONE = "feedback"
 EVENTS = "events"  # feedback/<endpoint>/events/<event id>.json: one object per event
 MAX_REVISIONS = 10  # replaced records kept inside an event's object, for audit
+STORE_ATTEMPTS = 50  # reads of an event's object by one store while other writers keep rewriting it
 MAX_NOTE = 1000
 MAX_SOURCE = 100
 MAX_DISEASE_ID = 64
@@ -412,8 +413,10 @@ def store_feedback(lake: DataLake, endpoint: str, feedback: Feedback, *, now: da
     records kept as bounded revisions); returns its lake key and what it replaced (:class:`Replaced`: the earlier
     current record, or that one was there but could not be read; None when there was none).
 
-    Concurrent writers in one process are serialised; across processes the last write wins and a
-    revision written at the same moment can be missing from the history (the current record is right).
+    Concurrent writers in one process are serialised; across processes and hosts (the endpoint's workers, the
+    CLI, a second endpoint) the write is conditional (``DataLake.put_json_if``): a store that finds the object
+    rewritten since it read it reads it again, so every record stored is the current one or a revision. Rewritten
+    STORE_ATTEMPTS times in a row, it stores nothing and raises LakeError.
     Feedback for the same patient in the lake's old layout, or under the other form of a one-patient request's
     row (no event_row / event_row 0: another object), is not looked for: not reported as replaced.
 
@@ -425,36 +428,49 @@ def store_feedback(lake: DataLake, endpoint: str, feedback: Feedback, *, now: da
     when = (now or datetime.now(timezone.utc)).astimezone(timezone.utc)
     record = {**feedback.to_dict(), "received_at": when.isoformat(timespec="microseconds")}
     key = feedback_key(endpoint, feedback.event_id, feedback.event_row)
-    replaced: Replaced | None = None
-    with _STORE_LOCK:
-        history: list[dict[str, Any]] = []
-        if lake.exists(key):
-            data = lake.get_bytes(key)
-            damage: str | None = None
-            body: Any = None
-            try:  # its bytes, as read_feedback reads them: get_json raises LakeError for what is not JSON
-                body = json.loads(data.decode("utf-8"))
-            except (ValueError, UnicodeDecodeError, RecursionError) as err:
-                # What it is: valid JSON nested too deeply was said to be "not valid JSON".
-                damage = _unreadable(err)
-            else:
-                if not isinstance(body, dict):
-                    damage = "is not a JSON object"
-                elif not isinstance(body.get("revisions", []), list):
-                    damage = "holds revisions that are not a list"
-            if damage is not None:
-                aside = f"{key}{DAMAGED}{when:%Y%m%dT%H%M%S%f}Z-{uuid.uuid4().hex[:8]}"
-                lake.put_bytes(aside, data)  # before the object is replaced: never lost
-                log.warning("feedback object %s %s: moved aside to %s, %s", key, damage, aside,
-                            "its readable records kept as revisions" if _records(body) else "nothing of it readable")
-            history = _records(body)
-            replaced = (_replaced(history[0], feedback) if history
-                        else Replaced(unreadable=True) if damage is not None else _replaced(None, feedback))
-        # The record written now is the latest received, whatever the clocks stamped on the earlier ones: sorted by
-        # their received_at text, a doctor's correction lost to a record from a host whose clock ran ahead (the
-        # correction was said "stored" and sat in the revisions).
-        lake.put_json(key, {"endpoint": endpoint, **record, "revisions": history[:MAX_REVISIONS]})
-    return StoredFeedback(key, replaced)
+    with _STORE_LOCK:  # this process's writers take turns; other processes' are met by the conditional write
+        for _ in range(STORE_ATTEMPTS):
+            replaced, history, tag = _current(lake, key, feedback, when)
+            # The record written now is the latest received, whatever the clocks stamped on the earlier ones: sorted
+            # by their received_at text, a doctor's correction lost to a record from a host whose clock ran ahead
+            # (the correction was said "stored" and sat in the revisions).
+            if lake.put_json_if(key, {"endpoint": endpoint, **record, "revisions": history[:MAX_REVISIONS]}, tag):
+                return StoredFeedback(key, replaced)
+            # Another process or host wrote the object since it was read: read it again, keep its record too.
+    raise LakeError(f"feedback for event {feedback.event_id} not stored: its object {key} was rewritten by other "
+                    f"writers {STORE_ATTEMPTS} times while this was being stored; nothing of it was replaced, send it "
+                    "again")
+
+
+def _current(lake: DataLake, key: str, feedback: Feedback, when: datetime
+             ) -> tuple[Replaced | None, list[dict[str, Any]], str | None]:
+    """The object at ``key`` as a store finds it: what the new record replaces, the records to keep as revisions, and
+    its tag for the conditional write (None: no object). A damaged object is first moved aside, its bytes unchanged."""
+    try:
+        data, tag = lake.read_tagged(key)
+    except ObjectNotFound:
+        return None, [], None
+    damage: str | None = None
+    body: Any = None
+    try:  # its bytes, as read_feedback reads them: get_json raises LakeError for what is not JSON
+        body = json.loads(data.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError, RecursionError) as err:
+        # What it is: valid JSON nested too deeply was said to be "not valid JSON".
+        damage = _unreadable(err)
+    else:
+        if not isinstance(body, dict):
+            damage = "is not a JSON object"
+        elif not isinstance(body.get("revisions", []), list):
+            damage = "holds revisions that are not a list"
+    if damage is not None:
+        aside = f"{key}{DAMAGED}{when:%Y%m%dT%H%M%S%f}Z-{uuid.uuid4().hex[:8]}"
+        lake.put_bytes(aside, data)  # before the object is replaced: never lost
+        log.warning("feedback object %s %s: moved aside to %s, %s", key, damage, aside,
+                    "its readable records kept as revisions" if _records(body) else "nothing of it readable")
+    history = _records(body)
+    replaced = (_replaced(history[0], feedback) if history
+                else Replaced(unreadable=True) if damage is not None else _replaced(None, feedback))
+    return replaced, history, tag
 
 
 def _unreadable(err: BaseException) -> str:

@@ -61,7 +61,7 @@ from diagnosa.data.schema import (
 )
 from diagnosa.data.validate import clip, shown, validate_frame
 from diagnosa.files import not_a_regular_file
-from diagnosa.lake import DataLake, LakeError
+from diagnosa.lake import DataLake, LakeError, ObjectNotFound
 from diagnosa.text import some_of
 
 INGEST_VERSION = "2"  # bump when ingestion changes what it writes for the same input (2: data in parts)
@@ -69,6 +69,7 @@ INGEST_VERSION = "2"  # bump when ingestion changes what it writes for the same 
 # so a processing job of N instances can take a share each (S3 sharding by key: pipelines/definition.py). The
 # default cohort (20k) makes four parts, a million patients 200.
 ROWS_PER_PART = 5_000
+LATEST_ATTEMPTS = 50  # reads of LATEST.json by one ingest while other ingests keep rewriting it
 REPORT_LISTED = 20  # columns (markers, labels) a line of the ingestion report names before "and N more"
 RECORDS_SOURCE = "clinical_records"
 LABS_SOURCE = "lab_results"
@@ -631,10 +632,7 @@ def _existing(lake: DataLake, dataset: str, version: str, asked_at: str,
     if not lake.exists(key):
         return None
     manifest = lake.get_json(key)
-    before, recorded = now = latest_record(lake, dataset)
-    overtaken = _overtaken(now, latest_before, version, asked_at)
-    if overtaken is None and (before != version or recorded is None or recorded < asked_at):
-        lake.put_json(latest_key(dataset), {"version": version, "manifest": key, "asked_at": asked_at})
+    overtaken, before = _move_latest(lake, dataset, version, key, asked_at, latest_before, again=True)
     return IngestReport(
         dataset=dataset, version=version, rows=manifest["rows"],
         sources=[SourceCounts(**s) for s in manifest["sources"]], reasons=manifest["quarantine_reasons"],
@@ -659,16 +657,44 @@ def latest_record(lake: DataLake, dataset: str) -> tuple[str | None, str | None]
     """(``current_latest``, when the ingest that wrote it was asked for), from one read of LATEST.json: an ingest
     reads it when it starts, and again before it makes its version the latest, to see whether another ingest wrote
     it meanwhile. The time is None when LATEST.json does not say (written before it did, or damaged)."""
-    key = latest_key(dataset)
-    if not lake.exists(key):
-        return None, None
+    return _latest_tagged(lake, dataset)[0]
+
+
+def _latest_tagged(lake: DataLake, dataset: str) -> tuple[tuple[str | None, str | None], str | None]:
+    """``latest_record`` and the tag of the LATEST.json it read, for the conditional write that moves it (None: none)."""
     try:
-        record = lake.get_json(key)
+        data, tag = lake.read_tagged(latest_key(dataset))
+    except ObjectNotFound:
+        return (None, None), None
+    try:
+        record = json.loads(data.decode("utf-8"))
         version, asked = record.get("version"), record.get("asked_at")
-    except (LakeError, AttributeError):  # not JSON, or JSON but not an object
-        return DAMAGED_LATEST, None
+    except (ValueError, RecursionError, AttributeError):  # not JSON, or JSON but not an object
+        return (DAMAGED_LATEST, None), tag
     return (version if isinstance(version, str) and VERSION_ID.fullmatch(version) else DAMAGED_LATEST,
-            asked if isinstance(asked, str) else None)
+            asked if isinstance(asked, str) else None), tag
+
+
+def _move_latest(lake: DataLake, dataset: str, version: str, manifest_key: str, asked_at: str,
+                 latest_before: tuple[str | None, str | None], *, again: bool = False) -> tuple[str | None, str | None]:
+    """Make ``version`` the dataset's latest unless another ingest asked for after this one made another version the
+    latest since ``latest_before`` was read (``_overtaken``); with ``again`` (a version already in the lake), not
+    when it already is the latest, asked for no earlier than ``asked_at``. Returns (the version that overtook it,
+    None when none did; what LATEST.json named when last read). The write is conditional: LATEST.json rewritten by
+    another ingest between the read and the write (another process or host) is read again and judged again, instead
+    of being overwritten by an ingest asked for before it."""
+    for _ in range(LATEST_ATTEMPTS):
+        now, tag = _latest_tagged(lake, dataset)
+        before, recorded = now
+        overtaken = _overtaken(now, latest_before, version, asked_at)
+        if overtaken is not None or (again and before == version and recorded is not None and recorded >= asked_at):
+            return overtaken, before
+        if lake.put_json_if(latest_key(dataset), {"version": version, "manifest": manifest_key, "asked_at": asked_at},
+                            tag):
+            return None, before
+    raise LakeError(f"{lake.uri.rstrip('/')}/{latest_key(dataset)} was rewritten by other ingests {LATEST_ATTEMPTS} "
+                    f"times while version {version} was being made the latest; the version is whole in the lake, "
+                    "ingest the file again to make it the latest")
 
 
 def _overtaken(now: tuple[str | None, str | None], latest_before: tuple[str | None, str | None], version: str,
@@ -735,9 +761,7 @@ def _commit(lake: DataLake, schema: Schema, version: str, curated: pd.DataFrame,
     }
     manifest_key = f"{prefix}/manifest.json"
     lake.put_json(manifest_key, manifest)
-    overtaken = _overtaken(latest_record(lake, schema.name), latest_before, version, asked_at)
-    if overtaken is None:
-        lake.put_json(latest_key(schema.name), {"version": version, "manifest": manifest_key, "asked_at": asked_at})
+    overtaken = _move_latest(lake, schema.name, version, manifest_key, asked_at, latest_before)[0]
     return IngestReport(schema.name, version, len(curated), sources, dict(reasons), data_keys, manifest_key,
                         quarantine_keys, seconds=time.perf_counter() - started,
                         missing_cells=extra.get("missing_cells", {}),
