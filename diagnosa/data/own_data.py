@@ -225,7 +225,9 @@ dataset's latest again (going back to an earlier file; an ingest stopped between
 other writes its version, says it was not made the latest, and becomes it when ingested again. Ingesting
 again the file that is already the latest counts as asking for it: an ingest of another file started
 before it does not replace it. Start times are compared only between ingests that overlap; one ingest
-after another makes the later one the latest whatever the machines' clocks say.
+after another makes the later one the latest whatever the machines' clocks say. `LATEST.json` is moved by a
+conditional write (S3's `If-Match`; an flock on a folder): an ingest that finds it rewritten between its check and
+its write checks again, rather than taking the latest back from an ingest started after it.
 
 Wide tables are read column by column at a small fixed cost each: 30 rows × 2,000 number columns
 ingest in about 2 s (8.5 s before 2026-12), 30 × 20,000 (a gene-expression panel) in about 21 s (124 s
