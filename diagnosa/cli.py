@@ -44,7 +44,7 @@ from diagnosa.commands.common import (
 )
 from diagnosa.data.validate import clip, shown
 from diagnosa.lake import DataLake, LakeError, bucket_name_problem
-from diagnosa.logs import interrupted
+from diagnosa.logs import interrupted, terminal_streams
 from diagnosa.services import LOCAL_BUCKET, EndpointBusy, PortTaken, ServiceError
 from diagnosa.text import ITEM_CHARS
 from inference.limits import INVOKE_TIMEOUT, printable_line, printable_lines
@@ -1254,6 +1254,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """The command line; its exit status. A Ctrl-C is one line and 128 + SIGINT, not a traceback: as the options are
     read, before a run's record exists (its checks), or in a command that writes nothing (its imports:
     diagnosa/__main__.py)."""
+    terminal_streams()
     try:
         return _command(argv)
     except KeyboardInterrupt:

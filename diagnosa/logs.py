@@ -1,6 +1,8 @@
 """One log format for every entry point (the CLI, the serving process, each job's container)."""
 from __future__ import annotations
 
+import codecs
+import io
 import logging
 import signal
 import sys
@@ -14,6 +16,40 @@ def configure_logging(level: int = logging.INFO, stream: TextIO | None = None) -
     unless the process configured logging already (a test, a notebook)."""
     if not logging.getLogger().handlers:
         logging.basicConfig(level=level, stream=stream or sys.stdout, format=FORMAT)
+
+
+UNENCODABLE = "diagnosa.u-escape"  # the error handler of the CLI's standard output and error (terminal_streams)
+
+
+def _u_escape(err: UnicodeError) -> tuple[str, int]:
+    """A character the stream's encoding lacks as JSON writes it, ``\\u00d3`` (astral ones as a surrogate pair):
+    valid inside the JSON strings `diagnosa predict` writes, and readable in a message. A lone surrogate (a path's
+    byte that is not UTF-8, as Python decodes it) is written the same way."""
+    if not isinstance(err, UnicodeEncodeError):
+        raise err
+    out = []
+    for char in err.object[err.start:err.end]:
+        code = ord(char)
+        if code > 0xFFFF:
+            code -= 0x10000
+            out.append(f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}")
+        else:
+            out.append(f"\\u{code:04x}")
+    return "".join(out), err.end
+
+
+codecs.register_error(UNENCODABLE, _u_escape)
+
+
+def terminal_streams() -> None:
+    """Standard output and error write what their encoding lacks escaped (UNENCODABLE) instead of failing: under an
+    ASCII locale (``PYTHONIOENCODING=ascii``, ``LC_ALL=C`` with ``PYTHONUTF8=0``) a label such as ENFERMEDAD CRÓNICA,
+    and under any strict UTF-8 locale a path holding a byte that is not UTF-8, raised UnicodeEncodeError after the
+    command had done its work: `data ingest` had made its version the latest and exited 1, `predict` had been
+    answered and said its input was bad."""
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper) and stream.errors != UNENCODABLE:
+            stream.reconfigure(errors=UNENCODABLE)
 
 
 def utc_now() -> str:

@@ -1,0 +1,61 @@
+"""What the CLI prints cannot fail after the command has done its work: a character the terminal's encoding lacks is
+written escaped as JSON writes it (``\\u00d3``), not raised as UnicodeEncodeError.
+
+Under an ASCII locale (``PYTHONIOENCODING=ascii``, or ``LC_ALL=C`` with ``PYTHONUTF8=0``) the built-in labels
+(ENFERMEDAD CRÓNICA) broke `data generate` after it had written its batch, the summaries' arrows (→) broke `data
+ingest` after its version had become the latest (exit 1, a traceback; the next run trained on it), and `predict`
+after the endpoint had answered (exit 2, "bad input"). Under a strict UTF-8 locale a workspace path holding a byte
+that is not UTF-8 broke `registry list`. Each runs here as a user runs it: the CLI in a subprocess, its streams'
+encoding chosen by the environment."""
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+DIAGNOSA = [sys.executable, "-m", "diagnosa"]
+
+
+def _run(args: list[str | bytes], cwd: Path, encoding: str) -> subprocess.CompletedProcess[bytes]:
+    env = {**os.environ, "PYTHONIOENCODING": encoding, "PYTHONUTF8": "0"}
+    return subprocess.run([*DIAGNOSA, *args], cwd=cwd, env=env, capture_output=True, timeout=600)
+
+
+def test_ingest_under_an_ascii_locale_says_what_it_did_and_exits_0(tmp_path):
+    generated = _run(["--workspace", str(tmp_path / "ws"), "data", "generate", "--patients", "1000", "--seed", "3"],
+                     tmp_path, "ascii")
+    assert generated.returncode == 0, generated.stderr.decode("ascii", "replace")
+    done = _run(["--workspace", str(tmp_path / "ws"), "data", "ingest"], tmp_path, "ascii")
+    said = done.stdout.decode("ascii") + done.stderr.decode("ascii")  # ASCII only: the terminal could show it
+    assert done.returncode == 0, said
+    assert "Traceback" not in said
+    assert "\\u2192 quarantine/" in said  # the summary's arrow, escaped
+    assert list((tmp_path / "ws" / "lake" / "curated" / "patients").glob("LATEST.json"))
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "ascii"], ids=["strict-utf8", "ascii"])
+def test_a_workspace_path_that_is_not_utf8_is_printed_escaped(tmp_path, encoding):
+    workspace = os.fsencode(tmp_path) + b"/w\xff"  # a byte no UTF-8 text holds: Python reads it as "\udcff"
+    done = _run([b"--workspace", workspace, b"registry", b"list"], tmp_path, encoding)
+    said = done.stdout.decode("ascii") + done.stderr.decode("ascii")
+    assert done.returncode == 0, said
+    assert "w\\udcff" in said and "Traceback" not in said
+
+
+@pytest.mark.parametrize("encoding", ["ascii", "latin-1"])
+def test_what_the_handler_writes_inside_json_strings_is_still_json(encoding):
+    # `diagnosa predict` writes its answers as JSON with the characters as they are (ensure_ascii=False); a terminal
+    # that lacks them gets the escape JSON itself uses, so the document still parses to the same text.
+    from diagnosa.logs import UNENCODABLE
+
+    answer = {"label": "ENFERMEDAD CRÓNICA", "note": "fiebre → 39 °C 🙂", "surrogate": "\udcff"}
+    buffer = io.BytesIO()
+    stream = io.TextIOWrapper(buffer, encoding=encoding, errors=UNENCODABLE)
+    stream.write(json.dumps(answer, ensure_ascii=False))
+    stream.flush()
+    assert json.loads(buffer.getvalue().decode(encoding)) == answer
