@@ -10,6 +10,8 @@ from moto import mock_aws
 from diagnosa.data.cohort import CohortConfig, generate, write_raw
 from diagnosa.data.ingest import (
     IngestError,
+    check_batch_name,
+    cohort_batches,
     ingest_cohort,
     ingest_cohort_files,
     ingest_csv,
@@ -187,6 +189,21 @@ def test_user_files_are_staged_write_once(lake, tmp_path):
     batch = report.sources[0].key.rsplit("/", 1)[-1].removesuffix(".jsonl")
     assert ingest_cohort_files(lake, records, labs).version == report.version  # again: the same batch and version
     assert lake.get_bytes(raw_keys(batch)[0]) == records.read_bytes()
+
+
+@pytest.mark.parametrize("name", ["my records.jsonl", "entrega (diciembre) ñ.jsonl", "---.jsonl", ".hidden.jsonl"],
+                         ids=["space", "brackets-accent", "dashes-only", "leading-dot"])
+def test_a_delivery_named_freely_gets_a_batch_name_of_its_own(lake, tmp_path, name):
+    # The batch was the file's name as it was: `data ingest 'my records.jsonl' --labs labs.csv` was refused for a
+    # batch name ('my records-…') the user had never given.
+    records, labs = tmp_path / name, tmp_path / "labs.csv"
+    records.write_text(record("P1") + "\n")
+    labs.write_text(LAB_HEADER + "\n" + lab_row("P1") + "\n")
+    report = ingest_cohort_files(lake, records, labs)
+    batch = report.sources[0].key.rsplit("/", 1)[-1].removesuffix(".jsonl")
+    check_batch_name(batch)
+    assert report.rows == 1 and batch in cohort_batches(lake)
+    assert ingest_cohort_files(lake, records, labs).version == report.version  # the same name again
 
 
 def test_a_refused_delivery_leaves_no_raw_batch_and_the_latest_version_stands(lake, tmp_path):

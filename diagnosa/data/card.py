@@ -181,7 +181,9 @@ the column) first. A hospital's
 delivery (`diagnosa data ingest records.jsonl --labs labs.csv [--batch NAME]`) is checked and curated before
 its files are copied into the raw zone: one refused (an empty or unreadable file, every record rejected)
 leaves no raw batch behind, so the corrected delivery can take the same (write-once) name, and a batch
-whose every record is rejected never becomes the latest version.
+whose every record is rejected never becomes the latest version. Without `--batch`, the batch is named after the
+records file (each run of characters other than letters, digits, `.`, `_` and `-` made one `-`) and the files'
+digest.
 
 ## Curated schema (`patients`)
 Roles: `id` identifies, `target` is the label, `feature` may feed the model, `metadata` is kept for

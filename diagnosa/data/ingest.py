@@ -810,8 +810,7 @@ def ingest_cohort_files(lake: DataLake, records_path: Path, labs_path: Path, bat
             raise IngestError(_not_a_file(path, what))
     records_bytes, labs_bytes = records_path.read_bytes(), labs_path.read_bytes()
     if batch is None:
-        digest = hashlib.sha256(records_bytes + b"\0" + labs_bytes).hexdigest()
-        batch = f"{records_path.stem}-{digest[:12]}"
+        batch = default_batch_name(records_path.stem, hashlib.sha256(records_bytes + b"\0" + labs_bytes).hexdigest())
     check_batch_name(batch)
     records_key, labs_key = raw_keys(batch)
 
@@ -821,6 +820,14 @@ def ingest_cohort_files(lake: DataLake, records_path: Path, labs_path: Path, bat
 
     return _ingest_cohort_bytes(lake, batch, records_bytes, labs_bytes, phase=phase, stage=stage,
                                 sources=(str(records_path), str(labs_path)))
+
+
+def default_batch_name(stem: str, digest: str) -> str:
+    """A delivery's batch name when none is given: its records file's name, each run of characters a batch name
+    cannot hold made one '-' (`my records (ñ).jsonl` → ``my-records``), and the files' digest. The name was the file's
+    own, and `data ingest 'my records.jsonl' --labs …` was refused for a batch name the user had not given."""
+    label = re.sub(r"[^A-Za-z0-9._-]+", "-", stem).strip("-._")[:80]
+    return f"{label}-{digest[:12]}" if label else digest[:12]
 
 
 def check_batch_name(batch: str) -> None:
