@@ -35,6 +35,10 @@ from inference.limits import (
 )
 
 MAX_JSON_DOCUMENT_CHARS = 64 * 2**20  # a JSON document is parsed whole: ~15x this in memory (14 MB took 214 MB)
+# A line of JSON Lines, or a CSV row (a quoted cell may span lines), is read whole to be parsed: one longer than what an
+# endpoint request may carry (MAX_BODY_BYTES, and a character is at least a byte) could never be sent. Unbounded,
+# /dev/zero (no line end) was read into memory until a MemoryError.
+MAX_RECORD_CHARS = MAX_BODY_BYTES
 
 PREDICT_CHUNK = MAX_LISTED_PROBLEMS  # patients per request: a refusal then usually names every problem at once
 
@@ -130,9 +134,47 @@ def read_records(stream: IO[str], fmt: str, name: str) -> tuple[Iterator[InputRe
     return (InputRecord(f"record {number}", record) for number, record in enumerate(records, start=1)), None
 
 
+class _BoundedLines:
+    """The lines of ``stream`` as iterating it gives them (line ends kept), each read with at most ``limit`` + 1
+    characters in memory: a line longer than ``limit``, or a record of several lines (a CSV row whose quoted cell spans
+    lines) longer in all since :meth:`new_record`, raises ValueError naming the line and the limit. ``number`` is the
+    last line read."""
+
+    def __init__(self, stream: IO[str], name: str, limit: int = MAX_RECORD_CHARS):
+        self.stream, self.name, self.limit = stream, name, limit
+        # Lines given as an iterable (a list of them: in memory already) are taken as they come, and checked alike.
+        self._lines = None if hasattr(stream, "readline") else iter(stream)
+        self.number = 0
+        self._record_start = 1
+        self._record_chars = 0
+
+    def new_record(self) -> None:
+        """The next line read starts a record."""
+        self._record_start, self._record_chars = self.number + 1, 0
+
+    def __iter__(self) -> Iterator[str]:
+        return self
+
+    def __next__(self) -> str:
+        line = self.stream.readline(self.limit + 1) if self._lines is None else next(self._lines, "")
+        if not line:
+            raise StopIteration
+        self.number += 1
+        self._record_chars += len(line)
+        if self._record_chars > self.limit:
+            what = (f"line {self.number}" if self._record_start == self.number else
+                    f"the record of lines {self._record_start:,} to {self.number:,} (a quoted cell spans lines)")
+            raise ValueError(f"{self.name}: {what} is over {self.limit:,} characters, more than an endpoint request "
+                             f"may carry ({MAX_BODY_BYTES // 2**20} MB): reading stopped there (is it a text file of "
+                             "one record per line?)")
+        return line
+
+
 def _json_lines(stream: IO[str], name: str) -> Iterator[InputRecord]:
     number = read = 0
-    for number, line in enumerate(stream, start=1):
+    lines = _BoundedLines(stream, name)
+    for number, line in enumerate(lines, start=1):
+        lines.new_record()
         if not line.strip():
             continue
         read += 1
@@ -145,7 +187,7 @@ def _json_lines(stream: IO[str], name: str) -> Iterator[InputRecord]:
 
 
 def _csv_rows(stream: IO[str], name: str) -> tuple[Iterator[InputRecord], list[str]]:
-    lines = iter(stream)
+    lines = _BoundedLines(stream, name)
     # A byte-order mark (Excel's "CSV UTF-8", R's write.csv) goes before the reader sees it: left in, it stood in
     # front of a quoted first name ('\ufeff"nhc"'), which then kept its quotes and was an unknown field.
     first = next(lines, "").removeprefix("\ufeff")
@@ -173,6 +215,7 @@ def _csv_rows(stream: IO[str], name: str) -> tuple[Iterator[InputRecord], list[s
         read = 0
         start = reader.line_num + 1  # the line the next row starts on
         while True:
+            lines.new_record()
             try:
                 cells = next(reader)
             except StopIteration:
@@ -229,11 +272,22 @@ def predict_stream(client: DiagnosaClient, records: Iterable[InputRecord], *, cs
     a record's problems are yielded together.
 
     Raises :class:`PredictionRejected` for a refusal that names no record (the request itself is wrong) and
-    :class:`~inference.client.ClientFailure` when the endpoint cannot be reached or fails."""
+    :class:`~inference.client.ClientFailure` when the endpoint cannot be reached or fails. A ValueError of
+    ``records`` (the input stops being readable: a line too long, bytes that are not UTF-8) is raised once the
+    records read before it are answered."""
     if chunk < 1:
         raise ValueError(f"chunk must be at least 1, got {chunk}")
     batch: list[InputRecord] = []
-    for item in records:
+    items = iter(records)
+    stopped: ValueError | None = None
+    while True:
+        try:
+            item = next(items)
+        except StopIteration:
+            break
+        except ValueError as err:  # the input stops being readable (a line too long, not UTF-8 from there on)
+            stopped = err  # the records read before it are sent first: they were dropped with the unsent batch
+            break
         if item.problem is not None:
             yield Refused(item.where, None, item.problem)
             continue
@@ -247,6 +301,8 @@ def predict_stream(client: DiagnosaClient, records: Iterable[InputRecord], *, cs
             batch = []
     if batch:
         yield from _send(client, batch, csv_header, top_k, differential)
+    if stopped is not None:
+        raise stopped
 
 
 def _send(client: DiagnosaClient, batch: list[InputRecord], csv_header: list[str] | None, top_k: int | None,

@@ -54,6 +54,9 @@ if TYPE_CHECKING:  # imported where used: the feedback module is not needed to p
 JSON = "application/json"
 CSV = "text/csv"
 TOKEN_ENV = "DIAGNOSA_FEEDBACK_TOKEN"  # the local endpoint's feedback token, when it checks one
+# The longest feedback token sent (and the most of a token file read): a token is a few dozen characters; it travels in
+# the request's header block, which the endpoint takes up to 64 KB of (inference.server.MAX_HEADER_BYTES).
+MAX_TOKEN_CHARS = 4096
 DEFAULT_ATTEMPTS = 4  # attempts of a call, retries included, unless the caller says otherwise
 DEFAULT_TIMEOUT = INVOKE_TIMEOUT  # seconds a socket read waits for the answer (inference.limits)
 DEFAULT_CONNECT_TIMEOUT = 10.0  # seconds a connection waits at most (less when the timeout is shorter)
@@ -113,6 +116,23 @@ def within_deadline(call: Any, deadline: float | None, what: str) -> Any:
     if "error" in box:
         raise box["error"]
     return box["value"]
+
+
+def token_problem(token: str) -> str | None:
+    """Why ``token`` (stripped) cannot be a feedback token, or None. It is sent as ``Authorization: Bearer <token>``:
+    an HTTP header holds printable ASCII portably (the stdlib's client encodes it as latin-1: a token with "€" failed
+    there, after the record was made, and was reported as the endpoint's answer not being JSON), and no control
+    character (the endpoint refuses a header that holds one). The message never quotes the token, only where."""
+    if not token:
+        return "is empty"
+    if len(token) > MAX_TOKEN_CHARS:
+        return f"is {len(token):,} characters long, over the {MAX_TOKEN_CHARS:,} a token may have"
+    for position, char in enumerate(token, start=1):
+        if not " " <= char <= "~":
+            kind = "a control character" if char < " " or char == "\x7f" else "not ASCII"
+            return (f"holds a character that is {kind} (character {position} of {len(token):,}): a feedback token is "
+                    "sent in an HTTP header, so it is printable ASCII (letters, digits, punctuation, spaces inside)")
+    return None
 
 
 def _clipped(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
@@ -449,6 +469,7 @@ class DiagnosaClient:
         # Sent as "Authorization: Bearer" on POST /feedback; never logged or put in a message.
         self.feedback_token = (feedback_token if feedback_token is not None else os.environ.get(TOKEN_ENV) or "").strip() \
             or None
+        self._token_given = feedback_token is not None  # else $DIAGNOSA_FEEDBACK_TOKEN's, which a refusal names
         # A local endpoint needs no AWS credentials: with none configured, requests to an explicit
         # endpoint URL go unsigned (the local server does not check signatures).
         unsigned = endpoint_url is not None and runtime is None and not _has_credentials()
@@ -643,6 +664,10 @@ class DiagnosaClient:
                                     "route: give the client the data lake (DiagnosaClient(..., lake=DataLake.from_uri("
                                     "'s3://bucket/prefix'))) so feedback is written to its feedback/ zone")
             return store_feedback(self.lake, self.endpoint_name, feedback)
+        problem = token_problem(self.feedback_token) if self.feedback_token else None
+        if problem:  # checked before sending: it failed as it was sent, blamed on the endpoint's answer
+            source = "" if self._token_given else f" (from ${TOKEN_ENV})"
+            raise InvalidInput(f"the feedback token{source} {problem}; nothing was sent to {self.endpoint_url}")
         return self._within_deadline(lambda: self._post_feedback(body), f"endpoint {self.endpoint_url}")
 
     def _post_feedback(self, body: dict[str, Any]) -> StoredFeedback:
@@ -697,6 +722,9 @@ class DiagnosaClient:
         except (OSError, http.client.HTTPException) as err:  # sent, then no complete answer: it may be stored
             raise AnswerTimeout(f"sent the feedback to {self.endpoint_url} but got no complete answer: "
                                 f"{getattr(err, 'strerror', None) or err or type(err).__name__}") from None
+        except UnicodeEncodeError as err:  # a header HTTP cannot carry (the token is checked before): never sent
+            raise InvalidInput(f"could not send feedback to {self.endpoint_url}: a header of the request holds a "
+                               f"character HTTP cannot carry ({err.reason}); nothing was sent") from None
         except ValueError as err:
             raise ClientFailure(f"endpoint {self.endpoint_url} answered the feedback with something that is not "
                                 f"JSON: {err}") from None

@@ -194,13 +194,37 @@ def int_in(low: int, high: int, what: str):
 
 
 def read_token_file(path: str) -> str:
-    """A shared secret from a file (first line, stripped); a UsageError names the file, never the content."""
+    """A shared secret from a file (first line, stripped); a UsageError names the file, never the content.
+
+    The file must be a regular file of at most MAX_TOKEN_CHARS bytes (of which at most that many are read): /dev/zero
+    was read whole (a MemoryError), a FIFO without a writer waited forever. The token must be one an HTTP header
+    carries (:func:`inference.client.token_problem`): with a "€" in it, feedback failed as it was sent."""
+    from diagnosa.files import not_a_file
+    from inference.client import MAX_TOKEN_CHARS, token_problem
+
+    named = clip(str(path), ITEM_CHARS)
+    problem = not_a_file(Path(path)) if os.path.lexists(path) else None  # missing: said as open() says it
+    if problem:
+        raise UsageError(f"cannot read the token file {named}: {problem} (give the path of a file holding the token)")
     try:
-        token = Path(path).read_text(encoding="utf-8").strip().splitlines()
-    except (OSError, UnicodeDecodeError) as err:
-        raise UsageError(f"cannot read the token file {path}: {getattr(err, 'strerror', None) or err}") from None
+        with open(path, "rb") as file:
+            data = file.read(MAX_TOKEN_CHARS + 1)
+    except (OSError, ValueError) as err:  # ValueError: a NUL in the path
+        raise UsageError(f"cannot read the token file {named}: {getattr(err, 'strerror', None) or err}") from None
+    if len(data) > MAX_TOKEN_CHARS:
+        raise UsageError(f"the token file {named} is over {MAX_TOKEN_CHARS:,} bytes, the most read: it holds the "
+                         "token on its first line")
+    try:
+        # utf-8-sig: a byte-order mark (Windows' Notepad) is no part of the token
+        token = data.decode("utf-8-sig").strip().splitlines()
+    except UnicodeDecodeError as err:
+        raise UsageError(f"cannot read the token file {named}: it is not UTF-8 text ({err.reason} at byte "
+                         f"{err.start})") from None
     if not token or not token[0].strip():
-        raise UsageError(f"the token file {path} is empty")
+        raise UsageError(f"the token file {named} is empty")
+    problem = token_problem(token[0].strip())
+    if problem:
+        raise UsageError(f"the token in the token file {named} {problem}")
     return token[0].strip()
 
 
