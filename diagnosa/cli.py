@@ -47,7 +47,7 @@ from diagnosa.lake import DataLake, LakeError, bucket_name_problem
 from diagnosa.logs import interrupted, terminal_streams
 from diagnosa.services import LOCAL_BUCKET, EndpointBusy, PortTaken, ServiceError
 from diagnosa.text import ITEM_CHARS
-from inference.limits import INVOKE_TIMEOUT, printable_line, printable_lines
+from inference.limits import INVOKE_TIMEOUT, printable_line, printable_lines, token_problem
 
 MAX_TOP_K = 1_000  # --top-k's bound here; the endpoint holds it to the model's labels
 
@@ -289,6 +289,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
                              + (f" ({err.filename})" if err.filename else "")) from None
     token = read_token_file(args.feedback_token_file) if args.feedback_token_file else \
         (os.environ.get("DIAGNOSA_FEEDBACK_TOKEN") or "").strip() or None
+    problem = token_problem(token) if token is not None and not args.feedback_token_file else None
+    if problem:  # the server would start, and refuse every feedback: no client can send such a token
+        raise UsageError(f"the feedback token in $DIAGNOSA_FEEDBACK_TOKEN {problem}")
     from diagnosa.logs import configure_logging
 
     configure_logging(stream=sys.stderr)

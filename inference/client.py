@@ -46,7 +46,7 @@ from botocore.exceptions import (
 from diagnosa.aws import resolve_region
 from diagnosa.data.csv_cells import is_blank_row
 from diagnosa.data.validate import shown
-from inference.limits import INVOKE_TIMEOUT, MAX_BODY_BYTES, MAX_LISTED_PROBLEMS, MAX_REFUSAL_BYTES
+from inference.limits import INVOKE_TIMEOUT, MAX_BODY_BYTES, MAX_LISTED_PROBLEMS, MAX_REFUSAL_BYTES, token_problem
 
 if TYPE_CHECKING:  # imported where used: the feedback module is not needed to predict
     from inference.feedback import StoredFeedback
@@ -54,9 +54,6 @@ if TYPE_CHECKING:  # imported where used: the feedback module is not needed to p
 JSON = "application/json"
 CSV = "text/csv"
 TOKEN_ENV = "DIAGNOSA_FEEDBACK_TOKEN"  # the local endpoint's feedback token, when it checks one
-# The longest feedback token sent (and the most of a token file read): a token is a few dozen characters; it travels in
-# the request's header block, which the endpoint takes up to 64 KB of (inference.server.MAX_HEADER_BYTES).
-MAX_TOKEN_CHARS = 4096
 DEFAULT_ATTEMPTS = 4  # attempts of a call, retries included, unless the caller says otherwise
 DEFAULT_TIMEOUT = INVOKE_TIMEOUT  # seconds a socket read waits for the answer (inference.limits)
 DEFAULT_CONNECT_TIMEOUT = 10.0  # seconds a connection waits at most (less when the timeout is shorter)
@@ -116,23 +113,6 @@ def within_deadline(call: Any, deadline: float | None, what: str) -> Any:
     if "error" in box:
         raise box["error"]
     return box["value"]
-
-
-def token_problem(token: str) -> str | None:
-    """Why ``token`` (stripped) cannot be a feedback token, or None. It is sent as ``Authorization: Bearer <token>``:
-    an HTTP header holds printable ASCII portably (the stdlib's client encodes it as latin-1: a token with "€" failed
-    there, after the record was made, and was reported as the endpoint's answer not being JSON), and no control
-    character (the endpoint refuses a header that holds one). The message never quotes the token, only where."""
-    if not token:
-        return "is empty"
-    if len(token) > MAX_TOKEN_CHARS:
-        return f"is {len(token):,} characters long, over the {MAX_TOKEN_CHARS:,} a token may have"
-    for position, char in enumerate(token, start=1):
-        if not " " <= char <= "~":
-            kind = "a control character" if char < " " or char == "\x7f" else "not ASCII"
-            return (f"holds a character that is {kind} (character {position} of {len(token):,}): a feedback token is "
-                    "sent in an HTTP header, so it is printable ASCII (letters, digits, punctuation, spaces inside)")
-    return None
 
 
 def _clipped(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:

@@ -97,6 +97,28 @@ def printable(text: str) -> str:
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
+# The longest feedback token sent (and the most of a token file read): a token is a few dozen characters; it travels in
+# the request's header block, which the endpoint takes up to 64 KB of (inference.server.MAX_HEADER_BYTES).
+MAX_TOKEN_CHARS = 4096
+
+
+def token_problem(token: str) -> str | None:
+    """Why ``token`` (stripped) cannot be a feedback token, or None. It is sent as ``Authorization: Bearer <token>``:
+    an HTTP header holds printable ASCII portably (the stdlib's client encodes it as latin-1: a token with "€" failed
+    there, after the record was made, and was reported as the endpoint's answer not being JSON), and no control
+    character (the endpoint refuses a header that holds one). The message never quotes the token, only where."""
+    if not token:
+        return "is empty"
+    if len(token) > MAX_TOKEN_CHARS:
+        return f"is {len(token):,} characters long, over the {MAX_TOKEN_CHARS:,} a token may have"
+    for position, char in enumerate(token, start=1):
+        if not " " <= char <= "~":
+            kind = "a control character" if char < " " or char == "\x7f" else "not ASCII"
+            return (f"holds a character that is {kind} (character {position} of {len(token):,}): a feedback token is "
+                    "sent in an HTTP header, so it is printable ASCII (letters, digits, punctuation, spaces inside)")
+    return None
+
+
 def printable_line(text: str) -> str:
     """``text`` as one line safe to print: each character Python would not print as itself (a newline, a control or
     format character, a lone surrogate) written as its escape (``\\n``, ``\\u202e``, ``\\ud800``), the rest kept

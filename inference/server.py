@@ -40,7 +40,7 @@ from diagnosa.labels import CATEGORIES
 from diagnosa.model import ModelLoadError, model_labels
 from inference import handler
 from inference.capture import DEFAULT_VARIANT, DataCapture, issued_later, new_event_id
-from inference.limits import printable_line
+from inference.limits import printable_line, token_problem
 from inference.workers import Outcome, WorkerPool, WorkerUnavailable, score
 
 log = logging.getLogger("diagnosa.server")
@@ -930,6 +930,9 @@ class EndpointServer:
         self.version: str | None = None  # set once the model serves (in this process or in every worker)
         if feedback_token is not None and not feedback_token.strip():
             raise ValueError("feedback_token must not be empty (None turns the check off)")
+        problem = token_problem(feedback_token.strip()) if feedback_token is not None else None
+        if problem:  # a token no client can send in its header: every feedback would be refused
+            raise ValueError(f"feedback_token {problem}")
         self.feedback_token = feedback_token.strip() if feedback_token is not None else None  # never logged
         self.load_error: BaseException | None = None
         self._loaded = threading.Event()

@@ -117,6 +117,20 @@ def test_a_token_http_cannot_carry_is_refused_before_sending_not_blamed_on_the_e
     assert lake.list("feedback/") == []
 
 
+@pytest.mark.parametrize("token", ["s3cret-\u20ac", "s3cret\x1btoken"], ids=["euro", "control"])
+def test_a_server_is_not_started_with_a_token_no_client_can_send(tmp_path, capsys, monkeypatch, token):
+    # It started, and refused every feedback: a client cannot put such a token in its Authorization header.
+    with pytest.raises(ValueError, match="^feedback_token holds a character that is "):
+        EndpointServer("unused", loader=lambda _: None, feedback_token=token)
+    monkeypatch.setenv("DIAGNOSA_FEEDBACK_TOKEN", token)
+    model = tmp_path / "model"
+    model.mkdir()
+    code, _, err = _cli(capsys, "--workspace", tmp_path / "ws", "serve", "--model", model, "--port", "0")
+    assert code == 2
+    assert err.startswith("diagnosa: error: the feedback token in $DIAGNOSA_FEEDBACK_TOKEN holds a character that is ")
+    assert token not in err
+
+
 class Endless(io.TextIOBase):
     """/dev/zero as text: a line without end. Only a bounded read of it may be asked for."""
 

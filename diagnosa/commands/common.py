@@ -198,9 +198,9 @@ def read_token_file(path: str) -> str:
 
     The file must be a regular file of at most MAX_TOKEN_CHARS bytes (of which at most that many are read): /dev/zero
     was read whole (a MemoryError), a FIFO without a writer waited forever. The token must be one an HTTP header
-    carries (:func:`inference.client.token_problem`): with a "€" in it, feedback failed as it was sent."""
+    carries (:func:`inference.limits.token_problem`): with a "€" in it, feedback failed as it was sent."""
     from diagnosa.files import not_a_file
-    from inference.client import MAX_TOKEN_CHARS, token_problem
+    from inference.limits import MAX_TOKEN_CHARS, token_problem
 
     named = clip(str(path), ITEM_CHARS)
     problem = not_a_file(Path(path)) if os.path.lexists(path) else None  # missing: said as open() says it
