@@ -669,6 +669,7 @@ def cmd_registry_decide(args: argparse.Namespace) -> int:
             print("  on AWS the approval event starts the deploy function (docs/deploy.md)")
         return 0
     if deploy:
+        from diagnosa.services import DeploySuperseded, VersionRejected
         from pipelines.local_endpoints import DEPLOY_WAIT
 
         def waiting(line: str) -> None:  # another approval's deploy: this one follows it, as on AWS
@@ -677,6 +678,16 @@ def cmd_registry_decide(args: argparse.Namespace) -> int:
         try:
             record = local_workspace(args).deploy_approved(package, endpoint_name=args.endpoint_name, port=args.port,
                                                            wait=DEPLOY_WAIT, on_wait=waiting)
+        except DeploySuperseded as err:  # a later approval of the endpoint was asked meanwhile: the latest serves
+            print(f"{_said(err)}; `diagnosa endpoint list` shows what serves")
+            return 0
+        except VersionRejected as err:  # `registry reject` since this approval: rejected it is, and not served
+            again += f" --endpoint-name {args.endpoint_name}" if args.endpoint_name else ""
+            print(f"diagnosa: error: {args.group} v{args.version} is Rejected in the registry now (rejected since this "
+                  f"approval), and not deployed: {_said(err)}. If it may serve after all, approving it again deploys "
+                  f"it (`{again}`)",
+                  file=sys.stderr)
+            return EXIT_FAILED
         except EndpointBusy as err:  # transient, not bad input: the same command deploys it once that deploy ends
             again += (f" --endpoint-name {args.endpoint_name}" if args.endpoint_name else "") + (
                 f" --port {args.port}" if args.port is not None else "")

@@ -45,6 +45,16 @@ class EndpointBusy(ServiceError):
     same deploy succeeds once that one ends."""
 
 
+class VersionRejected(ServiceError):
+    """A deploy of a version the registry says is Rejected (before it deployed, or while it did): not served, what
+    served before serves on; deploying it needs it approved again."""
+
+
+class DeploySuperseded(ServiceError):
+    """A deploy not done because a later one was asked of the endpoint while it waited: the latest approval serves.
+    Not a failure (the version's status is what was asked)."""
+
+
 def latest_input(lake: DataLake, dataset: str, bucket: str) -> str:
     """The pipeline's ``InputDataUri`` for the dataset's latest curated version in ``lake``, which the
     pipeline reads as ``s3://<bucket>``; IngestError when the dataset has none."""
@@ -323,10 +333,14 @@ class LocalWorkspace:
                  progress: Callable[[str], None] = print,
                  on_step: Callable[[StepEvent], None] | None = None) -> LocalExecutor:
         """The executor of this workspace's local runs; ``port``: an endpoint its runs create; ``progress`` and
-        ``on_step``: what it says as it goes (lines) and its steps' starts and ends (for a live display)."""
+        ``on_step``: what it says as it goes (lines) and its steps' starts and ends (for a live display). A run's
+        Endpoint step waits for another process's deploy of the endpoint as `registry approve` does (DEPLOY_WAIT,
+        saying so): two runs at once, each approving its version, both deploy, the later one serving."""
         from pipelines.executor import open_local
+        from pipelines.local_endpoints import DEPLOY_WAIT
 
-        return open_local(self.root, self.lake, LOCAL_BUCKET, endpoints=self.endpoints(port),
+        endpoints = self.endpoints(port, wait=DEPLOY_WAIT, on_wait=lambda line: progress(f"{line}, then deploys"))
+        return open_local(self.root, self.lake, LOCAL_BUCKET, endpoints=endpoints,
                           max_parallel=max_parallel, use_cache=use_cache, progress=progress, on_step=on_step)
 
     def endpoint_labels(self, endpoint_name: str) -> list[str] | None:
@@ -393,10 +407,13 @@ class LocalWorkspace:
         the endpoints' (LocalEndpoints.deploy), which a run's Endpoint step passes too: another dataset's endpoint
         is refused, and a version rejected while it deployed is not recorded as served. Another process deploying
         the endpoint is waited for ``wait`` seconds (None: a few; ``on_wait`` says it waits), then this deploy
-        goes ahead, as the AWS deploy function's kept approval does; EndpointBusy when it was still deploying."""
+        goes ahead, as the AWS deploy function's kept approval does; EndpointBusy when it was still deploying.
+        VersionRejected when the registry says the version is Rejected (a reject since the approval);
+        DeploySuperseded when a later deploy of the endpoint was asked while this one waited (that one serves)."""
         from diagnosa.lake import LakeError
         from pipelines.local_endpoints import EndpointBusy as Busy
-        from pipelines.local_endpoints import PortInUse
+        from pipelines.local_endpoints import PortInUse, Superseded
+        from pipelines.local_endpoints import VersionRejected as Rejected
         from pipelines.local_jobs import JobError
 
         name = endpoint_name or package["ModelPackageGroupName"]
@@ -407,6 +424,10 @@ class LocalWorkspace:
             raise PortTaken(str(err)) from None
         except Busy as err:
             raise EndpointBusy(str(err)) from None
+        except Rejected as err:
+            raise VersionRejected(str(err)) from None
+        except Superseded as err:
+            raise DeploySuperseded(str(err)) from None
         except JobError as err:  # DeployError, or a model outside the local lake
             raise ServiceError(str(err)) from None
         except (LakeError, OSError) as err:  # the model archive gone from the lake, or the disk full

@@ -741,8 +741,16 @@ class LocalExecutor:
             # second version of the same model file, and the tools could only match on that file (both "serving").
             registered = [step.get("Properties", {}).get("ModelPackageArn") for step in record.steps.values()
                           if isinstance(step, dict) and isinstance(step.get("Properties"), dict)]
-            return self.endpoints.deploy(arguments["EndpointName"], arguments["EndpointConfigName"],
-                                         log=run_dir / "deploy.log", package_arn=next(filter(None, registered), None))
+            from pipelines.local_endpoints import Superseded
+
+            try:
+                return self.endpoints.deploy(arguments["EndpointName"], arguments["EndpointConfigName"],
+                                             log=run_dir / "deploy.log",
+                                             package_arn=next(filter(None, registered), None))
+            except Superseded as err:  # a later approval's deploy was asked while this one waited: it serves
+                (run_dir / "deploy.log").write_text(f"{err}\n", encoding="utf-8")
+                return {"EndpointName": arguments["EndpointName"], "EndpointConfigName": arguments["EndpointConfigName"],
+                        "Superseded": str(err)}
         raise StepFailure(f"step {node.name}: type {node.type} is not run locally")
 
 
@@ -863,7 +871,7 @@ def _summary(node: StepNode, properties: dict[str, Any]) -> str:
         metrics = ", ".join(f"{m['MetricName']}={m['Value']:.3f}" for m in properties.get("FinalMetricDataList", []))
         return f" ({metrics})" if metrics else ""
     if node.type == "Endpoint":
-        return f" → {properties.get('Url', '')}"
+        return f" → {properties.get('Url', '')}" if not properties.get("Superseded") else f": {properties['Superseded']}"
     return ""
 
 

@@ -12,8 +12,10 @@ on the "Model Package State Change" event.
 One deploy, start or stop of an endpoint at a time (``_exclusive``: a lock of the endpoint's folder); while
 one runs, the record says ``Updating`` with the config it starts, and the new server's pid as soon as it
 exists, so a deploy killed midway leaves a record naming what runs. A version the workspace's registry
-says is Rejected is not started again by ``start`` and not recorded as served by a deploy (a reject while
-it deployed); a rollback to one says so.
+says is Rejected is not started again by ``start``, refused by a deploy before anything of the endpoint is
+touched, and not recorded as served by a deploy (a reject while it deployed); a rollback to one says so.
+The latest approval serves: a deploy of a registered version takes a number in the endpoint's line before it
+waits for the endpoint, and once it holds it is not done when a later one was asked meanwhile (``_line``).
 """
 from __future__ import annotations
 
@@ -48,6 +50,7 @@ LOCK_WAIT = 3.0  # seconds a deploy waits for another command's hold on the endp
 DEPLOY_WAIT = STOP_TIMEOUT + 2 * (PORT_RELEASE_WAIT + HEALTH_TIMEOUT)
 ARN = "arn:aws:sagemaker:local:000000000000"
 NAME_MAX = 63  # SageMaker's model and endpoint config names
+LINE_FILE = ".deploys.json"  # an endpoint's line of deploys of registered versions (LocalEndpoints._line)
 
 
 DAMAGED = "Damaged"  # the status shown for an endpoint record that cannot be read
@@ -79,6 +82,23 @@ class PortInUse(DeployError):
 class EndpointBusy(DeployError):
     """A deploy, start or stop refused because another process deploys the endpoint (its hold outlasted the wait):
     transient, the same command succeeds once that ends."""
+
+
+class VersionRejected(DeployError):
+    """A deploy of a version the workspace's registry says is Rejected: refused before anything of the endpoint is
+    touched (what serves goes on serving), or, rejected while it deployed, stopped and rolled back. Final for that
+    version: deploying it again needs it approved again (not a resume, nor the same command again). ``touched``: it
+    was rejected while it deployed (the endpoint was changed, then rolled back), not refused before."""
+
+    def __init__(self, message: str, *, touched: bool = False):
+        super().__init__(message)
+        self.touched = touched
+
+
+class Superseded(DeployError):
+    """A deploy of a registered version not done because a later one was asked of the endpoint meanwhile (waiting
+    for it, or done already): the latest approval serves, as the AWS deploy function keeps only the newest pending
+    approval. Not a failure: the version's status is what was asked."""
 
 
 class RecordError(DeployError, SchemaError):
@@ -133,6 +153,17 @@ def _fitted(name: str, kept: str, suffix: str = "") -> str:
         return name
     tail = f"{kept}-{hashlib.sha256(name.encode()).hexdigest()[:8]}{suffix}"
     return name[:max(NAME_MAX - len(tail), 1)].rstrip("-") + tail
+
+
+def _version_of(package_arn: object) -> str:
+    """``group vN`` for a version of the local registry's ARN; the ARN as it is otherwise."""
+    from pipelines.registry import RegistryError, package_version
+
+    try:
+        group, version = package_version(str(package_arn))
+    except RegistryError:
+        return str(package_arn)
+    return f"{group} v{version}"
 
 
 def record_problem(data: object, name: str) -> str | None:
@@ -267,6 +298,62 @@ class LocalEndpoints:
                 return False
         except LockHeld:
             return True
+
+    # -------------------------------------------------------------------------------- the latest approval serves
+    @contextmanager
+    def _line(self, name: str) -> Iterator[dict[str, Any]]:
+        """The endpoint's line of deploys of registered versions (``<endpoint folder>/deploys.json``), held for a
+        moment (its own lock, not the endpoint's) and written back: ``Last``, the number the latest one asked for got;
+        ``Waiting``, the ones asked for and not yet done (their pid and version); ``Done``, the highest number whose
+        deploy ran (``DoneArn``: its version). Waiters whose process has ended are dropped (killed while they waited).
+        A damaged file starts a new line."""
+        folder = self.root / name
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / LINE_FILE
+        with file_lock(folder / ".line.lock"):  # its holders only read and write this small file
+            data, _ = read_json_record(path) if os.path.lexists(path) else ({}, None)
+            line: dict[str, Any] = {"Last": 0, "Done": 0, "DoneArn": None, "Waiting": {}}
+            if isinstance(data, dict):
+                for key in ("Last", "Done"):
+                    if isinstance(data.get(key), int) and not isinstance(data.get(key), bool):
+                        line[key] = data[key]
+                line["DoneArn"] = data.get("DoneArn") if isinstance(data.get("DoneArn"), str) else None
+                if isinstance(data.get("Waiting"), dict):
+                    line["Waiting"] = {k: v for k, v in data["Waiting"].items() if k.isdigit() and isinstance(v, dict)
+                                       and process_alive(v.get("Pid"))}
+            yield line
+            write_json_atomic(path, line, indent=2)
+
+    def _ask(self, name: str, package_arn: str) -> int:
+        """This deploy of ``package_arn``'s place in the endpoint's line (asked before its hold is waited for)."""
+        with self._line(name) as line:
+            number = int(line["Last"]) + 1
+            line["Last"] = number
+            line["Waiting"][str(number)] = {"Pid": os.getpid(), "ModelPackageArn": package_arn}
+        return number
+
+    def _later(self, name: str, number: int) -> str | None:
+        """The version of a deploy asked of the endpoint after deploy ``number`` (the endpoint held by this one
+        now): one that ran already (it got the endpoint first: flock keeps no order), or one waiting whose version
+        the registry does not say is Rejected; None when there is none (this one is the latest)."""
+        with self._line(name) as line:
+            if int(line["Done"]) > number:
+                return str(line["DoneArn"] or "a later version")
+            waiting = sorted(((int(k), v.get("ModelPackageArn")) for k, v in line["Waiting"].items()
+                              if int(k) > number), reverse=True)
+        for _, arn in waiting:
+            known = self._package(arn)
+            if not (known and known[0] == "Rejected"):
+                return str(arn)
+        return None
+
+    def _leave(self, name: str, number: int, done_arn: str | None = None) -> None:
+        """Deploy ``number`` leaves the line: done (``done_arn``: it ran, whatever its outcome), or not (refused, or
+        given up)."""
+        with self._line(name) as line:
+            line["Waiting"].pop(str(number), None)
+            if done_arn is not None and number > int(line["Done"]):
+                line["Done"], line["DoneArn"] = number, done_arn
 
     # -------------------------------------------------------------------------------- the registry's word
     def _package(self, package_arn: object) -> tuple[str, str, int] | None:
@@ -410,11 +497,40 @@ class LocalEndpoints:
         if not RESOURCE_NAME.fullmatch(endpoint_name):  # botocore's validator leaves the name's pattern unchecked
             raise JobError(f"endpoint name {shown(endpoint_name, 80)} is not a SageMaker name (ASCII letters, digits and inner "
                            "'-', at most 63)")
-        with self._exclusive(endpoint_name):
-            return self._deploy(endpoint_name, config_name, log=log, package_arn=package_arn)
+        # A deploy of a registered version (an approval's, a run's) takes its place in the endpoint's line before it
+        # waits: once it holds the endpoint, it is not done if a later one was asked meanwhile (Superseded), so the
+        # latest approval serves whatever order the waiters get the endpoint in. `endpoint start` (which holds it
+        # already) is no approval.
+        number = self._ask(endpoint_name, package_arn) if package_arn and endpoint_name not in self._held else None
+        done: str | None = None
+        try:
+            with self._exclusive(endpoint_name):
+                later = self._later(endpoint_name, number) if number is not None else None
+                if later is not None:
+                    raise Superseded(f"endpoint {endpoint_name}: {_version_of(package_arn)} not deployed: a later "
+                                     f"deploy of the endpoint, {_version_of(later)}'s, was asked while this one "
+                                     "waited, and the latest one serves")
+                try:
+                    record = self._deploy(endpoint_name, config_name, log=log, package_arn=package_arn)
+                except VersionRejected as err:  # nothing was deployed, unless it was rejected midway
+                    done = package_arn if err.touched else None
+                    raise
+                except BaseException:
+                    done = package_arn
+                    raise
+                done = package_arn
+                return record
+        finally:
+            if number is not None:
+                self._leave(endpoint_name, number, done)
 
     def _deploy(self, endpoint_name: str, config_name: str, *, log: Path | None,
                 package_arn: str | None) -> dict[str, Any]:
+        known = self._package(package_arn)
+        if known and known[0] == "Rejected":  # read under the endpoint's hold, before anything of it is touched
+            _, group, version = known
+            raise VersionRejected(f"endpoint {endpoint_name}: {group} v{version} is Rejected in the registry: not "
+                                  "deployed, and what the endpoint served is unchanged")
         config = self._read(self.root / "configs" / f"{config_name}.json", f"endpoint config {config_name}")
         variant = config["ProductionVariants"][0]
         model = self._read(self.root / "models" / f"{variant['ModelName']}.json", f"model {variant['ModelName']}")
@@ -472,9 +588,9 @@ class LocalEndpoints:
                 self._write(folder / "endpoint.json", record)
         if rejected and known:
             self._stop(pid)
-            self._roll_back(endpoint_name, previous, folder, DeployError(
+            self._roll_back(endpoint_name, previous, folder, VersionRejected(
                 f"endpoint {endpoint_name}: {known[1]} v{known[2]} was rejected while it was being deployed, and is "
-                "not served"), config_name)
+                "not served", touched=True), config_name)
         self._prune(folder / "models", keep={model_dir, Path(previous["ModelDir"]) if previous and
                                              previous.get("ModelDir") else model_dir})
         if log:
@@ -526,7 +642,9 @@ class LocalEndpoints:
                    config_name: str = "") -> None:
         """After a new model failed to start: the previous one started again, on its own port; DeployError either
         way, saying what serves now (a PortInUse when the port was what failed: the CLI's hint depends on it)."""
-        kind = PortInUse if isinstance(err, PortInUse) else DeployError
+        kind: Callable[[str], DeployError] = (
+            PortInUse if isinstance(err, PortInUse) else
+            (lambda text: VersionRejected(text, touched=True)) if isinstance(err, VersionRejected) else DeployError)
         if (previous and previous.get("EndpointStatus") != "InService"
                 and previous.get("EndpointConfigName") == config_name):  # `endpoint start` of a stopped endpoint:
             self._out_of_service(folder, previous)  # the same model, not served before: nothing to roll back to

@@ -15,6 +15,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from diagnosa.commands.common import (
+    Unavailable,
     UsageError,
     dataset_name,
     int_in,
@@ -151,6 +152,8 @@ def _report(record, lake, example: dict[str, Any] = EXAMPLE_REQUEST, *, port: in
               f"    curl -s {url}/invocations -H 'Content-Type: application/json' -d '{body}'\n"
               f"    printf '%s\\n' '{body}' | {prog} predict - --endpoint-url {url}"  # echo would unescape under dash
               + (f" --endpoint-name {deploy['EndpointName']}" if deploy["EndpointName"] != "diagnosa" else ""))
+    elif deploy.get("Superseded"):  # a later approval's deploy was asked while this one waited: that one serves
+        print(printable_line(f"  {deploy['Superseded']}"))
     elif registered and "Deploy" not in steps:  # a Deploy that ran and failed says so below, not "not Approved"
         group, version = package_version(registered)
         print("  not deployed (ModelApprovalStatus is not Approved): approve it with "
@@ -168,11 +171,32 @@ def _report(record, lake, example: dict[str, Any] = EXAMPLE_REQUEST, *, port: in
                   "to its own in its config's [gate] (docs/data.md; ingested again, a new version that trains anew)")
         elif failed_at:  # a saved definition's own Fail step: it ends there again when resumed
             print(f"  the definition's Fail step {failed_at[0]} was reached: its condition decides, not a fault to resume")
+        elif _rejected_deploy(record, registered):  # resumed, it is refused again: not a fault a resume mends
+            group, version = package_version(registered)
+            print(f"  {group} v{version} is Rejected in the registry: resuming does not deploy it. If it may serve "
+                  f"after all, `diagnosa registry approve {version}" + (f" --group {group}" if group != "diagnosa"
+                                                                      else "") + "` deploys it")
         else:
             # A resumed run reads the same curated version: it can retry a fixed environment or code, not data.
             print(f"  after fixing the cause in the code or the environment, resume with `diagnosa run --local "
                   f"--resume {record.id}`; a data problem needs the data ingested again and a new run, a wrong "
                   "parameter a new run with `--param`")
+
+
+def _rejected_deploy(record: Any, registered: object) -> bool:
+    """The execution's endpoint step failed and the version it registered is Rejected in its workspace's registry
+    (rejected while it deployed, or before a resume): a resume is refused the same way."""
+    from pipelines.executor import local_registry
+    from pipelines.registry import RegistryError
+
+    if not isinstance(registered, str) or not any(
+            s.get("StepType") == "Endpoint" and s.get("StepStatus") == "Failed" for s in record.steps.values()):
+        return False
+    try:  # <workspace>/executions/<id>/
+        package = local_registry(record.folder.parent.parent).describe_model_package(registered)
+    except (RegistryError, OSError, ValueError):
+        return False
+    return bool(package.get("ModelApprovalStatus") == "Rejected")
 
 
 def _gate_parameters(lake: DataLake, evaluate: dict[str, Any]) -> list[str]:
@@ -245,7 +269,7 @@ def _trained_on(execution: dict[str, Any]) -> tuple[str | None, str]:
 
 
 def cmd_endpoint(args: argparse.Namespace) -> int:
-    from pipelines.local_endpoints import DAMAGED, DeployError
+    from pipelines.local_endpoints import DAMAGED, DeployError, EndpointBusy
 
     endpoints = local_workspace(args).endpoints()
     if args.endpoint_command == "list":
@@ -262,6 +286,8 @@ def cmd_endpoint(args: argparse.Namespace) -> int:
         endpoints = local_workspace(args).endpoints(args.port)
         try:
             record = endpoints.start(args.name)
+        except EndpointBusy as err:  # a deploy runs: transient, the same command succeeds once it ends (exit 1)
+            raise Unavailable(str(err)) from None
         except DeployError as err:
             raise UsageError(str(err)) from None
         if record is None:
@@ -272,6 +298,8 @@ def cmd_endpoint(args: argparse.Namespace) -> int:
         return 0
     try:
         stopped = endpoints.stop(args.name)
+    except EndpointBusy as err:  # a deploy runs: transient, the same command succeeds once it ends (exit 1)
+        raise Unavailable(str(err)) from None
     except DeployError as err:
         raise UsageError(str(err)) from None
     shipped = endpoints.ship_spool(args.name)
