@@ -10,6 +10,7 @@ Bad input ends with exit status 2 and one line naming what is wrong.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import re
@@ -111,7 +112,10 @@ def cmd_data_generate(args: argparse.Namespace) -> int:
         if differs:  # it said "nothing to do", and the cohort asked for was never made
             raise UsageError(f"raw batch {batch} already in {lake.uri} was generated with {differs}: raw data is "
                              "write-once; give this cohort another name with --batch NAME")
-        if not args.card:
+        # Whole only with its labs and its card, written after the records: one cut short (a full disk) is generated
+        # again, the same bytes for what is there. It was "nothing to do", and ingest found no batch.
+        whole = lake.exists(labs_key) and lake.exists(f"raw/cohort_cards/{batch}.json")
+        if whole and not args.card:
             print(f"raw batch {batch} already in {lake.uri}: nothing to do (raw data is write-once)")
             return 0
     with Board.for_terminal(f"data generate {batch}", quiet=args.quiet) as board:
@@ -1319,7 +1323,9 @@ def _command(argv: Sequence[str] | None) -> int:
         return 128 + signal.SIGPIPE
     except OSError as err:  # the machine's answer about a path: unwritable, a file where a folder goes, disk full
         where = f": {err.filename}" if err.filename else ""
-        print(f"diagnosa: error: {_said(f'{err.strerror or err}{where}')}", file=sys.stderr)
+        full = ("; free space there and run the command again (what was written whole is kept, and nothing "
+                "half-written is read)") if err.errno in (errno.ENOSPC, errno.EDQUOT) else ""
+        print(f"diagnosa: error: {_said(f'{err.strerror or err}{where}{full}')}", file=sys.stderr)
         return EXIT_FAILED
 
 

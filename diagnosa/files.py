@@ -150,6 +150,9 @@ def temp_writer_alive(writer: TempWriter) -> bool | None:
     return start == writer.start
 
 
+_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # the disk or the quota is full, the file too big for it
+
+
 @contextmanager
 def atomic_path(target: str | os.PathLike, suffix: str = TMP_SUFFIX) -> Iterator[Path]:
     """A temp path in the target's folder to write (temp_name: it names this process); on success it replaces
@@ -160,6 +163,11 @@ def atomic_path(target: str | os.PathLike, suffix: str = TMP_SUFFIX) -> Iterator
     try:
         yield tmp
         os.replace(tmp, target)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        if err.errno in _FULL:  # said of the file being written: a write names none, a copy its source
+            raise OSError(err.errno, err.strerror, str(target)) from err
+        raise
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

@@ -22,6 +22,7 @@ import json
 import os
 import re
 import secrets
+import shutil
 import signal
 import socket
 import string
@@ -39,7 +40,7 @@ from typing import Any, Callable, Iterator
 
 from diagnosa.data.schema import EXECUTION_ID_LENGTH
 from diagnosa.data.validate import clip, shown
-from diagnosa.files import read_json_record, write_json_atomic
+from diagnosa.files import read_json_record, write_json_atomic, write_text_atomic
 from diagnosa.lake import DataLake
 from diagnosa.logs import utc_now
 from diagnosa.net import process_alive
@@ -414,7 +415,11 @@ class LocalExecutor:
             folder = _new_execution_folder(self.root, execution_id)
             execution_id = folder.name
             text = json.dumps(definition, indent=2, ensure_ascii=False, sort_keys=True)
-            (folder / "definition.json").write_text(text + "\n", encoding="utf-8")
+            try:  # whole or not at all (a full disk cut it), and no folder of an execution that never started
+                write_text_atomic(folder / "definition.json", text + "\n")
+            except OSError:
+                shutil.rmtree(folder, ignore_errors=True)
+                raise
             record = ExecutionRecord(folder / "execution.json", {
                 "PipelineName": name,
                 "PipelineExecutionId": execution_id,
