@@ -8,6 +8,7 @@ import threading
 from types import SimpleNamespace
 
 import pytest
+from test_endpoint_deploy_races import _register, _set_status  # tests/: one registry helper
 
 import pipelines.local_endpoints as local_endpoints
 from diagnosa.cli import main
@@ -15,7 +16,6 @@ from diagnosa.commands.local import report_run
 from diagnosa.net import free_port
 from diagnosa.services import LocalWorkspace, ServiceError
 from pipelines.local_endpoints import DEPLOY_WAIT, DeployError, LocalEndpoints, _alive
-from pipelines.registry import LocalModelRegistry
 
 MODEL_URL = "s3://diagnosa-local/artifacts/m/model.tar.gz"
 WAIT = 60.0  # the most a test waits for a thread's step: a bound, not a pace
@@ -30,20 +30,6 @@ def workspace(model_workspace):
 def short_lock_wait(monkeypatch):
     """A listing's probe waited for 0.2 s, not 3: the waits beyond it are what is tested."""
     monkeypatch.setattr(local_endpoints, "LOCK_WAIT", 0.2)
-
-
-def _register(workspace: LocalWorkspace, status: str = "Approved") -> dict:
-    registry = LocalModelRegistry(workspace.root / "registry")
-    arn = registry.create_model_package(
-        ModelPackageGroupName="diagnosa", ModelApprovalStatus=status,
-        InferenceSpecification={"Containers": [{"Image": "local/sklearn", "ModelDataUrl": MODEL_URL}],
-                                "SupportedContentTypes": ["application/json"],
-                                "SupportedResponseMIMETypes": ["application/json"]})["ModelPackageArn"]
-    return registry.describe_model_package(arn)
-
-
-def _set_status(workspace: LocalWorkspace, package: dict, status: str) -> None:
-    LocalModelRegistry(workspace.root / "registry").update_model_package(package["ModelPackageArn"], status)
 
 
 def _cli(workspace: LocalWorkspace, *arguments: str) -> int:
