@@ -439,7 +439,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
         if args.differential:  # it was dropped without a word
             raise UsageError("--differential lists each patient's rare diseases; --batch prints a summary of the "
                              "categories, not the answers: send the batch's patients as a file instead")
-        return _send_batch(args, client)
+        status = _send_batch(args, client)
+        _warn_uncaptured(client.uncaptured, client.answered)
+        return status
     fmt = _predict_format(args)
     if fmt == "csv" and args.differential:
         raise UsageError("--differential needs JSON input: a CSV request carries no options")
@@ -497,8 +499,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
             stream.close()
     if failure and endpoint_failed and not problems.total:
         print(f"diagnosa: error: {_said(failure)}", file=sys.stderr)
+        _warn_uncaptured(document.uncaptured, document.count)
         return EXIT_FAILED
     if failure and not problems.total:
+        _warn_uncaptured(document.uncaptured, document.count)
         raise UsageError(failure)
     if problems.total:
         refused = problems.records
@@ -511,10 +515,24 @@ def cmd_predict(args: argparse.Namespace) -> int:
             print(f"every problem, one JSON line each: {errors_path.resolve()}", file=sys.stderr)
         if failure:
             print(f"then stopped: {_said(failure)}", file=sys.stderr)
+        _warn_uncaptured(document.uncaptured, document.count)
         return EXIT_FAILED if endpoint_failed else EXIT_BAD_INPUT
     if len(document.event_ids) > 1:
         print(f"{document.count:,} patients answered in {len(document.event_ids):,} requests", file=sys.stderr)
+    # Answers the endpoint could not capture are valid predictions, on standard output: exit status 0 still (1 would
+    # tell a script to send the file again, answering and capturing the rest twice), said on standard error.
+    _warn_uncaptured(document.uncaptured, document.count)
     return 0
+
+
+def _warn_uncaptured(uncaptured: int, answered: int) -> None:
+    """The summary's line on answers whose capture failed (``X-Diagnosa-Capture: failed``: the local endpoint's
+    capture spool could not be written, a full disk), on standard error; nothing when there are none."""
+    if uncaptured:
+        print(f"diagnosa: warning: {uncaptured:,} of {answered:,} answers were not captured by the endpoint "
+              "(X-Diagnosa-Capture: failed): the monitor will not see them, and feedback for them is refused; the "
+              "predictions themselves are valid; see the endpoint's log (its capture spool could not be written: a "
+              "full disk?)", file=sys.stderr)
 
 
 # ------------------------------------------------------------------------------------------------ registry

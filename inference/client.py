@@ -173,6 +173,12 @@ class EndpointBusy(ClientFailure):
     in a moment may be answered. (Not :class:`diagnosa.services.EndpointBusy`, a deploy's.)"""
 
 
+class FeedbackNotStored(EndpointBusy):
+    """The endpoint took the feedback record but could not store it (its data lake could not be written: a full disk,
+    a failing one, other writers rewriting the record's object): nothing was stored, nothing is wrong with the record,
+    and the same record sent again later may be stored. The endpoint answers so with 503 and ``Retry-After``."""
+
+
 class NotAuthorized(ClientFailure):
     """AWS refused the call for who makes it: no credentials, credentials that could not be obtained (a failing
     credential_process, an expired SSO token), expired or invalid ones (``credentials``), or an identity its policy
@@ -239,10 +245,16 @@ class FeedbackRejected(ClientFailure):
         return f"{self.message} ({details})" if details else self.message
 
 
+CAPTURE_HEADER = "x-diagnosa-capture"  # the local endpoint's "failed": the answer's capture line was not written
+
+
 @dataclass
 class Prediction:
     results: list[dict[str, Any]]
     event_id: str | None  # data-capture event id (local endpoint): what feedback refers to
+    # The endpoint answered with "X-Diagnosa-Capture: failed": these predictions are valid but were not captured (the
+    # monitor will not see them, feedback for their event id is refused with 409). Only the local endpoint says so.
+    capture_failed: bool = False
 
 
 def is_probability(value: Any) -> bool:
@@ -450,6 +462,11 @@ class DiagnosaClient:
         self.feedback_token = (feedback_token if feedback_token is not None else os.environ.get(TOKEN_ENV) or "").strip() \
             or None
         self._token_given = feedback_token is not None  # else $DIAGNOSA_FEEDBACK_TOKEN's, which a refusal names
+        # The patients of the answers this client took, and of those the ones whose capture failed (the endpoint's
+        # X-Diagnosa-Capture: failed): what `diagnosa predict` reports.
+        self.answered = 0
+        self.uncaptured = 0
+        self._counts = threading.Lock()
         # A local endpoint needs no AWS credentials: with none configured, requests to an explicit
         # endpoint URL go unsigned (the local server does not check signatures).
         unsigned = endpoint_url is not None and runtime is None and not _has_credentials()
@@ -604,7 +621,11 @@ class DiagnosaClient:
                 which = f"prediction {number:,} of {len(predictions):,}" if len(predictions) > 1 else "the prediction"
                 raise InvalidAnswer(f"{where} answered something that is not a valid prediction ({which}): {problem}",
                                     problem if len(predictions) == 1 else f"{which}: {problem}")
-        return Prediction(predictions, headers.get("x-diagnosa-event-id"))
+        failed = _capture_failed(headers)
+        with self._counts:
+            self.answered += len(predictions)
+            self.uncaptured += len(predictions) if failed else 0
+        return Prediction(predictions, headers.get("x-diagnosa-event-id"), failed)
 
     def send_feedback(self, event_id: str, diagnosis: str, note: str | None = None,
                       disease_id: str | None = None, source: str | None = None,
@@ -618,7 +639,9 @@ class DiagnosaClient:
         record is then written straight to the lake's ``feedback/`` zone if the client was given a
         ``lake``; otherwise :class:`ClientFailure` says so. A refused record raises
         :class:`FeedbackRejected` with the problem of each field (or the endpoint's 404 for an event id it did not
-        capture, 413 for a record too big); an endpoint that cannot be reached, :class:`EndpointUnreachable`.
+        capture, 413 for a record too big); an endpoint that cannot be reached, :class:`EndpointUnreachable`; one
+        that could not store it (its lake full or failing: 503 with Retry-After, nothing stored),
+        :class:`FeedbackNotStored`, to be sent again later.
         ``labels``: the model's, which the diagnosis must be one of when the record goes straight to the lake
         (default the built-in cohort's); the local endpoint holds it to the labels of the model it serves.
         """
@@ -695,6 +718,11 @@ class DiagnosaClient:
             # This record's event id was not captured (404; 409: answered, its capture failed), or it is too big.
             if err.code in (404, 409, 413):
                 raise FeedbackRejected(message, err.code) from None
+            # The endpoint could not store it (its lake full or failing), saying when to try again: not this record's
+            # fault, and nothing stored. A 503 without Retry-After (an endpoint without a data lake) is for good.
+            if err.code == 503 and err.headers is not None and err.headers.get("Retry-After"):
+                raise FeedbackNotStored(f"feedback not stored by endpoint {self.endpoint_url} ({err.code}, a storage "
+                                        f"failure: try again later): {error or err.reason}") from None
             raise ClientFailure(message) from None
         except urllib.error.URLError as err:  # not sent: nothing listens, no route, the connection not made in time
             raise EndpointUnreachable(f"could not send feedback to {self.endpoint_url}: "
@@ -762,6 +790,15 @@ class DiagnosaClient:
         if code == "ValidationError":
             return ClientFailure(f"{where} rejected the call: {message}")
         return ClientFailure(f"{where} failed: {code} {message}")
+
+
+def _capture_failed(headers: Mapping[str, Any]) -> bool:
+    """Whether an answer's headers say its capture failed (``X-Diagnosa-Capture: failed``, set by the local endpoint
+    for the whole request: every patient of it). botocore gives the names in lower case; a stand-in may not."""
+    for name, value in headers.items():
+        if isinstance(name, str) and name.lower() == CAPTURE_HEADER:
+            return isinstance(value, str) and value.strip().lower() == "failed"
+    return False
 
 
 def _has_credentials() -> bool:

@@ -22,6 +22,7 @@ import http.client
 import io
 import json
 import logging
+import os
 import re
 import signal
 import socket
@@ -37,6 +38,7 @@ from typing import Any, Callable
 from urllib.parse import unquote
 
 from diagnosa.labels import CATEGORIES
+from diagnosa.lake import LakeError
 from diagnosa.model import ModelLoadError, model_labels
 from inference import handler
 from inference.capture import DEFAULT_VARIANT, DataCapture, issued_later, new_event_id
@@ -63,6 +65,7 @@ MODEL_ERROR_QUOTED = 1000  # characters of a refusal quoted in the 424's "messag
 CAPTURE_HEADER = "X-Diagnosa-Capture"  # "failed" on an answer whose capture line could not be written
 JSON = "application/json"
 FEEDBACK_MAX_BYTES = 16 * 1024  # a feedback body: a few short fields (a 1000-character note at most)
+FEEDBACK_RETRY_AFTER = 60  # seconds a client is told to wait before sending feedback its lake could not store
 _RUNTIME = re.compile(r"^/endpoints/([^/]+)/invocations$")
 _DIGITS = re.compile(r"^[0-9]{1,15}$")
 _PING, _INVOCATIONS, _RUNTIME_ROUTE, _FEEDBACK = "ping", "invocations", "runtime", "feedback"
@@ -682,8 +685,9 @@ class _Handler(BaseHTTPRequestHandler):
         event_row missing for, or beyond, a request of several patients this process captured, and an empty body; 404
         for an event id this endpoint did not capture (or one naming a time in the future); 409 for one it answered
         but whose capture line could not be written; 401 without the feedback token when one is set; 413 over 16 KB;
-        415 for a type other than JSON, a charset other than UTF-8 or a Content-Encoding. Needs the endpoint's data
-        lake (the one data capture writes to).
+        415 for a type other than JSON, a charset other than UTF-8 or a Content-Encoding; 503 with ``Retry-After``
+        when the lake could not store the record (full, failing, or its object rewritten by others 50 times): nothing
+        stored, send it again later. Needs the endpoint's data lake (the one data capture writes to).
         """
         from inference.feedback import (
             MORE_FIELDS,
@@ -792,7 +796,16 @@ class _Handler(BaseHTTPRequestHandler):
             payload, errors = invalid({"event_row": problem})
             refuse(400, payload, feedback.event_id, problems=errors)
             return
-        stored = store_feedback(capture.lake, endpoint.endpoint_name, feedback)
+        try:
+            stored = store_feedback(capture.lake, endpoint.endpoint_name, feedback)
+        except (OSError, LakeError) as err:  # the lake full or failing, or its object rewritten by others all along
+            # 503 + Retry-After: nothing was stored and nothing is wrong with the record; it was a 500 "internal
+            # error" (and `diagnosa feedback` said bad input). The reason is named without the lake's paths.
+            log.error("feedback for event %s not stored: %s", feedback.event_id, printable_line(str(err)))
+            refuse(503, {"error": f"feedback for event {feedback.event_id} not stored: {_storage_problem(err)}; "
+                                  "nothing was stored: send it again later", "event_id": feedback.event_id},
+                   feedback.event_id, headers={"Retry-After": str(FEEDBACK_RETRY_AFTER)})
+            return
         log.info("feedback for event %s stored as %s%s", feedback.event_id, stored.key,
                  "" if stored.replaced is None else " (it replaced an earlier record)")
         # "replaced": the earlier record it replaced (diagnosis, disease id, when received; never its note), or null.
@@ -885,6 +898,18 @@ class _Handler(BaseHTTPRequestHandler):
         quoted = text if len(text) <= MODEL_ERROR_QUOTED else text[:MODEL_ERROR_QUOTED] + "…"
         self._send_json(424, {"message": f"Received {kind} error ({status}) from primary with message \"{quoted}\"",
                               "OriginalStatusCode": status, "OriginalMessage": text}, headers)
+
+
+def _storage_problem(err: OSError | LakeError) -> str:
+    """Why the lake could not store a feedback record, for its client: the machine's words for the error (``No space
+    left on device``), never the paths or the lake URI the exception names (the server's disk)."""
+    if isinstance(err, LakeError) and not isinstance(err, OSError):
+        cause = err.__cause__ or err.__context__
+        if isinstance(cause, OSError):
+            return _storage_problem(cause)
+        return "the endpoint's data lake could not store it (storage failure)"  # a write race lost 50 times too
+    reason = os.strerror(err.errno) if isinstance(err.errno, int) and err.errno > 0 else type(err).__name__
+    return f"the endpoint's data lake could not be written (storage failure: {reason})"
 
 
 class EndpointServer:

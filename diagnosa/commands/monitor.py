@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from diagnosa.commands.common import (
     EXIT_BAD_INPUT,
     EXIT_FAILED,
+    Unavailable,
     UsageError,
     given_text,
     int_in,
@@ -263,7 +264,7 @@ def _retrain(args: argparse.Namespace, lake: Any, start: Any, end: Any) -> int:
 # ------------------------------------------------------------------------------------------------ feedback
 
 def cmd_feedback(args: argparse.Namespace) -> int:
-    from inference.client import ClientFailure
+    from inference.client import ClientFailure, FeedbackRejected, InvalidInput
     from inference.feedback import FeedbackError, parse_feedback, store_feedback
 
     if args.feedback_token_file and not args.endpoint_url:
@@ -293,8 +294,10 @@ def cmd_feedback(args: argparse.Namespace) -> int:
     if lake is None:
         try:
             stored = _send_feedback(_feedback_client(args), feedback)
-        except ClientFailure as err:
+        except (FeedbackRejected, InvalidInput) as err:  # this record, or this command's token: bad input
             raise UsageError(str(err)) from None
+        except ClientFailure as err:  # the endpoint (unreachable, failing, its lake full): not the input; send again
+            raise Unavailable(str(err)) from None
     else:
         captured = _captured_patients(args, lake, [feedback.event_id])
         try:
