@@ -36,6 +36,17 @@ def _requirements(root: Path) -> Path:
                            "the model would be served without its pins")
 
 
+def _first_failure(err: shutil.Error, package: Path) -> OSError:
+    """copytree's error, which lists every file it could not copy, as the first one's: an OSError naming the file it
+    could not write and the reason (``No space left on device``), and how many failed."""
+    failures = [f for f in (err.args[0] if err.args and isinstance(err.args[0], list) else []) if len(f) == 3]
+    if not failures:
+        return OSError(f"could not copy the serving code from {package}: {err}")
+    _, target, reason = failures[0]
+    more = f" ({len(failures) - 1:,} more files failed)" if len(failures) > 1 else ""
+    return OSError(f"could not copy the serving code into {target}: {str(reason)[:300]}{more}")
+
+
 def write_serving_code(target: str | Path) -> Path:
     """``target`` (usually ``<model_dir>/code``) gets the packages, the pins and the serving entry script."""
     import importlib
@@ -54,7 +65,10 @@ def write_serving_code(target: str | Path) -> Path:
     roots = set()
     for name, package in packages.items():
         roots.add(package.parent)
-        shutil.copytree(package, target / name, ignore=IGNORE)
+        try:
+            shutil.copytree(package, target / name, ignore=IGNORE)
+        except shutil.Error as err:  # every file's (source, target, reason): its repr, 4,000 characters, was the reason
+            raise _first_failure(err, package) from None
     if len(roots) != 1:
         raise ServingCodeError(f"the step packages come from several places ({sorted(map(str, roots))})")
     shutil.copyfile(_requirements(roots.pop()), target / "requirements.txt")

@@ -83,3 +83,20 @@ def test_an_atomic_write_that_fills_the_disk_names_its_target(tmp_path, code):
         raise OSError(code, "No space left on device")  # what a write says: no file named
     assert caught.value.errno == code and caught.value.filename == str(target)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_serving_code_that_cannot_be_copied_is_said_in_one_reason(tmp_path, monkeypatch):
+    # A Train step on a full disk failed with the repr of copytree's list of every file it could not copy (4,000
+    # characters, said three times by the run), "No space left on device" somewhere inside.
+    from diagnosa.serving_code import write_serving_code
+
+    def full(src, dst, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(dst))
+
+    monkeypatch.setattr(shutil, "copyfile", full)  # what copytree's copy2 calls for each file
+    with pytest.raises(OSError) as caught:
+        write_serving_code(tmp_path / "model" / "code")
+    said = str(caught.value)
+    assert not isinstance(caught.value, shutil.Error)
+    assert said.startswith(f"could not copy the serving code into {tmp_path / 'model' / 'code'}/")
+    assert "No space left on device" in said and "more files failed)" in said and len(said) < 1000, said
