@@ -46,7 +46,14 @@ from botocore.exceptions import (
 from diagnosa.aws import resolve_region
 from diagnosa.data.csv_cells import is_blank_row
 from diagnosa.data.validate import shown
-from inference.limits import INVOKE_TIMEOUT, MAX_BODY_BYTES, MAX_LISTED_PROBLEMS, MAX_REFUSAL_BYTES, token_problem
+from inference.limits import (
+    CAPTURE_HEADER,
+    INVOKE_TIMEOUT,
+    MAX_BODY_BYTES,
+    MAX_LISTED_PROBLEMS,
+    MAX_REFUSAL_BYTES,
+    token_problem,
+)
 
 if TYPE_CHECKING:  # imported where used: the feedback module is not needed to predict
     from inference.feedback import StoredFeedback
@@ -243,9 +250,6 @@ class FeedbackRejected(ClientFailure):
     def __str__(self) -> str:
         details = "; ".join(f"{k}: {v}" for k, v in self.fields.items())
         return f"{self.message} ({details})" if details else self.message
-
-
-CAPTURE_HEADER = "x-diagnosa-capture"  # the local endpoint's "failed": the answer's capture line was not written
 
 
 @dataclass
@@ -796,7 +800,7 @@ def _capture_failed(headers: Mapping[str, Any]) -> bool:
     """Whether an answer's headers say its capture failed (``X-Diagnosa-Capture: failed``, set by the local endpoint
     for the whole request: every patient of it). botocore gives the names in lower case; a stand-in may not."""
     for name, value in headers.items():
-        if isinstance(name, str) and name.lower() == CAPTURE_HEADER:
+        if isinstance(name, str) and name.lower() == CAPTURE_HEADER.lower():
             return isinstance(value, str) and value.strip().lower() == "failed"
     return False
 

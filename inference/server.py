@@ -42,7 +42,7 @@ from diagnosa.lake import LakeError
 from diagnosa.model import ModelLoadError, model_labels
 from inference import handler
 from inference.capture import DEFAULT_VARIANT, DataCapture, issued_later, new_event_id
-from inference.limits import printable_line, token_problem
+from inference.limits import CAPTURE_HEADER, printable_line, token_problem
 from inference.workers import Outcome, WorkerPool, WorkerUnavailable, score
 
 log = logging.getLogger("diagnosa.server")
@@ -62,7 +62,6 @@ EMPTY_LINES = 4  # empty lines ignored before a request line (RFC 9112 2.2: at l
 MAX_HEADER_BYTES = 64 * 1024  # the header block (the stdlib allows 100 lines of 64 KB: 6.4 MB held per request)
 MAX_ECHO = 200  # characters of a request's own text (path, method, header value) an error message repeats
 MODEL_ERROR_QUOTED = 1000  # characters of a refusal quoted in the 424's "message" (the whole is in OriginalMessage)
-CAPTURE_HEADER = "X-Diagnosa-Capture"  # "failed" on an answer whose capture line could not be written
 JSON = "application/json"
 FEEDBACK_MAX_BYTES = 16 * 1024  # a feedback body: a few short fields (a 1000-character note at most)
 FEEDBACK_RETRY_AFTER = 60  # seconds a client is told to wait before sending feedback its lake could not store
