@@ -423,8 +423,7 @@ def _file_kind(path: str) -> str | None:
 def cmd_predict(args: argparse.Namespace) -> int:
     """A file (or standard input) of patients, streamed to the endpoint in requests of 100; the predictions go to
     standard output as they arrive, the refused records' problems to a file, summarised on standard error."""
-    from inference.bulk import Answered, JsonNotCsv, PredictionsDocument, ProblemSummary, predict_stream, read_records
-    from inference.client import ClientFailure, DiagnosaClient, PredictionRejected, overall_deadline
+    from inference.client import DiagnosaClient, overall_deadline
 
     if (args.input is None) == (args.batch is None):
         raise UsageError("give either a file (or - for standard input) or --batch NAME, not both")
@@ -435,13 +434,22 @@ def cmd_predict(args: argparse.Namespace) -> int:
                                 timeout=args.timeout, deadline=overall_deadline(args.timeout))
     except ValueError as err:
         raise UsageError(f"--endpoint-url: {err}") from None
-    if args.batch is not None:
-        if args.differential:  # it was dropped without a word
-            raise UsageError("--differential lists each patient's rare diseases; --batch prints a summary of the "
-                             "categories, not the answers: send the batch's patients as a file instead")
-        status = _send_batch(args, client)
-        _warn_uncaptured(client.uncaptured, client.answered)
-        return status
+    if args.batch is not None and args.differential:  # it was dropped without a word
+        raise UsageError("--differential lists each patient's rare diseases; --batch prints a summary of the "
+                         "categories, not the answers: send the batch's patients as a file instead")
+    try:
+        return _send_batch(args, client) if args.batch is not None else _predict_file(args, client)
+    finally:
+        # Answers the endpoint could not capture are valid predictions: exit status as without them (1 would tell a
+        # script to send the file again, answering and capturing the rest twice), said on standard error.
+        _warn_uncaptured(client)
+
+
+def _predict_file(args: argparse.Namespace, client: Any) -> int:
+    """`predict` of a file or standard input with ``client``: its exit status."""
+    from inference.bulk import Answered, JsonNotCsv, PredictionsDocument, ProblemSummary, predict_stream, read_records
+    from inference.client import ClientFailure, PredictionRejected
+
     fmt = _predict_format(args)
     if fmt == "csv" and args.differential:
         raise UsageError("--differential needs JSON input: a CSV request carries no options")
@@ -499,10 +507,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
             stream.close()
     if failure and endpoint_failed and not problems.total:
         print(f"diagnosa: error: {_said(failure)}", file=sys.stderr)
-        _warn_uncaptured(document.uncaptured, document.count)
         return EXIT_FAILED
     if failure and not problems.total:
-        _warn_uncaptured(document.uncaptured, document.count)
         raise UsageError(failure)
     if problems.total:
         refused = problems.records
@@ -515,21 +521,17 @@ def cmd_predict(args: argparse.Namespace) -> int:
             print(f"every problem, one JSON line each: {errors_path.resolve()}", file=sys.stderr)
         if failure:
             print(f"then stopped: {_said(failure)}", file=sys.stderr)
-        _warn_uncaptured(document.uncaptured, document.count)
         return EXIT_FAILED if endpoint_failed else EXIT_BAD_INPUT
     if len(document.event_ids) > 1:
         print(f"{document.count:,} patients answered in {len(document.event_ids):,} requests", file=sys.stderr)
-    # Answers the endpoint could not capture are valid predictions, on standard output: exit status 0 still (1 would
-    # tell a script to send the file again, answering and capturing the rest twice), said on standard error.
-    _warn_uncaptured(document.uncaptured, document.count)
     return 0
 
 
-def _warn_uncaptured(uncaptured: int, answered: int) -> None:
-    """The summary's line on answers whose capture failed (``X-Diagnosa-Capture: failed``: the local endpoint's
-    capture spool could not be written, a full disk), on standard error; nothing when there are none."""
-    if uncaptured:
-        print(f"diagnosa: warning: {uncaptured:,} of {answered:,} answers were not captured by the endpoint "
+def _warn_uncaptured(client: Any) -> None:
+    """The summary's line on the answers ``client`` took whose capture failed (``X-Diagnosa-Capture: failed``: the
+    local endpoint's capture spool could not be written, a full disk), on standard error; nothing when there are none."""
+    if client.uncaptured:
+        print(f"diagnosa: warning: {client.uncaptured:,} of {client.answered:,} answers were not captured by the endpoint "
               "(X-Diagnosa-Capture: failed): the monitor will not see them, and feedback for them is refused; the "
               "predictions themselves are valid; see the endpoint's log (its capture spool could not be written: a "
               "full disk?)", file=sys.stderr)

@@ -62,9 +62,6 @@ class Answered:
     result: dict[str, Any]
     event_id: str | None  # the event id of the request that answered it (what feedback refers to)
     event_row: int = 0  # its position in that request (feedback's event_row)
-    # That request's answer said "X-Diagnosa-Capture: failed": a valid prediction the endpoint did not capture (the
-    # monitor will not see it; feedback for it is refused with 409).
-    capture_failed: bool = False
 
 
 @dataclass(frozen=True)
@@ -346,7 +343,7 @@ def _send(client: DiagnosaClient, batch: list[InputRecord], csv_header: list[str
                 pending.insert(0, rest)
             continue
         for row, (item, result) in enumerate(zip(items, prediction.results, strict=True)):
-            yield Answered(item.where, result, prediction.event_id, row, prediction.capture_failed)
+            yield Answered(item.where, result, prediction.event_id, row)
 
 
 def _refused_rows(err: PredictionRejected, size: int) -> dict[int, list[dict[str, Any]]]:
@@ -492,13 +489,11 @@ class PredictionsDocument:
 
     Each prediction carries the ``event_id`` of the request that answered it and its ``event_row`` there (the two
     name the patient in feedback: a request holds up to PREDICT_CHUNK patients); the top-level ``event_id`` is
-    that of the only request, or null when the input took several. Nothing is written until a first answer.
-    ``uncaptured`` counts the predictions written whose capture failed (:attr:`Answered.capture_failed`)."""
+    that of the only request, or null when the input took several. Nothing is written until a first answer."""
 
     def __init__(self, out: IO[str]):
         self.out = out
         self.count = 0
-        self.uncaptured = 0
         self.event_ids: list[str | None] = []
 
     def add(self, answer: Answered) -> None:
@@ -510,7 +505,6 @@ class PredictionsDocument:
                                 "a prediction that cannot be written as JSON") from None
         self.out.write(('{"predictions": [\n  ' if not self.count else ",\n  ") + line)
         self.count += 1
-        self.uncaptured += int(answer.capture_failed)
         if not self.event_ids or self.event_ids[-1] != answer.event_id:
             self.event_ids.append(answer.event_id)
 

@@ -302,7 +302,7 @@ class LocalEndpoints:
     # -------------------------------------------------------------------------------- the latest approval serves
     @contextmanager
     def _line(self, name: str) -> Iterator[dict[str, Any]]:
-        """The endpoint's line of deploys of registered versions (``<endpoint folder>/deploys.json``), held for a
+        """The endpoint's line of deploys of registered versions (``<endpoint folder>/.deploys.json``), held for a
         moment (its own lock, not the endpoint's) and written back: ``Last``, the number the latest one asked for got;
         ``Waiting``, the ones asked for and not yet done (their pid and version); ``Done``, the highest number whose
         deploy ran (``DoneArn``: its version). Waiters whose process has ended are dropped (killed while they waited).
