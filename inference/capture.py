@@ -255,9 +255,23 @@ class _Stream:
             if self.fsync:
                 os.fsync(self.fd)
         except OSError:
-            self.seal()  # a partial line now ends its segment: recovery drops it as torn
+            if self.lines == 0:
+                self.discard()  # nothing whole in it: an empty segment per failed line filled the spool folder
+            else:
+                self.seal()  # a partial line now ends its segment: recovery drops it as torn
             raise
         self.lines += 1
+
+    def discard(self) -> None:
+        """Close and remove the active segment: a failed first line left it empty (or holding part of that line).
+        The next line opens a new one."""
+        active = self.active
+        self.seal()
+        if active is not None:
+            try:
+                active.unlink()
+            except OSError:  # left as it was: shipping an empty segment writes nothing and removes it
+                pass
 
     def seal(self) -> None:
         """Close the active segment: from now on it is only read, shipped and deleted."""

@@ -768,7 +768,16 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(503, {"error": "this endpoint has no data lake (start it with data capture): "
                                            "feedback cannot be stored"})
             return
-        found = capture.lookup(feedback.event_id)
+        try:
+            found = capture.lookup(feedback.event_id)  # may read the lake's capture of the event's hour
+        except _storage_errors() as err:
+            log.error("feedback for event %s not stored: its capture could not be read: %s", feedback.event_id,
+                      printable_line(str(err)))
+            refuse(503, {"error": f"feedback for event {feedback.event_id} not stored: "
+                                  f"{_storage_problem(err, 'read')}; nothing was stored: send it again later",
+                         "event_id": feedback.event_id},
+                   feedback.event_id, headers={"Retry-After": str(FEEDBACK_RETRY_AFTER)})
+            return
         if found == "capture failed":
             # 409: the id is this endpoint's and the body is fine, but the event's state (its capture line was never
             # written) leaves nothing to attach feedback to; sending it again cannot help.
@@ -797,9 +806,11 @@ class _Handler(BaseHTTPRequestHandler):
             return
         try:
             stored = store_feedback(capture.lake, endpoint.endpoint_name, feedback)
-        except (OSError, LakeError) as err:  # the lake full or failing, or its object rewritten by others all along
+        except _storage_errors() as err:  # the lake full or failing (S3's errors too), or its object rewritten all along
             # 503 + Retry-After: nothing was stored and nothing is wrong with the record; it was a 500 "internal
-            # error" (and `diagnosa feedback` said bad input). The reason is named without the lake's paths.
+            # error" (and `diagnosa feedback` said bad input). The reason is named without the lake's paths, bucket
+            # or credentials. S3 refusing the endpoint's own key (AccessDenied, NoSuchBucket) is the deployment's
+            # fault, never the caller's: a 503 too, naming S3's code, for the record to be sent again once fixed.
             log.error("feedback for event %s not stored: %s", feedback.event_id, printable_line(str(err)))
             refuse(503, {"error": f"feedback for event {feedback.event_id} not stored: {_storage_problem(err)}; "
                                   "nothing was stored: send it again later", "event_id": feedback.event_id},
@@ -899,16 +910,45 @@ class _Handler(BaseHTTPRequestHandler):
                               "OriginalStatusCode": status, "OriginalMessage": text}, headers)
 
 
-def _storage_problem(err: OSError | LakeError) -> str:
+# S3's answers that no retry of the same request mends: the deployment's lake or its permissions are wrong.
+_S3_SETUP_ERRORS = {"AccessDenied", "403", "Forbidden", "NoSuchBucket", "AllAccessDisabled", "InvalidAccessKeyId",
+                    "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken", "KMS.DisabledException",
+                    "KMS.AccessDeniedException", "PermanentRedirect", "AuthorizationHeaderMalformed"}
+
+
+def _storage_errors() -> tuple[type[BaseException], ...]:
+    """What a failing lake raises: OSError (a local lake: disk full, unwritable), LakeError, and on S3 botocore's
+    errors (unreachable, timing out, throttled, a 5xx, refusing), which the lake passes on as they are."""
+    try:
+        from botocore.exceptions import BotoCoreError, ClientError
+    except ImportError:  # no AWS SDK: no S3 lake either
+        return OSError, LakeError
+    return OSError, LakeError, BotoCoreError, ClientError
+
+
+def _storage_problem(err: BaseException, action: str = "written") -> str:
     """Why the lake could not store a feedback record, for its client: the machine's words for the error (``No space
-    left on device``), never the paths or the lake URI the exception names (the server's disk)."""
+    left on device``), or S3's error code or botocore's error name, never the paths, the lake URI, the bucket or
+    the credentials the exception or its text names (an EndpointConnectionError's text holds the bucket's URL)."""
     if isinstance(err, LakeError) and not isinstance(err, OSError):
         cause = err.__cause__ or err.__context__
-        if isinstance(cause, OSError):
-            return _storage_problem(cause)
+        if cause is not None and isinstance(cause, _storage_errors()) and not isinstance(cause, LakeError):
+            return _storage_problem(cause, action)
         return "the endpoint's data lake could not store it (storage failure)"  # a write race lost 50 times too
-    reason = os.strerror(err.errno) if isinstance(err.errno, int) and err.errno > 0 else type(err).__name__
-    return f"the endpoint's data lake could not be written (storage failure: {reason})"
+    if isinstance(err, OSError):
+        reason = os.strerror(err.errno) if isinstance(err.errno, int) and err.errno > 0 else type(err).__name__
+        return f"the endpoint's data lake could not be {action} (storage failure: {reason})"
+    response = getattr(err, "response", None)  # a ClientError: S3 answered, refusing
+    if isinstance(response, dict):
+        error = response.get("Error") or {}
+        code = str(error.get("Code") or (response.get("ResponseMetadata") or {}).get("HTTPStatusCode") or "an error")
+        code = printable_line(code)[:60]
+        if code in _S3_SETUP_ERRORS:
+            return (f"the endpoint's data lake could not be {action}: S3 answered {code} (the deployment's lake or its "
+                    "permissions, for the endpoint's operator to fix)")
+        return f"the endpoint's data lake could not be {action} (storage failure: S3 answered {code})"
+    # botocore's own: EndpointConnectionError, ConnectTimeoutError, ReadTimeoutError, NoCredentialsError, ...
+    return f"the endpoint's data lake could not be {action} (storage failure: {type(err).__name__})"
 
 
 class EndpointServer:

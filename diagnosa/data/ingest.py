@@ -15,6 +15,7 @@ import csv
 import hashlib
 import io
 import json
+import logging
 import re
 import time
 from collections import Counter
@@ -76,6 +77,7 @@ LABS_SOURCE = "lab_results"
 BATCH_NAME = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._-]{0,99}\Z")  # \Z: "$" also matches before a final "\n"
 # Told what ingestion is doing as it goes, (phase, detail): for a live display; ingestion itself prints nothing.
 Phase = Callable[..., None]
+log = logging.getLogger(__name__)
 
 
 def _no_phase(name: str, detail: str = "") -> None:
@@ -564,9 +566,8 @@ def _merge(*parts: dict[int, list[str]]) -> dict[int, list[str]]:
     return merged
 
 
-def _write_quarantine(lake: DataLake, key: str, entries: list[dict[str, Any]]) -> None:
-    body = "".join(json.dumps(e, ensure_ascii=False, default=str) + "\n" for e in entries)
-    lake.put_bytes(key, body.encode("utf-8"))
+def _quarantine_bytes(entries: list[dict[str, Any]]) -> bytes:
+    return "".join(json.dumps(e, ensure_ascii=False, default=str) + "\n" for e in entries).encode("utf-8")
 
 
 def _parquet_bytes(frame: pd.DataFrame, schema: Schema) -> bytes:
@@ -725,6 +726,34 @@ def _commit(lake: DataLake, schema: Schema, version: str, curated: pd.DataFrame,
     merely finished first does not keep it. Times are compared only when LATEST.json changed meanwhile: one ingest
     after another takes the latest whatever the two machines' clocks say."""
     prefix = curated_prefix(schema.name, version)
+    manifest_key = f"{prefix}/manifest.json"
+    written: dict[str, bytes] = {}  # what this ingest wrote of the version (or tried to), in order
+    try:
+        manifest, reasons, examples = _write_version(lake, schema, version, curated, sources, quarantine, extra, written)
+        _rewrite_removed(lake, schema.name, version, written)
+        lake.put_json(manifest_key, manifest)
+    except BaseException as err:  # a full disk, S3 refusing, a Ctrl-C: the version has no manifest, so it is never read
+        _remove_incomplete(lake, schema.name, version, manifest_key, list(written), err)
+        raise
+    data_keys, quarantine_keys = manifest["data_keys"], manifest["quarantine_keys"]
+    overtaken = _move_latest(lake, schema.name, version, manifest_key, asked_at, latest_before)[0]
+    return IngestReport(schema.name, version, len(curated), sources, dict(reasons), data_keys, manifest_key,
+                        quarantine_keys, seconds=time.perf_counter() - started,
+                        missing_cells=extra.get("missing_cells", {}),
+                        labels_read_as_numbers=extra.get("labels_read_as_numbers", {}),
+                        cleaned_cells=extra.get("cleaned_cells", 0),
+                        numbers_read_as_categories=extra.get("numbers_read_as_categories", {}),
+                        inferred_columns=extra.get("inferred_columns", {}), read_notes=extra.get("read_notes", []),
+                        text_below_the_sample=extra.get("text_below_the_sample", {}),
+                        overtaken_by=overtaken, reason_examples=examples)
+
+
+def _write_version(lake: DataLake, schema: Schema, version: str, curated: pd.DataFrame, sources: list[SourceCounts],
+                   quarantine: dict[str, list[dict[str, Any]]], extra: dict[str, Any], written: dict[str, bytes]
+                   ) -> tuple[dict[str, Any], Counter[str], dict[str, str]]:
+    """Write the version's quarantine and parts, each key put in ``written`` (with its bytes) before its write; the
+    manifest to write last, the reasons' counts and examples."""
+    prefix = curated_prefix(schema.name, version)
     reasons: Counter[str] = Counter()
     examples: dict[str, str] = {}  # reason kind → its first row's reason, for the summary (not in the manifest)
     quarantine_keys = []
@@ -732,7 +761,8 @@ def _commit(lake: DataLake, schema: Schema, version: str, curated: pd.DataFrame,
         if not entries:
             continue
         key = f"quarantine/{schema.name}/{version}/{source}.jsonl"
-        _write_quarantine(lake, key, entries)
+        written[key] = _quarantine_bytes(entries)
+        lake.put_bytes(key, written[key])
         quarantine_keys.append(key)
         for entry in entries:
             kinds = {_reason_kind(r): r for r in reversed(entry["reasons"])}  # each kind's first reason in the row
@@ -743,7 +773,8 @@ def _commit(lake: DataLake, schema: Schema, version: str, curated: pd.DataFrame,
     data_keys = []
     for number, start in enumerate(range(0, max(len(curated), 1), ROWS_PER_PART)):
         data_keys.append(f"{prefix}/data/part-{number:05d}.parquet")
-        lake.put_bytes(data_keys[-1], _parquet_bytes(curated.iloc[start:start + ROWS_PER_PART], schema))
+        written[data_keys[-1]] = _parquet_bytes(curated.iloc[start:start + ROWS_PER_PART], schema)
+        lake.put_bytes(data_keys[-1], written[data_keys[-1]])
     target = schema.target
     manifest = {
         "dataset": schema.name,
@@ -759,18 +790,60 @@ def _commit(lake: DataLake, schema: Schema, version: str, curated: pd.DataFrame,
         "data_keys": data_keys,
         **extra,
     }
-    manifest_key = f"{prefix}/manifest.json"
-    lake.put_json(manifest_key, manifest)
-    overtaken = _move_latest(lake, schema.name, version, manifest_key, asked_at, latest_before)[0]
-    return IngestReport(schema.name, version, len(curated), sources, dict(reasons), data_keys, manifest_key,
-                        quarantine_keys, seconds=time.perf_counter() - started,
-                        missing_cells=extra.get("missing_cells", {}),
-                        labels_read_as_numbers=extra.get("labels_read_as_numbers", {}),
-                        cleaned_cells=extra.get("cleaned_cells", 0),
-                        numbers_read_as_categories=extra.get("numbers_read_as_categories", {}),
-                        inferred_columns=extra.get("inferred_columns", {}), read_notes=extra.get("read_notes", []),
-                        text_below_the_sample=extra.get("text_below_the_sample", {}),
-                        overtaken_by=overtaken, reason_examples=examples)
+    return manifest, reasons, examples
+
+
+def _rewrite_removed(lake: DataLake, dataset: str, version: str, written: dict[str, bytes]) -> None:
+    """Before the manifest names them: write again what this ingest wrote and is gone -- removed by a failed ingest
+    of the same data (the same version, the same keys) that cleaned up while this one was writing. One listing of
+    each of the version's two folders."""
+    present = set(lake.list(f"{curated_prefix(dataset, version)}/data/")) | set(lake.list(f"quarantine/{dataset}/{version}/"))
+    for key, data in written.items():
+        if key not in present:
+            log.warning("%s was removed while this ingest wrote version %s (another ingest of the same data failed "
+                        "and cleaned up): writing it again", key, version)
+            lake.put_bytes(key, data)
+
+
+def _remove_incomplete(lake: DataLake, dataset: str, version: str, manifest_key: str, written: list[str],
+                       err: BaseException) -> None:
+    """After a failed write of a version (no manifest: never read), remove the objects this ingest wrote of it, so
+    they take no space; said in a warning and in a note on ``err``. Nothing of another version is touched (a
+    version's keys are its own), nor the raw objects (write-once, and other versions' manifests name them).
+    Another ingest of the same data writes the same keys: once the version has a manifest (that ingest finished;
+    or this one's own write of it failed on its answer though S3 stored it) it is whole and nothing is removed."""
+    if not written:
+        return
+    where = lake.uri.rstrip("/")
+    removed: list[str] = []
+    left: list[str] = []
+    problem = ""
+    completed = False
+    for number, key in enumerate(reversed(written)):
+        try:
+            # Checked before each removal: an ingest of the same data may finish meanwhile (or this one's manifest
+            # was stored though its write failed on the answer): the version is whole, its objects stay.
+            completed = lake.exists(manifest_key)
+            if completed:
+                left = list(reversed(written))[number:]
+                break
+            lake.delete(key)
+        except Exception as failure:  # noqa: BLE001  (best effort: the ingest's own error is the one raised)
+            left.append(key)
+            problem = problem or (failure.strerror if isinstance(failure, OSError) and failure.strerror
+                                  else str(failure) or type(failure).__name__)
+        else:
+            removed.append(key)
+    said = (f"ingest of version {version} of '{dataset}' failed before its manifest was written: removed the "
+            f"{len(removed)} object(s) it had written of it from {where}")
+    if completed:
+        said += (f"; version {version} has its manifest now (another ingest of the same data wrote it, or this "
+                 f"one's write of it was stored though it failed): its {len(left)} other object(s) are kept")
+    elif left:
+        said += (f"; {len(left)} could not be removed ({clip(problem, 200)}): {some_of(left, 3)} (a version without "
+                 "a manifest is never read; an ingest of the same data writes them again, or remove them)")
+    log.warning("%s", said)
+    err.add_note(said)
 
 
 # ------------------------------------------------------------------------------------------------ cohort
