@@ -32,6 +32,7 @@ from diagnosa.commands.common import (
     int_in,
     local_workspace,
     model_folder,
+    name_too_long,
     open_lake,
     positive_seconds,
     read_token_file,
@@ -116,7 +117,7 @@ def cmd_data_generate(args: argparse.Namespace) -> int:
         # again, the same bytes for what is there. It was "nothing to do", and ingest found no batch.
         whole = lake.exists(labs_key) and lake.exists(f"raw/cohort_cards/{batch}.json")
         if whole and not args.card:
-            print(f"raw batch {batch} already in {lake.uri}: nothing to do (raw data is write-once)")
+            print(printable_line(f"raw batch {batch} already in {lake.uri}: nothing to do (raw data is write-once)"))
             return 0
     with Board.for_terminal(f"data generate {batch}", quiet=args.quiet) as board:
         board.phase("loading the phenotype ontology")
@@ -154,7 +155,8 @@ def cmd_data_generate(args: argparse.Namespace) -> int:
               f"{summary['orphan_patients']:,} orphan-disease patients over {summary['orphan_diseases_sampled']} diseases")
         for label, count in summary["per_class"].items():
             print(f"  {label}: {count:,}")
-    print(f"  → {lake.url(records_key)}\n  → {lake.url(labs_key)}")
+    print(printable_line(f"  → {lake.url(records_key)}"))  # the lake's path: anyone's text (an ESC, a newline)
+    print(printable_line(f"  → {lake.url(labs_key)}"))
     return 0
 
 
@@ -318,7 +320,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     freeze_loaded()  # with --workers 0 the model lives in this process (workers freeze their own)
     example = _served_example(args, model_dir)
     body = shell_json(example) if example else None
-    print(f"local endpoint '{args.endpoint_name}' on {endpoint.url} (model {model_dir})\n"
+    print(printable_line(f"local endpoint '{args.endpoint_name}' on {endpoint.url} (model {model_dir})") + "\n"
           + (f"  curl -s {endpoint.url}/invocations -H 'Content-Type: application/json' -d '{body}'\n" if body else "")
           + f"  diagnosa predict patients.json --endpoint-url {endpoint.url}", flush=True)
     endpoint.serve_forever()
@@ -465,6 +467,8 @@ def _predict_file(args: argparse.Namespace, client: Any) -> int:
     try:
         stream = sys.stdin if args.input == "-" else open(args.input, encoding="utf-8", newline="")
     except OSError as err:
+        if err.errno == errno.ENAMETOOLONG:  # said as every command says it (_command)
+            raise
         raise UsageError(f"cannot read {args.input}: {err.strerror or err}") from None
     def open_errors_file():
         try:
@@ -512,13 +516,13 @@ def _predict_file(args: argparse.Namespace, client: Any) -> int:
         raise UsageError(failure)
     if problems.total:
         refused = problems.records
-        print(f"diagnosa: error: {refused:,} of {refused + document.count:,} patient record(s) of {name} refused "
+        print(f"diagnosa: error: {refused:,} of {refused + document.count:,} patient record(s) of {_said(name)} refused "
               f"({problems.total:,} problem(s)); "
               + (f"the other {document.count:,} answered on standard output" if document.count else "none answered"),
               file=sys.stderr)
         print("\n".join(problems.lines()), file=sys.stderr)
         if problems.sink is not None:
-            print(f"every problem, one JSON line each: {errors_path.resolve()}", file=sys.stderr)
+            print(printable_line(f"every problem, one JSON line each: {errors_path.resolve()}"), file=sys.stderr)
         if failure:
             print(f"then stopped: {_said(failure)}", file=sys.stderr)
         return EXIT_FAILED if endpoint_failed else EXIT_BAD_INPUT
@@ -601,7 +605,7 @@ def cmd_registry_list(args: argparse.Namespace) -> int:
                             else "it has no groups yet"))
     groups = [args.group] if args.group else existing
     if not groups:
-        print(f"no model packages in {where}")
+        print(printable_line(f"no model packages in {where}"))
         return 0
     if args.region and len(groups) > LISTED_GROUPS:  # each group is a ListModelPackages call and one call per version
         print(f"(the first {LISTED_GROUPS} of {len(groups):,} model package groups shown: give --group)")
@@ -681,9 +685,9 @@ def cmd_registry_decide(args: argparse.Namespace) -> int:
     if status == "Rejected":
         serving = [] if args.region else _serving(_in_service(args), package)
         if serving:
-            print(f"warning: v{args.version} still serves on {', '.join(serving)}: rejecting it does not take it "
-                  f"down. Approve another version to replace it, or `diagnosa endpoint stop {serving[0]}`.",
-                  file=sys.stderr)
+            print(printable_line(f"warning: v{args.version} still serves on {', '.join(serving)}: rejecting it does "
+                                 "not take it down. Approve another version to replace it, or `diagnosa endpoint stop "
+                                 f"{serving[0]}`."), file=sys.stderr)
         elif args.region:  # the deploy function acts on approvals only: an endpoint serving it is not changed
             print(f"  on AWS rejecting does not change an endpoint: one serving v{args.version} keeps serving it "
                   f"until another version is approved (`diagnosa registry approve N --group {args.group} --region "
@@ -697,7 +701,7 @@ def cmd_registry_decide(args: argparse.Namespace) -> int:
         from pipelines.local_endpoints import DEPLOY_WAIT
 
         def waiting(line: str) -> None:  # another approval's deploy: this one follows it, as on AWS
-            print(f"{line}, then deploys v{args.version}", file=sys.stderr, flush=True)
+            print(printable_line(f"{line}, then deploys v{args.version}"), file=sys.stderr, flush=True)
 
         try:
             record = local_workspace(args).deploy_approved(package, endpoint_name=args.endpoint_name, port=args.port,
@@ -727,7 +731,8 @@ def cmd_registry_decide(args: argparse.Namespace) -> int:
                                                                     else "") + "`)")
             raise UsageError(f"{args.group} v{args.version} is Approved in the registry, but not deployed: {err}. "
                              f"{hint}") from None
-        print(f"endpoint {record['EndpointName']} now serves v{package['ModelPackageVersion']} on {record['Url']}")
+        print(printable_line(f"endpoint {record['EndpointName']} now serves v{package['ModelPackageVersion']} on "
+                             f"{record['Url']}"))
     return 0
 
 
@@ -1025,7 +1030,7 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
                 if Path(args.out).is_dir():  # "Is a directory", exit status 1, as if the machine had failed
                     raise UsageError(f"--out {args.out} is a directory: give the path of the JSON file to write")
                 write_text_atomic(args.out, text + "\n")  # whole or not at all: an interrupted write left half a JSON
-                print(f"wrote {args.out}")
+                print(printable_line(f"wrote {args.out}"))
             else:
                 print(text)
             return 0
@@ -1037,7 +1042,7 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
 
         with sdk_quiet():
             arn = _pipeline(args).upsert(role_arn=_role_arn(args))["PipelineArn"]
-        print(arn)
+        print(_answered(arn))
         return 0
     except ClientError as err:  # AWS answered no; one that never answers (BotoCoreError) is main's to report
         raise UsageError(f"AWS refused {args.pipeline_command}: {_answered(str(err), MAX_ERROR)}") from None
@@ -1342,6 +1347,11 @@ def _command(argv: Sequence[str] | None) -> int:
             pass
         return 128 + signal.SIGPIPE
     except OSError as err:  # the machine's answer about a path: unwritable, a file where a folder goes, disk full
+        if err.errno == errno.ENAMETOOLONG:  # the path given is wrong, not the machine: bad input, as for any command
+            path = err.filename if isinstance(err.filename, (str, bytes, os.PathLike)) else None
+            named = "" if path is None else f"{clip(os.fsdecode(path), ITEM_CHARS)}: "
+            print(f"diagnosa: error: {_said(named + name_too_long(path))}", file=sys.stderr)
+            return EXIT_BAD_INPUT
         where = f": {err.filename}" if err.filename else ""
         full = ("; free space there and run the command again (what was written whole is kept, and nothing "
                 "half-written is read)") if err.errno in (errno.ENOSPC, errno.EDQUOT) else ""

@@ -22,6 +22,7 @@ from diagnosa.commands.common import (
 )
 from diagnosa.net import free_port
 from diagnosa.services import ServiceError
+from inference.limits import printable_line
 
 
 def cmd_app(args: argparse.Namespace) -> int:
@@ -55,7 +56,8 @@ def cmd_app(args: argparse.Namespace) -> int:
     port = args.port or free_port(args.host)
     argv, env = streamlit_command(config.to_env(), host=args.host, port=port)
     named = f", endpoint '{config.endpoint_name}'" if config.is_local else ""  # SageMaker's description names it
-    print(f"Diagnosa app on http://{args.host}:{port} → {config.description}{named} (Ctrl-C stops it)", flush=True)
+    print(printable_line(f"Diagnosa app on http://{args.host}:{port} → {config.description}{named} (Ctrl-C stops it)"),
+          flush=True)
     # Become the Streamlit server: SIGTERM and Ctrl-C reach it directly, no orphan is left behind.
     os.execve(argv[0], argv, env)
     return 0  # pragma: no cover - execve does not return
@@ -75,10 +77,10 @@ def _local_endpoint_model(args: argparse.Namespace) -> str | None:
     if args.endpoint_url and url and urlsplit(args.endpoint_url).port != urlsplit(url).port:
         return None  # another server than the one recorded (by port: 'localhost' and 127.0.0.1 are one host)
     if not (Path(model) / "metadata.json").is_file():
-        print(f"warning: local endpoint '{args.endpoint_name}' served {model}, which is gone: the built-in form",
-              file=sys.stderr)
+        print(printable_line(f"warning: local endpoint '{args.endpoint_name}' served {model}, which is gone: the "
+                             "built-in form"), file=sys.stderr)
         return None
-    print(f"form from the model local endpoint '{args.endpoint_name}' serves ({model})")
+    print(printable_line(f"form from the model local endpoint '{args.endpoint_name}' serves ({model})"))
     return str(model)
 
 

@@ -6,6 +6,7 @@ Every command module imports these; nothing here imports a command, so no module
 from __future__ import annotations
 
 import argparse
+import errno
 import hashlib
 import json
 import math
@@ -36,6 +37,25 @@ class Unavailable(Exception):
 
 
 WORKSPACE_FOLDER = ".diagnosa"
+PATH_MAX = 4096  # bytes in a whole path on Linux (a name in it: diagnosa.files.NAME_MAX)
+
+
+def name_too_long(path: str | bytes | os.PathLike[str] | None) -> str:
+    """Why the file system refused ``path`` with ENAMETOOLONG, in words (without the path, which the caller names,
+    cut and escaped): a name in it over NAME_MAX bytes, else the whole over PATH_MAX. The machine's own text alone,
+    "File name too long" with exit status 1, read as a failure of the machine; it is the path given that is wrong."""
+    from diagnosa.files import NAME_MAX
+
+    said = "File name too long for the file system"
+    if path is None:
+        return f"{said} (at most {NAME_MAX} bytes a name): give a shorter path"
+    whole = os.fsencode(path)
+    parts = [part for part in whole.split(b"/") if part]
+    longest = max(map(len, parts), default=0)
+    if longest > NAME_MAX:
+        which = "a name in it" if len(parts) > 1 else "the name"
+        return f"{said}: {which} is {longest:,} bytes, at most {NAME_MAX} are held: give a shorter name"
+    return f"{said}: the path is {len(whole):,} bytes, at most {PATH_MAX:,} are held: give a shorter path"
 
 
 def shell_json(example: object) -> str:
@@ -70,8 +90,9 @@ def workspace(args: argparse.Namespace) -> Path:
         except FileNotFoundError:
             pass  # the first command that writes creates it
         except OSError as err:  # a name too long: "File name too long", exit status 1, the path quoted whole
+            problem = name_too_long(folder) if err.errno == errno.ENAMETOOLONG else err.strerror or str(err)
             raise UsageError(f"workspace {clip(str(folder), ITEM_CHARS)} (--workspace or DIAGNOSA_HOME): "
-                             f"{err.strerror or err}") from None
+                             f"{problem}") from None
         if folder.exists() and not folder.is_dir():
             raise UsageError(f"workspace {folder} is a file, not a folder (--workspace or DIAGNOSA_HOME)")
         return folder

@@ -7,7 +7,7 @@ from typing import Any
 
 from diagnosa.commands.common import UsageError, local_workspace
 from diagnosa.services import LOCAL_BUCKET
-from inference.limits import has_surrogate, printable
+from inference.limits import has_surrogate, printable, printable_lines
 
 
 def cmd_job_prepare(args: argparse.Namespace) -> int:
@@ -28,7 +28,8 @@ def cmd_job_prepare(args: argparse.Namespace) -> int:
         where = err.filename or args.root
         raise UsageError(f"cannot lay the job out under {args.root or 'the workspace'}: {err.strerror or err}"
                          + (f" ({where})" if where and str(where) != str(args.root) else "")) from None
-    print("\n".join(job.script()))
+    # Its lines name the workspace's or --root's paths: an ESC or a newline in one is printed escaped, never raw.
+    print(printable_lines("\n".join(job.script())))
     return 0
 
 

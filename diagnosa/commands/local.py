@@ -31,7 +31,7 @@ from diagnosa.data.schema import BUILTIN_DATASET, resource_name
 from diagnosa.files import FileProblem, read_file_bounded
 from diagnosa.lake import DataLake, LakeError
 from diagnosa.services import EXAMPLE_REQUEST, LocalWorkspace, curated_manifest, example_request, plan_local_run
-from inference.limits import printable_line
+from inference.limits import printable_line, printable_lines
 
 if TYPE_CHECKING:
     from diagnosa.commands.progress import Board
@@ -132,33 +132,36 @@ def _report(record, lake, example: dict[str, Any] = EXAMPLE_REQUEST, *, port: in
     from pipelines.definition import GATE_FAILED_STEP
     from pipelines.registry import package_version
 
-    print(f"execution {record.id}: {record.status} (details: {record.path})")
+    # Every line names the workspace's paths (anyone's text: an ESC or a newline in a folder's name): printed escaped.
+    print(printable_line(f"execution {record.id}: {record.status} (details: {record.path})"))
     steps = record.steps
     evaluate = steps.get("Evaluate", {}).get("Properties", {})
     report = evaluate.get("ProcessingOutputConfig", {}).get("Outputs", {}).get("report")
     if report:
         key = report["S3Output"]["S3Uri"].split("/", 3)[3]
-        print(f"  evaluation report: {lake.url(key + '/report.md').removeprefix('file://')}")
+        print(printable_line(f"  evaluation report: {lake.url(key + '/report.md').removeprefix('file://')}"))
     registered = steps.get("Register", {}).get("Properties", {}).get("ModelPackageArn")
     if registered:
-        print(f"  registered: {registered}")
+        print(printable_line(f"  registered: {registered}"))
     deploy = steps.get("Deploy", {}).get("Properties", {})
     # Name the command as it was run (e.g. .venv/bin/diagnosa from make), so the hint works when copied.
     prog = sys.argv[0] if os.path.basename(sys.argv[0]) == "diagnosa" else "diagnosa"
     if deploy.get("Url"):
         url = deploy["Url"]
         body = shell_json(example)
-        print(f"  endpoint {deploy['EndpointName']} serving on {url}\n"
-              f"    curl -s {url}/invocations -H 'Content-Type: application/json' -d '{body}'\n"
-              f"    printf '%s\\n' '{body}' | {prog} predict - --endpoint-url {url}"  # echo would unescape under dash
-              + (f" --endpoint-name {deploy['EndpointName']}" if deploy["EndpointName"] != "diagnosa" else ""))
+        # printf, not echo: echo would unescape the body under dash
+        print(printable_lines(f"  endpoint {deploy['EndpointName']} serving on {url}\n"
+                              f"    curl -s {url}/invocations -H 'Content-Type: application/json' -d '{body}'\n"
+                              f"    printf '%s\\n' '{body}' | {prog} predict - --endpoint-url {url}"
+                              + (f" --endpoint-name {deploy['EndpointName']}" if deploy["EndpointName"] != "diagnosa"
+                                 else "")))
     elif deploy.get("Superseded"):  # a later approval's deploy was asked while this one waited: that one serves
         print(printable_line(f"  {deploy['Superseded']}"))
     elif registered and "Deploy" not in steps:  # a Deploy that ran and failed says so below, not "not Approved"
         group, version = package_version(registered)
-        print("  not deployed (ModelApprovalStatus is not Approved): approve it with "
-              f"`diagnosa registry approve {version}" + (f" --group {group}" if group != "diagnosa" else "")
-              + (f" --port {port}`" if port is not None else "`"))
+        print(printable_line("  not deployed (ModelApprovalStatus is not Approved): approve it with "
+                             f"`diagnosa registry approve {version}" + (f" --group {group}" if group != "diagnosa" else "")
+                             + (f" --port {port}`" if port is not None else "`")))
     if record.status == "Stopped":
         print(f"  stopped before the end: resume with `diagnosa run --local --resume {record.id}`")
     if record.status == "Failed":
@@ -166,16 +169,18 @@ def _report(record, lake, example: dict[str, Any] = EXAMPLE_REQUEST, *, port: in
         failed_at = [name for name, s in steps.items() if s["StepType"] == "Fail" and s["StepStatus"] == "Failed"]
         if failed_at == [GATE_FAILED_STEP]:
             names = ", ".join(_gate_parameters(lake, evaluate)) or "<Name>"
-            print(f"  the recall gate kept the model out of the registry: hold one run to other thresholds with "
-                  f"`--param NAME=VALUE` ({names}; training is reused from the cache), a dataset "
-                  "to its own in its config's [gate] (docs/data.md; ingested again, a new version that trains anew)")
+            print(printable_line(f"  the recall gate kept the model out of the registry: hold one run to other "
+                                 f"thresholds with `--param NAME=VALUE` ({names}; training is reused from the cache), a "
+                                 "dataset to its own in its config's [gate] (docs/data.md; ingested again, a new version "
+                                 "that trains anew)"))
         elif failed_at:  # a saved definition's own Fail step: it ends there again when resumed
-            print(f"  the definition's Fail step {failed_at[0]} was reached: its condition decides, not a fault to resume")
+            print(printable_line(f"  the definition's Fail step {failed_at[0]} was reached: its condition decides, not a "
+                                 "fault to resume"))
         elif _rejected_deploy(record, registered):  # resumed, it is refused again: not a fault a resume mends
             group, version = package_version(registered)
-            print(f"  {group} v{version} is Rejected in the registry: resuming does not deploy it. If it may serve "
-                  f"after all, `diagnosa registry approve {version}" + (f" --group {group}" if group != "diagnosa"
-                                                                      else "") + "` deploys it")
+            print(printable_line(f"  {group} v{version} is Rejected in the registry: resuming does not deploy it. If it "
+                                 f"may serve after all, `diagnosa registry approve {version}"
+                                 + (f" --group {group}" if group != "diagnosa" else "") + "` deploys it"))
         else:
             # A resumed run reads the same curated version: it can retry a fixed environment or code, not data.
             print(f"  after fixing the cause in the code or the environment, resume with `diagnosa run --local "
@@ -243,8 +248,8 @@ def cmd_executions(args: argparse.Namespace) -> int:
             print(printable_line(f"  {name:<28} not run (branch not taken)"))
         return 0
     if not executions:
-        print(f"no local executions{f' of dataset {args.dataset}' if args.dataset else ''} in {root} "
-              f"({workspace_hint(args)})")
+        print(printable_line(f"no local executions{f' of dataset {args.dataset}' if args.dataset else ''} in {root} "
+                             f"({workspace_hint(args)})"))
     for e in executions:
         if e["PipelineExecutionStatus"] == DAMAGED:
             print(printable_line(f"{e['PipelineExecutionId']}  {DAMAGED:<10} {e['Problem']}"))
@@ -275,7 +280,7 @@ def cmd_endpoint(args: argparse.Namespace) -> int:
     if args.endpoint_command == "list":
         records = endpoints.list()
         if not records:
-            print(f"no local endpoints in {endpoints.root} ({workspace_hint(args)})")
+            print(printable_line(f"no local endpoints in {endpoints.root} ({workspace_hint(args)})"))
         for r in records:  # a record may lack a field (written by hand, by an older version): shown empty
             detail = (r["Problem"] if r["EndpointStatus"] == DAMAGED
                       else f"{r.get('Url', '')}  config {r.get('EndpointConfigName', '')}"
@@ -294,7 +299,8 @@ def cmd_endpoint(args: argparse.Namespace) -> int:
             current = endpoints.describe(args.name)
             print(printable_line(f"endpoint {args.name} serves already on {current.get('Url') if current else None}"))
         else:
-            print(f"endpoint {args.name} InService on {record['Url']} (config {record['EndpointConfigName']})")
+            print(printable_line(f"endpoint {args.name} InService on {record['Url']} (config "
+                                 f"{record['EndpointConfigName']})"))
         return 0
     try:
         stopped = endpoints.stop(args.name)
