@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import socket
 import stat
 import uuid
@@ -171,6 +172,102 @@ def atomic_path(target: str | os.PathLike, suffix: str = TMP_SUFFIX) -> Iterator
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+class FolderNotEmpty(FileExistsError):
+    """An output folder that holds something already: an earlier run's output, which is never overwritten."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+def refuse_earlier_output(target: str | os.PathLike, what: str) -> None:
+    """Refuse ``target`` as an output folder when it holds anything (FolderNotEmpty: ``what`` it would overwrite,
+    e.g. "an earlier report") or is no folder (NotADirectoryError); nothing there, or an empty folder, is fine."""
+    target = Path(target)
+    if os.path.lexists(target) and not target.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, "it is a file, not a folder", str(target))
+    if target.is_dir() and any(target.iterdir()):
+        raise FolderNotEmpty(errno.ENOTEMPTY, f"output folder {target} is not empty: refusing to overwrite {what}",
+                             str(target))
+
+
+def _sweep_folders(target: Path) -> None:
+    """Temp folders of ``target`` left by writers that are gone (killed mid-write): a dead process's, this host's."""
+    prefix = "." + target.name + "."
+    try:
+        entries = [entry for entry in os.scandir(target.parent) if entry.name.startswith(prefix)]
+    except OSError:
+        return
+    for entry in entries:
+        writer = temp_writer(entry.name)
+        if writer is not None and entry.is_dir(follow_symlinks=False) and temp_writer_alive(writer) is False:
+            shutil.rmtree(entry.path, ignore_errors=True)
+
+
+@contextmanager
+def atomic_folder(target: str | os.PathLike, what: str = "an earlier output", *, in_place: bool = False
+                  ) -> Iterator[Path]:
+    """A folder of files written whole or not at all: a temp folder beside ``target`` (temp_name: it names this
+    process) to write into, which on success takes ``target``'s place in one rename; on any exception it is removed
+    and ``target`` is untouched, so a retry finds it as it was. ``target`` must be nothing or an empty folder, before
+    and at the rename (refuse_earlier_output, ``what`` naming what it holds): a report folder cut short by a full disk
+    was then refused by the retry as an earlier run's report. A full disk is said of the file in ``target`` being
+    written. ``in_place``: written in ``target`` itself (a processing job's output folder, whose stop handler and
+    upload know it by its path), and on any exception what was written there is removed: whole or nothing after a
+    failure, though a reader meanwhile, or a kill, sees it in part."""
+    target = Path(target)
+    if target.is_symlink() and target.is_dir():  # a link to an empty folder: that folder is the one replaced
+        target = target.resolve()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    refuse_earlier_output(target, what)
+    existed = target.is_dir()
+    in_place = in_place or (existed and os.path.ismount(target))  # an empty mount point: no rename replaces it
+    if in_place:
+        target.mkdir(exist_ok=True)
+        tmp = target
+    else:
+        _sweep_folders(target)
+        tmp = target.with_name(temp_name(target))
+        tmp.mkdir()
+    try:
+        yield tmp
+        if not in_place:
+            try:
+                os.rename(tmp, target)  # replaces an empty folder, never one that holds something
+            except OSError as err:
+                if err.errno in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR, errno.EISDIR):
+                    refuse_earlier_output(target, what)  # filled (or made a file) meanwhile: said as such
+                raise
+    except OSError as err:
+        _discard(tmp, keep=in_place and existed)
+        if err.errno in _FULL and not isinstance(err, FolderNotEmpty):
+            name = str(err.filename or "")
+            shown = str(target) + name[len(str(tmp)):] if name.startswith(str(tmp)) else name or str(target)
+            raise OSError(err.errno, err.strerror, shown) from err
+        raise
+    except BaseException:
+        _discard(tmp, keep=in_place and existed)
+        raise
+
+
+def _discard(folder: Path, *, keep: bool) -> None:
+    """``folder`` removed, or emptied when ``keep`` (a folder that was there, empty, before it was written)."""
+    if not keep:
+        shutil.rmtree(folder, ignore_errors=True)
+        return
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return
+    for entry in entries:
+        if entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(entry.path, ignore_errors=True)
+        else:
+            try:
+                os.unlink(entry.path)
+            except OSError:
+                pass
 
 
 def write_text_atomic(target: str | os.PathLike, text: str) -> None:

@@ -24,12 +24,14 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from diagnosa.files import job_reason, write_job_failure
+from diagnosa.files import atomic_folder, job_reason, refuse_earlier_output, write_job_failure
 from diagnosa.lake import DataLake, LakeError
 from diagnosa.logs import configure_logging
 from processing.entry import PROCESSING_ROOT, JobArgumentParser, stops_on_sigterm
 
 log = logging.getLogger("diagnosa.monitor")
+
+EARLIER_REPORT = "another run's report"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -71,8 +73,7 @@ def _monitor(args: argparse.Namespace, base: Path) -> int:
     from processing.baseline import BaselineError, load_baseline
 
     try:
-        if out.exists() and any(out.iterdir()):
-            raise FileExistsError(f"output folder {out} is not empty: refusing to overwrite another run's report")
+        refuse_earlier_output(out, EARLIER_REPORT)  # before the work: and again as the report takes its place
         start, end = parse_window(args.since, args.until, args.last)
         lag = parse_duration(args.feedback_lag, "--feedback-lag", zero=True)
         root = base / "input" / "baseline"
@@ -85,7 +86,8 @@ def _monitor(args: argparse.Namespace, base: Path) -> int:
             lake_uri = str(lake_dir)
         report = run_monitor(DataLake.from_uri(lake_uri), args.endpoint_name, baseline, start, end,
                              settings_from_baseline(baseline, min_feedback=args.min_feedback), feedback_lag=lag)
-        paths = write_report(report, out)
+        with atomic_folder(out, EARLIER_REPORT, in_place=True) as folder:  # whole or none (a full disk)
+            paths = {kind: out / path.name for kind, path in write_report(report, folder).items()}
     except (WindowError, BaselineError, LakeError, FileExistsError, ValueError, OSError) as err:
         log.error("monitoring failed: %s", job_reason(str(err)))
         write_job_failure(base, str(err))

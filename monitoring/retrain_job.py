@@ -45,13 +45,14 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from diagnosa.files import job_reason, write_job_failure
+from diagnosa.files import atomic_folder, job_reason, refuse_earlier_output, write_job_failure
 from diagnosa.logs import configure_logging
 from processing.entry import PROCESSING_ROOT, JobArgumentParser, stops_on_sigterm
 
 log = logging.getLogger("diagnosa.retrain")
 
 RESULT = "retraining.json"
+EARLIER_RESULT = "another run's result"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -87,8 +88,7 @@ def _fold(args: argparse.Namespace, base: Path) -> int:
     from monitoring.retrain import NothingToFold, RetrainError, endpoint_dataset, feedback_dataset
 
     try:
-        if out.exists() and any(out.iterdir()):
-            raise FileExistsError(f"output folder {out} is not empty: refusing to overwrite another run's result")
+        refuse_earlier_output(out, EARLIER_RESULT)  # before the work: and again as the result takes its place
         lake = DataLake.from_uri(args.lake, raw_uri=args.raw_lake)
         dataset = args.dataset or endpoint_dataset(lake, args.endpoint_name)  # none ingested: latest_version says so
         result: dict[str, Any] = {"endpoint": args.endpoint_name, "dataset": dataset, "base_version": args.base_version,
@@ -110,9 +110,9 @@ def _fold(args: argparse.Namespace, base: Path) -> int:
                        "overtaken_by": folded.overtaken_by,
                        "rebuilt_from": [{"base_version": base, "version": version, "ingested_meanwhile": newer}
                                         for base, version, newer in folded.rebuilt_from]}
-        out.mkdir(parents=True, exist_ok=True)
         path = out / RESULT
-        path.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        with atomic_folder(out, EARLIER_RESULT, in_place=True) as folder:  # whole or none (a full disk)
+            (folder / RESULT).write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     except (RetrainError, IngestError, LakeError, FileExistsError, ValueError, OSError) as err:
         return _failed(base, str(err))
     except Exception as err:  # an S3 error (botocore's), a bug: the caller still needs the reason, not a timeout

@@ -75,6 +75,23 @@ class StepFailure(RuntimeError):
     """A step failed; ``reason`` is what ``FailureReason`` shows."""
 
 
+class RecordNotWritten(OSError):
+    """An execution's own record, ``execution.json``, could not be written (a full disk): the execution cannot go on,
+    since what it records is how a listing, a resume and the cache know what ran. An OSError (the CLI's exit status 1)
+    whose message names the file, the reason and what to do; ``reason`` is the system's (strerror)."""
+
+    def __init__(self, message: str, path: Path, reason: str):
+        super().__init__(message)
+        self.path = path
+        self.reason = reason
+
+
+# Left in an execution's folder when its executor could not write its record even to close it (the disk still full):
+# the record on disk then still says Executing, and a listing took the executor's end for a kill ("killed with its
+# guard"). Its text, if it could be written, is the reason; an empty file takes no data block to make.
+UNWRITTEN_MARKER = ".record-unwritten"
+
+
 class DamagedExecution(ExecutionError):
     """An execution's ``execution.json`` (or ``definition.json``) that is no record of it: truncated by a full disk,
     edited by hand. The message names the file and what is wrong (``detail``, which listings show beside the
@@ -162,10 +179,17 @@ class ExecutionRecord:
         return self.path.parent
 
     def update(self, change: Callable[[dict[str, Any]], None]) -> None:
+        """``change`` made to the record and written whole (RecordNotWritten when it cannot be: the file on disk
+        keeps its last state, this one has the change)."""
         with self._lock:
             change(self.data)
             self.data["LastModifiedTime"] = utc_now()
-            write_json_atomic(self.path, self.data, indent=2, default=str)
+            try:
+                write_json_atomic(self.path, self.data, indent=2, default=str)
+            except OSError as err:
+                reason = err.strerror or str(err)
+                raise RecordNotWritten(f"execution {self.id}: its record {self.path} could not be written ({reason})",
+                                       self.path, reason) from err
 
     @classmethod
     def load(cls, path: Path) -> ExecutionRecord:
@@ -277,6 +301,17 @@ def _settled(data: dict[str, Any], folder: Path) -> dict[str, Any]:
     its record, and it is no longer executing (judged on the host that ran it; another host's pids mean nothing).
     Its jobs may outlive them: until they end it is Stopping, not Stopped."""
     pid = data.get("ExecutorPid")
+    unwritten = _unwritten_reason(folder)
+    if unwritten is not None and data.get("PipelineExecutionStatus") == "Executing":
+        # The executor ended on its record it could not write (it stopped its jobs first): not killed, and no longer
+        # executing, even while its process lives on (a test, `monitor --retrain`'s command).
+        steps = {name: {**step, "StepStatus": "Stopped"} if step.get("StepStatus") == "Executing" else step
+                 for name, step in data.get("Steps", {}).items()}
+        return {**data, "PipelineExecutionStatus": "Failed", "Steps": steps,
+                "FailureReason": f"the executor (process {pid}) could not write its record {folder / 'execution.json'} "
+                                 f"({unwritten}) and stopped the execution; the record shows it as it was last "
+                                 f"written: free space, then `diagnosa run --local --resume "
+                                 f"{data.get('PipelineExecutionId')}` reruns what did not succeed"}
     if (data.get("PipelineExecutionStatus") not in ("Executing", "Stopping")
             or data.get("ExecutorHost", socket.gethostname()) != socket.gethostname() or process_alive(pid)):
         return data
@@ -292,6 +327,35 @@ def _settled(data: dict[str, Any], folder: Path) -> dict[str, Any]:
              for name, step in data.get("Steps", {}).items()}
     return {**data, "PipelineExecutionStatus": "Stopped", "FailureReason": data.get("FailureReason") or reason,
             "Steps": steps}
+
+
+def _unwritten_reason(folder: Path) -> str | None:
+    """Why the executor of the execution in ``folder`` could not write its record (UNWRITTEN_MARKER), None when it
+    left no such mark."""
+    marker = folder / UNWRITTEN_MARKER
+    if not os.path.lexists(marker):
+        return None
+    try:
+        text = marker.read_text(encoding="utf-8", errors="replace")[:200].strip()
+    except OSError:
+        text = ""
+    return clip(text, 200) if text else "the disk was full, or the file could not be written"
+
+
+def _mark_unwritten(folder: Path, reason: str) -> None:
+    """Best effort: UNWRITTEN_MARKER in ``folder``, with the reason if there is room for it."""
+    marker = folder / UNWRITTEN_MARKER
+    try:
+        marker.touch()
+    except OSError:
+        return
+    try:
+        marker.write_text(reason, encoding="utf-8")
+    except OSError:
+        try:
+            marker.touch()  # a write cut short may have left it truncated: empty says "could not be written"
+        except OSError:
+            pass
 
 
 def load_execution(root: Path, execution_id: str | None = None) -> ExecutionRecord:
@@ -433,7 +497,12 @@ class LocalExecutor:
                 "ExecutorPid": os.getpid(),  # lets resume tell a running execution from a killed one
                 "ExecutorHost": socket.gethostname(),
             })
-            record.update(lambda d: None)
+            try:  # its first record: without one the execution never started, and leaves no folder
+                record.update(lambda d: None)
+            except RecordNotWritten as err:
+                shutil.rmtree(folder, ignore_errors=True)
+                raise RecordNotWritten(f"{err}: the execution did not start; free space there and run again",
+                                       err.path, err.reason) from err
             return self._run(record, definition, graph, interrupt)
 
     def resume(self, execution_id: str) -> ExecutionRecord:
@@ -445,7 +514,8 @@ class LocalExecutor:
         record = load_execution(self.root, execution_id)  # read again once claimed: another resume may have run
         if record.status == "Succeeded":
             raise ExecutionError(f"execution {execution_id} already succeeded: nothing to resume")
-        if record.status == "Executing" and process_alive(record.data.get("ExecutorPid")):
+        unwritten = _unwritten_reason(record.folder) is not None  # its executor ended: its pid may be alive (a test)
+        if record.status == "Executing" and process_alive(record.data.get("ExecutorPid")) and not unwritten:
             raise ExecutionError(f"execution {execution_id} is still executing (process "
                                  f"{record.data.get('ExecutorPid')}); resume it once that process has ended")
         # Jobs that outlived their executor (its guard killed too, or not yet done stopping them) still write in
@@ -468,7 +538,12 @@ class LocalExecutor:
             for name in [n for n, s in d["Steps"].items() if s["StepStatus"] != "Succeeded"]:
                 d["Steps"].pop(name)
         with _deferred_interrupts() as interrupt:
-            record.update(reopen)
+            try:
+                record.update(reopen)
+            except RecordNotWritten as err:
+                raise RecordNotWritten(f"{err}: the execution was not resumed; free space there and resume again",
+                                       err.path, err.reason) from err
+            (record.folder / UNWRITTEN_MARKER).unlink(missing_ok=True)  # this attempt's record is written again
             return self._run(record, definition, graph, interrupt)
 
     # -------------------------------------------------------------------------------- checks
@@ -528,6 +603,8 @@ class LocalExecutor:
         failure: str | None = None
         running: dict[Future, str] = {}
         interrupted = forced = False
+        unwritten: RecordNotWritten | None = None  # the record could not be written: the execution stops
+        halted = threading.Event()  # set with ``unwritten``: a step failing from then on was stopped
         stop = _JobStopper(record.folder)
         try:
             guard = _start_guard(record)
@@ -548,7 +625,7 @@ class LocalExecutor:
                         if running:
                             self.progress(said or "interrupted again: no job process left to stop; the running "
                                                   "steps end on their own")
-                    if interrupted and running:
+                    if (interrupted or unwritten) and running:
                         said = stop.step()
                         if said:
                             self.progress(said)
@@ -557,7 +634,8 @@ class LocalExecutor:
                         for name in self._ready(graph, record, done, skipped, running)[:max(0, free)]:
                             if interrupt.is_set():  # a Ctrl-C as the steps were chosen: none of them starts
                                 break
-                            running[pool.submit(self._step, record, graph[name], resolver, started, interrupt)] = name
+                            running[pool.submit(self._step, record, graph[name], resolver, started, interrupt,
+                                                halted)] = name
                     if not running:
                         if interrupt.is_set() and not interrupted:  # said, and recorded as Stopped, at the next turn
                             continue
@@ -566,14 +644,25 @@ class LocalExecutor:
                     finished, _ = wait(running, timeout=INTERRUPT_POLL_SECONDS, return_when=FIRST_COMPLETED)
                     for future in finished:
                         name = running.pop(future)
-                        reason = future.result()
+                        try:
+                            reason = future.result()
+                        except RecordNotWritten as err:  # nothing more can be recorded: stop what runs, now
+                            reason = str(err)
+                            if unwritten is None:
+                                unwritten = err
+                                halted.set()
+                                stop.arm(grace=0.0)
+                                self.progress(f"{err}: stopping the execution"
+                                              + (" and its running steps" if running else ""))
                         if reason is None:
                             done.add(name)
                         elif failure is None:
                             failure = reason
             # An interrupt that came once nothing was left to start (the last step ended despite it) stopped nothing:
             # the run was recorded as Stopped with every step succeeded, and --resume only flipped it.
-            if interrupted and (failure or self._ready(graph, record, done, skipped, {})):
+            if unwritten is not None:
+                status, failure = "Failed", str(unwritten)
+            elif interrupted and (failure or self._ready(graph, record, done, skipped, {})):
                 status, failure = "Stopped", "interrupted" + (f" ({failure})" if failure else "")
             else:
                 status = "Failed" if failure else "Succeeded"
@@ -584,7 +673,21 @@ class LocalExecutor:
                     d["FailureReason"] = failure
                 d["EndTime"] = utc_now()
                 d["Skipped"] = sorted(skipped)
-            record.update(close)
+                for step in d["Steps"].values():  # one whose end could not be recorded
+                    if step.get("StepStatus") == "Executing":
+                        step.update(StepStatus="Stopped", EndTime=d["EndTime"],
+                                    FailureReason=f"stopped: {failure}")
+            try:
+                record.update(close)
+            except RecordNotWritten as err:
+                if unwritten is None:
+                    unwritten = err
+                # The file still says Executing, as it was last written: a listing took that for a killed executor.
+                _mark_unwritten(record.folder, err.reason)
+                self.progress(f"execution {record.id} failed in {time.perf_counter() - started:.1f} s: {err}")
+                raise RecordNotWritten(f"{err}: the execution is stopped, and the record shows it as it was last "
+                                       f"written; free space there, then `diagnosa run --local --resume {record.id}` "
+                                       "reruns what did not succeed", err.path, err.reason) from err
         finally:
             _release_guard(guard)  # every step has ended here: none of its jobs is left to stop
         self.progress(f"execution {record.id} {status.lower()} in {time.perf_counter() - started:.1f} s"
@@ -611,9 +714,10 @@ class LocalExecutor:
                       if name not in done | skipped | busy and name not in record.steps and node.needs <= done)
 
     def _step(self, record: ExecutionRecord, node: StepNode, resolve: Resolver, started: float,
-              interrupt: threading.Event) -> str | None:
+              interrupt: threading.Event, halted: threading.Event | None = None) -> str | None:
         """Run one step; the failure reason, or None when it succeeded. A step that fails once ``interrupt`` is set
-        was stopped: a terminal's Ctrl-C reaches the jobs at the instant it sets it, before the scheduler's next turn."""
+        was stopped: a terminal's Ctrl-C reaches the jobs at the instant it sets it, before the scheduler's next turn;
+        so was one once ``halted`` is (the record could not be written). RecordNotWritten when its record cannot be."""
         run_dir = record.folder / "steps" / node.name
         if run_dir.exists():  # an earlier attempt: keep its log next to the new one
             attempt = 1
@@ -640,6 +744,8 @@ class LocalExecutor:
             status, reason = "Succeeded", None
         except StepFailure as err:
             properties, status, reason = {}, "Failed", str(err)
+        except RecordNotWritten:  # not the step's failure: the execution's, which stops
+            raise
         except (JobError, RegistryError, ExpressionError, ValueError, OSError) as err:
             properties, status, reason = {}, "Failed", f"step {node.name}: {err}"
         except Exception as err:  # noqa: BLE001 (an executor bug must still close the step and keep the trace)
@@ -647,6 +753,8 @@ class LocalExecutor:
             properties, status, reason = {}, "Failed", f"step {node.name}: internal error {err!r} (see {run_dir})"
         if status == "Failed" and interrupt.is_set():  # ended by the interrupt, as SageMaker records a stop
             status, reason = "Stopped", f"stopped: the execution was interrupted ({reason})"
+        elif status == "Failed" and halted is not None and halted.is_set():
+            status, reason = "Stopped", f"stopped: the execution's record could not be written ({reason})"
         seconds = time.perf_counter() - t0
 
         def close(d: dict[str, Any]) -> None:
@@ -935,10 +1043,10 @@ class _JobStopper:
         self.folder = folder
         self.deadlines: list[tuple[float, signal.Signals]] = []
 
-    def arm(self) -> None:
+    def arm(self, grace: float = STOP_GRACE_SECONDS) -> None:
+        """SIGTERM ``grace`` seconds from now (the jobs may have had the interrupt themselves), SIGKILL after it."""
         now = time.monotonic()
-        self.deadlines = [(now + STOP_GRACE_SECONDS, signal.SIGTERM),
-                          (now + STOP_GRACE_SECONDS + KILL_GRACE_SECONDS, signal.SIGKILL)]
+        self.deadlines = [(now + grace, signal.SIGTERM), (now + grace + KILL_GRACE_SECONDS, signal.SIGKILL)]
 
     def force(self) -> str | None:
         """The SIGKILL now, and nothing after it; what to tell the user, as ``step``."""

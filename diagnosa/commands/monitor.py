@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import codecs
+import errno
 import re
 import signal
 import sys
@@ -31,7 +32,14 @@ from diagnosa.commands.common import (
     workspace,
     workspace_hint,
 )
-from diagnosa.files import FileProblem, FileTooLarge, read_file_bounded
+from diagnosa.files import (
+    FileProblem,
+    FileTooLarge,
+    FolderNotEmpty,
+    atomic_folder,
+    read_file_bounded,
+    refuse_earlier_output,
+)
 from diagnosa.lake import DataLake
 from diagnosa.text import some_of
 from inference.limits import MAX_RECORDS, has_surrogate, loads, printable, printable_line, printable_lines
@@ -69,8 +77,8 @@ def _served_baselines(args: argparse.Namespace, lake: Any) -> list[Path]:
                 break
             root = lake.storage.root  # a local lake (checked above)
             folders = [root / uri.removeprefix(f"s3://{LOCAL_BUCKET}/").rsplit("/", 1)[0] for uri in uris]
-            print(f"baselines of {package['ModelPackageArn']} (served by {args.endpoint_name}): "
-                  + ", ".join(map(str, folders)))
+            print(printable_line(f"baselines of {package['ModelPackageArn']} (served by {args.endpoint_name}): "
+                                 + ", ".join(map(str, folders))))
             return folders
     raise UsageError(f"the model endpoint {args.endpoint_name!r} serves ({served}) has no registered version with "
                      "baselines: give them with --baseline")
@@ -102,6 +110,14 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     )
     from processing.baseline import BaselineError, load_baseline
 
+    drift = DriftThresholds(min_psi=args.min_psi, p_value=args.p_value,
+                            min_rows=args.min_rows, missing_rate_delta=args.missing_rate_delta)
+    try:  # before anything is read or printed (the served baselines were named first, then a bad flag refused)
+        drift.validate()
+    except ValueError as err:
+        raise UsageError(_flags(str(err))) from None
+    if args.out:  # before anything is read: a report never overwrites an earlier one
+        _check_out(Path(args.out))
     lake = open_lake(args)
     if args.retrain:
         _check_retraining(args, lake)  # before the report and the feedback version are written
@@ -128,28 +144,28 @@ def cmd_monitor(args: argparse.Namespace) -> int:
             check_same_model(baseline_model(baseline), served, args.endpoint_name)
         if served is not None and (not args.baseline or version is None):
             version = served.version
-        drift = DriftThresholds(min_psi=args.min_psi, p_value=args.p_value,
-                                min_rows=args.min_rows, missing_rate_delta=args.missing_rate_delta)
         settings = settings_from_baseline(baseline, drift, args.min_feedback, model=served)
         settings.validate()
     except (WindowError, BaselineError, ValueError) as err:  # BaselineMismatch is a ValueError
-        # The thresholds' own checks (monitoring.drift) name their fields; the user typed flags.
-        raise UsageError(re.sub(r"\b(min_psi|p_value|missing_rate_delta)\b",
-                                lambda m: "--" + m.group(1).replace("_", "-"), str(err))) from None
+        raise UsageError(_flags(str(err))) from None
     now = datetime.now(timezone.utc)
     report = run_monitor(lake, args.endpoint_name, baseline, start, end, settings, now=now, model_version=version,
                          feedback_lag=lag)
     name = run_name(now)
     out = Path(args.out) if args.out else workspace(args) / "monitoring" / args.endpoint_name / name
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"cannot write the report to {out}: it is a file, not a folder")
-    if out.exists() and any(out.iterdir()):
-        raise UsageError(f"output folder {out} is not empty: refusing to overwrite an earlier report")
-    try:
-        paths = write_report(report, out)
-    except OSError as err:  # --out a file, or where no folder can be made: a bad path, as docs/operations.md says
-        raise UsageError(f"cannot write the report to {out}: {err.strerror or err}"
-                         + (f" ({err.filename})" if err.filename and str(err.filename) != str(out) else "")) from None
+    _check_out(out)
+    try:  # whole or not at all (a temp folder beside it, renamed into place): a retry after a full disk writes it
+        with atomic_folder(out, EARLIER_REPORT) as folder:
+            paths = {kind: out / path.name for kind, path in write_report(report, folder).items()}
+    except FolderNotEmpty as err:  # made meanwhile by another run
+        raise UsageError(err.strerror) from None
+    except OSError as err:
+        said = (f"cannot write the report to {out}: {err.strerror or err}"
+                + (f" ({err.filename})" if err.filename and str(err.filename) != str(out) else ""))
+        if err.errno in (errno.ENOSPC, errno.EDQUOT):  # the machine, not the path: nothing of the report is left
+            raise Unavailable(f"{said}; nothing of it was kept: free space there and run the command again") from None
+        # --out a file, or where no folder can be made: a bad path, as docs/operations.md says
+        raise UsageError(said) from None
     prefix = report_prefix(args.endpoint_name, name)
     for path in paths.values():
         lake.put_file(path, f"{prefix}/{path.name}")
@@ -163,6 +179,28 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     if status == 0 and args.fail_on_alert and report["verdict"] == "alert":
         return EXIT_ALERT
     return status
+
+
+EARLIER_REPORT = "an earlier report"
+
+
+def _check_out(out: Path) -> None:
+    """A report folder that can be written: nothing there or an empty folder (refuse_earlier_output)."""
+    try:
+        refuse_earlier_output(out, EARLIER_REPORT)
+    except FolderNotEmpty as err:
+        raise UsageError(err.strerror) from None
+    except NotADirectoryError:
+        raise UsageError(f"cannot write the report to {out}: it is a file, not a folder") from None
+    except OSError as err:  # a path the system refuses to look at (permissions, a name too long)
+        raise UsageError(f"cannot write the report to {out}: {err.strerror or err}") from None
+    except ValueError as err:  # a NUL in the path
+        raise UsageError(f"cannot write the report to {out}: {err}") from None
+
+
+def _flags(message: str) -> str:
+    """A threshold's own check (monitoring.drift) names its field; the user typed a flag."""
+    return re.sub(r"\b(min_psi|p_value|missing_rate_delta)\b", lambda m: "--" + m.group(1).replace("_", "-"), message)
 
 
 def _say(line: str) -> None:
@@ -216,7 +254,9 @@ def _print_summary(report: dict[str, Any], paths: dict[str, Path], lake_url: str
     for f in report["features"]:
         if f["verdict"] in ("drift", "warn"):
             _say(f"  {f['verdict']:5} {f['name']}: {'; '.join(f['reasons'])}")
-    print(f"report: {paths['html']}\n        {paths['json']}\n        {lake_url}")
+    # The paths may hold what a terminal obeys (a --out or workspace with ESC or a newline): escaped, as every line.
+    print("report: " + "\n        ".join(printable_line(str(shown)) for shown in (paths["html"], paths["json"],
+                                                                                    lake_url)))
 
 
 def _check_retraining(args: argparse.Namespace, lake: Any) -> None:
@@ -623,7 +663,7 @@ def _feedback_file(args: argparse.Namespace) -> int:
     if bad.total:
         print("\n".join(bad.lines()))  # each printable
     if bad.sink is not None:
-        print(f"every refused line's problems, one JSON line each: {errors_path.resolve()}")
+        print(printable_line(f"every refused line's problems, one JSON line each: {errors_path.resolve()}"))
     if lake is not None and stored_ids:
         _warn_not_captured(args, lake, stored_ids, captured)
     resend = f"; re-send the file from line {at} (a record sent again replaces itself)"
