@@ -903,6 +903,8 @@ def _start_deployed(args: argparse.Namespace) -> int:
     from botocore.exceptions import ClientError
 
     from diagnosa.services import plan_aws_start
+    from pipelines.executor import parameter_text
+    from pipelines.service_model import parameter_value_problems
 
     bucket, region = _bucket(args), _required_region(args)
     name = _pipeline_name(args)
@@ -929,8 +931,13 @@ def _start_deployed(args: argparse.Namespace) -> int:
         overrides = plan_aws_start(definition, raw, lake, bucket, dataset=named)
     except ServiceError as err:
         raise UsageError(f"pipeline {name}: {err}") from None
-    execution = client.start_pipeline_execution(
-        PipelineName=name, PipelineParameters=[{"Name": k, "Value": str(v)} for k, v in overrides.items()])
+    # Each value as SageMaker takes it (a Boolean as true or false, as the retrain function sends it, not str()'s
+    # True). resolve_parameters checked each value's text (parameter_text); this checks the texts actually sent.
+    sent = [{"Name": k, "Value": parameter_text(v)} for k, v in overrides.items()]
+    problems = [f"parameter {p['Name']}: {problem}" for p in sent for problem in parameter_value_problems(p["Value"])]
+    if problems:
+        raise UsageError(f"pipeline {name}: {clip('; '.join(problems), ITEM_CHARS)}")
+    execution = client.start_pipeline_execution(PipelineName=name, PipelineParameters=sent)
     arn = execution.get("PipelineExecutionArn")
     print(f"{_answered(arn)}  (InputDataUri={_answered(overrides['InputDataUri'])})")
     return 0

@@ -61,6 +61,7 @@ from pipelines.local_jobs import (
 )
 from pipelines.locks import LockHeld, file_lock
 from pipelines.registry import LocalModelRegistry, RegistryError
+from pipelines.service_model import parameter_value_problems
 
 LOCAL_ACCOUNT = "000000000000"
 LOCAL_REGION = "local"
@@ -108,7 +109,9 @@ class DamagedExecution(ExecutionError):
 
 def resolve_parameters(definition: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
     """Declared defaults with ``overrides`` applied; unknown names, wrong types, values outside an enum or outside
-    the parameter's range (``parameter_range_problems``) are refused, as is a malformed definition."""
+    the parameter's range (``parameter_range_problems``) are refused, as is a malformed definition, and an override
+    whose text as StartPipelineExecution would send it (``parameter_text``) SageMaker refuses
+    (``parameter_value_problems``: over 1024 characters, empty, a lone surrogate), before any folder is made."""
     problems = declared_parameter_problems(definition)
     if problems:
         raise ExecutionError("; ".join(problems))
@@ -132,9 +135,19 @@ def resolve_parameters(definition: dict[str, Any], overrides: dict[str, Any]) ->
         if allowed and values[name] not in allowed:
             raise ExecutionError(f"parameter {name} must be one of {allowed}, got {shown(values[name], 80)}")
     problems = parameter_range_problems(values)
+    problems += [f"parameter {name}={shown(overrides[name], 80)}: {problem}" for name in sorted(overrides)
+                 for problem in parameter_value_problems(parameter_text(values[name]))]
     if problems:
         raise ExecutionError("; ".join(problems))
     return values
+
+
+def parameter_text(value: Any) -> str:
+    """A checked value as StartPipelineExecution sends it (the text of its ``Parameter`` Value): a Boolean as true or
+    false, as SageMaker writes them (str() said True); anything else as str(). The retrain function sends the same
+    (infra/functions/jobs/retrain.py parameter_text: its package holds none of pipelines/, so it has its own copy;
+    tests/test_pipeline_parameter_values.py holds the two equal)."""
+    return ("true" if value else "false") if isinstance(value, bool) else str(value)
 
 
 def coerce_parameter(name: str, kind: str, value: Any) -> Any:

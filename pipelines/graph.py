@@ -12,6 +12,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from diagnosa.data.validate import clip, shown
 from inference.limits import not_text, surrogate_path
 from pipelines.expressions import step_references
 from pipelines.service_model import name_problem
@@ -82,12 +83,14 @@ MAX_PROBLEMS = 20
 
 def declared_parameter_problems(definition: dict[str, Any], *, surrogates: bool = True) -> list[str]:
     """What is wrong with the definition's ``Parameters``: a list of objects named within SageMaker's
-    ``PipelineParameterName`` (their types and values are the executor's ``resolve_parameters`` to check)."""
+    ``PipelineParameterName``, each once, each DefaultValue an instance of its Type (an Integer within 64 bits); the
+    values given for them are the executor's ``resolve_parameters`` to check."""
     parameters = definition.get("Parameters", [])
     if not isinstance(parameters, list):
         return [f"Parameters must be a list of parameter objects, got {type(parameters).__name__}"]
     where = surrogate_path(parameters) if surrogates and _has_surrogate(parameters) else None
     problems = [f"Parameters{'' if where.startswith('[') else '.'}{where}: {not_text()}"] if where else []
+    seen: dict[str, int] = {}
     for i, parameter in enumerate(parameters):
         if len(problems) > MAX_PROBLEMS:
             break
@@ -95,7 +98,40 @@ def declared_parameter_problems(definition: dict[str, Any], *, surrogates: bool 
                    else "must be an object with a Name and a Type")
         if problem:
             problems.append(f"Parameters[{i}]: {'Name ' if isinstance(parameter, dict) else ''}{problem}")
+            continue
+        if parameter["Name"] in seen:  # the last one won, silently
+            problems.append(f"Parameters[{i}]: Name {shown(parameter['Name'], 80)} is declared twice (also Parameters"
+                            f"[{seen[parameter['Name']]}]): a pipeline's parameter names are unique")
+        seen.setdefault(parameter["Name"], i)
+        wrong = _default_problem(parameter)
+        if wrong:
+            problems.append(f"Parameters[{i}] ({clip(parameter['Name'], 80)}): {wrong}")
     return _at_most(problems)
+
+
+# A parameter's DefaultValue as its JSON type, as SageMaker asks ("The default value must be an instance matching the
+# parameter type"): text "5" for an Integer or "true" for a Boolean was read as the value, and an Integer as large as
+# 2**70, which no --param can give (parameter_from_text: 64 bits), was accepted.
+DEFAULT_TYPES: dict[str, tuple[type, ...]] = {"String": (str,), "Integer": (int,), "Float": (int, float),
+                                              "Boolean": (bool,)}
+DEFAULT_SPELLED = {"String": "a JSON string", "Integer": "a JSON integer", "Float": "a JSON number",
+                   "Boolean": "JSON true or false"}
+INTEGER_RANGE = (-2**63, 2**63 - 1)  # an Integer's 64 bits (pipelines.definition.parameter_from_text)
+
+
+def _default_problem(parameter: dict[str, Any]) -> str | None:
+    """Why a declared parameter's DefaultValue is no value of its Type, or None (no default; a Type the executor
+    does not know is resolve_parameters' to refuse; a Float's finiteness, coerce_parameter's)."""
+    kind, default = parameter.get("Type", "String"), parameter.get("DefaultValue")
+    if "DefaultValue" not in parameter or not isinstance(kind, str) or kind not in DEFAULT_TYPES:
+        return None
+    if isinstance(default, bool) != (kind == "Boolean") or not isinstance(default, DEFAULT_TYPES[kind]):
+        return (f"DefaultValue must be an instance matching the parameter type, {DEFAULT_SPELLED[kind]} for "
+                f"{'an' if kind == 'Integer' else 'a'} {kind}; "
+                f"got {shown(default, 80)} ({type(default).__name__})")
+    if kind == "Integer" and isinstance(default, int) and not INTEGER_RANGE[0] <= default <= INTEGER_RANGE[1]:
+        return f"DefaultValue of an Integer must be within 64 bits, got one of {default.bit_length()} bits"
+    return None
 
 
 def _step_problems(steps: list[Any], where: str, problems: list[str]) -> None:

@@ -51,6 +51,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from diagnosa.data.validate import shown
 from diagnosa.files import EXIT_MESSAGE
 from diagnosa.lake import DataLake
 from pipelines.containers import (
@@ -113,7 +114,10 @@ class LakeMapping:
     def key(self, uri: str) -> str:
         head = f"s3://{self.bucket}/" + (f"{self.prefix.strip('/')}/" if self.prefix else "")
         if not uri.startswith(head):
-            raise JobError(f"{uri} is outside the data lake ({head}...)")
+            # A URI quoted as written when it reads as one; an empty one (a blank in the message), or one of
+            # spaces, control characters or great length, quoted with its escapes and cut.
+            plain = uri and len(uri) <= 200 and uri.isprintable() and not any(ch.isspace() for ch in uri)
+            raise JobError(f"{uri if plain else shown(uri, 80)} is outside the data lake ({head}...)")
         return uri[len(head):].rstrip("/")
 
 

@@ -11,6 +11,8 @@ from typing import Any, Iterator
 import botocore.session
 from botocore.validate import ParamValidator
 
+from inference.limits import has_surrogate, not_text
+
 # Instance counts of the jobs' clusters (botocore's shapes; the service's own bounds). botocore allows a
 # training count of 0 — the count of a heterogeneous cluster lives in its InstanceGroups — but a
 # ResourceConfig without InstanceGroups, the pipeline's, needs at least one instance; and botocore's
@@ -237,3 +239,27 @@ def request_problems(operation: str, arguments: dict[str, Any], *, patterns: boo
             problems = [line for line in problems if f"parameter {field}," not in line]
             problems.append(f"Invalid value for parameter {field}, value: {value}: an instance count {problem}")
     return "\n".join(problems) or None
+
+
+
+# An empty parameter Value: botocore's model allows it (String1024, min 0), but the service refuses it at start
+# ('string "" is too short (length: 0, required minimum: 1)', sagemaker-python-sdk issue #4016), where a local run of
+# the same value would have worked. Refused before either, so `run --local` and `pipeline start` refuse what SageMaker
+# does; a parameter meant to be left alone is left out of --param (its default is used).
+EMPTY_PARAMETER_VALUE = ("the value is empty, which SageMaker's StartPipelineExecution refuses (leave the parameter "
+                         "out for its default)")
+
+
+def parameter_value_problems(value: str) -> list[str]:
+    """What SageMaker refuses in a pipeline parameter's ``value``, the text StartPipelineExecution sends (its
+    ``Parameter`` shape's Value): longer than the shape's max (botocore does not check it; the service does), empty
+    (EMPTY_PARAMETER_VALUE), or holding a lone surrogate (no UTF-8 request or record can carry one). Each problem is a
+    clause about "the value", which it does not quote."""
+    shape = _sagemaker().shape_for("Parameter").members["Value"]
+    if not value:
+        return [EMPTY_PARAMETER_VALUE]
+    problems = [f"the value is {len(value):,} characters, at most {shape.metadata['max']:,} "
+                f"(StartPipelineExecution's {shape.name})"] if limit_problems(shape, value) else []
+    if has_surrogate(value):
+        problems.append(not_text("the value"))
+    return problems

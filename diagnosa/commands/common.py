@@ -322,7 +322,8 @@ def split_params(pairs: list[str]) -> dict[str, str]:
         if not sep or not name:
             raise UsageError(f"--param takes NAME=VALUE, got {shown(pair, 80)}")
         if name in values:
-            raise UsageError(f"--param {name} given twice ({shown(values[name], 80)} and {shown(text, 80)}): give it once")
+            raise UsageError(f"--param {clip(name, 80)} given twice ({shown(values[name], 80)} and {shown(text, 80)}): "
+                             "give it once")
         values[name] = text
     return values
 

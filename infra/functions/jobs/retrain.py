@@ -299,9 +299,31 @@ def parameter_values(overrides: dict[str, Any], declared: dict[str, dict[str, An
         if allowed and values[name] not in allowed:
             problems.append(f"parameter {name} must be one of {allowed}, got {shown(values[name])}")
     problems += _range_problems(values, model)
+    for name in sorted(values):  # the value's text as StartPipelineExecution sends it (parameter_text)
+        refused = _text_problems(parameter_text(values[name]))
+        own = input_problem(values[name]) if refused and name == "InputDataUri" else None  # says what a URI is
+        problems += [own] if own else [f"parameter {name}={shown(overrides[name])}: {problem}" for problem in refused]
     if problems:
         raise Refused("; ".join(problems))
     return values
+
+
+# StartPipelineExecution's Parameter Value, a String1024 (pipelines/service_model.py parameter_value_problems).
+PARAMETER_VALUE_MAX = 1024
+
+
+def _text_problems(text: str) -> list[str]:
+    """What SageMaker refuses in a value's text as sent, as a local run and `pipeline start` refuse it: empty (the
+    service refuses it, though its model says min 0: sagemaker-python-sdk issue #4016), over PARAMETER_VALUE_MAX
+    characters, or holding a lone surrogate."""
+    if not text:
+        return ["the value is empty, which SageMaker's StartPipelineExecution refuses (leave the parameter out for "
+                "its default)"]
+    problems = [f"the value is {len(text):,} characters, at most {PARAMETER_VALUE_MAX:,} (StartPipelineExecution's "
+                "String1024)"] if len(text) > PARAMETER_VALUE_MAX else []
+    if any("\ud800" <= ch <= "\udfff" for ch in text):
+        problems.append("the value holds a lone UTF-16 surrogate (\\ud800-\\udfff), which is not Unicode text")
+    return problems
 
 
 def parameter_text(value: Any) -> str:
