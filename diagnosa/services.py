@@ -149,7 +149,9 @@ def _upload(lake: DataLake, objects: Mapping[str, bytes]) -> None:
 def serves(record: dict[str, Any], package: dict[str, Any]) -> bool:
     """Whether an endpoint's record serves a registered version: the version it was deployed from, or, for an endpoint
     deployed from a model file (no version recorded), the version whose model it loads. A cached re-run registers a
-    second version with the same model file; only the one deployed serves."""
+    second version with the same model file; only the one deployed serves. A record an older Diagnosa's run wrote
+    names no version: LocalEndpoints.describe() fills in the one that run registered, so it is matched by model file
+    only when the run cannot say (every version of that file is then taken as serving)."""
     deployed = record.get("ModelPackageArn")
     if deployed:
         return bool(deployed == package.get("ModelPackageArn"))

@@ -16,6 +16,9 @@ says is Rejected is not started again by ``start``, refused by a deploy before a
 touched, and not recorded as served by a deploy (a reject while it deployed); a rollback to one says so.
 The latest approval serves: a deploy of a registered version takes a number in the endpoint's line before it
 waits for the endpoint, and once it holds it is not done when a later one was asked meanwhile (``_line``).
+A record an older Diagnosa's run wrote names no version (``ModelPackageArn``): the one that run registered is filled
+in and written back when the record is read (``_run_version``); when nothing says, ``start`` refuses if any version
+of its model file is Rejected.
 """
 from __future__ import annotations
 
@@ -442,6 +445,11 @@ class LocalEndpoints:
             return EndpointRecord({"EndpointName": name, "EndpointStatus": DAMAGED, "Url": "", "EndpointConfigName": "",
                                    "Pid": running[0] if running else None, "Problem": problem}, path, problem)
         record = EndpointRecord(data, path)
+        if "ModelPackageArn" not in record:  # written by a run's Deploy step before it recorded the version
+            found = self._run_version(name, record)
+            if found:
+                record["ModelPackageArn"] = found
+                self._record_version(name, path, record, found)
         if record["EndpointStatus"] == UPDATING and not self._deploying_elsewhere(name):
             # The deploy that wrote it was killed: what runs is its config's server (the one it spawned, whose pid it
             # may not have recorded yet), or nothing. Said as it is, not as the record before it (a v2 server
@@ -456,6 +464,84 @@ class LocalEndpoints:
         elif record["EndpointStatus"] == "InService" and not _alive(record.get("Pid"), self.workspace, name):
             record["EndpointStatus"] = "OutOfService"  # the process is gone (reboot, kill), or another workspace's
         return record
+
+    def _run_version(self, name: str, record: dict[str, Any]) -> str | None:
+        """The version an endpoint record without ``ModelPackageArn`` serves, when the run that deployed it says: a
+        run's Deploy step before the version was recorded (older Diagnosa) named the config ``<endpoint>-<execution
+        id>`` (its model ``CreateModel-<execution id>``), and that execution's record names the version its Register
+        step registered. Only when the execution deployed this config, registered one version, and that version's
+        model file is the record's; None otherwise (the version is then not known: start() and check_dataset() look
+        at every version of the model file, _twins)."""
+        from pipelines.registry import LocalModelRegistry, RegistryError
+
+        config, model = record.get("EndpointConfigName"), record.get("ModelName")
+        candidates = [text[len(prefix):] for text, prefix in ((config, f"{name}-"), (model, "CreateModel-"))
+                      if isinstance(text, str) and text.startswith(prefix)]
+        for execution_id in dict.fromkeys(candidates):
+            if not RESOURCE_NAME.fullmatch(execution_id):  # no '/', no '..': a folder of executions/ or nothing
+                continue
+            data, problem = read_json_record(self.workspace / "executions" / execution_id / "execution.json")
+            steps = data.get("Steps") if not problem and isinstance(data, dict) else None
+            if not isinstance(steps, dict):
+                continue
+            properties = [step["Properties"] for step in steps.values()
+                          if isinstance(step, dict) and isinstance(step.get("Properties"), dict)]
+            registered = {p["ModelPackageArn"] for p in properties if isinstance(p.get("ModelPackageArn"), str)}
+            if len(registered) != 1 or config not in {p.get("EndpointConfigName") for p in properties}:
+                continue
+            arn = registered.pop()
+            try:
+                package = LocalModelRegistry(self.workspace / "registry").describe_model_package(arn)
+                url = package["InferenceSpecification"]["Containers"][0].get("ModelDataUrl")
+            except (RegistryError, OSError, ValueError, KeyError, TypeError, IndexError, AttributeError):
+                continue
+            if url == record.get("ModelDataUrl"):
+                return arn
+        return None
+
+    def _record_version(self, name: str, path: Path, record: dict[str, Any], package_arn: str) -> None:
+        """Write the version _run_version found into the record (atomically, under the endpoint's hold: a deploy's
+        record is never overwritten by an older one). Not when another process holds the endpoint (it writes a
+        record of its own), nor when the record changed since it was read, nor when it cannot be written (a
+        read-only workspace): the version is found again at the next reading."""
+        hold: ContextManager[Any] = (nullcontext() if name in self._held
+                                     else file_lock(self.root / name / ".lock", wait=0))
+        try:
+            with hold:
+                data, problem = read_json_record(path)
+                if (problem or not isinstance(data, dict) or "ModelPackageArn" in data
+                        or any(data.get(key) != record.get(key) for key in ("EndpointConfigName", "ModelDataUrl"))):
+                    return
+                self._write(path, {**data, "ModelPackageArn": package_arn})
+        except (LockHeld, OSError):
+            return
+
+    def _twins(self, model_data_url: object) -> list[tuple[str, str, int]]:
+        """(approval status, group, version) of every version of the workspace's registry whose model file is
+        ``model_data_url``: the versions an endpoint record that names none may serve."""
+        from pipelines.registry import LocalModelRegistry, RegistryError
+
+        if not isinstance(model_data_url, str):
+            return []
+        registry = LocalModelRegistry(self.workspace / "registry")
+        found = []
+        try:
+            groups = registry.groups()
+        except (RegistryError, OSError, ValueError):
+            return []
+        for group in groups:
+            try:
+                packages = registry.list_model_packages(group)
+            except (RegistryError, OSError, ValueError):
+                continue
+            for package in packages:
+                try:
+                    url = package["InferenceSpecification"]["Containers"][0].get("ModelDataUrl")
+                except (KeyError, TypeError, IndexError, AttributeError):
+                    continue
+                if url == model_data_url:
+                    found.append((str(package.get("ModelApprovalStatus")), group, int(package["ModelPackageVersion"])))
+        return found
 
     def _odd_folder(self, name: str, path: Path) -> EndpointRecord:
         """The DAMAGED stand-in for an endpoint folder whose name is no endpoint name (not UTF-8, copied from
@@ -606,16 +692,24 @@ class LocalEndpoints:
         and a run's Endpoint step both pass (a run with EndpointName=<another dataset's endpoint> replaced it)."""
         from pipelines.registry import RegistryError, package_version
 
-        served = previous.get("ModelPackageArn") if previous and previous["EndpointStatus"] == "InService" else None
-        if not (package_arn and isinstance(served, str)):
+        if not (package_arn and previous and previous["EndpointStatus"] == "InService"):
             return
+        served = previous.get("ModelPackageArn")
         try:
             group, _ = package_version(package_arn)
-            other, version = package_version(served)
+            if isinstance(served, str):
+                other, version = package_version(served)
+                what = f"{other} v{version}"
+            else:  # an older Diagnosa's record, its version not known: the one group its model file's versions are in
+                groups = {g for _, g, _ in self._twins(previous.get("ModelDataUrl"))}
+                if len(groups) != 1:
+                    return
+                other = groups.pop()
+                what = f"a model of {other}"
         except RegistryError:
             return
         if other != group:
-            raise DeployError(f"endpoint {endpoint_name} serves {other} v{version}, another dataset's model than group "
+            raise DeployError(f"endpoint {endpoint_name} serves {what}, another dataset's model than group "
                               f"{group}'s: deploy it to its own endpoint ({group}), or stop {endpoint_name} first "
                               f"(`diagnosa endpoint stop {endpoint_name}`) to give it another dataset")
 
@@ -764,6 +858,19 @@ class LocalEndpoints:
             if record["EndpointStatus"] == "InService" and self.asked_port in (None, 0, record["Port"]):
                 return None
             known = self._package(record.get("ModelPackageArn"))
+            if "ModelPackageArn" not in record:  # an older Diagnosa's record, its version not found (describe())
+                twins = self._twins(record.get("ModelDataUrl"))
+                rejected = [f"{group} v{version}" for status, group, version in twins if status == "Rejected"]
+                if rejected:
+                    group = twins[0][1]
+                    again = "diagnosa registry approve N" + (f" --group {group}" if group != "diagnosa" else "") + (
+                        f" --endpoint-name {endpoint_name}" if endpoint_name != group else "")
+                    raise DeployError(
+                        f"endpoint {endpoint_name}: its record endpoints/{endpoint_name}/endpoint.json was written by "
+                        "an older Diagnosa and does not say which version it serves; its model file is that of "
+                        f"{', '.join(f'{g} v{v}' for _, g, v in twins)}, and {', '.join(rejected)} "
+                        f"{'is' if len(rejected) == 1 else 'are'} Rejected in the registry: not started. "
+                        f"`{again}` deploys a version and records it as the one the endpoint serves")
             if known and known[0] == "Rejected":  # `registry reject` said to stop it; a reboot brought it back
                 _, group, version = known
                 again = "diagnosa registry approve N" + (f" --group {group}" if group != "diagnosa" else "") + (
