@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from test_executor import BUCKET, processing_step
 
 from diagnosa.files import atomic_path
 from diagnosa.lake import DataLake
@@ -18,8 +19,6 @@ from pipelines.executor import LocalExecutor, list_executions
 from pipelines.guard import job_processes
 from pipelines.registry import LocalModelRegistry
 
-BUCKET = "test-lake"
-RUN = {"Std:Join": {"On": "/", "Values": [f"s3://{BUCKET}/artifacts/runs", {"Get": "Execution.PipelineExecutionId"}]}}
 SCRIPT = """
 import pathlib, sys, time
 name, hold, root = sys.argv[1], pathlib.Path(sys.argv[2]), pathlib.Path(sys.argv[3])
@@ -41,19 +40,7 @@ def _script(folder: Path) -> str:
 
 
 def _processing(name: str, script: str, inputs: list, hold: Path) -> dict:
-    return {"Name": name, "Type": "Processing", "Arguments": {
-        "ProcessingResources": {"ClusterConfig": {"InstanceCount": 1, "InstanceType": "ml.m5.large",
-                                                  "VolumeSizeInGB": 1}},
-        "AppSpecification": {"ImageUri": "local", "ContainerEntrypoint": ["python3", script],
-                             "ContainerArguments": [name, str(hold), "/opt/ml/processing"]},
-        "RoleArn": "arn:aws:iam::000000000000:role/test",
-        "ProcessingInputs": [{"InputName": f"in{i}", "S3Input": {
-            "S3Uri": uri, "LocalPath": f"/opt/ml/processing/input/in{i}", "S3DataType": "S3Prefix",
-            "S3InputMode": "File"}} for i, uri in enumerate(inputs)],
-        "ProcessingOutputConfig": {"Outputs": [{"OutputName": "out", "S3Output": {
-            "S3Uri": {"Std:Join": {"On": "/", "Values": [RUN, name]}}, "LocalPath": "/opt/ml/processing/output/out",
-            "S3UploadMode": "EndOfJob"}}]},
-    }}
+    return processing_step(name, inputs, script, [name, str(hold)])
 
 
 def _definition(folder: Path) -> dict:

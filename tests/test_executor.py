@@ -46,11 +46,17 @@ def script_file(folder: Path, text: str) -> str:
 
 
 def processing(name: str, inputs: list, marker: Path, sleep: float = 0.0, **extra) -> dict:
+    return processing_step(name, inputs, script_file(marker.parent, SCRIPT), [name, str(marker), str(sleep)], **extra)
+
+
+def processing_step(name: str, inputs: list, script: str, arguments: list[str], **extra) -> dict:
+    """A Processing step running ``python3 script *arguments /opt/ml/processing``, its inputs ``in0``, ``in1``...
+    and its one output ``out`` under the run's prefix."""
     return {"Name": name, "Type": "Processing", **extra, "Arguments": {
         "ProcessingResources": {"ClusterConfig": {"InstanceCount": 1, "InstanceType": "ml.m5.large",
                                                   "VolumeSizeInGB": 1}},
-        "AppSpecification": {"ImageUri": "local", "ContainerEntrypoint": ["python3", script_file(marker.parent, SCRIPT)],
-                             "ContainerArguments": [name, str(marker), str(sleep), "/opt/ml/processing"]},
+        "AppSpecification": {"ImageUri": "local", "ContainerEntrypoint": ["python3", script],
+                             "ContainerArguments": [*arguments, "/opt/ml/processing"]},
         "RoleArn": "arn:aws:iam::000000000000:role/test",
         "ProcessingInputs": [{"InputName": f"in{i}", "S3Input": {
             "S3Uri": uri, "LocalPath": f"/opt/ml/processing/input/in{i}", "S3DataType": "S3Prefix",

@@ -20,6 +20,7 @@ from botocore.awsrequest import AWSResponse
 from botocore.config import Config
 from feedback_endpoint import captured_event
 from moto import mock_aws
+from test_serving_disk_full import _post
 
 from diagnosa.lake import DataLake
 from inference.capture import DataCapture, new_event_id
@@ -135,16 +136,6 @@ def endpoint_fixture(s3, tmp_path):
     ep = EndpointServer("unused", capture=capture, loader=lambda _: None).start()
     yield ep, s3
     ep.stop()
-
-
-def _post(url: str, body: dict) -> tuple[int, dict, dict]:
-    request = urllib.request.Request(url + "/feedback", data=json.dumps(body).encode(), method="POST",
-                                     headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=60) as response:
-            return response.status, dict(response.headers), json.loads(response.read())
-    except urllib.error.HTTPError as err:
-        return err.code, dict(err.headers), json.loads(err.read())
 
 
 def _said_503(status: int, headers: dict, body: dict, event: str) -> str:
