@@ -241,7 +241,6 @@ def request_problems(operation: str, arguments: dict[str, Any], *, patterns: boo
     return "\n".join(problems) or None
 
 
-
 # An empty parameter Value: botocore's model allows it (String1024, min 0), but the service refuses it at start
 # ('string "" is too short (length: 0, required minimum: 1)', sagemaker-python-sdk issue #4016), where a local run of
 # the same value would have worked. Refused before either, so `run --local` and `pipeline start` refuse what SageMaker
