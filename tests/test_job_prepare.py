@@ -227,6 +227,17 @@ def test_a_root_whose_name_is_not_utf8_is_refused_before_anything_is_laid_out(fa
     assert not os.path.lexists(root)
 
 
+@pytest.mark.parametrize("hidden", ["\x1b]0;x\x07", "\n", "\u202e"], ids=["escape", "newline", "bidi-override"])
+def test_a_root_holding_a_control_character_is_refused_before_anything_is_laid_out(failed, tmp_path, capsys, hidden):
+    # The command printed to run the job names --root: shown escaped ("\x1b"), it named another folder once pasted;
+    # shown raw, an ESC acted on the terminal.
+    root = tmp_path / f"root{hidden}x"
+    code, out, err = prepare(failed["workspace"], "Preprocess", "--root", str(root), capsys=capsys)
+    assert (code, out) == (2, "") and err.count("\n") == 1 and hidden not in err[:-1]
+    assert "holds a control or format character" in err and repr(hidden)[1:-1] in err
+    assert not os.path.lexists(root)
+
+
 def test_an_unknown_execution_is_refused_naming_the_latest(failed, tmp_path, capsys):
     code, _, err = prepare(failed["workspace"], "Preprocess", "--execution", "20990101T000000Z-abcdef",
                            "--root", str(tmp_path / "root"), capsys=capsys)

@@ -19,6 +19,11 @@ def cmd_job_prepare(args: argparse.Namespace) -> int:
     if args.root and has_surrogate(args.root):  # checked before anything is laid out under it
         raise UsageError(f"--root {printable(args.root)} is not UTF-8 text (its bytes were kept as \\udcXX): the job's "
                          "shell scripts name it, and they are UTF-8; give a folder whose name is")
+    if args.root and not args.root.isprintable():  # a newline, ESC, a bidi override: the script printed for pasting
+        # shows it escaped, so the pasted command would name another folder
+        raise UsageError(f"--root {printable(args.root)} holds a control or format character: the command printed to "
+                         "run the job names it, and a terminal cannot show it as it is; give a folder whose name has "
+                         "none")
     try:
         job = prepare_job(executions_folder(local.root), LakeMapping(LOCAL_BUCKET, local.lake), args.step,
                           Path(args.root) if args.root else None, execution_id=args.execution, force=args.force)
