@@ -34,6 +34,7 @@ from diagnosa.commands.common import (
     model_folder,
     name_too_long,
     open_lake,
+    os_problem,
     positive_seconds,
     read_token_file,
     resolve_endpoint_name,
@@ -173,8 +174,10 @@ def _card_problem(card: str) -> str | None:
         there = True
     except (FileNotFoundError, NotADirectoryError):
         there = False
-    except (OSError, ValueError) as err:  # a name too long, a NUL in the path
-        return f"--card {named}: {getattr(err, 'strerror', None) or err}"
+    except OSError as err:  # a name too long
+        return f"--card {named}: {os_problem(err)}"
+    except ValueError as err:  # a NUL in the path
+        return f"--card {named}: {err}"
     problem = not_a_file(path) if there else None
     if problem:
         return f"--card {named}: {problem}: give the path of the Markdown file to write"
@@ -291,7 +294,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             raise UsageError(f"{err} (another server captures for endpoint {args.endpoint_name}: stop it, or give "
                              "this one --capture-spool DIR)") from None
         except OSError as err:  # a --capture-spool that is a file, or where no folder can be made: bad input
-            raise UsageError(f"cannot use the capture spool {args.capture_spool or 'folder'}: {err.strerror or err}"
+            raise UsageError(f"cannot use the capture spool {args.capture_spool or 'folder'}: {os_problem(err)}"
                              + (f" ({err.filename})" if err.filename else "")) from None
     token = read_token_file(args.feedback_token_file) if args.feedback_token_file else \
         (os.environ.get("DIAGNOSA_FEEDBACK_TOKEN") or "").strip() or None
@@ -474,7 +477,7 @@ def _predict_file(args: argparse.Namespace, client: Any) -> int:
         try:
             return open(errors_path, "w", encoding="utf-8")
         except OSError as err:
-            raise UsageError(f"cannot write the list of refused records to {errors_path}: {err.strerror or err} "
+            raise UsageError(f"cannot write the list of refused records to {errors_path}: {os_problem(err)} "
                              "(choose another file with --errors-file)") from None
 
     document, problems = PredictionsDocument(sys.stdout), ProblemSummary(open_errors_file)

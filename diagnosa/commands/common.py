@@ -58,6 +58,15 @@ def name_too_long(path: str | bytes | os.PathLike[str] | None) -> str:
     return f"{said}: the path is {len(whole):,} bytes, at most {PATH_MAX:,} are held: give a shorter path"
 
 
+def os_problem(err: OSError) -> str:
+    """The machine's reason for refusing a path, in words, for a message that names the path itself: its strerror,
+    or for a name too long which limit it passes (name_too_long: "File name too long" alone read as the machine's
+    failure)."""
+    if err.errno == errno.ENAMETOOLONG:
+        return name_too_long(err.filename if isinstance(err.filename, (str, bytes, os.PathLike)) else None)
+    return err.strerror or str(err)
+
+
 def shell_json(example: object) -> str:
     """``example`` as JSON to paste between a POSIX shell's single quotes (a hint's curl or printf line): accents kept,
     each character that would not print as itself -- a category value's ESC, C1 control or bidi override, which the
@@ -90,7 +99,7 @@ def workspace(args: argparse.Namespace) -> Path:
         except FileNotFoundError:
             pass  # the first command that writes creates it
         except OSError as err:  # a name too long: "File name too long", exit status 1, the path quoted whole
-            problem = name_too_long(folder) if err.errno == errno.ENAMETOOLONG else err.strerror or str(err)
+            problem = name_too_long(folder) if err.errno == errno.ENAMETOOLONG else os_problem(err)
             raise UsageError(f"workspace {clip(str(folder), ITEM_CHARS)} (--workspace or DIAGNOSA_HOME): "
                              f"{problem}") from None
         if folder.exists() and not folder.is_dir():
@@ -270,7 +279,7 @@ def model_folder(path: Path, ws: Path) -> Path:
         with open(path, "rb") as archive:  # hashed as it is read, not read whole into memory first
             digest = hashlib.file_digest(archive, "sha256").hexdigest()[:16]
     except OSError as err:
-        raise UsageError(f"cannot read the model {named}: {err.strerror or err}") from None
+        raise UsageError(f"cannot read the model {named}: {os_problem(err)}") from None
     target = ws / "models" / digest
     if not (target / "metadata.json").is_file():
         try:

@@ -5,7 +5,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from diagnosa.commands.common import UsageError, local_workspace
+from diagnosa.commands.common import UsageError, local_workspace, os_problem
 from diagnosa.services import LOCAL_BUCKET
 from inference.limits import has_surrogate, printable, printable_lines
 
@@ -31,7 +31,7 @@ def cmd_job_prepare(args: argparse.Namespace) -> int:
         raise UsageError(str(err)) from None
     except OSError as err:  # --root where no folder can be made (a file, /proc): bad input, exit status 2
         where = err.filename or args.root
-        raise UsageError(f"cannot lay the job out under {args.root or 'the workspace'}: {err.strerror or err}"
+        raise UsageError(f"cannot lay the job out under {args.root or 'the workspace'}: {os_problem(err)}"
                          + (f" ({where})" if where and str(where) != str(args.root) else "")) from None
     # Its lines name the workspace's or --root's paths: an ESC or a newline in one is printed escaped, never raw.
     print(printable_lines("\n".join(job.script())))

@@ -24,6 +24,7 @@ from diagnosa.commands.common import (
     int_in,
     local_workspace,
     open_lake,
+    os_problem,
     read_token_file,
     resolve_endpoint_name,
     sagemaker_name,
@@ -160,7 +161,7 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     except FolderNotEmpty as err:  # made meanwhile by another run
         raise UsageError(err.strerror) from None
     except OSError as err:
-        said = (f"cannot write the report to {out}: {err.strerror or err}"
+        said = (f"cannot write the report to {out}: {os_problem(err)}"
                 + (f" ({err.filename})" if err.filename and str(err.filename) != str(out) else ""))
         if err.errno in (errno.ENOSPC, errno.EDQUOT):  # the machine, not the path: nothing of the report is left
             raise Unavailable(f"{said}; nothing of it was kept: free space there and run the command again") from None
@@ -193,7 +194,7 @@ def _check_out(out: Path) -> None:
     except NotADirectoryError:
         raise UsageError(f"cannot write the report to {out}: it is a file, not a folder") from None
     except OSError as err:  # a path the system refuses to look at (permissions, a name too long)
-        raise UsageError(f"cannot write the report to {out}: {err.strerror or err}") from None
+        raise UsageError(f"cannot write the report to {out}: {os_problem(err)}") from None
     except ValueError as err:  # a NUL in the path
         raise UsageError(f"cannot write the report to {out}: {err}") from None
 
@@ -592,7 +593,7 @@ def _feedback_file(args: argparse.Namespace) -> int:
         try:
             return open(errors_path, "w", encoding="utf-8")
         except OSError as err:
-            raise UsageError(f"cannot write the list of refused lines to {errors_path}: {err.strerror or err} "
+            raise UsageError(f"cannot write the list of refused lines to {errors_path}: {os_problem(err)} "
                              "(choose another file with --errors-file)") from None
 
     # One line of the errors file per refused line, as --errors-file says (one per problem was 100,002 lines, 13.6 MB,
