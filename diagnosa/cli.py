@@ -32,7 +32,6 @@ from diagnosa.commands.common import (
     int_in,
     local_workspace,
     model_folder,
-    name_too_long,
     open_lake,
     os_problem,
     positive_seconds,
@@ -1358,9 +1357,9 @@ def _command(argv: Sequence[str] | None) -> int:
         return 128 + signal.SIGPIPE
     except OSError as err:  # the machine's answer about a path: unwritable, a file where a folder goes, disk full
         if err.errno == errno.ENAMETOOLONG:  # the path given is wrong, not the machine: bad input, as for any command
-            path = err.filename if isinstance(err.filename, (str, bytes, os.PathLike)) else None
-            named = "" if path is None else f"{clip(os.fsdecode(path), ITEM_CHARS)}: "
-            print(f"diagnosa: error: {_said(named + name_too_long(path))}", file=sys.stderr)
+            path = err.filename
+            named = f"{clip(os.fsdecode(path), ITEM_CHARS)}: " if isinstance(path, (str, bytes, os.PathLike)) else ""
+            print(f"diagnosa: error: {_said(named + os_problem(err))}", file=sys.stderr)
             return EXIT_BAD_INPUT
         where = f": {err.filename}" if err.filename else ""
         full = ("; free space there and run the command again (what was written whole is kept, and nothing "
