@@ -154,7 +154,6 @@ def cmd_monitor(args: argparse.Namespace) -> int:
                          feedback_lag=lag)
     name = run_name(now)
     out = Path(args.out) if args.out else workspace(args) / "monitoring" / args.endpoint_name / name
-    _check_out(out)
     try:  # whole or not at all (a temp folder beside it, renamed into place): a retry after a full disk writes it
         with atomic_folder(out, EARLIER_REPORT) as folder:
             paths = {kind: out / path.name for kind, path in write_report(report, folder).items()}
