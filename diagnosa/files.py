@@ -231,6 +231,8 @@ def atomic_folder(target: str | os.PathLike, what: str = "an earlier output", *,
         tmp = target.with_name(temp_name(target))
         tmp.mkdir()
     try:
+        if existed and not in_place:  # the empty folder replaced keeps its mode (a shared group folder's), owner, group
+            _take_on(tmp, target)
         yield tmp
         if not in_place:
             try:
@@ -249,6 +251,21 @@ def atomic_folder(target: str | os.PathLike, what: str = "an earlier output", *,
     except BaseException:
         _discard(tmp, keep=in_place and existed)
         raise
+
+
+def _take_on(folder: Path, like: Path) -> None:
+    """``folder`` given ``like``'s permission bits (setgid too), then its owner and group where this process may
+    (root; or a group it is in): a report written into an empty folder made for it keeps who may read it."""
+    shutil.copymode(like, folder)
+    held = like.stat()
+    try:
+        os.chown(folder, held.st_uid, held.st_gid)
+    except PermissionError:
+        try:
+            os.chown(folder, -1, held.st_gid)
+        except PermissionError:
+            pass
+    shutil.copymode(like, folder)  # a chown clears setuid/setgid bits on some systems: set them again
 
 
 def _discard(folder: Path, *, keep: bool) -> None:

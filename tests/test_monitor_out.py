@@ -113,3 +113,23 @@ def test_the_monitoring_job_cut_short_by_a_full_disk_leaves_no_report_and_runs_a
     assert job.main(argv) == 1  # a real earlier report still is
     assert "is not empty: refusing to overwrite another run's report" in (base / "output" / "failure").read_text(
         encoding="utf-8")
+
+
+def test_an_empty_folder_made_for_the_report_keeps_its_mode_owner_and_group(tmp_path, baseline_dir, capsys):
+    """A report folder made beforehand for a team (group-shared, setgid so new files join the group) was replaced by
+    the temp folder's rename with this process's umask, owner and group: the team lost access."""
+    import os
+    import stat
+
+    out = tmp_path / "shared" / "report"
+    out.mkdir(parents=True)
+    os.chmod(out, 0o2770)
+    before = out.stat()
+    if os.geteuid() == 0:  # as root (CI): another owner and group, as a folder made by someone else
+        os.chown(out, before.st_uid + 4242, before.st_gid + 4242)
+        before = out.stat()
+    assert main(_monitor(tmp_path, baseline_dir, "--out", str(out))) == 0, capsys.readouterr().err
+    after = out.stat()
+    assert (out / "report.json").is_file()
+    assert stat.S_IMODE(after.st_mode) == 0o2770
+    assert (after.st_uid, after.st_gid) == (before.st_uid, before.st_gid)
