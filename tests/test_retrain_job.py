@@ -316,3 +316,28 @@ def test_feedback_on_a_captured_request_that_cannot_be_read_says_why_not_that_no
     assert job(tmp_path / "job", "diagnosa") == 0
     assert result_of(tmp_path / "job")["skipped"] == {
         "captured request unusable: input and output hold different numbers of patients": 1}
+
+
+def test_a_result_cut_short_by_a_full_disk_is_not_left_and_the_job_runs_again(tmp_path, s3, cohort_lake, monkeypatch):
+    """The job's result written whole or not at all: a full disk at ``retraining.json`` leaves no part of it (the
+    service would upload a half JSON the retrain function cannot read) and the retry is not refused as "not empty"."""
+    import errno
+
+    real_write_text = Path.write_text
+
+    def write_text(self, data, *args, **kwargs):
+        if self.name == "retraining.json":
+            real_write_text(self, data[: len(data) // 2], *args, **kwargs)
+            raise OSError(errno.ENOSPC, "No space left on device", str(self))
+        return real_write_text(self, data, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", write_text)
+    base = tmp_path / "job"
+    assert job(base, "diagnosa") == 1
+    assert "No space left on device" in (base / "output" / "failure").read_text(encoding="utf-8")
+    result = base / "output" / "result"
+    assert not result.exists() or list(result.iterdir()) == []
+    monkeypatch.undo()  # space freed
+    (base / "output" / "failure").unlink()
+    assert job(base, "diagnosa") == 0, (base / "output" / "failure").read_text(encoding="utf-8")
+    assert result_of(base)["reason"] == "no accepted feedback to add: no feedback in the lake"
