@@ -48,6 +48,14 @@ class WindowError(ValueError):
     """A monitoring window that cannot be used; the message says which bound and why."""
 
 
+# The instants a window may hold: the reads widen it by their filing margin (an hour or two on each side), which
+# overflowed at datetime's ends (--until 9999-12-31T23:59:59Z, --last 24h --until 0001-01-02: a traceback).
+_ROOM = timedelta(days=2)
+EARLIEST = datetime.min.replace(tzinfo=timezone.utc) + _ROOM
+LATEST = datetime.max.replace(tzinfo=timezone.utc) - _ROOM
+_RANGE = f"between {EARLIEST:%Y-%m-%d} and {LATEST:%Y-%m-%d}".replace(" 1-", " 0001-")
+
+
 def _instant(text: str, what: str) -> datetime:
     value = text.strip()
     if value.endswith(("Z", "z")):
@@ -55,9 +63,30 @@ def _instant(text: str, what: str) -> datetime:
     try:
         when = datetime.fromisoformat(value)
     except ValueError:
-        raise WindowError(f"{what} {text!r} is not an ISO 8601 date or time (e.g. 2026-11-27 or "
+        raise WindowError(f"{what} {shown(text, 80)} is not an ISO 8601 date or time (e.g. 2026-11-27 or "
                           f"2026-11-27T08:00:00Z)") from None
-    return when.replace(tzinfo=timezone.utc) if when.tzinfo is None else when.astimezone(timezone.utc)
+    try:
+        when = when.replace(tzinfo=timezone.utc) if when.tzinfo is None else when.astimezone(timezone.utc)
+    except OverflowError:  # 9999-12-31T23:00-01:00 is in the year 10000 in UTC
+        when = EARLIEST - _ROOM
+    if not EARLIEST <= when <= LATEST:
+        raise WindowError(f"{what} {shown(text, 80)} is out of range: give an instant {_RANGE} (UTC)")
+    return when
+
+
+def quality_start(start: datetime | None, feedback_lag: timedelta) -> datetime | None:
+    """Where live quality's requests start: ``feedback_lag`` before the window's ``start`` (None: open); WindowError
+    when that is before the earliest instant a window may hold."""
+    if start is None:
+        return None
+    try:
+        earlier = start - feedback_lag
+    except OverflowError:
+        earlier = None
+    if earlier is None or earlier < EARLIEST:
+        raise WindowError(f"--feedback-lag {feedback_lag.days}d reaches back before {EARLIEST:%Y-%m-%d}".replace(
+            " 1-", " 0001-") + " from the window's start: give a shorter lag")
+    return earlier
 
 
 def parse_duration(text: str, flag: str, zero: bool = False) -> timedelta:
@@ -91,14 +120,19 @@ def parse_window(since: str | None = None, until: str | None = None, last: str |
     if last is not None:
         length = parse_duration(last, "--last")
         try:
-            return (end or now) - length, end
+            start = (end or now) - length
         except OverflowError:  # 999999999d: before year 1
-            raise WindowError(f"--last {last!r} reaches back before the year 1: give a shorter window") from None
+            start = EARLIEST - _ROOM
+        if start < EARLIEST:
+            raise WindowError(f"--last {shown(last, 80)} reaches back before {EARLIEST:%Y-%m-%d}".replace(" 1-", " 0001-")
+                              + ": give a shorter window")
+        return start, end
     start = _instant(since, "--since") if since else None
     if start is not None and end is not None and start >= end:
-        raise WindowError(f"--since {since} is not before --until {until}")
+        raise WindowError(f"--since {shown(since, 80)} is not before --until {shown(until, 80)}")
     if start is not None and end is None and start > now:  # a window of traffic not yet answered: "NO DATA", status 0
-        raise WindowError(f"--since {since} is after now ({now.isoformat(timespec='seconds')}): no traffic is there yet")
+        raise WindowError(f"--since {shown(since, 80)} is after now ({now.isoformat(timespec='seconds')}): no traffic "
+                          "is there yet (traffic stamped by a clock ahead of this one is read with --until)")
     return start, end
 
 
@@ -189,7 +223,12 @@ def _as_written(value: Any) -> str:
 
 
 def _iso(when: datetime | None) -> str | None:
-    return when.strftime("%Y-%m-%dT%H:%M:%SZ") if when else None
+    """UTC, ``Z``; the year in four digits (strftime's ``%Y`` wrote year 1 as ``1``, which fromisoformat cannot read),
+    a fraction of a second only where the instant has one (the window is cut there)."""
+    if when is None:
+        return None
+    return when.astimezone(timezone.utc).replace(tzinfo=None).isoformat(
+        timespec="microseconds" if when.microsecond else "seconds") + "Z"
 
 
 def run_monitor(lake: DataLake, endpoint: str, baseline: Baseline, start: datetime | None = None,
@@ -213,14 +252,11 @@ def run_monitor(lake: DataLake, endpoint: str, baseline: Baseline, start: dateti
         model_version = baseline_model(baseline).version
     kinds = {name: "boolean" if fb.field_type == "boolean" else fb.kind for name, fb in baseline.data.features.items()}
     missing = {name: fb.missing_values for name, fb in baseline.data.features.items()}
-    try:
-        quality_start = start - feedback_lag if start is not None else None
-    except OverflowError:
-        raise WindowError(f"the feedback lag {feedback_lag.days} days reaches back before the year 1") from None
-    if start is None or quality_start is None or quality_start == start:  # an open window holds every older request
+    quality_from = quality_start(start, feedback_lag)
+    if start is None or quality_from is None or quality_from == start:  # an open window holds every older request
         traffic = judged = read_traffic(lake, endpoint, start, end, kinds, missing=missing, model_version=model_version)
     else:
-        traffic, judged = read_traffic_since(lake, endpoint, start, quality_start, end, kinds, missing=missing,
+        traffic, judged = read_traffic_since(lake, endpoint, start, quality_from, end, kinds, missing=missing,
                                              model_version=model_version)
     rows = traffic.rows
     features = data_drift(baseline.data, rows, settings.drift, traffic.type_errors)
@@ -229,7 +265,7 @@ def run_monitor(lake: DataLake, endpoint: str, baseline: Baseline, start: dateti
 
     # The feedback of the window's events (by event or inference id), not all there is: on AWS the event ids name no
     # time, and every daily job fetched every feedback object ever written and listed it all as not captured.
-    feedback = read_feedback(lake, endpoint, (quality_start, end), ids=judged.feedback_ids())
+    feedback = read_feedback(lake, endpoint, (quality_from, end), ids=judged.feedback_ids())
     fb_skipped = Skipped()
     for reason, count in feedback.problems.items():
         for example in feedback.examples.get(reason, []):
@@ -245,7 +281,7 @@ def run_monitor(lake: DataLake, endpoint: str, baseline: Baseline, start: dateti
                            judged.retried, judged.by_inference)
     quality = live_quality(joined, settings.quality)
     # The requests whose feedback was joined: the window's, and those of the feedback lag before it.
-    quality["window"] = {"start": _iso(quality_start), "end": _iso(end), "feedback_lag_seconds":
+    quality["window"] = {"start": _iso(quality_from), "end": _iso(end), "feedback_lag_seconds":
                          int(feedback_lag.total_seconds()) if start is not None else 0,
                          "events": judged.events, "patients": len(judged.rows)}
     quality["feedback"] = {"records": feedback.records, "superseded": feedback.superseded, "latest": len(feedback.latest),

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import time
 from datetime import datetime, timedelta, timezone
 
@@ -617,12 +618,56 @@ def test_window_parsing_names_the_bad_bound():
                             ({"last": "0" * 5_000 + "1h"}, None),  # leading zeros are no digits
                             # An unset shell variable read as no bound; a start after now, as "NO DATA" with status 0.
                             ({"since": ""}, "--since is empty or blank"), ({"until": " "}, "--until is empty or blank"),
-                            ({"since": "9999-12-31T23:59:59Z"}, "is after now")):
+                            ({"since": "9000-12-31T23:59:59Z"}, "is after now")):
         if message is None:
             assert parse_window(**kwargs, now=now)[0] == now - timedelta(hours=1)
             continue
         with pytest.raises(WindowError, match=message):
             parse_window(**kwargs)
+
+
+@pytest.mark.parametrize("window, said", [
+    # Each was a traceback (exit 1): the conversion to UTC, or the reads' filing margin, past datetime's ends.
+    (["--since", "2026-12-06T00:00Z", "--until", "9999-12-31T23:59:59-03:00"], re.escape("--until '9999-12-31T23:59:59-03:00' is "
+     "out of range: give an instant between 0001-01-03 and 9999-12-29 (UTC)")),
+    (["--since", "2026-12-06T00:00Z", "--until", "9999-12-31T23:59:59Z"], "--until '9999-12-31T23:59:59Z' is out of range"),
+    (["--last", "24h", "--until", "0001-01-02T00:00Z"], "--until '0001-01-02T00:00Z' is out of range"),
+    (["--since", "0001-01-01T00:00:00+05:30"], re.escape("--since '0001-01-01T00:00:00+05:30' is out of range")),
+    (["--last", "1h", "--feedback-lag", "800000d"], "--feedback-lag 800000d reaches back before 0001-01-03"),
+    (["--since", "0001-01-04T00:00Z", "--feedback-lag", "2d"], "--feedback-lag 2d reaches back before 0001-01-03"),
+    (["--last", "3652000d"], "--last '3652000d' reaches back before 0001-01-03"),
+    # 100,000 characters: the value was quoted whole up to the 8,000 an error may hold, the hint cut off.
+    (["--since", "x" * 100_000], r"--since 'x{70,80}…' is not an ISO 8601 date or time \(e.g. 2026-11-27"),
+], ids=["until-year-10000-in-utc", "until-last-second", "until-year-1", "since-year-0-in-utc", "lag-from-now",
+        "lag-from-since", "last-from-now", "since-100k-chars"])
+def test_a_window_at_the_ends_of_the_calendar_is_refused_naming_its_flag(tmp_path, loop, baseline_dir, capsys,
+                                                                         window, said):
+    from diagnosa.cli import main
+
+    lake, _ = loop
+    reports = lake.list("artifacts/monitoring/")
+    argv = ["--lake", lake.uri, "--workspace", str(tmp_path / "ws"), "monitor", "--baseline", str(baseline_dir), *window]
+    assert main(argv) == 2
+    error = capsys.readouterr().err
+    assert re.search(said, error), error
+    assert len(error) < 400 and "Traceback" not in error
+    assert lake.list("artifacts/monitoring/") == reports
+
+
+def test_a_window_in_the_first_years_is_reported_with_a_four_digit_year_read_back_as_written(tmp_path, loop,
+                                                                                           baseline_dir, capsys):
+    """strftime's %Y wrote the year 1 as ``1-01-04T00:00:00Z``, which ``datetime.fromisoformat`` cannot read back; and
+    a bound with a fraction of a second was printed without it, though the window is cut there."""
+    from diagnosa.cli import main
+
+    lake, _ = loop
+    out = tmp_path / "out"
+    assert main(["--lake", lake.uri, "--workspace", str(tmp_path / "ws"), "monitor", "--baseline", str(baseline_dir),
+                 "--since", "0001-01-04", "--until", "0001-01-05T00:00:00.25Z", "--out", str(out)]) == 0
+    assert "window 0001-01-04T00:00:00Z → 0001-01-05T00:00:00.250000Z" in capsys.readouterr().out
+    window = json.loads((out / "report.json").read_text())["window"]
+    assert window == {"start": "0001-01-04T00:00:00Z", "end": "0001-01-05T00:00:00.250000Z"}
+    assert datetime.fromisoformat(window["end"]) == datetime(1, 1, 5, 0, 0, 0, 250000, tzinfo=timezone.utc)
 
 
 @pytest.mark.needs("chromium")

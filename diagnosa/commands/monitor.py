@@ -103,6 +103,7 @@ def cmd_monitor(args: argparse.Namespace) -> int:
         WindowError,
         parse_duration,
         parse_window,
+        quality_start,
         report_prefix,
         run_monitor,
         run_name,
@@ -134,6 +135,7 @@ def cmd_monitor(args: argparse.Namespace) -> int:
         if lag and start is None:
             raise WindowError("--feedback-lag goes with a window that has a start (--last or --since): without one, "
                               "every request since the beginning is judged already")
+        quality_start(start, lag)  # the lag reaching before the earliest instant: refused here, naming the flag
         folders = [Path(p) for p in args.baseline] if args.baseline else _served_baselines(args, lake)
         baseline = load_baseline(folders)
         served = _served_model(args, lake)
