@@ -6,16 +6,30 @@ import io
 import logging
 import signal
 import sys
+import time
 from typing import TextIO
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+class UtcFormatter(logging.Formatter):
+    """Times in UTC, ISO 8601 with milliseconds and ``Z`` (2026-12-06T18:39:57.123Z), as every record, capture and
+    feedback object says them: the local time without a zone could not be matched with them, and was ambiguous in
+    the hour a daylight-saving change repeats."""
+
+    converter = time.gmtime
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802 (logging's name)
+        return time.strftime("%Y-%m-%dT%H:%M:%S", self.converter(record.created)) + f".{int(record.msecs):03d}Z"
 
 
 def configure_logging(level: int = logging.INFO, stream: TextIO | None = None) -> None:
     """INFO and up to ``stream`` (default standard output, where SageMaker collects a container's log),
     unless the process configured logging already (a test, a notebook)."""
     if not logging.getLogger().handlers:
-        logging.basicConfig(level=level, stream=stream or sys.stdout, format=FORMAT)
+        handler = logging.StreamHandler(stream or sys.stdout)
+        handler.setFormatter(UtcFormatter(FORMAT))
+        logging.basicConfig(level=level, handlers=[handler])
 
 
 UNENCODABLE = "diagnosa.u-escape"  # the error handler of the CLI's standard output and error (terminal_streams)
