@@ -132,6 +132,11 @@ def render_html(report: dict[str, Any]) -> str:
                  f"{r['traffic']['events']} captured requests, {r['traffic']['patients']} patients · "
                  f"{r['quality']['feedback']['matched']} confirmed diagnoses joined"
                  + _versions(r["traffic"]) + "</div>")
+    ahead = r["traffic"].get("ahead_of_now") or {}
+    if ahead.get("events"):
+        parts.append(f"<p id='ahead-of-now'>{ahead['events']} of these requests ({ahead['patients']} patients) are "
+                     f"stamped after this report's time, up to {_e(ahead['latest'])}: the endpoint's clock runs ahead "
+                     "of this machine's, and the next window with no end counts them again.</p>")
     parts.append(f"<div class='verdict' id='overall'>Overall: {_badge(r['verdict'])}</div>")
     if r["alerts"]:
         parts.append("<ul class='alerts' id='alerts'>" + "".join(f"<li>{_e(a)}</li>" for a in r["alerts"]) + "</ul>")

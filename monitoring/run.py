@@ -19,7 +19,7 @@ from typing import Any, Mapping
 from diagnosa.data.validate import clip, shown
 from diagnosa.files import write_text_atomic
 from diagnosa.lake import DataLake
-from inference.capture import read_errors
+from inference.capture import parse_time, read_errors
 from inference.feedback import MAX_REVISIONS, read_feedback
 from inference.limits import has_surrogate, printable
 from monitoring.drift import DRIFT, INSUFFICIENT, OK, WARN, DriftThresholds, data_drift, prediction_drift
@@ -259,6 +259,8 @@ def run_monitor(lake: DataLake, endpoint: str, baseline: Baseline, start: dateti
         traffic, judged = read_traffic_since(lake, endpoint, start, quality_from, end, kinds, missing=missing,
                                              model_version=model_version)
     rows = traffic.rows
+    now = (now or datetime.now(timezone.utc)).astimezone(timezone.utc)
+    ahead = _ahead_of(rows, now)
     features = data_drift(baseline.data, rows, settings.drift, traffic.type_errors)
     predictions = prediction_drift(baseline.predictions, rows["predicted"], settings.drift,
                                    settings.quality.labels)
@@ -333,7 +335,7 @@ def run_monitor(lake: DataLake, endpoint: str, baseline: Baseline, start: dateti
         "version": REPORT_VERSION,
         "endpoint": endpoint,
         "window": {"start": _iso(start), "end": _iso(end)},
-        "generated_at": _iso(now or datetime.now(timezone.utc)),
+        "generated_at": _iso(now),
         "baseline": {"sources": baseline.sources, "item_count": baseline.data.item_count,
                      "has_prediction_baseline": baseline.predictions is not None},
         "thresholds": settings.to_dict(),
@@ -345,7 +347,9 @@ def run_monitor(lake: DataLake, endpoint: str, baseline: Baseline, start: dateti
         "retrain": {"recommended": bool(reasons), "reasons": reasons},
         "traffic": {"events": traffic.events, "patients": patients, "skipped": traffic.skipped.to_dict(),
                     # the version judged (None: not known, every request judged) and the requests others answered
-                    "model_version": model_version, "other_versions": traffic.other_versions()},
+                    "model_version": model_version, "other_versions": traffic.other_versions(),
+                    # Requests stamped after the report's time: an endpoint whose clock runs ahead of this machine's.
+                    "ahead_of_now": ahead},
         # Requests the local endpoint refused in the window (its capture-errors/ stream; none on SageMaker).
         "refusals": read_errors(lake, endpoint, start, end, keep_events=False).summary(),
         "features": [f.to_dict() for f in features],
@@ -353,6 +357,25 @@ def run_monitor(lake: DataLake, endpoint: str, baseline: Baseline, start: dateti
         "quality": quality,
         "constraint_violations": violations,
     })
+
+
+def _ahead_of(rows: Any, now: datetime) -> dict[str, Any]:
+    """How many of the window's requests (and patients) are stamped after ``now``, and the latest stamp: an endpoint
+    whose clock runs ahead files them where a window with no end reads them, so the next such window (a daily
+    ``--last 24h``) counts them again. Said, not hidden: the clocks need setting right (NTP)."""
+    events = patients = 0
+    latest: datetime | None = None
+    if len(rows):
+        per_event = rows.groupby("event_id", sort=False)["inference_time"].agg(["first", "size"])
+        for text, size in zip(per_event["first"], per_event["size"]):
+            try:
+                when = parse_time(text)
+            except ValueError:
+                continue
+            if when > now:
+                events, patients = events + 1, patients + int(size)
+                latest = when if latest is None or when > latest else latest
+    return {"events": events, "patients": patients, "latest": _iso(latest)}
 
 
 def _unicode_only(value: Any) -> Any:

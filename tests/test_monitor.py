@@ -1034,3 +1034,32 @@ def test_captured_requests_are_read_as_the_endpoint_read_them():
     assert rows.loc["e2", "fumadora"] == "true" and rows.loc["e2", "hipertensión"] == "false"
     assert rows.loc["e1", "fumadora"] == "true" and rows.loc["e1", "edad"] == 30.0 and pd.isna(rows.loc["e2", "edad"])
     assert not traffic.type_errors
+
+
+def test_requests_stamped_after_the_reports_time_are_counted_and_said(tmp_path, baseline_dir, capsys):
+    """An endpoint whose clock runs 3 h ahead: a window with no end reads its requests (they happened), and the next
+    daily window counts them again. The report says how many and up to when, rather than hide it."""
+    from test_monitor_windows import event, put
+
+    from diagnosa.cli import main
+
+    lake = DataLake.from_uri(str(tmp_path / "lake"))
+    now = datetime.now(timezone.utc)
+    for name, when in (("on-time", now - timedelta(hours=1)), ("ahead", now + timedelta(hours=3))):
+        put(lake, f"{when:%Y/%m/%d/%H}", event(name, when.isoformat(timespec="milliseconds").replace("+00:00", "Z")))
+    out = tmp_path / "out"
+    assert main(["--lake", lake.uri, "--workspace", str(tmp_path / "ws"), "monitor", "--baseline", str(baseline_dir),
+                 "--last", "24h", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    ahead = json.loads((out / "report.json").read_text())["traffic"]["ahead_of_now"]
+    assert ahead["events"] == 1 and ahead["patients"] == 1
+    assert abs(datetime.fromisoformat(ahead["latest"]) - (now + timedelta(hours=3))) < timedelta(seconds=1)
+    assert (f"1 of them (1 patients) stamped after this report's time, up to {ahead['latest']}: the endpoint's clock "
+            "runs ahead of this machine's") in printed
+    assert "1 of these requests (1 patients) are stamped after this report's time" in (out / "report.html").read_text()
+    # A window that ends before now holds none of them, and says nothing of it.
+    assert main(["--lake", lake.uri, "--workspace", str(tmp_path / "ws"), "monitor", "--baseline", str(baseline_dir),
+                 "--last", "24h", "--until", (now - timedelta(minutes=1)).isoformat(), "--out", str(tmp_path / "b")]) == 0
+    assert "stamped after" not in capsys.readouterr().out
+    assert "ahead-of-now" not in (tmp_path / "b" / "report.html").read_text()
+    assert json.loads((tmp_path / "b" / "report.json").read_text())["traffic"]["ahead_of_now"]["events"] == 0

@@ -221,6 +221,11 @@ def _print_summary(report: dict[str, Any], paths: dict[str, Path], lake_url: str
     for entry in t["skipped"]["by_reason"]:
         _say(f"  skipped {entry['count']}: {entry['reason']}")
     other = t.get("other_versions") or {}
+    ahead = t.get("ahead_of_now") or {}
+    if ahead.get("events"):
+        _say(f"  {ahead['events']} of them ({ahead['patients']} patients) stamped after this report's time, up to "
+             f"{ahead['latest']}: the endpoint's clock runs ahead of this machine's, and the next window with no end "
+             "counts them again (set both clocks right: NTP)")
     if t.get("model_version"):
         _say(f"  judged: the requests model version {t['model_version']} answered")
     if other.get("requests"):
