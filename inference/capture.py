@@ -562,10 +562,15 @@ class DataCapture:
         return "unknown"
 
     def patients(self, event_id: str) -> int | None:
-        """How many patients the captured request of ``event_id`` held, when this process captured it recently (the
-        lake's capture is not read for it: None)."""
+        """How many patients the captured request of ``event_id`` held: known when this process captured it recently,
+        else read from the lake's capture of the hours the event may be filed under (captured_patients: bounded, and
+        only for an id that names its time). None when not known (or not readable from the answer): feedback for a
+        request of several patients naming no row was taken after a restart, stored, and never usable."""
         with self._lock:
             patients = self._recent.get(event_id)
+        if patients is None and event_time(event_id) is not None:
+            counted = captured_patients(self.lake, self.endpoint_name, [event_id])
+            patients = counted.get(event_id, counted.get(event_id.lower()))
         return patients if patients is not None and patients > 0 else None
 
     def _read_hour(self, hour: datetime) -> frozenset[str]:

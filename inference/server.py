@@ -768,15 +768,18 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(503, {"error": "this endpoint has no data lake (start it with data capture): "
                                            "feedback cannot be stored"})
             return
+
+        def unreadable_capture(event_id: str, err: Exception) -> None:
+            log.error("feedback for event %s not stored: its capture could not be read: %s", event_id,
+                      printable_line(str(err)))
+            refuse(503, {"error": f"feedback for event {event_id} not stored: {_storage_problem(err, 'read')}; "
+                                  "nothing was stored: send it again later", "event_id": event_id},
+                   event_id, headers={"Retry-After": str(FEEDBACK_RETRY_AFTER)})
+
         try:
             found = capture.lookup(feedback.event_id)  # may read the lake's capture of the event's hour
         except _storage_errors() as err:
-            log.error("feedback for event %s not stored: its capture could not be read: %s", feedback.event_id,
-                      printable_line(str(err)))
-            refuse(503, {"error": f"feedback for event {feedback.event_id} not stored: "
-                                  f"{_storage_problem(err, 'read')}; nothing was stored: send it again later",
-                         "event_id": feedback.event_id},
-                   feedback.event_id, headers={"Retry-After": str(FEEDBACK_RETRY_AFTER)})
+            unreadable_capture(feedback.event_id, err)
             return
         if found == "capture failed":
             # 409: the id is this endpoint's and the body is fine, but the event's state (its capture line was never
@@ -798,7 +801,11 @@ class _Handler(BaseHTTPRequestHandler):
                    "take feedback through `diagnosa feedback`, straight to the lake)")
             refuse(404, {"error": why, "event_id": feedback.event_id}, feedback.event_id)
             return
-        patients = capture.patients(feedback.event_id)  # known for what this process captured
+        try:
+            patients = capture.patients(feedback.event_id)  # this process's captures; else the lake's (a restart)
+        except _storage_errors() as err:
+            unreadable_capture(feedback.event_id, err)
+            return
         problem = None if patients is None else row_problem(feedback, patients)
         if problem is not None:
             payload, errors = invalid({"event_row": problem})

@@ -560,6 +560,32 @@ def test_a_patient_of_a_multi_patient_request_is_confirmed_by_its_event_row_end_
     assert skipped.total == 0
 
 
+def test_after_a_restart_feedback_naming_no_row_of_a_request_of_several_patients_is_still_refused(
+        trained_model_dir, tmp_path, capsys):
+    """The endpoint knew a request's patients only for what its own process captured: restarted (a new version
+    deployed, a reboot), it stored row-less feedback for a request of 3 patients, which no report could ever use
+    ("ambiguous"). It now reads the count from the lake's capture of the event's hours."""
+    lake = DataLake.from_uri(str(tmp_path / "lake"))
+    patients = tmp_path / "patients.jsonl"
+    patients.write_text("".join(json.dumps({"patient_id": f"P{age}", "age": age, "sex": "F", "temperature_c": 37.1})
+                                + "\n" for age in (31, 52, 78)))
+    with EndpointServer(str(trained_model_dir), capture=DataCapture(lake, "diagnosa", flush_seconds=0.05)) as ep:
+        ep.wait_until_ready()
+        code, out, err = _cli(capsys, "--workspace", tmp_path / "ws", "predict", patients, "--endpoint-url", ep.url)
+        assert code == 0, err
+        event = json.loads(out)["predictions"][0]["event_id"]
+        assert ep.capture.flush()
+    with EndpointServer(str(trained_model_dir), capture=DataCapture(lake, "diagnosa", flush_seconds=0.05)) as ep:
+        ep.wait_until_ready()
+        status, body = _post(ep.url, {"event_id": event, "diagnosis": "ENFERMEDAD AGUDA"})
+        assert status == 400, body
+        assert body["fields"]["event_row"].startswith(f"event {event} answered 3 patients: name which one with "
+                                                      "event_row, 0 for the first to 2 for the last")
+        assert _post(ep.url, {"event_id": event, "diagnosis": "ENFERMEDAD AGUDA", "event_row": 3})[0] == 400
+        assert _post(ep.url, {"event_id": event, "diagnosis": "ENFERMEDAD AGUDA", "event_row": 1})[0] == 201
+    assert lake.list("feedback/diagnosa/") == [f"feedback/diagnosa/events/{event}/1.json"]
+
+
 def test_an_event_id_in_capitals_names_the_captured_event(endpoint):
     # A UUID typed or exported in capitals was taken (the lake's capture is read case-blind) but stored as given,
     # and the monitor, joining by the capture's lower-case id, counted it as "not captured".
