@@ -17,10 +17,8 @@ class UtcFormatter(logging.Formatter):
     feedback object says them: the local time without a zone could not be matched with them, and was ambiguous in
     the hour a daylight-saving change repeats."""
 
-    converter = time.gmtime
-
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802 (logging's name)
-        return time.strftime("%Y-%m-%dT%H:%M:%S", self.converter(record.created)) + f".{int(record.msecs):03d}Z"
+        return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z"
 
 
 def configure_logging(level: int = logging.INFO, stream: TextIO | None = None) -> None:

@@ -769,7 +769,7 @@ class _Handler(BaseHTTPRequestHandler):
                                            "feedback cannot be stored"})
             return
 
-        def unreadable_capture(event_id: str, err: Exception) -> None:
+        def unreadable_capture(event_id: str, err: BaseException) -> None:
             log.error("feedback for event %s not stored: its capture could not be read: %s", event_id,
                       printable_line(str(err)))
             refuse(503, {"error": f"feedback for event {event_id} not stored: {_storage_problem(err, 'read')}; "

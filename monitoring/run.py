@@ -53,7 +53,13 @@ class WindowError(ValueError):
 _ROOM = timedelta(days=2)
 EARLIEST = datetime.min.replace(tzinfo=timezone.utc) + _ROOM
 LATEST = datetime.max.replace(tzinfo=timezone.utc) - _ROOM
-_RANGE = f"between {EARLIEST:%Y-%m-%d} and {LATEST:%Y-%m-%d}".replace(" 1-", " 0001-")
+
+
+def _day(when: datetime) -> str:
+    return f"{when.year:04d}-{when.month:02d}-{when.day:02d}"  # strftime's %Y writes the year 1 as "1"
+
+
+_RANGE = f"between {_day(EARLIEST)} and {_day(LATEST)}"
 
 
 def _instant(text: str, what: str) -> datetime:
@@ -84,8 +90,8 @@ def quality_start(start: datetime | None, feedback_lag: timedelta) -> datetime |
     except OverflowError:
         earlier = None
     if earlier is None or earlier < EARLIEST:
-        raise WindowError(f"--feedback-lag {feedback_lag.days}d reaches back before {EARLIEST:%Y-%m-%d}".replace(
-            " 1-", " 0001-") + " from the window's start: give a shorter lag")
+        raise WindowError(f"--feedback-lag {feedback_lag.days}d reaches back before {_day(EARLIEST)} from the window's "
+                          "start: give a shorter lag")
     return earlier
 
 
@@ -120,13 +126,12 @@ def parse_window(since: str | None = None, until: str | None = None, last: str |
     if last is not None:
         length = parse_duration(last, "--last")
         try:
-            start = (end or now) - length
+            first = (end or now) - length
         except OverflowError:  # 999999999d: before year 1
-            start = EARLIEST - _ROOM
-        if start < EARLIEST:
-            raise WindowError(f"--last {shown(last, 80)} reaches back before {EARLIEST:%Y-%m-%d}".replace(" 1-", " 0001-")
-                              + ": give a shorter window")
-        return start, end
+            first = EARLIEST - _ROOM
+        if first < EARLIEST:
+            raise WindowError(f"--last {shown(last, 80)} reaches back before {_day(EARLIEST)}: give a shorter window")
+        return first, end
     start = _instant(since, "--since") if since else None
     if start is not None and end is not None and start >= end:
         raise WindowError(f"--since {shown(since, 80)} is not before --until {shown(until, 80)}")
