@@ -17,15 +17,21 @@
 | ``not_authorized`` | the app's AWS credentials are missing, could not be obtained, expired or invalid, or its |
 |  | identity may not invoke the endpoint: a fixed message (AWS's names the role and the account: logged) |
 | ``failed`` | an answer that is not a diagnosis (:func:`prediction_problem`: a category that is not text, |
-|  | probabilities that are not numbers from 0 to 1 or do not sum to 1, an incomplete top-k...), and anything |
-|  | else, in neutral words: what the client said (AWS's words may name accounts, roles, log URLs) is logged |
+|  | probabilities that are not numbers from 0 to 1 or do not sum to 1, an incomplete top-k...), one the page |
+|  | cannot show (:func:`display_problem`: a negative differential score...), one of another model's categories |
+|  | (:func:`labels_problem`), one whose category the model's decision rule cannot give from its probabilities |
+|  | (:func:`decision_problem`), and anything else, in neutral words: what the client said (AWS's words may name |
+|  | accounts, roles, log URLs) is logged |
 
 Nothing here logs or prints patient values; failure texts name the endpoint, never the record, and never what AWS
 said (logged, with the ``app.results`` logger, for the administrator).
 """
 from __future__ import annotations
 
+import functools
 import logging
+import math
+import unicodedata
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -47,6 +53,7 @@ from botocore.exceptions import (
 from app.config import MAX_DIFFERENTIAL, AppConfig
 from app.form import MAX_PROBLEMS, FieldErrors, FormSpec, display_text, field_errors
 from diagnosa.labels import CATEGORIES
+from diagnosa.model import ModelLoadError, model_version, read_metadata
 from diagnosa.text import markdown_literal, some_of
 from inference.client import (
     BUSY_CODES,
@@ -114,6 +121,9 @@ class Outcome:
     inference_id: str | None = None  # the id the app gave the request (captured as inferenceId, SageMaker's too)
     received_at: str | None = None  # when the answer came, 'HH:MM:SS' (the app server's clock)
     warnings: Mapping[str, list[str]] = field(default_factory=dict)  # inputs the model ignored, by field ('': others)
+    # The decision weights of the model that answered, by label (1.0 each: plain argmax), when the app knows them
+    # (:func:`answer_decision_weights`): its category was checked against them. None: not known, nothing checked.
+    decision_weights: Mapping[str, float] | None = None
 
     @property
     def ok(self) -> bool:
@@ -222,7 +232,10 @@ def explain_failure(err: BaseException, config: AppConfig, spec: FormSpec) -> Fa
         return Failure("timeout", f"The {where} did not answer within {config.timeout:g} s. It may be overloaded: "
                                   "wait a moment and ask again. No diagnosis was received.")
     if isinstance(err, AnswerTimeout):  # the call's overall deadline: an answer trickling in, or every attempt slow
-        attempts = f" ({config.attempts} attempts of up to {config.timeout:g} s)" if config.attempts > 1 else ""
+        # What happened, not the formula: a trickling answer used the whole deadline on its one request.
+        sent = err.attempts
+        attempts = ("" if sent is None else " (no request could be sent in that time)" if sent == 0 else
+                    " (one request, its answer still incomplete)" if sent == 1 else f" ({sent} requests, retries included)")
         return Failure("timeout", f"The {where} did not answer within {config.deadline:g} s{attempts}. It may be "
                                   "overloaded: wait a moment and ask again. No diagnosis was received.")
     if isinstance(err, ModelTimeout):  # SageMaker's own limit on the model's answer (60 s), not the app's timeout
@@ -288,6 +301,133 @@ def label_problem(result: Mapping[str, Any], spec: FormSpec) -> str | None:
             f"({', '.join(spec.labels)}): the endpoint may serve another model. Tell the administrator.")
 
 
+def readable_label(label: object, limit: int = 60) -> str:
+    """A category name quoted so that two names that look alike on screen read differently: ``display_text`` (control
+    and format characters escaped: a zero-width space shows as \\u200b), and each character outside ASCII named by its
+    code point ('NО ENFERMO' with a Cyrillic О read exactly as 'NO ENFERMO'): "'NО ENFERMO' (U+041E CYRILLIC CAPITAL
+    LETTER O)". At most 3 such characters named, the rest counted."""
+    text = label if isinstance(label, str) else str(label)
+    shown = f"'{display_text(text, limit)}'"
+    odd = list(dict.fromkeys(c for c in text[:limit] if ord(c) > 127 and c.isprintable()))
+    if not odd:
+        return shown
+    named = [f"U+{ord(c):04X} {unicodedata.name(c, 'unnamed character')}" for c in odd[:3]]
+    more = f" and {len(odd) - 3} more non-ASCII characters" if len(odd) > 3 else ""
+    return f"{shown} ({', '.join(named)}{more})"
+
+
+def repr_label(label: object, limit: int = 60) -> str:
+    """A category name quoted as :func:`display_text` shows it (no code point named)."""
+    return f"'{display_text(label, limit)}'"
+
+
+def labels_problem(result: Mapping[str, Any], spec: FormSpec) -> str | None:
+    """What makes an answer another model's (None when it is the form's model's): its categories are not exactly the
+    labels of the model the form was made for (``spec.labels``: the --model folder's, or the built-in cohort's). Such
+    an answer is no diagnosis of the form's model, whatever its category: a label the form does not know ('FLU'), a
+    look-alike ('NО ENFERMO' with a Cyrillic О, its characters outside ASCII named by :func:`readable_label`), or only
+    some of the model's categories (2 of its 5: the others' probabilities unknown). The difference is named, bounded."""
+    probabilities = result.get("probabilities")
+    answered = list(probabilities) if isinstance(probabilities, Mapping) else []
+    if set(answered) == set(spec.labels):
+        return None
+    own = set(spec.labels)
+    extra = [c for c in answered if c not in own]
+    missing = [c for c in spec.labels if c not in set(answered)]
+    parts = []
+    if extra:
+        parts.append(f"it has {some_of(map(readable_label, extra), 5)}, which the model this form was made for does "
+                     "not have")
+    if missing:
+        # The form's own labels as written (their accents are the model's own): the answer's are the ones marked.
+        parts.append(f"it lacks {some_of((repr_label(c) for c in missing), 5)} of that model's {len(spec.labels)}")
+    return "; ".join(parts)
+
+
+@dataclass(frozen=True)
+class DecisionRule:
+    """How a model decides its category (``diagnosa.model.decide``): argmax of decision weight x calibrated
+    probability, the weights from its metadata.json (1.0 each for a model without them: plain argmax)."""
+    version: str  # the model version its answers carry (``diagnosa.model.model_version``)
+    weights: Mapping[str, float]  # by label
+
+
+@functools.lru_cache(maxsize=8)
+def model_decision(model_dir: str | None) -> DecisionRule | None:
+    """The decision rule of the model in ``model_dir`` (the app's --model), None when the app has no model folder or
+    cannot read a rule from it (weights that are not a positive finite number for every label: the endpoint could not
+    serve such a model, and nothing is assumed)."""
+    if model_dir is None:
+        return None
+    try:
+        metadata = read_metadata(model_dir)
+        labels = [str(label) for label in metadata["labels"]]
+        given = metadata.get("decision_weights")
+        if not given:  # a model without them decides by plain argmax (diagnosa.model.DiagnosaModel.decision_weights)
+            weights = {label: 1.0 for label in labels}
+        else:
+            weights = {label: float(given[label]) for label in labels}
+    except (ModelLoadError, KeyError, TypeError, ValueError, AttributeError) as err:
+        log.warning("no decision rule in the model folder %s: %s: %s", model_dir, type(err).__name__, err)
+        return None
+    if not labels or not all(math.isfinite(w) and w > 0 for w in weights.values()):
+        log.warning("the model folder %s has decision weights that are not positive numbers", model_dir)
+        return None
+    return DecisionRule(model_version(metadata), weights)
+
+
+def answer_decision_weights(result: Mapping[str, Any], config: AppConfig) -> Mapping[str, float] | None:
+    """The decision weights of the model that gave ``result``, when the app knows them: the app's --model's, when the
+    answer carries that model's version (or none). None when the app has no --model, or the endpoint serves another
+    version of the model (retrained since: its weights are not the folder's, and nothing is checked)."""
+    rule = model_decision(config.model)
+    if rule is None:
+        return None
+    version = result.get("model_version")
+    if version not in (None, "") and str(version) != rule.version:
+        return None
+    probabilities = result.get("probabilities") or {}
+    if not all(c in rule.weights for c in probabilities):
+        return None
+    return rule.weights
+
+
+# How far an endpoint's rounded probabilities (6 decimals: inference.handler) may be from the ones it decided on.
+ROUNDING = 1e-6
+
+
+def decided_category(probabilities: Mapping[str, float], weights: Mapping[str, float], category: str) -> str | None:
+    """None when ``category`` can be the decision (argmax of weight x probability) for these probabilities, rounded to
+    6 decimals as the endpoint sends them (a tie either way is no contradiction); else the category the rule gives."""
+    weighed = {c: weights[c] * float(p) for c, p in probabilities.items()}
+    best = max(weighed, key=lambda c: weighed[c])
+    mine = weighed[category]
+    if all(mine >= weighed[c] - ROUNDING * (weights[category] + weights[c]) for c in weighed):
+        return None
+    return best
+
+
+def decision_problem(result: Mapping[str, Any], weights: Mapping[str, float] | None) -> str | None:
+    """What makes an answer's category one its model cannot have decided (None when it can, or when the weights are
+    not known): with the model's decision weights, its probabilities give another category. The endpoint's category
+    then does not follow from its own probabilities (a faulty or foreign endpoint): not a diagnosis."""
+    probabilities: Mapping[str, float] = result.get("probabilities") or {}
+    category = result.get("category")
+    if weights is None or category not in probabilities:
+        return None
+    best = decided_category(probabilities, weights, str(category))
+    if best is None:
+        return None
+    return (f"its category {readable_label(category)} ({percent(probabilities[str(category)])}) does not follow "
+            f"from its probabilities: the model's decision rule, decision weight x probability (weights "
+            f"{_weight(weights[str(category)])} and {_weight(weights[best])}), gives {readable_label(best)} "
+            f"({percent(probabilities[best])})")
+
+
+def _weight(w: float) -> str:
+    return f"{w:.3g}"
+
+
 def input_warnings(result: Mapping[str, Any], spec: FormSpec) -> dict[str, list[str]]:
     """The inputs the model ignored, by field ('' for a field the form does not show): the endpoint's
     ``unknown_values`` (a category value no training patient had, counted as none of the known ones) and
@@ -325,8 +465,9 @@ def input_warnings(result: Mapping[str, Any], spec: FormSpec) -> dict[str, list[
 def display_problem(result: Mapping[str, Any]) -> str | None:
     """What makes a valid prediction (:func:`prediction_problem`) one the page cannot show (None when it can): more
     categories than a model's answer may hold, more top-k items than categories, more diseases than the differential
-    is asked for, a category name holding a control character (it would forge a line of its own), and a lone UTF-16
-    surrogate anywhere (a JSON "\\ud800" escape decodes to one; the page cannot send it to the browser)."""
+    is asked for, a negative differential score, a category name holding a control character (it would forge a line
+    of its own), and a lone UTF-16 surrogate anywhere (a JSON "\\ud800" escape decodes to one; the page cannot send
+    it to the browser)."""
     probabilities = result.get("probabilities") or {}
     if len(probabilities) > MAX_CATEGORIES:
         return f"{len(probabilities):,} categories, more than the {MAX_CATEGORIES} a model's answer may hold"
@@ -336,6 +477,10 @@ def display_problem(result: Mapping[str, Any]) -> str | None:
     differential = result.get("differential") or []
     if len(differential) > MAX_DIFFERENTIAL:
         return f"{len(differential):,} diseases in the differential, more than the {MAX_DIFFERENTIAL} asked for at most"
+    for item in differential:  # prediction_problem refused a score that is not a finite number
+        score = item.get("score") if isinstance(item, Mapping) else None
+        if isinstance(score, (int, float)) and score < 0:
+            return f"a differential score of {score_text(score)}, below 0 (a similarity is never negative)"
     where = surrogate_path(result)
     if where is not None:
         return f"a lone UTF-16 surrogate, not valid text, in {display_text(where, 80)}"
@@ -384,13 +529,31 @@ def diagnose(client: DiagnosaClient, record: Mapping[str, Any], config: AppConfi
                                                  f"diagnosis ({problem}). No diagnosis was received: tell the "
                                                  "administrator, the endpoint may be faulty or not a Diagnosa "
                                                  "endpoint."))
+    # Another model's categories: no diagnosis of the model the form (and the confirmed-diagnosis form) was made for.
+    other = labels_problem(result, spec)
+    if other is not None:
+        log.warning("the %s answered with another model's categories: %s", config.description, other)
+        return Outcome(failure=Failure("failed", f"The {config.description} answered with another model's categories "
+                                                 f"({other}). No diagnosis is shown: tell the administrator, the "
+                                                 "endpoint serves another model than the one the app's form was "
+                                                 "made for (its --model; without one, the built-in cohort's). "
+                                                 "Nothing is wrong with the patient's values."))
+    weights = answer_decision_weights(result, config)
+    contradiction = decision_problem(result, weights)
+    if contradiction is not None:
+        log.warning("the %s answered a category its model cannot decide: %s", config.description, contradiction)
+        return Outcome(failure=Failure("failed", f"The {config.description} answered something that is not a "
+                                                 f"diagnosis ({contradiction}). No diagnosis was received: tell the "
+                                                 "administrator, the endpoint may be faulty or not a Diagnosa "
+                                                 "endpoint."))
     event_id = prediction.event_id if isinstance(prediction.event_id, str) and prediction.event_id else None
     shown = dict(result)
     for key in ("model_version", "differential_note"):  # shown as they are: a newline in them forged a line
         if isinstance(shown.get(key), str):
             shown[key] = display_text(shown[key], 500)
     return Outcome(result=shown, event_id=event_id, inference_id=inference_id,
-                   received_at=datetime.now().strftime("%H:%M:%S"), warnings=input_warnings(result, spec))
+                   received_at=datetime.now().strftime("%H:%M:%S"), warnings=input_warnings(result, spec),
+                   decision_weights=weights)
 
 
 # ------------------------------------------------------------------------------------------------ display
@@ -426,12 +589,24 @@ def top_k_rows(result: Mapping[str, Any]) -> list[dict[str, Any]]:
             for i, item in enumerate(result.get("top_k", []), start=1)]
 
 
+def score_text(score: float) -> str:
+    """A differential score as the doctor reads it: three decimals ('0.512', as the endpoint rounds them), three
+    significant digits from 1,000 on ('1e+308' was a 309-digit number), 'not a number' for NaN and infinities (which
+    :func:`diagnose` refuses): at most 10 characters."""
+    value = float(score)
+    if not math.isfinite(value):
+        return "not a number"
+    return f"{value:.3f}" if abs(value) < 1000 else f"{value:.3g}"
+
+
 def differential_rows(result: Mapping[str, Any]) -> list[str]:
     """The rare diseases that best match the symptoms, as the doctor reads them: 'name (ORPHA:123) — 0.512'.
 
-    Diseases with a score of 0 (nothing in common beyond the root of the ontology) are left out.
+    Diseases with a score of 0 (nothing in common beyond the root of the ontology) are left out; :func:`diagnose`
+    refuses an answer with a negative or non-finite score (:func:`display_problem`, :func:`prediction_problem`), and
+    a row shows no more than :func:`score_text` of any score.
     """
-    return [f"{display_text(d['name'])} ({display_text(d['disease_id'], 60)}) — {float(d['score']):.3f}"
+    return [f"{display_text(d['name'])} ({display_text(d['disease_id'], 60)}) — {score_text(d['score'])}"
             for d in result.get("differential") or [] if float(d.get("score", 0)) > 0]
 
 
@@ -442,21 +617,35 @@ def headline(result: Mapping[str, Any]) -> str:
     return f"{display_text(category)} ({percent(p)})" if p is not None else display_text(category)
 
 
-def decision_note(result: Mapping[str, Any]) -> str | None:
+def decision_note(result: Mapping[str, Any], weights: Mapping[str, float] | None = None) -> str | None:
     """A line under the headline when the predicted category is not the most probable one (None when it is).
 
     The endpoint's category is the model's decision, argmax of decision weight x calibrated probability
     (``decision_weights`` in the model's metadata.json), fitted to find more of every category: it can differ from the
-    top-ranked category of the probabilities and the top-k.
+    top-ranked category of the probabilities and the top-k. ``weights``: the answering model's
+    (:attr:`Outcome.decision_weights`), when the app knows them: the note states the two weights that made the
+    decision, or says that the category does not follow from the probabilities (:func:`diagnose` refuses such an
+    answer). Without them the note says that the app cannot tell why, rather than asserting a reason.
     """
     probabilities: Mapping[str, float] = result.get("probabilities", {})
     if not probabilities or result.get("category") not in probabilities:
         return None
+    category = str(result["category"])
     top = max(probabilities, key=lambda c: probabilities[c])
-    if probabilities[top] <= probabilities[result["category"]]:
+    if probabilities[top] <= probabilities[category]:
         return None
-    return (f"{display_text(top)} is more probable ({percent(probabilities[top])}): the category above is the model's decision, "
-            "which weighs each category's probability so that fewer cases of any category are missed.")
+    more = f"{display_text(top)} is more probable ({percent(probabilities[top])})"
+    if weights is None or category not in weights or top not in weights:
+        return (f"{more}. The app does not know the decision weights of the model that answered (it was started "
+                "without that model's folder, --model, or the endpoint serves another version), so it cannot tell "
+                "whether the category above is the model's decision, which weighs each category's probability so "
+                "that fewer cases of any category are missed, or a fault of the endpoint.")
+    problem = decision_problem(result, weights)
+    if problem is not None:
+        return (f"Not a diagnosis: the endpoint's {problem}. Tell the administrator.")
+    return (f"{more}: the category above is the model's decision, which weighs each category's probability so that "
+            f"fewer cases of any category are missed (decision weight {_weight(weights[category])} x "
+            f"{percent(probabilities[category])} against {_weight(weights[top])} x {percent(probabilities[top])}).")
 
 
 # ------------------------------------------------------------------------------------------------ feedback

@@ -13,18 +13,28 @@ anything else is :class:`InvalidAnswer`, naming what is wrong.
 from __future__ import annotations
 
 import csv
+import http.client
 import io
 import json
 import math
 import os
+import socket
 import threading
+import time
 import urllib.parse
+import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import boto3
 from botocore import UNSIGNED
+from botocore.awsrequest import (
+    AWSHTTPConnection,
+    AWSHTTPConnectionPool,
+    AWSHTTPSConnection,
+    AWSHTTPSConnectionPool,
+)
 from botocore.config import Config
 from botocore.exceptions import (
     BotoCoreError,
@@ -96,27 +106,206 @@ def overall_deadline(timeout: float, attempts: int = DEFAULT_ATTEMPTS) -> float:
     return timeout * attempts
 
 
+STOP_GRACE = 1.0  # seconds a call past its deadline is given to end once its connection is shut
+
+
+class _Call:
+    """A call run by :func:`within_deadline` in its worker thread: the HTTP connections that thread sent requests on
+    (the client's connections are :class:`_Stoppable`), how many requests it sent and when the last, and whether its
+    deadline passed (:meth:`stop`)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._connections: list[_Stoppable] = []
+        self.stopped = False
+        self.sent = 0  # requests sent, retries included
+        self.last_sent: float | None = None  # time.monotonic() when the last was sent
+
+    def sending(self, connection: _Stoppable) -> None:
+        with self._lock:
+            if self.stopped:  # a retry after the deadline: not sent
+                raise ConnectionAbortedError("the call's deadline passed: no further request is sent")
+            self._connections.append(connection)
+
+    def sent_one(self, connection: _Stoppable) -> None:
+        with self._lock:
+            self.sent += 1
+            self.last_sent = time.monotonic()
+            stopped = self.stopped
+        if stopped:  # stopped while the request was being sent (its socket perhaps not yet made): shut it now
+            _shut(connection)
+
+    def stop(self) -> int:
+        """Shut the connections of this call's requests, which ends their reads at once (and tells the endpoint):
+        a per-read timeout never fires for an answer trickling a byte every few seconds, and the call's thread and
+        socket stayed for as long as the endpoint trickled. Returns how many were shut; no further request is sent
+        (:meth:`sending`, and botocore is not to retry: :func:`_no_retry_after_read_timeout`)."""
+        with self._lock:
+            self.stopped = True
+            connections, self._connections = self._connections, []
+        # A pooled connection given back, then taken by another call's thread, is that call's: left alone.
+        return sum(_shut(c) for c in connections if c.diagnosa_call is self)
+
+    def finish(self) -> None:
+        """The call returned: its connections (back in botocore's pool) are no longer its to shut."""
+        with self._lock:
+            self._connections = []
+
+
+def _shut(connection: Any) -> bool:
+    """Shut down a connection's socket for reading and writing (from any thread): a read blocked in it returns at once
+    with the end of the stream, and the endpoint sees the connection closed; the thread reading it closes it. A
+    close() alone does not end a read blocked in another thread (Linux), and would free the descriptor under it."""
+    # urllib lets go of the connection's socket once the answer's headers are read (its answer reads it): the socket
+    # the request was sent on (_Stoppable.request) then.
+    sock = getattr(connection, "sock", None) or getattr(connection, "diagnosa_sock", None)
+    if not isinstance(sock, socket.socket):
+        return False
+    try:
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)  # the TCP connection's, under TLS too (its state left alone)
+    except OSError:  # already closed, or never connected
+        return False
+    return True
+
+
+_running = threading.local()  # .call: the _Call the current thread runs (within_deadline's worker), else None
+
+
+def _stopped() -> bool:
+    """Whether the current thread runs a call whose deadline passed."""
+    call: _Call | None = getattr(_running, "call", None)
+    return call is not None and call.stopped
+
+
+class _Stoppable:
+    """An HTTP connection (botocore's, or urllib's for ``/ping`` and ``/feedback``) whose requests made in a call of
+    :func:`within_deadline` are the call's: shut when its deadline passes, and counted for its message."""
+
+    diagnosa_call: _Call | None = None  # the call of the request last sent on the connection
+    diagnosa_sock: Any = None  # the socket it was sent on
+
+    def request(self, *args: Any, **kwargs: Any) -> Any:
+        call: _Call | None = getattr(_running, "call", None)
+        self.diagnosa_call = call
+        self.diagnosa_sock = None
+        if call is None:
+            return super().request(*args, **kwargs)  # type: ignore[misc]  # a mixin: the connection class's request
+        call.sending(self)
+        result = super().request(*args, **kwargs)  # type: ignore[misc]  # (as above)
+        self.diagnosa_sock = getattr(self, "sock", None)
+        call.sent_one(self)
+        return result
+
+
+class _StoppableAWSHTTPConnection(_Stoppable, AWSHTTPConnection):  # type: ignore[misc]  # botocore's own mix (its stubs say so)
+    pass
+
+
+class _StoppableAWSHTTPSConnection(_Stoppable, AWSHTTPSConnection):  # type: ignore[misc]  # botocore's own mix (its stubs say so)
+    pass
+
+
+class _StoppableAWSHTTPConnectionPool(AWSHTTPConnectionPool):
+    ConnectionCls = _StoppableAWSHTTPConnection
+
+
+class _StoppableAWSHTTPSConnectionPool(AWSHTTPSConnectionPool):
+    ConnectionCls = _StoppableAWSHTTPSConnection
+
+
+class _StoppableHTTPConnection(_Stoppable, http.client.HTTPConnection):
+    pass
+
+
+class _StoppableHTTPSConnection(_Stoppable, http.client.HTTPSConnection):
+    pass
+
+
+class _StoppableHTTPHandler(urllib.request.HTTPHandler):
+    def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        return self.do_open(_StoppableHTTPConnection, req)
+
+
+class _StoppableHTTPSHandler(urllib.request.HTTPSHandler):
+    def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        return self.do_open(_StoppableHTTPSConnection, req)  # the default TLS context, as urlopen's
+
+
+def _urlopen(request: urllib.request.Request | str, timeout: float) -> Any:
+    """``urllib.request.urlopen(request, timeout=timeout)`` (the same handlers, proxies from the environment), on a
+    connection :func:`within_deadline` shuts when its deadline passes."""
+    return urllib.request.build_opener(_StoppableHTTPHandler, _StoppableHTTPSHandler).open(request, timeout=timeout)
+
+
+def _stoppable_transport(runtime: Any) -> bool:
+    """Make a botocore client's requests :class:`_Stoppable` (its connection pools' connection class); False when it
+    is not a botocore client or its transport is not botocore's own (left alone: its calls past a deadline are then
+    left to end on their own). botocore has no means to end a request in flight, nor a total deadline on an answer
+    (urllib3's read timeout is per read): its session's pool classes are the one place to reach the connection."""
+    session = getattr(getattr(runtime, "_endpoint", None), "http_session", None)
+    classes = getattr(session, "_pool_classes_by_scheme", None)
+    if not isinstance(classes, dict):
+        return False
+    if classes.get("http") is _StoppableAWSHTTPConnectionPool:
+        return True
+    if classes.get("http") is not AWSHTTPConnectionPool or classes.get("https") is not AWSHTTPSConnectionPool:
+        return False
+    # The dict botocore's pool managers (proxy ones too) take their pool classes from.
+    classes.update(http=_StoppableAWSHTTPConnectionPool, https=_StoppableAWSHTTPSConnectionPool)
+    close = getattr(session, "close", None)
+    if callable(close):  # pools a used client made before keep their class: dropped (idle connections closed)
+        close()
+    return True
+
+
+def _timeout_message(what: str, deadline: float, sent: int, since: float | None, shut: int) -> str:
+    """What happened to a call whose deadline passed: how many requests it made, how long the last had waited."""
+    head = f"{what} gave no complete answer within {deadline:g} s"
+    if sent == 0:
+        return f"{head}: no request was sent in that time"
+    closed = "its connection was closed" if shut else "it is left to end on its own"
+    waited = f"{since:.1f} s after it was sent" if since is not None else "when the deadline passed"
+    if sent == 1:
+        return (f"{head}: 1 request was made, and its answer was still not complete {waited} (an answer coming slowly "
+                f"or not at all); {closed}")
+    return (f"{head}: {sent} requests were made (retries included), and the answer to the last was still not complete "
+            f"{waited}; {closed}")
+
+
 def within_deadline(call: Any, deadline: float | None, what: str) -> Any:
     """``call()``'s result within ``deadline`` seconds (or its exception); :class:`AnswerTimeout` past it, saying
-    that ``what`` gave no complete answer in that time. None: no deadline.
+    that ``what`` gave no complete answer in that time and how many requests were made. None: no deadline.
 
-    The call runs in a daemon thread that is left to end on its own (its socket reads still time out): the
-    caller is not held by it."""
+    The call runs in a daemon thread. When the deadline passes, the connection of its request in flight is shut
+    (for the client's own connections, :class:`_Stoppable`: botocore's and urllib's), which ends the read the thread
+    is blocked in and tells the endpoint; no further request (retry) is sent, and the thread is given STOP_GRACE
+    seconds to end. An endpoint trickling its answer a byte at a time never lets a per-read timeout fire: a thread
+    and an open socket were left for as long as it trickled, on every call, in a long-lived process (the app)."""
     if deadline is None:
         return call()
     box: dict[str, Any] = {}
+    state = _Call()
 
     def run() -> None:
+        _running.call = state
         try:
             box["value"] = call()
         except BaseException as err:  # noqa: BLE001  (re-raised in the caller's thread)
             box["error"] = err
+        finally:
+            _running.call = None
+            state.finish()
 
     worker = threading.Thread(target=run, name="diagnosa-client-call", daemon=True)
     worker.start()
     worker.join(deadline)
     if worker.is_alive():
-        raise AnswerTimeout(f"{what} gave no complete answer within {deadline:g} s")
+        sent, last = state.sent, state.last_sent
+        since = None if last is None else time.monotonic() - last
+        shut = state.stop()
+        if shut:  # its read ends at once: the thread is gone when the caller is told
+            worker.join(STOP_GRACE)
+        raise AnswerTimeout(_timeout_message(what, deadline, sent, since, shut), attempts=sent)
     if "error" in box:
         raise box["error"]
     return box["value"]
@@ -159,7 +348,13 @@ class EndpointUnreachable(ClientFailure):
 
 class AnswerTimeout(EndpointUnreachable):
     """The request was sent but no complete answer came in time (a socket read, or the call's overall deadline): the
-    endpoint may have processed it (a feedback record may be stored, a prediction captured)."""
+    endpoint may have processed it (a feedback record may be stored, a prediction captured). ``attempts``: the
+    requests the call had made (retries included) when its overall deadline passed; None when not counted (a socket
+    read's timeout: one request)."""
+
+    def __init__(self, message: str, *, attempts: int | None = None):
+        super().__init__(message)
+        self.attempts = attempts
 
 
 class ModelTimeout(ClientFailure):
@@ -367,8 +562,9 @@ def _no_retry_after_read_timeout(caught_exception: Any = None, **_: Any) -> bool
     """botocore's ``needs-retry`` hook for InvokeEndpoint: no retry (False, which wins over the retry handler of the
     service, called after this more specific one) when the attempt's socket read timed out: the request was delivered
     and the model may be computing it, and a retry runs it again (a model taking 10 to 60 s was invoked 2 to 4 times
-    per request). Connection failures, throttling and 5xx answers are retried as botocore's mode says (None)."""
-    return False if isinstance(caught_exception, ReadTimeoutError) else None
+    per request). Nor after the call's deadline passed (:func:`within_deadline` shut its connection). Connection
+    failures, throttling and 5xx answers are retried as botocore's mode says (None)."""
+    return False if isinstance(caught_exception, ReadTimeoutError) or _stopped() else None
 
 
 def check_endpoint_url(url: str) -> str:
@@ -419,7 +615,7 @@ def served_endpoint_name(endpoint_url: str, timeout: float = 10.0) -> str | None
 
     def ping() -> bytes:
         try:
-            with urllib.request.urlopen(f"{url}/ping", timeout=timeout) as response:
+            with _urlopen(f"{url}/ping", timeout) as response:
                 return bytes(response.read(MAX_REFUSAL_BYTES))
         except urllib.error.HTTPError as err:  # loading (503) or failed (500): the body still names the endpoint
             return bytes(err.read(MAX_REFUSAL_BYTES))
@@ -444,7 +640,7 @@ class DiagnosaClient:
         call (retries included; a read timeout of a prediction is not retried); ``deadline``, when given, the whole
         call in seconds, every attempt and the reading of the answer included: an endpoint trickling its answer a few
         bytes at a time never lets one read time out, and held the caller for as long as it trickled
-        (:class:`AnswerTimeout` when it passes).
+        (:class:`AnswerTimeout` when it passes, and the request in flight is stopped: :func:`within_deadline`).
 
         The AWS credentials are resolved here (botocore does it as it makes its client): a provider that fails (a
         credential_process exiting 1, an expired SSO token) raises its :class:`~botocore.exceptions.BotoCoreError`
@@ -486,6 +682,8 @@ class DiagnosaClient:
         if events is not None:  # a botocore client (a test's stand-in may be none)
             events.register_first("needs-retry.sagemaker-runtime.InvokeEndpoint", _no_retry_after_read_timeout,
                                   unique_id="diagnosa-no-retry-after-read-timeout")
+        # Its requests are shut when the call's deadline passes (within_deadline); False: a transport not botocore's.
+        self.stoppable = _stoppable_transport(self.runtime)
 
     def _within_deadline(self, call: Any, what: str) -> Any:
         """``call()``'s result within ``self.deadline`` seconds (:func:`within_deadline`)."""
@@ -690,7 +888,7 @@ class DiagnosaClient:
                                                   **({"Authorization": f"Bearer {self.feedback_token}"}
                                                      if self.feedback_token else {})})
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+            with _urlopen(request, self.timeout) as response:
                 reply = response.read(MAX_REFUSAL_BYTES + 1)  # a stored record's key: a few hundred bytes
                 if len(reply) > MAX_REFUSAL_BYTES:
                     raise ValueError(f"an answer of over {MAX_REFUSAL_BYTES // 1024} KB")

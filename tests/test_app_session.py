@@ -252,14 +252,17 @@ def test_a_result_that_cannot_be_shown_leaves_the_feedback_form(monkeypatch, end
     assert any("cannot be shown" in e for e in _text(at.error)) and at.button(key="fb-submit")
 
 
-def test_a_category_the_forms_model_does_not_have_is_reported(monkeypatch, endpoint):
+def test_a_category_the_forms_model_does_not_have_is_refused_not_shown_as_a_diagnosis(monkeypatch, endpoint):
+    # It was shown as the diagnosis (headline, chart, the confirmed-diagnosis form) with one red line under it.
     url, script = endpoint
     script.answers = [(200, {"predictions": [{"category": "MARTIAN FLU", "probabilities": {"MARTIAN FLU": 0.7,
                                                                                           "NO ENFERMO": 0.3},
                                               "top_k": [{"category": "MARTIAN FLU", "probability": 0.7}]}]})]
     at = _submit(_app(monkeypatch, url), age="67")
-    assert any("'MARTIAN FLU' is not one of the categories of the model this form was made for" in e
-               for e in _text(at.get_by_key("result").error))
+    assert not at.exception, at.exception
+    assert any("answered with another model's categories" in e and "'MARTIAN FLU'" in e for e in _text(at.error))
+    assert "result" not in {getattr(element, "key", None) for element in at.main}  # no result shown
+    assert not at.session_state["fb-event"]  # the confirmed-diagnosis form is not filled in for it
 
 
 # ------------------------------------------------------------------------------------------------ 2. ignored inputs
