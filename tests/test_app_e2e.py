@@ -158,7 +158,7 @@ def test_an_own_datasets_column_names_and_units_are_shown_as_written_in_chromium
     assert HOSTILE_UNIT in title
     with _form_page(model, tmp_path) as page:
         # .first: while a rerun draws the form, the old one is still there for a moment
-        label = page.locator(".stForm label").filter(has_text="dose").first
+        label = page.locator(".st-key-patient label").filter(has_text="dose").first
         expect(label).to_have_text(title)  # as the column is named, its unit and all
         assert label.locator("a, strong, em, del, .katex, img").count() == 0
         assert page.locator("a[href*='evil.example']").count() == 0

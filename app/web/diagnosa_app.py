@@ -99,14 +99,27 @@ def remove_symptom(term: str) -> None:
     st.session_state[SYMPTOMS] = [t for t in st.session_state.get(SYMPTOMS, []) if t != term]
 
 
-FEEDBACK_ANSWERS = ("fb-diagnosis", "fb-disease", "fb-note")  # what the doctor chose for one case
+# What the doctor chose for one case, each with its widget's empty value.
+FEEDBACK_ANSWERS: dict[str, Any] = {"fb-diagnosis": None, "fb-disease": "", "fb-note": ""}
 
 
 def clear_feedback(*, reference: bool) -> None:
     """Forget the feedback answers (and with ``reference``, the case reference and its case): they belong to one
-    case. Carried over, the previous patient's confirmed diagnosis, disease id and note were recorded for the next."""
-    for key in FEEDBACK_ANSWERS + (("fb-event", "fb-case") if reference else ()):
-        st.session_state.pop(key, None)
+    case. Carried over, the previous patient's confirmed diagnosis, disease id and note were recorded for the next.
+    Each widget is given its empty value rather than deleted (:func:`reset_widget`)."""
+    for key, empty in FEEDBACK_ANSWERS.items():
+        reset_widget(key, empty)
+    if reference:
+        reset_widget("fb-event", "")
+        st.session_state.pop("fb-case", None)
+
+
+def reset_widget(key: str, empty: Any) -> None:
+    """Empty a widget, on the screen too. Deleting its key from st.session_state emptied it on the server only: the
+    browser keeps a widget's value under the same key and sends it back with the next rerun, so after *New patient*
+    the fields still showed the previous patient's age and sex, and *Get diagnosis* sent them again. A value assigned
+    through st.session_state (in a callback, before the widget is drawn) is sent to the browser, which shows it."""
+    st.session_state[key] = empty
 
 
 def submit(config: AppConfig, spec: FormSpec) -> None:
@@ -120,23 +133,50 @@ def submit(config: AppConfig, spec: FormSpec) -> None:
         return
     st.session_state["blocked"] = False
     values = form_values(spec)
-    st.session_state["outcome_values"] = values  # what the result is of (a later edit is told: stale_result)
-    values, problems = read_numbers(spec, values)
-    if problems:  # a value typed that is not a number: nothing is sent, the problem is shown under its field
-        st.session_state["outcome"] = Outcome(failure=Failure(
-            "rejected", "Nothing was sent: correct the fields marked in red and ask again.", FieldErrors(problems)))
+    # What comes of the request goes into this dict, kept in st.session_state before the call and filled after it
+    # without touching st.session_state (settle() moves it into place). A value edited (or anything clicked) while
+    # the request was out makes Streamlit start a new run of the page at once and stop this callback at its next
+    # st.session_state access: the answer received was lost, and the result of the values before stayed on the
+    # screen. The new run shows that a diagnosis is being asked for (awaiting) and shows it when it comes.
+    asked: dict[str, Any] = {"values": values}  # what the result is of (a later edit is told: stale_result)
+    st.session_state[ASKED] = asked
+    try:
+        numbers, problems = read_numbers(spec, values)
+        if problems:  # a value typed that is not a number: nothing is sent, the problem is shown under its field
+            asked["outcome"] = Outcome(failure=Failure(
+                "rejected", "Nothing was sent: correct the fields marked in red and ask again.", FieldErrors(problems)))
+        elif isinstance(client := client_for(config), Failure):  # no client (the AWS credentials): nothing was sent
+            asked["outcome"] = Outcome(failure=client)
+        else:
+            outcome = diagnose(client, build_record(spec, numbers), config, spec)
+            asked["outcome"], asked["reference"] = outcome, case_reference(outcome, config) if outcome.ok else None
+    finally:
+        asked["done"] = True
+    settle()
+
+
+ASKED = "asked"  # the request last asked for and what came of it, until settle() has put it in place
+
+
+def settle() -> None:
+    """Put what came of the last request in place: the outcome, the values it is of and, for a new case, the feedback
+    form's reference (the form starts empty, with it). Called again at the top of each run until done, so an
+    interrupted one is finished by the next run (each step may be done twice, none is lost)."""
+    asked = st.session_state.get(ASKED)
+    if not asked or not asked.get("done"):
         return
-    client = client_for(config)
-    if isinstance(client, Failure):  # no client (the AWS credentials): nothing was sent
-        st.session_state["outcome"] = Outcome(failure=client)
+    if "outcome" not in asked:  # the call raised (said by Streamlit): nothing to put in place
+        st.session_state.pop(ASKED, None)
         return
-    outcome = diagnose(client, build_record(spec, values), config, spec)
+    outcome: Outcome = asked["outcome"]
     st.session_state["outcome"] = outcome
-    reference = case_reference(outcome, config) if outcome.ok else None
+    st.session_state["outcome_values"] = asked["values"]
+    reference = asked.get("reference")
     if reference:  # a new case: the feedback form starts empty, with its reference
         st.session_state["fb-event"] = reference
         st.session_state["fb-case"] = {"event_id": reference, "at": outcome.received_at,
                                        "category": (outcome.result or {}).get("category")}
+    st.session_state.pop(ASKED, None)
 
 
 def form_values(spec: FormSpec) -> dict[str, Any]:
@@ -148,11 +188,26 @@ def form_values(spec: FormSpec) -> dict[str, Any]:
 
 
 def stale_result(spec: FormSpec) -> bool:
-    """Whether the values have changed since the diagnosis shown was asked for. In the browser a form's fields reach
-    the app only when it is submitted (which asks again), so what changes in between is the symptoms (chosen outside
-    the form)."""
+    """Whether the values have changed since the diagnosis shown was asked for: any field, or the symptoms. The
+    fields are not in an st.form, whose values reach the app only when it is submitted: a value edited after a
+    diagnosis (or while one was being asked for) was on the screen beside the earlier values' diagnosis, unmarked."""
+    return bool(changed_fields(spec))
+
+
+def changed_fields(spec: FormSpec) -> list[str]:
+    """The labels of the fields whose value differs from the one the diagnosis shown was asked for ([] without one)."""
     asked = st.session_state.get("outcome_values")
-    return asked is not None and asked != form_values(spec)
+    if asked is None:
+        return []
+    now = form_values(spec)
+    return [f.label for f in spec.fields if _blank(asked.get(f.name)) != _blank(now.get(f.name))]
+
+
+def _blank(value: Any) -> Any:
+    """A value as compared for staleness: empty in any form ("", None, [], spaces) is the same empty."""
+    if isinstance(value, str):
+        value = value.strip()
+    return None if value in ("", None, []) else value
 
 
 def case_reference(outcome: Outcome, config: AppConfig) -> str | None:
@@ -180,9 +235,13 @@ def send_feedback(config: AppConfig, spec: FormSpec) -> None:
 
 
 def new_patient(spec: FormSpec) -> None:
-    for key in [k for k in st.session_state if str(k).startswith((FIELD, "fb-"))]:
-        del st.session_state[key]
-    for key in (SYMPTOMS, "outcome", "outcome_values", "feedback_outcome", "symptom_query", "blocked"):
+    # Each widget given its empty value, not deleted: the browser showed and sent the previous patient's (reset_widget).
+    for f in spec.fields:
+        if f.kind != "terms":
+            reset_widget(FIELD + f.name, empty_value(f, spec))
+    reset_widget("symptom_query", "")
+    clear_feedback(reference=True)
+    for key in (SYMPTOMS, ASKED, "outcome", "outcome_values", "feedback_outcome", "blocked"):
         st.session_state.pop(key, None)
 
 
@@ -191,6 +250,20 @@ def new_patient(spec: FormSpec) -> None:
 def term_key(term: str) -> str:
     """A widget key for an HPO id that is also a valid CSS class ('HP:0001945' → 'HP_0001945')."""
     return term.replace(":", "_")
+
+
+def empty_value(f: FormField, spec: FormSpec) -> Any:
+    """What :func:`field_widget`'s widget for ``f`` holds when nothing was entered."""
+    if f.kind == "codes":
+        return []
+    if f.kind in ("choice", "boolean") or (f.kind == "text" and spec.levels.get(f.name)):
+        return None
+    return ""
+
+
+# A measurement reaches the app a moment after the doctor stops typing (not only when leaving the field), so that a
+# result beside it is marked as of the earlier values at once (stale_result).
+LIVE = "400ms"
 
 
 def field_widget(f: FormField, spec: FormSpec) -> None:
@@ -203,7 +276,7 @@ def field_widget(f: FormField, spec: FormSpec) -> None:
         # an age of 6,5 became 65), cut a decimal of a whole number (67.5 became 67), let go of a value too big for
         # it, and its display rounded what was typed (0.004 showed as 0.00 and was sent as 0.004). No max_chars:
         # Streamlit drops a paste longer than it whole, silently; parse_number refuses a value too long, by field.
-        st.text_input(title, key=key, help=help_, placeholder="not recorded")
+        st.text_input(title, key=key, help=help_, placeholder="not recorded", live=LIVE)
     elif f.kind == "choice":
         st.selectbox(title, f.choices, index=None, format_func=f.choice_label, key=key, placeholder="not recorded")
     elif f.kind == "boolean":
@@ -217,7 +290,7 @@ def field_widget(f: FormField, spec: FormSpec) -> None:
                      help="The values the model learned are listed; another can be typed, and is then counted as "
                           "none of them.")
     else:
-        st.text_input(title, key=key)
+        st.text_input(title, key=key, live=LIVE)
 
 
 def show_errors(problems: list[str]) -> None:
@@ -267,11 +340,15 @@ STALE = "The values have changed since this diagnosis: ask again for a diagnosis
 
 def _result(outcome: Outcome, spec: FormSpec, config: AppConfig) -> None:
     result = outcome.result or {}
-    st.subheader("Diagnosis")
-    if stale_result(spec):
-        st.caption(STALE)
+    changed = changed_fields(spec)
+    # Marked in its heading, not only in a caption: the form beside it shows other values, and a doctor glancing at
+    # the result must not take it for theirs. Kept on screen (not hidden) so that a slip being corrected does not
+    # make the diagnosis vanish; asking again replaces it.
+    st.subheader("Diagnosis of the earlier values" if changed else "Diagnosis")
+    if changed:
+        st.caption(f"{STALE} Changed: {markdown_literal(', '.join(changed))}.")
     st.markdown(f"### {markdown_literal(headline(result))}")  # a label of the user's own is text
-    note = decision_note(result)
+    note = decision_note(result, outcome.decision_weights)
     if note:
         st.caption(markdown_literal(note))
     other = label_problem(result, spec)
@@ -300,6 +377,15 @@ def _result(outcome: Outcome, spec: FormSpec, config: AppConfig) -> None:
     st.caption(f"Model version {markdown_literal(str(result.get('model_version', 'unknown')))}{reference}")
 
 
+@st.fragment(run_every="1s")
+def awaiting(asked: dict[str, Any]) -> None:
+    """While a request asked for in an earlier run is out: says so, and reruns the page once its answer is in."""
+    if asked.get("done"):
+        st.rerun()  # settle() puts it in place
+    st.info("A diagnosis is being asked for: it appears here when the endpoint answers.",
+            icon=":material/hourglass_top:")
+
+
 SAGEMAKER_FEEDBACK = ("Recording a confirmed diagnosis over a SageMaker endpoint needs the data lake it goes to: the "
                       "administrator starts the app with --feedback-lake (DIAGNOSA_APP_LAKE).")
 
@@ -320,11 +406,20 @@ def feedback_section(config: AppConfig, spec: FormSpec, client: Any) -> None:
         outcome: FeedbackOutcome | None = st.session_state.get("feedback_outcome")
         problems = dict((outcome.fields or {}) if outcome else {})
         case = st.session_state.get("fb-case") or {}
+        typed = (st.session_state.get("fb-event") or "").strip()
+        # The values of the case beside it are no longer those on screen: its confirmed diagnosis is not taken (the
+        # doctor would record it for values other than those they see). Disabled, not removed: the answers stay, and
+        # come back if the change is undone; asking again gives the values a case of their own.
+        stale = bool(typed) and typed == case.get("event_id") and bool(current and current.ok) and stale_result(spec)
         with st.form("feedback", border=False):
-            st.text_input("Case reference", key="fb-event", help="Shown with each diagnosis; another case's can be "
-                                                                  "typed.")
-            typed = (st.session_state.get("fb-event") or "").strip()
-            if typed and typed == case.get("event_id"):  # which case the reference is: the one beside it
+            st.text_input("Case reference", key="fb-event", disabled=stale,
+                          help="Shown with each diagnosis; another case's can be typed.")
+            if stale:
+                st.warning(markdown_literal(
+                    f"Not for these values: case {typed} is the diagnosis given at {case.get('at')} "
+                    f"({case.get('category')}) of the earlier values. Ask again for a diagnosis of the values in the "
+                    "form, then record its confirmed diagnosis."), icon=":material/history:")
+            elif typed and typed == case.get("event_id"):  # which case the reference is: the one beside it
                 st.caption(markdown_literal(f"The diagnosis given at {case.get('at')}: {case.get('category')}."))
             elif typed:
                 st.caption("A case reference typed in: an earlier case, not the diagnosis shown.")
@@ -332,20 +427,21 @@ def feedback_section(config: AppConfig, spec: FormSpec, client: Any) -> None:
                 st.caption("No case: ask for a diagnosis, or type the case reference of an earlier one.")
             show_errors([problems.pop("event_id")] if "event_id" in problems else [])
             # No preselected answer: a default would be recorded for every doctor who did not change it.
-            st.selectbox("Confirmed diagnosis", spec.labels, index=None, key="fb-diagnosis",
+            st.selectbox("Confirmed diagnosis", spec.labels, index=None, key="fb-diagnosis", disabled=stale,
                          placeholder="choose the confirmed diagnosis")
             show_errors([problems.pop("diagnosis")] if "diagnosis" in problems else [])
             if spec.orphan_slice:  # a model of data without a rare-disease slice does not count the id anywhere
                 st.text_input("Rare disease (optional: ORPHA:, OMIM: or DECIPHER: id)", key="fb-disease",
+                              disabled=stale,
                               help="Counts the case in the orphan-disease slice of live quality monitoring.")
                 show_errors([problems.pop("disease_id")] if "disease_id" in problems else [])
             # No max_chars: the browser drops a paste longer than it whole, silently; the client refuses a note over
             # MAX_NOTE by name, and the note stays to be shortened.
-            st.text_area("Note (optional; no names or identifying details)", key="fb-note",
+            st.text_area("Note (optional; no names or identifying details)", key="fb-note", disabled=stale,
                          help=f"Up to {MAX_NOTE:,} characters.")
             show_errors([f"{k}: {v}" for k, v in problems.items()])
             st.form_submit_button("Record confirmed diagnosis", key="fb-submit", on_click=send_feedback,
-                                  args=(config, spec))
+                                  args=(config, spec), disabled=stale)
         if outcome is not None:
             if outcome.ok and outcome.replaced is not None:  # another record of this case was there: said, not hidden
                 st.warning(markdown_literal(outcome.recorded or ""), icon=":material/history:")
@@ -362,7 +458,9 @@ def patient_form(config: AppConfig, spec: FormSpec, outcome: Outcome | None, acc
     if spec.terms_field is not None:
         symptom_picker(spec.terms_field, _index(tuple(sorted(spec.known_terms))),
                        by_field.get(spec.terms_field.name, []))
-    with st.form("patient", enter_to_submit=False):
+    # Not an st.form: a form's values reach the app only when it is submitted, so a value edited after a diagnosis
+    # could not be told from the one the diagnosis is of (stale_result). Each field reaches the app as it is edited.
+    with st.container(key="patient", border=True):
         for group, fields in spec.groups():
             fields = [f for f in fields if f.kind != "terms"]
             if not fields:
@@ -377,8 +475,8 @@ def patient_form(config: AppConfig, spec: FormSpec, outcome: Outcome | None, acc
         if failure is not None:
             st.error(markdown_literal(failure.message), icon=":material/block:")
             show_errors(failure.fields.general)
-        st.form_submit_button("Get diagnosis", key="submit", type="primary", disabled=not accepted,
-                              on_click=submit, args=(config, spec))
+        st.button("Get diagnosis", key="submit", type="primary", disabled=not accepted, on_click=submit,
+                  args=(config, spec))
     st.button("New patient", key="new-patient", on_click=new_patient, args=(spec,),
               help="Clear the form, the symptoms and the result.")
 
@@ -395,6 +493,7 @@ def main() -> None:
         st.error(f"The app is not configured correctly: {err}")
         st.stop()
     st.caption(header_caption(config))
+    settle()  # a request's outcome that its callback was stopped before putting in place
     client = client_for(config)
     if isinstance(client, Failure):  # the form still shows: the values are kept for when it can be called
         st.error(markdown_literal(client.message), icon=":material/key_off:")
@@ -413,6 +512,9 @@ def main() -> None:
     with form_column:
         patient_form(config, spec, outcome, accepted)
     with result_column:
+        asked = st.session_state.get(ASKED)
+        if asked and not asked.get("done"):
+            awaiting(asked)
         if outcome is not None and outcome.ok:
             show_result(outcome, spec, config)
         else:
