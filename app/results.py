@@ -525,10 +525,7 @@ def diagnose(client: DiagnosaClient, record: Mapping[str, Any], config: AppConfi
     # The client's check, again for a client that is not Diagnosa's; then what the page can show.
     problem = prediction_problem(result) or display_problem(result)
     if problem is not None:
-        return Outcome(failure=Failure("failed", f"The {config.description} answered something that is not a "
-                                                 f"diagnosis ({problem}). No diagnosis was received: tell the "
-                                                 "administrator, the endpoint may be faulty or not a Diagnosa "
-                                                 "endpoint."))
+        return _not_a_diagnosis(config, problem)
     # Another model's categories: no diagnosis of the model the form (and the confirmed-diagnosis form) was made for.
     other = labels_problem(result, spec)
     if other is not None:
@@ -542,10 +539,7 @@ def diagnose(client: DiagnosaClient, record: Mapping[str, Any], config: AppConfi
     contradiction = decision_problem(result, weights)
     if contradiction is not None:
         log.warning("the %s answered a category its model cannot decide: %s", config.description, contradiction)
-        return Outcome(failure=Failure("failed", f"The {config.description} answered something that is not a "
-                                                 f"diagnosis ({contradiction}). No diagnosis was received: tell the "
-                                                 "administrator, the endpoint may be faulty or not a Diagnosa "
-                                                 "endpoint."))
+        return _not_a_diagnosis(config, contradiction)
     event_id = prediction.event_id if isinstance(prediction.event_id, str) and prediction.event_id else None
     shown = dict(result)
     for key in ("model_version", "differential_note"):  # shown as they are: a newline in them forged a line
@@ -587,6 +581,13 @@ def top_k_rows(result: Mapping[str, Any]) -> list[dict[str, Any]]:
     label '[x](http://…)' was a link, '<img …>' HTML)."""
     return [{"rank": i, "category": markdown_text(item["category"]), "probability": percent(item["probability"])}
             for i, item in enumerate(result.get("top_k", []), start=1)]
+
+
+def _not_a_diagnosis(config: AppConfig, problem: str) -> Outcome:
+    """The failure of an answer that is no diagnosis, ``problem`` saying why."""
+    return Outcome(failure=Failure("failed", f"The {config.description} answered something that is not a diagnosis "
+                                             f"({problem}). No diagnosis was received: tell the administrator, the "
+                                             "endpoint may be faulty or not a Diagnosa endpoint."))
 
 
 def score_text(score: float) -> str:

@@ -525,20 +525,25 @@ def test_the_client_tells_a_refused_record_from_a_refused_client(endpoint):
 
 # ------------------------------------------------------------------------------------------------ several patients
 
+def predict_three(capsys, folder, url: str) -> list[dict]:
+    """Three patients (P31, P52, P78) sent by `diagnosa predict` to ``url`` in one request: their answers."""
+    patients = folder / "patients.jsonl"
+    patients.write_text("".join(json.dumps({"patient_id": f"P{age}", "age": age, "sex": "F", "temperature_c": 37.1})
+                                + "\n" for age in (31, 52, 78)))
+    code, out, err = _cli(capsys, "--workspace", folder / "ws", "predict", patients, "--endpoint-url", url)
+    assert code == 0, err
+    return json.loads(out)["predictions"]
+
+
 def test_a_patient_of_a_multi_patient_request_is_confirmed_by_its_event_row_end_to_end(trained_model_dir, tmp_path,
                                                                                          capsys):
     # `diagnosa predict` sends up to 100 patients a request: their feedback had been stored and never usable.
     from monitoring.retrain import feedback_records
 
     lake = DataLake.from_uri(str(tmp_path / "lake"))
-    patients = tmp_path / "patients.jsonl"
-    patients.write_text("".join(json.dumps({"patient_id": f"P{age}", "age": age, "sex": "F", "temperature_c": 37.1})
-                                + "\n" for age in (31, 52, 78)))
     with EndpointServer(str(trained_model_dir), capture=DataCapture(lake, "diagnosa", flush_seconds=0.05)) as ep:
         ep.wait_until_ready()
-        code, out, err = _cli(capsys, "--workspace", tmp_path / "ws", "predict", patients, "--endpoint-url", ep.url)
-        assert code == 0, err
-        answers = json.loads(out)["predictions"]
+        answers = predict_three(capsys, tmp_path, ep.url)
         assert [(a["patient_id"], a["event_row"]) for a in answers] == [("P31", 0), ("P52", 1), ("P78", 2)]
         event = answers[1]["event_id"]
         assert {a["event_id"] for a in answers} == {event}
@@ -566,14 +571,9 @@ def test_after_a_restart_feedback_naming_no_row_of_a_request_of_several_patients
     deployed, a reboot), it stored row-less feedback for a request of 3 patients, which no report could ever use
     ("ambiguous"). It now reads the count from the lake's capture of the event's hours."""
     lake = DataLake.from_uri(str(tmp_path / "lake"))
-    patients = tmp_path / "patients.jsonl"
-    patients.write_text("".join(json.dumps({"patient_id": f"P{age}", "age": age, "sex": "F", "temperature_c": 37.1})
-                                + "\n" for age in (31, 52, 78)))
     with EndpointServer(str(trained_model_dir), capture=DataCapture(lake, "diagnosa", flush_seconds=0.05)) as ep:
         ep.wait_until_ready()
-        code, out, err = _cli(capsys, "--workspace", tmp_path / "ws", "predict", patients, "--endpoint-url", ep.url)
-        assert code == 0, err
-        event = json.loads(out)["predictions"][0]["event_id"]
+        event = predict_three(capsys, tmp_path, ep.url)[0]["event_id"]
         assert ep.capture.flush()
     with EndpointServer(str(trained_model_dir), capture=DataCapture(lake, "diagnosa", flush_seconds=0.05)) as ep:
         ep.wait_until_ready()
