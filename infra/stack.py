@@ -649,6 +649,12 @@ class DiagnosaStack(Stack):
             iam.PolicyStatement(sid="ReadTrafficCodeAndData", actions=["s3:GetObject"], resources=self.objects(*reads)),
             iam.PolicyStatement(sid="WriteTheNewVersion", actions=["s3:PutObject", "s3:AbortMultipartUpload"],
                                 resources=self.objects(*writes)),
+            # A failed ingest removes the parts and quarantine files it wrote of its version (no manifest: never
+            # read), as `diagnosa data ingest` does; without this they stayed, listed in a warning. No wider than
+            # the PutObject above: the lake is versioned, so a delete leaves the object as a noncurrent version
+            # (kept noncurrent_version_days), as an overwrite does; s3:DeleteObjectVersion is not granted.
+            iam.PolicyStatement(sid="RemoveAFailedVersion", actions=["s3:DeleteObject"],
+                                resources=self.objects(f"curated/{dataset}/", f"quarantine/{dataset}/")),
             # Which datasets the lake holds (their LATEST.json keys), and whether a key exists: S3 answers a GetObject
             # of a missing key 403 here (it carries no s3:prefix), so the lake lists the key itself (diagnosa.lake).
             iam.PolicyStatement(sid="ListOwnPrefixes", actions=["s3:ListBucket"], resources=[self.lake.bucket_arn],

@@ -437,7 +437,13 @@ def test_the_feedback_folding_job_writes_only_its_dataset_and_adds_raw_data_it_c
     assert "capture/" not in writes and "feedback/" not in writes and "artifacts/code/" not in writes
     raw = statements["ReadAndAddRawData"]
     assert sorted(raw["Action"]) == ["s3:GetObject", "s3:PutObject"] and "/raw/*" in text(raw["Resource"])
-    assert not any("Delete" in a for s in statements.values() for a in _list(s["Action"]))
+    # Deleting: only what a failed ingest wrote of its version can need it, in its dataset's curated and quarantine
+    # prefixes; never a version (s3:DeleteObjectVersion), never raw data, another dataset, capture or feedback.
+    deletes = [s for s in statements.values() if any("Delete" in a for a in _list(s["Action"]))]
+    assert [s.get("Sid") for s in deletes] == ["RemoveAFailedVersion"] and deletes[0]["Action"] == "s3:DeleteObject"
+    removable = text(deletes[0]["Resource"])
+    assert "/curated/patients/*" in removable and "/quarantine/patients/*" in removable
+    assert "raw/" not in removable and "capture/" not in removable and "feedback/" not in removable
 
 
 def test_only_acknowledged_wildcards(dev, prod):
