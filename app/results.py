@@ -307,7 +307,7 @@ def readable_label(label: object, limit: int = 60) -> str:
     code point ('NО ENFERMO' with a Cyrillic О read exactly as 'NO ENFERMO'): "'NО ENFERMO' (U+041E CYRILLIC CAPITAL
     LETTER O)". At most 3 such characters named, the rest counted."""
     text = label if isinstance(label, str) else str(label)
-    shown = f"'{display_text(text, limit)}'"
+    shown = repr_label(text, limit)
     odd = list(dict.fromkeys(c for c in text[:limit] if ord(c) > 127 and c.isprintable()))
     if not odd:
         return shown

@@ -15,7 +15,7 @@ import socket
 import stat
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -256,16 +256,13 @@ def atomic_folder(target: str | os.PathLike, what: str = "an earlier output", *,
 def _take_on(folder: Path, like: Path) -> None:
     """``folder`` given ``like``'s permission bits (setgid too), then its owner and group where this process may
     (root; or a group it is in): a report written into an empty folder made for it keeps who may read it."""
-    shutil.copymode(like, folder)
     held = like.stat()
     try:
         os.chown(folder, held.st_uid, held.st_gid)
     except PermissionError:
-        try:
+        with suppress(PermissionError):
             os.chown(folder, -1, held.st_gid)
-        except PermissionError:
-            pass
-    shutil.copymode(like, folder)  # a chown clears setuid/setgid bits on some systems: set them again
+    shutil.copymode(like, folder)  # after the chown, which clears setuid/setgid bits on some systems
 
 
 def _discard(folder: Path, *, keep: bool) -> None:

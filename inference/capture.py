@@ -41,7 +41,7 @@ from datetime import date, datetime, timedelta, timezone
 from functools import partial
 from itertools import islice
 from pathlib import Path
-from typing import Any, Callable, Generator, Iterable, Iterator
+from typing import Any, Callable, Generator, Iterable, Iterator, Mapping
 
 from diagnosa.data.schema import RESOURCE_NAME
 from diagnosa.data.validate import clip, shown
@@ -340,6 +340,18 @@ def _event_ids(data: bytes) -> set[str]:
     return {m.decode("utf-8", "replace") for m in _EVENT_ID_IN_LINE.findall(data)}
 
 
+def _patients_of(data: bytes, by_id: Mapping[str, str]) -> dict[str, int]:
+    """Of a capture object's lines, those of the ids in ``by_id`` (as its lines write them → as asked): how many
+    patients each one's answer holds (_answered_patients). Only those lines are parsed."""
+    found: dict[str, int] = {}
+    for line in data.splitlines():
+        event = _EVENT_ID_IN_LINE.search(line)
+        asked = by_id.get(event.group(1).decode("utf-8", "replace")) if event else None
+        if asked is not None:
+            found[asked] = _answered_patients(line)
+    return found
+
+
 def default_spool_dir(lake: Any) -> Path:
     """Where a capture's spool lives unless told: ``<lake root>/.capture-spool`` for a local lake; for an
     S3 lake a folder under the temp dir named after the lake (so a restart on this machine finds it)."""
@@ -403,7 +415,7 @@ class DataCapture:
         # event id → the patients its request held when captured (UNCOUNTED: not known), 0 when not sampled,
         # CAPTURE_FAILED when sampled but not spooled (so feedback for it is told why, not "never captured")
         self._recent: OrderedDict[str, int] = OrderedDict()
-        self._hours: OrderedDict[datetime, frozenset[str]] = OrderedDict()  # ids read back from the lake
+        self._hours: OrderedDict[datetime, dict[str, str]] = OrderedDict()  # ids read back from the lake → key
         self._failures: dict[str, int] = {}  # segment name → failed shipping attempts
         self._closed = False
         self._stop = threading.Event()
@@ -533,19 +545,37 @@ class DataCapture:
         """Whether an event was captured: ``"captured"``, ``"not sampled"``, ``"capture failed"`` (answered by this
         process, sampled, but its line was not written: spool full or failing, capture closed) or ``"unknown"``.
 
-        Bounded work: ids spooled by this process are in memory; otherwise the event's hour comes
-        from its id (UUIDv7) and only that hour's objects are read (then cached), and those of the hours it may be
-        filed under (:func:`filing_hours`) when it is not there. Ids that carry no
-        time (not issued by the local endpoint) and times in the future (past year 9999 too) are ``"unknown"`` at once.
-        """
+        Bounded work: ids spooled by this process are in memory; otherwise only the hours the id names are read, and
+        cached (:meth:`_filed_under`); an id that carries no time, or a future one, is ``"unknown"`` at once."""
         with self._lock:
             known = self._recent.get(event_id)
             if known is not None:
                 return "captured" if known > 0 or known == UNCOUNTED else \
                     "capture failed" if known == CAPTURE_FAILED else "not sampled"
+        return "captured" if self._filed_under(event_id) is not None else "unknown"
+
+    def patients(self, event_id: str) -> int | None:
+        """How many patients the captured request of ``event_id`` held: known when this process captured it recently;
+        else from its line in the lake, in the object the lookup found it in (one more read, of that object). None
+        when not known (or not readable from the answer): feedback for a request of several patients naming no row
+        was taken after a restart, stored, and never usable."""
+        with self._lock:
+            patients = self._recent.get(event_id)
+        if patients is None:
+            key = self._filed_under(event_id)
+            if key is not None:
+                patients = _patients_of(self.lake.get_bytes(key), {event_id.lower(): event_id, event_id: event_id}
+                                        ).get(event_id)
+        return patients if patients is not None and patients > 0 else None
+
+    def _filed_under(self, event_id: str) -> str | None:
+        """The key of the lake's capture object holding ``event_id``'s line, or None. The event's hour comes from its
+        id (UUIDv7); that hour's objects are read (their ids cached, CACHED_HOURS), then those of the hours it may be
+        filed under (:func:`filing_hours`) when it is not there. None at once for an id that carries no time (not
+        issued by the local endpoint) or a time in the future (past year 9999 too)."""
         when = event_time(event_id)
         if when is None or issued_later(event_id, datetime.now(timezone.utc)):
-            return "unknown"
+            return None
         for hour in filing_hours(when):  # its own hour first; then where a late write or a skewed clock filed it
             with self._lock:
                 ids = self._hours.get(hour)
@@ -557,28 +587,18 @@ class DataCapture:
                     self._hours[hour] = ids
                     while len(self._hours) > CACHED_HOURS:
                         self._hours.popitem(last=False)
-            if event_id.lower() in ids or event_id in ids:
-                return "captured"
-        return "unknown"
+            key = ids.get(event_id.lower()) or ids.get(event_id)
+            if key is not None:
+                return key
+        return None
 
-    def patients(self, event_id: str) -> int | None:
-        """How many patients the captured request of ``event_id`` held: known when this process captured it recently,
-        else read from the lake's capture of the hours the event may be filed under (captured_patients: bounded, and
-        only for an id that names its time). None when not known (or not readable from the answer): feedback for a
-        request of several patients naming no row was taken after a restart, stored, and never usable."""
-        with self._lock:
-            patients = self._recent.get(event_id)
-        if patients is None and event_time(event_id) is not None:
-            counted = captured_patients(self.lake, self.endpoint_name, [event_id])
-            patients = counted.get(event_id, counted.get(event_id.lower()))
-        return patients if patients is not None and patients > 0 else None
-
-    def _read_hour(self, hour: datetime) -> frozenset[str]:
-        ids: set[str] = set()
+    def _read_hour(self, hour: datetime) -> dict[str, str]:
+        """The event ids of an hour's capture objects → the object each is in."""
+        ids: dict[str, str] = {}
         for key in self.lake.list(f"{self.prefix}{hour:%Y/%m/%d/%H}/"):
             if key.endswith(".jsonl"):
-                ids.update(_event_ids(self.lake.get_bytes(key)))
-        return frozenset(ids)
+                ids.update(dict.fromkeys(_event_ids(self.lake.get_bytes(key)), key))
+        return ids
 
     # -- shipping ----------------------------------------------------------------------------
     def _run(self) -> None:
@@ -973,11 +993,7 @@ def captured_patients(lake: DataLake, endpoint: str, event_ids: Iterable[str]) -
     found: dict[str, int] = {}
     with closing(fetch_in_order(lake, selected)) as fetched:
         for data in fetched:
-            for line in data.result().splitlines():
-                event = _EVENT_ID_IN_LINE.search(line)
-                asked = by_id.get(event.group(1).decode("utf-8", "replace")) if event else None
-                if asked is not None:
-                    found[asked] = _answered_patients(line)
+            found.update(_patients_of(data.result(), by_id))
     return found
 
 

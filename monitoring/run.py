@@ -62,6 +62,15 @@ def _day(when: datetime) -> str:
 _RANGE = f"between {_day(EARLIEST)} and {_day(LATEST)}"
 
 
+def _before(when: datetime, length: timedelta) -> datetime | None:
+    """``length`` before ``when``; None when that is before EARLIEST (or before the year 1)."""
+    try:
+        earlier = when - length
+    except OverflowError:
+        return None
+    return earlier if earlier >= EARLIEST else None
+
+
 def _instant(text: str, what: str) -> datetime:
     value = text.strip()
     if value.endswith(("Z", "z")):
@@ -73,9 +82,10 @@ def _instant(text: str, what: str) -> datetime:
                           f"2026-11-27T08:00:00Z)") from None
     try:
         when = when.replace(tzinfo=timezone.utc) if when.tzinfo is None else when.astimezone(timezone.utc)
+        in_range = EARLIEST <= when <= LATEST
     except OverflowError:  # 9999-12-31T23:00-01:00 is in the year 10000 in UTC
-        when = EARLIEST - _ROOM
-    if not EARLIEST <= when <= LATEST:
+        in_range = False
+    if not in_range:
         raise WindowError(f"{what} {shown(text, 80)} is out of range: give an instant {_RANGE} (UTC)")
     return when
 
@@ -85,11 +95,8 @@ def quality_start(start: datetime | None, feedback_lag: timedelta) -> datetime |
     when that is before the earliest instant a window may hold."""
     if start is None:
         return None
-    try:
-        earlier = start - feedback_lag
-    except OverflowError:
-        earlier = None
-    if earlier is None or earlier < EARLIEST:
+    earlier = _before(start, feedback_lag)
+    if earlier is None:
         raise WindowError(f"--feedback-lag {feedback_lag.days}d reaches back before {_day(EARLIEST)} from the window's "
                           "start: give a shorter lag")
     return earlier
@@ -125,11 +132,8 @@ def parse_window(since: str | None = None, until: str | None = None, last: str |
     end = _instant(until, "--until") if until else None
     if last is not None:
         length = parse_duration(last, "--last")
-        try:
-            first = (end or now) - length
-        except OverflowError:  # 999999999d: before year 1
-            first = EARLIEST - _ROOM
-        if first < EARLIEST:
+        first = _before(end or now, length)  # 999999999d: before year 1
+        if first is None:
             raise WindowError(f"--last {shown(last, 80)} reaches back before {_day(EARLIEST)}: give a shorter window")
         return first, end
     start = _instant(since, "--since") if since else None
@@ -232,7 +236,8 @@ def _iso(when: datetime | None) -> str | None:
     a fraction of a second only where the instant has one (the window is cut there)."""
     if when is None:
         return None
-    return when.astimezone(timezone.utc).replace(tzinfo=None).isoformat(
+    utc = when.astimezone(timezone.utc) if when.tzinfo is not None else when  # naive: UTC already, as parse_window's
+    return utc.replace(tzinfo=None).isoformat(
         timespec="microseconds" if when.microsecond else "seconds") + "Z"
 
 
