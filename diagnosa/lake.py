@@ -467,8 +467,13 @@ def storage_from_uri(uri: str, *, s3_client: Any = None, what: str = "lake") -> 
 
 
 def json_bytes(obj: Any) -> bytes:
-    """The lake's JSON: deterministic, so identical content gives identical bytes (and hashes)."""
-    return (json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")
+    """The lake's JSON: deterministic, so identical content gives identical bytes (and hashes). A lone surrogate
+    (which a JSON text read back may hold as an escape, "\\ud800") has no UTF-8: such an object is written with every
+    non-ASCII character escaped, not refused."""
+    try:
+        return (json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")
+    except UnicodeEncodeError:
+        return (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode("ascii")
 
 
 class DataLake:

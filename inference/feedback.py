@@ -309,13 +309,20 @@ def _entries(obj: dict[str, Any]) -> tuple[list[Any], int, bool]:
     return [current, *revisions[:MAX_REVISIONS]], max(0, len(revisions) - MAX_REVISIONS), True
 
 
-def _records(obj: Any) -> list[dict[str, Any]]:
-    """An event object's current record and its revisions (whatever of them is readable; of the first MAX_REVISIONS,
-    all that store_feedback keeps)."""
+_OBJECT_FIELDS = ("endpoint", "revisions")  # the event object's own, not its current record's
+
+
+def _carried(obj: Any) -> list[dict[str, Any]]:
+    """An event object's current record and its first MAX_REVISIONS revisions as a store carries them under the
+    record it writes: whole, each with every field it holds. A field a newer Diagnosa wrote is kept for it (readers
+    take the fields they know); filtered to the fields this version knows, it was dropped by the next store."""
     if not isinstance(obj, dict):
         return []
-    entries, _, _ = _entries(obj)
-    return [{k: v for k, v in entry.items() if k in _KEPT} for entry in entries if isinstance(entry, dict)]
+    current = {k: v for k, v in obj.items() if k not in _OBJECT_FIELDS}
+    revisions = obj.get("revisions", [])
+    if not isinstance(revisions, list):
+        return [current]
+    return [current, *(entry for entry in revisions[:MAX_REVISIONS] if isinstance(entry, dict))]
 
 
 def _instant(text: str | None) -> datetime:
@@ -466,8 +473,8 @@ def _current(lake: DataLake, key: str, feedback: Feedback, when: datetime
         aside = f"{key}{DAMAGED}{when:%Y%m%dT%H%M%S%f}Z-{uuid.uuid4().hex[:8]}"
         lake.put_bytes(aside, data)  # before the object is replaced: never lost
         log.warning("feedback object %s %s: moved aside to %s, %s", key, damage, aside,
-                    "its readable records kept as revisions" if _records(body) else "nothing of it readable")
-    history = _records(body)
+                    "its readable records kept as revisions" if _carried(body) else "nothing of it readable")
+    history = _carried(body)
     replaced = (_replaced(history[0], feedback) if history
                 else Replaced(unreadable=True) if damage is not None else _replaced(None, feedback))
     return replaced, history, tag

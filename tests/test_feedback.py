@@ -68,6 +68,24 @@ def test_second_feedback_replaces_the_events_object_and_the_latest_wins(tmp_path
     assert read.problems == {"feedback object is not valid JSON": 1}
 
 
+def test_a_store_carries_the_fields_it_does_not_know_of_the_records_it_keeps(tmp_path):
+    # A newer Diagnosa's field (a clinician, a ward), or a lone surrogate read back from its JSON escape, in the earlier
+    # record or a revision: the next store kept only the fields this version knows (the rest was lost), and a
+    # surrogate made the store raise UnicodeEncodeError.
+    lake = DataLake.from_uri(str(tmp_path))
+    key = feedback_key("diagnosa", "e1")
+    earlier = {"event_id": "e1", "diagnosis": "NO ENFERMO", "received_at": "2026-12-01T00:00:00+00:00",
+               "clinician": {"id": "dr-7"}, "\ud800k": "\ud800"}
+    revision = {"event_id": "e1", "diagnosis": "ENFERMEDAD LEVE", "ward": 3}
+    lake.put_bytes(key, json.dumps({"endpoint": "diagnosa", **earlier, "revisions": [revision]}).encode())
+    stored = store_feedback(lake, "diagnosa", parse_feedback({"event_id": "e1", "diagnosis": "ENFERMEDAD AGUDA"}))
+    assert stored.replaced is not None and stored.replaced.diagnosis == "NO ENFERMO"
+    obj = json.loads(lake.get_bytes(key))
+    assert obj["diagnosis"] == "ENFERMEDAD AGUDA" and obj["revisions"] == [earlier, revision]
+    read = read_feedback(lake, "diagnosa")
+    assert read.latest[("e1", None)].diagnosis == "ENFERMEDAD AGUDA" and read.records == 3 and not read.problems
+
+
 def test_revisions_are_bounded_and_the_record_written_last_wins_whatever_its_clock(tmp_path):
     lake = DataLake.from_uri(str(tmp_path))
     start = datetime(2026, 11, 27, 10, tzinfo=timezone.utc)
