@@ -46,6 +46,7 @@ from typing import Any, Callable, Generator, Iterable, Iterator, Mapping
 from diagnosa.data.schema import RESOURCE_NAME
 from diagnosa.data.validate import clip, shown
 from diagnosa.lake import DataLake
+from inference.answers import CSV, media_type, read_csv_answer
 from inference.limits import printable, printable_line
 
 log = logging.getLogger("diagnosa.capture")
@@ -142,7 +143,7 @@ def encode_payload(body: bytes, content_type: str | None) -> tuple[str, str]:
     return base64.b64encode(body).decode("ascii"), "BASE64"
 
 
-def decode_payload(io: dict[str, Any]) -> bytes:
+def decode_payload(io: Mapping[str, Any]) -> bytes:
     """The original bytes of an ``endpointInput``/``endpointOutput`` block."""
     if io["encoding"] == "BASE64":
         return base64.b64decode(io["data"], validate=True)
@@ -1000,9 +1001,11 @@ def captured_patients(lake: DataLake, endpoint: str, event_ids: Iterable[str]) -
 def _answered_patients(line: bytes) -> int:
     """How many patients a capture line's answer holds; UNCOUNTED when it cannot be read."""
     try:
-        answer = json.loads(decode_payload(json.loads(line)["captureData"]["endpointOutput"]))
-        predictions = answer["predictions"]
-    except (ValueError, KeyError, TypeError, RecursionError, binascii.Error):
+        output = json.loads(line)["captureData"]["endpointOutput"]
+        if media_type(output.get("observedContentType")) == CSV:  # a request answered in CSV
+            return len(read_csv_answer(decode_payload(output)))
+        predictions = json.loads(decode_payload(output))["predictions"]
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError, binascii.Error):
         return UNCOUNTED
     return len(predictions) if isinstance(predictions, list) else UNCOUNTED
 

@@ -28,6 +28,7 @@ from diagnosa.data.csv_cells import csv_problem, fit_to_header, header_problem, 
 from diagnosa.data.schema import Schema, other_delimiter
 from diagnosa.data.validate import clip
 from diagnosa.model import DiagnosaModel, model_version
+from inference.answers import CSV, csv_answer, media_type
 from inference.fastpath import CompiledFeatures, compile_model
 from inference.limits import (
     MAX_BODY_BYTES,
@@ -49,7 +50,6 @@ MAX_RESPONSE_BYTES = 6 * 1024 * 1024  # SageMaker refuses replies over 6 MB too:
 # A JSON text can carry a lone UTF-16 surrogate only as a \uD800-\uDFFF escape (UTF-8 cannot encode one).
 SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 JSON = "application/json"
-CSV = "text/csv"
 DEFAULT_TOP_K = 3
 MAX_DIFFERENTIAL = 20
 DIFFERENTIAL_NOTE = ("Decision support: rare diseases whose HPO annotations best match the reported symptoms "
@@ -173,10 +173,6 @@ def _probe_records(schema: RequestSchema, features: Any) -> list[dict[str, Any]]
     return probes
 
 
-def _media_type(content_type: str | None) -> str:
-    return (content_type or "").split(";", 1)[0].strip().lower()
-
-
 def charset(content_type: str | None) -> str | None:
     """The charset a Content-Type names, lower case, or None."""
     for parameter in (content_type or "").split(";")[1:]:
@@ -202,7 +198,7 @@ def _quality(media_range: str) -> float:
 def _accepted(accept: str | None) -> str:
     """The media type to answer in: of an Accept list's ranges we can produce, the most preferred (its q; list
     order on a tie); JSON when none is given. A type with q=0 is one the client refuses."""
-    ranges = [(_quality(candidate), _media_type(candidate)) for candidate in (accept or "").split(",")]
+    ranges = [(_quality(candidate), media_type(candidate)) for candidate in (accept or "").split(",")]
     refused = {media for q, media in ranges if q == 0}
     for _, media in sorted((r for r in ranges if r[0] > 0), key=lambda r: -r[0]):
         matches = {"": (JSON,), "*/*": (JSON, CSV), "application/*": (JSON,), "text/*": (CSV,)}.get(media, (media,))
@@ -297,7 +293,7 @@ def read_body(body: bytes | str, content_type: str | None, fields: Collection[st
         raise RequestError(413, f"the body is {len(body):,} bytes; the limit is {MAX_BODY_BYTES:,} (6 MB)")
     if not body.strip():
         raise RequestError(400, "the body is empty: send one patient record or a list of them")
-    media = _media_type(content_type)
+    media = media_type(content_type)
     if media not in (JSON, CSV):
         raise RequestError(415, f"unsupported content type {shown(content_type)}: use {JSON} or {CSV}")
     named = charset(content_type)
@@ -459,18 +455,7 @@ def predict(request: Request, service: Service) -> list[dict[str, Any]]:
 def render(prediction: list[dict[str, Any]], accept: str | None) -> tuple[bytes, str]:
     if _accepted(accept) != CSV:
         return encode_json({"predictions": prediction}), JSON
-    out = io.StringIO()
-    labels = list(prediction[0]["probabilities"]) if prediction else []
-    writer = csv.writer(out, lineterminator="\n")
-    differential = any("differential" in p for p in prediction)
-    writer.writerow(["patient_id", "category", *(f"p[{label}]" for label in labels), "model_version",
-                     *(["differential"] if differential else [])])
-    for p in prediction:
-        # The differential as "ORPHA:1 0.5;OMIM:2 0.4" (disease id and score, best first).
-        extra = [";".join(f"{d['disease_id']} {d['score']}" for d in p.get("differential", []))] if differential else []
-        writer.writerow([p["patient_id"] or "", p["category"], *(p["probabilities"][label] for label in labels),
-                         p["model_version"], *extra])
-    return out.getvalue().encode("utf-8", errors="backslashreplace"), CSV
+    return csv_answer(prediction), CSV
 
 
 def _least_entries(service: Service) -> tuple[dict[str, Any], dict[str, Any], int]:

@@ -19,6 +19,7 @@ import pandas as pd
 from diagnosa.data.schema import FieldNames, clean_text, is_missing_text
 from diagnosa.data.validate import LIST_SEPARATOR, boolean_text
 from diagnosa.lake import DataLake
+from inference.answers import CSV, media_type, read_csv_answer
 from inference.capture import (
     LONE_SURROGATE_ID,
     CaptureRead,
@@ -117,6 +118,22 @@ def json_payload(text: str) -> Any:
     except RecursionError:
         raise ValueError("JSON nested too deeply to read") from None
     return payload
+
+
+NO_PREDICTIONS = "output holds no predictions (neither a JSON nor a CSV answer of the endpoint's)"
+
+
+def answer_predictions(output: Mapping[str, Any]) -> list[Any]:
+    """The predictions of a captured ``endpointOutput`` block, in the media the endpoint answered in (its
+    ``observedContentType``): a CSV answer (``Accept: text/csv``) was read as JSON and every patient of it dropped
+    from drift, live quality and retraining."""
+    body = decode_payload(output)
+    if media_type(output.get("observedContentType")) == CSV:
+        return read_csv_answer(body)
+    predictions = json_payload(body.decode("utf-8"))["predictions"]
+    if not isinstance(predictions, list):
+        raise TypeError("'predictions' is not a list")
+    return predictions
 
 
 def _holds_lone_surrogate(value: Any) -> bool:
@@ -242,15 +259,12 @@ def traffic_from_events(events: Iterable[dict[str, Any]], kinds: dict[str, str],
             drop(UNREADABLE_INPUT, f"{where}: {err}")
             continue
         try:
-            output = json_payload(decode_payload(data["endpointOutput"]).decode("utf-8"))
-            predictions = output["predictions"]
-            if not isinstance(predictions, list):
-                raise TypeError("'predictions' is not a list")
+            predictions = answer_predictions(data["endpointOutput"])
         except (LoneSurrogate, UnicodeEncodeError) as err:
             drop(LONE_SURROGATE, f"{where}: output: {err}")
             continue
         except (ValueError, UnicodeDecodeError, KeyError, TypeError, RecursionError) as err:
-            drop("output has no JSON predictions", f"{where}: {err}")
+            drop(NO_PREDICTIONS, f"{where}: {err}")
             continue
         if len(predictions) != len(records):
             drop("input and output hold different numbers of patients",

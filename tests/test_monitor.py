@@ -19,6 +19,7 @@ from diagnosa.data.schema import Schema
 from diagnosa.lake import DataLake
 from inference.feedback import parse_feedback, store_feedback
 from monitoring.run import WindowError, parse_window, run_monitor, write_report
+from monitoring.traffic import NO_PREDICTIONS
 from processing.baseline import load_baseline, prediction_baseline, write_data_baseline, write_json
 
 FEATURES = ("age", "sex", "temperature_c", "heart_rate_bpm", "respiratory_rate_bpm", "systolic_bp_mmhg",
@@ -230,7 +231,7 @@ def test_malformed_captures_and_unknown_feedback_are_counted_with_reasons(tmp_pa
     skipped = {s["reason"]: s["count"] for s in report["traffic"]["skipped"]["by_reason"]}
     assert skipped == {"malformed capture line: not JSON": 1,
                        "malformed capture line: missing captureData or eventMetadata": 1,
-                       "output has no JSON predictions": 1, "object not in the capture layout": 1}
+                       NO_PREDICTIONS: 1, "object not in the capture layout": 1}
     fb = report["quality"]["feedback"]
     assert fb["matched"] == 1
     assert {s["reason"]: s["count"] for s in fb["skipped"]["by_reason"]} == \

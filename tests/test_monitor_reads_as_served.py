@@ -38,12 +38,13 @@ def service(trained_model_dir):
     return load_service(str(trained_model_dir))
 
 
-def served(lake: DataLake, service, bodies) -> list[str]:
-    """Each body answered by the endpoint's handler and captured as the server captures it: the event ids."""
+def served(lake: DataLake, service, bodies, accept: str | None = None) -> list[str]:
+    """Each body answered by the endpoint's handler (in the media ``accept`` asks for) and captured as the server
+    captures it: the event ids."""
     ids = []
     with DataCapture(lake, ENDPOINT, flush_seconds=0.05) as capture:
         for body, content_type in bodies:
-            output, output_type, patients = answer(service, body, content_type, None)  # a 200, or this raises
+            output, output_type, patients = answer(service, body, content_type, accept)  # a 200, or this raises
             event = new_event_id()
             assert capture.record(event, None, body, content_type, output, output_type, datetime.now(timezone.utc),
                                   patients)
@@ -68,6 +69,26 @@ def test_the_monitor_reads_each_answered_request_into_the_records_the_endpoint_s
         read.setdefault(row.event_id, []).append((age, sex, list(row.symptoms)))
     for event, (body, content_type) in zip(ids, BODIES):
         assert read.get(event) == as_scored(service, body, content_type), body
+
+
+def test_requests_answered_in_csv_are_read_as_those_answered_in_json(tmp_path, service):
+    # SageMaker captures an answer in the media the endpoint answered in: a request sent with Accept: text/csv was
+    # read as JSON, and every patient of it dropped from drift, live quality and retraining ("output has no JSON
+    # predictions"), its feedback stored and never used; the endpoint could not count its patients after a restart.
+    from inference.capture import captured_patients
+
+    lake = DataLake.from_uri(str(tmp_path / "lake"))
+    ids = served(lake, service, BODIES, accept="text/csv")
+    traffic = read_traffic(lake, ENDPOINT, None, None, KINDS)
+    assert traffic.skipped.total == 0 and not traffic.type_errors, traffic.skipped.to_dict()
+    patients = {event: len(as_scored(service, *request)) for event, request in zip(ids, BODIES)}
+    assert traffic.rows.groupby("event_id").size().to_dict() == patients
+    assert traffic.rows["predicted"].isin(service.model.labels).all()
+    assert captured_patients(lake, ENDPOINT, ids) == patients
+    several = next(event for event, (body, _) in zip(ids, BODIES) if body.startswith(b'{"instances"'))
+    store_feedback(lake, ENDPOINT, Feedback(event_id=several, event_row=1, diagnosis="ENFERMEDAD LEVE"))
+    records, _, skipped = feedback_records(lake, ENDPOINT)  # retraining's feedback join
+    assert [(r["age"], r["sex"]) for r in records] == [(30, "M")] and skipped.total == 0, skipped.to_dict()
 
 
 def unanswerable(event_id: str, body: bytes, content_type: str) -> dict:

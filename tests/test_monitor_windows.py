@@ -15,7 +15,7 @@ import pytest
 
 from diagnosa.lake import DataLake
 from inference.capture import DataCapture, captured_patients, error_line, new_event_id, read_capture, read_errors
-from monitoring.traffic import MISFILED, read_traffic, request_records, traffic_from_events
+from monitoring.traffic import MISFILED, NO_PREDICTIONS, read_traffic, request_records, traffic_from_events
 
 PREFIX = "capture/diagnosa/AllTraffic/"
 KINDS = {"age": "numeric"}
@@ -109,9 +109,9 @@ def test_a_deeply_nested_captured_body_is_counted_not_a_crash(tmp_path):
     traffic = read_traffic(lake, "diagnosa", at("2026-12-04T08:00:00Z"), at("2026-12-04T09:00:00Z"), KINDS)
     assert traffic.rows["event_id"].tolist() == ["fine"]
     assert dict(traffic.skipped.counts) == {"input is not a readable JSON or CSV request": 1,
-                                            "output has no JSON predictions": 1}
+                                            NO_PREDICTIONS: 1}
     assert traffic.dropped == {"deep-input": "input is not a readable JSON or CSV request",
-                               "deep-output": "output has no JSON predictions"}
+                               "deep-output": NO_PREDICTIONS}
     assert "nested too deeply" in traffic.skipped.examples["input is not a readable JSON or CSV request"][0]
     # The same through the events alone (retraining's reader).
     events = read_capture(lake, "diagnosa").events
