@@ -193,10 +193,11 @@ def refuse_earlier_output(target: str | os.PathLike, what: str) -> None:
 
 
 def _sweep_folders(target: Path) -> None:
-    """Temp folders of ``target`` left by writers that are gone (killed mid-write): a dead process's, this host's."""
-    prefix = "." + target.name + "."
+    """Temp folders beside ``target`` left by writers that are gone (killed mid-write): a dead process's, this
+    host's, whatever folder each was for. Only ``target``'s own were removed before: each monitor run writes a folder
+    of a new name, so a killed run's temp folder stayed for good."""
     try:
-        entries = [entry for entry in os.scandir(target.parent) if entry.name.startswith(prefix)]
+        entries = [entry for entry in os.scandir(target.parent) if entry.name.startswith(".")]
     except OSError:
         return
     for entry in entries:

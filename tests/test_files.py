@@ -33,3 +33,32 @@ def test_the_temp_name_ends_with_the_given_suffix(tmp_path):
         assert tmp.parent == tmp_path and tmp.name.startswith(".x.bin.") and tmp.name.endswith(".lake-tmp")
         tmp.write_bytes(b"1")
     assert (tmp_path / "x.bin").read_bytes() == b"1"
+
+
+def test_a_folder_write_sweeps_the_temp_folders_killed_writers_left_beside_it_whatever_their_target(tmp_path):
+    # Each monitor run writes a report folder of a new name: a run SIGKILLed mid-write left its hidden temp folder,
+    # and only a later write to the same name removed it (none came): they stayed for good. A live writer's stays.
+    import signal
+    import subprocess
+    import sys
+
+    from diagnosa.files import atomic_folder
+
+    write = ("import os, signal, sys, time\nfrom diagnosa.files import atomic_folder\n"
+             "with atomic_folder(sys.argv[1]) as tmp:\n    (tmp / 'report.json').write_text('{')\n"
+             "    print(tmp.name, flush=True)\n"
+             "    os.kill(os.getpid(), signal.SIGKILL) if sys.argv[2] == 'kill' else time.sleep(60)\n")
+    killed = subprocess.run([sys.executable, "-c", write, str(tmp_path / "run-1"), "kill"], capture_output=True,
+                            text=True, timeout=60)
+    assert killed.returncode == -signal.SIGKILL and (tmp_path / killed.stdout.strip()).is_dir()
+    live = subprocess.Popen([sys.executable, "-c", write, str(tmp_path / "run-2"), "sleep"], stdout=subprocess.PIPE,
+                            text=True)
+    try:
+        writing = tmp_path / live.stdout.readline().strip()  # type: ignore[union-attr]
+        assert writing.is_dir()
+        with atomic_folder(tmp_path / "run-3") as tmp:
+            (tmp / "report.json").write_text("{}")
+        assert sorted(p.name for p in tmp_path.iterdir()) == sorted([writing.name, "run-3"])
+    finally:
+        live.kill()
+        live.wait()

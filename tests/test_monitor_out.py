@@ -133,3 +133,19 @@ def test_an_empty_folder_made_for_the_report_keeps_its_mode_owner_and_group(tmp_
     assert (out / "report.json").is_file()
     assert stat.S_IMODE(after.st_mode) == 0o2770
     assert (after.st_uid, after.st_gid) == (before.st_uid, before.st_gid)
+
+
+def test_the_lake_copy_of_a_report_writes_report_json_last(tmp_path, baseline_dir, monkeypatch, capsys):
+    # A kill between the copies left a lake folder holding report.json without report.html: it looked whole.
+    from diagnosa.lake import DataLake
+
+    copied: list[str] = []
+    put_file = DataLake.put_file
+
+    def recording(self, path, key):
+        copied.append(key.rsplit("/", 1)[-1])
+        return put_file(self, path, key)
+
+    monkeypatch.setattr(DataLake, "put_file", recording)
+    assert main(_monitor(tmp_path, baseline_dir)) == 0, capsys.readouterr().err
+    assert sorted(copied) == ["constraint_violations.json", "report.html", "report.json"] and copied[-1] == "report.json"

@@ -169,8 +169,8 @@ def cmd_monitor(args: argparse.Namespace) -> int:
         # --out a file, or where no folder can be made: a bad path, as docs/operations.md says
         raise UsageError(said) from None
     prefix = report_prefix(args.endpoint_name, name)
-    for path in paths.values():
-        lake.put_file(path, f"{prefix}/{path.name}")
+    for kind in sorted(paths, key=lambda kind: kind == "json"):  # report.json last: a folder without it was cut short
+        lake.put_file(paths[kind], f"{prefix}/{paths[kind].name}")
     _print_summary(report, paths, lake.url(prefix + "/report.json"))
     status = 0
     if args.retrain:
