@@ -230,6 +230,26 @@ def test_a_refused_delivery_leaves_no_raw_batch_and_the_latest_version_stands(la
             ingest_cohort_files(lake, records, path)
 
 
+def test_a_batch_name_already_taken_says_so_and_names_the_file_a_killed_ingest_did_not_write(lake, tmp_path):
+    # A kill between the two raw writes left the records without the labs: the corrected delivery was refused as
+    # "'raw/clinical_records/wk.jsonl' already exists … with different content", and nothing said the batch was half.
+    from diagnosa.data.ingest import raw_keys
+    from diagnosa.lake import ObjectExists
+
+    records, labs, other = tmp_path / "d.jsonl", tmp_path / "d.csv", tmp_path / "o.jsonl"
+    records.write_text(record("P1") + "\n")
+    labs.write_text(LAB_HEADER + "\n" + lab_row("P1") + "\n")
+    other.write_text(record("P2") + "\n")
+    records_key, labs_key = raw_keys("wk")
+    lake.put_bytes_once(records_key, records.read_bytes())  # what the killed ingest wrote
+    with pytest.raises(ObjectExists, match="raw batch 'wk' holds another delivery's files, without its lab results "
+                                           r"\(an ingest stopped .* another --batch$"):
+        ingest_cohort_files(lake, other, labs, "wk")
+    assert ingest_cohort_files(lake, records, labs, "wk").rows == 1  # its own files complete it
+    with pytest.raises(ObjectExists, match="raw batch 'wk' holds another delivery's files; raw files are write-once"):
+        ingest_cohort_files(lake, other, labs, "wk")
+
+
 # ------------------------------------------------------------------------------------------------ own CSV
 
 CONFIG = """

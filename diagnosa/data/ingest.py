@@ -62,7 +62,7 @@ from diagnosa.data.schema import (
 )
 from diagnosa.data.validate import clip, shown, validate_frame
 from diagnosa.files import not_a_regular_file
-from diagnosa.lake import DataLake, LakeError, ObjectNotFound
+from diagnosa.lake import DataLake, LakeError, ObjectExists, ObjectNotFound
 from diagnosa.text import some_of
 
 INGEST_VERSION = "2"  # bump when ingestion changes what it writes for the same input (2: data in parts)
@@ -888,11 +888,26 @@ def ingest_cohort_files(lake: DataLake, records_path: Path, labs_path: Path, bat
     records_key, labs_key = raw_keys(batch)
 
     def stage() -> None:
-        lake.put_bytes_once(records_key, records_bytes)
-        lake.put_bytes_once(labs_key, labs_bytes)
+        try:
+            lake.put_bytes_once(records_key, records_bytes)
+            lake.put_bytes_once(labs_key, labs_bytes)
+        except ObjectExists as err:
+            raise ObjectExists(f"{err}: raw batch '{batch}' {_batch_state(lake, records_key, labs_key)}; raw files "
+                               "are write-once: give this delivery another --batch") from None
 
     return _ingest_cohort_bytes(lake, batch, records_bytes, labs_bytes, phase=phase, stage=stage,
                                 sources=(str(records_path), str(labs_path)))
+
+
+def _batch_state(lake: DataLake, records_key: str, labs_key: str) -> str:
+    """What a raw batch that refused a delivery holds: a batch with one of its two files was left by an ingest
+    killed between their writes, and nothing else says so."""
+    missing = [what for key, what in ((records_key, "clinical records"), (labs_key, "lab results"))
+               if not lake.exists(key)]
+    if missing:
+        return (f"holds another delivery's files, without its {missing[0]} (an ingest stopped between the two "
+                "writes: ingesting that delivery's own files again completes it)")
+    return "holds another delivery's files"
 
 
 def default_batch_name(stem: str, digest: str) -> str:
