@@ -776,6 +776,7 @@ def _dataset_settings(args: argparse.Namespace, bucket: str) -> dict:
     --dataset-config FILE.toml (offline), else the built-in cohort, else the latest curated version of
     --dataset in the data lake (--lake or DIAGNOSA_LAKE; otherwise the workspace's lake for
     `definition`, s3://<bucket> for upsert and start)."""
+    from diagnosa.data.ingest import unfinished_note
     from diagnosa.data.schema import BUILTIN_DATASET, load_dataset_config
     from diagnosa.services import curated_manifest, dataset_of
     from pipelines.definition import config_dataset_settings
@@ -795,7 +796,7 @@ def _dataset_settings(args: argparse.Namespace, bucket: str) -> dict:
     manifest = curated_manifest(lake, dataset)
     if manifest is None:
         raise UsageError(f"no curated dataset '{dataset}' in {lake.uri}: run `diagnosa data ingest` first "
-                         "(or describe it with --dataset-config FILE.toml)")
+                         "(or describe it with --dataset-config FILE.toml)" + unfinished_note(lake, dataset))
     return dataset_of(manifest, dataset)
 
 

@@ -235,9 +235,17 @@ def test_run_refuses_a_dataset_it_cannot_find_or_split_before_any_step(tmp_path,
 
     ws = ["--workspace", str(tmp_path / "ws")]
     assert main([*ws, "run", "--local", "--dataset", "nope"]) == 2
-    assert "no curated dataset 'nope'" in capsys.readouterr().err
-    # A curated version whose classes are too small (ingested before the check existed, or edited).
+    said = capsys.readouterr().err
+    assert "no curated dataset 'nope'" in said and "did not finish" not in said
+    # What an ingest killed mid-way leaves (parts, no manifest) is named, with the way out: it was not mentioned.
     lake = DataLake.from_uri(str(tmp_path / "ws" / "lake"))
+    lake.put_bytes("curated/nope/00000000b002/part-00000.parquet", b"PAR1")
+    assert main([*ws, "run", "--local", "--dataset", "nope"]) == 2
+    assert ("no curated dataset 'nope'" in (said := capsys.readouterr().err) and "curated/nope/ holds 1 version "
+            "folder(s) an ingest did not finish (no manifest.json: one still running, or killed mid-way), e.g. "
+            "00000000b002: run "
+            "the same ingest again" in said), said
+    # A curated version whose classes are too small (ingested before the check existed, or edited).
     schema = Schema("tiny", (Field("id", "string", role="id"), Field("y", "category", role="target"),
                              Field("x", "number")), ("a", "b", "c", "d"))
     lake.put_json("curated/tiny/00000000a001/manifest.json", {"dataset": "tiny", "version": "00000000a001",

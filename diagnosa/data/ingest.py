@@ -612,6 +612,18 @@ VERSION_ID = re.compile(r"[0-9a-f]{6,64}")
 DAMAGED_LATEST = "(damaged LATEST.json)"
 
 
+def unfinished_note(lake: DataLake, dataset: str) -> str:
+    """For a dataset with no curated version: "" or what an ingest killed mid-way left of it (version folders
+    without a manifest, never read), and what to do — "no curated dataset" alone sent the user to ingest again
+    without a word about them."""
+    versions = sorted({key.split("/")[2] for key in lake.list(f"curated/{dataset}/") if key.count("/") >= 3})
+    if not versions:
+        return ""
+    return (f"; curated/{dataset}/ holds {len(versions):,} version folder(s) an ingest did not finish (no "
+            f"manifest.json: one still running, or killed mid-way), e.g. {clip(versions[0], 80)}: run the same "
+            "ingest again to complete it, or remove them")
+
+
 def latest_key(dataset: str) -> str:
     """The object naming a dataset's latest curated version; written last, after the version's manifest."""
     return f"curated/{dataset}/LATEST.json"
@@ -1566,7 +1578,8 @@ def latest_manifest(lake: DataLake, dataset: str) -> tuple[str, dict[str, Any]]:
     trains on it."""
     version = current_latest(lake, dataset)
     if version is None:
-        raise NoCuratedData(f"no curated dataset '{dataset}' in {lake.uri}: run `diagnosa data ingest` first")
+        raise NoCuratedData(f"no curated dataset '{dataset}' in {lake.uri}: run `diagnosa data ingest` first"
+                            + unfinished_note(lake, dataset))
     where = f"{lake.uri.rstrip('/')}/{latest_key(dataset)}"
     if version == DAMAGED_LATEST:
         raise IngestError(f"{where} names no curated version (not what an ingest writes): ingest the data again "
