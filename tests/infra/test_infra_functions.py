@@ -149,6 +149,46 @@ def test_later_approval_updates_blue_green_with_rollback_alarms(sm, deploy_fn):
         "Alarms": [{"AlarmName": "diagnosa-dev-5xx"}, {"AlarmName": "diagnosa-dev-model-latency"}]}
 
 
+def documented_package_event(arn: str, version: int, updated: list[str]) -> dict:
+    """AWS's sample "SageMaker Model Package State Change" event (SageMaker Developer Guide, "Events that Amazon
+    SageMaker AI sends to Amazon EventBridge"), its account, region, group and ARN the dev stage's, its approval
+    status Approved, and the fields it says were updated."""
+    return {
+        "version": "0", "id": "844e2571-85d4-695f-b930-0153b71dcb42", "detail-type": "SageMaker Model Package State Change",
+        "source": "aws.sagemaker", "account": "123456789012", "time": "1970-01-01T03:00:00Z", "region": REGION,
+        "resources": [arn],
+        "detail": {
+            "ModelPackageGroupName": "diagnosa-dev", "ModelPackageVersion": version, "ModelPackageArn": arn,
+            "CreationTime": "1970-01-01T00:00:00Z",
+            "InferenceSpecification": {"Containers": [{"Image": IMAGE, "ModelDataUrl": "s3://lake/artifacts/runs/x/champion/model.tar.gz"}],
+                                       "SupportedContentTypes": ["application/json"],
+                                       "SupportedResponseMIMETypes": ["application/json"]},
+            "ModelPackageStatus": "Completed", "ModelPackageStatusDetails": {"ValidationStatuses": [], "ImageScanStatuses": []},
+            "CertifyForMarketplace": False, "ModelApprovalStatus": "Approved",
+            "ModelLifeCycle": {"Stage": "Development", "StageStatus": "Approved", "StageDescription": "StageDescription"},
+            "UpdatedModelPackageFields": updated, "LastModifiedTime": "1970-01-01T03:00:00Z"}}
+
+
+@pytest.mark.parametrize("updated, action", [
+    (["ModelLifeCycle"], "ignored"), (["CustomerMetadataProperties", "sourceUri"], "ignored"),
+    (["ModelApprovalStatus"], "updated"), (["ApprovalDescription"], "updated"),
+], ids=["life-cycle", "metadata", "approval", "approved-again"])
+def test_an_edit_of_an_older_approved_version_is_no_approval_and_does_not_roll_the_endpoint_back(sm, deploy_fn,
+                                                                                                 updated, action):
+    # SageMaker sends this event for an edit of a version too (AWS's sample: its ModelLifeCycle), and the version
+    # stays Approved: taken for an approval, an edit of v1 redeployed it over v2, which served.
+    first = package(sm)
+    deploy_fn.handler(approved_event(first), sagemaker=sm, env=ENV, now=0)
+    updates = update_endpoints(sm)
+    deploy_fn.handler({**approved_event(package(sm)), "time": "1970-01-01T01:00:00Z"}, sagemaker=sm, env=ENV,
+                      now=3600)
+    result = deploy_fn.handler(documented_package_event(first, 1, updated), sagemaker=sm, env=ENV, now=3 * 3600)
+    assert result["action"] == action and result["model_package"] == first
+    assert len(updates) == (1 if action == "ignored" else 2)  # the approval of v2, and v1's only when approved again
+    if action == "ignored":
+        assert result["reason"] == f"an edit of {', '.join(updated)}, not an approval"
+
+
 def test_all_at_once_traffic_shifting(deploy_fn):
     config = deploy_fn.deployment_config({**ENV, "TRAFFIC_SHIFTING": "ALL_AT_ONCE"})
     assert config["BlueGreenUpdatePolicy"]["TrafficRoutingConfiguration"] == {"Type": "ALL_AT_ONCE",

@@ -3,8 +3,10 @@
 Two EventBridge events reach it:
 
 * ``SageMaker Model Package State Change`` (the rule matches Approved versions of this stage's
-  group): the package is described again — the event is a hint, the registry is the truth — and
-  refused unless it is Approved and in the expected group. Then a Model (the package's image — with
+  group): an edit of a version (``UpdatedModelPackageFields`` naming neither its approval status nor the
+  approval's description: its ModelLifeCycle, metadata, ...) is ignored — the version stays Approved, and
+  deploying it rolled the endpoint back to it. Otherwise the package is described again — the event is a
+  hint, the registry is the truth — and refused unless it is Approved and in the expected group. Then a Model (the package's image — with
   baked images, one of the stage's image repository: see ``serving_image`` — and artifact, the
   serving code from the staged sourcedir) and an EndpointConfig (data capture to the
   lake's ``capture/`` zone, KMS) are created, named after the endpoint, the version and the time.
@@ -94,6 +96,9 @@ STRANDED_EVENTS = ("FAILED", "UPDATE_ROLLBACK_FAILED")
 MANAGED_TAG = "diagnosa:managed-by"
 PACKAGE_EVENT = "SageMaker Model Package State Change"
 ENDPOINT_EVENT = "SageMaker Endpoint State Change"
+# The model package fields whose update is an approval (UpdatedModelPackageFields): an update event naming only
+# others is an edit of the version (ModelLifeCycle, CustomerMetadataProperties, sourceUri, ...), never deployed.
+APPROVAL_FIELDS = frozenset({"ModelApprovalStatus", "ApprovalDescription"})
 SCALABLE_DIMENSION = "sagemaker:variant:DesiredInstanceCount"
 # Which program serves is the registered version's decision: the pipeline registers each one with
 # SAGEMAKER_PROGRAM (pipelines/definition.py), the script training wrote into the artifact's code/. A version
@@ -319,6 +324,14 @@ def deploy(detail: dict[str, Any], sagemaker: Any, autoscaling: Any, env: dict[s
         raise Refused("the event names no ModelPackageArn")
     if not isinstance(arn, str) or len(arn) > ARN_MAX_LENGTH:
         raise Refused(f"the event's ModelPackageArn is not a model package ARN but {_typed(arn)}: nothing deployed")
+    edited = _edit_not_approval(detail.get("UpdatedModelPackageFields"))
+    if edited:
+        # SageMaker sends the same event for an edit of an Approved version (its ModelLifeCycle, metadata, sourceUri,
+        # AWS's sample): taken for an approval, it redeployed an older version over the one serving, or undid an
+        # automatic rollback. Nothing to do: not an error either.
+        log.info("%s: an edit of %s of %s, not an approval: nothing done", env["ENDPOINT_NAME"], edited, arn)
+        return {"action": "ignored", "endpoint": env["ENDPOINT_NAME"], "model_package": arn,
+                "reason": f"an edit of {edited}, not an approval"}
     package = approved_package(sagemaker, arn, env)
     approval = Approval.of(sent, int(package.get("ModelPackageVersion") or 0), now)
     endpoint = env["ENDPOINT_NAME"]
@@ -357,6 +370,18 @@ def deploy(detail: dict[str, Any], sagemaker: Any, autoscaling: Any, env: dict[s
             log.info("%s already serves %s since after this event (%s): a duplicate, nothing done", endpoint, arn, sent)
             return {"action": "unchanged", "endpoint": endpoint, "model_package": arn}
     return roll_out(package, arn, current, approval.tag(), sagemaker, autoscaling, env, now=now, s3=s3)
+
+
+def _edit_not_approval(updated: Any) -> str | None:
+    """The fields an update event names when none of them is the approval (its status or description, which an
+    approval of a version, or approving it again, sets): the edit they name, shown; None for an approval, or for an
+    event naming no updated fields (a version registered Approved)."""
+    if not isinstance(updated, list) or not updated:
+        return None
+    names = [name for name in updated if isinstance(name, str)]
+    if APPROVAL_FIELDS & set(names) or len(names) != len(updated):  # what cannot be read is not taken for an edit
+        return None
+    return _clip(", ".join(names), 200)
 
 
 def latest_approval(tag: str | None, endpoint: str, now: float) -> Approval | None:
