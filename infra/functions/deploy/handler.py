@@ -6,8 +6,9 @@ Two EventBridge events reach it:
   group): an edit of a version (``UpdatedModelPackageFields`` naming neither its approval status nor the
   approval's description: its ModelLifeCycle, metadata, ...) is ignored — the version stays Approved, and
   deploying it rolled the endpoint back to it. Otherwise the package is described again — the event is a
-  hint, the registry is the truth — and refused unless it is Approved and in the expected group. Then a Model (the package's image — with
-  baked images, one of the stage's image repository: see ``serving_image`` — and artifact, the
+  hint, the registry is the truth — and refused unless it is Approved and in the expected group. Then a
+  Model (the package's image — with baked images, one of the stage's image repository: see
+  ``serving_image`` — and artifact, the
   serving code from the staged sourcedir) and an EndpointConfig (data capture to the
   lake's ``capture/`` zone, KMS) are created, named after the endpoint, the version and the time.
   The first time the endpoint is created; afterwards it is updated blue/green (canary or all at
