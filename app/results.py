@@ -723,6 +723,8 @@ def record_feedback(client: Any, event_id: str, diagnosis: str | None, note: str
 
 
 CHART_ROW_PX = 36  # the probability chart's height per category
+# The axes' text colour (the app's theme text colour): Streamlit's chart theme drew it #808495, 3.7:1 on white.
+CHART_TEXT = "#0e1117"
 
 
 def probability_chart(rows: list[dict[str, Any]]) -> Any:
@@ -737,14 +739,18 @@ def probability_chart(rows: list[dict[str, Any]]) -> Any:
 
     order = [r["category"] for r in rows]
     base = alt.Chart(alt.Data(values=rows)).encode(
-        y=alt.Y("category:N", sort=order, title=None, axis=alt.Axis(labelLimit=260, labelOverlap=False)),
-        x=alt.X("probability:Q", title="probability", scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format="%")),
+        y=alt.Y("category:N", sort=order, title=None,
+                axis=alt.Axis(labelLimit=260, labelOverlap=False, labelColor=CHART_TEXT)),
+        x=alt.X("probability:Q", title="probability", scale=alt.Scale(domain=[0, 1]),
+                axis=alt.Axis(format="%", labelColor=CHART_TEXT, titleColor=CHART_TEXT)),
     )
     # Each bar's own accessible name: the category and the percentage as the page writes it (Vega's default
     # read 'probability: 100.000000%' for a rounded 1.0).
     bars = base.mark_bar(color="#2f6f9f").transform_calculate(aria="datum.category + ': ' + datum.label").encode(
         description="aria:N")
-    labels = base.mark_text(align="left", dx=4).encode(text="label:N")
+    # The percentage beside each bar is hidden from screen readers (aria=False): the bar already says it, and Vega's
+    # default name for a text mark read the raw float ('probability: 100.000000%') and the category again.
+    labels = base.mark_text(align="left", dx=4, aria=False).encode(text="label:N")
     # What a screen reader says for the chart (its accessible name): each category with its percentage, in words.
     description = "Probability of each category: " + "; ".join(f"{r['category']}: {r['label']}" for r in rows)
     return (bars + labels).properties(height=alt.Step(CHART_ROW_PX), description=description,

@@ -442,7 +442,7 @@ def test_a_result_says_when_the_values_changed_since_it_was_asked_for(monkeypatc
     at = _submit(_app(monkeypatch, url), age="67")
 
     def stale() -> bool:
-        return any("The values have changed since this diagnosis" in c for c in _text(at.get_by_key("result").caption))
+        return any("The values have changed since this diagnosis" in c for c in _text(at.get_by_key("result").warning))
 
     assert not stale()
     at.session_state["symptoms"] = ["HP:0001945"]  # as the symptom picker's add button does

@@ -47,7 +47,7 @@ from app.results import (
     top_k_rows,
 )
 from app.terms import TermIndex, build_index
-from diagnosa.text import markdown_literal
+from diagnosa.text import label_literal, markdown_literal
 from inference.client import ClientFailure
 from inference.feedback import MAX_NOTE
 
@@ -270,7 +270,9 @@ def field_widget(f: FormField, spec: FormSpec) -> None:
     key = FIELD + f.name
     # A widget's label and help are markdown to Streamlit: an own dataset's column named '[site](http://…)' was a link
     # in the doctor's form, '$x^2$' a formula, a unit '10*9/L' half in italics. They are the column's words, as text.
-    title, help_ = markdown_literal(f.title), f.help and markdown_literal(f.help)
+    # The label with label_literal: Streamlit copies its source into the input's aria-label, and markdown_literal's
+    # backslashes were read out ('Age \\(years\\)'); the help shows in a tooltip, as markdown.
+    title, help_ = label_literal(f.title), f.help and markdown_literal(f.help)
     if f.kind in ("integer", "number"):
         # Text, read by app.form.parse_number: the browser's number field drops a decimal comma (15,2 became 152,
         # an age of 6,5 became 65), cut a decimal of a whole number (67.5 became 67), let go of a value too big for
@@ -341,16 +343,16 @@ STALE = "The values have changed since this diagnosis: ask again for a diagnosis
 def _result(outcome: Outcome, spec: FormSpec, config: AppConfig) -> None:
     result = outcome.result or {}
     changed = changed_fields(spec)
-    # Marked in its heading, not only in a caption: the form beside it shows other values, and a doctor glancing at
+    # Marked in its heading, not only in a warning: the form beside it shows other values, and a doctor glancing at
     # the result must not take it for theirs. Kept on screen (not hidden) so that a slip being corrected does not
     # make the diagnosis vanish; asking again replaces it.
-    st.subheader("Diagnosis of the earlier values" if changed else "Diagnosis")
-    if changed:
-        st.caption(f"{STALE} Changed: {markdown_literal(', '.join(changed))}.")
+    st.subheader("Diagnosis of the earlier values" if changed else "Diagnosis", anchor=False)
+    if changed:  # an alert (role "alert": announced by screen readers), not a caption (3.9:1, and silent)
+        st.warning(f"{STALE} Changed: {markdown_literal(', '.join(changed))}.", icon=":material/history:")
     st.markdown(f"### {markdown_literal(headline(result))}")  # a label of the user's own is text
     note = decision_note(result, outcome.decision_weights)
-    if note:
-        st.caption(markdown_literal(note))
+    if note:  # why the category shown is not the most probable one: read with it (role "status")
+        st.info(markdown_literal(note), icon=":material/info:")
     other = label_problem(result, spec)
     if other:
         st.error(markdown_literal(other), icon=":material/help:")
@@ -485,7 +487,7 @@ def patient_form(config: AppConfig, spec: FormSpec, outcome: Outcome | None, acc
 
 def main() -> None:
     st.set_page_config(page_title="Diagnosa", page_icon=":material/stethoscope:", layout="wide")
-    st.title("Diagnosa")
+    st.title("Diagnosa", anchor=False)  # no focusable "link to heading" (one more Tab stop, named alike)
     try:
         config = AppConfig.from_env(os.environ)
         spec = _spec(config.model)
