@@ -68,6 +68,7 @@ from inference.client import (
     InvalidAnswer,
     ModelTimeout,
     NotAuthorized,
+    NotTheEndpoint,
     PredictionRejected,
     is_probability,
     prediction_problem,  # the validity of a prediction: the client's (it refuses an invalid one), and the page's
@@ -250,6 +251,11 @@ def explain_failure(err: BaseException, config: AppConfig, spec: FormSpec) -> Fa
     if isinstance(err, EndpointUnreachable) or isinstance(cause, (EndpointConnectionError, ConnectTimeoutError)):
         return Failure("unreachable", f"Cannot reach the {where}: it is down or the address is wrong. "
                                       "Check that the endpoint is running, then ask again.")
+    if isinstance(err, NotTheEndpoint):  # a redirect, another server's page: the app's endpoint address is wrong
+        log.warning("no diagnosis from the %s: %s", where, err)
+        return Failure("not_found", f"The address the app calls for the {where} answered something that is not the "
+                                    "endpoint (a redirect, or another server's page). No diagnosis was received: tell "
+                                    "the administrator to check the app's endpoint address.")
     if isinstance(err, InvalidAnswer):
         log.warning("the %s answered something that is not a diagnosis: %s", where, err)
         return Failure("failed", f"The {where} answered something that is not a diagnosis ({err.problem}). No "

@@ -315,6 +315,21 @@ def _clipped(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
     return text if len(text) <= limit else text[:limit] + f"… ({len(text) - limit:,} more characters)"
 
 
+def _not_the_endpoint(where: str, status: int, headers: Mapping[str, str]) -> ClientFailure:
+    """What an answer in another server's words means (a redirect was read as a failure of the endpoint, a proxy's
+    503 page as the model still loading)."""
+    if 300 <= status < 400:
+        target = urllib.parse.urlsplit(str(headers.get("location") or ""))
+        to = f" to {shown(f'{target.scheme}://{target.netloc}', 120)}" if target.netloc else ""  # not its path or query
+        return NotTheEndpoint(f"{where}: its address answered a redirect (HTTP {status}{to}), not the endpoint: the "
+                              "endpoint URL is likely wrong (https:// for http://? a sign-in page in front of it?)")
+    if status in (502, 503, 504):  # a gateway's "the server behind me is not answering": down or restarting
+        return EndpointBusy(f"{where}: something in front of it (a proxy or load balancer) answered HTTP {status}, "
+                            "not the endpoint: the endpoint may be down or restarting; ask again in a moment")
+    return NotTheEndpoint(f"{where}: its address answered HTTP {status} with a page that is not the endpoint's answer: "
+                          "check the endpoint URL")
+
+
 def _problems(raw: Any, more: Any) -> tuple[list[dict[str, Any]], int]:
     """A refusal's ``errors`` as an endpoint sent them, kept as the endpoint itself lists them: the objects only
     (not a string, a null or a number), at most MAX_LISTED_PROBLEMS and those up to MAX_REFUSAL_BYTES; and the
@@ -400,6 +415,12 @@ class InvalidAnswer(ClientFailure):
     def __init__(self, message: str, problem: str):
         super().__init__(message)
         self.problem = problem
+
+
+class NotTheEndpoint(ClientFailure):
+    """The endpoint's address answered, but not as the endpoint or AWS answers (a redirect, another server's error
+    page: botocore names such an answer by its bare HTTP status): the address is wrong, or something in front of the
+    endpoint (a sign-in page, a proxy) answers for it."""
 
 
 class InvalidInput(ClientFailure, ValueError):
@@ -991,6 +1012,8 @@ class DiagnosaClient:
             return EndpointBusy(f"{where} is busy or not ready yet ({code}: {message}): ask again in a moment")
         if code == "ValidationError":
             return ClientFailure(f"{where} rejected the call: {message}")
+        if code.isdigit():  # botocore's code for an answer that is neither AWS's error nor the endpoint's
+            return _not_the_endpoint(where, int(code), err.response.get("ResponseMetadata", {}).get("HTTPHeaders", {}))
         return ClientFailure(f"{where} failed: {code} {message}")
 
 

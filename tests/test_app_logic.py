@@ -312,6 +312,26 @@ def stub(http_server):
     return start
 
 
+@pytest.mark.parametrize("status, headers_out, kind, says", [
+    (503, {"Content-Type": "text/html"}, "unavailable", "is busy or still starting: ask again in a moment"),
+    (302, {"Location": "https://sso.example/login?next=/invocations&token=s3cr3t"}, "not_found",
+     "answered something that is not the endpoint (a redirect, or another server's page)"),
+    (404, {"Content-Type": "text/html"}, "not_found", "check the app's endpoint address"),
+], ids=["proxy-503", "redirect", "other-404"])
+def test_another_servers_answer_is_not_taken_for_the_endpoints(stub, caplog, status, headers_out, kind, says):
+    # A proxy's 503 page was explained as "its model is still loading", a redirect to a sign-in page (http:// for an
+    # https:// address) and another server's 404 page as "could not give a diagnosis".
+    import logging
+
+    page = b"<html><head><title>Service Temporarily Unavailable</title></head><body>nginx</body></html>"
+    with caplog.at_level(logging.INFO, logger="app.results"):
+        outcome = _outcome(stub(status=status, body=page, headers_out=headers_out))
+    assert outcome.failure.kind == kind and says in outcome.failure.message, outcome.failure.message
+    assert "loading" not in outcome.failure.message and "s3cr3t" not in caplog.text + outcome.failure.message
+    if status == 302:
+        assert "redirect (HTTP 302 to 'https://sso.example')" in caplog.text
+
+
 def _closed_port_url() -> str:
     import socket
 

@@ -380,6 +380,26 @@ def test_a_model_error_that_is_no_4xx_is_never_a_refusal_of_the_input(misbehavin
     assert said in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("status, headers, kind, said", [
+    (302, {"Location": "https://sso.example/login?token=s3cr3t"}, "NotTheEndpoint",
+     "its address answered a redirect (HTTP 302 to 'https://sso.example'), not the endpoint"),
+    (502, {"Content-Type": "text/html"}, "EndpointBusy", "something in front of it (a proxy or load balancer) answered "
+                                                          "HTTP 502, not the endpoint"),
+    (404, {"Content-Type": "text/html"}, "NotTheEndpoint", "its address answered HTTP 404 with a page that is not"),
+], ids=["redirect", "bad-gateway", "other-404"])
+def test_an_answer_in_another_servers_words_says_the_address_is_not_the_endpoint(misbehaving, tmp_path, capsys,
+                                                                                 status, headers, kind, said):
+    # botocore names such an answer by its bare status: `diagnosa predict` printed "failed: 302 <the page>".
+    url = misbehaving(lambda h: h.reply(status, b"<html><body>nginx</body></html>", headers))
+    with pytest.raises(ClientFailure) as failure:
+        DiagnosaClient("diagnosa", endpoint_url=url, timeout=5, max_attempts=1).predict(PATIENT)
+    assert type(failure.value).__name__ == kind and said in str(failure.value) and "s3cr3t" not in str(failure.value)
+    patients = tmp_path / "patients.json"
+    patients.write_text(json.dumps([PATIENT]))
+    main(["predict", str(patients), "--endpoint-url", url, "--timeout", "5"])
+    assert said in capsys.readouterr().err
+
+
 def test_a_refusal_listing_junk_is_read_and_printed_without_failing():
     for errors in ("bad", [None], [1], {"a": 1}):
         text = str(PredictionRejected("1 problem(s) in the request", 400, errors))  # raised AttributeError
