@@ -616,7 +616,10 @@ def unfinished_note(lake: DataLake, dataset: str) -> str:
     """For a dataset with no curated version: "" or what an ingest killed mid-way left of it (version folders
     without a manifest, never read), and what to do — "no curated dataset" alone sent the user to ingest again
     without a word about them."""
-    versions = sorted({key.split("/")[2] for key in lake.list(f"curated/{dataset}/") if key.count("/") >= 3})
+    try:
+        versions = sorted({key.split("/")[2] for key in lake.list(f"curated/{dataset}/") if key.count("/") >= 3})
+    except (LakeError, ValueError, OSError):  # a note to an error: it never takes that error's place
+        return ""
     if not versions:
         return ""
     return (f"; curated/{dataset}/ holds {len(versions):,} version folder(s) an ingest did not finish (no "
