@@ -19,10 +19,13 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 from app.config import AppConfig
 from diagnosa.net import free_port, wait_until_ok
+
+if TYPE_CHECKING:  # Playwright is imported where a browser runs
+    from playwright.sync_api import Page
 
 # A febrile, tachycardic, hypoxic patient with a high CRP (the docs' example patient).
 PATIENT = {"age": "67", "temperature_c": "38.9", "heart_rate_bpm": "112", "respiratory_rate_bpm": "26",
@@ -64,6 +67,20 @@ def running_app(config: AppConfig, *, log: Path | None = None) -> Iterator[str]:
             sink.close()
 
 
+def ask_for_diagnosis(page: "Page") -> str:
+    """Fill PATIENT's values in the form on ``page``, ask for the diagnosis and wait for it and its chart: the
+    headline the page shows."""
+    for name, value in PATIENT.items():
+        page.locator(f".st-key-in-{name} input").fill(value)
+    page.locator(".st-key-in-sex").click()
+    page.get_by_role("option", name=SEX, exact=True).click()
+    page.locator(".st-key-submit button").click()
+    result = page.locator(".st-key-result")
+    result.get_by_text("supports and does not replace clinical judgement").wait_for()
+    page.locator(".st-key-result .vega-embed").first.wait_for()  # the chart drew
+    return result.locator("h3").nth(1).inner_text()
+
+
 def drive(url: str, out: Path, *, timeout_ms: int = 30_000) -> tuple[str, str]:
     """Fill the form in headless Chromium, ask for the diagnosis, save a screenshot: (headline, storage)."""
     from diagnosa.browser import launch
@@ -85,16 +102,8 @@ def drive(url: str, out: Path, *, timeout_ms: int = 30_000) -> tuple[str, str]:
         page.locator(".st-key-remove-HP_0001945").wait_for()
         search.fill("")
         search.press("Enter")
-        for name, value in PATIENT.items():
-            page.locator(f".st-key-in-{name} input").fill(value)
-        page.locator(".st-key-in-sex").click()
-        page.get_by_role("option", name=SEX, exact=True).click()
-        page.locator(".st-key-submit button").click()
-        result = page.locator(".st-key-result")
-        result.get_by_text("supports and does not replace clinical judgement").wait_for()
-        page.locator(".st-key-result .vega-embed").first.wait_for()
+        headline = ask_for_diagnosis(page)
         page.wait_for_timeout(600)  # let the chart finish its first paint
-        headline = result.locator("h3").nth(1).inner_text()
         storage = page.evaluate("JSON.stringify({local: {...localStorage}, session: {...sessionStorage}})")
         page.screenshot(path=str(out), full_page=False)
     return headline, storage

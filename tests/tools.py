@@ -30,6 +30,8 @@ TOOLS: dict[str, tuple[Callable[[], bool], str]] = {
             "the pinned CDK CLI is not in node_modules/ (make test and make synth install it; plain pytest may not)"),
     "checkov": (lambda: CHECKOV.is_file(), f"checkov's own venv is missing ({CHECKOV}): `make checkov` creates it; "
                                            "`make test` does"),
+    "nginx": (lambda: (shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin")) is not None,
+              "nginx is not installed (apt-get install nginx; .ci/run installs it): the app behind its reverse proxy"),
 }
 
 

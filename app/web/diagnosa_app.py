@@ -486,7 +486,9 @@ def patient_form(config: AppConfig, spec: FormSpec, outcome: Outcome | None, acc
 # ------------------------------------------------------------------------------------------------ page
 
 def main() -> None:
-    st.set_page_config(page_title="Diagnosa", page_icon=":material/stethoscope:", layout="wide")
+    # An emoji icon is an inline SVG; a ':material/…:' one made every doctor's browser fetch it from Google's font
+    # server (fonts.gstatic.com): a request outside the hospital on each page load, refused by the proxy's policy.
+    st.set_page_config(page_title="Diagnosa", page_icon="🩺", layout="wide")
     st.title("Diagnosa", anchor=False)  # no focusable "link to heading" (one more Tab stop, named alike)
     try:
         config = AppConfig.from_env(os.environ)
