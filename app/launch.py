@@ -11,6 +11,8 @@ import sys
 from pathlib import Path
 from typing import Mapping
 
+from app.config import TEXT_COLOR
+
 STREAMLIT_OPTIONS: tuple[str, ...] = (
     "--server.headless=true",
     "--browser.gatherUsageStats=false",
@@ -22,7 +24,7 @@ STREAMLIT_OPTIONS: tuple[str, ...] = (
     # Streamlit draws st.caption in the text colour at 60 % opacity: with its default text colour a caption (the model
     # version, the case reference, the header) was 3.9:1 on white, under WCAG AA's 4.5:1; with this one it is 4.9:1
     # (4.8:1 in a code span), measured in Chromium (tests/test_app_accessibility.py).
-    "--theme.textColor=#0e1117",
+    f"--theme.textColor={TEXT_COLOR}",
 )
 
 

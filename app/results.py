@@ -50,7 +50,7 @@ from botocore.exceptions import (
     ResponseStreamingError,
 )
 
-from app.config import MAX_DIFFERENTIAL, AppConfig
+from app.config import MAX_DIFFERENTIAL, TEXT_COLOR, AppConfig
 from app.form import MAX_PROBLEMS, FieldErrors, FormSpec, display_text, field_errors
 from diagnosa.labels import CATEGORIES
 from diagnosa.model import ModelLoadError, model_version, read_metadata
@@ -729,8 +729,6 @@ def record_feedback(client: Any, event_id: str, diagnosis: str | None, note: str
 
 
 CHART_ROW_PX = 36  # the probability chart's height per category
-# The axes' text colour (the app's theme text colour): Streamlit's chart theme drew it #808495, 3.7:1 on white.
-CHART_TEXT = "#0e1117"
 
 
 def probability_chart(rows: list[dict[str, Any]]) -> Any:
@@ -746,9 +744,9 @@ def probability_chart(rows: list[dict[str, Any]]) -> Any:
     order = [r["category"] for r in rows]
     base = alt.Chart(alt.Data(values=rows)).encode(
         y=alt.Y("category:N", sort=order, title=None,
-                axis=alt.Axis(labelLimit=260, labelOverlap=False, labelColor=CHART_TEXT)),
+                axis=alt.Axis(labelLimit=260, labelOverlap=False, labelColor=TEXT_COLOR)),
         x=alt.X("probability:Q", title="probability", scale=alt.Scale(domain=[0, 1]),
-                axis=alt.Axis(format="%", labelColor=CHART_TEXT, titleColor=CHART_TEXT)),
+                axis=alt.Axis(format="%", labelColor=TEXT_COLOR, titleColor=TEXT_COLOR)),
     )
     # Each bar's own accessible name: the category and the percentage as the page writes it (Vega's default
     # read 'probability: 100.000000%' for a rounded 1.0).
