@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import csv
 import io
-from typing import Any
+import json
+from typing import Any, Callable
 
 CSV = "text/csv"
 FIXED = ("patient_id", "category")  # then p[<label>] per category, model_version, and differential when asked for
@@ -32,6 +33,18 @@ def csv_answer(prediction: list[dict[str, Any]]) -> bytes:
         writer.writerow([p["patient_id"] or "", p["category"], *(p["probabilities"][label] for label in labels),
                          p["model_version"], *extra])
     return out.getvalue().encode("utf-8", errors="backslashreplace")
+
+
+def answer_predictions(body: bytes, content_type: str | None, loads: Callable[[str], Any] = json.loads) -> list[Any]:
+    """The predictions of an endpoint's answer ``body`` in the media it was given in (``content_type``, a capture's
+    ``observedContentType``): a CSV answer's (:func:`read_csv_answer`), else the JSON answer's ``predictions``, parsed
+    with ``loads``. ValueError (UnicodeDecodeError included), KeyError or TypeError for what is neither."""
+    if media_type(content_type) == CSV:
+        return read_csv_answer(body)
+    predictions = loads(body.decode("utf-8"))["predictions"]
+    if not isinstance(predictions, list):
+        raise TypeError("'predictions' is not a list")
+    return predictions
 
 
 def read_csv_answer(body: bytes) -> list[dict[str, Any]]:

@@ -46,7 +46,7 @@ from typing import Any, Callable, Generator, Iterable, Iterator, Mapping
 from diagnosa.data.schema import RESOURCE_NAME
 from diagnosa.data.validate import clip, shown
 from diagnosa.lake import DataLake
-from inference.answers import CSV, media_type, read_csv_answer
+from inference.answers import answer_predictions
 from inference.limits import printable, printable_line
 
 log = logging.getLogger("diagnosa.capture")
@@ -1002,12 +1002,9 @@ def _answered_patients(line: bytes) -> int:
     """How many patients a capture line's answer holds; UNCOUNTED when it cannot be read."""
     try:
         output = json.loads(line)["captureData"]["endpointOutput"]
-        if media_type(output.get("observedContentType")) == CSV:  # a request answered in CSV
-            return len(read_csv_answer(decode_payload(output)))
-        predictions = json.loads(decode_payload(output))["predictions"]
+        return len(answer_predictions(decode_payload(output), output.get("observedContentType")))
     except (ValueError, KeyError, TypeError, AttributeError, RecursionError, binascii.Error):
         return UNCOUNTED
-    return len(predictions) if isinstance(predictions, list) else UNCOUNTED
 
 
 @dataclass

@@ -19,7 +19,7 @@ import pandas as pd
 from diagnosa.data.schema import FieldNames, clean_text, is_missing_text
 from diagnosa.data.validate import LIST_SEPARATOR, boolean_text
 from diagnosa.lake import DataLake
-from inference.answers import CSV, media_type, read_csv_answer
+from inference.answers import answer_predictions
 from inference.capture import (
     LONE_SURROGATE_ID,
     CaptureRead,
@@ -121,19 +121,6 @@ def json_payload(text: str) -> Any:
 
 
 NO_PREDICTIONS = "output holds no predictions (neither a JSON nor a CSV answer of the endpoint's)"
-
-
-def answer_predictions(output: Mapping[str, Any]) -> list[Any]:
-    """The predictions of a captured ``endpointOutput`` block, in the media the endpoint answered in (its
-    ``observedContentType``): a CSV answer (``Accept: text/csv``) was read as JSON and every patient of it dropped
-    from drift, live quality and retraining."""
-    body = decode_payload(output)
-    if media_type(output.get("observedContentType")) == CSV:
-        return read_csv_answer(body)
-    predictions = json_payload(body.decode("utf-8"))["predictions"]
-    if not isinstance(predictions, list):
-        raise TypeError("'predictions' is not a list")
-    return predictions
 
 
 def _holds_lone_surrogate(value: Any) -> bool:
@@ -259,7 +246,10 @@ def traffic_from_events(events: Iterable[dict[str, Any]], kinds: dict[str, str],
             drop(UNREADABLE_INPUT, f"{where}: {err}")
             continue
         try:
-            predictions = answer_predictions(data["endpointOutput"])
+            # In the media the endpoint answered in: a CSV answer (Accept: text/csv) was read as JSON, and every
+            # patient of it dropped from drift, live quality and retraining.
+            output = data["endpointOutput"]
+            predictions = answer_predictions(decode_payload(output), output.get("observedContentType"), json_payload)
         except (LoneSurrogate, UnicodeEncodeError) as err:
             drop(LONE_SURROGATE, f"{where}: output: {err}")
             continue
