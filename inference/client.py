@@ -231,10 +231,20 @@ class _StoppableHTTPSHandler(urllib.request.HTTPSHandler):
         return self.do_open(_StoppableHTTPSConnection, req)  # the default TLS context, as urlopen's
 
 
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """A redirect is answered as the HTTPError it is, never followed: the endpoint answers none, and urllib would
+    resend a POST as a GET without its body, with the feedback token's ``Authorization`` header, wherever it points."""
+
+    def redirect_request(self, req: urllib.request.Request, fp: Any, code: int, msg: str, headers: Any,
+                         newurl: str) -> None:
+        return None
+
+
 def _urlopen(request: urllib.request.Request | str, timeout: float) -> Any:
-    """``urllib.request.urlopen(request, timeout=timeout)`` (the same handlers, proxies from the environment), on a
-    connection :func:`within_deadline` shuts when its deadline passes."""
-    return urllib.request.build_opener(_StoppableHTTPHandler, _StoppableHTTPSHandler).open(request, timeout=timeout)
+    """``urllib.request.urlopen(request, timeout=timeout)`` (the same handlers, proxies from the environment) but for
+    redirects (:class:`_NoRedirects`), on a connection :func:`within_deadline` shuts when its deadline passes."""
+    return urllib.request.build_opener(_StoppableHTTPHandler, _StoppableHTTPSHandler, _NoRedirects).open(
+        request, timeout=timeout)
 
 
 def _stoppable_transport(runtime: Any) -> bool:
@@ -936,6 +946,10 @@ class DiagnosaClient:
                 if more:
                     fields[FeedbackRejected.MORE_FIELDS] = f"{more:,} more field problem(s) not listed"
                 raise FeedbackRejected(error or "invalid feedback", 400, fields=fields, more_fields=more) from None
+            if 300 <= err.code < 400:  # not followed (_NoRedirects): nothing was stored, the token went nowhere else
+                location = err.headers.get("Location") if err.headers is not None else None
+                raise _not_the_endpoint(f"feedback not sent to endpoint {self.endpoint_url}", err.code,
+                                        {"location": location or ""}) from None
             # The URL's endpoint, whatever this client's (default) endpoint name says.
             message = f"endpoint {self.endpoint_url} refused the feedback ({err.code}): {error or err.reason}"
             # This record's event id was not captured (404; 409: answered, its capture failed), or it is too big.

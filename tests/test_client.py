@@ -400,6 +400,25 @@ def test_an_answer_in_another_servers_words_says_the_address_is_not_the_endpoint
     assert said in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+def test_feedback_is_never_resent_where_a_redirect_points(misbehaving, status):
+    # urllib followed a 301/302/303 to a POST as a GET without its body, carrying the feedback token's Authorization
+    # header to whatever host the redirect named; the answer there was taken for the endpoint's.
+    from inference.client import NotTheEndpoint
+
+    elsewhere = []
+    target = misbehaving(lambda h: (elsewhere.append((h.command, h.headers.get("Authorization"))),
+                                    h.reply(200, b'{"key": "stored elsewhere"}')))
+    sent = []
+    url = misbehaving(lambda h: (sent.append(h.command), h.reply(status, b"", {"Location": f"{target}/login?x=s3cr3t"})))
+    client = DiagnosaClient("diagnosa", endpoint_url=url, timeout=5, max_attempts=1, feedback_token="t0ken-value")
+    with pytest.raises(NotTheEndpoint) as failure:
+        client.send_feedback("ev-1", "NO ENFERMO")
+    assert sent == ["POST"] and elsewhere == []
+    assert f"feedback not sent to endpoint {url}: its address answered a redirect (HTTP {status} to '{target}')" \
+        in str(failure.value) and "s3cr3t" not in str(failure.value)
+
+
 def test_a_refusal_listing_junk_is_read_and_printed_without_failing():
     for errors in ("bad", [None], [1], {"a": 1}):
         text = str(PredictionRejected("1 problem(s) in the request", 400, errors))  # raised AttributeError
