@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Sequence
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Literal, TypedDict
 
 import aws_cdk as cdk
@@ -35,6 +35,7 @@ from aws_cdk import aws_sns_subscriptions as subscriptions
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct, IConstruct
 
+from diagnosa.serving_code import in_working_folder
 from infra.config import VPC_AZS, VPC_SUBNET_MASK, StageConfig
 from infra.images import SERVING, BakedImages, base_images, repository_name
 from infra.pipeline_definition import (
@@ -49,6 +50,7 @@ FUNCTIONS = Path(__file__).parent / "functions"
 ZONES = ("raw", "curated", "features", "artifacts", "capture", "feedback", "quarantine")
 RAW = "raw/"
 STEP_CODE_SOURCE = ".diagnosa-step-code"  # in the cloud assembly: the step code asset's source, per stack
+FUNCTION_CODE_SOURCE = ".diagnosa-function-code"  # in the cloud assembly: each function folder's asset source, per stack
 PROMOTED_PREFIX = "artifacts/runs/promoted/"  # a promoted version's copies (model and baselines), under the run folders
 VARIANT = "AllTraffic"
 RUNTIME = lambda_.Runtime.PYTHON_3_14  # cdk-nag AwsSolutions-L1 wants the latest
@@ -157,6 +159,28 @@ def environment_problem(stage: str, function: str, sizes: dict[str, int]) -> str
             f"{LAMBDA_ENVIRONMENT_MAX} (keys and values); the largest: {named}")
 
 
+def lay_out_function_code(source: Path, target: Path) -> Path:
+    """``source``'s Python sources (not :func:`~diagnosa.serving_code.in_working_folder`) copied to ``target``
+    (emptied first) as files of mode 0644 in folders of 0755: a function's asset source.
+
+    The function folder itself held whatever a working copy gathers there (bytecode, which holds the machine's path
+    and the file's time: a test imports the handlers), so the asset's hash changed per machine and checkout, every
+    deploy updated the functions' code, and those files shipped. And the zip takes each file's mode from the disk
+    once for every later deploy (its S3 key ignores modes): a strict umask's 0600 file Lambda's user cannot read."""
+    shutil.rmtree(target, ignore_errors=True)
+    target.mkdir(parents=True)
+    for path in sorted(source.rglob("*.py")):
+        relative = PurePosixPath(path.relative_to(source).as_posix())
+        if path.is_file() and not in_working_folder(relative):
+            copy = target / relative
+            copy.parent.mkdir(parents=True, exist_ok=True)
+            copy.write_bytes(path.read_bytes())
+            copy.chmod(0o644)
+    for made in (target, *(p for p in target.rglob("*") if p.is_dir())):
+        made.chmod(0o755)
+    return target
+
+
 class DiagnosaStack(Stack):
     @property
     def availability_zones(self) -> list[str]:
@@ -171,6 +195,7 @@ class DiagnosaStack(Stack):
         super().__init__(scope, construct_id, **kwargs)
         self.config = config
         self._policies: dict[str, iam.ManagedPolicy] = {}
+        self._staged_functions: set[str] = set()  # function code folders laid out in the cloud assembly
         self.definition = definition or embedded_definition(config)
         if self.definition.baked != config.baked_images:
             raise ValueError(f"stage {config.stage}: baked_images={config.baked_images} but the pipeline definition "
@@ -853,6 +878,17 @@ class DiagnosaStack(Stack):
                      "The AWS-managed policy a function needs to attach its network interfaces in the VPC "
                      "(ec2:CreateNetworkInterface and friends have no resource-level permissions).")
 
+    def _function_code(self, folder: str) -> Path:
+        """``infra/functions/<folder>`` laid out for its asset (:func:`lay_out_function_code`) in the cloud assembly,
+        per stack, at each synth."""
+        stage = cdk.Stage.of(self)
+        assert stage is not None  # every stack is in an app or a stage
+        target = Path(stage.outdir) / FUNCTION_CODE_SOURCE / self.artifact_id / folder
+        if folder not in self._staged_functions:  # two functions of one folder (the jobs' monitor and retrain)
+            lay_out_function_code(FUNCTIONS / folder, target)
+            self._staged_functions.add(folder)
+        return target
+
     def _function(self, ident: str, name: str, description: str, environment: dict[str, str],
                   statements: list[iam.PolicyStatement], *, code: str | None = None,
                   entry: str = "handler.handler") -> lambda_.Function:
@@ -875,7 +911,7 @@ class DiagnosaStack(Stack):
         # The role's permissions are exactly the managed policy above: CDK's automatic grants are refused.
         function = lambda_.Function(
             self, ident, function_name=f"{self.prefix}-{name}", description=description, runtime=RUNTIME,
-            handler=entry, code=lambda_.Code.from_asset(str(FUNCTIONS / (code or name))),
+            handler=entry, code=lambda_.Code.from_asset(str(self._function_code(code or name))),
             role=role.without_policy_updates(), environment=environment, environment_encryption=self.key,
             # One invocation at a time: the deploy function's tag reads and writes (pending, latest approval) are
             # not atomic, and two deployments, promotions or job starts must never race.

@@ -4,7 +4,8 @@ The bundle is what SageMaker's framework containers expect as a source dir (``so
 the packages the steps import, ``requirements.txt`` with the exact pins the steps run with locally
 (``requirements/steps-lock.txt``: the step pins and all they depend on, with hashes), and one small
 script per job at the root (``preprocess.py``, ``train.py``, ...) that calls the job's ``main``. The
-archive is deterministic — sorted entries, zeroed mtimes, owners and modes, no compiled files — so its
+archive is deterministic — sorted entries, zeroed mtimes, owners and modes, sources and declared data only
+(:func:`diagnosa.serving_code.ships`) — so its
 sha256 names it.
 """
 from __future__ import annotations
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from diagnosa.lake import DataLake
-from diagnosa.serving_code import PACKAGES, STEP_LOCK  # the same packages and pins the model artifact carries
+from diagnosa.serving_code import STEP_LOCK, shipped_files  # the same files and pins the model artifact carries
 
 ROOT = Path(__file__).resolve().parents[1]
 # Root scripts of the bundle. Suffixed so none shadows a standard-library module: the container runs
@@ -30,9 +31,6 @@ ENTRY_POINTS = {
     "monitor_job.py": "monitoring.job",
     "retrain_job.py": "monitoring.retrain_job",
 }
-
-SKIP_SUFFIXES = (".pyc", ".pyo")
-
 
 @dataclass(frozen=True)
 class StagedCode:
@@ -48,11 +46,7 @@ def _entry(name: str, module: str) -> bytes:
 
 def bundle_files(root: Path = ROOT) -> dict[str, bytes]:
     """Archive path → content, for everything the steps need."""
-    files: dict[str, bytes] = {}
-    for package in PACKAGES:
-        for path in sorted((root / package).rglob("*")):
-            if path.is_file() and "__pycache__" not in path.parts and not path.name.endswith(SKIP_SUFFIXES):
-                files[path.relative_to(root).as_posix()] = path.read_bytes()
+    files = {name: path.read_bytes() for name, path in shipped_files(root).items()}
     files["requirements.txt"] = (root / STEP_LOCK).read_bytes()
     for name, module in ENTRY_POINTS.items():
         files[name] = _entry(name, module)

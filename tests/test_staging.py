@@ -51,3 +51,75 @@ def test_no_root_script_shadows_a_standard_library_module():
     # stdlib `select`, so any job importing subprocess ran the selection job's argument parser instead.
     roots = {name.removesuffix(".py") for name in bundle_files() if "/" not in name and name.endswith(".py")}
     assert roots and not roots & set(sys.stdlib_module_names)
+
+
+def _working_copy(tmp_path):
+    """A copy of the step packages and their pins, as a checkout holds them."""
+    import shutil
+
+    from diagnosa.serving_code import PACKAGES
+
+    root = tmp_path / "checkout"
+    for package in PACKAGES:
+        shutil.copytree(ROOT / package, root / package, ignore=shutil.ignore_patterns("__pycache__"))
+    (root / STEP_LOCK).parent.mkdir(parents=True)
+    (root / STEP_LOCK).write_bytes((ROOT / STEP_LOCK).read_bytes())
+    return root
+
+
+def _gather(root):
+    """What a working copy gathers beside the code: bytecode (the machine's path and the file's time in it), editor
+    swap and backup files, a .env, a notebook's checkpoints, a stray export, a lake a command made in the folder."""
+    import py_compile
+
+    py_compile.compile(str(root / "monitoring" / "drift.py"), doraise=True)  # monitoring/__pycache__/drift.*.pyc
+    junk = {"monitoring/.env": b"AWS_SECRET_ACCESS_KEY=abc\n", "processing/preprocess.py~": b"old",
+            "training/.models.py.swp": b"swap", "inference/.DS_Store": b"\0", "diagnosa/export.csv": b"id,age\nP1,40\n",
+            "monitoring/.ipynb_checkpoints/drift-checkpoint.py": b"x = 1\n",
+            "monitoring/.diagnosa/lake/raw/patients/batch=1/patients.jsonl": b'{"patient_id": "P-1"}\n',
+            "diagnosa/data/catalogue/notes.txt": b"not package data"}
+    for name, content in junk.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(content)
+    assert list((root / "monitoring" / "__pycache__").glob("drift.*.pyc"))
+    return junk
+
+
+def test_the_bundle_ships_sources_and_declared_data_only_whatever_the_working_copy_gathers(tmp_path):
+    # The bundle took every file of the packages but bytecode: swap files, a .env, a stray CSV, and the raw patient
+    # files of a lake made inside a package folder went to S3 and into every job; and each changed the code's hash,
+    # so the pipeline's definition, per machine.
+    root = _working_copy(tmp_path)
+    clean = bundle_files(root)
+    junk = _gather(root)
+    gathered = bundle_files(root)
+    assert gathered == clean and not set(junk) & set(gathered)
+    assert build_bundle(gathered) == build_bundle(clean) == build_bundle(bundle_files())
+
+
+def test_the_serving_code_a_model_carries_is_the_same_selection(tmp_path):
+    # write_serving_code copied the packages with only bytecode left out: in a model artifact, the same junk.
+    root = _working_copy(tmp_path)
+    junk = _gather(root)
+    target = tmp_path / "model" / "code"
+    result = subprocess.run([sys.executable, "-c", "import sys; from diagnosa.serving_code import write_serving_code; "
+                             "write_serving_code(sys.argv[1])", str(target)], cwd=root, capture_output=True, text=True,
+                            env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(root), "PYTHONDONTWRITEBYTECODE": "1"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    written = {p.relative_to(target).as_posix() for p in target.rglob("*") if p.is_file()}
+    shipped = set(bundle_files(root)) - {"requirements.txt", *ENTRY_POINTS}
+    assert written == shipped | {"requirements.txt", "serve_endpoint.py"} and not set(junk) & written
+
+
+def test_the_declared_package_data_is_setup_pys():
+    # Two homes of one list: a data file setup.py installs but the bundle leaves out would be missing in every job.
+    import ast
+
+    from diagnosa.serving_code import PACKAGE_DATA
+
+    call = next(node for node in ast.walk(ast.parse((ROOT / "setup.py").read_text())) if isinstance(node, ast.Call)
+                and getattr(node.func, "id", None) == "setup")
+    declared = ast.literal_eval(next(k.value for k in call.keywords if k.arg == "package_data"))
+    as_folders = {f"{package.replace('.', '/')}/{pattern.rpartition('/')[0]}": pattern.rpartition("*")[2]
+                  for package, patterns in declared.items() for pattern in patterns}
+    assert as_folders == PACKAGE_DATA

@@ -925,6 +925,58 @@ def test_each_function_imports_from_its_own_asset_as_lambda_loads_it(assembly, d
     assert {"diagnosa-dev-monitor", "diagnosa-dev-retrain", "diagnosa-dev-deploy"} <= set(checked)
 
 
+def test_each_functions_asset_holds_its_folders_python_sources_only_readable_by_lambda(assembly, dev):
+    """An asset is the function folder's ``.py`` files, each 0644: the folder's bytecode (a test imports the
+    handlers), swap files or a .env changed the asset's hash per machine and shipped; a 0600 file is not readable by
+    Lambda's user, and the first deploy's modes stay (the S3 key ignores them)."""
+    from infra.stack import FUNCTIONS
+
+    folder = Path(assembly[1].directory)
+    seen = set()
+    for function in resources(dev, "AWS::Lambda::Function").values():
+        name = function["Properties"].get("FunctionName", "")
+        if not isinstance(name, str) or not name.startswith("diagnosa-dev-"):
+            continue  # CDK's own handlers
+        asset = folder / f"asset.{function['Properties']['Code']['S3Key'].removesuffix('.zip')}"
+        shipped = {p.relative_to(asset).as_posix(): (p.read_bytes(), p.stat().st_mode & 0o777)
+                   for p in asset.rglob("*") if p.is_file()}
+        sources = [f for f in FUNCTIONS.iterdir() if {p.name: (p.read_bytes(), 0o644) for p in f.glob("*.py")} == shipped]
+        assert len(sources) == 1, (name, {k: mode for k, (_, mode) in shipped.items()})
+        seen.add(sources[0].name)
+    assert seen == {"deploy", "jobs"}  # promote: a stage promoting another's models only (test_promote.py)
+
+
+def test_a_function_folder_is_laid_out_the_same_whatever_a_working_copy_gathered_there(tmp_path):
+    """CDK's own fingerprint (the asset's hash, its S3 key) of a function folder laid out from a clean checkout and
+    from one holding bytecode, swap files and a .env, written under a strict umask: the same, the same 0644 files."""
+    import os
+    import py_compile
+    import shutil
+
+    import aws_cdk as cdk
+
+    from infra.stack import FUNCTIONS, lay_out_function_code
+
+    clean, used = tmp_path / "clean" / "jobs", tmp_path / "used" / "jobs"
+    for copy in (clean, used):
+        shutil.copytree(FUNCTIONS / "jobs", copy, ignore=shutil.ignore_patterns("__pycache__"))
+    py_compile.compile(str(used / "monitor.py"), doraise=True)  # __pycache__/monitor.cpython-311.pyc: path, mtime
+    for name, content in {".env": b"AWS_SECRET_ACCESS_KEY=abc\n", ".monitor.py.swp": b"swap", "monitor.py~": b"old",
+                          ".DS_Store": b"\0", ".ipynb_checkpoints/retrain-checkpoint.py": b"x = 1\n"}.items():
+        (used / name).parent.mkdir(exist_ok=True)
+        (used / name).write_bytes(content)
+    first = lay_out_function_code(clean, tmp_path / "out" / "clean")
+    umask = os.umask(0o077)
+    try:
+        second = lay_out_function_code(used, tmp_path / "out" / "used")
+    finally:
+        os.umask(umask)
+    assert cdk.FileSystem.fingerprint(str(first)) == cdk.FileSystem.fingerprint(str(second))
+    assert cdk.FileSystem.fingerprint(str(used)) != cdk.FileSystem.fingerprint(str(clean))  # the folder as it was
+    listed = {p.relative_to(second).as_posix(): p.stat().st_mode & 0o777 for p in second.rglob("*")}
+    assert listed == {p.name: 0o644 for p in clean.glob("*.py")} and second.stat().st_mode & 0o777 == 0o755
+
+
 def test_the_drift_alarm_watches_the_metric_the_monitoring_job_publishes(dev):
     """drift_metric_name was a setting the job never heard of: any other value left the drift alarm blind. The
     alarm in the template watches the name and namespace the job's metric_data publishes, with the drift score."""
