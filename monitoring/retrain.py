@@ -116,7 +116,8 @@ class FeedbackDataset:
         """The version ingested while the feedback was added that stays the latest instead of ``version``."""
         return None if self.report is None else self.report.overtaken_by
 
-    def summary(self) -> str:
+    def summary(self, *, values: bool = True) -> str:
+        """What was folded, for a person; ``values=False`` for a job's log: no cell of the ingest report (its examples)."""
         lines = [f"training data with feedback ({self.dataset}): {self.source} = {self.base_source} + "
                  f"{self.feedback_rows} feedback record(s)"]
         for base, version, newer in self.rebuilt_from:
@@ -126,7 +127,7 @@ class FeedbackDataset:
         for reason, count in self.skipped.counts.most_common():
             lines.append(f"  feedback not used ({count}): {reason}")
         if self.report is not None:
-            lines.append(self.report.summary())
+            lines.append(self.report.summary(values=values))
         if self.overtaken_by == self.base_version:
             lines.append(f"  version {self.base_version} of {self.dataset} was ingested again while the feedback was "
                          f"added to it, and stays the latest: {self.version} ({self.base_version} + feedback) is not "

@@ -102,8 +102,9 @@ def _fold(args: argparse.Namespace, base: Path) -> int:
                        "skipped": dict(err.skipped.counts.most_common()), "reason": str(err)}
             log.info("no new curated version of %s: %s", dataset, err)
         else:
+            # No example cell in the job's log (CloudWatch): the quarantined rows it names keep them, in the lake.
             log.log(logging.WARNING if folded.overtaken_by or folded.rebuilt_from else logging.INFO, "%s",
-                    folded.summary())
+                    folded.summary(values=False))
             result |= {"base_version": folded.base_version, "version": folded.version,
                        "input_data_uri": lake.url(curated_prefix(folded.dataset, folded.version)),
                        "feedback_rows": folded.feedback_rows, "skipped": dict(folded.skipped.counts.most_common()),

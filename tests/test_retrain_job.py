@@ -7,6 +7,7 @@ result without a version (exit 0), a job that cannot run is ``output/failure`` a
 from __future__ import annotations
 
 import json
+import logging
 import math
 import subprocess
 import sys
@@ -172,6 +173,33 @@ def test_a_dataset_of_ones_own_is_folded_in_the_s3_lake(tmp_path, s3):
     [new_file] = [o["Key"] for o in s3.list_objects_v2(Bucket=RAW)["Contents"] if ".fb" in o["Key"]]
     assert new_file == manifest["sources"][0]["key"]
     assert s3.get_object(Bucket=RAW, Key=new_file)["Body"].read().endswith(f"FB-{event};71;38,5;grave\n".encode())
+
+
+def test_the_jobs_log_names_what_was_quarantined_and_why_never_a_cell(tmp_path, s3, caplog):
+    # The job logged the ingest report of its re-ingestion, examples and all: the first 40 characters of a free-text
+    # note, a bad lab cell, an unknown category value, from the hospital's own batch at every retraining, to
+    # CloudWatch. The quarantine in the lake keeps the rows; the log keeps counts and kinds.
+    lake = s3_lake(s3)
+    rows = [f"P{i:03d};{30 + i % 50};{36 + (i % 7) / 2:.1f};nota {i} SENTINEL-NOTE;{'grave' if i % 4 == 0 else 'leve'}\n"
+            .replace(".", ",") for i in range(60)]
+    rows[7] = "P007;44;SENTINEL-CELL;nota;leve\n"
+    rows[9] = "P009;51;37,5;nota;SENTINEL-LABEL\n"
+    (tmp_path / "mi.csv").write_text("paciente;edad;temperatura;nota;gravedad\n" + "".join(rows), encoding="utf-8")
+    (tmp_path / "mi.toml").write_text(OWN_CONFIG + "\n[columns.temperatura]\ntype = \"number\"\n", encoding="utf-8")
+    report = ingest_csv(lake, tmp_path / "mi.csv", tmp_path / "mi.toml")
+    assert "SENTINEL-CELL" in report.summary() and "SENTINEL-NOTE" in report.summary()  # for the person who ingests
+    [event] = served(lake, "mi-hospital", [{"edad": 71, "temperatura": 38.5}], tmp_path / "spool")
+    store_feedback(lake, "mi-hospital", Feedback(event_id=event, diagnosis="grave"))
+    caplog.clear()
+
+    with caplog.at_level(logging.INFO):
+        assert job(tmp_path / "job", "mi-hospital") == 0
+    logged = caplog.text
+    assert "quarantined for wrong type for 'temperatura': 1" in logged and "quarantined for unknown label: 1" in logged
+    assert "nota (free text, almost every value distinct)" in logged
+    assert "SENTINEL" not in logged and "P007" not in logged
+    quarantine = [o["Key"] for o in s3.list_objects_v2(Bucket=LAKE, Prefix="quarantine/")["Contents"]]
+    assert any(b"SENTINEL-CELL" in s3.get_object(Bucket=LAKE, Key=key)["Body"].read() for key in quarantine)
 
 
 def test_no_feedback_to_fold_is_a_result_without_a_version(tmp_path, s3, cohort_lake):

@@ -130,14 +130,16 @@ class IngestReport:
     # report of the ingest that wrote the version: the manifest keeps kinds, never a cell's value.
     reason_examples: dict[str, str] = field(default_factory=dict)
 
-    def summary(self) -> str:
+    def summary(self, *, values: bool = True) -> str:
+        """The report for a person; ``values=False`` leaves out every example cell (a quarantine reason's, a column's),
+        for a job's log: it goes to CloudWatch, read by more people than the lake's quarantine, which keeps them."""
         lines = [f"dataset {self.dataset} version {self.version}" + (" (already ingested)" if self.reused else "")
                  + ("" if self.relatest is None else "; the latest version again" + (
                      f", in place of {self.relatest}" if self.relatest else ""))]
         for s in self.sources:
             lines.append(f"  {s.source}: read {s.read:,} / accepted {s.accepted:,} / quarantined {s.quarantined:,}")
         for reason, count in sorted(self.reasons.items(), key=lambda kv: (-kv[1], kv[0])):
-            example = self.reason_examples.get(reason)
+            example = self.reason_examples.get(reason) if values else None
             lines.append(f"    quarantined for {reason}: {count:,}" + (f" (e.g. {example})" if example else ""))
         if self.labels_read_as_numbers:
             lines.append("  labels read as numbers: " + some_of((f"{text!r} as {label!r}"
@@ -146,10 +148,11 @@ class IngestReport:
         if self.numbers_read_as_categories:
             lines.append("  read as categories though mostly numbers (declare a column a number to quarantine the rows "
                          "with other text instead, or add the text to missing_values): " + some_of((
-                             f"{column} ({c['numbers']:,} of {c['cells']:,} sampled cells are numbers; not: "
-                             + ", ".join(map(repr, c["others"]))
-                             + (f"; {c['spelled']:,} spell a number otherwise, e.g. {c['spelled_example']!r} with "
-                                f"{c['spelled_as']}: write them as plain numbers" if c.get("spelled") else "") + ")"
+                             f"{column} ({c['numbers']:,} of {c['cells']:,} sampled cells are numbers"
+                             + ("; not: " + ", ".join(map(repr, c["others"])) if values else "")
+                             + (f"; {c['spelled']:,} spell a number otherwise" + (
+                                 f", e.g. {c['spelled_example']!r} with {c['spelled_as']}" if values else "")
+                                + ": write them as plain numbers" if c.get("spelled") else "") + ")"
                              for column, c in self.numbers_read_as_categories.items()), REPORT_LISTED))
         if self.text_below_the_sample:
             lines.append(f"  not declared and read as numbers from their first {SAMPLE_CELLS:,} non-empty cells, with "
@@ -162,9 +165,10 @@ class IngestReport:
             lines.append("  not declared, kept as metadata (in the curated data, never a model's input; declare "
                          "[columns.<name>] type = \"category\" to learn from one): " + some_of((
                              f"{column} ({INFERRED_WHY[k['kind']]}" + (f", e.g. {clip(k['example'], 40)!r}"
-                                                                         if k.get("example") else "") + ")"
+                                                                         if values and k.get("example") else "") + ")"
                              for column, k in unlearned.items()), REPORT_LISTED))
-        codes = [f"{column} (e.g. {k['example']!r})" for column, k in self.inferred_columns.items() if k["kind"] == "code"]
+        codes = [column + (f" (e.g. {k['example']!r})" if values else "") for column, k in self.inferred_columns.items()
+                 if k["kind"] == "code"]
         if codes:
             lines.append("  read as categories, not numbers, for their leading zeros (declare [columns.<name>] type = "
                          "\"number\" if they are amounts): " + some_of(codes, REPORT_LISTED))
