@@ -32,6 +32,7 @@ import secrets
 import tempfile
 import threading
 import time
+import traceback
 import uuid
 from collections import Counter, OrderedDict, deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -178,15 +179,32 @@ def capture_line(event_id: str, inference_id: str | None, input_body: bytes, inp
 _GOT = re.compile(r"\s*[,;(]?\s*\bgot\b.*$", re.S)  # "expected a number, got 'abc'": the value goes
 _QUOTED = re.compile(r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"")
 _KEYS_LISTED = re.compile(r"(unknown top-level keys):[^(]*")
+# The request schema's refusals that echo a number bare: "impossible value 987.654 (possible range 0 to 600 mg/L)".
+_NUMBER_ECHOED = re.compile(r"\b(impossible value|number out of range:)\s+[^\s(]+")
 
 
 def redact(text: Any) -> str:
     """A refusal's text without the values it echoes (they may be patient data): what follows "got",
-    quoted literals and listed keys go; bounded to MAX_ERROR_TEXT characters."""
+    quoted literals, echoed numbers and listed keys go; bounded to MAX_ERROR_TEXT characters."""
     out = _GOT.sub("", str(text))
     out = _QUOTED.sub("'…'", out)
+    out = _NUMBER_ECHOED.sub(r"\1 …", out)
     out = _KEYS_LISTED.sub(r"\1 ", out).strip()
     return out if len(out) <= MAX_ERROR_TEXT else out[:MAX_ERROR_TEXT - 1] + "…"
+
+
+def redacted_traceback(err: BaseException, limit: int = 20) -> str:
+    """``err``'s traceback (and its causes') as Python prints it, each exception's message :func:`redact`\\ ed: the
+    serving log goes to CloudWatch, and an unexpected error's message may quote a request's values (a library's
+    ValueError quotes the cell it could not read, a KeyError the key)."""
+    chain: list[BaseException] = []
+    current: BaseException | None = err
+    while current is not None and len(chain) < 10 and all(current is not seen for seen in chain):
+        chain.append(current)
+        current = current.__cause__ or (None if current.__suppress_context__ else current.__context__)
+    return "\n\nwhich followed\n\n".join(
+        "Traceback (most recent call last):\n" + "".join(traceback.format_tb(e.__traceback__, limit))
+        + f"{type(e).__module__}.{type(e).__qualname__}: {redact(e)}" for e in reversed(chain))
 
 
 def without_event_id(message: str, event_id: Any) -> str:

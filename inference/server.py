@@ -41,7 +41,7 @@ from diagnosa.labels import CATEGORIES
 from diagnosa.lake import LakeError
 from diagnosa.model import ModelLoadError, model_labels
 from inference import handler
-from inference.capture import DEFAULT_VARIANT, DataCapture, issued_later, new_event_id
+from inference.capture import DEFAULT_VARIANT, DataCapture, issued_later, new_event_id, redacted_traceback
 from inference.limits import CAPTURE_HEADER, printable_line, token_problem
 from inference.workers import Outcome, WorkerPool, WorkerUnavailable, score
 
@@ -878,8 +878,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._refused(route, event_id, 503, str(err))
             self._model_error(runtime, 503, json.dumps({"error": f"{err}; retry", "event_id": event_id}), headers)
             return
-        except Exception:  # noqa: BLE001  (logged with the event id; the client gets no internals)
-            log.exception("invocation failed unexpectedly (event %s)", event_id)
+        except Exception as err:  # noqa: BLE001  (logged with the event id, its messages redacted; the client gets no internals)
+            log.error("invocation failed unexpectedly (event %s):\n%s", event_id, redacted_traceback(err))
             self._refused(route, event_id, 500, "internal error")
             self._model_error(runtime, 500, json.dumps({"error": "internal error", "event_id": event_id}), headers)
             return

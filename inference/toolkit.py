@@ -29,6 +29,7 @@ import uuid
 from http import HTTPStatus
 from typing import Any
 
+from inference.capture import redacted_traceback
 from inference.handler import JSON, RequestError, Service, freeze_loaded, invoke, limit_process_threads, load_service, warm_up
 
 log = logging.getLogger("diagnosa.serving")
@@ -50,9 +51,9 @@ def transform_fn(model: Service, input_data: bytes | str, content_type: str | No
         return invoke(model, input_data, content_type, accept)
     except RequestError as err:
         return refuse(err.status, err.body(), context)
-    except Exception:  # noqa: BLE001  (logged with an id; the client gets no internals)
+    except Exception as err:  # noqa: BLE001  (logged with an id, its messages redacted; the client gets no internals)
         incident = uuid.uuid4().hex
-        log.exception("invocation failed unexpectedly (incident %s)", incident)
+        log.error("invocation failed unexpectedly (incident %s):\n%s", incident, redacted_traceback(err))
         return refuse(500, {"error": "internal error", "incident": incident}, context)
 
 

@@ -21,12 +21,12 @@ import multiprocessing
 import os
 import queue
 import threading
-import traceback
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
 from inference import handler
+from inference.capture import redacted_traceback
 
 log = logging.getLogger("diagnosa.workers")
 
@@ -85,8 +85,8 @@ def _work(conn: Connection, model_dir: str) -> None:
             return
         try:
             reply: tuple[str, Any] = ("outcome", score(service, body, content_type, accept))
-        except Exception:  # noqa: BLE001  (a bug, not the client's: the server logs it and answers 500)
-            reply = ("error", traceback.format_exc(limit=20))
+        except Exception as err:  # noqa: BLE001  (a bug, not the client's: the server logs it and answers 500)
+            reply = ("error", redacted_traceback(err))
         conn.send(reply)
 
 

@@ -94,6 +94,24 @@ def test_a_clipped_text_is_redacted_from_the_errors_stream(service):
     assert "Maria" in error.errors[0].problem and "Maria" not in redact(error.errors[0].problem)
 
 
+@pytest.mark.parametrize("sentinel", [987654.321, -987654.321, 4.5e39, 12345.678, "SENTINEL-9", ["SENTINEL-9"]],
+                         ids=["above", "below", "beyond-float32", "fraction", "text", "list"])
+def test_no_refusal_of_any_field_keeps_the_value_in_the_errors_stream(service, sentinel):
+    # "impossible value 987.654 (possible range 0 to 600 mg/L)": the redaction cut quoted values and what follows
+    # "got", not a number echoed bare, so the errors stream kept an out-of-range lab value.
+    from inference.capture import redact
+
+    marks = ("987654", "4.5e+39", "12345", "SENTINEL")
+    problems = []
+    for name in service.schema.fields:
+        try:
+            answer(service, json.dumps({name: sentinel}).encode(), JSON, None)
+        except RequestError as error:  # a field this value is fine for answers
+            problems += [p.problem for p in error.errors if p.field == name]
+    assert problems and any(any(m in p for m in marks) for p in problems)  # the client is told what it sent
+    assert [redact(p) for p in problems if any(m in redact(p) for m in marks)] == []
+
+
 # Finding 5: the row limit while reading.
 
 def test_a_csv_of_millions_of_rows_is_refused_once_it_has_one_too_many(service, monkeypatch):

@@ -459,7 +459,7 @@ class _Exploding:
 
     def predict_proba(self, frame: Any) -> Any:
         if "BOOM" in list(frame["patient_id"]):
-            raise RuntimeError("secret internals")
+            raise RuntimeError(f"secret internals of patient {frame['patient_id'].iloc[0]!r}")
         return self.model.predict_proba(frame)
 
     def decide(self, proba: Any) -> Any:
@@ -478,7 +478,9 @@ def test_an_unexpected_error_is_a_500_with_an_event_id_and_a_logged_traceback(mo
         assert reply.status == 500
         assert reply.json() == {"error": "internal error", "event_id": reply.headers["x-diagnosa-event-id"]}
         assert b"secret" not in reply.body
-        assert reply.headers["x-diagnosa-event-id"] in caplog.text and "RuntimeError: secret internals" in caplog.text
+        assert reply.headers["x-diagnosa-event-id"] in caplog.text and "Traceback" in caplog.text
+        # The log goes to CloudWatch: the error's type and where it was raised, no value its message quotes.
+        assert "builtins.RuntimeError: secret internals of patient '…'" in caplog.text and "BOOM" not in caplog.text
         with pytest.raises(ClientError) as caught:
             _runtime(ep).invoke_endpoint(EndpointName="diagnosa", Body=json.dumps({**HEALTHY, "patient_id": "BOOM"}),
                                          ContentType=JSON)

@@ -59,3 +59,4 @@ def test_a_server_fault_through_the_toolkits_own_transformer_is_a_500_with_an_in
     assert payload["error"] == "internal error" and len(payload["incident"]) == 32
     assert "Traceback" not in (body if isinstance(body, str) else body.decode())
     assert payload["incident"] in caplog.text and "Traceback" in caplog.text
+    assert "builtins.AttributeError: '…' object has no attribute '…'" in caplog.text  # messages redacted in the log
