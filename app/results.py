@@ -728,34 +728,43 @@ def record_feedback(client: Any, event_id: str, diagnosis: str | None, note: str
     return FeedbackOutcome(key=str(stored.key), replaced=stored.replaced)
 
 
-CHART_ROW_PX = 36  # the probability chart's height per category
+CHART_ROW_PX = 46  # the probability chart's height per category: its name and percentage, then its bar
+CHART_BAR_PX = 14
+CHART_TEXT_PX = 13
 
 
 def probability_chart(rows: list[dict[str, Any]]) -> Any:
-    """Horizontal bars, one per category in clinical order, each named and labelled with the percentage.
+    """One row per category in clinical order: its name and percentage written above its bar, which runs on a track
+    of the chart's whole width (0 to 100 %).
 
-    Every category is named: each row is CHART_ROW_PX high whatever the number of categories (Streamlit's
-    default autosize, "fit", squeezed the rows into the height left over by the axes, and Vega then hid
-    the labels that overlapped: a 3-label model's middle one), and no label is hidden for overlapping.
-    The chart still stretches to the column's width ("fit-x").
+    Every category is named: each row is CHART_ROW_PX high whatever the number of categories (Streamlit's default
+    autosize, "fit", squeezed the rows into the height left over by the axes, and Vega then hid the labels that
+    overlapped: a 3-label model's middle one), and the chart stretches to the column's width ("fit-x"). The names
+    were the y axis's labels, left of the bars: in a tablet's or a phone's narrow result column they took all but
+    30-60 px of it, the axis's 0 % and 100 % were printed over each other, a leading bar's percentage was cut at the
+    chart's edge, and with the wider letter spacing a reader may set (WCAG 1.4.12) names lost their first letters.
+    Written above the bar, from its left edge, a row's text has the whole width, and the bar too.
     """
     import altair as alt
 
     order = [r["category"] for r in rows]
-    base = alt.Chart(alt.Data(values=rows)).encode(
-        y=alt.Y("category:N", sort=order, title=None,
-                axis=alt.Axis(labelLimit=260, labelOverlap=False, labelColor=TEXT_COLOR)),
-        x=alt.X("probability:Q", title="probability", scale=alt.Scale(domain=[0, 1]),
-                axis=alt.Axis(format="%", labelColor=TEXT_COLOR, titleColor=TEXT_COLOR)),
-    )
+    y = alt.Y("category:N", sort=order, title=None, axis=None)
+    x = alt.X("probability:Q", title="probability", scale=alt.Scale(domain=[0, 1]),
+              axis=alt.Axis(format="%", values=[0, 0.5, 1], labelFlush=True, grid=False, labelColor=TEXT_COLOR, titleColor=TEXT_COLOR))
+    base = alt.Chart(alt.Data(values=rows)).encode(y=y)
+    below = CHART_BAR_PX // 2 + 3  # the bar's centre below the row's: the text sits above it
+    track = base.mark_bar(color="#e6eaf0", height=CHART_BAR_PX, yOffset=below, aria=False).encode(x=alt.value(0),
+                                                                                                 x2=alt.value("width"))
     # Each bar's own accessible name: the category and the percentage as the page writes it (Vega's default
     # read 'probability: 100.000000%' for a rounded 1.0).
-    bars = base.mark_bar(color="#2f6f9f").transform_calculate(aria="datum.category + ': ' + datum.label").encode(
-        description="aria:N")
-    # The percentage beside each bar is hidden from screen readers (aria=False): the bar already says it, and Vega's
-    # default name for a text mark read the raw float ('probability: 100.000000%') and the category again.
-    labels = base.mark_text(align="left", dx=4, aria=False).encode(text="label:N")
+    bars = base.mark_bar(color="#2f6f9f", height=CHART_BAR_PX, yOffset=below).transform_calculate(
+        aria="datum.category + ': ' + datum.label").encode(x=x, description="aria:N")
+    # The text is hidden from screen readers (aria=False): the bar already says it, and Vega's default name for a
+    # text mark read the raw float ('probability: 100.000000%') and the category again.
+    names = base.mark_text(align="left", baseline="bottom", dy=-1, fontSize=CHART_TEXT_PX, color=TEXT_COLOR,
+                           aria=False).transform_calculate(text="datum.category + ': ' + datum.label").encode(
+        x=alt.value(0), text="text:N")
     # What a screen reader says for the chart (its accessible name): each category with its percentage, in words.
     description = "Probability of each category: " + "; ".join(f"{r['category']}: {r['label']}" for r in rows)
-    return (bars + labels).properties(height=alt.Step(CHART_ROW_PX), description=description,
-                                      autosize=alt.AutoSizeParams(type="fit-x", contains="padding"))
+    return (track + bars + names).properties(height=alt.Step(CHART_ROW_PX), description=description,
+                                             autosize=alt.AutoSizeParams(type="fit-x", contains="padding"))

@@ -89,12 +89,11 @@ def test_the_charts_percentages_are_not_read_twice_and_its_axes_are_legible():
     from app.results import probability_chart, probability_rows
 
     rows = probability_rows({"category": "A", "probabilities": {"A": 0.75, "B": 0.25}})
-    bars, labels = probability_chart(rows).to_dict()["layer"]
-    assert labels["mark"]["type"] == "text" and labels["mark"]["aria"] is False
+    track, bars, labels = probability_chart(rows).to_dict()["layer"]
+    assert labels["mark"]["type"] == "text" and labels["mark"]["aria"] is False and track["mark"]["aria"] is False
     assert bars["encoding"]["description"] == {"field": "aria", "type": "nominal"}  # the bar still says it
-    for axis in (bars["encoding"]["x"]["axis"], bars["encoding"]["y"]["axis"]):
-        assert axis["labelColor"] == "#0e1117"
-    assert bars["encoding"]["x"]["axis"]["titleColor"] == "#0e1117"
+    assert bars["encoding"]["x"]["axis"]["labelColor"] == bars["encoding"]["x"]["axis"]["titleColor"] == "#0e1117"
+    assert labels["mark"]["color"] == "#0e1117"
 
 
 # ------------------------------------------------------------------------------------------------ in Chromium
@@ -224,3 +223,39 @@ def test_captions_and_the_stale_notice_are_legible_and_the_notice_is_announced_i
         assert notice and [c for c in notice if c["ratio"] < 4.5] == []
         announced = page.get_by_text(STALE_TEXT).first.evaluate("e => !!e.closest('[role=alert], [role=status]')")
         assert announced  # a live region: a screen reader says that the result is of the earlier values
+
+
+# The chart's text (each row's name and percentage, the axis's labels): where each is drawn, and the bars' width.
+CHART_GEOMETRY_JS = """() => {
+  const chart = document.querySelector('.st-key-result .vega-embed'), box = chart.getBoundingClientRect();
+  const texts = [...chart.querySelectorAll('svg text')].filter(t => t.textContent.trim()).map(t => {
+    const r = t.getBoundingClientRect();
+    return {text: t.textContent, left: r.left, right: r.right, top: r.top, bottom: r.bottom}; });
+  const bars = [...chart.querySelectorAll('svg path')].map(p => p.getBoundingClientRect().width);
+  return {left: box.left, right: box.right, texts, widest: Math.max(...bars)}; }"""
+
+
+@needs_chromium
+@pytest.mark.parametrize("width, height", [(768, 1024), (320, 640)], ids=["tablet-portrait", "reflow-320"])
+def test_the_chart_is_readable_in_a_tablets_or_a_phones_narrow_column_in_chromium(trained_model_dir, tmp_path, width,
+                                                                                  height):
+    # With the names as the y axis's labels, a tablet's result column (230 px) left the bars 33 px, printed the
+    # axis's "0%" over its "100%", and at 320 px cut the leading bar's percentage at the chart's edge (WCAG 1.4.10).
+    from app.e2e import ask_for_diagnosis
+
+    with _form_page(trained_model_dir, tmp_path) as page:
+        ask_for_diagnosis(page)
+        page.set_viewport_size({"width": width, "height": height})  # the chart fits the column's new width
+        page.wait_for_timeout(500)
+        _idle(page)
+        chart = page.evaluate(CHART_GEOMETRY_JS)
+        texts = chart["texts"]
+        # Within the chart, but for a glyph's own sub-pixel overhang.
+        assert [t["text"] for t in texts if t["left"] < chart["left"] - 1 or t["right"] > chart["right"] + 1] == []
+        overlapping = [(a["text"], b["text"]) for i, a in enumerate(texts) for b in texts[i + 1:]
+                       if a["left"] < b["right"] and b["left"] < a["right"] and a["top"] < b["bottom"]
+                       and b["top"] < a["bottom"]]
+        assert overlapping == []
+        named = [t["text"] for t in texts if ": " in t["text"]]
+        assert len(named) == 5 and all(t.endswith("%") for t in named)  # every category, with its percentage
+        assert chart["widest"] >= 0.9 * (chart["right"] - chart["left"])  # the bars' track: the chart's width

@@ -21,6 +21,7 @@ from app.form import (
     read_numbers,
 )
 from app.results import (
+    CHART_ROW_PX,
     Outcome,
     decision_note,
     diagnose,
@@ -236,7 +237,7 @@ def test_results_are_formatted_in_clinical_order():
     assert (percent(0.5), percent(0.001), percent(0.999), percent(0.99999)) == ("50.0 %", "0.1 %", "99.9 %",
                                                                                  "over 99.9 %")
     chart = probability_chart(probability_rows(RESULT)).to_dict()
-    assert chart["layer"][0]["encoding"]["y"]["sort"] == list(CATEGORIES)
+    assert all(layer["encoding"]["y"]["sort"] == list(CATEGORIES) for layer in chart["layer"])
 
 
 def test_a_rounded_probability_never_reads_as_a_certainty():
@@ -257,7 +258,8 @@ def test_the_chart_says_each_probability_to_a_screen_reader():
     assert chart["description"] == ("Probability of each category: NO ENFERMO: 2.0 %; ENFERMEDAD LEVE: 3.0 %; "
                                     "ENFERMEDAD AGUDA: 95.0 %; ENFERMEDAD CRÓNICA: under 0.1 %; "
                                     "ENFERMEDAD TERMINAL: under 0.1 %")
-    bars = chart["layer"][0]
+    [bars] = [layer for layer in chart["layer"] if "description" in layer["encoding"]]
+    assert bars["mark"]["type"] == "bar" and bars["encoding"]["x"]["field"] == "probability"
     assert bars["encoding"]["description"] == {"field": "aria", "type": "nominal"}
     assert bars["transform"] == [{"calculate": "datum.category + ': ' + datum.label", "as": "aria"}]
 
@@ -265,11 +267,13 @@ def test_the_chart_says_each_probability_to_a_screen_reader():
 def test_the_chart_names_every_category_of_any_model():
     three = {"category": "bajo peso", "probabilities": {"normal": 0.094, "límite": 0.007, "bajo peso": 0.899}}
     chart = probability_chart(probability_rows(three)).to_dict()
-    y = chart["layer"][0]["encoding"]["y"]
-    assert y["sort"] == ["normal", "límite", "bajo peso"]
-    assert y["axis"]["labelOverlap"] is False  # Vega hid the middle label of three when labels overlapped
+    [names] = [layer for layer in chart["layer"] if layer["mark"]["type"] == "text"]
+    assert names["encoding"]["y"]["sort"] == ["normal", "límite", "bajo peso"]
+    # Each row's own text mark names it (the y axis's labels, which Vega hid when they overlapped, are gone).
+    assert names["transform"] == [{"calculate": "datum.category + ': ' + datum.label", "as": "text"}]
+    assert all(layer["encoding"]["y"]["axis"] is None for layer in chart["layer"])
     # Each row keeps its height: Streamlit's default autosize ("fit") squeezed the rows into what the axes left.
-    assert chart["height"] == {"step": 36} and chart["autosize"]["type"] == "fit-x"
+    assert chart["height"] == {"step": CHART_ROW_PX} and chart["autosize"]["type"] == "fit-x"
 
 
 def test_a_category_that_is_not_the_most_probable_says_so():
