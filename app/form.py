@@ -21,6 +21,7 @@ from diagnosa.data.physiology import BY_NAME, LABS, VITALS
 from diagnosa.data.schema import Schema, cohort_schema
 from diagnosa.labels import CATEGORIES
 from diagnosa.model import METADATA_FILE, ModelLoadError, model_labels, read_metadata
+from diagnosa.text import some_of
 from inference.limits import printable_line
 from inference.schema import RequestSchema
 
@@ -339,6 +340,13 @@ class FieldErrors:
 
     def __bool__(self) -> bool:
         return bool(self.by_field or self.general)
+
+
+def to_correct(spec: FormSpec, errors: FieldErrors) -> str:
+    """The message's request to correct the fields ``errors`` blame, naming them by title in the form's order: on a
+    phone the fields marked in red are a screen or more above the message, which named none."""
+    titles = [f.title for f in spec.fields if f.name in errors.by_field]
+    return "correct the fields marked in red" + (f" ({some_of(titles, 5)})" if titles else "")
 
 
 def field_errors(spec: FormSpec, errors: Sequence[Mapping[str, Any]], message: str | None = None) -> FieldErrors:

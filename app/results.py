@@ -51,7 +51,7 @@ from botocore.exceptions import (
 )
 
 from app.config import MAX_DIFFERENTIAL, TEXT_COLOR, AppConfig
-from app.form import MAX_PROBLEMS, FieldErrors, FormSpec, display_text, field_errors
+from app.form import MAX_PROBLEMS, FieldErrors, FormSpec, display_text, field_errors, to_correct
 from diagnosa.labels import CATEGORIES
 from diagnosa.model import ModelLoadError, model_version, read_metadata
 from diagnosa.text import markdown_literal, some_of
@@ -210,8 +210,8 @@ def explain_failure(err: BaseException, config: AppConfig, spec: FormSpec) -> Fa
                                        "or --endpoint-name does not match the endpoint's model).",
                            FieldErrors({}, general))
         if fields.by_field:
-            return Failure("rejected", "The endpoint did not accept these values: correct the fields marked "
-                                       f"in red and ask again (HTTP {err.status}).", fields)
+            return Failure("rejected", f"The endpoint did not accept these values: {to_correct(spec, fields)} and ask "
+                                       f"again (HTTP {err.status}).", fields)
         # Nothing in the form to correct (the request's settings, or a model other than the form's): say so.
         return Failure("rejected", f"The {where} refused the request (HTTP {err.status}) for a reason that is not a "
                                    "value in the form (below). Tell the administrator: the app's configuration or "
@@ -750,7 +750,8 @@ def probability_chart(rows: list[dict[str, Any]]) -> Any:
     order = [r["category"] for r in rows]
     y = alt.Y("category:N", sort=order, title=None, axis=None)
     x = alt.X("probability:Q", title="probability", scale=alt.Scale(domain=[0, 1]),
-              axis=alt.Axis(format="%", values=[0, 0.5, 1], labelFlush=True, grid=False, labelColor=TEXT_COLOR, titleColor=TEXT_COLOR))
+              axis=alt.Axis(format="%", values=[0, 0.5, 1], labelFlush=True, grid=False, labelColor=TEXT_COLOR,
+                            titleColor=TEXT_COLOR))
     base = alt.Chart(alt.Data(values=rows)).encode(y=y)
     below = CHART_BAR_PX // 2 + 3  # the bar's centre below the row's: the text sits above it
     track = base.mark_bar(color="#e6eaf0", height=CHART_BAR_PX, yOffset=below, aria=False).encode(x=alt.value(0),

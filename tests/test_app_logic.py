@@ -405,7 +405,8 @@ def test_a_refusal_naming_no_field_does_not_blame_the_fields():
     value = explain_failure(PredictionRejected("1 problem(s) in the request", 400,
                                                [{"row": 0, "field": "age", "problem": "impossible value 400"}]),
                             AppConfig(), spec)
-    assert "correct the fields marked in red" in value.message and value.fields.by_field == {"age": ["impossible value 400"]}
+    assert "correct the fields marked in red (Age (years)) and ask again" in value.message
+    assert value.fields.by_field == {"age": ["impossible value 400"]}
 
 
 def test_a_form_for_another_model_than_the_served_one_blames_no_field():

@@ -24,6 +24,7 @@ from app.form import (
     build_record,
     load_form_spec,
     read_numbers,
+    to_correct,
 )
 from app.policy import ACCEPT_LABEL, POLICY_MARKDOWN, POLICY_VERSION
 from app.results import (
@@ -143,8 +144,9 @@ def submit(config: AppConfig, spec: FormSpec) -> None:
     try:
         numbers, problems = read_numbers(spec, values)
         if problems:  # a value typed that is not a number: nothing is sent, the problem is shown under its field
+            errors = FieldErrors(problems)
             asked["outcome"] = Outcome(failure=Failure(
-                "rejected", "Nothing was sent: correct the fields marked in red and ask again.", FieldErrors(problems)))
+                "rejected", f"Nothing was sent: {to_correct(spec, errors)} and ask again.", errors))
         elif isinstance(client := client_for(config), Failure):  # no client (the AWS credentials): nothing was sent
             asked["outcome"] = Outcome(failure=client)
         else:
