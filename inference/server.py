@@ -250,7 +250,10 @@ class _Server(ThreadingHTTPServer):
                 slot.evicted = True
                 self.evicting += 1
                 try:
-                    sock.shutdown(socket.SHUT_RDWR)  # its thread's read returns b"": it ends without answering
+                    # Reading only: its thread's blocked read returns b"" (what had arrived is still read first), and
+                    # it answers what it read with a 503 (_Handler._evicted). Shut both ways, a client whose whole
+                    # request had come but whose thread had not read it yet (a busy machine) got a silent close.
+                    sock.shutdown(socket.SHUT_RD)
                 except OSError:
                     pass
                 return True
@@ -369,7 +372,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def parse_request(self) -> bool:
         if self._ping_only is not None and not self.server.settle(self.request, False):
-            self.close_connection = True  # evicted from its /ping-only slot: what it sent is cut, nothing to answer
+            self._evicted()  # from its /ping-only slot, for a newer connection
             return False
         # A request line arrived: from here on the connection is busy and stop() waits for it.
         with self.server.lock:
@@ -392,7 +395,7 @@ class _Handler(BaseHTTPRequestHandler):
         finally:
             self._lines.lines = None
         if self._ping_only is not None and not self.server.settle(self.request):
-            self.close_connection = True  # evicted while its headers came: they are cut, nothing to answer
+            self._evicted()  # while its headers came
             return False
         if not parsed:
             return False
@@ -405,6 +408,18 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_error(400, f"malformed header: {problem}")
             return False
         return True
+
+    def _evicted(self) -> None:
+        """A /ping-only connection whose slot a newer one took: a 503 with Retry-After, then close, whatever it sent
+        (the start of a request, or all of it unread when it lost the slot), not a close it cannot tell from a crash."""
+        if getattr(self, "request_version", "HTTP/0.9") == "HTTP/0.9":
+            self.request_version = "HTTP/1.0"  # its request line, cut or not yet parsed: a status line all the same
+        try:
+            self._send_json(503, {"error": f"{self._ping_only}; the connection gave its place to another: retry "
+                                           "shortly"}, {"Retry-After": "1"}, close=True)
+        except OSError:
+            pass
+        self.close_connection = True
 
     def _header_problem(self) -> str | None:
         """The first malformed header line (see _header_line_problem), or a defect the stdlib's parser noted."""
@@ -478,8 +493,12 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         for name, value in (headers or {}).items():
             self.send_header(name, value)
-        if close or self.server.stopping:
+        if close or self.server.stopping or self.close_connection:
+            # Also when the request asked for it (or was HTTP/1.0 without keep-alive): a client that pools connections
+            # put it back, and its next request on it failed unanswered (RemoteDisconnected).
             self.send_header("Connection", "close")  # also sets close_connection
+        elif self.request_version == "HTTP/1.0":  # it asked for keep-alive: without this it waits for our close
+            self.send_header("Connection", "keep-alive")
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)
