@@ -30,7 +30,7 @@ import sys
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -58,6 +58,9 @@ MAX_CONNECTIONS = 256  # open connections (one thread each); more are answered 5
 MAX_CLIENT_CONNECTIONS = 128
 PING_RESERVE = 8  # connections beyond the caps that may only ask /ping (one request each, then closed)
 PING_DEADLINE = 2.0  # seconds a reserve connection has to send its whole request
+# Seconds a reserve connection is never evicted for: a client's request follows its connection at once, but on a
+# busy machine not always before a newer connection comes, and one shut before its bytes came read nothing.
+RESERVE_GRACE = 0.25
 EMPTY_LINES = 4  # empty lines ignored before a request line (RFC 9112 2.2: at least one)
 MAX_HEADER_BYTES = 64 * 1024  # the header block (the stdlib allows 100 lines of 64 KB: 6.4 MB held per request)
 MAX_ECHO = 200  # characters of a request's own text (path, method, header value) an error message repeats
@@ -193,6 +196,7 @@ class _Slot:
     ping_only: str | None = None
     settled: bool = False  # a /ping-only connection whose request arrived whole: being answered, never evicted
     evicted: bool = False  # a /ping-only connection closed to make room for a newer one
+    opened: float = field(default_factory=time.monotonic)
 
 
 class _Server(ThreadingHTTPServer):
@@ -245,8 +249,10 @@ class _Server(ThreadingHTTPServer):
             return True
         if self.evicting >= PING_RESERVE:  # their threads are ending: the thread count stays bounded
             return False
+        now = time.monotonic()
         for sock, slot in self.slots.items():
-            if slot.ping_only is not None and not slot.settled and not slot.evicted:
+            if slot.ping_only is not None and not slot.settled and not slot.evicted \
+                    and now - slot.opened >= RESERVE_GRACE:
                 slot.evicted = True
                 self.evicting += 1
                 try:
@@ -287,6 +293,12 @@ class _Server(ThreadingHTTPServer):
             pass
         finally:
             super().shutdown_request(request)
+
+    def evicted(self, request: Any) -> bool:
+        """Whether a connection lost its /ping-only slot to a newer one."""
+        with self.lock:
+            slot = self.slots.get(request)
+            return slot is not None and slot.evicted
 
     def settle(self, request: Any, settled: bool = True) -> bool:
         """Mark a /ping-only connection as being answered (or, ``settled=False``, no longer: its answer is out);
@@ -443,6 +455,8 @@ class _Handler(BaseHTTPRequestHandler):
         self._reader.timed_out = False
         try:
             super().handle_one_request()  # catches a timeout of the request line or headers and drops the connection
+            if self._ping_only is not None and not self._status and self.server.evicted(self.request):
+                self._evicted()  # before a byte of its request was read (parse_request was never reached)
             if self._reader.timed_out and self._reader.deadline is not None and not self._status:
                 # The request had begun (a byte of it arrived) but its line or headers never finished: say so
                 # (RFC 9110 15.5.9) before closing, instead of a silent close the client cannot tell from a crash.

@@ -120,6 +120,7 @@ def test_slow_clients_in_the_reserve_too_give_way_to_the_health_check(trained_mo
             _wait_for(ep, 2)
             reserve = _hold(ep, stack, server_module.PING_RESERVE)  # slow clients in every reserve slot as well
             _wait_until(ep, lambda httpd: httpd.reserved >= server_module.PING_RESERVE)
+            time.sleep(server_module.RESERVE_GRACE)  # past it, they may be evicted
             for _ in range(3):  # as the review's attacker did: re-open what the server closed, before each check
                 status, _, body = _ask(ep, PING)
                 assert status == 200 and json.loads(body)["status"] == "ok"
@@ -189,3 +190,45 @@ def test_the_answer_says_whether_the_connection_stays_open(trained_model_dir, re
     finally:
         ep.stop()
 
+
+
+def test_a_reserve_connection_evicted_before_it_sent_a_byte_is_told_so(trained_model_dir, monkeypatch):
+    # Its thread read nothing (b""), so the stdlib never reached parse_request, where the 503 was: a silent close.
+    monkeypatch.setattr(server_module, "PING_DEADLINE", 20.0)
+    ep = _started(str(trained_model_dir), max_connections=1, max_client_connections=None)
+    try:
+        with ExitStack() as stack:
+            _hold(ep, stack, 1)
+            _wait_for(ep, 1)
+            silent = [stack.enter_context(socket.create_connection(("127.0.0.1", ep.port), timeout=10))
+                      for _ in range(server_module.PING_RESERVE)]
+            _wait_until(ep, lambda httpd: httpd.reserved >= server_module.PING_RESERVE)
+            time.sleep(server_module.RESERVE_GRACE)
+            assert _ask(ep, PING)[0] == 200  # the health check took the oldest one's slot
+            answer = b""
+            while chunk := silent[0].recv(65536):
+                answer += chunk
+            assert answer.startswith(b"HTTP/1.1 503") and b"Retry-After: 1\r\n" in answer, answer[:200]
+    finally:
+        ep.stop()
+
+
+def test_a_reserve_connection_is_never_evicted_before_its_request_could_come(trained_model_dir, monkeypatch):
+    # A burst of clients past the caps on a busy machine: a newer connection evicted one whose request had not come
+    # yet (its thread not scheduled), which then read nothing and was closed. Within RESERVE_GRACE the newcomer gets
+    # the 503 at once instead, and the reserve connections keep their slots.
+    monkeypatch.setattr(server_module, "RESERVE_GRACE", 60.0)
+    monkeypatch.setattr(server_module, "PING_DEADLINE", 20.0)
+    ep = _started(str(trained_model_dir), max_connections=1, max_client_connections=None)
+    try:
+        with ExitStack() as stack:
+            _hold(ep, stack, 1)
+            _wait_for(ep, 1)
+            _hold(ep, stack, server_module.PING_RESERVE)
+            _wait_until(ep, lambda httpd: httpd.reserved >= server_module.PING_RESERVE)
+            status, headers, body = _ask(ep, PING)
+            assert status == 503 and headers["retry-after"] == "1" and "1 open connections" in json.loads(body)["error"]
+            with ep._httpd.lock:  # type: ignore[union-attr]
+                assert ep._httpd.evicting == 0 and ep._httpd.reserved == server_module.PING_RESERVE  # type: ignore[union-attr]
+    finally:
+        ep.stop()
