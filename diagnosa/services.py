@@ -159,21 +159,23 @@ def serves(record: dict[str, Any], package: dict[str, Any]) -> bool:
 
 
 def label_naming_problem(config_path: Path) -> str | None:
-    """Why the pipeline could not be built for the labels of a dataset config (more than it takes; a label with no
-    letter or digit to name its recall-threshold parameter, two labels mapping to one name), so ingestion can refuse
-    it before anything is written rather than the first run after it; None when it can, or when the config does not
-    load (ingestion says why)."""
+    """Why the pipeline could not be built for a dataset config (more labels than it takes; a label with no letter or
+    digit to name its recall-threshold parameter, two labels, or a label and the slice, mapping to one name), so
+    ingestion can refuse it before anything is written rather than the first run after it; None when it can, or when
+    the config does not load (ingestion says why). The definition's own check (``check_settings``) decides."""
     from diagnosa.data.schema import SchemaError, load_dataset_config
-    from pipelines.definition import parameter_names
+    from pipelines.definition import PipelineSettings, check_settings, config_dataset_settings
 
     try:
-        labels = load_dataset_config(config_path)["labels"]
+        config = load_dataset_config(config_path)
     except SchemaError:
         return None
-    try:
-        parameter_names(labels)
+    try:  # where the pipeline would run is not the config's: any bucket and role
+        check_settings(PipelineSettings(bucket="bucket", role_arn="arn:aws:iam::000000000000:role/role",
+                                        code_uri="s3://bucket/code", code_sha256="0" * 64,
+                                        **config_dataset_settings(config)))
     except ValueError as err:
-        return f"{config_path}: {err}; each label needs a gate parameter of its own. Nothing was written"
+        return f"{config_path}: {err}; each label and the slice need a gate parameter of their own. Nothing was written"
     return None
 
 

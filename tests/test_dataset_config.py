@@ -615,6 +615,11 @@ def test_a_dataset_whose_endpoint_would_be_another_datasets_is_refused(lake, tmp
                                           "'mi-data' with the dataset 'mi_data' in the lake"):
         ingest(lake, tmp_path, BASE.replace('"x"', '"mi-data"'))
     assert ingest(lake, tmp_path, BASE.replace('"x"', '"mi_data"')).reused  # its own name again: fine
+    # Nor names apart by case only: SageMaker's endpoint names ignore it ("MiData" and "midata" are one endpoint).
+    ingest(lake, tmp_path, BASE.replace('"x"', '"MiHospital"'))
+    with pytest.raises(IngestError, match="dataset 'mihospital' would share its model package group and endpoint "
+                                          "'mihospital' with the dataset 'MiHospital' in the lake"):
+        ingest(lake, tmp_path, BASE.replace('"x"', '"mihospital"'))
 
 
 def test_declared_limits_make_a_number_and_declared_values_a_category(lake, tmp_path):

@@ -79,7 +79,7 @@ def test_ingest_refuses_a_label_too_long_for_its_gate_parameter_before_anything_
     stops ingestion naming the label and the limit, and nothing reaches the lake."""
     from diagnosa.cli import main
 
-    long = "muy" + "grave" * 60
+    long = "muy" + "γ" * 45  # 48 characters, spelt 228 in ASCII (U+hex per Greek letter)
     (tmp_path / "x.csv").write_text("case,age,outcome\n" + "".join(
         f"c{i},{30 + i},{label}\n" for i, label in enumerate(["leve"] * 3 + [long] * 3)), encoding="utf-8")
     (tmp_path / "x.toml").write_text(f'name = "x"\nid_column = "case"\ntarget = "outcome"\nlabels = ["leve", "{long}"]\n',
@@ -87,8 +87,29 @@ def test_ingest_refuses_a_label_too_long_for_its_gate_parameter_before_anything_
     code = main(["--workspace", str(tmp_path / "ws"), "data", "ingest", str(tmp_path / "x.csv"),
                  "--config", str(tmp_path / "x.toml")])
     err = capsys.readouterr().err
-    assert code == 2 and "label 'muygrave" in err and "at most 200" in err and "Nothing was written" in err
+    assert code == 2 and "label 'muyγγ" in err and "at most 200" in err and "Nothing was written" in err, err
     assert not (tmp_path / "ws" / "lake" / "raw" / "x").exists()
+    assert not list((tmp_path / "ws" / "lake").rglob("*.csv")) and not list((tmp_path / "ws" / "lake").rglob("*.parquet"))
+
+
+@pytest.mark.parametrize("config, said", [
+    ('labels = ["leve", "recall threshold"]\nslice_column = "recall_threshold"\n',
+     "the slice 'recall_threshold' and a label both map to the parameter name RecallThresholdRecallThreshold"),
+    ('labels = ["leve", "grave ' + "😷 " * 60 + '"]\n', "are longer than 100 characters"),
+], ids=["label-and-slice", "label-of-emoji"])
+def test_ingest_refuses_a_config_the_pipeline_could_not_be_built_for_before_anything_is_written(tmp_path, capsys,
+                                                                                                config, said):
+    # A label and the slice mapping to one gate parameter were refused by the first run, after ingestion; a label's
+    # emoji, spaces and '/' did not count towards its length: 90 labels of 1,000 characters made a 1.16 MB template.
+    from diagnosa.cli import main
+
+    (tmp_path / "x.csv").write_text("case,age,recall_threshold,outcome\n" + "".join(
+        f"c{i},{30 + i},{'true' if i % 2 else 'false'},{'leve' if i < 4 else 'x'}\n" for i in range(8)), encoding="utf-8")
+    (tmp_path / "x.toml").write_text('name = "x"\nid_column = "case"\ntarget = "outcome"\n' + config, encoding="utf-8")
+    code = main(["--workspace", str(tmp_path / "ws"), "data", "ingest", str(tmp_path / "x.csv"),
+                 "--config", str(tmp_path / "x.toml")])
+    err = capsys.readouterr().err
+    assert code == 2 and said in err, err
     assert not list((tmp_path / "ws" / "lake").rglob("*.csv")) and not list((tmp_path / "ws" / "lake").rglob("*.parquet"))
 
 

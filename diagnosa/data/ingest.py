@@ -1100,11 +1100,12 @@ def ingest_csv_data(lake: DataLake, data: bytes, stem: str, config: dict[str, An
     ``ingest_cohort``'s)."""
     started = time.perf_counter() if started is None else started
     sharing = [other for other in lake_datasets(lake) if other != config["name"]
-               and resource_name(other) == resource_name(config["name"])]
+               and resource_name(other).lower() == resource_name(config["name"]).lower()]
     if sharing:
         raise IngestError(f"{config_source}: dataset '{config['name']}' would share its model package group and endpoint "
                           f"'{resource_name(config['name'])}' with the dataset '{sharing[0]}' in the lake (SageMaker "
-                          "names write '_' as '-'): name it otherwise, or use that name")
+                          "names write '_' as '-', and endpoint names ignore case): name it otherwise, or use that "
+                          "name")
     asked_at, latest_before = asked or (asked_now(), latest_record(lake, config["name"]))
     digest = hashlib.sha256(data).hexdigest()
     raw_key = f"raw/{config['name']}/{raw_stem(stem)}-{digest[:12]}.csv"

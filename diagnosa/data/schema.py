@@ -261,6 +261,9 @@ def cohort_schema() -> Schema:
 # Bring-your-own CSV: a small TOML config names the id, the target, the label order and exclusions
 # (reference: docs/data.md, "Your own data").
 
+# A label's characters at most: every label is written several times in the pipeline's definition, the dashboard and
+# the CloudFormation template (both capped at 1 MB); 90 labels of 1,000 characters made a 1.16 MB template.
+MAX_LABEL_CHARS = 100
 CONFIG_KEYS = {"name", "id_column", "target", "labels", "ordinal", "exclude", "columns", "slice_column", "slice",
                "missing_values", "gate", "csv", "features"}
 GATE_KEYS = {"recall", "slice", "unseen"}
@@ -413,6 +416,11 @@ def check_dataset_config(data: dict[str, Any], where: str) -> dict[str, Any]:
         raise SchemaError(f"{where}: duplicate labels {some_of(repr(x) for x in duplicated)} in 'labels'")
     if len(labels) < 2:
         raise SchemaError(f"{where}: 'labels' needs at least two labels, got {labels!r}")
+    long_ = [x for x in labels if len(x) > MAX_LABEL_CHARS]
+    if long_:
+        raise SchemaError(f"{where}: labels {some_of(repr(x[:40]) + '…' for x in long_)} are longer than {MAX_LABEL_CHARS} "
+                          "characters: shorten them (each label is written in the pipeline's definition, its "
+                          "dashboard and the CloudFormation template, which SageMaker and CloudFormation cap at 1 MB)")
     spaced = [x for x in labels if x != x.strip()]
     if spaced:
         raise SchemaError(f"{where}: labels {some_of(repr(x) for x in spaced)} have spaces around them (cells are "
