@@ -44,15 +44,16 @@ class E2EResult:
 
 
 @contextmanager
-def running_app(config: AppConfig, *, log: Path | None = None) -> Iterator[str]:
-    """``streamlit run`` of the app, exactly as ``diagnosa app`` starts it; yields its URL."""
-    from app.launch import streamlit_command
+def running_app(config: AppConfig, *, log: Path | None = None, path: str = "") -> Iterator[str]:
+    """``streamlit run`` of the app, exactly as ``diagnosa app`` starts it, under ``path`` (the root when empty);
+    yields its URL (without the final ``/``)."""
+    from app.launch import app_url, streamlit_command
 
     port = free_port()
-    argv, env = streamlit_command(config.to_env(), host="127.0.0.1", port=port)
+    argv, env = streamlit_command(config.to_env(), host="127.0.0.1", port=port, path=path)
     sink = open(log, "wb") if log else subprocess.DEVNULL
     process = subprocess.Popen(argv, env=env, stdout=sink, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
+    url = app_url("127.0.0.1", port, path).rstrip("/")
     try:
         wait_until_ok(f"{url}/_stcore/health", timeout=STARTUP_TIMEOUT, process=process)
         yield url

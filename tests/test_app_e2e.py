@@ -17,9 +17,9 @@ needs_chromium = pytest.mark.needs("chromium")
 
 
 @contextmanager
-def _form_page(model_dir, tmp_path, capture=None):
-    """A Chromium page of the app (``streamlit run``, as ``diagnosa app`` starts it) on a local endpoint serving
-    ``model_dir``, its data-use policy accepted: the patient form."""
+def _form_page(model_dir, tmp_path, capture=None, path=""):
+    """A Chromium page of the app (``streamlit run``, as ``diagnosa app`` starts it, under ``path``) on a local
+    endpoint serving ``model_dir``, its data-use policy accepted: the patient form."""
     from app.config import AppConfig
     from app.e2e import running_app
     from diagnosa.browser import launch
@@ -28,9 +28,9 @@ def _form_page(model_dir, tmp_path, capture=None):
     with EndpointServer(str(model_dir), capture=capture) as endpoint:
         endpoint.wait_until_ready()
         config = AppConfig(endpoint_url=endpoint.url, model=str(model_dir), timeout=10, attempts=1)
-        with running_app(config, log=tmp_path / "streamlit.log") as url, launch() as browser:
+        with running_app(config, log=tmp_path / "streamlit.log", path=path) as url, launch() as browser:
             page = browser.new_page(viewport={"width": 1400, "height": 1700})
-            page.goto(url, wait_until="load")
+            page.goto(url + "/", wait_until="load")
             page.get_by_label("I have read the data-use policy and accept it").check(force=True)
             yield page
 
@@ -90,6 +90,32 @@ def test_doctor_fills_the_form_in_chromium_and_sees_the_diagnosis(trained_model_
     for value in (PATIENT["temperature_c"], PATIENT["wbc_10e9_l"], "HP:0001945", "Dyspnea", "Fever"):
         assert value not in result.storage  # nothing of the patient in localStorage or sessionStorage
     assert result.seconds < 90
+
+
+@needs_chromium
+def test_the_app_under_a_base_path_serves_the_whole_flow_there_and_nothing_at_the_root(trained_model_dir, tmp_path):
+    # https://tools.hospital.example/diagnosa/ behind a proxy that keeps the path: every request of the page (its
+    # assets, its websocket) under it, none at the host's root, which belongs to the other tools.
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    from app.e2e import ask_for_diagnosis
+    from diagnosa.labels import CATEGORIES
+
+    with _form_page(trained_model_dir, tmp_path, path="tools/diagnosa") as page:
+        asked: list[str] = []
+        page.on("request", lambda request: asked.append(request.url))
+        page.reload(wait_until="load")
+        page.get_by_label("I have read the data-use policy and accept it").check(force=True)
+        headline = ask_for_diagnosis(page)
+        assert any(headline.startswith(c) for c in CATEGORIES), headline
+        assert urllib.parse.urlsplit(page.url).path == "/tools/diagnosa/"
+        assert asked and [u for u in asked if not urllib.parse.urlsplit(u).path.startswith("/tools/diagnosa/")] == []
+        root = page.url.split("/tools/")[0]
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(f"{root}/_stcore/health", timeout=10)
+        assert refused.value.code == 404
 
 
 @needs_chromium

@@ -312,3 +312,38 @@ def test_feedback_written_straight_to_the_lake_takes_the_models_own_labels(tmp_p
     refused = record_feedback(client, "0b8f2f4e-aaaa-bbbb-cccc-000000000001", "NO ENFERMO", None, config,
                               labels=("sano", "leve 🙂", "grave*"))
     assert not refused.ok and "sano" in refused.message
+
+
+@pytest.mark.parametrize("given, path", [("diagnosa", "diagnosa"), ("/diagnosa/", "diagnosa"),
+                                         ("tools/diagnosa", "tools/diagnosa"), ("/", "")],
+                         ids=["name", "slashes", "two-segments", "root"])
+def test_the_app_is_served_under_the_base_path_it_is_given(model_folder, tmp_path, monkeypatch, capsys, given, path):
+    # Behind a proxy serving several tools on one host (https://tools.hospital.example/diagnosa/), the app had no way
+    # to be told its path: a bare `streamlit run` lost its safe options (usage statistics back on, tracebacks shown).
+    from diagnosa.cli import main
+
+    argvs: list[list[str]] = []
+    monkeypatch.setattr(os, "execve", lambda exe, argv, env: argvs.append(argv))
+    monkeypatch.delenv("DIAGNOSA_APP_BASE_PATH", raising=False)
+    argv = ["--workspace", str(tmp_path / "ws"), "app", "--endpoint-url", "http://127.0.0.1:18161", "--port", "18162",
+            "--model", str(model_folder)]
+    assert main([*argv, "--base-path", given]) == 0, capsys.readouterr().err
+    monkeypatch.setenv("DIAGNOSA_APP_BASE_PATH", given)
+    assert main(argv) == 0
+    for started in argvs:
+        assert [a for a in started if a.startswith("--server.baseUrlPath")] == (
+            [f"--server.baseUrlPath={path}"] if path else [])
+        assert "--browser.gatherUsageStats=false" in started and "--client.showErrorDetails=type" in started
+    url = f"http://127.0.0.1:18162/{path}/" if path else "http://127.0.0.1:18162/"
+    assert capsys.readouterr().out.count(f"Diagnosa app on {url} ") == 2
+
+
+@pytest.mark.parametrize("given", ["a b", "../x", "a//b", "x?y=1", "x#top", "dia%2Fgnosa", "diagnósa", "./x"])
+def test_a_base_path_a_proxy_or_a_browser_would_read_otherwise_is_refused(tmp_path, monkeypatch, capsys, given):
+    from diagnosa.cli import main
+
+    monkeypatch.setattr(os, "execve", lambda *a: pytest.fail("started"))
+    assert main(["--workspace", str(tmp_path / "ws"), "app", "--endpoint-url", "http://127.0.0.1:18161",
+                 "--base-path", given]) == 2
+    err = capsys.readouterr().err
+    assert f"--base-path: base path {given!r}: each segment of the path must be ASCII letters" in err, err

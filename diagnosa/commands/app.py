@@ -28,7 +28,7 @@ from inference.limits import printable_line
 def cmd_app(args: argparse.Namespace) -> int:
     from app.config import AppConfig, ConfigError, model_endpoint_name
     from app.form import FormError, load_form_spec
-    from app.launch import streamlit_command
+    from app.launch import app_url, base_path, streamlit_command
 
     # The numeric DIAGNOSA_APP_* as the app itself reads them: what a flag left out takes. Only those: the model is
     # --model's, whose default is $DIAGNOSA_APP_MODEL, resolved below as the flag is (a model.tar.gz unpacked); read
@@ -37,6 +37,10 @@ def cmd_app(args: argparse.Namespace) -> int:
         defaults = AppConfig.settings_from_env(os.environ)
     except ConfigError as err:
         raise UsageError(str(err)) from None
+    try:
+        path = base_path(args.base_path)
+    except ValueError as err:
+        raise UsageError(f"--base-path: {err}") from None
     model = str(model_folder(Path(args.model), workspace(args))) if args.model else None
     if args.endpoint_url and args.region:
         raise UsageError("--region is for a SageMaker endpoint; the local endpoint is chosen by --endpoint-url")
@@ -54,10 +58,10 @@ def cmd_app(args: argparse.Namespace) -> int:
     # --port 0: a free port chosen here, so the address printed is the one the app listens on (Streamlit's own
     # choice was never printed: 'http://127.0.0.1:0').
     port = args.port or free_port(args.host)
-    argv, env = streamlit_command(config.to_env(), host=args.host, port=port)
+    argv, env = streamlit_command(config.to_env(), host=args.host, port=port, path=path)
     named = f", endpoint '{config.endpoint_name}'" if config.is_local else ""  # SageMaker's description names it
-    print(printable_line(f"Diagnosa app on http://{args.host}:{port} → {config.description}{named} (Ctrl-C stops it)"),
-          flush=True)
+    print(printable_line(f"Diagnosa app on {app_url(args.host, port, path)} → {config.description}{named} "
+                         "(Ctrl-C stops it)"), flush=True)
     # Become the Streamlit server: SIGTERM and Ctrl-C reach it directly, no orphan is left behind.
     os.execve(argv[0], argv, env)
     return 0  # pragma: no cover - execve does not return
@@ -119,4 +123,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address the app listens on (default 127.0.0.1)")
     parser.add_argument("--port", type=int_in(0, 65535, "--port"), default=8501,
                         help="port the app listens on (default 8501; 0 picks a free one)")
+    parser.add_argument("--base-path", default=os.environ.get("DIAGNOSA_APP_BASE_PATH"),
+                        help="the URL path the app is served under behind a reverse proxy that keeps it, e.g. "
+                             "diagnosa for https://tools.hospital.example/diagnosa/ (default $DIAGNOSA_APP_BASE_PATH, "
+                             "else the root; docs/app.md)")
     parser.set_defaults(func=cmd_app)
