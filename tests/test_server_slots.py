@@ -9,7 +9,8 @@ from __future__ import annotations
 import json
 import socket
 import time
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
+from typing import Iterator
 
 import pytest
 
@@ -68,6 +69,23 @@ def _ask(ep: EndpointServer, data: bytes, source: str = "127.0.0.1") -> tuple[in
     return int(lines[0].split()[1]), {k.lower(): v for k, v in (line.split(": ", 1) for line in lines[1:])}, body
 
 
+@contextmanager
+def _reserve_taken(model_dir, monkeypatch, taking, ordinary: int = 1) -> Iterator[tuple[EndpointServer, ExitStack, list]]:
+    """An endpoint whose ``ordinary`` slots slow clients hold and whose every /ping-only slot ``taking(ep, stack)``'s
+    connections take (PING_DEADLINE long enough that they are surely still held when a test's checks come)."""
+    monkeypatch.setattr(server_module, "PING_DEADLINE", 20.0)
+    ep = _started(str(model_dir), max_connections=ordinary, max_client_connections=None)
+    try:
+        with ExitStack() as stack:
+            _hold(ep, stack, ordinary)
+            _wait_for(ep, ordinary)
+            reserve = taking(ep, stack)
+            _wait_until(ep, lambda httpd: httpd.reserved >= server_module.PING_RESERVE)
+            yield ep, stack, reserve
+    finally:
+        ep.stop()
+
+
 PING = b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n"
 INVOKE = (b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: "
           + str(len(PATIENT)).encode() + b"\r\n\r\n" + PATIENT)
@@ -110,43 +128,38 @@ def test_one_client_address_cannot_take_every_slot(trained_model_dir):
 
 def test_slow_clients_in_the_reserve_too_give_way_to_the_health_check(trained_model_dir, monkeypatch):
     # The review's attack re-opened every connection the server closed: the reserve alone would fill with them.
-    # Long enough that the reserve is surely still held when the health checks come (not a timing assertion): with
-    # 5 s, three checks on a loaded 2-core machine outlasted it once, and a slow client got its 408 before its eviction.
-    monkeypatch.setattr(server_module, "PING_DEADLINE", 20.0)
-    ep = _started(str(trained_model_dir), max_connections=2, max_client_connections=None)
-    try:
-        with ExitStack() as stack:
-            _hold(ep, stack, 2)
-            _wait_for(ep, 2)
-            reserve = _hold(ep, stack, server_module.PING_RESERVE)  # slow clients in every reserve slot as well
-            _wait_until(ep, lambda httpd: httpd.reserved >= server_module.PING_RESERVE)
-            time.sleep(server_module.RESERVE_GRACE)  # past it, they may be evicted
-            for _ in range(3):  # as the review's attacker did: re-open what the server closed, before each check
-                status, _, body = _ask(ep, PING)
-                assert status == 200 and json.loads(body)["status"] == "ok"
-                # The client reads the close before the server's thread gives the slot back: held before that, the
-                # new slow client evicted another one instead, and the reserve stayed one short (a flaky wait).
-                _wait_until(ep, lambda httpd: httpd.reserved < server_module.PING_RESERVE and not httpd.evicting)
-                reserve += _hold(ep, stack, 1)  # takes the slot the answered /ping freed: the reserve is full again
-                _wait_until(ep, lambda httpd: httpd.reserved >= server_module.PING_RESERVE and not httpd.evicting)
-            # Each check took the slot of the oldest slow client still waiting for its request: told so, a 503 with
-            # Retry-After (shut both ways, the server also closed in silence on a client whose whole request had come
-            # but whose thread had not read it yet: 9 of 150 in a burst on a busy 2-core machine).
-            for sock in reserve[:3]:
-                answer = b""
-                while chunk := sock.recv(65536):
-                    answer += chunk
-                assert answer.startswith(b"HTTP/1.1 503") and b"Retry-After: 1\r\n" in answer, answer[:200]
-                assert b"gave its place to another: retry shortly" in answer
-            with ep._httpd.lock:  # type: ignore[union-attr]
-                assert ep._httpd.reserved <= server_module.PING_RESERVE  # type: ignore[union-attr]
-            for sock in reserve[3:]:  # the others have PING_DEADLINE to send their request: then 408 and close
-                answer = b""
-                while chunk := sock.recv(65536):
-                    answer += chunk
-                assert answer.startswith(b"HTTP/1.1 408"), answer[:80]
-    finally:
-        ep.stop()
+    # PING_DEADLINE long enough that the reserve is surely still held when the health checks come (not a timing
+    # assertion): with 5 s, three checks on a loaded 2-core machine outlasted it once, and a slow client got its 408
+    # before its eviction.
+    def slow(ep, stack):
+        return _hold(ep, stack, server_module.PING_RESERVE)  # slow clients in every reserve slot as well
+
+    with _reserve_taken(trained_model_dir, monkeypatch, slow, ordinary=2) as (ep, stack, reserve):
+        time.sleep(server_module.RESERVE_GRACE)  # past it, they may be evicted
+        for _ in range(3):  # as the review's attacker did: re-open what the server closed, before each check
+            status, _, body = _ask(ep, PING)
+            assert status == 200 and json.loads(body)["status"] == "ok"
+            # The client reads the close before the server's thread gives the slot back: held before that, the
+            # new slow client evicted another one instead, and the reserve stayed one short (a flaky wait).
+            _wait_until(ep, lambda httpd: httpd.reserved < server_module.PING_RESERVE and not httpd.evicting)
+            reserve += _hold(ep, stack, 1)  # takes the slot the answered /ping freed: the reserve is full again
+            _wait_until(ep, lambda httpd: httpd.reserved >= server_module.PING_RESERVE and not httpd.evicting)
+        # Each check took the slot of the oldest slow client still waiting for its request: told so, a 503 with
+        # Retry-After (shut both ways, the server also closed in silence on a client whose whole request had come
+        # but whose thread had not read it yet: 9 of 150 in a burst on a busy 2-core machine).
+        for sock in reserve[:3]:
+            answer = b""
+            while chunk := sock.recv(65536):
+                answer += chunk
+            assert answer.startswith(b"HTTP/1.1 503") and b"Retry-After: 1\r\n" in answer, answer[:200]
+            assert b"gave its place to another: retry shortly" in answer
+        with ep._httpd.lock:  # type: ignore[union-attr]
+            assert ep._httpd.reserved <= server_module.PING_RESERVE  # type: ignore[union-attr]
+        for sock in reserve[3:]:  # the others have PING_DEADLINE to send their request: then 408 and close
+            answer = b""
+            while chunk := sock.recv(65536):
+                answer += chunk
+            assert answer.startswith(b"HTTP/1.1 408"), answer[:80]
 
 
 def test_the_limit_per_client_is_checked():
@@ -191,26 +204,19 @@ def test_the_answer_says_whether_the_connection_stays_open(trained_model_dir, re
         ep.stop()
 
 
-
 def test_a_reserve_connection_evicted_before_it_sent_a_byte_is_told_so(trained_model_dir, monkeypatch):
     # Its thread read nothing (b""), so the stdlib never reached parse_request, where the 503 was: a silent close.
-    monkeypatch.setattr(server_module, "PING_DEADLINE", 20.0)
-    ep = _started(str(trained_model_dir), max_connections=1, max_client_connections=None)
-    try:
-        with ExitStack() as stack:
-            _hold(ep, stack, 1)
-            _wait_for(ep, 1)
-            silent = [stack.enter_context(socket.create_connection(("127.0.0.1", ep.port), timeout=10))
-                      for _ in range(server_module.PING_RESERVE)]
-            _wait_until(ep, lambda httpd: httpd.reserved >= server_module.PING_RESERVE)
-            time.sleep(server_module.RESERVE_GRACE)
-            assert _ask(ep, PING)[0] == 200  # the health check took the oldest one's slot
-            answer = b""
-            while chunk := silent[0].recv(65536):
-                answer += chunk
-            assert answer.startswith(b"HTTP/1.1 503") and b"Retry-After: 1\r\n" in answer, answer[:200]
-    finally:
-        ep.stop()
+    def silent(ep, stack):
+        return [stack.enter_context(socket.create_connection(("127.0.0.1", ep.port), timeout=10))
+                for _ in range(server_module.PING_RESERVE)]
+
+    with _reserve_taken(trained_model_dir, monkeypatch, silent) as (ep, _, reserve):
+        time.sleep(server_module.RESERVE_GRACE)
+        assert _ask(ep, PING)[0] == 200  # the health check took the oldest one's slot
+        answer = b""
+        while chunk := reserve[0].recv(65536):
+            answer += chunk
+        assert answer.startswith(b"HTTP/1.1 503") and b"Retry-After: 1\r\n" in answer, answer[:200]
 
 
 def test_a_reserve_connection_is_never_evicted_before_its_request_could_come(trained_model_dir, monkeypatch):
@@ -218,17 +224,9 @@ def test_a_reserve_connection_is_never_evicted_before_its_request_could_come(tra
     # yet (its thread not scheduled), which then read nothing and was closed. Within RESERVE_GRACE the newcomer gets
     # the 503 at once instead, and the reserve connections keep their slots.
     monkeypatch.setattr(server_module, "RESERVE_GRACE", 60.0)
-    monkeypatch.setattr(server_module, "PING_DEADLINE", 20.0)
-    ep = _started(str(trained_model_dir), max_connections=1, max_client_connections=None)
-    try:
-        with ExitStack() as stack:
-            _hold(ep, stack, 1)
-            _wait_for(ep, 1)
-            _hold(ep, stack, server_module.PING_RESERVE)
-            _wait_until(ep, lambda httpd: httpd.reserved >= server_module.PING_RESERVE)
-            status, headers, body = _ask(ep, PING)
-            assert status == 503 and headers["retry-after"] == "1" and "1 open connections" in json.loads(body)["error"]
-            with ep._httpd.lock:  # type: ignore[union-attr]
-                assert ep._httpd.evicting == 0 and ep._httpd.reserved == server_module.PING_RESERVE  # type: ignore[union-attr]
-    finally:
-        ep.stop()
+    with _reserve_taken(trained_model_dir, monkeypatch, lambda ep, stack: _hold(ep, stack, server_module.PING_RESERVE)
+                        ) as (ep, _, _):
+        status, headers, body = _ask(ep, PING)
+        assert status == 503 and headers["retry-after"] == "1" and "1 open connections" in json.loads(body)["error"]
+        with ep._httpd.lock:  # type: ignore[union-attr]
+            assert ep._httpd.evicting == 0 and ep._httpd.reserved == server_module.PING_RESERVE  # type: ignore[union-attr]
