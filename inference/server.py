@@ -302,7 +302,7 @@ class _Server(ThreadingHTTPServer):
 
     def settle(self, request: Any, settled: bool = True) -> bool:
         """Mark a /ping-only connection as being answered (or, ``settled=False``, no longer: its answer is out);
-        False when it was evicted meanwhile (the thread ends without answering)."""
+        False when it was evicted meanwhile (the thread answers 503 and ends: _Handler._evicted)."""
         with self.lock:
             slot = self.slots.get(request)
             if slot is None or slot.evicted:
