@@ -513,7 +513,7 @@ def test_app_command_takes_its_settings_from_the_environment_and_prints_the_port
     config = AppConfig.from_env(env)
     assert (config.timeout, config.attempts, config.top_k, config.differential) == (5, 3, 4, 7)
     [port] = [int(a.removeprefix("--server.port=")) for a in argv if a.startswith("--server.port=")]
-    assert port > 0 and f"Diagnosa app on http://127.0.0.1:{port} " in capsys.readouterr().out
+    assert port > 0 and f"Diagnosa app on http://127.0.0.1:{port}/ " in capsys.readouterr().out
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", port))  # free for Streamlit to take
     monkeypatch.setenv("DIAGNOSA_APP_DIFFERENTIAL", "many")

@@ -920,7 +920,8 @@ def test_each_function_imports_from_its_own_asset_as_lambda_loads_it(assembly, d
         module, _, attribute = function["Properties"]["Handler"].rpartition(".")
         probe = (f"import sys; sys.path.insert(0, {str(asset)!r}); import importlib; "
                  f"assert callable(getattr(importlib.import_module({module!r}), {attribute!r}))")
-        subprocess.run([sys.executable, "-I", "-c", probe], check=True, timeout=60, capture_output=True)
+        # -B: no bytecode written into the asset (-I ignores PYTHONDONTWRITEBYTECODE): it stays as synthesized.
+        subprocess.run([sys.executable, "-I", "-B", "-c", probe], check=True, timeout=60, capture_output=True)
         checked.append(name)
     assert {"diagnosa-dev-monitor", "diagnosa-dev-retrain", "diagnosa-dev-deploy"} <= set(checked)
 
