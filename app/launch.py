@@ -61,9 +61,9 @@ def streamlit_command(config_env: Mapping[str, str], *, host: str, port: int, pa
                       base_env: Mapping[str, str] | None = None) -> tuple[list[str], dict[str, str]]:
     """The ``streamlit run`` argv and environment for an app configuration (``AppConfig.to_env()``), served under
     ``path`` (:func:`base_path`; the root when empty) behind a proxy that keeps it in the URLs it forwards."""
+    path = base_path(path)
     argv = [sys.executable, "-m", "streamlit", "run", str(script_path()), *STREAMLIT_OPTIONS,
-            f"--server.address={host}", f"--server.port={port}",
-            *([f"--server.baseUrlPath={base_path(path)}"] if base_path(path) else [])]
+            f"--server.address={host}", f"--server.port={port}", *([f"--server.baseUrlPath={path}"] if path else [])]
     env = {k: v for k, v in (os.environ if base_env is None else base_env).items() if not k.startswith("DIAGNOSA_APP_")}
     env.update(config_env)
     env["STREAMLIT_BROWSER_GATHER_USAGE_STATS"] = "false"

@@ -170,10 +170,9 @@ def label_naming_problem(config_path: Path) -> str | None:
         config = load_dataset_config(config_path)
     except SchemaError:
         return None
-    try:  # where the pipeline would run is not the config's: any bucket and role
-        check_settings(PipelineSettings(bucket="bucket", role_arn="arn:aws:iam::000000000000:role/role",
-                                        code_uri="s3://bucket/code", code_sha256="0" * 64,
-                                        **config_dataset_settings(config)))
+    try:  # where the pipeline would run is not the config's: the local run's bucket and role
+        check_settings(PipelineSettings(bucket=LOCAL_BUCKET, role_arn=LOCAL_ROLE, code_uri=f"s3://{LOCAL_BUCKET}/code",
+                                        code_sha256="0" * 64, **config_dataset_settings(config)))
     except ValueError as err:
         return f"{config_path}: {err}; each label and the slice need a gate parameter of their own. Nothing was written"
     return None
