@@ -68,6 +68,18 @@ def running_app(config: AppConfig, *, log: Path | None = None, path: str = "") -
             sink.close()
 
 
+def click_get_diagnosis(page: "Page") -> None:
+    """Click "Get diagnosis" once the page shows it once, enabled. While a run redraws the form (the acceptance of
+    the policy, a field left) the old button and its redraw are both there for a moment, and a click then is a
+    strict-mode error at once; on a loaded machine that run may start well after the event that caused it."""
+    from playwright.sync_api import expect
+
+    button = page.locator(".st-key-submit button")
+    expect(page.locator(".st-key-submit button:enabled")).to_have_count(1)
+    expect(button).to_have_count(1)
+    button.click()
+
+
 def ask_for_diagnosis(page: "Page") -> str:
     """Fill PATIENT's values in the form on ``page``, ask for the diagnosis and wait for it and its chart: the
     headline the page shows."""
@@ -75,7 +87,7 @@ def ask_for_diagnosis(page: "Page") -> str:
         page.locator(f".st-key-in-{name} input").fill(value)
     page.locator(".st-key-in-sex").click()
     page.get_by_role("option", name=SEX, exact=True).click()
-    page.locator(".st-key-submit button").click()
+    click_get_diagnosis(page)
     result = page.locator(".st-key-result")
     result.get_by_text("supports and does not replace clinical judgement").wait_for()
     page.locator(".st-key-result .vega-embed").first.wait_for()  # the chart drew

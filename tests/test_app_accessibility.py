@@ -11,6 +11,8 @@ from __future__ import annotations
 import pytest
 from test_app_e2e import HOSTILE_NAME, _form_page, needs_chromium
 
+from app.e2e import click_get_diagnosis
+
 # ------------------------------------------------------------------------------------------------ label_literal
 
 # Ordinary clinical labels, and text Streamlit's label markdown leaves alone (checked in Chromium): no backslash.
@@ -205,7 +207,7 @@ def test_captions_and_the_stale_notice_are_legible_and_the_notice_is_announced_i
         age.fill("50")
         age.press("Tab")
         _idle(page)
-        page.locator(".st-key-submit button").click()
+        click_get_diagnosis(page)
         result = page.locator(".st-key-result")
         expect(result).to_contain_text("Model version")
         _idle(page)

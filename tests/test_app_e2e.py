@@ -11,6 +11,7 @@ from contextlib import contextmanager
 
 import pytest
 
+from app.e2e import click_get_diagnosis
 from diagnosa.browser import MISSING_REASON
 
 needs_chromium = pytest.mark.needs("chromium")
@@ -135,7 +136,7 @@ def test_a_doctor_typing_decimal_commas_in_chromium_sends_decimals(trained_model
             field = page.locator(f".st-key-in-{name} input")
             field.press_sequentially(text)  # keystrokes, as a doctor types
             field.press("Tab")
-        page.locator(".st-key-submit button").click()
+        click_get_diagnosis(page)
         page.locator(".st-key-result").get_by_text("supports and does not replace clinical judgement").wait_for()
         assert capture.flush()
         sent = [json.loads(json.loads(line)["captureData"]["endpointInput"]["data"])["instances"][0]
@@ -150,7 +151,7 @@ def test_a_doctor_typing_decimal_commas_in_chromium_sends_decimals(trained_model
         codes.fill("![x](http://evil.example/t.png)")
         codes.press("Enter")
         codes.press("Escape")  # close the list of codes
-        page.locator(".st-key-submit button").click()
+        click_get_diagnosis(page)
         page.locator(".st-key-field-prior_diagnoses").get_by_text(
             "malformed code '![x](http://evil.example/t.png)'").wait_for()
         assert page.locator("img[src*='evil.example']").count() == 0

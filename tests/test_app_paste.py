@@ -8,6 +8,8 @@ from __future__ import annotations
 import pytest
 from test_app_session import answer, endpoint_fixture  # noqa: F401  (the fixture "endpoint")
 
+from app.e2e import click_get_diagnosis
+
 needs_chromium = pytest.mark.needs("chromium")
 
 PASTED = "15.2 10^9/L (ref 4.0-11.0)"  # a line of a lab report, 26 characters
@@ -35,13 +37,13 @@ def test_a_value_pasted_into_a_measurement_field_is_kept_and_refused_by_name(end
         page.keyboard.press("Control+V")  # a paste, as a doctor copies a line of the lab report
         field.press("Tab")
         assert field.input_value() == PASTED  # kept in the field, not dropped
-        page.locator(".st-key-submit button").click()
+        click_get_diagnosis(page)
         page.locator(".st-key-field-wbc_10e9_l").get_by_text(
             "is too long for White blood cells: a measurement takes at most 24 characters (this is 26)").wait_for()
         assert sent == [] and field.input_value() == PASTED  # nothing sent (not "not recorded"), still there
         field.fill("15.2")
         field.press("Tab")
-        page.locator(".st-key-submit button").click()
+        click_get_diagnosis(page)
         page.locator(".st-key-result").get_by_text("supports and does not replace clinical judgement").wait_for()
         assert [s["instances"] for s in sent] == [[{"wbc_10e9_l": 15.2}]]
 
