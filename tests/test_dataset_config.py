@@ -71,6 +71,9 @@ def ingest(lake, tmp_path, config_text: str, rows: str = ROWS):
      "labels 'Leve\\u200b' hold a control or format character"),
     ('name = "x"\nid_column = "case"\ntarget = "outcome"\nlabels = ["\\u202eGrave", "Agu\\u0085da"]\n',
      "labels '\\u202eGrave', 'Agu\\x85da' hold a control or format character"),
+    # the dashboard's legend shows the highest value in its place (a CloudWatch dynamic label)
+    ('name = "x"\nid_column = "case"\ntarget = "outcome"\nlabels = ["Leve ${MAX}", "Grave"]\n',
+     "labels 'Leve ${MAX}' hold '${', which starts a CloudWatch dynamic label"),
     (BASE + "slice_column = \"flag\"\n[slice]\ncolumn = \"flag\"\n", "either 'slice_column' or a [slice] table"),
     (BASE + "[slice]\nname = \"1st\"\ncolumn = \"flag\"\n", "[slice] name '1st' must start with a letter"),
     (BASE + "[slice]\nname = \"s\"\n", "[slice] needs 'column'"),

@@ -301,6 +301,8 @@ DATASET_NAME_RULE = (f"1 to {DATASET_NAME_MAX} ASCII letters, digits, '-' and '_
                      f"named <endpoint>-<{EXECUTION_ID_LENGTH}-character execution id>, at most 63)")
 # A label becomes a key in JSON paths the pipeline's gate reads (diagnosa.per_class['<label>'].recall).
 LABEL_FORBIDDEN = re.compile(r"['\\\[\]\x00-\x1f\x7f]")
+# A label names its line in the CloudWatch dashboard's legend, where '${' starts a dynamic label (${MAX}, ${PROP(…)}).
+DYNAMIC_LABEL = "${"
 
 
 def clean_text(text: str) -> str:
@@ -429,6 +431,11 @@ def check_dataset_config(data: dict[str, Any], where: str) -> dict[str, Any]:
     if bad:
         raise SchemaError(f"{where}: labels {some_of(repr(x) for x in bad)} hold a quote, backslash, bracket or "
                           "control character (not allowed: labels are keys in the gate's JSON paths)")
+    dynamic = [x for x in labels if DYNAMIC_LABEL in x]
+    if dynamic:  # 'Leve ${MAX}' would show the week's highest recall in the dashboard's legend, in the label's place
+        raise SchemaError(f"{where}: labels {some_of(repr(x) for x in dynamic)} hold '{DYNAMIC_LABEL}', which starts a "
+                          "CloudWatch dynamic label in the dashboard's legend (${MAX} shows a number there): write the "
+                          "labels without it")
     hidden = [x for x in labels if hides_characters(x)]
     if hidden:  # 'Leve\u200b' reads as 'Leve' everywhere a doctor or an engineer sees it, and is another label
         raise SchemaError(f"{where}: labels {some_of(repr(x) for x in hidden)} hold a control or format character "
