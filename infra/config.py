@@ -19,6 +19,7 @@ from diagnosa.data.validate import clip, shown
 from diagnosa.labels import CATEGORIES
 from diagnosa.text import some_of
 from inference.limits import has_surrogate
+from pipelines.definition import MAX_RUNTIME_LIMIT_SECONDS, TRAINING_MAX_RUNTIME_SECONDS
 from pipelines.service_model import instance_type_problem, sagemaker_regions
 
 STAGE_NAME = re.compile(r"[a-z][a-z0-9]{1,11}")  # always fullmatch: "$" also matches before a final "\n"
@@ -98,6 +99,7 @@ class StageConfig:
     # Training pipeline
     processing_instance_type: str = "ml.m5.xlarge"
     training_instance_type: str = "ml.m5.xlarge"
+    training_max_runtime_seconds: int = TRAINING_MAX_RUNTIME_SECONDS  # SageMaker stops a training job past it
     families: tuple[str, ...] = ("mlp", "logistic_regression", "xgboost", "gradient_boosting")
     recall_threshold: float = 0.80
     orphan_threshold: float = 0.50
@@ -224,6 +226,9 @@ class StageConfig:
                             f"(SageMaker's instance quotas are far lower; a larger fleet is a deliberate change here)")
         if self.traffic_shifting not in ("CANARY", "ALL_AT_ONCE"):
             problems.append(f"traffic_shifting must be CANARY or ALL_AT_ONCE, got {_q(self.traffic_shifting)}")
+        if not 1 <= self.training_max_runtime_seconds <= MAX_RUNTIME_LIMIT_SECONDS:
+            problems.append(f"training_max_runtime_seconds must be in [1, {MAX_RUNTIME_LIMIT_SECONDS}] (28 days, "
+                            f"SageMaker's limit), got {self.training_max_runtime_seconds}")
         if not 1 <= self.canary_percent <= 50:
             problems.append(f"canary_percent must be in [1, 50], got {self.canary_percent}")
         if not 0 <= self.bake_seconds <= 3600:  # UpdateEndpoint's WaitIntervalInSeconds / TerminationWaitInSeconds

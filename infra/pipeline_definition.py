@@ -123,6 +123,7 @@ def pipeline_settings(config: StageConfig) -> dict[str, Any]:
     settings = {"name": config.prefix, "model_package_group": config.prefix, "families": config.families,
                 "processing_instance_type": config.processing_instance_type,
                 "training_instance_type": config.training_instance_type,
+                "training_max_runtime": config.training_max_runtime_seconds,
                 "recall_thresholds": config.recall_thresholds, "orphan_threshold": config.orphan_threshold,
                 "unseen_threshold": config.unseen_threshold,
                 "kms_key": SENTINEL_KMS_KEY,  # the stage's key, swapped in by pieces()

@@ -269,6 +269,13 @@ def config_dataset_settings(config: dict[str, Any]) -> dict[str, Any]:
                             missing_indicators=config_missing_indicators(config))
 
 
+# A training job's time limit (StoppingCondition.MaxRuntimeInSeconds): SageMaker's own default, 1 day. Given none, the
+# SDK's ModelTrainer writes 3600 s, which a cross-validated search on a hospital's table can pass (19 min on 15k rows
+# already); the job is then stopped with no reason of Diagnosa's. The local executor holds jobs to it too.
+TRAINING_MAX_RUNTIME_SECONDS = 86_400
+MAX_RUNTIME_LIMIT_SECONDS = 28 * 86_400  # the largest SageMaker takes
+
+
 @dataclass(frozen=True)
 class PipelineSettings:
     bucket: str
@@ -301,6 +308,7 @@ class PipelineSettings:
     # step shards the curated parts over the first, XGBoost trains across the second (docs/pipeline.md, Scale-out).
     processing_instance_count: int = 1
     training_instance_count: int = 1
+    training_max_runtime: int = TRAINING_MAX_RUNTIME_SECONDS  # seconds a training job may run (SageMaker stops it)
     recall_thresholds: dict[str, float] | None = None  # label → default threshold; None: 0.80 for every label
     orphan_threshold: float = DEFAULT_ORPHAN_THRESHOLD  # the slice's default threshold (whatever its name)
     unseen_threshold: float = DEFAULT_UNSEEN_THRESHOLD  # the unseen sub-slice's default threshold
@@ -374,6 +382,10 @@ def check_settings(settings: PipelineSettings) -> None:
                         ("the unseen sub-slice", settings.unseen_threshold)]:
         if not 0.0 <= value <= 1.0:
             raise ValueError(f"recall threshold for {name} must be in [0, 1], got {value}")
+    if (isinstance(settings.training_max_runtime, bool) or not isinstance(settings.training_max_runtime, int)
+            or not 1 <= settings.training_max_runtime <= MAX_RUNTIME_LIMIT_SECONDS):
+        raise ValueError(f"training_max_runtime must be a whole number of seconds from 1 to {MAX_RUNTIME_LIMIT_SECONDS:,} "
+                         f"(28 days, SageMaker's limit), got {settings.training_max_runtime!r}")
     for what in ("name", "model_package_group", "endpoint_name"):
         value = getattr(settings, what)
         if not RESOURCE_NAME.fullmatch(value):
@@ -430,7 +442,7 @@ def build_pipeline(settings: PipelineSettings, session: Any) -> Any:
     from sagemaker.core.network import NetworkConfig
     from sagemaker.core.processing import FrameworkProcessor
     from sagemaker.core.shapes import ProcessingInput, ProcessingOutput, ProcessingS3Input, ProcessingS3Output, S3DataSource
-    from sagemaker.core.training.configs import Compute, InputData, Networking, OutputDataConfig
+    from sagemaker.core.training.configs import Compute, InputData, Networking, OutputDataConfig, StoppingCondition
     from sagemaker.core.workflow.conditions import ConditionEquals, ConditionGreaterThanOrEqualTo
     from sagemaker.core.workflow.execution_variables import ExecutionVariables
     from sagemaker.core.workflow.functions import Join, JsonGet
@@ -581,6 +593,7 @@ def build_pipeline(settings: PipelineSettings, session: Any) -> Any:
             base_job_name=f"diagnosa-{family.replace('_', '-')}",
             compute=Compute(instance_type=training_type, instance_count=training_count if spread else 1,
                             volume_size_in_gb=30, volume_kms_key_id=settings.kms_key),
+            stopping_condition=StoppingCondition(max_runtime_in_seconds=settings.training_max_runtime),
             networking=Networking(**job_network) if job_network else None,
             output_data_config=OutputDataConfig(s3_output_path=Join(on="/", values=[run, "models", family]),
                                                 kms_key_id=settings.kms_key),

@@ -42,6 +42,7 @@ import logging
 import os
 import re
 import secrets
+import signal
 import subprocess
 import sys
 import tarfile
@@ -67,7 +68,7 @@ from pipelines.containers import (
     render_training,
     training_environment,
 )
-from pipelines.guard import kill_marked
+from pipelines.guard import kill_marked, marked_processes
 from pipelines.isolation import isolated_network, unavailable_reason
 from pipelines.service_model import request_problems
 
@@ -94,6 +95,10 @@ TRACEBACK = "Traceback (most recent call last):"
 # Ctrl-C must reach them), so the mark tells them apart. Read from /proc; where there is none, the host's process alone.
 JOB_MARKER = "DIAGNOSA_JOB_ROOT"
 STOP_SECONDS = 10.0  # how long a stop keeps killing what the job's processes start meanwhile
+# A job past its StoppingCondition.MaxRuntimeInSeconds is stopped as SageMaker stops it: SIGTERM, then SIGKILL 120 s
+# later (the window AWS documents for saving what can be saved). A processing job given none has the service's 1 day.
+RUNTIME_STOP_GRACE_SECONDS = 120.0
+DEFAULT_MAX_RUNTIME_SECONDS = 86_400
 
 
 log = logging.getLogger(__name__)
@@ -233,7 +238,7 @@ def run_processing(arguments: dict[str, Any], run_dir: Path, mapping: LakeMappin
         launches.append(Launch(host, container.command, container.root, environment, host_log(run_dir, host),
                                container.root.joinpath(*EXIT_MESSAGE)))
     isolated = bool(arguments.get("NetworkConfig", {}).get("EnableNetworkIsolation"))
-    seconds = _run(name, launches, heartbeat=heartbeat, isolated=isolated, python=python)
+    seconds = _run(name, launches, heartbeat=heartbeat, isolated=isolated, python=python, limit=max_runtime(arguments))
 
     outputs = {}
     for spec in arguments.get("ProcessingOutputConfig", {}).get("Outputs", []):
@@ -316,16 +321,51 @@ def _network(name: str, isolated: bool, python: str) -> Any:
     return isolated_network(python)
 
 
+def max_runtime(arguments: dict[str, Any]) -> float:
+    """A job request's time limit in seconds (its StoppingCondition's, else the service's default)."""
+    return float((arguments.get("StoppingCondition") or {}).get("MaxRuntimeInSeconds", DEFAULT_MAX_RUNTIME_SECONDS))
+
+
 def _run(name: str, launches: list[Launch], heartbeat: Heartbeat | None = None, *, isolated: bool = False,
-         python: str = sys.executable) -> float:
+         python: str = sys.executable, limit: float = DEFAULT_MAX_RUNTIME_SECONDS) -> float:
     """Run one process per host and wait for all (``isolated``: all in one network namespace with loopback only).
     The first host that fails fails the job: the others are stopped (they may be waiting for it) and the
-    message is that host's."""
+    message is that host's. A job still running ``limit`` seconds after its start is stopped (RuntimeLimit)."""
     with _network(name, isolated, python) as inside:
-        return _wait(name, launches, [inside(launch.command) for launch in launches], heartbeat)
+        return _wait(name, launches, [inside(launch.command) for launch in launches], heartbeat,
+                     RuntimeLimit(limit, RUNTIME_STOP_GRACE_SECONDS))
 
 
-def _wait(name: str, launches: list[Launch], commands: list[list[str]], heartbeat: Heartbeat | None) -> float:
+@dataclass
+class RuntimeLimit:
+    """MaxRuntimeInSeconds as the service holds a job to it: SIGTERM to every process of the job at the limit, the
+    SIGKILL ``grace`` seconds later (sooner if they are gone)."""
+
+    seconds: float
+    grace: float = RUNTIME_STOP_GRACE_SECONDS
+    reached_at: float | None = None
+
+    def due(self, elapsed: float, launches: list[Launch]) -> bool:
+        """Send the SIGTERM once the limit is reached; True once the job is to be killed (the grace is over)."""
+        if elapsed < self.seconds:
+            return False
+        if self.reached_at is None:
+            self.reached_at = elapsed
+            for pid in marked_processes({f"{JOB_MARKER}={launch.cwd}".encode() for launch in launches}):
+                try:
+                    os.kill(pid, signal.SIGTERM)
+                except OSError:  # ended meanwhile
+                    continue
+        return elapsed >= self.reached_at + self.grace
+
+    def reason(self) -> str:
+        return (f"stopped at its time limit, StoppingCondition.MaxRuntimeInSeconds {self.seconds:,.0f} s (what "
+                "SageMaker shows as MaxRuntimeExceeded; raise the limit if the job needs longer)")
+
+
+def _wait(name: str, launches: list[Launch], commands: list[list[str]], heartbeat: Heartbeat | None,
+          limit: RuntimeLimit | None = None) -> float:
+    limit = limit or RuntimeLimit(DEFAULT_MAX_RUNTIME_SECONDS)
     started = time.perf_counter()
     processes = []
     logs = []
@@ -343,7 +383,8 @@ def _wait(name: str, launches: list[Launch], commands: list[list[str]], heartbea
                 ended.add(i)
                 _end_container(name, launches[i], len(launches) > 1)
             failed = next((i for i, code in enumerate(codes) if code not in (None, 0)), None)
-            if failed is not None or all(code == 0 for code in codes):
+            if failed is not None or all(code == 0 for code in codes) or (
+                    limit.due(time.perf_counter() - started, launches)):
                 break
             if next_beat is not None and time.perf_counter() >= next_beat:
                 assert heartbeat is not None
@@ -361,6 +402,9 @@ def _wait(name: str, launches: list[Launch], commands: list[list[str]], heartbea
         for log in logs:
             log.close()
     seconds = time.perf_counter() - started
+    if limit.reached_at is not None:  # whatever the job did after the SIGTERM, it was stopped: it did not complete
+        _stop(processes, launches)
+        raise JobError(f"job {name} {limit.reason()} after {seconds:.1f} s (log: {launches[0].log_path})")
     if failed is None:
         return seconds
     _stop(processes, launches)
@@ -423,7 +467,8 @@ def run_training(arguments: dict[str, Any], run_dir: Path, mapping: LakeMapping,
         containers.append(container)
         launches.append(Launch(host, [localise(part, root) for part in entrypoint], root, environment,
                                host_log(run_dir, host), container.failure_file))
-    seconds = _run(name, launches, heartbeat, isolated=bool(arguments.get("EnableNetworkIsolation")), python=python)
+    seconds = _run(name, launches, heartbeat, isolated=bool(arguments.get("EnableNetworkIsolation")), python=python,
+                   limit=max_runtime(arguments))
 
     tarball = _model_tarball(name, containers, run_dir)
     output_uri = arguments["OutputDataConfig"]["S3OutputPath"].rstrip("/")

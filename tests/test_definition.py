@@ -185,6 +185,9 @@ def test_upsert_and_start_with_overrides(aws):
     # \d took any digit: an account of Arabic-Indic digits passed as an image's.
     ({"serving_image": "١٢٣٤٥٦٧٨٩٠١٢.dkr.ecr.eu-west-1.amazonaws.com/serve:1"}, "serving_image '.*' must be an ECR"),
     ({"kms_key": "arn:aws:kms:eu-west-1:١٢٣٤٥٦٧٨٩٠١٢:key/k1"}, "must be a KMS key ARN"),
+    ({"training_max_runtime": 0}, "training_max_runtime must be a whole number of seconds from 1 to 2,419,200"),
+    ({"training_max_runtime": 28 * 86400 + 1}, "from 1 to 2,419,200 \\(28 days, SageMaker's limit\\), got 2419201"),
+    ({"training_max_runtime": 3600.0}, "training_max_runtime must be a whole number of seconds"),
 ])
 def test_bad_settings_fail_before_building(aws, change, message):
     from dataclasses import replace
@@ -192,6 +195,20 @@ def test_bad_settings_fail_before_building(aws, change, message):
     settings, session, _ = aws
     with pytest.raises(ValueError, match=message):
         build_pipeline(replace(settings, **change), session)
+
+
+def test_every_training_job_has_the_settings_time_limit_not_the_sdks_hour(aws, definition):
+    # ModelTrainer writes MaxRuntimeInSeconds 3600 when given none: a search on a hospital's table that ran past an
+    # hour was stopped by SageMaker, no reason of Diagnosa's, where the local run had no limit at all.
+    from dataclasses import replace
+
+    settings, session, _ = aws
+    limits = {s["Name"]: s["Arguments"]["StoppingCondition"] for s in json.loads(definition)["Steps"]
+              if s["Type"] == "Training"}
+    assert len(limits) == len(settings.families) and set(map(str, limits.values())) == {"{'MaxRuntimeInSeconds': 86400}"}
+    longer = json.loads(build_pipeline(replace(settings, training_max_runtime=7 * 86400), session).definition())
+    assert {s["Arguments"]["StoppingCondition"]["MaxRuntimeInSeconds"] for s in longer["Steps"]
+            if s["Type"] == "Training"} == {604800}
 
 
 def test_deploy_steps_can_be_left_to_the_approval_event(aws):

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from diagnosa.lake import DataLake
 from pipelines.local_jobs import JobError, LakeMapping, failure_reason, run_processing, run_training
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -219,3 +220,42 @@ def test_two_instances_writing_one_name_differently_fail_the_job(tmp_path, lake_
     with pytest.raises(JobError, match="train/same.txt was written by two instances with different content"):
         run_processing(clash, tmp_path / "clash", LakeMapping("lake", lake))
     assert not lake.list("features/clash/")
+
+
+def _sleeper(name: str, script: str, seconds: int) -> dict:
+    """A processing job whose container runs ``script`` and has ``seconds`` to do it."""
+    return {"ProcessingJobName": name, "RoleArn": "arn:aws:iam::123456789012:role/diagnosa-processing",
+            "ProcessingResources": {"ClusterConfig": {"InstanceCount": 1, "InstanceType": "ml.m5.xlarge",
+                                                      "VolumeSizeInGB": 30}},
+            "AppSpecification": {"ImageUri": "123456789012.dkr.ecr.eu-west-1.amazonaws.com/sklearn:1.2-1",
+                                 "ContainerEntrypoint": ["python3", "-c", script]},
+            "StoppingCondition": {"MaxRuntimeInSeconds": seconds}}
+
+
+@pytest.mark.parametrize("handles_sigterm", [True, False], ids=["ends-on-sigterm", "ignores-sigterm"])
+def test_a_job_past_its_time_limit_is_stopped_as_sagemaker_stops_it(tmp_path, monkeypatch, handles_sigterm):
+    # MaxRuntimeInSeconds was not held locally: a training that ran past SageMaker's limit succeeded here.
+    import time
+
+    import pipelines.local_jobs as local_jobs
+
+    monkeypatch.setattr(local_jobs, "RUNTIME_STOP_GRACE_SECONDS", 1.0)  # SageMaker's is 120 s
+    on_term = ("lambda *_: (print('SIGTERM: saving what can be saved', flush=True), sys.exit(143))" if handles_sigterm
+               else "signal.SIG_IGN")
+    script = (f"import signal, sys, time\nsignal.signal(signal.SIGTERM, {on_term})\nprint('working', flush=True)\n"
+              "time.sleep(60)\nprint('done', flush=True)\n")
+    lake = DataLake.from_uri(str(tmp_path / "lake"))
+    started = time.monotonic()
+    with pytest.raises(JobError, match=r"job slow stopped at its time limit, StoppingCondition.MaxRuntimeInSeconds 1 s "
+                                       r"\(what SageMaker shows as MaxRuntimeExceeded"):
+        run_processing(_sleeper("slow", script, 1), tmp_path / "run", LakeMapping("lake", lake))
+    assert time.monotonic() - started < 30  # not the 60 s the job would have taken
+    log = next((tmp_path / "run").rglob("*.log")).read_text(encoding="utf-8")
+    assert "working" in log and "done" not in log
+    assert ("SIGTERM: saving what can be saved" in log) is handles_sigterm  # it had the SIGTERM first, as on SageMaker
+
+
+def test_a_job_within_its_time_limit_runs_to_its_end(tmp_path):
+    lake = DataLake.from_uri(str(tmp_path / "lake"))
+    result = run_processing(_sleeper("quick", "print('done')", 60), tmp_path / "run", LakeMapping("lake", lake))
+    assert result["ProcessingJobStatus"] == "Completed"

@@ -112,6 +112,8 @@ def test_raw_retention_defaults_to_six_years_compliance_and_cdk_json_relaxes_dev
     ({"endpoint_min_instances": 3, "endpoint_max_instances": 2},
      "need 1 <= endpoint_min_instances <= endpoint_max_instances, got 3 and 2"),
     ({"canary_percent": 60}, r"canary_percent must be in \[1, 50\], got 60"),
+    ({"training_max_runtime_seconds": 0}, r"training_max_runtime_seconds must be in \[1, 2419200\] \(28 days"),
+    ({"training_max_runtime_seconds": "2h"}, r"training_max_runtime_seconds must be an integer, got '2h'"),
     ({"capture_sampling_percent": 101}, r"capture_sampling_percent must be in \[0, 100\], got 101"),
 ])
 def test_settings_aws_would_refuse_stop_synth_naming_the_stage_field_and_value(values, message):
@@ -340,3 +342,16 @@ def test_stages_that_gate_differently_may_promote_and_prod_ships_its_own_gate(tm
     crítico = "diagnosa.per_class['crítico'].recall"
     assert gate("dev")[crítico] == 0.6 and gate("prod")[crítico] == 0.9
     assert set(gate("prod").values()) == {0.9}  # a dataset of its own has no slice unless its config names one
+
+
+def test_a_stages_training_time_limit_is_every_training_job_s_in_its_pipeline():
+    # SageMaker stops a training job at MaxRuntimeInSeconds; the SDK's own default (an hour) was the only one.
+    from infra.pipeline_definition import embedded_definition
+
+    limits = {}
+    for seconds in (None, 7200):
+        config = stage_config("dev", {"region": "eu-west-1", **({"training_max_runtime_seconds": seconds} if seconds else {})})
+        steps = json.loads(embedded_definition(config).text)["Steps"]
+        limits[seconds] = {s["Arguments"]["StoppingCondition"]["MaxRuntimeInSeconds"] for s in steps
+                           if s["Type"] == "Training"}
+    assert limits == {None: {86400}, 7200: {7200}}
