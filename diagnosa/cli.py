@@ -115,7 +115,8 @@ def cmd_data_generate(args: argparse.Namespace) -> int:
                              "write-once; give this cohort another name with --batch NAME")
         # Whole only with its labs and its card, written after the records: one cut short (a full disk) is generated
         # again, the same bytes for what is there. It was "nothing to do", and ingest found no batch.
-        whole = lake.exists(labs_key) and lake.exists(f"raw/cohort_cards/{batch}.json")
+        cards = [f"raw/cohort_cards/{batch}.json", *([] if args.drift else [f"raw/cohort_cards/{batch}.md"])]
+        whole = lake.exists(labs_key) and all(lake.exists(card) for card in cards)
         if whole and not args.card:
             print(printable_line(f"raw batch {batch} already in {lake.uri}: nothing to do (raw data is write-once)"))
             return 0

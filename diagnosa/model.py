@@ -13,6 +13,7 @@ weight per label): the predicted category is the argmax of weight x calibrated p
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import json
@@ -299,6 +300,7 @@ def unpack_model(archive: str | Path, target: str | Path) -> Path:
                 # and sets the folders' attributes last, as before.
                 tar.extractall(scratch, members=checked_members(tar, str(archive)), filter="data")
         except (tarfile.TarError, OSError, EOFError, zlib.error) as err:
+            _raise_if_the_machines(err, archive, target)
             raise ModelLoadError(f"{archive} is not a readable model.tar.gz: {err}") from None
         try:
             if target.is_dir() and not any(target.iterdir()):
@@ -312,10 +314,22 @@ def unpack_model(archive: str | Path, target: str | Path) -> Path:
                         shutil.rmtree(destination)
                     os.replace(entry, destination)
         except OSError as err:
+            _raise_if_the_machines(err, archive, target)
             raise ModelLoadError(f"cannot unpack {archive} into {target}: {err}") from None
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return target
+
+
+# What a disk or its permissions answer, whatever the archive holds: the model is not at fault (it was blamed, and an
+# operator could reject a good version over a full disk).
+MACHINE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO})
+
+
+def _raise_if_the_machines(err: BaseException, archive: str | os.PathLike[str], target: Path) -> None:
+    if isinstance(err, OSError) and err.errno in MACHINE_ERRNOS:
+        raise OSError(err.errno, f"{err.strerror}: cannot unpack {archive} into {target.parent} (the model file is not "
+                                 "at fault)") from None
 
 
 @dataclass

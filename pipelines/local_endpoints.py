@@ -888,8 +888,17 @@ class LocalEndpoints:
             for pid in running:
                 self._stop(pid)
             if record["EndpointStatus"] != DAMAGED:
-                self._write(self.root / endpoint_name / "endpoint.json", {**record, "EndpointStatus": "OutOfService",
-                                                                           "Pid": None, "LastModifiedTime": utc_now()})
+                path = self.root / endpoint_name / "endpoint.json"
+                try:
+                    self._write(path, {**record, "EndpointStatus": "OutOfService", "Pid": None,
+                                       "LastModifiedTime": utc_now()})
+                except OSError as err:  # a full disk: the server is stopped all the same; describe() reads it so
+                    raise OSError(err.errno, f"endpoint {endpoint_name}: "
+                                  + (f"its server (pid {', '.join(map(str, running))}) is stopped, but " if running
+                                     else "")
+                                  + f"its record {path} could not be updated ({err.strerror or err}); it still says "
+                                  f"{record['EndpointStatus']}, which `diagnosa endpoint list` reads as OutOfService "
+                                  "once no server runs") from None
         return bool(running)
 
     def ship_spool(self, endpoint_name: str) -> int:

@@ -28,7 +28,7 @@ class LockHeld(Exception):
         super().__init__(f"{path} is locked by another process" + (f" (pid {pid})" if pid is not None else ""))
 
 
-def _holder(handle: IO[str]) -> int | None:
+def _holder(handle: IO[bytes]) -> int | None:
     handle.seek(0)
     text = handle.read().strip()
     return int(text) if text.isdigit() else None
@@ -41,7 +41,9 @@ def file_lock(path: str | os.PathLike[str], *, shared: bool = False, wait: float
     many seconds have passed; then LockHeld."""
     path = Path(path)
     mode = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
-    with open(path, "a+", encoding="utf-8") as handle:  # "a+": never truncates what a holder wrote before we hold it
+    # "a+": never truncates what a holder wrote before we hold it. Unbuffered: a write the disk refuses fails where it
+    # is made, not again at close (a full disk's close failed the command the lock was for).
+    with open(path, "a+b", buffering=0) as handle:
         if wait is None:
             fcntl.flock(handle, mode)
         else:
@@ -56,14 +58,21 @@ def file_lock(path: str | os.PathLike[str], *, shared: bool = False, wait: float
                         raise LockHeld(path, _holder(handle)) from None
                     time.sleep(min(POLL_SECONDS, remaining))
         if not shared:
-            handle.seek(0)
-            handle.truncate()
-            handle.write(str(os.getpid()))
-            handle.flush()
+            _note_holder(handle, str(os.getpid()))
         try:
             yield
         finally:
             if not shared:  # cleared while still held: a later shared holder is not named by a pid that has left
-                handle.truncate(0)
-                handle.flush()
+                _note_holder(handle, "")
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _note_holder(handle: IO[bytes], text: str) -> None:
+    """Write the holder's pid (``text``) into the lock file, for a waiter's message only. The lock is the flock, not
+    the file's content: on a full disk the pid is not written, and whatever asked for the lock goes on (`endpoint
+    stop` failed there, leaving the server running)."""
+    handle.truncate(0)
+    try:
+        handle.write(text.encode("ascii"))
+    except OSError:
+        handle.truncate(0)

@@ -51,6 +51,31 @@ def test_a_batch_cut_short_by_a_full_disk_is_completed_by_generating_it_again(tm
     assert main(generate) == 0 and "nothing to do" in capsys.readouterr().out  # whole now
 
 
+def test_a_card_cut_short_by_a_full_disk_is_written_by_generating_again(tmp_path, monkeypatch, capsys):
+    # The message says "run the command again"; the run again said "nothing to do" (it looked for the card's .json
+    # only), and the batch's data card was never written.
+    from diagnosa.lake import LocalStorage
+
+    ws = ["--workspace", str(tmp_path / "ws")]
+    generate = [*ws, "data", "generate", "--patients", "1000", "--seed", "5", "--quiet"]
+    real = LocalStorage.put_bytes
+
+    def put_bytes(self, key, data):
+        if key == "raw/cohort_cards/cohort-n1000-s5.md":
+            raise OSError(*NO_SPACE.args, key)
+        return real(self, key, data)
+
+    monkeypatch.setattr(LocalStorage, "put_bytes", put_bytes)
+    assert main(generate) == 1
+    assert "No space left on device" in capsys.readouterr().err
+    card = tmp_path / "ws" / "lake" / "raw" / "cohort_cards" / "cohort-n1000-s5.md"
+    assert not card.exists()
+    monkeypatch.undo()  # space freed
+    assert main(generate) == 0 and "generated batch cohort-n1000-s5" in capsys.readouterr().out
+    assert card.read_text(encoding="utf-8").startswith("#")
+    assert main(generate) == 0 and "nothing to do" in capsys.readouterr().out  # whole now
+
+
 def test_a_run_that_cannot_write_its_definition_leaves_no_execution_behind(tmp_path, monkeypatch, capsys):
     ws = ["--workspace", str(tmp_path / "ws")]
     assert main([*ws, "data", "generate", "--patients", "1000", "--seed", "5", "--quiet"]) == 0

@@ -134,3 +134,20 @@ def test_a_killed_holder_leaves_no_lock(tmp_path, holders):
     holders(path).kill()  # SIGKILL: no finally ran, the kernel released its hold
     with file_lock(path, wait=0):
         pass
+
+
+def test_a_disk_that_refuses_the_pid_does_not_refuse_the_lock(tmp_path):
+    # The pid is for a waiter's message; the lock is the flock. On a full disk its write failed, and `endpoint stop`,
+    # `registry approve` and `reject` with it, leaving a server running. Here the kernel refuses every byte written
+    # (RLIMIT_FSIZE 0: EFBIG, as a full disk's ENOSPC) while the lock is taken and released.
+    script = ("import resource, signal, sys\nsignal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+              "resource.setrlimit(resource.RLIMIT_FSIZE, (0, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))\n"
+              "from pipelines.locks import file_lock\n"
+              "try:\n    open(sys.argv[1] + '.probe', 'wb', buffering=0).write(b'x')\n"
+              "except OSError as err:\n    print('refused', err.errno, flush=True)\n"
+              "with file_lock(sys.argv[1]):\n    print('held', flush=True)\nprint('released', flush=True)\n")
+    done = subprocess.run([sys.executable, "-B", "-c", script, str(tmp_path / ".lock")], cwd=ROOT, capture_output=True,
+                          text=True, timeout=60)
+    assert done.stdout.split("\n")[1:3] == ["held", "released"] and done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.startswith("refused ")  # the disk did refuse writes
+    assert (tmp_path / ".lock").read_bytes() == b""

@@ -220,3 +220,25 @@ def test_a_copied_workspace_neither_lists_nor_stops_the_servers_of_the_one_it_wa
     finally:
         endpoints._stop(server)
     assert not _alive(server, endpoints.workspace, "toy")
+
+
+def test_stop_on_a_disk_that_refuses_the_record_stops_the_server_and_says_so(endpoints, trained_model_dir, tmp_path):
+    # A full disk: the lock's pid write failed first and nothing was stopped; past it, the record's write did.
+    import resource
+    import signal
+
+    port = free_port("127.0.0.1")
+    server = endpoints._start("toy", trained_model_dir, port, 0, tmp_path / "server.log")
+    _record(endpoints, "toy", Pid=server, Port=port)
+
+    def full_disk() -> None:  # every byte written refused by the kernel (EFBIG, as a full disk's ENOSPC)
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (0, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+
+    done = subprocess.run([sys.executable, "-B", "-m", "diagnosa.cli", "--workspace", str(endpoints.workspace),
+                           "endpoint", "stop", "toy"], capture_output=True, text=True, timeout=120, preexec_fn=full_disk)
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert f"endpoint toy: its server (pid {server}) is stopped, but its record " in done.stderr
+    assert "could not be updated (File too large); it still says InService" in done.stderr
+    assert not _alive(server, endpoints.workspace, "toy")
+    assert endpoints.describe("toy")["EndpointStatus"] == "OutOfService"

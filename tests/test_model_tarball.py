@@ -328,3 +328,25 @@ def test_an_oof_npz_as_a_model_saves_it_reads_back(tmp_path):
     assert back.keys() == arrays.keys()
     for key, value in arrays.items():
         np.testing.assert_array_equal(back[key], value)
+
+
+def test_a_disk_that_refuses_the_unpacking_is_not_blamed_on_the_model(trained_model_dir, tmp_path):
+    # A full workspace disk said "<archive> is not a readable model.tar.gz" (exit 2, bad input): an operator could reject
+    # a good version over it. Here the kernel refuses every byte written (RLIMIT_FSIZE 0: EFBIG, as ENOSPC).
+    import subprocess
+    import sys
+
+    archive = tar_folder(trained_model_dir, tmp_path / "model.tar.gz")
+    script = ("import resource, signal, sys\nsignal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+              "resource.setrlimit(resource.RLIMIT_FSIZE, (0, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))\n"
+              "from diagnosa.model import ModelLoadError, unpack_model\n"
+              "try:\n    unpack_model(sys.argv[1], sys.argv[2])\n"
+              "except ModelLoadError as err:\n    print('blamed the model:', err)\n"
+              "except OSError as err:\n    print('the disk:', err.errno, err.strerror)\n")
+    done = subprocess.run([sys.executable, "-B", "-c", script, str(archive), str(tmp_path / "out" / "model")],
+                          cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=120)
+    assert done.stdout.startswith("the disk: 27 File too large: cannot unpack "), done.stdout + done.stderr[-2000:]
+    assert "(the model file is not at fault)" in done.stdout
+    assert not (tmp_path / "out" / "model").exists() and left_beside(tmp_path / "out" / "model") == []
+    unpack_model(archive, tmp_path / "again" / "model")  # the same archive, on a disk that takes it
+    assert tree(tmp_path / "again" / "model") == tree(trained_model_dir)
