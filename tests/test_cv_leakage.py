@@ -182,6 +182,17 @@ def test_scored_folds_keep_every_other_row_on_the_fitting_side():
     assert single.folds[0][1].tolist() == [7] and len(single.folds[0][0]) == 59
 
 
+@pytest.mark.parametrize("seed", [2**32 - 2, 2**32 - 1], ids=["max-1", "max"])
+def test_the_largest_seeds_the_pipeline_takes_plan_their_repeated_folds(seed):
+    # The Seed parameter takes up to 2**32 - 1; each repeat's splitter had seed + r, which numpy refused past it.
+    from training.models import MAX_SEED, check_seed
+
+    assert check_seed(str(seed)) == seed <= MAX_SEED
+    y = np.array([0] * 50 + [1] * 5)  # a class of 5: repeated folds
+    plan = tuning.plan_scored_folds(y, np.ones(len(y), dtype=bool), seed=seed)
+    assert plan.repeats > 1 and len(plan.folds) == plan.k * plan.repeats
+
+
 def test_search_with_scored_rows_returns_only_them():
     rng = np.random.default_rng(1)
     y = np.repeat(np.arange(3), 40)

@@ -140,7 +140,8 @@ def plan_scored_folds(y: np.ndarray, scored: np.ndarray, *, max_folds: int = DEF
         return FoldPlan([(context, scored_idx)], 1, 1, smallest)
     folds: list[tuple[np.ndarray, np.ndarray]] = []
     for r in range(repeats):
-        splitter = StratifiedKFold(k, shuffle=True, random_state=seed + r)
+        # Wrapped: a Seed near 2**32 - 1 (the largest the pipeline takes) plus a repeat is past what numpy takes.
+        splitter = StratifiedKFold(k, shuffle=True, random_state=(seed + r) % 2**32)
         with warnings.catch_warnings():  # a class with fewer than k scored rows: the reason for repeats
             warnings.simplefilter("ignore", UserWarning)
             for fit, score in splitter.split(np.zeros(len(ys)), ys):
