@@ -1342,6 +1342,11 @@ def _command(argv: Sequence[str] | None) -> int:
     except Unavailable as err:
         print(f"diagnosa: error: {_said(err)}", file=sys.stderr)
         return EXIT_FAILED
+    except MemoryError:  # pyarrow's ArrowMemoryError too: a traceback said nothing of the input's size
+        print("diagnosa: error: out of memory: this machine cannot hold what the command reads at once (docs/"
+              "operations.md, 'Sizes', gives what was measured): run it on a machine with more memory, or give it "
+              "less at a time (a smaller file, a shorter --last window)", file=sys.stderr)
+        return EXIT_FAILED
     except NoCredentialsError:  # an s3:// lake or a SageMaker call on a machine without AWS credentials
         lake = getattr(args, "lake", None) or os.environ.get("DIAGNOSA_LAKE") or ""
         hint = "; a local lake is a folder: --lake PATH" if lake.startswith("s3://") else ""  # not for SageMaker calls

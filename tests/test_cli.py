@@ -223,6 +223,23 @@ def test_a_reader_that_stops_reading_is_no_error(tmp_path, monkeypatch, capsys):
     assert "Broken pipe" not in capsys.readouterr().err
 
 
+def test_running_out_of_memory_is_one_line_saying_what_to_do(monkeypatch, capsys, tmp_path):
+    # A 1M-row export ended in pyarrow's traceback (ArrowMemoryError: malloc of size ... failed), a monitor over 800k
+    # requests in Python's MemoryError: nothing said the input was too big for the machine.
+    import pyarrow as pa
+
+    import diagnosa.cli as cli
+
+    def out_of_memory(args):
+        raise pa.lib.ArrowMemoryError("malloc of size 1073741824 failed")
+
+    monkeypatch.setattr(cli, "cmd_data_ingest", out_of_memory)
+    assert cli.main(["--workspace", str(tmp_path / "ws"), "data", "ingest", "x.csv"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("diagnosa: error: out of memory: this machine cannot hold what the command reads at once")
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
 def test_ctrl_c_in_a_command_is_one_line_and_status_130(monkeypatch, capsys, tmp_path):
     """Ctrl-C before a local run has a record (its checks take seconds) printed Python's traceback."""
     import diagnosa.cli as cli

@@ -310,3 +310,36 @@ def test_three_decimals_are_decimals_where_the_file_shows_its_decimal_mark(lake,
     # Without that evidence the same column is still refused as ambiguous (a Spanish count read with points).
     only = "".join(f"c{i},1.0{10 + i:02d},{label}\n" for i, label in enumerate(LABELS))
     assert "1010 if '.' separates thousands" in refusal(lake, tmp_path, BASE, "case,sg,outcome\n" + only)
+
+
+@pytest.mark.parametrize("seed", range(3), ids=["texts-0", "texts-1", "texts-2"])
+def test_the_csv_lines_are_those_a_stringio_with_newline_empty_gives(seed):
+    # The reader went over io.StringIO(text, newline=""), which holds a copy of the text at 4 bytes a character.
+    import io
+    import random
+
+    from diagnosa.data.ingest import text_lines
+
+    rng = random.Random(seed)
+    pieces = ["a", "b,c", '"x\r\ny"', "\r", "\n", "\r\n", "\r\r", "\n\r", "é", "\u2028", "\x0c", "\x85", ""]
+    for _ in range(300):
+        text = "".join(rng.choice(pieces) for _ in range(rng.randrange(0, 30)))
+        assert list(text_lines(text)) == io.StringIO(text, newline="").readlines(), repr(text)
+
+
+def test_a_file_read_in_chunks_is_the_file_read_at_once(monkeypatch):
+    # Rows are made columns every ROWS_PER_CHUNK rows (a 1M-row export held them all as Python strings and crashed).
+    import numpy as np
+
+    import diagnosa.data.ingest as ingest
+
+    data = ("sep=;\r\nid;age;note\r\n" + "".join(
+        f'p{i};{30 + i % 50};{chr(34) + "two" + chr(10) + "lines" + chr(34) if i % 7 == 0 else "n" + str(i)}\r\n'
+        + ("\r\nbad;row\r\n" if i % 11 == 0 else "") for i in range(100))).encode("utf-8")
+    whole = ingest.read_csv_rows(data, "x.csv", ingest.CsvDialect(delimiter=";"))
+    monkeypatch.setattr(ingest, "ROWS_PER_CHUNK", 7)
+    chunked = ingest.read_csv_rows(data, "x.csv", ingest.CsvDialect(delimiter=";"))
+    assert len(whole.frame) == 100 and list(whole.frame.columns) == ["id", "age", "note"]
+    assert whole.frame.equals(chunked.frame) and list(chunked.frame.index) == list(range(100))
+    assert np.array_equal(whole.lines, chunked.lines) and whole.malformed == chunked.malformed and whole.malformed
+    assert whole.frame.loc[7, "note"] == "two\nlines" and whole.lines[:3].tolist() == [3, 7, 8] and 6 in whole.malformed

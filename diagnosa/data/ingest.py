@@ -14,6 +14,7 @@ import codecs
 import csv
 import hashlib
 import io
+import itertools
 import json
 import logging
 import re
@@ -382,25 +383,30 @@ def read_csv_rows(data: bytes, source: str, dialect: CsvDialect | None = None) -
     text = text.lstrip("\ufeff")
     if not text.strip():
         raise IngestError(f"{source} is empty: a CSV needs a header row")
-    stream = io.StringIO(text, newline="")
-    first = stream.readline()
+    # The text's lines as io.StringIO(text, newline="") gives them, one at a time: a StringIO held a copy of the text
+    # at 4 bytes a character (502 MB for a 125 MB file).
+    stream = text_lines(text)
+    first = next(stream, "")
     sep = EXCEL_SEP_LINE.fullmatch(first.rstrip("\r\n"))
     skipped = 1
     if sep is None:
-        stream.seek(0)
+        stream = itertools.chain([first], stream)
         skipped = 0
     elif sep.group(1) != dialect.delimiter:
         raise IngestError(f"{source}: its first line {first.rstrip()!r} says the cells are {sep.group(1)!r}-separated: "
                           f"set delimiter = \"{sep.group(1)}\" under [csv] in the config")
-    physical: list[str] = []  # the file's lines, read only when a row is read again
+    starts: list[np.ndarray] = []  # where each of the file's lines starts in the text, found only when a row is reread
 
     def reread(first_line: int, last_line: int) -> list[str] | None:
         """The row on the stream's lines ``first_line`` to ``last_line`` (1-based) read with a space before a quote
         skipped, or None when it does not read so."""
-        if not physical:
-            physical.extend(io.StringIO(text, newline="").readlines())
+        if not starts:
+            starts.append(np.fromiter((m.start() for m in _LINE.finditer(text)), dtype=np.int64))
+        offsets = starts[0]
+        begin, stop = skipped + first_line - 1, skipped + last_line
+        end = int(offsets[stop]) if stop < len(offsets) else len(text)
         try:
-            rows = list(csv.reader(physical[skipped + first_line - 1:skipped + last_line], delimiter=dialect.delimiter,
+            rows = list(csv.reader(text_lines(text[int(offsets[begin]):end]), delimiter=dialect.delimiter,
                                    skipinitialspace=True, strict=True))
         except csv.Error:
             return None
@@ -417,7 +423,8 @@ def read_csv_rows(data: bytes, source: str, dialect: CsvDialect | None = None) -
     try:
         header = next(reader, [])
         width = named_width(header)
-        rows: list[list[str]] = []
+        rows: list[list[str]] = []  # the rows read since the last chunk: as Python strings, ~55 bytes a cell
+        chunks: list[pd.DataFrame] = []  # the rows before, as compact (arrow) string columns
         lines: list[int] = []
         malformed: dict[int, str] = {}
         end = reader.line_num
@@ -447,6 +454,9 @@ def read_csv_rows(data: bytes, source: str, dialect: CsvDialect | None = None) -
                 continue
             lines.append(line)
             rows.append(cells)
+            if len(rows) == ROWS_PER_CHUNK:
+                chunks.append(pd.DataFrame(rows, dtype=str))
+                rows = []
     except csv.Error as err:
         why = (f"a cell is over {CELL_LIMIT // 1024 // 1024} MiB, the longest one read (keep such text out of the "
                "CSV, or cut it)" if "field larger than field limit" in str(err) else str(err))
@@ -491,8 +501,27 @@ def read_csv_rows(data: bytes, source: str, dialect: CsvDialect | None = None) -
                              f"{some_of(map(repr, spaced))})" if spaced else ""))
     if not lines and not malformed:
         raise IngestError(f"{source} has a header but no rows")
-    frame = pd.DataFrame(rows, columns=header, dtype=str) if rows else pd.DataFrame(columns=header, dtype=str)
+    if rows:
+        chunks.append(pd.DataFrame(rows, dtype=str))
+    del rows
+    if chunks:
+        frame = pd.concat(chunks, ignore_index=True) if len(chunks) > 1 else chunks[0]
+        frame.columns = header
+    else:
+        frame = pd.DataFrame(columns=header, dtype=str)
     return CsvRead(frame, np.asarray(lines, dtype=np.int64), malformed, notes)
+
+
+# A line of text as io.StringIO(text, newline="") splits it (csv's own reading): ended by CR LF, LF or a lone CR, the
+# ending kept; the last one may have none.
+_LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+")
+# Rows held as Python strings before they are made columns: a 1M-row export held them all (3.8 GB, then a crash).
+ROWS_PER_CHUNK = 20_000
+
+
+def text_lines(text: str) -> Iterator[str]:
+    """``text``'s lines, one at a time, as ``io.StringIO(text, newline="")`` reads them (without its copy)."""
+    return (match.group() for match in _LINE.finditer(text))
 
 
 def read_csv_text(data: bytes, source: str, dialect: CsvDialect | None = None) -> pd.DataFrame:
