@@ -482,6 +482,7 @@ def _predict_file(args: argparse.Namespace, client: Any) -> int:
 
     document, problems = PredictionsDocument(sys.stdout), ProblemSummary(open_errors_file)
     failure = None
+    unwritten: OSError | None = None
     # The endpoint (unreachable, failing, too slow), not the input, stopped the run: exit status 1, as for any service
     # that says no, not 2 (a script told "bad input" would not send the same file again).
     endpoint_failed = False
@@ -507,11 +508,26 @@ def _predict_file(args: argparse.Namespace, client: Any) -> int:
     except ClientFailure as err:
         failure = str(err) + (f" (after {document.count:,} patients were answered)" if document.count else "")
         endpoint_failed = True
+    except OSError as err:  # the answers or the list of refused records could not be written (a full disk)
+        if err.errno not in FULL_DISK:
+            raise
+        unwritten = err
     finally:
-        document.close()
-        problems.close()
+        for close in (document.close, problems.close):
+            try:
+                close()
+            except OSError as err:
+                if err.errno not in FULL_DISK:
+                    raise
+                unwritten = unwritten or err
         if stream is not sys.stdin:
             stream.close()
+    if unwritten is not None:  # not the lake's "nothing half-written is read": these are cut where the disk filled
+        print(f"diagnosa: error: {unwritten.strerror}: the answers (standard output) or the list of refused records "
+              f"({_said(str(errors_path))}) could not be written whole: each stops where the disk filled, its last "
+              f"line perhaps cut; {document.count:,} patient(s) were answered before it. Free space and send "
+              f"{_said(name)} again", file=sys.stderr)
+        return EXIT_FAILED
     if failure and endpoint_failed and not problems.total:
         print(f"diagnosa: error: {_said(failure)}", file=sys.stderr)
         return EXIT_FAILED
@@ -532,6 +548,10 @@ def _predict_file(args: argparse.Namespace, client: Any) -> int:
     if len(document.event_ids) > 1:
         print(f"{document.count:,} patients answered in {len(document.event_ids):,} requests", file=sys.stderr)
     return 0
+
+
+# What a disk answers once it is full (or a quota, or a file size limit, reached).
+FULL_DISK = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
 def _warn_uncaptured(client: Any) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 
 import pytest
 from test_client import sagemaker_fixture  # noqa: F401  (the fixture "sagemaker": SageMaker's runtime)
@@ -428,3 +429,24 @@ def test_a_csv_answered_with_fewer_predictions_than_rows_loses_no_patient_silent
 
     with pytest.raises(ClientFailure, match="answered 1 prediction for 2 patients"):
         client.predict_csv("patient_id,age\nA1,50\nA2,60\n")
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (Linux), a device every write to fails "
+                                                           "as a full disk's")
+def test_answers_to_a_full_disk_say_they_are_cut_not_that_nothing_half_written_is_read(endpoint, tmp_path):
+    # The message was the lake's ("what was written whole is kept, and nothing half-written is read") and named no
+    # file, while standard output ended mid-JSON.
+    import subprocess
+    import sys
+
+    path = tmp_path / "export.jsonl"
+    path.write_text("".join(json.dumps({"patient_id": f"J{i}", "age": 20 + i % 70}) + "\n" for i in range(250)))
+    with open("/dev/full", "w") as full:
+        done = subprocess.run([sys.executable, "-B", "-m", "diagnosa.cli", "--workspace", str(tmp_path / "ws"),
+                               "predict", str(path), "--endpoint-url", endpoint.url], stdout=full, cwd=tmp_path,
+                              stderr=subprocess.PIPE, text=True, timeout=120)
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.startswith("diagnosa: error: No space left on device: the answers (standard output) or the list "
+                                  "of refused records (export.jsonl.errors.jsonl) could not be written whole"), done.stderr
+    assert "patient(s) were answered before it. Free space and send" in done.stderr
+    assert "nothing half-written is read" not in done.stderr and "Traceback" not in done.stderr
