@@ -523,10 +523,11 @@ def _predict_file(args: argparse.Namespace, client: Any) -> int:
         if stream is not sys.stdin:
             stream.close()
     if unwritten is not None:  # not the lake's "nothing half-written is read": these are cut where the disk filled
-        print(f"diagnosa: error: {unwritten.strerror}: the answers (standard output) or the list of refused records "
-              f"({_said(str(errors_path))}) could not be written whole: each stops where the disk filled, its last "
-              f"line perhaps cut; {document.count:,} patient(s) were answered before it. Free space and send "
-              f"{_said(name)} again", file=sys.stderr)
+        what = (f"the list of refused records ({_said(os.fsdecode(unwritten.filename))})" if unwritten.filename
+                else "the answers (standard output)")
+        print(f"diagnosa: error: {unwritten.strerror}: {what} could not be written whole: it stops where the disk "
+              f"filled, its last line perhaps cut; {document.count:,} patient(s) were answered before it. Free space "
+              f"and send {_said(name)} again", file=sys.stderr)
         return EXIT_FAILED
     if failure and endpoint_failed and not problems.total:
         print(f"diagnosa: error: {_said(failure)}", file=sys.stderr)

@@ -357,7 +357,8 @@ def test_an_errors_file_that_cannot_be_written_is_named(endpoint, tmp_path, caps
     # A full disk as it is written: "No space left on device" named no file.
     assert main(["--workspace", str(tmp_path / "ws"), "predict", str(path), "--endpoint-url", endpoint.url,
                  "--errors-file", "/dev/full"]) == 1
-    assert "diagnosa: error: No space left on device: /dev/full" in capsys.readouterr().err
+    assert ("diagnosa: error: No space left on device: the list of refused records (/dev/full) could not be written "
+            "whole: it stops where the disk filled") in capsys.readouterr().err
 
 
 def test_a_spreadsheet_export_with_a_byte_order_mark_quoted_header_and_empty_trailing_cells_is_read(endpoint,
@@ -446,7 +447,7 @@ def test_answers_to_a_full_disk_say_they_are_cut_not_that_nothing_half_written_i
                                "predict", str(path), "--endpoint-url", endpoint.url], stdout=full, cwd=tmp_path,
                               stderr=subprocess.PIPE, text=True, timeout=120)
     assert done.returncode == 1, done.stderr
-    assert done.stderr.startswith("diagnosa: error: No space left on device: the answers (standard output) or the list "
-                                  "of refused records (export.jsonl.errors.jsonl) could not be written whole"), done.stderr
+    assert done.stderr.startswith("diagnosa: error: No space left on device: the answers (standard output) could not "
+                                  "be written whole: it stops where the disk filled"), done.stderr
     assert "patient(s) were answered before it. Free space and send" in done.stderr
     assert "nothing half-written is read" not in done.stderr and "Traceback" not in done.stderr
