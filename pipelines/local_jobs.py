@@ -50,7 +50,7 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from diagnosa.data.validate import shown
 from diagnosa.files import EXIT_MESSAGE
@@ -239,6 +239,7 @@ def run_processing(arguments: dict[str, Any], run_dir: Path, mapping: LakeMappin
                                container.root.joinpath(*EXIT_MESSAGE)))
     isolated = bool(arguments.get("NetworkConfig", {}).get("EnableNetworkIsolation"))
     seconds = _run(name, launches, heartbeat=heartbeat, isolated=isolated, python=python, limit=max_runtime(arguments))
+    _drop_inputs(folder for c in containers for folder in c.inputs.values())
 
     outputs = {}
     for spec in arguments.get("ProcessingOutputConfig", {}).get("Outputs", []):
@@ -251,6 +252,19 @@ def run_processing(arguments: dict[str, Any], run_dir: Path, mapping: LakeMappin
     return {"ProcessingJobName": name, "ProcessingJobStatus": "Completed", "ExitCode": 0,
             "ProcessingOutputConfig": {"Outputs": outputs}, "DurationSeconds": round(seconds, 3),
             "LogPath": str(launches[0].log_path)}
+
+
+def _drop_inputs(paths: Iterable[Path]) -> None:
+    """Remove a job's input copies once it succeeded: copies of lake objects, kept in the execution's folder they
+    were 98 % of it (106 MB a run, each Train step with its own copy of the training data), and never removed. A
+    failed job keeps them, to be looked at."""
+    import shutil
+
+    for path in paths:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
 
 
 def _gathered(name: str, what: str, folders: list[Path]) -> dict[str, Path]:
@@ -469,6 +483,7 @@ def run_training(arguments: dict[str, Any], run_dir: Path, mapping: LakeMapping,
                                host_log(run_dir, host), container.failure_file))
     seconds = _run(name, launches, heartbeat, isolated=bool(arguments.get("EnableNetworkIsolation")), python=python,
                    limit=max_runtime(arguments))
+    _drop_inputs(folder for c in containers for folder in c.channels.values())
 
     tarball = _model_tarball(name, containers, run_dir)
     output_uri = arguments["OutputDataConfig"]["S3OutputPath"].rstrip("/")

@@ -200,13 +200,21 @@ def test_a_sharded_transform_on_two_instances_writes_what_one_instance_writes(tm
                     np.testing.assert_array_equal(a[array], b[array])
         else:
             assert one[key] == two[key], key
-    # Each host: its own root and cluster view, and half of the four parts (manifest.json is one more object).
-    for index, host in enumerate(("algo-1", "algo-2")):
-        root = tmp_path / "transform-2" / host / "opt-ml"
+    # Each host: its own root and cluster view, and half of the four parts (manifest.json is one more object). The
+    # job's input copies are gone once it succeeded: what each host is given is rendered again, as the run did.
+    from pipelines.local_jobs import cluster_hosts, host_root, lake_fetcher, render_processing
+
+    request = stage_request("transform-2", inputs, ("train", "validation", "test"), ["--stage", "transform"], 2,
+                            sharded=("curated",))
+    for index, host in enumerate(cluster_hosts(2)):
+        root = tmp_path / "transform-2" / host.current / "opt-ml"
         config = json.loads((root / "config" / "resourceconfig.json").read_text())
-        assert config == {"current_host": host, "hosts": ["algo-1", "algo-2"]}
-        held = sorted(p.relative_to(root / "processing" / "input" / "curated").as_posix()
-                      for p in (root / "processing" / "input" / "curated").rglob("*") if p.is_file())
+        assert config == {"current_host": host.current, "hosts": ["algo-1", "algo-2"]}
+        assert not (root / "processing" / "input" / "curated").exists()
+        again = host_root(tmp_path / "again", host)
+        render_processing(request, again, lake_fetcher(mapping, "transform-2"), "arn:job", host=host)
+        curated = again / "processing" / "input" / "curated"
+        held = sorted(p.relative_to(curated).as_posix() for p in curated.rglob("*") if p.is_file())
         every = sorted([*(f"data/part-{i:05d}.parquet" for i in range(4)), "manifest.json"])
         assert held == every[index::2]
 
@@ -259,3 +267,24 @@ def test_a_job_within_its_time_limit_runs_to_its_end(tmp_path):
     lake = DataLake.from_uri(str(tmp_path / "lake"))
     result = run_processing(_sleeper("quick", "print('done')", 60), tmp_path / "run", LakeMapping("lake", lake))
     assert result["ProcessingJobStatus"] == "Completed"
+
+
+@pytest.mark.parametrize("succeeds", [True, False], ids=["succeeded", "failed"])
+def test_a_succeeded_jobs_input_copies_leave_the_execution_folder_a_failed_ones_stay(tmp_path, succeeds):
+    # Copies of lake objects, they were 98 % of an execution's folder (106 MB a run) and never removed.
+    lake = DataLake.from_uri(str(tmp_path / "lake"))
+    lake.put_bytes("features/in/part-0.csv", b"a,b\n1,2\n")
+    script = ("import pathlib, sys\nprint(pathlib.Path('/opt/ml/processing/input/data/part-0.csv').read_text())\n"
+              f"sys.exit({0 if succeeds else 3})\n")
+    request = {**_sleeper("copies", script, 60), "ProcessingInputs": [{"InputName": "data", "S3Input": {
+        "S3Uri": "s3://lake/features/in", "LocalPath": "/opt/ml/processing/input/data", "S3DataType": "S3Prefix",
+        "S3InputMode": "File"}}]}
+    if succeeds:
+        run_processing(request, tmp_path / "run", LakeMapping("lake", lake))
+    else:
+        with pytest.raises(JobError, match="exited with 3"):
+            run_processing(request, tmp_path / "run", LakeMapping("lake", lake))
+    copies = list((tmp_path / "run").rglob("part-0.csv"))
+    assert len(copies) == (0 if succeeds else 1)
+    assert "1,2" in next((tmp_path / "run").rglob("*.log")).read_text(encoding="utf-8")  # the job did read it
+    assert lake.get_bytes("features/in/part-0.csv") == b"a,b\n1,2\n"  # the lake's object untouched
