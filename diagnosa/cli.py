@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import io
 import json
 import os
 import re
@@ -468,7 +469,7 @@ def _predict_file(args: argparse.Namespace, client: Any) -> int:
     if args.input == "-" and sys.stdin is None:  # started with standard input closed (0<&-)
         raise UsageError("standard input is closed: give the file's path instead of -")
     try:
-        stream = sys.stdin if args.input == "-" else open(args.input, encoding="utf-8", newline="")
+        stream = _stdin_utf8() if args.input == "-" else open(args.input, encoding="utf-8", newline="")
     except OSError as err:
         if err.errno == errno.ENAMETOOLONG:  # said as every command says it (_command)
             raise
@@ -495,7 +496,7 @@ def _predict_file(args: argparse.Namespace, client: Any) -> int:
             else:
                 problems.add(outcome)
     except UnicodeDecodeError as err:
-        kind = None if stream is sys.stdin else _file_kind(args.input)
+        kind = None if args.input == "-" else _file_kind(args.input)
         failure = (f"{name} is not a text file: it is {kind}" if kind else
                    f"{name} is not UTF-8 text (byte {err.start} of a block read): the endpoint reads UTF-8; a "
                    "spreadsheet saved on Windows is often cp1252: save it as 'CSV UTF-8'")
@@ -520,8 +521,10 @@ def _predict_file(args: argparse.Namespace, client: Any) -> int:
                 if err.errno not in FULL_DISK:
                     raise
                 unwritten = unwritten or err
-        if stream is not sys.stdin:
+        if args.input != "-":
             stream.close()
+        elif stream is not sys.stdin:
+            stream.detach()  # standard input stays open: only its UTF-8 reader is let go
     if unwritten is not None:  # not the lake's "nothing half-written is read": these are cut where the disk filled
         what = (f"the list of refused records ({_said(os.fsdecode(unwritten.filename))})" if unwritten.filename
                 else "the answers (standard output)")
@@ -549,6 +552,14 @@ def _predict_file(args: argparse.Namespace, client: Any) -> int:
     if len(document.event_ids) > 1:
         print(f"{document.count:,} patients answered in {len(document.event_ids):,} requests", file=sys.stderr)
     return 0
+
+
+def _stdin_utf8() -> Any:
+    """Standard input read as UTF-8, as a file given by its path is: it was read in the locale's encoding, so under
+    a Latin-1 locale 'José' reached the endpoint and its capture as 'JosÃ©', and under an ASCII one UTF-8 was refused
+    as not UTF-8. A text stream without bytes under it (a test's) is read as it is."""
+    buffer = getattr(sys.stdin, "buffer", None)
+    return sys.stdin if buffer is None else io.TextIOWrapper(buffer, encoding="utf-8", newline="")
 
 
 # What a disk answers once it is full (or a quota, or a file size limit, reached).

@@ -4,6 +4,7 @@ from __future__ import annotations
 import codecs
 import io
 import logging
+import os
 import signal
 import sys
 import time
@@ -59,6 +60,8 @@ def terminal_streams() -> None:
     and under any strict UTF-8 locale a path holding a byte that is not UTF-8, raised UnicodeEncodeError after the
     command had done its work: `data ingest` had made its version the latest and exited 1, `predict` had been
     answered and said its input was bad."""
+    if sys.stderr is None:  # started with it closed (2>&-): print(file=None) wrote errors into standard output,
+        sys.stderr = open(os.devnull, "w", encoding="utf-8")  # inside predict's JSON; they go nowhere, as asked
     for stream in (sys.stdout, sys.stderr):
         if isinstance(stream, io.TextIOWrapper) and stream.errors != UNENCODABLE:
             stream.reconfigure(errors=UNENCODABLE)

@@ -59,3 +59,46 @@ def test_what_the_handler_writes_inside_json_strings_is_still_json(encoding):
     stream.write(json.dumps(answer, ensure_ascii=False))
     stream.flush()
     assert json.loads(buffer.getvalue().decode(encoding)) == answer
+
+
+@pytest.mark.parametrize("encoding", ["latin-1", "ascii"])
+def test_predict_reads_standard_input_as_utf8_as_it_reads_a_file(local_endpoint, tmp_path, encoding):
+    # It read standard input in the locale's encoding: under Latin-1 'José' reached the endpoint and its capture as
+    # 'JosÃ©' (exit 0); under ASCII, UTF-8 was refused as "not UTF-8 text". A file given by its path was read as UTF-8.
+    sent = json.dumps([{"patient_id": "José 😷", "age": 50}], ensure_ascii=False).encode("utf-8")
+    env = {**os.environ, "PYTHONIOENCODING": encoding, "PYTHONUTF8": "0"}
+    done = subprocess.run([*DIAGNOSA, "--workspace", str(tmp_path / "ws"), "predict", "-", "--endpoint-url",
+                           local_endpoint.url], cwd=tmp_path, env=env, input=sent, capture_output=True, timeout=600)
+    assert done.returncode == 0, done.stderr.decode(encoding, "replace")
+    answered = json.loads(done.stdout.decode(encoding))  # what the terminal lacks is JSON's own \u escape
+    assert [p["patient_id"] for p in answered["predictions"]] == ["José 😷"]
+
+
+def test_errors_with_standard_error_closed_stay_out_of_standard_output(local_endpoint, tmp_path):
+    # With 2>&- Python's print(file=None) wrote the refusals into predict's JSON on standard output.
+    path = tmp_path / "mixed.json"
+    path.write_text(json.dumps([{"patient_id": "a", "age": 50}, {"patient_id": "b", "age": -5}]), encoding="utf-8")
+    done = subprocess.run([*DIAGNOSA, "--workspace", str(tmp_path / "ws"), "predict", str(path), "--endpoint-url",
+                           local_endpoint.url], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                          preexec_fn=lambda: os.close(2), timeout=600)
+    assert done.returncode == 2  # one record refused
+    assert [p["patient_id"] for p in json.loads(done.stdout)["predictions"]] == ["a"]
+
+
+def test_a_csv_whose_name_the_file_system_encoding_cannot_hold_is_ingested(tmp_path):
+    # Under LC_ALL=C with PYTHONUTF8=0 file names are ASCII with escapes: 'acción.csv' gave its raw object a name
+    # with a real 'ó', which could not be written (UnicodeEncodeError, a traceback, an empty raw folder left).
+    folder = tmp_path / "in"
+    folder.mkdir()
+    csv_path = folder / "acción.csv"
+    csv_path.write_text("id,edad,gravedad\n" + "".join(f"p{i},{20 + i},{'leve' if i % 2 else 'grave'}\n"
+                                                      for i in range(12)), encoding="utf-8")
+    (folder / "c.toml").write_text('name = "acentos"\nid_column = "id"\ntarget = "gravedad"\nlabels = ["leve", "grave"]\n',
+                                   encoding="utf-8")
+    env = {**os.environ, "LC_ALL": "C", "PYTHONUTF8": "0"}
+    env.pop("PYTHONIOENCODING", None)
+    done = subprocess.run([*DIAGNOSA, "--workspace", str(tmp_path / "ws"), "data", "ingest", str(csv_path), "--config",
+                           str(folder / "c.toml")], cwd=tmp_path, env=env, capture_output=True, timeout=600)
+    said = done.stdout.decode("ascii", "replace") + done.stderr.decode("ascii", "replace")
+    assert done.returncode == 0 and "Traceback" not in said, said
+    assert [p.name[:6] for p in (tmp_path / "ws" / "lake" / "raw" / "acentos").iterdir()] == ["acci_n"]

@@ -17,6 +17,7 @@ import io
 import itertools
 import json
 import logging
+import os
 import re
 import time
 from collections import Counter
@@ -1106,7 +1107,12 @@ def raw_stem(stem: str) -> str:
     """The CSV's name (without .csv) as its raw object's name starts: as it is, but for a backslash or a control
     character ('_' in its place), and of a longer one its first 100 bytes (the object's name adds its hash, and
     a local lake's temporary file more). The hash after it tells files apart."""
-    return NOT_IN_A_KEY.sub("_", stem).encode("utf-8", "surrogateescape")[:RAW_STEM_LIMIT].decode("utf-8", "ignore")
+    name = NOT_IN_A_KEY.sub("_", stem).encode("utf-8", "surrogateescape")[:RAW_STEM_LIMIT].decode("utf-8", "ignore")
+    try:
+        os.fsencode(name)
+    except UnicodeEncodeError:  # an ASCII file system encoding (LC_ALL=C, PYTHONUTF8=0): 'acción' was a traceback
+        name = "".join(char if char.isascii() else "_" for char in name)
+    return name
 
 
 def _not_a_file(path: Path, kind: str = "CSV file") -> str:
