@@ -206,3 +206,46 @@ def test_parts_removed_by_a_failed_ingest_of_the_same_data_are_written_again(tmp
     monkeypatch.setattr(diagnosa.lake.LocalStorage, "put_bytes", put_bytes)
     ingest_csv(lake, csv, config)
     assert len(load_curated(lake, "breast-biopsy")[0]) == 30
+
+
+def test_a_manifest_written_between_the_cleanups_check_and_its_removal_gets_its_part_back(s3, tmp_path, monkeypatch):
+    """The other ingest of the same file wrote its manifest after this one's check and before its removal: the
+    version was left the latest with a part missing (10,000 of 12,000 rows in a probe), and the next run stopped."""
+    monkeypatch.setattr(ingest, "ROWS_PER_PART", 10)
+    lake = DataLake.from_uri("s3://diagnosa-lake", s3_client=s3)
+    csv, config = _files(tmp_path)
+    real_put, real_delete = S3Storage.put_bytes, S3Storage.delete
+    _refuse_at(monkeypatch, "part-00002.parquet")
+    state = {"other": False}
+
+    def delete(self, key):
+        if not state["other"]:  # the first removal: the other ingest finishes right before it lands
+            state["other"] = True
+            monkeypatch.setattr(S3Storage, "put_bytes", real_put)  # its writes succeed
+            ingest_csv(lake, csv, config)
+        return real_delete(self, key)
+
+    monkeypatch.setattr(S3Storage, "delete", delete)
+    with pytest.raises(ClientError, match="InternalError") as raised:
+        ingest_csv(lake, csv, config)
+    assert state["other"] and any("kept" in note for note in getattr(raised.value, "__notes__", []))
+    curated, manifest = load_curated(lake, "breast-biopsy")  # every part the manifest names is there
+    assert len(curated) == 30 and len(manifest["data_keys"]) == 3
+
+
+def test_ingesting_again_writes_a_version_whose_parts_are_gone_whole_again(tmp_path, caplog):
+    """A version whose manifest names a part the lake lost: "(already ingested)", exit 0, and it stayed broken, while
+    Preprocess's refusal said to ingest again."""
+    lake = DataLake.from_uri(str(tmp_path / "lake"))
+    csv, config = _files(tmp_path)
+    version = ingest_csv(lake, csv, config).version
+    _, manifest = load_curated(lake, "breast-biopsy")
+    lake.delete(manifest["data_keys"][0])
+    with pytest.raises(diagnosa.lake.ObjectNotFound):
+        load_curated(lake, "breast-biopsy")
+    with caplog.at_level(logging.WARNING):
+        again = ingest_csv(lake, csv, config)
+    assert again.version == version and not again.reused
+    assert "lists 1 object(s) the lake no longer holds" in caplog.text
+    assert len(load_curated(lake, "breast-biopsy")[0]) == 30
+    assert ingest_csv(lake, csv, config).reused  # whole now: already ingested

@@ -682,6 +682,12 @@ def _existing(lake: DataLake, dataset: str, version: str, asked_at: str,
     if not lake.exists(key):
         return None
     manifest = lake.get_json(key)
+    present = set(lake.list(f"{curated_prefix(dataset, version)}/data/")) | set(lake.list(f"quarantine/{dataset}/{version}/"))
+    missing = [name for name in [*curated_data_keys(manifest), *manifest["quarantine_keys"]] if name not in present]
+    if missing:  # removed since (by hand, or a failed ingest's clean-up racing another's finish): written again whole
+        log.warning("version %s of '%s' lists %d object(s) the lake no longer holds (%s): writing the version again",
+                    version, dataset, len(missing), some_of(missing, 3))
+        return None
     overtaken, before = _move_latest(lake, dataset, version, key, asked_at, latest_before, again=True)
     return IngestReport(
         dataset=dataset, version=version, rows=manifest["rows"],
@@ -782,7 +788,7 @@ def _commit(lake: DataLake, schema: Schema, version: str, curated: pd.DataFrame,
         _rewrite_removed(lake, schema.name, version, written)
         lake.put_json(manifest_key, manifest)
     except BaseException as err:  # a full disk, S3 refusing, a Ctrl-C: the version has no manifest, so it is never read
-        _remove_incomplete(lake, schema.name, version, manifest_key, list(written), err)
+        _remove_incomplete(lake, schema.name, version, manifest_key, written, err)
         raise
     data_keys, quarantine_keys = manifest["data_keys"], manifest["quarantine_keys"]
     overtaken = _move_latest(lake, schema.name, version, manifest_key, asked_at, latest_before)[0]
@@ -854,7 +860,7 @@ def _rewrite_removed(lake: DataLake, dataset: str, version: str, written: dict[s
             lake.put_bytes(key, data)
 
 
-def _remove_incomplete(lake: DataLake, dataset: str, version: str, manifest_key: str, written: list[str],
+def _remove_incomplete(lake: DataLake, dataset: str, version: str, manifest_key: str, written: dict[str, bytes],
                        err: BaseException) -> None:
     """After a failed write of a version (no manifest: never read), remove the objects this ingest wrote of it, so
     they take no space; said in a warning and in a note on ``err``. Nothing of another version is touched (a
@@ -877,6 +883,13 @@ def _remove_incomplete(lake: DataLake, dataset: str, version: str, manifest_key:
                 left = list(reversed(written))[number:]
                 break
             lake.delete(key)
+            # And after: a manifest written between the check and the removal names this object (the other ingest
+            # finished then), and its version was left the latest with a part missing. The same bytes go back.
+            if lake.exists(manifest_key):
+                lake.put_bytes(key, written[key])
+                completed = True
+                left = list(reversed(written))[number:]
+                break
         except Exception as failure:  # noqa: BLE001  (best effort: the ingest's own error is the one raised)
             left.append(key)
             problem = problem or (failure.strerror if isinstance(failure, OSError) and failure.strerror
