@@ -900,7 +900,8 @@ def _remove_incomplete(lake: DataLake, dataset: str, version: str, manifest_key:
             f"{len(removed)} object(s) it had written of it from {where}")
     if completed:
         said += (f"; version {version} has its manifest now (another ingest of the same data wrote it, or this "
-                 f"one's write of it was stored though it failed): its {len(left)} other object(s) are kept")
+                 f"one's write of it was stored though it failed): its {len(left)} {'other ' if removed else ''}object(s) "
+                 "are kept")
     elif left:
         said += (f"; {len(left)} could not be removed ({clip(problem, 200)}): {some_of(left, 3)} (a version without "
                  "a manifest is never read; an ingest of the same data writes them again, or remove them)")
