@@ -10,6 +10,7 @@ them, so one bad record never costs the others their answer; a refusal that is n
 """
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import itertools
@@ -495,11 +496,20 @@ class PredictionsDocument:
         self.out = out
         self.count = 0
         self.event_ids: list[str | None] = []
+        # JSON between programs is UTF-8 (RFC 8259): written to a stream of another encoding (a Latin-1 locale), the
+        # labels' 'Ó' was a byte no JSON reader takes (jq showed 'CR\ufffdNICA'); there every non-ASCII character is
+        # written as JSON's \u escape, the same text in any reader.
+        encoding = getattr(out, "encoding", None) or "utf-8"
+        try:
+            encoding = codecs.lookup(encoding).name
+        except LookupError:
+            pass
+        self.ascii = encoding != "utf-8"
 
     def add(self, answer: Answered) -> None:
         try:  # JSON has no NaN or Infinity: written as Python writes them by default, no JSON reader took the output
             line = json.dumps({**answer.result, "event_id": answer.event_id, "event_row": answer.event_row},
-                              ensure_ascii=False, allow_nan=False)
+                              ensure_ascii=self.ascii, allow_nan=False)
         except (TypeError, ValueError) as err:
             raise InvalidAnswer(f"the prediction of {answer.where} cannot be written as JSON: {err}",
                                 "a prediction that cannot be written as JSON") from None

@@ -72,6 +72,9 @@ def test_predict_reads_standard_input_as_utf8_as_it_reads_a_file(local_endpoint,
     assert done.returncode == 0, done.stderr.decode(encoding, "replace")
     answered = json.loads(done.stdout.decode(encoding))  # what the terminal lacks is JSON's own \u escape
     assert [p["patient_id"] for p in answered["predictions"]] == ["José 😷"]
+    # JSON for programs is UTF-8: on a stream of another encoding it is all ASCII (Latin-1's 'Ó' broke jq)
+    assert done.stdout.isascii() and "ENFERMEDAD CRÓNICA" in json.loads(done.stdout.decode("utf-8"))["predictions"][0][
+        "probabilities"]
 
 
 def test_errors_with_standard_error_closed_stay_out_of_standard_output(local_endpoint, tmp_path):
