@@ -46,6 +46,7 @@ from diagnosa.commands.common import (
     workspace_hint,
 )
 from diagnosa.data.validate import clip, shown
+from diagnosa.files import FULL_DISK
 from diagnosa.lake import DataLake, LakeError, bucket_name_problem
 from diagnosa.logs import interrupted, terminal_streams
 from diagnosa.services import LOCAL_BUCKET, EndpointBusy, PortTaken, ServiceError
@@ -560,10 +561,6 @@ def _stdin_utf8() -> Any:
     as not UTF-8. A text stream without bytes under it (a test's) is read as it is."""
     buffer = getattr(sys.stdin, "buffer", None)
     return sys.stdin if buffer is None else io.TextIOWrapper(buffer, encoding="utf-8", newline="")
-
-
-# What a disk answers once it is full (or a quota, or a file size limit, reached).
-FULL_DISK = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
 def _warn_uncaptured(client: Any) -> None:

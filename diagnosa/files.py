@@ -151,7 +151,7 @@ def temp_writer_alive(writer: TempWriter) -> bool | None:
     return start == writer.start
 
 
-_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # the disk or the quota is full, the file too big for it
+FULL_DISK = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # the disk or the quota is full, the file too big for it
 
 
 @contextmanager
@@ -166,7 +166,7 @@ def atomic_path(target: str | os.PathLike, suffix: str = TMP_SUFFIX) -> Iterator
         os.replace(tmp, target)
     except OSError as err:
         tmp.unlink(missing_ok=True)
-        if err.errno in _FULL:  # said of the file being written: a write names none, a copy its source
+        if err.errno in FULL_DISK:  # said of the file being written: a write names none, a copy its source
             raise OSError(err.errno, err.strerror, str(target)) from err
         raise
     except BaseException:
@@ -244,7 +244,7 @@ def atomic_folder(target: str | os.PathLike, what: str = "an earlier output", *,
                 raise
     except OSError as err:
         _discard(tmp, keep=in_place and existed)
-        if err.errno in _FULL and not isinstance(err, FolderNotEmpty):
+        if err.errno in FULL_DISK and not isinstance(err, FolderNotEmpty):
             name = str(err.filename or "")
             shown = str(target) + name[len(str(tmp)):] if name.startswith(str(tmp)) else name or str(target)
             raise OSError(err.errno, err.strerror, shown) from err

@@ -32,6 +32,8 @@ import joblib
 import numpy as np
 import pandas as pd
 
+from diagnosa.files import FULL_DISK
+
 MODEL_FILE = "model.joblib"
 METADATA_FILE = "metadata.json"
 # The calibrated probabilities training scored on rows its model did not see (out of fold, or the validation
@@ -323,7 +325,7 @@ def unpack_model(archive: str | Path, target: str | Path) -> Path:
 
 # What a disk or its permissions answer, whatever the archive holds: the model is not at fault (it was blamed, and an
 # operator could reject a good version over a full disk).
-MACHINE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO})
+MACHINE_ERRNOS = frozenset({*FULL_DISK, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO})
 
 
 def _raise_if_the_machines(err: BaseException, archive: str | os.PathLike[str], target: Path) -> None:

@@ -74,8 +74,13 @@ def job_processes(folder: Path | str) -> list[int]:
 def signal_jobs(folder: Path | str, signum: int) -> list[int]:
     """Send ``signum`` to every live process of an execution's jobs (job_processes); the ones it reached. How the
     executor stops an interrupted run's jobs, and how this guard kills a killed executor's."""
+    return signal_marked({_execution_mark(folder)}, signum)
+
+
+def signal_marked(marks: Collection[bytes], signum: int) -> list[int]:
+    """Send ``signum`` to every live process carrying one of ``marks``; the ones it reached."""
     sent = []
-    for pid in job_processes(folder):
+    for pid in marked_processes(marks):
         try:
             os.kill(pid, signum)
             sent.append(pid)

@@ -68,7 +68,7 @@ from pipelines.containers import (
     render_training,
     training_environment,
 )
-from pipelines.guard import kill_marked, marked_processes
+from pipelines.guard import kill_marked, signal_marked
 from pipelines.isolation import isolated_network, unavailable_reason
 from pipelines.service_model import request_problems
 
@@ -365,11 +365,7 @@ class RuntimeLimit:
             return False
         if self.reached_at is None:
             self.reached_at = elapsed
-            for pid in marked_processes({f"{JOB_MARKER}={launch.cwd}".encode() for launch in launches}):
-                try:
-                    os.kill(pid, signal.SIGTERM)
-                except OSError:  # ended meanwhile
-                    continue
+            signal_marked({f"{JOB_MARKER}={launch.cwd}".encode() for launch in launches}, signal.SIGTERM)
         return elapsed >= self.reached_at + self.grace
 
     def reason(self) -> str:
@@ -378,8 +374,7 @@ class RuntimeLimit:
 
 
 def _wait(name: str, launches: list[Launch], commands: list[list[str]], heartbeat: Heartbeat | None,
-          limit: RuntimeLimit | None = None) -> float:
-    limit = limit or RuntimeLimit(DEFAULT_MAX_RUNTIME_SECONDS)
+          limit: RuntimeLimit) -> float:
     started = time.perf_counter()
     processes = []
     logs = []

@@ -396,14 +396,14 @@ def read_csv_rows(data: bytes, source: str, dialect: CsvDialect | None = None) -
     elif sep.group(1) != dialect.delimiter:
         raise IngestError(f"{source}: its first line {first.rstrip()!r} says the cells are {sep.group(1)!r}-separated: "
                           f"set delimiter = \"{sep.group(1)}\" under [csv] in the config")
-    starts: list[np.ndarray] = []  # where each of the file's lines starts in the text, found only when a row is reread
+    offsets: np.ndarray | None = None  # where each of the file's lines starts in the text, found when a row is reread
 
     def reread(first_line: int, last_line: int) -> list[str] | None:
         """The row on the stream's lines ``first_line`` to ``last_line`` (1-based) read with a space before a quote
         skipped, or None when it does not read so."""
-        if not starts:
-            starts.append(np.fromiter((m.start() for m in _LINE.finditer(text)), dtype=np.int64))
-        offsets = starts[0]
+        nonlocal offsets
+        if offsets is None:
+            offsets = np.fromiter((m.start() for m in _LINE.finditer(text)), dtype=np.int64)
         begin, stop = skipped + first_line - 1, skipped + last_line
         end = int(offsets[stop]) if stop < len(offsets) else len(text)
         try:
@@ -682,7 +682,7 @@ def _existing(lake: DataLake, dataset: str, version: str, asked_at: str,
     if not lake.exists(key):
         return None
     manifest = lake.get_json(key)
-    present = set(lake.list(f"{curated_prefix(dataset, version)}/data/")) | set(lake.list(f"quarantine/{dataset}/{version}/"))
+    present = _version_objects(lake, dataset, version)
     missing = [name for name in [*curated_data_keys(manifest), *manifest["quarantine_keys"]] if name not in present]
     if missing:  # removed since (by hand, or a failed ingest's clean-up racing another's finish): written again whole
         log.warning("version %s of '%s' lists %d object(s) the lake no longer holds (%s): writing the version again",
@@ -852,12 +852,17 @@ def _rewrite_removed(lake: DataLake, dataset: str, version: str, written: dict[s
     """Before the manifest names them: write again what this ingest wrote and is gone -- removed by a failed ingest
     of the same data (the same version, the same keys) that cleaned up while this one was writing. One listing of
     each of the version's two folders."""
-    present = set(lake.list(f"{curated_prefix(dataset, version)}/data/")) | set(lake.list(f"quarantine/{dataset}/{version}/"))
+    present = _version_objects(lake, dataset, version)
     for key, data in written.items():
         if key not in present:
             log.warning("%s was removed while this ingest wrote version %s (another ingest of the same data failed "
                         "and cleaned up): writing it again", key, version)
             lake.put_bytes(key, data)
+
+
+def _version_objects(lake: DataLake, dataset: str, version: str) -> set[str]:
+    """The keys a version's data and quarantine folders hold now: one listing of each."""
+    return set(lake.list(f"{curated_prefix(dataset, version)}/data/")) | set(lake.list(f"quarantine/{dataset}/{version}/"))
 
 
 def _remove_incomplete(lake: DataLake, dataset: str, version: str, manifest_key: str, written: dict[str, bytes],
