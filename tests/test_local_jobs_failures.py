@@ -18,10 +18,9 @@ import pytest
 
 from diagnosa.lake import DataLake
 from pipelines.containers import Host
-from pipelines.local_jobs import JobError, LakeMapping, Launch, _wait, run_processing
+from pipelines.local_jobs import JobError, LakeMapping, Launch, RuntimeLimit, _wait, run_processing
 
 ROOT = Path(__file__).resolve().parents[1]
-
 
 def processing_request(name: str, script: str, inputs: list[dict] | None = None) -> dict:
     return {
@@ -99,7 +98,7 @@ def test_a_failed_host_stops_every_process_its_peers_started(tmp_path):
         launches.append(Launch(host, command, root, dict(os.environ), tmp_path / host.current / "job.log"))
     try:
         with pytest.raises(JobError, match="job Train-x host algo-2 exited with 3"):
-            _wait("Train-x", launches, [launch.command for launch in launches], None)
+            _wait("Train-x", launches, [launch.command for launch in launches], None, RuntimeLimit(86_400))
         pid = int(pid_file.read_text())
         deadline = time.monotonic() + 5
         while alive(pid) and time.monotonic() < deadline:
@@ -126,7 +125,7 @@ def test_a_failed_host_leaves_no_orphan_of_its_own(tmp_path):
     pid_file, launch = background_job(tmp_path, 2)
     try:
         with pytest.raises(JobError, match="exited with 2"):
-            _wait("Orphaning", [launch], [launch.command], None)
+            _wait("Orphaning", [launch], [launch.command], None, RuntimeLimit(86_400))
         pid = int(pid_file.read_text())
         deadline = time.monotonic() + 5
         while alive(pid) and time.monotonic() < deadline:
@@ -143,7 +142,7 @@ def test_a_succeeded_host_leaves_no_background_process_running(tmp_path, caplog)
     pid_file, launch = background_job(tmp_path, 0)
     try:
         with caplog.at_level("WARNING", logger="pipelines.local_jobs"):
-            _wait("Daemonising", [launch], [launch.command], None)
+            _wait("Daemonising", [launch], [launch.command], None, RuntimeLimit(86_400))
         pid = int(pid_file.read_text())
         assert not alive(pid), "the succeeded job's background process outlived it"
         assert f"job Daemonising ended with 1 process(es) it started still running: stopped (pids {pid})" \
@@ -178,7 +177,8 @@ def test_a_host_that_ends_first_stops_only_its_own_processes(tmp_path):
         launches.append(Launch(host, [sys.executable, "-c", script], root, dict(os.environ),
                                tmp_path / host.current / "job.log"))
     try:
-        _wait("Two-hosts", launches, [launch.command for launch in launches], None)  # algo-2 exits 4 otherwise
+        # algo-2 exits 4 otherwise
+        _wait("Two-hosts", launches, [launch.command for launch in launches], None, RuntimeLimit(86_400))
         for name, path in files.items():
             assert not alive(int(path.read_text())), f"{name}'s background process outlived the job"
     finally:
