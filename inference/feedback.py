@@ -30,6 +30,7 @@ from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Sequence
 from contextlib import closing
 from dataclasses import asdict, dataclass, field
+from dataclasses import fields as dataclass_fields
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -309,7 +310,8 @@ def _entries(obj: dict[str, Any]) -> tuple[list[Any], int, bool]:
     return [current, *revisions[:MAX_REVISIONS]], max(0, len(revisions) - MAX_REVISIONS), True
 
 
-_OBJECT_FIELDS = ("endpoint", "revisions")  # the event object's own, not its current record's
+PATIENT = "patient"  # the event object's KeptPatient: the confirmed patient's captured record (KeptPatient)
+_OBJECT_FIELDS = ("endpoint", "revisions", PATIENT)  # the event object's own, not its current record's
 
 
 def _carried(obj: Any) -> list[dict[str, Any]]:
@@ -409,6 +411,37 @@ def _replaced(current: dict[str, Any] | None, feedback: Feedback) -> Replaced:
                     same=diagnosis == feedback.diagnosis and disease_id == (feedback.disease_id or None))
 
 
+@dataclass(frozen=True)
+class KeptPatient:
+    """The confirmed patient's captured record, kept in its feedback object (``PATIENT``) so that retraining still
+    trains on the feedback once the capture has expired (``capture_expiry_days``: the stack expires ``capture/`` and
+    keeps ``feedback/``; 207 feedback records made 207 training rows while the capture was kept, 0 after). Retraining
+    writes it (:func:`keep_patients`) when it reads the feedback with its capture; every later store of the
+    object carries it over. ``record``: the fields retraining reads, as it read them (the built-in cohort's typed,
+    a dataset of your own's as the endpoint read its request)."""
+
+    event_id: str  # the captured event it was read from (a retried request's copy kept; an inference id resolved)
+    row: int  # its row in that request
+    patients: int  # how many patients that request held
+    inference_time: str | None
+    record: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, value: Any) -> KeptPatient | None:
+        """The kept patient of an object's ``PATIENT`` field; None when it is not one (written otherwise)."""
+        if not isinstance(value, dict) or set(value) != {f.name for f in dataclass_fields(cls)}:
+            return None
+        event_id, row, patients, when, record = (value[f.name] for f in dataclass_fields(cls))
+        if not (isinstance(event_id, str) and EVENT_ID.fullmatch(event_id) and type(row) is int
+                and type(patients) is int and 0 <= row < patients and (when is None or isinstance(when, str))
+                and isinstance(record, dict) and all(isinstance(k, str) for k in record)):
+            return None
+        return cls(event_id, row, patients, when, record)
+
+
 DAMAGED = ".damaged-"  # <key>.damaged-<UTC time>-<random>: a damaged object moved aside by store_feedback
 _SET_ASIDE = re.compile(r"(?P<object>.+\.json)\.damaged-[0-9]{8}T[0-9]{12}Z-[0-9a-f]{8}")  # always fullmatch
 SET_ASIDE_REASON = "damaged feedback object set aside when feedback was stored over it"
@@ -437,11 +470,13 @@ def store_feedback(lake: DataLake, endpoint: str, feedback: Feedback, *, now: da
     key = feedback_key(endpoint, feedback.event_id, feedback.event_row)
     with _STORE_LOCK:  # this process's writers take turns; other processes' are met by the conditional write
         for _ in range(STORE_ATTEMPTS):
-            replaced, history, tag = _current(lake, key, feedback, when)
+            replaced, history, kept, tag = _current(lake, key, feedback, when)
             # The record written now is the latest received, whatever the clocks stamped on the earlier ones: sorted
             # by their received_at text, a doctor's correction lost to a record from a host whose clock ran ahead
-            # (the correction was said "stored" and sat in the revisions).
-            if lake.put_json_if(key, {"endpoint": endpoint, **record, "revisions": history[:MAX_REVISIONS]}, tag):
+            # (the correction was said "stored" and sat in the revisions). The patient's kept record is the same
+            # patient's whatever the diagnosis: carried over.
+            if lake.put_json_if(key, {"endpoint": endpoint, **record, "revisions": history[:MAX_REVISIONS],
+                                      **({} if kept is None else {PATIENT: kept})}, tag):
                 return StoredFeedback(key, replaced)
             # Another process or host wrote the object since it was read: read it again, keep its record too.
     raise LakeError(f"feedback for event {feedback.event_id} not stored: its object {key} was rewritten by other "
@@ -449,14 +484,44 @@ def store_feedback(lake: DataLake, endpoint: str, feedback: Feedback, *, now: da
                     "again")
 
 
+def keep_patients(lake: DataLake, endpoint: str, patients: dict[tuple[str, int | None], KeptPatient]) -> int:
+    """Write each confirmed patient's captured record into its feedback object (the events/ layout: ``patients``
+    maps the feedback's (event id, event row as given) to it); returns how many objects were written. An object
+    that already keeps that record, or is gone or damaged, is left as it is (a store deals with a damaged one).
+    The write is conditional, as a store's: an object rewritten meanwhile (a doctor's correction) is read again
+    and its new content kept. A lake that refuses one (full, failing, rewritten all along) fails the call."""
+    written = 0
+    with _STORE_LOCK:
+        for (event_id, event_row), kept in patients.items():
+            key = feedback_key(endpoint, event_id, event_row)
+            value = kept.to_dict()
+            for _ in range(STORE_ATTEMPTS):
+                try:
+                    data, tag = lake.read_tagged(key)
+                    body = json.loads(data.decode("utf-8"))
+                except (ObjectNotFound, ValueError, UnicodeDecodeError, RecursionError):
+                    break
+                if not isinstance(body, dict) or not isinstance(body.get("revisions", []), list) \
+                        or body.get(PATIENT) == value:
+                    break
+                if lake.put_json_if(key, {**body, PATIENT: value}, tag):
+                    written += 1
+                    break
+            else:
+                raise LakeError(f"the captured record of {event_id} not kept in its feedback object {key}: rewritten "
+                                f"by other writers {STORE_ATTEMPTS} times meanwhile")
+    return written
+
+
 def _current(lake: DataLake, key: str, feedback: Feedback, when: datetime
-             ) -> tuple[Replaced | None, list[dict[str, Any]], str | None]:
-    """The object at ``key`` as a store finds it: what the new record replaces, the records to keep as revisions, and
-    its tag for the conditional write (None: no object). A damaged object is first moved aside, its bytes unchanged."""
+             ) -> tuple[Replaced | None, list[dict[str, Any]], Any, str | None]:
+    """The object at ``key`` as a store finds it: what the new record replaces, the records to keep as revisions, its
+    kept patient (``PATIENT``, as written: carried over whole) and its tag for the conditional write (None: no
+    object). A damaged object is first moved aside, its bytes unchanged."""
     try:
         data, tag = lake.read_tagged(key)
     except ObjectNotFound:
-        return None, [], None
+        return None, [], None, None
     damage: str | None = None
     body: Any = None
     try:  # its bytes, as read_feedback reads them: get_json raises LakeError for what is not JSON
@@ -477,7 +542,7 @@ def _current(lake: DataLake, key: str, feedback: Feedback, when: datetime
     history = _carried(body)
     replaced = (_replaced(history[0], feedback) if history
                 else Replaced(unreadable=True) if damage is not None else _replaced(None, feedback))
-    return replaced, history, tag
+    return replaced, history, body.get(PATIENT) if isinstance(body, dict) else None, tag
 
 
 def _unreadable(err: BaseException) -> str:
@@ -506,6 +571,9 @@ class FeedbackRead:
     bad_revisions: Counter[str] = field(default_factory=Counter)
     # Revisions beyond the MAX_REVISIONS that store_feedback keeps (an object written otherwise): not read.
     unread_revisions: int = 0
+    # (event id, event row as given) → the confirmed patient's captured record its object keeps (KeptPatient)
+    kept: dict[tuple[str, int | None], KeptPatient] = field(default_factory=dict)
+    unreadable_kept: int = 0  # objects whose PATIENT field is not a KeptPatient (ignored: the capture is read)
 
 
 def read_feedback(lake: DataLake, endpoint: str, window: tuple[datetime | None, datetime | None] | None = None,
@@ -525,8 +593,9 @@ def read_feedback(lake: DataLake, endpoint: str, window: tuple[datetime | None, 
     problems: Counter[str] = Counter()
     examples: dict[str, list[str]] = {}
     found: dict[tuple[str, int | None], list[tuple[bool, datetime, str, Feedback]]] = {}
-    records = outside = not_named = unread_revisions = 0
+    records = outside = not_named = unread_revisions = unreadable_kept = 0
     bad_revisions: Counter[str] = Counter()
+    patients: dict[tuple[str, int | None], KeptPatient] = {}
     start, end = window or (None, None)
     named = None if ids is None else {str(event_id).lower() for event_id in ids}
 
@@ -582,7 +651,11 @@ def read_feedback(lake: DataLake, endpoint: str, window: tuple[datetime | None, 
             # One record per object in the old layout; the current record and its revisions in the new one, as many
             # as store_feedback keeps (MAX_REVISIONS).
             entries: list[Any] = [body]
+            kept: KeptPatient | None = None
             if key.startswith(f"{prefix}{EVENTS}/"):
+                if PATIENT in body:
+                    kept = KeptPatient.from_dict(body[PATIENT])
+                    unreadable_kept += kept is None
                 entries, past, listed = _entries(body)
                 unread_revisions += past
                 if not listed:
@@ -608,7 +681,9 @@ def read_feedback(lake: DataLake, endpoint: str, window: tuple[datetime | None, 
                 # its revisions are superseded. Between objects (the old layout's), the later instant wins.
                 found.setdefault(item.patient, []).append((number == 0, _instant(item.received_at), f"{key}#{number:03d}",
                                                            item))
+                if number == 0 and kept is not None:
+                    patients[item.patient] = kept
     latest = {event: max(items, key=lambda t: t[:3])[3] for event, items in found.items()}
     superseded = sum(len(items) - 1 for items in found.values())
     return FeedbackRead(latest, records, superseded, problems, examples, outside, not_named, bad_revisions,
-                        unread_revisions)
+                        unread_revisions, patients, unreadable_kept)

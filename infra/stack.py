@@ -36,6 +36,7 @@ from aws_cdk import aws_sqs as sqs
 from constructs import Construct, IConstruct
 
 from diagnosa.serving_code import in_working_folder
+from inference.feedback import EVENTS
 from infra.config import VPC_AZS, VPC_SUBNET_MASK, StageConfig
 from infra.images import SERVING, BakedImages, base_images, repository_name
 from infra.pipeline_definition import (
@@ -679,10 +680,13 @@ class DiagnosaStack(Stack):
         """The feedback-folding job of a retraining (monitoring/retrain_job.py): read the endpoint's capture and
         feedback, the stage's dataset's curated versions and the raw data they came from; write the new raw data
         (write-once keys of the raw bucket, whose policy and object lock forbid changes), the new curated version,
-        its quarantine and LATEST.json, and its result. The same ingestion `diagnosa data ingest` runs."""
+        its quarantine and LATEST.json, and its result; and the feedback objects, each given its patient's captured
+        record. The same ingestion `diagnosa data ingest` runs."""
         ep, dataset = self.endpoint_name, self.config.dataset
         reads = [f"capture/{ep}/", f"feedback/{ep}/", self.definition.code_prefix, f"curated/{dataset}/"]
-        writes = [f"curated/{dataset}/", f"quarantine/{dataset}/", self.retraining_prefix]
+        # feedback/<endpoint>/events/: each feedback object is given its patient's captured record (kept after the
+        # capture expires: inference.feedback.KeptPatient), by a conditional write of the object read.
+        writes = [f"curated/{dataset}/", f"quarantine/{dataset}/", self.retraining_prefix, f"feedback/{ep}/{EVENTS}/"]
         statements = [
             iam.PolicyStatement(sid="ReadTrafficCodeAndData", actions=["s3:GetObject"], resources=self.objects(*reads)),
             iam.PolicyStatement(sid="WriteTheNewVersion", actions=["s3:PutObject", "s3:AbortMultipartUpload"],

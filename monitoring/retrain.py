@@ -7,7 +7,8 @@
    - a dataset of your own: the CSV its current curated version was ingested from, plus one row per
      accepted feedback in the file's own columns, delimiter, decimal mark and encoding, written as a new
      raw file and ingested with the version's own config;
-   either way the row is the captured request's fields with the doctor's confirmed diagnosis as the label, and
+   either way the row is the captured request's fields with the doctor's confirmed diagnosis as the label (once
+   the capture has expired, the fields its feedback object keeps: each fold writes them there, ``KeptPatient``), and
    it is ingested through the normal path, so validation and quarantine apply to feedback rows exactly as to
    hospital data (a captured request without an age, say, is quarantined with its reason, not silently dropped).
    The new version takes its base's place among the dataset's ingests: a version ingested while the feedback is
@@ -24,7 +25,8 @@ import csv
 import hashlib
 import io
 import json
-from dataclasses import dataclass, field
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -57,7 +59,7 @@ from diagnosa.data.schema import (
 from diagnosa.data.validate import LIST_SEPARATOR
 from diagnosa.lake import DataLake
 from inference.capture import decode_payload, read_capture
-from inference.feedback import Feedback, confirmed_patients, read_feedback
+from inference.feedback import Feedback, KeptPatient, confirmed_patients, keep_patients, patient_row, read_feedback
 from monitoring.traffic import (
     LONE_SURROGATE,
     READ_ERRORS,
@@ -105,6 +107,8 @@ class FeedbackDataset:
     # Folds dropped because another version was ingested while they ran, each (its base, its version, the version
     # ingested meanwhile): the feedback was added again, to the then latest version.
     rebuilt_from: list[tuple[str, str, str]] = field(default_factory=list)
+    records_kept: int = 0  # feedback objects given their patient's captured record now (KeptPatient)
+    from_kept: int = 0  # feedback rows made from the record their object keeps: the captured request is gone
 
     @property
     def version(self) -> str:
@@ -124,6 +128,12 @@ class FeedbackDataset:
             lines.append(f"  version {newer} of {self.dataset} was ingested while the feedback was added to {base}: "
                          f"it was added to the latest version instead ({version}, built on {base}, was written but "
                          "is not the latest, nor trained on)")
+        if self.from_kept:
+            lines.append(f"  {self.from_kept} of them from the patient's record their feedback object keeps (the "
+                         "captured request is gone: the capture expired)")
+        if self.records_kept:
+            lines.append(f"  {self.records_kept} feedback object(s) now keep their patient's captured record (for "
+                         "retraining once the capture expires)")
         for reason, count in self.skipped.counts.most_common():
             lines.append(f"  feedback not used ({count}): {reason}")
         if self.report is not None:
@@ -145,35 +155,120 @@ def _number(value: Any) -> Any:
     return None if value is None else (int(value) if float(value).is_integer() else value)
 
 
-def feedback_records(lake: DataLake, endpoint: str, start: datetime | None = None, end: datetime | None = None
-                     ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], Skipped]:
-    """Clinical records and lab rows (raw-zone shapes) for the accepted feedback of ``endpoint``."""
+Kept = dict[tuple[str, int | None], KeptPatient]  # a feedback's (event id, event row as given) → its patient's record
+
+
+@dataclass
+class KeptRecords:
+    """Feedback whose captured request is gone (the capture expired) but whose object keeps the patient's record
+    (``inference.feedback.KeptPatient``), moved onto the event that record was read from."""
+
+    patients: dict[tuple[str, int], KeptPatient] = field(default_factory=dict)  # (event id, row) → the record
+    counts: dict[str, int] = field(default_factory=dict)  # event id → how many patients its request held
+
+    def used(self, feedback: list[Feedback], moved: list[Feedback], captured: Collection[str],
+             kept: Kept) -> list[Feedback]:
+        """``moved`` (``feedback`` onto the copies kept, in its order) with each item whose event id names no
+        ``captured`` request, and whose object keeps its patient's record, moved onto that record's event."""
+        out = []
+        for item, onto in zip(feedback, moved):
+            record = kept.get(item.patient)
+            if onto.event_id not in captured and record is not None:
+                onto = replace(onto, event_id=record.event_id)
+                self.patients[(record.event_id, record.row)] = record
+                self.counts[record.event_id] = record.patients
+            out.append(onto)
+        return out
+
+    def patient(self, event_id: str, number: int, skip: Callable[[str, str], None]) -> KeptPatient | None:
+        found = self.patients.get((event_id, number))
+        if found is None:
+            skip("the patient's record its feedback object keeps is of another patient of the request",
+                 f"{event_id} row {number}")
+        return found
+
+
+@dataclass
+class Keeping:
+    """A fold's work on the kept records: the captured records the feedback objects do not keep yet (``new``, for
+    ``keep_patients``), and how many rows were made from a kept record, their capture gone (``used``)."""
+
+    new: Kept = field(default_factory=dict)
+    used: int = 0
+
+
+def _to_keep(feedback: list[Feedback], moved: list[Feedback], patients: Callable[[Feedback], int | tuple[str, str]],
+             captured: Callable[[str, int], KeptPatient | None], kept: Kept, keeping: Keeping | None) -> None:
+    """Into ``keeping.new``: the captured record of each feedback read with its capture (``captured(event id, row)``)
+    that its object does not keep yet."""
+    if keeping is None:
+        return
+    for item, onto in zip(feedback, moved):
+        count = patients(onto)
+        row = None if isinstance(count, tuple) else patient_row(onto, count)
+        record = captured(onto.event_id, row) if isinstance(row, int) else None
+        if record is not None and kept.get(item.patient) != record:
+            keeping.new[item.patient] = record
+
+
+def _plain(value: Any) -> Any:
+    """A table cell as JSON keeps it: a missing number (NaN) as null, a list of terms as a list."""
+    if isinstance(value, float) and value != value:
+        return None
+    return list(value) if isinstance(value, (list, tuple)) else value
+
+
+def feedback_records(lake: DataLake, endpoint: str, start: datetime | None = None, end: datetime | None = None,
+                     keeping: Keeping | None = None) -> tuple[list[dict[str, Any]], list[dict[str, Any]], Skipped]:
+    """Clinical records and lab rows (raw-zone shapes) for the accepted feedback of ``endpoint``: each confirmed
+    patient's captured record, or the one its feedback object keeps once the capture is gone. ``keeping``: given
+    the captured records the feedback objects do not keep yet, and the count of rows made from kept ones."""
     traffic = read_traffic(lake, endpoint, start, end, KINDS)
     skipped = Skipped()
     feedback = read_feedback(lake, endpoint)
     rows = traffic.rows
     by_event = event_rows(rows)
     records, labs = [], []
+    gone = KeptRecords()
 
     def patients(item: Feedback) -> int | tuple[str, str]:
         found = by_event.get(item.event_id)
         if found is None:
+            if item.event_id in gone.counts:
+                return gone.counts[item.event_id]
             return (f"captured request unusable: {traffic.dropped[item.event_id]}" if item.event_id in traffic.dropped
                     else "no captured request for this event id", item.where)
         return found.patients
 
-    confirmed = onto_kept_copies(_in_order(feedback.latest), traffic.retried, traffic.by_inference)
-    for (event_id, number), item in confirmed_patients(confirmed, patients, skipped.add).items():
-        position = by_event[event_id].positions.get(number)
+    def captured(event_id: str, number: int) -> KeptPatient | None:
+        found = by_event.get(event_id)
+        position = None if found is None else found.positions.get(number)
         if position is None:
-            skipped.add("the confirmed patient's captured record is not a JSON object", f"{event_id} row {number}")
-            continue
+            return None
         row = rows.iloc[position]
-        patient_id = f"{FEEDBACK_ID_PREFIX}{feedback_patient(event_id, number, int(row['rows_in_event']))}"
-        date = str(row["inference_time"] or "")[:10]
+        return KeptPatient(event_id, number, int(row["rows_in_event"]), _plain(row["inference_time"]) or None,
+                           {name: _plain(row[name]) for name in KINDS})
+
+    ordered = _in_order(feedback.latest)
+    moved = onto_kept_copies(ordered, traffic.retried, traffic.by_inference)
+    _to_keep(ordered, moved, patients, captured, feedback.kept, keeping)  # before ``gone`` is filled: captured ones only
+    confirmed = gone.used(ordered, moved, {*by_event, *traffic.dropped}, feedback.kept)
+    for (event_id, number), item in confirmed_patients(confirmed, patients, skipped.add).items():
+        if event_id in by_event:
+            patient = captured(event_id, number)
+            if patient is None:
+                skipped.add("the confirmed patient's captured record is not a JSON object", f"{event_id} row {number}")
+                continue
+        elif (patient := gone.patient(event_id, number, skipped.add)) is None:
+            continue
+        elif keeping is not None:
+            keeping.used += 1
+        values = patient.record
+        patient_id = f"{FEEDBACK_ID_PREFIX}{feedback_patient(event_id, number, patient.patients)}"
+        date = str(patient.inference_time or "")[:10]
         record: dict[str, Any] = {"patient_id": patient_id, "encounter_date": date}
         for name in RECORD_FIELDS:
-            value = row[name]
+            value = values.get(name)
             if KINDS[name] == "numeric":
                 value = None if value is None or value != value else _number(value)
             record[name] = value
@@ -184,7 +279,7 @@ def feedback_records(lake: DataLake, endpoint: str, start: datetime | None = Non
         record |= {"note": item.note or "", "label": item.diagnosis, "disease_id": item.disease_id or "",
                    "disease_name": "", "is_orphan": bool(item.orphan)}
         records.append(record)
-        lab = {name: row[name] for name in LABS}
+        lab = {name: values.get(name) for name in LABS}
         if any(v is not None and v == v for v in lab.values()):
             labs.append({"patient_id": patient_id, "collected_at": date, **lab})
     return records, labs, skipped
@@ -259,7 +354,9 @@ def _cohort_feedback_dataset(lake: DataLake, endpoint: str, *, base_version: str
     if not base_batch:
         raise RetrainError(f"curated version {base_version} was not ingested from a raw cohort batch (records + labs); "
                            "feedback can only be added to such a batch")
-    records, labs, skipped = feedback_records(lake, endpoint, start, end)
+    keeping = Keeping()
+    records, labs, skipped = feedback_records(lake, endpoint, start, end, keeping)
+    written = keep_patients(lake, endpoint, keeping.new)
     if not records:
         raise NothingToFold(skipped, BUILTIN_DATASET, base_version)
     records_key, labs_key = raw_keys(base_batch)
@@ -280,7 +377,8 @@ def _cohort_feedback_dataset(lake: DataLake, endpoint: str, *, base_version: str
     lake.put_bytes_once(new_records_key, base_records + separator + extra_records)
     lab_separator = b"" if base_labs.endswith(b"\n") else b"\n"
     lake.put_bytes_once(new_labs_key, base_labs + lab_separator + extra_labs)
-    result = FeedbackDataset(BUILTIN_DATASET, base_version, base_batch, batch, len(records), skipped)
+    result = FeedbackDataset(BUILTIN_DATASET, base_version, base_batch, batch, len(records), skipped,
+                             records_kept=written, from_kept=keeping.used)
     result.report = ingest_cohort(lake, batch, feedback={"base_batch": base_batch, "endpoint": endpoint,
                                                          "records": len(records)}, asked=asked)
     return result
@@ -321,12 +419,15 @@ def own_feedback_dataset(lake: DataLake, endpoint: str, dataset: str, *, base_ve
     schema = {**manifest["schema"], "fields": [{**f, "name": clean_text(f["name"])} for f in manifest["schema"]["fields"]]}
     types = {f["name"]: f["type"] for f in schema["fields"]}
     config = typed_as_before(config, schema, header)
-    rows, skipped = feedback_lines(lake, endpoint, header, config, types, dialect, start, end)
+    keeping = Keeping()
+    rows, skipped = feedback_lines(lake, endpoint, header, config, types, dialect, start, end, keeping)
+    written = keep_patients(lake, endpoint, keeping.new)
     if not rows:
         raise NothingToFold(skipped, dataset, base_version)
     combined = _appended(data, rows, dialect)
     stem = f"{base_key.rsplit('/', 1)[-1].removesuffix('.csv')[:80]}.fb"
-    result = FeedbackDataset(dataset, base_version, base_key, "", len(rows), skipped)
+    result = FeedbackDataset(dataset, base_version, base_key, "", len(rows), skipped, records_kept=written,
+                             from_kept=keeping.used)
     try:
         result.report = ingest_csv_data(lake, combined, stem, config, source=f"{base_key} + feedback",
                                         config_source=where, feedback={"base_key": base_key, "endpoint": endpoint,
@@ -350,12 +451,14 @@ def typed_as_before(config: dict[str, Any], schema: dict[str, Any], header: list
 
 
 def feedback_lines(lake: DataLake, endpoint: str, header: list[str], config: dict[str, Any], types: dict[str, str],
-                   dialect: CsvDialect, start: datetime | None = None, end: datetime | None = None
-                   ) -> tuple[list[list[str]], Skipped]:
+                   dialect: CsvDialect, start: datetime | None = None, end: datetime | None = None,
+                   keeping: Keeping | None = None) -> tuple[list[list[str]], Skipped]:
     """One CSV row (the header's columns, as the file writes them) per confirmed patient of ``endpoint``: the captured
-    record's fields, the confirmed diagnosis as the target, ``FB-<event id>`` as the id (``FB-<event id>/<row>`` for a
-    patient of a request of several), the excluded columns and those the request did not carry empty. Feedback that
-    cannot become a row is counted under its reason."""
+    record's fields (or those its feedback object keeps, once the capture is gone), the confirmed diagnosis as the
+    target, ``FB-<event id>`` as the id (``FB-<event id>/<row>`` for a patient of a request of several), the excluded
+    columns and those the request did not carry empty. Feedback that cannot become a row is counted under its reason.
+    ``keeping``: given the captured records the feedback objects do not keep yet (the header's columns but the id,
+    the target and the excluded ones), and the count of rows made from kept ones."""
     skipped = Skipped()
     feedback = read_feedback(lake, endpoint)
     # Each request once, as the monitor and the built-in cohort's retraining count it (monitoring.traffic): a retried
@@ -365,12 +468,15 @@ def feedback_lines(lake: DataLake, endpoint: str, header: list[str], config: dic
     by_inference = by_inference_id(events, retried)
     wanted = {by_inference.get(event_id, event_id) for event_id, _ in feedback.latest}
     requests: dict[str, list[Any] | tuple[str, str]] = {}  # event id → its patient records, or why not (reason, detail)
+    times: dict[str, str | None] = {}
     for event in events:
         meta = event.get("eventMetadata", {})
         if meta.get("eventId") not in wanted or meta["eventId"] in retried:
             continue
         data = event["captureData"]["endpointInput"]
         content_type = data.get("observedContentType") or ""
+        when = meta.get("inferenceTime")
+        times[meta["eventId"]] = when if isinstance(when, str) else None
         try:
             # Read as the endpoint read it (monitoring.traffic.read_request): one unreadable line is counted, never a crash.
             requests[meta["eventId"]] = request_records(decode_payload(data), content_type, header)
@@ -379,28 +485,54 @@ def feedback_lines(lake: DataLake, endpoint: str, header: list[str], config: dic
         except (*READ_ERRORS, KeyError) as err:
             requests[meta["eventId"]] = ("captured request is not a readable JSON or CSV request", str(err))
 
+    gone = KeptRecords()
+
     def patients(item: Feedback) -> int | tuple[str, str]:
         if item.event_id in dropped:
             return f"captured request unusable: {dropped[item.event_id]}", item.where
         records = requests.get(item.event_id)
         if records is None:
+            if item.event_id in gone.counts:
+                return gone.counts[item.event_id]
             return "no captured request for this event id", item.where
         if isinstance(records, tuple):
             return records[0], f"{item.where}: {records[1]}"
         return len(records)
 
+    kept_columns = set(header) - set(config.get("exclude") or ()) - {config["id_column"], config["target"]}
+
+    def captured(event_id: str, number: int) -> KeptPatient | None:
+        records = requests.get(event_id)
+        if not isinstance(records, list) or not isinstance(records[number], dict):
+            return None
+        values = FieldNames(header).read(records[number])[0]
+        return KeptPatient(event_id, number, len(records), times.get(event_id),
+                           {name: value for name, value in values.items() if name in kept_columns})
+
     rows = []
-    confirmed = onto_kept_copies(_in_order(feedback.latest), retried, by_inference)
+    ordered = _in_order(feedback.latest)
+    moved = onto_kept_copies(ordered, retried, by_inference)
+    _to_keep(ordered, moved, patients, captured, feedback.kept, keeping)  # before ``gone`` is filled: captured ones only
+    confirmed = gone.used(ordered, moved, {*requests, *dropped}, feedback.kept)
     for (event_id, number), item in confirmed_patients(confirmed, patients, skipped.add).items():
-        records = requests[event_id]
-        assert not isinstance(records, tuple)  # the unreadable ones were left out above
-        where = event_id if len(records) == 1 else f"{event_id} row {number}"
-        if not isinstance(records[number], dict):
+        records = requests.get(event_id)
+        if records is None:
+            kept = gone.patient(event_id, number, skipped.add)
+            if kept is None:
+                continue
+            record, count = kept.record, kept.patients
+            if keeping is not None:
+                keeping.used += 1
+        else:
+            assert not isinstance(records, tuple)  # the unreadable ones were left out above
+            record, count = records[number], len(records)
+        where = event_id if count == 1 else f"{event_id} row {number}"
+        if not isinstance(record, dict):
             skipped.add("the captured patient record is not a JSON object", where)
             continue
-        patient = feedback_patient(event_id, number, len(records))
+        patient = feedback_patient(event_id, number, count)
         try:
-            cells = feedback_cells(records[number], item, patient, header, config, types, dialect)
+            cells = feedback_cells(record, item, patient, header, config, types, dialect)
         except ValueError as err:
             skipped.add(str(err), where)
             continue

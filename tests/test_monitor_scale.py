@@ -163,6 +163,10 @@ def _reference_join(rows: pd.DataFrame, feedback: dict[tuple[str, int | None], F
     return joined, skipped
 
 
+def _missing_as_none(value: Any) -> Any:
+    return None if isinstance(value, float) and value != value else value
+
+
 def _reference_records(lake: DataLake) -> tuple[list[dict[str, Any]], list[dict[str, Any]], Skipped]:
     """Retraining's records and lab rows, each patient's row found by filtering the whole table."""
     traffic = read_traffic(lake, ENDPOINT, None, None, KINDS)
@@ -188,14 +192,14 @@ def _reference_records(lake: DataLake) -> tuple[list[dict[str, Any]], list[dict[
         date = str(row["inference_time"] or "")[:10]
         record = {"patient_id": patient_id, "encounter_date": date}
         for name in RECORD_FIELDS:
-            value = row[name]
+            value = _missing_as_none(row[name])  # a missing sex was written as JSON's non-standard NaN
             if KINDS[name] == "numeric":
                 value = None if value is None or value != value else _number(value)
             if value is not None or name not in ("age", "sex"):
                 record[name] = value
         records.append(record | {"note": item.note or "", "label": item.diagnosis, "disease_id": item.disease_id or "",
                                  "disease_name": "", "is_orphan": bool(item.orphan)})
-        lab = {name: row[name] for name in LABS}
+        lab = {name: _missing_as_none(row[name]) for name in LABS}
         if any(v is not None and v == v for v in lab.values()):
             labs.append({"patient_id": patient_id, "collected_at": date, **lab})
     return records, labs, skipped

@@ -445,9 +445,11 @@ def test_retrain_function_may_only_start_this_pipeline_and_its_feedback_folding_
 def test_the_feedback_folding_job_writes_only_its_dataset_and_adds_raw_data_it_cannot_change(dev):
     statements = {s.get("Sid"): s for s in statements_of(dev, "diagnosa-dev-fold-feedback")}
     writes = text(statements["WriteTheNewVersion"]["Resource"])
-    for prefix in ("curated/patients/", "quarantine/patients/", "artifacts/monitoring/diagnosa-dev/retraining/"):
+    for prefix in ("curated/patients/", "quarantine/patients/", "artifacts/monitoring/diagnosa-dev/retraining/",
+                   "feedback/diagnosa-dev/events/"):  # each feedback object given its patient's captured record
         assert f"/{prefix}*" in writes
-    assert "capture/" not in writes and "feedback/" not in writes and "artifacts/code/" not in writes
+    assert "capture/" not in writes and "artifacts/code/" not in writes
+    assert writes.count("feedback/") == 1  # the endpoint's events/ objects only: no other endpoint's, no old layout
     raw = statements["ReadAndAddRawData"]
     assert sorted(raw["Action"]) == ["s3:GetObject", "s3:PutObject"] and "/raw/*" in text(raw["Resource"])
     # Deleting: only what a failed ingest wrote of its version can need it, in its dataset's curated and quarantine

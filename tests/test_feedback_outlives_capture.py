@@ -1,0 +1,203 @@
+"""Feedback keeps training the model after its captured request expires (inference.feedback.KeptPatient).
+
+The stack expires ``capture/`` after ``capture_expiry_days`` (90) and keeps ``feedback/``; retraining read each
+feedback's fields from its captured request, so once the capture was gone every feedback was "no captured request"
+and the model trained without it (a probe: 207 rows while the capture was kept, 0 after). A retraining's fold now
+keeps the confirmed patient's captured record in the feedback object, every later store carries it over, and the
+next fold uses it once the capture is gone. The capture's expiry is what S3's lifecycle rule does: its objects
+deleted. Real writers (DataCapture, store_feedback), the real fold (folder lake; moto's S3 through the AWS job)."""
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+
+import pytest
+from test_retrain_job import cohort, job, patient_requests, result_of, s3, s3_lake, served  # noqa: F401  (fixtures)
+
+from diagnosa.data.cohort import write_raw
+from diagnosa.data.ingest import ingest_cohort, ingest_csv, load_curated
+from diagnosa.lake import DataLake
+from inference.capture import DataCapture, new_event_id
+from inference.feedback import PATIENT, SAME_PATIENT, Feedback, KeptPatient, feedback_key, read_feedback, store_feedback
+from monitoring.retrain import NothingToFold, feedback_dataset
+
+CONFIG = """name = "mi_hospital"
+id_column = "paciente"
+target = "gravedad"
+labels = ["leve", "grave"]
+exclude = ["nombre"]
+
+[csv]
+delimiter = ";"
+decimal = ","
+"""
+ENDPOINT = "mi-hospital"
+ANSWER_OF = {1: b'{"predictions": [{"category": "leve"}]}',
+             2: b'{"predictions": [{"category": "leve"}, {"category": "grave"}]}'}
+
+
+@pytest.fixture
+def lake(tmp_path):
+    lake = DataLake.from_uri(str(tmp_path / "lake"))
+    lake.init_zones()
+    rows = [f"P{i:03d};Nombre {i};{30 + i % 50};{36 + (i % 7) / 2:.1f};{'grave' if i % 4 == 0 else 'leve'}\n"
+            .replace(".", ",") for i in range(60)]
+    (tmp_path / "mi.csv").write_text("paciente;nombre;edad;temperatura;gravedad\n" + "".join(rows), encoding="utf-8")
+    (tmp_path / "mi.toml").write_text(CONFIG, encoding="utf-8")
+    ingest_csv(lake, tmp_path / "mi.csv", tmp_path / "mi.toml")
+    return lake
+
+
+def _expire_capture(lake: DataLake) -> int:
+    """What the stack's lifecycle rule does after capture_expiry_days: every captured request gone."""
+    keys = lake.list("capture/")
+    for key in keys:
+        lake.delete(key)
+    assert not lake.list("capture/")
+    return len(keys)
+
+
+def _fed(lake: DataLake, version: str) -> dict[str, dict]:
+    frame = load_curated(lake, "mi_hospital", version)[0]
+    fed = frame[frame["paciente"].str.startswith("FB-")].set_index("paciente")
+    return {index: row.to_dict() for index, row in fed.iterrows()}
+
+
+def _kept(lake: DataLake, endpoint: str, event_id: str, event_row: int | None = None) -> dict:
+    return json.loads(lake.get_bytes(feedback_key(endpoint, event_id, event_row)))
+
+
+def test_a_datasets_feedback_trains_the_same_rows_after_its_capture_expired(lake):
+    when = datetime(2026, 9, 1, 10, tzinfo=timezone.utc)
+    single, csv_request, several, by_app, first, retry = (new_event_id(when) for _ in range(6))
+    body = json.dumps({"edad": 71, "temperatura": 38.5}).encode()
+    with DataCapture(lake, ENDPOINT, flush_seconds=0.05) as capture:
+        for event, inference_id, raw, content_type, patients in (
+                (single, None, json.dumps({"edad": 64, "temperatura": 39.1, "nombre": "Juan"}).encode(),
+                 "application/json", 1),
+                (csv_request, None, b"edad ,temperatura\n52,37.25\n", "text/csv", 1),
+                (several, None, json.dumps([{"edad": 41}, {"edad": 72, "temperatura": 39.2}]).encode(),
+                 "application/json", 2),
+                (by_app, "app-prediction-7", json.dumps({"edad": 58, "temperatura": 37.1}).encode(),
+                 "application/json", 1),
+                (first, "visita-1", body, "application/json", 1),  # a client's retry: one patient, captured twice
+                (retry, "visita-1", body, "application/json", 1)):
+            assert capture.record(event, inference_id, raw, content_type, ANSWER_OF[patients], "application/json",
+                                  when)
+            when = when.replace(second=when.second + 1)
+        assert capture.flush()
+    confirmations = [(single, None, "grave"), (csv_request, None, "leve"), (several, 1, "grave"),
+                     ("app-prediction-7", None, "grave"), (first, None, "grave"), (retry, None, "grave")]
+    for event, row, diagnosis in confirmations:
+        store_feedback(lake, ENDPOINT, Feedback(event_id=event, diagnosis=diagnosis, event_row=row))
+
+    before = feedback_dataset(lake, ENDPOINT)
+    assert before.feedback_rows == 5 and dict(before.skipped.counts) == {SAME_PATIENT: 1}
+    assert before.records_kept == 6 and before.from_kept == 0  # both copies' feedback keeps the patient
+    kept = _kept(lake, ENDPOINT, several, 1)[PATIENT]
+    assert KeptPatient.from_dict(kept) == KeptPatient(several, 1, 2, kept["inference_time"],
+                                                      {"edad": 72, "temperatura": 39.2})
+    # What the dataset excludes (a name) is not kept; the CSV request's 'edad ' is the column edad.
+    assert _kept(lake, ENDPOINT, single)[PATIENT]["record"] == {"edad": 64, "temperatura": 39.1}
+    assert _kept(lake, ENDPOINT, csv_request)[PATIENT]["record"] == {"edad": "52", "temperatura": "37.25"}
+    assert _kept(lake, ENDPOINT, "app-prediction-7")[PATIENT]["event_id"] == by_app
+    assert feedback_dataset(lake, ENDPOINT).records_kept == 0  # kept once: no object rewritten again
+
+    assert _expire_capture(lake) > 0
+    # A doctor corrects a diagnosis after the capture expired: the object's kept patient is carried over, and no
+    # revision copies it.
+    store_feedback(lake, ENDPOINT, Feedback(event_id=csv_request, diagnosis="grave"))
+    corrected = _kept(lake, ENDPOINT, csv_request)
+    assert corrected["diagnosis"] == "grave" and corrected[PATIENT]["record"] == {"edad": "52", "temperatura": "37.25"}
+    assert [PATIENT in revision for revision in corrected["revisions"]] == [False]
+
+    after = feedback_dataset(lake, ENDPOINT)
+    assert after.feedback_rows == 5 and after.from_kept == 5 and dict(after.skipped.counts) == {SAME_PATIENT: 1}
+    rows_before, rows_after = _fed(lake, before.version), _fed(lake, after.version)
+    assert rows_before.keys() == rows_after.keys() == {f"FB-{single}", f"FB-{csv_request}", f"FB-{several}/1",
+                                                       f"FB-{by_app}", f"FB-{retry}"}
+    assert rows_before[f"FB-{csv_request}"]["gravedad"] == "leve" and rows_after[f"FB-{csv_request}"]["gravedad"] == "grave"
+    rows_after[f"FB-{csv_request}"]["gravedad"] = "leve"
+    assert rows_after == rows_before  # every value the same, from the kept records
+    assert rows_after[f"FB-{several}/1"]["edad"] == 72 and rows_after[f"FB-{csv_request}"]["temperatura"] == 37.25
+    assert "from the patient's record their feedback object keeps" in after.summary()
+
+
+def test_feedback_stored_after_the_capture_expired_and_never_kept_is_named_as_before(lake):
+    # Feedback whose object never kept a record (no retraining ran while its capture was kept) cannot be used: said.
+    (event,) = [new_event_id()]
+    with DataCapture(lake, ENDPOINT, flush_seconds=0.05) as capture:
+        assert capture.record(event, None, b'{"edad": 50}', "application/json", ANSWER_OF[1], "application/json",
+                              datetime.now(timezone.utc))
+        assert capture.flush()
+    _expire_capture(lake)
+    store_feedback(lake, ENDPOINT, Feedback(event_id=event, diagnosis="grave"))
+    with pytest.raises(NothingToFold, match="1 no captured request for this event id"):
+        feedback_dataset(lake, ENDPOINT)
+
+
+def test_a_correction_stored_while_the_fold_keeps_the_record_is_kept_with_it(lake, monkeypatch):
+    (event,) = [new_event_id()]
+    with DataCapture(lake, ENDPOINT, flush_seconds=0.05) as capture:
+        assert capture.record(event, None, b'{"edad": 50, "temperatura": 37.5}', "application/json", ANSWER_OF[1],
+                              "application/json", datetime.now(timezone.utc))
+        assert capture.flush()
+    store_feedback(lake, ENDPOINT, Feedback(event_id=event, diagnosis="leve"))
+    key = feedback_key(ENDPOINT, event)
+    real, rewritten = lake.read_tagged, []
+
+    def read_then_another_writer(asked: str):
+        out = real(asked)
+        if asked == key and not rewritten:  # another process stores the doctor's correction after the fold read it
+            body = json.loads(out[0])
+            lake.put_json(key, {**body, "diagnosis": "grave", "revisions": [{"diagnosis": "leve"}]})
+            rewritten.append(True)
+        return out
+
+    monkeypatch.setattr(lake, "read_tagged", read_then_another_writer)
+    result = feedback_dataset(lake, ENDPOINT)
+    stored = _kept(lake, ENDPOINT, event)
+    assert rewritten and result.records_kept == 1
+    assert stored["diagnosis"] == "grave" and stored[PATIENT]["record"] == {"edad": 50, "temperatura": 37.5}
+
+
+@pytest.mark.parametrize("damage", [7, {"event_id": "x"}, {"event_id": "no/slash", "row": 0, "patients": 1,
+                                                           "inference_time": None, "record": {}}],
+                         ids=["not-an-object", "fields-missing", "bad-event-id"])
+def test_a_kept_record_written_otherwise_is_counted_and_replaced_from_the_capture(lake, damage):
+    (event,) = [new_event_id()]
+    with DataCapture(lake, ENDPOINT, flush_seconds=0.05) as capture:
+        assert capture.record(event, None, b'{"edad": 33}', "application/json", ANSWER_OF[1], "application/json",
+                              datetime.now(timezone.utc))
+        assert capture.flush()
+    store_feedback(lake, ENDPOINT, Feedback(event_id=event, diagnosis="grave"))
+    key = feedback_key(ENDPOINT, event)
+    lake.put_json(key, {**json.loads(lake.get_bytes(key)), PATIENT: damage})
+    assert read_feedback(lake, ENDPOINT).unreadable_kept == 1
+    result = feedback_dataset(lake, ENDPOINT)
+    assert result.feedback_rows == 1 and result.records_kept == 1
+    assert _kept(lake, ENDPOINT, event)[PATIENT]["record"] == {"edad": 33}
+    assert read_feedback(lake, ENDPOINT).unreadable_kept == 0
+
+
+def test_the_cohorts_feedback_trains_after_its_capture_expired_through_the_aws_job(tmp_path, s3, cohort):  # noqa: F811
+    lake = s3_lake(s3)
+    write_raw(cohort, lake, "hospital")
+    ingest_cohort(lake, "hospital")
+    requests = patient_requests(cohort, 4)
+    events = served(lake, "diagnosa-dev", [record for record, _ in requests], tmp_path / "spool")
+    for event, (_, label) in zip(events, requests):
+        store_feedback(lake, "diagnosa-dev", Feedback(event_id=event, diagnosis=label))
+
+    assert job(tmp_path / "first", "diagnosa-dev", "--dataset", "patients") == 0
+    first = result_of(tmp_path / "first")
+    assert first["feedback_rows"] == 4 and first["skipped"] == {}
+    assert all(PATIENT in _kept(lake, "diagnosa-dev", event) for event in events)
+    assert _expire_capture(lake) > 0
+    assert job(tmp_path / "second", "diagnosa-dev", "--dataset", "patients") == 0
+    second = result_of(tmp_path / "second")
+    assert second["feedback_rows"] == 4 and second["skipped"] == {}  # it was 0: "no captured request" 4 times
+    frames = [load_curated(lake, "patients", result["version"])[0] for result in (first, second)]
+    fed = [frame[frame["patient_id"].str.startswith("FB-")].sort_values("patient_id").reset_index(drop=True)
+           for frame in frames]
+    assert len(fed[0]) == 4 and fed[0].equals(fed[1])  # the same patients, every value the same
