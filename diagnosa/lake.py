@@ -65,6 +65,16 @@ class InvalidKey(LakeError, ValueError):
     """The key is not a clean relative '/'-separated path (or names no zone)."""
 
 
+def storage_errors() -> tuple[type[BaseException], ...]:
+    """What a failing lake raises: OSError (a local lake: disk full, unwritable), LakeError, and on S3 botocore's
+    errors (unreachable, timing out, throttled, a 5xx, refusing), which the lake passes on as they are."""
+    try:
+        from botocore.exceptions import BotoCoreError, ClientError
+    except ImportError:  # no AWS SDK: no S3 lake either
+        return OSError, LakeError
+    return OSError, LakeError, BotoCoreError, ClientError
+
+
 def validate_key(key: str) -> str:
     """Reject keys that could escape the root or differ between S3 and a filesystem."""
     if not isinstance(key, str) or not key:

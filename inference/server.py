@@ -38,7 +38,7 @@ from typing import Any, Callable
 from urllib.parse import unquote
 
 from diagnosa.labels import CATEGORIES
-from diagnosa.lake import LakeError
+from diagnosa.lake import LakeError, storage_errors
 from diagnosa.model import ModelLoadError, model_labels
 from inference import handler
 from inference.capture import DEFAULT_VARIANT, DataCapture, issued_later, new_event_id, redacted_traceback
@@ -811,7 +811,7 @@ class _Handler(BaseHTTPRequestHandler):
 
         try:
             found = capture.lookup(feedback.event_id)  # may read the lake's capture of the event's hour
-        except _storage_errors() as err:
+        except storage_errors() as err:
             unreadable_capture(feedback.event_id, err)
             return
         if found == "capture failed":
@@ -836,7 +836,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         try:
             patients = capture.patients(feedback.event_id)  # this process's captures; else the lake's (a restart)
-        except _storage_errors() as err:
+        except storage_errors() as err:
             unreadable_capture(feedback.event_id, err)
             return
         problem = None if patients is None else row_problem(feedback, patients)
@@ -846,7 +846,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         try:
             stored = store_feedback(capture.lake, endpoint.endpoint_name, feedback)
-        except _storage_errors() as err:  # the lake full or failing (S3's errors too), or its object rewritten all along
+        except storage_errors() as err:  # the lake full or failing (S3's errors too), or its object rewritten all along
             # 503 + Retry-After: nothing was stored and nothing is wrong with the record; it was a 500 "internal
             # error" (and `diagnosa feedback` said bad input). The reason is named without the lake's paths, bucket
             # or credentials. S3 refusing the endpoint's own key (AccessDenied, NoSuchBucket) is the deployment's
@@ -956,23 +956,13 @@ _S3_SETUP_ERRORS = {"AccessDenied", "403", "Forbidden", "NoSuchBucket", "AllAcce
                     "KMS.AccessDeniedException", "PermanentRedirect", "AuthorizationHeaderMalformed"}
 
 
-def _storage_errors() -> tuple[type[BaseException], ...]:
-    """What a failing lake raises: OSError (a local lake: disk full, unwritable), LakeError, and on S3 botocore's
-    errors (unreachable, timing out, throttled, a 5xx, refusing), which the lake passes on as they are."""
-    try:
-        from botocore.exceptions import BotoCoreError, ClientError
-    except ImportError:  # no AWS SDK: no S3 lake either
-        return OSError, LakeError
-    return OSError, LakeError, BotoCoreError, ClientError
-
-
 def _storage_problem(err: BaseException, action: str = "written") -> str:
     """Why the lake could not store a feedback record, for its client: the machine's words for the error (``No space
     left on device``), or S3's error code or botocore's error name, never the paths, the lake URI, the bucket or
     the credentials the exception or its text names (an EndpointConnectionError's text holds the bucket's URL)."""
     if isinstance(err, LakeError) and not isinstance(err, OSError):
         cause = err.__cause__ or err.__context__
-        if cause is not None and isinstance(cause, _storage_errors()) and not isinstance(cause, LakeError):
+        if cause is not None and isinstance(cause, storage_errors()) and not isinstance(cause, LakeError):
             return _storage_problem(cause, action)
         return "the endpoint's data lake could not store it (storage failure)"  # a write race lost 50 times too
     if isinstance(err, OSError):

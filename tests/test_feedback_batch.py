@@ -211,3 +211,43 @@ def test_a_signal_between_two_records_stops_before_the_next_one(tmp_path, capsys
     assert "interrupted (SIGINT) at line 3, 3 line(s) from there not sent; re-send the file from line 3" in err
     assert set(read_feedback(DataLake.from_uri(str(tmp_path / "lake")), "diagnosa").latest) == {
         ("ev-1", None), ("ev-2", None)}
+
+
+# ------------------------------------------------------------------------------------------------ a full disk
+
+def test_an_errors_file_on_a_full_disk_still_says_what_was_stored_and_fails(tmp_path, capsys):
+    # The errors file's writes failed at its close (/dev/full: the kernel's ENOSPC): the batch had stored its 30 good
+    # lines, and the command printed only "No space left on device: /dev/full", no count of what was stored.
+    export = tmp_path / "export.jsonl"
+    export.write_text("".join(_record(f"ev-{i}", "ENFERMEDAD LEVE" if i % 2 else "NOPE") + "\n" for i in range(60)),
+                      encoding="utf-8")
+    code, out, err = _cli(capsys, "--workspace", tmp_path / "ws", "feedback", "--file", export, "--errors-file",
+                          "/dev/full")
+    assert code == 1
+    assert "feedback from" in out and ": 30 stored, 30 refused" in out and "30  diagnosis: must be one of" in out
+    assert "one JSON line each" not in out  # not said to hold what it does not
+    assert "the list of refused lines in /dev/full is incomplete: No space left on device (the 30 refused are " \
+           "counted above" in err, err
+    assert len(read_feedback(DataLake.from_uri(str(tmp_path / "ws" / "lake")), "diagnosa").latest) == 30
+
+
+def test_a_lake_the_disk_refuses_mid_file_stops_there_and_says_what_was_stored(tmp_path):
+    # The kernel refuses the lake's write (RLIMIT_FSIZE: EFBIG, as a full disk's ENOSPC) of the first record over
+    # 800 bytes (a long note). It stopped with the machine's words alone: neither what was stored nor where.
+    ws = tmp_path / "ws"
+    lines = [_record(f"ev-{i}", "ENFERMEDAD LEVE", note="n" * (900 if i == 4 else 10)) for i in range(8)]
+    export = tmp_path / "export.jsonl"
+    export.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    script = ("import resource, signal, sys\n"
+              "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+              "resource.setrlimit(resource.RLIMIT_FSIZE, (800, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))\n"
+              "from diagnosa.cli import main\n"
+              f"sys.exit(main(['--workspace', {str(ws)!r}, 'feedback', '--file', {str(export)!r}]))\n")
+    done = subprocess.run([sys.executable, "-B", "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1, done.stderr
+    assert ": 4 stored, 0 refused, 4 not sent" in done.stdout, done.stdout
+    assert "could not store it: File too large: " in done.stderr and "stopped at line 5, 4 line(s) from there not " \
+           "sent" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
+    stored = read_feedback(DataLake.from_uri(str(ws / "lake")), "diagnosa").latest
+    assert sorted(event for event, _ in stored) == [f"ev-{i}" for i in range(4)]

@@ -41,7 +41,7 @@ from diagnosa.files import (
     read_file_bounded,
     refuse_earlier_output,
 )
-from diagnosa.lake import DataLake
+from diagnosa.lake import DataLake, LakeError, storage_errors
 from diagnosa.text import some_of
 from inference.limits import MAX_RECORDS, has_surrogate, loads, printable, printable_line, printable_lines
 
@@ -597,7 +597,7 @@ def _feedback_file(args: argparse.Namespace) -> int:
 
     def open_errors_file() -> Any:
         try:
-            return open(errors_path, "w", encoding="utf-8")
+            return _ErrorsFile(errors_path)
         except OSError as err:
             raise UsageError(f"cannot write the list of refused lines to {errors_path}: {os_problem(err)} "
                              "(choose another file with --errors-file)") from None
@@ -607,7 +607,7 @@ def _feedback_file(args: argparse.Namespace) -> int:
     bad = ProblemSummary(open_errors_file, known_fields=(*REQUIRED, *OPTIONAL, "body"), per_record=True)
     stored, stored_ids = 0, []
     replacing = {"other": 0, "same": 0, "unreadable": 0}  # stored lines that replaced an earlier record, by kind
-    stopped: tuple[int, ClientFailure] | None = None
+    stopped: tuple[int, str] | None = None  # the line every later line would fail at too, and why
     interrupted: int | None = None  # the line a signal stopped the batch at
     in_doubt = False  # the stopping line's record was sent, with no answer: it may be stored
     number = 0
@@ -647,8 +647,13 @@ def _feedback_file(args: argparse.Namespace) -> int:
                         bad.add(Refused(where, None, printable(str(getattr(err, "message", err)))))
                     continue
                 except ClientFailure as err:  # every line's (unreachable, the token, the endpoint's state): stop here
-                    stopped = (number, err)
+                    stopped = (number, str(err))
                     in_doubt = isinstance(err, AnswerTimeout)  # sent, then no (complete) answer
+                    break
+                except storage_errors() as err:  # the lake full or failing: every line's too; nothing of it stored
+                    if lake is None:
+                        raise
+                    stopped = (number, f"the lake {lake.uri} could not store it: {_lake_problem(err)}")
                     break
                 stored += 1
                 stored_ids.append(feedback.event_id)
@@ -669,7 +674,8 @@ def _feedback_file(args: argparse.Namespace) -> int:
                          + _replacing_summary(replacing)))
     if bad.total:
         print("\n".join(bad.lines()))  # each printable
-    if bad.sink is not None:
+    incomplete = bad.sink.failed if isinstance(bad.sink, _ErrorsFile) else None
+    if bad.sink is not None and incomplete is None:
         print(printable_line(f"every refused line's problems, one JSON line each: {errors_path.resolve()}"))
     if lake is not None and stored_ids:
         _warn_not_captured(args, lake, stored_ids, captured)
@@ -687,7 +693,46 @@ def _feedback_file(args: argparse.Namespace) -> int:
               file=sys.stderr)
     if signum is not None:
         return 128 + signum  # as a shell reports a command a signal stopped (130 for Ctrl-C, as diagnosa.logs)
+    if incomplete is not None:  # every line was handled, as said above; only the list of refusals is short
+        print(printable_line(f"diagnosa: error: the list of refused lines in {errors_path.resolve()} is incomplete: "
+                             f"{os_problem(incomplete)} (the {bad.records} refused are counted above; free space, or "
+                             "choose another file with --errors-file, and send the file again: a stored record sent "
+                             "again replaces itself)"), file=sys.stderr)
+        return EXIT_FAILED
     return 0 if not bad.total else EXIT_BAD_INPUT
+
+
+class _ErrorsFile:
+    """The feedback file's list of refused lines. A write or close the disk refuses (full, over quota) is kept in
+    ``failed``, not raised: the batch goes on storing and refusing lines and its summary is printed, then the
+    command fails naming the file. It raised: every count of what had been stored was lost, the message generic."""
+
+    def __init__(self, path: Path) -> None:
+        self._file = open(path, "w", encoding="utf-8")
+        self.name = str(path)
+        self.failed: OSError | None = None
+
+    def write(self, text: str) -> int:
+        if self.failed is None:
+            try:
+                self._file.write(text)
+            except OSError as err:
+                self.failed = err
+        return len(text)
+
+    def close(self) -> None:
+        try:
+            self._file.close()
+        except OSError as err:
+            self.failed = self.failed or err
+
+
+def _lake_problem(err: BaseException) -> str:
+    """A failing lake's error in a line: the machine's words with the path, S3's code, or the error itself."""
+    if isinstance(err, OSError) and not isinstance(err, LakeError):
+        return os_problem(err)
+    code = (getattr(err, "response", None) or {}).get("Error", {}).get("Code")
+    return f"S3 answered {code}" if code else f"{type(err).__name__}: {err}"
 
 
 def _signal_name(signum: int | None) -> str:
