@@ -223,9 +223,10 @@ def feedback_records(lake: DataLake, endpoint: str, start: datetime | None = Non
     """Clinical records and lab rows (raw-zone shapes) for the accepted feedback of ``endpoint``: each confirmed
     patient's captured record, or the one its feedback object keeps once the capture is gone. ``keeping``: given
     the captured records the feedback objects do not keep yet, and the count of rows made from kept ones."""
-    traffic = read_traffic(lake, endpoint, start, end, KINDS)
-    skipped = Skipped()
     feedback = read_feedback(lake, endpoint)
+    # Only the requests feedback names: the whole capture was held, and ran out of memory at 800k requests.
+    traffic = read_traffic(lake, endpoint, start, end, KINDS, ids=[event_id for event_id, _ in feedback.latest])
+    skipped = Skipped()
     rows = traffic.rows
     by_event = event_rows(rows)
     records, labs = [], []
@@ -464,7 +465,9 @@ def feedback_lines(lake: DataLake, endpoint: str, header: list[str], config: dic
     # Each request once, as the monitor and the built-in cohort's retraining count it (monitoring.traffic): a retried
     # request's copies, each with feedback, were two training rows of one patient.
     dropped: dict[str, str] = {}
-    events, retried = distinct_requests(read_capture(lake, endpoint, start, end).events, Skipped(), dropped)
+    events, retried = distinct_requests(read_capture(lake, endpoint, start, end,
+                                                     ids=[event_id for event_id, _ in feedback.latest]).events,
+                                        Skipped(), dropped)
     by_inference = by_inference_id(events, retried)
     wanted = {by_inference.get(event_id, event_id) for event_id, _ in feedback.latest}
     requests: dict[str, list[Any] | tuple[str, str]] = {}  # event id → its patient records, or why not (reason, detail)

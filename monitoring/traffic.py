@@ -419,10 +419,12 @@ def retried_copies(events: list[dict[str, Any]]) -> dict[str, str]:
 
 def read_traffic(lake: DataLake, endpoint: str, start: datetime | None, end: datetime | None,
                  kinds: dict[str, str], variant: str | None = None,
-                 missing: Mapping[str, Iterable[str]] | None = None, model_version: str | None = None) -> Traffic:
+                 missing: Mapping[str, Iterable[str]] | None = None, model_version: str | None = None,
+                 ids: Collection[str] | None = None) -> Traffic:
     """Captured traffic of ``endpoint`` in ``[start, end)`` with the capture problems counted (with
-    ``model_version``: that version's, the others counted)."""
-    return _traffic(read_capture(lake, endpoint, start, end, variant), kinds, missing, model_version)
+    ``model_version``: that version's, the others counted; with ``ids``, only the requests they name, as
+    :func:`~inference.capture.read_capture` reads them)."""
+    return _traffic(read_capture(lake, endpoint, start, end, variant, ids), kinds, missing, model_version)
 
 
 def read_traffic_since(lake: DataLake, endpoint: str, start: datetime, earlier: datetime, end: datetime | None,

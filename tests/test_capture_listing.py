@@ -330,3 +330,48 @@ def test_the_refusals_of_a_window_are_read_from_its_days_and_counted_without_hol
     assert fetched == set(window[:3]) and not fetched & set(old + [after])
     assert all(listed.startswith(errors + "2026/03/") for listed in recording.lists)
     assert capture.read_errors(lake, EP).total == 15  # no window: every object, as before
+
+
+# ------------------------------------------------------------------------------------------------ retraining's ids
+
+def test_a_read_for_ids_gives_their_requests_and_a_retrys_later_copies_and_parses_no_other_line(lake, monkeypatch):
+    # Retraining held every captured request of the endpoint's history (about 1 GB a 200,000) to join a few thousand
+    # feedback; it now reads the events its feedback names (read_capture's ids), with what the full read's readers
+    # need of them: a retry's later copy (its inference id), an id written with a JSON escape, any case.
+    when = datetime(2026, 11, 27, 10, tzinfo=timezone.utc)
+    body = b'{"age": 40}'
+
+    def line(event_id: str, inference_id: str | None, second: int, data: bytes = body) -> bytes:
+        return json.dumps(capture_line(event_id, inference_id, data, "application/json", b'{"predictions": []}',
+                                       "application/json", when + timedelta(seconds=second))).encode()
+
+    escaped = line("ev-e", None, 5).replace(b'"ev-e"', b'"ev-\\u0065"')  # the same event id, one letter escaped
+    lines = [line("ev-a", "visit-1", 0), line("ev-c", "visit-2", 1), line("ev-d", None, 2),
+             line("ev-b", "visit-1", 3),  # the client's retry of ev-a: later, the copy the readers keep
+             line("ev-f", "visit-3", 4, b'{"age": 41}'), escaped, b'{"eventMetadata": {"eventId": "ev-g"', b"not json"]
+    lake.put_bytes(f"{A}2026/11/27/10/00-00-000-x.jsonl", b"\n".join(lines) + b"\n")
+    parsed = []
+    real_loads = capture.json.loads
+
+    def loads(data, *args, **kwargs):
+        if isinstance(data, bytes) and data:  # a capture line (boto's own JSON: text, or b"")
+            parsed.append(data)
+        return real_loads(data, *args, **kwargs)
+
+    monkeypatch.setattr(capture.json, "loads", loads)
+
+    def ids_read(*ids: str) -> list[str]:
+        parsed.clear()
+        return [event["eventMetadata"]["eventId"] for event in read_capture(lake, EP, ids=ids).events]
+
+    assert ids_read("EV-A") == ["ev-a", "ev-b"]  # any case; the retry found by its inference id
+    # ev-a, ev-b; the escaped id's line and the line naming no id (neither shows an id plainly): no other, not even
+    # the cut line that names ev-g.
+    assert len(parsed) == 4, parsed
+    assert ids_read("visit-2") == ["ev-c"] and ids_read("ev-d", "visit-3") == ["ev-d", "ev-f"]
+    assert ids_read("ev-e") == ["ev-e"]  # the escaped id is parsed, then judged
+    assert ids_read() == [] and ids_read("nobody") == []
+    full = read_capture(lake, EP)
+    assert [e["eventMetadata"]["eventId"] for e in full.events] == ["ev-a", "ev-c", "ev-d", "ev-b", "ev-f", "ev-e"]
+    # Malformed lines are counted among those parsed: the full read's 2, the line naming no id when read for ids.
+    assert (full.malformed, read_capture(lake, EP, ids=["ev-a"]).malformed) == (2, 1)
