@@ -11,41 +11,21 @@ from __future__ import annotations
 import json
 from datetime import datetime, timezone
 
+import pandas as pd
 import pytest
-from test_retrain_job import cohort, job, patient_requests, result_of, s3, s3_lake, served  # noqa: F401  (fixtures)
+import test_retrain_own
+from test_retrain_job import cohort, confirmed_cohort, job, result_of, s3, s3_lake  # noqa: F401  (fixtures)
 
-from diagnosa.data.cohort import write_raw
-from diagnosa.data.ingest import ingest_cohort, ingest_csv, load_curated
+from diagnosa.data.ingest import load_curated
 from diagnosa.lake import DataLake
 from inference.capture import DataCapture, new_event_id
 from inference.feedback import PATIENT, SAME_PATIENT, Feedback, KeptPatient, feedback_key, read_feedback, store_feedback
 from monitoring.retrain import NothingToFold, feedback_dataset
 
-CONFIG = """name = "mi_hospital"
-id_column = "paciente"
-target = "gravedad"
-labels = ["leve", "grave"]
-exclude = ["nombre"]
-
-[csv]
-delimiter = ";"
-decimal = ","
-"""
-ENDPOINT = "mi-hospital"
+ENDPOINT = test_retrain_own.ENDPOINT
+lake = test_retrain_own.lake  # the fixture: a dataset of one's own (mi_hospital), ingested
 ANSWER_OF = {1: b'{"predictions": [{"category": "leve"}]}',
              2: b'{"predictions": [{"category": "leve"}, {"category": "grave"}]}'}
-
-
-@pytest.fixture
-def lake(tmp_path):
-    lake = DataLake.from_uri(str(tmp_path / "lake"))
-    lake.init_zones()
-    rows = [f"P{i:03d};Nombre {i};{30 + i % 50};{36 + (i % 7) / 2:.1f};{'grave' if i % 4 == 0 else 'leve'}\n"
-            .replace(".", ",") for i in range(60)]
-    (tmp_path / "mi.csv").write_text("paciente;nombre;edad;temperatura;gravedad\n" + "".join(rows), encoding="utf-8")
-    (tmp_path / "mi.toml").write_text(CONFIG, encoding="utf-8")
-    ingest_csv(lake, tmp_path / "mi.csv", tmp_path / "mi.toml")
-    return lake
 
 
 def _expire_capture(lake: DataLake) -> int:
@@ -57,10 +37,10 @@ def _expire_capture(lake: DataLake) -> int:
     return len(keys)
 
 
-def _fed(lake: DataLake, version: str) -> dict[str, dict]:
-    frame = load_curated(lake, "mi_hospital", version)[0]
-    fed = frame[frame["paciente"].str.startswith("FB-")].set_index("paciente")
-    return {index: row.to_dict() for index, row in fed.iterrows()}
+def _fed(lake: DataLake, dataset: str, id_column: str, version: str) -> pd.DataFrame:
+    """The feedback rows of a curated version, by id."""
+    frame = load_curated(lake, dataset, version)[0]
+    return frame[frame[id_column].str.startswith("FB-")].sort_values(id_column).reset_index(drop=True)
 
 
 def _kept(lake: DataLake, endpoint: str, event_id: str, event_row: int | None = None) -> dict:
@@ -113,13 +93,16 @@ def test_a_datasets_feedback_trains_the_same_rows_after_its_capture_expired(lake
 
     after = feedback_dataset(lake, ENDPOINT)
     assert after.feedback_rows == 5 and after.from_kept == 5 and dict(after.skipped.counts) == {SAME_PATIENT: 1}
-    rows_before, rows_after = _fed(lake, before.version), _fed(lake, after.version)
-    assert rows_before.keys() == rows_after.keys() == {f"FB-{single}", f"FB-{csv_request}", f"FB-{several}/1",
-                                                       f"FB-{by_app}", f"FB-{retry}"}
-    assert rows_before[f"FB-{csv_request}"]["gravedad"] == "leve" and rows_after[f"FB-{csv_request}"]["gravedad"] == "grave"
-    rows_after[f"FB-{csv_request}"]["gravedad"] = "leve"
-    assert rows_after == rows_before  # every value the same, from the kept records
-    assert rows_after[f"FB-{several}/1"]["edad"] == 72 and rows_after[f"FB-{csv_request}"]["temperatura"] == 37.25
+    rows_before, rows_after = (_fed(lake, "mi_hospital", "paciente", result.version) for result in (before, after))
+    assert sorted(rows_after["paciente"]) == sorted(f"FB-{p}" for p in (single, csv_request, f"{several}/1", by_app,
+                                                                         retry))
+    corrected = rows_after["paciente"] == f"FB-{csv_request}"
+    assert rows_before.loc[corrected, "gravedad"].tolist() == ["leve"]
+    assert rows_after.loc[corrected, "gravedad"].tolist() == ["grave"]
+    rows_after.loc[corrected, "gravedad"] = "leve"
+    assert rows_after.equals(rows_before)  # every value the same, from the kept records
+    by_id = rows_after.set_index("paciente")
+    assert by_id.loc[f"FB-{several}/1", "edad"] == 72 and by_id.loc[f"FB-{csv_request}", "temperatura"] == 37.25
     assert "from the patient's record their feedback object keeps" in after.summary()
 
 
@@ -180,14 +163,9 @@ def test_a_kept_record_written_otherwise_is_counted_and_replaced_from_the_captur
     assert read_feedback(lake, ENDPOINT).unreadable_kept == 0
 
 
-def test_the_cohorts_feedback_trains_after_its_capture_expired_through_the_aws_job(tmp_path, s3, cohort):  # noqa: F811
+def test_the_cohorts_feedback_trains_after_its_capture_expired_through_the_aws_job(tmp_path, s3, cohort):  # noqa: F811  (fixtures)
     lake = s3_lake(s3)
-    write_raw(cohort, lake, "hospital")
-    ingest_cohort(lake, "hospital")
-    requests = patient_requests(cohort, 4)
-    events = served(lake, "diagnosa-dev", [record for record, _ in requests], tmp_path / "spool")
-    for event, (_, label) in zip(events, requests):
-        store_feedback(lake, "diagnosa-dev", Feedback(event_id=event, diagnosis=label))
+    events = confirmed_cohort(lake, cohort, "diagnosa-dev", 4, tmp_path / "spool")
 
     assert job(tmp_path / "first", "diagnosa-dev", "--dataset", "patients") == 0
     first = result_of(tmp_path / "first")
@@ -197,7 +175,5 @@ def test_the_cohorts_feedback_trains_after_its_capture_expired_through_the_aws_j
     assert job(tmp_path / "second", "diagnosa-dev", "--dataset", "patients") == 0
     second = result_of(tmp_path / "second")
     assert second["feedback_rows"] == 4 and second["skipped"] == {}  # it was 0: "no captured request" 4 times
-    frames = [load_curated(lake, "patients", result["version"])[0] for result in (first, second)]
-    fed = [frame[frame["patient_id"].str.startswith("FB-")].sort_values("patient_id").reset_index(drop=True)
-           for frame in frames]
+    fed = [_fed(lake, "patients", "patient_id", result["version"]) for result in (first, second)]
     assert len(fed[0]) == 4 and fed[0].equals(fed[1])  # the same patients, every value the same

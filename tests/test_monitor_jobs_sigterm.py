@@ -20,12 +20,10 @@ import pytest
 import test_job_sigterm
 from test_job_sigterm import assert_stopped, stopped_mid_run
 from test_processing_failures import container
-from test_retrain_job import cohort, patient_requests, result_of, served  # noqa: F401  (cohort: the fixture)
+from test_retrain_job import cohort, confirmed_cohort, result_of  # noqa: F401  (cohort: the fixture)
 
-from diagnosa.data.cohort import write_raw
-from diagnosa.data.ingest import current_latest, ingest_cohort, load_curated
+from diagnosa.data.ingest import current_latest, load_curated
 from diagnosa.lake import DataLake
-from inference.feedback import Feedback, store_feedback
 from monitoring.retrain_job import main as retrain_main
 from processing.entry import STOPPED_EXIT
 
@@ -87,12 +85,7 @@ def test_monitor_stopped_between_its_report_files_leaves_no_report(tmp_path, bas
 def folding_lake(tmp_path, cohort):  # noqa: F811  (the fixture imported above)
     """A folder lake: the cohort ingested (the latest), three of its patients served with a doctor's feedback each."""
     lake = DataLake.from_uri(str(tmp_path / "lake"))
-    write_raw(cohort, lake, "hospital")
-    ingest_cohort(lake, "hospital")
-    requests = patient_requests(cohort, 3)
-    events = served(lake, "diagnosa", [record for record, _ in requests], tmp_path / "spool")
-    for event, (_, label) in zip(events, requests):
-        store_feedback(lake, "diagnosa", Feedback(event_id=event, diagnosis=label))
+    confirmed_cohort(lake, cohort, "diagnosa", 3, tmp_path / "spool")
     return lake
 
 

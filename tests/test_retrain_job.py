@@ -91,6 +91,18 @@ def patient_requests(cohort, n: int) -> list[tuple[dict, str]]:
     return requests
 
 
+def confirmed_cohort(lake: DataLake, cohort, endpoint: str, patients: int, spool: Path) -> list[str]:
+    """The cohort as raw batch 'hospital', ingested (the latest version); its first ``patients`` served at
+    ``endpoint`` and each confirmed by a doctor with its true label: their event ids."""
+    write_raw(cohort, lake, "hospital")
+    ingest_cohort(lake, "hospital")
+    requests = patient_requests(cohort, patients)
+    events = served(lake, endpoint, [record for record, _ in requests], spool)
+    for event, (_, label) in zip(events, requests):
+        store_feedback(lake, endpoint, Feedback(event_id=event, diagnosis=label))
+    return events
+
+
 def served(lake: DataLake, endpoint: str, bodies: list[dict], spool: Path) -> list[str]:
     """Capture each request as the endpoint does (its own spool, not the temp dir's); the event ids."""
     ids = []
