@@ -907,10 +907,11 @@ def read_capture(lake: DataLake, endpoint: str, start: datetime | None = None, e
     """Captured events of ``endpoint`` with ``start <= inferenceTime < end``, oldest first.
 
     ``ids`` (retraining's: the event and inference ids its feedback names): only the events whose event id or
-    inference id is one of them (compared without case), and the later copies of a request read (its inference id's):
-    a client's retry comes later, and is the copy the readers keep. Only those lines are parsed; the others are passed
-    over by their ids, read as the bytes name them (a line whose ids the bytes do not show plainly, a JSON escape in
-    one, is parsed to be sure), and malformed lines are counted among those parsed. Every event was held, the whole
+    inference id is one of them (compared without case), and every copy of a request read (the events of its
+    inference id: a client's retries, later ones found as they come, earlier ones by a second pass over the objects,
+    made only when such ids were learned). Only those lines are parsed; the others are passed over by their ids,
+    read as the bytes name them (a line whose ids the bytes do not show plainly, a JSON escape in one, is parsed to
+    be sure), and malformed lines are counted among those parsed. Every event was held, the whole
     history's: about 1 GB a 200,000 requests.
 
     The window is its events' inferenceTime (an instant: any offset is read as UTC), not their path: the objects of
@@ -949,31 +950,45 @@ def read_capture(lake: DataLake, endpoint: str, start: datetime | None = None, e
         if _outside_window(hour, start, end):
             continue
         plan.append((key, hour))
-    with closing(fetch_in_order(lake, [key for key, hour in plan if isinstance(hour, datetime)])) as fetched:
-        for key, filed in plan:
-            if not isinstance(filed, datetime):
-                result.problems.append(f"{key}: {filed}")
-                _warn(result, "capture read: %s: %s", printable(key), filed)
-                continue
-            hour = filed
-            for number, line in enumerate(next(fetched).result().splitlines(), start=1):
-                if not line.strip() or (wanted is not None and _passed_over(line, wanted)):
+    parsed: set[tuple[str, int]] = set()  # (key, line) of the lines parsed: a second pass reads each line once
+
+    def read(asked: set[str] | None, again: bool) -> None:
+        """Read the plan's objects: every line (``asked`` None), else the lines naming one of ``asked``'s ids, which
+        grows with the inference ids of those read (a retry's later copies); ``again``: a second pass, its problems
+        said by the first."""
+        with closing(fetch_in_order(lake, [key for key, hour in plan if isinstance(hour, datetime)])) as fetched:
+            for key, filed in plan:
+                if not isinstance(filed, datetime):
+                    if not again:
+                        result.problems.append(f"{key}: {filed}")
+                        _warn(result, "capture read: %s: %s", printable(key), filed)
                     continue
-                try:
-                    obj = json.loads(line)
-                    when = _check_event(obj)
-                except (ValueError, RecursionError) as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-                    result.malformed += 1
-                    result.problems.append(f"{key}:{number}: {clip(str(err), MAX_ERROR_TEXT)}")
-                    _warn(result, "capture read: %s line %d is malformed: %s", printable(key), number,
-                          printable(clip(str(err), MAX_ERROR_TEXT)))
-                    continue
-                if wanted is not None and not _named(obj["eventMetadata"], wanted):
-                    continue
-                if (start is None or when >= start) and (end is None or when < end):
-                    stamped.append((when, obj))
-                elif not hour - FILING_MARGIN <= when < hour + timedelta(hours=1) + FILING_MARGIN:
-                    result.misfiled.append(f"{key}:{number}: inferenceTime {when:%Y-%m-%dT%H:%M:%SZ}")
+                hour = filed
+                for number, line in enumerate(next(fetched).result().splitlines(), start=1):
+                    if not line.strip() or (asked is not None and _passed_over(line, asked)) \
+                            or (key, number) in parsed:
+                        continue
+                    parsed.add((key, number))
+                    try:
+                        obj = json.loads(line)
+                        when = _check_event(obj)
+                    except (ValueError, RecursionError) as err:  # JSONDecodeError, UnicodeDecodeError: ValueErrors
+                        result.malformed += 1
+                        result.problems.append(f"{key}:{number}: {clip(str(err), MAX_ERROR_TEXT)}")
+                        _warn(result, "capture read: %s line %d is malformed: %s", printable(key), number,
+                              printable(clip(str(err), MAX_ERROR_TEXT)))
+                        continue
+                    if asked is not None and not _named(obj["eventMetadata"], asked):
+                        continue
+                    if (start is None or when >= start) and (end is None or when < end):
+                        stamped.append((when, obj))
+                    elif not hour - FILING_MARGIN <= when < hour + timedelta(hours=1) + FILING_MARGIN:
+                        result.misfiled.append(f"{key}:{number}: inferenceTime {when:%Y-%m-%dT%H:%M:%SZ}")
+
+    first = None if wanted is None else set(wanted)
+    read(first, again=False)
+    if wanted is not None and first is not None and first - wanted:  # inference ids learned: their earlier copies
+        read(first - wanted, again=True)
     stamped.sort(key=lambda pair: pair[0])  # stable: same-second events keep file and line order
     result.events = [obj for _when, obj in stamped]
     return result

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 import threading
 import unicodedata
@@ -411,6 +412,9 @@ def _replaced(current: dict[str, Any] | None, feedback: Feedback) -> Replaced:
                     same=diagnosis == feedback.diagnosis and disease_id == (feedback.disease_id or None))
 
 
+MAX_KEPT_BYTES = 65_536  # a kept patient's record as JSON: a clinical record is about 1 KB; larger is not kept
+
+
 @dataclass(frozen=True)
 class KeptPatient:
     """The confirmed patient's captured record, kept in its feedback object (``PATIENT``) so that retraining still
@@ -425,21 +429,50 @@ class KeptPatient:
     patients: int  # how many patients that request held
     inference_time: str | None
     record: dict[str, Any]
+    # The request's other names, which feedback about it may be recorded under: its earlier copies' event ids (a
+    # client's retries) and its inference id, when that names this request alone. A correction stored under one of
+    # them once the capture is gone finds the patient by it.
+    names: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "names": list(self.names)}
 
     @classmethod
     def from_dict(cls, value: Any) -> KeptPatient | None:
-        """The kept patient of an object's ``PATIENT`` field; None when it is not one (written otherwise)."""
-        if not isinstance(value, dict) or set(value) != {f.name for f in dataclass_fields(cls)}:
+        """The kept patient of an object's ``PATIENT`` field; None when it is not one (written otherwise, or over
+        MAX_KEPT_BYTES). Fields a newer Diagnosa adds are passed over, not a reason to rewrite the record."""
+        known = [f.name for f in dataclass_fields(cls)]
+        if not isinstance(value, dict) or not set(known) <= set(value):
             return None
-        event_id, row, patients, when, record = (value[f.name] for f in dataclass_fields(cls))
+        event_id, row, patients, when, record, names = (value[name] for name in known)
         if not (isinstance(event_id, str) and EVENT_ID.fullmatch(event_id) and type(row) is int
-                and type(patients) is int and 0 <= row < patients and (when is None or isinstance(when, str))
-                and isinstance(record, dict) and all(isinstance(k, str) for k in record)):
+                and type(patients) is int and 0 <= row < patients and (when is None or _text(when))
+                and isinstance(record, dict) and all(_text(k) and _kept_value(v) for k, v in record.items())
+                and isinstance(names, list) and all(isinstance(n, str) and EVENT_ID.fullmatch(n) for n in names)):
             return None
-        return cls(event_id, row, patients, when, record)
+        try:
+            if len(json.dumps(value, allow_nan=False)) > MAX_KEPT_BYTES:
+                return None
+        except (ValueError, RecursionError):
+            return None
+        return cls(event_id, row, patients, when, record, tuple(names))
+
+    def size(self) -> int:
+        return len(json.dumps(self.to_dict(), allow_nan=False))
+
+
+def _text(value: Any) -> bool:
+    return isinstance(value, str) and not has_surrogate(value)
+
+
+def _kept_value(value: Any) -> bool:
+    """A value a kept record may hold: what a patient's field is once read (a number, a text, a yes/no, none, a list
+    of terms); never NaN or infinity (not JSON), a lone surrogate (no UTF-8 text holds it) or anything nested."""
+    if value is None or isinstance(value, bool) or _text(value):
+        return True
+    if isinstance(value, (int, float)):
+        return math.isfinite(value)
+    return isinstance(value, list) and all(_text(term) for term in value)
 
 
 DAMAGED = ".damaged-"  # <key>.damaged-<UTC time>-<random>: a damaged object moved aside by store_feedback

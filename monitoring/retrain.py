@@ -58,8 +58,16 @@ from diagnosa.data.schema import (
 )
 from diagnosa.data.validate import LIST_SEPARATOR
 from diagnosa.lake import DataLake
-from inference.capture import decode_payload, read_capture
-from inference.feedback import Feedback, KeptPatient, confirmed_patients, keep_patients, patient_row, read_feedback
+from inference.capture import decode_payload, parse_time, read_capture
+from inference.feedback import (
+    MAX_KEPT_BYTES,
+    Feedback,
+    KeptPatient,
+    confirmed_patients,
+    keep_patients,
+    patient_row,
+    read_feedback,
+)
 from monitoring.traffic import (
     LONE_SURROGATE,
     READ_ERRORS,
@@ -68,6 +76,7 @@ from monitoring.traffic import (
     by_inference_id,
     distinct_requests,
     event_rows,
+    named_ids,
     onto_kept_copies,
     read_traffic,
     request_records,
@@ -107,8 +116,10 @@ class FeedbackDataset:
     # Folds dropped because another version was ingested while they ran, each (its base, its version, the version
     # ingested meanwhile): the feedback was added again, to the then latest version.
     rebuilt_from: list[tuple[str, str, str]] = field(default_factory=list)
-    records_kept: int = 0  # feedback objects given their patient's captured record now (KeptPatient)
+    records_kept: int = 0  # feedback objects given their patient's captured record now (KeptPatient), every attempt's
     from_kept: int = 0  # feedback rows made from the record their object keeps: the captured request is gone
+    kept_unreadable: int = 0  # feedback objects whose kept record cannot be read (ignored)
+    too_large_to_keep: int = 0  # captured records over MAX_KEPT_BYTES: not kept
 
     @property
     def version(self) -> str:
@@ -130,10 +141,16 @@ class FeedbackDataset:
                          "is not the latest, nor trained on)")
         if self.from_kept:
             lines.append(f"  {self.from_kept} of them from the patient's record their feedback object keeps (the "
-                         "captured request is gone: the capture expired)")
+                         "request is no longer in the capture)")
         if self.records_kept:
             lines.append(f"  {self.records_kept} feedback object(s) now keep their patient's captured record (for "
                          "retraining once the capture expires)")
+        if self.kept_unreadable:
+            lines.append(f"  {self.kept_unreadable} feedback object(s) keep a patient record that cannot be read "
+                         "(ignored: their captured request is read instead, while the capture holds it)")
+        if self.too_large_to_keep:
+            lines.append(f"  {self.too_large_to_keep} captured record(s) over {MAX_KEPT_BYTES:,} bytes not kept with "
+                         "their feedback (they train only while the capture holds them)")
         for reason, count in self.skipped.counts.most_common():
             lines.append(f"  feedback not used ({count}): {reason}")
         if self.report is not None:
@@ -158,43 +175,89 @@ def _number(value: Any) -> Any:
 Kept = dict[tuple[str, int | None], KeptPatient]  # a feedback's (event id, event row as given) → its patient's record
 
 
+NOT_KEPT = "no captured request (no longer in the capture), and no record of this patient kept with its feedback"
+AMBIGUOUS = "an inference id the capture gives to several requests: which one the feedback is about is not known"
+
+
 @dataclass
 class KeptRecords:
-    """Feedback whose captured request is gone (the capture expired) but whose object keeps the patient's record
-    (``inference.feedback.KeptPatient``), moved onto the event that record was read from."""
+    """The patients' records the feedback objects keep (``inference.feedback.KeptPatient``), by the request they were
+    read from and by every name that request had: a stand-in for a request the capture no longer holds. The capture,
+    when it holds the request, is the truth; a kept record is never used over it."""
 
     patients: dict[tuple[str, int], KeptPatient] = field(default_factory=dict)  # (event id, row) → the record
     counts: dict[str, int] = field(default_factory=dict)  # event id → how many patients its request held
+    names: dict[str, str] = field(default_factory=dict)  # a request's event id or other name → its event id
 
-    def used(self, feedback: list[Feedback], moved: list[Feedback], captured: Collection[str],
-             kept: Kept) -> list[Feedback]:
-        """``moved`` (``feedback`` onto the copies kept, in its order) with each item whose event id names no
-        ``captured`` request, and whose object keeps its patient's record, moved onto that record's event."""
+    @classmethod
+    def of(cls, kept: Kept, start: datetime | None, end: datetime | None) -> KeptRecords:
+        """The records of ``kept`` whose request is in the window ``[start, end)`` (one whose time cannot be read is
+        outside any window), as the capture's requests are."""
+        out = cls()
+        for record in kept.values():
+            if start is not None or end is not None:
+                try:
+                    when = parse_time(record.inference_time)
+                except ValueError:
+                    continue
+                if (start is not None and when < start) or (end is not None and when >= end):
+                    continue
+            out.patients[(record.event_id, record.row)] = record
+            out.counts[record.event_id] = record.patients
+            for name in (record.event_id, *record.names):
+                out.names.setdefault(name, record.event_id)
+        return out
+
+    def onto(self, feedback: list[Feedback], moved: list[Feedback], captured: Collection[str],
+             named: Collection[str], kept: Kept) -> list[Feedback]:
+        """``moved`` (``feedback`` onto the capture's copies kept, in its order) with each item about a request the
+        capture no longer holds moved onto the event of the record kept for it — the item's own, or one whose request
+        had the item's id for a name (a correction stored under the inference id, or under an earlier copy's event
+        id, once the capture was gone). ``captured``: the capture's events read; ``named``: every id the capture
+        names, an inference id several requests carry included (left as it is: no one request). An earlier copy the
+        capture still holds whose kept copy is gone is moved onto that copy too: one patient, counted once."""
         out = []
         for item, onto in zip(feedback, moved):
-            record = kept.get(item.patient)
-            if onto.event_id not in captured and record is not None:
-                onto = replace(onto, event_id=record.event_id)
-                self.patients[(record.event_id, record.row)] = record
-                self.counts[record.event_id] = record.patients
+            event_id = onto.event_id
+            if event_id in captured:
+                target = self.names.get(event_id)
+                if target is not None and target != event_id and target not in captured:
+                    onto = replace(onto, event_id=target)
+            elif event_id not in named:
+                own = kept.get(item.patient)
+                target = own.event_id if own is not None and own.event_id in self.counts else self.names.get(event_id)
+                if target is not None and target not in captured:
+                    onto = replace(onto, event_id=target)
             out.append(onto)
         return out
 
     def patient(self, event_id: str, number: int, skip: Callable[[str, str], None]) -> KeptPatient | None:
         found = self.patients.get((event_id, number))
         if found is None:
-            skip("the patient's record its feedback object keeps is of another patient of the request",
-                 f"{event_id} row {number}")
+            skip(NOT_KEPT, f"{event_id} row {number}")
         return found
+
+
+def _other_names(retried: dict[str, str], by_inference: dict[str, str]) -> dict[str, tuple[str, ...]]:
+    """Event id of a request (its copy kept) → its other names: its earlier copies' event ids, its inference id."""
+    names: dict[str, list[str]] = {}
+    for copy, kept in retried.items():
+        names.setdefault(kept, []).append(copy)
+    for inference_id, event_id in by_inference.items():
+        names.setdefault(event_id, []).append(inference_id)
+    return {event_id: tuple(sorted(set(ids))) for event_id, ids in names.items()}
 
 
 @dataclass
 class Keeping:
     """A fold's work on the kept records: the captured records the feedback objects do not keep yet (``new``, for
-    ``keep_patients``), and how many rows were made from a kept record, their capture gone (``used``)."""
+    ``keep_patients``), how many rows were made from a kept record, their capture gone (``used``), how many
+    objects keep a record that cannot be read (``unreadable``: ignored) and how many records were too large to keep."""
 
     new: Kept = field(default_factory=dict)
     used: int = 0
+    unreadable: int = 0
+    too_large: int = 0
 
 
 def _to_keep(feedback: list[Feedback], moved: list[Feedback], patients: Callable[[Feedback], int | tuple[str, str]],
@@ -207,8 +270,25 @@ def _to_keep(feedback: list[Feedback], moved: list[Feedback], patients: Callable
         count = patients(onto)
         row = None if isinstance(count, tuple) else patient_row(onto, count)
         record = captured(onto.event_id, row) if isinstance(row, int) else None
-        if record is not None and kept.get(item.patient) != record:
+        if record is None or kept.get(item.patient) == record:
+            continue
+        if record.size() > MAX_KEPT_BYTES:
+            keeping.too_large += 1
+        else:
             keeping.new[item.patient] = record
+
+
+def _kinds_problem(record: dict[str, Any]) -> str | None:
+    """Which field of a built-in cohort's kept record is not of its kind (a hand edit: 'abc' for an age); None."""
+    for name, value in record.items():
+        kind = KINDS.get(name)
+        if value is None or kind is None:
+            continue
+        ok = (isinstance(value, (int, float)) and not isinstance(value, bool) if kind == "numeric"
+              else isinstance(value, list) if kind == "terms" else isinstance(value, str))
+        if not ok:
+            return f"{name}: {type(value).__name__}"
+    return None
 
 
 def _plain(value: Any) -> Any:
@@ -230,15 +310,18 @@ def feedback_records(lake: DataLake, endpoint: str, start: datetime | None = Non
     rows = traffic.rows
     by_event = event_rows(rows)
     records, labs = [], []
-    gone = KeptRecords()
+    gone = KeptRecords.of(feedback.kept, start, end)
+    other_names = _other_names(traffic.retried, traffic.by_inference)
 
     def patients(item: Feedback) -> int | tuple[str, str]:
         found = by_event.get(item.event_id)
         if found is None:
+            if item.event_id in traffic.dropped:
+                return f"captured request unusable: {traffic.dropped[item.event_id]}", item.where
             if item.event_id in gone.counts:
                 return gone.counts[item.event_id]
-            return (f"captured request unusable: {traffic.dropped[item.event_id]}" if item.event_id in traffic.dropped
-                    else "no captured request for this event id", item.where)
+            return AMBIGUOUS if item.event_id in traffic.seen_ids else "no captured request for this event id", \
+                item.where
         return found.patients
 
     def captured(event_id: str, number: int) -> KeptPatient | None:
@@ -248,22 +331,31 @@ def feedback_records(lake: DataLake, endpoint: str, start: datetime | None = Non
             return None
         row = rows.iloc[position]
         return KeptPatient(event_id, number, int(row["rows_in_event"]), _plain(row["inference_time"]) or None,
-                           {name: _plain(row[name]) for name in KINDS})
+                           {name: _plain(row[name]) for name in KINDS}, other_names.get(event_id, ()))
 
     ordered = _in_order(feedback.latest)
-    moved = onto_kept_copies(ordered, traffic.retried, traffic.by_inference)
-    _to_keep(ordered, moved, patients, captured, feedback.kept, keeping)  # before ``gone`` is filled: captured ones only
-    confirmed = gone.used(ordered, moved, {*by_event, *traffic.dropped}, feedback.kept)
+    confirmed = gone.onto(ordered, onto_kept_copies(ordered, traffic.retried, traffic.by_inference),
+                          {*by_event, *traffic.dropped}, traffic.seen_ids, feedback.kept)
+    _to_keep(ordered, confirmed, patients, captured, feedback.kept, keeping)
+    if keeping is not None:
+        keeping.unreadable = feedback.unreadable_kept
     for (event_id, number), item in confirmed_patients(confirmed, patients, skipped.add).items():
         if event_id in by_event:
             patient = captured(event_id, number)
             if patient is None:
                 skipped.add("the confirmed patient's captured record is not a JSON object", f"{event_id} row {number}")
                 continue
-        elif (patient := gone.patient(event_id, number, skipped.add)) is None:
-            continue
-        elif keeping is not None:
-            keeping.used += 1
+        else:
+            patient = gone.patient(event_id, number, skipped.add)
+            if patient is None:
+                continue
+            problem = _kinds_problem(patient.record)
+            if problem is not None:
+                skipped.add(f"the patient's record its feedback object keeps is not one retraining wrote ({problem})",
+                            f"{event_id} row {number}")
+                continue
+            if keeping is not None:
+                keeping.used += 1
         values = patient.record
         patient_id = f"{FEEDBACK_ID_PREFIX}{feedback_patient(event_id, number, patient.patients)}"
         date = str(patient.inference_time or "")[:10]
@@ -315,12 +407,14 @@ def feedback_dataset(lake: DataLake, endpoint: str, *, dataset: str | None = Non
     ``base_version``, the result stays as asked, ``overtaken_by`` saying which version stays the latest."""
     dataset = dataset or endpoint_dataset(lake, endpoint)
     rebuilt: list[tuple[str, str, str]] = []
+    kept = 0  # feedback objects given their record by the attempts dropped: written all the same
     while True:
         if dataset == BUILTIN_DATASET:
             result = _cohort_feedback_dataset(lake, endpoint, base_version=base_version, start=start, end=end)
         else:
             result = own_feedback_dataset(lake, endpoint, dataset, base_version=base_version, start=start, end=end)
         result.base_given, result.rebuilt_from = base_version is not None, rebuilt
+        kept = result.records_kept = kept + result.records_kept
         if result.overtaken_by in (None, result.base_version) or base_version is not None \
                 or len(rebuilt) + 1 >= FOLD_ATTEMPTS:  # its base asked for again: added again, it would be the same
             return result
@@ -379,7 +473,8 @@ def _cohort_feedback_dataset(lake: DataLake, endpoint: str, *, base_version: str
     lab_separator = b"" if base_labs.endswith(b"\n") else b"\n"
     lake.put_bytes_once(new_labs_key, base_labs + lab_separator + extra_labs)
     result = FeedbackDataset(BUILTIN_DATASET, base_version, base_batch, batch, len(records), skipped,
-                             records_kept=written, from_kept=keeping.used)
+                             records_kept=written, from_kept=keeping.used, kept_unreadable=keeping.unreadable,
+                             too_large_to_keep=keeping.too_large)
     result.report = ingest_cohort(lake, batch, feedback={"base_batch": base_batch, "endpoint": endpoint,
                                                          "records": len(records)}, asked=asked)
     return result
@@ -428,7 +523,8 @@ def own_feedback_dataset(lake: DataLake, endpoint: str, dataset: str, *, base_ve
     combined = _appended(data, rows, dialect)
     stem = f"{base_key.rsplit('/', 1)[-1].removesuffix('.csv')[:80]}.fb"
     result = FeedbackDataset(dataset, base_version, base_key, "", len(rows), skipped, records_kept=written,
-                             from_kept=keeping.used)
+                             from_kept=keeping.used, kept_unreadable=keeping.unreadable,
+                             too_large_to_keep=keeping.too_large)
     try:
         result.report = ingest_csv_data(lake, combined, stem, config, source=f"{base_key} + feedback",
                                         config_source=where, feedback={"base_key": base_key, "endpoint": endpoint,
@@ -465,11 +561,13 @@ def feedback_lines(lake: DataLake, endpoint: str, header: list[str], config: dic
     # Each request once, as the monitor and the built-in cohort's retraining count it (monitoring.traffic): a retried
     # request's copies, each with feedback, were two training rows of one patient.
     dropped: dict[str, str] = {}
-    events, retried = distinct_requests(read_capture(lake, endpoint, start, end,
-                                                     ids=[event_id for event_id, _ in feedback.latest]).events,
-                                        Skipped(), dropped)
+    read = read_capture(lake, endpoint, start, end, ids=[event_id for event_id, _ in feedback.latest]).events
+    named = named_ids(read)
+    events, retried = distinct_requests(read, Skipped(), dropped)
     by_inference = by_inference_id(events, retried)
-    wanted = {by_inference.get(event_id, event_id) for event_id, _ in feedback.latest}
+    # A feedback on an earlier copy of a retried request confirms the copy kept: read that one (it was not, and
+    # such feedback was "no captured request").
+    wanted = {retried.get(name, name) for name in (by_inference.get(event_id, event_id) for event_id, _ in feedback.latest)}
     requests: dict[str, list[Any] | tuple[str, str]] = {}  # event id → its patient records, or why not (reason, detail)
     times: dict[str, str | None] = {}
     for event in events:
@@ -488,7 +586,8 @@ def feedback_lines(lake: DataLake, endpoint: str, header: list[str], config: dic
         except (*READ_ERRORS, KeyError) as err:
             requests[meta["eventId"]] = ("captured request is not a readable JSON or CSV request", str(err))
 
-    gone = KeptRecords()
+    gone = KeptRecords.of(feedback.kept, start, end)
+    other_names = _other_names(retried, by_inference)
 
     def patients(item: Feedback) -> int | tuple[str, str]:
         if item.event_id in dropped:
@@ -497,7 +596,7 @@ def feedback_lines(lake: DataLake, endpoint: str, header: list[str], config: dic
         if records is None:
             if item.event_id in gone.counts:
                 return gone.counts[item.event_id]
-            return "no captured request for this event id", item.where
+            return AMBIGUOUS if item.event_id in named else "no captured request for this event id", item.where
         if isinstance(records, tuple):
             return records[0], f"{item.where}: {records[1]}"
         return len(records)
@@ -510,13 +609,17 @@ def feedback_lines(lake: DataLake, endpoint: str, header: list[str], config: dic
             return None
         values = FieldNames(header).read(records[number])[0]
         return KeptPatient(event_id, number, len(records), times.get(event_id),
-                           {name: value for name, value in values.items() if name in kept_columns})
+                           {name: value for name, value in values.items() if name in kept_columns},
+                           other_names.get(event_id, ()))
 
     rows = []
     ordered = _in_order(feedback.latest)
-    moved = onto_kept_copies(ordered, retried, by_inference)
-    _to_keep(ordered, moved, patients, captured, feedback.kept, keeping)  # before ``gone`` is filled: captured ones only
-    confirmed = gone.used(ordered, moved, {*requests, *dropped}, feedback.kept)
+    captured_events = {*requests, *dropped, *(event["eventMetadata"]["eventId"] for event in events)}
+    confirmed = gone.onto(ordered, onto_kept_copies(ordered, retried, by_inference), captured_events, named,
+                          feedback.kept)
+    _to_keep(ordered, confirmed, patients, captured, feedback.kept, keeping)
+    if keeping is not None:
+        keeping.unreadable = feedback.unreadable_kept
     for (event_id, number), item in confirmed_patients(confirmed, patients, skipped.add).items():
         records = requests.get(event_id)
         if records is None:

@@ -195,6 +195,16 @@ def answered_by(predictions: list[Any]) -> str | None:
     return ", ".join(versions) or None
 
 
+def named_ids(events: Iterable[Any]) -> set[str]:
+    """Every event id and inference id capture events carry."""
+    ids: set[str] = set()
+    for event in events:
+        meta = event.get("eventMetadata") if isinstance(event, dict) else None
+        if isinstance(meta, dict):
+            ids.update(value for value in (meta.get("eventId"), meta.get("inferenceId")) if isinstance(value, str) and value)
+    return ids
+
+
 def traffic_from_events(events: Iterable[dict[str, Any]], kinds: dict[str, str], skipped: Skipped | None = None,
                         missing: Mapping[str, Iterable[str]] | None = None, model_version: str | None = None) -> Traffic:
     """Rows for the monitor from capture events; ``kinds`` maps each field to numeric/category/boolean/terms,
@@ -210,12 +220,7 @@ def traffic_from_events(events: Iterable[dict[str, Any]], kinds: dict[str, str],
     skipped = skipped or Skipped()
     events = list(events)
     count = len(events)
-    seen_ids: set[str] = set()  # what feedback about these events may be recorded under (Traffic.feedback_ids)
-    for event in events:
-        meta = event.get("eventMetadata") if isinstance(event, dict) else None
-        if isinstance(meta, dict):
-            seen_ids.update(value for value in (meta.get("eventId"), meta.get("inferenceId"))
-                            if isinstance(value, str) and value)
+    seen_ids = named_ids(events)  # what feedback about these events may be recorded under (Traffic.feedback_ids)
     type_errors: Counter[str] = Counter()
     rows: list[list[Any]] = []  # in ``columns``' order: a list per patient takes a fifth of a dict's memory
     dropped: dict[str, str] = {}

@@ -337,7 +337,7 @@ def test_the_refusals_of_a_window_are_read_from_its_days_and_counted_without_hol
 def test_a_read_for_ids_gives_their_requests_and_a_retrys_later_copies_and_parses_no_other_line(lake, monkeypatch):
     # Retraining held every captured request of the endpoint's history (about 1 GB a 200,000) to join a few thousand
     # feedback; it now reads the events its feedback names (read_capture's ids), with what the full read's readers
-    # need of them: a retry's later copy (its inference id), an id written with a JSON escape, any case.
+    # need of them: a retry's other copies (its inference id), an id written with a JSON escape, any case.
     when = datetime(2026, 11, 27, 10, tzinfo=timezone.utc)
     body = b'{"age": 40}'
 
@@ -368,6 +368,7 @@ def test_a_read_for_ids_gives_their_requests_and_a_retrys_later_copies_and_parse
     # ev-a, ev-b; the escaped id's line and the line naming no id (neither shows an id plainly): no other, not even
     # the cut line that names ev-g.
     assert len(parsed) == 4, parsed
+    assert ids_read("ev-b") == ["ev-a", "ev-b"] and len(parsed) == 4  # the earlier copy by a second pass, once
     assert ids_read("visit-2") == ["ev-c"] and ids_read("ev-d", "visit-3") == ["ev-d", "ev-f"]
     assert ids_read("ev-e") == ["ev-e"]  # the escaped id is parsed, then judged
     assert ids_read() == [] and ids_read("nobody") == []

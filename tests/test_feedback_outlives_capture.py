@@ -19,8 +19,17 @@ from test_retrain_job import cohort, confirmed_cohort, job, result_of, s3, s3_la
 from diagnosa.data.ingest import load_curated
 from diagnosa.lake import DataLake
 from inference.capture import DataCapture, new_event_id
-from inference.feedback import PATIENT, SAME_PATIENT, Feedback, KeptPatient, feedback_key, read_feedback, store_feedback
-from monitoring.retrain import NothingToFold, feedback_dataset
+from inference.feedback import (
+    MAX_KEPT_BYTES,
+    PATIENT,
+    SAME_PATIENT,
+    Feedback,
+    KeptPatient,
+    feedback_key,
+    read_feedback,
+    store_feedback,
+)
+from monitoring.retrain import AMBIGUOUS, NothingToFold, feedback_dataset
 
 ENDPOINT = test_retrain_own.ENDPOINT
 lake = test_retrain_own.lake  # the fixture: a dataset of one's own (mi_hospital), ingested
@@ -177,3 +186,135 @@ def test_the_cohorts_feedback_trains_after_its_capture_expired_through_the_aws_j
     assert second["feedback_rows"] == 4 and second["skipped"] == {}  # it was 0: "no captured request" 4 times
     fed = [_fed(lake, "patients", "patient_id", result["version"]) for result in (first, second)]
     assert len(fed[0]) == 4 and fed[0].equals(fed[1])  # the same patients, every value the same
+
+
+# ------------------------------------------------------------------------------------------------ a probe's findings
+
+def _capture(lake: DataLake, *events: tuple[str, str | None, dict, datetime]) -> dict[str, str]:
+    """Capture each (event id, inference id, body, time) as the endpoint does, each in an object of its own (as
+    requests minutes apart are shipped): event id → the key of its object."""
+    objects = {}
+    for event, inference_id, body, when in events:
+        before = set(lake.list("capture/"))
+        with DataCapture(lake, ENDPOINT, flush_seconds=0.05) as capture:
+            assert capture.record(event, inference_id, json.dumps(body).encode(), "application/json", ANSWER_OF[1],
+                                  "application/json", when)
+            assert capture.flush()
+        [objects[event]] = set(lake.list("capture/")) - before
+    return objects
+
+
+def _confirm(lake: DataLake, event_id: str, diagnosis: str, day: int) -> None:
+    store_feedback(lake, ENDPOINT, Feedback(event_id=event_id, diagnosis=diagnosis),
+                   now=datetime(2026, 10, day, tzinfo=timezone.utc))
+
+
+def _labels(lake: DataLake, result) -> dict[str, str]:
+    fed = _fed(lake, "mi_hospital", "paciente", result.version)
+    return dict(zip(fed["paciente"], fed["gravedad"]))
+
+
+@pytest.mark.parametrize("corrected_under", ["inference-id", "earlier-copy"])
+def test_a_correction_under_another_name_of_the_patient_after_the_capture_expired_wins(lake, corrected_under):
+    # Confirmed by the event id of the copy kept, corrected after the capture expired under the inference id (the
+    # doctors' app on SageMaker) or the earlier copy's event id: the correction was "no captured request", and the
+    # superseded diagnosis went on training the model.
+    when = datetime(2026, 9, 1, 10, tzinfo=timezone.utc)
+    first, kept_copy = new_event_id(when), new_event_id(when)
+    body = {"edad": 71, "temperatura": 38.5}
+    _capture(lake, (first, "visita-1", body, when), (kept_copy, "visita-1", body, when.replace(second=9)))
+    _confirm(lake, kept_copy, "leve", 1)
+    assert _labels(lake, feedback_dataset(lake, ENDPOINT)) == {f"FB-{kept_copy}": "leve"}
+    assert _kept(lake, ENDPOINT, kept_copy)[PATIENT]["names"] == sorted([first, "visita-1"])
+    _expire_capture(lake)
+    _confirm(lake, "visita-1" if corrected_under == "inference-id" else first, "grave", 2)
+    after = feedback_dataset(lake, ENDPOINT)
+    assert _labels(lake, after) == {f"FB-{kept_copy}": "grave"}
+    assert dict(after.skipped.counts) == {SAME_PATIENT: 1} and after.from_kept == 1
+
+
+def test_an_inference_id_two_captured_requests_carry_names_neither_whatever_was_kept(lake):
+    # A client reusing "visita-1": the first fold kept its only request's record in the id's feedback object; once a
+    # second request carried the id, feedback under it joined the first request silently, both still captured.
+    when = datetime(2026, 9, 1, 10, tzinfo=timezone.utc)
+    young, old = new_event_id(when), new_event_id(when)
+    _capture(lake, (young, "visita-1", {"edad": 30, "temperatura": 36.6}, when))
+    _confirm(lake, "visita-1", "leve", 1)
+    assert _labels(lake, feedback_dataset(lake, ENDPOINT)) == {f"FB-{young}": "leve"}
+    _capture(lake, (old, "visita-1", {"edad": 80, "temperatura": 40.2}, when.replace(minute=30)))
+    _confirm(lake, "visita-1", "grave", 2)
+    with pytest.raises(NothingToFold) as refused:
+        feedback_dataset(lake, ENDPOINT)
+    assert dict(refused.value.skipped.counts) == {AMBIGUOUS: 1}
+
+
+def test_a_retried_request_whose_kept_copy_expired_first_is_one_patient_with_the_latest_diagnosis(lake):
+    # S3 expires objects by their own dates: the kept (later) copy's object may go first. The fold then counted the
+    # earlier copy as a patient of its own, beside the kept record: two rows, opposite labels, for good.
+    when = datetime(2026, 9, 1, 10, tzinfo=timezone.utc)
+    first, kept_copy = new_event_id(when), new_event_id(when)
+    body = {"edad": 71, "temperatura": 38.5}
+    objects = _capture(lake, (first, "visita-1", body, when), (kept_copy, "visita-1", body, when.replace(second=9)))
+    _confirm(lake, first, "leve", 1)
+    _confirm(lake, kept_copy, "grave", 2)
+    assert _labels(lake, feedback_dataset(lake, ENDPOINT)) == {f"FB-{kept_copy}": "grave"}
+    lake.delete(objects[kept_copy])
+    partly = feedback_dataset(lake, ENDPOINT)
+    assert _labels(lake, partly) == {f"FB-{kept_copy}": "grave"} and partly.records_kept == 0
+    _expire_capture(lake)
+    assert _labels(lake, feedback_dataset(lake, ENDPOINT)) == {f"FB-{kept_copy}": "grave"}
+
+
+def test_feedback_on_the_earlier_copy_alone_confirms_the_retried_request(lake):
+    # A dataset of one's own read only the requests feedback named, then moved the earlier copy's feedback onto the
+    # copy kept, which it had not read: "no captured request" (the built-in cohort's retraining used it).
+    when = datetime(2026, 9, 1, 10, tzinfo=timezone.utc)
+    first, kept_copy = new_event_id(when), new_event_id(when)
+    body = {"edad": 71, "temperatura": 38.5}
+    _capture(lake, (first, "visita-1", body, when), (kept_copy, "visita-1", body, when.replace(second=9)))
+    _confirm(lake, first, "grave", 1)
+    assert _labels(lake, feedback_dataset(lake, ENDPOINT)) == {f"FB-{kept_copy}": "grave"}
+
+
+def test_a_retraining_for_a_window_uses_the_kept_records_of_its_window_only(lake):
+    when = datetime(2026, 9, 1, 10, tzinfo=timezone.utc)
+    early, late = new_event_id(when), new_event_id(when)
+    _capture(lake, (early, None, {"edad": 40}, when), (late, None, {"edad": 50}, when.replace(day=5)))
+    _confirm(lake, early, "leve", 1)
+    _confirm(lake, late, "grave", 1)
+    assert feedback_dataset(lake, ENDPOINT).feedback_rows == 2  # unwindowed: both kept
+    windowed = feedback_dataset(lake, ENDPOINT, end=when.replace(day=3))
+    assert _labels(lake, windowed) == {f"FB-{early}": "leve"}  # it said 2, the later one "from the kept record"
+    assert windowed.from_kept == 0
+
+
+def test_a_kept_cohort_record_of_the_wrong_kind_is_named_not_a_crash(tmp_path, cohort):  # noqa: F811  (fixture)
+    # A hand-edited kept record ('abc' for an age, a lone surrogate) ended `monitor --retrain` in a traceback, and
+    # nobody's feedback was folded; a record too large is not kept.
+    lake = DataLake.from_uri(str(tmp_path / "lake"))
+    events = confirmed_cohort(lake, cohort, "diagnosa", 4, tmp_path / "spool")
+    assert feedback_dataset(lake, "diagnosa").records_kept == 4
+    _expire_capture(lake)
+    for event, change in zip(events, ({"age": "abc"}, {"symptoms": 7}, {"sex": "\ud800"})):
+        key = feedback_key("diagnosa", event)
+        body = json.loads(lake.get_bytes(key))
+        body[PATIENT]["record"].update(change)
+        lake.put_bytes(key, json.dumps(body).encode())  # the surrogate as JSON's escape, as a file can hold it
+    result = feedback_dataset(lake, "diagnosa")
+    assert result.feedback_rows == 1 and result.from_kept == 1 and result.kept_unreadable == 1
+    wrong = "the patient's record its feedback object keeps is not one retraining wrote"
+    assert dict(result.skipped.counts) == {f"{wrong} (age: str)": 1, f"{wrong} (symptoms: int)": 1,
+                                           "no captured request for this event id": 1}
+    assert "1 feedback object(s) keep a patient record that cannot be read" in result.summary()
+
+
+def test_a_captured_record_too_large_is_not_kept(lake):
+    (event,) = [new_event_id()]
+    _capture(lake, (event, None, {"edad": 50, "temperatura": "3" * (MAX_KEPT_BYTES + 1)}, datetime.now(timezone.utc)))
+    _confirm(lake, event, "grave", 1)
+    result = feedback_dataset(lake, ENDPOINT)
+    assert result.too_large_to_keep == 1 and result.records_kept == 0 and PATIENT not in _kept(lake, ENDPOINT, event)
+    assert KeptPatient.from_dict({"event_id": event, "row": 0, "patients": 1, "inference_time": None, "names": [],
+                                  "record": {"nota": "x" * MAX_KEPT_BYTES}}) is None
+    newer = {"event_id": event, "row": 0, "patients": 1, "inference_time": None, "names": [], "record": {}, "more": 1}
+    assert KeptPatient.from_dict(newer) == KeptPatient(event, 0, 1, None, {})  # a newer version's field passed over
