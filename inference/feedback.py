@@ -442,9 +442,9 @@ class KeptPatient:
         """The kept patient of an object's ``PATIENT`` field; None when it is not one (written otherwise, or over
         MAX_KEPT_BYTES). Fields a newer Diagnosa adds are passed over, not a reason to rewrite the record."""
         known = [f.name for f in dataclass_fields(cls)]
-        if not isinstance(value, dict) or not set(known) <= set(value):
+        if not isinstance(value, dict) or not set(known) - {"names"} <= set(value):
             return None
-        event_id, row, patients, when, record, names = (value[name] for name in known)
+        event_id, row, patients, when, record, names = (value.get(name, []) for name in known)
         if not (isinstance(event_id, str) and EVENT_ID.fullmatch(event_id) and type(row) is int
                 and type(patients) is int and 0 <= row < patients and (when is None or _text(when))
                 and isinstance(record, dict) and all(_text(k) and _kept_value(v) for k, v in record.items())
