@@ -25,6 +25,7 @@ class: worst-class recall 0 in every seed; docs/benchmark-real.md).
 """
 from __future__ import annotations
 
+import copy
 import functools
 import operator
 from collections.abc import Callable, Mapping, Sequence
@@ -212,11 +213,29 @@ class ProbabilityVote(ClassifierMixin, BaseEstimator):
     def __init__(self, members: list[Any], calibrations: list[dict[str, Any] | None], weights: list[float],
                  n_labels: int) -> None:
         self.members, self.calibrations, self.weights, self.n_labels = members, calibrations, weights, n_labels
-        if not members or not len(members) == len(calibrations) == len(weights):
+        self._check()
+
+    def _check(self) -> None:
+        """Its parameters make a vote: at construction and after set_params (set_params(weights=[-5.0]) gave
+        negative probabilities)."""
+        if not self.members or not len(self.members) == len(self.calibrations) == len(self.weights):
             raise ValueError("a vote needs members, and one calibration and one weight per member")
-        if any(w <= 0 for w in weights) or not np.isclose(sum(weights), 1.0):
-            raise ValueError(f"vote weights must be positive and sum to 1, got {weights}")
-        self.classes_ = np.arange(n_labels)
+        if any(w <= 0 for w in self.weights) or not np.isclose(sum(self.weights), 1.0):
+            raise ValueError(f"vote weights must be positive and sum to 1, got {self.weights}")
+        if isinstance(self.n_labels, bool) or not isinstance(self.n_labels, (int, np.integer)) or self.n_labels < 2:
+            raise ValueError(f"a vote needs at least 2 labels, got n_labels={self.n_labels!r}")
+
+    @property
+    def classes_(self) -> np.ndarray:
+        """The labels' indices: what its probabilities' columns are, whatever n_labels is set to (it was fixed at
+        construction, and set_params(n_labels=3) left two classes beside three columns)."""
+        return np.arange(self.n_labels)
+
+    def __sklearn_clone__(self) -> ProbabilityVote:
+        """A copy, members fitted, as scikit-learn's FrozenEstimator is cloned: a vote is never fitted, so a clone
+        with unfitted members (sklearn's default: each parameter cloned) could neither predict nor be fitted, while
+        it said it was fitted (cross-validation or a grid search over an ensemble artifact failed on it)."""
+        return copy.deepcopy(self)
 
     def predict_proba(self, X: Any) -> np.ndarray:
         total = np.zeros((X.shape[0], self.n_labels))
@@ -252,4 +271,5 @@ class ProbabilityVote(ClassifierMixin, BaseEstimator):
                 self.members[int(index)].set_params(**{name: value})
             else:
                 super().set_params(**{key: value})
+        self._check()
         return self

@@ -36,8 +36,10 @@ from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
+from sklearn.utils import _safe_indexing
 from sklearn.utils import resample as sample_rows
 from sklearn.utils.metaestimators import available_if
+from sklearn.utils.validation import _check_sample_weight
 
 from diagnosa.data.hpo import PHENOTYPIC_ABNORMALITY, load_ontology
 from diagnosa.data.schema import MISSING_INDICATORS, Schema
@@ -273,15 +275,18 @@ class DenseBatches(BaseEstimator):
             rows = np.sort(sample_rows(rows, replace=False, n_samples=limit, random_state=self.random_state,
                                        stratify=None if y is None else np.asarray(y)))
         self.fit_rows_ = len(rows)
-        fit_args = {} if sample_weight is None else {"sample_weight": np.asarray(sample_weight)[rows]}
-        self.estimator_ = clone(self.estimator).fit(_dense(X[rows]), None if y is None else np.asarray(y)[rows],
-                                                    **fit_args)
+        # By row whatever X is: X[rows] took a DataFrame's columns (the first 40 of 50), and a weight per row given
+        # for fewer rows was cut short without a word.
+        fit_args = {} if sample_weight is None else {"sample_weight": _check_sample_weight(sample_weight, X)[rows]}
+        self.estimator_ = clone(self.estimator).fit(_dense(_safe_indexing(X, rows)),
+                                                    None if y is None else np.asarray(y)[rows], **fit_args)
         self.n_features_in_ = width
         return self
 
     def _batches(self, method: str, X: Any) -> np.ndarray:
         apply = getattr(self.estimator_, method)
-        parts = [apply(_dense(X[start:start + self.batch_rows])) for start in range(0, X.shape[0], self.batch_rows)]
+        parts = [apply(_dense(_safe_indexing(X, slice(start, start + self.batch_rows))))
+                 for start in range(0, X.shape[0], self.batch_rows)]
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
     @available_if(_estimator_has("transform"))

@@ -123,6 +123,46 @@ def test_probability_vote_is_the_weighted_mean_of_calibrated_members():
         ensemble.ProbabilityVote([linear, trees], calibrations, [0.5, 0.6], 3)
 
 
+def test_the_vote_keeps_scikit_learns_contract_for_an_estimator_never_fitted():
+    # A probe ran scikit-learn's own machinery on it: clone() gave unfitted members under a vote that said it was
+    # fitted (cross-validation or a grid search over an ensemble artifact failed), set_params(n_labels=3) left two
+    # classes beside three columns, and set_params(weights=[-5.0]) gave negative probabilities.
+    from sklearn.base import clone, is_classifier
+    from sklearn.utils.validation import check_is_fitted
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(90, 3))
+    y = (X[:, 0] > 0).astype(int) + (X[:, 1] > 0.5)
+    vote = ensemble.ProbabilityVote([LogisticRegression().fit(X, y), LogisticRegression(C=0.1).fit(X, y)],
+                                    [None, None], [0.5, 0.5], 3)
+    copy = clone(vote)
+    check_is_fitted(copy)
+    assert copy is not vote and copy.members[0] is not vote.members[0] and is_classifier(copy)
+    assert np.array_equal(copy.predict_proba(X), vote.predict_proba(X))
+    copy.set_params(n_labels=4)
+    assert list(copy.classes_) == [0, 1, 2, 3] and copy.predict_proba(X).shape == (90, 4)
+    for bad, problem in (({"weights": [-5.0, 6.0]}, "positive and sum to 1"), ({"n_labels": 1}, "at least 2 labels"),
+                         ({"weights": [1.0]}, "one weight per member")):
+        with pytest.raises(ValueError, match=problem):
+            clone(vote).set_params(**bad)
+
+
+def test_dense_batches_fit_a_data_frame_by_its_rows_and_refuse_weights_for_other_rows():
+    # X[rows] took a DataFrame's columns: fitted on the first 40 of 50 columns, it failed only when predicting; a
+    # weight per row given for fewer rows was cut short without a word.
+    from processing.features import DenseBatches
+
+    rng = np.random.default_rng(1)
+    frame = pd.DataFrame(rng.normal(size=(50, 6)), columns=[f"c{i}" for i in range(6)])
+    y = np.arange(50) % 2
+    fitted = DenseBatches(LogisticRegression(), max_fit_cells=40 * 6, batch_rows=7).fit(frame, y)
+    assert fitted.fit_rows_ == 40 and fitted.estimator_.n_features_in_ == 6
+    assert np.allclose(fitted.predict_proba(frame), DenseBatches(LogisticRegression(), max_fit_cells=40 * 6)
+                       .fit(frame.to_numpy(), y).predict_proba(frame.to_numpy()))
+    with pytest.raises(ValueError, match="sample_weight"):
+        DenseBatches(LogisticRegression()).fit(frame, y, sample_weight=np.ones(30))
+
+
 def test_serving_limits_the_members_threads():
     rng = np.random.default_rng(0)
     X, y = rng.normal(size=(60, 2)), np.arange(60) % 3
