@@ -950,7 +950,7 @@ def read_capture(lake: DataLake, endpoint: str, start: datetime | None = None, e
         if _outside_window(hour, start, end):
             continue
         plan.append((key, hour))
-    parsed: set[tuple[str, int]] = set()  # (key, line) of the lines parsed: a second pass reads each line once
+    parsed: set[tuple[str, int]] = set()  # (key, line) of the lines read for good: a second pass reads each once
 
     def read(asked: set[str] | None, again: bool) -> None:
         """Read the plan's objects: every line (``asked`` None), else the lines naming one of ``asked``'s ids, which
@@ -968,18 +968,19 @@ def read_capture(lake: DataLake, endpoint: str, start: datetime | None = None, e
                     if not line.strip() or (asked is not None and _passed_over(line, asked)) \
                             or (key, number) in parsed:
                         continue
-                    parsed.add((key, number))
                     try:
                         obj = json.loads(line)
                         when = _check_event(obj)
                     except (ValueError, RecursionError) as err:  # JSONDecodeError, UnicodeDecodeError: ValueErrors
+                        parsed.add((key, number))
                         result.malformed += 1
                         result.problems.append(f"{key}:{number}: {clip(str(err), MAX_ERROR_TEXT)}")
                         _warn(result, "capture read: %s line %d is malformed: %s", printable(key), number,
                               printable(clip(str(err), MAX_ERROR_TEXT)))
                         continue
                     if asked is not None and not _named(obj["eventMetadata"], asked):
-                        continue
+                        continue  # not parsed for good: a second pass may want it (an id it learned)
+                    parsed.add((key, number))
                     if (start is None or when >= start) and (end is None or when < end):
                         stamped.append((when, obj))
                     elif not hour - FILING_MARGIN <= when < hour + timedelta(hours=1) + FILING_MARGIN:

@@ -413,6 +413,7 @@ def _replaced(current: dict[str, Any] | None, feedback: Feedback) -> Replaced:
 
 
 MAX_KEPT_BYTES = 65_536  # a kept patient's record as JSON: a clinical record is about 1 KB; larger is not kept
+MAX_NAME = 1024  # a request's name (an event or inference id; SageMaker's inference ids: any printable text, 64)
 
 
 @dataclass(frozen=True)
@@ -448,7 +449,7 @@ class KeptPatient:
         if not (isinstance(event_id, str) and EVENT_ID.fullmatch(event_id) and type(row) is int
                 and type(patients) is int and 0 <= row < patients and (when is None or _text(when))
                 and isinstance(record, dict) and all(_text(k) and _kept_value(v) for k, v in record.items())
-                and isinstance(names, list) and all(isinstance(n, str) and EVENT_ID.fullmatch(n) for n in names)):
+                and isinstance(names, list) and all(_text(n) and 0 < len(n) <= MAX_NAME for n in names)):
             return None
         try:
             if len(json.dumps(value, allow_nan=False)) > MAX_KEPT_BYTES:
@@ -457,8 +458,13 @@ class KeptPatient:
             return None
         return cls(event_id, row, patients, when, record, tuple(names))
 
-    def size(self) -> int:
-        return len(json.dumps(self.to_dict(), allow_nan=False))
+    def unkeepable(self) -> str | None:
+        """Why this record cannot be kept (over MAX_KEPT_BYTES, or a value JSON cannot hold: NaN, infinity); None."""
+        try:
+            size = len(json.dumps(self.to_dict(), allow_nan=False))
+        except ValueError:
+            return "a value JSON cannot hold (NaN or infinity)"
+        return f"over {MAX_KEPT_BYTES:,} bytes" if size > MAX_KEPT_BYTES else None
 
 
 def _text(value: Any) -> bool:
@@ -517,16 +523,15 @@ def store_feedback(lake: DataLake, endpoint: str, feedback: Feedback, *, now: da
                     "again")
 
 
-def keep_patients(lake: DataLake, endpoint: str, patients: dict[tuple[str, int | None], KeptPatient]) -> int:
-    """Write each confirmed patient's captured record into its feedback object (the events/ layout: ``patients``
-    maps the feedback's (event id, event row as given) to it); returns how many objects were written. An object
+def keep_patients(lake: DataLake, patients: dict[str, KeptPatient]) -> int:
+    """Write each confirmed patient's captured record into its feedback object (``patients``: the object's key, of
+    the events/ layout, as read_feedback found it → the record); returns how many objects were written. An object
     that already keeps that record, or is gone or damaged, is left as it is (a store deals with a damaged one).
     The write is conditional, as a store's: an object rewritten meanwhile (a doctor's correction) is read again
     and its new content kept. A lake that refuses one (full, failing, rewritten all along) fails the call."""
     written = 0
     with _STORE_LOCK:
-        for (event_id, event_row), kept in patients.items():
-            key = feedback_key(endpoint, event_id, event_row)
+        for key, kept in patients.items():
             value = kept.to_dict()
             for _ in range(STORE_ATTEMPTS):
                 try:
@@ -541,8 +546,8 @@ def keep_patients(lake: DataLake, endpoint: str, patients: dict[tuple[str, int |
                     written += 1
                     break
             else:
-                raise LakeError(f"the captured record of {event_id} not kept in its feedback object {key}: rewritten "
-                                f"by other writers {STORE_ATTEMPTS} times meanwhile")
+                raise LakeError(f"the captured record of {kept.event_id} not kept in its feedback object {key}: "
+                                f"rewritten by other writers {STORE_ATTEMPTS} times meanwhile")
     return written
 
 
@@ -607,6 +612,9 @@ class FeedbackRead:
     # (event id, event row as given) → the confirmed patient's captured record its object keeps (KeptPatient)
     kept: dict[tuple[str, int | None], KeptPatient] = field(default_factory=dict)
     unreadable_kept: int = 0  # objects whose PATIENT field is not a KeptPatient (ignored: the capture is read)
+    # (event id, event row as given) → the key of the events/ object its current record was read from: where its
+    # patient's record is kept (an object written under another spelling of its id is found as it is)
+    keys: dict[tuple[str, int | None], str] = field(default_factory=dict)
 
 
 def read_feedback(lake: DataLake, endpoint: str, window: tuple[datetime | None, datetime | None] | None = None,
@@ -629,6 +637,7 @@ def read_feedback(lake: DataLake, endpoint: str, window: tuple[datetime | None, 
     records = outside = not_named = unread_revisions = unreadable_kept = 0
     bad_revisions: Counter[str] = Counter()
     patients: dict[tuple[str, int | None], KeptPatient] = {}
+    keys: dict[tuple[str, int | None], str] = {}
     start, end = window or (None, None)
     named = None if ids is None else {str(event_id).lower() for event_id in ids}
 
@@ -714,9 +723,11 @@ def read_feedback(lake: DataLake, endpoint: str, window: tuple[datetime | None, 
                 # its revisions are superseded. Between objects (the old layout's), the later instant wins.
                 found.setdefault(item.patient, []).append((number == 0, _instant(item.received_at), f"{key}#{number:03d}",
                                                            item))
-                if number == 0 and kept is not None:
-                    patients[item.patient] = kept
+                if number == 0 and key.startswith(f"{prefix}{EVENTS}/"):
+                    keys[item.patient] = key
+                    if kept is not None:
+                        patients[item.patient] = kept
     latest = {event: max(items, key=lambda t: t[:3])[3] for event, items in found.items()}
     superseded = sum(len(items) - 1 for items in found.values())
     return FeedbackRead(latest, records, superseded, problems, examples, outside, not_named, bad_revisions,
-                        unread_revisions, patients, unreadable_kept)
+                        unread_revisions, patients, unreadable_kept, keys)

@@ -62,6 +62,7 @@ from inference.capture import decode_payload, parse_time, read_capture
 from inference.feedback import (
     MAX_KEPT_BYTES,
     Feedback,
+    FeedbackRead,
     KeptPatient,
     confirmed_patients,
     keep_patients,
@@ -119,7 +120,7 @@ class FeedbackDataset:
     records_kept: int = 0  # feedback objects given their patient's captured record now (KeptPatient), every attempt's
     from_kept: int = 0  # feedback rows made from the record their object keeps: the captured request is gone
     kept_unreadable: int = 0  # feedback objects whose kept record cannot be read (ignored)
-    too_large_to_keep: int = 0  # captured records over MAX_KEPT_BYTES: not kept
+    not_keepable: int = 0  # captured records that cannot be kept: over MAX_KEPT_BYTES, or NaN or infinity in them
 
     @property
     def version(self) -> str:
@@ -148,9 +149,10 @@ class FeedbackDataset:
         if self.kept_unreadable:
             lines.append(f"  {self.kept_unreadable} feedback object(s) keep a patient record that cannot be read "
                          "(ignored: their captured request is read instead, while the capture holds it)")
-        if self.too_large_to_keep:
-            lines.append(f"  {self.too_large_to_keep} captured record(s) over {MAX_KEPT_BYTES:,} bytes not kept with "
-                         "their feedback (they train only while the capture holds them)")
+        if self.not_keepable:
+            lines.append(f"  {self.not_keepable} captured record(s) not kept with their feedback (over "
+                         f"{MAX_KEPT_BYTES:,} bytes, or a value JSON cannot hold): they train only while the capture "
+                         "holds them")
         for reason, count in self.skipped.counts.most_common():
             lines.append(f"  feedback not used ({count}): {reason}")
         if self.report is not None:
@@ -188,6 +190,9 @@ class KeptRecords:
     patients: dict[tuple[str, int], KeptPatient] = field(default_factory=dict)  # (event id, row) → the record
     counts: dict[str, int] = field(default_factory=dict)  # event id → how many patients its request held
     names: dict[str, str] = field(default_factory=dict)  # a request's event id or other name → its event id
+    # Names that name no one request: kept records of different requests claim them (an inference id a client gave
+    # again, to another patient), or a feedback's own record says another request than the capture does.
+    ambiguous: set[str] = field(default_factory=set)
 
     @classmethod
     def of(cls, kept: Kept, start: datetime | None, end: datetime | None) -> KeptRecords:
@@ -205,8 +210,15 @@ class KeptRecords:
             out.patients[(record.event_id, record.row)] = record
             out.counts[record.event_id] = record.patients
             for name in (record.event_id, *record.names):
-                out.names.setdefault(name, record.event_id)
+                if out.names.setdefault(name, record.event_id) != record.event_id:
+                    out.ambiguous.add(name)
+        for name in out.ambiguous:
+            del out.names[name]
         return out
+
+    def why_not(self, event_id: str, named: Collection[str]) -> str:
+        """Why a feedback's id joins no request: one it names ambiguously, or none the capture or a record knows."""
+        return AMBIGUOUS if event_id in self.ambiguous or event_id in named else "no captured request for this event id"
 
     def onto(self, feedback: list[Feedback], moved: list[Feedback], captured: Collection[str],
              named: Collection[str], kept: Kept) -> list[Feedback]:
@@ -219,13 +231,21 @@ class KeptRecords:
         out = []
         for item, onto in zip(feedback, moved):
             event_id = onto.event_id
+            own = kept.get(item.patient)
+            if own is not None and own.event_id not in self.counts:
+                own = None  # outside the window
             if event_id in captured:
                 target = self.names.get(event_id)
                 if target is not None and target != event_id and target not in captured:
                     onto = replace(onto, event_id=target)
-            elif event_id not in named:
-                own = kept.get(item.patient)
-                target = own.event_id if own is not None and own.event_id in self.counts else self.names.get(event_id)
+                elif own is not None and own.event_id not in captured and own.event_id != event_id \
+                        and event_id not in own.names:
+                    # Its record says another request, gone from the capture, than the one the capture gives the id
+                    # now (an inference id given again, to another patient): it names no one request.
+                    self.ambiguous.add(item.event_id)
+                    onto = replace(onto, event_id=item.event_id)
+            elif event_id not in named and event_id not in self.ambiguous:
+                target = own.event_id if own is not None else self.names.get(event_id)
                 if target is not None and target not in captured:
                     onto = replace(onto, event_id=target)
             out.append(onto)
@@ -252,30 +272,42 @@ def _other_names(retried: dict[str, str], by_inference: dict[str, str]) -> dict[
 class Keeping:
     """A fold's work on the kept records: the captured records the feedback objects do not keep yet (``new``, for
     ``keep_patients``), how many rows were made from a kept record, their capture gone (``used``), how many
-    objects keep a record that cannot be read (``unreadable``: ignored) and how many records were too large to keep."""
+    objects keep a record that cannot be read (``unreadable``: ignored) and how many records cannot be kept (over
+    MAX_KEPT_BYTES, or a value JSON cannot hold)."""
 
-    new: Kept = field(default_factory=dict)
+    new: dict[str, KeptPatient] = field(default_factory=dict)  # a feedback object's key → the record to keep in it
     used: int = 0
     unreadable: int = 0
-    too_large: int = 0
+    unkeepable: int = 0
 
 
 def _to_keep(feedback: list[Feedback], moved: list[Feedback], patients: Callable[[Feedback], int | tuple[str, str]],
-             captured: Callable[[str, int], KeptPatient | None], kept: Kept, keeping: Keeping | None) -> None:
+             captured: Callable[[str, int], KeptPatient | None], read: FeedbackRead, keeping: Keeping | None,
+             windowed: bool) -> None:
     """Into ``keeping.new``: the captured record of each feedback read with its capture (``captured(event id, row)``)
-    that its object does not keep yet."""
+    that its object does not keep yet. Names its object's record knows of the same request are kept (an earlier
+    copy whose capture expired first is no longer read: a correction under it found nothing); a retraining for a
+    window (``windowed``: a part of the capture) never replaces a record of another request."""
     if keeping is None:
         return
     for item, onto in zip(feedback, moved):
+        key = read.keys.get(item.patient)  # None: an object of the old layout, whose records are not kept
         count = patients(onto)
         row = None if isinstance(count, tuple) else patient_row(onto, count)
         record = captured(onto.event_id, row) if isinstance(row, int) else None
-        if record is None or kept.get(item.patient) == record:
+        if record is None or key is None:
             continue
-        if record.size() > MAX_KEPT_BYTES:
-            keeping.too_large += 1
+        old = read.kept.get(item.patient)
+        if old is not None and old.event_id == record.event_id:
+            record = replace(record, names=tuple(sorted({*record.names, *old.names})))
+        elif old is not None and windowed:
+            continue
+        if old == record:
+            continue
+        if record.unkeepable() is not None:
+            keeping.unkeepable += 1
         else:
-            keeping.new[item.patient] = record
+            keeping.new[key] = record
 
 
 def _kinds_problem(record: dict[str, Any]) -> str | None:
@@ -289,6 +321,12 @@ def _kinds_problem(record: dict[str, Any]) -> str | None:
         if not ok:
             return f"{name}: {type(value).__name__}"
     return None
+
+
+def _asked_ids(feedback: FeedbackRead) -> set[str]:
+    """The ids whose captured requests retraining reads: those feedback names, and the requests their objects keep
+    a record of (the capture, while it holds them, is read rather than the record)."""
+    return {event_id for event_id, _ in feedback.latest} | {record.event_id for record in feedback.kept.values()}
 
 
 def _plain(value: Any) -> Any:
@@ -305,7 +343,7 @@ def feedback_records(lake: DataLake, endpoint: str, start: datetime | None = Non
     the captured records the feedback objects do not keep yet, and the count of rows made from kept ones."""
     feedback = read_feedback(lake, endpoint)
     # Only the requests feedback names: the whole capture was held, and ran out of memory at 800k requests.
-    traffic = read_traffic(lake, endpoint, start, end, KINDS, ids=[event_id for event_id, _ in feedback.latest])
+    traffic = read_traffic(lake, endpoint, start, end, KINDS, ids=_asked_ids(feedback))
     skipped = Skipped()
     rows = traffic.rows
     by_event = event_rows(rows)
@@ -320,8 +358,7 @@ def feedback_records(lake: DataLake, endpoint: str, start: datetime | None = Non
                 return f"captured request unusable: {traffic.dropped[item.event_id]}", item.where
             if item.event_id in gone.counts:
                 return gone.counts[item.event_id]
-            return AMBIGUOUS if item.event_id in traffic.seen_ids else "no captured request for this event id", \
-                item.where
+            return gone.why_not(item.event_id, traffic.seen_ids), item.where
         return found.patients
 
     def captured(event_id: str, number: int) -> KeptPatient | None:
@@ -336,7 +373,7 @@ def feedback_records(lake: DataLake, endpoint: str, start: datetime | None = Non
     ordered = _in_order(feedback.latest)
     confirmed = gone.onto(ordered, onto_kept_copies(ordered, traffic.retried, traffic.by_inference),
                           {*by_event, *traffic.dropped}, traffic.seen_ids, feedback.kept)
-    _to_keep(ordered, confirmed, patients, captured, feedback.kept, keeping)
+    _to_keep(ordered, confirmed, patients, captured, feedback, keeping, start is not None or end is not None)
     if keeping is not None:
         keeping.unreadable = feedback.unreadable_kept
     for (event_id, number), item in confirmed_patients(confirmed, patients, skipped.add).items():
@@ -451,7 +488,7 @@ def _cohort_feedback_dataset(lake: DataLake, endpoint: str, *, base_version: str
                            "feedback can only be added to such a batch")
     keeping = Keeping()
     records, labs, skipped = feedback_records(lake, endpoint, start, end, keeping)
-    written = keep_patients(lake, endpoint, keeping.new)
+    written = keep_patients(lake, keeping.new)
     if not records:
         raise NothingToFold(skipped, BUILTIN_DATASET, base_version)
     records_key, labs_key = raw_keys(base_batch)
@@ -474,7 +511,7 @@ def _cohort_feedback_dataset(lake: DataLake, endpoint: str, *, base_version: str
     lake.put_bytes_once(new_labs_key, base_labs + lab_separator + extra_labs)
     result = FeedbackDataset(BUILTIN_DATASET, base_version, base_batch, batch, len(records), skipped,
                              records_kept=written, from_kept=keeping.used, kept_unreadable=keeping.unreadable,
-                             too_large_to_keep=keeping.too_large)
+                             not_keepable=keeping.unkeepable)
     result.report = ingest_cohort(lake, batch, feedback={"base_batch": base_batch, "endpoint": endpoint,
                                                          "records": len(records)}, asked=asked)
     return result
@@ -517,14 +554,14 @@ def own_feedback_dataset(lake: DataLake, endpoint: str, dataset: str, *, base_ve
     config = typed_as_before(config, schema, header)
     keeping = Keeping()
     rows, skipped = feedback_lines(lake, endpoint, header, config, types, dialect, start, end, keeping)
-    written = keep_patients(lake, endpoint, keeping.new)
+    written = keep_patients(lake, keeping.new)
     if not rows:
         raise NothingToFold(skipped, dataset, base_version)
     combined = _appended(data, rows, dialect)
     stem = f"{base_key.rsplit('/', 1)[-1].removesuffix('.csv')[:80]}.fb"
     result = FeedbackDataset(dataset, base_version, base_key, "", len(rows), skipped, records_kept=written,
                              from_kept=keeping.used, kept_unreadable=keeping.unreadable,
-                             too_large_to_keep=keeping.too_large)
+                             not_keepable=keeping.unkeepable)
     try:
         result.report = ingest_csv_data(lake, combined, stem, config, source=f"{base_key} + feedback",
                                         config_source=where, feedback={"base_key": base_key, "endpoint": endpoint,
@@ -561,7 +598,7 @@ def feedback_lines(lake: DataLake, endpoint: str, header: list[str], config: dic
     # Each request once, as the monitor and the built-in cohort's retraining count it (monitoring.traffic): a retried
     # request's copies, each with feedback, were two training rows of one patient.
     dropped: dict[str, str] = {}
-    read = read_capture(lake, endpoint, start, end, ids=[event_id for event_id, _ in feedback.latest]).events
+    read = read_capture(lake, endpoint, start, end, ids=_asked_ids(feedback)).events
     named = named_ids(read)
     events, retried = distinct_requests(read, Skipped(), dropped)
     by_inference = by_inference_id(events, retried)
@@ -596,7 +633,7 @@ def feedback_lines(lake: DataLake, endpoint: str, header: list[str], config: dic
         if records is None:
             if item.event_id in gone.counts:
                 return gone.counts[item.event_id]
-            return AMBIGUOUS if item.event_id in named else "no captured request for this event id", item.where
+            return gone.why_not(item.event_id, named), item.where
         if isinstance(records, tuple):
             return records[0], f"{item.where}: {records[1]}"
         return len(records)
@@ -617,7 +654,7 @@ def feedback_lines(lake: DataLake, endpoint: str, header: list[str], config: dic
     captured_events = {*requests, *dropped, *(event["eventMetadata"]["eventId"] for event in events)}
     confirmed = gone.onto(ordered, onto_kept_copies(ordered, retried, by_inference), captured_events, named,
                           feedback.kept)
-    _to_keep(ordered, confirmed, patients, captured, feedback.kept, keeping)
+    _to_keep(ordered, confirmed, patients, captured, feedback, keeping, start is not None or end is not None)
     if keeping is not None:
         keeping.unreadable = feedback.unreadable_kept
     for (event_id, number), item in confirmed_patients(confirmed, patients, skipped.add).items():

@@ -26,6 +26,7 @@ from inference.feedback import (
     Feedback,
     KeptPatient,
     feedback_key,
+    parse_feedback,
     read_feedback,
     store_feedback,
 )
@@ -205,7 +206,7 @@ def _capture(lake: DataLake, *events: tuple[str, str | None, dict, datetime]) ->
 
 
 def _confirm(lake: DataLake, event_id: str, diagnosis: str, day: int) -> None:
-    store_feedback(lake, ENDPOINT, Feedback(event_id=event_id, diagnosis=diagnosis),
+    store_feedback(lake, ENDPOINT, parse_feedback({"event_id": event_id, "diagnosis": diagnosis}, None),
                    now=datetime(2026, 10, day, tzinfo=timezone.utc))
 
 
@@ -214,20 +215,22 @@ def _labels(lake: DataLake, result) -> dict[str, str]:
     return dict(zip(fed["paciente"], fed["gravedad"]))
 
 
-@pytest.mark.parametrize("corrected_under", ["inference-id", "earlier-copy"])
-def test_a_correction_under_another_name_of_the_patient_after_the_capture_expired_wins(lake, corrected_under):
+@pytest.mark.parametrize(("corrected_under", "visit"), [("inference-id", "visita-1"),
+                                                         ("earlier-copy", "visita 1/Ñ#@")])  # any printable text
+def test_a_correction_under_another_name_of_the_patient_after_the_capture_expired_wins(lake, corrected_under, visit):
     # Confirmed by the event id of the copy kept, corrected after the capture expired under the inference id (the
     # doctors' app on SageMaker) or the earlier copy's event id: the correction was "no captured request", and the
-    # superseded diagnosis went on training the model.
+    # superseded diagnosis went on training the model. SageMaker takes any printable text for an inference id: a
+    # record naming one that does not look like an event id could not be read back.
     when = datetime(2026, 9, 1, 10, tzinfo=timezone.utc)
     first, kept_copy = new_event_id(when), new_event_id(when)
     body = {"edad": 71, "temperatura": 38.5}
-    _capture(lake, (first, "visita-1", body, when), (kept_copy, "visita-1", body, when.replace(second=9)))
+    _capture(lake, (first, visit, body, when), (kept_copy, visit, body, when.replace(second=9)))
     _confirm(lake, kept_copy, "leve", 1)
     assert _labels(lake, feedback_dataset(lake, ENDPOINT)) == {f"FB-{kept_copy}": "leve"}
-    assert _kept(lake, ENDPOINT, kept_copy)[PATIENT]["names"] == sorted([first, "visita-1"])
+    assert _kept(lake, ENDPOINT, kept_copy)[PATIENT]["names"] == sorted([first, visit])
     _expire_capture(lake)
-    _confirm(lake, "visita-1" if corrected_under == "inference-id" else first, "grave", 2)
+    _confirm(lake, visit if corrected_under == "inference-id" else first, "grave", 2)
     after = feedback_dataset(lake, ENDPOINT)
     assert _labels(lake, after) == {f"FB-{kept_copy}": "grave"}
     assert dict(after.skipped.counts) == {SAME_PATIENT: 1} and after.from_kept == 1
@@ -313,8 +316,95 @@ def test_a_captured_record_too_large_is_not_kept(lake):
     _capture(lake, (event, None, {"edad": 50, "temperatura": "3" * (MAX_KEPT_BYTES + 1)}, datetime.now(timezone.utc)))
     _confirm(lake, event, "grave", 1)
     result = feedback_dataset(lake, ENDPOINT)
-    assert result.too_large_to_keep == 1 and result.records_kept == 0 and PATIENT not in _kept(lake, ENDPOINT, event)
+    assert result.not_keepable == 1 and result.records_kept == 0 and PATIENT not in _kept(lake, ENDPOINT, event)
     assert KeptPatient.from_dict({"event_id": event, "row": 0, "patients": 1, "inference_time": None, "names": [],
                                   "record": {"nota": "x" * MAX_KEPT_BYTES}}) is None
     newer = {"event_id": event, "row": 0, "patients": 1, "inference_time": None, "names": [], "record": {}, "more": 1}
     assert KeptPatient.from_dict(newer) == KeptPatient(event, 0, 1, None, {})  # a newer version's field passed over
+
+
+# ------------------------------------------------------------------------------------------------ a second probe's
+
+def test_names_a_record_knew_stay_when_the_earlier_copy_expires_first(lake):
+    # Expiry in its usual order (the earlier copy first) with a retraining between: the record was rewritten from the
+    # capture left, without the earlier copy's id, and a correction under it was dropped again.
+    when = datetime(2026, 9, 1, 10, tzinfo=timezone.utc)
+    first, kept_copy = new_event_id(when), new_event_id(when)
+    body = {"edad": 71, "temperatura": 38.5}
+    objects = _capture(lake, (first, "v-2", body, when), (kept_copy, "v-2", body, when.replace(second=9)))
+    _confirm(lake, kept_copy, "leve", 1)
+    feedback_dataset(lake, ENDPOINT)
+    lake.delete(objects[first])
+    between = feedback_dataset(lake, ENDPOINT)
+    assert between.from_kept == 0 and between.records_kept == 0  # the kept copy is still captured: read, not kept
+    assert _kept(lake, ENDPOINT, kept_copy)[PATIENT]["names"] == sorted([first, "v-2"])
+    _expire_capture(lake)
+    _confirm(lake, first, "grave", 2)
+    assert _labels(lake, feedback_dataset(lake, ENDPOINT)) == {f"FB-{kept_copy}": "grave"}
+
+
+def test_a_retraining_for_a_window_never_rewrites_a_record_from_its_part_of_the_capture(lake):
+    when = datetime(2026, 9, 1, 10, tzinfo=timezone.utc)
+    first, kept_copy = new_event_id(when), new_event_id(when)
+    body = {"edad": 71, "temperatura": 38.5}
+    _capture(lake, (first, "v-3", body, when), (kept_copy, "v-3", body, when.replace(minute=30)))
+    _confirm(lake, first, "leve", 1)
+    feedback_dataset(lake, ENDPOINT)
+    kept = _kept(lake, ENDPOINT, first)[PATIENT]
+    assert kept["event_id"] == kept_copy
+    windowed = feedback_dataset(lake, ENDPOINT, end=when.replace(minute=10))  # sees the first copy alone
+    assert windowed.records_kept == 0 and _kept(lake, ENDPOINT, first)[PATIENT] == kept  # it flipped to the first
+
+
+def test_a_captured_value_json_cannot_hold_is_not_kept_and_crashes_nothing(lake):
+    # A capture line holding NaN (Python's JSON writes and reads it): every retraining crashed on keeping it.
+    (event,) = [new_event_id()]
+    with DataCapture(lake, ENDPOINT, flush_seconds=0.05) as capture:
+        assert capture.record(event, None, b'{"edad": NaN, "temperatura": 37.0}', "application/json", ANSWER_OF[1],
+                              "application/json", datetime.now(timezone.utc))
+        assert capture.flush()
+    _confirm(lake, event, "grave", 1)
+    result = feedback_dataset(lake, ENDPOINT)
+    assert result.not_keepable == 1 and result.records_kept == 0 and result.feedback_rows == 1
+
+
+def test_an_inference_id_given_again_to_another_patient_names_neither_and_keeps_the_first_record(lake):
+    # R1 under "v-4" confirmed and kept; R1 expires; R2, another patient, is captured under "v-4". The doctor's
+    # diagnosis of R1 trained on R2's data, and R1's record was overwritten for good.
+    when = datetime(2026, 9, 1, 10, tzinfo=timezone.utc)
+    r1, r2 = new_event_id(when), new_event_id(when)
+    _capture(lake, (r1, "v-4", {"edad": 30, "temperatura": 36.6}, when))
+    _confirm(lake, "v-4", "leve", 1)
+    feedback_dataset(lake, ENDPOINT)
+    _expire_capture(lake)
+    _capture(lake, (r2, "v-4", {"edad": 80, "temperatura": 40.2}, when.replace(month=11)))
+    with pytest.raises(NothingToFold) as refused:
+        feedback_dataset(lake, ENDPOINT)
+    assert dict(refused.value.skipped.counts) == {AMBIGUOUS: 1}
+    assert _kept(lake, ENDPOINT, "v-4")[PATIENT]["event_id"] == r1
+
+
+def test_two_kept_records_claiming_one_name_make_it_name_neither(lake):
+    when = datetime(2026, 9, 1, 10, tzinfo=timezone.utc)
+    r1, r2 = new_event_id(when), new_event_id(when)
+    _capture(lake, (r1, "v-5", {"edad": 30}, when))
+    _confirm(lake, r1, "leve", 1)
+    feedback_dataset(lake, ENDPOINT)
+    _expire_capture(lake)
+    _capture(lake, (r2, "v-5", {"edad": 80}, when.replace(month=11)))
+    _confirm(lake, r2, "grave", 2)
+    feedback_dataset(lake, ENDPOINT)  # r2's record names v-5 too
+    _expire_capture(lake)
+    _confirm(lake, "v-5", "leve", 3)
+    result = feedback_dataset(lake, ENDPOINT)
+    assert _labels(lake, result) == {f"FB-{r1}": "leve", f"FB-{r2}": "grave"} and result.skipped.counts[AMBIGUOUS] == 1
+
+
+def test_an_object_written_under_another_spelling_of_its_id_keeps_its_record(lake):
+    # Written through the Python API with a UUID in capitals (the route, the CLI and files write it lower case): the
+    # record was written to the key the lower-case id makes, which did not exist, so never kept.
+    (event,) = [new_event_id()]
+    _capture(lake, (event, None, {"edad": 50}, datetime.now(timezone.utc)))
+    store_feedback(lake, ENDPOINT, Feedback(event_id=event.upper(), diagnosis="grave"))
+    assert feedback_dataset(lake, ENDPOINT).records_kept == 1
+    assert _kept(lake, ENDPOINT, event.upper())[PATIENT]["event_id"] == event
