@@ -642,10 +642,15 @@ class DiagnosaStack(Stack):
         return f"artifacts/monitoring/{self.endpoint_name}/"
 
     def _monitoring_role(self) -> iam.Role:
-        """The scheduled monitoring job: read the endpoint's capture and feedback, the step code and the serving
-        model's baselines; write its report; publish the verdict to the drift metric's namespace only."""
+        """The scheduled monitoring job: read the endpoint's capture, its refusals and feedback, the step code and the
+        serving model's baselines; write its report; publish the verdict to the drift metric's namespace only.
+
+        Every report reads the refusals stream ``capture-errors/<endpoint>/`` (which only Diagnosa's own endpoint
+        writes: empty here, but listed all the same); without the grant every run failed, AccessDenied on its
+        listing (a test runs the job on moto under this role, tests/infra/test_jobs_within_their_roles.py)."""
         c, ep = self.config, self.endpoint_name
-        reads = [f"capture/{ep}/", f"feedback/{ep}/", self.definition.code_prefix, self.monitoring_prefix + "baseline/"]
+        reads = [f"capture/{ep}/", f"capture-errors/{ep}/", f"feedback/{ep}/", self.definition.code_prefix,
+                 self.monitoring_prefix + "baseline/"]
         writes = [self.monitoring_prefix + "reports/"]
         statements = [
             iam.PolicyStatement(sid="ReadTrafficCodeAndBaselines", actions=["s3:GetObject"],

@@ -687,7 +687,8 @@ def test_monitoring_job_role_reads_traffic_code_and_baselines_writes_reports_onl
     acts = actions(statements)
     code = stacks["Diagnosa-dev"].definition.code_prefix
     reads = text([s["Resource"] for s in statements if s["Action"] == "s3:GetObject"])
-    for prefix in ("capture/diagnosa-dev/", "feedback/diagnosa-dev/", code, "artifacts/monitoring/diagnosa-dev/baseline/"):
+    for prefix in ("capture/diagnosa-dev/", "capture-errors/diagnosa-dev/", "feedback/diagnosa-dev/", code,
+                   "artifacts/monitoring/diagnosa-dev/baseline/"):
         assert f"/{prefix}*" in reads
     for zone in ("raw/", "curated/", "features/", "quarantine/", "artifacts/runs/"):
         assert f"/{zone}" not in reads
@@ -697,7 +698,8 @@ def test_monitoring_job_role_reads_traffic_code_and_baselines_writes_reports_onl
     assert not any(a.startswith(("s3:Delete", "iam:", "sagemaker:")) for a in acts)
     [listing] = [s for s in statements if s["Action"] == "s3:ListBucket"]
     assert listing["Condition"]["StringLike"]["s3:prefix"] == [
-        "capture/diagnosa-dev/*", "feedback/diagnosa-dev/*", f"{code}*", "artifacts/monitoring/diagnosa-dev/baseline/*"]
+        "capture/diagnosa-dev/*", "capture-errors/diagnosa-dev/*", "feedback/diagnosa-dev/*", f"{code}*",
+        "artifacts/monitoring/diagnosa-dev/baseline/*"]
     # CloudWatch: only PutMetricData, only into the drift alarm's namespace
     [metrics] = [s for s in statements if "cloudwatch:PutMetricData" in _list(s["Action"])]
     assert metrics["Action"] == "cloudwatch:PutMetricData" and metrics["Resource"] == "*"
