@@ -215,3 +215,30 @@ def test_a_retried_request_is_one_row_from_the_copy_kept(lake):
     assert result.feedback_rows == 2 and dict(result.skipped.counts) == {SAME_PATIENT: 1}
     fed = load_curated(lake, "mi_hospital", result.version)[0]
     assert sorted(fed.loc[fed["paciente"].str.startswith("FB-"), "paciente"]) == sorted([f"FB-{retry}", f"FB-{other}"])
+
+
+def test_a_boolean_slice_columns_empty_cells_and_feedback_rows_are_not_in_the_slice_for_train_too(tmp_path):
+    # The endpoint never receives a `slice_column` (it is metadata): every feedback row had it empty, ingestion read
+    # that as "not in the slice", and Train refused the version ("slice column 'pediatrico' has missing values"), which
+    # stayed the latest, so the next plain run failed too. A hospital's empty cells did the same.
+    from diagnosa.data.schema import Schema
+    from training.train import check_validation_frame
+
+    lake = DataLake.from_uri(str(tmp_path / "lake"))
+    lake.init_zones()
+    rows = [f"P{i:03d};{30 + i % 50};{36 + (i % 7) / 2:.1f};{'' if i % 5 == 0 else 'sí' if i % 3 else 'no'};"
+            f"{'grave' if i % 4 == 0 else 'leve'}\n" for i in range(60)]
+    (tmp_path / "d.csv").write_text("paciente;edad;temperatura;es_pediatrico;gravedad\n" + "".join(rows), encoding="utf-8")
+    (tmp_path / "d.toml").write_text('name = "mi_hospital"\nid_column = "paciente"\ntarget = "gravedad"\nlabels = ["leve", '
+                                     '"grave"]\nslice_column = "es_pediatrico"\n[csv]\ndelimiter = ";"\n', encoding="utf-8")
+    ingest_csv(lake, tmp_path / "d.csv", tmp_path / "d.toml")
+    frame, manifest = load_curated(lake, "mi_hospital")
+    schema = Schema.from_dict(manifest["schema"])
+    assert frame["es_pediatrico"].isna().sum() == 0 and int((~frame["es_pediatrico"].astype(bool)).sum()) == 12 + 16
+    assert check_validation_frame(frame, schema) is not None  # it raised on the gaps
+    (event,) = _served(lake, ({"edad": 7, "temperatura": 38.0}, "application/json"))
+    _confirm(lake, event, "grave")
+    result = feedback_dataset(lake, ENDPOINT)
+    fed, _ = load_curated(lake, "mi_hospital", result.version)
+    assert fed.loc[fed["paciente"] == f"FB-{event}", "es_pediatrico"].tolist() == [False]
+    assert check_validation_frame(fed, schema) is not None

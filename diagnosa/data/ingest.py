@@ -1225,6 +1225,11 @@ def ingest_csv_data(lake: DataLake, data: bytes, stem: str, config: dict[str, An
     errors = _merge(errors, _duplicates(typed[schema.id_column], lambda p: tuple(read_cells.iloc[p])))
     if slice_ and slice_[2] is not None:
         typed[schema.slice_column] = _slice_marker(typed, read_cells, schema, slice_[1], slice_[2])
+    elif slice_ and schema.slice_column in typed:
+        # An empty cell of a boolean slice column is "not in the slice", here once for every reader: the checks
+        # below read it so, while Train refused the curated column's gaps ("slice column has missing values") — and
+        # every retraining's feedback rows have it empty (the endpoint never receives it).
+        typed[schema.slice_column] = typed[schema.slice_column].fillna(False)
     bad = np.zeros(len(typed), dtype=bool)
     bad[list(errors)] = True
     # Excluded columns (names, contact details) never reach quarantine either.
