@@ -359,6 +359,19 @@ class LocalWorkspace:
         except ModelLoadError:
             return None
 
+    def endpoint_dataset(self, endpoint_name: str) -> str | None:
+        """The dataset of the model a local endpoint of this workspace serves (None: no such endpoint here, or its
+        model does not say): another dataset's model may serve on an endpoint once its own was stopped."""
+        from diagnosa.model import ModelLoadError, model_dataset
+
+        record = self.endpoints().describe(endpoint_name)
+        if not record or not record.get("ModelDir"):
+            return None
+        try:
+            return model_dataset(record["ModelDir"])
+        except ModelLoadError:
+            return None
+
     def in_service(self) -> list[dict[str, Any]]:
         """The records of this workspace's local endpoints in service."""
         return [r for r in self.endpoints().list() if r["EndpointStatus"] == "InService"]

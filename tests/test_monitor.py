@@ -1064,3 +1064,31 @@ def test_requests_stamped_after_the_reports_time_are_counted_and_said(tmp_path, 
     assert "stamped after" not in capsys.readouterr().out
     assert "ahead-of-now" not in (tmp_path / "b" / "report.html").read_text()
     assert json.loads((tmp_path / "b" / "report.json").read_text())["traffic"]["ahead_of_now"]["events"] == 0
+
+
+def test_retraining_trains_the_dataset_of_the_model_the_endpoint_serves(tmp_path):
+    # Another dataset's model may serve on an endpoint once the first was stopped (`registry approve` says how): the
+    # retraining trained the dataset the endpoint is named after, writing the other model's feedback into its raw data.
+    from diagnosa.data.cohort import write_raw
+    from diagnosa.data.ingest import ingest_cohort, ingest_csv
+    from diagnosa.services import LocalWorkspace
+    from monitoring.retrain import NothingToFold, feedback_dataset
+
+    lake = DataLake.from_uri(str(tmp_path / "lake"))
+    write_raw(generate(CohortConfig(patients=1000, seed=3, defect_rate=0)), lake, "base")
+    ingest_cohort(lake, "base")
+    rows = "".join(f"P{i};{30 + i % 40};{'grave' if i % 3 == 0 else 'leve'}\n" for i in range(60))
+    (tmp_path / "u.csv").write_text("id;edad;gravedad\n" + rows, encoding="utf-8")
+    (tmp_path / "u.toml").write_text('name = "urgencias"\nid_column = "id"\ntarget = "gravedad"\nlabels = ["leve", '
+                                     '"grave"]\n[csv]\ndelimiter = ";"\n', encoding="utf-8")
+    version = ingest_csv(lake, tmp_path / "u.csv", tmp_path / "u.toml").version
+    model = tmp_path / "ws" / "endpoints" / "diagnosa" / "models" / "m1"
+    model.mkdir(parents=True)
+    (model / "metadata.json").write_text(json.dumps({"dataset": {"name": "urgencias"}, "labels": ["leve", "grave"]}))
+    (model.parents[1] / "endpoint.json").write_text(json.dumps({  # stopped: `endpoint stop` leaves it so
+        "EndpointName": "diagnosa", "EndpointStatus": "OutOfService", "ModelDir": str(model)}))
+    served = LocalWorkspace(tmp_path / "ws", lake).endpoint_dataset("diagnosa")
+    assert served == "urgencias" and LocalWorkspace(tmp_path / "ws", lake).endpoint_dataset("other") is None
+    with pytest.raises(NothingToFold) as nothing:  # `monitor --retrain` names it (diagnosa/commands/monitor.py)
+        feedback_dataset(lake, "diagnosa", dataset=served)
+    assert (nothing.value.dataset, nothing.value.base_version) == ("urgencias", version)

@@ -275,10 +275,19 @@ def _check_retraining(args: argparse.Namespace, lake: Any) -> None:
 
     overrides, families = split_params(args.param), split_families(args.families)
     try:
-        dataset = endpoint_dataset(lake, args.endpoint_name)
+        dataset = _served_dataset(args, lake) or endpoint_dataset(lake, args.endpoint_name)
     except RetrainError as err:
         raise UsageError(f"retraining not started: {err}") from None
     plan_local_run(lake, dataset=dataset, overrides=overrides, families=families)
+
+
+def _served_dataset(args: argparse.Namespace, lake: Any) -> str | None:
+    """The dataset of the model the workspace's local endpoint serves (None: not a local endpoint here): retraining
+    trains it, whatever dataset the endpoint is named after (another dataset's model serves there once the first
+    was stopped: the endpoint's dataset was retrained, with that model's feedback written into its raw data)."""
+    if lake.uri.startswith("s3://"):
+        return None
+    return local_workspace(args, lake).endpoint_dataset(args.endpoint_name)
 
 
 def _retrain(args: argparse.Namespace, lake: Any, start: Any, end: Any) -> int:
@@ -287,7 +296,8 @@ def _retrain(args: argparse.Namespace, lake: Any, start: Any, end: Any) -> int:
     from monitoring.retrain import NothingToFold, RetrainError, feedback_dataset
 
     try:
-        folded = feedback_dataset(lake, args.endpoint_name, base_version=args.base_version, start=None, end=end)
+        folded = feedback_dataset(lake, args.endpoint_name, dataset=_served_dataset(args, lake),
+                                  base_version=args.base_version, start=None, end=end)
     except NothingToFold as err:
         # As on AWS (the retrain function trains on the version the folding job found nothing to add to): the report
         # asked for a retraining, and the version may hold data the served model never saw (a batch ingested since).
