@@ -491,6 +491,38 @@ def test_app_command_shapes_the_form_from_the_model_a_local_endpoint_serves(data
     assert AppConfig.from_env(started[3]).model is None and "which is gone" in capsys.readouterr().err
 
 
+def test_app_command_asks_the_server_at_its_url_which_endpoint_it_serves(trained_model_dir, dataset_model, tmp_path,
+                                                                         monkeypatch, capsys):
+    # As `predict` and `feedback` do (GET /ping): the app started as endpoint 'diagnosa' with the built-in cohort's
+    # form at a dataset's endpoint, and every diagnosis was refused ("Endpoint diagnosa ... not found"); a name or a
+    # --model of another endpoint than the URL's started too.
+    import os
+
+    from diagnosa.cli import main
+    from inference.server import EndpointServer
+
+    started = []
+    for name in ("DIAGNOSA_APP_ENDPOINT_NAME", "DIAGNOSA_APP_MODEL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(os, "execve", lambda path, argv, env: started.append(env))
+    with EndpointServer(str(trained_model_dir), endpoint_name="aids-2") as served:
+        served.wait_until_ready()
+        ws = tmp_path / "ws"
+        (ws / "endpoints" / "aids-2").mkdir(parents=True)
+        (ws / "endpoints" / "aids-2" / "endpoint.json").write_text(json.dumps(
+            {"EndpointName": "aids-2", "EndpointStatus": "InService", "ModelDir": str(dataset_model),
+             "Url": served.url}))
+        assert main(["--workspace", str(ws), "app", "--endpoint-url", served.url]) == 0
+        config = AppConfig.from_env(started[0])
+        assert (config.endpoint_name, config.model) == ("aids-2", str(dataset_model))
+        assert main(["--workspace", str(ws), "app", "--endpoint-url", served.url, "--endpoint-name", "diagnosa"]) == 2
+        assert f"--endpoint-name diagnosa, but {served.url} serves endpoint aids-2" in capsys.readouterr().err
+        assert main(["--workspace", str(ws), "app", "--endpoint-url", served.url, "--model", str(trained_model_dir)]) == 2
+        assert (f"--model {trained_model_dir}: a model of diagnosa (its endpoint), but {served.url} serves endpoint "
+                "aids-2: leave out --model, or give the URL of diagnosa") in capsys.readouterr().err
+    assert len(started) == 1
+
+
 def test_app_command_takes_its_settings_from_the_environment_and_prints_the_port_it_listens_on(monkeypatch, capsys):
     # $DIAGNOSA_APP_TIMEOUT, _ATTEMPTS and _TOP_K, as docs/app.md lists them, were overridden by the flags' fixed
     # defaults; a bad $DIAGNOSA_APP_DIFFERENTIAL stopped every diagnosa command with a traceback; --port 0 printed

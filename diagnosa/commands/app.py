@@ -17,6 +17,7 @@ from diagnosa.commands.common import (
     local_workspace,
     model_folder,
     positive_seconds,
+    resolve_endpoint_name,
     sagemaker_name,
     workspace,
 )
@@ -44,6 +45,8 @@ def cmd_app(args: argparse.Namespace) -> int:
     model = str(model_folder(Path(args.model), workspace(args))) if args.model else None
     if args.endpoint_url and args.region:
         raise UsageError("--region is for a SageMaker endpoint; the local endpoint is chosen by --endpoint-url")
+    if args.endpoint_url:
+        _served_by_url(args, model, defaults["timeout"] if args.timeout is None else args.timeout)
     if model is None and args.endpoint_name and not args.region:
         model = _local_endpoint_model(args)
     try:
@@ -65,6 +68,23 @@ def cmd_app(args: argparse.Namespace) -> int:
     # Become the Streamlit server: SIGTERM and Ctrl-C reach it directly, no orphan is left behind.
     os.execve(argv[0], argv, env)
     return 0  # pragma: no cover - execve does not return
+
+
+def _served_by_url(args: argparse.Namespace, model: str | None, timeout: float) -> None:
+    """--endpoint-name as --endpoint-url serves it (GET /ping), as `predict` and `feedback` take it: left out (and no
+    --model naming its dataset's), the endpoint that server serves, whose form the app then shows; given, or
+    --model's, refused when the server serves another. The app started as endpoint 'diagnosa' with the built-in
+    cohort's form at a dataset's endpoint, and every diagnosis was refused ("Endpoint diagnosa … not found")."""
+    from app.config import ConfigError, model_endpoint_name
+
+    by_model = args.endpoint_name is None and model is not None
+    try:
+        name = model_endpoint_name(model) if by_model else args.endpoint_name
+    except ConfigError:  # not a model folder: the form's check below says what is wrong with it
+        return
+    probe = argparse.Namespace(endpoint_url=args.endpoint_url, timeout=timeout, endpoint_name=name)
+    resolve_endpoint_name(probe, named_by=f"--model {model}: a model of" if by_model else None)
+    args.endpoint_name = probe.endpoint_name
 
 
 def _local_endpoint_model(args: argparse.Namespace) -> str | None:

@@ -157,10 +157,11 @@ def local_workspace(args: argparse.Namespace, lake: DataLake | None = None) -> L
     return LocalWorkspace(workspace(args), lake or open_lake(args), lake_uri=args.lake or os.environ.get("DIAGNOSA_LAKE"))
 
 
-def resolve_endpoint_name(args: argparse.Namespace) -> None:
+def resolve_endpoint_name(args: argparse.Namespace, named_by: str | None = None) -> None:
     """--endpoint-name as --endpoint-url serves it: left out, the name that server answers on GET /ping (a dataset's
     endpoint is not diagnosa), else the built-in's; given, the server must serve that endpoint. A name beside another
-    endpoint's URL was ignored: predictions were labelled, and feedback stored, under the endpoint the URL serves."""
+    endpoint's URL was ignored: predictions were labelled, and feedback stored, under the endpoint the URL serves.
+    ``named_by``: the option the name came from, when not --endpoint-name (the app's --model names its dataset's)."""
     from diagnosa.data.schema import BUILTIN_RESOURCE
     from inference.client import AnswerTimeout, served_endpoint_name
 
@@ -174,9 +175,10 @@ def resolve_endpoint_name(args: argparse.Namespace) -> None:
     if args.endpoint_name is None:
         args.endpoint_name = served or BUILTIN_RESOURCE
     elif served is not None and served != args.endpoint_name:
-        raise UsageError(f"--endpoint-name {args.endpoint_name}, but {args.endpoint_url} serves endpoint {served}: "
-                         f"leave out --endpoint-name, or give the URL of {args.endpoint_name} "
-                         "(`diagnosa endpoint list` shows the local ones)")
+        given = named_by or "--endpoint-name"
+        raise UsageError(f"{given} {args.endpoint_name}" + (" (its endpoint)" if named_by else "")
+                         + f", but {args.endpoint_url} serves endpoint {served}: leave out {given.split()[0]}, or give "
+                         f"the URL of {args.endpoint_name} (`diagnosa endpoint list` shows the local ones)")
 
 
 def endpoint_url(args: argparse.Namespace) -> str | None:
