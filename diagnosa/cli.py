@@ -51,7 +51,7 @@ from diagnosa.lake import DataLake, LakeError, bucket_name_problem
 from diagnosa.logs import interrupted, terminal_streams
 from diagnosa.services import LOCAL_BUCKET, EndpointBusy, PortTaken, ServiceError
 from diagnosa.text import ITEM_CHARS
-from inference.limits import INVOKE_TIMEOUT, printable_line, printable_lines, token_problem
+from inference.limits import INVOKE_TIMEOUT, printable, printable_line, printable_lines, token_problem
 
 MAX_TOP_K = 1_000  # --top-k's bound here; the endpoint holds it to the model's labels
 
@@ -594,9 +594,13 @@ def _test_summary(args: argparse.Namespace, package: dict) -> str:
             raise LakeError(f"not in the local lake: {uri}")
         report = json.loads(open_lake(args).get_bytes(key))["diagnosa"]
         worst = report["worst_class_recall"]
-        orphan = report["slices"].get("orphan", {}).get("macro_recall")
+        # The dataset's slice by its name (a dataset's own: 'pediatrico'; only 'orphan' was shown) and its groups held
+        # out of training ('orphan_unseen'); not its complement ('common') nor its groups seen in training.
+        slices = [(name, found.get("macro_recall")) for name, found in (report.get("slices") or {}).items()
+                  if isinstance(found, dict) and name != "common" and not str(name).endswith("_seen")]
         return (f"test recall: macro {report['macro']['recall']:.3f}, worst {worst['label']} {worst['recall']:.3f}"
-                + (f", orphan slice {orphan:.3f}" if orphan is not None else ""))
+                + "".join(f", {printable(str(name))} slice {recall:.3f}" for name, recall in slices
+                          if isinstance(recall, (int, float))))
     except (LakeError, ValueError, KeyError, TypeError, AttributeError):  # gone, or not an evaluation's report
         return "test metrics not available locally"
 

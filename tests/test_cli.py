@@ -250,3 +250,22 @@ def test_ctrl_c_in_a_command_is_one_line_and_status_130(monkeypatch, capsys, tmp
     monkeypatch.setattr(cli, "cmd_data_generate", interrupted)
     assert cli.main(["--workspace", str(tmp_path / "ws"), "data", "generate"]) == 130
     assert capsys.readouterr().err == "diagnosa: interrupted\n"
+
+
+def test_registry_list_shows_a_datasets_own_slice_by_its_name(tmp_path):
+    # Only an 'orphan' slice was shown: a dataset's gated 'pediatrico' slice never appeared.
+    import argparse
+
+    from diagnosa.cli import _test_summary
+    from diagnosa.lake import DataLake
+
+    lake = DataLake.from_uri(str(tmp_path / "lake"))
+    args = argparse.Namespace(lake=str(tmp_path / "lake"), raw_lake=None, workspace=str(tmp_path / "ws"))
+    package = {"ModelMetrics": {"ModelQuality": {"Statistics": {"S3Uri": "s3://diagnosa-local/artifacts/runs/r/evaluation.json"}}}}
+    for slices, says in (({"pediatrico": {"macro_recall": 0.9}, "common": {"macro_recall": 1.0}}, ", pediatrico slice 0.900"),
+                         ({"orphan": {"macro_recall": 0.571}, "common": {"macro_recall": 0.9},
+                           "orphan_seen": {"macro_recall": 0.6}, "orphan_unseen": {"macro_recall": 0.5}},
+                          ", orphan slice 0.571, orphan_unseen slice 0.500")):
+        lake.put_json("artifacts/runs/r/evaluation.json", {"diagnosa": {
+            "macro": {"recall": 0.8}, "worst_class_recall": {"label": "alto", "recall": 0.7}, "slices": slices}})
+        assert _test_summary(args, package) == "test recall: macro 0.800, worst alto 0.700" + says
