@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
-from diagnosa.data.ingest import curated_uri, latest_version, unfinished_note
+from diagnosa.data.ingest import curated_uri, latest_version, spelled_as_endpoint, unfinished_note
 from diagnosa.data.schema import BUILTIN_DATASET
 from diagnosa.lake import DataLake
 
@@ -266,7 +266,7 @@ def plan_local_run(lake: DataLake, *, dataset: str, overrides: Mapping[str, str]
     if manifest is None and dataset != BUILTIN_DATASET and "InputDataUri" not in overrides:
         raise ServiceError(f"no curated dataset '{dataset}' in {lake.uri}: ingest it first "
                            f"(`diagnosa data ingest FILE.csv --config FILE.toml`, docs/data.md)"
-                           + unfinished_note(lake, dataset))
+                           + unfinished_note(lake, dataset) + spelled_as_endpoint(lake, dataset))
     if manifest is not None:  # preflight: a class the split cannot place stops the run before any step
         problem = too_small_classes(manifest.get("label_counts", {}), manifest["schema"]["labels"])
         if problem:

@@ -36,6 +36,7 @@ from diagnosa.data.ingest import (
     IngestReport,
     asked_now,
     curated_prefix,
+    datasets_deploying_to,
     ingest_cohort,
     ingest_csv_data,
     lake_datasets,
@@ -418,10 +419,9 @@ def feedback_records(lake: DataLake, endpoint: str, start: datetime | None = Non
 def endpoint_dataset(lake: DataLake, endpoint: str) -> str:
     """The dataset whose models an endpoint serves: each dataset deploys to the endpoint of its name
     (``resource_name``: '_' written '-'; the built-in cohort's is diagnosa), and ingestion refuses two that share one."""
-    in_lake = lake_datasets(lake)
-    matches = [name for name in sorted({BUILTIN_DATASET, *in_lake}) if resource_name(name) == endpoint]
+    matches = datasets_deploying_to(lake, endpoint)
     if not matches:
-        known = ", ".join(f"{resource_name(name)} ({name})" for name in in_lake) or "none"
+        known = ", ".join(f"{resource_name(name)} ({name})" for name in lake_datasets(lake)) or "none"
         raise RetrainError(f"no dataset in {lake.uri} deploys to the endpoint {endpoint!r} (a dataset's endpoint is its "
                            f"name with '_' written '-'; the lake's datasets' endpoints: {known})")
     return matches[0]

@@ -269,3 +269,23 @@ def test_registry_list_shows_a_datasets_own_slice_by_its_name(tmp_path):
         lake.put_json("artifacts/runs/r/evaluation.json", {"diagnosa": {
             "macro": {"recall": 0.8}, "worst_class_recall": {"label": "alto", "recall": 0.7}, "slices": slices}})
         assert _test_summary(args, package) == "test recall: macro 0.800, worst alto 0.700" + says
+
+
+def test_a_dataset_named_by_its_endpoint_is_pointed_at_its_own_name(tmp_path, capsys):
+    # `run --local --dataset mi-hospital` said only "no curated dataset 'mi-hospital' ... ingest it first" (and
+    # ingesting under that name is refused as a collision); `--dataset diagnosa` the same, of the built-in cohort.
+    from diagnosa.cli import main
+    from diagnosa.data.ingest import ingest_csv
+    from diagnosa.lake import DataLake
+
+    rows = "".join(f"P{i};{30 + i % 40};{'grave' if i % 3 == 0 else 'leve'}\n" for i in range(60))
+    (tmp_path / "m.csv").write_text("id;edad;gravedad\n" + rows, encoding="utf-8")
+    (tmp_path / "m.toml").write_text('name = "mi_hospital"\nid_column = "id"\ntarget = "gravedad"\nlabels = ["leve", '
+                                     '"grave"]\n[csv]\ndelimiter = ";"\n', encoding="utf-8")
+    ingest_csv(DataLake.from_uri(str(tmp_path / "ws" / "lake")), tmp_path / "m.csv", tmp_path / "m.toml")
+    ws = ["--workspace", str(tmp_path / "ws")]
+    assert main([*ws, "run", "--local", "--dataset", "mi-hospital"]) == 2
+    assert ("'mi-hospital' is the endpoint and model package group of dataset 'mi_hospital': give --dataset "
+            "mi_hospital") in capsys.readouterr().err
+    assert main([*ws, "executions", "--dataset", "diagnosa"]) == 0
+    assert "of dataset 'patients': give --dataset patients" in capsys.readouterr().out

@@ -20,6 +20,7 @@ from diagnosa.commands.common import (
     dataset_name,
     int_in,
     local_workspace,
+    open_lake,
     sagemaker_name,
     shell_json,
     split_families,
@@ -248,8 +249,11 @@ def cmd_executions(args: argparse.Namespace) -> int:
             print(printable_line(f"  {name:<28} not run (branch not taken)"))
         return 0
     if not executions:
+        from diagnosa.data.ingest import spelled_as_endpoint
+
+        hint = spelled_as_endpoint(open_lake(args), args.dataset) if args.dataset else ""
         print(printable_line(f"no local executions{f' of dataset {args.dataset}' if args.dataset else ''} in {root} "
-                             f"({workspace_hint(args)})"))
+                             f"({workspace_hint(args)}){hint}"))
     for e in executions:
         if e["PipelineExecutionStatus"] == DAMAGED:
             print(printable_line(f"{e['PipelineExecutionId']}  {DAMAGED:<10} {e['Problem']}"))

@@ -640,6 +640,20 @@ def lake_datasets(lake: DataLake) -> list[str]:
                    if key.count("/") == 2 and key.endswith("/LATEST.json")})
 
 
+def datasets_deploying_to(lake: DataLake, resource: str) -> list[str]:
+    """The datasets (the built-in cohort's and the lake's) whose endpoint and model package group are ``resource``
+    (``resource_name``: '_' written '-'; ingestion refuses two that share one)."""
+    return [name for name in sorted({BUILTIN_DATASET, *lake_datasets(lake)}) if resource_name(name) == resource]
+
+
+def spelled_as_endpoint(lake: DataLake, dataset: str) -> str:
+    """A hint for a dataset name that is not one but another's endpoint name (``mi-hospital`` for ``mi_hospital``,
+    ``diagnosa`` for the built-in cohort's ``patients``); empty when it is not."""
+    named = [name for name in datasets_deploying_to(lake, dataset) if name != dataset]
+    return (f"; '{dataset}' is the endpoint and model package group of dataset '{named[0]}': give --dataset "
+            f"{named[0]}") if named else ""
+
+
 # A curated version's id as ingestion writes it (hex digits of a content hash; the AWS retrain function holds
 # LATEST.json to the same rule): naming anything else (a path such as ../../x) it is damaged, never followed.
 VERSION_ID = re.compile(r"[0-9a-f]{6,64}")
