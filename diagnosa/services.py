@@ -349,26 +349,26 @@ class LocalWorkspace:
 
     def endpoint_labels(self, endpoint_name: str) -> list[str] | None:
         """The labels of the model a local endpoint of this workspace serves (None: no such endpoint here)."""
-        from diagnosa.model import ModelLoadError, model_labels
+        from diagnosa.model import model_labels
 
-        record = self.endpoints().describe(endpoint_name)
-        if not record or not record.get("ModelDir"):
-            return None
-        try:
-            return model_labels(record["ModelDir"])
-        except ModelLoadError:
-            return None
+        return self._served(endpoint_name, model_labels)
 
     def endpoint_dataset(self, endpoint_name: str) -> str | None:
         """The dataset of the model a local endpoint of this workspace serves (None: no such endpoint here, or its
         model does not say): another dataset's model may serve on an endpoint once its own was stopped."""
-        from diagnosa.model import ModelLoadError, model_dataset
+        from diagnosa.model import model_dataset
+
+        return self._served(endpoint_name, model_dataset)
+
+    def _served(self, endpoint_name: str, read: Callable[[str], Any]) -> Any:
+        """``read`` of the model folder a local endpoint serves (its metadata); None without one, or unreadable."""
+        from diagnosa.model import ModelLoadError
 
         record = self.endpoints().describe(endpoint_name)
         if not record or not record.get("ModelDir"):
             return None
         try:
-            return model_dataset(record["ModelDir"])
+            return read(record["ModelDir"])
         except ModelLoadError:
             return None
 

@@ -141,19 +141,17 @@ class FeedbackDataset:
             lines.append(f"  version {newer} of {self.dataset} was ingested while the feedback was added to {base}: "
                          f"it was added to the latest version instead ({version}, built on {base}, was written but "
                          "is not the latest, nor trained on)")
-        if self.from_kept:
-            lines.append(f"  {self.from_kept} of them from the patient's record their feedback object keeps (the "
-                         "request is no longer in the capture)")
-        if self.records_kept:
-            lines.append(f"  {self.records_kept} feedback object(s) now keep their patient's captured record (for "
-                         "retraining once the capture expires)")
-        if self.kept_unreadable:
-            lines.append(f"  {self.kept_unreadable} feedback object(s) keep a patient record that cannot be read "
-                         "(ignored: their captured request is read instead, while the capture holds it)")
-        if self.not_keepable:
-            lines.append(f"  {self.not_keepable} captured record(s) not kept with their feedback (over "
-                         f"{MAX_KEPT_BYTES:,} bytes, or a value JSON cannot hold): they train only while the capture "
-                         "holds them")
+        for count, says in (
+                (self.from_kept, "of them from the patient's record their feedback object keeps (the request is no "
+                                 "longer in the capture)"),
+                (self.records_kept, "feedback object(s) now keep their patient's captured record (for retraining once "
+                                    "the capture expires)"),
+                (self.kept_unreadable, "feedback object(s) keep a patient record that cannot be read (ignored: their "
+                                       "captured request is read instead, while the capture holds it)"),
+                (self.not_keepable, f"captured record(s) not kept with their feedback (over {MAX_KEPT_BYTES:,} bytes, "
+                                    "or a value JSON cannot hold): they train only while the capture holds them")):
+            if count:
+                lines.append(f"  {count} {says}")
         for reason, count in self.skipped.counts.most_common():
             lines.append(f"  feedback not used ({count}): {reason}")
         if self.report is not None:

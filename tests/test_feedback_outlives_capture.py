@@ -205,6 +205,16 @@ def _capture(lake: DataLake, *events: tuple[str, str | None, dict, datetime]) ->
     return objects
 
 
+def _retried(lake: DataLake, visit: str, **later: int) -> tuple[str, str, dict[str, str]]:
+    """A request and a client's retry of it under inference id ``visit`` (the same body, 9 s later unless ``later``
+    says otherwise): its first copy's event id, the copy kept's, and their capture objects."""
+    when = datetime(2026, 9, 1, 10, tzinfo=timezone.utc)
+    first, kept_copy = new_event_id(when), new_event_id(when)
+    body = {"edad": 71, "temperatura": 38.5}
+    return first, kept_copy, _capture(lake, (first, visit, body, when),
+                                      (kept_copy, visit, body, when.replace(**(later or {"second": 9}))))
+
+
 def _confirm(lake: DataLake, event_id: str, diagnosis: str, day: int) -> None:
     store_feedback(lake, ENDPOINT, parse_feedback({"event_id": event_id, "diagnosis": diagnosis}, None),
                    now=datetime(2026, 10, day, tzinfo=timezone.utc))
@@ -222,10 +232,7 @@ def test_a_correction_under_another_name_of_the_patient_after_the_capture_expire
     # doctors' app on SageMaker) or the earlier copy's event id: the correction was "no captured request", and the
     # superseded diagnosis went on training the model. SageMaker takes any printable text for an inference id: a
     # record naming one that does not look like an event id could not be read back.
-    when = datetime(2026, 9, 1, 10, tzinfo=timezone.utc)
-    first, kept_copy = new_event_id(when), new_event_id(when)
-    body = {"edad": 71, "temperatura": 38.5}
-    _capture(lake, (first, visit, body, when), (kept_copy, visit, body, when.replace(second=9)))
+    first, kept_copy, _ = _retried(lake, visit)
     _confirm(lake, kept_copy, "leve", 1)
     assert _labels(lake, feedback_dataset(lake, ENDPOINT)) == {f"FB-{kept_copy}": "leve"}
     assert _kept(lake, ENDPOINT, kept_copy)[PATIENT]["names"] == sorted([first, visit])
@@ -254,10 +261,7 @@ def test_an_inference_id_two_captured_requests_carry_names_neither_whatever_was_
 def test_a_retried_request_whose_kept_copy_expired_first_is_one_patient_with_the_latest_diagnosis(lake):
     # S3 expires objects by their own dates: the kept (later) copy's object may go first. The fold then counted the
     # earlier copy as a patient of its own, beside the kept record: two rows, opposite labels, for good.
-    when = datetime(2026, 9, 1, 10, tzinfo=timezone.utc)
-    first, kept_copy = new_event_id(when), new_event_id(when)
-    body = {"edad": 71, "temperatura": 38.5}
-    objects = _capture(lake, (first, "visita-1", body, when), (kept_copy, "visita-1", body, when.replace(second=9)))
+    first, kept_copy, objects = _retried(lake, "visita-1")
     _confirm(lake, first, "leve", 1)
     _confirm(lake, kept_copy, "grave", 2)
     assert _labels(lake, feedback_dataset(lake, ENDPOINT)) == {f"FB-{kept_copy}": "grave"}
@@ -271,10 +275,7 @@ def test_a_retried_request_whose_kept_copy_expired_first_is_one_patient_with_the
 def test_feedback_on_the_earlier_copy_alone_confirms_the_retried_request(lake):
     # A dataset of one's own read only the requests feedback named, then moved the earlier copy's feedback onto the
     # copy kept, which it had not read: "no captured request" (the built-in cohort's retraining used it).
-    when = datetime(2026, 9, 1, 10, tzinfo=timezone.utc)
-    first, kept_copy = new_event_id(when), new_event_id(when)
-    body = {"edad": 71, "temperatura": 38.5}
-    _capture(lake, (first, "visita-1", body, when), (kept_copy, "visita-1", body, when.replace(second=9)))
+    first, kept_copy, _ = _retried(lake, "visita-1")
     _confirm(lake, first, "grave", 1)
     assert _labels(lake, feedback_dataset(lake, ENDPOINT)) == {f"FB-{kept_copy}": "grave"}
 
@@ -328,10 +329,7 @@ def test_a_captured_record_too_large_is_not_kept(lake):
 def test_names_a_record_knew_stay_when_the_earlier_copy_expires_first(lake):
     # Expiry in its usual order (the earlier copy first) with a retraining between: the record was rewritten from the
     # capture left, without the earlier copy's id, and a correction under it was dropped again.
-    when = datetime(2026, 9, 1, 10, tzinfo=timezone.utc)
-    first, kept_copy = new_event_id(when), new_event_id(when)
-    body = {"edad": 71, "temperatura": 38.5}
-    objects = _capture(lake, (first, "v-2", body, when), (kept_copy, "v-2", body, when.replace(second=9)))
+    first, kept_copy, objects = _retried(lake, "v-2")
     _confirm(lake, kept_copy, "leve", 1)
     feedback_dataset(lake, ENDPOINT)
     lake.delete(objects[first])
@@ -344,15 +342,12 @@ def test_names_a_record_knew_stay_when_the_earlier_copy_expires_first(lake):
 
 
 def test_a_retraining_for_a_window_never_rewrites_a_record_from_its_part_of_the_capture(lake):
-    when = datetime(2026, 9, 1, 10, tzinfo=timezone.utc)
-    first, kept_copy = new_event_id(when), new_event_id(when)
-    body = {"edad": 71, "temperatura": 38.5}
-    _capture(lake, (first, "v-3", body, when), (kept_copy, "v-3", body, when.replace(minute=30)))
+    first, kept_copy, _ = _retried(lake, "v-3", minute=30)
     _confirm(lake, first, "leve", 1)
     feedback_dataset(lake, ENDPOINT)
     kept = _kept(lake, ENDPOINT, first)[PATIENT]
     assert kept["event_id"] == kept_copy
-    windowed = feedback_dataset(lake, ENDPOINT, end=when.replace(minute=10))  # sees the first copy alone
+    windowed = feedback_dataset(lake, ENDPOINT, end=datetime(2026, 9, 1, 10, 10, tzinfo=timezone.utc))  # the first copy alone
     assert windowed.records_kept == 0 and _kept(lake, ENDPOINT, first)[PATIENT] == kept  # it flipped to the first
 
 
