@@ -458,13 +458,10 @@ class KeptPatient:
             return None
         return cls(event_id, row, patients, when, record, tuple(names))
 
-    def unkeepable(self) -> str | None:
-        """Why this record cannot be kept (over MAX_KEPT_BYTES, or a value JSON cannot hold: NaN, infinity); None."""
-        try:
-            size = len(json.dumps(self.to_dict(), allow_nan=False))
-        except ValueError:
-            return "a value JSON cannot hold (NaN or infinity)"
-        return f"over {MAX_KEPT_BYTES:,} bytes" if size > MAX_KEPT_BYTES else None
+    def unkeepable(self) -> bool:
+        """Whether :meth:`from_dict` would refuse this record, so it is never written (over MAX_KEPT_BYTES, NaN or
+        infinity, a value no patient's field is once read: a dict, a list of numbers); one rule for both sides."""
+        return KeptPatient.from_dict(self.to_dict()) != self
 
 
 def _text(value: Any) -> bool:

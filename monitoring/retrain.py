@@ -149,7 +149,8 @@ class FeedbackDataset:
                 (self.kept_unreadable, "feedback object(s) keep a patient record that cannot be read (ignored: their "
                                        "captured request is read instead, while the capture holds it)"),
                 (self.not_keepable, f"captured record(s) not kept with their feedback (over {MAX_KEPT_BYTES:,} bytes, "
-                                    "or a value JSON cannot hold): they train only while the capture holds them")):
+                                    "or a value a patient's field does not hold: NaN, a dict): they train only while "
+                                    "the capture holds them")):
             if count:
                 lines.append(f"  {count} {says}")
         for reason, count in self.skipped.counts.most_common():
@@ -244,8 +245,10 @@ class KeptRecords:
                     self.ambiguous.add(item.event_id)
                     onto = replace(onto, event_id=item.event_id)
             elif event_id not in named and event_id not in self.ambiguous:
+                # Onto the request its record names: read from the capture when it still holds it (an earlier copy
+                # gone, the copy kept still there), else from the record.
                 target = own.event_id if own is not None else self.names.get(event_id)
-                if target is not None and target not in captured:
+                if target is not None:
                     onto = replace(onto, event_id=target)
             out.append(onto)
         return out
@@ -303,7 +306,7 @@ def _to_keep(feedback: list[Feedback], moved: list[Feedback], patients: Callable
             continue
         if old == record:
             continue
-        if record.unkeepable() is not None:
+        if record.unkeepable():
             keeping.unkeepable += 1
         else:
             keeping.new[key] = record
@@ -596,13 +599,14 @@ def feedback_lines(lake: DataLake, endpoint: str, header: list[str], config: dic
     # Each request once, as the monitor and the built-in cohort's retraining count it (monitoring.traffic): a retried
     # request's copies, each with feedback, were two training rows of one patient.
     dropped: dict[str, str] = {}
-    read = read_capture(lake, endpoint, start, end, ids=_asked_ids(feedback)).events
+    asked = _asked_ids(feedback)
+    read = read_capture(lake, endpoint, start, end, ids=asked).events
     named = named_ids(read)
     events, retried = distinct_requests(read, Skipped(), dropped)
     by_inference = by_inference_id(events, retried)
     # A feedback on an earlier copy of a retried request confirms the copy kept: read that one (it was not, and
     # such feedback was "no captured request").
-    wanted = {retried.get(name, name) for name in (by_inference.get(event_id, event_id) for event_id, _ in feedback.latest)}
+    wanted = {retried.get(name, name) for name in (by_inference.get(event_id, event_id) for event_id in asked)}
     requests: dict[str, list[Any] | tuple[str, str]] = {}  # event id → its patient records, or why not (reason, detail)
     times: dict[str, str | None] = {}
     for event in events:

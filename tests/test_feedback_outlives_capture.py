@@ -403,3 +403,24 @@ def test_an_object_written_under_another_spelling_of_its_id_keeps_its_record(lak
     store_feedback(lake, ENDPOINT, Feedback(event_id=event.upper(), diagnosis="grave"))
     assert feedback_dataset(lake, ENDPOINT).records_kept == 1
     assert _kept(lake, ENDPOINT, event.upper())[PATIENT]["event_id"] == event
+
+
+def test_feedback_on_an_expired_earlier_copy_is_read_from_the_copy_kept_still_captured(lake):
+    # The earlier copy's object expired first, the copy kept is still captured: the feedback, given on the earlier
+    # copy, was "no captured request" (its record names the copy kept, which was only used once gone too).
+    first, kept_copy, objects = _retried(lake, "v-6")
+    _confirm(lake, first, "grave", 1)
+    feedback_dataset(lake, ENDPOINT)
+    lake.delete(objects[first])
+    result = feedback_dataset(lake, ENDPOINT)
+    assert _labels(lake, result) == {f"FB-{kept_copy}": "grave"} and result.from_kept == 0  # read from the capture
+
+
+def test_a_record_the_reader_would_refuse_is_never_written(lake):
+    # A request with a dict in a field was kept, then refused on every read ("cannot be read", every fold).
+    (event,) = [new_event_id()]
+    _capture(lake, (event, None, {"edad": 50, "temperatura": {"valor": 37}}, datetime.now(timezone.utc)))
+    _confirm(lake, event, "grave", 1)
+    with pytest.raises(NothingToFold):  # its row refused too: no cell holds a dict
+        feedback_dataset(lake, ENDPOINT)
+    assert PATIENT not in _kept(lake, ENDPOINT, event) and read_feedback(lake, ENDPOINT).unreadable_kept == 0
