@@ -326,18 +326,22 @@ def test_a_captured_record_too_large_is_not_kept(lake):
 
 # ------------------------------------------------------------------------------------------------ a second probe's
 
-def test_names_a_record_knew_stay_when_the_earlier_copy_expires_first(lake):
+@pytest.mark.parametrize("confirmed_on", ["kept-copy", "earlier-copy"])
+def test_a_retried_request_whose_earlier_copy_expires_first_is_read_then_kept_with_both_names(lake, confirmed_on):
     # Expiry in its usual order (the earlier copy first) with a retraining between: the record was rewritten from the
-    # capture left, without the earlier copy's id, and a correction under it was dropped again.
+    # capture left, without the earlier copy's id, and a correction under it was dropped again; and a feedback on
+    # the earlier copy was "no captured request" while the copy kept was still captured.
     first, kept_copy, objects = _retried(lake, "v-2")
-    _confirm(lake, kept_copy, "leve", 1)
+    confirmed, other = (kept_copy, first) if confirmed_on == "kept-copy" else (first, kept_copy)
+    _confirm(lake, confirmed, "leve", 1)
     feedback_dataset(lake, ENDPOINT)
     lake.delete(objects[first])
     between = feedback_dataset(lake, ENDPOINT)
+    assert _labels(lake, between) == {f"FB-{kept_copy}": "leve"}
     assert between.from_kept == 0 and between.records_kept == 0  # the kept copy is still captured: read, not kept
-    assert _kept(lake, ENDPOINT, kept_copy)[PATIENT]["names"] == sorted([first, "v-2"])
+    assert _kept(lake, ENDPOINT, confirmed)[PATIENT]["names"] == sorted([first, "v-2"])
     _expire_capture(lake)
-    _confirm(lake, first, "grave", 2)
+    _confirm(lake, other, "grave", 2)
     assert _labels(lake, feedback_dataset(lake, ENDPOINT)) == {f"FB-{kept_copy}": "grave"}
 
 
@@ -403,17 +407,6 @@ def test_an_object_written_under_another_spelling_of_its_id_keeps_its_record(lak
     store_feedback(lake, ENDPOINT, Feedback(event_id=event.upper(), diagnosis="grave"))
     assert feedback_dataset(lake, ENDPOINT).records_kept == 1
     assert _kept(lake, ENDPOINT, event.upper())[PATIENT]["event_id"] == event
-
-
-def test_feedback_on_an_expired_earlier_copy_is_read_from_the_copy_kept_still_captured(lake):
-    # The earlier copy's object expired first, the copy kept is still captured: the feedback, given on the earlier
-    # copy, was "no captured request" (its record names the copy kept, which was only used once gone too).
-    first, kept_copy, objects = _retried(lake, "v-6")
-    _confirm(lake, first, "grave", 1)
-    feedback_dataset(lake, ENDPOINT)
-    lake.delete(objects[first])
-    result = feedback_dataset(lake, ENDPOINT)
-    assert _labels(lake, result) == {f"FB-{kept_copy}": "grave"} and result.from_kept == 0  # read from the capture
 
 
 def test_a_record_the_reader_would_refuse_is_never_written(lake):
