@@ -180,14 +180,21 @@ def test_a_timeout_over_a_day_is_refused_from_the_variable_as_from_the_flag(star
     ("http://127.0.0.1:99999", "port"),
     ("http://user:secret@127.0.0.1:18161", "user name or password"),
 ])
-def test_an_endpoint_url_that_cannot_work_is_refused_at_start(url, says, started, capsys):
+def test_an_endpoint_url_that_cannot_work_is_refused_at_start(url, says, started, capsys, tmp_path):
     from diagnosa.cli import main
 
     with pytest.raises(ValueError, match=says):
         check_endpoint_url(url)
-    assert main(["app", "--endpoint-url", url]) == 2 and not started
-    err = capsys.readouterr().err.strip()
-    assert says in err and len(err.splitlines()) == 1 and "secret" not in err
+    # Also beside a workspace's local endpoint record (`make run` leaves one): the port 99999 was read to compare the
+    # URL with the record's, a ValueError traceback (the fresh clone's test run found it).
+    record = tmp_path / "ws" / "endpoints" / "diagnosa" / "endpoint.json"
+    record.parent.mkdir(parents=True)
+    record.write_text(json.dumps({"EndpointName": "diagnosa", "EndpointStatus": "InService", "ModelDir": str(tmp_path),
+                                  "Url": "http://127.0.0.1:8080"}))
+    for workspace in ([], ["--workspace", str(tmp_path / "ws")]):
+        assert main([*workspace, "app", "--endpoint-url", url]) == 2 and not started
+        err = capsys.readouterr().err.strip()
+        assert says in err and len(err.splitlines()) == 1 and "secret" not in err
 
 
 # ------------------------------------------------------------------------------------------------ 11. archives

@@ -76,7 +76,12 @@ def _served_by_url(args: argparse.Namespace, model: str | None, timeout: float) 
     --model's, refused when the server serves another. The app started as endpoint 'diagnosa' with the built-in
     cohort's form at a dataset's endpoint, and every diagnosis was refused ("Endpoint diagnosa … not found")."""
     from app.config import ConfigError, model_endpoint_name
+    from inference.client import check_endpoint_url
 
+    try:
+        check_endpoint_url(args.endpoint_url)
+    except ValueError:  # a URL that cannot work: the app's configuration says what is wrong with it, exit 2
+        return
     by_model = args.endpoint_name is None and model is not None
     try:
         name = model_endpoint_name(model) if by_model else args.endpoint_name
