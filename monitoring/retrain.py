@@ -216,9 +216,13 @@ class KeptRecords:
             del out.names[name]
         return out
 
-    def why_not(self, event_id: str, named: Collection[str]) -> str:
-        """Why a feedback's id joins no request: one it names ambiguously, or none the capture or a record knows."""
-        return AMBIGUOUS if event_id in self.ambiguous or event_id in named else "no captured request for this event id"
+    def patients_of(self, item: Feedback, named: Collection[str]) -> int | tuple[str, str]:
+        """For a feedback the capture holds no usable request of: how many patients its kept request held, else why
+        it joins none (reason, example) — an id it names ambiguously, or one neither the capture nor a record knows."""
+        if item.event_id in self.counts:
+            return self.counts[item.event_id]
+        ambiguous = item.event_id in self.ambiguous or item.event_id in named
+        return AMBIGUOUS if ambiguous else "no captured request for this event id", item.where
 
     def onto(self, feedback: list[Feedback], moved: list[Feedback], captured: Collection[str],
              named: Collection[str], kept: Kept) -> list[Feedback]:
@@ -274,8 +278,8 @@ def _other_names(retried: dict[str, str], by_inference: dict[str, str]) -> dict[
 class Keeping:
     """A fold's work on the kept records: the captured records the feedback objects do not keep yet (``new``, for
     ``keep_patients``), how many rows were made from a kept record, their capture gone (``used``), how many
-    objects keep a record that cannot be read (``unreadable``: ignored) and how many records cannot be kept (over
-    MAX_KEPT_BYTES, or a value JSON cannot hold)."""
+    objects keep a record that cannot be read (``unreadable``: ignored) and how many captured records the reader
+    would refuse, so are not kept (``unkeepable``: KeptPatient.unkeepable)."""
 
     new: dict[str, KeptPatient] = field(default_factory=dict)  # a feedback object's key → the record to keep in it
     used: int = 0
@@ -358,9 +362,7 @@ def feedback_records(lake: DataLake, endpoint: str, start: datetime | None = Non
         if found is None:
             if item.event_id in traffic.dropped:
                 return f"captured request unusable: {traffic.dropped[item.event_id]}", item.where
-            if item.event_id in gone.counts:
-                return gone.counts[item.event_id]
-            return gone.why_not(item.event_id, traffic.seen_ids), item.where
+            return gone.patients_of(item, traffic.seen_ids)
         return found.patients
 
     def captured(event_id: str, number: int) -> KeptPatient | None:
@@ -633,9 +635,7 @@ def feedback_lines(lake: DataLake, endpoint: str, header: list[str], config: dic
             return f"captured request unusable: {dropped[item.event_id]}", item.where
         records = requests.get(item.event_id)
         if records is None:
-            if item.event_id in gone.counts:
-                return gone.counts[item.event_id]
-            return gone.why_not(item.event_id, named), item.where
+            return gone.patients_of(item, named)
         if isinstance(records, tuple):
             return records[0], f"{item.where}: {records[1]}"
         return len(records)

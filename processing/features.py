@@ -285,8 +285,9 @@ class DenseBatches(BaseEstimator):
 
     def _batches(self, method: str, X: Any) -> np.ndarray:
         apply = getattr(self.estimator_, method)
-        parts = [apply(_dense(_safe_indexing(X, slice(start, start + self.batch_rows))))
-                 for start in range(0, X.shape[0], self.batch_rows)]
+        # A slice is rows whatever X is (a DataFrame's too), and costs nothing on the serving path (_safe_indexing
+        # added 35-75 µs a call).
+        parts = [apply(_dense(X[start:start + self.batch_rows])) for start in range(0, X.shape[0], self.batch_rows)]
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
     @available_if(_estimator_has("transform"))
