@@ -67,7 +67,10 @@ from diagnosa.files import not_a_regular_file
 from diagnosa.lake import DataLake, LakeError, ObjectExists, ObjectNotFound
 from diagnosa.text import some_of
 
-INGEST_VERSION = "2"  # bump when ingestion changes what it writes for the same input (2: data in parts)
+# Bump when ingestion writes anything else for the same input, so a file ingested before is curated again, not
+# reused (tests/test_ingest_version.py records what each number writes). 2: data in parts; 3: the fixes since,
+# an empty cell of a boolean slice column written False among them (it was left empty, and retraining failed).
+INGEST_VERSION = "3"
 # The curated rows are written as several Parquet objects of at most this many rows (data/part-NNNNN.parquet),
 # so a processing job of N instances can take a share each (S3 sharding by key: pipelines/definition.py). The
 # default cohort (20k) makes four parts, a million patients 200.

@@ -284,11 +284,11 @@ type = "category"  # 1 D-penicillamine, 2 placebo; empty for the 106 patients ou
 <!-- docs-test: covered-by tests/test_byod_pipeline.py -->
 ```console
 $ diagnosa data ingest pbc.csv --config pbc.toml
-dataset pbc version 6a091cce2227
+dataset pbc version f5bcd2d26997
   pbc: read 418 / accepted 412 / quarantined 6
     quarantined for missing required field 'stage': 6
-  curated rows: 412 → curated/pbc/6a091cce2227/data/ (1 part)
-  quarantined rows (as written, with their line and reasons) → quarantine/pbc/6a091cce2227/pbc.jsonl
+  curated rows: 412 → curated/pbc/f5bcd2d26997/data/ (1 part)
+  quarantined rows (as written, with their line and reasons) → quarantine/pbc/f5bcd2d26997/pbc.jsonl
 $ diagnosa run --local --dataset pbc --families logistic_regression --param Seed=3 \\
     --param ModelApprovalStatus=Approved
 ```
