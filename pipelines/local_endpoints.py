@@ -22,6 +22,7 @@ of its model file is Rejected.
 """
 from __future__ import annotations
 
+import difflib
 import hashlib
 import os
 import shutil
@@ -39,6 +40,7 @@ from diagnosa.files import read_json_record, write_json_atomic
 from diagnosa.logs import utc_now
 from diagnosa.model import ModelLoadError, unpack_model
 from diagnosa.net import ServerExited, free_port, port_taken, process_alive, wait_until_ok
+from diagnosa.text import some_of
 from pipelines.local_jobs import JobError, LakeMapping, check_request
 from pipelines.locks import LockHeld, file_lock
 
@@ -574,6 +576,25 @@ class LocalEndpoints:
             return []
         return [r for r in map(self.describe, names) if r]
 
+    def unknown_name(self, endpoint_name: str) -> str:
+        """What to say of a name no local endpoint has: the one it was likely meant for, and the local endpoints
+        there are ("" when there are none). SageMaker takes an endpoint name whatever its case at CreateEndpoint but
+        needs its case at InvokeEndpoint, and a dataset's endpoint is its name with '_' written '-', so a name that
+        differs only so, or is a close spelling, is named first: `monitor --endpoint-name Urgencias` said only
+        "no local endpoint" beside an endpoint urgencias."""
+        others = [r["EndpointName"] for r in self.list()]
+        if not others:
+            return ""
+        folded = {other.casefold(): other for other in others}
+        meant = folded.get(endpoint_name.replace("_", "-").casefold())
+        if meant is None:
+            close = difflib.get_close_matches(endpoint_name.casefold(), list(folded), n=1, cutoff=0.75)
+            meant = folded[close[0]] if close else None
+        listed = f"the local endpoints are {some_of(others)}"
+        if meant == endpoint_name.replace("_", "-") != endpoint_name:
+            listed = f"a dataset's endpoint is its name with '_' written '-'; {listed}"
+        return f"did you mean {meant}? ({listed})" if meant else listed
+
     # -------------------------------------------------------------------------------- deploy
     def deploy(self, endpoint_name: str, config_name: str, *, log: Path | None = None,
                package_arn: str | None = None) -> dict[str, Any]:
@@ -838,11 +859,8 @@ class LocalEndpoints:
         if record and not RESOURCE_NAME.fullmatch(endpoint_name):
             raise DeployError(f"endpoint {record['EndpointName']}: {record['Problem']}")
         if not record:
-            others = [r["EndpointName"] for r in self.list()]
-            dashed = endpoint_name.replace("_", "-")
-            raise DeployError(f"no local endpoint {endpoint_name}" + (
-                f" (a dataset's endpoint is its name with '_' written '-': {dashed})" if dashed in others else
-                f" (the local endpoints: {', '.join(others)})" if others else ""))
+            hint = self.unknown_name(endpoint_name)
+            raise DeployError(f"no local endpoint {endpoint_name}" + (f": {hint}" if hint else ""))
         return record
 
     def start(self, endpoint_name: str) -> dict[str, Any] | None:

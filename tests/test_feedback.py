@@ -530,7 +530,7 @@ def test_feedback_for_the_builtin_endpoint_in_a_workspace_without_it_names_the_l
         {"EndpointName": "aids-2", "EndpointStatus": "OutOfService"}))
     code, out, err = _cli(capsys, "--workspace", ws, "feedback", "ev-1", "ENFERMEDAD AGUDA")
     assert code == 0 and "stored as feedback/diagnosa/" in out
-    assert "no local endpoint diagnosa" in err and "its local endpoints: aids-2" in err and "--endpoint-name" in err
+    assert "no local endpoint diagnosa" in err and "the local endpoints are aids-2" in err and "--endpoint-name" in err
 
 
 def test_the_client_tells_a_refused_record_from_a_refused_client(endpoint):

@@ -2,7 +2,9 @@
 damaged, a pid reused by another program, the command run from a folder that shadows Diagnosa's packages."""
 from __future__ import annotations
 
+import io
 import json
+import re
 import subprocess
 import sys
 import time
@@ -156,9 +158,9 @@ def test_stopping_a_datasets_endpoint_by_the_datasets_name_says_the_endpoints(en
     from pipelines.local_endpoints import DeployError
 
     _record(endpoints, "mi-datos", Pid=None, EndpointStatus="OutOfService")
-    with pytest.raises(DeployError, match="written '-': mi-datos"):
+    with pytest.raises(DeployError, match="did you mean mi-datos\\? \\(a dataset's endpoint is its name with '_' written '-'"):
         endpoints.stop("mi_datos")
-    with pytest.raises(DeployError, match=r"the local endpoints: mi-datos\)"):
+    with pytest.raises(DeployError, match=r"no local endpoint nope: the local endpoints are mi-datos$"):
         endpoints.stop("nope")
 
 
@@ -248,3 +250,32 @@ def test_stop_on_a_disk_that_refuses_the_record_stops_the_server_and_says_so(end
     assert "could not be updated (File too large); it still says InService" in done.stderr
     assert not left_serving
     assert endpoints.describe("toy")["EndpointStatus"] == "OutOfService"
+
+
+@pytest.mark.parametrize("asked, meant", [("Urgencias", "urgencias"), ("mi_datos", "mi-datos"), ("MI_DATOS", "mi-datos"),
+                                          ("urgencia", "urgencias"), ("zzz", None)])
+def test_a_name_no_local_endpoint_has_names_the_one_it_was_likely_meant_for(endpoints, asked, meant):
+    from pipelines.local_endpoints import DeployError
+
+    assert endpoints.unknown_name(asked) == ""  # no endpoint at all: nothing to name
+    for name in ("urgencias", "mi-datos", "diagnosa"):
+        _record(endpoints, name)
+    hint = endpoints.unknown_name(asked)
+    listed = "the local endpoints are diagnosa, mi-datos, urgencias"
+    assert hint.startswith(f"did you mean {meant}? (") and hint.endswith(f"{listed})") if meant else hint == listed
+    assert ("written '-'" in hint) == (asked == "mi_datos")  # the dataset's spelling says why
+    with pytest.raises(DeployError, match=re.escape(f"no local endpoint {asked}: {hint}")):
+        endpoints.stop(asked)
+
+
+@pytest.mark.parametrize("command", [["monitor", "--endpoint-name", "Urgencias"],
+                                     ["predict", "-", "--endpoint-name", "Urgencias"]])
+def test_the_commands_name_the_endpoint_a_mistyped_name_was_likely_meant_for(endpoints, tmp_path, capsys,
+                                                                               monkeypatch, command):
+    monkeypatch.delenv("AWS_DEFAULT_REGION", raising=False)
+    monkeypatch.delenv("AWS_REGION", raising=False)
+    monkeypatch.setattr("sys.stdin", io.StringIO('{"edad": 3}\n'))
+    _record(endpoints, "urgencias")
+    assert main(["--workspace", str(tmp_path / "ws"), "--lake", str(tmp_path / "lake"), *command]) == 2
+    err = capsys.readouterr().err
+    assert "no local endpoint" in err and "did you mean urgencias? (the local endpoints are urgencias)" in err, err

@@ -171,7 +171,7 @@ def test_same_inputs_give_the_same_definition_and_metrics_and_approval_redeploys
     with urllib.request.urlopen(f"{served['Url']}/ping", timeout=5) as answer:
         assert answer.status == 200
     assert cli([*endpoint, "start", "diagnosis"]) == 2
-    assert "no local endpoint diagnosis (the local endpoints: diagnosa)" in capsys.readouterr().err
+    assert "no local endpoint diagnosis: did you mean diagnosa? (the local endpoints are diagnosa)" in capsys.readouterr().err
     assert cli(["--workspace", str(workspace["root"]), "registry", "list"]) == 0
     listing = capsys.readouterr().out.splitlines()
     [v2] = [line for line in listing if line.strip().startswith("v2 ")]

@@ -191,10 +191,10 @@ def endpoint_url(args: argparse.Namespace) -> str | None:
     local = None if lake.uri.startswith("s3://") else local_workspace(args, lake)
     record = local.endpoints().describe(args.endpoint_name) if local else None
     if record is None:
-        others = [r["EndpointName"] for r in local.endpoints().list()] if local else []
-        if others and not resolve_region(None):  # no AWS region either: a name mistyped, or the dataset's forgotten
-            raise UsageError(f"no local endpoint {args.endpoint_name} ({workspace_hint(args)}; its local endpoints: "
-                             f"{', '.join(others)}): give --endpoint-name, --endpoint-url, or --region for SageMaker")
+        hint = local.endpoints().unknown_name(args.endpoint_name) if local else ""
+        if hint and not resolve_region(None):  # no AWS region either: a name mistyped, or the dataset's forgotten
+            raise UsageError(f"no local endpoint {args.endpoint_name} ({workspace_hint(args)}): {hint}; give "
+                             "--endpoint-name, --endpoint-url, or --region for SageMaker")
         return None
     from pipelines.local_endpoints import DAMAGED
 

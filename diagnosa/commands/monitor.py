@@ -59,10 +59,13 @@ def _served_baselines(args: argparse.Namespace, lake: Any) -> list[Path]:
     from pipelines.executor import local_registry
 
     ws = workspace(args)
-    record = None if lake.uri.startswith("s3://") else local_workspace(args, lake).endpoints().describe(args.endpoint_name)
+    endpoints = None if lake.uri.startswith("s3://") else local_workspace(args, lake).endpoints()
+    record = endpoints.describe(args.endpoint_name) if endpoints else None
     if record is None:
-        raise UsageError(f"no local endpoint {args.endpoint_name!r} ({workspace_hint(args)}): give the baseline "
-                         "folders with --baseline (preprocess 'baseline' output and evaluate 'evaluation' output)")
+        hint = endpoints.unknown_name(args.endpoint_name) if endpoints else ""
+        raise UsageError(f"no local endpoint {args.endpoint_name!r} ({workspace_hint(args)}): "
+                         + (f"{hint}; or " if hint else "") + "give the baseline folders with --baseline "
+                         "(preprocess 'baseline' output and evaluate 'evaluation' output)")
     from diagnosa.services import serves
 
     served = record["ModelDataUrl"]
@@ -409,9 +412,10 @@ def _feedback_labels(args: argparse.Namespace, lake: DataLake) -> list[str]:
         return labels
     if args.endpoint_name == BUILTIN_RESOURCE:
         return list(CATEGORIES)
+    hint = "" if lake.uri.startswith("s3://") else local_workspace(args, lake).endpoints().unknown_name(args.endpoint_name)
     raise UsageError(f"no local endpoint {args.endpoint_name} in this workspace, so the labels its diagnoses must be "
-                     "one of are not known here: send the feedback through the endpoint (--endpoint-url), which "
-                     "checks them against the model it serves")
+                     "one of are not known here: " + (f"{hint}; or " if hint else "") + "send the feedback through "
+                     "the endpoint (--endpoint-url), which checks them against the model it serves")
 
 
 def _captured_patients(args: argparse.Namespace, lake: DataLake, event_ids: list[str]) -> dict[str, int] | None:
@@ -454,9 +458,9 @@ def _warn_not_captured(args: argparse.Namespace, lake: DataLake, event_ids: list
     if not lake.uri.startswith("s3://"):
         endpoints = local_workspace(args, lake).endpoints()
         if endpoints.describe(args.endpoint_name) is None:
-            others = [r["EndpointName"] for r in endpoints.list()]
+            others = endpoints.unknown_name(args.endpoint_name)
             hint = f"; this workspace has no local endpoint {args.endpoint_name}" + (
-                f" (its local endpoints: {', '.join(others)}; choose one with --endpoint-name)" if others else "")
+                f": {others}; choose one with --endpoint-name" if others else "")
     print(f"warning: {len(missing):,} event id(s) have no captured request of endpoint {args.endpoint_name} in the "
           f"lake: {shown}. Stored, but the monitor counts this feedback as not captured until the request's capture "
           f"is there{hint}", file=sys.stderr)
