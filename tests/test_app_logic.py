@@ -523,6 +523,41 @@ def test_app_command_asks_the_server_at_its_url_which_endpoint_it_serves(trained
     assert len(started) == 1
 
 
+def test_app_command_without_a_url_or_region_calls_the_workspaces_local_endpoint_as_predict_does(
+        model_workspace, monkeypatch, capsys):
+    # `diagnosa app --endpoint-name NAME` took its form from the workspace's local endpoint NAME and sent every
+    # diagnosis to SageMaker's endpoint of that name, in no region at all; `predict` and `feedback` call the local one.
+    import os
+
+    from test_endpoint_deploy_races import _register
+
+    from diagnosa.cli import main
+
+    started = []
+    for name in ("DIAGNOSA_APP_ENDPOINT_NAME", "DIAGNOSA_APP_MODEL", "DIAGNOSA_APP_ENDPOINT_URL", "AWS_REGION",
+                 "AWS_DEFAULT_REGION"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(os, "execve", lambda path, argv, env: started.append(env))
+    serving = model_workspace.deploy_approved(_register(model_workspace), port=0)
+    app = ["--workspace", str(model_workspace.root), "--lake", model_workspace.lake.uri, "app"]
+    for named in (["--endpoint-name", "diagnosa"], []):  # the built-in cohort's endpoint when none is named
+        assert main([*app, *named]) == 0
+        config = AppConfig.from_env(started[-1])
+        assert (config.endpoint_url, config.endpoint_name, config.model) == (
+            serving["Url"], "diagnosa", serving["ModelDir"])
+        assert f"local endpoint {serving['Url']}, endpoint 'diagnosa'" in capsys.readouterr().out
+    assert main([*app, "--endpoint-name", "Diagnosa"]) == 2  # a mistyped name beside a local endpoint
+    assert "did you mean diagnosa?" in capsys.readouterr().err
+    assert main([*app, "--region", "eu-west-1"]) == 0  # --region: SageMaker's endpoint, as before
+    assert AppConfig.from_env(started[-1]).endpoint_url is None
+    assert main([*app[:-1], "endpoint", "stop", "diagnosa"]) == 0
+    capsys.readouterr()
+    assert main(app) == 1  # recorded but not running: refused at start, not at every diagnosis
+    err = capsys.readouterr().err
+    assert "the local endpoint diagnosa" in err and "is not running" in err
+    assert len(started) == 3
+
+
 def test_app_command_takes_its_settings_from_the_environment_and_prints_the_port_it_listens_on(monkeypatch, capsys):
     # $DIAGNOSA_APP_TIMEOUT, _ATTEMPTS and _TOP_K, as docs/app.md lists them, were overridden by the flags' fixed
     # defaults; a bad $DIAGNOSA_APP_DIFFERENTIAL stopped every diagnosa command with a traceback; --port 0 printed

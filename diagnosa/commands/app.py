@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 from diagnosa.commands.common import (
     UsageError,
+    endpoint_url,
     int_in,
     local_workspace,
     model_folder,
@@ -47,6 +48,8 @@ def cmd_app(args: argparse.Namespace) -> int:
         raise UsageError("--region is for a SageMaker endpoint; the local endpoint is chosen by --endpoint-url")
     if args.endpoint_url:
         _served_by_url(args, model, defaults["timeout"] if args.timeout is None else args.timeout)
+    elif not args.region:
+        _local_endpoint_url(args, model)
     if model is None and args.endpoint_name and not args.region:
         model = _local_endpoint_model(args)
     try:
@@ -92,6 +95,23 @@ def _served_by_url(args: argparse.Namespace, model: str | None, timeout: float) 
     args.endpoint_name = probe.endpoint_name
 
 
+def _local_endpoint_url(args: argparse.Namespace, model: str | None) -> None:
+    """Without --endpoint-url or --region, the workspace's local endpoint of that name (--endpoint-name, else
+    --model's dataset's, else the built-in cohort's), as `predict` and `feedback` take it: the app took its form from
+    that endpoint and sent every diagnosis to SageMaker's endpoint of the name, in no region at all. A local endpoint
+    recorded but not running, or a mistyped name beside others, is refused at start (common.endpoint_url)."""
+    from app.config import ConfigError, model_endpoint_name
+
+    try:
+        name = args.endpoint_name or model_endpoint_name(model)
+    except ConfigError:  # not a model folder: the form's check says what is wrong with it
+        return
+    local = argparse.Namespace(**{**vars(args), "endpoint_name": name})
+    url = endpoint_url(local)
+    if url:
+        args.endpoint_url, args.endpoint_name = url, name
+
+
 def _local_endpoint_model(args: argparse.Namespace) -> str | None:
     """The model folder of the workspace's local endpoint --endpoint-name, for the form when --model is not given (a
     dataset of the user's own got the built-in cohort's form, whose fields its endpoint refuses); None, and the
@@ -116,9 +136,10 @@ def _local_endpoint_model(args: argparse.Namespace) -> str | None:
 def register(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser("app", help="the doctors' app (Streamlit) over an endpoint",
                                  description="Serve the doctors' app: data-use policy, patient form, diagnosis. "
-                                             "Give --endpoint-url for the local endpoint, or --region for a "
-                                             "SageMaker endpoint; either way the endpoint is the one of --model's "
-                                             "dataset unless --endpoint-name names another.")
+                                             "Give --endpoint-url for a local endpoint's server, or --region for a "
+                                             "SageMaker endpoint; without either, the workspace's local endpoint of "
+                                             "that name, as predict takes it. Either way the endpoint is the one of "
+                                             "--model's dataset unless --endpoint-name names another.")
     parser.add_argument("--endpoint-url", default=os.environ.get("DIAGNOSA_APP_ENDPOINT_URL"),
                         help="the local endpoint, e.g. http://127.0.0.1:8080 (default $DIAGNOSA_APP_ENDPOINT_URL)")
     parser.add_argument("--endpoint-name", type=sagemaker_name, default=os.environ.get("DIAGNOSA_APP_ENDPOINT_NAME"),
