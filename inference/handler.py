@@ -407,11 +407,31 @@ def parse_request(body: bytes | str, content_type: str | None, service: Service)
     return Request(clean, [values[service.schema.id_field] for values in clean], service.columns, top_k, differential)
 
 
+def _refuse_unscorable(proba: np.ndarray, request: Request) -> None:
+    """A record the model cannot compute with is refused, naming its largest number. A number the schema accepts (a
+    32-bit float, up to 3.4e38) far beyond the training values overflowed the model's float32 arithmetic: the
+    endpoint answered 200 with NaN probabilities (not JSON), the first label as its category, and capture, monitor
+    and retraining took the row as a prediction (a probe, session 68)."""
+    unscorable = np.flatnonzero(~np.isfinite(proba).all(axis=1))
+    if not unscorable.size:
+        return
+    problems = []
+    for row in unscorable[:MAX_LISTED_PROBLEMS].tolist():
+        numbers = {name: value for name, value in request.records[row].items()
+                   if isinstance(value, (int, float)) and not isinstance(value, bool)}
+        largest = max(numbers, key=lambda name: abs(numbers[name]), default=None)
+        said = f": {largest} = {numbers[largest]:.6g}" if largest is not None else ""
+        problems.append(Problem(row, largest, "the model cannot compute with this record's numbers, too far beyond "
+                                f"the values it was trained on (its largest{said}); check the units and the value"))
+    raise RequestError(400, f"{unscorable.size} problem(s) in the request", problems, unscorable.size - len(problems))
+
+
 def predict(request: Request, service: Service) -> list[dict[str, Any]]:
     if service.fast is not None:
         proba = service.model.predict_proba_features(service.fast.transform(request.records), service.classifier)
     else:
         proba = service.model.predict_proba(request.frame)
+    _refuse_unscorable(proba, request)
     labels = service.model.labels
     # The category is the model's decision (argmax of decision weight x calibrated probability); the
     # probabilities and top_k shown are the calibrated probabilities themselves.

@@ -14,6 +14,7 @@ from typing import Any, Callable
 
 from diagnosa.data.hpo import HPO_ID, Ontology, load_ontology
 from diagnosa.data.schema import (
+    EXACT_INTEGER_LIMIT,
     FEATURE_NUMBER_MAX,
     Field,
     FieldNames,
@@ -102,7 +103,8 @@ class RequestSchema:
             def number(value: Any) -> Any:
                 kind = type(value)
                 if kind is float:
-                    if low <= value <= high and math.isfinite(value) and (not integer or value.is_integer()):
+                    if low <= value <= high and math.isfinite(value) and (
+                            not integer or (value.is_integer() and abs(value) < EXACT_INTEGER_LIMIT)):
                         return value
                 elif kind is int and -EXACT_FLOATS < value < EXACT_FLOATS and low <= value <= high:
                     return float(value)
@@ -238,6 +240,9 @@ class RequestSchema:
                 return None, f"number out of range: {number:g} (the model's features are 32-bit floats: -3.4e38 to 3.4e38)"
             if f.type == "integer" and not number.is_integer():
                 return None, f"expected an integer, got {number:g}"
+            if f.type == "integer" and abs(number) >= EXACT_INTEGER_LIMIT:  # as ingestion quarantines it
+                return None, (f"not an exact integer: {shown(value, 40)} (from 2^53 on, numbers lose their last "
+                              "digits: an identifier or a code is a string)")
             if (f.min is not None and number < f.min) or (f.max is not None and number > f.max):
                 low = "-inf" if f.min is None else f"{f.min:g}"
                 high = "inf" if f.max is None else f"{f.max:g}"

@@ -91,7 +91,7 @@ value with spaces around it is refused in the config.
 
 A number beyond ±3.4e38 (the models' features are 32-bit floats) is quarantined (`number out of range`),
 and so is an `integer` from 2^53 on (read as a float, it may already have lost its last digits: an
-identifier or a code is a `string`).
+identifier or a code is a `string`); the endpoint refuses both the same way.
 
 `[columns.<column>]` keys: `type` (`number`, `integer`, `string`, `category`, `date` (YYYY-MM-DD),
 `boolean`, `hpo_terms`, `codes`, `text`; lists are `;`-separated in a cell), `role` (`feature`,

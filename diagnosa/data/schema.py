@@ -275,6 +275,9 @@ CSV_KEYS = {"delimiter", "decimal", "encoding", "thousands"}
 # The largest number a feature holds: the models' features are 32-bit floats (processing.features.as_float32), and
 # beyond this a value is inf there (its square already overflows the float64 variances of scalers and baselines).
 FEATURE_NUMBER_MAX = 3.4028234663852886e38  # numpy.finfo(numpy.float32).max
+# An integer column's values stay below this: read as a float64, an integer from 2^53 on may already be another one
+# (and from 2^63 on no int64). Ingestion quarantines them, and the endpoint refuses them (it accepted 2^53 + 1).
+EXACT_INTEGER_LIMIT = 2.0 ** 53
 DECIMALS = (".", ",")
 # A number's thousands separator ([csv] thousands): '1.234,5' in Spain, '1,234.5' in the US, '1 234,5' in France (a
 # space there is also the no-break spaces French Excel writes), "1'234.5" in Switzerland.

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from diagnosa.data.hpo import HPO_ID, Ontology
-from diagnosa.data.schema import FEATURE_NUMBER_MAX, Field, clean_text, near_spelling, number_text
+from diagnosa.data.schema import EXACT_INTEGER_LIMIT, FEATURE_NUMBER_MAX, Field, clean_text, near_spelling, number_text
 from diagnosa.text import some_of
 
 # Compared lower-cased; Spanish as well ('no' is both): a spreadsheet in Spanish writes VERDADERO/FALSO, a hospital
@@ -97,8 +97,6 @@ def _type_mask(col: pd.Series, allowed: tuple[type, ...]) -> pd.Series:
         return pd.Series(float in allowed or int in allowed, index=col.index)
     return pd.Series(str in allowed, index=col.index)  # pandas string dtype
 
-
-EXACT_INTEGER_LIMIT = 2.0 ** 53
 
 
 def _case_hint(value: object, allowed: Sequence[str]) -> str:

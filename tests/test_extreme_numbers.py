@@ -1,0 +1,102 @@
+"""Numbers at the edge of what the model can compute with, on a dataset of one's own whose config bounds no column.
+
+A probe (session 68) sent a served model `{"f1": 3.4e38}`: a 32-bit float, so the schema accepted it, and the model's
+float32 arithmetic overflowed. The endpoint answered 200 with NaN probabilities (bare NaN tokens: not JSON) and the
+first label as its category, and capture, monitoring and retraining took the row as a prediction.
+"""
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+
+import numpy as np
+import pytest
+
+from diagnosa.data.ingest import ingest_csv, load_curated
+from diagnosa.lake import DataLake
+from inference.server import EndpointServer
+
+LABELS = ("a", "b", "c")
+
+
+def _strict_json(body: bytes) -> object:
+    """JSON as RFC 8259 has it: NaN and Infinity are no JSON values (a browser's JSON.parse refuses them)."""
+    def refuse(token: str) -> object:
+        raise ValueError(f"{token} is not JSON")
+
+    return json.loads(body, parse_constant=refuse)
+
+
+@pytest.fixture(scope="module")
+def unbounded_model(tmp_path_factory, train_model):
+    """A logistic regression on two unbounded numbers (no min or max in the config) and a category."""
+    folder = tmp_path_factory.mktemp("unbounded")
+    rng = np.random.default_rng(4)
+    rows = ["pid,f1,f2,ward,label"]
+    for i in range(300):
+        k = i % 3
+        rows.append(f"p{i},{rng.normal(2 * k, 1):.4f},{rng.normal(-k, 1):.4f},{'east' if i % 2 else 'west'},{LABELS[k]}")
+    (folder / "t.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    (folder / "t.toml").write_text('name = "t"\nid_column = "pid"\ntarget = "label"\nlabels = ["a", "b", "c"]\n',
+                                   encoding="utf-8")
+    lake = DataLake.from_uri(str(folder / "lake"))
+    ingest_csv(lake, folder / "t.csv", folder / "t.toml")
+    return train_model(folder / "train", load_curated(lake, "t"), {"family": "logistic_regression"})
+
+
+@pytest.fixture(scope="module")
+def endpoint(unbounded_model):
+    with EndpointServer(str(unbounded_model), endpoint_name="t") as served:
+        served.wait_until_ready()
+        yield served
+
+
+def _post(endpoint, records: list[dict]) -> tuple[int, object]:
+    request = urllib.request.Request(f"{endpoint.url}/invocations", data=json.dumps(records).encode(),
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            return answer.status, _strict_json(answer.read())
+    except urllib.error.HTTPError as refused:
+        return refused.code, _strict_json(refused.read())
+
+
+@pytest.mark.parametrize("f1", [3.4e38, -3.4e38, 2.5e38])
+def test_a_number_the_model_cannot_compute_with_is_refused_naming_it_never_answered_with_nan(endpoint, f1):
+    good = {"pid": "ok", "f1": 2.0, "f2": -1.0, "ward": "east"}
+    status, answer = _post(endpoint, [good, {"pid": "far", "f1": f1, "f2": -1.0, "ward": "east"}])
+    assert status == 400, answer
+    [problem] = answer["errors"]
+    assert (problem["row"], problem["field"]) == (1, "f1"), answer  # the second record
+    assert "too far beyond the values it was trained on" in problem["problem"] and f"{f1:.6g}" in problem["problem"]
+    status, answer = _post(endpoint, [good])  # the same patient alone is answered, every probability a number
+    assert status == 200
+    [prediction] = answer["predictions"]
+    assert all(np.isfinite(p) for p in prediction["probabilities"].values())
+    assert abs(sum(prediction["probabilities"].values()) - 1) < 1e-5
+
+
+@pytest.mark.parametrize("value, exact", [(2**53 - 1, True), (-(2**53 - 1), True), (2**53, False), (2**53 + 1, False),
+                                          (2**63, False), (1e20, False), (3.4e38, False), (-(2**60), False)])
+def test_ingestion_and_the_endpoint_take_the_same_integers(value, exact):
+    # Ingestion quarantined an integer column's 2^53 + 1 ("not an exact integer") while the endpoint answered for it:
+    # 2^53 + 1, 2^63, 1e20 and 3.4e38 were a patient's age there.
+    import pandas as pd
+
+    from diagnosa.data.schema import Field, Schema
+    from diagnosa.data.validate import validate_frame
+    from inference.schema import RequestSchema
+
+    count = Field("count", "integer")
+    schema = Schema("x", (Field("case", "string", role="id"), count,
+                          Field("outcome", "category", role="target", values=("a", "b"))), ("a", "b"))
+    text = f"{value:.0f}" if isinstance(value, float) else str(value)
+    _, ingested = validate_frame(pd.DataFrame({"count": [text]}), [count], text=True)
+    requests = RequestSchema(schema)
+    for record, as_text in (({"count": value}, False), ({"count": float(value)}, False), ({"count": text}, True)):
+        _, problems = requests.validate(0, record, text=as_text)
+        assert (problems == []) == exact == (ingested == {}), (record, problems, ingested)
+        if not exact:
+            assert problems[0].field == "count" and "not an exact integer" in problems[0].problem
+            assert "not an exact integer for 'count'" in ingested[0][0]
