@@ -100,3 +100,46 @@ def test_ingestion_and_the_endpoint_take_the_same_integers(value, exact):
         if not exact:
             assert problems[0].field == "count" and "not an exact integer" in problems[0].problem
             assert "not an exact integer for 'count'" in ingested[0][0]
+
+
+def _ingest(tmp_path, f1: list[str], extra_config: str = "") -> tuple[object, object]:
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    rows = ["pid,f1,label"] + [f"p{i},{value},{LABELS[i % 3]}" for i, value in enumerate(f1)]
+    (tmp_path / "x.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    (tmp_path / "x.toml").write_text('name = "x"\nid_column = "pid"\ntarget = "label"\nlabels = ["a", "b", "c"]\n'
+                                     + extra_config, encoding="utf-8")
+    lake = DataLake.from_uri(str(tmp_path / "lake"))
+    report = ingest_csv(lake, tmp_path / "x.csv", tmp_path / "x.toml")
+    return report, load_curated(lake, "x")
+
+
+@pytest.mark.parametrize("sentinel", ["1e12", "999999999", "-3.3e38"])
+def test_a_number_no_column_of_measurements_holds_is_quarantined_naming_it_and_the_column_is_kept(tmp_path, sentinel):
+    # One such cell among 800 made the scaler's spread so wide that every other value of the column became one
+    # 32-bit float in every model family (fresh-data macro recall 0.748 -> 0.615), and nothing said so.
+    values = [f"{v:.4f}" for v in np.random.default_rng(1).normal(2, 1, 300)]
+    values[6] = sentinel
+    report, (curated, manifest) = _ingest(tmp_path, values)
+    [source] = report.sources
+    assert (source.read, source.accepted, source.quarantined) == (300, 299, 1)
+    [(reason, count)] = manifest["quarantine_reasons"].items()
+    assert reason == "implausible value for 'f1'" and count == 1
+    [entry] = [json.loads(line) for key in manifest["quarantine_keys"]
+               for line in (tmp_path / "lake" / key).read_text().splitlines()]
+    assert entry["line"] == 8 and entry["raw"]["f1"] == sentinel
+    assert f"'f1': {float(sentinel):.6g}" in entry["reasons"][0] and "[columns.f1] a min and a max" in entry["reasons"][0]
+    assert curated["f1"].astype("float32").nunique() == 299  # every other value still tells the patients apart
+
+
+def test_a_column_bounded_by_its_config_or_heavy_tailed_keeps_every_value(tmp_path):
+    rng = np.random.default_rng(2)
+    heavy = [f"{v:.6g}" for v in rng.lognormal(0, 2.5, 600)]  # ~5,000 spreads at most: a lab value's tail, kept
+    assert _ingest(tmp_path / "heavy", heavy)[0].sources[0].quarantined == 0
+    # No spread in its quartiles (mostly zeros): judged on its 1st to 99th percentile's range.
+    mostly_zero = ["0"] * 540 + [f"{v:.4f}" for v in rng.lognormal(1, 1, 59)] + ["1e12"]
+    report, (curated, _) = _ingest(tmp_path / "zeros", mostly_zero)
+    assert report.sources[0].quarantined == 1 and curated["f1"].max() < 1e6
+    sentinel = [f"{v:.4f}" for v in rng.normal(2, 1, 300)]
+    sentinel[3] = "1e12"
+    report, _ = _ingest(tmp_path / "bounded", sentinel, "[columns.f1]\ntype = \"number\"\nmin = -1e13\nmax = 1e13\n")
+    assert report.sources[0].quarantined == 0  # the user's own bounds say such values are real

@@ -62,14 +62,15 @@ from diagnosa.data.schema import (
     too_small_classes,
     ungrouped,
 )
-from diagnosa.data.validate import clip, shown, validate_frame
+from diagnosa.data.validate import clip, implausible_numbers, shown, validate_frame
 from diagnosa.files import not_a_regular_file
 from diagnosa.lake import DataLake, LakeError, ObjectExists, ObjectNotFound
 from diagnosa.text import some_of
 
 # Bump when ingestion writes anything else for the same input, so a file ingested before is curated again, not
 # reused (tests/test_ingest_version.py records what each number writes). 2: data in parts; 3: the fixes since,
-# an empty cell of a boolean slice column written False among them (it was left empty, and retraining failed).
+# an empty cell of a boolean slice column written False among them (it was left empty, and retraining failed),
+# and implausible numbers quarantined (validate.implausible_numbers).
 INGEST_VERSION = "3"
 # The curated rows are written as several Parquet objects of at most this many rows (data/part-NNNNN.parquet),
 # so a processing job of N instances can take a share each (S3 sharding by key: pipelines/definition.py). The
@@ -1240,6 +1241,7 @@ def ingest_csv_data(lake: DataLake, data: bytes, stem: str, config: dict[str, An
     read_cells = read_grouped_numbers(cells.drop(columns=list(schema.exclude)), schema, dialect)
     typed, errors = validate_frame(read_cells, fields, text=True, decimal=dialect.decimal)
     errors = _merge(errors, _duplicates(typed[schema.id_column], lambda p: tuple(read_cells.iloc[p])))
+    errors = _merge(errors, implausible_numbers(typed, fields, refused=errors))
     if slice_ and slice_[2] is not None:
         typed[schema.slice_column] = _slice_marker(typed, read_cells, schema, slice_[1], slice_[2])
     elif slice_ and schema.slice_column in typed:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 import numpy as np
@@ -104,6 +104,45 @@ def _case_hint(value: object, allowed: Sequence[str]) -> str:
     space where a space shows): both are meaningful, so it is not read as that one."""
     near = near_spelling(value, allowed) if isinstance(value, str) else None
     return f"; {near[0]!r} {near[1]}" if near else ""
+
+
+# A number this many times its column's spread (the interquartile range) away from the column's median is no
+# measurement: a sentinel code (999999999, 9.99e20) or a typo. One such cell among 800 made the scaler's spread so
+# wide that every other value of the column became one 32-bit float, for every model family (a probe, session 68:
+# fresh-data macro recall 0.748 -> 0.615, nothing said); four feedback rows of that kind wrecked a retraining.
+IMPLAUSIBLE_SPREADS = 1e6
+IMPLAUSIBLE_MIN_VALUES = 20  # fewer values than this say too little of a column's spread to judge one
+
+
+def implausible_numbers(typed: pd.DataFrame, fields: Sequence[Field], refused: Collection[int] = ()
+                        ) -> dict[int, list[str]]:
+    """Per row position, the feature numbers of ``typed`` (validate_frame's) more than IMPLAUSIBLE_SPREADS times
+    their column's interquartile range away from its median (the 1st to 99th percentile's range when the quartiles
+    are one value), judged on the rows not ``refused``. A column whose config sets a ``min`` or ``max`` is the
+    user's to bound, and is left alone, as is one whose values have no spread."""
+    reasons: dict[int, list[str]] = defaultdict(list)
+    for f in fields:
+        if f.type not in ("number", "integer") or f.role != "feature" or f.min is not None or f.max is not None \
+                or f.name not in typed:
+            continue
+        values = pd.to_numeric(typed[f.name], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+        judged = ~np.isnan(values)
+        judged[list(refused)] = False
+        if judged.sum() < IMPLAUSIBLE_MIN_VALUES:
+            continue
+        q1, median, q3 = np.percentile(values[judged], [25, 50, 75])
+        low, high = (q1, q3) if q3 > q1 else np.percentile(values[judged], [1, 99])
+        if not high > low:
+            continue
+        with np.errstate(invalid="ignore"):
+            far = judged & (np.abs(values - median) > IMPLAUSIBLE_SPREADS * (high - low))
+        for pos in np.flatnonzero(far).tolist():
+            reasons[pos].append(
+                f"implausible value for '{f.name}': {values[pos]:.6g} (over {IMPLAUSIBLE_SPREADS:.0e} times the "
+                f"column's spread from its median, {median:.3g}; its {'middle half' if q3 > q1 else 'values'}: "
+                f"{low:.3g} to {high:.3g}): a code for 'unknown', or a typo? Correct it or empty the cell; to keep "
+                f"such values, give [columns.{f.name}] a min and a max")
+    return dict(reasons)
 
 
 def validate_frame(raw: pd.DataFrame, fields: Sequence[Field], *, text: bool, ontology: Ontology | None = None,
