@@ -34,6 +34,7 @@ import pyarrow.parquet as pq
 
 from diagnosa.data.csv_cells import container_kind, fit_to_header, hides_characters, is_blank_row, named_width
 from diagnosa.data.hpo import Ontology, load_ontology
+from diagnosa.data.leakage import LEAKAGE_KEYS, leakage_notes
 from diagnosa.data.schema import (
     BUILTIN_DATASET,
     CLINICAL_RECORD_FIELDS,
@@ -135,6 +136,9 @@ class IngestReport:
     # Reason kind → the first such row's reason ('line 7: unknown label: ...'), shown beside its count. Only in the
     # report of the ingest that wrote the version: the manifest keeps kinds, never a cell's value.
     reason_examples: dict[str, str] = field(default_factory=dict)
+    # What the accepted rows can teach a model that new patients do not bring (diagnosa.data.leakage): repeated rows,
+    # columns that tell the label, constant columns. Notes, in the manifest too.
+    leakage: dict[str, Any] = field(default_factory=dict)
 
     def summary(self, *, values: bool = True) -> str:
         """The report for a person; ``values=False`` leaves out every example cell (a quarantine reason's, a column's),
@@ -180,6 +184,7 @@ class IngestReport:
                          "\"number\" if they are amounts): " + some_of(codes, REPORT_LISTED))
         for note in self.read_notes:
             lines.append(f"  {note}")
+        lines += leakage_lines(self.leakage)
         if self.cleaned_cells:
             lines.append(f"  cells read without the spaces around them or with composed accents: {self.cleaned_cells:,}")
         if self.missing_cells:
@@ -718,6 +723,7 @@ def _existing(lake: DataLake, dataset: str, version: str, asked_at: str,
         numbers_read_as_categories=manifest.get("numbers_read_as_categories", {}),
         inferred_columns=manifest.get("inferred_columns", {}), read_notes=manifest.get("read_notes", []),
         text_below_the_sample=manifest.get("text_below_the_sample", {}),
+        leakage={key: manifest[key] for key in LEAKAGE_KEYS if key in manifest},
     )
 
 
@@ -818,6 +824,7 @@ def _commit(lake: DataLake, schema: Schema, version: str, curated: pd.DataFrame,
                         numbers_read_as_categories=extra.get("numbers_read_as_categories", {}),
                         inferred_columns=extra.get("inferred_columns", {}), read_notes=extra.get("read_notes", []),
                         text_below_the_sample=extra.get("text_below_the_sample", {}),
+                        leakage={key: extra[key] for key in LEAKAGE_KEYS if key in extra},
                         overtaken_by=overtaken, reason_examples=examples)
 
 
@@ -1289,6 +1296,7 @@ def ingest_csv_data(lake: DataLake, data: bytes, stem: str, config: dict[str, An
                               "training (the unseen-group recall the gate checks) needs at least 2. Leave `group` out "
                               "of the [slice] in the dataset config, or give the slice's rows their groups. Nothing "
                               "was written")
+    notes = leakage_notes(curated, schema, [int(read.lines[p]) for p in np.flatnonzero(~bad).tolist()])
     phase("writing the curated version", version)
     lake.put_bytes_once(raw_key, data)
     sources = [SourceCounts(schema.name, raw_key, digest, rows_read, len(curated), len(quarantined))]
@@ -1298,7 +1306,7 @@ def ingest_csv_data(lake: DataLake, data: bytes, stem: str, config: dict[str, An
                     **({"text_below_the_sample": late_text} if late_text else {}),
                     **({"inferred_columns": inferred} if inferred else {}),
                     **({"read_notes": read.notes} if read.notes else {}),
-                    **({"feedback": feedback} if feedback else {})}, latest_before, asked_at)
+                    **({"feedback": feedback} if feedback else {}), **notes}, latest_before, asked_at)
 
 
 def read_numeric_labels(cells: pd.DataFrame, config: dict[str, Any],
@@ -1476,6 +1484,29 @@ def read_grouped_numbers(cells: pd.DataFrame, schema: Schema, dialect: CsvDialec
                 out = cells.copy()
             out[f.name] = values.map(lambda v, m=mapping: m.get(v, v))
     return out
+
+
+def leakage_lines(leakage: dict[str, Any]) -> list[str]:
+    """The report's lines for what ``leakage`` (diagnosa.data.leakage's notes) found."""
+    lines = []
+    repeated = leakage.get("repeated_rows")
+    if repeated:
+        pairs = ", ".join(f"line {a} and {b}" for a, b in repeated["example_lines"])
+        lines.append(f"  note: {repeated['rows']:,} rows repeat an earlier row's every feature, "
+                     f"{some_of(repeated['columns'], 5)} included, whose values few rows share "
+                     f"(e.g. {pairs}): the same patient twice, under another id? Split apart, one lands in training "
+                     "and its copy in test, and the evaluation's recall is higher than new patients get: keep one")
+    told = leakage.get("label_columns")
+    if told:
+        lines.append("  note: columns that tell every row's label, each of their values going with one label: "
+                     + some_of(f"{name} ({count:,} values)" for name, count in told.items())
+                     + ": the label under another name, or known only once the diagnosis is made? The model learns "
+                     "it and new patients do not have it: put it in exclude")
+    constant = leakage.get("constant_columns")
+    if constant:
+        lines.append("  note: columns with one value in every row, which teach the model nothing and which the "
+                     f"endpoint still takes: {some_of(constant)} (put them in exclude)")
+    return lines
 
 
 INFERRED_WHY = {"date": "dates", "text": "free text, almost every value distinct", "empty": "empty in every row",

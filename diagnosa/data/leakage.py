@@ -1,0 +1,111 @@
+"""What a dataset of one's own can teach a model that no new patient brings, as ingestion reports it.
+
+A probe (session 68) ingested such tables without a word, and the runs' evaluations then promised what new patients
+never got:
+- 400 patients each written twice under two ids: 52 of the 80 test rows had their twin in training, and the report
+  said macro recall 0.925 where new patients got 0.696;
+- a column holding the label's code: accuracy 1.000, log loss 0, and the endpoint then asked for that column;
+- a column with one value in every row, which teaches nothing and which the endpoint still takes.
+
+These are notes, not refusals: a table may hold two patients alike, and only the user knows what a column means.
+Every check reads the curated rows only (the accepted ones) and is linear in them but for a sort per number column.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from diagnosa.data.schema import Schema
+
+# A column at least this share of whose values are distinct (a measurement to its last digit, a date; a table of
+# patients each written twice has a share of 0.5): two rows equal there, and in every other feature, are one record
+# twice rather than two patients alike. Tables of coarse features (scores of 1 to 10, yes/no answers) hold many
+# patients alike, and say nothing of the kind (of the benchmark's 17 real tables, only aids2 gets a note: 25 of its
+# 2,843 rows repeat another's date of diagnosis, state, sex, category and age).
+DISTINCT_SHARE = 0.3
+LABEL_COLUMN_MIN_ROWS = 30  # fewer rows with a value say too little to call a column the label's
+LABEL_COLUMN_MIN_COVER = 0.5  # ... and a column with a value in fewer than this share of the rows is no label's copy
+EXAMPLES = 3
+LEAKAGE_KEYS = ("repeated_rows", "label_columns", "constant_columns")  # the notes' keys, in the manifest
+
+
+def _hashable(column: pd.Series) -> pd.Series:
+    """A column whose cells may be lists (codes, HPO terms) as something pandas can compare and hash."""
+    if column.dtype == object:
+        return column.map(lambda cell: tuple(cell) if isinstance(cell, (list, np.ndarray)) else cell)
+    return column
+
+
+def repeated_rows(curated: pd.DataFrame, features: Sequence[str], lines: Sequence[int]) -> dict[str, Any] | None:
+    """Rows repeating an earlier row's every feature, where those include a value almost every row has its own of:
+    how many, the columns that make them no coincidence, and a few pairs of their lines (``lines``: each curated
+    row's line in the file). None when there are none."""
+    present = [name for name in features if name in curated.columns]
+    if not present or len(curated) < 2:
+        return None
+    frame = pd.DataFrame({name: _hashable(curated[name]) for name in present})
+    telling = [name for name in present
+               if frame[name].notna().sum() >= 2 and frame[name].nunique() >= DISTINCT_SHARE * frame[name].notna().sum()]
+    if not telling:
+        return None
+    copies = frame.duplicated(keep="first") & frame[telling].notna().any(axis=1)
+    if not copies.any():
+        return None
+    keys = pd.util.hash_pandas_object(frame.astype(str), index=False)
+    first_line: dict[int, int] = {}
+    for position, key in enumerate(keys.tolist()):
+        first_line.setdefault(key, lines[position])
+    pairs = [[first_line[keys.iloc[p]], lines[p]] for p in np.flatnonzero(copies.to_numpy())[:EXAMPLES].tolist()]
+    return {"rows": int(copies.sum()), "columns": telling, "example_lines": pairs}
+
+
+def label_columns(curated: pd.DataFrame, schema: Schema) -> dict[str, int]:
+    """Feature columns that tell every row's label: each value goes with one label (or, for numbers, each label
+    holds one interval of them), over at least LABEL_COLUMN_MIN_ROWS rows and two labels → the number of distinct
+    values. The label under another name, or a value known only once the diagnosis is made."""
+    target = curated[schema.target].astype(str)
+    found = {}
+    for f in schema.fields:
+        if f.role != "feature" or f.name not in curated.columns or f.type in ("hpo_terms", "codes"):
+            continue
+        column = curated[f.name]
+        known = column.notna().to_numpy()
+        if known.sum() < max(LABEL_COLUMN_MIN_ROWS, LABEL_COLUMN_MIN_COVER * len(curated)):
+            continue
+        values, labels = column[known], target[known]
+        number = f.type in ("number", "integer")
+        if labels.nunique() < 2 or (not number and values.nunique() >= len(values)):
+            continue  # a text every row has its own of (an identifier) goes with one label each, and tells nothing
+        one_label_each = pd.DataFrame({"value": values.astype(float if number else str).to_numpy(),
+                                       "label": labels.to_numpy()}).drop_duplicates()["value"].is_unique
+        if one_label_each and number:  # and each label one interval of the numbers: a threshold tells them apart
+            sorted_labels = labels.to_numpy()[np.argsort(values.to_numpy(dtype=float), kind="stable")]
+            one_label_each = 1 + int((sorted_labels[1:] != sorted_labels[:-1]).sum()) == labels.nunique()
+        if one_label_each:
+            found[f.name] = int(values.nunique())
+    return found
+
+
+def constant_columns(curated: pd.DataFrame, features: Sequence[str]) -> list[str]:
+    """Feature columns with one value in every row that has one (and a value in at least one row)."""
+    return [name for name in features if name in curated.columns
+            and _hashable(curated[name]).nunique() == 1 and curated[name].notna().all()]
+
+
+def leakage_notes(curated: pd.DataFrame, schema: Schema, lines: Sequence[int]) -> dict[str, Any]:
+    """What the manifest and the ingestion report say of ``curated`` (only what was found)."""
+    features = schema.features()
+    notes: dict[str, Any] = {}
+    repeated = repeated_rows(curated, features, lines)
+    if repeated:
+        notes["repeated_rows"] = repeated
+    told = label_columns(curated, schema)
+    if told:
+        notes["label_columns"] = told
+    constant = constant_columns(curated, features)
+    if constant:
+        notes["constant_columns"] = constant
+    return notes
