@@ -63,6 +63,9 @@ setup(
                                     "processing.*", "training", "training.*", "inference", "inference.*",
                                     "infra", "infra.*", "app", "app.*", "monitoring", "monitoring.*"]),
     package_data={"diagnosa.data": ["catalogue/*.json"]},
+    # The step pins, which the staged step code and the model artifact ship as requirements.txt: installed from a
+    # wheel, under the prefix (diagnosa.serving_code.INSTALLED_STEP_LOCK), since site-packages holds no requirements/.
+    data_files=[("share/diagnosa", ["requirements/steps-lock.txt"])],
     install_requires=RUNTIME,
     extras_require={"dev": DEV},
     entry_points={"console_scripts": ["diagnosa=diagnosa.__main__:main"]},

@@ -20,6 +20,10 @@ PACKAGES = ("diagnosa", "processing", "training", "inference", "monitoring")
 # The pins they run with, in containers as locally: every package the step and serving code needs, at one
 # version, with hashes (resolved from requirements/steps.txt by `make lock`). Shipped as requirements.txt.
 STEP_LOCK = "requirements/steps-lock.txt"
+# Installed from a wheel or an sdist, the packages' root is site-packages, which holds no requirements/: setup.py's
+# data_files put the lock here under the installation's prefix (every `run --local`, `pipeline definition` and
+# retraining of a wheel install stopped at "No such file or directory: .../site-packages/requirements/...").
+INSTALLED_STEP_LOCK = "share/diagnosa/steps-lock.txt"
 # The data files the packages read, beside their Python sources: folder (from the repository root) → suffix.
 # setup.py's package_data says the same (a test holds the two together).
 PACKAGE_DATA = {"diagnosa/data/catalogue": ".json"}
@@ -56,13 +60,37 @@ class ServingCodeError(RuntimeError):
     """The serving code could not be assembled (the step code is incomplete)."""
 
 
-def _requirements(root: Path) -> Path:
-    """The pins the code runs with: the bundle's requirements.txt, or the repository's lock of the step pins."""
-    for candidate in (root / "requirements.txt", root / STEP_LOCK):
-        if candidate.is_file():
+def _installed_step_lock() -> Path | None:
+    """The lock an installation of the distribution holds (its RECORD names INSTALLED_STEP_LOCK), or None."""
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    try:
+        files = distribution("diagnosa").files or []
+    except PackageNotFoundError:
+        return None
+    for file in files:
+        if file.as_posix().endswith(INSTALLED_STEP_LOCK):
+            path = Path(str(file.locate()))
+            return path if path.is_file() else None
+    return None
+
+
+def step_lock(root: Path) -> Path:
+    """The step pins beside the packages under ``root``: the repository's lock (a checkout, an editable install),
+    else the installation's (a wheel's or an sdist's data file); FileNotFoundError, naming both, for neither."""
+    for candidate in (root / STEP_LOCK, _installed_step_lock()):
+        if candidate is not None and candidate.is_file():
             return candidate
-    raise ServingCodeError(f"no requirements.txt or {STEP_LOCK} beside the packages in {root}: "
-                           "the model would be served without its pins")
+    raise FileNotFoundError(f"no {STEP_LOCK} beside the packages in {root}, and no {INSTALLED_STEP_LOCK} in the "
+                           "installation of diagnosa: the steps and the model would run without their pins "
+                           "(reinstall diagnosa, or run from a checkout of its repository)")
+
+
+def _requirements(root: Path) -> Path:
+    """The pins the code runs with: the bundle's requirements.txt, or the step lock (:func:`step_lock`)."""
+    if (root / "requirements.txt").is_file():
+        return root / "requirements.txt"
+    return step_lock(root)
 
 
 def _first_failure(err: shutil.Error, package: Path) -> OSError:

@@ -44,6 +44,7 @@ from diagnosa.files import read_json_record, write_json_atomic, write_text_atomi
 from diagnosa.lake import DataLake
 from diagnosa.logs import utc_now
 from diagnosa.net import process_alive
+from diagnosa.serving_code import STEP_LOCK, step_lock
 from diagnosa.text import some_of
 from pipelines import guard as guard_script
 from pipelines.definition import FLOAT_MAX, parameter_from_text, parameter_problems, parameter_range_problems
@@ -58,10 +59,12 @@ from pipelines.local_jobs import (
     LakeMapping,
     run_processing,
     run_training,
+    unmet_pins,
 )
 from pipelines.locks import LockHeld, file_lock
 from pipelines.registry import LocalModelRegistry, RegistryError
 from pipelines.service_model import parameter_value_problems
+from pipelines.staging import ROOT as STAGED_ROOT
 
 LOCAL_ACCOUNT = "000000000000"
 LOCAL_REGION = "local"
@@ -577,6 +580,15 @@ class LocalExecutor:
         problems += [f"parameter {name} is {value}: the local executor runs each instance as a process on this machine, "
                      f"at most {MAX_LOCAL_INSTANCES}" for name, value in parameters.items()
                      if name.endswith("InstanceCount") and isinstance(value, int) and value > MAX_LOCAL_INSTANCES]
+        if self.python == sys.executable:  # the environment the jobs run in is this one
+            unmet = unmet_pins(step_lock(STAGED_ROOT).read_text(encoding="utf-8"))
+            if unmet:
+                problems.append(
+                    f"this Python environment ({sys.prefix}) does not hold the step pins every job installs "
+                    f"({STEP_LOCK}), and a local job installs nothing, as a container image holds its packages: "
+                    f"{some_of(unmet)}. Install them (pip install {' '.join(p.split(' ')[0] for p in unmet[:10])}"
+                    f"{' ...' if len(unmet) > 10 else ''}), or install Diagnosa against its lock as `make install` "
+                    "does (pip install --require-hashes -r requirements/dev-lock.txt)")
         if problems:
             raise ExecutionError("; ".join(problems))
         resolve = Resolver(parameters, execution_variables({"PipelineExecutionId": "preflight"}),

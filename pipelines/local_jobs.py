@@ -104,6 +104,28 @@ DEFAULT_MAX_RUNTIME_SECONDS = 86_400
 log = logging.getLogger(__name__)
 
 
+_PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;\\]+)", re.MULTILINE)
+
+
+def unmet_pins(lock: str) -> list[str]:
+    """The pins of a lock (``name==version`` lines, pip-compile's) that this Python environment does not hold at
+    that version, as ``name==version (installed: other)``. A local job installs nothing (the environment stands
+    for the container image), so each would stop the first job that installs the lock: installed from a wheel
+    with pip's own resolution (fonttools 4.69.1 where the lock pins 4.68.0), Preprocess failed with pip's "No
+    matching distribution found" after the run had started."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    unmet = []
+    for name, pinned in _PIN.findall(lock):
+        try:
+            installed = version(name)
+        except PackageNotFoundError:
+            installed = "not installed"
+        if installed != pinned:
+            unmet.append(f"{name}=={pinned} (installed: {installed})")
+    return unmet
+
+
 class JobError(RuntimeError):
     """A job that could not run or failed; the message says which and where its log is."""
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from diagnosa.lake import DataLake
-from diagnosa.serving_code import STEP_LOCK, shipped_files  # the same files and pins the model artifact carries
+from diagnosa.serving_code import shipped_files, step_lock  # the same files and pins the model artifact carries
 
 ROOT = Path(__file__).resolve().parents[1]
 # Root scripts of the bundle. Suffixed so none shadows a standard-library module: the container runs
@@ -47,7 +47,7 @@ def _entry(name: str, module: str) -> bytes:
 def bundle_files(root: Path = ROOT) -> dict[str, bytes]:
     """Archive path → content, for everything the steps need."""
     files = {name: path.read_bytes() for name, path in shipped_files(root).items()}
-    files["requirements.txt"] = (root / STEP_LOCK).read_bytes()
+    files["requirements.txt"] = step_lock(root).read_bytes()
     for name, module in ENTRY_POINTS.items():
         files[name] = _entry(name, module)
 

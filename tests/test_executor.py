@@ -528,3 +528,25 @@ def test_a_failed_execution_whose_record_was_damaged_is_not_resumed_and_is_liste
     record.path.write_text(json.dumps({"PipelineExecutionId": record.id, "PipelineExecutionStatus": "Failed"}))
     with pytest.raises(ExecutionError, match=r"is damaged \(no CreationTime\)"):
         executor.resume(record.id)
+
+
+def test_an_environment_without_the_step_pins_is_refused_before_any_step_runs(setup, monkeypatch, tmp_path):
+    # Installed from a wheel with pip's own resolution (fonttools 4.69.1 where the lock pins 4.68.0), the run started
+    # and Preprocess failed on pip's "No matching distribution found": a local job installs nothing.
+    from importlib.metadata import version
+
+    import pipelines.executor as executor_module
+    from pipelines.local_jobs import unmet_pins
+
+    numpy = version("numpy")
+    assert unmet_pins(f"numpy=={numpy} \\\n    --hash=sha256:ab\n# via x\n") == []
+    assert unmet_pins("numpy==0.0.1 \\\n    --hash=sha256:ab\nno-such-package-here==1.0\n") == [
+        f"numpy==0.0.1 (installed: {numpy})", "no-such-package-here==1.0 (installed: not installed)"]
+    executor, lake, marker, _ = setup
+    lock = tmp_path / "steps-lock.txt"
+    lock.write_text(f"numpy=={numpy}\nfonttools==0.0.1\n", encoding="utf-8")
+    monkeypatch.setattr(executor_module, "step_lock", lambda root: lock)
+    with pytest.raises(ExecutionError, match=r"does not hold the step pins every job installs .*fonttools==0\.0\.1 "
+                                             r"\(installed: .*\)\. Install them \(pip install fonttools==0\.0\.1\)"):
+        executor.start(without_property_files(definition(marker)))
+    assert not executor.root.exists() or not any(executor.root.iterdir()), "nothing ran, nothing was recorded"
