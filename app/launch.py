@@ -62,7 +62,10 @@ def streamlit_command(config_env: Mapping[str, str], *, host: str, port: int, pa
     """The ``streamlit run`` argv and environment for an app configuration (``AppConfig.to_env()``), served under
     ``path`` (:func:`base_path`; the root when empty) behind a proxy that keeps it in the URLs it forwards."""
     path = base_path(path)
-    argv = [sys.executable, "-m", "streamlit", "run", str(script_path()), *STREAMLIT_OPTIONS,
+    # -P: `python -m` puts the working folder first on sys.path, and a folder of the user's own named app/ (or
+    # inference/, diagnosa/) there took the place of Diagnosa's: installed from a wheel, the page showed
+    # "No module named 'app.config'" while the health check said ok (the local endpoint's server runs with -P too).
+    argv = [sys.executable, "-P", "-m", "streamlit", "run", str(script_path()), *STREAMLIT_OPTIONS,
             f"--server.address={host}", f"--server.port={port}", *([f"--server.baseUrlPath={path}"] if path else [])]
     env = {k: v for k, v in (os.environ if base_env is None else base_env).items() if not k.startswith("DIAGNOSA_APP_")}
     env.update(config_env)

@@ -438,11 +438,31 @@ def test_app_command_runs_streamlit_headless_with_the_endpoint_configuration():
     config = AppConfig(endpoint_url="http://127.0.0.1:8080", model="/m")
     argv, env = streamlit_command(config.to_env(), host="127.0.0.1", port=8599,
                                   base_env={"PATH": "/bin", "DIAGNOSA_APP_REGION": "stale"})
-    assert argv[1:4] == ["-m", "streamlit", "run"] and argv[4] == str(script_path()) and script_path().is_file()
+    assert argv[1:5] == ["-P", "-m", "streamlit", "run"] and argv[5] == str(script_path()) and script_path().is_file()
     for option in ("--server.headless=true", "--browser.gatherUsageStats=false", "--server.fileWatcherType=none",
                    "--logger.level=error", "--server.port=8599", "--server.address=127.0.0.1"):
         assert option in argv
     assert AppConfig.from_env(env) == config and env["PATH"] == "/bin" and "DIAGNOSA_APP_REGION" not in env
+
+
+def test_the_app_imports_diagnosas_packages_whatever_folder_it_is_started_from(tmp_path):
+    # `python -m` puts the working folder first on sys.path: started beside a folder of the user's own named app/,
+    # the app imported that one (installed from a wheel, its page said "No module named 'app.config'").
+    import subprocess
+
+    import app
+    from app.launch import streamlit_command
+
+    for shadow in ("app", "inference", "diagnosa"):
+        (tmp_path / shadow).mkdir()
+        (tmp_path / shadow / "__init__.py").write_text("", encoding="utf-8")
+    argv, env = streamlit_command({}, host="127.0.0.1", port=8599)
+    interpreter = argv[:argv.index("-m")]  # the interpreter and its flags, as the app is started
+    found = subprocess.run([*interpreter, "-c", "import app, diagnosa, inference; print(app.__file__); "
+                            "print(diagnosa.__file__); print(inference.__file__)"],
+                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert found.returncode == 0, found.stderr
+    assert str(tmp_path) not in found.stdout and found.stdout.splitlines()[0] == app.__file__
 
 
 def test_app_command_calls_the_endpoint_of_the_models_dataset(dataset_model, monkeypatch, capsys):
