@@ -636,6 +636,16 @@ def served_endpoint_name(endpoint_url: str, timeout: float = 10.0) -> str | None
     after it failed to); None when the URL does not say (not reachable, or not a Diagnosa server).
     :class:`AnswerTimeout` when no complete answer came within ``overall_deadline(timeout, 1)``: a server trickling
     its answer a byte at a time never lets one read time out."""
+    return _ping_says(endpoint_url, "endpoint_name", timeout)
+
+
+def served_dataset(endpoint_url: str, timeout: float = 10.0) -> str | None:
+    """The dataset of the model a local server serves (its ``GET /ping``), as :func:`served_endpoint_name`."""
+    return _ping_says(endpoint_url, "dataset", timeout)
+
+
+def _ping_says(endpoint_url: str, field: str, timeout: float) -> str | None:
+    """A text field of a local server's ``GET /ping`` answer; None when the URL does not say it."""
     import urllib.error
     import urllib.request
 
@@ -653,7 +663,7 @@ def served_endpoint_name(endpoint_url: str, timeout: float = 10.0) -> str | None
 
     try:
         body = within_deadline(ping, overall_deadline(timeout, 1), f"{url}/ping")
-        name = json.loads(body).get("endpoint_name")
+        name = json.loads(body).get(field)
     except AnswerTimeout:
         raise
     except (OSError, ValueError, AttributeError, RecursionError):  # URLError is an OSError; not JSON; not an object

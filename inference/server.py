@@ -39,7 +39,7 @@ from urllib.parse import unquote
 
 from diagnosa.labels import CATEGORIES
 from diagnosa.lake import LakeError, storage_errors
-from diagnosa.model import ModelLoadError, model_labels
+from diagnosa.model import ModelLoadError, model_dataset, model_labels
 from inference import handler
 from inference.capture import DEFAULT_VARIANT, DataCapture, issued_later, new_event_id, redacted_traceback
 from inference.limits import CAPTURE_HEADER, printable_line, token_problem
@@ -681,7 +681,8 @@ class _Handler(BaseHTTPRequestHandler):
         close = self._ping_only is not None  # a reserve slot serves one request
         if endpoint.version is not None:
             self._send_json(200, {"status": "ok", "model_version": endpoint.version,
-                                  "endpoint_name": endpoint.endpoint_name}, close=close)
+                                  "endpoint_name": endpoint.endpoint_name,
+                                  **({"dataset": endpoint.dataset} if endpoint.dataset else {})}, close=close)
         elif endpoint.load_error is not None:
             self._send_json(500, {"status": "failed", "error": "the model failed to load (see the server log)",
                                   "endpoint_name": endpoint.endpoint_name}, close=close)
@@ -1029,6 +1030,7 @@ class EndpointServer:
             raise ValueError(f"feedback_token {problem}")
         self.feedback_token = feedback_token.strip() if feedback_token is not None else None  # never logged
         self.load_error: BaseException | None = None
+        self.dataset: str | None = None  # the served model's dataset (its metadata.json), once it serves
         self._loaded = threading.Event()
         self._httpd: _Server | None = None
         self._serve_thread: threading.Thread | None = None
@@ -1074,6 +1076,10 @@ class EndpointServer:
             else:
                 log.exception("model %s failed to load", self.model_dir)
         else:
+            try:  # what the app's form must be for (it showed the built-in cohort's to a dataset's endpoint)
+                self.dataset = model_dataset(self.model_dir)
+            except ModelLoadError:
+                self.dataset = None
             self.version = version
             where = f"in {self.workers} worker process(es)" if self.workers else "in the server process"
             log.info("model %s loaded %s in %.2f s", version, where, time.perf_counter() - started)

@@ -578,6 +578,38 @@ def test_app_command_without_a_url_or_region_calls_the_workspaces_local_endpoint
     assert len(started) == 3
 
 
+def test_app_command_refuses_the_built_in_form_for_a_hand_started_server_of_another_dataset(
+        trained_model_dir, tmp_path, monkeypatch, capsys):
+    # `diagnosa serve MODEL --endpoint-name pbc`, then `diagnosa app --endpoint-url URL`: no workspace record says
+    # what the model's form holds, and the app showed the built-in cohort's form, whose fields that endpoint refuses.
+    import os
+    import shutil
+
+    from diagnosa.cli import main
+    from inference.server import EndpointServer
+
+    for name in ("DIAGNOSA_APP_ENDPOINT_NAME", "DIAGNOSA_APP_MODEL"):
+        monkeypatch.delenv(name, raising=False)
+    started = []
+    monkeypatch.setattr(os, "execve", lambda path, argv, env: started.append(env))
+    own = tmp_path / "own-model"
+    shutil.copytree(trained_model_dir, own)
+    metadata = json.loads((own / "metadata.json").read_text(encoding="utf-8"))
+    metadata["dataset"] = {"name": "aids_2", "version": "d86e0bcb2830"}
+    (own / "metadata.json").write_text(json.dumps(metadata), encoding="utf-8")
+    app = ["--workspace", str(tmp_path / "ws"), "app"]
+    with EndpointServer(str(own), endpoint_name="aids-2") as served:
+        served.wait_until_ready()
+        assert main([*app, "--endpoint-url", served.url]) == 2
+        assert (f"{served.url} serves a model of the dataset aids_2" in capsys.readouterr().err)
+        assert main([*app, "--endpoint-url", served.url, "--model", str(own)]) == 0  # its own form
+    with EndpointServer(str(trained_model_dir), endpoint_name="triage") as served:  # the cohort's, named otherwise
+        served.wait_until_ready()
+        assert main([*app, "--endpoint-url", served.url]) == 0
+        assert AppConfig.from_env(started[-1]).endpoint_name == "triage"
+    assert len(started) == 2
+
+
 def test_app_command_takes_its_settings_from_the_environment_and_prints_the_port_it_listens_on(monkeypatch, capsys):
     # $DIAGNOSA_APP_TIMEOUT, _ATTEMPTS and _TOP_K, as docs/app.md lists them, were overridden by the flags' fixed
     # defaults; a bad $DIAGNOSA_APP_DIFFERENTIAL stopped every diagnosa command with a traceback; --port 0 printed

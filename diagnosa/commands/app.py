@@ -52,6 +52,8 @@ def cmd_app(args: argparse.Namespace) -> int:
         _local_endpoint_url(args, model)
     if model is None and args.endpoint_name and not args.region:
         model = _local_endpoint_model(args)
+    if model is None and args.endpoint_url:
+        _refuse_the_builtin_form_for_another_dataset(args, defaults["timeout"] if args.timeout is None else args.timeout)
     try:
         load_form_spec(model)  # a bad model folder fails here, not in the browser, saying what is wrong with it
         config = AppConfig(endpoint_name=args.endpoint_name or model_endpoint_name(model),
@@ -110,6 +112,25 @@ def _local_endpoint_url(args: argparse.Namespace, model: str | None) -> None:
     url = endpoint_url(local)
     if url:
         args.endpoint_url, args.endpoint_name = url, name
+
+
+def _refuse_the_builtin_form_for_another_dataset(args: argparse.Namespace, timeout: float) -> None:
+    """With no model for the form (no --model, no workspace record of the endpoint: a hand-started `diagnosa serve`),
+    the form is the built-in cohort's: refused at start when the server at --endpoint-url says it serves a model of
+    another dataset, whose endpoint would refuse every diagnosis of that form."""
+    from diagnosa.data.schema import BUILTIN_DATASET
+    from inference.client import AnswerTimeout, served_dataset
+
+    try:
+        dataset = served_dataset(args.endpoint_url, min(timeout, 10.0))
+    except AnswerTimeout:
+        return  # the endpoint's name was read from it a moment ago: a slow server, which the app will say
+    if dataset is not None and dataset != BUILTIN_DATASET:
+        raise UsageError(f"{args.endpoint_url} serves a model of the dataset {dataset}, and no model folder says "
+                         "what its form holds (no --model, and no local endpoint of this workspace serves there), so "
+                         "the app would show the built-in cohort's form, whose fields that endpoint refuses: give "
+                         "--model with the folder of the model it serves (the MODEL_DIR given to `diagnosa serve`, or "
+                         "a model.tar.gz)")
 
 
 def _local_endpoint_model(args: argparse.Namespace) -> str | None:
