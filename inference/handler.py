@@ -245,7 +245,7 @@ def load_service(model_dir: str) -> Service:
     model = DiagnosaModel.load(model_dir)
     limit_threads(model)
     schema = Schema.from_dict(model.metadata["schema"])
-    request_schema = RequestSchema(schema)
+    request_schema = RequestSchema(schema, spreads=model.metadata.get("number_spreads"))
     version = model_version(model.metadata)
     columns = [schema.id_column, *request_schema.fields]
     probes = _probe_records(request_schema, model.features)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 import math
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Mapping, Sequence
 
 from diagnosa.data.hpo import HPO_ID, Ontology, load_ontology
 from diagnosa.data.schema import (
@@ -24,7 +24,16 @@ from diagnosa.data.schema import (
     near_spelling,
     number_spelling,
 )
-from diagnosa.data.validate import BOOLEAN_SPELLINGS, CODE, LIST_SEPARATOR, boolean_text, clip
+from diagnosa.data.validate import (
+    BOOLEAN_SPELLINGS,
+    CODE,
+    LIST_SEPARATOR,
+    Spread,
+    boolean_text,
+    clip,
+    implausible_bounds,
+    implausible_reason,
+)
 from diagnosa.data.validate import shown as quoted
 from inference.limits import MAX_LISTED_PROBLEMS, RepeatedKeys
 
@@ -55,8 +64,15 @@ class Problem:
 class RequestSchema:
     """Feature fields (plus the optional id) a request may carry; everything else is refused."""
 
-    def __init__(self, schema: Schema, ontology: Ontology | None = None):
+    def __init__(self, schema: Schema, ontology: Ontology | None = None,
+                 spreads: Mapping[str, Sequence[float]] | None = None):
+        """``spreads``: the model's training spread of each unbounded number (its metadata's ``number_spreads``,
+        validate.number_spreads): a value ingestion would quarantine as implausible is refused the same way. A model
+        trained before they were recorded has none, and takes any 32-bit number as before."""
         self.schema = schema
+        self._spreads: dict[str, Spread] = {name: (float(s[0]), float(s[1]), float(s[2]))
+                                            for name, s in (spreads or {}).items() if isinstance(s, (list, tuple))
+                                            and len(s) == 3}
         self.id_field = schema.id_column
         self.fields: dict[str, Field] = {f.name: f for f in schema.fields if f.role == "feature"}
         self._ontology = ontology
@@ -98,6 +114,9 @@ class RequestSchema:
         if f.type in ("number", "integer"):
             low = -FEATURE_NUMBER_MAX if f.min is None else f.min
             high = FEATURE_NUMBER_MAX if f.max is None else f.max
+            if f.name in self._spreads:  # beyond them, the full check explains why
+                plausible = implausible_bounds(self._spreads[f.name])
+                low, high = max(low, plausible[0]), min(high, plausible[1])
             integer = f.type == "integer"
 
             def number(value: Any) -> Any:
@@ -248,6 +267,10 @@ class RequestSchema:
                 high = "inf" if f.max is None else f"{f.max:g}"
                 unit = f" {f.unit}" if f.unit else ""
                 return None, f"impossible value {number:g} (possible range {low} to {high}{unit})"
+            spread = self._spreads.get(f.name)
+            if spread is not None and not implausible_bounds(spread)[0] <= number <= implausible_bounds(spread)[1]:
+                # as ingestion quarantines it: 1e12 on a column of single digits got a confident answer
+                return None, implausible_reason(f.name, number, spread, training=True)
             return number, None
         if f.type == "boolean":
             truth = boolean_text(value) if text and isinstance(value, str) else None

@@ -54,6 +54,7 @@ import scipy.sparse as sp
 
 from diagnosa.data.ingest import curated_prefix
 from diagnosa.data.schema import LIST_TYPES, MISSING_INDICATORS, UNLEARNED_TYPES, Schema
+from diagnosa.data.validate import number_spreads
 from diagnosa.files import job_reason, not_a_file, read_json_record, write_job_failure
 from diagnosa.logs import configure_logging
 from diagnosa.text import some_of
@@ -544,6 +545,9 @@ def write_fit(fitted: Fitted, schema: Schema, manifest: dict[str, Any], params: 
         "params": params.to_dict(),
         "dataset": {"name": manifest.get("dataset"), "version": manifest.get("version")},
         "feature_names": fitted.feature_names,
+        # Each unbounded number's spread over the rows fitted on: the endpoint refuses a value ingestion would
+        # quarantine (a record's 1e12 got a confident answer from every model family).
+        "number_spreads": number_spreads(fitted.fitted_rows, schema.fields),
         "fingerprint": fingerprint(fitted.membership, schema, manifest, params),
         "rows": {name: int(n) for name, n in zip(SPLITS, counts)} | {"fitted": len(fitted.fitted_rows)},
         "resampling": fitted.resampling,

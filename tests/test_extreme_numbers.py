@@ -52,6 +52,21 @@ def endpoint(unbounded_model):
         yield served
 
 
+@pytest.fixture(scope="module")
+def older_endpoint(unbounded_model, tmp_path_factory):
+    """The same model as one trained before models recorded their training values' spreads."""
+    import shutil
+
+    folder = tmp_path_factory.mktemp("older") / "model"
+    shutil.copytree(unbounded_model, folder)
+    metadata = json.loads((folder / "metadata.json").read_text(encoding="utf-8"))
+    del metadata["number_spreads"]
+    (folder / "metadata.json").write_text(json.dumps(metadata), encoding="utf-8")
+    with EndpointServer(str(folder), endpoint_name="t") as served:
+        served.wait_until_ready()
+        yield served
+
+
 def _post(endpoint, records: list[dict]) -> tuple[int, object]:
     request = urllib.request.Request(f"{endpoint.url}/invocations", data=json.dumps(records).encode(),
                                      headers={"Content-Type": "application/json"})
@@ -62,19 +77,41 @@ def _post(endpoint, records: list[dict]) -> tuple[int, object]:
         return refused.code, _strict_json(refused.read())
 
 
-@pytest.mark.parametrize("f1", [3.4e38, -3.4e38, 2.5e38])
-def test_a_number_the_model_cannot_compute_with_is_refused_naming_it_never_answered_with_nan(endpoint, f1):
-    good = {"pid": "ok", "f1": 2.0, "f2": -1.0, "ward": "east"}
-    status, answer = _post(endpoint, [good, {"pid": "far", "f1": f1, "f2": -1.0, "ward": "east"}])
+GOOD = {"pid": "ok", "f1": 2.0, "f2": -1.0, "ward": "east"}
+
+
+def _refused_then_answered(endpoint, far: dict) -> str:
+    """The problem a batch of a good record and ``far`` gets; the good record alone is answered, every probability
+    a number."""
+    status, answer = _post(endpoint, [GOOD, {**GOOD, "pid": "far", **far}])
     assert status == 400, answer
     [problem] = answer["errors"]
-    assert (problem["row"], problem["field"]) == (1, "f1"), answer  # the second record
-    assert "too far beyond the values it was trained on" in problem["problem"] and f"{f1:.6g}" in problem["problem"]
-    status, answer = _post(endpoint, [good])  # the same patient alone is answered, every probability a number
+    assert (problem["row"], problem["field"]) == (1, next(iter(far))), answer  # the second record
+    status, answer = _post(endpoint, [GOOD])
     assert status == 200
     [prediction] = answer["predictions"]
     assert all(np.isfinite(p) for p in prediction["probabilities"].values())
     assert abs(sum(prediction["probabilities"].values()) - 1) < 1e-5
+    return problem["problem"]
+
+
+@pytest.mark.parametrize("f1", [3.4e38, -3.4e38, 2.5e38, 1e12, -999999999])
+def test_a_number_far_beyond_the_training_values_is_refused_as_ingestion_quarantines_it(endpoint, unbounded_model, f1):
+    # 1e12 got a confident answer (probability 1.0) from every model family; 3.4e38 a NaN one.
+    problem = _refused_then_answered(endpoint, {"f1": f1})
+    assert problem.startswith(f"implausible value {f1:.6g} (over 1e+06 times the spread of the model's training values")
+    spreads = json.loads((unbounded_model / "metadata.json").read_text(encoding="utf-8"))["number_spreads"]
+    assert set(spreads) == {"f1", "f2"}  # the unbounded numbers, as Preprocess measured them on the rows it fitted on
+    status, _ = _post(endpoint, [{**GOOD, "f1": 40.0}])  # far outside the training values, but not implausibly
+    assert status == 200
+
+
+@pytest.mark.parametrize("f1", [3.4e38, -3.4e38, 2.5e38])
+def test_a_number_the_model_cannot_compute_with_is_refused_naming_it_never_answered_with_nan(older_endpoint, f1):
+    # A model trained before spreads were recorded: 3.4e38 overflowed its float32 arithmetic, and the endpoint
+    # answered 200 with NaN probabilities (not JSON) and the first label as its category.
+    problem = _refused_then_answered(older_endpoint, {"f1": f1})
+    assert "too far beyond the values it was trained on" in problem and f"{f1:.6g}" in problem
 
 
 @pytest.mark.parametrize("value, exact", [(2**53 - 1, True), (-(2**53 - 1), True), (2**53, False), (2**53 + 1, False),

@@ -760,6 +760,7 @@ def train(train_dir: str | os.PathLike, validation_dir: str | os.PathLike, trans
         "target": schema.target,
         "slice_column": schema.slice_column,
         "dataset": record.get("dataset"),
+        "number_spreads": record.get("number_spreads"),  # what the endpoint refuses as implausible (RequestSchema)
         "preprocess_params": record.get("params"),
         "feature_names": names,
         "n_train": int(n_fit),

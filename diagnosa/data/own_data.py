@@ -99,7 +99,10 @@ quartiles are one value) from the column's median, judged on 20 values or more: 
 value of its column became one 32-bit float, for every model family (a probe: macro recall on new patients 0.75
 → 0.62, and nothing said so); four of them in a retraining's feedback rows left two classes with no recall. The 17
 real tables of the benchmark come nowhere near it (their farthest value is about 21,000 spreads out). A column
-whose values are real, however far, keeps them with its own `min` and `max`.
+whose values are real, however far, keeps them with its own `min` and `max`. The model records the spread of
+each such column over the rows it was fitted on (Preprocess's `number_spreads`, in its `metadata.json`), and the
+endpoint refuses a value beyond it the same way (400, `implausible value 1e+12 (over 1e+06 times the spread of
+the model's training values ...)`): every model family answered such a record with a probability of 1.0.
 
 `[columns.<column>]` keys: `type` (`number`, `integer`, `string`, `category`, `date` (YYYY-MM-DD),
 `boolean`, `hpo_terms`, `codes`, `text`; lists are `;`-separated in a cell), `role` (`feature`,

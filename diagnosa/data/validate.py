@@ -114,34 +114,77 @@ IMPLAUSIBLE_SPREADS = 1e6
 IMPLAUSIBLE_MIN_VALUES = 20  # fewer values than this say too little of a column's spread to judge one
 
 
+Spread = tuple[float, float, float]  # a number column's (median, low, high): the range its spread is measured on
+
+
+def bounded_by_config(f: Field) -> bool:
+    """A column whose config sets a ``min`` or ``max``: the user's to bound, never judged implausible."""
+    return f.min is not None or f.max is not None
+
+
+def number_spread(values: np.ndarray) -> Spread | None:
+    """(median, low, high) of the finite ``values``: the interquartile range, or the 1st to 99th percentile's range
+    when the quartiles are one value; None for fewer than IMPLAUSIBLE_MIN_VALUES values, or no spread at all."""
+    values = values[np.isfinite(values)]
+    if len(values) < IMPLAUSIBLE_MIN_VALUES:
+        return None
+    q1, median, q3 = np.percentile(values, [25, 50, 75])
+    low, high = (q1, q3) if q3 > q1 else np.percentile(values, [1, 99])
+    return (float(median), float(low), float(high)) if high > low else None
+
+
+def number_spreads(frame: pd.DataFrame, fields: Sequence[Field]) -> dict[str, Spread]:
+    """Each feature number column of ``frame`` that no config bounds → its :func:`number_spread`, where it has one:
+    what a model records of its training rows, so that the endpoint refuses what ingestion would quarantine."""
+    spreads = {}
+    for f in fields:
+        if f.type in ("number", "integer") and f.role == "feature" and not bounded_by_config(f) and f.name in frame:
+            spread = number_spread(pd.to_numeric(frame[f.name], errors="coerce").to_numpy(dtype=float, na_value=np.nan))
+            if spread is not None:
+                spreads[f.name] = spread
+    return spreads
+
+
+def implausible_bounds(spread: Spread) -> tuple[float, float]:
+    """The values a column of this spread holds plausibly: within IMPLAUSIBLE_SPREADS spreads of its median."""
+    median, low, high = spread
+    return median - IMPLAUSIBLE_SPREADS * (high - low), median + IMPLAUSIBLE_SPREADS * (high - low)
+
+
+def implausible_reason(name: str, value: float, spread: Spread, *, training: bool = False) -> str:
+    """Why ``value`` of column ``name`` is refused: by ingestion (the column's own spread), or by the endpoint
+    (``training``: the spread of the model's training values)."""
+    median, low, high = spread
+    times = f"over {IMPLAUSIBLE_SPREADS:.0e} times"
+    if training:
+        return (f"implausible value {value:.6g} ({times} the spread of the model's training values from their median, "
+                f"{median:.3g}; their spread: {low:.3g} to {high:.3g}): a code for 'unknown', or a typo? Correct it, "
+                "or leave the field out")
+    return (f"implausible value for '{name}': {value:.6g} ({times} the column's spread from its median, {median:.3g}; "
+            f"its spread: {low:.3g} to {high:.3g}): a code for 'unknown', or a typo? Correct it or empty the cell; "
+            f"to keep such values, give [columns.{name}] a min and a max")
+
+
 def implausible_numbers(typed: pd.DataFrame, fields: Sequence[Field], refused: Collection[int] = ()
                         ) -> dict[int, list[str]]:
-    """Per row position, the feature numbers of ``typed`` (validate_frame's) more than IMPLAUSIBLE_SPREADS times
-    their column's interquartile range away from its median (the 1st to 99th percentile's range when the quartiles
-    are one value), judged on the rows not ``refused``. A column whose config sets a ``min`` or ``max`` is the
-    user's to bound, and is left alone, as is one whose values have no spread."""
+    """Per row position, the feature numbers of ``typed`` (validate_frame's) beyond :func:`implausible_bounds` of
+    their column's :func:`number_spread`, judged on the rows not ``refused``. A column :func:`bounded_by_config`, or
+    whose values have no spread, is left alone."""
     reasons: dict[int, list[str]] = defaultdict(list)
     for f in fields:
-        if f.type not in ("number", "integer") or f.role != "feature" or f.min is not None or f.max is not None \
-                or f.name not in typed:
+        if f.type not in ("number", "integer") or f.role != "feature" or bounded_by_config(f) or f.name not in typed:
             continue
         values = pd.to_numeric(typed[f.name], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
         judged = ~np.isnan(values)
         judged[list(refused)] = False
-        if judged.sum() < IMPLAUSIBLE_MIN_VALUES:
+        spread = number_spread(values[judged])
+        if spread is None:
             continue
-        q1, median, q3 = np.percentile(values[judged], [25, 50, 75])
-        low, high = (q1, q3) if q3 > q1 else np.percentile(values[judged], [1, 99])
-        if not high > low:
-            continue
+        low, high = implausible_bounds(spread)
         with np.errstate(invalid="ignore"):
-            far = judged & (np.abs(values - median) > IMPLAUSIBLE_SPREADS * (high - low))
+            far = judged & ((values < low) | (values > high))
         for pos in np.flatnonzero(far).tolist():
-            reasons[pos].append(
-                f"implausible value for '{f.name}': {values[pos]:.6g} (over {IMPLAUSIBLE_SPREADS:.0e} times the "
-                f"column's spread from its median, {median:.3g}; its {'middle half' if q3 > q1 else 'values'}: "
-                f"{low:.3g} to {high:.3g}): a code for 'unknown', or a typo? Correct it or empty the cell; to keep "
-                f"such values, give [columns.{f.name}] a min and a max")
+            reasons[pos].append(implausible_reason(f.name, values[pos], spread))
     return dict(reasons)
 
 
