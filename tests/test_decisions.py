@@ -62,6 +62,10 @@ def test_recall_table_and_honest_section():
     assert section["without_decision_weights"]["worst_class_recall"]["recall"] == 0.0
     assert section["with_decision_weights"]["macro_recall"] == pytest.approx(1.0)
     assert section["calibration"]["before"]["ece"] == section["calibration"]["after"]["ece"]
+    # The calibration rows score the top probability; what the endpoint answers is the weights' choice, and the
+    # section says how often that is right and how often it is the top probability (a probe: 0.65 said, 0.49 true).
+    assert section["calibration"]["after"]["accuracy"] == pytest.approx(4 / 7)  # argmax: the four a's
+    assert section["decisions"] == {"accuracy": pytest.approx(1.0), "top_probability_agreement": pytest.approx(4 / 7)}
 
 
 # ------------------------------------------------------------------------------------------------
