@@ -40,7 +40,25 @@ def test_quantile_bins_split_the_baseline_evenly():
 
 def test_chi_square_and_two_proportions_agree_with_scipy():
     result = chi_square({"F": 500, "M": 500}, {"F": 70, "M": 30})
-    assert result.p_value == pytest.approx(stats.chisquare([70, 30], [50, 50]).pvalue)
+    reference = stats.chi2_contingency([[500, 500], [70, 30]], correction=False)
+    assert (result.statistic, result.p_value) == pytest.approx((reference.statistic, reference.pvalue))
+    # A value the baseline never held, and one neither side holds (left out).
+    result = chi_square({"a": 12, "b": 8, "gone": 0}, {"a": 40, "b": 55, "new": 5})
+    reference = stats.chi2_contingency([[12, 8, 0], [40, 55, 5]], correction=False)
+    assert (result.statistic, result.p_value) == pytest.approx((reference.statistic, reference.pvalue))
     z = two_proportions(10, 100, 30, 100)
     assert z.p_value < 0.001 and z.statistic > 0
     assert chi_square({"F": 1}, {"F": 5}).p_value == 1.0  # one category: nothing to compare
+
+
+def test_chi_square_takes_the_baselines_own_noise_into_account():
+    # The baseline is a sample: a goodness of fit to its shares as if exact warned at p < 0.01 in one clean window
+    # of 400 against a baseline of 400 out of eight (13 %).
+    rng = np.random.default_rng(11)
+    shares = [0.5, 0.3, 0.15, 0.05]
+    alarms = 0
+    for _ in range(1000):
+        base, live = rng.multinomial(400, shares), rng.multinomial(400, shares)
+        result = chi_square(dict(zip("abcd", base.tolist())), dict(zip("abcd", live.tolist())))
+        alarms += result.p_value < 0.01
+    assert alarms / 1000 < 0.025  # about 1 %, as a test at that level should
