@@ -304,3 +304,27 @@ def test_decision_weights_are_the_plain_coordinate_search(seed):
     got = fit_decision_weights(proba, y, w, groups=groups)
     np.testing.assert_array_equal(got, _reference_weights(proba, y, w, groups))
     assert not np.allclose(got, 1.0)
+
+
+def test_the_temperature_is_fitted_to_the_probabilities_as_served_classes_given_none_staying_impossible():
+    # A random forest gives some classes exactly 0; serving keeps them 0 (apply_calibration), the fit read them as
+    # 1e-12: with 0.2 % of rows' true class at 0, it chose 0.49 where the served probabilities' best was 0.31.
+    from scipy.optimize import minimize_scalar
+
+    rng = np.random.default_rng(3)
+    logits = rng.normal(0, 1.0, size=(4_000, 3))
+    proba = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    y = np.array([rng.choice(3, p=p) for p in proba])
+    proba = np.round(proba ** 3 / (proba ** 3).sum(axis=1, keepdims=True), 2)  # overconfident, with exact zeros
+    proba[:8, y[:8]] = 0.0  # a few rows whose true class the classifier ruled out
+    proba[np.arange(8), (y[:8] + 1) % 3] += 0.5
+    proba /= proba.sum(axis=1, keepdims=True)
+    assert (proba == 0).any(axis=1).mean() > 0.05
+
+    def served_loss(log_t: float) -> float:
+        served = apply_calibration(proba, {"temperature": float(np.exp(log_t)), "bias": None})
+        p_true = served[np.arange(len(y)), y]
+        return -np.log(p_true[p_true > 0]).mean()  # the ruled-out rows are wrong at any temperature
+
+    best = np.exp(minimize_scalar(served_loss, bounds=(np.log(0.05), np.log(20.0)), method="bounded").x)
+    assert fit_calibration(proba, y)["temperature"] == pytest.approx(best, rel=1e-3)
