@@ -78,7 +78,9 @@ def _installed_step_lock() -> Path | None:
 def step_lock(root: Path) -> Path:
     """The step pins beside the packages under ``root``: the repository's lock (a checkout, an editable install),
     else the installation's (a wheel's or an sdist's data file); FileNotFoundError, naming both, for neither."""
-    for candidate in (root / STEP_LOCK, _installed_step_lock()):
+    # root / INSTALLED_STEP_LOCK: `pip install --target DIR` puts the data file under DIR, while the RECORD names it
+    # where a prefix's site-packages would find it (two folders up), which no --target install has.
+    for candidate in (root / STEP_LOCK, root / INSTALLED_STEP_LOCK, _installed_step_lock()):
         if candidate is not None and candidate.is_file():
             return candidate
     raise FileNotFoundError(f"no {STEP_LOCK} beside the packages in {root}, and no {INSTALLED_STEP_LOCK} in the "

@@ -24,23 +24,32 @@ NOT_SOURCE = shutil.ignore_patterns(".git", ".venv", "node_modules", ".diagnosa"
 
 
 @pytest.fixture(scope="module")
-def installed(tmp_path_factory) -> Path:
-    """The wheel built from a copy of the working tree, installed under a prefix of its own: its site-packages."""
+def wheel(tmp_path_factory) -> Path:
+    """The wheel built from a copy of the working tree."""
     work = tmp_path_factory.mktemp("wheel")
     shutil.copytree(ROOT, work / "src", ignore=NOT_SOURCE)
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", "-w",
                     str(work / "dist"), str(work / "src")], check=True, timeout=600)
-    [wheel] = (work / "dist").glob("diagnosa-*.whl")
-    with zipfile.ZipFile(wheel) as archive:
+    [built] = (work / "dist").glob("diagnosa-*.whl")
+    with zipfile.ZipFile(built) as archive:
         assert any(name.endswith(".data/data/share/diagnosa/steps-lock.txt") for name in archive.namelist())
+    return built
+
+
+@pytest.fixture(scope="module", params=["prefix", "target"])
+def installed(wheel, tmp_path_factory, request) -> Path:
+    """The wheel installed under a prefix of its own, or into a folder (`pip install --target`): its packages' folder."""
+    folder = tmp_path_factory.mktemp(request.param)
     # --ignore-installed: without it pip uninstalls the distribution of that name it finds in this environment (the
     # test run's own editable install) before installing under the prefix.
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index", "--ignore-installed",
-                    "--prefix", str(work / "prefix"), str(wheel)], check=True, timeout=600)
-    this = subprocess.run([sys.executable, "-c", "import diagnosa; print(diagnosa.__file__)"], cwd=work,
+                    f"--{request.param}", str(folder), str(wheel)], check=True, timeout=600)
+    this = subprocess.run([sys.executable, "-c", "import diagnosa; print(diagnosa.__file__)"],
+                          cwd=tmp_path_factory.mktemp("elsewhere"),
                           capture_output=True, text=True, timeout=60)
     assert this.stdout.strip() == str(ROOT / "diagnosa" / "__init__.py"), this.stderr  # this environment's untouched
-    site = Path(sysconfig.get_path("purelib", vars={"base": str(work / "prefix"), "platbase": str(work / "prefix")}))
+    site = folder if request.param == "target" else Path(
+        sysconfig.get_path("purelib", vars={"base": str(folder), "platbase": str(folder)}))
     assert (site / "diagnosa" / "__init__.py").is_file()
     return site
 
