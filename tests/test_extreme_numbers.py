@@ -172,6 +172,10 @@ def test_a_column_bounded_by_its_config_or_heavy_tailed_keeps_every_value(tmp_pa
     rng = np.random.default_rng(2)
     heavy = [f"{v:.6g}" for v in rng.lognormal(0, 2.5, 600)]  # ~5,000 spreads at most: a lab value's tail, kept
     assert _ingest(tmp_path / "heavy", heavy)[0].sources[0].quarantined == 0
+    # A lab mostly at its detection limit, its most viraemic patients orders of magnitude above (hepatitis B DNA in
+    # IU/mL): the interquartile range, the first spread used, has almost none, and those patients were quarantined.
+    viral = [f"{v:.0f}" for v in rng.uniform(10, 30, 1932)] + [f"{v:.4g}" for v in 10 ** rng.uniform(9, 10, 68)]
+    assert _ingest(tmp_path / "viral", viral)[0].sources[0].quarantined == 0
     # No spread in its quartiles (mostly zeros): judged on its 1st to 99th percentile's range.
     mostly_zero = ["0"] * 540 + [f"{v:.4f}" for v in rng.lognormal(1, 1, 59)] + ["1e12"]
     report, (curated, _) = _ingest(tmp_path / "zeros", mostly_zero)

@@ -28,7 +28,7 @@ from diagnosa.lake import DataLake
 
 # INGEST_VERSION -> the digest of what it writes for this test's input.
 WRITTEN = {
-    "3": "2cd45f680e93ef54",
+    "3": "a49ed7ff0c03e059",
 }
 
 OWN_CSV = (
@@ -73,6 +73,17 @@ type = "codes"
 """
 
 
+# Rows only a longer table exercises: a record number (an identifier, not a feature), a number a million spreads out
+# (quarantined), a column with one value, and two patients written again under other ids (the notes).
+def _rules_row(pid: str, i: int, f1: str | None = None) -> str:
+    return f"{pid},{1000 + i},{f1 or f'{(i * 37 % 101) / 10:.1f}'},{(i * 53 % 89) / 7:.3f},7,{'abc'[i % 3]}"
+
+
+RULES_CSV = "\n".join(["pid,record_no,f1,f2,const,label", *[_rules_row(f"r{i}", i) for i in range(70)],
+                       _rules_row("x1", 70, "1e12"), _rules_row("y1", 1), _rules_row("y2", 2)]) + "\n"
+RULES_CONFIG = 'name = "version-rules"\nid_column = "pid"\ntarget = "label"\nlabels = ["a", "b", "c"]\n'
+
+
 def _written(lake: DataLake, manifest_key: str) -> dict:
     """What one ingest wrote: rows with their Arrow types, quarantine lines and the manifest, without time or id."""
     manifest = lake.get_json(manifest_key)
@@ -102,8 +113,12 @@ def ingestion_digest(tmp_path: Path) -> tuple[str, dict]:
     (tmp_path / "own.csv").write_text(OWN_CSV, encoding="utf-8")
     (tmp_path / "own.toml").write_text(OWN_CONFIG, encoding="utf-8")
     own = ingest_csv(lake, tmp_path / "own.csv", tmp_path / "own.toml")
+    (tmp_path / "rules.csv").write_text(RULES_CSV, encoding="utf-8")
+    (tmp_path / "rules.toml").write_text(RULES_CONFIG, encoding="utf-8")
+    rules = ingest_csv(lake, tmp_path / "rules.csv", tmp_path / "rules.toml")
     written = {"cohort": _written(lake, f"curated/patients/{cohort.version}/manifest.json"),
-               "own": _written(lake, f"curated/version-check/{own.version}/manifest.json")}
+               "own": _written(lake, f"curated/version-check/{own.version}/manifest.json"),
+               "rules": _written(lake, f"curated/version-rules/{rules.version}/manifest.json")}
     text = json.dumps(written, sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(text.encode()).hexdigest()[:16], written
 
@@ -111,6 +126,10 @@ def ingestion_digest(tmp_path: Path) -> tuple[str, dict]:
 def test_what_ingestion_writes_for_the_same_input_is_recorded_under_its_ingest_version(tmp_path):
     digest, written = ingestion_digest(tmp_path)
     assert written["own"]["rows"] and written["cohort"]["rows"] and written["own"]["quarantine"]
+    rules = written["rules"]["manifest"]  # the input exercises what it is meant to
+    assert rules["quarantine_reasons"] == {"implausible value for 'f1'": 1}
+    assert set(rules) >= {"repeated_rows", "constant_columns"} and rules["inferred_columns"]["record_no"]["kind"] == \
+        "identifier"
     assert WRITTEN.get(INGEST_VERSION) == digest, (
         f"ingestion writes something else for the same input than INGEST_VERSION {INGEST_VERSION!r} recorded "
         f"(digest {digest}): bump INGEST_VERSION in diagnosa/data/ingest.py, say why in its comment, and record "
