@@ -195,8 +195,9 @@ def test_dates_free_text_empty_columns_and_codes_are_not_one_hot_features(lake, 
     assert curated["cp"].tolist()[:2] == ["08001", "08002"] and curated["fecha"].tolist()[1] == "02/03/2024"
     summary = report.summary()
     assert ("not declared, kept as metadata (in the curated data, never a model's input; declare [columns.<name>] "
-            "type = \"category\" to learn from one): fecha (dates, e.g. '2024-03-01'), nota (free text, almost every "
-            "value distinct, e.g. 'Paciente con fiebre, tos\\n0'), vacio (empty in every row)") in summary
+            "type = \"category\" to learn from one, or \"integer\" or \"number\" for numbers): fecha (dates, e.g. "
+            "'2024-03-01'), nota (free text, almost every value distinct, e.g. 'Paciente con fiebre, tos\\n0'), "
+            "vacio (empty in every row)") in summary
     assert "read as categories, not numbers, for their leading zeros" in summary and "cp (e.g. '08001')" in summary
     assert manifest["inferred_columns"]["vacio"] == {"kind": "empty"}
     # Declared, a column is as declared: a date-looking column as a feature category.

@@ -22,7 +22,10 @@ from diagnosa.lake import DataLake
     ([str(100000 + 3 * i) for i in range(60)], "identifier"),
     ([f"{v:.1f}" for v in range(1000, 1060)], "identifier"),  # 1000.0, 1001.0: whole numbers still
     ([str(i) for i in range(1, 50)], "number"),  # too few to say
-    ([str(i) for i in range(200) if i != 57], "number"),  # one gap: two steps
+    ([str(i) for i in range(200) if i not in range(50, 70, 2)], "identifier"),  # ten records dropped
+    ([str(1000 + i) for i in range(120)] + ["1007"], "identifier"),  # one written twice
+    ([str(v) for v in np.random.default_rng(2).choice(np.arange(150, 1000), 300, replace=False)], "number"),  # a lab
+    ([str(1733000000 + 37 * i + i * i) for i in range(300)], "number"),  # admission times: uneven steps
     ([str(i % 90) for i in range(300)], "number"),  # ages: repeated
     ([f"{v:.4f}" for v in np.random.default_rng(1).normal(5, 1, 300)], "number"),  # a measurement, every value distinct
     ([str(10 * i + 0.5) for i in range(100)], "number"),  # even steps, not whole
@@ -109,3 +112,13 @@ def test_a_column_with_one_value_in_every_row_is_noted(tmp_path):
     report, manifest = _ingest(tmp_path, "pid,f1,const,sometimes,label", rows[:-1] + [rows[-1].replace(",,", ",2,")])
     assert manifest["constant_columns"] == ["const"]  # one value in every row; 'sometimes' has one where it has any
     assert "columns with one value in every row, which teach the model nothing" in report.summary()
+
+
+def test_patients_alike_in_common_values_or_with_other_labels_are_not_taken_for_copies(tmp_path):
+    # The note told rows sharing a viral load of 0 and a troponin of 0.01, with other labels, to "keep one".
+    rng = np.random.default_rng(9)
+    rows = [f"p{i},{rng.lognormal(8, 2):.1f},{rng.normal(0.1, 0.05):.3f},{'abc'[i % 3]}" for i in range(200)]
+    rows += [f"z{i},0,0.01,{'abc'[i % 3]}" for i in range(12)]  # alike, with other labels
+    rows += [f"h{i},0,0.02,a" for i in range(30)]  # 30 alike, one label: patients alike, not copies
+    _, manifest = _ingest(tmp_path, "pid,viral,troponin,label", rows)
+    assert "repeated_rows" not in manifest

@@ -173,7 +173,8 @@ class IngestReport:
         unlearned = {c: k for c, k in self.inferred_columns.items() if k["kind"] != "code"}
         if unlearned:
             lines.append("  not declared, kept as metadata (in the curated data, never a model's input; declare "
-                         "[columns.<name>] type = \"category\" to learn from one): " + some_of((
+                         "[columns.<name>] type = \"category\" to learn from one, or \"integer\" or \"number\" for "
+                         "numbers): " + some_of((
                              f"{column} ({INFERRED_WHY[k['kind']]}" + (f", e.g. {clip(k['example'], 40)!r}"
                                                                          if values and k.get("example") else "") + ")"
                              for column, k in unlearned.items()), REPORT_LISTED))

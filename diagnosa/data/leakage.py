@@ -23,12 +23,13 @@ from diagnosa.data.schema import Schema
 # A column at least this share of whose values are distinct (a measurement to its last digit, a date; a table of
 # patients each written twice has a share of 0.5): two rows equal there, and in every other feature, are one record
 # twice rather than two patients alike. Tables of coarse features (scores of 1 to 10, yes/no answers) hold many
-# patients alike, and say nothing of the kind (of the benchmark's 17 real tables, only aids2 gets a note: 25 of its
-# 2,843 rows repeat another's date of diagnosis, state, sex, category and age).
+# patients alike, and say nothing of the kind (of the benchmark's 17 real tables, only aids2 gets a note: 5 of its
+# 2,843 rows repeat another's date of diagnosis, state, sex, category, age and outcome).
 DISTINCT_SHARE = 0.3
 LABEL_COLUMN_MIN_ROWS = 30  # fewer rows with a value say too little to call a column the label's
 LABEL_COLUMN_MIN_COVER = 0.5  # ... and a column with a value in fewer than this share of the rows is no label's copy
 EXAMPLES = 3
+COPIES_AT_MOST = 3  # rows alike beyond this many are patients alike, not a record written again
 LEAKAGE_KEYS = ("repeated_rows", "label_columns", "constant_columns")  # the notes' keys, in the manifest
 
 
@@ -39,22 +40,30 @@ def _hashable(column: pd.Series) -> pd.Series:
     return column
 
 
-def repeated_rows(curated: pd.DataFrame, features: Sequence[str], lines: Sequence[int]) -> dict[str, Any] | None:
-    """Rows repeating an earlier row's every feature, where those include a value almost every row has its own of:
-    how many, the columns that make them no coincidence, and a few pairs of their lines (``lines``: each curated
-    row's line in the file). None when there are none."""
+def repeated_rows(curated: pd.DataFrame, features: Sequence[str], target: str, lines: Sequence[int]
+                  ) -> dict[str, Any] | None:
+    """Rows repeating an earlier row's every feature and its label where, in a column whose values few rows share,
+    they hold a value no other row holds: how many, those columns, and a few pairs of their lines (``lines``: each
+    curated row's line in the file). None when there are none. Rows alike in common values (a viral load of 0, a
+    troponin of 0.01), or with other labels, are patients alike, not one written twice (a re-run probe: the note
+    told such rows "keep one")."""
     present = [name for name in features if name in curated.columns]
     if not present or len(curated) < 2:
         return None
-    frame = pd.DataFrame({name: _hashable(curated[name]) for name in present})
+    frame = pd.DataFrame({name: _hashable(curated[name]) for name in [*present, target]})
     telling = [name for name in present
                if frame[name].notna().sum() >= 2 and frame[name].nunique() >= DISTINCT_SHARE * frame[name].notna().sum()]
     if not telling:
         return None
-    copies = frame.duplicated(keep="first") & frame[telling].notna().any(axis=1)
+    keys = pd.util.hash_pandas_object(frame.astype(str), index=False)
+    group_size = keys.map(keys.value_counts())
+    # the row's value, in some telling column, is held by its group's rows alone, and they are a few: 30 healthy
+    # patients with no viral load and the same troponin are patients alike
+    own_value = pd.concat([frame[name].notna() & (frame[name].map(frame[name].value_counts()) == group_size)
+                           for name in telling], axis=1).any(axis=1) & (group_size <= COPIES_AT_MOST)
+    copies = keys.duplicated(keep="first") & own_value
     if not copies.any():
         return None
-    keys = pd.util.hash_pandas_object(frame.astype(str), index=False)
     first_line: dict[int, int] = {}
     for position, key in enumerate(keys.tolist()):
         first_line.setdefault(key, lines[position])
@@ -99,7 +108,7 @@ def leakage_notes(curated: pd.DataFrame, schema: Schema, lines: Sequence[int]) -
     """What the manifest and the ingestion report say of ``curated`` (only what was found)."""
     features = schema.features()
     notes: dict[str, Any] = {}
-    repeated = repeated_rows(curated, features, lines)
+    repeated = repeated_rows(curated, features, schema.target, lines)
     if repeated:
         notes["repeated_rows"] = repeated
     told = label_columns(curated, schema)

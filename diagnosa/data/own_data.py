@@ -93,12 +93,14 @@ A number beyond ±3.4e38 (the models' features are 32-bit floats) is quarantined
 and so is an `integer` from 2^53 on (read as a float, it may already have lost its last digits: an
 identifier or a code is a `string`); the endpoint refuses both the same way. A number of a column whose
 config sets neither `min` nor `max` is quarantined as implausible (`implausible value for 'f1'`) when it lies
-over a million times the column's spread (its interquartile range; its 1st to 99th percentile's range when the
-quartiles are one value) from the column's median, judged on 20 values or more: a code for "unknown"
+over a million times the column's spread (the range of its middle 98 %, 1st to 99th percentile) from the
+column's median, judged on 20 values or more: a code for "unknown"
 (`999999999`, `9.99e20`) or a typo. One such cell among 800 made the scaler's spread so wide that every other
 value of its column became one 32-bit float, for every model family (a probe: macro recall on new patients 0.75
 → 0.62, and nothing said so); four of them in a retraining's feedback rows left two classes with no recall. The 17
-real tables of the benchmark come nowhere near it (their farthest value is about 21,000 spreads out). A column
+real tables of the benchmark come nowhere near it (their farthest value is about 2,600 spreads out). The spread
+was first the interquartile range, which a lab whose values mostly sit at its detection limit barely has: the most
+viraemic patients of a hepatitis B DNA column (1e9 to 1e10 IU/mL) were quarantined (a probe). A column
 whose values are real, however far, keeps them with its own `min` and `max`. The model records the spread of
 each such column over the rows it was fitted on (Preprocess's `number_spreads`, in its `metadata.json`), and the
 endpoint refuses a value beyond it the same way (400, `implausible value 1e+12 (over 1e+06 times the spread of
@@ -260,14 +262,16 @@ Some tables teach a model what no new patient brings, and the run's evaluation t
 patients get. The report ends with a note for each of these (and the manifest keeps them: `repeated_rows`,
 `label_columns`, `constant_columns`); nothing is refused, since only you know what a column means:
 
-- **rows that repeat an earlier row's every feature** under another id, where those include a column whose values
-  few rows share (30 % of them distinct or more: a measurement to its last digit, a date): the same patient twice?
-  The split may put one in training and its copy in test. A probe wrote 400 patients twice: 52 of the 80 test rows
-  had their twin in training, and the evaluation said macro recall 0.925 where new patients got 0.696. The note
-  names the columns and the first pairs of lines (`note: 400 rows repeat an earlier row's every feature, f1
-  included, ... (e.g. line 2 and 402, ...)`). Patients alike in coarse features (scores of 1 to 10, yes/no
-  answers) are no copies and get no note: of the benchmark's 17 real tables, only aids2 does (25 of its 2,843
-  rows repeat another's date of diagnosis, state, sex, category and age);
+- **rows that repeat an earlier row's every feature and its label** under another id, two or three of them
+  alike, holding a value no other row holds in a column whose values few rows share (30 % of them distinct or
+  more: a measurement to its last digit, a date): the same patient twice? The split may put one in training and
+  its copy in test. A probe wrote 400 patients twice: 52 of the 80 test rows had their twin in training, and the
+  evaluation said macro recall 0.925 where new patients got 0.696. The note names the columns and the first
+  pairs of lines (`note: 400 rows repeat an earlier row's every feature, f1 included, ... (e.g. line 2 and 402,
+  ...)`). Patients alike in coarse features (scores of 1 to 10, yes/no answers), or in common values (no viral
+  load and the same troponin), or with other labels, are no copies and get no note: of the benchmark's 17 real
+  tables, only aids2 does (5 of its 2,843 rows repeat another's date of diagnosis, state, sex, category, age and
+  outcome);
 - **a column that tells every row's label**: each of its values goes with one label or, for numbers, each label
   holds an interval of its own, over at least 30 rows with a value and half the table: the label under another
   name (a code of it), or a value known only once the diagnosis is made? A probe's copy of the label's code gave
