@@ -31,8 +31,8 @@ from diagnosa.data.validate import (
     Spread,
     boolean_text,
     clip,
-    implausible_bounds,
     implausible_reason,
+    served_bounds,
 )
 from diagnosa.data.validate import shown as quoted
 from inference.limits import MAX_LISTED_PROBLEMS, RepeatedKeys
@@ -70,9 +70,9 @@ class RequestSchema:
         validate.number_spreads): a value ingestion would quarantine as implausible is refused the same way. A model
         trained before they were recorded has none, and takes any 32-bit number as before."""
         self.schema = schema
-        self._spreads: dict[str, Spread] = {name: (float(s[0]), float(s[1]), float(s[2]))
+        self._spreads: dict[str, Spread] = {name: (float(s[0]), float(s[1]), float(s[2]), float(s[3]), float(s[4]))
                                             for name, s in (spreads or {}).items() if isinstance(s, (list, tuple))
-                                            and len(s) == 3}
+                                            and len(s) == 5}
         self.id_field = schema.id_column
         self.fields: dict[str, Field] = {f.name: f for f in schema.fields if f.role == "feature"}
         self._ontology = ontology
@@ -115,7 +115,7 @@ class RequestSchema:
             low = -FEATURE_NUMBER_MAX if f.min is None else f.min
             high = FEATURE_NUMBER_MAX if f.max is None else f.max
             if f.name in self._spreads:  # beyond them, the full check explains why
-                plausible = implausible_bounds(self._spreads[f.name])
+                plausible = served_bounds(self._spreads[f.name])
                 low, high = max(low, plausible[0]), min(high, plausible[1])
             integer = f.type == "integer"
 
@@ -268,7 +268,7 @@ class RequestSchema:
                 unit = f" {f.unit}" if f.unit else ""
                 return None, f"impossible value {number:g} (possible range {low} to {high}{unit})"
             spread = self._spreads.get(f.name)
-            if spread is not None and not implausible_bounds(spread)[0] <= number <= implausible_bounds(spread)[1]:
+            if spread is not None and not served_bounds(spread)[0] <= number <= served_bounds(spread)[1]:
                 # as ingestion quarantines it: 1e12 on a column of single digits got a confident answer
                 return None, implausible_reason(f.name, number, spread, training=True)
             return number, None

@@ -184,3 +184,23 @@ def test_a_column_bounded_by_its_config_or_heavy_tailed_keeps_every_value(tmp_pa
     sentinel[3] = "1e12"
     report, _ = _ingest(tmp_path / "bounded", sentinel, "[columns.f1]\ntype = \"number\"\nmin = -1e13\nmax = 1e13\n")
     assert report.sources[0].quarantined == 0  # the user's own bounds say such values are real
+
+
+def test_the_endpoint_takes_the_values_its_training_rows_held_however_few():
+    # A viral load at its detection limit but for 5 patients of 400 (3e9 to 9e9): 3 of them fell in the training
+    # split, whose spread is then almost none, and the endpoint refused the very values it was trained on.
+    from diagnosa.data.schema import Field, Schema
+    from diagnosa.data.validate import implausible_bounds, number_spread
+    from inference.schema import RequestSchema
+
+    rng = np.random.default_rng(12)
+    training = np.concatenate([np.full(260, 20.0), rng.uniform(20, 345, 17).round(), [3.2e9, 5.1e9, 8.0e9]])
+    spread = number_spread(training)
+    assert not implausible_bounds(spread)[1] >= 3.2e9  # the spread alone would refuse them
+    schema = Schema("x", (Field("case", "string", role="id"), Field("vl", "number"),
+                          Field("outcome", "category", role="target", values=("a", "b"))), ("a", "b"))
+    requests = RequestSchema(schema, spreads={"vl": list(spread)})
+    for value in (3.2e9, 8.0e9, 8.6e9, 20.0, 0.0):  # held in training, a little beyond its greatest, ordinary
+        assert requests.validate(0, {"vl": value})[1] == [], value
+    [problem] = requests.validate(0, {"vl": 1e12})[1]
+    assert problem.problem.startswith("implausible value 1e+12") and "their range, 20 to 8e+09" in problem.problem

@@ -117,7 +117,8 @@ IMPLAUSIBLE_SPREADS = 1e6
 IMPLAUSIBLE_MIN_VALUES = 20  # fewer values than this say too little of a column's spread to judge one
 
 
-Spread = tuple[float, float, float]  # a number column's (median, low, high): the range its spread is measured on
+# A number column's (median, low, high, least, greatest): low and high bound the range its spread is measured on.
+Spread = tuple[float, float, float, float, float]
 
 
 def bounded_by_config(f: Field) -> bool:
@@ -126,8 +127,8 @@ def bounded_by_config(f: Field) -> bool:
 
 
 def number_spread(values: np.ndarray) -> Spread | None:
-    """(median, low, high) of the finite ``values``, low and high their 1st and 99th percentiles; None for fewer than
-    IMPLAUSIBLE_MIN_VALUES values, or no spread at all."""
+    """(median, low, high, least, greatest) of the finite ``values``, low and high their 1st and 99th percentiles;
+    None for fewer than IMPLAUSIBLE_MIN_VALUES values, or no spread at all."""
     values = values[np.isfinite(values)]
     if len(values) < IMPLAUSIBLE_MIN_VALUES:
         return None
@@ -135,7 +136,9 @@ def number_spread(values: np.ndarray) -> Spread | None:
     # percentile lies 72 % of the way to the greatest, and one 1e12 among them made its own spread.
     low, high = np.percentile(values, 1, method="higher"), np.percentile(values, 99, method="lower")
     median = np.median(values)
-    return (float(median), float(low), float(high)) if high > low else None
+    if not high > low:
+        return None
+    return float(median), float(low), float(high), float(values.min()), float(values.max())
 
 
 def number_spreads(frame: pd.DataFrame, fields: Sequence[Field]) -> dict[str, Spread]:
@@ -152,19 +155,30 @@ def number_spreads(frame: pd.DataFrame, fields: Sequence[Field]) -> dict[str, Sp
 
 def implausible_bounds(spread: Spread) -> tuple[float, float]:
     """The values a column of this spread holds plausibly: within IMPLAUSIBLE_SPREADS spreads of its median."""
-    median, low, high = spread
+    median, low, high = spread[:3]
     return median - IMPLAUSIBLE_SPREADS * (high - low), median + IMPLAUSIBLE_SPREADS * (high - low)
+
+
+def served_bounds(spread: Spread) -> tuple[float, float]:
+    """What the endpoint takes of a column whose training rows had this spread: :func:`implausible_bounds`, and
+    every value within the training rows' own range widened by its width on each side. The spread is the training
+    split's: a lab at its detection limit but for 5 patients of 400 (viral loads of 3e9 to 9e9) had 3 of them in
+    training, a spread of almost none, and its endpoint refused the very values it was trained on (a probe: 42 % of
+    random splits)."""
+    low, high = implausible_bounds(spread)
+    least, greatest = spread[3], spread[4]
+    return min(low, least - (greatest - least)), max(high, greatest + (greatest - least))
 
 
 def implausible_reason(name: str, value: float, spread: Spread, *, training: bool = False) -> str:
     """Why ``value`` of column ``name`` is refused: by ingestion (the column's own spread), or by the endpoint
     (``training``: the spread of the model's training values)."""
-    median, low, high = spread
+    median, low, high, least, greatest = spread
     times = f"over {IMPLAUSIBLE_SPREADS:.0e} times"
     if training:
         return (f"implausible value {value:.6g} ({times} the spread of the model's training values from their median, "
-                f"{median:.3g}; their spread: {low:.3g} to {high:.3g}): a code for 'unknown', or a typo? Correct it, "
-                "or leave the field out")
+                f"{median:.3g}, and far beyond their range, {least:.3g} to {greatest:.3g}; their spread: {low:.3g} to "
+                f"{high:.3g}): a code for 'unknown', or a typo? Correct it, or leave the field out")
     return (f"implausible value for '{name}': {value:.6g} ({times} the column's spread from its median, {median:.3g}; "
             f"its spread: {low:.3g} to {high:.3g}): a code for 'unknown', or a typo? Correct it or empty the cell; "
             f"to keep such values, give [columns.{name}] a min and a max")
