@@ -26,6 +26,7 @@ from diagnosa.lake import DataLake
     ([str(1000 + i) for i in range(120)] + ["1007"], "identifier"),  # one written twice
     ([str(v) for v in np.random.default_rng(2).choice(np.arange(150, 1000), 300, replace=False)], "number"),  # a lab
     ([str(1733000000 + 37 * i + i * i) for i in range(300)], "number"),  # admission times: uneven steps
+    ([str(v) for v in np.random.default_rng(4).choice(np.arange(2000, 4500, 5), 60, replace=False)], "number"),
     ([str(i % 90) for i in range(300)], "number"),  # ages: repeated
     ([f"{v:.4f}" for v in np.random.default_rng(1).normal(5, 1, 300)], "number"),  # a measurement, every value distinct
     ([str(10 * i + 0.5) for i in range(100)], "number"),  # even steps, not whole
@@ -66,14 +67,15 @@ def _ingest(tmp_path, header: str, rows: list[str], config: str = ""):
 
 def test_patients_written_twice_under_two_ids_are_noted_with_their_lines(tmp_path):
     rng = np.random.default_rng(5)
-    patients = [(f"{rng.normal(1, 1):.4f}", rng.integers(20, 90), "abc"[i % 3]) for i in range(60)]
-    rows = [f"p{i},{f1},{age},{label}" for i, (f1, age, label) in enumerate(patients)]
-    rows += [f"q{i},{f1},{age},{label}" for i, (f1, age, label) in enumerate(patients[:10])]  # lines 62-71
-    report, manifest = _ingest(tmp_path, "pid,f1,age,label", rows)
-    assert manifest["repeated_rows"] == {"rows": 10, "columns": ["f1", "age"],
+    patients = [(f"{rng.normal(1, 1):.4f}", f"{rng.normal(5, 2):.2f}", rng.integers(20, 90), "abc"[i % 3])
+                for i in range(60)]
+    rows = [f"p{i},{f1},{crp},{age},{label}" for i, (f1, crp, age, label) in enumerate(patients)]
+    rows += [f"q{i},{f1},{crp},{age},{label}" for i, (f1, crp, age, label) in enumerate(patients[:10])]  # 62-71
+    report, manifest = _ingest(tmp_path, "pid,f1,crp,age,label", rows)
+    assert manifest["repeated_rows"] == {"rows": 10, "columns": ["f1", "crp", "age"],
                                          "example_lines": [[2, 62], [3, 63], [4, 64]]}
     summary = report.summary()
-    assert "note: 10 rows repeat an earlier row's every feature, f1, age included" in summary
+    assert "note: 10 rows repeat an earlier row's every feature, f1, crp, age included" in summary
     assert "line 2 and 62" in summary and "keep one" in summary
     again = ingest_csv(DataLake.from_uri(str(tmp_path / "lake")), tmp_path / "x.csv", tmp_path / "x.toml")
     assert again.reused and "note: 10 rows repeat" in again.summary()  # said again, from the manifest
@@ -121,4 +123,13 @@ def test_patients_alike_in_common_values_or_with_other_labels_are_not_taken_for_
     rows += [f"z{i},0,0.01,{'abc'[i % 3]}" for i in range(12)]  # alike, with other labels
     rows += [f"h{i},0,0.02,a" for i in range(30)]  # 30 alike, one label: patients alike, not copies
     _, manifest = _ingest(tmp_path, "pid,viral,troponin,label", rows)
+    assert "repeated_rows" not in manifest
+
+
+def test_two_rows_alike_by_chance_in_one_measured_column_are_not_taken_for_copies(tmp_path):
+    # A table of one column measured to three decimals and a lab at its detection limit: two patients of 400 with the
+    # same value and label were told "keep one".
+    rows = [f"p{i},{(i * 7919 % 1000) / 1000:.3f},20,{'abc'[i % 3]}" for i in range(400)]
+    rows.append("q0,0.000,20,a")  # the value and label of p0, by chance
+    _, manifest = _ingest(tmp_path, "pid,ratio,viral,label", rows)
     assert "repeated_rows" not in manifest

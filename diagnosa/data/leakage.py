@@ -23,13 +23,13 @@ from diagnosa.data.schema import Schema
 # A column at least this share of whose values are distinct (a measurement to its last digit, a date; a table of
 # patients each written twice has a share of 0.5): two rows equal there, and in every other feature, are one record
 # twice rather than two patients alike. Tables of coarse features (scores of 1 to 10, yes/no answers) hold many
-# patients alike, and say nothing of the kind (of the benchmark's 17 real tables, only aids2 gets a note: 5 of its
-# 2,843 rows repeat another's date of diagnosis, state, sex, category, age and outcome).
+# patients alike, and say nothing of the kind (none of the benchmark's 17 real tables gets a note).
 DISTINCT_SHARE = 0.3
 LABEL_COLUMN_MIN_ROWS = 30  # fewer rows with a value say too little to call a column the label's
 LABEL_COLUMN_MIN_COVER = 0.5  # ... and a column with a value in fewer than this share of the rows is no label's copy
 EXAMPLES = 3
 COPIES_AT_MOST = 3  # rows alike beyond this many are patients alike, not a record written again
+TELLING_VALUES = 2  # values only the rows alike hold, in this many columns few rows share: no coincidence
 LEAKAGE_KEYS = ("repeated_rows", "label_columns", "constant_columns")  # the notes' keys, in the manifest
 
 
@@ -57,10 +57,12 @@ def repeated_rows(curated: pd.DataFrame, features: Sequence[str], target: str, l
         return None
     keys = pd.util.hash_pandas_object(frame.astype(str), index=False)
     group_size = keys.map(keys.value_counts())
-    # the row's value, in some telling column, is held by its group's rows alone, and they are a few: 30 healthy
-    # patients with no viral load and the same troponin are patients alike
-    own_value = pd.concat([frame[name].notna() & (frame[name].map(frame[name].value_counts()) == group_size)
-                           for name in telling], axis=1).any(axis=1) & (group_size <= COPIES_AT_MOST)
+    # the row's values, in two telling columns, are held by its group's rows alone, and they are a few: 30 healthy
+    # patients with no viral load and the same troponin are patients alike, and so are two rows sharing one value
+    # measured to three decimals (in a table of one or two such columns, chance made such pairs: a probe)
+    own_values = pd.concat([frame[name].notna() & (frame[name].map(frame[name].value_counts()) == group_size)
+                            for name in telling], axis=1).sum(axis=1)
+    own_value = (own_values >= TELLING_VALUES) & (group_size <= COPIES_AT_MOST)
     copies = keys.duplicated(keep="first") & own_value
     if not copies.any():
         return None

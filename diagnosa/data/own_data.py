@@ -103,7 +103,9 @@ was first the interquartile range, which a lab whose values mostly sit at its de
 viraemic patients of a hepatitis B DNA column (1e9 to 1e10 IU/mL) were quarantined (a probe). A column
 whose values are real, however far, keeps them with its own `min` and `max`. The model records the spread of
 each such column over the rows it was fitted on (Preprocess's `number_spreads`, in its `metadata.json`), and the
-endpoint refuses a value beyond it the same way (400, `implausible value 1e+12 (over 1e+06 times the spread of
+endpoint refuses a value beyond it the same way, unless the training rows' own range, widened by its width on each
+side, holds it (their spread is the training split's: a viral load at its detection limit but for a few patients
+had almost none there, and the endpoint refused values it was trained on; 400, `implausible value 1e+12 (over 1e+06 times the spread of
 the model's training values ...)`): every model family answered such a record with a probability of 1.0.
 
 `[columns.<column>]` keys: `type` (`number`, `integer`, `string`, `category`, `date` (YYYY-MM-DD),
@@ -263,15 +265,15 @@ patients get. The report ends with a note for each of these (and the manifest ke
 `label_columns`, `constant_columns`); nothing is refused, since only you know what a column means:
 
 - **rows that repeat an earlier row's every feature and its label** under another id, two or three of them
-  alike, holding a value no other row holds in a column whose values few rows share (30 % of them distinct or
-  more: a measurement to its last digit, a date): the same patient twice? The split may put one in training and
+  alike, holding values no other row holds in two columns whose values few rows share (30 % of them distinct or
+  more: a measurement to its last digit, a date): the same patient twice? (Copies alike only in common values are
+  not counted: the note says how many it is sure of.) The split may put one in training and
   its copy in test. A probe wrote 400 patients twice: 52 of the 80 test rows had their twin in training, and the
   evaluation said macro recall 0.925 where new patients got 0.696. The note names the columns and the first
   pairs of lines (`note: 400 rows repeat an earlier row's every feature, f1 included, ... (e.g. line 2 and 402,
-  ...)`). Patients alike in coarse features (scores of 1 to 10, yes/no answers), or in common values (no viral
-  load and the same troponin), or with other labels, are no copies and get no note: of the benchmark's 17 real
-  tables, only aids2 does (5 of its 2,843 rows repeat another's date of diagnosis, state, sex, category, age and
-  outcome);
+  ...)`). Patients alike in coarse features (scores of 1 to 10, yes/no answers), in common values (no viral load
+  and the same troponin), in one measured value only (chance makes such pairs among hundreds of rows), or with
+  other labels, are no copies and get no note: none of the benchmark's 17 real tables gets one;
 - **a column that tells every row's label**: each of its values goes with one label or, for numbers, each label
   holds an interval of its own, over at least 30 rows with a value and half the table: the label under another
   name (a code of it), or a value known only once the diagnosis is made? A probe's copy of the label's code gave

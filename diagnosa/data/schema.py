@@ -997,7 +997,9 @@ def _record_numbers(values: list[str], decimal: str = ".", thousands: str = "") 
     distinct = sorted(set(numbers))
     if len(distinct) < max(2, RECORD_NUMBER_DISTINCT * len(numbers)):
         return False
-    step = Counter(later - earlier for earlier, later in zip(distinct, distinct[1:])).most_common(1)[0][0]
+    # The smallest gap is the step: the commonest, where every gap is another, was the first one, and 60 birth
+    # weights "filled" 109 % of their steps (a probe: a random lab count was an identifier in 20 % of 50-row tables).
+    step = min(later - earlier for earlier, later in zip(distinct, distinct[1:]))
     return len(distinct) >= RECORD_NUMBER_FILL * ((distinct[-1] - distinct[0]) // step + 1)
 
 
