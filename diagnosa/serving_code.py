@@ -92,7 +92,12 @@ def _requirements(root: Path) -> Path:
     """The pins the code runs with: the bundle's requirements.txt, or the step lock (:func:`step_lock`)."""
     if (root / "requirements.txt").is_file():
         return root / "requirements.txt"
-    return step_lock(root)
+    try:
+        return step_lock(root)
+    except FileNotFoundError:
+        raise ServingCodeError(f"no requirements.txt or {STEP_LOCK} beside the packages in {root}, and no "
+                               f"{INSTALLED_STEP_LOCK} in the installation of diagnosa: the model would be served "
+                               "without its pins") from None
 
 
 def _first_failure(err: shutil.Error, package: Path) -> OSError:
