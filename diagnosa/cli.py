@@ -1116,9 +1116,21 @@ def _said(err: BaseException | str) -> str:
     return clip(printable_line(str(err)[:MAX_ERROR + 1]), MAX_ERROR)
 
 
+def _installed_version() -> str:
+    """The distribution's version (setup.py's), as pip installed it; an uninstalled checkout says so."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("diagnosa")
+    except PackageNotFoundError:
+        return "(not installed: run from a checkout)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="diagnosa", description="Diagnosa: build, gate, ship and watch the triage "
                                                                   "model, on this machine or on SageMaker.")
+    parser.add_argument("--version", action="version", version=f"diagnosa {_installed_version()}",
+                        help="the installed version, and exit")
     parser.add_argument("--workspace", help="workspace folder (default $DIAGNOSA_HOME, else the nearest .diagnosa "
                                               "in the current folder or above, else ./.diagnosa)")
     parser.add_argument("--lake", help="data lake: a folder or s3://bucket/prefix (default <workspace>/lake)")

@@ -289,3 +289,13 @@ def test_a_dataset_named_by_its_endpoint_is_pointed_at_its_own_name(tmp_path, ca
             "mi_hospital") in capsys.readouterr().err
     assert main([*ws, "executions", "--dataset", "diagnosa"]) == 0
     assert "of dataset 'patients': give --dataset patients" in capsys.readouterr().out
+
+
+def test_the_command_says_its_version(capsys):
+    # A user who installed the wheel had no way to say which Diagnosa ran (a probe).
+    from importlib.metadata import version
+
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0
+    assert capsys.readouterr().out == f"diagnosa {version('diagnosa')}\n"
