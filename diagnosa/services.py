@@ -269,6 +269,8 @@ def plan_local_run(lake: DataLake, *, dataset: str, overrides: Mapping[str, str]
                            + unfinished_note(lake, dataset) + spelled_as_endpoint(lake, dataset))
     if manifest is not None:  # preflight: a class the split cannot place stops the run before any step
         problem = too_small_classes(manifest.get("label_counts", {}), manifest["schema"]["labels"])
+        if not problem and isinstance(manifest.get("patient_counts"), dict):  # the split's unit: patients
+            problem = too_small_classes(manifest["patient_counts"], manifest["schema"]["labels"], unit="patient")
         if problem:
             raise ServiceError(f"curated dataset {manifest['dataset']} version {manifest['version']}: "
                                f"{problem}; then ingest again")

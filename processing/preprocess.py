@@ -125,8 +125,9 @@ class Fitted:
 
 
 def key_columns(schema: Schema) -> list[str]:
-    """The columns the split reads: id, label, and the slice and its group when the schema has them."""
-    return [c for c in (schema.id_column, schema.target, schema.slice_column, schema.group_column) if c]
+    """The columns the split reads: id, label, and the slice, its group and the patient when the schema has them."""
+    return [c for c in (schema.id_column, schema.target, schema.slice_column, schema.group_column,
+                        schema.patient_column) if c]
 
 
 def fit_sample(train_keys: pd.DataFrame, schema: Schema, max_rows: int, seed: int) -> np.ndarray:

@@ -16,6 +16,13 @@ The other patients of each class then fill each split to its share (a class whos
 exceed the validation and test shares ends a little short in train). A patient id is never in two
 splits; ``Splits.train_groups`` lists the groups with training patients, so the evaluation can tell
 the seen slice from the unseen one.
+
+**Patients with several rows.** When the schema names a patient column (visits, admissions, samples of one
+patient), the unit placed is the patient, not the row: all of a patient's rows go to one split, so no model is
+scored on a patient it was fitted on (rows of one patient in train and test made a model that recognises
+patients look like one that diagnoses them). A patient counts in the class of its rarest label (the split keeps
+rare classes in every split), and in the slice's group of its first row in the slice. A row without a patient is
+a patient of its own. Without a patient column each row is its own unit, and the split is the one above.
 """
 from __future__ import annotations
 
@@ -27,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from diagnosa.data.schema import Schema, too_small_classes
+from diagnosa.data.schema import Schema, patients_per_label, too_small_classes
 
 SPLITS = ("train", "validation", "test")
 DEFAULT_FRACTIONS = (0.7, 0.2, 0.1)
@@ -124,6 +131,21 @@ def _hold_out(groups: np.ndarray, sizes: np.ndarray, share: float, fractions: np
     return plan
 
 
+def patient_units(frame: pd.DataFrame, schema: Schema) -> np.ndarray:
+    """Each row's unit of the split, numbered in order of first appearance: its patient when the schema names a
+    patient column (a row without one is a patient of its own), else the row itself (``arange``)."""
+    column = schema.patient_column
+    if not column:
+        return np.arange(len(frame))
+    if column not in frame.columns:
+        raise SplitError(f"the dataset has no column '{column}' (the patient column)")
+    values = frame[column]
+    known = values.notna().to_numpy()
+    keys = "r" + pd.Series(np.arange(len(frame)).astype(str), dtype=object)
+    keys[known] = "p" + values[known].astype(str).to_numpy(dtype=object)
+    return pd.factorize(keys.to_numpy(dtype=object))[0].astype(np.int64)
+
+
 def split_dataset(frame: pd.DataFrame, schema: Schema, *, fractions: tuple[float, float, float] = DEFAULT_FRACTIONS,
                   seed: int = 0, unseen_share: float = DEFAULT_UNSEEN_SHARE) -> Splits:
     target, id_column, slice_column = schema.target, schema.id_column, schema.slice_column
@@ -143,21 +165,42 @@ def split_dataset(frame: pd.DataFrame, schema: Schema, *, fractions: tuple[float
     if unknown:
         raise SplitError(f"labels not in the schema's label set: {unknown}")
     problem = too_small_classes(frame[target].value_counts().to_dict(), schema.labels)
+    units = patient_units(frame, schema)
+    if not problem and schema.patient_column:
+        patients = frame[schema.patient_column]
+        problem = too_small_classes(
+            patients_per_label(frame[target].tolist(), patients.astype(object).where(patients.notna(), None)),
+            schema.labels, unit="patient")
     if problem:
         raise SplitError(problem)
 
+    # The split places units (patients; rows without a patient column): a unit's label is its rarest one, its group
+    # that of its first row in the slice. Without a patient column every array below is the rows' own.
+    n_units = int(units.max()) + 1 if len(units) else 0
+    row_labels = frame[target].astype(str).to_numpy()
+    names_, row_codes = np.unique(row_labels, return_inverse=True)
+    rarity = np.argsort(np.argsort(-np.bincount(row_codes), kind="stable"), kind="stable")  # highest: rarest
+    unit_rarity = np.full(n_units, -1)
+    np.maximum.at(unit_rarity, units, rarity[row_codes])
+    unit_labels = names_[np.argsort(rarity)[unit_rarity]] if n_units else row_labels
+    first_row = np.full(n_units, len(frame))
+    np.minimum.at(first_row, units, np.arange(len(frame)))
+
     rng = np.random.default_rng(seed)
-    assignment = np.full(len(frame), -1)
-    positions = np.arange(len(frame))
+    assignment = np.full(n_units, -1)
+    positions = np.arange(n_units)
     # Groups of the slice (the cohort's orphan diseases) are placed group by group; a slice without a
     # group column is stratified like everyone else.
     in_slice = (frame[slice_column].fillna(False).to_numpy(dtype=bool)
                 if slice_column and slice_column in frame.columns else np.zeros(len(frame), dtype=bool))
     has_groups = bool(group_column and group_column in frame.columns)
-    by_group = in_slice & (frame[group_column].notna().to_numpy() if has_groups else False)
+    row_by_group = in_slice & (frame[group_column].notna().to_numpy() if has_groups else False)
+    first_in_group = np.full(n_units, len(frame))
+    np.minimum.at(first_in_group, units[row_by_group], np.flatnonzero(row_by_group))
+    by_group = first_in_group < len(frame)
 
     if by_group.any():
-        groups = frame.loc[by_group, group_column].astype(str).to_numpy()
+        groups = frame[group_column].astype(str).to_numpy()[first_in_group[by_group]]
         names, sizes = np.unique(groups, return_counts=True)
         held_out = _hold_out(names, sizes, float(unseen_share), fr, rng)
         for disease in names:
@@ -174,23 +217,25 @@ def split_dataset(frame: pd.DataFrame, schema: Schema, *, fractions: tuple[float
 
     # The other patients of each class fill each split up to the class's share, so the class mix
     # stays stratified even though orphan diseases were placed first.
-    labels = frame[target].astype(str).to_numpy()
-    for label in np.unique(labels):
-        in_class = labels == label
+    for label in np.unique(unit_labels):
+        in_class = unit_labels == label
         placed = np.bincount(assignment[in_class & (assignment >= 0)], minlength=3)
         members = rng.permutation(positions[in_class & (assignment < 0)])
         need = np.maximum(_allocate(int(in_class.sum()), fr) - placed, 0).astype(float)
         share = need / need.sum() if need.sum() > 0 else fr
         assignment[members] = np.repeat([0, 1, 2], _allocate(len(members), share))
 
+    assignment = assignment[units]  # each row goes where its unit went
     parts = [frame.iloc[np.flatnonzero(assignment == i)].reset_index(drop=True) for i in range(3)]
     for name, part in zip(SPLITS, parts):
         missing = [label for label in schema.labels if not (part[target] == label).any()]
         if missing:
-            raise SplitError(f"the {name} split would have no rows of class {missing}")
+            raise SplitError(f"the {name} split would have no rows of class {missing}"
+                             + (f" (a patient's rows stay in one split, patient column '{schema.patient_column}': "
+                                "those classes' patients hold them in too few splits)" if schema.patient_column else ""))
     train_groups = None
     if group_column and slice_column:
-        train_groups = frozenset(frame.loc[by_group & (assignment == 0), group_column].astype(str)) if has_groups \
+        train_groups = frozenset(frame.loc[row_by_group & (assignment == 0), group_column].astype(str)) if has_groups \
             else frozenset()
     train, validation, test = parts
     return Splits(train, validation, test, train_groups=train_groups)

@@ -34,7 +34,7 @@ def ingest(lake, tmp_path, config_text: str, rows: str = ROWS):
 @pytest.mark.parametrize("config_text, message", [
     # unknown keys, at the top and inside tables
     (BASE + "colour = 1\n", "unknown keys colour (allowed: columns, csv, exclude, features, gate, id_column, labels, "
-                            "missing_values, name, ordinal, slice, slice_column, target; see docs/data.md)"),
+                            "missing_values, name, ordinal, patient_column, slice, slice_column, target; see docs/data.md)"),
     (BASE + "[columns.age]\ntype = \"number\"\nunits = \"y\"\n", "[columns.age] has unknown keys units"),
     (BASE + "[slice]\ncolumn = \"flag\"\nwhen = \"yes\"\n", "[slice] has unknown keys when"),
     # missing keys

@@ -57,6 +57,7 @@ from diagnosa.data.schema import (
     number_spelling,
     number_text,
     other_delimiter,
+    patients_per_label,
     repeated,
     resource_name,
     schema_from_config,
@@ -864,6 +865,8 @@ def _write_version(lake: DataLake, schema: Schema, version: str, curated: pd.Dat
         "ingest_version": INGEST_VERSION,
         "rows": len(curated),
         "label_counts": {str(k): int(v) for k, v in curated[target].value_counts().reindex(schema.labels, fill_value=0).items()},
+        # The split's unit when the dataset names a patient column: the run's preflight checks these.
+        **({"patient_counts": label_patients(curated, schema)} if schema.patient_column else {}),
         "schema": schema.to_dict(),
         "sources": [asdict(s) for s in sources],
         "quarantine_keys": quarantine_keys,
@@ -1269,6 +1272,8 @@ def ingest_csv_data(lake: DataLake, data: bytes, stem: str, config: dict[str, An
     curated = typed[~bad].reset_index(drop=True)
     problem = too_small_classes(curated[schema.target].value_counts().to_dict(), schema.labels,
                                 found=typed[schema.target].value_counts().to_dict())
+    if not problem and schema.patient_column:  # the split places patients: each class needs 3 of them
+        problem = too_small_classes(label_patients(curated, schema), schema.labels, unit="patient")
     ids = _id_hint(typed[schema.id_column], schema.id_column) if quarantined else ""
     if problem and quarantined and curated.empty:
         # Every row rejected: the config does not match the data (a label list, a column's type or values, the
@@ -1535,6 +1540,14 @@ def inferred_columns(schema: Schema, config: dict[str, Any], sample: dict[str, l
     return out
 
 
+def label_patients(rows: pd.DataFrame, schema: Schema) -> dict[str, int]:
+    """Patients per label of the schema (0 for a label without rows); a row without a patient is one of its own."""
+    assert schema.patient_column is not None
+    patients = rows[schema.patient_column]
+    counts = patients_per_label(rows[schema.target].tolist(), patients.astype(object).where(patients.notna(), None))
+    return {label: counts.get(label, 0) for label in schema.labels}
+
+
 def _id_hint(ids: pd.Series, column: str) -> str:
     """'the id column ... has only 2 distinct values in 200 rows ...' when the id column repeats most of its
     values: the wrong column named id_column, which makes every row a conflict."""
@@ -1543,7 +1556,9 @@ def _id_hint(ids: pd.Series, column: str) -> str:
     if len(present) < 4 or distinct > len(present) / 2:
         return ""
     return (f"the id column '{column}' has only {distinct:,} distinct value{'s' * (distinct != 1)} in "
-            f"{len(present):,} rows: id_column must name the column that identifies a row")
+            f"{len(present):,} rows: id_column must name the column that identifies a row (when a patient has "
+            "several rows, visits or samples, name the patient's column in patient_column and give each row an id of "
+            "its own)")
 
 
 def _values_hint(cells: pd.Series, value: Any) -> str:

@@ -19,6 +19,7 @@ set ([pipeline.md](pipeline.md#one-pipeline-per-dataset)).
 |---|---|---|---|---|
 | `name` | string | yes | | the dataset: 1 to 50 ASCII letters, digits, `-`, `_` (starting and ending with a letter or digit). It names `curated/<name>/`, the model package group and the endpoint (`_` becomes `-`); at most 50 because the pipeline names each endpoint config `<endpoint>-<execution id>` (12 characters), at most 63 |
 | `id_column` | string | yes | | the column identifying a row; a repeated id is quarantined (all copies when they differ). The endpoint's answers give it as `patient_id`, so a column of that name must be the id column or in `exclude` |
+| `patient_column` | string | no | | the column naming each row's patient when a patient has several rows (visits, admissions, samples; the id then names each row). The split keeps a patient's rows together, so no model is scored on a patient it was trained on, and each class needs 3 patients, not 3 rows (below). It is metadata, never a feature; a row without a patient is a patient of its own (so are a retraining's feedback rows, which the endpoint never gives it). `[columns.<column>]` may set its `type` (string, category or integer) and `required` |
 | `target` | string | yes | | the column holding the label |
 | `labels` | list of strings | yes | | the labels, **in their order** (severity order when `ordinal`). At least two, at most 90 (the gate's parameters), each of at most 100 characters, no duplicates, none with `'`, `\\`, `[`, `]`, control characters or format characters (a bidi override, a zero-width space: `Leve\\u200b` reads as `Leve` and is another label), or `${` (it starts a CloudWatch dynamic label in the dashboard's legend: `${MAX}` shows a number there). Any other character is shown as written: the evaluation report and the monitoring page escape markdown, HTML and matplotlib's `$…$` math. A row whose label is not in the list is quarantined: the list doubles as a filter. A numeric label written otherwise (`4.0` for `4`, as pandas writes an integer column with gaps; `4,0` in a file read with decimal commas) is read as that label, as validation reads a number in that file (not `1_0` or other scripts' digits), and the report says so (`labels read as numbers: '4.0' as '4'`) |
 | `ordinal` | boolean | no | `true` | whether the order is a severity order; kept in the schema and the model's metadata. The evaluation reports the ordinal error (the mean distance, in labels, of the mistakes) only for ordered labels |
@@ -212,7 +213,8 @@ nothing reaches the lake (not even `raw/`):
   config that leaves no feature column; a slice value no accepted row holds (the message says which
   value is the same but for case, `'H' but for case`, or lists those the column holds);
 - **the classes**: after bad rows are quarantined, every label of `labels` needs at least 3 rows
-  (one per split of the 70/20/10 protocol). Every label with fewer, or with none at all (a label not
+  (one per split of the 70/20/10 protocol), and with a `patient_column` at least 3 patients
+  (`class 'b' has 2 patients`: a patient's rows stay in one split). Every label with fewer, or with none at all (a label not
   in the data), is named in one message with its count, and what you can do: **merge** such a class
   into a neighbouring label (recode it in the CSV), **drop** it by leaving it out of `labels` (its
   rows are then quarantined as unknown labels), or **collect** more rows. When the class was emptied
@@ -220,7 +222,8 @@ nothing reaches the lake (not even `raw/`):
   the data, 100 rejected)`) and names the commonest reasons, each kind once with its row count and
   an example line (`300 rows like line 2: conflicting rows: 300 rows with different content for id
   'pcr'` — an `id_column` that is not unique, which the message then says: `the id column 'pcr' has only
-  2 distinct values in 300 rows`), so the message stays short however many rows failed.
+  2 distinct values in 300 rows`, and when a patient has several rows, to name the patient's column in
+  `patient_column` and give each row an id of its own), so the message stays short however many rows failed.
   When every row was rejected, the message is those reasons alone (`every one of its 90 rows was
   rejected, so nothing is left to train on: 90 rows like line 2: unknown value for 'sex': 'male'
   (expected one of: M, F)`): a config that does not fit the data, not classes to merge. When no row has

@@ -76,6 +76,9 @@ class Schema:
     # Within the slice, the column whose values are held out together (the cohort's: disease_id): a share
     # of them never reaches training, so the evaluation measures groups the model has never seen.
     group_column: str | None = None
+    # The column naming each row's patient when a patient has several rows (visits, admissions, samples): the split
+    # keeps a patient's rows together, so no model is tested on a patient it was trained on. Never a feature.
+    patient_column: str | None = None
     # Cell texts that meant a missing value in the dataset's CSV (its config's missing_values): a scoring CSV is
     # read the same way. Empty for the cohort (its records are JSON; it was never a CSV).
     missing_values: tuple[str, ...] = ()
@@ -108,6 +111,11 @@ class Schema:
             if group is None or group.role == "feature" or group.type not in ("string", "category", "integer"):
                 raise SchemaError(f"schema '{self.name}': group column '{self.group_column}' must be a declared "
                                   "string, category or integer field that is not a feature")
+        if self.patient_column is not None:
+            patient = next((f for f in self.fields if f.name == self.patient_column), None)
+            if patient is None or patient.role != "metadata" or patient.type not in ("string", "category", "integer"):
+                raise SchemaError(f"schema '{self.name}': patient column '{self.patient_column}' must be a declared "
+                                  "string, category or integer metadata field")
 
     @property
     def id_column(self) -> str:
@@ -147,6 +155,8 @@ class Schema:
             del out["ordinal"]
         if self.group_column is None:
             del out["group_column"]
+        if self.patient_column is None:
+            del out["patient_column"]
         if not self.missing_values:
             del out["missing_values"]
         return out
@@ -159,6 +169,7 @@ class Schema:
         return cls(name=data["name"], fields=fields, labels=tuple(data["labels"]), exclude=tuple(data.get("exclude", ())),
                    slice_column=data.get("slice_column"), slice_name=data.get("slice_name"),
                    ordinal=data.get("ordinal", True), group_column=data.get("group_column"),
+                   patient_column=data.get("patient_column"),
                    missing_values=tuple(data.get("missing_values", ())))
 
     def fingerprint(self) -> str:
@@ -181,12 +192,13 @@ def unseen_slice(slice_name: str) -> str:
     return f"{slice_name}_unseen"
 
 
-def too_small_classes(counts: Mapping[Hashable, int], labels: tuple[str, ...] | list[str],
-                      found: Mapping[Hashable, int] | None = None) -> str | None:
+def too_small_classes(counts: Mapping[Any, int], labels: tuple[str, ...] | list[str],
+                      found: Mapping[Hashable, int] | None = None, unit: str = "row") -> str | None:
     """Why the classes cannot be split 70/20/10 (every too-small class named at once), or None.
 
-    ``counts``: accepted rows per label; ``found`` (optional): rows per label before bad rows were rejected, so a
-    class whose rows all failed validation is not reported as absent from the data.
+    ``counts``: accepted rows per label (``unit="patient"``: patients with a row of the label, the split's unit
+    when the dataset names a patient column); ``found`` (optional): rows per label before bad rows were rejected,
+    so a class whose rows all failed validation is not reported as absent from the data.
     """
     small = [(label, int(counts.get(label, 0))) for label in labels if counts.get(label, 0) < MIN_CLASS_ROWS]
     if not small:
@@ -195,16 +207,31 @@ def too_small_classes(counts: Mapping[Hashable, int], labels: tuple[str, ...] | 
     def rows(label: str, n: int) -> str:
         before = int(found.get(label, 0)) if found is not None else n
         if before > n:
-            return f"{n} accepted row{'s' * (n != 1)} ({before:,} in the data, {before - n:,} rejected)"
-        return "no rows (not in the data)" if n == 0 else f"{n} row{'s' * (n != 1)}"
+            return f"{n} accepted {unit}{'s' * (n != 1)} ({before:,} in the data, {before - n:,} rejected)"
+        return "no rows (not in the data)" if n == 0 else f"{n} {unit}{'s' * (n != 1)}"
 
     named = some_of(f"class '{label}' has {rows(label, n)}" for label, n in small)
     rejected = found is not None and any(int(found.get(label, 0)) > n for label, n in small)
+    why = "one per split" if unit == "row" else f"one per split, each {unit}'s rows staying in one split"
     return (f"{len(small)} class{'es' * (len(small) != 1)} too small for the 70/20/10 split (each class needs at "
-            f"least {MIN_CLASS_ROWS} rows, one per split): {named}. "
+            f"least {MIN_CLASS_ROWS} {unit}s, {why}): {named}. "
             + ("Fix what rejected those rows, or merge" if rejected else "Merge")
             + " such a class into a neighbouring label (recode it in the CSV), drop it by leaving it out of `labels` "
-            "in the dataset config (its rows are then quarantined as unknown labels), or collect more rows")
+            f"in the dataset config (its rows are then quarantined as unknown labels), or collect more {unit}s")
+
+
+def patients_per_label(labels: Iterable[Any], patients: Iterable[Any]) -> dict[str, int]:
+    """How many patients have a row of each label (pairs of a row's label and its patient); a row without a patient
+    (None or NaN) is a patient of its own."""
+    seen: set[tuple[str, Any]] = set()
+    out: Counter[str] = Counter()
+    for row, (label, patient) in enumerate(zip(labels, patients)):
+        missing = patient is None or (isinstance(patient, float) and math.isnan(patient))
+        key = (str(label), ("row", row) if missing else str(patient))
+        if key not in seen:
+            seen.add(key)
+            out[str(label)] += 1
+    return dict(out)
 
 
 def _physiology_fields(names: tuple[str, ...]) -> list[Field]:
@@ -265,7 +292,7 @@ def cohort_schema() -> Schema:
 # the CloudFormation template (both capped at 1 MB); 90 labels of 1,000 characters made a 1.16 MB template.
 MAX_LABEL_CHARS = 100
 CONFIG_KEYS = {"name", "id_column", "target", "labels", "ordinal", "exclude", "columns", "slice_column", "slice",
-               "missing_values", "gate", "csv", "features"}
+               "missing_values", "gate", "csv", "features", "patient_column"}
 GATE_KEYS = {"recall", "slice", "unseen"}
 FEATURES_KEYS = {"missing_indicators"}
 # How the models see a number's missing-value indicator: standardised with the numbers, or left 0/1
@@ -405,7 +432,7 @@ def check_dataset_config(data: dict[str, Any], where: str) -> dict[str, Any]:
     for key in ("name", "id_column", "target", "labels"):
         if key not in data:
             raise SchemaError(f"{where}: missing required key '{key}'")
-    for key in ("name", "id_column", "target", "slice_column"):
+    for key in ("name", "id_column", "target", "slice_column", "patient_column"):
         if key in data and not (isinstance(data[key], str) and data[key]):
             raise SchemaError(f"{where}: '{key}' must be a non-empty string, got {data[key]!r}")
     if not DATASET_NAME.fullmatch(data["name"]):
@@ -534,7 +561,7 @@ def _trimmed_column_names(data: dict[str, Any], where: str) -> dict[str, Any]:
     trimmed reads the same. Values of the wrong type are left for
     the checks to name."""
     out = dict(data)
-    for key in ("id_column", "target", "slice_column"):
+    for key in ("id_column", "target", "slice_column", "patient_column"):
         if isinstance(out.get(key), str):
             out[key] = clean_text(out[key])
     if _is_str_list(out.get("exclude")):
@@ -572,6 +599,26 @@ def _check_key_columns(data: dict[str, Any], columns: dict[str, Any], where: str
     if id_spec.get("type", "string") not in ("string", "integer"):
         raise SchemaError(f"{where}: [columns.{data['id_column']}] type {id_spec['type']!r}: an id is a string or an "
                           "integer")
+    patient = data.get("patient_column")
+    if patient is None:
+        return
+    for role, column in (("id_column", data["id_column"]), ("target", data["target"])):
+        if patient == column:
+            raise SchemaError(f"{where}: patient_column '{patient}' is also the {role}: "
+                              + ("the id names each row (a visit, a sample) and is unique, the patient column names "
+                                 "whose rows they are; give each row an id of its own (its visit number, its line)"
+                                 if role == "id_column" else "the patient column names whose rows they are"))
+    if patient in (data.get("exclude") or ()):
+        raise SchemaError(f"{where}: patient_column '{patient}' is also in 'exclude' (the split reads it)")
+    spec = columns.get(patient, {})
+    overridden = sorted(set(spec) - {"type", "unit", "required"})
+    if overridden:
+        raise SchemaError(f"{where}: [columns.{patient}] sets {', '.join(overridden)} of the patient column: it is "
+                          "metadata, never a feature (only 'type', string, category or integer, and 'required' may "
+                          "be given)")
+    if spec.get("type", "string") not in ("string", "category", "integer"):
+        raise SchemaError(f"{where}: [columns.{patient}] type {spec['type']!r}: a patient column is a string, a "
+                          "category or an integer")
 
 
 def _recall(value: Any) -> bool:
@@ -734,8 +781,9 @@ def config_missing_indicators(config: dict[str, Any] | None) -> str:
 
 def missing_markers(config: dict[str, Any], column: str) -> set[str]:
     """The cell texts read as missing in ``column``: the config's ``missing_values`` (default MISSING_VALUES),
-    none in the id column (ids are opaque), and never a label of the target or a declared value of the column."""
-    if column == config["id_column"]:
+    none in the id and patient columns (ids are opaque), and never a label of the target or a declared value of the
+    column."""
+    if column in (config["id_column"], config.get("patient_column")):
         return set()
     markers = set(config.get("missing_values", MISSING_VALUES))
     if column == config["target"]:
@@ -776,10 +824,13 @@ def schema_from_config(config: dict[str, Any], header: list[str], sample: dict[s
     named = [("id_column", id_column), ("target", target), *(("exclude", c) for c in exclude),
              *(("columns", c) for c in declared)]
     group = (config.get("slice") or {}).get("group")
+    patient = config.get("patient_column")
     if slice_:
         named.append(("slice column", slice_[1]))
     if group:
         named.append(("slice group", group))
+    if patient:
+        named.append(("patient_column", patient))
     missing = [f"{what} '{column}'" + _near_miss(column, header) for what, column in named if column not in header]
     if missing:
         raise SchemaError(f"column{'s' * (len(missing) > 1)} named in the config not in the CSV header: "
@@ -799,6 +850,9 @@ def schema_from_config(config: dict[str, Any], header: list[str], sample: dict[s
         if value is None and declared.get(column, {}).get("type", "boolean") != "boolean":
             raise SchemaError(f"the slice column '{column}' is declared as {declared[column]['type']}: a slice column "
                               "without a 'value' must be boolean (true/false, yes/no, 1/0)")
+        if patient and patient in (column, group):
+            raise SchemaError(f"the patient column '{patient}' cannot be the slice's "
+                              + ("column" if patient == column else "group"))
         if value is not None and slice_marker(name) in header:
             raise SchemaError(f"the slice '{name}' needs a marker column '{slice_marker(name)}', which the CSV "
                               "already has: name the slice otherwise")
@@ -815,6 +869,8 @@ def schema_from_config(config: dict[str, Any], header: list[str], sample: dict[s
             spec = {"type": "boolean", "role": "metadata"} | spec
         elif column == group:  # held out by value, never a feature (it would name the answer)
             spec = {"type": "string", "role": "metadata"} | spec
+        elif column == patient:  # the split's unit; as a feature it would let a model recognise the patient
+            spec = {"type": "string", "role": "metadata"} | spec  # a row without one is a patient of its own
         elif "type" not in spec:  # declared values make a category, limits a number; else the cells say
             if "values" in spec or {"min", "max"} & set(spec):
                 spec["type"] = "category" if "values" in spec else "number"
@@ -850,7 +906,7 @@ def schema_from_config(config: dict[str, Any], header: list[str], sample: dict[s
                           f"column to learn from (header: {_shown(header)})")
     return Schema(config["name"], tuple(fields), tuple(config["labels"]), exclude=exclude,
                   slice_column=slice_column, slice_name=slice_name, ordinal=config.get("ordinal", True),
-                  group_column=group or None,
+                  group_column=group or None, patient_column=patient or None,
                   missing_values=tuple(sorted(config.get("missing_values", MISSING_VALUES))))
 
 

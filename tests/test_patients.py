@@ -1,0 +1,201 @@
+"""Patients with several rows (visits, admissions, samples): a dataset's ``patient_column`` keeps each patient's rows
+in one split, so no model is scored on a patient it was fitted on; ingestion keeps every visit, and the classes are
+counted in patients."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from diagnosa.cli import main
+from diagnosa.data.ingest import IngestError, ingest_csv, load_curated
+from diagnosa.data.schema import Field, Schema
+from diagnosa.lake import DataLake
+from processing.preprocess import preprocess
+from processing.split import SplitError, split_dataset
+
+LABELS = ("a", "b", "c")
+
+
+def visits_schema(patient_column: str | None = "patient") -> Schema:
+    fields = (Field("visit", "string", role="id", required=True), Field("patient", "string", role="metadata"),
+              Field("x", "number"), Field("outcome", "category", role="target", required=True, values=LABELS))
+    return Schema("visits", fields, LABELS, patient_column=patient_column)
+
+
+def visits(n_patients: int = 90, seed: int = 0) -> pd.DataFrame:
+    """1 to 6 visits per patient; a patient's label mostly holds, and a fifth of them change class once."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for p in range(n_patients):
+        label = LABELS[p % 3]
+        later = LABELS[(p + 1) % 3] if p % 5 == 0 else label
+        n = int(rng.integers(1, 7))
+        for v in range(n):
+            rows.append({"visit": f"p{p}-v{v}", "patient": f"p{p}", "x": float(rng.normal()),
+                         "outcome": label if v < (n + 1) // 2 else later})
+    return pd.DataFrame(rows)
+
+
+def patients_of(part: pd.DataFrame) -> set[str]:
+    return set(part["patient"].dropna())
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_a_patients_rows_stay_in_one_split_and_every_class_is_in_every_split(seed):
+    frame = visits(seed=seed)
+    splits = split_dataset(frame, visits_schema(), seed=seed)
+    train, validation, test = (patients_of(part) for _, part in splits.items())
+    assert not train & validation and not train & test and not validation & test
+    assert sum(len(part) for _, part in splits.items()) == len(frame)
+    assert sorted(pd.concat([part for _, part in splits.items()])["visit"]) == sorted(frame["visit"])
+    for _, part in splits.items():
+        assert set(part["outcome"]) == set(LABELS)
+    # Stratified by patient: the training split holds about 70 % of the patients.
+    assert 0.6 <= len(train) / frame["patient"].nunique() <= 0.8
+
+
+def test_without_a_patient_column_the_same_rows_split_across_patients():
+    # The case the patient column exists for: rows of one patient on both sides of the split.
+    frame = visits()
+    splits = split_dataset(frame, visits_schema(None), seed=0)
+    train, _, test = (patients_of(part) for _, part in splits.items())
+    assert train & test
+
+
+def test_one_row_per_patient_splits_exactly_as_rows_do():
+    frame = visits().drop_duplicates("patient").reset_index(drop=True)
+    by_patient = split_dataset(frame, visits_schema(), seed=3)
+    by_row = split_dataset(frame, visits_schema(None), seed=3)
+    for (_, a), (_, b) in zip(by_patient.items(), by_row.items()):
+        assert a["visit"].tolist() == b["visit"].tolist()
+
+
+def test_a_row_without_a_patient_is_a_patient_of_its_own():
+    frame = visits()
+    frame.loc[frame.index % 4 == 0, "patient"] = None
+    splits = split_dataset(frame, visits_schema(), seed=1)
+    placed = pd.concat([part.assign(split=name) for name, part in splits.items()])
+    assert len(placed) == len(frame)
+    known = placed.dropna(subset=["patient"])
+    assert (known.groupby("patient")["split"].nunique() == 1).all()
+    # The rows without a patient are not one patient: they land in more than one split.
+    assert placed.loc[placed["patient"].isna(), "split"].nunique() == 3
+
+
+def few_patients() -> pd.DataFrame:
+    """Class a: 30 patients of 2 visits; class b: 12 visits of 2 patients; class c: 5 visits of 1 patient."""
+    rows = [(f"a{p}-{v}", f"pa{p}", "a") for p in range(30) for v in range(2)]
+    rows += [(f"b{i}", f"pb{i % 2}", "b") for i in range(12)] + [(f"c{i}", "pc", "c") for i in range(5)]
+    return pd.DataFrame(rows, columns=["visit", "patient", "outcome"]).assign(x=1.5)
+
+
+def test_classes_with_too_few_patients_are_all_named_in_patients():
+    with pytest.raises(SplitError) as err:
+        split_dataset(few_patients(), visits_schema(), seed=0)
+    said = str(err.value)
+    assert "2 classes too small" in said and "class 'b' has 2 patients, class 'c' has 1 patient" in said, said
+    assert "at least 3 patients" in said and "'a'" not in said
+
+
+def test_preprocess_reads_the_patient_column_and_keeps_patients_apart():
+    frame = visits(120)
+    out = preprocess(frame, visits_schema())
+    train, validation, test = (patients_of(part) for _, part in out.splits.items())
+    assert not train & validation and not train & test and not validation & test
+    assert "patient" not in out.feature_names and not any(name.startswith("patient") for name in out.feature_names)
+
+
+# ------------------------------------------------------------------------------------------------ ingestion
+
+BASE = 'name = "visits"\nid_column = "visit"\ntarget = "outcome"\nlabels = ["a", "b", "c"]\n'
+
+
+@pytest.fixture
+def lake(tmp_path) -> DataLake:
+    return DataLake.from_uri(str(tmp_path / "lake"))
+
+
+def ingest(lake, tmp_path, config_text: str, frame: pd.DataFrame):
+    csv, config = tmp_path / "visits.csv", tmp_path / "visits.toml"
+    frame.to_csv(csv, index=False)
+    config.write_text(config_text)
+    return ingest_csv(lake, csv, config)
+
+
+def test_every_visit_is_kept_and_the_patient_column_is_metadata_counted_per_class(lake, tmp_path):
+    frame = visits()
+    report = ingest(lake, tmp_path, BASE + 'patient_column = "patient"\n', frame)
+    curated, manifest = load_curated(lake, "visits")
+    assert len(curated) == len(frame) == report.rows and not report.reasons
+    schema = Schema.from_dict(manifest["schema"])
+    assert schema.patient_column == "patient" and schema.field("patient").role == "metadata"
+    assert "patient" not in schema.features()
+    expected = {label: frame.loc[frame["outcome"] == label, "patient"].nunique() for label in LABELS}
+    assert manifest["patient_counts"] == expected
+    # A dataset without a patient column keeps its manifest as it was.
+    ingest(lake, tmp_path, BASE.replace('"visits"', '"rows"') + 'exclude = ["patient"]\n', frame)
+    assert "patient_counts" not in load_curated(lake, "rows")[1]
+
+
+def test_ingest_refuses_classes_with_too_few_patients_naming_each(lake, tmp_path):
+    with pytest.raises(IngestError) as err:
+        ingest(lake, tmp_path, BASE + 'patient_column = "patient"\n', few_patients())
+    said = str(err.value)
+    assert "class 'b' has 2 patients, class 'c' has 1 patient" in said and "one split" in said, said
+    assert lake.list("curated/") == []
+
+
+@pytest.mark.parametrize("config_text, message", [
+    (BASE + 'patient_column = "visit"\n', "patient_column 'visit' is also the id_column: the id names each row"),
+    (BASE + 'patient_column = "outcome"\n', "patient_column 'outcome' is also the target"),
+    (BASE + 'patient_column = "patient"\nexclude = ["patient"]\n', "patient_column 'patient' is also in 'exclude'"),
+    (BASE + 'patient_column = "Patient"\n', "patient_column 'Patient'"),
+    (BASE + 'patient_column = ""\n', "'patient_column' must be a non-empty string"),
+    (BASE + 'patient_column = "patient"\n[columns.patient]\nrole = "feature"\n',
+     "[columns.patient] sets role of the patient column"),
+    (BASE + 'patient_column = "patient"\n[columns.patient]\ntype = "number"\n',
+     "[columns.patient] type 'number': a patient column is a string, a category or an integer"),
+    (BASE + 'patient_column = "x"\n[slice]\ncolumn = "x"\nvalue = 1\n',
+     "the patient column 'x' cannot be the slice's column"),
+])
+def test_a_bad_patient_column_is_refused_naming_what_is_wrong(lake, tmp_path, config_text, message):
+    with pytest.raises(IngestError) as err:
+        ingest(lake, tmp_path, config_text, visits())
+    assert message in str(err.value), str(err.value)
+    assert lake.list("curated/") == []
+
+
+def test_a_patient_named_as_the_id_gets_the_patient_column_as_the_way_out(lake, tmp_path):
+    # The patient as id_column: every visit after a patient's first conflicts, and the hint says what to do.
+    frame = visits()
+    frame = frame[frame["patient"].map(frame["patient"].value_counts()) > 1]
+    with pytest.raises(IngestError) as err:
+        ingest(lake, tmp_path, BASE.replace('"visit"', '"patient"') + 'exclude = ["visit"]\n', frame)
+    said = str(err.value)
+    assert "conflicting rows" in said and "name the patient's column in patient_column" in said, said
+
+
+def test_the_run_checks_patients_per_class_before_any_step(tmp_path, capsys):
+    # A curated version whose classes have rows enough but too few patients (edited, or ingested by hand).
+    ws = ["--workspace", str(tmp_path / "ws")]
+    lake = DataLake.from_uri(str(tmp_path / "ws" / "lake"))
+    lake.put_json("curated/visits/00000000a001/manifest.json", {
+        "dataset": "visits", "version": "00000000a001", "schema": visits_schema().to_dict(),
+        "label_counts": {"a": 40, "b": 12, "c": 9}, "patient_counts": {"a": 20, "b": 2, "c": 3}})
+    lake.put_json("curated/visits/LATEST.json", {"version": "00000000a001",
+                                                 "manifest": "curated/visits/00000000a001/manifest.json"})
+    assert main([*ws, "run", "--local", "--dataset", "visits"]) == 2
+    err = capsys.readouterr().err
+    assert "curated dataset visits version 00000000a001: 1 class too small" in err
+    assert "class 'b' has 2 patients" in err and "'c'" not in err, err
+
+
+def test_the_schema_round_trips_its_patient_column_and_older_schemas_keep_their_fingerprint():
+    schema = visits_schema()
+    assert Schema.from_dict(json.loads(json.dumps(schema.to_dict()))) == schema
+    assert "patient_column" not in visits_schema(None).to_dict()
+    with pytest.raises(ValueError, match="patient column 'x' must be a declared string, category or integer metadata"):
+        Schema("v", visits_schema().fields, LABELS, patient_column="x")
