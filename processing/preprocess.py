@@ -50,7 +50,6 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-import scipy.sparse as sp
 
 from diagnosa.data.ingest import curated_prefix
 from diagnosa.data.schema import LIST_TYPES, MISSING_INDICATORS, UNLEARNED_TYPES, Schema
@@ -61,8 +60,15 @@ from diagnosa.text import some_of
 from processing.entry import host_names_problem, job_parser, stops_on_sigterm
 from processing.features import REDUCTIONS, FeatureParams, as_float32, binary_columns, build_feature_pipeline
 from processing.resample import JOINT_METHODS, METHODS, Resampled, balanced_class_weights, resample, row_weights
-from processing.sparse import is_sparse
-from processing.split import DEFAULT_FRACTIONS, DEFAULT_UNSEEN_SHARE, GROUPS_FILE, SPLITS, Splits, split_dataset
+from processing.split import (
+    DEFAULT_FRACTIONS,
+    DEFAULT_UNSEEN_SHARE,
+    GROUPS_FILE,
+    SPLITS,
+    Splits,
+    patient_keys,
+    split_dataset,
+)
 from processing.trainset import TRAIN_FILE, stack_parts, write_train
 
 log = logging.getLogger("diagnosa.preprocess")
@@ -232,6 +238,7 @@ class PartRows:
     validation_X: Any
     validation_y: np.ndarray
     in_slice: np.ndarray | None = None  # the training rows' slice flags (None without a slice column)
+    patients: np.ndarray | None = None  # the training rows' patient keys (None without a patient column)
 
 
 def transform_rows(frame: pd.DataFrame, pipeline: Any, target: str, labels: list[str],
@@ -255,7 +262,8 @@ def transform_part(table: pa.Table, pipeline: Any, split_of: pd.Series, schema: 
     X, y = transform_rows(train, pipeline, schema.target, labels, width)
     validation = table.filter(pa.array(codes == 1))
     X_val, y_val = transform_rows(validation.to_pandas(), pipeline, schema.target, labels, width)
-    return PartRows(X, y, validation, table.filter(pa.array(codes == 2)), X_val, y_val, slice_flags(train, schema))
+    return PartRows(X, y, validation, table.filter(pa.array(codes == 2)), X_val, y_val, slice_flags(train, schema),
+                    patient_keys(train, schema))
 
 
 def slice_flags(frame: pd.DataFrame, schema: Schema) -> np.ndarray | None:
@@ -267,29 +275,27 @@ def slice_flags(frame: pd.DataFrame, schema: Schema) -> np.ndarray | None:
 
 
 def finish_training_rows(X: Any, y: np.ndarray, resampling: dict[str, Any], seed: int,
-                         in_slice: np.ndarray | None = None) -> tuple[Resampled, np.ndarray | None]:
+                         in_slice: np.ndarray | None = None,
+                         patients: np.ndarray | None = None) -> tuple[Resampled, np.ndarray | None, np.ndarray | None]:
     """The training rows as delivered: weighted by the whole split's class weights, or jointly resampled; and
-    the delivered rows' slice flags when ``in_slice`` gives the rows' (an over-sampler's synthetic rows, which
-    follow the originals, are outside it; undersampling keeps the flags of the rows it keeps)."""
+    the delivered rows' slice flags and patient keys when ``in_slice`` and ``patients`` give the rows' (an
+    over-sampler's synthetic rows, which follow the originals, are outside the slice, with patient key 0;
+    undersampling keeps those of the rows it keeps)."""
     method = resampling["method"]
     if method in JOINT_METHODS:
-        categorical = binary_columns(X) if method == "smote" else None
-        if method == "undersample" and in_slice is not None:
-            # The flag rides along as one more column, so it follows whichever rows the sampler keeps.
-            flag = np.asarray(in_slice, dtype=np.float32)[:, None]
-            marked: Any = (sp.csr_matrix(sp.hstack([sp.csr_matrix(X), sp.csr_matrix(flag)])) if is_sparse(X)
-                           else np.hstack([np.asarray(X), flag]))
-            out = resample(marked, y, method, seed=seed)
-            last: Any = out.X[:, [-1]]
-            kept = np.asarray(last.toarray() if is_sparse(last) else last).ravel() != 0
-            return Resampled(out.X[:, :-1], out.y, out.sample_weight, out.info), kept
-        out = resample(X, y, method, seed=seed, categorical=categorical)
-        if in_slice is None:
-            return out, None
-        return out, np.r_[np.asarray(in_slice, dtype=bool), np.zeros(len(out.y) - len(y), dtype=bool)]
-    weights = {int(c): float(w) for c, w in (resampling.get("class_weight") or {}).items()}
-    rows = Resampled(X, y, row_weights(y, weights if method == "class_weights" else None), dict(resampling))
-    return rows, None if in_slice is None else np.asarray(in_slice, dtype=bool)
+        out = resample(X, y, method, seed=seed, categorical=binary_columns(X) if method == "smote" else None)
+    else:
+        weights = {int(c): float(w) for c, w in (resampling.get("class_weight") or {}).items()}
+        out = Resampled(X, y, row_weights(y, weights if method == "class_weights" else None), dict(resampling))
+    source = np.arange(len(y)) if out.source is None else out.source
+
+    def follow(values: np.ndarray | None, dtype: Any) -> np.ndarray | None:
+        if values is None:
+            return None
+        values = np.asarray(values, dtype=dtype)
+        return np.where(source >= 0, values[np.maximum(source, 0)], np.zeros(1, dtype=dtype))
+
+    return out, follow(in_slice, bool), follow(patients, np.int64)
 
 
 # ------------------------------------------------------------------------------------------------ in memory
@@ -305,6 +311,7 @@ class Preprocessed:
     validation_X: Any = None  # the validation split's features and label indices, as the transform stage writes them
     validation_y: np.ndarray | None = None
     train_slice: np.ndarray | None = None  # the delivered training rows' slice flags (None without a slice)
+    train_patients: np.ndarray | None = None  # their patient keys (None without a patient column)
 
 
 def split_frames(frame: pd.DataFrame, membership: pd.DataFrame, train_groups: frozenset[str] | None) -> Splits:
@@ -330,14 +337,16 @@ def preprocess(frame: pd.DataFrame, schema: Schema, params: PreprocessParams | N
     X, y = transform_rows(splits.train, fitted.pipeline, schema.target, fitted.labels, len(fitted.feature_names))
     fitted.timings["transform"] = time.perf_counter() - started
     started = time.perf_counter()
-    train, train_slice = finish_training_rows(X, y, fitted.resampling, params.seed, slice_flags(splits.train, schema))
+    train, train_slice, train_patients = finish_training_rows(X, y, fitted.resampling, params.seed,
+                                                              slice_flags(splits.train, schema),
+                                                              patient_keys(splits.train, schema))
     fitted.timings["resample"] = time.perf_counter() - started
     started = time.perf_counter()
     X_val, y_val = transform_rows(splits.validation, fitted.pipeline, schema.target, fitted.labels,
                                   len(fitted.feature_names))
     fitted.timings["transform_validation"] = time.perf_counter() - started
     return Preprocessed(splits, fitted.pipeline, train, fitted.feature_names, fitted.labels, fitted.timings,
-                        X_val, y_val, train_slice)
+                        X_val, y_val, train_slice, train_patients)
 
 
 # ------------------------------------------------------------------------------------------------ files
@@ -602,17 +611,19 @@ def run_transform(parts: list[Path], folder: Path, pipeline: Any, record: dict[s
             joint.append(rows)
         elif len(rows.y):
             _save_train(out["train"] / f"{name}.npz",
-                        *finish_training_rows(rows.X, rows.y, record["resampling"], seed, rows.in_slice))
+                        *finish_training_rows(rows.X, rows.y, record["resampling"], seed, rows.in_slice, rows.patients))
             written["train"] += len(rows.y)
         log.info("part %s: %d training, %d validation, %d test rows in %.2f s", path.name, len(rows.y),
                  rows.validation.num_rows, rows.test.num_rows, time.perf_counter() - started)
     if joint:
         started = time.perf_counter()
-        flags = [r.in_slice for r in joint]
-        train, train_slice = finish_training_rows(
+        def stacked(marks: list[np.ndarray | None]) -> np.ndarray | None:
+            return None if any(m is None for m in marks) else np.concatenate([m for m in marks if m is not None])
+
+        train, train_slice, train_patients = finish_training_rows(
             stack_parts([r.X for r in joint]), np.concatenate([r.y for r in joint]), record["resampling"], seed,
-            None if any(f is None for f in flags) else np.concatenate([f for f in flags if f is not None]))
-        _save_train(out["train"] / TRAIN_FILE, train, train_slice)
+            stacked([r.in_slice for r in joint]), stacked([r.patients for r in joint]))
+        _save_train(out["train"] / TRAIN_FILE, train, train_slice, train_patients)
         written["train"] = len(train.y)
         log.info("%s over %d training rows -> %s in %.2f s", method, sum(len(r.y) for r in joint), train.info.get("after"),
                  time.perf_counter() - started)
@@ -656,8 +667,9 @@ def transform_stage(parts: list[Path] | None, source: Path, fit_dirs: tuple[Path
     return written
 
 
-def _save_train(path: Path, train: Resampled, in_slice: np.ndarray | None = None) -> None:
-    write_train(path, train.X, train.y, train.sample_weight, in_slice)
+def _save_train(path: Path, train: Resampled, in_slice: np.ndarray | None = None,
+                patients: np.ndarray | None = None) -> None:
+    write_train(path, train.X, train.y, train.sample_weight, in_slice, patients)
 
 
 # ------------------------------------------------------------------------------------------------ the job

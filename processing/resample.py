@@ -40,6 +40,9 @@ class Resampled:
     y: np.ndarray
     sample_weight: np.ndarray
     info: dict[str, Any] = field(default_factory=dict)
+    # Each delivered row's position in the rows given, -1 for a row an over-sampler made (synthetic or a copy): what
+    # rides along with a row (its slice flag, its patient) follows it. None: the rows as given.
+    source: np.ndarray | None = None
 
 
 def _counts(y: np.ndarray) -> dict[int, int]:
@@ -72,13 +75,16 @@ def resample(X: Any, y: np.ndarray, method: str, *, seed: int = 0,
     before = _counts(y)
     info: dict[str, Any] = {"method": method, "before": before}
     weight = np.ones(len(y))
+    source = np.arange(len(y))
     if method == "none":
         pass
     elif method == "class_weights":
         info["class_weight"] = balanced_class_weights(y)
         weight = row_weights(y, info["class_weight"])
     elif method == "undersample":
-        X, y = RandomUnderSampler(random_state=seed).fit_resample(X, y)
+        under = RandomUnderSampler(random_state=seed)
+        X, y = under.fit_resample(X, y)
+        source = np.asarray(under.sample_indices_, dtype=np.int64)
         weight = np.ones(len(y))
     else:
         snap: np.ndarray | None = None
@@ -110,8 +116,9 @@ def resample(X: Any, y: np.ndarray, method: str, *, seed: int = 0,
         if snap is not None:
             X = snap_indicators(X, snap)
         weight = np.ones(len(y))
+        source = np.r_[source, np.full(len(y) - len(source), -1)]  # imbalanced-learn puts the given rows first
     info["after"] = _counts(y)
-    return Resampled(as_float32(X), np.asarray(y, dtype=np.int64), weight, info)
+    return Resampled(as_float32(X), np.asarray(y, dtype=np.int64), weight, info, source)
 
 
 def snap_indicators(X: Any, columns: np.ndarray) -> Any:

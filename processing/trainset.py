@@ -33,6 +33,9 @@ TRAIN_FILE = "train.npz"  # the one training object of a joint resampling (over-
 # over-sampler's synthetic rows), so training's cross-validation counts the training-split rows of the slice as
 # slice rows. A file without it still reads (older runs).
 TRAIN_SLICE_KEY = "slice"
+# Beside them when the schema has a patient column: each row's patient key (int64, processing.split.patient_keys;
+# 0 for an over-sampler's synthetic rows), so training's cross-validation keeps a patient's rows in one fold.
+TRAIN_PATIENT_KEY = "patient"
 SPARSE_KEYS = ("format", "shape", "data", "indices", "indptr")
 Rows: TypeAlias = sp.csr_matrix | np.ndarray  # the features of rows: scipy.sparse CSR or a dense 2-D array
 
@@ -51,12 +54,14 @@ class TrainRows(NamedTuple):
 
 
 def write_train(path: str | os.PathLike, X: Any, y: np.ndarray, sample_weight: np.ndarray,
-                in_slice: np.ndarray | None = None) -> Path:
-    """Write ``X`` (CSR or dense), ``y``, ``sample_weight`` and, when given, the rows' slice flags to ``path``;
-    returns the path."""
+                in_slice: np.ndarray | None = None, patients: np.ndarray | None = None) -> Path:
+    """Write ``X`` (CSR or dense), ``y``, ``sample_weight`` and, when given, the rows' slice flags and patient keys
+    to ``path``; returns the path."""
     path = Path(path)
     if in_slice is not None and np.shape(in_slice) != np.shape(y):
         raise ValueError(f"{path.name}: {len(in_slice)} slice flags for {len(y)} training rows")
+    if patients is not None and np.shape(patients) != np.shape(y):
+        raise ValueError(f"{path.name}: {len(patients)} patient keys for {len(y)} training rows")
     if is_sparse(X):
         X = sp.csr_matrix(X)
         arrays = {"format": np.array("csr"), "shape": np.array(X.shape, dtype=np.int64), "data": X.data,
@@ -65,24 +70,35 @@ def write_train(path: str | os.PathLike, X: Any, y: np.ndarray, sample_weight: n
         arrays = {"X": np.asarray(X)}
     if in_slice is not None:
         arrays[TRAIN_SLICE_KEY] = np.asarray(in_slice, dtype=bool)
+    if patients is not None:
+        arrays[TRAIN_PATIENT_KEY] = np.asarray(patients, dtype=np.int64)
     np.savez(path, **arrays, y=np.asarray(y), sample_weight=np.asarray(sample_weight))
     return path
 
 
 def read_train_slice(path: str | os.PathLike) -> np.ndarray | None:
     """The rows' slice flags of a ``train.npz`` (only that array and ``y`` are read), or None when it has none."""
+    return _read_marks(path, TRAIN_SLICE_KEY, np.dtype(bool))
+
+
+def read_train_patients(path: str | os.PathLike) -> np.ndarray | None:
+    """The rows' patient keys of a ``train.npz`` (only that array and ``y`` are read), or None when it has none."""
+    return _read_marks(path, TRAIN_PATIENT_KEY, np.dtype(np.int64))
+
+
+def _read_marks(path: str | os.PathLike, key: str, dtype: np.dtype) -> np.ndarray | None:
     path = Path(path)
     try:
         with np.load(path, allow_pickle=False) as data:
-            if TRAIN_SLICE_KEY not in data.files:
+            if key not in data.files:
                 return None
-            flags, y = np.asarray(data[TRAIN_SLICE_KEY]), data["y"]
+            marks, y = np.asarray(data[key]), data["y"]
     except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as err:
-        raise ValueError(f"{path.name}: {TRAIN_SLICE_KEY} is not readable: {err}") from None
-    if flags.shape != y.shape or flags.dtype != bool:
-        raise ValueError(f"{path.name}: '{TRAIN_SLICE_KEY}' must hold one bool per row ({len(y)}), got shape "
-                         f"{flags.shape} dtype {flags.dtype}")
-    return flags
+        raise ValueError(f"{path.name}: {key} is not readable: {err}") from None
+    if marks.shape != y.shape or marks.dtype != dtype:
+        raise ValueError(f"{path.name}: '{key}' must hold one {dtype} per row ({len(y)}), got shape "
+                         f"{marks.shape} dtype {marks.dtype}")
+    return marks
 
 
 def read_train(path: str | os.PathLike) -> TrainRows:

@@ -248,15 +248,21 @@ def test_train_npz_without_slice_flags_still_trains(orphan_run, tmp_path):
     assert np.array_equal(model.oof["groups"][n_train:], read_split(out / "validation")["is_orphan"].to_numpy(bool))
 
 
-def test_undersampling_keeps_the_flags_of_the_rows_it_keeps():
+def test_undersampling_keeps_the_flags_and_patients_of_the_rows_it_keeps():
     rng = np.random.default_rng(0)
     X = rng.normal(size=(60, 3)).astype(np.float32)
     y = np.r_[np.zeros(40, dtype=np.int64), np.ones(20, dtype=np.int64)]
     flags = rng.random(60) < 0.4
-    for method in ("undersample", "smote", "class_weights"):
-        rows, kept = pre.finish_training_rows(X, y, {"method": method, "class_weight": {0: 1.0, 1: 2.0}}, 0, flags)
+    keys = rng.integers(1, 2**62, size=60)
+    for method in ("undersample", "smote", "adasyn", "class_weights", "none"):
+        rows, kept, patients = pre.finish_training_rows(X, y, {"method": method, "class_weight": {0: 1.0, 1: 2.0}},
+                                                        0, flags, keys)
         assert kept is not None and kept.shape == rows.y.shape
+        assert patients is not None and patients.shape == rows.y.shape and patients.dtype == np.int64
         n = min(len(rows.y), len(y))
         source = [int(np.flatnonzero((X == row).all(axis=1))[0]) for row in rows.X[:n]]
         assert np.array_equal(kept[:n], flags[source]), method
+        assert np.array_equal(patients[:n], keys[source]), method
         assert not kept[n:].any()  # an over-sampler's synthetic rows are outside the slice
+        assert not patients[n:].any()  # and belong to no patient
+    assert pre.finish_training_rows(X, y, {"method": "undersample"}, 0)[1:] == (None, None)

@@ -13,8 +13,13 @@ from diagnosa.cli import main
 from diagnosa.data.ingest import IngestError, ingest_csv, load_curated
 from diagnosa.data.schema import Field, Schema
 from diagnosa.lake import DataLake
+from processing import preprocess as pre
+from processing.evaluate import evaluate_model
 from processing.preprocess import preprocess
-from processing.split import SplitError, split_dataset
+from processing.split import SplitError, patient_keys, read_split, split_dataset
+from processing.trainset import read_train, read_train_patients, write_train
+from training import tuning
+from training.train import train
 
 LABELS = ("a", "b", "c")
 
@@ -199,3 +204,85 @@ def test_the_schema_round_trips_its_patient_column_and_older_schemas_keep_their_
     assert "patient_column" not in visits_schema(None).to_dict()
     with pytest.raises(ValueError, match="patient column 'x' must be a declared string, category or integer metadata"):
         Schema("v", visits_schema().fields, LABELS, patient_column="x")
+
+
+# ------------------------------------------------------------------------------------------------ training's folds
+
+
+def test_folds_keep_each_patients_rows_on_one_side_and_count_the_classes_in_patients():
+    rng = np.random.default_rng(4)
+    patients = np.repeat(np.arange(40), rng.integers(1, 6, size=40))
+    y = (patients % 3 == 0).astype(int) + (patients % 7 == 0)  # a class per patient; class 2: 6 patients
+    plan = tuning.plan_scored_folds(y, np.ones(len(y), dtype=bool), groups=patients * 7919 + 11)
+    assert plan.smallest_class == len(set(patients[y == 2])) and plan.repeats == tuning.TINY_REPEATS
+    for fit, score in plan.folds:
+        assert not set(patients[fit]) & set(patients[score])
+    scored = np.concatenate([score for _, score in plan.folds])
+    assert np.array_equal(np.bincount(scored, minlength=len(y)), np.full(len(y), plan.repeats))
+    # A fitting context (rows never scored) leaves the folds that score its patients.
+    context = patients < 10
+    plan = tuning.plan_scored_folds(y, ~context, groups=patients)
+    for fit, score in plan.folds:
+        assert not set(patients[fit]) & set(patients[score])
+    with pytest.raises(ValueError, match="one patient key per row"):
+        tuning.plan_scored_folds(y, ~context, groups=patients[:5])
+
+
+def fingerprinted_visits(n_patients: int = 300, seed: int = 0) -> tuple[pd.DataFrame, Schema]:
+    """Patients whose visits share a fingerprint (4 values of their own, a little noise from visit to visit) beside
+    one weak feature of their class: a model that has seen a patient's other visits recognises the patient."""
+    rng = np.random.default_rng(seed)
+    shares = np.array([0.5, 0.35, 0.15])  # the rarest class: ~4 validation patients, so training cross-validates
+    rows = []
+    for p in range(n_patients):
+        label = int(rng.choice(3, p=shares))
+        print_ = rng.normal(size=4) * 3
+        for v in range(int(rng.integers(3, 7))):
+            rows.append({"visit": f"p{p}-v{v}", "patient": f"p{p}", "outcome": LABELS[label],
+                         "x": label * 0.5 + rng.normal(),
+                         **{f"f{i}": print_[i] + 0.05 * rng.normal() for i in range(4)}})
+    fields = (Field("visit", "string", role="id", required=True), Field("patient", "string", role="metadata"),
+              Field("outcome", "category", role="target", required=True, values=LABELS), Field("x", "number"),
+              *(Field(f"f{i}", "number") for i in range(4)))
+    return pd.DataFrame(rows), Schema("visits", fields, LABELS, patient_column="patient")
+
+
+@pytest.fixture(scope="module")
+def visits_run(tmp_path_factory):
+    frame, schema = fingerprinted_visits()
+    root = tmp_path_factory.mktemp("visits")
+    source = root / "pre" / "input" / "curated"
+    source.mkdir(parents=True)
+    frame.to_parquet(source / "data.parquet", index=False)
+    (source / "manifest.json").write_text(json.dumps({
+        "schema": schema.to_dict(), "version": "v1", "dataset": "visits", "rows": len(frame),
+        "data_keys": ["curated/visits/v1/data.parquet"]}), encoding="utf-8")
+    assert pre.main(["--base-dir", str(root / "pre"), "--resampling", "class_weights"]) == 0
+    return frame, schema, root / "pre" / "output"
+
+
+def test_preprocess_writes_each_training_rows_patient_beside_it(visits_run):
+    frame, schema, out = visits_run
+    membership = pd.read_parquet(out / "split" / pre.MEMBERSHIP_FILE)
+    train_rows = frame.set_index("visit").loc[membership.loc[membership["split"] == 0, "visit"]].reset_index()
+    assert np.array_equal(read_train_patients(out / "train" / "data.npz"), patient_keys(train_rows, schema))
+
+
+def test_cross_validation_by_patient_reports_what_new_patients_get(visits_run, tmp_path):
+    """Scored out of fold by fits that had seen the same patients' other visits, the reported validation recall
+    was far above the test split's (new patients); with the patients' keys it estimates it."""
+    _, _, out = visits_run
+    grouped = train(out / "train", out / "validation", out / "transformer", "random_forest", {}, 0).model
+    # The same rows without the keys (a train channel written before they travelled): folds split patients.
+    rows = read_train(out / "train" / "data.npz")
+    mixed_dir = tmp_path / "train"
+    mixed_dir.mkdir()
+    write_train(mixed_dir / "data.npz", rows.X, rows.y, rows.sample_weight)
+    mixed = train(mixed_dir, out / "validation", out / "transformer", "random_forest", {}, 0).model
+    assert grouped.metadata["search"]["regime"] == "cross-validation"
+    assert grouped.metadata["search"]["folds_by_patient"] is True
+    assert mixed.metadata["search"]["folds_by_patient"] is False
+    test = evaluate_model(grouped, read_split(out / "test"))["diagnosa"]["macro"]["recall"]
+    reported, leaked = grouped.metadata["validation"]["macro_recall"], mixed.metadata["validation"]["macro_recall"]
+    assert leaked > reported + 0.2, (leaked, reported, test)
+    assert abs(reported - test) < 0.2, (reported, test)

@@ -15,7 +15,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -46,8 +46,8 @@ from processing.decisions import MAX_PRECISION_LOSS, calibrate_and_decide
 from processing.features import SUPERVISED_REDUCTIONS, SUPERVISED_STEPS
 from processing.metrics import evaluate
 from processing.sparse import is_sparse
-from processing.split import read_split, read_train_groups, unseen_mask
-from processing.trainset import Rows, read_train, read_train_slice, stack_parts
+from processing.split import patient_keys, read_split, read_train_groups, unseen_mask
+from processing.trainset import Rows, read_train, read_train_patients, read_train_slice, stack_parts
 from training.distributed import cluster_from_env, collective, digest_of_parts, fit_xgboost, gather, is_distributed, total
 from training.models import (
     FAMILIES,
@@ -396,21 +396,32 @@ def _load_train_part(path: Path, n_labels: int, allow_nan: bool) -> tuple[Rows, 
 def load_train_slice(train_dir: str | os.PathLike, n_rows: int) -> np.ndarray | None:
     """The training rows' slice flags (every ``*.npz`` part's, name order, as ``load_train`` stacks them); None when
     a part has none (written before the flags travelled, or no slice in the schema)."""
+    return _load_marks(train_dir, n_rows, read_train_slice, "slice flags")
+
+
+def load_train_patients(train_dir: str | os.PathLike, n_rows: int) -> np.ndarray | None:
+    """The training rows' patient keys, as ``load_train_slice`` reads the flags; None when a part has none (written
+    before the keys travelled, or no patient column in the schema)."""
+    return _load_marks(train_dir, n_rows, read_train_patients, "patient keys")
+
+
+def _load_marks(train_dir: str | os.PathLike, n_rows: int, read: Callable[[Path], np.ndarray | None],
+                what: str) -> np.ndarray | None:
     paths = sorted(Path(train_dir).glob(TRAIN_PATTERN)) if Path(train_dir).is_dir() else []
-    flags = []
+    marks = []
     for path in paths:
         try:
-            part = read_train_slice(path)
+            part = read(path)
         except ValueError as err:
             raise ValueError(f"train channel: {err}") from None
         if part is None:
             return None
-        flags.append(part)
-    if not flags:
+        marks.append(part)
+    if not marks:
         return None
-    out = np.concatenate(flags)
+    out = np.concatenate(marks)
     if len(out) != n_rows:
-        raise ValueError(f"train channel: {len(out)} slice flags for {n_rows} training rows")
+        raise ValueError(f"train channel: {len(out)} {what} for {n_rows} training rows")
     return out
 
 
@@ -521,6 +532,7 @@ class Pools(NamedTuple):
     cv_w: np.ndarray
     validation_rows: np.ndarray  # bool per CV row
     in_slice: np.ndarray | None  # bool per CV row with a slice (training rows without flags: outside it), else None
+    patients: np.ndarray | None  # patient key per CV row with a patient column (None: each row its own patient)
     fit_X: Any
     fit_y: np.ndarray
     fit_w: np.ndarray
@@ -541,7 +553,8 @@ def stack_rows(top: Rows, bottom: Any) -> Rows:
 
 def build_pools(X: Rows, y: np.ndarray, weight: np.ndarray, X_val: Rows, y_val: np.ndarray,
                 resampling: Mapping[str, Any] | None, train_slice: np.ndarray | None = None,
-                val_slice: np.ndarray | None = None) -> Pools:
+                val_slice: np.ndarray | None = None, train_patients: np.ndarray | None = None,
+                val_patients: np.ndarray | None = None) -> Pools:
     """Train + validation rows for cross-validation and for the final fit, by the split's resampling.
 
     ``class_weights`` / ``none``: both pools are the training rows + the validation rows, weighted
@@ -551,7 +564,8 @@ def build_pools(X: Rows, y: np.ndarray, weight: np.ndarray, X_val: Rows, y_val: 
     validation rows. ``undersample``: train.npz's rows + validation rows, "balanced", for both.
     ``train_slice`` / ``val_slice``: the slice flags of train.npz's rows and of the validation rows; the pool's
     (``in_slice``) when ``val_slice`` is given (without ``train_slice``, an older train.npz, the training rows
-    count as outside the slice).
+    count as outside the slice). ``train_patients`` / ``val_patients``: their patient keys; the pool's
+    (``patients``) when both are given.
     """
     info = dict(resampling or {})
     method = resampling_method(resampling, weight)
@@ -566,12 +580,14 @@ def build_pools(X: Rows, y: np.ndarray, weight: np.ndarray, X_val: Rows, y_val: 
     in_slice = None if val_slice is None else np.r_[
         np.zeros(real, dtype=bool) if train_slice is None else np.asarray(train_slice, dtype=bool)[:real],
         np.asarray(val_slice, dtype=bool)]
+    patients = None if train_patients is None or val_patients is None else np.r_[
+        np.asarray(train_patients, dtype=np.int64)[:real], np.asarray(val_patients, dtype=np.int64)]
     if method in ("smote", "adasyn"):
         fit_X, fit_y = stack_rows(X, X_val), np.concatenate([y, y_val])
         fit_w = np.r_[weight, np.ones(len(y_val))]
     else:
         fit_X, fit_y, fit_w = cv_X, cv_y, cv_w
-    return Pools(cv_X, cv_y, cv_w, validation_rows, in_slice, fit_X, fit_y, fit_w, method)
+    return Pools(cv_X, cv_y, cv_w, validation_rows, in_slice, patients, fit_X, fit_y, fit_w, method)
 
 
 def train(train_dir: str | os.PathLike, validation_dir: str | os.PathLike, transformer_dir: str | os.PathLike,
@@ -642,8 +658,14 @@ def train(train_dir: str | os.PathLike, validation_dir: str | os.PathLike, trans
         if orphan is not None and train_slice is None:
             logger.warning("train channel: the parts carry no slice flags (written before they did): "
                            "cross-validation counts every training-split row as outside the slice")
+        # The patients' keys, so that cross-validation keeps a patient's rows (visits) in one fold.
+        train_patients = None if schema.patient_column is None else load_train_patients(train_dir, len(y))
+        if schema.patient_column is not None and train_patients is None:
+            logger.warning("train channel: the parts carry no patient keys (written before they did): "
+                           "cross-validation cannot keep a patient's rows in one fold")
         pools = build_pools(X, y, weight, X_val, y_val, record.get("resampling"), train_slice,
-                            None if orphan is None else np.asarray(orphan, dtype=bool))
+                            None if orphan is None else np.asarray(orphan, dtype=bool), train_patients,
+                            patient_keys(validation, schema))
     fit_counts = class_rows if pools is None else np.bincount(pools.fit_y, minlength=k)
     absent = [labels[i] for i in range(k) if not fit_counts[i]]
     if absent:
@@ -687,7 +709,8 @@ def train(train_dir: str | os.PathLike, validation_dir: str | os.PathLike, trans
                                supervised)
         found = search(family, pools.cv_X, pools.cv_y, pools.cv_w, k, given=given, seed=seed, budget=settings.budget,
                        max_configs=settings.max_configs, max_folds=settings.max_folds, max_rows=settings.cv_max_rows,
-                       shipped=pools.fit_y, scored=pools.validation_rows if supervised else None)
+                       shipped=pools.fit_y, scored=pools.validation_rows if supervised else None,
+                       groups=pools.patients)
         hyper, proba, y_eval, trials, classifier = found.hyperparameters, found.oof_proba, pools.cv_y[found.rows], \
             found.trials, None
         w_eval = found.row_weight
@@ -702,6 +725,8 @@ def train(train_dir: str | os.PathLike, validation_dir: str | os.PathLike, trans
                           "unscored_labels": unscored}
         if orphan is not None:
             plan_info["slice_flags"] = "every row" if train_slice is not None else "validation rows only"
+        if schema.patient_column is not None:
+            plan_info["folds_by_patient"] = pools.patients is not None
         method = ("cross-validation" + (f" over the validation-split rows only (the feature transform's {supervised} "
                                         "step was fitted with the training split's labels; every training-split row "
                                         "stays on the fitting side of every fold)" if supervised else "")

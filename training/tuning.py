@@ -17,6 +17,8 @@ pools the training and validation rows and cross-validates on the pool:
   family's defaults -- with any hyperparameter the job was given -- always come first.
 - **Score** of a configuration: OOF macro recall of the plain argmax, ties broken by worst-class
   recall, then by grid order.
+- **Patients** (``groups``, a dataset with a patient column): a patient's rows are in one fold
+  (StratifiedGroupKFold); the smallest class and k are counted in patients.
 
 A fold whose training rows lack a class (possible only with classes of < k rows) is fitted on the
 classes it has, and gives the missing one probability 0.
@@ -44,7 +46,7 @@ from typing import Any
 
 import numpy as np
 from sklearn.base import clone
-from sklearn.model_selection import StratifiedKFold
+from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
 from processing.decisions import decision_scores
 from processing.trainset import Rows
@@ -96,8 +98,10 @@ class SearchResult:
     context_rows: int = 0  # rows on the fitting side of every fold, never scored (``scored`` given)
 
 
-def plan_folds(y: np.ndarray, *, max_folds: int = DEFAULT_MAX_FOLDS, seed: int = 0) -> FoldPlan:
-    """Stratified folds with k adapted to the smallest class (see the module docstring)."""
+def plan_folds(y: np.ndarray, *, max_folds: int = DEFAULT_MAX_FOLDS, seed: int = 0,
+               groups: np.ndarray | None = None) -> FoldPlan:
+    """Stratified folds with k adapted to the smallest class (see the module docstring); with ``groups`` (a
+    patient key per row), a group's rows are in one fold."""
     y = np.asarray(y)
     counts = np.bincount(y)
     smallest = int(counts[counts > 0].min())
@@ -106,7 +110,8 @@ def plan_folds(y: np.ndarray, *, max_folds: int = DEFAULT_MAX_FOLDS, seed: int =
     k, _ = _k_for(smallest, max_folds)
     if len(y) < 2 * k:
         raise ValueError(f"{len(y)} rows are too few for {k}-fold cross-validation")
-    return plan_scored_folds(y, np.ones(len(y), dtype=bool), max_folds=max_folds, seed=seed)  # every row scored
+    return plan_scored_folds(y, np.ones(len(y), dtype=bool), max_folds=max_folds, seed=seed,  # every row scored
+                             groups=groups)
 
 
 def _k_for(smallest: int, max_folds: int) -> tuple[int, int]:
@@ -119,33 +124,52 @@ def _k_for(smallest: int, max_folds: int) -> tuple[int, int]:
 
 
 def plan_scored_folds(y: np.ndarray, scored: np.ndarray, *, max_folds: int = DEFAULT_MAX_FOLDS,
-                      seed: int = 0) -> FoldPlan:
+                      seed: int = 0, groups: np.ndarray | None = None) -> FoldPlan:
     """Stratified folds over the ``scored`` rows only; every other row is on the fitting side of every fold.
 
     k and the repeats follow the scored rows' smallest class (as ``plan_folds``), with k at most the number of
     scored rows: a class of one scored row gives k = 2, and a single scored row one "fold" fitted on the other
-    rows alone. The fold indices are into ``y`` (all rows)."""
+    rows alone. The fold indices are into ``y`` (all rows).
+
+    ``groups`` (a patient key per row: a dataset whose patients have several rows): a patient's scored rows are
+    in one fold (scikit-learn's StratifiedGroupKFold), so no row is scored by a fit that saw the same patient's
+    other rows; the smallest class and k are then counted in patients, k at most their number. A scored
+    patient's rows outside ``scored`` (the fitting context) leave every fold that scores the patient."""
     y, scored = np.asarray(y), np.asarray(scored, dtype=bool)
     if max_folds < 2:
         raise ValueError(f"max_folds must be at least 2, got {max_folds}")
     if scored.shape != y.shape or not scored.any():
         raise ValueError("scored must mark at least one of the rows, one flag per row")
+    if groups is not None and np.shape(groups) != y.shape:
+        raise ValueError(f"groups must hold one patient key per row ({len(y)}), got shape {np.shape(groups)}")
     scored_idx, context = np.flatnonzero(scored), np.flatnonzero(~scored)
     ys = y[scored_idx]
-    counts = np.bincount(ys)
+    if groups is None:
+        counts = np.bincount(ys)
+        units = len(ys)
+    else:
+        gs = np.asarray(groups)[scored_idx]
+        pairs = np.unique(np.stack([ys, gs.astype(np.int64)]), axis=1)  # (class, patient), once each
+        counts = np.bincount(pairs[0])
+        units = len(np.unique(gs))
     smallest = int(counts[counts > 0].min())
     k, repeats = _k_for(smallest, max_folds)
-    k = min(k, len(ys))
+    k = min(k, units)
     if k < 2:
         return FoldPlan([(context, scored_idx)], 1, 1, smallest)
     folds: list[tuple[np.ndarray, np.ndarray]] = []
     for r in range(repeats):
         # Wrapped: a Seed near 2**32 - 1 (the largest the pipeline takes) plus a repeat is past what numpy takes.
-        splitter = StratifiedKFold(k, shuffle=True, random_state=(seed + r) % 2**32)
+        state = (seed + r) % 2**32
+        splitter = StratifiedKFold(k, shuffle=True, random_state=state) if groups is None else \
+            StratifiedGroupKFold(k, shuffle=True, random_state=state)
         with warnings.catch_warnings():  # a class with fewer than k scored rows: the reason for repeats
             warnings.simplefilter("ignore", UserWarning)
-            for fit, score in splitter.split(np.zeros(len(ys)), ys):
-                folds.append((np.sort(np.concatenate([context, scored_idx[fit]])), scored_idx[score]))
+            for fit, score in splitter.split(np.zeros(len(ys)), ys, None if groups is None else gs):
+                fitted = np.sort(np.concatenate([context, scored_idx[fit]]))
+                if groups is not None and len(context):
+                    fitted = fitted[~np.isin(np.asarray(groups)[fitted], gs[score])]
+                folds.append((fitted, scored_idx[score]))
     return FoldPlan(folds, k, repeats, smallest)
 
 
@@ -251,11 +275,12 @@ def search(family: str, X: Rows, y: np.ndarray, w: np.ndarray, k: int, *,
            given: Mapping[str, Any] | None = None, seed: int = 0, budget: int = DEFAULT_SEARCH_BUDGET,
            max_configs: int = DEFAULT_MAX_CONFIGS, max_folds: int = DEFAULT_MAX_FOLDS,
            max_rows: int = DEFAULT_CV_MAX_ROWS, shipped: np.ndarray | None = None,
-           scored: np.ndarray | None = None) -> SearchResult:
+           scored: np.ndarray | None = None, groups: np.ndarray | None = None) -> SearchResult:
     """Cross-validate ``family``'s candidate configurations on (X, y, w); the best one's OOF predictions.
     ``shipped``: the labels of the rows the chosen model is then fitted on (default ``y``; see ``oof_proba``).
     ``scored`` (one flag per row): score only those rows out of fold, the others always on the fitting side
-    (``plan_scored_folds``); the result's rows and OOF probabilities are then the scored rows' only."""
+    (``plan_scored_folds``); the result's rows and OOF probabilities are then the scored rows' only.
+    ``groups`` (a patient key per row): a patient's rows are in one fold (``plan_scored_folds``)."""
     if scored is None:
         rows, row_weight = cv_rows(y, max_rows, seed)
         is_scored = np.ones(len(rows), dtype=bool)
@@ -265,8 +290,9 @@ def search(family: str, X: Rows, y: np.ndarray, w: np.ndarray, k: int, *,
             raise ValueError(f"scored must hold one flag per row ({len(y)}), got shape {scored.shape}")
         rows, is_scored, row_weight = scored_rows(y, scored, max_rows, seed)
     Xs, ys, ws = X[rows], y[rows], w[rows]
-    plan = plan_folds(ys, max_folds=max_folds, seed=seed) if scored is None else \
-        plan_scored_folds(ys, is_scored, max_folds=max_folds, seed=seed)
+    gs = None if groups is None else np.asarray(groups)[rows]
+    plan = plan_folds(ys, max_folds=max_folds, seed=seed, groups=gs) if scored is None else \
+        plan_scored_folds(ys, is_scored, max_folds=max_folds, seed=seed, groups=gs)
     configs = candidate_configs(family, given, max_configs)[:configs_within_budget(plan, budget, max_configs)]
     y_scored = ys[is_scored]
     best: tuple[tuple[float, float, int], dict[str, Any], np.ndarray] | None = None
