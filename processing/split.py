@@ -146,6 +146,22 @@ def patient_units(frame: pd.DataFrame, schema: Schema) -> np.ndarray:
     return pd.factorize(keys.to_numpy(dtype=object))[0].astype(np.int64)
 
 
+def patient_keys(frame: pd.DataFrame, schema: Schema) -> np.ndarray | None:
+    """Each row's patient as a 64-bit key, the same for the same patient in any split or part (a row without a
+    patient: a key of its own, from its id); None when the schema names no patient column. Training's
+    cross-validation keeps a key's rows in one fold with them."""
+    column = schema.patient_column
+    if not column:
+        return None
+    if column not in frame.columns:
+        raise SplitError(f"the rows have no column '{column}' (the patient column)")
+    values = frame[column]
+    known = values.notna().to_numpy()
+    keys = "r" + frame[schema.id_column].astype(str).to_numpy(dtype=object)
+    keys[known] = "p" + values[known].astype(str).to_numpy(dtype=object)
+    return pd.util.hash_array(keys.astype(object), categorize=False).view(np.int64)
+
+
 def split_dataset(frame: pd.DataFrame, schema: Schema, *, fractions: tuple[float, float, float] = DEFAULT_FRACTIONS,
                   seed: int = 0, unseen_share: float = DEFAULT_UNSEEN_SHARE) -> Splits:
     target, id_column, slice_column = schema.target, schema.id_column, schema.slice_column
