@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from diagnosa.cli import main
-from diagnosa.data.ingest import IngestError, ingest_csv, load_curated
+from diagnosa.data.ingest import IngestError, ingest_csv, leakage_lines, load_curated
 from diagnosa.data.schema import Field, Schema
 from diagnosa.lake import DataLake
 from processing import preprocess as pre
@@ -286,3 +286,46 @@ def test_cross_validation_by_patient_reports_what_new_patients_get(visits_run, t
     reported, leaked = grouped.metadata["validation"]["macro_recall"], mixed.metadata["validation"]["macro_recall"]
     assert leaked > reported + 0.2, (leaked, reported, test)
     assert abs(reported - test) < 0.2, (reported, test)
+
+
+# ------------------------------------------------------------------------------------------------ the note
+
+
+def visit_table(n_patients: int = 60, seed: int = 0) -> pd.DataFrame:
+    """A file of visits, a patient's next to each other: a patient number, the patient's sex, a lab per visit."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for p in range(n_patients):
+        sex = "MF"[p % 2]
+        for _ in range(int(rng.integers(1, 6))):
+            rows.append({"visit": f"v{len(rows)}", "pid": 1000 + p, "sex": sex, "lab": round(float(rng.normal()), 3),
+                         "outcome": LABELS[p % 3]})
+    return pd.DataFrame(rows)
+
+
+def test_a_patient_number_over_visits_gets_a_note_naming_patient_column(lake, tmp_path):
+    frame = visit_table()
+    report = ingest(lake, tmp_path, BASE, frame)
+    manifest = load_curated(lake, "visits")[1]
+    assert manifest["patient_columns"] == {"pid": {"values": 60, "most_rows": int(frame["pid"].value_counts().max()),
+                                                   "constant": ["sex"]}}
+    [line] = [x for x in leakage_lines(manifest) if "patient" in x]
+    assert "column 'pid' looks like a patient's number over several rows: its 60 values" in line
+    assert "sex hold one value within each" in line and 'patient_column = "pid"' in line
+    assert report.rows == len(frame)  # a note: every row kept
+
+
+@pytest.mark.parametrize("change", ["declared", "shuffled", "sorted_by_a_measurement"])
+def test_no_note_where_rows_are_not_a_patients_visits_or_the_column_is_declared(lake, tmp_path, change):
+    frame = visit_table()
+    config = BASE
+    if change == "declared":
+        config += 'patient_column = "pid"\n'
+    elif change == "shuffled":  # no longer next to each other: nothing tells visits from patients alike
+        frame = frame.sample(frac=1.0, random_state=1)
+    else:  # a table sorted by an age: runs of equal ages, within which the sex changes
+        rng = np.random.default_rng(2)
+        frame = frame.assign(pid=np.sort(rng.integers(20, 80, size=len(frame))),
+                             sex=rng.choice(["M", "F"], size=len(frame)))
+    ingest(lake, tmp_path, config, frame)
+    assert "patient_columns" not in load_curated(lake, "visits")[1]

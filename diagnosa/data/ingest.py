@@ -1512,6 +1512,12 @@ def leakage_lines(leakage: dict[str, Any]) -> list[str]:
     if constant:
         lines.append("  note: columns with one value in every row, which teach the model nothing and which the "
                      f"endpoint still takes: {some_of(constant)} (put them in exclude)")
+    for name, seen in (leakage.get("patient_columns") or {}).items():
+        lines.append(f"  note: column '{name}' looks like a patient's number over several rows: its {seen['values']:,} "
+                     f"values each hold rows next to each other (up to {seen['most_rows']:,}), and "
+                     f"{some_of(seen['constant'])} hold one value within each. Several rows (visits) of one patient? "
+                     "Split by row, a patient's visits land in training and in test, and the evaluation's recall is "
+                     f"higher than new patients get: name it in patient_column (patient_column = \"{name}\")")
     return lines
 
 

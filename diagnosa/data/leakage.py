@@ -30,7 +30,13 @@ LABEL_COLUMN_MIN_COVER = 0.5  # ... and a column with a value in fewer than this
 EXAMPLES = 3
 COPIES_AT_MOST = 3  # rows alike beyond this many are patients alike, not a record written again
 TELLING_VALUES = 2  # values only the rows alike hold, in this many columns few rows share: no coincidence
-LEAKAGE_KEYS = ("repeated_rows", "label_columns", "constant_columns")  # the notes' keys, in the manifest
+LEAKAGE_KEYS = ("repeated_rows", "label_columns", "constant_columns", "patient_columns")  # the notes' keys
+# A patient's number over visits: at least this many values, each holding rows next to each other (a file of
+# visits lists a patient's together), and at most this share of the rows distinct; beside it, columns of the
+# patient (sex, a treatment arm, a baseline age) hold one value within each of its values.
+PATIENT_MIN_VALUES = 10
+PATIENT_MAX_DISTINCT_SHARE = 0.8
+PATIENT_MIN_ADJACENT = 0.9  # the share of its repeated values whose rows are one run
 
 
 def _hashable(column: pd.Series) -> pd.Series:
@@ -118,6 +124,46 @@ def constant_columns(curated: pd.DataFrame, features: Sequence[str]) -> list[str
             and _hashable(curated[name]).nunique() == 1 and curated[name].notna().all()]
 
 
+def patient_columns(curated: pd.DataFrame, schema: Schema) -> dict[str, dict[str, Any]]:
+    """Columns that look like a patient's number over several rows (visits) when the dataset names no patient
+    column: name → {values, most rows of one value, the columns constant within each value}. Split by row, a
+    patient's visits land in training and in test. A table sorted by a measurement (age) holds runs of equal
+    values too, but the patient's other columns (sex) change within them."""
+    if schema.patient_column is not None or len(curated) < 2 * PATIENT_MIN_VALUES:
+        return {}
+    skip = {schema.id_column, schema.target, schema.slice_column, schema.group_column}
+    names = [f.name for f in schema.fields if f.role in ("feature", "metadata") and f.name not in skip
+             and f.type in ("string", "category", "integer", "number") and f.name in curated.columns]
+    found: dict[str, dict[str, Any]] = {}
+    for name in names:
+        column = curated[name]
+        held = column.notna().to_numpy()
+        if held.sum() < 2 * PATIENT_MIN_VALUES or column.dtype == object and column[held].map(
+                lambda cell: isinstance(cell, (list, np.ndarray))).any():
+            continue
+        codes = pd.factorize(column[held])[0]
+        counts = np.bincount(codes)
+        repeated = counts >= 2
+        if len(counts) < PATIENT_MIN_VALUES or len(counts) > PATIENT_MAX_DISTINCT_SHARE * len(codes) \
+                or repeated.sum() < PATIENT_MIN_VALUES // 2:
+            continue
+        runs = np.bincount(codes[np.r_[True, codes[1:] != codes[:-1]]], minlength=len(counts))
+        if (runs[repeated] == 1).mean() < PATIENT_MIN_ADJACENT:
+            continue
+        # Only now (rarely) a pass over the other columns: constant within each value, and not everywhere.
+        constant = []
+        for other in names:
+            if other == name or curated[other].dtype == object and curated[other].map(
+                    lambda cell: isinstance(cell, (list, np.ndarray))).any():
+                continue
+            within = pd.Series(curated[other].to_numpy()[held]).groupby(codes).nunique(dropna=True)
+            if within.max() <= 1 and curated[other].nunique(dropna=True) >= 2:
+                constant.append(other)
+        if constant:
+            found[name] = {"values": int(len(counts)), "most_rows": int(counts.max()), "constant": constant[:EXAMPLES]}
+    return found
+
+
 def leakage_notes(curated: pd.DataFrame, schema: Schema, lines: Sequence[int]) -> dict[str, Any]:
     """What the manifest and the ingestion report say of ``curated`` (only what was found)."""
     features = schema.features()
@@ -131,4 +177,7 @@ def leakage_notes(curated: pd.DataFrame, schema: Schema, lines: Sequence[int]) -
     constant = constant_columns(curated, features)
     if constant:
         notes["constant_columns"] = constant
+    patients = patient_columns(curated, schema)
+    if patients:
+        notes["patient_columns"] = patients
     return notes

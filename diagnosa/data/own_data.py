@@ -268,7 +268,8 @@ the features). For a table much wider than it is long, try PCA first and compare
 
 Some tables teach a model what no new patient brings, and the run's evaluation then promises more than new
 patients get. The report ends with a note for each of these (and the manifest keeps them: `repeated_rows`,
-`label_columns`, `constant_columns`); nothing is refused, since only you know what a column means:
+`label_columns`, `constant_columns`, `patient_columns`); nothing is refused, since only you know what a column
+means:
 
 - **rows that repeat an earlier row's every feature and its label** under another id, two or three of them
   alike, holding values no other row holds in two columns whose values few rows share (30 % of them distinct or
@@ -284,7 +285,15 @@ patients get. The report ends with a note for each of these (and the manifest ke
   holds an interval of its own, over at least 30 rows with a value and half the table: the label under another
   name (a code of it), or a value known only once the diagnosis is made? A probe's copy of the label's code gave
   accuracy 1.000, and the endpoint then asked for that column. Put it in `exclude`;
-- **a column with one value in every row**: it teaches nothing, and the endpoint still takes it.
+- **a column with one value in every row**: it teaches nothing, and the endpoint still takes it;
+- **a column that looks like a patient's number over several rows**, when the config names no `patient_column`:
+  at least 10 values, at most 80 % of its rows distinct, 90 % of its repeated values holding rows next to each
+  other (a file of visits lists a patient's together), and other columns (sex, a treatment arm, a baseline age)
+  holding one value within each of its values. R's `survival::pbcseq` (1,945 visits of 312 patients) gets
+  `note: column 'id' looks like a patient's number over several rows: its 312 values each hold rows next to each
+  other (up to 16), and trt, age, sex hold one value within each`, and the way out, `patient_column = "id"`.
+  A table sorted by a measurement (runs of equal ages, the sex changing within them) gets none, nor does a file
+  whose visits are shuffled (nothing then tells visits from patients alike); none of the 17 real tables does.
 
 ### Worked example: primary biliary cholangitis (a real table)
 The Mayo Clinic trial in primary biliary cholangitis (1974–84; 418 patients, 312 of them randomised
