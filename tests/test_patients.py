@@ -161,6 +161,8 @@ def test_ingest_refuses_classes_with_too_few_patients_naming_each(lake, tmp_path
     (BASE + 'patient_column = ""\n', "'patient_column' must be a non-empty string"),
     (BASE + 'patient_column = "patient"\n[columns.patient]\nrole = "feature"\n',
      "[columns.patient] sets role of the patient column"),
+    (BASE + 'patient_column = "patient"\n[columns.patient]\nrequired = true\n',
+     "never required: a retraining's feedback rows have no patient"),
     (BASE + 'patient_column = "patient"\n[columns.patient]\ntype = "number"\n',
      "[columns.patient] type 'number': a patient column is a string, a category or an integer"),
     (BASE + 'patient_column = "x"\n[slice]\ncolumn = "x"\nvalue = 1\n',
@@ -329,3 +331,23 @@ def test_no_note_where_rows_are_not_a_patients_visits_or_the_column_is_declared(
                              sex=rng.choice(["M", "F"], size=len(frame)))
     ingest(lake, tmp_path, config, frame)
     assert "patient_columns" not in load_curated(lake, "visits")[1]
+
+
+def test_rows_without_a_patient_and_patients_but_for_case_are_noted_and_na_is_missing(lake, tmp_path):
+    frame = visits()
+    frame.loc[frame.index % 10 == 3, "patient"] = "NA"  # R's write.csv: a missing value, not one patient "NA"
+    rows = frame.index[frame["patient"] == "p8"]  # six visits, none of them at an index ending in 3
+    assert len(rows) == 6
+    frame.loc[rows[1], "patient"] = "P8"  # the same patient, written otherwise at a later visit
+    report = ingest(lake, tmp_path, BASE + 'patient_column = "patient"\n', frame)
+    curated, manifest = load_curated(lake, "visits")
+    assert report.rows == len(frame) and curated["patient"].isna().sum() == (frame["patient"] == "NA").sum()
+    assert manifest["rows_without_patient"] == (frame["patient"] == "NA").sum()
+    assert manifest["patients_but_for_case"] == {"patients": 1, "examples": [["P8", "p8"]]}
+    lines = leakage_lines(manifest)
+    assert any(f"{manifest['rows_without_patient']} rows without a patient" in line for line in lines), lines
+    assert any("1 patient written otherwise but for case in the patient column ('P8' and 'p8')" in line
+               for line in lines), lines
+    # The split: the NA rows are patients of their own, not one patient "NA" in one split.
+    splits = split_dataset(curated, Schema.from_dict(manifest["schema"]), seed=0)
+    assert sum(part["patient"].isna().any() for _, part in splits.items()) == 3

@@ -1518,6 +1518,16 @@ def leakage_lines(leakage: dict[str, Any]) -> list[str]:
                      f"{some_of(seen['constant'])} hold one value within each. Several rows (visits) of one patient? "
                      "Split by row, a patient's visits land in training and in test, and the evaluation's recall is "
                      f"higher than new patients get: name it in patient_column (patient_column = \"{name}\")")
+    if leakage.get("rows_without_patient"):
+        n = leakage["rows_without_patient"]
+        lines.append(f"  note: {n:,} row{'s' * (n != 1)} without a patient in the patient column: each is a patient "
+                     "of its own to the split, which cannot keep it with the patient's other rows")
+    alike = leakage.get("patients_but_for_case")
+    if alike:
+        lines.append(f"  note: {alike['patients']:,} patient{'s' * (alike['patients'] != 1)} written otherwise but for "
+                     "case in the patient column ("
+                     + "; ".join(" and ".join(repr(x) for x in names) for names in alike["examples"])
+                     + "): each spelling is a patient of its own to the split; one patient? write it one way")
     return lines
 
 

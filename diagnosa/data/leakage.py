@@ -30,7 +30,8 @@ LABEL_COLUMN_MIN_COVER = 0.5  # ... and a column with a value in fewer than this
 EXAMPLES = 3
 COPIES_AT_MOST = 3  # rows alike beyond this many are patients alike, not a record written again
 TELLING_VALUES = 2  # values only the rows alike hold, in this many columns few rows share: no coincidence
-LEAKAGE_KEYS = ("repeated_rows", "label_columns", "constant_columns", "patient_columns")  # the notes' keys
+LEAKAGE_KEYS = ("repeated_rows", "label_columns", "constant_columns", "patient_columns",  # the notes' keys
+                "rows_without_patient", "patients_but_for_case")
 # A patient's number over visits: at least this many values, each holding rows next to each other (a file of
 # visits lists a patient's together), and at most this share of the rows distinct; beside it, columns of the
 # patient (sex, a treatment arm, a baseline age) hold one value within each of its values.
@@ -164,6 +165,27 @@ def patient_columns(curated: pd.DataFrame, schema: Schema) -> dict[str, dict[str
     return found
 
 
+def declared_patients(curated: pd.DataFrame, schema: Schema) -> dict[str, Any]:
+    """With a patient column: how many rows have no patient (each a patient of its own, so the split cannot keep
+    them with their other rows), and the patients written as another one but for case (``P007``, ``p007``: two
+    patients to the split), with a few examples."""
+    if schema.patient_column is None or schema.patient_column not in curated.columns:
+        return {}
+    column = curated[schema.patient_column]
+    notes: dict[str, Any] = {}
+    missing = int(column.isna().sum())
+    if missing:
+        notes["rows_without_patient"] = missing
+    names = pd.Series(column.dropna().astype(str).unique())
+    folded = names.str.casefold()
+    alike = names[folded.duplicated(keep=False)]
+    if len(alike):
+        groups = alike.groupby(folded[alike.index]).agg(list)
+        notes["patients_but_for_case"] = {"patients": int(len(groups)),
+                                          "examples": [sorted(g) for g in groups.iloc[:EXAMPLES]]}
+    return notes
+
+
 def leakage_notes(curated: pd.DataFrame, schema: Schema, lines: Sequence[int]) -> dict[str, Any]:
     """What the manifest and the ingestion report say of ``curated`` (only what was found)."""
     features = schema.features()
@@ -180,4 +202,4 @@ def leakage_notes(curated: pd.DataFrame, schema: Schema, lines: Sequence[int]) -
     patients = patient_columns(curated, schema)
     if patients:
         notes["patient_columns"] = patients
-    return notes
+    return notes | declared_patients(curated, schema)

@@ -611,11 +611,12 @@ def _check_key_columns(data: dict[str, Any], columns: dict[str, Any], where: str
     if patient in (data.get("exclude") or ()):
         raise SchemaError(f"{where}: patient_column '{patient}' is also in 'exclude' (the split reads it)")
     spec = columns.get(patient, {})
-    overridden = sorted(set(spec) - {"type", "unit", "required"})
+    overridden = sorted(set(spec) - {"type", "unit"})
     if overridden:
         raise SchemaError(f"{where}: [columns.{patient}] sets {', '.join(overridden)} of the patient column: it is "
-                          "metadata, never a feature (only 'type', string, category or integer, and 'required' may "
-                          "be given)")
+                          "metadata, never a feature, and never required: a retraining's feedback rows have no "
+                          "patient (the endpoint never receives the column), and a required one would quarantine "
+                          "every one of them (only 'type', string, category or integer, may be given)")
     if spec.get("type", "string") not in ("string", "category", "integer"):
         raise SchemaError(f"{where}: [columns.{patient}] type {spec['type']!r}: a patient column is a string, a "
                           "category or an integer")
@@ -781,9 +782,8 @@ def config_missing_indicators(config: dict[str, Any] | None) -> str:
 
 def missing_markers(config: dict[str, Any], column: str) -> set[str]:
     """The cell texts read as missing in ``column``: the config's ``missing_values`` (default MISSING_VALUES),
-    none in the id and patient columns (ids are opaque), and never a label of the target or a declared value of the
-    column."""
-    if column in (config["id_column"], config.get("patient_column")):
+    none in the id column (ids are opaque), and never a label of the target or a declared value of the column."""
+    if column == config["id_column"]:
         return set()
     markers = set(config.get("missing_values", MISSING_VALUES))
     if column == config["target"]:
@@ -852,7 +852,10 @@ def schema_from_config(config: dict[str, Any], header: list[str], sample: dict[s
                               "without a 'value' must be boolean (true/false, yes/no, 1/0)")
         if patient and patient in (column, group):
             raise SchemaError(f"the patient column '{patient}' cannot be the slice's "
-                              + ("column" if patient == column else "group"))
+                              + ("column: a slice column marks rows, a patient column names whose rows they are"
+                                 if patient == column else
+                                 "group: a slice's groups (diseases, sites) are held out of training whole and "
+                                 "measured as unseen; a patient's rows already stay in one split"))
         if value is not None and slice_marker(name) in header:
             raise SchemaError(f"the slice '{name}' needs a marker column '{slice_marker(name)}', which the CSV "
                               "already has: name the slice otherwise")
