@@ -24,8 +24,9 @@ Z_95 = 1.959963984540054  # two-sided 95 % normal quantile
 DEFAULT_BINS = 10
 
 
-def wilson_interval(successes: int, n: int, z: float = Z_95) -> tuple[float, float] | None:
-    """Wilson score interval for a binomial proportion; None when n == 0 (nothing to estimate)."""
+def wilson_interval(successes: float, n: float, z: float = Z_95) -> tuple[float, float] | None:
+    """Wilson score interval for a binomial proportion; None when n == 0 (nothing to estimate). ``n`` may be an
+    effective sample size (``clustered_wilson_interval``), and ``successes`` then its share of it."""
     if n < 0 or successes < 0 or successes > n:
         raise ValueError(f"need 0 <= successes <= n, got successes={successes}, n={n}")
     if n == 0:
@@ -37,6 +38,23 @@ def wilson_interval(successes: int, n: int, z: float = Z_95) -> tuple[float, flo
     low = 0.0 if successes == 0 else max(0.0, centre - half)
     high = 1.0 if successes == n else min(1.0, centre + half)
     return low, high
+
+
+def clustered_wilson_interval(hits: np.ndarray, rows: np.ndarray, z: float = Z_95) -> tuple[float, float] | None:
+    """Wilson interval for a recall over patients with several rows each (``hits[i]`` of ``rows[i]`` rows of
+    patient i right): a patient's visits are not independent draws, and a Wilson interval over the rows was far
+    too narrow (a patient seen 16 times counted as 16 patients). The Wilson interval is taken at the effective
+    number of rows, n_eff = r (1 - r) / var(r), var(r) the cluster-robust (linearised) variance of the ratio r =
+    sum(hits) / sum(rows) (Korn and Graubard 1998); n_eff at most the rows, and the number of patients when the
+    rows give no variance (every patient all right or all wrong). None without rows."""
+    hits, rows = np.asarray(hits, dtype=float), np.asarray(rows, dtype=float)
+    total, m = float(rows.sum()), len(rows)
+    if total == 0:
+        return None
+    r = float(hits.sum()) / total
+    variance = m / (m - 1) * float(((hits - r * rows) ** 2).sum()) / total ** 2 if m > 1 else 0.0
+    n_eff = min(total, r * (1 - r) / variance) if variance > 0 else float(m)
+    return wilson_interval(r * n_eff, n_eff, z)
 
 
 def _check(y: np.ndarray, proba: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -100,16 +118,28 @@ def calibration_numbers(y: np.ndarray, proba: np.ndarray) -> dict[str, float]:
     return {key: summary[key] for key in ("ece", "brier", "mean_confidence", "accuracy")}
 
 
-def recall_table(y: np.ndarray, pred: np.ndarray, labels: Sequence[str]) -> dict[str, dict[str, Any]]:
-    """Per label: support, hits, recall (None without support) and its 95 % Wilson interval."""
+def recall_table(y: np.ndarray, pred: np.ndarray, labels: Sequence[str],
+                 patients: np.ndarray | None = None) -> dict[str, dict[str, Any]]:
+    """Per label: support, hits, recall (None without support) and its 95 % Wilson interval. ``patients`` (a
+    patient key per row, a dataset with several rows per patient): the interval is over patients
+    (``clustered_wilson_interval``), and each label's row says how many patients its rows are."""
     y, pred = np.asarray(y), np.asarray(pred)
     out = {}
     for j, label in enumerate(labels):
-        n = int((y == j).sum())
-        hits = int(((y == j) & (pred == j)).sum())
-        interval = wilson_interval(hits, n)
-        out[str(label)] = {"support": n, "hits": hits, "recall": hits / n if n else None,
-                           "recall_ci95": list(interval) if interval else None}
+        mine = y == j
+        n = int(mine.sum())
+        hits = int((mine & (pred == j)).sum())
+        row: dict[str, Any] = {"support": n, "hits": hits, "recall": hits / n if n else None}
+        if patients is None:
+            interval = wilson_interval(hits, n)
+        else:
+            keys, index = np.unique(np.asarray(patients)[mine], return_inverse=True)
+            interval = clustered_wilson_interval(np.bincount(index, weights=(pred[mine] == j).astype(float),
+                                                             minlength=len(keys)),
+                                                 np.bincount(index, minlength=len(keys)))
+            row["patients"] = int(len(keys))
+        row["recall_ci95"] = list(interval) if interval else None
+        out[str(label)] = row
     return out
 
 
@@ -143,12 +173,13 @@ def plot_reliability(curves: Mapping[str, Sequence[Mapping[str, Any]]], path: st
 
 def honest_section(y: np.ndarray, raw: np.ndarray, calibrated: np.ndarray, decided: np.ndarray,
                    labels: Sequence[str], decision_weights: Sequence[float] | None = None,
-                   calibration: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                   calibration: Mapping[str, Any] | None = None, patients: np.ndarray | None = None) -> dict[str, Any]:
     """What evaluation.json adds for honest numbers: per-class recall with its Wilson interval and support,
-    with and without the decision weights, and calibration before (raw) and after (served probabilities)."""
+    with and without the decision weights, and calibration before (raw) and after (served probabilities).
+    ``patients``: each row's patient key, when patients have several rows (the intervals are then over them)."""
     y = np.asarray(y)
     plain = np.asarray(calibrated).argmax(axis=1)
-    with_weights, without = recall_table(y, decided, labels), recall_table(y, plain, labels)
+    with_weights, without = recall_table(y, decided, labels, patients), recall_table(y, plain, labels, patients)
 
     def macro(table: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
         present = {k: v["recall"] for k, v in table.items() if v["support"]}
@@ -161,6 +192,7 @@ def honest_section(y: np.ndarray, raw: np.ndarray, calibrated: np.ndarray, decid
         "recall_without_decision_weights": without,
         "with_decision_weights": macro(with_weights),
         "without_decision_weights": macro(without),
+        "intervals": "wilson" if patients is None else "wilson over patients (effective sample size)",
         "decision_weights": (None if decision_weights is None
                              else {str(label): float(w) for label, w in zip(labels, decision_weights)}),
         "calibration": {"method": dict(calibration) if calibration else None,
@@ -181,14 +213,19 @@ def report_lines(section: Mapping[str, Any], out_dir: str | os.PathLike, title: 
     plot_reliability({f"before calibration (ECE {cal['before']['ece']:.3f})": cal["before"]["bins"],
                       f"served, calibrated (ECE {cal['after']['ece']:.3f})": cal["after"]["bins"]},
                      path, f"{title}: reliability" if title else "Reliability")
+    by_patient = any("patients" in row for row in section["recall"].values())
     lines = ["", "## Recall per class, with 95 % Wilson intervals", "",
+             *(["The patients have several rows each: the intervals are over patients (a Wilson interval at the "
+                "effective number of rows, the patient's rows not being independent), and the support says how many "
+                "patients its rows are.", ""] if by_patient else []),
              "| Label | Support | Recall (decision weights) | 95 % interval | Recall (plain argmax) | Weight |",
              "|---|---:|---:|---|---:|---:|"]
     weights = section.get("decision_weights") or {}
     for label, row in section["recall"].items():
         ci = row["recall_ci95"]
         plain = section["recall_without_decision_weights"][label]["recall"]
-        lines.append(f"| {markdown_literal(label, table_cell=True)} | {row['support']} | {fixed(row['recall'])} | "
+        support = f"{row['support']} ({row['patients']} patients)" if "patients" in row else str(row["support"])
+        lines.append(f"| {markdown_literal(label, table_cell=True)} | {support} | {fixed(row['recall'])} | "
                      f"{'n/a' if ci is None else f'{ci[0]:.3f}–{ci[1]:.3f}'} | {fixed(plain)} | "
                      f"{fixed(weights.get(label), 2)} |")
     w, wo = section["with_decision_weights"], section["without_decision_weights"]

@@ -34,7 +34,7 @@ from processing.calibration import honest_section
 from processing.entry import job_parser, stops_on_sigterm
 from processing.metrics import evaluate, recall_gate, slice_scores, write_report
 from processing.phenotype import find_similarity
-from processing.split import read_split, read_train_groups, unseen_mask
+from processing.split import patient_keys, read_split, read_train_groups, unseen_mask
 
 log = logging.getLogger("diagnosa.evaluate")
 
@@ -66,7 +66,8 @@ def evaluate_model(model: DiagnosaModel, test: pd.DataFrame,
     index = {label: i for i, label in enumerate(model.labels)}
     result["diagnosa"]["honest"] = honest_section(
         np.array([index[str(v)] for v in test[target]]), raw, proba, decided, model.labels,
-        model.decision_weights, model.metadata.get("calibration"))
+        model.decision_weights, model.metadata.get("calibration"),
+        patient_keys(test, schema) if schema is not None and schema.patient_column in test.columns else None)
     for label, row in result["diagnosa"]["honest"]["recall"].items():
         result["diagnosa"]["per_class"][label]["recall_ci95"] = row["recall_ci95"]
     result["model"] = {k: model.metadata.get(k) for k in ("model_version", "family", "hyperparameters", "fingerprint",

@@ -14,6 +14,7 @@ from diagnosa.data.ingest import IngestError, ingest_csv, leakage_lines, load_cu
 from diagnosa.data.schema import Field, Schema
 from diagnosa.lake import DataLake
 from processing import preprocess as pre
+from processing.calibration import clustered_wilson_interval, wilson_interval
 from processing.evaluate import evaluate_model
 from processing.preprocess import preprocess
 from processing.split import SplitError, patient_keys, read_split, split_dataset
@@ -351,3 +352,49 @@ def test_rows_without_a_patient_and_patients_but_for_case_are_noted_and_na_is_mi
     # The split: the NA rows are patients of their own, not one patient "NA" in one split.
     splits = split_dataset(curated, Schema.from_dict(manifest["schema"]), seed=0)
     assert sum(part["patient"].isna().any() for _, part in splits.items()) == 3
+
+
+# ------------------------------------------------------------------------------------------------ intervals
+
+
+def test_the_interval_over_patients_is_wilsons_for_one_row_each_and_wider_for_repeated_visits():
+    one_each = clustered_wilson_interval(np.r_[np.ones(30), np.zeros(10)], np.ones(40))
+    assert np.allclose(one_each, wilson_interval(30, 40), atol=0.01)
+    # 10 patients of 8 visits, each patient all right or all wrong: 10 observations, not 80.
+    hits, rows = np.r_[np.full(7, 8.0), np.zeros(3)], np.full(10, 8)
+    by_patient, by_row = clustered_wilson_interval(hits, rows), wilson_interval(56, 80)
+    assert by_patient[1] - by_patient[0] > 1.8 * (by_row[1] - by_row[0])
+    assert np.allclose(by_patient, wilson_interval(0.7 * 9.0, 9.0), atol=0.01)
+    # No variance between patients (all right): as many observations as patients.
+    assert clustered_wilson_interval(np.full(5, 4.0), np.full(5, 4)) == wilson_interval(5, 5)
+    assert clustered_wilson_interval(np.zeros(0), np.zeros(0)) is None
+
+
+def test_intervals_over_patients_cover_the_recall_where_intervals_over_rows_do_not():
+    rng = np.random.default_rng(0)
+    covered = {"patients": 0, "rows": 0}
+    for _ in range(400):
+        visits_ = rng.integers(1, 9, size=40)
+        right = rng.random(40) < 0.7  # a patient is found at every visit or at none: recall 0.7
+        hits = np.where(right, visits_, 0)
+        for name, (low, high) in (("patients", clustered_wilson_interval(hits, visits_)),
+                                  ("rows", wilson_interval(int(hits.sum()), int(visits_.sum())))):
+            covered[name] += low <= 0.7 <= high
+    assert covered["patients"] / 400 >= 0.9, covered
+    assert covered["rows"] / 400 < 0.75, covered
+
+
+def test_the_evaluation_gives_each_classs_patients_and_intervals_over_them(visits_run):
+    _, schema, out = visits_run
+    model = train(out / "train", out / "validation", out / "transformer", "logistic_regression", {}, 0).model
+    test = read_split(out / "test")
+    honest = evaluate_model(model, test)["diagnosa"]["honest"]
+    assert honest["intervals"] == "wilson over patients (effective sample size)"
+    for label, row in honest["recall"].items():
+        mine = test["outcome"] == label
+        assert row["patients"] == test.loc[mine, "patient"].nunique() and row["support"] == int(mine.sum())
+        low, high = row["recall_ci95"]
+        plain_low, plain_high = wilson_interval(row["hits"], row["support"])
+        assert high - low >= plain_high - plain_low - 1e-9, (label, row)
+    rows_only = evaluate_model(model, test.drop(columns=["patient"]))["diagnosa"]["honest"]
+    assert rows_only["intervals"] == "wilson" and "patients" not in rows_only["recall"]["a"]
