@@ -341,7 +341,7 @@ class DiagnosaModel:
     pipeline: Any  # sklearn Pipeline: ("features", fitted transformer), ("classifier", fitted estimator)
     labels: list[str]
     metadata: dict[str, Any] = field(default_factory=dict)
-    oof: dict[str, Any] | None = None  # {"proba", "y"[, "w", "groups"]}: saved as OOF_FILE when present
+    oof: dict[str, Any] | None = None  # {"proba", "y"[, "w", "groups", "patients"]}: saved as OOF_FILE when present
 
     def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
         """Calibrated probabilities (what is served); the classifier's own when the model has no calibration."""
@@ -389,7 +389,8 @@ class DiagnosaModel:
         joblib.dump(self.pipeline, model_dir / MODEL_FILE, compress=3)
         if self.oof is not None:
             arrays: dict[str, Any] = {key: np.asarray(self.oof[key], dtype=dtype) for key, dtype in (
-                ("proba", np.float32), ("y", np.int64), ("w", np.float64), ("groups", np.bool_))
+                ("proba", np.float32), ("y", np.int64), ("w", np.float64), ("groups", np.bool_),
+                ("patients", np.int64))
                 if self.oof.get(key) is not None}
             np.savez_compressed(model_dir / OOF_FILE, **arrays)
         meta = {**self.metadata, "labels": self.labels, "versions": self.metadata.get("versions") or library_versions()}
@@ -474,7 +475,7 @@ def read_oof(source: Any) -> dict[str, np.ndarray]:
             source.seek(0)
         with np.load(source, allow_pickle=False) as data:
             oof = {"proba": np.asarray(data["proba"], dtype=float), "y": np.asarray(data["y"])}
-            oof |= {key: np.asarray(data[key]) for key in ("w", "groups") if key in data.files}
+            oof |= {key: np.asarray(data[key]) for key in ("w", "groups", "patients") if key in data.files}
     except ModelArchiveRefused:
         raise
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, NotImplementedError) as err:
@@ -483,7 +484,7 @@ def read_oof(source: Any) -> dict[str, np.ndarray]:
     if proba.ndim != 2 or y.shape != (len(proba),) or not np.issubdtype(y.dtype, np.integer):
         raise ModelLoadError(f"{OOF_FILE} must hold an n x k 'proba' and n integer labels 'y', "
                              f"got {proba.shape} and {y.shape} {y.dtype}")
-    for key in ("w", "groups"):
+    for key in ("w", "groups", "patients"):
         if key in oof and oof[key].shape != y.shape:
             raise ModelLoadError(f"{OOF_FILE}: '{key}' must hold one entry per row ({len(y)}), got {oof[key].shape}")
     if "w" in oof and (not np.isfinite(oof["w"]).all() or (oof["w"] < 0).any()):

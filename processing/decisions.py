@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 from scipy.optimize import minimize
-from sklearn.model_selection import StratifiedKFold
+from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
 from diagnosa.model import apply_calibration, decide
 
@@ -219,12 +219,22 @@ def fit_decision_weights(proba: np.ndarray, y: np.ndarray, sample_weight: np.nda
 
 def cross_fitted_predictions(proba: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None, *,
                              max_precision_loss: float = MAX_PRECISION_LOSS, seed: int = 0,
-                             groups: np.ndarray | None = None) -> np.ndarray:
+                             groups: np.ndarray | None = None, patients: np.ndarray | None = None) -> np.ndarray:
     """Decisions scored honestly: weights fitted on one half of the OOF rows decide the other half (2-fold,
-    stratified where every class has two rows). Used to compare candidates after their decision weights."""
+    stratified where every class has two rows; ``patients``, a patient key per row: a patient's rows in one
+    half, where every class has two patients). Used to compare candidates after their decision weights."""
     proba, y, w = _check(proba, y, sample_weight)
     counts = np.bincount(y, minlength=proba.shape[1])
-    if counts[counts > 0].min() >= 2:
+    if patients is not None and np.shape(patients) != y.shape:
+        raise ValueError(f"patients must hold one key per row ({len(y)}), got shape {np.shape(patients)}")
+    if patients is not None:
+        pairs = np.unique(np.stack([y, np.asarray(patients, dtype=np.int64)]), axis=1)
+        by_patient = np.bincount(pairs[0], minlength=proba.shape[1])
+        if by_patient[by_patient > 0].min() < 2:
+            patients = None  # too few patients to stratify by them: by row, as before
+    if patients is not None:
+        folds = StratifiedGroupKFold(2, shuffle=True, random_state=seed).split(proba, y, patients)
+    elif counts[counts > 0].min() >= 2:
         folds = StratifiedKFold(2, shuffle=True, random_state=seed).split(proba, y)
     else:
         order = np.random.default_rng(seed).permutation(len(y))
@@ -240,7 +250,7 @@ def cross_fitted_predictions(proba: np.ndarray, y: np.ndarray, sample_weight: np
 
 def weights_pay_off(y: np.ndarray, plain: np.ndarray, crossed: np.ndarray, k: int,
                     sample_weight: np.ndarray | None = None, *, z: float = WEIGHTS_Z,
-                    groups: np.ndarray | None = None) -> bool:
+                    groups: np.ndarray | None = None, patients: np.ndarray | None = None) -> bool:
     """Keep decision weights only when, deciding rows they were not fitted on (``crossed``), they find
     significantly more of the plain argmax's worst cell (see :func:`cells`) without lowering macro recall.
 
@@ -248,30 +258,38 @@ def weights_pay_off(y: np.ndarray, plain: np.ndarray, crossed: np.ndarray, k: in
     ``b`` are found only with the weights and ``c`` only without; the gain must exceed ``z`` standard
     errors of a paired difference, ``b - c > z * sqrt(b + c)``. (An earlier rule compared the gain with
     the binomial standard error of the recall itself, which overstates the noise of a paired change: on
-    the 20k cohort it dropped weights that lifted ENFERMEDAD TERMINAL, issue 14.)"""
+    the 20k cohort it dropped weights that lifted ENFERMEDAD TERMINAL, issue 14.) With ``patients`` (a key per
+    row), ``b`` and ``c`` count patients, not rows: a patient's visits are not independent pairs."""
     y, plain, crossed = np.asarray(y), np.asarray(plain), np.asarray(crossed)
     s_plain, s_crossed = decision_scores(y, plain, k, sample_weight), decision_scores(y, crossed, k, sample_weight)
     masks = cells(y, groups, k)
     rows = masks[worst_cell(y, plain, masks)[1]]
     worst = int(y[rows][0])
-    fixed = int((rows & (crossed == worst) & (plain != worst)).sum())
-    broken = int((rows & (plain == worst) & (crossed != worst)).sum())
+    fixed_rows = rows & (crossed == worst) & (plain != worst)
+    broken_rows = rows & (plain == worst) & (crossed != worst)
+    if patients is None:
+        fixed, broken = int(fixed_rows.sum()), int(broken_rows.sum())
+    else:
+        keys = np.asarray(patients)
+        fixed, broken = len(np.unique(keys[fixed_rows])), len(np.unique(keys[broken_rows]))
     return fixed - broken > z * np.sqrt(fixed + broken) and s_crossed.macro_recall >= s_plain.macro_recall
 
 
 def calibrate_and_decide(proba: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None, *,
                          max_precision_loss: float = MAX_PRECISION_LOSS, calibration_method: str = "temperature",
-                         seed: int = 0, groups: np.ndarray | None = None) -> dict[str, Any]:
+                         seed: int = 0, groups: np.ndarray | None = None,
+                         patients: np.ndarray | None = None) -> dict[str, Any]:
     """Everything fitted on OOF probabilities: calibration, decision weights on the calibrated
-    probabilities, the calibrated OOF probabilities, and honest (cross-fitted) decisions for scoring."""
+    probabilities, the calibrated OOF probabilities, and honest (cross-fitted) decisions for scoring.
+    ``patients`` (a patient key per row): the cross-fitting and the weights' test go by patient."""
     proba, y, w = _check(proba, y, sample_weight)
     calibration = fit_calibration(proba, y, w, calibration_method)
     calibrated = apply_calibration(proba, calibration)
     k = proba.shape[1]
     plain = calibrated.argmax(axis=1)
     crossed = cross_fitted_predictions(calibrated, y, w, max_precision_loss=max_precision_loss, seed=seed,
-                                       groups=groups)
-    if weights_pay_off(y, plain, crossed, k, w, groups=groups):
+                                       groups=groups, patients=patients)
+    if weights_pay_off(y, plain, crossed, k, w, groups=groups, patients=patients):
         weights = fit_decision_weights(calibrated, y, w, max_precision_loss=max_precision_loss, groups=groups)
     else:
         weights, crossed = np.ones(k), plain

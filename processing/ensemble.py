@@ -53,6 +53,7 @@ class Evidence:
     y: np.ndarray
     weight: np.ndarray | None = None
     groups: np.ndarray | None = None
+    patients: np.ndarray | None = None  # the rows' patient keys (several rows per patient), when the candidates had them
 
     def __post_init__(self) -> None:
         y = np.asarray(self.y)
@@ -66,7 +67,7 @@ class Evidence:
             raise ValueError(f"out-of-fold probabilities must all be {len(y)} x k (k >= 2), got {shapes}")
         if y.min() < 0 or y.max() >= k:
             raise ValueError(f"out-of-fold labels must lie in [0, {k})")
-        for name in ("weight", "groups"):
+        for name in ("weight", "groups", "patients"):
             value = getattr(self, name)
             if value is not None and np.shape(value) != y.shape:
                 raise ValueError(f"out-of-fold {name} must hold one entry per row ({len(y)}), got {np.shape(value)}")

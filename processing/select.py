@@ -250,10 +250,10 @@ def gather_evidence(candidates: list[tuple[str, Path, dict[str, Any]]]) -> tuple
     if any(not np.array_equal(oof["y"], first["y"]) for oof in present.values()):
         return None, "the candidates' out-of-fold rows differ"
     # The rows' weights and slice flags, where every candidate fitted its decision weights with the same ones.
-    shared = {key: first[key] for key in ("w", "groups")
+    shared = {key: first[key] for key in ("w", "groups", "patients")
               if all(key in oof and np.array_equal(oof[key], first[key]) for oof in present.values())}
     return ensemble.Evidence({name: oof["proba"] for name, oof in present.items()}, first["y"],
-                             weight=shared.get("w"), groups=shared.get("groups")), ""
+                             weight=shared.get("w"), groups=shared.get("groups"), patients=shared.get("patients")), ""
 
 
 def build_ensemble(candidates: list[tuple[str, Path, dict[str, Any]]], weights: dict[str, float],
@@ -288,7 +288,7 @@ def build_ensemble(candidates: list[tuple[str, Path, dict[str, Any]]], weights: 
                                                                                      MAX_PRECISION_LOSS))
     mixed = ensemble.mix(evidence.proba, weights)
     post = calibrate_and_decide(mixed, evidence.y, evidence.weight, max_precision_loss=max_loss, seed=seed,
-                                groups=evidence.groups)
+                                groups=evidence.groups, patients=evidence.patients)
     validation = ensemble.summary(evidence.y, post["cross_fitted_pred"], labels)
     validation["plain_argmax"] = {key: value for key, value in ensemble.summary(
         evidence.y, post["calibrated"].argmax(axis=1), labels).items() if key in ("macro_recall", "worst_class_recall")}

@@ -398,3 +398,34 @@ def test_the_evaluation_gives_each_classs_patients_and_intervals_over_them(visit
         assert high - low >= plain_high - plain_low - 1e-9, (label, row)
     rows_only = evaluate_model(model, test.drop(columns=["patient"]))["diagnosa"]["honest"]
     assert rows_only["intervals"] == "wilson" and "patients" not in rows_only["recall"]["a"]
+
+
+def test_the_decision_weights_are_cross_fitted_and_tested_by_patient():
+    # 30 patients of 10 visits: halves by row would put every patient in both.
+    rng = np.random.default_rng(3)
+    patients = np.repeat(np.arange(30), 10)
+    y = np.repeat(np.arange(30) % 3, 10)
+    proba = rng.dirichlet(np.ones(3), size=300)
+    seen = []
+    import processing.decisions as decisions
+
+    real = decisions.fit_decision_weights
+
+    def spy(p, y_, w, **kwargs):
+        seen.append([int(np.flatnonzero((proba == row).all(axis=1))[0]) for row in p])
+        return real(p, y_, w, **kwargs)
+
+    decisions.fit_decision_weights = spy
+    try:
+        with_patients = decisions.cross_fitted_predictions(proba, y, patients=patients, seed=1)
+    finally:
+        decisions.fit_decision_weights = real
+    assert len(with_patients) == 300 and len(seen) == 2 and sorted(seen[0] + seen[1]) == list(range(300))
+    for rows in seen:  # each half holds every visit of its patients, and none of the others'
+        assert all(np.bincount(patients[rows])[np.unique(patients[rows])] == 10)
+    # Counted in patients, a gain on 2 patients' 20 visits is no significant gain; counted in rows it was.
+    plain = np.zeros(300, dtype=int)
+    crossed = plain.copy()
+    crossed[(y == 1) & (patients < 6)] = 1  # the worst class (1, never found) found for patients 1 and 4
+    assert decisions.weights_pay_off(y, plain, crossed, 3)
+    assert not decisions.weights_pay_off(y, plain, crossed, 3, patients=patients)

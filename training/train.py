@@ -684,6 +684,7 @@ def train(train_dir: str | os.PathLike, validation_dir: str | os.PathLike, trans
         hyper, proba, y_eval, trials, classifier = held.hyperparameters, held.proba, y_val, held.trials, held.estimator
         w_eval = np.ones(len(y_val)) if method == "none" else compute_sample_weight("balanced", y_val)
         eval_orphan = None if orphan is None else np.asarray(orphan, dtype=bool)
+        eval_patients = patient_keys(validation, schema)
         # Validation patients of slice groups held out of training (never seen): their own sub-slice.
         eval_unseen = (None if eval_orphan is None
                        else unseen_mask(validation, schema, read_train_groups(validation_dir)))
@@ -715,6 +716,7 @@ def train(train_dir: str | os.PathLike, validation_dir: str | os.PathLike, trans
             found.trials, None
         w_eval = found.row_weight
         eval_orphan = eval_unseen = None  # cross-validation folds mix the held-out groups into training
+        eval_patients = None if pools.patients is None else pools.patients[found.rows]
         if pools.in_slice is not None:
             eval_orphan = pools.in_slice[found.rows]
         plan_info = {"regime": "cross-validation", "folds": found.plan.k, "repeats": found.plan.repeats,
@@ -741,7 +743,7 @@ def train(train_dir: str | os.PathLike, validation_dir: str | os.PathLike, trans
     started = time.perf_counter()
     # The slice (the orphan patients) is its own group: the weights look after each class inside and outside it.
     post = calibrate_and_decide(proba, y_eval, w_eval, max_precision_loss=settings.max_precision_loss, seed=seed,
-                                groups=eval_orphan)
+                                groups=eval_orphan, patients=eval_patients)
     weights = post["decision_weights"]
     truth = [labels[i] for i in y_eval]
     evaluation = evaluate(truth, post["calibrated"], labels, orphan=eval_orphan, predicted=post["cross_fitted_pred"],
@@ -774,7 +776,8 @@ def train(train_dir: str | os.PathLike, validation_dir: str | os.PathLike, trans
     # The rows this model did not see, as the other candidates scored them too: Select may combine candidates.
     # With the weights and the slice the decision weights were fitted with: Select fits the vote's the same way.
     model = DiagnosaModel(pipeline=pipeline, labels=labels, oof={"proba": post["calibrated"], "y": y_eval,
-                                                                 "w": w_eval, "groups": eval_orphan})
+                                                                 "w": w_eval, "groups": eval_orphan,
+                                                                 "patients": eval_patients})
     model.metadata = {
         "family": family,
         "hyperparameters": {k_: list(v) if isinstance(v, tuple) else v for k_, v in hyper.items()},
