@@ -429,3 +429,25 @@ def test_the_decision_weights_are_cross_fitted_and_tested_by_patient():
     crossed[(y == 1) & (patients < 6)] = 1  # the worst class (1, never found) found for patients 1 and 4
     assert decisions.weights_pay_off(y, plain, crossed, 3)
     assert not decisions.weights_pay_off(y, plain, crossed, 3, patients=patients)
+
+
+def test_a_slice_with_groups_and_patients_holds_groups_out_whole_and_keeps_patients_whole():
+    rng = np.random.default_rng(5)
+    rows = []
+    for p in range(150):
+        rare = p % 3 == 0  # a third of the patients have one of 8 rare diseases
+        disease = f"ORPHA:{p % 8}" if rare else None
+        for v in range(int(rng.integers(1, 5))):
+            rows.append({"visit": f"p{p}-v{v}", "patient": f"p{p}", "x": float(rng.normal()),
+                         "outcome": LABELS[p % 3 if not rare else (p // 3) % 3], "rare": rare, "disease": disease})
+    frame = pd.DataFrame(rows)
+    fields = (*visits_schema().fields, Field("rare", "boolean", role="metadata"),
+              Field("disease", "string", role="metadata"))
+    schema = Schema("visits", fields, LABELS, slice_column="rare", group_column="disease", patient_column="patient")
+    for seed in range(3):
+        splits = split_dataset(frame, schema, seed=seed)
+        train, validation, test = (patients_of(part) for _, part in splits.items())
+        assert not train & validation and not train & test and not validation & test
+        held_out = set(frame["disease"].dropna()) - splits.train_groups
+        assert held_out and not held_out & set(splits.train["disease"].dropna())
+        assert held_out & set(splits.test["disease"].dropna())  # the gate measures unseen diseases on test
