@@ -451,3 +451,30 @@ def test_a_slice_with_groups_and_patients_holds_groups_out_whole_and_keeps_patie
         held_out = set(frame["disease"].dropna()) - splits.train_groups
         assert held_out and not held_out & set(splits.train["disease"].dropna())
         assert held_out & set(splits.test["disease"].dropna())  # the gate measures unseen diseases on test
+
+
+# ------------------------------------------------------------------------------------------------ end to end
+
+
+@pytest.mark.slow
+def test_a_table_of_visits_runs_end_to_end_split_trained_and_evaluated_by_patient(tmp_path, capsys):
+    """`data ingest` and `run --local --dataset` on a table of visits: the pipeline's Preprocess, Train and Evaluate
+    steps (the executor, the jobs' container contract) keep patients apart and say so."""
+    frame, _ = fingerprinted_visits(200, seed=2)
+    csv, config = tmp_path / "visits.csv", tmp_path / "visits.toml"
+    frame.to_csv(csv, index=False)
+    config.write_text(BASE + 'patient_column = "patient"\n[gate]\nrecall = 0.0\n')
+    ws = ["--workspace", str(tmp_path / "ws")]
+    assert main([*ws, "data", "ingest", str(csv), "--config", str(config)]) == 0
+    assert main([*ws, "run", "--local", "--dataset", "visits", "--families", "logistic_regression"]) == 0, \
+        capsys.readouterr()
+    run = next((tmp_path / "ws" / "lake" / "artifacts" / "runs").iterdir())
+    membership = pd.read_parquet(run / "split" / pre.MEMBERSHIP_FILE).merge(frame[["visit", "patient"]])
+    assert (membership.groupby("patient")["split"].nunique() == 1).all()
+    assert sorted(membership["split"].unique()) == [0, 1, 2]
+    evaluation = json.loads((run / "evaluation" / "evaluation.json").read_text())
+    honest = evaluation["diagnosa"]["honest"]
+    assert honest["intervals"] == "wilson over patients (effective sample size)"
+    test_patients = membership.loc[membership["split"] == 2, "patient"].nunique()
+    assert sum(row["patients"] for row in honest["recall"].values()) == test_patients
+    assert "the intervals are over patients" in (run / "report" / "report.md").read_text()
