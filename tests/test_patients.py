@@ -295,14 +295,15 @@ def test_cross_validation_by_patient_reports_what_new_patients_get(visits_run, t
 
 
 def visit_table(n_patients: int = 60, seed: int = 0) -> pd.DataFrame:
-    """A file of visits, a patient's next to each other: a patient number, the patient's sex, a lab per visit."""
+    """A file of visits, a patient's next to each other: a patient number, the patient's sex and age at entry, a lab
+    per visit."""
     rng = np.random.default_rng(seed)
     rows = []
     for p in range(n_patients):
-        sex = "MF"[p % 2]
+        sex, entry = "MF"[p % 2], round(float(rng.uniform(20, 80)), 2)
         for _ in range(int(rng.integers(1, 6))):
-            rows.append({"visit": f"v{len(rows)}", "pid": 1000 + p, "sex": sex, "lab": round(float(rng.normal()), 3),
-                         "outcome": LABELS[p % 3]})
+            rows.append({"visit": f"v{len(rows)}", "pid": 1000 + p, "sex": sex, "entry_age": entry,
+                         "lab": round(float(rng.normal()), 3), "outcome": LABELS[p % 3]})
     return pd.DataFrame(rows)
 
 
@@ -311,14 +312,15 @@ def test_a_patient_number_over_visits_gets_a_note_naming_patient_column(lake, tm
     report = ingest(lake, tmp_path, BASE, frame)
     manifest = load_curated(lake, "visits")[1]
     assert manifest["patient_columns"] == {"pid": {"values": 60, "most_rows": int(frame["pid"].value_counts().max()),
-                                                   "constant": ["sex"]}}
+                                                   "constant": ["sex", "entry_age"]}}
     [line] = [x for x in leakage_lines(manifest) if "patient" in x]
     assert "column 'pid' looks like a patient's number over several rows: its 60 values" in line
-    assert "sex hold one value within each" in line and 'patient_column = "pid"' in line
+    assert "sex, entry_age hold one value within each" in line and 'patient_column = "pid"' in line
     assert report.rows == len(frame)  # a note: every row kept
 
 
-@pytest.mark.parametrize("change", ["declared", "shuffled", "sorted_by_a_measurement"])
+@pytest.mark.parametrize("change", ["declared", "shuffled", "sorted_by_a_measurement", "derived_columns",
+                                    "one_patient_attribute"])
 def test_no_note_where_rows_are_not_a_patients_visits_or_the_column_is_declared(lake, tmp_path, change):
     frame = visit_table()
     config = BASE
@@ -326,10 +328,16 @@ def test_no_note_where_rows_are_not_a_patients_visits_or_the_column_is_declared(
         config += 'patient_column = "pid"\n'
     elif change == "shuffled":  # no longer next to each other: nothing tells visits from patients alike
         frame = frame.sample(frac=1.0, random_state=1)
-    else:  # a table sorted by an age: runs of equal ages, within which the sex changes
+    elif change == "sorted_by_a_measurement":  # runs of equal ages, within which the sex changes
         rng = np.random.default_rng(2)
         frame = frame.assign(pid=np.sort(rng.integers(20, 80, size=len(frame))),
                              sex=rng.choice(["M", "F"], size=len(frame)))
+    elif change == "derived_columns":  # one row per patient sorted by an age, with two columns derived from it
+        rng = np.random.default_rng(3)
+        frame = frame.assign(pid=np.sort(rng.integers(20, 80, size=len(frame))), sex=rng.choice(["M", "F"], len(frame)))
+        frame = frame.assign(sex=frame["pid"] // 10, entry_age=frame["pid"] >= 65)  # an age band, a flag (a probe's)
+    else:  # the patient's sex alone stays constant: nothing says these are one patient's rows
+        frame = frame.drop(columns=["entry_age"])
     ingest(lake, tmp_path, config, frame)
     assert "patient_columns" not in load_curated(lake, "visits")[1]
 

@@ -1515,7 +1515,8 @@ def leakage_lines(leakage: dict[str, Any]) -> list[str]:
     for name, seen in (leakage.get("patient_columns") or {}).items():
         lines.append(f"  note: column '{name}' looks like a patient's number over several rows: its {seen['values']:,} "
                      f"values each hold rows next to each other (up to {seen['most_rows']:,}), and "
-                     f"{some_of(seen['constant'])} hold one value within each. Several rows (visits) of one patient? "
+                     f"{some_of(seen['constant'])} hold{'s' * (len(seen['constant']) == 1)} one value within each. "
+                     "Several rows (visits) of one patient? "
                      "Split by row, a patient's visits land in training and in test, and the evaluation's recall is "
                      f"higher than new patients get: name it in patient_column (patient_column = \"{name}\")")
     if leakage.get("rows_without_patient"):

@@ -38,6 +38,12 @@ LEAKAGE_KEYS = ("repeated_rows", "label_columns", "constant_columns", "patient_c
 PATIENT_MIN_VALUES = 10
 PATIENT_MAX_DISTINCT_SHARE = 0.8
 PATIENT_MIN_ADJACENT = 0.9  # the share of its repeated values whose rows are one run
+PATIENT_MAX_MEDIAN_ROWS = 20  # rows of a repeated value, the median: visits, not a hospital's patients
+# Columns constant within each value: a column derived from the candidate is so by construction (a hospital's
+# region, an age's band, a lab's flag: a probe's four false alarms), a patient's own attributes too. A patient's
+# number has at least two, one of them nearly a value of its own per patient (an age at entry to the day).
+PATIENT_MIN_CONSTANT = 2
+PATIENT_OWN_SHARE = 0.3
 
 
 def _hashable(column: pd.Series) -> pd.Series:
@@ -129,7 +135,8 @@ def patient_columns(curated: pd.DataFrame, schema: Schema) -> dict[str, dict[str
     """Columns that look like a patient's number over several rows (visits) when the dataset names no patient
     column: name → {values, most rows of one value, the columns constant within each value}. Split by row, a
     patient's visits land in training and in test. A table sorted by a measurement (age) holds runs of equal
-    values too, but the patient's other columns (sex) change within them."""
+    values too, but the patient's other columns (sex) change within them; a column derived from it (an age band)
+    does not, hence two such columns, one of them nearly a value per patient (an age at entry)."""
     if schema.patient_column is not None or len(curated) < 2 * PATIENT_MIN_VALUES:
         return {}
     skip = {schema.id_column, schema.target, schema.slice_column, schema.group_column}
@@ -146,21 +153,23 @@ def patient_columns(curated: pd.DataFrame, schema: Schema) -> dict[str, dict[str
         counts = np.bincount(codes)
         repeated = counts >= 2
         if len(counts) < PATIENT_MIN_VALUES or len(counts) > PATIENT_MAX_DISTINCT_SHARE * len(codes) \
-                or repeated.sum() < PATIENT_MIN_VALUES // 2:
+                or repeated.sum() < PATIENT_MIN_VALUES // 2 or np.median(counts[repeated]) > PATIENT_MAX_MEDIAN_ROWS:
             continue
         runs = np.bincount(codes[np.r_[True, codes[1:] != codes[:-1]]], minlength=len(counts))
         if (runs[repeated] == 1).mean() < PATIENT_MIN_ADJACENT:
             continue
         # Only now (rarely) a pass over the other columns: constant within each value, and not everywhere.
-        constant = []
+        constant, own = [], False
         for other in names:
             if other == name or curated[other].dtype == object and curated[other].map(
                     lambda cell: isinstance(cell, (list, np.ndarray))).any():
                 continue
             within = pd.Series(curated[other].to_numpy()[held]).groupby(codes).nunique(dropna=True)
-            if within.max() <= 1 and curated[other].nunique(dropna=True) >= 2:
+            distinct = curated[other].nunique(dropna=True)
+            if within.max() <= 1 and distinct >= 2:
                 constant.append(other)
-        if constant:
+                own = own or distinct >= PATIENT_OWN_SHARE * len(counts)
+        if len(constant) >= PATIENT_MIN_CONSTANT and own:
             found[name] = {"values": int(len(counts)), "most_rows": int(counts.max()), "constant": constant[:EXAMPLES]}
     return found
 
