@@ -372,7 +372,15 @@ def test_the_interval_over_patients_is_wilsons_for_one_row_each_and_wider_for_re
     hits, rows = np.r_[np.full(7, 8.0), np.zeros(3)], np.full(10, 8)
     by_patient, by_row = clustered_wilson_interval(hits, rows), wilson_interval(56, 80)
     assert by_patient[1] - by_patient[0] > 1.8 * (by_row[1] - by_row[0])
-    assert np.allclose(by_patient, wilson_interval(0.7 * 9.0, 9.0), atol=0.01)
+    from scipy.stats import t as student
+
+    n_eff = 9.0 * (1.959963984540054 / student.ppf(0.975, 9)) ** 2  # Korn and Graubard's, on 10 - 1 degrees
+    assert np.allclose(by_patient, wilson_interval(0.7 * n_eff, n_eff), atol=1e-9)
+    # Three patients of 10 visits: one visit missed says little of a variance (a re-run probe: 0.830-0.994 before
+    # the degrees of freedom counted, against 0.439-1.000 with none missed).
+    all_right = clustered_wilson_interval(np.full(3, 10.0), np.full(3, 10))
+    one_missed = clustered_wilson_interval(np.array([10.0, 10.0, 9.0]), np.full(3, 10))
+    assert all_right[0] < 0.45 and one_missed[0] < 0.6
     # No variance between patients (all right): as many observations as patients.
     assert clustered_wilson_interval(np.full(5, 4.0), np.full(5, 4)) == wilson_interval(5, 5)
     assert clustered_wilson_interval(np.zeros(0), np.zeros(0)) is None
