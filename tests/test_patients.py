@@ -494,3 +494,18 @@ def test_a_table_of_visits_runs_end_to_end_split_trained_and_evaluated_by_patien
     test_patients = membership.loc[membership["split"] == 2, "patient"].nunique()
     assert sum(row["patients"] for row in honest["recall"].values()) == test_patients
     assert "the intervals are over patients" in (run / "report" / "report.md").read_text()
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_patients_holding_two_classes_still_leave_every_class_in_every_split(seed):
+    # A re-run probe's table: class A, 3 patients of 5 rows; class B, one row of each of those and of a fourth; the
+    # three were placed by their rarer class B, and on 3 seeds of 8 class A's all landed in one split.
+    rows = [(f"p{p}-a{v}", f"p{p}", "a") for p in range(1, 4) for v in range(5)]
+    rows += [(f"p{p}-b", f"p{p}", "b") for p in range(1, 5)]
+    rows += [(f"q{p}-{v}", f"q{p}", "c") for p in range(200) for v in range(1 + p % 3)]
+    frame = pd.DataFrame(rows, columns=["visit", "patient", "outcome"]).assign(x=1.0)
+    splits = split_dataset(frame, visits_schema(), seed=seed)
+    sets = [patients_of(part) for _, part in splits.items()]
+    assert not sets[0] & sets[1] and not sets[0] & sets[2] and not sets[1] & sets[2]
+    for _, part in splits.items():
+        assert set(part["outcome"]) == set(LABELS)
