@@ -64,10 +64,12 @@ def evaluate_model(model: DiagnosaModel, test: pd.DataFrame,
         if reference is not None:
             result["diagnosa"]["knowledge_reference"] = reference
     index = {label: i for i, label in enumerate(model.labels)}
+    patients = patient_keys(test, schema) if schema is not None and schema.patient_column in test.columns else None
+    if patients is not None:
+        result["diagnosa"]["patients"] = int(len(np.unique(patients)))
     result["diagnosa"]["honest"] = honest_section(
         np.array([index[str(v)] for v in test[target]]), raw, proba, decided, model.labels,
-        model.decision_weights, model.metadata.get("calibration"),
-        patient_keys(test, schema) if schema is not None and schema.patient_column in test.columns else None)
+        model.decision_weights, model.metadata.get("calibration"), patients)
     for label, row in result["diagnosa"]["honest"]["recall"].items():
         result["diagnosa"]["per_class"][label]["recall_ci95"] = row["recall_ci95"]
     result["model"] = {k: model.metadata.get(k) for k in ("model_version", "family", "hyperparameters", "fingerprint",

@@ -412,6 +412,7 @@ def test_the_evaluation_gives_each_classs_patients_and_intervals_over_them(visit
         low, high = row["recall_ci95"]
         plain_low, plain_high = wilson_interval(row["hits"], row["support"])
         assert high - low >= plain_high - plain_low - 1e-9, (label, row)
+    assert evaluate_model(model, test)["diagnosa"]["patients"] == test["patient"].nunique()
     rows_only = evaluate_model(model, test.drop(columns=["patient"]))["diagnosa"]["honest"]
     assert rows_only["intervals"] == "wilson" and "patients" not in rows_only["recall"]["a"]
 
@@ -493,7 +494,9 @@ def test_a_table_of_visits_runs_end_to_end_split_trained_and_evaluated_by_patien
     assert honest["intervals"] == "wilson over patients (effective sample size)"
     test_patients = membership.loc[membership["split"] == 2, "patient"].nunique()
     assert sum(row["patients"] for row in honest["recall"].values()) == test_patients
-    assert "the intervals are over patients" in (run / "report" / "report.md").read_text()
+    report = (run / "report" / "report.md").read_text()
+    assert "the intervals are over patients" in report and evaluation["diagnosa"]["patients"] == test_patients
+    assert f"rows of {test_patients} patients (split by patient" in report
 
 
 @pytest.mark.parametrize("seed", range(8))
@@ -509,3 +512,9 @@ def test_patients_holding_two_classes_still_leave_every_class_in_every_split(see
     assert not sets[0] & sets[1] and not sets[0] & sets[2] and not sets[1] & sets[2]
     for _, part in splits.items():
         assert set(part["outcome"]) == set(LABELS)
+
+
+def test_a_patient_column_of_one_row_each_is_not_offered_as_a_category_to_learn_from(lake, tmp_path):
+    frame = visits().drop_duplicates("patient")
+    report = ingest(lake, tmp_path, BASE + 'patient_column = "patient"\n', frame)
+    assert "patient" not in report.inferred_columns

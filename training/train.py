@@ -737,6 +737,8 @@ def train(train_dir: str | os.PathLike, validation_dir: str | os.PathLike, trans
         logger.info("phase search: %s%s; best %s", describe_plan(found.plan, len(found.rows), len(trials)),
                     f"; scored: the validation rows only, {found.context_rows} training-split row(s) fitted in every "
                     "fold" if supervised else "", hyper)
+    if eval_patients is not None:
+        method += "; by patient (patient column '%s': a patient's rows in one fold and one half)" % schema.patient_column
     search_seconds = time.perf_counter() - started
     logger.info("phase search: %.2f s", search_seconds)
 

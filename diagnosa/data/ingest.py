@@ -1541,7 +1541,8 @@ def inferred_columns(schema: Schema, config: dict[str, Any], sample: dict[str, l
     """Columns the config does not declare that inference made no feature (dates, free text, empty in every row)
     or a category for their leading zeros ('08001'), each with an example cell: the report names them."""
     declared = config.get("columns") or {}
-    keys = {config["id_column"], config["target"], *(((config.get("slice") or {}).get(k) for k in ("group",)))}
+    keys = {config["id_column"], config["target"], config.get("patient_column"),
+            *(((config.get("slice") or {}).get(k) for k in ("group",)))}
     slice_ = config_slice(config)
     if slice_:
         keys.add(slice_[1])
