@@ -1302,7 +1302,8 @@ def ingest_csv_data(lake: DataLake, data: bytes, stem: str, config: dict[str, An
                               "training (the unseen-group recall the gate checks) needs at least 2. Leave `group` out "
                               "of the [slice] in the dataset config, or give the slice's rows their groups. Nothing "
                               "was written")
-    notes = leakage_notes(curated, schema, [int(read.lines[p]) for p in np.flatnonzero(~bad).tolist()])
+    notes = leakage_notes(curated, schema, [int(read.lines[p]) for p in np.flatnonzero(~bad).tolist()],
+                          cells.loc[~bad, [c for c in schema.exclude if c in cells.columns]])
     phase("writing the curated version", version)
     lake.put_bytes_once(raw_key, data)
     sources = [SourceCounts(schema.name, raw_key, digest, rows_read, len(curated), len(quarantined))]
@@ -1513,12 +1514,14 @@ def leakage_lines(leakage: dict[str, Any]) -> list[str]:
         lines.append("  note: columns with one value in every row, which teach the model nothing and which the "
                      f"endpoint still takes: {some_of(constant)} (put them in exclude)")
     for name, seen in (leakage.get("patient_columns") or {}).items():
-        lines.append(f"  note: column '{name}' looks like a patient's number over several rows: its {seen['values']:,} "
+        lines.append(f"  note: column '{name}'{' (excluded)' if seen.get('excluded') else ''} looks like a patient's "
+                     f"number over several rows: its {seen['values']:,} "
                      f"values each hold rows next to each other (up to {seen['most_rows']:,}), and "
                      f"{some_of(seen['constant'])} hold{'s' * (len(seen['constant']) == 1)} one value within each. "
                      "Several rows (visits) of one patient? "
                      "Split by row, a patient's visits land in training and in test, and the evaluation's recall is "
-                     f"higher than new patients get: name it in patient_column (patient_column = \"{name}\")")
+                     f"higher than new patients get: name it in patient_column (patient_column = \"{name}\""
+                     + (", and take it out of exclude)" if seen.get("excluded") else ")"))
     if leakage.get("rows_without_patient"):
         n = leakage["rows_without_patient"]
         lines.append(f"  note: {n:,} row{'s' * (n != 1)} without a patient in the patient column: each is a patient "

@@ -131,20 +131,28 @@ def constant_columns(curated: pd.DataFrame, features: Sequence[str]) -> list[str
             and _hashable(curated[name]).nunique() == 1 and curated[name].notna().all()]
 
 
-def patient_columns(curated: pd.DataFrame, schema: Schema) -> dict[str, dict[str, Any]]:
+def patient_columns(curated: pd.DataFrame, schema: Schema, excluded: pd.DataFrame | None = None
+                    ) -> dict[str, dict[str, Any]]:
     """Columns that look like a patient's number over several rows (visits) when the dataset names no patient
     column: name → {values, most rows of one value, the columns constant within each value}. Split by row, a
     patient's visits land in training and in test. A table sorted by a measurement (age) holds runs of equal
     values too, but the patient's other columns (sex) change within them; a column derived from it (an age band)
-    does not, hence two such columns, one of them nearly a value per patient (an age at entry)."""
+    does not, hence two such columns, one of them nearly a value per patient (an age at entry).
+
+    ``excluded``: the config's excluded columns' cells, row for row with ``curated`` (empty text: missing), looked at
+    too: a patient number put in ``exclude`` leaves the split by row as leaky as one kept (a probe: +0.25 macro
+    recall on test); its entry says ``"excluded": true``."""
     if schema.patient_column is not None or len(curated) < 2 * PATIENT_MIN_VALUES:
         return {}
     skip = {schema.id_column, schema.target, schema.slice_column, schema.group_column}
     names = [f.name for f in schema.fields if f.role in ("feature", "metadata") and f.name not in skip
              and f.type in ("string", "category", "integer", "number") and f.name in curated.columns]
+    outside = {} if excluded is None else {
+        name: excluded[name].reset_index(drop=True).replace("", np.nan) for name in excluded.columns
+        if name not in curated.columns}
     found: dict[str, dict[str, Any]] = {}
-    for name in _repeating(curated, names):
-        column = curated[name]
+    for name in [*_repeating(curated, names), *outside]:
+        column = outside[name] if name in outside else curated[name]
         held = column.notna().to_numpy()
         if held.sum() < 2 * PATIENT_MIN_VALUES or column.dtype == object and column[held].map(
                 lambda cell: isinstance(cell, (list, np.ndarray))).any():
@@ -170,7 +178,8 @@ def patient_columns(curated: pd.DataFrame, schema: Schema) -> dict[str, dict[str
                 constant.append(other)
                 own = own or distinct >= PATIENT_OWN_SHARE * len(counts)
         if len(constant) >= PATIENT_MIN_CONSTANT and own:
-            found[name] = {"values": int(len(counts)), "most_rows": int(counts.max()), "constant": constant[:EXAMPLES]}
+            found[name] = {"values": int(len(counts)), "most_rows": int(counts.max()), "constant": constant[:EXAMPLES],
+                           **({"excluded": True} if name in outside else {})}
     return found
 
 
@@ -208,8 +217,10 @@ def _repeating(curated: pd.DataFrame, names: list[str]) -> list[str]:
     return [name for name in names if name not in too_distinct]
 
 
-def leakage_notes(curated: pd.DataFrame, schema: Schema, lines: Sequence[int]) -> dict[str, Any]:
-    """What the manifest and the ingestion report say of ``curated`` (only what was found)."""
+def leakage_notes(curated: pd.DataFrame, schema: Schema, lines: Sequence[int],
+                  excluded: pd.DataFrame | None = None) -> dict[str, Any]:
+    """What the manifest and the ingestion report say of ``curated`` (only what was found); ``excluded``: the
+    excluded columns' cells, row for row (``patient_columns``)."""
     features = schema.features()
     notes: dict[str, Any] = {}
     repeated = repeated_rows(curated, features, schema.target, lines)
@@ -221,7 +232,7 @@ def leakage_notes(curated: pd.DataFrame, schema: Schema, lines: Sequence[int]) -
     constant = constant_columns(curated, features)
     if constant:
         notes["constant_columns"] = constant
-    patients = patient_columns(curated, schema)
+    patients = patient_columns(curated, schema, excluded)
     if patients:
         notes["patient_columns"] = patients
     return notes | declared_patients(curated, schema)

@@ -296,8 +296,10 @@ means:
   within each`, and the way out, `patient_column = "id"`. No note for a table sorted by a measurement (runs of
   equal ages, the sex changing within them), nor when the columns constant within its values are derived from
   it (a hospital's region, an age's band, a lab's flag, a scan day's weekday: a probe's false alarms, since
-  fixed), nor for none of the 17 real tables. Not noticed: a patient number excluded, visits not listed a
-  patient's together (shuffled, or sorted by date), a table with no column of the patient's own.
+  fixed), nor for none of the 17 real tables. A patient number put in `exclude` is looked at too (it is no
+  feature then, yet the split by row leaks as before): the note says `(excluded)` and to take it out of
+  `exclude`. Not noticed: visits not listed a patient's together (shuffled, or sorted by date), a table with
+  no column of the patient's own.
 
 ### Worked example: primary biliary cholangitis (a real table)
 The Mayo Clinic trial in primary biliary cholangitis (1974–84; 418 patients, 312 of them randomised
