@@ -300,10 +300,10 @@ def visit_table(n_patients: int = 60, seed: int = 0) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     rows = []
     for p in range(n_patients):
-        sex, entry = "MF"[p % 2], round(float(rng.uniform(20, 80)), 2)
-        for _ in range(int(rng.integers(1, 6))):
+        sex, entry, level = "MF"[p % 2], round(float(rng.uniform(20, 80)), 2), rng.normal()
+        for _ in range(int(rng.integers(1, 6))):  # a patient's lab stays near the patient's own level
             rows.append({"visit": f"v{len(rows)}", "pid": 1000 + p, "sex": sex, "entry_age": entry,
-                         "lab": round(float(rng.normal()), 3), "outcome": LABELS[p % 3]})
+                         "lab": round(float(level + 0.3 * rng.normal()), 3), "outcome": LABELS[p % 3]})
     return pd.DataFrame(rows)
 
 
@@ -331,7 +331,7 @@ def test_a_patient_number_put_in_exclude_gets_the_note_too(lake, tmp_path):
 
 
 @pytest.mark.parametrize("change", ["declared", "shuffled", "sorted_by_a_measurement", "derived_columns",
-                                    "one_patient_attribute"])
+                                    "one_patient_attribute", "a_doctors_patients"])
 def test_no_note_where_rows_are_not_a_patients_visits_or_the_column_is_declared(lake, tmp_path, change):
     frame = visit_table()
     config = BASE
@@ -347,8 +347,11 @@ def test_no_note_where_rows_are_not_a_patients_visits_or_the_column_is_declared(
         rng = np.random.default_rng(3)
         frame = frame.assign(pid=np.sort(rng.integers(20, 80, size=len(frame))), sex=rng.choice(["M", "F"], len(frame)))
         frame = frame.assign(sex=frame["pid"] // 10, entry_age=frame["pid"] >= 65)  # an age band, a flag (a probe's)
-    else:  # the patient's sex alone stays constant: nothing says these are one patient's rows
+    elif change == "one_patient_attribute":  # the sex alone stays constant: nothing says these are one patient's
         frame = frame.drop(columns=["entry_age"])
+    else:  # a doctor's patients, one row each: the doctor's sex and age, and patients' labs unlike one another
+        rng = np.random.default_rng(4)
+        frame = frame.assign(lab=rng.normal(size=len(frame)).round(3))
     ingest(lake, tmp_path, config, frame)
     assert "patient_columns" not in load_curated(lake, "visits")[1]
 
@@ -529,3 +532,13 @@ def test_a_patient_column_of_one_row_each_is_not_offered_as_a_category_to_learn_
     frame = visits().drop_duplicates("patient")
     report = ingest(lake, tmp_path, BASE + 'patient_column = "patient"\n', frame)
     assert "patient" not in report.inferred_columns
+
+
+def test_the_note_needs_no_column_of_one_value_per_patient(lake, tmp_path):
+    # Age given at each visit (the usual export): only the sex and a treatment arm stay constant (a re-run probe:
+    # pbcseq so written got no note while a rule asked for a column of nearly one value per patient).
+    frame = visit_table()
+    frame = frame.assign(entry_age=frame["entry_age"] + np.arange(len(frame)) % 5, arm=frame["pid"] % 3 == 0)
+    ingest(lake, tmp_path, BASE, frame)
+    seen = load_curated(lake, "visits")[1]["patient_columns"]["pid"]
+    assert seen["constant"] == ["sex", "arm"]

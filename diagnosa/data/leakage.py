@@ -40,10 +40,18 @@ PATIENT_MAX_DISTINCT_SHARE = 0.8
 PATIENT_MIN_ADJACENT = 0.9  # the share of its repeated values whose rows are one run
 PATIENT_MAX_MEDIAN_ROWS = 20  # rows of a repeated value, the median: visits, not a hospital's patients
 # Columns constant within each value: a column derived from the candidate is so by construction (a hospital's
-# region, an age's band, a lab's flag: a probe's four false alarms), a patient's own attributes too. A patient's
-# number has at least two, one of them nearly a value of its own per patient (an age at entry to the day).
+# region, an age's band, a lab's flag: a probe's four false alarms), a patient's own attributes (sex, a treatment
+# arm) too. A patient's number has at least two such columns that change from one patient to the next at this
+# share of the values' boundaries or more (pbcseq's sex, 88 % women: 21 %); a band of a sorted measurement changes
+# at few of them (10 age bands over 60 ages: 9 of 59). A rule asking for one column with nearly a value per patient
+# (an age at entry) missed pbcseq once its age was given at each visit (a re-run probe).
 PATIENT_MIN_CONSTANT = 2
-PATIENT_OWN_SHARE = 0.3
+PATIENT_MIN_CHANGES = 0.15
+# A doctor's, a family's, a lab batch's rows have attributes of their own too (a re-run probe's false alarms), but
+# they are other people: their measurements vary within a value as much as between values. A patient's visits are
+# alike: the share of a measured number's variance between the values (its intraclass correlation), median over
+# the numbers that vary within them, is at least this (pbcseq's labs: 0.6 to 0.9).
+PATIENT_MIN_ALIKE = 0.3
 
 
 def _hashable(column: pd.Series) -> pd.Series:
@@ -137,7 +145,7 @@ def patient_columns(curated: pd.DataFrame, schema: Schema, excluded: pd.DataFram
     column: name → {values, most rows of one value, the columns constant within each value}. Split by row, a
     patient's visits land in training and in test. A table sorted by a measurement (age) holds runs of equal
     values too, but the patient's other columns (sex) change within them; a column derived from it (an age band)
-    does not, hence two such columns, one of them nearly a value per patient (an age at entry).
+    does not: a patient's number has two that change from one patient to the next (``PATIENT_MIN_CHANGES``).
 
     ``excluded``: the config's excluded columns' cells, row for row with ``curated`` (empty text: missing), looked at
     too: a patient number put in ``exclude`` leaves the split by row as leaky as one kept (a probe: +0.25 macro
@@ -167,17 +175,20 @@ def patient_columns(curated: pd.DataFrame, schema: Schema, excluded: pd.DataFram
         if (runs[repeated] == 1).mean() < PATIENT_MIN_ADJACENT:
             continue
         # Only now (rarely) a pass over the other columns: constant within each value, and not everywhere.
-        constant, own = [], False
+        constant = []
+        boundaries = np.flatnonzero(codes[1:] != codes[:-1])  # between one value's run and the next
         for other in names:
             if other == name or curated[other].dtype == object and curated[other].map(
                     lambda cell: isinstance(cell, (list, np.ndarray))).any():
                 continue
-            within = pd.Series(curated[other].to_numpy()[held]).groupby(codes).nunique(dropna=True)
-            distinct = curated[other].nunique(dropna=True)
-            if within.max() <= 1 and distinct >= 2:
+            values = pd.Series(curated[other].to_numpy()[held])
+            if values.groupby(codes).nunique(dropna=True).max() > 1 or values.nunique(dropna=True) < 2:
+                continue
+            before, after = values.iloc[boundaries].to_numpy(), values.iloc[boundaries + 1].to_numpy()
+            known = pd.notna(before) & pd.notna(after)
+            if known.any() and (before[known] != after[known]).mean() >= PATIENT_MIN_CHANGES:
                 constant.append(other)
-                own = own or distinct >= PATIENT_OWN_SHARE * len(counts)
-        if len(constant) >= PATIENT_MIN_CONSTANT and own:
+        if len(constant) >= PATIENT_MIN_CONSTANT and _alike_within(curated, names, name, held, codes) >= PATIENT_MIN_ALIKE:
             found[name] = {"values": int(len(counts)), "most_rows": int(counts.max()), "constant": constant[:EXAMPLES],
                            **({"excluded": True} if name in outside else {})}
     return found
@@ -202,6 +213,33 @@ def declared_patients(curated: pd.DataFrame, schema: Schema) -> dict[str, Any]:
         notes["patients_but_for_case"] = {"patients": int(len(groups)),
                                           "examples": [sorted(g) for g in groups.iloc[:EXAMPLES]]}
     return notes
+
+
+def _alike_within(curated: pd.DataFrame, names: list[str], name: str, held: np.ndarray, codes: np.ndarray) -> float:
+    """The median, over the number columns that vary within ``codes``' values (of the rows ``held``, values of two
+    rows or more), of the share of their variance that lies between the values (the intraclass correlation); 0 when
+    no number varies within them."""
+    repeated = np.bincount(codes)[codes] >= 2
+    shares = []
+    for other in names:
+        if other == name or curated[other].dtype.kind not in "iuf":
+            continue
+        values = curated[other].to_numpy(dtype=float, na_value=np.nan)[held]
+        keep = repeated & ~np.isnan(values)
+        if keep.sum() < 2 * PATIENT_MIN_VALUES:
+            continue
+        # The one-way ANOVA estimate, ICC(1): 1 - within / total is biased up for small groups (about 1/3 for
+        # random values in groups of 3).
+        groups, index = np.unique(codes[keep], return_inverse=True)
+        v, k, n = values[keep], len(groups), int(keep.sum())
+        sizes = np.bincount(index)
+        means = np.bincount(index, weights=v) / sizes
+        within = float(((v - means[index]) ** 2).sum()) / (n - k)
+        between = float((sizes * (means - v.mean()) ** 2).sum()) / (k - 1)
+        n0 = (n - float((sizes ** 2).sum()) / n) / (k - 1)
+        if within > 1e-9 * float(v.var()):  # constant within every value (a patient's own column) is no measure
+            shares.append((between - within) / (between + (n0 - 1) * within))
+    return float(np.median(shares)) if shares else 0.0
 
 
 def _repeating(curated: pd.DataFrame, names: list[str]) -> list[str]:

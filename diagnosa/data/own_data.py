@@ -288,15 +288,18 @@ means:
 - **a column with one value in every row**: it teaches nothing, and the endpoint still takes it;
 - **a column that looks like a patient's number over several rows**, when the config names no `patient_column`:
   at least 10 values, at most 80 % of its rows distinct, 90 % of its repeated values holding rows next to each
-  other (a file of visits lists a patient's together), a median of at most 20 rows per repeated value, and at
-  least two other columns holding one value within each of its values (sex, a treatment arm, an age at entry),
-  one of them with nearly a value per patient (30 % as many values as the column or more). R's
+  other (a file of visits lists a patient's together), a median of at most 20 rows per repeated value, at
+  least two other columns holding one value within each of its values and changing from one value to the next
+  at 15 % of the boundaries or more (sex, a treatment arm, an age at entry), and measured numbers alike within
+  a value (their intraclass correlation, median over the numbers that vary within the values, 0.3 or more: a
+  patient's labs from visit to visit; a doctor's or a family's patients are other people). R's
   `survival::pbcseq` (1,945 visits of 312 patients) gets `note: column 'id' looks like a patient's number over
   several rows: its 312 values each hold rows next to each other (up to 16), and trt, age, sex hold one value
-  within each`, and the way out, `patient_column = "id"`. No note for a table sorted by a measurement (runs of
-  equal ages, the sex changing within them), nor when the columns constant within its values are derived from
-  it (a hospital's region, an age's band, a lab's flag, a scan day's weekday: a probe's false alarms, since
-  fixed), nor for none of the 17 real tables. A patient number put in `exclude` is looked at too (it is no
+  within each`, and the way out, `patient_column = "id"`; so does pbcseq with the age given at each visit. No
+  note for a table sorted by a measurement (runs of equal ages, the sex changing within them), nor when the
+  columns constant within its values are derived from it (a hospital's region, an age's band, a lab's flag, a
+  scan day's weekday), nor for one row per patient grouped by a doctor, a lab batch, a family or an enrolment
+  day with attributes of their own (two probes' false alarms, since fixed), nor for any of the 17 real tables. A patient number put in `exclude` is looked at too (it is no
   feature then, yet the split by row leaks as before): the note says `(excluded)` and to take it out of
   `exclude`. Not noticed: visits not listed a patient's together (shuffled, or sorted by date), a table with
   no column of the patient's own.
