@@ -232,7 +232,8 @@ def report_lines(section: Mapping[str, Any], out_dir: str | os.PathLike, title: 
     for label, row in section["recall"].items():
         ci = row["recall_ci95"]
         plain = section["recall_without_decision_weights"][label]["recall"]
-        support = f"{row['support']} ({row['patients']} patients)" if "patients" in row else str(row["support"])
+        support = (f"{row['support']} ({row['patients']} patient{'s' * (row['patients'] != 1)})" if "patients" in row
+                   else str(row["support"]))
         lines.append(f"| {markdown_literal(label, table_cell=True)} | {support} | {fixed(row['recall'])} | "
                      f"{'n/a' if ci is None else f'{ci[0]:.3f}–{ci[1]:.3f}'} | {fixed(plain)} | "
                      f"{fixed(weights.get(label), 2)} |")

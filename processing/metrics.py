@@ -300,8 +300,8 @@ def write_report(evaluation: dict, out_dir: str | os.PathLike, *,
     worst = d["worst_class_recall"]
     lines = [
         f"# {title}", "",
-        f"- Samples: {d['n']}" + (f" rows of {d['patients']} patients (split by patient: none of them had a row in "
-                                  "training)" if "patients" in d else ""),
+        f"- Samples: {d['n']}" + (f" rows of {d['patients']} patient{'s' * (d['patients'] != 1)} (split by patient: "
+                                  "none of them had a row in training)" if "patients" in d else ""),
         f"- Accuracy: {fixed(d['accuracy'])} · balanced accuracy: {fixed(d['balanced_accuracy'])}",
         f"- Macro recall: {fixed(d['macro']['recall'])} · macro F1: {fixed(d['macro']['f1'])} · "
         f"weighted F1: {fixed(d['weighted']['f1'])}",
