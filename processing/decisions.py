@@ -32,6 +32,7 @@ from scipy.optimize import minimize
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
 from diagnosa.model import apply_calibration, decide
+from processing.split import patients_per_class
 
 BIAS_MIN_CLASS_ROWS = 30
 MAX_PRECISION_LOSS = 0.05
@@ -228,8 +229,7 @@ def cross_fitted_predictions(proba: np.ndarray, y: np.ndarray, sample_weight: np
     if patients is not None and np.shape(patients) != y.shape:
         raise ValueError(f"patients must hold one key per row ({len(y)}), got shape {np.shape(patients)}")
     if patients is not None:
-        pairs = np.unique(np.stack([y, np.asarray(patients, dtype=np.int64)]), axis=1)
-        by_patient = np.bincount(pairs[0], minlength=proba.shape[1])
+        by_patient = patients_per_class(y, patients, proba.shape[1])
         if by_patient[by_patient > 0].min() < 2:
             patients = None  # too few patients to stratify by them: by row, as before
     if patients is not None:

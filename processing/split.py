@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from diagnosa.data.schema import Schema, patients_per_label, too_small_classes
+from diagnosa.data.schema import Schema, too_small_classes
 
 SPLITS = ("train", "validation", "test")
 DEFAULT_FRACTIONS = (0.7, 0.2, 0.1)
@@ -131,21 +131,6 @@ def _hold_out(groups: np.ndarray, sizes: np.ndarray, share: float, fractions: np
     return plan
 
 
-def patient_units(frame: pd.DataFrame, schema: Schema) -> np.ndarray:
-    """Each row's unit of the split, numbered in order of first appearance: its patient when the schema names a
-    patient column (a row without one is a patient of its own), else the row itself (``arange``)."""
-    column = schema.patient_column
-    if not column:
-        return np.arange(len(frame))
-    if column not in frame.columns:
-        raise SplitError(f"the dataset has no column '{column}' (the patient column)")
-    values = frame[column]
-    known = values.notna().to_numpy()
-    keys = "r" + pd.Series(np.arange(len(frame)).astype(str), dtype=object)
-    keys[known] = "p" + values[known].astype(str).to_numpy(dtype=object)
-    return pd.factorize(keys.to_numpy(dtype=object))[0].astype(np.int64)
-
-
 def patient_keys(frame: pd.DataFrame, schema: Schema) -> np.ndarray | None:
     """Each row's patient as a 64-bit key, the same for the same patient in any split or part (a row without a
     patient: a key of its own, from its id); None when the schema names no patient column. Training's
@@ -160,6 +145,12 @@ def patient_keys(frame: pd.DataFrame, schema: Schema) -> np.ndarray | None:
     keys = "r" + frame[schema.id_column].astype(str).to_numpy(dtype=object)
     keys[known] = "p" + values[known].astype(str).to_numpy(dtype=object)
     return pd.util.hash_array(keys.astype(object), categorize=False).view(np.int64)
+
+
+def patients_per_class(y: np.ndarray, patients: np.ndarray, minlength: int = 0) -> np.ndarray:
+    """How many patients have a row of each class (``y``: class indices; ``patients``: a key per row)."""
+    pairs = np.unique(np.stack([np.asarray(y, dtype=np.int64), np.asarray(patients, dtype=np.int64)]), axis=1)
+    return np.bincount(pairs[0], minlength=minlength)
 
 
 def _cover_every_class(assignment: np.ndarray, units: np.ndarray, row_codes: np.ndarray, movable: np.ndarray,
@@ -216,26 +207,25 @@ def split_dataset(frame: pd.DataFrame, schema: Schema, *, fractions: tuple[float
     if unknown:
         raise SplitError(f"labels not in the schema's label set: {unknown}")
     problem = too_small_classes(frame[target].value_counts().to_dict(), schema.labels)
-    units = patient_units(frame, schema)
-    if not problem and schema.patient_column:
-        patients = frame[schema.patient_column]
-        problem = too_small_classes(
-            patients_per_label(frame[target].tolist(), patients.astype(object).where(patients.notna(), None)),
-            schema.labels, unit="patient")
     if problem:
         raise SplitError(problem)
-
-    # The split places units (patients; rows without a patient column): a unit's label is its rarest one, its group
-    # that of its first row in the slice. Without a patient column every array below is the rows' own.
+    # The split places units, numbered in order of first appearance: patients (a row without one a patient of its
+    # own), else the rows themselves. A unit's label is its rarest one, its group that of its first row in the
+    # slice. Without a patient column every array below is the rows' own.
+    keys = patient_keys(frame, schema)
+    units = np.arange(len(frame)) if keys is None else pd.factorize(keys)[0].astype(np.int64)
     n_units = int(units.max()) + 1 if len(units) else 0
     row_labels = frame[target].astype(str).to_numpy()
     names_, row_codes = np.unique(row_labels, return_inverse=True)
+    if keys is not None:
+        per_class = patients_per_class(row_codes, units, len(names_))
+        problem = too_small_classes(dict(zip(names_.tolist(), per_class.tolist())), schema.labels, unit="patient")
+        if problem:
+            raise SplitError(problem)
     rarity = np.argsort(np.argsort(-np.bincount(row_codes), kind="stable"), kind="stable")  # highest: rarest
     unit_rarity = np.full(n_units, -1)
     np.maximum.at(unit_rarity, units, rarity[row_codes])
     unit_labels = names_[np.argsort(rarity)[unit_rarity]] if n_units else row_labels
-    first_row = np.full(n_units, len(frame))
-    np.minimum.at(first_row, units, np.arange(len(frame)))
 
     rng = np.random.default_rng(seed)
     assignment = np.full(n_units, -1)

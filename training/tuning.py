@@ -49,6 +49,7 @@ from sklearn.base import clone
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
 from processing.decisions import decision_scores
+from processing.split import patients_per_class
 from processing.trainset import Rows
 from training.models import adapt_to_rows, make_classifier, resolve_hyperparameters
 
@@ -149,8 +150,7 @@ def plan_scored_folds(y: np.ndarray, scored: np.ndarray, *, max_folds: int = DEF
         units = len(ys)
     else:
         gs = np.asarray(groups)[scored_idx]
-        pairs = np.unique(np.stack([ys, gs.astype(np.int64)]), axis=1)  # (class, patient), once each
-        counts = np.bincount(pairs[0])
+        counts = patients_per_class(ys, gs)
         units = len(np.unique(gs))
     smallest = int(counts[counts > 0].min())
     k, repeats = _k_for(smallest, max_folds)

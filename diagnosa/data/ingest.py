@@ -57,7 +57,6 @@ from diagnosa.data.schema import (
     number_spelling,
     number_text,
     other_delimiter,
-    patients_per_label,
     repeated,
     resource_name,
     schema_from_config,
@@ -1564,9 +1563,11 @@ def inferred_columns(schema: Schema, config: dict[str, Any], sample: dict[str, l
 def label_patients(rows: pd.DataFrame, schema: Schema) -> dict[str, int]:
     """Patients per label of the schema (0 for a label without rows); a row without a patient is one of its own."""
     assert schema.patient_column is not None
-    patients = rows[schema.patient_column]
-    counts = patients_per_label(rows[schema.target].tolist(), patients.astype(object).where(patients.notna(), None))
-    return {label: counts.get(label, 0) for label in schema.labels}
+    labels, patients = rows[schema.target].astype(str), rows[schema.patient_column]
+    known = patients.notna().to_numpy()
+    pairs = pd.DataFrame({"label": labels[known].to_numpy(), "patient": patients[known].astype(str).to_numpy()})
+    counts = pairs.drop_duplicates()["label"].value_counts().add(labels[~known].value_counts(), fill_value=0)
+    return {label: int(counts.get(label, 0)) for label in schema.labels}
 
 
 def _id_hint(ids: pd.Series, column: str) -> str:

@@ -162,8 +162,7 @@ def patient_columns(curated: pd.DataFrame, schema: Schema, excluded: pd.DataFram
     for name in [*_repeating(curated, names), *outside]:
         column = outside[name] if name in outside else curated[name]
         held = column.notna().to_numpy()
-        if held.sum() < 2 * PATIENT_MIN_VALUES or column.dtype == object and column[held].map(
-                lambda cell: isinstance(cell, (list, np.ndarray))).any():
+        if held.sum() < 2 * PATIENT_MIN_VALUES:  # (no list column among them: only code and term columns hold lists)
             continue
         codes = pd.factorize(column[held])[0]
         counts = np.bincount(codes)
@@ -178,8 +177,7 @@ def patient_columns(curated: pd.DataFrame, schema: Schema, excluded: pd.DataFram
         constant = []
         boundaries = np.flatnonzero(codes[1:] != codes[:-1])  # between one value's run and the next
         for other in names:
-            if other == name or curated[other].dtype == object and curated[other].map(
-                    lambda cell: isinstance(cell, (list, np.ndarray))).any():
+            if other == name:
                 continue
             values = pd.Series(curated[other].to_numpy()[held])
             if values.groupby(codes).nunique(dropna=True).max() > 1 or values.nunique(dropna=True) < 2:

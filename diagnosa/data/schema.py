@@ -220,19 +220,6 @@ def too_small_classes(counts: Mapping[Any, int], labels: tuple[str, ...] | list[
             f"in the dataset config (its rows are then quarantined as unknown labels), or collect more {unit}s")
 
 
-def patients_per_label(labels: Iterable[Any], patients: Iterable[Any]) -> dict[str, int]:
-    """How many patients have a row of each label (pairs of a row's label and its patient); a row without a patient
-    (None or NaN) is a patient of its own."""
-    seen: set[tuple[str, Any]] = set()
-    out: Counter[str] = Counter()
-    for row, (label, patient) in enumerate(zip(labels, patients)):
-        missing = patient is None or (isinstance(patient, float) and math.isnan(patient))
-        key = (str(label), ("row", row) if missing else str(patient))
-        if key not in seen:
-            seen.add(key)
-            out[str(label)] += 1
-    return dict(out)
-
 
 def _physiology_fields(names: tuple[str, ...]) -> list[Field]:
     by_name = {v.name: v for v in VARIABLES}
