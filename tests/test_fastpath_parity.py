@@ -187,13 +187,21 @@ def test_the_load_time_guard_refuses_a_fast_path_one_ulp_off(xgboost_model_dir, 
 def test_the_load_time_guard_compares_probabilities_not_only_features(trained_model_dir, caplog):
     """Features equal to the bit are not enough: logistic regression on the compiled path's dense rows sums in
     another order than on the pipeline's CSR and differs in the last bits. Such a stand-in is refused; the loader
-    hands the classifier CSR rows instead, and where nothing matches, serves the pipeline."""
+    hands the classifier CSR rows instead (its own arithmetic replicated, or, where that differs, sklearn's call),
+    and where nothing matches, serves the pipeline."""
     model = DiagnosaModel.load(trained_model_dir)
     service = load_service(str(trained_model_dir))
     assert service.fast is not None and service.fast.sparse
-    assert isinstance(service.classifier, fastpath._OnCsrRows)
+    assert isinstance(service.classifier, fastpath._LogisticOnCsrRows)
     probes = [dict.fromkeys(service.columns)]
     with pytest.MonkeyPatch.context() as patch, caplog.at_level(logging.INFO, logger="diagnosa.fastpath"):
+        # the replica one ulp off in one probability: refused, the classifier's own call on the CSR rows serves
+        real = fastpath._LogisticOnCsrRows.predict_proba
+        patch.setattr(fastpath._LogisticOnCsrRows, "predict_proba",
+                      lambda self, X: np.nextafter(real(self, X), 1.0) if len(X) > 1 else real(self, X))
+        _, stand_in = fastpath.compile_model(model, probes, service.columns)
+        assert isinstance(stand_in, fastpath._OnCsrRows)
+        assert "_LogisticOnCsrRows not used: its probabilities differ" in caplog.text
         patch.setattr(fastpath, "_stand_ins", lambda classifier, compiled: [None])  # dense rows only
         assert fastpath.compile_model(model, probes, service.columns) == (None, None)
     assert "probabilities differ from the pipeline's" in caplog.text

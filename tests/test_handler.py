@@ -233,10 +233,10 @@ def test_compiled_xgboost_gives_the_classifiers_probabilities_to_the_bit(xgboost
 
 
 def test_compiled_classifier_only_where_it_matches(xgboost_model_dir, trained_model_dir):
-    from inference.fastpath import _OnCsrRows, _XGBoostOnDenseRows, compile_model
+    from inference.fastpath import _LogisticOnCsrRows, _XGBoostOnDenseRows, compile_model
 
-    # logistic regression: nothing to compile; it is handed the CSR rows the pipeline gives it (its sums round so)
-    assert isinstance(load_service(str(trained_model_dir)).classifier, _OnCsrRows)
+    # logistic regression: its arithmetic on the CSR rows the pipeline gives it (its sums round so)
+    assert isinstance(load_service(str(trained_model_dir)).classifier, _LogisticOnCsrRows)
     service = load_service(str(xgboost_model_dir))
     assert isinstance(service.classifier, _XGBoostOnDenseRows)
     booster = service.model.pipeline.steps[-1][1].steps[-1][1]
