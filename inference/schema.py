@@ -75,6 +75,13 @@ class RequestSchema:
                                             and len(s) == 5}
         self.id_field = schema.id_column
         self.fields: dict[str, Field] = {f.name: f for f in schema.fields if f.role == "feature"}
+        # The patient a row belongs to, for a dataset of several rows per patient (visits): never a feature, but
+        # checked as ingestion reads the column, so that the captured request gives the monitor its patients and a
+        # retraining's feedback rows their patient (the split then keeps a returning patient's visits together).
+        self.patient: Field | None = next((f for f in schema.fields if f.name == schema.patient_column), None)
+        self._patient_check = None if self.patient is None else (
+            self.patient, self._fast_check(self.patient),
+            frozenset(schema.missing_values) - set(self.patient.values or ()))
         self._ontology = ontology
         self._keys = frozenset(self.accepted)
         self._names = FieldNames(self.accepted)
@@ -91,12 +98,12 @@ class RequestSchema:
         self._unknown = (f"unknown field (accepted: {', '.join(self.accepted)})"
                          if len(self.accepted) <= LISTED_FIELDS else None)
         self._not_inputs = {**{f.name: f"the dataset's {f.role}" if f.role == "target" else "metadata of the dataset"
-                               for f in schema.fields if f.role in ("target", "metadata")},
+                               for f in schema.fields if f.role in ("target", "metadata") and f is not self.patient},
                             **{name: "a column the dataset's config excludes" for name in schema.exclude}}
 
     @property
     def accepted(self) -> list[str]:
-        return [self.id_field, *self.fields]
+        return [self.id_field, *self.fields, *([self.patient.name] if self.patient is not None else [])]
 
     def _terms(self) -> frozenset[str]:
         return (self._ontology or load_ontology()).known_terms
@@ -149,6 +156,9 @@ class RequestSchema:
     def to_json_schema(self) -> dict[str, Any]:
         """A JSON Schema of one patient record, for clients and docs."""
         props: dict[str, Any] = {self.id_field: {"type": "string"}}
+        if self.patient is not None:
+            props[self.patient.name] = {"type": ["integer" if self.patient.type == "integer" else "string", "null"],
+                                        "description": "the patient this row belongs to (not an input of the model)"}
         for f in self.fields.values():
             if f.type in ("number", "integer"):
                 prop: dict[str, Any] = {"type": ["number" if f.type == "number" else "integer", "null"]}
@@ -213,9 +223,30 @@ class RequestSchema:
                 if problem:
                     problems.append(Problem(row, name, problem))
             clean[name] = parsed
+        if self._patient_check is not None:
+            problem = self._patient_problem(record, text)
+            if problem:
+                problems.append(Problem(row, self._patient_check[0].name, problem))
         if not present and not problems:
             problems.append(Problem(row, None, "the record has none of the model's input fields"))
         return clean, problems
+
+    def _patient_problem(self, record: dict[Any, Any], text: bool) -> str | None:
+        """What is wrong with the record's patient (None: nothing, or no patient given). A string or category
+        column takes a JSON integer too, as the id does (it is written as its digits); the value itself is not
+        kept in the clean record: the model never reads it, the captured request holds it."""
+        assert self._patient_check is not None
+        f, fast, markers = self._patient_check
+        value = record.get(f.name)
+        if value is None or (type(value) is str and (not value or value.isspace() or (text and value.strip() in markers))):
+            return None
+        if f.type != "integer" and type(value) is int and f.values is None:
+            return None
+        if fast(value) is not NOT_PLAIN:
+            return None
+        if f.type != "integer" and not isinstance(value, str):
+            return f"the patient's id: expected a string or an integer, got {type(value).__name__} {shown(value)}"
+        return self._value(f, value, text)[1]
 
     def _unknown_field(self, key: Any) -> str:
         """The problem of a field the model does not know: the accepted names, or for a model with many inputs the

@@ -28,11 +28,13 @@ from monitoring.stats import (
     binned,
     chi_square,
     clustered_chi_square,
+    design_effect,
     ks_weighted,
     psi,
     quantile_edges,
     share_tests,
     two_proportions,
+    unit_counts,
 )
 from processing.baseline import DataBaseline, FeatureBaseline
 
@@ -139,7 +141,7 @@ def _shares(counts: np.ndarray) -> list[float]:
 
 
 def _numeric(fb: FeatureBaseline, live: np.ndarray, th: DriftThresholds, result: FeatureDrift,
-             config: Mapping[str, Any]) -> str:
+             config: Mapping[str, Any], patients: np.ndarray | None = None) -> str:
     if fb.values.size == 0:
         result.reasons.append("the baseline has no values for this feature")
         return INSUFFICIENT
@@ -147,10 +149,14 @@ def _numeric(fb: FeatureBaseline, live: np.ndarray, th: DriftThresholds, result:
     base_counts = binned(fb.values, edges, fb.weights)
     live_counts = binned(live, edges)
     value = psi(base_counts, live_counts)
-    ks = ks_weighted(fb.values, fb.weights, live)
+    deff = 1.0 if patients is None else design_effect(
+        unit_counts(patients, np.searchsorted(edges, live, side="left"), edges.size + 1))
+    ks = ks_weighted(fb.values, fb.weights, live, live.size / deff)
     result.tests = {"psi": round(value, 6), "ks": {"statistic": round(ks.statistic, 6), "p_value": ks.p_value},
                     "baseline_mean": fb.mean, "live_mean": float(live.mean()),
                     "baseline_std": fb.std_dev, "live_std": float(live.std())}
+    if patients is not None:  # what the rows were worth: the test's live size is their number over the design effect
+        result.tests.update(patients=int(patients.max()) + 1, design_effect=round(deff, 3))
     labels = ["≤ %.4g" % edges[0]] + [f"({a:.4g}, {b:.4g}]" for a, b in zip(edges[:-1], edges[1:])] + \
              (["> %.4g" % edges[-1]] if edges.size else [])
     result.plot = {"type": "bins", "bins": labels if edges.size else ["all"], "baseline": _shares(base_counts),
@@ -166,17 +172,18 @@ def _numeric(fb: FeatureBaseline, live: np.ndarray, th: DriftThresholds, result:
 
 
 def _category(fb: FeatureBaseline, live: pd.Series, th: DriftThresholds, result: FeatureDrift,
-              config: Mapping[str, Any]) -> str:
+              config: Mapping[str, Any], patients: np.ndarray | None = None) -> str:
     observed = {str(k): int(v) for k, v in live.value_counts().items()}  # live: the values as str
     keys = sorted(set(fb.counts) | set(observed))
     base = np.array([fb.counts.get(k, 0.0) for k in keys])
     now = np.array([float(observed.get(k, 0)) for k in keys])
     value = psi(base, now)
-    chi = chi_square(*_pooled(fb.counts, observed))
+    chi = chi_square(*_pooled(fb.counts, observed)) if patients is None else \
+        _clustered_categories(fb.counts, observed, live, patients)
     base_share, live_share = np.array(_shares(base)), np.array(_shares(now))
     linf = float(np.max(np.abs(base_share - live_share)))
     result.tests = {"psi": round(value, 6), "chi2": {"statistic": round(chi.statistic, 6), "p_value": chi.p_value},
-                    "l_infinity": round(linf, 6)}
+                    "l_infinity": round(linf, 6), **({"patients": int(patients.max()) + 1} if patients is not None else {})}
     result.plot = {"type": "categories", "bins": keys, "baseline": list(base_share), "live": list(live_share)}
     dist = config.get("distribution_constraints", {})
     if linf > float(dist.get("categorical_comparison_threshold", 0.1)):
@@ -193,7 +200,8 @@ def _category(fb: FeatureBaseline, live: pd.Series, th: DriftThresholds, result:
     return _verdict(value, chi.p_value, th, "categories", result.reasons)
 
 
-def _terms(fb: FeatureBaseline, lists: pd.Series, th: DriftThresholds, result: FeatureDrift) -> str:
+def _terms(fb: FeatureBaseline, lists: pd.Series, th: DriftThresholds, result: FeatureDrift,
+           patients: np.ndarray | None = None) -> str:
     n_live = len(lists)
     live_counts: dict[str, int] = {}
     for terms in lists:
@@ -209,7 +217,7 @@ def _terms(fb: FeatureBaseline, lists: pd.Series, th: DriftThresholds, result: F
         result.tests = {"mentions": 0}
         return INSUFFICIENT
     value = psi(base, now)
-    chi = _term_mix_test(top, base, now, lists)
+    chi = _term_mix_test(top, base, now, lists, patients)
     result.tests = {"psi": round(value, 6), "chi2": {"statistic": round(chi.statistic, 6), "p_value": chi.p_value},
                     "mentions_per_patient": {"baseline": float(sum(fb.counts.values()) / max(fb.item_count, 1)),
                                              "live": float(sum(live_counts.values()) / max(n_live, 1))}}
@@ -220,7 +228,9 @@ def _terms(fb: FeatureBaseline, lists: pd.Series, th: DriftThresholds, result: F
     alpha = th.p_value / max(1, len(tested))
     base_k = np.array([fb.counts[t] for t in tested], dtype=float)
     live_k = np.array([live_counts.get(t, 0) for t in tested], dtype=float)
-    p_values = share_tests(base_k, fb.item_count, live_k, n_live) if tested else np.array([])
+    # A patient's visits mention its terms again and again: each term's live share is judged on the patients.
+    deff = 1.0 if patients is None else n_live / max(1, len(np.unique(patients)))
+    p_values = share_tests(base_k, fb.item_count, live_k / deff, n_live / deff) if tested else np.array([])
     changed: list[dict[str, Any]] = [
         {"term": term, "baseline_share": kb / fb.item_count, "live_share": kl / n_live, "p_value": float(p)}
         for term, kb, kl, p in zip(tested, base_k, live_k, p_values) if p < alpha]
@@ -237,9 +247,11 @@ def _terms(fb: FeatureBaseline, lists: pd.Series, th: DriftThresholds, result: F
     return verdict
 
 
-def _term_mix_test(top: list[str], base: np.ndarray, now: np.ndarray, lists: pd.Series) -> Any:
+def _term_mix_test(top: list[str], base: np.ndarray, now: np.ndarray, lists: pd.Series,
+                   patients: np.ndarray | None = None) -> Any:
     """The live term mix against the baseline's, with each patient's terms as one cluster (clustered_chi_square):
-    rare cells pooled as for a category, a patient with no term left out."""
+    rare cells pooled as for a category, a patient with no term left out; ``patients``: each row's patient (its
+    rows' terms one cluster), where a patient may have several rows."""
     cells = top + ["(other)"]
     rare = _rare(dict(zip(cells, base)), dict(zip(cells, now)))
     keys = [c for c in cells if c not in rare] + ([RARE_CELL] if rare else [])
@@ -254,6 +266,12 @@ def _term_mix_test(top: list[str], base: np.ndarray, now: np.ndarray, lists: pd.
         for term in set(terms):
             units[row, index[column[term if term in in_top else "(other)"]]] += 1
         row += 1
+    if patients is not None:  # the rows with terms, summed per patient
+        with_terms = np.asarray(patients)[np.fromiter((bool(terms) for terms in lists), dtype=bool, count=len(lists))]
+        _, codes = np.unique(with_terms, return_inverse=True)
+        grouped = np.zeros((int(codes.max()) + 1 if len(codes) else 0, len(keys)))
+        np.add.at(grouped, codes, units)
+        units = grouped
     expected: dict[str, float] = {}
     for cell, count in zip(cells, base):
         expected[column[cell]] = expected.get(column[cell], 0.0) + float(count)
@@ -261,8 +279,11 @@ def _term_mix_test(top: list[str], base: np.ndarray, now: np.ndarray, lists: pd.
 
 
 def feature_drift(fb: FeatureBaseline, column: pd.Series, th: DriftThresholds, type_errors: int = 0,
-                  config: Mapping[str, Any] | None = None) -> FeatureDrift:
-    """Drift of one feature's live values (numbers as float/None, categories as str/None, terms as lists)."""
+                  config: Mapping[str, Any] | None = None, patients: np.ndarray | None = None) -> FeatureDrift:
+    """Drift of one feature's live values (numbers as float/None, categories as str/None, terms as lists).
+    ``patients``: each row's patient as a code from 0 (:func:`patient_codes`), where a patient may have several rows
+    (visits): a patient's rows are not independent draws, and the tests count them as the design effect says (a
+    value constant within a patient, its age, counts once per patient); None: every row a patient of its own."""
     config = config or {}
     n = len(column)
     if fb.kind == "terms":
@@ -277,7 +298,8 @@ def feature_drift(fb: FeatureBaseline, column: pd.Series, th: DriftThresholds, t
     verdicts = []
     if n >= th.min_rows and fb.num_present + fb.num_missing > 0:
         assert live_missing is not None  # n >= min_rows >= 1
-        z = two_proportions(fb.num_missing, fb.num_present + fb.num_missing, n - n_present, n)
+        deff = 1.0 if patients is None else design_effect(unit_counts(patients, present_mask.astype(np.int64), 2))
+        z = two_proportions(fb.num_missing, fb.num_present + fb.num_missing, (n - n_present) / deff, n / deff)
         result.missing["p_value"] = z.p_value
         delta = live_missing - fb.missing_rate
         if abs(delta) >= th.missing_rate_delta and z.p_value < th.p_value:
@@ -303,12 +325,13 @@ def feature_drift(fb: FeatureBaseline, column: pd.Series, th: DriftThresholds, t
         result.verdict = worst(verdicts) if verdicts else INSUFFICIENT
         return result
     values = column[present_mask]
+    present = None if patients is None else np.unique(patients[present_mask], return_inverse=True)[1]
     if fb.kind == "numeric":
-        verdicts.append(_numeric(fb, values.to_numpy(dtype=float), th, result, config))
+        verdicts.append(_numeric(fb, values.to_numpy(dtype=float), th, result, config, present))
     elif fb.kind == "category":
-        verdicts.append(_category(fb, values.astype(str), th, result, config))
+        verdicts.append(_category(fb, values.astype(str), th, result, config, present))
     else:
-        verdicts.append(_terms(fb, column, th, result))
+        verdicts.append(_terms(fb, column, th, result, patients))
     # SageMaker's baseline_drift_check (a distance over a fixed threshold) is listed as its report lists it, but
     # judges nothing: the distance test of the same two distributions did (by chance a 30-value sample's KS distance
     # is over 0.1 nine times in ten). The other constraints (types, completeness, domain) do.
@@ -321,19 +344,46 @@ def feature_drift(fb: FeatureBaseline, column: pd.Series, th: DriftThresholds, t
 
 
 def data_drift(baseline: DataBaseline, rows: pd.DataFrame, th: DriftThresholds,
-               type_errors: Mapping[str, int] | None = None) -> list[FeatureDrift]:
+               type_errors: Mapping[str, int] | None = None, patients: pd.Series | None = None) -> list[FeatureDrift]:
+    """Each feature's drift; ``patients``: each row's patient (None where not named), for a dataset of visits."""
     type_errors = type_errors or {}
+    codes = patient_codes(patients)
     out = []
     for name, fb in baseline.features.items():
         column = rows[name] if name in rows.columns else pd.Series([None] * len(rows), dtype=object)
-        out.append(feature_drift(fb, column, th, int(type_errors.get(name, 0)), baseline.monitoring_config))
+        out.append(feature_drift(fb, column, th, int(type_errors.get(name, 0)), baseline.monitoring_config, codes))
     return out
 
 
+def patient_codes(patients: pd.Series | Sequence[Any] | None) -> np.ndarray | None:
+    """Each row's patient as a code from 0, a row without a patient (None) a patient of its own; None when no
+    patient has two rows (then every test is the one for independent rows, unchanged)."""
+    if patients is None or not len(patients):
+        return None
+    keys = [("row", i) if key is None or (isinstance(key, float) and math.isnan(key)) else ("patient", key)
+            for i, key in enumerate(patients)]  # pandas holds a missing text as NaN
+    _, codes = np.unique(np.array([f"{kind}\x00{key}" for kind, key in keys], dtype=object), return_inverse=True)
+    return codes if codes.max() + 1 < len(codes) else None
+
+
+def _clustered_categories(expected: Mapping[str, float], observed: Mapping[str, int], live: pd.Series,
+                          patients: np.ndarray) -> Any:
+    """:func:`chi_square` of the categories (rare ones pooled, as :func:`_pooled`) with each patient's rows one
+    cluster (:func:`clustered_chi_square`)."""
+    pooled, _ = _pooled(expected, observed)
+    rare = _rare(expected, observed)
+    keys = sorted(set(pooled) | ({RARE_CELL} if rare else set()) | {k for k in observed if k not in rare})
+    index = {k: i for i, k in enumerate(keys)}
+    cells = np.fromiter((index[RARE_CELL if value in rare else value] for value in live.tolist()), dtype=np.int64,
+                        count=len(live))
+    return clustered_chi_square(pooled, unit_counts(patients, cells, len(keys)), keys)
+
+
 def prediction_drift(predictions: Mapping[str, Any] | None, predicted: pd.Series, th: DriftThresholds,
-                     labels: Sequence[str] | None = None) -> dict[str, Any]:
+                     labels: Sequence[str] | None = None, patients: np.ndarray | None = None) -> dict[str, Any]:
     """The live distribution of predicted categories against the test-time one (without a prediction baseline, the
-    live counts over ``labels``, the model's: default the built-in cohort's)."""
+    live counts over ``labels``, the model's: default the built-in cohort's). ``patients``: each row's patient code
+    (:func:`patient_codes`), a patient's rows one cluster of the test."""
     labels = list(predictions["labels"]) if predictions else list(labels or CATEGORIES)
     live = predicted.dropna().astype(str).value_counts()
     live_counts = {label: int(live.get(label, 0)) for label in labels}
@@ -362,7 +412,12 @@ def prediction_drift(predictions: Mapping[str, Any] | None, predicted: pd.Series
     b = np.array([base[label] for label in labels])
     l_ = np.array([live_counts[label] for label in labels], dtype=float)
     value = psi(b, l_)
-    chi = chi_square(*_pooled(base, live_counts))
+    if patients is None:
+        chi = chi_square(*_pooled(base, live_counts))
+    else:
+        known_rows = predicted.notna().to_numpy() & predicted.astype(str).isin(labels).to_numpy()
+        chi = _clustered_categories(base, live_counts, predicted[known_rows].astype(str),
+                                    np.unique(patients[known_rows], return_inverse=True)[1])
     result["tests"] = {"psi": round(value, 6), "chi2": {"statistic": round(chi.statistic, 6), "p_value": chi.p_value}}
     result["baseline_share"] = _shares(b)
     result["live_share"] = _shares(l_)

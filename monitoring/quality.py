@@ -19,12 +19,13 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
+import numpy as np
 import pandas as pd
 
 from diagnosa.labels import CATEGORIES
 from inference.feedback import Feedback, confirmed_patients
-from monitoring.traffic import Skipped, event_rows, onto_kept_copies
-from processing.calibration import wilson_interval
+from monitoring.traffic import PATIENT, Skipped, event_rows, onto_kept_copies
+from processing.calibration import clustered_wilson_interval, wilson_interval
 
 BELOW, SUSPECT, PASSED, FEW, NONE = ("below threshold", "below threshold, not significant", "ok",
                                      "insufficient feedback", "no feedback")
@@ -77,7 +78,8 @@ def join_feedback(rows: pd.DataFrame, feedback: Mapping[tuple[str, int | None], 
     out of the window: their feedback is counted as such, not as "not captured". ``retried`` (earlier copy → the
     copy kept, ``Traffic.retried``): feedback on a copy left out confirms the copy kept; ``by_inference``
     (``Traffic.by_inference``): feedback naming a request by its inference id confirms its event's patient."""
-    columns = ["event_id", "row", "predicted", "confirmed", "orphan", "disease_id"]
+    columns = ["event_id", "row", "predicted", "confirmed", "orphan", "disease_id",
+               *([PATIENT] if PATIENT in rows.columns else [])]  # each confirmed row's patient (a dataset of visits)
     if not feedback:
         return pd.DataFrame(columns=columns)
     known = None if labels is None else set(labels)
@@ -96,6 +98,7 @@ def join_feedback(rows: pd.DataFrame, feedback: Mapping[tuple[str, int | None], 
 
     joined = []
     predicted = rows["predicted"] if len(rows) else pd.Series(dtype=object)  # a column taken once, not per patient
+    patient = rows[PATIENT] if PATIENT in rows.columns and len(rows) else None
     for (event_id, row), item in confirmed_patients(onto_kept_copies(feedback.values(), retried, by_inference), patients,
                                                           skipped.add).items():
         position = by_event[event_id].positions.get(row)
@@ -103,18 +106,33 @@ def join_feedback(rows: pd.DataFrame, feedback: Mapping[tuple[str, int | None], 
             skipped.add("the confirmed patient's captured record is not a JSON object", f"{event_id} row {row}")
             continue
         joined.append({"event_id": event_id, "row": row, "predicted": predicted.iat[position],
-                       "confirmed": item.diagnosis, "orphan": item.orphan, "disease_id": item.disease_id})
+                       "confirmed": item.diagnosis, "orphan": item.orphan, "disease_id": item.disease_id,
+                       **({PATIENT: patient.iat[position]} if patient is not None else {})})
     return pd.DataFrame(joined, columns=columns)
 
 
-def live_quality(joined: pd.DataFrame, th: QualityThresholds) -> dict[str, Any]:
+def live_quality(joined: pd.DataFrame, th: QualityThresholds, patients: np.ndarray | None = None) -> dict[str, Any]:
+    """Live recall per class (and the orphan slices') from the joined feedback. ``patients``: each joined row's
+    patient code (monitoring.drift.patient_codes), where a patient may have several rows (visits): a class's
+    interval is then over its patients (clustered_wilson_interval), as Evaluate's is."""
     labels = list(th.labels)
     # Only confirmed cases of the model's labels count, in accuracy too (join_feedback leaves the others out, counted).
-    joined = joined[joined["confirmed"].isin(labels)]
+    kept = joined["confirmed"].isin(labels).to_numpy()
+    joined = joined[kept]
+    patients = None if patients is None else np.asarray(patients)[kept]
+
+    def interval(mask: np.ndarray, right: np.ndarray) -> tuple[float, float] | None:
+        if patients is None:
+            return wilson_interval(int(right[mask].sum()), int(mask.sum()))
+        _, codes = np.unique(patients[mask], return_inverse=True)
+        return clustered_wilson_interval(np.bincount(codes, weights=right[mask].astype(float)),
+                                         np.bincount(codes).astype(float))
     per_class: dict[str, Any] = {}
     failing = []
     for label in labels:
-        mine = joined[joined["confirmed"] == label]
+        is_label = (joined["confirmed"] == label).to_numpy()
+        right = (joined["predicted"] == label).to_numpy()
+        mine = joined[is_label]
         n = len(mine)
         hits = int((mine["predicted"] == label).sum())
         threshold = float(th.recall.get(label, DEFAULT_RECALL))
@@ -124,8 +142,8 @@ def live_quality(joined: pd.DataFrame, th: QualityThresholds) -> dict[str, Any]:
         elif n < th.min_feedback:
             status = FEW
         elif recall is not None and recall < threshold:
-            interval = wilson_interval(hits, n)
-            if interval is not None and interval[1] < threshold:
+            bounds = interval(is_label, right)
+            if bounds is not None and bounds[1] < threshold:
                 status = BELOW
                 failing.append(label)
             else:
@@ -133,8 +151,10 @@ def live_quality(joined: pd.DataFrame, th: QualityThresholds) -> dict[str, Any]:
         else:
             status = PASSED
         predicted_as = dict(Counter(mine["predicted"].fillna("(none)")))
-        per_class[label] = {"n": n, "hits": hits, "recall": recall, "interval_95": wilson_interval(hits, n),
+        per_class[label] = {"n": n, "hits": hits, "recall": recall, "interval_95": interval(is_label, right) if n else None,
                             "threshold": threshold, "status": status, "predicted_as": predicted_as}
+        if patients is not None:
+            per_class[label]["patients"] = int(len(np.unique(patients[is_label])))
     orphan_rows = joined[joined["orphan"] == True]  # noqa: E712  (None means "not stated")
     orphan = _slice_quality(orphan_rows, labels, th.orphan_macro_recall, th.min_feedback,
                             NOT_MONITORED if not th.orphan_slice else None)

@@ -122,6 +122,14 @@ def _versions(traffic: dict[str, Any]) -> str:
     return text
 
 
+def patient_column_text(block: dict[str, Any]) -> str:
+    """The report's sentence on the patients of a dataset of visits (``traffic.patient_column``)."""
+    if block.get("note"):
+        return block["note"]
+    return (f"patient column '{block['name']}': {block['rows_naming_a_patient']:,} of the rows name "
+            f"{block['patients_named']:,} patient(s); drift and live recall count a patient's rows as one patient's")
+
+
 def render_html(report: dict[str, Any]) -> str:
     r = report
     parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>Diagnosa monitoring — "
@@ -132,6 +140,8 @@ def render_html(report: dict[str, Any]) -> str:
                  f"{r['traffic']['events']} captured requests, {r['traffic']['patients']} patients · "
                  f"{r['quality']['feedback']['matched']} confirmed diagnoses joined"
                  + _versions(r["traffic"]) + "</div>")
+    if r["traffic"].get("patient_column"):
+        parts.append(f"<p id='patient-column'>{_e(patient_column_text(r['traffic']['patient_column']))}</p>")
     ahead = r["traffic"].get("ahead_of_now") or {}
     if ahead.get("events"):
         parts.append(f"<p id='ahead-of-now'>{ahead['events']} of these requests ({ahead['patients']} patients) are "

@@ -22,7 +22,16 @@ from diagnosa.lake import DataLake
 from inference.capture import parse_time, read_errors
 from inference.feedback import MAX_REVISIONS, read_feedback
 from inference.limits import has_surrogate, printable
-from monitoring.drift import DRIFT, INSUFFICIENT, OK, WARN, DriftThresholds, data_drift, prediction_drift
+from monitoring.drift import (
+    DRIFT,
+    INSUFFICIENT,
+    OK,
+    WARN,
+    DriftThresholds,
+    data_drift,
+    patient_codes,
+    prediction_drift,
+)
 from monitoring.identity import ModelFacts, baseline_model
 from monitoring.quality import (
     BELOW,
@@ -35,7 +44,7 @@ from monitoring.quality import (
     live_quality,
 )
 from monitoring.report import render_html
-from monitoring.traffic import Skipped, read_traffic, read_traffic_since
+from monitoring.traffic import PATIENT, Skipped, read_traffic, read_traffic_since
 from processing.baseline import Baseline
 
 REPORT_VERSION = 1
@@ -262,18 +271,23 @@ def run_monitor(lake: DataLake, endpoint: str, baseline: Baseline, start: dateti
         model_version = baseline_model(baseline).version
     kinds = {name: "boolean" if fb.field_type == "boolean" else fb.kind for name, fb in baseline.data.features.items()}
     missing = {name: fb.missing_values for name, fb in baseline.data.features.items()}
+    patient = baseline.data.patient_column  # a dataset of visits: the request field naming each row's patient
+    if patient is not None:
+        missing[patient] = baseline.data.patient_missing_values
     quality_from = quality_start(start, feedback_lag)
     if start is None or quality_from is None or quality_from == start:  # an open window holds every older request
-        traffic = judged = read_traffic(lake, endpoint, start, end, kinds, missing=missing, model_version=model_version)
+        traffic = judged = read_traffic(lake, endpoint, start, end, kinds, missing=missing, model_version=model_version,
+                                        patient=patient)
     else:
         traffic, judged = read_traffic_since(lake, endpoint, start, quality_from, end, kinds, missing=missing,
-                                             model_version=model_version)
+                                             model_version=model_version, patient=patient)
     rows = traffic.rows
     now = (now or datetime.now(timezone.utc)).astimezone(timezone.utc)
     ahead = _ahead_of(rows, now)
-    features = data_drift(baseline.data, rows, settings.drift, traffic.type_errors)
+    patients_of_rows = rows[PATIENT] if patient is not None else None
+    features = data_drift(baseline.data, rows, settings.drift, traffic.type_errors, patients_of_rows)
     predictions = prediction_drift(baseline.predictions, rows["predicted"], settings.drift,
-                                   settings.quality.labels)
+                                   settings.quality.labels, patient_codes(patients_of_rows))
 
     # The feedback of the window's events (by event or inference id), not all there is: on AWS the event ids name no
     # time, and every daily job fetched every feedback object ever written and listed it all as not captured.
@@ -291,7 +305,7 @@ def run_monitor(lake: DataLake, endpoint: str, baseline: Baseline, start: dateti
             feedback.unread_revisions
     joined = join_feedback(judged.rows, feedback.latest, fb_skipped, settings.quality.labels, judged.other_models,
                            judged.retried, judged.by_inference)
-    quality = live_quality(joined, settings.quality)
+    quality = live_quality(joined, settings.quality, patient_codes(joined[PATIENT]) if patient is not None else None)
     # The requests whose feedback was joined: the window's, and those of the feedback lag before it.
     quality["window"] = {"start": _iso(quality_from), "end": _iso(end), "feedback_lag_seconds":
                          int(feedback_lag.total_seconds()) if start is not None else 0,
@@ -356,6 +370,7 @@ def run_monitor(lake: DataLake, endpoint: str, baseline: Baseline, start: dateti
         + (["unseen orphan diseases"] if u["status"] == BELOW else []),
         "retrain": {"recommended": bool(reasons), "reasons": reasons},
         "traffic": {"events": traffic.events, "patients": patients, "skipped": traffic.skipped.to_dict(),
+                    **({"patient_column": _patient_column(patient, patients_of_rows)} if patient is not None else {}),
                     # the version judged (None: not known, every request judged) and the requests others answered
                     "model_version": model_version, "other_versions": traffic.other_versions(),
                     # Requests stamped after the report's time: an endpoint whose clock runs ahead of this machine's.
@@ -367,6 +382,19 @@ def run_monitor(lake: DataLake, endpoint: str, baseline: Baseline, start: dateti
         "quality": quality,
         "constraint_violations": violations,
     })
+
+
+def _patient_column(name: str, patients: Any) -> dict[str, Any]:
+    """What the window's requests say of their patients, for a dataset of several rows per patient: the rows that
+    name one, how many patients they name, and a note when none does (each row then counts as a patient of its own,
+    and a few patients' many visits look like drift)."""
+    named = patients.dropna()
+    out: dict[str, Any] = {"name": name, "rows_naming_a_patient": int(len(named)),
+                           "patients_named": int(named.nunique())}
+    if len(patients) and not len(named):
+        out["note"] = (f"no request names its patient ('{name}'): each row is judged as a patient of its own, so the "
+                       f"visits of a few patients can look like drift; send '{name}' with each patient record")
+    return out
 
 
 def _ahead_of(rows: Any, now: datetime) -> dict[str, Any]:

@@ -206,14 +206,18 @@ def named_ids(events: Iterable[Any]) -> set[str]:
 
 
 def traffic_from_events(events: Iterable[dict[str, Any]], kinds: dict[str, str], skipped: Skipped | None = None,
-                        missing: Mapping[str, Iterable[str]] | None = None, model_version: str | None = None) -> Traffic:
+                        missing: Mapping[str, Iterable[str]] | None = None, model_version: str | None = None,
+                        patient: str | None = None) -> Traffic:
     """Rows for the monitor from capture events; ``kinds`` maps each field to numeric/category/boolean/terms,
     ``missing`` to the CSV texts that mean missing (default: none but the empty cell). With ``model_version``, only
     the requests that version answered: those another version answered are left out and counted
-    (``Traffic.other_models``); an answer that names no version is kept."""
+    (``Traffic.other_models``); an answer that names no version is kept. ``patient``: the request field naming each
+    row's patient (a dataset of visits), read into the column ``PATIENT`` (:func:`patient_key`; None: not named)."""
     markers = {name: frozenset((missing or {}).get(name, ())) for name in kinds}
-    columns = ["event_id", "row", "rows_in_event", "inference_time", "predicted", *kinds]
-    names = FieldNames(kinds)  # the record's field names read as the endpoint read them
+    columns = ["event_id", "row", "rows_in_event", "inference_time", "predicted", *kinds,
+               *([PATIENT] if patient is not None else [])]
+    names = FieldNames([*kinds, *([patient] if patient is not None else [])])  # as the endpoint read them
+    patient_markers = frozenset((missing or {}).get(patient, ())) if patient is not None else frozenset()
     # Field → the record's key it is read from, per layout of keys: how a name is read depends on the keys alone, and
     # a client sends every request with the same ones (reading each record's names was a tenth of the table's build).
     layouts: dict[tuple[Any, ...], dict[Any, Any]] = {}
@@ -292,9 +296,28 @@ def traffic_from_events(events: Iterable[dict[str, Any]], kinds: dict[str, str],
                 if not ok:
                     type_errors[name] += 1
                 row.append(value)
+            if patient is not None:
+                row.append(patient_key(record[layout[patient]] if patient in layout else None, text, patient_markers))
             rows.append(row)
     return Traffic(pd.DataFrame(rows, columns=columns), count, skipped, type_errors, dropped, other_models,
                    other_patients, retried, by_inference_id(events, retried), seen_ids)
+
+
+PATIENT = "\x00patient"  # the traffic table's column of each row's patient: no field of a dataset can be named so
+
+
+def patient_key(value: Any, text: bool, missing: frozenset[str] = frozenset()) -> str | None:
+    """A request's patient value as ingestion read the patient column: text trimmed and its accents composed, a
+    whole number as its digits; None for no patient (absent, blank, a CSV cell's missing marker, a value the
+    endpoint refuses)."""
+    if isinstance(value, str):
+        value = clean_text(value)
+        return None if not value or (text and value in missing) else value
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int) or (isinstance(value, float) and value.is_integer()):
+        return str(int(value))
+    return None
 
 
 class EventPatients(NamedTuple):
@@ -425,16 +448,16 @@ def retried_copies(events: list[dict[str, Any]]) -> dict[str, str]:
 def read_traffic(lake: DataLake, endpoint: str, start: datetime | None, end: datetime | None,
                  kinds: dict[str, str], variant: str | None = None,
                  missing: Mapping[str, Iterable[str]] | None = None, model_version: str | None = None,
-                 ids: Collection[str] | None = None) -> Traffic:
+                 ids: Collection[str] | None = None, patient: str | None = None) -> Traffic:
     """Captured traffic of ``endpoint`` in ``[start, end)`` with the capture problems counted (with
     ``model_version``: that version's, the others counted; with ``ids``, only the requests they name, as
-    :func:`~inference.capture.read_capture` reads them)."""
-    return _traffic(read_capture(lake, endpoint, start, end, variant, ids), kinds, missing, model_version)
+    :func:`~inference.capture.read_capture` reads them; ``patient``: the field naming each row's patient)."""
+    return _traffic(read_capture(lake, endpoint, start, end, variant, ids), kinds, missing, model_version, patient)
 
 
 def read_traffic_since(lake: DataLake, endpoint: str, start: datetime, earlier: datetime, end: datetime | None,
                        kinds: dict[str, str], missing: Mapping[str, Iterable[str]] | None = None,
-                       model_version: str | None = None) -> tuple[Traffic, Traffic]:
+                       model_version: str | None = None, patient: str | None = None) -> tuple[Traffic, Traffic]:
     """The traffic of ``[start, end)`` and that of ``[earlier, end)`` (``earlier <= start``), from one read of the
     capture: the monitor judges drift on the first and live quality on the second, whose older requests' feedback
     may have come since their own window's report. The capture problems are counted in both."""
@@ -443,11 +466,12 @@ def read_traffic_since(lake: DataLake, endpoint: str, start: datetime, earlier: 
     read = read_capture(lake, endpoint, earlier, end)
     recent = replace(read, events=[event for event in read.events
                                    if parse_time(event["eventMetadata"].get("inferenceTime")) >= start])
-    return _traffic(recent, kinds, missing, model_version), _traffic(read, kinds, missing, model_version)
+    return (_traffic(recent, kinds, missing, model_version, patient),
+            _traffic(read, kinds, missing, model_version, patient))
 
 
 def _traffic(read: CaptureRead, kinds: dict[str, str], missing: Mapping[str, Iterable[str]] | None,
-             model_version: str | None) -> Traffic:
+             model_version: str | None, patient: str | None = None) -> Traffic:
     skipped = Skipped()
     for problem in read.problems:
         if problem.endswith(": not in the capture layout"):
@@ -460,7 +484,7 @@ def _traffic(read: CaptureRead, kinds: dict[str, str], missing: Mapping[str, Ite
             skipped.add(reason, problem)
     for line in read.misfiled:
         skipped.add(MISFILED, line)
-    return traffic_from_events(read.events, kinds, skipped, missing, model_version)
+    return traffic_from_events(read.events, kinds, skipped, missing, model_version, patient)
 
 
 def _reason_kind(why: str) -> str:

@@ -142,6 +142,11 @@ def data_baseline(frame: pd.DataFrame, schema: Schema) -> tuple[dict[str, Any], 
     if len(frame) == 0:
         raise BaselineError("cannot baseline an empty frame")
     statistics: dict[str, Any] = {"version": VERSION, "dataset": {"item_count": int(len(frame))}, "features": []}
+    if schema.patient_column is not None:
+        # Which request field names a row's patient (visits): the monitor counts patients, not rows, in its tests.
+        patient = next(f for f in schema.fields if f.name == schema.patient_column)
+        statistics["dataset"]["diagnosa"] = {"patient_column": patient.name, "missing_values": sorted(
+            set(schema.missing_values) - set(patient.values or ()))}
     constraints: dict[str, Any] = {"version": VERSION, "features": [], "monitoring_config": MONITORING_CONFIG}
     for f in fields:
         kind = inferred_type(f)
@@ -210,6 +215,8 @@ class DataBaseline:
     item_count: int
     features: dict[str, FeatureBaseline]
     monitoring_config: dict[str, Any]
+    patient_column: str | None = None  # the request field naming a row's patient, for a dataset of visits
+    patient_missing_values: tuple[str, ...] = MISSING_VALUES  # its CSV cell texts read as missing
 
 
 def _get(obj: Any, path: str, where: str, kind: type | tuple[type, ...]) -> Any:
@@ -279,7 +286,15 @@ def parse_data_baseline(statistics: Any, constraints: Any) -> DataBaseline:
         features[name] = fb
     if not features:
         raise BaselineError(f"{STATISTICS} describes no features")
-    return DataBaseline(item_count, features, constraints.get("monitoring_config", MONITORING_CONFIG))
+    reading = statistics["dataset"].get("diagnosa")
+    patient = reading.get("patient_column") if isinstance(reading, dict) else None
+    if patient is not None and (not isinstance(patient, str) or not patient or patient in features):
+        raise BaselineError(f"{STATISTICS}: 'dataset.diagnosa.patient_column' must name a field that is not a feature, "
+                            f"got {patient!r}")
+    markers = reading.get("missing_values") if isinstance(reading, dict) else None
+    return DataBaseline(item_count, features, constraints.get("monitoring_config", MONITORING_CONFIG), patient,
+                        tuple(markers) if isinstance(markers, list) and all(isinstance(m, str) for m in markers)
+                        else MISSING_VALUES)
 
 
 # ------------------------------------------------------------------------------------------------ predictions

@@ -215,7 +215,7 @@ def _say(line: str) -> None:
 
 
 def _print_summary(report: dict[str, Any], paths: dict[str, Path], lake_url: str) -> None:
-    from monitoring.report import lag_text
+    from monitoring.report import lag_text, patient_column_text
 
     t = report["traffic"]
     _say(f"monitoring {report['endpoint']}: window {report['window']['start'] or 'beginning'} → "
@@ -231,6 +231,9 @@ def _print_summary(report: dict[str, Any], paths: dict[str, Path], lake_url: str
              "counts them again (set both clocks right: NTP)")
     if t.get("model_version"):
         _say(f"  judged: the requests model version {t['model_version']} answered")
+    patients = t.get("patient_column")
+    if patients:
+        _say(f"  {patient_column_text(patients)}")
     if other.get("requests"):
         versions = ", ".join(f"{v} ({n})" for v, n in other["by_version"].items())
         _say(f"  left out {other['requests']} captured requests ({other['patients']} patients) answered by other "

@@ -1,0 +1,245 @@
+"""A dataset of visits after training: the endpoint takes each record's patient (never a feature), the monitor
+counts patients, not visits, in its drift tests and live recall intervals, and a retraining's feedback rows keep
+their patient, so the split holds a returning patient's visits together."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from diagnosa.data.schema import Field, Schema
+from inference.schema import RequestSchema
+from monitoring.drift import DriftThresholds, data_drift, feature_drift, patient_codes, prediction_drift
+from monitoring.quality import QualityThresholds, live_quality
+from monitoring.stats import design_effect, ks_weighted, unit_counts
+from monitoring.traffic import PATIENT, patient_key, traffic_from_events
+from processing.baseline import BaselineError, data_baseline, parse_data_baseline
+
+LABELS = ("a", "b")
+
+
+def visits_schema(kind: str = "string") -> Schema:
+    return Schema("visits", (Field("visit", "string", role="id", required=True), Field("patient", kind, role="metadata"),
+                             Field("x", "number"), Field("sex", "category", values=("F", "M")),
+                             Field("outcome", "category", role="target", required=True, values=LABELS)),
+                  LABELS, patient_column="patient", missing_values=("NA",))
+
+
+# ------------------------------------------------------------------------------------------------ the endpoint
+
+def test_the_endpoint_takes_a_records_patient_checked_as_ingestion_reads_the_column():
+    schema = RequestSchema(visits_schema())
+    assert schema.accepted == ["visit", "x", "sex", "patient"]
+    for patient in ("P-007", 7, " p 7 ", "", None, "Zoë"):
+        clean, problems = schema.validate(0, {"x": 1.5, "patient": patient})
+        assert problems == [] and "patient" not in clean  # checked, never a feature
+    for patient, said in ((True, "got bool"), (7.5, "got float"), ([7], "got list"), ({"id": 7}, "got dict")):
+        _, [problem] = schema.validate(0, {"x": 1.5, "patient": patient})
+        assert problem.field == "patient" and "the patient's id: expected a string or an integer" in problem.problem
+        assert said in problem.problem
+    _, [problem] = schema.validate(0, {"patient": "P-007"})  # a patient alone is no input of the model
+    assert "none of the model's input fields" in problem.problem
+    assert schema.to_json_schema()["properties"]["patient"]["type"] == ["string", "null"]
+
+
+def test_an_integer_patient_column_takes_whole_numbers_and_csv_texts_as_ingestion_reads_them():
+    schema = RequestSchema(visits_schema("integer"))
+    assert schema.validate(0, {"x": 1.0, "patient": 12})[1] == []
+    assert schema.validate(0, {"x": 1.0, "patient": "12"}, text=True)[1] == []  # a CSV cell
+    assert schema.validate(0, {"x": 1.0, "patient": "NA"}, text=True)[1] == []  # missing, as ingestion reads NA
+    _, [problem] = schema.validate(0, {"x": 1.0, "patient": "P12"})
+    assert problem.field == "patient" and "expected a number" in problem.problem
+    _, [problem] = schema.validate(0, {"x": 1.0, "patient": 2 ** 60})
+    assert "not an exact integer" in problem.problem
+
+
+def test_the_patient_is_read_from_the_captured_request_as_ingestion_reads_it():
+    assert [patient_key(v, text=False) for v in ("P7", " P7 ", "Zoe\u0308", 7, 7.0, "", None, True, [7])] == \
+        ["P7", "P7", "Zoë", "7", "7", None, None, None, None]
+    assert patient_key("NA", text=True, missing=frozenset({"NA"})) is None
+    assert patient_key("NA", text=False, missing=frozenset({"NA"})) == "NA"  # a JSON string is what it says
+
+    def event(i: int, records: list[dict]) -> dict:
+        predictions = [{"category": "a", "model_version": "v1"} for _ in records]
+        return {"eventMetadata": {"eventId": f"e{i}", "inferenceTime": "2026-12-07T10:00:00Z"},
+                "captureData": {"endpointInput": {"observedContentType": "application/json", "mode": "INPUT",
+                                                  "data": json.dumps({"instances": records}), "encoding": "JSON"},
+                                "endpointOutput": {"observedContentType": "application/json", "mode": "OUTPUT",
+                                                   "data": json.dumps({"predictions": predictions}),
+                                                   "encoding": "JSON"}}}
+    traffic = traffic_from_events([event(0, [{"x": 1.0, "patient": "P1"}, {"x": 2.0, "patient": " P1"}]),
+                                   event(1, [{"x": 3.0}])], {"x": "numeric"}, patient="patient")
+    assert traffic.rows[PATIENT].iloc[:2].tolist() == ["P1", "P1"] and pd.isna(traffic.rows[PATIENT].iloc[2])
+    assert PATIENT not in traffic_from_events([event(0, [{"x": 1.0}])], {"x": "numeric"}).rows
+
+
+# ------------------------------------------------------------------------------------------------ the baseline
+
+def test_the_data_baseline_names_the_patient_column_for_the_monitor():
+    frame = pd.DataFrame({"x": [1.0, 2.0, 3.0], "sex": ["F", "M", "F"], "patient": ["p", "p", "q"]})
+    statistics, constraints = data_baseline(frame, visits_schema())
+    baseline = parse_data_baseline(statistics, constraints)
+    assert baseline.patient_column == "patient" and "patient" not in baseline.features
+    assert "NA" in baseline.patient_missing_values
+    no_patients = Schema("one", visits_schema().fields, LABELS)
+    assert parse_data_baseline(*data_baseline(frame, no_patients)).patient_column is None
+    statistics["dataset"]["diagnosa"]["patient_column"] = "x"  # a feature
+    with pytest.raises(BaselineError, match="patient_column"):
+        parse_data_baseline(statistics, constraints)
+
+
+# ------------------------------------------------------------------------------------------------ the tests
+
+def _visits(n_patients: int, visits: int, seed: int, shift: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """A value constant within each patient (an age), ``visits`` rows per patient; and each row's patient."""
+    rng = np.random.default_rng(seed)
+    ages = rng.normal(60 + shift, 10, n_patients)
+    return np.repeat(ages, visits), np.repeat(np.arange(n_patients), visits)
+
+
+def _baseline(seed: int = 99):
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame({"x": rng.normal(60, 10, 5000), "sex": rng.choice(["F", "M"], 5000),
+                          "patient": [f"t{i}" for i in range(5000)]})
+    return parse_data_baseline(*data_baseline(frame, visits_schema()))
+
+
+def test_a_value_constant_within_each_patient_is_judged_on_its_patients_not_its_visits():
+    """Eight visits of 50 patients hold 50 ages: with their patients, the test's p-value is about that of one row per
+    patient; counted as 400 rows, far smaller (the false alarms a probe saw on a table of visits)."""
+    baseline, th = _baseline(), DriftThresholds()
+    values, patients = _visits(50, 8, seed=1, shift=3.0)
+    once = feature_drift(baseline.features["x"], pd.Series(values[::8]), th).tests["ks"]["p_value"]
+    as_rows = feature_drift(baseline.features["x"], pd.Series(values), th).tests["ks"]["p_value"]
+    by_patient = feature_drift(baseline.features["x"], pd.Series(values), th, patients=patients)
+    assert by_patient.tests["patients"] == 50 and 7.5 < by_patient.tests["design_effect"] <= 8.2
+    assert as_rows < once / 20
+    assert once / 3 < by_patient.tests["ks"]["p_value"] < once * 3
+
+
+def test_visits_of_patients_from_the_training_population_rarely_look_like_drift():
+    """200 windows of all the visits of 40 patients drawn from the baseline's population (ages constant within a
+    patient, a sex too): counted as rows, drift is called on most windows; counted by patient, on few."""
+    baseline, th = _baseline(), DriftThresholds()
+    alarms = {"rows": 0, "patients": 0}
+    for seed in range(200):
+        values, patients = _visits(40, 10, seed)
+        sex = np.repeat(np.random.default_rng(seed + 1000).choice(["F", "M"], 40), 10)
+        rows = pd.DataFrame({"x": values, "sex": sex})
+        for how, codes in (("rows", None), ("patients", pd.Series(patients.astype(str)))):
+            alarms[how] += any(f.verdict == "drift" for f in data_drift(baseline, rows, th, patients=codes))
+    assert alarms["rows"] > 80 and alarms["patients"] <= 10, alarms
+
+
+def test_a_real_shift_is_still_found_when_counted_by_patient():
+    baseline, th = _baseline(), DriftThresholds()
+    values, patients = _visits(80, 5, seed=3, shift=12.0)
+    assert feature_drift(baseline.features["x"], pd.Series(values), th, patients=patients).verdict == "drift"
+
+
+def test_patient_codes_leave_rows_without_a_patient_alone_and_change_nothing_for_one_row_each():
+    assert patient_codes(pd.Series(["p", None, "p", None, "q"])).tolist() == [0, 2, 0, 3, 1]
+    assert patient_codes(pd.Series(["p", "q", None])) is None  # no patient with two rows: the plain tests
+    assert patient_codes(None) is None
+
+
+def test_the_design_effect_of_a_patients_identical_visits_is_their_number_and_one_for_independent_rows():
+    rng = np.random.default_rng(0)
+    cells = rng.integers(0, 4, 300)
+    assert design_effect(unit_counts(np.arange(300), cells, 4)) < 1.01
+    repeated = design_effect(unit_counts(np.repeat(np.arange(300), 6), np.repeat(cells, 6), 4))
+    assert 5.9 < repeated < 6.1
+    one = ks_weighted(np.arange(100.0), np.ones(100), np.arange(50.0) + 30)
+    assert ks_weighted(np.arange(100.0), np.ones(100), np.arange(50.0) + 30, live_size=10).p_value > one.p_value
+
+
+def test_predicted_categories_and_live_recall_count_patients():
+    th = DriftThresholds()
+    base = {"labels": list(LABELS), "predicted_distribution": {"a": 500, "b": 500}}
+    predicted = pd.Series(["a"] * 70 + ["b"] * 30)  # 10 patients of 10 visits, each predicted alike
+    patients = np.repeat(np.arange(10), 10)
+    as_rows = prediction_drift(base, predicted, th, list(LABELS))["tests"]["chi2"]["p_value"]
+    by_patient = prediction_drift(base, predicted, th, list(LABELS), patients)["tests"]["chi2"]["p_value"]
+    assert as_rows < 0.05 < by_patient
+    joined = pd.DataFrame({"event_id": [f"e{i}" for i in range(100)], "row": 0, "confirmed": "a",
+                           "predicted": ["a"] * 90 + ["b"] * 10, "orphan": None, "disease_id": None})
+    settings = QualityThresholds(labels=LABELS, recall={"a": 0.9, "b": 0.5}, min_feedback=5)
+    rows_low, rows_high = live_quality(joined, settings)["per_class"]["a"]["interval_95"]
+    quality = live_quality(joined, settings, patients)["per_class"]["a"]
+    assert quality["patients"] == 10 and quality["n"] == 100
+    low, high = quality["interval_95"]
+    assert low < rows_low and high >= rows_high
+
+
+# ------------------------------------------------------------------------------------------------ end to end
+
+@pytest.mark.slow
+def test_a_visits_dataset_served_monitored_and_retrained_keeps_its_patients(tmp_path, capsys):
+    """`run --local` on a table of visits, then its endpoint scored visits that name their patients, doctors'
+    feedback, `monitor` and `monitor --retrain`: the monitor names the patients and tests by them; the retraining's
+    feedback rows keep their patient, and its split keeps each patient's rows, old and new, in one split."""
+    import time
+
+    from test_patients import BASE, fingerprinted_visits
+
+    from diagnosa.cli import main
+    from diagnosa.data.ingest import latest_version, load_curated
+    from diagnosa.lake import DataLake
+    from diagnosa.services import LOCAL_BUCKET
+    from inference.capture import read_capture
+    from inference.client import DiagnosaClient
+    from pipelines.local_endpoints import LocalEndpoints
+    from pipelines.local_jobs import LakeMapping
+    from processing import preprocess as pre
+
+    frame, _ = fingerprinted_visits(120, seed=4)
+    first, later = frame.groupby("patient").head(3), frame.groupby("patient").tail(-3)  # later visits come as traffic
+    csv, config = tmp_path / "visits.csv", tmp_path / "visits.toml"
+    first.to_csv(csv, index=False)
+    config.write_text(BASE + 'patient_column = "patient"\n[gate]\nrecall = 0.0\n')
+    ws = ["--workspace", str(tmp_path / "ws")]
+    root, lake = tmp_path / "ws", DataLake.from_uri(str(tmp_path / "ws" / "lake"))
+    assert main([*ws, "data", "ingest", str(csv), "--config", str(config)]) == 0
+    endpoints = LocalEndpoints(root, LakeMapping(LOCAL_BUCKET, lake))
+    try:
+        assert main([*ws, "run", "--local", "--dataset", "visits", "--families", "logistic_regression",
+                     "--param", "ModelApprovalStatus=Approved", "--port", "0"]) == 0, capsys.readouterr()
+        client = DiagnosaClient("visits", endpoint_url=endpoints.describe("visits")["Url"], region="eu-west-1",
+                                max_attempts=1)
+        records = later.drop(columns=["visit", "outcome"]).to_dict("records")
+        answered = [client.predict(records[start:start + 50]) for start in range(0, len(records), 50)]
+        lines = [json.dumps({"event_id": answer.event_id, "event_row": i, "diagnosis": label})
+                 for start, answer in zip(range(0, len(records), 50), answered)
+                 for i, label in enumerate(later["outcome"].iloc[start:start + 50])]
+        (tmp_path / "feedback.jsonl").write_text("\n".join(lines) + "\n")
+        assert main([*ws, "feedback", "--file", str(tmp_path / "feedback.jsonl"), "--endpoint-name", "visits"]) == 0
+        deadline = time.monotonic() + 60  # the endpoint ships its capture spool every second
+        while len(read_capture(lake, "visits").events) < len(answered) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        capsys.readouterr()
+        out_dir = tmp_path / "report"
+        main([*ws, "monitor", "--endpoint-name", "visits", "--out", str(out_dir)])
+        assert f"of the rows name {later['patient'].nunique()} patient(s)" in capsys.readouterr().out
+        report = json.loads((out_dir / "report.json").read_text())
+        named = report["traffic"]["patient_column"]
+        assert named == {"name": "patient", "rows_naming_a_patient": len(later),
+                         "patients_named": later["patient"].nunique()}
+        x = next(f for f in report["features"] if f["name"] == "x")
+        assert x["tests"]["patients"] == later["patient"].nunique() and x["tests"]["design_effect"] >= 1.0
+        assert all(c.get("patients", 0) <= c["n"] for c in report["quality"]["per_class"].values())
+
+        assert main([*ws, "monitor", "--endpoint-name", "visits", "--retrain", "--force-retrain",
+                     "--families", "logistic_regression", "--param", "ModelApprovalStatus=Approved"]) in (0, 1)
+    finally:
+        for record in endpoints.list():
+            if record["EndpointStatus"] == "InService":
+                endpoints.stop(record["EndpointName"])
+    retrained, _ = load_curated(lake, "visits", latest_version(lake, "visits"))
+    fed = retrained[retrained["visit"].astype(str).str.startswith("FB-")]
+    assert len(fed) == len(later) and sorted(fed["patient"]) == sorted(later["patient"])
+    runs = sorted((root / "lake" / "artifacts" / "runs").iterdir(), key=lambda p: p.stat().st_mtime)
+    membership = pd.read_parquet(runs[-1] / "split" / pre.MEMBERSHIP_FILE).merge(retrained[["visit", "patient"]])
+    assert len(membership) == len(retrained)
+    assert (membership.groupby("patient")["split"].nunique() == 1).all()  # old visits and new ones together
