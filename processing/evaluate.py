@@ -65,8 +65,11 @@ def evaluate_model(model: DiagnosaModel, test: pd.DataFrame,
             result["diagnosa"]["knowledge_reference"] = reference
     index = {label: i for i, label in enumerate(model.labels)}
     patients = patient_keys(test, schema) if schema is not None and schema.patient_column in test.columns else None
-    if patients is not None:
+    if patients is not None and schema is not None:
         result["diagnosa"]["patients"] = int(len(np.unique(patients)))
+        # Rows naming no patient (feedback on a request that named none): each a patient of its own to the split,
+        # which cannot say whether its patient had a row in training.
+        result["diagnosa"]["rows_without_patient"] = int(test[schema.patient_column].isna().sum())
     result["diagnosa"]["honest"] = honest_section(
         np.array([index[str(v)] for v in test[target]]), raw, proba, decided, model.labels,
         model.decision_weights, model.metadata.get("calibration"), patients)

@@ -286,6 +286,17 @@ def _plot_recall(d: dict[str, Any], path: Path, title: str) -> None:
     fig.savefig(path, dpi=120)
 
 
+def _by_patient(d: dict[str, Any]) -> str:
+    """What the split by patient says of the test rows: no named patient had a row in training; rows naming no
+    patient are each a patient of their own, whose other rows the split could not know."""
+    unnamed = int(d.get("rows_without_patient") or 0)
+    if not unnamed:
+        return "split by patient: none of them had a row in training"
+    return (f"split by patient: no patient named had a row in training; {unnamed} row{'s' * (unnamed != 1)} "
+            f"name{'s' * (unnamed == 1)} no patient, each counted as a patient of its own, whose other rows may be "
+            "in training")
+
+
 def write_report(evaluation: dict, out_dir: str | os.PathLike, *,
                  title: str = "Diagnosa evaluation") -> dict[str, str]:
     """Write two PNG plots and a Markdown report for reviewers; returns the three paths."""
@@ -300,8 +311,8 @@ def write_report(evaluation: dict, out_dir: str | os.PathLike, *,
     worst = d["worst_class_recall"]
     lines = [
         f"# {title}", "",
-        f"- Samples: {d['n']}" + (f" rows of {d['patients']} patient{'s' * (d['patients'] != 1)} (split by patient: "
-                                  "none of them had a row in training)" if "patients" in d else ""),
+        f"- Samples: {d['n']}" + (f" rows of {d['patients']} patient{'s' * (d['patients'] != 1)} ({_by_patient(d)})"
+                                  if "patients" in d else ""),
         f"- Accuracy: {fixed(d['accuracy'])} · balanced accuracy: {fixed(d['balanced_accuracy'])}",
         f"- Macro recall: {fixed(d['macro']['recall'])} · macro F1: {fixed(d['macro']['f1'])} · "
         f"weighted F1: {fixed(d['weighted']['f1'])}",

@@ -163,7 +163,7 @@ def test_ingest_refuses_classes_with_too_few_patients_naming_each(lake, tmp_path
     (BASE + 'patient_column = "patient"\n[columns.patient]\nrole = "feature"\n',
      "[columns.patient] sets role of the patient column"),
     (BASE + 'patient_column = "patient"\n[columns.patient]\nrequired = true\n',
-     "never required: a retraining's feedback rows have no patient"),
+     "never required: a request may name no patient"),
     (BASE + 'patient_column = "patient"\n[columns.patient]\ntype = "number"\n',
      "[columns.patient] type 'number': a patient column is a string, a category or an integer"),
     (BASE + 'patient_column = "x"\n[slice]\ncolumn = "x"\nvalue = 1\n',
@@ -330,6 +330,20 @@ def test_a_patient_number_put_in_exclude_gets_the_note_too(lake, tmp_path):
     assert "pid" not in Schema.from_dict(manifest["schema"]).features() and report.rows > 0
 
 
+def test_a_patient_column_named_as_the_answers_id_is_refused_with_one_way_out_and_the_note_says_it(lake, tmp_path):
+    """The endpoint's answers give each row's id as 'patient_id', and it takes the patient column in requests: a
+    patient column so named would read as the visit's id. Each piece of advice leads to renaming it (a probe followed
+    the old advice round a circle: make it the id, exclude it, name it in patient_column)."""
+    frame = visit_table().rename(columns={"pid": "patient_id"})
+    with pytest.raises(IngestError, match=r"the patient column cannot be named 'patient_id'.*Rename the column"):
+        ingest(lake, tmp_path, BASE + 'patient_column = "patient_id"\n', frame)
+    ingest(lake, tmp_path, BASE + 'exclude = ["patient_id"]\n', frame)
+    [line] = [x for x in leakage_lines(load_curated(lake, "visits")[1]) if "patient" in x]
+    assert "column 'patient_id' (excluded) looks like a patient's number" in line
+    assert "rename it" in line and 'patient_column = "patient", say' in line
+    assert 'patient_column = "patient_id"' not in line
+
+
 @pytest.mark.parametrize("change", ["declared", "shuffled", "sorted_by_a_measurement", "derived_columns",
                                     "one_patient_attribute", "a_doctors_patients"])
 def test_no_note_where_rows_are_not_a_patients_visits_or_the_column_is_declared(lake, tmp_path, change):
@@ -429,6 +443,29 @@ def test_the_evaluation_gives_each_classs_patients_and_intervals_over_them(visit
     assert evaluate_model(model, test)["diagnosa"]["patients"] == test["patient"].nunique()
     rows_only = evaluate_model(model, test.drop(columns=["patient"]))["diagnosa"]["honest"]
     assert rows_only["intervals"] == "wilson" and "patients" not in rows_only["recall"]["a"]
+
+
+def test_the_report_says_test_rows_naming_no_patient_may_have_rows_in_training(visits_run, tmp_path):
+    """Feedback on a request that named no patient is a patient of its own to the split: the report no longer says of
+    such rows that none of their patients had a row in training (a probe: 73 % of a retraining's test rows had)."""
+    from processing.metrics import write_report
+
+    _, _, out = visits_run
+    model = train(out / "train", out / "validation", out / "transformer", "logistic_regression", {}, 0).model
+    test = read_split(out / "test")
+    named = evaluate_model(model, test)
+    assert named["diagnosa"]["rows_without_patient"] == 0
+    report = (tmp_path / "named")
+    write_report(named, report)
+    assert "(split by patient: none of them had a row in training)" in (report / "report.md").read_text()
+    unnamed = test.copy()
+    unnamed.loc[unnamed.index[:3], "patient"] = None
+    evaluation = evaluate_model(model, unnamed)
+    assert evaluation["diagnosa"]["rows_without_patient"] == 3
+    write_report(evaluation, tmp_path / "unnamed")
+    text = (tmp_path / "unnamed" / "report.md").read_text()
+    assert "no patient named had a row in training; 3 rows name no patient" in text
+    assert "none of them had a row in training" not in text
 
 
 def test_the_decision_weights_are_cross_fitted_and_tested_by_patient():

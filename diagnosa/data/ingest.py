@@ -36,6 +36,7 @@ from diagnosa.data.csv_cells import container_kind, fit_to_header, hides_charact
 from diagnosa.data.hpo import Ontology, load_ontology
 from diagnosa.data.leakage import LEAKAGE_KEYS, leakage_notes
 from diagnosa.data.schema import (
+    ANSWER_ID,
     BUILTIN_DATASET,
     CLINICAL_RECORD_FIELDS,
     LAB_RESULT_FIELDS,
@@ -1519,8 +1520,11 @@ def leakage_lines(leakage: dict[str, Any]) -> list[str]:
                      f"{some_of(seen['constant'])} hold{'s' * (len(seen['constant']) == 1)} one value within each. "
                      "Several rows (visits) of one patient? "
                      "Split by row, a patient's visits land in training and in test, and the evaluation's recall is "
-                     f"higher than new patients get: name it in patient_column (patient_column = \"{name}\""
-                     + (", and take it out of exclude)" if seen.get("excluded") else ")"))
+                     + (f"higher than new patients get: rename it (the endpoint's answers give each row's id as "
+                        f"'{ANSWER_ID}') and name it in patient_column (patient_column = \"patient\", say)"
+                        if name == ANSWER_ID else
+                        f"higher than new patients get: name it in patient_column (patient_column = \"{name}\""
+                        + (", and take it out of exclude)" if seen.get("excluded") else ")")))
     if leakage.get("rows_without_patient"):
         n = leakage["rows_without_patient"]
         lines.append(f"  note: {n:,} row{'s' * (n != 1)} without a patient in the patient column: each is a patient "

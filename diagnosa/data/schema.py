@@ -601,9 +601,9 @@ def _check_key_columns(data: dict[str, Any], columns: dict[str, Any], where: str
     overridden = sorted(set(spec) - {"type", "unit"})
     if overridden:
         raise SchemaError(f"{where}: [columns.{patient}] sets {', '.join(overridden)} of the patient column: it is "
-                          "metadata, never a feature, and never required: a retraining's feedback rows have no "
-                          "patient (the endpoint never receives the column), and a required one would quarantine "
-                          "every one of them (only 'type', string, category or integer, may be given)")
+                          "metadata, never a feature, and never required: a request may name no patient, and a "
+                          "required one would quarantine a retraining's feedback rows on such requests (only "
+                          "'type', string, category or integer, may be given)")
     if spec.get("type", "string") not in ("string", "category", "integer"):
         raise SchemaError(f"{where}: [columns.{patient}] type {spec['type']!r}: a patient column is a string, a "
                           "category or an integer")
@@ -824,6 +824,11 @@ def schema_from_config(config: dict[str, Any], header: list[str], sample: dict[s
                           f"{some_of(missing)} (header: {_shown(header)})")
     if id_column == target:
         raise SchemaError(f"the id column and the target are the same column '{id_column}'")
+    if patient == ANSWER_ID:
+        raise SchemaError(f"the patient column cannot be named '{ANSWER_ID}': the endpoint's answers give each row's id "
+                          f"('{id_column}', a visit) as '{ANSWER_ID}', and a request naming its patient so would read "
+                          f"as that id. Rename the column in the CSV and in the config (patient_column = \"patient\", "
+                          "say)")
     if ANSWER_ID in header and ANSWER_ID not in (id_column, *exclude):
         raise SchemaError(f"the column '{ANSWER_ID}' is not the id column ('{id_column}'), yet the endpoint's answers "
                           f"give each row's id as '{ANSWER_ID}': make it the id_column, put it in exclude, or rename it")
