@@ -157,8 +157,8 @@ class RequestSchema:
         """A JSON Schema of one patient record, for clients and docs."""
         props: dict[str, Any] = {self.id_field: {"type": "string"}}
         if self.patient is not None:
-            props[self.patient.name] = {"type": ["integer" if self.patient.type == "integer" else "string", "null"],
-                                        "description": "the patient this row belongs to (not an input of the model)"}
+            # the patient this row belongs to (not an input of the model); no description: clients read it as a unit
+            props[self.patient.name] = {"type": ["integer" if self.patient.type == "integer" else "string", "null"]}
         for f in self.fields.values():
             if f.type in ("number", "integer"):
                 prop: dict[str, Any] = {"type": ["number" if f.type == "number" else "integer", "null"]}
