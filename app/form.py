@@ -163,7 +163,8 @@ def form_spec(json_schema: Mapping[str, Any], *, id_field: str = "patient_id",
             continue
         kind = _kind(prop)
         choices = tuple(v for v in prop.get("enum", ()) if v is not None) if kind == "choice" else ()
-        fields.append(FormField(name, kind, _label(name), _group(name, kind), unit=prop.get("description", ""),
+        label = prop["title"] if isinstance(prop.get("title"), str) and prop["title"] else _label(name)
+        fields.append(FormField(name, kind, label, _group(name, kind), unit=prop.get("description", ""),
                                 minimum=prop.get("minimum"), maximum=prop.get("maximum"), choices=choices))
     if not fields:
         raise FormError("the model's request schema has no input fields")

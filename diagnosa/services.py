@@ -183,8 +183,8 @@ EXAMPLE_REQUEST = {"age": 67, "sex": "M", "temperature_c": 38.9, "symptoms": ["H
 
 def example_request(lake: DataLake, manifest: dict[str, Any] | None) -> dict[str, Any] | None:
     """A request to show in the hints that call an endpoint: the built-in cohort's (``manifest`` None or the
-    cohort's), else the first curated row's feature values of the version ``manifest`` describes (a value missing
-    there is left out); None when that version is not in ``lake``."""
+    cohort's), else the first curated row's feature values of the version ``manifest`` describes, and its patient for
+    a dataset of visits (a value missing there is left out); None when that version is not in ``lake``."""
     import io
     import math
 
@@ -203,8 +203,9 @@ def example_request(lake: DataLake, manifest: dict[str, Any] | None) -> dict[str
     if frame is None:
         return None
     features = [f["name"] for f in manifest["schema"]["fields"] if f.get("role", "feature") == "feature"]
+    patient = manifest["schema"].get("patient_column")  # a dataset of visits: the monitor counts its patients
     example: dict[str, Any] = {}
-    for name in features:
+    for name in [*features, *([patient] if isinstance(patient, str) and patient not in features else [])]:
         value = frame[name].iloc[0] if name in frame.columns and len(frame) else None
         if value is None or (isinstance(value, float) and math.isnan(value)):
             continue

@@ -150,15 +150,16 @@ class RequestSchema:
             return lambda value: list(value) if type(value) is list and all(
                 type(x) is str and match(x) for x in value) else NOT_PLAIN
         allowed = frozenset(f.values) if f.type == "category" and f.values is not None else None
-        return lambda value: value if type(value) is str and (value in allowed if allowed is not None
-                                                               else is_clean_text(value)) else NOT_PLAIN
+        return lambda value: value if type(value) is str and (value in allowed if allowed is not None else (
+            is_clean_text(value) and "\x00" not in value)) else NOT_PLAIN
 
     def to_json_schema(self) -> dict[str, Any]:
         """A JSON Schema of one patient record, for clients and docs."""
         props: dict[str, Any] = {self.id_field: {"type": "string"}}
         if self.patient is not None:
             # the patient this row belongs to (not an input of the model); no description: clients read it as a unit
-            props[self.patient.name] = {"type": ["integer" if self.patient.type == "integer" else "string", "null"]}
+            props[self.patient.name] = {"type": ["integer" if self.patient.type == "integer" else "string", "null"],
+                                        "title": f"Patient ({self.patient.name})"}
         for f in self.fields.values():
             if f.type in ("number", "integer"):
                 prop: dict[str, Any] = {"type": ["number" if f.type == "number" else "integer", "null"]}
@@ -195,7 +196,7 @@ class RequestSchema:
                                                   f"{len(self._keys)} inputs")]
             record = self._composed_keys(row, record, problems)
             for key in record:
-                if key != self.id_field and key not in self.fields:
+                if key != self.id_field and key not in self.fields and (self.patient is None or key != self.patient.name):
                     problems.append(Problem(row, str(key), (
                         f"not an input of the model ({self._not_inputs[key]}): leave it out of the request"
                         if key in self._not_inputs else self._unknown_field(key))))
@@ -332,6 +333,8 @@ class RequestSchema:
             return list(value), None
         if not isinstance(value, str):
             return None, f"expected a string, got {type(value).__name__} {shown(value)}"
+        if "\x00" in value:  # ingestion refuses the row (a damaged file): a retraining could not keep its feedback
+            return None, "holds a NUL character (byte 0), which no CSV row keeps"
         value = clean_text(value)  # as ingestion read the training cells: 'M ' is 'M'
         if f.type == "category" and f.values is not None and value not in f.values:
             near = near_spelling(value, f.values)  # case and spaces are meaningful, as in ingestion: say so

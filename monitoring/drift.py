@@ -28,15 +28,14 @@ from monitoring.stats import (
     binned,
     chi_square,
     clustered_chi_square,
-    design_effect,
     ks_weighted,
     psi,
     quantile_edges,
     share_tests,
     two_proportions,
-    unit_counts,
 )
 from processing.baseline import DataBaseline, FeatureBaseline
+from processing.split import effective_rows
 
 OK, WARN, DRIFT, INSUFFICIENT = "ok", "warn", "drift", "insufficient data"
 _RANK = {INSUFFICIENT: 0, OK: 1, WARN: 2, DRIFT: 3}
@@ -135,13 +134,34 @@ def _pooled(expected: Mapping[str, float], observed: Mapping[str, float]
     return e, o
 
 
+@dataclass(frozen=True)
+class Sample:
+    """A feature's live values where a patient may have several rows (visits), and what they are worth."""
+    patients: int
+    rows: int
+    worth: float  # independent values they are worth at most (processing.split.effective_rows)
+    base_scale: float  # the baseline's counts times this: what they are worth (DataBaseline.sample_scale)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"patients": self.patients, "effective_values": round(self.worth, 1)}
+
+
+def _effective(expected: Mapping[str, float], observed: Mapping[str, float], sample: Sample | None
+               ) -> tuple[dict[str, float], dict[str, float]]:
+    """Category counts as what they are worth: each side's counts times its share of independent draws."""
+    if sample is None:
+        return dict(expected), dict(observed)
+    live = sample.worth / max(sample.rows, 1)
+    return ({k: v * sample.base_scale for k, v in expected.items()}, {k: v * live for k, v in observed.items()})
+
+
 def _shares(counts: np.ndarray) -> list[float]:
     total = counts.sum()
     return [float(c / total) if total else 0.0 for c in counts]
 
 
 def _numeric(fb: FeatureBaseline, live: np.ndarray, th: DriftThresholds, result: FeatureDrift,
-             config: Mapping[str, Any], patients: np.ndarray | None = None) -> str:
+             config: Mapping[str, Any], sample: Sample | None = None) -> str:
     if fb.values.size == 0:
         result.reasons.append("the baseline has no values for this feature")
         return INSUFFICIENT
@@ -149,14 +169,13 @@ def _numeric(fb: FeatureBaseline, live: np.ndarray, th: DriftThresholds, result:
     base_counts = binned(fb.values, edges, fb.weights)
     live_counts = binned(live, edges)
     value = psi(base_counts, live_counts)
-    deff = 1.0 if patients is None else design_effect(
-        unit_counts(patients, np.searchsorted(edges, live, side="left"), edges.size + 1))
-    ks = ks_weighted(fb.values, fb.weights, live, live.size / deff)
+    ks = ks_weighted(fb.values, fb.weights, live, None if sample is None else sample.worth,
+                     None if sample is None else float(fb.weights.sum()) * sample.base_scale)
     result.tests = {"psi": round(value, 6), "ks": {"statistic": round(ks.statistic, 6), "p_value": ks.p_value},
                     "baseline_mean": fb.mean, "live_mean": float(live.mean()),
                     "baseline_std": fb.std_dev, "live_std": float(live.std())}
-    if patients is not None:  # what the rows were worth: the test's live size is their number over the design effect
-        result.tests.update(patients=int(patients.max()) + 1, design_effect=round(deff, 3))
+    if sample is not None:
+        result.tests.update(sample.to_dict())
     labels = ["≤ %.4g" % edges[0]] + [f"({a:.4g}, {b:.4g}]" for a, b in zip(edges[:-1], edges[1:])] + \
              (["> %.4g" % edges[-1]] if edges.size else [])
     result.plot = {"type": "bins", "bins": labels if edges.size else ["all"], "baseline": _shares(base_counts),
@@ -172,18 +191,17 @@ def _numeric(fb: FeatureBaseline, live: np.ndarray, th: DriftThresholds, result:
 
 
 def _category(fb: FeatureBaseline, live: pd.Series, th: DriftThresholds, result: FeatureDrift,
-              config: Mapping[str, Any], patients: np.ndarray | None = None) -> str:
+              config: Mapping[str, Any], sample: Sample | None = None) -> str:
     observed = {str(k): int(v) for k, v in live.value_counts().items()}  # live: the values as str
     keys = sorted(set(fb.counts) | set(observed))
     base = np.array([fb.counts.get(k, 0.0) for k in keys])
     now = np.array([float(observed.get(k, 0)) for k in keys])
     value = psi(base, now)
-    chi = chi_square(*_pooled(fb.counts, observed)) if patients is None else \
-        _clustered_categories(fb.counts, observed, live, patients)
+    chi = chi_square(*_pooled(*_effective(fb.counts, observed, sample)))
     base_share, live_share = np.array(_shares(base)), np.array(_shares(now))
     linf = float(np.max(np.abs(base_share - live_share)))
     result.tests = {"psi": round(value, 6), "chi2": {"statistic": round(chi.statistic, 6), "p_value": chi.p_value},
-                    "l_infinity": round(linf, 6), **({"patients": int(patients.max()) + 1} if patients is not None else {})}
+                    "l_infinity": round(linf, 6), **(sample.to_dict() if sample is not None else {})}
     result.plot = {"type": "categories", "bins": keys, "baseline": list(base_share), "live": list(live_share)}
     dist = config.get("distribution_constraints", {})
     if linf > float(dist.get("categorical_comparison_threshold", 0.1)):
@@ -201,7 +219,7 @@ def _category(fb: FeatureBaseline, live: pd.Series, th: DriftThresholds, result:
 
 
 def _terms(fb: FeatureBaseline, lists: pd.Series, th: DriftThresholds, result: FeatureDrift,
-           patients: np.ndarray | None = None) -> str:
+           patients: np.ndarray | None = None, base_scale: float = 1.0) -> str:
     n_live = len(lists)
     live_counts: dict[str, int] = {}
     for terms in lists:
@@ -217,7 +235,7 @@ def _terms(fb: FeatureBaseline, lists: pd.Series, th: DriftThresholds, result: F
         result.tests = {"mentions": 0}
         return INSUFFICIENT
     value = psi(base, now)
-    chi = _term_mix_test(top, base, now, lists, patients)
+    chi = _term_mix_test(top, base * base_scale, now, lists, patients)
     result.tests = {"psi": round(value, 6), "chi2": {"statistic": round(chi.statistic, 6), "p_value": chi.p_value},
                     "mentions_per_patient": {"baseline": float(sum(fb.counts.values()) / max(fb.item_count, 1)),
                                              "live": float(sum(live_counts.values()) / max(n_live, 1))}}
@@ -228,9 +246,10 @@ def _terms(fb: FeatureBaseline, lists: pd.Series, th: DriftThresholds, result: F
     alpha = th.p_value / max(1, len(tested))
     base_k = np.array([fb.counts[t] for t in tested], dtype=float)
     live_k = np.array([live_counts.get(t, 0) for t in tested], dtype=float)
-    # A patient's visits mention its terms again and again: each term's live share is judged on the patients.
-    deff = 1.0 if patients is None else n_live / max(1, len(np.unique(patients)))
-    p_values = share_tests(base_k, fb.item_count, live_k / deff, n_live / deff) if tested else np.array([])
+    # A patient's visits mention its terms again and again: each term's share is judged on what the rows are worth.
+    live_scale = 1.0 if patients is None else effective_rows(patients) / max(n_live, 1)
+    p_values = share_tests(base_k * base_scale, fb.item_count * base_scale, live_k * live_scale,
+                           n_live * live_scale) if tested else np.array([])
     changed: list[dict[str, Any]] = [
         {"term": term, "baseline_share": kb / fb.item_count, "live_share": kl / n_live, "p_value": float(p)}
         for term, kb, kl, p in zip(tested, base_k, live_k, p_values) if p < alpha]
@@ -279,11 +298,14 @@ def _term_mix_test(top: list[str], base: np.ndarray, now: np.ndarray, lists: pd.
 
 
 def feature_drift(fb: FeatureBaseline, column: pd.Series, th: DriftThresholds, type_errors: int = 0,
-                  config: Mapping[str, Any] | None = None, patients: np.ndarray | None = None) -> FeatureDrift:
+                  config: Mapping[str, Any] | None = None, patients: np.ndarray | None = None,
+                  base_scale: float = 1.0) -> FeatureDrift:
     """Drift of one feature's live values (numbers as float/None, categories as str/None, terms as lists).
     ``patients``: each row's patient as a code from 0 (:func:`patient_codes`), where a patient may have several rows
-    (visits): a patient's rows are not independent draws, and the tests count them as the design effect says (a
-    value constant within a patient, its age, counts once per patient); None: every row a patient of its own."""
+    (visits): a patient's rows are not independent draws (its age is the same at each visit, its labs alike), so
+    each test takes the rows for what they are worth at most, Kish's effective size with a patient's rows alike
+    (processing.split.effective_rows), and a verdict needs ``min_rows`` of that; None: every row a patient of its own.
+    ``base_scale``: the baseline's counts times it are what they are worth (DataBaseline.sample_scale)."""
     config = config or {}
     n = len(column)
     if fb.kind == "terms":
@@ -296,10 +318,12 @@ def feature_drift(fb: FeatureBaseline, column: pd.Series, th: DriftThresholds, t
     live_missing = (n - n_present) / n if n else None
     result.missing = {"baseline_rate": round(fb.missing_rate, 6), "live_rate": live_missing}
     verdicts = []
-    if n >= th.min_rows and fb.num_present + fb.num_missing > 0:
+    worth = n if patients is None or not n else effective_rows(patients)
+    if worth >= th.min_rows and fb.num_present + fb.num_missing > 0:
         assert live_missing is not None  # n >= min_rows >= 1
-        deff = 1.0 if patients is None else design_effect(unit_counts(patients, present_mask.astype(np.int64), 2))
-        z = two_proportions(fb.num_missing, fb.num_present + fb.num_missing, (n - n_present) / deff, n / deff)
+        scale = worth / n
+        z = two_proportions(fb.num_missing * base_scale, (fb.num_present + fb.num_missing) * base_scale,
+                            (n - n_present) * scale, n * scale)
         result.missing["p_value"] = z.p_value
         delta = live_missing - fb.missing_rate
         if abs(delta) >= th.missing_rate_delta and z.p_value < th.p_value:
@@ -320,18 +344,21 @@ def feature_drift(fb: FeatureBaseline, column: pd.Series, th: DriftThresholds, t
         result.violations.append({"constraint_check_type": "data_type_check",
                                   "description": f"{type_errors} values ({share:.1%}) not of type {fb.inferred_type}"
                                                  + (f" (over the {limit} threshold)" if share > limit else "")})
-    if n_present < th.min_rows:
-        result.reasons.append(f"only {n_present} live values (need {th.min_rows})")
+    sample = None if patients is None else Sample(
+        int(len(np.unique(patients[present_mask]))), n_present, effective_rows(patients[present_mask]), base_scale)
+    if (n_present if sample is None else sample.worth) < th.min_rows:
+        result.reasons.append(f"only {n_present} live values (need {th.min_rows})" if sample is None else
+                              f"only {n_present} live values of {sample.patients} patients, worth {sample.worth:.1f} "
+                              f"independent values (need {th.min_rows}): a patient's visits are alike")
         result.verdict = worst(verdicts) if verdicts else INSUFFICIENT
         return result
     values = column[present_mask]
-    present = None if patients is None else np.unique(patients[present_mask], return_inverse=True)[1]
     if fb.kind == "numeric":
-        verdicts.append(_numeric(fb, values.to_numpy(dtype=float), th, result, config, present))
+        verdicts.append(_numeric(fb, values.to_numpy(dtype=float), th, result, config, sample))
     elif fb.kind == "category":
-        verdicts.append(_category(fb, values.astype(str), th, result, config, present))
+        verdicts.append(_category(fb, values.astype(str), th, result, config, sample))
     else:
-        verdicts.append(_terms(fb, column, th, result, patients))
+        verdicts.append(_terms(fb, column, th, result, patients, base_scale))
     # SageMaker's baseline_drift_check (a distance over a fixed threshold) is listed as its report lists it, but
     # judges nothing: the distance test of the same two distributions did (by chance a 30-value sample's KS distance
     # is over 0.1 nine times in ten). The other constraints (types, completeness, domain) do.
@@ -351,7 +378,8 @@ def data_drift(baseline: DataBaseline, rows: pd.DataFrame, th: DriftThresholds,
     out = []
     for name, fb in baseline.features.items():
         column = rows[name] if name in rows.columns else pd.Series([None] * len(rows), dtype=object)
-        out.append(feature_drift(fb, column, th, int(type_errors.get(name, 0)), baseline.monitoring_config, codes))
+        out.append(feature_drift(fb, column, th, int(type_errors.get(name, 0)), baseline.monitoring_config, codes,
+                                 baseline.sample_scale))
     return out
 
 
@@ -366,24 +394,11 @@ def patient_codes(patients: pd.Series | Sequence[Any] | None) -> np.ndarray | No
     return codes if codes.max() + 1 < len(codes) else None
 
 
-def _clustered_categories(expected: Mapping[str, float], observed: Mapping[str, int], live: pd.Series,
-                          patients: np.ndarray) -> Any:
-    """:func:`chi_square` of the categories (rare ones pooled, as :func:`_pooled`) with each patient's rows one
-    cluster (:func:`clustered_chi_square`)."""
-    pooled, _ = _pooled(expected, observed)
-    rare = _rare(expected, observed)
-    keys = sorted(set(pooled) | ({RARE_CELL} if rare else set()) | {k for k in observed if k not in rare})
-    index = {k: i for i, k in enumerate(keys)}
-    cells = np.fromiter((index[RARE_CELL if value in rare else value] for value in live.tolist()), dtype=np.int64,
-                        count=len(live))
-    return clustered_chi_square(pooled, unit_counts(patients, cells, len(keys)), keys)
-
-
 def prediction_drift(predictions: Mapping[str, Any] | None, predicted: pd.Series, th: DriftThresholds,
                      labels: Sequence[str] | None = None, patients: np.ndarray | None = None) -> dict[str, Any]:
     """The live distribution of predicted categories against the test-time one (without a prediction baseline, the
     live counts over ``labels``, the model's: default the built-in cohort's). ``patients``: each row's patient code
-    (:func:`patient_codes`), a patient's rows one cluster of the test."""
+    (:func:`patient_codes`): the rows count for what they are worth, as in :func:`feature_drift`."""
     labels = list(predictions["labels"]) if predictions else list(labels or CATEGORIES)
     live = predicted.dropna().astype(str).value_counts()
     live_counts = {label: int(live.get(label, 0)) for label in labels}
@@ -398,8 +413,20 @@ def prediction_drift(predictions: Mapping[str, Any] | None, predicted: pd.Series
     # Only predictions of the baseline's labels can be compared with it: another model's categories (a baseline not of
     # the served model) are counted as unknown above, never a crash.
     known = sum(live_counts.values())
-    if known < th.min_rows:
-        short = [f"only {known} live predictions of the baseline's labels (need {th.min_rows})"]
+    sample = None
+    if patients is not None:  # visits: each side's counts as what they are worth (Sample)
+        known_rows = predicted.notna().to_numpy() & predicted.astype(str).isin(labels).to_numpy()
+        total = float(sum(base.values()))
+        effective_n = predictions.get("effective_n")
+        sample = Sample(int(len(np.unique(patients[known_rows]))), int(known_rows.sum()),
+                        effective_rows(patients[known_rows]) if known_rows.any() else 0.0,
+                        min(1.0, float(effective_n) / total)
+                        if isinstance(effective_n, (int, float)) and effective_n > 0 and total > 0 else 1.0)
+        result["sample"] = sample.to_dict()
+    if (known if sample is None else sample.worth) < th.min_rows:
+        short = [f"only {known} live predictions of the baseline's labels (need {th.min_rows})" if sample is None else
+                 f"only {known} live predictions of the baseline's labels, of {sample.patients} patients, worth "
+                 f"{sample.worth:.1f} independent ones (need {th.min_rows})"]
         if unknown:
             short.append(f"{sum(unknown.values())} live predictions are none of the baseline's labels "
                            f"({', '.join(sorted(map(str, unknown)))[:200]}): is it the baseline of the model that "
@@ -412,12 +439,7 @@ def prediction_drift(predictions: Mapping[str, Any] | None, predicted: pd.Series
     b = np.array([base[label] for label in labels])
     l_ = np.array([live_counts[label] for label in labels], dtype=float)
     value = psi(b, l_)
-    if patients is None:
-        chi = chi_square(*_pooled(base, live_counts))
-    else:
-        known_rows = predicted.notna().to_numpy() & predicted.astype(str).isin(labels).to_numpy()
-        chi = _clustered_categories(base, live_counts, predicted[known_rows].astype(str),
-                                    np.unique(patients[known_rows], return_inverse=True)[1])
+    chi = chi_square(*_pooled(*_effective(base, live_counts, sample)))
     result["tests"] = {"psi": round(value, 6), "chi2": {"statistic": round(chi.statistic, 6), "p_value": chi.p_value}}
     result["baseline_share"] = _shares(b)
     result["live_share"] = _shares(l_)

@@ -60,13 +60,13 @@ class TestResult:
 
 
 def ks_weighted(base: np.ndarray, base_weights: np.ndarray, live: np.ndarray,
-                live_size: float | None = None) -> TestResult:
+                live_size: float | None = None, base_size: float | None = None) -> TestResult:
     """Two-sample Kolmogorov–Smirnov with a weighted baseline (a sketch) against raw live values.
 
     D is the largest gap between the two empirical CDFs; the p-value is the asymptotic one of
     ``scipy.stats.kstwo`` at the effective size ``n·m/(n+m)`` (n = the baseline's total weight),
-    which is what ``scipy.stats.ks_2samp(method="asymp")`` uses too. ``live_size``: m, when the live values are
-    not independent draws (a patient's visits: their number over the design effect, :func:`design_effect`).
+    which is what ``scipy.stats.ks_2samp(method="asymp")`` uses too. ``live_size`` and ``base_size``: m and n, when
+    the values are not independent draws (a patient's visits: what they are worth, processing.split.effective_rows).
     """
     base = np.asarray(base, dtype=float)
     live = np.asarray(live, dtype=float)
@@ -78,7 +78,7 @@ def ks_weighted(base: np.ndarray, base_weights: np.ndarray, live: np.ndarray,
     bcdf = np.concatenate([[0.0], np.cumsum(w[order])])[np.searchsorted(base[order], grid, side="right")] / w.sum()
     lcdf = np.searchsorted(np.sort(live), grid, side="right") / live.size
     d = float(np.max(np.abs(bcdf - lcdf)))
-    n, m = float(w.sum()), float(live.size if live_size is None else live_size)
+    n, m = float(w.sum() if base_size is None else base_size), float(live.size if live_size is None else live_size)
     effective = max(1, int(round(n * m / (n + m))))
     p = float(stats.kstwo.sf(d, effective)) if d > 0 else 1.0
     return TestResult(d, min(max(p, 0.0), 1.0), "ks")
@@ -147,22 +147,6 @@ def design_effects(units: np.ndarray) -> np.ndarray | None:
     independent = (np.diag(share) - np.outer(share, share)) / total
     effects = np.linalg.eigvals(np.linalg.solve(independent[:-1, :-1], clustered[:-1, :-1])).real
     return np.maximum(effects, 0.0)
-
-
-def design_effect(units: np.ndarray) -> float:
-    """How many times fewer independent draws the rows of ``units`` are worth than their number (the mean
-    generalised design effect, :func:`design_effects`), at least 1: never credited below (the tests are never made
-    less conservative than they are for independent rows)."""
-    effects = design_effects(units)
-    return 1.0 if effects is None else max(1.0, float(effects.mean()))
-
-
-def unit_counts(units: np.ndarray, cells: np.ndarray, n_cells: int, weights: np.ndarray | None = None) -> np.ndarray:
-    """The units x cells table of counts of rows (unit ``units[i]``, cell ``cells[i]``; codes from 0)."""
-    n_units = int(units.max()) + 1 if len(units) else 0
-    flat = np.bincount(np.asarray(units, dtype=np.int64) * n_cells + np.asarray(cells, dtype=np.int64),
-                       weights=weights, minlength=n_units * n_cells)
-    return flat.reshape(n_units, n_cells).astype(float)
 
 
 def two_proportions(k1: float, n1: float, k2: float, n2: float) -> TestResult:

@@ -34,6 +34,7 @@ import pandas as pd
 
 from diagnosa.data.schema import BUILTIN_SLICE, MISSING_VALUES, Field, Schema, unseen_slice
 from diagnosa.model import model_version
+from processing.split import effective_rows, patient_keys
 
 VERSION = 0.0
 KLL_K = 2048
@@ -147,6 +148,9 @@ def data_baseline(frame: pd.DataFrame, schema: Schema) -> tuple[dict[str, Any], 
         patient = next(f for f in schema.fields if f.name == schema.patient_column)
         statistics["dataset"]["diagnosa"] = {"patient_column": patient.name, "missing_values": sorted(
             set(schema.missing_values) - set(patient.values or ()))}
+        keys = patient_keys(frame, schema) if patient.name in frame.columns else None
+        if keys is not None:  # what the rows are worth as a sample: the monitor's tests weigh them so
+            statistics["dataset"]["diagnosa"]["effective_rows"] = round(effective_rows(keys), 3)
     constraints: dict[str, Any] = {"version": VERSION, "features": [], "monitoring_config": MONITORING_CONFIG}
     for f in fields:
         kind = inferred_type(f)
@@ -217,6 +221,14 @@ class DataBaseline:
     monitoring_config: dict[str, Any]
     patient_column: str | None = None  # the request field naming a row's patient, for a dataset of visits
     patient_missing_values: tuple[str, ...] = MISSING_VALUES  # its CSV cell texts read as missing
+    effective_rows: float | None = None  # what its rows are worth as independent draws (processing.split.effective_rows)
+
+    @property
+    def sample_scale(self) -> float:
+        """The baseline's counts times this are its effective counts (1: rows independent, or not known)."""
+        if self.effective_rows is None or self.item_count <= 0:
+            return 1.0
+        return min(1.0, max(self.effective_rows, 1.0) / self.item_count)
 
 
 def _get(obj: Any, path: str, where: str, kind: type | tuple[type, ...]) -> Any:
@@ -292,9 +304,14 @@ def parse_data_baseline(statistics: Any, constraints: Any) -> DataBaseline:
         raise BaselineError(f"{STATISTICS}: 'dataset.diagnosa.patient_column' must name a field that is not a feature, "
                             f"got {patient!r}")
     markers = reading.get("missing_values") if isinstance(reading, dict) else None
+    effective = reading.get("effective_rows") if isinstance(reading, dict) else None
+    if effective is not None and (isinstance(effective, bool) or not isinstance(effective, (int, float))
+                                  or not 0 < effective <= item_count):
+        raise BaselineError(f"{STATISTICS}: 'dataset.diagnosa.effective_rows' must be a number in (0, item_count], "
+                            f"got {effective!r}")
     return DataBaseline(item_count, features, constraints.get("monitoring_config", MONITORING_CONFIG), patient,
                         tuple(markers) if isinstance(markers, list) and all(isinstance(m, str) for m in markers)
-                        else MISSING_VALUES)
+                        else MISSING_VALUES, None if effective is None else float(effective))
 
 
 # ------------------------------------------------------------------------------------------------ predictions
@@ -323,6 +340,8 @@ def prediction_baseline(evaluation: Mapping[str, Any], thresholds: Mapping[str, 
         "labels": labels,
         "n": n,
         "predicted_distribution": {label: int(c) for label, c in zip(labels, predicted)},
+        # test rows of a dataset of visits: what they are worth as independent draws (the monitor's test weighs so)
+        **({"effective_n": d["effective_rows"]} if "effective_rows" in d else {}),
         "predicted_share": {label: (float(c) / n if n else None) for label, c in zip(labels, predicted)},
         "per_class": {label: {k: d["per_class"][label].get(k) for k in ("recall", "precision", "support")}
                       for label in labels},

@@ -34,7 +34,7 @@ from processing.calibration import honest_section
 from processing.entry import job_parser, stops_on_sigterm
 from processing.metrics import evaluate, recall_gate, slice_scores, write_report
 from processing.phenotype import find_similarity
-from processing.split import patient_keys, read_split, read_train_groups, unseen_mask
+from processing.split import effective_rows, patient_keys, read_split, read_train_groups, unseen_mask
 
 log = logging.getLogger("diagnosa.evaluate")
 
@@ -70,6 +70,7 @@ def evaluate_model(model: DiagnosaModel, test: pd.DataFrame,
         # Rows naming no patient (feedback on a request that named none): each a patient of its own to the split,
         # which cannot say whether its patient had a row in training.
         result["diagnosa"]["rows_without_patient"] = int(test[schema.patient_column].isna().sum())
+        result["diagnosa"]["effective_rows"] = round(effective_rows(patients), 3)
     result["diagnosa"]["honest"] = honest_section(
         np.array([index[str(v)] for v in test[target]]), raw, proba, decided, model.labels,
         model.decision_weights, model.metadata.get("calibration"), patients)

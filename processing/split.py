@@ -147,6 +147,15 @@ def patient_keys(frame: pd.DataFrame, schema: Schema) -> np.ndarray | None:
     return pd.util.hash_array(keys.astype(object), categorize=False).view(np.int64)
 
 
+def effective_rows(patients: np.ndarray) -> float:
+    """How many independent rows rows grouped by patient are worth at most (Kish's effective sample size with the
+    rows of a patient alike, the bound for positive correlation within a patient): (sum k)^2 / sum k^2 over the
+    patients' row counts k. The number of rows when each is a patient of its own; the number of patients when
+    each has as many rows. ``patients``: a key or code per row."""
+    counts = np.unique(np.asarray(patients), return_counts=True)[1].astype(float)
+    return float(counts.sum() ** 2 / (counts ** 2).sum()) if counts.size else 0.0
+
+
 def patients_per_class(y: np.ndarray, patients: np.ndarray, minlength: int = 0) -> np.ndarray:
     """How many patients have a row of each class (``y``: class indices; ``patients``: a key per row)."""
     pairs = np.unique(np.stack([np.asarray(y, dtype=np.int64), np.asarray(patients, dtype=np.int64)]), axis=1)

@@ -13,9 +13,10 @@ from diagnosa.data.schema import Field, Schema
 from inference.schema import RequestSchema
 from monitoring.drift import DriftThresholds, data_drift, feature_drift, patient_codes, prediction_drift
 from monitoring.quality import QualityThresholds, live_quality
-from monitoring.stats import design_effect, ks_weighted, unit_counts
+from monitoring.stats import ks_weighted
 from monitoring.traffic import PATIENT, patient_key, traffic_from_events
 from processing.baseline import BaselineError, data_baseline, parse_data_baseline
+from processing.split import effective_rows
 
 LABELS = ("a", "b")
 
@@ -39,6 +40,12 @@ def test_the_endpoint_takes_a_records_patient_checked_as_ingestion_reads_the_col
         _, [problem] = schema.validate(0, {"x": 1.5, "patient": patient})
         assert problem.field == "patient" and "the patient's id: expected a string or an integer" in problem.problem
         assert said in problem.problem
+    # a field name read as ingestion reads a header ('x ' is x) or an unknown field beside: only that one is named
+    assert schema.validate(0, {" x ": 1.5, "patient": "P-007"})[1] == []
+    _, [problem] = schema.validate(0, {"x": 1.5, "patient": "P-007", "junk": 1})
+    assert problem.field == "junk"
+    _, [problem] = schema.validate(0, {"x": 1.5, "patient": "P\x00007"})  # ingestion would refuse its feedback row
+    assert problem.field == "patient" and "NUL character" in problem.problem
     _, [problem] = schema.validate(0, {"patient": "P-007"})  # a patient alone is no input of the model
     assert "none of the model's input fields" in problem.problem
     assert schema.to_json_schema()["properties"]["patient"]["type"] == ["string", "null"]
@@ -78,11 +85,13 @@ def test_the_patient_is_read_from_the_captured_request_as_ingestion_reads_it():
 # ------------------------------------------------------------------------------------------------ the baseline
 
 def test_the_data_baseline_names_the_patient_column_for_the_monitor():
-    frame = pd.DataFrame({"x": [1.0, 2.0, 3.0], "sex": ["F", "M", "F"], "patient": ["p", "p", "q"]})
+    frame = pd.DataFrame({"visit": ["v1", "v2", "v3"], "x": [1.0, 2.0, 3.0], "sex": ["F", "M", "F"],
+                          "patient": ["p", "p", "q"]})
     statistics, constraints = data_baseline(frame, visits_schema())
     baseline = parse_data_baseline(statistics, constraints)
     assert baseline.patient_column == "patient" and "patient" not in baseline.features
     assert "NA" in baseline.patient_missing_values
+    assert baseline.effective_rows == 9 / 5 and baseline.sample_scale == 0.6  # (2 + 1)^2 / (4 + 1) of 3 rows
     no_patients = Schema("one", visits_schema().fields, LABELS)
     assert parse_data_baseline(*data_baseline(frame, no_patients)).patient_column is None
     statistics["dataset"]["diagnosa"]["patient_column"] = "x"  # a feature
@@ -101,8 +110,8 @@ def _visits(n_patients: int, visits: int, seed: int, shift: float = 0.0) -> tupl
 
 def _baseline(seed: int = 99):
     rng = np.random.default_rng(seed)
-    frame = pd.DataFrame({"x": rng.normal(60, 10, 5000), "sex": rng.choice(["F", "M"], 5000),
-                          "patient": [f"t{i}" for i in range(5000)]})
+    frame = pd.DataFrame({"visit": [f"v{i}" for i in range(5000)], "x": rng.normal(60, 10, 5000),
+                          "sex": rng.choice(["F", "M"], 5000), "patient": [f"t{i}" for i in range(5000)]})
     return parse_data_baseline(*data_baseline(frame, visits_schema()))
 
 
@@ -114,7 +123,7 @@ def test_a_value_constant_within_each_patient_is_judged_on_its_patients_not_its_
     once = feature_drift(baseline.features["x"], pd.Series(values[::8]), th).tests["ks"]["p_value"]
     as_rows = feature_drift(baseline.features["x"], pd.Series(values), th).tests["ks"]["p_value"]
     by_patient = feature_drift(baseline.features["x"], pd.Series(values), th, patients=patients)
-    assert by_patient.tests["patients"] == 50 and 7.5 < by_patient.tests["design_effect"] <= 8.2
+    assert by_patient.tests["patients"] == 50 and by_patient.tests["effective_values"] == 50
     assert as_rows < once / 20
     assert once / 3 < by_patient.tests["ks"]["p_value"] < once * 3
 
@@ -133,6 +142,40 @@ def test_visits_of_patients_from_the_training_population_rarely_look_like_drift(
     assert alarms["rows"] > 80 and alarms["patients"] <= 10, alarms
 
 
+def _visit_population(n_patients: int, seed: int, age_shift: float = 0.0) -> pd.DataFrame:
+    """Patients of 2 to 12 visits: an age and a sex of their own, a lab near their own level at each visit."""
+    rng = np.random.default_rng(seed)
+    counts = rng.integers(2, 13, n_patients)
+    ages = rng.normal(60 + age_shift, 10, n_patients)
+    levels = rng.normal(5, 2, n_patients)
+    patient = np.repeat(np.arange(n_patients), counts)
+    return pd.DataFrame({"visit": [f"s{seed}-v{i}" for i in range(len(patient))], "patient": [f"s{seed}-p{p}" for p in patient],
+                         "x": ages[patient], "lab": levels[patient] + rng.normal(0, 1, len(patient)),
+                         "sex": rng.choice(["F", "M"], n_patients)[patient]})
+
+
+def test_windows_of_few_patients_from_the_training_population_are_not_called_drift():
+    """Both sides are visits: the baseline's training rows (what they are worth is in statistics.json) and the
+    window's. A probe saw 58 % of 10-patient windows and 26 % of 32-patient ones called drift when the design effect
+    was estimated from the window itself; a window worth fewer than 30 independent values is not judged."""
+    schema = Schema("visits", (*visits_schema().fields[:2], Field("x", "number"), Field("lab", "number"),
+                               *visits_schema().fields[3:]), LABELS, patient_column="patient")
+    training = _visit_population(300, seed=0)
+    baseline = parse_data_baseline(*data_baseline(training, schema))
+    assert baseline.effective_rows < 300 < len(training)
+    th = DriftThresholds()
+    for size in (10, 20, 32, 60):
+        called = 0
+        for seed in range(1, 61):
+            window = _visit_population(size, seed)
+            drift = data_drift(baseline, window, th, patients=window["patient"])
+            called += any(f.verdict == "drift" for f in drift)
+        assert called <= 3, (size, called)
+    shifted = _visit_population(60, seed=99, age_shift=10.0)
+    drift = {f.name: f.verdict for f in data_drift(baseline, shifted, th, patients=shifted["patient"])}
+    assert drift["x"] == "drift" and drift["lab"] != "drift"
+
+
 def test_a_real_shift_is_still_found_when_counted_by_patient():
     baseline, th = _baseline(), DriftThresholds()
     values, patients = _visits(80, 5, seed=3, shift=12.0)
@@ -145,24 +188,27 @@ def test_patient_codes_leave_rows_without_a_patient_alone_and_change_nothing_for
     assert patient_codes(None) is None
 
 
-def test_the_design_effect_of_a_patients_identical_visits_is_their_number_and_one_for_independent_rows():
-    rng = np.random.default_rng(0)
-    cells = rng.integers(0, 4, 300)
-    assert design_effect(unit_counts(np.arange(300), cells, 4)) < 1.01
-    repeated = design_effect(unit_counts(np.repeat(np.arange(300), 6), np.repeat(cells, 6), 4))
-    assert 5.9 < repeated < 6.1
+def test_rows_are_worth_their_patients_at_most_and_the_ks_test_takes_what_they_are_worth():
+    assert effective_rows(np.arange(300)) == 300  # each row a patient of its own
+    assert effective_rows(np.repeat(np.arange(50), 6)) == 50
+    assert 30 < effective_rows(np.repeat(np.arange(60), [1] * 30 + [11] * 30)) < 60  # unequal: the big ones weigh more
     one = ks_weighted(np.arange(100.0), np.ones(100), np.arange(50.0) + 30)
     assert ks_weighted(np.arange(100.0), np.ones(100), np.arange(50.0) + 30, live_size=10).p_value > one.p_value
+    assert ks_weighted(np.arange(100.0), np.ones(100), np.arange(50.0) + 30, base_size=20).p_value > one.p_value
 
 
 def test_predicted_categories_and_live_recall_count_patients():
     th = DriftThresholds()
     base = {"labels": list(LABELS), "predicted_distribution": {"a": 500, "b": 500}}
-    predicted = pd.Series(["a"] * 70 + ["b"] * 30)  # 10 patients of 10 visits, each predicted alike
-    patients = np.repeat(np.arange(10), 10)
+    predicted = pd.Series(["a"] * 280 + ["b"] * 120)  # 40 patients of 10 visits, each predicted alike
+    patients = np.repeat(np.arange(40), 10)
     as_rows = prediction_drift(base, predicted, th, list(LABELS))["tests"]["chi2"]["p_value"]
-    by_patient = prediction_drift(base, predicted, th, list(LABELS), patients)["tests"]["chi2"]["p_value"]
-    assert as_rows < 0.05 < by_patient
+    by_patient = prediction_drift(base, predicted, th, list(LABELS), patients)
+    assert by_patient["sample"] == {"patients": 40, "effective_values": 40.0}
+    assert as_rows < 1e-8 and by_patient["tests"]["chi2"]["p_value"] > 1e-3
+    few = prediction_drift(base, predicted[:100], th, list(LABELS), patients[:100])  # 10 patients
+    assert few["verdict"] == "insufficient data" and "worth 10.0 independent ones (need 30)" in few["reasons"][0]
+    patients = np.repeat(np.arange(10), 10)
     joined = pd.DataFrame({"event_id": [f"e{i}" for i in range(100)], "row": 0, "confirmed": "a",
                            "predicted": ["a"] * 90 + ["b"] * 10, "orphan": None, "disease_id": None})
     settings = QualityThresholds(labels=LABELS, recall={"a": 0.9, "b": 0.5}, min_feedback=5)
@@ -206,6 +252,8 @@ def test_a_visits_dataset_served_monitored_and_retrained_keeps_its_patients(tmp_
     try:
         assert main([*ws, "run", "--local", "--dataset", "visits", "--families", "logistic_regression",
                      "--param", "ModelApprovalStatus=Approved", "--port", "0"]) == 0, capsys.readouterr()
+        hint = next(line for line in capsys.readouterr().out.splitlines() if line.strip().startswith("curl"))
+        assert '"patient": "p' in hint  # the run's hints send the patient, as the monitor needs
         client = DiagnosaClient("visits", endpoint_url=endpoints.describe("visits")["Url"], region="eu-west-1",
                                 max_attempts=1)
         records = later.drop(columns=["visit", "outcome"]).to_dict("records")
@@ -227,7 +275,7 @@ def test_a_visits_dataset_served_monitored_and_retrained_keeps_its_patients(tmp_
         assert named == {"name": "patient", "rows_naming_a_patient": len(later),
                          "patients_named": later["patient"].nunique()}
         x = next(f for f in report["features"] if f["name"] == "x")
-        assert x["tests"]["patients"] == later["patient"].nunique() and x["tests"]["design_effect"] >= 1.0
+        assert x["tests"]["patients"] == later["patient"].nunique() >= x["tests"]["effective_values"]
         assert all(c.get("patients", 0) <= c["n"] for c in report["quality"]["per_class"].values())
 
         assert main([*ws, "monitor", "--endpoint-name", "visits", "--retrain", "--force-retrain",
@@ -243,3 +291,12 @@ def test_a_visits_dataset_served_monitored_and_retrained_keeps_its_patients(tmp_
     membership = pd.read_parquet(runs[-1] / "split" / pre.MEMBERSHIP_FILE).merge(retrained[["visit", "patient"]])
     assert len(membership) == len(retrained)
     assert (membership.groupby("patient")["split"].nunique() == 1).all()  # old visits and new ones together
+
+
+def test_the_doctors_form_asks_for_the_patient_by_its_role():
+    from app.form import form_spec
+
+    spec = form_spec(RequestSchema(visits_schema()).to_json_schema(), id_field="visit", labels=LABELS)
+    patient = spec.by_name("patient")
+    assert patient.title == "Patient (patient)" and patient.kind == "text" and not patient.unit
+    assert spec.by_name("x").title == "X"  # the inputs keep their labels
