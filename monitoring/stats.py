@@ -118,9 +118,17 @@ def clustered_chi_square(expected_counts: Mapping[str, float], units: np.ndarray
     by their spread. A design effect below 1 is not credited: the test is never made less conservative."""
     observed = units.sum(axis=0)
     plain = chi_square(expected_counts, dict(zip(keys, observed)))
-    effects = design_effects(units)
-    if effects is None:
+    total, n = float(observed.sum()), units.shape[0]
+    seen = observed > 0
+    if seen.sum() < 2 or n < 2 or total <= 0:
         return plain
+    cells = units[:, seen]
+    share = cells.sum(axis=0) / total
+    residual = cells - np.outer(cells.sum(axis=1), share)
+    clustered = n / (n - 1) * residual.T @ residual / total ** 2
+    independent = (np.diag(share) - np.outer(share, share)) / total
+    effects = np.linalg.eigvals(np.linalg.solve(independent[:-1, :-1], clustered[:-1, :-1])).real
+    effects = np.maximum(effects, 0.0)
     mean = float(effects.mean())
     if mean <= 1.0:
         return plain
@@ -128,25 +136,6 @@ def clustered_chi_square(expected_counts: Mapping[str, float], units: np.ndarray
     df = (len(keys) - 1) / (1 + spread)
     statistic = plain.statistic / (mean * (1 + spread))
     return TestResult(statistic, float(stats.chi2.sf(statistic, df)), "chi2-rao-scott")
-
-
-def design_effects(units: np.ndarray) -> np.ndarray | None:
-    """The generalised design effects of the cell shares ``units`` give (one row per sampled unit, one column per
-    cell, its count there): the eigenvalues of the multinomial covariance's inverse times the cluster-robust one,
-    over the cells seen but one (Rao and Scott); None when they cannot be estimated (fewer than two units or cells)."""
-    units = np.asarray(units, dtype=float)
-    observed = units.sum(axis=0)
-    total, n = float(observed.sum()), units.shape[0]
-    seen = observed > 0
-    if seen.sum() < 2 or n < 2 or total <= 0:
-        return None
-    cells = units[:, seen]
-    share = cells.sum(axis=0) / total
-    residual = cells - np.outer(cells.sum(axis=1), share)
-    clustered = n / (n - 1) * residual.T @ residual / total ** 2
-    independent = (np.diag(share) - np.outer(share, share)) / total
-    effects = np.linalg.eigvals(np.linalg.solve(independent[:-1, :-1], clustered[:-1, :-1])).real
-    return np.maximum(effects, 0.0)
 
 
 def two_proportions(k1: float, n1: float, k2: float, n2: float) -> TestResult:
