@@ -374,13 +374,23 @@ def data_drift(baseline: DataBaseline, rows: pd.DataFrame, th: DriftThresholds,
                type_errors: Mapping[str, int] | None = None, patients: pd.Series | None = None) -> list[FeatureDrift]:
     """Each feature's drift; ``patients``: each row's patient (None where not named), for a dataset of visits."""
     type_errors = type_errors or {}
-    codes = patient_codes(patients)
+    codes = patient_rows(patients)
     out = []
     for name, fb in baseline.features.items():
         column = rows[name] if name in rows.columns else pd.Series([None] * len(rows), dtype=object)
         out.append(feature_drift(fb, column, th, int(type_errors.get(name, 0)), baseline.monitoring_config, codes,
                                  baseline.sample_scale))
     return out
+
+
+def patient_rows(patients: pd.Series | Sequence[Any] | None) -> np.ndarray | None:
+    """Each row's patient as a code from 0 (:func:`patient_codes`), every row its own when no patient has two: the
+    baseline's rows are visits whatever the window holds, so its counts are still taken for what they are worth.
+    None: no patient column (the tests for independent rows on both sides)."""
+    if patients is None:
+        return None
+    codes = patient_codes(patients)
+    return np.arange(len(patients)) if codes is None else codes
 
 
 def patient_codes(patients: pd.Series | Sequence[Any] | None) -> np.ndarray | None:

@@ -122,6 +122,20 @@ def _versions(traffic: dict[str, Any]) -> str:
     return text
 
 
+def insufficient_text(report: dict[str, Any]) -> str | None:
+    """Why a report judged nothing (its verdict "insufficient data"), and what to do: the first feature's reason
+    (a window of visits: what its values are worth), the predictions', the feedback's. None for another verdict."""
+    if report.get("verdict") != "insufficient data":
+        return None
+    said = [f"{f['name']}: {f['reasons'][-1]}" for f in report.get("features", [])
+            if f.get("verdict") == "insufficient data" and f.get("reasons")]
+    predictions = report.get("predictions") or {}
+    return ("nothing could be judged: " + "; ".join(
+        [*said[:1], *([f"and {len(said) - 1} other feature(s) alike"] if len(said) > 1 else []),
+         *([f"predictions: {predictions['reasons'][0]}"] if predictions.get("reasons") else [])])
+        + ". Widen the window (--last, --since), or lower --min-rows")
+
+
 def patient_column_text(block: dict[str, Any]) -> str:
     """The report's sentence on the patients of a dataset of visits (``traffic.patient_column``)."""
     if block.get("note"):
@@ -150,6 +164,8 @@ def render_html(report: dict[str, Any]) -> str:
     parts.append(f"<div class='verdict' id='overall'>Overall: {_badge(r['verdict'])}</div>")
     if r["alerts"]:
         parts.append("<ul class='alerts' id='alerts'>" + "".join(f"<li>{_e(a)}</li>" for a in r["alerts"]) + "</ul>")
+    elif insufficient_text(r):
+        parts.append(f"<p id='alerts'>{_e(insufficient_text(r) or '')}</p>")
     else:
         parts.append("<p id='alerts'>No alert: no feature drifted and no class fell below its recall threshold.</p>")
     retrain = r["retrain"]

@@ -30,6 +30,7 @@ from monitoring.drift import (
     DriftThresholds,
     data_drift,
     patient_codes,
+    patient_rows,
     prediction_drift,
 )
 from monitoring.identity import ModelFacts, baseline_model
@@ -287,7 +288,7 @@ def run_monitor(lake: DataLake, endpoint: str, baseline: Baseline, start: dateti
     patients_of_rows = rows[PATIENT] if patient is not None else None
     features = data_drift(baseline.data, rows, settings.drift, traffic.type_errors, patients_of_rows)
     predictions = prediction_drift(baseline.predictions, rows["predicted"], settings.drift,
-                                   settings.quality.labels, patient_codes(patients_of_rows))
+                                   settings.quality.labels, patient_rows(patients_of_rows))
 
     # The feedback of the window's events (by event or inference id), not all there is: on AWS the event ids name no
     # time, and every daily job fetched every feedback object ever written and listed it all as not captured.

@@ -4,6 +4,7 @@ ingestion; and bad input (no captures, malformed lines, unknown event ids) is co
 report's screenshot is taken as docs/operations.md's refresh command takes it (diagnosa.browser.screenshot)."""
 from __future__ import annotations
 
+import html
 import json
 import math
 import re
@@ -18,6 +19,7 @@ from diagnosa.data.cohort import CohortConfig, apply_drift, generate
 from diagnosa.data.schema import Schema
 from diagnosa.lake import DataLake
 from inference.feedback import parse_feedback, store_feedback
+from monitoring.report import insufficient_text, render_html
 from monitoring.run import WindowError, parse_window, run_monitor, write_report
 from monitoring.traffic import NO_PREDICTIONS
 from processing.baseline import load_baseline, prediction_baseline, write_data_baseline, write_json
@@ -241,6 +243,10 @@ def test_malformed_captures_and_unknown_feedback_are_counted_with_reasons(tmp_pa
     # One patient and one confirmed case judge nothing: the verdict says so instead of "ok".
     assert all(f["verdict"] == "insufficient data" for f in report["features"])
     assert report["verdict"] == "insufficient data"
+    why = insufficient_text(report)  # and says why, with the way out
+    assert why.startswith("nothing could be judged: ") and "only 1 live values (need 30)" in why
+    assert why.endswith("Widen the window (--last, --since), or lower --min-rows")
+    assert html.escape(why) in render_html(report)
 
 
 def test_lake_text_that_forges_crashes_or_floods_is_reported_bounded_and_printed_escaped(tmp_path, baseline_dir,

@@ -176,6 +176,24 @@ def test_windows_of_few_patients_from_the_training_population_are_not_called_dri
     assert drift["x"] == "drift" and drift["lab"] != "drift"
 
 
+def test_a_window_of_patients_seen_once_weighs_the_baseline_of_visits_as_one_with_a_repeat_does():
+    """The baseline's rows are visits whatever the window holds: a window where no patient repeats takes them for what
+    they are worth too, so one repeat visit does not flip a verdict (a probe: drift -> ok in 4 of 5 windows)."""
+    schema = Schema("visits", (*visits_schema().fields[:2], Field("x", "number"), Field("lab", "number"),
+                               *visits_schema().fields[3:]), LABELS, patient_column="patient")
+    baseline = parse_data_baseline(*data_baseline(_visit_population(300, seed=0), schema))
+    window = _visit_population(80, seed=7, age_shift=2.5).groupby("patient").head(1).reset_index(drop=True)
+    repeat = pd.concat([window, window.iloc[[0]]], ignore_index=True)
+    th = DriftThresholds()
+
+    def p_value(rows: pd.DataFrame, patients: pd.Series | None) -> float:
+        [x] = [f for f in data_drift(baseline, rows, th, patients=patients) if f.name == "x"]
+        return x.tests["ks"]["p_value"]
+    once, twice = p_value(window, window["patient"]), p_value(repeat, repeat["patient"])
+    assert 0.5 < once / twice < 2
+    assert p_value(window, None) < once / 2  # without the patient column: the baseline's 1,900 visits as independent
+
+
 def test_a_real_shift_is_still_found_when_counted_by_patient():
     baseline, th = _baseline(), DriftThresholds()
     values, patients = _visits(80, 5, seed=3, shift=12.0)

@@ -215,7 +215,7 @@ def _say(line: str) -> None:
 
 
 def _print_summary(report: dict[str, Any], paths: dict[str, Path], lake_url: str) -> None:
-    from monitoring.report import lag_text, patient_column_text
+    from monitoring.report import insufficient_text, lag_text, patient_column_text
 
     t = report["traffic"]
     _say(f"monitoring {report['endpoint']}: window {report['window']['start'] or 'beginning'} → "
@@ -262,6 +262,9 @@ def _print_summary(report: dict[str, Any], paths: dict[str, Path], lake_url: str
     for entry in fb["skipped"]["by_reason"]:
         _say(f"  not used {entry['count']}: {entry['reason']}")
     _say(f"verdict: {report['verdict'].upper()}")
+    why = insufficient_text(report)
+    if why:
+        _say(f"  {why}")
     for alert in report["alerts"]:
         _say(f"  ALERT {alert}")
     for f in report["features"]:
