@@ -151,7 +151,8 @@ def render_html(report: dict[str, Any]) -> str:
     parts.append(f"<h1>Diagnosa monitoring report — endpoint <code>{_e(r['endpoint'])}</code></h1>")
     parts.append(f"<div class='meta'>window {_e(r['window']['start'] or 'beginning')} → "
                  f"{_e(r['window']['end'] or 'now')} · generated {_e(r['generated_at'])} · "
-                 f"{r['traffic']['events']} captured requests, {r['traffic']['patients']} patients · "
+                 f"{r['traffic']['events']} captured requests, {r['traffic']['patients']} "
+                 f"{'rows' if r['traffic'].get('patient_column') else 'patients'} · "
                  f"{r['quality']['feedback']['matched']} confirmed diagnoses joined"
                  + _versions(r["traffic"]) + "</div>")
     if r["traffic"].get("patient_column"):

@@ -287,7 +287,9 @@ def test_a_visits_dataset_served_monitored_and_retrained_keeps_its_patients(tmp_
         capsys.readouterr()
         out_dir = tmp_path / "report"
         main([*ws, "monitor", "--endpoint-name", "visits", "--out", str(out_dir)])
-        assert f"of the rows name {later['patient'].nunique()} patient(s)" in capsys.readouterr().out
+        out = capsys.readouterr().out
+        assert f"of the rows name {later['patient'].nunique()} patient(s)" in out
+        assert f"captured requests, {len(later)} rows," in out  # visits, not patients
         report = json.loads((out_dir / "report.json").read_text())
         named = report["traffic"]["patient_column"]
         assert named == {"name": "patient", "rows_naming_a_patient": len(later),

@@ -219,7 +219,8 @@ def _print_summary(report: dict[str, Any], paths: dict[str, Path], lake_url: str
 
     t = report["traffic"]
     _say(f"monitoring {report['endpoint']}: window {report['window']['start'] or 'beginning'} → "
-          f"{report['window']['end'] or 'now'}; {t['events']} captured requests, {t['patients']} patients, "
+          f"{report['window']['end'] or 'now'}; {t['events']} captured requests, {t['patients']} "
+          f"{'rows' if t.get('patient_column') else 'patients'}, "
           f"{t['skipped']['total']} skipped")
     for entry in t["skipped"]["by_reason"]:
         _say(f"  skipped {entry['count']}: {entry['reason']}")
