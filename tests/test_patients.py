@@ -330,6 +330,21 @@ def test_a_patient_number_put_in_exclude_gets_the_note_too(lake, tmp_path):
     assert "pid" not in Schema.from_dict(manifest["schema"]).features() and report.rows > 0
 
 
+def test_a_patient_holding_a_tenth_of_the_rows_or_more_is_noted_a_placeholder_perhaps(lake, tmp_path):
+    frame = visits()
+    ingest(lake, tmp_path, BASE + 'patient_column = "patient"\n', frame)
+    assert "heavy_patients" not in load_curated(lake, "visits")[1]  # 90 patients of 1 to 6 visits: none
+    frame.loc[frame.index[::3], "patient"] = "UNKNOWN"
+    ingest(lake, tmp_path, BASE + 'patient_column = "patient"\n', frame)
+    manifest = load_curated(lake, "visits")[1]
+    rows = int((frame["patient"] == "UNKNOWN").sum())
+    assert manifest["heavy_patients"] == {"patients": 1, "rows": rows, "of_rows": len(frame),
+                                          "examples": [["UNKNOWN", rows]]}
+    [line] = [x for x in leakage_lines(manifest) if "hold" in x]
+    assert f"1 patient holds {rows:,} of the {len(frame):,} rows ('UNKNOWN' {rows:,})" in line
+    assert "far from 70/20/10" in line and "Leave those cells empty" in line
+
+
 def test_a_patient_column_named_as_the_answers_id_is_refused_with_one_way_out_and_the_note_says_it(lake, tmp_path):
     """The endpoint's answers give each row's id as 'patient_id', and it takes the patient column in requests: a
     patient column so named would read as the visit's id. Each piece of advice leads to renaming it (a probe followed

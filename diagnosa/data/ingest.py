@@ -1529,6 +1529,15 @@ def leakage_lines(leakage: dict[str, Any]) -> list[str]:
         n = leakage["rows_without_patient"]
         lines.append(f"  note: {n:,} row{'s' * (n != 1)} without a patient in the patient column: each is a patient "
                      "of its own to the split, which cannot keep it with the patient's other rows")
+    heavy = leakage.get("heavy_patients")
+    if heavy:
+        shown_ = ", ".join(f"{shown(name, 40)} {n:,}" for name, n in heavy["examples"])
+        many = heavy["patients"] != 1
+        lines.append(f"  note: {heavy['patients']:,} patient{'s' * many} hold{'s' * (not many)} "
+                     f"{heavy['rows']:,} of the {heavy['of_rows']:,} rows ({shown_}): the split keeps a patient's rows "
+                     "in one split, so such a patient decides the row shares of training, validation and test (far "
+                     "from 70/20/10), and the monitor's windows with its many rows are worth little. A placeholder for "
+                     "patients not known? Leave those cells empty: each row is then a patient of its own")
     alike = leakage.get("patients_but_for_case")
     if alike:
         lines.append(f"  note: {alike['patients']:,} patient{'s' * (alike['patients'] != 1)} written otherwise but for "

@@ -31,7 +31,10 @@ EXAMPLES = 3
 COPIES_AT_MOST = 3  # rows alike beyond this many are patients alike, not a record written again
 TELLING_VALUES = 2  # values only the rows alike hold, in this many columns few rows share: no coincidence
 LEAKAGE_KEYS = ("repeated_rows", "label_columns", "constant_columns", "patient_columns",  # the notes' keys
-                "rows_without_patient", "patients_but_for_case")
+                "rows_without_patient", "patients_but_for_case", "heavy_patients")
+# A patient holding this share of the rows or more decides the splits' row shares (its rows go to one split), and
+# a window of traffic with its many visits is worth little to the monitor: a placeholder for patients not known?
+HEAVY_PATIENT_SHARE = 0.1
 # A patient's number over visits: at least this many values, each holding rows next to each other (a file of
 # visits lists a patient's together), and at most this share of the rows distinct; beside it, columns of the
 # patient (sex, a treatment arm, a baseline age) hold one value within each of its values.
@@ -194,8 +197,8 @@ def patient_columns(curated: pd.DataFrame, schema: Schema, excluded: pd.DataFram
 
 def declared_patients(curated: pd.DataFrame, schema: Schema) -> dict[str, Any]:
     """With a patient column: how many rows have no patient (each a patient of its own, so the split cannot keep
-    them with their other rows), and the patients written as another one but for case (``P007``, ``p007``: two
-    patients to the split), with a few examples."""
+    them with their other rows), the patients holding a tenth of the rows or more, and the patients written as another
+    one but for case (``P007``, ``p007``: two patients to the split), with a few examples."""
     if schema.patient_column is None or schema.patient_column not in curated.columns:
         return {}
     column = curated[schema.patient_column]
@@ -203,6 +206,11 @@ def declared_patients(curated: pd.DataFrame, schema: Schema) -> dict[str, Any]:
     missing = int(column.isna().sum())
     if missing:
         notes["rows_without_patient"] = missing
+    counts = column.dropna().astype(str).value_counts()
+    heavy = counts[counts >= max(2, HEAVY_PATIENT_SHARE * len(column))]
+    if len(heavy):
+        notes["heavy_patients"] = {"patients": int(len(heavy)), "rows": int(heavy.sum()), "of_rows": int(len(column)),
+                                   "examples": [[str(name), int(n)] for name, n in heavy.iloc[:EXAMPLES].items()]}
     names = pd.Series(column.dropna().astype(str).unique())
     folded = names.str.casefold()
     alike = names[folded.duplicated(keep=False)]
