@@ -80,11 +80,27 @@ def click_get_diagnosis(page: "Page") -> None:
     button.click()
 
 
+def fill_field(page: "Page", name: str, value: str) -> None:
+    """Type ``value`` into the form's field ``name`` once the page shows it once: while a run redraws the form (the
+    acceptance of the policy) the old field and its redraw are both there for a moment, and a fill then is a
+    strict-mode error at once (CI's loaded machine, as for the button: :func:`click_get_diagnosis`)."""
+    from playwright.sync_api import expect
+
+    field = page.locator(f".st-key-in-{name} input")
+    expect(field).to_have_count(1)
+    field.fill(value)
+
+
 def ask_for_diagnosis(page: "Page") -> str:
     """Fill PATIENT's values in the form on ``page``, ask for the diagnosis and wait for it and its chart: the
-    headline the page shows."""
+    headline the page shows. The form is filled once the run the policy's acceptance started has drawn it (its
+    button enabled, once): a value typed into the field that run replaces would be lost."""
+    from playwright.sync_api import expect
+
+    expect(page.locator(".st-key-submit button:enabled")).to_have_count(1)
+    expect(page.locator(".st-key-submit button")).to_have_count(1)
     for name, value in PATIENT.items():
-        page.locator(f".st-key-in-{name} input").fill(value)
+        fill_field(page, name, value)
     page.locator(".st-key-in-sex").click()
     page.get_by_role("option", name=SEX, exact=True).click()
     click_get_diagnosis(page)
