@@ -398,10 +398,10 @@ def patient_codes(patients: pd.Series | Sequence[Any] | None) -> np.ndarray | No
     patient has two rows (then every test is the one for independent rows, unchanged)."""
     if patients is None or not len(patients):
         return None
-    keys = [("row", i) if key is None or (isinstance(key, float) and math.isnan(key)) else ("patient", key)
-            for i, key in enumerate(patients)]  # pandas holds a missing text as NaN
-    _, codes = np.unique(np.array([f"{kind}\x00{key}" for kind, key in keys], dtype=object), return_inverse=True)
-    return codes if codes.max() + 1 < len(codes) else None
+    codes, named = pd.factorize(pd.Series(patients, dtype=object))  # None and NaN: -1
+    unnamed = codes < 0
+    codes[unnamed] = len(named) + np.arange(int(unnamed.sum()))
+    return codes if len(named) + int(unnamed.sum()) < len(codes) else None
 
 
 def prediction_drift(predictions: Mapping[str, Any] | None, predicted: pd.Series, th: DriftThresholds,

@@ -299,12 +299,12 @@ def parse_data_baseline(statistics: Any, constraints: Any) -> DataBaseline:
     if not features:
         raise BaselineError(f"{STATISTICS} describes no features")
     reading = statistics["dataset"].get("diagnosa")
-    patient = reading.get("patient_column") if isinstance(reading, dict) else None
+    reading = reading if isinstance(reading, dict) else {}  # a baseline of rows, or one written before visits
+    patient = reading.get("patient_column")
     if patient is not None and (not isinstance(patient, str) or not patient or patient in features):
         raise BaselineError(f"{STATISTICS}: 'dataset.diagnosa.patient_column' must name a field that is not a feature, "
                             f"got {patient!r}")
-    markers = reading.get("missing_values") if isinstance(reading, dict) else None
-    effective = reading.get("effective_rows") if isinstance(reading, dict) else None
+    markers, effective = reading.get("missing_values"), reading.get("effective_rows")
     if effective is not None and (isinstance(effective, bool) or not isinstance(effective, (int, float))
                                   or not 0 < effective <= item_count):
         raise BaselineError(f"{STATISTICS}: 'dataset.diagnosa.effective_rows' must be a number in (0, item_count], "
