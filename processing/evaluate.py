@@ -34,7 +34,15 @@ from processing.calibration import honest_section
 from processing.entry import job_parser, stops_on_sigterm
 from processing.metrics import evaluate, recall_gate, slice_scores, write_report
 from processing.phenotype import find_similarity
-from processing.split import effective_rows, patient_keys, read_split, read_train_groups, unseen_mask
+from processing.split import (
+    SPLITS,
+    effective_rows,
+    patient_keys,
+    read_split,
+    read_train_groups,
+    share_departures,
+    unseen_mask,
+)
 
 log = logging.getLogger("diagnosa.evaluate")
 
@@ -71,6 +79,9 @@ def evaluate_model(model: DiagnosaModel, test: pd.DataFrame,
         # which cannot say whether its patient had a row in training.
         result["diagnosa"]["rows_without_patient"] = int(test[schema.patient_column].isna().sum())
         result["diagnosa"]["effective_rows"] = round(effective_rows(patients), 3)
+    split = split_summary(model.metadata)
+    if split is not None:
+        result["diagnosa"]["split"] = split
     result["diagnosa"]["honest"] = honest_section(
         np.array([index[str(v)] for v in test[target]]), raw, proba, decided, model.labels,
         model.decision_weights, model.metadata.get("calibration"), patients)
@@ -80,6 +91,22 @@ def evaluate_model(model: DiagnosaModel, test: pd.DataFrame,
                                                           "dataset", "validation", "calibration", "decision_weights")
                        if k in model.metadata}
     return result
+
+
+def split_summary(metadata: dict[str, Any]) -> dict[str, Any] | None:
+    """The rows of each split the model's Preprocess made, the fractions asked, and the splits whose share lies far
+    from its fraction (:func:`processing.split.share_departures`); None for a model that recorded no rows per split
+    (trained before they were, or a vote of such models)."""
+    rows, params = metadata.get("split_rows"), metadata.get("preprocess_params")
+    fractions = params.get("fractions") if isinstance(params, dict) else None
+    if not (isinstance(rows, dict) and all(isinstance(rows.get(name), int) for name in SPLITS)
+            and isinstance(fractions, list) and len(fractions) == len(SPLITS)):
+        return None
+    counts = {name: int(rows[name]) for name in SPLITS}
+    schema = metadata.get("schema")
+    unit = "patient" if isinstance(schema, dict) and schema.get("patient_column") else "row"
+    return {"rows": counts, "asked": [float(f) for f in fractions], "unit": unit,
+            "far": share_departures(counts, fractions)}
 
 
 REFERENCE_METHOD = ("the category of the best-matching knowledge-base disease other than the patient's own "

@@ -297,6 +297,31 @@ def _by_patient(d: dict[str, Any]) -> str:
             "in training")
 
 
+SPLIT_NAMES = {"train": "training", "validation": "validation", "test": "test"}
+
+
+def split_lines(split: Mapping[str, Any]) -> tuple[str, str | None]:
+    """Evaluate's ``split`` section in words: the rows of each split beside the shares asked, and, when a share lies
+    far from its fraction, why and what it costs (None otherwise)."""
+    rows, asked, far = split["rows"], split["asked"], split.get("far") or {}
+    total = sum(rows.values()) or 1
+    line = (" · ".join(f"{rows[name]:,} {word}" for name, word in SPLIT_NAMES.items()) + " rows ("
+            + " · ".join(f"{100 * rows[name] / total:.0f} %" for name in SPLIT_NAMES) + "; asked "
+            + " · ".join(f"{100 * share:g}" for share in asked) + " %)")
+    if not far:
+        return line, None
+    off = "; ".join(f"{SPLIT_NAMES.get(name, name)} {100 * f['share']:.0f} %, asked {100 * f['asked']:g} %"
+                    for name, f in far.items())
+    if split.get("unit") == "patient":
+        why = ("it keeps each patient's rows, and each held-out group, in one split, so a few that hold many rows move "
+               "the shares, and these scores rest on other numbers of rows than planned. A placeholder patient "
+               "(UNKNOWN, 0) is better left empty; ingestion's note heavy_patients names such patients")
+    else:
+        why = ("it keeps each held-out group of the slice in one split, so a few large groups move the shares, and "
+               "these scores rest on other numbers of rows than planned")
+    return line, f"the split's row shares lie far from those asked ({off}): {why}"
+
+
 def write_report(evaluation: dict, out_dir: str | os.PathLike, *,
                  title: str = "Diagnosa evaluation") -> dict[str, str]:
     """Write two PNG plots and a Markdown report for reviewers; returns the three paths."""
@@ -309,10 +334,13 @@ def write_report(evaluation: dict, out_dir: str | os.PathLike, *,
     _plot_recall(d, paths["per_class_recall"], title)
 
     worst = d["worst_class_recall"]
+    split = split_lines(d["split"]) if "split" in d else None
     lines = [
         f"# {title}", "",
         f"- Samples: {d['n']}" + (f" rows of {d['patients']} patient{'s' * (d['patients'] != 1)} ({_by_patient(d)})"
                                   if "patients" in d else ""),
+        *([f"- Split: {split[0]}"] if split else []),
+        *([f"- **Note:** {split[1]}"] if split and split[1] else []),
         f"- Accuracy: {fixed(d['accuracy'])} · balanced accuracy: {fixed(d['balanced_accuracy'])}",
         f"- Macro recall: {fixed(d['macro']['recall'])} · macro F1: {fixed(d['macro']['f1'])} · "
         f"weighted F1: {fixed(d['weighted']['f1'])}",

@@ -563,6 +563,67 @@ def test_a_table_of_visits_runs_end_to_end_split_trained_and_evaluated_by_patien
     report = (run / "report" / "report.md").read_text()
     assert "the intervals are over patients" in report and evaluation["diagnosa"]["patients"] == test_patients
     assert f"rows of {test_patients} patients (split by patient" in report
+    shares = evaluation["diagnosa"]["split"]
+    assert shares["rows"] == {name: int((membership["split"] == code).sum()) for code, name in
+                              enumerate(("train", "validation", "test"))} and shares["far"] == {}
+    assert f"- Split: {shares['rows']['train']:,} training · " in report and "**Note:**" not in report
+
+
+@pytest.mark.slow
+def test_a_split_far_from_the_shares_asked_is_said_in_the_report_and_the_runs_summary(tmp_path, capsys):
+    """A placeholder patient on half the rows: the split keeps its rows in one split, so the shares are far from
+    70/20/10 whichever split it lands in (a probe's table left training 1,389 of 6,945 rows, and nothing said so)."""
+    frame, _ = fingerprinted_visits(200, seed=2)
+    frame.loc[frame.index[::2], "patient"] = "UNKNOWN"
+    csv, config = tmp_path / "visits.csv", tmp_path / "visits.toml"
+    frame.to_csv(csv, index=False)
+    config.write_text(BASE + 'patient_column = "patient"\n[gate]\nrecall = 0.0\n')
+    ws = ["--workspace", str(tmp_path / "ws")]
+    assert main([*ws, "data", "ingest", str(csv), "--config", str(config)]) == 0
+    capsys.readouterr()
+    assert main([*ws, "run", "--local", "--dataset", "visits", "--families", "logistic_regression"]) == 0
+    printed = capsys.readouterr().out
+    run = next((tmp_path / "ws" / "lake" / "artifacts" / "runs").iterdir())
+    membership = pd.read_parquet(run / "split" / pre.MEMBERSHIP_FILE)
+    rows = {name: int((membership["split"] == code).sum()) for code, name in enumerate(("train", "validation", "test"))}
+    split = json.loads((run / "evaluation" / "evaluation.json").read_text())["diagnosa"]["split"]
+    assert split["rows"] == rows and split["asked"] == [0.7, 0.2, 0.1] and split["unit"] == "patient" and split["far"]
+    for name, far in split["far"].items():
+        assert far["share"] == round(rows[name] / len(frame), 4) and abs(far["share"] - far["asked"]) > 0.05
+    report = (run / "report" / "report.md").read_text()
+    assert "- **Note:** the split's row shares lie far from those asked (" in report
+    [note] = [line for line in printed.splitlines() if line.startswith("  note: the split's row shares")]
+    assert "heavy_patients" in note
+
+
+def test_a_split_far_off_without_a_patient_column_blames_the_held_out_groups():
+    from processing.metrics import split_lines
+    from processing.split import share_departures
+
+    rows = {"train": 500, "validation": 400, "test": 100}
+    line, note = split_lines({"rows": rows, "asked": [0.7, 0.2, 0.1], "unit": "row",
+                              "far": share_departures(rows, (0.7, 0.2, 0.1))})
+    assert line == "500 training · 400 validation · 100 test rows (50 % · 40 % · 10 %; asked 70 · 20 · 10 %)"
+    assert note is not None and note.startswith("the split's row shares lie far from those asked (training 50 %, "
+                                                "asked 70 %; validation 40 %, asked 20 %): it keeps each held-out group")
+    assert "patient" not in note
+
+
+@pytest.mark.parametrize(("rows", "far"), [
+    ({"train": 700, "validation": 200, "test": 100}, set()),
+    ({"train": 1733, "validation": 420, "test": 203}, set()),  # pbcseq split by patient (a real table)
+    ({"train": 1389, "validation": 5365, "test": 191}, {"train", "validation", "test"}),  # one patient of 5,000 rows
+    ({"train": 6413, "validation": 353, "test": 179}, {"train", "validation", "test"}),  # the same, on another seed
+    ({"train": 720, "validation": 240, "test": 40}, {"test"}),
+    ({"train": 700, "validation": 250, "test": 50}, set()),  # 0.05 away: not over it
+    ({"train": 0, "validation": 0, "test": 0}, set()),
+])
+def test_a_splits_share_is_far_when_it_lies_over_a_quarter_of_its_fraction_and_005_away(rows, far):
+    from processing.split import share_departures
+
+    found = share_departures(rows, (0.7, 0.2, 0.1))
+    assert set(found) == far
+    assert all(found[name]["share"] == round(rows[name] / sum(rows.values()), 4) for name in found)
 
 
 @pytest.mark.parametrize("seed", range(8))

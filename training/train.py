@@ -794,6 +794,7 @@ def train(train_dir: str | os.PathLike, validation_dir: str | os.PathLike, trans
         "preprocess_params": record.get("params"),
         "feature_names": names,
         "n_train": int(n_fit),
+        "split_rows": record.get("rows"),  # rows per split (preprocess.json): Evaluate says when shares are far off
         "fingerprint": {"preprocess": record.get("fingerprint"), "train_npz_sha256": train_sha},
         "validation": summary,
         "calibration": post["calibration"],

@@ -138,9 +138,12 @@ def _report(record, lake, example: dict[str, Any] = EXAMPLE_REQUEST, *, port: in
     steps = record.steps
     evaluate = steps.get("Evaluate", {}).get("Properties", {})
     report = evaluate.get("ProcessingOutputConfig", {}).get("Outputs", {}).get("report")
+    evaluation = _evaluation(lake, evaluate)
     if report:
         key = report["S3Output"]["S3Uri"].split("/", 3)[3]
         print(printable_line(f"  evaluation report: {lake.url(key + '/report.md').removeprefix('file://')}"))
+    if note := _split_note(evaluation):
+        print(printable_line(f"  note: {note}"))
     registered = steps.get("Register", {}).get("Properties", {}).get("ModelPackageArn")
     if registered:
         print(printable_line(f"  registered: {registered}"))
@@ -169,7 +172,7 @@ def _report(record, lake, example: dict[str, Any] = EXAMPLE_REQUEST, *, port: in
         print(printable_line(f"  failed: {record.data.get('FailureReason')}"))
         failed_at = [name for name, s in steps.items() if s["StepType"] == "Fail" and s["StepStatus"] == "Failed"]
         if failed_at == [GATE_FAILED_STEP]:
-            names = ", ".join(_gate_parameters(lake, evaluate)) or "<Name>"
+            names = ", ".join(_gate_parameters(evaluation)) or "<Name>"
             print(printable_line(f"  the recall gate kept the model out of the registry: hold one run to other "
                                  f"thresholds with `--param NAME=VALUE` ({names}; training is reused from the cache), a "
                                  "dataset to its own in its config's [gate] (docs/data.md; ingested again, a new version "
@@ -205,19 +208,38 @@ def _rejected_deploy(record: Any, registered: object) -> bool:
     return bool(package.get("ModelApprovalStatus") == "Rejected")
 
 
-def _gate_parameters(lake: DataLake, evaluate: dict[str, Any]) -> list[str]:
+def _evaluation(lake: DataLake, evaluate: dict[str, Any]) -> dict[str, Any]:
+    """The evaluation.json the Evaluate step wrote ({} when it wrote none, or none readable)."""
+    output = evaluate.get("ProcessingOutputConfig", {}).get("Outputs", {}).get("evaluation")
+    if not output:
+        return {}
+    try:
+        evaluation = json.loads(lake.get_bytes(output["S3Output"]["S3Uri"].split("/", 3)[3] + "/evaluation.json"))
+    except (KeyError, ValueError, TypeError, OSError, LakeError):
+        return {}
+    return evaluation if isinstance(evaluation, dict) else {}
+
+
+def _gate_parameters(evaluation: dict[str, Any]) -> list[str]:
     """The parameters of the gate's failed checks, from the evaluation the Evaluate step wrote."""
     from pipelines.definition import gate_parameter
 
-    output = evaluate.get("ProcessingOutputConfig", {}).get("Outputs", {}).get("evaluation")
-    if not output:
-        return []
-    key = output["S3Output"]["S3Uri"].split("/", 3)[3] + "/evaluation.json"
     try:
-        failures = json.loads(lake.get_bytes(key))["gate"]["failures"]
-    except (KeyError, ValueError, TypeError, OSError, LakeError):
+        failures = evaluation["gate"]["failures"]
+        return [name for name in (gate_parameter(f.get("check", "")) for f in failures) if name]
+    except (KeyError, TypeError, AttributeError):
         return []
-    return [name for name in (gate_parameter(f.get("check", "")) for f in failures) if name]
+
+
+def _split_note(evaluation: dict[str, Any]) -> str | None:
+    """The evaluation's note on a split whose row shares lie far from those asked (None: none, or no split said)."""
+    from processing.metrics import split_lines
+
+    split = (evaluation.get("diagnosa") or {}).get("split")
+    try:
+        return split_lines(split)[1] if isinstance(split, dict) else None
+    except (KeyError, TypeError, AttributeError, ValueError):
+        return None
 
 
 def cmd_executions(args: argparse.Namespace) -> int:
