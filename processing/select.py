@@ -31,6 +31,7 @@ import numpy as np
 from diagnosa.files import atomic_path, job_reason, write_job_failure, write_text_atomic
 from diagnosa.logs import configure_logging
 from diagnosa.model import (  # the limits a model.tar.gz is held to live there (checked_members)
+    DATA_METADATA,
     METADATA_FILE,
     MODEL_FILE,
     OOF_FILE,
@@ -281,9 +282,7 @@ def build_ensemble(candidates: list[tuple[str, Path, dict[str, Any]]], weights: 
     vote = ensemble.ProbabilityVote([members[n].pipeline.steps[-1][1] for n in names],
                            [members[n].metadata.get("calibration") for n in names], [weights[n] for n in names],
                            len(labels))
-    keep = ("schema", "input_schema", "target", "slice_column", "dataset", "preprocess_params", "feature_names",
-            "n_train", "fingerprint", "seed", "versions")
-    metadata = {key: lead.metadata[key] for key in keep if key in lead.metadata}
+    metadata = {key: lead.metadata[key] for key in DATA_METADATA if key in lead.metadata}
     max_loss = float(((lead.metadata.get("search") or {}).get("settings") or {}).get("max_precision_loss",
                                                                                      MAX_PRECISION_LOSS))
     mixed = ensemble.mix(evidence.proba, weights)

@@ -17,7 +17,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 from diagnosa.data.schema import Schema
-from diagnosa.model import OOF_FILE, DiagnosaModel, apply_calibration
+from diagnosa.model import DATA_METADATA, OOF_FILE, DiagnosaModel, apply_calibration
 from inference.handler import limit_threads
 from processing import ensemble
 from processing.select import ENSEMBLE_NAME, gather_evidence, load_candidates, main
@@ -321,6 +321,30 @@ def test_an_ensemble_of_real_candidates_serves_through_the_handler(tmp_path, tra
     labels = members["xgboost"].labels
     assert [answer["probabilities"][label] for label in labels] == pytest.approx(expected[0].tolist(), abs=1e-4)
     assert answer["category"] == labels[int(vote.decide(expected)[0])]
+
+
+def test_the_vote_keeps_what_its_members_say_of_their_data(tmp_path, trained_model_dir, xgboost_model_dir):
+    """The vote serves the data its members were fitted on: the metadata that describes it is theirs. A vote champion
+    lost the training rows' number spreads once, and its endpoint answered what each member's refused
+    (tests/test_extreme_numbers.py serves one)."""
+    from processing.select import build_ensemble
+
+    root = tmp_path / "candidates"
+    root.mkdir()
+    for name, folder in (("logistic_regression", trained_model_dir), ("xgboost", xgboost_model_dir)):
+        (root / name).symlink_to(folder, target_is_directory=True)
+    candidates = load_candidates(root)
+    evidence, reason = gather_evidence(candidates)
+    assert evidence is not None, reason
+    choice = ensemble.EnsembleChoice("stacked", {"logistic_regression": 0.5, "xgboost": 0.5})
+    build_ensemble(candidates, choice.weights, evidence, choice, tmp_path / "ensemble")
+    vote = DiagnosaModel.load(tmp_path / "ensemble")
+    member = DiagnosaModel.load(trained_model_dir)
+    described = [key for key in DATA_METADATA if key in member.metadata]
+    assert {"number_spreads", "split_rows", "schema", "dataset", "n_train"} <= set(described)
+    assert {key: vote.metadata.get(key) for key in described} == {key: member.metadata[key] for key in described}
+    # Every key a trained model records is the vote's own or its data's: none is left behind unnoticed.
+    assert set(member.metadata) - set(vote.metadata) == {"search", "train_seconds", "search_seconds"}
 
 
 def skewed_views(n: int = 900) -> tuple[pd.DataFrame, np.ndarray]:

@@ -67,6 +67,28 @@ def older_endpoint(unbounded_model, tmp_path_factory):
         yield served
 
 
+@pytest.fixture(scope="module")
+def vote_endpoint(unbounded_model, train_model, tmp_path_factory):
+    """A vote of the logistic regression and a random forest fitted on the same rows, as Select builds one."""
+    from processing import ensemble
+    from processing.select import build_ensemble, gather_evidence, load_candidates
+
+    root = tmp_path_factory.mktemp("vote")
+    lake = DataLake.from_uri(str(unbounded_model.parent.parent / "lake"))  # where unbounded_model's rows were ingested
+    forest = train_model(root / "forest", load_curated(lake, "t"), {"family": "random_forest", "n_estimators": "30"})
+    (root / "candidates").mkdir()
+    for name, folder in (("logistic_regression", unbounded_model), ("random_forest", forest)):
+        (root / "candidates" / name).symlink_to(folder, target_is_directory=True)
+    candidates = load_candidates(root / "candidates")
+    evidence, reason = gather_evidence(candidates)
+    assert evidence is not None, reason
+    weights = {"logistic_regression": 0.5, "random_forest": 0.5}
+    build_ensemble(candidates, weights, evidence, ensemble.EnsembleChoice("stacked", weights), root / "vote")
+    with EndpointServer(str(root / "vote"), endpoint_name="t") as served:
+        served.wait_until_ready()
+        yield served
+
+
 def _post(endpoint, records: list[dict]) -> tuple[int, object]:
     request = urllib.request.Request(f"{endpoint.url}/invocations", data=json.dumps(records).encode(),
                                      headers={"Content-Type": "application/json"})
@@ -104,6 +126,12 @@ def test_a_number_far_beyond_the_training_values_is_refused_as_ingestion_quarant
     assert set(spreads) == {"f1", "f2"}  # the unbounded numbers, as Preprocess measured them on the rows it fitted on
     status, _ = _post(endpoint, [{**GOOD, "f1": 40.0}])  # far outside the training values, but not implausibly
     assert status == 200
+
+
+def test_a_vote_of_models_refuses_what_its_members_refuse(vote_endpoint):
+    # The vote kept a list of its members' metadata that left out the training rows' spreads: it answered 1e12.
+    problem = _refused_then_answered(vote_endpoint, {"f1": 1e12})
+    assert problem.startswith("implausible value 1e+12 (over 1e+06 times the spread of the model's training values")
 
 
 @pytest.mark.parametrize("f1", [3.4e38, -3.4e38, 2.5e38])
