@@ -372,6 +372,9 @@ def run_monitor(lake: DataLake, endpoint: str, baseline: Baseline, start: dateti
         "retrain": {"recommended": bool(reasons), "reasons": reasons},
         "traffic": {"events": traffic.events, "patients": patients, "skipped": traffic.skipped.to_dict(),
                     **({"patient_column": _patient_column(patient, patients_of_rows)} if patient is not None else {}),
+                    # A dataset of visits read as rows (ingestion's note, no patient column): said, not fixed here.
+                    **({"unnamed_patient_columns": list(baseline.data.unnamed_patient_columns)}
+                       if patient is None and baseline.data.unnamed_patient_columns else {}),
                     # the version judged (None: not known, every request judged) and the requests others answered
                     "model_version": model_version, "other_versions": traffic.other_versions(),
                     # Requests stamped after the report's time: an endpoint whose clock runs ahead of this machine's.

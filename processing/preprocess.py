@@ -570,7 +570,9 @@ def write_fit(fitted: Fitted, schema: Schema, manifest: dict[str, Any], params: 
         from processing.baseline import write_data_baseline
 
         started = time.perf_counter()
-        paths = write_data_baseline(fitted.fitted_rows, schema, baseline_dir)
+        noted = manifest.get("patient_columns")  # ingestion's note: columns repeating a patient's number over rows
+        paths = write_data_baseline(fitted.fitted_rows, schema, baseline_dir,
+                                    unnamed_patients=tuple(noted) if isinstance(noted, dict) else ())
         log.info("wrote the monitoring baseline %s in %.2f s", ", ".join(map(str, paths)), time.perf_counter() - started)
 
 

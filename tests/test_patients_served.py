@@ -99,6 +99,64 @@ def test_the_data_baseline_names_the_patient_column_for_the_monitor():
         parse_data_baseline(statistics, constraints)
 
 
+def test_visits_read_as_rows_are_said_from_ingestion_through_the_baseline_to_the_monitors_report(tmp_path, capsys):
+    """A table of visits ingested without a patient column: ingestion notes the column that repeats a patient's
+    number, Preprocess's baseline records it, and every monitoring report says why its drift tests overcount, and
+    what to set: the tests take such rows as independent (60 % of a real table's clean windows called drift)."""
+    from test_patients import BASE, visit_table
+
+    from diagnosa.cli import main
+    from diagnosa.data.ingest import ingest_csv, load_curated
+    from diagnosa.lake import DataLake
+    from monitoring.run import run_monitor, write_report
+    from processing import preprocess as pre
+    from processing.baseline import load_baseline
+
+    frame = visit_table()
+    (tmp_path / "v.csv").write_text(frame.to_csv(index=False), encoding="utf-8")
+    (tmp_path / "v.toml").write_text(BASE, encoding="utf-8")
+    lake = DataLake.from_uri(str(tmp_path / "lake"))
+    ingest_csv(lake, tmp_path / "v.csv", tmp_path / "v.toml")
+    curated, manifest = load_curated(lake, "visits")
+    assert list(manifest["patient_columns"]) == ["pid"] and "patient_column" not in manifest["schema"]
+    source = tmp_path / "pre" / "input" / "curated"
+    source.mkdir(parents=True)
+    curated.to_parquet(source / "data.parquet", index=False)
+    (source / "manifest.json").write_text(json.dumps({**manifest, "data_keys": [
+        f"curated/visits/{manifest['version']}/data.parquet"]}), encoding="utf-8")
+    (tmp_path / "pre" / "output" / "baseline").mkdir(parents=True)
+    assert pre.main(["--base-dir", str(tmp_path / "pre")]) == 0
+    statistics = json.loads((tmp_path / "pre" / "output" / "baseline" / "statistics.json").read_text())
+    assert statistics["dataset"]["diagnosa"] == {"unnamed_patient_columns": ["pid"]}
+    baseline = load_baseline([tmp_path / "pre" / "output" / "baseline"])
+    assert baseline.data.unnamed_patient_columns == ("pid",) and baseline.data.patient_column is None
+
+    report = run_monitor(DataLake.from_uri(str(tmp_path / "traffic")), "visits", baseline)
+    assert report["traffic"]["unnamed_patient_columns"] == ["pid"]
+    html = write_report(report, tmp_path / "out")["html"].read_text()
+    assert "<p id='unnamed-patients'>the model&#x27;s training rows look like visits" in html
+    assert "Set patient_column = &quot;pid&quot; in the dataset&#x27;s config" in html
+    capsys.readouterr()
+    main(["--workspace", str(tmp_path / "ws"), "monitor", "--endpoint-name", "visits", "--baseline",
+          str(tmp_path / "pre" / "output" / "baseline"), "--out", str(tmp_path / "out2")])
+    [note] = [line for line in capsys.readouterr().out.splitlines() if "look like visits" in line]
+    assert note.startswith("  note: the model's training rows look like visits of the same patients (ingestion saw "
+                           "'pid' repeat") and 'patient_column = "pid"' in note
+
+
+def test_a_baseline_with_a_patient_column_or_none_noted_says_nothing_of_unnamed_visits():
+    frame = pd.DataFrame({"visit": ["v1", "v2", "v3"], "x": [1.0, 2.0, 3.0], "sex": ["F", "M", "F"],
+                          "patient": ["p", "p", "q"]})
+    named = parse_data_baseline(*data_baseline(frame, visits_schema(), unnamed_patients=("patient",)))
+    assert named.patient_column == "patient" and named.unnamed_patient_columns == ()
+    rows = Schema("one", visits_schema().fields, LABELS)
+    assert parse_data_baseline(*data_baseline(frame, rows)).unnamed_patient_columns == ()
+    statistics, constraints = data_baseline(frame, rows, unnamed_patients=("patient",))
+    assert parse_data_baseline(statistics, constraints).unnamed_patient_columns == ("patient",)
+    statistics["dataset"]["diagnosa"]["unnamed_patient_columns"] = "patient"  # not a list: passed over, not refused
+    assert parse_data_baseline(statistics, constraints).unnamed_patient_columns == ()
+
+
 # ------------------------------------------------------------------------------------------------ the tests
 
 def _visits(n_patients: int, visits: int, seed: int, shift: float = 0.0) -> tuple[np.ndarray, np.ndarray]:

@@ -215,7 +215,7 @@ def _say(line: str) -> None:
 
 
 def _print_summary(report: dict[str, Any], paths: dict[str, Path], lake_url: str) -> None:
-    from monitoring.report import insufficient_text, lag_text, patient_column_text
+    from monitoring.report import insufficient_text, lag_text, patient_column_text, unnamed_patients_text
 
     t = report["traffic"]
     _say(f"monitoring {report['endpoint']}: window {report['window']['start'] or 'beginning'} → "
@@ -235,6 +235,8 @@ def _print_summary(report: dict[str, Any], paths: dict[str, Path], lake_url: str
     patients = t.get("patient_column")
     if patients:
         _say(f"  {patient_column_text(patients)}")
+    if t.get("unnamed_patient_columns"):
+        _say(f"  note: {unnamed_patients_text(t['unnamed_patient_columns'])}")
     if other.get("requests"):
         versions = ", ".join(f"{v} ({n})" for v, n in other["by_version"].items())
         _say(f"  left out {other['requests']} captured requests ({other['patients']} patients) answered by other "
