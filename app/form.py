@@ -110,7 +110,13 @@ class FormSpec:
 
     @property
     def terms_field(self) -> FormField | None:
+        """The first field of HPO terms: the patient's symptoms, which the differential is asked for."""
         return next((f for f in self.fields if f.kind == "terms"), None)
+
+    @property
+    def terms_fields(self) -> tuple[FormField, ...]:
+        """Every field of HPO terms (a dataset may have several: symptoms, family history), each with its picker."""
+        return tuple(f for f in self.fields if f.kind == "terms")
 
 
 def _group(name: str, kind: Kind) -> str:
@@ -206,7 +212,8 @@ def load_form_spec(model_dir: str | None = None) -> FormSpec:
             raise FormError(f"cannot read the model's labels: {err}") from None
     orphan_slice = bool(metadata["slice_column"]) if "slice_column" in metadata else bool(schema.slice_column)
     request = RequestSchema(schema)
-    names = metadata.get("feature_names")
+    # The encoder's names: under a reduction (PCA, LDA) the model's feature_names are its components.
+    names = metadata.get("encoded_feature_names") or metadata.get("feature_names")
     return form_spec(request.to_json_schema(), id_field=request.id_field,
                      feature_names=[str(n) for n in names] if isinstance(names, list) else (),
                      model_family=metadata.get("family"), labels=labels, orphan_slice=orphan_slice)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass
 from typing import Any
 
 import streamlit as st
@@ -57,7 +58,24 @@ for _name in ("botocore", "boto3", "urllib3", "s3transfer"):
     logging.getLogger(_name).setLevel(logging.WARNING)
 
 FIELD = "in-"  # widget keys of the patient form: "in-<field name>"
-SYMPTOMS = "symptoms"  # the chosen HPO ids
+SYMPTOMS = "symptoms"  # the chosen HPO ids (of the first field of terms; another's: "terms-<field name>")
+
+
+@dataclass(frozen=True)
+class TermsKeys:
+    """The session keys of one field of terms' picker: the chosen ids, the search box, the buttons' prefix. The first
+    field keeps the keys the app always had; each other field has its own (a second field of terms, a family
+    history, had no picker at all, and its terms were never sent: the endpoint answered as if there were none)."""
+
+    chosen: str
+    query: str
+    buttons: str
+
+
+def terms_keys(spec: FormSpec, f: FormField) -> TermsKeys:
+    first = spec.terms_field is not None and f.name == spec.terms_field.name
+    return TermsKeys(SYMPTOMS, "symptom_query", "") if first else TermsKeys(
+        f"terms-{f.name}", f"terms_query-{f.name}", f"{f.name}-")
 
 
 @st.cache_resource(show_spinner=False)
@@ -90,14 +108,14 @@ def client_for(config: AppConfig) -> Any:
 
 # ------------------------------------------------------------------------------------------------ callbacks
 
-def add_symptom(term: str) -> None:
-    chosen = list(st.session_state.get(SYMPTOMS, []))
+def add_symptom(term: str, key: str = SYMPTOMS) -> None:
+    chosen = list(st.session_state.get(key, []))
     if term not in chosen:
-        st.session_state[SYMPTOMS] = chosen + [term]
+        st.session_state[key] = chosen + [term]
 
 
-def remove_symptom(term: str) -> None:
-    st.session_state[SYMPTOMS] = [t for t in st.session_state.get(SYMPTOMS, []) if t != term]
+def remove_symptom(term: str, key: str = SYMPTOMS) -> None:
+    st.session_state[key] = [t for t in st.session_state.get(key, []) if t != term]
 
 
 # What the doctor chose for one case, each with its widget's empty value.
@@ -184,8 +202,8 @@ def settle() -> None:
 def form_values(spec: FormSpec) -> dict[str, Any]:
     """The patient's values as the widgets hold them (the measurements as typed), the chosen symptoms included."""
     values = {f.name: st.session_state.get(FIELD + f.name) for f in spec.fields}
-    if spec.terms_field is not None:
-        values[spec.terms_field.name] = list(st.session_state.get(SYMPTOMS, []))
+    for f in spec.terms_fields:
+        values[f.name] = list(st.session_state.get(terms_keys(spec, f).chosen, []))
     return values
 
 
@@ -241,9 +259,11 @@ def new_patient(spec: FormSpec) -> None:
     for f in spec.fields:
         if f.kind != "terms":
             reset_widget(FIELD + f.name, empty_value(f, spec))
-    reset_widget("symptom_query", "")
+    for f in spec.terms_fields:
+        reset_widget(terms_keys(spec, f).query, "")
+        st.session_state.pop(terms_keys(spec, f).chosen, None)
     clear_feedback(reference=True)
-    for key in (SYMPTOMS, ASKED, "outcome", "outcome_values", "feedback_outcome", "blocked"):
+    for key in (ASKED, "outcome", "outcome_values", "feedback_outcome", "blocked"):
         st.session_state.pop(key, None)
 
 
@@ -307,26 +327,27 @@ def show_warnings(warnings: list[str]) -> None:
         st.warning(markdown_literal(warning), icon=":material/warning:")
 
 
-def symptom_picker(f: FormField, index: TermIndex, problems: list[str]) -> None:
+def symptom_picker(f: FormField, index: TermIndex, problems: list[str], keys: TermsKeys) -> None:
+    first = keys.chosen == SYMPTOMS
     with st.container(key="field-" + f.name):
-        st.markdown(f"**{f.label}**")
-        query = st.text_input("Search symptoms by name", key="symptom_query", type="search", live=True,
-                              placeholder="e.g. fever, shortness of breath, abdominal pain")
+        st.markdown(f"**{markdown_literal(f.label)}**")
+        query = st.text_input("Search symptoms by name" if first else label_literal(f"Search {f.label} by name"), key=keys.query,
+                              type="search", live=True, placeholder="e.g. fever, shortness of breath, abdominal pain")
+        chosen = st.session_state.get(keys.chosen, [])
         for term in index.search(query or ""):
-            if term.id not in st.session_state.get(SYMPTOMS, []):
-                st.button(term.label, key="add-" + term_key(term.id), icon=":material/add:", on_click=add_symptom,
-                          args=(term.id,), type="tertiary")
+            if term.id not in chosen:
+                st.button(term.label, key=f"add-{keys.buttons}{term_key(term.id)}", icon=":material/add:",
+                          on_click=add_symptom, args=(term.id, keys.chosen), type="tertiary")
         if query and not index.search(query):
-            st.caption("No symptom matches that search.")
-        chosen = st.session_state.get(SYMPTOMS, [])
+            st.caption("No symptom matches that search." if first else "No term matches that search.")
         if chosen:
             st.caption("Chosen (click to remove):")
             with st.container(horizontal=True):
                 for term in chosen:
-                    st.button(index.name(term), key="remove-" + term_key(term), icon=":material/close:", on_click=remove_symptom,
-                              args=(term,))
+                    st.button(index.name(term), key=f"remove-{keys.buttons}{term_key(term)}", icon=":material/close:",
+                              on_click=remove_symptom, args=(term, keys.chosen))
         else:
-            st.caption("No symptoms chosen.")
+            st.caption("No symptoms chosen." if first else "No terms chosen.")
         show_errors(problems)
 
 
@@ -459,9 +480,8 @@ def patient_form(config: AppConfig, spec: FormSpec, outcome: Outcome | None, acc
     failure = outcome.failure if outcome is not None else None
     by_field = failure.fields.by_field if failure is not None else {}
     warnings = outcome.warnings if outcome is not None and outcome.ok else {}
-    if spec.terms_field is not None:
-        symptom_picker(spec.terms_field, _index(tuple(sorted(spec.known_terms))),
-                       by_field.get(spec.terms_field.name, []))
+    for f in spec.terms_fields:
+        symptom_picker(f, _index(tuple(sorted(spec.known_terms))), by_field.get(f.name, []), terms_keys(spec, f))
     # Not an st.form: a form's values reach the app only when it is submitted, so a value edited after a diagnosis
     # could not be told from the one the diagnosis is of (stale_result). Each field reaches the app as it is edited.
     with st.container(key="patient", border=True):
