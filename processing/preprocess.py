@@ -216,6 +216,19 @@ def label_indices(values: pd.Series, labels: list[str]) -> np.ndarray:
     return values.map({label: i for i, label in enumerate(labels)}).to_numpy(dtype=np.int64)
 
 
+def encoded_names(pipeline: Any) -> list[str] | None:
+    """The column transformer's output names when a reduction (PCA, LDA) follows it and names the pipeline's output
+    by its components: the values a category learned and the terms and codes the model knows, which the doctors'
+    form reads (app/form.py; it lost them under a reduction). None when the feature names are these already."""
+    steps = getattr(pipeline, "named_steps", {})
+    if "columns" not in steps or not any(name in steps for name in ("pca", "lda")):
+        return None
+    try:
+        return [str(n) for n in steps["columns"].get_feature_names_out()]
+    except (AttributeError, ValueError):
+        return None
+
+
 def _feature_names(pipeline: Any, rows: pd.DataFrame) -> list[str]:
     try:
         return [str(n) for n in pipeline.get_feature_names_out()]
@@ -555,6 +568,7 @@ def write_fit(fitted: Fitted, schema: Schema, manifest: dict[str, Any], params: 
         "params": params.to_dict(),
         "dataset": {"name": manifest.get("dataset"), "version": manifest.get("version")},
         "feature_names": fitted.feature_names,
+        **({"encoded_feature_names": encoded} if (encoded := encoded_names(fitted.pipeline)) else {}),
         # Each unbounded number's spread over the rows fitted on: the endpoint refuses a value ingestion would
         # quarantine (a record's 1e12 got a confident answer from every model family).
         "number_spreads": number_spreads(fitted.fitted_rows, schema.fields),

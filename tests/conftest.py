@@ -176,8 +176,9 @@ def seed_lake(curated_cohort):
     return seed
 
 
-def _train_model(root, curated_cohort, hyperparameters: dict) -> Path:
-    """The preprocess and train jobs on the small cohort, as the pipeline runs them; returns the model folder."""
+def _train_model(root, curated_cohort, hyperparameters: dict, preprocess_args: tuple[str, ...] = ()) -> Path:
+    """The preprocess and train jobs on the small cohort (or ``curated_cohort``: any curated frame and manifest), as
+    the pipeline runs them, Preprocess with ``preprocess_args`` (its parameters); returns the model folder."""
     import json as _json
 
     from processing import preprocess as preprocess_job
@@ -190,7 +191,7 @@ def _train_model(root, curated_cohort, hyperparameters: dict) -> Path:
     # The manifest lists the one part written here (Preprocess reads exactly the parts it lists).
     listed = [f"curated/{manifest['dataset']}/{manifest['version']}/data.parquet"]
     (source / "manifest.json").write_text(_json.dumps({**manifest, "data_keys": listed}))
-    assert preprocess_job.main(["--base-dir", str(root / "pre")]) == 0
+    assert preprocess_job.main(["--base-dir", str(root / "pre"), *preprocess_args]) == 0
     env = {f"SM_CHANNEL_{c.upper()}": str(root / "pre" / "output" / c) for c in ("train", "validation", "transformer")}
     env |= {"SM_MODEL_DIR": str(root / "model"), "SM_OUTPUT_DATA_DIR": str(root / "out" / "data"),
             "SM_OUTPUT_DIR": str(root / "out"), "SM_INPUT_DIR": str(root / "in"),

@@ -793,6 +793,7 @@ def train(train_dir: str | os.PathLike, validation_dir: str | os.PathLike, trans
         "number_spreads": record.get("number_spreads"),  # what the endpoint refuses as implausible (RequestSchema)
         "preprocess_params": record.get("params"),
         "feature_names": names,
+        **({"encoded_feature_names": record["encoded_feature_names"]} if record.get("encoded_feature_names") else {}),
         "n_train": int(n_fit),
         "split_rows": record.get("rows"),  # rows per split (preprocess.json): Evaluate says when shares are far off
         "fingerprint": {"preprocess": record.get("fingerprint"), "train_npz_sha256": train_sha},
