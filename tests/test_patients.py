@@ -359,15 +359,29 @@ def test_a_patient_column_named_as_the_answers_id_is_refused_with_one_way_out_an
     assert 'patient_column = "patient_id"' not in line
 
 
-@pytest.mark.parametrize("change", ["declared", "shuffled", "sorted_by_a_measurement", "derived_columns",
-                                    "one_patient_attribute", "a_doctors_patients"])
+@pytest.mark.parametrize("order", ["shuffled", "sorted_by_date"])
+def test_visits_not_listed_together_get_the_note_too(lake, tmp_path, order):
+    """Exports list visits by date as often as by patient: a rule asking for a patient's rows next to each other
+    missed them (pbcseq shuffled, or sorted by another column: no note, and the split by row leaked)."""
+    frame = visit_table().assign(day=lambda f: np.random.default_rng(5).integers(0, 4000, size=len(f)))
+    frame = frame.sample(frac=1.0, random_state=1) if order == "shuffled" else frame.sort_values("day", kind="stable")
+    assert (frame["pid"].to_numpy()[1:] == frame["pid"].to_numpy()[:-1]).mean() < 0.1  # hardly a visit beside another
+    ingest(lake, tmp_path, BASE, frame)
+    seen = load_curated(lake, "visits")[1]["patient_columns"]
+    assert list(seen) == ["pid"] and seen["pid"]["constant"] == ["sex", "entry_age"] and seen["pid"]["values"] == 60
+
+
+@pytest.mark.parametrize("change", ["declared", "sorted_by_a_measurement", "derived_columns",
+                                    "one_patient_attribute", "a_doctors_patients", "measurements_shuffled"])
 def test_no_note_where_rows_are_not_a_patients_visits_or_the_column_is_declared(lake, tmp_path, change):
     frame = visit_table()
     config = BASE
     if change == "declared":
         config += 'patient_column = "pid"\n'
-    elif change == "shuffled":  # no longer next to each other: nothing tells visits from patients alike
-        frame = frame.sample(frac=1.0, random_state=1)
+    elif change == "measurements_shuffled":  # ages, sexes and labs of one row per patient, in no order
+        rng = np.random.default_rng(6)
+        frame = frame.assign(pid=rng.integers(20, 80, size=len(frame)), sex=rng.choice(["M", "F"], size=len(frame)),
+                             entry_age=rng.integers(20, 80, size=len(frame)), lab=rng.normal(size=len(frame)).round(3))
     elif change == "sorted_by_a_measurement":  # runs of equal ages, within which the sex changes
         rng = np.random.default_rng(2)
         frame = frame.assign(pid=np.sort(rng.integers(20, 80, size=len(frame))),
