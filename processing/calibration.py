@@ -179,12 +179,19 @@ def plot_reliability(curves: Mapping[str, Sequence[Mapping[str, Any]]], path: st
     return path
 
 
+TRAINING_FITTED = "out of fold at training"
+VOTE_FITTED = "on the vote's own out-of-fold probabilities, by Select"
+
+
 def honest_section(y: np.ndarray, raw: np.ndarray, calibrated: np.ndarray, decided: np.ndarray,
                    labels: Sequence[str], decision_weights: Sequence[float] | None = None,
-                   calibration: Mapping[str, Any] | None = None, patients: np.ndarray | None = None) -> dict[str, Any]:
+                   calibration: Mapping[str, Any] | None = None, patients: np.ndarray | None = None, *,
+                   vote: bool = False) -> dict[str, Any]:
     """What evaluation.json adds for honest numbers: per-class recall with its Wilson interval and support,
     with and without the decision weights, and calibration before (raw) and after (served probabilities).
-    ``patients``: each row's patient key, when patients have several rows (the intervals are then over them)."""
+    ``patients``: each row's patient key, when patients have several rows (the intervals are then over them).
+    ``vote``: the model is Select's vote of candidates, whose calibration Select fitted on the vote's own
+    out-of-fold probabilities (its raw probabilities: the weighted mean of its members' calibrated ones)."""
     y = np.asarray(y)
     plain = np.asarray(calibrated).argmax(axis=1)
     with_weights, without = recall_table(y, decided, labels, patients), recall_table(y, plain, labels, patients)
@@ -204,6 +211,7 @@ def honest_section(y: np.ndarray, raw: np.ndarray, calibrated: np.ndarray, decid
         "decision_weights": (None if decision_weights is None
                              else {str(label): float(w) for label, w in zip(labels, decision_weights)}),
         "calibration": {"method": dict(calibration) if calibration else None,
+                        "fitted": VOTE_FITTED if vote else TRAINING_FITTED,
                         "before": calibration_summary(y, raw), "after": calibration_summary(y, calibrated)},
         # The calibration rows score the top probability; the endpoint answers the decision weights' category. With
         # weights [1, 1, 3] the table said accuracy 0.65 where the answers were right 0.49 of the time (a probe).
@@ -245,7 +253,9 @@ def report_lines(section: Mapping[str, Any], out_dir: str | os.PathLike, title: 
               "A small class's interval is wide: read its recall with it.", "",
               "## Calibration", "",
               "| Probabilities | ECE | Brier | Mean top probability | Accuracy |", "|---|---:|---:|---:|---:|"]
-    for name, key in (("before calibration (classifier)", "before"), ("served (calibrated)", "after")):
+    vote = cal.get("fitted") == VOTE_FITTED
+    for name, key in (("before calibration (the members' weighted mean)" if vote else "before calibration (classifier)",
+                       "before"), ("served (calibrated)", "after")):
         c = cal[key]
         lines.append(f"| {name} | {c['ece']:.4f} | {c['brier']:.4f} | {c['mean_confidence']:.3f} | "
                      f"{c['accuracy']:.3f} |")
@@ -258,6 +268,6 @@ def report_lines(section: Mapping[str, Any], out_dir: str | os.PathLike, title: 
     if method:
         lines += ["", f"Calibration: {method.get('method')}, temperature {method.get('temperature', 1.0):.3f}"
                   + (", per-class bias " + ", ".join(f"{b:+.2f}" for b in method["bias"]) if method.get("bias")
-                     else "") + " (fitted out of fold at training)."]
+                     else "") + f" (fitted {cal.get('fitted') or TRAINING_FITTED})."]
     lines += ["", f"![Reliability]({path.name})", ""]
     return lines, {"reliability": str(path)}

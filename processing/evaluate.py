@@ -84,7 +84,7 @@ def evaluate_model(model: DiagnosaModel, test: pd.DataFrame,
         result["diagnosa"]["split"] = split
     result["diagnosa"]["honest"] = honest_section(
         np.array([index[str(v)] for v in test[target]]), raw, proba, decided, model.labels,
-        model.decision_weights, model.metadata.get("calibration"), patients)
+        model.decision_weights, model.metadata.get("calibration"), patients, vote=bool(model.metadata.get("members")))
     for label, row in result["diagnosa"]["honest"]["recall"].items():
         result["diagnosa"]["per_class"][label]["recall_ci95"] = row["recall_ci95"]
     result["model"] = {k: model.metadata.get(k) for k in ("model_version", "family", "hyperparameters", "fingerprint",

@@ -310,7 +310,7 @@ def build_ensemble(candidates: list[tuple[str, Path, dict[str, Any]]], weights: 
     metadata["model_version"] = identity_version(metadata)
     model = DiagnosaModel(Pipeline([("features", lead.features), ("classifier", vote)]), labels, metadata,
                           oof={"proba": post["calibrated"], "y": evidence.y, "w": evidence.weight,
-                               "groups": evidence.groups})
+                               "groups": evidence.groups, "patients": evidence.patients})
     model.save(folder)
     write_serving_code(folder / "code")
     return metadata

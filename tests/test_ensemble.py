@@ -323,7 +323,8 @@ def test_an_ensemble_of_real_candidates_serves_through_the_handler(tmp_path, tra
     assert answer["category"] == labels[int(vote.decide(expected)[0])]
 
 
-def test_the_vote_keeps_what_its_members_say_of_their_data(tmp_path, trained_model_dir, xgboost_model_dir):
+def test_the_vote_keeps_what_its_members_say_of_their_data(tmp_path, trained_model_dir, xgboost_model_dir,
+                                                            curated_cohort):
     """The vote serves the data its members were fitted on: the metadata that describes it is theirs. A vote champion
     lost the training rows' number spreads once, and its endpoint answered what each member's refused
     (tests/test_extreme_numbers.py serves one)."""
@@ -345,6 +346,19 @@ def test_the_vote_keeps_what_its_members_say_of_their_data(tmp_path, trained_mod
     assert {key: vote.metadata.get(key) for key in described} == {key: member.metadata[key] for key in described}
     # Every key a trained model records is the vote's own or its data's: none is left behind unnoticed.
     assert set(member.metadata) - set(vote.metadata) == {"search", "train_seconds", "search_seconds"}
+
+    # Its report says where its calibration was fitted: by Select, on the vote's own out-of-fold probabilities.
+    from processing.calibration import report_lines
+    from processing.evaluate import evaluate_model
+
+    frame = curated_cohort[0].head(400)
+    for model, fitted, before in ((vote, "on the vote's own out-of-fold probabilities, by Select",
+                                   "before calibration (the members' weighted mean)"),
+                                  (member, "out of fold at training", "before calibration (classifier)")):
+        honest = evaluate_model(model, frame)["diagnosa"]["honest"]
+        assert honest["calibration"]["fitted"] == fitted
+        text = "\n".join(report_lines(honest, tmp_path)[0])
+        assert f"(fitted {fitted})." in text and f"| {before} |" in text
 
 
 def skewed_views(n: int = 900) -> tuple[pd.DataFrame, np.ndarray]:
