@@ -213,6 +213,47 @@ def train_model():
     return _train_model
 
 
+def _own_dataset(folder: Path, name: str, csv_text: str, config: str):
+    """A dataset of one's own (``csv_text``, its TOML ``config``) ingested into ``folder``/lake: (curated frame,
+    manifest)."""
+    from diagnosa.data.ingest import ingest_csv, load_curated
+    from diagnosa.lake import DataLake
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{name}.csv").write_text(csv_text, encoding="utf-8")
+    (folder / f"{name}.toml").write_text(config, encoding="utf-8")
+    lake = DataLake.from_uri(str(folder / "lake"))
+    ingest_csv(lake, folder / f"{name}.csv", folder / f"{name}.toml")
+    return load_curated(lake, name)
+
+
+@pytest.fixture(scope="session")
+def own_dataset():
+    """``own_dataset(folder, name, csv_text, config) -> (curated frame, manifest)``: `data ingest`'s library call."""
+    return _own_dataset
+
+
+def _vote_of(folder: Path, members: dict[str, Path], weights: dict[str, float]) -> Path:
+    """The vote Select builds of trained ``members`` (name → model folder) with ``weights``; its model folder."""
+    from processing import ensemble
+    from processing.select import build_ensemble, gather_evidence, load_candidates
+
+    (folder / "candidates").mkdir(parents=True)
+    for name, model in members.items():
+        (folder / "candidates" / name).symlink_to(model, target_is_directory=True)
+    candidates = load_candidates(folder / "candidates")
+    evidence, reason = gather_evidence(candidates)
+    assert evidence is not None, reason
+    build_ensemble(candidates, weights, evidence, ensemble.EnsembleChoice("stacked", weights), folder / "vote")
+    return folder / "vote"
+
+
+@pytest.fixture(scope="session")
+def vote_of():
+    """``vote_of(folder, {name: model folder}, {name: weight}) -> vote model folder``, as Select builds it."""
+    return _vote_of
+
+
 @pytest.fixture(scope="session")
 def trained_model_dir(tmp_path_factory, curated_cohort):
     """A real model folder: the preprocess and train jobs run on the small cohort (logistic regression)."""

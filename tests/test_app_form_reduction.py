@@ -8,13 +8,11 @@ import numpy as np
 import pytest
 
 from app.form import load_form_spec
-from diagnosa.data.ingest import ingest_csv, load_curated
-from diagnosa.lake import DataLake
 from diagnosa.model import DiagnosaModel
 
 
 @pytest.fixture(scope="module")
-def curated(tmp_path_factory):
+def curated(tmp_path_factory, own_dataset):
     folder = tmp_path_factory.mktemp("reduction")
     rng = np.random.default_rng(2)
     rows = ["pid,f1,ward,codes,label"]
@@ -22,12 +20,8 @@ def curated(tmp_path_factory):
         k = i % 3
         rows.append(f"p{i},{rng.normal(2 * k, 1):.3f},{('east', 'west', 'north')[k]},{('I10', 'E11', 'J45')[k]},"
                     f"{'abc'[k]}")
-    (folder / "r.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
-    (folder / "r.toml").write_text('name = "r"\nid_column = "pid"\ntarget = "label"\nlabels = ["a", "b", "c"]\n'
-                                   '[columns.codes]\ntype = "codes"\n', encoding="utf-8")
-    lake = DataLake.from_uri(str(folder / "lake"))
-    ingest_csv(lake, folder / "r.csv", folder / "r.toml")
-    return folder, load_curated(lake, "r")
+    config = 'name = "r"\nid_column = "pid"\ntarget = "label"\nlabels = ["a", "b", "c"]\n[columns.codes]\ntype = "codes"\n'
+    return folder, own_dataset(folder, "r", "\n".join(rows) + "\n", config)
 
 
 @pytest.mark.parametrize("reduction", ["none", "pca", "lda"])

@@ -9,8 +9,6 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from diagnosa.data.ingest import ingest_csv, load_curated
-from diagnosa.lake import DataLake
 from diagnosa.model import DiagnosaModel
 
 SCRIPT = str(Path(__file__).resolve().parents[1] / "app" / "web" / "diagnosa_app.py")
@@ -18,7 +16,7 @@ FEVER, COUGH, HEADACHE, ABDOMINAL_PAIN = "HP:0001945", "HP:0012735", "HP:0002315
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory, train_model):
+def model(tmp_path_factory, own_dataset, train_model):
     """The symptoms say nothing of the class; the family history says a (headache) or b (abdominal pain), else c."""
     folder = tmp_path_factory.mktemp("two-terms")
     rng = np.random.default_rng(1)
@@ -27,13 +25,10 @@ def model(tmp_path_factory, train_model):
         k = i % 3
         rows.append(f"p{i},{rng.integers(20, 80)},{(FEVER, COUGH)[i % 2]},{(HEADACHE, ABDOMINAL_PAIN, '')[k]},"
                     f"{'abc'[k]}")
-    (folder / "two.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
-    (folder / "two.toml").write_text('name = "two"\nid_column = "pid"\ntarget = "label"\nlabels = ["a", "b", "c"]\n'
-                                     '[columns.symptoms]\ntype = "hpo_terms"\n[columns.family_terms]\n'
-                                     'type = "hpo_terms"\n', encoding="utf-8")
-    lake = DataLake.from_uri(str(folder / "lake"))
-    ingest_csv(lake, folder / "two.csv", folder / "two.toml")
-    return train_model(folder / "train", load_curated(lake, "two"), {"family": "logistic_regression"})
+    data = own_dataset(folder, "two", "\n".join(rows) + "\n",
+                       'name = "two"\nid_column = "pid"\ntarget = "label"\nlabels = ["a", "b", "c"]\n'
+                       '[columns.symptoms]\ntype = "hpo_terms"\n[columns.family_terms]\ntype = "hpo_terms"\n')
+    return train_model(folder / "train", data, {"family": "logistic_regression"})
 
 
 @pytest.fixture(scope="module")

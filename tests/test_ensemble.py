@@ -291,23 +291,15 @@ def test_select_without_out_of_fold_rows_picks_by_the_rule(tmp_path):
     assert selection["champion"] == selection["ranking"][0]["name"]
 
 
-def test_an_ensemble_of_real_candidates_serves_through_the_handler(tmp_path, trained_model_dir, xgboost_model_dir):
+def test_an_ensemble_of_real_candidates_serves_through_the_handler(tmp_path, trained_model_dir, xgboost_model_dir,
+                                                                    vote_of):
     """Two candidates the preprocess and train jobs made on the small cohort, combined as Select combines them,
     answer through the endpoint's handler with the vote's calibrated probabilities."""
     from inference.handler import invoke, load_service
-    from processing.select import build_ensemble
 
-    root = tmp_path / "candidates"
-    root.mkdir()
-    for name, folder in (("logistic_regression", trained_model_dir), ("xgboost", xgboost_model_dir)):
-        (root / name).symlink_to(folder, target_is_directory=True)
-    candidates = load_candidates(root)
-    evidence, reason = gather_evidence(candidates)
-    assert evidence is not None, reason
-    choice = ensemble.EnsembleChoice("stacked", {"logistic_regression": 0.4, "xgboost": 0.6})
-    build_ensemble(candidates, choice.weights, evidence, choice, tmp_path / "ensemble")
-
-    service = load_service(str(tmp_path / "ensemble"))
+    folder = vote_of(tmp_path, {"logistic_regression": trained_model_dir, "xgboost": xgboost_model_dir},
+                     {"logistic_regression": 0.4, "xgboost": 0.6})
+    service = load_service(str(folder))
     patient = {"patient_id": "A1", "age": 67, "sex": "M", "temperature_c": 38.9, "heart_rate_bpm": 112,
                "spo2_pct": 90, "crp_mg_l": 180.0, "symptoms": ["HP:0001945", "HP:0012735"]}
     [answer] = json.loads(invoke(service, json.dumps(patient), "application/json", None)[0])["predictions"]
@@ -316,7 +308,7 @@ def test_an_ensemble_of_real_candidates_serves_through_the_handler(tmp_path, tra
     features = Schema.from_dict(members["xgboost"].metadata["schema"]).features()
     frame = pd.DataFrame([{name: patient.get(name) for name in features}])  # the fields a request leaves out: None
     mean = 0.4 * members["logistic_regression"].predict_proba(frame) + 0.6 * members["xgboost"].predict_proba(frame)
-    vote = DiagnosaModel.load(tmp_path / "ensemble")
+    vote = DiagnosaModel.load(folder)
     expected = apply_calibration(mean, vote.metadata["calibration"])
     labels = members["xgboost"].labels
     assert [answer["probabilities"][label] for label in labels] == pytest.approx(expected[0].tolist(), abs=1e-4)
@@ -324,22 +316,13 @@ def test_an_ensemble_of_real_candidates_serves_through_the_handler(tmp_path, tra
 
 
 def test_the_vote_keeps_what_its_members_say_of_their_data(tmp_path, trained_model_dir, xgboost_model_dir,
-                                                            curated_cohort):
+                                                            curated_cohort, vote_of):
     """The vote serves the data its members were fitted on: the metadata that describes it is theirs. A vote champion
     lost the training rows' number spreads once, and its endpoint answered what each member's refused
     (tests/test_extreme_numbers.py serves one)."""
-    from processing.select import build_ensemble
-
-    root = tmp_path / "candidates"
-    root.mkdir()
-    for name, folder in (("logistic_regression", trained_model_dir), ("xgboost", xgboost_model_dir)):
-        (root / name).symlink_to(folder, target_is_directory=True)
-    candidates = load_candidates(root)
-    evidence, reason = gather_evidence(candidates)
-    assert evidence is not None, reason
-    choice = ensemble.EnsembleChoice("stacked", {"logistic_regression": 0.5, "xgboost": 0.5})
-    build_ensemble(candidates, choice.weights, evidence, choice, tmp_path / "ensemble")
-    vote = DiagnosaModel.load(tmp_path / "ensemble")
+    vote = DiagnosaModel.load(vote_of(tmp_path, {"logistic_regression": trained_model_dir,
+                                                 "xgboost": xgboost_model_dir},
+                                      {"logistic_regression": 0.5, "xgboost": 0.5}))
     member = DiagnosaModel.load(trained_model_dir)
     described = [key for key in DATA_METADATA if key in member.metadata]
     assert {"number_spreads", "split_rows", "schema", "dataset", "n_train"} <= set(described)

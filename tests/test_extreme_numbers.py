@@ -29,7 +29,7 @@ def _strict_json(body: bytes) -> object:
 
 
 @pytest.fixture(scope="module")
-def unbounded_model(tmp_path_factory, train_model):
+def unbounded_model(tmp_path_factory, own_dataset, train_model):
     """A logistic regression on two unbounded numbers (no min or max in the config) and a category."""
     folder = tmp_path_factory.mktemp("unbounded")
     rng = np.random.default_rng(4)
@@ -37,12 +37,9 @@ def unbounded_model(tmp_path_factory, train_model):
     for i in range(300):
         k = i % 3
         rows.append(f"p{i},{rng.normal(2 * k, 1):.4f},{rng.normal(-k, 1):.4f},{'east' if i % 2 else 'west'},{LABELS[k]}")
-    (folder / "t.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
-    (folder / "t.toml").write_text('name = "t"\nid_column = "pid"\ntarget = "label"\nlabels = ["a", "b", "c"]\n',
-                                   encoding="utf-8")
-    lake = DataLake.from_uri(str(folder / "lake"))
-    ingest_csv(lake, folder / "t.csv", folder / "t.toml")
-    return train_model(folder / "train", load_curated(lake, "t"), {"family": "logistic_regression"})
+    data = own_dataset(folder, "t", "\n".join(rows) + "\n",
+                       'name = "t"\nid_column = "pid"\ntarget = "label"\nlabels = ["a", "b", "c"]\n')
+    return train_model(folder / "train", data, {"family": "logistic_regression"})
 
 
 @pytest.fixture(scope="module")
@@ -68,23 +65,14 @@ def older_endpoint(unbounded_model, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def vote_endpoint(unbounded_model, train_model, tmp_path_factory):
+def vote_endpoint(unbounded_model, train_model, vote_of, tmp_path_factory):
     """A vote of the logistic regression and a random forest fitted on the same rows, as Select builds one."""
-    from processing import ensemble
-    from processing.select import build_ensemble, gather_evidence, load_candidates
-
     root = tmp_path_factory.mktemp("vote")
     lake = DataLake.from_uri(str(unbounded_model.parent.parent / "lake"))  # where unbounded_model's rows were ingested
     forest = train_model(root / "forest", load_curated(lake, "t"), {"family": "random_forest", "n_estimators": "30"})
-    (root / "candidates").mkdir()
-    for name, folder in (("logistic_regression", unbounded_model), ("random_forest", forest)):
-        (root / "candidates" / name).symlink_to(folder, target_is_directory=True)
-    candidates = load_candidates(root / "candidates")
-    evidence, reason = gather_evidence(candidates)
-    assert evidence is not None, reason
-    weights = {"logistic_regression": 0.5, "random_forest": 0.5}
-    build_ensemble(candidates, weights, evidence, ensemble.EnsembleChoice("stacked", weights), root / "vote")
-    with EndpointServer(str(root / "vote"), endpoint_name="t") as served:
+    vote = vote_of(root, {"logistic_regression": unbounded_model, "random_forest": forest},
+                   {"logistic_regression": 0.5, "random_forest": 0.5})
+    with EndpointServer(str(vote), endpoint_name="t") as served:
         served.wait_until_ready()
         yield served
 
