@@ -459,5 +459,12 @@ def prediction_drift(predictions: Mapping[str, Any] | None, predicted: pd.Series
                     key=lambda t: -abs(t[1]))
     if result["verdict"] != OK:
         reasons.append("largest shifts: " + ", ".join(f"{label} {d:+.1%}" for label, d in shifts[:2]))
+    # The baseline is the test split's predictions: a small test split (a small table, or few patients' visits) is
+    # worth few values, and the test sees only a large shift. Said beside any verdict, not only an alarm.
+    result["baseline_worth"] = round(float(b.sum()) * (sample.base_scale if sample is not None else 1.0), 1)
+    if result["baseline_worth"] < th.min_rows:
+        reasons.append(f"the prediction baseline (the test split's predictions) is worth {result['baseline_worth']:g} "
+                       f"independent values, fewer than {th.min_rows}: only a large shift of the predicted categories "
+                       "can be seen")
     result["reasons"] = reasons
     return result

@@ -295,6 +295,24 @@ def test_predicted_categories_and_live_recall_count_patients():
     assert low < rows_low and high >= rows_high
 
 
+def test_a_prediction_baseline_worth_few_values_is_said_beside_the_verdict():
+    """pbcseq's test split (175 visits of 30 patients) is worth 24.5 values: its comparison was OK with nothing said
+    of how little it could see."""
+    th = DriftThresholds()
+    predicted = pd.Series(["a"] * 60 + ["b"] * 60)
+    small = prediction_drift({"labels": list(LABELS), "predicted_distribution": {"a": 90, "b": 85}, "effective_n": 24.5},
+                             predicted, th, list(LABELS), np.arange(120))
+    assert small["verdict"] == "ok" and small["baseline_worth"] == 24.5
+    assert small["reasons"] == ["the prediction baseline (the test split's predictions) is worth 24.5 independent values, "
+                                "fewer than 30: only a large shift of the predicted categories can be seen"]
+    tiny_table = prediction_drift({"labels": list(LABELS), "predicted_distribution": {"a": 12, "b": 8}}, predicted, th,
+                                  list(LABELS))  # a table of 200 rows: 20 test rows, each its own patient
+    assert tiny_table["baseline_worth"] == 20 and "worth 20 independent values" in tiny_table["reasons"][-1]
+    enough = prediction_drift({"labels": list(LABELS), "predicted_distribution": {"a": 500, "b": 500}}, predicted, th,
+                              list(LABELS))
+    assert enough["baseline_worth"] == 1000 and enough["reasons"] == []
+
+
 # ------------------------------------------------------------------------------------------------ end to end
 
 @pytest.mark.slow
