@@ -173,6 +173,7 @@ def patient_columns(curated: pd.DataFrame, schema: Schema, excluded: pd.DataFram
     # screen, unless the table is too large for one (then column by column, as they are needed).
     matrix = (np.column_stack([_value_codes(curated[n]) for n in names]) if names
               and len(curated) * len(names) <= PATIENT_MATRIX_CELLS else None)
+    position = {n: i for i, n in enumerate(names)}
     others: dict[str, np.ndarray] = {}
     for name in [*_repeating(curated, names), *outside]:
         column = outside[name] if name in outside else curated[name]
@@ -189,7 +190,7 @@ def patient_columns(curated: pd.DataFrame, schema: Schema, excluded: pd.DataFram
         constant = []
         for other in _screened(names, name, matrix, rows, codes, repeated):
             if other not in others:
-                others[other] = matrix[:, names.index(other)] if matrix is not None else _value_codes(curated[other])
+                others[other] = matrix[:, position[other]] if matrix is not None else _value_codes(curated[other])
             values = others[other][rows]
             if not _one_value_within(codes, values):
                 continue
@@ -254,9 +255,9 @@ def _screened(names: list[str], name: str, matrix: np.ndarray | None, rows: np.n
 
 
 def _ordered_codes(values: pd.Series) -> np.ndarray:
-    """Each value's number, in the values' order (numbers as numbers, texts as texts; the file's order when they
-    cannot be ordered): neighbouring numbers are neighbouring patients of a patient's number, and neighbouring ages
-    of an age."""
+    """Each value's number, in the values' order (numbers as numbers, texts as texts; all as texts when they cannot
+    be compared): neighbouring numbers are neighbouring patients of a patient's number, and neighbouring ages of an
+    age."""
     try:
         return pd.factorize(values, sort=True)[0]
     except TypeError:  # texts and numbers mixed (an excluded column's cells)
