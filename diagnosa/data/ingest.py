@@ -1516,7 +1516,7 @@ def leakage_lines(leakage: dict[str, Any]) -> list[str]:
     for name, seen in (leakage.get("patient_columns") or {}).items():
         lines.append(f"  note: column '{name}'{' (excluded)' if seen.get('excluded') else ''} looks like a patient's "
                      f"number over several rows: its {seen['values']:,} "
-                     f"values hold up to {seen['most_rows']:,} rows each, and "
+                     f"values each hold rows next to each other (up to {seen['most_rows']:,}), and "
                      f"{some_of(seen['constant'])} hold{'s' * (len(seen['constant']) == 1)} one value within each. "
                      "Several rows (visits) of one patient? "
                      "Split by row, a patient's visits land in training and in test, and the evaluation's recall is "

@@ -35,26 +35,19 @@ LEAKAGE_KEYS = ("repeated_rows", "label_columns", "constant_columns", "patient_c
 # A patient holding this share of the rows or more decides the splits' row shares (its rows go to one split), and
 # a window of traffic with its many visits is worth little to the monitor: a placeholder for patients not known?
 HEAVY_PATIENT_SHARE = 0.1
-# A patient's number over visits: at least this many values, and at most this share of the rows distinct; beside
-# it, columns of the patient (sex, a treatment arm, a baseline age) hold one value within each of its values,
-# wherever its rows are in the file. The rule first asked for each value's rows to be next to each other, and a
-# file of visits shuffled, or sorted by date as exports often are, got no note (pbcseq so: none).
+# A patient's number over visits: at least this many values, each holding rows next to each other (a file of
+# visits lists a patient's together), and at most this share of the rows distinct; beside it, columns of the
+# patient (sex, a treatment arm, a baseline age) hold one value within each of its values.
 PATIENT_MIN_VALUES = 10
 PATIENT_MAX_DISTINCT_SHARE = 0.8
+PATIENT_MIN_ADJACENT = 0.9  # the share of its repeated values whose rows are one run
 PATIENT_MAX_MEDIAN_ROWS = 20  # rows of a repeated value, the median: visits, not a hospital's patients
-# Repeated values looked at first, spread over the candidate's: a column with two values in one of them is no
-# patient's own (a sex equal by chance within 20 values of 2 rows: 1 in a million), and a wide table's other
-# columns are ruled out at the cost of a few hundred rows each (a table of lab values rounded to a decimal makes
-# nearly every column a candidate).
-PATIENT_SCREEN_VALUES = 20
-PATIENT_MATRIX_CELLS = 30_000_000  # the other columns' codes held at once for the screen (120 MB), up to this
 # Columns constant within each value: a column derived from the candidate is so by construction (a hospital's
 # region, an age's band, a lab's flag: a probe's four false alarms), a patient's own attributes (sex, a treatment
 # arm) too. A patient's number has at least two such columns that change from one patient to the next at this
-# share of the values, taken in the candidate's order, or more (pbcseq's sex, 88 % women: 21 %); a band of a
-# measurement changes between few neighbouring values (10 age bands over 60 ages: 9 of 59). A rule asking for one
-# column with nearly a value per patient (an age at entry) missed pbcseq once its age was given at each visit (a
-# re-run probe).
+# share of the values' boundaries or more (pbcseq's sex, 88 % women: 21 %); a band of a sorted measurement changes
+# at few of them (10 age bands over 60 ages: 9 of 59). A rule asking for one column with nearly a value per patient
+# (an age at entry) missed pbcseq once its age was given at each visit (a re-run probe).
 PATIENT_MIN_CONSTANT = 2
 PATIENT_MIN_CHANGES = 0.15
 # A doctor's, a family's, a lab batch's rows have attributes of their own too (a re-run probe's false alarms), but
@@ -169,37 +162,32 @@ def patient_columns(curated: pd.DataFrame, schema: Schema, excluded: pd.DataFram
         name: excluded[name].reset_index(drop=True).replace("", np.nan) for name in excluded.columns
         if name not in curated.columns}
     found: dict[str, dict[str, Any]] = {}
-    # Each column's values as codes (-1: missing), made once for every candidate: all at once in a matrix for the
-    # screen, unless the table is too large for one (then column by column, as they are needed).
-    matrix = (np.column_stack([_value_codes(curated[n]) for n in names]) if names
-              and len(curated) * len(names) <= PATIENT_MATRIX_CELLS else None)
-    position = {n: i for i, n in enumerate(names)}
-    others: dict[str, np.ndarray] = {}
     for name in [*_repeating(curated, names), *outside]:
         column = outside[name] if name in outside else curated[name]
         held = column.notna().to_numpy()
         if held.sum() < 2 * PATIENT_MIN_VALUES:  # (no list column among them: only code and term columns hold lists)
             continue
-        codes = _ordered_codes(column[held])  # numbered in the values' order, not the file's
+        codes = pd.factorize(column[held])[0]
         counts = np.bincount(codes)
         repeated = counts >= 2
         if len(counts) < PATIENT_MIN_VALUES or len(counts) > PATIENT_MAX_DISTINCT_SHARE * len(codes) \
                 or repeated.sum() < PATIENT_MIN_VALUES // 2 or np.median(counts[repeated]) > PATIENT_MAX_MEDIAN_ROWS:
             continue
-        rows = np.flatnonzero(held)
+        runs = np.bincount(codes[np.r_[True, codes[1:] != codes[:-1]]], minlength=len(counts))
+        if (runs[repeated] == 1).mean() < PATIENT_MIN_ADJACENT:
+            continue
+        # Only now (rarely) a pass over the other columns: constant within each value, and not everywhere.
         constant = []
-        for other in _screened(names, name, matrix, rows, codes, repeated):
-            if other not in others:
-                others[other] = matrix[:, position[other]] if matrix is not None else _value_codes(curated[other])
-            values = others[other][rows]
-            if not _one_value_within(codes, values):
+        boundaries = np.flatnonzero(codes[1:] != codes[:-1])  # between one value's run and the next
+        for other in names:
+            if other == name:
                 continue
-            first = np.full(len(counts), -1)  # each value's one value of the other column (-1: none given)
-            first[codes[values >= 0]] = values[values >= 0]
-            before, after = first[:-1], first[1:]
-            known = (before >= 0) & (after >= 0)
-            if len(np.unique(first[first >= 0])) >= 2 and known.any() \
-                    and (before[known] != after[known]).mean() >= PATIENT_MIN_CHANGES:
+            values = pd.Series(curated[other].to_numpy()[held])
+            if values.groupby(codes).nunique(dropna=True).max() > 1 or values.nunique(dropna=True) < 2:
+                continue
+            before, after = values.iloc[boundaries].to_numpy(), values.iloc[boundaries + 1].to_numpy()
+            known = pd.notna(before) & pd.notna(after)
+            if known.any() and (before[known] != after[known]).mean() >= PATIENT_MIN_CHANGES:
                 constant.append(other)
         if len(constant) >= PATIENT_MIN_CONSTANT and _alike_within(curated, names, name, held, codes) >= PATIENT_MIN_ALIKE:
             found[name] = {"values": int(len(counts)), "most_rows": int(counts.max()), "constant": constant[:EXAMPLES],
@@ -231,46 +219,6 @@ def declared_patients(curated: pd.DataFrame, schema: Schema) -> dict[str, Any]:
         notes["patients_but_for_case"] = {"patients": int(len(groups)),
                                           "examples": [sorted(g) for g in groups.iloc[:EXAMPLES]]}
     return notes
-
-
-def _value_codes(column: pd.Series) -> np.ndarray:
-    """A column's values as codes, -1 where missing."""
-    return pd.factorize(_hashable(column), use_na_sentinel=True)[0].astype(np.int32)
-
-
-def _screened(names: list[str], name: str, matrix: np.ndarray | None, rows: np.ndarray, codes: np.ndarray,
-              repeated: np.ndarray) -> list[str]:
-    """The columns other than ``name`` that hold no two values within any of PATIENT_SCREEN_VALUES of the
-    candidate's repeated values, spread over them (``matrix``: every column's codes, the table's rows; None: no
-    screen, every other column). A column passing may still hold two values elsewhere: each is checked whole."""
-    if matrix is None:
-        return [n for n in names if n != name]
-    picked = np.flatnonzero(repeated)[np.unique(np.linspace(
-        0, repeated.sum() - 1, min(PATIENT_SCREEN_VALUES, int(repeated.sum()))).astype(int))]
-    at = np.flatnonzero(np.isin(codes, picked))
-    at = at[np.argsort(codes[at], kind="stable")]  # each picked value's rows together
-    values, same = matrix[rows[at]], codes[at][1:] == codes[at][:-1]
-    two = ((values[1:] != values[:-1]) & (values[1:] >= 0) & (values[:-1] >= 0) & same[:, None]).any(axis=0)
-    return [n for n, ruled_out in zip(names, two) if not ruled_out and n != name]
-
-
-def _ordered_codes(values: pd.Series) -> np.ndarray:
-    """Each value's number, in the values' order (numbers as numbers, texts as texts; all as texts when they cannot
-    be compared): neighbouring numbers are neighbouring patients of a patient's number, and neighbouring ages of an
-    age."""
-    try:
-        return pd.factorize(values, sort=True)[0]
-    except TypeError:  # texts and numbers mixed (an excluded column's cells)
-        return pd.factorize(values.astype(str), sort=True)[0]
-
-
-def _one_value_within(codes: np.ndarray, values: np.ndarray) -> bool:
-    """Whether ``values`` (codes, -1 missing) hold at most one value within each of ``codes``' values."""
-    given = values >= 0
-    if not given.any():
-        return False
-    pairs = np.unique(codes[given].astype(np.int64) * (int(values.max()) + 1) + values[given])
-    return len(pairs) == len(np.unique(codes[given]))
 
 
 def _alike_within(curated: pd.DataFrame, names: list[str], name: str, held: np.ndarray, codes: np.ndarray) -> float:
