@@ -104,9 +104,9 @@ def split_summary(metadata: dict[str, Any]) -> dict[str, Any] | None:
         return None
     counts = {name: int(rows[name]) for name in SPLITS}
     schema = metadata.get("schema")
-    unit = "patient" if isinstance(schema, dict) and schema.get("patient_column") else "row"
-    return {"rows": counts, "asked": [float(f) for f in fractions], "unit": unit,
-            "far": share_departures(counts, fractions)}
+    schema = schema if isinstance(schema, dict) else {}
+    return {"rows": counts, "asked": [float(f) for f in fractions], "unit": "patient" if schema.get("patient_column")
+            else "row", "groups": bool(schema.get("group_column")), "far": share_departures(counts, fractions)}
 
 
 REFERENCE_METHOD = ("the category of the best-matching knowledge-base disease other than the patient's own "

@@ -312,13 +312,13 @@ def split_lines(split: Mapping[str, Any]) -> tuple[str, str | None]:
         return line, None
     off = "; ".join(f"{SPLIT_NAMES.get(name, name)} {100 * f['share']:.0f} %, asked {100 * f['asked']:g} %"
                     for name, f in far.items())
-    if split.get("unit") == "patient":
-        why = ("it keeps each patient's rows, and each held-out group, in one split, so a few that hold many rows move "
-               "the shares, and these scores rest on other numbers of rows than planned. A placeholder patient "
-               "(UNKNOWN, 0) is better left empty; ingestion's note heavy_patients names such patients")
-    else:
-        why = ("it keeps each held-out group of the slice in one split, so a few large groups move the shares, and "
-               "these scores rest on other numbers of rows than planned")
+    kept = ("each patient's rows" + (", and each held-out group of the slice," if split.get("groups") else "")
+            if split.get("unit") == "patient" else "each held-out group of the slice" if split.get("groups")
+            else "each class's rows in proportion")
+    why = (f"it keeps {kept} in one split, so a few that hold many rows move the shares, and these scores rest on "
+           "other numbers of rows than planned"
+           + (". A placeholder patient (UNKNOWN, 0) is better left empty; ingestion's note heavy_patients names such "
+              "patients" if split.get("unit") == "patient" else ""))
     return line, f"the split's row shares lie far from those asked ({off}): {why}"
 
 
