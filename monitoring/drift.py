@@ -35,7 +35,7 @@ from monitoring.stats import (
     two_proportions,
 )
 from processing.baseline import DataBaseline, FeatureBaseline
-from processing.split import effective_rows
+from processing.split import effective_rows, worth_share
 
 OK, WARN, DRIFT, INSUFFICIENT = "ok", "warn", "drift", "insufficient data"
 _RANK = {INSUFFICIENT: 0, OK: 1, WARN: 2, DRIFT: 3}
@@ -426,12 +426,9 @@ def prediction_drift(predictions: Mapping[str, Any] | None, predicted: pd.Series
     sample = None
     if patients is not None:  # visits: each side's counts as what they are worth (Sample)
         known_rows = predicted.notna().to_numpy() & predicted.astype(str).isin(labels).to_numpy()
-        total = float(sum(base.values()))
-        effective_n = predictions.get("effective_n")
         sample = Sample(int(len(np.unique(patients[known_rows]))), int(known_rows.sum()),
                         effective_rows(patients[known_rows]) if known_rows.any() else 0.0,
-                        min(1.0, float(effective_n) / total)
-                        if isinstance(effective_n, (int, float)) and effective_n > 0 and total > 0 else 1.0)
+                        worth_share(predictions.get("effective_n"), sum(base.values())))
         result["sample"] = sample.to_dict()
     if (known if sample is None else sample.worth) < th.min_rows:
         short = [f"only {known} live predictions of the baseline's labels (need {th.min_rows})" if sample is None else

@@ -34,7 +34,7 @@ import pandas as pd
 
 from diagnosa.data.schema import BUILTIN_SLICE, MISSING_VALUES, Field, Schema, unseen_slice
 from diagnosa.model import model_version
-from processing.split import effective_rows, patient_keys
+from processing.split import effective_rows, patient_keys, worth_share
 
 VERSION = 0.0
 KLL_K = 2048
@@ -236,9 +236,7 @@ class DataBaseline:
     @property
     def sample_scale(self) -> float:
         """The baseline's counts times this are its effective counts (1: rows independent, or not known)."""
-        if self.effective_rows is None or self.item_count <= 0:
-            return 1.0
-        return min(1.0, max(self.effective_rows, 1.0) / self.item_count)
+        return worth_share(self.effective_rows, self.item_count)
 
 
 def _get(obj: Any, path: str, where: str, kind: type | tuple[type, ...]) -> Any:

@@ -31,6 +31,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -155,6 +156,14 @@ def effective_rows(patients: np.ndarray) -> float:
     each has as many rows. ``patients``: a key or code per row."""
     counts = np.unique(np.asarray(patients), return_counts=True)[1].astype(float)
     return float(counts.sum() ** 2 / (counts ** 2).sum()) if counts.size else 0.0
+
+
+def worth_share(worth: Any, rows: float) -> float:
+    """The share of ``rows`` that ``worth`` independent values are (:func:`effective_rows`), in (0, 1]: counts times
+    it are what they are worth. 1 when the worth is not known (None, not a positive number) or there are no rows."""
+    if isinstance(worth, bool) or not isinstance(worth, (int, float)) or not worth > 0 or not rows > 0:
+        return 1.0
+    return min(1.0, max(float(worth), 1.0) / float(rows))
 
 
 def patients_per_class(y: np.ndarray, patients: np.ndarray, minlength: int = 0) -> np.ndarray:

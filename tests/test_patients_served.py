@@ -16,7 +16,7 @@ from monitoring.quality import QualityThresholds, live_quality
 from monitoring.stats import ks_weighted
 from monitoring.traffic import PATIENT, patient_key, traffic_from_events
 from processing.baseline import BaselineError, data_baseline, parse_data_baseline
-from processing.split import effective_rows
+from processing.split import effective_rows, worth_share
 
 LABELS = ("a", "b")
 
@@ -271,6 +271,10 @@ def test_rows_are_worth_their_patients_at_most_and_the_ks_test_takes_what_they_a
     one = ks_weighted(np.arange(100.0), np.ones(100), np.arange(50.0) + 30)
     assert ks_weighted(np.arange(100.0), np.ones(100), np.arange(50.0) + 30, live_size=10).p_value > one.p_value
     assert ks_weighted(np.arange(100.0), np.ones(100), np.arange(50.0) + 30, base_size=20).p_value > one.p_value
+    # What share of its rows a sample is worth: counts times it (the baselines' effective_rows, effective_n).
+    assert worth_share(160, 1413) == 160 / 1413 and worth_share(24.5, 175) == 0.14
+    assert worth_share(None, 175) == worth_share(True, 175) == worth_share(0, 175) == worth_share(20, 0) == 1.0
+    assert worth_share(500, 175) == 1.0 and worth_share(0.5, 10) == 0.1  # never above 1, nor below one value
 
 
 def test_predicted_categories_and_live_recall_count_patients():
