@@ -69,7 +69,7 @@ def plan_aws_start(definition: dict[str, Any], raw: Mapping[str, str], lake: Dat
     trains (``dataset``, when the user named one, must be it), its latest curated version in ``lake`` unless
     ``raw`` names an ``InputDataUri``, which must be a curated version of that dataset in ``bucket``, with its
     manifest. ServiceError says what is wrong."""
-    from diagnosa.data.ingest import VERSION_ID, IngestError, read_manifest
+    from diagnosa.data.ingest import VERSION_ID, IngestError, latest_manifest, read_manifest
     from diagnosa.data.validate import clip
     from diagnosa.text import ITEM_CHARS
     from pipelines.definition import parameter_problems
@@ -102,18 +102,41 @@ def plan_aws_start(definition: dict[str, Any], raw: Mapping[str, str], lake: Dat
     given = overrides.get("InputDataUri")
     try:
         if given is None:
-            overrides["InputDataUri"] = latest_input(lake, trained, bucket)
-            return overrides
-        version = str(given).rstrip("/").removeprefix(f"{prefix}{trained}/")
-        if not VERSION_ID.fullmatch(version):
-            raise ServiceError(f"InputDataUri={given!r} is not a curated version of {trained!r} in this "
-                               f"pipeline's bucket (s3://{bucket}/curated/{trained}/<version>)")
-        if read_manifest(lake, trained, version) is None:
-            raise ServiceError(f"InputDataUri={given!r}: no curated version {version} of {trained!r} (no "
-                               "manifest.json there)")
+            version, manifest = latest_manifest(lake, trained)
+            overrides["InputDataUri"] = curated_uri(bucket, trained, version)
+        else:
+            version = str(given).rstrip("/").removeprefix(f"{prefix}{trained}/")
+            if not VERSION_ID.fullmatch(version):
+                raise ServiceError(f"InputDataUri={given!r} is not a curated version of {trained!r} in this "
+                                   f"pipeline's bucket (s3://{bucket}/curated/{trained}/<version>)")
+            named = read_manifest(lake, trained, version)
+            if named is None:
+                raise ServiceError(f"InputDataUri={given!r}: no curated version {version} of {trained!r} (no "
+                                   "manifest.json there)")
+            manifest = named
     except IngestError as err:
         raise ServiceError(f"{err} (or give --param InputDataUri=s3://...)") from None
+    class_size_preflight(manifest)  # as run --local: an execution whose Preprocess would stop is not started
     return overrides
+
+
+def class_size_preflight(manifest: Mapping[str, Any]) -> None:
+    """A curated version whose classes the split cannot place (too few rows, or too few patients where the split
+    keeps a patient's rows together) stops a run before any step: ServiceError naming every such class. Ingestion
+    refuses such versions; one curated by an older Diagnosa (or copied in) may still hold them."""
+    from diagnosa.data.schema import too_small_classes
+
+    schema = manifest.get("schema")
+    labels = schema.get("labels") if isinstance(schema, dict) else None
+    if not isinstance(labels, list):
+        return  # not a manifest ingestion writes: Preprocess says what is wrong with it
+    problem = None
+    for counts, unit in ((manifest.get("label_counts"), "row"), (manifest.get("patient_counts"), "patient")):
+        if not problem and isinstance(counts, dict):  # patients: the split's unit where the dataset names them
+            problem = too_small_classes(counts, labels, unit=unit)
+    if problem:
+        raise ServiceError(f"curated dataset {manifest.get('dataset')} version {manifest.get('version')}: "
+                           f"{problem}; then ingest again")
 
 
 def retraining_input(dataset: str, version: str) -> str:
@@ -254,7 +277,6 @@ def plan_local_run(lake: DataLake, *, dataset: str, overrides: Mapping[str, str]
     """Check a local run before any step: the curated data it trains on (the dataset's latest version unless
     ``overrides`` names an ``InputDataUri``), the definition (``definition``, else built for that dataset's
     labels and slice with ``families``), the overrides' names and types. ServiceError says what is wrong."""
-    from diagnosa.data.schema import too_small_classes
     from pipelines.definition import parameter_problems
     from pipelines.executor import ExecutionError, resolve_parameters
     from pipelines.graph import definition_problems
@@ -268,13 +290,8 @@ def plan_local_run(lake: DataLake, *, dataset: str, overrides: Mapping[str, str]
         raise ServiceError(f"no curated dataset '{dataset}' in {lake.uri}: ingest it first "
                            f"(`diagnosa data ingest FILE.csv --config FILE.toml`, docs/data.md)"
                            + unfinished_note(lake, dataset) + spelled_as_endpoint(lake, dataset))
-    if manifest is not None:  # preflight: a class the split cannot place stops the run before any step
-        problem = too_small_classes(manifest.get("label_counts", {}), manifest["schema"]["labels"])
-        if not problem and isinstance(manifest.get("patient_counts"), dict):  # the split's unit: patients
-            problem = too_small_classes(manifest["patient_counts"], manifest["schema"]["labels"], unit="patient")
-        if problem:
-            raise ServiceError(f"curated dataset {manifest['dataset']} version {manifest['version']}: "
-                               f"{problem}; then ingest again")
+    if manifest is not None:
+        class_size_preflight(manifest)
     objects: Mapping[str, bytes] = {}  # what a built definition names (its code), written once the plan holds
     if definition is None:
         try:

@@ -171,6 +171,37 @@ def test_start_runs_what_was_deployed_not_what_this_checkout_would_build(aws, tm
     assert {o["Key"] for o in s3.list_objects_v2(Bucket="lake")["Contents"]} == staged  # nothing uploaded
 
 
+@pytest.mark.parametrize("counts, named", [
+    ({"label_counts": {"a": 100, "b": 2}}, "class 'b' has 2 rows"),
+    # Rows enough, patients not: the split keeps a patient's rows together, as run --local checks.
+    ({"label_counts": {"a": 100, "b": 40}, "patient_counts": {"a": 50, "b": 1}}, "class 'b' has 1 patient"),
+])
+@pytest.mark.parametrize("explicit", [False, True])
+def test_start_refuses_a_curated_version_whose_classes_the_split_cannot_place(aws, tmp_path, capsys, counts, named,
+                                                                               explicit):
+    """A version curated by an older Diagnosa (ingestion refuses such classes now) started a billed execution that
+    stopped in Preprocess; run --local refused it before any step. Both check it in one place now."""
+    config = tmp_path / "mini.toml"
+    config.write_text('name = "mini"\nid_column = "id"\ntarget = "y"\nlabels = ["a", "b"]\n')
+    assert main(["pipeline", "upsert", *COMMON, "--role-arn", ROLE, "--dataset-config", str(config),
+                 "--name", "mini"]) == 0
+    s3 = boto3.client("s3", region_name="eu-west-1")
+    manifest = {"dataset": "mini", "version": "abc123def456", "schema": {"labels": ["a", "b"]}, **counts}
+    s3.put_object(Bucket="lake", Key="curated/mini/LATEST.json", Body=json.dumps({"version": "abc123def456"}))
+    s3.put_object(Bucket="lake", Key="curated/mini/abc123def456/manifest.json", Body=json.dumps(manifest))
+    capsys.readouterr()
+    given = ["--param", "InputDataUri=s3://lake/curated/mini/abc123def456"] if explicit else []
+    assert main(["pipeline", "start", *COMMON, "--name", "mini", *given]) == 2
+    err = capsys.readouterr().err
+    assert "curated dataset mini version abc123def456: 1 class too small for the 70/20/10 split" in err
+    assert named in err and err.count("\n") == 1
+    assert aws.list_pipeline_executions(PipelineName="mini")["PipelineExecutionSummaries"] == []
+    # The same version with enough of each class starts.
+    manifest.update({"label_counts": {"a": 100, "b": 40}, "patient_counts": {"a": 50, "b": 20}})
+    s3.put_object(Bucket="lake", Key="curated/mini/abc123def456/manifest.json", Body=json.dumps(manifest))
+    assert main(["pipeline", "start", *COMMON, "--name", "mini", *given]) == 0
+
+
 def test_an_aws_endpoint_that_never_answers_ends_in_a_bounded_error(monkeypatch, capsys):
     """A server that takes the connection and never answers kept `pipeline status` silent for over five minutes
     (botocore's 60 s reads, five attempts). The commands' clients (diagnosa.aws.client) read with a timeout and try
