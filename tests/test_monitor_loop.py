@@ -18,7 +18,7 @@ from diagnosa.data.schema import Field, Schema
 from diagnosa.lake import DataLake
 from inference.capture import capture_line
 from inference.feedback import NO_ROW, SAME_PATIENT, parse_feedback, read_feedback, store_feedback
-from monitoring.drift import DRIFT, OK, WARN, DriftThresholds, _verdict, feature_drift, prediction_drift
+from monitoring.drift import DRIFT, OK, WARN, DriftThresholds, _verdict, data_drift, feature_drift, prediction_drift
 from monitoring.identity import BaselineMismatch, ModelFacts, baseline_model, check_same_model, served_model
 from monitoring.quality import NOT_A_LABEL, OTHER_MODEL_FEEDBACK, QualityThresholds, join_feedback, live_quality
 from monitoring.run import run_monitor, settings_from_baseline
@@ -165,6 +165,28 @@ def test_statistics_alone_judge_the_traffic_of_the_version_the_endpoint_serves(t
     traffic = json.loads((tmp_path / "out" / "report.json").read_text())["traffic"]
     assert traffic["model_version"] == "b4e42c1fb60b" and traffic["patients"] == 35
     assert traffic["other_versions"]["by_version"] == {"0123456789ab": 15}
+
+
+@pytest.mark.parametrize("tested, drifted", [({"never": 200, "now": 200}, True), ({"never": 399, "now": 1}, False)])
+def test_a_shift_of_the_predicted_mix_alone_is_an_alert_and_a_reason_to_retrain(tmp_path, tested, drifted):
+    # Inputs like training's, answers not (a label shift, or another model or preprocessing behind the endpoint):
+    # the feature tests see nothing, and only the predicted mix can raise the alert (--fail-on-alert) and the retrain.
+    lake = DataLake.from_uri(str(tmp_path / "lake"))
+    folder = _baseline_folder(tmp_path / "b")
+    write_json(folder / "prediction_baseline.json", {"version": 1, "model_version": "b4e42c1fb60b",
+                                                     "labels": ["never", "now"], "n": 400,
+                                                     "predicted_distribution": tested})
+    baseline = load_baseline([folder])
+    rows = _frame(120, seed=5)  # training's population; every answer "never" (_capture)
+    _capture(lake, [(f"e{i}", "b4e42c1fb60b", {"weeks": float(w), "race": r})
+                    for i, (w, r) in enumerate(zip(rows.weeks, rows.race))])
+    settings = settings_from_baseline(baseline, model=ModelFacts(labels=("never", "now"), orphan_slice=False))
+    report = run_monitor(lake, "gest", baseline, settings=settings, model_version="b4e42c1fb60b")
+    assert report["drifted_features"] == [] and report["traffic"]["patients"] == 120
+    mix = [a for a in report["alerts"] if a.startswith("the mix of predicted categories drifted (")]
+    assert (report["verdict"] == "alert") == drifted and len(mix) == int(drifted), report["alerts"]
+    assert ("predicted-category mix drifted" in report["retrain"]["reasons"]) == drifted
+    assert report["retrain"]["recommended"] == drifted
 
 
 # ------------------------------------------------------------------------------------------ D2: labels
@@ -351,6 +373,62 @@ def test_a_real_shift_is_still_drift(population):
     verdicts = [feature_drift(data.features["x"], (frame["x"].sample(100, random_state=seed) + shift)
                               .reset_index(drop=True), DriftThresholds()).verdict for seed in range(50)]
     assert all(v == DRIFT for v in verdicts)
+
+
+@pytest.fixture(scope="module")
+def lab_feed():
+    """A category, a lab measured for 40 % of training patients (never negative) and one measured for all."""
+    rng = np.random.default_rng(3)
+    n = 2000
+    crp = rng.gamma(2, 20, n)
+    crp[rng.random(n) < 0.6] = np.nan
+    frame = pd.DataFrame({"raza": rng.choice(["otra", "blanca"], n), "crp": crp, "hb": rng.normal(13, 1.5, n)})
+    schema = Schema("x", (Field("id", "string", role="id"), Field("raza", "category"), Field("crp", "number"),
+                          Field("hb", "number"), Field("y", "category", role="target", values=("a", "b"))), ("a", "b"))
+    return frame, parse_data_baseline(*data_baseline(frame, schema))
+
+
+def _checks(results, kinds=("categorical_values_check", "completeness_check", "missing_column_check",
+                            "data_type_check")):
+    return {(r.name, v["constraint_check_type"]) for r in results for v in r.violations
+            if v["constraint_check_type"] in kinds}
+
+
+def test_each_constraint_check_names_what_a_window_broke(lab_feed):
+    # SageMaker Model Monitor's checks, written to constraint_violations.json in its layout: a lab feed that sends a
+    # new code, negative values or drops a column must be named there, by check, whatever the distributions do.
+    frame, baseline = lab_feed
+    rng = np.random.default_rng(4)
+    m = 300
+    window = pd.DataFrame({"raza": rng.choice(["otra", "blanca", "NUEVA"], m),  # a code training never saw
+                           "crp": rng.gamma(2, 20, m) - 5.0,  # some negative now
+                           "hb": [None] * m})  # gone from every record
+    results = data_drift(baseline, window, DriftThresholds(), type_errors={"raza": 40})
+    assert _checks(results) == {("raza", "categorical_values_check"), ("raza", "data_type_check"),
+                                ("crp", "data_type_check"), ("hb", "completeness_check"), ("hb", "missing_column_check")}
+    said = {(r.name, v["constraint_check_type"]): v["description"] for r in results for v in r.violations}
+    new_codes = int((window["raza"] == "NUEVA").sum())
+    assert said[("raza", "categorical_values_check")].startswith(f"{new_codes} values (") and "NUEVA" in said[
+        ("raza", "categorical_values_check")]
+    assert said[("crp", "data_type_check")] == f"{int((window['crp'] < 0).sum())} negative values; the baseline had none"
+    assert said[("raza", "data_type_check")].startswith("40 values (13.3%) not of type")
+    # A window drawn from training itself breaks none of them.
+    clean = frame.sample(m, random_state=1).reset_index(drop=True)
+    assert _checks(data_drift(baseline, clean, DriftThresholds())) == set()
+
+
+@pytest.mark.parametrize("column, measured, now", [("crp", 1.0, "0.0%"),  # now measured for everyone
+                                                   ("hb", 0.0, "100.0%")])  # no longer measured
+def test_a_missing_rate_that_moves_either_way_is_drift(lab_feed, column, measured, now):
+    # A lab that starts being filled in (a form's default, an imputation upstream) is as silent a shift as one that
+    # stops: the rule is on the rate's distance, both ways.
+    frame, baseline = lab_feed
+    rng = np.random.default_rng(5)
+    said = f"missing rate {frame[column].isna().mean():.1%} → {now}"
+    values = frame[column].dropna().sample(200, random_state=2, replace=True).to_numpy()
+    live = pd.Series(np.where(rng.random(200) < measured, values, np.nan))
+    result = feature_drift(baseline.features[column], live, DriftThresholds())
+    assert result.verdict == DRIFT and said in result.reasons, result.reasons
 
 
 def test_psi_without_a_significant_test_is_no_verdict():

@@ -25,6 +25,18 @@ def test_a_class_fails_only_beyond_sampling_noise():
     assert q["per_class"]["ENFERMEDAD TERMINAL"]["status"] == FEW and q["orphan"]["status"] == FEW
 
 
+@pytest.mark.parametrize("min_feedback, judged", [(6, True), (7, False)])
+def test_a_class_with_exactly_min_feedback_cases_is_judged(min_feedback, judged):
+    # "fails once it has at least min_feedback confirmed cases": with one case more asked, the alert that starts a
+    # retraining waits for the next confirmed case of a rare class, which can be weeks.
+    rows = [(f"a{i}", "NO ENFERMO", "NO ENFERMO", None) for i in range(30)]
+    rows += [(f"t{i}", "ENFERMEDAD LEVE", "ENFERMEDAD TERMINAL", True) for i in range(6)]  # six cases, all missed
+    q = live_quality(joined(rows), QualityThresholds(min_feedback=min_feedback))
+    assert q["per_class"]["ENFERMEDAD TERMINAL"]["status"] == (BELOW if judged else FEW)
+    assert q["orphan"]["n"] == 6 and q["orphan"]["status"] == (BELOW if judged else FEW)
+    assert q["failing_classes"] == (["ENFERMEDAD TERMINAL"] if judged else [])
+
+
 def test_feedback_on_orphan_diseases_absent_from_training_is_judged_on_its_own():
     # Live monitoring had no unseen slice: the gate holds a model to UnseenOrphanRecallThreshold on the orphan
     # diseases its split kept out of training, and nothing watched those patients once it served.
