@@ -48,7 +48,7 @@ def register(commands: Any) -> None:
                     "command that runs the step's entry point by hand against it (docs/pipeline.md).",
         epilog="examples:\n"
                "  diagnosa job prepare Preprocess --root .diagnosa/jobs/preprocess\n"
-               "  diagnosa job prepare Train-xgboost --execution 20261127T183254Z-c32c2c\n"
+               "  diagnosa job prepare Train-xgboost --execution 2612072235v5   # `diagnosa executions` lists them\n"
                "  diagnosa job prepare Evaluate --root .diagnosa/jobs/evaluate --force   # replace an earlier one")
     prepare.add_argument("step", help="a step of the definition: Preprocess, Transform, Train-<family>, Select, Evaluate")
     prepare.add_argument("--execution", metavar="ID", help="the local execution (default: the latest)")
