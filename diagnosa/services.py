@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from diagnosa.data.ingest import curated_uri, latest_version, spelled_as_endpoint, unfinished_note
-from diagnosa.data.schema import BUILTIN_DATASET
+from diagnosa.data.schema import BUILTIN_DATASET, RESOURCE_NAME
 from diagnosa.lake import DataLake
 
 if TYPE_CHECKING:
@@ -379,6 +379,28 @@ class LocalWorkspace:
         from diagnosa.model import model_dataset
 
         return self._served(endpoint_name, model_dataset)
+
+    def served_families(self, endpoint_name: str) -> tuple[tuple[str, ...], str] | None:
+        """The candidate families of the execution that trained the model a local endpoint serves, and its id: a
+        retraining trains them again, as SageMaker's retraining runs the pipeline as it was deployed. None when this
+        workspace cannot say (no such endpoint, a model from elsewhere, that execution gone or damaged)."""
+        from pipelines.definition import definition_families
+        from pipelines.executor import ExecutionError, execution_definition, load_execution
+
+        record = self.endpoints().describe(endpoint_name)
+        url = record.get("ModelDataUrl") if record else None
+        prefix = f"s3://{LOCAL_BUCKET}/artifacts/runs/"  # where an execution's step outputs are (the champion's)
+        if not isinstance(url, str) or not url.startswith(prefix):
+            return None
+        execution_id = url[len(prefix):].split("/", 1)[0]
+        if not RESOURCE_NAME.fullmatch(execution_id):  # one folder of executions/, no "..": else nothing
+            return None
+        try:
+            definition = execution_definition(load_execution(self.root / "executions", execution_id))
+        except (ExecutionError, OSError, UnicodeDecodeError):
+            return None
+        families = definition_families(definition)
+        return (families, execution_id) if families else None
 
     def _served(self, endpoint_name: str, read: Callable[[str], Any]) -> Any:
         """``read`` of the model folder a local endpoint serves (its metadata); None without one, or unreadable."""

@@ -924,8 +924,13 @@ def test_retraining_runs_the_pipeline_on_the_feedback_version_and_the_gate_decid
         assert code == 1 and "RecallGateFailed" in steps and "Register" not in steps
 
 
+@pytest.mark.parametrize("families, said", [
+    (["--families", "logistic_regression"], "logistic_regression, as --families names"),
+    # No endpoint in this workspace names the run that trained the served model: the definition's defaults.
+    ([], "mlp, logistic_regression, xgboost, gradient_boosting, the default ones (this workspace does not say which "
+         "run trained the served model)")])
 def test_retraining_with_no_feedback_to_add_trains_on_the_version_as_it_is_as_on_aws(tmp_path, baseline_dir, capsys,
-                                                                                     monkeypatch):
+                                                                                     monkeypatch, families, said):
     # The AWS retrain function trains on the version the folding job found nothing to add to; locally the same
     # report's retraining stopped with "retraining not started" and exit status 2, as if the command were wrong.
     from diagnosa.cli import main
@@ -939,12 +944,13 @@ def test_retraining_with_no_feedback_to_add_trains_on_the_version_as_it_is_as_on
     started = []
     monkeypatch.setattr(local, "run_pipeline", lambda *args, **kwargs: started.append(kwargs) or 0)
     assert main(["--lake", lake.uri, "--workspace", str(tmp_path / "ws"), "monitor", "--baseline", str(baseline_dir),
-                 "--last", "1h", "--retrain", "--force-retrain", "--families", "logistic_regression"]) == 0
+                 "--last", "1h", "--retrain", "--force-retrain", *families]) == 0
     printed = capsys.readouterr().out
     assert (f"retraining: no accepted feedback to add: no feedback in the lake; training on curated version {version} "
             "of patients as it is") in printed
+    assert f"retraining: candidate families {said}" in printed
     [run] = started
-    assert run["dataset"] == "patients" and list(run["families"]) == ["logistic_regression"]
+    assert run["dataset"] == "patients" and run["families"] == (("logistic_regression",) if families else None)
     assert run["overrides"] == {"InputDataUri": f"s3://diagnosa-local/curated/patients/{version}"}
 
 

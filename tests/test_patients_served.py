@@ -378,8 +378,14 @@ def test_a_visits_dataset_served_monitored_and_retrained_keeps_its_patients(tmp_
         assert x["tests"]["patients"] == later["patient"].nunique() >= x["tests"]["effective_values"]
         assert all(c.get("patients", 0) <= c["n"] for c in report["quality"]["per_class"].values())
 
+        served_run = endpoints.describe("visits")["ModelDataUrl"].split("/")[5]  # s3://bucket/artifacts/runs/<id>/
+        # No --families: the retraining trains the families of the run that trained the served model, as SageMaker's
+        # retraining runs the pipeline as deployed (it trained the four default ones).
         assert main([*ws, "monitor", "--endpoint-name", "visits", "--retrain", "--force-retrain",
-                     "--families", "logistic_regression", "--param", "ModelApprovalStatus=Approved"]) in (0, 1)
+                     "--param", "ModelApprovalStatus=Approved"]) in (0, 1)
+        said = capsys.readouterr().out
+        assert (f"retraining: candidate families logistic_regression, as execution {served_run} trained the served "
+                "model (--families to change)") in said, said
     finally:
         for record in endpoints.list():
             if record["EndpointStatus"] == "InService":
@@ -388,6 +394,8 @@ def test_a_visits_dataset_served_monitored_and_retrained_keeps_its_patients(tmp_
     fed = retrained[retrained["visit"].astype(str).str.startswith("FB-")]
     assert len(fed) == len(later) and sorted(fed["patient"]) == sorted(later["patient"])
     runs = sorted((root / "lake" / "artifacts" / "runs").iterdir(), key=lambda p: p.stat().st_mtime)
+    definition = json.loads((root / "executions" / runs[-1].name / "definition.json").read_text())
+    assert [s["Name"] for s in definition["Steps"] if s["Type"] == "Training"] == ["Train-logistic_regression"]
     membership = pd.read_parquet(runs[-1] / "split" / pre.MEMBERSHIP_FILE).merge(retrained[["visit", "patient"]])
     assert len(membership) == len(retrained)
     assert (membership.groupby("patient")["split"].nunique() == 1).all()  # old visits and new ones together

@@ -285,12 +285,26 @@ def _check_retraining(args: argparse.Namespace, lake: Any) -> None:
     from diagnosa.services import plan_local_run
     from monitoring.retrain import RetrainError, endpoint_dataset
 
-    overrides, families = split_params(args.param), split_families(args.families)
+    overrides, (families, _) = split_params(args.param), _retraining_families(args, lake)
     try:
         dataset = _served_dataset(args, lake) or endpoint_dataset(lake, args.endpoint_name)
     except RetrainError as err:
         raise UsageError(f"retraining not started: {err}") from None
     plan_local_run(lake, dataset=dataset, overrides=overrides, families=families)
+
+
+def _retraining_families(args: argparse.Namespace, lake: Any) -> tuple[tuple[str, ...] | None, str]:
+    """The candidate families a retraining trains, and how they were chosen: --families, else those of the run that
+    trained the model the local endpoint serves (as SageMaker's retraining runs the pipeline as deployed: a model
+    trained with `--families svm,random_forest` was retrained with the four default ones), else the defaults."""
+    given = split_families(args.families)
+    if given is not None:
+        return given, "as --families names"
+    served = None if lake.uri.startswith("s3://") else local_workspace(args, lake).served_families(args.endpoint_name)
+    if served is None:
+        return None, "the default ones (this workspace does not say which run trained the served model)"
+    families, execution = served
+    return families, f"as execution {execution} trained the served model (--families to change)"
 
 
 def _served_dataset(args: argparse.Namespace, lake: Any) -> str | None:
@@ -306,6 +320,7 @@ def _retrain(args: argparse.Namespace, lake: Any, start: Any, end: Any) -> int:
     from diagnosa.commands.local import run_pipeline
     from diagnosa.services import retraining_input
     from monitoring.retrain import NothingToFold, RetrainError, feedback_dataset
+    from pipelines.definition import DEFAULT_FAMILIES
 
     try:
         folded = feedback_dataset(lake, args.endpoint_name, dataset=_served_dataset(args, lake),
@@ -326,7 +341,8 @@ def _retrain(args: argparse.Namespace, lake: Any, start: Any, end: Any) -> int:
     # The recall gate of that execution decides whether the new model is registered (and so replaces the old one).
     local = local_workspace(args, lake)
     overrides = {"InputDataUri": retraining_input(dataset, version), **split_params(args.param)}
-    families = split_families(args.families)
+    families, chosen = _retraining_families(args, lake)
+    print(printable_line(f"retraining: candidate families {', '.join(families or DEFAULT_FAMILIES)}, {chosen}"))
     return run_pipeline(local, local.executor(), dataset=dataset, overrides=overrides, families=families)
 
 
@@ -810,7 +826,8 @@ def register(commands: Any) -> None:
     monitor.add_argument("--base-version",
                          help="curated version of the endpoint's dataset to add feedback to (default: its latest)")
     monitor.add_argument("--param", action="append", default=[], help="NAME=VALUE for the pipeline run (repeatable)")
-    monitor.add_argument("--families", help="candidate model families for the retraining run (comma-separated)")
+    monitor.add_argument("--families", help="candidate model families for the retraining run (comma-separated; "
+                                            "default: those of the run that trained the served model)")
     monitor.set_defaults(func=cmd_monitor)
 
     feedback = commands.add_parser("feedback", help="store a doctor's confirmed diagnosis for a prediction")
