@@ -29,6 +29,7 @@ from diagnosa.commands.common import (
     UsageError,
     dataset_name,
     endpoint_url,
+    errors_file_apart,
     given_text,
     int_in,
     local_workspace,
@@ -227,12 +228,17 @@ def cmd_data_ingest(args: argparse.Namespace) -> int:
 def _ingest(args: argparse.Namespace, phase):
     from diagnosa.data.ingest import cohort_batches, ingest_cohort, ingest_cohort_files, ingest_csv
 
-    lake = open_lake(args)
-    lake.init_zones()
-    if args.config:
+    if args.config:  # checked before the lake's folders are made
         if not args.path:
             raise UsageError("--config describes your own CSV: give its path too "
                              "(diagnosa data ingest FILE.csv --config CONFIG.toml)")
+        ignored = [flag for flag, given in (("--batch", args.batch), ("--labs", args.labs)) if given is not None]
+        if ignored:  # they were taken without a word and never used: the raw file is named after the CSV
+            raise UsageError(f"{' and '.join(ignored)} go{'es' * (len(ignored) == 1)} with the built-in cohort's "
+                             "files; a CSV of your own is stored under its own name (raw/<dataset>/<file>-<hash>.csv)")
+    lake = open_lake(args)
+    lake.init_zones()
+    if args.config:
         from diagnosa.services import label_naming_problem
 
         problem = label_naming_problem(Path(args.config))
@@ -434,6 +440,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     if (args.input is None) == (args.batch is None):
         raise UsageError("give either a file (or - for standard input) or --batch NAME, not both")
+    if args.endpoint_url and args.region:  # it was dropped without a word (the app refuses the pair too)
+        raise UsageError("--region is for a SageMaker endpoint; the local endpoint is chosen by --endpoint-url")
+    if args.region is not None and not REGION_NAME.fullmatch(args.region):  # botocore's words were put on --endpoint-url
+        raise UsageError(f"AWS region {shown(args.region, 80)} (--region) is not a region's name: e.g. eu-west-1")
     resolve_endpoint_name(args)
     try:
         # --timeout bounds each read; the deadline each request in all (an endpoint trickling its answer held it)
@@ -467,6 +477,7 @@ def _predict_file(args: argparse.Namespace, client: Any) -> int:
     # In the current folder, never beside the input: that may be a lake's raw zone or read-only.
     errors_path = Path(args.errors_file or ("predict-errors.jsonl" if args.input == "-"
                                             else f"{Path(args.input).name}.errors.jsonl"))
+    errors_file_apart(errors_path, args.input, "file of patients")
     if args.input == "-" and sys.stdin is None:  # started with standard input closed (0<&-)
         raise UsageError("standard input is closed: give the file's path instead of -")
     try:
@@ -883,6 +894,9 @@ def _pipeline_target(args: argparse.Namespace) -> tuple[str, str, dict]:
     for name in ("subnets", "security_group_ids"):
         if getattr(args, name, None):
             extra[name] = tuple(v.strip() for v in getattr(args, name).split(",") if v.strip())
+            if not extra[name]:  # "," or " , ": a pipeline outside the VPC, exit 0
+                flag = "--" + name.replace("_", "-")
+                raise UsageError(f"{flag} names no id, got {shown(getattr(args, name), 80)}: give them comma-separated")
     return bucket, region, extra
 
 
@@ -1337,6 +1351,11 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
         return f"{text} (default: %(default)s)"
 
 
+# Text flags whose commands refuse an empty or blank value in their own words (the workspace's and the lakes' name their
+# environment variables; --families and --resume say what they take); every other text flag by given_text.
+OWN_BLANK_RULE = frozenset({"workspace", "lake", "raw_lake", "families", "resume"})
+
+
 def _finish_help(parser: argparse.ArgumentParser, path: list[str]) -> None:
     """Every parser gets the formatter and, where there is one, its examples."""
     parser.formatter_class = _HelpFormatter
@@ -1347,6 +1366,14 @@ def _finish_help(parser: argparse.ArgumentParser, path: list[str]) -> None:
         if isinstance(action, argparse._SubParsersAction):
             for name, sub in action.choices.items():
                 _finish_help(sub, [*path, name])
+        elif (action.option_strings and action.type is None and action.nargs is None
+              and isinstance(action, (argparse._StoreAction, argparse._AppendAction))
+              and action.dest not in OWN_BLANK_RULE):
+            # A text flag given an empty or blank value (an unset shell variable) is refused, never read as the flag
+            # left out: --feedback-token-file "" served feedback with no token, --subnets "" deployed outside the
+            # VPC, --definition "" trained the built-in cohort, --model "" loaded the current folder.
+            flag = max(action.option_strings, key=len)
+            action.type = given_text(flag, "its default" if action.default in (None, []) else repr(action.default))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

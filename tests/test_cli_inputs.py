@@ -2,6 +2,7 @@
 exhausted machine or a traceback, and is one error line with exit status 2."""
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
@@ -74,6 +75,76 @@ def test_an_empty_endpoint_url_is_refused_not_read_as_left_out(tmp_path, capsys,
         main(["--workspace", str(tmp_path / "ws"), *argv])
     assert exited.value.code == 2
     assert "--endpoint-url is empty or blank (an unset shell variable?)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, flag", [
+    (["serve", "--model", "m", "--feedback-token-file", ""], "--feedback-token-file"),  # served feedback with no token
+    (["app", "--host", " "], "--host"),  # listened on every interface
+    (["pipeline", "definition", "--region", "eu-west-1", "--bucket", "b", "--subnets", "", "--security-group-ids", ""],
+     "--subnets"),  # a pipeline outside the VPC
+    (["pipeline", "upsert", "--region", "eu-west-1", "--bucket", "b", "--kms-key", ""], "--kms-key"),  # without it
+    (["pipeline", "definition", "--region", "eu-west-1", "--bucket", "b", "--model-package-group", ""],
+     "--model-package-group"),  # the default group
+    (["run", "--local", "--definition", ""], "--definition"),  # trained the built-in cohort
+    (["serve", "--model", ""], "--model"),  # loaded the current folder
+    (["monitor", "--baseline", ""], "--baseline"), (["data", "ingest", "--batch", ""], "--batch"),
+    (["job", "prepare", "Select", "--root", ""], "--root"), (["feedback", "--file", "x", "--errors-file", " "],
+                                                            "--errors-file")])
+def test_an_empty_text_flag_is_refused_not_read_as_left_out(tmp_path, capsys, argv, flag):
+    with pytest.raises(SystemExit) as exited:
+        main(["--workspace", str(tmp_path / "ws"), *argv])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert f"{flag} is empty or blank (an unset shell variable?): give a value, or leave {flag} out for" in err
+    assert not (tmp_path / "ws").exists()
+
+
+@pytest.mark.parametrize("argv, says", [
+    # Each was taken without a word and never used: the saved definition's own families ran, the CSV was stored under
+    # its own name, the local endpoint answered.
+    (["run", "--local", "--definition", "saved.json", "--families", "xgboost"],
+     "--families builds a definition; --definition runs a saved one with the families it has"),
+    (["data", "ingest", "my.csv", "--config", "my.toml", "--batch", "b1"], "--batch goes with the built-in cohort's"),
+    (["data", "ingest", "my.csv", "--config", "my.toml", "--batch", "b1", "--labs", "l.csv"],
+     "--batch and --labs go with the built-in cohort's files"),
+    (["predict", "x.json", "--endpoint-url", "http://127.0.0.1:9", "--region", "eu-west-1"],
+     "--region is for a SageMaker endpoint; the local endpoint is chosen by --endpoint-url")])
+def test_flags_that_would_be_ignored_together_are_refused(tmp_path, capsys, argv, says):
+    assert main(["--workspace", str(tmp_path / "ws"), *argv]) == 2
+    err = capsys.readouterr().err
+    assert says in err and err.count("\n") == 1
+    assert not (tmp_path / "ws" / "lake").exists()
+
+
+@pytest.mark.parametrize("region", ["\udcff", "eu west", "eu-west-1/"])
+def test_a_region_that_is_no_regions_name_is_named_as_the_region(tmp_path, capsys, region):
+    # botocore's "Provided region_name ... doesn't match a supported format" was said of --endpoint-url.
+    assert main(["--workspace", str(tmp_path / "ws"), "predict", "x.json", "--region", region]) == 2
+    err = capsys.readouterr().err
+    assert "(--region) is not a region's name: e.g. eu-west-1" in err and "--endpoint-url" not in err
+
+
+def test_every_text_flag_of_every_command_refuses_a_blank_value():
+    # One rule for the ~80 text flags, not one flag at a time: a flag added later gets it too.
+    from diagnosa.cli import OWN_BLANK_RULE, build_parser
+
+    checked = []
+
+    def walk(parser):
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub in action.choices.values():
+                    walk(sub)
+            elif action.option_strings and isinstance(action, (argparse._StoreAction, argparse._AppendAction)) \
+                    and action.nargs is None and action.choices is None and action.dest not in OWN_BLANK_RULE:
+                try:
+                    action.type("  ") if action.type is not None else None
+                except (argparse.ArgumentTypeError, ValueError, TypeError):
+                    checked.append(action.dest)
+                else:
+                    raise AssertionError(f"{action.option_strings} takes a blank value")
+    walk(build_parser())
+    assert len(checked) > 60
 
 
 def test_standard_output_closed_is_refused_not_lost_with_status_0(tmp_path):

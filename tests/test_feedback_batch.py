@@ -215,6 +215,23 @@ def test_a_signal_between_two_records_stops_before_the_next_one(tmp_path, capsys
 
 # ------------------------------------------------------------------------------------------------ a full disk
 
+@pytest.mark.parametrize("name", ["same", "link", "dotted"])
+def test_an_errors_file_that_is_the_export_itself_is_refused_before_anything(tmp_path, capsys, monkeypatch, name):
+    # `--file X --errors-file X` replaced a hospital's 20 feedback records with the list of their problems.
+    export = tmp_path / "export.jsonl"
+    text = "".join(_record(f"ev-{i}", "NOPE") + "\n" for i in range(20))
+    export.write_text(text, encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    errors = {"same": export, "link": tmp_path / "link.jsonl", "dotted": "./export.jsonl"}[name]
+    if name == "link":
+        os.symlink(export, errors)
+    code, out, err = _cli(capsys, "--workspace", tmp_path / "ws", "feedback", "--file", export, "--errors-file", errors)
+    assert code == 2 and not out and "is the feedback file being read: it would be overwritten" in err
+    assert err.count("\n") == 1
+    assert export.read_text(encoding="utf-8") == text
+    assert not (tmp_path / "ws" / "lake" / "feedback").exists()
+
+
 def test_an_errors_file_on_a_full_disk_still_says_what_was_stored_and_fails(tmp_path, capsys):
     # The errors file's writes failed at its close (/dev/full: the kernel's ENOSPC): the batch had stored its 30 good
     # lines, and the command printed only "No space left on device: /dev/full", no count of what was stored.

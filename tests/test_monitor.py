@@ -954,6 +954,25 @@ def test_retraining_with_no_feedback_to_add_trains_on_the_version_as_it_is_as_on
     assert run["overrides"] == {"InputDataUri": f"s3://diagnosa-local/curated/patients/{version}"}
 
 
+@pytest.mark.parametrize("version", ["0123456789ab", "../x"])
+def test_a_base_version_that_is_not_there_is_refused_before_the_report(tmp_path, baseline_dir, capsys, version):
+    # It was checked only on the day an alert started a retraining: a cron job's typo passed, exit 0, until then.
+    from diagnosa.cli import main
+    from diagnosa.data.cohort import write_raw
+    from diagnosa.data.ingest import ingest_cohort
+
+    lake = DataLake.from_uri(str(tmp_path / "lake"))
+    write_raw(generate(CohortConfig(patients=1000, seed=3, defect_rate=0)), lake, "base")
+    ingest_cohort(lake, "base")
+    before = sorted(lake.list(""))
+    assert main(["--lake", lake.uri, "--workspace", str(tmp_path / "ws"), "monitor", "--baseline", str(baseline_dir),
+                 "--last", "1h", "--retrain", "--base-version", version]) == 2
+    out, err = capsys.readouterr()
+    assert f"retraining not started: --base-version {version!r} is no curated version of patients (the folders of " \
+           "curated/patients/ in the lake; leave it out for the latest)" in err and not out
+    assert sorted(lake.list("")) == before  # no report, no feedback version
+
+
 def test_retraining_options_are_checked_before_anything_is_written(tmp_path, loop, baseline_dir, capsys):
     # A typo in --param or --families was found only after the feedback version had been written and made the
     # dataset's latest: the next plain `run --local` trained on it. Without --retrain they were not checked at all.

@@ -362,6 +362,23 @@ def test_an_errors_file_that_cannot_be_written_is_named(endpoint, tmp_path, caps
             "whole: it stops where the disk filled") in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("suffix", [".json", ".jsonl"])
+def test_an_errors_file_that_is_the_input_itself_is_refused_before_it_is_read(endpoint, tmp_path, capsys, suffix):
+    # `predict x.json --errors-file x.json` replaced the patients with their problems (a JSON Lines file was cut short
+    # as it was read); under another name of the same file too.
+    path = tmp_path / f"patients{suffix}"
+    records = [{"age": -1}] * 20
+    text = json.dumps(records) if suffix == ".json" else "".join(json.dumps(r) + "\n" for r in records)
+    path.write_text(text)
+    os.link(path, tmp_path / "hard-link")
+    for errors in (path, tmp_path / "hard-link"):
+        assert main(["--workspace", str(tmp_path / "ws"), "predict", str(path), "--endpoint-url", endpoint.url,
+                     "--errors-file", str(errors)]) == 2
+        out, err = capsys.readouterr()
+        assert not out and "is the file of patients being read: it would be overwritten" in err and err.count("\n") == 1
+        assert path.read_text() == text
+
+
 def test_a_spreadsheet_export_with_a_byte_order_mark_quoted_header_and_empty_trailing_cells_is_read(endpoint,
                                                                                                    tmp_path, capsys):
     # R's write.csv and Excel: every row had been refused ('"patient_id": unknown field'; 'more cells than the

@@ -67,6 +67,21 @@ def os_problem(err: OSError) -> str:
     return err.strerror or str(err)
 
 
+def errors_file_apart(errors_path: Path, read: str, what: str) -> None:
+    """Refuse an errors file that is the file being read (``read``; "-" for standard input), under any name (a link,
+    ``./x``): it is written while the input is read, and ``--errors-file x.json`` of ``x.json`` replaced the patients
+    (or a hospital's feedback export) with the list of their problems."""
+    if read == "-":
+        return
+    try:
+        same = os.path.samefile(errors_path, read)
+    except (OSError, ValueError):  # either one missing or unreadable: not the same file (the read says why)
+        return
+    if same:
+        raise UsageError(f"--errors-file {shown(str(errors_path), 120)} is the {what} being read: it would be "
+                         "overwritten with the list of problems; name another file")
+
+
 def shell_json(example: object) -> str:
     """``example`` as JSON to paste between a POSIX shell's single quotes (a hint's curl or printf line): accents kept,
     each character that would not print as itself -- a category value's ESC, C1 control or bidi override, which the

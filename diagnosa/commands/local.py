@@ -47,6 +47,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not args.local:
         raise UsageError("only --local runs here; on SageMaker use `diagnosa pipeline upsert` then "
                          "`diagnosa pipeline start`")
+    if args.definition is not None and args.families is not None:  # the saved definition's own families ran
+        raise UsageError("--families builds a definition; --definition runs a saved one with the families it has: "
+                         "give one or the other")
     local = local_workspace(args)
     # The step lines go to stdout as always; on a terminal, a live board on stderr shows the running steps' phases.
     board = Board.for_terminal("run --local", quiet=args.quiet, transient=True)

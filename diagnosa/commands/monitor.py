@@ -20,6 +20,7 @@ from diagnosa.commands.common import (
     EXIT_FAILED,
     Unavailable,
     UsageError,
+    errors_file_apart,
     given_text,
     int_in,
     local_workspace,
@@ -290,6 +291,17 @@ def _check_retraining(args: argparse.Namespace, lake: Any) -> None:
         dataset = _served_dataset(args, lake) or endpoint_dataset(lake, args.endpoint_name)
     except RetrainError as err:
         raise UsageError(f"retraining not started: {err}") from None
+    if args.base_version is not None:  # else a typo passed every day until the day an alert started a retraining
+        from diagnosa.data.ingest import VERSION_ID, IngestError, read_manifest
+        from diagnosa.data.validate import shown
+
+        try:
+            found = VERSION_ID.fullmatch(args.base_version) and read_manifest(lake, dataset, args.base_version)
+        except IngestError as err:
+            raise UsageError(f"retraining not started: --base-version: {err}") from None
+        if not found:
+            raise UsageError(f"retraining not started: --base-version {shown(args.base_version, 80)} is no curated "
+                             f"version of {dataset} (the folders of curated/{dataset}/ in the lake; leave it out for the latest)")
     plan_local_run(lake, dataset=dataset, overrides=overrides, families=families)
 
 
@@ -633,6 +645,7 @@ def _feedback_file(args: argparse.Namespace) -> int:
     # In the current folder, never beside the export: that may be a hospital share or read-only.
     errors_path = Path(args.errors_file or ("feedback-errors.jsonl" if args.file == "-"
                                             else f"{path.name}.errors.jsonl"))
+    errors_file_apart(errors_path, args.file, "feedback file")
 
     def open_errors_file() -> Any:
         try:
