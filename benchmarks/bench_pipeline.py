@@ -10,8 +10,8 @@ the curated parts each, XGBoost across N processes; docs/pipeline.md, Scale-out)
 time and peak and each class's test recall of both runs.
 
 Each size gets a fresh workspace (step cache empty): the cohort is generated and ingested through the CLI,
-then the full pipeline definition runs with the local executor exactly as `make run` runs it (three
-candidate families, approval → local endpoint). A sampler polls this process and all its children every
+then the full pipeline definition runs with the local executor exactly as `make run` runs it (the default
+candidate families, four since 2026-12-01, approval → local endpoint). A sampler polls this process and all its children every
 0.25 s (psutil): a step's peak is the largest sum of resident memory of the processes working in its run
 folder (the job and its children, e.g. the training toolkit and the program it starts); the run's peak is
 the largest sum over the whole process tree (this process holds the executor, the lake copies and the

@@ -320,7 +320,7 @@ def test_defaults_per_family():
     assert make_classifier("mlp").estimator.early_stopping is True
     assert make_classifier("mlp").estimator.hidden_layer_sizes == (128, 64)
     gbm = make_classifier("gradient_boosting")  # dense rows only: a bounded sample, scored in batches
-    assert type(gbm.estimator).__name__ == "HistGradientBoostingClassifier" and gbm.max_fit_cells == 2**27
+    assert type(gbm.estimator).__name__ == "HistGradientBoostingClassifier" and gbm.max_fit_cells == 2**25
     svm = make_classifier("svm", {"gamma": "0.05", "C": "2"})
     assert svm.named_steps["kernel"].gamma == 0.05 and svm.named_steps["svm"].estimator.C == 2.0
     assert make_classifier("svm").named_steps["kernel"].gamma is None  # 0 -> 1/n_features

@@ -223,6 +223,14 @@ def check_seed(seed: Any) -> int:
     return value
 
 
+# The gradient-boosting family's dense sample: 2**25 cells, every row of the 20k cohort (14k training rows x 745
+# features, 10.4M cells) and ~27k of the 100k cohort's 70k. On every row it was the longest job at 100k (181 s alone,
+# 2.3 GB; xgboost 14 s): the pipeline took 275 s against a goal of 120 s (now 144 s). On 27k rows it takes 75-83 s
+# and 1.2 GB; the model alone loses 0.010 macro recall, the champion (a vote in both runs) 0.001, at most 4 patients
+# in a class (docs/architecture.md "Performance").
+GBM_FIT_MAX_CELLS = 2**25
+
+
 def make_classifier(family: str, hyperparameters: Mapping[str, Any] | None = None, *, seed: int = 0) -> Any:
     """An unfitted classifier of ``family``; deterministic given ``seed``."""
     hp = resolve_hyperparameters(family, hyperparameters)
@@ -272,12 +280,12 @@ def make_classifier(family: str, hyperparameters: Mapping[str, Any] | None = Non
             ("svm", CalibratedClassifierCV(LinearSVC(C=hp["C"], random_state=seed), method="sigmoid", cv=3)),
         ])
     # gradient_boosting: histogram GBM, sklearn's fast one; early stopping turns on above 10k rows. It takes
-    # dense rows only: fitted on a bounded row sample (every row up to 2**27 cells: the 100k cohort's 70k
-    # training rows x 1,511 features), scored in row batches (processing.features.DenseBatches).
+    # dense rows only: fitted on a bounded row sample (GBM_FIT_MAX_CELLS), scored in row batches
+    # (processing.features.DenseBatches).
     return DenseBatches(HistGradientBoostingClassifier(max_iter=hp["max_iter"], learning_rate=hp["learning_rate"],
                                                        max_leaf_nodes=hp["max_leaf_nodes"],
                                                        min_samples_leaf=hp["min_samples_leaf"], random_state=seed),
-                        random_state=seed)
+                        max_fit_cells=GBM_FIT_MAX_CELLS, random_state=seed)
 
 
 def adapt_to_rows(estimator: Any, y: Any, *, shipped: Any = None) -> Any:
