@@ -125,18 +125,33 @@ def class_size_preflight(manifest: Mapping[str, Any]) -> None:
     keeps a patient's rows together) stops a run before any step: ServiceError naming every such class. Ingestion
     refuses such versions; one curated by an older Diagnosa (or copied in) may still hold them."""
     from diagnosa.data.schema import too_small_classes
+    from diagnosa.data.validate import shown
 
-    schema = manifest.get("schema")
+    where = f"curated dataset {manifest.get('dataset')} version {manifest.get('version')}"  # said as one line (cli)
+
+    def damaged(what: str) -> ServiceError:  # a value of the wrong kind was a TypeError or OverflowError traceback
+        return ServiceError(f"{where}: its manifest.json is damaged ({what}): ingest the data again")
+
+    if "schema" not in manifest:
+        return  # not a manifest ingestion writes (a test's stand-in): Preprocess says what is wrong with it
+    schema = manifest["schema"]
     labels = schema.get("labels") if isinstance(schema, dict) else None
-    if not isinstance(labels, list):
-        return  # not a manifest ingestion writes: Preprocess says what is wrong with it
+    if not (isinstance(labels, list) and labels and all(isinstance(label, str) for label in labels)):
+        raise damaged(f"its schema's labels are {shown(labels, 80)}, not a list of names")
     problem = None
-    for counts, unit in ((manifest.get("label_counts"), "row"), (manifest.get("patient_counts"), "patient")):
-        if not problem and isinstance(counts, dict):  # patients: the split's unit where the dataset names them
+    for key, unit in (("label_counts", "row"), ("patient_counts", "patient")):
+        counts = manifest.get(key)
+        if counts is None:
+            continue
+        if not isinstance(counts, dict):
+            raise damaged(f"{key} is {shown(counts, 80)}, not an object")
+        for label, count in counts.items():
+            if not (isinstance(count, int) and not isinstance(count, bool) and count >= 0):
+                raise damaged(f"{key} gives {shown(label, 80)} {shown(count, 80)}, not a count")
+        if not problem:  # patients: the split's unit where the dataset names them
             problem = too_small_classes(counts, labels, unit=unit)
     if problem:
-        raise ServiceError(f"curated dataset {manifest.get('dataset')} version {manifest.get('version')}: "
-                           f"{problem}; then ingest again")
+        raise ServiceError(f"{where}: {problem}; then ingest again")
 
 
 def retraining_input(dataset: str, version: str) -> str:
@@ -381,26 +396,28 @@ class LocalWorkspace:
         return self._served(endpoint_name, model_dataset)
 
     def served_families(self, endpoint_name: str) -> tuple[tuple[str, ...], str] | None:
-        """The candidate families of the execution that trained the model a local endpoint serves, and its id: a
-        retraining trains them again, as SageMaker's retraining runs the pipeline as it was deployed. None when this
-        workspace cannot say (no such endpoint, a model from elsewhere, that execution gone or damaged)."""
-        from pipelines.definition import definition_families
-        from pipelines.executor import ExecutionError, execution_definition, load_execution
+        """The candidate families among which the run that trained the model a local endpoint serves chose it, and that
+        run's id (its artifacts/runs/<id>/selection/selection.json, kept in the lake with the model): a retraining
+        trains them again, as SageMaker's retraining runs the pipeline as it was deployed. None when this workspace
+        cannot say (no such endpoint, a model from elsewhere, that selection gone or damaged)."""
+        from diagnosa.lake import LakeError
+        from pipelines.definition import families_problem
+        from processing.select import SELECTION, selection_families
 
         record = self.endpoints().describe(endpoint_name)
         url = record.get("ModelDataUrl") if record else None
-        prefix = f"s3://{LOCAL_BUCKET}/artifacts/runs/"  # where an execution's step outputs are (the champion's)
+        prefix = f"s3://{LOCAL_BUCKET}/artifacts/runs/"  # where a run's step outputs are (the champion's)
         if not isinstance(url, str) or not url.startswith(prefix):
             return None
-        execution_id = url[len(prefix):].split("/", 1)[0]
-        if not RESOURCE_NAME.fullmatch(execution_id):  # one folder of executions/, no "..": else nothing
+        run = url[len(prefix):].split("/", 1)[0]
+        if not RESOURCE_NAME.fullmatch(run):  # one folder of runs/, no "..": else nothing
             return None
         try:
-            definition = execution_definition(load_execution(self.root / "executions", execution_id))
-        except (ExecutionError, OSError, UnicodeDecodeError):
+            selection = self.lake.get_json(f"artifacts/runs/{run}/{SELECTION}")
+        except (LakeError, OSError, ValueError):
             return None
-        families = definition_families(definition)
-        return (families, execution_id) if families else None
+        families = selection_families(selection)
+        return (families, run) if families and families_problem(families) is None else None  # families it knows
 
     def _served(self, endpoint_name: str, read: Callable[[str], Any]) -> Any:
         """``read`` of the model folder a local endpoint serves (its metadata); None without one, or unreadable."""

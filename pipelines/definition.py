@@ -356,20 +356,6 @@ def families_problem(families: Any) -> str | None:
     return None
 
 
-def definition_families(definition: Any) -> tuple[str, ...] | None:
-    """The candidate families a definition trains (its training steps' ``family`` hyperparameter, in step order),
-    None when it is not one this module builds (malformed, no training step, a family it does not know)."""
-    from pipelines.graph import DefinitionError, build_graph
-
-    try:
-        graph = build_graph(definition)
-    except (DefinitionError, TypeError, KeyError, AttributeError):
-        return None
-    families = tuple(node.arguments.get("HyperParameters", {}).get("family") for node in graph.values()
-                     if node.type == "Training" and isinstance(node.arguments.get("HyperParameters"), dict))
-    return families if families and families_problem(families) is None else None
-
-
 def check_settings(settings: PipelineSettings) -> None:
     problem = families_problem(settings.families)
     if problem:

@@ -89,6 +89,19 @@ def _better(a: dict[str, Any], b: dict[str, Any]) -> bool:
     return a["name"] < b["name"]
 
 
+SELECTION = "selection/selection.json"  # under the step's output (a run's artifacts/runs/<id>/ in the lake)
+
+
+def selection_families(selection: Any) -> tuple[str, ...] | None:
+    """The candidate families a selection.json chose among (its ``candidates``' ``family``), None when it does not say
+    (not a selection this module writes)."""
+    candidates = selection.get("candidates") if isinstance(selection, dict) else None
+    if not isinstance(candidates, dict) or not candidates:
+        return None
+    families = [c.get("family") if isinstance(c, dict) else None for c in candidates.values()]
+    return tuple(f for f in families if isinstance(f, str)) if all(isinstance(f, str) for f in families) else None
+
+
 def select_champion(candidates: list[dict[str, Any]]) -> dict[str, Any]:
     """Rank candidates by RULE; returns {"champion", "rule", "ranking"}. Pure: no I/O."""
     if not candidates:
@@ -361,7 +374,7 @@ def run(base_dir: str | os.PathLike, ensemble_mode: str = "auto") -> dict[str, A
     choice = None if evidence is None else ensemble.choose(evidence, seed=seed)
     selection["ensemble"] = {"considered": evidence is not None, "reason": reason,
                              **({} if choice is None else choice.to_dict())}
-    selection_path = base / "output" / "selection" / "selection.json"
+    selection_path = base / "output" / SELECTION
     written = False
     try:
         if evidence is not None and choice is not None and choice.use_ensemble:

@@ -112,6 +112,21 @@ def started(monkeypatch) -> list[dict[str, str]]:
     return out
 
 
+@pytest.mark.parametrize("variable", ["DIAGNOSA_APP_BASE_PATH", "DIAGNOSA_APP_MODEL", "DIAGNOSA_APP_LAKE",
+                                      "DIAGNOSA_APP_REGION", "DIAGNOSA_APP_ENDPOINT_NAME"])
+def test_an_empty_app_variable_is_unset_not_a_flag_given_empty(model_folder, tmp_path, started, monkeypatch, capsys,
+                                                               variable):
+    # As the app's own config reads it (`VAR= diagnosa app`, a compose file's empty entry): with every text flag
+    # refusing an empty value, the variables that are those flags' defaults were refused too.
+    from diagnosa.cli import main
+
+    monkeypatch.setenv(variable, "")
+    argv = ["--workspace", str(tmp_path / "ws"), "app", "--endpoint-url", "http://127.0.0.1:18161", "--port", "18162",
+            "--model", str(model_folder)]
+    assert main(argv) == 0, capsys.readouterr().err
+    assert started and AppConfig.from_env(started[-1]).model == str(model_folder)
+
+
 def test_the_model_variable_as_an_archive_or_stale_does_not_stop_the_command(model_folder, tmp_path, started,
                                                                               monkeypatch, capsys):
     # DIAGNOSA_APP_MODEL=model.tar.gz (as documented) or a folder gone since stopped `diagnosa app` even with --model.

@@ -3,6 +3,7 @@ exhausted machine or a traceback, and is one error line with exit status 2."""
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -145,6 +146,19 @@ def test_every_text_flag_of_every_command_refuses_a_blank_value():
                     raise AssertionError(f"{action.option_strings} takes a blank value")
     walk(build_parser())
     assert len(checked) > 60
+
+
+@pytest.mark.parametrize("argv", [["predict", "-", "--endpoint-url", "http://127.0.0.1:9"], ["feedback", "--file", "-"]])
+def test_an_errors_file_that_is_standard_input_redirected_from_it_is_refused(tmp_path, argv):
+    # `predict - --errors-file x.jsonl < x.jsonl` replaced the patients, and went on reading the problems as patients.
+    path = tmp_path / "x.jsonl"
+    text = "".join(json.dumps({"age": -1, "event_id": f"e{i}"}) + "\n" for i in range(40))
+    path.write_text(text)
+    command = [sys.executable, "-m", "diagnosa", "--workspace", str(tmp_path / "ws"), *argv, "--errors-file", str(path)]
+    with path.open() as stdin:
+        done = subprocess.run(command, stdin=stdin, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "is the " in done.stderr and "being read: it would be overwritten" in done.stderr
+    assert path.read_text() == text
 
 
 def test_standard_output_closed_is_refused_not_lost_with_status_0(tmp_path):

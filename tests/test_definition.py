@@ -17,7 +17,6 @@ from pipelines.definition import (
     PipelineSettings,
     build_pipeline,
     class_parameter,
-    definition_families,
     parameter_from_text,
     parameter_range_problems,
     validate_definition,
@@ -150,24 +149,6 @@ def test_shape_parallel_training_and_gate(definition):
                             for c in step["Arguments"]["InputDataConfig"]}
             assert distribution == {"train": "ShardedByS3Key" if spread else "FullyReplicated",
                                     "validation": "FullyReplicated", "transformer": "FullyReplicated"}
-
-
-def test_the_families_a_definition_trains_are_read_back_from_it(definition):
-    # What a local retraining trains again when the user names none (the run that trained the served model's).
-    from pipelines.offline import build_offline
-
-    assert definition_families(json.loads(definition)) == DEFAULT_FAMILIES
-    d = json.loads(build_offline("lake", "arn:aws:iam::123456789012:role/x",
-                                 families=("svm", "random_forest")).definition)
-    assert definition_families(d) == ("svm", "random_forest")
-    d["Steps"] = [s for s in d["Steps"] if s["Name"] != "Train-svm"]  # Select still names it: not a definition
-    assert definition_families(d) is None
-    d = json.loads(definition)
-    train = next(s for s in d["Steps"] if s["Name"] == "Train-gradient_boosting")
-    train["Arguments"]["HyperParameters"]["family"] = "deep_forest"  # a family this version does not know
-    assert definition_families(d) is None
-    assert definition_families({"Steps": "no"}) is None and definition_families([]) is None
-    assert definition_families({"Version": "2020-12-01", "Steps": []}) is None
 
 
 def test_upsert_and_start_with_overrides(aws):

@@ -202,6 +202,36 @@ def test_start_refuses_a_curated_version_whose_classes_the_split_cannot_place(aw
     assert main(["pipeline", "start", *COMMON, "--name", "mini", *given]) == 0
 
 
+@pytest.mark.parametrize("change, says", [
+    ({"label_counts": {"a": "100", "b": 40}}, "label_counts gives 'a' '100', not a count"),
+    ({"label_counts": {"a": None, "b": 40}}, "label_counts gives 'a' None, not a count"),
+    ({"label_counts": {"a": float("nan"), "b": 40}}, "label_counts gives 'a' nan, not a count"),
+    ({"label_counts": {"a": float("-inf"), "b": 40}}, "not a count"),
+    ({"label_counts": {"a": -5, "b": 40}}, "label_counts gives 'a' -5, not a count"),
+    ({"label_counts": [100, 40]}, "label_counts is [100, 40], not an object"),
+    ({"patient_counts": {"a": "9", "b": 9}}, "patient_counts gives 'a' '9', not a count"),
+    ({"schema": "x"}, "its schema's labels are None, not a list of names"),
+    ({"schema": {"labels": [["a"], "b"]}}, "its schema's labels are [['a'], 'b'], not a list of names"),
+])
+def test_start_refuses_a_damaged_manifest_naming_what_is_wrong(aws, tmp_path, capsys, change, says):
+    # A count of the wrong kind was a TypeError or OverflowError traceback; NaN passed and started a billed execution.
+    config = tmp_path / "mini.toml"
+    config.write_text('name = "mini"\nid_column = "id"\ntarget = "y"\nlabels = ["a", "b"]\n')
+    assert main(["pipeline", "upsert", *COMMON, "--role-arn", ROLE, "--dataset-config", str(config),
+                 "--name", "mini"]) == 0
+    s3 = boto3.client("s3", region_name="eu-west-1")
+    manifest = {"dataset": "mini", "version": "abc123def456", "schema": {"labels": ["a", "b"]},
+                "label_counts": {"a": 100, "b": 40}, **change}
+    s3.put_object(Bucket="lake", Key="curated/mini/LATEST.json", Body=json.dumps({"version": "abc123def456"}))
+    s3.put_object(Bucket="lake", Key="curated/mini/abc123def456/manifest.json", Body=json.dumps(manifest))
+    capsys.readouterr()
+    assert main(["pipeline", "start", *COMMON, "--name", "mini"]) == 2
+    err = capsys.readouterr().err
+    assert "curated dataset mini version abc123def456: its manifest.json is damaged (" in err and says in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert aws.list_pipeline_executions(PipelineName="mini")["PipelineExecutionSummaries"] == []
+
+
 def test_an_aws_endpoint_that_never_answers_ends_in_a_bounded_error(monkeypatch, capsys):
     """A server that takes the connection and never answers kept `pipeline status` silent for over five minutes
     (botocore's 60 s reads, five attempts). The commands' clients (diagnosa.aws.client) read with a timeout and try

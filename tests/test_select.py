@@ -15,7 +15,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 from diagnosa.model import METADATA_FILE, MODEL_FILE, DiagnosaModel
-from processing.select import RULE, main, select_champion
+from processing.select import RULE, SELECTION, main, select_champion, selection_families
 
 LABELS = ["low", "mid", "high"]
 
@@ -137,6 +137,15 @@ def test_main_end_to_end_over_tarballs(base, tmp_path):
     assert selection["candidates"]["logreg"]["family"] == "logistic_regression"
     assert selection["candidates"]["xgb"]["source"] == "tarball"
     assert selection["fingerprint"]["preprocess"] == "fp1"
+    # What a local retraining trains again (diagnosa.services.LocalWorkspace.served_families), read back from the file.
+    assert sorted(selection_families(selection)) == ["logistic_regression", "xgboost"]
+    assert json.loads((base / "output" / SELECTION).read_text(encoding="utf-8")) == selection  # where it is read
+
+
+@pytest.mark.parametrize("selection", [None, [], {}, {"candidates": {}}, {"candidates": []},
+                                       {"candidates": {"a": {"family": 3}}}, {"candidates": {"a": "xgboost"}}])
+def test_a_selection_that_does_not_say_its_families_gives_none(selection):
+    assert selection_families(selection) is None
 
 
 def test_extracted_model_dir_champion_is_tarred_at_root(base, tmp_path):

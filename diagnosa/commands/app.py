@@ -154,6 +154,13 @@ def _local_endpoint_model(args: argparse.Namespace) -> str | None:
     return str(model)
 
 
+def _set(variable: str) -> str | None:
+    """A DIAGNOSA_APP_* variable as a flag's default: empty or blank is unset, as the app's own config reads it (an empty
+    one was refused as the flag given empty, or --endpoint-name's "must be a name")."""
+    value = os.environ.get(variable)
+    return value if value is not None and value.strip() else None
+
+
 def register(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser("app", help="the doctors' app (Streamlit) over an endpoint",
                                  description="Serve the doctors' app: data-use policy, patient form, diagnosis. "
@@ -161,19 +168,19 @@ def register(commands: argparse._SubParsersAction) -> None:
                                              "SageMaker endpoint; without either, the workspace's local endpoint of "
                                              "that name, as predict takes it. Either way the endpoint is the one of "
                                              "--model's dataset unless --endpoint-name names another.")
-    parser.add_argument("--endpoint-url", default=os.environ.get("DIAGNOSA_APP_ENDPOINT_URL"),
+    parser.add_argument("--endpoint-url", default=_set("DIAGNOSA_APP_ENDPOINT_URL"),
                         help="the local endpoint, e.g. http://127.0.0.1:8080 (default $DIAGNOSA_APP_ENDPOINT_URL)")
-    parser.add_argument("--endpoint-name", type=sagemaker_name, default=os.environ.get("DIAGNOSA_APP_ENDPOINT_NAME"),
+    parser.add_argument("--endpoint-name", type=sagemaker_name, default=_set("DIAGNOSA_APP_ENDPOINT_NAME"),
                         help="the endpoint's name, SageMaker's or the local endpoint's (default "
                              "$DIAGNOSA_APP_ENDPOINT_NAME, else the endpoint of --model's dataset as `diagnosa run` "
                              "deploys it, e.g. aids-2 for the dataset aids_2; diagnosa for the built-in cohort)")
-    parser.add_argument("--region", default=os.environ.get("DIAGNOSA_APP_REGION"),
+    parser.add_argument("--region", default=_set("DIAGNOSA_APP_REGION"),
                         help="AWS region of a SageMaker endpoint (default: the AWS SDK's)")
-    parser.add_argument("--model", default=os.environ.get("DIAGNOSA_APP_MODEL"),
+    parser.add_argument("--model", default=_set("DIAGNOSA_APP_MODEL"),
                         help="the model folder or model.tar.gz whose request schema shapes the form "
                              "(default: the model the workspace's local endpoint --endpoint-name serves, else the "
                              "built-in cohort's schema)")
-    parser.add_argument("--feedback-lake", default=os.environ.get("DIAGNOSA_APP_LAKE"),
+    parser.add_argument("--feedback-lake", default=_set("DIAGNOSA_APP_LAKE"),
                         help="data lake (folder or s3://bucket/prefix) for confirmed diagnoses when the endpoint is a "
                              "SageMaker endpoint, which has no feedback route")
     parser.add_argument("--timeout", type=positive_seconds, default=None,
@@ -190,7 +197,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address the app listens on (default 127.0.0.1)")
     parser.add_argument("--port", type=int_in(0, 65535, "--port"), default=8501,
                         help="port the app listens on (default 8501; 0 picks a free one)")
-    parser.add_argument("--base-path", default=os.environ.get("DIAGNOSA_APP_BASE_PATH"),
+    parser.add_argument("--base-path", default=_set("DIAGNOSA_APP_BASE_PATH"),
                         help="the URL path the app is served under behind a reverse proxy that keeps it, e.g. "
                              "diagnosa for https://tools.hospital.example/diagnosa/ (default $DIAGNOSA_APP_BASE_PATH, "
                              "else the root; docs/app.md)")

@@ -68,13 +68,15 @@ def os_problem(err: OSError) -> str:
 
 
 def errors_file_apart(errors_path: Path, read: str, what: str) -> None:
-    """Refuse an errors file that is the file being read (``read``; "-" for standard input), under any name (a link,
-    ``./x``): it is written while the input is read, and ``--errors-file x.json`` of ``x.json`` replaced the patients
-    (or a hospital's feedback export) with the list of their problems."""
-    if read == "-":
-        return
+    """Refuse an errors file that is the file being read (``read``; "-" for standard input, when it is a file), under
+    any name (a link, ``./x``): it is written while the input is read, and ``--errors-file x.json`` of ``x.json``
+    replaced the patients (or a hospital's feedback export) with the list of their problems."""
     try:
-        same = os.path.samefile(errors_path, read)
+        if read == "-":  # `< x.json`: standard input is the file itself (a pipe cannot be told from its source)
+            known, given = os.fstat(0), os.stat(errors_path)
+            same = (known.st_dev, known.st_ino) == (given.st_dev, given.st_ino)
+        else:
+            same = os.path.samefile(errors_path, read)
     except (OSError, ValueError):  # either one missing or unreadable: not the same file (the read says why)
         return
     if same:

@@ -315,8 +315,8 @@ def _retraining_families(args: argparse.Namespace, lake: Any) -> tuple[tuple[str
     served = None if lake.uri.startswith("s3://") else local_workspace(args, lake).served_families(args.endpoint_name)
     if served is None:
         return None, "the default ones (this workspace does not say which run trained the served model)"
-    families, execution = served
-    return families, f"as execution {execution} trained the served model (--families to change)"
+    families, run = served
+    return families, f"those run {run} chose the served model among (--families to change)"
 
 
 def _served_dataset(args: argparse.Namespace, lake: Any) -> str | None:
