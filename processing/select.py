@@ -99,7 +99,7 @@ def selection_families(selection: Any) -> tuple[str, ...] | None:
     if not isinstance(candidates, dict) or not candidates:
         return None
     families = [c.get("family") if isinstance(c, dict) else None for c in candidates.values()]
-    return tuple(f for f in families if isinstance(f, str)) if all(isinstance(f, str) for f in families) else None
+    return tuple(map(str, families)) if all(isinstance(f, str) for f in families) else None
 
 
 def select_champion(candidates: list[dict[str, Any]]) -> dict[str, Any]:
