@@ -88,6 +88,8 @@ class AppConfig:
                 object.__setattr__(self, "endpoint_url", check_endpoint_url(self.endpoint_url))
             except ValueError as err:
                 raise ConfigError(str(err)) from None
+        if self.lake is not None:
+            self._check_lake()
         if not (math.isfinite(self.timeout) and self.timeout > 0):
             raise ConfigError(f"the timeout must be a positive number of seconds, got {self.timeout!r}")
         if self.timeout > MAX_TIMEOUT:
@@ -99,6 +101,20 @@ class AppConfig:
             raise ConfigError(f"top_k must be a whole number of categories from 1, got {self.top_k!r}")
         if not 0 <= self.differential <= MAX_DIFFERENTIAL:
             raise ConfigError(f"differential must be from 0 to {MAX_DIFFERENTIAL}, got {self.differential!r}")
+
+    def _check_lake(self) -> None:
+        """The feedback lake, checked as the app starts: a bad one was found only when a doctor confirmed a diagnosis,
+        and a local endpoint's never used (it stores feedback in its own lake)."""
+        from diagnosa.lake import DataLake, LakeError
+
+        if self.endpoint_url is not None:
+            raise ConfigError(f"the feedback lake {_described(self.lake or '')} (--feedback-lake, DIAGNOSA_APP_LAKE) "
+                              "is for a SageMaker endpoint, which has no feedback route; the local endpoint "
+                              f"{_described(self.endpoint_url)} stores confirmed diagnoses in its own lake")
+        try:
+            DataLake.from_uri(self.lake or "")
+        except LakeError as err:
+            raise ConfigError(f"the feedback lake (--feedback-lake, DIAGNOSA_APP_LAKE): {err}") from None
 
     def top_k_for(self, labels: Sequence[str]) -> int | None:
         """The top_k to ask the endpoint for, given the model's labels: the configured one, at most the number of

@@ -185,8 +185,9 @@ def refuse_earlier_output(target: str | os.PathLike, what: str) -> None:
     """Refuse ``target`` as an output folder when it holds anything (FolderNotEmpty: ``what`` it would overwrite,
     e.g. "an earlier report") or is no folder (NotADirectoryError); nothing there, or an empty folder, is fine."""
     target = Path(target)
-    if os.path.lexists(target) and not target.is_dir():
-        raise NotADirectoryError(errno.ENOTDIR, "it is a file, not a folder", str(target))
+    problem = not_a_folder(target)  # a file, a FIFO, a symlink that loops: each said as what it is
+    if problem:
+        raise NotADirectoryError(errno.ENOTDIR, problem, str(target))
     if target.is_dir() and any(target.iterdir()):
         raise FolderNotEmpty(errno.ENOTEMPTY, f"output folder {target} is not empty: refusing to overwrite {what}",
                              str(target))

@@ -91,8 +91,16 @@ def framework_images(region: str, processing_instance_type: str = "ml.m5.xlarge"
     from sagemaker.core import image_uris
 
     def retrieve(scope: str, instance_type: str) -> str:
-        return image_uris.retrieve(framework=FRAMEWORK, region=region, version=FRAMEWORK_VERSION,
-                                   py_version=PY_VERSION, instance_type=instance_type, image_scope=scope)
+        try:
+            return image_uris.retrieve(framework=FRAMEWORK, region=region, version=FRAMEWORK_VERSION,
+                                       py_version=PY_VERSION, instance_type=instance_type, image_scope=scope)
+        except ValueError as err:
+            # The SDK's words list every region it knows (~40) after the one refused; name the region instead.
+            if not str(err).startswith("Unsupported region:"):
+                raise
+            raise ValueError(f"AWS region {shown(region, 80)} has no SageMaker {FRAMEWORK} {FRAMEWORK_VERSION} image that "
+                             "the SageMaker SDK knows of: a region's name such as eu-west-1 (a region newer than the SDK "
+                             "needs a newer sagemaker package)") from None
 
     return retrieve("training", processing_instance_type), retrieve("inference", endpoint_instance_type)
 

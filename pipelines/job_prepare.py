@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from diagnosa.files import not_a_folder
 from pipelines.containers import CONTAINER_ROOT, ContainerError, container_path, localise, render_processing, render_training
 from pipelines.executor import (
     JOB_OPERATIONS,
@@ -167,8 +168,9 @@ def _check_upstream(node: StepNode, record: ExecutionRecord) -> None:
 
 def _clear(root: Path, force: bool) -> None:
     """An empty (or absent) root; with ``force``, a root prepared earlier is replaced — nothing else is deleted."""
-    if root.exists() and not root.is_dir():
-        raise PrepareError(f"--root {root} is a file, not a folder")
+    problem = not_a_folder(root)  # a file, a FIFO, a symlink that loops
+    if problem:
+        raise PrepareError(f"--root {root}: {problem}")
     if not root.exists() or not any(root.iterdir()):
         return
     if not force:

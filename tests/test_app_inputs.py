@@ -369,3 +369,29 @@ def test_a_base_path_a_proxy_or_a_browser_would_read_otherwise_is_refused(tmp_pa
                  "--base-path", given]) == 2
     err = capsys.readouterr().err
     assert f"--base-path: base path {given!r}: each segment of the path must be ASCII letters" in err, err
+
+
+@pytest.mark.parametrize("argv, says", [
+    # Found only when a doctor confirmed a diagnosis: the lake was opened then.
+    (["--region", "eu-west-1", "--feedback-lake", "nosuch://x"], "unsupported lake URI 'nosuch://x'"),
+    (["--region", "eu-west-1", "--feedback-lake", "s3://b"], "bucket name 'b' must be 3 to 63"),
+    # A local endpoint stores feedback in its own lake: the flag was taken and never used.
+    (["--endpoint-url", "http://127.0.0.1:18161", "--feedback-lake", "lake"],
+     "is for a SageMaker endpoint, which has no feedback route; the local endpoint http://127.0.0.1:18161"),
+])
+def test_a_feedback_lake_is_checked_as_the_app_starts(model_folder, tmp_path, started, capsys, argv, says):
+    from diagnosa.cli import main
+
+    assert main(["--workspace", str(tmp_path / "ws"), "app", *argv, "--port", "18162", "--model", str(model_folder)]) == 2
+    err = capsys.readouterr().err
+    assert "(--feedback-lake, DIAGNOSA_APP_LAKE)" in err and says in err and not started
+
+
+def test_a_feedback_lake_for_a_sagemaker_endpoint_is_taken(model_folder, tmp_path, started, capsys):
+    from diagnosa.cli import main
+
+    lake = str(tmp_path / "lake")
+    argv = ["--workspace", str(tmp_path / "ws"), "app", "--region", "eu-west-1", "--feedback-lake", lake,
+            "--port", "18162", "--model", str(model_folder)]
+    assert main(argv) == 0, capsys.readouterr().err
+    assert AppConfig.from_env(started[-1]).lake == lake

@@ -40,8 +40,10 @@ from diagnosa.labels import CATEGORIES
 # ------------------------------------------------------------------------------------------------ config
 
 def test_config_round_trips_through_the_environment():
-    config = AppConfig(endpoint_url="http://127.0.0.1:8080", model="/m", lake="/lake", timeout=2.5, attempts=1, top_k=5)
+    config = AppConfig(endpoint_url="http://127.0.0.1:8080", model="/m", timeout=2.5, attempts=1, top_k=5)
     assert AppConfig.from_env(config.to_env()) == config
+    sagemaker = AppConfig(endpoint_name="triage", region="eu-west-1", lake="/lake")  # the lake: a SageMaker endpoint's
+    assert AppConfig.from_env(sagemaker.to_env()) == sagemaker
     assert AppConfig.from_env({}) == AppConfig()
     assert AppConfig.from_env({"DIAGNOSA_APP_ENDPOINT_URL": "http://h:1/"}).endpoint_url == "http://h:1"
 

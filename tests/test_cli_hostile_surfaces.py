@@ -106,6 +106,14 @@ def test_names_and_regions_are_checked_before_aws_is_asked(aws, capsys, argv, sa
     assert aws.list_pipelines()["PipelineSummaries"] == []
 
 
+def test_a_region_the_sdk_has_no_image_for_is_named_without_the_sdks_list(aws, capsys):
+    # A well-formed name the SDK does not know: its own words listed every region it knows (~40) after it.
+    assert main(["pipeline", "upsert", "--bucket", "lake", "--region", "nowhere", "--role-arn", ROLE]) == 2
+    err = capsys.readouterr().err
+    assert one_line_error(err) and "AWS region 'nowhere' has no SageMaker pytorch" in err and "eu-north-1" not in err
+    assert aws.list_pipelines()["PipelineSummaries"] == []
+
+
 def test_a_region_from_the_environment_is_checked_too(capsys, monkeypatch):
     monkeypatch.setenv("AWS_REGION", "eu west 1")
     assert main(["pipeline", "status"]) == 2

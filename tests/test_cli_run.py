@@ -59,6 +59,10 @@ def test_a_saved_definition_is_checked_before_it_runs(ws, tmp_path, capsys):
     broken.write_text("{not json")
     assert main([*ws, "run", "--local", "--definition", str(broken)]) == 2
     assert "cannot read the definition" in capsys.readouterr().err
+    empty = tmp_path / "empty.json"
+    empty.write_text("\n")  # json's words were "Expecting value: line 2 column 1 (char 1)"
+    assert main([*ws, "run", "--local", "--definition", str(empty)]) == 2
+    assert f"the definition {empty} is empty" in capsys.readouterr().err
     emr = tmp_path / "emr.json"
     emr.write_text(json.dumps({"Version": "2020-12-01", "Parameters": [],
                                "Steps": [{"Name": "Cluster", "Type": "EMR", "Arguments": {}}]}))
@@ -98,6 +102,7 @@ def test_a_malformed_saved_definition_is_refused_whole_before_it_runs(ws, tmp_pa
     assert main([*ws, "run", "--local", "--definition", str(saved)]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err, err
+    assert f"the definition {saved} is not a pipeline definition: " in err  # which file, of those a user keeps
     assert not (tmp_path / "ws" / "executions").exists()
 
 

@@ -327,6 +327,9 @@ def test_a_root_that_is_a_file_is_refused(failed, tmp_path, capsys):
     (tmp_path / "file").write_text("x")
     code, _, err = prepare(failed["workspace"], "Preprocess", "--root", str(tmp_path / "file"), capsys=capsys)
     assert code == 2 and "is a file, not a folder" in err
+    os.mkfifo(tmp_path / "fifo")  # called "a file" before
+    code, _, err = prepare(failed["workspace"], "Preprocess", "--root", str(tmp_path / "fifo"), capsys=capsys)
+    assert code == 2 and "it is a named pipe (FIFO), not a folder" in err
     # Under a file, or where the machine makes no folder: exit status 2 as docs/pipeline.md says (it was 1).
     code, _, err = prepare(failed["workspace"], "Preprocess", "--root", str(tmp_path / "file" / "sub"), capsys=capsys)
     assert code == 2 and f"cannot lay the job out under {tmp_path / 'file' / 'sub'}: Not a directory" in err

@@ -7,6 +7,7 @@ from __future__ import annotations
 import html
 import json
 import math
+import os
 import re
 import time
 from datetime import datetime, timedelta, timezone
@@ -996,7 +997,10 @@ def test_retraining_options_are_checked_before_anything_is_written(tmp_path, loo
     # An --out that is a file is a bad path: exit status 2, as docs/operations.md says (it was 1).
     (tmp_path / "afile").write_text("x")
     assert main([*common, "--out", str(tmp_path / "afile")]) == 2
-    assert f"cannot write the report to {tmp_path / 'afile'}: " in capsys.readouterr().err
+    assert f"cannot write the report to {tmp_path / 'afile'}: it is a file, not a folder" in capsys.readouterr().err
+    os.mkfifo(tmp_path / "fifo")  # called "a file" before
+    assert main([*common, "--out", str(tmp_path / "fifo")]) == 2
+    assert f"report to {tmp_path / 'fifo'}: it is a named pipe (FIFO), not a folder" in capsys.readouterr().err
 
 
 def test_a_dataset_of_your_own_is_monitored_against_its_own_labels():

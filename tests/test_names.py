@@ -56,6 +56,14 @@ def test_a_batch_name_with_a_trailing_newline_names_no_raw_file(tmp_path):
     assert not any((tmp_path / "ws").rglob("*.jsonl"))
 
 
+@pytest.mark.parametrize("bad", ["../x", "a b", "a\udcff"])
+def test_data_ingest_batch_names_the_batch_rule_not_a_lake_key(tmp_path, capsys, bad):
+    # `data ingest --batch ../x` said "invalid key 'raw/clinical_records/../x.jsonl'": a key the user never typed.
+    assert main(["--workspace", str(tmp_path), "data", "ingest", "--batch", bad]) == 2
+    err = capsys.readouterr().err
+    assert "may hold only letters, digits, '.', '_' and '-'" in err and "key" not in err
+
+
 @pytest.mark.parametrize("change, message", [
     ({"name": "aids\n"}, r"name 'aids\\n' must be 1 to 50"),
     # It names the endpoint, whose endpoint configs are <endpoint>-<12-character execution id>, at most 63.

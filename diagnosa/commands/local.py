@@ -82,14 +82,21 @@ DEFINITION_MAX_BYTES = 16 << 20  # SageMaker takes a definition of up to 100 KB 
 
 
 def _read_definition(path: str) -> dict[str, Any]:
+    """The saved definition at ``path``; UsageError naming the file when it is not one (empty, not JSON, malformed)."""
+    from pipelines.graph import definition_problems
+
     try:
-        definition = json.loads(read_file_bounded(path, DEFINITION_MAX_BYTES, "the definition").decode("utf-8"))
+        data = read_file_bounded(path, DEFINITION_MAX_BYTES, "the definition")
+        if not data.strip():  # json's words were "Expecting value: line 1 column 1 (char 0)"
+            raise UsageError(f"the definition {path} is empty: give the file `diagnosa pipeline definition --out` wrote")
+        definition = json.loads(data.decode("utf-8"))
     except FileProblem as err:
         raise UsageError(str(err)) from None
     except (ValueError, RecursionError) as err:  # UnicodeDecodeError is a ValueError
         raise UsageError(f"cannot read the definition {path}: {err}") from None
-    if not isinstance(definition, dict):
-        raise UsageError(f"{path}: a pipeline definition is a JSON object")
+    problems = definition_problems(definition)
+    if problems:  # all of them, as CreatePipeline checks a document, and the file they are in
+        raise UsageError(f"the definition {path} is not a pipeline definition: {'; '.join(problems)}")
     return definition
 
 

@@ -196,8 +196,8 @@ def _check_out(out: Path) -> None:
         refuse_earlier_output(out, EARLIER_REPORT)
     except FolderNotEmpty as err:
         raise UsageError(err.strerror) from None
-    except NotADirectoryError:
-        raise UsageError(f"cannot write the report to {out}: it is a file, not a folder") from None
+    except NotADirectoryError as err:
+        raise UsageError(f"cannot write the report to {out}: {err.strerror}") from None
     except OSError as err:  # a path the system refuses to look at (permissions, a name too long)
         raise UsageError(f"cannot write the report to {out}: {os_problem(err)}") from None
     except ValueError as err:  # a NUL in the path

@@ -959,6 +959,7 @@ def raw_keys(batch: str) -> tuple[str, str]:
 def existing_raw_keys(lake: DataLake, batch: str) -> tuple[str, str]:
     """``raw_keys(batch)`` when both are in the lake; else IngestError naming the batches there ('incomplete' only for
     a batch half there: one that is not there at all was called so)."""
+    check_batch_name(batch)  # a name that is not a batch's ('../x') was refused by the lake as a bad key
     keys = raw_keys(batch)
     found = [lake.exists(key) for key in keys]
     if not all(found):
