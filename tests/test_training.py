@@ -542,7 +542,7 @@ def test_train_searches_calibrates_and_ships_decision_weights(tmp_path):
     assert all(t["hyperparameters"]["max_iter"] == 500 for t in meta["search"]["trials"])
     assert meta["calibration"]["method"] == "temperature"  # 16 rows: too few for a bias per class
     assert set(meta["decision_weights"]) == set(LABELS)
-    assert meta["validation"]["method"].startswith("cross-validation")
+    assert meta["validation"]["method"].startswith("cross-validation") and meta["search"]["resampling"] == "none"
     assert meta["calibration_oof"]["after"]["ece"] <= meta["calibration_oof"]["before"]["ece"] + 1e-9
     frame = validation.drop(columns=["label"])
     raw, served = result.model.predict_proba_raw(frame), result.model.predict_proba(frame)
@@ -561,6 +561,8 @@ def test_enough_validation_rows_per_class_select_on_the_split_and_ship_the_model
                                  seed=0, settings=train_module.SearchSettings(holdout_min_class=20))
     meta = holdout.model.metadata
     assert meta["search"]["regime"] == "holdout" and meta["search"]["rows"] == len(validation)
+    # How the training rows were balanced (all weights 1 here), not the regime's words, which overwrote it.
+    assert meta["search"]["resampling"] == "none"
     assert meta["n_train"] == len(train) and meta["validation"]["method"].startswith("validation split")
     fitted = make_classifier("logistic_regression", meta["hyperparameters"], seed=0)
     with np.load(dirs["train"] / "train.npz") as npz:

@@ -689,7 +689,7 @@ def train(train_dir: str | os.PathLike, validation_dir: str | os.PathLike, trans
         eval_unseen = (None if eval_orphan is None
                        else unseen_mask(validation, schema, read_train_groups(validation_dir)))
         plan_info = {"regime": "holdout", "rows": int(len(y_val)), "smallest_class": int(np.bincount(y_val).min())}
-        method = ("validation split (every class has at least "
+        regime_text = ("validation split (every class has at least "
                   f"{settings.holdout_min_class} rows there): calibrated probabilities, decision weights cross-fitted "
                   "(fitted on one half of the rows, scored on the other)")
         logger.info("phase search: %d configuration(s) fitted on %d training rows, scored on %d validation rows; "
@@ -729,7 +729,7 @@ def train(train_dir: str | os.PathLike, validation_dir: str | os.PathLike, trans
             plan_info["slice_flags"] = "every row" if train_slice is not None else "validation rows only"
         if schema.patient_column is not None:
             plan_info["folds_by_patient"] = pools.patients is not None
-        method = ("cross-validation" + (f" over the validation-split rows only (the feature transform's {supervised} "
+        regime_text = ("cross-validation" + (f" over the validation-split rows only (the feature transform's {supervised} "
                                         "step was fitted with the training split's labels; every training-split row "
                                         "stays on the fitting side of every fold)" if supervised else "")
                   + ": out-of-fold calibrated probabilities, decision weights cross-fitted (fitted on one half of "
@@ -738,7 +738,7 @@ def train(train_dir: str | os.PathLike, validation_dir: str | os.PathLike, trans
                     f"; scored: the validation rows only, {found.context_rows} training-split row(s) fitted in every "
                     "fold" if supervised else "", hyper)
     if eval_patients is not None:
-        method += "; by patient (patient column '%s': a patient's rows in one fold and one half)" % schema.patient_column
+        regime_text += "; by patient (patient column '%s': a patient's rows in one fold and one half)" % schema.patient_column
     search_seconds = time.perf_counter() - started
     logger.info("phase search: %.2f s", search_seconds)
 
@@ -752,7 +752,7 @@ def train(train_dir: str | os.PathLike, validation_dir: str | os.PathLike, trans
                           unseen=eval_unseen)
     plain = evaluate(truth, post["calibrated"], labels, predicted=post["calibrated"].argmax(axis=1))
     summary = validation_summary(evaluation)
-    summary["method"] = method
+    summary["method"] = regime_text
     summary["plain_argmax"] = {"macro_recall": plain["diagnosa"]["macro"]["recall"],
                                "worst_class_recall": plain["diagnosa"]["worst_class_recall"]}
     calibration_oof = {"before": calibration_numbers(y_eval, proba),
