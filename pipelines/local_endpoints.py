@@ -816,13 +816,16 @@ class LocalEndpoints:
         return free_port(self.host)
 
     def _new_port(self, endpoint_name: str) -> int:
-        """A new endpoint's port: the one asked for; the default port only when no other endpoint of this
-        workspace holds it (each dataset has its own endpoint: the second one gets a free port)."""
+        """A new endpoint's port: the one asked for (--port 8080 too: given, it is never swapped for another); none
+        asked, the default port unless another endpoint of this workspace holds it (each dataset has its own
+        endpoint: the second one gets a free port)."""
         if not self.port:
             return free_port(self.host)
+        if self.asked_port is not None:
+            return self.port
         taken = {r.get("Port") for r in self.list()
                  if r["EndpointStatus"] in ("InService", UPDATING) and r["EndpointName"] != endpoint_name}
-        return free_port(self.host) if self.port == DEFAULT_PORT and self.port in taken else self.port
+        return free_port(self.host) if self.port in taken else self.port
 
     def deploy_model_package(self, package: dict[str, Any], endpoint_name: str = "diagnosa",
                              capture_sampling: int = 100) -> dict[str, Any]:

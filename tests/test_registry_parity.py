@@ -157,6 +157,19 @@ def test_port_0_is_an_existing_endpoints_own_port_while_it_is_free(workspace):
         assert workspace.endpoints()._port_for("diagnosa", previous) == 47399  # not asked: its own, taken or not
 
 
+def test_port_8080_asked_for_is_never_swapped_for_a_free_one(workspace, monkeypatch):
+    # `run --local --dataset x --port 8080` (`make run` gives --port 8080) beside another dataset's endpoint on 8080
+    # got a random port without a word; any other port asked for is kept (a taken one then refused as taken).
+    from pipelines.local_endpoints import DEFAULT_PORT, LocalEndpoints
+
+    other = {"EndpointName": "urgencias", "EndpointStatus": "InService", "Port": DEFAULT_PORT}
+    monkeypatch.setattr(LocalEndpoints, "list", lambda self: [other])
+    assert workspace.endpoints(DEFAULT_PORT)._new_port("diagnosa") == DEFAULT_PORT
+    assert workspace.endpoints(47398)._new_port("diagnosa") == 47398
+    assert workspace.endpoints()._new_port("diagnosa") in PORTS  # not asked: the default unless another holds it
+    assert workspace.endpoints()._new_port("urgencias") == DEFAULT_PORT  # its own endpoint's port is not another's
+
+
 # ------------------------------------------------------------------------------------------------ approvals together
 
 def _approve_in_thread(argv: list[str]) -> tuple[threading.Thread, list[int]]:
