@@ -19,8 +19,9 @@ from diagnosa.data.validate import clip, shown
 from diagnosa.labels import CATEGORIES
 from diagnosa.text import some_of
 from inference.limits import has_surrogate
-from pipelines.definition import MAX_RUNTIME_LIMIT_SECONDS, TRAINING_MAX_RUNTIME_SECONDS
+from pipelines.definition import DEFAULT_FAMILIES, MAX_RUNTIME_LIMIT_SECONDS, TRAINING_MAX_RUNTIME_SECONDS
 from pipelines.service_model import instance_type_problem, sagemaker_regions
+from processing.metrics import DEFAULT_ORPHAN_THRESHOLD, DEFAULT_RECALL_THRESHOLD, DEFAULT_UNSEEN_THRESHOLD
 
 STAGE_NAME = re.compile(r"[a-z][a-z0-9]{1,11}")  # always fullmatch: "$" also matches before a final "\n"
 REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-[0-9]")
@@ -100,10 +101,10 @@ class StageConfig:
     processing_instance_type: str = "ml.m5.xlarge"
     training_instance_type: str = "ml.m5.xlarge"
     training_max_runtime_seconds: int = TRAINING_MAX_RUNTIME_SECONDS  # SageMaker stops a training job past it
-    families: tuple[str, ...] = ("mlp", "logistic_regression", "xgboost", "gradient_boosting")
-    recall_threshold: float = 0.80
-    orphan_threshold: float = 0.50
-    unseen_threshold: float = 0.40  # orphan diseases held out of training (UnseenOrphanRecallThreshold)
+    families: tuple[str, ...] = DEFAULT_FAMILIES
+    recall_threshold: float = DEFAULT_RECALL_THRESHOLD
+    orphan_threshold: float = DEFAULT_ORPHAN_THRESHOLD
+    unseen_threshold: float = DEFAULT_UNSEEN_THRESHOLD  # orphan diseases held out of training (UnseenOrphanRecallThreshold)
     retrain_schedule: str = "rate(7 days)"  # EventBridge schedule expression; "" turns the schedule off
     # Endpoint
     endpoint_instance_type: str = "ml.m5.large"

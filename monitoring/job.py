@@ -24,6 +24,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from diagnosa.data.schema import BUILTIN_RESOURCE
 from diagnosa.files import atomic_folder, job_reason, refuse_earlier_output, write_job_failure
 from diagnosa.lake import DataLake, LakeError
 from diagnosa.logs import configure_logging
@@ -42,7 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                                    "(default: %(default)s)")
     parser.add_argument("--lake", help="the lake holding capture/ and feedback/: s3://bucket[/prefix] or a folder "
                                        "(default: <base-dir>/input/lake)")
-    parser.add_argument("--endpoint-name", default="diagnosa")
+    parser.add_argument("--endpoint-name", default=BUILTIN_RESOURCE)
     parser.add_argument("--since")
     parser.add_argument("--until")
     parser.add_argument("--last", help="e.g. 24h (the schedule's period)")

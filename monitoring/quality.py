@@ -26,25 +26,23 @@ from diagnosa.labels import CATEGORIES
 from inference.feedback import Feedback, confirmed_patients
 from monitoring.traffic import PATIENT, Skipped, event_rows, onto_kept_copies
 from processing.calibration import clustered_wilson_interval, wilson_interval
+from processing.metrics import DEFAULT_ORPHAN_THRESHOLD, DEFAULT_RECALL_THRESHOLD, DEFAULT_UNSEEN_THRESHOLD
 
 BELOW, SUSPECT, PASSED, FEW, NONE = ("below threshold", "below threshold, not significant", "ok",
                                      "insufficient feedback", "no feedback")
 OTHER_MODEL_FEEDBACK = "feedback for a prediction of another model version (not judged against these baselines)"
 NOT_MONITORED = "not monitored"  # the orphan slice of a model whose evaluation had none (a dataset of your own)
-DEFAULT_RECALL = 0.80  # the pipeline's default gate (pipelines/definition.py)
-DEFAULT_ORPHAN = 0.50
-DEFAULT_UNSEEN = 0.40
 
 
 @dataclass(frozen=True)
 class QualityThresholds:
-    recall: Mapping[str, float] = field(default_factory=lambda: {c: DEFAULT_RECALL for c in CATEGORIES})
-    orphan_macro_recall: float = DEFAULT_ORPHAN
+    recall: Mapping[str, float] = field(default_factory=lambda: {c: DEFAULT_RECALL_THRESHOLD for c in CATEGORIES})
+    orphan_macro_recall: float = DEFAULT_ORPHAN_THRESHOLD
     min_feedback: int = 5  # confirmed cases a class needs before its recall can fail it
     labels: tuple[str, ...] = CATEGORIES  # the model's (a dataset of your own has its own)
     # Feedback naming an ORPHA:/OMIM: disease is the orphan slice: only for a model evaluated on one (the cohort's).
     orphan_slice: bool = True
-    unseen_macro_recall: float = DEFAULT_UNSEEN
+    unseen_macro_recall: float = DEFAULT_UNSEEN_THRESHOLD
     # The orphan diseases the model had training patients of (its split's groups.json); None: not known, and
     # the unseen slice is not monitored.
     trained_groups: frozenset[str] | None = None
@@ -135,7 +133,7 @@ def live_quality(joined: pd.DataFrame, th: QualityThresholds, patients: np.ndarr
         mine = joined[is_label]
         n = len(mine)
         hits = int((mine["predicted"] == label).sum())
-        threshold = float(th.recall.get(label, DEFAULT_RECALL))
+        threshold = float(th.recall.get(label, DEFAULT_RECALL_THRESHOLD))
         recall = hits / n if n else None
         if n == 0:
             status = NONE

@@ -36,7 +36,6 @@ from monitoring.drift import (
 from monitoring.identity import ModelFacts, baseline_model
 from monitoring.quality import (
     BELOW,
-    DEFAULT_RECALL,
     FEW,
     NONE,
     SUSPECT,
@@ -47,6 +46,7 @@ from monitoring.quality import (
 from monitoring.report import render_html
 from monitoring.traffic import PATIENT, Skipped, read_traffic, read_traffic_since
 from processing.baseline import Baseline
+from processing.metrics import DEFAULT_RECALL_THRESHOLD
 
 REPORT_VERSION = 1
 ALERT, NO_DATA = "alert", "no data"
@@ -195,7 +195,7 @@ def settings_from_baseline(baseline: Baseline, drift: DriftThresholds | None = N
     orphan_slice = orphan is not None if baseline.predictions else bool(known.orphan_slice)
     # The diseases the model trained on (prediction baselines before them did not list them: unseen not judged).
     trained = _strings(orphan or {}, "trained_groups", "orphan.trained_groups")
-    quality = QualityThresholds(recall={label: DEFAULT_RECALL for label in labels}, labels=labels,
+    quality = QualityThresholds(recall={label: DEFAULT_RECALL_THRESHOLD for label in labels}, labels=labels,
                                 orphan_slice=orphan_slice, trained_groups=None if trained is None else frozenset(trained))
     gate = _object(predictions, "thresholds") or {}
     recall = _object(gate, "recall", "thresholds.recall")

@@ -45,24 +45,19 @@ from diagnosa.serving_code import SERVING_PROGRAM
 from diagnosa.text import some_of
 from pipelines.service_model import instance_count_problem
 from processing.features import REDUCTIONS, FeatureParams
+from processing.metrics import DEFAULT_ORPHAN_THRESHOLD, DEFAULT_RECALL_THRESHOLD, DEFAULT_UNSEEN_THRESHOLD
 from processing.resample import METHODS
 from processing.select import ENSEMBLE_MODES
 
 DEFAULT_FAMILIES = ("mlp", "logistic_regression", "xgboost", "gradient_boosting")  # docs/model-benchmark.md
 DISTRIBUTED_FAMILIES = ("xgboost",)  # the families that train across instances (training/distributed.py)
 INSTANCE_COUNT_PARAMETERS = {"processing": "ProcessingInstanceCount", "training": "TrainingInstanceCount"}
-DEFAULT_RECALL_THRESHOLD = 0.80
 # Labels a dataset may have: Evaluate takes one container argument per label's threshold, besides its base folder
 # and two slice thresholds (6), and SageMaker takes at most 100 container arguments per job.
 MAX_LABELS = 90
 RECALL_THRESHOLD = "RecallThreshold"  # in the name of every recall-threshold parameter (a class's, a slice's)
 SEED_PARAMETER = "Seed"
 GATE_FAILED_STEP = "RecallGateFailed"  # the Fail step the recall gate leads to: the CLI's hint after a run names its thresholds
-DEFAULT_ORPHAN_THRESHOLD = 0.50
-DEFAULT_SLICE_THRESHOLD = DEFAULT_ORPHAN_THRESHOLD  # minimum macro recall on a dataset's slice
-# Minimum macro recall on the slice's groups held out of training (the cohort's: orphan diseases with no
-# training patient; docs/model-benchmark.md, "Unseen orphan diseases").
-DEFAULT_UNSEEN_THRESHOLD = 0.40
 # SageMaker's names of pipelines, model package groups and endpoints.
 SUBNET_ID = re.compile(r"\Asubnet-[0-9a-z]{1,25}\Z")  # \Z, fullmatch: "$" takes a final "\n"
 SECURITY_GROUP_ID = re.compile(r"\Asg-[0-9a-z]{1,29}\Z")

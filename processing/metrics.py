@@ -32,6 +32,12 @@ from diagnosa.data.schema import BUILTIN_SLICE, seen_slice, unseen_slice
 from diagnosa.text import fixed, markdown_literal
 from processing.plots import plain_text, tick_labels
 
+# The recall gate's defaults: minimum test recall per class, minimum macro recall on a dataset's slice (the cohort's
+# orphan diseases) and on the slice's groups held out of training (docs/model-benchmark.md, "Unseen orphan diseases").
+# The pipeline's parameters, the AWS stage's settings and the monitor's live thresholds all start from these.
+DEFAULT_RECALL_THRESHOLD = 0.80
+DEFAULT_ORPHAN_THRESHOLD = 0.50
+DEFAULT_UNSEEN_THRESHOLD = 0.40
 SUM_TOLERANCE = 1e-3
 CLIP_EPS = 1e-15
 _SAGEMAKER_STD = "NaN"  # SageMaker writes the string "NaN" when it did not bootstrap a standard deviation.

@@ -149,3 +149,21 @@ def test_the_lake_copy_of_a_report_writes_report_json_last(tmp_path, baseline_di
     monkeypatch.setattr(DataLake, "put_file", recording)
     assert main(_monitor(tmp_path, baseline_dir)) == 0, capsys.readouterr().err
     assert sorted(copied) == ["constraint_violations.json", "report.html", "report.json"] and copied[-1] == "report.json"
+
+
+def test_the_monitor_commands_defaults_are_the_detectors_own():
+    # The parser spells them out (importing monitoring as every command's options are read costs ~0.9 s): tuned in
+    # monitoring/drift.py or quality.py alone, `diagnosa monitor` and the SageMaker monitoring job judged differently.
+    import re
+
+    from diagnosa.cli import build_parser
+    from monitoring.drift import DriftThresholds
+    from monitoring.quality import QualityThresholds
+
+    args = build_parser().parse_args(["monitor"])
+    drift = DriftThresholds()
+    assert (args.min_psi, args.p_value, args.min_rows, args.missing_rate_delta) == \
+        (drift.min_psi, drift.p_value, drift.min_rows, drift.missing_rate_delta)
+    monitor = next(a for a in build_parser()._subparsers._group_actions[0].choices["monitor"]._actions
+                   if a.dest == "min_feedback")
+    assert re.search(r"\(default (\d+)\)", monitor.help).group(1) == str(QualityThresholds().min_feedback)

@@ -34,6 +34,7 @@ from diagnosa.commands.common import (
     workspace,
     workspace_hint,
 )
+from diagnosa.data.schema import BUILTIN_RESOURCE
 from diagnosa.files import (
     FileProblem,
     FileTooLarge,
@@ -441,7 +442,6 @@ def _send_feedback(client: Any, feedback: Any) -> StoredFeedback:
 def _feedback_labels(args: argparse.Namespace, lake: DataLake) -> list[str]:
     """The labels a diagnosis written straight to the lake must be one of: those of the model the workspace's local
     endpoint of that name serves; the built-in cohort's for its endpoint. Another endpoint's are not known here."""
-    from diagnosa.data.schema import BUILTIN_RESOURCE
     from diagnosa.labels import CATEGORIES
 
     labels = None if lake.uri.startswith("s3://") else local_workspace(args, lake).endpoint_labels(args.endpoint_name)
@@ -810,7 +810,7 @@ def register(commands: Any) -> None:
                          help="folder with statistics.json + constraints.json (preprocess 'baseline' output); repeat "
                               "for the folder with prediction_baseline.json (evaluate 'evaluation' output); default: "
                               "the baselines registered with the version the local endpoint serves")
-    monitor.add_argument("--endpoint-name", type=sagemaker_name, default="diagnosa",
+    monitor.add_argument("--endpoint-name", type=sagemaker_name, default=BUILTIN_RESOURCE,
                          help="the endpoint whose captured traffic is read")
     monitor.add_argument("--since", help="window start, ISO 8601 (UTC unless an offset is given)")
     monitor.add_argument("--until", help="window end (exclusive), ISO 8601")
