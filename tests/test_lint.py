@@ -94,3 +94,20 @@ def test_every_module_of_the_diagnosa_package_has_a_layer():
     found = {f"diagnosa.{path.stem}" for path in (ROOT / "diagnosa").glob("*.py") if path.stem != "__init__"}
     found |= {f"diagnosa.{path.parent.name}" for path in (ROOT / "diagnosa").glob("*/__init__.py")}
     assert found - declared == set(), "give each a layer in .importlinter (docs/architecture.md)"
+
+
+def test_shipped_step_code_imports_only_shipped_modules():
+    # Each step's code bundle and each model's code/ leave out the diagnosa package's interface layer (the CLI, its
+    # commands, the service layer: NOT_SHIPPED), whose edits changed every step's cache key. A shipped module that
+    # imported one (at the top or inside a function) would fail in the container only.
+    import grimp
+
+    from diagnosa.serving_code import PACKAGES, shipped_files
+
+    shipped = {name.removesuffix(".py").removesuffix("/__init__").replace("/", ".")
+               for name in shipped_files(ROOT) if name.endswith(".py")}
+    assert "diagnosa.cli" not in shipped and "diagnosa.services" not in shipped and "diagnosa.model" in shipped
+    graph = grimp.build_graph(*PACKAGES, "pipelines", "app", "infra", include_external_packages=False)
+    reached = {(module, imported) for module in shipped for imported in graph.find_modules_directly_imported_by(module)}
+    assert reached, "the import graph was not read"
+    assert sorted((m, i) for m, i in reached if i not in shipped) == []
