@@ -55,6 +55,7 @@ from app.form import MAX_PROBLEMS, FieldErrors, FormSpec, display_text, field_er
 from diagnosa.labels import CATEGORIES
 from diagnosa.model import ModelLoadError, model_version, read_metadata
 from diagnosa.text import markdown_literal, some_of
+from inference.capture import redacted_traceback
 from inference.client import (
     BUSY_CODES,
     CREDENTIAL_ERRORS,
@@ -519,10 +520,13 @@ def diagnose(client: DiagnosaClient, record: Mapping[str, Any], config: AppConfi
         try:
             return Outcome(failure=explain_failure(err, config, spec))
         except Exception as unexplained:  # noqa: BLE001  (an answer not explained: the generic failure, not a traceback)
+            log.error("an endpoint's failure could not be explained: %s", redacted_traceback(unexplained))
             return Outcome(failure=Failure("failed", f"The {config.description} did not give a diagnosis, and its "
                                                      f"answer could not be read ({type(unexplained).__name__}): it may not "
                                                      "be a Diagnosa endpoint. Tell the administrator."))
     except Exception as err:  # noqa: BLE001  (a bug must not show a traceback with the patient's values)
+        # The operators' trace of it, the patient's values redacted (the page names only the error's kind).
+        log.error("a diagnosis failed unexpectedly: %s", redacted_traceback(err))
         return Outcome(failure=Failure("failed", f"The {config.description} could not give a diagnosis "
                                                  f"({type(err).__name__})."))
     if not prediction.results:  # the client refuses such an answer (a prediction per patient): a stand-in's
@@ -723,7 +727,8 @@ def record_feedback(client: Any, event_id: str, diagnosis: str | None, note: str
             return FeedbackOutcome(message=f"Cannot reach the {config.description}: the confirmed diagnosis was "
                                            "not recorded. Try again when it is running.")
         return FeedbackOutcome(message=f"The confirmed diagnosis was not recorded: {err}", fields=fields or None)
-    except Exception as err:  # noqa: BLE001
+    except Exception as err:  # noqa: BLE001  (as a diagnosis's: the page names the kind, the log the trace)
+        log.error("a confirmed diagnosis failed unexpectedly: %s", redacted_traceback(err))
         return FeedbackOutcome(message=f"The confirmed diagnosis was not recorded ({type(err).__name__}).")
     return FeedbackOutcome(key=str(stored.key), replaced=stored.replaced)
 

@@ -16,6 +16,7 @@ What is known, from where:
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,8 @@ from typing import Any
 from diagnosa.data.schema import BUILTIN_DATASET, Schema, cohort_schema
 from diagnosa.model import METADATA_FILE, model_version
 from processing.baseline import CONSTRAINTS, PREDICTIONS, STATISTICS, Baseline, monitored_fields
+
+log = logging.getLogger(__name__)
 
 
 class BaselineMismatch(ValueError):
@@ -67,9 +70,13 @@ def _read_json(path: Path) -> Any:
 
 
 def _schema_facts(schema: Any) -> dict[str, Any]:
+    if schema is None:  # a record written before the schema was kept in it
+        return {}
     try:
         parsed = Schema.from_dict(schema)
-    except Exception:  # noqa: BLE001  (a record of an older layout: its features are not known here)
+    except (KeyError, TypeError, ValueError, AttributeError) as err:  # a record of an older layout: features unknown
+        log.warning("the model's schema could not be read (%s: %s): the monitor does not know its features, labels "
+                    "or slice", type(err).__name__, err)
         return {}
     return {"features": tuple(f.name for f in monitored_fields(parsed)), "orphan_slice": bool(parsed.slice_column),
             "labels": tuple(parsed.labels) if parsed.labels else None}

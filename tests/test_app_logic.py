@@ -829,3 +829,32 @@ def test_a_slow_model_is_asked_once_per_click_and_waited_for_past_sagemakers_lim
     assert len(handler.received) == 1
     assert AppConfig().timeout == 70 and AppConfig.from_env({}).timeout == 70
     assert make_client(AppConfig("diagnosa", region="eu-west-1")).runtime.meta.config.read_timeout == 70
+
+
+class _BuggyClient:
+    """A client with a bug: its error quotes a patient's value, as a library's ValueError quotes the cell."""
+
+    endpoint_url = "http://127.0.0.1:1"
+
+    name, value = "Juana Pérez", "41.7 mg/L"
+
+    def predict(self, *args, **kwargs):
+        raise TypeError(f"cannot add {self.name!r} and {self.value!r}")
+
+    def send_feedback(self, *args, **kwargs):
+        raise KeyError(self.name)
+
+
+def test_an_unexpected_error_is_logged_for_operators_without_the_patients_values(caplog):
+    # The page named only the error's kind and nothing was logged: a bug in the doctors' path left no trace.
+    from app.results import diagnose, record_feedback
+
+    config = AppConfig(endpoint_url="http://127.0.0.1:1")
+    with caplog.at_level("ERROR", logger="app.results"):
+        outcome = diagnose(_BuggyClient(), {"age": 40}, config, load_form_spec(None))
+        feedback = record_feedback(_BuggyClient(), "e-1", "NO ENFERMO", None, config)
+    assert outcome.failure is not None and "(TypeError)" in outcome.failure.message
+    assert feedback.message == "The confirmed diagnosis was not recorded (KeyError)."
+    logged = [r.getMessage() for r in caplog.records]
+    assert len(logged) == 2 and "Traceback" in logged[0] and "builtins.TypeError" in logged[0], logged
+    assert "builtins.KeyError" in logged[1] and not any("Juana" in m or "41.7" in m for m in logged), logged

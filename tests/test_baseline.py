@@ -145,3 +145,19 @@ def test_evaluate_writes_the_prediction_baseline(tmp_path, trained_model_dir):
     assert evaluation["model"]["model_version"] == predictions["model_version"] == served
     quality = json.loads((out / "model_quality_constraints.json").read_text())
     assert quality["multiclass_classification_constraints"]["accuracy"]["threshold"] == evaluation["diagnosa"]["accuracy"]
+
+
+def test_a_models_schema_the_monitor_cannot_read_is_said_not_dropped_silently(tmp_path, caplog):
+    # A failure to read it was swallowed whole: drift and slice monitoring lost the model's features without a word.
+    from monitoring.identity import served_model
+
+    (tmp_path / "metadata.json").write_text(json.dumps({"schema": {"name": "x"}, "labels": ["a", "b"]}))
+    with caplog.at_level("WARNING", logger="monitoring.identity"):
+        facts = served_model(tmp_path)
+    assert facts.features is None and facts.labels == ("a", "b")
+    assert any("the model's schema could not be read (KeyError" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    (tmp_path / "metadata.json").write_text(json.dumps({"labels": ["a", "b"]}))  # none kept (an older record): no word
+    with caplog.at_level("WARNING", logger="monitoring.identity"):
+        served_model(tmp_path)
+    assert not caplog.records
