@@ -249,6 +249,33 @@ def _dense(X: Any) -> np.ndarray:
     return X.toarray() if is_sparse(X) else np.asarray(X)
 
 
+def splittable_columns(X: Any, min_leaf_rows: int) -> np.ndarray:
+    """The columns of ``X`` (sparse or dense) a tree needing ``min_leaf_rows`` rows in each leaf could split on:
+    those whose rows other than their most common value (NaN one value, a sparse column's absent cells zeros)
+    number at least that many. Any split of another column leaves all the common value's rows on one side, so fewer
+    than ``min_leaf_rows`` on the other: no node of any tree fitted on these rows (or fewer of them) splits on it."""
+    n = X.shape[0]
+    if is_sparse(X):
+        columns = sp.csc_matrix(X)
+        values = [columns.data[columns.indptr[j]:columns.indptr[j + 1]] for j in range(X.shape[1])]
+    else:
+        dense = np.asarray(X)
+        values = [dense[:, j] for j in range(X.shape[1])]
+    keep = np.zeros(X.shape[1], dtype=bool)
+    for j, column in enumerate(values):
+        zeros = 0
+        if is_sparse(X):  # stored zeros join the absent cells
+            column = column[column != 0]
+            zeros = n - len(column)
+        counts = np.unique(column, return_counts=True, equal_nan=True)[1] if len(column) else np.zeros(1, dtype=int)
+        keep[j] = n - max(zeros, int(counts.max())) >= min_leaf_rows
+    return np.flatnonzero(keep)
+
+
+def _columns(X: Any, columns: np.ndarray) -> Any:
+    return X.iloc[:, columns] if isinstance(X, pd.DataFrame) else X[:, columns]
+
+
 def _estimator_has(name: str) -> Any:
     return lambda self: hasattr(self.estimator, name)
 
@@ -258,14 +285,20 @@ class DenseBatches(BaseEstimator):
     (``DENSE_FIT_MAX_CELLS``; stratified by ``y`` when given, so the class mix and balanced weights hold), applied
     in batches of ``batch_rows`` rows. Below the bound (the 20k and 100k cohorts) it fits on every row, exactly as
     the estimator alone would. For HistGradientBoosting and LDA, which refuse sparse input, and the MLP (see
-    training/models.py)."""
+    training/models.py).
+
+    ``min_leaf_rows`` (a tree ensemble's rows per leaf; 0: off): the columns no tree could split on among the rows
+    fitted (:func:`splittable_columns`) are left out of the dense rows, fit and prediction alike (``columns_``). The
+    model is the same to the bit, its cost follows the columns kept: the 100k cohort's gradient boosting kept 546 of
+    1,245 (most are indicators of rare findings), its fit 49.7 -> 25.5 s."""
 
     def __init__(self, estimator: Any, max_fit_cells: int = DENSE_FIT_MAX_CELLS, batch_rows: int = DENSE_BATCH_ROWS,
-                 random_state: int = 0):
+                 random_state: int = 0, min_leaf_rows: int = 0):
         self.estimator = estimator
         self.max_fit_cells = max_fit_cells
         self.batch_rows = batch_rows
         self.random_state = random_state
+        self.min_leaf_rows = min_leaf_rows
 
     def fit(self, X: Any, y: Any = None, sample_weight: Any = None) -> DenseBatches:
         n, width = X.shape
@@ -278,16 +311,26 @@ class DenseBatches(BaseEstimator):
         # By row whatever X is: X[rows] took a DataFrame's columns (the first 40 of 50), and a weight per row given
         # for fewer rows was cut short without a word.
         fit_args = {} if sample_weight is None else {"sample_weight": _check_sample_weight(sample_weight, X)[rows]}
-        self.estimator_ = clone(self.estimator).fit(_dense(_safe_indexing(X, rows)),
-                                                    None if y is None else np.asarray(y)[rows], **fit_args)
+        fitted = _safe_indexing(X, rows)
+        self.columns_ = None
+        if self.min_leaf_rows > 1:
+            keep = splittable_columns(fitted, self.min_leaf_rows)
+            if len(keep) < width:  # at least one column: the estimator refuses none (its trees are leaves then)
+                self.columns_ = keep if len(keep) else np.arange(1)
+                fitted = _columns(fitted, self.columns_)
+        self.estimator_ = clone(self.estimator).fit(_dense(fitted), None if y is None else np.asarray(y)[rows],
+                                                    **fit_args)
         self.n_features_in_ = width
         return self
 
     def _batches(self, method: str, X: Any) -> np.ndarray:
         apply = getattr(self.estimator_, method)
+        columns = getattr(self, "columns_", None)  # absent from a model pickled before it was kept
         # A slice is rows whatever X is (a DataFrame's too), and costs nothing on the serving path (_safe_indexing
         # added 35-75 µs a call).
-        parts = [apply(_dense(X[start:start + self.batch_rows])) for start in range(0, X.shape[0], self.batch_rows)]
+        parts = [apply(_dense(X[start:start + self.batch_rows] if columns is None
+                              else _columns(X[start:start + self.batch_rows], columns)))
+                 for start in range(0, X.shape[0], self.batch_rows)]
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
     @available_if(_estimator_has("transform"))

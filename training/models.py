@@ -285,7 +285,7 @@ def make_classifier(family: str, hyperparameters: Mapping[str, Any] | None = Non
     return DenseBatches(HistGradientBoostingClassifier(max_iter=hp["max_iter"], learning_rate=hp["learning_rate"],
                                                        max_leaf_nodes=hp["max_leaf_nodes"],
                                                        min_samples_leaf=hp["min_samples_leaf"], random_state=seed),
-                        max_fit_cells=GBM_FIT_MAX_CELLS, random_state=seed)
+                        max_fit_cells=GBM_FIT_MAX_CELLS, random_state=seed, min_leaf_rows=hp["min_samples_leaf"])
 
 
 def adapt_to_rows(estimator: Any, y: Any, *, shipped: Any = None) -> Any:
