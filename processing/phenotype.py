@@ -50,8 +50,8 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from diagnosa.data.hpo import Ontology, load_ontology
 from diagnosa.labels import DISEASE_CATEGORIES
 
-CITATION = ("Resnik information content over the HPO disease annotations (Orphanet/OMIM); best-match average "
-            "patient → disease as in Köhler et al. 2009, Am J Hum Genet 85:457 (the Phenomizer)")
+# The method: Resnik information content over the HPO disease annotations (Orphanet/OMIM); best-match average
+# patient → disease as in Köhler et al. 2009, Am J Hum Genet 85:457 (the Phenomizer).
 LEADING_MEASURES = ("simgic", "symmetric")  # per category: max, the leader's score, the gap to the leader
 # The chance level of a match (Köhler et al. 2009 judge a Phenomizer score by its p-value against random queries of
 # the same size): per query size 1..NULL_MAX_TERMS, NULL_QUERIES random term sets drawn from the knowledge base's
