@@ -23,7 +23,7 @@ from typing import Any
 
 from diagnosa.data.schema import BUILTIN_DATASET, Schema, cohort_schema
 from diagnosa.model import METADATA_FILE, model_version
-from processing.baseline import CONSTRAINTS, PREDICTIONS, STATISTICS, Baseline, monitored_fields
+from processing.baseline import CONSTRAINTS, EVALUATION, PREDICTIONS, STATISTICS, Baseline, monitored_fields
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +110,7 @@ def baseline_model(baseline: Baseline) -> ModelFacts:
     if isinstance(predictions.get("model_version"), str):
         facts = replace(facts, version=predictions["model_version"])
     if PREDICTIONS in files:  # the evaluate step writes evaluation.json beside it: the evaluated model
-        evaluation = _read_json(files[PREDICTIONS].parent / "evaluation.json")
+        evaluation = _read_json(files[PREDICTIONS].parent / EVALUATION)
         model = evaluation.get("model") if isinstance(evaluation, dict) else None
         if isinstance(model, dict):
             dataset: dict[str, Any] = model["dataset"] if isinstance(model.get("dataset"), dict) else {}

@@ -44,6 +44,7 @@ from diagnosa.labels import CATEGORIES, ascii_words
 from diagnosa.serving_code import SERVING_PROGRAM
 from diagnosa.text import some_of
 from pipelines.service_model import instance_count_problem
+from processing.baseline import EVALUATION
 from processing.features import REDUCTIONS, FeatureParams
 from processing.metrics import DEFAULT_ORPHAN_THRESHOLD, DEFAULT_RECALL_THRESHOLD, DEFAULT_UNSEEN_THRESHOLD
 from processing.resample import METHODS
@@ -616,7 +617,7 @@ def build_pipeline(settings: PipelineSettings, session: Any) -> Any:
                         [s3_in(f"candidate-{step.name}", step.properties.ModelArtifacts.S3ModelArtifacts,
                                f"candidates/{step.name.removeprefix('Train-')}") for step in trainings],
                         ["champion", "selection"], ["--ensemble", ensemble_mode])
-    report = PropertyFile(name="Evaluation", output_name="evaluation", path="evaluation.json")
+    report = PropertyFile(name="Evaluation", output_name="evaluation", path=EVALUATION)
     evaluate = processing(
         "Evaluate", "evaluate_job.py",
         [s3_in("model", select.properties.ProcessingOutputConfig.Outputs["champion"].S3Output.S3Uri, "model"),
@@ -648,11 +649,11 @@ def build_pipeline(settings: PipelineSettings, session: Any) -> Any:
 
     baseline_dir = outputs["baseline"].S3Output.S3Uri
     # Model Monitor's layout: the registry entry points at what the quality and drift checks compare with.
-    model_metrics = ModelMetrics(model_statistics=metrics(evaluation_dir, "evaluation.json"),
+    model_metrics = ModelMetrics(model_statistics=metrics(evaluation_dir, EVALUATION),
                                  model_constraints=metrics(evaluation_dir, "model_quality_constraints.json"),
                                  model_data_statistics=metrics(baseline_dir, "statistics.json"),
                                  model_data_constraints=metrics(baseline_dir, "constraints.json"))
-    drift_baselines = DriftCheckBaselines(model_statistics=metrics(evaluation_dir, "evaluation.json"),
+    drift_baselines = DriftCheckBaselines(model_statistics=metrics(evaluation_dir, EVALUATION),
                                           model_constraints=metrics(evaluation_dir, "model_quality_constraints.json"),
                                           model_data_statistics=metrics(baseline_dir, "statistics.json"),
                                           model_data_constraints=metrics(baseline_dir, "constraints.json"))

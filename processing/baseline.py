@@ -44,6 +44,8 @@ MAX_DOMAIN = 50  # categories with up to this many values get a string_constrain
 STATISTICS = "statistics.json"
 CONSTRAINTS = "constraints.json"
 PREDICTIONS = "prediction_baseline.json"
+# The Evaluate step's report beside them: the recall gate's PropertyFile and the registered ModelMetrics read it.
+EVALUATION = "evaluation.json"
 MODEL_QUALITY_CONSTRAINTS = "model_quality_constraints.json"
 NUMERIC_TYPES = ("number", "integer")
 LIST_TYPES = ("hpo_terms", "codes")

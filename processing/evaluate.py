@@ -30,6 +30,7 @@ from diagnosa.labels import ascii_words
 from diagnosa.logs import configure_logging
 from diagnosa.model import DiagnosaModel, ModelLoadError, apply_calibration, unpack_model
 from diagnosa.text import some_of
+from processing.baseline import EVALUATION
 from processing.calibration import honest_section
 from processing.entry import job_parser, stops_on_sigterm
 from processing.metrics import evaluate, recall_gate, slice_scores, write_report
@@ -325,10 +326,10 @@ def _evaluate(args: argparse.Namespace, base: Path, out_eval: Path, out_report: 
                                     dict(args.slice_threshold).get(unseen_slice(BUILTIN_SLICE)), trained_groups, out_eval)
         paths = write_report(result, out_report)
         # Last, and whole or not at all: the gate's condition reads it, so it exists only when every output does.
-        write_text_atomic(out_eval / "evaluation.json", text)
+        write_text_atomic(out_eval / EVALUATION, text)
         d = result["diagnosa"]
         log.info("test macro recall %.4f, worst class %s %.4f; wrote %s and %s", d["macro"]["recall"],
-                 d["worst_class_recall"]["label"], d["worst_class_recall"]["recall"], out_eval / "evaluation.json",
+                 d["worst_class_recall"]["label"], d["worst_class_recall"]["recall"], out_eval / EVALUATION,
                  paths["report"])
         for label, scores in d["per_class"].items():
             print(f"test:recall[{label}]={np.nan if scores['recall'] is None else scores['recall']:.4f}")

@@ -220,11 +220,13 @@ def _rejected_deploy(record: Any, registered: object) -> bool:
 
 def _evaluation(lake: DataLake, evaluate: dict[str, Any]) -> dict[str, Any]:
     """The evaluation.json the Evaluate step wrote ({} when it wrote none, or none readable)."""
+    from processing.baseline import EVALUATION
+
     output = evaluate.get("ProcessingOutputConfig", {}).get("Outputs", {}).get("evaluation")
     if not output:
         return {}
     try:
-        evaluation = json.loads(lake.get_bytes(output["S3Output"]["S3Uri"].split("/", 3)[3] + "/evaluation.json"))
+        evaluation = json.loads(lake.get_bytes(f'{output["S3Output"]["S3Uri"].split("/", 3)[3]}/{EVALUATION}'))
     except (KeyError, ValueError, TypeError, OSError, LakeError):
         return {}
     return evaluation if isinstance(evaluation, dict) else {}
