@@ -52,7 +52,7 @@ from diagnosa.lake import DataLake, LakeError, bucket_name_problem
 from diagnosa.logs import interrupted, terminal_streams
 from diagnosa.services import LOCAL_BUCKET, EndpointBusy, PortTaken, ServiceError
 from diagnosa.text import ITEM_CHARS
-from inference.limits import INVOKE_TIMEOUT, printable, printable_line, printable_lines, token_problem
+from inference.limits import INVOKE_TIMEOUT, printable, printable_line, printable_lines
 
 MAX_TOP_K = 1_000  # --top-k's bound here; the endpoint holds it to the model's labels
 
@@ -274,16 +274,11 @@ def _ingest(args: argparse.Namespace, phase):
 
 # ------------------------------------------------------------------------------------------------ serving
 
-MODEL_LOAD_TIMEOUT = 300.0  # seconds `diagnosa serve` waits for the model (and every worker) to load
-
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from inference.capture import DataCapture, SpoolBusy
-    from inference.handler import freeze_loaded, limit_process_threads
-    from inference.server import EndpointServer
-    from inference.workers import default_workers
+    from diagnosa.logs import configure_logging
+    from inference.serve import ServeError, ServeSettings, start, token_from_environment
 
-    limit_process_threads()  # requests run concurrently: one math thread each (docs/serving.md, Performance)
     model_dir = model_folder(Path(args.model), workspace(args))
     if args.endpoint_name is None:  # the model's dataset's, as a run deploys it (the app finds it the same way)
         from diagnosa.data.schema import BUILTIN_RESOURCE
@@ -293,42 +288,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
             args.endpoint_name = model_endpoint(model_dir)
         except ModelLoadError:  # no readable metadata: loading the model says what is wrong
             args.endpoint_name = BUILTIN_RESOURCE
-    capture = None
-    if args.capture_sampling > 0:
-        try:
-            capture = DataCapture(open_lake(args), args.endpoint_name, sampling_percentage=args.capture_sampling,
-                                  spool_dir=args.capture_spool, fsync=args.capture_fsync)
-        except SpoolBusy as err:
-            raise UsageError(f"{err} (another server captures for endpoint {args.endpoint_name}: stop it, or give "
-                             "this one --capture-spool DIR)") from None
-        except OSError as err:  # a --capture-spool that is a file, or where no folder can be made: bad input
-            raise UsageError(f"cannot use the capture spool {args.capture_spool or 'folder'}: {os_problem(err)}"
-                             + (f" ({err.filename})" if err.filename else "")) from None
-    token = read_token_file(args.feedback_token_file) if args.feedback_token_file else \
-        (os.environ.get("DIAGNOSA_FEEDBACK_TOKEN") or "").strip() or None
-    problem = token_problem(token) if token is not None and not args.feedback_token_file else None
-    if problem:  # the server would start, and refuse every feedback: no client can send such a token
-        raise UsageError(f"the feedback token in $DIAGNOSA_FEEDBACK_TOKEN {problem}")
-    from diagnosa.logs import configure_logging
-
-    configure_logging(stream=sys.stderr)
-    workers = args.workers if args.workers is not None else default_workers()
-    endpoint = EndpointServer(str(model_dir), endpoint_name=args.endpoint_name, host=args.host, port=args.port,
-                             capture=capture, workers=workers, feedback_token=token)
     try:
-        endpoint.start()
-    except OSError as err:
-        import errno
-
-        taken = (": another process listens there; choose another --port (0: any free one)"
-                 if err.errno == errno.EADDRINUSE else "")
-        raise UsageError(f"cannot listen on {clip(args.host, 260)}:{args.port}: {err.strerror or err}{taken}") from None
-    try:  # a model that cannot load is a failed start, not a server answering /ping 500 forever
-        endpoint.wait_until_ready(MODEL_LOAD_TIMEOUT)
-    except (RuntimeError, TimeoutError) as err:
-        endpoint.stop()
-        raise UsageError(f"not serving {model_dir}: {err}") from None
-    freeze_loaded()  # with --workers 0 the model lives in this process (workers freeze their own)
+        token = read_token_file(args.feedback_token_file) if args.feedback_token_file else token_from_environment()
+        settings = ServeSettings(model_dir, args.endpoint_name, host=args.host, port=args.port,
+                                 lake=open_lake(args) if args.capture_sampling > 0 else None,
+                                 capture_sampling=args.capture_sampling, capture_spool=args.capture_spool,
+                                 capture_fsync=args.capture_fsync, workers=args.workers, feedback_token=token)
+        configure_logging(stream=sys.stderr)
+        endpoint = start(settings)
+    except ServeError as err:
+        raise UsageError(str(err)) from None
     example = _served_example(args, model_dir)
     body = shell_json(example) if example else None
     print(printable_line(f"local endpoint '{args.endpoint_name}' on {endpoint.url} (model {model_dir})") + "\n"

@@ -45,6 +45,7 @@ from pipelines.local_jobs import JobError, LakeMapping, check_request
 from pipelines.locks import LockHeld, file_lock
 
 DEFAULT_PORT = 8080
+SERVER_MODULE = "inference.serve"  # the endpoint server process's module (python -m)
 HEALTH_TIMEOUT = 120.0
 PORT_RELEASE_WAIT = 5.0  # seconds a stopped server may take to release its port
 STOP_TIMEOUT = 30.0
@@ -213,9 +214,10 @@ def _arguments(pid: int) -> list[bytes]:
 
 
 def _is_server(arguments: list[bytes]) -> bool:
-    """A Diagnosa server's command line (``python -P -m diagnosa.cli ... serve ...``), not any process whose
-    command line holds 'serve' (http.server, jupyter-server and an observer matched, and were killed by stop)."""
-    return b"diagnosa.cli" in arguments and b"serve" in arguments
+    """A Diagnosa server's command line (``python -P -m inference.serve ...``; servers started before it existed ran
+    ``python -P -m diagnosa.cli ... serve ...``), not any process whose command line holds 'serve' (http.server,
+    jupyter-server and an observer matched, and were killed by stop)."""
+    return SERVER_MODULE.encode() in arguments or (b"diagnosa.cli" in arguments and b"serve" in arguments)
 
 
 def _follows(arguments: list[bytes], flag: bytes, value: bytes) -> bool:
@@ -945,11 +947,10 @@ class LocalEndpoints:
                             "(another workspace's endpoint?): stop it, or deploy with another port (--port)")
         # -P: the deploying command's folder is not on the server's import path (a folder named inference/ or
         # monitoring/ there was imported instead of Diagnosa's, and every deploy and its rollback failed).
-        command = [self.python, "-P", "-m", "diagnosa.cli", "--workspace", str(self.workspace.resolve())]
-        if self.lake_uri:
-            command += ["--lake", self.lake_uri]
-        command += ["serve", "--model", str(model_dir), "--host", self.host, "--port", str(port),
-                    "--endpoint-name", endpoint_name, "--capture-sampling", str(sampling)]
+        # The serving layer's own entry point (not the CLI's argv): the workspace names whose server it is (_serves).
+        command = [self.python, "-P", "-m", SERVER_MODULE, "--workspace", str(self.workspace.resolve()),
+                   "--lake", self.lake_uri or self.mapping.lake.uri, "--model", str(model_dir), "--host", self.host,
+                   "--port", str(port), "--endpoint-name", endpoint_name, "--capture-sampling", str(sampling)]
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(log_path, "a", encoding="utf-8") as log:
             log.write(f"--- {utc_now()} starting {model_dir} on port {port}\n")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
 import subprocess
 import sys
@@ -279,3 +280,28 @@ def test_the_commands_name_the_endpoint_a_mistyped_name_was_likely_meant_for(end
     assert main(["--workspace", str(tmp_path / "ws"), "--lake", str(tmp_path / "lake"), *command]) == 2
     err = capsys.readouterr().err
     assert "no local endpoint" in err and "did you mean urgencias? (the local endpoints are urgencias)" in err, err
+
+
+def test_servers_are_the_serving_layers_process_and_older_ones_are_still_known():
+    # The executor started every server as the CLI (`python -m diagnosa.cli ... serve ...`): the assembly layer
+    # building an interface's argv. It now runs the serving layer's own entry point; a server started the old way
+    # is still found, so `endpoint stop` stops what an earlier version started.
+    from pipelines.local_endpoints import SERVER_MODULE, _is_server
+
+    assert SERVER_MODULE == "inference.serve"
+    assert _is_server([b"python", b"-P", b"-m", b"inference.serve", b"--workspace", b"/w"])
+    assert _is_server([b"python", b"-P", b"-m", b"diagnosa.cli", b"--workspace", b"/w", b"serve", b"--model", b"m"])
+    assert not _is_server([b"python", b"-m", b"http.server"]) and not _is_server([b"jupyter-server", b"serve"])
+
+
+def test_the_server_process_refuses_a_folder_without_a_model_with_exit_status_2(tmp_path):
+    # What a deploy's log ends with when the model does not load: the server's own words, exit status 2.
+    (tmp_path / "empty").mkdir()
+    done = subprocess.run([sys.executable, "-P", "-m", "inference.serve", "--workspace", str(tmp_path), "--lake",
+                           str(tmp_path / "lake"), "--model", str(tmp_path / "empty"), "--endpoint-name", "diagnosa",
+                           "--port", "0", "--capture-sampling", "0"], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "DIAGNOSA_WORKERS": "0"})
+    assert done.returncode == 2, done.stderr
+    last = done.stderr.strip().splitlines()[-1]  # after the server's log of the failed load
+    assert last.startswith(f"python -m inference.serve: error: not serving {tmp_path / 'empty'}")
+    assert "has no model.joblib" in last

@@ -18,6 +18,7 @@ from pathlib import Path
 from diagnosa.aws import resolve_region
 from diagnosa.data.schema import DATASET_NAME, DATASET_NAME_RULE, RESOURCE_NAME, resource_name
 from diagnosa.data.validate import clip, shown
+from diagnosa.files import name_too_long, os_problem
 from diagnosa.lake import DataLake
 from diagnosa.net import MAX_TIMEOUT
 from diagnosa.services import LocalWorkspace
@@ -37,36 +38,6 @@ class Unavailable(Exception):
 
 
 WORKSPACE_FOLDER = ".diagnosa"
-PATH_MAX = 4096  # bytes in a whole path on Linux (a name in it: diagnosa.files.NAME_MAX)
-
-
-def name_too_long(path: str | bytes | os.PathLike[str] | None) -> str:
-    """Why the file system refused ``path`` with ENAMETOOLONG, in words (without the path, which the caller names,
-    cut and escaped): a name in it over NAME_MAX bytes, else the whole over PATH_MAX. The machine's own text alone,
-    "File name too long" with exit status 1, read as a failure of the machine; it is the path given that is wrong."""
-    from diagnosa.files import NAME_MAX
-
-    said = "File name too long for the file system"
-    if path is None:
-        return f"{said} (at most {NAME_MAX} bytes a name): give a shorter path"
-    whole = os.fsencode(path)
-    parts = [part for part in whole.split(b"/") if part]
-    longest = max(map(len, parts), default=0)
-    if longest > NAME_MAX:
-        which = "a name in it" if len(parts) > 1 else "the name"
-        return f"{said}: {which} is {longest:,} bytes, at most {NAME_MAX} are held: give a shorter name"
-    return f"{said}: the path is {len(whole):,} bytes, at most {PATH_MAX:,} are held: give a shorter path"
-
-
-def os_problem(err: OSError) -> str:
-    """The machine's reason for refusing a path, in words, for a message that names the path itself: its strerror,
-    or for a name too long which limit it passes (name_too_long: "File name too long" alone read as the machine's
-    failure)."""
-    if err.errno == errno.ENAMETOOLONG:
-        return name_too_long(err.filename if isinstance(err.filename, (str, bytes, os.PathLike)) else None)
-    return err.strerror or str(err)
-
-
 def errors_file_apart(errors_path: Path, read: str, what: str) -> None:
     """Refuse an errors file that is the file being read (``read``; "-" for standard input, when it is a file), under
     any name (a link, ``./x``): it is written while the input is read, and ``--errors-file x.json`` of ``x.json``
