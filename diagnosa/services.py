@@ -395,6 +395,33 @@ class LocalWorkspace:
 
         return self._served(endpoint_name, model_dataset)
 
+    def served_baselines(self, record: dict[str, Any]) -> tuple[str, list[Path]] | None:
+        """The registered version an endpoint's ``record`` serves and its baseline folders in this lake (its
+        ModelMetrics: the data statistics, then the prediction baseline's); None when no version with both serves it.
+        ServiceError when a baseline lies outside this lake (a version registered against another)."""
+        from diagnosa.lake import LocalStorage
+        from pipelines.executor import local_registry
+        from pipelines.local_jobs import JobError, LakeMapping
+
+        registry, mapping = local_registry(self.root), LakeMapping(LOCAL_BUCKET, self.lake)
+        for group in registry.groups():
+            for package in reversed(registry.list_model_packages(group)):
+                if not serves(record, package):  # the version deployed (a cached re-run's twin has the same model)
+                    continue
+                metrics = package.get("ModelMetrics", {})
+                uris = [metrics.get("ModelDataQuality", {}).get("Statistics", {}).get("S3Uri"),
+                        metrics.get("ModelQuality", {}).get("Statistics", {}).get("S3Uri")]
+                if not all(uris):
+                    return None
+                try:
+                    keys = [mapping.key(uri).rsplit("/", 1)[0] for uri in uris]
+                except JobError as err:
+                    raise ServiceError(f"the baselines of {package['ModelPackageArn']}: {err}") from None
+                storage = self.lake.storage
+                assert isinstance(storage, LocalStorage)  # a local lake (__post_init__)
+                return package["ModelPackageArn"], [storage.root / key for key in keys]
+        return None
+
     def served_families(self, endpoint_name: str) -> tuple[tuple[str, ...], str] | None:
         """The candidate families among which the run that trained the model a local endpoint serves chose it, and that
         run's id (its artifacts/runs/<id>/selection/selection.json, kept in the lake with the model): a retraining

@@ -138,3 +138,34 @@ def test_two_labels_of_one_parameter_name_are_both_named():
     with pytest.raises(ValueError, match="labels 'Muy grave' and 'muy-grave' both map to the parameter name "
                                          "RecallThresholdMuyGrave"):
         parameter_names([*many, "Muy grave", "muy-grave"])
+
+
+def test_the_baselines_of_the_served_version_are_its_folders_in_this_lake(tmp_path, lake):
+    # The monitor's rule, from the command into the service layer, by the lake mapping the jobs use: a baseline URI of
+    # another bucket became the path <lake>/s3:/other/... (the prefix was removed by hand, when it was there).
+    from pipelines.registry import LocalModelRegistry
+
+    local = LocalWorkspace(tmp_path / "ws", lake)
+    registry = LocalModelRegistry(tmp_path / "ws" / "registry")
+
+    def register(statistics: str, predictions: str) -> str:
+        return registry.create_model_package(
+            ModelPackageGroupName="diagnosa",
+            InferenceSpecification={"Containers": [{"Image": "local/sklearn",
+                                                    "ModelDataUrl": "s3://diagnosa-local/artifacts/m/model.tar.gz"}],
+                                    "SupportedContentTypes": ["application/json"],
+                                    "SupportedResponseMIMETypes": ["application/json"]},
+            ModelMetrics={"ModelDataQuality": {"Statistics": {"ContentType": "application/json", "S3Uri": statistics}},
+                          "ModelQuality": {"Statistics": {"ContentType": "application/json", "S3Uri": predictions}}},
+        )["ModelPackageArn"]
+
+    arn = register("s3://diagnosa-local/artifacts/runs/r1/baseline/statistics.json",
+                   "s3://diagnosa-local/artifacts/runs/r1/evaluation/prediction_baseline.json")
+    assert local.served_baselines({"ModelPackageArn": arn}) == (arn, [
+        tmp_path / "lake" / "artifacts/runs/r1/baseline", tmp_path / "lake" / "artifacts/runs/r1/evaluation"])
+    assert local.served_baselines({"ModelPackageArn": arn + "0"}) is None  # no version serves it
+    other = register("s3://other-bucket/runs/r2/baseline/statistics.json",
+                     "s3://diagnosa-local/artifacts/runs/r2/evaluation/prediction_baseline.json")
+    with pytest.raises(ServiceError, match=r"baselines of .*/2: s3://other-bucket/runs/r2/baseline/statistics.json is "
+                                           r"outside the data lake"):
+        local.served_baselines({"ModelPackageArn": other})

@@ -57,10 +57,6 @@ EXIT_ALERT = 3  # with --fail-on-alert: the report's verdict is "alert"
 
 def _served_baselines(args: argparse.Namespace, lake: Any) -> list[Path]:
     """The baseline folders of the registered version the local endpoint serves (its ModelMetrics)."""
-    from diagnosa.services import LOCAL_BUCKET
-    from pipelines.executor import local_registry
-
-    ws = workspace(args)
     endpoints = None if lake.uri.startswith("s3://") else local_workspace(args, lake).endpoints()
     record = endpoints.describe(args.endpoint_name) if endpoints else None
     if record is None:
@@ -68,24 +64,17 @@ def _served_baselines(args: argparse.Namespace, lake: Any) -> list[Path]:
         raise UsageError(f"no local endpoint {args.endpoint_name!r} ({workspace_hint(args)}): "
                          + (f"{hint}; or " if hint else "") + "give the baseline folders with --baseline "
                          "(preprocess 'baseline' output and evaluate 'evaluation' output)")
-    from diagnosa.services import serves
+    from diagnosa.services import ServiceError
 
+    try:
+        found = local_workspace(args, lake).served_baselines(record)
+    except ServiceError as err:
+        raise UsageError(str(err)) from None
+    if found is not None:
+        arn, folders = found
+        print(printable_line(f"baselines of {arn} (served by {args.endpoint_name}): " + ", ".join(map(str, folders))))
+        return folders
     served = record["ModelDataUrl"]
-    registry = local_registry(ws)
-    for group in registry.groups():
-        for package in reversed(registry.list_model_packages(group)):
-            if not serves(record, package):  # the version deployed (a cached re-run's twin has the same model)
-                continue
-            metrics = package.get("ModelMetrics", {})
-            uris = [metrics.get("ModelDataQuality", {}).get("Statistics", {}).get("S3Uri"),
-                    metrics.get("ModelQuality", {}).get("Statistics", {}).get("S3Uri")]
-            if not all(uris):
-                break
-            root = lake.storage.root  # a local lake (checked above)
-            folders = [root / uri.removeprefix(f"s3://{LOCAL_BUCKET}/").rsplit("/", 1)[0] for uri in uris]
-            print(printable_line(f"baselines of {package['ModelPackageArn']} (served by {args.endpoint_name}): "
-                                 + ", ".join(map(str, folders))))
-            return folders
     raise UsageError(f"the model endpoint {args.endpoint_name!r} serves ({served}) has no registered version with "
                      "baselines: give them with --baseline")
 
