@@ -160,7 +160,7 @@ def retraining_input(dataset: str, version: str) -> str:
     return curated_uri(LOCAL_BUCKET, dataset, version)
 
 
-def local_definition(lake, families: tuple[str, ...] | None = None, **dataset: Any) -> dict[str, Any]:
+def local_definition(lake: DataLake, families: tuple[str, ...] | None = None, **dataset: Any) -> dict[str, Any]:
     """The pipeline definition for the local lake; what the SDK uploads while building it goes into the lake.
 
     ``dataset``: the settings of the dataset it is built for (``pipelines.definition.dataset_settings``);
@@ -251,7 +251,7 @@ def example_request(lake: DataLake, manifest: dict[str, Any] | None) -> dict[str
     return example
 
 
-def curated_manifest(lake, dataset: str, input_uri: str | None = None) -> dict[str, Any] | None:
+def curated_manifest(lake: DataLake, dataset: str, input_uri: str | None = None) -> dict[str, Any] | None:
     """The manifest of the curated version a run trains on: the one ``input_uri`` names (when it is a
     curated version in this lake), else the dataset's latest; None when there is none."""
     from diagnosa.data.ingest import NoCuratedData, latest_manifest

@@ -55,7 +55,7 @@ EXIT_ALERT = 3  # with --fail-on-alert: the report's verdict is "alert"
 
 # ------------------------------------------------------------------------------------------------ monitor
 
-def _served_baselines(args: argparse.Namespace, lake: Any) -> list[Path]:
+def _served_baselines(args: argparse.Namespace, lake: DataLake) -> list[Path]:
     """The baseline folders of the registered version the local endpoint serves (its ModelMetrics)."""
     endpoints = None if lake.uri.startswith("s3://") else local_workspace(args, lake).endpoints()
     record = endpoints.describe(args.endpoint_name) if endpoints else None
@@ -79,7 +79,7 @@ def _served_baselines(args: argparse.Namespace, lake: Any) -> list[Path]:
                      "baselines: give them with --baseline")
 
 
-def _served_model(args: argparse.Namespace, lake: Any) -> Any:
+def _served_model(args: argparse.Namespace, lake: DataLake) -> Any:
     """What is known of the model the workspace's local endpoint serves (monitoring.identity.ModelFacts), or None:
     no such local endpoint (an S3 lake: a SageMaker endpoint)."""
     from monitoring.identity import served_model
@@ -269,7 +269,7 @@ def _print_summary(report: dict[str, Any], paths: dict[str, Path], lake_url: str
                                                                                     lake_url)))
 
 
-def _check_retraining(args: argparse.Namespace, lake: Any) -> None:
+def _check_retraining(args: argparse.Namespace, lake: DataLake) -> None:
     """What `--retrain` would start, checked as `run --local` checks it (its --param names and types, its
     --families, the dataset's latest version) before the feedback version is written: a typo after it left a
     new curated version as the dataset's latest, which the next plain `run --local` trained on."""
@@ -295,7 +295,7 @@ def _check_retraining(args: argparse.Namespace, lake: Any) -> None:
     plan_local_run(lake, dataset=dataset, overrides=overrides, families=families)
 
 
-def _retraining_families(args: argparse.Namespace, lake: Any) -> tuple[tuple[str, ...] | None, str]:
+def _retraining_families(args: argparse.Namespace, lake: DataLake) -> tuple[tuple[str, ...] | None, str]:
     """The candidate families a retraining trains, and how they were chosen: --families, else those of the run that
     trained the model the local endpoint serves (as SageMaker's retraining runs the pipeline as deployed: a model
     trained with `--families svm,random_forest` was retrained with the four default ones), else the defaults."""
@@ -309,7 +309,7 @@ def _retraining_families(args: argparse.Namespace, lake: Any) -> tuple[tuple[str
     return families, f"those run {run} chose the served model among (--families to change)"
 
 
-def _served_dataset(args: argparse.Namespace, lake: Any) -> str | None:
+def _served_dataset(args: argparse.Namespace, lake: DataLake) -> str | None:
     """The dataset of the model the workspace's local endpoint serves (None: not a local endpoint here): retraining
     trains it, whatever dataset the endpoint is named after (another dataset's model serves there once the first
     was stopped: the endpoint's dataset was retrained, with that model's feedback written into its raw data)."""
@@ -318,7 +318,7 @@ def _served_dataset(args: argparse.Namespace, lake: Any) -> str | None:
     return local_workspace(args, lake).endpoint_dataset(args.endpoint_name)
 
 
-def _retrain(args: argparse.Namespace, lake: Any, start: Any, end: Any) -> int:
+def _retrain(args: argparse.Namespace, lake: DataLake, start: Any, end: Any) -> int:
     from diagnosa.commands.local import run_pipeline
     from diagnosa.services import retraining_input
     from monitoring.retrain import NothingToFold, RetrainError, feedback_dataset
