@@ -665,12 +665,12 @@ def cmd_registry_decide(args: argparse.Namespace) -> int:
     from botocore.exceptions import BotoCoreError, ClientError
 
     from diagnosa.text import some_of
-    from pipelines.registry import ARN_PREFIX, RegistryError, UnusableAnswer
+    from pipelines.registry import ARN_PREFIX, RegistryError, UnusableAnswer, approve_command
 
     registry = open_registry(args)
     status = "Approved" if args.registry_command == "approve" else "Rejected"
     deploy = status == "Approved" and not args.no_deploy and not args.region
-    again = f"diagnosa registry approve {args.version}" + (f" --group {args.group}" if args.group != "diagnosa" else "")
+    again = approve_command(args.version, args.group)
     try:
         arn = registry.package_arn(args.group, args.version) if args.region else f"{ARN_PREFIX}/{args.group}/{args.version}"
         if deploy:  # what would refuse the deploy is checked before the status is written

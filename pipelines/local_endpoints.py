@@ -871,6 +871,8 @@ class LocalEndpoints:
     def start(self, endpoint_name: str) -> dict[str, Any] | None:
         """Start the model an endpoint last served again, on its port (or the one asked for) — after `endpoint
         stop`, a reboot, a killed server; its record, or None when it serves already where it should."""
+        from pipelines.registry import approve_command
+
         self._existing(endpoint_name)
         with self._exclusive(endpoint_name):
             record = self._existing(endpoint_name)
@@ -886,8 +888,7 @@ class LocalEndpoints:
                 rejected = [f"{group} v{version}" for status, group, version in twins if status == "Rejected"]
                 if rejected:
                     group = twins[0][1]
-                    again = "diagnosa registry approve N" + (f" --group {group}" if group != "diagnosa" else "") + (
-                        f" --endpoint-name {endpoint_name}" if endpoint_name != group else "")
+                    again = approve_command("N", group, endpoint_name)
                     raise DeployError(
                         f"endpoint {endpoint_name}: its record endpoints/{endpoint_name}/endpoint.json was written by "
                         "an older Diagnosa and does not say which version it serves; its model file is that of "
@@ -896,8 +897,7 @@ class LocalEndpoints:
                         f"`{again}` deploys a version and records it as the one the endpoint serves")
             if known and known[0] == "Rejected":  # `registry reject` said to stop it; a reboot brought it back
                 _, group, version = known
-                again = "diagnosa registry approve N" + (f" --group {group}" if group != "diagnosa" else "") + (
-                    f" --endpoint-name {endpoint_name}" if endpoint_name != group else "")
+                again = approve_command("N", group, endpoint_name)
                 raise DeployError(f"endpoint {endpoint_name} last served {group} v{version}, which is Rejected in the "
                                   f"registry: not started. Approve a version to serve instead (`{again}`); or, if "
                                   f"v{version} may serve after all, approve it again")

@@ -22,7 +22,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
-from diagnosa.data.schema import SchemaError
+from diagnosa.data.schema import BUILTIN_RESOURCE, SchemaError
 from diagnosa.data.validate import clip, shown
 from diagnosa.files import read_json_record
 from diagnosa.lake import LakeError, LocalStorage, validate_key
@@ -30,6 +30,14 @@ from pipelines.locks import file_lock
 from pipelines.service_model import request_problems
 
 APPROVAL_STATUSES = ("PendingManualApproval", "Approved", "Rejected")
+
+
+def approve_command(version: int | str, group: str, endpoint_name: str | None = None) -> str:
+    """The command that approves (and so deploys) ``version`` of ``group``, as the hints print it: ``--group`` only
+    for a dataset's own group, ``--endpoint-name`` only for an endpoint not named after it."""
+    return (f"diagnosa registry approve {version}" + (f" --group {group}" if group != BUILTIN_RESOURCE else "")
+            + (f" --endpoint-name {endpoint_name}" if endpoint_name not in (None, group) else ""))
+
 APPROVAL_DESCRIPTION_CHARS = 1_024  # SageMaker's limit on a version's ApprovalDescription (UpdateModelPackage)
 DAMAGED = "Damaged"  # the status listed for a version whose file cannot be read
 ARN_PREFIX = "arn:aws:sagemaker:local:000000000000:model-package"

@@ -141,7 +141,7 @@ def _example(lake, manifest: dict[str, Any] | None, record) -> dict[str, Any]:
 
 def _report(record, lake, example: dict[str, Any] = EXAMPLE_REQUEST, *, port: int | None = None) -> None:
     from pipelines.definition import GATE_FAILED_STEP
-    from pipelines.registry import package_version
+    from pipelines.registry import approve_command, package_version
 
     # Every line names the workspace's paths (anyone's text: an ESC or a newline in a folder's name): printed escaped.
     print(printable_line(f"execution {record.id}: {record.status} (details: {record.path})"))
@@ -174,8 +174,7 @@ def _report(record, lake, example: dict[str, Any] = EXAMPLE_REQUEST, *, port: in
     elif registered and "Deploy" not in steps:  # a Deploy that ran and failed says so below, not "not Approved"
         group, version = package_version(registered)
         print(printable_line("  not deployed (ModelApprovalStatus is not Approved): approve it with "
-                             f"`diagnosa registry approve {version}" + (f" --group {group}" if group != "diagnosa" else "")
-                             + (f" --port {port}`" if port is not None else "`")))
+                             f"`{approve_command(version, group)}" + (f" --port {port}`" if port is not None else "`")))
     if record.status == "Stopped":
         print(f"  stopped before the end: resume with `diagnosa run --local --resume {record.id}`")
     if record.status == "Failed":
@@ -193,8 +192,7 @@ def _report(record, lake, example: dict[str, Any] = EXAMPLE_REQUEST, *, port: in
         elif _rejected_deploy(record, registered):  # resumed, it is refused again: not a fault a resume mends
             group, version = package_version(registered)
             print(printable_line(f"  {group} v{version} is Rejected in the registry: resuming does not deploy it. If it "
-                                 f"may serve after all, `diagnosa registry approve {version}"
-                                 + (f" --group {group}" if group != "diagnosa" else "") + "` deploys it"))
+                                 f"may serve after all, `{approve_command(version, group)}` deploys it"))
         else:
             # A resumed run reads the same curated version: it can retry a fixed environment or code, not data.
             print(f"  after fixing the cause in the code or the environment, resume with `diagnosa run --local "
