@@ -169,6 +169,11 @@ def main() -> int:
     args = parser.parse_args()
     if args.instances is not None and args.instances < 2:
         parser.error(f"--instances must be 2 or more (the run beside one instance), got {args.instances}")
+    if args.workspace_root is not None:  # a folder not there yet was a traceback at the first size's start
+        try:
+            os.makedirs(args.workspace_root, exist_ok=True)
+        except OSError as err:
+            parser.error(f"--workspace-root {args.workspace_root}: {err.strerror or err}")
     print(f"cores: {os.cpu_count()}, OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}, "
           f"load average before: {os.getloadavg()[0]:.2f}")
     counts = (1,) if args.instances is None else (1, args.instances)
