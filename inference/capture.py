@@ -655,9 +655,12 @@ class DataCapture:
         except FileNotFoundError:
             return True
         parsed = _parse_segment(data)
+        filed: list[tuple[datetime, str, bytes]] = []
         try:
             for hour, (first, bodies) in sorted(parsed.by_hour.items()):
-                self.lake.put_bytes(stream.key(path.stem, hour, first), b"\n".join(bodies) + b"\n")
+                key, body = stream.key(path.stem, hour, first), b"\n".join(bodies) + b"\n"
+                self.lake.put_bytes(key, body)
+                filed.append((hour, key, body))
         except Exception as err:  # noqa: BLE001  (storage outages: the segment stays and is retried)
             attempts = self._failures.get(path.name, 0) + 1
             self._failures[path.name] = attempts
@@ -667,12 +670,20 @@ class DataCapture:
             return False
         path.unlink(missing_ok=True)
         self._failures.pop(path.name, None)
+        # Read off outside the lock the requests wait for; an hour cached after its object was written holds it already.
+        learned = [(hour, dict.fromkeys(_event_ids(body), key)) for hour, key, body in filed
+                   if stream is self._capture and hour in self._hours]
         with self._lock:
             self._spool_bytes -= len(data)
             if stream is self._capture:
                 self.written += parsed.lines
-                for hour in parsed.by_hour:
-                    self._hours.pop(hour, None)  # read back again with these ids next time
+                # A cached hour learns the ids just filed under it. It was dropped instead, and read back whole at
+                # the next lookup: at a second's shipping, every feedback post naming an id of no capture (made
+                # up, or a mistyped one) re-read the hour's objects (3.8 s at 100 requests a second).
+                for hour, ids in learned:
+                    cached = self._hours.get(hour)
+                    if cached is not None:
+                        cached.update(ids)
             self.torn += parsed.torn
             self.malformed += parsed.malformed
         if parsed.torn or parsed.malformed:

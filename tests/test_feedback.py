@@ -709,3 +709,31 @@ def test_feedback_for_an_answered_request_whose_capture_failed_says_so(tmp_path,
             assert _post(ep.url, {"event_id": response.headers["X-Diagnosa-Event-Id"],
                                   "diagnosis": "NO ENFERMO"})[0] == 201
     assert lake.list("feedback/") != []
+
+
+def test_an_id_of_no_capture_does_not_re_read_the_hour_after_each_shipment(tmp_path, monkeypatch):
+    # Each shipment (every second under traffic) dropped its hour from the lookup's cache: every feedback post naming
+    # a made-up or mistyped id read all the hour's capture objects again (3.8 s at 100 requests a second).
+    lake = DataLake.from_uri(str(tmp_path / "lake"))
+    reads: list[str] = []
+    get_bytes = lake.get_bytes
+    monkeypatch.setattr(lake, "get_bytes", lambda key: reads.append(key) or get_bytes(key))
+    now = datetime.now(timezone.utc)
+    with DataCapture(lake, "diagnosa") as capture:
+        first = new_event_id()
+        assert capture.record(first, None, b"{}", "application/json", b"{}", "application/json", now)
+        assert capture.flush()
+        assert capture.lookup(new_event_id()) == "unknown"  # the hour read once: one object
+        assert len(reads) == 1
+        for _ in range(3):  # more traffic shipped, then an id of no capture again
+            later = new_event_id()
+            assert capture.record(later, None, b"{}", "application/json", b"{}", "application/json", now)
+            assert capture.flush()
+            assert capture.lookup(new_event_id()) == "unknown"
+        assert len(reads) == 1, reads
+        # The ids shipped since are found in the lake's objects by the cached hour, not only in memory.
+        with capture._lock:
+            capture._recent.clear()
+        assert capture.lookup(later) == "captured" and capture.lookup(first) == "captured"
+        assert capture._filed_under(later) != capture._filed_under(first)  # each in the object it was shipped in
+    assert len(lake.list("capture/")) == 4
