@@ -225,9 +225,9 @@ def check_seed(seed: Any) -> int:
 
 # The gradient-boosting family's dense sample: 2**25 cells, every row of the 20k cohort (14k training rows x 745
 # features, 10.4M cells) and ~27k of the 100k cohort's 70k. On every row it was the longest job at 100k (181 s alone,
-# 2.3 GB; xgboost 14 s): the pipeline took 275 s against a goal of 120 s (now 144 s). On 27k rows it takes 75-83 s
-# and 1.2 GB; the model alone loses 0.010 macro recall, the champion (a vote in both runs) 0.001, at most 4 patients
-# in a class (docs/architecture.md "Performance").
+# 2.3 GB; xgboost 14 s): the pipeline took 275 s against a goal of 120 s. On 27k rows it takes 75-83 s and 1.2 GB
+# (~42 s without the columns no tree can split: DenseBatches' min_leaf_rows); the model alone loses 0.010 macro
+# recall, the champion (a vote in both runs) 0.001, at most 4 patients in a class (docs/architecture.md "Performance").
 GBM_FIT_MAX_CELLS = 2**25
 
 
