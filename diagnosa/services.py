@@ -479,6 +479,10 @@ class LocalWorkspace:
         named = names_problem(endpoint_name, package)
         if named:
             return named
+        if port:  # the port asked for another endpoint's of this workspace: the deploy would be refused
+            holder = endpoints.port_holder(port, endpoint_name)
+            if holder:
+                return endpoints.port_held(endpoint_name, port, holder)
         containers = (package.get("InferenceSpecification") or {}).get("Containers") or [{}]
         url = containers[0].get("ModelDataUrl") if isinstance(containers[0], dict) else None
         if not url:

@@ -73,6 +73,10 @@ RECENT_EVENTS = 200_000  # event ids remembered in memory for the feedback check
 UNCOUNTED = -1  # a captured event whose patients are not known (a previous process's spool)
 CAPTURE_FAILED = -2  # an answered, sampled event whose capture line was not written (spool full or failing, closed)
 CACHED_HOURS = 8  # hours of captured event ids kept after reading them back from the lake
+# A cached hour that does not hold an id asked for is read again once it is this old: another server of the endpoint
+# (its own --capture-spool) files objects there too, which this one's cache would never learn of; a stream of
+# made-up ids then costs one read of the hour a minute, not one a post.
+HOUR_REREAD_SECONDS = 60.0
 
 
 def _check_name(value: str, what: str) -> str:
@@ -435,6 +439,7 @@ class DataCapture:
         # CAPTURE_FAILED when sampled but not spooled (so feedback for it is told why, not "never captured")
         self._recent: OrderedDict[str, int] = OrderedDict()
         self._hours: OrderedDict[datetime, dict[str, str]] = OrderedDict()  # ids read back from the lake → key
+        self._hours_read: dict[datetime, float] = {}  # when each cached hour was read (time.monotonic)
         self._failures: dict[str, int] = {}  # segment name → failed shipping attempts
         self._closed = False
         self._stop = threading.Event()
@@ -600,12 +605,19 @@ class DataCapture:
                 ids = self._hours.get(hour)
                 if ids is not None:
                     self._hours.move_to_end(hour)
-            if ids is None:
-                ids = self._read_hour(hour)
-                with self._lock:
-                    self._hours[hour] = ids
-                    while len(self._hours) > CACHED_HOURS:
-                        self._hours.popitem(last=False)
+                    stale = time.monotonic() - self._hours_read.get(hour, 0.0) >= HOUR_REREAD_SECONDS
+            if ids is not None:
+                key = ids.get(event_id.lower()) or ids.get(event_id)
+                if key is not None:
+                    return key
+                if not stale:
+                    continue
+            ids = self._read_hour(hour)  # not cached, or cached a while ago: another server may have filed it since
+            with self._lock:
+                self._hours[hour], self._hours_read[hour] = ids, time.monotonic()
+                self._hours.move_to_end(hour)
+                while len(self._hours) > CACHED_HOURS:
+                    self._hours_read.pop(self._hours.popitem(last=False)[0], None)
             key = ids.get(event_id.lower()) or ids.get(event_id)
             if key is not None:
                 return key

@@ -817,6 +817,17 @@ class LocalEndpoints:
             return own
         return free_port(self.host)
 
+    def port_holder(self, port: int, endpoint_name: str) -> str | None:
+        """The endpoint of this workspace, other than ``endpoint_name``, in service on ``port`` (None: none)."""
+        held = [r["EndpointName"] for r in self.list() if r["EndpointName"] != endpoint_name
+                and r["EndpointStatus"] in ("InService", UPDATING) and r.get("Port") == port]
+        return held[0] if held else None
+
+    @staticmethod
+    def port_held(endpoint_name: str, port: int, holder: str) -> str:
+        return (f"endpoint {endpoint_name}: port {port} is endpoint {holder}'s, of this workspace: deploy with another "
+                f"port (--port; 0: any free one), or stop {holder} first (`diagnosa endpoint stop {holder}`)")
+
     def _new_port(self, endpoint_name: str) -> int:
         """A new endpoint's port: the one asked for (--port 8080 too: given, it is never swapped for another); none
         asked, the default port unless another endpoint of this workspace holds it (each dataset has its own
@@ -942,6 +953,9 @@ class LocalEndpoints:
                on_spawn: Callable[[int], None] | None = None) -> int:
         # Another process on the port would answer the health check for a server that could not bind it: the
         # deploy would report success while that process (another workspace's endpoint) got the predictions.
+        holder = self.port_holder(port, endpoint_name)
+        if holder:  # `--port 8080` beside this workspace's cohort endpoint: said as such, not as a stranger's
+            raise PortInUse(self.port_held(endpoint_name, port, holder))
         if port_taken(self.host, port, wait=PORT_RELEASE_WAIT):
             raise PortInUse(f"endpoint {endpoint_name}: port {port} on {self.host} is in use by another process "
                             "(another workspace's endpoint?): stop it, or deploy with another port (--port)")

@@ -300,6 +300,14 @@ class DenseBatches(BaseEstimator):
         self.random_state = random_state
         self.min_leaf_rows = min_leaf_rows
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # A model pickled before min_leaf_rows existed: get_params (every load limits the model's threads through it),
+        # repr and clone failed on it ("no attribute 'min_leaf_rows'"), and no such model could be served.
+        state.setdefault("min_leaf_rows", 0)
+        if "estimator_" in state:
+            state.setdefault("columns_", None)
+        super().__setstate__(state)
+
     def fit(self, X: Any, y: Any = None, sample_weight: Any = None) -> DenseBatches:
         n, width = X.shape
         limit = max(1, self.max_fit_cells // max(1, width))

@@ -737,3 +737,20 @@ def test_an_id_of_no_capture_does_not_re_read_the_hour_after_each_shipment(tmp_p
         assert capture.lookup(later) == "captured" and capture.lookup(first) == "captured"
         assert capture._filed_under(later) != capture._filed_under(first)  # each in the object it was shipped in
     assert len(lake.list("capture/")) == 4
+
+
+def test_an_event_another_server_of_the_endpoint_captured_is_found_once_the_cached_hour_is_old(tmp_path, monkeypatch):
+    # Two servers of one endpoint (each its own --capture-spool) file objects into the same hour: a cached hour only
+    # learns its own server's, so the other's events were "unknown" (feedback refused) for as long as it stayed cached.
+    import inference.capture as capture_module
+
+    lake = DataLake.from_uri(str(tmp_path / "lake"))
+    now = datetime.now(timezone.utc)
+    with DataCapture(lake, "diagnosa", spool_dir=tmp_path / "a") as a, \
+            DataCapture(lake, "diagnosa", spool_dir=tmp_path / "b") as b:
+        assert a.lookup(new_event_id()) == "unknown"  # a caches the hour
+        event = new_event_id()
+        assert b.record(event, None, b"{}", "application/json", b"{}", "application/json", now) and b.flush()
+        assert a.lookup(event) == "unknown"  # within HOUR_REREAD_SECONDS: not read again
+        monkeypatch.setattr(capture_module, "HOUR_REREAD_SECONDS", 0.0)
+        assert a.lookup(event) == "captured"

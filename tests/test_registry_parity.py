@@ -170,6 +170,23 @@ def test_port_8080_asked_for_is_never_swapped_for_a_free_one(workspace, monkeypa
     assert workspace.endpoints()._new_port("urgencias") == DEFAULT_PORT  # its own endpoint's port is not another's
 
 
+def test_a_port_another_endpoint_of_the_workspace_holds_is_refused_by_name_before_the_approval(workspace,
+                                                                                              monkeypatch, capsys):
+    # Said as "another workspace's endpoint?", after the version was written Approved.
+    from pipelines.local_endpoints import LocalEndpoints, PortInUse
+
+    package = _register(workspace)
+    port = _free_port()
+    other = {"EndpointName": "urgencias", "EndpointStatus": "InService", "Port": port}
+    monkeypatch.setattr(LocalEndpoints, "list", lambda self: [other])
+    assert main(["--workspace", str(workspace.root), "registry", "approve", "1", "--port", str(port)]) == 2
+    err = capsys.readouterr().err
+    assert f"port {port} is endpoint urgencias's, of this workspace" in err and "`diagnosa endpoint stop urgencias`" in err
+    assert _status(workspace, package) == "PendingManualApproval"
+    with pytest.raises(PortInUse, match=f"port {port} is endpoint urgencias's"):  # the deploy's own check too
+        workspace.endpoints(port)._start("diagnosa", workspace.root, port, 0, workspace.root / "x.log")
+
+
 # ------------------------------------------------------------------------------------------------ approvals together
 
 def _approve_in_thread(argv: list[str]) -> tuple[threading.Thread, list[int]]:

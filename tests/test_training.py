@@ -413,6 +413,27 @@ def test_gradient_boosting_leaves_out_the_columns_no_tree_can_split_and_is_the_s
     assert splittable_columns(np.array([[np.nan], [np.nan], [1.0]]), 2).tolist() == []
 
 
+def test_a_dense_batches_model_pickled_before_min_leaf_rows_loads_and_serves(tmp_path):
+    # Every MLP and gradient-boosting model trained before: a load calls get_params (to limit the model's threads),
+    # which raised AttributeError, so no such registered version could be served again.
+    from sklearn.base import clone
+
+    X, y, w = _rare_findings(n=600)
+    model = make_classifier("gradient_boosting", {"max_iter": 10}, seed=0).fit(X, y, sample_weight=w)
+    expected = model.predict_proba(X)
+    old = model.__dict__.copy()
+    model.__dict__.pop("min_leaf_rows")
+    model.__dict__.pop("columns_")
+    model.estimator_ = make_classifier("gradient_boosting", {"max_iter": 10}, seed=0).set_params(
+        min_leaf_rows=0).fit(X, y, sample_weight=w).estimator_  # an old model's classifier saw every column
+    joblib.dump(model, tmp_path / "old.joblib")
+    loaded = joblib.load(tmp_path / "old.joblib")
+    assert loaded.get_params()["min_leaf_rows"] == 0 and loaded.columns_ is None
+    assert repr(loaded) and clone(loaded).min_leaf_rows == 0 and "estimator__max_iter" in loaded.get_params(deep=True)
+    np.testing.assert_array_equal(loaded.predict_proba(X), expected)  # the same model, pruned or not
+    assert set(old) >= {"min_leaf_rows", "columns_"}
+
+
 def test_cv_folds_stop_early_as_the_shipped_model_does():
     """A fold of a 250-row class holds 200 of them (4 of 5 folds): the rule follows the shipped model's rows, so the
     fold models that calibrate it train as it will; the SVM's calibration folds still follow the fold's own rows."""
