@@ -479,7 +479,7 @@ class LocalWorkspace:
         named = names_problem(endpoint_name, package)
         if named:
             return named
-        if port:  # the port asked for another endpoint's of this workspace: the deploy would be refused
+        if port:  # the port asked for is another endpoint's of this workspace: the deploy would be refused
             holder = endpoints.port_holder(port, endpoint_name)
             if holder:
                 return endpoints.port_held(endpoint_name, port, holder)

@@ -62,6 +62,7 @@ from inference.limits import (
     MAX_BODY_BYTES,
     MAX_LISTED_PROBLEMS,
     MAX_REFUSAL_BYTES,
+    TOKEN_ENV,
     token_problem,
 )
 
@@ -70,7 +71,6 @@ if TYPE_CHECKING:  # imported where used: the feedback module is not needed to p
 
 JSON = "application/json"
 CSV = "text/csv"
-TOKEN_ENV = "DIAGNOSA_FEEDBACK_TOKEN"  # the local endpoint's feedback token, when it checks one
 DEFAULT_ATTEMPTS = 4  # attempts of a call, retries included, unless the caller says otherwise
 DEFAULT_TIMEOUT = INVOKE_TIMEOUT  # seconds a socket read waits for the answer (inference.limits)
 DEFAULT_CONNECT_TIMEOUT = 10.0  # seconds a connection waits at most (less when the timeout is shorter)

@@ -100,6 +100,7 @@ def printable(text: str) -> str:
 CAPTURE_HEADER = "X-Diagnosa-Capture"  # the local endpoint's "failed": an answer whose capture line was not written
 
 
+TOKEN_ENV = "DIAGNOSA_FEEDBACK_TOKEN"  # the local endpoint's feedback token (server and clients), when it checks one
 # The longest feedback token sent (and the most of a token file read): a token is a few dozen characters; it travels in
 # the request's header block, which the endpoint takes up to 64 KB of (inference.server.MAX_HEADER_BYTES).
 MAX_TOKEN_CHARS = 4096

@@ -16,14 +16,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from diagnosa.data.validate import clip
-from inference.limits import token_problem
+from inference.limits import TOKEN_ENV, token_problem
 
 if TYPE_CHECKING:
     from diagnosa.lake import DataLake
     from inference.server import EndpointServer
 
 MODEL_LOAD_TIMEOUT = 300.0  # seconds a start waits for the model (and every worker) to load
-TOKEN_ENV = "DIAGNOSA_FEEDBACK_TOKEN"
 
 
 class ServeError(Exception):
