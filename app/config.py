@@ -105,14 +105,14 @@ class AppConfig:
     def _check_lake(self) -> None:
         """The feedback lake, checked as the app starts: a bad one was found only when a doctor confirmed a diagnosis,
         and a local endpoint's never used (it stores feedback in its own lake)."""
-        from diagnosa.lake import DataLake, LakeError
+        from diagnosa.lake import LakeError, check_lake_uri
 
         if self.endpoint_url is not None:
             raise ConfigError(f"the feedback lake {_described(self.lake or '')} (--feedback-lake, DIAGNOSA_APP_LAKE) "
                               "is for a SageMaker endpoint, which has no feedback route; the local endpoint "
                               f"{_described(self.endpoint_url)} stores confirmed diagnoses in its own lake")
         try:
-            DataLake.from_uri(self.lake or "")
+            check_lake_uri(self.lake or "", "feedback lake")
         except LakeError as err:
             raise ConfigError(f"the feedback lake (--feedback-lake, DIAGNOSA_APP_LAKE): {err}") from None
 

@@ -476,6 +476,15 @@ def storage_from_uri(uri: str, *, s3_client: Any = None, what: str = "lake") -> 
     raise LakeError(f"unsupported {what} URI {uri!r}: use s3://bucket[/prefix], file:///path or a plain path")
 
 
+def check_lake_uri(uri: str, what: str = "lake") -> None:
+    """LakeError when ``uri`` names no lake storage_from_uri would open, checked by its own rules; no client is made
+    (an S3 client costs ~0.2 s: a page that checks its configuration at each rerun must not make one)."""
+    storage_from_uri(uri, s3_client=_NO_CLIENT, what=what)
+
+
+_NO_CLIENT = object()  # stands for the S3 client of a lake only checked, never read or written
+
+
 def json_bytes(obj: Any) -> bytes:
     """The lake's JSON: deterministic, so identical content gives identical bytes (and hashes). A lone surrogate
     (which a JSON text read back may hold as an escape, "\\ud800") has no UTF-8: such an object is written with every

@@ -373,7 +373,7 @@ def test_a_base_path_a_proxy_or_a_browser_would_read_otherwise_is_refused(tmp_pa
 
 @pytest.mark.parametrize("argv, says", [
     # Found only when a doctor confirmed a diagnosis: the lake was opened then.
-    (["--region", "eu-west-1", "--feedback-lake", "nosuch://x"], "unsupported lake URI 'nosuch://x'"),
+    (["--region", "eu-west-1", "--feedback-lake", "nosuch://x"], "unsupported feedback lake URI 'nosuch://x'"),
     (["--region", "eu-west-1", "--feedback-lake", "s3://b"], "bucket name 'b' must be 3 to 63"),
     # A local endpoint stores feedback in its own lake: the flag was taken and never used.
     (["--endpoint-url", "http://127.0.0.1:18161", "--feedback-lake", "lake"],
@@ -395,3 +395,12 @@ def test_a_feedback_lake_for_a_sagemaker_endpoint_is_taken(model_folder, tmp_pat
             "--port", "18162", "--model", str(model_folder)]
     assert main(argv) == 0, capsys.readouterr().err
     assert AppConfig.from_env(started[-1]).lake == lake
+
+
+def test_the_feedback_lake_is_checked_without_making_an_s3_client(monkeypatch):
+    # The page builds its configuration at every rerun (each click): an S3 client there cost ~0.2 s a click.
+    import diagnosa.aws
+
+    monkeypatch.setattr(diagnosa.aws, "client", lambda *a, **k: pytest.fail("an S3 client was made"))
+    assert AppConfig(region="eu-west-1", lake="s3://my-lake/feedback").lake == "s3://my-lake/feedback"
+
